@@ -1,0 +1,44 @@
+# alignvar-edge developer tasks. `make test` is what CI runs (.ci/run).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.installed
+# tensorrt-stubs depends on `tensorrt`, which PyPI cannot deliver (placeholder wheel that
+# downloads from NVIDIA's index). Install only the stubs, outside site-packages, for mypy.
+STUBS  := $(VENV)/typing-stubs
+
+.PHONY: venv test demo lint constraints clean-venv
+
+venv: $(STAMP)
+
+# Re-runs whenever the dependency declarations or the pins change.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -c constraints.txt -e '.[all]'
+	$(PIP) install -q --no-deps --upgrade --target $(STUBS) -c constraints.txt tensorrt-stubs
+	touch $@
+
+test: venv
+	$(PY) -m pytest -q
+
+demo: venv
+	$(VENV)/bin/alignvar-edge demo
+
+lint: venv
+	@if [ -f alignvar_edge/runtimes/tensorrt.py ]; then \
+		MYPYPATH=$(STUBS) $(PY) -m mypy alignvar_edge/runtimes/tensorrt.py; \
+	else \
+		echo "lint: alignvar_edge/runtimes/tensorrt.py does not exist yet; nothing to check"; \
+	fi
+
+# Regenerate the exact pins from a working venv. torch's local label (+cpu) is dropped so the
+# pin also matches other builds of the same release; the stubs are pinned by hand.
+constraints: venv
+	{ echo "# Exact pins of the tested working set (Python 3.11, x86-64). Regenerate: make constraints"; \
+	  $(PIP) freeze --exclude alignvar-edge | sed -E 's/^(torch==[^+]+)\+.*/\1/'; \
+	  echo "tensorrt-stubs==$$(sed -n 's/^Version: //p' $(STUBS)/tensorrt_stubs-*.dist-info/METADATA)"; \
+	} > constraints.txt.new && mv constraints.txt.new constraints.txt
+
+clean-venv:
+	rm -rf $(VENV)
