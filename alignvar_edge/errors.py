@@ -1,0 +1,42 @@
+"""Exception classes of alignvar-edge.
+
+Every error a user can cause is one of these, with a message that names the problem and what to
+do about it. The CLI prints such errors as one line and exits non-zero.
+"""
+from __future__ import annotations
+
+
+class AlignVAREdgeError(Exception):
+    """Base class: a problem the user can fix (bad input, missing backend, broken artifact)."""
+
+    exit_code = 2
+
+
+class ConfigError(AlignVAREdgeError, ValueError):
+    """A model configuration that cannot work, or an unknown preset."""
+
+
+class InputError(AlignVAREdgeError, ValueError):
+    """An input tensor, image or file that the operation cannot accept."""
+
+
+class CheckpointError(AlignVAREdgeError):
+    """A checkpoint that cannot be loaded: unsafe, corrupt, or not matching the config."""
+
+
+class ArtifactError(AlignVAREdgeError):
+    """An exported/built artifact directory that is missing, incomplete or fails verification."""
+
+
+class BackendUnavailableError(AlignVAREdgeError):
+    """A runtime backend whose package or hardware is not present here."""
+
+    exit_code = 3
+
+
+class ParityError(AlignVAREdgeError):
+    """An exported or built engine whose outputs do not match the PyTorch reference."""
+
+
+class OutputExistsError(AlignVAREdgeError):
+    """An output path that already holds something; pass --force to replace it."""

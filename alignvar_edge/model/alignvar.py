@@ -1,0 +1,304 @@
+"""AlignVAR: VARSR-style next-scale super-resolution with SCA (and HCC for training).
+
+Token sequence (length L = prefix + sum p_k^2):
+    [quality token | P*P LR tokens | scale 0 (sos) | scale 1 | ... | scale K-1]
+The prefix attends to itself; scale k attends to the prefix and scales <= k (block-causal).
+Inference is split into the pieces the staged export uses and the single export unrolls:
+    ctx = prepare(lr) -> kv = prefix_kv(ctx) -> step(k, ...) for k < K -> decode(f_hat, lr)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from alignvar_edge.errors import InputError
+from alignvar_edge.model.config import AlignVARConfig
+from alignvar_edge.model.resample import ResampleBank
+from alignvar_edge.model.rope import rope_tables, scale_positions
+from alignvar_edge.model.sca import SCAGuidance, affinity
+from alignvar_edge.model.transformer import (MASK_VALUE, AdaLNBeforeHead, AdaLNSelfAttn, LREmbed,
+                                             init_weights)
+from alignvar_edge.model.vqvae import VQVAE
+
+POSITIVE, NEGATIVE = 0, 1     # quality embedding rows: high-quality target / low-quality target
+
+
+@dataclass
+class Context:
+    """Per-tile tensors shared by every scale step (all are graph tensors, no Python state)."""
+
+    cond_BD: torch.Tensor      # (B2, C) AdaLN condition; B2 = 2B with CFG (positive, negative)
+    guide_B1hw: torch.Tensor   # (B, 1, h, w) SCA structural guidance (LR Laplacian)
+    prefix_BLC: torch.Tensor   # (B2, prefix_len, C)
+
+
+class AlignVAR(nn.Module):
+    def __init__(self, config: AlignVARConfig):
+        super().__init__()
+        c = config
+        self.config = c
+        self.vae = VQVAE(c)
+        C, P = c.width, c.latent_size
+        self.quality_emb = nn.Embedding(2, C)
+        self.lr_embed = LREmbed(C, c.lr_embed_ch, c.vq_downsample, c.vq_norm_groups)
+        self.lr_up = ResampleBank([("bicubic", c.lr_size, c.hr_size)])
+        self.word_embed = nn.Linear(c.vq_cvae, C)
+        self.pos_start = nn.Parameter(torch.zeros(1, c.patch_nums[0] ** 2, C))
+        self.lvl_embed = nn.Embedding(c.num_scales, C)
+        self.pos_1LC = nn.Parameter(torch.zeros(1, c.tokens_len, C)) if c.abs_pos else None
+        self.blocks = nn.ModuleList([
+            AdaLNSelfAttn(C, c.heads, c.mlp_ratio, c.norm_eps, c.sca, c.sca_alpha_init, c.sca_alpha_max)
+            for _ in range(c.depth)])
+        self.head_nm = AdaLNBeforeHead(C, c.norm_eps)
+        self.head = nn.Linear(C, c.vq_vocab)
+        self.sca_guidance = SCAGuidance(c.lr_size, c.patch_nums, c.sca_kernel) if c.sca else None
+
+        # token bookkeeping: where each scale starts in the full sequence
+        self.begin_ends: list[tuple[int, int]] = []
+        cur = c.prefix_len
+        for p in c.patch_nums:
+            self.begin_ends.append((cur, cur + p * p))
+            cur += p * p
+        # positions: quality token at the centre, LR tokens on the P grid, scales scale-aligned
+        centre = torch.full((1, 2), (P - 1) / 2, dtype=torch.float64)
+        pos = [centre, scale_positions(P, P)] + [scale_positions(p, P) for p in c.patch_nums]
+        cos, sin = rope_tables(torch.cat(pos), c.head_dim, c.rope_base)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        lvl = torch.cat([torch.full((c.prefix_len,), -1)] +
+                        [torch.full((p * p,), k) for k, p in enumerate(c.patch_nums)])
+        visible = lvl[None, :] <= lvl[:, None]
+        self.register_buffer("train_mask", torch.where(visible, 0.0, MASK_VALUE).view(1, 1, *visible.shape),
+                             persistent=False)
+        self.register_buffer("same_scale", ((lvl[None, :] == lvl[:, None]) & (lvl[:, None] >= 0)).float(),
+                             persistent=False)
+        self.register_buffer("lvl_ids", torch.arange(c.num_scales), persistent=False)
+
+        init_weights(self, c.depth)
+        nn.init.trunc_normal_(self.pos_start, std=0.02)
+        if self.pos_1LC is not None:
+            nn.init.trunc_normal_(self.pos_1LC, std=0.02)
+
+    # ------------------------------------------------------------------------------------------
+    # shared pieces
+    # ------------------------------------------------------------------------------------------
+    @property
+    def use_cfg(self) -> bool:
+        return self.config.cfg > 0
+
+    def condition(self, lr_B3hw: torch.Tensor, quality_B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """AdaLN condition (B, C) and prefix tokens (B, prefix_len, C) for given quality labels."""
+        cond = self.quality_emb(quality_B)
+        up = self.lr_up.bicubic(lr_B3hw * 2 - 1, self.config.hr_size)
+        prefix = torch.cat([cond.unsqueeze(1), self.lr_embed(up)], dim=1)
+        return cond, prefix
+
+    def scale_input(self, k: int, tokens_BlCv: torch.Tensor | None, cond_BD: torch.Tensor) -> torch.Tensor:
+        """Transformer input of scale k: sos for k = 0, else word_embed(area(f_hat, p_k))."""
+        if k == 0:
+            B = cond_BD.shape[0]
+            x = cond_BD.unsqueeze(1) + self.pos_start.expand(B, -1, -1)
+        else:
+            assert tokens_BlCv is not None
+            x = self.word_embed(tokens_BlCv)
+        x = x + self.lvl_embed.weight[k]
+        if self.pos_1LC is not None:
+            b, e = self.begin_ends[k]
+            p0 = self.config.prefix_len
+            x = x + self.pos_1LC[:, b - p0:e - p0]
+        return x
+
+    def logits(self, h_BlC: torch.Tensor, cond_BD: torch.Tensor) -> torch.Tensor:
+        return self.head(self.head_nm(h_BlC, cond_BD))
+
+    def descriptors(self, guide_B1hw: torch.Tensor, k: int) -> torch.Tensor | None:
+        if self.sca_guidance is None:
+            return None
+        return self.sca_guidance.descriptors(guide_B1hw, self.config.patch_nums[k])
+
+    # ------------------------------------------------------------------------------------------
+    # training: teacher-forced full sequence
+    # ------------------------------------------------------------------------------------------
+    def forward_teacher(self, lr_B3hw: torch.Tensor, idx_list: list[torch.Tensor],
+                        quality_B: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, tokens_len, V) for every scale given ground-truth tokens of all scales."""
+        c = self.config
+        B = lr_B3hw.shape[0]
+        if quality_B is None:
+            quality_B = torch.full((B,), POSITIVE, dtype=torch.long, device=lr_B3hw.device)
+        cond, prefix = self.condition(lr_B3hw, quality_B)
+        nxt = self.vae.quantize.teacher_inputs(idx_list)                    # B, L-p0^2, Cvae
+        xs = [self.scale_input(0, None, cond)]
+        off = 0
+        for k, p in enumerate(c.patch_nums[1:], start=1):
+            xs.append(self.scale_input(k, nxt[:, off:off + p * p], cond))
+            off += p * p
+        x = torch.cat([prefix] + xs, dim=1)
+        sca_S = None
+        if self.sca_guidance is not None:
+            g = self.sca_guidance.guidance(lr_B3hw)
+            d = [torch.zeros(B, c.prefix_len, c.sca_kernel ** 2, device=x.device, dtype=x.dtype)]
+            d += [self.descriptors(g, k) for k in range(c.num_scales)]       # type: ignore[misc]
+            d_all = torch.cat(d, dim=1)
+            sca_S = affinity(d_all, d_all) * self.same_scale
+        for blk in self.blocks:
+            x, _, _ = blk(x, cond, self.rope_cos, self.rope_sin, self.train_mask, sca_S)
+        return self.logits(x[:, c.prefix_len:], cond)
+
+    # ------------------------------------------------------------------------------------------
+    # inference: explicit KV cache, one step per scale
+    # ------------------------------------------------------------------------------------------
+    def prepare(self, lr_B3hw: torch.Tensor) -> Context:
+        B = lr_B3hw.shape[0]
+        q = torch.full((B,), POSITIVE, dtype=torch.long, device=lr_B3hw.device)
+        if self.use_cfg:
+            q = torch.cat([q, torch.full_like(q, NEGATIVE)])
+            lr2 = torch.cat([lr_B3hw, lr_B3hw])
+        else:
+            lr2 = lr_B3hw
+        cond, prefix = self.condition(lr2, q)
+        guide = self.sca_guidance.guidance(lr_B3hw) if self.sca_guidance is not None else lr_B3hw[:, :1]
+        return Context(cond, guide, prefix)
+
+    def prefix_kv(self, ctx: Context) -> torch.Tensor:
+        """Run the prefix through every block; returns the KV cache (depth, 2, B2, H, prefix, hd)."""
+        p0 = self.config.prefix_len
+        x = ctx.prefix_BLC
+        zeros = x.new_zeros(1, 1, p0, p0)
+        kvs = []
+        for blk in self.blocks:
+            x, k, v = blk(x, ctx.cond_BD, self.rope_cos[:p0], self.rope_sin[:p0], zeros, None)
+            kvs.append(torch.stack([k, v]))
+        return torch.stack(kvs)
+
+    def step(self, k: int, f_hat_BCPP: torch.Tensor, kv: torch.Tensor, ctx: Context
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Scale k: predict its tokens (greedy, with CFG), add them to f_hat, extend the cache.
+
+        Returns (idx (B, p_k^2) int64, f_hat, kv, guided logits (B, p_k^2, V)).
+        """
+        c = self.config
+        p = c.patch_nums[k]
+        B = f_hat_BCPP.shape[0]
+        b, e = self.begin_ends[k]
+        tokens = None
+        if k > 0:
+            tokens = self.vae.quantize.resample.area(f_hat_BCPP, p).flatten(2).transpose(1, 2)
+            if self.use_cfg:
+                tokens = torch.cat([tokens, tokens])
+        x = self.scale_input(k, tokens, ctx.cond_BD)
+        sca_S = None
+        d = self.descriptors(ctx.guide_B1hw, k)
+        if d is not None:
+            s_own = affinity(d, d)                                           # B, l, l
+            if self.use_cfg:
+                s_own = torch.cat([s_own, s_own])
+            sca_S = torch.cat([s_own.new_zeros(s_own.shape[0], p * p, b), s_own], dim=2)
+        bias = x.new_zeros(1, 1, p * p, e)
+        new_kv = []
+        for i, blk in enumerate(self.blocks):
+            x, kk, vv = blk(x, ctx.cond_BD, self.rope_cos[b:e], self.rope_sin[b:e], bias, sca_S,
+                            kv[i, 0], kv[i, 1])
+            new_kv.append(torch.stack([kk, vv]))
+        logits = self.logits(x, ctx.cond_BD)
+        if self.use_cfg:
+            t = c.cfg * k / (c.num_scales - 1)
+            logits = (1 + t) * logits[:B] - t * logits[B:]
+        idx = torch.argmax(logits, dim=-1)
+        q = self.vae.quantize
+        f_hat_BCPP = f_hat_BCPP + q.embed_scale(q.idx_to_h(idx, p), k)
+        return idx, f_hat_BCPP, torch.stack(new_kv), logits
+
+    def decode(self, f_hat_BCPP: torch.Tensor, lr_B3hw: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode(f_hat_BCPP, lr_B3hw)
+
+    def rollout(self, lr_B3hw: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+        """The whole coarse-to-fine generation: SR image, per-scale tokens, per-scale logits."""
+        c = self.config
+        ctx = self.prepare(lr_B3hw)
+        kv = self.prefix_kv(ctx)
+        B = lr_B3hw.shape[0]
+        f_hat = lr_B3hw.new_zeros(B, c.vq_cvae, c.latent_size, c.latent_size)
+        tokens, logits = [], []
+        for k in range(c.num_scales):
+            idx, f_hat, kv, lg = self.step(k, f_hat, kv, ctx)
+            tokens.append(idx)
+            logits.append(lg)
+        return self.decode(f_hat, lr_B3hw), tokens, logits
+
+    def forward(self, lr_B3hw: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Export entry point: LR tile -> (SR tile, tokens_0, ..., tokens_{K-1})."""
+        sr, tokens, _ = self.rollout(lr_B3hw)
+        return (sr, *tokens)
+
+    # ------------------------------------------------------------------------------------------
+    # user API
+    # ------------------------------------------------------------------------------------------
+    def check_input(self, lr_B3hw: torch.Tensor) -> None:
+        c = self.config
+        if not isinstance(lr_B3hw, torch.Tensor):
+            raise InputError(f"expected a torch.Tensor of shape (B, 3, {c.lr_size}, {c.lr_size}), "
+                             f"got {type(lr_B3hw).__name__}")
+        if lr_B3hw.dim() != 4 or tuple(lr_B3hw.shape[1:]) != (3, c.lr_size, c.lr_size):
+            raise InputError(
+                f"expected an LR tile of shape (B, 3, {c.lr_size}, {c.lr_size}), got {tuple(lr_B3hw.shape)}; "
+                "use alignvar_edge.runtimes.tiling (or `alignvar-edge upscale`) for other image sizes")
+        if not lr_B3hw.is_floating_point():
+            raise InputError(f"expected a float tensor in [0, 1], got dtype {lr_B3hw.dtype}")
+        if not bool(torch.isfinite(lr_B3hw).all()):
+            raise InputError("input contains NaN or Inf values; pass a finite image in [0, 1]")
+
+    @torch.no_grad()
+    def super_resolve(self, lr_B3hw: torch.Tensor) -> torch.Tensor:
+        """LR tile(s) (B, 3, lr, lr) in [0, 1] -> SR (B, 3, hr, hr) in [0, 1]."""
+        self.check_input(lr_B3hw)
+        dtype = next(self.parameters()).dtype
+        sr, _, _ = self.rollout(lr_B3hw.clamp(0, 1).to(dtype))
+        return sr.float()
+
+    @torch.no_grad()
+    def tokens(self, lr_B3hw: torch.Tensor) -> list[torch.Tensor]:
+        self.check_input(lr_B3hw)
+        return self.rollout(lr_B3hw.clamp(0, 1))[1]
+
+    def parameter_report(self) -> dict[str, int]:
+        def count(*mods: nn.Module | nn.Parameter | None) -> int:
+            n = 0
+            for m in mods:
+                if m is None:
+                    continue
+                n += m.numel() if isinstance(m, nn.Parameter) else sum(p.numel() for p in m.parameters())
+            return n
+
+        sca = sum(b.attn.sca_alpha.numel() for b in self.blocks if b.attn.sca_alpha is not None)
+        report = {
+            "vq_encoder": count(self.vae.encoder, self.vae.quant_conv),
+            "vq_decoder": count(self.vae.decoder, self.vae.post_quant_conv),
+            "quantizer": count(self.vae.quantize),
+            "lr_embedding": count(self.lr_embed, self.quality_emb),
+            "token_embedding": count(self.word_embed, self.pos_start, self.lvl_embed, self.pos_1LC),
+            "transformer_blocks": count(*self.blocks) - sca,
+            "sca": sca,
+            "head": count(self.head_nm, self.head),
+        }
+        report["transformer_total"] = (report["lr_embedding"] + report["token_embedding"]
+                                       + report["transformer_blocks"] + report["sca"] + report["head"])
+        report["inference"] = report["transformer_total"] + report["quantizer"] + report["vq_decoder"]
+        report["total"] = count(self)
+        return report
+
+    # ------------------------------------------------------------------------------------------
+    # checkpoints (implemented in model/checkpoint.py)
+    # ------------------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, name_or_dir: str) -> AlignVAR:
+        """A bundled model name (e.g. 'alignvar-tiny') or a directory with config.json + safetensors."""
+        from alignvar_edge.model.checkpoint import load_pretrained
+        return load_pretrained(name_or_dir)
+
+    def save_pretrained(self, out_dir: str, overwrite: bool = False) -> None:
+        from alignvar_edge.model.checkpoint import save_pretrained
+        save_pretrained(self, out_dir, overwrite=overwrite)

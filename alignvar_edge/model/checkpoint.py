@@ -1,0 +1,206 @@
+"""Checkpoints: safetensors + config.json, the bundled default, and VAR/VARSR imports.
+
+Nothing here unpickles code: safetensors holds tensors only, and `.pt/.pth` files are read with
+`torch.load(weights_only=True)`, which refuses any pickle that would build an arbitrary object.
+
+VAR / VARSR key mapping (their names are kept where the module is the same):
+    VAR `var_d16.pth` (raw state dict)          -> AlignVAR transformer keys unchanged
+        blocks.{i}.attn.mat_qkv.weight, q_bias, v_bias, scale_mul_1H11, proj.*, ffn.fc1/fc2.*,
+        blocks.{i}.ada_lin.1.*, word_embed.*, pos_start, pos_1LC, lvl_embed.weight, head_nm.*, head.*
+        class_emb.weight                        -> dropped (ImageNet classes; AlignVAR uses quality_emb)
+    VAR `vae_ch160v4096z32.pth` (raw state dict) -> prefixed with `vae.`
+        encoder.*, decoder.*, quant_conv.*, post_quant_conv.*, quantize.embedding.weight,
+        quantize.quant_resi.qresi_ls.{i}.*      (quantize.ema_vocab_hit_SV: statistics, dropped)
+    VARSR checkpoint: ckpt['trainer']['var_wo_ddp'] and ckpt['trainer']['vae_local'], as above.
+Keys with no counterpart (VARSR's own LR modules, AlignVAR's lr_embed / quality_emb / sca_alpha)
+are reported by name: they keep their initialisation and need fine-tuning.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from alignvar_edge.errors import CheckpointError, ConfigError
+from alignvar_edge.model.alignvar import AlignVAR
+from alignvar_edge.model.config import AlignVARConfig
+
+PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
+BUNDLED = ("alignvar-tiny",)
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+DROPPED_KEYS = ("class_emb.weight", "vae.quantize.ema_vocab_hit_SV")
+
+
+@dataclass
+class LoadReport:
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[str] = field(default_factory=list)      # "name: ckpt shape vs model shape"
+    dropped: list[str] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def summary(self) -> str:
+        parts = []
+        for label, names in (("missing", self.missing), ("unexpected", self.unexpected),
+                             ("shape mismatch", self.mismatched), ("dropped", self.dropped)):
+            if names:
+                shown = ", ".join(names[:8]) + (f" (+{len(names) - 8} more)" if len(names) > 8 else "")
+                parts.append(f"{label}: {shown}")
+        return "; ".join(parts) or "all keys matched"
+
+
+def resolve_checkpoint_dir(name_or_dir: str | os.PathLike[str]) -> Path:
+    """A bundled model name or a directory holding config.json + model.safetensors."""
+    s = str(name_or_dir)
+    if s in BUNDLED:
+        path = PRETRAINED_DIR / s
+        if not (path / WEIGHTS_FILE).exists():
+            raise CheckpointError(f"the bundled model '{s}' is missing from this installation "
+                                  f"({path}); reinstall alignvar-edge")
+        return path
+    path = Path(s)
+    if not path.is_dir():
+        raise CheckpointError(f"no checkpoint directory at '{s}'; pass a directory with {CONFIG_FILE} "
+                              f"and {WEIGHTS_FILE}, or a bundled model name: {', '.join(BUNDLED)}")
+    for f in (CONFIG_FILE, WEIGHTS_FILE):
+        if not (path / f).is_file():
+            raise CheckpointError(f"checkpoint directory '{path}' has no {f}")
+    return path
+
+
+def load_config(path: Path) -> AlignVARConfig:
+    try:
+        return AlignVARConfig.from_dict(json.loads((path / CONFIG_FILE).read_text()))
+    except (json.JSONDecodeError, TypeError) as e:
+        raise CheckpointError(f"{path / CONFIG_FILE} is not a valid AlignVAR config: {e}") from e
+
+
+def match_state_dict(model: torch.nn.Module, sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], LoadReport]:
+    """Keep the tensors whose names and shapes fit the model; report the rest by name."""
+    own = model.state_dict()
+    report = LoadReport()
+    kept: dict[str, torch.Tensor] = {}
+    for k, v in sd.items():
+        if k in DROPPED_KEYS:
+            report.dropped.append(k)
+        elif k not in own:
+            report.unexpected.append(k)
+        elif tuple(v.shape) != tuple(own[k].shape):
+            report.mismatched.append(f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}")
+        else:
+            kept[k] = v
+    report.missing = sorted(k for k in own if k not in sd)
+    return kept, report
+
+
+def load_pretrained(name_or_dir: str | os.PathLike[str], strict: bool = True) -> AlignVAR:
+    path = resolve_checkpoint_dir(name_or_dir)
+    config = load_config(path)
+    model = AlignVAR(config)
+    try:
+        sd = load_file(str(path / WEIGHTS_FILE))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path / WEIGHTS_FILE} is not a readable safetensors file ({e}); "
+                              "re-download or re-export it") from e
+    kept, report = match_state_dict(model, sd)
+    if strict and not report.clean:
+        raise CheckpointError(f"weights in {path} do not match its config.json: {report.summary()}")
+    model.load_state_dict(kept, strict=False)
+    return model.eval()
+
+
+def save_pretrained(model: AlignVAR, out_dir: str | os.PathLike[str], extra: dict[str, Any] | None = None,
+                    overwrite: bool = False) -> Path:
+    """Write config.json + model.safetensors atomically (temp sibling dir, then rename)."""
+    out = Path(out_dir)
+    if out.exists() and not overwrite:
+        raise CheckpointError(f"'{out}' already exists; choose another directory or pass overwrite=True")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        save_file(sd, str(tmp / WEIGHTS_FILE), metadata={"format": "alignvar-edge"})
+        cfg = model.config.to_dict()
+        (tmp / CONFIG_FILE).write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+        if extra:
+            (tmp / "training.json").write_text(json.dumps(extra, indent=2, sort_keys=True) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# VAR / VARSR imports
+# ------------------------------------------------------------------------------------------------
+def safe_torch_load(path: str | os.PathLike[str]) -> Any:
+    """torch.load that only accepts tensors and plain containers; code payloads are refused."""
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"refusing to load '{path}': it is not a plain tensor checkpoint (the pickle asks to build "
+            f"objects, which could run code). Convert it to safetensors in a trusted environment. "
+            f"Detail: {str(e).splitlines()[0]}") from e
+    except (RuntimeError, EOFError, OSError) as e:
+        raise CheckpointError(f"cannot read '{path}' as a PyTorch checkpoint: {e}") from e
+
+
+def _as_state_dict(obj: Any, where: str) -> dict[str, torch.Tensor]:
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{where} is not a state dict of tensors")
+    return obj
+
+
+def import_var(var_sd: dict[str, torch.Tensor], vae_sd: dict[str, torch.Tensor], config: AlignVARConfig
+               ) -> tuple[AlignVAR, LoadReport]:
+    """Build an AlignVAR from VAR-layout transformer + VQ-VAE state dicts (see module docstring)."""
+    model = AlignVAR(config)
+    merged = dict(var_sd)
+    merged.update({f"vae.{k}": v for k, v in vae_sd.items()})
+    kept, report = match_state_dict(model, merged)
+    model.load_state_dict(kept, strict=False)
+    return model.eval(), report
+
+
+def import_var_files(var_path: str | os.PathLike[str], vae_path: str | os.PathLike[str],
+                     config: AlignVARConfig) -> tuple[AlignVAR, LoadReport]:
+    var_sd = _as_state_dict(safe_torch_load(var_path), str(var_path))
+    vae_sd = _as_state_dict(safe_torch_load(vae_path), str(vae_path))
+    return import_var(var_sd, vae_sd, config)
+
+
+def import_varsr_file(path: str | os.PathLike[str], config: AlignVARConfig) -> tuple[AlignVAR, LoadReport]:
+    ckpt = safe_torch_load(path)
+    try:
+        trainer = ckpt["trainer"]
+        var_sd, vae_sd = trainer["var_wo_ddp"], trainer["vae_local"]
+    except (KeyError, TypeError) as e:
+        raise CheckpointError(f"'{path}' is not a VARSR checkpoint: expected ckpt['trainer']['var_wo_ddp'] "
+                              "and ckpt['trainer']['vae_local']") from e
+    return import_var(_as_state_dict(var_sd, f"{path}:var_wo_ddp"),
+                      _as_state_dict(vae_sd, f"{path}:vae_local"), config)
+
+
+def config_for_import(preset: str, **overrides: Any) -> AlignVARConfig:
+    """VAR checkpoints use absolute positions and no SCA unless asked otherwise."""
+    try:
+        return AlignVARConfig.from_preset(preset, **{"abs_pos": True, **overrides})
+    except TypeError as e:
+        raise ConfigError(str(e)) from e

@@ -1,0 +1,199 @@
+"""AlignVAR configuration: one dataclass, JSON round-trip, named presets, validation."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from alignvar_edge.errors import ConfigError
+
+PATCH_NUMS_256 = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
+PATCH_NUMS_512 = (1, 2, 3, 4, 6, 9, 13, 18, 24, 32)
+
+
+@dataclass
+class AlignVARConfig:
+    """Everything needed to build the network; stored as `config.json` beside the weights."""
+
+    name: str = "custom"
+    # --- tile geometry -------------------------------------------------------------------
+    scale: int = 4
+    hr_size: int = 64                      # SR tile side (pixels)
+    patch_nums: tuple[int, ...] = (1, 2, 3, 4, 6, 8, 12, 16)
+    # --- VQ-VAE (VAR semantics) ---------------------------------------------------------
+    vq_ch: int = 32
+    vq_ch_mult: tuple[int, ...] = (1, 2, 2)   # downsampling factor = 2 ** (len - 1)
+    vq_num_res_blocks: int = 1
+    vq_norm_groups: int = 8
+    vq_using_sa: bool = True
+    vq_vocab: int = 1024
+    vq_cvae: int = 16
+    vq_beta: float = 0.25
+    vq_phi_count: int = 4                  # partially shared phi convs (VAR: 4)
+    vq_phi_ratio: float = 0.5              # phi(x) = (1-r) x + r conv(x)
+    # Code HR minus bicubic(LR) and add bicubic(LR) back after decoding (off = pure VAR form).
+    residual_to_bicubic: bool = True
+    # --- transformer ----------------------------------------------------------------------
+    depth: int = 4
+    width: int = 128
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    norm_eps: float = 1e-6
+    rope_base: float = 100.0
+    abs_pos: bool = False                  # VAR's absolute pos_1LC (set when importing VAR)
+    lr_embed_ch: int = 64                  # width of the LR conditioning conv stack
+    # --- SCA (spatial consistency autoregression) ---------------------------------------
+    sca: bool = True
+    sca_kernel: int = 3                    # descriptor = k x k guidance neighbourhood
+    sca_alpha_init: float = 0.5
+    sca_alpha_max: float = 8.0             # |alpha * S| <= alpha_max keeps fp16 finite
+    # --- inference -------------------------------------------------------------------------
+    cfg: float = 0.0                       # image CFG strength at the last scale (0: one branch)
+    # --- training-only ---------------------------------------------------------------------
+    hcc_weight: float = 1.0
+    cond_drop: float = 0.1                 # probability of the negative quality embedding
+    degradation: dict[str, Any] = field(default_factory=dict)
+
+    # ----------------------------------------------------------------------------------------
+    def __post_init__(self) -> None:
+        self.patch_nums = tuple(int(p) for p in self.patch_nums)
+        self.vq_ch_mult = tuple(int(m) for m in self.vq_ch_mult)
+        self.validate()
+
+    @property
+    def vq_downsample(self) -> int:
+        return 2 ** (len(self.vq_ch_mult) - 1)
+
+    @property
+    def lr_size(self) -> int:
+        return self.hr_size // self.scale
+
+    @property
+    def latent_size(self) -> int:
+        """P: side of the VQ latent and of the finest token map."""
+        return self.hr_size // self.vq_downsample
+
+    @property
+    def head_dim(self) -> int:
+        return self.width // self.heads
+
+    @property
+    def num_scales(self) -> int:
+        return len(self.patch_nums)
+
+    @property
+    def prefix_len(self) -> int:
+        """Quality token + P x P LR tokens."""
+        return 1 + self.latent_size ** 2
+
+    @property
+    def tokens_len(self) -> int:
+        return sum(p * p for p in self.patch_nums)
+
+    @property
+    def seq_len(self) -> int:
+        return self.prefix_len + self.tokens_len
+
+    def validate(self) -> None:
+        def bad(msg: str) -> None:
+            raise ConfigError(f"config '{self.name}': {msg}")
+
+        if self.scale < 1:
+            bad(f"scale must be >= 1, got {self.scale}")
+        if self.hr_size % self.scale:
+            bad(f"hr_size {self.hr_size} is not a multiple of scale {self.scale}")
+        if self.hr_size % self.vq_downsample:
+            bad(f"hr_size {self.hr_size} is not a multiple of the VQ downsampling {self.vq_downsample}")
+        if list(self.patch_nums) != sorted(set(self.patch_nums)) or self.patch_nums[0] < 1:
+            bad(f"patch_nums must be strictly increasing positive ints, got {self.patch_nums}")
+        if self.patch_nums[-1] != self.latent_size:
+            bad(f"the last patch_num ({self.patch_nums[-1]}) must equal the latent size "
+                f"hr_size/vq_downsample = {self.latent_size}")
+        if len(self.patch_nums) < 2:
+            bad("need at least two scales")
+        if self.width % self.heads:
+            bad(f"width {self.width} is not divisible by heads {self.heads}")
+        if self.head_dim % 4:
+            bad(f"head dim {self.head_dim} (width/heads) must be divisible by 4 for 2-D rotary "
+                f"positions; choose width/heads from e.g. {self.heads * 4 * (self.head_dim // 4 + 1)}")
+        for m in self.vq_ch_mult:
+            if (self.vq_ch * m) % self.vq_norm_groups:
+                bad(f"VQ width {self.vq_ch * m} (vq_ch*{m}) is not a multiple of the "
+                    f"GroupNorm groups {self.vq_norm_groups}")
+        if self.lr_embed_ch % self.vq_norm_groups:
+            bad(f"lr_embed_ch {self.lr_embed_ch} is not a multiple of {self.vq_norm_groups}")
+        if self.sca_kernel % 2 == 0:
+            bad(f"sca_kernel must be odd, got {self.sca_kernel}")
+        if not 0 < self.sca_alpha_max <= 100:
+            bad("sca_alpha_max must lie in (0, 100]")
+        if self.cfg < 0:
+            bad(f"cfg must be >= 0, got {self.cfg}")
+        if self.vq_phi_count < 1:
+            bad("vq_phi_count must be >= 1")
+
+    # --- serialisation -------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["patch_nums"] = list(self.patch_nums)
+        d["vq_ch_mult"] = list(self.vq_ch_mult)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AlignVARConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown config keys {unknown}; valid keys: {sorted(known)}")
+        return cls(**d)
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        text = json.dumps(self.to_dict(), indent=2, sort_keys=True)
+        if path is not None:
+            Path(path).write_text(text + "\n")
+        return text
+
+    @classmethod
+    def from_json(cls, path_or_text: str | Path) -> AlignVARConfig:
+        p = Path(path_or_text)
+        text = p.read_text() if p.suffix == ".json" or p.exists() else str(path_or_text)
+        try:
+            return cls.from_dict(json.loads(text))
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"config {path_or_text} is not valid JSON: {e}") from e
+
+    def replace(self, **changes: Any) -> AlignVARConfig:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> AlignVARConfig:
+        if name not in PRESETS:
+            raise ConfigError(f"unknown preset '{name}'; choose one of {sorted(PRESETS)}")
+        d = dict(PRESETS[name])
+        d.update(overrides)
+        return cls(name=name, **d)
+
+
+def _var_preset(depth: int, hr_size: int) -> dict[str, Any]:
+    """A VAR/VARSR-sized model: width 64*depth, heads=depth, VQ-VAE ch160 V4096 z32 x16."""
+    return dict(
+        hr_size=hr_size,
+        patch_nums=PATCH_NUMS_256 if hr_size == 256 else PATCH_NUMS_512,
+        vq_ch=160, vq_ch_mult=(1, 1, 2, 2, 4), vq_num_res_blocks=2, vq_norm_groups=32,
+        vq_vocab=4096, vq_cvae=32, residual_to_bicubic=False,
+        depth=depth, width=64 * depth, heads=depth, lr_embed_ch=256, cfg=0.0,
+    )
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Trains on a 2-core CPU in well under an hour; the bundled default uses it.
+    "tiny": dict(),
+    # An even smaller network for fast tests.
+    "micro": dict(hr_size=32, patch_nums=(1, 2, 4, 8), vq_ch=16, vq_ch_mult=(1, 2, 2),
+                  vq_norm_groups=8, vq_vocab=64, vq_cvae=8, depth=2, width=32, heads=2,
+                  lr_embed_ch=16, vq_phi_count=2),
+}
+for _d in (16, 20, 24):
+    PRESETS[f"d{_d}"] = _var_preset(_d, 256)
+    PRESETS[f"d{_d}-512"] = _var_preset(_d, 512)

@@ -1,0 +1,44 @@
+"""Scale-aligned 2-D rotary positions in real arithmetic.
+
+Every token gets a (y, x) position on the common P x P grid of the finest scale: a token (i, j)
+of a p x p map sits at the centre of its cell, ((i + 0.5) P/p - 0.5, (j + 0.5) P/p - 0.5), so
+tokens of different scales that cover the same region share a position. The first half of each
+head's channels rotates with y, the second half with x. Pairs (2n, 2n+1) rotate by pos * freq_n,
+written with cos/sin so no complex dtype reaches an exported graph.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def scale_positions(p: int, grid: int) -> torch.Tensor:
+    """(p*p, 2) float positions (y, x) of a p x p token map on the grid x grid lattice."""
+    c = (torch.arange(p, dtype=torch.float64) + 0.5) * (grid / p) - 0.5
+    yy, xx = torch.meshgrid(c, c, indexing="ij")
+    return torch.stack([yy.reshape(-1), xx.reshape(-1)], dim=1)
+
+
+def rope_tables(pos_L2: torch.Tensor, head_dim: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin tables of shape (L, head_dim/2) for positions (L, 2)."""
+    quarter = head_dim // 4
+    freqs = base ** (-torch.arange(quarter, dtype=torch.float64) / quarter)   # (hd/4,)
+    ang = torch.cat([pos_L2[:, :1] * freqs, pos_L2[:, 1:] * freqs], dim=1)     # (L, hd/2)
+    return torch.cos(ang).float(), torch.sin(ang).float()
+
+
+def apply_rope(x_BHLd: torch.Tensor, cos_Lh: torch.Tensor, sin_Lh: torch.Tensor) -> torch.Tensor:
+    """Rotate channel pairs (2n, 2n+1) of x by the angles whose cos/sin are given."""
+    *lead, d = x_BHLd.shape
+    pairs = x_BHLd.reshape(*lead, d // 2, 2)
+    even, odd = pairs[..., 0], pairs[..., 1]
+    rot_even = even * cos_Lh - odd * sin_Lh
+    rot_odd = even * sin_Lh + odd * cos_Lh
+    return torch.stack([rot_even, rot_odd], dim=-1).reshape(*lead, d)
+
+
+def apply_rope_complex(x_BHLd: torch.Tensor, cos_Lh: torch.Tensor, sin_Lh: torch.Tensor) -> torch.Tensor:
+    """Reference with complex numbers (tests only): x_pair * exp(i * angle)."""
+    *lead, d = x_BHLd.shape
+    z = torch.view_as_complex(x_BHLd.double().reshape(*lead, d // 2, 2).contiguous())
+    rot = torch.polar(torch.ones_like(cos_Lh.double()), torch.atan2(sin_Lh.double(), cos_Lh.double()))
+    return torch.view_as_real(z * rot).reshape(*lead, d).to(x_BHLd.dtype)

@@ -1,0 +1,146 @@
+"""Transformer pieces of AlignVAR: AdaLN self-attention blocks (VAR names), LR embedding, head.
+
+Attention is written as explicit matmul-softmax-matmul with an additive, finite bias (block-causal
+mask plus SCA), L2-normalised q/k, a learned per-head scale clamped so |logits| <= 100, and 2-D
+rotary positions. The KV cache is plain tensors passed in and returned: no module state.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from alignvar_edge.model.rope import apply_rope
+from alignvar_edge.model.sca import clamp_alpha, sca_bias
+
+MASK_VALUE = -1e4       # finite "minus infinity": exp underflows to exactly 0, fp16 stays finite
+MAX_LOGIT_SCALE = math.log(100.0)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, width: int, heads: int, sca: bool, sca_alpha_init: float, sca_alpha_max: float):
+        super().__init__()
+        self.heads = heads
+        self.head_dim = width // heads
+        self.mat_qkv = nn.Linear(width, 3 * width, bias=False)
+        self.q_bias = nn.Parameter(torch.zeros(width))
+        self.v_bias = nn.Parameter(torch.zeros(width))
+        self.register_buffer("zero_k_bias", torch.zeros(width), persistent=False)
+        self.scale_mul_1H11 = nn.Parameter(torch.full((1, heads, 1, 1), 4.0).log())
+        self.proj = nn.Linear(width, width)
+        self.sca_alpha_max = sca_alpha_max
+        self.sca_alpha = nn.Parameter(torch.full((heads,), sca_alpha_init)) if sca else None
+
+    def alpha(self) -> torch.Tensor | None:
+        return None if self.sca_alpha is None else clamp_alpha(self.sca_alpha, self.sca_alpha_max)
+
+    def forward(self, x_BLC: torch.Tensor, cos_Lh: torch.Tensor, sin_Lh: torch.Tensor,
+                bias: torch.Tensor, sca_S: torch.Tensor | None,
+                past_k: torch.Tensor | None, past_v: torch.Tensor | None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x (B, l, C); bias (B|1, 1|H, l, L) with L = past + l; sca_S (B, l, L) or None.
+
+        Returns the output and the full (past + new) keys and values, (B, H, L, hd).
+        """
+        B, l, C = x_BLC.shape
+        qkv_bias = torch.cat([self.q_bias, self.zero_k_bias, self.v_bias])
+        qkv = F.linear(x_BLC, self.mat_qkv.weight, qkv_bias).view(B, l, 3, self.heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)                       # B, H, l, hd
+        scale = torch.exp(torch.clamp(self.scale_mul_1H11, max=MAX_LOGIT_SCALE))
+        q = apply_rope(F.normalize(q, dim=-1) * scale, cos_Lh, sin_Lh)
+        k = apply_rope(F.normalize(k, dim=-1), cos_Lh, sin_Lh)
+        if past_k is not None and past_v is not None:
+            k = torch.cat([past_k, k], dim=2)
+            v = torch.cat([past_v, v], dim=2)
+        logits = torch.matmul(q, k.transpose(-2, -1)) + bias
+        alpha = self.alpha()
+        if alpha is not None and sca_S is not None:
+            logits = logits + sca_bias(alpha, sca_S)
+        attn = torch.softmax(logits, dim=-1)
+        out = torch.matmul(attn, v)                                          # B, H, l, hd
+        out = out.transpose(1, 2).reshape(B, l, C)
+        return self.proj(out), k, v
+
+
+class FFN(nn.Module):
+    def __init__(self, width: int, mlp_ratio: float):
+        super().__init__()
+        hidden = round(width * mlp_ratio)
+        self.fc1 = nn.Linear(width, hidden)
+        self.fc2 = nn.Linear(hidden, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+
+
+class AdaLNSelfAttn(nn.Module):
+    """x += gamma1 * attn(LN(x)(1+scale1) + shift1); x += gamma2 * ffn(LN(x)(1+scale2) + shift2)."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float, norm_eps: float,
+                 sca: bool, sca_alpha_init: float, sca_alpha_max: float):
+        super().__init__()
+        self.width = width
+        self.attn = SelfAttention(width, heads, sca, sca_alpha_init, sca_alpha_max)
+        self.ffn = FFN(width, mlp_ratio)
+        self.ln_wo_grad = nn.LayerNorm(width, eps=norm_eps, elementwise_affine=False)
+        self.ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(width, 6 * width))
+
+    def forward(self, x_BLC: torch.Tensor, cond_BD: torch.Tensor, cos_Lh: torch.Tensor,
+                sin_Lh: torch.Tensor, bias: torch.Tensor, sca_S: torch.Tensor | None,
+                past_k: torch.Tensor | None = None, past_v: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        ada = self.ada_lin(cond_BD).view(-1, 1, 6, self.width)
+        gamma1, gamma2, scale1, scale2, shift1, shift2 = ada.unbind(2)
+        h, k, v = self.attn(self.ln_wo_grad(x_BLC) * (scale1 + 1) + shift1, cos_Lh, sin_Lh,
+                            bias, sca_S, past_k, past_v)
+        x_BLC = x_BLC + h * gamma1
+        x_BLC = x_BLC + self.ffn(self.ln_wo_grad(x_BLC) * (scale2 + 1) + shift2) * gamma2
+        return x_BLC, k, v
+
+
+class AdaLNBeforeHead(nn.Module):
+    def __init__(self, width: int, norm_eps: float):
+        super().__init__()
+        self.width = width
+        self.ln_wo_grad = nn.LayerNorm(width, eps=norm_eps, elementwise_affine=False)
+        self.ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
+
+    def forward(self, x_BLC: torch.Tensor, cond_BD: torch.Tensor) -> torch.Tensor:
+        scale, shift = self.ada_lin(cond_BD).view(-1, 1, 2, self.width).unbind(2)
+        return self.ln_wo_grad(x_BLC) * (scale + 1) + shift
+
+
+class LREmbed(nn.Module):
+    """VARSR-style LR conditioning: bicubic-upsampled LR -> strided convs -> P x P tokens."""
+
+    def __init__(self, width: int, ch: int, stride: int, groups: int):
+        super().__init__()
+        self.conv_in = nn.Conv2d(3, ch, 3, padding=1)
+        n_down = int(math.log2(stride))
+        self.down = nn.ModuleList(
+            [nn.Sequential(nn.GroupNorm(groups, ch), nn.SiLU(), nn.Conv2d(ch, ch, 3, stride=2, padding=1))
+             for _ in range(n_down)])
+        self.norm_out = nn.GroupNorm(groups, ch)
+        self.proj = nn.Conv2d(ch, width, 1)
+
+    def forward(self, up_B3HW: torch.Tensor) -> torch.Tensor:
+        h = self.conv_in(up_B3HW)
+        for d in self.down:
+            h = d(h)
+        h = self.proj(F.silu(self.norm_out(h)))
+        return h.flatten(2).transpose(1, 2)                                # B, P*P, C
+
+
+def init_weights(module: nn.Module, depth: int) -> None:
+    """Truncated-normal linears; residual projections scaled down with depth (GPT-2 style)."""
+    for name, m in module.named_modules():
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+            if name.endswith("attn.proj") or name.endswith("ffn.fc2"):
+                m.weight.data.mul_(1 / math.sqrt(2 * depth))
+        elif isinstance(m, nn.Embedding):
+            nn.init.trunc_normal_(m.weight, std=0.02)
