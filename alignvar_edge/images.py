@@ -1,0 +1,308 @@
+"""Image files in and out: float32 HWC RGB in [0, 1], plus an optional alpha plane.
+
+Loading is defensive because users point the tool at arbitrary folders: the size is checked from
+the header before any pixel is decoded, EXIF orientation is applied, and every mode Pillow can
+produce ends up as RGB. Saving is atomic and never clobbers a file silently.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from alignvar_edge.errors import InputError, OutputExistsError
+
+if TYPE_CHECKING:  # torch is imported lazily: image I/O alone should not pay its import time.
+    import torch
+
+__all__ = [
+    "DEFAULT_MAX_MEGAPIXELS",
+    "IMAGE_EXTENSIONS",
+    "from_tensor",
+    "list_images",
+    "load_image",
+    "save_image",
+    "to_tensor",
+]
+
+# x4 SR multiplies the pixel count by 16: 24 MP in is 384 MP (~4.6 GB as float32 RGB) out.
+DEFAULT_MAX_MEGAPIXELS = 24.0
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
+# Errors Pillow raises while decoding damaged data (truncated streams, bad chunks, CRC errors).
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError)
+
+
+def load_image(
+    path: str | os.PathLike[str], max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read an image file as (rgb float32 HxWx3 in [0,1], alpha float32 HxW or None).
+
+    ``max_megapixels=None`` lifts our size limit (Pillow's decompression-bomb guard still applies).
+    16-bit grayscale keeps its full precision; Pillow reduces 16-bit RGB(A) PNGs to 8 bits.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path} is a folder, not an image file; pass an image file path")
+    if not path.exists():
+        raise InputError(f"{path} does not exist; check the path")
+    with warnings.catch_warnings():
+        # We enforce our own limit below; Pillow's warning would only duplicate it.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(path)
+        except Image.DecompressionBombError as e:
+            raise InputError(
+                f"{path} is too large to open safely ({e}); downscale it or split it into tiles"
+            ) from e
+        except Image.UnidentifiedImageError as e:
+            if path.stat().st_size == 0:
+                raise InputError(f"{path} is empty (0 bytes); re-export or remove it") from e
+            raise InputError(
+                f"{path} is not an image Pillow can read, or its header is damaged "
+                "(zero size, unknown format); convert it to PNG or JPEG"
+            ) from e
+        except _DECODE_ERRORS as e:
+            raise InputError(f"{path} cannot be opened as an image ({e}); re-export the file") from e
+        with img:
+            return _decode(path, img, max_megapixels)
+
+
+def _decode(
+    path: Path, img: Image.Image, max_megapixels: float | None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    # Image.open only parsed the header: size is known, pixels are not decoded yet.
+    width, height = img.size
+    if width <= 0 or height <= 0:
+        raise InputError(f"{path} has no pixels ({width}x{height}); it is empty or damaged")
+    megapixels = width * height / 1e6
+    if max_megapixels is not None and megapixels > max_megapixels:
+        raise InputError(
+            f"{path} is {width}x{height} ({megapixels:.1f} MP), over the {max_megapixels:g} MP "
+            "limit; downscale or crop it, or raise the limit (max_megapixels / --max-megapixels)"
+        )
+    try:
+        img.load()
+        img = ImageOps.exif_transpose(img)
+        rgb, alpha = _to_float_planes(img)
+    except InputError:
+        raise
+    except _DECODE_ERRORS as e:
+        raise InputError(
+            f"{path} is truncated or corrupt ({e}); re-download or re-export the file"
+        ) from e
+    if not np.isfinite(rgb).all():
+        raise InputError(f"{path} contains NaN or infinite pixel values; fix the source image")
+    return rgb, alpha
+
+
+def _to_float_planes(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    """Any Pillow mode -> float32 RGB HxWx3 and optional alpha HxW, both in [0, 1]."""
+    mode = img.mode
+    if mode.startswith("I;16") or mode == "I":
+        # 16-bit grayscale (PNG/TIFF). Mode "I" is int32 and may hold anything: accept 16-bit range.
+        gray = np.asarray(img).astype(np.float32)
+        if gray.size and (gray.min() < 0 or gray.max() > 65535):
+            raise InputError(
+                f"32-bit integer image with values outside 0..65535 (mode {mode}); "
+                "convert it to 8- or 16-bit first"
+            )
+        return _gray_to_rgb(gray / 65535.0), None
+    if mode == "F":
+        gray = np.asarray(img, dtype=np.float32)
+        if gray.size and (gray.min() < 0.0 or gray.max() > 1.0):
+            raise InputError(
+                "floating-point image with values outside [0, 1]; rescale it to [0, 1] first"
+            )
+        return _gray_to_rgb(gray), None
+
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        mode in ("P", "L", "RGB") and "transparency" in img.info
+    )
+    if mode in ("L", "1", "LA", "La"):
+        target = "LA" if has_alpha else "L"
+    else:
+        # P, CMYK (Pillow undoes Adobe's inverted CMYK), YCbCr, HSV, RGBX, RGBa ...
+        target = "RGBA" if has_alpha else "RGB"
+    try:
+        conv = img.convert(target)
+    except ValueError as e:
+        raise InputError(f"unsupported image mode {mode}; convert the file to RGB first") from e
+    arr = np.asarray(conv, dtype=np.float32) / 255.0
+    if target == "L":
+        return _gray_to_rgb(arr), None
+    if target == "LA":
+        return _gray_to_rgb(arr[..., 0]), np.ascontiguousarray(arr[..., 1])
+    if target == "RGB":
+        return np.ascontiguousarray(arr), None
+    return np.ascontiguousarray(arr[..., :3]), np.ascontiguousarray(arr[..., 3])
+
+
+def _gray_to_rgb(gray_HW: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.repeat(gray_HW[..., None], 3, axis=2), dtype=np.float32)
+
+
+def save_image(
+    path: str | os.PathLike[str],
+    rgb: np.ndarray,
+    alpha: np.ndarray | None = None,
+    *,
+    overwrite: bool = False,
+    input_path: str | os.PathLike[str] | None = None,
+    quality: int = 95,
+) -> Path:
+    """Write float RGB HxWx3 (or gray HxW) in [0,1] as 8-bit, atomically; returns the path.
+
+    The format follows the extension. ``input_path`` is the image the data came from: writing
+    onto it is refused even with ``overwrite=True``, since a failed run would destroy the source.
+    """
+    path = Path(path)
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None or fmt not in Image.SAVE:
+        raise InputError(
+            f"cannot tell the image format of {path} from its extension; "
+            f"use one of {', '.join(IMAGE_EXTENSIONS)}"
+        )
+    if input_path is not None and _same_file(path, Path(input_path)):
+        raise InputError(
+            f"refusing to write the result onto its own input {path}; choose another output path"
+        )
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path} already exists; pass --force (overwrite=True) to replace it")
+    if not path.parent.is_dir():
+        raise InputError(f"output folder {path.parent} does not exist; create it first")
+
+    img = _to_pil(rgb, alpha, fmt, path)
+    params: dict[str, object] = {}
+    if fmt in ("JPEG", "WEBP"):
+        params["quality"] = int(quality)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            img.save(f, format=fmt, **params)
+            f.flush()
+            os.fsync(f.fileno())
+        # mkstemp creates the file 0600; give it the mode a normal open() would have.
+        os.chmod(tmp, 0o666 & ~_umask())
+        _publish(tmp, path, overwrite)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _publish(tmp: Path, path: Path, overwrite: bool) -> None:
+    if overwrite:
+        os.replace(tmp, path)
+        return
+    # link() fails if the target appeared since our check, so no file is clobbered by a race.
+    try:
+        os.link(tmp, path)
+    except FileExistsError as e:
+        raise OutputExistsError(
+            f"{path} already exists; pass --force (overwrite=True) to replace it"
+        ) from e
+    except OSError:
+        # Filesystems without hard links (FAT, some network mounts): best effort.
+        if path.exists():
+            raise OutputExistsError(
+                f"{path} already exists; pass --force (overwrite=True) to replace it"
+            ) from None
+        os.replace(tmp, path)
+        return
+    tmp.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return a.resolve() == b.resolve()
+
+
+def _to_pil(rgb: np.ndarray, alpha: np.ndarray | None, fmt: str, path: Path) -> Image.Image:
+    rgb = np.asarray(rgb)
+    if rgb.ndim == 3 and rgb.shape[2] == 1:
+        rgb = rgb[..., 0]
+    if not (rgb.ndim == 2 or (rgb.ndim == 3 and rgb.shape[2] == 3)):
+        raise InputError(f"image data for {path} must be HxWx3 or HxW, got shape {rgb.shape}")
+    if rgb.shape[0] == 0 or rgb.shape[1] == 0:
+        raise InputError(f"image data for {path} has no pixels (shape {rgb.shape})")
+    if not np.isfinite(rgb).all():
+        raise InputError(f"image data for {path} contains NaN or infinite values")
+    planes = _to_uint8(rgb)
+    if alpha is None:
+        return Image.fromarray(planes)
+    alpha = np.asarray(alpha)
+    if alpha.shape != rgb.shape[:2]:
+        raise InputError(f"alpha shape {alpha.shape} does not match image shape {rgb.shape[:2]}")
+    if fmt in ("JPEG", "BMP"):
+        raise InputError(f"{fmt} cannot store transparency; save {path.name} as .png or .webp")
+    a8 = _to_uint8(alpha)
+    if planes.ndim == 2:
+        return Image.fromarray(np.stack([planes, a8], axis=2))
+    return Image.fromarray(np.concatenate([planes, a8[..., None]], axis=2))
+
+
+def _to_uint8(x: np.ndarray) -> np.ndarray:
+    if x.dtype == np.uint8:
+        return np.ascontiguousarray(x)
+    return np.ascontiguousarray(np.round(np.clip(x.astype(np.float32), 0.0, 1.0) * 255.0), np.uint8)
+
+
+def list_images(folder: str | os.PathLike[str]) -> list[Path]:
+    """Image files under ``folder`` (recursive, by extension, hidden files skipped), sorted."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise InputError(f"{root} is not a folder; pass a folder of images")
+    found = [p for p in _walk(root) if p.suffix.lower() in IMAGE_EXTENSIONS]
+    # Sort by path relative to root so the order does not depend on where the folder lives.
+    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    for dirpath, dirnames, filenames in os.walk(root):
+        # Hidden entries include our own in-progress temp files (".name.xxxx.tmp").
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for name in filenames:
+            if not name.startswith("."):
+                yield Path(dirpath) / name
+
+
+def to_tensor(rgb_HWC: np.ndarray) -> torch.Tensor:
+    """HxWx3 numpy -> 1x3xHxW float32 torch tensor (a copy)."""
+    import torch
+
+    arr = np.asarray(rgb_HWC)
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        raise InputError(f"expected an HxWx3 image array, got shape {arr.shape}")
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1), np.float32)).unsqueeze(0)
+
+
+def from_tensor(x: torch.Tensor, clip: bool = True) -> np.ndarray:
+    """1x3xHxW or 3xHxW torch tensor -> HxWx3 float32 numpy (clipped to [0,1] by default)."""
+    import torch
+
+    t = x.detach()
+    if t.ndim == 4:
+        if t.shape[0] != 1:
+            raise InputError(f"expected one image (batch 1), got batch {t.shape[0]}")
+        t = t[0]
+    if t.ndim != 3 or t.shape[0] != 3:
+        raise InputError(f"expected a 3xHxW or 1x3xHxW tensor, got shape {tuple(x.shape)}")
+    arr = t.to(device="cpu", dtype=torch.float32).numpy().transpose(1, 2, 0)
+    if clip:
+        arr = np.clip(arr, 0.0, 1.0)
+    return np.ascontiguousarray(arr, dtype=np.float32)

@@ -1,0 +1,224 @@
+"""Image loading/saving: modes, orientation, damaged files, size limits, atomic writes."""
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from alignvar_edge.errors import InputError, OutputExistsError
+from alignvar_edge.images import from_tensor, list_images, load_image, save_image, to_tensor
+
+
+def _read(path: Path) -> Image.Image:
+    """Open, decode and close (tests must not leak file handles)."""
+    with Image.open(path) as im:
+        im.load()
+        return im
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _png_header_only(path: Path, width: int, height: int) -> None:
+    """A PNG whose header claims width x height but whose pixel data is garbage."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    body = _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", b"garbage") + _png_chunk(b"IEND", b"")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + body)
+
+
+def test_rgb_png_round_trip(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    u8 = rng.integers(0, 256, (17, 23, 3), dtype=np.uint8)
+    Image.fromarray(u8).save(tmp_path / "a.png")
+    rgb, alpha = load_image(tmp_path / "a.png")
+    assert rgb.dtype == np.float32 and rgb.shape == (17, 23, 3) and alpha is None
+    np.testing.assert_array_equal(np.round(rgb * 255).astype(np.uint8), u8)
+
+    out = save_image(tmp_path / "b.png", rgb)
+    np.testing.assert_array_equal(np.asarray(_read(out)), u8)
+
+
+def test_exif_orientation_is_applied(tmp_path: Path) -> None:
+    # Landscape 80x40 with a white block at the top-left; orientation 6 = rotate 90 deg clockwise.
+    u8 = np.zeros((40, 80, 3), np.uint8)
+    u8[:10, :10] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(u8).save(tmp_path / "r.jpg", exif=exif, quality=95)
+    assert _read(tmp_path / "r.jpg").getexif()[0x0112] == 6
+
+    rgb, _ = load_image(tmp_path / "r.jpg")
+    assert rgb.shape == (80, 40, 3)  # now portrait
+    assert rgb[:10, -10:].mean() > 0.95  # block moved to the top-right
+    assert rgb[:10, :10].mean() < 0.05
+
+
+def test_16bit_gray_png_keeps_precision(tmp_path: Path) -> None:
+    values = np.array([[0, 1, 32768, 65535]], np.uint16)
+    Image.fromarray(values).save(tmp_path / "g16.png")
+    assert _read(tmp_path / "g16.png").mode.startswith("I;16")
+    rgb, alpha = load_image(tmp_path / "g16.png")
+    assert alpha is None and rgb.shape == (1, 4, 3)
+    np.testing.assert_allclose(rgb[0, :, 0], values[0] / 65535.0, rtol=0, atol=1e-7)
+    assert rgb[0, 1, 0] > 0  # a 1/65535 step survives (8-bit would round it to 0)
+    np.testing.assert_array_equal(rgb[..., 0], rgb[..., 2])
+
+
+def test_grayscale_and_la(tmp_path: Path) -> None:
+    gray = np.arange(12, dtype=np.uint8).reshape(3, 4) * 20
+    Image.fromarray(gray).save(tmp_path / "g.png")
+    rgb, alpha = load_image(tmp_path / "g.png")
+    assert alpha is None
+    for c in range(3):
+        np.testing.assert_allclose(rgb[..., c], gray / 255.0, atol=1e-7)
+
+    la = np.stack([gray, np.full_like(gray, 128)], axis=2)
+    Image.fromarray(la).save(tmp_path / "la.png")
+    rgb, alpha = load_image(tmp_path / "la.png")
+    assert alpha is not None and alpha.shape == (3, 4)
+    np.testing.assert_allclose(alpha, 128 / 255.0, atol=1e-7)
+
+
+def test_rgba_alpha_round_trip(tmp_path: Path) -> None:
+    rgba = np.zeros((5, 6, 4), np.uint8)
+    rgba[..., 0] = 200
+    rgba[..., 3] = np.arange(6, dtype=np.uint8) * 50
+    Image.fromarray(rgba).save(tmp_path / "a.png")
+    rgb, alpha = load_image(tmp_path / "a.png")
+    assert alpha is not None
+    np.testing.assert_allclose(alpha[0], np.arange(6) * 50 / 255.0, atol=1e-7)
+    save_image(tmp_path / "b.png", rgb, alpha)
+    np.testing.assert_array_equal(np.asarray(_read(tmp_path / "b.png")), rgba)
+
+
+def test_palette_with_transparency(tmp_path: Path) -> None:
+    img = Image.new("P", (4, 2))
+    img.putpalette([255, 0, 0, 0, 0, 255] + [0, 0, 0] * 254)
+    img.putdata([0, 0, 1, 1, 0, 1, 0, 1])
+    img.save(tmp_path / "p.png")
+    rgb, alpha = load_image(tmp_path / "p.png")
+    assert alpha is None
+    np.testing.assert_allclose(rgb[0, 0], [1, 0, 0])
+    np.testing.assert_allclose(rgb[0, 2], [0, 0, 1])
+
+    img.save(tmp_path / "pt.png", transparency=1)
+    rgb, alpha = load_image(tmp_path / "pt.png")
+    assert alpha is not None
+    np.testing.assert_array_equal(alpha[0], [1, 1, 0, 0])
+
+
+def test_cmyk_jpeg_becomes_rgb(tmp_path: Path) -> None:
+    u8 = np.full((16, 16, 3), (200, 50, 30), np.uint8)
+    Image.fromarray(u8).convert("CMYK").save(tmp_path / "c.jpg", quality=100)
+    assert _read(tmp_path / "c.jpg").mode == "CMYK"
+    rgb, alpha = load_image(tmp_path / "c.jpg")
+    assert rgb.shape == (16, 16, 3) and alpha is None
+    np.testing.assert_allclose(rgb.mean(axis=(0, 1)) * 255, [200, 50, 30], atol=3)
+
+
+def test_truncated_png_is_input_error(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "ok.png")
+    data = (tmp_path / "ok.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match=r"cut\.png.*(truncated|corrupt)"):
+        load_image(tmp_path / "cut.png")
+
+
+def test_text_file_named_png_is_input_error(tmp_path: Path) -> None:
+    (tmp_path / "notes.png").write_text("this is not an image\n")
+    with pytest.raises(InputError, match=r"notes\.png.*not an image"):
+        load_image(tmp_path / "notes.png")
+
+
+def test_empty_zero_pixel_and_missing_files(tmp_path: Path) -> None:
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(InputError, match="empty"):
+        load_image(tmp_path / "empty.png")
+    _png_header_only(tmp_path / "zero.png", 0, 8)  # Pillow itself rejects a 0-wide PNG header
+    with pytest.raises(InputError, match=r"zero\.png"):
+        load_image(tmp_path / "zero.png")
+    with pytest.raises(InputError, match="does not exist"):
+        load_image(tmp_path / "nope.png")
+    with pytest.raises(InputError, match="folder"):
+        load_image(tmp_path)
+
+
+def test_megapixel_limit_checked_before_decoding(tmp_path: Path) -> None:
+    # Header says 8000x8000 but the pixel data is garbage: if the loader decoded before checking
+    # the size it would report corruption instead of the size.
+    _png_header_only(tmp_path / "big.png", 8000, 8000)
+    with pytest.raises(InputError, match=r"8000x8000 \(64\.0 MP\).*over the 24 MP limit"):
+        load_image(tmp_path / "big.png")
+    with pytest.raises(InputError, match="truncated or corrupt"):
+        load_image(tmp_path / "big.png", max_megapixels=100)
+    Image.new("RGB", (2000, 1000)).save(tmp_path / "2mp.png")
+    with pytest.raises(InputError, match="over the 1.5 MP limit"):
+        load_image(tmp_path / "2mp.png", max_megapixels=1.5)
+    assert load_image(tmp_path / "2mp.png", max_megapixels=None)[0].shape == (1000, 2000, 3)
+
+
+def test_save_is_atomic_and_refuses_overwrite(tmp_path: Path) -> None:
+    rgb = np.full((4, 4, 3), 0.5, np.float32)
+    target = save_image(tmp_path / "out.png", rgb)
+    assert sorted(os.listdir(tmp_path)) == ["out.png"]  # no temp file left behind
+    assert oct(target.stat().st_mode & 0o777) != oct(0o600)  # not mkstemp's private mode
+
+    before = target.read_bytes()
+    with pytest.raises(OutputExistsError, match="already exists"):
+        save_image(target, np.zeros_like(rgb))
+    assert target.read_bytes() == before
+
+    save_image(target, np.zeros_like(rgb), overwrite=True)
+    assert np.asarray(_read(target)).max() == 0
+    assert sorted(os.listdir(tmp_path)) == ["out.png"]
+
+
+def test_failed_save_leaves_no_temp_file(tmp_path: Path) -> None:
+    with pytest.raises(InputError):
+        save_image(tmp_path / "a.jpg", np.zeros((4, 4, 3)), alpha=np.ones((4, 4)))
+    with pytest.raises(InputError):
+        save_image(tmp_path / "nan.png", np.full((4, 4, 3), np.nan))
+    assert os.listdir(tmp_path) == []
+
+
+def test_save_refuses_its_own_input(tmp_path: Path) -> None:
+    src = save_image(tmp_path / "in.png", np.zeros((4, 4, 3)))
+    for force in (False, True):
+        with pytest.raises(InputError, match="own input"):
+            save_image(tmp_path / "sub" / ".." / "in.png", np.ones((4, 4, 3)), overwrite=force,
+                       input_path=src)
+    with pytest.raises(InputError, match="format"):
+        save_image(tmp_path / "x.unknown", np.zeros((4, 4, 3)))
+
+
+def test_list_images_recursive_sorted(tmp_path: Path) -> None:
+    (tmp_path / "b").mkdir()
+    (tmp_path / ".hidden").mkdir()
+    for rel in ["z.PNG", "a.jpg", "b/c.webp", "b/d.tif", ".hidden/e.png", ".tmp.png", "n.txt"]:
+        (tmp_path / rel).write_bytes(b"")
+    got = [p.relative_to(tmp_path).as_posix() for p in list_images(tmp_path)]
+    assert got == ["a.jpg", "b/c.webp", "b/d.tif", "z.PNG"]
+    with pytest.raises(InputError, match="not a folder"):
+        list_images(tmp_path / "a.jpg")
+
+
+def test_tensor_round_trip() -> None:
+    rgb = np.random.default_rng(2).random((5, 7, 3), dtype=np.float32)
+    t = to_tensor(rgb)
+    assert t.shape == (1, 3, 5, 7) and t.dtype == torch.float32
+    np.testing.assert_array_equal(from_tensor(t), rgb)
+    np.testing.assert_array_equal(from_tensor(t[0]), rgb)
+    assert from_tensor(t * 2 - 0.5).max() == 1.0
+    assert from_tensor(t * 2, clip=False).max() > 1.0
+    with pytest.raises(InputError):
+        to_tensor(rgb[..., 0])
+    with pytest.raises(InputError):
+        from_tensor(torch.zeros(2, 3, 4, 4))
