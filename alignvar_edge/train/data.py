@@ -1,0 +1,209 @@
+"""Training / calibration images: the bundled sample photographs and image-folder datasets.
+
+The sample set is read from files inside scikit-image's wheel, so it works offline (no pooch
+download). Sources and licences: docs/sample-images.md.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal, TypedDict
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from alignvar_edge.errors import ConfigError, InputError
+from alignvar_edge.images import DEFAULT_MAX_MEGAPIXELS, IMAGE_EXTENSIONS, list_images, load_image
+from alignvar_edge.train.degrade import DegradationConfig, degrade
+
+__all__ = ["SAMPLE_IMAGES", "ImageFolderDataset", "SRSample", "SampleImage", "sample_images"]
+
+Split = Literal["train", "heldout", "all"]
+
+
+@dataclass(frozen=True)
+class SampleImage:
+    name: str
+    file: str  # inside skimage/data/
+    split: Literal["train", "heldout"]
+    licence: str
+    gray: bool = False
+
+
+# Real photographs only (no synthetic or binary images). Held-out = astronaut, coffee, rocket, as
+# in earlier measurements. The Middlebury motorcycle pair is left out: its licence is not stated.
+SAMPLE_IMAGES: tuple[SampleImage, ...] = (
+    SampleImage("chelsea", "chelsea.png", "train", "CC0 (Stefan van der Walt)"),
+    SampleImage("hubble_deep_field", "hubble_deep_field.jpg", "train", "public domain (NASA)"),
+    SampleImage("immunohistochemistry", "ihc.png", "train", "no known copyright restrictions (CMMI)"),
+    SampleImage("retina", "retina.jpg", "train", "CC0 (Mikael Häggström)"),
+    SampleImage("camera", "camera.png", "train", "CC0 (Lav Varshney)", gray=True),
+    SampleImage("brick", "brick.png", "train", "CC0 (CC0Textures Bricks25)", gray=True),
+    SampleImage("grass", "grass.png", "train", "CC0 (linolafett, DeviantArt)", gray=True),
+    SampleImage("gravel", "gravel.png", "train", "CC0 (CC0Textures Gravel04)", gray=True),
+    SampleImage("astronaut", "astronaut.png", "heldout", "public domain (NASA)"),
+    SampleImage("coffee", "coffee.png", "heldout", "CC0 (Rachel Michetti)"),
+    SampleImage("rocket", "rocket.jpg", "heldout", "public domain (SpaceX)"),
+)
+
+
+def _skimage_data_dir() -> Path:
+    # Locate the folder without importing skimage.data (whose fetchers may try the network).
+    import importlib.util
+
+    spec = importlib.util.find_spec("skimage")
+    if spec is None or spec.origin is None:
+        raise InputError("scikit-image is not installed; the sample images come from its wheel")
+    return Path(spec.origin).parent / "data"
+
+
+@lru_cache(maxsize=None)
+def _load_sample(file: str) -> np.ndarray:
+    path = _skimage_data_dir() / file
+    if not path.is_file():
+        raise InputError(
+            f"sample image {path} is missing from the installed scikit-image; "
+            "reinstall it (pip install -c constraints.txt scikit-image) or use your own folder"
+        )
+    rgb, _ = load_image(path)
+    rgb.flags.writeable = False  # shared by the cache; callers get copies
+    return rgb
+
+
+def sample_images(split: Split = "train") -> list[tuple[str, np.ndarray]]:
+    """The bundled photographs of one split as (name, float32 HxWx3 in [0,1]); gray ones as RGB."""
+    if split not in ("train", "heldout", "all"):
+        raise ConfigError(f"split must be 'train', 'heldout' or 'all', got {split!r}")
+    return [
+        (s.name, _load_sample(s.file).copy())
+        for s in SAMPLE_IMAGES
+        if split == "all" or s.split == split
+    ]
+
+
+class SRSample(TypedDict):
+    """One training pair, float32 in [0, 1]."""
+
+    hr: torch.Tensor  # 3 x C x C
+    lr: torch.Tensor  # 3 x C/s x C/s
+    name: str
+
+
+Source = str | os.PathLike[str] | Sequence[tuple[str, np.ndarray]] | Sequence[np.ndarray]
+
+
+class ImageFolderDataset(Dataset[SRSample]):
+    """Random HR crops with their degraded LR, deterministic per (seed, epoch, index).
+
+    ``source`` is a folder (searched recursively) or in-memory images ((name, HxWx3) pairs or
+    bare arrays). Item i is ``{"hr": 3xCxC, "lr": 3x(C/s)x(C/s), "name": str}``, float32 in
+    [0,1]. Files that cannot be read, or are smaller than the crop, are skipped with a warning
+    and listed in ``.skipped`` as (name, reason).
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        crop: int = 64,
+        scale: int = 4,
+        degradation: DegradationConfig | None = None,
+        seed: int = 0,
+        flips: bool = True,
+        samples_per_image: int = 1,
+        max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
+    ) -> None:
+        if scale < 1 or crop < scale or crop % scale:
+            raise ConfigError(f"crop ({crop}) must be a positive multiple of scale ({scale})")
+        if samples_per_image < 1:
+            raise ConfigError(f"samples_per_image must be >= 1, got {samples_per_image}")
+        self.degradation = degradation if degradation is not None else DegradationConfig(scale=scale)
+        if self.degradation.scale != scale:
+            raise ConfigError(
+                f"degradation scale {self.degradation.scale} differs from dataset scale {scale}"
+            )
+        self.crop, self.scale, self.seed, self.flips = crop, scale, seed, flips
+        self.samples_per_image = samples_per_image
+        self.epoch = 0
+        self.skipped: list[tuple[str, str]] = []
+        self.images: list[tuple[str, np.ndarray]] = []
+
+        what = self._collect(source, max_megapixels)
+        too_small = [(n, a) for n, a in self.images if min(a.shape[:2]) < crop]
+        for name, arr in too_small:
+            self._skip(name, f"{arr.shape[1]}x{arr.shape[0]} is smaller than the {crop} px crop")
+        usable = [(n, a) for n, a in self.images if min(a.shape[:2]) >= crop]
+        if too_small and not usable:
+            biggest = max(min(a.shape[:2]) for _, a in too_small)
+            raise InputError(
+                f"crop {crop} is larger than every image in {what} (the largest short side is "
+                f"{biggest} px); use a smaller crop or larger images"
+            )
+        if not usable:
+            detail = f"; {len(self.skipped)} unreadable: {self.skipped[:3]}" if self.skipped else ""
+            raise InputError(
+                f"no usable images in {what} (looked for {', '.join(IMAGE_EXTENSIONS)}){detail}"
+            )
+        self.images = usable
+
+    def _collect(self, source: Source, max_megapixels: float | None) -> str:
+        if isinstance(source, (str, os.PathLike)):
+            folder = Path(source)
+            for path in list_images(folder):
+                name = path.relative_to(folder).as_posix()
+                try:
+                    rgb, _ = load_image(path, max_megapixels=max_megapixels)
+                except InputError as e:
+                    self._skip(name, str(e))
+                    continue
+                self.images.append((name, rgb))
+            return str(folder)
+        for i, item in enumerate(source):
+            name, arr = item if isinstance(item, tuple) else (f"image{i}", item)
+            arr = np.asarray(arr)
+            if arr.ndim != 3 or arr.shape[2] != 3 or not np.issubdtype(arr.dtype, np.floating):
+                raise InputError(
+                    f"in-memory image {name!r} must be float HxWx3 in [0, 1], "
+                    f"got {arr.dtype} {arr.shape}"
+                )
+            self.images.append((name, arr.astype(np.float32, copy=False)))
+        return "the given images"
+
+    def _skip(self, name: str, reason: str) -> None:
+        warnings.warn(f"skipping {name}: {reason}", stacklevel=3)
+        self.skipped.append((name, reason))
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw fresh crops and degradations for another epoch (still reproducible)."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.images) * self.samples_per_image
+
+    def __getitem__(self, index: int) -> SRSample:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} samples")
+        name, img = self.images[index % len(self.images)]
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, self.epoch, index]))
+        c = self.crop
+        top = int(rng.integers(img.shape[0] - c + 1))
+        left = int(rng.integers(img.shape[1] - c + 1))
+        hr = img[top : top + c, left : left + c]
+        if self.flips:
+            if rng.random() < 0.5:
+                hr = hr[:, ::-1]
+            if rng.random() < 0.5:
+                hr = hr[::-1]
+            if rng.random() < 0.5:
+                hr = hr.transpose(1, 0, 2)
+        hr = np.ascontiguousarray(hr, dtype=np.float32)
+        lr = degrade(hr, self.degradation, int(rng.integers(2**63)))
+        return {
+            "hr": torch.from_numpy(hr.transpose(2, 0, 1).copy()),
+            "lr": torch.from_numpy(lr.transpose(2, 0, 1).copy()),
+            "name": name,
+        }
