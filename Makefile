@@ -17,6 +17,12 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -c constraints.txt -e '.[all]'
 	$(PIP) install -q --no-deps --upgrade --target $(STUBS) -c constraints.txt tensorrt-stubs
+	@# tensorrt-stubs 10.13.0.35.1 is not valid Python: parameters named `in`, a required parameter
+	@# after defaulted ones, and an import of tensorrt_libs (not shipped). Patch them so mypy parses.
+	sed -i -E -e 's/\bin: list\[/in_: list[/g' \
+		-e 's/power: Weights = None, channel_axis: int\)/power: Weights = None, channel_axis: int = ...)/' \
+		$(STUBS)/tensorrt_bindings/tensorrt.pyi
+	sed -i -e '/^import tensorrt_libs as tensorrt_libs$$/d' $(STUBS)/tensorrt/__init__.pyi
 	touch $@
 
 test: venv
@@ -27,7 +33,7 @@ demo: venv
 
 lint: venv
 	@if [ -f alignvar_edge/runtimes/tensorrt.py ]; then \
-		MYPYPATH=$(STUBS) $(PY) -m mypy alignvar_edge/runtimes/tensorrt.py; \
+		$(PY) -m mypy alignvar_edge/runtimes/tensorrt.py; \
 	else \
 		echo "lint: alignvar_edge/runtimes/tensorrt.py does not exist yet; nothing to check"; \
 	fi
