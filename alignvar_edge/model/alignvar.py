@@ -16,7 +16,6 @@ from torch import nn
 
 from alignvar_edge.errors import InputError
 from alignvar_edge.model.config import AlignVARConfig
-from alignvar_edge.model.resample import ResampleBank
 from alignvar_edge.model.rope import rope_tables, scale_positions
 from alignvar_edge.model.sca import SCAGuidance, affinity
 from alignvar_edge.model.transformer import (MASK_VALUE, AdaLNBeforeHead, AdaLNSelfAttn, LREmbed,
@@ -43,8 +42,7 @@ class AlignVAR(nn.Module):
         self.vae = VQVAE(c)
         C, P = c.width, c.latent_size
         self.quality_emb = nn.Embedding(2, C)
-        self.lr_embed = LREmbed(C, c.lr_embed_ch, c.vq_downsample, c.vq_norm_groups)
-        self.lr_up = ResampleBank([("bicubic", c.lr_size, c.hr_size)])
+        self.lr_embed = LREmbed(C, c.lr_embed_ch, c.vq_downsample // c.scale, c.vq_norm_groups)
         self.word_embed = nn.Linear(c.vq_cvae, C)
         self.pos_start = nn.Parameter(torch.zeros(1, c.patch_nums[0] ** 2, C))
         self.lvl_embed = nn.Embedding(c.num_scales, C)
@@ -92,8 +90,7 @@ class AlignVAR(nn.Module):
     def condition(self, lr_B3hw: torch.Tensor, quality_B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """AdaLN condition (B, C) and prefix tokens (B, prefix_len, C) for given quality labels."""
         cond = self.quality_emb(quality_B)
-        up = self.lr_up.bicubic(lr_B3hw * 2 - 1, self.config.hr_size)
-        prefix = torch.cat([cond.unsqueeze(1), self.lr_embed(up)], dim=1)
+        prefix = torch.cat([cond.unsqueeze(1), self.lr_embed(lr_B3hw * 2 - 1)], dim=1)
         return cond, prefix
 
     def scale_input(self, k: int, tokens_BlCv: torch.Tensor | None, cond_BD: torch.Tensor) -> torch.Tensor:

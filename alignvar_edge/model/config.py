@@ -21,15 +21,15 @@ class AlignVARConfig:
     # --- tile geometry -------------------------------------------------------------------
     scale: int = 4
     hr_size: int = 64                      # SR tile side (pixels)
-    patch_nums: tuple[int, ...] = (1, 2, 3, 4, 6, 8, 12, 16)
+    patch_nums: tuple[int, ...] = (1, 2, 3, 4, 6, 8)
     # --- VQ-VAE (VAR semantics) ---------------------------------------------------------
     vq_ch: int = 32
-    vq_ch_mult: tuple[int, ...] = (1, 2, 2)   # downsampling factor = 2 ** (len - 1)
+    vq_ch_mult: tuple[int, ...] = (1, 2, 2, 2)   # downsampling factor = 2 ** (len - 1)
     vq_num_res_blocks: int = 1
     vq_norm_groups: int = 8
     vq_using_sa: bool = True
     vq_vocab: int = 1024
-    vq_cvae: int = 16
+    vq_cvae: int = 32
     vq_beta: float = 0.25
     vq_phi_count: int = 4                  # partially shared phi convs (VAR: 4)
     vq_phi_ratio: float = 0.5              # phi(x) = (1-r) x + r conv(x)
@@ -111,6 +111,9 @@ class AlignVARConfig:
         if self.patch_nums[-1] != self.latent_size:
             bad(f"the last patch_num ({self.patch_nums[-1]}) must equal the latent size "
                 f"hr_size/vq_downsample = {self.latent_size}")
+        if self.vq_downsample < self.scale:
+            bad(f"the VQ downsampling ({self.vq_downsample}) must be >= scale ({self.scale}): the LR "
+                "embedding maps the LR tile onto the P x P latent grid with a strided conv stack")
         if len(self.patch_nums) < 2:
             bad("need at least two scales")
         if self.width % self.heads:

@@ -54,12 +54,15 @@ class SelfAttention(nn.Module):
         if past_k is not None and past_v is not None:
             k = torch.cat([past_k, k], dim=2)
             v = torch.cat([past_v, v], dim=2)
-        logits = torch.matmul(q, k.transpose(-2, -1)) + bias
         alpha = self.alpha()
         if alpha is not None and sca_S is not None:
-            logits = logits + sca_bias(alpha, sca_S)
-        attn = torch.softmax(logits, dim=-1)
-        out = torch.matmul(attn, v)                                          # B, H, l, hd
+            bias = bias + sca_bias(alpha, sca_S)
+        if self.training:
+            # same arithmetic through PyTorch's fused CPU kernel: training only, never traced
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=1.0)
+        else:
+            attn = torch.softmax(torch.matmul(q, k.transpose(-2, -1)) + bias, dim=-1)
+            out = torch.matmul(attn, v)                                      # B, H, l, hd
         out = out.transpose(1, 2).reshape(B, l, C)
         return self.proj(out), k, v
 
@@ -113,7 +116,11 @@ class AdaLNBeforeHead(nn.Module):
 
 
 class LREmbed(nn.Module):
-    """VARSR-style LR conditioning: bicubic-upsampled LR -> strided convs -> P x P tokens."""
+    """VARSR-style LR conditioning: strided convs map the LR tile to P x P prefix tokens.
+
+    VARSR feeds the bicubic-upsampled LR; bicubic upsampling is a fixed linear map, so starting
+    from the LR itself carries the same information at 1/scale^2 of the convolution cost.
+    """
 
     def __init__(self, width: int, ch: int, stride: int, groups: int):
         super().__init__()
@@ -125,8 +132,8 @@ class LREmbed(nn.Module):
         self.norm_out = nn.GroupNorm(groups, ch)
         self.proj = nn.Conv2d(ch, width, 1)
 
-    def forward(self, up_B3HW: torch.Tensor) -> torch.Tensor:
-        h = self.conv_in(up_B3HW)
+    def forward(self, lr_B3hw: torch.Tensor) -> torch.Tensor:
+        h = self.conv_in(lr_B3hw)
         for d in self.down:
             h = d(h)
         h = self.proj(F.silu(self.norm_out(h)))

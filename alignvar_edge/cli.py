@@ -1,0 +1,73 @@
+"""The `alignvar-edge` command.
+
+Each area of the package registers its own verbs in a `commands.py` module (a function
+`register(subparsers)` that adds parsers whose default `func(args) -> int` runs the verb), so the
+CLI grows without every verb living in one file. Errors the user can fix are printed as one line
+on stderr with a non-zero exit code; `--debug` shows the traceback instead.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+
+from alignvar_edge import __version__
+from alignvar_edge.errors import AlignVAREdgeError
+
+# modules with a `register(subparsers)` function, in the order their verbs are listed
+COMMAND_MODULES = (
+    "alignvar_edge.model.commands",        # info, demo
+    "alignvar_edge.train.commands",        # train, eval
+    "alignvar_edge.export.commands",       # export, inspect, quantize
+    "alignvar_edge.runtimes.commands",     # build, upscale, compare, doctor, selftest
+    "alignvar_edge.bench.commands",        # bench, deploy
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="alignvar-edge",
+        description="AlignVAR super-resolution from PyTorch to the edge: export, quantize, build, run, bench.")
+    parser.add_argument("--version", action="version", version=f"alignvar-edge {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name == name:          # that area has no verbs yet
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    debug = args.debug or os.environ.get("ALIGNVAR_EDGE_DEBUG") == "1"
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except AlignVAREdgeError as e:
+        if debug:
+            raise
+        print(f"alignvar-edge {args.verb}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"alignvar-edge {args.verb}: interrupted; no partial output was kept", file=sys.stderr)
+        return 130
+    except (OSError, MemoryError) as e:
+        if debug:
+            raise
+        print(f"alignvar-edge {args.verb}: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

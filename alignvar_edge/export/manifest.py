@@ -1,0 +1,158 @@
+"""`manifest.json`: what an artifact directory holds, written last and atomically, verified on load.
+
+Every directory the toolkit produces (exported ONNX graphs, quantized graphs, built engines) is
+made by `artifact_dir(...)`: files go into a hidden temporary sibling, the manifest (with the
+SHA-256 of every file) is written last, and only then is the directory renamed into place. A run
+killed half-way leaves a hidden `.NAME.tmp-*` directory and never a directory that looks complete.
+
+Schema (version 1), all keys present in every manifest:
+    schema_version   int
+    kind             "onnx" | "engine"
+    backend          "onnx" for exported graphs; the backend name for engines
+    graph            "single" | "staged"
+    precision        "fp32" | "fp16" | "int8" | "int8-weights" | ...
+    model            the AlignVAR config (dict) and model name
+    files            {relative path: sha256}
+    graphs           {graph name: {"file": path, "inputs": [io], "outputs": [io]}}, io = {name, shape, dtype}
+    opset            int | null
+    quantization     recipe dict | null
+    calibration      {"hash": str, "images": int, ...} | null
+    parity           dict of figures measured when the artifact was made | null
+    tools            {package: version}
+    created          ISO-8601 UTC
+    extra            backend-specific (e.g. TensorRT version and GPU compute capability)
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import importlib.metadata
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from alignvar_edge.errors import ArtifactError, OutputExistsError
+
+MANIFEST_FILE = "manifest.json"
+SCHEMA_VERSION = 1
+TRACKED_TOOLS = ("alignvar-edge", "torch", "numpy", "onnx", "onnxruntime", "onnxscript", "openvino",
+                 "nncf", "coremltools", "tensorrt")
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def tool_versions(names: tuple[str, ...] = TRACKED_TOOLS) -> dict[str, str]:
+    out = {}
+    for n in names:
+        try:
+            out[n] = importlib.metadata.version(n)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def new_manifest(kind: str, backend: str, graph: str, precision: str, model: dict[str, Any],
+                 **fields: Any) -> dict[str, Any]:
+    m: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION, "kind": kind, "backend": backend, "graph": graph,
+        "precision": precision, "model": model, "files": {}, "graphs": {}, "opset": None,
+        "quantization": None, "calibration": None, "parity": None, "tools": tool_versions(),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "extra": {},
+    }
+    unknown = set(fields) - set(m)
+    if unknown:
+        raise ValueError(f"unknown manifest fields {sorted(unknown)}")
+    m.update(fields)
+    return m
+
+
+def hash_files(root: Path) -> dict[str, str]:
+    """SHA-256 of every file under root except the manifest itself."""
+    return {p.relative_to(root).as_posix(): sha256_file(p)
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name != MANIFEST_FILE}
+
+
+def write_manifest(root: Path, manifest: dict[str, Any]) -> None:
+    manifest["files"] = hash_files(root)
+    tmp = root / (MANIFEST_FILE + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, root / MANIFEST_FILE)
+
+
+def read_manifest(root: str | os.PathLike[str]) -> dict[str, Any]:
+    root = Path(root)
+    path = root / MANIFEST_FILE
+    if not root.is_dir():
+        raise ArtifactError(f"'{root}' is not a directory; pass an artifact directory made by "
+                            "`alignvar-edge export`, `quantize` or `build`")
+    if not path.is_file():
+        raise ArtifactError(f"'{root}' has no {MANIFEST_FILE}: it is not a finished artifact (an "
+                            "interrupted run, or not made by alignvar-edge); re-run the command that makes it")
+    try:
+        m = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ArtifactError(f"{path} is not valid JSON ({e}); re-create the artifact") from e
+    if not isinstance(m, dict) or m.get("schema_version") != SCHEMA_VERSION:
+        raise ArtifactError(f"{path} has schema version {m.get('schema_version') if isinstance(m, dict) else '?'}, "
+                            f"this alignvar-edge reads version {SCHEMA_VERSION}; re-create the artifact")
+    return m
+
+
+def verify_files(root: str | os.PathLike[str], manifest: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Check that every file the manifest lists exists with its recorded SHA-256."""
+    root = Path(root)
+    m = manifest if manifest is not None else read_manifest(root)
+    problems = []
+    for rel, digest in m.get("files", {}).items():
+        p = root / rel
+        if not p.is_file():
+            problems.append(f"{rel} is missing")
+        elif sha256_file(p) != digest:
+            problems.append(f"{rel} does not match its recorded SHA-256 (truncated or edited)")
+    if problems:
+        raise ArtifactError(f"artifact '{root}' failed verification: {'; '.join(problems)}. "
+                            "Re-create it; never edit files inside an artifact directory")
+    return m
+
+
+def load_verified(root: str | os.PathLike[str]) -> dict[str, Any]:
+    return verify_files(root, read_manifest(root))
+
+
+@contextlib.contextmanager
+def artifact_dir(out: str | os.PathLike[str], force: bool = False) -> Iterator[Path]:
+    """Build an artifact in a temporary sibling; rename into place only if the block succeeds.
+
+    The block must call `write_manifest(tmp, manifest)` last. An existing `out` is replaced only
+    with force=True, and only after the new artifact is complete.
+    """
+    out = Path(out)
+    if out.exists() and not force:
+        raise OutputExistsError(f"'{out}' already exists; pass --force to replace it or choose another --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        yield tmp
+        if not (tmp / MANIFEST_FILE).is_file():
+            raise ArtifactError(f"internal error: artifact for '{out}' was finished without a manifest")
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

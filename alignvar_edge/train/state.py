@@ -1,0 +1,87 @@
+"""Resumable training state without pickles: tensors in safetensors, everything else in JSON.
+
+A state holds the model, its EMA copy, the AdamW moments, the torch RNG and the step. Batches are a
+pure function of (seed, step), so restoring these is enough for `--resume` to continue bit for bit.
+The state directory is replaced atomically: a run killed while saving keeps the previous state.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from alignvar_edge.errors import CheckpointError
+
+STATE_DIR = "state"
+
+
+def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    sd = opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, Any] = {}
+    for pid, st in sd["state"].items():
+        for name, val in st.items():
+            if isinstance(val, torch.Tensor):
+                tensors[f"opt.{pid}.{name}"] = val.contiguous()
+            else:
+                scalars[f"{pid}.{name}"] = val
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def save_state(run_dir: Path, step: int, model: torch.nn.Module, ema: torch.nn.Module,
+               opt: torch.optim.Optimizer, meta: dict[str, Any]) -> None:
+    tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
+    tensors.update({f"ema.{k}": v.detach().contiguous() for k, v in ema.state_dict().items()})
+    opt_tensors, opt_meta = _optimizer_tensors(opt)
+    tensors.update(opt_tensors)
+    tensors["rng.torch"] = torch.get_rng_state()
+    tmp = Path(tempfile.mkdtemp(prefix=".state.", dir=run_dir))
+    try:
+        save_file(tensors, str(tmp / "tensors.safetensors"))
+        (tmp / "state.json").write_text(json.dumps({"step": step, "optimizer": opt_meta, **meta}, indent=1))
+        final = run_dir / STATE_DIR
+        old = run_dir / ".state.old"
+        if final.exists():
+            os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def load_state(run_dir: Path, model: torch.nn.Module, ema: torch.nn.Module,
+               opt: torch.optim.Optimizer) -> dict[str, Any]:
+    d = run_dir / STATE_DIR
+    if not (d / "state.json").is_file() and (run_dir / ".state.old" / "state.json").is_file():
+        d = run_dir / ".state.old"          # killed between the two renames: the old state is whole
+    try:
+        meta = json.loads((d / "state.json").read_text())
+        tensors = load_file(str(d / "tensors.safetensors"))
+    except (OSError, json.JSONDecodeError, SafetensorError) as e:
+        raise CheckpointError(f"cannot resume from '{run_dir}': its training state is missing or corrupt "
+                              f"({e}); start again without --resume (and with --force)") from e
+    try:
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+    except RuntimeError as e:
+        raise CheckpointError(f"the training state in '{run_dir}' does not fit this model: {e}") from e
+    opt_meta = meta["optimizer"]
+    state: dict[int, dict[str, Any]] = {}
+    for k, v in tensors.items():
+        if k.startswith("opt."):
+            _, pid, name = k.split(".", 2)
+            state.setdefault(int(pid), {})[name] = v
+    for key, val in opt_meta["scalars"].items():
+        pid, name = key.split(".", 1)
+        state.setdefault(int(pid), {})[name] = val
+    opt.load_state_dict({"state": state, "param_groups": opt_meta["param_groups"]})
+    torch.set_rng_state(tensors["rng.torch"])
+    return meta

@@ -1,0 +1,277 @@
+"""Two-stage AlignVAR training on CPU: the VQ-VAE, then the transformer on its frozen tokens.
+
+Both stages share one loop: AdamW with warm-up + cosine decay, an EMA copy (the weights that are
+exported), a CSV/JSON loss log, atomic resumable state every `save_every` steps, and a final
+checkpoint (`final/`: config.json + model.safetensors) written from the EMA weights.
+Batch b of a run is a pure function of (seed, b), so `--resume` continues bit for bit.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from alignvar_edge.errors import InputError, OutputExistsError
+from alignvar_edge.model import AlignVAR, AlignVARConfig
+from alignvar_edge.model.checkpoint import load_pretrained, save_pretrained
+from alignvar_edge.model.hcc import hcc_loss, split_scales
+from alignvar_edge.train.data import ImageFolderDataset, sample_images
+from alignvar_edge.train.degrade import DegradationConfig
+from alignvar_edge.train.state import STATE_DIR, load_state, save_state
+
+STAGES = ("vqvae", "transformer")
+RESTART_EVERY = 100
+
+
+@dataclass
+class TrainOptions:
+    stage: str
+    out: Path
+    steps: int
+    preset: str = "tiny"
+    init: str | None = None            # checkpoint to start from (the transformer stage needs the VQ-VAE)
+    images: str | None = None          # folder; None = the built-in sample photographs
+    batch: int = 16
+    lr: float = 1e-3
+    warmup: int = 100
+    weight_decay: float = 0.01
+    ema: float = 0.995
+    seed: int = 0
+    save_every: int = 200
+    log_every: int = 10
+    hcc_weight: float | None = None    # None: the config's value
+    sca: bool | None = None            # None: the config's value
+    resume: bool = False
+    force: bool = False
+    overrides: dict[str, Any] = field(default_factory=dict)
+    progress: bool = True
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What must match for --resume to continue the same run."""
+        d = asdict(self)
+        for k in ("out", "steps", "resume", "force", "save_every", "log_every", "progress"):
+            d.pop(k)
+        return json.loads(json.dumps(d, default=str))
+
+
+def build_model(opts: TrainOptions) -> AlignVAR:
+    if opts.init:
+        model = load_pretrained(opts.init)
+        changes = {k: v for k, v in (("hcc_weight", opts.hcc_weight),) if v is not None}
+        if changes:
+            model.config = model.config.replace(**changes)
+        if opts.sca is False and model.config.sca:
+            sd = model.state_dict()
+            model = AlignVAR(model.config.replace(sca=False))
+            model.load_state_dict({k: v for k, v in sd.items() if "sca_alpha" not in k})
+        return model
+    overrides = dict(opts.overrides)
+    if opts.sca is not None:
+        overrides["sca"] = opts.sca
+    if opts.hcc_weight is not None:
+        overrides["hcc_weight"] = opts.hcc_weight
+    return AlignVAR(AlignVARConfig.from_preset(opts.preset, **overrides))
+
+
+def trainable_parameters(model: AlignVAR, stage: str) -> list[torch.nn.Parameter]:
+    if stage == "vqvae":
+        return [p for p in model.vae.parameters()]
+    frozen = {id(p) for p in model.vae.parameters()}
+    return [p for p in model.parameters() if id(p) not in frozen]
+
+
+def make_batches(images: str | None, config: AlignVARConfig, batch: int, seed: int
+                 ) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]]:
+    """Batch b = dataset items b*batch .. b*batch+batch-1: a pure function of (seed, b)."""
+    source = images if images is not None else sample_images("train")
+    ds = ImageFolderDataset(source, crop=config.hr_size, scale=config.scale,
+                            degradation=DegradationConfig.from_dict(config.degradation),
+                            seed=seed, samples_per_image=10**9)
+
+    def get(b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        items = [ds[(b * batch + i) % len(ds)] for i in range(batch)]
+        return torch.stack([it["hr"] for it in items]), torch.stack([it["lr"] for it in items])
+
+    return get
+
+
+def lr_at(step: int, opts: TrainOptions) -> float:
+    if step < opts.warmup:
+        return opts.lr * (step + 1) / opts.warmup
+    t = (step - opts.warmup) / max(1, opts.steps - opts.warmup)
+    return opts.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+
+
+# ---------------------------------------------------------------------------------------------
+# losses
+# ---------------------------------------------------------------------------------------------
+def vqvae_loss(model: AlignVAR, hr: torch.Tensor, lr_img: torch.Tensor,
+               usage: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    rec, vq_loss, idx = model.vae(hr, lr_img)
+    if usage is not None:
+        for i in idx:
+            usage[i.reshape(-1)] = True
+    l1 = F.l1_loss(rec, hr)
+    mse = F.mse_loss(rec.clamp(0, 1), hr)
+    loss = l1 + vq_loss
+    psnr = float(-10 * torch.log10(mse.detach().clamp_min(1e-10)))
+    return loss, {"loss": float(loss.detach()), "l1": float(l1.detach()), "vq": float(vq_loss.detach()),
+                  "psnr": psnr}
+
+
+def transformer_loss(model: AlignVAR, hr: torch.Tensor, lr_img: torch.Tensor,
+                     quality: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    c = model.config
+    with torch.no_grad():
+        idx = model.vae.img_to_idx(hr, lr_img)
+    logits = model.forward_teacher(lr_img, idx, quality)
+    target = torch.cat(idx, dim=1)
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
+    loss = ce
+    hcc = torch.zeros(())
+    if c.hcc_weight > 0:
+        probs = split_scales(torch.softmax(logits, dim=-1), c.patch_nums)
+        hcc = hcc_loss(probs, idx, model.vae.quantize)
+        loss = ce + c.hcc_weight * hcc
+    acc = float((logits.argmax(-1) == target).float().mean())
+    return loss, {"loss": float(loss.detach()), "ce": float(ce.detach()), "hcc": float(hcc.detach()),
+                  "token_acc": acc}
+
+
+# ---------------------------------------------------------------------------------------------
+# the loop
+# ---------------------------------------------------------------------------------------------
+def _prepare_out(opts: TrainOptions) -> None:
+    out = opts.out
+    fp_path = out / "run.json"
+    fingerprint = {"options": opts.fingerprint()}
+    if opts.resume:
+        if not (out / STATE_DIR).exists() and not (out / ".state.old").exists():
+            raise InputError(f"--resume: '{out}' holds no training state; start without --resume")
+        old = json.loads(fp_path.read_text()) if fp_path.exists() else None
+        if old != fingerprint:
+            raise OutputExistsError(f"--resume: '{out}' was trained with other options ({fp_path}); "
+                                    "resume with the same options or start a new run directory")
+        return
+    if out.exists() and any(out.iterdir()):
+        if not opts.force:
+            raise OutputExistsError(f"'{out}' already holds a run; pass --force to replace it, "
+                                    "--resume to continue it, or choose another --out")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    fp_path.write_text(json.dumps(fingerprint, indent=1) + "\n")
+
+
+def train(opts: TrainOptions, batches: Callable[[int], tuple[torch.Tensor, torch.Tensor]] | None = None) -> Path:
+    """Run a stage; returns the final checkpoint directory. `batches(b)` -> (hr, lr) for batch b."""
+    if opts.stage not in STAGES:
+        raise InputError(f"unknown stage '{opts.stage}'; choose one of {STAGES}")
+    if opts.stage == "transformer" and not opts.init:
+        raise InputError("the transformer stage trains on frozen VQ-VAE tokens: pass --init with the "
+                         "VQ-VAE stage's output (RUN_DIR/final)")
+    torch.manual_seed(opts.seed)
+    model = build_model(opts)
+    if not model.config.degradation:       # record the exact LR recipe for calibration and eval
+        model.config.degradation = DegradationConfig(scale=model.config.scale).to_dict()
+    if batches is None:
+        batches = make_batches(opts.images, model.config, opts.batch, opts.seed)
+    _prepare_out(opts)
+    params = trainable_parameters(model, opts.stage)
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": opts.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=opts.lr, betas=(0.9, 0.95))
+    ema = copy.deepcopy(model).eval()
+    for p in ema.parameters():
+        p.requires_grad_(False)
+    start = 0
+    usage = torch.zeros(model.config.vq_vocab, dtype=torch.bool)    # codes used since the last restart
+    if opts.resume:
+        meta = load_state(opts.out, model, ema, opt)
+        start = int(meta["step"])
+        usage[:] = True
+        usage[torch.tensor(meta.get("unused_codes", []), dtype=torch.long)] = False
+    if opts.stage == "transformer":
+        model.vae.eval()
+        for p in model.vae.parameters():
+            p.requires_grad_(False)
+    model.train()
+    if opts.stage == "transformer":
+        model.vae.eval()
+
+    log_path = opts.out / "log.csv"
+    gen = torch.Generator().manual_seed(opts.seed + 7)
+    bar = tqdm(range(start, opts.steps), initial=start, total=opts.steps, disable=not opts.progress,
+               desc=f"train {opts.stage}", dynamic_ncols=True)
+    t0 = time.perf_counter()
+    for step in bar:
+        hr, lr_img = batches(step)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, opts)
+        if opts.stage == "vqvae":
+            loss, stats = vqvae_loss(model, hr, lr_img, usage)
+        else:
+            gen.manual_seed(opts.seed * 1_000_003 + step)      # quality labels: pure function of step
+            drop = torch.rand(hr.shape[0], generator=gen) < model.config.cond_drop
+            loss, stats = transformer_loss(model, hr, lr_img, drop.long())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 2.0)
+        opt.step()
+        with torch.no_grad():
+            d = min(opts.ema, (1 + step) / (10 + step))
+            for pe, pm in zip(ema.parameters(), model.parameters()):
+                pe.lerp_(pm, 1 - d)
+        if opts.stage == "vqvae" and step % RESTART_EVERY == RESTART_EVERY - 1:
+            if step < 0.6 * opts.steps:   # let the codebook settle in the last 40%
+                _restart_dead_codes(model, hr, lr_img, usage, gen)
+            usage[:] = False
+        if step % opts.log_every == 0 or step == opts.steps - 1:
+            stats.update(step=step, lr=opt.param_groups[0]["lr"],
+                         img_per_s=hr.shape[0] * (step + 1 - start) / (time.perf_counter() - t0))
+            _append_csv(log_path, stats)
+            bar.set_postfix({k: f"{v:.4g}" for k, v in stats.items() if k in ("loss", "psnr", "token_acc")})
+        if (step + 1) % opts.save_every == 0 and step + 1 < opts.steps:
+            save_state(opts.out, step + 1, model, ema, opt,
+                       {"stage": opts.stage, "unused_codes": (~usage).nonzero().flatten().tolist()})
+    bar.close()
+    save_state(opts.out, opts.steps, model, ema, opt,
+               {"stage": opts.stage, "unused_codes": (~usage).nonzero().flatten().tolist()})
+    final = save_pretrained(ema, opts.out / "final", overwrite=True,
+                            extra={"stage": opts.stage, "steps": opts.steps, "options": opts.fingerprint()})
+    return final
+
+
+@torch.no_grad()
+def _restart_dead_codes(model: AlignVAR, hr: torch.Tensor, lr_img: torch.Tensor, usage: torch.Tensor,
+                        gen: torch.Generator) -> None:
+    """Re-seed codebook entries no token used since the last restart with random encoder features."""
+    vae = model.vae
+    f = vae.encode(hr, lr_img)
+    dead = (~usage).nonzero().flatten()
+    if len(dead) == 0:
+        return
+    feats = f.permute(0, 2, 3, 1).reshape(-1, f.shape[1])
+    pick = torch.randint(0, feats.shape[0], (len(dead),), generator=gen)
+    scale = 1.0 / len(vae.quantize.patch_nums)      # a residual code is a fraction of the feature
+    vae.quantize.embedding.weight[dead] = feats[pick] * scale
+
+
+def _append_csv(path: Path, row: dict[str, Any]) -> None:
+    new = not path.exists()
+    with path.open("a", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=sorted(row))
+        if new:
+            w.writeheader()
+        w.writerow(row)
