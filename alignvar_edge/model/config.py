@@ -159,8 +159,8 @@ class AlignVARConfig:
 
     @classmethod
     def from_json(cls, path_or_text: str | Path) -> AlignVARConfig:
-        p = Path(path_or_text)
-        text = p.read_text() if p.suffix == ".json" or p.exists() else str(path_or_text)
+        s = str(path_or_text)
+        text = s if s.lstrip().startswith("{") else Path(s).read_text()
         try:
             return cls.from_dict(json.loads(text))
         except json.JSONDecodeError as e:

@@ -1,0 +1,79 @@
+"""Static facts about a model: schedule, sequence length, parameters and FLOPs per tile."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from alignvar_edge.model.alignvar import AlignVAR
+from alignvar_edge.model.config import AlignVARConfig
+
+
+def meta_model(config: AlignVARConfig) -> AlignVAR:
+    """The network with shapes only (no memory, no init cost): for counting, not running."""
+    with torch.device("meta"):
+        model = AlignVAR(config)
+    return model.to("meta").eval()
+
+
+def flops_per_tile(model: AlignVAR) -> dict[str, int]:
+    """FLOPs of one tile's whole rollout (batch 1), counted by PyTorch's FlopCounterMode.
+
+    Counts matmuls and convolutions (2 FLOPs per multiply-add); elementwise ops are not counted.
+    """
+    c = model.config
+    meta = model if next(model.parameters()).device.type == "meta" else meta_model(c)
+    lr = torch.empty(1, 3, c.lr_size, c.lr_size, device="meta")
+    out: dict[str, int] = {}
+    with torch.no_grad():
+        with FlopCounterMode(display=False) as fc:
+            ctx = meta.prepare(lr)
+            kv = meta.prefix_kv(ctx)
+        out["conditioning"] = int(fc.get_total_flops())
+        f_hat = lr.new_zeros(1, c.vq_cvae, c.latent_size, c.latent_size)
+        with FlopCounterMode(display=False) as fc:
+            for k in range(c.num_scales):
+                _, f_hat, kv, _ = meta.step(k, f_hat, kv, ctx)
+        out["scales"] = int(fc.get_total_flops())
+        with FlopCounterMode(display=False) as fc:
+            meta.decode(f_hat, lr)
+        out["decoder"] = int(fc.get_total_flops())
+    out["total"] = sum(out.values())
+    return out
+
+
+def model_info(model: AlignVAR, with_flops: bool = True) -> dict[str, Any]:
+    c = model.config
+    info: dict[str, Any] = {
+        "name": c.name,
+        "tile": {"lr": c.lr_size, "hr": c.hr_size, "scale": c.scale},
+        "patch_nums": list(c.patch_nums),
+        "latent": {"P": c.latent_size, "downsample": c.vq_downsample, "cvae": c.vq_cvae, "vocab": c.vq_vocab},
+        "sequence": {"prefix": c.prefix_len, "tokens": c.tokens_len, "total": c.seq_len},
+        "transformer": {"depth": c.depth, "width": c.width, "heads": c.heads, "sca": c.sca, "cfg": c.cfg},
+        "residual_to_bicubic": c.residual_to_bicubic,
+        "parameters": model.parameter_report(),
+    }
+    if with_flops:
+        info["flops_per_tile"] = flops_per_tile(model)
+    return info
+
+
+def format_info(info: dict[str, Any]) -> str:
+    lines = [f"model         {info['name']}",
+             f"tile          LR {info['tile']['lr']} px -> SR {info['tile']['hr']} px (x{info['tile']['scale']})",
+             f"scales        {info['patch_nums']}  (latent {info['latent']['P']}x{info['latent']['P']}, "
+             f"/{info['latent']['downsample']}, V={info['latent']['vocab']}, Cvae={info['latent']['cvae']})",
+             f"sequence      {info['sequence']['total']} = prefix {info['sequence']['prefix']} + tokens "
+             f"{info['sequence']['tokens']}",
+             "transformer   depth {depth}, width {width}, heads {heads}, SCA {sca}, cfg {cfg}".format(
+                 **info["transformer"]),
+             "parameters"]
+    for k, v in info["parameters"].items():
+        lines.append(f"  {k:<20}{v:>16,}")
+    if "flops_per_tile" in info:
+        lines.append("FLOPs per tile (matmul + conv, batch 1)")
+        for k, v in info["flops_per_tile"].items():
+            lines.append(f"  {k:<20}{v / 1e9:>13.3f} G")
+    return "\n".join(lines)

@@ -1,0 +1,242 @@
+"""AlignVAR model: resampling matrices, RoPE, SCA, KV cache, HCC, checkpoints, bad input."""
+from __future__ import annotations
+
+import os
+import pickle
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from alignvar_edge.errors import CheckpointError, ConfigError, InputError
+from alignvar_edge.model import PRESETS, AlignVAR, AlignVARConfig
+from alignvar_edge.model.alignvar import NEGATIVE, POSITIVE
+from alignvar_edge.model.checkpoint import import_varsr_file, load_pretrained, save_pretrained
+from alignvar_edge.model.hcc import hcc_loss, split_scales
+from alignvar_edge.model.info import meta_model
+from alignvar_edge.model.resample import resize_matrix
+from alignvar_edge.model.rope import apply_rope, apply_rope_complex, rope_tables, scale_positions
+from alignvar_edge.model.sca import SCAGuidance, affinity, sca_bias
+
+
+def micro_model(seed: int = 0, **overrides) -> AlignVAR:
+    torch.manual_seed(seed)
+    return AlignVAR(AlignVARConfig.from_preset("micro", **overrides)).eval()
+
+
+def resize_pairs(c: AlignVARConfig) -> set[tuple[str, int, int]]:
+    P = c.latent_size
+    pairs = {("bicubic", p, P) for p in c.patch_nums} | {("area", P, p) for p in c.patch_nums}
+    pairs |= {("bicubic", c.lr_size, c.hr_size)}
+    pairs |= {("area" if p <= c.lr_size else "bicubic", c.lr_size, p) for p in c.patch_nums}
+    return {pr for pr in pairs if pr[1] != pr[2]}
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_resize_matrices_equal_interpolate(preset: str) -> None:
+    c = AlignVARConfig.from_preset(preset)
+    g = torch.Generator().manual_seed(1)
+    for kind, n_in, n_out in sorted(resize_pairs(c)):
+        x = torch.randn(2, 3, n_in, n_in, generator=g, dtype=torch.float64)
+        m = torch.from_numpy(resize_matrix(kind, n_in, n_out))
+        ours = m @ x @ m.T
+        ref = F.interpolate(x, size=(n_out, n_out), mode=kind)
+        assert (ours - ref).abs().max().item() < 1e-5, (kind, n_in, n_out)
+
+
+def test_rope_real_equals_complex() -> None:
+    pos = torch.cat([scale_positions(p, 16) for p in (1, 2, 5, 16)])
+    cos, sin = rope_tables(pos, 32, 100.0)
+    x = torch.randn(2, 4, pos.shape[0], 32, dtype=torch.float64)
+    ours = apply_rope(x, cos.double(), sin.double())
+    ref = apply_rope_complex(x, cos, sin)
+    assert (ours - ref).abs().max().item() < 1e-6
+    # rotation keeps norms: the L2-normalised q/k stay normalised
+    assert torch.allclose(ours.norm(dim=-1), x.norm(dim=-1), atol=1e-6)
+
+
+def test_sca_alpha_zero_is_plain_attention_bitwise() -> None:
+    with_sca = micro_model(sca_alpha_init=0.0)
+    plain = AlignVAR(with_sca.config.replace(sca=False)).eval()
+    plain.load_state_dict({k: v for k, v in with_sca.state_dict().items() if "sca_alpha" not in k})
+    lr = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    _, tok_a, log_a = with_sca.rollout(lr)
+    _, tok_b, log_b = plain.rollout(lr)
+    for a, b in zip(log_a, log_b):
+        assert torch.equal(a, b)
+    idx = with_sca.vae.img_to_idx(torch.rand(2, 3, 32, 32), lr)
+    assert torch.equal(with_sca.forward_teacher(lr, idx), plain.forward_teacher(lr, idx))
+
+
+def test_sca_moves_attention_to_structurally_similar_tokens() -> None:
+    """Two distant parallel vertical edges: a token on one edge attends more to the other edge."""
+    lr = torch.zeros(1, 3, 16, 16)
+    lr[..., :, 3:] = 1.0       # rising edge between columns 2|3
+    lr[..., :, 7:] = 0.0       # falling edge 6|7 (different structure)
+    lr[..., :, 12:] = 1.0      # rising edge 11|12: same structure, far from the first
+    guide = SCAGuidance(16, (16,), kernel=3)
+    d = guide.descriptors(guide.guidance(lr), 16)                          # 1, 256, 9
+    s = affinity(d, d)
+    cols = torch.arange(256) % 16
+    query = 5 * 16 + 2                                                     # row 5, on the first edge
+    same_edge_far = (cols == 11)
+    flat = (cols == 9)
+    assert s[0, query, same_edge_far].mean() > 0.9
+    assert s[0, query, flat].abs().max() < 1e-3
+    torch.manual_seed(0)
+    logits = torch.randn(1, 1, 256, 256) * 0.1
+    base = torch.softmax(logits, -1)[0, 0, query]
+    moved = torch.softmax(logits + sca_bias(torch.tensor([2.0]), s), -1)[0, 0, query]
+    assert moved[same_edge_far].sum() > 2 * base[same_edge_far].sum()
+    assert moved[flat].sum() < base[flat].sum()
+
+
+@pytest.mark.parametrize("cfg", [0.0, 1.5])
+def test_kv_cache_equals_teacher_forcing(cfg: float) -> None:
+    model = micro_model(cfg=cfg, sca_alpha_init=1.0)
+    lr = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        _, tokens, cached = model.rollout(lr)
+        pos = model.forward_teacher(lr, tokens, torch.full((2,), POSITIVE))
+        neg = model.forward_teacher(lr, tokens, torch.full((2,), NEGATIVE))
+    c = model.config
+    for k, (p_log, n_log, got) in enumerate(zip(split_scales(pos, c.patch_nums),
+                                                split_scales(neg, c.patch_nums), cached)):
+        t = cfg * k / (c.num_scales - 1)
+        want = (1 + t) * p_log - t * n_log if cfg > 0 else p_log
+        assert (want - got).abs().max().item() < 1e-5, k
+        assert torch.equal(want.argmax(-1), tokens[k])
+
+
+def test_hcc_zero_on_one_hot_truth_and_gradient_reaches_transformer() -> None:
+    model = micro_model()
+    q = model.vae.quantize
+    c = model.config
+    lr = torch.rand(2, 3, 8, 8)
+    idx = model.vae.img_to_idx(torch.rand(2, 3, 32, 32), lr)
+    one_hot = [F.one_hot(i, c.vq_vocab).float() for i in idx]
+    assert hcc_loss(one_hot, idx, q).item() == 0.0
+    logits = model.forward_teacher(lr, idx)
+    probs = split_scales(torch.softmax(logits, -1), c.patch_nums)
+    loss = hcc_loss(probs, idx, q)
+    assert loss.item() > 0
+    loss.backward()
+    g = model.blocks[0].attn.mat_qkv.weight.grad
+    assert g is not None and g.abs().sum() > 0
+
+
+def test_parameter_formula_d16() -> None:
+    report = meta_model(AlignVARConfig.from_preset("d16")).parameter_report()
+    C, H, depth = 1024, 16, 16
+    assert report["transformer_blocks"] == depth * (18 * C * C + 14 * C + H) == 302_219_520
+    assert report["sca"] == depth * H
+    assert report["vq_encoder"] + report["vq_decoder"] + report["quantizer"] == 108_948_355  # VAR's VQ-VAE
+
+
+def test_varsr_checkpoint_import_reproduces_outputs(tmp_path) -> None:
+    src = micro_model(seed=5)
+    sd = src.state_dict()
+    ckpt = {"trainer": {"var_wo_ddp": {k: v for k, v in sd.items() if not k.startswith("vae.")},
+                        "vae_local": {k[4:]: v for k, v in sd.items() if k.startswith("vae.")}},
+            "args": {"depth": 2}}
+    path = tmp_path / "varsr.pth"
+    torch.save(ckpt, path)
+    model, report = import_varsr_file(path, src.config)
+    assert report.clean, report.summary()
+    lr = torch.rand(1, 3, 8, 8)
+    assert torch.equal(model.super_resolve(lr), src.super_resolve(lr))
+
+
+def test_import_reports_mismatches_by_name(tmp_path) -> None:
+    src = micro_model()
+    sd = {k: v for k, v in src.state_dict().items() if not k.startswith("vae.")}
+    sd["head.weight"] = torch.zeros(3, 3)
+    sd["class_emb.weight"] = torch.zeros(1001, 32)
+    sd["mystery.weight"] = torch.zeros(1)
+    sd.pop("word_embed.bias")
+    path = tmp_path / "v.pth"
+    torch.save({"trainer": {"var_wo_ddp": sd, "vae_local": {}}}, path)
+    _, report = import_varsr_file(path, src.config)
+    assert any(m.startswith("head.weight") for m in report.mismatched)
+    assert "mystery.weight" in report.unexpected
+    assert "word_embed.bias" in report.missing
+    assert "class_emb.weight" in report.dropped
+
+
+class _Payload:
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    def __reduce__(self):  # a pickle that would create a file when loaded
+        return (os.system, (f"touch {self.target}",))
+
+
+def test_pickle_with_code_payload_is_refused(tmp_path) -> None:
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pth"
+    with path.open("wb") as fh:
+        pickle.dump({"trainer": {"var_wo_ddp": _Payload(str(marker))}}, fh)
+    with pytest.raises(CheckpointError, match="refusing"):
+        import_varsr_file(path, AlignVARConfig.from_preset("micro"))
+    assert not marker.exists()
+
+
+def test_save_and_load_pretrained_roundtrip(tmp_path) -> None:
+    model = micro_model(seed=2)
+    save_pretrained(model, tmp_path / "ckpt")
+    again = load_pretrained(tmp_path / "ckpt")
+    assert again.config == model.config
+    lr = torch.rand(1, 3, 8, 8)
+    assert torch.equal(again.super_resolve(lr), model.super_resolve(lr))
+    with pytest.raises(CheckpointError, match="already exists"):
+        save_pretrained(model, tmp_path / "ckpt")
+
+
+def test_config_mismatch_is_reported(tmp_path) -> None:
+    model = micro_model()
+    save_pretrained(model, tmp_path / "ckpt")
+    cfg = model.config.replace(depth=3)
+    cfg.to_json(tmp_path / "ckpt" / "config.json")
+    with pytest.raises(CheckpointError, match="missing: blocks.2"):
+        load_pretrained(tmp_path / "ckpt")
+
+
+def test_config_json_roundtrip() -> None:
+    for name in PRESETS:
+        c = AlignVARConfig.from_preset(name)
+        assert AlignVARConfig.from_json(c.to_json()) == c
+
+
+def test_bad_configs_name_the_problem() -> None:
+    with pytest.raises(ConfigError, match="unknown preset 'd17'.*d16"):
+        AlignVARConfig.from_preset("d17")
+    with pytest.raises(ConfigError, match="divisible by 4"):
+        AlignVARConfig.from_preset("micro", width=36, heads=2)      # head dim 18
+    with pytest.raises(ConfigError, match="GroupNorm groups"):
+        AlignVARConfig.from_preset("micro", vq_ch=12)
+    with pytest.raises(ConfigError, match="unknown config keys"):
+        AlignVARConfig.from_dict({"depht": 3})
+
+
+def test_bad_input_to_super_resolve() -> None:
+    model = micro_model()
+    with pytest.raises(InputError, match=r"\(B, 3, 8, 8\)"):
+        model.super_resolve(torch.rand(1, 3, 9, 8))
+    with pytest.raises(InputError, match="NaN or Inf"):
+        model.super_resolve(torch.full((1, 3, 8, 8), float("nan")))
+    with pytest.raises(InputError, match="float"):
+        model.super_resolve(torch.zeros(1, 3, 8, 8, dtype=torch.uint8))
+    out = model.super_resolve(torch.rand(2, 3, 8, 8))
+    assert out.shape == (2, 3, 32, 32) and out.min() >= 0 and out.max() <= 1
+
+
+def test_rollout_exports_with_dynamo(tmp_path) -> None:
+    model = micro_model()
+    path = tmp_path / "micro.onnx"
+    torch.onnx.export(model, (torch.rand(1, 3, 8, 8),), str(path), dynamo=True, opset_version=18,
+                      external_data=False)
+    import onnx
+    graph = onnx.load(str(path)).graph
+    ops = {n.op_type for n in graph.node}
+    assert not ops & {"Loop", "If", "RandomNormal", "RandomUniform"}
+    assert len(graph.output) == 1 + model.config.num_scales
