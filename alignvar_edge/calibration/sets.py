@@ -1,0 +1,232 @@
+"""Calibration sets: LR tiles made the way the model's training LR was made, cut to the engine tile.
+
+A `CalibrationSet` holds two disjoint splits of (LR, HR) tile pairs, NCHW float32 in [0, 1]:
+`calibration` (activation statistics) and `validation` (the fidelity search judges candidates on
+it, so the search never grades itself on the tiles it calibrated on). HR crops are degraded by the
+exact chain recorded in the checkpoint config (`config.degradation`), so engines see the kind of
+LR they will meet. Everything is a pure function of (images, config, n, seed): the same inputs give
+the same `.hash`, which goes into every quantized artifact's manifest.
+
+Images go to one split or the other (a quarter of them, at least one, to validation) so the two
+splits share no picture; a folder with a single image falls back to independent crops of that image.
+`n` counts tiles, not images: tiles cycle over the images with fresh random crops, so a folder with
+fewer images than `n` still works (with a warning: fewer pictures means less diverse statistics).
+Unreadable files, and images smaller than one HR tile, are skipped, counted (`.skipped`) and
+reported; a folder with no usable image is an `InputError`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alignvar_edge.errors import ConfigError, InputError
+from alignvar_edge.images import IMAGE_EXTENSIONS, list_images, load_image
+from alignvar_edge.model.config import AlignVARConfig
+from alignvar_edge.train.degrade import DegradationConfig, degrade
+
+__all__ = ["CalibrationSet", "TileSplit", "model_config", "degradation_of"]
+
+DEFAULT_TILES = 32
+DEFAULT_VALIDATION_TILES = 16
+VALIDATION_SHARE = 0.25          # share of the images held out for the validation split
+HASH_VERSION = 1                 # bump when the tile recipe changes meaning
+
+
+@dataclass(frozen=True)
+class TileSplit:
+    """N tile pairs: `lr` (N,3,h,w) and `hr` (N,3,H,W) float32 in [0,1]; `names` = 'image@y,x'."""
+
+    lr: np.ndarray
+    hr: np.ndarray
+    names: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return int(self.lr.shape[0])
+
+    def batches(self, batch: int = 1) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(lr, hr) batches of exactly `batch` tiles (static-shape engines); a short tail is dropped."""
+        for i in range(0, len(self) - batch + 1, batch):
+            yield self.lr[i:i + batch], self.hr[i:i + batch]
+
+
+def model_config(config: AlignVARConfig | dict[str, Any]) -> AlignVARConfig:
+    """An AlignVARConfig from a config object, its dict, or a manifest's `model` entry."""
+    if isinstance(config, AlignVARConfig):
+        return config
+    if isinstance(config, dict):
+        d = config.get("config", config)        # a manifest's "model" may wrap the config
+        if isinstance(d, dict):
+            return AlignVARConfig.from_dict(d)
+    raise ConfigError(f"expected an AlignVAR config or its dict, got {type(config).__name__}")
+
+
+def degradation_of(config: AlignVARConfig) -> DegradationConfig:
+    """The HR -> LR chain recorded in the checkpoint; the trainer's default when none is recorded."""
+    if config.degradation:
+        return DegradationConfig.from_dict(dict(config.degradation))
+    return DegradationConfig(scale=config.scale)
+
+
+class CalibrationSet:
+    """Calibration and validation tiles for one model configuration (see the module docstring)."""
+
+    def __init__(self, calibration: TileSplit, validation: TileSplit, recipe: dict[str, Any],
+                 skipped: Sequence[tuple[str, str]] = ()) -> None:
+        if len(calibration) == 0 or len(validation) == 0:
+            raise InputError("a calibration set needs at least one calibration and one validation tile")
+        self.calibration = calibration
+        self.validation = validation
+        self.recipe = recipe
+        self.skipped: list[tuple[str, str]] = list(skipped)
+
+    # --- constructors ---------------------------------------------------------------------------
+    @classmethod
+    def builtin(cls, config: AlignVARConfig | dict[str, Any], n: int = DEFAULT_TILES, seed: int = 0,
+                n_val: int = DEFAULT_VALIDATION_TILES, split: str = "train") -> CalibrationSet:
+        """Tiles from the bundled sample photographs (`train` split by default; `heldout` for reports)."""
+        from alignvar_edge.train.data import sample_images
+
+        return cls.from_images(sample_images(split), config, n=n, seed=seed, n_val=n_val,  # type: ignore[arg-type]
+                               source=f"builtin:{split}")
+
+    @classmethod
+    def from_folder(cls, path: str | os.PathLike[str], config: AlignVARConfig | dict[str, Any],
+                    n: int = DEFAULT_TILES, seed: int = 0, n_val: int = DEFAULT_VALIDATION_TILES,
+                    max_megapixels: float | None = 24.0) -> CalibrationSet:
+        """Tiles from every image under `path` (recursive); bad files are skipped and counted."""
+        folder = Path(path)
+        if not folder.is_dir():
+            raise InputError(f"calibration folder '{folder}' does not exist or is not a folder; "
+                             "pass a folder of photographs or `builtin`")
+        files = list_images(folder)
+        if not files:
+            raise InputError(f"calibration folder '{folder}' holds no images (looked for "
+                             f"{', '.join(IMAGE_EXTENSIONS)}); add photographs or use `builtin`")
+        images: list[tuple[str, np.ndarray]] = []
+        skipped: list[tuple[str, str]] = []
+        for p in files:
+            name = p.relative_to(folder).as_posix()
+            try:
+                rgb, _ = load_image(p, max_megapixels=max_megapixels)
+            except InputError as e:
+                skipped.append((name, str(e)))
+                continue
+            images.append((name, rgb))
+        return cls.from_images(images, config, n=n, seed=seed, n_val=n_val, source=str(folder),
+                               skipped=skipped)
+
+    @classmethod
+    def from_images(cls, images: Sequence[tuple[str, np.ndarray]], config: AlignVARConfig | dict[str, Any],
+                    n: int = DEFAULT_TILES, seed: int = 0, n_val: int = DEFAULT_VALIDATION_TILES,
+                    source: str = "images", skipped: Sequence[tuple[str, str]] = ()) -> CalibrationSet:
+        """Tiles from in-memory (name, HxWx3 float32) images."""
+        cfg = model_config(config)
+        if n < 1 or n_val < 1:
+            raise ConfigError(f"need at least one calibration and one validation tile, got n={n}, n_val={n_val}")
+        deg = degradation_of(cfg)
+        if deg.scale != cfg.scale:
+            raise ConfigError(f"the recorded degradation scales by {deg.scale} but the model by {cfg.scale}")
+        tile = cfg.hr_size
+        skipped = list(skipped)
+        usable = []
+        for name, img in images:
+            if min(img.shape[:2]) < tile:
+                skipped.append((name, f"{img.shape[1]}x{img.shape[0]} is smaller than the {tile} px HR tile"))
+            else:
+                usable.append((name, img))
+        if not usable:
+            detail = "; ".join(f"{a}: {b}" for a, b in skipped[:3])
+            raise InputError(f"no usable calibration image in {source} ({len(skipped)} skipped"
+                             f"{': ' + detail if detail else ''}); pass readable photographs of at "
+                             f"least {tile}x{tile} px")
+        if skipped:
+            warnings.warn(f"calibration: skipped {len(skipped)} file(s) in {source}: "
+                          + "; ".join(f"{a} ({b})" for a, b in skipped[:5])
+                          + (" ..." if len(skipped) > 5 else ""), stacklevel=2)
+
+        calib_imgs, val_imgs, shared = _split_images(usable, seed)
+        if len(calib_imgs) < min(n, 4):
+            warnings.warn(f"calibration: only {len(calib_imgs)} image(s) for {n} tiles; tiles repeat "
+                          "pictures with other crops, so statistics are less diverse", stacklevel=2)
+        # Stream ids keep the splits' crops and degradations independent (and disjoint when shared).
+        cal = _cut_tiles(calib_imgs, n, tile, deg, seed, stream=1)
+        val = _cut_tiles(val_imgs, n_val, tile, deg, seed, stream=2)
+        recipe = {
+            "source": source, "seed": int(seed), "tiles": int(n), "validation_tiles": int(n_val),
+            "hr_tile": tile, "lr_tile": cfg.lr_size, "degradation": deg.to_dict(),
+            "images": len(usable), "calibration_images": len(calib_imgs),
+            "validation_images": len(val_imgs), "validation_shares_images": shared,
+        }
+        return cls(cal, val, recipe, skipped)
+
+    # --- use ---------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.calibration)
+
+    @property
+    def hash(self) -> str:
+        """SHA-256 of the tile recipe and of every tile's pixels, both splits."""
+        h = hashlib.sha256()
+        h.update(json.dumps({k: v for k, v in self.recipe.items() if k != "source"},
+                            sort_keys=True).encode())
+        for split in (self.calibration, self.validation):
+            for arr in (split.lr, split.hr):
+                h.update(str(arr.shape).encode())
+                h.update(np.ascontiguousarray(arr, dtype=np.float32).tobytes())
+            h.update("\n".join(split.names).encode())
+        h.update(f"v{HASH_VERSION}".encode())
+        return h.hexdigest()
+
+    def feeds(self, input_name: str = "lr", batch: int = 1, split: str = "calibration"
+              ) -> list[dict[str, np.ndarray]]:
+        """Input dicts for the single graph: {input_name: (batch,3,h,w) float32}."""
+        tiles = self._split(split)
+        return [{input_name: np.ascontiguousarray(lr)} for lr, _ in tiles.batches(batch)]
+
+    def _split(self, split: str) -> TileSplit:
+        if split == "calibration":
+            return self.calibration
+        if split == "validation":
+            return self.validation
+        raise ConfigError(f"split must be 'calibration' or 'validation', got {split!r}")
+
+    def summary(self) -> dict[str, Any]:
+        """What a manifest records about the set."""
+        return {"hash": self.hash, **self.recipe, "skipped": len(self.skipped),
+                "skipped_files": [{"file": a, "reason": b} for a, b in self.skipped[:20]]}
+
+
+def _split_images(images: list[tuple[str, np.ndarray]], seed: int
+                  ) -> tuple[list[tuple[str, np.ndarray]], list[tuple[str, np.ndarray]], bool]:
+    """Disjoint image lists for calibration and validation (shared only with a single image)."""
+    if len(images) == 1:
+        return images, images, True
+    order = np.random.default_rng(np.random.SeedSequence([int(seed), 0])).permutation(len(images))
+    n_val = max(1, int(round(len(images) * VALIDATION_SHARE)))
+    val = [images[i] for i in sorted(order[:n_val])]
+    cal = [images[i] for i in sorted(order[n_val:])]
+    return cal, val, False
+
+
+def _cut_tiles(images: list[tuple[str, np.ndarray]], n: int, tile: int, deg: DegradationConfig,
+               seed: int, stream: int) -> TileSplit:
+    lrs, hrs, names = [], [], []
+    for i in range(n):
+        name, img = images[i % len(images)]
+        rng = np.random.default_rng(np.random.SeedSequence([int(seed), stream, i]))
+        top = int(rng.integers(img.shape[0] - tile + 1))
+        left = int(rng.integers(img.shape[1] - tile + 1))
+        hr = np.ascontiguousarray(img[top:top + tile, left:left + tile], dtype=np.float32)
+        lr = degrade(hr, deg, int(rng.integers(2**63)))
+        hrs.append(hr.transpose(2, 0, 1))
+        lrs.append(lr.transpose(2, 0, 1))
+        names.append(f"{name}@{top},{left}")
+    return TileSplit(np.ascontiguousarray(np.stack(lrs)), np.ascontiguousarray(np.stack(hrs)), tuple(names))

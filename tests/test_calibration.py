@@ -1,0 +1,127 @@
+"""Calibration sets (tiles, splits, hash, bad input) and the activation-range statistics."""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from alignvar_edge.calibration import CalibrationSet
+from alignvar_edge.calibration.ranges import collect_ranges, entropy_threshold, percentile_range
+from alignvar_edge.errors import ConfigError, InputError
+from alignvar_edge.model.config import AlignVARConfig
+
+MICRO = AlignVARConfig.from_preset("micro")          # 32 px HR tile, 8 px LR tile
+
+
+def _photo(path: Path, h: int, w: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    Image.fromarray((rng.random((h, w, 3)) * 255).astype(np.uint8)).save(path)
+
+
+def test_builtin_is_deterministic_and_splits_are_disjoint() -> None:
+    a = CalibrationSet.builtin(MICRO, n=6, n_val=3, seed=1)
+    b = CalibrationSet.builtin(MICRO, n=6, n_val=3, seed=1)
+    assert a.hash == b.hash and len(a.hash) == 64
+    np.testing.assert_array_equal(a.calibration.lr, b.calibration.lr)
+    assert a.calibration.lr.shape == (6, 3, 8, 8) and a.calibration.hr.shape == (6, 3, 32, 32)
+    assert a.validation.lr.shape == (3, 3, 8, 8)
+    assert a.calibration.lr.dtype == np.float32 and 0 <= a.calibration.lr.min() <= a.calibration.lr.max() <= 1
+    cal_imgs = {n.split("@")[0] for n in a.calibration.names}
+    val_imgs = {n.split("@")[0] for n in a.validation.names}
+    assert not cal_imgs & val_imgs                        # no picture in both splits
+    assert CalibrationSet.builtin(MICRO, n=6, n_val=3, seed=2).hash != a.hash
+    feeds = a.feeds("lr")
+    assert len(feeds) == 6 and feeds[0]["lr"].shape == (1, 3, 8, 8)
+    assert len(a.feeds("lr", batch=4)) == 1               # static batch: the short tail is dropped
+    s = a.summary()
+    assert s["hash"] == a.hash and s["skipped"] == 0 and s["degradation"]["scale"] == 4
+
+
+def test_lr_is_made_by_the_recorded_degradation() -> None:
+    # no blur, noise or JPEG: LR must be the plain bicubic downsample of its HR tile
+    cfg = AlignVARConfig.from_preset("micro", degradation={"blur_prob": 0.0, "noise_prob": 0.0, "jpeg_prob": 0.0,
+                                                           "downsample_modes": ["bicubic"]})
+    from alignvar_edge.train.degrade import DegradationConfig, degrade
+    cs = CalibrationSet.builtin(cfg, n=2, n_val=1)
+    hr = cs.calibration.hr[0].transpose(1, 2, 0)
+    want = degrade(hr, DegradationConfig.from_dict(cfg.degradation), 0)
+    np.testing.assert_allclose(cs.calibration.lr[0].transpose(1, 2, 0), want, atol=1e-6)
+    assert cs.summary()["degradation"]["blur_prob"] == 0.0
+
+
+def test_folder_skips_bad_files_and_counts_them(tmp_path: Path) -> None:
+    for i in range(3):
+        _photo(tmp_path / f"ok{i}.png", 40, 48, i)
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    _photo(tmp_path / "small.png", 16, 16, 9)            # smaller than the 32 px HR tile
+    with pytest.warns(UserWarning, match="skipped 3 file"):
+        cs = CalibrationSet.from_folder(tmp_path, MICRO, n=2, n_val=2)
+    assert sorted(n for n, _ in cs.skipped) == ["broken.png", "empty.jpg", "small.png"]
+    assert cs.summary()["skipped"] == 3 and cs.recipe["images"] == 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert CalibrationSet.from_folder(tmp_path, MICRO, n=2, n_val=2).hash == cs.hash
+
+
+def test_single_image_folder_works_with_a_warning(tmp_path: Path) -> None:
+    _photo(tmp_path / "one.png", 64, 64, 0)
+    with pytest.warns(UserWarning, match="only 1 image"):
+        cs = CalibrationSet.from_folder(tmp_path, MICRO, n=5, n_val=2)
+    assert len(cs.calibration) == 5 and cs.recipe["validation_shares_images"] is True
+
+
+def test_bad_calibration_input_errors(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="does not exist"):
+        CalibrationSet.from_folder(tmp_path / "nope", MICRO)
+    with pytest.raises(InputError, match="holds no images"):
+        CalibrationSet.from_folder(tmp_path, MICRO)
+    (tmp_path / "a.png").write_bytes(b"garbage")
+    (tmp_path / "b.jpg").write_bytes(b"")
+    with pytest.raises(InputError, match="no usable calibration image.*2 skipped"):
+        CalibrationSet.from_folder(tmp_path, MICRO)
+    with pytest.raises(ConfigError):
+        CalibrationSet.builtin(MICRO, n=0)
+
+
+def test_entropy_and_percentile_clip_outliers_unlike_minmax() -> None:
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.standard_normal(200_000), [60.0, -45.0]])
+    amax = 60.0
+    hist, _ = np.histogram(np.abs(x), bins=2048, range=(0, amax))
+    t = entropy_threshold(hist, amax)
+    assert 2.5 < t < 8.0                                   # a Gaussian's KL threshold, not the outlier
+    h, _ = np.histogram(x, bins=4096, range=(x.min(), x.max()))
+    lo, hi = percentile_range(h, x.min(), x.max(), 99.9)
+    want = np.percentile(x, [0.1, 99.9])
+    assert abs(lo - want[0]) < 0.05 and abs(hi - want[1]) < 0.05
+
+
+def test_collect_ranges_runs_the_graph_in_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    # y = relu(x) * 2 with one big outlier in the data: minmax keeps it, percentile does not
+    g = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Mul", ["r", "two"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1000])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1000])],
+        [helper.make_tensor("two", TensorProto.FLOAT, [], [2.0])])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    rng = np.random.default_rng(0)
+    feeds = [{"x": rng.standard_normal((1, 1000)).astype(np.float32)} for _ in range(3)]
+    feeds[1]["x"][0, 0] = 500.0
+    monkeypatch.chdir(tmp_path)
+    mm = collect_ranges(model, ["r", "y"], feeds, "minmax")
+    assert mm["r"][0] == 0.0 and mm["r"][1] == pytest.approx(500.0) and mm["y"][1] == pytest.approx(1000.0)
+    pc = collect_ranges(model, ["r"], feeds, "percentile", percentile=99.0)
+    assert pc["r"][1] < 10.0
+    en = collect_ranges(model, ["r"], feeds, "entropy")
+    assert en["r"][1] < 100.0 and en["r"] != mm["r"]
+    assert list(tmp_path.iterdir()) == []                 # nothing written into the working directory
+    with pytest.raises(ConfigError, match="unknown calibration method"):
+        collect_ranges(model, ["r"], feeds, "kl")
+    onnx.checker.check_model(model)
