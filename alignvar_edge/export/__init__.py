@@ -1,0 +1,19 @@
+"""torch -> ONNX export of the AlignVAR rollout (single and staged graphs), parity, manifest, lint.
+
+Public names are imported lazily so that `alignvar-edge --help` and manifest-only users do not pay
+for importing torch and the exporter.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__all__ = ["StagedRunner", "export_onnx", "load_onnx_models"]
+
+_WHERE = {"export_onnx": "onnx_export", "load_onnx_models": "onnx_export", "StagedRunner": "staged"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"alignvar_edge.export.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'alignvar_edge.export' has no attribute {name!r}")

@@ -1,0 +1,81 @@
+"""Deterministic LR tiles from real photographs, degraded the way the training LR was made.
+
+Used to validate exports (ONNX Runtime vs PyTorch) and as the base of calibration sets. Tile i
+comes from image i mod n_images at a crop position drawn from SeedSequence([seed, i]), so the
+same (config, n, seed, images) always gives the same bytes; `tiles_hash` names that content.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from alignvar_edge.errors import InputError
+from alignvar_edge.model.config import AlignVARConfig
+from alignvar_edge.train.degrade import DegradationConfig, degrade, item_seed
+
+__all__ = ["degradation_for", "lr_tiles", "tile_pairs", "tiles_hash"]
+
+Images = str | os.PathLike[str] | Sequence[np.ndarray]
+
+
+def degradation_for(config: AlignVARConfig) -> DegradationConfig:
+    """The model's own degradation (config.degradation) or the default one, at the model's scale."""
+    d = dict(config.degradation)
+    d.setdefault("scale", config.scale)
+    return DegradationConfig.from_dict(d)
+
+
+def _load_images(split: str, images: Images | None) -> list[np.ndarray]:
+    if images is None:
+        # imported here: the sample set pulls in torch datasets, which tiles alone do not need
+        from alignvar_edge.train.data import sample_images
+        return [img for _, img in sample_images(split)]  # type: ignore[arg-type]
+    if isinstance(images, (str, os.PathLike)):
+        from alignvar_edge.images import list_images, load_image
+        paths = list_images(images)
+        if not paths:
+            raise InputError(f"no images found under {images}; pass a folder of PNG/JPEG files")
+        return [load_image(p)[0] for p in paths]
+    return [np.asarray(img, dtype=np.float32) for img in images]
+
+
+def tile_pairs(config: AlignVARConfig, n: int, seed: int = 0, split: str = "heldout",
+               images: Images | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(lr (n,3,h,w), hr (n,3,H,W)) float32 in [0,1]: HR crops and their degraded LR."""
+    if n < 1:
+        raise InputError(f"need at least one tile, got n={n}")
+    imgs = _load_images(split, images)
+    size = config.hr_size
+    small = [i for i, img in enumerate(imgs) if img.shape[0] < size or img.shape[1] < size]
+    if small:
+        raise InputError(f"{len(small)} image(s) are smaller than the {size}x{size} HR tile; "
+                         "use larger images or a model with a smaller tile")
+    deg = degradation_for(config)
+    lrs, hrs = [], []
+    for i in range(n):
+        img = imgs[i % len(imgs)]
+        rng = np.random.default_rng(np.random.SeedSequence([int(seed), i]))
+        top = int(rng.integers(img.shape[0] - size + 1))
+        left = int(rng.integers(img.shape[1] - size + 1))
+        hr = np.ascontiguousarray(img[top:top + size, left:left + size, :3], dtype=np.float32)
+        lr = degrade(hr, deg, item_seed(seed, i))
+        hrs.append(hr.transpose(2, 0, 1))
+        lrs.append(lr.transpose(2, 0, 1))
+    return np.ascontiguousarray(np.stack(lrs)), np.ascontiguousarray(np.stack(hrs))
+
+
+def lr_tiles(config: AlignVARConfig, n: int, seed: int = 0, split: str = "heldout",
+             images: Images | None = None) -> np.ndarray:
+    """n LR tiles (n, 3, lr_size, lr_size) float32 in [0, 1] (see the module docstring)."""
+    return tile_pairs(config, n, seed, split, images)[0]
+
+
+def tiles_hash(arr: np.ndarray) -> str:
+    """SHA-256 of a tile array's shape, dtype and bytes (C order)."""
+    a = np.ascontiguousarray(arr)
+    h = hashlib.sha256(f"{a.shape}|{a.dtype.str}|".encode())
+    h.update(a.tobytes())
+    return h.hexdigest()

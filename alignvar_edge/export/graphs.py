@@ -1,0 +1,123 @@
+"""What each exported graph is: a module, its named inputs and outputs, and example inputs.
+
+Declared as data beside the model (as Optimum's OnnxConfig does) so the exporter, the host driver
+and the manifest agree on names and shapes. All shapes are static: the batch B is fixed at export.
+
+single   model.onnx   lr -> sr, tokens_0..tokens_{K-1}
+staged   cond.onnx    lr -> cond, guide, kv                      (prefix through every block)
+         step_k.onnx  f_hat, kv, cond, guide -> tokens_k, f_hat, kv   (the last step: no kv out)
+         decode.onnx  f_hat, lr -> sr
+with kv of shape (depth, 2, B2, heads, L, head_dim), L = prefix_len + sum of p_j^2 for j < k, and
+B2 = 2B when image CFG is on (positive and negative branches), else B.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from alignvar_edge.model.alignvar import AlignVAR, Context
+
+
+@dataclass
+class GraphSpec:
+    name: str                         # file stem: model, cond, step_3, decode
+    module: nn.Module
+    inputs: dict[str, torch.Tensor]   # name -> example tensor (order = graph input order)
+    outputs: list[str]
+
+    @property
+    def file(self) -> str:
+        return f"{self.name}.onnx"
+
+
+class CondGraph(nn.Module):
+    """LR -> AdaLN condition, SCA guidance and the prefix KV cache."""
+
+    def __init__(self, model: AlignVAR):
+        super().__init__()
+        self.model = model
+
+    def forward(self, lr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        ctx = self.model.prepare(lr)
+        return ctx.cond_BD, ctx.guide_B1hw, self.model.prefix_kv(ctx)
+
+
+class StepGraph(nn.Module):
+    """One scale: greedy tokens, the updated f_hat and (except at the last scale) the longer cache."""
+
+    def __init__(self, model: AlignVAR, k: int):
+        super().__init__()
+        self.model = model
+        self.k = k
+        self.last = k == model.config.num_scales - 1
+
+    def forward(self, f_hat: torch.Tensor, kv: torch.Tensor, cond: torch.Tensor,
+                guide: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        # step() never reads the prefix tokens (they are already in the cache): pass an empty one
+        ctx = Context(cond, guide, cond.new_zeros(0))
+        idx, f_hat, kv, _ = self.model.step(self.k, f_hat, kv, ctx)
+        return (idx, f_hat) if self.last else (idx, f_hat, kv)
+
+
+class DecodeGraph(nn.Module):
+    """f_hat (and the LR tile, for the bicubic residual) -> SR tile."""
+
+    def __init__(self, model: AlignVAR):
+        super().__init__()
+        self.model = model
+
+    def forward(self, f_hat: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
+        return self.model.decode(f_hat, lr)
+
+
+def token_names(model: AlignVAR) -> list[str]:
+    return [f"tokens_{k}" for k in range(model.config.num_scales)]
+
+
+def example_lr(model: AlignVAR, batch: int) -> torch.Tensor:
+    c = model.config
+    return torch.rand(batch, 3, c.lr_size, c.lr_size, generator=torch.Generator().manual_seed(0))
+
+
+def kv_shape(model: AlignVAR, batch: int, k: int) -> tuple[int, ...]:
+    """Shape of the cache fed to step k (k = num_scales: the cache after the last scale)."""
+    c = model.config
+    b2 = 2 * batch if model.use_cfg else batch
+    length = c.prefix_len + sum(p * p for p in c.patch_nums[:k])
+    return (c.depth, 2, b2, c.heads, length, c.head_dim)
+
+
+def single_spec(model: AlignVAR, batch: int) -> list[GraphSpec]:
+    return [GraphSpec("model", model, {"lr": example_lr(model, batch)}, ["sr", *token_names(model)])]
+
+
+@torch.no_grad()
+def staged_specs(model: AlignVAR, batch: int) -> list[GraphSpec]:
+    """cond, step_0..step_{K-1}, decode, with example inputs from a real rollout of a random tile."""
+    c = model.config
+    lr = example_lr(model, batch)
+    cond_mod = CondGraph(model)
+    cond, guide, kv = cond_mod(lr)
+    specs = [GraphSpec("cond", cond_mod, {"lr": lr}, ["cond", "guide", "kv"])]
+    f_hat = lr.new_zeros(batch, c.vq_cvae, c.latent_size, c.latent_size)
+    for k in range(c.num_scales):
+        step = StepGraph(model, k)
+        outs = [f"tokens_{k}", "f_hat_out"] + ([] if step.last else ["kv_out"])
+        specs.append(GraphSpec(f"step_{k}", step,
+                               {"f_hat": f_hat, "kv": kv, "cond": cond, "guide": guide}, outs))
+        res = step(f_hat, kv, cond, guide)
+        f_hat = res[1]
+        if not step.last:
+            kv = res[2]
+    specs.append(GraphSpec("decode", DecodeGraph(model), {"f_hat": f_hat, "lr": lr}, ["sr"]))
+    return specs
+
+
+def specs_for(model: AlignVAR, graph: str, batch: int) -> list[GraphSpec]:
+    if graph == "single":
+        return single_spec(model, batch)
+    if graph == "staged":
+        return staged_specs(model, batch)
+    raise ValueError(f"graph must be 'single' or 'staged', got {graph!r}")

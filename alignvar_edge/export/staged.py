@@ -1,0 +1,87 @@
+"""Host driver for the staged graphs: numpy + ONNX Runtime, with per-stage timings.
+
+    cond(lr) -> cond, guide, kv;  step_k(f_hat, kv, cond, guide) -> tokens_k, f_hat, kv;  decode(f_hat, lr)
+
+Each session is fed only the inputs it declares (an exporter may drop an input a graph does not
+read, e.g. `lr` of decode when the VQ-VAE does not add bicubic(LR) back).
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alignvar_edge.errors import ArtifactError, InputError
+from alignvar_edge.export.manifest import load_verified
+
+__all__ = ["StagedRunner", "make_session"]
+
+
+def make_session(path: str | os.PathLike[str], providers: list[str] | None = None,
+                 threads: int | None = None) -> Any:
+    """An ONNX Runtime session (CPU unless providers say otherwise)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3          # warnings about unused initializers are noise here
+    if threads:
+        opts.intra_op_num_threads = threads
+    try:
+        return ort.InferenceSession(str(path), sess_options=opts,
+                                    providers=providers or ["CPUExecutionProvider"])
+    except Exception as e:  # ORT raises its own exception types for broken or truncated files
+        raise ArtifactError(f"ONNX Runtime cannot load {path}: {str(e).splitlines()[0]}; "
+                            "re-export the artifact") from e
+
+
+class StagedRunner:
+    """Runs cond, step_0..step_{K-1} and decode from one directory of staged graphs."""
+
+    def __init__(self, root: str | os.PathLike[str], num_scales: int,
+                 providers: list[str] | None = None, threads: int | None = None):
+        root = Path(root)
+        self.num_scales = num_scales
+        self.stages = ["cond", *[f"step_{k}" for k in range(num_scales)], "decode"]
+        self.sessions = {s: make_session(root / f"{s}.onnx", providers, threads) for s in self.stages}
+        self.inputs = {s: [i.name for i in sess.get_inputs()] for s, sess in self.sessions.items()}
+        f_hat = self.sessions["step_0"].get_inputs()[0]
+        self.f_hat_shape = tuple(int(d) for d in f_hat.shape)
+        self.batch = int(self.sessions["cond"].get_inputs()[0].shape[0])
+        self.last_timings: dict[str, float] = {}
+
+    @classmethod
+    def load(cls, artifact: str | os.PathLike[str], providers: list[str] | None = None,
+             threads: int | None = None) -> StagedRunner:
+        """From an exported artifact directory; its manifest and file hashes are verified first."""
+        m = load_verified(artifact)
+        if m.get("graph") != "staged":
+            raise ArtifactError(f"'{artifact}' holds a {m.get('graph')!r} graph, not staged graphs; "
+                                "export with --graph staged")
+        return cls(artifact, len(m["model"]["config"]["patch_nums"]), providers, threads)
+
+    def _run(self, stage: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        t0 = time.perf_counter()
+        out = self.sessions[stage].run(None, {n: feeds[n] for n in self.inputs[stage]})
+        self.last_timings[stage] = time.perf_counter() - t0
+        return out
+
+    def run(self, lr: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        """LR batch (B, 3, h, w) float32 -> (SR (B, 3, H, W), [tokens_k (B, p_k^2) int64])."""
+        lr = np.ascontiguousarray(lr, dtype=np.float32)
+        if lr.shape[0] != self.batch:
+            raise InputError(f"these graphs were exported for batch {self.batch}, got {lr.shape[0]} tiles")
+        self.last_timings = {}
+        cond, guide, kv = self._run("cond", {"lr": lr})
+        f_hat = np.zeros(self.f_hat_shape, np.float32)
+        tokens = []
+        for k in range(self.num_scales):
+            out = self._run(f"step_{k}", {"f_hat": f_hat, "kv": kv, "cond": cond, "guide": guide})
+            tokens.append(out[0])
+            f_hat = out[1]
+            if len(out) > 2:
+                kv = out[2]
+        (sr,) = self._run("decode", {"f_hat": f_hat, "lr": lr})
+        return sr, tokens
