@@ -33,8 +33,9 @@ from alignvar_edge.model.alignvar import AlignVAR
 __all__ = ["SUPPORTED_OPSETS", "export_onnx", "graph_io", "load_onnx_models", "run_single"]
 
 SUPPORTED_OPSETS = (18, 19, 20, 21, 22, 23)   # dynamo exporter: 17 is raised to 18; 23 is its max
-# Above this many bytes of weights, a graph keeps them in `<file>.data` (protobuf's limit is 2 GB).
-EXTERNAL_DATA_BYTES = 1_500_000_000
+# Above this many bytes of weights, a graph keeps them in `<file>.data`: protobuf's limit is 2 GiB,
+# and the graph also holds folded constants (resampling matrices, rotary tables) besides weights.
+EXTERNAL_DATA_BYTES = 1_800_000_000
 Log = Callable[[str], None]
 
 _DTYPES = {1: "float32", 6: "int32", 7: "int64", 9: "bool", 10: "float16", 11: "float64", 16: "bfloat16"}
@@ -82,8 +83,9 @@ def _light_optimize(ir_model: Any) -> None:
     )(ir_model)
 
 
-def _param_bytes(module: torch.nn.Module) -> int:
-    return sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
+def _param_bytes(model: AlignVAR) -> int:
+    """Bytes of the weights the inference graphs hold (the VQ encoder is not part of them)."""
+    return model.parameter_report()["inference"] * next(model.parameters()).element_size()
 
 
 def export_graph(spec: GraphSpec, path: Path, opset: int, external_data: bool) -> None:
