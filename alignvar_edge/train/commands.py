@@ -1,0 +1,79 @@
+"""CLI verbs of the training area: `train` and `eval`."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from alignvar_edge.errors import InputError
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("train", help="train the VQ-VAE or the transformer stage on CPU",
+                       description="Train one stage. The VQ-VAE stage first; then the transformer on "
+                                   "its frozen tokens (--init RUN/final), with CE + HCC and SCA on.")
+    p.add_argument("stage", choices=("vqvae", "transformer"))
+    p.add_argument("--preset", default="tiny", help="model preset for a new VQ-VAE run (default: tiny)")
+    p.add_argument("--init", help="checkpoint to start from (required for the transformer stage)")
+    p.add_argument("--images", help="folder of training images (default: the built-in sample photographs)")
+    p.add_argument("--out", required=True, type=Path, help="run directory")
+    p.add_argument("--steps", required=True, type=int)
+    p.add_argument("--batch", type=int, default=12)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--hcc-weight", type=float, help="HCC weight lambda (0 turns HCC off)")
+    p.add_argument("--no-sca", action="store_true", help="train without SCA (ablation)")
+    p.add_argument("--save-every", type=int, default=200)
+    p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
+    p.add_argument("--force", action="store_true", help="replace an existing run in --out")
+    p.set_defaults(func=run_train)
+
+    e = sub.add_parser("eval", help="PSNR-Y / SSIM-Y of a checkpoint vs bicubic and the VQ ceiling",
+                       description="Evaluate on held-out photographs: the model, bicubic and the VQ-VAE's "
+                                   "own reconstruction (the token ceiling), PSNR-Y and SSIM-Y.")
+    e.add_argument("checkpoint", nargs="?", default="alignvar-tiny")
+    e.add_argument("--images", default="builtin", help="folder of HR images, or 'builtin' (held-out samples)")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--max-side", type=int, help="crop images to at most this many pixels per side")
+    e.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    e.set_defaults(func=run_eval)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from alignvar_edge.train.trainer import TrainOptions, train
+
+    if args.steps < 1:
+        raise InputError(f"--steps must be >= 1, got {args.steps}")
+    opts = TrainOptions(stage=args.stage, out=args.out, steps=args.steps, preset=args.preset, init=args.init,
+                        images=args.images, batch=args.batch, lr=args.lr, seed=args.seed,
+                        hcc_weight=args.hcc_weight, sca=False if args.no_sca else None,
+                        save_every=args.save_every, resume=args.resume, force=args.force)
+    final = train(opts)
+    print(f"done: {final} (loss curve: {args.out / 'log.csv'})")
+    return 0
+
+
+def load_eval_images(spec: str) -> list[tuple[str, object]]:
+    from alignvar_edge.images import list_images, load_image
+    from alignvar_edge.train.data import sample_images
+
+    if spec == "builtin":
+        return list(sample_images("heldout"))
+    folder = Path(spec)
+    paths = list_images(folder) if folder.is_dir() else []
+    if not paths:
+        raise InputError(f"no images found in '{spec}'; pass a folder of PNG/JPEG files or 'builtin'")
+    return [(p.name, load_image(p)[0]) for p in paths]
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from alignvar_edge.model.checkpoint import load_pretrained
+    from alignvar_edge.train.evaluate import evaluate, format_eval
+
+    model = load_pretrained(args.checkpoint)
+    result = evaluate(model, load_eval_images(args.images), seed=args.seed,  # type: ignore[arg-type]
+                      max_side=args.max_side)
+    print(format_eval(result))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0

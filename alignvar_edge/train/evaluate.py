@@ -1,0 +1,108 @@
+"""Evaluate an AlignVAR checkpoint on held-out photographs, as SR papers report it.
+
+For each HR photograph (cropped to whole tiles), the LR input is made by the checkpoint's own
+degradation with a fixed seed. Three reconstructions are scored with PSNR-Y and SSIM-Y (BT.601
+luma, border of `scale` pixels cropped; scikit-image metrics):
+  - the model's super-resolution (greedy rollout; overlapping tiles blended, as `upscale` does),
+  - bicubic upsampling of the same LR,
+  - the VQ-VAE's reconstruction of the HR from its own tokens: the ceiling a token model can reach.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from alignvar_edge.export.parity import psnr_y, ssim_y
+from alignvar_edge.model.alignvar import AlignVAR
+from alignvar_edge.model.resample import bicubic_matrix
+from alignvar_edge.runtimes.torch_backend import TorchEngine
+from alignvar_edge.train.degrade import DegradationConfig, degrade
+
+
+@dataclass
+class ImageScore:
+    name: str
+    size: tuple[int, int]
+    psnr: dict[str, float]
+    ssim: dict[str, float]
+
+
+def _tiles(x_CHW: torch.Tensor, t: int) -> torch.Tensor:
+    """(C, H, W) with H, W multiples of t -> (N, C, t, t) in row-major tile order."""
+    C, H, W = x_CHW.shape
+    return x_CHW.reshape(C, H // t, t, W // t, t).permute(1, 3, 0, 2, 4).reshape(-1, C, t, t)
+
+
+def _untile(x_NCtt: torch.Tensor, H: int, W: int) -> torch.Tensor:
+    N, C, t, _ = x_NCtt.shape
+    return x_NCtt.reshape(H // t, W // t, C, t, t).permute(2, 0, 3, 1, 4).reshape(C, H, W)
+
+
+def bicubic_upscale(lr_HWC: np.ndarray, scale: int) -> np.ndarray:
+    """PyTorch-convention bicubic (the same matrices the model uses), clipped to [0, 1]."""
+    h, w, _ = lr_HWC.shape
+    mh, mw = bicubic_matrix(h, h * scale), bicubic_matrix(w, w * scale)
+    up = np.einsum("ih,hwc,jw->ijc", mh, lr_HWC.astype(np.float64), mw)
+    return np.clip(up, 0, 1).astype(np.float32)
+
+
+@torch.no_grad()
+def vq_reconstruct(model: AlignVAR, lr_NC: torch.Tensor, hr_NC: torch.Tensor, batch: int = 16) -> torch.Tensor:
+    """The VQ-VAE's reconstruction of HR tiles from their own tokens (the token ceiling)."""
+    outs = []
+    for i in range(0, lr_NC.shape[0], batch):
+        lr, hr = lr_NC[i:i + batch], hr_NC[i:i + batch]
+        _, f_hat, _ = model.vae.quantize.quantize(model.vae.encode(hr, lr))
+        outs.append(model.vae.decode(f_hat, lr))
+    return torch.cat(outs)
+
+
+def evaluate(model: AlignVAR, images: list[tuple[str, np.ndarray]], seed: int = 0,
+             max_side: int | None = None) -> dict[str, Any]:
+    c = model.config
+    deg = DegradationConfig.from_dict(c.degradation) if c.degradation else DegradationConfig(scale=c.scale)
+    t_hr, t_lr = c.hr_size, c.lr_size
+    engine = TorchEngine.from_model(model, batch=16)
+    scores: list[ImageScore] = []
+    for i, (name, hr) in enumerate(images):
+        H = (hr.shape[0] if max_side is None else min(hr.shape[0], max_side)) // t_hr * t_hr
+        W = (hr.shape[1] if max_side is None else min(hr.shape[1], max_side)) // t_hr * t_hr
+        top, left = (hr.shape[0] - H) // 2, (hr.shape[1] - W) // 2
+        hr = np.ascontiguousarray(hr[top:top + H, left:left + W], dtype=np.float32)
+        lr = degrade(hr, deg, seed * 1000 + i)
+        hr_t = torch.from_numpy(hr).permute(2, 0, 1)
+        lr_t = torch.from_numpy(lr).permute(2, 0, 1)
+        lr_tiles, hr_tiles = _tiles(lr_t, t_lr), _tiles(hr_t, t_hr)
+        recon = {
+            # what users get: overlapping tiles, blended (runtimes/tiling.py)
+            "model": engine.upscale(lr),
+            "vq_ceiling": _untile(vq_reconstruct(model, lr_tiles, hr_tiles), H, W).permute(1, 2, 0).numpy(),
+        }
+        recon["bicubic"] = bicubic_upscale(lr, c.scale)
+        ref = hr.transpose(2, 0, 1)                       # the metrics take (3, H, W)
+        scores.append(ImageScore(
+            name, (W, H),
+            {k: psnr_y(ref, v.transpose(2, 0, 1), border=c.scale) for k, v in recon.items()},
+            {k: ssim_y(ref, v.transpose(2, 0, 1), border=c.scale) for k, v in recon.items()}))
+    kinds = ("model", "bicubic", "vq_ceiling")
+    return {
+        "images": [s.__dict__ for s in scores],
+        "mean_psnr_y": {k: float(np.mean([s.psnr[k] for s in scores])) for k in kinds},
+        "mean_ssim_y": {k: float(np.mean([s.ssim[k] for s in scores])) for k in kinds},
+        "seed": seed,
+        "degradation": deg.to_dict(),
+    }
+
+
+def format_eval(result: dict[str, Any]) -> str:
+    lines = [f"{'image':<14}{'size':>10}  {'model':>14}{'bicubic':>14}{'VQ ceiling':>14}   (PSNR-Y dB / SSIM-Y)"]
+    for s in result["images"]:
+        cells = "".join(f"{s['psnr'][k]:>8.2f}/{s['ssim'][k]:.3f}" for k in ("model", "bicubic", "vq_ceiling"))
+        lines.append(f"{s['name']:<14}{s['size'][0]:>5}x{s['size'][1]:<4}  {cells}")
+    m, ss = result["mean_psnr_y"], result["mean_ssim_y"]
+    lines.append(f"{'mean':<14}{'':>10}  " + "".join(
+        f"{m[k]:>8.2f}/{ss[k]:.3f}" for k in ("model", "bicubic", "vq_ceiling")))
+    return "\n".join(lines)

@@ -1,0 +1,112 @@
+"""Training: losses fall, a small set is overfit, resume is bit-exact, bad runs are refused."""
+from __future__ import annotations
+
+import csv
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from alignvar_edge.errors import CheckpointError, InputError, OutputExistsError
+from alignvar_edge.model import AlignVARConfig
+from alignvar_edge.model.checkpoint import PRETRAINED_DIR
+from alignvar_edge.train.trainer import TrainOptions, make_batches, train
+
+MICRO = AlignVARConfig.from_preset("micro")
+
+
+def micro_batches(batch: int = 4, seed: int = 0):
+    return make_batches(None, MICRO, batch, seed)
+
+
+def fixed_batches(batch: int = 2):
+    hr, lr = micro_batches(batch)(0)
+    return lambda step: (hr, lr)
+
+
+def losses(run: Path, key: str) -> list[float]:
+    with (run / "log.csv").open() as fh:
+        return [float(r[key]) for r in csv.DictReader(fh)]
+
+
+def opts(tmp: Path, stage: str, steps: int, **kw) -> TrainOptions:
+    base = dict(preset="micro", batch=4, lr=3e-3, warmup=5, log_every=1, save_every=1000, progress=False)
+    base.update(kw)
+    return TrainOptions(stage=stage, out=tmp, steps=steps, **base)
+
+
+@pytest.fixture(scope="module")
+def vq_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("vq") / "run"
+    train(opts(out, "vqvae", 40), micro_batches())
+    return out
+
+
+def test_vqvae_loss_decreases(vq_run: Path) -> None:
+    l1 = losses(vq_run, "l1")
+    assert sum(l1[-5:]) / 5 < 0.7 * sum(l1[:5]) / 5
+
+
+def test_transformer_overfits_small_set(vq_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "tf"
+    train(opts(out, "transformer", 150, init=str(vq_run / "final"), lr=5e-3, warmup=10, ema=0.0),
+          fixed_batches())
+    acc = losses(out, "token_acc")
+    ce = losses(out, "ce")
+    assert ce[-1] < 0.5 * ce[0]
+    assert max(acc[-5:]) >= 0.95, acc[-5:]
+
+
+@pytest.mark.parametrize("stage", ["vqvae", "transformer"])
+def test_resume_equals_uninterrupted(stage: str, vq_run: Path, tmp_path: Path) -> None:
+    init = str(vq_run / "final") if stage == "transformer" else None
+    full = train(opts(tmp_path / "full", stage, 8, init=init), micro_batches())
+    train(opts(tmp_path / "part", stage, 4, init=init, save_every=4), micro_batches())
+    resumed = train(opts(tmp_path / "part", stage, 8, init=init, resume=True), micro_batches())
+    a, b = load_file(str(full / "model.safetensors")), load_file(str(resumed / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_existing_run_is_refused_without_force(vq_run: Path) -> None:
+    with pytest.raises(OutputExistsError, match="--force"):
+        train(opts(vq_run, "vqvae", 2), micro_batches())
+
+
+def test_resume_from_corrupt_state_is_refused(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train(opts(run, "vqvae", 2), micro_batches())
+    (run / "state" / "tensors.safetensors").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        train(opts(run, "vqvae", 4, resume=True), micro_batches())
+
+
+def test_transformer_stage_needs_vqvae(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="--init"):
+        train(opts(tmp_path / "x", "transformer", 2), micro_batches())
+
+
+def test_image_folder_errors(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("no images here")
+    with pytest.raises(InputError, match="no usable images"):
+        make_batches(str(tmp_path), MICRO, 2, 0)
+
+
+@pytest.mark.skipif(not (PRETRAINED_DIR / "alignvar-tiny" / "model.safetensors").exists(),
+                    reason="the bundled default has not been trained into this checkout")
+def test_bundled_default_loads_offline(monkeypatch) -> None:
+    def no_network(*a, **k):
+        raise OSError("network disabled in this test")
+
+    monkeypatch.setattr(socket, "socket", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    from alignvar_edge.model import AlignVAR
+
+    model = AlignVAR.from_pretrained("alignvar-tiny")
+    c = model.config
+    sr = model.super_resolve(torch.rand(1, 3, c.lr_size, c.lr_size))
+    assert sr.shape == (1, 3, c.hr_size, c.hr_size)
+    assert c.degradation, "the bundled config records its degradation recipe"
