@@ -1,0 +1,118 @@
+"""Run AlignVAR engines from every backend behind one interface.
+
+    >>> from alignvar_edge import runtimes
+    >>> eng_dir = runtimes.build("exports/tiny", "openvino")            # -> engine directory
+    >>> with runtimes.load(eng_dir) as engine:                          # backend from the manifest
+    ...     sr = engine.upscale(image)                                  # any size, exactly 4x
+
+Backends are imported lazily: importing this package never imports onnxruntime, openvino,
+tensorrt or coremltools; only the backend module that needs one does, when asked to.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from alignvar_edge.errors import ArtifactError, BackendUnavailableError, InputError
+from alignvar_edge.runtimes.base import Backend, Engine
+
+__all__ = ["BACKENDS", "Backend", "BackendInfo", "Engine", "available_backends", "build",
+           "get_backend", "load"]
+
+# backend name -> module under alignvar_edge.runtimes holding a `BACKEND` instance
+BACKENDS: dict[str, str] = {
+    "torch": "torch_backend",
+    "onnxruntime": "onnxruntime",
+    "openvino": "openvino",
+    "tensorrt": "tensorrt",
+    "coreml": "coreml",
+}
+ALIASES = {"ort": "onnxruntime", "ov": "openvino", "trt": "tensorrt", "pytorch": "torch"}
+
+
+@dataclass
+class BackendInfo:
+    name: str
+    available: bool
+    reason: str = ""
+    version: str | None = None
+    devices: list[str] = field(default_factory=list)
+
+
+def get_backend(name: str) -> Backend:
+    key = ALIASES.get(name.lower(), name.lower())
+    if key not in BACKENDS:
+        raise InputError(f"unknown backend '{name}'; choose one of {', '.join(BACKENDS)}")
+    module = importlib.import_module(f"alignvar_edge.runtimes.{BACKENDS[key]}")
+    backend: Backend = module.BACKEND
+    return backend
+
+
+def available_backends() -> list[BackendInfo]:
+    """Every backend, whether it can run here, and if not, why (one line)."""
+    out = []
+    for name in BACKENDS:
+        b = get_backend(name)
+        ok, reason = b.is_available()
+        out.append(BackendInfo(name, ok, reason, b.version(), b.devices() if ok else []))
+    return out
+
+
+def detect_backend(path: str | os.PathLike[str]) -> str:
+    """Which backend opens `path`: a checkpoint -> torch, an ONNX export -> onnxruntime,
+    an engine dir -> the backend its manifest names."""
+    from alignvar_edge.export.manifest import read_manifest
+    from alignvar_edge.runtimes.artifacts import is_checkpoint
+    if is_checkpoint(path):
+        return "torch"
+    m = read_manifest(path)
+    if m.get("kind") == "onnx":
+        return "onnxruntime"
+    backend = m.get("backend")
+    if m.get("kind") != "engine" or backend not in BACKENDS:
+        raise ArtifactError(f"'{path}' is a {m.get('kind')!r} artifact for backend {backend!r}, which "
+                            "no runtime here loads; build an engine with `alignvar-edge build`")
+    return str(backend)
+
+
+def load(engine_dir: str | os.PathLike[str], backend: str = "auto", device: str | None = None,
+         **opts: Any) -> Engine:
+    """Open an engine dir, an ONNX export dir or a checkpoint as an `Engine`.
+
+    backend="auto" follows the manifest (ONNX exports run on onnxruntime, checkpoints on torch).
+    Extra keyword options go to the backend (e.g. threads=, batch=, parity=).
+    """
+    name = detect_backend(engine_dir) if backend == "auto" else backend
+    b = get_backend(name)
+    ok, why = b.can_load()
+    if not ok:
+        raise BackendUnavailableError(f"{b.name} is not usable here: {why}")
+    return b.load(_as_path(engine_dir), device=device, **opts)
+
+
+def build(artifact_dir: str | os.PathLike[str], target: str, precision: str | None = None,
+          calibration: Any = None, out: str | os.PathLike[str] | None = None,
+          device: str | None = None, force: bool = False, **opts: Any) -> Path:
+    """Build an engine dir for `target` from an export (or, for torch/coreml, a checkpoint).
+
+    precision=None takes the backend's default (fp16 for Core ML, fp32 elsewhere).
+    """
+    from alignvar_edge.runtimes.artifacts import default_out
+    b = get_backend(target)
+    precision = precision or b.default_precision
+    ok, why = b.can_build()
+    if not ok:
+        raise BackendUnavailableError(f"cannot build {b.name} engines here: {why}")
+    if out is None:
+        out = default_out(artifact_dir, b.name, precision)
+    return b.build(_as_path(artifact_dir), Path(out), precision=precision, calibration=calibration,
+                   device=device, force=force, **opts)
+
+
+def _as_path(p: str | os.PathLike[str]) -> Path:
+    # a bundled model name ('alignvar-tiny') stays a relative Path of that name; backends
+    # resolve it through is_checkpoint / checkpoint_dir, which look names up first
+    return Path(str(p))

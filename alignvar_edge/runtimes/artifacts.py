@@ -1,0 +1,157 @@
+"""What the backends share about artifact directories: finding the graph, checkpoints, manifests.
+
+An *artifact* is what `export` (or `quantize`) wrote: ONNX graphs plus manifest.json, kind "onnx".
+An *engine dir* is what `build` writes: the backend's files plus a manifest of kind "engine"
+whose `extra.source` names the artifact it came from. A PyTorch checkpoint (config.json +
+model.safetensors, or a bundled name such as 'alignvar-tiny') is the torch backend's engine.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alignvar_edge.errors import ArtifactError, CheckpointError, InputError
+from alignvar_edge.export.manifest import MANIFEST_FILE, load_verified, new_manifest, sha256_file
+from alignvar_edge.model.config import AlignVARConfig
+from alignvar_edge.runtimes.base import INPUT, SR, token_name
+
+__all__ = ["checkpoint_dir", "default_out", "engine_manifest", "graph_io", "is_checkpoint",
+           "single_graph", "check_calibration"]
+
+
+def is_checkpoint(path: str | os.PathLike[str]) -> bool:
+    """A bundled model name, or a directory with config.json + model.safetensors and no manifest."""
+    from alignvar_edge.model.checkpoint import BUNDLED, CONFIG_FILE, WEIGHTS_FILE
+    s = str(path)
+    if s in BUNDLED:
+        return True
+    p = Path(s)
+    return (p.is_dir() and (p / CONFIG_FILE).is_file() and (p / WEIGHTS_FILE).is_file()
+            and not (p / MANIFEST_FILE).is_file())
+
+
+def checkpoint_dir(source: str | os.PathLike[str]) -> Path:
+    """The PyTorch checkpoint behind `source`: itself, or the one an export's manifest names."""
+    from alignvar_edge.model.checkpoint import resolve_checkpoint_dir
+    if is_checkpoint(source):
+        return resolve_checkpoint_dir(source)
+    m = load_verified(source)
+    model = m.get("model") or {}
+    for key in ("checkpoint", "source", "checkpoint_dir"):
+        ref = model.get(key) if isinstance(model, dict) else None
+        if isinstance(ref, str):
+            try:
+                return resolve_checkpoint_dir(ref)
+            except CheckpointError:
+                continue
+    raise ArtifactError(f"'{source}' does not name the PyTorch checkpoint it came from; pass the "
+                        "checkpoint directory (or a bundled name such as 'alignvar-tiny') instead")
+
+
+def single_graph(artifact: str | os.PathLike[str]) -> tuple[dict[str, Any], Path]:
+    """(verified manifest, path of the single-graph ONNX) of an exported artifact."""
+    root = Path(artifact)
+    m = load_verified(root)
+    if m.get("kind") != "onnx":
+        raise ArtifactError(f"'{root}' is a {m.get('kind')} directory ({m.get('backend')}), not an "
+                            "ONNX export; build engines from the output of `alignvar-edge export`")
+    if m.get("graph") != "single":
+        raise ArtifactError(f"'{root}' holds the '{m.get('graph')}' graph form; engines run the "
+                            "single graph: re-export with `--graph single`")
+    graphs = m.get("graphs") or {}
+    entry = graphs.get("single") or graphs.get("model")
+    if entry is None and len(graphs) == 1:
+        entry = next(iter(graphs.values()))
+    if entry is None:
+        files = [f for f in m.get("files", {}) if f.endswith(".onnx")]
+        if len(files) != 1:
+            raise ArtifactError(f"'{root}' does not say which ONNX file is the single graph")
+        entry = {"file": files[0]}
+    path = root / entry["file"]
+    if not path.is_file():
+        raise ArtifactError(f"'{root}' lists {entry['file']} but the file is missing; re-export")
+    return m, path
+
+
+def graph_io(config: AlignVARConfig, batch: int) -> dict[str, list[dict[str, Any]]]:
+    """The single graph's inputs and outputs as manifest entries."""
+    t, s = config.lr_size, config.hr_size
+    outs = [{"name": SR, "shape": [batch, 3, s, s], "dtype": "float32"}]
+    outs += [{"name": token_name(k), "shape": [batch, p * p], "dtype": "int64"}
+             for k, p in enumerate(config.patch_nums)]
+    return {"inputs": [{"name": INPUT, "shape": [batch, 3, t, t], "dtype": "float32"}], "outputs": outs}
+
+
+def engine_manifest(source: dict[str, Any], source_dir: Path, backend: str, precision: str,
+                    files: dict[str, str], batch: int, extra: dict[str, Any] | None = None,
+                    **fields: Any) -> dict[str, Any]:
+    """Manifest for an engine dir built from `source` (an export manifest)."""
+    config = source["model"].get("config", source["model"])
+    graphs = {"single": {"file": files.get("engine", ""), **graph_io(AlignVARConfig.from_dict(config), batch)}}
+    ex = {"source": {"path": str(source_dir), "backend": source.get("backend"),
+                     "precision": source.get("precision"),
+                     "manifest_sha256": sha256_file(source_dir / MANIFEST_FILE)
+                     if (source_dir / MANIFEST_FILE).is_file() else None},
+          "files": files, **(extra or {})}
+    fields.setdefault("opset", source.get("opset"))
+    fields.setdefault("quantization", source.get("quantization"))
+    fields.setdefault("calibration", source.get("calibration"))
+    return new_manifest("engine", backend, source.get("graph", "single"), precision, source["model"],
+                        graphs=graphs, extra=ex, **fields)
+
+
+def default_out(artifact: str | os.PathLike[str], backend: str, precision: str) -> Path:
+    p = Path(str(artifact))
+    base = p.name if p.is_dir() else str(artifact).replace("/", "_")
+    parent = p.parent if p.is_dir() else Path(".")
+    return parent / f"{base}-{backend}-{precision}"
+
+
+def check_calibration(calibration: Any, config: AlignVARConfig, needed: bool
+                      ) -> tuple[np.ndarray | None, dict[str, Any] | None]:
+    """(LR tiles (N, 3, h, w) float32, manifest `calibration` entry) from an array or a
+    CalibrationSet; (None, None) when not given and not needed."""
+    if calibration is None:
+        if needed:
+            raise InputError("INT8 activation quantization needs calibration data: pass LR tiles "
+                             f"(N, 3, {config.lr_size}, {config.lr_size}) or --calib builtin|FOLDER")
+        return None, None
+    info: dict[str, Any] = {}
+    if hasattr(calibration, "calibration") and hasattr(calibration, "hash"):   # CalibrationSet
+        info = {"hash": calibration.hash, **dict(getattr(calibration, "summary", dict)())}
+        calibration = calibration.calibration.lr
+    x = np.asarray(calibration, dtype=np.float32)
+    t = config.lr_size
+    if x.ndim != 4 or x.shape[1:] != (3, t, t) or x.shape[0] < 1:
+        raise InputError(f"calibration data must be LR tiles (N, 3, {t}, {t}), got shape {x.shape}")
+    if not info:
+        from alignvar_edge.calibration.tiles import tiles_hash
+        info = {"hash": tiles_hash(x), "tiles": int(x.shape[0]), "source": "array"}
+    return x, info
+
+
+def validation_tiles(config: AlignVARConfig, n: int = 4, seed: int = 1) -> np.ndarray:
+    """Deterministic held-out LR tiles for the parity check every build records."""
+    from alignvar_edge.calibration.tiles import lr_tiles
+    return lr_tiles(config, n, seed=seed, split="heldout")
+
+
+def parity_vs(reference: Any, engine: Any, tiles: np.ndarray, what: str) -> dict[str, Any]:
+    """Token agreement and SR PSNR of `engine` against `reference` (both Engines) on `tiles`."""
+    from alignvar_edge.export.parity import compare
+    ref_sr, ref_tok = reference.run(tiles)
+    sr, tok = engine.run(tiles)
+    rep = compare(ref_sr, ref_tok, sr, tok, scale=engine.scale)
+    d = rep.to_json()
+    d.pop("thresholds", None)
+    d.pop("passed", None)
+    d["reference"] = what
+    return d
+
+
+def dump_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")

@@ -1,0 +1,244 @@
+"""The one contract every backend implements: `Backend` (build + load) and `Engine` (run).
+
+An engine runs the single graph: LR tiles `lr` (B, 3, h, w) float32 in [0, 1] -> `sr`
+(B, 3, 4h, 4w) and `tokens_k` (B, p_k^2) int64 for every scale k. Everything else (batching,
+tiling, images, timing) is shared here, so a backend only says how to feed its runtime.
+"""
+from __future__ import annotations
+
+import abc
+import importlib
+import importlib.metadata
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alignvar_edge.errors import ArtifactError, BackendUnavailableError, InputError
+from alignvar_edge.model.config import AlignVARConfig
+
+__all__ = ["Backend", "Engine", "TensorSpec", "config_from_manifest", "INPUT", "SR", "token_name"]
+
+# (shape, dtype); a dimension of -1 is dynamic
+TensorSpec = tuple[tuple[int, ...], np.dtype]
+
+INPUT, SR = "lr", "sr"
+PRECISIONS = ("fp32", "fp16", "int8", "int8-weights")
+
+
+def token_name(k: int) -> str:
+    return f"tokens_{k}"
+
+
+def config_from_manifest(manifest: dict[str, Any]) -> AlignVARConfig:
+    """The AlignVAR config recorded in a manifest (`model` is {"config": {...}, ...} or the config)."""
+    model = manifest.get("model")
+    if not isinstance(model, dict):
+        raise ArtifactError("the manifest has no model config; re-create the artifact")
+    cfg = model.get("config", model)
+    try:
+        return AlignVARConfig.from_dict({k: v for k, v in cfg.items()})
+    except (TypeError, ValueError) as e:
+        raise ArtifactError(f"the manifest's model config is not valid ({e}); re-create the artifact") from e
+
+
+class Engine(abc.ABC):
+    """A loaded engine. Use as a context manager; `close()` frees the runtime's resources.
+
+    Calls on one engine are serialised by a lock: runtimes differ in thread safety, and one
+    engine already uses every core it is given. Use one engine per thread for parallelism.
+    """
+
+    backend: str = ""
+
+    def __init__(self, metadata: dict[str, Any], config: AlignVARConfig, device: str,
+                 engine_dir: Path | None = None):
+        self.metadata = metadata
+        self.config = config
+        self.device = device
+        self.engine_dir = engine_dir
+        self.last_latency_ms: float | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    # --- what a backend provides -------------------------------------------------------------
+    @property
+    @abc.abstractmethod
+    def input_spec(self) -> dict[str, TensorSpec]:
+        """Input name -> (shape, dtype); -1 marks a dynamic dimension."""
+
+    @abc.abstractmethod
+    def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run once on validated feeds; return every output by name as numpy arrays."""
+
+    def _release(self) -> None:
+        """Free runtime resources (sessions, compiled models, device buffers)."""
+
+    # --- shared behaviour ----------------------------------------------------------------------
+    @property
+    def batch(self) -> int:
+        """Tiles per inference call: the graph's static batch (dynamic graphs: 1 unless set)."""
+        b = self.input_spec[INPUT][0][0]
+        return b if b > 0 else getattr(self, "preferred_batch", 1)
+
+    @property
+    def tile_size(self) -> int:
+        return self.config.lr_size
+
+    @property
+    def scale(self) -> int:
+        return self.config.scale
+
+    @property
+    def num_scales(self) -> int:
+        return self.config.num_scales
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One raw inference on the engine's graph; `last_latency_ms` times it."""
+        if self._closed:
+            raise InputError(f"this {self.backend} engine is closed; load it again")
+        checked = self._check_feeds(feeds)
+        with self._lock:
+            t0 = time.perf_counter()
+            out = self._infer(checked)
+            self.last_latency_ms = (time.perf_counter() - t0) * 1e3
+        return out
+
+    def _check_feeds(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        spec = self.input_spec
+        if set(feeds) != set(spec):
+            raise InputError(f"{self.backend} engine expects inputs {sorted(spec)}, got {sorted(feeds)}")
+        out = {}
+        for name, (shape, dtype) in spec.items():
+            x = np.asarray(feeds[name])
+            if x.ndim != len(shape) or any(s > 0 and s != d for s, d in zip(shape, x.shape)):
+                raise InputError(f"input '{name}' must have shape {_fmt_shape(shape)}, got {x.shape}; "
+                                 "use Engine.run (batches) or Engine.upscale (any image size)")
+            if x.dtype != dtype:
+                if x.dtype.kind != np.dtype(dtype).kind:
+                    raise InputError(f"input '{name}' must be {np.dtype(dtype).name}, got {x.dtype.name}")
+                x = x.astype(dtype)
+            out[name] = np.ascontiguousarray(x)
+        return out
+
+    def run(self, lr_tiles: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        """LR tiles (N, 3, h, w) in [0, 1] -> (SR (N, 3, 4h, 4w), tokens per scale (N, p_k^2)).
+
+        Chunks by the engine's batch; a short last chunk is padded by repeating its last tile
+        (static-batch engines), and the padding is dropped from the results.
+        """
+        x = np.asarray(lr_tiles, dtype=np.float32)
+        t = self.tile_size
+        if x.ndim != 4 or x.shape[1:] != (3, t, t):
+            raise InputError(f"expected LR tiles of shape (N, 3, {t}, {t}), got {x.shape}; "
+                             "use Engine.upscale for whole images")
+        if not np.isfinite(x).all():
+            raise InputError("LR tiles contain NaN or Inf; pass finite values in [0, 1]")
+        x = np.clip(x, 0.0, 1.0)
+        b = self.batch
+        srs: list[np.ndarray] = []
+        toks: list[list[np.ndarray]] = [[] for _ in range(self.num_scales)]
+        for i in range(0, x.shape[0], b):
+            chunk = x[i:i + b]
+            n = chunk.shape[0]
+            if n < b and self.input_spec[INPUT][0][0] > 0:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], b - n, axis=0)])
+            out = self.infer({INPUT: chunk})
+            srs.append(np.asarray(out[SR], dtype=np.float32)[:n])
+            for k in range(self.num_scales):
+                toks[k].append(np.asarray(out[token_name(k)]).astype(np.int64)[:n])
+        if not srs:
+            h = t * self.scale
+            return (np.zeros((0, 3, h, h), np.float32),
+                    [np.zeros((0, p * p), np.int64) for p in self.config.patch_nums])
+        return np.concatenate(srs), [np.concatenate(tk) for tk in toks]
+
+    def upscale(self, image: np.ndarray, overlap: int | None = None,
+                progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """Any image HxW, HxWx1, HxWx3 or HxWx4 float in [0, 1] -> exactly 4x larger, same layout."""
+        from alignvar_edge.runtimes.tiling import upscale_image
+        return upscale_image(self, image, overlap=overlap, progress=progress)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._release()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        where = f" {self.engine_dir}" if self.engine_dir else ""
+        return (f"<{type(self).__name__} {self.backend}/{self.device} "
+                f"{self.metadata.get('precision', '?')} batch={self.batch}{where}>")
+
+
+class Backend(abc.ABC):
+    """A runtime: can it run here, how to build an engine directory, how to load one."""
+
+    name: str = ""
+    module: str = ""          # the Python package the backend imports (lazily)
+    distribution: str = ""    # the pip distribution that reports its version
+    default_precision: str = "fp32"
+
+    def import_module(self) -> Any:
+        """The backend's package, or BackendUnavailableError saying how to get it."""
+        try:
+            return importlib.import_module(self.module)
+        except Exception as e:   # noqa: BLE001 - a broken install must read as 'unavailable'
+            raise BackendUnavailableError(f"{self.name} is not usable here: {self.missing_reason(e)}") from e
+
+    def missing_reason(self, error: BaseException) -> str:
+        return (f"cannot import {self.module} ({type(error).__name__}: {error}); "
+                f"install it with `pip install {self.distribution or self.module}`")
+
+    def is_available(self) -> tuple[bool, str]:
+        """(True, "") when engines can be built and run here, else (False, one-line reason)."""
+        try:
+            self.import_module()
+        except BackendUnavailableError as e:
+            return False, str(e).split(": ", 1)[-1]
+        return True, ""
+
+    def version(self) -> str | None:
+        try:
+            return importlib.metadata.version(self.distribution or self.module)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    def devices(self) -> list[str]:
+        return ["cpu"]
+
+    def can_build(self) -> tuple[bool, str]:
+        """Whether `build` works here (Core ML builds on Linux; TensorRT writes a build kit)."""
+        return self.is_available()
+
+    def can_load(self) -> tuple[bool, str]:
+        """Whether `load` works here."""
+        return self.is_available()
+
+    def require(self) -> Any:
+        ok, why = self.is_available()
+        if not ok:
+            raise BackendUnavailableError(f"{self.name} is not usable here: {why}")
+        return self.import_module()
+
+    @abc.abstractmethod
+    def build(self, artifact_dir: Path, out: Path, precision: str = "fp32",
+              calibration: np.ndarray | None = None, device: str | None = None,
+              force: bool = False, **opts: Any) -> Path:
+        """Make an engine directory (with manifest.json) from an exported artifact."""
+
+    @abc.abstractmethod
+    def load(self, engine_dir: Path, device: str | None = None, **opts: Any) -> Engine:
+        """Open an engine directory made by `build` (some backends also open ONNX exports)."""
+
+
+def _fmt_shape(shape: tuple[int, ...]) -> str:
+    return "(" + ", ".join("?" if s < 0 else str(s) for s in shape) + ")"

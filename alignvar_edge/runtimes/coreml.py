@@ -1,0 +1,496 @@
+"""Core ML: an ML Program package (.mlpackage) for Apple devices, aimed at the Neural Engine.
+
+Core ML converts from PyTorch, not ONNX: `build` takes a checkpoint (or an export whose manifest
+names its checkpoint) and converts the export-friendly rollout (`torch.jit.trace`, or
+`torch.export` + `run_decompositions({})` with an identity converter for `aten.alias`, which
+torch 2.13 emits and coremltools 9.0 does not know). mlprogram, FP16 compute by default, compute
+units configurable (default CPU_AND_NE), a minimum deployment target (default iOS17/macOS14).
+Weight compression (issue 5): `int8-weights` (`linear_quantize_weights`, symmetric per-channel)
+and `paletteN` (k-means palettization to N bits, N in 2/4/6/8).
+
+Core ML rejects tensors of rank > 5. The model's KV cache is (depth, 2, B, H, L, hd) and the VQ
+decoder's nearest x2 goes through a (B, C, H, 1, W, 1) view, so the converted module is
+`CoreMLRollout` on a copy of the model: the same rollout with one rank-5 cache per layer, and the
+x2 upsampling with batch and channels merged (rank 5). A test checks that it gives exactly the
+model's tokens and image.
+
+coremltools' `reduce_transposes` pass fails on the 1x1 first scale (a matmul of (1,1,9) by its
+transpose); the pass is removed from the pipeline (a layout optimisation, not a correctness one).
+
+On Linux: conversion, saving, spec validation, weight compression and the ANE lint work; loading
+for prediction needs macOS (MLModel.predict raises elsewhere), so `infer`/`upscale` raise a
+BackendUnavailableError saying so. The build records a Linux fidelity *proxy* for fp16: the torch
+module run in float16 against float32 (the real figure comes from `selftest` on a Mac).
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alignvar_edge.errors import ArtifactError, BackendUnavailableError, InputError
+from alignvar_edge.export.manifest import artifact_dir as staging_dir
+from alignvar_edge.export.manifest import load_verified, new_manifest, write_manifest
+from alignvar_edge.runtimes.artifacts import checkpoint_dir, graph_io, validation_tiles
+from alignvar_edge.runtimes.base import INPUT, SR, Backend, Engine, TensorSpec, config_from_manifest, token_name
+
+PACKAGE = "model.mlpackage"
+CT_PRECISIONS = ("fp16", "fp32", "int8-weights", "palette2", "palette4", "palette6", "palette8")
+COMPUTE_UNITS = ("CPU_AND_NE", "ALL", "CPU_ONLY", "CPU_AND_GPU")
+TARGETS = ("iOS16", "iOS17", "iOS18", "macOS13", "macOS14", "macOS15")
+ANE_MAX_RANK, ANE_MAX_DIM = 5, 16384
+NEEDS_MACOS = "Core ML runs models on macOS only (MLModel.predict is unavailable on {os})"
+
+
+def _upsample2x_rank5(self: Any, x: Any) -> Any:
+    """Upsample2x.forward with B and C merged, so no rank-6 view appears (same values)."""
+    B, C, H, W = x.shape
+    x = x.reshape(B * C, H, 1, W, 1).expand(B * C, H, 2, W, 2).reshape(B, C, 2 * H, 2 * W)
+    return self.conv(x)
+
+
+def rollout_module(model: Any) -> Any:
+    """The AlignVAR rollout as a module Core ML accepts (see the module docstring)."""
+    import copy
+    import types
+
+    import torch
+    from torch import nn
+
+    from alignvar_edge.model.vqvae import Upsample2x
+    model = copy.deepcopy(model)
+    for mod in model.modules():
+        if isinstance(mod, Upsample2x):
+            mod.forward = types.MethodType(_upsample2x_rank5, mod)  # type: ignore[method-assign]
+
+    class CoreMLRollout(nn.Module):
+        """model.forward with the KV cache kept as one rank-5 (2, B, H, L, hd) tensor per layer."""
+
+        def __init__(self, m: Any):
+            super().__init__()
+            self.m = m
+
+        def forward(self, lr: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            m, c = self.m, self.m.config
+            ctx = m.prepare(lr)
+            p0 = c.prefix_len
+            x = ctx.prefix_BLC
+            zeros = x.new_zeros(1, 1, p0, p0)
+            ks, vs = [], []
+            for blk in m.blocks:        # = prefix_kv
+                x, k, v = blk(x, ctx.cond_BD, m.rope_cos[:p0], m.rope_sin[:p0], zeros, None)
+                ks.append(k)
+                vs.append(v)
+            B = lr.shape[0]
+            f_hat = lr.new_zeros(B, c.vq_cvae, c.latent_size, c.latent_size)
+            tokens = []
+            for k in range(c.num_scales):
+                idx, f_hat, ks, vs = self.step(k, f_hat, ks, vs, ctx)
+                tokens.append(idx)
+            return (m.decode(f_hat, lr), *tokens)
+
+        def step(self, k: int, f_hat: torch.Tensor, ks: list[torch.Tensor], vs: list[torch.Tensor],
+                 ctx: Any) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+            # mirrors AlignVAR.step line by line, with per-layer caches instead of one stacked tensor
+            from alignvar_edge.model.sca import affinity
+            m, c = self.m, self.m.config
+            p = c.patch_nums[k]
+            B = f_hat.shape[0]
+            b, e = m.begin_ends[k]
+            toks = None
+            if k > 0:
+                toks = m.vae.quantize.resample.area(f_hat, p).flatten(2).transpose(1, 2)
+                if m.use_cfg:
+                    toks = torch.cat([toks, toks])
+            x = m.scale_input(k, toks, ctx.cond_BD)
+            sca_S = None
+            d = m.descriptors(ctx.guide_B1hw, k)
+            if d is not None:
+                s_own = affinity(d, d)
+                if m.use_cfg:
+                    s_own = torch.cat([s_own, s_own])
+                sca_S = torch.cat([s_own.new_zeros(s_own.shape[0], p * p, b), s_own], dim=2)
+            bias = x.new_zeros(1, 1, p * p, e)
+            new_k, new_v = [], []
+            for i, blk in enumerate(m.blocks):
+                x, kk, vv = blk(x, ctx.cond_BD, m.rope_cos[b:e], m.rope_sin[b:e], bias, sca_S, ks[i], vs[i])
+                new_k.append(kk)
+                new_v.append(vv)
+            logits = m.logits(x, ctx.cond_BD)
+            if m.use_cfg:
+                t = c.cfg * k / (c.num_scales - 1)
+                logits = (1 + t) * logits[:B] - t * logits[B:]
+            idx = torch.argmax(logits, dim=-1)
+            q = m.vae.quantize
+            return idx, f_hat + q.embed_scale(q.idx_to_h(idx, p), k), new_k, new_v
+
+    return CoreMLRollout(model).eval()
+
+
+@contextlib.contextmanager
+def _quiet() -> Any:
+    """coremltools prints progress bars and version warnings on stdout/stderr; keep builds readable."""
+    import logging
+    import warnings
+    lg = logging.getLogger("coremltools")
+    level = lg.level
+    lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()), \
+                contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        lg.setLevel(level)
+
+
+def _import_ct() -> Any:
+    with _quiet():       # its import prints "Failed to load _MLModelProxy" on Linux
+        import coremltools
+    return coremltools
+
+
+def _register_alias(ct: Any) -> None:
+    """Identity converter for aten.alias (torch.export in torch 2.13 emits it)."""
+    from coremltools.converters.mil.frontend.torch import ops as torch_ops
+    from coremltools.converters.mil.frontend.torch.torch_op_registry import (_TORCH_OPS_REGISTRY,
+                                                                           register_torch_op)
+    if "alias" in _TORCH_OPS_REGISTRY:
+        return
+
+    @register_torch_op
+    def alias(context: Any, node: Any) -> None:
+        x = torch_ops._get_inputs(context, node, expected=1)[0]
+        context.add(x, node.name)
+
+
+def convert(model: Any, precision: str = "fp16", compute_units: str = "CPU_AND_NE",
+            target: str = "iOS17", method: str = "trace", batch: int = 1) -> Any:
+    """torch AlignVAR -> ct.models.MLModel (mlprogram)."""
+    import torch
+    ct = _import_ct()
+    if compute_units not in COMPUTE_UNITS:
+        raise InputError(f"compute units must be one of {', '.join(COMPUTE_UNITS)}, got '{compute_units}'")
+    if target not in TARGETS:
+        raise InputError(f"deployment target must be one of {', '.join(TARGETS)}, got '{target}'")
+    c = model.config
+    module = rollout_module(model.float().eval())
+    lr = torch.rand(batch, 3, c.lr_size, c.lr_size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        if method == "trace":
+            src: Any = torch.jit.trace(module, (lr,), check_trace=False)
+        elif method == "export":
+            _register_alias(ct)
+            src = torch.export.export(module, (lr,), strict=False).run_decompositions({})
+        else:
+            raise InputError(f"conversion method must be 'trace' or 'export', got '{method}'")
+    pipeline = ct.PassPipeline.DEFAULT
+    pipeline.remove_passes(["common::reduce_transposes"])
+    outputs = [ct.TensorType(name=SR)] + [ct.TensorType(name=token_name(k)) for k in range(c.num_scales)]
+    with _quiet():
+        ml = ct.convert(
+            src, inputs=[ct.TensorType(name=INPUT, shape=tuple(lr.shape), dtype=np.float32)],
+            outputs=outputs, convert_to="mlprogram",
+            compute_precision=ct.precision.FLOAT32 if precision == "fp32" else ct.precision.FLOAT16,
+            compute_units=getattr(ct.ComputeUnit, compute_units),
+            minimum_deployment_target=getattr(ct.target, target), pass_pipeline=pipeline)
+    return ml
+
+
+def compress(ml: Any, precision: str) -> tuple[Any, dict[str, Any] | None]:
+    """Weight-only INT8 or k-means palettization of a converted model."""
+    import coremltools.optimize.coreml as cto
+    if precision == "int8-weights":
+        cfg = cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(
+            mode="linear_symmetric", dtype="int8", granularity="per_channel"))
+        with _quiet():
+            return cto.linear_quantize_weights(ml, config=cfg), {
+                "tool": "coremltools.optimize.coreml.linear_quantize_weights", "mode": "linear_symmetric",
+                "dtype": "int8", "granularity": "per_channel", "weights_only": True}
+    if precision.startswith("palette"):
+        nbits = int(precision[len("palette"):])
+        cfg = cto.OptimizationConfig(global_config=cto.OpPalettizerConfig(mode="kmeans", nbits=nbits))
+        with _quiet():
+            return cto.palettize_weights(ml, config=cfg), {
+                "tool": "coremltools.optimize.coreml.palettize_weights", "mode": "kmeans", "nbits": nbits,
+                "weights_only": True}
+    return ml, None
+
+
+def _ops(spec: Any) -> list[Any]:
+    out = []
+    for f in spec.mlProgram.functions.values():
+        for blk in f.block_specializations.values():
+            stack = list(blk.operations)
+            while stack:
+                op = stack.pop(0)
+                out.append(op)
+                for b in op.blocks:
+                    stack.extend(b.operations)
+    return out
+
+
+def validate_spec(spec: Any, config: Any, batch: int) -> dict[str, Any]:
+    """Check the package's interface and program; raise ArtifactError on a mismatch."""
+    if spec.WhichOneof("Type") != "mlProgram":
+        raise ArtifactError("the Core ML model is not an ML Program")
+    ins = {i.name: list(i.type.multiArrayType.shape) for i in spec.description.input}
+    outs = [o.name for o in spec.description.output]
+    want_in = {INPUT: [batch, 3, config.lr_size, config.lr_size]}
+    want_out = [SR] + [token_name(k) for k in range(config.num_scales)]
+    problems = []
+    if ins != want_in:
+        problems.append(f"inputs {ins} != {want_in}")
+    if sorted(outs) != sorted(want_out):
+        problems.append(f"outputs {outs} != {want_out}")
+    ops = _ops(spec)
+    if not ops:
+        problems.append("the program has no operations")
+    if problems:
+        raise ArtifactError("Core ML spec validation failed: " + "; ".join(problems))
+    counts: dict[str, int] = {}
+    for op in ops:
+        counts[op.type] = counts.get(op.type, 0) + 1
+    return {"valid": True, "specification_version": int(spec.specificationVersion),
+            "inputs": ins, "outputs": outs, "ops": len(ops),
+            "op_types": dict(sorted(counts.items(), key=lambda kv: -kv[1]))}
+
+
+def ane_lint(spec: Any) -> list[dict[str, Any]]:
+    """Known reasons an op leaves the Neural Engine, from alignvar_edge/data/ane-notes.json.
+
+    Apple publishes no op list; on a Mac, MLComputePlan gives the real placement.
+    """
+    notes = _ane_notes()
+
+    def source(pattern: str) -> str:
+        f = next((n for n in notes.get("known_fallbacks", []) if n.get("pattern", "").startswith(pattern)), {})
+        return f"{f.get('source', '?')} (confidence {f.get('confidence', '?')})"
+
+    rank, large, gathers, fp32, dilated = [], [], [], [], []
+    ops = _ops(spec)
+    consts = {o.name: op for op in ops if op.type == "const" for o in op.outputs}
+    for op in ops:
+        for o in op.outputs:
+            tt = o.type.tensorType
+            dims = [d.constant.size for d in tt.dimensions if d.WhichOneof("dimension") == "constant"]
+            if tt.rank > ANE_MAX_RANK:
+                rank.append(o.name)
+            if any(d > ANE_MAX_DIM for d in dims):
+                large.append(o.name)
+            if tt.dataType == 65568 and op.type not in ("const", "cast"):      # FLOAT32
+                fp32.append(o.name)
+        if op.type.startswith("gather"):
+            gathers.append(op.outputs[0].name if op.outputs else op.type)
+        if op.type == "conv" and any(d > 1 for d in _const_ints(op, "dilations", consts)):
+            dilated.append(op.outputs[0].name)
+    out = []
+    if rank:
+        out.append({"level": "error", "rule": "rank>5", "ops": rank[:10], "count": len(rank),
+                    "why": "Core ML rejects tensors of rank > 5", "source": source("tensor rank > 5")})
+    if large:
+        out.append({"level": "warning", "rule": "large-dim", "ops": large[:10], "count": len(large),
+                    "why": f"an axis longer than {ANE_MAX_DIM}", "source": source("any axis > 16384")})
+    if gathers:
+        out.append({"level": "info", "rule": "gather", "ops": gathers[:10], "count": len(gathers),
+                    "why": "gathers / embedding lookups were observed on the CPU",
+                    "source": source("Gather / embedding")})
+    if fp32:
+        out.append({"level": "info", "rule": "fp32", "ops": fp32[:10], "count": len(fp32),
+                    "why": "fp32 tensors: the ANE computes in fp16, fp32 work goes to CPU/GPU",
+                    "source": source("FP32 compute")})
+    if dilated:
+        out.append({"level": "info", "rule": "dilated-conv", "ops": dilated[:10], "count": len(dilated),
+                    "why": "dilated convolutions reported off the ANE", "source": source("dilated")})
+    return out
+
+
+def _const_ints(op: Any, name: str, consts: dict[str, Any]) -> list[int]:
+    """Integer values of a constant op input (inline value or a `const` op's `val`)."""
+    if name not in op.inputs:
+        return []
+    vals: list[int] = []
+    for arg in op.inputs[name].arguments:
+        v = arg.value if arg.HasField("value") else None
+        if v is None and arg.name in consts:
+            v = consts[arg.name].attributes.get("val")
+        if v is not None and v.HasField("immediateValue"):
+            vals += list(v.immediateValue.tensor.ints.values)
+    return vals
+
+
+def _ane_notes() -> dict[str, Any]:
+    path = Path(__file__).resolve().parent.parent / "data" / "ane-notes.json"
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+        return data
+    except (OSError, ValueError):
+        return {}
+
+
+def fidelity_proxy(model: Any, tiles: np.ndarray, precision: str) -> dict[str, Any] | None:
+    """Linux stand-in for Core ML fidelity: the torch module in float16 (with int8 per-channel
+    fake-quantized weights for int8-weights) vs float32. None for palettes (no cheap proxy)."""
+    import copy
+
+    import torch
+
+    from alignvar_edge.export.parity import compare
+    if precision.startswith("palette"):
+        return None
+    x = torch.from_numpy(tiles)
+    test = copy.deepcopy(model).float()
+    if precision == "int8-weights":
+        with torch.no_grad():
+            for mod in test.modules():
+                if isinstance(mod, (torch.nn.Linear, torch.nn.Conv2d)):
+                    w = mod.weight
+                    s = w.abs().flatten(1).amax(1).clamp_min(1e-12) / 127
+                    s = s.view(-1, *([1] * (w.dim() - 1)))
+                    w.copy_(torch.round(w / s).clamp(-127, 127) * s)
+    with torch.inference_mode():
+        sr32, *t32 = model.float()(x)
+        sr16, *t16 = test.half()(x.half())
+    rep = compare(sr32.numpy(), [t.numpy() for t in t32], sr16.float().numpy(), [t.numpy() for t in t16],
+                  scale=model.config.scale).to_json()
+    rep.pop("thresholds", None)
+    rep.pop("passed", None)
+    what = "float16" + (" with int8 per-channel weights" if precision == "int8-weights" else "")
+    rep["reference"] = (f"proxy: torch {what} vs float32 on CPU, not Core ML itself "
+                        "(measure on a Mac with `alignvar-edge selftest --backend coreml`)")
+    return rep
+
+
+class CoreMLEngine(Engine):
+    backend = "coreml"
+
+    def __init__(self, package: Path, metadata: dict[str, Any], compute_units: str,
+                 engine_dir: Path | None = None):
+        config = config_from_manifest(metadata)
+        super().__init__(metadata, config, compute_units, engine_dir)
+        batch = int(metadata.get("extra", {}).get("batch", 1))
+        self._spec = {INPUT: ((batch, 3, config.lr_size, config.lr_size), np.dtype(np.float32))}
+        self.model: Any = None
+        if sys.platform == "darwin":
+            ct = _import_ct()
+            self.model = ct.models.MLModel(str(package), compute_units=getattr(ct.ComputeUnit, compute_units))
+
+    @property
+    def input_spec(self) -> dict[str, TensorSpec]:
+        return self._spec
+
+    def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.model is None:
+            raise BackendUnavailableError(NEEDS_MACOS.format(os=platform.system() or sys.platform) +
+                                          "; this package was built and validated here: copy the engine "
+                                          "dir to a Mac and run `alignvar-edge selftest --backend coreml`")
+        res = self.model.predict({INPUT: feeds[INPUT]})
+        out = {SR: np.asarray(res[SR], np.float32)}
+        out.update({token_name(k): np.asarray(res[token_name(k)]).astype(np.int64)
+                    for k in range(self.config.num_scales)})
+        return out
+
+    def _release(self) -> None:
+        self.model = None
+
+
+class CoreMLBackend(Backend):
+    name = "coreml"
+    module = "coremltools"
+    distribution = "coremltools"
+    default_precision = "fp16"
+
+    def import_module(self) -> Any:
+        try:
+            return _import_ct()
+        except Exception as e:    # noqa: BLE001 - broken install reads as unavailable
+            raise BackendUnavailableError(f"{self.name} is not usable here: {self.missing_reason(e)}") from e
+
+    def is_available(self) -> tuple[bool, str]:
+        ok, why = super().is_available()
+        if not ok:
+            return ok, why
+        if sys.platform != "darwin":
+            return False, (f"coremltools {self.version()} builds, validates and compresses .mlpackage here, "
+                           f"but running it needs macOS (this is {platform.system()})")
+        return True, ""
+
+    def can_build(self) -> tuple[bool, str]:
+        return Backend.is_available(self)
+
+    def can_load(self) -> tuple[bool, str]:
+        # loading works everywhere (metadata, spec); predictions raise off macOS with the reason
+        return Backend.is_available(self)
+
+    def devices(self) -> list[str]:
+        return list(COMPUTE_UNITS) if sys.platform == "darwin" else []
+
+    def build(self, artifact_dir: Path, out: Path, precision: str = "fp16",
+              calibration: Any = None, device: str | None = None, force: bool = False,
+              **opts: Any) -> Path:
+        """Convert the checkpoint's rollout to an .mlpackage with validation and an ANE lint."""
+        from alignvar_edge.model.checkpoint import load_pretrained
+        if precision not in CT_PRECISIONS:
+            raise InputError(f"coreml precision must be one of {', '.join(CT_PRECISIONS)}, got '{precision}'")
+        compute_units = (device or opts.pop("compute_units", "CPU_AND_NE")).upper()
+        target = opts.pop("target", "iOS17")
+        method = opts.pop("method", "trace")
+        proxy = opts.pop("proxy", True)
+        model = opts.pop("model", None)      # an in-memory AlignVAR (tests, deploy)
+        if opts:
+            raise InputError(f"unknown coreml build options {sorted(opts)}; "
+                             "known: compute_units, target, method, proxy")
+        src = None
+        if model is None:
+            src = checkpoint_dir(artifact_dir)
+            model = load_pretrained(src)
+        config = model.config
+        ml = convert(model, "fp32" if precision == "fp32" else "fp16", compute_units, target, method)
+        ml, recipe = compress(ml, precision)
+        spec = ml.get_spec()
+        checks = validate_spec(spec, config, 1)
+        lint = ane_lint(spec)
+        with staging_dir(out, force=force) as tmp:
+            ml.save(str(tmp / PACKAGE))
+            extra = {"files": {"engine": PACKAGE}, "compute_units": compute_units,
+                     "deployment_target": target, "conversion": method, "batch": 1,
+                     "compute_precision": "fp32" if precision == "fp32" else "fp16",
+                     "spec": checks, "ane_lint": lint,
+                     "source": {"path": str(src) if src else "in-memory model"},
+                     "removed_passes": ["common::reduce_transposes"]}
+            m = new_manifest("engine", self.name, "single", precision,
+                             {"name": config.name, "config": config.to_dict()},
+                             graphs={"single": {"file": PACKAGE, **graph_io(config, 1)}},
+                             quantization=recipe, extra=extra)
+            if proxy and precision != "fp32":
+                m["parity"] = fidelity_proxy(model, validation_tiles(config), precision)
+            write_manifest(tmp, m)
+        return out
+
+    def load(self, engine_dir: Path, device: str | None = None, **opts: Any) -> CoreMLEngine:
+        m = load_verified(engine_dir)
+        if m.get("backend") != self.name:
+            raise ArtifactError(f"'{engine_dir}' is not a Core ML engine ({m.get('backend')}); "
+                                "build one with `alignvar-edge build CHECKPOINT --target coreml`")
+        if opts:
+            raise InputError(f"unknown coreml options {sorted(opts)}")
+        units = (device or m["extra"].get("compute_units", "CPU_AND_NE")).upper()
+        return CoreMLEngine(Path(engine_dir) / m["extra"]["files"]["engine"], m, units, Path(engine_dir))
+
+    def inspect(self, engine_dir: Path) -> dict[str, Any]:
+        """Re-read a built package's spec (works on Linux): validation + ANE lint."""
+        m = load_verified(engine_dir)
+        ct = _import_ct()
+        with _quiet():
+            ml = ct.models.MLModel(str(Path(engine_dir) / PACKAGE), skip_model_load=True)
+        spec = ml.get_spec()
+        return {"spec": validate_spec(spec, config_from_manifest(m), 1), "ane_lint": ane_lint(spec)}
+
+
+BACKEND = CoreMLBackend()

@@ -1,0 +1,200 @@
+"""ONNX Runtime: runs the exported (or quantized) ONNX graph as it is.
+
+Execution providers: CPU always; CUDA and TensorRT when this onnxruntime build has them
+(device "auto" prefers TensorRT, then CUDA, then CPU; ORT falls back per node). Session options
+are exposed: `threads` (intra-op), `inter_threads`, `optimization` (disable|basic|extended|all),
+`spin` (busy-wait between ops; off helps on a shared, loaded machine).
+
+An ONNX export directory loads directly; `build` makes an engine dir holding a copy of the graph
+and the session options, so a deployment is one self-describing directory.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alignvar_edge.errors import ArtifactError, InputError
+from alignvar_edge.export.manifest import artifact_dir as staging_dir, load_verified, write_manifest
+from alignvar_edge.runtimes.artifacts import engine_manifest, single_graph
+from alignvar_edge.runtimes.base import (INPUT, SR, Backend, Engine, TensorSpec,
+                                         config_from_manifest, token_name)
+
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
+             "tensorrt": "TensorrtExecutionProvider"}
+OPT_LEVELS = ("disable", "basic", "extended", "all")
+ENGINE_FILE = "model.onnx"
+_ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
+              "tensor(int32)": np.int32, "tensor(double)": np.float64}
+
+
+def session_options(ort: Any, threads: int | None, inter_threads: int | None, optimization: str,
+                    spin: bool | None) -> Any:
+    if optimization not in OPT_LEVELS:
+        raise InputError(f"optimization must be one of {', '.join(OPT_LEVELS)}, got '{optimization}'")
+    so = ort.SessionOptions()
+    so.graph_optimization_level = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[optimization]
+    if threads:
+        so.intra_op_num_threads = int(threads)
+    if inter_threads:
+        so.inter_op_num_threads = int(inter_threads)
+    if spin is not None:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    so.log_severity_level = 3          # warnings about unused initialisers etc. are noise here
+    return so
+
+
+def providers_for(ort: Any, device: str | None) -> list[Any]:
+    """Execution providers for a device name: auto | cpu | cuda[:N] | tensorrt[:N]."""
+    have = ort.get_available_providers()
+    dev = (device or "auto").lower()
+    if dev == "auto":
+        return [p for p in (PROVIDERS["tensorrt"], PROVIDERS["cuda"]) if p in have] + [PROVIDERS["cpu"]]
+    kind, _, idx = dev.partition(":")
+    if kind not in PROVIDERS:
+        raise InputError(f"onnxruntime device must be auto, cpu, cuda[:N] or tensorrt[:N], got '{device}'")
+    name = PROVIDERS[kind]
+    if name not in have:
+        from alignvar_edge.errors import BackendUnavailableError
+        raise BackendUnavailableError(f"this onnxruntime build has no {name} (it has {', '.join(have)}); "
+                                      "install onnxruntime-gpu for CUDA/TensorRT, or use --device cpu")
+    if kind == "cpu":
+        return [name]
+    opts = {"device_id": int(idx or 0)}
+    chain = [(name, opts)]
+    if kind == "tensorrt" and PROVIDERS["cuda"] in have:
+        chain.append((PROVIDERS["cuda"], opts))
+    return chain + [PROVIDERS["cpu"]]
+
+
+class OrtEngine(Engine):
+    backend = "onnxruntime"
+
+    def __init__(self, model_path: Path, metadata: dict[str, Any], device: str | None = None,
+                 engine_dir: Path | None = None, threads: int | None = None,
+                 inter_threads: int | None = None, optimization: str = "all",
+                 spin: bool | None = None):
+        import onnxruntime as ort
+        config = config_from_manifest(metadata)
+        so = session_options(ort, threads, inter_threads, optimization, spin)
+        providers = providers_for(ort, device)
+        self.session = ort.InferenceSession(str(model_path), sess_options=so, providers=providers)
+        used = self.session.get_providers()
+        super().__init__(metadata, config, _device_name(used), engine_dir)
+        self.providers = used
+        self.options = {"threads": threads, "inter_threads": inter_threads,
+                        "optimization": optimization, "spin": spin}
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1:
+            raise ArtifactError(f"{model_path} has {len(inputs)} inputs; the single graph has one (lr)")
+        # raw exports may carry generated names: map by position (sr first, then tokens_k)
+        self._in_name = inputs[0].name
+        self._spec = {INPUT: (tuple(d if isinstance(d, int) else -1 for d in inputs[0].shape),
+                              np.dtype(_ORT_TYPES.get(inputs[0].type, np.float32)))}
+        want = [SR] + [token_name(k) for k in range(config.num_scales)]
+        names = [o.name for o in outputs]
+        if len(names) != len(want):
+            raise ArtifactError(f"{model_path} has outputs {names}; expected {want}")
+        self._out_names = names
+        self._out_map = dict(zip(names, want)) if set(names) != set(want) else {n: n for n in names}
+
+    @property
+    def input_spec(self) -> dict[str, TensorSpec]:
+        return self._spec
+
+    def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        res = self.session.run(self._out_names, {self._in_name: feeds[INPUT]})
+        return {self._out_map[n]: r for n, r in zip(self._out_names, res)}
+
+    def _release(self) -> None:
+        self.session = None
+
+
+def _device_name(providers: list[str]) -> str:
+    first = providers[0] if providers else PROVIDERS["cpu"]
+    return {v: k for k, v in PROVIDERS.items()}.get(first, first)
+
+
+class OrtBackend(Backend):
+    name = "onnxruntime"
+    module = "onnxruntime"
+    distribution = "onnxruntime"
+
+    def version(self) -> str | None:
+        try:
+            import onnxruntime
+            return str(onnxruntime.__version__)
+        except ImportError:
+            return None
+
+    def devices(self) -> list[str]:
+        import onnxruntime as ort
+        have = ort.get_available_providers()
+        return [k for k, v in PROVIDERS.items() if v in have]
+
+    def build(self, artifact_dir: Path, out: Path, precision: str = "fp32",
+              calibration: np.ndarray | None = None, device: str | None = None,
+              force: bool = False, **opts: Any) -> Path:
+        """Copy the graph beside a manifest holding the session options; check it opens and runs."""
+        src_manifest, onnx_path = single_graph(artifact_dir)
+        if precision != src_manifest.get("precision"):
+            raise InputError(f"onnxruntime runs the graph as exported ({src_manifest.get('precision')}); "
+                             f"for {precision} run `alignvar-edge quantize` first and build from its output")
+        sess_opts = {"threads": opts.pop("threads", None), "inter_threads": opts.pop("inter_threads", None),
+                     "optimization": opts.pop("optimization", "all"), "spin": opts.pop("spin", None)}
+        if opts:
+            raise InputError(f"unknown onnxruntime build options {sorted(opts)}")
+        external = [f for f in src_manifest.get("files", {})
+                    if f != onnx_path.name and not f.endswith(".onnx") and not f.endswith(".json")]
+        with staging_dir(out, force=force) as tmp:
+            shutil.copy2(onnx_path, tmp / ENGINE_FILE)
+            for f in external:            # external-data tensors referenced by the graph
+                (tmp / f).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(Path(artifact_dir) / f, tmp / f)
+            m = engine_manifest(src_manifest, Path(artifact_dir), self.name, precision,
+                                {"engine": ENGINE_FILE}, batch=_graph_batch(src_manifest),
+                                extra={"session": sess_opts, "device": device or "auto"})
+            eng = OrtEngine(tmp / ENGINE_FILE, m, device, **sess_opts)
+            try:
+                t = eng.config.lr_size
+                eng.run(np.full((1, 3, t, t), 0.5, np.float32))     # it opens and runs
+                m["extra"]["providers"] = eng.providers
+            finally:
+                eng.close()
+            write_manifest(tmp, m)
+        return out
+
+    def load(self, engine_dir: Path, device: str | None = None, **opts: Any) -> OrtEngine:
+        m = load_verified(engine_dir)
+        if m.get("kind") == "onnx":
+            m, path = single_graph(engine_dir)
+            session: dict[str, Any] = {}
+        elif m.get("backend") == self.name:
+            path = Path(engine_dir) / m["extra"]["files"]["engine"]
+            session = dict(m["extra"].get("session") or {})
+            device = device or m["extra"].get("device")
+        else:
+            raise ArtifactError(f"'{engine_dir}' is a {m.get('backend')} engine; load it with that backend")
+        session.update({k: v for k, v in opts.items() if v is not None})
+        unknown = set(session) - {"threads", "inter_threads", "optimization", "spin"}
+        if unknown:
+            raise InputError(f"unknown onnxruntime options {sorted(unknown)}")
+        return OrtEngine(path, m, device, Path(engine_dir), **session)
+
+
+def _graph_batch(manifest: dict[str, Any]) -> int:
+    for g in (manifest.get("graphs") or {}).values():
+        for io in g.get("inputs", []):
+            shape = io.get("shape") or []
+            if shape and isinstance(shape[0], int):
+                return int(shape[0])
+    return 1
+
+
+BACKEND = OrtBackend()

@@ -1,0 +1,461 @@
+"""TensorRT: engines for NVIDIA GPUs and Jetson, built from the exported ONNX (explicit Q/DQ for INT8).
+
+One build path for TensorRT 10 and 11:
+  TRT 10  weakly typed network by default; precision comes from builder flags (FP16; INT8 with
+          the Q/DQ graph from `alignvar-edge quantize --target tensorrt`).
+  TRT 11  strongly typed networks only (the FP16/INT8 flags and implicit calibrators are gone):
+          the ONNX carries its own types, so fp16 needs an fp16 export and int8 a Q/DQ export.
+`network_plan` decides flags from (version, precision, artifact precision) and nothing else
+branches on the version. A timing cache is reused across builds (`timing.cache`).
+
+The engine manifest records the TensorRT version and the GPU (name, compute capability); an
+engine is specific to both, and a mismatch is refused with a message instead of failing inside
+deserialisation. Every engine dir (and, where TensorRT is absent, a *build kit*: the export plus
+scripts) holds `trtexec.txt`, the equivalent trtexec command, and `build_on_device.sh`, which
+builds on the device itself (the usual practice on a Jetson).
+
+The runner binds device buffers and calls `execute_async_v3`, using torch CUDA tensors when
+PyTorch has CUDA, else cuda-python (`cuda.bindings.runtime`).
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from alignvar_edge.errors import ArtifactError, BackendUnavailableError, InputError
+from alignvar_edge.export.manifest import artifact_dir as staging_dir
+from alignvar_edge.export.manifest import load_verified, new_manifest, write_manifest
+from alignvar_edge.runtimes.artifacts import engine_manifest, single_graph
+from alignvar_edge.runtimes.base import (INPUT, SR, Backend, Engine, TensorSpec,
+                                         config_from_manifest, token_name)
+
+if TYPE_CHECKING:
+    import tensorrt as trt
+
+ENGINE, ONNX, CACHE = "model.engine", "model.onnx", "timing.cache"
+TRTEXEC_FILE, SCRIPT_FILE = "trtexec.txt", "build_on_device.sh"
+TRT_PRECISIONS = ("fp32", "fp16", "int8")
+NOT_INSTALLED = ("TensorRT is not installed (PyPI's tensorrt wheels are placeholders that download "
+                 "from NVIDIA's index; use JetPack on a Jetson or `pip install --extra-index-url "
+                 "https://pypi.nvidia.com tensorrt` with a CUDA GPU)")
+
+
+# ------------------------------------------------------------------------------------------------
+# what to build: flags per version and precision (the one place that knows about TRT 10 vs 11)
+# ------------------------------------------------------------------------------------------------
+def network_plan(trt_major: int, precision: str, artifact_precision: str) -> dict[str, Any]:
+    """{"strongly_typed": bool, "flags": [builder flag names]} for this TensorRT major version."""
+    if precision not in TRT_PRECISIONS:
+        raise InputError(f"tensorrt precision must be one of {', '.join(TRT_PRECISIONS)}, got '{precision}'")
+    if precision == "int8" and artifact_precision != "int8":
+        raise InputError("TensorRT INT8 uses explicit Q/DQ: build from the output of "
+                         "`alignvar-edge quantize --precision int8 --target tensorrt`")
+    if trt_major >= 11:
+        # strongly typed: the graph's own types decide; fp16 must already be in the ONNX
+        if precision == "fp16" and artifact_precision != "fp16":
+            raise InputError("TensorRT 11 builds strongly typed networks (no FP16 flag): build "
+                             "from an fp16 export (`alignvar-edge quantize --precision fp16 "
+                             "--target tensorrt`)")
+        return {"strongly_typed": True, "flags": []}
+    if precision == "fp16" and artifact_precision == "fp16":
+        return {"strongly_typed": True, "flags": []}
+    flags = {"fp32": [], "fp16": ["FP16"], "int8": ["INT8", "FP16"]}[precision]
+    return {"strongly_typed": False, "flags": flags}
+
+
+def trtexec_command(plan: dict[str, Any], onnx: str = ONNX, engine: str = ENGINE,
+                    cache: str = CACHE, workspace_mib: int | None = None, opt_level: int = 3) -> list[str]:
+    """The trtexec invocation equivalent to our build."""
+    cmd = ["trtexec", f"--onnx={onnx}", f"--saveEngine={engine}", f"--timingCacheFile={cache}",
+           f"--builderOptimizationLevel={opt_level}"]
+    if plan["strongly_typed"]:
+        cmd.append("--stronglyTyped")
+    cmd += [f"--{f.lower()}" for f in plan["flags"]]
+    if workspace_mib:
+        cmd.append(f"--memPoolSize=workspace:{workspace_mib}M")
+    return cmd
+
+
+def build_script(plan: dict[str, Any], precision: str, workspace_mib: int | None, opt_level: int) -> str:
+    """build_on_device.sh: alignvar-edge when installed there (engine + manifest), else trtexec."""
+    # the script quotes its own paths; the flags are fixed words
+    trtexec = " ".join(trtexec_command(plan, f'"$HERE/{ONNX}"', f'"$OUT/{ENGINE}"', f'"$OUT/{CACHE}"',
+                                       workspace_mib, opt_level)[1:])
+    return f"""#!/bin/sh
+# Build the TensorRT engine on the device that will run it (TensorRT engines are specific to
+# the TensorRT version and the GPU). Usage: sh build_on_device.sh [OUT_DIR]
+set -eu
+HERE=$(cd "$(dirname "$0")" && pwd)
+OUT=${{1:-"$HERE-engine"}}
+if python3 -c "import alignvar_edge, tensorrt" >/dev/null 2>&1; then
+    # engine + manifest (TensorRT version, GPU) that `alignvar-edge upscale --engine` loads
+    exec python3 -m alignvar_edge.cli build "$HERE" --target tensorrt --precision {precision} --out "$OUT" --force
+fi
+TRTEXEC=$(command -v trtexec || echo /usr/src/tensorrt/bin/trtexec)
+mkdir -p "$OUT"
+"$TRTEXEC" {trtexec}
+echo "engine written to $OUT/{ENGINE} (built by trtexec: install alignvar-edge to get a manifest)"
+"""
+
+
+def write_build_files(root: Path, plan: dict[str, Any], precision: str,
+                      workspace_mib: int | None, opt_level: int) -> None:
+    (root / TRTEXEC_FILE).write_text(" ".join(trtexec_command(plan, workspace_mib=workspace_mib,
+                                                              opt_level=opt_level)) + "\n")
+    script = root / SCRIPT_FILE
+    script.write_text(build_script(plan, precision, workspace_mib, opt_level))
+    script.chmod(0o755)
+
+
+# ------------------------------------------------------------------------------------------------
+# TensorRT itself
+# ------------------------------------------------------------------------------------------------
+def trt_major(version: str) -> int:
+    return int(version.split(".")[0])
+
+
+def gpu_info(index: int = 0) -> dict[str, Any] | None:
+    """Name and compute capability of CUDA device `index`, or None without a visible GPU."""
+    try:
+        import torch
+        if torch.cuda.is_available() and index < torch.cuda.device_count():
+            major, minor = torch.cuda.get_device_capability(index)
+            return {"name": torch.cuda.get_device_name(index), "compute_capability": f"{major}.{minor}"}
+    except ImportError:
+        pass
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        return None
+    err, props = cudart.cudaGetDeviceProperties(index)
+    if int(err) != 0:
+        return None
+    name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
+    return {"name": name.rstrip("\x00"), "compute_capability": f"{props.major}.{props.minor}"}
+
+
+def _logger() -> trt.ILogger:
+    import tensorrt as trt
+    return trt.Logger(trt.Logger.WARNING)
+
+
+def build_engine(onnx_path: Path, plan: dict[str, Any], cache_path: Path,
+                 workspace_mib: int | None = None, opt_level: int = 3) -> bytes:
+    """Parse the ONNX, configure the builder from `plan`, build; updates the timing cache file."""
+    import tensorrt as trt
+    logger = _logger()
+    builder = trt.Builder(logger)
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if plan["strongly_typed"] else 0
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise ArtifactError(f"TensorRT {trt.__version__} cannot parse {onnx_path.name}: {errors}")
+    config = builder.create_builder_config()
+    for name in plan["flags"]:
+        config.set_flag(getattr(trt.BuilderFlag, name))
+    if workspace_mib:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mib) << 20)
+    config.builder_optimization_level = int(opt_level)
+    blob = cache_path.read_bytes() if cache_path.is_file() else b""
+    cache = config.create_timing_cache(blob)
+    config.set_timing_cache(cache, False)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise ArtifactError(f"TensorRT {trt.__version__} failed to build an engine from {onnx_path.name} "
+                            "(see the log above); try --precision fp32 or a larger workspace")
+    cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
+    return bytes(serialized)
+
+
+def check_compatible(manifest: dict[str, Any], trt_version: str, gpu: dict[str, Any] | None) -> None:
+    """Refuse an engine built for another TensorRT version or GPU architecture."""
+    ex = manifest.get("extra", {})
+    built_v, built_cc = ex.get("tensorrt_version"), ex.get("compute_capability")
+    if built_v != trt_version:
+        raise ArtifactError(f"this engine was built with TensorRT {built_v}, this machine has "
+                            f"{trt_version}; rebuild it here (sh {SCRIPT_FILE} in the engine dir)")
+    if gpu is None:
+        raise BackendUnavailableError("no CUDA GPU is visible; TensorRT engines need one")
+    if built_cc != gpu["compute_capability"]:
+        raise ArtifactError(f"this engine was built for compute capability {built_cc} "
+                            f"({ex.get('gpu_name')}), this GPU is {gpu['compute_capability']} "
+                            f"({gpu['name']}); rebuild it here (sh {SCRIPT_FILE} in the engine dir)")
+
+
+def _np_dtype(dt: trt.DataType) -> np.dtype:
+    import tensorrt as trt
+    table = {trt.DataType.FLOAT: np.float32, trt.DataType.HALF: np.float16,
+             trt.DataType.INT32: np.int32, trt.DataType.INT64: np.int64,
+             trt.DataType.INT8: np.int8, trt.DataType.BOOL: np.bool_}
+    if dt not in table:
+        raise ArtifactError(f"engine I/O uses TensorRT type {dt}, which the runner does not map")
+    return np.dtype(table[dt])
+
+
+class _TorchBuffers:
+    """Device buffers and a stream from PyTorch CUDA."""
+
+    def __init__(self, device: int):
+        import torch
+        self.torch = torch
+        self.device = torch.device("cuda", device)
+        self.stream = torch.cuda.Stream(self.device)
+        self.bufs: dict[str, Any] = {}
+
+    def alloc(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> int:
+        t = self.torch.empty(shape, dtype=getattr(self.torch, dtype.name if dtype.name != "bool" else "bool"),
+                             device=self.device)
+        self.bufs[name] = t
+        return int(t.data_ptr())
+
+    @property
+    def handle(self) -> int:
+        return int(self.stream.cuda_stream)
+
+    def upload(self, name: str, x: np.ndarray) -> None:
+        with self.torch.cuda.stream(self.stream):
+            self.bufs[name].copy_(self.torch.from_numpy(x), non_blocking=False)
+
+    def download(self, name: str) -> np.ndarray:
+        self.stream.synchronize()
+        return np.asarray(self.bufs[name].cpu().numpy())
+
+    def free(self) -> None:
+        self.bufs.clear()
+
+
+class _CudaPythonBuffers:
+    """The same with cuda-python (no PyTorch CUDA needed, e.g. a slim Jetson image)."""
+
+    def __init__(self, device: int):
+        from cuda.bindings import runtime as cudart
+        self.rt = cudart
+        self._ok(cudart.cudaSetDevice(device))
+        self.stream = self._ok(cudart.cudaStreamCreate())
+        self.ptrs: dict[str, tuple[int, tuple[int, ...], np.dtype]] = {}
+
+    def _ok(self, res: Any) -> Any:
+        err, *rest = res if isinstance(res, tuple) else (res,)
+        if int(err) != 0:
+            raise BackendUnavailableError(f"CUDA error {err}")
+        return rest[0] if rest else None
+
+    def alloc(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> int:
+        ptr = self._ok(self.rt.cudaMalloc(int(np.prod(shape)) * dtype.itemsize))
+        self.ptrs[name] = (int(ptr), shape, dtype)
+        return int(ptr)
+
+    @property
+    def handle(self) -> int:
+        return int(self.stream)
+
+    def upload(self, name: str, x: np.ndarray) -> None:
+        ptr, _, _ = self.ptrs[name]
+        kind = self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice
+        self._ok(self.rt.cudaMemcpyAsync(ptr, x.ctypes.data, x.nbytes, kind, self.stream))
+
+    def download(self, name: str) -> np.ndarray:
+        ptr, shape, dtype = self.ptrs[name]
+        out = np.empty(shape, dtype)
+        kind = self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        self._ok(self.rt.cudaMemcpyAsync(out.ctypes.data, ptr, out.nbytes, kind, self.stream))
+        self._ok(self.rt.cudaStreamSynchronize(self.stream))
+        return out
+
+    def free(self) -> None:
+        for ptr, _, _ in self.ptrs.values():
+            self.rt.cudaFree(ptr)
+        self.ptrs.clear()
+        self.rt.cudaStreamDestroy(self.stream)
+
+
+class TensorRTEngine(Engine):
+    backend = "tensorrt"
+
+    def __init__(self, engine_path: Path, metadata: dict[str, Any], device: str = "cuda:0",
+                 engine_dir: Path | None = None):
+        import tensorrt as trt
+        config = config_from_manifest(metadata)
+        index = int(device.partition(":")[2] or 0)
+        check_compatible(metadata, trt.__version__, gpu_info(index))
+        self.runtime = trt.Runtime(_logger())
+        self.engine = self.runtime.deserialize_cuda_engine(engine_path.read_bytes())
+        if self.engine is None:
+            raise ArtifactError(f"TensorRT could not deserialise {engine_path}; rebuild it here")
+        self.context = self.engine.create_execution_context()
+        super().__init__(metadata, config, device, engine_dir)
+        self.buffers: _TorchBuffers | _CudaPythonBuffers = _make_buffers(index)
+        self._inputs: dict[str, TensorSpec] = {}
+        self._outputs: list[str] = []
+        for i in range(self.engine.num_io_tensors):
+            name = self.engine.get_tensor_name(i)
+            dims = self.engine.get_tensor_shape(name)
+            shape = tuple(int(dims[j]) for j in range(len(dims)))
+            dtype = _np_dtype(self.engine.get_tensor_dtype(name))
+            self.context.set_tensor_address(name, self.buffers.alloc(name, shape, dtype))
+            if self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
+                self._inputs[name] = (shape, dtype)
+            else:
+                self._outputs.append(name)
+        want = [SR] + [token_name(k) for k in range(config.num_scales)]
+        if sorted(self._outputs) != sorted(want) or list(self._inputs) != [INPUT]:
+            raise ArtifactError(f"engine I/O {list(self._inputs)} -> {self._outputs} is not the single "
+                                f"graph's ({INPUT} -> {want}); rebuild from an alignvar-edge export")
+
+    @property
+    def input_spec(self) -> dict[str, TensorSpec]:
+        return self._inputs
+
+    def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.buffers.upload(INPUT, feeds[INPUT])
+        if not self.context.execute_async_v3(self.buffers.handle):
+            raise ArtifactError("TensorRT execute_async_v3 failed (see the TensorRT log)")
+        return {name: self.buffers.download(name) for name in self._outputs}
+
+    def _release(self) -> None:
+        self.buffers.free()
+        del self.context, self.engine
+
+
+def _make_buffers(index: int) -> _TorchBuffers | _CudaPythonBuffers:
+    try:
+        import torch
+        if torch.cuda.is_available():
+            return _TorchBuffers(index)
+    except ImportError:
+        pass
+    try:
+        return _CudaPythonBuffers(index)
+    except ImportError as e:
+        raise BackendUnavailableError("the TensorRT runner needs PyTorch with CUDA or cuda-python "
+                                      "(`pip install cuda-python`)") from e
+
+
+class TensorRTBackend(Backend):
+    name = "tensorrt"
+    module = "tensorrt"
+    distribution = "tensorrt"
+
+    def missing_reason(self, error: BaseException) -> str:
+        if isinstance(error, ImportError) and "libnvinfer" in str(error):
+            return f"TensorRT's Python bindings are present but libnvinfer is not ({error})"
+        return NOT_INSTALLED
+
+    def is_available(self) -> tuple[bool, str]:
+        ok, why = super().is_available()
+        if not ok:
+            return ok, why
+        if gpu_info(0) is None:
+            return False, "TensorRT is installed but no CUDA GPU is visible"
+        return True, ""
+
+    def can_build(self) -> tuple[bool, str]:
+        return True, ""          # without TensorRT, build writes a kit for the device
+
+    def version(self) -> str | None:
+        try:
+            import tensorrt as trt
+            return str(trt.__version__)
+        except Exception:   # noqa: BLE001 - absent or broken install: no version to report
+            return None
+
+    def devices(self) -> list[str]:
+        info = gpu_info(0)
+        return ["cuda:0"] if info else []
+
+    def build(self, artifact_dir: Path, out: Path, precision: str = "fp32",
+              calibration: Any = None, device: str | None = None, force: bool = False,
+              **opts: Any) -> Path:
+        """An engine dir when TensorRT and a GPU are here; otherwise a build kit (see module doc)."""
+        src, onnx_path = _source(Path(artifact_dir))
+        workspace = opts.pop("workspace_mib", None)
+        opt_level = int(opts.pop("opt_level", 3))
+        kit = opts.pop("kit", None)
+        if opts:
+            raise InputError(f"unknown tensorrt build options {sorted(opts)}; known: workspace_mib, opt_level, kit")
+        ok, why = self.is_available()
+        if kit or not ok:
+            # plan for the newest API we know; the script re-plans on the device
+            major = trt_major(self.version() or "10")
+            plan = network_plan(major, precision, src.get("precision", "fp32"))
+            return self._write_kit(src, Path(artifact_dir), onnx_path, out, plan, precision,
+                                   workspace, opt_level, force, why)
+        import tensorrt as trt
+        plan = network_plan(trt_major(trt.__version__), precision, src.get("precision", "fp32"))
+        index = int((device or "cuda:0").partition(":")[2] or 0)
+        gpu = gpu_info(index)
+        assert gpu is not None
+        with staging_dir(out, force=force) as tmp:
+            shutil.copy2(onnx_path, tmp / ONNX)
+            cache = tmp / CACHE
+            prior = Path(artifact_dir) / CACHE
+            if prior.is_file():
+                shutil.copy2(prior, cache)
+            (tmp / ENGINE).write_bytes(build_engine(onnx_path, plan, cache, workspace, opt_level))
+            write_build_files(tmp, plan, precision, workspace, opt_level)
+            extra = {"tensorrt_version": trt.__version__, "compute_capability": gpu["compute_capability"],
+                     "gpu_name": gpu["name"], "plan": plan, "device": f"cuda:{index}",
+                     "trtexec": " ".join(trtexec_command(plan, workspace_mib=workspace, opt_level=opt_level))}
+            m = engine_manifest(src, Path(artifact_dir), self.name, precision, {"engine": ENGINE},
+                                batch=_batch(src), extra=extra)
+            write_manifest(tmp, m)
+        return out
+
+    def _write_kit(self, src: dict[str, Any], src_dir: Path, onnx_path: Path, out: Path,
+                   plan: dict[str, Any], precision: str, workspace: int | None, opt_level: int,
+                   force: bool, why: str) -> Path:
+        """The export plus trtexec.txt and build_on_device.sh: an ONNX artifact that also builds."""
+        with staging_dir(out, force=force) as tmp:
+            shutil.copy2(onnx_path, tmp / ONNX)
+            write_build_files(tmp, plan, precision, workspace, opt_level)
+            graphs = {name: {**g, "file": ONNX} for name, g in (src.get("graphs") or {}).items()}
+            extra = dict(src.get("extra") or {})
+            extra["tensorrt_kit"] = {"precision": precision, "plan": plan, "built_here": False,
+                                     "reason": why or "kit requested", "source": str(src_dir),
+                                     "trtexec": " ".join(trtexec_command(plan, workspace_mib=workspace,
+                                                                         opt_level=opt_level))}
+            m = new_manifest("onnx", src.get("backend", "onnx"), src.get("graph", "single"),
+                             src.get("precision", "fp32"), src["model"], graphs=graphs,
+                             opset=src.get("opset"), quantization=src.get("quantization"),
+                             calibration=src.get("calibration"), parity=src.get("parity"), extra=extra)
+            write_manifest(tmp, m)
+        return out
+
+    def load(self, engine_dir: Path, device: str | None = None, **opts: Any) -> TensorRTEngine:
+        m = load_verified(engine_dir)
+        if m.get("kind") == "onnx":
+            raise ArtifactError(f"'{engine_dir}' holds ONNX (a TensorRT build kit or an export), not a "
+                                f"TensorRT engine: run `sh {SCRIPT_FILE}` there, or "
+                                "`alignvar-edge build DIR --target tensorrt` on the device")
+        if m.get("backend") != self.name:
+            raise ArtifactError(f"'{engine_dir}' is a {m.get('backend')} engine; load it with that backend")
+        if opts:
+            raise InputError(f"unknown tensorrt options {sorted(opts)}")
+        return TensorRTEngine(Path(engine_dir) / m["extra"]["files"]["engine"], m,
+                              device or m["extra"].get("device", "cuda:0"), Path(engine_dir))
+
+
+def _source(path: Path) -> tuple[dict[str, Any], Path]:
+    """An ONNX export or kit; or a TensorRT engine dir (it keeps its ONNX so it can be rebuilt)."""
+    m = load_verified(path)
+    if m.get("kind") == "engine" and m.get("backend") == "tensorrt":
+        src = dict(m)
+        src["precision"] = (m["extra"].get("source") or {}).get("precision") or m["precision"]
+        return src, path / ONNX
+    return single_graph(path)
+
+
+def _batch(src: dict[str, Any]) -> int:
+    for g in (src.get("graphs") or {}).values():
+        for io in g.get("inputs", []):
+            shape = io.get("shape") or []
+            if shape and isinstance(shape[0], int):
+                return int(shape[0])
+    return 1
+
+
+BACKEND = TensorRTBackend()

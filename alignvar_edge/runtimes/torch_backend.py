@@ -1,0 +1,124 @@
+"""PyTorch eager: the reference every other engine is compared with (KV-cached rollout).
+
+Its "engine" is the checkpoint itself (a directory with config.json + model.safetensors, or a
+bundled name such as 'alignvar-tiny'); `build` only copies it beside a manifest that records the
+precision to run in. It takes any batch (the graph engines have a static one).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alignvar_edge.errors import ArtifactError, InputError
+from alignvar_edge.export.manifest import artifact_dir as staging_dir, load_verified, new_manifest, write_manifest
+from alignvar_edge.runtimes.artifacts import checkpoint_dir, graph_io, is_checkpoint
+from alignvar_edge.runtimes.base import INPUT, SR, Backend, Engine, TensorSpec, token_name
+
+DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+class TorchEngine(Engine):
+    backend = "torch"
+
+    def __init__(self, model: Any, metadata: dict[str, Any], device: str = "cpu",
+                 precision: str = "fp32", batch: int = 4, engine_dir: Path | None = None):
+        import torch
+        if precision not in DTYPES:
+            raise InputError(f"torch precision must be one of {', '.join(DTYPES)}, got '{precision}'")
+        super().__init__(metadata, model.config, device, engine_dir)
+        self._torch = torch
+        self.model = model.eval().to(device=device, dtype=getattr(torch, DTYPES[precision]))
+        self.precision = precision
+        self.preferred_batch = max(1, int(batch))
+
+    @classmethod
+    def from_model(cls, model: Any, device: str = "cpu", precision: str = "fp32",
+                   batch: int = 4) -> TorchEngine:
+        """Wrap an in-memory AlignVAR (e.g. the reference inside `compare`, or a test model)."""
+        meta = new_manifest("engine", "torch", "eager", precision,
+                            {"name": model.config.name, "config": model.config.to_dict()})
+        return cls(model, meta, device, precision, batch)
+
+    @property
+    def input_spec(self) -> dict[str, TensorSpec]:
+        t = self.config.lr_size
+        return {INPUT: ((-1, 3, t, t), np.dtype(np.float32))}
+
+    def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        torch = self._torch
+        p = next(self.model.parameters())
+        lr = torch.from_numpy(feeds[INPUT]).to(device=p.device, dtype=p.dtype)
+        with torch.inference_mode():
+            sr, *tokens = self.model(lr)
+        out = {SR: sr.float().cpu().numpy()}
+        out.update({token_name(k): t.cpu().numpy().astype(np.int64) for k, t in enumerate(tokens)})
+        return out
+
+    def _release(self) -> None:
+        self.model = None
+
+
+class TorchBackend(Backend):
+    name = "torch"
+    module = "torch"
+    distribution = "torch"
+
+    def devices(self) -> list[str]:
+        import torch
+        devs = ["cpu"]
+        if torch.cuda.is_available():
+            devs += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            devs.append("mps")
+        return devs
+
+    def build(self, artifact_dir: Path, out: Path, precision: str = "fp32",
+              calibration: np.ndarray | None = None, device: str | None = None,
+              force: bool = False, **opts: Any) -> Path:
+        """Copy the checkpoint into an engine dir whose manifest records the run precision."""
+        if precision not in DTYPES:
+            raise InputError(f"the torch backend runs in {', '.join(DTYPES)}; got '{precision}' "
+                             "(quantized engines come from `alignvar-edge quantize`)")
+        from alignvar_edge.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_config
+        src = checkpoint_dir(artifact_dir)
+        config = load_config(src)
+        with staging_dir(out, force=force) as tmp:
+            for f in (CONFIG_FILE, WEIGHTS_FILE):
+                shutil.copy2(src / f, tmp / f)
+            m = new_manifest("engine", "torch", "eager", precision,
+                             {"name": config.name, "config": config.to_dict()},
+                             graphs={"eager": {"file": WEIGHTS_FILE, **graph_io(config, -1)}},
+                             extra={"source": {"path": str(src)}, "device": device or "cpu"})
+            write_manifest(tmp, m)
+        return out
+
+    def load(self, engine_dir: Path, device: str | None = None, **opts: Any) -> TorchEngine:
+        from alignvar_edge.model.checkpoint import load_pretrained
+        precision = opts.pop("precision", None)
+        batch = int(opts.pop("batch", 4))
+        threads = opts.pop("threads", None)
+        if opts:
+            raise InputError(f"unknown torch engine options {sorted(opts)}; known: precision, batch, threads")
+        if threads:
+            import torch
+            torch.set_num_threads(int(threads))     # process-wide in PyTorch: only when asked
+        path: str | os.PathLike[str] = engine_dir
+        if is_checkpoint(engine_dir):
+            model = load_pretrained(engine_dir)
+            meta = new_manifest("engine", "torch", "eager", precision or "fp32",
+                                {"name": model.config.name, "config": model.config.to_dict()},
+                                extra={"source": {"path": str(engine_dir)}})
+            return TorchEngine(model, meta, device or "cpu", precision or "fp32", batch)
+        m = load_verified(path)
+        if m.get("backend") != "torch":
+            raise ArtifactError(f"'{engine_dir}' is a {m.get('backend')} engine, not a torch one")
+        model = load_pretrained(path)    # the engine dir holds config.json + weights
+        return TorchEngine(model, m, device or m["extra"].get("device", "cpu"),
+                           precision or m["precision"], batch, Path(path))
+
+
+BACKEND = TorchBackend()

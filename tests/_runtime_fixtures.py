@@ -1,0 +1,72 @@
+"""Shared pieces of the runtime tests: a sharpened random-weight model, its ONNX export (cached
+on disk between runs, since the dynamo exporter takes about a minute even for `micro`), crops of
+the held-out photographs, and tile agreement helpers.
+
+Random weights give near-uniform logits, so argmax ties between two fp32 runtimes would flip
+tokens for reasons that have nothing to do with the runtime. The logits head is multiplied by 50
+(`sharpen`) so that margins are realistic; the bundled trained model needs no such help.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from alignvar_edge.model import AlignVAR, AlignVARConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARPEN = 50.0
+
+
+@lru_cache(maxsize=None)
+def sharp_model(preset: str = "micro", seed: int = 0) -> AlignVAR:
+    torch.manual_seed(seed)
+    model = AlignVAR(AlignVARConfig.from_preset(preset)).eval()
+    with torch.no_grad():
+        model.head.weight.mul_(SHARPEN)
+    return model
+
+
+def _model_key(model: AlignVAR) -> str:
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().numpy().tobytes())
+    # the exporter and the model code change the graph: key on their sources too
+    for folder in ("alignvar_edge/model", "alignvar_edge/export"):
+        for p in sorted((ROOT / folder).glob("*.py")):
+            h.update(p.read_bytes())
+    h.update(torch.__version__.encode())
+    return h.hexdigest()[:16]
+
+
+def export_dir(model: AlignVAR, cache_root: Path, batch: int = 1) -> Path:
+    """The model's single-graph ONNX export, made once per (weights, code, batch) and cached."""
+    out = cache_root / f"{model.config.name}-b{batch}-{_model_key(model)}"
+    if (out / "manifest.json").is_file():
+        return out
+    from alignvar_edge.export.onnx_export import export_onnx
+    return export_onnx(model, out, graph="single", batch=batch, force=True)
+
+
+def heldout_crops(sizes: dict[str, tuple[int, int]]) -> dict[str, np.ndarray]:
+    """Odd-size crops of the held-out photographs (name -> HxWx3 float32), used as LR inputs."""
+    from alignvar_edge.train.data import sample_images
+    imgs = dict(sample_images("heldout"))
+    out = {}
+    for name, (h, w) in sizes.items():
+        img = imgs[name]
+        y, x = (img.shape[0] - h) // 2, (img.shape[1] - w) // 2
+        out[name] = np.ascontiguousarray(img[y:y + h, x:x + w])
+    return out
+
+
+def cache_root(pytestconfig: object) -> Path:
+    env = os.environ.get("ALIGNVAR_TEST_CACHE")
+    if env:
+        return Path(env)
+    return Path(pytestconfig.cache.mkdir("alignvar-runtimes"))  # type: ignore[attr-defined]
