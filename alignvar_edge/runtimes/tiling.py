@@ -16,7 +16,7 @@ and never fed to the model.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
 import numpy as np
@@ -24,7 +24,8 @@ import numpy as np
 from alignvar_edge.errors import InputError
 
 __all__ = ["TileRunner", "default_overlap", "tile_starts", "blend_window", "upscale_rgb",
-           "iter_upscale_rgb", "upscale_image", "upscale_plane_bicubic"]
+           "iter_upscale_rgb", "upscale_image", "upscale_plane_bicubic", "extract_tiles",
+           "seam_ratio", "blend_tiles"]
 
 
 class TileRunner(Protocol):
@@ -92,22 +93,79 @@ def _check_rgb(image: np.ndarray) -> np.ndarray:
     return np.clip(x.astype(np.float32, copy=False), 0.0, 1.0)
 
 
+def _prepare(image: np.ndarray, tile: int, overlap: int | None
+             ) -> tuple[np.ndarray, int, list[int], list[int]]:
+    """(padded image, overlap, row starts, column starts) for an RGB image."""
+    img = _check_rgb(image)
+    ov = default_overlap(tile) if overlap is None else int(overlap)
+    if not 0 <= ov < tile:
+        raise InputError(f"overlap must be in [0, {tile - 1}] LR pixels for tile {tile}, got {ov}")
+    # mirror-pad dimensions smaller than one tile (results are cropped back)
+    ph, pw = max(0, tile - img.shape[0]), max(0, tile - img.shape[1])
+    if ph or pw:
+        img = _mirror_pad(img, ph, pw)
+    return img, ov, tile_starts(img.shape[0], tile, ov), tile_starts(img.shape[1], tile, ov)
+
+
+def extract_tiles(image: np.ndarray, tile: int, overlap: int | None = None
+                  ) -> tuple[np.ndarray, list[int], list[int]]:
+    """All LR tiles (N, 3, tile, tile) in raster order, exactly as `upscale` cuts them."""
+    img, _, ys, xs = _prepare(image, tile, overlap)
+    tiles = [img[y:y + tile, x:x + tile].transpose(2, 0, 1) for y in ys for x in xs]
+    return np.ascontiguousarray(np.stack(tiles), np.float32), ys, xs
+
+
+def seam_ratio(sr: np.ndarray, ys: list[int], xs: list[int], tile: int, scale: int) -> float:
+    """Gradient energy across tile borders / across interior pixel pairs (1.0: no seam).
+
+    Borders are the HR positions where a tile starts or ends inside the image (where a hard
+    stitch would cut); energy is the mean squared difference between the two pixels across them.
+    """
+    x = np.asarray(sr, np.float64)
+    if x.ndim == 2:
+        x = x[..., None]
+    dx = ((x[:, 1:] - x[:, :-1]) ** 2).mean(axis=(0, 2))      # per column pair (c-1, c)
+    dy = ((x[1:] - x[:-1]) ** 2).mean(axis=(1, 2))
+    def borders(starts: list[int], n: int) -> set[int]:
+        b = {st * scale for st in starts[1:]} | {(st + tile) * scale for st in starts[:-1]}
+        return {i for i in b if 0 < i < n}
+    bx, by = borders(xs, x.shape[1]), borders(ys, x.shape[0])
+    edge = [dx[i - 1] for i in bx] + [dy[i - 1] for i in by]
+    inner = [v for i, v in enumerate(dx, start=1) if i not in bx] + \
+            [v for i, v in enumerate(dy, start=1) if i not in by]
+    if not edge or not inner:
+        return 1.0
+    return float(np.mean(edge) / max(np.mean(inner), 1e-12))
+
+
 def iter_upscale_rgb(engine: TileRunner, image: np.ndarray, overlap: int | None = None,
                      progress: Callable[[int, int], None] | None = None
                      ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield (y0, rows) strips of the 4x result, top to bottom, as soon as each is final."""
-    img = _check_rgb(image)
-    H, W = img.shape[:2]
-    t, s = engine.tile_size, engine.scale
-    ov = default_overlap(t) if overlap is None else int(overlap)
-    if not 0 <= ov < t:
-        raise InputError(f"overlap must be in [0, {t - 1}] LR pixels for tile {t}, got {ov}")
-    # mirror-pad dimensions smaller than one tile (result cropped back below)
-    ph, pw = max(0, t - H), max(0, t - W)
-    if ph or pw:
-        img = _mirror_pad(img, ph, pw)
-    Hp, Wp = img.shape[:2]
-    ys, xs = tile_starts(Hp, t, ov), tile_starts(Wp, t, ov)
+    H, W = np.shape(image)[:2]
+    t = engine.tile_size
+    img, _, ys, xs = _prepare(image, t, overlap)
+    results = _run_tiles(engine, img, ys, xs)
+    yield from _blend(results, ys, xs, (H, W), img.shape[:2], t, engine.scale, progress)
+
+
+def blend_tiles(sr_tiles: np.ndarray, ys: list[int], xs: list[int], size_hw: tuple[int, int],
+                tile: int, scale: int) -> np.ndarray:
+    """Stitch SR tiles already computed (raster order, from `extract_tiles`) into the 4x image."""
+    H, W = size_hw
+    padded = (max(H, tile), max(W, tile))
+    coords = [(i, j) for i in range(len(ys)) for j in range(len(xs))]
+    out = np.empty((H * scale, W * scale, 3), np.float32)
+    for y0, rows in _blend(zip(coords, sr_tiles), ys, xs, (H, W), padded, tile, scale, None):
+        out[y0:y0 + rows.shape[0]] = rows
+    return out
+
+
+def _blend(results: Iterable[tuple[tuple[int, int], np.ndarray]], ys: list[int], xs: list[int],
+           size_hw: tuple[int, int], padded_hw: tuple[int, int], t: int, s: int,
+           progress: Callable[[int, int], None] | None) -> Iterator[tuple[int, np.ndarray]]:
+    """Weighted accumulation of SR tiles (raster order) into finished row strips."""
+    (H, W), (Hp, Wp) = size_hw, padded_hw
     wy = [blend_window(ys, t, i, s) for i in range(len(ys))]
     wx = [blend_window(xs, t, j, s) for j in range(len(xs))]
     total = len(ys) * len(xs)
@@ -133,14 +191,14 @@ def iter_upscale_rgb(engine: TileRunner, image: np.ndarray, overlap: int | None 
 
     done = 0
     row_prev = 0
-    for (i, j), sr in _run_tiles(engine, img, ys, xs):
+    for (i, j), sr in results:
         if i != row_prev:
             # every tile of rows < i is blended: output above this row's start is final
             yield from flush(ys[i] * s)
             row_prev = i
         y0, x0 = ys[i] * s - origin, xs[j] * s
         w2 = wy[i][:, None] * wx[j][None, :]
-        acc[y0:y0 + t * s, x0:x0 + t * s] += sr.transpose(1, 2, 0) * w2[..., None]
+        acc[y0:y0 + t * s, x0:x0 + t * s] += np.asarray(sr).transpose(1, 2, 0) * w2[..., None]
         wsum[y0:y0 + t * s, x0:x0 + t * s] += w2
         done += 1
         if progress is not None:

@@ -1,0 +1,138 @@
+"""Tiling: exact 4x sizes for any image, layouts, batching, streaming and seam-free blending.
+
+These tests use a stand-in tile runner (nearest x4 plus a per-tile brightness offset that plays
+the part of a model's tile-edge effects), so they check the tiling itself; the engine tests
+run the same code with real engines.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from alignvar_edge.errors import InputError
+from alignvar_edge.runtimes import tiling
+
+
+class OffsetRunner:
+    """Upscales each tile (bicubic) and adds an offset that differs between tiles."""
+
+    def __init__(self, tile: int = 8, scale: int = 4, batch: int = 3, offset: float = 0.08):
+        self.tile_size, self.scale, self.batch, self.offset = tile, scale, batch, offset
+        self.calls: list[int] = []
+
+    def run(self, lr: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        assert lr.shape[1:] == (3, self.tile_size, self.tile_size)
+        assert lr.shape[0] <= self.batch
+        self.calls.append(lr.shape[0])
+        sr = np.stack([np.stack([tiling.upscale_plane_bicubic(c, self.scale) for c in t]) for t in lr])
+        # deterministic per-tile offset from the tile's content (a stand-in for edge effects)
+        off = self.offset * np.sin(lr.sum(axis=(1, 2, 3)) * 7.0)
+        return sr + off[:, None, None, None], []
+
+
+def smooth_image(h: int, w: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    img = np.stack([0.5 + 0.3 * np.sin(6 * xx + c) * np.cos(4 * yy - c) for c in range(3)], axis=2)
+    return np.clip(img + 0.01 * rng.standard_normal(img.shape), 0, 1).astype(np.float32)
+
+
+@pytest.mark.parametrize("h,w", [(1, 1), (3, 5), (7, 8), (8, 8), (9, 9), (23, 41), (37, 13)])
+def test_output_is_exactly_4x(h: int, w: int) -> None:
+    out = tiling.upscale_image(OffsetRunner(), smooth_image(h, w))
+    assert out.shape == (4 * h, 4 * w, 3)
+    assert out.dtype == np.float32
+    assert np.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
+
+
+def test_tiles_cover_the_image_and_align_to_edges() -> None:
+    assert tiling.tile_starts(5, 8, 2) == [0]
+    assert tiling.tile_starts(8, 8, 2) == [0]
+    assert tiling.tile_starts(23, 8, 2) == [0, 6, 12, 15]
+    for n in range(8, 60):
+        st = tiling.tile_starts(n, 8, 2)
+        assert st[0] == 0 and st[-1] == n - 8
+        assert all(b - a <= 6 for a, b in zip(st, st[1:]))      # every overlap >= 2
+
+
+def test_blend_windows_sum_to_one_across_equal_overlaps() -> None:
+    starts = [0, 6, 12]
+    w = np.zeros(20 * 4)
+    for i, st in enumerate(starts):
+        w[st * 4:(st + 8) * 4] += tiling.blend_window(starts, 8, i, 4)
+    np.testing.assert_allclose(w, 1.0, atol=1e-12)
+
+
+def test_constant_image_stays_constant() -> None:
+    img = np.full((19, 27, 3), 0.4, np.float32)
+    out = tiling.upscale_image(OffsetRunner(offset=0.0), img)
+    np.testing.assert_allclose(out, 0.4, atol=1e-5)
+
+
+def test_gray_and_rgba_layouts() -> None:
+    r = OffsetRunner(offset=0.0)
+    gray = smooth_image(11, 13)[..., 0]
+    assert tiling.upscale_image(r, gray).shape == (44, 52)
+    assert tiling.upscale_image(r, gray[..., None]).shape == (44, 52, 1)
+    rgba = np.concatenate([smooth_image(11, 13), np.linspace(0, 1, 11 * 13).reshape(11, 13, 1)], axis=2)
+    out = tiling.upscale_image(r, rgba.astype(np.float32))
+    assert out.shape == (44, 52, 4)
+    # alpha is upscaled on its own (bicubic), never through the model: the runner saw 3 channels
+    alpha = out[..., 3]
+    assert alpha.min() >= 0 and alpha.max() <= 1
+    assert abs(float(alpha.mean()) - 0.5) < 0.02
+
+
+def test_bad_inputs_are_refused_with_a_reason() -> None:
+    r = OffsetRunner()
+    with pytest.raises(InputError, match="float"):
+        tiling.upscale_image(r, np.zeros((9, 9, 3), np.uint8))
+    with pytest.raises(InputError, match="NaN"):
+        tiling.upscale_image(r, np.full((9, 9, 3), np.nan, np.float32))
+    with pytest.raises(InputError, match="shape"):
+        tiling.upscale_image(r, np.zeros((9, 9, 2), np.float32))
+    with pytest.raises(InputError, match="no pixels"):
+        tiling.upscale_image(r, np.zeros((0, 9, 3), np.float32))
+    with pytest.raises(InputError, match="overlap"):
+        tiling.upscale_image(r, smooth_image(9, 9), overlap=8)
+
+
+def test_tiles_are_batched_up_to_the_engine_batch() -> None:
+    r = OffsetRunner(batch=3)
+    tiling.upscale_image(r, smooth_image(23, 23))       # 4 x 4 = 16 tiles
+    assert sum(r.calls) == 16 and max(r.calls) == 3 and r.calls.count(3) == 5
+
+
+def test_streaming_yields_final_strips_in_order_with_bounded_memory() -> None:
+    r = OffsetRunner(batch=2)
+    img = smooth_image(50, 21)
+    strips = list(tiling.iter_upscale_rgb(r, img))
+    ys = [y for y, _ in strips]
+    assert ys == sorted(ys) and ys[0] == 0
+    assert sum(s.shape[0] for _, s in strips) == 200
+    # each strip is at most one tile row high: the accumulator never holds more
+    assert max(s.shape[0] for _, s in strips) <= 8 * 4
+    np.testing.assert_array_equal(np.concatenate([s for _, s in strips]), tiling.upscale_rgb(r, img))
+
+
+def test_blending_removes_seams_that_hard_stitching_shows() -> None:
+    img = smooth_image(40, 46, seed=1)
+    tiles, ys, xs = tiling.extract_tiles(img, 8, 2)
+    r = OffsetRunner(offset=0.08)
+    blended = tiling.upscale_image(r, img)
+    assert tiling.seam_ratio(blended, ys, xs, 8, 4) < 1.5
+    # the same offsets without overlap: hard seams, which the metric must catch
+    _, ys0, xs0 = tiling.extract_tiles(img, 8, 0)
+    hard = tiling.upscale_image(OffsetRunner(offset=0.08), img, overlap=0)
+    assert tiling.seam_ratio(hard, ys0, xs0, 8, 4) > 3.0
+    assert tiles.shape == (len(ys) * len(xs), 3, 8, 8)
+
+
+def test_blend_tiles_matches_the_streamed_result() -> None:
+    r = OffsetRunner(batch=4)
+    img = smooth_image(21, 30)
+    tiles, ys, xs = tiling.extract_tiles(img, 8)
+    sr, _ = r.run(tiles[:4])
+    sr = np.concatenate([sr] + [r.run(tiles[i:i + 4])[0] for i in range(4, len(tiles), 4)])
+    np.testing.assert_allclose(tiling.blend_tiles(sr, ys, xs, (21, 30), 8, 4),
+                               tiling.upscale_rgb(r, img), atol=1e-4)
