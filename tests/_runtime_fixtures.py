@@ -4,7 +4,8 @@ the held-out photographs, and tile agreement helpers.
 
 Random weights give near-uniform logits, so argmax ties between two fp32 runtimes would flip
 tokens for reasons that have nothing to do with the runtime. The logits head is multiplied by 50
-(`sharpen`) so that margins are realistic; the bundled trained model needs no such help.
+(`export.random_model`, as the export tests do) so that margins are like a trained model's; the
+bundled trained model needs no such help.
 """
 from __future__ import annotations
 
@@ -16,19 +17,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from alignvar_edge.model import AlignVAR, AlignVARConfig
+from alignvar_edge.model import AlignVAR
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARPEN = 50.0
 
 
 @lru_cache(maxsize=None)
 def sharp_model(preset: str = "micro", seed: int = 0) -> AlignVAR:
-    torch.manual_seed(seed)
-    model = AlignVAR(AlignVARConfig.from_preset(preset)).eval()
-    with torch.no_grad():
-        model.head.weight.mul_(SHARPEN)
-    return model
+    from alignvar_edge.export.random_model import random_model
+    return random_model(preset, seed=seed)
 
 
 def _model_key(model: AlignVAR) -> str:
@@ -37,9 +34,10 @@ def _model_key(model: AlignVAR) -> str:
         h.update(k.encode())
         h.update(v.detach().cpu().numpy().tobytes())
     # the exporter and the model code change the graph: key on their sources too
-    for folder in ("alignvar_edge/model", "alignvar_edge/export"):
-        for p in sorted((ROOT / folder).glob("*.py")):
-            h.update(p.read_bytes())
+    sources = sorted((ROOT / "alignvar_edge/model").glob("*.py"))
+    sources += [ROOT / "alignvar_edge/export" / f for f in ("onnx_export.py", "graphs.py")]
+    for p in sources:
+        h.update(p.read_bytes())
     h.update(torch.__version__.encode())
     return h.hexdigest()[:16]
 

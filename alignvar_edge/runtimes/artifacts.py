@@ -19,7 +19,7 @@ from alignvar_edge.export.manifest import MANIFEST_FILE, load_verified, new_mani
 from alignvar_edge.model.config import AlignVARConfig
 from alignvar_edge.runtimes.base import INPUT, SR, token_name
 
-__all__ = ["checkpoint_dir", "default_out", "engine_manifest", "graph_io", "is_checkpoint",
+__all__ = ["checkpoint_dir", "source_checkpoint", "default_out", "engine_manifest", "graph_io", "is_checkpoint",
            "single_graph", "check_calibration"]
 
 
@@ -34,22 +34,44 @@ def is_checkpoint(path: str | os.PathLike[str]) -> bool:
             and not (p / MANIFEST_FILE).is_file())
 
 
+def source_checkpoint(manifest: dict[str, Any], depth: int = 2) -> Path | None:
+    """The checkpoint an artifact came from, if its manifest (or its source's) names one."""
+    from alignvar_edge.model.checkpoint import resolve_checkpoint_dir
+    model = manifest.get("model") or {}
+    refs = [model.get(k) for k in ("checkpoint", "source")] if isinstance(model, dict) else []
+    src = (manifest.get("extra") or {}).get("source") or {}
+    refs.append(src.get("path") if isinstance(src, dict) else None)
+    for ref in refs:
+        if not isinstance(ref, str) or not ref:
+            continue
+        # export records e.g. "checkpoint alignvar-tiny"; presets ("preset micro, ...") have none
+        ref = ref[len("checkpoint "):] if ref.startswith("checkpoint ") else ref
+        if is_checkpoint(ref):
+            try:
+                return resolve_checkpoint_dir(ref)
+            except CheckpointError:
+                continue
+        if depth > 0 and (Path(ref) / MANIFEST_FILE).is_file():
+            try:
+                from alignvar_edge.export.manifest import read_manifest
+                found = source_checkpoint(read_manifest(ref), depth - 1)
+            except ArtifactError:
+                found = None
+            if found is not None:
+                return found
+    return None
+
+
 def checkpoint_dir(source: str | os.PathLike[str]) -> Path:
     """The PyTorch checkpoint behind `source`: itself, or the one an export's manifest names."""
     from alignvar_edge.model.checkpoint import resolve_checkpoint_dir
     if is_checkpoint(source):
         return resolve_checkpoint_dir(source)
-    m = load_verified(source)
-    model = m.get("model") or {}
-    for key in ("checkpoint", "source", "checkpoint_dir"):
-        ref = model.get(key) if isinstance(model, dict) else None
-        if isinstance(ref, str):
-            try:
-                return resolve_checkpoint_dir(ref)
-            except CheckpointError:
-                continue
-    raise ArtifactError(f"'{source}' does not name the PyTorch checkpoint it came from; pass the "
-                        "checkpoint directory (or a bundled name such as 'alignvar-tiny') instead")
+    found = source_checkpoint(load_verified(source))
+    if found is None:
+        raise ArtifactError(f"'{source}' does not name the PyTorch checkpoint it came from; pass the "
+                            "checkpoint directory (or a bundled name such as 'alignvar-tiny') instead")
+    return found
 
 
 def single_graph(artifact: str | os.PathLike[str]) -> tuple[dict[str, Any], Path]:

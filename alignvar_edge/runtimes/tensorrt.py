@@ -38,9 +38,9 @@ if TYPE_CHECKING:
 ENGINE, ONNX, CACHE = "model.engine", "model.onnx", "timing.cache"
 TRTEXEC_FILE, SCRIPT_FILE = "trtexec.txt", "build_on_device.sh"
 TRT_PRECISIONS = ("fp32", "fp16", "int8")
-NOT_INSTALLED = ("TensorRT is not installed (PyPI's tensorrt wheels are placeholders that download "
-                 "from NVIDIA's index; use JetPack on a Jetson or `pip install --extra-index-url "
-                 "https://pypi.nvidia.com tensorrt` with a CUDA GPU)")
+NOT_INSTALLED = ("TensorRT is not installed (PyPI's tensorrt wheels only fetch from NVIDIA's index: use "
+                 "JetPack on a Jetson, or pip's --extra-index-url https://pypi.nvidia.com on a CUDA "
+                 "machine); `build --target tensorrt` still writes an on-device build kit")
 
 
 # ------------------------------------------------------------------------------------------------

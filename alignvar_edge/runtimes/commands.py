@@ -1,0 +1,285 @@
+"""CLI verbs `build`, `upscale`, `compare`, `doctor` and `selftest` (registered by alignvar_edge.cli)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from alignvar_edge.errors import InputError, OutputExistsError
+
+BACKEND_CHOICES = ("auto", "torch", "onnxruntime", "openvino", "tensorrt", "coreml")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("build", help="build a backend engine from an export (or a checkpoint)",
+                       description="Make an engine directory (with manifest.json) for one backend. "
+                                   "ONNX Runtime / OpenVINO / TensorRT build from `alignvar-edge export` "
+                                   "output; torch and Core ML from a checkpoint (or an export naming it). "
+                                   "Without TensorRT, --target tensorrt writes a build kit for the device.")
+    p.add_argument("source", help="export directory, checkpoint directory or bundled name")
+    p.add_argument("--target", required=True, choices=BACKEND_CHOICES[1:])
+    p.add_argument("--precision", help="fp32 | fp16 | int8 | int8-weights | paletteN (Core ML); "
+                                       "default fp32 (Core ML: fp16)")
+    p.add_argument("--calib", help="INT8 calibration: 'builtin' or a folder of images")
+    p.add_argument("--calib-tiles", type=int, default=64, help="calibration tiles (default 64)")
+    p.add_argument("--out", help="engine directory (default: SOURCE-TARGET-PRECISION beside SOURCE)")
+    p.add_argument("--device", help="onnxruntime: auto|cpu|cuda[:N]|tensorrt; openvino: CPU|GPU|NPU|AUTO; "
+                                    "tensorrt: cuda:N; coreml: compute units (CPU_AND_NE, ALL, ...)")
+    p.add_argument("--threads", type=int, help="onnxruntime intra-op threads recorded in the engine")
+    p.add_argument("--target-os", dest="target_os", help="Core ML minimum deployment target (default iOS17)")
+    p.add_argument("--kit", action="store_true", help="tensorrt: write the on-device build kit only")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.set_defaults(func=run_build)
+
+    u = sub.add_parser("upscale", help="super-resolve an image or a folder with any engine (x4, any size)")
+    u.add_argument("input", help="image file or folder")
+    u.add_argument("output", help="output file (for a file) or folder (for a folder)")
+    u.add_argument("--engine", default="alignvar-tiny",
+                   help="engine dir, export dir or checkpoint (default: the bundled alignvar-tiny, torch)")
+    u.add_argument("--backend", choices=BACKEND_CHOICES, default="auto")
+    u.add_argument("--device")
+    u.add_argument("--overlap", type=int, help="tile overlap in LR pixels (default: a quarter tile)")
+    u.add_argument("--threads", type=int, help="threads for the runtime")
+    u.add_argument("--force", action="store_true", help="replace existing outputs")
+    u.add_argument("--max-megapixels", type=float, default=None, help="refuse larger inputs (default 24)")
+    u.add_argument("--quiet", action="store_true", help="no progress bar")
+    u.set_defaults(func=run_upscale)
+
+    c = sub.add_parser("compare", help="engines vs the PyTorch reference on images: tokens, PSNR/SSIM-Y")
+    c.add_argument("engines", nargs="+", help="engine / export directories")
+    c.add_argument("--images", help="folder of images used as LR inputs (default: bundled held-out photos)")
+    c.add_argument("--reference", help="checkpoint for the torch reference (default: the one the "
+                                       "engines' manifests name)")
+    c.add_argument("--max-size", type=int, default=96, help="centre-crop images to at most this many "
+                                                            "LR pixels per side (default 96)")
+    c.add_argument("--limit", type=int, help="use at most this many images")
+    c.add_argument("--json", dest="json_out", help="also write the results as JSON here")
+    c.set_defaults(func=run_compare)
+
+    d = sub.add_parser("doctor", help="which backends work here, their versions and devices, and why not")
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(func=run_doctor)
+
+    s = sub.add_parser("selftest", help="build from the bundled model here, check against golden outputs, time it")
+    s.add_argument("--backend", required=True, choices=BACKEND_CHOICES[1:])
+    s.add_argument("--model", default="alignvar-tiny", help="bundled name or checkpoint with golden.safetensors")
+    s.add_argument("--precision")
+    s.add_argument("--device")
+    s.add_argument("--runs", type=int, default=10, help="timed runs (default 10)")
+    s.add_argument("--json", dest="json_out", help="also write the report as JSON here")
+    s.set_defaults(func=run_selftest)
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+# ------------------------------------------------------------------------------------------------
+def run_build(args: argparse.Namespace) -> int:
+    from alignvar_edge import runtimes
+    b = runtimes.get_backend(args.target)
+    opts: dict[str, Any] = {}
+    if args.threads:
+        opts["threads"] = args.threads
+    if args.kit:
+        if b.name != "tensorrt":
+            raise InputError("--kit applies to --target tensorrt only")
+        opts["kit"] = True
+    if args.target_os:
+        opts["target"] = args.target_os
+    calibration = None
+    if args.calib:
+        calibration = _calibration(args)
+    t0 = time.perf_counter()
+    out = runtimes.build(args.source, b.name, args.precision, calibration=calibration, out=args.out,
+                         device=args.device, force=args.force, **opts)
+    from alignvar_edge.export.manifest import read_manifest
+    m = read_manifest(out)
+    kit = (m.get("extra") or {}).get("tensorrt_kit")
+    if kit:
+        print(f"TensorRT is not usable here ({kit['reason']}); wrote a build kit to {out}: run "
+              f"`sh {out}/build_on_device.sh` on the device (equivalent: {kit['trtexec']})")
+        return 0
+    par = m.get("parity") or {}
+    note = ""
+    if par.get("tokens"):
+        note = (f"; parity vs {par.get('reference', 'reference')}: tokens {par['tokens']['overall']:.2%}, "
+                f"PSNR {par.get('psnr_db')} dB")
+    print(f"wrote {out} ({b.name} {m.get('precision')}) in {time.perf_counter() - t0:.1f} s{note}")
+    return 0
+
+
+def _calibration(args: argparse.Namespace) -> Any:
+    from alignvar_edge.calibration.sets import CalibrationSet
+    from alignvar_edge.export.manifest import read_manifest
+    from alignvar_edge.runtimes.artifacts import is_checkpoint
+    if is_checkpoint(args.source):
+        from alignvar_edge.model.checkpoint import load_config, resolve_checkpoint_dir
+        config: Any = load_config(resolve_checkpoint_dir(args.source))
+    else:
+        from alignvar_edge.runtimes.base import config_from_manifest
+        config = config_from_manifest(read_manifest(args.source))
+    if args.calib == "builtin":
+        return CalibrationSet.builtin(config, n=args.calib_tiles)
+    return CalibrationSet.from_folder(args.calib, config, n=args.calib_tiles)
+
+
+# ------------------------------------------------------------------------------------------------
+def _jobs(inp: Path, out: Path, force: bool) -> list[tuple[Path, Path]]:
+    """(input, output) pairs; a folder maps to a folder with the same relative paths."""
+    from alignvar_edge.images import IMAGE_EXTENSIONS, list_images
+    if inp.is_dir():
+        if out.exists() and not out.is_dir():
+            raise InputError(f"{out} is a file; for a folder input pass an output folder")
+        files = list_images(inp)
+        if not files:
+            raise InputError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {inp}")
+        jobs = [(f, out / f.relative_to(inp)) for f in files]
+    elif inp.is_file():
+        if out.is_dir():
+            jobs = [(inp, out / inp.name)]
+        else:
+            jobs = [(inp, out)]
+    else:
+        raise InputError(f"{inp} does not exist; pass an image file or a folder")
+    for src, dst in jobs:
+        if dst.exists() and src.resolve() == dst.resolve():
+            raise InputError(f"refusing to write onto the input {src}; choose another output")
+    clash = [str(d) for _, d in jobs if d.exists()]
+    if clash and not force:
+        shown = ", ".join(clash[:3]) + (f" (+{len(clash) - 3} more)" if len(clash) > 3 else "")
+        raise OutputExistsError(f"{len(clash)} output(s) already exist: {shown}; pass --force to replace them")
+    return jobs
+
+
+def run_upscale(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from alignvar_edge import runtimes
+    from alignvar_edge.images import DEFAULT_MAX_MEGAPIXELS, load_image, save_image
+    from alignvar_edge.runtimes.tiling import upscale_plane_bicubic
+    jobs = _jobs(Path(args.input), Path(args.output), args.force)
+    opts = {"threads": args.threads} if args.threads else {}
+    limit = args.max_megapixels if args.max_megapixels is not None else DEFAULT_MAX_MEGAPIXELS
+    with runtimes.load(args.engine, backend=args.backend, device=args.device, **opts) as engine:
+        bar = _progress(len(jobs), args.quiet)
+        t0 = time.perf_counter()
+        for i, (src, dst) in enumerate(jobs):
+            rgb, alpha = load_image(src, max_megapixels=limit)
+            gray = bool(np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]))
+            bar.set_description(f"{src.name} ({i + 1}/{len(jobs)})")
+            tick = _tile_ticker(bar, i, len(jobs))
+            out = engine.upscale(rgb[..., 0] if gray else rgb, overlap=args.overlap, progress=tick)
+            big_alpha = upscale_plane_bicubic(alpha, engine.scale) if alpha is not None else None
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            save_image(dst, out, big_alpha, overwrite=args.force, input_path=src)
+        bar.close()
+    _say(f"upscaled {len(jobs)} image(s) x{engine.scale} with {engine.backend} ({engine.device}) "
+         f"in {time.perf_counter() - t0:.1f} s -> {args.output}")
+    return 0
+
+
+def _progress(n_images: int, quiet: bool) -> Any:
+    from tqdm import tqdm
+    return tqdm(total=n_images, unit="img", file=sys.stderr, disable=quiet, dynamic_ncols=True,
+                bar_format="{desc} {percentage:3.0f}%|{bar}| {n:.2f}/{total} [{elapsed}<{remaining}]")
+
+
+def _tile_ticker(bar: Any, index: int, n: int) -> Any:
+    def tick(done: int, total: int) -> None:
+        bar.n = index + done / total         # fractional progress within the image
+        bar.refresh()
+    return tick
+
+
+# ------------------------------------------------------------------------------------------------
+def _compare_images(args: argparse.Namespace) -> list[tuple[str, Any]]:
+    from alignvar_edge.images import list_images, load_image
+    if args.images:
+        files = list_images(args.images)
+        if not files:
+            raise InputError(f"no images under {args.images}")
+        imgs = [(f.name, load_image(f)[0]) for f in files]
+    else:
+        from alignvar_edge.train.data import sample_images
+        imgs = sample_images("heldout")
+    if args.limit:
+        imgs = imgs[:args.limit]
+    out = []
+    for name, img in imgs:
+        h, w = img.shape[:2]
+        ch, cw = min(h, args.max_size), min(w, args.max_size)
+        y, x = (h - ch) // 2, (w - cw) // 2
+        out.append((name, img[y:y + ch, x:x + cw]))
+    return out
+
+
+def _reference_source(args: argparse.Namespace, metas: list[dict[str, Any]]) -> str:
+    if args.reference:
+        return str(args.reference)
+    from alignvar_edge.errors import ArtifactError
+    from alignvar_edge.runtimes.artifacts import source_checkpoint
+    for m in metas:
+        ref = source_checkpoint(m)
+        if ref is not None:
+            return str(ref)
+    raise ArtifactError("the engines' manifests do not name the checkpoint they came from; "
+                        "pass --reference CHECKPOINT_DIR")
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from alignvar_edge import runtimes
+    from alignvar_edge.runtimes.compare import compare_engines, format_table
+    engines = []
+    try:
+        for e in args.engines:
+            engines.append((Path(e).name, runtimes.load(e)))
+        ref = runtimes.load(_reference_source(args, [e.metadata for _, e in engines]), backend="torch")
+        engines_ref = ref
+        images = _compare_images(args)
+        results = compare_engines(engines, engines_ref, images, progress=_say)
+    finally:
+        for _, e in engines:
+            e.close()
+    print(format_table(results))
+    for r in results:
+        print(f"{r.engine}: tiles identical {r.tiles_identical:.1%}, min PSNR {r.min_psnr_db:.1f} dB, "
+              f"{r.ms_per_tile:.1f} ms/tile")
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps([r.to_json() for r in results], indent=2) + "\n")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------
+def run_doctor(args: argparse.Namespace) -> int:
+    from alignvar_edge import __version__, runtimes
+    from alignvar_edge.runtimes.selftest import host_info
+    infos = runtimes.available_backends()
+    host = host_info()
+    if args.json:
+        print(json.dumps({"alignvar_edge": __version__, "host": host,
+                          "backends": [vars(i) for i in infos]}, indent=2))
+        return 0
+    print(f"alignvar-edge {__version__} on {host['os']} {host['machine']}, {host['cpu']} "
+          f"({host['cores']} cores), Python {host['python']}")
+    w = max(len(i.name) for i in infos)
+    for i in infos:
+        ver = i.version or "not installed"
+        if i.available:
+            print(f"  {i.name:<{w}}  ok    {ver:<14} devices: {', '.join(i.devices)}")
+        else:
+            print(f"  {i.name:<{w}}  no    {ver:<14} {i.reason}")
+    return 0
+
+
+def run_selftest(args: argparse.Namespace) -> int:
+    from alignvar_edge.runtimes.selftest import format_report, selftest
+    report = selftest(args.backend, model=args.model, device=args.device, precision=args.precision,
+                      runs=args.runs, log=_say)
+    print(format_report(report))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(report, indent=2, default=str) + "\n")
+    return 0 if report["result"] in ("PASS", "BUILT-ONLY") else 1

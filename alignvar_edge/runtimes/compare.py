@@ -1,0 +1,132 @@
+"""Engines against the PyTorch reference on whole images: the `polygraphy run` of this model.
+
+Each image is cut into the same LR tiles for every engine; per engine and image we report the
+fraction of tiles whose tokens equal the reference's at every scale, token agreement per scale,
+and PSNR / SSIM on Y of the stitched 4x image against the reference's stitched image.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from alignvar_edge.runtimes import tiling
+from alignvar_edge.runtimes.base import Engine
+
+__all__ = ["EngineResult", "ImageResult", "compare_engines", "format_table"]
+
+
+@dataclass
+class ImageResult:
+    image: str
+    size: tuple[int, int]
+    tiles: int
+    tiles_identical: float            # fraction of tiles with every token equal
+    tokens_per_scale: list[float]
+    tokens_overall: float
+    psnr_db: float
+    psnr_y_db: float
+    ssim_y: float
+    seam_ratio: float
+
+
+@dataclass
+class EngineResult:
+    engine: str
+    backend: str
+    precision: str
+    device: str
+    images: list[ImageResult] = field(default_factory=list)
+    ms_per_tile: float = 0.0
+
+    @property
+    def tiles_identical(self) -> float:
+        n = sum(r.tiles for r in self.images)
+        return sum(r.tiles_identical * r.tiles for r in self.images) / n if n else 1.0
+
+    @property
+    def min_psnr_db(self) -> float:
+        return min((r.psnr_db for r in self.images), default=math.inf)
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["tiles_identical"] = self.tiles_identical
+        d["min_psnr_db"] = _num(self.min_psnr_db)
+        for r in d["images"]:
+            for k in ("psnr_db", "psnr_y_db"):
+                r[k] = _num(r[k])
+        return d
+
+
+def _num(v: float) -> float | str:
+    return "inf" if math.isinf(v) else round(v, 3)
+
+
+def _run_timed(engine: Engine, tiles: np.ndarray) -> tuple[np.ndarray, list[np.ndarray], float]:
+    t0 = time.perf_counter()
+    sr, tok = engine.run(tiles)
+    return sr, tok, (time.perf_counter() - t0) * 1e3
+
+
+def compare_engines(engines: Sequence[tuple[str, Engine]], reference: Engine,
+                    images: Sequence[tuple[str, np.ndarray]], overlap: int | None = None,
+                    progress: Callable[[str], None] | None = None) -> list[EngineResult]:
+    """Every engine against `reference` on every image (HxWx3 float in [0, 1])."""
+    from alignvar_edge.export.parity import psnr, psnr_y, ssim_y, token_agreement
+
+    t = reference.tile_size
+    for label, e in engines:
+        if e.tile_size != t or e.config.patch_nums != reference.config.patch_nums:
+            raise ValueError(f"engine {label} runs a different model (tile {e.tile_size}, scales "
+                             f"{e.config.patch_nums}) than the reference (tile {t})")
+    results = [EngineResult(label, e.backend, str(e.metadata.get("precision")), e.device)
+               for label, e in engines]
+    total_ms = [0.0] * len(engines)
+    total_tiles = 0
+    for name, img in images:
+        tiles, ys, xs = tiling.extract_tiles(img, t, overlap)
+        H, W = img.shape[:2]
+        ref_sr, ref_tok, _ = _run_timed(reference, tiles)
+        ref_img = tiling.blend_tiles(ref_sr, ys, xs, (H, W), t, reference.scale)
+        total_tiles += len(tiles)
+        for idx, (label, e) in enumerate(engines):
+            if progress:
+                progress(f"{label}: {name} ({len(tiles)} tiles)")
+            sr, tok, ms = _run_timed(e, tiles)
+            total_ms[idx] += ms
+            out = tiling.blend_tiles(sr, ys, xs, (H, W), t, e.scale)
+            agree = token_agreement(ref_tok, tok)
+            a, b = ref_img.transpose(2, 0, 1), out.transpose(2, 0, 1)
+            results[idx].images.append(ImageResult(
+                image=name, size=(H, W), tiles=len(tiles), tiles_identical=agree["identical_samples"],
+                tokens_per_scale=agree["per_scale"], tokens_overall=agree["overall"],
+                psnr_db=psnr(a, b), psnr_y_db=psnr_y(a, b, border=e.scale),
+                ssim_y=ssim_y(a, b, border=e.scale) if min(a.shape[1:]) > 2 * e.scale + 7 else math.nan,
+                seam_ratio=tiling.seam_ratio(out, ys, xs, t, e.scale)))
+    for idx, r in enumerate(results):
+        r.ms_per_tile = total_ms[idx] / max(1, total_tiles)
+    return results
+
+
+def format_table(results: Sequence[EngineResult]) -> str:
+    """A plain-text table: one row per engine and image."""
+    head = ("engine", "image", "tiles", "tiles identical", "tokens", "PSNR dB", "PSNR-Y dB", "SSIM-Y", "seams")
+    rows = [head]
+    for r in results:
+        for im in r.images:
+            rows.append((f"{r.engine} [{r.backend} {r.precision}]", f"{im.image} {im.size[1]}x{im.size[0]}",
+                         str(im.tiles), f"{im.tiles_identical:.1%}", f"{im.tokens_overall:.2%}",
+                         _db(im.psnr_db), _db(im.psnr_y_db),
+                         "n/a" if math.isnan(im.ssim_y) else f"{im.ssim_y:.4f}", f"{im.seam_ratio:.2f}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _db(v: float) -> str:
+    return "inf" if math.isinf(v) else f"{v:.1f}"

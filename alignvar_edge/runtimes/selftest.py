@@ -1,0 +1,218 @@
+"""On-device self-test: build an engine from the bundled model here, check it against golden
+outputs shipped in the package, time it, and print a report a user can paste into an issue.
+
+Golden outputs (`golden.safetensors` beside the bundled weights) hold a few held-out LR tiles and
+the PyTorch reference's tokens and SR tiles for them, made once by `make_golden`.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alignvar_edge.errors import ArtifactError, BackendUnavailableError, CheckpointError
+
+GOLDEN_FILE = "golden.safetensors"
+# (min token agreement, min SR PSNR dB vs golden) per engine precision
+THRESHOLDS = {"fp32": (1.0, 50.0), "fp16": (0.99, 35.0), "int8": (0.99, 30.0),
+              "int8-weights": (0.99, 30.0)}
+Log = Callable[[str], None]
+
+
+def make_golden(model_dir: str | os.PathLike[str], n: int = 4, seed: int = 0) -> Path:
+    """Write golden.safetensors for a checkpoint: held-out LR tiles, reference tokens and SR."""
+    import torch
+    from safetensors.numpy import save_file
+
+    from alignvar_edge.calibration.tiles import lr_tiles
+    from alignvar_edge.model.checkpoint import load_pretrained, resolve_checkpoint_dir
+    path = resolve_checkpoint_dir(model_dir)
+    model = load_pretrained(path)
+    lr = lr_tiles(model.config, n, seed=seed, split="heldout")
+    with torch.inference_mode():
+        sr, *tokens = model(torch.from_numpy(lr))
+    data = {"lr": lr, "sr": sr.numpy().astype(np.float16)}        # fp16 keeps the file small
+    data.update({f"tokens_{k}": t.numpy().astype(np.int32) for k, t in enumerate(tokens)})
+    out = path / GOLDEN_FILE
+    save_file(data, str(out), metadata={"seed": str(seed), "split": "heldout",
+                                        "weights_sha256": _sha(path / "model.safetensors")})
+    return out
+
+
+def load_golden(model_dir: Path) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    from safetensors.numpy import load_file
+    f = model_dir / GOLDEN_FILE
+    if not f.is_file():
+        raise ArtifactError(f"{f} is missing: this installation has no golden outputs for the self-test; "
+                            "reinstall alignvar-edge (or run make_golden on a trusted machine)")
+    d = load_file(str(f))
+    k = sorted(int(n.split("_")[1]) for n in d if n.startswith("tokens_"))
+    return d["lr"], d["sr"].astype(np.float32), [d[f"tokens_{i}"].astype(np.int64) for i in k]
+
+
+def _sha(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while b := fh.read(1 << 20):
+            h.update(b)
+    return h.hexdigest()
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("ALIGNVAR_EDGE_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "alignvar-edge")
+    return Path(base)
+
+
+def cached_export(ckpt: Path, log: Log) -> tuple[Path, float, bool]:
+    """The checkpoint's single-graph ONNX export, made once per weights/tool versions."""
+    import torch
+
+    from alignvar_edge import __version__
+    from alignvar_edge.export.onnx_export import export_onnx
+    from alignvar_edge.model.checkpoint import load_pretrained
+    key = hashlib.sha256(f"{_sha(ckpt / 'model.safetensors')}|{__version__}|{torch.__version__}".encode())
+    out = cache_dir() / "exports" / key.hexdigest()[:16]
+    if (out / "manifest.json").is_file():
+        return out, 0.0, True
+    log(f"exporting {ckpt.name} to ONNX (once; cached in {out.parent})")
+    t0 = time.perf_counter()
+    export_onnx(load_pretrained(ckpt), out, graph="single", source=str(ckpt), force=True)
+    return out, time.perf_counter() - t0, False
+
+
+def host_info() -> dict[str, Any]:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"os": f"{platform.system()} {platform.release()}", "machine": platform.machine(),
+            "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()}
+
+
+def selftest(backend: str, model: str = "alignvar-tiny", device: str | None = None,
+             precision: str | None = None, runs: int = 10, workdir: str | None = None,
+             log: Log = lambda _m: None) -> dict[str, Any]:
+    """Build, verify against golden outputs and time one backend here; returns the report."""
+    from alignvar_edge import __version__, runtimes
+    from alignvar_edge.export.parity import psnr, token_agreement
+    from alignvar_edge.model.checkpoint import resolve_checkpoint_dir
+
+    b = runtimes.get_backend(backend)
+    ckpt = resolve_checkpoint_dir(model)
+    lr, golden_sr, golden_tok = load_golden(ckpt)
+    precision = precision or b.default_precision
+    report: dict[str, Any] = {
+        "alignvar_edge": __version__, "backend": b.name, "backend_version": b.version(),
+        "host": host_info(), "model": model, "weights_sha256": _sha(ckpt / "model.safetensors")[:16],
+        "precision": precision, "golden_tiles": int(lr.shape[0])}
+    ok, why = b.can_build()
+    if not ok:
+        raise BackendUnavailableError(f"{b.name} cannot be tested here: {why}")
+    tmp = tempfile.TemporaryDirectory(prefix="alignvar-selftest-", dir=workdir)
+    try:
+        t0 = time.perf_counter()
+        if b.name == "torch":
+            engine_dir: Path = ckpt
+        elif b.name == "coreml":
+            engine_dir = runtimes.build(ckpt, "coreml", precision, out=Path(tmp.name) / "engine", device=device)
+        else:
+            export, export_s, cached = cached_export(ckpt, log)
+            report.update(export_s=round(export_s, 2), export_cached=cached)
+            log(f"building the {b.name} engine ({precision})")
+            engine_dir = runtimes.build(export, b.name, precision, out=Path(tmp.name) / "engine", device=device)
+        report["build_s"] = round(time.perf_counter() - t0, 2)
+        if b.name == "tensorrt" and not b.is_available()[0]:
+            report.update(result="BUILT-ONLY", reason=b.is_available()[1] +
+                          "; wrote a build kit (trtexec.txt, build_on_device.sh) instead of an engine")
+            return report
+        t0 = time.perf_counter()
+        with runtimes.load(engine_dir, backend=b.name, device=device) as engine:
+            report["load_s"] = round(time.perf_counter() - t0, 2)
+            report["device"] = engine.device
+            try:
+                sr, tok = engine.run(lr)
+            except BackendUnavailableError as e:          # Core ML off macOS: built and validated only
+                report.update(result="BUILT-ONLY", reason=str(e),
+                              validation=engine.metadata.get("extra", {}).get("spec"))
+                return report
+            agree = token_agreement(golden_tok, tok)
+            report["tokens"] = agree
+            report["psnr_vs_golden_db"] = _num(psnr(golden_sr, sr))
+            one = lr[:engine.batch] if engine.batch <= len(lr) else np.repeat(lr[:1], engine.batch, 0)
+            engine.run(one)                                 # warm-up
+            times = []
+            for _ in range(max(1, runs)):
+                t1 = time.perf_counter()
+                engine.run(one)
+                times.append((time.perf_counter() - t1) * 1e3 / len(one))
+            report["ms_per_tile_p50"] = round(statistics.median(times), 3)
+            report["ms_per_tile_min"] = round(min(times), 3)
+        tok_min, psnr_min = THRESHOLDS.get(precision, (0.99, 30.0))
+        p = psnr(golden_sr, sr)
+        passed = agree["overall"] >= tok_min and p >= psnr_min
+        report["thresholds"] = {"token_agreement": tok_min, "psnr_db": psnr_min}
+        report["result"] = "PASS" if passed else "FAIL"
+        return report
+    finally:
+        tmp.cleanup()
+
+
+def _num(v: float) -> float | str:
+    return "inf" if v == float("inf") else round(v, 2)
+
+
+def format_report(r: dict[str, Any]) -> str:
+    """The shareable text form."""
+    h = r["host"]
+    lines = [f"alignvar-edge {r['alignvar_edge']} selftest: {r['backend']} {r.get('backend_version') or ''}"
+             f" on {r.get('device', '?')}",
+             f"host      {h['os']} {h['machine']}, {h['cpu']} ({h['cores']} cores), Python {h['python']}",
+             f"model     {r['model']} (weights {r['weights_sha256']}), precision {r['precision']}, "
+             f"{r['golden_tiles']} golden tiles"]
+    if "export_s" in r:
+        lines.append(f"export    {r['export_s']} s" + (" (cached)" if r.get("export_cached") else ""))
+    lines.append(f"build     {r.get('build_s', '?')} s" + (f", load {r['load_s']} s" if "load_s" in r else ""))
+    if "tokens" in r:
+        t = r["tokens"]
+        scales = "/".join(f"{a:.0%}" for a in t["per_scale"])
+        lines.append(f"tokens    {t['overall']:.2%} agree with golden (per scale {scales}); "
+                     f"tiles identical {t['identical_samples']:.0%}")
+        lines.append(f"image     SR PSNR vs golden {r['psnr_vs_golden_db']} dB")
+        lines.append(f"latency   {r['ms_per_tile_p50']} ms per tile (median), {r['ms_per_tile_min']} ms best")
+    lines.append(f"RESULT    {r['result']}" + (f": {r['reason']}" if r.get("reason") else ""))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:     # python -m alignvar_edge.runtimes.selftest --golden DIR
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) == 2 and args[0] == "--golden":
+        try:
+            print(make_golden(args[1]))
+        except CheckpointError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        return 0
+    print("usage: python -m alignvar_edge.runtimes.selftest --golden CHECKPOINT_DIR", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+__all__ = ["GOLDEN_FILE", "THRESHOLDS", "cached_export", "format_report", "load_golden",
+           "make_golden", "selftest"]

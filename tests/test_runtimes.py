@@ -1,0 +1,208 @@
+"""The runtime interface with the engines that run here: torch (reference), ONNX Runtime, OpenVINO.
+
+Model: the `micro` preset with seeded random weights and the logits head scaled x50 (see
+_runtime_fixtures), exported once with `export_onnx` and cached between runs. Inputs: odd-size
+crops of the held-out photographs (astronaut, coffee, rocket), used directly as LR images.
+"""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from _runtime_fixtures import cache_root, export_dir, heldout_crops, sharp_model
+from alignvar_edge import runtimes
+from alignvar_edge.errors import ArtifactError, BackendUnavailableError, InputError, OutputExistsError
+from alignvar_edge.export.parity import psnr
+from alignvar_edge.runtimes import tiling
+from alignvar_edge.runtimes.torch_backend import TorchEngine
+
+CROPS = {"astronaut": (29, 37), "coffee": (23, 19), "rocket": (31, 25)}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    # two cores shared with other jobs: PyTorch's spinning threads slow eager runs ~20x
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def export(pytestconfig) -> Path:
+    return export_dir(sharp_model("micro"), cache_root(pytestconfig))
+
+
+@pytest.fixture(scope="module")
+def reference():
+    with TorchEngine.from_model(sharp_model("micro")) as e:
+        yield e
+
+
+@pytest.fixture(scope="module")
+def built(export, tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("engines")
+    return {"onnxruntime": runtimes.build(export, "onnxruntime", out=root / "ort", threads=1),
+            "openvino": runtimes.build(export, "openvino", out=root / "ov")}
+
+
+@pytest.fixture(scope="module")
+def crops() -> dict[str, np.ndarray]:
+    return heldout_crops(CROPS)
+
+
+def test_available_backends_report_every_backend_with_a_reason():
+    infos = {i.name: i for i in runtimes.available_backends()}
+    assert set(infos) == {"torch", "onnxruntime", "openvino", "tensorrt", "coreml"}
+    for name in ("torch", "onnxruntime", "openvino"):
+        assert infos[name].available and infos[name].version and infos[name].devices
+    for name in ("tensorrt", "coreml"):       # absent on this Linux CPU machine
+        assert not infos[name].available and infos[name].reason and "\n" not in infos[name].reason
+
+
+def test_backends_are_imported_lazily():
+    import subprocess
+    import sys
+    code = ("import sys, alignvar_edge.runtimes as r; r.get_backend('onnxruntime'); "
+            "print(sorted(m for m in ('onnxruntime', 'openvino', 'coremltools', 'tensorrt', 'nncf') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_fp32_engines_match_torch_tile_by_tile_on_odd_size_photos(backend, built, reference, crops):
+    with runtimes.load(built[backend]) as engine:
+        assert engine.backend == backend and engine.metadata["kind"] == "engine"
+        for name, img in crops.items():
+            tiles, ys, xs = tiling.extract_tiles(img, engine.tile_size)
+            ref_sr, ref_tok = reference.run(tiles)
+            sr, tok = engine.run(tiles)
+            same = np.all([np.array_equal(a, b) for a, b in zip(ref_tok, tok)], axis=0)
+            per_tile = np.stack([np.all(a == b, axis=1) for a, b in zip(ref_tok, tok)]).all(axis=0)
+            assert same and per_tile.all(), f"{backend} {name}: {int((~per_tile).sum())} tiles differ"
+            up = tiling.blend_tiles(sr, ys, xs, img.shape[:2], engine.tile_size, engine.scale)
+            ref_up = tiling.blend_tiles(ref_sr, ys, xs, img.shape[:2], engine.tile_size, engine.scale)
+            assert up.shape == (4 * img.shape[0], 4 * img.shape[1], 3)
+            assert psnr(ref_up, up) >= 50.0
+        # the public path gives the same image as stitching the tiles
+        img = crops["coffee"]
+        out = engine.upscale(img)
+        assert out.shape == (4 * img.shape[0], 4 * img.shape[1], 3)
+        assert psnr(reference.upscale(img), out) >= 50.0
+
+
+def test_build_records_parity_and_manifest(built, export):
+    from alignvar_edge.export.manifest import load_verified
+    ov = load_verified(built["openvino"])
+    assert ov["backend"] == "openvino" and ov["precision"] == "fp32"
+    assert ov["extra"]["compress_to_fp16"] is False
+    assert ov["parity"]["tokens"]["overall"] == 1.0
+    assert ov["parity"]["psnr_db"] == "inf" or ov["parity"]["psnr_db"] > 60
+    ort = load_verified(built["onnxruntime"])
+    assert ort["extra"]["session"]["threads"] == 1
+    assert ort["extra"]["source"]["path"] == str(export)
+
+
+def test_load_auto_detects_the_backend(export, built, tmp_path):
+    with runtimes.load(export) as e:                    # an ONNX export runs on onnxruntime
+        assert e.backend == "onnxruntime"
+    with runtimes.load(export, backend="openvino") as e:   # OpenVINO reads ONNX directly
+        assert e.backend == "openvino"
+    ckpt = tmp_path / "ckpt"
+    sharp_model("micro").save_pretrained(str(ckpt))
+    with runtimes.load(ckpt) as e:                      # a checkpoint is the torch engine
+        assert e.backend == "torch"
+    with pytest.raises(ArtifactError, match="openvino engine"):
+        runtimes.load(built["openvino"], backend="onnxruntime")
+    with pytest.raises(ArtifactError, match="no manifest.json"):
+        runtimes.load(tmp_path)
+
+
+def test_several_engines_in_one_process_and_threads_agree(built, crops):
+    img = crops["rocket"][:11, :13]
+    a, b = runtimes.load(built["onnxruntime"]), runtimes.load(built["openvino"])
+    try:
+        outs: dict[str, np.ndarray] = {}
+
+        def work(key, engine):
+            outs[key] = engine.upscale(img)
+
+        threads = [threading.Thread(target=work, args=(f"{k}{i}", e))
+                   for i in range(2) for k, e in (("ort", a), ("ov", b))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        np.testing.assert_array_equal(outs["ort0"], outs["ort1"])
+        np.testing.assert_array_equal(outs["ov0"], outs["ov1"])
+        assert psnr(outs["ort0"], outs["ov0"]) >= 50
+        assert a.last_latency_ms is not None and a.last_latency_ms > 0
+    finally:
+        a.close()
+        b.close()
+    with pytest.raises(InputError, match="closed"):
+        a.infer({"lr": np.zeros((1, 3, 8, 8), np.float32)})
+
+
+def test_infer_and_run_check_their_inputs(built):
+    with runtimes.load(built["onnxruntime"]) as e:
+        assert e.input_spec == {"lr": ((1, 3, 8, 8), np.dtype(np.float32))}
+        out = e.infer({"lr": np.zeros((1, 3, 8, 8), np.float32)})
+        assert set(out) == {"sr", "tokens_0", "tokens_1", "tokens_2", "tokens_3"}
+        with pytest.raises(InputError, match="shape"):
+            e.infer({"lr": np.zeros((2, 3, 8, 8), np.float32)})
+        with pytest.raises(InputError, match="expects inputs"):
+            e.infer({"x": np.zeros((1, 3, 8, 8), np.float32)})
+        sr, tok = e.run(np.random.default_rng(0).random((3, 3, 8, 8), dtype=np.float32))
+        assert sr.shape == (3, 3, 32, 32) and [t.shape for t in tok] == [(3, 1), (3, 4), (3, 16), (3, 64)]
+        with pytest.raises(InputError, match="LR tiles"):
+            e.run(np.zeros((1, 3, 9, 9), np.float32))
+
+
+def test_gray_rgba_and_tiny_images(built):
+    with runtimes.load(built["openvino"]) as e:
+        assert e.upscale(np.full((1, 1, 3), 0.5, np.float32)).shape == (4, 4, 3)
+        assert e.upscale(np.linspace(0, 1, 15, dtype=np.float32).reshape(3, 5)).shape == (12, 20)
+        rgba = np.random.default_rng(1).random((6, 10, 4), dtype=np.float32)
+        assert e.upscale(rgba).shape == (24, 40, 4)
+
+
+def test_no_visible_seams_on_a_photo(built, crops):
+    with runtimes.load(built["onnxruntime"]) as e:
+        img = crops["astronaut"]
+        _, ys, xs = tiling.extract_tiles(img, e.tile_size)
+        assert tiling.seam_ratio(e.upscale(img), ys, xs, e.tile_size, e.scale) < 1.5
+
+
+def test_build_refuses_what_it_cannot_do(export, tmp_path):
+    with pytest.raises(InputError, match="quantize"):
+        runtimes.build(export, "onnxruntime", precision="int8", out=tmp_path / "x")
+    with pytest.raises(InputError, match="calibration"):
+        runtimes.build(export, "openvino", precision="int8", out=tmp_path / "y")
+    with pytest.raises(InputError, match="unknown backend"):
+        runtimes.build(export, "tflite", out=tmp_path / "z")
+    out = runtimes.build(export, "onnxruntime", out=tmp_path / "ort")
+    with pytest.raises(OutputExistsError, match="--force"):
+        runtimes.build(export, "onnxruntime", out=out)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]    # no temp leftovers
+
+
+def test_tampered_engine_is_refused(built, tmp_path):
+    import shutil
+    copy = tmp_path / "ov"
+    shutil.copytree(built["openvino"], copy)
+    with open(copy / "model.bin", "r+b") as f:
+        f.seek(100)
+        f.write(b"\x00\x01\x02\x03")
+    with pytest.raises(ArtifactError, match="SHA-256"):
+        runtimes.load(copy)
+
+
+def test_openvino_device_that_is_absent_is_explained(built):
+    with pytest.raises(BackendUnavailableError, match="NPU is not present"):
+        runtimes.load(built["openvino"], device="NPU")
