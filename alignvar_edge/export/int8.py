@@ -1,0 +1,352 @@
+"""INT8 explicit Q/DQ ONNX graphs for ONNX Runtime and TensorRT, calibrated on real rollouts.
+
+Pipeline (one `Int8Builder` per source graph and calibration set):
+
+1. refuse opset >= 23 (its ONNX `Attention` op quantizes into invalid models, MEASURED.md);
+2. classify every MatMul/Gemm/Conv on the exported graph (`quantize_policy`), then run
+   `quant_pre_process(skip_symbolic_shape=True)` (symbolic shape inference crashes on dynamo
+   graphs); it fuses MatMul+Add into Gemm, and the fused node keeps the MatMul's name before a '/';
+3. collect activation ranges once, for every node any policy could quantize, with our own
+   statistic (`calibration.ranges`), and hand them to `quantize_static` through its calibration
+   cache, so ONNX Runtime's calibrators never run (and never write `augmented_model.onnx`);
+4. `build(policy)` makes a Q/DQ model for one policy in seconds, which the fidelity search
+   (`sensitivity.py`) calls many times.
+
+Target settings: `tensorrt` gets symmetric int8 activations and weights (all zero points 0, as
+TensorRT requires); `onnxruntime` gets uint8 asymmetric activations and int8 symmetric per-channel
+weights, with `reduce_range` (7-bit weights) on x86 CPUs without VNNI, where the int8 kernels
+otherwise saturate (logits error 9.9% vs 1.6%, MEASURED.md).
+"""
+from __future__ import annotations
+
+import platform
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from alignvar_edge.calibration.ranges import METHODS, Progress, collect_ranges
+from alignvar_edge.errors import ConfigError, InputError
+from alignvar_edge.export.quantize_policy import QUANT_OP_TYPES, Policy, QuantNode, classify
+
+__all__ = ["MAX_OPSET", "TARGETS", "Int8Builder", "Int8Recipe", "check_opset", "has_vnni", "target_recipe"]
+
+TARGETS = ("onnxruntime", "tensorrt", "openvino", "coreml")
+MAX_OPSET = 22          # opset 23 emits ONNX Attention, which ORT 1.32 quantizes into invalid models
+_VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "amx_tile")
+
+
+def has_vnni(cpuinfo: str | Path = "/proc/cpuinfo") -> bool | None:
+    """True/False for x86 CPUs (VNNI or AMX in the flags); None where it does not apply or is unknown."""
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
+        return None
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return None
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[-1].split())
+    return any(f in flags for f in _VNNI_FLAGS)
+
+
+@dataclass
+class Int8Recipe:
+    """Everything that decides the int8 graph; stored in the artifact's manifest."""
+
+    target: str = "onnxruntime"
+    method: str = "minmax"
+    percentile: float = 99.99
+    per_channel: bool = True
+    reduce_range: bool = False
+    activation_type: str = "uint8"         # "uint8" (asymmetric) or "int8"
+    weight_type: str = "int8"
+    symmetric_activations: bool = False
+    op_types: tuple[str, ...] = QUANT_OP_TYPES
+    vnni: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigError(f"unknown calibration method {self.method!r}; choose {', '.join(METHODS)}")
+        if self.activation_type not in ("uint8", "int8") or self.weight_type not in ("uint8", "int8"):
+            raise ConfigError("activation_type and weight_type must be 'uint8' or 'int8'")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["op_types"] = list(self.op_types)
+        return d
+
+
+def target_recipe(target: str, method: str = "minmax", percentile: float = 99.99,
+                  vnni: bool | None = None, reduce_range: bool | None = None) -> Int8Recipe:
+    """The int8 settings a target needs (see the module docstring); `reduce_range` overrides."""
+    if target not in ("onnxruntime", "tensorrt"):
+        raise ConfigError(f"ONNX Q/DQ int8 is built for 'onnxruntime' or 'tensorrt', not {target!r} "
+                          "(openvino and coreml quantize through their own backends)")
+    if target == "tensorrt":
+        return Int8Recipe(target, method, percentile, reduce_range=bool(reduce_range),
+                          activation_type="int8", symmetric_activations=True, vnni=None)
+    vnni = has_vnni() if vnni is None else vnni
+    rr = (vnni is False) if reduce_range is None else reduce_range
+    return Int8Recipe(target, method, percentile, reduce_range=rr, vnni=vnni)
+
+
+def check_opset(model: onnx.ModelProto) -> int:
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset > MAX_OPSET:
+        raise ConfigError(f"the graph uses opset {opset}; onnxruntime's quantizer turns opset >= 23 graphs "
+                          "(ONNX Attention) into invalid models. Re-export with --opset 18 or 20 and "
+                          "quantize that")
+    return opset
+
+
+@dataclass
+class _Prepared:
+    path: Path                       # pre-processed model inside the builder's temp dir
+    nodes: list[QuantNode]           # MatMul/Gemm/Conv of the pre-processed graph, classified
+    ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+
+class Int8Builder:
+    """Pre-process and calibrate once; `build(policy)` returns a Q/DQ ModelProto per policy."""
+
+    def __init__(self, model_path: str | Path, recipe: Int8Recipe, feeds: Sequence[dict[str, np.ndarray]],
+                 candidates: Policy | None = None, progress: Progress = iter) -> None:
+        self.recipe = recipe
+        self._tmp = tempfile.TemporaryDirectory(prefix="alignvar-quant-")
+        self.tmp = Path(self._tmp.name)
+        src = onnx.load(str(model_path))
+        self.opset = check_opset(src)
+        by_name = {n.name: n for n in classify(src)}
+        pre = self.tmp / "pre.onnx"
+        _pre_process(Path(model_path), pre)
+        pre_model = _rename_biases(onnx.load(str(pre)))
+        onnx.save(pre_model, str(pre))
+        nodes = []
+        for n in classify(pre_model):
+            orig = by_name.get(n.name) or by_name.get(n.name.split("/")[0])
+            # the exporter's scope metadata does not survive pre-processing: take the original's
+            nodes.append(QuantNode(n.name, n.op_type, orig.component, orig.group) if orig else n)
+        self.prepared = _Prepared(pre, nodes)
+        # the float inputs of every candidate node, to restore when a node returns to float
+        inits = {i.name: i for i in pre_model.graph.initializer}
+        self._float_inputs = {n.name: (list(n.input), [inits[i] for i in n.input if i in inits])
+                              for n in pre_model.graph.node if n.op_type in QUANT_OP_TYPES}
+        self._widest: onnx.ModelProto | None = None
+        self._widest_names: set[str] = set()
+        # ranges for every node the widest policy could quantize, so any narrower one reuses them
+        widest = candidates or Policy()
+        tensors = _activation_inputs(pre_model, [n for n in nodes if widest.selects(n)])
+        self.prepared.ranges = collect_ranges(pre_model, tensors, feeds, recipe.method,
+                                              recipe.percentile, progress)
+
+    @property
+    def nodes(self) -> list[QuantNode]:
+        return self.prepared.nodes
+
+    def selected(self, policy: Policy) -> list[QuantNode]:
+        return [n for n in self.nodes if policy.selects(n)]
+
+    def build(self, policy: Policy) -> onnx.ModelProto:
+        """The Q/DQ model quantizing exactly the nodes `policy` selects (the float graph if none).
+
+        quantize_static runs once, for the widest policy; narrower ones are cut from that model by
+        returning nodes to float (`_to_float`), which takes milliseconds instead of seconds and
+        leaves every remaining scale exactly as quantize_static chose it.
+        """
+        keep = {n.name for n in self.selected(policy)}
+        if not keep:
+            return onnx.load(str(self.prepared.path))
+        if self._widest is None:
+            self._widest = self._quantize_static(sorted(keep))
+            self._widest_names = keep
+        extra = keep - self._widest_names
+        if extra:     # wider than anything built so far: start again from quantize_static
+            self._widest = self._quantize_static(sorted(keep | self._widest_names))
+            self._widest_names = keep | self._widest_names
+        model = onnx.ModelProto()
+        model.CopyFrom(self._widest)
+        return _to_float(model, self._widest_names - keep, self._float_inputs)
+
+    def _quantize_static(self, names: list[str]) -> onnx.ModelProto:
+        from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, TensorData,
+                                              TensorsData, quantize_static)
+        from onnxruntime.quantization.calibrate import save_tensors_data
+
+        r = self.recipe
+        method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                  "percentile": CalibrationMethod.Percentile}[r.method]
+        cache = self.tmp / f"ranges-{r.method}.json"
+        if not cache.exists():
+            data = {k: TensorData(lowest=np.float32(lo), highest=np.float32(hi))
+                    for k, (lo, hi) in self.prepared.ranges.items()}
+            save_tensors_data(TensorsData(method, data), cache)
+        qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
+        out = self.tmp / "qdq.onnx"
+        quantize_static(
+            str(self.prepared.path), str(out), calibration_data_reader=None,
+            quant_format=QuantFormat.QDQ, op_types_to_quantize=list(r.op_types),
+            per_channel=r.per_channel, reduce_range=r.reduce_range,
+            activation_type=qtype[r.activation_type], weight_type=qtype[r.weight_type],
+            nodes_to_quantize=names, calibrate_method=method, calibration_cache_path=str(cache),
+            extra_options={"ActivationSymmetric": r.symmetric_activations, "WeightSymmetric": True})
+        model = onnx.load(str(out))
+        out.unlink()
+        return _float_consumers_read_float(model, set(names))
+
+    def close(self) -> None:
+        self._tmp.cleanup()
+
+    def __enter__(self) -> Int8Builder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _pre_process(src: Path, dst: Path) -> None:
+    import logging
+
+    from onnxruntime.quantization import quant_pre_process
+
+    # its shape-inference warnings are noise for dynamo graphs (errors still raise); it logs
+    # through the root logger, so quieten that for the call only
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+    except Exception as e:  # onnxruntime raises bare Exceptions from its optimizer
+        raise InputError(f"onnxruntime's quantization pre-processing failed on {src}: {e}") from e
+    finally:
+        root.setLevel(level)
+
+
+def _initializers(model: onnx.ModelProto) -> set[str]:
+    return {i.name for i in model.graph.initializer}
+
+
+def _to_float(model: onnx.ModelProto, names: set[str],
+              float_inputs: dict[str, tuple[list[str], list[onnx.TensorProto]]]) -> onnx.ModelProto:
+    """Return the named nodes of a Q/DQ model to float: original inputs, float weights, no Q/DQ.
+
+    Restored weights get a '.fp32' name: the quantizer reuses a bias's own name for the output of
+    its DequantizeLinear, so the original name may already be taken in the Q/DQ graph.
+    """
+    g = model.graph
+    have = _initializers(model)
+    for n in g.node:
+        if n.name in names:
+            inputs, inits = float_inputs[n.name]
+            consts = {t.name: t for t in inits}
+            new_inputs = []
+            for i in inputs:
+                if i in consts:
+                    fp = f"{i}.fp32"
+                    if fp not in have:
+                        t = onnx.TensorProto()
+                        t.CopyFrom(consts[i])
+                        t.name = fp
+                        g.initializer.append(t)
+                        have.add(fp)
+                    i = fp
+                new_inputs.append(i)
+            del n.input[:]
+            n.input.extend(new_inputs)
+    _prune_qdq(model)
+    return model
+
+
+def _float_consumers_read_float(model: onnx.ModelProto, quantized: set[str]) -> onnx.ModelProto:
+    """Only the quantized nodes read quantized activations.
+
+    onnxruntime's quantizer is tensor-centric: once a tensor gets a Q/DQ pair, *every* consumer
+    reads the dequantized copy, so a residual Add or a norm beside a quantized conv silently sees
+    int8 noise, and a node's sensitivity depends on its neighbours. Here the float consumers are
+    rewired to the float tensor, so a node is int8 exactly when the policy says so.
+    """
+    g = model.graph
+    producer = {o: n for n in g.node for o in n.output}
+    source: dict[str, str] = {}                 # DQ output -> float tensor its Q read
+    for n in g.node:
+        if n.op_type == "DequantizeLinear":
+            q = producer.get(n.input[0])
+            if q is not None and q.op_type == "QuantizeLinear" and q.input[0] in producer | _graph_inputs(g):
+                source[n.output[0]] = q.input[0]
+    for n in g.node:
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear") or n.name in quantized:
+            continue
+        for k, i in enumerate(n.input):
+            if i in source:
+                n.input[k] = source[i]
+    _prune_qdq(model)
+    return model
+
+
+def _graph_inputs(g: onnx.GraphProto) -> dict[str, None]:
+    return {i.name: None for i in g.input}
+
+
+def _prune_qdq(model: onnx.ModelProto) -> None:
+    """Drop Q/DQ nodes (and then initializers) that no longer feed anything."""
+    g = model.graph
+    outputs = {o.name for o in g.output}
+    while True:
+        used = {i for n in g.node for i in n.input} | outputs
+        dead = [k for k, n in enumerate(g.node)
+                if n.op_type in ("QuantizeLinear", "DequantizeLinear") and n.output[0] not in used]
+        if not dead:
+            break
+        for k in reversed(dead):
+            del g.node[k]
+    used = {i for n in g.node for i in n.input}
+    keep = [t for t in g.initializer if t.name in used]
+    del g.initializer[:]
+    g.initializer.extend(keep)
+
+
+def _rename_biases(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Give Gemm/Conv bias initializers names ending in '.bias'.
+
+    The quantizer copies a bias shared by several nodes under `name + str(k)`, checking only
+    initializer names: bias 'cat_1' became 'cat_10', the name of an existing activation, and the
+    model was invalid ("Duplicate definition of name"). A '.bias' name cannot collide that way.
+    """
+    g = model.graph
+    taken = {i.name for i in g.initializer} | {o for n in g.node for o in n.output} | {i.name for i in g.input}
+    biases = {n.input[2] for n in g.node if n.op_type in ("Gemm", "Conv") and len(n.input) > 2 and n.input[2]}
+    rename = {}
+    for init in g.initializer:
+        if init.name in biases and not init.name.endswith(".bias"):
+            new = f"{init.name}.bias"
+            while new in taken:
+                new = "_" + new
+            rename[init.name] = new
+            taken.add(new)
+            init.name = new
+    for n in g.node:
+        for k, i in enumerate(n.input):
+            if i in rename:
+                n.input[k] = rename[i]
+    return model
+
+
+def _activation_inputs(model: onnx.ModelProto, nodes: Sequence[QuantNode]) -> list[str]:
+    """Non-constant float inputs and the outputs of the given nodes.
+
+    quantize_static wants ranges for outputs too (it may quantize a tensor between two quantized
+    nodes once, on the producer's side)."""
+    g = model.graph
+    consts = {i.name for i in g.initializer} | {o for n in g.node if n.op_type == "Constant" for o in n.output}
+    wanted = {n.name for n in nodes}
+    out = []
+    for n in g.node:
+        if n.name in wanted:
+            k = 1 if n.op_type != "MatMul" else 2       # Conv/Gemm: data input only; MatMul: both
+            out += [i for i in n.input[:k] if i and i not in consts] + list(n.output[:1])
+    return list(dict.fromkeys(out))

@@ -1,0 +1,252 @@
+"""Quantize an exported artifact: INT8 / FP16 ONNX with a token-fidelity target, or hand off.
+
+    >>> from alignvar_edge.export.quantize import QuantizeOptions, quantize_artifact
+    >>> quantize_artifact("exports/tiny", "exports/tiny-int8", QuantizeOptions(precision="int8"))
+
+`onnxruntime` and `tensorrt` targets produce a new ONNX artifact directory (explicit Q/DQ for
+int8, half-precision tensors for fp16) whose manifest records the recipe, the calibration-set
+hash, what stayed in float and why, and the fidelity measured on the validation split against the
+fp32 engine. `openvino` and `coreml` go to their backends (`alignvar_edge.runtimes.build`) with
+the same calibration set. A result that misses the fidelity target is not written (ParityError),
+unless the search is switched off, in which case it is written and marked `target_met: false`.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from alignvar_edge.calibration.sets import (DEFAULT_TILES, DEFAULT_VALIDATION_TILES, CalibrationSet,
+                                            TileSplit, model_config)
+from alignvar_edge.errors import ArtifactError, ConfigError, OutputExistsError, ParityError
+from alignvar_edge.export.fp16 import DEFAULT_KEEP_OPS, to_fp16
+from alignvar_edge.export.int8 import TARGETS, Int8Builder, target_recipe
+from alignvar_edge.export.manifest import artifact_dir, load_verified, new_manifest, write_manifest
+from alignvar_edge.export.quantize_policy import COMPONENTS, DEFAULT_INT8, Policy
+from alignvar_edge.export.sensitivity import Evaluator, Fidelity, FidelityTarget, SearchResult, search
+
+__all__ = ["PRECISIONS", "QuantizeOptions", "calibration_set", "quantize_artifact"]
+
+PRECISIONS = ("int8", "fp16")
+SENSITIVITY_TILES = 8
+Log = Callable[[str], None]
+Progress = Callable[..., Iterable[Any]]
+
+# FP16 escalation: each rung keeps more in fp32 until the validation split meets the target
+FP16_LADDER: tuple[tuple[str, frozenset[str], frozenset[str]], ...] = (
+    ("reductions + argmax fp32", DEFAULT_KEEP_OPS, frozenset()),
+    ("+ norms, softmax, logits head, AdaLN fp32",
+     DEFAULT_KEEP_OPS | {"LayerNormalization", "InstanceNormalization", "GroupNormalization", "Softmax"},
+     frozenset({"head", "adaln"})),
+    ("+ attention products, SCA fp32",
+     DEFAULT_KEEP_OPS | {"LayerNormalization", "InstanceNormalization", "GroupNormalization", "Softmax"},
+     frozenset({"head", "adaln", "attn_product", "sca", "structural"})),
+)
+
+
+@dataclass
+class QuantizeOptions:
+    precision: str = "int8"
+    target: str = "onnxruntime"
+    method: str = "minmax"
+    percentile: float = 99.99
+    calib: str = "builtin"                   # "builtin" or a folder of photographs
+    tiles: int = DEFAULT_TILES
+    val_tiles: int = DEFAULT_VALIDATION_TILES
+    seed: int = 0
+    fidelity: FidelityTarget = field(default_factory=FidelityTarget)
+    search: bool = True
+    reduce_range: bool | None = None         # None: decided from the CPU (VNNI)
+    int8_components: frozenset[str] = DEFAULT_INT8
+
+    def validate(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.target not in TARGETS:
+            raise ConfigError(f"target must be one of {', '.join(TARGETS)}, got {self.target!r}")
+        if not 0.0 <= self.fidelity.min_token_agreement <= 1.0:
+            raise ConfigError("--min-token-agreement must lie in [0, 1]")
+        if self.fidelity.max_psnr_drop < 0:
+            raise ConfigError("--max-psnr-drop must be >= 0 dB")
+
+
+def calibration_set(calib: str, config: Any, n: int, n_val: int, seed: int) -> CalibrationSet:
+    """`builtin` (bundled sample photographs, train split) or a folder of images."""
+    if calib == "builtin":
+        return CalibrationSet.builtin(config, n=n, seed=seed, n_val=n_val)
+    return CalibrationSet.from_folder(calib, config, n=n, seed=seed, n_val=n_val)
+
+
+def _single_graph(src: Path, m: dict[str, Any]) -> tuple[Path, str, int]:
+    if m.get("kind") != "onnx" or m.get("precision") != "fp32":
+        raise ArtifactError(f"'{src}' is a {m.get('precision')} {m.get('kind')} artifact; quantize an fp32 "
+                            "ONNX export (`alignvar-edge export`)")
+    if m.get("graph") != "single" or "model" not in m.get("graphs", {}):
+        raise ArtifactError(f"'{src}' holds the {m.get('graph')} graph form; quantization works on the "
+                            "single graph: export with --graph single")
+    g = m["graphs"]["model"]
+    inp = g["inputs"][0]
+    batch = inp["shape"][0] if isinstance(inp["shape"][0], int) else 1
+    return src / g["file"], inp["name"], int(batch)
+
+
+def quantize_artifact(src: str | os.PathLike[str], out: str | os.PathLike[str], opts: QuantizeOptions,
+                      force: bool = False, log: Log = lambda _m: None,
+                      progress: Progress = lambda it, **_k: it) -> Path:
+    """Quantize the export at `src` into a new artifact directory `out` (see the module docstring)."""
+    opts.validate()
+    src = Path(src)
+    m = load_verified(src)
+    cfg = model_config(m["model"])
+    t0 = time.perf_counter()
+    cs = calibration_set(opts.calib, cfg, opts.tiles, opts.val_tiles, opts.seed)
+    log(f"calibration set {cs.hash[:12]}: {len(cs.calibration)} tiles from {cs.recipe['calibration_images']} "
+        f"image(s), {len(cs.validation)} validation tiles from {cs.recipe['validation_images']}"
+        + (f"; skipped {len(cs.skipped)} file(s): " + "; ".join(f"{a} ({b})" for a, b in cs.skipped[:5])
+           if cs.skipped else ""))
+    if opts.target in ("openvino", "coreml"):
+        from alignvar_edge import runtimes
+
+        log(f"handing over to the {opts.target} backend ({opts.precision})")
+        return Path(runtimes.build(src, opts.target, precision=opts.precision, calibration=cs, out=out,
+                                   force=force))
+
+    model_path, input_name, batch = _single_graph(src, m)
+    if Path(out).exists() and not force:      # fail before minutes of calibration, not after
+        raise OutputExistsError(f"'{out}' already exists; pass --force to replace it or choose another --out")
+    if opts.precision == "int8":
+        model, quant, result = _int8(model_path, cs, opts, input_name, batch, cfg.scale, log, progress)
+    else:
+        model, quant, result = _fp16(model_path, cs, opts, input_name, batch, cfg.scale, log)
+    if not result.met and opts.search:
+        f = result.fidelity
+        raise ParityError(
+            f"{opts.precision} for {opts.target} misses the target (tokens >= "
+            f"{opts.fidelity.min_token_agreement:.2%}, PSNR-Y drop <= {opts.fidelity.max_psnr_drop} dB) "
+            f"even with {len(result.float_groups)} group(s) in float: tokens {f.token_agreement:.2%}, "
+            f"drop {f.psnr_drop:+.3f} dB on {f.tiles} validation tiles. Nothing was written; loosen the "
+            "target, try another --method or more --tiles, or use --precision fp16")
+    elapsed = time.perf_counter() - t0
+    return _write(src, Path(out), m, model, model_path, opts, quant, result, cs, batch, elapsed, force, log)
+
+
+def _int8(model_path: Path, cs: CalibrationSet, opts: QuantizeOptions, input_name: str, batch: int,
+          scale: int, log: Log, progress: Progress) -> tuple[onnx.ModelProto, dict[str, Any], SearchResult]:
+    recipe = target_recipe(opts.target, opts.method, opts.percentile, reduce_range=opts.reduce_range)
+    policy = Policy(int8_components=frozenset(opts.int8_components))
+    log(f"int8 for {opts.target}: {recipe.method} ranges, {recipe.activation_type} activations"
+        f"{' (symmetric)' if recipe.symmetric_activations else ''}, per-channel int8 weights"
+        f"{', reduce_range (no VNNI on this CPU)' if recipe.reduce_range and recipe.vnni is False else ''}"
+        f"{', reduce_range' if recipe.reduce_range and recipe.vnni is not False else ''}")
+    feeds = cs.feeds(input_name, batch)
+    # onnxruntime is judged on its real int8 kernels; TensorRT (absent here) on exact fake-quant
+    optimized = opts.target == "onnxruntime"
+    with Int8Builder(model_path, recipe, feeds, candidates=policy,
+                     progress=lambda it: progress(it, desc="calibrating", unit="tile")) as b:
+        selected = b.selected(policy)
+        sizes = dict(Counter(n.group for n in selected))
+        groups = sorted(sizes)
+        log(f"policy: {len(selected)} MatMul/Gemm/Conv nodes in {len(groups)} module groups to int8; "
+            f"{sum(1 for n in b.nodes if not policy.selects(n))} kept float by policy")
+        # Unoptimized (fake-quant) runs compare with the pre-processed float graph the Q/DQ went
+        # into: its fused Gemms round differently from the export, and on small logit margins
+        # that alone flips tokens. Optimized runs compare with the exported fp32 engine.
+        float_graph = b.build(policy.with_float(frozenset(groups)))
+        val = Evaluator(str(model_path) if optimized else float_graph, cs.validation, input_name, batch,
+                        scale, optimized)
+        sub = TileSplit(cs.calibration.lr[:SENSITIVITY_TILES], cs.calibration.hr[:SENSITIVITY_TILES],
+                        cs.calibration.names[:SENSITIVITY_TILES])
+        sens = Evaluator(float_graph, sub, input_name, batch, scale, optimized=False)
+
+        def build(float_groups: frozenset[str]) -> onnx.ModelProto:
+            return b.build(policy.with_float(float_groups))
+
+        if opts.search:
+            log(f"checking the validation split ({len(cs.validation)} tiles) against the target")
+            result = search(build, groups, val, sens, opts.fidelity, sizes,
+                            progress=lambda it: progress(it, desc="sensitivity", unit="group"), log=log)
+        else:
+            f = val.evaluate(build(frozenset()))
+            result = SearchResult(f.meets(opts.fidelity), [], f, f)
+        final_policy = policy.with_float(frozenset(result.float_groups))
+        model = build(frozenset(result.float_groups))
+        by_policy = Counter(n.component for n in b.nodes if n.component not in policy.int8_components)
+        quant = {
+            "format": "onnx-qdq", "recipe": recipe.to_dict(), "policy": final_policy.to_dict(),
+            "int8_nodes": sum(1 for n in b.nodes if final_policy.selects(n)),
+            "float_by_policy": {c: {"nodes": k, "what": COMPONENTS[c]} for c, k in sorted(by_policy.items())},
+            "float_by_search": [{"group": g, **result.scores.get(g, {}),
+                                 "why": "ranked by its token/PSNR error budget share; returning it "
+                                        "helped the validation split reach the target"}
+                                for g in result.float_groups],
+            "target": opts.fidelity.to_dict(), "search": result.to_dict() if opts.search else None,
+            "judged_on": "onnxruntime CPU int8 kernels" if optimized else
+                         "onnxruntime fake-quant (Q/DQ computed literally; TensorRT not available here)",
+        }
+    return model, quant, result
+
+
+def _fp16(model_path: Path, cs: CalibrationSet, opts: QuantizeOptions, input_name: str, batch: int,
+          scale: int, log: Log) -> tuple[onnx.ModelProto, dict[str, Any], SearchResult]:
+    from alignvar_edge.export.quantize_policy import classify
+
+    src = onnx.load(str(model_path))
+    nodes = classify(src)
+    val = Evaluator(str(model_path), cs.validation, input_name, batch, scale, optimized=True)
+    steps: list[dict[str, Any]] = []
+    first: Fidelity | None = None
+    for rung, (what, keep_ops, comps) in enumerate(FP16_LADDER if opts.search else FP16_LADDER[:1]):
+        keep_nodes = {n.name for n in nodes if n.component in comps}
+        model, report = to_fp16(src, keep_ops, keep_nodes)
+        f = val.evaluate(model)
+        first = first or f
+        met = f.meets(opts.fidelity)
+        steps.append({"rung": what, "met": met, "token_agreement": round(f.token_agreement, 6),
+                      "psnr_drop": round(f.psnr_drop, 4)})
+        log(f"  fp16 [{what}]: tokens {f.token_agreement:.2%}, PSNR-Y drop {f.psnr_drop:+.3f} dB -> "
+            f"{'meets' if met else 'misses'} the target")
+        if met or rung == len(FP16_LADDER) - 1 or not opts.search:
+            break
+    quant = {"format": "onnx-fp16", "io": "float32", "rung": what, "keep_fp32_ops": sorted(keep_ops),
+             "keep_fp32_components": sorted(comps), "fp16_nodes": report.fp16_nodes,
+             "fp32_nodes": len(report.fp32_nodes), "casts": report.casts,
+             "clipped_weights": report.clipped_values, "target": opts.fidelity.to_dict(), "steps": steps,
+             "judged_on": "onnxruntime CPU (fp16 storage; ops without a CPU half kernel compute in fp32)"}
+    return model, quant, SearchResult(met, sorted(comps), f, first or f, {}, steps)
+
+
+def _write(src: Path, out: Path, m: dict[str, Any], model: onnx.ModelProto, model_path: Path,
+           opts: QuantizeOptions, quant: dict[str, Any], result: SearchResult, cs: CalibrationSet,
+           batch: int, elapsed: float, force: bool, log: Log) -> Path:
+    from alignvar_edge.export.onnx_export import check_graph, graph_io
+    from alignvar_edge.export.staged import make_session
+
+    src_bytes = sum((src / f).stat().st_size for f in m["files"])
+    with artifact_dir(out, force=force) as tmp:
+        path = tmp / "model.onnx"
+        external = model.ByteSize() > 1_500_000_000
+        onnx.save_model(model, str(path), save_as_external_data=external,
+                        location="model.onnx.data" if external else None)
+        check_graph(path)              # the export-time checks: onnx.checker (full) + forbidden constructs
+        make_session(path)             # and ONNX Runtime loads it
+        out_bytes = sum(p.stat().st_size for p in tmp.iterdir() if p.is_file())
+        parity = {"reference": f"fp32 engine of {src.name} (onnxruntime CPU) on the validation split",
+                  "target_met": result.met, "validation": result.fidelity.to_dict(),
+                  "initial_validation": result.initial.to_dict()}
+        manifest = new_manifest(
+            "onnx", "onnx", "single", opts.precision, m["model"], opset=m.get("opset"),
+            graphs={"model": {"file": "model.onnx", **graph_io(path)}},
+            quantization={**quant, "target_runtime": opts.target}, calibration=cs.summary(), parity=parity,
+            extra={"batch": batch, "source_artifact": str(src), "source_model_sha256": m["files"].get(
+                model_path.name), "bytes": {"fp32": src_bytes, opts.precision: out_bytes,
+                                           "ratio": round(out_bytes / max(src_bytes, 1), 4)},
+                   "quantize_s": round(elapsed, 1), "external_data": external})
+        write_manifest(tmp, manifest)
+    log(f"wrote {out} ({out_bytes / 1e6:.1f} MB, {out_bytes / max(src_bytes, 1):.0%} of fp32)")
+    return out

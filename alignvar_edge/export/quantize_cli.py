@@ -1,0 +1,114 @@
+"""CLI verb `quantize`: INT8 / FP16 from an fp32 export, with a token-fidelity target."""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import warnings
+from collections.abc import Iterable
+from typing import Any
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from alignvar_edge.calibration.ranges import METHODS
+    from alignvar_edge.calibration.sets import DEFAULT_TILES, DEFAULT_VALIDATION_TILES
+
+    p = sub.add_parser(
+        "quantize", help="INT8 / FP16 artifacts that keep the tokens (calibration + fidelity search)",
+        description="Quantize an fp32 ONNX export. int8: explicit Q/DQ calibrated on LR tiles degraded "
+                    "like the training data; module groups return to float until the validation split "
+                    "meets the token-agreement and PSNR-Y targets against the fp32 engine. fp16: half-"
+                    "precision tensors, fp32 I/O. openvino/coreml targets go to their backends.")
+    p.add_argument("artifact", metavar="DIR", help="fp32 export directory (alignvar-edge export)")
+    p.add_argument("--calib", default="builtin", metavar="builtin|FOLDER",
+                   help="calibration photographs: the bundled sample set or a folder (default: builtin)")
+    p.add_argument("--precision", choices=("int8", "fp16"), default="int8")
+    p.add_argument("--target", choices=("onnxruntime", "tensorrt", "openvino", "coreml"), default="onnxruntime",
+                   help="tensorrt: symmetric int8 (zero points 0); onnxruntime: uint8 activations, "
+                        "reduce_range on x86 without VNNI")
+    p.add_argument("--method", choices=METHODS, default="minmax", help="activation range statistic")
+    p.add_argument("--percentile", type=float, default=99.99, help="for --method percentile")
+    p.add_argument("--min-token-agreement", type=float, default=0.99,
+                   help="fraction of tokens equal to the fp32 engine's (default 0.99)")
+    p.add_argument("--max-psnr-drop", type=float, default=0.1,
+                   help="PSNR-Y loss vs HR relative to the fp32 engine, dB (default 0.1)")
+    p.add_argument("--tiles", type=int, default=DEFAULT_TILES, help="calibration tiles")
+    p.add_argument("--val-tiles", type=int, default=DEFAULT_VALIDATION_TILES, help="validation tiles")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-search", action="store_true",
+                   help="no mixed-precision search: write the policy's graph even if it misses the target")
+    rr = p.add_mutually_exclusive_group()
+    rr.add_argument("--reduce-range", dest="reduce_range", action="store_true", default=None,
+                    help="7-bit weights (default: on for x86 CPUs without VNNI, onnxruntime target)")
+    rr.add_argument("--no-reduce-range", dest="reduce_range", action="store_false")
+    p.add_argument("--out", help="output directory (default: DIR-PRECISION-TARGET)")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.set_defaults(func=run_quantize)
+
+
+def _progress(it: Iterable[Any], **kw: Any) -> Iterable[Any]:
+    from tqdm import tqdm
+
+    return tqdm(it, leave=False, file=sys.stderr, disable=None, **kw)  # disable=None: off when not a TTY
+
+
+def run_quantize(args: argparse.Namespace) -> int:
+    from alignvar_edge.export.manifest import read_manifest
+    from alignvar_edge.export.quantize import QuantizeOptions, quantize_artifact
+    from alignvar_edge.export.sensitivity import FidelityTarget
+
+    out = args.out or f"{str(args.artifact).rstrip('/')}-{args.precision}-{args.target}"
+    opts = QuantizeOptions(
+        precision=args.precision, target=args.target, method=args.method, percentile=args.percentile,
+        calib=args.calib, tiles=args.tiles, val_tiles=args.val_tiles, seed=args.seed,
+        fidelity=FidelityTarget(args.min_token_agreement, args.max_psnr_drop),
+        search=not args.no_search, reduce_range=args.reduce_range)
+    say = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
+    with warnings.catch_warnings():
+        # skipped calibration files are reported in the log line, not as Python warnings
+        warnings.filterwarnings("ignore", message="calibration:")
+        path = quantize_artifact(args.artifact, out, opts, force=args.force, log=say, progress=_progress)
+    m = read_manifest(path)
+    if m.get("kind") == "onnx":
+        print(fidelity_table(m))
+    print(path)
+    return 0
+
+
+def _db(v: Any) -> str:
+    if isinstance(v, str) or (isinstance(v, float) and math.isinf(v)):
+        return "inf"
+    return f"{v:.2f}"
+
+
+def fidelity_table(m: dict[str, Any]) -> str:
+    """The end-of-run table: fp32 vs the policy graph vs the written graph, on the validation split."""
+    q = m.get("quantization") or {}
+    par = m.get("parity") or {}
+    val, init = par.get("validation", {}), par.get("initial_validation", {})
+    size = (m.get("extra") or {}).get("bytes", {})
+    rows = [("fp32 engine", 1.0, 1.0, val.get("psnr_y_hr_fp32"), 0.0, "inf", size.get("fp32"))]
+    prec = m.get("precision")
+    if q.get("format") == "onnx-qdq" and q.get("float_by_search"):
+        rows.append((f"{prec}, policy only", init.get("token_agreement"), init.get("identical_samples"),
+                     init.get("psnr_y_hr"), init.get("psnr_drop"), init.get("psnr_y_vs_fp32"), None))
+    rows.append((f"{prec} (written)", val.get("token_agreement"), val.get("identical_samples"),
+                 val.get("psnr_y_hr"), val.get("psnr_drop"), val.get("psnr_y_vs_fp32"), size.get(prec)))
+    lines = [f"validation split: {val.get('tiles')} tiles; target: tokens >= "
+             f"{q.get('target', {}).get('min_token_agreement')}, PSNR-Y drop <= "
+             f"{q.get('target', {}).get('max_psnr_drop')} dB -> {'MET' if par.get('target_met') else 'NOT MET'}",
+             f"{'graph':22s} {'tokens':>8s} {'same tiles':>10s} {'PSNR-Y/HR':>10s} {'drop dB':>8s} "
+             f"{'vs fp32':>8s} {'MB':>7s}"]
+    for name, tok, same, p_hr, drop, vs, nbytes in rows:
+        lines.append(f"{name:22s} {tok:8.2%} {same:10.0%} {_db(p_hr):>10s} {drop:+8.3f} {_db(vs):>8s} "
+                     f"{nbytes / 1e6 if nbytes else float('nan'):7.2f}")
+    if q.get("format") == "onnx-qdq":
+        pol = ", ".join(f"{c} ({v['nodes']})" for c, v in q.get("float_by_policy", {}).items())
+        lines.append(f"float by policy: {pol or 'nothing'}")
+        srch = q.get("float_by_search") or []
+        lines.append("float by search: " + (", ".join(
+            f"{s['group']} (score {s.get('score')}, {s.get('nodes')} nodes)" for s in srch) or "nothing"))
+    elif q.get("format") == "onnx-fp16":
+        lines.append(f"fp32 kept: ops {', '.join(q.get('keep_fp32_ops', []))}; components "
+                     f"{', '.join(q.get('keep_fp32_components', [])) or 'none'} ({q.get('rung')})")
+    return "\n".join(lines)

@@ -1,0 +1,197 @@
+"""Which nodes of an exported AlignVAR graph may be quantized: components, groups and the policy.
+
+Only MatMul / Gemm / Conv are ever quantized (Q/DQ on their inputs); Softmax, normalisations,
+AdaLN, rotary and SCA arithmetic, ArgMax and every elementwise op stay in float because ONNX
+Runtime's quantizer is never asked to touch them. Among the matmuls and convs each node gets a
+*component* from the module scope the dynamo exporter records in its metadata
+(`pkg.torch.onnx.name_scopes` / `class_hierarchy`, e.g. scope `blocks.0.ffn.fc1`, class `Linear`).
+The *group* of a node is its module path (`blocks.0.ffn.fc1`): the unrolled rollout calls each
+module once per scale, and those copies share weights, so they are kept in float together.
+
+Default policy, from measurement (MEASURED.md, docs/quantization.md): int8 for the LR embedding,
+the attention / FFN linears, the token embedding, the residual phi convs and the VQ decoder; float
+for AdaLN (`ada_lin`), attention score/value products (activation x activation: 18% -> 86% tokens
+kept when excluded), the logits head (its argmax decides the tokens), the SCA bias path and the
+constant resampling matrices (area / bicubic are exact matrices; int8 would blur them).
+
+Graphs without the exporter's metadata (an external tool stripped it) fall back to structure:
+a MatMul/Gemm/Conv with a constant weight is a `linear`, the matmul feeding ArgMax is the `head`,
+a MatMul with a constant left operand is `resample`, others are `attn_product`.
+"""
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+from typing import Any
+
+import onnx
+
+from alignvar_edge.errors import ConfigError
+
+__all__ = ["COMPONENTS", "DEFAULT_INT8", "QuantNode", "Policy", "classify", "QUANT_OP_TYPES"]
+
+QUANT_OP_TYPES = ("MatMul", "Gemm", "Conv")
+
+# component -> what it is (shown in reports)
+COMPONENTS: dict[str, str] = {
+    "lr_embed": "LR conditioning conv stack",
+    "attn_linear": "attention q/k/v and output projections",
+    "ffn": "feed-forward linears",
+    "word_embed": "token embedding of the coarser scales",
+    "phi": "VQ residual convs (phi) on the token path",
+    "vq_decoder": "VQ-VAE decoder convs",
+    "linear": "constant-weight matmul/conv (graph without scope metadata)",
+    "adaln": "AdaLN modulation linears",
+    "attn_product": "attention score / value products (activation x activation)",
+    "head": "logits head (feeds argmax)",
+    "sca": "SCA structural-guidance path",
+    "resample": "constant area / bicubic resampling matrices",
+    "structural": "functional matmuls outside any module (resampling, SCA affinity)",
+    "other": "unclassified",
+}
+DEFAULT_INT8 = frozenset({"lr_embed", "attn_linear", "ffn", "word_embed", "phi", "vq_decoder", "linear"})
+
+
+@dataclass(frozen=True)
+class QuantNode:
+    name: str
+    op_type: str
+    component: str
+    group: str          # module path shared by the per-scale copies
+
+
+@dataclass
+class Policy:
+    """Components quantized to int8; `float_groups` are module groups returned to float on top."""
+
+    int8_components: frozenset[str] = DEFAULT_INT8
+    float_groups: frozenset[str] = field(default_factory=frozenset)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.int8_components) - set(COMPONENTS)
+        if unknown:
+            raise ConfigError(f"unknown components {sorted(unknown)}; known: {', '.join(COMPONENTS)}")
+
+    def selects(self, n: QuantNode) -> bool:
+        return n.component in self.int8_components and n.group not in self.float_groups
+
+    def with_float(self, groups: set[str] | frozenset[str]) -> Policy:
+        return Policy(self.int8_components, frozenset(self.float_groups | set(groups)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"int8_components": sorted(self.int8_components), "float_groups": sorted(self.float_groups)}
+
+
+def _meta(node: onnx.NodeProto) -> dict[str, str]:
+    return {p.key: p.value for p in node.metadata_props}
+
+
+def _list(text: str | None) -> list[str]:
+    if not text:
+        return []
+    try:
+        v = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return []
+    return [str(x) for x in v] if isinstance(v, (list, tuple)) else []
+
+
+def _scope_component(scope: str, module_class: str, aten: str, trace: str) -> str:
+    """Component from the module path of a node (its innermost module) and its aten op."""
+    parts = scope.split(".")
+    if "matmul" in aten and "Linear" not in module_class:
+        # activation x activation (attention in the transformer and in the decoder's AttnBlocks)
+        # or a functional resampling / SCA product: never a weight
+        return "attn_product" if ".attn" in scope else "other"
+    if scope == "head":
+        return "head"
+    if scope.startswith("head_nm") or ".ada_lin" in scope or parts[-1] == "ada_lin":
+        return "adaln"
+    if scope.startswith("blocks.") and ".attn" in scope:
+        return "attn_linear" if "linear" in aten or module_class.endswith("Linear") else "attn_product"
+    if scope.startswith("blocks.") and ".ffn" in scope:
+        return "ffn"
+    if scope.startswith("word_embed"):
+        return "word_embed"
+    if scope.startswith("lr_embed"):
+        return "lr_embed"
+    if scope.startswith("vae.quantize.quant_resi"):
+        return "phi"
+    if scope.startswith(("vae.decoder", "vae.post_quant_conv")):
+        return "vq_decoder"
+    if scope.startswith("sca_guidance") or "/sca.py" in trace:
+        return "sca"
+    if "/resample.py" in trace or "resample" in scope:
+        return "resample"
+    return "other"
+
+
+def classify(model: onnx.ModelProto) -> list[QuantNode]:
+    """Every MatMul / Gemm / Conv of the graph with its component and group."""
+    g = model.graph
+    consts = {i.name for i in g.initializer}
+    consts |= {o for n in g.node if n.op_type == "Constant" for o in n.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+
+    out = []
+    for idx, n in enumerate(g.node):
+        if n.op_type not in QUANT_OP_TYPES:
+            continue
+        name = n.name or f"{n.op_type}_{idx}"
+        md = _meta(n)
+        scopes = _list(md.get("pkg.torch.onnx.name_scopes"))
+        classes = _list(md.get("pkg.torch.onnx.class_hierarchy"))
+        trace = md.get("pkg.torch.onnx.stack_trace", "")
+        inputs_named = [i for i in n.input[:2] if i in consts]
+        if len(scopes) >= 2:
+            scope = scopes[-2]
+            comp = _scope_component(scope, classes[-2] if len(classes) >= 2 else "",
+                                    classes[-1] if classes else "", trace)
+            if scope == "":       # top-level functional op: resampling matrices / SCA by input names
+                if comp == "other":
+                    comp = _named_component(n, consts)
+                comp = "structural" if comp == "other" else comp
+                scope = f"{comp}:{name}"
+            elif comp == "attn_linear" and scope.endswith(".attn"):
+                scope += ".mat_qkv"       # q/k/v is a functional linear inside SelfAttention
+        else:
+            comp = _structural_component(n, consts, consumers)
+            scope = inputs_named[-1] if inputs_named else name
+        if comp == "other":
+            comp = _named_component(n, consts)
+        out.append(QuantNode(name, n.op_type, comp, scope))
+    return out
+
+
+def _named_component(n: onnx.NodeProto, consts: set[str]) -> str:
+    """Top-level matmuls/convs by the names of their constant inputs."""
+    for i in n.input:
+        if i in consts and ("resample" in i or "lr_up" in i or "bicubic" in i or "area" in i):
+            return "resample"
+        if i in consts and i.startswith("sca"):
+            return "sca"
+    return "other"
+
+
+def _structural_component(n: onnx.NodeProto, consts: set[str],
+                          consumers: dict[str, list[onnx.NodeProto]]) -> str:
+    """Fallback without scope metadata (see the module docstring)."""
+    out = n.output[0]
+    seen = 0
+    while seen < 3:   # MatMul -> (Add) -> ArgMax
+        users = consumers.get(out, [])
+        if any(u.op_type == "ArgMax" for u in users):
+            return "head"
+        if len(users) == 1 and users[0].op_type in ("Add", "Reshape"):
+            out = users[0].output[0]
+            seen += 1
+            continue
+        break
+    if len(n.input) > 1 and n.input[1] in consts:
+        return "linear"
+    if n.input[0] in consts:
+        return "resample"
+    return "attn_product"

@@ -1,0 +1,295 @@
+"""Fidelity of a candidate graph against the fp32 engine, and the mixed-precision search.
+
+Fidelity is judged the way an autoregressive model needs (issue 5): token agreement with the fp32
+ONNX engine over every scale, and the PSNR-Y loss against the HR ground truth relative to the fp32
+engine (`psnr_drop = PSNR_Y(fp32) - PSNR_Y(candidate)`, both vs HR, pooled over the tiles).
+
+The search (`search`) starts from the policy's full int8 graph. If the validation split misses
+the target, every module group (the per-scale copies of one linear or conv) is scored on its own:
+the graph with only that group in int8 runs on a few calibration tiles, and its score is its share
+of the budget of each criterion the full graph broke,
+
+    score = [tokens missed] (1 - token_agreement) / (1 - min_token_agreement)
+          + [PSNR missed]   max(0, psnr_drop) / max_psnr_drop
+          + 1e-3 * (logit change / mean fp32 margin, and SR error / PSNR budget)   (tie-breaks)
+
+so a decoder conv, which cannot move a logit, ranks last when tokens are what failed, and a group
+that flips nothing on the few calibration tiles but erodes margins ranks above one that does not. Groups
+return to float in descending score; a bisection over that order finds the fewest groups (k)
+whose return makes the *validation* split meet the target (k is minimal along the ranking: k-1
+failed; the effect of groups is not exactly additive, so this is not a global optimum).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+
+from alignvar_edge.calibration.sets import TileSplit
+from alignvar_edge.export.parity import psnr_y, token_agreement
+
+__all__ = ["Evaluator", "Fidelity", "FidelityTarget", "SearchResult", "search"]
+
+Log = Callable[[str], None]
+Progress = Callable[[Iterable[Any]], Iterable[Any]]
+# a fully float graph differs from the exported one only by fused Add/MatMul rounding
+PSNR_EPS_DB = 1e-3
+
+
+@dataclass(frozen=True)
+class FidelityTarget:
+    min_token_agreement: float = 0.99
+    max_psnr_drop: float = 0.1
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+@dataclass
+class Fidelity:
+    """One candidate on one tile split, against the fp32 engine on the same tiles."""
+
+    tiles: int
+    token_agreement: float
+    per_scale: list[float]
+    identical_samples: float
+    psnr_y_hr: float            # candidate vs HR (dB)
+    psnr_y_hr_fp32: float       # fp32 engine vs HR (dB)
+    psnr_y_vs_fp32: float       # candidate vs fp32 engine output (dB)
+    mse_vs_fp32: float
+    mse_hr_fp32: float
+    logit_err: float = 0.0      # mean |logit change| in units of the mean fp32 top-1/top-2 margin
+
+    @property
+    def psnr_drop(self) -> float:
+        return self.psnr_y_hr_fp32 - self.psnr_y_hr
+
+    def meets(self, t: FidelityTarget) -> bool:
+        return (self.token_agreement >= t.min_token_agreement
+                and self.psnr_drop <= t.max_psnr_drop + PSNR_EPS_DB)
+
+    def score(self, t: FidelityTarget, tokens: bool = True, psnr: bool = True) -> float:
+        """Share of the broken criteria's budgets this candidate uses (see the module docstring)."""
+        tok_budget = max(1.0 - t.min_token_agreement, 1e-6)
+        mse_budget = max(self.mse_hr_fp32 * (10 ** (max(t.max_psnr_drop, 1e-3) / 10) - 1), 1e-12)
+        s = 0.0
+        if tokens:
+            s += (1.0 - self.token_agreement) / tok_budget + 1e-3 * min(self.logit_err, 1e3)
+        if psnr:
+            s += max(0.0, self.psnr_drop) / max(t.max_psnr_drop, 1e-3) + 1e-3 * min(self.mse_vs_fp32 / mse_budget, 1e3)
+        return s
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["psnr_drop"] = self.psnr_drop
+        return {k: (round(v, 6) if isinstance(v, float) and math.isfinite(v) else
+                    ("inf" if isinstance(v, float) else v)) for k, v in d.items()}
+
+
+def _with_logits(model: onnx.ModelProto | str) -> tuple[bytes, list[str]]:
+    """The model with the inputs of its token ArgMaxes (the logits) added as outputs."""
+    m = onnx.load(model) if isinstance(model, str) else model
+    g = m.graph
+    producer = {o: n for n in g.node for o in n.output}
+    logits = []
+    for out in g.output:
+        if out.type.tensor_type.elem_type not in (onnx.TensorProto.INT64, onnx.TensorProto.INT32):
+            continue
+        n = producer.get(out.name)
+        while n is not None and n.op_type in ("Identity", "Reshape", "Cast", "Squeeze", "Unsqueeze"):
+            n = producer.get(n.input[0])
+        if n is not None and n.op_type == "ArgMax":
+            logits.append(n.input[0])
+    if not logits:
+        return m.SerializeToString(), []
+    c = onnx.ModelProto()
+    c.CopyFrom(m)
+    have = {o.name for o in c.graph.output}
+    for name in logits:
+        if name not in have:
+            c.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    return c.SerializeToString(), logits
+
+
+def _session(model: bytes, optimized: bool) -> Any:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    if not optimized:
+        # fake-quant: Q/DQ computed literally, no int8 kernels (separates quantization error from
+        # kernel saturation, and stands in for TensorRT, which is not available here)
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+
+
+def _outputs(sess: Any) -> tuple[str, list[str]]:
+    """(SR output name, token output names in order) of a single-graph session."""
+    outs = sess.get_outputs()
+    tokens = [o.name for o in outs if o.type in ("tensor(int64)", "tensor(int32)")]
+    floats = [o.name for o in outs if o.type.startswith("tensor(float")]
+    sr = "sr" if any(o.name == "sr" for o in outs) else floats[0]
+    return sr, tokens
+
+
+@dataclass
+class _Run:
+    sr: np.ndarray                  # (N, 3, H, W)
+    tokens: list[np.ndarray]        # per scale (N, p_k^2)
+    logits: list[np.ndarray]        # per scale (N, p_k^2, V); empty when the graph hides them
+
+
+class Evaluator:
+    """Runs candidates on one tile split and compares them with the fp32 graph's outputs."""
+
+    def __init__(self, fp32_model: onnx.ModelProto | str, tiles: TileSplit, input_name: str = "lr",
+                 batch: int = 1, border: int = 4, optimized: bool = True) -> None:
+        self.tiles, self.input_name, self.batch = tiles, input_name, batch
+        self.border, self.optimized = border, optimized
+        # the reference runs like the candidates will, so rounding differences between optimized
+        # and unoptimized float graphs never count as quantization error
+        self.ref = self.run(fp32_model)
+        hr = self._hr()
+        self.mse_hr = float(np.mean((_y(hr, border) - _y(self.ref.sr, border)) ** 2))
+        self.psnr_hr = psnr_y(hr, self.ref.sr, border=border)
+        # logit scale for the token tie-break: the mean top-1/top-2 margin of the reference
+        margins = [np.diff(np.sort(lg, axis=-1)[..., -2:], axis=-1) for lg in self.ref.logits]
+        self.margin = float(np.mean(np.concatenate([m.ravel() for m in margins]))) if margins else 0.0
+
+    def _hr(self) -> np.ndarray:
+        n = (len(self.tiles) // self.batch) * self.batch
+        return self.tiles.hr[:n]
+
+    def run(self, model: onnx.ModelProto | str) -> _Run:
+        data, logit_names = _with_logits(model)
+        sess = _session(data, self.optimized)
+        sr_name, tok_names = _outputs(sess)
+        srs, toks, lgs = [], [], []
+        for lr, _ in self.tiles.batches(self.batch):
+            out = sess.run([sr_name, *tok_names, *logit_names], {self.input_name: np.ascontiguousarray(lr)})
+            srs.append(out[0].astype(np.float32))
+            toks.append(out[1:1 + len(tok_names)])
+            lgs.append(out[1 + len(tok_names):])
+        cat = lambda xs, k: np.concatenate([x[k] for x in xs])  # noqa: E731
+        return _Run(np.concatenate(srs), [cat(toks, k) for k in range(len(tok_names))],
+                    [cat(lgs, k).astype(np.float32) for k in range(len(logit_names))])
+
+    def evaluate(self, model: onnx.ModelProto | str) -> Fidelity:
+        r = self.run(model)
+        agree = token_agreement(self.ref.tokens, r.tokens)
+        hr = self._hr()
+        mse_ref = float(np.mean((_y(r.sr, self.border) - _y(self.ref.sr, self.border)) ** 2))
+        logit_err = 0.0
+        if r.logits and len(r.logits) == len(self.ref.logits) and self.margin > 0:
+            diff = np.concatenate([np.abs(a - b).ravel() for a, b in zip(r.logits, self.ref.logits)])
+            logit_err = float(diff.mean()) / self.margin
+        return Fidelity(tiles=int(r.sr.shape[0]), token_agreement=agree["overall"],
+                        per_scale=agree["per_scale"], identical_samples=agree["identical_samples"],
+                        psnr_y_hr=psnr_y(hr, r.sr, border=self.border), psnr_y_hr_fp32=self.psnr_hr,
+                        psnr_y_vs_fp32=psnr_y(self.ref.sr, r.sr, border=self.border),
+                        mse_vs_fp32=mse_ref, mse_hr_fp32=self.mse_hr, logit_err=logit_err)
+
+
+def _y(img: np.ndarray, border: int) -> np.ndarray:
+    from alignvar_edge.export.parity import rgb_to_y
+
+    y = rgb_to_y(img)
+    return y[..., border:-border, border:-border] if border > 0 else y
+
+
+@dataclass
+class SearchResult:
+    met: bool
+    float_groups: list[str]                          # returned to float, most sensitive first
+    fidelity: Fidelity                               # of the chosen graph on the validation split
+    initial: Fidelity                                # of the full-policy graph on validation
+    scores: dict[str, dict[str, Any]] = field(default_factory=dict)   # group -> why
+    evaluations: list[dict[str, Any]] = field(default_factory=list)   # the search's steps
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"target_met": self.met, "float_groups": self.float_groups,
+                "validation": self.fidelity.to_dict(), "initial_validation": self.initial.to_dict(),
+                "sensitivity": self.scores, "steps": self.evaluations}
+
+
+def search(build: Callable[[frozenset[str]], onnx.ModelProto], groups: Sequence[str],
+           validation: Evaluator, calibration: Evaluator, target: FidelityTarget,
+           group_sizes: dict[str, int] | None = None, progress: Progress = iter,
+           log: Log = lambda _m: None) -> SearchResult:
+    """Fewest groups in float (see the module docstring). `build(float_groups)` makes a candidate."""
+    steps: list[dict[str, Any]] = []
+
+    def check(float_groups: Sequence[str], what: str) -> Fidelity:
+        f = validation.evaluate(build(frozenset(float_groups)))
+        steps.append({"float_groups": len(float_groups), "what": what, "met": f.meets(target),
+                      "token_agreement": round(f.token_agreement, 6), "psnr_drop": round(f.psnr_drop, 4)})
+        log(f"  {what}: tokens {f.token_agreement:.2%}, PSNR-Y drop {f.psnr_drop:+.3f} dB -> "
+            f"{'meets' if f.meets(target) else 'misses'} the target")
+        return f
+
+    initial = check([], "all policy nodes int8")
+    if initial.meets(target) or not groups:
+        return SearchResult(initial.meets(target), [], initial, initial, {}, steps)
+
+    broke_tokens = initial.token_agreement < target.min_token_agreement
+    broke_psnr = initial.psnr_drop > target.max_psnr_drop + PSNR_EPS_DB
+    log(f"ranking {len(groups)} module groups by sensitivity on {len(calibration.tiles)} calibration tiles "
+        f"({' and '.join(x for x, b in (('tokens', broke_tokens), ('PSNR', broke_psnr)) if b)})")
+    scores: dict[str, dict[str, Any]] = {}
+    raw: dict[str, float] = {}
+    for g in progress(groups):
+        f = calibration.evaluate(build(frozenset(x for x in groups if x != g)))   # only g in int8
+        raw[g] = f.score(target, broke_tokens, broke_psnr)
+        scores[g] = {"score": round(raw[g], 6), "logit_err": round(f.logit_err, 6),
+                     "token_agreement": round(f.token_agreement, 6),
+                     "psnr_drop": round(f.psnr_drop, 4),
+                     "psnr_y_vs_fp32": round(f.psnr_y_vs_fp32, 2) if math.isfinite(f.psnr_y_vs_fp32) else "inf",
+                     "nodes": (group_sizes or {}).get(g, 1)}
+    ranking = sorted(groups, key=lambda g: (-raw[g], g))
+    for r, g in enumerate(ranking):
+        scores[g]["rank"] = r + 1
+
+    # first guess: the fewest groups whose removal leaves the remaining scores summing to <= 1
+    total = sum(raw.values())
+    guess = len(ranking)
+    for k in range(len(ranking) + 1):
+        if total - sum(raw[g] for g in ranking[:k]) <= 1.0:
+            guess = k
+            break
+    guess = max(guess, 1)
+    lo, hi = 0, len(ranking)                  # lo fails (the initial check); hi is assumed to pass
+    results: dict[int, Fidelity] = {0: initial}
+    f = check(ranking[:guess], f"top {guess} groups float")
+    results[guess] = f
+    if f.meets(target):
+        hi = guess
+    else:
+        lo = guess
+        # grow until it passes, doubling the step
+        step = max(1, guess)
+        while lo < len(ranking):
+            k = min(len(ranking), lo + step)
+            f = check(ranking[:k], f"top {k} groups float")
+            results[k] = f
+            if f.meets(target):
+                hi = k
+                break
+            lo, step = k, step * 2
+        else:
+            return SearchResult(False, list(ranking), results[lo], initial, scores, steps)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        f = check(ranking[:mid], f"top {mid} groups float")
+        results[mid] = f
+        if f.meets(target):
+            hi = mid
+        else:
+            lo = mid
+    if hi not in results:
+        results[hi] = check(ranking[:hi], f"top {hi} groups float")
+    chosen = results[hi]
+    return SearchResult(chosen.meets(target), list(ranking[:hi]), chosen, initial, scores, steps)

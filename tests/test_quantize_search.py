@@ -1,0 +1,72 @@
+"""The mixed-precision search on a synthetic problem: known per-group damage, exact answers."""
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from alignvar_edge.export.sensitivity import Fidelity, FidelityTarget, search
+
+# token flips each group causes when it alone is int8 (fractions of all tokens), and PSNR loss (dB)
+FLIPS = {"a": 0.004, "b": 0.012, "c": 0.0, "d": 0.006, "e": 0.0005}
+DROP = {"a": 0.0, "b": 0.01, "c": 0.08, "d": 0.0, "e": 0.0}
+
+
+class FakeEvaluator:
+    """Effects add up: the fidelity of a graph is the sum of its int8 groups' damage."""
+
+    def __init__(self, n_tiles: int = 8) -> None:
+        self.tiles = list(range(n_tiles))
+        self.calls = 0
+
+    def evaluate(self, model: Any) -> Fidelity:
+        self.calls += 1
+        int8 = set(FLIPS) - set(model)
+        flips = sum(FLIPS[g] for g in int8)
+        drop = sum(DROP[g] for g in int8)
+        mse_hr = 0.01
+        return Fidelity(tiles=len(self.tiles), token_agreement=1 - flips, per_scale=[1 - flips],
+                        identical_samples=1.0, psnr_y_hr=30 - drop, psnr_y_hr_fp32=30.0,
+                        psnr_y_vs_fp32=40.0, mse_vs_fp32=mse_hr * (10 ** (drop / 10) - 1),
+                        mse_hr_fp32=mse_hr, logit_err=flips)
+
+
+def build(float_groups: frozenset[str]) -> frozenset[str]:
+    return float_groups           # the "model" is the set of groups in float
+
+
+def test_search_returns_the_fewest_most_sensitive_groups() -> None:
+    val, cal = FakeEvaluator(), FakeEvaluator()
+    res = search(build, sorted(FLIPS), val, cal, FidelityTarget(0.99, 0.1))
+    # all int8: 2.25% flips. Dropping b (1.2%) leaves 1.05% > 1%; b then d leaves 0.45%.
+    assert res.met and res.float_groups == ["b", "d"]
+    assert res.initial.token_agreement == pytest.approx(1 - 0.0225)
+    assert res.fidelity.token_agreement == pytest.approx(1 - 0.0045)
+    assert [g for g, s in sorted(res.scores.items(), key=lambda kv: kv[1]["rank"])][:3] == ["b", "d", "a"]
+    assert cal.calls == len(FLIPS)                        # one sensitivity run per group
+    assert val.calls <= 1 + 4                             # initial + a short bisection
+
+
+def test_psnr_target_ranks_by_psnr_when_only_psnr_fails() -> None:
+    # tokens are fine at 0.97; only the 0.09 dB PSNR loss breaks a 0.05 dB target: c must go first
+    res = search(build, sorted(FLIPS), FakeEvaluator(), FakeEvaluator(), FidelityTarget(0.97, 0.05))
+    assert res.met and res.float_groups == ["c"]
+    assert res.scores["c"]["rank"] == 1
+
+
+def test_search_reports_an_unreachable_target() -> None:
+    # even all-float fails a target that demands a PSNR gain
+    class Worse(FakeEvaluator):
+        def evaluate(self, model: Any) -> Fidelity:
+            f = super().evaluate(model)
+            f.psnr_y_hr -= 1.0
+            return f
+
+    res = search(build, sorted(FLIPS), Worse(), FakeEvaluator(), FidelityTarget(0.99, 0.1))
+    assert not res.met and sorted(res.float_groups) == sorted(FLIPS)
+
+
+def test_nothing_to_do_when_the_policy_graph_meets_the_target() -> None:
+    cal = FakeEvaluator()
+    res = search(build, sorted(FLIPS), FakeEvaluator(), cal, FidelityTarget(0.95, 0.2))
+    assert res.met and res.float_groups == [] and cal.calls == 0
