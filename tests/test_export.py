@@ -241,6 +241,10 @@ def test_opsets_20_and_23(single_dir, staged_dir, which, opset):
         trt = [f for f in lint_model(proto) if f.target == "tensorrt-10.3"]
         # TensorRT 10.3 parses opsets up to 20
         assert any(f.rule == "opset" for f in trt) == (opset > 20), path.name
+        # from opset 21 the exporter emits GroupNormalization, which TensorRT parses only from 10.9
+        has_gn = any(n.op_type == "GroupNormalization" for n in proto.graph.node)
+        assert has_gn == any(f.rule == "groupnorm-opset21" for f in trt), path.name
+    assert any(n.op_type == "GroupNormalization" for _, p in _all_graphs(art) for n in p.graph.node) == (opset > 20)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -157,7 +157,7 @@ def _lint_tensorrt(model: Any, consts: dict[str, Any], base_dir: Any) -> list[Fi
         out.append(Finding(T, "error", "opset", f"opset {opset}: the 10.3 parser reads opsets "
                            f"{table['opset_range'].split(' ')[0]}; export with --opset 18 (or 20)", [], src))
     unsupported: dict[str, list[str]] = defaultdict(list)
-    const_axes, qdq_zp, topk, resize = [], [], [], []
+    const_axes, qdq_zp, topk, resize, groupnorm = [], [], [], [], []
     for n in model.graph.node:
         if n.domain not in ("", "ai.onnx"):
             unsupported[f"{n.domain}::{n.op_type}"].append(_node_name(n))
@@ -178,6 +178,8 @@ def _lint_tensorrt(model: Any, consts: dict[str, Any], base_dir: Any) -> list[Fi
             sorted_ = next((a.i for a in n.attribute if a.name == "sorted"), 1)
             if k not in consts or int(_array(consts[k], base_dir).max()) >= 3840 or sorted_ != 1:
                 topk.append(_node_name(n))
+        if n.op_type == "GroupNormalization" and opset >= 21:
+            groupnorm.append(_node_name(n))
         if n.op_type == "Resize":
             attrs = {a.name: (a.s.decode() if a.s else a.i) for a in n.attribute}
             if attrs.get("mode") == "cubic" or attrs.get("antialias", 0):
@@ -198,6 +200,10 @@ def _lint_tensorrt(model: Any, consts: dict[str, Any], base_dir: Any) -> list[Fi
     if resize:
         out.append(Finding(T, "error", "resize-mode", "cubic or antialiased Resize is not parsed",
                            resize, src))
+    if groupnorm:
+        out.append(Finding(T, "error", "groupnorm-opset21", "opset-21 GroupNormalization (per-channel "
+                           "scale/bias) is parsed from TensorRT 10.9 on; export with --opset 18 or 20",
+                           groupnorm, src + "; NVIDIA/TensorRT CHANGELOG 10.9.0"))
     return out
 
 

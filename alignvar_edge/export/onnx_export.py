@@ -94,6 +94,7 @@ def export_graph(spec: GraphSpec, path: Path, opset: int, external_data: bool) -
         prog = torch.onnx.export(spec.module, tuple(spec.inputs.values()), None, dynamo=True,
                                  opset_version=opset, input_names=list(spec.inputs),
                                  output_names=spec.outputs, optimize=False, verbose=False)
+        assert prog is not None                       # dynamo=True always returns the program
         _light_optimize(prog.model)
         prog.save(str(path), external_data=external_data)
 
@@ -169,7 +170,10 @@ def validate(model: AlignVAR, root: Path, graph: str, batches: list[np.ndarray])
     for lr in batches:
         a, ta = _reference(model, lr)
         b, tb = run(lr)
-        ref_sr.append(a), ref_tok.append(ta), sr.append(b), tok.append(tb)
+        ref_sr.append(a)
+        ref_tok.append(ta)
+        sr.append(b)
+        tok.append(tb)
     K = model.config.num_scales
     cat = lambda ts: [np.concatenate([t[k] for t in ts]) for k in range(K)]  # noqa: E731
     return compare(np.concatenate(ref_sr), cat(ref_tok), np.concatenate(sr), cat(tok),
