@@ -1,0 +1,109 @@
+"""CLI verbs of the runtimes: doctor, upscale (files, folders, no clobbering), compare, build."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from _runtime_fixtures import cache_root, export_dir, heldout_crops, sharp_model
+from alignvar_edge.cli import main
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def export(pytestconfig) -> Path:
+    return export_dir(sharp_model("micro"), cache_root(pytestconfig))
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> Path:
+    """A folder with an RGB photo crop, a grayscale and an RGBA image (odd sizes)."""
+    root = tmp_path_factory.mktemp("imgs")
+    crops = heldout_crops({"astronaut": (13, 17), "coffee": (9, 11)})
+    u8 = {k: (v * 255).round().astype(np.uint8) for k, v in crops.items()}
+    Image.fromarray(u8["astronaut"]).save(root / "astro.png")
+    Image.fromarray(u8["coffee"][..., 1]).save(root / "gray.png")
+    rgba = np.concatenate([u8["coffee"], np.full((9, 11, 1), 128, np.uint8)], axis=2)
+    (root / "sub").mkdir()
+    Image.fromarray(rgba).save(root / "sub" / "alpha.png")
+    return root
+
+
+def test_doctor_explains_unusable_backends_in_one_line_each(capsys):
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    lines = {ln.split()[0]: ln for ln in out.splitlines()[1:]}
+    assert set(lines) == {"torch", "onnxruntime", "openvino", "tensorrt", "coreml"}
+    assert " ok " in lines["onnxruntime"] and " ok " in lines["openvino"]
+    assert " no " in lines["tensorrt"] and "TensorRT is not installed" in lines["tensorrt"]
+    assert " no " in lines["coreml"] and "needs macOS" in lines["coreml"]
+    assert main(["doctor", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert {b["name"] for b in info["backends"] if b["available"]} >= {"torch", "onnxruntime", "openvino"}
+
+
+def test_upscale_a_file_and_a_folder(export, images, tmp_path, capsys):
+    out = tmp_path / "astro_x4.png"
+    assert main(["upscale", str(images / "astro.png"), str(out), "--engine", str(export), "--quiet"]) == 0
+    assert Image.open(out).size == (68, 52)
+    dst = tmp_path / "outdir"
+    assert main(["upscale", str(images), str(dst), "--engine", str(export), "--backend", "openvino"]) == 0
+    err = capsys.readouterr().err
+    assert "upscaled 3 image(s)" in err and "openvino" in err
+    assert Image.open(dst / "astro.png").size == (68, 52)
+    gray = Image.open(dst / "gray.png")
+    assert gray.mode == "L" and gray.size == (44, 36)
+    alpha = Image.open(dst / "sub" / "alpha.png")
+    assert alpha.mode == "RGBA" and alpha.size == (44, 36)
+    assert np.abs(np.asarray(alpha)[..., 3].astype(int) - 128).max() <= 1    # alpha upscaled apart
+
+
+def test_upscale_never_clobbers(export, images, tmp_path, capsys):
+    src = images / "astro.png"
+    before = src.read_bytes()
+    assert main(["upscale", str(src), str(src), "--engine", str(export), "--force", "--quiet"]) == 2
+    assert "input" in capsys.readouterr().err and src.read_bytes() == before
+    out = tmp_path / "o.png"
+    out.write_bytes(b"keep")
+    assert main(["upscale", str(src), str(out), "--engine", str(export), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--force" in err and "Traceback" not in err
+    assert out.read_bytes() == b"keep"
+    assert main(["upscale", str(src), str(out), "--engine", str(export), "--quiet", "--force"]) == 0
+    assert Image.open(out).size == (68, 52)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]      # no temp files left
+
+
+def test_compare_reports_tokens_and_psnr_against_torch(export, images, tmp_path, capsys):
+    ckpt = tmp_path / "ckpt"
+    sharp_model("micro").save_pretrained(str(ckpt))
+    report = tmp_path / "cmp.json"
+    assert main(["compare", str(export), "--images", str(images), "--reference", str(ckpt),
+                 "--json", str(report)]) == 0
+    out = capsys.readouterr().out
+    assert "tiles identical 100.0%" in out
+    res = json.loads(report.read_text())
+    assert res[0]["backend"] == "onnxruntime" and len(res[0]["images"]) == 3
+    assert all(im["tiles_identical"] == 1.0 for im in res[0]["images"])
+    assert res[0]["min_psnr_db"] == "inf" or res[0]["min_psnr_db"] >= 50
+
+
+def test_build_verb_writes_engines_and_the_tensorrt_kit(export, tmp_path, capsys):
+    assert main(["build", str(export), "--target", "onnxruntime", "--out", str(tmp_path / "ort")]) == 0
+    assert "wrote" in capsys.readouterr().out
+    assert main(["build", str(export), "--target", "tensorrt", "--out", str(tmp_path / "trt")]) == 0
+    out = capsys.readouterr().out
+    assert "build kit" in out and "build_on_device.sh" in out
+    assert main(["build", str(export), "--target", "onnxruntime", "--out", str(tmp_path / "ort")]) == 2
+    assert "--force" in capsys.readouterr().err
