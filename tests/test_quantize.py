@@ -224,3 +224,14 @@ def test_target_settings(tmp_path: Path) -> None:
         target_recipe("openvino")
     with pytest.raises(ConfigError):
         FidelityTarget(1.5, 0.1) and QuantizeOptions(fidelity=FidelityTarget(1.5, 0.1)).validate()
+
+
+def test_models_past_the_protobuf_limit_go_through_external_data(export: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # pretend 100 kB is "large": every model takes the >2 GB path (external data, sessions from files)
+    from alignvar_edge.export import onnx_io
+    monkeypatch.setattr(onnx_io, "LARGE", 100_000)
+    out = quantize_artifact(export, tmp_path / "big", QuantizeOptions(search=False, tiles=2, val_tiles=1))
+    m = load_verified(out)
+    assert m["extra"]["external_data"] and (out / "model.onnx.data").is_file()
+    assert m["parity"]["validation"]["tiles"] == 1

@@ -36,25 +36,28 @@ ENTROPY_STEP = 8              # candidate thresholds every 8 bins (240 candidate
 Progress = Callable[[Iterable[Any]], Iterable[Any]]
 
 
-def _augmented(model: onnx.ModelProto, names: Sequence[str]) -> bytes:
-    """The model with `names` added as float outputs, serialized for an in-memory session."""
+def _augmented(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
+    """A copy of the model with `names` added as float outputs."""
     m = onnx.ModelProto()
     m.CopyFrom(model)
     have = {o.name for o in m.graph.output}
     for name in names:
         if name not in have:
             m.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    return m.SerializeToString()
+    return m
 
 
-def _session(model_bytes: bytes) -> Any:
+def _session(model: onnx.ModelProto) -> Any:
     import onnxruntime as ort
+
+    from alignvar_edge.export.onnx_io import session_source
 
     so = ort.SessionOptions()
     # Unoptimized: every requested tensor exists exactly as in the graph, computed in fp32.
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     so.log_severity_level = 3
-    return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
+    with session_source(model) as src:
+        return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
 
 
 def collect_ranges(model: onnx.ModelProto, tensors: Sequence[str], feeds: Sequence[dict[str, np.ndarray]],

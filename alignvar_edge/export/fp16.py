@@ -34,6 +34,7 @@ FP16_MAX = 65504.0
 DEFAULT_KEEP_OPS = frozenset({"ReduceL2", "ReduceSumSquare", "Pow", "Sqrt", "Reciprocal", "ArgMax"})
 # inputs that must stay float32 whatever T is: (op_type, input index)
 _FP32_SLOTS = {("Resize", 1), ("Resize", 2)}
+_DROP_METADATA = {"pkg.torch.onnx.stack_trace", "pkg.torch.onnx.fx_node"}
 # ops whose float inputs may be of any type (no Cast needed in front of them)
 _ANY_INPUT_OPS = {"Cast", "Shape", "Size"}
 
@@ -47,7 +48,20 @@ class Fp16Report:
 
 
 def _types(model: onnx.ModelProto) -> dict[str, int]:
-    inferred = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False)
+    """Element type of every tensor (shape inference; through a file past protobuf's 2 GB)."""
+    from alignvar_edge.export import onnx_io
+
+    if onnx_io.is_large(model):
+        import tempfile
+        from pathlib import Path
+
+        with tempfile.TemporaryDirectory(prefix="alignvar-fp16-") as tmp:
+            src, dst = Path(tmp) / "m.onnx", Path(tmp) / "inferred.onnx"
+            onnx_io.save(model, src, large=True)
+            onnx.shape_inference.infer_shapes_path(str(src), str(dst), check_type=False, strict_mode=False)
+            inferred = onnx.load(str(dst), load_external_data=False)
+    else:
+        inferred = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False)
     g = inferred.graph
     t = {v.name: v.type.tensor_type.elem_type for v in [*g.input, *g.output, *g.value_info]}
     t.update({i.name: i.data_type for i in g.initializer})
@@ -168,6 +182,12 @@ def to_fp16(model: onnx.ModelProto, keep_ops: Iterable[str] = DEFAULT_KEEP_OPS,
 
     del g.node[:]
     g.node.extend(_toposort(new_nodes, {i.name for i in g.input} | consts))
+    # the exporter's per-node stack traces were ~70% of the micro file (and name local paths);
+    # the module scopes, which the quantization policy reads, are kept
+    for n in g.node:
+        keep = [p for p in n.metadata_props if p.key not in _DROP_METADATA]
+        del n.metadata_props[:]
+        n.metadata_props.extend(keep)
     # intermediate types changed: let consumers re-infer them
     del g.value_info[:]
     return m, report

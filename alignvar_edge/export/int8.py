@@ -31,6 +31,7 @@ import onnx
 
 from alignvar_edge.calibration.ranges import METHODS, Progress, collect_ranges
 from alignvar_edge.errors import ConfigError, InputError
+from alignvar_edge.export import onnx_io
 from alignvar_edge.export.quantize_policy import QUANT_OP_TYPES, Policy, QuantNode, classify
 
 __all__ = ["MAX_OPSET", "TARGETS", "Int8Builder", "Int8Recipe", "check_opset", "has_vnni", "target_recipe"]
@@ -120,13 +121,16 @@ class Int8Builder:
         self.recipe = recipe
         self._tmp = tempfile.TemporaryDirectory(prefix="alignvar-quant-")
         self.tmp = Path(self._tmp.name)
-        src = onnx.load(str(model_path))
+        src = onnx.load(str(model_path), load_external_data=False)     # structure and metadata only
         self.opset = check_opset(src)
         by_name = {n.name: n for n in classify(src)}
+        del src
         pre = self.tmp / "pre.onnx"
-        _pre_process(Path(model_path), pre)
+        on_disk = sum(p.stat().st_size for p in Path(model_path).parent.glob(Path(model_path).name + "*"))
+        self.large = on_disk > onnx_io.LARGE
+        _pre_process(Path(model_path), pre, self.large)
         pre_model = _rename_biases(onnx.load(str(pre)))
-        onnx.save(pre_model, str(pre))
+        onnx_io.save(pre_model, pre, self.large)
         nodes = []
         for n in classify(pre_model):
             orig = by_name.get(n.name) or by_name.get(n.name.split("/")[0])
@@ -194,9 +198,11 @@ class Int8Builder:
             per_channel=r.per_channel, reduce_range=r.reduce_range,
             activation_type=qtype[r.activation_type], weight_type=qtype[r.weight_type],
             nodes_to_quantize=names, calibrate_method=method, calibration_cache_path=str(cache),
+            use_external_data_format=self.large,
             extra_options={"ActivationSymmetric": r.symmetric_activations, "WeightSymmetric": True})
         model = onnx.load(str(out))
-        out.unlink()
+        for f in self.tmp.glob("qdq.onnx*"):      # the model and any external-data file
+            f.unlink()
         return _float_consumers_read_float(model, set(names))
 
     def close(self) -> None:
@@ -209,7 +215,7 @@ class Int8Builder:
         self.close()
 
 
-def _pre_process(src: Path, dst: Path) -> None:
+def _pre_process(src: Path, dst: Path, large: bool) -> None:
     import logging
 
     from onnxruntime.quantization import quant_pre_process
@@ -220,7 +226,8 @@ def _pre_process(src: Path, dst: Path) -> None:
     level = root.level
     root.setLevel(logging.ERROR)
     try:
-        quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+        quant_pre_process(str(src), str(dst), skip_symbolic_shape=True, save_as_external_data=large,
+                          all_tensors_to_one_file=True, external_data_location=f"{dst.name}.data")
     except Exception as e:  # onnxruntime raises bare Exceptions from its optimizer
         raise InputError(f"onnxruntime's quantization pre-processing failed on {src}: {e}") from e
     finally:

@@ -26,6 +26,7 @@ from alignvar_edge.calibration.sets import (DEFAULT_TILES, DEFAULT_VALIDATION_TI
                                             TileSplit, model_config)
 from alignvar_edge.errors import ArtifactError, ConfigError, OutputExistsError, ParityError
 from alignvar_edge.export.fp16 import DEFAULT_KEEP_OPS, to_fp16
+from alignvar_edge.export import onnx_io
 from alignvar_edge.export.int8 import TARGETS, Int8Builder, target_recipe
 from alignvar_edge.export.manifest import artifact_dir, load_verified, new_manifest, write_manifest
 from alignvar_edge.export.quantize_policy import COMPONENTS, DEFAULT_INT8, Policy
@@ -230,9 +231,8 @@ def _write(src: Path, out: Path, m: dict[str, Any], model: onnx.ModelProto, mode
     src_bytes = sum((src / f).stat().st_size for f in m["files"])
     with artifact_dir(out, force=force) as tmp:
         path = tmp / "model.onnx"
-        external = model.ByteSize() > 1_500_000_000
-        onnx.save_model(model, str(path), save_as_external_data=external,
-                        location="model.onnx.data" if external else None)
+        external = onnx_io.is_large(model)
+        onnx_io.save(model, path, external)
         check_graph(path)              # the export-time checks: onnx.checker (full) + forbidden constructs
         make_session(path)             # and ONNX Runtime loads it
         out_bytes = sum(p.stat().st_size for p in tmp.iterdir() if p.is_file())

@@ -90,9 +90,9 @@ class Fidelity:
                     ("inf" if isinstance(v, float) else v)) for k, v in d.items()}
 
 
-def _with_logits(model: onnx.ModelProto | str) -> tuple[bytes, list[str]]:
+def _with_logits(model: onnx.ModelProto | str) -> tuple[onnx.ModelProto | str, list[str]]:
     """The model with the inputs of its token ArgMaxes (the logits) added as outputs."""
-    m = onnx.load(model) if isinstance(model, str) else model
+    m = onnx.load(model, load_external_data=False) if isinstance(model, str) else model
     g = m.graph
     producer = {o: n for n in g.node for o in n.output}
     logits = []
@@ -105,18 +105,22 @@ def _with_logits(model: onnx.ModelProto | str) -> tuple[bytes, list[str]]:
         if n is not None and n.op_type == "ArgMax":
             logits.append(n.input[0])
     if not logits:
-        return m.SerializeToString(), []
+        return model, []
+    if isinstance(model, str):
+        m = onnx.load(model)      # with its weights this time
     c = onnx.ModelProto()
     c.CopyFrom(m)
     have = {o.name for o in c.graph.output}
     for name in logits:
         if name not in have:
             c.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    return c.SerializeToString(), logits
+    return c, logits
 
 
-def _session(model: bytes, optimized: bool) -> Any:
+def _session(model: onnx.ModelProto | str, optimized: bool) -> Any:
     import onnxruntime as ort
+
+    from alignvar_edge.export.onnx_io import session_source
 
     so = ort.SessionOptions()
     so.log_severity_level = 3
@@ -124,7 +128,8 @@ def _session(model: bytes, optimized: bool) -> Any:
         # fake-quant: Q/DQ computed literally, no int8 kernels (separates quantization error from
         # kernel saturation, and stands in for TensorRT, which is not available here)
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+    with session_source(model) as src:
+        return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
 
 
 def _outputs(sess: Any) -> tuple[str, list[str]]:

@@ -1,0 +1,51 @@
+"""ONNX models in memory vs on disk, below and above protobuf's 2 GB message limit.
+
+Quantization keeps candidate graphs as ModelProtos and hands them to ONNX Runtime as bytes, which
+is fast for the tiny model but impossible past 2 GB (a d16 export at 256 px is ~1.6 GB of fp32
+weights, more once the unrolled rollout repeats some). Above `LARGE` bytes a model goes through a
+temporary directory with its weights in an external-data file instead.
+"""
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import onnx
+
+__all__ = ["LARGE", "is_large", "save", "session_source"]
+
+LARGE = 1_500_000_000      # well under 2 GB: the graph itself and ORT's copies need room too
+
+
+def is_large(model: onnx.ModelProto) -> bool:
+    return model.ByteSize() > LARGE
+
+
+def save(model: onnx.ModelProto, path: str | Path, large: bool | None = None) -> None:
+    """Save as one file, or with weights in `<name>.data` beside it when the model is large.
+
+    The caller's model is left as it was (onnx moves tensors out of the proto it saves)."""
+    path = Path(path)
+    ext = is_large(model) if large is None else large
+    if ext:
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+        model = copy
+    onnx.save_model(model, str(path), save_as_external_data=ext, all_tensors_to_one_file=True,
+                    location=f"{path.name}.data" if ext else None)
+
+
+@contextlib.contextmanager
+def session_source(model: onnx.ModelProto | str | Path) -> Iterator[bytes | str]:
+    """Something `onnxruntime.InferenceSession` accepts: the path, bytes, or a temporary file."""
+    if isinstance(model, (str, Path)):
+        yield str(model)
+    elif not is_large(model):
+        yield model.SerializeToString()
+    else:
+        with tempfile.TemporaryDirectory(prefix="alignvar-onnx-") as tmp:
+            p = Path(tmp) / "model.onnx"
+            save(model, p, large=True)
+            yield str(p)
