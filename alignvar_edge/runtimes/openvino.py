@@ -17,6 +17,9 @@ is reshaped to the manifest's static input shape (and NPU computes in fp16 regar
 """
 from __future__ import annotations
 
+import contextlib
+import io
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -160,15 +163,30 @@ def nncf_quantize(ov_model: Any, onnx_path: Path, tiles: np.ndarray, batch: int,
     adv = nncf.AdvancedQuantizationParameters(
         overflow_fix=nncf.OverflowFix.ENABLE if overflow else nncf.OverflowFix.DISABLE)
     scope = nncf.IgnoredScope(names=names, types=IGNORED_TYPES, validate=False)
-    q = nncf.quantize(ov_model, nncf.Dataset(items), model_type=nncf.ModelType.TRANSFORMER,
-                      preset=nncf.QuantizationPreset(preset), subset_size=len(items),
-                      ignored_scope=scope, advanced_parameters=adv)
+    with _quiet_nncf():
+        q = nncf.quantize(ov_model, nncf.Dataset(items), model_type=nncf.ModelType.TRANSFORMER,
+                          preset=nncf.QuantizationPreset(preset), subset_size=len(items),
+                          ignored_scope=scope, advanced_parameters=adv)
     recipe = {"tool": "nncf.quantize", "model_type": "TRANSFORMER", "preset": preset,
               "overflow_fix": "ENABLE" if overflow else "DISABLE",
               "overflow_fix_reason": "CPU without VNNI/AMX" if overflow else "CPU has VNNI/AMX",
               "subset_size": len(items), "ignored_types": IGNORED_TYPES,
               "ignored_ops": len(names), "ignored_by_component": _count(why.values())}
     return q, recipe
+
+
+@contextlib.contextmanager
+def _quiet_nncf() -> Iterator[None]:
+    """NNCF prints tables and progress bars on stdout; builds report their own summary."""
+    import logging
+
+    import nncf
+    nncf.set_log_level(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        nncf.set_log_level(logging.INFO)
 
 
 def _count(values: Any) -> dict[str, int]:
@@ -215,7 +233,8 @@ class OpenVINOBackend(Backend):
             model, recipe = nncf_quantize(model, onnx_path, tiles, batch, preset)
         elif precision == "int8-weights":
             import nncf
-            model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
+            with _quiet_nncf():
+                model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
             recipe = {"tool": "nncf.compress_weights", "mode": "INT8_ASYM", "weights_only": True}
         compress = precision == "fp16"
         with staging_dir(out, force=force) as tmp:

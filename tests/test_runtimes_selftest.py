@@ -1,0 +1,65 @@
+"""`selftest`: golden outputs, the report, and the verdicts (PASS / BUILT-ONLY) per backend."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from _runtime_fixtures import cache_root, sharp_model
+from alignvar_edge.cli import main
+from alignvar_edge.errors import ArtifactError
+from alignvar_edge.runtimes import selftest as st
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    d = tmp_path_factory.mktemp("st") / "micro"
+    sharp_model("micro").save_pretrained(str(d))
+    st.make_golden(d, n=2)
+    return d
+
+
+def test_golden_file_is_small_and_complete(ckpt):
+    f = ckpt / st.GOLDEN_FILE
+    assert f.stat().st_size < 64_000
+    lr, sr, tok = st.load_golden(ckpt)
+    assert lr.shape == (2, 3, 8, 8) and sr.shape == (2, 3, 32, 32) and len(tok) == 4
+
+
+def test_missing_golden_is_explained(tmp_path):
+    with pytest.raises(ArtifactError, match="golden"):
+        st.load_golden(tmp_path)
+
+
+def test_torch_selftest_passes_and_prints_a_report(ckpt, capsys, tmp_path):
+    out = tmp_path / "r.json"
+    assert main(["selftest", "--backend", "torch", "--model", str(ckpt), "--runs", "2",
+                 "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "RESULT    PASS" in text and "tokens    100.00%" in text and "ms per tile" in text
+    r = json.loads(out.read_text())
+    assert r["tokens"]["overall"] == 1.0 and r["host"]["cores"] >= 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend,result", [("openvino", "PASS"), ("tensorrt", "BUILT-ONLY")])
+def test_engine_selftests(backend, result, ckpt, pytestconfig, monkeypatch):
+    monkeypatch.setenv("ALIGNVAR_EDGE_CACHE", str(cache_root(pytestconfig) / "selftest"))
+    r = st.selftest(backend, model=str(ckpt), runs=2)
+    if backend == "tensorrt" and r["result"] == "PASS":       # a machine with TensorRT and a GPU
+        return
+    assert r["result"] == result, st.format_report(r)
+    if result == "PASS":
+        assert r["tokens"]["overall"] == 1.0
+        assert r["psnr_vs_golden_db"] == "inf" or r["psnr_vs_golden_db"] >= 50
+        assert np.isfinite(r["ms_per_tile_p50"])
