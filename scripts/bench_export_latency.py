@@ -7,7 +7,7 @@
 Exports the single graph (validated as usual) into a temporary directory unless --artifact names
 an existing export of the same model, then alternates ORT and PyTorch runs on one held-out tile
 (after warm-up) and reports the median and interquartile range of --repeats runs of each. Both use
-their default thread pools on this machine; the thread counts are printed with the result.
+their default thread pools unless --threads sets both; the thread counts are printed with the result.
 """
 from __future__ import annotations
 
@@ -28,6 +28,8 @@ def main() -> int:
     ap.add_argument("--artifact", help="an existing single-graph export of the same model")
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="intra-op threads for both (default: each library's own default)")
     args = ap.parse_args()
 
     import numpy as np
@@ -50,7 +52,9 @@ def main() -> int:
     if art is None:
         tmp = tempfile.TemporaryDirectory()
         art = export_onnx(model, Path(tmp.name) / "single", graph="single", n_tiles=1)
-    sess = make_session(art / "model.onnx")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    sess = make_session(art / "model.onnx", threads=args.threads)
     lr = lr_tiles(model.config, 1, seed=0)
     lr_t = torch.from_numpy(lr)
 
@@ -83,7 +87,8 @@ def main() -> int:
         "onnxruntime_fp32": summary(t_ort), "pytorch_eager_super_resolve": summary(t_pt),
         "speedup_ort_vs_torch": round(statistics.median(t_pt) / statistics.median(t_ort), 2),
         "max_abs_diff_sr": float(np.abs(sr_ort - sr_pt).max()),
-        "torch_threads": torch.get_num_threads(), "ort_version": ort.__version__,
+        "torch_threads": torch.get_num_threads(), "ort_threads": args.threads or "default",
+        "ort_version": ort.__version__,
         "torch_version": torch.__version__,
     }
     print(json.dumps(res, indent=2))

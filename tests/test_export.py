@@ -25,7 +25,7 @@ from onnx import helper, numpy_helper
 
 from alignvar_edge import cli
 from alignvar_edge.calibration.tiles import lr_tiles, tiles_hash
-from alignvar_edge.errors import ArtifactError, OutputExistsError, ParityError
+from alignvar_edge.errors import ArtifactError, InputError, OutputExistsError, ParityError
 from alignvar_edge.export import parity
 from alignvar_edge.export import onnx_export as ox
 from alignvar_edge.export.inspect_artifact import format_inspection, inspect_artifact
@@ -58,7 +58,7 @@ def single_dir(model, tmp_path_factory):
 @pytest.fixture(scope="module")
 def staged_dir(model, tmp_path_factory):
     return ox.export_onnx(model, tmp_path_factory.mktemp("staged") / "art", graph="staged", opset=23,
-                          n_tiles=4)
+                          batch=2, n_tiles=4)
 
 
 @torch.no_grad()
@@ -89,17 +89,22 @@ def test_staged_matches_pytorch_and_single(model, single_dir, staged_dir):
     assert m["graph"] == "staged" and m["parity"]["passed"]
     assert m["extra"]["stages"] == ["cond", "step_0", "step_1", "step_2", "decode"]
     assert set(m["graphs"]) == set(m["extra"]["stages"])
+    assert m["extra"]["batch"] == 2 and m["graphs"]["cond"]["inputs"][0]["shape"] == [2, 3, 4, 4]
     runner = StagedRunner.load(staged_dir)
     sess = make_session(single_dir / "model.onnx")
-    for lr in lr_tiles(model.config, 3, seed=3)[:, None]:
+    for lr in lr_tiles(model.config, 4, seed=3).reshape(2, 2, 3, 4, 4):     # staged graphs: batch 2
         sr_s, tok_s = runner.run(lr)
         assert set(runner.last_timings) == set(runner.stages)
         assert all(t > 0 for t in runner.last_timings.values())
-        sr_1, tok_1 = ox.run_single(sess, lr)
+        ones = [ox.run_single(sess, tile) for tile in lr[:, None]]          # single graph: batch 1
+        sr_1 = np.concatenate([o[0] for o in ones])
+        tok_1 = [np.concatenate([o[1][k] for o in ones]) for k in range(3)]
         ref_sr, ref_tok = reference(model, lr)
-        assert parity.token_agreement(tok_1, tok_s)["overall"] == 1.0
-        assert parity.token_agreement(ref_tok, tok_s)["overall"] == 1.0
+        assert parity.token_agreement(tok_1, tok_s)["per_scale"] == [1.0] * 3
+        assert parity.token_agreement(ref_tok, tok_s)["per_scale"] == [1.0] * 3
         assert parity.psnr(sr_1, sr_s) >= 60 and parity.psnr(ref_sr, sr_s) >= 60
+    with pytest.raises(InputError, match="batch 2"):
+        runner.run(lr[:1])
 
 
 # ---------------------------------------------------------------------------------------------
