@@ -270,7 +270,7 @@ def ane_lint(spec: Any) -> list[dict[str, Any]]:
     notes = _ane_notes()
 
     def source(pattern: str) -> str:
-        f = next((n for n in notes.get("known_fallbacks", []) if n.get("pattern", "").startswith(pattern)), {})
+        f: dict[str, Any] = next((n for n in notes.get("known_fallbacks", []) if n.get("pattern", "").startswith(pattern)), {})
         return f"{f.get('source', '?')} (confidence {f.get('confidence', '?')})"
 
     rank, large, gathers, fp32, dilated = [], [], [], [], []
@@ -375,7 +375,8 @@ class CoreMLEngine(Engine):
         config = config_from_manifest(metadata)
         super().__init__(metadata, config, compute_units, engine_dir)
         batch = int(metadata.get("extra", {}).get("batch", 1))
-        self._spec = {INPUT: ((batch, 3, config.lr_size, config.lr_size), np.dtype(np.float32))}
+        self._spec: dict[str, TensorSpec] = {
+            INPUT: ((batch, 3, config.lr_size, config.lr_size), np.dtype(np.float32))}
         self.model: Any = None
         if sys.platform == "darwin":
             ct = _import_ct()
