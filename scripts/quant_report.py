@@ -2,7 +2,8 @@
 """ONNX Runtime INT8 / FP16 vs fp32: tokens, PSNR-Y loss, size and latency, measured in one run.
 
     .venv/bin/python scripts/quant_report.py --checkpoint alignvar-tiny --out runs/quant_report/tiny
-    .venv/bin/python scripts/quant_report.py --preset d16 --out runs/quant_report/d16 --speed-only
+    .venv/bin/python scripts/quant_report.py --preset d16 --out runs/quant_report/d16 --speed-only \
+        --precisions int8 --tiles 4 --val-tiles 1 --repeats 5
 
 Exports the fp32 single graph (reused if --out already holds it), quantizes it with
 `alignvar-edge quantize` semantics (int8 for onnxruntime with the fidelity search; fp16), then on
@@ -33,7 +34,8 @@ def _engine(path: Path) -> Any:
 
 
 def _bytes(root: Path) -> int:
-    return sum(p.stat().st_size for p in root.iterdir() if p.is_file() and p.name != "manifest.json")
+    """Graph files only (model.onnx and any external data), as recorded in the manifest."""
+    return sum(p.stat().st_size for p in root.glob("model.onnx*"))
 
 
 def main() -> int:
@@ -42,6 +44,7 @@ def main() -> int:
     src.add_argument("--checkpoint", help="checkpoint dir or bundled name (e.g. alignvar-tiny)")
     src.add_argument("--preset", help="random weights (logits head x50), e.g. d16")
     ap.add_argument("--out", required=True, help="work directory (exports, quantized artifacts, report.json)")
+    ap.add_argument("--artifact", help="an existing fp32 single-graph export of the same model (not copied)")
     ap.add_argument("--eval-tiles", type=int, default=48, help="held-out tiles for fidelity")
     ap.add_argument("--tiles", type=int, default=32, help="calibration tiles")
     ap.add_argument("--val-tiles", type=int, default=16, help="validation tiles for the search")
@@ -63,7 +66,7 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
-    fp32 = out / "fp32"
+    fp32 = Path(args.artifact) if args.artifact else out / "fp32"
     if not (fp32 / "manifest.json").is_file():
         if args.checkpoint:
             from alignvar_edge.model.alignvar import AlignVAR

@@ -122,8 +122,18 @@ def test_policy_keeps_softmax_norms_head_and_argmax_in_float(int8_ort: Path, exp
     model = onnx.load(str(int8_ort / "model.onnx"))
     _, dqs = _q_nodes(model)
     dq_out = {n.output[0] for n in dqs}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    for n in model.graph.node:
+        if n.op_type in ("MatMul", "Gemm", "Conv", "QuantizeLinear", "DequantizeLinear"):
+            continue
+        for i in n.input:
+            if i in dq_out:
+                # a float op may read an int8 matmul/conv's quantized output (as ORT's QLinear
+                # kernels produce it), never a quantized copy of a float op's tensor
+                made_by = producer[producer[producer[i].input[0]].input[0]]
+                assert made_by.op_type in ("MatMul", "Gemm", "Conv"), (n.name, i)
     readers = {n.op_type for n in model.graph.node if any(i in dq_out for i in n.input)}
-    assert readers <= {"MatMul", "Gemm", "Conv"}           # only matmuls/convs read int8 values
+    assert not readers & {"Softmax", "LayerNormalization", "InstanceNormalization", "ArgMax", "ReduceL2"}
     # the exporter's scope metadata lives in the source graph; fused nodes keep its names before '/'
     src = {n.name: n for n in classify(onnx.load(str(export / "model.onnx")))}
     for n in model.graph.node:
@@ -132,8 +142,14 @@ def test_policy_keeps_softmax_norms_head_and_argmax_in_float(int8_ort: Path, exp
             assert not any(i in dq_out for i in n.input), f"{n.name} ({c.component}) was quantized"
 
 
-def test_tensorrt_target_is_symmetric_with_zero_points_zero(export: Path, tmp_path: Path) -> None:
+def test_tensorrt_target_is_symmetric_with_zero_points_zero(export: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    # also: pretend 100 kB is past protobuf's limit, so every model takes the external-data path
+    from alignvar_edge.export import onnx_io
+    monkeypatch.setattr(onnx_io, "LARGE", 100_000)
     out = quantize_artifact(export, tmp_path / "trt", QuantizeOptions(target="tensorrt", search=False, **FAST))
+    m = load_verified(out)
+    assert m["extra"]["external_data"] and (out / "model.onnx.data").is_file()
     model = onnx.load(str(out / "model.onnx"))
     inits = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
     qs, dqs = _q_nodes(model)
@@ -142,27 +158,36 @@ def test_tensorrt_target_is_symmetric_with_zero_points_zero(export: Path, tmp_pa
         zp = inits[n.input[2]]
         assert not zp.any(), n.name
         assert zp.dtype == (np.int32 if n.input[0].endswith("_quantized") and "bias" in n.input[0] else np.int8)
-    r = load_verified(out)["quantization"]["recipe"]
+    r = m["quantization"]["recipe"]
     assert r["activation_type"] == "int8" and r["symmetric_activations"] and not r["reduce_range"]
+    assert not r["quantize_outputs"]          # TensorRT fuses DQ -> op; no Q/DQ after weighted ops
+    # a weighted op's output is quantized only as the input of the next int8 op; float ops read float
+    dq_out = {n.output[0] for n in dqs}
+    readers = {n.op_type for n in model.graph.node if any(i in dq_out for i in n.input)}
+    assert readers <= {"MatMul", "Gemm", "Conv"}
 
 
-def test_entropy_and_percentile_give_their_own_scales(export: Path) -> None:
+def test_entropy_and_percentile_give_their_own_ranges(export: Path) -> None:
+    from alignvar_edge.calibration.ranges import collect_ranges
     from alignvar_edge.export.int8 import Int8Builder
     from alignvar_edge.export.quantize_policy import Policy
 
-    feeds = calibration_set("builtin", load_verified(export)["model"], 4, 1, 0).feeds("lr")
-    scales = {}
-    for method in ("minmax", "entropy", "percentile"):
-        with Int8Builder(export / "model.onnx", target_recipe("onnxruntime", method, 99.9), feeds) as b:
-            model = b.build(Policy())
-        inits = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
-        scales[method] = {n.input[0]: float(inits[n.input[1]]) for n in _q_nodes(model)[0]}
-    common = set(scales["minmax"]) & set(scales["entropy"]) & set(scales["percentile"])
-    assert len(common) > 10
-    for other in ("entropy", "percentile"):
-        diff = [t for t in common if not np.isclose(scales[other][t], scales["minmax"][t])]
-        assert len(diff) > len(common) // 4, f"{other} scales are (nearly) the same as minmax"
-        assert all(scales[other][t] <= scales["minmax"][t] * (1 + 1e-6) for t in common)  # they clip
+    feeds = calibration_set("builtin", load_verified(export)["model"], 3, 1, 0).feeds("lr")
+    with Int8Builder(export / "model.onnx", target_recipe("onnxruntime", "minmax"), feeds) as b:
+        minmax = b.prepared.ranges
+        pre = onnx.load(str(b.prepared.path))
+        model = b.build(Policy())
+    # the ranges are what the Q/DQ scales are made of (uint8 asymmetric: (hi - lo) / 255)
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    q = next(n for n in _q_nodes(model)[0] if n.input[0] in minmax)
+    lo, hi = minmax[q.input[0]]
+    assert float(inits[q.input[1]]) == pytest.approx((max(hi, 0) - min(lo, 0)) / 255, rel=1e-5)
+    names = sorted(minmax)
+    for method in ("entropy", "percentile"):
+        r = collect_ranges(pre, names, feeds, method, percentile=99.9)
+        clipped = [t for t in names if not np.allclose(r[t], minmax[t])]
+        assert len(clipped) > len(names) // 4, f"{method} ranges are (nearly) the same as minmax"
+        assert all(minmax[t][0] - 1e-6 <= r[t][0] and r[t][1] <= minmax[t][1] + 1e-6 for t in names)
 
 
 def test_fp16_keeps_fp32_io_and_meets_the_target(export: Path, tmp_path: Path) -> None:
@@ -226,12 +251,27 @@ def test_target_settings(tmp_path: Path) -> None:
         FidelityTarget(1.5, 0.1) and QuantizeOptions(fidelity=FidelityTarget(1.5, 0.1)).validate()
 
 
-def test_models_past_the_protobuf_limit_go_through_external_data(export: Path, tmp_path: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    # pretend 100 kB is "large": every model takes the >2 GB path (external data, sessions from files)
-    from alignvar_edge.export import onnx_io
-    monkeypatch.setattr(onnx_io, "LARGE", 100_000)
-    out = quantize_artifact(export, tmp_path / "big", QuantizeOptions(search=False, tiles=2, val_tiles=1))
-    m = load_verified(out)
-    assert m["extra"]["external_data"] and (out / "model.onnx.data").is_file()
-    assert m["parity"]["validation"]["tiles"] == 1
+def test_returning_groups_to_float_equals_never_quantizing_them(export: Path) -> None:
+    """The search cuts candidates from one Q/DQ graph; each must equal quantize_static's own."""
+    import onnxruntime as ort
+
+    from alignvar_edge.export.int8 import Int8Builder
+    from alignvar_edge.export.quantize_policy import Policy
+
+    feeds = calibration_set("builtin", load_verified(export)["model"], 2, 1, 0).feeds("lr")
+    pol = Policy()
+    with Int8Builder(export / "model.onnx", target_recipe("onnxruntime"), feeds) as b:
+        groups = sorted({n.group for n in b.selected(pol)})
+        full = b.build(pol)
+        pre = onnx.load(str(b.prepared.path))
+        count = lambda m, op: sum(n.op_type == op for n in m.graph.node)  # noqa: E731
+        assert count(full, "Clip") == count(pre, "Clip")           # no activation folded away
+        rng = np.random.default_rng(0)
+        for _ in range(1):
+            off = {g for g in groups if rng.random() < 0.4}
+            cut = b.build(pol.with_float(frozenset(off)))
+            direct = b._quantize_static(sorted(n.name for n in b.selected(pol) if n.group not in off))
+            run = lambda m: ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]  # noqa: E731
+                                                 ).run(None, feeds[0])
+            for x, y in zip(run(cut), run(direct)):
+                np.testing.assert_array_equal(x, y)

@@ -68,6 +68,10 @@ class Int8Recipe:
     activation_type: str = "uint8"         # "uint8" (asymmetric) or "int8"
     weight_type: str = "int8"
     symmetric_activations: bool = False
+    # Q/DQ on the outputs of int8 matmuls/convs too: onnxruntime's CPU kernels (QLinearMatMul,
+    # QLinearConv) are only selected for DQ -> op -> Q; without it the graph is fake-quant, slower
+    # than fp32. TensorRT fuses DQ -> op itself and advises against output Q/DQ on weighted ops.
+    quantize_outputs: bool = True
     op_types: tuple[str, ...] = QUANT_OP_TYPES
     vnni: bool | None = None
 
@@ -91,7 +95,8 @@ def target_recipe(target: str, method: str = "minmax", percentile: float = 99.99
                           "(openvino and coreml quantize through their own backends)")
     if target == "tensorrt":
         return Int8Recipe(target, method, percentile, reduce_range=bool(reduce_range),
-                          activation_type="int8", symmetric_activations=True, vnni=None)
+                          activation_type="int8", symmetric_activations=True, quantize_outputs=False,
+                          vnni=None)
     vnni = has_vnni() if vnni is None else vnni
     rr = (vnni is False) if reduce_range is None else reduce_range
     return Int8Recipe(target, method, percentile, reduce_range=rr, vnni=vnni)
@@ -175,7 +180,8 @@ class Int8Builder:
             self._widest_names = keep | self._widest_names
         model = onnx.ModelProto()
         model.CopyFrom(self._widest)
-        return _to_float(model, self._widest_names - keep, self._float_inputs)
+        _to_float(model, self._widest_names - keep, self._float_inputs)
+        return _float_consumers_read_float(model, keep, self.recipe.quantize_outputs)
 
     def _quantize_static(self, names: list[str]) -> onnx.ModelProto:
         from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, TensorData,
@@ -199,11 +205,16 @@ class Int8Builder:
             activation_type=qtype[r.activation_type], weight_type=qtype[r.weight_type],
             nodes_to_quantize=names, calibrate_method=method, calibration_cache_path=str(cache),
             use_external_data_format=self.large,
-            extra_options={"ActivationSymmetric": r.symmetric_activations, "WeightSymmetric": True})
+            # KeepRemovableActivations: the quantizer would otherwise delete a Clip/Relu after an int8
+            # node (folding it into the output range), and the clip would be lost when that node
+            # later returns to float
+            extra_options={"ActivationSymmetric": r.symmetric_activations, "WeightSymmetric": True,
+                           "QDQKeepRemovableActivations": True,
+                           "OpTypesToExcludeOutputQuantization": [] if r.quantize_outputs else list(r.op_types)})
         model = onnx.load(str(out))
         for f in self.tmp.glob("qdq.onnx*"):      # the model and any external-data file
             f.unlink()
-        return _float_consumers_read_float(model, set(names))
+        return _float_consumers_read_float(model, set(names), r.quantize_outputs)
 
     def close(self) -> None:
         self._tmp.cleanup()
@@ -240,7 +251,7 @@ def _initializers(model: onnx.ModelProto) -> set[str]:
 
 def _to_float(model: onnx.ModelProto, names: set[str],
               float_inputs: dict[str, tuple[list[str], list[onnx.TensorProto]]]) -> onnx.ModelProto:
-    """Return the named nodes of a Q/DQ model to float: original inputs, float weights, no Q/DQ.
+    """Return the named nodes of a Q/DQ model to float: original inputs and float weights.
 
     Restored weights get a '.fp32' name: the quantizer reuses a bias's own name for the output of
     its DequantizeLinear, so the original name may already be taken in the Q/DQ graph.
@@ -265,32 +276,47 @@ def _to_float(model: onnx.ModelProto, names: set[str],
                 new_inputs.append(i)
             del n.input[:]
             n.input.extend(new_inputs)
-    _prune_qdq(model)
+    # no pruning yet: _float_consumers_read_float may still route a reader to a Q/DQ pair here
     return model
 
 
-def _float_consumers_read_float(model: onnx.ModelProto, quantized: set[str]) -> onnx.ModelProto:
-    """Only the quantized nodes read quantized activations.
+def _float_consumers_read_float(model: onnx.ModelProto, quantized: set[str],
+                                 quantize_outputs: bool) -> onnx.ModelProto:
+    """Only the int8 nodes decide which tensors are quantized.
 
     onnxruntime's quantizer is tensor-centric: once a tensor gets a Q/DQ pair, *every* consumer
-    reads the dequantized copy, so a residual Add or a norm beside a quantized conv silently sees
-    int8 noise, and a node's sensitivity depends on its neighbours. Here the float consumers are
-    rewired to the float tensor, so a node is int8 exactly when the policy says so.
+    reads the dequantized copy, so a residual Add beside a quantized conv silently sees int8
+    noise, and a node's effect depends on its neighbours. Here a float consumer is rewired to the
+    float tensor unless that tensor is the output of an int8 node whose output is quantized
+    (`quantize_outputs`: then every consumer reads it dequantized, as the fused int8 kernel
+    produces it). So a node is int8 exactly when the policy says so, and returning it to float
+    (`_to_float`) gives the same graph as never quantizing it.
     """
     g = model.graph
     producer = {o: n for n in g.node for o in n.output}
+    inputs = _graph_inputs(g)
+
+    def int8_output(x: str) -> bool:
+        made_by = producer.get(x)
+        return quantize_outputs and made_by is not None and made_by.name in quantized
+
     source: dict[str, str] = {}                 # DQ output -> float tensor its Q read
+    dequantized: dict[str, str] = {}            # float tensor -> its DQ output
     for n in g.node:
         if n.op_type == "DequantizeLinear":
             q = producer.get(n.input[0])
-            if q is not None and q.op_type == "QuantizeLinear" and q.input[0] in producer | _graph_inputs(g):
-                source[n.output[0]] = q.input[0]
+            if q is not None and q.op_type == "QuantizeLinear" and (q.input[0] in producer or q.input[0] in inputs):
+                dequantized.setdefault(q.input[0], n.output[0])
+                if not int8_output(q.input[0]):
+                    source[n.output[0]] = q.input[0]
     for n in g.node:
         if n.op_type in ("QuantizeLinear", "DequantizeLinear") or n.name in quantized:
             continue
         for k, i in enumerate(n.input):
-            if i in source:
+            if i in source:                     # float reader of a float tensor's Q/DQ copy
                 n.input[k] = source[i]
+            elif i in dequantized and int8_output(i):   # an int8 node's output: read as the kernel makes it
+                n.input[k] = dequantized[i]
     _prune_qdq(model)
     return model
 
