@@ -35,7 +35,8 @@ from alignvar_edge.export.random_model import random_model
 from alignvar_edge.export.staged import StagedRunner, make_session
 from alignvar_edge.model import AlignVARConfig
 
-NANO = dict(hr_size=16, patch_nums=(1, 2, 4), depth=1)
+# cfg > 0 so that both graph forms also carry the image-CFG branch (B2 = 2B rows in the cache)
+NANO = dict(hr_size=16, patch_nums=(1, 2, 4), depth=1, cfg=1.0)
 
 
 def nano_model():
@@ -143,6 +144,7 @@ def test_io_names_shapes_dtypes(single_dir, staged_dir):
     kv_in = next(i for i in s["step_1"]["inputs"] if i["name"] == "kv")["shape"]
     kv_out = next(o for o in s["step_1"]["outputs"] if o["name"] == "kv_out")["shape"]
     assert kv_out[4] - kv_in[4] == 4                                                    # + p_1^2
+    assert kv_in[2] == 4                                               # batch 2, CFG: 2 x 2 rows
 
 
 def test_manifest_contents(single_dir):

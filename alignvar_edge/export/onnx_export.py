@@ -191,7 +191,11 @@ def export_onnx(model: AlignVAR, out_dir: str | os.PathLike[str], graph: str = "
                 force: bool = False, external_data: bool | None = None, *, model_name: str | None = None,
                 source: str | None = None, tile_images: str | os.PathLike[str] | None = None,
                 log: Log | None = None) -> Path:
-    """Export, validate and publish an ONNX artifact directory; returns its path (see module doc)."""
+    """Export, validate and publish an ONNX artifact directory; returns its path (see module doc).
+
+    The model is moved to the CPU in fp32 eval mode (in place, as nn.Module.float() does): the
+    graphs are fp32 and the reference rollout runs on the CPU next to ONNX Runtime.
+    """
     from alignvar_edge.calibration.tiles import lr_tiles, tiles_hash
 
     say = log or (lambda _msg: None)
@@ -202,7 +206,7 @@ def export_onnx(model: AlignVAR, out_dir: str | os.PathLike[str], graph: str = "
                           "(18 is the most portable; TensorRT 10.3 parses up to 20)")
     if batch < 1 or n_tiles < 1:
         raise ConfigError(f"batch and tiles must be >= 1, got batch={batch}, tiles={n_tiles}")
-    model = model.float().eval()
+    model = model.cpu().float().eval()
     ext = external_data if external_data is not None else _param_bytes(model) > EXTERNAL_DATA_BYTES
     n_eff = math.ceil(n_tiles / batch) * batch        # graphs have a fixed batch: whole batches only
     tiles = lr_tiles(model.config, n_eff, seed=seed, images=tile_images)
