@@ -29,6 +29,7 @@ import io
 import json
 import platform
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -137,7 +138,6 @@ def rollout_module(model: Any) -> Any:
 def _quiet() -> Any:
     """coremltools prints progress bars and version warnings on stdout/stderr; keep builds readable."""
     import logging
-    import warnings
     lg = logging.getLogger("coremltools")
     level = lg.level
     lg.setLevel(logging.ERROR)
@@ -182,7 +182,9 @@ def convert(model: Any, precision: str = "fp16", compute_units: str = "CPU_AND_N
     c = model.config
     module = rollout_module(model.float().eval())
     lr = torch.rand(batch, 3, c.lr_size, c.lr_size, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # the tracer warns about Python ints taken from shapes: static by design (fixed tile)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         if method == "trace":
             src: Any = torch.jit.trace(module, (lr,), check_trace=False)
         elif method == "export":
