@@ -1,0 +1,138 @@
+"""CLI verbs `bench` (and `bench merge`) and `deploy` (registered by alignvar_edge.cli)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterable
+from typing import Any
+
+from alignvar_edge.errors import InputError
+
+ENGINE_HELP = ("[LABEL=][BACKEND[@DEVICE]:]PATH or 'bicubic': an ONNX export, a built engine dir or a "
+               "checkpoint (backend from its manifest unless given: torch, onnxruntime, openvino, "
+               "tensorrt, coreml). PyTorch eager and bicubic baselines are always included. "
+               "`bench merge A.json B.json ...` merges reports instead.")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "bench", help="latency, throughput, memory, FLOPs/roofline and fidelity of engines; `bench merge`",
+        description="Benchmark engines against PyTorch eager (KV-cached) and bicubic in one interleaved "
+                    "run: latency p50/p90/p99 per tile and per megapixel, throughput, peak memory, size, "
+                    "parameters, FLOPs and achieved GFLOP/s against a GEMM peak measured in the same run, "
+                    "token agreement and PSNR/SSIM-Y against PyTorch and against HR, and a host "
+                    "fingerprint. `alignvar-edge bench merge A.json B.json ... --md M.md --plot M.png` "
+                    "combines reports from several devices.")
+    p.add_argument("engines", nargs="+", metavar="ENGINE", help=ENGINE_HELP)
+    p.add_argument("--out", help="report JSON to write (required for a benchmark; optional for merge)")
+    p.add_argument("--md", help="also write the report as Markdown")
+    p.add_argument("--plot", help="also write a PNG plot")
+    p.add_argument("--reference", help="the PyTorch model: checkpoint dir, bundled name, or "
+                                       "preset:NAME[:SEED] for random-weight exports (default: from the manifests)")
+    p.add_argument("--images", help="folder of HR photographs for fidelity tiles (default: bundled held-out set)")
+    p.add_argument("--tiles", type=int, default=8, help="fidelity tile pairs (default 8)")
+    p.add_argument("--runs", type=int, default=20, help="timed rounds (default 20)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed rounds first (default 3)")
+    p.add_argument("--threads", type=int, help="threads for every engine (default: all usable cores)")
+    p.add_argument("--staged", help="a staged ONNX export of the same model: adds ONNX Runtime per-stage timing")
+    p.add_argument("--profile-runs", type=int, default=3, help="runs of the per-stage profile (0: none)")
+    p.add_argument("--peak-n", type=int, default=2048, help="side of the GEMM that measures the peak")
+    p.add_argument("--min-token-agreement", type=float, default=0.99,
+                   help="fidelity gate for 'best engine' (default 0.99)")
+    p.add_argument("--target-speedup", type=float, help="report whether the best CPU engine reaches this speed-up")
+    p.add_argument("--sequential", action="store_true",
+                   help="one engine in memory at a time, no interleaving (models too big to load together)")
+    p.add_argument("--label", help="device label for tables and merges (default: from the host)")
+    p.add_argument("--seed", type=int, default=0, help="fidelity tile crops")
+    p.set_defaults(func=run_bench_cmd)
+
+    d = sub.add_parser(
+        "deploy", help="export -> quantize -> build every target -> parity -> bench, one command",
+        description="The whole path on one model: export the single graph, calibrate and quantize, build "
+                    "every target that can be built here (Core ML packages and TensorRT build kits are "
+                    "written even where they cannot run), check parity, benchmark against PyTorch eager "
+                    "and bicubic, and write report.json/.md/.png. The output directory appears only "
+                    "when everything is written.")
+    d.add_argument("checkpoint", nargs="?", default=None,
+                   help="checkpoint directory or bundled name (default: alignvar-tiny)")
+    d.add_argument("--preset", help="random weights of a preset instead of a checkpoint (e.g. micro, tiny, d16)")
+    d.add_argument("--targets", default="auto",
+                   help="auto (every backend that can build here) or a comma list of "
+                        "onnxruntime,openvino,tensorrt,coreml")
+    d.add_argument("--precision", default=None,
+                   help="comma list of fp32,fp16,int8 (default: fp32,int8; --quick: fp32,int8)")
+    d.add_argument("--calib", default="builtin", metavar="builtin|DIR", help="calibration photographs")
+    d.add_argument("--out", required=True, help="output directory (created atomically)")
+    d.add_argument("--force", action="store_true", help="replace --out if it exists")
+    d.add_argument("--quick", action="store_true",
+                   help="fewer calibration tiles and timed runs, no Core ML fidelity proxy (for `make demo`)")
+    d.add_argument("--runs", type=int, help="timed bench rounds (default 10; --quick 5)")
+    d.add_argument("--warmup", type=int, help="bench warm-up rounds (default 2; --quick 1)")
+    d.add_argument("--threads", type=int, help="threads for every engine (default: all usable cores)")
+    d.add_argument("--staged", action="store_true",
+                   help="also export the staged graphs and profile ONNX Runtime per stage")
+    d.add_argument("--seed", type=int, default=0, help="--preset weights, tiles and calibration seed")
+    d.set_defaults(func=run_deploy_cmd)
+
+
+def _progress(it: Iterable[Any], **kw: Any) -> Iterable[Any]:
+    from tqdm import tqdm
+    return tqdm(it, leave=False, file=sys.stderr, disable=None, **kw)  # off when not a TTY
+
+
+def _say(msg: str) -> None:
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+def run_bench_cmd(args: argparse.Namespace) -> int:
+    if args.engines[0] == "merge":
+        return run_merge(args.engines[1:], args)
+    from alignvar_edge.bench.render import summary_lines, terminal_table
+    from alignvar_edge.bench.runner import BenchOptions, run_bench
+    if not args.out:
+        raise InputError("bench needs --out REPORT.json (the report is the result)")
+    opts = BenchOptions(runs=args.runs, warmup=args.warmup, tiles=args.tiles, images=args.images,
+                        seed=args.seed, threads=args.threads, peak_n=args.peak_n,
+                        profile_runs=args.profile_runs, staged=args.staged,
+                        min_token_agreement=args.min_token_agreement,
+                        target_speedup=args.target_speedup, label=args.label, sequential=args.sequential)
+    report = run_bench(args.engines, reference=args.reference, options=opts, log=_say, progress=_progress)
+    from alignvar_edge.bench.outputs import write_outputs
+    write_outputs(report, args.out, args.md, args.plot)
+    print(terminal_table(report))
+    for line in summary_lines(report):
+        print(line.replace("**", ""))
+    print(f"wrote {', '.join(p for p in (args.out, args.md, args.plot) if p)}")
+    return 1 if report["summary"]["failed"] else 0
+
+
+def run_merge(paths: list[str], args: argparse.Namespace) -> int:
+    import os
+
+    from alignvar_edge.bench.merge import merge_markdown, merge_reports, plot_merged
+    from alignvar_edge.bench.outputs import write_text
+    from alignvar_edge.bench.schema import write_json
+    if not paths:
+        raise InputError("bench merge needs report files: alignvar-edge bench merge A.json B.json --md out.md")
+    if not (args.out or args.md or args.plot):
+        raise InputError("bench merge needs at least one of --out, --md, --plot")
+    merged = merge_reports(paths)
+    if args.out:
+        write_json(args.out, merged)
+    if args.plot:
+        plot_merged(merged, args.plot)
+    text = merge_markdown(merged, os.path.relpath(args.plot, os.path.dirname(os.path.abspath(args.md)))
+                          if args.plot and args.md else None)
+    if args.md:
+        write_text(args.md, text)
+    print(text.split("\n\n", 3)[-1] if not args.md else f"merged {len(merged['reports'])} report(s) into "
+          f"{', '.join(p for p in (args.out, args.md, args.plot) if p)}")
+    return 0
+
+
+def run_deploy_cmd(args: argparse.Namespace) -> int:
+    from alignvar_edge.deploy import DeployOptions, deploy
+    opts = DeployOptions.from_args(args)
+    result = deploy(opts, log=lambda m: print(m, file=sys.stderr, flush=True), progress=_progress)
+    print(result.summary)
+    return result.exit_code

@@ -1,0 +1,99 @@
+"""Merge reports from several devices into one table and one plot.
+
+Every input must be a report of this schema version (a merged report counts as its parts). Rows
+are compared per megapixel of SR output, which stays meaningful across models with different tile
+sizes; speed-ups are always within a device (against that device's PyTorch eager).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from alignvar_edge.bench.render import _cell, _md_table, _plain_log_ticks, _save, engine_rows
+from alignvar_edge.bench.schema import SCHEMA, SCHEMA_VERSION, ReportSchemaError, read_report
+
+__all__ = ["merge_markdown", "merge_reports", "plot_merged"]
+
+
+def _parts(report: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(report["reports"]) if report.get("kind") == "merged" else [report]
+
+
+def merge_reports(paths: Sequence[str | os.PathLike[str]]) -> dict[str, Any]:
+    """Read, check and combine reports; device labels are made unique ('label #2')."""
+    if not paths:
+        raise ReportSchemaError("bench merge needs at least one report.json")
+    parts: list[dict[str, Any]] = []
+    for p in paths:
+        parts += _parts(read_report(p))
+    seen: dict[str, int] = {}
+    for r in parts:
+        n = seen.get(r["label"], 0) + 1
+        seen[r["label"]] = n
+        if n > 1:
+            r["label"] = f"{r['label']} #{n}"
+    rows = []
+    for r in parts:
+        for row in engine_rows(r):
+            rows.append({"device": r["label"], "model": r["model"]["name"],
+                         "tile_hr": r["model"]["tile"]["hr"], "created": r["created"], **row})
+    return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "kind": "merged",
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "sources": [str(p) for p in paths], "reports": parts, "rows": rows}
+
+
+MERGED_COLUMNS = [("device", "device"), ("model", "model"), ("engine", "label"), ("precision", "precision"),
+                  ("p50 ms/tile", "p50"), ("ms/MP", "ms_per_mp"), ("tiles/s", "tiles_per_s"),
+                  ("% peak", "roofline"), ("vs eager", "speedup"), ("tokens", "tokens"),
+                  ("PSNR-Y/HR", "psnr_hr"), ("mem MB", "mem"), ("size MB", "size")]
+
+
+def merge_markdown(merged: dict[str, Any], plot: str | None = None) -> str:
+    table = [[h for h, _ in MERGED_COLUMNS]]
+    for r in sorted(merged["rows"], key=lambda r: (r["model"], r["device"], r["p50"] or float("inf"))):
+        if r["status"] != "ok":
+            table.append([r["device"], r["model"], r["label"], r["precision"] or "–",
+                          f"{r['status']}: {r['reason']}"] + [""] * (len(MERGED_COLUMNS) - 5))
+        else:
+            table.append([str(r[k]) if k in ("device", "model") else _cell(k, r[k]) for _, k in MERGED_COLUMNS])
+    lines = ["# alignvar-edge benchmarks across devices", "",
+             f"{len(merged['reports'])} report(s), schema version {merged['schema_version']}.", ""]
+    for r in merged["reports"]:
+        h, cpu = r["host"], r["host"].get("cpu") or {}
+        best = (r["summary"] or {}).get("best_cpu")
+        lines.append(f"- **{r['label']}**: {cpu.get('model')}, {cpu.get('usable_cores')} cores, ISA "
+                     f"{' '.join(cpu.get('isa') or []) or '–'}; {h['os']['platform']}; peak "
+                     f"{r['peak']['gflops']:.1f} GFLOP/s; model {r['model']['name']}; {r['created']}"
+                     + (f"; best CPU engine {best['label']} {best['speedup_vs_eager']:.2f}x eager" if best else ""))
+    lines += ["", _md_table(table)]
+    if plot:
+        lines += ["", f"![latency per megapixel across devices]({plot})"]
+    return "\n".join(lines) + "\n"
+
+
+def plot_merged(merged: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+    """One horizontal bar per (device, engine): p50 ms per SR megapixel, log scale, colour per device."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in merged["rows"] if r["status"] == "ok" and r["ms_per_mp"]]
+    rows.sort(key=lambda r: (r["device"], r["model"], r["ms_per_mp"]))
+    devices = list(dict.fromkeys(r["device"] for r in rows))
+    cmap = plt.get_cmap("tab10")
+    fig, ax = plt.subplots(figsize=(9, 0.35 * max(4, len(rows)) + 1.5))
+    ax.barh(range(len(rows)), [r["ms_per_mp"] for r in rows],
+            color=[cmap(devices.index(r["device"]) % 10) for r in rows])
+    ax.set_yticks(range(len(rows)), [f"{r['label']} · {r['model']}" for r in rows], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlabel("ms per megapixel of SR output (p50, log)")
+    _plain_log_ticks(ax)
+    from matplotlib.patches import Patch
+    ax.legend(handles=[Patch(color=cmap(i % 10), label=d) for i, d in enumerate(devices)],
+              fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return _save(fig, path)

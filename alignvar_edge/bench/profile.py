@@ -1,0 +1,127 @@
+"""Where the time goes: FLOPs and measured time per stage of one tile's rollout.
+
+Stages follow the staged export: `conditioning` (LR embedding + SCA guidance + the prefix through
+every block), `scale_k` (one next-scale step: transformer on p_k^2 tokens, head, argmax, phi and
+the f_hat update) and `decoder` (the VQ-VAE decoder). Time is measured for PyTorch eager (the
+model's own stage functions) and, given a staged ONNX export, for ONNX Runtime (StagedRunner's
+per-session timings). FLOPs are matmul + conv, counted on a meta-device model (no memory).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["stage_flops", "stage_profile", "staged_ort_times", "torch_stage_times"]
+
+
+def stage_flops(config: Any) -> dict[str, int]:
+    """FLOPs per stage (batch 1), from PyTorch's FlopCounterMode on a meta model."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from alignvar_edge.model.info import meta_model
+
+    meta = meta_model(config)
+    c = config
+    lr = torch.empty(1, 3, c.lr_size, c.lr_size, device="meta")
+    out: dict[str, int] = {}
+    with torch.no_grad():
+        with FlopCounterMode(display=False) as fc:
+            ctx = meta.prepare(lr)
+            kv = meta.prefix_kv(ctx)
+        out["conditioning"] = int(fc.get_total_flops())
+        f_hat = lr.new_zeros(1, c.vq_cvae, c.latent_size, c.latent_size)
+        for k in range(c.num_scales):
+            with FlopCounterMode(display=False) as fc:
+                _, f_hat, kv, _ = meta.step(k, f_hat, kv, ctx)
+            out[f"scale_{k}"] = int(fc.get_total_flops())
+        with FlopCounterMode(display=False) as fc:
+            meta.decode(f_hat, lr)
+        out["decoder"] = int(fc.get_total_flops())
+    return out
+
+
+def _median_ms(samples: list[dict[str, float]]) -> dict[str, float]:
+    return {k: round(float(np.median([s[k] for s in samples])) * 1e3, 3) for k in samples[0]}
+
+
+@torch.inference_mode()
+def torch_stage_times(model: Any, lr: np.ndarray, runs: int = 3) -> dict[str, float]:
+    """Median ms per stage of PyTorch eager on `lr` (one warm-up rollout first)."""
+    x = torch.from_numpy(np.ascontiguousarray(lr, np.float32))
+    c = model.config
+
+    def once() -> dict[str, float]:
+        t: dict[str, float] = {}
+        t0 = time.perf_counter()
+        ctx = model.prepare(x)
+        kv = model.prefix_kv(ctx)
+        t["conditioning"] = time.perf_counter() - t0
+        f_hat = x.new_zeros(x.shape[0], c.vq_cvae, c.latent_size, c.latent_size)
+        for k in range(c.num_scales):
+            t0 = time.perf_counter()
+            _, f_hat, kv, _ = model.step(k, f_hat, kv, ctx)
+            t[f"scale_{k}"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        model.decode(f_hat, x)
+        t["decoder"] = time.perf_counter() - t0
+        return t
+
+    once()
+    return _median_ms([once() for _ in range(max(1, runs))])
+
+
+def staged_ort_times(artifact: str | Path, lr: np.ndarray, runs: int = 3,
+                     threads: int | None = None) -> dict[str, float]:
+    """Median ms per stage of ONNX Runtime on a staged export (renamed to the stage names above)."""
+    from alignvar_edge.export.staged import StagedRunner
+
+    runner = StagedRunner.load(artifact, threads=threads)
+    x = np.ascontiguousarray(lr[: runner.batch], np.float32)
+    rename: dict[str, str] = {"cond": "conditioning", "decode": "decoder"}
+    rename.update({f"step_{k}": f"scale_{k}" for k in range(runner.num_scales)})
+
+    def once() -> dict[str, float]:
+        runner.run(x)
+        return {rename[s]: v for s, v in runner.last_timings.items()}
+
+    once()
+    return _median_ms([once() for _ in range(max(1, runs))])
+
+
+def _group(stage: str) -> str:
+    return "scales" if stage.startswith("scale_") else stage
+
+
+def stage_profile(flops: dict[str, int], timings: dict[str, dict[str, float]],
+                  batch: dict[str, int] | None = None) -> dict[str, Any]:
+    """Per-stage and per-group rows: FLOPs share and, per timed source, ms per tile and share."""
+    batch = batch or {}
+    total_flops = sum(flops.values()) or 1
+    per_tile = {src: {k: v / batch.get(src, 1) for k, v in t.items()} for src, t in timings.items()}
+    totals = {src: sum(t.values()) or 1.0 for src, t in per_tile.items()}
+    rows = []
+    for stage, f in flops.items():
+        row: dict[str, Any] = {"stage": stage, "gflops": round(f / 1e9, 4), "flops_share": round(f / total_flops, 4)}
+        for src, t in per_tile.items():
+            if stage in t:
+                ms = t[stage]
+                row[f"{src}_ms"] = round(ms, 3)
+                row[f"{src}_share"] = round(ms / totals[src], 4)
+                row[f"{src}_gflops_per_s"] = round(f / (ms / 1e3) / 1e9, 2) if ms > 0 else None
+        rows.append(row)
+    groups: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        g = groups.setdefault(_group(row["stage"]), {"stage": _group(row["stage"]), "gflops": 0.0, "flops_share": 0.0})
+        g["gflops"] = round(g["gflops"] + row["gflops"], 4)
+        g["flops_share"] = round(g["flops_share"] + row["flops_share"], 4)
+        for src in per_tile:
+            if f"{src}_ms" in row:
+                g[f"{src}_ms"] = round(g.get(f"{src}_ms", 0.0) + row[f"{src}_ms"], 3)
+                g[f"{src}_share"] = round(g.get(f"{src}_share", 0.0) + row[f"{src}_share"], 4)
+    return {"sources": sorted(timings), "stages": rows, "groups": list(groups.values()),
+            "note": "ms per tile, median of the profile runs; shares are of each source's own total"}
+

@@ -1,0 +1,268 @@
+"""Reports as people read them: a terminal table, Markdown, and a PNG plot (matplotlib, Agg)."""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+__all__ = ["engine_rows", "plot_report", "report_markdown", "terminal_table"]
+
+# one engine entry flattened to the figures tables and plots show
+Row = dict[str, Any]
+
+
+def _get(d: Any, *path: str) -> Any:
+    for p in path:
+        if not isinstance(d, dict):
+            return None
+        d = d.get(p)
+    return d
+
+
+def _num(v: Any, fmt: str = "{:.2f}") -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, str):
+        return v
+    if isinstance(v, float) and math.isinf(v):
+        return "inf"
+    return fmt.format(v)
+
+
+def _pct(v: Any) -> str:
+    return "–" if v is None else f"{100 * v:.2f}%"
+
+
+def _mb(v: Any) -> str:
+    return "–" if not v else f"{v / 1e6:.2f}"
+
+
+def _footprint(mem: dict[str, Any] | None) -> float | None:
+    """RSS growth at load + peak RSS growth during a call: what the engine costs the process."""
+    if not mem:
+        return None
+    return (mem.get("load_rss_mb") or 0.0) + (mem.get("peak_delta_mb") or 0.0)
+
+
+def engine_rows(report: dict[str, Any]) -> list[Row]:
+    """One flat dict per engine entry: the figures every table shows."""
+    rows = []
+    for e in report["engines"]:
+        lat = e.get("latency") or {}
+        fid = e.get("fidelity") or {}
+        rows.append({
+            "label": e["label"], "backend": e["backend"], "precision": e.get("precision"),
+            "status": e["status"], "reason": e.get("reason"), "kind": e["kind"],
+            "p50": _get(lat, "per_tile_ms", "p50"), "p90": _get(lat, "per_tile_ms", "p90"),
+            "p99": _get(lat, "per_tile_ms", "p99"), "ms_per_mp": _get(lat, "per_megapixel_ms", "p50"),
+            "tiles_per_s": _get(lat, "throughput", "tiles_per_s"),
+            "gflops": lat.get("gflops_achieved"), "roofline": lat.get("roofline_fraction"),
+            "speedup": e.get("speedup_vs_eager"),
+            "tokens": _get(fid, "vs_reference", "token_agreement"),
+            "psnr_ref": _get(fid, "vs_reference", "psnr_y_db"), "ssim_ref": _get(fid, "vs_reference", "ssim_y"),
+            "psnr_hr": _get(fid, "vs_hr", "psnr_y_db"), "ssim_hr": _get(fid, "vs_hr", "ssim_y"),
+            "mem": _footprint(e.get("memory")),
+            "size": e.get("artifact_bytes"), "meets": e.get("meets_fidelity"),
+        })
+    return rows
+
+
+COLUMNS: list[tuple[str, str]] = [
+    ("engine", "label"), ("precision", "precision"), ("p50 ms/tile", "p50"), ("p90", "p90"), ("p99", "p99"),
+    ("ms/MP", "ms_per_mp"), ("tiles/s", "tiles_per_s"), ("GFLOP/s", "gflops"), ("% peak", "roofline"),
+    ("vs eager", "speedup"), ("tokens", "tokens"), ("PSNR-Y/ref", "psnr_ref"), ("SSIM-Y/ref", "ssim_ref"),
+    ("PSNR-Y/HR", "psnr_hr"), ("SSIM-Y/HR", "ssim_hr"), ("mem MB", "mem"), ("size MB", "size"),
+]
+
+
+def _cell(key: str, v: Any) -> str:
+    if key in ("label", "precision"):
+        return str(v or "–")
+    if key in ("p50", "p90", "p99"):
+        return _num(v, "{:.2f}")
+    if key == "ms_per_mp":
+        return _num(v, "{:.0f}")
+    if key == "tiles_per_s":
+        return _num(v, "{:.2f}")
+    if key == "gflops":
+        return _num(v, "{:.1f}")
+    if key == "roofline":
+        return "–" if v is None else f"{100 * v:.1f}%"
+    if key == "speedup":
+        return "–" if v is None else f"{v:.2f}x"
+    if key == "tokens":
+        return _pct(v)
+    if key in ("psnr_ref", "psnr_hr"):
+        return _num(v, "{:.2f}")
+    if key in ("ssim_ref", "ssim_hr"):
+        return _num(v, "{:.4f}")
+    if key == "mem":
+        return _num(v, "{:.0f}")
+    if key == "size":
+        return _mb(v)
+    return str(v)
+
+
+def _table(rows: list[Row], columns: list[tuple[str, str]]) -> list[list[str]]:
+    out = [[h for h, _ in columns]]
+    for r in rows:
+        if r["status"] != "ok":
+            cells = [_cell("label", r["label"]), _cell("precision", r["precision"]),
+                     f"{r['status']}: {r['reason']}"] + [""] * (len(columns) - 3)
+        else:
+            cells = [_cell(k, r[k]) for _, k in columns]
+        out.append(cells)
+    return out
+
+
+def terminal_table(report: dict[str, Any], columns: list[tuple[str, str]] | None = None) -> str:
+    """A fixed-width table for the terminal (unavailable rows wrap their reason to one line)."""
+    cols = columns or [c for c in COLUMNS if c[1] not in ("p90", "ssim_ref", "ssim_hr", "gflops")]
+    table = _table(engine_rows(report), cols)
+    ok_rows = [r for r, src in zip(table[1:], engine_rows(report)) if src["status"] == "ok"]
+    widths = [max(len(r[i]) for r in [table[0], *ok_rows]) for i in range(len(cols))]
+    lines = []
+    for i, r in enumerate(table):
+        if i and r[3:] == [""] * (len(cols) - 3):
+            lines.append("  ".join(c.ljust(w) for c, w in zip(r[:2], widths[:2])) + "  " + r[2])
+        else:
+            lines.append("  ".join(c.rjust(w) if j >= 2 else c.ljust(w) for j, (c, w) in enumerate(zip(r, widths))))
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _md_table(table: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(table[0]) + " |", "|" + "|".join("---" for _ in table[0]) + "|"]
+    lines += ["| " + " | ".join(c.replace("|", "/") for c in r) + " |" for r in table[1:]]
+    return "\n".join(lines)
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    s = report["summary"]
+    out = []
+    best = s.get("best_cpu")
+    if best:
+        out.append(f"Best CPU engine at >= {s['min_token_agreement']:.0%} token agreement: **{best['label']}**, "
+                   f"{best['p50_ms_per_tile']:.2f} ms/tile, {best['speedup_vs_eager']:.2f}x PyTorch eager "
+                   f"({best['token_agreement']:.2%} tokens).")
+    else:
+        out.append(f"No engine reached {s['min_token_agreement']:.0%} token agreement with PyTorch eager.")
+    if s.get("fp32_bound_speedup"):
+        out.append(f"fp32 roofline bound: FLOPs / measured peak = {s['fp32_bound_ms_per_tile']:.2f} ms/tile, "
+                   f"i.e. at most {s['fp32_bound_speedup']:.2f}x eager for an fp32 engine on this machine.")
+    if s.get("target_verdict"):
+        out.append(f"Speed-up target {s['target_speedup']:g}x: {s['target_verdict']}.")
+    return out
+
+
+def report_markdown(report: dict[str, Any], plot: str | None = None) -> str:
+    """A self-contained Markdown page: context, the main table, summary, profile, host, notes."""
+    m, st, pk, h = report["model"], report["settings"], report["peak"], report["host"]
+    cpu = h.get("cpu") or {}
+    params = m["parameters"]
+    lines = [f"# alignvar-edge benchmark: {m['name']} on {report['label']}", "",
+             f"- model: {m['name']} ({m['source']}); tile LR {m['tile']['lr']} px -> SR {m['tile']['hr']} px "
+             f"(x{m['tile']['scale']}); scales {m['patch_nums']}",
+             f"- parameters (inference): {params['inference']:,} (transformer {params['transformer_total']:,}, "
+             f"VQ decoder {params['vq_decoder']:,}, quantizer {params['quantizer']:,})",
+             f"- FLOPs per tile (matmul+conv): {m['flops_per_tile']['total'] / 1e9:.3f} G (conditioning "
+             f"{m['flops_per_tile']['conditioning'] / 1e9:.3f}, scales {m['flops_per_tile']['scales'] / 1e9:.3f}, "
+             f"decoder {m['flops_per_tile']['decoder'] / 1e9:.3f})",
+             f"- host: {cpu.get('model')}, {cpu.get('usable_cores')} usable cores, ISA "
+             f"{' '.join(cpu.get('isa') or []) or '–'}; {h['os']['platform']}"
+             + (f"; GPU {', '.join(g['name'] for g in h['gpus'])}" if h.get("gpus") else "")
+             + (f"; Jetson {h['jetson'].get('model')} ({h['jetson'].get('power_mode')})" if h.get("jetson") else ""),
+             f"- run: {st['runs']} interleaved rounds after {st['warmup']} warm-up, {st['threads']} threads, "
+             f"fidelity on {st['fidelity_tiles']} held-out tile pairs; load average "
+             f"{h.get('load_average')} -> {h.get('load_average_end')}",
+             f"- peak: {pk['gflops']:.1f} GFLOP/s fp32 GEMM (numpy {pk['numpy_gflops']}, torch {pk['torch_gflops']}; "
+             f"{pk['method']})", "", _md_table(_table(engine_rows(report), COLUMNS)), ""]
+    lines += summary_lines(report)
+    if plot:
+        lines += ["", f"![latency and fidelity]({plot})"]
+    prof = report.get("profile")
+    if prof:
+        srcs = prof["sources"]
+        head = ["stage", "GFLOP", "FLOP share"] + [h2 for s in srcs for h2 in (f"{s} ms", f"{s} share", f"{s} GFLOP/s")]
+        rows = [head]
+        for r in prof["groups"] + prof["stages"]:
+            cells = [r["stage"], f"{r['gflops']:.3f}", f"{100 * r['flops_share']:.1f}%"]
+            for s in srcs:
+                ms = r.get(f"{s}_ms")
+                gf = r.get(f"{s}_gflops_per_s")
+                if gf is None and ms:
+                    gf = r["gflops"] / (ms / 1e3)
+                cells += [_num(ms, "{:.2f}"), "–" if r.get(f"{s}_share") is None else f"{100 * r[f'{s}_share']:.1f}%",
+                          _num(gf, "{:.1f}")]
+            rows.append(cells)
+        lines += ["", "## Where the time goes (per tile, batch 1)", "", _md_table(rows)]
+    backends = h.get("backends") or {}
+    if backends:
+        lines += ["", "## Backends on this host", ""]
+        for name, b in backends.items():
+            lines.append(f"- {name} {b.get('version') or ''}: " + ("available" if b.get("available")
+                                                                   else f"unavailable: {b.get('reason')}"))
+    if report.get("notes"):
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in report["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def plot_report(report: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Left: p50 ms per tile (p90 whisker, log scale); right: speed-up vs token agreement."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in engine_rows(report) if r["status"] == "ok" and r["p50"]]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 0.45 * max(4, len(rows)) + 1.5))
+    ys = range(len(rows))
+    colors = ["tab:gray" if r["kind"] == "baseline" else ("tab:green" if r["meets"] else "tab:red") for r in rows]
+    ax1.barh(list(ys), [r["p50"] for r in rows], xerr=[[0] * len(rows), [max(0, (r["p90"] or r["p50"]) - r["p50"]) for r in rows]],
+             color=colors)
+    ax1.set_yticks(list(ys), [f"{r['label']}" for r in rows])
+    ax1.invert_yaxis()
+    ax1.set_xscale("log")
+    ax1.set_xlabel("ms per tile (p50, whisker to p90; log)")
+    ax1.set_title(f"{report['model']['name']} on {report['label']}", fontsize=9)
+    _plain_log_ticks(ax1)
+    # right: speed-up bars, each labelled with its token agreement (points would overlap at 100%)
+    ax2.barh(list(ys), [r["speedup"] or 0 for r in rows], color=colors)
+    ax2.set_yticks(list(ys), ["" for _ in rows])
+    ax2.invert_yaxis()
+    for y, r in zip(ys, rows):
+        tok = "tokens –" if r["tokens"] is None else f"tokens {100 * r['tokens']:.2f}%"
+        ax2.annotate(f"{r['speedup'] or 0:.2f}x, {tok}", (r["speedup"] or 0, y), fontsize=7,
+                     xytext=(3, -3), textcoords="offset points")
+    target = report["summary"].get("target_speedup")
+    if target:
+        ax2.axvline(target, color="tab:orange", lw=0.8, ls="--", label=f"{target:g}x target")
+        ax2.legend(fontsize=7, loc="lower right")
+    gate = report["summary"]["min_token_agreement"]
+    ax2.set_xlabel(f"speed-up vs PyTorch eager (p50)\ngreen: >= {gate:.0%} tokens, red: below, grey: baseline")
+    ax2.set_xlim(0, 1.35 * max([r["speedup"] or 0 for r in rows] + [target or 0, 1]))
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _plain_log_ticks(ax: Any) -> None:
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
+    """Save atomically (a temporary sibling renamed into place), then close the figure."""
+    import matplotlib.pyplot as plt
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.tmp{p.suffix}")
+    try:
+        fig.savefig(tmp, dpi=120)
+        os.replace(tmp, p)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
+    return p

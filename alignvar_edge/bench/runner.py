@@ -1,0 +1,448 @@
+"""`run_bench`: measure engines and the two baselines in one run, on one machine, into one report.
+
+Order of work (each phase on every subject before the next phase):
+  1. open engines (unavailable backends become report rows with their reason);
+  2. memory: one call under a reset RSS high-water mark, one under tracemalloc;
+  3. fidelity: every subject on the held-out tile pairs, against PyTorch eager and the HR tiles;
+  4. peak: a large fp32 GEMM with the same thread count (the roofline);
+  5. latency: warm-up, then `runs` rounds in which every subject runs once, in rotating order,
+     so background load on a shared machine hits every engine alike (ratios stay fair even when
+     absolute times drift);
+  6. profile: FLOPs and time per stage (PyTorch eager stages; ONNX Runtime staged graphs if given).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from alignvar_edge.bench.fidelity import bicubic_tiles, fidelity
+from alignvar_edge.bench.memory import PeakRSS, traced_peak_mb
+from alignvar_edge.bench.schema import SCHEMA, SCHEMA_VERSION
+from alignvar_edge.bench.stats import latency_summary
+from alignvar_edge.bench.subjects import (BICUBIC, EAGER, EngineSpec, Subject, artifact_bytes,
+                                          check_exists, open_subject, parse_spec)
+from alignvar_edge.errors import AlignVAREdgeError, BackendUnavailableError, InputError
+
+__all__ = ["BenchOptions", "resolve_reference", "run_bench"]
+
+Log = Callable[[str], None]
+Progress = Callable[..., Iterable[Any]]
+# config keys that change what an engine computes (training-only keys and the name do not)
+_IGNORED_CONFIG_KEYS = {"name", "hcc_weight", "cond_drop", "degradation"}
+
+
+@dataclass
+class BenchOptions:
+    runs: int = 20
+    warmup: int = 3
+    tiles: int = 8                    # held-out tile pairs for fidelity
+    images: str | None = None         # folder of HR photographs instead of the bundled held-out set
+    seed: int = 0
+    threads: int | None = None        # None: every usable core
+    peak_n: int = 2048
+    profile_runs: int = 3             # 0: no per-stage profile
+    staged: str | None = None         # staged ONNX export for ONNX Runtime per-stage timing
+    min_token_agreement: float = 0.99
+    target_speedup: float | None = None
+    label: str | None = None
+    spin: bool = False                # ORT busy-waiting would steal cores from the next engine
+    batch: int | None = None          # PyTorch eager batch (None: the engines' common batch)
+    sequential: bool = False          # one engine in memory at a time (big models), no interleaving
+
+    def validate(self) -> None:
+        if self.runs < 1 or self.warmup < 0 or self.tiles < 1:
+            raise InputError(f"need --runs >= 1, --warmup >= 0 and --tiles >= 1; got {self.runs}, "
+                             f"{self.warmup}, {self.tiles}")
+        if self.threads is not None and self.threads < 1:
+            raise InputError(f"--threads must be >= 1, got {self.threads}")
+        if not 0.0 <= self.min_token_agreement <= 1.0:
+            raise InputError("--min-token-agreement must lie in [0, 1]")
+        if self.profile_runs < 0 or self.peak_n < 64:
+            raise InputError("--profile-runs must be >= 0 and --peak-n >= 64")
+
+
+# ------------------------------------------------------------------------------------------------
+# the reference model
+# ------------------------------------------------------------------------------------------------
+def _from_text(text: str) -> tuple[Any, str, str]:
+    """'preset:NAME[:SEED]' (random weights, as `export --preset`) or a checkpoint / bundled name."""
+    if text.startswith("preset:"):
+        from alignvar_edge.export.random_model import random_model
+        _, name, *seed = text.split(":")
+        s = int(seed[0]) if seed else 0
+        return random_model(name, seed=s), f"{name}-random", f"preset {name}, random weights, seed {s}"
+    from alignvar_edge.model.checkpoint import load_pretrained
+    return load_pretrained(text), text, f"checkpoint {text}"
+
+
+def _candidates(manifest: dict[str, Any]) -> list[str]:
+    """Reference specs an export's manifest implies (export CLI: source 'preset X, ..., seed N'
+    or 'checkpoint X')."""
+    model = manifest.get("model") or {}
+    src = str(model.get("source") or "")
+    out = []
+    if src.startswith("preset ") and "random weights" in src:
+        name = src[len("preset "):].split(",")[0].strip()
+        seed = src.rsplit("seed", 1)[-1].strip() if "seed" in src else "0"
+        out.append(f"preset:{name}:{seed if seed.isdigit() else 0}")
+    if src.startswith("checkpoint "):
+        out.append(src[len("checkpoint "):].strip())
+    for key in ("checkpoint", "name"):
+        if isinstance(model.get(key), str):
+            out.append(model[key])
+    return out
+
+
+def resolve_reference(reference: Any, specs: Sequence[EngineSpec]) -> tuple[Any, str, str]:
+    """(AlignVAR, name, source) from a model, a text spec, or what the engines' manifests name."""
+    if reference is not None and not isinstance(reference, str):
+        return reference.eval(), reference.config.name, "in-memory model"
+    if isinstance(reference, str):
+        return _from_text(reference)
+    from alignvar_edge.bench.subjects import _manifest
+    from alignvar_edge.runtimes.artifacts import is_checkpoint
+    tried = []
+    for spec in specs:
+        if spec.path and is_checkpoint(spec.path):
+            return _from_text(spec.path)
+        for cand in _candidates(_manifest(spec.path) if spec.path else {}):
+            tried.append(cand)
+            try:
+                return _from_text(cand)
+            except (AlignVAREdgeError, OSError):
+                continue
+    raise InputError("cannot tell which PyTorch model these engines came from"
+                     + (f" (tried {', '.join(tried)})" if tried else "")
+                     + "; pass --reference CHECKPOINT (or preset:NAME[:SEED] for random-weight exports)")
+
+
+def _same_model(a: Any, b: Any) -> bool:
+    da = {k: v for k, v in a.to_dict().items() if k not in _IGNORED_CONFIG_KEYS}
+    db = {k: v for k, v in b.to_dict().items() if k not in _IGNORED_CONFIG_KEYS}
+    return da == db
+
+
+# ------------------------------------------------------------------------------------------------
+# measuring
+# ------------------------------------------------------------------------------------------------
+def _guard(sub: Subject, what: str, fn: Callable[[], Any]) -> Any:
+    """Run one measurement; a crash marks this subject failed and keeps the others' numbers."""
+    if sub.status != "ok":
+        return None
+    try:
+        return fn()
+    except BackendUnavailableError as e:
+        sub.fail("unavailable", str(e))
+    except Exception as e:  # noqa: BLE001 - any runtime error is a finding about this engine
+        sub.fail("failed", f"{what}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    return None
+
+
+def _call_for(sub: Subject, lr: np.ndarray, scale: int) -> Callable[[], object]:
+    """One timed unit: an engine call on its batch, or bicubic on one tile."""
+    from alignvar_edge.runtimes.base import INPUT
+    if sub.backend == BICUBIC:
+        one = lr[:1]
+        return lambda: bicubic_tiles(one, scale)
+    eng = sub.engine
+    b = eng.batch
+    x = lr[:b] if lr.shape[0] >= b else np.concatenate([lr, np.repeat(lr[-1:], b - lr.shape[0], 0)])
+    feeds = {INPUT: np.ascontiguousarray(x, np.float32)}
+    return lambda: eng.infer(feeds)
+
+
+def _batch_of(sub: Subject) -> int:
+    return 1 if sub.engine is None else int(sub.engine.batch)
+
+
+class _Measure:
+    """The per-subject measurements (memory, fidelity, latency) for a group of open subjects."""
+
+    def __init__(self, lr: np.ndarray, hr: np.ndarray, ref_sr: np.ndarray, ref_tok: list[np.ndarray],
+                 scale: int, opts: BenchOptions, prog: Progress, say: Log):
+        self.lr, self.hr, self.ref_sr, self.ref_tok, self.scale = lr, hr, ref_sr, ref_tok, scale
+        self.opts, self.prog, self.say = opts, prog, say
+        self.times: dict[int, list[float]] = {}
+
+    def measure(self, group: list[Subject]) -> None:
+        live = [s for s in group if s.status == "ok"]
+        calls = {id(s): _call_for(s, self.lr, self.scale) for s in live}
+        for s in live:
+            s.info["batch"] = _batch_of(s)
+        names = ", ".join(s.label for s in live)
+        # memory: one call under a reset RSS high-water mark and tracemalloc (it also warms up)
+        for s in self.prog(live, desc="memory", unit="engine"):
+            p = PeakRSS()
+            with p:
+                heap = _guard(s, "memory", lambda: traced_peak_mb(calls[id(s)]))
+            if s.status == "ok":
+                s.info["memory"] = {**p.result(), "load_rss_mb": s.info.get("load_rss_mb"),
+                                    "python_heap_peak_mb": heap}
+        for s in self.prog(live, desc="fidelity", unit="engine"):
+            if s.backend == BICUBIC:
+                s.info["fidelity"] = fidelity(bicubic_tiles(self.lr, self.scale), None, self.ref_sr,
+                                              self.ref_tok, self.hr, self.scale)
+            elif s.status == "ok":
+                out = _guard(s, "fidelity run", lambda: s.engine.run(self.lr))
+                if out is not None:
+                    s.info["fidelity"] = fidelity(out[0], out[1], self.ref_sr, self.ref_tok, self.hr, self.scale)
+        for _ in self.prog(range(self.opts.warmup), desc="warm-up", unit="round"):
+            for s in live:
+                _guard(s, "warm-up", calls[id(s)])
+        live = [s for s in live if s.status == "ok"]
+        self.say(f"timing {self.opts.runs} rounds of {names}")
+        for s in live:
+            self.times[id(s)] = []
+        for r in self.prog(range(self.opts.runs), desc="timing", unit="round"):
+            live = [s for s in live if s.status == "ok"]
+            k = r % max(1, len(live))
+            for s in live[k:] + live[:k]:   # rotate: nobody always runs right after the same neighbour
+                t0 = time.perf_counter()
+                _guard(s, "timed run", calls[id(s)])
+                if s.status == "ok":
+                    self.times[id(s)].append((time.perf_counter() - t0) * 1e3)
+
+
+def _specs_batch(specs: Sequence[EngineSpec]) -> int:
+    """The most common static batch among the engines' manifests (PyTorch eager runs that)."""
+    from alignvar_edge.bench.subjects import _manifest
+    found = []
+    for sp in specs:
+        for g in ((_manifest(sp.path) if sp.path else {}).get("graphs") or {}).values():
+            shape = ((g.get("inputs") or [{}])[0]).get("shape") or []
+            if shape and isinstance(shape[0], int) and shape[0] > 0:
+                found.append(int(shape[0]))
+                break
+    return max(set(found), key=found.count) if found else 1
+
+
+def run_bench(engines: Sequence[str], reference: Any = None, options: BenchOptions | None = None,
+              log: Log | None = None, progress: Progress | None = None) -> dict[str, Any]:
+    """Measure `engines` (ENGINE specs, see subjects.py) plus PyTorch eager and bicubic."""
+    import torch
+
+    from alignvar_edge.bench.host import fingerprint, short_label
+    from alignvar_edge.bench.peak import measure_peak
+    from alignvar_edge.bench.profile import stage_flops, stage_profile, staged_ort_times, torch_stage_times
+    from alignvar_edge.calibration.tiles import tile_pairs
+    from alignvar_edge.runtimes.torch_backend import TorchEngine
+
+    opts = options or BenchOptions()
+    opts.validate()
+    say = log or (lambda _m: None)
+    prog = progress or (lambda it, **_k: it)
+    specs = [parse_spec(e) for e in engines]
+    for spec in specs:
+        check_exists(spec)
+    if opts.staged and not os.path.isdir(opts.staged):
+        raise InputError(f"--staged '{opts.staged}' is not a directory; pass a staged export "
+                         "(`alignvar-edge export --graph staged`)")
+    host = fingerprint()
+    threads = int(opts.threads or host["cpu"].get("usable_cores") or os.cpu_count() or 1)
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    every: list[Subject] = []
+    try:
+        model, model_name, model_source = resolve_reference(reference, specs)
+        config = model.config
+        say(f"reference: {model_name} ({model_source}); {threads} threads; "
+            f"{'one engine at a time' if opts.sequential else 'engines interleaved'}")
+        batch = opts.batch or _specs_batch(specs)
+        eager = Subject(EAGER, "torch", "baseline", precision="fp32", device="cpu",
+                        engine=TorchEngine.from_model(model, batch=batch))
+        eager.info["artifact_bytes"] = artifact_bytes(model_name) if model_source.startswith("checkpoint") else None
+        bicubic = Subject(BICUBIC, BICUBIC, "baseline", precision="fp32", device="cpu")
+        lr, hr = tile_pairs(config, opts.tiles, seed=opts.seed, split="heldout", images=opts.images)
+        say(f"fidelity on {opts.tiles} held-out tile pairs "
+            f"({'folder ' + opts.images if opts.images else 'bundled photographs'}); reference outputs")
+        ref_sr, ref_tok = eager.engine.run(lr)
+        m = _Measure(lr, hr, ref_sr, ref_tok, config.scale, opts, prog, say)
+        say(f"measuring the fp32 GEMM peak ({opts.peak_n}^3, {threads} threads)")
+        peak = measure_peak(opts.peak_n, threads=threads)
+
+        def opened(spec: EngineSpec) -> Subject:
+            say(f"opening {spec.text}")
+            sub = open_subject(spec, threads=threads, spin=opts.spin)
+            if sub.engine is not None and not _same_model(sub.engine.config, config):
+                sub.fail("failed", f"built for model '{sub.engine.config.name}', not the reference "
+                                   f"'{model_name}'; pass the matching --reference")
+            return sub
+
+        engine_specs = [sp for sp in specs if sp.backend != BICUBIC]
+        subjects: list[Subject] = []
+        taken = {EAGER, BICUBIC}
+        if opts.sequential:
+            # big models: one engine in memory at a time (measured, then closed); no interleaving
+            every = [eager, bicubic]
+            m.measure([eager])
+            for spec in engine_specs:
+                sub = _unique(opened(spec), taken)
+                subjects.append(sub)
+                every.append(sub)
+                m.measure([sub])
+                _close(sub)
+            m.measure([bicubic])
+        else:
+            subjects = [_unique(opened(sp), taken) for sp in engine_specs]
+            every = [eager, *subjects, bicubic]
+            m.measure(every)
+
+        # profile
+        flops = stage_flops(config)
+        flops_total = sum(flops.values())
+        profile = None
+        if opts.profile_runs:
+            say("per-stage profile")
+            timings = {"eager": torch_stage_times(model, lr[:1], opts.profile_runs)}
+            if opts.staged:
+                timings["ort_staged"] = staged_ort_times(opts.staged, lr, opts.profile_runs, threads)
+            profile = stage_profile(flops, timings)
+        host["load_average_end"] = host.get("load_average") and [round(x, 2) for x in os.getloadavg()]
+
+        mp = config.hr_size ** 2 / 1e6
+        order = [eager, *subjects, bicubic]
+        entries = [_entry(s, m.times.get(id(s), []), mp, None if s.backend == BICUBIC else flops_total,
+                          peak["gflops"], model.parameter_report()["inference"]) for s in order]
+    finally:
+        for s in every:
+            _close(s)
+        torch.set_num_threads(old_threads)
+
+    summary = _summary(entries, opts, flops_total, peak["gflops"])
+    groups = {"conditioning": flops["conditioning"], "decoder": flops["decoder"],
+              "scales": sum(v for k, v in flops.items() if k.startswith("scale_"))}
+    report: dict[str, Any] = {
+        "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "kind": "bench",
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "label": opts.label or short_label(host),
+        "host": host,
+        "model": {"name": model_name, "source": model_source,
+                  "tile": {"lr": config.lr_size, "hr": config.hr_size, "scale": config.scale},
+                  "patch_nums": list(config.patch_nums), "sr_megapixels_per_tile": mp,
+                  "parameters": model.parameter_report(),
+                  "flops_per_tile": {**groups, "total": flops_total}, "flops_per_stage": flops},
+        "settings": {"runs": opts.runs, "warmup": opts.warmup, "threads": threads,
+                     "fidelity_tiles": opts.tiles, "images": opts.images or "bundled held-out photographs",
+                     "seed": opts.seed, "eager_batch": batch, "interleaved": not opts.sequential,
+                     "ort_spin": opts.spin, "min_token_agreement": opts.min_token_agreement,
+                     "target_speedup": opts.target_speedup},
+        "peak": peak,
+        "engines": entries,
+        "summary": summary,
+        "profile": profile,
+        "notes": _notes(host, entries),
+    }
+    return report
+
+
+def _close(s: Subject) -> None:
+    if s.engine is not None:
+        try:
+            s.engine.close()
+        finally:
+            s.engine = None
+
+
+def _unique(s: Subject, taken: set[str]) -> Subject:
+    """Give `s` a label no other row has ('label#2', ...)."""
+    label, n = s.label, 1
+    while label in taken:
+        n += 1
+        label = f"{s.label}#{n}"
+    s.label = label
+    taken.add(label)
+    return s
+
+
+def _entry(s: Subject, times_ms: list[float], mp: float, flops: int | None, peak: float,
+           inference_params: int) -> dict[str, Any]:
+    e: dict[str, Any] = {"label": s.label, "backend": s.backend, "kind": s.kind, "status": s.status,
+                         "reason": s.reason, "path": s.path, "precision": s.precision, "device": s.device}
+    size = s.info.get("artifact_bytes")
+    e["artifact_bytes"] = size
+    e["bytes_per_parameter"] = round(size / inference_params, 3) if size and s.backend != BICUBIC else None
+    if s.status != "ok":
+        return e
+    e["batch"] = s.info.get("batch", 1)
+    e["load_s"] = s.info.get("load_s")
+    e["latency"] = latency_summary(times_ms, e["batch"], mp, flops, peak)
+    e["memory"] = s.info.get("memory")
+    e["fidelity"] = s.info.get("fidelity")
+    if s.manifest.get("parity"):
+        par = s.manifest["parity"]
+        e["build_parity"] = {k: par.get(k) for k in ("tokens", "psnr_db", "reference", "passed", "target_met")
+                             if k in par} or None
+    return e
+
+
+def _tile_p50(e: dict[str, Any]) -> float | None:
+    lat = e.get("latency")
+    return lat["per_tile_ms"]["p50"] if lat else None
+
+
+def _summary(entries: list[dict[str, Any]], opts: BenchOptions, flops_total: float,
+             peak_gflops: float) -> dict[str, Any]:
+    eager = next(e for e in entries if e["label"] == EAGER)
+    base = _tile_p50(eager)
+    rows = []
+    for e in entries:
+        p50 = _tile_p50(e)
+        if p50 and base:
+            e["speedup_vs_eager"] = round(base / p50, 3)
+        tok = ((e.get("fidelity") or {}).get("vs_reference") or {}).get("token_agreement")
+        e["meets_fidelity"] = None if tok is None else bool(tok >= opts.min_token_agreement)
+        if e["kind"] == "engine" and e["status"] == "ok" and e["meets_fidelity"]:
+            rows.append(e)
+    cpu = [e for e in rows if str(e.get("device") or "cpu").split(":")[0].split(".")[0].lower() in ("cpu", "auto")]
+    best = max(cpu, key=lambda e: e.get("speedup_vs_eager") or 0, default=None)
+    out: dict[str, Any] = {
+        "eager_p50_ms_per_tile": base,
+        "min_token_agreement": opts.min_token_agreement,
+        "engines_meeting_fidelity": [e["label"] for e in rows],
+        "unavailable": {e["label"]: e["reason"] for e in entries if e["status"] == "unavailable"},
+        "failed": {e["label"]: e["reason"] for e in entries if e["status"] == "failed"},
+        "best_cpu": None, "target_speedup": opts.target_speedup, "target_met": None,
+        # Amdahl/roofline bound: an fp32 engine cannot beat FLOPs / measured peak per tile
+        "fp32_bound_ms_per_tile": round(flops_total / peak_gflops / 1e6, 3) if peak_gflops else None,
+    }
+    if base and out["fp32_bound_ms_per_tile"]:
+        out["fp32_bound_speedup"] = round(base / out["fp32_bound_ms_per_tile"], 2)
+    if best is not None:
+        out["best_cpu"] = {"label": best["label"], "speedup_vs_eager": best.get("speedup_vs_eager"),
+                           "p50_ms_per_tile": _tile_p50(best),
+                           "token_agreement": best["fidelity"]["vs_reference"]["token_agreement"]}
+    if opts.target_speedup:
+        got = (out["best_cpu"] or {}).get("speedup_vs_eager") or 0.0
+        out["target_met"] = got >= opts.target_speedup
+        out["target_verdict"] = (
+            f"met: {got:.2f}x >= {opts.target_speedup:g}x" if out["target_met"] else
+            f"missed: best {got:.2f}x vs {opts.target_speedup:g}x target ({got / opts.target_speedup:.0%} of it; "
+            f"the best engine would need to be {opts.target_speedup / got if got else float('inf'):.2f}x faster)")
+    return out
+
+
+def _notes(host: dict[str, Any], entries: list[dict[str, Any]]) -> list[str]:
+    notes = ["Latency: wall time of one engine call (Engine.infer) on the engine's static batch, "
+             "divided by the batch; subjects interleaved round by round.",
+             "Roofline: achieved GFLOP/s = matmul+conv FLOPs per tile / p50 time per tile, against "
+             "the fp32 GEMM peak measured in this run; int8/fp16 engines are set against the same fp32 peak.",
+             "Memory: peak_delta_mb is the process RSS peak during one call above the RSS before it; "
+             "load_rss_mb the RSS growth when the engine was opened; python_heap_peak_mb is tracemalloc "
+             "(host-side numpy buffers only, not runtime-native memory)."]
+    la, lb = host.get("load_average"), host.get("load_average_end")
+    cores = (host.get("cpu") or {}).get("usable_cores")
+    if la and cores and max(la[0], (lb or [0])[0]) > 0.5 * cores:
+        notes.append(f"The machine was shared: 1-min load average {la[0]} at start, "
+                     f"{lb[0] if lb else '?'} at the end, on {cores} usable cores; absolute times are "
+                     "inflated, ratios between interleaved subjects are the robust figures. With more "
+                     "runnable threads than cores, multi-threaded runs also measure contention (PyTorch's "
+                     "OpenMP barriers suffer most): compare with --threads 1.")
+    if any(e["status"] == "unavailable" for e in entries):
+        notes.append("Unavailable engines are listed with the reason; no number is reported for them.")
+    return notes

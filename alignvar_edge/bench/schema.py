@@ -1,0 +1,105 @@
+"""The benchmark report format: schema version, required keys, atomic writing, checked reading.
+
+A report (kind "bench") is one run on one device:
+    schema             "alignvar-edge.bench"
+    schema_version     int (SCHEMA_VERSION); merging refuses reports of another version
+    kind               "bench" | "merged"
+    created            ISO-8601 UTC
+    label              device label for tables (default from the host fingerprint)
+    host               fingerprint (bench/host.py): CPU model, cores, ISA, OS, GPU/Jetson, backends
+    model              name, source, tile geometry, parameters per component, FLOPs per tile
+    settings           runs, warmup, threads, tiles, batch, interleaving, inputs
+    peak               measured fp32 GEMM peak (bench/peak.py)
+    engines            list of engine entries (below), baselines included
+    summary            best engine vs PyTorch eager, fidelity gate, target verdict
+    profile            where the time goes: FLOPs and measured time per stage
+    notes              free-text caveats
+An engine entry always has label, backend, kind ("engine" | "baseline"), status
+("ok" | "unavailable" | "failed") and reason (None when ok). Only "ok" entries carry numbers:
+latency (bench/stats.py), memory, artifact_bytes, fidelity, speedup_vs_eager.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from alignvar_edge.errors import InputError
+
+__all__ = ["SCHEMA", "SCHEMA_VERSION", "ReportSchemaError", "check_report", "read_report", "write_json"]
+
+SCHEMA = "alignvar-edge.bench"
+SCHEMA_VERSION = 1
+TOP_KEYS = ("schema", "schema_version", "kind", "created", "label", "host", "model", "settings",
+            "peak", "engines", "summary")
+ENGINE_KEYS = ("label", "backend", "kind", "status", "reason")
+STATUSES = ("ok", "unavailable", "failed")
+
+
+class ReportSchemaError(InputError):
+    """A file that is not a benchmark report of the version this alignvar-edge reads."""
+
+
+def _json_safe(x: Any) -> Any:
+    """inf/nan floats -> "inf"/"nan" strings (JSON has no infinities; identical images give inf dB)."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return "inf" if x > 0 else ("-inf" if x < 0 else "nan")
+    if isinstance(x, dict):
+        return {str(k): _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    return x
+
+
+def write_json(path: str | os.PathLike[str], data: Any) -> Path:
+    """Write JSON atomically: a temporary sibling renamed over `path` (readers never see half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(_json_safe(data), fh, indent=2, sort_keys=False, default=str)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def check_report(report: Any, where: str = "report") -> dict[str, Any]:
+    """Raise ReportSchemaError unless `report` is a bench/merged report of SCHEMA_VERSION."""
+    if not isinstance(report, dict) or report.get("schema") != SCHEMA:
+        raise ReportSchemaError(f"{where} is not an alignvar-edge benchmark report (no \"schema\": "
+                                f"\"{SCHEMA}\"); pass report.json files written by `alignvar-edge bench`")
+    version = report.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ReportSchemaError(f"{where} has schema version {version}, this alignvar-edge reads version "
+                                f"{SCHEMA_VERSION}; re-run `alignvar-edge bench` with this version on "
+                                "that device (or merge with the alignvar-edge version that wrote it)")
+    if report.get("kind") == "merged":
+        for i, r in enumerate(report.get("reports") or []):
+            check_report(r, f"{where} (merged report {i})")
+        return report
+    missing = [k for k in TOP_KEYS if k not in report]
+    if missing:
+        raise ReportSchemaError(f"{where} lacks {', '.join(missing)}; it is truncated or hand-edited")
+    for i, e in enumerate(report["engines"]):
+        gaps = [k for k in ENGINE_KEYS if k not in e]
+        if gaps or e.get("status") not in STATUSES:
+            raise ReportSchemaError(f"{where}: engine entry {i} lacks {', '.join(gaps) or 'a valid status'}")
+    return report
+
+
+def read_report(path: str | os.PathLike[str]) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"no report at '{p}'; pass report.json files written by `alignvar-edge bench`")
+    try:
+        data = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ReportSchemaError(f"{p} is not valid JSON ({e}); it is truncated or not a report") from e
+    return check_report(data, str(p))

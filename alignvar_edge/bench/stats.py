@@ -1,0 +1,47 @@
+"""Latency statistics: percentiles of per-call times, normalised per tile and per megapixel."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["latency_summary", "percentiles"]
+
+PERCENTILES = (50, 90, 99)
+
+
+def percentiles(ms: Sequence[float]) -> dict[str, float]:
+    """p50/p90/p99 (linear interpolation), min, mean and max of times in ms."""
+    a = np.asarray(ms, dtype=np.float64)
+    if a.size == 0:
+        raise ValueError("no timings")
+    out = {f"p{p}": round(float(np.percentile(a, p)), 4) for p in PERCENTILES}
+    out.update(min=round(float(a.min()), 4), mean=round(float(a.mean()), 4), max=round(float(a.max()), 4))
+    return out
+
+
+def latency_summary(call_ms: Sequence[float], tiles_per_call: int, sr_megapixels_per_tile: float,
+                    flops_per_tile: float | None = None, peak_gflops: float | None = None) -> dict[str, Any]:
+    """Per call, per tile and per SR megapixel latencies; throughput; achieved GFLOP/s vs peak.
+
+    Throughput and GFLOP/s use the median call: with a shared machine the median is the figure a
+    reader can reproduce; p90/p99 show the noise.
+    """
+    per_call = percentiles(call_ms)
+    per_tile = {k: round(v / tiles_per_call, 4) for k, v in per_call.items()}
+    per_mp = {k: round(v / sr_megapixels_per_tile, 3) for k, v in per_tile.items()}
+    p50_s = per_tile["p50"] / 1e3
+    out: dict[str, Any] = {
+        "runs": len(call_ms), "tiles_per_call": tiles_per_call,
+        "per_call_ms": per_call, "per_tile_ms": per_tile, "per_megapixel_ms": per_mp,
+        "throughput": {"tiles_per_s": round(1 / p50_s, 3) if p50_s > 0 else None,
+                       "megapixels_per_s": round(sr_megapixels_per_tile / p50_s, 4) if p50_s > 0 else None},
+    }
+    if flops_per_tile and p50_s > 0:
+        achieved = flops_per_tile / p50_s / 1e9
+        out["gflops_achieved"] = round(achieved, 3)
+        if peak_gflops:
+            out["roofline_fraction"] = round(achieved / peak_gflops, 4)
+            out["below_peak_x"] = round(peak_gflops / achieved, 2)
+    return out

@@ -1,0 +1,168 @@
+"""What a benchmark measures: engines named on the command line, plus the two baselines.
+
+An ENGINE argument is `[LABEL=][BACKEND[@DEVICE]:]PATH` or `bicubic`:
+    exports/tiny                       backend from the manifest (an ONNX export runs on onnxruntime)
+    openvino:exports/tiny              OpenVINO reading the ONNX export directly
+    ov-int8=engines/tiny-openvino-int8 a built engine dir, labelled "ov-int8" in tables
+    onnxruntime@cuda:exports/tiny      a device for the backend
+A TensorRT build kit (`build --target tensorrt` without TensorRT) counts as a TensorRT engine.
+A backend that cannot run here is recorded as unavailable with its one-line reason, never timed.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from alignvar_edge.errors import AlignVAREdgeError, InputError
+
+__all__ = ["BICUBIC", "EAGER", "EngineSpec", "Subject", "artifact_bytes", "open_subject", "parse_spec"]
+
+BICUBIC, EAGER = "bicubic", "pytorch-eager"
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    text: str
+    label: str | None
+    backend: str          # a runtimes backend name, "auto" or "bicubic"
+    device: str | None
+    path: str | None
+
+
+@dataclass
+class Subject:
+    """One row of the report: an opened engine (or a baseline), or why it could not be opened."""
+
+    label: str
+    backend: str
+    kind: str                          # "engine" | "baseline"
+    path: str | None = None
+    precision: str | None = None
+    device: str | None = None
+    engine: Any = None                 # a runtimes Engine, None for bicubic and unavailable ones
+    status: str = "ok"
+    reason: str | None = None
+    manifest: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def fail(self, status: str, reason: str) -> None:
+        self.status, self.reason = status, " ".join(str(reason).split())
+        if self.engine is not None:
+            try:
+                self.engine.close()
+            finally:
+                self.engine = None
+
+
+def parse_spec(text: str) -> EngineSpec:
+    from alignvar_edge.runtimes import ALIASES, BACKENDS
+
+    label, rest = None, text
+    head, eq, tail = text.partition("=")
+    if eq and head and "/" not in head and ":" not in head:
+        label, rest = head, tail
+    if rest.lower() == BICUBIC:
+        return EngineSpec(text, label or BICUBIC, BICUBIC, None, None)
+    backend, device, path = "auto", None, rest
+    prefix, colon, after = rest.partition(":")
+    name, _, dev = prefix.partition("@")
+    key = ALIASES.get(name.lower(), name.lower())
+    if colon and key in BACKENDS:
+        backend, device, path = key, dev or None, after
+    elif colon and "@" in prefix:
+        raise InputError(f"unknown backend '{name}' in engine '{text}'; choose one of {', '.join(BACKENDS)}")
+    if not path:
+        raise InputError(f"engine '{text}' names no path; use [LABEL=][BACKEND[@DEVICE]:]PATH or bicubic")
+    return EngineSpec(text, label, backend, device, path)
+
+
+def check_exists(spec: EngineSpec) -> None:
+    """Fail fast (before minutes of measuring) on a path that is not there."""
+    from alignvar_edge.model.checkpoint import BUNDLED
+    if spec.path is None or spec.path in BUNDLED:
+        return
+    if not Path(spec.path).exists():
+        raise InputError(f"no engine at '{spec.path}' (from '{spec.text}'); pass an export, engine dir "
+                         "or checkpoint made by alignvar-edge")
+
+
+def artifact_bytes(path: str | None) -> int | None:
+    """Bytes of every file of an artifact (a bundled name counts its checkpoint directory)."""
+    if not path:
+        return None
+    from alignvar_edge.model.checkpoint import BUNDLED, resolve_checkpoint_dir
+    p = resolve_checkpoint_dir(path) if path in BUNDLED else Path(path)
+    if p.is_file():
+        return p.stat().st_size
+    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else None
+
+
+def _manifest(path: str) -> dict[str, Any]:
+    from alignvar_edge.export.manifest import read_manifest
+    from alignvar_edge.runtimes.artifacts import is_checkpoint
+    if is_checkpoint(path):
+        return {}
+    try:
+        return read_manifest(path)
+    except AlignVAREdgeError:
+        return {}
+
+
+def _backend_for(spec: EngineSpec, manifest: dict[str, Any]) -> str:
+    from alignvar_edge.runtimes import detect_backend
+    if spec.backend != "auto":
+        return spec.backend
+    if (manifest.get("extra") or {}).get("tensorrt_kit"):
+        return "tensorrt"       # a kit is ONNX, but its whole point is a TensorRT engine
+    assert spec.path is not None
+    return detect_backend(spec.path)
+
+
+def _load_opts(backend: str, threads: int | None, spin: bool | None) -> dict[str, Any]:
+    """Thread settings per backend so every engine gets the same cores."""
+    if backend == "onnxruntime":
+        return {"threads": threads, "spin": spin}
+    if backend == "openvino":
+        return {"threads": threads} if threads else {}
+    return {}
+
+
+def open_subject(spec: EngineSpec, threads: int | None = None, spin: bool | None = False) -> Subject:
+    """Load an engine for measuring; an unusable backend gives an 'unavailable' subject."""
+    from alignvar_edge import runtimes
+
+    assert spec.path is not None
+    manifest = _manifest(spec.path)
+    backend = _backend_for(spec, manifest)
+    kit = (manifest.get("extra") or {}).get("tensorrt_kit")
+    precision = (kit or {}).get("precision") or manifest.get("precision") or ("fp32" if backend == "torch" else None)
+    label = spec.label or f"{backend}-{precision or 'fp32'}"
+    sub = Subject(label, backend, "engine", spec.path, precision, spec.device, manifest=manifest)
+    sub.info["artifact_bytes"] = artifact_bytes(spec.path)
+    b = runtimes.get_backend(backend)
+    ok, why = b.is_available()
+    if not ok:
+        sub.fail("unavailable", why)
+        return sub
+    if backend == "tensorrt" and kit:
+        sub.fail("unavailable", "a TensorRT build kit, not an engine: build it on the device with "
+                                f"`sh {spec.path}/build_on_device.sh` and bench the result")
+        return sub
+    from alignvar_edge.bench.memory import rss_mb
+    rss0, t0 = rss_mb(), time.perf_counter()
+    try:
+        sub.engine = runtimes.load(spec.path, backend=backend, device=spec.device,
+                                   **_load_opts(backend, threads, spin))
+    except AlignVAREdgeError as e:
+        # an artifact this backend cannot run (a kit, a foreign engine) is not a number either
+        sub.fail("unavailable" if "BackendUnavailable" in type(e).__name__ else "failed", str(e))
+        return sub
+    sub.info["load_s"] = round(time.perf_counter() - t0, 3)
+    sub.info["load_rss_mb"] = round(rss_mb() - rss0, 1)
+    sub.device = str(sub.engine.device)
+    sub.precision = str(sub.engine.metadata.get("precision") or precision or "fp32")
+    if spec.label is None:
+        sub.label = f"{backend}-{sub.precision}"
+    return sub
