@@ -214,6 +214,14 @@ def test_parity_failure_leaves_no_artifact(model, single_dir, tmp_path, monkeypa
         ox.export_onnx(model, out)
 
 
+def test_simplify_is_revalidated(model, single_dir, tmp_path, monkeypatch):
+    # reuse the traced graph: what is under test is onnxslim + the gate that follows it
+    monkeypatch.setattr(ox, "export_graph", lambda spec, path, opset, ext: shutil.copy(single_dir / "model.onnx", path))
+    m = load_verified(ox.export_onnx(model, tmp_path / "slim", opset=20, simplify=True, n_tiles=1))
+    assert m["extra"]["simplified"] and m["parity"]["passed"]
+    assert m["extra"]["nodes"]["model"] <= m["extra"]["nodes_before_simplify"]["model"]
+
+
 # ---------------------------------------------------------------------------------------------
 # an independent reader
 # ---------------------------------------------------------------------------------------------
