@@ -158,12 +158,16 @@ def _int8(model_path: Path, cs: CalibrationSet, opts: QuantizeOptions, input_nam
         # Unoptimized (fake-quant) runs compare with the pre-processed float graph the Q/DQ went
         # into: its fused Gemms round differently from the export, and on small logit margins
         # that alone flips tokens. Optimized runs compare with the exported fp32 engine.
-        float_graph = b.build(policy.with_float(frozenset(groups)))
-        val = Evaluator(str(model_path) if optimized else float_graph, cs.validation, input_name, batch,
+        def float_graph() -> onnx.ModelProto:
+            return b.build(policy.with_float(frozenset(groups)))
+
+        val = Evaluator(str(model_path) if optimized else float_graph(), cs.validation, input_name, batch,
                         scale, optimized)
         sub = TileSplit(cs.calibration.lr[:SENSITIVITY_TILES], cs.calibration.hr[:SENSITIVITY_TILES],
                         cs.calibration.names[:SENSITIVITY_TILES])
-        sens = Evaluator(float_graph, sub, input_name, batch, scale, optimized=False)
+
+        def sens() -> Evaluator:             # only built when the search has to rank groups
+            return Evaluator(float_graph(), sub, input_name, batch, scale, optimized=False)
 
         def build(float_groups: frozenset[str]) -> onnx.ModelProto:
             return b.build(policy.with_float(float_groups))

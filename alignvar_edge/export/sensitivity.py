@@ -222,10 +222,11 @@ class SearchResult:
 
 
 def search(build: Callable[[frozenset[str]], onnx.ModelProto], groups: Sequence[str],
-           validation: Evaluator, calibration: Evaluator, target: FidelityTarget,
+           validation: Evaluator, calibration: Evaluator | Callable[[], Evaluator], target: FidelityTarget,
            group_sizes: dict[str, int] | None = None, progress: Progress = iter,
            log: Log = lambda _m: None) -> SearchResult:
-    """Fewest groups in float (see the module docstring). `build(float_groups)` makes a candidate."""
+    """Fewest groups in float (see the module docstring). `build(float_groups)` makes a candidate;
+    `calibration` may be a factory, called only if a ranking is needed."""
     steps: list[dict[str, Any]] = []
 
     def check(float_groups: Sequence[str], what: str) -> Fidelity:
@@ -240,6 +241,8 @@ def search(build: Callable[[frozenset[str]], onnx.ModelProto], groups: Sequence[
     if initial.meets(target) or not groups:
         return SearchResult(initial.meets(target), [], initial, initial, {}, steps)
 
+    if not isinstance(calibration, Evaluator) and callable(calibration):
+        calibration = calibration()
     broke_tokens = initial.token_agreement < target.min_token_agreement
     broke_psnr = initial.psnr_drop > target.max_psnr_drop + PSNR_EPS_DB
     log(f"ranking {len(groups)} module groups by sensitivity on {len(calibration.tiles)} calibration tiles "
