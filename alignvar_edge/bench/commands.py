@@ -71,6 +71,8 @@ def register(sub: Any) -> None:
     d.add_argument("--threads", type=int, help="threads for every engine (default: all usable cores)")
     d.add_argument("--staged", action="store_true",
                    help="also export the staged graphs and profile ONNX Runtime per stage")
+    d.add_argument("--export", help="reuse an fp32 single-graph export of the same model (copied into --out) "
+                                    "instead of exporting again")
     d.add_argument("--seed", type=int, default=0, help="--preset weights, tiles and calibration seed")
     d.set_defaults(func=run_deploy_cmd)
 

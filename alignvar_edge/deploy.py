@@ -1,0 +1,368 @@
+"""`alignvar-edge deploy`: one model to every engine this machine can build, verified and benchmarked.
+
+    export (single graph, validated vs PyTorch)
+      -> quantize (calibration set; int8 Q/DQ for ONNX Runtime / TensorRT, NNCF for OpenVINO)
+      -> build every (target, precision) of the plan, or record why it is skipped
+      -> bench (PyTorch eager + bicubic baselines; token agreement = the parity check)
+      -> report.json / report.md / report.png + a summary table
+
+Output (created in a hidden temporary sibling and renamed into place at the end, so a directory
+at --out is always complete):
+    OUT/manifest.json        kind "deploy": the plan, each step's outcome and time, file hashes
+    OUT/report.{json,md,png} the benchmark
+    OUT/export/              fp32 single-graph ONNX (+ export-staged/ with --staged)
+    OUT/quantized/T-P/       Q/DQ or fp16 ONNX artifacts (inputs of the ORT / TensorRT builds)
+    OUT/engines/T-P/         one engine dir per built (target, precision); TensorRT dirs are build
+                             kits when TensorRT is absent, Core ML dirs hold .mlpackage
+A step that fails (e.g. a quantization that misses its fidelity target) is recorded with its
+reason and the rest continues; the exit code is then 1. A failed export stops everything.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from alignvar_edge.errors import AlignVAREdgeError, InputError
+
+__all__ = ["DeployOptions", "DeployResult", "Step", "deploy", "plan"]
+
+TARGETS = ("onnxruntime", "openvino", "tensorrt", "coreml")
+PRECISIONS = ("fp32", "fp16", "int8")
+DEFAULT_CHECKPOINT = "alignvar-tiny"
+Log = Callable[[str], None]
+Progress = Callable[..., Iterable[Any]]
+
+
+@dataclass
+class DeployOptions:
+    out: str
+    checkpoint: str | None = None
+    preset: str | None = None
+    targets: str = "auto"
+    precisions: tuple[str, ...] = ("fp32", "int8")
+    calib: str = "builtin"
+    force: bool = False
+    quick: bool = False
+    runs: int | None = None
+    warmup: int | None = None
+    threads: int | None = None
+    staged: bool = False
+    seed: int = 0
+    model: Any = None               # an in-memory AlignVAR (API and tests) instead of checkpoint/preset
+    export: str | None = None       # reuse this fp32 single-graph export of the same model
+    bench_tiles: int | None = None
+
+    @classmethod
+    def from_args(cls, a: argparse.Namespace) -> DeployOptions:
+        precisions = tuple(p.strip() for p in a.precision.split(",") if p.strip()) if a.precision else ("fp32", "int8")
+        return cls(out=a.out, checkpoint=a.checkpoint, preset=a.preset, targets=a.targets,
+                   precisions=precisions, calib=a.calib, force=a.force, quick=a.quick, runs=a.runs,
+                   warmup=a.warmup, threads=a.threads, staged=a.staged, seed=a.seed, export=a.export)
+
+    def validate(self) -> None:
+        bad = [p for p in self.precisions if p not in PRECISIONS]
+        if bad or not self.precisions:
+            raise InputError(f"unknown precision(s) {', '.join(bad) or '(none)'}; choose from {', '.join(PRECISIONS)}")
+        if self.checkpoint and self.preset:
+            raise InputError("pass either a checkpoint or --preset, not both")
+        if self.calib != "builtin" and not Path(self.calib).is_dir():
+            raise InputError(f"--calib '{self.calib}' is not a folder; pass a folder of photographs or builtin")
+        if self.export and not Path(self.export).is_dir():
+            raise InputError(f"--export '{self.export}' is not a directory; pass an export made by "
+                             "`alignvar-edge export` (or leave it out to export here)")
+        if (self.runs is not None and self.runs < 1) or (self.warmup is not None and self.warmup < 0):
+            raise InputError("--runs must be >= 1 and --warmup >= 0")
+        self.target_list()
+
+    def target_list(self) -> list[str]:
+        from alignvar_edge import runtimes
+        if self.targets == "auto":
+            return [t for t in TARGETS if runtimes.get_backend(t).can_build()[0]]
+        names = [runtimes.ALIASES.get(t.strip().lower(), t.strip().lower()) for t in self.targets.split(",") if t.strip()]
+        bad = [t for t in names if t not in TARGETS]
+        if bad or not names:
+            raise InputError(f"unknown target(s) {', '.join(bad) or '(none)'}; choose auto or from {', '.join(TARGETS)}")
+        return list(dict.fromkeys(names))
+
+
+@dataclass
+class Step:
+    """One (target, precision) of the plan: what to build, or why not."""
+
+    target: str
+    precision: str                  # the requested precision
+    built_precision: str            # what the backend builds (Core ML int8 = int8-weights)
+    skip: str | None = None
+    status: str = "planned"         # planned | built | skipped | failed
+    detail: str = ""
+    seconds: float = 0.0
+    path: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.target}-{self.built_precision}"
+
+
+def plan(targets: list[str], precisions: tuple[str, ...], quick: bool) -> list[Step]:
+    """Every (target, precision) pair with the rule that decides it (see docs/benchmarks.md)."""
+    from alignvar_edge import runtimes
+    steps: list[Step] = []
+    for t in targets:
+        ok, why = runtimes.get_backend(t).can_build()
+        if t == "coreml":
+            # one package per precision the Neural Engine runs: it computes in fp16, so fp32
+            # requests map to the fp16 package; int8 is weight-only (activations stay fp16)
+            wanted = ["fp16"] + (["int8"] if "int8" in precisions else [])
+            for p in wanted:
+                s = Step(t, p, "int8-weights" if p == "int8" else "fp16")
+                if quick and p == "int8":
+                    s.skip = "skipped in --quick (a second Core ML conversion); run without --quick"
+                steps.append(s)
+        else:
+            for p in precisions:
+                s = Step(t, p, p)
+                if t == "tensorrt" and p == "int8" and quick:
+                    s.skip = ("skipped in --quick: TensorRT int8 needs its own symmetric Q/DQ "
+                              "calibration pass; run without --quick")
+                steps.append(s)
+        if not ok:
+            for s in steps:
+                if s.target == t:
+                    s.skip = f"cannot build here: {why}"
+    for s in steps:
+        if s.skip:
+            s.status = "skipped"
+            s.detail = s.skip
+    return steps
+
+
+@dataclass
+class DeployResult:
+    out: Path
+    steps: list[Step]
+    report: dict[str, Any]
+    summary: str
+    exit_code: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _load_model(opts: DeployOptions) -> tuple[Any, str, str]:
+    if opts.model is not None:
+        return opts.model.eval(), opts.model.config.name, "in-memory model"
+    if opts.preset:
+        from alignvar_edge.export.random_model import random_model
+        return (random_model(opts.preset, seed=opts.seed), f"{opts.preset}-random",
+                f"preset {opts.preset}, random weights, seed {opts.seed}")
+    from alignvar_edge.model.checkpoint import load_pretrained
+    ckpt = opts.checkpoint or DEFAULT_CHECKPOINT
+    return load_pretrained(ckpt), ckpt, f"checkpoint {ckpt}"
+
+
+def deploy(opts: DeployOptions, log: Log | None = None, progress: Progress | None = None) -> DeployResult:
+    """Run the whole pipeline into opts.out (see the module docstring)."""
+    from alignvar_edge.bench.outputs import write_outputs
+    from alignvar_edge.export.manifest import artifact_dir, new_manifest, write_manifest
+    from alignvar_edge.export.onnx_export import export_onnx
+
+    opts.validate()
+    say = log or (lambda _m: None)
+    out = Path(opts.out)
+    if out.exists() and not opts.force:      # before minutes of work, not after
+        from alignvar_edge.errors import OutputExistsError
+        raise OutputExistsError(f"'{out}' already exists; pass --force to replace it or choose another --out")
+    t_start = time.perf_counter()
+    model, name, source = _load_model(opts)
+    steps = plan(opts.target_list(), opts.precisions, opts.quick)
+    n_build = sum(1 for s in steps if s.status == "planned")
+    total = 3 + n_build + (1 if opts.staged else 0)
+    counter = iter(range(1, total + 1))
+    timings: dict[str, float] = {}
+
+    def stage(what: str) -> float:
+        say(f"[{next(counter)}/{total}] {what} ({time.perf_counter() - t_start:.0f} s elapsed)")
+        return time.perf_counter()
+
+    with artifact_dir(out, force=opts.force) as tmp:
+        if opts.export:
+            t0 = stage(f"reuse the export {opts.export} (checked against the model, copied in)")
+            export = _reuse_export(Path(opts.export), tmp / "export", model)
+        else:
+            t0 = stage(f"export {name} to ONNX (single graph, validated against PyTorch)")
+            export = export_onnx(model, tmp / "export", graph="single", seed=opts.seed, model_name=name,
+                                 source=source, n_tiles=2 if opts.quick else 4,
+                                 log=lambda m: say(f"      export: {m}"))
+        timings["export_s"] = round(time.perf_counter() - t0, 1)
+        staged = None
+        if opts.staged:
+            t0 = stage("export the staged graphs (per-stage profile)")
+            staged = export_onnx(model, tmp / "export-staged", graph="staged", seed=opts.seed,
+                                 model_name=name, source=source, n_tiles=1)
+            timings["export_staged_s"] = round(time.perf_counter() - t0, 1)
+        calib = _calibration(opts, model.config, say)
+        for s in steps:
+            if s.status != "planned":
+                say(f"      skip {s.name}: {s.detail}")
+                continue
+            t0 = stage(f"build {s.name}")
+            try:
+                s.path = str(_build(s, export, tmp, model, calib, opts, say).relative_to(tmp))
+                s.status = "built"
+            except AlignVAREdgeError as e:
+                s.status, s.detail = "failed", " ".join(str(e).split())
+                say(f"      failed: {s.detail}")
+            s.seconds = round(time.perf_counter() - t0, 1)
+            if s.status == "built":
+                s.detail = _build_detail(tmp / s.path)
+                say(f"      {s.detail or 'done'} ({s.seconds:.0f} s)")
+
+        t0 = stage("benchmark every engine against PyTorch eager and bicubic (parity = token agreement)")
+        report = _bench(steps, tmp, model, opts, staged, say, progress)
+        timings["bench_s"] = round(time.perf_counter() - t0, 1)
+        report["deploy"] = {"steps": [_step_json(s) for s in steps], "timings_s": timings,
+                            "source": source, "options": _opts_json(opts)}
+        t0 = stage("write report.json / report.md / report.png")
+        write_outputs(report, str(tmp / "report.json"), str(tmp / "report.md"), str(tmp / "report.png"))
+        _append_plan(tmp / "report.md", steps)
+        timings["total_s"] = round(time.perf_counter() - t_start, 1)
+        m = new_manifest("deploy", "multi", "single", ",".join(opts.precisions),
+                         {"name": name, "source": source, "config": model.config.to_dict()},
+                         parity={s: e for s, e in _parity(report).items()},
+                         extra={"steps": [_step_json(s) for s in steps], "timings_s": timings,
+                                "options": _opts_json(opts)})
+        write_manifest(tmp, m)
+    summary = format_summary(out, steps, report, timings)
+    failed = any(s.status == "failed" for s in steps) or bool(report["summary"]["failed"])
+    return DeployResult(out, steps, report, summary, 1 if failed else 0, timings)
+
+
+def _reuse_export(src: Path, dest: Path, model: Any) -> Path:
+    """Copy a verified fp32 single-graph export of this very model (config and validation) into OUT."""
+    import shutil
+
+    from alignvar_edge.errors import ArtifactError
+    from alignvar_edge.export.manifest import load_verified
+    from alignvar_edge.runtimes.base import config_from_manifest
+    m = load_verified(src)
+    if m.get("kind") != "onnx" or m.get("graph") != "single" or m.get("precision") != "fp32":
+        raise ArtifactError(f"'{src}' is a {m.get('precision')} {m.get('graph')} {m.get('kind')} artifact; "
+                            "--export needs an fp32 single-graph export (`alignvar-edge export`)")
+    if config_from_manifest(m).to_dict() != model.config.to_dict():
+        raise ArtifactError(f"'{src}' was exported from another model configuration "
+                            f"('{m['model'].get('name')}'); export this model instead (leave out --export)")
+    shutil.copytree(src, dest)
+    return dest
+
+
+def _calibration(opts: DeployOptions, config: Any, say: Log) -> Any:
+    """One calibration set for every int8 build (OpenVINO takes it directly; quantize rebuilds the
+    same set from the same arguments, so the hashes agree)."""
+    from alignvar_edge.export.quantize import calibration_set
+    tiles, val = _calib_sizes(opts)
+    cs = calibration_set(opts.calib, config, tiles, val, opts.seed)
+    say(f"      calibration set {cs.hash[:12]}: {len(cs.calibration)} tiles, {len(cs.validation)} validation tiles "
+        f"({opts.calib})")
+    return cs
+
+
+def _calib_sizes(opts: DeployOptions) -> tuple[int, int]:
+    from alignvar_edge.calibration.sets import DEFAULT_TILES, DEFAULT_VALIDATION_TILES
+    return (8, 8) if opts.quick else (DEFAULT_TILES, DEFAULT_VALIDATION_TILES)
+
+
+def _build(s: Step, export: Path, tmp: Path, model: Any, calib: Any, opts: DeployOptions, say: Log) -> Path:
+    from alignvar_edge import runtimes
+    from alignvar_edge.export.quantize import QuantizeOptions, quantize_artifact
+    dest = tmp / "engines" / s.name
+    src = export
+    if s.target in ("onnxruntime", "tensorrt") and s.precision in ("int8", "fp16") and not (
+            s.target == "tensorrt" and s.precision == "fp16"):
+        # ORT runs the quantized graph as is; TensorRT int8 needs explicit (symmetric) Q/DQ.
+        # TensorRT fp16 builds from the fp32 graph with the FP16 flag (TRT 10) instead.
+        tiles, val = _calib_sizes(opts)
+        src = tmp / "quantized" / f"{s.target}-{s.precision}"
+        quantize_artifact(export, src, QuantizeOptions(precision=s.precision, target=s.target, calib=opts.calib,
+                                                       tiles=tiles, val_tiles=val, seed=opts.seed),
+                          log=lambda m: say(f"      quantize: {m}"))
+    extra: dict[str, Any] = {}
+    if s.target == "coreml":
+        extra = {"model": model, "proxy": not opts.quick}
+    return Path(runtimes.build(src, s.target, precision=s.built_precision,
+                               calibration=calib if s.built_precision == "int8" and s.target == "openvino" else None,
+                               out=dest, **extra))
+
+
+def _build_detail(path: Path) -> str:
+    from alignvar_edge.export.manifest import read_manifest
+    m = read_manifest(path)
+    ex = m.get("extra") or {}
+    if ex.get("tensorrt_kit"):
+        return f"TensorRT build kit (trtexec.txt, build_on_device.sh): {ex['tensorrt_kit'].get('reason')}"
+    par = m.get("parity") or {}
+    tok = (par.get("tokens") or {}).get("overall") if isinstance(par.get("tokens"), dict) else None
+    if tok is None and isinstance(par.get("validation"), dict):
+        tok = par["validation"].get("token_agreement")
+    ref = par.get("reference", "fp32")
+    return f"build-time parity: tokens {tok:.2%} vs {ref}" if tok is not None else ""
+
+
+def _bench(steps: list[Step], tmp: Path, model: Any, opts: DeployOptions, staged: Path | None,
+           say: Log, progress: Progress | None) -> dict[str, Any]:
+    from alignvar_edge.bench.runner import BenchOptions, run_bench
+    specs = [f"{s.name}={tmp / s.path}" for s in steps if s.status == "built" and s.path]
+    bopts = BenchOptions(runs=opts.runs or (5 if opts.quick else 10), warmup=opts.warmup if opts.warmup is not None
+                         else (1 if opts.quick else 2), tiles=opts.bench_tiles or (4 if opts.quick else 8),
+                         threads=opts.threads, profile_runs=2 if opts.quick else 3, seed=opts.seed,
+                         staged=str(staged) if staged else None, peak_n=1024 if opts.quick else 2048)
+    report = run_bench(specs, reference=model, options=bopts, log=lambda m: say(f"      bench: {m}"),
+                       progress=progress)
+    for e in report["engines"]:                 # paths as they will be after the rename
+        if e.get("path") and str(e["path"]).startswith(str(tmp)):
+            e["path"] = str(Path(e["path"]).relative_to(tmp))
+    return report
+
+
+def _parity(report: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for e in report["engines"]:
+        tok = ((e.get("fidelity") or {}).get("vs_reference") or {}).get("token_agreement")
+        if e["kind"] == "engine":
+            out[e["label"]] = {"status": e["status"], "token_agreement": tok, "meets_gate": e.get("meets_fidelity"),
+                               "reason": e.get("reason")}
+    return out
+
+
+def _step_json(s: Step) -> dict[str, Any]:
+    return {"target": s.target, "precision": s.precision, "built_precision": s.built_precision,
+            "status": s.status, "detail": s.detail, "seconds": s.seconds, "path": s.path}
+
+
+def _opts_json(o: DeployOptions) -> dict[str, Any]:
+    return {"targets": o.targets, "precisions": list(o.precisions), "calib": o.calib, "quick": o.quick,
+            "runs": o.runs, "warmup": o.warmup, "threads": o.threads, "staged": o.staged, "seed": o.seed,
+            "export": o.export}
+
+
+def _plan_lines(steps: list[Step]) -> list[str]:
+    w = max(len(s.name) for s in steps) if steps else 10
+    return [f"{s.name:<{w}}  {s.status:<8} {('%5.0f s' % s.seconds) if s.seconds else '       '}  {s.detail}"
+            for s in steps]
+
+
+def _append_plan(md: Path, steps: list[Step]) -> None:
+    rows = ["", "## Deploy plan", "", "| engine | status | seconds | detail |", "|---|---|---|---|"]
+    rows += [f"| {s.name} | {s.status} | {s.seconds:.0f} | {s.detail.replace('|', '/')} |" for s in steps]
+    md.write_text(md.read_text() + "\n".join(rows) + "\n")
+
+
+def format_summary(out: Path, steps: list[Step], report: dict[str, Any], timings: dict[str, float]) -> str:
+    from alignvar_edge.bench.render import summary_lines, terminal_table
+    lines = ["", "engines built here:", *("  " + ln for ln in _plan_lines(steps)), "",
+             terminal_table(report), ""]
+    lines += [ln.replace("**", "") for ln in summary_lines(report)]
+    lines.append(f"deploy finished in {timings.get('total_s', 0):.0f} s: {out}/report.md, report.json, "
+                 "report.png, engines/")
+    return "\n".join(lines)

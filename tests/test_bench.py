@@ -1,0 +1,179 @@
+"""Benchmark reports: schema, merge, unavailable backends, fingerprint, statistics, CLI errors.
+
+One real (tiny) benchmark of the micro model runs once per module on its cached ONNX export; the
+other tests read or edit that report. Keep runs minimal: the point is the report, not the numbers.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from _runtime_fixtures import cache_root, export_dir, sharp_model
+from alignvar_edge import cli, runtimes
+from alignvar_edge.bench.host import fingerprint
+from alignvar_edge.bench.memory import PeakRSS
+from alignvar_edge.bench.merge import merge_reports
+from alignvar_edge.bench.runner import BenchOptions, run_bench
+from alignvar_edge.bench.schema import SCHEMA_VERSION, ReportSchemaError, check_report, read_report, write_json
+from alignvar_edge.bench.stats import latency_summary, percentiles
+from alignvar_edge.bench.subjects import parse_spec
+from alignvar_edge.errors import InputError
+
+QUICK = BenchOptions(runs=2, warmup=0, tiles=2, threads=1, peak_n=256, profile_runs=1)
+
+
+@pytest.fixture(scope="module")
+def micro_export(pytestconfig: Any) -> Path:
+    return export_dir(sharp_model("micro"), cache_root(pytestconfig))
+
+
+@pytest.fixture(scope="module")
+def kit(micro_export: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A TensorRT build kit (what `build --target tensorrt` writes where TensorRT is absent)."""
+    if runtimes.get_backend("tensorrt").is_available()[0]:
+        pytest.skip("TensorRT is installed here: build writes an engine, not a kit")
+    return runtimes.build(micro_export, "tensorrt", "fp16", out=tmp_path_factory.mktemp("trt") / "kit")
+
+
+@pytest.fixture(scope="module")
+def report(micro_export: Path, kit: Path) -> dict[str, Any]:
+    engines = [str(micro_export), f"ov=openvino:{micro_export}", str(kit), f"coreml:{micro_export}"]
+    return run_bench(engines, reference=sharp_model("micro"), options=copy.copy(QUICK))
+
+
+def _entry(report: dict[str, Any], label: str) -> dict[str, Any]:
+    return next(e for e in report["engines"] if e["label"] == label)
+
+
+def test_report_has_schema_engines_baselines_and_figures(report: dict[str, Any], tmp_path: Path) -> None:
+    check_report(report)
+    assert report["schema_version"] == SCHEMA_VERSION and report["kind"] == "bench"
+    labels = [e["label"] for e in report["engines"]]
+    assert labels[0] == "pytorch-eager" and labels[-1] == "bicubic" and "onnxruntime-fp32" in labels
+    ort = _entry(report, "onnxruntime-fp32")
+    assert ort["status"] == "ok" and ort["reason"] is None
+    lat = ort["latency"]
+    assert lat["runs"] == 2 and set(lat["per_tile_ms"]) >= {"p50", "p90", "p99"}
+    assert lat["per_megapixel_ms"]["p50"] == pytest.approx(lat["per_tile_ms"]["p50"] / (32 * 32 / 1e6), rel=1e-3)
+    assert lat["gflops_achieved"] > 0 and 0 < lat["roofline_fraction"]
+    # an fp32 export of the same weights chooses PyTorch's tokens exactly
+    assert ort["fidelity"]["vs_reference"]["token_agreement"] == 1.0 and ort["meets_fidelity"] is True
+    assert ort["fidelity"]["vs_hr"]["psnr_y_db"] > 5 and ort["artifact_bytes"] > 0
+    assert ort["memory"]["method"] and "load_rss_mb" in ort["memory"]
+    eager = _entry(report, "pytorch-eager")
+    assert eager["speedup_vs_eager"] == 1.0 and eager["fidelity"]["vs_reference"]["psnr_y_db"] == float("inf")
+    bic = _entry(report, "bicubic")
+    assert bic["fidelity"]["vs_reference"]["token_agreement"] is None and "gflops_achieved" not in bic["latency"]
+    m = report["model"]
+    assert m["parameters"]["inference"] > 0 and m["flops_per_tile"]["total"] == sum(m["flops_per_stage"].values())
+    assert report["peak"]["gflops"] > 0 and report["summary"]["best_cpu"] is not None
+    assert {r["stage"] for r in report["profile"]["groups"]} == {"conditioning", "scales", "decoder"}
+    # JSON round trip through the atomic writer (inf becomes "inf")
+    path = write_json(tmp_path / "r.json", report)
+    assert read_report(path)["engines"][0]["fidelity"]["vs_reference"]["psnr_y_db"] == "inf"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_unavailable_backends_are_reported_not_faked(report: dict[str, Any]) -> None:
+    trt = _entry(report, "tensorrt-fp16")
+    assert trt["status"] == "unavailable" and "TensorRT" in trt["reason"]
+    assert "latency" not in trt and "fidelity" not in trt and "speedup_vs_eager" not in trt
+    if sys.platform != "darwin":
+        cml = next(e for e in report["engines"] if e["backend"] == "coreml")
+        assert cml["status"] == "unavailable" and "macOS" in cml["reason"] and "latency" not in cml
+    assert set(report["summary"]["unavailable"]) >= {"tensorrt-fp16"}
+    from alignvar_edge.bench.render import report_markdown, terminal_table
+    assert "unavailable: " in report_markdown(report) and "unavailable: " in terminal_table(report)
+
+
+def test_fingerprint_fields() -> None:
+    fp = fingerprint()
+    cpu = fp["cpu"]
+    assert cpu["model"] and cpu["logical_cores"] >= 1 and cpu["usable_cores"] >= 1
+    assert isinstance(cpu["isa"], list) and fp["os"]["system"] and fp["python"]
+    if cpu["arch"] in ("x86_64", "AMD64"):
+        assert "sse4_2" in cpu["isa"] or "avx" in cpu["isa"]
+    assert isinstance(fp["gpus"], list) and (fp["jetson"] is None or "power_mode" in fp["jetson"])
+    assert fp["backends"]["onnxruntime"]["available"] and fp["backends"]["onnxruntime"]["version"]
+    assert set(fp["backends"]) == set(runtimes.BACKENDS) and "torch" in fp["tools"]
+
+
+def test_merge_table_plot_and_schema_refusal(report: dict[str, Any], tmp_path: Path) -> None:
+    a, b = copy.deepcopy(report), copy.deepcopy(report)
+    b["label"] = "jetson-orin (MAXN)"
+    pa, pb = write_json(tmp_path / "a.json", a), write_json(tmp_path / "b.json", b)
+    merged = merge_reports([pa, pb])
+    assert merged["kind"] == "merged" and len(merged["reports"]) == 2
+    assert {r["device"] for r in merged["rows"]} == {a["label"], "jetson-orin (MAXN)"}
+    rc = cli.main(["bench", "merge", str(pa), str(pb), "--out", str(tmp_path / "m.json"),
+                   "--md", str(tmp_path / "m.md"), "--plot", str(tmp_path / "m.png")])
+    assert rc == 0 and (tmp_path / "m.png").stat().st_size > 1000
+    md = (tmp_path / "m.md").read_text()
+    assert "jetson-orin (MAXN)" in md and "unavailable: " in md and "m.png" in md
+    # a merged report merges again (as its parts)
+    assert len(merge_reports([tmp_path / "m.json", pa])["reports"]) == 3
+    old = copy.deepcopy(report)
+    old["schema_version"] = SCHEMA_VERSION + 1
+    po = write_json(tmp_path / "old.json", old)
+    with pytest.raises(ReportSchemaError, match="schema version"):
+        merge_reports([pa, po])
+
+
+def test_cli_errors_are_one_line_and_nonzero(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                             report: dict[str, Any]) -> None:
+    cases = [
+        ["bench", str(tmp_path / "missing"), "--out", str(tmp_path / "r.json")],
+        ["bench", "merge", str(write_json(tmp_path / "x.json", {"schema": "other"})), "--md", str(tmp_path / "m.md")],
+        ["bench", "merge", str(tmp_path / "nothing.json"), "--md", str(tmp_path / "m.md")],
+        ["bench", "bicubic"],                                                   # no --out
+        ["deploy", "--preset", "micro", "--precision", "int4", "--out", str(tmp_path / "d")],
+        ["deploy", "--preset", "micro", "--targets", "tpu", "--out", str(tmp_path / "d")],
+    ]
+    bad_version = copy.deepcopy(report)
+    bad_version["schema_version"] = 0
+    cases.append(["bench", "merge", str(write_json(tmp_path / "v0.json", bad_version)), "--md", str(tmp_path / "m.md")])
+    for argv in cases:
+        rc = cli.main(argv)
+        err = capsys.readouterr().err.strip()
+        assert rc != 0, argv
+        assert len(err.splitlines()) == 1 and err.startswith(f"alignvar-edge {argv[0]}: error: "), (argv, err)
+    assert not (tmp_path / "d").exists() and not (tmp_path / "r.json").exists()
+
+
+def test_parse_spec() -> None:
+    s = parse_spec("ov-int8=openvino@GPU:engines/x")
+    assert (s.label, s.backend, s.device, s.path) == ("ov-int8", "openvino", "GPU", "engines/x")
+    assert parse_spec("ort:exports/t").backend == "onnxruntime"
+    assert parse_spec("exports/t").backend == "auto" and parse_spec("BICUBIC").backend == "bicubic"
+    with pytest.raises(InputError):
+        parse_spec("ov-int8=openvino:")
+
+
+def test_statistics() -> None:
+    p = percentiles([1.0, 2.0, 3.0, 4.0, 100.0])
+    assert p["p50"] == 3.0 and p["min"] == 1.0 and p["max"] == 100.0 and 4.0 < p["p90"] < 100.0
+    s = latency_summary([10.0, 10.0, 10.0], tiles_per_call=2, sr_megapixels_per_tile=0.25,
+                        flops_per_tile=1e9, peak_gflops=400.0)
+    assert s["per_tile_ms"]["p50"] == 5.0 and s["per_megapixel_ms"]["p50"] == 20.0
+    assert s["throughput"]["tiles_per_s"] == 200.0 and s["gflops_achieved"] == 200.0
+    assert s["roofline_fraction"] == 0.5 and s["below_peak_x"] == 2.0
+
+
+def test_peak_rss_sees_an_allocation() -> None:
+    with PeakRSS() as p:
+        a = np.ones(64 * 2 ** 20 // 8)              # 64 MiB, touched
+        del a
+    r = p.result()
+    assert r["peak_delta_mb"] > 30 or "ru_maxrss" in r["method"]
+
+
+def test_report_json_is_plain_json(report: dict[str, Any], tmp_path: Path) -> None:
+    text = write_json(tmp_path / "r.json", report).read_text()
+    assert "Infinity" not in text and "NaN" not in text
+    json.loads(text)

@@ -1,0 +1,84 @@
+"""`deploy` end to end on the micro model: plan, builds, parity, bench, atomic output directory.
+
+The export is reused from the runtime tests' cache (`--export`), so the test measures the pipeline
+around it rather than the minute-long dynamo trace; ONNX Runtime fp32 is built and benched, and a
+TensorRT build kit is written (TensorRT cannot run here, which the report must say).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from _runtime_fixtures import cache_root, export_dir, sharp_model
+from alignvar_edge import cli, runtimes
+from alignvar_edge.deploy import DeployOptions, deploy, plan
+from alignvar_edge.errors import ArtifactError, OutputExistsError
+
+
+@pytest.fixture(scope="module")
+def micro_export(pytestconfig: Any) -> Path:
+    return export_dir(sharp_model("micro"), cache_root(pytestconfig))
+
+
+def _opts(out: Path, export: Path, **kw: Any) -> DeployOptions:
+    base: dict[str, Any] = dict(out=str(out), model=sharp_model("micro"), export=str(export),
+                                targets="onnxruntime,tensorrt", precisions=("fp32",), quick=True,
+                                runs=2, warmup=0, threads=1, bench_tiles=2)
+    base.update(kw)
+    return DeployOptions(**base)
+
+
+def test_deploy_end_to_end(micro_export: Path, tmp_path: Path) -> None:
+    out = tmp_path / "deploy"
+    lines: list[str] = []
+    res = deploy(_opts(out, micro_export), log=lines.append)
+    assert res.exit_code == 0 and res.out == out
+    assert any(ln.startswith("[1/") for ln in lines) and any("benchmark" in ln for ln in lines)  # progress
+    names = sorted(p.name for p in out.iterdir())
+    assert {"manifest.json", "report.json", "report.md", "report.png", "export", "engines"} <= set(names)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".deploy")]     # no temp leftovers
+    report = json.loads((out / "report.json").read_text())
+    by = {e["label"]: e for e in report["engines"]}
+    assert by["onnxruntime-fp32"]["status"] == "ok"
+    assert by["onnxruntime-fp32"]["fidelity"]["vs_reference"]["token_agreement"] == 1.0
+    assert by["onnxruntime-fp32"]["path"] == "engines/onnxruntime-fp32"
+    assert by["tensorrt-fp32"]["status"] == "unavailable" or runtimes.get_backend("tensorrt").is_available()[0]
+    assert {"pytorch-eager", "bicubic"} <= set(by)
+    steps = {s["target"] + "-" + s["precision"]: s for s in report["deploy"]["steps"]}
+    assert steps["onnxruntime-fp32"]["status"] == "built" and steps["tensorrt-fp32"]["status"] == "built"
+    kit = out / "engines" / "tensorrt-fp32"
+    assert (kit / "trtexec.txt").read_text().startswith("trtexec ") and (kit / "build_on_device.sh").is_file()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["kind"] == "deploy" and manifest["parity"]["onnxruntime-fp32"]["meets_gate"] is True
+    assert "report.json" in manifest["files"] and "engines/onnxruntime-fp32/model.onnx" in manifest["files"]
+    md = (out / "report.md").read_text()
+    assert "## Deploy plan" in md and "report.png" in md and "tensorrt-fp32" in md
+    assert "onnxruntime-fp32" in res.summary and "deploy finished" in res.summary
+    # an existing output is never clobbered without --force, and is replaced whole with it
+    with pytest.raises(OutputExistsError):
+        deploy(_opts(out, micro_export))
+
+
+def test_plan_skips_with_reasons() -> None:
+    steps = {s.name: s for s in plan(["onnxruntime", "tensorrt", "coreml"], ("fp32", "int8"), quick=True)}
+    assert steps["onnxruntime-int8"].status == "planned"
+    assert steps["tensorrt-int8"].status == "skipped" and "--quick" in steps["tensorrt-int8"].detail
+    assert steps["coreml-fp16"].built_precision == "fp16" and steps["coreml-int8-weights"].status == "skipped"
+    full = {s.name: s for s in plan(["coreml"], ("fp32", "int8"), quick=False)}
+    assert full["coreml-int8-weights"].status == "planned"
+
+
+def test_reused_export_must_match_the_model(micro_export: Path, tmp_path: Path) -> None:
+    from alignvar_edge.export.random_model import random_model
+    with pytest.raises(ArtifactError, match="another model"):
+        deploy(_opts(tmp_path / "d", micro_export, model=random_model("tiny")))
+    assert not (tmp_path / "d").exists()
+
+
+def test_deploy_cli_error_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = cli.main(["deploy", "--preset", "micro", "--export", str(tmp_path / "none"), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "--export" in err
