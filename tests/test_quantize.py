@@ -71,7 +71,7 @@ def export(pytestconfig: pytest.Config) -> Path:
 @pytest.fixture(scope="module")
 def int8_ort(export: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("q") / "int8"
-    return quantize_artifact(export, out, QuantizeOptions(**FAST))
+    return quantize_artifact(export, out, QuantizeOptions(sensitivity_tiles=4, **FAST))
 
 
 def _q_nodes(model: onnx.ModelProto) -> tuple[list[onnx.NodeProto], list[onnx.NodeProto]]:

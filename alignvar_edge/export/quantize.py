@@ -64,6 +64,7 @@ class QuantizeOptions:
     fidelity: FidelityTarget = field(default_factory=FidelityTarget)
     search: bool = True
     reduce_range: bool | None = None         # None: decided from the CPU (VNNI)
+    sensitivity_tiles: int = SENSITIVITY_TILES   # calibration tiles each group is scored on
     int8_components: frozenset[str] = DEFAULT_INT8
 
     def validate(self) -> None:
@@ -163,8 +164,8 @@ def _int8(model_path: Path, cs: CalibrationSet, opts: QuantizeOptions, input_nam
 
         val = Evaluator(str(model_path) if optimized else float_graph(), cs.validation, input_name, batch,
                         scale, optimized)
-        sub = TileSplit(cs.calibration.lr[:SENSITIVITY_TILES], cs.calibration.hr[:SENSITIVITY_TILES],
-                        cs.calibration.names[:SENSITIVITY_TILES])
+        k = max(1, opts.sensitivity_tiles)
+        sub = TileSplit(cs.calibration.lr[:k], cs.calibration.hr[:k], cs.calibration.names[:k])
 
         def sens() -> Evaluator:             # only built when the search has to rank groups
             return Evaluator(float_graph(), sub, input_name, batch, scale, optimized=False)
