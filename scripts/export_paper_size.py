@@ -29,6 +29,12 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2     # KiB on Linux
 
 
+def note(res: dict, **kv: object) -> None:
+    """Record figures and echo them to stderr at once, so a run killed later still leaves them."""
+    res.update(kv)
+    print(f"[{res['preset']}] {json.dumps(kv)}", file=sys.stderr, flush=True)
+
+
 def run_one(preset: str, mode: str, out: Path, tiles: int, ort_run: bool) -> dict:
     import numpy as np
 
@@ -41,6 +47,7 @@ def run_one(preset: str, mode: str, out: Path, tiles: int, ort_run: bool) -> dic
     res.update(hr_size=c.hr_size, scales=len(c.patch_nums), depth=c.depth, width=c.width,
                params_inference=model.parameter_report()["inference"],
                build_s=round(time.perf_counter() - t0, 1), rss_after_build_gb=round(peak_rss_gb(), 2))
+    note(res, build_s=res["build_s"])
     if mode == "full":
         from alignvar_edge.export.manifest import read_manifest
         from alignvar_edge.export.onnx_export import export_onnx
@@ -64,22 +71,21 @@ def run_one(preset: str, mode: str, out: Path, tiles: int, ort_run: bool) -> dic
         spec = single_spec(model, 1)[0]
         t0 = time.perf_counter()
         export_graph(spec, out / "model.onnx", 18, ext)
-        res["export_s"] = round(time.perf_counter() - t0, 1)
-        res["rss_after_export_gb"] = round(peak_rss_gb(), 2)
+        note(res, export_s=round(time.perf_counter() - t0, 1), rss_after_export_gb=round(peak_rss_gb(), 2),
+             external_data=ext)
         del spec                                        # drop the example tensors and module refs
         t0 = time.perf_counter()
         check_graph(out / "model.onnx")
-        res["check_s"] = round(time.perf_counter() - t0, 1)
-        res["external_data"] = ext
+        note(res, check_s=round(time.perf_counter() - t0, 1), rss_after_check_gb=round(peak_rss_gb(), 2))
         if ort_run:
             del model                                   # free the torch weights before ORT loads its copy
             t0 = time.perf_counter()
             sess = make_session(out / "model.onnx")
-            res["ort_load_s"] = round(time.perf_counter() - t0, 1)
+            note(res, ort_load_s=round(time.perf_counter() - t0, 1), rss_after_ort_load_gb=round(peak_rss_gb(), 2))
             lr = lr_tiles(c, 1)
             t0 = time.perf_counter()
             outs = sess.run(None, {"lr": lr})
-            res["ort_run_s"] = round(time.perf_counter() - t0, 1)
+            note(res, ort_run_s=round(time.perf_counter() - t0, 1))
             res["ort_sr_finite"] = bool(np.isfinite(outs[0]).all())
             res["ort_sr_range"] = [float(outs[0].min()), float(outs[0].max())]
     res["files_mb"] = {p.name: round(p.stat().st_size / 1e6, 1) for p in sorted(out.iterdir()) if p.is_file()}
