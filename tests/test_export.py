@@ -334,8 +334,12 @@ def test_lr_tiles_deterministic(tmp_path):
     assert 0 <= a.min() and a.max() <= 1 and a.std() > 0.01
     from alignvar_edge.images import save_image
     save_image(tmp_path / "a.png", np.random.default_rng(0).random((40, 48, 3), dtype=np.float32))
+    save_image(tmp_path / "small.png", np.zeros((8, 8, 3), np.float32))      # skipped: < 32 px tile
     t = lr_tiles(cfg, 2, images=tmp_path)
-    assert t.shape == (2, 3, cfg.lr_size, cfg.lr_size)
+    assert t.shape == (2, 3, cfg.lr_size, cfg.lr_size) and t.std() > 0.01
+    (tmp_path / "a.png").unlink()
+    with pytest.raises(InputError, match="at least 32x32"):
+        lr_tiles(cfg, 1, images=tmp_path)
 
 
 def test_metrics():
