@@ -49,8 +49,8 @@ def _median_ms(samples: list[dict[str, float]]) -> dict[str, float]:
 
 
 @torch.inference_mode()
-def torch_stage_times(model: Any, lr: np.ndarray, runs: int = 3) -> dict[str, float]:
-    """Median ms per stage of PyTorch eager on `lr` (one warm-up rollout first)."""
+def torch_stage_times(model: Any, lr: np.ndarray, runs: int = 3, warmup: bool = True) -> dict[str, float]:
+    """Median ms per stage of PyTorch eager on `lr` (one warm-up rollout first unless warmup=False)."""
     x = torch.from_numpy(np.ascontiguousarray(lr, np.float32))
     c = model.config
 
@@ -70,7 +70,8 @@ def torch_stage_times(model: Any, lr: np.ndarray, runs: int = 3) -> dict[str, fl
         t["decoder"] = time.perf_counter() - t0
         return t
 
-    once()
+    if warmup:
+        once()
     return _median_ms([once() for _ in range(max(1, runs))])
 
 

@@ -2,13 +2,14 @@
 
 Order of work (each phase on every subject before the next phase):
   1. open engines (unavailable backends become report rows with their reason);
-  2. memory: one call under a reset RSS high-water mark, one under tracemalloc;
-  3. fidelity: every subject on the held-out tile pairs, against PyTorch eager and the HR tiles;
-  4. peak: a large fp32 GEMM with the same thread count (the roofline);
-  5. latency: warm-up, then `runs` rounds in which every subject runs once, in rotating order,
+  2. peak: a large fp32 GEMM with the same thread count (the roofline);
+  3. fidelity + memory: every subject on the held-out tile pairs (PyTorch eager first: its output
+     is the reference), against eager and the HR tiles; around that pass the RSS high-water mark
+     (reset first) and tracemalloc's peak. This pass is also every engine's first, warming call;
+  4. latency: warm-up, then `runs` rounds in which every subject runs once, in rotating order,
      so background load on a shared machine hits every engine alike (ratios stay fair even when
      absolute times drift);
-  6. profile: FLOPs and time per stage (PyTorch eager stages; ONNX Runtime staged graphs if given).
+  5. profile: FLOPs and time per stage (PyTorch eager stages; ONNX Runtime staged graphs if given).
 """
 from __future__ import annotations
 
@@ -164,9 +165,10 @@ def _batch_of(sub: Subject) -> int:
 class _Measure:
     """The per-subject measurements (memory, fidelity, latency) for a group of open subjects."""
 
-    def __init__(self, lr: np.ndarray, hr: np.ndarray, ref_sr: np.ndarray, ref_tok: list[np.ndarray],
-                 scale: int, opts: BenchOptions, prog: Progress, say: Log):
-        self.lr, self.hr, self.ref_sr, self.ref_tok, self.scale = lr, hr, ref_sr, ref_tok, scale
+    def __init__(self, lr: np.ndarray, hr: np.ndarray, scale: int, opts: BenchOptions, prog: Progress, say: Log):
+        self.lr, self.hr, self.scale = lr, hr, scale
+        self.ref_sr: np.ndarray | None = None
+        self.ref_tok: list[np.ndarray] = []
         self.opts, self.prog, self.say = opts, prog, say
         self.times: dict[int, list[float]] = {}
 
@@ -176,22 +178,24 @@ class _Measure:
         for s in live:
             s.info["batch"] = _batch_of(s)
         names = ", ".join(s.label for s in live)
-        # memory: one call under a reset RSS high-water mark and tracemalloc (it also warms up)
-        for s in self.prog(live, desc="memory", unit="engine"):
+        # fidelity pass (also the first, warming call); memory is measured around it: the RSS
+        # high-water mark (reset first) and tracemalloc, one engine call per batch of tiles.
+        # PyTorch eager comes first: its outputs are the reference of every later subject.
+        for s in self.prog(live, desc="fidelity+memory", unit="engine"):
+            box: list[Any] = []
+            run = self._fidelity_run(s)
             p = PeakRSS()
             with p:
-                heap = _guard(s, "memory", lambda: traced_peak_mb(calls[id(s)]))
-            if s.status == "ok":
-                s.info["memory"] = {**p.result(), "load_rss_mb": s.info.get("load_rss_mb"),
-                                    "python_heap_peak_mb": heap}
-        for s in self.prog(live, desc="fidelity", unit="engine"):
-            if s.backend == BICUBIC:
-                s.info["fidelity"] = fidelity(bicubic_tiles(self.lr, self.scale), None, self.ref_sr,
-                                              self.ref_tok, self.hr, self.scale)
-            elif s.status == "ok":
-                out = _guard(s, "fidelity run", lambda: s.engine.run(self.lr))
-                if out is not None:
-                    s.info["fidelity"] = fidelity(out[0], out[1], self.ref_sr, self.ref_tok, self.hr, self.scale)
+                heap = _guard(s, "fidelity run", lambda: traced_peak_mb(lambda: box.append(run())))
+            if s.status != "ok" or not box:
+                continue
+            sr, tokens = box[0]
+            if self.ref_sr is None:
+                assert s.label == EAGER, "PyTorch eager must be measured first"
+                self.ref_sr, self.ref_tok = sr, tokens
+            s.info["memory"] = {**p.result(), "load_rss_mb": s.info.get("load_rss_mb"),
+                                "python_heap_peak_mb": heap, "measured_on": f"fidelity pass ({len(self.lr)} tiles)"}
+            s.info["fidelity"] = fidelity(sr, tokens, self.ref_sr, self.ref_tok, self.hr, self.scale)
         for _ in self.prog(range(self.opts.warmup), desc="warm-up", unit="round"):
             for s in live:
                 _guard(s, "warm-up", calls[id(s)])
@@ -207,6 +211,12 @@ class _Measure:
                 _guard(s, "timed run", calls[id(s)])
                 if s.status == "ok":
                     self.times[id(s)].append((time.perf_counter() - t0) * 1e3)
+
+
+    def _fidelity_run(self, s: Subject) -> Callable[[], tuple[np.ndarray, Any]]:
+        if s.backend == BICUBIC:
+            return lambda: (bicubic_tiles(self.lr, self.scale), None)
+        return lambda: s.engine.run(self.lr)
 
 
 def _specs_batch(specs: Sequence[EngineSpec]) -> int:
@@ -260,9 +270,8 @@ def run_bench(engines: Sequence[str], reference: Any = None, options: BenchOptio
         bicubic = Subject(BICUBIC, BICUBIC, "baseline", precision="fp32", device="cpu")
         lr, hr = tile_pairs(config, opts.tiles, seed=opts.seed, split="heldout", images=opts.images)
         say(f"fidelity on {opts.tiles} held-out tile pairs "
-            f"({'folder ' + opts.images if opts.images else 'bundled photographs'}); reference outputs")
-        ref_sr, ref_tok = eager.engine.run(lr)
-        m = _Measure(lr, hr, ref_sr, ref_tok, config.scale, opts, prog, say)
+            f"({'folder ' + opts.images if opts.images else 'bundled photographs'})")
+        m = _Measure(lr, hr, config.scale, opts, prog, say)
         say(f"measuring the fp32 GEMM peak ({opts.peak_n}^3, {threads} threads)")
         peak = measure_peak(opts.peak_n, threads=threads)
 
@@ -299,7 +308,8 @@ def run_bench(engines: Sequence[str], reference: Any = None, options: BenchOptio
         profile = None
         if opts.profile_runs:
             say("per-stage profile")
-            timings = {"eager": torch_stage_times(model, lr[:1], opts.profile_runs)}
+            # eager already ran (fidelity, timing): no extra warm-up rollout
+            timings = {"eager": torch_stage_times(model, lr[:1], opts.profile_runs, warmup=False)}
             if opts.staged:
                 timings["ort_staged"] = staged_ort_times(opts.staged, lr, opts.profile_runs, threads)
             profile = stage_profile(flops, timings)
@@ -432,9 +442,10 @@ def _notes(host: dict[str, Any], entries: list[dict[str, Any]]) -> list[str]:
              "divided by the batch; subjects interleaved round by round.",
              "Roofline: achieved GFLOP/s = matmul+conv FLOPs per tile / p50 time per tile, against "
              "the fp32 GEMM peak measured in this run; int8/fp16 engines are set against the same fp32 peak.",
-             "Memory: peak_delta_mb is the process RSS peak during one call above the RSS before it; "
-             "load_rss_mb the RSS growth when the engine was opened; python_heap_peak_mb is tracemalloc "
-             "(host-side numpy buffers only, not runtime-native memory)."]
+             "Memory: peak_delta_mb is the process RSS peak during the fidelity pass (one engine call per "
+             "batch of tiles) above the RSS before it; load_rss_mb the RSS growth when the engine was opened "
+             "(the first engine of a runtime also pays for loading its library); python_heap_peak_mb is "
+             "tracemalloc (host-side numpy buffers only, not runtime-native memory)."]
     la, lb = host.get("load_average"), host.get("load_average_end")
     cores = (host.get("cpu") or {}).get("usable_cores")
     if la and cores and max(la[0], (lb or [0])[0]) > 0.5 * cores:

@@ -1,0 +1,277 @@
+#!/usr/bin/env python
+"""PyTorch CUDA latency of AlignVAR at paper size (d24 at 512 px) vs the paper's 0.43 s per image.
+
+    python scripts/gpu_bench.py --out runs/bench/gpu.json --md runs/bench/gpu.md      # on a GPU machine
+    python scripts/gpu_bench.py --preset micro --device cpu --dtypes fp32 --out /tmp/g.json   # smoke test
+
+What it measures, per dtype (fp32 reference, then fp16 / bf16): the KV-cached rollout
+(`AlignVAR.forward`: conditioning, prefix KV, one step per scale, VQ decoder) on one 512x512 tile
+(LR 128 px) with random weights (speed does not depend on the values; the logits head is scaled
+as in `export --preset` so argmax margins look trained), timed with CUDA events after warm-up:
+  - eager, the reference a PyTorch user runs;
+  - the same rollout captured as one CUDA graph (static shapes, argmax in graph): kernel launch
+    overhead dominates the small early scales, which graph replay removes. Reported only if the
+    capture succeeds and its tokens equal eager's;
+  - token agreement of fp16/bf16 with the fp32 run on the same tile (a speed figure at a fidelity
+    that would not ship is not a result).
+With `--onnx DIR` (a single-graph export of the same preset; exporting d24-512 takes long, do it
+beforehand), ONNX Runtime's CUDA execution provider is timed too, if this onnxruntime has it.
+
+The output is a schema-valid benchmark report (kind "bench", device label from the GPU), so
+`alignvar-edge bench merge` puts it beside the CPU reports; "pytorch-eager" is CUDA fp32 eager.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+PAPER_S = 0.43          # AlignVAR paper: seconds per 512x512 image
+
+
+def _timer(device: Any) -> Any:
+    import torch
+    if device.type == "cuda":
+        def run(fn: Any) -> float:
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            fn()
+            b.record()
+            torch.cuda.synchronize()
+            return float(a.elapsed_time(b))
+        return run
+
+    def run_cpu(fn: Any) -> float:
+        t0 = time.perf_counter()
+        fn()
+        return (time.perf_counter() - t0) * 1e3
+    return run_cpu
+
+
+def _times(fn: Any, timer: Any, runs: int, warmup: int) -> list[float]:
+    for _ in range(warmup):
+        timer(fn)
+    return [timer(fn) for _ in range(runs)]
+
+
+def _graph(model: Any, lr: Any) -> tuple[Any, Any]:
+    """Capture the whole rollout as one CUDA graph; returns (replay fn, static outputs)."""
+    import torch
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s), torch.inference_mode():
+        for _ in range(2):                       # warm-up on a side stream (allocator, cuBLAS)
+            model(lr)
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g), torch.inference_mode():
+        out = model(lr)
+    return g.replay, out
+
+
+def _peak_gflops(device: Any, dtype: Any, n: int = 8192) -> float:
+    import torch
+    if device.type != "cuda":
+        n = 1024
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    timer = _timer(device)
+    best = min(_times(lambda: a @ b, timer, 5, 2))
+    return 2 * n ** 3 / (best / 1e3) / 1e9
+
+
+def _entry(label: str, dtype: str, ms: list[float], mp: float, flops: int, peak: float,
+           tokens: float | None, note: str | None, device: str) -> dict[str, Any]:
+    from alignvar_edge.bench.stats import latency_summary
+    return {"label": label, "backend": "torch" if "ort" not in label else "onnxruntime",
+            "kind": "baseline" if label == "pytorch-eager" else "engine", "status": "ok", "reason": None,
+            "path": None, "precision": dtype, "device": device, "batch": 1,
+            "latency": latency_summary(ms, 1, mp, flops, peak),
+            "fidelity": {"tiles": 1, "vs_reference": {"token_agreement": tokens}, "vs_hr": {}},
+            "note": note, "artifact_bytes": None}
+
+
+def _skipped(label: str, dtype: str, why: str) -> dict[str, Any]:
+    return {"label": label, "backend": "torch", "kind": "engine", "status": "unavailable",
+            "reason": why, "precision": dtype, "path": None, "device": None, "artifact_bytes": None}
+
+
+def _agreement(ref: list[Any], test: list[Any]) -> float:
+    eq = sum(int((a == b).sum()) for a, b in zip(ref, test))
+    return eq / sum(a.numel() for a in ref)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="d24-512")
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--dtypes", default="fp16,bf16", help="besides the fp32 reference")
+    ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--cuda-graphs", choices=("auto", "off"), default="auto")
+    ap.add_argument("--onnx", help="single-graph export of the same preset for ONNX Runtime CUDA")
+    ap.add_argument("--out", required=True, help="report JSON (bench schema; merges with CPU reports)")
+    ap.add_argument("--md", help="also write Markdown")
+    args = ap.parse_args()
+
+    import datetime as dt
+
+    import numpy as np
+    import torch
+
+    from alignvar_edge.bench.host import fingerprint
+    from alignvar_edge.bench.profile import stage_flops
+    from alignvar_edge.bench.schema import SCHEMA, SCHEMA_VERSION, write_json
+    from alignvar_edge.calibration.tiles import lr_tiles
+    from alignvar_edge.export.random_model import random_model
+
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("gpu_bench: no CUDA device visible to PyTorch; run on a GPU machine "
+              "(or --device cpu for a smoke test)", file=sys.stderr)
+        return 2
+    dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    wanted = ["fp32"] + [d for d in args.dtypes.split(",") if d and d != "fp32"]
+    model = random_model(args.preset, seed=0)
+    c = model.config
+    flops_stage = stage_flops(c)
+    flops = sum(flops_stage.values())
+    mp = c.hr_size ** 2 / 1e6
+    lr_np = lr_tiles(c, 1, seed=0)
+    timer = _timer(device)
+    entries: list[dict[str, Any]] = []
+    ref_tokens: list[Any] | None = None
+    peaks: dict[str, float] = {}
+    for name in wanted:
+        dt_ = dtypes[name]
+        if device.type == "cpu" and name == "fp16":
+            entries.append(_skipped("torch-eager-fp16", name, "fp16 matmuls on CPU are not a deployment path"))
+            continue
+        # a fresh copy of the fp32 weights per dtype (fp16 -> bf16 in place would round twice)
+        m = copy.deepcopy(model).to(device=device, dtype=dt_).eval()
+        lr = torch.from_numpy(lr_np).to(device=device, dtype=dt_)
+        peaks[name] = round(_peak_gflops(device, dt_), 1)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        with torch.inference_mode():
+            out = m(lr)
+            tokens = [t.cpu() for t in out[1:]]
+            ms = _times(lambda: m(lr), timer, args.runs, args.warmup)
+        agree = None if ref_tokens is None else _agreement(ref_tokens, tokens)
+        if name == "fp32":
+            ref_tokens = tokens
+        label = "pytorch-eager" if name == "fp32" else f"torch-eager-{name}"
+        e = _entry(label, name, ms, mp, flops, peaks[name], 1.0 if name == "fp32" else agree,
+                   "KV-cached rollout, eager", str(device))
+        if device.type == "cuda":
+            e["memory"] = {"cuda_max_allocated_mb": round(torch.cuda.max_memory_allocated() / 2 ** 20, 1)}
+        entries.append(e)
+        print(f"{label:<22} p50 {statistics.median(ms):9.2f} ms  tokens vs fp32 {agree if agree is not None else 1.0:.4f}",
+              flush=True)
+        if device.type == "cuda" and args.cuda_graphs == "auto":
+            try:
+                replay, static = _graph(m, lr)
+                g_tokens = [t.cpu() for t in static[1:]]
+                same = _agreement(tokens, g_tokens)
+                gms = _times(replay, timer, args.runs, args.warmup)
+                ge = _entry(f"torch-cudagraph-{name}", name, gms, mp, flops, peaks[name],
+                            agree if name != "fp32" else 1.0, f"one CUDA graph; tokens equal to eager: {same:.4f}",
+                            str(device))
+                entries.append(ge)
+                print(f"{'torch-cudagraph-' + name:<22} p50 {statistics.median(gms):9.2f} ms", flush=True)
+            except Exception as err:  # noqa: BLE001 - report why capture failed, keep the eager number
+                entries.append(_skipped(f"torch-cudagraph-{name}", name,
+                                        f"CUDA graph capture failed: {type(err).__name__}: {err}"))
+        del m
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    if args.onnx:
+        entries.append(_ort_entry(args.onnx, lr_np, ref_tokens, timer, args, mp, flops, peaks.get("fp32", 0.0)))
+
+    host = fingerprint()
+    gpu = (host.get("gpus") or [{}])[0].get("name") or (torch.cuda.get_device_name(0) if device.type == "cuda" else None)
+    eager_p50 = entries[0]["latency"]["per_tile_ms"]["p50"]
+    for e in entries:
+        if e["status"] == "ok":
+            e["speedup_vs_eager"] = round(eager_p50 / e["latency"]["per_tile_ms"]["p50"], 3)
+            tok = e["fidelity"]["vs_reference"]["token_agreement"]
+            e["meets_fidelity"] = None if tok is None else tok >= 0.99
+    ok = [e for e in entries if e["status"] == "ok" and e.get("meets_fidelity")]
+    best = min(ok, key=lambda e: e["latency"]["per_tile_ms"]["p50"]) if ok else None
+    report = {
+        "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "kind": "bench",
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "label": f"{gpu or str(device)} (PyTorch {torch.__version__})", "host": host,
+        "model": {"name": f"{args.preset}-random", "source": f"preset {args.preset}, random weights, seed 0",
+                  "tile": {"lr": c.lr_size, "hr": c.hr_size, "scale": c.scale}, "patch_nums": list(c.patch_nums),
+                  "sr_megapixels_per_tile": mp, "parameters": model.parameter_report(),
+                  "flops_per_tile": {"conditioning": flops_stage["conditioning"], "decoder": flops_stage["decoder"],
+                                     "scales": sum(v for k, v in flops_stage.items() if k.startswith("scale_")),
+                                     "total": flops},
+                  "flops_per_stage": flops_stage},
+        "settings": {"runs": args.runs, "warmup": args.warmup, "threads": torch.get_num_threads(),
+                     "fidelity_tiles": 1, "images": "bundled held-out photographs", "seed": 0,
+                     "eager_batch": 1, "interleaved": False, "min_token_agreement": 0.99,
+                     "target_speedup": None, "device": str(device)},
+        "peak": {"gflops": peaks.get("fp32", 0.0), "numpy_gflops": None, "torch_gflops": peaks.get("fp32"),
+                 "per_dtype_gflops": peaks, "method": "best of 5 square matmuls on the device (n=8192)"},
+        "engines": entries,
+        "summary": {"eager_p50_ms_per_tile": eager_p50, "min_token_agreement": 0.99,
+                    "engines_meeting_fidelity": [e["label"] for e in ok], "unavailable": {}, "failed": {},
+                    "best_cpu": None, "target_speedup": None, "target_met": None,
+                    "best_gpu": None if best is None else {"label": best["label"],
+                                                           "p50_ms_per_tile": best["latency"]["per_tile_ms"]["p50"],
+                                                           "vs_paper_0.43s": round(PAPER_S * 1e3 / best["latency"]["per_tile_ms"]["p50"], 3)},
+                    "paper_s_per_512_image": PAPER_S},
+        "profile": None,
+        "notes": [f"The paper reports {PAPER_S} s per 512x512 image; one d24-512 tile is one such image.",
+                  "Random weights: speed is what is measured; token agreement is of fp16/bf16 against fp32."],
+    }
+    write_json(args.out, report)
+    if args.md:
+        from alignvar_edge.bench.outputs import write_text
+        from alignvar_edge.bench.render import report_markdown
+        write_text(args.md, report_markdown(report))
+    if best is not None:
+        p50 = best["latency"]["per_tile_ms"]["p50"]
+        print(f"best: {best['label']} {p50:.1f} ms per {c.hr_size}px image vs the paper's {PAPER_S * 1e3:.0f} ms "
+              f"({PAPER_S * 1e3 / p50:.2f}x)")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _ort_entry(onnx_dir: str, lr_np: Any, ref_tokens: Any, timer: Any, args: argparse.Namespace,
+               mp: float, flops: int, peak: float) -> dict[str, Any]:
+    import numpy as np
+
+    from alignvar_edge import runtimes
+    try:
+        import onnxruntime as ort
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            return _skipped("ort-cuda-fp32", "fp32", f"this onnxruntime has no CUDAExecutionProvider "
+                            f"({', '.join(ort.get_available_providers())}); install onnxruntime-gpu")
+        eng = runtimes.load(onnx_dir, backend="onnxruntime", device="cuda")
+    except Exception as err:  # noqa: BLE001 - a missing GPU build is a finding, not a crash
+        return _skipped("ort-cuda-fp32", "fp32", f"{type(err).__name__}: {err}")
+    with eng:
+        _, toks = eng.run(lr_np)
+        agree = None if ref_tokens is None else float(np.mean(np.concatenate(
+            [(a.numpy().reshape(-1) == b.reshape(-1)) for a, b in zip(ref_tokens, toks)])))
+        feeds = {"lr": np.ascontiguousarray(lr_np[: eng.batch], np.float32)}
+        ms = []
+        for i in range(args.warmup + args.runs):
+            eng.infer(feeds)
+            if i >= args.warmup:
+                ms.append(float(eng.last_latency_ms or 0.0))
+    return _entry("ort-cuda-fp32", "fp32", ms, mp, flops, peak, agree, "ONNX Runtime CUDA EP, host-timed",
+                  "cuda")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
