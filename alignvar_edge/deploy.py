@@ -20,8 +20,11 @@ reason and the rest continues; the exit code is then 1. A failed export stops ev
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import time
-from collections.abc import Callable, Iterable
+import warnings
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -209,13 +212,14 @@ def deploy(opts: DeployOptions, log: Log | None = None, progress: Progress | Non
                 continue
             t0 = stage(f"build {s.name}")
             try:
-                s.path = str(_build(s, export, tmp, model, calib, opts, say).relative_to(tmp))
+                with _quiet_builders():
+                    s.path = str(_build(s, export, tmp, model, calib, opts, say).relative_to(tmp))
                 s.status = "built"
             except AlignVAREdgeError as e:
                 s.status, s.detail = "failed", " ".join(str(e).split())
                 say(f"      failed: {s.detail}")
             s.seconds = round(time.perf_counter() - t0, 1)
-            if s.status == "built":
+            if s.status == "built" and s.path:
                 s.detail = _build_detail(tmp / s.path)
                 say(f"      {s.detail or 'done'} ({s.seconds:.0f} s)")
 
@@ -237,6 +241,26 @@ def deploy(opts: DeployOptions, log: Log | None = None, progress: Progress | Non
     summary = format_summary(out, steps, report, timings)
     failed = any(s.status == "failed" for s in steps) or bool(report["summary"]["failed"])
     return DeployResult(out, steps, report, summary, 1 if failed else 0, timings)
+
+
+@contextlib.contextmanager
+def _quiet_builders() -> Iterator[None]:
+    """NNCF logs every op it leaves alone at INFO and torch.jit.trace warns about shape-dependent
+    Python in the resampling code (static here by construction): neither is news to a deploy user."""
+    nncf_log = logging.getLogger("nncf")
+    level = nncf_log.level
+    nncf_log.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*(TracerWarning|Converting a tensor to a Python)")
+            try:
+                from torch.jit import TracerWarning
+                warnings.simplefilter("ignore", TracerWarning)
+            except ImportError:
+                pass
+            yield
+    finally:
+        nncf_log.setLevel(level)
 
 
 def _reuse_export(src: Path, dest: Path, model: Any) -> Path:

@@ -122,7 +122,6 @@ def main() -> int:
 
     import datetime as dt
 
-    import numpy as np
     import torch
 
     from alignvar_edge.bench.host import fingerprint
