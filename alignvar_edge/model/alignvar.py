@@ -273,7 +273,7 @@ class AlignVAR(nn.Module):
         sca = sum(b.attn.sca_alpha.numel() for b in self.blocks if b.attn.sca_alpha is not None)
         report = {
             "vq_encoder": count(self.vae.encoder, self.vae.quant_conv),
-            "vq_decoder": count(self.vae.decoder, self.vae.post_quant_conv),
+            "vq_decoder": count(self.vae.decoder, self.vae.post_quant_conv, self.vae.lr_skip),
             "quantizer": count(self.vae.quantize),
             "lr_embedding": count(self.lr_embed, self.quality_emb),
             "token_embedding": count(self.word_embed, self.pos_start, self.lvl_embed, self.pos_1LC),

@@ -30,11 +30,13 @@ class AlignVARConfig:
     vq_using_sa: bool = True
     vq_vocab: int = 1024
     vq_cvae: int = 32
-    vq_beta: float = 0.25
+    vq_beta: float = 0.02                  # VAR: 0.25; small CPU runs collapse with it (measured)
     vq_phi_count: int = 4                  # partially shared phi convs (VAR: 4)
     vq_phi_ratio: float = 0.5              # phi(x) = (1-r) x + r conv(x)
     # Code HR minus bicubic(LR) and add bicubic(LR) back after decoding (off = pure VAR form).
     residual_to_bicubic: bool = True
+    # Give the decoder LR features where its resolution equals the LR tile (off = pure VAR form).
+    decoder_lr: bool = True
     # --- transformer ----------------------------------------------------------------------
     depth: int = 4
     width: int = 128
@@ -114,6 +116,8 @@ class AlignVARConfig:
         if self.vq_downsample < self.scale:
             bad(f"the VQ downsampling ({self.vq_downsample}) must be >= scale ({self.scale}): the LR "
                 "embedding maps the LR tile onto the P x P latent grid with a strided conv stack")
+        if self.decoder_lr and self.lr_size not in {self.latent_size * 2 ** i for i in range(len(self.vq_ch_mult))}:
+            bad(f"decoder_lr needs a decoder level at the LR size {self.lr_size}")
         if len(self.patch_nums) < 2:
             bad("need at least two scales")
         if self.width % self.heads:
@@ -184,7 +188,7 @@ def _var_preset(depth: int, hr_size: int) -> dict[str, Any]:
         hr_size=hr_size,
         patch_nums=PATCH_NUMS_256 if hr_size == 256 else PATCH_NUMS_512,
         vq_ch=160, vq_ch_mult=(1, 1, 2, 2, 4), vq_num_res_blocks=2, vq_norm_groups=32,
-        vq_vocab=4096, vq_cvae=32, residual_to_bicubic=False,
+        vq_vocab=4096, vq_cvae=32, vq_beta=0.25, residual_to_bicubic=False, decoder_lr=False,
         depth=depth, width=64 * depth, heads=depth, lr_embed_ch=256, cfg=0.0,
     )
 

@@ -150,9 +150,12 @@ class Decoder(nn.Module):
         self.norm_out = _norm(c_in, groups)
         self.conv_out = nn.Conv2d(c_in, out_ch, 3, padding=1)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
+        """`skip` (LR features) is added where the feature map reaches its resolution."""
         h = self.mid.block_2(self.mid.attn_1(self.mid.block_1(self.conv_in(z))))
         for lvl in reversed(self.up):
+            if skip is not None and h.shape[-1] == skip.shape[-1]:
+                h = h + skip
             for j, block in enumerate(lvl.block):
                 h = block(h)
                 if len(lvl.attn):
@@ -229,8 +232,13 @@ class MultiScaleQuantizer(nn.Module):
         B = probs_BlV.shape[0]
         return (probs_BlV @ self.embedding.weight).transpose(1, 2).reshape(B, -1, p, p)
 
-    def quantize(self, f_BCPP: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
-        """Residual-quantise f. Returns per-scale indices, straight-through f_hat, VQ loss."""
+    def quantize(self, f_BCPP: torch.Tensor, residuals_out: list[torch.Tensor] | None = None
+                 ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """Residual-quantise f. Returns per-scale indices, straight-through f_hat, VQ loss.
+
+        `residuals_out`, if given, receives each scale's residual vectors r_k (N, C): what the
+        codebook had to match (training uses them to re-seed unused codes).
+        """
         f_rest = f_BCPP.detach().clone()
         f_hat = torch.zeros_like(f_rest)
         idx_list: list[torch.Tensor] = []
@@ -239,6 +247,8 @@ class MultiScaleQuantizer(nn.Module):
         for k, p in enumerate(self.patch_nums):
             z = self.resample.area(f_rest, p).permute(0, 2, 3, 1).reshape(-1, C)
             idx = self.nearest(z).view(B, p * p)
+            if residuals_out is not None:
+                residuals_out.append(z.detach())
             h = self.embed_scale(self.idx_to_h(idx, p), k)
             f_hat = f_hat + h
             f_rest = f_rest - h.detach()
@@ -266,6 +276,25 @@ class MultiScaleQuantizer(nn.Module):
         return torch.cat(nxt, dim=1)
 
 
+class LRSkip(nn.Module):
+    """LR features for the LR-aware decoder: two convs at LR resolution, the decoder's width there.
+
+    With only the tokens to go on, a CPU-budget decoder learns to output the mean (bicubic); with
+    the LR beside them it learns to sharpen and denoise, and the tokens add what the LR lacks.
+    """
+
+    def __init__(self, c: AlignVARConfig):
+        super().__init__()
+        n = len(c.vq_ch_mult)
+        level = next(i for i in range(n) if c.latent_size * 2 ** (n - 1 - i) == c.lr_size)
+        width = c.vq_ch * c.vq_ch_mult[min(level + 1, n - 1)]   # the width entering that level
+        self.conv_in = nn.Conv2d(3, width, 3, padding=1)
+        self.block = ResnetBlock(width, width, c.vq_norm_groups)
+
+    def forward(self, lr_B3hw: torch.Tensor) -> torch.Tensor:
+        return self.block(self.conv_in(lr_B3hw))
+
+
 class VQVAE(nn.Module):
     def __init__(self, config: AlignVARConfig):
         super().__init__()
@@ -280,6 +309,7 @@ class VQVAE(nn.Module):
         self.post_quant_conv = nn.Conv2d(c.vq_cvae, c.vq_cvae, 3, padding=1)
         self.lr_up = ResampleBank([("bicubic", c.lr_size, c.hr_size)])
         self.residual = c.residual_to_bicubic
+        self.lr_skip = LRSkip(c) if c.decoder_lr else None
 
     # images are in [0, 1] at the API; the network works in [-1, 1] as VAR does
     def base_image(self, lr_B3hw: torch.Tensor) -> torch.Tensor:
@@ -296,15 +326,13 @@ class VQVAE(nn.Module):
 
     def decode(self, f_hat: torch.Tensor, lr_B3hw: torch.Tensor | None) -> torch.Tensor:
         """f_hat -> image in [0, 1] (clamped)."""
-        x = self.decoder(self.post_quant_conv(f_hat))
-        if self.residual:
-            if lr_B3hw is None:
-                raise ValueError("this VQ-VAE adds bicubic(LR) back after decoding: pass the LR image")
-            x = x + self.base_image(lr_B3hw)
-        return torch.clamp(x * 0.5 + 0.5, 0.0, 1.0)
+        return torch.clamp(self.decode_unclamped(f_hat, lr_B3hw), 0.0, 1.0)
 
     def decode_unclamped(self, f_hat: torch.Tensor, lr_B3hw: torch.Tensor | None) -> torch.Tensor:
-        x = self.decoder(self.post_quant_conv(f_hat))
+        if (self.residual or self.lr_skip is not None) and lr_B3hw is None:
+            raise ValueError("this VQ-VAE decodes with the LR image (residual / LR-aware decoder): pass it")
+        skip = self.lr_skip(lr_B3hw * 2 - 1) if self.lr_skip is not None and lr_B3hw is not None else None
+        x = self.decoder(self.post_quant_conv(f_hat), skip)
         if self.residual and lr_B3hw is not None:
             x = x + self.base_image(lr_B3hw)
         return x * 0.5 + 0.5

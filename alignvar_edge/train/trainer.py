@@ -31,7 +31,7 @@ from alignvar_edge.train.degrade import DegradationConfig
 from alignvar_edge.train.state import STATE_DIR, load_state, save_state
 
 STAGES = ("vqvae", "transformer")
-RESTART_EVERY = 100
+RESTART_EVERY = 25
 
 
 @dataclass
@@ -233,7 +233,7 @@ def train(opts: TrainOptions, batches: Callable[[int], tuple[torch.Tensor, torch
             d = min(opts.ema, (1 + step) / (10 + step))
             for pe, pm in zip(ema.parameters(), model.parameters()):
                 pe.lerp_(pm, 1 - d)
-        if opts.stage == "vqvae" and step % RESTART_EVERY == RESTART_EVERY - 1:
+        if opts.stage == "vqvae" and step % RESTART_EVERY == 0:   # step 0: data-dependent init
             if step < 0.6 * opts.steps:   # let the codebook settle in the last 40%
                 _restart_dead_codes(model, hr, lr_img, usage, gen)
             usage[:] = False
@@ -256,16 +256,22 @@ def train(opts: TrainOptions, batches: Callable[[int], tuple[torch.Tensor, torch
 @torch.no_grad()
 def _restart_dead_codes(model: AlignVAR, hr: torch.Tensor, lr_img: torch.Tensor, usage: torch.Tensor,
                         gen: torch.Generator) -> None:
-    """Re-seed codebook entries no token used since the last restart with random encoder features."""
+    """Re-seed codebook entries no token used since the last restart with residual vectors.
+
+    The candidates are the vectors the codebook actually had to match (every scale's residual
+    r_k), so a re-seeded code is in use at once. Without this a small CPU run collapses to one
+    code per scale and the decoder learns to output nothing (measured: codebook of 1).
+    """
     vae = model.vae
-    f = vae.encode(hr, lr_img)
     dead = (~usage).nonzero().flatten()
     if len(dead) == 0:
         return
-    feats = f.permute(0, 2, 3, 1).reshape(-1, f.shape[1])
-    pick = torch.randint(0, feats.shape[0], (len(dead),), generator=gen)
-    scale = 1.0 / len(vae.quantize.patch_nums)      # a residual code is a fraction of the feature
-    vae.quantize.embedding.weight[dead] = feats[pick] * scale
+    residuals: list[torch.Tensor] = []
+    vae.quantize.quantize(vae.encode(hr, lr_img), residuals)
+    pool = torch.cat(residuals)
+    pick = torch.randint(0, pool.shape[0], (len(dead),), generator=gen)
+    noise = torch.randn(len(dead), pool.shape[1], generator=gen) * pool.std() * 0.01
+    vae.quantize.embedding.weight[dead] = pool[pick] + noise
 
 
 def _append_csv(path: Path, row: dict[str, Any]) -> None:
