@@ -146,8 +146,12 @@ def selftest(backend: str, model: str = "alignvar-tiny", device: str | None = No
             try:
                 sr, tok = engine.run(lr)
             except BackendUnavailableError as e:          # Core ML off macOS: built and validated only
+                ex = engine.metadata.get("extra", {})
+                spec = ex.get("spec") or {}
                 report.update(result="BUILT-ONLY", reason=str(e),
-                              validation=engine.metadata.get("extra", {}).get("spec"))
+                              validation={"valid": spec.get("valid"), "ops": spec.get("ops"),
+                                          "ane_lint": [f"{f['level']}: {f['rule']} x{f['count']}"
+                                                       for f in ex.get("ane_lint", [])]})
                 return report
             agree = token_agreement(golden_tok, tok)
             report["tokens"] = agree
@@ -178,8 +182,8 @@ def _num(v: float) -> float | str:
 def format_report(r: dict[str, Any]) -> str:
     """The shareable text form."""
     h = r["host"]
-    lines = [f"alignvar-edge {r['alignvar_edge']} selftest: {r['backend']} {r.get('backend_version') or ''}"
-             f" on {r.get('device', '?')}",
+    lines = [f"alignvar-edge {r['alignvar_edge']} selftest: {r['backend']} "
+             f"{r.get('backend_version') or '(not installed)'} on {r.get('device', 'no device')}",
              f"host      {h['os']} {h['machine']}, {h['cpu']} ({h['cores']} cores), Python {h['python']}",
              f"model     {r['model']} (weights {r['weights_sha256']}), precision {r['precision']}, "
              f"{r['golden_tiles']} golden tiles"]
@@ -193,6 +197,10 @@ def format_report(r: dict[str, Any]) -> str:
                      f"tiles identical {t['identical_samples']:.0%}")
         lines.append(f"image     SR PSNR vs golden {r['psnr_vs_golden_db']} dB")
         lines.append(f"latency   {r['ms_per_tile_p50']} ms per tile (median), {r['ms_per_tile_min']} ms best")
+    if r.get("validation"):
+        v = r["validation"]
+        lines.append(f"package   spec valid: {v['valid']}, {v['ops']} ops; ANE lint: "
+                     f"{', '.join(v['ane_lint']) or 'no findings'}")
     lines.append(f"RESULT    {r['result']}" + (f": {r['reason']}" if r.get("reason") else ""))
     return "\n".join(lines)
 
