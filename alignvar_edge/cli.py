@@ -10,8 +10,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
+from typing import Any
 
 from alignvar_edge import __version__
 from alignvar_edge.errors import AlignVAREdgeError
@@ -53,21 +56,50 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    interrupted: list[bool] = []
+    previous = _watch_sigint(interrupted)
     try:
         return int(args.func(args) or 0)
-    except AlignVAREdgeError as e:
-        if debug:
-            raise
-        print(f"alignvar-edge {args.verb}: error: {e}", file=sys.stderr)
-        return e.exit_code
     except KeyboardInterrupt:
         print(f"alignvar-edge {args.verb}: interrupted; no partial output was kept", file=sys.stderr)
         return 130
-    except (OSError, MemoryError) as e:
-        if debug:
-            raise
-        print(f"alignvar-edge {args.verb}: error: {e}", file=sys.stderr)
-        return 1
+    except Exception as e:
+        # Ctrl-C inside a library that wraps the KeyboardInterrupt in its own error (torch.onnx.export
+        # turns it into TorchExportError): still an interruption, not a crash.
+        if interrupted and not debug:
+            print(f"alignvar-edge {args.verb}: interrupted; no partial output was kept", file=sys.stderr)
+            return 130
+        if isinstance(e, AlignVAREdgeError):
+            if debug:
+                raise
+            print(f"alignvar-edge {args.verb}: error: {e}", file=sys.stderr)
+            return e.exit_code
+        if isinstance(e, (OSError, MemoryError)):
+            if debug:
+                raise
+            print(f"alignvar-edge {args.verb}: error: {e}", file=sys.stderr)
+            return 1
+        raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _watch_sigint(flag: list[bool]) -> Any:
+    """Record SIGINT in `flag` and raise KeyboardInterrupt as usual; returns the previous handler.
+
+    Only where Python's default handler is installed (main thread, SIGINT not ignored)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is not signal.default_int_handler:
+        return None
+
+    def on_sigint(signum: int, frame: object) -> None:
+        flag.append(True)
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGINT, on_sigint)
+    return previous
 
 
 if __name__ == "__main__":

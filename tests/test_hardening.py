@@ -1,0 +1,460 @@
+"""Hardening (issue 8): bad input, interrupted work and untrusted files.
+
+A table-driven CLI fault suite (in-process through `cli.main`, and a few through a subprocess), a
+SIGKILL/SIGINT interruption test of `export`, a hypothesis fuzz of `load_image`, unsafe pickles,
+and concurrency on one engine. Cases and observed results are listed in docs/reliability.md.
+
+Every bad case must: exit non-zero, print exactly one stderr line naming the problem, and never a
+traceback. One small ONNX export (`micro` shrunk to a 16 px tile, as in test_export.py) is made
+once per module and reused.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from alignvar_edge import cli
+from alignvar_edge.errors import ArtifactError, CheckpointError, InputError
+from alignvar_edge.export.manifest import load_verified
+from alignvar_edge.images import IMAGE_EXTENSIONS, load_image
+
+ROOT = Path(__file__).resolve().parent.parent
+NANO = dict(hr_size=16, patch_nums=(1, 2, 4), depth=1, cfg=1.0)
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def _sha(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def nano():
+    from alignvar_edge.export.random_model import random_model
+    from alignvar_edge.model import AlignVARConfig
+    return random_model(AlignVARConfig.from_preset("micro", **NANO), seed=0)
+
+
+@pytest.fixture(scope="module")
+def export(nano, tmp_path_factory):
+    from alignvar_edge.export.onnx_export import export_onnx
+    return export_onnx(nano, tmp_path_factory.mktemp("hard") / "nano", graph="single", n_tiles=1)
+
+
+@pytest.fixture(scope="module")
+def ckpt(nano, tmp_path_factory):
+    from alignvar_edge.model.checkpoint import save_pretrained
+    return save_pretrained(nano, tmp_path_factory.mktemp("ck") / "nano")
+
+
+def _png(path: Path, size=(12, 10)) -> Path:
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(path)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# the fault table: (id, setup(tmp, export, ckpt) -> argv, needle in the error line, check after)
+# ---------------------------------------------------------------------------------------------
+def _up(tmp, exp, src, out="out.png", *extra):
+    return ["upscale", str(src), str(tmp / out), "--engine", str(exp), "--quiet", *extra]
+
+
+def s_zero_byte(tmp, exp, ck):
+    (tmp / "zero.png").write_bytes(b"")
+    return _up(tmp, exp, tmp / "zero.png")
+
+
+def s_text_png(tmp, exp, ck):
+    (tmp / "text.png").write_text("hello, I am not a picture\n" * 20)
+    return _up(tmp, exp, tmp / "text.png")
+
+
+def s_truncated_png(tmp, exp, ck):
+    data = _png(tmp / "full.png", (64, 48)).read_bytes()
+    (tmp / "trunc.png").write_bytes(data[: len(data) // 2])
+    return _up(tmp, exp, tmp / "trunc.png")
+
+
+def s_missing_input(tmp, exp, ck):
+    return _up(tmp, exp, tmp / "nope.png")
+
+
+def s_output_exists(tmp, exp, ck):
+    _png(tmp / "in.png")
+    (tmp / "out.png").write_bytes(b"precious")
+    return _up(tmp, exp, tmp / "in.png")
+
+
+def c_output_unchanged(tmp):
+    assert (tmp / "out.png").read_bytes() == b"precious"
+
+
+def s_inspect_no_manifest(tmp, exp, ck):
+    (tmp / "art").mkdir()
+    (tmp / "art" / "model.onnx").write_bytes(b"x")
+    return ["inspect", str(tmp / "art")]
+
+
+def _copy_export(tmp, exp):
+    dst = tmp / "copy"
+    shutil.copytree(exp, dst)
+    return dst
+
+
+def _truncate_onnx(tmp, exp):
+    dst = _copy_export(tmp, exp)
+    onnx_file = next(dst.glob("*.onnx"))
+    data = onnx_file.read_bytes()
+    onnx_file.write_bytes(data[: len(data) // 2])
+    return dst
+
+
+def s_inspect_truncated(tmp, exp, ck):
+    return ["inspect", str(_truncate_onnx(tmp, exp))]
+
+
+def s_load_truncated(tmp, exp, ck):
+    _png(tmp / "in.png")
+    return _up(tmp, _truncate_onnx(tmp, exp), tmp / "in.png", "out.png", "--backend", "onnxruntime")
+
+
+def s_manifest_not_json(tmp, exp, ck):
+    dst = _copy_export(tmp, exp)
+    (dst / "manifest.json").write_text("{this is not json")
+    return ["inspect", str(dst)]
+
+
+def s_load_manifest_not_json(tmp, exp, ck):
+    dst = _copy_export(tmp, exp)
+    (dst / "manifest.json").write_text("[1, 2")
+    _png(tmp / "in.png")
+    return ["upscale", str(tmp / "in.png"), str(tmp / "out.png"), "--engine", str(dst), "--quiet"]
+
+
+def s_info_unknown_preset(tmp, exp, ck):
+    return ["info", "--preset", "nosuch"]
+
+
+def s_info_missing_ckpt(tmp, exp, ck):
+    return ["info", str(tmp / "no-ckpt")]
+
+
+def s_eval_missing_ckpt(tmp, exp, ck):
+    return ["eval", str(tmp / "no-ckpt")]
+
+
+def s_export_unknown_preset(tmp, exp, ck):
+    return ["export", "--preset", "nosuch", "--out", str(tmp / "x")]
+
+
+def _mismatched_ckpt(tmp, ck):
+    dst = tmp / "ck"
+    shutil.copytree(ck, dst)
+    cfg = json.loads((dst / "config.json").read_text())
+    cfg["depth"] = int(cfg.get("depth", 1)) + 1
+    (dst / "config.json").write_text(json.dumps(cfg))
+    return dst
+
+
+def s_info_ckpt_mismatch(tmp, exp, ck):
+    return ["info", str(_mismatched_ckpt(tmp, ck)), "--no-flops"]
+
+
+def s_eval_ckpt_mismatch(tmp, exp, ck):
+    return ["eval", str(_mismatched_ckpt(tmp, ck))]
+
+
+def s_ckpt_bad_config_json(tmp, exp, ck):
+    dst = tmp / "ck"
+    shutil.copytree(ck, dst)
+    (dst / "config.json").write_text("{nope")
+    return ["info", str(dst), "--no-flops"]
+
+
+def s_ckpt_truncated_weights(tmp, exp, ck):
+    dst = tmp / "ck"
+    shutil.copytree(ck, dst)
+    w = dst / "model.safetensors"
+    w.write_bytes(w.read_bytes()[:100])
+    return ["info", str(dst), "--no-flops"]
+
+
+def s_quantize_empty_calib(tmp, exp, ck):
+    (tmp / "empty").mkdir()
+    return ["quantize", str(exp), "--calib", str(tmp / "empty"), "--out", str(tmp / "q")]
+
+
+def s_quantize_unreadable_calib(tmp, exp, ck):
+    (tmp / "bad").mkdir()
+    (tmp / "bad" / "a.png").write_bytes(b"")
+    (tmp / "bad" / "b.jpg").write_text("not a jpeg")
+    return ["quantize", str(exp), "--calib", str(tmp / "bad"), "--out", str(tmp / "q")]
+
+
+def c_no_q(tmp):
+    assert not (tmp / "q").exists()
+
+
+FAULTS = [
+    ("upscale-0-byte-png", s_zero_byte, "empty", None),
+    ("upscale-text-as-png", s_text_png, "text.png", None),
+    ("upscale-truncated-png", s_truncated_png, "trunc.png", None),
+    ("upscale-missing-input", s_missing_input, "does not exist", None),
+    ("upscale-output-exists", s_output_exists, "--force", c_output_unchanged),
+    ("inspect-no-manifest", s_inspect_no_manifest, "no manifest.json", None),
+    ("inspect-truncated-onnx", s_inspect_truncated, "failed verification", None),
+    ("upscale-engine-truncated-onnx", s_load_truncated, "failed verification", None),
+    ("inspect-manifest-not-json", s_manifest_not_json, "not valid JSON", None),
+    ("upscale-engine-manifest-not-json", s_load_manifest_not_json, "not valid JSON", None),
+    ("info-unknown-preset", s_info_unknown_preset, "nosuch", None),
+    ("export-unknown-preset", s_export_unknown_preset, "nosuch", None),
+    ("info-missing-checkpoint", s_info_missing_ckpt, "no checkpoint directory", None),
+    ("eval-missing-checkpoint", s_eval_missing_ckpt, "no checkpoint directory", None),
+    ("info-config-weights-mismatch", s_info_ckpt_mismatch, "do not match", None),
+    ("eval-config-weights-mismatch", s_eval_ckpt_mismatch, "do not match", None),
+    ("info-config-not-json", s_ckpt_bad_config_json, "config", None),
+    ("info-truncated-safetensors", s_ckpt_truncated_weights, "safetensors", None),
+    ("quantize-empty-calib-folder", s_quantize_empty_calib, "no images", c_no_q),
+    ("quantize-unreadable-calib-folder", s_quantize_unreadable_calib, "no usable calibration image", c_no_q),
+]
+
+
+def _one_line_error(code: int, err: str, needle: str) -> str:
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code != 0, err
+    assert "Traceback" not in err, err
+    assert len(lines) == 1, err
+    assert needle in lines[0], lines[0]
+    assert ": error: " in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize("setup, needle, check", [f[1:] for f in FAULTS], ids=[f[0] for f in FAULTS])
+def test_cli_fault_in_process(setup, needle, check, export, ckpt, tmp_path, capsys):
+    argv = setup(tmp_path, export, ckpt)
+    before = {p: _sha(p) for p in tmp_path.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    code = cli.main(argv)
+    _one_line_error(code, capsys.readouterr().err, needle)
+    if check:
+        check(tmp_path)
+    for p, h in before.items():                           # inputs are never modified
+        assert p.is_file() and _sha(p) == h, p
+
+
+SUBPROCESS_FAULTS = ("upscale-text-as-png", "inspect-manifest-not-json", "info-config-weights-mismatch")
+
+
+@pytest.mark.parametrize("fault", [f for f in FAULTS if f[0] in SUBPROCESS_FAULTS], ids=SUBPROCESS_FAULTS)
+def test_cli_fault_subprocess(fault, export, ckpt, tmp_path):
+    _, setup, needle, _ = fault
+    argv = setup(tmp_path, export, ckpt)
+    r = subprocess.run([sys.executable, "-m", "alignvar_edge.cli", *argv], capture_output=True, text=True,
+                       env=ENV, timeout=120)
+    _one_line_error(r.returncode, r.stderr, needle)
+    # --debug shows the traceback instead
+    r = subprocess.run([sys.executable, "-m", "alignvar_edge.cli", "--debug", *argv], capture_output=True,
+                       text=True, env=ENV, timeout=120)
+    assert r.returncode != 0 and "Traceback" in r.stderr
+
+
+def test_upscale_never_modifies_input(export, tmp_path, capsys):
+    src = _png(tmp_path / "in.png")
+    h = _sha(src)
+    assert cli.main(_up(tmp_path, export, src)) == 0
+    assert _sha(src) == h and (tmp_path / "out.png").is_file()
+    # over itself is refused even with --force
+    assert cli.main(["upscale", str(src), str(src), "--engine", str(export), "--quiet", "--force"]) != 0
+    assert _sha(src) == h
+
+
+# ---------------------------------------------------------------------------------------------
+# untrusted pickles: the payload must never run
+# ---------------------------------------------------------------------------------------------
+class _Payload:
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("wrap", ["bare", "varsr"])
+def test_pickle_payload_never_runs(tmp_path, wrap):
+    import torch
+
+    from alignvar_edge.model.checkpoint import config_for_import, import_varsr_file, safe_torch_load
+    marker = tmp_path / "pwned"
+    obj = _Payload(str(marker))
+    if wrap == "varsr":
+        obj = {"trainer": {"var_wo_ddp": {"w": torch.zeros(1)}, "vae_local": obj}}
+    bad = tmp_path / "evil.pth"
+    with open(bad, "wb") as f:
+        pickle.dump(obj, f)                          # legacy (non-zip) format
+    bad_zip = tmp_path / "evil_zip.pth"
+    torch.save(obj, bad_zip)                          # torch's zip format
+    for p in (bad, bad_zip):
+        with pytest.raises(CheckpointError, match="refusing|cannot read"):
+            if wrap == "varsr":
+                import_varsr_file(p, config_for_import("micro"))
+            else:
+                safe_torch_load(p)
+    assert not marker.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# calibration at the API level
+# ---------------------------------------------------------------------------------------------
+def test_calibration_empty_unreadable_and_too_few(tmp_path, nano):
+    from alignvar_edge.calibration import CalibrationSet
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="holds no images"):
+        CalibrationSet.from_folder(tmp_path / "empty", nano.config)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "a.png").write_bytes(b"")
+    (bad / "b.jpg").write_text("no")
+    (bad / "c.png").write_bytes(_png(tmp_path / "x.png").read_bytes()[:30])
+    with pytest.raises(InputError, match="no usable calibration image"):
+        CalibrationSet.from_folder(bad, nano.config)
+    with pytest.raises(InputError, match="no such|does not exist"):
+        CalibrationSet.from_folder(tmp_path / "missing", nano.config)
+    # fewer images than tiles requested: tiles still come (several per image), with no error
+    one = tmp_path / "one"
+    one.mkdir()
+    _png(one / "a.png", (64, 64))
+    cs = CalibrationSet.from_folder(one, nano.config, n=8, n_val=2)
+    assert cs is not None
+
+
+# ---------------------------------------------------------------------------------------------
+# fuzz: load_image on random bytes behind image extensions
+# ---------------------------------------------------------------------------------------------
+MAGIC = [b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff\xe0", b"BM", b"RIFF\x00\x00\x00\x00WEBPVP8 ",
+         b"II*\x00", b"MM\x00*", b"GIF89a"]
+
+
+def test_fuzz_load_image(tmp_path_factory):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+    root = tmp_path_factory.mktemp("fuzz")
+
+    @settings(max_examples=50, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(st.sampled_from(MAGIC), st.binary(max_size=600), st.sampled_from(IMAGE_EXTENSIONS))
+    def run(magic, body, ext):
+        p = root / f"f{ext}"
+        p.write_bytes(magic + body)
+        try:
+            rgb, alpha = load_image(p, max_megapixels=1.0)
+        except InputError as e:
+            assert str(e) and "\n" not in str(e).strip()
+            return
+        assert rgb.ndim == 3 and rgb.shape[2] == 3 and np.isfinite(rgb).all()
+
+    run()
+
+
+def test_fuzz_mutated_real_png(tmp_path):
+    """Bit flips and cuts of a real PNG/JPEG: InputError or a decoded image, nothing else."""
+    rng = np.random.default_rng(1)
+    for ext in (".png", ".jpg"):
+        good = _png(tmp_path / f"good{ext}", (24, 20)).read_bytes()
+        for i in range(25):
+            data = bytearray(good)
+            for _ in range(int(rng.integers(1, 6))):
+                data[int(rng.integers(0, len(data)))] = int(rng.integers(0, 256))
+            if i % 3 == 0:
+                data = data[: int(rng.integers(8, len(data)))]
+            p = tmp_path / f"m{i}{ext}"
+            p.write_bytes(bytes(data))
+            try:
+                load_image(p)
+            except InputError:
+                pass
+
+
+# ---------------------------------------------------------------------------------------------
+# concurrency
+# ---------------------------------------------------------------------------------------------
+def test_upscale_from_threads_and_two_engines(export):
+    from alignvar_edge import runtimes
+    rng = np.random.default_rng(2)
+    imgs = [rng.random((9 + i, 11, 3), dtype=np.float32) for i in range(3)]
+    with runtimes.load(export, backend="onnxruntime") as a, runtimes.load(export, backend="onnxruntime") as b:
+        ref = [a.upscale(im) for im in imgs]
+        results: dict[tuple[str, int, int], np.ndarray] = {}
+        errors: list[BaseException] = []
+
+        def work(tag, eng, k):
+            try:
+                for r in range(2):
+                    for i, im in enumerate(imgs):
+                        results[(tag, k, r * 10 + i)] = eng.upscale(im)
+            except BaseException as e:    # noqa: BLE001
+                errors.append(e)
+
+        threads = [threading.Thread(target=work, args=("a", a, k)) for k in range(3)]
+        threads += [threading.Thread(target=work, args=("b", b, 0))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not errors, errors
+        assert len(results) == 4 * 6
+        for (tag, k, idx), out in results.items():
+            np.testing.assert_array_equal(out, ref[idx % 10], err_msg=f"{tag} thread {k} image {idx}")
+
+
+# ---------------------------------------------------------------------------------------------
+# interruption: SIGKILL / SIGINT during `export` leaves nothing that loads while incomplete
+# ---------------------------------------------------------------------------------------------
+def _no_incomplete_artifact(parent: Path, out: Path) -> None:
+    if out.exists():
+        load_verified(out)                       # it exists only if complete
+    for tmp in parent.glob(f".{out.name}.tmp-*"):
+        with pytest.raises(ArtifactError):
+            load_verified(tmp)
+    r = subprocess.run([sys.executable, "-m", "alignvar_edge.cli", "inspect", str(out)],
+                       capture_output=True, text=True, env=ENV, timeout=120)
+    if not out.exists():
+        assert r.returncode != 0 and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
+def test_interrupted_export(tmp_path, sig):
+    out = tmp_path / "X"
+    proc = subprocess.Popen([sys.executable, "-m", "alignvar_edge.cli", "export", "--preset", "micro",
+                             "--out", str(out), "--tiles", "1"], env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    # wait for the temporary sibling to appear (the export has really started), then a bit more
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not list(tmp_path.glob(".X.tmp-*")) and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(2.0)
+    proc.send_signal(sig)
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+        pytest.fail(f"export did not stop after {sig!r}")
+    assert proc.returncode != 0
+    if sig == signal.SIGINT:
+        assert "Traceback" not in err, err
+        assert "interrupted" in err
+        assert not list(tmp_path.glob(".X.tmp-*")), "SIGINT should clean up the temporary directory"
+    _no_incomplete_artifact(tmp_path, out)
+    assert not out.exists()
