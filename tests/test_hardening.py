@@ -458,3 +458,139 @@ def test_interrupted_export(tmp_path, sig):
         assert not list(tmp_path.glob(".X.tmp-*")), "SIGINT should clean up the temporary directory"
     _no_incomplete_artifact(tmp_path, out)
     assert not out.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# more CLI faults: engine for a backend that is not here, megapixel limit, renamed graph I/O
+# ---------------------------------------------------------------------------------------------
+def s_backend_not_here(backend):
+    def setup(tmp, exp, ck):
+        _png(tmp / "in.png")
+        return _up(tmp, exp, tmp / "in.png", "out.png", "--backend", backend)
+    return setup
+
+
+def s_megapixels(tmp, exp, ck):
+    _png(tmp / "in.png", (64, 64))
+    return _up(tmp, exp, tmp / "in.png", "out.png", "--max-megapixels", "0.001")
+
+
+def _rewrite_graph(tmp, exp, edit):
+    """A copy of the export whose graph was edited AND whose manifest hashes were updated to
+    match: the manifest check passes, so the runtime's own checks must refuse it."""
+    import onnx
+
+    from alignvar_edge.export.manifest import hash_files, read_manifest, write_manifest
+    dst = _copy_export(tmp, exp)
+    f = next(dst.glob("*.onnx"))
+    m = onnx.load(str(f))
+    edit(m)
+    onnx.save(m, str(f))
+    man = read_manifest(dst)
+    man["files"] = hash_files(dst)
+    write_manifest(dst, man)
+    load_verified(dst)
+    _png(tmp / "in.png")
+    return _up(tmp, dst, tmp / "in.png", "out.png", "--backend", "onnxruntime")
+
+
+def _rename_input(m):
+    old = m.graph.input[0].name
+    m.graph.input[0].name = "renamed"
+    for n in m.graph.node:
+        for i, x in enumerate(n.input):
+            if x == old:
+                n.input[i] = "renamed"
+
+
+def _rename_output(m):
+    old = m.graph.output[0].name
+    m.graph.output[0].name = "renamed_out"
+    for n in m.graph.node:
+        for i, x in enumerate(n.output):
+            if x == old:
+                n.output[i] = "renamed_out"
+
+
+def s_renamed_input(tmp, exp, ck):
+    return _rewrite_graph(tmp, exp, _rename_input)
+
+
+def s_renamed_output(tmp, exp, ck):
+    return _rewrite_graph(tmp, exp, _rename_output)
+
+
+MORE_FAULTS = [
+    ("upscale-backend-tensorrt-not-here", s_backend_not_here("tensorrt"), "tensorrt", None),
+    ("upscale-backend-coreml-not-here", s_backend_not_here("coreml"), "coreml", None),
+    ("upscale-over-megapixel-limit", s_megapixels, "megapixel", None),
+    ("upscale-graph-wrong-opset", lambda t, e, c: _rewrite_graph(t, e, _wrong_opset), "cannot load", None),
+    ("upscale-graph-output-dropped", lambda t, e, c: _rewrite_graph(t, e, _drop_output), "output", None),
+]
+
+
+def _wrong_opset(m):
+    for o in m.opset_import:
+        if o.domain in ("", "ai.onnx"):
+            o.version = 7
+
+
+def _drop_output(m):
+    del m.graph.output[:]
+
+
+@pytest.mark.parametrize("edit", [_rename_input, _rename_output], ids=["input", "output"])
+def test_renamed_graph_io_is_refused_or_equivalent(edit, export, tmp_path):
+    """Renamed graph I/O (hashes re-made to match): either a clear refusal or identical results."""
+    from alignvar_edge import runtimes
+    from alignvar_edge.errors import AlignVAREdgeError
+    argv = _rewrite_graph(tmp_path, export, edit)
+    img = np.random.default_rng(4).random((9, 10, 3), dtype=np.float32)
+    with runtimes.load(export, backend="onnxruntime") as a:
+        ref = a.upscale(img)
+    try:
+        with runtimes.load(argv[4], backend="onnxruntime") as b:
+            out = b.upscale(img)
+    except AlignVAREdgeError:
+        return
+    np.testing.assert_array_equal(out, ref)
+
+
+@pytest.mark.parametrize("setup, needle, check", [f[1:] for f in MORE_FAULTS], ids=[f[0] for f in MORE_FAULTS])
+def test_more_cli_faults(setup, needle, check, export, ckpt, tmp_path, capsys):
+    test_cli_fault_in_process(setup, needle, check, export, ckpt, tmp_path, capsys)
+
+
+# ---------------------------------------------------------------------------------------------
+# odd but valid images go all the way through `upscale`
+# ---------------------------------------------------------------------------------------------
+def _odd_image(kind, path):
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 255, (7, 9, 3), dtype=np.uint8)
+    if kind == "1x1":
+        Image.fromarray(rgb[:1, :1]).save(path)
+    elif kind == "gray16":
+        Image.fromarray(rng.integers(0, 65535, (7, 9), dtype=np.uint16)).save(path)
+    elif kind == "gray":
+        Image.fromarray(rgb[..., 0]).save(path)
+    elif kind == "rgba":
+        Image.fromarray(np.dstack([rgb, np.full((7, 9), 128, np.uint8)])).save(path)
+    elif kind == "palette":
+        Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=8).save(path)
+    elif kind == "cmyk":
+        Image.fromarray(rgb).convert("CMYK").save(path)
+    return path
+
+
+@pytest.mark.parametrize("kind, ext", [("1x1", ".png"), ("gray16", ".png"), ("gray", ".png"),
+                                       ("rgba", ".png"), ("palette", ".png"), ("cmyk", ".jpg")])
+def test_odd_valid_images_upscale(kind, ext, export, tmp_path, capsys):
+    src = _odd_image(kind, tmp_path / f"in{ext}")
+    h = _sha(src)
+    out = tmp_path / f"out{ext}"
+    code = cli.main(_up(tmp_path, export, src, out.name))
+    err = capsys.readouterr().err
+    assert code == 0 and "Traceback" not in err, err
+    with Image.open(src) as a, Image.open(out) as b:
+        assert b.size == (a.size[0] * 4, a.size[1] * 4)
+    assert _sha(src) == h

@@ -84,7 +84,11 @@ class OrtEngine(Engine):
         config = config_from_manifest(metadata)
         so = session_options(ort, threads, inter_threads, optimization, spin)
         providers = providers_for(ort, device)
-        self.session = ort.InferenceSession(str(model_path), sess_options=so, providers=providers)
+        try:
+            self.session = ort.InferenceSession(str(model_path), sess_options=so, providers=providers)
+        except Exception as e:  # ORT's own types for invalid graphs (wrong opset, unknown ops, ...)
+            raise ArtifactError(f"ONNX Runtime cannot load {model_path}: {str(e).splitlines()[0]}; "
+                                "re-export the artifact (or rebuild the engine)") from e
         used = self.session.get_providers()
         super().__init__(metadata, config, _device_name(used), engine_dir)
         self.providers = used
