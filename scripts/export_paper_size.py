@@ -10,6 +10,7 @@ Each preset runs in a child process so that its peak RSS (getrusage ru_maxrss) i
   check  trace + save (external data above 1.8 GB) + onnx.checker (path form) + the forbidden-
          construct scan + one ONNX Runtime run, without the PyTorch reference (for models whose
          PyTorch + ORT validation does not fit this machine); no manifest is written.
+  ort    only the ONNX Runtime load and one run of an existing check-mode export.
 Results are printed as JSON lines and appended to --results.
 """
 from __future__ import annotations
@@ -36,11 +37,14 @@ def note(res: dict, **kv: object) -> None:
 
 
 def run_one(preset: str, mode: str, out: Path, tiles: int, ort_run: bool) -> dict:
-    import numpy as np
-
     from alignvar_edge.export.random_model import random_model
 
     res: dict = {"preset": preset, "mode": mode}
+    if mode == "ort":
+        from alignvar_edge.model.config import AlignVARConfig
+        ort_once(res, out, AlignVARConfig.from_preset(preset))
+        res["peak_rss_gb"] = round(peak_rss_gb(), 2)
+        return res
     t0 = time.perf_counter()
     model = random_model(preset, seed=0)
     c = model.config
@@ -61,10 +65,8 @@ def run_one(preset: str, mode: str, out: Path, tiles: int, ort_run: bool) -> dic
         res.update(timings_s=m["extra"]["timings_s"], external_data=m["extra"]["external_data"],
                    nodes=m["extra"]["nodes"]["model"], parity=m["parity"])
     else:
-        from alignvar_edge.calibration.tiles import lr_tiles
         from alignvar_edge.export.graphs import single_spec
         from alignvar_edge.export.onnx_export import EXTERNAL_DATA_BYTES, _param_bytes, check_graph, export_graph
-        from alignvar_edge.export.staged import make_session
 
         out.mkdir(parents=True, exist_ok=True)
         ext = _param_bytes(model) > EXTERNAL_DATA_BYTES
@@ -79,24 +81,36 @@ def run_one(preset: str, mode: str, out: Path, tiles: int, ort_run: bool) -> dic
         note(res, check_s=round(time.perf_counter() - t0, 1), rss_after_check_gb=round(peak_rss_gb(), 2))
         if ort_run:
             del model                                   # free the torch weights before ORT loads its copy
-            t0 = time.perf_counter()
-            sess = make_session(out / "model.onnx")
-            note(res, ort_load_s=round(time.perf_counter() - t0, 1), rss_after_ort_load_gb=round(peak_rss_gb(), 2))
-            lr = lr_tiles(c, 1)
-            t0 = time.perf_counter()
-            outs = sess.run(None, {"lr": lr})
-            note(res, ort_run_s=round(time.perf_counter() - t0, 1))
-            res["ort_sr_finite"] = bool(np.isfinite(outs[0]).all())
-            res["ort_sr_range"] = [float(outs[0].min()), float(outs[0].max())]
+            ort_once(res, out, c)
     res["files_mb"] = {p.name: round(p.stat().st_size / 1e6, 1) for p in sorted(out.iterdir()) if p.is_file()}
     res["peak_rss_gb"] = round(peak_rss_gb(), 2)
     return res
 
 
+def ort_once(res: dict, out: Path, config: object) -> None:
+    """Load out/model.onnx in ONNX Runtime and run one held-out tile (no PyTorch reference)."""
+    import numpy as np
+
+    from alignvar_edge.calibration.tiles import lr_tiles
+    from alignvar_edge.export.staged import make_session
+
+    t0 = time.perf_counter()
+    sess = make_session(out / "model.onnx")
+    note(res, ort_load_s=round(time.perf_counter() - t0, 1), rss_after_ort_load_gb=round(peak_rss_gb(), 2))
+    lr = lr_tiles(config, 1)  # type: ignore[arg-type]
+    t0 = time.perf_counter()
+    outs = sess.run(None, {"lr": lr})
+    note(res, ort_run_s=round(time.perf_counter() - t0, 1), rss_after_ort_run_gb=round(peak_rss_gb(), 2))
+    res["ort_sr_finite"] = bool(np.isfinite(outs[0]).all())
+    res["ort_sr_range"] = [float(outs[0].min()), float(outs[0].max())]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", action="append", help="preset(s) to export (default: d16 and d24-512)")
-    ap.add_argument("--mode", choices=("full", "check"), help="default: full for d16, check for d24-512")
+    ap.add_argument("--mode", choices=("full", "check", "ort"),
+                    help="default: full for d16, check for d24-512; ort: only load and run an existing "
+                         "OUT_ROOT/PRESET/model.onnx once")
     ap.add_argument("--out-root", default=str(ROOT / "runs" / "export-paper"))
     ap.add_argument("--tiles", type=int, default=1)
     ap.add_argument("--no-ort-run", action="store_true", help="check mode: skip the one ORT run")
