@@ -15,7 +15,7 @@ DEFAULT_CHECKPOINT = "alignvar-tiny"
 def register(sub: Any) -> None:
     p = sub.add_parser("export", help="export a model to validated ONNX graphs (single or staged)",
                        description="Trace the whole AlignVAR rollout to ONNX, check it, run it in ONNX "
-                                   "Runtime on held-out photographs against PyTorch (100%% tokens, >= 60 dB), "
+                                   "Runtime on held-out photographs against PyTorch (100% tokens, >= 60 dB), "
                                    "and write the graphs with manifest.json.")
     p.add_argument("checkpoint", nargs="?", default=None,
                    help=f"checkpoint directory or bundled name (default: {DEFAULT_CHECKPOINT})")
