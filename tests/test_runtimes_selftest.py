@@ -36,9 +36,17 @@ def test_golden_file_is_small_and_complete(ckpt):
     assert lr.shape == (2, 3, 8, 8) and sr.shape == (2, 3, 32, 32) and len(tok) == 4
 
 
-def test_missing_golden_is_explained(tmp_path):
+def test_missing_or_stale_golden_is_explained(tmp_path, ckpt):
     with pytest.raises(ArtifactError, match="golden"):
         st.load_golden(tmp_path)
+    import shutil
+    other = tmp_path / "other"
+    shutil.copytree(ckpt, other)
+    from alignvar_edge.export.random_model import random_model
+    random_model("micro", seed=1).save_pretrained(str(other), overwrite=True)
+    shutil.copy2(ckpt / st.GOLDEN_FILE, other / st.GOLDEN_FILE)
+    with pytest.raises(ArtifactError, match="other weights.*regenerate"):
+        st.load_golden(other)
 
 
 def test_torch_selftest_passes_and_prints_a_report(ckpt, capsys, tmp_path):

@@ -54,6 +54,13 @@ def load_golden(model_dir: Path) -> tuple[np.ndarray, np.ndarray, list[np.ndarra
     if not f.is_file():
         raise ArtifactError(f"{f} is missing: this installation has no golden outputs for the self-test; "
                             "reinstall alignvar-edge (or run make_golden on a trusted machine)")
+    from safetensors import safe_open
+    with safe_open(str(f), framework="numpy") as fh:
+        made_for = (fh.metadata() or {}).get("weights_sha256")
+    if made_for and made_for != _sha(model_dir / "model.safetensors"):
+        raise ArtifactError(f"{f} was made for other weights than {model_dir / 'model.safetensors'}; "
+                            "regenerate it: python -m alignvar_edge.runtimes.selftest --golden "
+                            f"{model_dir}")
     d = load_file(str(f))
     k = sorted(int(n.split("_")[1]) for n in d if n.startswith("tokens_"))
     return d["lr"], d["sr"].astype(np.float32), [d[f"tokens_{i}"].astype(np.int64) for i in k]
