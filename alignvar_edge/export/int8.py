@@ -140,7 +140,7 @@ class Int8Builder:
         for n in classify(pre_model):
             orig = by_name.get(n.name) or by_name.get(n.name.split("/")[0])
             # the exporter's scope metadata does not survive pre-processing: take the original's
-            nodes.append(QuantNode(n.name, n.op_type, orig.component, orig.group) if orig else n)
+            nodes.append(QuantNode(n.name, n.op_type, orig.component, orig.group, orig.tokens) if orig else n)
         self.prepared = _Prepared(pre, nodes)
         # the float inputs of every candidate node, to restore when a node returns to float
         inits = {i.name: i for i in pre_model.graph.initializer}

@@ -182,7 +182,7 @@ def _int8(model_path: Path, cs: CalibrationSet, opts: QuantizeOptions, input_nam
             result = SearchResult(f.meets(opts.fidelity), [], f, f)
         final_policy = policy.with_float(frozenset(result.float_groups))
         model = build(frozenset(result.float_groups))
-        by_policy = Counter(n.component for n in b.nodes if n.component not in policy.int8_components)
+        by_policy = Counter(r for r in (policy.why_float(n) for n in b.nodes) if r is not None)
         quant = {
             "format": "onnx-qdq", "recipe": recipe.to_dict(), "policy": final_policy.to_dict(),
             "int8_nodes": sum(1 for n in b.nodes if final_policy.selects(n)),
