@@ -153,7 +153,7 @@ def test_manifest_contents(single_dir):
     assert m["kind"] == "onnx" and m["opset"] == 20 and m["precision"] == "fp32"
     assert m["model"]["config"]["patch_nums"] == [1, 2, 4] and m["model"]["scale_schedule"] == [1, 2, 4]
     assert {"torch", "onnx", "onnxruntime"} <= set(m["tools"])
-    assert len(m["parity"]["tiles_hash"]) == 64
+    assert len(m["parity"]["tiles_hash"]) == 64 and len(m["model"]["weights_sha256"]) == 64
     assert m["parity"]["psnr_db"] == "inf" or m["parity"]["psnr_db"] >= 60
 
 

@@ -51,6 +51,9 @@ def test_parity_on_heldout_photographs(single_dir, staged_dir, which):
 
 
 def test_staged_equals_single(model, single_dir, staged_dir):
+    # both exports must come from the same weights (a training job may re-install the bundled model)
+    w1, ws = (load_verified(d)["model"]["weights_sha256"] for d in (single_dir, staged_dir))
+    assert w1 == ws, "the bundled checkpoint changed between the two exports; re-run"
     runner = StagedRunner.load(staged_dir)
     sess = make_session(single_dir / "model.onnx")
     lr = lr_tiles(model.config, 2, seed=11)

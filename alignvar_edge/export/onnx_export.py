@@ -12,6 +12,7 @@ the dynamo exporter (static shapes, batch fixed), then, inside a temporary artif
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import math
 import os
@@ -180,10 +181,21 @@ def validate(model: AlignVAR, root: Path, graph: str, batches: list[np.ndarray])
                    scale=model.config.scale, session_load_s=round(load_s, 3))
 
 
+def weights_sha256(model: torch.nn.Module) -> str:
+    """SHA-256 over the state dict (names, shapes, bytes): which weights an artifact was made from."""
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        t = v.detach().cpu().contiguous()
+        h.update(f"{k}|{tuple(t.shape)}|{t.dtype}|".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
 def _model_info(model: AlignVAR, name: str | None, source: str | None) -> dict[str, Any]:
     c = model.config
     return {"name": name or c.name, "source": source, "config": c.to_dict(),
-            "scale_schedule": list(c.patch_nums), "parameters": model.parameter_report()}
+            "scale_schedule": list(c.patch_nums), "parameters": model.parameter_report(),
+            "weights_sha256": weights_sha256(model)}
 
 
 def export_onnx(model: AlignVAR, out_dir: str | os.PathLike[str], graph: str = "single", batch: int = 1,
