@@ -29,7 +29,7 @@ test: venv
 	$(PY) -m pytest -q
 
 demo: venv
-	$(VENV)/bin/alignvar-edge demo
+	$(VENV)/bin/alignvar-edge demo --force
 
 lint: venv
 	@if [ -f alignvar_edge/runtimes/tensorrt.py ]; then \
