@@ -215,8 +215,9 @@ def deploy(opts: DeployOptions, log: Log | None = None, progress: Progress | Non
                 with _quiet_builders():
                     s.path = str(_build(s, export, tmp, model, calib, opts, say).relative_to(tmp))
                 s.status = "built"
-            except AlignVAREdgeError as e:
-                s.status, s.detail = "failed", " ".join(str(e).split())
+            except Exception as e:  # noqa: BLE001 - a backend crash is a finding about that target only
+                why = str(e) if isinstance(e, AlignVAREdgeError) else f"{type(e).__name__}: {_first_line(e)}"
+                s.status, s.detail = "failed", " ".join(why.split())
                 say(f"      failed: {s.detail}")
             s.seconds = round(time.perf_counter() - t0, 1)
             if s.status == "built" and s.path:
@@ -261,6 +262,13 @@ def _quiet_builders() -> Iterator[None]:
             yield
     finally:
         nncf_log.setLevel(level)
+
+
+def _first_line(e: BaseException) -> str:
+    """The most specific line of a runtime's multi-line message (OpenVINO nests its checks)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not ln.startswith("Exception from src/")]
+    return (useful or lines or [""])[0][:400]
 
 
 def _reuse_export(src: Path, dest: Path, model: Any) -> Path:
@@ -340,7 +348,7 @@ def _bench(steps: list[Step], tmp: Path, model: Any, opts: DeployOptions, staged
     bopts = BenchOptions(runs=opts.runs or (5 if opts.quick else 10), warmup=opts.warmup if opts.warmup is not None
                          else (1 if opts.quick else 2), tiles=opts.bench_tiles or (4 if opts.quick else 8),
                          threads=opts.threads, profile_runs=2 if opts.quick else 3, seed=opts.seed,
-                         staged=str(staged) if staged else None, peak_n=1024 if opts.quick else 2048)
+                         staged=str(staged) if staged else None, peak_n=1024)
     report = run_bench(specs, reference=model, options=bopts, log=lambda m: say(f"      bench: {m}"),
                        progress=progress)
     for e in report["engines"]:                 # paths as they will be after the rename

@@ -73,6 +73,8 @@ def test_report_has_schema_engines_baselines_and_figures(report: dict[str, Any],
     m = report["model"]
     assert m["parameters"]["inference"] > 0 and m["flops_per_tile"]["total"] == sum(m["flops_per_stage"].values())
     assert report["peak"]["gflops"] > 0 and report["summary"]["best_cpu"] is not None
+    assert report["peak"]["in_run"]["samples"] == 2                 # one GEMM per timed round
+    assert report["peak"]["best_gflops"] >= report["peak"]["gflops"]
     assert {r["stage"] for r in report["profile"]["groups"]} == {"conditioning", "scales", "decoder"}
     # JSON round trip through the atomic writer (inf becomes "inf")
     path = write_json(tmp_path / "r.json", report)

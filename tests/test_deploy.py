@@ -82,3 +82,21 @@ def test_deploy_cli_error_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixt
     rc = cli.main(["deploy", "--preset", "micro", "--export", str(tmp_path / "none"), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "--export" in err
+
+
+def test_a_crashing_backend_fails_its_step_only(micro_export: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    real_build = runtimes.build
+
+    def build(src: Any, target: str, *a: Any, **kw: Any) -> Any:
+        if target == "tensorrt":
+            raise RuntimeError("Exception from src/plugin.cpp:54:\nshape inference failed for node X")
+        return real_build(src, target, *a, **kw)
+
+    monkeypatch.setattr(runtimes, "build", build)
+    res = deploy(_opts(tmp_path / "d", micro_export))
+    steps = {s.name: s for s in res.steps}
+    assert res.exit_code == 1 and steps["onnxruntime-fp32"].status == "built"
+    assert steps["tensorrt-fp32"].status == "failed"
+    assert steps["tensorrt-fp32"].detail == "RuntimeError: shape inference failed for node X"
+    assert (tmp_path / "d" / "report.json").is_file()

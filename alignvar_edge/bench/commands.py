@@ -36,7 +36,7 @@ def register(sub: Any) -> None:
     p.add_argument("--threads", type=int, help="threads for every engine (default: all usable cores)")
     p.add_argument("--staged", help="a staged ONNX export of the same model: adds ONNX Runtime per-stage timing")
     p.add_argument("--profile-runs", type=int, default=3, help="runs of the per-stage profile (0: none)")
-    p.add_argument("--peak-n", type=int, default=2048, help="side of the GEMM that measures the peak")
+    p.add_argument("--peak-n", type=int, default=1024, help="side of the GEMM that measures the peak (default 1024)")
     p.add_argument("--min-token-agreement", type=float, default=0.99,
                    help="fidelity gate for 'best engine' (default 0.99)")
     p.add_argument("--target-speedup", type=float, help="report whether the best CPU engine reaches this speed-up")
