@@ -225,7 +225,7 @@ def deploy(opts: DeployOptions, log: Log | None = None, progress: Progress | Non
                 say(f"      {s.detail or 'done'} ({s.seconds:.0f} s)")
 
         t0 = stage("benchmark every engine against PyTorch eager and bicubic (parity = token agreement)")
-        report = _bench(steps, tmp, model, opts, staged, say, progress)
+        report = _bench(steps, tmp, (model, name, source), opts, staged, say, progress)
         timings["bench_s"] = round(time.perf_counter() - t0, 1)
         report["deploy"] = {"steps": [_step_json(s) for s in steps], "timings_s": timings,
                             "source": source, "options": _opts_json(opts)}
@@ -341,7 +341,7 @@ def _build_detail(path: Path) -> str:
     return f"build-time parity: tokens {tok:.2%} vs {ref}" if tok is not None else ""
 
 
-def _bench(steps: list[Step], tmp: Path, model: Any, opts: DeployOptions, staged: Path | None,
+def _bench(steps: list[Step], tmp: Path, reference: tuple[Any, str, str], opts: DeployOptions, staged: Path | None,
            say: Log, progress: Progress | None) -> dict[str, Any]:
     from alignvar_edge.bench.runner import BenchOptions, run_bench
     specs = [f"{s.name}={tmp / s.path}" for s in steps if s.status == "built" and s.path]
@@ -349,7 +349,7 @@ def _bench(steps: list[Step], tmp: Path, model: Any, opts: DeployOptions, staged
                          else (1 if opts.quick else 2), tiles=opts.bench_tiles or (4 if opts.quick else 8),
                          threads=opts.threads, profile_runs=2 if opts.quick else 3, seed=opts.seed,
                          staged=str(staged) if staged else None, peak_n=1024)
-    report = run_bench(specs, reference=model, options=bopts, log=lambda m: say(f"      bench: {m}"),
+    report = run_bench(specs, reference=reference, options=bopts, log=lambda m: say(f"      bench: {m}"),
                        progress=progress)
     for e in report["engines"]:                 # paths as they will be after the rename
         if e.get("path") and str(e["path"]).startswith(str(tmp)):

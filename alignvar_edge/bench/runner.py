@@ -102,7 +102,10 @@ def _candidates(manifest: dict[str, Any]) -> list[str]:
 
 
 def resolve_reference(reference: Any, specs: Sequence[EngineSpec]) -> tuple[Any, str, str]:
-    """(AlignVAR, name, source) from a model, a text spec, or what the engines' manifests name."""
+    """(AlignVAR, name, source) from a model (or such a triple), a text spec, or what the engines'
+    manifests name."""
+    if isinstance(reference, tuple):
+        return reference[0].eval(), str(reference[1]), str(reference[2])
     if reference is not None and not isinstance(reference, str):
         return reference.eval(), reference.config.name, "in-memory model"
     if isinstance(reference, str):
