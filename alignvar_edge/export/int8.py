@@ -180,7 +180,13 @@ class Int8Builder:
             self._widest_names = keep | self._widest_names
         model = onnx.ModelProto()
         model.CopyFrom(self._widest)
-        _to_float(model, self._widest_names - keep, self._float_inputs)
+        return self._only(model, keep)
+
+    def _only(self, model: onnx.ModelProto, keep: set[str]) -> onnx.ModelProto:
+        """Make `keep` the only int8 nodes: every other MatMul/Gemm/Conv gets its float inputs
+        back (weights included: the quantizer replaces a weight shared by several nodes, e.g. the
+        per-scale copies of one linear, for all of them), then float readers read float."""
+        _to_float(model, set(self._float_inputs) - keep, self._float_inputs)
         return _float_consumers_read_float(model, keep, self.recipe.quantize_outputs)
 
     def _quantize_static(self, names: list[str]) -> onnx.ModelProto:
@@ -214,7 +220,7 @@ class Int8Builder:
         model = onnx.load(str(out))
         for f in self.tmp.glob("qdq.onnx*"):      # the model and any external-data file
             f.unlink()
-        return _float_consumers_read_float(model, set(names), r.quantize_outputs)
+        return self._only(model, set(names))
 
     def close(self) -> None:
         self._tmp.cleanup()
@@ -263,7 +269,10 @@ def _to_float(model: onnx.ModelProto, names: set[str],
             inputs, inits = float_inputs[n.name]
             consts = {t.name: t for t in inits}
             new_inputs = []
-            for i in inputs:
+            for i, now in zip(inputs, n.input):
+                if i == now and (i not in consts or i in have):
+                    new_inputs.append(i)          # untouched by the quantizer
+                    continue
                 if i in consts:
                     fp = f"{i}.fp32"
                     if fp not in have:
