@@ -178,7 +178,7 @@ def report_markdown(report: dict[str, Any], plot: str | None = None) -> str:
              f"fidelity on {st['fidelity_tiles']} held-out tile pairs; load average "
              f"{h.get('load_average')} -> {h.get('load_average_end')}",
              f"- peak: {pk['gflops']:.1f} GFLOP/s fp32 GEMM, best {pk.get('best_gflops', pk['gflops']):.1f} "
-             f"(numpy {pk['numpy_gflops']}, torch {pk['torch_gflops']} upfront; {pk['method']})", "", _md_table(_table(engine_rows(report), COLUMNS)), ""]
+             f"({pk.get('library')}, {pk.get('threads')} thread(s); {pk['method']})", "", _md_table(_table(engine_rows(report), COLUMNS)), ""]
     lines += summary_lines(report)
     if plot:
         lines += ["", f"![latency and fidelity]({plot})"]

@@ -283,7 +283,7 @@ def run_bench(engines: Sequence[str], reference: Any = None, options: BenchOptio
             f"({'folder ' + opts.images if opts.images else 'bundled photographs'})")
         say(f"measuring the fp32 GEMM peak ({opts.peak_n}^3, {threads} threads)")
         peak = measure_peak(opts.peak_n, threads=threads)
-        gemm, gemm_flops = gemm_call(opts.peak_n, peak["library"])
+        gemm, gemm_flops = gemm_call(opts.peak_n, peak["library"], peak["threads"])
         m = _Measure(lr, hr, config.scale, opts, prog, say, gemm)
 
         def opened(spec: EngineSpec) -> Subject:
@@ -336,7 +336,7 @@ def run_bench(engines: Sequence[str], reference: Any = None, options: BenchOptio
             _close(s)
         torch.set_num_threads(old_threads)
 
-    summary = _summary(entries, opts, flops_total, peak["best_gflops"])
+    summary = _summary(entries, opts, flops_total, peak["gflops"])
     groups = {"conditioning": flops["conditioning"], "decoder": flops["decoder"],
               "scales": sum(v for k, v in flops.items() if k.startswith("scale_"))}
     report: dict[str, Any] = {
@@ -452,9 +452,9 @@ def _summary(entries: list[dict[str, Any]], opts: BenchOptions, flops_total: flo
 def _notes(host: dict[str, Any], entries: list[dict[str, Any]]) -> list[str]:
     notes = ["Latency: wall time of one engine call (Engine.infer) on the engine's static batch, "
              "divided by the batch; subjects interleaved round by round.",
-             "Roofline: achieved GFLOP/s = matmul+conv FLOPs per tile / p50 time per tile, against "
-             "the median of the fp32 GEMMs timed in the same rounds (same load); the fp32 bound uses the "
-             "best GEMM seen. int8/fp16 engines are set against the same fp32 peak.",
+             "Roofline: achieved GFLOP/s = matmul+conv FLOPs per tile / p50 time per tile (and / the "
+             "fastest time: roofline_fraction_best), against the best fp32 GEMM timed in this run, before "
+             "and between the rounds; int8/fp16 engines are set against the same fp32 peak.",
              "Memory: peak_delta_mb is the process RSS peak during the fidelity pass (one engine call per "
              "batch of tiles) above the RSS before it; load_rss_mb the RSS growth when the engine was opened "
              "(the first engine of a runtime also pays for loading its library); python_heap_peak_mb is "

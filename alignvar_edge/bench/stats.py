@@ -41,7 +41,11 @@ def latency_summary(call_ms: Sequence[float], tiles_per_call: int, sr_megapixels
     if flops_per_tile and p50_s > 0:
         achieved = flops_per_tile / p50_s / 1e9
         out["gflops_achieved"] = round(achieved, 3)
+        best = flops_per_tile / (per_tile["min"] / 1e3) / 1e9 if per_tile["min"] > 0 else None
+        out["gflops_best"] = round(best, 3) if best else None
         if peak_gflops:
+            # p50 against the best GEMM: what a user gets; min against it: the engine's own best
             out["roofline_fraction"] = round(achieved / peak_gflops, 4)
+            out["roofline_fraction_best"] = round(best / peak_gflops, 4) if best else None
             out["below_peak_x"] = round(peak_gflops / achieved, 2)
     return out
