@@ -467,6 +467,12 @@ def _notes(host: dict[str, Any], entries: list[dict[str, Any]]) -> list[str]:
                      "inflated, ratios between interleaved subjects are the robust figures. With more "
                      "runnable threads than cores, multi-threaded runs also measure contention (PyTorch's "
                      "OpenMP barriers suffer most): compare with --threads 1.")
+    stray = [e["label"] for e in entries if e["kind"] == "engine" and e.get("precision") == "fp32"
+             and (((e.get("fidelity") or {}).get("vs_reference") or {}).get("token_agreement") or 1.0) < 0.9]
+    if stray:
+        notes.append(f"fp32 engine(s) {', '.join(stray)} choose different tokens than the reference on most "
+                     "tiles: they were probably exported from other weights (a re-trained checkpoint?); "
+                     "re-export, or pass the matching --reference.")
     if any(e["status"] == "unavailable" for e in entries):
         notes.append("Unavailable engines are listed with the reason; no number is reported for them.")
     return notes
