@@ -85,10 +85,12 @@ class DeployOptions:
         from alignvar_edge import runtimes
         if self.targets == "auto":
             return [t for t in TARGETS if runtimes.get_backend(t).can_build()[0]]
-        names = [runtimes.ALIASES.get(t.strip().lower(), t.strip().lower()) for t in self.targets.split(",") if t.strip()]
+        words = [t.strip().lower() for t in self.targets.split(",") if t.strip()]
+        names = [runtimes.ALIASES.get(t, t) for t in words]
         bad = [t for t in names if t not in TARGETS]
         if bad or not names:
-            raise InputError(f"unknown target(s) {', '.join(bad) or '(none)'}; choose auto or from {', '.join(TARGETS)}")
+            raise InputError(f"unknown target(s) {', '.join(bad) or '(none)'}; "
+                             f"choose auto or from {', '.join(TARGETS)}")
         return list(dict.fromkeys(names))
 
 

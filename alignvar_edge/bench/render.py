@@ -174,11 +174,13 @@ def report_markdown(report: dict[str, Any], plot: str | None = None) -> str:
              f"{' '.join(cpu.get('isa') or []) or '–'}; {h['os']['platform']}"
              + (f"; GPU {', '.join(g['name'] for g in h['gpus'])}" if h.get("gpus") else "")
              + (f"; Jetson {h['jetson'].get('model')} ({h['jetson'].get('power_mode')})" if h.get("jetson") else ""),
-             f"- run: {st['runs']} interleaved rounds after {st['warmup']} warm-up, {st['threads']} threads, "
-             f"fidelity on {st['fidelity_tiles']} held-out tile pairs; load average "
+             f"- run: {st['runs']} {'interleaved' if st.get('interleaved', True) else 'sequential'} rounds "
+             f"after {st['warmup']} warm-up, {st['threads']} thread(s), fidelity on {st['fidelity_tiles']} "
+             f"held-out tile pairs; load average "
              f"{h.get('load_average')} -> {h.get('load_average_end')}",
-             f"- peak: {pk['gflops']:.1f} GFLOP/s fp32 GEMM, best {pk.get('best_gflops', pk['gflops']):.1f} "
-             f"({pk.get('library')}, {pk.get('threads')} thread(s); {pk['method']})", "", _md_table(_table(engine_rows(report), COLUMNS)), ""]
+             f"- peak: {pk['gflops']:.1f} GFLOP/s fp32 GEMM ({pk.get('library')}, {pk.get('threads')} "
+             f"thread(s); {pk['method']})",
+             "", _md_table(_table(engine_rows(report), COLUMNS)), ""]
     lines += summary_lines(report)
     if plot:
         lines += ["", f"![latency and fidelity]({plot})"]
@@ -219,8 +221,8 @@ def plot_report(report: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 0.45 * max(4, len(rows)) + 1.5))
     ys = range(len(rows))
     colors = ["tab:gray" if r["kind"] == "baseline" else ("tab:green" if r["meets"] else "tab:red") for r in rows]
-    ax1.barh(list(ys), [r["p50"] for r in rows], xerr=[[0] * len(rows), [max(0, (r["p90"] or r["p50"]) - r["p50"]) for r in rows]],
-             color=colors)
+    whisker = [max(0, (r["p90"] or r["p50"]) - r["p50"]) for r in rows]
+    ax1.barh(list(ys), [r["p50"] for r in rows], xerr=[[0] * len(rows), whisker], color=colors)
     ax1.set_yticks(list(ys), [f"{r['label']}" for r in rows])
     ax1.invert_yaxis()
     ax1.set_xscale("log")
