@@ -206,3 +206,21 @@ def test_tampered_engine_is_refused(built, tmp_path):
 def test_openvino_device_that_is_absent_is_explained(built):
     with pytest.raises(BackendUnavailableError, match="NPU is not present"):
         runtimes.load(built["openvino"], device="NPU")
+
+
+def test_per_head_scales_are_widened_without_changing_values():
+    # OpenVINO 2026.4's CPU plugin fails to compile INT8 models with a (1, H, 1, 1) head-scale
+    # Multiply (trained models); the build broadcasts it to (1, H, 1, hd) first
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    from alignvar_edge.runtimes.openvino import widen_head_scales
+    x = ops.parameter([1, 4, 8, 16], np.float32)
+    scale = np.array([1.0, 2.0, 3.0, 4.0], np.float32).reshape(1, 4, 1, 1)
+    model = ov.Model([ops.multiply(x, ops.constant(scale))], [x])
+    inp = np.random.default_rng(0).random((1, 4, 8, 16), dtype=np.float32)
+    before = ov.Core().compile_model(model, "CPU")({0: inp})[0]
+    assert widen_head_scales(model) == 1
+    consts = [op for op in model.get_ordered_ops() if op.get_type_name() == "Constant"]
+    assert [list(c.get_output_shape(0)) for c in consts] == [[1, 4, 1, 16]]
+    np.testing.assert_array_equal(ov.Core().compile_model(model, "CPU")({0: inp})[0], before)
