@@ -140,14 +140,17 @@ def test_policy_keeps_softmax_norms_head_and_argmax_in_float(int8_ort: Path, exp
         c = src.get(n.name.split("/")[0])
         if c is not None and c.component in ("head", "attn_product", "sca", "resample", "structural"):
             assert not any(i in dq_out for i in n.input), f"{n.name} ({c.component}) was quantized"
-    # a weight shared by an int8 copy and a float copy (e.g. coarse scales) stays float for the latter
-    for n in model.graph.node:
-        if n.op_type in ("MatMul", "Gemm", "Conv") and len(n.input) > 1 and n.input[1] in dq_out:
-            assert n.input[0] in dq_out, f"float {n.name} reads an int8 weight"
-    coarse = [n for n in model.graph.node if n.name.split("/")[0] in src
+    # a float copy of a weight that int8 copies also use reads it dequantized (weight-only int8,
+    # stored once), and never reads a quantized activation
+    weighted = [n for n in model.graph.node if n.op_type in ("MatMul", "Gemm", "Conv")]
+    int8_weights = {n.input[1] for n in weighted if n.input[0] in dq_out}
+    for n in weighted:
+        if n.input[0] not in dq_out and len(n.input) > 1 and n.input[1] in dq_out:
+            assert n.input[1] in int8_weights, f"float {n.name} reads an int8 weight no int8 node uses"
+    coarse = [n for n in weighted if n.name.split("/")[0] in src
               and src[n.name.split("/")[0]].component in ("attn_linear", "ffn")
               and (src[n.name.split("/")[0]].tokens or 99) <= 9]
-    assert coarse and not any(i in dq_out for n in coarse for i in n.input)
+    assert coarse and not any(n.input[0] in dq_out for n in coarse)
 
 
 def test_tensorrt_target_is_symmetric_with_zero_points_zero(export: Path, tmp_path: Path,

@@ -22,6 +22,7 @@ from __future__ import annotations
 import platform
 import tempfile
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -183,10 +184,19 @@ class Int8Builder:
         return self._only(model, keep)
 
     def _only(self, model: onnx.ModelProto, keep: set[str]) -> onnx.ModelProto:
-        """Make `keep` the only int8 nodes: every other MatMul/Gemm/Conv gets its float inputs
-        back (weights included: the quantizer replaces a weight shared by several nodes, e.g. the
-        per-scale copies of one linear, for all of them), then float readers read float."""
-        _to_float(model, set(self._float_inputs) - keep, self._float_inputs)
+        """Make `keep` the only int8 nodes: every other MatMul/Gemm/Conv gets its float
+        activations and biases back, then float readers read float tensors.
+
+        Weights: the quantizer replaces a weight shared by several nodes (the per-scale copies of
+        one linear) for all of them. A float copy of a weight that an int8 node still uses keeps
+        reading it dequantized (weight-only int8 for that copy: the weight is stored once, in
+        int8; an fp32 duplicate made the d16 artifact 73% of fp32 instead of ~21%); a weight no
+        int8 node uses is restored in fp32."""
+        inits = _initializers(model)
+        dq_of_init = {n.output[0] for n in model.graph.node
+                      if n.op_type == "DequantizeLinear" and n.input[0] in inits}
+        int8_weights = {i for n in model.graph.node if n.name in keep for i in n.input[1:2] if i in dq_of_init}
+        _to_float(model, set(self._float_inputs) - keep, self._float_inputs, int8_weights)
         return _float_consumers_read_float(model, keep, self.recipe.quantize_outputs)
 
     def _quantize_static(self, names: list[str]) -> onnx.ModelProto:
@@ -256,8 +266,10 @@ def _initializers(model: onnx.ModelProto) -> set[str]:
 
 
 def _to_float(model: onnx.ModelProto, names: set[str],
-              float_inputs: dict[str, tuple[list[str], list[onnx.TensorProto]]]) -> onnx.ModelProto:
-    """Return the named nodes of a Q/DQ model to float: original inputs and float weights.
+              float_inputs: dict[str, tuple[list[str], list[onnx.TensorProto]]],
+              shared_int8: AbstractSet[str] = frozenset()) -> onnx.ModelProto:
+    """Return the named nodes of a Q/DQ model to float: original inputs and float weights
+    (except weights in `shared_int8`, the dequantized weights int8 nodes also read).
 
     Restored weights get a '.fp32' name: the quantizer reuses a bias's own name for the output of
     its DequantizeLinear, so the original name may already be taken in the Q/DQ graph.
@@ -269,9 +281,12 @@ def _to_float(model: onnx.ModelProto, names: set[str],
             inputs, inits = float_inputs[n.name]
             consts = {t.name: t for t in inits}
             new_inputs = []
-            for i, now in zip(inputs, n.input):
+            for k, (i, now) in enumerate(zip(inputs, n.input)):
                 if i == now and (i not in consts or i in have):
                     new_inputs.append(i)          # untouched by the quantizer
+                    continue
+                if k == 1 and now in shared_int8:
+                    new_inputs.append(now)        # weight-only int8: see Int8Builder._only
                     continue
                 if i in consts:
                     fp = f"{i}.fp32"
