@@ -127,10 +127,17 @@ def resolve_reference(reference: Any, specs: Sequence[EngineSpec]) -> tuple[Any,
                      + "; pass --reference CHECKPOINT (or preset:NAME[:SEED] for random-weight exports)")
 
 
-def _same_model(a: Any, b: Any) -> bool:
-    da = {k: v for k, v in a.to_dict().items() if k not in _IGNORED_CONFIG_KEYS}
-    db = {k: v for k, v in b.to_dict().items() if k not in _IGNORED_CONFIG_KEYS}
-    return da == db
+def _same_model(sub: Subject, ref: Any) -> bool:
+    """Whether an engine was built for the reference's architecture.
+
+    Only the keys its manifest recorded are compared: a manifest written before a config field
+    existed says nothing about it (reading it back fills today's default, which may differ from
+    what the graph was traced with)."""
+    raw = (sub.manifest.get("model") or {}).get("config") if sub.manifest else None
+    mine = raw if isinstance(raw, dict) else sub.engine.config.to_dict()
+    theirs = ref.to_dict()
+    return all(theirs.get(k) == v or (isinstance(v, list) and tuple(v) == tuple(theirs.get(k) or ()))
+               for k, v in mine.items() if k not in _IGNORED_CONFIG_KEYS)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -289,7 +296,7 @@ def run_bench(engines: Sequence[str], reference: Any = None, options: BenchOptio
         def opened(spec: EngineSpec) -> Subject:
             say(f"opening {spec.text}")
             sub = open_subject(spec, threads=threads, spin=opts.spin)
-            if sub.engine is not None and not _same_model(sub.engine.config, config):
+            if sub.engine is not None and not _same_model(sub, config):
                 sub.fail("failed", f"built for model '{sub.engine.config.name}', not the reference "
                                    f"'{model_name}'; pass the matching --reference")
             return sub
