@@ -324,6 +324,13 @@ def _build(s: Step, export: Path, tmp: Path, model: Any, calib: Any, opts: Deplo
     extra: dict[str, Any] = {}
     if s.target == "coreml":
         extra = {"model": model, "proxy": not opts.quick}
+    ort_int8 = tmp / "quantized" / "onnxruntime-int8"
+    if s.target == "openvino" and s.built_precision == "int8" and (ort_int8 / "manifest.json").exists():
+        # keep the layers the ONNX int8 search found sensitive in float in the NNCF model too
+        from alignvar_edge.export.quantize import searched_float_groups
+        extra = {"float_groups": searched_float_groups(ort_int8)}
+        say(f"      openvino int8: {len(extra['float_groups'])} module groups in float, as the onnxruntime "
+            "int8 search chose")
     return Path(runtimes.build(src, s.target, precision=s.built_precision,
                                calibration=calib if s.built_precision == "int8" and s.target == "openvino" else None,
                                out=dest, **extra))

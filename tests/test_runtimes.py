@@ -224,3 +224,43 @@ def test_per_head_scales_are_widened_without_changing_values():
     consts = [op for op in model.get_ordered_ops() if op.get_type_name() == "Constant"]
     assert [list(c.get_output_shape(0)) for c in consts] == [[1, 4, 1, 16]]
     np.testing.assert_array_equal(ov.Core().compile_model(model, "CPU")({0: inp})[0], before)
+
+
+def test_openvino_ignored_scope_covers_every_weighted_op_it_cannot_place(export):
+    # ops OpenVINO creates itself (a constant Multiply folded into a conv on the SCA path) map to
+    # no ONNX node: they must stay float, or NNCF quantizes the token path behind the policy's back
+    import openvino as ov
+
+    from alignvar_edge.export.quantize_policy import Policy
+    from alignvar_edge.runtimes.openvino import ignored_scope_names
+    onnx_path = export / "model.onnx"
+    model = ov.convert_model(str(onnx_path))
+    weighted = {op.get_friendly_name() for op in model.get_ordered_ops()
+                if op.get_type_name() in ("MatMul", "Convolution")}
+    nothing, _ = ignored_scope_names(onnx_path, model, Policy(int8_components=frozenset()))
+    assert set(nothing) == weighted
+    default, why = ignored_scope_names(onnx_path, model)
+    assert 0 < len(default) < len(weighted)
+    assert {"head", "attn_product"} <= set(why.values())
+
+
+def test_openvino_int8_falls_back_to_a_decoder_only_scope_below_the_token_target(export, tmp_path):
+    # an unreachable target forces the second rung: the token path in float, only the VQ decoder
+    # in int8; both rungs are measured and recorded, and the engine that was kept is the last one
+    from alignvar_edge.calibration.tiles import lr_tiles
+    from alignvar_edge.export.manifest import read_manifest
+    cfg = runtimes.load(export).config
+    out = runtimes.build(export, "openvino", precision="int8", out=tmp_path / "ov8",
+                         calibration=lr_tiles(cfg, 8, seed=0), min_token_agreement=1.01,
+                         float_groups=["blocks.0.ffn.fc1"])
+    q = read_manifest(out)["quantization"]
+    assert [r["rung"] for r in q["ladder"]] == ["policy + searched float groups", "decoder only"]
+    assert q["ladder"][0]["int8_policy"]["float_groups"] == ["blocks.0.ffn.fc1"]
+    assert q["policy"]["int8_components"] == ["vq_decoder"]
+    assert q["ladder"][1]["token_agreement"] >= 0.99          # the token path is float
+    assert read_manifest(out)["parity"]["tokens"]["overall"] == q["ladder"][1]["token_agreement"]
+    with runtimes.load(out) as e:
+        sr, _ = e.run(lr_tiles(cfg, 2, seed=3))
+        assert np.isfinite(sr).all()
+    with pytest.raises(InputError, match="int8 only"):
+        runtimes.build(export, "openvino", precision="fp16", out=tmp_path / "x", float_groups=["a"])

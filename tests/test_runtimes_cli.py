@@ -107,3 +107,15 @@ def test_build_verb_writes_engines_and_the_tensorrt_kit(export, tmp_path, capsys
     assert "build kit" in out and "build_on_device.sh" in out
     assert main(["build", str(export), "--target", "onnxruntime", "--out", str(tmp_path / "ort")]) == 2
     assert "--force" in capsys.readouterr().err
+
+
+def test_float_groups_come_only_from_an_int8_artifact_and_only_for_openvino_int8(export, tmp_path, capsys):
+    args = ["build", str(export), "--calib", "builtin", "--calib-tiles", "4"]
+    assert main([*args, "--target", "onnxruntime", "--float-groups-from", str(export),
+                 "--out", str(tmp_path / "a")]) == 2
+    assert "--target openvino --precision int8 only" in capsys.readouterr().err
+    # the fp32 export is not an int8 artifact: refused by name, nothing written
+    assert main([*args, "--target", "openvino", "--precision", "int8", "--float-groups-from", str(export),
+                 "--out", str(tmp_path / "b")]) == 2
+    assert "not an int8 ONNX artifact" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

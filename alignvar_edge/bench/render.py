@@ -39,9 +39,13 @@ def _mb(v: Any) -> str:
 
 
 def _footprint(mem: dict[str, Any] | None) -> float | None:
-    """RSS growth at load + peak RSS growth during a call: what the engine costs the process."""
+    """RSS growth at load + peak RSS growth during a call: what the engine costs the process.
+
+    GPU reports (scripts/gpu_bench.py) record the device allocator's peak instead."""
     if not mem:
         return None
+    if mem.get("cuda_max_allocated_mb") is not None:
+        return float(mem["cuda_max_allocated_mb"])
     return (mem.get("load_rss_mb") or 0.0) + (mem.get("peak_delta_mb") or 0.0)
 
 
@@ -147,7 +151,16 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         out.append(f"Best CPU engine at >= {s['min_token_agreement']:.0%} token agreement: **{best['label']}**, "
                    f"{best['p50_ms_per_tile']:.2f} ms/tile, {best['speedup_vs_eager']:.2f}x PyTorch eager "
                    f"({best['token_agreement']:.2%} tokens).")
-    else:
+    gpu = s.get("best_gpu")
+    if gpu:
+        line = (f"Best GPU configuration at >= {s['min_token_agreement']:.0%} token agreement: "
+                f"**{gpu['label']}**, {gpu['p50_ms_per_tile']:.2f} ms/tile")
+        if report["model"]["tile"]["hr"] == 512 and s.get("paper_s_per_512_image"):
+            # the paper's figure is per 512x512 image: only a 512 px tile compares with it
+            line += (f", {gpu['x_faster_than_paper']:.2f}x faster than the paper's "
+                     f"{s['paper_s_per_512_image']:g} s per 512x512 image")
+        out.append(line + ".")
+    if not best and not gpu:
         out.append(f"No engine reached {s['min_token_agreement']:.0%} token agreement with PyTorch eager.")
     if s.get("fp32_bound_speedup"):
         out.append(f"fp32 roofline bound: FLOPs / measured peak = {s['fp32_bound_ms_per_tile']:.2f} ms/tile, "
@@ -178,8 +191,10 @@ def report_markdown(report: dict[str, Any], plot: str | None = None) -> str:
              f"after {st['warmup']} warm-up, {st['threads']} thread(s), fidelity on {st['fidelity_tiles']} "
              f"held-out tile pairs; load average "
              f"{h.get('load_average')} -> {h.get('load_average_end')}",
-             f"- peak: {pk['gflops']:.1f} GFLOP/s fp32 GEMM ({pk.get('library')}, {pk.get('threads')} "
-             f"thread(s); {pk['method']})",
+             f"- peak: {pk['gflops']:.1f} GFLOP/s fp32 GEMM ("
+             + (f"{pk.get('library')}, {pk.get('threads')} thread(s); " if pk.get("library") else "")
+             + f"{pk['method']})"
+             + (f"; per dtype {pk['per_dtype_gflops']}" if pk.get("per_dtype_gflops") else ""),
              "", _md_table(_table(engine_rows(report), COLUMNS)), ""]
     lines += summary_lines(report)
     if plot:

@@ -24,7 +24,7 @@ import onnx
 
 from alignvar_edge.calibration.sets import (DEFAULT_TILES, DEFAULT_VALIDATION_TILES, CalibrationSet,
                                             TileSplit, model_config)
-from alignvar_edge.errors import ArtifactError, ConfigError, OutputExistsError, ParityError
+from alignvar_edge.errors import ArtifactError, ConfigError, InputError, OutputExistsError, ParityError
 from alignvar_edge.export.fp16 import DEFAULT_KEEP_OPS, to_fp16
 from alignvar_edge.export import onnx_io
 from alignvar_edge.export.int8 import TARGETS, Int8Builder, target_recipe
@@ -76,6 +76,17 @@ class QuantizeOptions:
             raise ConfigError("--min-token-agreement must lie in [0, 1]")
         if self.fidelity.max_psnr_drop < 0:
             raise ConfigError("--max-psnr-drop must be >= 0 dB")
+
+
+def searched_float_groups(quantized_dir: str | os.PathLike[str]) -> list[str]:
+    """The module groups an int8 artifact keeps in float beyond the policy (its fidelity search's
+    result), for another backend's int8 build to keep the same layers in float."""
+    m = load_verified(quantized_dir)
+    q = m.get("quantization") or {}
+    if m.get("precision") != "int8" or q.get("format") != "onnx-qdq":
+        raise InputError(f"'{quantized_dir}' is not an int8 ONNX artifact from `alignvar-edge quantize` "
+                         f"(precision {m.get('precision')}); pass one to take its float groups from")
+    return sorted((q.get("policy") or {}).get("float_groups") or [])
 
 
 def calibration_set(calib: str, config: Any, n: int, n_val: int, seed: int) -> CalibrationSet:

@@ -30,6 +30,9 @@ def register(sub: Any) -> None:
                                     "tensorrt: cuda:N; coreml: compute units (CPU_AND_NE, ALL, ...)")
     p.add_argument("--threads", type=int, help="onnxruntime intra-op threads recorded in the engine")
     p.add_argument("--target-os", dest="target_os", help="Core ML minimum deployment target (default iOS17)")
+    p.add_argument("--float-groups-from", dest="float_groups_from", metavar="DIR",
+                   help="openvino int8: also keep in float the module groups that this int8 ONNX artifact's "
+                        "fidelity search returned to float (e.g. the `quantize --target onnxruntime` output)")
     p.add_argument("--kit", action="store_true", help="tensorrt: write the on-device build kit only")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=run_build)
@@ -90,6 +93,11 @@ def run_build(args: argparse.Namespace) -> int:
         opts["kit"] = True
     if args.target_os:
         opts["target"] = args.target_os
+    if args.float_groups_from:
+        if b.name != "openvino" or args.precision != "int8":
+            raise InputError("--float-groups-from applies to --target openvino --precision int8 only")
+        from alignvar_edge.export.quantize import searched_float_groups
+        opts["float_groups"] = searched_float_groups(args.float_groups_from)
     calibration = None
     if args.calib:
         calibration = _calibration(args)

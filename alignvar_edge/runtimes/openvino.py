@@ -12,6 +12,10 @@ Build (`ov.convert_model` from the exported ONNX, then `ov.save_model`):
                 bias path, the logits head and argmax in float (the same policy as the ONNX INT8
                 recipe). Preset PERFORMANCE (symmetric activations) by default: on alignvar-tiny
                 it kept 98.4% of tokens on 16 held-out tiles, MIXED 95.9%.
+                `float_groups` (module paths such as `blocks.0.attn.proj`) returns more
+                linears/convs to float on top of the policy: `deploy` passes the groups that
+                the ONNX INT8 fidelity search returned, so both int8 engines keep the same
+                sensitive layers in float (the policy alone kept 98.4% of tokens, below 99%).
   int8-weights  `nncf.compress_weights` INT8 weight-only (no calibration data needed).
 Load: CPU / GPU / NPU / AUTO. Parity mode (default) sets INFERENCE_PRECISION_HINT=f32, since
 newer Intel CPUs and GPUs otherwise compute in bf16/fp16. The NPU needs static shapes: the model
@@ -29,6 +33,7 @@ import numpy as np
 
 from alignvar_edge.errors import ArtifactError, BackendUnavailableError, InputError
 from alignvar_edge.export.manifest import artifact_dir as staging_dir, load_verified, write_manifest
+from alignvar_edge.export.quantize_policy import Policy
 from alignvar_edge.runtimes.artifacts import (check_calibration, engine_manifest, parity_vs,
                                               single_graph, validation_tiles)
 from alignvar_edge.runtimes.base import (INPUT, SR, Backend, Engine, TensorSpec,
@@ -120,8 +125,10 @@ def _static_batch(metadata: dict[str, Any]) -> int:
     return 1
 
 
-def ignored_scope_names(onnx_path: Path, ov_model: Any) -> tuple[list[str], dict[str, str]]:
-    """OV op names of the MatMul/Convolution ops the policy keeps in float, and their components.
+def ignored_scope_names(onnx_path: Path, ov_model: Any,
+                        policy: Policy | None = None) -> tuple[list[str], dict[str, str]]:
+    """OV op names of the MatMul/Convolution ops the policy keeps in float, and their components
+    (groups the policy returns to float on top of its components are reported as 'search').
 
     The policy classifies ONNX nodes by the module scope the exporter recorded (the logits head,
     AdaLN, attention products, SCA and resampling matrices stay float). OpenVINO keeps the ONNX
@@ -130,12 +137,12 @@ def ignored_scope_names(onnx_path: Path, ov_model: Any) -> tuple[list[str], dict
     """
     import onnx
 
-    from alignvar_edge.export.quantize_policy import Policy, classify
+    from alignvar_edge.export.quantize_policy import classify
 
     proto = onnx.load(str(onnx_path), load_external_data=False)
-    policy = Policy()
+    policy = policy or Policy()
     nodes = classify(proto)
-    comp_of = {q.name: q.component for q in nodes}
+    comp_of = {q.name: "search" if q.group in policy.float_groups else q.component for q in nodes}
     keep_float = {q.name for q in nodes if not policy.selects(q)}
     by_output = {o: n.name for n in proto.graph.node for o in n.output}
     names, why = [], {}
@@ -145,7 +152,12 @@ def ignored_scope_names(onnx_path: Path, ov_model: Any) -> tuple[list[str], dict
         fname = op.get_friendly_name()
         cands = [fname, fname.split("/")[0]] + [by_output.get(t, "") for t in op.output(0).get_names()]
         onnx_name = next((c for c in cands if c in comp_of), None)
-        if onnx_name is not None and onnx_name in keep_float:
+        if onnx_name is None:
+            # an op OpenVINO made itself (e.g. a constant Multiply folded into a conv on the SCA
+            # path): its role is unknown, so it stays float
+            names.append(fname)
+            why[fname] = "unmapped"
+        elif onnx_name in keep_float:
             names.append(fname)
             why[fname] = comp_of[onnx_name]
     return names, why
@@ -179,11 +191,12 @@ def widen_head_scales(ov_model: Any) -> int:
 
 
 def nncf_quantize(ov_model: Any, onnx_path: Path, tiles: np.ndarray, batch: int,
-                  preset: str = "performance") -> tuple[Any, dict[str, Any]]:
+                  preset: str = "performance", policy: Policy | None = None) -> tuple[Any, dict[str, Any]]:
     """INT8 activations + weights with NNCF (see the module docstring); returns (model, recipe)."""
     import nncf
 
-    names, why = ignored_scope_names(onnx_path, ov_model)
+    policy = policy or Policy()
+    names, why = ignored_scope_names(onnx_path, ov_model, policy)
     widened = widen_head_scales(ov_model)
     n = tiles.shape[0] - tiles.shape[0] % batch
     if n < batch:
@@ -202,7 +215,7 @@ def nncf_quantize(ov_model: Any, onnx_path: Path, tiles: np.ndarray, batch: int,
               "overflow_fix_reason": "CPU without VNNI/AMX" if overflow else "CPU has VNNI/AMX",
               "subset_size": len(items), "ignored_types": IGNORED_TYPES,
               "ignored_ops": len(names), "ignored_by_component": _count(why.values()),
-              "widened_head_scales": widened}
+              "widened_head_scales": widened, "policy": policy.to_dict()}
     return q, recipe
 
 
@@ -250,34 +263,75 @@ class OpenVINOBackend(Backend):
         device = (device or "CPU").upper()
         preset = opts.pop("preset", "performance")
         check = opts.pop("check", True)
+        float_groups = frozenset(opts.pop("float_groups", None) or ())
+        min_tokens = float(opts.pop("min_token_agreement", 0.99))
         if opts:
-            raise InputError(f"unknown openvino build options {sorted(opts)}; known: preset, check")
+            raise InputError(f"unknown openvino build options {sorted(opts)}; known: preset, check, "
+                             "float_groups, min_token_agreement")
+        if float_groups and precision != "int8":
+            raise InputError("float groups apply to --precision int8 only (the other precisions quantize "
+                             "no activations)")
         tiles, calib_info = check_calibration(calibration, config, needed=precision == "int8")
         batch = _static_batch(src)
+        compress = precision == "fp16"
+        extra = {"device": device, "compress_to_fp16": compress, "openvino": ov.get_version(),
+                 "static_shapes": True, "vnni": cpu_has_vnni()}
+        checking = check and device in self.devices()
+        with staging_dir(out, force=force) as tmp:
+            ladder: list[dict[str, Any]] = []
+            for rung, policy in self._rungs(precision, float_groups, checking):
+                model, recipe = self._convert(onnx_path, precision, device, (batch, config.lr_size), tiles,
+                                              preset, policy)
+                ov.save_model(model, str(tmp / XML), compress_to_fp16=compress)
+                del model
+                m = engine_manifest(src, Path(artifact_dir), self.name, precision, {"engine": XML},
+                                    batch=batch, extra=extra, quantization=recipe, calibration=calib_info)
+                if not checking:
+                    break
+                m["parity"] = self._check(tmp / XML, m, Path(artifact_dir), device)
+                if recipe is None:
+                    break
+                tokens = m["parity"]["tokens"]["overall"]
+                ladder.append({"rung": rung, "token_agreement": round(tokens, 5),
+                               "psnr_db": m["parity"].get("psnr_db"), "int8_policy": policy.to_dict()})
+                recipe["ladder"] = ladder
+                if tokens >= min_tokens:
+                    break
+            write_manifest(tmp, m)
+        return out
+
+    @staticmethod
+    def _rungs(precision: str, float_groups: frozenset[str], checking: bool) -> list[tuple[str, Policy]]:
+        """INT8 scopes to try, widest first, until build-time parity meets the token target.
+
+        NNCF's symmetric INT8 loses more per layer than the ONNX Q/DQ recipe (on alignvar-tiny the
+        policy scope kept 88-90% of tokens even with the ONNX search's float groups added), so
+        the fallback keeps the whole token path in float and quantizes only the VQ decoder, which
+        cannot change a token and holds most of the FLOPs of small models."""
+        first = ("policy" + (" + searched float groups" if float_groups else ""),
+                 Policy().with_float(float_groups))
+        if precision != "int8" or not checking:
+            return [first]
+        return [first, ("decoder only", Policy(int8_components=frozenset({"vq_decoder"})))]
+
+    @staticmethod
+    def _convert(onnx_path: Path, precision: str, device: str, shape: tuple[int, int],
+                 tiles: np.ndarray | None, preset: str, policy: Policy) -> tuple[Any, dict[str, Any] | None]:
+        """The IR for one precision (and INT8 scope); shape = (batch, LR tile side)."""
+        import openvino as ov
+        batch, t = shape
         model = ov.convert_model(str(onnx_path))
         if _device_kind(device) == "NPU":
-            t = config.lr_size
             model.reshape({model.inputs[0].get_any_name(): [batch, 3, t, t]})
-        recipe: dict[str, Any] | None = None
         if precision == "int8":
             assert tiles is not None
-            model, recipe = nncf_quantize(model, onnx_path, tiles, batch, preset)
-        elif precision == "int8-weights":
+            return nncf_quantize(model, onnx_path, tiles, batch, preset, policy)
+        if precision == "int8-weights":
             import nncf
             with _quiet_nncf():
                 model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
-            recipe = {"tool": "nncf.compress_weights", "mode": "INT8_ASYM", "weights_only": True}
-        compress = precision == "fp16"
-        with staging_dir(out, force=force) as tmp:
-            ov.save_model(model, str(tmp / XML), compress_to_fp16=compress)
-            extra = {"device": device, "compress_to_fp16": compress, "openvino": ov.get_version(),
-                     "static_shapes": True, "vnni": cpu_has_vnni()}
-            m = engine_manifest(src, Path(artifact_dir), self.name, precision, {"engine": XML},
-                                batch=batch, extra=extra, quantization=recipe, calibration=calib_info)
-            if check and device in self.devices():
-                m["parity"] = self._check(tmp / XML, m, Path(artifact_dir), device)
-            write_manifest(tmp, m)
-        return out
+            return model, {"tool": "nncf.compress_weights", "mode": "INT8_ASYM", "weights_only": True}
+        return model, None
 
     def _check(self, xml: Path, m: dict[str, Any], src_dir: Path, device: str) -> dict[str, Any]:
         """Parity of the new engine against ONNX Runtime on the fp32 export (held-out tiles)."""

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The one prepared GPU session (device tool): host facts, then scripts/gpu_bench.py on the
+# paper-size preset (d24 at 512 px) and on d16 at 256 px. Everything lands in $OUT (default
+# runs/gpu); each step has its own time limit so one hang cannot eat the whole lease.
+#   OUT=runs/gpu bash scripts/gpu_session.sh
+set -u
+OUT=${OUT:-runs/gpu}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+PY=${PYTHON:-python3}
+{
+  date -u
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit --format=csv
+  "$PY" - <<'PYEOF'
+import platform, torch
+print("python", platform.python_version(), "torch", torch.__version__, "cuda", torch.version.cuda,
+      "cudnn", torch.backends.cudnn.version())
+try:
+    import onnxruntime as ort
+    print("onnxruntime", ort.__version__, ort.get_available_providers())
+except Exception as e:  # noqa: BLE001
+    print("onnxruntime: not importable:", e)
+PYEOF
+} 2>&1 | tee "$OUT/env.txt"
+for spec in d24-512:300 d16:150; do
+  preset=${spec%%:*}
+  limit=${spec##*:}
+  echo "== $preset (limit ${limit}s)"
+  timeout "$limit" "$PY" scripts/gpu_bench.py --preset "$preset" --runs 20 --warmup 3 \
+      --out "$OUT/gpu-$preset.json" --md "$OUT/gpu-$preset.md" 2>&1 | tee "$OUT/gpu-$preset.log"
+done
