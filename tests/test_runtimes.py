@@ -257,7 +257,9 @@ def test_openvino_int8_falls_back_to_a_decoder_only_scope_below_the_token_target
     assert [r["rung"] for r in q["ladder"]] == ["policy + searched float groups", "decoder only"]
     assert q["ladder"][0]["int8_policy"]["float_groups"] == ["blocks.0.ffn.fc1"]
     assert q["policy"]["int8_components"] == ["vq_decoder"]
-    assert q["ladder"][1]["token_agreement"] >= 0.99          # the token path is float
+    # the token path is float and untouched (NNCF's SmoothQuant and int8 embedding tables, which
+    # rescale float ops too, are off): every token equals the fp32 export's
+    assert q["ladder"][1]["token_agreement"] == 1.0
     assert read_manifest(out)["parity"]["tokens"]["overall"] == q["ladder"][1]["token_agreement"]
     with runtimes.load(out) as e:
         sr, _ = e.run(lr_tiles(cfg, 2, seed=3))
