@@ -118,8 +118,16 @@ def test_merge_table_plot_and_schema_refusal(report: dict[str, Any], tmp_path: P
     assert rc == 0 and (tmp_path / "m.png").stat().st_size > 1000
     md = (tmp_path / "m.md").read_text()
     assert "jetson-orin (MAXN)" in md and "unavailable: " in md and "m.png" in md
-    # a merged report merges again (as its parts)
-    assert len(merge_reports([tmp_path / "m.json", pa])["reports"]) == 3
+    # a merged report merges again (as its parts); the repeated (device, model) gets '#2'
+    again = merge_reports([tmp_path / "m.json", pa])
+    assert len(again["reports"]) == 3
+    assert {r["device"] for r in again["rows"]} == {a["label"], f"{a['label']} #2", "jetson-orin (MAXN)"}
+    # one device reporting two models is one device: no suffix
+    c = copy.deepcopy(report)
+    c["model"]["name"] = "d16-random"
+    two = merge_reports([pa, write_json(tmp_path / "c.json", c)])
+    assert {(r["device"], r["model"]) for r in two["rows"]} == {(a["label"], a["model"]["name"]),
+                                                                 (a["label"], "d16-random")}
     old = copy.deepcopy(report)
     old["schema_version"] = SCHEMA_VERSION + 1
     po = write_json(tmp_path / "old.json", old)
@@ -190,3 +198,26 @@ def test_engine_model_check_reads_only_recorded_config_keys() -> None:
     old.pop("decoder_lr", None)          # a manifest written before that field existed
     sub = Subject("x", "onnxruntime", "engine", manifest={"model": {"config": old}})
     assert _same_model(sub, ref) and not _same_model(sub, AlignVARConfig.from_preset("d20"))
+
+
+def test_gpu_script_writes_a_mergeable_report_on_cpu(tmp_path: Path, report: dict[str, Any]) -> None:
+    # scripts/gpu_bench.py is run for real on GPU machines; here its CPU smoke mode checks that its
+    # report passes the schema, renders, and merges beside a CPU bench report
+    import subprocess
+    root = Path(__file__).resolve().parent.parent
+    out = tmp_path / "g.json"
+    res = subprocess.run([sys.executable, str(root / "scripts" / "gpu_bench.py"), "--preset", "micro",
+                          "--device", "cpu", "--dtypes", "bf16", "--runs", "2", "--warmup", "0",
+                          "--out", str(out), "--md", str(tmp_path / "g.md")],
+                         capture_output=True, text=True, timeout=600, env={"OMP_NUM_THREADS": "1",
+                                                                            "PATH": "/usr/bin:/bin"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    g = read_report(out)
+    check_report(g)
+    labels = [e["label"] for e in g["engines"]]
+    assert labels[0] == "pytorch-eager" and "torch-eager-bf16" in labels
+    md = (tmp_path / "g.md").read_text()
+    # a 32 px tile is not the paper's 512x512 image: no comparison with its 0.43 s
+    assert "Best GPU configuration" in md and "paper" not in md.split("## Backends")[0]
+    merged = merge_reports([write_json(tmp_path / "cpu.json", report), out])
+    assert {r["model"] for r in merged["rows"]} == {report["model"]["name"], "micro-random"}

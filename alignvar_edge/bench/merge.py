@@ -29,10 +29,12 @@ def merge_reports(paths: Sequence[str | os.PathLike[str]]) -> dict[str, Any]:
     parts: list[dict[str, Any]] = []
     for p in paths:
         parts += _parts(read_report(p))
-    seen: dict[str, int] = {}
+    # one device may report several models; only a repeated (device, model) pair needs telling apart
+    seen: dict[tuple[str, str], int] = {}
     for r in parts:
-        n = seen.get(r["label"], 0) + 1
-        seen[r["label"]] = n
+        key = (r["label"], r["model"]["name"])
+        n = seen.get(key, 0) + 1
+        seen[key] = n
         if n > 1:
             r["label"] = f"{r['label']} #{n}"
     rows = []

@@ -204,7 +204,9 @@ def report_markdown(report: dict[str, Any], plot: str | None = None) -> str:
         srcs = prof["sources"]
         head = ["stage", "GFLOP", "FLOP share"] + [h2 for s in srcs for h2 in (f"{s} ms", f"{s} share", f"{s} GFLOP/s")]
         rows = [head]
-        for r in prof["groups"] + prof["stages"]:
+        grouped = {g["stage"] for g in prof["groups"]}
+        # the per-stage rows after the groups: only those no group row already shows (the scales)
+        for r in prof["groups"] + [st for st in prof["stages"] if st["stage"] not in grouped]:
             cells = [r["stage"], f"{r['gflops']:.3f}", f"{100 * r['flops_share']:.1f}%"]
             for s in srcs:
                 ms = r.get(f"{s}_ms")
