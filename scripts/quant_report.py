@@ -51,7 +51,8 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--speed-only", action="store_true", help="random weights: no search, no fidelity")
-    ap.add_argument("--precisions", default="int8,fp16")
+    ap.add_argument("--precisions", default="int8,fp16",
+                    help="comma list of int8, fp16, int8-fp32copies (int8 with --float-copy-weights fp32)")
     args = ap.parse_args()
 
     import numpy as np
@@ -88,8 +89,10 @@ def main() -> int:
         dst = out / prec
         if not (dst / "manifest.json").is_file():
             t0 = time.perf_counter()
-            opts = QuantizeOptions(precision=prec, tiles=args.tiles, val_tiles=args.val_tiles,
-                                   search=not args.speed_only)
+            base, _, variant = prec.partition("-")      # "int8-fp32copies": fp32 float-copy weights
+            opts = QuantizeOptions(precision=base, tiles=args.tiles, val_tiles=args.val_tiles,
+                                   search=not args.speed_only,
+                                   float_copy_weights="fp32" if variant == "fp32copies" else "int8")
             quantize_artifact(fp32, dst, opts, force=True, log=say)
             quant_s[prec] = round(time.perf_counter() - t0, 1)
         arts[prec] = dst

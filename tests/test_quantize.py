@@ -286,3 +286,26 @@ def test_returning_groups_to_float_equals_never_quantizing_them(export: Path) ->
                                                  ).run(None, feeds[0])
             for x, y in zip(run(cut), run(direct)):
                 np.testing.assert_array_equal(x, y)
+
+
+def test_float_copy_weights_fp32_stores_duplicates_and_dequantizes_none_at_run_time(
+        export: Path, tmp_path: Path) -> None:
+    # the same int8 nodes, but a float copy of a shared weight reads an fp32 duplicate: a bigger
+    # file and no DequantizeLinear of a weight feeding a float matmul
+    shared = quantize_artifact(export, tmp_path / "a", QuantizeOptions(search=False, **FAST))
+    dup = quantize_artifact(export, tmp_path / "b", QuantizeOptions(search=False, float_copy_weights="fp32", **FAST))
+    assert load_verified(dup)["quantization"]["recipe"]["float_copy_weights"] == "fp32"
+
+    def float_readers_of_int8_weights(path: Path) -> int:
+        model = onnx.load(str(path / "model.onnx"))
+        inits = {t.name for t in model.graph.initializer}
+        dq_w = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits}
+        dq_out = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+        return sum(1 for n in model.graph.node if n.op_type in ("MatMul", "Gemm", "Conv")
+                   and n.input[0] not in dq_out and len(n.input) > 1 and n.input[1] in dq_w)
+    assert float_readers_of_int8_weights(shared) > 0
+    assert float_readers_of_int8_weights(dup) == 0
+    size = lambda p: (p / "model.onnx").stat().st_size  # noqa: E731
+    assert size(dup) > size(shared)
+    with pytest.raises(ConfigError, match="float_copy_weights"):
+        quantize_artifact(export, tmp_path / "c", QuantizeOptions(float_copy_weights="fp16", **FAST))

@@ -38,6 +38,7 @@ from alignvar_edge.export.quantize_policy import QUANT_OP_TYPES, Policy, QuantNo
 __all__ = ["MAX_OPSET", "TARGETS", "Int8Builder", "Int8Recipe", "check_opset", "has_vnni", "target_recipe"]
 
 TARGETS = ("onnxruntime", "tensorrt", "openvino", "coreml")
+FLOAT_COPY_WEIGHTS = ("int8", "fp32")
 MAX_OPSET = 22          # opset 23 emits ONNX Attention, which ORT 1.32 quantizes into invalid models
 _VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "amx_tile")
 
@@ -75,12 +76,20 @@ class Int8Recipe:
     quantize_outputs: bool = True
     op_types: tuple[str, ...] = QUANT_OP_TYPES
     vnni: bool | None = None
+    # A float copy (say a coarse-scale copy kept float by the policy) of a weight that int8 copies
+    # also use: "int8" reads the stored int8 weight through DequantizeLinear at run time (stored
+    # once: d16 20% of fp32); "fp32" stores an fp32 duplicate (d16 73%) and does no run-time
+    # dequantization, which is faster where dequantizing big weights for tiny matmuls dominates.
+    float_copy_weights: str = "int8"
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ConfigError(f"unknown calibration method {self.method!r}; choose {', '.join(METHODS)}")
         if self.activation_type not in ("uint8", "int8") or self.weight_type not in ("uint8", "int8"):
             raise ConfigError("activation_type and weight_type must be 'uint8' or 'int8'")
+        if self.float_copy_weights not in FLOAT_COPY_WEIGHTS:
+            raise ConfigError(f"float_copy_weights must be one of {', '.join(FLOAT_COPY_WEIGHTS)}, "
+                              f"got {self.float_copy_weights!r}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -89,7 +98,8 @@ class Int8Recipe:
 
 
 def target_recipe(target: str, method: str = "minmax", percentile: float = 99.99,
-                  vnni: bool | None = None, reduce_range: bool | None = None) -> Int8Recipe:
+                  vnni: bool | None = None, reduce_range: bool | None = None,
+                  float_copy_weights: str = "int8") -> Int8Recipe:
     """The int8 settings a target needs (see the module docstring); `reduce_range` overrides."""
     if target not in ("onnxruntime", "tensorrt"):
         raise ConfigError(f"ONNX Q/DQ int8 is built for 'onnxruntime' or 'tensorrt', not {target!r} "
@@ -97,10 +107,11 @@ def target_recipe(target: str, method: str = "minmax", percentile: float = 99.99
     if target == "tensorrt":
         return Int8Recipe(target, method, percentile, reduce_range=bool(reduce_range),
                           activation_type="int8", symmetric_activations=True, quantize_outputs=False,
-                          vnni=None)
+                          vnni=None, float_copy_weights=float_copy_weights)
     vnni = has_vnni() if vnni is None else vnni
     rr = (vnni is False) if reduce_range is None else reduce_range
-    return Int8Recipe(target, method, percentile, reduce_range=rr, vnni=vnni)
+    return Int8Recipe(target, method, percentile, reduce_range=rr, vnni=vnni,
+                      float_copy_weights=float_copy_weights)
 
 
 def check_opset(model: onnx.ModelProto) -> int:
@@ -195,7 +206,8 @@ class Int8Builder:
         inits = _initializers(model)
         dq_of_init = {n.output[0] for n in model.graph.node
                       if n.op_type == "DequantizeLinear" and n.input[0] in inits}
-        int8_weights = {i for n in model.graph.node if n.name in keep for i in n.input[1:2] if i in dq_of_init}
+        int8_weights = ({i for n in model.graph.node if n.name in keep for i in n.input[1:2] if i in dq_of_init}
+                        if self.recipe.float_copy_weights == "int8" else set())
         _to_float(model, set(self._float_inputs) - keep, self._float_inputs, int8_weights)
         return _float_consumers_read_float(model, keep, self.recipe.quantize_outputs)
 

@@ -66,6 +66,7 @@ class QuantizeOptions:
     reduce_range: bool | None = None         # None: decided from the CPU (VNNI)
     sensitivity_tiles: int = SENSITIVITY_TILES   # calibration tiles each group is scored on
     int8_components: frozenset[str] = DEFAULT_INT8
+    float_copy_weights: str = "int8"         # see Int8Recipe.float_copy_weights
 
     def validate(self) -> None:
         if self.precision not in PRECISIONS:
@@ -151,7 +152,8 @@ def quantize_artifact(src: str | os.PathLike[str], out: str | os.PathLike[str], 
 
 def _int8(model_path: Path, cs: CalibrationSet, opts: QuantizeOptions, input_name: str, batch: int,
           scale: int, log: Log, progress: Progress) -> tuple[onnx.ModelProto, dict[str, Any], SearchResult]:
-    recipe = target_recipe(opts.target, opts.method, opts.percentile, reduce_range=opts.reduce_range)
+    recipe = target_recipe(opts.target, opts.method, opts.percentile, reduce_range=opts.reduce_range,
+                           float_copy_weights=opts.float_copy_weights)
     policy = Policy(int8_components=frozenset(opts.int8_components))
     log(f"int8 for {opts.target}: {recipe.method} ranges, {recipe.activation_type} activations"
         f"{' (symmetric)' if recipe.symmetric_activations else ''}, per-channel int8 weights"

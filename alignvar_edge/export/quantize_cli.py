@@ -41,6 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     rr.add_argument("--reduce-range", dest="reduce_range", action="store_true", default=None,
                     help="7-bit weights (default: on for x86 CPUs without VNNI, onnxruntime target)")
     rr.add_argument("--no-reduce-range", dest="reduce_range", action="store_false")
+    p.add_argument("--float-copy-weights", choices=("int8", "fp32"), default="int8",
+                   help="weights that int8 nodes share with nodes kept float: read dequantized from the one "
+                        "int8 copy (int8, smallest) or stored again in fp32 (larger, no run-time dequantize)")
     p.add_argument("--out", help="output directory (default: DIR-PRECISION-TARGET)")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=run_quantize)
@@ -62,7 +65,8 @@ def run_quantize(args: argparse.Namespace) -> int:
         precision=args.precision, target=args.target, method=args.method, percentile=args.percentile,
         calib=args.calib, tiles=args.tiles, val_tiles=args.val_tiles, seed=args.seed,
         fidelity=FidelityTarget(args.min_token_agreement, args.max_psnr_drop),
-        search=not args.no_search, reduce_range=args.reduce_range)
+        search=not args.no_search, reduce_range=args.reduce_range,
+        float_copy_weights=args.float_copy_weights)
     say = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
     with warnings.catch_warnings():
         # skipped calibration files are reported in the log line, not as Python warnings
