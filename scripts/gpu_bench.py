@@ -87,13 +87,13 @@ def _peak_gflops(device: Any, dtype: Any, n: int = 8192) -> float:
 
 
 def _entry(label: str, dtype: str, ms: list[float], mp: float, flops: int, peak: float,
-           tokens: float | None, note: str | None, device: str) -> dict[str, Any]:
+           tokens: float | None, note: str | None, device: str, batch: int = 1) -> dict[str, Any]:
     from alignvar_edge.bench.stats import latency_summary
     return {"label": label, "backend": "torch" if "ort" not in label else "onnxruntime",
             "kind": "baseline" if label == "pytorch-eager" else "engine", "status": "ok", "reason": None,
-            "path": None, "precision": dtype, "device": device, "batch": 1,
-            "latency": latency_summary(ms, 1, mp, flops, peak),
-            "fidelity": {"tiles": 1, "vs_reference": {"token_agreement": tokens}, "vs_hr": {}},
+            "path": None, "precision": dtype, "device": device, "batch": batch,
+            "latency": latency_summary(ms, batch, mp, flops, peak),
+            "fidelity": {"tiles": batch, "vs_reference": {"token_agreement": tokens}, "vs_hr": {}},
             "note": note, "artifact_bytes": None}
 
 
@@ -112,6 +112,8 @@ def main() -> int:
     ap.add_argument("--preset", default="d24-512")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--dtypes", default="fp16,bf16", help="besides the fp32 reference")
+    ap.add_argument("--batch", type=int, default=1,
+                    help="tiles per rollout call (a large image is many tiles); latency is per tile")
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--cuda-graphs", choices=("auto", "off"), default="auto")
@@ -142,7 +144,7 @@ def main() -> int:
     flops_stage = stage_flops(c)
     flops = sum(flops_stage.values())
     mp = c.hr_size ** 2 / 1e6
-    lr_np = lr_tiles(c, 1, seed=0)
+    lr_np = lr_tiles(c, args.batch, seed=0)
     timer = _timer(device)
     entries: list[dict[str, Any]] = []
     ref_tokens: list[Any] | None = None
@@ -167,12 +169,13 @@ def main() -> int:
             ref_tokens = tokens
         label = "pytorch-eager" if name == "fp32" else f"torch-eager-{name}"
         e = _entry(label, name, ms, mp, flops, peaks[name], 1.0 if name == "fp32" else agree,
-                   "KV-cached rollout, eager", str(device))
+                   f"KV-cached rollout, eager, batch {args.batch}", str(device), args.batch)
         if device.type == "cuda":
             e["memory"] = {"cuda_max_allocated_mb": round(torch.cuda.max_memory_allocated() / 2 ** 20, 1)}
         entries.append(e)
         shown = agree if agree is not None else 1.0
-        print(f"{label:<22} p50 {statistics.median(ms):9.2f} ms  tokens vs fp32 {shown:.4f}", flush=True)
+        print(f"{label:<22} p50 {statistics.median(ms) / args.batch:9.2f} ms/tile  tokens vs fp32 {shown:.4f}",
+              flush=True)
         if device.type == "cuda" and args.cuda_graphs == "auto":
             try:
                 replay, static = _graph(m, lr)
@@ -180,10 +183,11 @@ def main() -> int:
                 same = _agreement(tokens, g_tokens)
                 gms = _times(replay, timer, args.runs, args.warmup)
                 ge = _entry(f"torch-cudagraph-{name}", name, gms, mp, flops, peaks[name],
-                            agree if name != "fp32" else 1.0, f"one CUDA graph; tokens equal to eager: {same:.4f}",
-                            str(device))
+                            agree if name != "fp32" else 1.0, f"one CUDA graph, batch {args.batch}; tokens "
+                            f"equal to eager: {same:.4f}", str(device), args.batch)
                 entries.append(ge)
-                print(f"{'torch-cudagraph-' + name:<22} p50 {statistics.median(gms):9.2f} ms", flush=True)
+                print(f"{'torch-cudagraph-' + name:<22} p50 {statistics.median(gms) / args.batch:9.2f} ms/tile",
+                      flush=True)
             except Exception as err:  # noqa: BLE001 - report why capture failed, keep the eager number
                 entries.append(_skipped(f"torch-cudagraph-{name}", name,
                                         f"CUDA graph capture failed: {type(err).__name__}: {err}"))
@@ -217,8 +221,8 @@ def main() -> int:
                                      "total": flops},
                   "flops_per_stage": flops_stage},
         "settings": {"runs": args.runs, "warmup": args.warmup, "threads": torch.get_num_threads(),
-                     "fidelity_tiles": 1, "images": "bundled held-out photographs", "seed": 0,
-                     "eager_batch": 1, "interleaved": False, "min_token_agreement": 0.99,
+                     "fidelity_tiles": args.batch, "images": "bundled held-out photographs", "seed": 0,
+                     "eager_batch": args.batch, "interleaved": False, "min_token_agreement": 0.99,
                      "target_speedup": None, "device": str(device)},
         "peak": {"gflops": peaks.get("fp32", 0.0), "numpy_gflops": None, "torch_gflops": peaks.get("fp32"),
                  "per_dtype_gflops": peaks, "method": "best of 5 square matmuls on the device (n=8192)"},

@@ -3,6 +3,7 @@
 # paper-size preset (d24 at 512 px) and on d16 at 256 px. Everything lands in $OUT (default
 # runs/gpu); each step has its own time limit so one hang cannot eat the whole lease.
 #   OUT=runs/gpu bash scripts/gpu_session.sh
+#   OUT=runs/gpu GPU_RUNS="d24-512:8:240" bash scripts/gpu_session.sh     # batch-8 throughput
 set -u
 OUT=${OUT:-runs/gpu}
 mkdir -p "$OUT"
@@ -22,10 +23,12 @@ except Exception as e:  # noqa: BLE001
     print("onnxruntime: not importable:", e)
 PYEOF
 } 2>&1 | tee "$OUT/env.txt"
-for spec in d24-512:300 d16:150; do
-  preset=${spec%%:*}
-  limit=${spec##*:}
-  echo "== $preset (limit ${limit}s)"
-  timeout "$limit" "$PY" scripts/gpu_bench.py --preset "$preset" --runs 20 --warmup 3 \
-      --out "$OUT/gpu-$preset.json" --md "$OUT/gpu-$preset.md" 2>&1 | tee "$OUT/gpu-$preset.log"
+# preset:batch:limit — batch 1 is the paper's latency; batch 8 the throughput of a tiled large image
+for spec in ${GPU_RUNS:-d24-512:1:300 d16:1:150}; do
+  IFS=: read -r preset batch limit <<<"$spec"
+  name="gpu-$preset"
+  [ "$batch" = 1 ] || name="$name-b$batch"
+  echo "== $preset batch $batch (limit ${limit}s)"
+  timeout "$limit" "$PY" scripts/gpu_bench.py --preset "$preset" --batch "$batch" --runs 20 --warmup 3 \
+      --out "$OUT/$name.json" --md "$OUT/$name.md" 2>&1 | tee "$OUT/$name.log"
 done

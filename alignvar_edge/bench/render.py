@@ -155,6 +155,9 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     if gpu:
         line = (f"Best GPU configuration at >= {s['min_token_agreement']:.0%} token agreement: "
                 f"**{gpu['label']}**, {gpu['p50_ms_per_tile']:.2f} ms/tile")
+        batch = (report.get("settings") or {}).get("eager_batch") or 1
+        if batch > 1:
+            line += f" at batch {batch} (throughput per tile, not one image's latency)"
         if report["model"]["tile"]["hr"] == 512 and s.get("paper_s_per_512_image"):
             # the paper's figure is per 512x512 image: only a 512 px tile compares with it
             line += (f", {gpu['x_faster_than_paper']:.2f}x faster than the paper's "
