@@ -212,7 +212,8 @@ def main() -> int:
     report = {
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "kind": "bench",
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "label": f"{gpu or str(device)} (PyTorch {torch.__version__})", "host": host,
+        "label": f"{gpu or str(device)} (PyTorch {torch.__version__})"
+                 + (f", batch {args.batch}" if args.batch > 1 else ""), "host": host,
         "model": {"name": f"{args.preset}-random", "source": f"preset {args.preset}, random weights, seed 0",
                   "tile": {"lr": c.lr_size, "hr": c.hr_size, "scale": c.scale}, "patch_nums": list(c.patch_nums),
                   "sr_megapixels_per_tile": mp, "parameters": model.parameter_report(),

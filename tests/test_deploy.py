@@ -100,3 +100,18 @@ def test_a_crashing_backend_fails_its_step_only(micro_export: Path, tmp_path: Pa
     assert steps["tensorrt-fp32"].status == "failed"
     assert steps["tensorrt-fp32"].detail == "RuntimeError: shape inference failed for node X"
     assert (tmp_path / "d" / "report.json").is_file()
+
+
+def test_openvino_int8_keeps_the_groups_the_onnx_int8_search_chose(micro_export: Path, tmp_path: Path) -> None:
+    out = tmp_path / "d8"
+    lines: list[str] = []
+    res = deploy(_opts(out, micro_export, targets="onnxruntime,openvino", precisions=("int8",)), log=lines.append)
+    assert res.exit_code == 0, res.summary
+    ort_q = json.loads((out / "quantized" / "onnxruntime-int8" / "manifest.json").read_text())["quantization"]
+    ov_q = json.loads((out / "engines" / "openvino-int8" / "manifest.json").read_text())["quantization"]
+    assert ov_q["ladder"][0]["int8_policy"]["float_groups"] == ort_q["policy"]["float_groups"]
+    assert any("as the onnxruntime int8 search chose" in ln for ln in lines)
+    # whichever rung was kept, the engine in the report is the one the manifest describes
+    report = json.loads((out / "report.json").read_text())
+    ov = next(e for e in report["engines"] if e["label"] == "openvino-int8")
+    assert ov["status"] == "ok" and ov["fidelity"]["vs_reference"]["token_agreement"] is not None
