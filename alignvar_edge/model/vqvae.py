@@ -72,10 +72,10 @@ class Upsample2x(nn.Module):
         self.conv = nn.Conv2d(ch, ch, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # nearest x2 as a broadcast + reshape: exports without a Resize op
-        B, C, H, W = x.shape
-        x = x.reshape(B, C, H, 1, W, 1).expand(B, C, H, 2, W, 2).reshape(B, C, 2 * H, 2 * W)
-        return self.conv(x)
+        # nearest x2 exports as one Resize (nearest, integer scale: exact in every runtime). The
+        # earlier broadcast-and-reshape form made a rank-6 tensor (Core ML rejects rank > 5) and
+        # ran as a generic Expand, 60x slower than Resize in ONNX Runtime on a 64x32x32 map.
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
 class _Level(nn.Module):

@@ -8,11 +8,9 @@ units configurable (default CPU_AND_NE), a minimum deployment target (default iO
 Weight compression (issue 5): `int8-weights` (`linear_quantize_weights`, symmetric per-channel)
 and `paletteN` (k-means palettization to N bits, N in 2/4/6/8).
 
-Core ML rejects tensors of rank > 5. The model's KV cache is (depth, 2, B, H, L, hd) and the VQ
-decoder's nearest x2 goes through a (B, C, H, 1, W, 1) view, so the converted module is
-`CoreMLRollout` on a copy of the model: the same rollout with one rank-5 cache per layer, and the
-x2 upsampling with batch and channels merged (rank 5). A test checks that it gives exactly the
-model's tokens and image.
+Core ML rejects tensors of rank > 5. The model's KV cache is (depth, 2, B, H, L, hd), so the
+converted module is `CoreMLRollout` on a copy of the model: the same rollout with one rank-5
+cache per layer. A test checks that it gives exactly the model's tokens and image.
 
 coremltools' `reduce_transposes` pass fails on the 1x1 first scale (a matmul of (1,1,9) by its
 transpose); the pass is removed from the pipeline (a layout optimisation, not a correctness one).
@@ -49,26 +47,14 @@ ANE_MAX_RANK, ANE_MAX_DIM = 5, 16384
 NEEDS_MACOS = "Core ML runs models on macOS only (MLModel.predict is unavailable on {os})"
 
 
-def _upsample2x_rank5(self: Any, x: Any) -> Any:
-    """Upsample2x.forward with B and C merged, so no rank-6 view appears (same values)."""
-    B, C, H, W = x.shape
-    x = x.reshape(B * C, H, 1, W, 1).expand(B * C, H, 2, W, 2).reshape(B, C, 2 * H, 2 * W)
-    return self.conv(x)
-
-
 def rollout_module(model: Any) -> Any:
     """The AlignVAR rollout as a module Core ML accepts (see the module docstring)."""
     import copy
-    import types
 
     import torch
     from torch import nn
 
-    from alignvar_edge.model.vqvae import Upsample2x
     model = copy.deepcopy(model)
-    for mod in model.modules():
-        if isinstance(mod, Upsample2x):
-            mod.forward = types.MethodType(_upsample2x_rank5, mod)  # type: ignore[method-assign]
 
     class CoreMLRollout(nn.Module):
         """model.forward with the KV cache kept as one rank-5 (2, B, H, L, hd) tensor per layer."""
