@@ -192,6 +192,23 @@ def test_save_and_load_pretrained_roundtrip(tmp_path) -> None:
         save_pretrained(model, tmp_path / "ckpt")
 
 
+def test_fp16_stored_weights_load_as_the_rounded_fp32_model(tmp_path) -> None:
+    # the bundled default ships fp16-stored weights: half the file, widened exactly on load
+    from safetensors import safe_open
+    model = micro_model(seed=2)
+    save_pretrained(model, tmp_path / "fp32")
+    save_pretrained(model, tmp_path / "fp16", weights_dtype=torch.float16)
+    with safe_open(str(tmp_path / "fp16" / "model.safetensors"), "pt") as f:
+        assert f.metadata()["weights_dtype"] == "float16"
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
+    size = lambda d: (tmp_path / d / "model.safetensors").stat().st_size  # noqa: E731
+    assert size("fp16") < 0.55 * size("fp32")
+    again = load_pretrained(tmp_path / "fp16")
+    for (k, a), b in zip(again.state_dict().items(), model.state_dict().values()):
+        assert a.dtype == torch.float32, k
+        assert torch.equal(a, b.to(torch.float16).float()) if a.is_floating_point() else torch.equal(a, b), k
+
+
 def test_config_mismatch_is_reported(tmp_path) -> None:
     model = micro_model()
     save_pretrained(model, tmp_path / "ckpt")

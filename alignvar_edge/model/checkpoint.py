@@ -123,16 +123,22 @@ def load_pretrained(name_or_dir: str | os.PathLike[str], strict: bool = True) ->
 
 
 def save_pretrained(model: AlignVAR, out_dir: str | os.PathLike[str], extra: dict[str, Any] | None = None,
-                    overwrite: bool = False) -> Path:
-    """Write config.json + model.safetensors atomically (temp sibling dir, then rename)."""
+                    overwrite: bool = False, weights_dtype: torch.dtype = torch.float32) -> Path:
+    """Write config.json + model.safetensors atomically (temp sibling dir, then rename).
+
+    `weights_dtype=torch.float16` stores floating-point tensors in half precision (half the file;
+    the bundled default ships so). Loading widens them back into the fp32 model exactly, so the
+    model *is* the fp16-rounded weights: compare it with the fp32 original before shipping."""
     out = Path(out_dir)
     if out.exists() and not overwrite:
         raise CheckpointError(f"'{out}' already exists; choose another directory or pass overwrite=True")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        save_file(sd, str(tmp / WEIGHTS_FILE), metadata={"format": "alignvar-edge"})
+        sd = {k: (v.to(weights_dtype) if v.is_floating_point() else v).detach().contiguous().cpu()
+              for k, v in model.state_dict().items()}
+        save_file(sd, str(tmp / WEIGHTS_FILE),
+                  metadata={"format": "alignvar-edge", "weights_dtype": str(weights_dtype).removeprefix("torch.")})
         cfg = model.config.to_dict()
         (tmp / CONFIG_FILE).write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
         if extra:
