@@ -15,33 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["stage_flops", "stage_profile", "staged_ort_times", "torch_stage_times"]
-
-
-def stage_flops(config: Any) -> dict[str, int]:
-    """FLOPs per stage (batch 1), from PyTorch's FlopCounterMode on a meta model."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from alignvar_edge.model.info import meta_model
-
-    meta = meta_model(config)
-    c = config
-    lr = torch.empty(1, 3, c.lr_size, c.lr_size, device="meta")
-    out: dict[str, int] = {}
-    with torch.no_grad():
-        with FlopCounterMode(display=False) as fc:
-            ctx = meta.prepare(lr)
-            kv = meta.prefix_kv(ctx)
-        out["conditioning"] = int(fc.get_total_flops())
-        f_hat = lr.new_zeros(1, c.vq_cvae, c.latent_size, c.latent_size)
-        for k in range(c.num_scales):
-            with FlopCounterMode(display=False) as fc:
-                _, f_hat, kv, _ = meta.step(k, f_hat, kv, ctx)
-            out[f"scale_{k}"] = int(fc.get_total_flops())
-        with FlopCounterMode(display=False) as fc:
-            meta.decode(f_hat, lr)
-        out["decoder"] = int(fc.get_total_flops())
-    return out
+__all__ = ["stage_profile", "staged_ort_times", "torch_stage_times"]
 
 
 def _median_ms(samples: list[dict[str, float]]) -> dict[str, float]:

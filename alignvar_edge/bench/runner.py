@@ -256,7 +256,8 @@ def run_bench(engines: Sequence[str], reference: Any = None, options: BenchOptio
 
     from alignvar_edge.bench.host import fingerprint, short_label
     from alignvar_edge.bench.peak import gemm_call, in_run_peak, measure_peak
-    from alignvar_edge.bench.profile import stage_flops, stage_profile, staged_ort_times, torch_stage_times
+    from alignvar_edge.bench.profile import stage_profile, staged_ort_times, torch_stage_times
+    from alignvar_edge.model.info import stage_flops
     from alignvar_edge.calibration.tiles import tile_pairs
     from alignvar_edge.runtimes.torch_backend import TorchEngine
 

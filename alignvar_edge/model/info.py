@@ -17,13 +17,13 @@ def meta_model(config: AlignVARConfig) -> AlignVAR:
     return model.to("meta").eval()
 
 
-def flops_per_tile(model: AlignVAR) -> dict[str, int]:
-    """FLOPs of one tile's whole rollout (batch 1), counted by PyTorch's FlopCounterMode.
-
-    Counts matmuls and convolutions (2 FLOPs per multiply-add); elementwise ops are not counted.
+def stage_flops(config: AlignVARConfig) -> dict[str, int]:
+    """FLOPs per stage of one tile's rollout (batch 1): `conditioning` (LR embedding, guidance,
+    prefix), `scale_k` for each scale, `decoder`; counted by PyTorch's FlopCounterMode on a meta
+    model. Matmuls and convolutions only (2 FLOPs per multiply-add); elementwise ops are not counted.
     """
-    c = model.config
-    meta = model if next(model.parameters()).device.type == "meta" else meta_model(c)
+    meta = meta_model(config)
+    c = config
     lr = torch.empty(1, 3, c.lr_size, c.lr_size, device="meta")
     out: dict[str, int] = {}
     with torch.no_grad():
@@ -32,13 +32,22 @@ def flops_per_tile(model: AlignVAR) -> dict[str, int]:
             kv = meta.prefix_kv(ctx)
         out["conditioning"] = int(fc.get_total_flops())
         f_hat = lr.new_zeros(1, c.vq_cvae, c.latent_size, c.latent_size)
-        with FlopCounterMode(display=False) as fc:
-            for k in range(c.num_scales):
+        for k in range(c.num_scales):
+            with FlopCounterMode(display=False) as fc:
                 _, f_hat, kv, _ = meta.step(k, f_hat, kv, ctx)
-        out["scales"] = int(fc.get_total_flops())
+            out[f"scale_{k}"] = int(fc.get_total_flops())
         with FlopCounterMode(display=False) as fc:
             meta.decode(f_hat, lr)
         out["decoder"] = int(fc.get_total_flops())
+    return out
+
+
+def flops_per_tile(model: AlignVAR) -> dict[str, int]:
+    """FLOPs of one tile's whole rollout: conditioning, all scales, decoder and the total."""
+    st = stage_flops(model.config)
+    out = {"conditioning": st["conditioning"],
+           "scales": sum(v for k, v in st.items() if k.startswith("scale_")),
+           "decoder": st["decoder"]}
     out["total"] = sum(out.values())
     return out
 
