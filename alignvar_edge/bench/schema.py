@@ -23,10 +23,10 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from alignvar_edge.bench.outputs import write_text
 from alignvar_edge.errors import InputError
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "ReportSchemaError", "check_report", "read_report", "write_json"]
@@ -56,18 +56,7 @@ def _json_safe(x: Any) -> Any:
 
 def write_json(path: str | os.PathLike[str], data: Any) -> Path:
     """Write JSON atomically: a temporary sibling renamed over `path` (readers never see half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(_json_safe(data), fh, indent=2, sort_keys=False, default=str)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text(path, json.dumps(_json_safe(data), indent=2, sort_keys=False, default=str) + "\n")
 
 
 def check_report(report: Any, where: str = "report") -> dict[str, Any]:
