@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from _runtime_fixtures import cache_root, export_dir, heldout_crops, sharp_model
+from _runtime_fixtures import one_torch_thread  # noqa: F401 - autouse: one PyTorch thread
 from alignvar_edge import runtimes
 from alignvar_edge.errors import ArtifactError, BackendUnavailableError, InputError, OutputExistsError
 from alignvar_edge.export.parity import psnr
@@ -21,15 +21,6 @@ from alignvar_edge.runtimes import tiling
 from alignvar_edge.runtimes.torch_backend import TorchEngine
 
 CROPS = {"astronaut": (29, 37), "coffee": (23, 19), "rocket": (31, 25)}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # two cores shared with other jobs: PyTorch's spinning threads slow eager runs ~20x
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

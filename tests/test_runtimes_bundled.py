@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from _runtime_fixtures import cache_root, export_dir, heldout_crops
+from _runtime_fixtures import one_torch_thread  # noqa: F401 - autouse: one PyTorch thread
 from alignvar_edge import runtimes
 from alignvar_edge.export.parity import psnr
 from alignvar_edge.runtimes import tiling
@@ -26,14 +26,6 @@ else:
 
 pytestmark = pytest.mark.skipif(BUNDLED is None, reason=f"bundled model unavailable: {WHY}")
 CROPS = {"astronaut": (45, 37), "coffee": (29, 51), "rocket": (33, 23)}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_golden_outputs_reproduce_on_torch():

@@ -6,19 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from _runtime_fixtures import cache_root, export_dir, heldout_crops, sharp_model
+from _runtime_fixtures import one_torch_thread  # noqa: F401 - autouse: one PyTorch thread
 from alignvar_edge.cli import main
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -11,19 +11,12 @@ import pytest
 import torch
 
 from _runtime_fixtures import sharp_model
+from _runtime_fixtures import one_torch_thread  # noqa: F401 - autouse: one PyTorch thread
 from alignvar_edge import runtimes
 from alignvar_edge.errors import BackendUnavailableError
 from alignvar_edge.runtimes import coreml
 
 pytest.importorskip("coremltools", reason="coremltools is not installed")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_converted_module_is_the_model_exactly():

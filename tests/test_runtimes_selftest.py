@@ -5,20 +5,12 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from _runtime_fixtures import cache_root, sharp_model
+from _runtime_fixtures import one_torch_thread  # noqa: F401 - autouse: one PyTorch thread
 from alignvar_edge.cli import main
 from alignvar_edge.errors import ArtifactError
 from alignvar_edge.runtimes import selftest as st
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
