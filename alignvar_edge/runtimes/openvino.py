@@ -17,7 +17,7 @@ Build (`ov.convert_model` from the exported ONNX, then `ov.save_model`):
                 Ladder: if build-time parity (held-out tiles vs ONNX Runtime fp32) misses
                 `min_token_agreement` (0.99), the build is redone with only the VQ decoder in
                 int8 (it cannot change a token; 75% of alignvar-tiny's FLOPs). On alignvar-tiny
-                the policy scope kept 96.9% of the tokens, decoder-only 100%.
+                the policy scope kept 92-97% of the tokens (by calibration set), decoder-only 100%.
   int8-weights  `nncf.compress_weights` INT8 weight-only (no calibration data needed).
 Load: CPU / GPU / NPU / AUTO. Parity mode (default) sets INFERENCE_PRECISION_HINT=f32, since
 newer Intel CPUs and GPUs otherwise compute in bf16/fp16. The NPU needs static shapes: the model
@@ -311,7 +311,7 @@ class OpenVINOBackend(Backend):
         """INT8 scopes to try, widest first, until build-time parity meets the token target.
 
         NNCF's symmetric INT8 loses more per layer than the ONNX Q/DQ recipe (on alignvar-tiny the
-        policy scope kept 88-90% of tokens even with the ONNX search's float groups added), so
+        policy scope kept 92-97% of tokens even with the ONNX search's float groups added), so
         the fallback keeps the whole token path in float and quantizes only the VQ decoder, which
         cannot change a token and holds most of the FLOPs of small models."""
         first = ("policy" + (" + searched float groups" if float_groups else ""),
