@@ -12,6 +12,7 @@ to bicubic(LR): the same tokens, but the reconstruction leans on the LR image.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -177,18 +178,22 @@ class Phi(nn.Conv2d):
 
 
 class PhiPartiallyShared(nn.Module):
-    """`count` phi convs shared across K scales: scale k uses the one whose tick is nearest k/(K-1)."""
+    """`count` phi convs shared across K scales: scale k uses the one whose tick is nearest k/(K-1).
+
+    The ticks are VAR's: count evenly spaced points on [1/(3n), 1 - 1/(3n)] for n = 4 convs and on
+    [1/(2n), 1 - 1/(2n)] otherwise; the nearest tick is found in float64 and a tie goes to the lower
+    index. Scales that sit half-way between two ticks (K = 10: scales 2 and 7) are decided by that
+    arithmetic, so it is reproduced as is rather than rounded.
+    """
 
     def __init__(self, ch: int, ratio: float, count: int):
         super().__init__()
         self.qresi_ls = nn.ModuleList([Phi(ch, ratio) for _ in range(count)])
-        # VAR's ticks: linspace(1/(3n), 1 - 1/(3n), n) for n phi convs
-        lo = 1 / 3 / count
-        self.ticks = [lo + (1 - 2 * lo) * i / (count - 1) for i in range(count)] if count > 1 else [0.5]
+        edge = 1 / 3 / count if count == 4 else 1 / 2 / count
+        self.ticks = np.linspace(edge, 1 - edge, count)
 
     def index_for(self, k: int, num_scales: int) -> int:
-        at = k / (num_scales - 1)
-        return min(range(len(self.ticks)), key=lambda i: abs(self.ticks[i] - at))
+        return int(np.argmin(np.abs(self.ticks - k / (num_scales - 1))))
 
     def forward(self, x: torch.Tensor, k: int, num_scales: int) -> torch.Tensor:
         return self.qresi_ls[self.index_for(k, num_scales)](x)
@@ -205,6 +210,7 @@ class MultiScaleQuantizer(nn.Module):
         self.embedding = nn.Embedding(config.vq_vocab, config.vq_cvae)
         nn.init.uniform_(self.embedding.weight, -1.0 / config.vq_vocab, 1.0 / config.vq_vocab)
         self.quant_resi = PhiPartiallyShared(config.vq_cvae, config.vq_phi_ratio, config.vq_phi_count)
+        self.phi_last = config.vq_phi_last
         pairs = [(k, p, self.P) for p in self.patch_nums for k in ("bicubic",)]
         pairs += [("area", self.P, p) for p in self.patch_nums]
         self.resample = ResampleBank(pairs)
@@ -220,8 +226,11 @@ class MultiScaleQuantizer(nn.Module):
         return torch.argmin(d, dim=1)
 
     def embed_scale(self, h_BCpp: torch.Tensor, k: int) -> torch.Tensor:
-        """h_k = phi(bicubic(h, P)): a scale's contribution to f_hat."""
-        return self.quant_resi(self.resample.bicubic(h_BCpp, self.P), k, self.num_scales)
+        """h_k = phi(bicubic(h, P)): a scale's contribution to f_hat (VARSR: no phi at the last)."""
+        up = self.resample.bicubic(h_BCpp, self.P)
+        if k == self.num_scales - 1 and not self.phi_last:
+            return up
+        return self.quant_resi(up, k, self.num_scales)
 
     def idx_to_h(self, idx_Bl: torch.Tensor, p: int) -> torch.Tensor:
         B = idx_Bl.shape[0]
