@@ -96,3 +96,75 @@ class ResampleBank(nn.Module):
 
     def bicubic(self, x_BCHW: torch.Tensor, size: int) -> torch.Tensor:
         return self.resize("bicubic", x_BCHW, size)
+
+
+# ------------------------------------------------------------------------------------------------
+# PIL's bicubic resize of 8-bit images, exactly (VARSR resizes its LR input with PIL)
+# ------------------------------------------------------------------------------------------------
+PIL_PRECISION_BITS = 22        # Pillow's fixed-point precision for 8-bit resampling (32 - 8 - 2)
+_SPLIT = 2 ** 11               # coefficients = hi * 2^11 + lo keeps every float32 sum an exact integer
+
+
+def _pil_cubic(x: float, a: float = -0.5) -> float:
+    """Pillow's bicubic kernel (a = -0.5, support 2)."""
+    x = abs(x)
+    if x < 1.0:
+        return ((a + 2.0) * x - (a + 3.0)) * x * x + 1
+    if x < 2.0:
+        return (((x - 5) * x + 8) * x - 4) * a
+    return 0.0
+
+
+def pil_bicubic_coefficients(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) int64 fixed-point weights Pillow uses to resize one axis of an 8-bit image.
+
+    Taps beyond the border are dropped and the rest renormalised (Pillow's rule, unlike PyTorch's
+    clamped taps); each weight is rounded half away from zero at 2^22.
+    """
+    scale = n_in / n_out
+    filterscale = max(scale, 1.0)
+    support = 2.0 * filterscale
+    m = np.zeros((n_out, n_in), dtype=np.int64)
+    for i in range(n_out):
+        center = (i + 0.5) * scale
+        lo = max(int(center - support + 0.5), 0)          # C's truncating (int) cast, then clamp
+        hi = min(int(center + support + 0.5), n_in)
+        w = [_pil_cubic((j - center + 0.5) / filterscale) for j in range(lo, hi)]
+        total = sum(w)
+        for j, wj in zip(range(lo, hi), w):
+            v = (wj / total if total != 0.0 else wj) * (1 << PIL_PRECISION_BITS)
+            m[i, j] = int(v - 0.5) if v < 0 else int(v + 0.5)
+    return m
+
+
+class PILBicubicResize(nn.Module):
+    """Square RGB images in [0, 1] -> Pillow's `Image.resize(size, BICUBIC)` of their uint8 form.
+
+    Pillow resizes rows, then columns, rounding to uint8 after each pass. Written as MatMul, Floor
+    and Clip on integer-valued float32 tensors whose every partial sum stays below 2^24, so any
+    runtime computing in float32 reproduces Pillow bit for bit (not so in fp16 or TF32).
+    """
+
+    def __init__(self, n_in: int, n_out: int):
+        super().__init__()
+        k = pil_bicubic_coefficients(n_in, n_out)
+        lo = np.mod(k, _SPLIT)
+        hi = (k - lo) // _SPLIT
+        self.register_buffer("k_hi", torch.from_numpy(hi.T.astype(np.float32)).contiguous(), persistent=False)
+        self.register_buffer("k_lo", torch.from_numpy(lo.T.astype(np.float32)).contiguous(), persistent=False)
+
+    def _pass(self, u8_rows: torch.Tensor) -> torch.Tensor:
+        """Resize the last axis of integer-valued x (0..255) as Pillow does: floor((x.k + 2^21) / 2^22)."""
+        s_hi = torch.matmul(u8_rows, self.k_hi)                  # |.| < 2^24: exact
+        s_lo = torch.matmul(u8_rows, self.k_lo)
+        q = torch.floor(s_hi / _SPLIT)
+        r = s_hi - q * _SPLIT                                    # in [0, 2^11)
+        half = float(1 << (PIL_PRECISION_BITS - 1))
+        out = q + torch.floor((r * _SPLIT + s_lo + half) / float(1 << PIL_PRECISION_BITS))
+        return torch.clamp(out, 0.0, 255.0)
+
+    def forward(self, x_BCHW: torch.Tensor) -> torch.Tensor:
+        u8 = torch.round(torch.clamp(x_BCHW, 0.0, 1.0) * 255.0)
+        rows = self._pass(u8)                                    # horizontal first, as Pillow
+        cols = self._pass(rows.transpose(-1, -2)).transpose(-1, -2)
+        return cols / 255.0
