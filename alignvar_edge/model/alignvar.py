@@ -1,10 +1,13 @@
 """AlignVAR: VARSR-style next-scale super-resolution with SCA (and HCC for training).
 
-Token sequence (length L = prefix + sum p_k^2):
-    [quality token | P*P LR tokens | scale 0 (sos) | scale 1 | ... | scale K-1]
-The prefix attends to itself; scale k attends to the prefix and scales <= k (block-causal).
+Token sequence (length L = prefix + sum p_k^2), by the config's `prefix` layout:
+    quality: [quality token | P*P LR tokens | scale 0 (sos) | scale 1 | ... | scale K-1]
+             the prefix attends to itself; scale k to the prefix and scales <= k (block-causal)
+    varsr:   [P*P LR tokens | scale 0 (sos) | scale 1 | ...]   (VARSR's layout)
+             LR tokens and sos form one bidirectional block, run by step 0; then block-causal
 Inference is split into the pieces the staged export uses and the single export unrolls:
     ctx = prepare(lr) -> kv = prefix_kv(ctx) -> step(k, ...) for k < K -> decode(f_hat, lr)
+With VARSR's refiner, the last step also takes the sampler's noise (see model/refiner.py).
 """
 from __future__ import annotations
 
@@ -15,8 +18,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from alignvar_edge.errors import InputError
+from alignvar_edge.model.color_fix import adain_color_fix
+from alignvar_edge.model.conditioning import ControlNetEmbedding
 from alignvar_edge.model.config import AlignVARConfig
-from alignvar_edge.model.rope import rope_tables, scale_positions
+from alignvar_edge.model.refiner import DiffusionRefiner
+from alignvar_edge.model.rope import rope_tables, scale_positions, varsr_positions, varsr_rope_tables
 from alignvar_edge.model.sca import SCAGuidance, affinity
 from alignvar_edge.model.transformer import (MASK_VALUE, AdaLNBeforeHead, AdaLNSelfAttn, LREmbed,
                                              init_weights)
@@ -41,10 +47,17 @@ class AlignVAR(nn.Module):
         self.config = c
         self.vae = VQVAE(c)
         C, P = c.width, c.latent_size
+        self.joint_prefix = c.prefix == "varsr"     # LR tokens and sos are one block (step 0)
         self.quality_emb = nn.Embedding(2, C)
-        self.lr_embed = LREmbed(C, c.lr_embed_ch, c.vq_downsample // c.scale, c.vq_norm_groups)
+        if c.lr_encoder == "controlnet":
+            self.con_embedding = ControlNetEmbedding(C, c.lr_encoder_channels, c.lr_size, c.hr_size)
+            self.lr_embed = None
+        else:
+            self.lr_embed = LREmbed(C, c.lr_embed_ch, c.vq_downsample // c.scale, c.vq_norm_groups)
+            self.con_embedding = None
         self.word_embed = nn.Linear(c.vq_cvae, C)
-        self.pos_start = nn.Parameter(torch.zeros(1, c.patch_nums[0] ** 2, C))
+        # learned start positions: scale 0's tokens, preceded by the LR tokens' in VARSR's layout
+        self.pos_start = nn.Parameter(torch.zeros(1, (P * P if self.joint_prefix else 0) + c.patch_nums[0] ** 2, C))
         self.lvl_embed = nn.Embedding(c.num_scales, C)
         self.pos_1LC = nn.Parameter(torch.zeros(1, c.tokens_len, C)) if c.abs_pos else None
         self.blocks = nn.ModuleList([
@@ -53,6 +66,11 @@ class AlignVAR(nn.Module):
         self.head_nm = AdaLNBeforeHead(C, c.norm_eps)
         self.head = nn.Linear(C, c.vq_vocab)
         self.sca_guidance = SCAGuidance(c.lr_size, c.patch_nums, c.sca_kernel) if c.sca else None
+        if c.has_refiner:
+            self.decoder_norm = nn.LayerNorm(C, eps=c.norm_eps)
+            self.diffloss = DiffusionRefiner(c.vq_cvae, C, c.refiner_width, c.refiner_depth, c.refiner_steps)
+        else:
+            self.decoder_norm = self.diffloss = None
 
         # token bookkeeping: where each scale starts in the full sequence
         self.begin_ends: list[tuple[int, int]] = []
@@ -60,18 +78,17 @@ class AlignVAR(nn.Module):
         for p in c.patch_nums:
             self.begin_ends.append((cur, cur + p * p))
             cur += p * p
-        # positions: quality token at the centre, LR tokens on the P grid, scales scale-aligned
-        centre = torch.full((1, 2), (P - 1) / 2, dtype=torch.float64)
-        pos = [centre, scale_positions(P, P)] + [scale_positions(p, P) for p in c.patch_nums]
-        cos, sin = rope_tables(torch.cat(pos), c.head_dim, c.rope_base)
+        cos, sin = self._rope_tables(c)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
-        lvl = torch.cat([torch.full((c.prefix_len,), -1)] +
-                        [torch.full((p * p,), k) for k, p in enumerate(c.patch_nums)])
+        scale_of = torch.cat([torch.full((c.prefix_len,), -1)] +
+                             [torch.full((p * p,), k) for k, p in enumerate(c.patch_nums)])
+        # the attention level: VARSR's LR tokens share scale 0's, so the two see each other
+        lvl = scale_of.clamp(min=0) if self.joint_prefix else scale_of
         visible = lvl[None, :] <= lvl[:, None]
         self.register_buffer("train_mask", torch.where(visible, 0.0, MASK_VALUE).view(1, 1, *visible.shape),
                              persistent=False)
-        self.register_buffer("same_scale", ((lvl[None, :] == lvl[:, None]) & (lvl[:, None] >= 0)).float(),
+        self.register_buffer("same_scale", ((scale_of[None, :] == scale_of[:, None]) & (scale_of[:, None] >= 0)).float(),
                              persistent=False)
         self.register_buffer("lvl_ids", torch.arange(c.num_scales), persistent=False)
 
@@ -79,6 +96,24 @@ class AlignVAR(nn.Module):
         nn.init.trunc_normal_(self.pos_start, std=0.02)
         if self.pos_1LC is not None:
             nn.init.trunc_normal_(self.pos_1LC, std=0.02)
+
+    @staticmethod
+    def _rope_tables(c: AlignVARConfig) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        P = c.latent_size
+        if c.rope == "none":
+            return None, None
+        if c.rope == "varsr":       # LR grid, then every scale, on VARSR's 32-unit lattice
+            pos = [varsr_positions(P)] + [varsr_positions(p) for p in c.patch_nums]
+            return varsr_rope_tables(torch.cat(pos), c.head_dim, c.rope_base)
+        # ours: quality token at the centre, LR tokens on the P grid, scales scale-aligned
+        centre = torch.full((1, 2), (P - 1) / 2, dtype=torch.float64)
+        pos = [centre, scale_positions(P, P)] + [scale_positions(p, P) for p in c.patch_nums]
+        return rope_tables(torch.cat(pos), c.head_dim, c.rope_base)
+
+    def rope(self, start: int, end: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        if self.rope_cos is None or self.rope_sin is None:
+            return None, None
+        return self.rope_cos[start:end], self.rope_sin[start:end]
 
     # ------------------------------------------------------------------------------------------
     # shared pieces
@@ -90,14 +125,21 @@ class AlignVAR(nn.Module):
     def condition(self, lr_B3hw: torch.Tensor, quality_B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """AdaLN condition (B, C) and prefix tokens (B, prefix_len, C) for given quality labels."""
         cond = self.quality_emb(quality_B)
-        prefix = torch.cat([cond.unsqueeze(1), self.lr_embed(lr_B3hw * 2 - 1)], dim=1)
-        return cond, prefix
+        if self.con_embedding is not None:
+            lr_tokens = self.con_embedding(lr_B3hw)
+        else:
+            lr_tokens = self.lr_embed(lr_B3hw * 2 - 1)
+        if self.joint_prefix:
+            n = lr_tokens.shape[1]
+            return cond, lr_tokens + self.pos_start[:, :n] + self.lvl_embed.weight[0]
+        return cond, torch.cat([cond.unsqueeze(1), lr_tokens], dim=1)
 
     def scale_input(self, k: int, tokens_BlCv: torch.Tensor | None, cond_BD: torch.Tensor) -> torch.Tensor:
         """Transformer input of scale k: sos for k = 0, else word_embed(area(f_hat, p_k))."""
         if k == 0:
             B = cond_BD.shape[0]
-            x = cond_BD.unsqueeze(1) + self.pos_start.expand(B, -1, -1)
+            n0 = self.config.patch_nums[0] ** 2
+            x = cond_BD.unsqueeze(1) + self.pos_start[:, -n0:].expand(B, -1, -1)
         else:
             assert tokens_BlCv is not None
             x = self.word_embed(tokens_BlCv)
@@ -160,22 +202,31 @@ class AlignVAR(nn.Module):
         guide = self.sca_guidance.guidance(lr_B3hw) if self.sca_guidance is not None else lr_B3hw[:, :1]
         return Context(cond, guide, prefix)
 
-    def prefix_kv(self, ctx: Context) -> torch.Tensor:
-        """Run the prefix through every block; returns the KV cache (depth, 2, B2, H, prefix, hd)."""
+    def prefix_kv(self, ctx: Context) -> torch.Tensor | None:
+        """Run the prefix through every block; returns the KV cache (depth, 2, B2, H, prefix, hd).
+
+        None in VARSR's layout: there the prefix and sos form one block that step 0 runs.
+        """
+        if self.joint_prefix:
+            return None
         p0 = self.config.prefix_len
         x = ctx.prefix_BLC
         zeros = x.new_zeros(1, 1, p0, p0)
+        cos, sin = self.rope(0, p0)
         kvs = []
         for blk in self.blocks:
-            x, k, v = blk(x, ctx.cond_BD, self.rope_cos[:p0], self.rope_sin[:p0], zeros, None)
+            x, k, v = blk(x, ctx.cond_BD, cos, sin, zeros, None)
             kvs.append(torch.stack([k, v]))
         return torch.stack(kvs)
 
-    def step(self, k: int, f_hat_BCPP: torch.Tensor, kv: torch.Tensor, ctx: Context
+    def step(self, k: int, f_hat_BCPP: torch.Tensor, kv: torch.Tensor | None, ctx: Context,
+             noise_SNC: torch.Tensor | None = None
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Scale k: predict its tokens (greedy, with CFG), add them to f_hat, extend the cache.
 
-        Returns (idx (B, p_k^2) int64, f_hat, kv, guided logits (B, p_k^2, V)).
+        At the last scale of a model with VARSR's refiner, `noise_SNC` (steps, B*P*P, Cvae) turns
+        refinement on (None: tokens only). Returns (idx (B, p_k^2) int64, f_hat, kv,
+        guided logits (B, p_k^2, V)).
         """
         c = self.config
         p = c.patch_nums[k]
@@ -187,6 +238,9 @@ class AlignVAR(nn.Module):
             if self.use_cfg:
                 tokens = torch.cat([tokens, tokens])
         x = self.scale_input(k, tokens, ctx.cond_BD)
+        if k == 0 and self.joint_prefix:            # VARSR: the LR tokens and sos, one block
+            x = torch.cat([ctx.prefix_BLC, x], dim=1)
+            b = 0
         sca_S = None
         d = self.descriptors(ctx.guide_B1hw, k)
         if d is not None:
@@ -194,25 +248,46 @@ class AlignVAR(nn.Module):
             if self.use_cfg:
                 s_own = torch.cat([s_own, s_own])
             sca_S = torch.cat([s_own.new_zeros(s_own.shape[0], p * p, b), s_own], dim=2)
-        bias = x.new_zeros(1, 1, p * p, e)
+        bias = x.new_zeros(1, 1, e - b, e)
+        cos, sin = self.rope(b, e)
         new_kv = []
         for i, blk in enumerate(self.blocks):
-            x, kk, vv = blk(x, ctx.cond_BD, self.rope_cos[b:e], self.rope_sin[b:e], bias, sca_S,
-                            kv[i, 0], kv[i, 1])
+            past_k, past_v = (None, None) if kv is None else (kv[i, 0], kv[i, 1])
+            x, kk, vv = blk(x, ctx.cond_BD, cos, sin, bias, sca_S, past_k, past_v)
             new_kv.append(torch.stack([kk, vv]))
+        x = x[:, -p * p:]
         logits = self.logits(x, ctx.cond_BD)
+        t = c.cfg * k / (c.num_scales - 1)
         if self.use_cfg:
-            t = c.cfg * k / (c.num_scales - 1)
             logits = (1 + t) * logits[:B] - t * logits[B:]
         idx = torch.argmax(logits, dim=-1)
         q = self.vae.quantize
-        f_hat_BCPP = f_hat_BCPP + q.embed_scale(q.idx_to_h(idx, p), k)
+        h = q.idx_to_h(idx, p)
+        f_hat_BCPP = f_hat_BCPP + q.embed_scale(h, k)
+        if noise_SNC is not None and k == c.num_scales - 1 and self.diffloss is not None:
+            f_hat_BCPP = f_hat_BCPP + self.refine(x, idx, noise_SNC, t)
         return idx, f_hat_BCPP, torch.stack(new_kv), logits
+
+    def refine(self, h_BlC: torch.Tensor, idx_Bl: torch.Tensor, noise_SNC: torch.Tensor, t: float) -> torch.Tensor:
+        """VARSR's continuous residual (B, Cvae, P, P) for the last scale's hidden states and tokens."""
+        assert self.decoder_norm is not None and self.diffloss is not None
+        B, l = idx_Bl.shape
+        chosen = self.word_embed(self.vae.quantize.embedding(idx_Bl))
+        if self.use_cfg:
+            chosen = torch.cat([chosen, chosen])
+        z = self.decoder_norm(h_BlC + chosen)
+        z = z.reshape(-1, z.shape[-1])
+        # the reference samples without guidance exactly when its weight is 1
+        guidance = t if self.use_cfg and t != 1.0 else None
+        res = self.diffloss.sample(z, noise_SNC, guidance)                    # B*l, Cvae
+        P = self.config.latent_size
+        return res.reshape(B, l, -1).transpose(1, 2).reshape(B, -1, P, P)
 
     def decode(self, f_hat_BCPP: torch.Tensor, lr_B3hw: torch.Tensor) -> torch.Tensor:
         return self.vae.decode(f_hat_BCPP, lr_B3hw)
 
-    def rollout(self, lr_B3hw: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+    def rollout(self, lr_B3hw: torch.Tensor, noise_SNC: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
         """The whole coarse-to-fine generation: SR image, per-scale tokens, per-scale logits."""
         c = self.config
         ctx = self.prepare(lr_B3hw)
@@ -221,15 +296,18 @@ class AlignVAR(nn.Module):
         f_hat = lr_B3hw.new_zeros(B, c.vq_cvae, c.latent_size, c.latent_size)
         tokens, logits = [], []
         for k in range(c.num_scales):
-            idx, f_hat, kv, lg = self.step(k, f_hat, kv, ctx)
+            idx, f_hat, kv, lg = self.step(k, f_hat, kv, ctx, noise_SNC)
             tokens.append(idx)
             logits.append(lg)
         return self.decode(f_hat, lr_B3hw), tokens, logits
 
-    def forward(self, lr_B3hw: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Export entry point: LR tile -> (SR tile, tokens_0, ..., tokens_{K-1})."""
-        sr, tokens, _ = self.rollout(lr_B3hw)
+    def forward(self, lr_B3hw: torch.Tensor, noise_SNC: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """Export entry point: LR tile (and refiner noise) -> (SR tile, tokens_0, ..., tokens_{K-1})."""
+        sr, tokens, _ = self.rollout(lr_B3hw, noise_SNC)
         return (sr, *tokens)
+
+    def noise_shape(self, batch: int) -> tuple[int, int, int]:
+        return self.config.noise_shape(batch)
 
     # ------------------------------------------------------------------------------------------
     # user API
@@ -249,12 +327,29 @@ class AlignVAR(nn.Module):
             raise InputError("input contains NaN or Inf values; pass a finite image in [0, 1]")
 
     @torch.no_grad()
-    def super_resolve(self, lr_B3hw: torch.Tensor) -> torch.Tensor:
-        """LR tile(s) (B, 3, lr, lr) in [0, 1] -> SR (B, 3, hr, hr) in [0, 1]."""
+    def super_resolve(self, lr_B3hw: torch.Tensor, refine: bool = True, color_fix: bool = False,
+                      noise: torch.Tensor | None = None) -> torch.Tensor:
+        """LR tile(s) (B, 3, lr, lr) in [0, 1] -> SR (B, 3, hr, hr) in [0, 1].
+
+        With VARSR's refiner, `refine` adds its residual, drawing the sampler's noise from torch's
+        generator unless `noise` (see `noise_shape`) is given. `color_fix` matches each channel's
+        mean and deviation to the LR image's (VARSR's AdaIN colour fix).
+        """
         self.check_input(lr_B3hw)
         dtype = next(self.parameters()).dtype
-        sr, _, _ = self.rollout(lr_B3hw.clamp(0, 1).to(dtype))
+        lr = lr_B3hw.clamp(0, 1).to(dtype)
+        if refine and self.diffloss is not None and noise is None:
+            noise = torch.randn(self.noise_shape(lr.shape[0]), dtype=dtype, device=lr.device)
+        sr, _, _ = self.rollout(lr, noise.to(dtype) if refine and noise is not None else None)
+        if color_fix:
+            sr = adain_color_fix(sr, self.color_reference(lr))
         return sr.float()
+
+    def color_reference(self, lr_B3hw: torch.Tensor) -> torch.Tensor:
+        """The LR image at the output size that the colour fix matches: VARSR's Pillow resize."""
+        if self.con_embedding is not None:
+            return self.con_embedding.resize(lr_B3hw)
+        return self.vae.lr_up.bicubic(lr_B3hw, self.config.hr_size).clamp(0, 1)
 
     @torch.no_grad()
     def tokens(self, lr_B3hw: torch.Tensor) -> list[torch.Tensor]:
@@ -275,14 +370,16 @@ class AlignVAR(nn.Module):
             "vq_encoder": count(self.vae.encoder, self.vae.quant_conv),
             "vq_decoder": count(self.vae.decoder, self.vae.post_quant_conv, self.vae.lr_skip),
             "quantizer": count(self.vae.quantize),
-            "lr_embedding": count(self.lr_embed, self.quality_emb),
+            "lr_embedding": count(self.lr_embed, self.con_embedding, self.quality_emb),
             "token_embedding": count(self.word_embed, self.pos_start, self.lvl_embed, self.pos_1LC),
             "transformer_blocks": count(*self.blocks) - sca,
             "sca": sca,
             "head": count(self.head_nm, self.head),
+            "refiner": count(self.decoder_norm, self.diffloss),
         }
         report["transformer_total"] = (report["lr_embedding"] + report["token_embedding"]
-                                       + report["transformer_blocks"] + report["sca"] + report["head"])
+                                       + report["transformer_blocks"] + report["sca"] + report["head"]
+                                       + report["refiner"])
         report["inference"] = report["transformer_total"] + report["quantizer"] + report["vq_decoder"]
         report["total"] = count(self)
         return report

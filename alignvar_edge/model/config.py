@@ -7,10 +7,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from alignvar_edge.errors import ConfigError
 
 PATCH_NUMS_256 = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
 PATCH_NUMS_512 = (1, 2, 3, 4, 6, 9, 13, 18, 24, 32)
+PREFIXES = ("quality", "varsr")
+ROPES = ("scale", "varsr", "none")
+LR_ENCODERS = ("strided", "controlnet")
 
 
 @dataclass
@@ -51,6 +56,21 @@ class AlignVARConfig:
     sca_kernel: int = 3                    # descriptor = k x k guidance neighbourhood
     sca_alpha_init: float = 0.5
     sca_alpha_max: float = 8.0             # |alpha * S| <= alpha_max keeps fp16 finite
+    # --- architecture switches (an imported checkpoint sets them; defaults: AlignVAR as trained here)
+    # "quality": [quality token | LR tokens] prefix, scale 0 (sos) after it, the prefix blind to it;
+    # "varsr": [LR tokens | sos] as one bidirectional block, pos_start over all of it (VARSR).
+    prefix: str = "quality"
+    # "scale": our scale-aligned centre positions; "varsr": VARSR's (i/p * 32) grid; "none": VAR.
+    rope: str = "scale"
+    # "strided": LREmbed on the LR tile; "controlnet": VARSR's conv stack on the LR resized to the
+    # HR size with PIL's bicubic (uint8 arithmetic, as VARSR's data loader does).
+    lr_encoder: str = "strided"
+    lr_encoder_channels: tuple[int, ...] = ()   # controlnet widths (VARSR: 32, 128, 256, 512, 1536)
+    vq_phi_last: bool = True               # VARSR applies no phi at the last scale
+    # VARSR's diffusion refiner (DiffLoss MLP) on the last scale; width 0: none
+    refiner_width: int = 0
+    refiner_depth: int = 0
+    refiner_steps: int = 10                # respaced DDPM steps at inference (VARSR: 10)
     # --- inference -------------------------------------------------------------------------
     cfg: float = 0.0                       # image CFG strength at the last scale (0: one branch)
     # --- training-only ---------------------------------------------------------------------
@@ -62,6 +82,7 @@ class AlignVARConfig:
     def __post_init__(self) -> None:
         self.patch_nums = tuple(int(p) for p in self.patch_nums)
         self.vq_ch_mult = tuple(int(m) for m in self.vq_ch_mult)
+        self.lr_encoder_channels = tuple(int(m) for m in self.lr_encoder_channels)
         self.validate()
 
     @property
@@ -87,8 +108,23 @@ class AlignVARConfig:
 
     @property
     def prefix_len(self) -> int:
-        """Quality token + P x P LR tokens."""
-        return 1 + self.latent_size ** 2
+        """Tokens before scale 0: quality token + P x P LR tokens (VARSR: the LR tokens alone)."""
+        return self.latent_size ** 2 + (0 if self.prefix == "varsr" else 1)
+
+    @property
+    def has_refiner(self) -> bool:
+        return self.refiner_width > 0
+
+    def noise_shape(self, batch: int) -> tuple[int, int, int]:
+        """The refiner's noise input for `batch` tiles: (steps, batch * P * P, Cvae)."""
+        return (self.refiner_steps, batch * self.latent_size ** 2, self.vq_cvae)
+
+    def refiner_noise(self, batch: int, seed: int = 0) -> np.ndarray | None:
+        """The noise every engine and the export's parity check feed the refiner: standard normal
+        float32 from numpy's PCG64(seed), so all backends refine alike. None without a refiner."""
+        if not self.has_refiner:
+            return None
+        return np.random.default_rng(seed).standard_normal(self.noise_shape(batch), dtype=np.float32)
 
     @property
     def tokens_len(self) -> int:
@@ -122,14 +158,31 @@ class AlignVARConfig:
             bad("need at least two scales")
         if self.width % self.heads:
             bad(f"width {self.width} is not divisible by heads {self.heads}")
-        if self.head_dim % 4:
+        for name, value, allowed in (("prefix", self.prefix, PREFIXES), ("rope", self.rope, ROPES),
+                                     ("lr_encoder", self.lr_encoder, LR_ENCODERS)):
+            if value not in allowed:
+                bad(f"{name} must be one of {list(allowed)}, got {value!r}")
+        if self.rope == "varsr" and self.prefix != "varsr":
+            bad("rope 'varsr' places VARSR's LR grid first: it needs prefix 'varsr'")
+        if self.sca and self.prefix != "quality":
+            bad("SCA biases scale blocks after a separate prefix: it needs prefix 'quality'")
+        if self.lr_encoder == "controlnet":
+            n = len(self.lr_encoder_channels)
+            if n < 1 or 2 ** (n - 1) != self.vq_downsample:
+                bad(f"lr_encoder_channels {list(self.lr_encoder_channels)} must have "
+                    f"log2(vq_downsample) + 1 = {self.vq_downsample.bit_length()} entries")
+        if self.refiner_width < 0 or (self.refiner_width and self.refiner_depth < 1):
+            bad("refiner_width must be >= 0, and refiner_depth >= 1 when it is > 0")
+        if not 1 <= self.refiner_steps <= 1000:
+            bad(f"refiner_steps must lie in [1, 1000], got {self.refiner_steps}")
+        if self.rope != "none" and self.head_dim % 4:
             bad(f"head dim {self.head_dim} (width/heads) must be divisible by 4 for 2-D rotary "
                 f"positions; choose width/heads from e.g. {self.heads * 4 * (self.head_dim // 4 + 1)}")
         for m in self.vq_ch_mult:
             if (self.vq_ch * m) % self.vq_norm_groups:
                 bad(f"VQ width {self.vq_ch * m} (vq_ch*{m}) is not a multiple of the "
                     f"GroupNorm groups {self.vq_norm_groups}")
-        if self.lr_embed_ch % self.vq_norm_groups:
+        if self.lr_encoder == "strided" and self.lr_embed_ch % self.vq_norm_groups:
             bad(f"lr_embed_ch {self.lr_embed_ch} is not a multiple of {self.vq_norm_groups}")
         if self.sca_kernel % 2 == 0:
             bad(f"sca_kernel must be odd, got {self.sca_kernel}")
@@ -145,6 +198,7 @@ class AlignVARConfig:
         d = dataclasses.asdict(self)
         d["patch_nums"] = list(self.patch_nums)
         d["vq_ch_mult"] = list(self.vq_ch_mult)
+        d["lr_encoder_channels"] = list(self.lr_encoder_channels)
         return d
 
     @classmethod
@@ -193,6 +247,12 @@ def _var_preset(depth: int, hr_size: int) -> dict[str, Any]:
     )
 
 
+# The switches that make the network VARSR's (qyp2000/VARSR `VAR_RoPE` with its VQ-VAE).
+VARSR_SWITCHES: dict[str, Any] = dict(
+    prefix="varsr", rope="varsr", rope_base=10000.0, lr_encoder="controlnet", vq_phi_last=False,
+    sca=False, abs_pos=False, residual_to_bicubic=False, decoder_lr=False, cfg=6.0, scale=4)
+
+
 PRESETS: dict[str, dict[str, Any]] = {
     # Trains on a 2-core CPU in well under an hour; the bundled default uses it.
     "tiny": dict(),
@@ -204,3 +264,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 for _d in (16, 20, 24):
     PRESETS[f"d{_d}"] = _var_preset(_d, 256)
     PRESETS[f"d{_d}-512"] = _var_preset(_d, 512)
+# VARSR as published (its test script: depth 24, VQ-VAE ch160 V4096 z32, 512 px, cfg 6)
+PRESETS["varsr-d24"] = {**_var_preset(24, 512), **VARSR_SWITCHES,
+                        "lr_encoder_channels": (32, 128, 256, 512, 1536),
+                        "refiner_width": 1024, "refiner_depth": 6, "refiner_steps": 10}

@@ -1,4 +1,4 @@
-"""Scale-aligned 2-D rotary positions in real arithmetic.
+"""2-D rotary positions in real arithmetic: ours (scale-aligned) and VARSR's.
 
 Every token gets a (y, x) position on the common P x P grid of the finest scale: a token (i, j)
 of a p x p map sits at the centre of its cell, ((i + 0.5) P/p - 0.5, (j + 0.5) P/p - 0.5), so
@@ -24,6 +24,26 @@ def rope_tables(pos_L2: torch.Tensor, head_dim: int, base: float) -> tuple[torch
     freqs = base ** (-torch.arange(quarter, dtype=torch.float64) / quarter)   # (hd/4,)
     ang = torch.cat([pos_L2[:, :1] * freqs, pos_L2[:, 1:] * freqs], dim=1)     # (L, hd/2)
     return torch.cos(ang).float(), torch.sin(ang).float()
+
+
+VARSR_GRID = 32      # VARSR places every p x p map on a 32-unit lattice whatever the latent size
+
+
+def varsr_positions(p: int) -> torch.Tensor:
+    """(p*p, 2) float32 positions (row, col) of a p x p map as VARSR has them: (i / p) * 32.
+
+    Cell corners rather than centres, in float32 arithmetic, so the tables equal VARSR's bit for bit.
+    """
+    i = torch.arange(p)
+    rows, cols = torch.meshgrid(i, i, indexing="ij")
+    return torch.stack([rows.reshape(-1) / p * VARSR_GRID, cols.reshape(-1) / p * VARSR_GRID], dim=1)
+
+
+def varsr_rope_tables(pos_L2: torch.Tensor, head_dim: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin tables (L, head_dim/2) computed in float32 as VARSR computes its complex table."""
+    freqs = 1.0 / (base ** (torch.arange(0, head_dim, 4)[: head_dim // 4].float() / head_dim))
+    ang = torch.cat([torch.outer(pos_L2[:, 0].float(), freqs), torch.outer(pos_L2[:, 1].float(), freqs)], dim=1)
+    return torch.cos(ang), torch.sin(ang)
 
 
 def apply_rope(x_BHLd: torch.Tensor, cos_Lh: torch.Tensor, sin_Lh: torch.Tensor) -> torch.Tensor:

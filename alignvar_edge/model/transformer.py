@@ -36,7 +36,7 @@ class SelfAttention(nn.Module):
     def alpha(self) -> torch.Tensor | None:
         return None if self.sca_alpha is None else clamp_alpha(self.sca_alpha, self.sca_alpha_max)
 
-    def forward(self, x_BLC: torch.Tensor, cos_Lh: torch.Tensor, sin_Lh: torch.Tensor,
+    def forward(self, x_BLC: torch.Tensor, cos_Lh: torch.Tensor | None, sin_Lh: torch.Tensor | None,
                 bias: torch.Tensor, sca_S: torch.Tensor | None,
                 past_k: torch.Tensor | None, past_v: torch.Tensor | None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -49,8 +49,10 @@ class SelfAttention(nn.Module):
         qkv = F.linear(x_BLC, self.mat_qkv.weight, qkv_bias).view(B, l, 3, self.heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)                       # B, H, l, hd
         scale = torch.exp(torch.clamp(self.scale_mul_1H11, max=MAX_LOGIT_SCALE))
-        q = apply_rope(F.normalize(q, dim=-1) * scale, cos_Lh, sin_Lh)
-        k = apply_rope(F.normalize(k, dim=-1), cos_Lh, sin_Lh)
+        q = F.normalize(q, dim=-1) * scale
+        k = F.normalize(k, dim=-1)
+        if cos_Lh is not None and sin_Lh is not None:          # VAR has no rotary positions
+            q, k = apply_rope(q, cos_Lh, sin_Lh), apply_rope(k, cos_Lh, sin_Lh)
         if past_k is not None and past_v is not None:
             k = torch.cat([past_k, k], dim=2)
             v = torch.cat([past_v, v], dim=2)
@@ -90,8 +92,8 @@ class AdaLNSelfAttn(nn.Module):
         self.ln_wo_grad = nn.LayerNorm(width, eps=norm_eps, elementwise_affine=False)
         self.ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(width, 6 * width))
 
-    def forward(self, x_BLC: torch.Tensor, cond_BD: torch.Tensor, cos_Lh: torch.Tensor,
-                sin_Lh: torch.Tensor, bias: torch.Tensor, sca_S: torch.Tensor | None,
+    def forward(self, x_BLC: torch.Tensor, cond_BD: torch.Tensor, cos_Lh: torch.Tensor | None,
+                sin_Lh: torch.Tensor | None, bias: torch.Tensor, sca_S: torch.Tensor | None,
                 past_k: torch.Tensor | None = None, past_v: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         ada = self.ada_lin(cond_BD).view(-1, 1, 6, self.width)
