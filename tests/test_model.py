@@ -11,12 +11,13 @@ import torch.nn.functional as F
 from alignvar_edge.errors import CheckpointError, ConfigError, InputError
 from alignvar_edge.model import PRESETS, AlignVAR, AlignVARConfig
 from alignvar_edge.model.alignvar import NEGATIVE, POSITIVE
-from alignvar_edge.model.checkpoint import import_varsr_file, load_pretrained, save_pretrained
+from alignvar_edge.model.checkpoint import load_pretrained, save_pretrained
 from alignvar_edge.model.hcc import hcc_loss, split_scales
 from alignvar_edge.model.info import meta_model
 from alignvar_edge.model.resample import resize_matrix
 from alignvar_edge.model.rope import apply_rope, apply_rope_complex, rope_tables, scale_positions
 from alignvar_edge.model.sca import SCAGuidance, affinity, sca_bias
+from alignvar_edge.model.upstream import import_varsr
 
 
 def micro_model(seed: int = 0, **overrides) -> AlignVAR:
@@ -133,36 +134,6 @@ def test_parameter_formula_d16() -> None:
     assert report["vq_encoder"] + report["vq_decoder"] + report["quantizer"] == 108_948_355  # VAR's VQ-VAE
 
 
-def test_varsr_checkpoint_import_reproduces_outputs(tmp_path) -> None:
-    src = micro_model(seed=5)
-    sd = src.state_dict()
-    ckpt = {"trainer": {"var_wo_ddp": {k: v for k, v in sd.items() if not k.startswith("vae.")},
-                        "vae_local": {k[4:]: v for k, v in sd.items() if k.startswith("vae.")}},
-            "args": {"depth": 2}}
-    path = tmp_path / "varsr.pth"
-    torch.save(ckpt, path)
-    model, report = import_varsr_file(path, src.config)
-    assert report.clean, report.summary()
-    lr = torch.rand(1, 3, 8, 8)
-    assert torch.equal(model.super_resolve(lr), src.super_resolve(lr))
-
-
-def test_import_reports_mismatches_by_name(tmp_path) -> None:
-    src = micro_model()
-    sd = {k: v for k, v in src.state_dict().items() if not k.startswith("vae.")}
-    sd["head.weight"] = torch.zeros(3, 3)
-    sd["class_emb.weight"] = torch.zeros(1001, 32)
-    sd["mystery.weight"] = torch.zeros(1)
-    sd.pop("word_embed.bias")
-    path = tmp_path / "v.pth"
-    torch.save({"trainer": {"var_wo_ddp": sd, "vae_local": {}}}, path)
-    _, report = import_varsr_file(path, src.config)
-    assert any(m.startswith("head.weight") for m in report.mismatched)
-    assert "mystery.weight" in report.unexpected
-    assert "word_embed.bias" in report.missing
-    assert "class_emb.weight" in report.dropped
-
-
 class _Payload:
     def __init__(self, target: str) -> None:
         self.target = target
@@ -173,11 +144,14 @@ class _Payload:
 
 def test_pickle_with_code_payload_is_refused(tmp_path) -> None:
     marker = tmp_path / "pwned"
-    path = tmp_path / "evil.pth"
-    with path.open("wb") as fh:
+    legacy, current = tmp_path / "evil.pth", tmp_path / "evil_zip.pth"
+    with legacy.open("wb") as fh:
         pickle.dump({"trainer": {"var_wo_ddp": _Payload(str(marker))}}, fh)
-    with pytest.raises(CheckpointError, match="refusing"):
-        import_varsr_file(path, AlignVARConfig.from_preset("micro"))
+    torch.save({"trainer": {"var_wo_ddp": _Payload(str(marker))}}, current)
+    with pytest.raises(CheckpointError, match="not a PyTorch zip checkpoint"):
+        import_varsr(legacy, legacy)
+    with pytest.raises(CheckpointError, match="not a state dict of tensors"):
+        import_varsr(current, current)
     assert not marker.exists()
 
 

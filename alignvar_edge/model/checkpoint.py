@@ -1,25 +1,12 @@
-"""Checkpoints: safetensors + config.json, the bundled default, and VAR/VARSR imports.
+"""Checkpoints: safetensors + config.json and the bundled default.
 
-Nothing here unpickles code: safetensors holds tensors only, and `.pt/.pth` files are read with
-`torch.load(weights_only=True)`, which refuses any pickle that would build an arbitrary object.
-
-VAR / VARSR key mapping (their names are kept where the module is the same):
-    VAR `var_d16.pth` (raw state dict)          -> AlignVAR transformer keys unchanged
-        blocks.{i}.attn.mat_qkv.weight, q_bias, v_bias, scale_mul_1H11, proj.*, ffn.fc1/fc2.*,
-        blocks.{i}.ada_lin.1.*, word_embed.*, pos_start, pos_1LC, lvl_embed.weight, head_nm.*, head.*
-        class_emb.weight                        -> dropped (ImageNet classes; AlignVAR uses quality_emb)
-    VAR `vae_ch160v4096z32.pth` (raw state dict) -> prefixed with `vae.`
-        encoder.*, decoder.*, quant_conv.*, post_quant_conv.*, quantize.embedding.weight,
-        quantize.quant_resi.qresi_ls.{i}.*      (quantize.ema_vocab_hit_SV: statistics, dropped)
-    VARSR checkpoint: ckpt['trainer']['var_wo_ddp'] and ckpt['trainer']['vae_local'], as above.
-Keys with no counterpart (VARSR's own LR modules, AlignVAR's lr_embed / quality_emb / sca_alpha)
-are reported by name: they keep their initialisation and need fine-tuning.
+Nothing here unpickles code: safetensors holds tensors only. Upstream `.pth` files (VAR, VARSR)
+are converted by model/upstream.py, which reads them without running their pickles.
 """
 from __future__ import annotations
 
 import json
 import os
-import pickle
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -30,7 +17,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from alignvar_edge.errors import CheckpointError, ConfigError
+from alignvar_edge.errors import CheckpointError
 from alignvar_edge.model.alignvar import AlignVAR
 from alignvar_edge.model.config import AlignVARConfig
 
@@ -38,7 +25,6 @@ PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
 BUNDLED = ("alignvar-tiny",)
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
-DROPPED_KEYS = ("class_emb.weight", "vae.quantize.ema_vocab_hit_SV")
 
 
 @dataclass
@@ -94,9 +80,7 @@ def match_state_dict(model: torch.nn.Module, sd: dict[str, torch.Tensor]) -> tup
     report = LoadReport()
     kept: dict[str, torch.Tensor] = {}
     for k, v in sd.items():
-        if k in DROPPED_KEYS:
-            report.dropped.append(k)
-        elif k not in own:
+        if k not in own:
             report.unexpected.append(k)
         elif tuple(v.shape) != tuple(own[k].shape):
             report.mismatched.append(f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}")
@@ -150,63 +134,3 @@ def save_pretrained(model: AlignVAR, out_dir: str | os.PathLike[str], extra: dic
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
-
-
-# ------------------------------------------------------------------------------------------------
-# VAR / VARSR imports
-# ------------------------------------------------------------------------------------------------
-def safe_torch_load(path: str | os.PathLike[str]) -> Any:
-    """torch.load that only accepts tensors and plain containers; code payloads are refused."""
-    try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise CheckpointError(
-            f"refusing to load '{path}': it is not a plain tensor checkpoint (the pickle asks to build "
-            f"objects, which could run code). Convert it to safetensors in a trusted environment. "
-            f"Detail: {str(e).splitlines()[0]}") from e
-    except (RuntimeError, EOFError, OSError) as e:
-        raise CheckpointError(f"cannot read '{path}' as a PyTorch checkpoint: {e}") from e
-
-
-def _as_state_dict(obj: Any, where: str) -> dict[str, torch.Tensor]:
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"{where} is not a state dict of tensors")
-    return obj
-
-
-def import_var(var_sd: dict[str, torch.Tensor], vae_sd: dict[str, torch.Tensor], config: AlignVARConfig
-               ) -> tuple[AlignVAR, LoadReport]:
-    """Build an AlignVAR from VAR-layout transformer + VQ-VAE state dicts (see module docstring)."""
-    model = AlignVAR(config)
-    merged = dict(var_sd)
-    merged.update({f"vae.{k}": v for k, v in vae_sd.items()})
-    kept, report = match_state_dict(model, merged)
-    model.load_state_dict(kept, strict=False)
-    return model.eval(), report
-
-
-def import_var_files(var_path: str | os.PathLike[str], vae_path: str | os.PathLike[str],
-                     config: AlignVARConfig) -> tuple[AlignVAR, LoadReport]:
-    var_sd = _as_state_dict(safe_torch_load(var_path), str(var_path))
-    vae_sd = _as_state_dict(safe_torch_load(vae_path), str(vae_path))
-    return import_var(var_sd, vae_sd, config)
-
-
-def import_varsr_file(path: str | os.PathLike[str], config: AlignVARConfig) -> tuple[AlignVAR, LoadReport]:
-    ckpt = safe_torch_load(path)
-    try:
-        trainer = ckpt["trainer"]
-        var_sd, vae_sd = trainer["var_wo_ddp"], trainer["vae_local"]
-    except (KeyError, TypeError) as e:
-        raise CheckpointError(f"'{path}' is not a VARSR checkpoint: expected ckpt['trainer']['var_wo_ddp'] "
-                              "and ckpt['trainer']['vae_local']") from e
-    return import_var(_as_state_dict(var_sd, f"{path}:var_wo_ddp"),
-                      _as_state_dict(vae_sd, f"{path}:vae_local"), config)
-
-
-def config_for_import(preset: str, **overrides: Any) -> AlignVARConfig:
-    """VAR checkpoints use absolute positions and no SCA unless asked otherwise."""
-    try:
-        return AlignVARConfig.from_preset(preset, **{"abs_pos": True, **overrides})
-    except TypeError as e:
-        raise ConfigError(str(e)) from e

@@ -1,4 +1,4 @@
-"""CLI verbs of the model area: `info` and `demo`."""
+"""CLI verbs of the model area: `info`, `demo` and `import`."""
 from __future__ import annotations
 
 import argparse
@@ -27,6 +27,66 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     d.add_argument("--checkpoint", default="alignvar-tiny")
     d.add_argument("--force", action="store_true", help="replace files in --out")
     d.set_defaults(func=run_demo_cmd)
+
+    i = sub.add_parser("import", help="convert an upstream VARSR or VAR checkpoint into a checkpoint directory",
+                       description="Read VARSR's or VAR's .pth files as upstream saves them (no code in them is "
+                                   "run), infer the network's sizes from the tensors' shapes, and write "
+                                   "config.json + model.safetensors that every other verb accepts.")
+    i.add_argument("kind", choices=("varsr", "var"), help="which upstream layout the files have")
+    i.add_argument("--var", type=Path, help="transformer checkpoint (VARSR: required; VAR: optional)")
+    i.add_argument("--vae", type=Path, required=True, help="VQ-VAE checkpoint")
+    i.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
+    i.add_argument("--patch-nums", type=_patch_nums, help="scale schedule, e.g. 1,2,3,4,6,9,13,18,24,32, "
+                                                           "when the files do not tell it")
+    i.add_argument("--refiner-steps", type=int, default=10, help="VARSR refiner's sampling steps (default 10)")
+    i.add_argument("--cfg", type=float, help="image CFG weight at the last scale (VARSR's test script: 6.0)")
+    i.add_argument("--force", action="store_true", help="replace an existing checkpoint directory")
+    i.set_defaults(func=run_import)
+
+
+def _patch_nums(text: str) -> tuple[int, ...]:
+    try:
+        pns = tuple(int(p) for p in text.replace("_", ",").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--patch-nums takes comma-separated integers, got {text!r}") from None
+    if not pns or list(pns) != sorted(set(pns)) or pns[0] < 1:
+        raise argparse.ArgumentTypeError(f"--patch-nums must be strictly increasing positive integers, got {text!r}")
+    return pns
+
+
+def run_import(args: argparse.Namespace) -> int:
+    from alignvar_edge.model.checkpoint import CONFIG_FILE, save_pretrained
+    from alignvar_edge.model.upstream import import_var, import_varsr
+
+    out: Path = args.out
+    if out.exists() and any(out.iterdir()):
+        if not args.force:
+            raise InputError(f"'{out}' exists and is not empty; choose another --out or pass --force")
+        if not (out / CONFIG_FILE).is_file():
+            raise InputError(f"'{out}' is not a checkpoint directory (no {CONFIG_FILE}); --force replaces only "
+                             "checkpoints, so choose another --out")
+    overrides = {"refiner_steps": args.refiner_steps} if args.kind == "varsr" else {}
+    if args.cfg is not None:
+        overrides["cfg"] = args.cfg
+    if args.kind == "varsr":
+        if args.var is None:
+            raise InputError("import varsr needs --var (the transformer checkpoint) as well as --vae")
+        model, report = import_varsr(args.var, args.vae, args.patch_nums, **overrides)
+        if not report.clean:
+            raise InputError(f"{args.var} does not load as VARSR: {report.summary()}")
+    else:
+        model, report = import_var(args.var, args.vae, args.patch_nums, **overrides)
+    source = {"kind": args.kind, "var": str(args.var.resolve()) if args.var else None, "vae": str(args.vae.resolve())}
+    save_pretrained(model, out, extra={"imported_from": source}, overwrite=True)
+    c = model.config
+    print(f"imported {args.kind}: depth {c.depth}, width {c.width}, heads {c.heads}, "
+          f"{c.num_scales} scales {list(c.patch_nums)}, {c.hr_size} px; "
+          f"{len(report.missing)} missing, {len(report.unexpected)} unexpected, "
+          f"{len(report.mismatched)} mismatched, {len(report.dropped)} constant buffers dropped")
+    if report.missing:
+        print(f"not in the upstream files (left at initialisation, fine-tune before use): {report.summary()}")
+    print(f"wrote {out}")
+    return 0
 
 
 def run_demo_cmd(args: argparse.Namespace) -> int:

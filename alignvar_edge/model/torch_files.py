@@ -1,0 +1,140 @@
+"""Read PyTorch `.pth` checkpoints as tensors and plain containers, never running their code.
+
+Upstream training checkpoints (VARSR's `{'trainer': ..., 'args': ...}`) hold objects besides
+tensors: an argparse Namespace, optimizer wrappers. `torch.load(weights_only=True)` refuses the
+whole file for them; a full unpickle would run whatever the file names. This reader walks the
+pickle with an allowlist: tensors (rebuilt from the archive's storages), dicts, lists, numbers and
+strings come back as they are; any other object becomes an inert `Skipped` that keeps its class
+name and its plain-data state (so `args.pn` stays readable) and never calls into that class.
+"""
+from __future__ import annotations
+
+import collections
+import io
+import os
+import pickle
+import zipfile
+from typing import Any
+
+import torch
+
+from alignvar_edge.errors import CheckpointError
+
+
+class Skipped:
+    """Stand-in for an object the reader would not build: its class name and plain state only."""
+
+    def __init__(self, qualname: str, state: Any = None):
+        self.qualname = qualname
+        self.state = state
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.state.get(key, default) if isinstance(self.state, dict) else default
+
+    def __repr__(self) -> str:
+        return f"Skipped({self.qualname})"
+
+
+def _skipped_class(qualname: str) -> type:
+    class _Stub(Skipped):
+        # called by REDUCE / NEWOBJ with whatever arguments the pickle gives: keep none of them
+        def __init__(self, *args: Any, **kwargs: Any):
+            super().__init__(qualname)
+
+        def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+            inst = object.__new__(cls)
+            Skipped.__init__(inst, qualname)
+            return inst
+
+        def __setstate__(self, state: Any) -> None:
+            self.state = _plain(state)
+
+    _Stub.__name__ = _Stub.__qualname__ = "Skipped"
+    return _Stub
+
+
+def _plain(state: Any) -> Any:
+    """The plain-data part of an object's state (a Namespace's __dict__), nothing else."""
+    if isinstance(state, tuple) and len(state) == 2 and isinstance(state[1], dict):
+        state = {**(state[0] or {}), **state[1]} if isinstance(state[0], dict) else state[1]
+    return state if isinstance(state, (dict, list, tuple, str, int, float, bool, type(None))) else None
+
+
+class _Storage:
+    """Raw bytes of one archived storage and the dtype they hold."""
+
+    def __init__(self, data: torch.UntypedStorage, dtype: torch.dtype):
+        self.data = data
+        self.dtype = dtype
+
+
+def _rebuild_tensor(storage: _Storage, offset: int, size: tuple[int, ...], stride: tuple[int, ...],
+                    *_: Any) -> torch.Tensor:
+    if not isinstance(storage, _Storage):
+        raise pickle.UnpicklingError("a tensor without an archived storage")
+    t = torch.empty(0, dtype=storage.dtype)
+    t.set_(storage.data, offset, size, stride)
+    return t
+
+
+def _rebuild_parameter(data: torch.Tensor, *_: Any) -> torch.Tensor:
+    return data
+
+
+_ALLOWED: dict[tuple[str, str], Any] = {
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
+    ("torch", "Size"): torch.Size,
+}
+_STORAGE_DTYPES = {
+    "FloatStorage": torch.float32, "DoubleStorage": torch.float64, "HalfStorage": torch.float16,
+    "BFloat16Storage": torch.bfloat16, "LongStorage": torch.int64, "IntStorage": torch.int32,
+    "ShortStorage": torch.int16, "CharStorage": torch.int8, "ByteStorage": torch.uint8,
+    "BoolStorage": torch.bool}
+
+
+class _Unpickler(pickle.Unpickler):
+    def __init__(self, data: bytes, archive: zipfile.ZipFile, prefix: str):
+        super().__init__(io.BytesIO(data))
+        self.archive = archive
+        self.prefix = prefix
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _ALLOWED:
+            return _ALLOWED[(module, name)]
+        if module == "torch" and name in _STORAGE_DTYPES:
+            return _STORAGE_DTYPES[name]           # a storage type names only its dtype
+        return _skipped_class(f"{module}.{name}")
+
+    def persistent_load(self, pid: Any) -> Any:
+        if not (isinstance(pid, tuple) and pid and pid[0] == "storage"):
+            raise pickle.UnpicklingError(f"unsupported persistent id {pid!r}")
+        _, dtype, key, _location, numel = pid
+        if not isinstance(dtype, torch.dtype):
+            raise pickle.UnpicklingError(f"storage of unknown type {dtype!r}")
+        raw = self.archive.read(f"{self.prefix}data/{key}")
+        size = torch.empty(0, dtype=dtype).element_size()
+        if len(raw) != numel * size:
+            raise pickle.UnpicklingError(f"storage {key} holds {len(raw)} bytes, expected {numel * size}")
+        buf = torch.frombuffer(bytearray(raw), dtype=torch.uint8) if raw else torch.empty(0, dtype=torch.uint8)
+        return _Storage(buf.untyped_storage(), dtype)
+
+
+def read_torch_file(path: str | os.PathLike[str]) -> Any:
+    """The contents of a `torch.save` zip file, with every non-plain object replaced by `Skipped`."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            pkl = [n for n in archive.namelist() if n.endswith("data.pkl")]
+            if len(pkl) != 1:
+                raise CheckpointError(f"'{path}' is not a PyTorch checkpoint (no single data.pkl inside)")
+            prefix = pkl[0][: -len("data.pkl")]
+            return _Unpickler(archive.read(pkl[0]), archive, prefix).load()
+    except zipfile.BadZipFile as e:
+        raise CheckpointError(f"'{path}' is not a PyTorch zip checkpoint (torch.save since 1.6); "
+                              "re-save it with a current PyTorch") from e
+    except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"cannot read '{path}': {e}") from e
+    except OSError as e:
+        raise CheckpointError(f"cannot read '{path}': {e}") from e

@@ -1,0 +1,178 @@
+"""Import upstream checkpoints: VARSR (qyp2000/VARSR) and VAR (FoundationVision/VAR).
+
+The files are read as upstream saves them, without unpickling code (model/torch_files.py):
+    VARSR  --var: {'trainer': {'var_wo_ddp': state dict, ...}, 'args': ..., ...}
+           --vae: {'trainer': {'vae_local': state dict}, ...}
+    VAR    --var: a raw state dict (var_d16.pth); --vae: a raw state dict (vae_ch160v4096z32.pth)
+The network's sizes are read from the tensors' shapes; the scale schedule from the checkpoint's
+`args.pn` when present, else from the sequence length its shapes imply, else from `patch_nums=`.
+
+Key mapping (everything else keeps upstream's name):
+    class_emb.weight (VARSR: 2 rows, high / low quality)   -> quality_emb.weight
+    VQ-VAE keys                                            -> vae.<key>
+    constant buffers attn_bias_for_masking, lvl_1L, *.zero_k_bias, ema_vocab_hit_SV -> dropped
+    VAR's class_emb (1000 ImageNet classes + null)         -> dropped (no counterpart)
+"""
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+import torch
+
+from alignvar_edge.errors import CheckpointError
+from alignvar_edge.model.alignvar import AlignVAR
+from alignvar_edge.model.checkpoint import LoadReport, match_state_dict
+from alignvar_edge.model.config import PATCH_NUMS_256, PATCH_NUMS_512, VARSR_SWITCHES, AlignVARConfig
+from alignvar_edge.model.torch_files import Skipped, read_torch_file
+
+KNOWN_SCHEDULES = (PATCH_NUMS_256, PATCH_NUMS_512)
+CONSTANT_BUFFERS = re.compile(r"^(attn_bias_for_masking|lvl_1L|blocks\.\d+\.attn\.zero_k_bias|"
+                              r"vae\.quantize\.ema_vocab_hit_SV)$")
+VQ_NORM_GROUPS = 32        # VAR's Normalize() is GroupNorm(32)
+
+
+def _state_dict(obj: Any, where: str) -> dict[str, torch.Tensor]:
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{where} is not a state dict of tensors")
+    return {k: v.float() if v.is_floating_point() else v for k, v in obj.items()}
+
+
+def _trainer_part(tree: Any, key: str, path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    try:
+        part = tree["trainer"][key]
+    except (KeyError, TypeError) as e:
+        raise CheckpointError(f"'{path}' is not a VARSR checkpoint: expected ckpt['trainer']['{key}']") from e
+    return _state_dict(part, f"{path}: trainer.{key}")
+
+
+def _count(sd: dict[str, torch.Tensor], pattern: str) -> int:
+    rx = re.compile(pattern)
+    return len({m.group(1) for k in sd if (m := rx.match(k))})
+
+
+def vq_sizes(vae_sd: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """VQ-VAE config entries read from a VAR-layout state dict's shapes."""
+    try:
+        ch = vae_sd["encoder.conv_in.weight"].shape[0]
+        levels = _count(vae_sd, r"encoder\.down\.(\d+)\.")
+        mult = tuple(vae_sd[f"encoder.down.{i}.block.0.conv1.weight"].shape[0] // ch for i in range(levels))
+        vocab, cvae = vae_sd["quantize.embedding.weight"].shape
+        return dict(vq_ch=ch, vq_ch_mult=mult, vq_num_res_blocks=_count(vae_sd, r"encoder\.down\.0\.block\.(\d+)\."),
+                    vq_norm_groups=VQ_NORM_GROUPS, vq_using_sa="encoder.mid.attn_1.qkv.weight" in vae_sd,
+                    vq_vocab=vocab, vq_cvae=cvae, vq_phi_count=_count(vae_sd, r"quantize\.quant_resi\.qresi_ls\.(\d+)\."),
+                    residual_to_bicubic=False, decoder_lr=False)
+    except KeyError as e:
+        raise CheckpointError(f"the VQ-VAE state dict lacks {e}: not VAR's VQ-VAE layout") from e
+
+
+def schedule(p_last: int, scales: int, tokens: int | None, args: Any) -> tuple[int, ...]:
+    """The scale schedule: the checkpoint's args.pn, else the known schedule its shapes fit."""
+    pn = args.get("pn") if isinstance(args, (dict, Skipped)) else None
+    if isinstance(pn, str) and re.fullmatch(r"\d+([_-]\d+)*", pn):
+        return tuple(int(p) for p in re.split(r"[_-]", pn))
+    for pns in KNOWN_SCHEDULES:
+        if pns[-1] == p_last and len(pns) == scales and (tokens is None or sum(p * p for p in pns) == tokens):
+            return pns
+    raise CheckpointError(f"cannot tell the scale schedule ({scales} scales ending at {p_last}); pass "
+                          "--patch-nums explicitly, e.g. --patch-nums 1,2,3,4,6,9,13,18,24,32")
+
+
+def _transformer_sizes(var_sd: dict[str, torch.Tensor]) -> dict[str, Any]:
+    try:
+        width, cvae = var_sd["word_embed.weight"].shape
+        heads = var_sd["blocks.0.attn.scale_mul_1H11"].shape[1]
+        return dict(width=width, heads=heads, depth=_count(var_sd, r"blocks\.(\d+)\."),
+                    mlp_ratio=var_sd["blocks.0.ffn.fc1.weight"].shape[0] / width)
+    except KeyError as e:
+        raise CheckpointError(f"the transformer state dict lacks {e}: not VAR/VARSR's layout") from e
+
+
+def varsr_config(var_sd: dict[str, torch.Tensor], vae_sd: dict[str, torch.Tensor], args: Any = None,
+                 patch_nums: tuple[int, ...] | None = None, **overrides: Any) -> AlignVARConfig:
+    """The config of a VARSR checkpoint, from its shapes (and args.pn when it carries one)."""
+    vq = vq_sizes(vae_sd)
+    tf = _transformer_sizes(var_sd)
+    try:
+        P = int(round((var_sd["pos_start"].shape[1] - 1) ** 0.5))
+        scales = var_sd["lvl_embed.weight"].shape[0]
+        mask = var_sd.get("attn_bias_for_masking")
+        tokens = mask.shape[-1] - P * P + 1 if mask is not None else None
+        # blocks alternate a same-width conv and a strided one that sets the next width
+        n_blocks = _count(var_sd, r"con_embedding\.blocks\.(\d+)\.")
+        enc = (var_sd["con_embedding.conv_in.weight"].shape[0],) + tuple(
+            var_sd[f"con_embedding.blocks.{i}.weight"].shape[0] for i in range(1, n_blocks, 2))
+        refiner = dict(refiner_width=var_sd["diffloss.net.input_proj.weight"].shape[0],
+                       refiner_depth=_count(var_sd, r"diffloss\.net\.res_blocks\.(\d+)\."))
+    except KeyError as e:
+        raise CheckpointError(f"the VARSR state dict lacks {e}: not VARSR's layout") from e
+    pns = patch_nums or schedule(P, scales, tokens, args)
+    downsample = 2 ** (len(vq["vq_ch_mult"]) - 1)
+    cfg = dict(VARSR_SWITCHES, **vq, **tf, **refiner, lr_encoder_channels=enc, patch_nums=pns,
+               hr_size=pns[-1] * downsample, name="varsr-import")
+    cfg.update(overrides)
+    return AlignVARConfig(**cfg)
+
+
+def _merge(var_sd: dict[str, torch.Tensor], vae_sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    merged = {("quality_emb.weight" if k == "class_emb.weight" else k): v for k, v in var_sd.items()}
+    merged.update({f"vae.{k}": v for k, v in vae_sd.items()})
+    dropped = sorted(k for k in merged if CONSTANT_BUFFERS.match(k))
+    return {k: v for k, v in merged.items() if k not in dropped}, dropped
+
+
+def _build(config: AlignVARConfig, var_sd: dict[str, torch.Tensor], vae_sd: dict[str, torch.Tensor]
+           ) -> tuple[AlignVAR, LoadReport]:
+    model = AlignVAR(config)
+    merged, dropped = _merge(var_sd, vae_sd)
+    kept, report = match_state_dict(model, merged)
+    report.dropped = dropped + report.dropped
+    model.load_state_dict(kept, strict=False)
+    return model.eval(), report
+
+
+def import_varsr(var_path: str | os.PathLike[str], vae_path: str | os.PathLike[str],
+                 patch_nums: tuple[int, ...] | None = None, **overrides: Any) -> tuple[AlignVAR, LoadReport]:
+    """An AlignVAR that is VARSR: its config from the files' shapes, every tensor loaded."""
+    var_tree, vae_tree = read_torch_file(var_path), read_torch_file(vae_path)
+    var_sd = _trainer_part(var_tree, "var_wo_ddp", var_path)
+    vae_sd = _trainer_part(vae_tree, "vae_local", vae_path)
+    args = var_tree.get("args") if isinstance(var_tree, dict) else None
+    return _build(varsr_config(var_sd, vae_sd, args, patch_nums, **overrides), var_sd, vae_sd)
+
+
+def var_vae_config(vae_sd: dict[str, torch.Tensor], patch_nums: tuple[int, ...], **overrides: Any) -> AlignVARConfig:
+    """A config whose VQ-VAE is VAR's (sizes from its shapes) on the given schedule."""
+    vq = vq_sizes(vae_sd)
+    downsample = 2 ** (len(vq["vq_ch_mult"]) - 1)
+    base = dict(vq, patch_nums=patch_nums, hr_size=patch_nums[-1] * downsample, scale=4, sca=False,
+                rope="none", abs_pos=True, name="var-import")
+    base.update(overrides)
+    return AlignVARConfig(**base)
+
+
+def import_var(var_path: str | os.PathLike[str] | None, vae_path: str | os.PathLike[str],
+               patch_nums: tuple[int, ...] | None = None, **overrides: Any) -> tuple[AlignVAR, LoadReport]:
+    """VAR's VQ-VAE (and, given --var, its transformer blocks) inside an AlignVAR.
+
+    VAR is class-conditional and has no LR input: the LR embedding and quality embedding have no
+    counterpart and are reported missing; the VQ-VAE reproduces VAR's tokens exactly.
+    """
+    vae_sd = _state_dict(read_torch_file(vae_path), str(vae_path))
+    var_sd: dict[str, torch.Tensor] = {}
+    sizes: dict[str, Any] = {}
+    if var_path is not None:
+        var_sd = _state_dict(read_torch_file(var_path), str(var_path))
+        sizes = _transformer_sizes(var_sd)
+        var_sd = {k: v for k, v in var_sd.items() if k != "class_emb.weight"}
+    if patch_nums is None:
+        if "pos_1LC" not in var_sd:
+            raise CheckpointError("VAR's VQ-VAE alone does not name its scale schedule; pass --patch-nums "
+                                  "(VAR 256 px: 1,2,3,4,5,6,8,10,13,16)")
+        L = var_sd["pos_1LC"].shape[1]
+        patch_nums = next((p for p in KNOWN_SCHEDULES if sum(x * x for x in p) == L), None)
+        if patch_nums is None:
+            raise CheckpointError(f"no known scale schedule has {L} tokens; pass --patch-nums")
+    config = var_vae_config(vae_sd, patch_nums, **sizes, **overrides)
+    return _build(config, var_sd, vae_sd)
