@@ -3,12 +3,15 @@
 Declared as data beside the model (as Optimum's OnnxConfig does) so the exporter, the host driver
 and the manifest agree on names and shapes. All shapes are static: the batch B is fixed at export.
 
-single   model.onnx   lr -> sr, tokens_0..tokens_{K-1}
+single   model.onnx   lr [, noise] -> sr, tokens_0..tokens_{K-1}
 staged   cond.onnx    lr -> cond, guide, kv                      (prefix through every block)
-         step_k.onnx  f_hat, kv, cond, guide -> tokens_k, f_hat, kv   (the last step: no kv out)
+         step_k.onnx  f_hat, kv, cond, guide [, noise] -> tokens_k, f_hat, kv   (last: no kv out)
          decode.onnx  f_hat, lr -> sr
 with kv of shape (depth, 2, B2, heads, L, head_dim), L = prefix_len + sum of p_j^2 for j < k, and
-B2 = 2B when image CFG is on (positive and negative branches), else B.
+B2 = 2B when image CFG is on (positive and negative branches), else B. In VARSR's layout the prefix
+and scale 0 are one block: cond.onnx returns the prefix tokens (`prefix`) instead of a cache and
+step_0 takes them in place of `kv`. With VARSR's refiner, the graph that runs the last scale also
+takes the sampler's noise (`noise`, (steps, B*P*P, Cvae)): refinement is deterministic given it.
 """
 from __future__ import annotations
 
@@ -41,7 +44,8 @@ class CondGraph(nn.Module):
 
     def forward(self, lr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         ctx = self.model.prepare(lr)
-        return ctx.cond_BD, ctx.guide_B1hw, self.model.prefix_kv(ctx)
+        kv = self.model.prefix_kv(ctx)
+        return ctx.cond_BD, ctx.guide_B1hw, ctx.prefix_BLC if kv is None else kv
 
 
 class StepGraph(nn.Module):
@@ -54,10 +58,12 @@ class StepGraph(nn.Module):
         self.last = k == model.config.num_scales - 1
 
     def forward(self, f_hat: torch.Tensor, kv: torch.Tensor, cond: torch.Tensor,
-                guide: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        # step() never reads the prefix tokens (they are already in the cache): pass an empty one
-        ctx = Context(cond, guide, cond.new_zeros(0))
-        idx, f_hat, kv, _ = self.model.step(self.k, f_hat, kv, ctx)
+                guide: torch.Tensor, noise: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        if self.k == 0 and self.model.joint_prefix:      # `kv` holds the prefix tokens here
+            ctx, past = Context(cond, guide, kv), None
+        else:   # the prefix is already in the cache: step() never reads its tokens
+            ctx, past = Context(cond, guide, cond.new_zeros(0)), kv
+        idx, f_hat, kv, _ = self.model.step(self.k, f_hat, past, ctx, noise)
         return (idx, f_hat) if self.last else (idx, f_hat, kv)
 
 
@@ -89,8 +95,14 @@ def kv_shape(model: AlignVAR, batch: int, k: int) -> tuple[int, ...]:
     return (c.depth, 2, b2, c.heads, length, c.head_dim)
 
 
+def _noise_input(model: AlignVAR, batch: int) -> dict[str, torch.Tensor]:
+    noise = model.config.refiner_noise(batch)
+    return {} if noise is None else {"noise": torch.from_numpy(noise)}
+
+
 def single_spec(model: AlignVAR, batch: int) -> list[GraphSpec]:
-    return [GraphSpec("model", model, {"lr": example_lr(model, batch)}, ["sr", *token_names(model)])]
+    inputs = {"lr": example_lr(model, batch), **_noise_input(model, batch)}
+    return [GraphSpec("model", model, inputs, ["sr", *token_names(model)])]
 
 
 @torch.no_grad()
@@ -100,14 +112,16 @@ def staged_specs(model: AlignVAR, batch: int) -> list[GraphSpec]:
     lr = example_lr(model, batch)
     cond_mod = CondGraph(model)
     cond, guide, kv = cond_mod(lr)
-    specs = [GraphSpec("cond", cond_mod, {"lr": lr}, ["cond", "guide", "kv"])]
+    first = "prefix" if model.joint_prefix else "kv"
+    specs = [GraphSpec("cond", cond_mod, {"lr": lr}, ["cond", "guide", first])]
     f_hat = lr.new_zeros(batch, c.vq_cvae, c.latent_size, c.latent_size)
     for k in range(c.num_scales):
         step = StepGraph(model, k)
         outs = [f"tokens_{k}", "f_hat_out"] + ([] if step.last else ["kv_out"])
-        specs.append(GraphSpec(f"step_{k}", step,
-                               {"f_hat": f_hat, "kv": kv, "cond": cond, "guide": guide}, outs))
-        res = step(f_hat, kv, cond, guide)
+        noise = _noise_input(model, batch) if step.last else {}
+        specs.append(GraphSpec(f"step_{k}", step, {"f_hat": f_hat, first if k == 0 else "kv": kv,
+                                                   "cond": cond, "guide": guide, **noise}, outs))
+        res = step(f_hat, kv, cond, guide, *noise.values())
         f_hat = res[1]
         if not step.last:
             kv = res[2]

@@ -144,14 +144,17 @@ def graph_io(path: Path) -> dict[str, list[dict[str, Any]]]:
     return {"inputs": [io(v) for v in g.input], "outputs": [io(v) for v in g.output]}
 
 
-def run_single(session: Any, lr: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-    out = session.run(None, {"lr": np.ascontiguousarray(lr, dtype=np.float32)})
+def run_single(session: Any, lr: np.ndarray, noise: np.ndarray | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
+    feeds = {"lr": np.ascontiguousarray(lr, dtype=np.float32)}
+    if noise is not None:
+        feeds["noise"] = noise
+    out = session.run(None, feeds)
     return out[0], list(out[1:])
 
 
 @torch.no_grad()
-def _reference(model: AlignVAR, lr: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-    sr, tokens, _ = model.rollout(torch.from_numpy(lr))
+def _reference(model: AlignVAR, lr: np.ndarray, noise: np.ndarray | None) -> tuple[np.ndarray, list[np.ndarray]]:
+    sr, tokens, _ = model.rollout(torch.from_numpy(lr), None if noise is None else torch.from_numpy(noise))
     return sr.numpy(), [t.numpy() for t in tokens]
 
 
@@ -162,15 +165,16 @@ def validate(model: AlignVAR, root: Path, graph: str, batches: list[np.ndarray])
     t0 = time.perf_counter()
     if graph == "single":
         sess = make_session(root / "model.onnx")
-        run = lambda lr: run_single(sess, lr)  # noqa: E731
+        run = lambda lr, noise: run_single(sess, lr, noise)  # noqa: E731
     else:
         runner = StagedRunner(root, model.config.num_scales)
         run = runner.run
     load_s = time.perf_counter() - t0
     ref_sr, ref_tok, sr, tok = [], [], [], []
     for lr in batches:
-        a, ta = _reference(model, lr)
-        b, tb = run(lr)
+        noise = model.config.refiner_noise(lr.shape[0])
+        a, ta = _reference(model, lr, noise)
+        b, tb = run(lr, noise)
         ref_sr.append(a)
         ref_tok.append(ta)
         sr.append(b)

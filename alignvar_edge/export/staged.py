@@ -68,17 +68,22 @@ class StagedRunner:
         self.last_timings[stage] = time.perf_counter() - t0
         return out
 
-    def run(self, lr: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-        """LR batch (B, 3, h, w) float32 -> (SR (B, 3, H, W), [tokens_k (B, p_k^2) int64])."""
+    def run(self, lr: np.ndarray, noise: np.ndarray | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
+        """LR batch (B, 3, h, w) float32 -> (SR (B, 3, H, W), [tokens_k (B, p_k^2) int64]).
+
+        `noise` feeds the refiner of the last step (graphs exported with VARSR's refiner)."""
         lr = np.ascontiguousarray(lr, dtype=np.float32)
         if lr.shape[0] != self.batch:
             raise InputError(f"these graphs were exported for batch {self.batch}, got {lr.shape[0]} tiles")
         self.last_timings = {}
+        extra = {} if noise is None else {"noise": np.ascontiguousarray(noise, dtype=np.float32)}
         cond, guide, kv = self._run("cond", {"lr": lr})
         f_hat = np.zeros(self.f_hat_shape, np.float32)
         tokens = []
         for k in range(self.num_scales):
-            out = self._run(f"step_{k}", {"f_hat": f_hat, "kv": kv, "cond": cond, "guide": guide})
+            # step_0 of VARSR's layout names its first state input `prefix`; both are cond's 3rd output
+            out = self._run(f"step_{k}", {"f_hat": f_hat, "kv": kv, "prefix": kv, "cond": cond,
+                                          "guide": guide, **extra})
             tokens.append(out[0])
             f_hat = out[1]
             if len(out) > 2:

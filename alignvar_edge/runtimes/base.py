@@ -26,6 +26,7 @@ __all__ = ["Backend", "Engine", "TensorSpec", "config_from_manifest", "INPUT", "
 TensorSpec = tuple[tuple[int, ...], np.dtype]
 
 INPUT, SR = "lr", "sr"
+NOISE = "noise"          # the refiner's sampler noise (graphs exported with VARSR's refiner)
 PRECISIONS = ("fp32", "fp16", "int8", "int8-weights")
 
 
@@ -146,7 +147,10 @@ class Engine(abc.ABC):
             n = chunk.shape[0]
             if n < b and self.input_spec[INPUT][0][0] > 0:
                 chunk = np.concatenate([chunk, np.repeat(chunk[-1:], b - n, axis=0)])
-            out = self.infer({INPUT: chunk})
+            feeds = {INPUT: chunk}
+            if NOISE in self.input_spec:        # the same draw the export's parity check fed
+                feeds[NOISE] = self.config.refiner_noise(b)
+            out = self.infer(feeds)
             srs.append(np.asarray(out[SR], dtype=np.float32)[:n])
             for k in range(self.num_scales):
                 toks[k].append(np.asarray(out[token_name(k)]).astype(np.int64)[:n])

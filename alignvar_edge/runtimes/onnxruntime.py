@@ -19,7 +19,7 @@ import numpy as np
 from alignvar_edge.errors import ArtifactError, InputError
 from alignvar_edge.export.manifest import artifact_dir as staging_dir, load_verified, write_manifest
 from alignvar_edge.runtimes.artifacts import engine_manifest, single_graph
-from alignvar_edge.runtimes.base import (INPUT, SR, Backend, Engine, TensorSpec,
+from alignvar_edge.runtimes.base import (INPUT, NOISE, SR, Backend, Engine, TensorSpec,
                                          config_from_manifest, token_name)
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
@@ -95,12 +95,15 @@ class OrtEngine(Engine):
         self.options = {"threads": threads, "inter_threads": inter_threads,
                         "optimization": optimization, "spin": spin}
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
-        if len(inputs) != 1:
-            raise ArtifactError(f"{model_path} has {len(inputs)} inputs; the single graph has one (lr)")
-        # raw exports may carry generated names: map by position (sr first, then tokens_k)
-        self._in_name = inputs[0].name
-        self._spec = {INPUT: (tuple(d if isinstance(d, int) else -1 for d in inputs[0].shape),
-                              np.dtype(_ORT_TYPES.get(inputs[0].type, np.float32)))}
+        want_in = [INPUT, NOISE][:len(inputs)]
+        if len(inputs) not in (1, 2) or (len(inputs) == 2 and inputs[1].name != NOISE):
+            raise ArtifactError(f"{model_path} has inputs {[i.name for i in inputs]}; the single graph "
+                                "takes lr (and noise, with a refiner)")
+        # raw exports may carry generated names: map by position (lr first, then noise)
+        self._in_names = dict(zip(want_in, (i.name for i in inputs)))
+        self._spec = {name: (tuple(d if isinstance(d, int) else -1 for d in i.shape),
+                             np.dtype(_ORT_TYPES.get(i.type, np.float32)))
+                      for name, i in zip(want_in, inputs)}
         want = [SR] + [token_name(k) for k in range(config.num_scales)]
         names = [o.name for o in outputs]
         if len(names) != len(want):
@@ -113,7 +116,7 @@ class OrtEngine(Engine):
         return self._spec
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        res = self.session.run(self._out_names, {self._in_name: feeds[INPUT]})
+        res = self.session.run(self._out_names, {self._in_names[n]: x for n, x in feeds.items()})
         return {self._out_map[n]: r for n, r in zip(self._out_names, res)}
 
     def _release(self) -> None:
