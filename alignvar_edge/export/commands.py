@@ -34,6 +34,9 @@ def register(sub: Any) -> None:
     p.add_argument("--simplify", action="store_true", help="simplify with onnxslim (re-validated)")
     p.add_argument("--external-data", choices=("auto", "yes", "no"), default="auto",
                    help="weights in a .onnx.data file (auto: above 1.5 GB)")
+    p.add_argument("--no-refine", dest="refine", action="store_false",
+                   help="leave VARSR's diffusion refiner out of the graphs (tokens only at the last scale); "
+                        "with it, the graph that runs the last scale takes the sampler's noise as input")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=run_export)
 
@@ -69,7 +72,7 @@ def run_export(args: argparse.Namespace) -> int:
     model, name, source = _load(args)
     ext = {"auto": None, "yes": True, "no": False}[args.external_data]
     t0 = time.perf_counter()
-    out = export_onnx(model, args.out, graph=args.graph, batch=args.batch, opset=args.opset,
+    out = export_onnx(model, args.out, graph=args.graph, batch=args.batch, opset=args.opset, refine=args.refine,
                       n_tiles=args.tiles, seed=args.seed, simplify=args.simplify, force=args.force,
                       external_data=ext, model_name=name, source=source, tile_images=args.images,
                       log=lambda msg: print(f"export: {msg}", file=sys.stderr))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -95,18 +96,23 @@ def kv_shape(model: AlignVAR, batch: int, k: int) -> tuple[int, ...]:
     return (c.depth, 2, b2, c.heads, length, c.head_dim)
 
 
-def _noise_input(model: AlignVAR, batch: int) -> dict[str, torch.Tensor]:
-    noise = model.config.refiner_noise(batch)
+def graph_noise(model: AlignVAR, batch: int, refine: bool = True) -> np.ndarray | None:
+    """The refiner noise a graph takes (None: no refiner, or exported with refine=False)."""
+    return model.config.refiner_noise(batch) if refine else None
+
+
+def _noise_input(model: AlignVAR, batch: int, refine: bool) -> dict[str, torch.Tensor]:
+    noise = graph_noise(model, batch, refine)
     return {} if noise is None else {"noise": torch.from_numpy(noise)}
 
 
-def single_spec(model: AlignVAR, batch: int) -> list[GraphSpec]:
-    inputs = {"lr": example_lr(model, batch), **_noise_input(model, batch)}
+def single_spec(model: AlignVAR, batch: int, refine: bool = True) -> list[GraphSpec]:
+    inputs = {"lr": example_lr(model, batch), **_noise_input(model, batch, refine)}
     return [GraphSpec("model", model, inputs, ["sr", *token_names(model)])]
 
 
 @torch.no_grad()
-def staged_specs(model: AlignVAR, batch: int) -> list[GraphSpec]:
+def staged_specs(model: AlignVAR, batch: int, refine: bool = True) -> list[GraphSpec]:
     """cond, step_0..step_{K-1}, decode, with example inputs from a real rollout of a random tile."""
     c = model.config
     lr = example_lr(model, batch)
@@ -118,7 +124,7 @@ def staged_specs(model: AlignVAR, batch: int) -> list[GraphSpec]:
     for k in range(c.num_scales):
         step = StepGraph(model, k)
         outs = [f"tokens_{k}", "f_hat_out"] + ([] if step.last else ["kv_out"])
-        noise = _noise_input(model, batch) if step.last else {}
+        noise = _noise_input(model, batch, refine) if step.last else {}
         specs.append(GraphSpec(f"step_{k}", step, {"f_hat": f_hat, first if k == 0 else "kv": kv,
                                                    "cond": cond, "guide": guide, **noise}, outs))
         res = step(f_hat, kv, cond, guide, *noise.values())
@@ -129,9 +135,9 @@ def staged_specs(model: AlignVAR, batch: int) -> list[GraphSpec]:
     return specs
 
 
-def specs_for(model: AlignVAR, graph: str, batch: int) -> list[GraphSpec]:
+def specs_for(model: AlignVAR, graph: str, batch: int, refine: bool = True) -> list[GraphSpec]:
     if graph == "single":
-        return single_spec(model, batch)
+        return single_spec(model, batch, refine)
     if graph == "staged":
-        return staged_specs(model, batch)
+        return staged_specs(model, batch, refine)
     raise ValueError(f"graph must be 'single' or 'staged', got {graph!r}")

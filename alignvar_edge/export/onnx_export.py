@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from alignvar_edge.errors import ArtifactError, ConfigError
-from alignvar_edge.export.graphs import GraphSpec, specs_for
+from alignvar_edge.export.graphs import GraphSpec, graph_noise, specs_for
 from alignvar_edge.export.manifest import artifact_dir, load_verified, new_manifest, write_manifest
 from alignvar_edge.export.parity import ParityReport, check_parity, compare
 from alignvar_edge.model.alignvar import AlignVAR
@@ -158,7 +158,7 @@ def _reference(model: AlignVAR, lr: np.ndarray, noise: np.ndarray | None) -> tup
     return sr.numpy(), [t.numpy() for t in tokens]
 
 
-def validate(model: AlignVAR, root: Path, graph: str, batches: list[np.ndarray]) -> ParityReport:
+def validate(model: AlignVAR, root: Path, graph: str, batches: list[np.ndarray], refine: bool = True) -> ParityReport:
     """ONNX Runtime on `root`'s graphs vs PyTorch, tile batch by tile batch."""
     from alignvar_edge.export.staged import StagedRunner, make_session
 
@@ -172,7 +172,7 @@ def validate(model: AlignVAR, root: Path, graph: str, batches: list[np.ndarray])
     load_s = time.perf_counter() - t0
     ref_sr, ref_tok, sr, tok = [], [], [], []
     for lr in batches:
-        noise = model.config.refiner_noise(lr.shape[0])
+        noise = graph_noise(model, lr.shape[0], refine)
         a, ta = _reference(model, lr, noise)
         b, tb = run(lr, noise)
         ref_sr.append(a)
@@ -204,7 +204,8 @@ def _model_info(model: AlignVAR, name: str | None, source: str | None) -> dict[s
 
 def export_onnx(model: AlignVAR, out_dir: str | os.PathLike[str], graph: str = "single", batch: int = 1,
                 opset: int = 18, n_tiles: int = 4, seed: int = 0, simplify: bool = False,
-                force: bool = False, external_data: bool | None = None, *, model_name: str | None = None,
+                force: bool = False, external_data: bool | None = None, *, refine: bool = True,
+                model_name: str | None = None,
                 source: str | None = None, tile_images: str | os.PathLike[str] | None = None,
                 log: Log | None = None) -> Path:
     """Export, validate and publish an ONNX artifact directory; returns its path (see module doc).
@@ -230,7 +231,7 @@ def export_onnx(model: AlignVAR, out_dir: str | os.PathLike[str], graph: str = "
 
     with artifact_dir(out_dir, force=force) as tmp:
         t0 = time.perf_counter()
-        specs = specs_for(model, graph, batch)
+        specs = specs_for(model, graph, batch, refine)
         for spec in specs:
             say(f"exporting {spec.file} (opset {opset})")
             export_graph(spec, tmp / spec.file, opset, ext)
@@ -249,7 +250,7 @@ def export_onnx(model: AlignVAR, out_dir: str | os.PathLike[str], graph: str = "
         say(f"validating with ONNX Runtime on {n_eff} held-out tiles")
         t0 = time.perf_counter()
         batches = [tiles[i:i + batch] for i in range(0, n_eff, batch)]
-        report = validate(model, tmp, graph, batches)
+        report = validate(model, tmp, graph, batches, refine)
         timings["validate_s"] = time.perf_counter() - t0
         check_parity(report, f"the exported {graph} graph")
         say(report.summary())
@@ -260,6 +261,7 @@ def export_onnx(model: AlignVAR, out_dir: str | os.PathLike[str], graph: str = "
             "onnx", "onnx", graph, "fp32", _model_info(model, model_name, source), opset=opset,
             graphs={s.name: {"file": s.file, **graph_io(tmp / s.file)} for s in specs}, parity=parity,
             extra={"batch": batch, "external_data": ext, "simplified": simplify,
+                   "refine": refine and model.diffloss is not None,
                    "stages": [s.name for s in specs], "nodes": _node_counts(tmp, specs),
                    "nodes_before_simplify": nodes_before,
                    "timings_s": {k: round(v, 2) for k, v in timings.items()}})

@@ -1,0 +1,175 @@
+"""Parity against the upstream code: reference data produced by VARSR's and VAR's own classes.
+
+tests/data/upstream/ holds what scripts/make_reference.py recorded by running the upstream model
+classes (small random-weight configurations, fp16 weights) outside this repository: checkpoints in
+upstream's own file layout, inputs, per-scale tokens, the sampler's noise and the output images.
+Nothing here is derived from this package's code.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from alignvar_edge.cli import main as cli
+from alignvar_edge.model import AlignVAR
+from alignvar_edge.model.torch_files import Skipped, read_torch_file
+from alignvar_edge.model.vqvae import PhiPartiallyShared
+
+DATA = Path(__file__).parent / "data" / "upstream"
+VARSR = DATA / "varsr"
+VAR_SCHEDULE = "1,2,3,4,5,6,8,10,13,16"
+
+
+def psnr(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> float:
+    a, b = torch.as_tensor(a).double(), torch.as_tensor(b).double()
+    return 10 * math.log10(1.0 / float(((a - b) ** 2).mean()))
+
+
+@pytest.fixture(scope="module")
+def ref() -> dict[str, torch.Tensor]:
+    return load_file(str(VARSR / "reference.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def varsr_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("import") / "varsr"
+    assert cli(["import", "varsr", "--var", str(VARSR / "var.pth"), "--vae", str(VARSR / "vae.pth"),
+                "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def varsr(varsr_dir: Path) -> AlignVAR:
+    return AlignVAR.from_pretrained(str(varsr_dir))
+
+
+def pinned_noise(model: AlignVAR, ref: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The noise upstream's sampler drew: x_T, then what each step but the last added."""
+    steps = model.config.refiner_steps
+    return torch.cat([ref["noise_init"][None], ref["noise_steps"][:steps - 1]])
+
+
+def test_phi_choice_equals_vars_for_every_schedule_length() -> None:
+    table = json.loads((DATA / "phi_indices.json").read_text())
+    checked = 0
+    for n, per_k in table.items():
+        if not n.isdigit():
+            continue
+        phi = PhiPartiallyShared(1, 0.5, int(n))
+        for K, expected in per_k["K"].items():
+            assert [phi.index_for(k, int(K)) for k in range(int(K))] == expected, (n, K)
+            checked += 1
+    assert checked >= 5 * 10          # n = 2..6 phis, K = 4..13 scales
+
+
+def test_upstream_training_checkpoint_reads_without_its_objects() -> None:
+    tree = read_torch_file(VARSR / "var.pth")
+    assert isinstance(tree["args"], Skipped) and tree["args"].get("pn") == "1_2_3_4_6_9_13_18_24_32"
+    assert tree["epoch"] == 1 and isinstance(tree["trainer"]["var_wo_ddp"]["head.weight"], torch.Tensor)
+
+
+def test_import_reads_the_sizes_upstream_was_built_with(varsr_dir: Path) -> None:
+    cfg = json.loads((varsr_dir / "config.json").read_text())
+    up = json.loads((VARSR / "reference.json").read_text())["configs"]
+    var, vae = up["var_rope"], up["vqvae"]
+    assert (cfg["depth"], cfg["width"], cfg["heads"]) == (var["depth"], var["embed_dim"], var["num_heads"])
+    assert cfg["patch_nums"] == up["patch_nums"] and cfg["hr_size"] == 512
+    assert cfg["lr_encoder_channels"] == up["con_embedding (replaces var.con_embedding)"]["block_out_channels"]
+    diff = up["diffloss (replaces var.diffloss)"]
+    assert (cfg["refiner_width"], cfg["refiner_depth"]) == (diff["width"], diff["depth"])
+    assert (cfg["vq_vocab"], cfg["vq_cvae"], cfg["vq_ch"]) == (vae["vocab_size"], vae["z_channels"], vae["ch"])
+    assert cfg["cfg"] == up["autoregressive_infer_cfg"]["cfg"]
+
+
+def test_import_cli_reports_a_clean_load(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "ck"
+    assert cli(["import", "varsr", "--var", str(VARSR / "var.pth"), "--vae", str(VARSR / "vae.pth"),
+                "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "0 missing, 0 unexpected, 0 mismatched" in said
+    assert cli(["import", "varsr", "--var", str(VARSR / "var.pth"), "--vae", str(VARSR / "vae.pth"),
+                "--out", str(out)]) != 0          # exists: refused without --force
+
+
+def test_condition_image_is_pillows_resize(varsr: AlignVAR, ref: dict[str, torch.Tensor]) -> None:
+    """VARSR's loader resizes the LR with Pillow's default filter; ours reproduces it bit for bit."""
+    lr_u8 = (ref["lr"] * 255).round().byte().permute(0, 2, 3, 1).numpy()
+    pil = np.stack([np.asarray(Image.fromarray(im).resize((512, 512))) for im in lr_u8])
+    ours = (varsr.con_embedding.resize(ref["lr"]) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+    assert np.array_equal(ours, pil)
+
+
+@torch.no_grad()
+def test_varsr_tokens_and_image_equal_upstream_refiner_off(varsr: AlignVAR, ref: dict[str, torch.Tensor]) -> None:
+    sr, tokens, _ = varsr.rollout(ref["lr"])
+    for k, t in enumerate(tokens):
+        assert torch.equal(t, ref[f"tokens_{k}"]), f"scale {k}: {(t == ref[f'tokens_{k}']).float().mean():.2%}"
+    assert psnr(sr, ref["sr_plain"].float()) >= 45.0
+
+
+@torch.no_grad()
+def test_varsr_refiner_with_upstreams_noise_equals_upstream(varsr: AlignVAR, ref: dict[str, torch.Tensor]) -> None:
+    sr = varsr.super_resolve(ref["lr"], refine=True, noise=pinned_noise(varsr, ref))
+    assert psnr(sr, ref["sr_refined"].float()) >= 40.0
+    assert psnr(sr, ref["sr_plain"].float()) < 30.0        # the refiner's residual is really there
+
+
+def test_varsr_onnx_single_graph_in_onnxruntime_equals_upstream(varsr_dir: Path, tmp_path: Path,
+                                                                ref: dict[str, torch.Tensor]) -> None:
+    import onnxruntime as ort
+
+    out = tmp_path / "onnx"
+    assert cli(["export", str(varsr_dir), "--out", str(out), "--tiles", "1"]) == 0
+    sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == ["lr", "noise"]
+    model = AlignVAR.from_pretrained(str(varsr_dir))
+    for b in range(ref["lr"].shape[0]):                 # the graph's batch is 1
+        rows = slice(b * 1024, (b + 1) * 1024)
+        noise = pinned_noise(model, ref)[:, rows].numpy()
+        sr, *tokens = sess.run(None, {"lr": ref["lr"][b:b + 1].numpy(), "noise": noise})
+        for k, t in enumerate(tokens):
+            assert np.array_equal(t, ref[f"tokens_{k}"][b:b + 1].numpy()), f"image {b}, scale {k}"
+        assert psnr(sr, ref["sr_refined"][b:b + 1].float()) >= 40.0
+
+
+@pytest.mark.slow
+def test_varsr_onnx_without_refiner_equals_upstream(varsr_dir: Path, tmp_path: Path,
+                                                    ref: dict[str, torch.Tensor]) -> None:
+    import onnxruntime as ort
+
+    out = tmp_path / "onnx"
+    assert cli(["export", str(varsr_dir), "--out", str(out), "--tiles", "1", "--no-refine",
+                "--graph", "staged"]) == 0
+    from alignvar_edge.export.staged import StagedRunner
+    runner = StagedRunner.load(out)
+    for b in range(ref["lr"].shape[0]):
+        sr, tokens = runner.run(ref["lr"][b:b + 1].numpy())
+        for k, t in enumerate(tokens):
+            assert np.array_equal(t, ref[f"tokens_{k}"][b:b + 1].numpy()), f"image {b}, scale {k}"
+        assert psnr(sr, ref["sr_plain"][b:b + 1].float()) >= 45.0
+    assert "noise" not in [i.name for i in ort.InferenceSession(str(out / "step_9.onnx")).get_inputs()]
+
+
+def test_var_vqvae_tokens_equal_upstream_on_ten_scales(tmp_path: Path) -> None:
+    """VAR publishes its VQ-VAE as a raw state dict: write the reference weights that way."""
+    vae_sd = read_torch_file(VARSR / "vae.pth")["trainer"]["vae_local"]
+    raw = tmp_path / "vae_raw.pth"
+    torch.save(dict(vae_sd), raw)
+    out = tmp_path / "var"
+    assert cli(["import", "var", "--vae", str(raw), "--patch-nums", VAR_SCHEDULE, "--out", str(out)]) == 0
+    model = AlignVAR.from_pretrained(str(out))
+    ref = load_file(str(DATA / "var" / "reference.safetensors"))
+    with torch.no_grad():
+        f = model.vae.quant_conv(model.vae.encoder(ref["image"]))        # the encoder takes [-1, 1]
+        idx, _, _ = model.vae.quantize.quantize(f)
+        for k, t in enumerate(idx):
+            assert torch.equal(t, ref[f"tokens_{k}"]), f"scale {k}: {(t == ref[f'tokens_{k}']).float().mean():.2%}"
+        recon = model.vae.decode(model.vae.quantize.idx_to_fhat(idx)[-1], None) * 2 - 1
+    assert psnr((recon + 1) / 2, (ref["recon"].float() + 1) / 2) >= 45.0
