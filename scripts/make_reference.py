@@ -18,6 +18,7 @@ What it produces (under --out, default tests/data/upstream/):
   var/reference.json                same kind of metadata for the VAR part.
   phi_indices.json                  which phi conv PhiPartiallyShared (VAR repo) picks
                                     for every scale, for n phis and K scales.
+  varsr_d24_parameters.json         parameter counts of VARSR as published, from its classes.
 
 The upstream repositories are only imported and called; no upstream code is
 copied here.  Both repos ship a top-level package called ``models`` so each
@@ -485,14 +486,39 @@ def worker_phi(repo, out):
     print('[phi] n=4:', res['4']['K'])
 
 
+def worker_counts(repo, out):
+    """Parameter counts of VARSR as published (its test script's build), from its own classes.
+
+    Built with every layer's own initialisation switched off (as VARSR's build_var does for
+    speed): only shapes matter here, and 1.2 B parameters need about 5 GB of memory.
+    """
+    torch = _setup_upstream(repo)
+    import torch.nn as nn
+    for clz in (nn.Linear, nn.LayerNorm, nn.Conv2d, nn.Embedding, nn.GroupNorm):
+        clz.reset_parameters = lambda self: None
+    from models import VAR_RoPE, VQVAE
+    vae = VQVAE(vocab_size=4096, z_channels=32, ch=160, test_mode=True, share_quant_resi=4,
+                v_patch_nums=VARSR_PN)
+    var = VAR_RoPE(vae_local=vae, num_classes=2, depth=24, controlnet_depth=24, embed_dim=1536,
+                   num_heads=24, norm_eps=1e-6, shared_aln=False, cond_drop_rate=0.0,
+                   attn_l2_norm=True, patch_nums=VARSR_PN, flash_if_available=False,
+                   fused_if_available=False)
+    counts = {'VAR_RoPE': sum(p.numel() for p in var.parameters()),
+              'VQVAE': sum(p.numel() for p in vae.parameters())}
+    with open(os.path.join(out, 'varsr_d24_parameters.json'), 'w') as f:
+        json.dump({**counts, '_about': "parameters of VARSR's test-script model (depth 24, width 1536, "
+                   f"VQ-VAE ch160 V4096 z32, 512 px), VARSR commit {git_head(repo)}"}, f, indent=1)
+    print('[counts]', counts)
+
+
 # ----------------------------------------------------------------------------- driver
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--varsr', required=True, help='checkout of github.com/qyp2000/VARSR')
     p.add_argument('--var', required=True, help='checkout of github.com/FoundationVision/VAR')
     p.add_argument('--out', default=os.path.join(REPO_ROOT, 'tests', 'data', 'upstream'))
-    p.add_argument('--only', choices=['varsr', 'var', 'phi'], default=None)
-    p.add_argument('--_worker', choices=['varsr', 'var', 'phi'], default=None, help=argparse.SUPPRESS)
+    p.add_argument('--only', choices=['varsr', 'var', 'phi', 'counts'], default=None)
+    p.add_argument('--_worker', choices=['varsr', 'var', 'phi', 'counts'], default=None, help=argparse.SUPPRESS)
     a = p.parse_args()
     out = os.path.abspath(a.out)
     if a._worker:
@@ -500,12 +526,14 @@ def main():
             worker_varsr(os.path.abspath(a.varsr), os.path.join(out, 'varsr'))
         elif a._worker == 'var':
             worker_var(os.path.abspath(a.var), os.path.join(out, 'var'))
+        elif a._worker == 'counts':
+            worker_counts(os.path.abspath(a.varsr), out)
         else:
             worker_phi(os.path.abspath(a.var), out)
         return
     os.makedirs(out, exist_ok=True)
     env = dict(os.environ, CUDA_VISIBLE_DEVICES='', PYTHONDONTWRITEBYTECODE='1')
-    for part in ('phi', 'varsr', 'var'):        # var reuses the VQ-VAE weights varsr writes
+    for part in ('phi', 'varsr', 'var', 'counts'):   # var reuses the VQ-VAE weights varsr writes
         if a.only and part != a.only:
             continue
         cmd = [sys.executable, HERE, '--varsr', os.path.abspath(a.varsr), '--var', os.path.abspath(a.var),

@@ -173,3 +173,13 @@ def test_var_vqvae_tokens_equal_upstream_on_ten_scales(tmp_path: Path) -> None:
             assert torch.equal(t, ref[f"tokens_{k}"]), f"scale {k}: {(t == ref[f'tokens_{k}']).float().mean():.2%}"
         recon = model.vae.decode(model.vae.quantize.idx_to_fhat(idx)[-1], None) * 2 - 1
     assert psnr((recon + 1) / 2, (ref["recon"].float() + 1) / 2) >= 45.0
+
+
+def test_varsr_d24_parameters_equal_upstream_classes() -> None:
+    from alignvar_edge.model.config import AlignVARConfig
+    from alignvar_edge.model.info import meta_model
+
+    up = json.loads((DATA / "varsr_d24_parameters.json").read_text())
+    report = meta_model(AlignVARConfig.from_preset("varsr-d24")).parameter_report()
+    assert report["total"] == up["VAR_RoPE"] + up["VQVAE"]
+    assert report["vq_encoder"] + report["vq_decoder"] + report["quantizer"] == up["VQVAE"]
