@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 import onnx
 
 from alignvar_edge.calibration.sets import (DEFAULT_TILES, DEFAULT_VALIDATION_TILES, CalibrationSet,
@@ -97,7 +99,7 @@ def calibration_set(calib: str, config: Any, n: int, n_val: int, seed: int) -> C
     return CalibrationSet.from_folder(calib, config, n=n, seed=seed, n_val=n_val)
 
 
-def _single_graph(src: Path, m: dict[str, Any]) -> tuple[Path, str, int]:
+def _single_graph(src: Path, m: dict[str, Any]) -> tuple[Path, str, int, dict[str, np.ndarray]]:
     if m.get("kind") != "onnx" or m.get("precision") != "fp32":
         raise ArtifactError(f"'{src}' is a {m.get('precision')} {m.get('kind')} artifact; quantize an fp32 "
                             "ONNX export (`alignvar-edge export`)")
@@ -106,8 +108,11 @@ def _single_graph(src: Path, m: dict[str, Any]) -> tuple[Path, str, int]:
                             "single graph: export with --graph single")
     g = m["graphs"]["model"]
     inp = g["inputs"][0]
-    batch = inp["shape"][0] if isinstance(inp["shape"][0], int) else 1
-    return src / g["file"], inp["name"], int(batch)
+    batch = int(inp["shape"][0] if isinstance(inp["shape"][0], int) else 1)
+    # a graph with VARSR's refiner also takes the sampler's noise: the draw every engine feeds
+    noise = model_config(m["model"]).refiner_noise(batch) if len(g["inputs"]) > 1 else None
+    extra = {} if noise is None else {g["inputs"][1]["name"]: noise}
+    return src / g["file"], inp["name"], batch, extra
 
 
 def quantize_artifact(src: str | os.PathLike[str], out: str | os.PathLike[str], opts: QuantizeOptions,
@@ -131,13 +136,13 @@ def quantize_artifact(src: str | os.PathLike[str], out: str | os.PathLike[str], 
         return Path(runtimes.build(src, opts.target, precision=opts.precision, calibration=cs, out=out,
                                    force=force))
 
-    model_path, input_name, batch = _single_graph(src, m)
+    model_path, input_name, batch, extra = _single_graph(src, m)
     if Path(out).exists() and not force:      # fail before minutes of calibration, not after
         raise OutputExistsError(f"'{out}' already exists; pass --force to replace it or choose another --out")
     if opts.precision == "int8":
-        model, quant, result = _int8(model_path, cs, opts, input_name, batch, cfg.scale, log, progress)
+        model, quant, result = _int8(model_path, cs, opts, input_name, batch, cfg.scale, log, progress, extra)
     else:
-        model, quant, result = _fp16(model_path, cs, opts, input_name, batch, cfg.scale, log)
+        model, quant, result = _fp16(model_path, cs, opts, input_name, batch, cfg.scale, log, extra)
     if not result.met and opts.search:
         f = result.fidelity
         raise ParityError(
@@ -145,13 +150,15 @@ def quantize_artifact(src: str | os.PathLike[str], out: str | os.PathLike[str], 
             f"{opts.fidelity.min_token_agreement:.2%}, PSNR-Y drop <= {opts.fidelity.max_psnr_drop} dB) "
             f"even with {len(result.float_groups)} group(s) in float: tokens {f.token_agreement:.2%}, "
             f"drop {f.psnr_drop:+.3f} dB on {f.tiles} validation tiles. Nothing was written; loosen the "
-            "target, try another --method or more --tiles, or use --precision fp16")
+            "target" + (", try another --method or more --tiles, or use --precision fp16"
+                        if opts.precision == "int8" else " or keep the fp32 export"))
     elapsed = time.perf_counter() - t0
     return _write(src, Path(out), m, model, model_path, opts, quant, result, cs, batch, elapsed, force, log)
 
 
 def _int8(model_path: Path, cs: CalibrationSet, opts: QuantizeOptions, input_name: str, batch: int,
-          scale: int, log: Log, progress: Progress) -> tuple[onnx.ModelProto, dict[str, Any], SearchResult]:
+          scale: int, log: Log, progress: Progress, extra: dict[str, np.ndarray]
+          ) -> tuple[onnx.ModelProto, dict[str, Any], SearchResult]:
     recipe = target_recipe(opts.target, opts.method, opts.percentile, reduce_range=opts.reduce_range,
                            float_copy_weights=opts.float_copy_weights)
     policy = Policy(int8_components=frozenset(opts.int8_components))
@@ -159,7 +166,7 @@ def _int8(model_path: Path, cs: CalibrationSet, opts: QuantizeOptions, input_nam
         f"{' (symmetric)' if recipe.symmetric_activations else ''}, per-channel int8 weights"
         f"{', reduce_range (no VNNI on this CPU)' if recipe.reduce_range and recipe.vnni is False else ''}"
         f"{', reduce_range' if recipe.reduce_range and recipe.vnni is not False else ''}")
-    feeds = cs.feeds(input_name, batch)
+    feeds = cs.feeds(input_name, batch, extra=extra)
     # onnxruntime is judged on its real int8 kernels; TensorRT (absent here) on exact fake-quant
     optimized = opts.target == "onnxruntime"
     with Int8Builder(model_path, recipe, feeds, candidates=policy,
@@ -176,12 +183,12 @@ def _int8(model_path: Path, cs: CalibrationSet, opts: QuantizeOptions, input_nam
             return b.build(policy.with_float(frozenset(groups)))
 
         val = Evaluator(str(model_path) if optimized else float_graph(), cs.validation, input_name, batch,
-                        scale, optimized)
+                        scale, optimized, extra=extra)
         k = max(1, opts.sensitivity_tiles)
         sub = TileSplit(cs.calibration.lr[:k], cs.calibration.hr[:k], cs.calibration.names[:k])
 
         def sens() -> Evaluator:             # only built when the search has to rank groups
-            return Evaluator(float_graph(), sub, input_name, batch, scale, optimized=False)
+            return Evaluator(float_graph(), sub, input_name, batch, scale, optimized=False, extra=extra)
 
         def build(float_groups: frozenset[str]) -> onnx.ModelProto:
             return b.build(policy.with_float(float_groups))
@@ -212,16 +219,17 @@ def _int8(model_path: Path, cs: CalibrationSet, opts: QuantizeOptions, input_nam
 
 
 def _fp16(model_path: Path, cs: CalibrationSet, opts: QuantizeOptions, input_name: str, batch: int,
-          scale: int, log: Log) -> tuple[onnx.ModelProto, dict[str, Any], SearchResult]:
-    from alignvar_edge.export.quantize_policy import classify
+          scale: int, log: Log, extra: dict[str, np.ndarray]) -> tuple[onnx.ModelProto, dict[str, Any], SearchResult]:
+    from alignvar_edge.export.quantize_policy import classify, exact_nodes
 
     src = onnx.load(str(model_path))
     nodes = classify(src)
-    val = Evaluator(str(model_path), cs.validation, input_name, batch, scale, optimized=True)
+    exact = exact_nodes(src)
+    val = Evaluator(str(model_path), cs.validation, input_name, batch, scale, optimized=True, extra=extra)
     steps: list[dict[str, Any]] = []
     first: Fidelity | None = None
     for rung, (what, keep_ops, comps) in enumerate(FP16_LADDER if opts.search else FP16_LADDER[:1]):
-        keep_nodes = {n.name for n in nodes if n.component in comps}
+        keep_nodes = {n.name for n in nodes if n.component in comps} | exact
         model, report = to_fp16(src, keep_ops, keep_nodes)
         f = val.evaluate(model)
         first = first or f

@@ -28,7 +28,8 @@ import onnx
 
 from alignvar_edge.errors import ConfigError
 
-__all__ = ["COMPONENTS", "DEFAULT_INT8", "QUANT_OP_TYPES", "TOKEN_PATH", "Policy", "QuantNode", "classify"]
+__all__ = ["COMPONENTS", "DEFAULT_INT8", "EXACT_SCOPES", "QUANT_OP_TYPES", "TOKEN_PATH", "Policy", "QuantNode",
+           "classify", "exact_nodes"]
 
 QUANT_OP_TYPES = ("MatMul", "Gemm", "Conv")
 
@@ -53,6 +54,21 @@ COMPONENTS: dict[str, str] = {
 DEFAULT_INT8 = frozenset({"lr_embed", "attn_linear", "ffn", "word_embed", "phi", "vq_decoder", "linear"})
 # per-scale transformer work: its copies at the coarsest scales are the roots of token cascades
 TOKEN_PATH = frozenset({"attn_linear", "ffn", "word_embed", "linear"})
+
+
+# Modules whose arithmetic is exact integer arithmetic in float32 (Pillow's uint8 resize of VARSR's
+# LR input): every node in them stays float32 in every precision, or the result is not Pillow's.
+EXACT_SCOPES = ("con_embedding.resize",)
+
+
+def exact_nodes(model: onnx.ModelProto) -> set[str]:
+    """Names of the nodes inside an EXACT_SCOPES module (by the exporter's scope metadata)."""
+    out = set()
+    for idx, n in enumerate(model.graph.node):
+        scopes = _list(_meta(n).get("pkg.torch.onnx.name_scopes"))
+        if any(sc == e or sc.startswith(e + ".") for sc in scopes for e in EXACT_SCOPES):
+            out.add(n.name or f"{n.op_type}_{idx}")
+    return out
 
 
 @dataclass(frozen=True)
