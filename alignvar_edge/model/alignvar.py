@@ -327,14 +327,17 @@ class AlignVAR(nn.Module):
             raise InputError("input contains NaN or Inf values; pass a finite image in [0, 1]")
 
     @torch.no_grad()
-    def super_resolve(self, lr_B3hw: torch.Tensor, refine: bool = True, color_fix: bool = False,
+    def super_resolve(self, lr_B3hw: torch.Tensor, refine: bool = True, color_fix: bool | None = None,
                       noise: torch.Tensor | None = None) -> torch.Tensor:
         """LR tile(s) (B, 3, lr, lr) in [0, 1] -> SR (B, 3, hr, hr) in [0, 1].
 
         With VARSR's refiner, `refine` adds its residual, drawing the sampler's noise from torch's
         generator unless `noise` (see `noise_shape`) is given. `color_fix` matches each channel's
-        mean and deviation to the LR image's (VARSR's AdaIN colour fix).
+        mean and deviation to the LR image's (VARSR's AdaIN colour fix); by default it is on for
+        VARSR-style models (whose test script applies it) and off otherwise.
         """
+        if color_fix is None:
+            color_fix = self.con_embedding is not None
         self.check_input(lr_B3hw)
         dtype = next(self.parameters()).dtype
         lr = lr_B3hw.clamp(0, 1).to(dtype)
