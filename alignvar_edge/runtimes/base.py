@@ -156,11 +156,17 @@ class Engine(abc.ABC):
                     [np.zeros((0, p * p), np.int64) for p in self.config.patch_nums])
         return np.concatenate(srs), [np.concatenate(tk) for tk in toks]
 
-    def upscale(self, image: np.ndarray, overlap: int | None = None,
-                progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-        """Any image HxW, HxWx1, HxWx3 or HxWx4 float in [0, 1] -> exactly 4x larger, same layout."""
+    def upscale(self, image: Any, overlap: int | None = None,
+                progress: Callable[[int, int], None] | None = None) -> Any:
+        """Any image HxW, HxWx1, HxWx3 or HxWx4 -> exactly 4x larger, same layout and kind.
+
+        uint8 in -> uint8 out, uint16 -> uint16, float in [0, 1] -> the same float dtype, a PIL
+        image -> a PIL image (`images.as_float_image`). Colour order RGB(A).
+        """
+        from alignvar_edge.images import as_float_image
         from alignvar_edge.runtimes.tiling import upscale_image
-        return upscale_image(self, image, overlap=overlap, progress=progress)
+        x, back = as_float_image(image)
+        return back(upscale_image(self, x, overlap=overlap, progress=progress))
 
     def close(self) -> None:
         if not self._closed:

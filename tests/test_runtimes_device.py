@@ -1,0 +1,67 @@
+"""What a device needs from an engine directory: images of any kind in and out, the input
+contract in the manifest, golden outputs shipped with the engine, and no PyTorch.
+
+Model: the `micro` preset with seeded random weights (see _runtime_fixtures), exported once and
+cached; engines are ONNX Runtime and OpenVINO builds of it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from _runtime_fixtures import cache_root, export_dir, heldout_crops, sharp_model
+from _runtime_fixtures import one_torch_thread  # noqa: F401 - autouse: one PyTorch thread
+from alignvar_edge import runtimes
+from alignvar_edge.errors import InputError
+
+
+@pytest.fixture(scope="module")
+def export(pytestconfig) -> Path:
+    return export_dir(sharp_model("micro"), cache_root(pytestconfig))
+
+
+@pytest.fixture(scope="module")
+def ort_dir(export, tmp_path_factory) -> Path:
+    return runtimes.build(export, "onnxruntime", out=tmp_path_factory.mktemp("dev") / "ort", threads=1)
+
+
+@pytest.fixture(scope="module")
+def photo() -> np.ndarray:
+    return heldout_crops({"coffee": (21, 18)})["coffee"]           # float32 HxWx3 in [0, 1]
+
+
+def test_upscale_returns_the_kind_it_was_given(ort_dir, photo):
+    u8 = np.round(photo * 255).astype(np.uint8)
+    with runtimes.load(ort_dir) as engine:
+        ref = engine.upscale(u8.astype(np.float32) / 255)           # the float path on the same pixels
+        assert ref.dtype == np.float32 and ref.shape == (84, 72, 3)
+        out8 = engine.upscale(u8)
+        assert out8.dtype == np.uint8 and out8.shape == (84, 72, 3)
+        np.testing.assert_array_equal(out8, np.round(np.clip(ref, 0, 1) * 255).astype(np.uint8))
+        out64 = engine.upscale(u8.astype(np.float64) / 255)
+        assert out64.dtype == np.float64
+        np.testing.assert_allclose(out64, ref, atol=1e-6)
+        u16 = u8.astype(np.uint16) * 257                             # the same image in 16 bits
+        out16 = engine.upscale(u16)
+        assert out16.dtype == np.uint16
+        assert np.abs(out16.astype(np.int64) - np.round(np.clip(ref, 0, 1) * 65535)).max() <= 1
+
+        pil = engine.upscale(Image.fromarray(u8))
+        assert isinstance(pil, Image.Image) and pil.mode == "RGB" and pil.size == (72, 84)
+        np.testing.assert_array_equal(np.asarray(pil), out8)
+        gray = Image.fromarray(u8[..., 1])
+        g = engine.upscale(gray)
+        assert g.mode == "L" and g.size == (72, 84)
+        rgba = np.dstack([u8, np.full(u8.shape[:2], 200, np.uint8)])
+        ra = engine.upscale(Image.fromarray(rgba))
+        assert ra.mode == "RGBA" and np.asarray(ra)[..., 3].min() >= 199
+        np.testing.assert_array_equal(np.asarray(ra)[..., :3], out8)
+        la = engine.upscale(Image.fromarray(rgba).convert("LA"))
+        assert la.mode == "LA" and la.size == (72, 84)
+        pal = engine.upscale(Image.fromarray(u8).convert("P"))      # palette: back as RGB
+        assert pal.mode == "RGB" and pal.size == (72, 84)
+        with pytest.raises(InputError, match="uint8, uint16 or float"):
+            engine.upscale(u8.astype(np.int32))
