@@ -65,3 +65,27 @@ def test_upscale_returns_the_kind_it_was_given(ort_dir, photo):
         assert pal.mode == "RGB" and pal.size == (72, 84)
         with pytest.raises(InputError, match="uint8, uint16 or float"):
             engine.upscale(u8.astype(np.int32))
+
+
+def test_manifest_states_the_input_contract_and_the_engine_keeps_it(ort_dir, export, photo):
+    import json
+
+    from alignvar_edge.export.inspect_artifact import format_inspection, inspect_artifact
+    written = json.loads((ort_dir / "manifest.json").read_text())["input_contract"]
+    assert {k: written[k] for k in ("name", "color_order", "range", "layout", "dtype", "shape", "tile",
+                                    "overlap", "scale", "batch")} == {
+        "name": "lr", "color_order": "RGB", "range": [0.0, 1.0], "layout": "NCHW", "dtype": "float32",
+        "shape": [1, 3, 8, 8], "tile": 8, "overlap": 2, "scale": 4, "batch": 1}
+    assert written["output"]["shape"] == [1, 3, 32, 32]
+    assert "input      lr float32 NCHW [1, 3, 8, 8], RGB in [0, 1]; tile 8 px, overlap 2, scale x4" in \
+        format_inspection(inspect_artifact(export))
+    with runtimes.load(ort_dir) as engine:
+        assert engine.input_contract == written
+        # the contract is what the graph really takes: one tile fed by hand as the contract says
+        # (RGB planes, NCHW, float32 in [0, 1]) gives exactly what upscale gives for that image
+        tile = photo[:8, :8]
+        by_hand = engine.infer({"lr": tile.transpose(2, 0, 1)[None].astype(np.float32)})["sr"][0]
+        np.testing.assert_allclose(by_hand.transpose(1, 2, 0), engine.upscale(tile), atol=1e-6)
+        # and it is not BGR: swapping the channels changes the result
+        bgr = engine.infer({"lr": tile[..., ::-1].transpose(2, 0, 1)[None].astype(np.float32)})["sr"][0]
+        assert np.abs(bgr[::-1] - by_hand).max() > 1e-3
