@@ -66,8 +66,12 @@ def register(sub: Any) -> None:
     d.add_argument("--json", action="store_true")
     d.set_defaults(func=run_doctor)
 
-    s = sub.add_parser("selftest", help="build from the bundled model here, check against golden outputs, time it")
-    s.add_argument("--backend", required=True, choices=BACKEND_CHOICES[1:])
+    s = sub.add_parser("selftest", help="build from the bundled model here, check against golden outputs, time it; "
+                                        "or check a built engine against the golden outputs it carries")
+    which = s.add_mutually_exclusive_group(required=True)
+    which.add_argument("--backend", choices=BACKEND_CHOICES[1:])
+    which.add_argument("--engine", metavar="DIR", help="a built engine directory (carries golden.safetensors); "
+                                                       "needs only its runtime, no PyTorch")
     s.add_argument("--model", default="alignvar-tiny", help="bundled name or checkpoint with golden.safetensors")
     s.add_argument("--precision")
     s.add_argument("--device")
@@ -284,10 +288,16 @@ def run_doctor(args: argparse.Namespace) -> int:
 
 
 def run_selftest(args: argparse.Namespace) -> int:
-    from alignvar_edge.runtimes.selftest import format_report, selftest
-    report = selftest(args.backend, model=args.model, device=args.device, precision=args.precision,
-                      runs=args.runs, log=_say)
+    from alignvar_edge.bench.outputs import write_text
+    from alignvar_edge.runtimes.selftest import format_report, selftest, selftest_engine
+    if args.engine:
+        if args.precision:
+            raise InputError("--precision goes with --backend; an --engine was built at its own precision")
+        report = selftest_engine(args.engine, device=args.device, runs=args.runs, log=_say)
+    else:
+        report = selftest(args.backend, model=args.model, device=args.device, precision=args.precision,
+                          runs=args.runs, log=_say)
     print(format_report(report))
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps(report, indent=2, default=str) + "\n")
+        write_text(args.json_out, json.dumps(report, indent=2, default=str) + "\n")
     return 0 if report["result"] in ("PASS", "BUILT-ONLY") else 1

@@ -38,6 +38,7 @@ from alignvar_edge.export.manifest import artifact_dir as staging_dir
 from alignvar_edge.export.manifest import load_verified, new_manifest, write_manifest
 from alignvar_edge.runtimes.artifacts import checkpoint_dir, graph_io, validation_tiles
 from alignvar_edge.runtimes.base import INPUT, SR, Backend, Engine, TensorSpec, config_from_manifest, token_name
+from alignvar_edge.runtimes.selftest import ship_golden
 
 PACKAGE = "model.mlpackage"
 CT_PRECISIONS = ("fp16", "fp32", "int8-weights", "palette2", "palette4", "palette6", "palette8")
@@ -462,6 +463,7 @@ class CoreMLBackend(Backend):
                              quantization=recipe, extra=extra)
             if proxy and precision != "fp32":
                 m["parity"] = fidelity_proxy(model, validation_tiles(config), precision)
+            extra["golden"] = ship_golden(None, src, tmp) if src else None
             write_manifest(tmp, m)
         return out
 

@@ -40,6 +40,7 @@ from alignvar_edge.runtimes.artifacts import (check_calibration, engine_manifest
                                               single_graph, validation_tiles)
 from alignvar_edge.runtimes.base import (INPUT, SR, Backend, Engine, TensorSpec,
                                          config_from_manifest, token_name)
+from alignvar_edge.runtimes.selftest import ship_golden
 
 XML, BIN = "model.xml", "model.bin"
 OV_PRECISIONS = ("fp32", "fp16", "int8", "int8-weights")
@@ -303,6 +304,7 @@ class OpenVINOBackend(Backend):
                 recipe["ladder"] = ladder
                 if tokens >= min_tokens:
                     break
+            m["extra"]["golden"] = ship_golden(src, Path(artifact_dir), tmp)
             write_manifest(tmp, m)
         return out
 

@@ -31,6 +31,7 @@ from alignvar_edge.export.manifest import load_verified, new_manifest, write_man
 from alignvar_edge.runtimes.artifacts import engine_manifest, single_graph
 from alignvar_edge.runtimes.base import (INPUT, SR, Backend, Engine, TensorSpec,
                                          config_from_manifest, token_name)
+from alignvar_edge.runtimes.selftest import ship_golden
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -402,6 +403,7 @@ class TensorRTBackend(Backend):
                      "trtexec": " ".join(trtexec_command(plan, workspace_mib=workspace, opt_level=opt_level))}
             m = engine_manifest(src, Path(artifact_dir), self.name, precision, {"engine": ENGINE},
                                 batch=_batch(src), extra=extra)
+            m["extra"]["golden"] = ship_golden(src, Path(artifact_dir), tmp)
             write_manifest(tmp, m)
         return out
 
@@ -422,6 +424,7 @@ class TensorRTBackend(Backend):
                              src.get("precision", "fp32"), src["model"], graphs=graphs,
                              opset=src.get("opset"), quantization=src.get("quantization"),
                              calibration=src.get("calibration"), parity=src.get("parity"), extra=extra)
+            extra["golden"] = ship_golden(src, src_dir, tmp)
             write_manifest(tmp, m)
         return out
 
