@@ -39,14 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     for name in COMMAND_MODULES:
         try:
-            module = importlib.import_module(name)
+            importlib.import_module(name).register(sub)
         except ModuleNotFoundError as e:
             if e.name == name:          # that area has no verbs yet
                 continue
             if e.name == "torch":       # a device install (alignvar-edge[device]): no PyTorch verbs
                 continue
             raise
-        module.register(sub)
     return parser
 
 

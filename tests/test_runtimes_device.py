@@ -89,3 +89,92 @@ def test_manifest_states_the_input_contract_and_the_engine_keeps_it(ort_dir, exp
         # and it is not BGR: swapping the channels changes the result
         bgr = engine.infer({"lr": tile[..., ::-1].transpose(2, 0, 1)[None].astype(np.float32)})["sr"][0]
         assert np.abs(bgr[::-1] - by_hand).max() > 1e-3
+
+
+# A finder that makes `import torch` fail as on a device without PyTorch, and records every try.
+_BLOCK_TORCH = '''
+import sys
+class _NoTorch:
+    tried = []
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            _NoTorch.tried.append(name)
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+sys.meta_path.insert(0, _NoTorch())
+'''
+
+_DEVICE_SCRIPT = _BLOCK_TORCH + '''
+import json
+import numpy as np
+from alignvar_edge import runtimes
+from alignvar_edge.bench.device import bench_engine_dir
+from alignvar_edge.runtimes.selftest import selftest_engine
+photo = np.load(sys.argv[1])
+out = {}
+for name in sys.argv[2:]:
+    with runtimes.load(name) as engine:
+        sr = engine.upscale(photo)
+        out[name] = {"backend": engine.backend, "dtype": str(sr.dtype), "shape": list(sr.shape),
+                     "sr": sr.tolist()}
+    r = selftest_engine(name, runs=2)
+    out[name]["selftest"] = [r["result"], r["tokens"]["overall"], r["psnr_vs_golden_db"]]
+report = bench_engine_dir(sys.argv[2:], runs=3, warmup=1)
+out["bench"] = [[e["label"], e["status"], e["fidelity"]["vs_reference"]["token_agreement"],
+                 e["latency"]["per_tile_ms"]["p50"]] for e in report["engines"]]
+out["torch_tried"] = _NoTorch.tried
+out["torch_loaded"] = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))
+print(json.dumps(out))
+'''
+
+
+@pytest.fixture(scope="module")
+def ov_dir(export, tmp_path_factory) -> Path:
+    return runtimes.build(export, "openvino", out=tmp_path_factory.mktemp("dev") / "ov")
+
+
+def test_engines_upscale_selftest_and_bench_without_pytorch(ort_dir, ov_dir, photo, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    u8 = np.round(photo * 255).astype(np.uint8)
+    np.save(tmp_path / "photo.npy", u8)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    res = subprocess.run([sys.executable, "-c", _DEVICE_SCRIPT, str(tmp_path / "photo.npy"), str(ort_dir),
+                          str(ov_dir)], capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["torch_tried"] == [] and out["torch_loaded"] == []
+    with runtimes.load(ort_dir) as engine:             # here, with PyTorch: the same images
+        expected = engine.upscale(u8)
+    for d in (ort_dir, ov_dir):
+        got = out[str(d)]
+        assert got["dtype"] == "uint8" and got["shape"] == [84, 72, 3]
+        assert np.abs(np.asarray(got["sr"], np.int64) - expected.astype(np.int64)).max() <= 1
+        result, tokens, psnr_db = got["selftest"]
+        assert result == "PASS" and tokens == 1.0 and float(psnr_db) >= 50
+    assert [b[:3] for b in out["bench"]] == [["onnxruntime-fp32", "ok", 1.0], ["openvino-fp32", "ok", 1.0]]
+    assert all(b[3] > 0 for b in out["bench"])
+
+
+def test_cli_runs_device_verbs_without_pytorch(ort_dir, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    code = _BLOCK_TORCH + '''
+from alignvar_edge.cli import main
+rc = [main(["selftest", "--engine", sys.argv[1], "--runs", "2"]),
+      main(["bench", sys.argv[1], "--runs", "2", "--warmup", "0", "--out", sys.argv[2]])]
+print("RC", rc, sorted(m for m in sys.modules if m == "torch" or m.startswith("torch.")))
+'''
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    res = subprocess.run([sys.executable, "-c", code, str(ort_dir), str(tmp_path / "r.json")],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "RC [0, 0] []" in res.stdout
+    assert "RESULT    PASS" in res.stdout
+    assert "PyTorch is not installed" in res.stderr                 # bench chose the device mode
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["engines"][0]["fidelity"]["vs_reference"]["token_agreement"] == 1.0
