@@ -91,14 +91,18 @@ def test_manifest_states_the_input_contract_and_the_engine_keeps_it(ort_dir, exp
         assert np.abs(bgr[::-1] - by_hand).max() > 1e-3
 
 
-# A finder that makes `import torch` fail as on a device without PyTorch, and records every try.
+# A finder that makes imports fail as on a device with only alignvar-edge[device] (+ openvino):
+# no PyTorch (every try is recorded), and none of the host's ONNX / scikit-image / NNCF tool chain.
 _BLOCK_TORCH = '''
 import sys
 class _NoTorch:
     tried = []
+    host_only = ("torch", "onnx", "onnxscript", "skimage", "nncf", "coremltools")
     def find_spec(self, name, path=None, target=None):
-        if name == "torch" or name.startswith("torch."):
-            _NoTorch.tried.append(name)
+        top = name.split(".")[0]
+        if top in self.host_only:
+            if top == "torch":
+                _NoTorch.tried.append(name)
             raise ModuleNotFoundError(f"No module named {name!r}", name=name)
         return None
 sys.meta_path.insert(0, _NoTorch())

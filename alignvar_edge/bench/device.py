@@ -195,8 +195,9 @@ def parse_trtexec_log(text: str) -> dict[str, Any]:
                          "whole output: trtexec ... 2>&1 | tee trtexec.log")
     cmd = shlex.split(found.get("command", ""))
     found["flags"] = [c for c in cmd[1:] if c.startswith("--")]
+    built = any(c.startswith("--onnx=") for c in cmd)     # --loadEngine: the flags say nothing
     found["precision"] = ("int8" if "--int8" in cmd or "--best" in cmd else
-                          "fp16" if "--fp16" in cmd else "fp32" if cmd else None)
+                          "fp16" if "--fp16" in cmd else "fp32" if built else None)
     dla = [c.split("=", 1)[1] for c in cmd if c.startswith("--useDLACore=")]
     found["dla_core"] = int(dla[0]) if dla else None
     return found

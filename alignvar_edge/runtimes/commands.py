@@ -66,6 +66,19 @@ def register(sub: Any) -> None:
     d.add_argument("--json", action="store_true")
     d.set_defaults(func=run_doctor)
 
+    a = sub.add_parser("adopt", help="an engine directory (manifest, golden outputs) for a TensorRT engine "
+                                     "built by hand on the device, from the kit it was built from")
+    a.add_argument("engine", metavar="ENGINE", help="the engine file trtexec wrote (--saveEngine)")
+    a.add_argument("--like", required=True, metavar="KITDIR",
+                   help="the build kit (or export, or TensorRT engine dir) the engine was built from")
+    a.add_argument("--log", help="trtexec's full output: TensorRT version, GPU, precision, DLA core when "
+                                 "TensorRT cannot be imported here")
+    a.add_argument("--precision", choices=["fp32", "fp16", "int8"], help="default: from the log's flags")
+    a.add_argument("--dla-core", type=int, help="the DLA core it was built for (default: from the log)")
+    a.add_argument("--out", required=True, help="the engine directory to write")
+    a.add_argument("--force", action="store_true", help="replace --out if it exists")
+    a.set_defaults(func=run_adopt)
+
     s = sub.add_parser("selftest", help="build from the bundled model here, check against golden outputs, time it; "
                                         "or check a built engine against the golden outputs it carries")
     which = s.add_mutually_exclusive_group(required=True)
@@ -284,6 +297,21 @@ def run_doctor(args: argparse.Namespace) -> int:
             print(f"  {i.name:<{w}}  ok    {ver:<14} devices: {', '.join(i.devices)}")
         else:
             print(f"  {i.name:<{w}}  no    {ver:<14} {i.reason}")
+    return 0
+
+
+def run_adopt(args: argparse.Namespace) -> int:
+    from alignvar_edge.export.manifest import read_manifest
+    from alignvar_edge.runtimes.tensorrt_kit import adopt
+    out = adopt(args.engine, args.like, args.out, log=args.log, precision=args.precision,
+                dla_core=args.dla_core, force=args.force)
+    m = read_manifest(out)
+    ex, par = m["extra"], m.get("parity")
+    print(f"adopted {args.engine} as {out}: TensorRT {ex['tensorrt_version']}, {ex.get('gpu_name')} "
+          f"(compute capability {ex['compute_capability']}), {m['precision']}"
+          + (f", DLA core {ex['dla_core']}" if ex.get("dla_core") is not None else ""))
+    print(f"parity vs golden: {par['tokens']['overall']:.2%} tokens, {par['psnr_db']} dB" if par else
+          f"not checked here (TensorRT does not run here): run `alignvar-edge selftest --engine {out}` on the device")
     return 0
 
 

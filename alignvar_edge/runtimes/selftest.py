@@ -49,7 +49,8 @@ def write_golden(path: Path, lr: np.ndarray, sr: np.ndarray, tokens: list[np.nda
                  metadata: dict[str, str]) -> Path:
     """The golden file format: lr float32, sr float16 (keeps the file small), tokens_k int32."""
     from safetensors.numpy import save_file
-    data = {"lr": np.ascontiguousarray(lr, np.float32), "sr": np.asarray(sr).astype(np.float16)}
+    data: dict[str, np.ndarray] = {"lr": np.ascontiguousarray(lr, np.float32),
+                                   "sr": np.asarray(sr).astype(np.float16)}
     data.update({f"tokens_{k}": np.asarray(t).astype(np.int32) for k, t in enumerate(tokens)})
     save_file(data, str(path), metadata=metadata)
     return path
