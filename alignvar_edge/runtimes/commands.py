@@ -34,6 +34,8 @@ def register(sub: Any) -> None:
                    help="openvino int8: also keep in float the module groups that this int8 ONNX artifact's "
                         "fidelity search returned to float (e.g. the `quantize --target onnxruntime` output)")
     p.add_argument("--kit", action="store_true", help="tensorrt: write the on-device build kit only")
+    p.add_argument("--image-input", action="store_true",
+                   help="coreml: the input is an RGB image tile (CVPixelBuffer in Swift) instead of a float array")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=run_build)
 
@@ -110,6 +112,10 @@ def run_build(args: argparse.Namespace) -> int:
         opts["kit"] = True
     if args.target_os:
         opts["target"] = args.target_os
+    if args.image_input:
+        if b.name != "coreml":
+            raise InputError("--image-input applies to --target coreml only")
+        opts["image_input"] = True
     if args.float_groups_from:
         if b.name != "openvino" or args.precision != "int8":
             raise InputError("--float-groups-from applies to --target openvino --precision int8 only")
