@@ -429,7 +429,7 @@ class CoreMLEngine(Engine):
             raise BackendUnavailableError(NEEDS_MACOS.format(os=platform.system() or sys.platform) +
                                           "; this package was built and validated here: copy the engine "
                                           "dir to a Mac and run `alignvar-edge selftest --backend coreml`")
-        x = feeds[INPUT]
+        x: Any = feeds[INPUT]
         if self.metadata.get("extra", {}).get("image_input"):      # one 8-bit RGB tile
             from PIL import Image
             x = Image.fromarray(np.round(np.clip(x[0], 0, 1) * 255).astype(np.uint8).transpose(1, 2, 0))
