@@ -33,6 +33,11 @@ def _config_module() -> ModuleType:
     it (one AlignVARConfig class either way)."""
     name = "alignvar_edge.model.config"
     if name in sys.modules:
+        parent = sys.modules.get("alignvar_edge.model")
+        if parent is not None and not hasattr(parent, "config"):
+            # the package was imported after this loader ran: Python binds a submodule to its
+            # package only when it loads it, so bind it here (alignvar_edge.model.config works)
+            parent.config = sys.modules[name]  # type: ignore[attr-defined]
         return sys.modules[name]
     path = Path(__file__).resolve().parent.parent / "model" / "config.py"
     spec = importlib.util.spec_from_file_location(name, path)
@@ -66,6 +71,7 @@ def token_name(k: int) -> str:
 
 def config_from_manifest(manifest: dict[str, Any]) -> AlignVARConfig:
     """The AlignVAR config recorded in a manifest (`model` is {"config": {...}, ...} or the config)."""
+    _config_module()
     model = manifest.get("model")
     if not isinstance(model, dict):
         raise ArtifactError("the manifest has no model config; re-create the artifact")
