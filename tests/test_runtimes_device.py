@@ -182,3 +182,29 @@ print("RC", rc, sorted(m for m in sys.modules if m == "torch" or m.startswith("t
     assert "PyTorch is not installed" in res.stderr                 # bench chose the device mode
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["engines"][0]["fidelity"]["vs_reference"]["token_agreement"] == 1.0
+
+
+def test_golden_outputs_come_from_the_checkpoint_when_the_export_names_one(tmp_path, ort_dir):
+    from alignvar_edge.errors import ArtifactError
+    from alignvar_edge.model.checkpoint import resolve_checkpoint_dir
+    from alignvar_edge.runtimes.selftest import GOLDEN_FILE, read_golden, selftest_engine, ship_golden
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    src.mkdir()
+    dest.mkdir()
+    # what `export alignvar-tiny` records; the bundled checkpoint's golden file (PyTorch outputs) is shipped
+    entry = ship_golden({"kind": "onnx", "precision": "int8", "model": {"source": "checkpoint alignvar-tiny"}},
+                        src, dest)
+    assert entry is not None and entry["origin"] == "checkpoint alignvar-tiny" and entry["tiles"] == 4
+    bundled = resolve_checkpoint_dir("alignvar-tiny") / GOLDEN_FILE
+    assert (dest / GOLDEN_FILE).read_bytes() == bundled.read_bytes()
+    lr, sr, tokens, _ = read_golden(dest / GOLDEN_FILE)
+    assert lr.shape == (4, 3, 16, 16) and sr.shape == (4, 3, 64, 64) and len(tokens) > 1
+    # no checkpoint and not an fp32 export: nothing to ship, and selftest --engine says so
+    assert ship_golden({"kind": "onnx", "precision": "int8", "model": {"source": "preset micro"}}, src,
+                       tmp_path / "none") is None
+    import shutil
+    bare = tmp_path / "bare"
+    shutil.copytree(ort_dir, bare)
+    (bare / GOLDEN_FILE).unlink()
+    with pytest.raises(ArtifactError, match="carries no golden.safetensors; rebuild it"):
+        selftest_engine(bare)
