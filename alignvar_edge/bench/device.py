@@ -97,6 +97,7 @@ def bench_engine_dir(engines: list[str], runs: int = 20, warmup: int = 3, thread
     """Time engine directories and check them against their golden outputs; no PyTorch needed."""
     from alignvar_edge.bench.fidelity import fidelity
     from alignvar_edge.bench.memory import PeakRSS
+    from alignvar_edge.bench.runner import _call_for
     from alignvar_edge.bench.subjects import check_exists, open_subject, parse_spec
     say = log or (lambda _m: None)
     if runs < 1 or warmup < 0:
@@ -124,13 +125,13 @@ def bench_engine_dir(engines: list[str], runs: int = 20, warmup: int = 3, thread
                 sr, tok = eng.run(lr)
             fid = fidelity(sr, tok, gsr, gtok, None, eng.scale)
             fid["vs_reference"]["reference"] = meta.get("reference", "PyTorch")
-            one = np.repeat(lr[:1], eng.batch, axis=0)
+            call = _call_for(sub, lr, eng.scale)           # the runner's timed unit: one engine call
             for _ in range(warmup):
-                eng.infer({"lr": one})
+                call()
             times = []
             for _ in range(runs):
                 t0 = time.perf_counter()
-                eng.infer({"lr": one})
+                call()
                 times.append((time.perf_counter() - t0) * 1e3)
             mp = eng.config.hr_size ** 2 / 1e6
             e.update(batch=eng.batch, load_s=sub.info.get("load_s"),
