@@ -30,6 +30,10 @@ COMMAND_MODULES = (
 )
 
 
+# packages of the `host` extra: where one is missing (alignvar-edge[device]), verbs needing it are left out
+HOST_ONLY = ("torch", "onnx", "onnxscript", "skimage")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="alignvar-edge",
@@ -39,12 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     for name in COMMAND_MODULES:
         try:
-            module = importlib.import_module(name)
+            importlib.import_module(name).register(sub)
         except ModuleNotFoundError as e:
             if e.name == name:          # that area has no verbs yet
                 continue
+            if (e.name or "").split(".")[0] in HOST_ONLY:   # a device install: no host verbs
+                continue
             raise
-        module.register(sub)
     return parser
 
 
@@ -74,6 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise
             print(f"alignvar-edge {args.verb}: error: {e}", file=sys.stderr)
             return e.exit_code
+        if isinstance(e, ModuleNotFoundError) and (e.name or "").split(".")[0] in HOST_ONLY and not debug:
+            print(f"alignvar-edge {args.verb}: error: this verb needs {e.name}, which a device install "
+                  "does not have; install the host tools: pip install 'alignvar-edge[host]'", file=sys.stderr)
+            return 3
         if isinstance(e, (OSError, MemoryError)):
             if debug:
                 raise

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # torch is imported lazily: image I/O alone should not pay it
 __all__ = [
     "DEFAULT_MAX_MEGAPIXELS",
     "IMAGE_EXTENSIONS",
+    "as_float_image",
     "from_tensor",
     "list_images",
     "load_image",
@@ -260,6 +261,57 @@ def _to_uint8(x: np.ndarray) -> np.ndarray:
     if x.dtype == np.uint8:
         return np.ascontiguousarray(x)
     return np.ascontiguousarray(np.round(np.clip(x.astype(np.float32), 0.0, 1.0) * 255.0), np.uint8)
+
+
+# integer dtypes an in-memory image may use, and the value that means "full intensity"
+_INT_FULL_SCALE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+# Pillow modes handed to the engine as they are (others are converted, see as_float_image)
+_PIL_DIRECT = ("L", "RGB", "RGBA", "I;16", "F")
+
+
+def as_float_image(image: object) -> tuple[np.ndarray, Callable[[np.ndarray], object]]:
+    """An in-memory image -> (float32 HxW / HxWx1 / HxWx3 / HxWx4 in [0, 1], `back`), where
+    `back(result)` turns a float result of the same layout into the caller's kind.
+
+    numpy uint8 (/255) and uint16 (/65535) come back in their dtype (rounded, clipped); float
+    arrays (in [0, 1]) come back in their float dtype; a PIL image comes back as a PIL image of
+    its mode (L, RGB, RGBA, LA, I;16, F; palette, CMYK and other modes come back as RGB or RGBA).
+    """
+    if isinstance(image, Image.Image):
+        return _pil_as_float(image)
+    x = np.asarray(image)
+    if x.dtype in _INT_FULL_SCALE:
+        full = _INT_FULL_SCALE[x.dtype]
+        dt = x.dtype
+
+        def to_int(r: np.ndarray) -> np.ndarray:
+            return np.round(np.clip(np.asarray(r, np.float32), 0.0, 1.0) * full).astype(dt)
+        return x.astype(np.float32) / np.float32(full), to_int
+    if np.issubdtype(x.dtype, np.floating):
+        fdt = x.dtype
+        return x, lambda r: np.asarray(r).astype(fdt, copy=False)
+    raise InputError(f"images must be uint8, uint16 or float in [0, 1] numpy arrays or PIL images, "
+                     f"got dtype {x.dtype}; convert with .astype(np.uint8) or divide by the full-scale value")
+
+
+def _pil_as_float(img: Image.Image) -> tuple[np.ndarray, Callable[[np.ndarray], object]]:
+    mode = img.mode
+    if mode in _PIL_DIRECT:
+        work, back_mode = img, None
+    elif mode == "LA":
+        work, back_mode = img.convert("RGBA"), "LA"
+    else:
+        alpha = mode in ("PA", "RGBa", "La") or "transparency" in img.info
+        try:
+            work, back_mode = img.convert("RGBA" if alpha else "RGB"), None
+        except ValueError as e:
+            raise InputError(f"unsupported PIL image mode {mode}; convert it to RGB first") from e
+    x, back = as_float_image(np.asarray(work))
+
+    def to_pil(r: np.ndarray) -> Image.Image:
+        out = Image.fromarray(np.asarray(back(r)))
+        return out.convert(back_mode) if back_mode else out
+    return x, to_pil
 
 
 def list_images(folder: str | os.PathLike[str]) -> list[Path]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -72,3 +73,56 @@ def test_weight_compression_and_torch_export_path(precision, method, tmp_path):
     m = load_verified(out)
     assert m["quantization"]["weights_only"] and m["extra"]["conversion"] == method
     assert m["extra"]["spec"]["valid"]
+
+
+def _read_package(out):
+    import coremltools as ct
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ct.models.MLModel(str(out / "model.mlpackage"), skip_model_load=True).get_spec()
+
+
+def test_package_describes_its_io_and_carries_the_input_contract(package):
+    """What Xcode shows, read back with coremltools on Linux."""
+    import json
+
+    from alignvar_edge.export.manifest import load_verified
+    out, _ = package
+    spec = _read_package(out)
+    d = spec.description
+    assert "x4 super-resolution (micro, fp16) on 8x8 RGB tiles" in d.metadata.shortDescription
+    assert "2 px overlap" in d.metadata.shortDescription and d.metadata.author.startswith("alignvar-edge")
+    assert d.input[0].shortDescription == "LR tile, float32 (1, 3, 8, 8), NCHW, RGB planes in [0, 1]"
+    outs = {o.name: o.shortDescription for o in d.output}
+    assert outs["sr"].startswith("SR tile, float (1, 3, 32, 32), NCHW, RGB in [0, 1]")
+    assert outs["tokens_3"].startswith("token indices of scale 4/4 (8x8)")
+    meta = {k[len("com.alignvar-edge."):]: v for k, v in d.metadata.userDefined.items()
+            if k.startswith("com.alignvar-edge.")}
+    assert {k: meta[k] for k in ("tile", "overlap", "scale", "compute_units", "color_order", "range", "input")} == {
+        "tile": "8", "overlap": "2", "scale": "4", "compute_units": "CPU_AND_NE", "color_order": "RGB",
+        "range": "0..1", "input": "multiarray"}
+    manifest = load_verified(out)
+    contract = json.loads(meta["input_contract"])
+    for key in ("tile", "overlap", "scale", "shape", "layout", "color_order", "range"):
+        assert contract[key] == manifest["input_contract"][key], key
+
+
+def test_image_input_when_asked(tmp_path):
+    from alignvar_edge.runtimes.coreml import _ops
+    out = runtimes.build("in-memory", "coreml", out=tmp_path / "img", model=sharp_model("micro"),
+                         image_input=True, proxy=False)
+    spec = _read_package(out)
+    lr = spec.description.input[0]
+    assert lr.type.WhichOneof("Type") == "imageType"
+    assert (lr.type.imageType.width, lr.type.imageType.height) == (8, 8)
+    assert lr.type.imageType.colorSpace == lr.type.imageType.ColorSpace.Value("RGB")
+    assert "8-bit image, scaled to [0, 1] inside the model" in lr.shortDescription
+    assert spec.description.metadata.userDefined["com.alignvar-edge.input"] == "image"
+    # the 1/255 scaling is the program's first op on the input
+    first_mul = next(op for op in _ops(spec) if op.type == "mul")
+    assert [a.name for a in first_mul.inputs["x"].arguments] == ["lr"]
+    const = next(op for op in _ops(spec) if op.type == "const"
+                 and op.outputs[0].name == first_mul.inputs["y"].arguments[0].name)
+    assert abs(const.attributes["val"].immediateValue.tensor.floats.values[0] - 1 / 255) < 1e-9
+    with runtimes.load(out) as e:
+        assert e.metadata["extra"]["image_input"] is True

@@ -14,7 +14,7 @@ import torch
 
 from _runtime_fixtures import cache_root, export_dir, sharp_model
 from alignvar_edge import runtimes
-from alignvar_edge.errors import ArtifactError, BackendUnavailableError, InputError
+from alignvar_edge.errors import ArtifactError, BackendUnavailableError, InputError, OutputExistsError
 from alignvar_edge.runtimes import tensorrt as trt_backend
 
 AVAILABLE, REASON = trt_backend.BACKEND.is_available()
@@ -72,8 +72,9 @@ def test_build_without_tensorrt_writes_a_kit_for_the_device(export, tmp_path):
     assert script.stat().st_mode & 0o111
     subprocess.run(["sh", "-n", str(script)], check=True)          # valid shell
     text = script.read_text()
-    assert "--target tensorrt --precision fp16" in text and "--fp16" in text
+    assert "PRECISION=fp16" in text and 'fp16) FLAGS="--fp16"' in text and "--useDLACore=$DLA" in text
     assert (kit / "trtexec.txt").read_text().startswith("trtexec --onnx=model.onnx")
+    assert {"README.md", "golden.safetensors"} <= files
     from alignvar_edge.export.manifest import load_verified
     m = load_verified(kit)
     assert m["kind"] == "onnx" and m["extra"]["tensorrt_kit"]["reason"] == REASON
@@ -93,6 +94,11 @@ def test_engine_for_another_version_or_gpu_is_refused():
     with pytest.raises(BackendUnavailableError, match="no CUDA GPU"):
         trt_backend.check_compatible(m, "10.3.0.26", None)
     trt_backend.check_compatible(m, "10.3.0.26", {"name": "Orin", "compute_capability": "8.7"})
+    # adopted from a trtexec log, which knows three parts of the version: any build of 10.3.0
+    m3 = {"extra": {**m["extra"], "tensorrt_version": "10.3.0"}}
+    trt_backend.check_compatible(m3, "10.3.0.30", {"name": "Orin", "compute_capability": "8.7"})
+    with pytest.raises(ArtifactError, match="built with TensorRT 10.3.0, this machine has 10.13.0.35"):
+        trt_backend.check_compatible(m3, "10.13.0.35", {"name": "Orin", "compute_capability": "8.7"})
 
 
 @pytest.mark.skipif(not AVAILABLE, reason=f"TensorRT engines cannot run here: {REASON}")
@@ -104,3 +110,148 @@ def test_tensorrt_fp32_engine_matches_onnxruntime(export, tmp_path):
         ref_sr, ref_tok = ort_e.run(tiles)
     assert all(np.array_equal(a, b) for a, b in zip(tok, ref_tok))
     assert float(np.abs(sr - ref_sr).max()) < 1e-3
+
+
+# ------------------------------------------------------------------------------------------------
+# the kit for the device: README, script (shellcheck), golden outputs, trtexec import, adopt
+# ------------------------------------------------------------------------------------------------
+LOGS = Path(__file__).parent / "data" / "trtexec"
+
+
+@pytest.fixture(scope="module")
+def kit(export, tmp_path_factory) -> Path:
+    return trt_backend.BACKEND.build(export, tmp_path_factory.mktemp("kit") / "kit", precision="fp16", kit=True)
+
+
+def test_kit_scripts_pass_shellcheck(kit):
+    import shutil
+    if shutil.which("shellcheck") is None:
+        pytest.skip("shellcheck is not installed (Debian/Ubuntu: apt-get install shellcheck)")
+    res = subprocess.run(["shellcheck", "--shell=sh", "--severity=style", str(kit / "build_on_device.sh")],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout
+    repo_scripts = sorted(str(p) for p in (Path(__file__).parent.parent / "scripts").glob("*.sh"))
+    if repo_scripts:
+        res = subprocess.run(["shellcheck", *repo_scripts], capture_output=True, text=True)
+        assert res.returncode == 0, res.stdout
+
+
+def test_kit_readme_and_golden_describe_this_kit(kit, export):
+    from alignvar_edge.runtimes.selftest import read_golden
+    text = (kit / "README.md").read_text()
+    for needle in ("JetPack 6.1 / 6.2", "TensorRT 10.3", "CUDA 12.6", "--system-site-packages",
+                   "pip install 'alignvar-edge[device]' 'numpy<2' 'cuda-python>=12.6,<13'",
+                   "python3-libnvinfer", "sh build_on_device.sh --precision fp16 --dla-core 0",
+                   "alignvar-edge adopt my.engine --like . --log my.log", "bench merge",
+                   "| fp16 | `--fp16` |", "`lr` float32 NCHW [1, 3, 8, 8], RGB in [0, 1]"):
+        assert needle in text, needle
+    assert "| int8 | not from this kit: TensorRT INT8 uses explicit Q/DQ" in text    # an fp32 export
+    lr, sr, tokens, meta = read_golden(kit / "golden.safetensors")
+    with runtimes.load(export) as ref:          # the golden outputs are the export's own
+        ref_sr, ref_tok = ref.run(lr)
+    assert all(np.array_equal(a, b) for a, b in zip(tokens, ref_tok))
+    assert np.abs(ref_sr - sr).max() < 2e-3                                # stored in float16
+
+
+def test_trtexec_summaries_parse_on_real_formats():
+    from alignvar_edge.bench.device import parse_trtexec_log
+    t10 = parse_trtexec_log((LOGS / "trt10-orin-fp16-dla.log").read_text())
+    assert t10["throughput_qps"] == 130.298 and t10["tensorrt_version"] == "10.3.0"
+    assert t10["latency_ms"] == {"min": 5.38672, "max": 13.3664, "mean": 7.60628, "median": 7.16092,
+                                 "p90": 10.2996, "p95": 10.8698, "p99": 12.9675}
+    assert t10["gpu_compute_time_ms"]["median"] == 7.14139 and t10["h2d_latency_ms"]["p99"] == 0.0515137
+    assert t10["total_host_walltime_s"] == 3.00082 and t10["total_gpu_compute_time_s"] == 2.96536
+    assert (t10["device"], t10["compute_capability"]) == ("Orin", "8.7")
+    assert (t10["precision"], t10["dla_core"], t10["status"]) == ("fp16", 0, "PASSED")
+    t84 = parse_trtexec_log((LOGS / "trt84-xavier.log").read_text())
+    assert t84["tensorrt_version"] == "8.4.0" and t84["throughput_qps"] == 41087.7
+    assert t84["latency_ms"] == {"min": 0.387207, "max": 0.447357, "mean": 0.402238, "median": 0.401947,
+                                 "p99": 0.420288}
+    assert t84["precision"] is None             # --loadEngine: the flags do not say
+    pasted = parse_trtexec_log((LOGS / "pasted-no-prefix.log").read_text())
+    assert pasted["latency_ms"]["median"] == 6.02185 and pasted["latency_ms"]["max"] == 6.19507
+    assert pasted["gpu_compute_time_ms"]["p99"] == 3.87793 and "tensorrt_version" not in pasted
+    with pytest.raises(InputError, match="no trtexec performance summary"):
+        parse_trtexec_log("[I] Engine built in 12.3 sec.\n&&&& PASSED TensorRT.trtexec [TensorRT v100300] # trtexec")
+
+
+def test_adopt_a_hand_built_engine_and_import_its_timing(kit, tmp_path):
+    from alignvar_edge.bench.merge import merge_markdown, merge_reports
+    from alignvar_edge.bench.schema import check_report, write_json
+    from alignvar_edge.cli import main
+    from alignvar_edge.export.manifest import load_verified
+    log = LOGS / "trt10-orin-fp16-dla.log"
+    engine = tmp_path / "my.engine"
+    engine.write_bytes(b"serialized engine bytes")        # built on the device; never deserialised here
+    out = tmp_path / "my-engine"
+    assert main(["adopt", str(engine), "--like", str(kit), "--log", str(log), "--out", str(out)]) == 0
+    m = load_verified(out)
+    ex = m["extra"]
+    assert (m["kind"], m["backend"], m["precision"]) == ("engine", "tensorrt", "fp16")
+    assert (ex["tensorrt_version"], ex["compute_capability"], ex["gpu_name"], ex["dla_core"]) == \
+        ("10.3.0", "8.7", "Orin", 0)
+    assert ex["adopted"]["versions_from"] == "trtexec log" and m["parity"] is None
+    assert {"model.engine", "model.onnx", "golden.safetensors", "trtexec.log", "README.md",
+            "build_on_device.sh"} <= {p.name for p in out.iterdir()}
+    assert m["input_contract"]["tile"] == 8 and m["input_contract"]["scale"] == 4
+    from alignvar_edge.runtimes.tensorrt_kit import adopt
+    with pytest.raises(OutputExistsError):
+        adopt(engine, kit, out, log=log)
+    with pytest.raises(InputError, match="pass --log"):                 # nothing to say what it was built for
+        adopt(engine, kit, tmp_path / "nolog")
+    if not AVAILABLE:
+        with pytest.raises(BackendUnavailableError):
+            runtimes.load(out)
+    # the timing summary as a bench report that merges with the others
+    rep = tmp_path / "jetson.json"
+    assert main(["bench", "trtexec", str(log), "--engine", str(out), "--out", str(rep)]) == 0
+    import json
+    r = check_report(json.loads(rep.read_text()))
+    e = r["engines"][0]
+    assert (e["label"], e["status"], e["precision"], e["batch"]) == ("tensorrt-fp16-dla0", "ok", "fp16", 1)
+    assert e["latency"]["per_call_ms"] == {"p50": 7.16092, "p90": 10.2996, "p99": 12.9675, "min": 5.38672,
+                                           "mean": 7.60628, "max": 13.3664}
+    assert e["latency"]["per_megapixel_ms"]["p50"] == round(round(7.16092, 4) / (32 * 32 / 1e6), 3)
+    assert e["latency"]["gpu_compute_per_call_ms"]["p50"] == 7.14139
+    assert r["model"]["name"] == "micro" and r["model"]["tile"] == {"lr": 8, "hr": 32, "scale": 4}
+    write_json(tmp_path / "other.json", r)
+    md = merge_markdown(merge_reports([rep, tmp_path / "other.json"]))
+    assert "| tensorrt-fp16-dla0 | fp16 | 7.16 |" in md
+
+
+def test_build_script_runs_adopt_selftest_and_bench_with_a_stand_in_trtexec(kit, tmp_path):
+    """The script's own flow, with a stand-in `trtexec` on PATH that writes an engine file and a
+    real-format log (no TensorRT here): argument checks, the log, adopt, then selftest, which
+    stops with TensorRT's absence."""
+    import os
+    import sys
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "trtexec").write_text(
+        "#!/bin/sh\nfor a; do case $a in --saveEngine=*) printf engine > \"${a#*=}\" ;; esac; done\n"
+        f"cat '{LOGS / 'trt10-orin-fp16-dla.log'}'\necho \"ARGS $*\"\n")
+    (bindir / "trtexec").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}",
+           "PYTHONPATH": os.pathsep.join(p for p in sys.path if p), "PYTHON": sys.executable}
+    script = str(kit / "build_on_device.sh")
+    bad = subprocess.run(["sh", script, "--precision", "fp32", "--dla-core", "0"], capture_output=True,
+                         text=True, env=env)
+    assert bad.returncode == 2 and "DLA runs fp16 and int8 only" in bad.stderr
+    bad = subprocess.run(["sh", script, "--precision", "int8"], capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and "explicit Q/DQ" in bad.stderr
+    out = tmp_path / "eng"
+    res = subprocess.run(["sh", script, "--dla-core", "1", "--out", str(out)], capture_output=True,
+                         text=True, env=env, timeout=300)
+    log = (tmp_path / "eng.work" / "trtexec.log").read_text()
+    assert "--fp16 --useDLACore=1 --allowGPUFallback" in log and f"--timingCacheFile={tmp_path}/alignvar-timing.cache" in log
+    assert "Throughput: 130.298 qps" in res.stdout                # the summary is shown
+    from alignvar_edge.export.manifest import load_verified
+    m = load_verified(out)                                        # adopt ran: an engine directory
+    assert m["extra"]["dla_core"] == 1 and m["precision"] == "fp16"
+    if not AVAILABLE:                                             # selftest needs TensorRT: stops here
+        assert res.returncode == 3 and "TensorRT is not installed" in res.stderr
+    no_ae = {**env, "PYTHON": "false"}                            # without alignvar-edge: instructions
+    res = subprocess.run(["sh", script, "--out", str(tmp_path / "plain")], capture_output=True, text=True,
+                         env=no_ae, timeout=300)
+    assert res.returncode == 0 and "alignvar-edge adopt" in res.stdout
+    assert (tmp_path / "plain.work" / "model.engine").read_text() == "engine"

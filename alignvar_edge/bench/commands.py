@@ -22,7 +22,10 @@ def register(sub: Any) -> None:
                     "parameters, FLOPs and achieved GFLOP/s against a GEMM peak measured in the same run, "
                     "token agreement and PSNR/SSIM-Y against PyTorch and against HR, and a host "
                     "fingerprint. `alignvar-edge bench merge A.json B.json ... --md M.md --plot M.png` "
-                    "combines reports from several devices.")
+                    "combines reports from several devices. Without PyTorch (a device install), "
+                    "`--no-reference` times engine directories against the golden outputs they carry, "
+                    "and `alignvar-edge bench trtexec LOG [--engine DIR] --out R.json` imports "
+                    "trtexec's timing summary; both reports merge with the others.")
     p.add_argument("engines", nargs="+", metavar="ENGINE", help=ENGINE_HELP)
     p.add_argument("--out", help="report JSON to write (required for a benchmark; optional for merge)")
     p.add_argument("--md", help="also write the report as Markdown")
@@ -44,6 +47,12 @@ def register(sub: Any) -> None:
                    help="one engine in memory at a time, no interleaving (models too big to load together)")
     p.add_argument("--label", help="device label for tables and merges (default: from the host)")
     p.add_argument("--seed", type=int, default=0, help="fidelity tile crops")
+    p.add_argument("--no-reference", action="store_true",
+                   help="no PyTorch: time engine directories and check them against their golden outputs "
+                        "(automatic when PyTorch is not installed)")
+    p.add_argument("--engine", dest="trt_engine", metavar="DIR",
+                   help="bench trtexec: the engine dir or kit the log belongs to (model, batch, parity)")
+    p.add_argument("--batch", type=int, help="bench trtexec: tiles per inference (default: the engine's)")
     p.set_defaults(func=run_bench_cmd)
 
     d = sub.add_parser(
@@ -92,9 +101,11 @@ def run_bench_cmd(args: argparse.Namespace) -> int:
     if args.engines[0] == "merge":
         return run_merge(args.engines[1:], args)
     from alignvar_edge.bench.render import summary_lines, terminal_table
-    from alignvar_edge.bench.runner import BenchOptions, run_bench
     if not args.out:
         raise InputError("bench needs --out REPORT.json (the report is the result)")
+    if args.engines[0] == "trtexec" or args.no_reference or not _have_torch():
+        return run_device_bench(args)
+    from alignvar_edge.bench.runner import BenchOptions, run_bench
     opts = BenchOptions(runs=args.runs, warmup=args.warmup, tiles=args.tiles, images=args.images,
                         seed=args.seed, threads=args.threads, peak_n=args.peak_n,
                         profile_runs=args.profile_runs, staged=args.staged,
@@ -107,6 +118,37 @@ def run_bench_cmd(args: argparse.Namespace) -> int:
     for line in summary_lines(report):
         print(line.replace("**", ""))
     print(f"wrote {', '.join(p for p in (args.out, args.md, args.plot) if p)}")
+    return 1 if report["summary"]["failed"] else 0
+
+
+def _have_torch() -> bool:
+    import importlib.util
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except ImportError:
+        return False
+
+
+def run_device_bench(args: argparse.Namespace) -> int:
+    """`bench trtexec LOG` and `bench ENGINE... --no-reference`: reports without PyTorch."""
+    from alignvar_edge.bench.device import bench_engine_dir, trtexec_report
+    from alignvar_edge.bench.render import terminal_table
+    from alignvar_edge.bench.schema import write_json
+    if args.md or args.plot:
+        raise InputError("device reports are JSON only: render them with `alignvar-edge bench merge "
+                         f"{args.out} --md REPORT.md` (with the reports of other devices)")
+    if args.engines[0] == "trtexec":
+        if len(args.engines) != 2:
+            raise InputError("usage: alignvar-edge bench trtexec TRTEXEC.log [--engine DIR] --out R.json")
+        report = trtexec_report(args.engines[1], args.trt_engine, label=args.label, batch=args.batch)
+    else:
+        if not args.no_reference:
+            _say("PyTorch is not installed: timing the engines against their golden outputs (--no-reference)")
+        report = bench_engine_dir(args.engines, runs=args.runs, warmup=args.warmup, threads=args.threads,
+                                  label=args.label, min_token_agreement=args.min_token_agreement, log=_say)
+    write_json(args.out, report)
+    print(terminal_table(report))
+    print(f"wrote {args.out}")
     return 1 if report["summary"]["failed"] else 0
 
 

@@ -22,13 +22,17 @@ def _r(x: float, nd: int = 3) -> float:
 
 
 def _images(ref: np.ndarray, test: np.ndarray, scale: int) -> dict[str, Any]:
-    return {"psnr_y_db": _r(psnr_y(ref, test, border=scale)), "ssim_y": _r(ssim_y(ref, test, border=scale), 5),
-            "psnr_rgb_db": _r(psnr(ref, test))}
+    try:
+        ssim: float | None = _r(ssim_y(ref, test, border=scale), 5)
+    except ImportError:            # scikit-image is not part of alignvar-edge[device]
+        ssim = None
+    return {"psnr_y_db": _r(psnr_y(ref, test, border=scale)), "ssim_y": ssim, "psnr_rgb_db": _r(psnr(ref, test))}
 
 
 def fidelity(sr: np.ndarray, tokens: Sequence[np.ndarray] | None, ref_sr: np.ndarray,
-             ref_tokens: Sequence[np.ndarray], hr: np.ndarray, scale: int) -> dict[str, Any]:
-    """{"tiles", "vs_reference": tokens + images, "vs_hr": images}; tokens=None for baselines without."""
+             ref_tokens: Sequence[np.ndarray], hr: np.ndarray | None, scale: int) -> dict[str, Any]:
+    """{"tiles", "vs_reference": tokens + images, "vs_hr": images}; tokens=None for baselines without,
+    hr=None where no HR tiles exist (golden outputs only: `vs_hr` is None)."""
     vs_ref = _images(ref_sr, sr, scale)
     vs_ref["max_abs_diff"] = round(float(np.max(np.abs(np.asarray(ref_sr, np.float64) - sr))), 6)
     if tokens is not None:
@@ -38,7 +42,8 @@ def fidelity(sr: np.ndarray, tokens: Sequence[np.ndarray] | None, ref_sr: np.nda
         vs_ref["identical_tiles"] = round(agree["identical_samples"], 4)
     else:
         vs_ref["token_agreement"] = None
-    return {"tiles": int(sr.shape[0]), "vs_reference": vs_ref, "vs_hr": _images(hr, sr, scale)}
+    return {"tiles": int(sr.shape[0]), "vs_reference": vs_ref,
+            "vs_hr": None if hr is None else _images(hr, sr, scale)}
 
 
 def bicubic_tiles(lr: np.ndarray, scale: int) -> np.ndarray:

@@ -68,7 +68,8 @@ def merge_markdown(merged: dict[str, Any], plot: str | None = None) -> str:
         best = (r["summary"] or {}).get("best_cpu")
         lines.append(f"- **{r['label']}**: {cpu.get('model')}, {cpu.get('usable_cores')} cores, ISA "
                      f"{' '.join(cpu.get('isa') or []) or '–'}; {h['os']['platform']}; peak "
-                     f"{r['peak']['gflops']:.1f} GFLOP/s; model {r['model']['name']}; {r['created']}"
+                     f"{_cell('gflops', (r.get('peak') or {}).get('gflops'))} GFLOP/s; model {r['model']['name']}; "
+                     f"{r['created']}"
                      + (f"; best CPU engine {best['label']} {best['speedup_vs_eager']:.2f}x eager" if best else ""))
     lines += ["", _md_table(table)]
     if plot:

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["latency_summary", "percentiles"]
+__all__ = ["latency_summary", "percentiles", "summary_from_percentiles"]
 
 PERCENTILES = (50, 90, 99)
 
@@ -28,12 +28,19 @@ def latency_summary(call_ms: Sequence[float], tiles_per_call: int, sr_megapixels
     Throughput and GFLOP/s use the median call: with a shared machine the median is the figure a
     reader can reproduce; p90/p99 show the noise.
     """
-    per_call = percentiles(call_ms)
+    return summary_from_percentiles(percentiles(call_ms), len(call_ms), tiles_per_call,
+                                    sr_megapixels_per_tile, flops_per_tile, peak_gflops)
+
+
+def summary_from_percentiles(per_call: dict[str, float], runs: int | None, tiles_per_call: int,
+                             sr_megapixels_per_tile: float, flops_per_tile: float | None = None,
+                             peak_gflops: float | None = None) -> dict[str, Any]:
+    """`latency_summary` from per-call statistics measured elsewhere (p50, min, ...; e.g. trtexec's)."""
     per_tile = {k: round(v / tiles_per_call, 4) for k, v in per_call.items()}
     per_mp = {k: round(v / sr_megapixels_per_tile, 3) for k, v in per_tile.items()}
     p50_s = per_tile["p50"] / 1e3
     out: dict[str, Any] = {
-        "runs": len(call_ms), "tiles_per_call": tiles_per_call,
+        "runs": runs, "tiles_per_call": tiles_per_call,
         "per_call_ms": per_call, "per_tile_ms": per_tile, "per_megapixel_ms": per_mp,
         "throughput": {"tiles_per_s": round(1 / p50_s, 3) if p50_s > 0 else None,
                        "megapixels_per_s": round(sr_megapixels_per_tile / p50_s, 4) if p50_s > 0 else None},
@@ -41,7 +48,7 @@ def latency_summary(call_ms: Sequence[float], tiles_per_call: int, sr_megapixels
     if flops_per_tile and p50_s > 0:
         achieved = flops_per_tile / p50_s / 1e9
         out["gflops_achieved"] = round(achieved, 3)
-        best = flops_per_tile / (per_tile["min"] / 1e3) / 1e9 if per_tile["min"] > 0 else None
+        best = flops_per_tile / (per_tile["min"] / 1e3) / 1e9 if per_tile.get("min", 0) > 0 else None
         out["gflops_best"] = round(best, 3) if best else None
         if peak_gflops:
             # p50 against the best GEMM: what a user gets; min against it: the engine's own best

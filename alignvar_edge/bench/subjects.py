@@ -80,10 +80,10 @@ def parse_spec(text: str) -> EngineSpec:
 
 def check_exists(spec: EngineSpec) -> None:
     """Fail fast (before minutes of measuring) on a path that is not there."""
-    from alignvar_edge.model.checkpoint import BUNDLED
-    if spec.path is None or spec.path in BUNDLED:
+    if spec.path is None or Path(spec.path).exists():     # (no model import for paths: no PyTorch)
         return
-    if not Path(spec.path).exists():
+    from alignvar_edge.model.checkpoint import BUNDLED
+    if spec.path not in BUNDLED:
         raise InputError(f"no engine at '{spec.path}' (from '{spec.text}'); pass an export, engine dir "
                          "or checkpoint made by alignvar-edge")
 
@@ -92,8 +92,10 @@ def artifact_bytes(path: str | None) -> int | None:
     """Bytes of every file of an artifact (a bundled name counts its checkpoint directory)."""
     if not path:
         return None
-    from alignvar_edge.model.checkpoint import BUNDLED, resolve_checkpoint_dir
-    p = resolve_checkpoint_dir(path) if path in BUNDLED else Path(path)
+    p = Path(path)
+    if not p.exists():
+        from alignvar_edge.model.checkpoint import BUNDLED, resolve_checkpoint_dir
+        p = resolve_checkpoint_dir(path) if path in BUNDLED else p
     if p.is_file():
         return p.stat().st_size
     return sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else None

@@ -12,7 +12,7 @@ from typing import Any
 
 from alignvar_edge.errors import ArtifactError
 from alignvar_edge.export.lint import TARGETS, Finding, lint_model
-from alignvar_edge.export.manifest import load_verified
+from alignvar_edge.export.manifest import input_contract, load_verified
 
 __all__ = ["format_inspection", "inspect_artifact"]
 
@@ -57,6 +57,7 @@ def inspect_artifact(artifact: str | os.PathLike[str]) -> dict[str, Any]:
         "batch": m.get("extra", {}).get("batch"), "parity": m.get("parity"), "tools": m["tools"],
         "created": m["created"], "files_verified": len(m["files"]),
         "bytes_on_disk": sum((root / f).stat().st_size for f in m["files"]), "graphs": graphs,
+        "input_contract": m.get("input_contract") or input_contract(m),
     }
 
 
@@ -73,6 +74,11 @@ def format_inspection(info: dict[str, Any]) -> str:
         f"model      {info['model']['name']}",
         f"files      {info['files_verified']} verified (SHA-256), {info['bytes_on_disk'] / 1e6:.2f} MB on disk",
     ]
+    c = info.get("input_contract")
+    if c:
+        lines.append(f"input      {c['name']} {c['dtype']} {c['layout']} {c['shape']}, {c['color_order']} in "
+                     f"[{c['range'][0]:g}, {c['range'][1]:g}]; tile {c['tile']} px, overlap {c['overlap']}, "
+                     f"scale x{c['scale']}, batch {c['batch'] or 'dynamic'}")
     p = info.get("parity")
     if p:
         per = " ".join(f"{a:.0%}" for a in p["tokens"]["per_scale"])

@@ -20,6 +20,9 @@ Schema (version 1), all keys present in every manifest:
     parity           dict of figures measured when the artifact was made | null
     tools            {package: version}
     created          ISO-8601 UTC
+    input_contract   what the graph's input expects, for anyone feeding it without this package
+                     (see `input_contract`): colour order, range, layout, dtype, tile, overlap,
+                     scale, batch; null for artifacts without a single-graph `lr` input
     extra            backend-specific (e.g. TensorRT version and GPU compute capability)
 """
 from __future__ import annotations
@@ -69,6 +72,7 @@ def new_manifest(kind: str, backend: str, graph: str, precision: str, model: dic
         "precision": precision, "model": model, "files": {}, "graphs": {}, "opset": None,
         "quantization": None, "calibration": None, "parity": None, "tools": tool_versions(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "extra": {},
+        "input_contract": None,
     }
     unknown = set(fields) - set(m)
     if unknown:
@@ -83,8 +87,41 @@ def hash_files(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file() and p.name != MANIFEST_FILE}
 
 
+def contract(tile: int, scale: int, batch: int | None, dtype: str = "float32") -> dict[str, Any]:
+    """The input contract of an AlignVAR graph: `lr` RGB planes in [0, 1], NCHW, `dtype`, tiles of
+    `tile` LR pixels (batch `batch`, None: dynamic); whole images are cut into tiles overlapping by
+    `overlap` LR pixels and blended (`runtimes/tiling.py`); `sr` is the same, `scale` x larger."""
+    from alignvar_edge.runtimes.tiling import default_overlap
+    n = batch if batch else -1
+    return {"name": "lr", "color_order": "RGB", "range": [0.0, 1.0], "layout": "NCHW", "dtype": dtype,
+            "shape": [n, 3, tile, tile], "tile": tile, "overlap": default_overlap(tile), "scale": scale,
+            "batch": batch,
+            "output": {"name": "sr", "color_order": "RGB", "range": [0.0, 1.0], "layout": "NCHW",
+                       "shape": [n, 3, tile * scale, tile * scale]},
+            "images": "Engine.upscale takes uint8/uint16/float [0, 1] arrays (HxW, HxWx1/3/4) or PIL "
+                      f"images of any size and returns the same kind, exactly x{scale} larger"}
+
+
+def input_contract(manifest: dict[str, Any]) -> dict[str, Any] | None:
+    """`contract` for an artifact whose single graph has an `lr` input; None otherwise."""
+    model = manifest.get("model") or {}
+    cfg = model.get("config", model) if isinstance(model, dict) else {}
+    graphs = manifest.get("graphs") or {}
+    if manifest.get("graph") != "single" or not isinstance(graphs, dict):
+        return None
+    graph = graphs.get("single") or graphs.get("model") or (next(iter(graphs.values())) if len(graphs) == 1 else {})
+    lr = next((io for io in graph.get("inputs") or [] if io.get("name") == "lr"), None)
+    if lr is None or not isinstance(cfg, dict) or "scale" not in cfg:
+        return None
+    shape = list(lr["shape"])
+    batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
+    return contract(int(shape[-1]), int(cfg["scale"]), batch, str(lr.get("dtype", "float32")))
+
+
 def write_manifest(root: Path, manifest: dict[str, Any]) -> None:
     manifest["files"] = hash_files(root)
+    if manifest.get("input_contract") is None:
+        manifest["input_contract"] = input_contract(manifest)
     tmp = root / (MANIFEST_FILE + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
     os.replace(tmp, root / MANIFEST_FILE)

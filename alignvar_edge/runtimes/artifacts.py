@@ -16,8 +16,7 @@ import numpy as np
 
 from alignvar_edge.errors import ArtifactError, CheckpointError, InputError
 from alignvar_edge.export.manifest import MANIFEST_FILE, load_verified, new_manifest, sha256_file
-from alignvar_edge.model.config import AlignVARConfig
-from alignvar_edge.runtimes.base import INPUT, SR, token_name
+from alignvar_edge.runtimes.base import INPUT, SR, AlignVARConfig, token_name
 
 __all__ = ["checkpoint_dir", "source_checkpoint", "default_out", "engine_manifest", "graph_io", "is_checkpoint",
            "single_graph", "check_calibration"]
@@ -25,8 +24,10 @@ __all__ = ["checkpoint_dir", "source_checkpoint", "default_out", "engine_manifes
 
 def is_checkpoint(path: str | os.PathLike[str]) -> bool:
     """A bundled model name, or a directory with config.json + model.safetensors and no manifest."""
-    from alignvar_edge.model.checkpoint import BUNDLED, CONFIG_FILE, WEIGHTS_FILE
     s = str(path)
+    if (Path(s) / MANIFEST_FILE).is_file():    # an artifact or engine: no need to import the model
+        return False
+    from alignvar_edge.model.checkpoint import BUNDLED, CONFIG_FILE, WEIGHTS_FILE
     if s in BUNDLED:
         return True
     p = Path(s)

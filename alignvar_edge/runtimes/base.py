@@ -9,18 +9,54 @@ from __future__ import annotations
 import abc
 import importlib
 import importlib.metadata
+import importlib.util
+import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from alignvar_edge.errors import ArtifactError, BackendUnavailableError, InputError
-from alignvar_edge.model.config import AlignVARConfig
 
 __all__ = ["Backend", "Engine", "TensorSpec", "config_from_manifest", "INPUT", "SR", "token_name"]
+
+
+def _config_module() -> ModuleType:
+    """`alignvar_edge.model.config` without running `alignvar_edge/model/__init__.py`, which imports
+    the PyTorch model: an engine needs only the config, and a device may have no PyTorch.
+
+    The module is registered under its own name, so a later `import alignvar_edge.model` reuses
+    it (one AlignVARConfig class either way)."""
+    name = "alignvar_edge.model.config"
+    if name in sys.modules:
+        parent = sys.modules.get("alignvar_edge.model")
+        if parent is not None and not hasattr(parent, "config"):
+            # the package was imported after this loader ran: Python binds a submodule to its
+            # package only when it loads it, so bind it here (alignvar_edge.model.config works)
+            parent.config = sys.modules[name]  # type: ignore[attr-defined]
+        return sys.modules[name]
+    path = Path(__file__).resolve().parent.parent / "model" / "config.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ArtifactError(f"{path} is missing; reinstall alignvar-edge")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+if TYPE_CHECKING:
+    from alignvar_edge.model.config import AlignVARConfig
+else:
+    AlignVARConfig = _config_module().AlignVARConfig
 
 # (shape, dtype); a dimension of -1 is dynamic
 TensorSpec = tuple[tuple[int, ...], np.dtype]
@@ -36,6 +72,7 @@ def token_name(k: int) -> str:
 
 def config_from_manifest(manifest: dict[str, Any]) -> AlignVARConfig:
     """The AlignVAR config recorded in a manifest (`model` is {"config": {...}, ...} or the config)."""
+    _config_module()
     model = manifest.get("model")
     if not isinstance(model, dict):
         raise ArtifactError("the manifest has no model config; re-create the artifact")
@@ -84,6 +121,18 @@ class Engine(abc.ABC):
         """Tiles per inference call: the graph's static batch (dynamic graphs: 1 unless set)."""
         b = self.input_spec[INPUT][0][0]
         return b if b > 0 else getattr(self, "preferred_batch", 1)
+
+    @property
+    def input_contract(self) -> dict[str, Any]:
+        """What the engine's input expects, as the manifest's `input_contract` states it: colour
+        order, range, layout, dtype, tile, overlap, scale and batch. `input_spec` gives the raw
+        tensor shapes and dtypes that `infer` checks."""
+        from alignvar_edge.export.manifest import contract
+        shape, dtype = self.input_spec[INPUT]
+        dynamic = shape[0] < 0
+        c = contract(self.tile_size, self.scale, None if dynamic else self.batch, np.dtype(dtype).name)
+        c["batch"] = self.batch            # what run() and upscale() feed per call
+        return c
 
     @property
     def tile_size(self) -> int:
@@ -160,11 +209,17 @@ class Engine(abc.ABC):
                     [np.zeros((0, p * p), np.int64) for p in self.config.patch_nums])
         return np.concatenate(srs), [np.concatenate(tk) for tk in toks]
 
-    def upscale(self, image: np.ndarray, overlap: int | None = None,
-                progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-        """Any image HxW, HxWx1, HxWx3 or HxWx4 float in [0, 1] -> exactly 4x larger, same layout."""
+    def upscale(self, image: Any, overlap: int | None = None,
+                progress: Callable[[int, int], None] | None = None) -> Any:
+        """Any image HxW, HxWx1, HxWx3 or HxWx4 -> exactly 4x larger, same layout and kind.
+
+        uint8 in -> uint8 out, uint16 -> uint16, float in [0, 1] -> the same float dtype, a PIL
+        image -> a PIL image (`images.as_float_image`). Colour order RGB(A).
+        """
+        from alignvar_edge.images import as_float_image
         from alignvar_edge.runtimes.tiling import upscale_image
-        return upscale_image(self, image, overlap=overlap, progress=progress)
+        x, back = as_float_image(image)
+        return back(upscale_image(self, x, overlap=overlap, progress=progress))
 
     def close(self) -> None:
         if not self._closed:

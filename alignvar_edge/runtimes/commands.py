@@ -34,6 +34,8 @@ def register(sub: Any) -> None:
                    help="openvino int8: also keep in float the module groups that this int8 ONNX artifact's "
                         "fidelity search returned to float (e.g. the `quantize --target onnxruntime` output)")
     p.add_argument("--kit", action="store_true", help="tensorrt: write the on-device build kit only")
+    p.add_argument("--image-input", action="store_true",
+                   help="coreml: the input is an RGB image tile (CVPixelBuffer in Swift) instead of a float array")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=run_build)
 
@@ -66,8 +68,25 @@ def register(sub: Any) -> None:
     d.add_argument("--json", action="store_true")
     d.set_defaults(func=run_doctor)
 
-    s = sub.add_parser("selftest", help="build from the bundled model here, check against golden outputs, time it")
-    s.add_argument("--backend", required=True, choices=BACKEND_CHOICES[1:])
+    a = sub.add_parser("adopt", help="an engine directory (manifest, golden outputs) for a TensorRT engine "
+                                     "built by hand on the device, from the kit it was built from")
+    a.add_argument("engine", metavar="ENGINE", help="the engine file trtexec wrote (--saveEngine)")
+    a.add_argument("--like", required=True, metavar="KITDIR",
+                   help="the build kit (or export, or TensorRT engine dir) the engine was built from")
+    a.add_argument("--log", help="trtexec's full output: TensorRT version, GPU, precision, DLA core when "
+                                 "TensorRT cannot be imported here")
+    a.add_argument("--precision", choices=["fp32", "fp16", "int8"], help="default: from the log's flags")
+    a.add_argument("--dla-core", type=int, help="the DLA core it was built for (default: from the log)")
+    a.add_argument("--out", required=True, help="the engine directory to write")
+    a.add_argument("--force", action="store_true", help="replace --out if it exists")
+    a.set_defaults(func=run_adopt)
+
+    s = sub.add_parser("selftest", help="build from the bundled model here, check against golden outputs, time it; "
+                                        "or check a built engine against the golden outputs it carries")
+    which = s.add_mutually_exclusive_group(required=True)
+    which.add_argument("--backend", choices=BACKEND_CHOICES[1:])
+    which.add_argument("--engine", metavar="DIR", help="a built engine directory (carries golden.safetensors); "
+                                                       "needs only its runtime, no PyTorch")
     s.add_argument("--model", default="alignvar-tiny", help="bundled name or checkpoint with golden.safetensors")
     s.add_argument("--precision")
     s.add_argument("--device")
@@ -93,6 +112,10 @@ def run_build(args: argparse.Namespace) -> int:
         opts["kit"] = True
     if args.target_os:
         opts["target"] = args.target_os
+    if args.image_input:
+        if b.name != "coreml":
+            raise InputError("--image-input applies to --target coreml only")
+        opts["image_input"] = True
     if args.float_groups_from:
         if b.name != "openvino" or args.precision != "int8":
             raise InputError("--float-groups-from applies to --target openvino --precision int8 only")
@@ -283,11 +306,32 @@ def run_doctor(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_adopt(args: argparse.Namespace) -> int:
+    from alignvar_edge.export.manifest import read_manifest
+    from alignvar_edge.runtimes.tensorrt_kit import adopt
+    out = adopt(args.engine, args.like, args.out, log=args.log, precision=args.precision,
+                dla_core=args.dla_core, force=args.force)
+    m = read_manifest(out)
+    ex, par = m["extra"], m.get("parity")
+    print(f"adopted {args.engine} as {out}: TensorRT {ex['tensorrt_version']}, {ex.get('gpu_name')} "
+          f"(compute capability {ex['compute_capability']}), {m['precision']}"
+          + (f", DLA core {ex['dla_core']}" if ex.get("dla_core") is not None else ""))
+    print(f"parity vs golden: {par['tokens']['overall']:.2%} tokens, {par['psnr_db']} dB" if par else
+          f"not checked here (TensorRT does not run here): run `alignvar-edge selftest --engine {out}` on the device")
+    return 0
+
+
 def run_selftest(args: argparse.Namespace) -> int:
-    from alignvar_edge.runtimes.selftest import format_report, selftest
-    report = selftest(args.backend, model=args.model, device=args.device, precision=args.precision,
-                      runs=args.runs, log=_say)
+    from alignvar_edge.bench.outputs import write_text
+    from alignvar_edge.runtimes.selftest import format_report, selftest, selftest_engine
+    if args.engine:
+        if args.precision:
+            raise InputError("--precision goes with --backend; an --engine was built at its own precision")
+        report = selftest_engine(args.engine, device=args.device, runs=args.runs, log=_say)
+    else:
+        report = selftest(args.backend, model=args.model, device=args.device, precision=args.precision,
+                          runs=args.runs, log=_say)
     print(format_report(report))
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps(report, indent=2, default=str) + "\n")
+        write_text(args.json_out, json.dumps(report, indent=2, default=str) + "\n")
     return 0 if report["result"] in ("PASS", "BUILT-ONLY") else 1

@@ -38,6 +38,7 @@ from alignvar_edge.export.manifest import artifact_dir as staging_dir
 from alignvar_edge.export.manifest import load_verified, new_manifest, write_manifest
 from alignvar_edge.runtimes.artifacts import checkpoint_dir, graph_io, validation_tiles
 from alignvar_edge.runtimes.base import INPUT, SR, Backend, Engine, TensorSpec, config_from_manifest, token_name
+from alignvar_edge.runtimes.selftest import ship_golden
 
 PACKAGE = "model.mlpackage"
 CT_PRECISIONS = ("fp16", "fp32", "int8-weights", "palette2", "palette4", "palette6", "palette8")
@@ -157,8 +158,11 @@ def _register_alias(ct: Any) -> None:
 
 
 def convert(model: Any, precision: str = "fp16", compute_units: str = "CPU_AND_NE",
-            target: str = "iOS17", method: str = "trace", batch: int = 1) -> Any:
-    """torch AlignVAR -> ct.models.MLModel (mlprogram)."""
+            target: str = "iOS17", method: str = "trace", batch: int = 1, image_input: bool = False) -> Any:
+    """torch AlignVAR -> ct.models.MLModel (mlprogram).
+
+    image_input: the `lr` input is an RGB image (CVPixelBuffer / CGImage in Swift, a PIL image in
+    Python) of one tile, scaled by 1/255 inside the model, instead of a float array in [0, 1]."""
     import torch
     ct = _import_ct()
     if compute_units not in COMPUTE_UNITS:
@@ -184,14 +188,55 @@ def convert(model: Any, precision: str = "fp16", compute_units: str = "CPU_AND_N
     pipeline = ct.PassPipeline.DEFAULT
     pipeline.remove_passes(["common::reduce_transposes"])
     outputs = [ct.TensorType(name=SR)] + [ct.TensorType(name=token_name(k)) for k in range(c.num_scales)]
+    if image_input and batch != 1:
+        raise InputError("an image input holds one tile: build with batch 1")
+    lr_input = (ct.ImageType(name=INPUT, shape=tuple(lr.shape), scale=1 / 255.0, color_layout=ct.colorlayout.RGB)
+                if image_input else ct.TensorType(name=INPUT, shape=tuple(lr.shape), dtype=np.float32))
     with _quiet():
         ml = ct.convert(
-            src, inputs=[ct.TensorType(name=INPUT, shape=tuple(lr.shape), dtype=np.float32)],
+            src, inputs=[lr_input],
             outputs=outputs, convert_to="mlprogram",
             compute_precision=ct.precision.FLOAT32 if precision == "fp32" else ct.precision.FLOAT16,
             compute_units=getattr(ct.ComputeUnit, compute_units),
             minimum_deployment_target=getattr(ct.target, target), pass_pipeline=pipeline)
     return ml
+
+
+METADATA_PREFIX = "com.alignvar-edge."
+
+
+def describe(ml: Any, config: Any, precision: str, compute_units: str, image_input: bool) -> dict[str, str]:
+    """What Xcode shows for the package: a description of the model, of every input and output,
+    and user-defined metadata (the input contract: tile, overlap, scale, colour order, range, and
+    the compute units it was built for). Returns the metadata written."""
+    import json
+
+    from alignvar_edge import __version__
+    from alignvar_edge.export.manifest import contract
+    c = contract(config.lr_size, config.scale, 1)
+    t, s = config.lr_size, config.hr_size
+    ml.short_description = (f"AlignVAR x{config.scale} super-resolution ({config.name}, {precision}) on "
+                            f"{t}x{t} RGB tiles; tile larger images with {c['overlap']} px overlap and blend "
+                            "(see user-defined metadata)")
+    ml.author = f"alignvar-edge {__version__}"
+    ml.version = str(__version__)
+    ml.input_description[INPUT] = (
+        f"one {t}x{t} RGB tile (8-bit image, scaled to [0, 1] inside the model)" if image_input else
+        f"LR tile, float32 (1, 3, {t}, {t}), NCHW, RGB planes in [0, 1]")
+    ml.output_description[SR] = (f"SR tile, float (1, 3, {s}, {s}), NCHW, RGB in [0, 1] (clip before "
+                                 "converting to 8 bits)")
+    for k, p in enumerate(config.patch_nums):
+        ml.output_description[token_name(k)] = (f"token indices of scale {k + 1}/{config.num_scales} "
+                                                f"({p}x{p}), for checks against golden outputs")
+    meta = {"model": str(config.name), "precision": precision, "compute_units": compute_units,
+            "tile": str(t), "overlap": str(c["overlap"]), "scale": str(config.scale),
+            "sr_tile": str(s), "color_order": "RGB", "range": "0..1", "layout": "NCHW",
+            "input": "image" if image_input else "multiarray",
+            "input_contract": json.dumps({**c, "images": None, "input": "image" if image_input else "multiarray"},
+                                         sort_keys=True)}
+    for key, value in meta.items():
+        ml.user_defined_metadata[METADATA_PREFIX + key] = value
+    return meta
 
 
 def compress(ml: Any, precision: str) -> tuple[Any, dict[str, Any] | None]:
@@ -231,7 +276,9 @@ def validate_spec(spec: Any, config: Any, batch: int) -> dict[str, Any]:
     """Check the package's interface and program; raise ArtifactError on a mismatch."""
     if spec.WhichOneof("Type") != "mlProgram":
         raise ArtifactError("the Core ML model is not an ML Program")
-    ins = {i.name: list(i.type.multiArrayType.shape) for i in spec.description.input}
+    ins = {i.name: (list(i.type.multiArrayType.shape) if i.type.WhichOneof("Type") == "multiArrayType" else
+                    [batch, 3, int(i.type.imageType.height), int(i.type.imageType.width)])
+           for i in spec.description.input}
     outs = [o.name for o in spec.description.output]
     want_in = {INPUT: [batch, 3, config.lr_size, config.lr_size]}
     want_out = [SR] + [token_name(k) for k in range(config.num_scales)]
@@ -382,7 +429,11 @@ class CoreMLEngine(Engine):
             raise BackendUnavailableError(NEEDS_MACOS.format(os=platform.system() or sys.platform) +
                                           "; this package was built and validated here: copy the engine "
                                           "dir to a Mac and run `alignvar-edge selftest --backend coreml`")
-        res = self.model.predict({INPUT: feeds[INPUT]})
+        x: Any = feeds[INPUT]
+        if self.metadata.get("extra", {}).get("image_input"):      # one 8-bit RGB tile
+            from PIL import Image
+            x = Image.fromarray(np.round(np.clip(x[0], 0, 1) * 255).astype(np.uint8).transpose(1, 2, 0))
+        res = self.model.predict({INPUT: x})
         out = {SR: np.asarray(res[SR], np.float32)}
         out.update({token_name(k): np.asarray(res[token_name(k)]).astype(np.int64)
                     for k in range(self.config.num_scales)})
@@ -431,20 +482,23 @@ class CoreMLBackend(Backend):
         if precision not in CT_PRECISIONS:
             raise InputError(f"coreml precision must be one of {', '.join(CT_PRECISIONS)}, got '{precision}'")
         compute_units = (device or opts.pop("compute_units", "CPU_AND_NE")).upper()
+        image_input = bool(opts.pop("image_input", False))
         target = opts.pop("target", "iOS17")
         method = opts.pop("method", "trace")
         proxy = opts.pop("proxy", True)
         model = opts.pop("model", None)      # an in-memory AlignVAR (tests, deploy)
         if opts:
             raise InputError(f"unknown coreml build options {sorted(opts)}; "
-                             "known: compute_units, target, method, proxy")
+                             "known: compute_units, image_input, target, method, proxy")
         src = None
         if model is None:
             src = checkpoint_dir(artifact_dir)
             model = load_pretrained(src)
         config = model.config
-        ml = convert(model, "fp32" if precision == "fp32" else "fp16", compute_units, target, method)
+        ml = convert(model, "fp32" if precision == "fp32" else "fp16", compute_units, target, method,
+                     image_input=image_input)
         ml, recipe = compress(ml, precision)
+        described = describe(ml, config, precision, compute_units, image_input)
         spec = ml.get_spec()
         checks = validate_spec(spec, config, 1)
         lint = ane_lint(spec)
@@ -453,7 +507,8 @@ class CoreMLBackend(Backend):
             extra = {"files": {"engine": PACKAGE}, "compute_units": compute_units,
                      "deployment_target": target, "conversion": method, "batch": 1,
                      "compute_precision": "fp32" if precision == "fp32" else "fp16",
-                     "spec": checks, "ane_lint": lint,
+                     "spec": checks, "ane_lint": lint, "image_input": image_input,
+                     "user_defined_metadata": described,
                      "source": {"path": str(src) if src else "in-memory model"},
                      "removed_passes": ["common::reduce_transposes"]}
             m = new_manifest("engine", self.name, "single", precision,
@@ -462,6 +517,7 @@ class CoreMLBackend(Backend):
                              quantization=recipe, extra=extra)
             if proxy and precision != "fp32":
                 m["parity"] = fidelity_proxy(model, validation_tiles(config), precision)
+            extra["golden"] = ship_golden(None, src, tmp) if src else None
             write_manifest(tmp, m)
         return out
 

@@ -21,6 +21,7 @@ from alignvar_edge.export.manifest import artifact_dir as staging_dir, load_veri
 from alignvar_edge.runtimes.artifacts import engine_manifest, single_graph
 from alignvar_edge.runtimes.base import (INPUT, NOISE, SR, Backend, Engine, TensorSpec,
                                          config_from_manifest, token_name)
+from alignvar_edge.runtimes.selftest import ship_golden
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
              "tensorrt": "TensorrtExecutionProvider"}
@@ -174,6 +175,7 @@ class OrtBackend(Backend):
                 m["extra"]["providers"] = eng.providers
             finally:
                 eng.close()
+            m["extra"]["golden"] = ship_golden(src_manifest, Path(artifact_dir), tmp)
             write_manifest(tmp, m)
         return out
 

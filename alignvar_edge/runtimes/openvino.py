@@ -29,17 +29,20 @@ import contextlib
 import io
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from alignvar_edge.errors import ArtifactError, BackendUnavailableError, InputError
 from alignvar_edge.export.manifest import artifact_dir as staging_dir, load_verified, write_manifest
-from alignvar_edge.export.quantize_policy import Policy
 from alignvar_edge.runtimes.artifacts import (check_calibration, engine_manifest, parity_vs,
                                               single_graph, validation_tiles)
 from alignvar_edge.runtimes.base import (INPUT, SR, Backend, Engine, TensorSpec,
                                          config_from_manifest, token_name)
+from alignvar_edge.runtimes.selftest import ship_golden
+
+if TYPE_CHECKING:    # building imports the ONNX tool chain; running an engine needs only openvino
+    from alignvar_edge.export.quantize_policy import Policy
 
 XML, BIN = "model.xml", "model.bin"
 OV_PRECISIONS = ("fp32", "fp16", "int8", "int8-weights")
@@ -140,7 +143,7 @@ def ignored_scope_names(onnx_path: Path, ov_model: Any,
     """
     import onnx
 
-    from alignvar_edge.export.quantize_policy import classify
+    from alignvar_edge.export.quantize_policy import Policy, classify
 
     proto = onnx.load(str(onnx_path), load_external_data=False)
     policy = policy or Policy()
@@ -198,6 +201,7 @@ def nncf_quantize(ov_model: Any, onnx_path: Path, tiles: np.ndarray, batch: int,
     """INT8 activations + weights with NNCF (see the module docstring); returns (model, recipe)."""
     import nncf
 
+    from alignvar_edge.export.quantize_policy import Policy
     policy = policy or Policy()
     names, why = ignored_scope_names(onnx_path, ov_model, policy)
     widened = widen_head_scales(ov_model)
@@ -303,6 +307,7 @@ class OpenVINOBackend(Backend):
                 recipe["ladder"] = ladder
                 if tokens >= min_tokens:
                     break
+            m["extra"]["golden"] = ship_golden(src, Path(artifact_dir), tmp)
             write_manifest(tmp, m)
         return out
 
@@ -314,6 +319,7 @@ class OpenVINOBackend(Backend):
         policy scope kept 92-97% of tokens even with the ONNX search's float groups added), so
         the fallback keeps the whole token path in float and quantizes only the VQ decoder, which
         cannot change a token and holds most of the FLOPs of small models."""
+        from alignvar_edge.export.quantize_policy import Policy
         first = ("policy" + (" + searched float groups" if float_groups else ""),
                  Policy().with_float(float_groups))
         if precision != "int8" or not checking:

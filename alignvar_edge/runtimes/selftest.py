@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -31,7 +32,6 @@ Log = Callable[[str], None]
 def make_golden(model_dir: str | os.PathLike[str], n: int = 4, seed: int = 0) -> Path:
     """Write golden.safetensors for a checkpoint: held-out LR tiles, reference tokens and SR."""
     import torch
-    from safetensors.numpy import save_file
 
     from alignvar_edge.calibration.tiles import lr_tiles
     from alignvar_edge.model.checkpoint import load_pretrained, resolve_checkpoint_dir
@@ -40,30 +40,93 @@ def make_golden(model_dir: str | os.PathLike[str], n: int = 4, seed: int = 0) ->
     lr = lr_tiles(model.config, n, seed=seed, split="heldout")
     with torch.inference_mode():
         sr, *tokens = model(torch.from_numpy(lr))
-    data = {"lr": lr, "sr": sr.numpy().astype(np.float16)}        # fp16 keeps the file small
-    data.update({f"tokens_{k}": t.numpy().astype(np.int32) for k, t in enumerate(tokens)})
-    out = path / GOLDEN_FILE
-    save_file(data, str(out), metadata={"seed": str(seed), "split": "heldout",
-                                        "weights_sha256": _sha(path / "model.safetensors")})
-    return out
+    return write_golden(path / GOLDEN_FILE, lr, sr.numpy(), [t.numpy() for t in tokens],
+                        {"seed": str(seed), "split": "heldout", "reference": "PyTorch",
+                         "weights_sha256": _sha(path / "model.safetensors")})
+
+
+def write_golden(path: Path, lr: np.ndarray, sr: np.ndarray, tokens: list[np.ndarray],
+                 metadata: dict[str, str]) -> Path:
+    """The golden file format: lr float32, sr float16 (keeps the file small), tokens_k int32."""
+    from safetensors.numpy import save_file
+    data: dict[str, np.ndarray] = {"lr": np.ascontiguousarray(lr, np.float32),
+                                   "sr": np.asarray(sr).astype(np.float16)}
+    data.update({f"tokens_{k}": np.asarray(t).astype(np.int32) for k, t in enumerate(tokens)})
+    save_file(data, str(path), metadata=metadata)
+    return path
+
+
+def read_golden(f: Path) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], dict[str, str]]:
+    """(LR tiles, reference SR float32, reference tokens per scale int64, metadata) of a golden file."""
+    from safetensors import safe_open
+    from safetensors.numpy import load_file
+    with safe_open(str(f), framework="numpy") as fh:
+        meta = dict(fh.metadata() or {})
+    d = load_file(str(f))
+    k = sorted(int(n.split("_")[1]) for n in d if n.startswith("tokens_"))
+    return d["lr"], d["sr"].astype(np.float32), [d[f"tokens_{i}"].astype(np.int64) for i in k], meta
 
 
 def load_golden(model_dir: Path) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-    from safetensors.numpy import load_file
     f = model_dir / GOLDEN_FILE
     if not f.is_file():
         raise ArtifactError(f"{f} is missing: this installation has no golden outputs for the self-test; "
                             "reinstall alignvar-edge (or run make_golden on a trusted machine)")
-    from safetensors import safe_open
-    with safe_open(str(f), framework="numpy") as fh:
-        made_for = (fh.metadata() or {}).get("weights_sha256")
+    lr, sr, tokens, meta = read_golden(f)
+    made_for = meta.get("weights_sha256")
     if made_for and made_for != _sha(model_dir / "model.safetensors"):
         raise ArtifactError(f"{f} was made for other weights than {model_dir / 'model.safetensors'}; "
                             "regenerate it: python -m alignvar_edge.runtimes.selftest --golden "
                             f"{model_dir}")
-    d = load_file(str(f))
-    k = sorted(int(n.split("_")[1]) for n in d if n.startswith("tokens_"))
-    return d["lr"], d["sr"].astype(np.float32), [d[f"tokens_{i}"].astype(np.int64) for i in k]
+    return lr, sr, tokens
+
+
+def ship_golden(src_manifest: dict[str, Any] | None, src_dir: Path, dest: Path) -> dict[str, Any] | None:
+    """Put golden outputs for the model behind `src_dir` into an engine directory being built
+    (`dest`), so `selftest --engine` checks the engine on the device without the package's model
+    or PyTorch. Returns the manifest's `extra.golden` entry, or None when there is no reference.
+
+    In order: a golden file the source already carries (a build kit or engine dir); the golden
+    file of the checkpoint the source was exported from (PyTorch outputs, weights checked); for an
+    fp32 ONNX export, its own outputs on held-out tiles in ONNX Runtime (the export was checked
+    against PyTorch before it was kept: 100% tokens)."""
+    out = dest / GOLDEN_FILE
+    if (src_dir / GOLDEN_FILE).is_file():
+        shutil.copy2(src_dir / GOLDEN_FILE, out)
+        return _golden_entry(out, f"copied from {src_dir}")
+    ckpt: Path | None = src_dir                # src_manifest None: src_dir is the checkpoint
+    if src_manifest is not None:
+        try:
+            from alignvar_edge.runtimes.artifacts import source_checkpoint
+            ckpt = source_checkpoint(src_manifest)
+        except ImportError:                  # a build host without PyTorch: no checkpoint lookup
+            ckpt = None
+    if ckpt is not None and (ckpt / GOLDEN_FILE).is_file():
+        try:
+            load_golden(ckpt)
+        except ArtifactError:
+            ckpt = None
+        else:
+            shutil.copy2(ckpt / GOLDEN_FILE, out)
+            return _golden_entry(out, f"checkpoint {ckpt.name}")
+    if src_manifest and src_manifest.get("kind") == "onnx" and src_manifest.get("precision") == "fp32":
+        from alignvar_edge.runtimes.artifacts import validation_tiles
+        from alignvar_edge.runtimes.base import config_from_manifest
+        from alignvar_edge.runtimes.onnxruntime import BACKEND as ORT
+        with ORT.load(src_dir, threads=1) as ref:
+            lr = validation_tiles(config_from_manifest(src_manifest), n=4, seed=0)
+            sr, tokens = ref.run(lr)
+        write_golden(out, lr, sr, tokens, {"seed": "0", "split": "heldout",
+                                           "reference": "ONNX Runtime on the fp32 export (checked against "
+                                                        "PyTorch at export)"})
+        return _golden_entry(out, f"fp32 export {src_dir}")
+    return None
+
+
+def _golden_entry(f: Path, origin: str) -> dict[str, Any]:
+    lr, _, _, meta = read_golden(f)
+    return {"file": GOLDEN_FILE, "tiles": int(lr.shape[0]), "reference": meta.get("reference", "PyTorch"),
+            "origin": origin}
 
 
 def _sha(path: Path) -> str:
@@ -115,7 +178,6 @@ def selftest(backend: str, model: str = "alignvar-tiny", device: str | None = No
              log: Log = lambda _m: None) -> dict[str, Any]:
     """Build, verify against golden outputs and time one backend here; returns the report."""
     from alignvar_edge import __version__, runtimes
-    from alignvar_edge.export.parity import psnr, token_agreement
     from alignvar_edge.model.checkpoint import resolve_checkpoint_dir
 
     b = runtimes.get_backend(backend)
@@ -160,26 +222,61 @@ def selftest(backend: str, model: str = "alignvar-tiny", device: str | None = No
                                           "ane_lint": [f"{f['level']}: {f['rule']} x{f['count']}"
                                                        for f in ex.get("ane_lint", [])]})
                 return report
-            agree = token_agreement(golden_tok, tok)
-            report["tokens"] = agree
-            report["psnr_vs_golden_db"] = _num(psnr(golden_sr, sr))
-            one = lr[:engine.batch] if engine.batch <= len(lr) else np.repeat(lr[:1], engine.batch, 0)
-            engine.run(one)                                 # warm-up
-            times = []
-            for _ in range(max(1, runs)):
-                t1 = time.perf_counter()
-                engine.run(one)
-                times.append((time.perf_counter() - t1) * 1e3 / len(one))
-            report["ms_per_tile_p50"] = round(statistics.median(times), 3)
-            report["ms_per_tile_min"] = round(min(times), 3)
-        tok_min, psnr_min = THRESHOLDS.get(precision, (0.99, 30.0))
-        p = psnr(golden_sr, sr)
-        passed = agree["overall"] >= tok_min and p >= psnr_min
-        report["thresholds"] = {"token_agreement": tok_min, "psnr_db": psnr_min}
-        report["result"] = "PASS" if passed else "FAIL"
+            _check_and_time(engine, lr, sr, tok, golden_sr, golden_tok, runs, report)
         return report
     finally:
         tmp.cleanup()
+
+
+def _check_and_time(engine: Any, lr: np.ndarray, sr: np.ndarray, tok: list[np.ndarray],
+                    golden_sr: np.ndarray, golden_tok: list[np.ndarray], runs: int,
+                    report: dict[str, Any]) -> None:
+    """Tokens and PSNR of (sr, tok) against golden, the verdict, and the per-tile latency."""
+    from alignvar_edge.export.parity import psnr, token_agreement
+    agree = token_agreement(golden_tok, tok)
+    p = psnr(golden_sr, sr)
+    report["tokens"] = agree
+    report["psnr_vs_golden_db"] = _num(p)
+    one = lr[:engine.batch] if engine.batch <= len(lr) else np.repeat(lr[:1], engine.batch, 0)
+    engine.run(one)                                 # warm-up
+    times = []
+    for _ in range(max(1, runs)):
+        t1 = time.perf_counter()
+        engine.run(one)
+        times.append((time.perf_counter() - t1) * 1e3 / len(one))
+    report["ms_per_tile_p50"] = round(statistics.median(times), 3)
+    report["ms_per_tile_min"] = round(min(times), 3)
+    tok_min, psnr_min = THRESHOLDS.get(report["precision"], (0.99, 30.0))
+    report["thresholds"] = {"token_agreement": tok_min, "psnr_db": psnr_min}
+    report["result"] = "PASS" if agree["overall"] >= tok_min and p >= psnr_min else "FAIL"
+
+
+def selftest_engine(engine_dir: str | os.PathLike[str], device: str | None = None, runs: int = 10,
+                    log: Log = lambda _m: None) -> dict[str, Any]:
+    """Check a built engine directory against the golden outputs it carries, and time it.
+
+    Needs only the engine's runtime (no PyTorch, no bundled model): what a device runs first."""
+    from alignvar_edge import __version__, runtimes
+    root = Path(engine_dir)
+    f = root / GOLDEN_FILE
+    if not f.is_file():
+        raise ArtifactError(f"{root} carries no {GOLDEN_FILE}; rebuild it with this alignvar-edge "
+                            "(`alignvar-edge build` ships golden outputs), or run `selftest --backend B` "
+                            "where the package's model is installed")
+    lr, golden_sr, golden_tok, meta = read_golden(f)
+    with runtimes.load(root, device=device) as engine:
+        b = runtimes.get_backend(engine.backend)
+        m = engine.metadata
+        report: dict[str, Any] = {
+            "alignvar_edge": __version__, "backend": b.name, "backend_version": b.version(),
+            "host": host_info(), "model": f"{(m.get('model') or {}).get('name')} engine {root}",
+            "weights_sha256": str((m.get("model") or {}).get("weights_sha256") or "-")[:16],
+            "precision": m.get("precision", "fp32"), "golden_tiles": int(lr.shape[0]),
+            "golden_reference": meta.get("reference", "PyTorch"), "device": engine.device}
+        log(f"running {len(lr)} golden tiles on {engine!r}")
+        sr, tok = engine.run(lr)
+        _check_and_time(engine, lr, sr, tok, golden_sr, golden_tok, runs, report)
+    return report
 
 
 def _num(v: float) -> float | str:
@@ -196,7 +293,10 @@ def format_report(r: dict[str, Any]) -> str:
              f"{r['golden_tiles']} golden tiles"]
     if "export_s" in r:
         lines.append(f"export    {r['export_s']} s" + (" (cached)" if r.get("export_cached") else ""))
-    lines.append(f"build     {r.get('build_s', '?')} s" + (f", load {r['load_s']} s" if "load_s" in r else ""))
+    if "build_s" in r:
+        lines.append(f"build     {r['build_s']} s" + (f", load {r['load_s']} s" if "load_s" in r else ""))
+    if r.get("golden_reference"):
+        lines.append(f"golden    shipped in the engine directory; reference: {r['golden_reference']}")
     if "tokens" in r:
         t = r["tokens"]
         scales = "/".join(f"{a:.0%}" for a in t["per_scale"])
@@ -230,4 +330,4 @@ if __name__ == "__main__":
 
 
 __all__ = ["GOLDEN_FILE", "THRESHOLDS", "cached_export", "format_report", "load_golden",
-           "make_golden", "selftest"]
+           "make_golden", "read_golden", "selftest", "selftest_engine", "ship_golden", "write_golden"]

@@ -31,6 +31,8 @@ from alignvar_edge.export.manifest import load_verified, new_manifest, write_man
 from alignvar_edge.runtimes.artifacts import engine_manifest, single_graph
 from alignvar_edge.runtimes.base import (INPUT, SR, Backend, Engine, TensorSpec,
                                          config_from_manifest, token_name)
+from alignvar_edge.runtimes.selftest import ship_golden
+from alignvar_edge.runtimes.tensorrt_kit import write_build_files
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -77,37 +79,6 @@ def trtexec_command(plan: dict[str, Any], onnx: str = ONNX, engine: str = ENGINE
     if workspace_mib:
         cmd.append(f"--memPoolSize=workspace:{workspace_mib}M")
     return cmd
-
-
-def build_script(plan: dict[str, Any], precision: str, workspace_mib: int | None, opt_level: int) -> str:
-    """build_on_device.sh: alignvar-edge when installed there (engine + manifest), else trtexec."""
-    # the script quotes its own paths; the flags are fixed words
-    trtexec = " ".join(trtexec_command(plan, f'"$HERE/{ONNX}"', f'"$OUT/{ENGINE}"', f'"$OUT/{CACHE}"',
-                                       workspace_mib, opt_level)[1:])
-    return f"""#!/bin/sh
-# Build the TensorRT engine on the device that will run it (TensorRT engines are specific to
-# the TensorRT version and the GPU). Usage: sh build_on_device.sh [OUT_DIR]
-set -eu
-HERE=$(cd "$(dirname "$0")" && pwd)
-OUT=${{1:-"$HERE-engine"}}
-if python3 -c "import alignvar_edge, tensorrt" >/dev/null 2>&1; then
-    # engine + manifest (TensorRT version, GPU) that `alignvar-edge upscale --engine` loads
-    exec python3 -m alignvar_edge.cli build "$HERE" --target tensorrt --precision {precision} --out "$OUT" --force
-fi
-TRTEXEC=$(command -v trtexec || echo /usr/src/tensorrt/bin/trtexec)
-mkdir -p "$OUT"
-"$TRTEXEC" {trtexec}
-echo "engine written to $OUT/{ENGINE} (built by trtexec: install alignvar-edge to get a manifest)"
-"""
-
-
-def write_build_files(root: Path, plan: dict[str, Any], precision: str,
-                      workspace_mib: int | None, opt_level: int) -> None:
-    (root / TRTEXEC_FILE).write_text(" ".join(trtexec_command(plan, workspace_mib=workspace_mib,
-                                                              opt_level=opt_level)) + "\n")
-    script = root / SCRIPT_FILE
-    script.write_text(build_script(plan, precision, workspace_mib, opt_level))
-    script.chmod(0o755)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -175,7 +146,10 @@ def check_compatible(manifest: dict[str, Any], trt_version: str, gpu: dict[str, 
     """Refuse an engine built for another TensorRT version or GPU architecture."""
     ex = manifest.get("extra", {})
     built_v, built_cc = ex.get("tensorrt_version"), ex.get("compute_capability")
-    if built_v != trt_version:
+    # `adopt` may only know trtexec's three-part version (10.3.0) of a four-part build (10.3.0.30)
+    same = built_v == trt_version or (isinstance(built_v, str) and built_v.count(".") == 2
+                                      and trt_version.startswith(built_v + "."))
+    if not same:
         raise ArtifactError(f"this engine was built with TensorRT {built_v}, this machine has "
                             f"{trt_version}; rebuild it here (sh {SCRIPT_FILE} in the engine dir)")
     if gpu is None:
@@ -283,6 +257,9 @@ class TensorRTEngine(Engine):
         index = int(device.partition(":")[2] or 0)
         check_compatible(metadata, trt.__version__, gpu_info(index))
         self.runtime = trt.Runtime(_logger())
+        dla = (metadata.get("extra") or {}).get("dla_core")
+        if dla is not None:                      # an engine built for a DLA core runs on that core
+            self.runtime.DLA_core = int(dla)
         self.engine = self.runtime.deserialize_cuda_engine(engine_path.read_bytes())
         if self.engine is None:
             raise ArtifactError(f"TensorRT could not deserialise {engine_path}; rebuild it here")
@@ -396,12 +373,13 @@ class TensorRTBackend(Backend):
             if prior.is_file():
                 shutil.copy2(prior, cache)
             (tmp / ENGINE).write_bytes(build_engine(onnx_path, plan, cache, workspace, opt_level))
-            write_build_files(tmp, plan, precision, workspace, opt_level)
             extra = {"tensorrt_version": trt.__version__, "compute_capability": gpu["compute_capability"],
                      "gpu_name": gpu["name"], "plan": plan, "device": f"cuda:{index}",
                      "trtexec": " ".join(trtexec_command(plan, workspace_mib=workspace, opt_level=opt_level))}
             m = engine_manifest(src, Path(artifact_dir), self.name, precision, {"engine": ENGINE},
                                 batch=_batch(src), extra=extra)
+            m["extra"]["golden"] = ship_golden(src, Path(artifact_dir), tmp)
+            write_build_files(tmp, m, precision, src.get("precision", "fp32"), workspace, opt_level)
             write_manifest(tmp, m)
         return out
 
@@ -411,7 +389,6 @@ class TensorRTBackend(Backend):
         """The export plus trtexec.txt and build_on_device.sh: an ONNX artifact that also builds."""
         with staging_dir(out, force=force) as tmp:
             shutil.copy2(onnx_path, tmp / ONNX)
-            write_build_files(tmp, plan, precision, workspace, opt_level)
             graphs = {name: {**g, "file": ONNX} for name, g in (src.get("graphs") or {}).items()}
             extra = dict(src.get("extra") or {})
             extra["tensorrt_kit"] = {"precision": precision, "plan": plan, "built_here": False,
@@ -422,6 +399,8 @@ class TensorRTBackend(Backend):
                              src.get("precision", "fp32"), src["model"], graphs=graphs,
                              opset=src.get("opset"), quantization=src.get("quantization"),
                              calibration=src.get("calibration"), parity=src.get("parity"), extra=extra)
+            extra["golden"] = ship_golden(src, src_dir, tmp)
+            write_build_files(tmp, m, precision, src.get("precision", "fp32"), workspace, opt_level)
             write_manifest(tmp, m)
         return out
 

@@ -1,0 +1,262 @@
+"""Benchmarks where PyTorch is not: an engine directory timed and checked against the golden
+outputs it carries (`bench ENGINE --no-reference`), and trtexec's timing summary imported
+(`bench trtexec LOG`). Both are bench reports of the usual schema, so `bench merge` joins them
+with full reports from other machines.
+
+What such a report lacks, by construction: the PyTorch eager baseline (so no speed-up), the GEMM
+peak (no roofline), FLOPs and the per-stage profile, fidelity against HR photographs. Fidelity is
+against the golden outputs (`vs_reference`, with `reference` naming what made them).
+
+trtexec summaries read (TensorRT 8.x and 10.x print the same lines; 8.4 and older omit the 90%
+and 95% percentiles, and a log may carry `[date] [I] ` prefixes or not):
+    Throughput: 130.298 qps
+    Latency: min = 5.38672 ms, max = 13.3664 ms, mean = 7.60628 ms, median = 7.16092 ms, percentile(90%) = ...
+    GPU Compute Time: min = ..., max = ..., mean = ..., median = ..., percentile(99%) = ...
+plus `Enqueue Time`, `H2D Latency`, `D2H Latency`, `Total Host Walltime`, `Total GPU Compute
+Time`, `Selected Device`, `Compute Capability` and the `&&&& RUNNING TensorRT.trtexec [TensorRT
+v100300] # trtexec ...` line (version and flags). `Latency` (host: H2D + compute + D2H) is the
+reported per-call latency, as Engine.infer's wall time is for the other engines.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import re
+import shlex
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alignvar_edge.bench.schema import SCHEMA, SCHEMA_VERSION
+from alignvar_edge.bench.stats import latency_summary, summary_from_percentiles
+from alignvar_edge.errors import InputError
+
+__all__ = ["bench_engine_dir", "parse_trtexec_log", "trtexec_report"]
+
+_NOTE = ("Device report: no PyTorch baseline, GEMM peak or FLOP profile here; fidelity is against the "
+         "golden outputs shipped in the engine directory.")
+
+
+# ------------------------------------------------------------------------------------------------
+# the report around device measurements
+# ------------------------------------------------------------------------------------------------
+def _model_block(manifest: dict[str, Any]) -> dict[str, Any]:
+    model = manifest.get("model") or {}
+    cfg = model.get("config", model)
+    scale, hr = int(cfg.get("scale", 4)), int(cfg.get("hr_size", 0))
+    return {"name": model.get("name") or cfg.get("name") or "unknown", "source": model.get("source"),
+            "tile": {"lr": hr // scale if hr else None, "hr": hr, "scale": scale},
+            "patch_nums": list(cfg.get("patch_nums") or []), "sr_megapixels_per_tile": hr * hr / 1e6,
+            "parameters": model.get("parameters"), "flops_per_tile": None, "flops_per_stage": None}
+
+
+def _report(manifest: dict[str, Any], engines: list[dict[str, Any]], settings: dict[str, Any],
+            label: str | None, host: dict[str, Any], min_tokens: float, notes: list[str]) -> dict[str, Any]:
+    from alignvar_edge.bench.host import short_label
+    meeting = [e["label"] for e in engines if e.get("meets_fidelity")]
+    return {
+        "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "kind": "bench",
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "label": label or short_label(host), "host": host, "model": _model_block(manifest),
+        "settings": {**settings, "min_token_agreement": min_tokens, "reference": "golden outputs"},
+        "peak": {"gflops": None, "method": "not measured (device report)"},
+        "engines": engines,
+        "summary": {"eager_p50_ms_per_tile": None, "min_token_agreement": min_tokens,
+                    "engines_meeting_fidelity": meeting,
+                    "unavailable": {e["label"]: e["reason"] for e in engines if e["status"] == "unavailable"},
+                    "failed": {e["label"]: e["reason"] for e in engines if e["status"] == "failed"},
+                    "best_cpu": None, "target_speedup": None, "target_met": None,
+                    "fp32_bound_ms_per_tile": None},
+        "profile": None,
+        "notes": [_NOTE, *notes],
+    }
+
+
+def _host() -> dict[str, Any]:
+    from alignvar_edge.bench.host import fingerprint
+    return fingerprint(with_backends=False)      # backend probing would import every runtime
+
+
+def _golden(root: Path) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], dict[str, str]]:
+    from alignvar_edge.errors import ArtifactError
+    from alignvar_edge.runtimes.selftest import GOLDEN_FILE, read_golden
+    if not (root / GOLDEN_FILE).is_file():
+        raise ArtifactError(f"{root} carries no {GOLDEN_FILE}; rebuild it with this alignvar-edge, or run "
+                            "`alignvar-edge bench` with a --reference where PyTorch is installed")
+    return read_golden(root / GOLDEN_FILE)
+
+
+# ------------------------------------------------------------------------------------------------
+# an engine directory, timed here
+# ------------------------------------------------------------------------------------------------
+def bench_engine_dir(engines: list[str], runs: int = 20, warmup: int = 3, threads: int | None = None,
+                     label: str | None = None, min_token_agreement: float = 0.99,
+                     log: Any = None) -> dict[str, Any]:
+    """Time engine directories and check them against their golden outputs; no PyTorch needed."""
+    from alignvar_edge.bench.fidelity import fidelity
+    from alignvar_edge.bench.memory import PeakRSS
+    from alignvar_edge.bench.runner import _call_for
+    from alignvar_edge.bench.subjects import check_exists, open_subject, parse_spec
+    say = log or (lambda _m: None)
+    if runs < 1 or warmup < 0:
+        raise InputError(f"need --runs >= 1 and --warmup >= 0; got {runs}, {warmup}")
+    host = _host()
+    threads = int(threads or (host["cpu"] or {}).get("usable_cores") or os.cpu_count() or 1)
+    entries, first = [], None
+    for text in engines:
+        spec = parse_spec(text)
+        check_exists(spec)
+        say(f"opening {spec.text}")
+        sub = open_subject(spec, threads=threads, spin=False)
+        e: dict[str, Any] = {"label": sub.label, "backend": sub.backend, "kind": "engine", "status": sub.status,
+                             "reason": sub.reason, "path": sub.path, "precision": sub.precision,
+                             "device": sub.device, "artifact_bytes": sub.info.get("artifact_bytes")}
+        entries.append(e)
+        if sub.engine is None:
+            continue
+        first = first or sub.manifest
+        try:
+            eng = sub.engine
+            lr, gsr, gtok, meta = _golden(Path(str(sub.path)))
+            p = PeakRSS()
+            with p:
+                sr, tok = eng.run(lr)
+            fid = fidelity(sr, tok, gsr, gtok, None, eng.scale)
+            fid["vs_reference"]["reference"] = meta.get("reference", "PyTorch")
+            call = _call_for(sub, lr, eng.scale)           # the runner's timed unit: one engine call
+            for _ in range(warmup):
+                call()
+            times = []
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                call()
+                times.append((time.perf_counter() - t0) * 1e3)
+            mp = eng.config.hr_size ** 2 / 1e6
+            e.update(batch=eng.batch, load_s=sub.info.get("load_s"),
+                     latency=latency_summary(times, eng.batch, mp),
+                     memory={**p.result(), "load_rss_mb": sub.info.get("load_rss_mb"),
+                             "measured_on": f"golden pass ({len(lr)} tiles)"},
+                     fidelity=fid, build_parity=sub.manifest.get("parity"),
+                     meets_fidelity=bool(fid["vs_reference"]["token_agreement"] >= min_token_agreement))
+        finally:
+            sub.engine.close()
+    settings = {"runs": runs, "warmup": warmup, "threads": threads, "fidelity_tiles": None,
+                "images": None, "interleaved": False}
+    return _report(first or {}, entries, settings, label, host, min_token_agreement, [])
+
+
+# ------------------------------------------------------------------------------------------------
+# trtexec
+# ------------------------------------------------------------------------------------------------
+_PREFIX = r"^(?:\[[^\]]*\]\s*)*"          # "[10/03/2024-10:47:59] [I] " or nothing
+_STATS = ("Latency", "Enqueue Time", "H2D Latency", "GPU Compute Time", "D2H Latency")
+
+
+def _stats(text: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for key, value in re.findall(r"\b(min|max|mean|median)\s*=?\s*([0-9.eE+-]+)\s*ms", text):
+        out[key] = float(value)
+    for pct, value in re.findall(r"percentile\(([0-9.]+)%\)\s*=?\s*([0-9.eE+-]+)\s*ms", text):
+        out[f"p{float(pct):g}"] = float(value)
+    return out
+
+
+def parse_trtexec_log(text: str) -> dict[str, Any]:
+    """trtexec's performance summary, device and command line, as numbers (ms, qps, s)."""
+    found: dict[str, Any] = {}
+    for line in text.splitlines():
+        body = re.sub(_PREFIX, "", line.strip())
+        m = re.match(r"Throughput:\s*([0-9.eE+-]+)\s*qps", body)
+        if m:
+            found["throughput_qps"] = float(m.group(1))
+            continue
+        name, colon, rest = body.partition(":")
+        if colon and name in _STATS:
+            stats = _stats(rest)
+            if "median" in stats:
+                found[name.lower().replace(" ", "_") + "_ms"] = stats
+        elif colon and name in ("Total Host Walltime", "Total GPU Compute Time"):
+            m = re.match(r"\s*([0-9.eE+-]+)\s*s", rest)
+            if m:
+                found[name.lower().replace(" ", "_") + "_s"] = float(m.group(1))
+        elif colon and name == "Selected Device":
+            found["device"] = rest.strip()
+        elif colon and name == "Compute Capability":
+            found["compute_capability"] = rest.strip()
+        m = re.search(r"&&&& (RUNNING|PASSED|FAILED) TensorRT\.trtexec \[TensorRT v(\d+)\] # (.*)$", line)
+        if m:
+            found["status"] = m.group(1) if m.group(1) != "RUNNING" else found.get("status", "RUNNING")
+            found["tensorrt_version"] = _trt_version(m.group(2))
+            found["command"] = m.group(3).strip()
+    if "latency_ms" not in found or "throughput_qps" not in found:
+        raise InputError("no trtexec performance summary (\"Throughput: ... qps\" and \"Latency: min = ... "
+                         "ms, ...\") in the log; run trtexec with inference (not --buildOnly) and save its "
+                         "whole output: trtexec ... 2>&1 | tee trtexec.log")
+    cmd = shlex.split(found.get("command", ""))
+    found["flags"] = [c for c in cmd[1:] if c.startswith("--")]
+    built = any(c.startswith("--onnx=") for c in cmd)     # --loadEngine: the flags say nothing
+    found["precision"] = ("int8" if "--int8" in cmd or "--best" in cmd else
+                          "fp16" if "--fp16" in cmd else "fp32" if built else None)
+    dla = [c.split("=", 1)[1] for c in cmd if c.startswith("--useDLACore=")]
+    found["dla_core"] = int(dla[0]) if dla else None
+    return found
+
+
+def _trt_version(code: str) -> str:
+    """trtexec's version code: 8601 -> 8.6.1, 100300 -> 10.3.0 (major*1000 + minor*100 + patch up
+    to TensorRT 9; major*10000 + minor*100 + patch from TensorRT 10)."""
+    n = int(code)
+    if n >= 100000:
+        return f"{n // 10000}.{n // 100 % 100}.{n % 100}"
+    return f"{n // 1000}.{n // 100 % 10}.{n % 100}"
+
+
+def _per_call(stats: dict[str, float]) -> dict[str, float]:
+    out = {"p50": stats["median"]}
+    out.update({k: stats[k] for k in ("p90", "p99", "min", "mean", "max") if k in stats})
+    return out
+
+
+def trtexec_report(log: str | os.PathLike[str], engine_dir: str | os.PathLike[str] | None = None,
+                   label: str | None = None, batch: int | None = None) -> dict[str, Any]:
+    """A bench report from a trtexec log; `engine_dir` (an engine dir or kit) gives the model,
+    batch and build parity (tokens vs golden, from `adopt` or `build`)."""
+    path = Path(log)
+    if not path.is_file():
+        raise InputError(f"trtexec log '{log}' does not exist; save trtexec's output with `2>&1 | tee FILE`")
+    t = parse_trtexec_log(path.read_text(errors="replace"))
+    manifest: dict[str, Any] = {}
+    if engine_dir is not None:
+        from alignvar_edge.export.manifest import load_verified
+        manifest = load_verified(engine_dir)
+    contract = manifest.get("input_contract") or {}
+    b = int(batch or contract.get("batch") or 1)
+    model = _model_block(manifest)
+    mp = model["sr_megapixels_per_tile"] or 1.0
+    precision = t["precision"] or manifest.get("precision")
+    dla = f", DLA core {t['dla_core']}" if t["dla_core"] is not None else ""
+    lat = summary_from_percentiles(_per_call(t["latency_ms"]), None, b, mp)
+    lat["source"] = "trtexec Latency (H2D + GPU compute + D2H per inference)"
+    if "gpu_compute_time_ms" in t:
+        lat["gpu_compute_per_call_ms"] = _per_call(t["gpu_compute_time_ms"])
+    lat["trtexec_throughput_qps"] = t["throughput_qps"]
+    # an engine's own parity (adopt/build against golden); a kit's is its export's, not the engine's
+    parity = manifest.get("parity") if manifest.get("kind") == "engine" else None
+    tokens = ((parity or {}).get("tokens") or {}).get("overall") if isinstance(parity, dict) else None
+    entry = {"label": f"tensorrt-{precision or 'fp32'}" + (f"-dla{t['dla_core']}" if dla else ""),
+             "backend": "tensorrt", "kind": "engine", "status": "ok", "reason": None,
+             "path": str(engine_dir) if engine_dir else None, "precision": precision,
+             "device": (t.get("device") or "cuda") + dla, "artifact_bytes": None, "batch": b,
+             "latency": lat, "memory": None, "fidelity": None, "build_parity": parity,
+             "meets_fidelity": None if tokens is None else bool(tokens >= 0.99)}
+    host = _host()
+    if t.get("device") and not host.get("gpus"):
+        host["gpus"] = [{"name": t["device"], "compute_capability": t.get("compute_capability")}]
+    settings = {"runs": None, "warmup": None, "threads": None, "fidelity_tiles": None, "images": None,
+                "interleaved": False, "trtexec": {k: t.get(k) for k in ("command", "tensorrt_version",
+                                                                      "total_host_walltime_s", "status")}}
+    notes = [f"Imported from trtexec's performance summary ({path.name}, TensorRT {t.get('tensorrt_version')}); "
+             "latency percentiles are trtexec's (p50 = median); p90 is absent in logs of TensorRT 8.4 and older."]
+    return _report(manifest, [entry], settings, label, host, 0.99, notes)

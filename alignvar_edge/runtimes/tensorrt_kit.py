@@ -1,0 +1,365 @@
+"""The TensorRT build kit for a device (Jetson): README.md, build_on_device.sh, trtexec.txt, and
+`adopt`, which turns an engine built there (by the script or by hand with trtexec) into an engine
+directory with a manifest and golden outputs.
+
+A kit is the ONNX export plus these files and `golden.safetensors`; `build --target tensorrt`
+writes one where TensorRT is absent, and every TensorRT engine directory carries the same files
+(so it can be rebuilt on another device). The script builds with trtexec (JetPack ships it) in
+one run that also times the engine, then, with alignvar-edge installed: `adopt` (manifest),
+`selftest --engine` (parity against the golden outputs) and `bench trtexec` (a bench report for
+`bench merge`). Which trtexec flags each precision needs comes from `tensorrt.network_plan`.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from alignvar_edge.errors import InputError
+
+README_FILE, LOG_FILE = "README.md", "trtexec.log"
+# JetPack 6.1 and 6.2 (Jetson Linux 36.4.x): TensorRT 10.3, CUDA 12.6, Python 3.10, Ubuntu 22.04
+JETPACK_TRT_MAJOR = 10
+
+
+def precision_flags(kit_precision: str) -> dict[str, str]:
+    """precision -> trtexec flags for TensorRT 10 (JetPack 6.1/6.2), or 'ERROR: why' where the
+    kit's ONNX cannot give that precision."""
+    from alignvar_edge.runtimes.tensorrt import TRT_PRECISIONS, network_plan
+    out = {}
+    for p in TRT_PRECISIONS:
+        try:
+            plan = network_plan(JETPACK_TRT_MAJOR, p, kit_precision)
+        except InputError as e:
+            out[p] = "ERROR: " + str(e).replace("`", "'")
+            continue
+        out[p] = " ".join((["--stronglyTyped"] if plan["strongly_typed"] else []) +
+                          [f"--{f.lower()}" for f in plan["flags"]])
+    return out
+
+
+def build_script(precision: str, kit_precision: str, workspace_mib: int | None, opt_level: int) -> str:
+    """build_on_device.sh: POSIX sh, passes shellcheck (tests/test_runtimes_tensorrt.py)."""
+    flags = precision_flags(kit_precision)
+    cases = "\n".join(
+        f"    {p}) FLAGS=\"{f}\" ;;" if not f.startswith("ERROR: ") else
+        f"    {p}) die \"{p}: {f[len('ERROR: '):]}\" ;;" for p, f in flags.items())
+    workspace = f" --memPoolSize=workspace:{workspace_mib}M" if workspace_mib else ""
+    return f"""#!/bin/sh
+# Build, check and time the AlignVAR TensorRT engine on the device that will run it (an engine is
+# specific to the TensorRT version and the GPU). Steps and requirements: README.md beside this file.
+#
+# usage: sh build_on_device.sh [--precision fp32|fp16|int8] [--dla-core N] [--out DIR]
+#                              [--timing-cache FILE] [--duration SECONDS]
+#   --precision     default {precision}; int8 needs a kit made from the Q/DQ export
+#   --dla-core N    run on DLA core N (Orin AGX/NX: 0 or 1), unsupported layers fall back to the GPU
+#   --out DIR       the engine directory to write (default: <kit>-<precision>[-dlaN] beside the kit)
+#   --timing-cache  TensorRT timing cache shared by builds (default: alignvar-timing.cache beside OUT)
+#   --duration      seconds trtexec times the engine after building it (default 10)
+# Environment: PYTHON (default python3) is the interpreter with alignvar-edge[device] installed.
+set -eu
+
+die() {{
+    echo "build_on_device.sh: $*" >&2
+    exit 2
+}}
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+PRECISION={precision}
+DLA=""
+OUT=""
+CACHE=""
+DURATION=10
+PYTHON=${{PYTHON:-python3}}
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --precision|--dla-core|--out|--timing-cache|--duration)
+            [ $# -ge 2 ] || die "$1 needs a value"
+            case "$1" in
+                --precision) PRECISION=$2 ;;
+                --dla-core) DLA=$2 ;;
+                --out) OUT=$2 ;;
+                --timing-cache) CACHE=$2 ;;
+                --duration) DURATION=$2 ;;
+            esac
+            shift 2 ;;
+        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+        *) die "unknown argument '$1' (see --help)" ;;
+    esac
+done
+
+# trtexec flags per precision for this kit's ONNX ({kit_precision}), TensorRT 10 (JetPack 6.1/6.2)
+case "$PRECISION" in
+{cases}
+    *) die "--precision must be fp32, fp16 or int8, not '$PRECISION'" ;;
+esac
+DLA_FLAGS=""
+if [ -n "$DLA" ]; then
+    case "$DLA" in
+        *[!0-9]*) die "--dla-core takes a core number (0 or 1 on Orin AGX/NX), not '$DLA'" ;;
+    esac
+    [ "$PRECISION" != fp32 ] || die "DLA runs fp16 and int8 only: add --precision fp16 (or int8)"
+    DLA_FLAGS="--useDLACore=$DLA --allowGPUFallback"
+fi
+
+SUFFIX=$PRECISION
+[ -z "$DLA" ] || SUFFIX="$SUFFIX-dla$DLA"
+[ -n "$OUT" ] || OUT="$HERE-$SUFFIX"
+[ -n "$CACHE" ] || CACHE="$(dirname "$OUT")/alignvar-timing.cache"
+WORK="$OUT.work"
+TRTEXEC=$(command -v trtexec || echo /usr/src/tensorrt/bin/trtexec)
+[ -x "$TRTEXEC" ] || die "trtexec not found: on JetPack it is /usr/src/tensorrt/bin/trtexec (sudo apt install tensorrt)"
+mkdir -p "$WORK"
+
+echo "building $PRECISION${{DLA:+ on DLA core $DLA}} with $TRTEXEC (log: $WORK/{LOG_FILE})"
+# one trtexec run builds (reusing the timing cache) and then times the engine; the whole log is kept
+# shellcheck disable=SC2086 # FLAGS and DLA_FLAGS are lists of words
+if ! "$TRTEXEC" --onnx="$HERE/model.onnx" --saveEngine="$WORK/model.engine" \\
+        --timingCacheFile="$CACHE" --builderOptimizationLevel={opt_level}{workspace} $FLAGS $DLA_FLAGS \\
+        --warmUp=500 --duration="$DURATION" --useSpinWait >"$WORK/{LOG_FILE}" 2>&1; then
+    tail -n 25 "$WORK/{LOG_FILE}" >&2
+    die "trtexec failed; the whole log is $WORK/{LOG_FILE}"
+fi
+sed -n '/=== Performance summary ===/,/Total GPU Compute Time/p' "$WORK/{LOG_FILE}"
+
+if ! "$PYTHON" -c "import alignvar_edge" >/dev/null 2>&1; then
+    echo "engine: $WORK/model.engine. alignvar-edge is not importable by $PYTHON, so there is no manifest,"
+    echo "parity check or report yet: install it (README.md, step 2), then run"
+    echo "  alignvar-edge adopt $WORK/model.engine --like $HERE --log $WORK/{LOG_FILE} --out $OUT"
+    exit 0
+fi
+
+ae() {{
+    "$PYTHON" -m alignvar_edge.cli "$@"
+}}
+if [ -n "$DLA" ]; then set -- --dla-core "$DLA"; else set --; fi
+# the engine directory: engine + manifest (TensorRT version, GPU, precision, DLA) + golden outputs
+ae adopt "$WORK/model.engine" --like "$HERE" --log "$WORK/{LOG_FILE}" --precision "$PRECISION" \\
+    --out "$OUT" --force "$@"
+# parity: the engine against the golden outputs shipped in the kit (non-zero exit on FAIL)
+ae selftest --engine "$OUT" --json "$OUT-selftest.json"
+# the bench hand-off: trtexec's timing summary as a report for `alignvar-edge bench merge`
+ae bench trtexec "$WORK/{LOG_FILE}" --engine "$OUT" --out "$OUT-report.json"
+rm -rf "$WORK"
+echo "done: engine directory $OUT, parity $OUT-selftest.json, bench report $OUT-report.json"
+"""
+
+
+def kit_readme(manifest: dict[str, Any], precision: str, kit_precision: str) -> str:
+    """README.md of a kit: the exact steps on JetPack 6.1/6.2, with this kit's names and numbers."""
+    model = manifest.get("model") or {}
+    cfg = model.get("config", model)
+    name = model.get("name") or cfg.get("name") or "the model"
+    from alignvar_edge.export.manifest import input_contract
+    c = manifest.get("input_contract") or input_contract(manifest) or {}
+    flags = precision_flags(kit_precision)
+    table = "\n".join(f"| {p} | {'`' + f + '`' if f and not f.startswith('ERROR') else ('(none)' if not f else 'not from this kit: ' + f[7:])} |"
+                      for p, f in flags.items())
+    contract = (f"`{c.get('name')}` {c.get('dtype')} {c.get('layout')} {c.get('shape')}, {c.get('color_order')} "
+                f"in [0, 1]; whole images are cut into {c.get('tile')} px tiles overlapping by "
+                f"{c.get('overlap')} px and come back x{c.get('scale')}") if c else "see manifest.json"
+    return f"""# TensorRT build kit: {name} ({precision})
+
+This directory builds, checks and times the TensorRT engine of `{name}` on the device that will
+run it. TensorRT engines are specific to the TensorRT version and the GPU, so the engine is built
+there, not here. Written by `alignvar-edge build --target tensorrt`; the whole path is in
+`docs/jetson.md` of alignvar-edge.
+
+| file | what |
+|---|---|
+| `model.onnx` | the exported graph ({kit_precision}{', explicit Q/DQ' if kit_precision == 'int8' else ''}) |
+| `golden.safetensors` | held-out LR tiles with the reference tokens and SR tiles: the parity check |
+| `manifest.json` | what this kit holds (SHA-256 of every file, model config, input contract) |
+| `build_on_device.sh` | build with trtexec, adopt, check against golden, report (below) |
+| `trtexec.txt` | the plain trtexec command, for building by hand |
+
+Input contract: {contract}.
+
+## 1. The device: JetPack 6.1 or 6.2
+
+Supported: JetPack 6.1 / 6.2 (Jetson Linux 36.4.x: TensorRT 10.3, CUDA 12.6, Python 3.10, Ubuntu
+22.04) on Jetson Orin (AGX, NX, Nano). JetPack 6.0 ships TensorRT 8.6, which this toolkit does not
+target. Check:
+
+```
+cat /etc/nv_tegra_release                       # R36 (release), REVISION: 4.x
+dpkg -l | grep -E 'nvinfer|tensorrt' | head     # 10.3.x
+python3 -c "import tensorrt; print(tensorrt.__version__)"     # 10.3.0
+ls /usr/src/tensorrt/bin/trtexec
+```
+
+Missing pieces come from JetPack's apt repository: `sudo apt install nvidia-jetpack` (all of it)
+or `sudo apt install tensorrt python3-libnvinfer`. For stable timings: `sudo nvpmodel -m 0` (the
+highest power mode; `nvpmodel -q` shows the current one, which the report records) and
+`sudo jetson_clocks`.
+
+## 2. A Python environment that sees JetPack's TensorRT
+
+```
+sudo apt install python3-venv
+python3 -m venv --system-site-packages ~/alignvar-venv
+. ~/alignvar-venv/bin/activate
+pip install 'alignvar-edge[device]' 'numpy<2' 'cuda-python>=12.6,<13'
+python -c "import tensorrt, cuda.bindings.runtime; print(tensorrt.__version__)"
+```
+
+- `--system-site-packages`: TensorRT's Python bindings are the Debian package
+  `python3-libnvinfer`, installed for the system Python 3.10; PyPI's `tensorrt` wheels are not
+  built for Jetson (L4T). The venv sees them, and everything else stays inside the venv.
+- `alignvar-edge[device]`: numpy, Pillow, safetensors, ONNX Runtime (CPU), no PyTorch.
+- `numpy<2`: Ubuntu 22.04's and JetPack's Python packages were built against numpy 1.x;
+  alignvar-edge works with either.
+- `cuda-python` (module `cuda.bindings.runtime`): the runner needs device buffers and a CUDA
+  stream for `execute_async_v3`. Without PyTorch it uses NVIDIA's thin CUDA runtime binding
+  (prebuilt aarch64 wheels, nothing to compile, unlike pycuda). The major version must match
+  JetPack 6's CUDA 12 (cuda-python 13 needs a CUDA 13 driver); 12.6 or later has the
+  `cuda.bindings` layout the runner imports. PyTorch for Jetson also works (the runner uses its
+  CUDA tensors when present), but it is a large NVIDIA-specific wheel that nothing else here needs.
+
+## 3. Build, check, time
+
+```
+sh build_on_device.sh                           # {precision}
+sh build_on_device.sh --precision fp16 --dla-core 0      # on DLA core 0, GPU fallback
+```
+
+trtexec flags per precision for this kit (TensorRT 10):
+
+| precision | flags |
+|---|---|
+{table}
+
+The script runs trtexec once to build the engine (reusing the timing cache
+`alignvar-timing.cache` beside the output, so later builds are faster) and to time it; then
+`alignvar-edge adopt` writes the engine directory (engine, manifest with the TensorRT version, GPU
+and DLA core, golden outputs), `alignvar-edge selftest --engine` checks it against the golden
+outputs (`RESULT PASS`: fp32 100% tokens and >= 50 dB; fp16/int8 >= 99% and 35/30 dB; the exit
+status is non-zero on FAIL), and `alignvar-edge bench trtexec` turns trtexec's timing summary
+into a bench report. Outputs, beside this kit by default: `<kit>-<precision>[-dlaN]/` (the
+engine directory), `...-selftest.json` and `...-report.json`.
+
+DLA (`--dla-core N`): Orin AGX and NX have two DLA cores (0, 1), Orin Nano none. DLA runs fp16
+and int8 only; layers it cannot run (e.g. the argmax and gathers of the token rollout) fall back
+to the GPU (`--allowGPUFallback`), and trtexec's log lists them.
+
+## 4. Use the engine
+
+```
+alignvar-edge upscale photo.png photo-x4.png --engine <kit>-{precision}
+python -c "from alignvar_edge import runtimes; from PIL import Image; \\
+  e = runtimes.load('<kit>-{precision}'); e.upscale(Image.open('photo.png')).save('x4.png')"
+```
+
+## 5. Hand the numbers back
+
+Copy `<kit>-{precision}-report.json` to the host and merge it with the host's reports:
+`alignvar-edge bench merge host-report.json <kit>-{precision}-report.json --md devices.md`.
+
+## An engine built by hand
+
+```
+trtexec --onnx=model.onnx --saveEngine=my.engine --fp16 2>&1 | tee my.log      # any flags
+alignvar-edge adopt my.engine --like . --log my.log --out my-engine
+alignvar-edge selftest --engine my-engine
+alignvar-edge bench trtexec my.log --engine my-engine --out my-report.json
+```
+
+`adopt` takes the TensorRT version and GPU from `import tensorrt` and the GPU when it can, else
+from the trtexec log (`--log`), and the precision and DLA core from the log's command line.
+
+## Verified where
+
+Written and checked on a Linux x86-64 machine without TensorRT: the script passes `shellcheck`,
+the kit's ONNX runs in ONNX Runtime, the golden outputs match it, the trtexec log import is tested
+on TensorRT 8.4 and 10.x summary formats, and `adopt` is tested with such a log. Building,
+`selftest` and timing on a Jetson happen only on the device.
+"""
+
+
+def write_build_files(root: Path, manifest: dict[str, Any], precision: str, kit_precision: str,
+                      workspace_mib: int | None, opt_level: int) -> None:
+    """trtexec.txt, build_on_device.sh and README.md into a kit or engine directory."""
+    from alignvar_edge.runtimes.tensorrt import SCRIPT_FILE, TRTEXEC_FILE, network_plan, trtexec_command
+    plan = network_plan(JETPACK_TRT_MAJOR, precision, kit_precision)
+    (root / TRTEXEC_FILE).write_text(" ".join(trtexec_command(plan, workspace_mib=workspace_mib,
+                                                              opt_level=opt_level)) + "\n")
+    script = root / SCRIPT_FILE
+    script.write_text(build_script(precision, kit_precision, workspace_mib, opt_level))
+    script.chmod(0o755)
+    (root / README_FILE).write_text(kit_readme(manifest, precision, kit_precision))
+
+
+def adopt(engine_file: str | Path, like: str | Path, out: str | Path, log: str | Path | None = None,
+          precision: str | None = None, dla_core: int | None = None, force: bool = False) -> Path:
+    """An engine directory for an engine built outside alignvar-edge (trtexec on the device), from
+    the kit (or export, or engine dir) it was built from: engine + ONNX + golden + manifest.
+
+    TensorRT version and GPU: from `import tensorrt` and the CUDA device when TensorRT runs here,
+    else from the trtexec log. Precision and DLA core: given, else from the log's command line,
+    else the kit's. When TensorRT runs here the engine is checked against the golden outputs and
+    the figures go into the manifest's parity (a FAIL writes nothing)."""
+    from alignvar_edge.bench.device import parse_trtexec_log
+    from alignvar_edge.export.manifest import artifact_dir, sha256_file, write_manifest
+    from alignvar_edge.runtimes import tensorrt as T
+    from alignvar_edge.runtimes.artifacts import engine_manifest
+    from alignvar_edge.runtimes.selftest import ship_golden
+    engine_file, like, out = Path(engine_file), Path(like), Path(out)
+    if not engine_file.is_file():
+        raise InputError(f"no engine file at '{engine_file}'; pass the file trtexec wrote (--saveEngine)")
+    src, onnx_path = T._source(like)
+    parsed = parse_trtexec_log(Path(log).read_text(errors="replace")) if log else {}
+    usable, _ = T.BACKEND.is_available()
+    gpu = T.gpu_info(0) if usable else None
+    trt_version = T.BACKEND.version() if usable else parsed.get("tensorrt_version")
+    cc = (gpu or {}).get("compute_capability") or parsed.get("compute_capability")
+    gpu_name = (gpu or {}).get("name") or parsed.get("device")
+    if not trt_version or not cc:
+        raise InputError("adopt needs the TensorRT version and GPU the engine was built for: run it where "
+                         "`import tensorrt` works on that GPU, or pass --log with trtexec's full output")
+    kit_precision = str(src.get("precision", "fp32"))
+    precision = precision or parsed.get("precision") or (src.get("extra", {}).get("tensorrt_kit") or {}).get(
+        "precision") or kit_precision
+    if dla_core is None:
+        dla_core = parsed.get("dla_core")
+    plan = T.network_plan(T.trt_major(trt_version), precision, kit_precision)
+    with artifact_dir(out, force=force) as tmp:
+        shutil.copy2(engine_file, tmp / T.ENGINE)
+        shutil.copy2(onnx_path, tmp / T.ONNX)
+        if log:
+            shutil.copy2(log, tmp / LOG_FILE)
+        extra = {"tensorrt_version": trt_version, "compute_capability": cc, "gpu_name": gpu_name,
+                 "plan": plan, "device": "cuda:0", "dla_core": dla_core,
+                 "trtexec": parsed.get("command") or " ".join(T.trtexec_command(plan)),
+                 "adopted": {"engine": str(engine_file), "engine_sha256": sha256_file(engine_file),
+                             "log": str(log) if log else None,
+                             "versions_from": "this machine" if usable else "trtexec log"}}
+        m = engine_manifest(src, like, "tensorrt", precision, {"engine": T.ENGINE}, batch=T._batch(src),
+                            extra=extra)
+        m["extra"]["golden"] = ship_golden(src, like, tmp)
+        write_build_files(tmp, m, precision, kit_precision, None, 3)
+        if usable and m["extra"]["golden"]:
+            m["parity"] = _check_against_golden(tmp, m)
+        write_manifest(tmp, m)
+    return out
+
+
+def _check_against_golden(root: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    from alignvar_edge.errors import ParityError
+    from alignvar_edge.export.parity import psnr, token_agreement
+    from alignvar_edge.runtimes.selftest import GOLDEN_FILE, THRESHOLDS, read_golden
+    from alignvar_edge.runtimes.tensorrt import ENGINE, TensorRTEngine
+    lr, gsr, gtok, meta = read_golden(root / GOLDEN_FILE)
+    with TensorRTEngine(root / ENGINE, manifest, "cuda:0", root) as engine:
+        sr, tok = engine.run(lr)
+    agree, p = token_agreement(gtok, tok), psnr(gsr, sr)
+    tok_min, psnr_min = THRESHOLDS.get(manifest["precision"], (0.99, 30.0))
+    if agree["overall"] < tok_min or p < psnr_min:
+        raise ParityError(f"the adopted engine gives {agree['overall']:.2%} of the golden tokens and "
+                          f"{p:.1f} dB (needs {tok_min:.0%} and {psnr_min} dB for {manifest['precision']}); "
+                          "rebuild it from this kit's model.onnx with the flags in README.md")
+    return {"tokens": agree, "psnr_db": round(p, 2), "reference": meta.get("reference", "PyTorch") + " (golden)",
+            "tiles": int(lr.shape[0]), "passed": True}
+
+
+__all__ = ["README_FILE", "adopt", "build_script", "kit_readme", "precision_flags", "write_build_files"]

@@ -1,0 +1,210 @@
+"""What a device needs from an engine directory: images of any kind in and out, the input
+contract in the manifest, golden outputs shipped with the engine, and no PyTorch.
+
+Model: the `micro` preset with seeded random weights (see _runtime_fixtures), exported once and
+cached; engines are ONNX Runtime and OpenVINO builds of it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from _runtime_fixtures import cache_root, export_dir, heldout_crops, sharp_model
+from _runtime_fixtures import one_torch_thread  # noqa: F401 - autouse: one PyTorch thread
+from alignvar_edge import runtimes
+from alignvar_edge.errors import InputError
+
+
+@pytest.fixture(scope="module")
+def export(pytestconfig) -> Path:
+    return export_dir(sharp_model("micro"), cache_root(pytestconfig))
+
+
+@pytest.fixture(scope="module")
+def ort_dir(export, tmp_path_factory) -> Path:
+    return runtimes.build(export, "onnxruntime", out=tmp_path_factory.mktemp("dev") / "ort", threads=1)
+
+
+@pytest.fixture(scope="module")
+def photo() -> np.ndarray:
+    return heldout_crops({"coffee": (21, 18)})["coffee"]           # float32 HxWx3 in [0, 1]
+
+
+def test_upscale_returns_the_kind_it_was_given(ort_dir, photo):
+    u8 = np.round(photo * 255).astype(np.uint8)
+    with runtimes.load(ort_dir) as engine:
+        ref = engine.upscale(u8.astype(np.float32) / 255)           # the float path on the same pixels
+        assert ref.dtype == np.float32 and ref.shape == (84, 72, 3)
+        out8 = engine.upscale(u8)
+        assert out8.dtype == np.uint8 and out8.shape == (84, 72, 3)
+        np.testing.assert_array_equal(out8, np.round(np.clip(ref, 0, 1) * 255).astype(np.uint8))
+        out64 = engine.upscale(u8.astype(np.float64) / 255)
+        assert out64.dtype == np.float64
+        np.testing.assert_allclose(out64, ref, atol=1e-6)
+        u16 = u8.astype(np.uint16) * 257                             # the same image in 16 bits
+        out16 = engine.upscale(u16)
+        assert out16.dtype == np.uint16
+        assert np.abs(out16.astype(np.int64) - np.round(np.clip(ref, 0, 1) * 65535)).max() <= 1
+
+        pil = engine.upscale(Image.fromarray(u8))
+        assert isinstance(pil, Image.Image) and pil.mode == "RGB" and pil.size == (72, 84)
+        np.testing.assert_array_equal(np.asarray(pil), out8)
+        gray = Image.fromarray(u8[..., 1])
+        g = engine.upscale(gray)
+        assert g.mode == "L" and g.size == (72, 84)
+        rgba = np.dstack([u8, np.full(u8.shape[:2], 200, np.uint8)])
+        ra = engine.upscale(Image.fromarray(rgba))
+        assert ra.mode == "RGBA" and np.asarray(ra)[..., 3].min() >= 199
+        np.testing.assert_array_equal(np.asarray(ra)[..., :3], out8)
+        la = engine.upscale(Image.fromarray(rgba).convert("LA"))
+        assert la.mode == "LA" and la.size == (72, 84)
+        pal = engine.upscale(Image.fromarray(u8).convert("P"))      # palette: back as RGB
+        assert pal.mode == "RGB" and pal.size == (72, 84)
+        with pytest.raises(InputError, match="uint8, uint16 or float"):
+            engine.upscale(u8.astype(np.int32))
+
+
+def test_manifest_states_the_input_contract_and_the_engine_keeps_it(ort_dir, export, photo):
+    import json
+
+    from alignvar_edge.export.inspect_artifact import format_inspection, inspect_artifact
+    written = json.loads((ort_dir / "manifest.json").read_text())["input_contract"]
+    assert {k: written[k] for k in ("name", "color_order", "range", "layout", "dtype", "shape", "tile",
+                                    "overlap", "scale", "batch")} == {
+        "name": "lr", "color_order": "RGB", "range": [0.0, 1.0], "layout": "NCHW", "dtype": "float32",
+        "shape": [1, 3, 8, 8], "tile": 8, "overlap": 2, "scale": 4, "batch": 1}
+    assert written["output"]["shape"] == [1, 3, 32, 32]
+    assert "input      lr float32 NCHW [1, 3, 8, 8], RGB in [0, 1]; tile 8 px, overlap 2, scale x4" in \
+        format_inspection(inspect_artifact(export))
+    with runtimes.load(ort_dir) as engine:
+        assert engine.input_contract == written
+        # the contract is what the graph really takes: one tile fed by hand as the contract says
+        # (RGB planes, NCHW, float32 in [0, 1]) gives exactly what upscale gives for that image
+        tile = photo[:8, :8]
+        by_hand = engine.infer({"lr": tile.transpose(2, 0, 1)[None].astype(np.float32)})["sr"][0]
+        np.testing.assert_allclose(by_hand.transpose(1, 2, 0), engine.upscale(tile), atol=1e-6)
+        # and it is not BGR: swapping the channels changes the result
+        bgr = engine.infer({"lr": tile[..., ::-1].transpose(2, 0, 1)[None].astype(np.float32)})["sr"][0]
+        assert np.abs(bgr[::-1] - by_hand).max() > 1e-3
+
+
+# A finder that makes imports fail as on a device with only alignvar-edge[device] (+ openvino):
+# no PyTorch (every try is recorded), and none of the host's ONNX / scikit-image / NNCF tool chain.
+_BLOCK_TORCH = '''
+import sys
+class _NoTorch:
+    tried = []
+    host_only = ("torch", "onnx", "onnxscript", "skimage", "nncf", "coremltools")
+    def find_spec(self, name, path=None, target=None):
+        top = name.split(".")[0]
+        if top in self.host_only:
+            if top == "torch":
+                _NoTorch.tried.append(name)
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+sys.meta_path.insert(0, _NoTorch())
+'''
+
+_DEVICE_SCRIPT = _BLOCK_TORCH + '''
+import json
+import numpy as np
+from alignvar_edge import runtimes
+from alignvar_edge.bench.device import bench_engine_dir
+from alignvar_edge.runtimes.selftest import selftest_engine
+photo = np.load(sys.argv[1])
+out = {}
+for name in sys.argv[2:]:
+    with runtimes.load(name) as engine:
+        sr = engine.upscale(photo)
+        out[name] = {"backend": engine.backend, "dtype": str(sr.dtype), "shape": list(sr.shape),
+                     "sr": sr.tolist()}
+    r = selftest_engine(name, runs=2)
+    out[name]["selftest"] = [r["result"], r["tokens"]["overall"], r["psnr_vs_golden_db"]]
+report = bench_engine_dir(sys.argv[2:], runs=3, warmup=1)
+out["bench"] = [[e["label"], e["status"], e["fidelity"]["vs_reference"]["token_agreement"],
+                 e["latency"]["per_tile_ms"]["p50"]] for e in report["engines"]]
+out["torch_tried"] = _NoTorch.tried
+out["torch_loaded"] = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))
+print(json.dumps(out))
+'''
+
+
+@pytest.fixture(scope="module")
+def ov_dir(export, tmp_path_factory) -> Path:
+    return runtimes.build(export, "openvino", out=tmp_path_factory.mktemp("dev") / "ov")
+
+
+def test_engines_upscale_selftest_and_bench_without_pytorch(ort_dir, ov_dir, photo, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    u8 = np.round(photo * 255).astype(np.uint8)
+    np.save(tmp_path / "photo.npy", u8)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    res = subprocess.run([sys.executable, "-c", _DEVICE_SCRIPT, str(tmp_path / "photo.npy"), str(ort_dir),
+                          str(ov_dir)], capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["torch_tried"] == [] and out["torch_loaded"] == []
+    with runtimes.load(ort_dir) as engine:             # here, with PyTorch: the same images
+        expected = engine.upscale(u8)
+    for d in (ort_dir, ov_dir):
+        got = out[str(d)]
+        assert got["dtype"] == "uint8" and got["shape"] == [84, 72, 3]
+        assert np.abs(np.asarray(got["sr"], np.int64) - expected.astype(np.int64)).max() <= 1
+        result, tokens, psnr_db = got["selftest"]
+        assert result == "PASS" and tokens == 1.0 and float(psnr_db) >= 50
+    assert [b[:3] for b in out["bench"]] == [["onnxruntime-fp32", "ok", 1.0], ["openvino-fp32", "ok", 1.0]]
+    assert all(b[3] > 0 for b in out["bench"])
+
+
+def test_cli_runs_device_verbs_without_pytorch(ort_dir, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    code = _BLOCK_TORCH + '''
+from alignvar_edge.cli import main
+rc = [main(["selftest", "--engine", sys.argv[1], "--runs", "2"]),
+      main(["bench", sys.argv[1], "--runs", "2", "--warmup", "0", "--out", sys.argv[2]])]
+print("RC", rc, sorted(m for m in sys.modules if m == "torch" or m.startswith("torch.")))
+'''
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    res = subprocess.run([sys.executable, "-c", code, str(ort_dir), str(tmp_path / "r.json")],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "RC [0, 0] []" in res.stdout
+    assert "RESULT    PASS" in res.stdout
+    assert "PyTorch is not installed" in res.stderr                 # bench chose the device mode
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["engines"][0]["fidelity"]["vs_reference"]["token_agreement"] == 1.0
+
+
+def test_golden_outputs_come_from_the_checkpoint_when_the_export_names_one(tmp_path, ort_dir):
+    from alignvar_edge.errors import ArtifactError
+    from alignvar_edge.model.checkpoint import resolve_checkpoint_dir
+    from alignvar_edge.runtimes.selftest import GOLDEN_FILE, read_golden, selftest_engine, ship_golden
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    src.mkdir()
+    dest.mkdir()
+    # what `export alignvar-tiny` records; the bundled checkpoint's golden file (PyTorch outputs) is shipped
+    entry = ship_golden({"kind": "onnx", "precision": "int8", "model": {"source": "checkpoint alignvar-tiny"}},
+                        src, dest)
+    assert entry is not None and entry["origin"] == "checkpoint alignvar-tiny" and entry["tiles"] == 4
+    bundled = resolve_checkpoint_dir("alignvar-tiny") / GOLDEN_FILE
+    assert (dest / GOLDEN_FILE).read_bytes() == bundled.read_bytes()
+    lr, sr, tokens, _ = read_golden(dest / GOLDEN_FILE)
+    assert lr.shape == (4, 3, 16, 16) and sr.shape == (4, 3, 64, 64) and len(tokens) > 1
+    # no checkpoint and not an fp32 export: nothing to ship, and selftest --engine says so
+    assert ship_golden({"kind": "onnx", "precision": "int8", "model": {"source": "preset micro"}}, src,
+                       tmp_path / "none") is None
+    import shutil
+    bare = tmp_path / "bare"
+    shutil.copytree(ort_dir, bare)
+    (bare / GOLDEN_FILE).unlink()
+    with pytest.raises(ArtifactError, match="carries no golden.safetensors; rebuild it"):
+        selftest_engine(bare)
