@@ -9,54 +9,19 @@ from __future__ import annotations
 import abc
 import importlib
 import importlib.metadata
-import importlib.util
-import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from alignvar_edge.errors import ArtifactError, BackendUnavailableError, InputError
+from alignvar_edge.model.config import AlignVARConfig        # torch-free: a device may have no PyTorch
 
 __all__ = ["Backend", "Engine", "TensorSpec", "config_from_manifest", "INPUT", "SR", "token_name"]
 
-
-def _config_module() -> ModuleType:
-    """`alignvar_edge.model.config` without running `alignvar_edge/model/__init__.py`, which imports
-    the PyTorch model: an engine needs only the config, and a device may have no PyTorch.
-
-    The module is registered under its own name, so a later `import alignvar_edge.model` reuses
-    it (one AlignVARConfig class either way)."""
-    name = "alignvar_edge.model.config"
-    if name in sys.modules:
-        parent = sys.modules.get("alignvar_edge.model")
-        if parent is not None and not hasattr(parent, "config"):
-            # the package was imported after this loader ran: Python binds a submodule to its
-            # package only when it loads it, so bind it here (alignvar_edge.model.config works)
-            parent.config = sys.modules[name]  # type: ignore[attr-defined]
-        return sys.modules[name]
-    path = Path(__file__).resolve().parent.parent / "model" / "config.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise ArtifactError(f"{path} is missing; reinstall alignvar-edge")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[name]
-        raise
-    return module
-
-
-if TYPE_CHECKING:
-    from alignvar_edge.model.config import AlignVARConfig
-else:
-    AlignVARConfig = _config_module().AlignVARConfig
 
 # (shape, dtype); a dimension of -1 is dynamic
 TensorSpec = tuple[tuple[int, ...], np.dtype]
@@ -72,7 +37,6 @@ def token_name(k: int) -> str:
 
 def config_from_manifest(manifest: dict[str, Any]) -> AlignVARConfig:
     """The AlignVAR config recorded in a manifest (`model` is {"config": {...}, ...} or the config)."""
-    _config_module()
     model = manifest.get("model")
     if not isinstance(model, dict):
         raise ArtifactError("the manifest has no model config; re-create the artifact")
