@@ -148,6 +148,20 @@ def test_varsr_onnx_single_graph_in_onnxruntime_equals_upstream(varsr_dir: Path,
         for k, t in enumerate(tokens):
             assert np.array_equal(t, ref[f"tokens_{k}"][b:b + 1].numpy()), f"image {b}, scale {k}"
         assert psnr(sr, ref["sr_refined"][b:b + 1].float()) >= 40.0
+    # engines feed the refiner one seeded draw (not upstream's): they must agree with the torch engine
+    from alignvar_edge import runtimes
+    from alignvar_edge.runtimes.torch_backend import TorchEngine
+
+    lr = ref["lr"].numpy()
+    want_sr, want_tokens = TorchEngine.from_model(model, batch=1).run(lr)
+    ov_dir = runtimes.build(out, "openvino", out=tmp_path / "ov")
+    for engine_dir in (out, ov_dir):
+        with runtimes.load(engine_dir) as engine:
+            assert "noise" in engine.input_spec
+            sr, tokens = engine.run(lr)
+        for k, (t, w) in enumerate(zip(tokens, want_tokens)):
+            assert np.array_equal(t, w), f"{engine.backend}, scale {k}"
+        assert psnr(sr, want_sr) >= 50.0
 
 
 @pytest.mark.slow

@@ -120,11 +120,13 @@ class AlignVARConfig:
         return (self.refiner_steps, batch * self.latent_size ** 2, self.vq_cvae)
 
     def refiner_noise(self, batch: int, seed: int = 0) -> np.ndarray | None:
-        """The noise every engine and the export's parity check feed the refiner: standard normal
-        float32 from numpy's PCG64(seed), so all backends refine alike. None without a refiner."""
+        """The noise every engine and the export's parity check feed the refiner: one tile's draw of
+        standard normal float32 from numpy's PCG64(seed), repeated for each tile of the batch, so
+        a tile refines alike on every backend and at every batch size. None without a refiner."""
         if not self.has_refiner:
             return None
-        return np.random.default_rng(seed).standard_normal(self.noise_shape(batch), dtype=np.float32)
+        tile = np.random.default_rng(seed).standard_normal(self.noise_shape(1), dtype=np.float32)
+        return np.tile(tile, (1, batch, 1))
 
     @property
     def tokens_len(self) -> int:

@@ -35,6 +35,16 @@ def token_name(k: int) -> str:
     return f"tokens_{k}"
 
 
+def input_roles(names: list[str], where: object) -> list[str]:
+    """Our names for a single graph's inputs, by position: `lr`, then `noise` with a refiner.
+
+    A raw export may carry generated names for `lr`; the refiner's input is always `noise`."""
+    if len(names) == 1 or (len(names) == 2 and names[1] == NOISE):
+        return [INPUT, NOISE][:len(names)]
+    raise ArtifactError(f"{where} has inputs {names}; the single graph takes lr (and noise, with VARSR's "
+                        "refiner): rebuild it from an alignvar-edge export")
+
+
 def config_from_manifest(manifest: dict[str, Any]) -> AlignVARConfig:
     """The AlignVAR config recorded in a manifest (`model` is {"config": {...}, ...} or the config)."""
     model = manifest.get("model")
@@ -161,8 +171,9 @@ class Engine(abc.ABC):
             if n < b and self.input_spec[INPUT][0][0] > 0:
                 chunk = np.concatenate([chunk, np.repeat(chunk[-1:], b - n, axis=0)])
             feeds = {INPUT: chunk}
-            if NOISE in self.input_spec:        # the same draw the export's parity check fed
-                feeds[NOISE] = self.config.refiner_noise(b)
+            noise = self.config.refiner_noise(b) if NOISE in self.input_spec else None
+            if noise is not None:               # the same draw the export's parity check fed
+                feeds[NOISE] = noise
             out = self.infer(feeds)
             srs.append(np.asarray(out[SR], dtype=np.float32)[:n])
             for k in range(self.num_scales):

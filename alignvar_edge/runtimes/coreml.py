@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from alignvar_edge.errors import ArtifactError, BackendUnavailableError, InputError
+from alignvar_edge.errors import ArtifactError, BackendUnavailableError, ConfigError, InputError
 from alignvar_edge.export.manifest import artifact_dir as staging_dir
 from alignvar_edge.export.manifest import load_verified, new_manifest, write_manifest
 from alignvar_edge.runtimes.artifacts import checkpoint_dir, graph_io, validation_tiles
@@ -170,6 +170,10 @@ def convert(model: Any, precision: str = "fp16", compute_units: str = "CPU_AND_N
     if target not in TARGETS:
         raise InputError(f"deployment target must be one of {', '.join(TARGETS)}, got '{target}'")
     c = model.config
+    if c.prefix != "quality" or c.has_refiner:
+        # the Core ML rollout mirrors the quality-prefix layout only (one rollout owner is planned)
+        raise ConfigError(f"Core ML conversion supports the AlignVAR layout only; '{c.name}' uses VARSR's "
+                          "layout (prefix 'varsr' / refiner): build it for onnxruntime or openvino instead")
     module = rollout_module(model.float().eval())
     lr = torch.rand(batch, 3, c.lr_size, c.lr_size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad(), warnings.catch_warnings():

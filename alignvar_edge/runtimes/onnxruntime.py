@@ -19,7 +19,7 @@ import numpy as np
 from alignvar_edge.errors import ArtifactError, InputError
 from alignvar_edge.export.manifest import artifact_dir as staging_dir, load_verified, write_manifest
 from alignvar_edge.runtimes.artifacts import engine_manifest, single_graph
-from alignvar_edge.runtimes.base import (INPUT, NOISE, SR, Backend, Engine, TensorSpec,
+from alignvar_edge.runtimes.base import (SR, Backend, Engine, TensorSpec, input_roles,
                                          config_from_manifest, token_name)
 from alignvar_edge.runtimes.selftest import ship_golden
 
@@ -96,11 +96,7 @@ class OrtEngine(Engine):
         self.options = {"threads": threads, "inter_threads": inter_threads,
                         "optimization": optimization, "spin": spin}
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
-        want_in = [INPUT, NOISE][:len(inputs)]
-        if len(inputs) not in (1, 2) or (len(inputs) == 2 and inputs[1].name != NOISE):
-            raise ArtifactError(f"{model_path} has inputs {[i.name for i in inputs]}; the single graph "
-                                "takes lr (and noise, with a refiner)")
-        # raw exports may carry generated names: map by position (lr first, then noise)
+        want_in = input_roles([i.name for i in inputs], model_path)
         self._in_names = dict(zip(want_in, (i.name for i in inputs)))
         self._spec = {name: (tuple(d if isinstance(d, int) else -1 for d in i.shape),
                              np.dtype(_ORT_TYPES.get(i.type, np.float32)))

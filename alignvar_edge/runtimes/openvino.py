@@ -37,7 +37,7 @@ from alignvar_edge.errors import ArtifactError, BackendUnavailableError, InputEr
 from alignvar_edge.export.manifest import artifact_dir as staging_dir, load_verified, write_manifest
 from alignvar_edge.runtimes.artifacts import (check_calibration, engine_manifest, parity_vs,
                                               single_graph, validation_tiles)
-from alignvar_edge.runtimes.base import (INPUT, SR, Backend, Engine, TensorSpec,
+from alignvar_edge.runtimes.base import (SR, Backend, Engine, TensorSpec, input_roles,
                                          config_from_manifest, token_name)
 from alignvar_edge.runtimes.selftest import ship_golden
 
@@ -87,8 +87,7 @@ class OpenVINOEngine(Engine):
         if cache_dir:
             core.set_property({"CACHE_DIR": str(cache_dir)})
         model = core.read_model(str(model_path))
-        if len(model.inputs) != 1:
-            raise ArtifactError(f"{model_path} has {len(model.inputs)} inputs; the single graph has one (lr)")
+        roles = input_roles([i.get_any_name() for i in model.inputs], model_path)
         if _device_kind(device) == "NPU" or model.inputs[0].get_partial_shape().is_dynamic:
             # the NPU compiles static shapes only; dynamic exports get the manifest's tile shape
             t = config.lr_size
@@ -98,9 +97,9 @@ class OpenVINOEngine(Engine):
         self.request = self.compiled.create_infer_request()
         super().__init__(metadata, config, device, engine_dir)
         self.parity_mode = parity
-        inp = self.compiled.inputs[0]
-        self._in_name = inp.get_any_name()
-        self._spec = {INPUT: (tuple(int(d) for d in inp.get_shape()), np.dtype(np.float32))}
+        self._in_names = {role: i.get_any_name() for role, i in zip(roles, self.compiled.inputs)}
+        self._spec = {role: (tuple(int(d) for d in i.get_shape()), np.dtype(np.float32))
+                      for role, i in zip(roles, self.compiled.inputs)}
         want = [SR] + [token_name(k) for k in range(config.num_scales)]
         outs = list(self.compiled.outputs)
         if len(outs) != len(want):
@@ -114,7 +113,7 @@ class OpenVINOEngine(Engine):
         return self._spec
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        res = self.request.infer({self._in_name: feeds[INPUT]})
+        res = self.request.infer({self._in_names[role]: x for role, x in feeds.items()})
         return {name: np.array(res[port]) for port, name in self._outs}
 
     def _release(self) -> None:

@@ -29,7 +29,7 @@ from alignvar_edge.errors import ArtifactError, BackendUnavailableError, InputEr
 from alignvar_edge.export.manifest import artifact_dir as staging_dir
 from alignvar_edge.export.manifest import load_verified, new_manifest, write_manifest
 from alignvar_edge.runtimes.artifacts import engine_manifest, single_graph
-from alignvar_edge.runtimes.base import (INPUT, SR, Backend, Engine, TensorSpec,
+from alignvar_edge.runtimes.base import (INPUT, SR, Backend, Engine, TensorSpec, input_roles,
                                          config_from_manifest, token_name)
 from alignvar_edge.runtimes.selftest import ship_golden
 from alignvar_edge.runtimes.tensorrt_kit import write_build_files
@@ -279,16 +279,17 @@ class TensorRTEngine(Engine):
             else:
                 self._outputs.append(name)
         want = [SR] + [token_name(k) for k in range(config.num_scales)]
-        if sorted(self._outputs) != sorted(want) or list(self._inputs) != [INPUT]:
+        if sorted(self._outputs) != sorted(want) or list(self._inputs) != input_roles(list(self._inputs), engine_path):
             raise ArtifactError(f"engine I/O {list(self._inputs)} -> {self._outputs} is not the single "
-                                f"graph's ({INPUT} -> {want}); rebuild from an alignvar-edge export")
+                                f"graph's ({INPUT} [, noise] -> {want}); rebuild from an alignvar-edge export")
 
     @property
     def input_spec(self) -> dict[str, TensorSpec]:
         return self._inputs
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        self.buffers.upload(INPUT, feeds[INPUT])
+        for name, x in feeds.items():       # lr, and the refiner's noise where the graph has one
+            self.buffers.upload(name, x)
         if not self.context.execute_async_v3(self.buffers.handle):
             raise ArtifactError("TensorRT execute_async_v3 failed (see the TensorRT log)")
         return {name: self.buffers.download(name) for name in self._outputs}

@@ -52,8 +52,9 @@ class TorchEngine(Engine):
         torch = self._torch
         p = next(self.model.parameters())
         lr = torch.from_numpy(feeds[INPUT]).to(device=p.device, dtype=p.dtype)
+        noise = self.config.refiner_noise(lr.shape[0])      # what the exported graphs are fed
         with torch.inference_mode():
-            sr, *tokens = self.model(lr)
+            sr, *tokens = self.model(lr, None if noise is None else torch.from_numpy(noise).to(lr))
         out = {SR: sr.float().cpu().numpy()}
         out.update({token_name(k): t.cpu().numpy().astype(np.int64) for k, t in enumerate(tokens)})
         return out
