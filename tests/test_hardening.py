@@ -596,3 +596,168 @@ def test_odd_valid_images_upscale(kind, ext, export, tmp_path, capsys):
     with Image.open(src) as a, Image.open(out) as b:
         assert b.size == (a.size[0] * 4, a.size[1] * 4)
     assert _sha(src) == h
+
+
+# ---------------------------------------------------------------------------------------------
+# issue "artifacts that cannot lie" (a): --force replaces only what we made
+# ---------------------------------------------------------------------------------------------
+def _foreign(path: Path) -> Path:
+    path.mkdir()
+    (path / "thesis.tex").write_text("years of work")
+    return path
+
+
+def test_force_replaces_only_our_outputs(export, tmp_path, capsys):
+    from alignvar_edge.errors import OutputExistsError
+    from alignvar_edge.export.manifest import artifact_dir, check_out
+    foreign = _foreign(tmp_path / "foreign")
+    (tmp_path / "a-file").write_text("x")
+    for bad in (foreign, tmp_path / "a-file"):
+        with pytest.raises(OutputExistsError, match="only replaces our own outputs"):
+            check_out(bad, force=True)
+    for ok in ("empty", "art", "run"):
+        (tmp_path / ok).mkdir()
+    (tmp_path / "art" / "manifest.json").write_text("{}")
+    (tmp_path / "run" / "run.json").write_text("{}")
+    for ok in ("empty", "art", "run"):
+        check_out(tmp_path / ok, force=True)
+    # through the CLI: one line, and the folder is untouched
+    capsys.readouterr()
+    code = cli.main(["build", str(export), "--target", "onnxruntime", "--out", str(foreign), "--force"])
+    _one_line_error(code, capsys.readouterr().err, "only replaces our own outputs")
+    assert (foreign / "thesis.tex").read_text() == "years of work"
+    # ours is replaced only once the new one is complete: a failing block keeps the old one
+    with pytest.raises(RuntimeError):
+        with artifact_dir(tmp_path / "art", force=True) as tmp:
+            (tmp / "half").write_text("x")
+            raise RuntimeError("boom")
+    assert (tmp_path / "art" / "manifest.json").read_text() == "{}"
+    assert not list(tmp_path.glob(".art.*"))
+
+
+def test_train_force_validates_before_touching(tmp_path, capsys):
+    from alignvar_edge.train.trainer import TrainOptions, train
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text('{"options": {}}')
+    (run / "log.csv").write_text("step\n0\n")
+    for bad in (dict(lr=float("nan")), dict(batch=0), dict(save_every=0), dict(ema=1.5)):
+        with pytest.raises(InputError):
+            train(TrainOptions(stage="vqvae", out=run, steps=1, preset="micro", force=True, progress=False, **bad))
+        assert (run / "log.csv").read_text() == "step\n0\n", bad
+    foreign = _foreign(tmp_path / "foreign")
+    capsys.readouterr()
+    code = cli.main(["train", "vqvae", "--preset", "micro", "--out", str(foreign), "--steps", "1", "--force"])
+    _one_line_error(code, capsys.readouterr().err, "only replaces our own outputs")
+    assert (foreign / "thesis.tex").is_file()
+    # a corrupt run.json on --resume is one line, not a traceback
+    (run / "state").mkdir()
+    (run / "run.json").write_text("{not json")
+    code = cli.main(["train", "vqvae", "--preset", "micro", "--out", str(run), "--steps", "1", "--resume"])
+    _one_line_error(code, capsys.readouterr().err, "run.json")
+
+
+# ---------------------------------------------------------------------------------------------
+# (b) the manifest trust model: listed, hashed, confined; nothing unlisted is opened
+# ---------------------------------------------------------------------------------------------
+def _write_raw_manifest(root: Path, edit) -> None:
+    """Edit manifest.json by hand (no re-hashing: the manifest says whatever the attacker wants)."""
+    m = json.loads((root / "manifest.json").read_text())
+    edit(m)
+    (root / "manifest.json").write_text(json.dumps(m))
+
+
+def _refused_everywhere(root: Path, needle: str, tmp: Path, capsys) -> None:
+    with pytest.raises(ArtifactError, match=needle):
+        load_verified(root)
+    _png(tmp / "in.png")
+    for argv in (["inspect", str(root)], _up(tmp, root, tmp / "in.png", "o.png", "--backend", "onnxruntime"),
+                 ["build", str(root), "--target", "onnxruntime", "--out", str(tmp / "eng")]):
+        capsys.readouterr()
+        _one_line_error(cli.main(argv), capsys.readouterr().err, needle)
+    assert not (tmp / "eng").exists() and not (tmp / "o.png").exists()
+
+
+def test_manifest_empty_files_is_refused(export, tmp_path, capsys):
+    dst = _copy_export(tmp_path, export)
+    (dst / "model.onnx").write_bytes((dst / "model.onnx").read_bytes()[:100])       # swapped graph
+    _write_raw_manifest(dst, lambda m: m.update(files={}))
+    _refused_everywhere(dst, "lists no files", tmp_path, capsys)
+
+
+def test_manifest_partial_files_is_refused(export, tmp_path, capsys):
+    dst = _copy_export(tmp_path, export)
+    (dst / "notes.onnx.data").write_bytes(b"\0" * 64)
+    _refused_everywhere(dst, "notes.onnx.data is not listed", tmp_path, capsys)
+    (dst / "notes.onnx.data").unlink()
+    _write_raw_manifest(dst, lambda m: m["files"].update({"other.bin": m["files"].pop("model.onnx")}))
+    (dst / "other.bin").write_bytes((dst / "model.onnx").read_bytes())
+    _refused_everywhere(dst, "model.onnx is not listed", tmp_path, capsys)
+
+
+def test_manifest_paths_outside_are_refused(export, tmp_path, capsys):
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(export / "model.onnx", other / "model.onnx")
+    digest = _sha(other / "model.onnx")
+    dst = _copy_export(tmp_path, export)
+    (dst / "model.onnx").unlink()
+
+    def point_out(m):
+        m["files"] = {"../other/model.onnx": digest}
+        m["graphs"]["model"]["file"] = "../other/model.onnx"
+    _write_raw_manifest(dst, point_out)
+    _refused_everywhere(dst, "not a plain path inside", tmp_path, capsys)
+    # the same through a symlink named like the listed file
+    _write_raw_manifest(dst, lambda m: (m.update(files={"model.onnx": digest}),
+                                        m["graphs"]["model"].update(file="model.onnx")))
+    (dst / "model.onnx").symlink_to(other / "model.onnx")
+    _refused_everywhere(dst, "leads outside the artifact directory", tmp_path, capsys)
+
+
+def _with_external_data(tmp: Path, exp: Path, location: str | None = None) -> Path:
+    """A copy of the export whose weights live in model.onnx.data, hashes re-made (a valid
+    artifact), or with every tensor's location rewritten to `location` afterwards."""
+    import onnx
+
+    from alignvar_edge.export.manifest import read_manifest, write_manifest
+    dst = _copy_export(tmp, exp)
+    m = onnx.load(str(dst / "model.onnx"))
+    onnx.save_model(m, str(dst / "model.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="model.onnx.data", size_threshold=0)
+    if location is not None:
+        m = onnx.load(str(dst / "model.onnx"), load_external_data=False)
+        for t in m.graph.initializer:
+            for e in t.external_data:
+                if e.key == "location":
+                    e.value = location
+        onnx.save(m, str(dst / "model.onnx"))
+    write_manifest(dst, read_manifest(dst))
+    return dst
+
+
+def test_external_data_locations_are_checked(export, tmp_path, capsys):
+    (tmp_path / "g").mkdir()
+    good = _with_external_data(tmp_path / "g", export)
+    assert "model.onnx.data" in load_verified(good)["files"]
+    capsys.readouterr()
+    assert cli.main(["inspect", str(good)]) == 0
+    (tmp_path / "o").mkdir()
+    shutil.copy(good / "model.onnx.data", tmp_path / "o" / "outside.data")
+    bad = _with_external_data(tmp_path / "o", export, "../outside.data")
+    _refused_everywhere(bad, "outside the artifact directory", tmp_path / "o", capsys)
+
+
+def test_inspect_prints_verdict_and_reads_quantize_output(export, tmp_path, capsys):
+    from alignvar_edge.export.quantize import QuantizeOptions, quantize_artifact
+    capsys.readouterr()
+    assert cli.main(["inspect", str(export)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("verdict    OK: ") and "SHA-256" in out[0]
+    q = quantize_artifact(export, tmp_path / "q", QuantizeOptions(precision="fp16", search=False, tiles=2,
+                                                                  val_tiles=2))
+    code = cli.main(["inspect", str(q)])
+    cap = capsys.readouterr()
+    assert code == 0, cap.err
+    assert "Traceback" not in cap.err and "validation tiles" in cap.out
+

@@ -27,7 +27,7 @@ import torch
 
 from alignvar_edge.errors import ArtifactError, ConfigError
 from alignvar_edge.export.graphs import GraphSpec, specs_for
-from alignvar_edge.export.manifest import artifact_dir, load_verified, new_manifest, write_manifest
+from alignvar_edge.export.manifest import artifact_dir, listed_file, load_verified, new_manifest, write_manifest
 from alignvar_edge.export.parity import ParityReport, check_parity, compare
 from alignvar_edge.model.alignvar import AlignVAR
 
@@ -280,7 +280,7 @@ def load_onnx_models(artifact: str | os.PathLike[str]) -> dict[str, Any]:
     out = {}
     for name, g in m["graphs"].items():
         try:
-            out[name] = onnx.load(str(root / g["file"]))
+            out[name] = onnx.load(str(listed_file(root, m, g["file"])))
         except Exception as e:  # protobuf DecodeError and friends
             raise ArtifactError(f"{root / g['file']} cannot be parsed as ONNX ({e}); re-export") from e
     return out

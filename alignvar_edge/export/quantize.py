@@ -24,11 +24,11 @@ import onnx
 
 from alignvar_edge.calibration.sets import (DEFAULT_TILES, DEFAULT_VALIDATION_TILES, CalibrationSet,
                                             TileSplit, model_config)
-from alignvar_edge.errors import ArtifactError, ConfigError, InputError, OutputExistsError, ParityError
+from alignvar_edge.errors import ArtifactError, ConfigError, InputError, ParityError
 from alignvar_edge.export.fp16 import DEFAULT_KEEP_OPS, to_fp16
 from alignvar_edge.export import onnx_io
 from alignvar_edge.export.int8 import TARGETS, Int8Builder, target_recipe
-from alignvar_edge.export.manifest import artifact_dir, load_verified, new_manifest, write_manifest
+from alignvar_edge.export.manifest import artifact_dir, check_out, listed_file, load_verified, new_manifest, write_manifest
 from alignvar_edge.export.quantize_policy import COMPONENTS, DEFAULT_INT8, Policy
 from alignvar_edge.export.sensitivity import Evaluator, Fidelity, FidelityTarget, SearchResult, search
 
@@ -107,7 +107,7 @@ def _single_graph(src: Path, m: dict[str, Any]) -> tuple[Path, str, int]:
     g = m["graphs"]["model"]
     inp = g["inputs"][0]
     batch = inp["shape"][0] if isinstance(inp["shape"][0], int) else 1
-    return src / g["file"], inp["name"], int(batch)
+    return listed_file(src, m, g["file"]), inp["name"], int(batch)
 
 
 def quantize_artifact(src: str | os.PathLike[str], out: str | os.PathLike[str], opts: QuantizeOptions,
@@ -132,8 +132,7 @@ def quantize_artifact(src: str | os.PathLike[str], out: str | os.PathLike[str], 
                                    force=force))
 
     model_path, input_name, batch = _single_graph(src, m)
-    if Path(out).exists() and not force:      # fail before minutes of calibration, not after
-        raise OutputExistsError(f"'{out}' already exists; pass --force to replace it or choose another --out")
+    check_out(out, force)                      # fail before minutes of calibration, not after
     if opts.precision == "int8":
         model, quant, result = _int8(model_path, cs, opts, input_name, batch, cfg.scale, log, progress)
     else:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from alignvar_edge.errors import ArtifactError, CheckpointError, InputError
-from alignvar_edge.export.manifest import MANIFEST_FILE, load_verified, new_manifest, sha256_file
+from alignvar_edge.export.manifest import MANIFEST_FILE, listed_file, load_verified, new_manifest, sha256_file
 from alignvar_edge.model.config import AlignVARConfig
 from alignvar_edge.runtimes.base import INPUT, SR, token_name
 
@@ -93,7 +93,7 @@ def single_graph(artifact: str | os.PathLike[str]) -> tuple[dict[str, Any], Path
         if len(files) != 1:
             raise ArtifactError(f"'{root}' does not say which ONNX file is the single graph")
         entry = {"file": files[0]}
-    path = root / entry["file"]
+    path = listed_file(root, m, entry.get("file"))
     if not path.is_file():
         raise ArtifactError(f"'{root}' lists {entry['file']} but the file is missing; re-export")
     return m, path
