@@ -761,3 +761,48 @@ def test_inspect_prints_verdict_and_reads_quantize_output(export, tmp_path, caps
     assert code == 0, cap.err
     assert "Traceback" not in cap.err and "validation tiles" in cap.out
 
+
+# ---------------------------------------------------------------------------------------------
+# (c) the checkpoint an export came from: recorded by absolute path and content, compared on use
+# ---------------------------------------------------------------------------------------------
+def test_export_checkpoint_is_recorded_and_compared(ckpt, tmp_path, monkeypatch, capsys):
+    from alignvar_edge.export.random_model import random_model
+    from alignvar_edge.model import AlignVARConfig
+    from alignvar_edge.model.checkpoint import save_pretrained
+    (tmp_path / "a").mkdir()
+    shutil.copytree(ckpt, tmp_path / "a" / "ck")
+    other = save_pretrained(random_model(AlignVARConfig.from_preset("micro", **NANO), seed=1), tmp_path / "b" / "ck")
+    exp = tmp_path / "E"
+    monkeypatch.chdir(tmp_path / "a")
+    assert cli.main(["export", "ck", "--out", str(exp), "--tiles", "1"]) == 0
+    rec = json.loads((exp / "manifest.json").read_text())["model"]["checkpoint"]
+    assert rec["path"] == str((tmp_path / "a" / "ck").resolve())
+    # from another folder holding a same-named, different checkpoint: the recorded one is used
+    monkeypatch.chdir(tmp_path / "b")
+    assert cli.main(["build", str(exp), "--target", "torch", "--out", str(tmp_path / "T")]) == 0
+    assert _sha(tmp_path / "T" / "model.safetensors") == _sha(tmp_path / "a" / "ck" / "model.safetensors")
+    # the recorded checkpoint changed in place: refused (build and compare), nothing written
+    shutil.copy(other / "model.safetensors", tmp_path / "a" / "ck" / "model.safetensors")
+    capsys.readouterr()
+    for argv in (["build", str(exp), "--target", "torch", "--out", str(tmp_path / "T2")],
+                 ["compare", str(exp), "--limit", "1"]):
+        _one_line_error(cli.main(argv), capsys.readouterr().err, "is not the one this artifact was made from")
+    assert not (tmp_path / "T2").exists()
+    # an older manifest (relative name only): the state-dict hash still catches the other checkpoint
+    _write_raw_manifest(exp, lambda m: m["model"].pop("checkpoint"))
+    _one_line_error(cli.main(["build", str(exp), "--target", "torch", "--out", str(tmp_path / "T3")]),
+                    capsys.readouterr().err, "is not the one this artifact was made from")
+    assert not (tmp_path / "T3").exists()
+
+
+def test_build_torch_proves_the_checkpoint_loads(ckpt, tmp_path, capsys):
+    import torch
+
+    from safetensors.torch import load_file
+    dst = tmp_path / "ck"
+    shutil.copytree(ckpt, dst)
+    torch.save(load_file(str(ckpt / "model.safetensors")), dst / "model.safetensors")   # a pickle now
+    capsys.readouterr()
+    code = cli.main(["build", str(dst), "--target", "torch", "--out", str(tmp_path / "T")])
+    _one_line_error(code, capsys.readouterr().err, "safetensors")
+    assert not (tmp_path / "T").exists()

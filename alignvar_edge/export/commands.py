@@ -72,7 +72,8 @@ def run_export(args: argparse.Namespace) -> int:
     out = export_onnx(model, args.out, graph=args.graph, batch=args.batch, opset=args.opset,
                       n_tiles=args.tiles, seed=args.seed, simplify=args.simplify, force=args.force,
                       external_data=ext, model_name=name, source=source, tile_images=args.images,
-                      log=lambda msg: print(f"export: {msg}", file=sys.stderr))
+                      log=lambda msg: print(f"export: {msg}", file=sys.stderr),
+                      checkpoint=None if args.preset else name)
     print(f"wrote {out} ({args.graph} graph, opset {args.opset}, batch {args.batch}) in "
           f"{time.perf_counter() - t0:.1f} s; inspect it with: alignvar-edge inspect {out}")
     return 0

@@ -191,22 +191,30 @@ def weights_sha256(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def _model_info(model: AlignVAR, name: str | None, source: str | None) -> dict[str, Any]:
+def _model_info(model: AlignVAR, name: str | None, source: str | None,
+                checkpoint: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     c = model.config
     return {"name": name or c.name, "source": source, "config": c.to_dict(),
             "scale_schedule": list(c.patch_nums), "parameters": model.parameter_report(),
-            "weights_sha256": weights_sha256(model)}
+            "weights_sha256": weights_sha256(model), **({"checkpoint": _checkpoint_record(checkpoint)} if checkpoint else {})}
+
+
+def _checkpoint_record(checkpoint: str | os.PathLike[str]) -> dict[str, Any]:
+    from alignvar_edge.runtimes.artifacts import checkpoint_record
+    return checkpoint_record(checkpoint)
 
 
 def export_onnx(model: AlignVAR, out_dir: str | os.PathLike[str], graph: str = "single", batch: int = 1,
                 opset: int = 18, n_tiles: int = 4, seed: int = 0, simplify: bool = False,
                 force: bool = False, external_data: bool | None = None, *, model_name: str | None = None,
                 source: str | None = None, tile_images: str | os.PathLike[str] | None = None,
-                log: Log | None = None) -> Path:
+                log: Log | None = None, checkpoint: str | os.PathLike[str] | None = None) -> Path:
     """Export, validate and publish an ONNX artifact directory; returns its path (see module doc).
 
     The model is moved to the CPU in fp32 eval mode (in place, as nn.Module.float() does): the
     graphs are fp32 and the reference rollout runs on the CPU next to ONNX Runtime.
+    `checkpoint`: the directory (or bundled name) the model was loaded from; its absolute path and
+    file hashes are recorded, so later uses find that checkpoint and refuse a different one.
     """
     from alignvar_edge.calibration.tiles import lr_tiles, tiles_hash
 
@@ -253,7 +261,7 @@ def export_onnx(model: AlignVAR, out_dir: str | os.PathLike[str], graph: str = "
         parity.update(tiles_hash=tiles_hash(tiles), tiles_source=str(tile_images or "sample:heldout"),
                       tiles_seed=seed, runtime="onnxruntime CPUExecutionProvider")
         m = new_manifest(
-            "onnx", "onnx", graph, "fp32", _model_info(model, model_name, source), opset=opset,
+            "onnx", "onnx", graph, "fp32", _model_info(model, model_name, source, checkpoint), opset=opset,
             graphs={s.name: {"file": s.file, **graph_io(tmp / s.file)} for s in specs}, parity=parity,
             extra={"batch": batch, "external_data": ext, "simplified": simplify,
                    "stages": [s.name for s in specs], "nodes": _node_counts(tmp, specs),

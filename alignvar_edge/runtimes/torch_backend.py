@@ -15,7 +15,7 @@ import numpy as np
 
 from alignvar_edge.errors import ArtifactError, InputError
 from alignvar_edge.export.manifest import artifact_dir as staging_dir, load_verified, new_manifest, write_manifest
-from alignvar_edge.runtimes.artifacts import checkpoint_dir, graph_io, is_checkpoint
+from alignvar_edge.runtimes.artifacts import checkpoint_dir, checkpoint_record, graph_io, is_checkpoint
 from alignvar_edge.runtimes.base import INPUT, SR, Backend, Engine, TensorSpec, token_name
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
@@ -79,18 +79,20 @@ class TorchBackend(Backend):
     def build(self, artifact_dir: Path, out: Path, precision: str = "fp32",
               calibration: np.ndarray | None = None, device: str | None = None,
               force: bool = False, **opts: Any) -> Path:
-        """Copy the checkpoint into an engine dir whose manifest records the run precision."""
+        """Copy the checkpoint into an engine dir whose manifest records the run precision; the copy
+        is loaded (safetensors only, matched to its config) before anything is published."""
         if precision not in DTYPES:
             raise InputError(f"the torch backend runs in {', '.join(DTYPES)}; got '{precision}' "
                              "(quantized engines come from `alignvar-edge quantize`)")
-        from alignvar_edge.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_config
+        from alignvar_edge.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_config, load_pretrained
         src = checkpoint_dir(artifact_dir)
         config = load_config(src)
         with staging_dir(out, force=force) as tmp:
             for f in (CONFIG_FILE, WEIGHTS_FILE):
                 shutil.copy2(src / f, tmp / f)
+            load_pretrained(tmp)          # a build is proof: these exact files load as this model
             m = new_manifest("engine", "torch", "eager", precision,
-                             {"name": config.name, "config": config.to_dict()},
+                             {"name": config.name, "config": config.to_dict(), "checkpoint": checkpoint_record(src)},
                              graphs={"eager": {"file": WEIGHTS_FILE, **graph_io(config, -1)}},
                              extra={"source": {"path": str(src)}, "device": device or "cpu"})
             write_manifest(tmp, m)
