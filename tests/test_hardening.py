@@ -435,7 +435,7 @@ def _no_incomplete_artifact(parent: Path, out: Path) -> None:
         assert r.returncode != 0 and "Traceback" not in r.stderr
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM], ids=["SIGKILL", "SIGINT", "SIGTERM"])
 def test_interrupted_export(tmp_path, sig):
     out = tmp_path / "X"
     proc = subprocess.Popen([sys.executable, "-m", "alignvar_edge.cli", "export", "--preset", "micro",
@@ -458,6 +458,10 @@ def test_interrupted_export(tmp_path, sig):
         assert "Traceback" not in err, err
         assert "interrupted" in err
         assert not list(tmp_path.glob(".X.tmp-*")), "SIGINT should clean up the temporary directory"
+    if sig == signal.SIGTERM:                        # handled like SIGINT (issue: artifacts that cannot lie)
+        assert proc.returncode == 143, (proc.returncode, err)
+        assert "Traceback" not in err and "terminated (SIGTERM)" in err, err
+        assert not list(tmp_path.glob(".X.tmp-*")), "SIGTERM should clean up the temporary directory"
     _no_incomplete_artifact(tmp_path, out)
     assert not out.exists()
 
@@ -806,3 +810,28 @@ def test_build_torch_proves_the_checkpoint_loads(ckpt, tmp_path, capsys):
     code = cli.main(["build", str(dst), "--target", "torch", "--out", str(tmp_path / "T")])
     _one_line_error(code, capsys.readouterr().err, "safetensors")
     assert not (tmp_path / "T").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# (d) concurrent publish: two runs writing the same --out never both succeed
+# ---------------------------------------------------------------------------------------------
+def test_concurrent_publish_keeps_the_first(tmp_path):
+    from alignvar_edge.errors import OutputExistsError
+    from alignvar_edge.export.manifest import artifact_dir, load_verified, new_manifest, write_manifest
+    out = tmp_path / "same"
+
+    def fill(tmp, tag):
+        (tmp / "model.onnx").write_text(tag)
+        write_manifest(tmp, new_manifest("onnx", "onnx", "single", "fp32", {"name": tag}))
+
+    first = artifact_dir(out)
+    second = artifact_dir(out)
+    t1, t2 = first.__enter__(), second.__enter__()        # both started while --out did not exist
+    fill(t1, "first")
+    fill(t2, "second")
+    assert not first.__exit__(None, None, None)
+    with pytest.raises(OutputExistsError, match="appeared while this run was working|already exists"):
+        second.__exit__(None, None, None)
+    assert load_verified(out)["model"]["name"] == "first"
+    assert (out / "model.onnx").read_text() == "first"
+    assert not t2.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["same"]
