@@ -835,3 +835,51 @@ def test_concurrent_publish_keeps_the_first(tmp_path):
     assert load_verified(out)["model"]["name"] == "first"
     assert (out / "model.onnx").read_text() == "first"
     assert not t2.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["same"]
+
+
+# ---------------------------------------------------------------------------------------------
+# (e) numeric flags are checked when parsed; --device is checked for the torch engine
+# ---------------------------------------------------------------------------------------------
+BAD_FLAGS = [
+    (["upscale", "a.png", "b.png", "--threads", "-1"], "--threads"),
+    (["upscale", "a.png", "b.png", "--max-megapixels", "nan"], "--max-megapixels"),
+    (["upscale", "a.png", "b.png", "--max-megapixels", "0"], "--max-megapixels"),
+    (["upscale", "a.png", "b.png", "--overlap", "-2"], "--overlap"),
+    (["build", "x", "--target", "onnxruntime", "--threads", "0"], "--threads"),
+    (["compare", "x", "--limit", "-1"], "--limit"),
+    (["compare", "x", "--limit", "0"], "--limit"),
+    (["compare", "x", "--max-size", "0"], "--max-size"),
+    (["train", "vqvae", "--out", "r", "--steps", "1", "--lr", "nan"], "--lr"),
+    (["train", "vqvae", "--out", "r", "--steps", "1", "--lr", "-0.001"], "--lr"),
+    (["train", "vqvae", "--out", "r", "--steps", "1", "--seed", "-1"], "--seed"),
+    (["train", "vqvae", "--out", "r", "--steps", "0"], "--steps"),
+    (["export", "--out", "x", "--seed", "-1"], "--seed"),
+    (["quantize", "x", "--percentile", "nan"], "--percentile"),
+    (["quantize", "x", "--min-token-agreement", "1.5"], "--min-token-agreement"),
+    (["bench", "x", "--threads", "-1"], "--threads"),
+]
+
+
+@pytest.mark.parametrize("argv, flag", BAD_FLAGS, ids=[" ".join(a[:1] + a[-2:]) for a, _ in BAD_FLAGS])
+def test_numeric_flags_checked_at_parse_time(argv, flag, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "Traceback" not in err
+    assert f"argument {flag}" in err.splitlines()[-1], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []          # nothing was created
+
+
+def test_torch_device_is_checked(ckpt, tmp_path, capsys):
+    import torch
+    src = _png(tmp_path / "in.png")
+    bad = [("bogus", "is not a torch device")]
+    if not torch.cuda.is_available():
+        bad.append(("cuda", "is not available here"))
+    for dev, needle in bad:
+        capsys.readouterr()
+        code = cli.main(["upscale", str(src), str(tmp_path / "o.png"), "--engine", str(ckpt), "--device", dev,
+                         "--quiet"])
+        _one_line_error(code, capsys.readouterr().err, needle)
+        assert not (tmp_path / "o.png").exists()

@@ -7,6 +7,7 @@ import sys
 import time
 from typing import Any
 
+from alignvar_edge.argtypes import nonneg_int, positive_int
 from alignvar_edge.errors import CheckpointError, ConfigError
 
 DEFAULT_CHECKPOINT = "alignvar-tiny"
@@ -26,11 +27,11 @@ def register(sub: Any) -> None:
     p.add_argument("--graph", choices=("single", "staged"), default="single")
     p.add_argument("--opset", type=int, choices=(18, 20, 23), default=18,
                    help="18 (default, most portable), 20 (TensorRT 10.3's maximum) or 23")
-    p.add_argument("--batch", type=int, default=1, help="fixed batch of the graphs (default 1)")
-    p.add_argument("--tiles", type=int, default=4, help="validation tiles (default 4)")
+    p.add_argument("--batch", type=positive_int, default=1, help="fixed batch of the graphs (default 1)")
+    p.add_argument("--tiles", type=positive_int, default=4, help="validation tiles (default 4)")
     p.add_argument("--images", help="folder of photographs for the validation tiles "
                                     "(default: the bundled held-out samples)")
-    p.add_argument("--seed", type=int, default=0, help="tile crops and --preset weights seed")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="tile crops and --preset weights seed")
     p.add_argument("--simplify", action="store_true", help="simplify with onnxslim (re-validated)")
     p.add_argument("--external-data", choices=("auto", "yes", "no"), default="auto",
                    help="weights in a .onnx.data file (auto: above 1.5 GB)")

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from alignvar_edge.argtypes import nonneg_int, positive_float, positive_int
 from alignvar_edge.errors import InputError, OutputExistsError
 
 BACKEND_CHOICES = ("auto", "torch", "onnxruntime", "openvino", "tensorrt", "coreml")
@@ -24,11 +25,11 @@ def register(sub: Any) -> None:
     p.add_argument("--precision", help="fp32 | fp16 | int8 | int8-weights | paletteN (Core ML); "
                                        "default fp32 (Core ML: fp16)")
     p.add_argument("--calib", help="INT8 calibration: 'builtin' or a folder of images")
-    p.add_argument("--calib-tiles", type=int, default=64, help="calibration tiles (default 64)")
+    p.add_argument("--calib-tiles", type=positive_int, default=64, help="calibration tiles (default 64)")
     p.add_argument("--out", help="engine directory (default: SOURCE-TARGET-PRECISION beside SOURCE)")
     p.add_argument("--device", help="onnxruntime: auto|cpu|cuda[:N]|tensorrt; openvino: CPU|GPU|NPU|AUTO; "
                                     "tensorrt: cuda:N; coreml: compute units (CPU_AND_NE, ALL, ...)")
-    p.add_argument("--threads", type=int, help="onnxruntime intra-op threads recorded in the engine")
+    p.add_argument("--threads", type=positive_int, help="onnxruntime intra-op threads recorded in the engine")
     p.add_argument("--target-os", dest="target_os", help="Core ML minimum deployment target (default iOS17)")
     p.add_argument("--float-groups-from", dest="float_groups_from", metavar="DIR",
                    help="openvino int8: also keep in float the module groups that this int8 ONNX artifact's "
@@ -44,10 +45,10 @@ def register(sub: Any) -> None:
                    help="engine dir, export dir or checkpoint (default: the bundled alignvar-tiny, torch)")
     u.add_argument("--backend", choices=BACKEND_CHOICES, default="auto")
     u.add_argument("--device")
-    u.add_argument("--overlap", type=int, help="tile overlap in LR pixels (default: a quarter tile)")
-    u.add_argument("--threads", type=int, help="threads for the runtime")
+    u.add_argument("--overlap", type=nonneg_int, help="tile overlap in LR pixels (default: a quarter tile)")
+    u.add_argument("--threads", type=positive_int, help="threads for the runtime")
     u.add_argument("--force", action="store_true", help="replace existing outputs")
-    u.add_argument("--max-megapixels", type=float, default=None, help="refuse larger inputs (default 24)")
+    u.add_argument("--max-megapixels", type=positive_float, default=None, help="refuse larger inputs (default 24)")
     u.add_argument("--quiet", action="store_true", help="no progress bar")
     u.set_defaults(func=run_upscale)
 
@@ -56,9 +57,9 @@ def register(sub: Any) -> None:
     c.add_argument("--images", help="folder of images used as LR inputs (default: bundled held-out photos)")
     c.add_argument("--reference", help="checkpoint for the torch reference (default: the one the "
                                        "engines' manifests name)")
-    c.add_argument("--max-size", type=int, default=96, help="centre-crop images to at most this many "
+    c.add_argument("--max-size", type=positive_int, default=96, help="centre-crop images to at most this many "
                                                             "LR pixels per side (default 96)")
-    c.add_argument("--limit", type=int, help="use at most this many images")
+    c.add_argument("--limit", type=positive_int, help="use at most this many images")
     c.add_argument("--json", dest="json_out", help="also write the results as JSON here")
     c.set_defaults(func=run_compare)
 
@@ -71,7 +72,7 @@ def register(sub: Any) -> None:
     s.add_argument("--model", default="alignvar-tiny", help="bundled name or checkpoint with golden.safetensors")
     s.add_argument("--precision")
     s.add_argument("--device")
-    s.add_argument("--runs", type=int, default=10, help="timed runs (default 10)")
+    s.add_argument("--runs", type=positive_int, default=10, help="timed runs (default 10)")
     s.add_argument("--json", dest="json_out", help="also write the report as JSON here")
     s.set_defaults(func=run_selftest)
 
