@@ -883,3 +883,26 @@ def test_torch_device_is_checked(ckpt, tmp_path, capsys):
                          "--quiet"])
         _one_line_error(code, capsys.readouterr().err, needle)
         assert not (tmp_path / "o.png").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# (f) outputs get the modes the umask gives, not mkdtemp's 0700 / 0600
+# ---------------------------------------------------------------------------------------------
+def _modes(root: Path) -> set[tuple[str, int]]:
+    return {("d" if p.is_dir() else "f", p.stat().st_mode & 0o777) for p in [root, *root.rglob("*")]}
+
+
+def test_outputs_follow_the_umask(export, tmp_path):
+    from alignvar_edge import runtimes
+    from alignvar_edge.train.trainer import TrainOptions, train
+    old = os.umask(0o027)
+    try:
+        eng = runtimes.build(export, "onnxruntime", out=tmp_path / "eng")
+        run = tmp_path / "run"
+        train(TrainOptions(stage="vqvae", out=run, steps=1, batch=1, preset="micro", warmup=1, progress=False,
+                           overrides=dict(NANO)))
+    finally:
+        os.umask(old)
+    assert _modes(eng) == {("d", 0o750), ("f", 0o640)}
+    assert _modes(run / "final") == {("d", 0o750), ("f", 0o640)}
+    assert _modes(run / "state") == {("d", 0o750), ("f", 0o640)}
