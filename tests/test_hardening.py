@@ -906,3 +906,32 @@ def test_outputs_follow_the_umask(export, tmp_path):
     assert _modes(eng) == {("d", 0o750), ("f", 0o640)}
     assert _modes(run / "final") == {("d", 0o750), ("f", 0o640)}
     assert _modes(run / "state") == {("d", 0o750), ("f", 0o640)}
+
+
+# ---------------------------------------------------------------------------------------------
+# (g) folder upscale: never reads its own output folder; resumes (skips finished outputs)
+# ---------------------------------------------------------------------------------------------
+def test_folder_upscale_skips_its_output_and_resumes(export, tmp_path, capsys):
+    inp = tmp_path / "photos"
+    inp.mkdir()
+    for name in ("a.png", "b.png"):
+        _png(inp / name)
+    out = inp / "x4"                                 # the output folder lies inside the input folder
+    argv = ["upscale", str(inp), str(out), "--engine", str(export), "--quiet"]
+    capsys.readouterr()
+    assert cli.main(argv) == 0
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == ["a.png", "b.png"]
+    # an interrupted run: one output missing, one finished; the next run only makes the missing one
+    (out / "b.png").unlink()
+    done = _sha(out / "a.png")
+    os.utime(out / "a.png", ns=(1, 1))
+    assert cli.main(argv) == 0
+    err = capsys.readouterr().err
+    assert "skipping 1 finished output" in err and "upscaled 1 image(s)" in err, err
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == ["a.png", "b.png"]  # no x4/x4/
+    assert (out / "a.png").stat().st_mtime_ns == 1 and _sha(out / "a.png") == done
+    # --force redoes every output, still reading only the two inputs
+    assert cli.main([*argv, "--force"]) == 0
+    assert "upscaled 2 image(s)" in capsys.readouterr().err
+    assert (out / "a.png").stat().st_mtime_ns != 1
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == ["a.png", "b.png"]

@@ -137,16 +137,30 @@ def _calibration(args: argparse.Namespace) -> Any:
 
 
 # ------------------------------------------------------------------------------------------------
-def _jobs(inp: Path, out: Path, force: bool) -> list[tuple[Path, Path]]:
-    """(input, output) pairs; a folder maps to a folder with the same relative paths."""
+def _jobs(inp: Path, out: Path, force: bool) -> tuple[list[tuple[Path, Path]], int]:
+    """((input, output) pairs, finished outputs skipped); a folder maps to a folder with the same
+    relative paths. A folder run never reads its own output folder (when it lies inside the input)
+    and, without --force, skips outputs that already exist (each is written atomically, so an
+    existing one is finished): re-running an interrupted folder resumes it."""
     from alignvar_edge.images import IMAGE_EXTENSIONS, list_images
     if inp.is_dir():
         if out.exists() and not out.is_dir():
             raise InputError(f"{out} is a file; for a folder input pass an output folder")
-        files = list_images(inp)
+        out_real = out.resolve()
+        if out_real == inp.resolve():
+            raise InputError(f"the output folder {out} is the input folder; choose another output folder")
+        files = [f for f in list_images(inp) if out_real not in f.resolve().parents]
         if not files:
-            raise InputError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {inp}")
+            raise InputError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {inp}"
+                             + (f" outside the output folder {out}" if inp.resolve() in out_real.parents else ""))
         jobs = [(f, out / f.relative_to(inp)) for f in files]
+        for src, dst in jobs:
+            if dst.exists() and src.resolve() == dst.resolve():
+                raise InputError(f"refusing to write onto the input {src}; choose another output")
+        if force:
+            return jobs, 0
+        todo = [(s, d) for s, d in jobs if not d.exists()]
+        return todo, len(jobs) - len(todo)
     elif inp.is_file():
         if out.is_dir():
             jobs = [(inp, out / inp.name)]
@@ -161,7 +175,7 @@ def _jobs(inp: Path, out: Path, force: bool) -> list[tuple[Path, Path]]:
     if clash and not force:
         shown = ", ".join(clash[:3]) + (f" (+{len(clash) - 3} more)" if len(clash) > 3 else "")
         raise OutputExistsError(f"{len(clash)} output(s) already exist: {shown}; pass --force to replace them")
-    return jobs
+    return jobs, 0
 
 
 def run_upscale(args: argparse.Namespace) -> int:
@@ -170,7 +184,12 @@ def run_upscale(args: argparse.Namespace) -> int:
     from alignvar_edge import runtimes
     from alignvar_edge.images import DEFAULT_MAX_MEGAPIXELS, load_image, save_image
     from alignvar_edge.runtimes.tiling import upscale_plane_bicubic
-    jobs = _jobs(Path(args.input), Path(args.output), args.force)
+    jobs, skipped = _jobs(Path(args.input), Path(args.output), args.force)
+    if skipped:
+        _say(f"skipping {skipped} finished output(s) in {args.output} (pass --force to redo them)")
+    if not jobs:
+        _say(f"nothing to do: every output in {args.output} exists")
+        return 0
     opts = {"threads": args.threads} if args.threads else {}
     limit = args.max_megapixels if args.max_megapixels is not None else DEFAULT_MAX_MEGAPIXELS
     with runtimes.load(args.engine, backend=args.backend, device=args.device, **opts) as engine:
