@@ -750,6 +750,12 @@ def test_external_data_locations_are_checked(export, tmp_path, capsys):
     shutil.copy(good / "model.onnx.data", tmp_path / "o" / "outside.data")
     bad = _with_external_data(tmp_path / "o", export, "../outside.data")
     _refused_everywhere(bad, "outside the artifact directory", tmp_path / "o", capsys)
+    # external data cut short, hashes re-made to match: inspect says so in one line
+    from alignvar_edge.export.manifest import read_manifest, write_manifest
+    data = good / "model.onnx.data"
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+    write_manifest(good, read_manifest(good))
+    _one_line_error(cli.main(["inspect", str(good)]), capsys.readouterr().err, "cannot be read with its external data")
 
 
 def test_inspect_prints_verdict_and_reads_quantize_output(export, tmp_path, capsys):
