@@ -45,7 +45,8 @@ def checkpoint_record(path: str | os.PathLike[str]) -> dict[str, Any]:
 def check_same_checkpoint(found: Path, model: dict[str, Any]) -> None:
     """Refuse `found` unless it is the checkpoint the manifest's `model` entry was made from: the
     recorded file SHA-256s, or (older manifests) the state-dict hash `weights_sha256`."""
-    record = model.get("checkpoint") if isinstance(model.get("checkpoint"), dict) else {}
+    ck = model.get("checkpoint")
+    record: dict[str, Any] = ck if isinstance(ck, dict) else {}
     want = record.get("sha256") if isinstance(record.get("sha256"), dict) else None
     if want:
         for f, digest in sorted(want.items()):
@@ -85,11 +86,11 @@ def source_checkpoint(manifest: dict[str, Any], depth: int = 2) -> Path | None:
         ref = ref[len("checkpoint "):] if ref.startswith("checkpoint ") else ref
         if is_checkpoint(ref):
             try:
-                found = resolve_checkpoint_dir(ref)
+                path = resolve_checkpoint_dir(ref)
             except CheckpointError:
                 continue
-            check_same_checkpoint(found, model)
-            return found
+            check_same_checkpoint(path, model)
+            return path
         if depth > 0 and (Path(ref) / MANIFEST_FILE).is_file():
             try:
                 from alignvar_edge.export.manifest import read_manifest

@@ -75,9 +75,9 @@ class TrainOptions:
                 raise InputError(f"{flag} must be an integer >= {low}, got {v!r}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise InputError(f"--lr must be a finite number > 0, got {self.lr}")
-        for flag, v in (("weight_decay", self.weight_decay), ("--hcc-weight", self.hcc_weight)):
-            if v is not None and not (math.isfinite(v) and v >= 0):
-                raise InputError(f"{flag} must be a finite number >= 0, got {v}")
+        for flag, w in (("weight_decay", self.weight_decay), ("--hcc-weight", self.hcc_weight)):
+            if w is not None and not (math.isfinite(w) and w >= 0):
+                raise InputError(f"{flag} must be a finite number >= 0, got {w}")
         if not 0 <= self.ema < 1:
             raise InputError(f"ema must lie in [0, 1), got {self.ema}")
 
