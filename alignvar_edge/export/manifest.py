@@ -5,6 +5,13 @@ made by `artifact_dir(...)`: files go into a hidden temporary sibling, the manif
 SHA-256 of every file) is written last, and only then is the directory renamed into place. A run
 killed half-way leaves a hidden `.NAME.tmp-*` directory and never a directory that looks complete.
 
+Trust model (the manifest cannot vouch for itself; docs/reliability.md): `verify_files` accepts a
+directory only if `files` is non-empty, lists every file in it, each path stays inside it (no `..`,
+no absolute path, no symlink out), every graph file and ONNX external-data location is listed, and
+every hash matches; files are then opened through `listed_file` only. `check_out` is the one rule
+for replacing an output: --force replaces only an empty folder or one of ours (manifest.json or
+run.json), and `artifact_dir` re-checks it at the rename.
+
 Schema (version 1), all keys present in every manifest:
     schema_version   int
     kind             "onnx" | "engine"
