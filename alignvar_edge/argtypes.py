@@ -1,6 +1,6 @@
-"""Argument types for the CLI's numeric flags: checked at parse time, so a bad value is an argparse
-error naming the flag (`argument --threads: must be an integer >= 1, got '-1'`), never a traceback
-later or a limit silently switched off (`--max-megapixels nan`)."""
+"""Argument types for the CLI's numeric flags: checked at parse time, so a bad value is a one-line
+argparse error naming the flag (`alignvar-edge upscale: error: argument --threads: must be >= 1, got
+'-1'`, exit 2), never a traceback later or a limit silently switched off (`--max-megapixels nan`)."""
 from __future__ import annotations
 
 import argparse
@@ -17,7 +17,7 @@ def int_at_least(low: int) -> Callable[[str], int]:
         except ValueError:
             raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {text!r}") from None
         if v < low:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {text!r}")
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {text!r}")
         return v
     parse.__name__ = f"integer >= {low}"
     return parse

@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from alignvar_edge import __version__
 from alignvar_edge.errors import AlignVAREdgeError
@@ -30,8 +30,16 @@ COMMAND_MODULES = (
 )
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse held to the CLI's error contract: one stderr line `alignvar-edge VERB: error: ...`
+    (the flag, what it must be, what was given) and exit code 2, instead of usage + error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="alignvar-edge",
         description="AlignVAR super-resolution from PyTorch to the edge: export, quantize, build, run, bench.")
     parser.add_argument("--version", action="version", version=f"alignvar-edge {__version__}")
@@ -51,7 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:             # --help / --version (0) or a bad argument (2, one line)
+        return e.code if isinstance(e.code, int) else 0 if e.code is None else 2
     debug = args.debug or os.environ.get("ALIGNVAR_EDGE_DEBUG") == "1"
     if not getattr(args, "func", None):
         parser.print_help()
