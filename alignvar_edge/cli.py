@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from alignvar_edge import __version__
 from alignvar_edge.errors import AlignVAREdgeError
@@ -34,8 +34,16 @@ COMMAND_MODULES = (
 HOST_ONLY = ("torch", "onnx", "onnxscript", "skimage")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse held to the CLI's error contract: one stderr line `alignvar-edge VERB: error: ...`
+    (the flag, what it must be, what was given) and exit code 2, instead of usage + error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="alignvar-edge",
         description="AlignVAR super-resolution from PyTorch to the edge: export, quantize, build, run, bench.")
     parser.add_argument("--version", action="version", version=f"alignvar-edge {__version__}")
@@ -56,24 +64,25 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:             # --help / --version (0) or a bad argument (2, one line)
+        return e.code if isinstance(e.code, int) else 0 if e.code is None else 2
     debug = args.debug or os.environ.get("ALIGNVAR_EDGE_DEBUG") == "1"
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    interrupted: list[bool] = []
-    previous = _watch_sigint(interrupted)
+    interrupted: list[int] = []
+    previous = _watch_signals(interrupted)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        print(f"alignvar-edge {args.verb}: interrupted; no partial output was kept", file=sys.stderr)
-        return 130
+        return _interrupted(args.verb, interrupted)
     except Exception as e:
         # Ctrl-C inside a library that wraps the KeyboardInterrupt in its own error (torch.onnx.export
         # turns it into TorchExportError): still an interruption, not a crash.
         if interrupted and not debug:
-            print(f"alignvar-edge {args.verb}: interrupted; no partial output was kept", file=sys.stderr)
-            return 130
+            return _interrupted(args.verb, interrupted)
         if isinstance(e, AlignVAREdgeError):
             if debug:
                 raise
@@ -90,24 +99,38 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         raise
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
-def _watch_sigint(flag: list[bool]) -> Any:
-    """Record SIGINT in `flag` and raise KeyboardInterrupt as usual; returns the previous handler.
+def _interrupted(verb: str, signals: list[int]) -> int:
+    if signal.SIGTERM in signals:
+        print(f"alignvar-edge {verb}: terminated (SIGTERM); no partial output was kept", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    print(f"alignvar-edge {verb}: interrupted; no partial output was kept", file=sys.stderr)
+    return 130
 
-    Only where Python's default handler is installed (main thread, SIGINT not ignored)."""
+
+def _watch_signals(flag: list[int]) -> dict[int, Any]:
+    """SIGINT and SIGTERM raise KeyboardInterrupt (so every temporary folder is cleaned up on the
+    way out) and are recorded in `flag`; returns the handlers to put back.
+
+    Only in the main thread, and only where the default handler is installed (Python's for
+    SIGINT, the OS's for SIGTERM): an embedding program's own handlers are left alone. A second
+    SIGTERM while cleaning up is ignored, so the cleanup finishes."""
     if threading.current_thread() is not threading.main_thread():
-        return None
-    previous = signal.getsignal(signal.SIGINT)
-    if previous is not signal.default_int_handler:
-        return None
+        return {}
+    previous: dict[int, Any] = {}
+    for sig, default in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL)):
+        if signal.getsignal(sig) is not default:
+            continue
 
-    def on_sigint(signum: int, frame: object) -> None:
-        flag.append(True)
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGINT, on_sigint)
+        def on_signal(signum: int, frame: object) -> None:
+            flag.append(signum)
+            if signum == signal.SIGTERM:
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            raise KeyboardInterrupt
+        previous[sig] = signal.signal(sig, on_signal)
     return previous
 
 

@@ -176,9 +176,8 @@ def deploy(opts: DeployOptions, log: Log | None = None, progress: Progress | Non
     opts.validate()
     say = log or (lambda _m: None)
     out = Path(opts.out)
-    if out.exists() and not opts.force:      # before minutes of work, not after
-        from alignvar_edge.errors import OutputExistsError
-        raise OutputExistsError(f"'{out}' already exists; pass --force to replace it or choose another --out")
+    from alignvar_edge.export.manifest import check_out
+    check_out(out, opts.force)               # before minutes of work, not after
     t_start = time.perf_counter()
     model, name, source = _load_model(opts)
     steps = plan(opts.target_list(), opts.precisions, opts.quick)

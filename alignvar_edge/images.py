@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from alignvar_edge.errors import InputError, OutputExistsError
+from alignvar_edge.fsmodes import publish_mode
 
 if TYPE_CHECKING:  # torch is imported lazily: image I/O alone should not pay its import time.
     import torch
@@ -191,7 +192,7 @@ def save_image(
             f.flush()
             os.fsync(f.fileno())
         # mkstemp creates the file 0600; give it the mode a normal open() would have.
-        os.chmod(tmp, 0o666 & ~_umask())
+        publish_mode(tmp)
         _publish(tmp, path, overwrite)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -219,12 +220,6 @@ def _publish(tmp: Path, path: Path, overwrite: bool) -> None:
         os.replace(tmp, path)
         return
     tmp.unlink()
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -436,7 +436,7 @@ def _no_incomplete_artifact(parent: Path, out: Path) -> None:
         assert r.returncode != 0 and "Traceback" not in r.stderr
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM], ids=["SIGKILL", "SIGINT", "SIGTERM"])
 def test_interrupted_export(tmp_path, sig):
     out = tmp_path / "X"
     proc = subprocess.Popen([sys.executable, "-m", "alignvar_edge.cli", "export", "--preset", "micro",
@@ -459,6 +459,10 @@ def test_interrupted_export(tmp_path, sig):
         assert "Traceback" not in err, err
         assert "interrupted" in err
         assert not list(tmp_path.glob(".X.tmp-*")), "SIGINT should clean up the temporary directory"
+    if sig == signal.SIGTERM:                        # handled like SIGINT (issue: artifacts that cannot lie)
+        assert proc.returncode == 143, (proc.returncode, err)
+        assert "Traceback" not in err and "terminated (SIGTERM)" in err, err
+        assert not list(tmp_path.glob(".X.tmp-*")), "SIGTERM should clean up the temporary directory"
     _no_incomplete_artifact(tmp_path, out)
     assert not out.exists()
 
@@ -597,3 +601,343 @@ def test_odd_valid_images_upscale(kind, ext, export, tmp_path, capsys):
     with Image.open(src) as a, Image.open(out) as b:
         assert b.size == (a.size[0] * 4, a.size[1] * 4)
     assert _sha(src) == h
+
+
+# ---------------------------------------------------------------------------------------------
+# issue "artifacts that cannot lie" (a): --force replaces only what we made
+# ---------------------------------------------------------------------------------------------
+def _foreign(path: Path) -> Path:
+    path.mkdir()
+    (path / "thesis.tex").write_text("years of work")
+    return path
+
+
+def test_force_replaces_only_our_outputs(export, tmp_path, capsys):
+    from alignvar_edge.errors import OutputExistsError
+    from alignvar_edge.export.manifest import artifact_dir, check_out
+    foreign = _foreign(tmp_path / "foreign")
+    (tmp_path / "a-file").write_text("x")
+    for bad in (foreign, tmp_path / "a-file"):
+        with pytest.raises(OutputExistsError, match="only replaces our own outputs"):
+            check_out(bad, force=True)
+    for ok in ("empty", "art", "run"):
+        (tmp_path / ok).mkdir()
+    (tmp_path / "art" / "manifest.json").write_text("{}")
+    (tmp_path / "run" / "run.json").write_text("{}")
+    for ok in ("empty", "art", "run"):
+        check_out(tmp_path / ok, force=True)
+    # through the CLI: one line, and the folder is untouched
+    capsys.readouterr()
+    code = cli.main(["build", str(export), "--target", "onnxruntime", "--out", str(foreign), "--force"])
+    _one_line_error(code, capsys.readouterr().err, "only replaces our own outputs")
+    assert (foreign / "thesis.tex").read_text() == "years of work"
+    # ours is replaced only once the new one is complete: a failing block keeps the old one
+    with pytest.raises(RuntimeError):
+        with artifact_dir(tmp_path / "art", force=True) as tmp:
+            (tmp / "half").write_text("x")
+            raise RuntimeError("boom")
+    assert (tmp_path / "art" / "manifest.json").read_text() == "{}"
+    assert not list(tmp_path.glob(".art.*"))
+
+
+def test_train_force_validates_before_touching(tmp_path, capsys):
+    from alignvar_edge.train.trainer import TrainOptions, train
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text('{"options": {}}')
+    (run / "log.csv").write_text("step\n0\n")
+    for bad in (dict(lr=float("nan")), dict(batch=0), dict(save_every=0), dict(ema=1.5)):
+        with pytest.raises(InputError):
+            train(TrainOptions(stage="vqvae", out=run, steps=1, preset="micro", force=True, progress=False, **bad))
+        assert (run / "log.csv").read_text() == "step\n0\n", bad
+    foreign = _foreign(tmp_path / "foreign")
+    capsys.readouterr()
+    code = cli.main(["train", "vqvae", "--preset", "micro", "--out", str(foreign), "--steps", "1", "--force"])
+    _one_line_error(code, capsys.readouterr().err, "only replaces our own outputs")
+    assert (foreign / "thesis.tex").is_file()
+    # a corrupt run.json on --resume is one line, not a traceback
+    (run / "state").mkdir()
+    (run / "run.json").write_text("{not json")
+    code = cli.main(["train", "vqvae", "--preset", "micro", "--out", str(run), "--steps", "1", "--resume"])
+    _one_line_error(code, capsys.readouterr().err, "run.json")
+
+
+# ---------------------------------------------------------------------------------------------
+# (b) the manifest trust model: listed, hashed, confined; nothing unlisted is opened
+# ---------------------------------------------------------------------------------------------
+def _write_raw_manifest(root: Path, edit) -> None:
+    """Edit manifest.json by hand (no re-hashing: the manifest says whatever the attacker wants)."""
+    m = json.loads((root / "manifest.json").read_text())
+    edit(m)
+    (root / "manifest.json").write_text(json.dumps(m))
+
+
+def _refused_everywhere(root: Path, needle: str, tmp: Path, capsys) -> None:
+    with pytest.raises(ArtifactError, match=needle):
+        load_verified(root)
+    _png(tmp / "in.png")
+    for argv in (["inspect", str(root)], _up(tmp, root, tmp / "in.png", "o.png", "--backend", "onnxruntime"),
+                 ["build", str(root), "--target", "onnxruntime", "--out", str(tmp / "eng")]):
+        capsys.readouterr()
+        _one_line_error(cli.main(argv), capsys.readouterr().err, needle)
+    assert not (tmp / "eng").exists() and not (tmp / "o.png").exists()
+
+
+def test_manifest_empty_files_is_refused(export, tmp_path, capsys):
+    dst = _copy_export(tmp_path, export)
+    (dst / "model.onnx").write_bytes((dst / "model.onnx").read_bytes()[:100])       # swapped graph
+    _write_raw_manifest(dst, lambda m: m.update(files={}))
+    _refused_everywhere(dst, "lists no files", tmp_path, capsys)
+
+
+def test_manifest_partial_files_is_refused(export, tmp_path, capsys):
+    dst = _copy_export(tmp_path, export)
+    (dst / "notes.onnx.data").write_bytes(b"\0" * 64)
+    _refused_everywhere(dst, "notes.onnx.data is not listed", tmp_path, capsys)
+    (dst / "notes.onnx.data").unlink()
+    _write_raw_manifest(dst, lambda m: m["files"].update({"other.bin": m["files"].pop("model.onnx")}))
+    (dst / "other.bin").write_bytes((dst / "model.onnx").read_bytes())
+    _refused_everywhere(dst, "model.onnx is not listed", tmp_path, capsys)
+
+
+def test_manifest_paths_outside_are_refused(export, tmp_path, capsys):
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(export / "model.onnx", other / "model.onnx")
+    digest = _sha(other / "model.onnx")
+    dst = _copy_export(tmp_path, export)
+    (dst / "model.onnx").unlink()
+
+    def point_out(m):
+        m["files"] = {"../other/model.onnx": digest}
+        m["graphs"]["model"]["file"] = "../other/model.onnx"
+    _write_raw_manifest(dst, point_out)
+    _refused_everywhere(dst, "not a plain path inside", tmp_path, capsys)
+    # the same through a symlink named like the listed file
+    _write_raw_manifest(dst, lambda m: (m.update(files={"model.onnx": digest}),
+                                        m["graphs"]["model"].update(file="model.onnx")))
+    (dst / "model.onnx").symlink_to(other / "model.onnx")
+    _refused_everywhere(dst, "leads outside the artifact directory", tmp_path, capsys)
+
+
+def _with_external_data(tmp: Path, exp: Path, location: str | None = None) -> Path:
+    """A copy of the export whose weights live in model.onnx.data, hashes re-made (a valid
+    artifact), or with every tensor's location rewritten to `location` afterwards."""
+    import onnx
+
+    from alignvar_edge.export.manifest import read_manifest, write_manifest
+    dst = _copy_export(tmp, exp)
+    m = onnx.load(str(dst / "model.onnx"))
+    onnx.save_model(m, str(dst / "model.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="model.onnx.data", size_threshold=0)
+    if location is not None:
+        m = onnx.load(str(dst / "model.onnx"), load_external_data=False)
+        for t in m.graph.initializer:
+            for e in t.external_data:
+                if e.key == "location":
+                    e.value = location
+        onnx.save(m, str(dst / "model.onnx"))
+    write_manifest(dst, read_manifest(dst))
+    return dst
+
+
+def test_external_data_locations_are_checked(export, tmp_path, capsys):
+    (tmp_path / "g").mkdir()
+    good = _with_external_data(tmp_path / "g", export)
+    assert "model.onnx.data" in load_verified(good)["files"]
+    capsys.readouterr()
+    assert cli.main(["inspect", str(good)]) == 0
+    (tmp_path / "o").mkdir()
+    shutil.copy(good / "model.onnx.data", tmp_path / "o" / "outside.data")
+    bad = _with_external_data(tmp_path / "o", export, "../outside.data")
+    _refused_everywhere(bad, "outside the artifact directory", tmp_path / "o", capsys)
+    # external data cut short, hashes re-made to match: inspect says so in one line
+    from alignvar_edge.export.manifest import read_manifest, write_manifest
+    data = good / "model.onnx.data"
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+    write_manifest(good, read_manifest(good))
+    _one_line_error(cli.main(["inspect", str(good)]), capsys.readouterr().err, "cannot be read with its external data")
+
+
+def test_inspect_prints_verdict_and_reads_quantize_output(export, tmp_path, capsys):
+    from alignvar_edge.export.quantize import QuantizeOptions, quantize_artifact
+    capsys.readouterr()
+    assert cli.main(["inspect", str(export)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("verdict    OK: ") and "SHA-256" in out[0]
+    q = quantize_artifact(export, tmp_path / "q", QuantizeOptions(precision="fp16", search=False, tiles=2,
+                                                                  val_tiles=2))
+    code = cli.main(["inspect", str(q)])
+    cap = capsys.readouterr()
+    assert code == 0, cap.err
+    assert "Traceback" not in cap.err and "validation tiles" in cap.out
+
+
+# ---------------------------------------------------------------------------------------------
+# (c) the checkpoint an export came from: recorded by absolute path and content, compared on use
+# ---------------------------------------------------------------------------------------------
+def test_export_checkpoint_is_recorded_and_compared(ckpt, tmp_path, monkeypatch, capsys):
+    from alignvar_edge.export.random_model import random_model
+    from alignvar_edge.model import AlignVARConfig
+    from alignvar_edge.model.checkpoint import save_pretrained
+    (tmp_path / "a").mkdir()
+    shutil.copytree(ckpt, tmp_path / "a" / "ck")
+    other = save_pretrained(random_model(AlignVARConfig.from_preset("micro", **NANO), seed=1), tmp_path / "b" / "ck")
+    exp = tmp_path / "E"
+    monkeypatch.chdir(tmp_path / "a")
+    assert cli.main(["export", "ck", "--out", str(exp), "--tiles", "1"]) == 0
+    rec = json.loads((exp / "manifest.json").read_text())["model"]["checkpoint"]
+    assert rec["path"] == str((tmp_path / "a" / "ck").resolve())
+    # from another folder holding a same-named, different checkpoint: the recorded one is used
+    monkeypatch.chdir(tmp_path / "b")
+    assert cli.main(["build", str(exp), "--target", "torch", "--out", str(tmp_path / "T")]) == 0
+    assert _sha(tmp_path / "T" / "model.safetensors") == _sha(tmp_path / "a" / "ck" / "model.safetensors")
+    # the recorded checkpoint changed in place: refused (build and compare), nothing written
+    shutil.copy(other / "model.safetensors", tmp_path / "a" / "ck" / "model.safetensors")
+    capsys.readouterr()
+    for argv in (["build", str(exp), "--target", "torch", "--out", str(tmp_path / "T2")],
+                 ["compare", str(exp), "--limit", "1"]):
+        _one_line_error(cli.main(argv), capsys.readouterr().err, "is not the one this artifact was made from")
+    assert not (tmp_path / "T2").exists()
+    # an older manifest (relative name only): the state-dict hash still catches the other checkpoint
+    _write_raw_manifest(exp, lambda m: m["model"].pop("checkpoint"))
+    _one_line_error(cli.main(["build", str(exp), "--target", "torch", "--out", str(tmp_path / "T3")]),
+                    capsys.readouterr().err, "is not the one this artifact was made from")
+    assert not (tmp_path / "T3").exists()
+
+
+def test_build_torch_proves_the_checkpoint_loads(ckpt, tmp_path, capsys):
+    import torch
+
+    from safetensors.torch import load_file
+    dst = tmp_path / "ck"
+    shutil.copytree(ckpt, dst)
+    torch.save(load_file(str(ckpt / "model.safetensors")), dst / "model.safetensors")   # a pickle now
+    capsys.readouterr()
+    code = cli.main(["build", str(dst), "--target", "torch", "--out", str(tmp_path / "T")])
+    _one_line_error(code, capsys.readouterr().err, "safetensors")
+    assert not (tmp_path / "T").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# (d) concurrent publish: two runs writing the same --out never both succeed
+# ---------------------------------------------------------------------------------------------
+def test_concurrent_publish_keeps_the_first(tmp_path):
+    from alignvar_edge.errors import OutputExistsError
+    from alignvar_edge.export.manifest import artifact_dir, load_verified, new_manifest, write_manifest
+    out = tmp_path / "same"
+
+    def fill(tmp, tag):
+        (tmp / "model.onnx").write_text(tag)
+        write_manifest(tmp, new_manifest("onnx", "onnx", "single", "fp32", {"name": tag}))
+
+    first = artifact_dir(out)
+    second = artifact_dir(out)
+    t1, t2 = first.__enter__(), second.__enter__()        # both started while --out did not exist
+    fill(t1, "first")
+    fill(t2, "second")
+    assert not first.__exit__(None, None, None)
+    with pytest.raises(OutputExistsError, match="appeared while this run was working|already exists"):
+        second.__exit__(None, None, None)
+    assert load_verified(out)["model"]["name"] == "first"
+    assert (out / "model.onnx").read_text() == "first"
+    assert not t2.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["same"]
+
+
+# ---------------------------------------------------------------------------------------------
+# (e) numeric flags are checked when parsed; --device is checked for the torch engine
+# ---------------------------------------------------------------------------------------------
+BAD_FLAGS = [
+    (["upscale", "a.png", "b.png", "--threads", "-1"], "--threads"),
+    (["upscale", "a.png", "b.png", "--max-megapixels", "nan"], "--max-megapixels"),
+    (["upscale", "a.png", "b.png", "--max-megapixels", "0"], "--max-megapixels"),
+    (["upscale", "a.png", "b.png", "--overlap", "-2"], "--overlap"),
+    (["build", "x", "--target", "onnxruntime", "--threads", "0"], "--threads"),
+    (["compare", "x", "--limit", "-1"], "--limit"),
+    (["compare", "x", "--limit", "0"], "--limit"),
+    (["compare", "x", "--max-size", "0"], "--max-size"),
+    (["train", "vqvae", "--out", "r", "--steps", "1", "--lr", "nan"], "--lr"),
+    (["train", "vqvae", "--out", "r", "--steps", "1", "--lr", "-0.001"], "--lr"),
+    (["train", "vqvae", "--out", "r", "--steps", "1", "--seed", "-1"], "--seed"),
+    (["train", "vqvae", "--out", "r", "--steps", "0"], "--steps"),
+    (["export", "--out", "x", "--seed", "-1"], "--seed"),
+    (["quantize", "x", "--percentile", "nan"], "--percentile"),
+    (["quantize", "x", "--min-token-agreement", "1.5"], "--min-token-agreement"),
+    (["bench", "x", "--threads", "-1"], "--threads"),
+]
+
+
+@pytest.mark.parametrize("argv, flag", BAD_FLAGS, ids=[" ".join(a[:1] + a[-2:]) for a, _ in BAD_FLAGS])
+def test_numeric_flags_checked_at_parse_time(argv, flag, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    code = cli.main(argv)                             # an argparse error: one line, exit 2
+    assert code == 2
+    _one_line_error(code, capsys.readouterr().err, f"argument {flag}: must be")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []          # nothing was created
+
+
+def test_torch_device_is_checked(ckpt, tmp_path, capsys):
+    import torch
+    src = _png(tmp_path / "in.png")
+    bad = [("bogus", "is not a torch device")]
+    if not torch.cuda.is_available():
+        bad.append(("cuda", "is not available here"))
+    for dev, needle in bad:
+        capsys.readouterr()
+        code = cli.main(["upscale", str(src), str(tmp_path / "o.png"), "--engine", str(ckpt), "--device", dev,
+                         "--quiet"])
+        _one_line_error(code, capsys.readouterr().err, needle)
+        assert not (tmp_path / "o.png").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# (f) outputs get the modes the umask gives, not mkdtemp's 0700 / 0600
+# ---------------------------------------------------------------------------------------------
+def _modes(root: Path) -> set[tuple[str, int]]:
+    return {("d" if p.is_dir() else "f", p.stat().st_mode & 0o777) for p in [root, *root.rglob("*")]}
+
+
+def test_outputs_follow_the_umask(export, tmp_path):
+    from alignvar_edge import runtimes
+    from alignvar_edge.train.trainer import TrainOptions, train
+    old = os.umask(0o027)
+    try:
+        eng = runtimes.build(export, "onnxruntime", out=tmp_path / "eng")
+        run = tmp_path / "run"
+        train(TrainOptions(stage="vqvae", out=run, steps=1, batch=1, preset="micro", warmup=1, progress=False,
+                           overrides=dict(NANO)))
+    finally:
+        os.umask(old)
+    assert _modes(eng) == {("d", 0o750), ("f", 0o640)}
+    assert _modes(run / "final") == {("d", 0o750), ("f", 0o640)}
+    assert _modes(run / "state") == {("d", 0o750), ("f", 0o640)}
+
+
+# ---------------------------------------------------------------------------------------------
+# (g) folder upscale: never reads its own output folder; resumes (skips finished outputs)
+# ---------------------------------------------------------------------------------------------
+def test_folder_upscale_skips_its_output_and_resumes(export, tmp_path, capsys):
+    inp = tmp_path / "photos"
+    inp.mkdir()
+    for name in ("a.png", "b.png"):
+        _png(inp / name)
+    out = inp / "x4"                                 # the output folder lies inside the input folder
+    argv = ["upscale", str(inp), str(out), "--engine", str(export), "--quiet"]
+    capsys.readouterr()
+    assert cli.main(argv) == 0
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == ["a.png", "b.png"]
+    # an interrupted run: one output missing, one finished; the next run only makes the missing one
+    (out / "b.png").unlink()
+    done = _sha(out / "a.png")
+    os.utime(out / "a.png", ns=(1, 1))
+    assert cli.main(argv) == 0
+    err = capsys.readouterr().err
+    assert "skipping 1 finished output" in err and "upscaled 1 image(s)" in err, err
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == ["a.png", "b.png"]  # no x4/x4/
+    assert (out / "a.png").stat().st_mtime_ns == 1 and _sha(out / "a.png") == done
+    # --force redoes every output, still reading only the two inputs
+    assert cli.main([*argv, "--force"]) == 0
+    assert "upscaled 2 image(s)" in capsys.readouterr().err
+    assert (out / "a.png").stat().st_mtime_ns != 1
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == ["a.png", "b.png"]

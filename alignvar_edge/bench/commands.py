@@ -6,6 +6,7 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
+from alignvar_edge.argtypes import fraction, nonneg_int, positive_float, positive_int
 from alignvar_edge.errors import InputError
 
 ENGINE_HELP = ("[LABEL=][BACKEND[@DEVICE]:]PATH or 'bicubic': an ONNX export, a built engine dir or a "
@@ -33,26 +34,26 @@ def register(sub: Any) -> None:
     p.add_argument("--reference", help="the PyTorch model: checkpoint dir, bundled name, or "
                                        "preset:NAME[:SEED] for random-weight exports (default: from the manifests)")
     p.add_argument("--images", help="folder of HR photographs for fidelity tiles (default: bundled held-out set)")
-    p.add_argument("--tiles", type=int, default=8, help="fidelity tile pairs (default 8)")
-    p.add_argument("--runs", type=int, default=20, help="timed rounds (default 20)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed rounds first (default 3)")
-    p.add_argument("--threads", type=int, help="threads for every engine (default: all usable cores)")
+    p.add_argument("--tiles", type=positive_int, default=8, help="fidelity tile pairs (default 8)")
+    p.add_argument("--runs", type=positive_int, default=20, help="timed rounds (default 20)")
+    p.add_argument("--warmup", type=nonneg_int, default=3, help="untimed rounds first (default 3)")
+    p.add_argument("--threads", type=positive_int, help="threads for every engine (default: all usable cores)")
     p.add_argument("--staged", help="a staged ONNX export of the same model: adds ONNX Runtime per-stage timing")
-    p.add_argument("--profile-runs", type=int, default=3, help="runs of the per-stage profile (0: none)")
-    p.add_argument("--peak-n", type=int, default=1024, help="side of the GEMM that measures the peak (default 1024)")
-    p.add_argument("--min-token-agreement", type=float, default=0.99,
+    p.add_argument("--profile-runs", type=nonneg_int, default=3, help="runs of the per-stage profile (0: none)")
+    p.add_argument("--peak-n", type=positive_int, default=1024, help="side of the GEMM that measures the peak (default 1024)")
+    p.add_argument("--min-token-agreement", type=fraction, default=0.99,
                    help="fidelity gate for 'best engine' (default 0.99)")
-    p.add_argument("--target-speedup", type=float, help="report whether the best CPU engine reaches this speed-up")
+    p.add_argument("--target-speedup", type=positive_float, help="report whether the best CPU engine reaches this speed-up")
     p.add_argument("--sequential", action="store_true",
                    help="one engine in memory at a time, no interleaving (models too big to load together)")
     p.add_argument("--label", help="device label for tables and merges (default: from the host)")
-    p.add_argument("--seed", type=int, default=0, help="fidelity tile crops")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="fidelity tile crops")
     p.add_argument("--no-reference", action="store_true",
                    help="no PyTorch: time engine directories and check them against their golden outputs "
                         "(automatic when PyTorch is not installed)")
     p.add_argument("--engine", dest="trt_engine", metavar="DIR",
                    help="bench trtexec: the engine dir or kit the log belongs to (model, batch, parity)")
-    p.add_argument("--batch", type=int, help="bench trtexec: tiles per inference (default: the engine's)")
+    p.add_argument("--batch", type=positive_int, help="bench trtexec: tiles per inference (default: the engine's)")
     p.set_defaults(func=run_bench_cmd)
 
     d = sub.add_parser(
@@ -77,14 +78,14 @@ def register(sub: Any) -> None:
     d.add_argument("--quick", action="store_true",
                    help="for `make demo`: 8 calibration tiles, 2 export-validation tiles, 5 timed rounds, "
                         "4 fidelity tiles; no TensorRT int8 kit, no Core ML int8 package or fidelity proxy")
-    d.add_argument("--runs", type=int, help="timed bench rounds (default 10; --quick 5)")
-    d.add_argument("--warmup", type=int, help="bench warm-up rounds (default 2; --quick 1)")
-    d.add_argument("--threads", type=int, help="threads for every engine (default: all usable cores)")
+    d.add_argument("--runs", type=positive_int, help="timed bench rounds (default 10; --quick 5)")
+    d.add_argument("--warmup", type=nonneg_int, help="bench warm-up rounds (default 2; --quick 1)")
+    d.add_argument("--threads", type=positive_int, help="threads for every engine (default: all usable cores)")
     d.add_argument("--staged", action="store_true",
                    help="also export the staged graphs and profile ONNX Runtime per stage")
     d.add_argument("--export", help="reuse an fp32 single-graph export of the same model (copied into --out) "
                                     "instead of exporting again")
-    d.add_argument("--seed", type=int, default=0, help="--preset weights, tiles and calibration seed")
+    d.add_argument("--seed", type=nonneg_int, default=0, help="--preset weights, tiles and calibration seed")
     d.set_defaults(func=run_deploy_cmd)
 
 

@@ -7,6 +7,7 @@ import sys
 import time
 from typing import Any
 
+from alignvar_edge.argtypes import nonneg_int, positive_int
 from alignvar_edge.errors import CheckpointError, ConfigError
 
 DEFAULT_CHECKPOINT = "alignvar-tiny"
@@ -26,11 +27,11 @@ def register(sub: Any) -> None:
     p.add_argument("--graph", choices=("single", "staged"), default="single")
     p.add_argument("--opset", type=int, choices=(18, 20, 23), default=18,
                    help="18 (default, most portable), 20 (TensorRT 10.3's maximum) or 23")
-    p.add_argument("--batch", type=int, default=1, help="fixed batch of the graphs (default 1)")
-    p.add_argument("--tiles", type=int, default=4, help="validation tiles (default 4)")
+    p.add_argument("--batch", type=positive_int, default=1, help="fixed batch of the graphs (default 1)")
+    p.add_argument("--tiles", type=positive_int, default=4, help="validation tiles (default 4)")
     p.add_argument("--images", help="folder of photographs for the validation tiles "
                                     "(default: the bundled held-out samples)")
-    p.add_argument("--seed", type=int, default=0, help="tile crops and --preset weights seed")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="tile crops and --preset weights seed")
     p.add_argument("--simplify", action="store_true", help="simplify with onnxslim (re-validated)")
     p.add_argument("--external-data", choices=("auto", "yes", "no"), default="auto",
                    help="weights in a .onnx.data file (auto: above 1.5 GB)")
@@ -75,7 +76,8 @@ def run_export(args: argparse.Namespace) -> int:
     out = export_onnx(model, args.out, graph=args.graph, batch=args.batch, opset=args.opset, refine=args.refine,
                       n_tiles=args.tiles, seed=args.seed, simplify=args.simplify, force=args.force,
                       external_data=ext, model_name=name, source=source, tile_images=args.images,
-                      log=lambda msg: print(f"export: {msg}", file=sys.stderr))
+                      log=lambda msg: print(f"export: {msg}", file=sys.stderr),
+                      checkpoint=None if args.preset else name)
     print(f"wrote {out} ({args.graph} graph, opset {args.opset}, batch {args.batch}) in "
           f"{time.perf_counter() - t0:.1f} s; inspect it with: alignvar-edge inspect {out}")
     return 0

@@ -12,15 +12,15 @@ from typing import Any
 
 from alignvar_edge.errors import ArtifactError
 from alignvar_edge.export.lint import TARGETS, Finding, lint_model
-from alignvar_edge.export.manifest import input_contract, load_verified
+from alignvar_edge.export.manifest import input_contract, listed_file, load_verified
 
 __all__ = ["format_inspection", "inspect_artifact"]
 
 
-def _graph_summary(root: Path, name: str, entry: dict[str, Any]) -> dict[str, Any]:
+def _graph_summary(root: Path, m: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
     import onnx
 
-    path = root / entry["file"]
+    path = listed_file(root, m, entry["file"])
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # protobuf DecodeError and friends
@@ -33,7 +33,11 @@ def _graph_summary(root: Path, name: str, entry: dict[str, Any]) -> dict[str, An
         for d in t.dims:
             n *= d
         params += n
-    findings = lint_model(model, base_dir=root)
+    try:
+        findings = lint_model(model, base_dir=path.parent)
+    except Exception as e:  # noqa: BLE001 - external data whose offsets/lengths do not fit its file
+        raise ArtifactError(f"{path} cannot be read with its external data ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0] if str(e) else ''}); re-export") from e
     return {
         "file": entry["file"], "inputs": entry["inputs"], "outputs": entry["outputs"],
         "nodes": len(g.node), "ops": dict(Counter(n.op_type for n in g.node).most_common()),
@@ -49,8 +53,11 @@ def inspect_artifact(artifact: str | os.PathLike[str]) -> dict[str, Any]:
     m = load_verified(root)
     if m.get("kind") != "onnx":
         raise ArtifactError(f"'{root}' is a {m.get('kind')!r} artifact; inspect reads exported ONNX graphs")
-    graphs = {name: _graph_summary(root, name, entry) for name, entry in m["graphs"].items()}
+    graphs = {name: _graph_summary(root, m, entry) for name, entry in m["graphs"].items()}
+    n = len(m["files"])
     return {
+        "verdict": f"OK: {n} file(s) listed in the manifest, each inside the artifact directory and "
+                   "matching its SHA-256; no unlisted file, every graph and external-data file listed",
         "path": str(root), "graph": m["graph"], "precision": m["precision"], "opset": m["opset"],
         "model": {k: m["model"].get(k) for k in ("name", "source", "scale_schedule")},
         "parameters": m["model"].get("parameters", {}).get("inference"),
@@ -61,12 +68,32 @@ def inspect_artifact(artifact: str | os.PathLike[str]) -> dict[str, Any]:
     }
 
 
+def _parity_line(p: Any) -> str | None:
+    """One line for either parity record: an export's (vs PyTorch, per scale) or a quantize
+    output's (vs the fp32 engine, on the validation split)."""
+    if not isinstance(p, dict):
+        return None
+    tokens = p.get("tokens")
+    if isinstance(tokens, dict) and "per_scale" in tokens:
+        per = " ".join(f"{a:.0%}" for a in tokens["per_scale"])
+        return (f"{p.get('tiles')} tiles vs PyTorch: tokens per scale [{per}], SR PSNR {p.get('psnr_db')} dB, "
+                f"max |diff| {p.get('max_abs_diff', float('nan')):.1e}")
+    val = p.get("validation")
+    if isinstance(val, dict):
+        tok = val.get("token_agreement")
+        tok_s = f"{tok:.2%}" if isinstance(tok, (int, float)) else "?"
+        return (f"{val.get('tiles')} validation tiles vs {p.get('reference', 'the fp32 engine')}: tokens {tok_s}, "
+                f"PSNR-Y drop {val.get('psnr_drop')} dB, target {'met' if p.get('target_met') else 'NOT met'}")
+    return None
+
+
 def _shape(io: dict[str, Any]) -> str:
     return f"{io['name']} {io['dtype']}[{','.join(str(d) for d in io['shape'])}]"
 
 
 def format_inspection(info: dict[str, Any]) -> str:
     lines = [
+        f"verdict    {info['verdict']}",
         f"artifact   {info['path']}  ({info['graph']} graph, {info['precision']}, opset {info['opset']}, "
         f"batch {info['batch']})",
         f"model      {info['model']['name']}  scales {info['model']['scale_schedule']}  "
@@ -79,11 +106,9 @@ def format_inspection(info: dict[str, Any]) -> str:
         lines.append(f"input      {c['name']} {c['dtype']} {c['layout']} {c['shape']}, {c['color_order']} in "
                      f"[{c['range'][0]:g}, {c['range'][1]:g}]; tile {c['tile']} px, overlap {c['overlap']}, "
                      f"scale x{c['scale']}, batch {c['batch'] or 'dynamic'}")
-    p = info.get("parity")
-    if p:
-        per = " ".join(f"{a:.0%}" for a in p["tokens"]["per_scale"])
-        lines.append(f"parity     {p['tiles']} tiles vs PyTorch: tokens per scale [{per}], "
-                     f"SR PSNR {p['psnr_db']} dB, max |diff| {p['max_abs_diff']:.1e}")
+    parity = _parity_line(info.get("parity"))
+    if parity:
+        lines.append(f"parity     {parity}")
     lines.append("tools      " + ", ".join(f"{k} {v}" for k, v in sorted(info["tools"].items())))
     for name, g in info["graphs"].items():
         lines.append("")

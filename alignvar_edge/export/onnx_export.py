@@ -27,7 +27,7 @@ import torch
 
 from alignvar_edge.errors import ArtifactError, ConfigError
 from alignvar_edge.export.graphs import GraphSpec, graph_noise, specs_for
-from alignvar_edge.export.manifest import artifact_dir, load_verified, new_manifest, write_manifest
+from alignvar_edge.export.manifest import artifact_dir, listed_file, load_verified, new_manifest, write_manifest
 from alignvar_edge.export.parity import ParityReport, check_parity, compare
 from alignvar_edge.model.alignvar import AlignVAR
 
@@ -195,11 +195,17 @@ def weights_sha256(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def _model_info(model: AlignVAR, name: str | None, source: str | None) -> dict[str, Any]:
+def _model_info(model: AlignVAR, name: str | None, source: str | None,
+                checkpoint: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     c = model.config
     return {"name": name or c.name, "source": source, "config": c.to_dict(),
             "scale_schedule": list(c.patch_nums), "parameters": model.parameter_report(),
-            "weights_sha256": weights_sha256(model)}
+            "weights_sha256": weights_sha256(model), **({"checkpoint": _checkpoint_record(checkpoint)} if checkpoint else {})}
+
+
+def _checkpoint_record(checkpoint: str | os.PathLike[str]) -> dict[str, Any]:
+    from alignvar_edge.runtimes.artifacts import checkpoint_record
+    return checkpoint_record(checkpoint)
 
 
 def export_onnx(model: AlignVAR, out_dir: str | os.PathLike[str], graph: str = "single", batch: int = 1,
@@ -207,11 +213,13 @@ def export_onnx(model: AlignVAR, out_dir: str | os.PathLike[str], graph: str = "
                 force: bool = False, external_data: bool | None = None, *, refine: bool = True,
                 model_name: str | None = None,
                 source: str | None = None, tile_images: str | os.PathLike[str] | None = None,
-                log: Log | None = None) -> Path:
+                log: Log | None = None, checkpoint: str | os.PathLike[str] | None = None) -> Path:
     """Export, validate and publish an ONNX artifact directory; returns its path (see module doc).
 
     The model is moved to the CPU in fp32 eval mode (in place, as nn.Module.float() does): the
     graphs are fp32 and the reference rollout runs on the CPU next to ONNX Runtime.
+    `checkpoint`: the directory (or bundled name) the model was loaded from; its absolute path and
+    file hashes are recorded, so later uses find that checkpoint and refuse a different one.
     """
     from alignvar_edge.calibration.tiles import lr_tiles, tiles_hash
 
@@ -258,7 +266,7 @@ def export_onnx(model: AlignVAR, out_dir: str | os.PathLike[str], graph: str = "
         parity.update(tiles_hash=tiles_hash(tiles), tiles_source=str(tile_images or "sample:heldout"),
                       tiles_seed=seed, runtime="onnxruntime CPUExecutionProvider")
         m = new_manifest(
-            "onnx", "onnx", graph, "fp32", _model_info(model, model_name, source), opset=opset,
+            "onnx", "onnx", graph, "fp32", _model_info(model, model_name, source, checkpoint), opset=opset,
             graphs={s.name: {"file": s.file, **graph_io(tmp / s.file)} for s in specs}, parity=parity,
             extra={"batch": batch, "external_data": ext, "simplified": simplify,
                    "refine": refine and model.diffloss is not None,
@@ -286,7 +294,7 @@ def load_onnx_models(artifact: str | os.PathLike[str]) -> dict[str, Any]:
     out = {}
     for name, g in m["graphs"].items():
         try:
-            out[name] = onnx.load(str(root / g["file"]))
+            out[name] = onnx.load(str(listed_file(root, m, g["file"])))
         except Exception as e:  # protobuf DecodeError and friends
             raise ArtifactError(f"{root / g['file']} cannot be parsed as ONNX ({e}); re-export") from e
     return out

@@ -26,11 +26,11 @@ import onnx
 
 from alignvar_edge.calibration.sets import (DEFAULT_TILES, DEFAULT_VALIDATION_TILES, CalibrationSet,
                                             TileSplit, model_config)
-from alignvar_edge.errors import ArtifactError, ConfigError, InputError, OutputExistsError, ParityError
+from alignvar_edge.errors import ArtifactError, ConfigError, InputError, ParityError
 from alignvar_edge.export.fp16 import DEFAULT_KEEP_OPS, to_fp16
 from alignvar_edge.export import onnx_io
 from alignvar_edge.export.int8 import TARGETS, Int8Builder, target_recipe
-from alignvar_edge.export.manifest import artifact_dir, load_verified, new_manifest, write_manifest
+from alignvar_edge.export.manifest import artifact_dir, check_out, listed_file, load_verified, new_manifest, write_manifest
 from alignvar_edge.export.quantize_policy import COMPONENTS, DEFAULT_INT8, Policy
 from alignvar_edge.export.sensitivity import Evaluator, Fidelity, FidelityTarget, SearchResult, search
 
@@ -112,7 +112,7 @@ def _single_graph(src: Path, m: dict[str, Any]) -> tuple[Path, str, int, dict[st
     # a graph with VARSR's refiner also takes the sampler's noise: the draw every engine feeds
     noise = model_config(m["model"]).refiner_noise(batch) if len(g["inputs"]) > 1 else None
     extra = {} if noise is None else {g["inputs"][1]["name"]: noise}
-    return src / g["file"], inp["name"], batch, extra
+    return listed_file(src, m, g["file"]), inp["name"], batch, extra
 
 
 def quantize_artifact(src: str | os.PathLike[str], out: str | os.PathLike[str], opts: QuantizeOptions,
@@ -137,8 +137,7 @@ def quantize_artifact(src: str | os.PathLike[str], out: str | os.PathLike[str], 
                                    force=force))
 
     model_path, input_name, batch, extra = _single_graph(src, m)
-    if Path(out).exists() and not force:      # fail before minutes of calibration, not after
-        raise OutputExistsError(f"'{out}' already exists; pass --force to replace it or choose another --out")
+    check_out(out, force)                      # fail before minutes of calibration, not after
     if opts.precision == "int8":
         model, quant, result = _int8(model_path, cs, opts, input_name, batch, cfg.scale, log, progress, extra)
     else:

@@ -8,6 +8,8 @@ import warnings
 from collections.abc import Iterable
 from typing import Any
 
+from alignvar_edge.argtypes import fraction, nonneg_float, nonneg_int, percent, positive_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     from alignvar_edge.calibration.ranges import METHODS
@@ -27,14 +29,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="tensorrt: symmetric int8 (zero points 0); onnxruntime: uint8 activations, "
                         "reduce_range on x86 without VNNI")
     p.add_argument("--method", choices=METHODS, default="minmax", help="activation range statistic")
-    p.add_argument("--percentile", type=float, default=99.99, help="for --method percentile")
-    p.add_argument("--min-token-agreement", type=float, default=0.99,
+    p.add_argument("--percentile", type=percent, default=99.99, help="for --method percentile")
+    p.add_argument("--min-token-agreement", type=fraction, default=0.99,
                    help="fraction of tokens equal to the fp32 engine's (default 0.99)")
-    p.add_argument("--max-psnr-drop", type=float, default=0.1,
+    p.add_argument("--max-psnr-drop", type=nonneg_float, default=0.1,
                    help="PSNR-Y loss vs HR relative to the fp32 engine, dB (default 0.1)")
-    p.add_argument("--tiles", type=int, default=DEFAULT_TILES, help="calibration tiles")
-    p.add_argument("--val-tiles", type=int, default=DEFAULT_VALIDATION_TILES, help="validation tiles")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tiles", type=positive_int, default=DEFAULT_TILES, help="calibration tiles")
+    p.add_argument("--val-tiles", type=positive_int, default=DEFAULT_VALIDATION_TILES, help="validation tiles")
+    p.add_argument("--seed", type=nonneg_int, default=0)
     p.add_argument("--no-search", action="store_true",
                    help="no mixed-precision search: write the policy's graph even if it misses the target")
     rr = p.add_mutually_exclusive_group()

@@ -15,11 +15,12 @@ from typing import Any
 import numpy as np
 
 from alignvar_edge.errors import ArtifactError, CheckpointError, InputError
-from alignvar_edge.export.manifest import MANIFEST_FILE, load_verified, new_manifest, sha256_file
-from alignvar_edge.runtimes.base import INPUT, SR, AlignVARConfig, token_name
+from alignvar_edge.export.manifest import MANIFEST_FILE, listed_file, load_verified, new_manifest, sha256_file
+from alignvar_edge.model.config import AlignVARConfig
+from alignvar_edge.runtimes.base import INPUT, SR, token_name
 
-__all__ = ["checkpoint_dir", "source_checkpoint", "default_out", "engine_manifest", "graph_io", "is_checkpoint",
-           "single_graph", "check_calibration"]
+__all__ = ["checkpoint_dir", "checkpoint_record", "check_same_checkpoint", "source_checkpoint", "default_out",
+           "engine_manifest", "graph_io", "is_checkpoint", "single_graph", "check_calibration"]
 
 
 def is_checkpoint(path: str | os.PathLike[str]) -> bool:
@@ -35,11 +36,49 @@ def is_checkpoint(path: str | os.PathLike[str]) -> bool:
             and not (p / MANIFEST_FILE).is_file())
 
 
+def checkpoint_record(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """What an artifact records about the checkpoint it was made from: its absolute path and the
+    SHA-256 of its files, so a use elsewhere finds that checkpoint and can prove it is the same."""
+    from alignvar_edge.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, resolve_checkpoint_dir
+    d = resolve_checkpoint_dir(path)
+    return {"path": str(d.resolve()), "sha256": {f: sha256_file(d / f) for f in (CONFIG_FILE, WEIGHTS_FILE)}}
+
+
+def check_same_checkpoint(found: Path, model: dict[str, Any]) -> None:
+    """Refuse `found` unless it is the checkpoint the manifest's `model` entry was made from: the
+    recorded file SHA-256s, or (older manifests) the state-dict hash `weights_sha256`."""
+    ck = model.get("checkpoint")
+    record: dict[str, Any] = ck if isinstance(ck, dict) else {}
+    want = record.get("sha256") if isinstance(record.get("sha256"), dict) else None
+    if want:
+        for f, digest in sorted(want.items()):
+            got = sha256_file(found / f) if (found / f).is_file() else "missing"
+            if got != digest:
+                raise CheckpointError(
+                    f"checkpoint '{found}' is not the one this artifact was made from ({record.get('path')}): its "
+                    f"{f} SHA-256 is {got[:12]}, recorded {str(digest)[:12]}; pass that checkpoint (compare: "
+                    "--reference) or re-export from this one")
+        return
+    recorded = model.get("weights_sha256")
+    if isinstance(recorded, str) and recorded:
+        from alignvar_edge.export.onnx_export import weights_sha256
+        from alignvar_edge.model.checkpoint import load_pretrained
+        got = weights_sha256(load_pretrained(found).float())
+        if got != recorded:
+            raise CheckpointError(
+                f"checkpoint '{found}' is not the one this artifact was made from: its weights hash to "
+                f"{got[:12]}, recorded {recorded[:12]}; pass that checkpoint (compare: --reference) or re-export "
+                "from this one")
+
+
 def source_checkpoint(manifest: dict[str, Any], depth: int = 2) -> Path | None:
-    """The checkpoint an artifact came from, if its manifest (or its source's) names one."""
+    """The checkpoint an artifact came from, if its manifest (or its source's) names one; a
+    checkpoint found there whose content differs from the recorded one raises CheckpointError."""
     from alignvar_edge.model.checkpoint import resolve_checkpoint_dir
     model = manifest.get("model") or {}
-    refs = [model.get(k) for k in ("checkpoint", "source")] if isinstance(model, dict) else []
+    model = model if isinstance(model, dict) else {}
+    ck = model.get("checkpoint")
+    refs = [ck.get("path") if isinstance(ck, dict) else ck, model.get("source")]
     src = (manifest.get("extra") or {}).get("source") or {}
     refs.append(src.get("path") if isinstance(src, dict) else None)
     for ref in refs:
@@ -49,9 +88,11 @@ def source_checkpoint(manifest: dict[str, Any], depth: int = 2) -> Path | None:
         ref = ref[len("checkpoint "):] if ref.startswith("checkpoint ") else ref
         if is_checkpoint(ref):
             try:
-                return resolve_checkpoint_dir(ref)
+                path = resolve_checkpoint_dir(ref)
             except CheckpointError:
                 continue
+            check_same_checkpoint(path, model)
+            return path
         if depth > 0 and (Path(ref) / MANIFEST_FILE).is_file():
             try:
                 from alignvar_edge.export.manifest import read_manifest
@@ -94,7 +135,7 @@ def single_graph(artifact: str | os.PathLike[str]) -> tuple[dict[str, Any], Path
         if len(files) != 1:
             raise ArtifactError(f"'{root}' does not say which ONNX file is the single graph")
         entry = {"file": files[0]}
-    path = root / entry["file"]
+    path = listed_file(root, m, entry.get("file"))
     if not path.is_file():
         raise ArtifactError(f"'{root}' lists {entry['file']} but the file is missing; re-export")
     return m, path

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from alignvar_edge.argtypes import nonneg_int, positive_float, positive_int
 from alignvar_edge.errors import InputError, OutputExistsError
 
 BACKEND_CHOICES = ("auto", "torch", "onnxruntime", "openvino", "tensorrt", "coreml")
@@ -24,11 +25,11 @@ def register(sub: Any) -> None:
     p.add_argument("--precision", help="fp32 | fp16 | int8 | int8-weights | paletteN (Core ML); "
                                        "default fp32 (Core ML: fp16)")
     p.add_argument("--calib", help="INT8 calibration: 'builtin' or a folder of images")
-    p.add_argument("--calib-tiles", type=int, default=64, help="calibration tiles (default 64)")
+    p.add_argument("--calib-tiles", type=positive_int, default=64, help="calibration tiles (default 64)")
     p.add_argument("--out", help="engine directory (default: SOURCE-TARGET-PRECISION beside SOURCE)")
     p.add_argument("--device", help="onnxruntime: auto|cpu|cuda[:N]|tensorrt; openvino: CPU|GPU|NPU|AUTO; "
                                     "tensorrt: cuda:N; coreml: compute units (CPU_AND_NE, ALL, ...)")
-    p.add_argument("--threads", type=int, help="onnxruntime intra-op threads recorded in the engine")
+    p.add_argument("--threads", type=positive_int, help="onnxruntime intra-op threads recorded in the engine")
     p.add_argument("--target-os", dest="target_os", help="Core ML minimum deployment target (default iOS17)")
     p.add_argument("--float-groups-from", dest="float_groups_from", metavar="DIR",
                    help="openvino int8: also keep in float the module groups that this int8 ONNX artifact's "
@@ -46,10 +47,10 @@ def register(sub: Any) -> None:
                    help="engine dir, export dir or checkpoint (default: the bundled alignvar-tiny, torch)")
     u.add_argument("--backend", choices=BACKEND_CHOICES, default="auto")
     u.add_argument("--device")
-    u.add_argument("--overlap", type=int, help="tile overlap in LR pixels (default: a quarter tile)")
-    u.add_argument("--threads", type=int, help="threads for the runtime")
+    u.add_argument("--overlap", type=nonneg_int, help="tile overlap in LR pixels (default: a quarter tile)")
+    u.add_argument("--threads", type=positive_int, help="threads for the runtime")
     u.add_argument("--force", action="store_true", help="replace existing outputs")
-    u.add_argument("--max-megapixels", type=float, default=None, help="refuse larger inputs (default 24)")
+    u.add_argument("--max-megapixels", type=positive_float, default=None, help="refuse larger inputs (default 24)")
     u.add_argument("--quiet", action="store_true", help="no progress bar")
     u.set_defaults(func=run_upscale)
 
@@ -58,9 +59,9 @@ def register(sub: Any) -> None:
     c.add_argument("--images", help="folder of images used as LR inputs (default: bundled held-out photos)")
     c.add_argument("--reference", help="checkpoint for the torch reference (default: the one the "
                                        "engines' manifests name)")
-    c.add_argument("--max-size", type=int, default=96, help="centre-crop images to at most this many "
+    c.add_argument("--max-size", type=positive_int, default=96, help="centre-crop images to at most this many "
                                                             "LR pixels per side (default 96)")
-    c.add_argument("--limit", type=int, help="use at most this many images")
+    c.add_argument("--limit", type=positive_int, help="use at most this many images")
     c.add_argument("--json", dest="json_out", help="also write the results as JSON here")
     c.set_defaults(func=run_compare)
 
@@ -90,7 +91,7 @@ def register(sub: Any) -> None:
     s.add_argument("--model", default="alignvar-tiny", help="bundled name or checkpoint with golden.safetensors")
     s.add_argument("--precision")
     s.add_argument("--device")
-    s.add_argument("--runs", type=int, default=10, help="timed runs (default 10)")
+    s.add_argument("--runs", type=positive_int, default=10, help="timed runs (default 10)")
     s.add_argument("--json", dest="json_out", help="also write the report as JSON here")
     s.set_defaults(func=run_selftest)
 
@@ -159,16 +160,30 @@ def _calibration(args: argparse.Namespace) -> Any:
 
 
 # ------------------------------------------------------------------------------------------------
-def _jobs(inp: Path, out: Path, force: bool) -> list[tuple[Path, Path]]:
-    """(input, output) pairs; a folder maps to a folder with the same relative paths."""
+def _jobs(inp: Path, out: Path, force: bool) -> tuple[list[tuple[Path, Path]], int]:
+    """((input, output) pairs, finished outputs skipped); a folder maps to a folder with the same
+    relative paths. A folder run never reads its own output folder (when it lies inside the input)
+    and, without --force, skips outputs that already exist (each is written atomically, so an
+    existing one is finished): re-running an interrupted folder resumes it."""
     from alignvar_edge.images import IMAGE_EXTENSIONS, list_images
     if inp.is_dir():
         if out.exists() and not out.is_dir():
             raise InputError(f"{out} is a file; for a folder input pass an output folder")
-        files = list_images(inp)
+        out_real = out.resolve()
+        if out_real == inp.resolve():
+            raise InputError(f"the output folder {out} is the input folder; choose another output folder")
+        files = [f for f in list_images(inp) if out_real not in f.resolve().parents]
         if not files:
-            raise InputError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {inp}")
+            raise InputError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {inp}"
+                             + (f" outside the output folder {out}" if inp.resolve() in out_real.parents else ""))
         jobs = [(f, out / f.relative_to(inp)) for f in files]
+        for src, dst in jobs:
+            if dst.exists() and src.resolve() == dst.resolve():
+                raise InputError(f"refusing to write onto the input {src}; choose another output")
+        if force:
+            return jobs, 0
+        todo = [(s, d) for s, d in jobs if not d.exists()]
+        return todo, len(jobs) - len(todo)
     elif inp.is_file():
         if out.is_dir():
             jobs = [(inp, out / inp.name)]
@@ -183,7 +198,7 @@ def _jobs(inp: Path, out: Path, force: bool) -> list[tuple[Path, Path]]:
     if clash and not force:
         shown = ", ".join(clash[:3]) + (f" (+{len(clash) - 3} more)" if len(clash) > 3 else "")
         raise OutputExistsError(f"{len(clash)} output(s) already exist: {shown}; pass --force to replace them")
-    return jobs
+    return jobs, 0
 
 
 def run_upscale(args: argparse.Namespace) -> int:
@@ -192,7 +207,12 @@ def run_upscale(args: argparse.Namespace) -> int:
     from alignvar_edge import runtimes
     from alignvar_edge.images import DEFAULT_MAX_MEGAPIXELS, load_image, save_image
     from alignvar_edge.runtimes.tiling import upscale_plane_bicubic
-    jobs = _jobs(Path(args.input), Path(args.output), args.force)
+    jobs, skipped = _jobs(Path(args.input), Path(args.output), args.force)
+    if skipped:
+        _say(f"skipping {skipped} finished output(s) in {args.output} (pass --force to redo them)")
+    if not jobs:
+        _say(f"nothing to do: every output in {args.output} exists")
+        return 0
     opts = {"threads": args.threads} if args.threads else {}
     limit = args.max_megapixels if args.max_megapixels is not None else DEFAULT_MAX_MEGAPIXELS
     with runtimes.load(args.engine, backend=args.backend, device=args.device, **opts) as engine:

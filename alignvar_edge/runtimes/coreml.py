@@ -35,7 +35,7 @@ import numpy as np
 
 from alignvar_edge.errors import ArtifactError, BackendUnavailableError, ConfigError, InputError
 from alignvar_edge.export.manifest import artifact_dir as staging_dir
-from alignvar_edge.export.manifest import load_verified, new_manifest, write_manifest
+from alignvar_edge.export.manifest import listed_file, load_verified, new_manifest, write_manifest
 from alignvar_edge.runtimes.artifacts import checkpoint_dir, graph_io, validation_tiles
 from alignvar_edge.runtimes.base import INPUT, SR, Backend, Engine, TensorSpec, config_from_manifest, token_name
 from alignvar_edge.runtimes.selftest import ship_golden
@@ -533,7 +533,7 @@ class CoreMLBackend(Backend):
         if opts:
             raise InputError(f"unknown coreml options {sorted(opts)}")
         units = (device or m["extra"].get("compute_units", "CPU_AND_NE")).upper()
-        return CoreMLEngine(Path(engine_dir) / m["extra"]["files"]["engine"], m, units, Path(engine_dir))
+        return CoreMLEngine(listed_file(engine_dir, m, m["extra"]["files"]["engine"]), m, units, Path(engine_dir))
 
     def inspect(self, engine_dir: Path) -> dict[str, Any]:
         """Re-read a built package's spec (works on Linux): validation + ANE lint."""

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from alignvar_edge.errors import ArtifactError, InputError
-from alignvar_edge.export.manifest import artifact_dir as staging_dir, load_verified, write_manifest
+from alignvar_edge.export.manifest import artifact_dir as staging_dir, listed_file, load_verified, write_manifest
 from alignvar_edge.runtimes.artifacts import engine_manifest, single_graph
 from alignvar_edge.runtimes.base import (SR, Backend, Engine, TensorSpec, input_roles,
                                          config_from_manifest, token_name)
@@ -181,7 +181,7 @@ class OrtBackend(Backend):
             m, path = single_graph(engine_dir)
             session: dict[str, Any] = {}
         elif m.get("backend") == self.name:
-            path = Path(engine_dir) / m["extra"]["files"]["engine"]
+            path = listed_file(engine_dir, m, m["extra"]["files"]["engine"])
             session = dict(m["extra"].get("session") or {})
             device = device or m["extra"].get("device")
         else:

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from alignvar_edge.errors import ArtifactError, BackendUnavailableError, InputError
-from alignvar_edge.export.manifest import artifact_dir as staging_dir, load_verified, write_manifest
+from alignvar_edge.export.manifest import artifact_dir as staging_dir, listed_file, load_verified, write_manifest
 from alignvar_edge.runtimes.artifacts import (check_calibration, engine_manifest, parity_vs,
                                               single_graph, validation_tiles)
 from alignvar_edge.runtimes.base import (SR, Backend, Engine, TensorSpec, input_roles,
@@ -367,7 +367,7 @@ class OpenVINOBackend(Backend):
         if m.get("kind") == "onnx":              # OpenVINO reads ONNX directly
             m, path = single_graph(engine_dir)
         elif m.get("backend") == self.name:
-            path = Path(engine_dir) / m["extra"]["files"]["engine"]
+            path = listed_file(engine_dir, m, m["extra"]["files"]["engine"])
             device = device or m["extra"].get("device")
         else:
             raise ArtifactError(f"'{engine_dir}' is a {m.get('backend')} engine; load it with that backend")

@@ -156,7 +156,7 @@ def cached_export(ckpt: Path, log: Log) -> tuple[Path, float, bool]:
         return out, 0.0, True
     log(f"exporting {ckpt.name} to ONNX (once; cached in {out.parent})")
     t0 = time.perf_counter()
-    export_onnx(load_pretrained(ckpt), out, graph="single", source=str(ckpt), force=True)
+    export_onnx(load_pretrained(ckpt), out, graph="single", source=str(ckpt), force=True, checkpoint=ckpt)
     return out, time.perf_counter() - t0, False
 
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from alignvar_edge.errors import ArtifactError, BackendUnavailableError, InputError
 from alignvar_edge.export.manifest import artifact_dir as staging_dir
-from alignvar_edge.export.manifest import load_verified, new_manifest, write_manifest
+from alignvar_edge.export.manifest import listed_file, load_verified, new_manifest, write_manifest
 from alignvar_edge.runtimes.artifacts import engine_manifest, single_graph
 from alignvar_edge.runtimes.base import (INPUT, SR, Backend, Engine, TensorSpec, input_roles,
                                          config_from_manifest, token_name)
@@ -371,7 +371,7 @@ class TensorRTBackend(Backend):
             shutil.copy2(onnx_path, tmp / ONNX)
             cache = tmp / CACHE
             prior = Path(artifact_dir) / CACHE
-            if prior.is_file():
+            if CACHE in (src.get("files") or {}) and prior.is_file():     # only a cache the manifest vouches for
                 shutil.copy2(prior, cache)
             (tmp / ENGINE).write_bytes(build_engine(onnx_path, plan, cache, workspace, opt_level))
             extra = {"tensorrt_version": trt.__version__, "compute_capability": gpu["compute_capability"],
@@ -415,7 +415,7 @@ class TensorRTBackend(Backend):
             raise ArtifactError(f"'{engine_dir}' is a {m.get('backend')} engine; load it with that backend")
         if opts:
             raise InputError(f"unknown tensorrt options {sorted(opts)}")
-        return TensorRTEngine(Path(engine_dir) / m["extra"]["files"]["engine"], m,
+        return TensorRTEngine(listed_file(engine_dir, m, m["extra"]["files"]["engine"]), m,
                               device or m["extra"].get("device", "cuda:0"), Path(engine_dir))
 
 

@@ -7,15 +7,16 @@ precision to run in. It takes any batch (the graph engines have a static one).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from alignvar_edge.errors import ArtifactError, InputError
+from alignvar_edge.errors import ArtifactError, BackendUnavailableError, InputError
 from alignvar_edge.export.manifest import artifact_dir as staging_dir, load_verified, new_manifest, write_manifest
-from alignvar_edge.runtimes.artifacts import checkpoint_dir, graph_io, is_checkpoint
+from alignvar_edge.runtimes.artifacts import checkpoint_dir, checkpoint_record, graph_io, is_checkpoint
 from alignvar_edge.runtimes.base import INPUT, SR, Backend, Engine, TensorSpec, token_name
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
@@ -77,23 +78,37 @@ class TorchBackend(Backend):
             devs.append("mps")
         return devs
 
+    def check_device(self, device: str | None) -> str:
+        """A torch device this machine has ('cpu', 'cuda', 'cuda:N', 'mps'), or one clear error."""
+        d = (device or "cpu").strip().lower()
+        if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", d):
+            raise InputError(f"--device {device!r} is not a torch device; use cpu, cuda, cuda:N or mps")
+        have = self.devices()
+        if (f"{d}:0" if d == "cuda" else d) not in have:
+            raise BackendUnavailableError(f"--device {d} is not available here (torch sees {', '.join(have)}); "
+                                          "pass --device cpu or run on a machine that has it")
+        return d
+
     def build(self, artifact_dir: Path, out: Path, precision: str = "fp32",
               calibration: np.ndarray | None = None, device: str | None = None,
               force: bool = False, **opts: Any) -> Path:
-        """Copy the checkpoint into an engine dir whose manifest records the run precision."""
+        """Copy the checkpoint into an engine dir whose manifest records the run precision; the copy
+        is loaded (safetensors only, matched to its config) before anything is published."""
         if precision not in DTYPES:
             raise InputError(f"the torch backend runs in {', '.join(DTYPES)}; got '{precision}' "
                              "(quantized engines come from `alignvar-edge quantize`)")
-        from alignvar_edge.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_config
+        from alignvar_edge.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_config, load_pretrained
+        device = self.check_device(device)
         src = checkpoint_dir(artifact_dir)
         config = load_config(src)
         with staging_dir(out, force=force) as tmp:
             for f in (CONFIG_FILE, WEIGHTS_FILE):
                 shutil.copy2(src / f, tmp / f)
+            load_pretrained(tmp)          # a build is proof: these exact files load as this model
             m = new_manifest("engine", "torch", "eager", precision,
-                             {"name": config.name, "config": config.to_dict()},
+                             {"name": config.name, "config": config.to_dict(), "checkpoint": checkpoint_record(src)},
                              graphs={"eager": {"file": WEIGHTS_FILE, **graph_io(config, -1)}},
-                             extra={"source": {"path": str(src)}, "device": device or "cpu"})
+                             extra={"source": {"path": str(src)}, "device": device})
             write_manifest(tmp, m)
         return out
 
@@ -104,6 +119,8 @@ class TorchBackend(Backend):
         threads = opts.pop("threads", None)
         if opts:
             raise InputError(f"unknown torch engine options {sorted(opts)}; known: precision, batch, threads")
+        if threads is not None and (not isinstance(threads, int) or threads < 1):
+            raise InputError(f"torch threads must be an integer >= 1, got {threads!r}")
         if threads:
             import torch
             torch.set_num_threads(int(threads))     # process-wide in PyTorch: only when asked
@@ -113,12 +130,12 @@ class TorchBackend(Backend):
             meta = new_manifest("engine", "torch", "eager", precision or "fp32",
                                 {"name": model.config.name, "config": model.config.to_dict()},
                                 extra={"source": {"path": str(engine_dir)}})
-            return TorchEngine(model, meta, device or "cpu", precision or "fp32", batch)
+            return TorchEngine(model, meta, self.check_device(device), precision or "fp32", batch)
         m = load_verified(path)
         if m.get("backend") != "torch":
             raise ArtifactError(f"'{engine_dir}' is a {m.get('backend')} engine, not a torch one")
         model = load_pretrained(path)    # the engine dir holds config.json + weights
-        return TorchEngine(model, m, device or m["extra"].get("device", "cpu"),
+        return TorchEngine(model, m, self.check_device(device or m["extra"].get("device", "cpu")),
                            precision or m["precision"], batch, Path(path))
 
 

@@ -5,6 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
+from alignvar_edge.argtypes import nonneg_float, nonneg_int, positive_float, positive_int
 from alignvar_edge.errors import InputError
 
 
@@ -17,13 +18,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--init", help="checkpoint to start from (required for the transformer stage)")
     p.add_argument("--images", help="folder of training images (default: the built-in sample photographs)")
     p.add_argument("--out", required=True, type=Path, help="run directory")
-    p.add_argument("--steps", required=True, type=int)
-    p.add_argument("--batch", type=int, default=12)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--hcc-weight", type=float, help="HCC weight lambda (0 turns HCC off)")
+    p.add_argument("--steps", required=True, type=positive_int)
+    p.add_argument("--batch", type=positive_int, default=12)
+    p.add_argument("--lr", type=positive_float, default=1e-3)
+    p.add_argument("--seed", type=nonneg_int, default=0)
+    p.add_argument("--hcc-weight", type=nonneg_float, help="HCC weight lambda (0 turns HCC off)")
     p.add_argument("--no-sca", action="store_true", help="train without SCA (ablation)")
-    p.add_argument("--save-every", type=int, default=200)
+    p.add_argument("--save-every", type=positive_int, default=200)
     p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
     p.add_argument("--force", action="store_true", help="replace an existing run in --out")
     p.set_defaults(func=run_train)
@@ -33,8 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                                    "own reconstruction (the token ceiling), PSNR-Y and SSIM-Y.")
     e.add_argument("checkpoint", nargs="?", default="alignvar-tiny")
     e.add_argument("--images", default="builtin", help="folder of HR images, or 'builtin' (held-out samples)")
-    e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--max-side", type=int, help="crop images to at most this many pixels per side")
+    e.add_argument("--seed", type=nonneg_int, default=0)
+    e.add_argument("--max-side", type=positive_int, help="crop images to at most this many pixels per side")
     e.add_argument("--json", type=Path, help="also write the results to this JSON file")
     e.set_defaults(func=run_eval)
 

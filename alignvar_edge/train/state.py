@@ -18,6 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from alignvar_edge.errors import CheckpointError
+from alignvar_edge.fsmodes import publish_mode
 
 STATE_DIR = "state"
 
@@ -46,6 +47,7 @@ def save_state(run_dir: Path, step: int, model: torch.nn.Module, ema: torch.nn.M
     try:
         save_file(tensors, str(tmp / "tensors.safetensors"))
         (tmp / "state.json").write_text(json.dumps({"step": step, "optimizer": opt_meta, **meta}, indent=1))
+        publish_mode(tmp)                 # mkdtemp made it 0700; follow the umask like any output
         final = run_dir / STATE_DIR
         old = run_dir / ".state.old"
         if final.exists():

@@ -11,6 +11,7 @@ import copy
 import csv
 import json
 import math
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -22,7 +23,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from alignvar_edge.errors import InputError, OutputExistsError
+from alignvar_edge.errors import CheckpointError, InputError, OutputExistsError
+from alignvar_edge.export.manifest import RUN_FILE, check_out
+from alignvar_edge.fsmodes import publish_mode
 from alignvar_edge.model import AlignVAR, AlignVARConfig
 from alignvar_edge.model.checkpoint import load_pretrained, save_pretrained
 from alignvar_edge.model.hcc import hcc_loss, split_scales
@@ -56,6 +59,27 @@ class TrainOptions:
     force: bool = False
     overrides: dict[str, Any] = field(default_factory=dict)
     progress: bool = True
+
+    def validate(self) -> None:
+        """Every option checked before anything on disk is touched (an invalid --force run must
+        not have deleted the old run first)."""
+        if self.stage not in STAGES:
+            raise InputError(f"unknown stage '{self.stage}'; choose one of {STAGES}")
+        if self.stage == "transformer" and not self.init:
+            raise InputError("the transformer stage trains on frozen VQ-VAE tokens: pass --init with the "
+                             "VQ-VAE stage's output (RUN_DIR/final)")
+        ints = {"--steps": (self.steps, 1), "--batch": (self.batch, 1), "--save-every": (self.save_every, 1),
+                "log_every": (self.log_every, 1), "warmup": (self.warmup, 0), "--seed": (self.seed, 0)}
+        for flag, (v, low) in ints.items():
+            if not isinstance(v, int) or v < low:
+                raise InputError(f"{flag} must be an integer >= {low}, got {v!r}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise InputError(f"--lr must be a finite number > 0, got {self.lr}")
+        for flag, w in (("weight_decay", self.weight_decay), ("--hcc-weight", self.hcc_weight)):
+            if w is not None and not (math.isfinite(w) and w >= 0):
+                raise InputError(f"{flag} must be a finite number >= 0, got {w}")
+        if not 0 <= self.ema < 1:
+            raise InputError(f"ema must lie in [0, 1), got {self.ema}")
 
     def fingerprint(self) -> dict[str, Any]:
         """What must match for --resume to continue the same run."""
@@ -152,41 +176,68 @@ def transformer_loss(model: AlignVAR, hr: torch.Tensor, lr_img: torch.Tensor,
 # ---------------------------------------------------------------------------------------------
 # the loop
 # ---------------------------------------------------------------------------------------------
-def _prepare_out(opts: TrainOptions) -> None:
+def _prepare_out(opts: TrainOptions) -> Path | None:
+    """Make opts.out ready; with --force, the old run is moved aside (returned) and deleted only
+    once the new run has finished (`_finish_out`)."""
     out = opts.out
-    fp_path = out / "run.json"
+    fp_path = out / RUN_FILE
     fingerprint = {"options": opts.fingerprint()}
     if opts.resume:
         if not (out / STATE_DIR).exists() and not (out / ".state.old").exists():
             raise InputError(f"--resume: '{out}' holds no training state; start without --resume")
-        old = json.loads(fp_path.read_text()) if fp_path.exists() else None
+        try:
+            old = json.loads(fp_path.read_text()) if fp_path.exists() else None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise CheckpointError(f"--resume: {fp_path} is not valid JSON ({e}); the run cannot be resumed: "
+                                  "start it again with --force or choose another --out") from e
         if old != fingerprint:
             raise OutputExistsError(f"--resume: '{out}' was trained with other options ({fp_path}); "
                                     "resume with the same options or start a new run directory")
-        return
-    if out.exists() and any(out.iterdir()):
+        return None
+    aside = None
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
         if not opts.force:
             raise OutputExistsError(f"'{out}' already holds a run; pass --force to replace it, "
                                     "--resume to continue it, or choose another --out")
-        shutil.rmtree(out)
+        check_out(out, force=True)
+        aside = out.with_name(f".{out.name}.replaced-{os.getpid()}")
+        os.replace(out, aside)
     out.mkdir(parents=True, exist_ok=True)
     fp_path.write_text(json.dumps(fingerprint, indent=1) + "\n")
+    return aside
+
+
+def _finish_out(out: Path, aside: Path | None, ok: bool) -> None:
+    """After the run: drop the replaced run, or (the new run failed) put it back."""
+    if aside is None:
+        return
+    if ok:
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        shutil.rmtree(out, ignore_errors=True)
+        os.replace(aside, out)
 
 
 def train(opts: TrainOptions, batches: Callable[[int], tuple[torch.Tensor, torch.Tensor]] | None = None) -> Path:
     """Run a stage; returns the final checkpoint directory. `batches(b)` -> (hr, lr) for batch b."""
-    if opts.stage not in STAGES:
-        raise InputError(f"unknown stage '{opts.stage}'; choose one of {STAGES}")
-    if opts.stage == "transformer" and not opts.init:
-        raise InputError("the transformer stage trains on frozen VQ-VAE tokens: pass --init with the "
-                         "VQ-VAE stage's output (RUN_DIR/final)")
+    opts.validate()
     torch.manual_seed(opts.seed)
     model = build_model(opts)
     if not model.config.degradation:       # record the exact LR recipe for calibration and eval
         model.config.degradation = DegradationConfig(scale=model.config.scale).to_dict()
     if batches is None:
         batches = make_batches(opts.images, model.config, opts.batch, opts.seed)
-    _prepare_out(opts)
+    aside = _prepare_out(opts)
+    try:
+        final = _run(opts, model, batches)
+    except BaseException:
+        _finish_out(opts.out, aside, ok=False)
+        raise
+    _finish_out(opts.out, aside, ok=True)
+    return final
+
+
+def _run(opts: TrainOptions, model: AlignVAR, batches: Callable[[int], tuple[torch.Tensor, torch.Tensor]]) -> Path:
     params = trainable_parameters(model, opts.stage)
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
@@ -250,6 +301,7 @@ def train(opts: TrainOptions, batches: Callable[[int], tuple[torch.Tensor, torch
                {"stage": opts.stage, "unused_codes": (~usage).nonzero().flatten().tolist()})
     final = save_pretrained(ema, opts.out / "final", overwrite=True,
                             extra={"stage": opts.stage, "steps": opts.steps, "options": opts.fingerprint()})
+    publish_mode(final)             # save_pretrained stages in a 0700 mkdtemp folder; follow the umask
     return final
 
 

@@ -1,0 +1,35 @@
+"""File modes of what we publish: the ones a plain open()/mkdir() would give, i.e. the umask's.
+
+`tempfile.mkdtemp` / `mkstemp` create 0700 / 0600 (private while they are being filled); an output
+renamed into place keeps that mode unless it is widened here first. One owner for that rule.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["umask", "publish_mode"]
+
+
+def umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def publish_mode(path: str | os.PathLike[str]) -> None:
+    """Give `path` (a file, or a folder and everything in it) the modes the umask allows.
+
+    Folders get 0777 & ~umask, files 0666 & ~umask (plus x where the file already had it);
+    symlinks are left alone."""
+    mask = umask()
+    root = Path(path)
+    items = [root] + (sorted(root.rglob("*")) if root.is_dir() and not root.is_symlink() else [])
+    for p in items:
+        if p.is_symlink():
+            continue
+        if p.is_dir():
+            os.chmod(p, 0o777 & ~mask)
+        else:
+            x = 0o111 if os.stat(p).st_mode & 0o100 else 0
+            os.chmod(p, (0o666 | x) & ~mask)
