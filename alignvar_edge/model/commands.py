@@ -5,6 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
+from alignvar_edge.argtypes import int_at_least, nonneg_float
 from alignvar_edge.errors import InputError
 
 
@@ -38,8 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     i.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
     i.add_argument("--patch-nums", type=_patch_nums, help="scale schedule, e.g. 1,2,3,4,6,9,13,18,24,32, "
                                                            "when the files do not tell it")
-    i.add_argument("--refiner-steps", type=int, default=10, help="VARSR refiner's sampling steps (default 10)")
-    i.add_argument("--cfg", type=float, help="image CFG weight at the last scale (VARSR's test script: 6.0)")
+    i.add_argument("--refiner-steps", type=int_at_least(1), default=10,
+                   help="VARSR refiner's sampling steps (default 10)")
+    i.add_argument("--cfg", type=nonneg_float, help="image CFG weight at the last scale (VARSR's test script: 6.0)")
     i.add_argument("--force", action="store_true", help="replace an existing checkpoint directory")
     i.set_defaults(func=run_import)
 
@@ -55,16 +57,16 @@ def _patch_nums(text: str) -> tuple[int, ...]:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from alignvar_edge.model.checkpoint import CONFIG_FILE, save_pretrained
+    from alignvar_edge.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, save_pretrained
     from alignvar_edge.model.upstream import import_var, import_varsr
 
     out: Path = args.out
     if out.exists() and any(out.iterdir()):
         if not args.force:
             raise InputError(f"'{out}' exists and is not empty; choose another --out or pass --force")
-        if not (out / CONFIG_FILE).is_file():
-            raise InputError(f"'{out}' is not a checkpoint directory (no {CONFIG_FILE}); --force replaces only "
-                             "checkpoints, so choose another --out")
+        if not ((out / CONFIG_FILE).is_file() and (out / WEIGHTS_FILE).is_file()):
+            raise InputError(f"'{out}' is not a checkpoint directory ({CONFIG_FILE} + {WEIGHTS_FILE}); --force "
+                             "replaces only checkpoints, so choose another --out")
     overrides = {"refiner_steps": args.refiner_steps} if args.kind == "varsr" else {}
     if args.cfg is not None:
         overrides["cfg"] = args.cfg
