@@ -1,4 +1,34 @@
-"""alignvar-edge: AlignVAR super-resolution from PyTorch to the edge."""
+"""alignvar-edge: AlignVAR super-resolution from PyTorch to the edge.
+
+The public API, each name imported on first use (so `import alignvar_edge` needs no PyTorch):
+
+    from alignvar_edge import AlignVAR, export, build, load
+    model = AlignVAR.from_pretrained("alignvar-tiny")         # PyTorch model (host)
+    export(model, "out/tiny")                                   # validated ONNX artifact
+    build("out/tiny", "openvino", out="out/tiny-ov")            # an engine directory
+    sr = load("out/tiny-ov").upscale(image)                     # any backend, uint8/float/PIL in and out
+"""
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
+
+# public name -> (module, attribute)
+_API: dict[str, tuple[str, str | None]] = {
+    "AlignVAR": ("alignvar_edge.model.alignvar", "AlignVAR"),
+    "AlignVARConfig": ("alignvar_edge.model.config", "AlignVARConfig"),
+    "export": ("alignvar_edge.export", None),          # the package, callable as export_onnx
+    "build": ("alignvar_edge.runtimes", "build"),
+    "load": ("alignvar_edge.runtimes", "load"),
+}
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        module, attr = _API[name]
+        found = importlib.import_module(module)
+        return found if attr is None else getattr(found, attr)
+    raise AttributeError(f"module 'alignvar_edge' has no attribute {name!r}")

@@ -6,6 +6,8 @@ for importing torch and the exporter.
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import Any
 
 __all__ = ["StagedRunner", "export_onnx", "load_onnx_models"]
@@ -17,3 +19,15 @@ def __getattr__(name: str) -> Any:
     if name in _WHERE:
         return getattr(importlib.import_module(f"alignvar_edge.export.{_WHERE[name]}"), name)
     raise AttributeError(f"module 'alignvar_edge.export' has no attribute {name!r}")
+
+
+class _CallableExportModule(types.ModuleType):
+    """`from alignvar_edge import export` is this package, and calling it exports: the public API's
+    `export(model, out_dir, ...)` is `export_onnx` (the package name would shadow a plain function)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from alignvar_edge.export.onnx_export import export_onnx
+        return export_onnx(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableExportModule

@@ -41,7 +41,11 @@ def register(sub: Any) -> None:
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=run_export)
 
-    q = sub.add_parser("inspect", help="summarise and verify an exported artifact, lint it per target")
+    q = sub.add_parser("inspect", help="summarise and verify an exported artifact, lint it per target",
+                       description="Verify an artifact against its manifest (every file listed, hashed and "
+                                   "inside the folder), then show its model, input contract, graphs, ops, "
+                                   "parameters, size and parity, and the ops each target (TensorRT 10.3, "
+                                   "OpenVINO NPU, Core ML/ANE) may reject, by node name.")
     q.add_argument("artifact", help="artifact directory (made by `alignvar-edge export`)")
     q.add_argument("--json", action="store_true", help="print the summary as JSON")
     q.set_defaults(func=run_inspect)

@@ -114,8 +114,9 @@ def save_pretrained(model: AlignVAR, out_dir: str | os.PathLike[str], extra: dic
     the bundled default ships so). Loading widens them back into the fp32 model exactly, so the
     model *is* the fp16-rounded weights: compare it with the fp32 original before shipping."""
     out = Path(out_dir)
-    if out.exists() and not overwrite:
-        raise CheckpointError(f"'{out}' already exists; choose another directory or pass overwrite=True")
+    if out.exists() and not overwrite and not (out.is_dir() and not any(out.iterdir())):
+        raise CheckpointError(f"'{out}' already exists and is not empty; choose another directory or pass "
+                              "overwrite=True")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:

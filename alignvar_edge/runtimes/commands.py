@@ -40,7 +40,10 @@ def register(sub: Any) -> None:
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=run_build)
 
-    u = sub.add_parser("upscale", help="super-resolve an image or a folder with any engine (x4, any size)")
+    u = sub.add_parser("upscale", help="super-resolve an image or a folder with any engine (x4, any size)",
+                       description="Super-resolve an image file or every image of a folder x4 with any engine "
+                                   "(tiled with overlap blending, so any size works; gray and RGBA kept). Never "
+                                   "writes onto inputs; a folder run skips finished outputs unless --force.")
     u.add_argument("input", help="image file or folder")
     u.add_argument("output", help="output file (for a file) or folder (for a folder)")
     u.add_argument("--engine", default="alignvar-tiny",
@@ -54,7 +57,10 @@ def register(sub: Any) -> None:
     u.add_argument("--quiet", action="store_true", help="no progress bar")
     u.set_defaults(func=run_upscale)
 
-    c = sub.add_parser("compare", help="engines vs the PyTorch reference on images: tokens, PSNR/SSIM-Y")
+    c = sub.add_parser("compare", help="engines vs the PyTorch reference on images: tokens, PSNR/SSIM-Y",
+                       description="Run engines and the PyTorch reference on the same tiles: tiles with "
+                                   "identical tokens, token agreement per scale, and PSNR / PSNR-Y / SSIM-Y "
+                                   "of the stitched images.")
     c.add_argument("engines", nargs="+", help="engine / export directories")
     c.add_argument("--images", help="folder of images used as LR inputs (default: bundled held-out photos)")
     c.add_argument("--reference", help="checkpoint for the torch reference (default: the one the "
@@ -65,12 +71,17 @@ def register(sub: Any) -> None:
     c.add_argument("--json", dest="json_out", help="also write the results as JSON here")
     c.set_defaults(func=run_compare)
 
-    d = sub.add_parser("doctor", help="which backends work here, their versions and devices, and why not")
+    d = sub.add_parser("doctor", help="which backends work here, their versions and devices, and why not",
+                       description="List every backend with its version and devices where it is usable here, "
+                                   "and one line on why each unusable one is not.")
     d.add_argument("--json", action="store_true")
     d.set_defaults(func=run_doctor)
 
     a = sub.add_parser("adopt", help="an engine directory (manifest, golden outputs) for a TensorRT engine "
-                                     "built by hand on the device, from the kit it was built from")
+                                     "built by hand on the device, from the kit it was built from",
+                       description="Wrap a TensorRT engine built by hand (trtexec --saveEngine) into an engine "
+                                   "directory with a manifest and the golden outputs of the kit it was built "
+                                   "from, so selftest and bench accept it.")
     a.add_argument("engine", metavar="ENGINE", help="the engine file trtexec wrote (--saveEngine)")
     a.add_argument("--like", required=True, metavar="KITDIR",
                    help="the build kit (or export, or TensorRT engine dir) the engine was built from")
@@ -83,7 +94,10 @@ def register(sub: Any) -> None:
     a.set_defaults(func=run_adopt)
 
     s = sub.add_parser("selftest", help="build from the bundled model here, check against golden outputs, time it; "
-                                        "or check a built engine against the golden outputs it carries")
+                                        "or check a built engine against the golden outputs it carries",
+                       description="What to run first on a new device: build an engine from the bundled model "
+                                   "(--backend) or take a built one (--engine), check it against golden "
+                                   "outputs, time it and print a shareable report.")
     which = s.add_mutually_exclusive_group(required=True)
     which.add_argument("--backend", choices=BACKEND_CHOICES[1:])
     which.add_argument("--engine", metavar="DIR", help="a built engine directory (carries golden.safetensors); "

@@ -1,0 +1,63 @@
+"""The public Python API and the CLI's conventions, as a user meets them."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import alignvar_edge
+from alignvar_edge.cli import build_parser
+from alignvar_edge.errors import CheckpointError
+
+
+def test_top_level_names_are_the_documented_api() -> None:
+    from alignvar_edge import AlignVAR, AlignVARConfig, build, export, load
+    from alignvar_edge.model.alignvar import AlignVAR as Model
+    from alignvar_edge.runtimes import build as build_engine, load as load_engine
+
+    assert (AlignVAR, build, load) == (Model, build_engine, load_engine)
+    assert callable(export) and export.export_onnx.__name__ == "export_onnx"
+    assert AlignVARConfig.from_preset("micro").lr_size == 8
+    with pytest.raises(AttributeError):
+        alignvar_edge.no_such_name  # noqa: B018
+
+
+def test_importing_the_package_and_its_config_needs_no_torch() -> None:
+    code = ("import sys, alignvar_edge, alignvar_edge.model, alignvar_edge.runtimes.base; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_every_verb_describes_itself() -> None:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "verb")
+    for verb, p in sub.choices.items():
+        assert p.description and len(p.description) > 40, f"`alignvar-edge {verb} --help` has no description"
+
+
+def test_export_is_callable_as_the_api_says(tmp_path) -> None:
+    from alignvar_edge import AlignVAR, AlignVARConfig, export, load
+
+    torch.manual_seed(0)
+    out = export(AlignVAR(AlignVARConfig.from_preset("micro")), tmp_path / "micro", n_tiles=1)
+    with load(out) as engine:
+        sr = engine.upscale((torch.rand(12, 10, 3) * 255).byte().numpy())
+    assert sr.shape == (48, 40, 3) and sr.dtype.name == "uint8"
+
+
+def test_save_pretrained_into_an_existing_empty_folder(tmp_path) -> None:
+    from alignvar_edge import AlignVAR, AlignVARConfig
+
+    torch.manual_seed(0)
+    model = AlignVAR(AlignVARConfig.from_preset("micro"))
+    (tmp_path / "empty").mkdir()
+    model.save_pretrained(str(tmp_path / "empty"))
+    assert (tmp_path / "empty" / "model.safetensors").is_file()
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "notes.txt").write_text("mine")
+    with pytest.raises(CheckpointError, match="not empty"):
+        model.save_pretrained(str(tmp_path / "full"))
+    assert (tmp_path / "full" / "notes.txt").read_text() == "mine"
