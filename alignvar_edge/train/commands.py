@@ -35,6 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     e.add_argument("--images", default="builtin", help="folder of HR images, or 'builtin' (held-out samples)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--max-side", type=int, help="crop images to at most this many pixels per side")
+    e.add_argument("--ablations", action="store_true",
+                   help="also score tokens_off (decoder on a zero latent) and sca_off (alpha = 0) on the "
+                        "same tiles; --json then writes {\"variants\": {...}, ...}")
     e.add_argument("--json", type=Path, help="also write the results to this JSON file")
     e.set_defaults(func=run_eval)
 
@@ -68,12 +71,15 @@ def load_eval_images(spec: str) -> list[tuple[str, object]]:
 
 def run_eval(args: argparse.Namespace) -> int:
     from alignvar_edge.model.checkpoint import load_pretrained
-    from alignvar_edge.train.evaluate import evaluate, format_eval
+    from alignvar_edge.train.evaluate import ablation_report, evaluate, format_eval
 
     model = load_pretrained(args.checkpoint)
     result = evaluate(model, load_eval_images(args.images), seed=args.seed,  # type: ignore[arg-type]
-                      max_side=args.max_side)
+                      max_side=args.max_side, ablations=args.ablations)
     print(format_eval(result))
+    if args.ablations and model.sca_guidance is None:
+        print("sca_off: n/a (this model has no SCA)")
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        report = ablation_report(result, str(args.checkpoint)) if args.ablations else result
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
     return 0
