@@ -61,11 +61,13 @@ class AlignVAR(nn.Module):
         self.lvl_embed = nn.Embedding(c.num_scales, C)
         self.pos_1LC = nn.Parameter(torch.zeros(1, c.tokens_len, C)) if c.abs_pos else None
         self.blocks = nn.ModuleList([
-            AdaLNSelfAttn(C, c.heads, c.mlp_ratio, c.norm_eps, c.sca, c.sca_alpha_init, c.sca_alpha_max)
+            AdaLNSelfAttn(C, c.heads, c.mlp_ratio, c.norm_eps, c.sca, c.sca_alpha_init, c.sca_alpha_max,
+                          c.sca_alpha_param)
             for _ in range(c.depth)])
         self.head_nm = AdaLNBeforeHead(C, c.norm_eps)
         self.head = nn.Linear(C, c.vq_vocab)
-        self.sca_guidance = SCAGuidance(c.lr_size, c.patch_nums, c.sca_kernel) if c.sca else None
+        self.sca_guidance = (SCAGuidance(c.lr_size, c.patch_nums, c.sca_kernel, gate=c.sca_gate,
+                                         exclude_radius=c.sca_exclude_radius) if c.sca else None)
         if c.has_refiner:
             self.decoder_norm = nn.LayerNorm(C, eps=c.norm_eps)
             self.diffloss = DiffusionRefiner(c.vq_cvae, C, c.refiner_width, c.refiner_depth, c.refiner_steps)
@@ -91,6 +93,12 @@ class AlignVAR(nn.Module):
         self.register_buffer("same_scale", ((scale_of[None, :] == scale_of[:, None]) & (scale_of[:, None] >= 0)).float(),
                              persistent=False)
         self.register_buffer("lvl_ids", torch.arange(c.num_scales), persistent=False)
+        # SCA's reach over the full sequence: same-scale pairs, minus any excluded window
+        sca_reach = self.same_scale.clone()
+        if self.sca_guidance is not None and c.sca_exclude_radius >= 0:
+            for k, (b, e) in enumerate(self.begin_ends):
+                sca_reach[b:e, b:e] *= self.sca_guidance.keep(c.patch_nums[k])  # type: ignore[operator]
+        self.register_buffer("sca_reach", sca_reach, persistent=False)
 
         init_weights(self, c.depth)
         nn.init.trunc_normal_(self.pos_start, std=0.02)
@@ -182,7 +190,7 @@ class AlignVAR(nn.Module):
             d = [torch.zeros(B, c.prefix_len, c.sca_kernel ** 2, device=x.device, dtype=x.dtype)]
             d += [self.descriptors(g, k) for k in range(c.num_scales)]       # type: ignore[misc]
             d_all = torch.cat(d, dim=1)
-            sca_S = affinity(d_all, d_all) * self.same_scale
+            sca_S = affinity(d_all, d_all) * self.sca_reach
         for blk in self.blocks:
             x, _, _ = blk(x, cond, self.rope_cos, self.rope_sin, self.train_mask, sca_S)
         return self.logits(x[:, c.prefix_len:], cond)
@@ -245,6 +253,9 @@ class AlignVAR(nn.Module):
         d = self.descriptors(ctx.guide_B1hw, k)
         if d is not None:
             s_own = affinity(d, d)                                           # B, l, l
+            keep = self.sca_reach[b:e, b:e] if c.sca_exclude_radius >= 0 else None
+            if keep is not None:
+                s_own = s_own * keep
             if self.use_cfg:
                 s_own = torch.cat([s_own, s_own])
             sca_S = torch.cat([s_own.new_zeros(s_own.shape[0], p * p, b), s_own], dim=2)

@@ -16,6 +16,7 @@ PATCH_NUMS_512 = (1, 2, 3, 4, 6, 9, 13, 18, 24, 32)
 PREFIXES = ("quality", "varsr")
 ROPES = ("scale", "varsr", "none")
 LR_ENCODERS = ("strided", "controlnet")
+ALPHA_PARAMS = ("clamp", "softplus")      # SCA alpha parametrisations (model/sca.py: alpha_from_raw)
 
 
 @dataclass
@@ -56,6 +57,9 @@ class AlignVARConfig:
     sca_kernel: int = 3                    # descriptor = k x k guidance neighbourhood
     sca_alpha_init: float = 0.5
     sca_alpha_max: float = 8.0             # |alpha * S| <= alpha_max keeps fp16 finite
+    sca_alpha_param: str = "clamp"         # "clamp": clamp(a, 0, max); "softplus": max*tanh(softplus(a)/max)
+    sca_exclude_radius: int = -1           # r >= 0: no bias within Chebyshev distance r (0: diagonal)
+    sca_gate: float = 0.0                  # kappa > 0: shrink descriptors at the LR's noise level
     # --- architecture switches (an imported checkpoint sets them; defaults: AlignVAR as trained here)
     # "quality": [quality token | LR tokens] prefix, scale 0 (sos) after it, the prefix blind to it;
     # "varsr": [LR tokens | sos] as one bidirectional block, pos_start over all of it (VARSR).
@@ -188,6 +192,14 @@ class AlignVARConfig:
             bad(f"sca_kernel must be odd, got {self.sca_kernel}")
         if not 0 < self.sca_alpha_max <= 100:
             bad("sca_alpha_max must lie in (0, 100]")
+        if self.sca_alpha_param not in ALPHA_PARAMS:
+            bad(f"sca_alpha_param must be one of {list(ALPHA_PARAMS)}, got {self.sca_alpha_param!r}")
+        if self.sca_alpha_param == "softplus" and not 0 < self.sca_alpha_init < self.sca_alpha_max:
+            bad(f"sca_alpha_param 'softplus' needs 0 < sca_alpha_init < sca_alpha_max, got {self.sca_alpha_init}")
+        if self.sca_exclude_radius < -1:
+            bad(f"sca_exclude_radius must be -1 (off) or >= 0, got {self.sca_exclude_radius}")
+        if self.sca_gate < 0:
+            bad(f"sca_gate must be >= 0 (0: off), got {self.sca_gate}")
         if self.cfg < 0:
             bad(f"cfg must be >= 0, got {self.cfg}")
         if self.vq_phi_count < 1:
