@@ -11,6 +11,7 @@ With VARSR's refiner, the last step also takes the sampler's noise (see model/re
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -207,8 +208,11 @@ class AlignVAR(nn.Module):
         else:
             lr2 = lr_B3hw
         cond, prefix = self.condition(lr2, q)
-        guide = self.sca_guidance.guidance(lr_B3hw) if self.sca_guidance is not None else lr_B3hw[:, :1]
-        return Context(cond, guide, prefix)
+        return Context(cond, self.guide(lr_B3hw), prefix)
+
+    def guide(self, lr_B3hw: torch.Tensor) -> torch.Tensor:
+        """SCA's structural guidance (B, 1, h, w); without SCA a placeholder the steps ignore."""
+        return self.sca_guidance.guidance(lr_B3hw) if self.sca_guidance is not None else lr_B3hw[:, :1]
 
     def prefix_kv(self, ctx: Context) -> torch.Tensor | None:
         """Run the prefix through every block; returns the KV cache (depth, 2, B2, H, prefix, hd).
@@ -239,11 +243,32 @@ class AlignVAR(nn.Module):
         c = self.config
         p = c.patch_nums[k]
         B = f_hat_BCPP.shape[0]
+        x, logits, new_kv = self._run_scale(k, f_hat_BCPP, kv, ctx, self.use_cfg)
+        t = c.cfg * k / (c.num_scales - 1)
+        if self.use_cfg:
+            logits = (1 + t) * logits[:B] - t * logits[B:]
+        idx = torch.argmax(logits, dim=-1)
+        q = self.vae.quantize
+        h = q.idx_to_h(idx, p)
+        f_hat_BCPP = f_hat_BCPP + q.embed_scale(h, k)
+        if noise_SNC is not None and k == c.num_scales - 1 and self.diffloss is not None:
+            f_hat_BCPP = f_hat_BCPP + self.refine(x, idx, noise_SNC, t)
+        return idx, f_hat_BCPP, new_kv, logits
+
+    def _run_scale(self, k: int, f_hat_BCPP: torch.Tensor, kv: torch.Tensor | None, ctx: Context,
+                   cfg_pair: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Scale k's pass through every block on the input area(f_hat, p_k) (sos at k = 0).
+
+        `cfg_pair`: ctx holds (positive, negative) rows and f_hat only the B positive ones.
+        Returns the last block's hidden states (B', p_k^2, C), unguided logits and the extended cache.
+        """
+        c = self.config
+        p = c.patch_nums[k]
         b, e = self.begin_ends[k]
         tokens = None
         if k > 0:
             tokens = self.vae.quantize.resample.area(f_hat_BCPP, p).flatten(2).transpose(1, 2)
-            if self.use_cfg:
+            if cfg_pair:
                 tokens = torch.cat([tokens, tokens])
         x = self.scale_input(k, tokens, ctx.cond_BD)
         if k == 0 and self.joint_prefix:            # VARSR: the LR tokens and sos, one block
@@ -256,7 +281,7 @@ class AlignVAR(nn.Module):
             keep = self.sca_reach[b:e, b:e] if c.sca_exclude_radius >= 0 else None
             if keep is not None:
                 s_own = s_own * keep
-            if self.use_cfg:
+            if cfg_pair:
                 s_own = torch.cat([s_own, s_own])
             sca_S = torch.cat([s_own.new_zeros(s_own.shape[0], p * p, b), s_own], dim=2)
         bias = x.new_zeros(1, 1, e - b, e)
@@ -267,17 +292,37 @@ class AlignVAR(nn.Module):
             x, kk, vv = blk(x, ctx.cond_BD, cos, sin, bias, sca_S, past_k, past_v)
             new_kv.append(torch.stack([kk, vv]))
         x = x[:, -p * p:]
-        logits = self.logits(x, ctx.cond_BD)
-        t = c.cfg * k / (c.num_scales - 1)
-        if self.use_cfg:
-            logits = (1 + t) * logits[:B] - t * logits[B:]
-        idx = torch.argmax(logits, dim=-1)
+        return x, self.logits(x, ctx.cond_BD), torch.stack(new_kv)
+
+    # ------------------------------------------------------------------------------------------
+    # training: free-running rollout (HCC on the latent the model itself builds)
+    # ------------------------------------------------------------------------------------------
+    def forward_free(self, lr_B3hw: torch.Tensor, quality_B: torch.Tensor,
+                     choose: Callable[[int, torch.Tensor], torch.Tensor]
+                     ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor | None]]:
+        """Coarse to fine on the model's own choices: scale k's input is area(f_hat_{k-1}, p_k) where
+        f_hat accumulates `choose(k, logits_k)` (B, p_k^2, V) token distributions (e.g. Gumbel
+        straight-through one-hots), so a deviation at scale j reaches every later scale's input.
+
+        Returns per-scale logits (B, p_k^2, V), the choices, and the inputs (B, p_k^2, Cvae), None
+        at k = 0. No CFG pairing: the quality labels are the caller's.
+        """
+        c = self.config
         q = self.vae.quantize
-        h = q.idx_to_h(idx, p)
-        f_hat_BCPP = f_hat_BCPP + q.embed_scale(h, k)
-        if noise_SNC is not None and k == c.num_scales - 1 and self.diffloss is not None:
-            f_hat_BCPP = f_hat_BCPP + self.refine(x, idx, noise_SNC, t)
-        return idx, f_hat_BCPP, torch.stack(new_kv), logits
+        cond, prefix = self.condition(lr_B3hw, quality_B)
+        ctx = Context(cond, self.guide(lr_B3hw), prefix)
+        kv = self.prefix_kv(ctx)
+        B = lr_B3hw.shape[0]
+        f_hat = lr_B3hw.new_zeros(B, c.vq_cvae, c.latent_size, c.latent_size)
+        logits_list, choices, inputs = [], [], []
+        for k, p in enumerate(c.patch_nums):
+            inputs.append(q.resample.area(f_hat, p).flatten(2).transpose(1, 2) if k > 0 else None)
+            _, logits, kv = self._run_scale(k, f_hat, kv, ctx, cfg_pair=False)
+            probs = choose(k, logits)
+            f_hat = f_hat + q.embed_scale(q.soft_to_h(probs, p), k)
+            logits_list.append(logits)
+            choices.append(probs)
+        return logits_list, choices, inputs
 
     def refine(self, h_BlC: torch.Tensor, idx_Bl: torch.Tensor, noise_SNC: torch.Tensor, t: float) -> torch.Tensor:
         """VARSR's continuous residual (B, Cvae, P, P) for the last scale's hidden states and tokens."""

@@ -16,6 +16,7 @@ PATCH_NUMS_512 = (1, 2, 3, 4, 6, 9, 13, 18, 24, 32)
 PREFIXES = ("quality", "varsr")
 ROPES = ("scale", "varsr", "none")
 LR_ENCODERS = ("strided", "controlnet")
+HCC_ROLLOUTS = ("teacher", "gumbel")       # where HCC's predictions come from (model/hcc.py)
 ALPHA_PARAMS = ("clamp", "softplus")      # SCA alpha parametrisations (model/sca.py: alpha_from_raw)
 
 
@@ -78,7 +79,10 @@ class AlignVARConfig:
     # --- inference -------------------------------------------------------------------------
     cfg: float = 0.0                       # image CFG strength at the last scale (0: one branch)
     # --- training-only ---------------------------------------------------------------------
-    hcc_weight: float = 1.0
+    hcc_weight: float = 1.0                # lambda (0: no HCC)
+    hcc_scale_weights: tuple[float, ...] = ()   # w_k per scale; empty: 1/K each
+    hcc_rollout: str = "teacher"           # "teacher": teacher-forced soft predictions; "gumbel": free-running
+    hcc_tau: float = 1.0                   # Gumbel-softmax temperature of the "gumbel" rollout
     cond_drop: float = 0.1                 # probability of the negative quality embedding
     degradation: dict[str, Any] = field(default_factory=dict)
 
@@ -87,6 +91,7 @@ class AlignVARConfig:
         self.patch_nums = tuple(int(p) for p in self.patch_nums)
         self.vq_ch_mult = tuple(int(m) for m in self.vq_ch_mult)
         self.lr_encoder_channels = tuple(int(m) for m in self.lr_encoder_channels)
+        self.hcc_scale_weights = tuple(float(w) for w in self.hcc_scale_weights)
         self.validate()
 
     @property
@@ -200,6 +205,13 @@ class AlignVARConfig:
             bad(f"sca_exclude_radius must be -1 (off) or >= 0, got {self.sca_exclude_radius}")
         if self.sca_gate < 0:
             bad(f"sca_gate must be >= 0 (0: off), got {self.sca_gate}")
+        if self.hcc_scale_weights and len(self.hcc_scale_weights) != self.num_scales:
+            bad(f"hcc_scale_weights needs one weight per scale ({self.num_scales}), got "
+                f"{len(self.hcc_scale_weights)}; leave it empty for 1/K each")
+        if self.hcc_rollout not in HCC_ROLLOUTS:
+            bad(f"hcc_rollout must be one of {list(HCC_ROLLOUTS)}, got {self.hcc_rollout!r}")
+        if self.hcc_tau <= 0:
+            bad(f"hcc_tau must be > 0, got {self.hcc_tau}")
         if self.cfg < 0:
             bad(f"cfg must be >= 0, got {self.cfg}")
         if self.vq_phi_count < 1:
@@ -211,6 +223,7 @@ class AlignVARConfig:
         d["patch_nums"] = list(self.patch_nums)
         d["vq_ch_mult"] = list(self.vq_ch_mult)
         d["lr_encoder_channels"] = list(self.lr_encoder_channels)
+        d["hcc_scale_weights"] = list(self.hcc_scale_weights)
         return d
 
     @classmethod

@@ -68,7 +68,9 @@ class SCAGuidance(nn.Module):
         self.register_buffer("gather_kernel", eye, persistent=False)
         pairs = [("area" if p <= lr_size else "bicubic", lr_size, p) for p in patch_nums]
         self.resample = ResampleBank(pairs)
-        self.noise_gain = {p: self._noise_gain(lr_size, p) for p in patch_nums} if gate > 0 else {}
+        # a meta-device model (`info`: shapes and FLOPs only) has no values to measure the gain with
+        measure = gate > 0 and not self.lap_kernel.is_meta
+        self.noise_gain = {p: self._noise_gain(lr_size, p) if measure else 1.0 for p in patch_nums}
 
     def guidance(self, lr_B3hw: torch.Tensor) -> torch.Tensor:
         """Laplacian of the LR luma, (B, 1, h, w); with the gate, in units of its noise std."""
