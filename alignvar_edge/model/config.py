@@ -17,6 +17,7 @@ PREFIXES = ("quality", "varsr")
 ROPES = ("scale", "varsr", "none")
 LR_ENCODERS = ("strided", "controlnet")
 HCC_ROLLOUTS = ("teacher", "gumbel")       # where HCC's predictions come from (model/hcc.py)
+CFG_NEGATIVES = ("dropout", "degraded")     # what image CFG's negative label is trained on (trainer)
 ALPHA_PARAMS = ("clamp", "softplus")      # SCA alpha parametrisations (model/sca.py: alpha_from_raw)
 
 
@@ -84,6 +85,9 @@ class AlignVARConfig:
     hcc_rollout: str = "teacher"           # "teacher": teacher-forced soft predictions; "gumbel": free-running
     hcc_tau: float = 1.0                   # Gumbel-softmax temperature of the "gumbel" rollout
     cond_drop: float = 0.1                 # probability of the negative quality embedding
+    # what the negative label learns: "dropout": the same target (VAR's null class, random condition
+    # dropout); "degraded": the tokens of a degraded low-quality image of the crop (VARSR's image CFG)
+    cfg_negative: str = "dropout"
     degradation: dict[str, Any] = field(default_factory=dict)
 
     # ----------------------------------------------------------------------------------------
@@ -212,6 +216,8 @@ class AlignVARConfig:
             bad(f"hcc_rollout must be one of {list(HCC_ROLLOUTS)}, got {self.hcc_rollout!r}")
         if self.hcc_tau <= 0:
             bad(f"hcc_tau must be > 0, got {self.hcc_tau}")
+        if self.cfg_negative not in CFG_NEGATIVES:
+            bad(f"cfg_negative must be one of {list(CFG_NEGATIVES)}, got {self.cfg_negative!r}")
         if self.cfg < 0:
             bad(f"cfg must be >= 0, got {self.cfg}")
         if self.vq_phi_count < 1:

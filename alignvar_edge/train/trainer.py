@@ -27,7 +27,7 @@ from alignvar_edge.model import AlignVAR, AlignVARConfig
 from alignvar_edge.model.checkpoint import load_pretrained, save_pretrained
 from alignvar_edge.model.hcc import gumbel_straight_through, hcc_loss, split_scales
 from alignvar_edge.train.data import ImageFolderDataset, sample_images
-from alignvar_edge.train.degrade import DegradationConfig
+from alignvar_edge.train.degrade import DegradationConfig, item_seed, low_quality
 from alignvar_edge.train.state import STATE_DIR, load_state, save_state
 
 STAGES = ("vqvae", "transformer")
@@ -67,7 +67,7 @@ class TrainOptions:
 
 # Config fields a run may change on a checkpoint it starts from (--init): they change how the
 # transformer is trained or where SCA's constant bias reaches, never the shape or meaning of a weight.
-INIT_OVERRIDABLE = ("hcc_weight", "hcc_scale_weights", "hcc_rollout", "hcc_tau", "cond_drop",
+INIT_OVERRIDABLE = ("hcc_weight", "hcc_scale_weights", "hcc_rollout", "hcc_tau", "cond_drop", "cfg_negative",
                     "sca_exclude_radius", "sca_gate")
 
 
@@ -180,6 +180,22 @@ def transformer_loss(model: AlignVAR, hr: torch.Tensor, lr_img: torch.Tensor, qu
                   "token_acc": acc, **stats}
 
 
+def negative_targets(hr: torch.Tensor, negative: torch.Tensor, config: AlignVARConfig,
+                     gen: torch.Generator) -> torch.Tensor | None:
+    """Image CFG's targets: with `cfg_negative` "degraded", the negative-label samples learn the
+    tokens of a genuinely low-quality image of their crop (train/degrade.py: low_quality), as
+    VARSR's image CFG does; None ("dropout", VAR's null class: the negative label, same target)."""
+    if config.cfg_negative != "degraded" or not bool(negative.any()):
+        return None
+    deg = DegradationConfig.from_dict(config.degradation) if config.degradation else DegradationConfig(scale=config.scale)
+    base = int(torch.randint(0, 2**62, (1,), generator=gen))
+    target = hr.clone()
+    for i in negative.nonzero().flatten().tolist():
+        lq = low_quality(hr[i].permute(1, 2, 0).numpy(), deg, item_seed(base, i))
+        target[i] = torch.from_numpy(lq).permute(2, 0, 1)
+    return target
+
+
 # ---------------------------------------------------------------------------------------------
 # the loop
 # ---------------------------------------------------------------------------------------------
@@ -255,7 +271,8 @@ def train(opts: TrainOptions, batches: Callable[[int], tuple[torch.Tensor, torch
         else:
             gen.manual_seed(opts.seed * 1_000_003 + step)      # quality labels: pure function of step
             drop = torch.rand(hr.shape[0], generator=gen) < model.config.cond_drop
-            loss, stats = transformer_loss(model, hr, lr_img, drop.long(), gen)
+            target_hr = negative_targets(hr, drop, model.config, gen)
+            loss, stats = transformer_loss(model, hr, lr_img, drop.long(), gen, target_hr)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 2.0)
