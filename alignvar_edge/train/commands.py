@@ -23,6 +23,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--hcc-weight", type=float, help="HCC weight lambda (0 turns HCC off)")
     p.add_argument("--no-sca", action="store_true", help="train without SCA (ablation)")
+    p.add_argument("--hcc-rollout", choices=("teacher", "gumbel"),
+                   help="HCC on teacher-forced predictions or on a free-running Gumbel rollout (docs/model.md)")
+    p.add_argument("--hcc-tau", type=float, help="Gumbel-softmax temperature of --hcc-rollout gumbel")
+    p.add_argument("--cfg-negative", choices=("dropout", "degraded"),
+                   help="image CFG's negative label: random condition dropout, or trained on degraded images")
     p.add_argument("--save-every", type=int, default=200)
     p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
     p.add_argument("--force", action="store_true", help="replace an existing run in --out")
@@ -47,10 +52,12 @@ def run_train(args: argparse.Namespace) -> int:
 
     if args.steps < 1:
         raise InputError(f"--steps must be >= 1, got {args.steps}")
+    overrides = {k: v for k, v in (("hcc_rollout", args.hcc_rollout), ("hcc_tau", args.hcc_tau),
+                                   ("cfg_negative", args.cfg_negative)) if v is not None}
     opts = TrainOptions(stage=args.stage, out=args.out, steps=args.steps, preset=args.preset, init=args.init,
                         images=args.images, batch=args.batch, lr=args.lr, seed=args.seed,
                         hcc_weight=args.hcc_weight, sca=False if args.no_sca else None,
-                        save_every=args.save_every, resume=args.resume, force=args.force)
+                        save_every=args.save_every, resume=args.resume, force=args.force, overrides=overrides)
     final = train(opts)
     print(f"done: {final} (loss curve: {args.out / 'log.csv'})")
     return 0
