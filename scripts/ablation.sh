@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Equal-budget ablation of the transformer stage on the default VQ-VAE: SCA+HCC, SCA off, HCC off.
+# Equal-budget ablation of the transformer stage on one VQ-VAE: SCA+HCC (as the config says),
+# SCA off, HCC off, HCC on free-running rollouts; each evaluated with its component ablations.
 # Usage: scripts/ablation.sh RUN_DIR STEPS   (RUN_DIR/vqvae/final must exist)
 set -euo pipefail
 run=${1:-runs/default}; steps=${2:-150}
@@ -7,6 +8,7 @@ ae=".venv/bin/alignvar-edge"
 $ae train transformer --init "$run/vqvae/final" --out "$run/ablation/both" --steps "$steps" --force
 $ae train transformer --init "$run/vqvae/final" --out "$run/ablation/no-sca" --steps "$steps" --no-sca --force
 $ae train transformer --init "$run/vqvae/final" --out "$run/ablation/no-hcc" --steps "$steps" --hcc-weight 0 --force
-for v in both no-sca no-hcc; do
-  echo "== $v"; $ae eval "$run/ablation/$v/final" --max-side 256 --json "$run/ablation/$v/eval.json"
+$ae train transformer --init "$run/vqvae/final" --out "$run/ablation/hcc-free" --steps "$steps" --hcc-rollout gumbel --force
+for v in both no-sca no-hcc hcc-free; do
+  echo "== $v"; $ae eval "$run/ablation/$v/final" --max-side 256 --ablations --json "$run/ablation/$v/eval.json"
 done

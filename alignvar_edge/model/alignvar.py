@@ -11,6 +11,7 @@ With VARSR's refiner, the last step also takes the sampler's noise (see model/re
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -61,11 +62,13 @@ class AlignVAR(nn.Module):
         self.lvl_embed = nn.Embedding(c.num_scales, C)
         self.pos_1LC = nn.Parameter(torch.zeros(1, c.tokens_len, C)) if c.abs_pos else None
         self.blocks = nn.ModuleList([
-            AdaLNSelfAttn(C, c.heads, c.mlp_ratio, c.norm_eps, c.sca, c.sca_alpha_init, c.sca_alpha_max)
+            AdaLNSelfAttn(C, c.heads, c.mlp_ratio, c.norm_eps, c.sca, c.sca_alpha_init, c.sca_alpha_max,
+                          c.sca_alpha_param)
             for _ in range(c.depth)])
         self.head_nm = AdaLNBeforeHead(C, c.norm_eps)
         self.head = nn.Linear(C, c.vq_vocab)
-        self.sca_guidance = SCAGuidance(c.lr_size, c.patch_nums, c.sca_kernel) if c.sca else None
+        self.sca_guidance = (SCAGuidance(c.lr_size, c.patch_nums, c.sca_kernel, gate=c.sca_gate,
+                                         exclude_radius=c.sca_exclude_radius) if c.sca else None)
         if c.has_refiner:
             self.decoder_norm = nn.LayerNorm(C, eps=c.norm_eps)
             self.diffloss = DiffusionRefiner(c.vq_cvae, C, c.refiner_width, c.refiner_depth, c.refiner_steps)
@@ -91,6 +94,12 @@ class AlignVAR(nn.Module):
         self.register_buffer("same_scale", ((scale_of[None, :] == scale_of[:, None]) & (scale_of[:, None] >= 0)).float(),
                              persistent=False)
         self.register_buffer("lvl_ids", torch.arange(c.num_scales), persistent=False)
+        # SCA's reach over the full sequence: same-scale pairs, minus any excluded window
+        sca_reach = self.same_scale.clone()
+        if self.sca_guidance is not None and c.sca_exclude_radius >= 0:
+            for k, (b, e) in enumerate(self.begin_ends):
+                sca_reach[b:e, b:e] *= self.sca_guidance.keep(c.patch_nums[k])  # type: ignore[operator]
+        self.register_buffer("sca_reach", sca_reach, persistent=False)
 
         init_weights(self, c.depth)
         nn.init.trunc_normal_(self.pos_start, std=0.02)
@@ -182,7 +191,7 @@ class AlignVAR(nn.Module):
             d = [torch.zeros(B, c.prefix_len, c.sca_kernel ** 2, device=x.device, dtype=x.dtype)]
             d += [self.descriptors(g, k) for k in range(c.num_scales)]       # type: ignore[misc]
             d_all = torch.cat(d, dim=1)
-            sca_S = affinity(d_all, d_all) * self.same_scale
+            sca_S = affinity(d_all, d_all) * self.sca_reach
         for blk in self.blocks:
             x, _, _ = blk(x, cond, self.rope_cos, self.rope_sin, self.train_mask, sca_S)
         return self.logits(x[:, c.prefix_len:], cond)
@@ -199,8 +208,11 @@ class AlignVAR(nn.Module):
         else:
             lr2 = lr_B3hw
         cond, prefix = self.condition(lr2, q)
-        guide = self.sca_guidance.guidance(lr_B3hw) if self.sca_guidance is not None else lr_B3hw[:, :1]
-        return Context(cond, guide, prefix)
+        return Context(cond, self.guide(lr_B3hw), prefix)
+
+    def guide(self, lr_B3hw: torch.Tensor) -> torch.Tensor:
+        """SCA's structural guidance (B, 1, h, w); without SCA a placeholder the steps ignore."""
+        return self.sca_guidance.guidance(lr_B3hw) if self.sca_guidance is not None else lr_B3hw[:, :1]
 
     def prefix_kv(self, ctx: Context) -> torch.Tensor | None:
         """Run the prefix through every block; returns the KV cache (depth, 2, B2, H, prefix, hd).
@@ -231,11 +243,32 @@ class AlignVAR(nn.Module):
         c = self.config
         p = c.patch_nums[k]
         B = f_hat_BCPP.shape[0]
+        x, logits, new_kv = self._run_scale(k, f_hat_BCPP, kv, ctx, self.use_cfg)
+        t = c.cfg * k / (c.num_scales - 1)
+        if self.use_cfg:
+            logits = (1 + t) * logits[:B] - t * logits[B:]
+        idx = torch.argmax(logits, dim=-1)
+        q = self.vae.quantize
+        h = q.idx_to_h(idx, p)
+        f_hat_BCPP = f_hat_BCPP + q.embed_scale(h, k)
+        if noise_SNC is not None and k == c.num_scales - 1 and self.diffloss is not None:
+            f_hat_BCPP = f_hat_BCPP + self.refine(x, idx, noise_SNC, t)
+        return idx, f_hat_BCPP, new_kv, logits
+
+    def _run_scale(self, k: int, f_hat_BCPP: torch.Tensor, kv: torch.Tensor | None, ctx: Context,
+                   cfg_pair: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Scale k's pass through every block on the input area(f_hat, p_k) (sos at k = 0).
+
+        `cfg_pair`: ctx holds (positive, negative) rows and f_hat only the B positive ones.
+        Returns the last block's hidden states (B', p_k^2, C), unguided logits and the extended cache.
+        """
+        c = self.config
+        p = c.patch_nums[k]
         b, e = self.begin_ends[k]
         tokens = None
         if k > 0:
             tokens = self.vae.quantize.resample.area(f_hat_BCPP, p).flatten(2).transpose(1, 2)
-            if self.use_cfg:
+            if cfg_pair:
                 tokens = torch.cat([tokens, tokens])
         x = self.scale_input(k, tokens, ctx.cond_BD)
         if k == 0 and self.joint_prefix:            # VARSR: the LR tokens and sos, one block
@@ -245,7 +278,10 @@ class AlignVAR(nn.Module):
         d = self.descriptors(ctx.guide_B1hw, k)
         if d is not None:
             s_own = affinity(d, d)                                           # B, l, l
-            if self.use_cfg:
+            keep = self.sca_reach[b:e, b:e] if c.sca_exclude_radius >= 0 else None
+            if keep is not None:
+                s_own = s_own * keep
+            if cfg_pair:
                 s_own = torch.cat([s_own, s_own])
             sca_S = torch.cat([s_own.new_zeros(s_own.shape[0], p * p, b), s_own], dim=2)
         bias = x.new_zeros(1, 1, e - b, e)
@@ -256,17 +292,37 @@ class AlignVAR(nn.Module):
             x, kk, vv = blk(x, ctx.cond_BD, cos, sin, bias, sca_S, past_k, past_v)
             new_kv.append(torch.stack([kk, vv]))
         x = x[:, -p * p:]
-        logits = self.logits(x, ctx.cond_BD)
-        t = c.cfg * k / (c.num_scales - 1)
-        if self.use_cfg:
-            logits = (1 + t) * logits[:B] - t * logits[B:]
-        idx = torch.argmax(logits, dim=-1)
+        return x, self.logits(x, ctx.cond_BD), torch.stack(new_kv)
+
+    # ------------------------------------------------------------------------------------------
+    # training: free-running rollout (HCC on the latent the model itself builds)
+    # ------------------------------------------------------------------------------------------
+    def forward_free(self, lr_B3hw: torch.Tensor, quality_B: torch.Tensor,
+                     choose: Callable[[int, torch.Tensor], torch.Tensor]
+                     ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor | None]]:
+        """Coarse to fine on the model's own choices: scale k's input is area(f_hat_{k-1}, p_k) where
+        f_hat accumulates `choose(k, logits_k)` (B, p_k^2, V) token distributions (e.g. Gumbel
+        straight-through one-hots), so a deviation at scale j reaches every later scale's input.
+
+        Returns per-scale logits (B, p_k^2, V), the choices, and the inputs (B, p_k^2, Cvae), None
+        at k = 0. No CFG pairing: the quality labels are the caller's.
+        """
+        c = self.config
         q = self.vae.quantize
-        h = q.idx_to_h(idx, p)
-        f_hat_BCPP = f_hat_BCPP + q.embed_scale(h, k)
-        if noise_SNC is not None and k == c.num_scales - 1 and self.diffloss is not None:
-            f_hat_BCPP = f_hat_BCPP + self.refine(x, idx, noise_SNC, t)
-        return idx, f_hat_BCPP, torch.stack(new_kv), logits
+        cond, prefix = self.condition(lr_B3hw, quality_B)
+        ctx = Context(cond, self.guide(lr_B3hw), prefix)
+        kv = self.prefix_kv(ctx)
+        B = lr_B3hw.shape[0]
+        f_hat = lr_B3hw.new_zeros(B, c.vq_cvae, c.latent_size, c.latent_size)
+        logits_list, choices, inputs = [], [], []
+        for k, p in enumerate(c.patch_nums):
+            inputs.append(q.resample.area(f_hat, p).flatten(2).transpose(1, 2) if k > 0 else None)
+            _, logits, kv = self._run_scale(k, f_hat, kv, ctx, cfg_pair=False)
+            probs = choose(k, logits)
+            f_hat = f_hat + q.embed_scale(q.soft_to_h(probs, p), k)
+            logits_list.append(logits)
+            choices.append(probs)
+        return logits_list, choices, inputs
 
     def refine(self, h_BlC: torch.Tensor, idx_Bl: torch.Tensor, noise_SNC: torch.Tensor, t: float) -> torch.Tensor:
         """VARSR's continuous residual (B, Cvae, P, P) for the last scale's hidden states and tokens."""

@@ -16,6 +16,9 @@ PATCH_NUMS_512 = (1, 2, 3, 4, 6, 9, 13, 18, 24, 32)
 PREFIXES = ("quality", "varsr")
 ROPES = ("scale", "varsr", "none")
 LR_ENCODERS = ("strided", "controlnet")
+HCC_ROLLOUTS = ("teacher", "gumbel")       # where HCC's predictions come from (model/hcc.py)
+CFG_NEGATIVES = ("dropout", "degraded")     # what image CFG's negative label is trained on (trainer)
+ALPHA_PARAMS = ("clamp", "softplus")      # SCA alpha parametrisations (model/sca.py: alpha_from_raw)
 
 
 @dataclass
@@ -56,6 +59,9 @@ class AlignVARConfig:
     sca_kernel: int = 3                    # descriptor = k x k guidance neighbourhood
     sca_alpha_init: float = 0.5
     sca_alpha_max: float = 8.0             # |alpha * S| <= alpha_max keeps fp16 finite
+    sca_alpha_param: str = "clamp"         # "clamp": clamp(a, 0, max); "softplus": max*tanh(softplus(a)/max)
+    sca_exclude_radius: int = -1           # r >= 0: no bias within Chebyshev distance r (0: diagonal)
+    sca_gate: float = 0.0                  # kappa > 0: shrink descriptors at the LR's noise level
     # --- architecture switches (an imported checkpoint sets them; defaults: AlignVAR as trained here)
     # "quality": [quality token | LR tokens] prefix, scale 0 (sos) after it, the prefix blind to it;
     # "varsr": [LR tokens | sos] as one bidirectional block, pos_start over all of it (VARSR).
@@ -74,8 +80,14 @@ class AlignVARConfig:
     # --- inference -------------------------------------------------------------------------
     cfg: float = 0.0                       # image CFG strength at the last scale (0: one branch)
     # --- training-only ---------------------------------------------------------------------
-    hcc_weight: float = 1.0
+    hcc_weight: float = 1.0                # lambda (0: no HCC)
+    hcc_scale_weights: tuple[float, ...] = ()   # w_k per scale; empty: 1/K each
+    hcc_rollout: str = "teacher"           # "teacher": teacher-forced soft predictions; "gumbel": free-running
+    hcc_tau: float = 1.0                   # Gumbel-softmax temperature of the "gumbel" rollout
     cond_drop: float = 0.1                 # probability of the negative quality embedding
+    # what the negative label learns: "dropout": the same target (VAR's null class, random condition
+    # dropout); "degraded": the tokens of a degraded low-quality image of the crop (VARSR's image CFG)
+    cfg_negative: str = "dropout"
     degradation: dict[str, Any] = field(default_factory=dict)
 
     # ----------------------------------------------------------------------------------------
@@ -83,6 +95,7 @@ class AlignVARConfig:
         self.patch_nums = tuple(int(p) for p in self.patch_nums)
         self.vq_ch_mult = tuple(int(m) for m in self.vq_ch_mult)
         self.lr_encoder_channels = tuple(int(m) for m in self.lr_encoder_channels)
+        self.hcc_scale_weights = tuple(float(w) for w in self.hcc_scale_weights)
         self.validate()
 
     @property
@@ -190,6 +203,23 @@ class AlignVARConfig:
             bad(f"sca_kernel must be odd, got {self.sca_kernel}")
         if not 0 < self.sca_alpha_max <= 100:
             bad("sca_alpha_max must lie in (0, 100]")
+        if self.sca_alpha_param not in ALPHA_PARAMS:
+            bad(f"sca_alpha_param must be one of {list(ALPHA_PARAMS)}, got {self.sca_alpha_param!r}")
+        if self.sca_alpha_param == "softplus" and not 0 < self.sca_alpha_init < self.sca_alpha_max:
+            bad(f"sca_alpha_param 'softplus' needs 0 < sca_alpha_init < sca_alpha_max, got {self.sca_alpha_init}")
+        if self.sca_exclude_radius < -1:
+            bad(f"sca_exclude_radius must be -1 (off) or >= 0, got {self.sca_exclude_radius}")
+        if self.sca_gate < 0:
+            bad(f"sca_gate must be >= 0 (0: off), got {self.sca_gate}")
+        if self.hcc_scale_weights and len(self.hcc_scale_weights) != self.num_scales:
+            bad(f"hcc_scale_weights needs one weight per scale ({self.num_scales}), got "
+                f"{len(self.hcc_scale_weights)}; leave it empty for 1/K each")
+        if self.hcc_rollout not in HCC_ROLLOUTS:
+            bad(f"hcc_rollout must be one of {list(HCC_ROLLOUTS)}, got {self.hcc_rollout!r}")
+        if self.hcc_tau <= 0:
+            bad(f"hcc_tau must be > 0, got {self.hcc_tau}")
+        if self.cfg_negative not in CFG_NEGATIVES:
+            bad(f"cfg_negative must be one of {list(CFG_NEGATIVES)}, got {self.cfg_negative!r}")
         if self.cfg < 0:
             bad(f"cfg must be >= 0, got {self.cfg}")
         if self.vq_phi_count < 1:
@@ -201,6 +231,7 @@ class AlignVARConfig:
         d["patch_nums"] = list(self.patch_nums)
         d["vq_ch_mult"] = list(self.vq_ch_mult)
         d["lr_encoder_channels"] = list(self.lr_encoder_channels)
+        d["hcc_scale_weights"] = list(self.hcc_scale_weights)
         return d
 
     @classmethod
@@ -263,6 +294,12 @@ PRESETS: dict[str, dict[str, Any]] = {
                   vq_norm_groups=8, vq_vocab=64, vq_cvae=8, depth=2, width=32, heads=2,
                   lr_embed_ch=16, vq_phi_count=2),
 }
+# The next default's recipe (not yet trained): a 32 px LR tile (128 px SR, 16 x 16 latent), so
+# attention reaches twice as far, with free-running HCC, SCA that skips the diagonal, gates noise
+# and cannot freeze its alphas, and image CFG's negative label trained on degraded images.
+PRESETS["tiny32"] = dict(hr_size=128, patch_nums=(1, 2, 3, 4, 6, 8, 11, 16), hcc_rollout="gumbel",
+                         sca_exclude_radius=0, sca_gate=2.0, sca_alpha_param="softplus",
+                         cfg_negative="degraded")
 for _d in (16, 20, 24):
     PRESETS[f"d{_d}"] = _var_preset(_d, 256)
     PRESETS[f"d{_d}-512"] = _var_preset(_d, 512)

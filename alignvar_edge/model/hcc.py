@@ -10,9 +10,20 @@ predictions is compared with the one from the ground-truth tokens:
     L_HCC   = sum_k w_k * mean ||F_hat_k - F_k||^2,   w_k = 1/K by default
     L       = CE + lambda * L_HCC
 
-The paper's exact weighting is not public; w_k and lambda are configurable. Gradients reach the
-transformer through the softmax; the codebook and phi are frozen in the transformer stage. HCC is
-exactly 0 when the predicted distributions are one-hot on the ground truth.
+The paper's exact weighting is not public; w_k (`hcc_scale_weights`) and lambda (`hcc_weight`)
+are configurable. Gradients reach the transformer through the softmax; the codebook and phi are
+frozen in the transformer stage. HCC is exactly 0 when the predicted distributions are one-hot on
+the ground truth.
+
+Where the predictions come from (`hcc_rollout`):
+- "teacher" (default): the teacher-forced logits, so every scale's input is built from the ground
+  truth and no deviation of the model ever reaches a later scale's input.
+- "gumbel": a free-running rollout (AlignVAR.forward_free): at each scale a token is drawn per
+  position by Gumbel-max on the logits, fed forward as a straight-through one-hot (value: the hard
+  one-hot; gradient: that of softmax((logits + g) / tau)), and the next scale's input is built
+  from the accumulated draws, as at inference. A wrong token at scale j changes f_hat_j, hence the
+  input of scale j+1, and F_hat_k for every k >= j is compared with the ground truth F_k: the model
+  is penalised for the deviation and for not correcting it at later scales.
 """
 from __future__ import annotations
 
@@ -42,6 +53,16 @@ def hcc_loss(probs_per_scale: Sequence[torch.Tensor], gt_idx: Sequence[torch.Ten
         f_true = h_true if f_true is None else f_true + h_true
         loss = loss + w[k] * F.mse_loss(f_pred, f_true)
     return loss
+
+
+def gumbel_straight_through(logits_BlV: torch.Tensor, tau: float, generator: torch.Generator | None = None
+                            ) -> torch.Tensor:
+    """One-hot Gumbel-max draws with the gradient of the tempered Gumbel softmax, (B, l, V)."""
+    u = torch.rand(logits_BlV.shape, generator=generator, dtype=logits_BlV.dtype)
+    g = -torch.log(-torch.log(u.clamp(1e-10, 1.0 - 1e-7)))
+    soft = torch.softmax((logits_BlV + g) / tau, dim=-1)
+    hard = F.one_hot(soft.argmax(-1), soft.shape[-1]).to(soft.dtype)
+    return hard - soft.detach() + soft
 
 
 def split_scales(x_BLV: torch.Tensor, patch_nums: Sequence[int]) -> list[torch.Tensor]:

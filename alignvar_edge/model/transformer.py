@@ -13,14 +13,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from alignvar_edge.model.rope import apply_rope
-from alignvar_edge.model.sca import clamp_alpha, sca_bias
+from alignvar_edge.model.sca import alpha_from_raw, raw_from_alpha, sca_bias
 
 MASK_VALUE = -1e4       # finite "minus infinity": exp underflows to exactly 0, fp16 stays finite
 MAX_LOGIT_SCALE = math.log(100.0)
 
 
 class SelfAttention(nn.Module):
-    def __init__(self, width: int, heads: int, sca: bool, sca_alpha_init: float, sca_alpha_max: float):
+    def __init__(self, width: int, heads: int, sca: bool, sca_alpha_init: float, sca_alpha_max: float,
+                 sca_alpha_param: str = "clamp"):
         super().__init__()
         self.heads = heads
         self.head_dim = width // heads
@@ -31,10 +32,14 @@ class SelfAttention(nn.Module):
         self.scale_mul_1H11 = nn.Parameter(torch.full((1, heads, 1, 1), 4.0).log())
         self.proj = nn.Linear(width, width)
         self.sca_alpha_max = sca_alpha_max
-        self.sca_alpha = nn.Parameter(torch.full((heads,), sca_alpha_init)) if sca else None
+        self.sca_alpha_param = sca_alpha_param
+        raw = raw_from_alpha(sca_alpha_init, sca_alpha_param, sca_alpha_max)
+        self.sca_alpha = nn.Parameter(torch.full((heads,), raw)) if sca else None
+        self.probs_out: list[torch.Tensor] | None = None    # set to a list to record attention (eval)
 
     def alpha(self) -> torch.Tensor | None:
-        return None if self.sca_alpha is None else clamp_alpha(self.sca_alpha, self.sca_alpha_max)
+        return None if self.sca_alpha is None else alpha_from_raw(self.sca_alpha, self.sca_alpha_param,
+                                                                 self.sca_alpha_max)
 
     def forward(self, x_BLC: torch.Tensor, cos_Lh: torch.Tensor | None, sin_Lh: torch.Tensor | None,
                 bias: torch.Tensor, sca_S: torch.Tensor | None,
@@ -64,6 +69,8 @@ class SelfAttention(nn.Module):
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=1.0)
         else:
             attn = torch.softmax(torch.matmul(q, k.transpose(-2, -1)) + bias, dim=-1)
+            if self.probs_out is not None:
+                self.probs_out.append(attn.detach())
             out = torch.matmul(attn, v)                                      # B, H, l, hd
         out = out.transpose(1, 2).reshape(B, l, C)
         return self.proj(out), k, v
@@ -84,10 +91,10 @@ class AdaLNSelfAttn(nn.Module):
     """x += gamma1 * attn(LN(x)(1+scale1) + shift1); x += gamma2 * ffn(LN(x)(1+scale2) + shift2)."""
 
     def __init__(self, width: int, heads: int, mlp_ratio: float, norm_eps: float,
-                 sca: bool, sca_alpha_init: float, sca_alpha_max: float):
+                 sca: bool, sca_alpha_init: float, sca_alpha_max: float, sca_alpha_param: str = "clamp"):
         super().__init__()
         self.width = width
-        self.attn = SelfAttention(width, heads, sca, sca_alpha_init, sca_alpha_max)
+        self.attn = SelfAttention(width, heads, sca, sca_alpha_init, sca_alpha_max, sca_alpha_param)
         self.ffn = FFN(width, mlp_ratio)
         self.ln_wo_grad = nn.LayerNorm(width, eps=norm_eps, elementwise_affine=False)
         self.ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(width, 6 * width))

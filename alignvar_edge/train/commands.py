@@ -24,6 +24,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--seed", type=nonneg_int, default=0)
     p.add_argument("--hcc-weight", type=nonneg_float, help="HCC weight lambda (0 turns HCC off)")
     p.add_argument("--no-sca", action="store_true", help="train without SCA (ablation)")
+    p.add_argument("--hcc-rollout", choices=("teacher", "gumbel"),
+                   help="HCC on teacher-forced predictions or on a free-running Gumbel rollout (docs/model.md)")
+    p.add_argument("--hcc-tau", type=positive_float, help="Gumbel-softmax temperature of --hcc-rollout gumbel")
+    p.add_argument("--cfg-negative", choices=("dropout", "degraded"),
+                   help="image CFG's negative label: random condition dropout, or trained on degraded images")
     p.add_argument("--save-every", type=positive_int, default=200)
     p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
     p.add_argument("--force", action="store_true", help="replace an existing run in --out")
@@ -36,6 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     e.add_argument("--images", default="builtin", help="folder of HR images, or 'builtin' (held-out samples)")
     e.add_argument("--seed", type=nonneg_int, default=0)
     e.add_argument("--max-side", type=positive_int, help="crop images to at most this many pixels per side")
+    e.add_argument("--ablations", action="store_true",
+                   help="also score tokens_off (decoder on a zero latent) and sca_off (alpha = 0) on the "
+                        "same tiles; --json then writes {\"variants\": {...}, ...}")
     e.add_argument("--json", type=Path, help="also write the results to this JSON file")
     e.set_defaults(func=run_eval)
 
@@ -45,10 +53,12 @@ def run_train(args: argparse.Namespace) -> int:
 
     if args.steps < 1:
         raise InputError(f"--steps must be >= 1, got {args.steps}")
+    overrides = {k: v for k, v in (("hcc_rollout", args.hcc_rollout), ("hcc_tau", args.hcc_tau),
+                                   ("cfg_negative", args.cfg_negative)) if v is not None}
     opts = TrainOptions(stage=args.stage, out=args.out, steps=args.steps, preset=args.preset, init=args.init,
                         images=args.images, batch=args.batch, lr=args.lr, seed=args.seed,
                         hcc_weight=args.hcc_weight, sca=False if args.no_sca else None,
-                        save_every=args.save_every, resume=args.resume, force=args.force)
+                        save_every=args.save_every, resume=args.resume, force=args.force, overrides=overrides)
     final = train(opts)
     print(f"done: {final} (loss curve: {args.out / 'log.csv'})")
     return 0
@@ -69,12 +79,15 @@ def load_eval_images(spec: str) -> list[tuple[str, object]]:
 
 def run_eval(args: argparse.Namespace) -> int:
     from alignvar_edge.model.checkpoint import load_pretrained
-    from alignvar_edge.train.evaluate import evaluate, format_eval
+    from alignvar_edge.train.evaluate import ablation_report, evaluate, format_eval
 
     model = load_pretrained(args.checkpoint)
     result = evaluate(model, load_eval_images(args.images), seed=args.seed,  # type: ignore[arg-type]
-                      max_side=args.max_side)
+                      max_side=args.max_side, ablations=args.ablations)
     print(format_eval(result))
+    if args.ablations and model.sca_guidance is None:
+        print("sca_off: n/a (this model has no SCA)")
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        report = ablation_report(result, str(args.checkpoint)) if args.ablations else result
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
     return 0

@@ -26,6 +26,7 @@ __all__ = [
     "degrade_batch",
     "gaussian_kernel",
     "item_seed",
+    "low_quality",
 ]
 
 # Pillow's resize filters are antialiased (support widened by the scale factor), like MATLAB
@@ -149,6 +150,14 @@ def degrade(hr_HWC: np.ndarray, config: DegradationConfig, seed: int) -> np.ndar
         x = _jpeg(x, int(rng_jpeg.integers(lo, hi + 1)))
 
     return np.ascontiguousarray(np.clip(x, 0.0, 1.0), dtype=np.float32)
+
+
+def low_quality(hr_HWC: np.ndarray, config: DegradationConfig, seed: int) -> np.ndarray:
+    """A genuinely low-quality version of an HR image at its own size: degrade(hr) (blur, resize,
+    noise, JPEG) brought back up with Pillow's bicubic. Image CFG's negative targets (trainer)."""
+    lq = degrade(hr_HWC, config, seed)
+    h, w = lq.shape[0] * config.scale, lq.shape[1] * config.scale
+    return np.ascontiguousarray(_resize(lq, (h, w), "bicubic"), dtype=np.float32)
 
 
 @overload

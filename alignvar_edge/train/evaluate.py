@@ -6,6 +6,8 @@ luma, border of `scale` pixels cropped; scikit-image metrics):
   - the model's super-resolution (greedy rollout; overlapping tiles blended, as `upscale` does),
   - bicubic upsampling of the same LR,
   - the VQ-VAE's reconstruction of the HR from its own tokens: the ceiling a token model can reach.
+With `ablations=True` the model's components are also scored on the same tiles (tokens_off,
+sca_off; see train/ablations.py) and `ablation_report` gives the `eval --ablations --json` form.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from alignvar_edge.export.parity import psnr_y, ssim_y
 from alignvar_edge.model.alignvar import AlignVAR
 from alignvar_edge.model.resample import bicubic_matrix
 from alignvar_edge.runtimes.torch_backend import TorchEngine
+from alignvar_edge.train.ablations import NOT_APPLICABLE, VARIANTS, variant_models
 from alignvar_edge.train.degrade import DegradationConfig, degrade
 
 
@@ -61,11 +64,13 @@ def vq_reconstruct(model: AlignVAR, lr_NC: torch.Tensor, hr_NC: torch.Tensor, ba
 
 
 def evaluate(model: AlignVAR, images: list[tuple[str, np.ndarray]], seed: int = 0,
-             max_side: int | None = None) -> dict[str, Any]:
+             max_side: int | None = None, ablations: bool = False) -> dict[str, Any]:
     c = model.config
     deg = DegradationConfig.from_dict(c.degradation) if c.degradation else DegradationConfig(scale=c.scale)
     t_hr, t_lr = c.hr_size, c.lr_size
-    engine = TorchEngine.from_model(model, batch=16)
+    tiled = variant_models(model) if ablations else {"model": model}
+    engines = {k: TorchEngine.from_model(m, batch=16) for k, m in tiled.items() if m is not None}
+    n_tiles = 0
     scores: list[ImageScore] = []
     for i, (name, hr) in enumerate(images):
         H = (hr.shape[0] if max_side is None else min(hr.shape[0], max_side)) // t_hr * t_hr
@@ -76,33 +81,48 @@ def evaluate(model: AlignVAR, images: list[tuple[str, np.ndarray]], seed: int = 
         hr_t = torch.from_numpy(hr).permute(2, 0, 1)
         lr_t = torch.from_numpy(lr).permute(2, 0, 1)
         lr_tiles, hr_tiles = _tiles(lr_t, t_lr), _tiles(hr_t, t_hr)
-        recon = {
-            # what users get: overlapping tiles, blended (runtimes/tiling.py)
-            "model": engine.upscale(lr),
-            "vq_ceiling": _untile(vq_reconstruct(model, lr_tiles, hr_tiles), H, W).permute(1, 2, 0).numpy(),
-        }
+        n_tiles += lr_tiles.shape[0]
+        # what users get: overlapping tiles, blended (runtimes/tiling.py); every variant alike
+        recon = {k: e.upscale(lr) for k, e in engines.items()}
+        recon["vq_ceiling"] = _untile(vq_reconstruct(model, lr_tiles, hr_tiles), H, W).permute(1, 2, 0).numpy()
         recon["bicubic"] = bicubic_upscale(lr, c.scale)
         ref = hr.transpose(2, 0, 1)                       # the metrics take (3, H, W)
         scores.append(ImageScore(
             name, (W, H),
             {k: psnr_y(ref, v.transpose(2, 0, 1), border=c.scale) for k, v in recon.items()},
             {k: ssim_y(ref, v.transpose(2, 0, 1), border=c.scale) for k, v in recon.items()}))
-    kinds = ("model", "bicubic", "vq_ceiling")
+    kinds = [k for k in VARIANTS if k in scores[0].psnr]
     return {
         "images": [s.__dict__ for s in scores],
         "mean_psnr_y": {k: float(np.mean([s.psnr[k] for s in scores])) for k in kinds},
         "mean_ssim_y": {k: float(np.mean([s.ssim[k] for s in scores])) for k in kinds},
+        "tiles": n_tiles,                  # whole HR tiles of the crops (the VQ ceiling's grid)
         "seed": seed,
         "degradation": deg.to_dict(),
     }
 
 
+def ablation_report(result: dict[str, Any], checkpoint: str) -> dict[str, Any]:
+    """`evaluate(..., ablations=True)` as {"variants": {name: {"psnr_y", "ssim_y"}}, metadata}.
+
+    A variant the model cannot have (sca_off without SCA) is "n/a" in both fields.
+    """
+    m, ss = result["mean_psnr_y"], result["mean_ssim_y"]
+    variants = {k: {"psnr_y": m[k], "ssim_y": ss[k]} if k in m
+                else {"psnr_y": NOT_APPLICABLE, "ssim_y": NOT_APPLICABLE} for k in VARIANTS}
+    return {"variants": variants, "checkpoint": checkpoint,
+            "images": [{"name": s["name"], "size": s["size"]} for s in result["images"]],
+            "tiles": result["tiles"], "tiling": "every tiled variant through the same overlapping, blended tiles as upscale",
+            "seed": result["seed"], "degradation": result["degradation"],
+            "per_image": result["images"]}
+
+
 def format_eval(result: dict[str, Any]) -> str:
-    lines = [f"{'image':<14}{'size':>10}  {'model':>14}{'bicubic':>14}{'VQ ceiling':>14}   (PSNR-Y dB / SSIM-Y)"]
+    kinds = [k for k in ("model", "tokens_off", "sca_off", "bicubic", "vq_ceiling") if k in result["mean_psnr_y"]]
+    lines = [f"{'image':<14}{'size':>10}  " + "".join(f"{k:>14}" for k in kinds) + "   (PSNR-Y dB / SSIM-Y)"]
     for s in result["images"]:
-        cells = "".join(f"{s['psnr'][k]:>8.2f}/{s['ssim'][k]:.3f}" for k in ("model", "bicubic", "vq_ceiling"))
+        cells = "".join(f"{s['psnr'][k]:>8.2f}/{s['ssim'][k]:.3f}" for k in kinds)
         lines.append(f"{s['name']:<14}{s['size'][0]:>5}x{s['size'][1]:<4}  {cells}")
     m, ss = result["mean_psnr_y"], result["mean_ssim_y"]
-    lines.append(f"{'mean':<14}{'':>10}  " + "".join(
-        f"{m[k]:>8.2f}/{ss[k]:.3f}" for k in ("model", "bicubic", "vq_ceiling")))
+    lines.append(f"{'mean':<14}{'':>10}  " + "".join(f"{m[k]:>8.2f}/{ss[k]:.3f}" for k in kinds))
     return "\n".join(lines)

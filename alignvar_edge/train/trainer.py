@@ -23,14 +23,14 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from alignvar_edge.errors import CheckpointError, InputError, OutputExistsError
+from alignvar_edge.errors import CheckpointError, ConfigError, InputError, OutputExistsError
 from alignvar_edge.export.manifest import RUN_FILE, check_out
 from alignvar_edge.fsmodes import publish_mode
 from alignvar_edge.model import AlignVAR, AlignVARConfig
 from alignvar_edge.model.checkpoint import load_pretrained, save_pretrained
-from alignvar_edge.model.hcc import hcc_loss, split_scales
+from alignvar_edge.model.hcc import gumbel_straight_through, hcc_loss, split_scales
 from alignvar_edge.train.data import ImageFolderDataset, sample_images
-from alignvar_edge.train.degrade import DegradationConfig
+from alignvar_edge.train.degrade import DegradationConfig, item_seed, low_quality
 from alignvar_edge.train.state import STATE_DIR, load_state, save_state
 
 STAGES = ("vqvae", "transformer")
@@ -89,12 +89,30 @@ class TrainOptions:
         return json.loads(json.dumps(d, default=str))
 
 
+# Config fields a run may change on a checkpoint it starts from (--init): they change how the
+# transformer is trained or where SCA's constant bias reaches, never the shape or meaning of a weight.
+INIT_OVERRIDABLE = ("hcc_weight", "hcc_scale_weights", "hcc_rollout", "hcc_tau", "cond_drop", "cfg_negative",
+                    "sca_exclude_radius", "sca_gate")
+
+
 def build_model(opts: TrainOptions) -> AlignVAR:
     if opts.init:
         model = load_pretrained(opts.init)
-        changes = {k: v for k, v in (("hcc_weight", opts.hcc_weight),) if v is not None}
+        refused = sorted(set(opts.overrides) - set(INIT_OVERRIDABLE))
+        if refused:
+            raise ConfigError(f"--init {opts.init}: {refused} cannot change on an existing checkpoint; "
+                              f"set them when training the VQ-VAE stage (changeable: {list(INIT_OVERRIDABLE)})")
+        changes = dict(opts.overrides)
+        changes.update({k: v for k, v in (("hcc_weight", opts.hcc_weight),) if v is not None})
         if changes:
-            model.config = model.config.replace(**changes)
+            config = model.config.replace(**changes)
+            if config.sca_gate != model.config.sca_gate or config.sca_exclude_radius != model.config.sca_exclude_radius:
+                sd = model.state_dict()
+                with torch.random.fork_rng():        # rebuilding for SCA's constants draws no run randomness
+                    model = AlignVAR(config)
+                model.load_state_dict(sd)
+            else:
+                model.config = config
         if opts.sca is False and model.config.sca:
             sd = model.state_dict()
             model = AlignVAR(model.config.replace(sca=False))
@@ -154,23 +172,52 @@ def vqvae_loss(model: AlignVAR, hr: torch.Tensor, lr_img: torch.Tensor,
                   "psnr": psnr}
 
 
-def transformer_loss(model: AlignVAR, hr: torch.Tensor, lr_img: torch.Tensor,
-                     quality: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+def transformer_loss(model: AlignVAR, hr: torch.Tensor, lr_img: torch.Tensor, quality: torch.Tensor,
+                     gen: torch.Generator | None = None, target_hr: torch.Tensor | None = None
+                     ) -> tuple[torch.Tensor, dict[str, float]]:
+    """CE (teacher-forced) + lambda * HCC; HCC's predictions per `hcc_rollout` (model/hcc.py).
+
+    `target_hr`: the image whose tokens are the targets (default `hr`; image CFG's negative
+    samples pass their low-quality image). `gen` draws the Gumbel noise of a "gumbel" rollout.
+    """
     c = model.config
     with torch.no_grad():
-        idx = model.vae.img_to_idx(hr, lr_img)
+        idx = model.vae.img_to_idx(hr if target_hr is None else target_hr, lr_img)
     logits = model.forward_teacher(lr_img, idx, quality)
     target = torch.cat(idx, dim=1)
     ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
     loss = ce
     hcc = torch.zeros(())
+    stats: dict[str, float] = {}
     if c.hcc_weight > 0:
-        probs = split_scales(torch.softmax(logits, dim=-1), c.patch_nums)
-        hcc = hcc_loss(probs, idx, model.vae.quantize)
+        weights = c.hcc_scale_weights or None
+        if c.hcc_rollout == "gumbel":
+            _, probs, _ = model.forward_free(lr_img, quality,
+                                             lambda k, lg: gumbel_straight_through(lg, c.hcc_tau, gen))
+            stats["free_acc"] = float((torch.cat([p.argmax(-1) for p in probs], 1) == target).float().mean())
+        else:
+            probs = split_scales(torch.softmax(logits, dim=-1), c.patch_nums)
+        hcc = hcc_loss(probs, idx, model.vae.quantize, weights)
         loss = ce + c.hcc_weight * hcc
     acc = float((logits.argmax(-1) == target).float().mean())
     return loss, {"loss": float(loss.detach()), "ce": float(ce.detach()), "hcc": float(hcc.detach()),
-                  "token_acc": acc}
+                  "token_acc": acc, **stats}
+
+
+def negative_targets(hr: torch.Tensor, negative: torch.Tensor, config: AlignVARConfig,
+                     gen: torch.Generator) -> torch.Tensor | None:
+    """Image CFG's targets: with `cfg_negative` "degraded", the negative-label samples learn the
+    tokens of a genuinely low-quality image of their crop (train/degrade.py: low_quality), as
+    VARSR's image CFG does; None ("dropout", VAR's null class: the negative label, same target)."""
+    if config.cfg_negative != "degraded" or not bool(negative.any()):
+        return None
+    deg = DegradationConfig.from_dict(config.degradation) if config.degradation else DegradationConfig(scale=config.scale)
+    base = int(torch.randint(0, 2**62, (1,), generator=gen))
+    target = hr.clone()
+    for i in negative.nonzero().flatten().tolist():
+        lq = low_quality(hr[i].permute(1, 2, 0).numpy(), deg, item_seed(base, i))
+        target[i] = torch.from_numpy(lq).permute(2, 0, 1)
+    return target
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,7 +322,8 @@ def _run(opts: TrainOptions, model: AlignVAR, batches: Callable[[int], tuple[tor
         else:
             gen.manual_seed(opts.seed * 1_000_003 + step)      # quality labels: pure function of step
             drop = torch.rand(hr.shape[0], generator=gen) < model.config.cond_drop
-            loss, stats = transformer_loss(model, hr, lr_img, drop.long())
+            target_hr = negative_targets(hr, drop, model.config, gen)
+            loss, stats = transformer_loss(model, hr, lr_img, drop.long(), gen, target_hr)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 2.0)

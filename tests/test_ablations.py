@@ -1,0 +1,100 @@
+"""eval --ablations: tokens_off really decodes a zero latent, sca_off is alpha = 0, the JSON's shape."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from alignvar_edge.cli import main
+from alignvar_edge.images import save_image
+from alignvar_edge.model import AlignVAR, AlignVARConfig
+from alignvar_edge.model.checkpoint import save_pretrained
+from alignvar_edge.train.ablations import TokensOff, sca_off
+from alignvar_edge.train.data import sample_images
+
+
+@pytest.fixture(scope="module")
+def bundled() -> AlignVAR:
+    return AlignVAR.from_pretrained("alignvar-tiny").eval()
+
+
+def lr_tiles(model: AlignVAR, n: int = 4) -> torch.Tensor:
+    c = model.config
+    rocket = dict(sample_images("heldout"))["rocket"]
+    s = c.lr_size
+    tiles = [rocket[60 + 5 * s * i:60 + 5 * s * i + s, 200:200 + s] for i in range(n)]
+    return torch.from_numpy(np.stack(tiles)).permute(0, 3, 1, 2).contiguous()
+
+
+def test_tokens_off_decodes_a_zero_latent(bundled: AlignVAR) -> None:
+    c = bundled.config
+    lr = lr_tiles(bundled)
+    with torch.no_grad():
+        sr_model = bundled.super_resolve(lr)
+        sr_off, *tokens = TokensOff(bundled)(lr)
+        zero = bundled.vae.decode(torch.zeros(lr.shape[0], c.vq_cvae, c.latent_size, c.latent_size), lr)
+    assert torch.equal(sr_off, zero)
+    assert [t.shape for t in tokens] == [(lr.shape[0], p * p) for p in c.patch_nums]
+    # the model's tokens do change its output (by a little: the finding in docs/training.md)
+    diff = (sr_off - sr_model).abs()
+    assert diff.max() > 0.02 and diff.mean() > 1e-3
+
+
+def test_sca_off_equals_the_model_with_alpha_forced_to_zero(bundled: AlignVAR) -> None:
+    lr = lr_tiles(bundled)
+    zeroed = AlignVAR(bundled.config).eval()
+    zeroed.load_state_dict(bundled.state_dict())
+    with torch.no_grad():
+        for blk in zeroed.blocks:
+            blk.attn.sca_alpha.zero_()
+        off = sca_off(bundled)
+        assert off is not None
+        _, tok_off, log_off = off.rollout(lr)
+        _, tok_zero, log_zero = zeroed.rollout(lr)
+        _, tok_on, log_on = bundled.rollout(lr)
+    for a, b in zip(log_off, log_zero):
+        assert torch.equal(a, b)
+    # and the bundled alphas (0.35-0.56) do change the logits, so the test could fail
+    assert max((a - b).abs().max().item() for a, b in zip(log_on, log_off)) > 1e-3
+    assert bundled.sca_guidance is not None, "sca_off must leave the model itself alone"
+
+
+def _one_image_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    coffee = dict(sample_images("heldout"))["coffee"]
+    save_image(folder / "coffee.png", coffee[100:228, 200:328])
+    return folder
+
+
+def test_eval_ablations_json_shape(tmp_path: Path, capsys) -> None:
+    folder = _one_image_folder(tmp_path)
+    out = tmp_path / "abl.json"
+    assert main(["eval", "alignvar-tiny", "--images", str(folder), "--ablations", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert list(report["variants"]) == ["model", "tokens_off", "sca_off", "bicubic", "vq_ceiling"]
+    for name, v in report["variants"].items():
+        assert set(v) == {"psnr_y", "ssim_y"}, name
+        assert 15 < v["psnr_y"] < 60 and 0 < v["ssim_y"] <= 1, (name, v)
+    assert report["tiles"] == 4 and report["seed"] == 0 and report["checkpoint"] == "alignvar-tiny"
+    assert report["images"] == [{"name": "coffee.png", "size": [128, 128]}]
+    # the model column is the plain eval's model column (same tiles, same LR)
+    plain = tmp_path / "plain.json"
+    assert main(["eval", "alignvar-tiny", "--images", str(folder), "--json", str(plain)]) == 0
+    assert json.loads(plain.read_text())["mean_psnr_y"]["model"] == report["variants"]["model"]["psnr_y"]
+    assert "tokens_off" in capsys.readouterr().out
+
+
+def test_eval_ablations_sca_off_is_na_without_sca(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = AlignVAR(AlignVARConfig.from_preset("micro", sca=False))
+    save_pretrained(model, tmp_path / "ckpt")
+    out = tmp_path / "abl.json"
+    assert main(["eval", str(tmp_path / "ckpt"), "--images", str(_one_image_folder(tmp_path)),
+                 "--ablations", "--json", str(out)]) == 0
+    v = json.loads(out.read_text())["variants"]
+    assert v["sca_off"] == {"psnr_y": "n/a", "ssim_y": "n/a"}
+    assert isinstance(v["tokens_off"]["psnr_y"], float)
