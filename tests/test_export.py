@@ -352,3 +352,31 @@ def test_metrics():
     noisy = np.clip(img + 0.01, 0, 1)
     assert 35 < parity.psnr(img, noisy) < 45 and parity.psnr_y(img, noisy) > 30
     assert parity.ssim_y(img, noisy) < 1.0
+
+
+def test_external_locations_read_from_the_wire_equal_onnx_own(tmp_path) -> None:
+    """Verification reads external-data locations without the onnx package (devices lack it)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from alignvar_edge.export.onnx_wire import external_locations
+
+    def graph(n: int) -> onnx.ModelProto:
+        ws = [numpy_helper.from_array(np.full((8, 8), i, np.float32), f"w{i}") for i in range(n)]
+        nodes = [helper.make_node("MatMul", ["x" if i == 0 else f"y{i - 1}", f"w{i}"], [f"y{i}"]) for i in range(n)]
+        g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+                              [helper.make_tensor_value_info(f"y{n - 1}", TensorProto.FLOAT, [1, 8])], ws)
+        return helper.make_model(g)
+
+    onnx.save_model(graph(3), tmp_path / "one.onnx", save_as_external_data=True, location="w.bin",
+                    size_threshold=0)
+    onnx.save_model(graph(2), tmp_path / "many.onnx", save_as_external_data=True, all_tensors_to_one_file=False,
+                    size_threshold=0)
+    onnx.save_model(graph(2), tmp_path / "inline.onnx")
+    for name in ("one", "many", "inline"):
+        model = onnx.load(tmp_path / f"{name}.onnx", load_external_data=False)
+        own = sorted({e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"})
+        assert sorted(external_locations((tmp_path / f"{name}.onnx").read_bytes())) == own
+    assert external_locations((tmp_path / "one.onnx").read_bytes()) == ["w.bin"]
+    with pytest.raises(ValueError):
+        external_locations(b"\x3a\xff\xff\xff")          # a length beyond the end

@@ -188,15 +188,13 @@ def listed_file(root: str | os.PathLike[str], manifest: dict[str, Any], rel: Any
 
 def _external_data_problems(root: Path, rel: str, files: dict[str, Any]) -> list[str]:
     """Each tensor an ONNX graph keeps in another file must name a listed file inside root."""
-    import onnx
-
-    from alignvar_edge.export.onnx_io import external_locations
+    from alignvar_edge.export.onnx_wire import external_locations
     try:
-        model = onnx.load(str(root / rel), load_external_data=False)
-    except Exception:  # noqa: BLE001 - not parseable: the loaders report it as such
+        locations = external_locations((root / rel).read_bytes())
+    except (OSError, ValueError):   # not parseable: the loaders report it as such
         return []
     problems = []
-    for loc in external_locations(model):
+    for loc in locations:
         target = posixpath.normpath(posixpath.join(posixpath.dirname(rel), loc)) if loc else ""
         if not loc or PurePosixPath(loc).is_absolute() or target.startswith("../") or target == "..":
             problems.append(f"{rel} keeps tensors in {loc!r}, outside the artifact directory")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import onnx
 
-__all__ = ["LARGE", "external_locations", "is_large", "save", "session_source"]
+__all__ = ["LARGE", "is_large", "save", "session_source"]
 
 LARGE = 1_500_000_000      # well under 2 GB: the graph itself and ORT's copies need room too
 
@@ -51,18 +51,6 @@ def _tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
                 yield from _tensors(a.g)
             for g in a.graphs:
                 yield from _tensors(g)
-
-
-def external_locations(model: onnx.ModelProto) -> list[str]:
-    """The `location` of every tensor stored outside the graph file (relative to it, as written),
-    read without opening any of them; '' marks an external tensor with no location."""
-    out = []
-    for t in _tensors(model.graph):
-        if t.data_location == onnx.TensorProto.EXTERNAL:
-            loc = next((e.value for e in t.external_data if e.key == "location"), "")
-            if loc not in out:
-                out.append(loc)
-    return out
 
 
 @contextlib.contextmanager
