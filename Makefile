@@ -4,6 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
+HOST_STAMP := $(VENV)/.installed-host
 # tensorrt-stubs depends on `tensorrt`, which PyPI cannot deliver (placeholder wheel that
 # downloads from NVIDIA's index). Install only the stubs, outside site-packages, for mypy.
 STUBS  := $(VENV)/typing-stubs
@@ -28,7 +29,13 @@ $(STAMP): pyproject.toml constraints.txt
 test: venv
 	$(PY) -m pytest -q
 
-demo: venv
+# The demo needs the host side only (PyTorch, ONNX tooling): no test runner, type stubs or backends.
+$(HOST_STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -c constraints.txt -e '.[host]'
+	touch $@
+
+demo: $(HOST_STAMP)
 	$(VENV)/bin/alignvar-edge demo --force
 
 lint: venv
