@@ -99,7 +99,8 @@ def ort_once(res: dict, out: Path, config: object) -> None:
     note(res, ort_load_s=round(time.perf_counter() - t0, 1), rss_after_ort_load_gb=round(peak_rss_gb(), 2))
     lr = lr_tiles(config, 1)  # type: ignore[arg-type]
     t0 = time.perf_counter()
-    outs = sess.run(None, {"lr": lr})
+    noise = config.refiner_noise(1)  # type: ignore[attr-defined]   # VARSR's refiner input, if any
+    outs = sess.run(None, {"lr": lr, **({} if noise is None else {"noise": noise})})
     note(res, ort_run_s=round(time.perf_counter() - t0, 1), rss_after_ort_run_gb=round(peak_rss_gb(), 2))
     res["ort_sr_finite"] = bool(np.isfinite(outs[0]).all())
     res["ort_sr_range"] = [float(outs[0].min()), float(outs[0].max())]

@@ -28,8 +28,8 @@ class TokensOff(nn.Module):
         self.model = model
         self.config = model.config
 
-    def forward(self, lr_B3hw: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        c = self.config
+    def forward(self, lr_B3hw: torch.Tensor, noise_SNC: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        c = self.config                 # (the refiner's noise is unused: no tokens, nothing to refine)
         B = lr_B3hw.shape[0]
         f_hat_BCPP = lr_B3hw.new_zeros(B, c.vq_cvae, c.latent_size, c.latent_size)
         tokens = [torch.zeros(B, p * p, dtype=torch.long, device=lr_B3hw.device) for p in c.patch_nums]
