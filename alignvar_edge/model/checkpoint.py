@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from alignvar_edge.errors import CheckpointError
+from alignvar_edge.errors import CheckpointError, ConfigError
 from alignvar_edge.model.alignvar import AlignVAR
 from alignvar_edge.model.config import AlignVARConfig
 
@@ -69,21 +69,30 @@ def resolve_checkpoint_dir(name_or_dir: str | os.PathLike[str]) -> Path:
 
 def load_config(path: Path) -> AlignVARConfig:
     try:
-        return AlignVARConfig.from_dict(json.loads((path / CONFIG_FILE).read_text()))
-    except (json.JSONDecodeError, TypeError) as e:
+        d = json.loads((path / CONFIG_FILE).read_text())
+        if not isinstance(d, dict):
+            raise TypeError("not a JSON object")
+        return AlignVARConfig.from_dict(d)
+    except (json.JSONDecodeError, TypeError, ConfigError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path / CONFIG_FILE} is not a valid AlignVAR config: {e}") from e
 
 
-def match_state_dict(model: torch.nn.Module, sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], LoadReport]:
-    """Keep the tensors whose names and shapes fit the model; report the rest by name."""
-    own = model.state_dict()
+def _shape(v: Any) -> tuple[int, ...]:
+    return tuple(v) if isinstance(v, tuple) else tuple(v.shape)
+
+
+def match_state_dict(model: torch.nn.Module | dict[str, tuple[int, ...]], sd: dict[str, Any]
+                     ) -> tuple[dict[str, Any], LoadReport]:
+    """Keep the entries whose names and shapes fit the model (or a name -> shape map); report the
+    rest by name. Entries are tensors or bare shapes (a weights file's header)."""
+    own = {k: _shape(v) for k, v in (model.items() if isinstance(model, dict) else model.state_dict().items())}
     report = LoadReport()
-    kept: dict[str, torch.Tensor] = {}
+    kept: dict[str, Any] = {}
     for k, v in sd.items():
         if k not in own:
             report.unexpected.append(k)
-        elif tuple(v.shape) != tuple(own[k].shape):
-            report.mismatched.append(f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}")
+        elif _shape(v) != own[k]:
+            report.mismatched.append(f"{k}: {_shape(v)} vs {own[k]}")
         else:
             kept[k] = v
     report.missing = sorted(k for k in own if k not in sd)
@@ -91,19 +100,45 @@ def match_state_dict(model: torch.nn.Module, sd: dict[str, torch.Tensor]) -> tup
 
 
 def load_pretrained(name_or_dir: str | os.PathLike[str], strict: bool = True) -> AlignVAR:
+    """Config (typed and bounded) -> its shapes against the weights file's header -> the tensors,
+    each checked finite -> the model. Nothing large is allocated before the header agrees."""
     path = resolve_checkpoint_dir(name_or_dir)
     config = load_config(path)
-    model = AlignVAR(config)
-    try:
-        sd = load_file(str(path / WEIGHTS_FILE))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path / WEIGHTS_FILE} is not a readable safetensors file ({e}); "
-                              "re-download or re-export it") from e
-    kept, report = match_state_dict(model, sd)
+    weights = path / WEIGHTS_FILE
+    header = weights_header(weights)
+    with torch.device("meta"):
+        shapes = {k: tuple(v.shape) for k, v in AlignVAR(config).state_dict().items()}
+    _, report = match_state_dict(shapes, header)
     if strict and not report.clean:
         raise CheckpointError(f"weights in {path} do not match its config.json: {report.summary()}")
+    try:
+        sd = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{weights} is not a readable safetensors file ({e}); "
+                              "re-download or re-export it") from e
+    check_finite(sd, weights)
+    model = AlignVAR(config)
+    kept, _ = match_state_dict(model, sd)
     model.load_state_dict(kept, strict=False)
     return model.eval()
+
+
+def weights_header(path: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> shape from a safetensors file's header, reading no tensor data."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({e}); re-download or re-export it") from e
+
+
+def check_finite(sd: dict[str, torch.Tensor], where: Path | str) -> None:
+    """Every floating tensor finite, or one line naming the first that is not."""
+    for name, t in sd.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise CheckpointError(f"{where}: tensor '{name}' holds {bad} NaN/Inf value(s); the checkpoint is "
+                                  "corrupt or diverged in training: use an earlier checkpoint")
 
 
 def save_pretrained(model: AlignVAR, out_dir: str | os.PathLike[str], extra: dict[str, Any] | None = None,

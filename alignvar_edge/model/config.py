@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,23 @@ from alignvar_edge.errors import ConfigError
 PATCH_NUMS_256 = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
 PATCH_NUMS_512 = (1, 2, 3, 4, 6, 9, 13, 18, 24, 32)
 PREFIXES = ("quality", "varsr")
+# sizes a config may ask for: far beyond any published model, far below what would exhaust memory
+BOUNDS: dict[str, tuple[float, float]] = {
+    "scale": (1, 16), "hr_size": (1, 8192), "patch_nums": (1, 1024), "vq_ch": (1, 4096),
+    "vq_ch_mult": (1, 64), "vq_num_res_blocks": (1, 64), "vq_norm_groups": (1, 1024), "vq_vocab": (1, 1 << 20),
+    "vq_cvae": (1, 4096), "vq_phi_count": (1, 64), "depth": (1, 256), "width": (1, 16384), "heads": (1, 256),
+    "mlp_ratio": (0.0625, 64), "lr_embed_ch": (1, 16384), "lr_encoder_channels": (1, 16384),
+    "refiner_width": (0, 16384), "refiner_depth": (0, 256), "sca_kernel": (1, 63),
+}
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_real(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
 ROPES = ("scale", "varsr", "none")
 LR_ENCODERS = ("strided", "controlnet")
 HCC_ROLLOUTS = ("teacher", "gumbel")       # where HCC's predictions come from (model/hcc.py)
@@ -92,6 +110,7 @@ class AlignVARConfig:
 
     # ----------------------------------------------------------------------------------------
     def __post_init__(self) -> None:
+        self._check_types()
         self.patch_nums = tuple(int(p) for p in self.patch_nums)
         self.vq_ch_mult = tuple(int(m) for m in self.vq_ch_mult)
         self.lr_encoder_channels = tuple(int(m) for m in self.lr_encoder_channels)
@@ -148,6 +167,24 @@ class AlignVARConfig:
     @property
     def seq_len(self) -> int:
         return self.prefix_len + self.tokens_len
+
+    def _check_types(self) -> None:
+        """Every field of its declared type and sizes within bounds, before anything is allocated
+        from them (a config.json is input: `depth: "two"` or `width: 1048576` must not get further)."""
+        for f in dataclasses.fields(self):
+            v, kind = getattr(self, f.name), str(f.type)
+            ok = {"int": _is_int(v), "float": _is_real(v), "bool": isinstance(v, bool), "str": isinstance(v, str),
+                  "tuple[int, ...]": isinstance(v, (list, tuple)) and all(_is_int(x) for x in v),
+                  "dict[str, Any]": isinstance(v, dict)}.get(kind, True)
+            if not ok:
+                raise ConfigError(f"config '{self.name}': {f.name} must be {kind}, got {v!r}")
+        for name, (low, high) in BOUNDS.items():
+            v = getattr(self, name)
+            for x in (v if isinstance(v, (list, tuple)) else [v]):
+                if not low <= x <= high:
+                    raise ConfigError(f"config '{self.name}': {name} must lie in [{low}, {high}], got {x!r}")
+        if not 1 <= len(self.patch_nums) <= 64:
+            raise ConfigError(f"config '{self.name}': patch_nums must have 1 to 64 scales, got {len(self.patch_nums)}")
 
     def validate(self) -> None:
         def bad(msg: str) -> None:

@@ -1,0 +1,58 @@
+"""A checkpoint is input: its config is typed and bounded and its weights finite before use."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file, save_file
+
+from alignvar_edge.cli import main as cli
+from alignvar_edge.errors import CheckpointError
+from alignvar_edge.model.checkpoint import PRETRAINED_DIR, load_pretrained
+
+
+@pytest.fixture()
+def ckpt(tmp_path: Path) -> Path:
+    out = tmp_path / "ck"
+    shutil.copytree(PRETRAINED_DIR / "alignvar-tiny", out)
+    return out
+
+
+def _poison(ckpt: Path, name: str, value: float) -> None:
+    sd = load_file(str(ckpt / "model.safetensors"))
+    sd[name] = sd[name].clone()
+    sd[name].view(-1)[0] = value
+    save_file(sd, str(ckpt / "model.safetensors"))
+
+
+@pytest.mark.parametrize("name,value", [("head.weight", float("nan")),
+                                        ("vae.decoder.conv_out.bias", float("inf"))])
+def test_non_finite_weight_is_refused_by_name(ckpt: Path, name: str, value: float,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    _poison(ckpt, name, value)
+    with pytest.raises(CheckpointError, match=f"'{name}' holds 1 NaN/Inf"):
+        load_pretrained(ckpt)
+    assert cli(["info", str(ckpt)]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and name in err[0]
+
+
+@pytest.mark.parametrize("change,says", [({"width": 1048576}, "width must lie in"),
+                                         ({"depth": "two"}, "depth must be int"),
+                                         ({"patch_nums": []}, "patch_nums must have 1 to 64"),
+                                         ({"width": 256}, "do not match its config.json")])
+def test_bad_config_is_refused_before_allocating(ckpt: Path, change: dict, says: str,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = json.loads((ckpt / "config.json").read_text())
+    cfg.update(change)
+    (ckpt / "config.json").write_text(json.dumps(cfg))
+
+    def no_tensors(*_a, **_k):
+        raise AssertionError("tensors were read before the config and the header were checked")
+
+    monkeypatch.setattr("alignvar_edge.model.checkpoint.load_file", no_tensors)
+    with pytest.raises(CheckpointError, match=says) as e:
+        load_pretrained(ckpt)
+    assert str(ckpt) in str(e.value)
