@@ -86,8 +86,9 @@ def external_locations(model_bytes: bytes) -> list[str]:
                     external = True
                 elif f == TENSOR_EXTERNAL_DATA and isinstance(v, bytes):
                     entry = dict(_fields(v))
-                    if entry.get(ENTRY_KEY) == b"location" and isinstance(entry.get(ENTRY_VALUE), bytes):
-                        loc = entry[ENTRY_VALUE].decode("utf-8", "replace")
+                    value = entry.get(ENTRY_VALUE)
+                    if entry.get(ENTRY_KEY) == b"location" and isinstance(value, bytes):
+                        loc = value.decode("utf-8", "replace")
             if external and loc not in out:
                 out.append(loc)
     return out
