@@ -53,13 +53,17 @@ def test_mlpackage_builds_and_passes_spec_validation(package):
     # re-reading the saved package gives the same verdict
     again = runtimes.get_backend("coreml").inspect(out)
     assert again["spec"]["ops"] == ex["spec"]["ops"]
+    # 16 tiles per prediction by default: a photo needs 1/16 of the predictions one tile each would
+    assert ex["batch"] == 16 and ex["spec"]["inputs"]["lr"][0] == 16
+    with runtimes.load(out) as engine:
+        assert engine.batch == 16
 
 
 @pytest.mark.skipif(sys.platform == "darwin", reason="on macOS Core ML predicts")
 def test_prediction_needs_macos_and_says_so(package):
     out, _ = package
     with runtimes.load(out) as e:
-        assert e.backend == "coreml" and e.input_spec["lr"][0] == (1, 3, 8, 8)
+        assert e.backend == "coreml" and e.input_spec["lr"][0] == (16, 3, 8, 8)
         with pytest.raises(BackendUnavailableError, match="needs macOS|macOS only"):
             e.upscale(np.zeros((9, 9, 3), np.float32))
 
@@ -92,9 +96,10 @@ def test_package_describes_its_io_and_carries_the_input_contract(package):
     d = spec.description
     assert "x4 super-resolution (micro, fp16) on 8x8 RGB tiles" in d.metadata.shortDescription
     assert "2 px overlap" in d.metadata.shortDescription and d.metadata.author.startswith("alignvar-edge")
-    assert d.input[0].shortDescription == "LR tile, float32 (1, 3, 8, 8), NCHW, RGB planes in [0, 1]"
+    assert d.input[0].shortDescription == ("16 LR tile(s), float32 (16, 3, 8, 8), NCHW, RGB planes in [0, 1] "
+                                           "(pad the last batch of an image by repeating a tile)")
     outs = {o.name: o.shortDescription for o in d.output}
-    assert outs["sr"].startswith("SR tile, float (1, 3, 32, 32), NCHW, RGB in [0, 1]")
+    assert outs["sr"].startswith("SR tiles, float (16, 3, 32, 32), NCHW, RGB in [0, 1]")
     assert outs["tokens_3"].startswith("token indices of scale 4/4 (8x8)")
     meta = {k[len("com.alignvar-edge."):]: v for k, v in d.metadata.userDefined.items()
             if k.startswith("com.alignvar-edge.")}

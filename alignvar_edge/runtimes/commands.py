@@ -37,6 +37,9 @@ def register(sub: Any) -> None:
     p.add_argument("--kit", action="store_true", help="tensorrt: write the on-device build kit only")
     p.add_argument("--image-input", action="store_true",
                    help="coreml: the input is an RGB image tile (CVPixelBuffer in Swift) instead of a float array")
+    p.add_argument("--batch", type=positive_int,
+                   help="coreml: tiles per prediction (default 16: a 512 px photo in 8 predictions, not 121; "
+                        "1 with --image-input)")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=run_build)
 
@@ -131,6 +134,11 @@ def run_build(args: argparse.Namespace) -> int:
         if b.name != "coreml":
             raise InputError("--image-input applies to --target coreml only")
         opts["image_input"] = True
+    if args.batch:
+        if b.name != "coreml":
+            raise InputError("--batch applies to --target coreml (other targets take the export's batch: "
+                             "export --batch N)")
+        opts["batch"] = args.batch
     if args.float_groups_from:
         if b.name != "openvino" or args.precision != "int8":
             raise InputError("--float-groups-from applies to --target openvino --precision int8 only")

@@ -41,6 +41,7 @@ from alignvar_edge.runtimes.base import INPUT, SR, Backend, Engine, TensorSpec, 
 from alignvar_edge.runtimes.selftest import ship_golden
 
 PACKAGE = "model.mlpackage"
+DEFAULT_BATCH = 16
 CT_PRECISIONS = ("fp16", "fp32", "int8-weights", "palette2", "palette4", "palette6", "palette8")
 COMPUTE_UNITS = ("CPU_AND_NE", "ALL", "CPU_ONLY", "CPU_AND_GPU")
 TARGETS = ("iOS16", "iOS17", "iOS18", "macOS13", "macOS14", "macOS15")
@@ -209,7 +210,8 @@ def convert(model: Any, precision: str = "fp16", compute_units: str = "CPU_AND_N
 METADATA_PREFIX = "com.alignvar-edge."
 
 
-def describe(ml: Any, config: Any, precision: str, compute_units: str, image_input: bool) -> dict[str, str]:
+def describe(ml: Any, config: Any, precision: str, compute_units: str, image_input: bool,
+             batch: int = 1) -> dict[str, str]:
     """What Xcode shows for the package: a description of the model, of every input and output,
     and user-defined metadata (the input contract: tile, overlap, scale, colour order, range, and
     the compute units it was built for). Returns the metadata written."""
@@ -217,7 +219,7 @@ def describe(ml: Any, config: Any, precision: str, compute_units: str, image_inp
 
     from alignvar_edge import __version__
     from alignvar_edge.export.manifest import contract
-    c = contract(config.lr_size, config.scale, 1)
+    c = contract(config.lr_size, config.scale, batch)
     t, s = config.lr_size, config.hr_size
     ml.short_description = (f"AlignVAR x{config.scale} super-resolution ({config.name}, {precision}) on "
                             f"{t}x{t} RGB tiles; tile larger images with {c['overlap']} px overlap and blend "
@@ -226,15 +228,16 @@ def describe(ml: Any, config: Any, precision: str, compute_units: str, image_inp
     ml.version = str(__version__)
     ml.input_description[INPUT] = (
         f"one {t}x{t} RGB tile (8-bit image, scaled to [0, 1] inside the model)" if image_input else
-        f"LR tile, float32 (1, 3, {t}, {t}), NCHW, RGB planes in [0, 1]")
-    ml.output_description[SR] = (f"SR tile, float (1, 3, {s}, {s}), NCHW, RGB in [0, 1] (clip before "
+        f"{batch} LR tile(s), float32 ({batch}, 3, {t}, {t}), NCHW, RGB planes in [0, 1] (pad the last "
+        "batch of an image by repeating a tile)")
+    ml.output_description[SR] = (f"SR tiles, float ({batch}, 3, {s}, {s}), NCHW, RGB in [0, 1] (clip before "
                                  "converting to 8 bits)")
     for k, p in enumerate(config.patch_nums):
         ml.output_description[token_name(k)] = (f"token indices of scale {k + 1}/{config.num_scales} "
                                                 f"({p}x{p}), for checks against golden outputs")
     meta = {"model": str(config.name), "precision": precision, "compute_units": compute_units,
             "tile": str(t), "overlap": str(c["overlap"]), "scale": str(config.scale),
-            "sr_tile": str(s), "color_order": "RGB", "range": "0..1", "layout": "NCHW",
+            "sr_tile": str(s), "batch": str(batch), "color_order": "RGB", "range": "0..1", "layout": "NCHW",
             "input": "image" if image_input else "multiarray",
             "input_contract": json.dumps({**c, "images": None, "input": "image" if image_input else "multiarray"},
                                          sort_keys=True)}
@@ -487,29 +490,34 @@ class CoreMLBackend(Backend):
             raise InputError(f"coreml precision must be one of {', '.join(CT_PRECISIONS)}, got '{precision}'")
         compute_units = (device or opts.pop("compute_units", "CPU_AND_NE")).upper()
         image_input = bool(opts.pop("image_input", False))
+        # tiles per prediction: a 512 px photo is 121 tiles of the bundled model, so 16 per call
+        # takes it from 121 predictions to 8 (an image input holds one tile)
+        batch = int(opts.pop("batch", 1 if image_input else DEFAULT_BATCH))
+        if batch < 1:
+            raise InputError(f"coreml batch must be >= 1, got {batch}")
         target = opts.pop("target", "iOS17")
         method = opts.pop("method", "trace")
         proxy = opts.pop("proxy", True)
         model = opts.pop("model", None)      # an in-memory AlignVAR (tests, deploy)
         if opts:
             raise InputError(f"unknown coreml build options {sorted(opts)}; "
-                             "known: compute_units, image_input, target, method, proxy")
+                             "known: batch, compute_units, image_input, target, method, proxy")
         src = None
         if model is None:
             src = checkpoint_dir(artifact_dir)
             model = load_pretrained(src)
         config = model.config
         ml = convert(model, "fp32" if precision == "fp32" else "fp16", compute_units, target, method,
-                     image_input=image_input)
+                     batch=batch, image_input=image_input)
         ml, recipe = compress(ml, precision)
-        described = describe(ml, config, precision, compute_units, image_input)
+        described = describe(ml, config, precision, compute_units, image_input, batch)
         spec = ml.get_spec()
-        checks = validate_spec(spec, config, 1)
+        checks = validate_spec(spec, config, batch)
         lint = ane_lint(spec)
         with staging_dir(out, force=force) as tmp:
             ml.save(str(tmp / PACKAGE))
             extra = {"files": {"engine": PACKAGE}, "compute_units": compute_units,
-                     "deployment_target": target, "conversion": method, "batch": 1,
+                     "deployment_target": target, "conversion": method, "batch": batch,
                      "compute_precision": "fp32" if precision == "fp32" else "fp16",
                      "spec": checks, "ane_lint": lint, "image_input": image_input,
                      "user_defined_metadata": described,
@@ -517,7 +525,7 @@ class CoreMLBackend(Backend):
                      "removed_passes": ["common::reduce_transposes"]}
             m = new_manifest("engine", self.name, "single", precision,
                              {"name": config.name, "config": config.to_dict()},
-                             graphs={"single": {"file": PACKAGE, **graph_io(config, 1)}},
+                             graphs={"single": {"file": PACKAGE, **graph_io(config, batch)}},
                              quantization=recipe, extra=extra)
             if proxy and precision != "fp32":
                 m["parity"] = fidelity_proxy(model, validation_tiles(config), precision)
@@ -542,7 +550,8 @@ class CoreMLBackend(Backend):
         with _quiet():
             ml = ct.models.MLModel(str(Path(engine_dir) / PACKAGE), skip_model_load=True)
         spec = ml.get_spec()
-        return {"spec": validate_spec(spec, config_from_manifest(m), 1), "ane_lint": ane_lint(spec)}
+        batch = int(m.get("extra", {}).get("batch", 1))
+        return {"spec": validate_spec(spec, config_from_manifest(m), batch), "ane_lint": ane_lint(spec)}
 
 
 BACKEND = CoreMLBackend()
