@@ -97,6 +97,9 @@ def test_build_records_parity_and_manifest(built, export):
     ort = load_verified(built["onnxruntime"])
     assert ort["extra"]["session"]["threads"] == 1
     assert ort["extra"]["source"]["path"] == str(export)
+    # the ORT build proves itself against the source graph, not merely "it opens and runs"
+    assert ort["parity"]["tokens"]["overall"] == 1.0 and ort["parity"]["tiles"] >= 4
+    assert "source artifact" in ort["parity"]["reference"]
 
 
 def test_load_auto_detects_the_backend(export, built, tmp_path):

@@ -16,13 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from alignvar_edge.errors import ArtifactError, InputError
+from alignvar_edge.errors import ArtifactError, InputError, ParityError
 from alignvar_edge.export.manifest import artifact_dir as staging_dir, listed_file, load_verified, write_manifest
-from alignvar_edge.runtimes.artifacts import engine_manifest, single_graph
+from alignvar_edge.runtimes.artifacts import engine_manifest, parity_vs, single_graph, validation_tiles
 from alignvar_edge.runtimes.base import (SR, Backend, Engine, TensorSpec, input_roles,
                                          config_from_manifest, token_name)
 from alignvar_edge.runtimes.selftest import ship_golden
 
+MIN_BUILD_TOKENS = 0.99      # a build with other session options may round differently, never more
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
              "tensorrt": "TensorrtExecutionProvider"}
 OPT_LEVELS = ("disable", "basic", "extended", "all")
@@ -164,13 +165,19 @@ class OrtBackend(Backend):
             m = engine_manifest(src_manifest, Path(artifact_dir), self.name, precision,
                                 {"engine": ENGINE_FILE}, batch=_graph_batch(src_manifest),
                                 extra={"session": sess_opts, "device": device or "auto"})
+            # the engine proves itself: its session options against the source graph as exported
             eng = OrtEngine(tmp / ENGINE_FILE, m, device, **sess_opts)
+            ref = self.load(Path(artifact_dir))
             try:
-                t = eng.config.lr_size
-                eng.run(np.full((1, 3, t, t), 0.5, np.float32))     # it opens and runs
+                m["parity"] = parity_vs(ref, eng, validation_tiles(eng.config), "onnxruntime on the source artifact")
                 m["extra"]["providers"] = eng.providers
             finally:
                 eng.close()
+                ref.close()
+            if m["parity"]["tokens"]["overall"] < MIN_BUILD_TOKENS:
+                raise ParityError(f"the built engine keeps {m['parity']['tokens']['overall']:.2%} of the source's "
+                                  f"tokens on held-out tiles (< {MIN_BUILD_TOKENS:.0%}); nothing was written. "
+                                  "Try --device cpu or the default session options")
             m["extra"]["golden"] = ship_golden(src_manifest, Path(artifact_dir), tmp)
             write_manifest(tmp, m)
         return out
