@@ -69,13 +69,3 @@ def cache_root(pytestconfig: object) -> Path:
     if env:
         return Path(env)
     return Path(pytestconfig.cache.mkdir("alignvar-runtimes"))  # type: ignore[attr-defined]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One PyTorch thread per test module that imports this: on two cores shared with other jobs,
-    PyTorch's spinning threads slowed eager runs ~20x."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)

@@ -13,12 +13,13 @@ import numpy as np
 import pytest
 
 from _runtime_fixtures import cache_root, export_dir, heldout_crops, sharp_model
-from _runtime_fixtures import one_torch_thread  # noqa: F401 - autouse: one PyTorch thread
 from alignvar_edge import runtimes
 from alignvar_edge.errors import ArtifactError, BackendUnavailableError, InputError, OutputExistsError
 from alignvar_edge.export.parity import psnr
 from alignvar_edge.runtimes import tiling
 from alignvar_edge.runtimes.torch_backend import TorchEngine
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 CROPS = {"astronaut": (29, 37), "coffee": (23, 19), "rocket": (31, 25)}
 

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from _runtime_fixtures import cache_root, export_dir, heldout_crops
-from _runtime_fixtures import one_torch_thread  # noqa: F401 - autouse: one PyTorch thread
 from alignvar_edge import runtimes
 from alignvar_edge.export.parity import psnr
 from alignvar_edge.runtimes import tiling
@@ -24,7 +23,8 @@ except Exception as e:  # noqa: BLE001 - any reason the bundled model cannot loa
 else:
     WHY = ""
 
-pytestmark = pytest.mark.skipif(BUNDLED is None, reason=f"bundled model unavailable: {WHY}")
+pytestmark = [pytest.mark.skipif(BUNDLED is None, reason=f"bundled model unavailable: {WHY}"),
+              pytest.mark.usefixtures("one_torch_thread")]
 CROPS = {"astronaut": (45, 37), "coffee": (29, 51), "rocket": (33, 23)}
 
 

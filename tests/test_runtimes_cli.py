@@ -9,8 +9,9 @@ import pytest
 from PIL import Image
 
 from _runtime_fixtures import cache_root, export_dir, heldout_crops, sharp_model
-from _runtime_fixtures import one_torch_thread  # noqa: F401 - autouse: one PyTorch thread
 from alignvar_edge.cli import main
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

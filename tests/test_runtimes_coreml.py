@@ -12,10 +12,11 @@ import pytest
 import torch
 
 from _runtime_fixtures import sharp_model
-from _runtime_fixtures import one_torch_thread  # noqa: F401 - autouse: one PyTorch thread
 from alignvar_edge import runtimes
 from alignvar_edge.errors import BackendUnavailableError
 from alignvar_edge.runtimes import coreml
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 pytest.importorskip("coremltools", reason="coremltools is not installed")
 

@@ -13,9 +13,10 @@ import pytest
 from PIL import Image
 
 from _runtime_fixtures import cache_root, export_dir, heldout_crops, sharp_model
-from _runtime_fixtures import one_torch_thread  # noqa: F401 - autouse: one PyTorch thread
 from alignvar_edge import runtimes
 from alignvar_edge.errors import InputError
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 
 from _runtime_fixtures import cache_root, sharp_model
-from _runtime_fixtures import one_torch_thread  # noqa: F401 - autouse: one PyTorch thread
 from alignvar_edge.cli import main
 from alignvar_edge.errors import ArtifactError
 from alignvar_edge.runtimes import selftest as st
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
