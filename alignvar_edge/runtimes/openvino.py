@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from alignvar_edge.errors import ArtifactError, BackendUnavailableError, InputError
+from alignvar_edge.errors import ArtifactError, BackendUnavailableError, HalfPrecisionError, InputError
 from alignvar_edge.export.manifest import artifact_dir as staging_dir, listed_file, load_verified, write_manifest
 from alignvar_edge.runtimes.artifacts import (check_calibration, engine_manifest, parity_vs,
                                               single_graph, validation_tiles)
@@ -327,7 +327,7 @@ def _check_half(m: dict[str, Any], min_tokens: float, device: str) -> None:
     """A bf16 / fp16 build keeps the tokens or is not written (see the module docstring)."""
     tokens = m["parity"]["tokens"]["overall"]
     if tokens < min_tokens:
-        raise ArtifactError(f"OpenVINO {device} {m['precision']} keeps {tokens:.2%} of the fp32 tokens "
+        raise HalfPrecisionError(f"OpenVINO {device} {m['precision']} keeps {tokens:.2%} of the fp32 tokens "
                             f"(< {min_tokens:.0%}) and its plugin ignores per-node f32 islands; nothing was "
                             "written. Build --precision fp32, or on a GPU/NPU an fp16 ONNX from "
                             "`alignvar-edge quantize --precision fp16` (searched f32 groups)")
