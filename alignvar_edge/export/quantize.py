@@ -86,6 +86,17 @@ def searched_float_groups(quantized_dir: str | os.PathLike[str]) -> list[str]:
     return sorted((q.get("policy") or {}).get("float_groups") or [])
 
 
+def searched_half_policy(fp16_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The half policy (compute precision per group) an fp16 artifact's search chose, for another
+    backend's half build (TensorRT layer precisions, Core ML fp32 ops) to keep the same groups f32."""
+    m = load_verified(fp16_dir)
+    q = m.get("quantization") or {}
+    if m.get("precision") != "fp16" or not q.get("half_policy"):
+        raise InputError(f"'{fp16_dir}' is not an fp16 ONNX artifact from `alignvar-edge quantize --precision fp16` "
+                         f"(precision {m.get('precision')}); pass one to take its half policy from")
+    return dict(q["half_policy"])
+
+
 def calibration_set(calib: str, config: Any, n: int, n_val: int, seed: int) -> CalibrationSet:
     """`builtin` (bundled sample photographs, train split) or a folder of images."""
     if calib == "builtin":

@@ -35,6 +35,9 @@ def register(sub: Any) -> None:
     p.add_argument("--float-groups-from", dest="float_groups_from", metavar="DIR",
                    help="openvino int8: also keep in float the module groups that this int8 ONNX artifact's "
                         "fidelity search returned to float (e.g. the `quantize --target onnxruntime` output)")
+    p.add_argument("--half-policy-from", dest="half_policy_from", metavar="DIR",
+                   help="tensorrt / coreml fp16: keep in fp32 the groups the fp16 search of this "
+                        "`quantize --precision fp16` artifact returned to f32")
     p.add_argument("--kit", action="store_true", help="tensorrt: write the on-device build kit only")
     p.add_argument("--image-input", action="store_true",
                    help="coreml: the input is an RGB image tile (CVPixelBuffer in Swift) instead of a float array")
@@ -123,6 +126,11 @@ def run_build(args: argparse.Namespace) -> int:
             raise InputError("--float-groups-from applies to --target openvino --precision int8 only")
         from alignvar_edge.export.quantize import searched_float_groups
         opts["float_groups"] = searched_float_groups(args.float_groups_from)
+    if args.half_policy_from:
+        if b.name not in ("tensorrt", "coreml") or args.precision not in ("fp16", None):
+            raise InputError("--half-policy-from applies to --target tensorrt --precision fp16 and --target coreml only")
+        from alignvar_edge.export.quantize import searched_half_policy
+        opts["half_policy"] = searched_half_policy(args.half_policy_from)
     calibration = None
     if args.calib:
         calibration = _calibration(args)
