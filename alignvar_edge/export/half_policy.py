@@ -114,5 +114,5 @@ def search_half(model: onnx.ModelProto, precision: str, validation: Any, calibra
     from alignvar_edge.export.sensitivity import search
     groups = [g for g, nodes in node_groups(model).items() if nodes]
     result = search(lambda f32: build(model, HalfPolicy(precision, frozenset(f32))), groups,
-                    validation, calibration, target, log=log)
+                    validation, calibration, target, log=log, start=f"every group {precision}")
     return HalfPolicy(precision, frozenset(result.float_groups)), result
