@@ -48,3 +48,19 @@ def test_build_auto_keeps_fp32_when_half_misses(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setattr(half, "isa_features", lambda isa=None: {"AMX": False})
     calls.clear()
     assert half.build_auto(tmp_path, "openvino", lambda p: tmp_path / p)[1] == "fp32" and calls == ["fp32"]
+
+
+def test_bench_and_inspect_show_the_compute_precision() -> None:
+    from alignvar_edge.bench.render import _precision
+    from alignvar_edge.export.inspect_artifact import compute_precision
+    assert _precision({"precision": "fp32", "compute_precision": "bf16"}) == "fp32 (ran bf16)"
+    assert _precision({"precision": "fp32", "compute_precision": "f32"}) == "fp32"
+    assert _precision({"precision": "bf16", "compute_precision": "bf16"}) == "bf16"
+    assert _precision({"precision": "int8", "compute_precision": None}) == "int8"
+    per = {"decoder_convs": "fp16", "logits_head": "f32"}
+    assert compute_precision({"quantization": {"half_policy": {"per_group": per}}}) == per
+    measured = {"transformer_matmuls": {"bf16": 112}}
+    assert compute_precision({"extra": {"compute_precision": measured}}) == measured
+    kit = {"extra": {"tensorrt_kit": {"plan": {"f32_layers": ["a", "b"]}}}}
+    assert compute_precision(kit) == {"f32 layers (--layerPrecisions)": 2}
+    assert compute_precision({"extra": {}}) is None
