@@ -330,6 +330,12 @@ def _build(s: Step, export: Path, tmp: Path, model: Any, calib: Any, opts: Deplo
         extra = {"float_groups": searched_float_groups(ort_int8)}
         say(f"      openvino int8: {len(extra['float_groups'])} module groups in float, as the onnxruntime "
             "int8 search chose")
+    from alignvar_edge.runtimes.half import build_auto, host_half
+    if s.precision == "fp32" and host_half(s.target, None):
+        # fast half units here: the half engine if it keeps the tokens, else fp32 (named by what was built)
+        path, s.built_precision = build_auto(src, s.target, lambda p: tmp / "engines" / f"{s.target}-{p}",
+                                             log=lambda m: say(f"      {m}"), **extra)
+        return Path(path)
     return Path(runtimes.build(src, s.target, precision=s.built_precision,
                                calibration=calib if s.built_precision == "int8" and s.target == "openvino" else None,
                                out=dest, **extra))

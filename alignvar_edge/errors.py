@@ -40,3 +40,7 @@ class ParityError(AlignVAREdgeError):
 
 class OutputExistsError(AlignVAREdgeError):
     """An output path that already holds something; pass --force to replace it."""
+
+
+class HalfPrecisionError(ArtifactError):
+    """A half-precision (bf16 / fp16) build missed the token / PSNR target; nothing was written."""

@@ -213,6 +213,12 @@ def test_fp16_keeps_fp32_io_and_meets_the_target(export: Path, tmp_path: Path) -
     assert halves > len(model.graph.initializer) // 2
     assert m["extra"]["bytes"]["fp16"] < 0.75 * m["extra"]["bytes"]["fp32"]
     assert "ArgMax" in m["quantization"]["keep_fp32_ops"]
+    # the searched half policy: the compute precision of every group, f32 only where the search put it
+    hp = m["quantization"]["half_policy"]
+    assert set(hp["per_group"]) == {"decoder_convs", "transformer_matmuls", "attention", "norms", "logits_head",
+                                    "sca_bias"}
+    assert {g for g, v in hp["per_group"].items() if v == "f32"} == set(hp["f32_groups"])
+    assert m["quantization"]["search"]["steps"][0]["float_groups"] == 0     # started all-fp16
 
 
 def test_cli_prints_the_fidelity_table_and_refuses_to_clobber(export: Path, tmp_path: Path,

@@ -36,7 +36,9 @@ def images(tmp_path_factory) -> Path:
 def test_doctor_explains_unusable_backends_in_one_line_each(capsys):
     assert main(["doctor"]) == 0
     out = capsys.readouterr().out
-    lines = {ln.split()[0]: ln for ln in out.splitlines()[1:]}
+    lines = {ln.split()[0]: ln for ln in out.splitlines()[1:-1]}
+    isa = out.splitlines()[-1]         # the ISA features that decide half precision, from /proc/cpuinfo
+    assert isa.startswith("ISA: AMX ") and all(f in isa for f in ("AVX512-BF16", "AVX512-FP16", "VNNI"))
     assert set(lines) == {"torch", "onnxruntime", "openvino", "tensorrt", "coreml"}
     assert " ok " in lines["onnxruntime"] and " ok " in lines["openvino"]
     assert " no " in lines["tensorrt"] and "TensorRT is not installed" in lines["tensorrt"]
@@ -44,6 +46,7 @@ def test_doctor_explains_unusable_backends_in_one_line_each(capsys):
     assert main(["doctor", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert {b["name"] for b in info["backends"] if b["available"]} >= {"torch", "onnxruntime", "openvino"}
+    assert set(info["host"]["isa_features"]) == {"AMX", "AVX512-BF16", "AVX512-FP16", "VNNI"}
 
 
 def test_upscale_a_file_and_a_folder(export, images, tmp_path, capsys):

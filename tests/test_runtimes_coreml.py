@@ -132,3 +132,23 @@ def test_image_input_when_asked(tmp_path):
     assert abs(const.attributes["val"].immediateValue.tensor.floats.values[0] - 1 / 255) < 1e-9
     with runtimes.load(out) as e:
         assert e.metadata["extra"]["image_input"] is True
+
+
+def test_half_policy_op_selector_keeps_f32_groups_fp32():
+    from types import SimpleNamespace as NS
+
+    from alignvar_edge.runtimes.coreml import fp16_op_selector, group_precision
+
+    def op(kind, children=()):
+        return NS(op_type=kind, outputs=[NS(child_ops=list(children))])
+
+    argmax = op("reduce_argmax")
+    head = op("linear", [op("reshape", [argmax])])
+    plain = op("linear", [op("add")])
+    sel = fp16_op_selector(frozenset({"norms", "logits_head"}))
+    assert not sel(op("layer_norm")) and not sel(op("reduce_mean")) and not sel(head)
+    assert sel(plain) and sel(op("conv")) and sel(op("softmax"))
+    assert all(fp16_op_selector(frozenset())(o) for o in (op("layer_norm"), head))
+    per = group_precision("fp16", frozenset({"norms", "logits_head", "sca_bias"}))
+    assert per["norms"] == per["logits_head"] == "fp32" and per["decoder_convs"] == "fp16"
+    assert per["sca_bias"] == "fp16"        # no MIL op type isolates it: it follows the package

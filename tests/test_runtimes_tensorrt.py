@@ -255,3 +255,31 @@ def test_build_script_runs_adopt_selftest_and_bench_with_a_stand_in_trtexec(kit,
                          env=no_ae, timeout=300)
     assert res.returncode == 0 and "alignvar-edge adopt" in res.stdout
     assert (tmp_path / "plain.work" / "model.engine").read_text() == "engine"
+
+
+def test_kit_carries_the_half_policy_as_layer_precisions(export, tmp_path):
+    import onnx
+
+    from alignvar_edge.export.half_policy import HalfPolicy, node_groups
+    from alignvar_edge.export.manifest import load_verified
+    from alignvar_edge.runtimes.tensorrt_kit import precision_flags
+    plan = trt_backend.network_plan(10, "fp16", "fp32", ["b", "a", "a"])
+    assert plan["f32_layers"] == ["a", "b"]
+    cmd = trt_backend.trtexec_command(plan)
+    assert "--precisionConstraints=obey" in cmd and "--layerPrecisions=a:fp32,b:fp32" in cmd
+    assert "f32_layers" not in trt_backend.network_plan(10, "fp32", "fp32", ["a"])       # nothing to constrain
+    assert "f32_layers" not in trt_backend.network_plan(11, "fp16", "fp16", ["a"])       # the ONNX's types decide
+    if AVAILABLE:
+        pytest.skip("TensorRT is available here: build makes a real engine")
+    policy = HalfPolicy("fp16", frozenset({"logits_head", "norms"}))
+    kit = runtimes.build(export, "tensorrt", precision="fp16", out=tmp_path / "kit", half_policy=policy.to_dict())
+    groups = node_groups(onnx.load(str(export / "model.onnx"), load_external_data=False))
+    want = sorted(groups["logits_head"] | groups["norms"])
+    m = load_verified(kit)
+    assert m["extra"]["tensorrt_kit"]["plan"]["f32_layers"] == want
+    spec = "--layerPrecisions=" + ",".join(f"{n}:fp32" for n in want)
+    assert spec in (kit / "trtexec.txt").read_text()
+    script = (kit / "build_on_device.sh").read_text()
+    assert spec in script and "--precisionConstraints=obey" in script
+    subprocess.run(["sh", "-n", str(kit / "build_on_device.sh")], check=True)
+    assert "--layerPrecisions" not in precision_flags("fp32")["fp32"]

@@ -49,6 +49,13 @@ def _footprint(mem: dict[str, Any] | None) -> float | None:
     return (mem.get("load_rss_mb") or 0.0) + (mem.get("peak_delta_mb") or 0.0)
 
 
+def _precision(e: dict[str, Any]) -> str | None:
+    """The engine's precision, and what it computed in where that differs (e.g. 'fp32 (ran bf16)')."""
+    p, c = e.get("precision"), e.get("compute_precision")
+    same = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}.get(str(p), p)
+    return f"{p} (ran {c})" if c and p and c != same else p
+
+
 def engine_rows(report: dict[str, Any]) -> list[Row]:
     """One flat dict per engine entry: the figures every table shows."""
     rows = []
@@ -56,7 +63,7 @@ def engine_rows(report: dict[str, Any]) -> list[Row]:
         lat = e.get("latency") or {}
         fid = e.get("fidelity") or {}
         rows.append({
-            "label": e["label"], "backend": e["backend"], "precision": e.get("precision"),
+            "label": e["label"], "backend": e["backend"], "precision": _precision(e),
             "status": e["status"], "reason": e.get("reason"), "kind": e["kind"],
             "p50": _get(lat, "per_tile_ms", "p50"), "p90": _get(lat, "per_tile_ms", "p90"),
             "p99": _get(lat, "per_tile_ms", "p99"), "ms_per_mp": _get(lat, "per_megapixel_ms", "p50"),

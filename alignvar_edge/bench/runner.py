@@ -394,6 +394,8 @@ def _entry(s: Subject, times_ms: list[float], mp: float, flops: int | None, peak
            inference_params: int) -> dict[str, Any]:
     e: dict[str, Any] = {"label": s.label, "backend": s.backend, "kind": s.kind, "status": s.status,
                          "reason": s.reason, "path": s.path, "precision": s.precision, "device": s.device}
+    # what the runtime computed in (OpenVINO: the compiled INFERENCE_PRECISION_HINT), when it says
+    e["compute_precision"] = s.info.get("compute_precision")
     size = s.info.get("artifact_bytes")
     e["artifact_bytes"] = size
     e["bytes_per_parameter"] = round(size / inference_params, 3) if size and s.backend != BICUBIC else None

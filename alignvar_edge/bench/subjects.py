@@ -164,6 +164,7 @@ def open_subject(spec: EngineSpec, threads: int | None = None, spin: bool | None
     sub.info["load_s"] = round(time.perf_counter() - t0, 3)
     sub.info["load_rss_mb"] = round(rss_mb() - rss0, 1)
     sub.device = str(sub.engine.device)
+    sub.info["compute_precision"] = getattr(sub.engine, "compute_precision", None)
     sub.precision = str(sub.engine.metadata.get("precision") or precision or "fp32")
     if spec.label is None:
         sub.label = f"{backend}-{sub.precision}"

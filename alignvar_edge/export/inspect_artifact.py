@@ -65,7 +65,24 @@ def inspect_artifact(artifact: str | os.PathLike[str]) -> dict[str, Any]:
         "created": m["created"], "files_verified": len(m["files"]),
         "bytes_on_disk": sum((root / f).stat().st_size for f in m["files"]), "graphs": graphs,
         "input_contract": m.get("input_contract") or input_contract(m),
+        "compute_precision": compute_precision(m),
     }
+
+
+def compute_precision(m: dict[str, Any]) -> dict[str, Any] | None:
+    """The compute precision per half-policy group an artifact or engine records: an fp16 search's
+    policy, a half engine's measured per-group precision, or a TensorRT plan's f32 layers."""
+    extra = m.get("extra") or {}
+    policy = (m.get("quantization") or {}).get("half_policy")
+    if policy:
+        return dict(policy.get("per_group") or {})
+    for key in ("compute_precision", "compute_precision_per_group"):
+        if isinstance(extra.get(key), dict):
+            return dict(extra[key])
+    plan = (extra.get("tensorrt_kit") or {}).get("plan") or extra.get("plan") or {}
+    if plan.get("f32_layers"):
+        return {"f32 layers (--layerPrecisions)": len(plan["f32_layers"])}
+    return None
 
 
 def _parity_line(p: Any) -> str | None:
@@ -109,6 +126,9 @@ def format_inspection(info: dict[str, Any]) -> str:
     parity = _parity_line(info.get("parity"))
     if parity:
         lines.append(f"parity     {parity}")
+    cp = info.get("compute_precision")
+    if cp:
+        lines.append("compute    " + ", ".join(f"{g} {v}" for g, v in cp.items()))
     lines.append("tools      " + ", ".join(f"{k} {v}" for k, v in sorted(info["tools"].items())))
     for name, g in info["graphs"].items():
         lines.append("")

@@ -27,7 +27,7 @@ import onnx
 from alignvar_edge.calibration.sets import (DEFAULT_TILES, DEFAULT_VALIDATION_TILES, CalibrationSet,
                                             TileSplit, model_config)
 from alignvar_edge.errors import ArtifactError, ConfigError, InputError, ParityError
-from alignvar_edge.export.fp16 import DEFAULT_KEEP_OPS, to_fp16
+from alignvar_edge.export.fp16 import to_fp16
 from alignvar_edge.export import onnx_io
 from alignvar_edge.export.int8 import TARGETS, Int8Builder, target_recipe
 from alignvar_edge.export.manifest import artifact_dir, check_out, listed_file, load_verified, new_manifest, write_manifest
@@ -42,15 +42,9 @@ Log = Callable[[str], None]
 Progress = Callable[..., Iterable[Any]]
 
 # FP16 escalation: each rung keeps more in fp32 until the validation split meets the target
-FP16_LADDER: tuple[tuple[str, frozenset[str], frozenset[str]], ...] = (
-    ("reductions + argmax fp32", DEFAULT_KEEP_OPS, frozenset()),
-    ("+ norms, softmax, logits head, AdaLN fp32",
-     DEFAULT_KEEP_OPS | {"LayerNormalization", "InstanceNormalization", "GroupNormalization", "Softmax"},
-     frozenset({"head", "adaln"})),
-    ("+ attention products, SCA fp32",
-     DEFAULT_KEEP_OPS | {"LayerNormalization", "InstanceNormalization", "GroupNormalization", "Softmax"},
-     frozenset({"head", "adaln", "attn_product", "sca", "structural"})),
-)
+# fp16 candidates keep only the token argmax in f32 by op type; every other f32 node comes from
+# the half policy's searched groups
+FP16_KEEP_OPS = frozenset({"ArgMax"})
 
 
 @dataclass
@@ -90,6 +84,17 @@ def searched_float_groups(quantized_dir: str | os.PathLike[str]) -> list[str]:
         raise InputError(f"'{quantized_dir}' is not an int8 ONNX artifact from `alignvar-edge quantize` "
                          f"(precision {m.get('precision')}); pass one to take its float groups from")
     return sorted((q.get("policy") or {}).get("float_groups") or [])
+
+
+def searched_half_policy(fp16_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The half policy (compute precision per group) an fp16 artifact's search chose, for another
+    backend's half build (TensorRT layer precisions, Core ML fp32 ops) to keep the same groups f32."""
+    m = load_verified(fp16_dir)
+    q = m.get("quantization") or {}
+    if m.get("precision") != "fp16" or not q.get("half_policy"):
+        raise InputError(f"'{fp16_dir}' is not an fp16 ONNX artifact from `alignvar-edge quantize --precision fp16` "
+                         f"(precision {m.get('precision')}); pass one to take its half policy from")
+    return dict(q["half_policy"])
 
 
 def calibration_set(calib: str, config: Any, n: int, n_val: int, seed: int) -> CalibrationSet:
@@ -219,32 +224,30 @@ def _int8(model_path: Path, cs: CalibrationSet, opts: QuantizeOptions, input_nam
 
 def _fp16(model_path: Path, cs: CalibrationSet, opts: QuantizeOptions, input_name: str, batch: int,
           scale: int, log: Log, extra: dict[str, np.ndarray]) -> tuple[onnx.ModelProto, dict[str, Any], SearchResult]:
-    from alignvar_edge.export.quantize_policy import classify, exact_nodes
+    """fp16 per half-policy group (export/half_policy.py): from every group in fp16, the search
+    returns the groups the validation split needs to f32."""
+    from alignvar_edge.export.half_policy import HalfPolicy, search_half
 
     src = onnx.load(str(model_path))
-    nodes = classify(src)
-    exact = exact_nodes(src)
     val = Evaluator(str(model_path), cs.validation, input_name, batch, scale, optimized=True, extra=extra)
-    steps: list[dict[str, Any]] = []
-    first: Fidelity | None = None
-    for rung, (what, keep_ops, comps) in enumerate(FP16_LADDER if opts.search else FP16_LADDER[:1]):
-        keep_nodes = {n.name for n in nodes if n.component in comps} | exact
-        model, report = to_fp16(src, keep_ops, keep_nodes)
-        f = val.evaluate(model)
-        first = first or f
-        met = f.meets(opts.fidelity)
-        steps.append({"rung": what, "met": met, "token_agreement": round(f.token_agreement, 6),
-                      "psnr_drop": round(f.psnr_drop, 4)})
-        log(f"  fp16 [{what}]: tokens {f.token_agreement:.2%}, PSNR-Y drop {f.psnr_drop:+.3f} dB -> "
-            f"{'meets' if met else 'misses'} the target")
-        if met or rung == len(FP16_LADDER) - 1 or not opts.search:
-            break
-    quant = {"format": "onnx-fp16", "io": "float32", "rung": what, "keep_fp32_ops": sorted(keep_ops),
-             "keep_fp32_components": sorted(comps), "fp16_nodes": report.fp16_nodes,
+    k = max(1, opts.sensitivity_tiles)
+    sub = TileSplit(cs.calibration.lr[:k], cs.calibration.hr[:k], cs.calibration.names[:k])
+    if opts.search:
+        policy, result = search_half(src, "fp16", val, lambda: Evaluator(str(model_path), sub, input_name, batch, scale,
+                                                                         optimized=True, extra=extra),
+                                     opts.fidelity, log=log)
+    else:
+        policy = HalfPolicy("fp16")
+        f = val.evaluate(to_fp16(src, FP16_KEEP_OPS, policy.f32_nodes(src))[0])
+        result = SearchResult(f.meets(opts.fidelity), [], f, f)
+    model, report = to_fp16(src, FP16_KEEP_OPS, policy.f32_nodes(src))
+    quant = {"format": "onnx-fp16", "io": "float32", "keep_fp32_ops": sorted(FP16_KEEP_OPS),
+             "half_policy": policy.to_dict(), "fp16_nodes": report.fp16_nodes,
              "fp32_nodes": len(report.fp32_nodes), "casts": report.casts,
-             "clipped_weights": report.clipped_values, "target": opts.fidelity.to_dict(), "steps": steps,
+             "clipped_weights": report.clipped_values, "target": opts.fidelity.to_dict(),
+             "search": result.to_dict() if opts.search else None,
              "judged_on": "onnxruntime CPU (fp16 storage; ops without a CPU half kernel compute in fp32)"}
-    return model, quant, SearchResult(met, sorted(comps), f, first or f, {}, steps)
+    return model, quant, result
 
 
 def _write(src: Path, out: Path, m: dict[str, Any], model: onnx.ModelProto, model_path: Path,

@@ -115,6 +115,7 @@ def fidelity_table(m: dict[str, Any]) -> str:
         lines.append("float by search: " + (", ".join(
             f"{s['group']} (score {s.get('score')}, {s.get('nodes')} nodes)" for s in srch) or "nothing"))
     elif q.get("format") == "onnx-fp16":
-        lines.append(f"fp32 kept: ops {', '.join(q.get('keep_fp32_ops', []))}; components "
-                     f"{', '.join(q.get('keep_fp32_components', [])) or 'none'} ({q.get('rung')})")
+        per_group = (q.get("half_policy") or {}).get("per_group") or {}
+        lines.append(f"compute precision per group: {', '.join(f'{g} {v}' for g, v in per_group.items())}; "
+                     f"f32 ops: {', '.join(q.get('keep_fp32_ops', []))}")
     return "\n".join(lines)

@@ -227,7 +227,7 @@ class SearchResult:
 def search(build: Callable[[frozenset[str]], onnx.ModelProto], groups: Sequence[str],
            validation: Evaluator, calibration: Evaluator | Callable[[], Evaluator], target: FidelityTarget,
            group_sizes: dict[str, int] | None = None, progress: Progress = iter,
-           log: Log = lambda _m: None) -> SearchResult:
+           log: Log = lambda _m: None, start: str = "all policy nodes int8") -> SearchResult:
     """Fewest groups in float (see the module docstring). `build(float_groups)` makes a candidate;
     `calibration` may be a factory, called only if a ranking is needed."""
     steps: list[dict[str, Any]] = []
@@ -240,7 +240,7 @@ def search(build: Callable[[frozenset[str]], onnx.ModelProto], groups: Sequence[
             f"{'meets' if f.meets(target) else 'misses'} the target")
         return f
 
-    initial = check([], "all policy nodes int8")
+    initial = check([], start)
     if initial.meets(target) or not groups:
         return SearchResult(initial.meets(target), [], initial, initial, {}, steps)
 

@@ -22,8 +22,9 @@ def register(sub: Any) -> None:
                                    "Without TensorRT, --target tensorrt writes a build kit for the device.")
     p.add_argument("source", help="export directory, checkpoint directory or bundled name")
     p.add_argument("--target", required=True, choices=BACKEND_CHOICES[1:])
-    p.add_argument("--precision", help="fp32 | fp16 | int8 | int8-weights | paletteN (Core ML); "
-                                       "default fp32 (Core ML: fp16)")
+    p.add_argument("--precision", help="fp32 | fp16 | bf16 (OpenVINO CPU) | int8 | int8-weights | paletteN "
+                                       "(Core ML); default fp32 (Core ML: fp16), or half where this host has "
+                                       "fast half units and the half build keeps the tokens")
     p.add_argument("--calib", help="INT8 calibration: 'builtin' or a folder of images")
     p.add_argument("--calib-tiles", type=positive_int, default=64, help="calibration tiles (default 64)")
     p.add_argument("--out", help="engine directory (default: SOURCE-TARGET-PRECISION beside SOURCE)")
@@ -34,6 +35,9 @@ def register(sub: Any) -> None:
     p.add_argument("--float-groups-from", dest="float_groups_from", metavar="DIR",
                    help="openvino int8: also keep in float the module groups that this int8 ONNX artifact's "
                         "fidelity search returned to float (e.g. the `quantize --target onnxruntime` output)")
+    p.add_argument("--half-policy-from", dest="half_policy_from", metavar="DIR",
+                   help="tensorrt / coreml fp16: keep in fp32 the groups the fp16 search of this "
+                        "`quantize --precision fp16` artifact returned to f32")
     p.add_argument("--kit", action="store_true", help="tensorrt: write the on-device build kit only")
     p.add_argument("--image-input", action="store_true",
                    help="coreml: the input is an RGB image tile (CVPixelBuffer in Swift) instead of a float array")
@@ -144,12 +148,24 @@ def run_build(args: argparse.Namespace) -> int:
             raise InputError("--float-groups-from applies to --target openvino --precision int8 only")
         from alignvar_edge.export.quantize import searched_float_groups
         opts["float_groups"] = searched_float_groups(args.float_groups_from)
+    if args.half_policy_from:
+        if b.name not in ("tensorrt", "coreml") or args.precision not in ("fp16", None):
+            raise InputError("--half-policy-from applies to --target tensorrt --precision fp16 and --target coreml only")
+        from alignvar_edge.export.quantize import searched_half_policy
+        opts["half_policy"] = searched_half_policy(args.half_policy_from)
     calibration = None
     if args.calib:
         calibration = _calibration(args)
     t0 = time.perf_counter()
-    out = runtimes.build(args.source, b.name, args.precision, calibration=calibration, out=args.out,
-                         device=args.device, force=args.force, **opts)
+    from alignvar_edge.runtimes.half import build_auto, host_half
+    if args.precision is None and host_half(b.name, args.device):
+        # fast half units here: half if its build keeps the tokens, else fp32
+        from alignvar_edge.runtimes.artifacts import default_out
+        out, _ = build_auto(Path(args.source), b.name, lambda p: Path(args.out or default_out(args.source, b.name, p)),
+                            device=args.device, log=_say, calibration=calibration, force=args.force, **opts)
+    else:
+        out = runtimes.build(args.source, b.name, args.precision, calibration=calibration, out=args.out,
+                             device=args.device, force=args.force, **opts)
     from alignvar_edge.export.manifest import read_manifest
     m = read_manifest(out)
     kit = (m.get("extra") or {}).get("tensorrt_kit")
@@ -345,6 +361,10 @@ def run_doctor(args: argparse.Namespace) -> int:
             print(f"  {i.name:<{w}}  ok    {ver:<14} devices: {', '.join(i.devices)}")
         else:
             print(f"  {i.name:<{w}}  no    {ver:<14} {i.reason}")
+    feats = host["isa_features"]
+    print("ISA: " + ", ".join(f"{f} {'yes' if v else 'no'}" for f, v in feats.items())
+          + (" -> OpenVINO CPU computes bf16 by default here; engines set f32 unless built --precision bf16"
+             if feats.get("AMX") or feats.get("AVX512-BF16") else ""))
     return 0
 
 

@@ -28,6 +28,7 @@ import json
 import platform
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -158,8 +159,55 @@ def _register_alias(ct: Any) -> None:
         context.add(x, node.name)
 
 
+# half-policy group -> MIL op types kept fp32 when the policy keeps the group f32. A traced
+# rollout has no module scopes, so groups are told apart by op type (the logits head: the linear
+# feeding the token argmax); the SCA bias is elementwise arithmetic no op type isolates, so it
+# follows the package's precision. The Neural Engine computes fp16 only: fp32 ops run on the CPU
+# or GPU, a graph split the ANE lint (export/lint.py) and Xcode's performance report show.
+MIL_GROUP_OPS: dict[str, tuple[str, ...]] = {
+    "decoder_convs": ("conv",),
+    "transformer_matmuls": ("linear",),
+    "attention": ("softmax", "matmul"),
+    "norms": ("layer_norm", "instance_norm", "batch_norm", "reduce_mean", "reduce_l2_norm",
+              "reduce_sum_square", "pow", "sqrt", "rsqrt"),
+    "logits_head": (),
+    "sca_bias": (),
+}
+
+
+def _feeds_argmax(op: Any, hops: int = 3) -> bool:
+    outs = list(getattr(op, "outputs", []))
+    for _ in range(hops):
+        children = [c for o in outs for c in getattr(o, "child_ops", [])]
+        if any(c.op_type == "reduce_argmax" for c in children):
+            return True
+        outs = [o for c in children if c.op_type in ("reshape", "add", "transpose", "squeeze") for o in c.outputs]
+    return False
+
+
+def fp16_op_selector(f32_groups: frozenset[str]) -> Callable[[Any], bool]:
+    """coremltools op selector (True: compute fp16) keeping the f32 groups' ops in fp32."""
+    f32_types = {t for g in f32_groups for t in MIL_GROUP_OPS.get(g, ())}
+    head = "logits_head" in f32_groups
+
+    def select(op: Any) -> bool:
+        if op.op_type in f32_types:
+            return False
+        return not (head and op.op_type == "linear" and _feeds_argmax(op))
+    return select
+
+
+def group_precision(precision: str, f32_groups: frozenset[str]) -> dict[str, str]:
+    """What each half-policy group computes in, in a package converted with `fp16_op_selector`."""
+    from alignvar_edge.export.half_policy import HALF_GROUPS
+    half = "fp32" if precision == "fp32" else "fp16"
+    return {g: ("fp32" if g in f32_groups and (MIL_GROUP_OPS[g] or g == "logits_head") else half)
+            for g in HALF_GROUPS}
+
+
 def convert(model: Any, precision: str = "fp16", compute_units: str = "CPU_AND_NE",
-            target: str = "iOS17", method: str = "trace", batch: int = 1, image_input: bool = False) -> Any:
+            target: str = "iOS17", method: str = "trace", batch: int = 1, image_input: bool = False,
+            f32_groups: frozenset[str] = frozenset()) -> Any:
     """torch AlignVAR -> ct.models.MLModel (mlprogram).
 
     image_input: the `lr` input is an RGB image (CVPixelBuffer / CGImage in Swift, a PIL image in
@@ -201,7 +249,9 @@ def convert(model: Any, precision: str = "fp16", compute_units: str = "CPU_AND_N
         ml = ct.convert(
             src, inputs=[lr_input],
             outputs=outputs, convert_to="mlprogram",
-            compute_precision=ct.precision.FLOAT32 if precision == "fp32" else ct.precision.FLOAT16,
+            compute_precision=ct.precision.FLOAT32 if precision == "fp32" else (
+                ct.transform.FP16ComputePrecision(op_selector=fp16_op_selector(f32_groups)) if f32_groups
+                else ct.precision.FLOAT16),
             compute_units=getattr(ct.ComputeUnit, compute_units),
             minimum_deployment_target=getattr(ct.target, target), pass_pipeline=pipeline)
     return ml
@@ -499,16 +549,18 @@ class CoreMLBackend(Backend):
         method = opts.pop("method", "trace")
         proxy = opts.pop("proxy", True)
         model = opts.pop("model", None)      # an in-memory AlignVAR (tests, deploy)
+        half = opts.pop("half_policy", None)  # a HalfPolicy dict: its f32 groups stay fp32
         if opts:
             raise InputError(f"unknown coreml build options {sorted(opts)}; "
-                             "known: batch, compute_units, image_input, target, method, proxy")
+                             "known: batch, compute_units, image_input, target, method, proxy, half_policy")
+        f32_groups = frozenset((half or {}).get("f32_groups") or ())
         src = None
         if model is None:
             src = checkpoint_dir(artifact_dir)
             model = load_pretrained(src)
         config = model.config
         ml = convert(model, "fp32" if precision == "fp32" else "fp16", compute_units, target, method,
-                     batch=batch, image_input=image_input)
+                     batch=batch, image_input=image_input, f32_groups=f32_groups)
         ml, recipe = compress(ml, precision)
         described = describe(ml, config, precision, compute_units, image_input, batch)
         spec = ml.get_spec()
@@ -519,6 +571,7 @@ class CoreMLBackend(Backend):
             extra = {"files": {"engine": PACKAGE}, "compute_units": compute_units,
                      "deployment_target": target, "conversion": method, "batch": batch,
                      "compute_precision": "fp32" if precision == "fp32" else "fp16",
+                     "compute_precision_per_group": group_precision(precision, f32_groups),
                      "spec": checks, "ane_lint": lint, "image_input": image_input,
                      "user_defined_metadata": described,
                      "source": {"path": str(src) if src else "in-memory model"},

@@ -4,7 +4,14 @@ Build (`ov.convert_model` from the exported ONNX, then `ov.save_model`):
   fp32          IR saved with compress_to_fp16=False: bit-exact weights (the default of
                 save_model, True, changed tokens in measurements: the choice is explicit and
                 recorded in the manifest).
-  fp16          FP16 IR (weights stored fp16; compute precision is the device's).
+  fp16          FP16 IR (weights stored fp16) compiled with INFERENCE_PRECISION_HINT=f16 where the
+                device has half units (GPU, NPU), else f32.
+  bf16          fp32 IR compiled with INFERENCE_PRECISION_HINT=bf16 (CPU). OpenVINO 2026.4's CPU
+                plugin ignores per-node f32 marks (`precise` rt_info) under bf16 (measured: every
+                FullyConnected / Convolution still ran bf16), so the half policy is all-or-nothing
+                here: build-time parity must meet the token target or nothing is written. The
+                compute precision each group actually got (the compiled graph's runtimePrecision)
+                is recorded in the manifest as `extra.compute_precision`.
   int8          `nncf.quantize`, model type TRANSFORMER, preset PERFORMANCE (symmetric
                 activations), activations calibrated on LR tiles; overflow_fix=ENABLE on CPUs
                 without VNNI/AMX (their int8 dot products saturate). The ignored scope keeps in
@@ -19,8 +26,10 @@ Build (`ov.convert_model` from the exported ONNX, then `ov.save_model`):
                 int8 (it cannot change a token; 75% of alignvar-tiny's FLOPs). On alignvar-tiny
                 the policy scope kept 92-97% of the tokens (by calibration set), decoder-only 100%.
   int8-weights  `nncf.compress_weights` INT8 weight-only (no calibration data needed).
-Load: CPU / GPU / NPU / AUTO. Parity mode (default) sets INFERENCE_PRECISION_HINT=f32, since
-newer Intel CPUs and GPUs otherwise compute in bf16/fp16. The NPU needs static shapes: the model
+Load: CPU / GPU / NPU / AUTO. Every engine sets INFERENCE_PRECISION_HINT to the precision its
+manifest records (f32 unless built bf16/fp16), since CPUs with AMX or AVX512-BF16 default to bf16
+and GPUs to f16 (alignvar-tiny under the bf16 default: 94.8-95.0% tokens). `parity=False` leaves
+the runtime's default, and the engine warns (PrecisionWarning) when it differs from the manifest. The NPU needs static shapes: the model
 is reshaped to the manifest's static input shape (and NPU computes in fp16 regardless).
 """
 from __future__ import annotations
@@ -33,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from alignvar_edge.errors import ArtifactError, BackendUnavailableError, InputError
+from alignvar_edge.errors import ArtifactError, BackendUnavailableError, HalfPrecisionError, InputError
 from alignvar_edge.export.manifest import artifact_dir as staging_dir, listed_file, load_verified, write_manifest
 from alignvar_edge.runtimes.artifacts import (check_calibration, engine_manifest, parity_vs,
                                               single_graph, validation_tiles)
@@ -45,7 +54,10 @@ if TYPE_CHECKING:    # building imports the ONNX tool chain; running an engine n
     from alignvar_edge.export.quantize_policy import Policy
 
 XML, BIN = "model.xml", "model.bin"
-OV_PRECISIONS = ("fp32", "fp16", "int8", "int8-weights")
+OV_PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int8-weights")
+# build precision -> INFERENCE_PRECISION_HINT the engine compiles with (per device kind)
+HINTS = {"bf16": {"CPU": "bf16"}, "fp16": {"GPU": "f16", "NPU": "f16"}}
+_HINT_NAMES = {"float32": "f32", "f32": "f32", "bfloat16": "bf16", "bf16": "bf16", "float16": "f16", "f16": "f16"}
 # Float-only op types: NNCF must not put quantizers on their inputs.
 # Gather: NNCF would store embedding tables (token path) as int8 weights.
 IGNORED_TYPES = ["Softmax", "MVN", "NormalizeL2", "ReduceL2", "GroupNormalization", "TopK",
@@ -65,11 +77,21 @@ def _device_kind(device: str) -> str:
     return device.split(".")[0].split(":")[0].upper()
 
 
-def compile_config(device: str, parity: bool, threads: int | None, hint: str | None) -> dict[str, str]:
+class PrecisionWarning(UserWarning):
+    """An engine computes in another precision than its manifest records."""
+
+
+def inference_precision(precision: str, device: str) -> str:
+    """The INFERENCE_PRECISION_HINT an engine of this build precision uses on this device."""
+    return HINTS.get(precision, {}).get(_device_kind(device), "f32")
+
+
+def compile_config(device: str, parity: bool, threads: int | None, hint: str | None,
+                   precision: str = "fp32") -> dict[str, str]:
     kind = _device_kind(device)
     cfg: dict[str, str] = {"PERFORMANCE_HINT": (hint or "LATENCY").upper()}
     if parity and kind in ("CPU", "GPU"):
-        cfg["INFERENCE_PRECISION_HINT"] = "f32"
+        cfg["INFERENCE_PRECISION_HINT"] = inference_precision(precision, device)
     if threads and kind == "CPU":
         cfg["INFERENCE_NUM_THREADS"] = str(int(threads))
     return cfg
@@ -92,8 +114,17 @@ class OpenVINOEngine(Engine):
             # the NPU compiles static shapes only; dynamic exports get the manifest's tile shape
             t = config.lr_size
             model.reshape({model.inputs[0].get_any_name(): [_static_batch(metadata), 3, t, t]})
-        self.compile_config = compile_config(device, parity, threads, hint)
+        precision = str(metadata.get("precision", "fp32"))
+        self.compile_config = compile_config(device, parity, threads, hint, precision)
         self.compiled = core.compile_model(model, device, self.compile_config)
+        self.expected_precision = inference_precision(precision, device)
+        self.compute_precision = self._effective_precision()
+        if self.compute_precision not in (None, self.expected_precision):
+            import warnings
+            warnings.warn(f"{engine_dir or model_path}: OpenVINO {device} computes in {self.compute_precision} "
+                          f"(its default) but the engine was built and checked for {self.expected_precision}; "
+                          "open it with parity=True (the default) to set INFERENCE_PRECISION_HINT",
+                          PrecisionWarning, stacklevel=3)
         self.request = self.compiled.create_infer_request()
         super().__init__(metadata, config, device, engine_dir)
         self.parity_mode = parity
@@ -111,6 +142,30 @@ class OpenVINOEngine(Engine):
     @property
     def input_spec(self) -> dict[str, TensorSpec]:
         return self._spec
+
+    def _effective_precision(self) -> str | None:
+        try:
+            v = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        except RuntimeError:          # devices without the property (NPU) compute as they do
+            return None
+        key = v.split("'")[1] if "'" in v else v
+        return _HINT_NAMES.get(key.lower(), key.lower())
+
+    def runtime_precision(self, group_of: dict[str, str] | None = None) -> dict[str, dict[str, int]]:
+        """How many MatMul / FullyConnected / Convolution ops of the compiled graph run in each
+        precision (its runtimePrecision), per group (`group_of`: ONNX node name -> group; OpenVINO
+        keeps the ONNX name as the friendly name, '/...' suffixes aside), else per op type."""
+        out: dict[str, dict[str, int]] = {}
+        for op in self.compiled.get_runtime_model().get_ordered_ops():
+            ri = op.get_rt_info()
+            kind = ri["layerType"].astype(str) if "layerType" in ri else op.get_type_name()
+            if kind not in ("FullyConnected", "MatMul", "Convolution") or "runtimePrecision" not in ri:
+                continue
+            name = op.get_friendly_name()
+            key = kind if group_of is None else group_of.get(name, group_of.get(name.split("/")[0], "other"))
+            prec = ri["runtimePrecision"].astype(str)
+            out.setdefault(key, {})[prec] = out.setdefault(key, {}).get(prec, 0) + 1
+        return dict(sorted(out.items()))
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         res = self.request.infer({self._in_names[role]: x for role, x in feeds.items()})
@@ -249,6 +304,35 @@ def _count(values: Any) -> dict[str, int]:
     return dict(sorted(out.items()))
 
 
+def _group_of(onnx_path: Path) -> dict[str, str]:
+    """ONNX node name -> half-policy group (the manifest's per-group compute precision)."""
+    import onnx
+
+    from alignvar_edge.export.half_policy import node_groups
+    proto = onnx.load(str(onnx_path), load_external_data=False)
+    group_of = {n: g for g, names in node_groups(proto).items() for n in names}
+    # OpenVINO names a fused op after its last ONNX node (MatMul + bias Add -> the Add, + a
+    # following Mul or activation): those inherit their producer's group (two hops)
+    for _ in range(2):
+        made = {o: group_of[n.name] for n in proto.graph.node if n.name in group_of for o in n.output}
+        for n in proto.graph.node:
+            if n.name not in group_of:
+                g = next((made[i] for i in n.input if i in made), None)
+                if g:
+                    group_of[n.name] = g
+    return group_of
+
+
+def _check_half(m: dict[str, Any], min_tokens: float, device: str) -> None:
+    """A bf16 / fp16 build keeps the tokens or is not written (see the module docstring)."""
+    tokens = m["parity"]["tokens"]["overall"]
+    if tokens < min_tokens:
+        raise HalfPrecisionError(f"OpenVINO {device} {m['precision']} keeps {tokens:.2%} of the fp32 tokens "
+                            f"(< {min_tokens:.0%}) and its plugin ignores per-node f32 islands; nothing was "
+                            "written. Build --precision fp32, or on a GPU/NPU an fp16 ONNX from "
+                            "`alignvar-edge quantize --precision fp16` (searched f32 groups)")
+
+
 class OpenVINOBackend(Backend):
     name = "openvino"
     module = "openvino"
@@ -284,7 +368,8 @@ class OpenVINOBackend(Backend):
         batch = _static_batch(src)
         compress = precision == "fp16"
         extra = {"device": device, "compress_to_fp16": compress, "openvino": ov.get_version(),
-                 "static_shapes": True, "vnni": cpu_has_vnni()}
+                 "static_shapes": True, "vnni": cpu_has_vnni(),
+                 "inference_precision_hint": inference_precision(precision, device)}
         checking = check and device in self.devices()
         with staging_dir(out, force=force) as tmp:
             ladder: list[dict[str, Any]] = []
@@ -297,7 +382,9 @@ class OpenVINOBackend(Backend):
                                     batch=batch, extra=extra, quantization=recipe, calibration=calib_info)
                 if not checking:
                     break
-                m["parity"] = self._check(tmp / XML, m, Path(artifact_dir), device)
+                m["parity"] = self._check(tmp / XML, m, Path(artifact_dir), device, onnx_path)
+                if inference_precision(precision, device) != "f32":     # half arithmetic: keep the tokens
+                    _check_half(m, min_tokens, device)
                 if recipe is None:
                     break
                 tokens = m["parity"]["tokens"]["overall"]
@@ -344,7 +431,7 @@ class OpenVINOBackend(Backend):
             return model, {"tool": "nncf.compress_weights", "mode": "INT8_ASYM", "weights_only": True}
         return model, None
 
-    def _check(self, xml: Path, m: dict[str, Any], src_dir: Path, device: str) -> dict[str, Any]:
+    def _check(self, xml: Path, m: dict[str, Any], src_dir: Path, device: str, onnx_path: Path) -> dict[str, Any]:
         """Parity of the new engine against ONNX Runtime on the fp32 export (held-out tiles)."""
         from alignvar_edge.runtimes.onnxruntime import BACKEND as ORT
         try:
@@ -357,6 +444,7 @@ class OpenVINOBackend(Backend):
                                 "or report it with `alignvar-edge doctor` output") from e
         ref = ORT.load(src_dir)
         try:
+            m["extra"]["compute_precision"] = eng.runtime_precision(_group_of(onnx_path))
             return parity_vs(ref, eng, validation_tiles(eng.config), "onnxruntime fp32 (source export)")
         finally:
             eng.close()

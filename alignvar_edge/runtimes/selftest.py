@@ -169,8 +169,10 @@ def host_info() -> dict[str, Any]:
                 break
     except OSError:
         pass
+    from alignvar_edge.runtimes.half import isa_features
     return {"os": f"{platform.system()} {platform.release()}", "machine": platform.machine(),
-            "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()}
+            "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "isa_features": isa_features()}
 
 
 def selftest(backend: str, model: str = "alignvar-tiny", device: str | None = None,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -48,8 +49,12 @@ NOT_INSTALLED = ("TensorRT is not installed (PyPI's tensorrt wheels only fetch f
 # ------------------------------------------------------------------------------------------------
 # what to build: flags per version and precision (the one place that knows about TRT 10 vs 11)
 # ------------------------------------------------------------------------------------------------
-def network_plan(trt_major: int, precision: str, artifact_precision: str) -> dict[str, Any]:
-    """{"strongly_typed": bool, "flags": [builder flag names]} for this TensorRT major version."""
+def network_plan(trt_major: int, precision: str, artifact_precision: str,
+                 f32_layers: Iterable[str] = ()) -> dict[str, Any]:
+    """{"strongly_typed": bool, "flags": [builder flag names]} for this TensorRT major version;
+    a weakly typed fp16 / int8 plan also carries "f32_layers" (the half policy's f32 groups, by
+    ONNX node name, which the ONNX parser gives its layers), built with obeyed precision constraints.
+    Strongly typed plans take per-layer precision from the ONNX's own types (the fp16 artifact)."""
     if precision not in TRT_PRECISIONS:
         raise InputError(f"tensorrt precision must be one of {', '.join(TRT_PRECISIONS)}, got '{precision}'")
     if precision == "int8" and artifact_precision != "int8":
@@ -65,7 +70,10 @@ def network_plan(trt_major: int, precision: str, artifact_precision: str) -> dic
     if precision == "fp16" and artifact_precision == "fp16":
         return {"strongly_typed": True, "flags": []}
     flags = {"fp32": [], "fp16": ["FP16"], "int8": ["INT8", "FP16"]}[precision]
-    return {"strongly_typed": False, "flags": flags}
+    plan: dict[str, Any] = {"strongly_typed": False, "flags": flags}
+    if f32_layers and "FP16" in flags:
+        plan["f32_layers"] = sorted(set(f32_layers))
+    return plan
 
 
 def trtexec_command(plan: dict[str, Any], onnx: str = ONNX, engine: str = ENGINE,
@@ -76,6 +84,9 @@ def trtexec_command(plan: dict[str, Any], onnx: str = ONNX, engine: str = ENGINE
     if plan["strongly_typed"]:
         cmd.append("--stronglyTyped")
     cmd += [f"--{f.lower()}" for f in plan["flags"]]
+    if plan.get("f32_layers"):
+        cmd += ["--precisionConstraints=obey",
+                "--layerPrecisions=" + ",".join(f"{n}:fp32" for n in plan["f32_layers"])]
     if workspace_mib:
         cmd.append(f"--memPoolSize=workspace:{workspace_mib}M")
     return cmd
@@ -128,6 +139,13 @@ def build_engine(onnx_path: Path, plan: dict[str, Any], cache_path: Path,
     config = builder.create_builder_config()
     for name in plan["flags"]:
         config.set_flag(getattr(trt.BuilderFlag, name))
+    f32 = set(plan.get("f32_layers") or ())
+    if f32:
+        config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+        for i in range(network.num_layers):
+            layer = network.get_layer(i)
+            if layer.name in f32:
+                layer.precision = trt.float32
     if workspace_mib:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mib) << 20)
     config.builder_optimization_level = int(opt_level)
@@ -140,6 +158,15 @@ def build_engine(onnx_path: Path, plan: dict[str, Any], cache_path: Path,
                             "(see the log above); try --precision fp32 or a larger workspace")
     cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
     return bytes(serialized)
+
+
+def _f32_layers(onnx_path: Path, half: Any) -> list[str]:
+    """ONNX node names the half policy (a HalfPolicy or its manifest dict) keeps in f32."""
+    import onnx
+
+    from alignvar_edge.export.half_policy import HalfPolicy
+    policy = half if isinstance(half, HalfPolicy) else HalfPolicy.from_dict(dict(half))
+    return sorted(policy.f32_nodes(onnx.load(str(onnx_path), load_external_data=False)))
 
 
 def check_compatible(manifest: dict[str, Any], trt_version: str, gpu: dict[str, Any] | None) -> None:
@@ -353,17 +380,20 @@ class TensorRTBackend(Backend):
         workspace = opts.pop("workspace_mib", None)
         opt_level = int(opts.pop("opt_level", 3))
         kit = opts.pop("kit", None)
+        half = opts.pop("half_policy", None)
         if opts:
-            raise InputError(f"unknown tensorrt build options {sorted(opts)}; known: workspace_mib, opt_level, kit")
+            raise InputError(f"unknown tensorrt build options {sorted(opts)}; known: workspace_mib, opt_level, kit, "
+                             "half_policy")
+        f32_layers = _f32_layers(onnx_path, half) if half is not None else []
         ok, why = self.is_available()
         if kit or not ok:
             # plan for the newest API we know; the script re-plans on the device
             major = trt_major(self.version() or "10")
-            plan = network_plan(major, precision, src.get("precision", "fp32"))
+            plan = network_plan(major, precision, src.get("precision", "fp32"), f32_layers)
             return self._write_kit(src, Path(artifact_dir), onnx_path, out, plan, precision,
                                    workspace, opt_level, force, why)
         import tensorrt as trt
-        plan = network_plan(trt_major(trt.__version__), precision, src.get("precision", "fp32"))
+        plan = network_plan(trt_major(trt.__version__), precision, src.get("precision", "fp32"), f32_layers)
         index = int((device or "cuda:0").partition(":")[2] or 0)
         gpu = gpu_info(index)
         assert gpu is not None
@@ -380,7 +410,8 @@ class TensorRTBackend(Backend):
             m = engine_manifest(src, Path(artifact_dir), self.name, precision, {"engine": ENGINE},
                                 batch=_batch(src), extra=extra)
             m["extra"]["golden"] = ship_golden(src, Path(artifact_dir), tmp)
-            write_build_files(tmp, m, precision, src.get("precision", "fp32"), workspace, opt_level)
+            write_build_files(tmp, m, precision, src.get("precision", "fp32"), workspace, opt_level,
+                              plan.get("f32_layers", []))
             write_manifest(tmp, m)
         return out
 
@@ -401,7 +432,8 @@ class TensorRTBackend(Backend):
                              opset=src.get("opset"), quantization=src.get("quantization"),
                              calibration=src.get("calibration"), parity=src.get("parity"), extra=extra)
             extra["golden"] = ship_golden(src, src_dir, tmp)
-            write_build_files(tmp, m, precision, src.get("precision", "fp32"), workspace, opt_level)
+            write_build_files(tmp, m, precision, src.get("precision", "fp32"), workspace, opt_level,
+                              plan.get("f32_layers", []))
             write_manifest(tmp, m)
         return out
 

@@ -22,25 +22,35 @@ README_FILE, LOG_FILE = "README.md", "trtexec.log"
 JETPACK_TRT_MAJOR = 10
 
 
-def precision_flags(kit_precision: str) -> dict[str, str]:
+def precision_flags(kit_precision: str, f32_layers: list[str] | tuple[str, ...] = ()) -> dict[str, str]:
     """precision -> trtexec flags for TensorRT 10 (JetPack 6.1/6.2), or 'ERROR: why' where the
     kit's ONNX cannot give that precision."""
     from alignvar_edge.runtimes.tensorrt import TRT_PRECISIONS, network_plan
     out = {}
     for p in TRT_PRECISIONS:
         try:
-            plan = network_plan(JETPACK_TRT_MAJOR, p, kit_precision)
+            plan = network_plan(JETPACK_TRT_MAJOR, p, kit_precision, f32_layers)
         except InputError as e:
             out[p] = "ERROR: " + str(e).replace("`", "'")
             continue
         out[p] = " ".join((["--stronglyTyped"] if plan["strongly_typed"] else []) +
-                          [f"--{f.lower()}" for f in plan["flags"]])
+                          [f"--{f.lower()}" for f in plan["flags"]] +
+                          (["--precisionConstraints=obey", "--layerPrecisions=" + ",".join(
+                              f"{n}:fp32" for n in plan["f32_layers"])] if plan.get("f32_layers") else []))
     return out
 
 
-def build_script(precision: str, kit_precision: str, workspace_mib: int | None, opt_level: int) -> str:
+def f32_layers_of(manifest: dict[str, Any]) -> list[str]:
+    """The f32 layers a kit's or engine's plan carries (the half policy's f32 groups)."""
+    extra = manifest.get("extra") or {}
+    plan = (extra.get("tensorrt_kit") or {}).get("plan") or extra.get("plan") or {}
+    return list(plan.get("f32_layers") or [])
+
+
+def build_script(precision: str, kit_precision: str, workspace_mib: int | None, opt_level: int,
+                 f32_layers: list[str] | tuple[str, ...] = ()) -> str:
     """build_on_device.sh: POSIX sh, passes shellcheck (tests/test_runtimes_tensorrt.py)."""
-    flags = precision_flags(kit_precision)
+    flags = precision_flags(kit_precision, f32_layers)
     cases = "\n".join(
         f"    {p}) FLAGS=\"{f}\" ;;" if not f.startswith("ERROR: ") else
         f"    {p}) die \"{p}: {f[len('ERROR: '):]}\" ;;" for p, f in flags.items())
@@ -153,7 +163,7 @@ def kit_readme(manifest: dict[str, Any], precision: str, kit_precision: str) -> 
     name = model.get("name") or cfg.get("name") or "the model"
     from alignvar_edge.export.manifest import input_contract
     c = manifest.get("input_contract") or input_contract(manifest) or {}
-    flags = precision_flags(kit_precision)
+    flags = precision_flags(kit_precision, f32_layers_of(manifest))
     table = "\n".join(f"| {p} | {'`' + f + '`' if f and not f.startswith('ERROR') else ('(none)' if not f else 'not from this kit: ' + f[7:])} |"
                       for p, f in flags.items())
     contract = (f"`{c.get('name')}` {c.get('dtype')} {c.get('layout')} {c.get('shape')}, {c.get('color_order')} "
@@ -278,14 +288,14 @@ on TensorRT 8.4 and 10.x summary formats, and `adopt` is tested with such a log.
 
 
 def write_build_files(root: Path, manifest: dict[str, Any], precision: str, kit_precision: str,
-                      workspace_mib: int | None, opt_level: int) -> None:
+                      workspace_mib: int | None, opt_level: int, f32_layers: list[str] | tuple[str, ...] = ()) -> None:
     """trtexec.txt, build_on_device.sh and README.md into a kit or engine directory."""
     from alignvar_edge.runtimes.tensorrt import SCRIPT_FILE, TRTEXEC_FILE, network_plan, trtexec_command
-    plan = network_plan(JETPACK_TRT_MAJOR, precision, kit_precision)
+    plan = network_plan(JETPACK_TRT_MAJOR, precision, kit_precision, f32_layers)
     (root / TRTEXEC_FILE).write_text(" ".join(trtexec_command(plan, workspace_mib=workspace_mib,
                                                               opt_level=opt_level)) + "\n")
     script = root / SCRIPT_FILE
-    script.write_text(build_script(precision, kit_precision, workspace_mib, opt_level))
+    script.write_text(build_script(precision, kit_precision, workspace_mib, opt_level, f32_layers))
     script.chmod(0o755)
     (root / README_FILE).write_text(kit_readme(manifest, precision, kit_precision))
 
@@ -322,7 +332,7 @@ def adopt(engine_file: str | Path, like: str | Path, out: str | Path, log: str |
         "precision") or kit_precision
     if dla_core is None:
         dla_core = parsed.get("dla_core")
-    plan = T.network_plan(T.trt_major(trt_version), precision, kit_precision)
+    plan = T.network_plan(T.trt_major(trt_version), precision, kit_precision, f32_layers_of(src))
     with artifact_dir(out, force=force) as tmp:
         shutil.copy2(engine_file, tmp / T.ENGINE)
         shutil.copy2(onnx_path, tmp / T.ONNX)
@@ -362,4 +372,5 @@ def _check_against_golden(root: Path, manifest: dict[str, Any]) -> dict[str, Any
             "tiles": int(lr.shape[0]), "passed": True}
 
 
-__all__ = ["README_FILE", "adopt", "build_script", "kit_readme", "precision_flags", "write_build_files"]
+__all__ = ["README_FILE", "adopt", "build_script", "f32_layers_of", "kit_readme", "precision_flags",
+           "write_build_files"]

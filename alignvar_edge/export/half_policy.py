@@ -1,0 +1,118 @@
+"""Half-precision (bf16 / fp16) policy per component group, searched by the token-fidelity loop.
+
+Six groups, each a set of ONNX nodes of the exported graph:
+
+  decoder_convs        VQ-VAE decoder, phi and LR-embedding convs
+  transformer_matmuls  attention / FFN / AdaLN linears and the token embedding
+  attention            attention score / value products and their Softmax
+  norms                normalisations and the reductions, powers and roots inside them
+  logits_head          the logits head (its argmax decides the tokens)
+  sca_bias             the SCA structural-guidance bias path
+
+Elementwise ops outside the groups follow the precision of the graph; EXACT_SCOPES nodes (Pillow's
+integer resize) are f32 in every policy. The search is `sensitivity.search`, the same loop as the
+int8 and fp16 ONNX searches: it starts from every group in half (the fastest assignment) and
+returns groups to f32, most sensitive first, until the validation split keeps >= 99% of the fp32
+tokens and loses <= 0.1 dB PSNR-Y. The candidates are fp16 ONNX graphs (`fp16.to_fp16`) run by
+ONNX Runtime, or whatever `Evaluator` the caller passes (e.g. OpenVINO with a bf16 hint).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import onnx
+
+from alignvar_edge.errors import ConfigError
+from alignvar_edge.export.quantize_policy import _list, _meta, classify, exact_nodes
+
+__all__ = ["HALF_GROUPS", "HALF_PRECISIONS", "HalfPolicy", "half_candidate", "node_groups", "search_half"]
+
+HALF_PRECISIONS = ("bf16", "fp16")
+HALF_GROUPS: dict[str, str] = {
+    "decoder_convs": "VQ-VAE decoder, phi and LR-embedding convs",
+    "transformer_matmuls": "attention / FFN / AdaLN linears and the token embedding",
+    "attention": "attention score / value products and their Softmax",
+    "norms": "normalisations and the reductions, powers and roots inside them",
+    "logits_head": "logits head (feeds argmax)",
+    "sca_bias": "SCA structural-guidance bias path",
+}
+# quantize_policy component -> half group (matmul / conv nodes)
+_COMPONENT_GROUP = {"vq_decoder": "decoder_convs", "phi": "decoder_convs", "lr_embed": "decoder_convs",
+                    "attn_linear": "transformer_matmuls", "ffn": "transformer_matmuls",
+                    "word_embed": "transformer_matmuls", "adaln": "transformer_matmuls",
+                    "linear": "transformer_matmuls", "attn_product": "attention", "head": "logits_head",
+                    "sca": "sca_bias"}
+_NORM_OPS = frozenset({"LayerNormalization", "GroupNormalization", "InstanceNormalization", "ReduceMean",
+                       "ReduceL2", "ReduceSumSquare", "Pow", "Sqrt", "Reciprocal"})
+
+
+def _name(n: onnx.NodeProto, idx: int) -> str:
+    return n.name or f"{n.op_type}_{idx}"
+
+
+def node_groups(model: onnx.ModelProto) -> dict[str, set[str]]:
+    """Node names of each HALF_GROUPS group (groups without nodes are present and empty)."""
+    out: dict[str, set[str]] = {g: set() for g in HALF_GROUPS}
+    for q in classify(model):
+        g = _COMPONENT_GROUP.get(q.component)
+        if g:
+            out[g].add(q.name)
+    for idx, n in enumerate(model.graph.node):
+        scopes = _list(_meta(n).get("pkg.torch.onnx.name_scopes"))
+        if n.op_type == "Softmax":
+            out["attention"].add(_name(n, idx))
+        elif n.op_type in _NORM_OPS:
+            out["norms"].add(_name(n, idx))
+        elif any(s.startswith("sca_guidance") for s in scopes):
+            out["sca_bias"].add(_name(n, idx))
+    return out
+
+
+@dataclass(frozen=True)
+class HalfPolicy:
+    """Compute precision per group: `precision` for every group except `f32_groups`."""
+
+    precision: str = "bf16"
+    f32_groups: frozenset[str] = field(default_factory=frozenset)
+
+    def __post_init__(self) -> None:
+        if self.precision not in HALF_PRECISIONS:
+            raise ConfigError(f"half precision must be one of {', '.join(HALF_PRECISIONS)}, got {self.precision!r}")
+        unknown = set(self.f32_groups) - set(HALF_GROUPS)
+        if unknown:
+            raise ConfigError(f"unknown half groups {sorted(unknown)}; known: {', '.join(HALF_GROUPS)}")
+
+    def per_group(self) -> dict[str, str]:
+        return {g: "f32" if g in self.f32_groups else self.precision for g in HALF_GROUPS}
+
+    def f32_nodes(self, model: onnx.ModelProto) -> set[str]:
+        """Nodes this policy keeps in f32 (its f32 groups and the exact-arithmetic scopes)."""
+        groups = node_groups(model)
+        return set().union(*(groups[g] for g in self.f32_groups)) | exact_nodes(model)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"precision": self.precision, "f32_groups": sorted(self.f32_groups), "per_group": self.per_group()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> HalfPolicy:
+        return cls(str(d.get("precision", "bf16")), frozenset(d.get("f32_groups") or ()))
+
+
+def half_candidate(model: onnx.ModelProto, policy: HalfPolicy) -> onnx.ModelProto:
+    """An fp16 ONNX graph computing `policy`'s f32 groups in f32 (ArgMax always f32)."""
+    from alignvar_edge.export.fp16 import to_fp16
+    half, _ = to_fp16(model, keep_ops=("ArgMax",), keep_nodes=policy.f32_nodes(model))
+    return half
+
+
+def search_half(model: onnx.ModelProto, precision: str, validation: Any, calibration: Any, target: Any,
+                build: Callable[[onnx.ModelProto, HalfPolicy], Any] = half_candidate,
+                log: Callable[[str], None] = lambda _m: None) -> tuple[HalfPolicy, Any]:
+    """The searched policy and the `SearchResult` (see the module docstring)."""
+    from alignvar_edge.export.sensitivity import search
+    groups = [g for g, nodes in node_groups(model).items() if nodes]
+    result = search(lambda f32: build(model, HalfPolicy(precision, frozenset(f32))), groups,
+                    validation, calibration, target, log=log, start=f"every group {precision}")
+    return HalfPolicy(precision, frozenset(result.float_groups)), result

@@ -1,0 +1,71 @@
+"""Host-aware half precision: which (backend, device) computes half fast here, and the build that
+tries half first and keeps f32 when the half build misses the token / PSNR target.
+
+One row per (backend, device kind): the half precision it would use and the CPU features that
+make it fast (None: the device itself has half units). The ISA features come from /proc/cpuinfo
+(`bench.host.cpu_info`): OpenVINO's CPU plugin computes bf16 on AMX and AVX512-BF16 and, by
+default, does so on those CPUs whatever the engine was checked for (see runtimes/openvino.py).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["FAST_HALF", "ISA_FEATURES", "build_auto", "host_half", "isa_class", "isa_features"]
+
+# feature shown by `doctor` -> /proc/cpuinfo flags that provide it
+ISA_FEATURES: dict[str, tuple[str, ...]] = {
+    "AMX": ("amx_bf16",),
+    "AVX512-BF16": ("avx512_bf16",),
+    "AVX512-FP16": ("avx512_fp16",),
+    "VNNI": ("avx512_vnni", "avx_vnni", "amx_int8"),
+}
+# (backend, device kind) -> (half precision, CPU features that make it fast; None = the device's own)
+FAST_HALF: dict[tuple[str, str], tuple[str, tuple[str, ...] | None]] = {
+    ("openvino", "CPU"): ("bf16", ("AMX", "AVX512-BF16")),
+    ("openvino", "GPU"): ("fp16", None),
+    ("openvino", "NPU"): ("fp16", None),
+}
+
+
+def isa_features(isa: list[str] | None = None) -> dict[str, bool]:
+    """Which ISA_FEATURES this CPU has (`isa`: its flags; default: read /proc/cpuinfo)."""
+    if isa is None:
+        from alignvar_edge.bench.host import cpu_info
+        isa = cpu_info()["isa"]
+    have = set(isa)
+    return {f: any(x in have for x in flags) for f, flags in ISA_FEATURES.items()}
+
+
+def isa_class(features: dict[str, bool]) -> str:
+    """The row of the benchmark table a CPU belongs to: AMX, AVX512-BF16, AVX512-FP16 or other."""
+    return next((f for f in ("AMX", "AVX512-BF16", "AVX512-FP16") if features.get(f)), "no half units")
+
+
+def host_half(backend: str, device: str | None, features: dict[str, bool] | None = None) -> str | None:
+    """The half precision worth trying for this backend and device here, or None (keep f32)."""
+    kind = (device or "CPU").split(".")[0].split(":")[0].upper()
+    row = FAST_HALF.get((backend, kind))
+    if row is None:
+        return None
+    precision, needs = row
+    if needs is None:
+        return precision
+    features = isa_features() if features is None else features
+    return precision if any(features.get(f) for f in needs) else None
+
+
+def build_auto(source: Path, target: str, out_for: Callable[[str], Path], device: str | None = None,
+               log: Callable[[str], None] = lambda _m: None, **kw: Any) -> tuple[Path, str]:
+    """Build half where `host_half` says so and the build keeps the target, else fp32; returns
+    (engine dir, precision built). `out_for(precision)` names the engine directory."""
+    from alignvar_edge import runtimes
+    from alignvar_edge.errors import HalfPrecisionError
+    half = host_half(target, device)
+    if half:
+        try:
+            return runtimes.build(source, target, half, out=out_for(half), device=device, **kw), half
+        except HalfPrecisionError as e:
+            log(f"{target} {half} missed the target, building fp32: {e}")
+    return runtimes.build(source, target, "fp32", out=out_for("fp32"), device=device, **kw), "fp32"

@@ -1,0 +1,66 @@
+"""Host-aware half precision: ISA features, the (backend, device) table, the half-then-fp32 build."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from alignvar_edge.errors import HalfPrecisionError
+from alignvar_edge.runtimes import half
+
+AMX = ["avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16", "amx_int8"]
+ZEN4 = ["avx2", "avx512f", "avx512_bf16", "avx512_vnni"]
+AVX2 = ["avx2", "fma", "f16c"]
+
+
+def test_isa_features_and_class_from_cpuinfo_flags() -> None:
+    assert half.isa_features(AMX) == {"AMX": True, "AVX512-BF16": True, "AVX512-FP16": False, "VNNI": True}
+    assert half.isa_class(half.isa_features(AMX)) == "AMX"
+    assert half.isa_class(half.isa_features(ZEN4)) == "AVX512-BF16"
+    assert half.isa_features(AVX2) == dict.fromkeys(half.ISA_FEATURES, False)
+    assert half.isa_class(half.isa_features(AVX2)) == "no half units"
+
+
+@pytest.mark.parametrize(("backend", "device", "isa", "want"), [
+    ("openvino", "CPU", AMX, "bf16"), ("openvino", None, ZEN4, "bf16"), ("openvino", "CPU", AVX2, None),
+    ("openvino", "GPU.0", AVX2, "fp16"), ("openvino", "NPU", AVX2, "fp16"), ("onnxruntime", "cpu", AMX, None)])
+def test_host_half_table(backend: str, device: str | None, isa: list[str], want: str | None) -> None:
+    assert half.host_half(backend, device, half.isa_features(isa)) == want
+
+
+def test_build_auto_keeps_fp32_when_half_misses(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from alignvar_edge import runtimes
+    calls: list[str] = []
+
+    def fake_build(src: Any, target: str, precision: str, out: Path, **kw: Any) -> Path:
+        calls.append(precision)
+        if precision == "bf16":
+            raise HalfPrecisionError("OpenVINO CPU bf16 keeps 95.00% of the fp32 tokens")
+        return out
+
+    monkeypatch.setattr(runtimes, "build", fake_build)
+    monkeypatch.setattr(half, "isa_features", lambda isa=None: {"AMX": True})
+    log: list[str] = []
+    out, used = half.build_auto(tmp_path, "openvino", lambda p: tmp_path / p, log=log.append)
+    assert (out, used, calls) == (tmp_path / "fp32", "fp32", ["bf16", "fp32"])
+    assert "missed the target" in log[0]
+    monkeypatch.setattr(half, "isa_features", lambda isa=None: {"AMX": False})
+    calls.clear()
+    assert half.build_auto(tmp_path, "openvino", lambda p: tmp_path / p)[1] == "fp32" and calls == ["fp32"]
+
+
+def test_bench_and_inspect_show_the_compute_precision() -> None:
+    from alignvar_edge.bench.render import _precision
+    from alignvar_edge.export.inspect_artifact import compute_precision
+    assert _precision({"precision": "fp32", "compute_precision": "bf16"}) == "fp32 (ran bf16)"
+    assert _precision({"precision": "fp32", "compute_precision": "f32"}) == "fp32"
+    assert _precision({"precision": "bf16", "compute_precision": "bf16"}) == "bf16"
+    assert _precision({"precision": "int8", "compute_precision": None}) == "int8"
+    per = {"decoder_convs": "fp16", "logits_head": "f32"}
+    assert compute_precision({"quantization": {"half_policy": {"per_group": per}}}) == per
+    measured = {"transformer_matmuls": {"bf16": 112}}
+    assert compute_precision({"extra": {"compute_precision": measured}}) == measured
+    kit = {"extra": {"tensorrt_kit": {"plan": {"f32_layers": ["a", "b"]}}}}
+    assert compute_precision(kit) == {"f32 layers (--layerPrecisions)": 2}
+    assert compute_precision({"extra": {}}) is None

@@ -1,0 +1,61 @@
+"""Half-precision policy per group, searched by the token-fidelity loop (micro export)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+import pytest
+from test_quantize import export  # noqa: F401  (the cached lively micro export)
+
+from alignvar_edge.calibration.sets import CalibrationSet
+from alignvar_edge.errors import ConfigError
+from alignvar_edge.export.half_policy import HALF_GROUPS, HalfPolicy, half_candidate, node_groups, search_half
+from alignvar_edge.export.sensitivity import Evaluator, FidelityTarget
+from alignvar_edge.runtimes.base import config_from_manifest
+
+
+def _model(export: Path) -> onnx.ModelProto:  # noqa: F811
+    return onnx.load(str(export / "model.onnx"))
+
+
+def test_groups_cover_matmuls_norms_and_head_and_are_disjoint(export: Path) -> None:  # noqa: F811
+    groups = node_groups(_model(export))
+    assert set(groups) == set(HALF_GROUPS)
+    for g in ("decoder_convs", "transformer_matmuls", "attention", "norms", "logits_head"):
+        assert groups[g], g
+    names = [n for nodes in groups.values() for n in nodes]
+    assert len(names) == len(set(names))
+
+
+def test_policy_rows_and_errors() -> None:
+    p = HalfPolicy("fp16", frozenset({"logits_head"}))
+    assert p.per_group()["logits_head"] == "f32" and p.per_group()["decoder_convs"] == "fp16"
+    assert HalfPolicy.from_dict(p.to_dict()) == p
+    with pytest.raises(ConfigError, match="half precision"):
+        HalfPolicy("int8")
+    with pytest.raises(ConfigError, match="unknown half groups"):
+        HalfPolicy("bf16", frozenset({"everything"}))
+
+
+def test_f32_groups_stay_f32_in_the_candidate(export: Path) -> None:  # noqa: F811
+    m = _model(export)
+    keep = node_groups(m)["logits_head"]
+    half = half_candidate(m, HalfPolicy("fp16", frozenset({"logits_head"})))
+    types = {i.name: i.data_type for i in half.graph.initializer}
+    for n in half.graph.node:
+        if n.name in keep:     # the head's weight stays f32; other weights are fp16
+            assert types.get(n.input[1], onnx.TensorProto.FLOAT) == onnx.TensorProto.FLOAT
+
+
+def test_search_meets_the_target_from_all_half(export: Path) -> None:  # noqa: F811
+    import json
+    m = _model(export)
+    cfg = config_from_manifest(json.loads((export / "manifest.json").read_text()))
+    cs = CalibrationSet.builtin(cfg, n=4, seed=0, n_val=8)
+    val = Evaluator(str(export / "model.onnx"), cs.validation, "lr", 1, cfg.scale)
+    policy, result = search_half(m, "fp16", val, lambda: Evaluator(str(export / "model.onnx"), cs.calibration,
+                                                                   "lr", 1, cfg.scale), FidelityTarget())
+    assert result.met
+    assert result.fidelity.token_agreement >= 0.99 and result.fidelity.psnr_drop <= 0.1 + 1e-3
+    assert policy.f32_groups == frozenset(result.float_groups)
+    assert result.evaluations[0]["float_groups"] == 0      # started from the fastest assignment
