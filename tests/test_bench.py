@@ -59,7 +59,10 @@ def test_report_has_schema_engines_baselines_and_figures(report: dict[str, Any],
     ort = _entry(report, "onnxruntime-fp32")
     assert ort["status"] == "ok" and ort["reason"] is None
     lat = ort["latency"]
-    assert lat["runs"] == 2 and set(lat["per_tile_ms"]) >= {"p50", "p90", "p99"}
+    assert lat["runs"] == 2 and set(lat["per_tile_ms"]) >= {"p50", "p90"}
+    # two runs cannot estimate a 99th percentile: omitted, with the reason; the raw times are kept
+    assert "p99" not in lat["per_tile_ms"] and "--runs 100" in lat["p99_omitted"]
+    assert len(lat["raw_call_ms"]) == 2 and min(lat["raw_call_ms"]) == lat["per_call_ms"]["min"]
     assert lat["per_megapixel_ms"]["p50"] == pytest.approx(lat["per_tile_ms"]["p50"] / (32 * 32 / 1e6), rel=1e-3)
     assert lat["gflops_achieved"] > 0 and 0 < lat["roofline_fraction"]
     # an fp32 export of the same weights chooses PyTorch's tokens exactly
@@ -173,6 +176,14 @@ def test_statistics() -> None:
     assert s["per_tile_ms"]["p50"] == 5.0 and s["per_megapixel_ms"]["p50"] == 20.0
     assert s["throughput"]["tiles_per_s"] == 200.0 and s["gflops_achieved"] == 200.0
     assert s["roofline_fraction"] == 0.5 and s["below_peak_x"] == 2.0 and s["roofline_fraction_best"] == 0.5
+    assert s["raw_call_ms"] == [10.0, 10.0, 10.0] and "p99" not in s["per_call_ms"] and s["p99_omitted"]
+
+
+def test_p99_only_with_enough_runs() -> None:
+    few, many = percentiles([1.0] * 99 + [50.0]), percentiles([1.0] * 99)
+    assert few["p99"] == pytest.approx(1.49) and "p99" not in many
+    s = latency_summary(list(np.linspace(1.0, 2.0, 100)), 1, 1.0)
+    assert s["per_call_ms"]["p99"] == pytest.approx(1.99) and "p99_omitted" not in s
 
 
 def test_peak_rss_sees_an_allocation() -> None:
