@@ -232,3 +232,17 @@ def test_gpu_script_writes_a_mergeable_report_on_cpu(tmp_path: Path, report: dic
     assert "Best GPU configuration" in md and "paper" not in md.split("## Backends")[0]
     merged = merge_reports([write_json(tmp_path / "cpu.json", report), out])
     assert {r["model"] for r in merged["rows"]} == {report["model"]["name"], "micro-random"}
+
+
+def test_duration_sets_the_rounds_with_runs_as_the_minimum() -> None:
+    from alignvar_edge.bench.runner import rounds
+    now = [0.0]
+
+    def clock() -> float:
+        now[0] += 1.0            # every look at the clock: one second later
+        return now[0]
+    assert list(rounds(3, None, clock)) == [0, 1, 2]
+    assert len(list(rounds(2, 10.0, clock))) == 11      # 2 rounds, then 9 more while t < 11
+    assert len(list(rounds(20, 1.0, clock))) == 20      # the duration never cuts below --runs
+    with pytest.raises(InputError, match="--duration"):
+        BenchOptions(duration=0.0).validate()

@@ -36,6 +36,9 @@ def register(sub: Any) -> None:
     p.add_argument("--images", help="folder of HR photographs for fidelity tiles (default: bundled held-out set)")
     p.add_argument("--tiles", type=positive_int, default=8, help="fidelity tile pairs (default 8)")
     p.add_argument("--runs", type=positive_int, default=20, help="timed rounds (default 20)")
+    p.add_argument("--duration", type=positive_float, metavar="SECONDS",
+                   help="time rounds for SECONDS (and at least --runs rounds): a fixed time budget "
+                        "instead of a fixed count; p99 is reported from 100 rounds on")
     p.add_argument("--warmup", type=nonneg_int, default=3, help="untimed rounds first (default 3)")
     p.add_argument("--threads", type=positive_int, help="threads for every engine (default: all usable cores)")
     p.add_argument("--staged", help="a staged ONNX export of the same model: adds ONNX Runtime per-stage timing")
@@ -111,7 +114,8 @@ def run_bench_cmd(args: argparse.Namespace) -> int:
                         seed=args.seed, threads=args.threads, peak_n=args.peak_n,
                         profile_runs=args.profile_runs, staged=args.staged,
                         min_token_agreement=args.min_token_agreement,
-                        target_speedup=args.target_speedup, label=args.label, sequential=args.sequential)
+                        target_speedup=args.target_speedup, label=args.label, sequential=args.sequential,
+                        duration=args.duration)
     report = run_bench(args.engines, reference=args.reference, options=opts, log=_say, progress=_progress)
     from alignvar_edge.bench.outputs import write_outputs
     write_outputs(report, args.out, args.md, args.plot)
@@ -146,7 +150,8 @@ def run_device_bench(args: argparse.Namespace) -> int:
         if not args.no_reference:
             _say("PyTorch is not installed: timing the engines against their golden outputs (--no-reference)")
         report = bench_engine_dir(args.engines, runs=args.runs, warmup=args.warmup, threads=args.threads,
-                                  label=args.label, min_token_agreement=args.min_token_agreement, log=_say)
+                                  label=args.label, min_token_agreement=args.min_token_agreement, log=_say,
+                                  duration=args.duration)
     write_json(args.out, report)
     print(terminal_table(report))
     print(f"wrote {args.out}")

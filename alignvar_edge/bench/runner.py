@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +56,7 @@ class BenchOptions:
     spin: bool = False                # ORT busy-waiting would steal cores from the next engine
     batch: int | None = None          # PyTorch eager batch (None: the engines' common batch)
     sequential: bool = False          # one engine in memory at a time (big models), no interleaving
+    duration: float | None = None     # time rounds for this many seconds (at least `runs` rounds)
 
     def validate(self) -> None:
         if self.runs < 1 or self.warmup < 0 or self.tiles < 1:
@@ -65,6 +66,8 @@ class BenchOptions:
             raise InputError(f"--threads must be >= 1, got {self.threads}")
         if not 0.0 <= self.min_token_agreement <= 1.0:
             raise InputError("--min-token-agreement must lie in [0, 1]")
+        if self.duration is not None and not self.duration > 0:
+            raise InputError(f"--duration must be > 0 seconds, got {self.duration}")
         if self.profile_runs < 0 or self.peak_n < 64:
             raise InputError("--profile-runs must be >= 0 and --peak-n >= 64")
 
@@ -169,6 +172,34 @@ def _call_for(sub: Subject, lr: np.ndarray, scale: int) -> Callable[[], object]:
     return lambda: eng.infer(feeds)
 
 
+def rounds(runs: int, duration: float | None, clock: Callable[[], float] = time.perf_counter) -> Iterator[int]:
+    """Round numbers: `runs` of them, or with `duration` (s) as many as fit, never fewer than `runs`."""
+    end = None if duration is None else clock() + duration
+    r = 0
+    while r < runs or (end is not None and clock() < end):
+        yield r
+        r += 1
+
+
+def interleaved(subjects: list[Subject], calls: dict[int, Callable[[], object]], round_numbers: Iterable[int],
+                prog: Progress, desc: str, after_round: Callable[[], None] | None = None
+                ) -> dict[int, list[float]]:
+    """Wall ms of every subject's call, round by round in rotating order (so background load on a
+    shared machine hits every subject alike); a subject that fails drops out, keeping the others."""
+    times: dict[int, list[float]] = {id(s): [] for s in subjects}
+    for r in prog(round_numbers, desc=desc, unit="round"):
+        live = [s for s in subjects if s.status == "ok"]
+        k = r % max(1, len(live))
+        for s in live[k:] + live[:k]:   # rotate: nobody always runs right after the same neighbour
+            t0 = time.perf_counter()
+            _guard(s, f"timed run ({desc})", calls[id(s)])
+            if s.status == "ok":
+                times[id(s)].append((time.perf_counter() - t0) * 1e3)
+        if after_round is not None:
+            after_round()
+    return times
+
+
 def _batch_of(sub: Subject) -> int:
     return 1 if sub.engine is None else int(sub.engine.batch)
 
@@ -214,21 +245,16 @@ class _Measure:
             for s in live:
                 _guard(s, "warm-up", calls[id(s)])
         live = [s for s in live if s.status == "ok"]
-        self.say(f"timing {self.opts.runs} rounds of {names}")
-        for s in live:
-            self.times[id(s)] = []
-        for r in self.prog(range(self.opts.runs), desc="timing", unit="round"):
-            live = [s for s in live if s.status == "ok"]
-            k = r % max(1, len(live))
-            for s in live[k:] + live[:k]:   # rotate: nobody always runs right after the same neighbour
-                t0 = time.perf_counter()
-                _guard(s, "timed run", calls[id(s)])
-                if s.status == "ok":
-                    self.times[id(s)].append((time.perf_counter() - t0) * 1e3)
-            t0 = time.perf_counter()
-            self.gemm()
-            self.gemm_ms.append((time.perf_counter() - t0) * 1e3)
+        o = self.opts
+        self.say(f"timing {names}: " + (f"{o.duration:g} s and at least {o.runs} rounds" if o.duration
+                                          else f"{o.runs} rounds"))
+        self.times.update(interleaved(live, calls, rounds(o.runs, o.duration), self.prog, "timing",
+                                      after_round=self._time_gemm))
 
+    def _time_gemm(self) -> None:
+        t0 = time.perf_counter()
+        self.gemm()
+        self.gemm_ms.append((time.perf_counter() - t0) * 1e3)
 
     def _fidelity_run(self, s: Subject) -> Callable[[], tuple[np.ndarray, Any]]:
         if s.backend == BICUBIC:
@@ -357,7 +383,7 @@ def run_bench(engines: Sequence[str], reference: Any = None, options: BenchOptio
                   "patch_nums": list(config.patch_nums), "sr_megapixels_per_tile": mp,
                   "parameters": model.parameter_report(),
                   "flops_per_tile": {**groups, "total": flops_total}, "flops_per_stage": flops},
-        "settings": {"runs": opts.runs, "warmup": opts.warmup, "threads": threads,
+        "settings": {"runs": opts.runs, "duration_s": opts.duration, "warmup": opts.warmup, "threads": threads,
                      "fidelity_tiles": opts.tiles, "images": opts.images or "bundled held-out photographs",
                      "seed": opts.seed, "eager_batch": batch, "interleaved": not opts.sequential,
                      "ort_spin": opts.spin, "min_token_agreement": opts.min_token_agreement,
