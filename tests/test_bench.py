@@ -25,7 +25,7 @@ from alignvar_edge.bench.stats import latency_summary, percentiles
 from alignvar_edge.bench.subjects import parse_spec
 from alignvar_edge.errors import InputError
 
-QUICK = BenchOptions(runs=2, warmup=0, tiles=2, threads=1, peak_n=256, profile_runs=1)
+QUICK = BenchOptions(runs=2, warmup=0, tiles=2, threads=1, peak_n=256, profile_runs=1, image_size=16, image_runs=2)
 
 
 @pytest.fixture(scope="module")
@@ -246,3 +246,29 @@ def test_duration_sets_the_rounds_with_runs_as_the_minimum() -> None:
     assert len(list(rounds(20, 1.0, clock))) == 20      # the duration never cuts below --runs
     with pytest.raises(InputError, match="--duration"):
         BenchOptions(duration=0.0).validate()
+
+
+def test_whole_image_figures(report: dict[str, Any]) -> None:
+    # a 16x16 LR image on micro's 8 px tiles (overlap 2): starts 0, 6, 8 per side -> 9 tiles
+    ort, eager = _entry(report, "onnxruntime-fp32"), _entry(report, "pytorch-eager")
+    img = ort["image"]
+    assert img["lr"] == [16, 16] and img["sr"] == [64, 64] and img["runs"] == 2 and len(img["raw_ms"]) == 2
+    assert (img["tiles"], img["batch"], img["calls"], img["padded_tiles"]) == (9, 1, 9, 0)
+    assert img["megapixels_per_s"] == pytest.approx(64 * 64 / 1e6 / (img["per_image_ms"]["p50"] / 1e3), rel=1e-3)
+    # eager batches the image's tiles as the torch backend does: 4 per call, the last call padded
+    assert (eager["image"]["batch"], eager["image"]["calls"], eager["image"]["padded_tiles"]) == (4, 3, 3)
+    assert eager["image_speedup_vs_eager"] == 1.0
+    assert ort["image_speedup_vs_eager"] == pytest.approx(
+        eager["image"]["per_image_ms"]["p50"] / img["per_image_ms"]["p50"], rel=1e-2)
+    best = report["summary"]["image"]["best_cpu"]
+    assert best["speedup_vs_eager"] == max(e.get("image_speedup_vs_eager") or 0 for e in report["engines"]
+                                           if e["label"] in report["summary"]["engines_meeting_fidelity"])
+
+
+def test_image_geometry_counts_overlap_and_padding() -> None:
+    from alignvar_edge.bench.image import image_geometry
+    # alignvar-tiny: 32 px LR tiles, overlap 8 -> 5 x 5 tiles for a 128x128 LR image
+    assert image_geometry((128, 128), 32, 4) == {"tiles": 25, "overlap": 8, "batch": 4, "calls": 7,
+                                                  "padded_tiles": 3}
+    assert image_geometry((128, 128), 32, 5)["padded_tiles"] == 0
+    assert image_geometry((20, 20), 32, 1)["tiles"] == 1            # smaller than a tile: one padded tile

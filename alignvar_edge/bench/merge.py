@@ -49,7 +49,8 @@ def merge_reports(paths: Sequence[str | os.PathLike[str]]) -> dict[str, Any]:
 
 MERGED_COLUMNS = [("device", "device"), ("model", "model"), ("engine", "label"), ("precision", "precision"),
                   ("p50 ms/tile", "p50"), ("ms/MP", "ms_per_mp"), ("tiles/s", "tiles_per_s"),
-                  ("% peak", "roofline"), ("vs eager", "speedup"), ("tokens", "tokens"),
+                  ("% peak", "roofline"), ("vs eager", "speedup"),
+                  ("image MP/s", "img_mps"), ("image vs eager", "img_speedup"), ("tokens", "tokens"),
                   ("PSNR-Y/HR", "psnr_hr"), ("mem MB", "mem"), ("size MB", "size")]
 
 

@@ -63,6 +63,7 @@ def engine_rows(report: dict[str, Any]) -> list[Row]:
             "tiles_per_s": _get(lat, "throughput", "tiles_per_s"),
             "gflops": lat.get("gflops_achieved"), "roofline": lat.get("roofline_fraction"),
             "speedup": e.get("speedup_vs_eager"),
+            "img_mps": _get(e.get("image"), "megapixels_per_s"), "img_speedup": e.get("image_speedup_vs_eager"),
             "tokens": _get(fid, "vs_reference", "token_agreement"),
             "psnr_ref": _get(fid, "vs_reference", "psnr_y_db"), "ssim_ref": _get(fid, "vs_reference", "ssim_y"),
             "psnr_hr": _get(fid, "vs_hr", "psnr_y_db"), "ssim_hr": _get(fid, "vs_hr", "ssim_y"),
@@ -75,7 +76,8 @@ def engine_rows(report: dict[str, Any]) -> list[Row]:
 COLUMNS: list[tuple[str, str]] = [
     ("engine", "label"), ("precision", "precision"), ("p50 ms/tile", "p50"), ("p90", "p90"), ("p99", "p99"),
     ("ms/MP", "ms_per_mp"), ("tiles/s", "tiles_per_s"), ("GFLOP/s", "gflops"), ("% peak", "roofline"),
-    ("vs eager", "speedup"), ("tokens", "tokens"), ("PSNR-Y/ref", "psnr_ref"), ("SSIM-Y/ref", "ssim_ref"),
+    ("vs eager", "speedup"), ("image MP/s", "img_mps"), ("image vs eager", "img_speedup"), ("tokens", "tokens"),
+    ("PSNR-Y/ref", "psnr_ref"), ("SSIM-Y/ref", "ssim_ref"),
     ("PSNR-Y/HR", "psnr_hr"), ("SSIM-Y/HR", "ssim_hr"), ("mem MB", "mem"), ("size MB", "size"),
 ]
 
@@ -93,8 +95,10 @@ def _cell(key: str, v: Any) -> str:
         return _num(v, "{:.1f}")
     if key == "roofline":
         return "–" if v is None else f"{100 * v:.1f}%"
-    if key == "speedup":
+    if key in ("speedup", "img_speedup"):
         return "–" if v is None else f"{v:.2f}x"
+    if key == "img_mps":
+        return _num(v, "{:.3f}")
     if key == "tokens":
         return _pct(v)
     if key in ("psnr_ref", "psnr_hr"):
@@ -151,6 +155,13 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         out.append(f"Best CPU engine at >= {s['min_token_agreement']:.0%} token agreement: **{best['label']}**, "
                    f"{best['p50_ms_per_tile']:.2f} ms/tile, {best['speedup_vs_eager']:.2f}x PyTorch eager "
                    f"({best['token_agreement']:.2%} tokens).")
+    img = s.get("image") or {}
+    if img.get("best_cpu"):
+        b, (w, h) = img["best_cpu"], img["sr"]
+        out.append(f"Whole {w}x{h} SR image (tiles with overlap, batch padding and blending counted): "
+                   f"**{b['label']}** {b['mp_per_s']:.3f} MP/s at batch {b['batch']}, {b['speedup_vs_eager']:.2f}x "
+                   f"PyTorch eager's {img['eager_mp_per_s']:.3f} MP/s (batch {img['eager_batch']}), "
+                   f"{(report.get('settings') or {}).get('threads')} thread(s).")
     gpu = s.get("best_gpu")
     if gpu:
         line = (f"Best GPU configuration at >= {s['min_token_agreement']:.0%} token agreement: "
