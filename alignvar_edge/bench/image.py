@@ -1,6 +1,6 @@
 """Whole-image timing: what a user feels is an image, not a tile.
 
-One LR photograph crop (default 128x128 -> 512x512 SR) goes through `Engine.upscale`'s tiling
+One LR photograph (default 128x128 -> 512x512 SR) goes through `Engine.upscale`'s tiling
 (overlapping tiles, fed in the engine's batches, the last batch padded, blended), so the figure
 counts the overlap's extra tiles, the padding of a short last batch and the blending. MP/s is SR
 megapixels of the image (not of the tiles) per second of the median run.
@@ -20,21 +20,18 @@ __all__ = ["IMAGE_LR", "photo_lr", "image_geometry", "image_call", "image_summar
 IMAGE_LR = 128          # LR side of the timed image: 128x128 -> 512x512 at x4, a real photo size
 
 
-def photo_lr(side: int, scale: int, images: Any = None) -> np.ndarray:
-    """An LR image side x side x 3 (float32 in [0, 1]): the centre side*scale crop of the largest
-    bundled held-out photograph (or of `images`), downscaled bicubic by `scale`."""
+def photo_lr(side: int, images: Any = None) -> np.ndarray:
+    """An LR image side x side x 3 (float32 in [0, 1]): the centre square of the largest bundled
+    held-out photograph (or of `images`), resized bicubic to side x side."""
     from PIL import Image
 
     from alignvar_edge.calibration.tiles import _load_images
     if side < 1:
         raise InputError(f"--image-size must be >= 1 LR pixel, got {side}")
     img = max(_load_images("heldout", images), key=lambda a: a.shape[0] * a.shape[1])[..., :3]
-    hr = side * scale
-    if min(img.shape[:2]) < hr:
-        raise InputError(f"the largest photograph is {img.shape[1]}x{img.shape[0]}, smaller than the "
-                         f"{hr}x{hr} HR crop --image-size {side} needs; pass a smaller --image-size")
-    top, left = (img.shape[0] - hr) // 2, (img.shape[1] - hr) // 2
-    crop = Image.fromarray((np.clip(img[top:top + hr, left:left + hr], 0, 1) * 255 + 0.5).astype(np.uint8))
+    n = min(img.shape[:2])
+    top, left = (img.shape[0] - n) // 2, (img.shape[1] - n) // 2
+    crop = Image.fromarray((np.clip(img[top:top + n, left:left + n], 0, 1) * 255 + 0.5).astype(np.uint8))
     return np.asarray(crop.resize((side, side), Image.Resampling.BICUBIC), np.float32) / 255.0
 
 

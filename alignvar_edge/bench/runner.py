@@ -345,7 +345,7 @@ def run_bench(engines: Sequence[str], reference: Any = None, options: BenchOptio
         say(f"measuring the fp32 GEMM peak ({opts.peak_n}^3, {threads} threads)")
         peak = measure_peak(opts.peak_n, threads=threads)
         gemm, gemm_flops = gemm_call(opts.peak_n, peak["library"], peak["threads"])
-        image = photo_lr(opts.image_size, config.scale, opts.images) if opts.image_size else None
+        image = photo_lr(opts.image_size, opts.images) if opts.image_size else None
         m = _Measure(lr, hr, config.scale, opts, prog, say, gemm, image)
 
         def opened(spec: EngineSpec) -> Subject:
