@@ -264,12 +264,12 @@ class _Measure:
         self.times.update(interleaved(live, calls, rounds(o.runs, o.duration), self.prog, "timing",
                                       after_round=self._time_gemm))
         if self.image is not None:
-            self._measure_images([s for s in live if s.status == "ok"])
+            self._measure_images([s for s in live if s.status == "ok"], self.image)
 
-    def _measure_images(self, live: list[Subject]) -> None:
+    def _measure_images(self, live: list[Subject], image: np.ndarray) -> None:
         """Whole images through each subject's tiling (engines) or bicubic, interleaved."""
-        h, w = self.image.shape[:2]
-        calls = {id(s): image_call(_image_engine(s), self.image, self.scale) for s in live}
+        h, w = image.shape[:2]
+        calls = {id(s): image_call(_image_engine(s), image, self.scale) for s in live}
         self.say(f"timing a {w}x{h} LR image ({w * self.scale}x{h * self.scale} SR), "
                  f"1 untimed + {self.opts.image_runs} rounds")
         interleaved(live, calls, range(1), self.prog, "image warm-up")
@@ -536,8 +536,9 @@ def _image_summary(eager: dict[str, Any], entries: list[dict[str, Any]],
         return None
     img = eager["image"]
     for e in entries:
-        if _image_p50(e):
-            e["image_speedup_vs_eager"] = round(base / _image_p50(e), 3)
+        p50 = _image_p50(e)
+        if p50:
+            e["image_speedup_vs_eager"] = round(base / p50, 3)
     best = max((e for e in fit_cpu if _image_p50(e)), key=lambda e: e["image_speedup_vs_eager"], default=None)
     return {"lr": img["lr"], "sr": img["sr"], "eager_mp_per_s": img["megapixels_per_s"],
             "eager_batch": img.get("batch"),
