@@ -114,7 +114,7 @@ def test_merge_table_plot_and_schema_refusal(report: dict[str, Any], tmp_path: P
     b["label"] = "jetson-orin (MAXN)"
     pa, pb = write_json(tmp_path / "a.json", a), write_json(tmp_path / "b.json", b)
     merged = merge_reports([pa, pb])
-    assert merged["kind"] == "merged" and len(merged["reports"]) == 2
+    assert merged["kind"] == "merged" and len(merged["reports"]) == 2 and merged["warnings"] == []
     assert {r["device"] for r in merged["rows"]} == {a["label"], "jetson-orin (MAXN)"}
     rc = cli.main(["bench", "merge", str(pa), str(pb), "--out", str(tmp_path / "m.json"),
                    "--md", str(tmp_path / "m.md"), "--plot", str(tmp_path / "m.png")])
@@ -131,6 +131,20 @@ def test_merge_table_plot_and_schema_refusal(report: dict[str, Any], tmp_path: P
     two = merge_reports([pa, write_json(tmp_path / "c.json", c)])
     assert {(r["device"], r["model"]) for r in two["rows"]} == {(a["label"], a["model"]["name"]),
                                                                  (a["label"], "d16-random")}
+    assert len(two["warnings"]) == 1 and "different models" in two["warnings"][0]
+    # same model from other weights, at another thread count: both said, naming the reports
+    d = copy.deepcopy(b)
+    d["model"]["source"], d["settings"]["threads"] = "checkpoint retrained", 8
+    warned = merge_reports([pa, write_json(tmp_path / "d.json", d)])["warnings"]
+    assert any("different weights" in w for w in warned)
+    assert any(w.startswith("setting 'threads' differs") and "jetson-orin (MAXN)=8" in w for w in warned)
+    # rows line up by engine x device: one column per device
+    from alignvar_edge.bench.merge import lineup
+    grid = lineup(merged, "speedup")
+    assert grid[0] == ["model", "engine", a["label"], "jetson-orin (MAXN)"]
+    ort_row = next(r for r in grid if r[1] == "onnxruntime-fp32")
+    assert ort_row[2] == ort_row[3] == f"{_entry(report, 'onnxruntime-fp32')['speedup_vs_eager']:.2f}x"
+    assert "## Engine x device: whole-image SR MP/s" in md
     old = copy.deepcopy(report)
     old["schema_version"] = SCHEMA_VERSION + 1
     po = write_json(tmp_path / "old.json", old)

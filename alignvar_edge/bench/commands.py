@@ -176,6 +176,8 @@ def run_merge(paths: list[str], args: argparse.Namespace) -> int:
     if not (args.out or args.md or args.plot):
         raise InputError("bench merge needs at least one of --out, --md, --plot")
     merged = merge_reports(paths)
+    for w in merged["warnings"]:
+        print(f"bench merge: warning: {w}", file=sys.stderr)
     if args.out:
         write_json(args.out, merged)
     if args.plot:
