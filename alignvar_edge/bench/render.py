@@ -217,7 +217,9 @@ def report_markdown(report: dict[str, Any], plot: str | None = None) -> str:
              + (f"; GPU {', '.join(g['name'] for g in h['gpus'])}" if h.get("gpus") else "")
              + (f"; Jetson {h['jetson'].get('model')} ({h['jetson'].get('power_mode')})" if h.get("jetson") else ""),
              f"- run: {st['runs']} {'interleaved' if st.get('interleaved', True) else 'sequential'} rounds "
-             f"after {st['warmup']} warm-up, {st['threads']} thread(s), fidelity on {st['fidelity_tiles']} "
+             + (f"(at least; {st['duration_s']:g} s budget) " if st.get("duration_s") else "")
+             + (f"and {st['image_runs']} whole-image rounds ({st['image_lr']} px LR) " if st.get("image_lr") else "")
+             + f"after {st['warmup']} warm-up, {st['threads']} thread(s), fidelity on {st['fidelity_tiles']} "
              f"held-out tile pairs; load average "
              f"{h.get('load_average')} -> {h.get('load_average_end')}",
              f"- peak: {pk['gflops']:.1f} GFLOP/s fp32 GEMM ("
