@@ -62,7 +62,7 @@ def image_summary(times_ms: list[float], side_hw: tuple[int, int], scale: int,
     out: dict[str, Any] = {
         "lr": list(side_hw), "sr": [side_hw[0] * scale, side_hw[1] * scale], "sr_megapixels": mp,
         "runs": len(times_ms), "per_image_ms": per,
-        "megapixels_per_s": round(mp / (per["p50"] / 1e3), 4) if per["p50"] > 0 else None,
+        "megapixels_per_s": round(mp / (per["p50"] / 1e3), 6) if per["p50"] > 0 else None,
         "raw_ms": [round(float(t), 3) for t in times_ms],
     }
     if geometry:
