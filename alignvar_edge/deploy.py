@@ -58,13 +58,15 @@ class DeployOptions:
     model: Any = None               # an in-memory AlignVAR (API and tests) instead of checkpoint/preset
     export: str | None = None       # reuse this fp32 single-graph export of the same model
     bench_tiles: int | None = None
+    batch: int | None = None        # static batch of every engine; None: measured (see _export)
 
     @classmethod
     def from_args(cls, a: argparse.Namespace) -> DeployOptions:
         precisions = tuple(p.strip() for p in a.precision.split(",") if p.strip()) if a.precision else ("fp32", "int8")
         return cls(out=a.out, checkpoint=a.checkpoint, preset=a.preset, targets=a.targets,
                    precisions=precisions, calib=a.calib, force=a.force, quick=a.quick, runs=a.runs,
-                   warmup=a.warmup, threads=a.threads, staged=a.staged, seed=a.seed, export=a.export)
+                   warmup=a.warmup, threads=a.threads, staged=a.staged, seed=a.seed, export=a.export,
+                   batch=a.batch)
 
     def validate(self) -> None:
         bad = [p for p in self.precisions if p not in PRECISIONS]
@@ -77,6 +79,11 @@ class DeployOptions:
         if self.export and not Path(self.export).is_dir():
             raise InputError(f"--export '{self.export}' is not a directory; pass an export made by "
                              "`alignvar-edge export` (or leave it out to export here)")
+        if self.batch is not None and self.batch < 1:
+            raise InputError(f"--batch must be >= 1, got {self.batch}")
+        if self.batch is not None and self.export:
+            raise InputError("--batch and --export conflict: a reused export keeps its own batch; "
+                             "leave one of them out")
         if (self.runs is not None and self.runs < 1) or (self.warmup is not None and self.warmup < 0):
             raise InputError("--runs must be >= 1 and --warmup >= 0")
         self.target_list()
@@ -190,15 +197,14 @@ def deploy(opts: DeployOptions, log: Log | None = None, progress: Progress | Non
         say(f"[{next(counter)}/{total}] {what} ({time.perf_counter() - t_start:.0f} s elapsed)")
         return time.perf_counter()
 
+    batch_search: dict[str, Any] | None = None
     with artifact_dir(out, force=opts.force) as tmp:
         if opts.export:
             t0 = stage(f"reuse the export {opts.export} (checked against the model, copied in)")
             export = _reuse_export(Path(opts.export), tmp / "export", model)
         else:
             t0 = stage(f"export {name} to ONNX (single graph, validated against PyTorch)")
-            export = export_onnx(model, tmp / "export", graph="single", seed=opts.seed, model_name=name,
-                                 source=source, n_tiles=2 if opts.quick else 4,
-                                 log=lambda m: say(f"      export: {m}"))
+            export, batch_search = _export(model, tmp, name, source, opts, say)
         timings["export_s"] = round(time.perf_counter() - t0, 1)
         staged = None
         if opts.staged:
@@ -229,7 +235,7 @@ def deploy(opts: DeployOptions, log: Log | None = None, progress: Progress | Non
         report = _bench(steps, tmp, (model, name, source), opts, staged, say, progress)
         timings["bench_s"] = round(time.perf_counter() - t0, 1)
         report["deploy"] = {"steps": [_step_json(s) for s in steps], "timings_s": timings,
-                            "source": source, "options": _opts_json(opts)}
+                            "source": source, "options": _opts_json(opts), "batch_search": batch_search}
         t0 = stage("write report.json / report.md / report.png")
         write_outputs(report, str(tmp / "report.json"), str(tmp / "report.md"), str(tmp / "report.png"))
         _append_plan(tmp / "report.md", steps)
@@ -270,6 +276,41 @@ def _first_line(e: BaseException) -> str:
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
     useful = [ln for ln in lines if not ln.startswith("Exception from src/")]
     return (useful or lines or [""])[0][:400]
+
+
+def _export(model: Any, tmp: Path, name: str, source: str, opts: DeployOptions, say: Log
+            ) -> tuple[Path, dict[str, Any] | None]:
+    """The fp32 single-graph export every engine is built from, at the batch that serves whole
+    images best: --batch if given (--quick: 1), else each candidate batch is exported and timed on
+    ONNX Runtime CPU at the headline thread count, and the fastest for a 128x128 LR image's tiles
+    is kept (runtimes/batching.py)."""
+    import shutil
+
+    from alignvar_edge.bench.image import IMAGE_LR, image_geometry
+    from alignvar_edge.export.onnx_export import export_onnx
+    from alignvar_edge.runtimes.batching import CANDIDATES, pick_batch, time_per_call
+    from alignvar_edge.runtimes.onnxruntime import BACKEND as ORT
+
+    def one(b: int, path: Path) -> Path:
+        return export_onnx(model, path, graph="single", batch=b, seed=opts.seed, model_name=name, source=source,
+                           n_tiles=max(b, 2 if opts.quick else 4), log=lambda m: say(f"      export: {m}"))
+    if opts.batch or opts.quick:
+        return one(opts.batch or 1, tmp / "export"), None
+    tiles = image_geometry((IMAGE_LR, IMAGE_LR), model.config.lr_size, 1)["tiles"]
+    threads = opts.threads or 1
+    ms, paths = {}, {}
+    for b in CANDIDATES:
+        paths[b] = one(b, tmp / f".batch-{b}")
+        with ORT.load(paths[b], device="cpu", threads=threads, spin=False) as eng:
+            ms[b] = round(time_per_call(eng), 3)
+        say(f"      batch {b}: {ms[b]:.1f} ms per call on onnxruntime cpu, {threads} thread(s)")
+    best, costs = pick_batch(ms, tiles)
+    say(f"      batch {best}: fastest for a {IMAGE_LR}x{IMAGE_LR} LR image ({tiles} tiles)")
+    paths.pop(best).rename(tmp / "export")
+    for p in paths.values():
+        shutil.rmtree(p)
+    return tmp / "export", {"chosen": best, "ms_per_call": ms, "image_ms": costs, "tiles_per_image": tiles,
+                            "image_lr": IMAGE_LR, "measured_on": f"onnxruntime cpu, {threads} thread(s)"}
 
 
 def _reuse_export(src: Path, dest: Path, model: Any) -> Path:
@@ -357,18 +398,36 @@ def _build_detail(path: Path) -> str:
 
 def _bench(steps: list[Step], tmp: Path, reference: tuple[Any, str, str], opts: DeployOptions, staged: Path | None,
            say: Log, progress: Progress | None) -> dict[str, Any]:
+    """The headline bench at one stated thread count (--threads, default 1: the fair figure on a
+    shared host); without --threads, a shorter all-core run follows as a second, labelled row."""
+    from alignvar_edge.bench.host import fingerprint
     from alignvar_edge.bench.runner import BenchOptions, run_bench
     specs = [f"{s.name}={tmp / s.path}" for s in steps if s.status == "built" and s.path]
     bopts = BenchOptions(runs=opts.runs or (5 if opts.quick else 10), warmup=opts.warmup if opts.warmup is not None
                          else (1 if opts.quick else 2), tiles=opts.bench_tiles or (4 if opts.quick else 8),
-                         threads=opts.threads, profile_runs=2 if opts.quick else 3, seed=opts.seed,
-                         staged=str(staged) if staged else None, peak_n=1024)
+                         threads=opts.threads or 1, profile_runs=2 if opts.quick else 3, seed=opts.seed,
+                         staged=str(staged) if staged else None, peak_n=1024, image_runs=2 if opts.quick else 5)
     report = run_bench(specs, reference=reference, options=bopts, log=lambda m: say(f"      bench: {m}"),
                        progress=progress)
+    cores = int(fingerprint()["cpu"].get("usable_cores") or 1)
+    if opts.threads is None and cores > 1:
+        say(f"      bench: second row: every core ({cores} threads), shorter")
+        extra = BenchOptions(runs=bopts.runs, warmup=bopts.warmup, tiles=2, threads=cores, profile_runs=0,
+                             seed=opts.seed, peak_n=1024, image_runs=2)
+        report["all_cores"] = all_cores_row(run_bench(specs, reference=reference, options=extra,
+                                                      log=lambda m: say(f"      bench (all cores): {m}"),
+                                                      progress=progress))
     for e in report["engines"]:                 # paths as they will be after the rename
         if e.get("path") and str(e["path"]).startswith(str(tmp)):
             e["path"] = str(Path(e["path"]).relative_to(tmp))
     return report
+
+
+def all_cores_row(report: dict[str, Any]) -> dict[str, Any]:
+    """What an all-core bench adds beside the one-thread headline: its thread count and best rows."""
+    s = report["summary"]
+    return {"threads": report["settings"]["threads"], "load_average": report["host"].get("load_average"),
+            "best_cpu": s.get("best_cpu"), "image": s.get("image")}
 
 
 def _parity(report: dict[str, Any]) -> dict[str, Any]:
@@ -389,7 +448,7 @@ def _step_json(s: Step) -> dict[str, Any]:
 def _opts_json(o: DeployOptions) -> dict[str, Any]:
     return {"targets": o.targets, "precisions": list(o.precisions), "calib": o.calib, "quick": o.quick,
             "runs": o.runs, "warmup": o.warmup, "threads": o.threads, "staged": o.staged, "seed": o.seed,
-            "export": o.export}
+            "export": o.export, "batch": o.batch}
 
 
 def _plan_lines(steps: list[Step]) -> list[str]:

@@ -25,7 +25,7 @@ from alignvar_edge.bench.stats import latency_summary, percentiles
 from alignvar_edge.bench.subjects import parse_spec
 from alignvar_edge.errors import InputError
 
-QUICK = BenchOptions(runs=2, warmup=0, tiles=2, threads=1, peak_n=256, profile_runs=1)
+QUICK = BenchOptions(runs=2, warmup=0, tiles=2, threads=1, peak_n=256, profile_runs=1, image_size=16, image_runs=2)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,10 @@ def test_report_has_schema_engines_baselines_and_figures(report: dict[str, Any],
     ort = _entry(report, "onnxruntime-fp32")
     assert ort["status"] == "ok" and ort["reason"] is None
     lat = ort["latency"]
-    assert lat["runs"] == 2 and set(lat["per_tile_ms"]) >= {"p50", "p90", "p99"}
+    assert lat["runs"] == 2 and set(lat["per_tile_ms"]) >= {"p50", "p90"}
+    # two runs cannot estimate a 99th percentile: omitted, with the reason; the raw times are kept
+    assert "p99" not in lat["per_tile_ms"] and "--runs 100" in lat["p99_omitted"]
+    assert len(lat["raw_call_ms"]) == 2 and min(lat["raw_call_ms"]) == lat["per_call_ms"]["min"]
     assert lat["per_megapixel_ms"]["p50"] == pytest.approx(lat["per_tile_ms"]["p50"] / (32 * 32 / 1e6), rel=1e-3)
     assert lat["gflops_achieved"] > 0 and 0 < lat["roofline_fraction"]
     # an fp32 export of the same weights chooses PyTorch's tokens exactly
@@ -111,7 +114,7 @@ def test_merge_table_plot_and_schema_refusal(report: dict[str, Any], tmp_path: P
     b["label"] = "jetson-orin (MAXN)"
     pa, pb = write_json(tmp_path / "a.json", a), write_json(tmp_path / "b.json", b)
     merged = merge_reports([pa, pb])
-    assert merged["kind"] == "merged" and len(merged["reports"]) == 2
+    assert merged["kind"] == "merged" and len(merged["reports"]) == 2 and merged["warnings"] == []
     assert {r["device"] for r in merged["rows"]} == {a["label"], "jetson-orin (MAXN)"}
     rc = cli.main(["bench", "merge", str(pa), str(pb), "--out", str(tmp_path / "m.json"),
                    "--md", str(tmp_path / "m.md"), "--plot", str(tmp_path / "m.png")])
@@ -128,6 +131,20 @@ def test_merge_table_plot_and_schema_refusal(report: dict[str, Any], tmp_path: P
     two = merge_reports([pa, write_json(tmp_path / "c.json", c)])
     assert {(r["device"], r["model"]) for r in two["rows"]} == {(a["label"], a["model"]["name"]),
                                                                  (a["label"], "d16-random")}
+    assert len(two["warnings"]) == 1 and "different models" in two["warnings"][0]
+    # same model from other weights, at another thread count: both said, naming the reports
+    d = copy.deepcopy(b)
+    d["model"]["source"], d["settings"]["threads"] = "checkpoint retrained", 8
+    warned = merge_reports([pa, write_json(tmp_path / "d.json", d)])["warnings"]
+    assert any("different weights" in w for w in warned)
+    assert any(w.startswith("setting 'threads' differs") and "jetson-orin (MAXN)=8" in w for w in warned)
+    # rows line up by engine x device: one column per device
+    from alignvar_edge.bench.merge import lineup
+    grid = lineup(merged, "speedup")
+    assert grid[0] == ["model", "engine", a["label"], "jetson-orin (MAXN)"]
+    ort_row = next(r for r in grid if r[1] == "onnxruntime-fp32")
+    assert ort_row[2] == ort_row[3] == f"{_entry(report, 'onnxruntime-fp32')['speedup_vs_eager']:.2f}x"
+    assert "## Engine x device: whole-image SR MP/s" in md
     old = copy.deepcopy(report)
     old["schema_version"] = SCHEMA_VERSION + 1
     po = write_json(tmp_path / "old.json", old)
@@ -173,6 +190,14 @@ def test_statistics() -> None:
     assert s["per_tile_ms"]["p50"] == 5.0 and s["per_megapixel_ms"]["p50"] == 20.0
     assert s["throughput"]["tiles_per_s"] == 200.0 and s["gflops_achieved"] == 200.0
     assert s["roofline_fraction"] == 0.5 and s["below_peak_x"] == 2.0 and s["roofline_fraction_best"] == 0.5
+    assert s["raw_call_ms"] == [10.0, 10.0, 10.0] and "p99" not in s["per_call_ms"] and s["p99_omitted"]
+
+
+def test_p99_only_with_enough_runs() -> None:
+    few, many = percentiles([1.0] * 99 + [50.0]), percentiles([1.0] * 99)
+    assert few["p99"] == pytest.approx(1.49) and "p99" not in many
+    s = latency_summary(list(np.linspace(1.0, 2.0, 100)), 1, 1.0)
+    assert s["per_call_ms"]["p99"] == pytest.approx(1.99) and "p99_omitted" not in s
 
 
 def test_peak_rss_sees_an_allocation() -> None:
@@ -221,3 +246,43 @@ def test_gpu_script_writes_a_mergeable_report_on_cpu(tmp_path: Path, report: dic
     assert "Best GPU configuration" in md and "paper" not in md.split("## Backends")[0]
     merged = merge_reports([write_json(tmp_path / "cpu.json", report), out])
     assert {r["model"] for r in merged["rows"]} == {report["model"]["name"], "micro-random"}
+
+
+def test_duration_sets_the_rounds_with_runs_as_the_minimum() -> None:
+    from alignvar_edge.bench.runner import rounds
+    now = [0.0]
+
+    def clock() -> float:
+        now[0] += 1.0            # every look at the clock: one second later
+        return now[0]
+    assert list(rounds(3, None, clock)) == [0, 1, 2]
+    assert len(list(rounds(2, 10.0, clock))) == 11      # 2 rounds, then 9 more while t < 11
+    assert len(list(rounds(20, 1.0, clock))) == 20      # the duration never cuts below --runs
+    with pytest.raises(InputError, match="--duration"):
+        BenchOptions(duration=0.0).validate()
+
+
+def test_whole_image_figures(report: dict[str, Any]) -> None:
+    # a 16x16 LR image on micro's 8 px tiles (overlap 2): starts 0, 6, 8 per side -> 9 tiles
+    ort, eager = _entry(report, "onnxruntime-fp32"), _entry(report, "pytorch-eager")
+    img = ort["image"]
+    assert img["lr"] == [16, 16] and img["sr"] == [64, 64] and img["runs"] == 2 and len(img["raw_ms"]) == 2
+    assert (img["tiles"], img["batch"], img["calls"], img["padded_tiles"]) == (9, 1, 9, 0)
+    assert img["megapixels_per_s"] == pytest.approx(64 * 64 / 1e6 / (img["per_image_ms"]["p50"] / 1e3), rel=1e-3)
+    # eager batches the image's tiles as the torch backend does: 4 per call, the last call padded
+    assert (eager["image"]["batch"], eager["image"]["calls"], eager["image"]["padded_tiles"]) == (4, 3, 3)
+    assert eager["image_speedup_vs_eager"] == 1.0
+    assert ort["image_speedup_vs_eager"] == pytest.approx(
+        eager["image"]["per_image_ms"]["p50"] / img["per_image_ms"]["p50"], rel=1e-2)
+    best = report["summary"]["image"]["best_cpu"]
+    assert best["speedup_vs_eager"] == max(e.get("image_speedup_vs_eager") or 0 for e in report["engines"]
+                                           if e["label"] in report["summary"]["engines_meeting_fidelity"])
+
+
+def test_image_geometry_counts_overlap_and_padding() -> None:
+    from alignvar_edge.bench.image import image_geometry
+    # alignvar-tiny: 32 px LR tiles, overlap 8 -> 5 x 5 tiles for a 128x128 LR image
+    assert image_geometry((128, 128), 32, 4) == {"tiles": 25, "overlap": 8, "batch": 4, "calls": 7,
+                                                  "padded_tiles": 3}
+    assert image_geometry((128, 128), 32, 5)["padded_tiles"] == 0
+    assert image_geometry((20, 20), 32, 1)["tiles"] == 1            # smaller than a tile: one padded tile

@@ -115,3 +115,21 @@ def test_openvino_int8_keeps_the_groups_the_onnx_int8_search_chose(micro_export:
     report = json.loads((out / "report.json").read_text())
     ov = next(e for e in report["engines"] if e["label"] == "openvino-int8")
     assert ov["status"] == "ok" and ov["fidelity"]["vs_reference"]["token_agreement"] is not None
+
+
+def test_all_core_figure_is_a_labelled_second_row() -> None:
+    from alignvar_edge.bench.render import summary_lines
+    from alignvar_edge.deploy import all_cores_row
+    best = {"label": "ort", "speedup_vs_eager": 18.48, "p50_ms_per_tile": 1.0, "token_agreement": 1.0}
+    img = {"lr": [128, 128], "sr": [512, 512], "eager_mp_per_s": 0.02, "eager_batch": 4,
+           "best_cpu": {"label": "ort", "mp_per_s": 0.05, "batch": 4, "speedup_vs_eager": 2.5}}
+    every = {"settings": {"threads": 2}, "host": {"load_average": [3.0, 3.0, 3.0]},
+             "summary": {"best_cpu": best, "image": img}}
+    one = {"settings": {"threads": 1}, "model": {"tile": {"hr": 64}},
+           "summary": {"best_cpu": {**best, "speedup_vs_eager": 2.18}, "min_token_agreement": 0.99,
+                       "image": img},
+           "all_cores": all_cores_row(every)}
+    lines = summary_lines(one)
+    assert "2.18x PyTorch eager (100.00% tokens), 1 thread(s)" in lines[0]
+    assert "2.50x PyTorch eager's 0.020 MP/s (batch 4), 1 thread(s)" in lines[1]
+    assert lines[2].startswith("All 2 cores (second row, not the headline") and "18.48x" in lines[2]

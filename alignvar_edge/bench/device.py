@@ -93,11 +93,11 @@ def _golden(root: Path) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], dict[
 # ------------------------------------------------------------------------------------------------
 def bench_engine_dir(engines: list[str], runs: int = 20, warmup: int = 3, threads: int | None = None,
                      label: str | None = None, min_token_agreement: float = 0.99,
-                     log: Any = None) -> dict[str, Any]:
+                     log: Any = None, duration: float | None = None) -> dict[str, Any]:
     """Time engine directories and check them against their golden outputs; no PyTorch needed."""
     from alignvar_edge.bench.fidelity import fidelity
     from alignvar_edge.bench.memory import PeakRSS
-    from alignvar_edge.bench.runner import _call_for
+    from alignvar_edge.bench.runner import _call_for, rounds
     from alignvar_edge.bench.subjects import check_exists, open_subject, parse_spec
     say = log or (lambda _m: None)
     if runs < 1 or warmup < 0:
@@ -129,7 +129,7 @@ def bench_engine_dir(engines: list[str], runs: int = 20, warmup: int = 3, thread
             for _ in range(warmup):
                 call()
             times = []
-            for _ in range(runs):
+            for _ in rounds(runs, duration):
                 t0 = time.perf_counter()
                 call()
                 times.append((time.perf_counter() - t0) * 1e3)
@@ -142,7 +142,7 @@ def bench_engine_dir(engines: list[str], runs: int = 20, warmup: int = 3, thread
                      meets_fidelity=bool(fid["vs_reference"]["token_agreement"] >= min_token_agreement))
         finally:
             sub.engine.close()
-    settings = {"runs": runs, "warmup": warmup, "threads": threads, "fidelity_tiles": None,
+    settings = {"runs": runs, "duration_s": duration, "warmup": warmup, "threads": threads, "fidelity_tiles": None,
                 "images": None, "interleaved": False}
     return _report(first or {}, entries, settings, label, host, min_token_agreement, [])
 

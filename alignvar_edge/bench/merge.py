@@ -15,7 +15,7 @@ from typing import Any
 from alignvar_edge.bench.render import _cell, _md_table, _plain_log_ticks, _save, engine_rows
 from alignvar_edge.bench.schema import SCHEMA, SCHEMA_VERSION, ReportSchemaError, read_report
 
-__all__ = ["merge_markdown", "merge_reports", "plot_merged"]
+__all__ = ["lineup", "merge_markdown", "merge_reports", "merge_warnings", "plot_merged"]
 
 
 def _parts(report: dict[str, Any]) -> list[dict[str, Any]]:
@@ -44,12 +44,51 @@ def merge_reports(paths: Sequence[str | os.PathLike[str]]) -> dict[str, Any]:
                          "tile_hr": r["model"]["tile"]["hr"], "created": r["created"], **row})
     return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "kind": "merged",
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "sources": [str(p) for p in paths], "reports": parts, "rows": rows}
+            "sources": [str(p) for p in paths], "reports": parts, "rows": rows, "warnings": merge_warnings(parts)}
+
+
+# settings that change what a figure means; two reports differing in one are not like for like
+_COMPARED_SETTINGS = ("threads", "runs", "duration_s", "warmup", "eager_batch", "interleaved", "image_lr",
+                      "fidelity_tiles", "images", "ort_spin")
+
+
+def merge_warnings(parts: list[dict[str, Any]]) -> list[str]:
+    """One line per way the merged reports are not like for like: models, weights, settings."""
+    out = []
+    models = sorted({r["model"]["name"] for r in parts})
+    if len(models) > 1:
+        out.append(f"the reports benchmark different models ({', '.join(models)}): compare rows within a model only")
+    for name in models:
+        sources = sorted({str(r["model"].get("source")) for r in parts if r["model"]["name"] == name})
+        params = {(r["model"].get("parameters") or {}).get("inference") for r in parts if r["model"]["name"] == name}
+        if len(sources) > 1 or len(params) > 1:
+            out.append(f"model {name} comes from different weights ({'; '.join(sources)}): fidelity and "
+                       "speed-ups are not comparable across these reports")
+    for key in _COMPARED_SETTINGS:
+        seen = {r["label"]: (r.get("settings") or {}).get(key) for r in parts}
+        if len({repr(v) for v in seen.values()}) > 1:
+            out.append(f"setting '{key}' differs: " + ", ".join(f"{k}={v}" for k, v in seen.items())
+                       + "; re-run with the same settings for like-for-like rows")
+    return out
+
+
+def lineup(merged: dict[str, Any], key: str = "img_mps") -> list[list[str]]:
+    """Engine x device: one row per (model, engine label), one column per device, cells `key`."""
+    devices = list(dict.fromkeys(r["device"] for r in merged["rows"]))
+    cells: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in merged["rows"]:
+        if r["status"] == "ok":
+            cells.setdefault((r["model"], r["label"]), {})[r["device"]] = r.get(key)
+    table = [["model", "engine", *devices]]
+    for (model, label), by in sorted(cells.items()):
+        table.append([model, label, *(_cell(key, by.get(d)) for d in devices)])
+    return table
 
 
 MERGED_COLUMNS = [("device", "device"), ("model", "model"), ("engine", "label"), ("precision", "precision"),
                   ("p50 ms/tile", "p50"), ("ms/MP", "ms_per_mp"), ("tiles/s", "tiles_per_s"),
-                  ("% peak", "roofline"), ("vs eager", "speedup"), ("tokens", "tokens"),
+                  ("% peak", "roofline"), ("vs eager", "speedup"),
+                  ("image MP/s", "img_mps"), ("image vs eager", "img_speedup"), ("tokens", "tokens"),
                   ("PSNR-Y/HR", "psnr_hr"), ("mem MB", "mem"), ("size MB", "size")]
 
 
@@ -72,6 +111,11 @@ def merge_markdown(merged: dict[str, Any], plot: str | None = None) -> str:
                      f"{r['created']}"
                      + (f"; best CPU engine {best['label']} {best['speedup_vs_eager']:.2f}x eager" if best else ""))
     lines += ["", _md_table(table)]
+    if merged.get("warnings"):
+        lines += ["", "**Not like for like:**", "", *(f"- {w}" for w in merged["warnings"])]
+    for key, title in (("speedup", "speed-up per tile vs that device's PyTorch eager"),
+                       ("img_mps", "whole-image SR MP/s"), ("img_speedup", "whole image vs that device's eager")):
+        lines += ["", f"## Engine x device: {title}", "", _md_table(lineup(merged, key))]
     if plot:
         lines += ["", f"![latency per megapixel across devices]({plot})"]
     return "\n".join(lines) + "\n"

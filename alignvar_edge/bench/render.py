@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["engine_rows", "plot_report", "report_markdown", "terminal_table"]
+__all__ = ["all_cores_line", "engine_rows", "plot_report", "report_markdown", "terminal_table"]
 
 # one engine entry flattened to the figures tables and plots show
 Row = dict[str, Any]
@@ -70,6 +70,7 @@ def engine_rows(report: dict[str, Any]) -> list[Row]:
             "tiles_per_s": _get(lat, "throughput", "tiles_per_s"),
             "gflops": lat.get("gflops_achieved"), "roofline": lat.get("roofline_fraction"),
             "speedup": e.get("speedup_vs_eager"),
+            "img_mps": _get(e.get("image"), "megapixels_per_s"), "img_speedup": e.get("image_speedup_vs_eager"),
             "tokens": _get(fid, "vs_reference", "token_agreement"),
             "psnr_ref": _get(fid, "vs_reference", "psnr_y_db"), "ssim_ref": _get(fid, "vs_reference", "ssim_y"),
             "psnr_hr": _get(fid, "vs_hr", "psnr_y_db"), "ssim_hr": _get(fid, "vs_hr", "ssim_y"),
@@ -82,7 +83,8 @@ def engine_rows(report: dict[str, Any]) -> list[Row]:
 COLUMNS: list[tuple[str, str]] = [
     ("engine", "label"), ("precision", "precision"), ("p50 ms/tile", "p50"), ("p90", "p90"), ("p99", "p99"),
     ("ms/MP", "ms_per_mp"), ("tiles/s", "tiles_per_s"), ("GFLOP/s", "gflops"), ("% peak", "roofline"),
-    ("vs eager", "speedup"), ("tokens", "tokens"), ("PSNR-Y/ref", "psnr_ref"), ("SSIM-Y/ref", "ssim_ref"),
+    ("vs eager", "speedup"), ("image MP/s", "img_mps"), ("image vs eager", "img_speedup"), ("tokens", "tokens"),
+    ("PSNR-Y/ref", "psnr_ref"), ("SSIM-Y/ref", "ssim_ref"),
     ("PSNR-Y/HR", "psnr_hr"), ("SSIM-Y/HR", "ssim_hr"), ("mem MB", "mem"), ("size MB", "size"),
 ]
 
@@ -100,8 +102,10 @@ def _cell(key: str, v: Any) -> str:
         return _num(v, "{:.1f}")
     if key == "roofline":
         return "–" if v is None else f"{100 * v:.1f}%"
-    if key == "speedup":
+    if key in ("speedup", "img_speedup"):
         return "–" if v is None else f"{v:.2f}x"
+    if key == "img_mps":
+        return _num(v, "{:.3f}")
     if key == "tokens":
         return _pct(v)
     if key in ("psnr_ref", "psnr_hr"):
@@ -157,7 +161,15 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     if best:
         out.append(f"Best CPU engine at >= {s['min_token_agreement']:.0%} token agreement: **{best['label']}**, "
                    f"{best['p50_ms_per_tile']:.2f} ms/tile, {best['speedup_vs_eager']:.2f}x PyTorch eager "
-                   f"({best['token_agreement']:.2%} tokens).")
+                   f"({best['token_agreement']:.2%} tokens), {(report.get('settings') or {}).get('threads')} "
+                   "thread(s).")
+    img = s.get("image") or {}
+    if img.get("best_cpu"):
+        b, (w, h) = img["best_cpu"], img["sr"]
+        out.append(f"Whole {w}x{h} SR image (tiles with overlap, batch padding and blending counted): "
+                   f"**{b['label']}** {b['mp_per_s']:.3f} MP/s at batch {b['batch']}, {b['speedup_vs_eager']:.2f}x "
+                   f"PyTorch eager's {img['eager_mp_per_s']:.3f} MP/s (batch {img['eager_batch']}), "
+                   f"{(report.get('settings') or {}).get('threads')} thread(s).")
     gpu = s.get("best_gpu")
     if gpu:
         line = (f"Best GPU configuration at >= {s['min_token_agreement']:.0%} token agreement: "
@@ -172,12 +184,26 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         out.append(line + ".")
     if not best and not gpu:
         out.append(f"No engine reached {s['min_token_agreement']:.0%} token agreement with PyTorch eager.")
+    if report.get("all_cores"):                  # deploy's second row
+        out.append(all_cores_line(report["all_cores"]))
     if s.get("fp32_bound_speedup"):
         out.append(f"fp32 roofline bound: FLOPs / measured peak = {s['fp32_bound_ms_per_tile']:.2f} ms/tile, "
                    f"i.e. at most {s['fp32_bound_speedup']:.2f}x eager for an fp32 engine on this machine.")
     if s.get("target_verdict"):
         out.append(f"Speed-up target {s['target_speedup']:g}x: {s['target_verdict']}.")
     return out
+
+
+def all_cores_line(row: dict[str, Any]) -> str:
+    """deploy's all-core figure, labelled as the second row so it is never read as the headline."""
+    best, img = row.get("best_cpu"), (row.get("image") or {}).get("best_cpu")
+    if not best:
+        return f"All {row['threads']} cores (second row): no engine met the fidelity gate."
+    line = (f"All {row['threads']} cores (second row, not the headline; load average {row.get('load_average')}): "
+            f"{best['label']} {best['speedup_vs_eager']:.2f}x PyTorch eager per tile")
+    if img:
+        line += f", {img['label']} {img['speedup_vs_eager']:.2f}x on the whole image ({img['mp_per_s']:.3f} MP/s)"
+    return line + "."
 
 
 def report_markdown(report: dict[str, Any], plot: str | None = None) -> str:
@@ -198,7 +224,9 @@ def report_markdown(report: dict[str, Any], plot: str | None = None) -> str:
              + (f"; GPU {', '.join(g['name'] for g in h['gpus'])}" if h.get("gpus") else "")
              + (f"; Jetson {h['jetson'].get('model')} ({h['jetson'].get('power_mode')})" if h.get("jetson") else ""),
              f"- run: {st['runs']} {'interleaved' if st.get('interleaved', True) else 'sequential'} rounds "
-             f"after {st['warmup']} warm-up, {st['threads']} thread(s), fidelity on {st['fidelity_tiles']} "
+             + (f"(at least; {st['duration_s']:g} s budget) " if st.get("duration_s") else "")
+             + (f"and {st['image_runs']} whole-image rounds ({st['image_lr']} px LR) " if st.get("image_lr") else "")
+             + f"after {st['warmup']} warm-up, {st['threads']} thread(s), fidelity on {st['fidelity_tiles']} "
              f"held-out tile pairs; load average "
              f"{h.get('load_average')} -> {h.get('load_average_end')}",
              f"- peak: {pk['gflops']:.1f} GFLOP/s fp32 GEMM ("

@@ -17,13 +17,14 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from alignvar_edge.bench.fidelity import bicubic_tiles, fidelity
+from alignvar_edge.bench.image import IMAGE_LR, image_call, image_geometry, image_summary, photo_lr
 from alignvar_edge.bench.memory import PeakRSS, traced_peak_mb
 from alignvar_edge.bench.schema import SCHEMA, SCHEMA_VERSION
 from alignvar_edge.bench.stats import latency_summary
@@ -56,6 +57,9 @@ class BenchOptions:
     spin: bool = False                # ORT busy-waiting would steal cores from the next engine
     batch: int | None = None          # PyTorch eager batch (None: the engines' common batch)
     sequential: bool = False          # one engine in memory at a time (big models), no interleaving
+    duration: float | None = None     # time rounds for this many seconds (at least `runs` rounds)
+    image_size: int = IMAGE_LR        # LR side of the whole-image timing (0: none)
+    image_runs: int = 5               # interleaved whole-image rounds (after one untimed round)
 
     def validate(self) -> None:
         if self.runs < 1 or self.warmup < 0 or self.tiles < 1:
@@ -65,6 +69,11 @@ class BenchOptions:
             raise InputError(f"--threads must be >= 1, got {self.threads}")
         if not 0.0 <= self.min_token_agreement <= 1.0:
             raise InputError("--min-token-agreement must lie in [0, 1]")
+        if self.image_size < 0 or self.image_runs < 1:
+            raise InputError(f"need --image-size >= 0 (0: no whole-image timing) and --image-runs >= 1; "
+                             f"got {self.image_size}, {self.image_runs}")
+        if self.duration is not None and not self.duration > 0:
+            raise InputError(f"--duration must be > 0 seconds, got {self.duration}")
         if self.profile_runs < 0 or self.peak_n < 64:
             raise InputError("--profile-runs must be >= 0 and --peak-n >= 64")
 
@@ -169,6 +178,39 @@ def _call_for(sub: Subject, lr: np.ndarray, scale: int) -> Callable[[], object]:
     return lambda: eng.infer(feeds)
 
 
+def rounds(runs: int, duration: float | None, clock: Callable[[], float] = time.perf_counter) -> Iterator[int]:
+    """Round numbers: `runs` of them, or with `duration` (s) as many as fit, never fewer than `runs`."""
+    end = None if duration is None else clock() + duration
+    r = 0
+    while r < runs or (end is not None and clock() < end):
+        yield r
+        r += 1
+
+
+def interleaved(subjects: list[Subject], calls: dict[int, Callable[[], object]], round_numbers: Iterable[int],
+                prog: Progress, desc: str, after_round: Callable[[], None] | None = None
+                ) -> dict[int, list[float]]:
+    """Wall ms of every subject's call, round by round in rotating order (so background load on a
+    shared machine hits every subject alike); a subject that fails drops out, keeping the others."""
+    times: dict[int, list[float]] = {id(s): [] for s in subjects}
+    for r in prog(round_numbers, desc=desc, unit="round"):
+        live = [s for s in subjects if s.status == "ok"]
+        k = r % max(1, len(live))
+        for s in live[k:] + live[:k]:   # rotate: nobody always runs right after the same neighbour
+            t0 = time.perf_counter()
+            _guard(s, f"timed run ({desc})", calls[id(s)])
+            if s.status == "ok":
+                times[id(s)].append((time.perf_counter() - t0) * 1e3)
+        if after_round is not None:
+            after_round()
+    return times
+
+
+def _image_engine(sub: Subject) -> Any:
+    """The engine a whole image runs on (PyTorch eager: at the batch its backend's upscale uses)."""
+    return sub.info.get("image_engine") or sub.engine
+
+
 def _batch_of(sub: Subject) -> int:
     return 1 if sub.engine is None else int(sub.engine.batch)
 
@@ -177,8 +219,10 @@ class _Measure:
     """The per-subject measurements (memory, fidelity, latency) for a group of open subjects."""
 
     def __init__(self, lr: np.ndarray, hr: np.ndarray, scale: int, opts: BenchOptions, prog: Progress, say: Log,
-                 gemm: Callable[[], object]):
+                 gemm: Callable[[], object], image: np.ndarray | None = None):
         self.lr, self.hr, self.scale = lr, hr, scale
+        self.image = image                   # the whole LR image timed through each engine's tiling
+        self.image_times: dict[int, list[float]] = {}
         self.gemm = gemm                     # one peak GEMM per round: the roof under the same load
         self.gemm_ms: list[float] = []
         self.ref_sr: np.ndarray | None = None
@@ -214,21 +258,28 @@ class _Measure:
             for s in live:
                 _guard(s, "warm-up", calls[id(s)])
         live = [s for s in live if s.status == "ok"]
-        self.say(f"timing {self.opts.runs} rounds of {names}")
-        for s in live:
-            self.times[id(s)] = []
-        for r in self.prog(range(self.opts.runs), desc="timing", unit="round"):
-            live = [s for s in live if s.status == "ok"]
-            k = r % max(1, len(live))
-            for s in live[k:] + live[:k]:   # rotate: nobody always runs right after the same neighbour
-                t0 = time.perf_counter()
-                _guard(s, "timed run", calls[id(s)])
-                if s.status == "ok":
-                    self.times[id(s)].append((time.perf_counter() - t0) * 1e3)
-            t0 = time.perf_counter()
-            self.gemm()
-            self.gemm_ms.append((time.perf_counter() - t0) * 1e3)
+        o = self.opts
+        self.say(f"timing {names}: " + (f"{o.duration:g} s and at least {o.runs} rounds" if o.duration
+                                          else f"{o.runs} rounds"))
+        self.times.update(interleaved(live, calls, rounds(o.runs, o.duration), self.prog, "timing",
+                                      after_round=self._time_gemm))
+        if self.image is not None:
+            self._measure_images([s for s in live if s.status == "ok"], self.image)
 
+    def _measure_images(self, live: list[Subject], image: np.ndarray) -> None:
+        """Whole images through each subject's tiling (engines) or bicubic, interleaved."""
+        h, w = image.shape[:2]
+        calls = {id(s): image_call(_image_engine(s), image, self.scale) for s in live}
+        self.say(f"timing a {w}x{h} LR image ({w * self.scale}x{h * self.scale} SR), "
+                 f"1 untimed + {self.opts.image_runs} rounds")
+        interleaved(live, calls, range(1), self.prog, "image warm-up")
+        self.image_times.update(interleaved([s for s in live if s.status == "ok"], calls,
+                                            range(self.opts.image_runs), self.prog, "image timing"))
+
+    def _time_gemm(self) -> None:
+        t0 = time.perf_counter()
+        self.gemm()
+        self.gemm_ms.append((time.perf_counter() - t0) * 1e3)
 
     def _fidelity_run(self, s: Subject) -> Callable[[], tuple[np.ndarray, Any]]:
         if s.backend == BICUBIC:
@@ -259,7 +310,7 @@ def run_bench(engines: Sequence[str], reference: Any = None, options: BenchOptio
     from alignvar_edge.bench.profile import stage_profile, staged_ort_times, torch_stage_times
     from alignvar_edge.model.info import stage_flops
     from alignvar_edge.calibration.tiles import tile_pairs
-    from alignvar_edge.runtimes.torch_backend import TorchEngine
+    from alignvar_edge.runtimes.torch_backend import DEFAULT_BATCH as TORCH_BATCH, TorchEngine
 
     opts = options or BenchOptions()
     opts.validate()
@@ -284,6 +335,8 @@ def run_bench(engines: Sequence[str], reference: Any = None, options: BenchOptio
         batch = opts.batch or _specs_batch(specs)
         eager = Subject(EAGER, "torch", "baseline", precision="fp32", device="cpu",
                         engine=TorchEngine.from_model(model, batch=batch))
+        # whole images: eager batches tiles as `upscale --backend torch` does
+        eager.info["image_engine"] = TorchEngine.from_model(model, batch=TORCH_BATCH)
         eager.info["artifact_bytes"] = artifact_bytes(model_name) if model_source.startswith("checkpoint") else None
         bicubic = Subject(BICUBIC, BICUBIC, "baseline", precision="fp32", device="cpu")
         lr, hr = tile_pairs(config, opts.tiles, seed=opts.seed, split="heldout", images=opts.images)
@@ -292,7 +345,8 @@ def run_bench(engines: Sequence[str], reference: Any = None, options: BenchOptio
         say(f"measuring the fp32 GEMM peak ({opts.peak_n}^3, {threads} threads)")
         peak = measure_peak(opts.peak_n, threads=threads)
         gemm, gemm_flops = gemm_call(opts.peak_n, peak["library"], peak["threads"])
-        m = _Measure(lr, hr, config.scale, opts, prog, say, gemm)
+        image = photo_lr(opts.image_size, opts.images) if opts.image_size else None
+        m = _Measure(lr, hr, config.scale, opts, prog, say, gemm, image)
 
         def opened(spec: EngineSpec) -> Subject:
             say(f"opening {spec.text}")
@@ -339,6 +393,12 @@ def run_bench(engines: Sequence[str], reference: Any = None, options: BenchOptio
         order = [eager, *subjects, bicubic]
         entries = [_entry(s, m.times.get(id(s), []), mp, None if s.backend == BICUBIC else flops_total,
                           peak["gflops"], model.parameter_report()["inference"]) for s in order]
+        if image is not None:
+            for s, e in zip(order, entries):
+                if e["status"] == "ok" and m.image_times.get(id(s)):
+                    eng = _image_engine(s)
+                    geo = None if eng is None else image_geometry(image.shape[:2], eng.tile_size, eng.batch)
+                    e["image"] = image_summary(m.image_times[id(s)], image.shape[:2], config.scale, geo)
     finally:
         for s in every:
             _close(s)
@@ -357,7 +417,9 @@ def run_bench(engines: Sequence[str], reference: Any = None, options: BenchOptio
                   "patch_nums": list(config.patch_nums), "sr_megapixels_per_tile": mp,
                   "parameters": model.parameter_report(),
                   "flops_per_tile": {**groups, "total": flops_total}, "flops_per_stage": flops},
-        "settings": {"runs": opts.runs, "warmup": opts.warmup, "threads": threads,
+        "settings": {"runs": opts.runs, "duration_s": opts.duration, "warmup": opts.warmup, "threads": threads,
+                     "image_lr": opts.image_size or None,
+                     "image_runs": opts.image_runs if opts.image_size else None,
                      "fidelity_tiles": opts.tiles, "images": opts.images or "bundled held-out photographs",
                      "seed": opts.seed, "eager_batch": batch, "interleaved": not opts.sequential,
                      "ort_spin": opts.spin, "min_token_agreement": opts.min_token_agreement,
@@ -372,6 +434,9 @@ def run_bench(engines: Sequence[str], reference: Any = None, options: BenchOptio
 
 
 def _close(s: Subject) -> None:
+    extra = s.info.pop("image_engine", None)
+    if extra is not None:
+        extra.close()
     if s.engine is not None:
         try:
             s.engine.close()
@@ -449,6 +514,7 @@ def _summary(entries: list[dict[str, Any]], opts: BenchOptions, flops_total: flo
         out["best_cpu"] = {"label": best["label"], "speedup_vs_eager": best.get("speedup_vs_eager"),
                            "p50_ms_per_tile": _tile_p50(best),
                            "token_agreement": best["fidelity"]["vs_reference"]["token_agreement"]}
+    out["image"] = _image_summary(eager, entries, cpu)
     if opts.target_speedup:
         got = (out["best_cpu"] or {}).get("speedup_vs_eager") or 0.0
         out["target_met"] = got >= opts.target_speedup
@@ -459,9 +525,36 @@ def _summary(entries: list[dict[str, Any]], opts: BenchOptions, flops_total: flo
     return out
 
 
+def _image_p50(e: dict[str, Any]) -> float | None:
+    return ((e.get("image") or {}).get("per_image_ms") or {}).get("p50")
+
+
+def _image_summary(eager: dict[str, Any], entries: list[dict[str, Any]],
+                   fit_cpu: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Whole-image speed-ups against eager's image (set on every timed entry) and the best CPU
+    engine by whole-image MP/s among those meeting the fidelity gate."""
+    base = _image_p50(eager)
+    if not base:
+        return None
+    img = eager["image"]
+    for e in entries:
+        p50 = _image_p50(e)
+        if p50:
+            e["image_speedup_vs_eager"] = round(base / p50, 3)
+    best = max((e for e in fit_cpu if _image_p50(e)), key=lambda e: e["image_speedup_vs_eager"], default=None)
+    return {"lr": img["lr"], "sr": img["sr"], "eager_mp_per_s": img["megapixels_per_s"],
+            "eager_batch": img.get("batch"),
+            "best_cpu": None if best is None else {
+                "label": best["label"], "mp_per_s": best["image"]["megapixels_per_s"],
+                "batch": best["image"].get("batch"), "speedup_vs_eager": best["image_speedup_vs_eager"]}}
+
+
 def _notes(host: dict[str, Any], entries: list[dict[str, Any]]) -> list[str]:
     notes = ["Latency: wall time of one engine call (Engine.infer) on the engine's static batch, "
              "divided by the batch; subjects interleaved round by round.",
+             "Image: wall time of one whole LR image through Engine.upscale's tiling (overlapping tiles in "
+             "the engine's batches, the last one padded, blended); MP/s counts the image's SR pixels, not "
+             "the tiles'. PyTorch eager runs it at the torch backend's default batch.",
              "Roofline: achieved GFLOP/s = matmul+conv FLOPs per tile / p50 time per tile (and / the "
              "fastest time: roofline_fraction_best), against the best fp32 GEMM timed in this run, before "
              "and between the rounds; int8/fp16 engines are set against the same fp32 peak.",

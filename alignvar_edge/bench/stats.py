@@ -6,17 +6,29 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["latency_summary", "percentiles", "summary_from_percentiles"]
+__all__ = ["latency_summary", "percentiles", "summary_from_percentiles", "P99_MIN_RUNS", "p99_omitted"]
 
 PERCENTILES = (50, 90, 99)
+# below this many samples the 99th percentile is an interpolation between the two slowest runs,
+# not a tail estimate: it is left out (with the reason) rather than printed as if it were one
+P99_MIN_RUNS = 100
+
+
+def p99_omitted(runs: int) -> str | None:
+    """Why a report of `runs` timings has no p99 (None when it has one)."""
+    if runs >= P99_MIN_RUNS:
+        return None
+    return (f"p99 needs >= {P99_MIN_RUNS} runs, this run has {runs}; "
+            f"pass --runs {P99_MIN_RUNS} (or a --duration that gives as many)")
 
 
 def percentiles(ms: Sequence[float]) -> dict[str, float]:
-    """p50/p90/p99 (linear interpolation), min, mean and max of times in ms."""
+    """p50/p90 (linear interpolation), p99 with >= P99_MIN_RUNS samples, min, mean and max (ms)."""
     a = np.asarray(ms, dtype=np.float64)
     if a.size == 0:
         raise ValueError("no timings")
-    out = {f"p{p}": round(float(np.percentile(a, p)), 4) for p in PERCENTILES}
+    out = {f"p{p}": round(float(np.percentile(a, p)), 4) for p in PERCENTILES
+           if p != 99 or a.size >= P99_MIN_RUNS}
     out.update(min=round(float(a.min()), 4), mean=round(float(a.mean()), 4), max=round(float(a.max()), 4))
     return out
 
@@ -26,10 +38,16 @@ def latency_summary(call_ms: Sequence[float], tiles_per_call: int, sr_megapixels
     """Per call, per tile and per SR megapixel latencies; throughput; achieved GFLOP/s vs peak.
 
     Throughput and GFLOP/s use the median call: with a shared machine the median is the figure a
-    reader can reproduce; p90/p99 show the noise.
+    reader can reproduce; p90/p99 show the noise. The raw per-call times are kept (`raw_call_ms`,
+    in run order) so a reader can recompute any statistic.
     """
-    return summary_from_percentiles(percentiles(call_ms), len(call_ms), tiles_per_call,
-                                    sr_megapixels_per_tile, flops_per_tile, peak_gflops)
+    out = summary_from_percentiles(percentiles(call_ms), len(call_ms), tiles_per_call,
+                                   sr_megapixels_per_tile, flops_per_tile, peak_gflops)
+    out["raw_call_ms"] = [round(float(t), 4) for t in call_ms]
+    why = p99_omitted(len(call_ms))
+    if why:
+        out["p99_omitted"] = why
+    return out
 
 
 def summary_from_percentiles(per_call: dict[str, float], runs: int | None, tiles_per_call: int,

@@ -20,13 +20,14 @@ from alignvar_edge.runtimes.artifacts import checkpoint_dir, checkpoint_record, 
 from alignvar_edge.runtimes.base import INPUT, SR, Backend, Engine, TensorSpec, token_name
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+DEFAULT_BATCH = 4          # tiles per call when none is given (eager takes any batch)
 
 
 class TorchEngine(Engine):
     backend = "torch"
 
     def __init__(self, model: Any, metadata: dict[str, Any], device: str = "cpu",
-                 precision: str = "fp32", batch: int = 4, engine_dir: Path | None = None):
+                 precision: str = "fp32", batch: int = DEFAULT_BATCH, engine_dir: Path | None = None):
         import torch
         if precision not in DTYPES:
             raise InputError(f"torch precision must be one of {', '.join(DTYPES)}, got '{precision}'")
@@ -38,7 +39,7 @@ class TorchEngine(Engine):
 
     @classmethod
     def from_model(cls, model: Any, device: str = "cpu", precision: str = "fp32",
-                   batch: int = 4) -> TorchEngine:
+                   batch: int = DEFAULT_BATCH) -> TorchEngine:
         """Wrap an in-memory AlignVAR (e.g. the reference inside `compare`, or a test model)."""
         meta = new_manifest("engine", "torch", "eager", precision,
                             {"name": model.config.name, "config": model.config.to_dict()})
@@ -115,7 +116,7 @@ class TorchBackend(Backend):
     def load(self, engine_dir: Path, device: str | None = None, **opts: Any) -> TorchEngine:
         from alignvar_edge.model.checkpoint import load_pretrained
         precision = opts.pop("precision", None)
-        batch = int(opts.pop("batch", 4))
+        batch = int(opts.pop("batch", DEFAULT_BATCH))
         threads = opts.pop("threads", None)
         if opts:
             raise InputError(f"unknown torch engine options {sorted(opts)}; known: precision, batch, threads")
