@@ -92,9 +92,10 @@ def test_sca_moves_attention_to_structurally_similar_tokens() -> None:
     assert moved[flat].sum() < base[flat].sum()
 
 
+@pytest.mark.parametrize("sca_options", [{}, {"sca_exclude_radius": 1, "sca_gate": 2.0, "sca_alpha_param": "softplus"}])
 @pytest.mark.parametrize("cfg", [0.0, 1.5])
-def test_kv_cache_equals_teacher_forcing(cfg: float) -> None:
-    model = micro_model(cfg=cfg, sca_alpha_init=1.0)
+def test_kv_cache_equals_teacher_forcing(cfg: float, sca_options: dict) -> None:
+    model = micro_model(cfg=cfg, sca_alpha_init=1.0, **sca_options)
     lr = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         _, tokens, cached = model.rollout(lr)
