@@ -2,7 +2,7 @@
 
 Pipeline (one `Int8Builder` per source graph and calibration set):
 
-1. refuse opset >= 23 (its ONNX `Attention` op quantizes into invalid models, MEASURED.md);
+1. refuse opset >= 23 (its ONNX `Attention` op quantizes into invalid models, measured);
 2. classify every MatMul/Gemm/Conv on the exported graph (`quantize_policy`), then run
    `quant_pre_process(skip_symbolic_shape=True)` (symbolic shape inference crashes on dynamo
    graphs); it fuses MatMul+Add into Gemm, and the fused node keeps the MatMul's name before a '/';
@@ -15,7 +15,7 @@ Pipeline (one `Int8Builder` per source graph and calibration set):
 Target settings: `tensorrt` gets symmetric int8 activations and weights (all zero points 0, as
 TensorRT requires); `onnxruntime` gets uint8 asymmetric activations and int8 symmetric per-channel
 weights, with `reduce_range` (7-bit weights) on x86 CPUs without VNNI, where the int8 kernels
-otherwise saturate (logits error 9.9% vs 1.6%, MEASURED.md).
+otherwise saturate (logits error 9.9% vs 1.6%, measured on a toy rollout).
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ Runtime's quantizer is never asked to touch them. Among the matmuls and convs ea
 The *group* of a node is its module path (`blocks.0.ffn.fc1`): the unrolled rollout calls each
 module once per scale, and those copies share weights, so they are kept in float together.
 
-Default policy, from measurement (MEASURED.md, docs/quantization.md): int8 for the LR embedding,
+Default policy, from measurement (docs/quantization.md): int8 for the LR embedding,
 the attention / FFN linears, the token embedding, the residual phi convs and the VQ decoder; float
 for AdaLN (`ada_lin`), attention score/value products (activation x activation: 18% -> 86% tokens
 kept when excluded), the logits head (its argmax decides the tokens), the SCA bias path and the
