@@ -362,9 +362,6 @@ class AlignVAR(nn.Module):
         sr, tokens, _ = self.rollout(lr_B3hw, noise_SNC)
         return (sr, *tokens)
 
-    def noise_shape(self, batch: int) -> tuple[int, int, int]:
-        return self.config.noise_shape(batch)
-
     # ------------------------------------------------------------------------------------------
     # user API
     # ------------------------------------------------------------------------------------------
@@ -388,8 +385,8 @@ class AlignVAR(nn.Module):
         """LR tile(s) (B, 3, lr, lr) in [0, 1] -> SR (B, 3, hr, hr) in [0, 1].
 
         With VARSR's refiner, `refine` adds its residual, drawing the sampler's noise from torch's
-        generator unless `noise` (see `noise_shape`) is given. `color_fix` matches each channel's
-        mean and deviation to the LR image's (VARSR's AdaIN colour fix); by default it is on for
+        generator unless `noise` (shape `config.noise_shape(B)`) is given. `color_fix` matches each
+        channel's mean and deviation to the LR image's (VARSR's AdaIN colour fix); by default it is on for
         VARSR-style models (whose test script applies it) and off otherwise.
         """
         if color_fix is None:
@@ -398,7 +395,7 @@ class AlignVAR(nn.Module):
         dtype = next(self.parameters()).dtype
         lr = lr_B3hw.clamp(0, 1).to(dtype)
         if refine and self.diffloss is not None and noise is None:
-            noise = torch.randn(self.noise_shape(lr.shape[0]), dtype=dtype, device=lr.device)
+            noise = torch.randn(self.config.noise_shape(lr.shape[0]), dtype=dtype, device=lr.device)
         sr, _, _ = self.rollout(lr, noise.to(dtype) if refine and noise is not None else None)
         if color_fix:
             sr = adain_color_fix(sr, self.color_reference(lr))
