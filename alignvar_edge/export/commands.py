@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from typing import Any
 
 from alignvar_edge.argtypes import nonneg_int, positive_int
+from alignvar_edge.cli_json import add_json_option, emit
 from alignvar_edge.errors import CheckpointError, ConfigError
 
 DEFAULT_CHECKPOINT = "alignvar-tiny"
@@ -47,7 +47,7 @@ def register(sub: Any) -> None:
                                    "parameters, size and parity, and the ops each target (TensorRT 10.3, "
                                    "OpenVINO NPU, Core ML/ANE) may reject, by node name.")
     q.add_argument("artifact", help="artifact directory (made by `alignvar-edge export`)")
-    q.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_json_option(q, "the summary")
     q.set_defaults(func=run_inspect)
 
 
@@ -91,5 +91,5 @@ def run_inspect(args: argparse.Namespace) -> int:
     from alignvar_edge.export.inspect_artifact import format_inspection, inspect_artifact
 
     info = inspect_artifact(args.artifact)
-    print(json.dumps(info, indent=2) if args.json else format_inspection(info))
+    emit(args.json, info, format_inspection(info))
     return 0

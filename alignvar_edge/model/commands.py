@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from alignvar_edge.argtypes import int_at_least, nonneg_float
+from alignvar_edge.cli_json import add_json_option, emit
 from alignvar_edge.errors import InputError
 
 
@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("checkpoint", nargs="?", help="checkpoint directory or bundled name (default: alignvar-tiny)")
     p.add_argument("--preset", help="describe a preset instead (random weights are never allocated)")
     p.add_argument("--no-flops", action="store_true", help="skip the FLOP count")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    add_json_option(p, "the model summary")
     p.set_defaults(func=run_info)
 
     d = sub.add_parser("demo", help="super-resolve a bundled sample photograph with the bundled model",
@@ -111,5 +111,5 @@ def run_info(args: argparse.Namespace) -> int:
     else:
         model = load_pretrained(args.checkpoint or "alignvar-tiny")
     info = model_info(model, with_flops=not args.no_flops)
-    print(json.dumps(info, indent=2) if args.json else format_info(info))
+    emit(args.json, info, format_info(info))
     return 0

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from alignvar_edge.argtypes import nonneg_int, positive_float, positive_int
+from alignvar_edge.cli_json import add_json_option, emit
 from alignvar_edge.errors import InputError, OutputExistsError
 
 BACKEND_CHOICES = ("auto", "torch", "onnxruntime", "openvino", "tensorrt", "coreml")
@@ -75,13 +75,13 @@ def register(sub: Any) -> None:
     c.add_argument("--max-size", type=positive_int, default=96, help="centre-crop images to at most this many "
                                                             "LR pixels per side (default 96)")
     c.add_argument("--limit", type=positive_int, help="use at most this many images")
-    c.add_argument("--json", dest="json_out", help="also write the results as JSON here")
+    add_json_option(c, "the results")
     c.set_defaults(func=run_compare)
 
     d = sub.add_parser("doctor", help="which backends work here, their versions and devices, and why not",
                        description="List every backend with its version and devices where it is usable here, "
                                    "and one line on why each unusable one is not.")
-    d.add_argument("--json", action="store_true")
+    add_json_option(d, "the host and backends")
     d.set_defaults(func=run_doctor)
 
     a = sub.add_parser("adopt", help="an engine directory (manifest, golden outputs) for a TensorRT engine "
@@ -113,7 +113,7 @@ def register(sub: Any) -> None:
     s.add_argument("--precision")
     s.add_argument("--device")
     s.add_argument("--runs", type=positive_int, default=10, help="timed runs (default 10)")
-    s.add_argument("--json", dest="json_out", help="also write the report as JSON here")
+    add_json_option(s, "the report")
     s.set_defaults(func=run_selftest)
 
 
@@ -333,12 +333,10 @@ def run_compare(args: argparse.Namespace) -> int:
     finally:
         for _, e in engines:
             e.close()
-    print(format_table(results))
-    for r in results:
-        print(f"{r.engine}: tiles identical {r.tiles_identical:.1%}, min PSNR {r.min_psnr_db:.1f} dB, "
-              f"{r.ms_per_tile:.1f} ms/tile")
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps([r.to_json() for r in results], indent=2) + "\n")
+    text = "\n".join([format_table(results)] + [
+        f"{r.engine}: tiles identical {r.tiles_identical:.1%}, min PSNR {r.min_psnr_db:.1f} dB, "
+        f"{r.ms_per_tile:.1f} ms/tile" for r in results])
+    emit(args.json, [r.to_json() for r in results], text)
     return 0
 
 
@@ -348,23 +346,21 @@ def run_doctor(args: argparse.Namespace) -> int:
     from alignvar_edge.runtimes.selftest import host_info
     infos = runtimes.available_backends()
     host = host_info()
-    if args.json:
-        print(json.dumps({"alignvar_edge": __version__, "host": host,
-                          "backends": [vars(i) for i in infos]}, indent=2))
-        return 0
-    print(f"alignvar-edge {__version__} on {host['os']} {host['machine']}, {host['cpu']} "
-          f"({host['cores']} cores), Python {host['python']}")
+    lines = [f"alignvar-edge {__version__} on {host['os']} {host['machine']}, {host['cpu']} "
+             f"({host['cores']} cores), Python {host['python']}"]
     w = max(len(i.name) for i in infos)
     for i in infos:
         ver = i.version or "not installed"
         if i.available:
-            print(f"  {i.name:<{w}}  ok    {ver:<14} devices: {', '.join(i.devices)}")
+            lines.append(f"  {i.name:<{w}}  ok    {ver:<14} devices: {', '.join(i.devices)}")
         else:
-            print(f"  {i.name:<{w}}  no    {ver:<14} {i.reason}")
+            lines.append(f"  {i.name:<{w}}  no    {ver:<14} {i.reason}")
     feats = host["isa_features"]
-    print("ISA: " + ", ".join(f"{f} {'yes' if v else 'no'}" for f, v in feats.items())
-          + (" -> OpenVINO CPU computes bf16 by default here; engines set f32 unless built --precision bf16"
-             if feats.get("AMX") or feats.get("AVX512-BF16") else ""))
+    lines.append("ISA: " + ", ".join(f"{f} {'yes' if v else 'no'}" for f, v in feats.items())
+                 + (" -> OpenVINO CPU computes bf16 by default here; engines set f32 unless built --precision bf16"
+                    if feats.get("AMX") or feats.get("AVX512-BF16") else ""))
+    emit(args.json, {"alignvar_edge": __version__, "host": host, "backends": [vars(i) for i in infos]},
+         "\n".join(lines))
     return 0
 
 
@@ -384,7 +380,6 @@ def run_adopt(args: argparse.Namespace) -> int:
 
 
 def run_selftest(args: argparse.Namespace) -> int:
-    from alignvar_edge.bench.outputs import write_text
     from alignvar_edge.runtimes.selftest import format_report, selftest, selftest_engine
     if args.engine:
         if args.precision:
@@ -393,7 +388,5 @@ def run_selftest(args: argparse.Namespace) -> int:
     else:
         report = selftest(args.backend, model=args.model, device=args.device, precision=args.precision,
                           runs=args.runs, log=_say)
-    print(format_report(report))
-    if args.json_out:
-        write_text(args.json_out, json.dumps(report, indent=2, default=str) + "\n")
+    emit(args.json, report, format_report(report))
     return 0 if report["result"] in ("PASS", "BUILT-ONLY") else 1

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from alignvar_edge.argtypes import nonneg_float, nonneg_int, positive_float, positive_int
+from alignvar_edge.cli_json import add_json_option, emit
 from alignvar_edge.errors import InputError
 
 
@@ -43,8 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     e.add_argument("--max-side", type=positive_int, help="crop images to at most this many pixels per side")
     e.add_argument("--ablations", action="store_true",
                    help="also score tokens_off (decoder on a zero latent) and sca_off (alpha = 0) on the "
-                        "same tiles; --json then writes {\"variants\": {...}, ...}")
-    e.add_argument("--json", type=Path, help="also write the results to this JSON file")
+                        "same tiles; --json then gives {\"variants\": {...}, ...}")
+    add_json_option(e, "the results")
     e.set_defaults(func=run_eval)
 
 
@@ -84,10 +84,8 @@ def run_eval(args: argparse.Namespace) -> int:
     model = load_pretrained(args.checkpoint)
     result = evaluate(model, load_eval_images(args.images), seed=args.seed,  # type: ignore[arg-type]
                       max_side=args.max_side, ablations=args.ablations)
-    print(format_eval(result))
+    text = format_eval(result)
     if args.ablations and model.sca_guidance is None:
-        print("sca_off: n/a (this model has no SCA)")
-    if args.json:
-        report = ablation_report(result, str(args.checkpoint)) if args.ablations else result
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        text += "\nsca_off: n/a (this model has no SCA)"
+    emit(args.json, ablation_report(result, str(args.checkpoint)) if args.ablations else result, text)
     return 0

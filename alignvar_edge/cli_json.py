@@ -1,0 +1,44 @@
+"""`--json [FILE]`, the same on every verb that has a result to hand on.
+
+    alignvar-edge VERB ... --json         the result as JSON on stdout, instead of the text
+    alignvar-edge VERB ... --json FILE    the text on stdout as usual, and the JSON written to FILE
+
+Progress and notes go to stderr either way, so `--json | jq` always reads one JSON document. FILE is
+written atomically (a reader never sees half of it).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from alignvar_edge.bench.outputs import write_text
+
+__all__ = ["STDOUT", "add_json_option", "emit"]
+
+STDOUT = "-"
+
+
+def json_target(text: str) -> str:
+    """FILE must name a .json file: `info --json alignvar-tiny` would otherwise swallow the checkpoint."""
+    if text != STDOUT and not text.lower().endswith(".json"):
+        raise argparse.ArgumentTypeError(f"FILE must end in .json, got {text!r} (put positional "
+                                         "arguments before a bare --json)")
+    return text
+
+
+def add_json_option(parser: argparse.ArgumentParser, what: str = "the result") -> None:
+    parser.add_argument("--json", nargs="?", const=STDOUT, default=None, metavar="FILE", type=json_target,
+                        help=f"{what} as JSON: alone, on stdout instead of the text; with FILE, "
+                             "written there as well as the text on stdout")
+
+
+def emit(target: str | None, payload: Any, text: str) -> None:
+    """Print `text`, or the JSON of `payload` in its place (target '-'); and write it to a FILE target."""
+    doc = json.dumps(payload, indent=2, default=str) + "\n"
+    if target == STDOUT:
+        print(doc, end="")
+        return
+    print(text)
+    if target:
+        write_text(target, doc)

@@ -1,0 +1,44 @@
+"""`--json [FILE]` means the same on every verb: alone, JSON on stdout instead of the text; with a
+FILE, the text on stdout and the JSON in FILE."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from alignvar_edge.cli import build_parser, main
+
+JSON_VERBS = ("info", "inspect", "eval", "compare", "doctor", "selftest")
+
+
+def _json_action(verb: str):
+    sub = next(a for a in build_parser()._actions if a.dest == "verb")
+    return next(a for a in sub.choices[verb]._actions if a.dest == "json")
+
+
+@pytest.mark.parametrize("verb", JSON_VERBS)
+def test_every_verb_takes_an_optional_file(verb):
+    action = _json_action(verb)
+    assert action.nargs == "?" and action.const == "-" and action.metavar == "FILE"
+
+
+def test_bare_json_prints_only_json(capsys):
+    assert main(["doctor", "--json"]) == 0
+    out = capsys.readouterr().out
+    doc = json.loads(out)                       # the whole stdout is one document
+    assert {"alignvar_edge", "host", "backends"} <= set(doc)
+
+
+def test_json_file_keeps_the_text_and_writes_the_same_result(tmp_path, capsys):
+    target = tmp_path / "doctor.json"
+    assert main(["doctor", "--json", str(target)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("alignvar-edge ") and "ISA:" in out
+    doc = json.loads(target.read_text())
+    assert [b["name"] for b in doc["backends"]] == ["torch", "onnxruntime", "openvino", "tensorrt", "coreml"]
+
+
+def test_a_file_that_is_not_json_is_one_line_naming_the_flag(capsys):
+    assert main(["info", "--json", "alignvar-tiny"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--json" in err[0] and "must end in .json" in err[0]
