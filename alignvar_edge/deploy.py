@@ -30,11 +30,12 @@ from pathlib import Path
 from typing import Any
 
 from alignvar_edge.errors import AlignVAREdgeError, InputError
+from alignvar_edge.recipes import ALIASES, BACKENDS, engine_precision, recipe
 
 __all__ = ["DeployOptions", "DeployResult", "Step", "deploy", "plan"]
 
-TARGETS = ("onnxruntime", "openvino", "tensorrt", "coreml")
-PRECISIONS = ("fp32", "fp16", "int8")
+TARGETS = tuple(b for b in BACKENDS if b != "torch")      # torch is the reference, not a deployment
+PRECISIONS = ("fp32", "fp16", "int8")                     # what a user asks for; recipes.engine_precision maps it
 DEFAULT_CHECKPOINT = "alignvar-tiny"
 Log = Callable[[str], None]
 Progress = Callable[..., Iterable[Any]]
@@ -93,7 +94,7 @@ class DeployOptions:
         if self.targets == "auto":
             return [t for t in TARGETS if runtimes.get_backend(t).can_build()[0]]
         words = [t.strip().lower() for t in self.targets.split(",") if t.strip()]
-        names = [runtimes.ALIASES.get(t, t) for t in words]
+        names = [ALIASES.get(t, t) for t in words]
         bad = [t for t in names if t not in TARGETS]
         if bad or not names:
             raise InputError(f"unknown target(s) {', '.join(bad) or '(none)'}; "
@@ -125,22 +126,21 @@ def plan(targets: list[str], precisions: tuple[str, ...], quick: bool) -> list[S
     steps: list[Step] = []
     for t in targets:
         ok, why = runtimes.get_backend(t).can_build()
-        if t == "coreml":
-            # one package per precision the Neural Engine runs: it computes in fp16, so fp32
-            # requests map to the fp16 package; int8 is weight-only (activations stay fp16)
-            wanted = ["fp16"] + (["int8"] if "int8" in precisions else [])
-            for p in wanted:
-                s = Step(t, p, "int8-weights" if p == "int8" else "fp16")
-                if quick and p == "int8":
-                    s.skip = "skipped in --quick (a second Core ML conversion); run without --quick"
-                steps.append(s)
-        else:
-            for p in precisions:
-                s = Step(t, p, p)
-                if t == "tensorrt" and p == "int8" and quick:
-                    s.skip = ("skipped in --quick: TensorRT int8 needs its own symmetric Q/DQ "
-                              "calibration pass; run without --quick")
-                steps.append(s)
+        built: set[str] = set()
+        for p in (("fp16",) if t == "coreml" else ()) + tuple(precisions):
+            # the recipe table maps a request to the engine that answers it (Core ML's Neural Engine
+            # computes in fp16: fp32 gets the fp16 package, int8 is weight-only); one engine each
+            ep = engine_precision(t, p)
+            if ep is None or ep in built:
+                continue
+            built.add(ep)
+            s = Step(t, p, ep)
+            if quick and t == "coreml" and ep != "fp16":
+                s.skip = "skipped in --quick (a second Core ML conversion); run without --quick"
+            elif quick and t != "onnxruntime" and recipe(t, ep).needs_quantize:
+                s.skip = (f"skipped in --quick: {t} {ep} needs its own calibration pass "
+                          f"(`{recipe(t, ep).quantize_command()}`); run without --quick")
+            steps.append(s)
         if not ok:
             for s in steps:
                 if s.target == t:
@@ -352,13 +352,12 @@ def _build(s: Step, export: Path, tmp: Path, model: Any, calib: Any, opts: Deplo
     from alignvar_edge.export.quantize import QuantizeOptions, quantize_artifact
     dest = tmp / "engines" / s.name
     src = export
-    if s.target in ("onnxruntime", "tensorrt") and s.precision in ("int8", "fp16") and not (
-            s.target == "tensorrt" and s.precision == "fp16"):
-        # ORT runs the quantized graph as is; TensorRT int8 needs explicit (symmetric) Q/DQ.
-        # TensorRT fp16 builds from the fp32 graph with the FP16 flag (TRT 10) instead.
+    r = recipe(s.target, s.built_precision)
+    if r.needs_quantize:
+        # our ONNX pass first (Q/DQ int8, fp16 ONNX); the backend builds from its output
         tiles, val = _calib_sizes(opts)
-        src = tmp / "quantized" / f"{s.target}-{s.precision}"
-        quantize_artifact(export, src, QuantizeOptions(precision=s.precision, target=s.target, calib=opts.calib,
+        src = tmp / "quantized" / f"{s.target}-{r.precision}"
+        quantize_artifact(export, src, QuantizeOptions(precision=r.precision, target=s.target, calib=opts.calib,
                                                        tiles=tiles, val_tiles=val, seed=opts.seed),
                           log=lambda m: say(f"      quantize: {m}"))
     extra: dict[str, Any] = {}
@@ -378,7 +377,7 @@ def _build(s: Step, export: Path, tmp: Path, model: Any, calib: Any, opts: Deplo
                                              log=lambda m: say(f"      {m}"), **extra)
         return Path(path)
     return Path(runtimes.build(src, s.target, precision=s.built_precision,
-                               calibration=calib if s.built_precision == "int8" and s.target == "openvino" else None,
+                               calibration=calib if r.calibration else None,
                                out=dest, **extra))
 
 

@@ -57,7 +57,7 @@ class Subject:
 
 
 def parse_spec(text: str) -> EngineSpec:
-    from alignvar_edge.runtimes import ALIASES, BACKENDS
+    from alignvar_edge.recipes import ALIASES, BACKENDS
 
     label, rest = None, text
     head, eq, tail = text.partition("=")

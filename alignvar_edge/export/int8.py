@@ -35,9 +35,8 @@ from alignvar_edge.errors import ConfigError, InputError
 from alignvar_edge.export import onnx_io
 from alignvar_edge.export.quantize_policy import QUANT_OP_TYPES, Policy, QuantNode, classify
 
-__all__ = ["MAX_OPSET", "TARGETS", "Int8Builder", "Int8Recipe", "check_opset", "has_vnni", "target_recipe"]
+__all__ = ["MAX_OPSET", "Int8Builder", "Int8Recipe", "check_opset", "has_vnni", "target_recipe"]
 
-TARGETS = ("onnxruntime", "tensorrt", "openvino", "coreml")
 FLOAT_COPY_WEIGHTS = ("int8", "fp32")
 MAX_OPSET = 22          # opset 23 emits ONNX Attention, which ORT 1.32 quantizes into invalid models
 _VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "amx_tile")

@@ -29,14 +29,16 @@ from alignvar_edge.calibration.sets import (DEFAULT_TILES, DEFAULT_VALIDATION_TI
 from alignvar_edge.errors import ArtifactError, ConfigError, InputError, ParityError
 from alignvar_edge.export.fp16 import to_fp16
 from alignvar_edge.export import onnx_io
-from alignvar_edge.export.int8 import TARGETS, Int8Builder, target_recipe
+from alignvar_edge.export.int8 import Int8Builder, target_recipe
 from alignvar_edge.export.manifest import artifact_dir, check_out, listed_file, load_verified, new_manifest, write_manifest
 from alignvar_edge.export.quantize_policy import COMPONENTS, DEFAULT_INT8, Policy
 from alignvar_edge.export.sensitivity import Evaluator, Fidelity, FidelityTarget, SearchResult, search
+from alignvar_edge.recipes import engine_precision, quantize_precisions, quantize_targets, quantized_in_build
 
-__all__ = ["PRECISIONS", "QuantizeOptions", "calibration_set", "quantize_artifact"]
+__all__ = ["PRECISIONS", "TARGETS", "QuantizeOptions", "calibration_set", "quantize_artifact"]
 
-PRECISIONS = ("int8", "fp16")
+PRECISIONS = quantize_precisions()
+TARGETS = quantize_targets()
 SENSITIVITY_TILES = 8
 Log = Callable[[str], None]
 Progress = Callable[..., Iterable[Any]]
@@ -134,11 +136,12 @@ def quantize_artifact(src: str | os.PathLike[str], out: str | os.PathLike[str], 
         f"image(s), {len(cs.validation)} validation tiles from {cs.recipe['validation_images']}"
         + (f"; skipped {len(cs.skipped)} file(s): " + "; ".join(f"{a} ({b})" for a, b in cs.skipped[:5])
            if cs.skipped else ""))
-    if opts.target in ("openvino", "coreml"):
+    if quantized_in_build(opts.target):
         from alignvar_edge import runtimes
 
-        log(f"handing over to the {opts.target} backend ({opts.precision})")
-        return Path(runtimes.build(src, opts.target, precision=opts.precision, calibration=cs, out=out,
+        precision = engine_precision(opts.target, opts.precision) or opts.precision
+        log(f"handing over to the {opts.target} backend ({precision})")
+        return Path(runtimes.build(src, opts.target, precision=precision, calibration=cs, out=out,
                                    force=force))
 
     model_path, input_name, batch, extra = _single_graph(src, m)

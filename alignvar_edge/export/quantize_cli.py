@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from alignvar_edge.argtypes import fraction, nonneg_float, nonneg_int, percent, positive_int
+from alignvar_edge.recipes import quantize_precisions, quantize_targets
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -24,8 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("artifact", metavar="DIR", help="fp32 export directory (alignvar-edge export)")
     p.add_argument("--calib", default="builtin", metavar="builtin|FOLDER",
                    help="calibration photographs: the bundled sample set or a folder (default: builtin)")
-    p.add_argument("--precision", choices=("int8", "fp16"), default="int8")
-    p.add_argument("--target", choices=("onnxruntime", "tensorrt", "openvino", "coreml"), default="onnxruntime",
+    p.add_argument("--precision", choices=quantize_precisions(), default="int8")
+    p.add_argument("--target", choices=quantize_targets(), default="onnxruntime",
                    help="tensorrt: symmetric int8 (zero points 0); onnxruntime: uint8 activations, "
                         "reduce_range on x86 without VNNI")
     p.add_argument("--method", choices=METHODS, default="minmax", help="activation range statistic")

@@ -16,21 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from alignvar_edge.errors import ArtifactError, BackendUnavailableError, InputError
+from alignvar_edge.errors import ArtifactError, BackendUnavailableError
+from alignvar_edge.recipes import BACKENDS, backend_name, recipe
 from alignvar_edge.runtimes.base import Backend, Engine
 
 __all__ = ["BACKENDS", "Backend", "BackendInfo", "Engine", "available_backends", "build",
            "get_backend", "load"]
 
-# backend name -> module under alignvar_edge.runtimes holding a `BACKEND` instance
-BACKENDS: dict[str, str] = {
-    "torch": "torch_backend",
-    "onnxruntime": "onnxruntime",
-    "openvino": "openvino",
-    "tensorrt": "tensorrt",
-    "coreml": "coreml",
-}
-ALIASES = {"ort": "onnxruntime", "ov": "openvino", "trt": "tensorrt", "pytorch": "torch"}
+# backend name (the recipe table's list) -> module under alignvar_edge.runtimes holding a `BACKEND`
+MODULES: dict[str, str] = {"torch": "torch_backend", "onnxruntime": "onnxruntime", "openvino": "openvino",
+                           "tensorrt": "tensorrt", "coreml": "coreml"}
 
 
 @dataclass
@@ -43,10 +38,7 @@ class BackendInfo:
 
 
 def get_backend(name: str) -> Backend:
-    key = ALIASES.get(name.lower(), name.lower())
-    if key not in BACKENDS:
-        raise InputError(f"unknown backend '{name}'; choose one of {', '.join(BACKENDS)}")
-    module = importlib.import_module(f"alignvar_edge.runtimes.{BACKENDS[key]}")
+    module = importlib.import_module(f"alignvar_edge.runtimes.{MODULES[backend_name(name)]}")
     backend: Backend = module.BACKEND
     return backend
 
@@ -102,7 +94,7 @@ def build(artifact_dir: str | os.PathLike[str], target: str, precision: str | No
     """
     from alignvar_edge.runtimes.artifacts import default_out
     b = get_backend(target)
-    precision = precision or b.default_precision
+    precision = recipe(b.name, precision).precision     # the default, or one line naming the known ones
     ok, why = b.can_build()
     if not ok:
         raise BackendUnavailableError(f"cannot build {b.name} engines here: {why}")

@@ -19,6 +19,7 @@ import numpy as np
 
 from alignvar_edge.errors import ArtifactError, BackendUnavailableError, InputError
 from alignvar_edge.model.config import AlignVARConfig        # torch-free: a device may have no PyTorch
+from alignvar_edge.recipes import default_precision
 
 __all__ = ["Backend", "Engine", "TensorSpec", "config_from_manifest", "INPUT", "SR", "token_name"]
 
@@ -28,7 +29,6 @@ TensorSpec = tuple[tuple[int, ...], np.dtype]
 
 INPUT, SR = "lr", "sr"
 NOISE = "noise"          # the refiner's sampler noise (graphs exported with VARSR's refiner)
-PRECISIONS = ("fp32", "fp16", "int8", "int8-weights")
 
 
 def token_name(k: int) -> str:
@@ -219,7 +219,9 @@ class Backend(abc.ABC):
     name: str = ""
     module: str = ""          # the Python package the backend imports (lazily)
     distribution: str = ""    # the pip distribution that reports its version
-    default_precision: str = "fp32"
+    @property
+    def default_precision(self) -> str:
+        return default_precision(self.name)
 
     def import_module(self) -> Any:
         """The backend's package, or BackendUnavailableError saying how to get it."""

@@ -10,8 +10,9 @@ from typing import Any
 from alignvar_edge.argtypes import nonneg_int, positive_float, positive_int
 from alignvar_edge.cli_json import add_json_option, emit
 from alignvar_edge.errors import InputError, OutputExistsError
+from alignvar_edge.recipes import BACKENDS
 
-BACKEND_CHOICES = ("auto", "torch", "onnxruntime", "openvino", "tensorrt", "coreml")
+BACKEND_CHOICES = ("auto", *BACKENDS)
 
 
 def register(sub: Any) -> None:

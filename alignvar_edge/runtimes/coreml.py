@@ -40,10 +40,10 @@ from alignvar_edge.export.manifest import listed_file, load_verified, new_manife
 from alignvar_edge.runtimes.artifacts import checkpoint_dir, graph_io, validation_tiles
 from alignvar_edge.runtimes.base import INPUT, SR, Backend, Engine, TensorSpec, config_from_manifest, token_name
 from alignvar_edge.runtimes.selftest import ship_golden
+from alignvar_edge.recipes import recipe
 
 PACKAGE = "model.mlpackage"
 DEFAULT_BATCH = 16
-CT_PRECISIONS = ("fp16", "fp32", "int8-weights", "palette2", "palette4", "palette6", "palette8")
 COMPUTE_UNITS = ("CPU_AND_NE", "ALL", "CPU_ONLY", "CPU_AND_GPU")
 TARGETS = ("iOS16", "iOS17", "iOS18", "macOS13", "macOS14", "macOS15")
 ANE_MAX_RANK, ANE_MAX_DIM = 5, 16384
@@ -504,7 +504,6 @@ class CoreMLBackend(Backend):
     name = "coreml"
     module = "coremltools"
     distribution = "coremltools"
-    default_precision = "fp16"
 
     def import_module(self) -> Any:
         try:
@@ -536,8 +535,7 @@ class CoreMLBackend(Backend):
               **opts: Any) -> Path:
         """Convert the checkpoint's rollout to an .mlpackage with validation and an ANE lint."""
         from alignvar_edge.model.checkpoint import load_pretrained
-        if precision not in CT_PRECISIONS:
-            raise InputError(f"coreml precision must be one of {', '.join(CT_PRECISIONS)}, got '{precision}'")
+        recipe(self.name, precision)              # an unknown precision is one line naming the known
         compute_units = (device or opts.pop("compute_units", "CPU_AND_NE")).upper()
         image_input = bool(opts.pop("image_input", False))
         # tiles per prediction: a 512 px photo is 121 tiles of the bundled model, so 16 per call

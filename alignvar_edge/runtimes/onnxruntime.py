@@ -22,6 +22,7 @@ from alignvar_edge.runtimes.artifacts import engine_manifest, parity_vs, single_
 from alignvar_edge.runtimes.base import (SR, Backend, Engine, TensorSpec, input_roles,
                                          config_from_manifest, token_name)
 from alignvar_edge.runtimes.selftest import ship_golden
+from alignvar_edge.recipes import recipe
 
 MIN_BUILD_TOKENS = 0.99      # a build with other session options may round differently, never more
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
@@ -149,8 +150,10 @@ class OrtBackend(Backend):
         """Copy the graph beside a manifest holding the session options; check it opens and runs."""
         src_manifest, onnx_path = single_graph(artifact_dir)
         if precision != src_manifest.get("precision"):
+            hint = (f"run `{recipe(self.name, precision).quantize_command(str(artifact_dir))}` first and build "
+                    "from its output")
             raise InputError(f"onnxruntime runs the graph as exported ({src_manifest.get('precision')}); "
-                             f"for {precision} run `alignvar-edge quantize` first and build from its output")
+                             f"for {precision} {hint}")
         sess_opts = {"threads": opts.pop("threads", None), "inter_threads": opts.pop("inter_threads", None),
                      "optimization": opts.pop("optimization", "all"), "spin": opts.pop("spin", None)}
         if opts:

@@ -21,11 +21,9 @@ from typing import Any
 import numpy as np
 
 from alignvar_edge.errors import ArtifactError, BackendUnavailableError, CheckpointError
+from alignvar_edge.recipes import recipe
 
 GOLDEN_FILE = "golden.safetensors"
-# (min token agreement, min SR PSNR dB vs golden) per engine precision
-THRESHOLDS = {"fp32": (1.0, 50.0), "fp16": (0.99, 35.0), "int8": (0.99, 30.0),
-              "int8-weights": (0.99, 30.0)}
 Log = Callable[[str], None]
 
 
@@ -185,7 +183,8 @@ def selftest(backend: str, model: str = "alignvar-tiny", device: str | None = No
     b = runtimes.get_backend(backend)
     ckpt = resolve_checkpoint_dir(model)
     lr, golden_sr, golden_tok = load_golden(ckpt)
-    precision = precision or b.default_precision
+    r = recipe(b.name, precision)
+    precision = r.precision
     report: dict[str, Any] = {
         "alignvar_edge": __version__, "backend": b.name, "backend_version": b.version(),
         "host": host_info(), "model": model, "weights_sha256": _sha(ckpt / "model.safetensors")[:16],
@@ -203,6 +202,11 @@ def selftest(backend: str, model: str = "alignvar-tiny", device: str | None = No
         else:
             export, export_s, cached = cached_export(ckpt, log)
             report.update(export_s=round(export_s, 2), export_cached=cached)
+            if r.needs_quantize:            # the recipe builds from our quantized ONNX, not the export
+                from alignvar_edge.export.quantize import QuantizeOptions, quantize_artifact
+                log(f"quantizing the export for {b.name} {precision} (builtin calibration photos)")
+                export = quantize_artifact(export, Path(tmp.name) / "quantized",
+                                           QuantizeOptions(precision=precision, target=b.name), log=log)
             log(f"building the {b.name} engine ({precision})")
             engine_dir = runtimes.build(export, b.name, precision, out=Path(tmp.name) / "engine", device=device)
         report["build_s"] = round(time.perf_counter() - t0, 2)
@@ -248,7 +252,8 @@ def _check_and_time(engine: Any, lr: np.ndarray, sr: np.ndarray, tok: list[np.nd
         times.append((time.perf_counter() - t1) * 1e3 / len(one))
     report["ms_per_tile_p50"] = round(statistics.median(times), 3)
     report["ms_per_tile_min"] = round(min(times), 3)
-    tok_min, psnr_min = THRESHOLDS.get(report["precision"], (0.99, 30.0))
+    r = recipe(report["backend"], report["precision"])
+    tok_min, psnr_min = r.tokens, r.psnr_db
     report["thresholds"] = {"token_agreement": tok_min, "psnr_db": psnr_min}
     report["result"] = "PASS" if agree["overall"] >= tok_min and p >= psnr_min else "FAIL"
 
@@ -331,5 +336,5 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["GOLDEN_FILE", "THRESHOLDS", "cached_export", "format_report", "load_golden",
+__all__ = ["GOLDEN_FILE", "cached_export", "format_report", "load_golden",
            "make_golden", "read_golden", "selftest", "selftest_engine", "ship_golden", "write_golden"]

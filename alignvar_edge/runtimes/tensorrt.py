@@ -34,13 +34,13 @@ from alignvar_edge.runtimes.base import (INPUT, SR, Backend, Engine, TensorSpec,
                                          config_from_manifest, token_name)
 from alignvar_edge.runtimes.selftest import ship_golden
 from alignvar_edge.runtimes.tensorrt_kit import write_build_files
+from alignvar_edge.recipes import recipe
 
 if TYPE_CHECKING:
     import tensorrt as trt
 
 ENGINE, ONNX, CACHE = "model.engine", "model.onnx", "timing.cache"
 TRTEXEC_FILE, SCRIPT_FILE = "trtexec.txt", "build_on_device.sh"
-TRT_PRECISIONS = ("fp32", "fp16", "int8")
 NOT_INSTALLED = ("TensorRT is not installed (PyPI's tensorrt wheels only fetch from NVIDIA's index: use "
                  "JetPack on a Jetson, or pip's --extra-index-url https://pypi.nvidia.com on a CUDA "
                  "machine); `build --target tensorrt` still writes an on-device build kit")
@@ -55,11 +55,9 @@ def network_plan(trt_major: int, precision: str, artifact_precision: str,
     a weakly typed fp16 / int8 plan also carries "f32_layers" (the half policy's f32 groups, by
     ONNX node name, which the ONNX parser gives its layers), built with obeyed precision constraints.
     Strongly typed plans take per-layer precision from the ONNX's own types (the fp16 artifact)."""
-    if precision not in TRT_PRECISIONS:
-        raise InputError(f"tensorrt precision must be one of {', '.join(TRT_PRECISIONS)}, got '{precision}'")
-    if precision == "int8" and artifact_precision != "int8":
-        raise InputError("TensorRT INT8 uses explicit Q/DQ: build from the output of "
-                         "`alignvar-edge quantize --precision int8 --target tensorrt`")
+    if recipe("tensorrt", precision).needs_quantize and artifact_precision != precision:
+        raise InputError(f"TensorRT {precision.upper()} uses explicit Q/DQ: build from the output of "
+                         f"`{recipe('tensorrt', precision).quantize_command()}`")
     if trt_major >= 11:
         # strongly typed: the graph's own types decide; fp16 must already be in the ONNX
         if precision == "fp16" and artifact_precision != "fp16":

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from alignvar_edge.errors import InputError
+from alignvar_edge.recipes import precisions, recipe
 
 README_FILE, LOG_FILE = "README.md", "trtexec.log"
 # JetPack 6.1 and 6.2 (Jetson Linux 36.4.x): TensorRT 10.3, CUDA 12.6, Python 3.10, Ubuntu 22.04
@@ -25,9 +26,9 @@ JETPACK_TRT_MAJOR = 10
 def precision_flags(kit_precision: str, f32_layers: list[str] | tuple[str, ...] = ()) -> dict[str, str]:
     """precision -> trtexec flags for TensorRT 10 (JetPack 6.1/6.2), or 'ERROR: why' where the
     kit's ONNX cannot give that precision."""
-    from alignvar_edge.runtimes.tensorrt import TRT_PRECISIONS, network_plan
+    from alignvar_edge.runtimes.tensorrt import network_plan
     out = {}
-    for p in TRT_PRECISIONS:
+    for p in precisions("tensorrt"):
         try:
             plan = network_plan(JETPACK_TRT_MAJOR, p, kit_precision, f32_layers)
         except InputError as e:
@@ -357,13 +358,14 @@ def adopt(engine_file: str | Path, like: str | Path, out: str | Path, log: str |
 def _check_against_golden(root: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     from alignvar_edge.errors import ParityError
     from alignvar_edge.export.parity import psnr, token_agreement
-    from alignvar_edge.runtimes.selftest import GOLDEN_FILE, THRESHOLDS, read_golden
+    from alignvar_edge.runtimes.selftest import GOLDEN_FILE, read_golden
     from alignvar_edge.runtimes.tensorrt import ENGINE, TensorRTEngine
     lr, gsr, gtok, meta = read_golden(root / GOLDEN_FILE)
     with TensorRTEngine(root / ENGINE, manifest, "cuda:0", root) as engine:
         sr, tok = engine.run(lr)
     agree, p = token_agreement(gtok, tok), psnr(gsr, sr)
-    tok_min, psnr_min = THRESHOLDS.get(manifest["precision"], (0.99, 30.0))
+    r = recipe("tensorrt", manifest["precision"])
+    tok_min, psnr_min = r.tokens, r.psnr_db
     if agree["overall"] < tok_min or p < psnr_min:
         raise ParityError(f"the adopted engine gives {agree['overall']:.2%} of the golden tokens and "
                           f"{p:.1f} dB (needs {tok_min:.0%} and {psnr_min} dB for {manifest['precision']}); "

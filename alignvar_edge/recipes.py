@@ -1,0 +1,134 @@
+"""The recipe table: what each (backend, precision) pair is built from, and who quantizes it.
+
+`build`, `quantize`, `deploy` and `selftest` all ask this table; adding a precision to a backend is
+one row here plus that backend's own code. Plain data, no imports beyond the standard library, so a
+device install (no PyTorch) reads it too.
+
+    source      what `build` takes: the fp32 ONNX export, or the checkpoint (torch, Core ML)
+    quantizer   who makes the lower precision:
+                  none       nothing to do (fp32)
+                  quantize   our ONNX pass, `alignvar-edge quantize`, BEFORE build (Q/DQ int8 or
+                             fp16 ONNX, with the token-fidelity search); build takes its output
+                  backend    the backend's own quantizer INSIDE build (NNCF, coremltools)
+                  builder    the engine builder computes in this precision from fp32 weights
+                             (TensorRT's FP16 flag, OpenVINO's inference precision, a torch dtype)
+    calibration build takes calibration tiles (`--calib`)
+    serves      the precisions a user asks `deploy` for that this row answers (Core ML's Neural
+                Engine computes in fp16, so an fp32 request gets the fp16 package)
+    tokens, psnr_db  what an engine of this precision must keep against the golden outputs
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from alignvar_edge.errors import InputError
+
+__all__ = ["ALIASES", "BACKENDS", "CHECKPOINT", "EXPORT", "PRECISIONS", "Recipe", "backend_name",
+           "default_precision", "engine_precision", "precisions", "quantize_precisions",
+           "quantize_targets", "quantized_in_build", "recipe"]
+
+BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt", "coreml")
+ALIASES = {"ort": "onnxruntime", "ov": "openvino", "trt": "tensorrt", "pytorch": "torch"}
+CHECKPOINT, EXPORT = "checkpoint", "export"
+NONE, QUANTIZE, BACKEND, BUILDER = "none", "quantize", "backend", "builder"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    backend: str
+    precision: str
+    source: str
+    quantizer: str = NONE
+    calibration: bool = False
+    serves: tuple[str, ...] = ()
+    tokens: float = 0.99
+    psnr_db: float = 30.0
+
+    @property
+    def needs_quantize(self) -> bool:
+        """The build input is `alignvar-edge quantize`'s output, not the fp32 export."""
+        return self.quantizer == QUANTIZE
+
+    def quantize_command(self, export: str = "EXPORT") -> str:
+        return f"alignvar-edge quantize {export} --precision {self.precision} --target {self.backend}"
+
+
+def _row(backend: str, precision: str, source: str, quantizer: str = NONE, calibration: bool = False,
+         serves: tuple[str, ...] | None = None) -> Recipe:
+    tokens, psnr = {"fp32": (1.0, 50.0), "fp16": (0.99, 35.0), "bf16": (0.99, 35.0)}.get(precision, (0.99, 30.0))
+    return Recipe(backend, precision, source, quantizer, calibration,
+                  (precision,) if serves is None else serves, tokens, psnr)
+
+
+_TABLE = (
+    _row("torch", "fp32", CHECKPOINT),
+    _row("torch", "fp16", CHECKPOINT, BUILDER),
+    _row("torch", "bf16", CHECKPOINT, BUILDER),
+    _row("onnxruntime", "fp32", EXPORT),
+    _row("onnxruntime", "fp16", EXPORT, QUANTIZE),
+    _row("onnxruntime", "int8", EXPORT, QUANTIZE),
+    _row("openvino", "fp32", EXPORT),
+    _row("openvino", "fp16", EXPORT, BUILDER),
+    _row("openvino", "bf16", EXPORT, BUILDER),
+    _row("openvino", "int8", EXPORT, BACKEND, calibration=True),
+    _row("openvino", "int8-weights", EXPORT, BACKEND, serves=()),
+    _row("tensorrt", "fp32", EXPORT),
+    _row("tensorrt", "fp16", EXPORT, BUILDER),
+    _row("tensorrt", "int8", EXPORT, QUANTIZE),
+    _row("coreml", "fp32", CHECKPOINT, serves=()),
+    _row("coreml", "fp16", CHECKPOINT, BUILDER, serves=("fp32", "fp16")),
+    _row("coreml", "int8-weights", CHECKPOINT, BACKEND, serves=("int8",)),
+    *(_row("coreml", f"palette{bits}", CHECKPOINT, BACKEND, serves=()) for bits in (2, 4, 6, 8)),
+)
+RECIPES: dict[tuple[str, str], Recipe] = {(r.backend, r.precision): r for r in _TABLE}
+PRECISIONS = tuple(dict.fromkeys(r.precision for r in _TABLE))
+_DEFAULT = {"coreml": "fp16"}      # the Neural Engine computes in fp16; elsewhere fp32 is the reference
+
+
+def backend_name(name: str) -> str:
+    key = ALIASES.get(name.lower(), name.lower())
+    if key not in BACKENDS:
+        raise InputError(f"unknown backend '{name}'; choose one of {', '.join(BACKENDS)}")
+    return key
+
+
+def precisions(backend: str) -> tuple[str, ...]:
+    b = backend_name(backend)
+    return tuple(p for (rb, p) in RECIPES if rb == b)
+
+
+def default_precision(backend: str) -> str:
+    return _DEFAULT.get(backend_name(backend), "fp32")
+
+
+def recipe(backend: str, precision: str | None = None) -> Recipe:
+    """The row for (backend, precision); precision None is the backend's default. An unknown pair is
+    one line naming what the backend takes."""
+    b = backend_name(backend)
+    p = precision or default_precision(b)
+    if (b, p) not in RECIPES:
+        raise InputError(f"{b} precision must be one of {', '.join(precisions(b))}, got '{p}'")
+    return RECIPES[(b, p)]
+
+
+def engine_precision(backend: str, requested: str) -> str | None:
+    """The precision of the engine that answers a user's request (fp32, fp16, int8) on this backend:
+    itself where the backend has it, Core ML's fp16 package for fp32; None where no row serves it."""
+    b = backend_name(backend)
+    return next((p for (rb, p), r in RECIPES.items() if rb == b and requested in r.serves), None)
+
+
+def quantize_precisions() -> tuple[str, ...]:
+    """What `alignvar-edge quantize --precision` makes: the precisions some backend builds from its output."""
+    return tuple(dict.fromkeys(r.precision for r in _TABLE if r.needs_quantize))
+
+
+def quantize_targets() -> tuple[str, ...]:
+    """`alignvar-edge quantize --target`: every backend with a quantized row, by us or by itself."""
+    return tuple(b for b in BACKENDS if any(r.quantizer in (QUANTIZE, BACKEND) and r.backend == b for r in _TABLE))
+
+
+def quantized_in_build(backend: str) -> bool:
+    """`quantize --target B` hands the job to B's build (NNCF, coremltools) instead of our ONNX pass."""
+    int8 = engine_precision(backend, "int8")
+    return int8 is not None and RECIPES[(backend_name(backend), int8)].quantizer == BACKEND

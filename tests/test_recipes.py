@@ -1,0 +1,84 @@
+"""The recipe table is the one owner of what a (backend, precision) pair is built from and who
+quantizes it: build, quantize, deploy and selftest follow it."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from _runtime_fixtures import cache_root, export_dir, sharp_model
+from alignvar_edge import recipes
+from alignvar_edge.cli import build_parser, main
+from alignvar_edge.errors import InputError
+from alignvar_edge.runtimes import get_backend
+from alignvar_edge.runtimes import selftest as st
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def micro_export(pytestconfig):
+    return export_dir(sharp_model("micro"), cache_root(pytestconfig))
+
+
+def _choices(verb: str, dest: str) -> tuple[str, ...]:
+    sub = next(a for a in build_parser()._actions if a.dest == "verb")
+    return tuple(next(a for a in sub.choices[verb]._actions if a.dest == dest).choices)
+
+
+def test_every_backend_has_rows_and_a_default_it_can_build():
+    for b in recipes.BACKENDS:
+        assert recipes.precisions(b), b
+        assert recipes.recipe(b).precision == get_backend(b).default_precision
+    assert recipes.default_precision("coreml") == "fp16" and recipes.default_precision("ov") == "fp32"
+
+
+def test_cli_choices_are_the_tables():
+    assert _choices("quantize", "precision") == ("fp16", "int8")
+    assert set(_choices("quantize", "target")) == {"onnxruntime", "openvino", "tensorrt", "coreml"}
+    assert _choices("build", "target") == recipes.BACKENDS
+
+
+@pytest.mark.parametrize("backend,precision,needs_quantize", [
+    ("onnxruntime", "int8", True), ("onnxruntime", "fp16", True), ("tensorrt", "int8", True),
+    ("tensorrt", "fp16", False), ("openvino", "int8", False), ("coreml", "int8-weights", False)])
+def test_who_quantizes(backend, precision, needs_quantize):
+    assert recipes.recipe(backend, precision).needs_quantize is needs_quantize
+
+
+def test_an_unknown_pair_is_one_line_naming_what_the_backend_takes():
+    with pytest.raises(InputError, match=r"^tensorrt precision must be one of fp32, fp16, int8, got 'bf16'$"):
+        recipes.recipe("trt", "bf16")
+    with pytest.raises(InputError, match="unknown backend 'tflite'"):
+        recipes.recipe("tflite")
+
+
+def test_deploy_plan_reads_the_table():
+    from alignvar_edge.deploy import plan
+    steps = {(s.target, s.precision): s for s in plan(["coreml", "tensorrt"], ("fp32", "int8"), quick=True)}
+    # Core ML: the fp16 package answers fp32, int8 is weight-only; TensorRT int8 needs a Q/DQ pass
+    assert [k for k in steps] == [("coreml", "fp16"), ("coreml", "int8"), ("tensorrt", "fp32"), ("tensorrt", "int8")]
+    assert steps[("coreml", "int8")].built_precision == "int8-weights"
+    assert "--target tensorrt" in (steps[("tensorrt", "int8")].skip or "")
+
+
+def test_building_int8_from_the_fp32_export_names_the_quantize_command(micro_export, tmp_path, capsys):
+    assert main(["build", str(micro_export), "--target", "onnxruntime", "--precision", "int8",
+                 "--out", str(tmp_path / "e")]) != 0
+    err = capsys.readouterr().err
+    assert f"alignvar-edge quantize {micro_export} --precision int8 --target onnxruntime" in err
+    assert not (tmp_path / "e").exists()
+
+
+def test_selftest_int8_on_onnxruntime_quantizes_first(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ALIGNVAR_EDGE_CACHE", str(tmp_path / "cache"))
+    ckpt = tmp_path / "micro"
+    sharp_model("micro").save_pretrained(str(ckpt))
+    st.make_golden(ckpt, n=2)
+    out = tmp_path / "r.json"
+    rc = main(["selftest", "--backend", "onnxruntime", "--precision", "int8", "--model", str(ckpt),
+               "--runs", "1", "--json", str(out)])
+    r = json.loads(out.read_text())
+    assert r["precision"] == "int8" and r["thresholds"]["token_agreement"] == 0.99
+    assert r["result"] == "PASS" and rc == 0, r.get("tokens")
+    assert "quantizing the export for onnxruntime int8" in capsys.readouterr().err
