@@ -15,6 +15,7 @@ device install (no PyTorch) reads it too.
     calibration build takes calibration tiles (`--calib`)
     serves      the precisions a user asks `deploy` for that this row answers (Core ML's Neural
                 Engine computes in fp16, so an fp32 request gets the fp16 package)
+    options     the backend build options this pair takes (`build --kit`, `--batch`, ...)
     tokens, psnr_db  what an engine of this precision must keep against the golden outputs
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from alignvar_edge.errors import InputError
 
 __all__ = ["ALIASES", "BACKENDS", "CHECKPOINT", "EXPORT", "PRECISIONS", "Recipe", "backend_name",
-           "default_precision", "engine_precision", "precisions", "quantize_precisions",
+           "check_options", "default_precision", "where", "engine_precision", "precisions", "quantize_precisions",
            "quantize_targets", "quantized_in_build", "recipe"]
 
 BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt", "coreml")
@@ -41,6 +42,7 @@ class Recipe:
     quantizer: str = NONE
     calibration: bool = False
     serves: tuple[str, ...] = ()
+    options: frozenset[str] = frozenset()
     tokens: float = 0.99
     psnr_db: float = 30.0
 
@@ -53,11 +55,15 @@ class Recipe:
         return f"alignvar-edge quantize {export} --precision {self.precision} --target {self.backend}"
 
 
+# build options every row of a backend takes; precision-specific ones are given on the row
+_BACKEND_OPTIONS = {"tensorrt": {"kit"}, "coreml": {"target", "image_input", "batch"}}
+
+
 def _row(backend: str, precision: str, source: str, quantizer: str = NONE, calibration: bool = False,
-         serves: tuple[str, ...] | None = None) -> Recipe:
+         serves: tuple[str, ...] | None = None, options: tuple[str, ...] = ()) -> Recipe:
     tokens, psnr = {"fp32": (1.0, 50.0), "fp16": (0.99, 35.0), "bf16": (0.99, 35.0)}.get(precision, (0.99, 30.0))
-    return Recipe(backend, precision, source, quantizer, calibration,
-                  (precision,) if serves is None else serves, tokens, psnr)
+    return Recipe(backend, precision, source, quantizer, calibration, (precision,) if serves is None else serves,
+                  frozenset(options) | _BACKEND_OPTIONS.get(backend, set()), tokens, psnr)
 
 
 _TABLE = (
@@ -70,13 +76,13 @@ _TABLE = (
     _row("openvino", "fp32", EXPORT),
     _row("openvino", "fp16", EXPORT, BUILDER),
     _row("openvino", "bf16", EXPORT, BUILDER),
-    _row("openvino", "int8", EXPORT, BACKEND, calibration=True),
+    _row("openvino", "int8", EXPORT, BACKEND, calibration=True, options=("float_groups",)),
     _row("openvino", "int8-weights", EXPORT, BACKEND, serves=()),
     _row("tensorrt", "fp32", EXPORT),
-    _row("tensorrt", "fp16", EXPORT, BUILDER),
+    _row("tensorrt", "fp16", EXPORT, BUILDER, options=("half_policy",)),
     _row("tensorrt", "int8", EXPORT, QUANTIZE),
     _row("coreml", "fp32", CHECKPOINT, serves=()),
-    _row("coreml", "fp16", CHECKPOINT, BUILDER, serves=("fp32", "fp16")),
+    _row("coreml", "fp16", CHECKPOINT, BUILDER, serves=("fp32", "fp16"), options=("half_policy",)),
     _row("coreml", "int8-weights", CHECKPOINT, BACKEND, serves=("int8",)),
     *(_row("coreml", f"palette{bits}", CHECKPOINT, BACKEND, serves=()) for bits in (2, 4, 6, 8)),
 )
@@ -109,6 +115,28 @@ def recipe(backend: str, precision: str | None = None) -> Recipe:
     if (b, p) not in RECIPES:
         raise InputError(f"{b} precision must be one of {', '.join(precisions(b))}, got '{p}'")
     return RECIPES[(b, p)]
+
+
+def check_options(backend: str, precision: str | None, given: dict[str, str]) -> None:
+    """`given` maps build options to the flag that set them; one that this pair does not take is one
+    line naming where it applies."""
+    r = recipe(backend, precision)
+    for option, flag in given.items():
+        if option not in r.options:
+            raise InputError(f"{flag} applies to {where(option)} only")
+
+
+def where(option: str) -> str:
+    """The build commands that take `option`, as flags: '--target tensorrt --precision fp16, ...'."""
+    places = []
+    for b in BACKENDS:
+        rows = [r for r in _TABLE if r.backend == b]
+        having = [r.precision for r in rows if option in r.options]
+        if having and len(having) == len(rows):
+            places.append(f"--target {b}")
+        elif having:
+            places.append(f"--target {b} --precision {'|'.join(having)}")
+    return ", ".join(places) or "no build"
 
 
 def engine_precision(backend: str, requested: str) -> str | None:

@@ -82,3 +82,16 @@ def test_selftest_int8_on_onnxruntime_quantizes_first(tmp_path, monkeypatch, cap
     assert r["precision"] == "int8" and r["thresholds"]["token_agreement"] == 0.99
     assert r["result"] == "PASS" and rc == 0, r.get("tokens")
     assert "quantizing the export for onnxruntime int8" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args,line", [
+    (["--target", "onnxruntime", "--kit"], "--kit applies to --target tensorrt only"),
+    (["--target", "tensorrt", "--batch", "4"], "--batch applies to --target coreml only"),
+    (["--target", "openvino", "--precision", "fp32", "--float-groups-from", "x"],
+     "--float-groups-from applies to --target openvino --precision int8 only"),
+    (["--target", "tensorrt", "--precision", "int8", "--half-policy-from", "x"],
+     "--half-policy-from applies to --target tensorrt --precision fp16, --target coreml --precision fp16 only")])
+def test_a_build_flag_the_pair_does_not_take_is_one_line(args, line, micro_export, tmp_path, capsys):
+    assert main(["build", str(micro_export), *args, "--out", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"alignvar-edge build: error: {line}" and not (tmp_path / "e").exists()

@@ -10,7 +10,7 @@ from typing import Any
 from alignvar_edge.argtypes import nonneg_int, positive_float, positive_int
 from alignvar_edge.cli_json import add_json_option, emit
 from alignvar_edge.errors import InputError, OutputExistsError
-from alignvar_edge.recipes import BACKENDS
+from alignvar_edge.recipes import BACKENDS, check_options
 
 BACKEND_CHOICES = ("auto", *BACKENDS)
 
@@ -129,29 +129,18 @@ def run_build(args: argparse.Namespace) -> int:
     opts: dict[str, Any] = {}
     if args.threads:
         opts["threads"] = args.threads
-    if args.kit:
-        if b.name != "tensorrt":
-            raise InputError("--kit applies to --target tensorrt only")
-        opts["kit"] = True
-    if args.target_os:
-        opts["target"] = args.target_os
-    if args.image_input:
-        if b.name != "coreml":
-            raise InputError("--image-input applies to --target coreml only")
-        opts["image_input"] = True
-    if args.batch:
-        if b.name != "coreml":
-            raise InputError("--batch applies to --target coreml (other targets take the export's batch: "
-                             "export --batch N)")
-        opts["batch"] = args.batch
-    if args.float_groups_from:
-        if b.name != "openvino" or args.precision != "int8":
-            raise InputError("--float-groups-from applies to --target openvino --precision int8 only")
+    # backend build options: which (backend, precision) takes which is the recipe table's to say
+    flags = {"kit": ("--kit", args.kit), "target": ("--target-os", args.target_os),
+             "image_input": ("--image-input", args.image_input), "batch": ("--batch", args.batch),
+             "float_groups": ("--float-groups-from", args.float_groups_from),
+             "half_policy": ("--half-policy-from", args.half_policy_from)}
+    given = {opt: flag for opt, (flag, value) in flags.items() if value}
+    check_options(b.name, args.precision, given)
+    opts.update({opt: flags[opt][1] for opt in given})
+    if "float_groups" in opts:
         from alignvar_edge.export.quantize import searched_float_groups
         opts["float_groups"] = searched_float_groups(args.float_groups_from)
-    if args.half_policy_from:
-        if b.name not in ("tensorrt", "coreml") or args.precision not in ("fp16", None):
-            raise InputError("--half-policy-from applies to --target tensorrt --precision fp16 and --target coreml only")
+    if "half_policy" in opts:
         from alignvar_edge.export.quantize import searched_half_policy
         opts["half_policy"] = searched_half_policy(args.half_policy_from)
     calibration = None

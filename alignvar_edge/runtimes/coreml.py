@@ -40,7 +40,7 @@ from alignvar_edge.export.manifest import listed_file, load_verified, new_manife
 from alignvar_edge.runtimes.artifacts import checkpoint_dir, graph_io, validation_tiles
 from alignvar_edge.runtimes.base import INPUT, SR, Backend, Engine, TensorSpec, config_from_manifest, token_name
 from alignvar_edge.runtimes.selftest import ship_golden
-from alignvar_edge.recipes import recipe
+from alignvar_edge import recipes
 
 PACKAGE = "model.mlpackage"
 DEFAULT_BATCH = 16
@@ -535,7 +535,7 @@ class CoreMLBackend(Backend):
               **opts: Any) -> Path:
         """Convert the checkpoint's rollout to an .mlpackage with validation and an ANE lint."""
         from alignvar_edge.model.checkpoint import load_pretrained
-        recipe(self.name, precision)              # an unknown precision is one line naming the known
+        recipes.recipe(self.name, precision)     # an unknown precision: one line naming the known
         compute_units = (device or opts.pop("compute_units", "CPU_AND_NE")).upper()
         image_input = bool(opts.pop("image_input", False))
         # tiles per prediction: a 512 px photo is 121 tiles of the bundled model, so 16 per call

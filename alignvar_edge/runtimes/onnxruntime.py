@@ -22,7 +22,7 @@ from alignvar_edge.runtimes.artifacts import engine_manifest, parity_vs, single_
 from alignvar_edge.runtimes.base import (SR, Backend, Engine, TensorSpec, input_roles,
                                          config_from_manifest, token_name)
 from alignvar_edge.runtimes.selftest import ship_golden
-from alignvar_edge.recipes import recipe
+from alignvar_edge import recipes
 
 MIN_BUILD_TOKENS = 0.99      # a build with other session options may round differently, never more
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
@@ -150,7 +150,7 @@ class OrtBackend(Backend):
         """Copy the graph beside a manifest holding the session options; check it opens and runs."""
         src_manifest, onnx_path = single_graph(artifact_dir)
         if precision != src_manifest.get("precision"):
-            hint = (f"run `{recipe(self.name, precision).quantize_command(str(artifact_dir))}` first and build "
+            hint = (f"run `{recipes.recipe(self.name, precision).quantize_command(str(artifact_dir))}` first and build "
                     "from its output")
             raise InputError(f"onnxruntime runs the graph as exported ({src_manifest.get('precision')}); "
                              f"for {precision} {hint}")

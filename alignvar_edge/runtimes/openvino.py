@@ -49,7 +49,7 @@ from alignvar_edge.runtimes.artifacts import (check_calibration, engine_manifest
 from alignvar_edge.runtimes.base import (SR, Backend, Engine, TensorSpec, input_roles,
                                          config_from_manifest, token_name)
 from alignvar_edge.runtimes.selftest import ship_golden
-from alignvar_edge.recipes import recipe
+from alignvar_edge import recipes
 
 if TYPE_CHECKING:    # building imports the ONNX tool chain; running an engine needs only openvino
     from alignvar_edge.export.quantize_policy import Policy
@@ -346,7 +346,7 @@ class OpenVINOBackend(Backend):
               calibration: Any = None, device: str | None = None, force: bool = False,
               **opts: Any) -> Path:
         import openvino as ov
-        recipe(self.name, precision)              # an unknown precision is one line naming the known
+        recipes.recipe(self.name, precision)     # an unknown precision: one line naming the known
         src, onnx_path = single_graph(artifact_dir)
         if src.get("precision") != "fp32":
             raise InputError(f"build OpenVINO engines from the fp32 export (this one is "

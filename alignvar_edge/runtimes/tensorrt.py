@@ -34,7 +34,7 @@ from alignvar_edge.runtimes.base import (INPUT, SR, Backend, Engine, TensorSpec,
                                          config_from_manifest, token_name)
 from alignvar_edge.runtimes.selftest import ship_golden
 from alignvar_edge.runtimes.tensorrt_kit import write_build_files
-from alignvar_edge.recipes import recipe
+from alignvar_edge import recipes
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -55,9 +55,9 @@ def network_plan(trt_major: int, precision: str, artifact_precision: str,
     a weakly typed fp16 / int8 plan also carries "f32_layers" (the half policy's f32 groups, by
     ONNX node name, which the ONNX parser gives its layers), built with obeyed precision constraints.
     Strongly typed plans take per-layer precision from the ONNX's own types (the fp16 artifact)."""
-    if recipe("tensorrt", precision).needs_quantize and artifact_precision != precision:
+    if recipes.recipe("tensorrt", precision).needs_quantize and artifact_precision != precision:
         raise InputError(f"TensorRT {precision.upper()} uses explicit Q/DQ: build from the output of "
-                         f"`{recipe('tensorrt', precision).quantize_command()}`")
+                         f"`{recipes.recipe('tensorrt', precision).quantize_command()}`")
     if trt_major >= 11:
         # strongly typed: the graph's own types decide; fp16 must already be in the ONNX
         if precision == "fp16" and artifact_precision != "fp16":

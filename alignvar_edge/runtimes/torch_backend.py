@@ -18,7 +18,7 @@ from alignvar_edge.errors import ArtifactError, BackendUnavailableError, InputEr
 from alignvar_edge.export.manifest import artifact_dir as staging_dir, load_verified, new_manifest, write_manifest
 from alignvar_edge.runtimes.artifacts import checkpoint_dir, checkpoint_record, graph_io, is_checkpoint
 from alignvar_edge.runtimes.base import INPUT, SR, Backend, Engine, TensorSpec, token_name
-from alignvar_edge.recipes import recipe
+from alignvar_edge import recipes
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 DEFAULT_BATCH = 4          # tiles per call when none is given (eager takes any batch)
@@ -30,7 +30,7 @@ class TorchEngine(Engine):
     def __init__(self, model: Any, metadata: dict[str, Any], device: str = "cpu",
                  precision: str = "fp32", batch: int = DEFAULT_BATCH, engine_dir: Path | None = None):
         import torch
-        recipe("torch", precision)
+        recipes.recipe("torch", precision)
         super().__init__(metadata, model.config, device, engine_dir)
         self._torch = torch
         self.model = model.eval().to(device=device, dtype=getattr(torch, DTYPES[precision]))
@@ -95,7 +95,7 @@ class TorchBackend(Backend):
               force: bool = False, **opts: Any) -> Path:
         """Copy the checkpoint into an engine dir whose manifest records the run precision; the copy
         is loaded (safetensors only, matched to its config) before anything is published."""
-        recipe(self.name, precision)              # an unknown precision is one line naming the known
+        recipes.recipe(self.name, precision)     # an unknown precision: one line naming the known
         from alignvar_edge.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_config, load_pretrained
         device = self.check_device(device)
         src = checkpoint_dir(artifact_dir)
