@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterable
 from typing import Any
 
 from alignvar_edge.argtypes import fraction, nonneg_int, positive_float, positive_int
 from alignvar_edge.errors import InputError
+from alignvar_edge.progress import bar
 
 ENGINE_HELP = ("[LABEL=][BACKEND[@DEVICE]:]PATH or 'bicubic': an ONNX export, a built engine dir or a "
                "checkpoint (backend from its manifest unless given: torch, onnxruntime, openvino, "
@@ -103,11 +103,6 @@ def register(sub: Any) -> None:
     d.set_defaults(func=run_deploy_cmd)
 
 
-def _progress(it: Iterable[Any], **kw: Any) -> Iterable[Any]:
-    from tqdm import tqdm
-    return tqdm(it, leave=False, file=sys.stderr, disable=None, **kw)  # off when not a TTY
-
-
 def _say(msg: str) -> None:
     print(f"bench: {msg}", file=sys.stderr, flush=True)
 
@@ -127,7 +122,7 @@ def run_bench_cmd(args: argparse.Namespace) -> int:
                         min_token_agreement=args.min_token_agreement,
                         target_speedup=args.target_speedup, label=args.label, sequential=args.sequential,
                         duration=args.duration, image_size=args.image_size, image_runs=args.image_runs)
-    report = run_bench(args.engines, reference=args.reference, options=opts, log=_say, progress=_progress)
+    report = run_bench(args.engines, reference=args.reference, options=opts, log=_say, progress=bar)
     from alignvar_edge.bench.outputs import write_outputs
     write_outputs(report, args.out, args.md, args.plot)
     print(terminal_table(report))
@@ -198,6 +193,6 @@ def run_merge(paths: list[str], args: argparse.Namespace) -> int:
 def run_deploy_cmd(args: argparse.Namespace) -> int:
     from alignvar_edge.deploy import DeployOptions, deploy
     opts = DeployOptions.from_args(args)
-    result = deploy(opts, log=lambda m: print(m, file=sys.stderr, flush=True), progress=_progress)
+    result = deploy(opts, log=lambda m: print(m, file=sys.stderr, flush=True), progress=bar)
     print(result.summary)
     return result.exit_code

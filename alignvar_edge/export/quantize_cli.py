@@ -5,10 +5,10 @@ import argparse
 import math
 import sys
 import warnings
-from collections.abc import Iterable
 from typing import Any
 
 from alignvar_edge.argtypes import fraction, nonneg_float, nonneg_int, percent, positive_int
+from alignvar_edge.progress import bar
 from alignvar_edge.recipes import quantize_precisions, quantize_targets
 
 
@@ -52,12 +52,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=run_quantize)
 
 
-def _progress(it: Iterable[Any], **kw: Any) -> Iterable[Any]:
-    from tqdm import tqdm
-
-    return tqdm(it, leave=False, file=sys.stderr, disable=None, **kw)  # disable=None: off when not a TTY
-
-
 def run_quantize(args: argparse.Namespace) -> int:
     from alignvar_edge.export.manifest import read_manifest
     from alignvar_edge.export.quantize import QuantizeOptions, quantize_artifact
@@ -74,7 +68,7 @@ def run_quantize(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         # skipped calibration files are reported in the log line, not as Python warnings
         warnings.filterwarnings("ignore", message="calibration:")
-        path = quantize_artifact(args.artifact, out, opts, force=args.force, log=say, progress=_progress)
+        path = quantize_artifact(args.artifact, out, opts, force=args.force, log=say, progress=bar)
     m = read_manifest(path)
     if m.get("kind") == "onnx":
         print(fidelity_table(m))

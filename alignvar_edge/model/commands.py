@@ -7,6 +7,7 @@ from pathlib import Path
 from alignvar_edge.argtypes import int_at_least, nonneg_float
 from alignvar_edge.cli_json import add_json_option, emit
 from alignvar_edge.errors import InputError
+from alignvar_edge.progress import stage
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -70,16 +71,18 @@ def run_import(args: argparse.Namespace) -> int:
     overrides = {"refiner_steps": args.refiner_steps} if args.kind == "varsr" else {}
     if args.cfg is not None:
         overrides["cfg"] = args.cfg
-    if args.kind == "varsr":
-        if args.var is None:
-            raise InputError("import varsr needs --var (the transformer checkpoint) as well as --vae")
-        model, report = import_varsr(args.var, args.vae, args.patch_nums, **overrides)
-        if not report.clean:
-            raise InputError(f"{args.var} does not load as VARSR: {report.summary()}")
-    else:
-        model, report = import_var(args.var, args.vae, args.patch_nums, **overrides)
+    if args.kind == "varsr" and args.var is None:
+        raise InputError("import varsr needs --var (the transformer checkpoint) as well as --vae")
+    with stage(f"reading the upstream {args.kind} checkpoint"):
+        if args.kind == "varsr":
+            model, report = import_varsr(args.var, args.vae, args.patch_nums, **overrides)
+        else:
+            model, report = import_var(args.var, args.vae, args.patch_nums, **overrides)
+    if args.kind == "varsr" and not report.clean:
+        raise InputError(f"{args.var} does not load as VARSR: {report.summary()}")
     source = {"kind": args.kind, "var": str(args.var.resolve()) if args.var else None, "vae": str(args.vae.resolve())}
-    save_pretrained(model, out, extra={"imported_from": source}, overwrite=True)
+    with stage(f"writing {out}"):
+        save_pretrained(model, out, extra={"imported_from": source}, overwrite=True)
     c = model.config
     print(f"imported {args.kind}: depth {c.depth}, width {c.width}, heads {c.heads}, "
           f"{c.num_scales} scales {list(c.patch_nums)}, {c.hr_size} px; "

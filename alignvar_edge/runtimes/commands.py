@@ -10,6 +10,7 @@ from typing import Any
 from alignvar_edge.argtypes import nonneg_int, positive_float, positive_int
 from alignvar_edge.cli_json import add_json_option, emit
 from alignvar_edge.errors import InputError, OutputExistsError
+from alignvar_edge.progress import stage
 from alignvar_edge.recipes import BACKENDS, check_options
 
 BACKEND_CHOICES = ("auto", *BACKENDS)
@@ -148,14 +149,18 @@ def run_build(args: argparse.Namespace) -> int:
         calibration = _calibration(args)
     t0 = time.perf_counter()
     from alignvar_edge.runtimes.half import build_auto, host_half
-    if args.precision is None and host_half(b.name, args.device):
-        # fast half units here: half if its build keeps the tokens, else fp32
-        from alignvar_edge.runtimes.artifacts import default_out
-        out, _ = build_auto(Path(args.source), b.name, lambda p: Path(args.out or default_out(args.source, b.name, p)),
-                            device=args.device, log=_say, calibration=calibration, force=args.force, **opts)
-    else:
-        out = runtimes.build(args.source, b.name, args.precision, calibration=calibration, out=args.out,
-                             device=args.device, force=args.force, **opts)
+    half = args.precision is None and host_half(b.name, args.device)
+    label = args.precision or (f"{half} (else fp32)" if half else b.default_precision)
+    with stage(f"building the {b.name} {label} engine"):
+        if half:
+            # fast half units here: half if its build keeps the tokens, else fp32
+            from alignvar_edge.runtimes.artifacts import default_out
+            out, _ = build_auto(Path(args.source), b.name,
+                                lambda p: Path(args.out or default_out(args.source, b.name, p)),
+                                device=args.device, log=_say, calibration=calibration, force=args.force, **opts)
+        else:
+            out = runtimes.build(args.source, b.name, args.precision, calibration=calibration, out=args.out,
+                                 device=args.device, force=args.force, **opts)
     from alignvar_edge.export.manifest import read_manifest
     m = read_manifest(out)
     kit = (m.get("extra") or {}).get("tensorrt_kit")

@@ -7,6 +7,7 @@ from pathlib import Path
 from alignvar_edge.argtypes import nonneg_float, nonneg_int, positive_float, positive_int
 from alignvar_edge.cli_json import add_json_option, emit
 from alignvar_edge.errors import InputError
+from alignvar_edge.progress import stage
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -82,8 +83,9 @@ def run_eval(args: argparse.Namespace) -> int:
     from alignvar_edge.train.evaluate import ablation_report, evaluate, format_eval
 
     model = load_pretrained(args.checkpoint)
-    result = evaluate(model, load_eval_images(args.images), seed=args.seed,  # type: ignore[arg-type]
-                      max_side=args.max_side, ablations=args.ablations)
+    with stage(f"evaluating {args.checkpoint}" + (" with ablations" if args.ablations else "")):
+        result = evaluate(model, load_eval_images(args.images), seed=args.seed,  # type: ignore[arg-type]
+                          max_side=args.max_side, ablations=args.ablations)
     text = format_eval(result)
     if args.ablations and model.sca_guidance is None:
         text += "\nsca_off: n/a (this model has no SCA)"
