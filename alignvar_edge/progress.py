@@ -23,7 +23,8 @@ TICK_S = 0.5
 def bar(it: Iterable[Any] | None = None, **kw: Any) -> Any:
     """tqdm on stderr, off when stderr is not a terminal (`disable=None`)."""
     kw.setdefault("leave", False)
-    return tqdm(it, file=sys.stderr, disable=None, dynamic_ncols=True, **kw)
+    kw.setdefault("disable", None)
+    return tqdm(it, file=sys.stderr, dynamic_ncols=True, **kw)
 
 
 @contextmanager

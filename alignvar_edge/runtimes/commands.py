@@ -10,7 +10,7 @@ from typing import Any
 from alignvar_edge.argtypes import nonneg_int, positive_float, positive_int
 from alignvar_edge.cli_json import add_json_option, emit
 from alignvar_edge.errors import InputError, OutputExistsError
-from alignvar_edge.progress import stage
+from alignvar_edge import progress
 from alignvar_edge.recipes import BACKENDS, check_options
 
 BACKEND_CHOICES = ("auto", *BACKENDS)
@@ -151,7 +151,7 @@ def run_build(args: argparse.Namespace) -> int:
     from alignvar_edge.runtimes.half import build_auto, host_half
     half = args.precision is None and host_half(b.name, args.device)
     label = args.precision or (f"{half} (else fp32)" if half else b.default_precision)
-    with stage(f"building the {b.name} {label} engine"):
+    with progress.stage(f"building the {b.name} {label} engine"):
         if half:
             # fast half units here: half if its build keeps the tokens, else fp32
             from alignvar_edge.runtimes.artifacts import default_out
@@ -267,9 +267,9 @@ def run_upscale(args: argparse.Namespace) -> int:
 
 
 def _progress(n_images: int, quiet: bool) -> Any:
-    from tqdm import tqdm
-    return tqdm(total=n_images, unit="img", file=sys.stderr, disable=quiet, dynamic_ncols=True,
-                bar_format="{desc} {percentage:3.0f}%|{bar}| {n:.2f}/{total} [{elapsed}<{remaining}]")
+    # on a terminal only (a log gets the summary line), like every other bar
+    return progress.bar(total=n_images, unit="img", leave=True, disable=True if quiet else None,
+                        bar_format="{desc} {percentage:3.0f}%|{bar}| {n:.2f}/{total} [{elapsed}<{remaining}]")
 
 
 def _tile_ticker(bar: Any, index: int, n: int) -> Any:
