@@ -20,13 +20,14 @@ device install (no PyTorch) reads it too.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from alignvar_edge.errors import InputError
 
-__all__ = ["ALIASES", "BACKENDS", "CHECKPOINT", "EXPORT", "PRECISIONS", "Recipe", "backend_name",
+__all__ = ["ALIASES", "BACKENDS", "CHECKPOINT", "EXPORT", "OPTION_FLAGS", "PRECISIONS", "Recipe", "backend_name",
            "check_options", "default_precision", "where", "engine_precision", "precisions", "quantize_precisions",
-           "quantize_targets", "quantized_in_build", "recipe"]
+           "quantize_targets", "quantized_in_build", "recipe", "table_markdown"]
 
 BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt", "coreml")
 ALIASES = {"ort": "onnxruntime", "ov": "openvino", "trt": "tensorrt", "pytorch": "torch"}
@@ -55,6 +56,9 @@ class Recipe:
         return f"alignvar-edge quantize {export} --precision {self.precision} --target {self.backend}"
 
 
+# backend build option -> the `alignvar-edge build` flag that sets it
+OPTION_FLAGS = {"kit": "--kit", "target": "--target-os", "image_input": "--image-input", "batch": "--batch",
+                "float_groups": "--float-groups-from", "half_policy": "--half-policy-from"}
 # build options every row of a backend takes; precision-specific ones are given on the row
 _BACKEND_OPTIONS = {"tensorrt": {"kit"}, "coreml": {"target", "image_input", "batch"}}
 
@@ -117,13 +121,12 @@ def recipe(backend: str, precision: str | None = None) -> Recipe:
     return RECIPES[(b, p)]
 
 
-def check_options(backend: str, precision: str | None, given: dict[str, str]) -> None:
-    """`given` maps build options to the flag that set them; one that this pair does not take is one
-    line naming where it applies."""
+def check_options(backend: str, precision: str | None, given: Iterable[str]) -> None:
+    """A build option (OPTION_FLAGS) that this pair does not take is one line naming where it applies."""
     r = recipe(backend, precision)
-    for option, flag in given.items():
+    for option in given:
         if option not in r.options:
-            raise InputError(f"{flag} applies to {where(option)} only")
+            raise InputError(f"{OPTION_FLAGS[option]} applies to {where(option)} only")
 
 
 def where(option: str) -> str:
@@ -160,3 +163,19 @@ def quantized_in_build(backend: str) -> bool:
     """`quantize --target B` hands the job to B's build (NNCF, coremltools) instead of our ONNX pass."""
     int8 = engine_precision(backend, "int8")
     return int8 is not None and RECIPES[(backend_name(backend), int8)].quantizer == BACKEND
+
+
+def table_markdown() -> str:
+    """The table as docs/architecture.md shows it (a test keeps the two the same)."""
+    quantizer = {NONE: "—", QUANTIZE: "`alignvar-edge quantize` first", BACKEND: "the backend, inside build",
+                 BUILDER: "the engine builder"}
+    rows = ["| backend | precision | build from | quantized by | calibration | serves | build options |",
+            "|---|---|---|---|---|---|---|"]
+    for r in _TABLE:
+        source = "fp32 ONNX export" if r.source == EXPORT else "checkpoint"
+        if r.needs_quantize:
+            source = f"`quantize --precision {r.precision} --target {r.backend}` output"
+        rows.append(f"| {r.backend} | {r.precision} | {source} | {quantizer[r.quantizer]} | "
+                    f"{'yes' if r.calibration else ''} | {', '.join(r.serves)} | "
+                    f"{', '.join(OPTION_FLAGS[o] for o in sorted(r.options))} |")
+    return "\n".join(rows) + "\n"

@@ -11,7 +11,7 @@ from alignvar_edge.argtypes import nonneg_int, positive_float, positive_int
 from alignvar_edge.cli_json import add_json_option, emit
 from alignvar_edge.errors import InputError, OutputExistsError
 from alignvar_edge import progress
-from alignvar_edge.recipes import BACKENDS, check_options
+from alignvar_edge.recipes import BACKENDS, OPTION_FLAGS, check_options
 
 BACKEND_CHOICES = ("auto", *BACKENDS)
 
@@ -131,13 +131,10 @@ def run_build(args: argparse.Namespace) -> int:
     if args.threads:
         opts["threads"] = args.threads
     # backend build options: which (backend, precision) takes which is the recipe table's to say
-    flags = {"kit": ("--kit", args.kit), "target": ("--target-os", args.target_os),
-             "image_input": ("--image-input", args.image_input), "batch": ("--batch", args.batch),
-             "float_groups": ("--float-groups-from", args.float_groups_from),
-             "half_policy": ("--half-policy-from", args.half_policy_from)}
-    given = {opt: flag for opt, (flag, value) in flags.items() if value}
+    given = {opt: getattr(args, flag.lstrip("-").replace("-", "_")) for opt, flag in OPTION_FLAGS.items()}
+    given = {opt: value for opt, value in given.items() if value}
     check_options(b.name, args.precision, given)
-    opts.update({opt: flags[opt][1] for opt in given})
+    opts.update(given)
     if "float_groups" in opts:
         from alignvar_edge.export.quantize import searched_float_groups
         opts["float_groups"] = searched_float_groups(args.float_groups_from)
