@@ -177,13 +177,13 @@ def _load_model(opts: DeployOptions) -> tuple[Any, str, str]:
 def deploy(opts: DeployOptions, log: Log | None = None, progress: Progress | None = None) -> DeployResult:
     """Run the whole pipeline into opts.out (see the module docstring)."""
     from alignvar_edge.bench.outputs import write_outputs
-    from alignvar_edge.export.manifest import artifact_dir, new_manifest, write_manifest
+    from alignvar_edge.manifest import artifact_dir, new_manifest, write_manifest
     from alignvar_edge.export.onnx_export import export_onnx
 
     opts.validate()
     say = log or (lambda _m: None)
     out = Path(opts.out)
-    from alignvar_edge.export.manifest import check_out
+    from alignvar_edge.manifest import check_out
     check_out(out, opts.force)               # before minutes of work, not after
     t_start = time.perf_counter()
     model, name, source = _load_model(opts)
@@ -318,7 +318,7 @@ def _reuse_export(src: Path, dest: Path, model: Any) -> Path:
     import shutil
 
     from alignvar_edge.errors import ArtifactError
-    from alignvar_edge.export.manifest import load_verified
+    from alignvar_edge.manifest import load_verified
     from alignvar_edge.runtimes.base import config_from_manifest
     m = load_verified(src)
     if m.get("kind") != "onnx" or m.get("graph") != "single" or m.get("precision") != "fp32":
@@ -383,7 +383,7 @@ def _build(s: Step, export: Path, tmp: Path, model: Any, calib: Any, opts: Deplo
 
 
 def _build_detail(path: Path) -> str:
-    from alignvar_edge.export.manifest import read_manifest
+    from alignvar_edge.manifest import read_manifest
     m = read_manifest(path)
     ex = m.get("extra") or {}
     if ex.get("tensorrt_kit"):

@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def model_file(path: Path) -> Path:
-    from alignvar_edge.export.manifest import read_manifest
+    from alignvar_edge.manifest import read_manifest
     m = read_manifest(path)
     files = (m.get("extra") or {}).get("files") or {}
     if m.get("backend") == "openvino" and files.get("engine"):

@@ -53,7 +53,7 @@ def run_one(preset: str, mode: str, out: Path, tiles: int, ort_run: bool) -> dic
                build_s=round(time.perf_counter() - t0, 1), rss_after_build_gb=round(peak_rss_gb(), 2))
     note(res, build_s=res["build_s"])
     if mode == "full":
-        from alignvar_edge.export.manifest import read_manifest
+        from alignvar_edge.manifest import read_manifest
         from alignvar_edge.export.onnx_export import export_onnx
 
         t0 = time.perf_counter()

@@ -59,7 +59,7 @@ def main() -> int:
 
     from alignvar_edge.calibration.sets import TileSplit
     from alignvar_edge.calibration.tiles import tile_pairs
-    from alignvar_edge.export.manifest import load_verified
+    from alignvar_edge.manifest import load_verified
     from alignvar_edge.export.onnx_export import export_onnx
     from alignvar_edge.export.quantize import QuantizeOptions, quantize_artifact
     from alignvar_edge.export.sensitivity import Evaluator

@@ -30,7 +30,7 @@ from alignvar_edge.export import parity
 from alignvar_edge.export import onnx_export as ox
 from alignvar_edge.export.inspect_artifact import format_inspection, inspect_artifact
 from alignvar_edge.export.lint import FORBIDDEN_OPS, lint_model
-from alignvar_edge.export.manifest import load_verified, read_manifest
+from alignvar_edge.manifest import load_verified, read_manifest
 from alignvar_edge.export.random_model import random_model
 from alignvar_edge.export.staged import StagedRunner, make_session
 from alignvar_edge.model import AlignVARConfig
@@ -359,7 +359,7 @@ def test_external_locations_read_from_the_wire_equal_onnx_own(tmp_path) -> None:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from alignvar_edge.export.onnx_wire import external_locations
+    from alignvar_edge.onnx_wire import external_locations
 
     def graph(n: int) -> onnx.ModelProto:
         ws = [numpy_helper.from_array(np.full((8, 8), i, np.float32), f"w{i}") for i in range(n)]

@@ -28,7 +28,7 @@ from PIL import Image
 
 from alignvar_edge import cli
 from alignvar_edge.errors import ArtifactError, CheckpointError, InputError
-from alignvar_edge.export.manifest import load_verified
+from alignvar_edge.manifest import load_verified
 from alignvar_edge.images import IMAGE_EXTENSIONS, load_image
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -487,7 +487,7 @@ def _rewrite_graph(tmp, exp, edit):
     match: the manifest check passes, so the runtime's own checks must refuse it."""
     import onnx
 
-    from alignvar_edge.export.manifest import hash_files, read_manifest, write_manifest
+    from alignvar_edge.manifest import hash_files, read_manifest, write_manifest
     dst = _copy_export(tmp, exp)
     f = next(dst.glob("*.onnx"))
     m = onnx.load(str(f))
@@ -614,7 +614,7 @@ def _foreign(path: Path) -> Path:
 
 def test_force_replaces_only_our_outputs(export, tmp_path, capsys):
     from alignvar_edge.errors import OutputExistsError
-    from alignvar_edge.export.manifest import artifact_dir, check_out
+    from alignvar_edge.manifest import artifact_dir, check_out
     foreign = _foreign(tmp_path / "foreign")
     (tmp_path / "a-file").write_text("x")
     for bad in (foreign, tmp_path / "a-file"):
@@ -725,7 +725,7 @@ def _with_external_data(tmp: Path, exp: Path, location: str | None = None) -> Pa
     artifact), or with every tensor's location rewritten to `location` afterwards."""
     import onnx
 
-    from alignvar_edge.export.manifest import read_manifest, write_manifest
+    from alignvar_edge.manifest import read_manifest, write_manifest
     dst = _copy_export(tmp, exp)
     m = onnx.load(str(dst / "model.onnx"))
     onnx.save_model(m, str(dst / "model.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
@@ -752,7 +752,7 @@ def test_external_data_locations_are_checked(export, tmp_path, capsys):
     bad = _with_external_data(tmp_path / "o", export, "../outside.data")
     _refused_everywhere(bad, "outside the artifact directory", tmp_path / "o", capsys)
     # external data cut short, hashes re-made to match: inspect says so in one line
-    from alignvar_edge.export.manifest import read_manifest, write_manifest
+    from alignvar_edge.manifest import read_manifest, write_manifest
     data = good / "model.onnx.data"
     data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
     write_manifest(good, read_manifest(good))
@@ -824,7 +824,7 @@ def test_build_torch_proves_the_checkpoint_loads(ckpt, tmp_path, capsys):
 # ---------------------------------------------------------------------------------------------
 def test_concurrent_publish_keeps_the_first(tmp_path):
     from alignvar_edge.errors import OutputExistsError
-    from alignvar_edge.export.manifest import artifact_dir, load_verified, new_manifest, write_manifest
+    from alignvar_edge.manifest import artifact_dir, load_verified, new_manifest, write_manifest
     out = tmp_path / "same"
 
     def fill(tmp, tag):

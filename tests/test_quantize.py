@@ -21,7 +21,7 @@ from torch import nn
 
 from alignvar_edge.errors import ConfigError, InputError, OutputExistsError
 from alignvar_edge.export.int8 import check_opset, has_vnni, target_recipe
-from alignvar_edge.export.manifest import load_verified
+from alignvar_edge.manifest import load_verified
 from alignvar_edge.export.quantize import QuantizeOptions, calibration_set, quantize_artifact
 from alignvar_edge.export.quantize_policy import classify
 from alignvar_edge.export.sensitivity import FidelityTarget

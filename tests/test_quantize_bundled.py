@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from alignvar_edge.export.manifest import load_verified
+from alignvar_edge.manifest import load_verified
 from alignvar_edge.export.quantize import QuantizeOptions, quantize_artifact
 
 pytestmark = pytest.mark.slow

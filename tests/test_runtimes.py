@@ -89,7 +89,7 @@ def test_fp32_engines_match_torch_tile_by_tile_on_odd_size_photos(backend, built
 
 
 def test_build_records_parity_and_manifest(built, export):
-    from alignvar_edge.export.manifest import load_verified
+    from alignvar_edge.manifest import load_verified
     ov = load_verified(built["openvino"])
     assert ov["backend"] == "openvino" and ov["precision"] == "fp32"
     assert ov["extra"]["compress_to_fp16"] is False
@@ -243,7 +243,7 @@ def test_openvino_int8_falls_back_to_a_decoder_only_scope_below_the_token_target
     # an unreachable target forces the second rung: the token path in float, only the VQ decoder
     # in int8; both rungs are measured and recorded, and the engine that was kept is the last one
     from alignvar_edge.calibration.tiles import lr_tiles
-    from alignvar_edge.export.manifest import read_manifest
+    from alignvar_edge.manifest import read_manifest
     cfg = runtimes.load(export).config
     out = runtimes.build(export, "openvino", precision="int8", out=tmp_path / "ov8",
                          calibration=lr_tiles(cfg, 8, seed=0), min_token_agreement=1.01,

@@ -39,7 +39,7 @@ def package(tmp_path_factory):
 
 
 def test_mlpackage_builds_and_passes_spec_validation(package):
-    from alignvar_edge.export.manifest import load_verified
+    from alignvar_edge.manifest import load_verified
     out, seconds = package
     m = load_verified(out)
     assert (out / "model.mlpackage" / "Manifest.json").is_file()
@@ -72,7 +72,7 @@ def test_prediction_needs_macos_and_says_so(package):
 @pytest.mark.slow
 @pytest.mark.parametrize("precision,method", [("int8-weights", "export"), ("palette4", "trace")])
 def test_weight_compression_and_torch_export_path(precision, method, tmp_path):
-    from alignvar_edge.export.manifest import load_verified
+    from alignvar_edge.manifest import load_verified
     out = runtimes.build("in-memory", "coreml", precision=precision, out=tmp_path / "e",
                          model=sharp_model("micro"), method=method)
     m = load_verified(out)
@@ -91,7 +91,7 @@ def test_package_describes_its_io_and_carries_the_input_contract(package):
     """What Xcode shows, read back with coremltools on Linux."""
     import json
 
-    from alignvar_edge.export.manifest import load_verified
+    from alignvar_edge.manifest import load_verified
     out, _ = package
     spec = _read_package(out)
     d = spec.description

@@ -75,7 +75,7 @@ def test_build_without_tensorrt_writes_a_kit_for_the_device(export, tmp_path):
     assert "PRECISION=fp16" in text and 'fp16) FLAGS="--fp16"' in text and "--useDLACore=$DLA" in text
     assert (kit / "trtexec.txt").read_text().startswith("trtexec --onnx=model.onnx")
     assert {"README.md", "golden.safetensors"} <= files
-    from alignvar_edge.export.manifest import load_verified
+    from alignvar_edge.manifest import load_verified
     m = load_verified(kit)
     assert m["kind"] == "onnx" and m["extra"]["tensorrt_kit"]["reason"] == REASON
     with pytest.raises(ArtifactError, match="build kit"):
@@ -179,7 +179,7 @@ def test_adopt_a_hand_built_engine_and_import_its_timing(kit, tmp_path):
     from alignvar_edge.bench.merge import merge_markdown, merge_reports
     from alignvar_edge.bench.schema import check_report, write_json
     from alignvar_edge.cli import main
-    from alignvar_edge.export.manifest import load_verified
+    from alignvar_edge.manifest import load_verified
     log = LOGS / "trt10-orin-fp16-dla.log"
     engine = tmp_path / "my.engine"
     engine.write_bytes(b"serialized engine bytes")        # built on the device; never deserialised here
@@ -245,7 +245,7 @@ def test_build_script_runs_adopt_selftest_and_bench_with_a_stand_in_trtexec(kit,
     log = (tmp_path / "eng.work" / "trtexec.log").read_text()
     assert "--fp16 --useDLACore=1 --allowGPUFallback" in log and f"--timingCacheFile={tmp_path}/alignvar-timing.cache" in log
     assert "Throughput: 130.298 qps" in res.stdout                # the summary is shown
-    from alignvar_edge.export.manifest import load_verified
+    from alignvar_edge.manifest import load_verified
     m = load_verified(out)                                        # adopt ran: an engine directory
     assert m["extra"]["dla_core"] == 1 and m["precision"] == "fp16"
     if not AVAILABLE:                                             # selftest needs TensorRT: stops here
@@ -261,7 +261,7 @@ def test_kit_carries_the_half_policy_as_layer_precisions(export, tmp_path):
     import onnx
 
     from alignvar_edge.export.half_policy import HalfPolicy, node_groups
-    from alignvar_edge.export.manifest import load_verified
+    from alignvar_edge.manifest import load_verified
     from alignvar_edge.runtimes.tensorrt_kit import precision_flags
     plan = trt_backend.network_plan(10, "fp16", "fp32", ["b", "a", "a"])
     assert plan["f32_layers"] == ["a", "b"]

@@ -229,7 +229,7 @@ def trtexec_report(log: str | os.PathLike[str], engine_dir: str | os.PathLike[st
     t = parse_trtexec_log(path.read_text(errors="replace"))
     manifest: dict[str, Any] = {}
     if engine_dir is not None:
-        from alignvar_edge.export.manifest import load_verified
+        from alignvar_edge.manifest import load_verified
         manifest = load_verified(engine_dir)
     contract = manifest.get("input_contract") or {}
     b = int(batch or contract.get("batch") or 1)

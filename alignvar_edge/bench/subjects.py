@@ -102,7 +102,7 @@ def artifact_bytes(path: str | None) -> int | None:
 
 
 def _manifest(path: str) -> dict[str, Any]:
-    from alignvar_edge.export.manifest import read_manifest
+    from alignvar_edge.manifest import read_manifest
     from alignvar_edge.runtimes.artifacts import is_checkpoint
     if is_checkpoint(path):
         return {}

@@ -12,7 +12,7 @@ from typing import Any
 
 from alignvar_edge.errors import ArtifactError
 from alignvar_edge.export.lint import TARGETS, Finding, lint_model
-from alignvar_edge.export.manifest import input_contract, listed_file, load_verified
+from alignvar_edge.manifest import input_contract, listed_file, load_verified
 
 __all__ = ["format_inspection", "inspect_artifact"]
 

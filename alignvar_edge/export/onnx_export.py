@@ -27,7 +27,7 @@ import torch
 
 from alignvar_edge.errors import ArtifactError, ConfigError
 from alignvar_edge.export.graphs import GraphSpec, graph_noise, specs_for
-from alignvar_edge.export.manifest import artifact_dir, listed_file, load_verified, new_manifest, write_manifest
+from alignvar_edge.manifest import artifact_dir, listed_file, load_verified, new_manifest, write_manifest
 from alignvar_edge.export.parity import ParityReport, check_parity, compare
 from alignvar_edge.model.alignvar import AlignVAR
 

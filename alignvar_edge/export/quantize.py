@@ -30,7 +30,7 @@ from alignvar_edge.errors import ArtifactError, ConfigError, InputError, ParityE
 from alignvar_edge.export.fp16 import to_fp16
 from alignvar_edge.export import onnx_io
 from alignvar_edge.export.int8 import TARGETS, Int8Builder, target_recipe
-from alignvar_edge.export.manifest import artifact_dir, check_out, listed_file, load_verified, new_manifest, write_manifest
+from alignvar_edge.manifest import artifact_dir, check_out, listed_file, load_verified, new_manifest, write_manifest
 from alignvar_edge.export.quantize_policy import COMPONENTS, DEFAULT_INT8, Policy
 from alignvar_edge.export.sensitivity import Evaluator, Fidelity, FidelityTarget, SearchResult, search
 

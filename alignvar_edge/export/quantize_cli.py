@@ -58,7 +58,7 @@ def _progress(it: Iterable[Any], **kw: Any) -> Iterable[Any]:
 
 
 def run_quantize(args: argparse.Namespace) -> int:
-    from alignvar_edge.export.manifest import read_manifest
+    from alignvar_edge.manifest import read_manifest
     from alignvar_edge.export.quantize import QuantizeOptions, quantize_artifact
     from alignvar_edge.export.sensitivity import FidelityTarget
 

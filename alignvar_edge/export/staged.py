@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from alignvar_edge.errors import ArtifactError, InputError
-from alignvar_edge.export.manifest import load_verified
+from alignvar_edge.manifest import load_verified
 
 __all__ = ["StagedRunner", "make_session"]
 

@@ -64,7 +64,7 @@ def available_backends() -> list[BackendInfo]:
 def detect_backend(path: str | os.PathLike[str]) -> str:
     """Which backend opens `path`: a checkpoint -> torch, an ONNX export -> onnxruntime,
     an engine dir -> the backend its manifest names."""
-    from alignvar_edge.export.manifest import read_manifest
+    from alignvar_edge.manifest import read_manifest
     from alignvar_edge.runtimes.artifacts import is_checkpoint
     if is_checkpoint(path):
         return "torch"

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from alignvar_edge.errors import ArtifactError, CheckpointError, InputError
-from alignvar_edge.export.manifest import MANIFEST_FILE, listed_file, load_verified, new_manifest, sha256_file
+from alignvar_edge.manifest import MANIFEST_FILE, listed_file, load_verified, new_manifest, sha256_file
 from alignvar_edge.model.config import AlignVARConfig
 from alignvar_edge.runtimes.base import INPUT, SR, token_name
 
@@ -95,7 +95,7 @@ def source_checkpoint(manifest: dict[str, Any], depth: int = 2) -> Path | None:
             return path
         if depth > 0 and (Path(ref) / MANIFEST_FILE).is_file():
             try:
-                from alignvar_edge.export.manifest import read_manifest
+                from alignvar_edge.manifest import read_manifest
                 found = source_checkpoint(read_manifest(ref), depth - 1)
             except ArtifactError:
                 found = None

@@ -101,7 +101,7 @@ class Engine(abc.ABC):
         """What the engine's input expects, as the manifest's `input_contract` states it: colour
         order, range, layout, dtype, tile, overlap, scale and batch. `input_spec` gives the raw
         tensor shapes and dtypes that `infer` checks."""
-        from alignvar_edge.export.manifest import contract
+        from alignvar_edge.manifest import contract
         shape, dtype = self.input_spec[INPUT]
         dynamic = shape[0] < 0
         c = contract(self.tile_size, self.scale, None if dynamic else self.batch, np.dtype(dtype).name)

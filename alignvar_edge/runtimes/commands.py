@@ -166,7 +166,7 @@ def run_build(args: argparse.Namespace) -> int:
     else:
         out = runtimes.build(args.source, b.name, args.precision, calibration=calibration, out=args.out,
                              device=args.device, force=args.force, **opts)
-    from alignvar_edge.export.manifest import read_manifest
+    from alignvar_edge.manifest import read_manifest
     m = read_manifest(out)
     kit = (m.get("extra") or {}).get("tensorrt_kit")
     if kit:
@@ -184,7 +184,7 @@ def run_build(args: argparse.Namespace) -> int:
 
 def _calibration(args: argparse.Namespace) -> Any:
     from alignvar_edge.calibration.sets import CalibrationSet
-    from alignvar_edge.export.manifest import read_manifest
+    from alignvar_edge.manifest import read_manifest
     from alignvar_edge.runtimes.artifacts import is_checkpoint
     if is_checkpoint(args.source):
         from alignvar_edge.model.checkpoint import load_config, resolve_checkpoint_dir
@@ -369,7 +369,7 @@ def run_doctor(args: argparse.Namespace) -> int:
 
 
 def run_adopt(args: argparse.Namespace) -> int:
-    from alignvar_edge.export.manifest import read_manifest
+    from alignvar_edge.manifest import read_manifest
     from alignvar_edge.runtimes.tensorrt_kit import adopt
     out = adopt(args.engine, args.like, args.out, log=args.log, precision=args.precision,
                 dla_core=args.dla_core, force=args.force)

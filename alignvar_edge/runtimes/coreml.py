@@ -35,8 +35,8 @@ from typing import Any
 import numpy as np
 
 from alignvar_edge.errors import ArtifactError, BackendUnavailableError, ConfigError, InputError
-from alignvar_edge.export.manifest import artifact_dir as staging_dir
-from alignvar_edge.export.manifest import listed_file, load_verified, new_manifest, write_manifest
+from alignvar_edge.manifest import artifact_dir as staging_dir
+from alignvar_edge.manifest import listed_file, load_verified, new_manifest, write_manifest
 from alignvar_edge.runtimes.artifacts import checkpoint_dir, graph_io, validation_tiles
 from alignvar_edge.runtimes.base import INPUT, SR, Backend, Engine, TensorSpec, config_from_manifest, token_name
 from alignvar_edge.runtimes.selftest import ship_golden
@@ -268,7 +268,7 @@ def describe(ml: Any, config: Any, precision: str, compute_units: str, image_inp
     import json
 
     from alignvar_edge import __version__
-    from alignvar_edge.export.manifest import contract
+    from alignvar_edge.manifest import contract
     c = contract(config.lr_size, config.scale, batch)
     t, s = config.lr_size, config.hr_size
     ml.short_description = (f"AlignVAR x{config.scale} super-resolution ({config.name}, {precision}) on "

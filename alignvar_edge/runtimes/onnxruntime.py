@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from alignvar_edge.errors import ArtifactError, InputError, ParityError
-from alignvar_edge.export.manifest import artifact_dir as staging_dir, listed_file, load_verified, write_manifest
+from alignvar_edge.manifest import artifact_dir as staging_dir, listed_file, load_verified, write_manifest
 from alignvar_edge.runtimes.artifacts import engine_manifest, parity_vs, single_graph, validation_tiles
 from alignvar_edge.runtimes.base import (SR, Backend, Engine, TensorSpec, input_roles,
                                          config_from_manifest, token_name)

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from alignvar_edge.errors import ArtifactError, BackendUnavailableError, HalfPrecisionError, InputError
-from alignvar_edge.export.manifest import artifact_dir as staging_dir, listed_file, load_verified, write_manifest
+from alignvar_edge.manifest import artifact_dir as staging_dir, listed_file, load_verified, write_manifest
 from alignvar_edge.runtimes.artifacts import (check_calibration, engine_manifest, parity_vs,
                                               single_graph, validation_tiles)
 from alignvar_edge.runtimes.base import (SR, Backend, Engine, TensorSpec, input_roles,

@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from alignvar_edge.errors import ArtifactError, BackendUnavailableError, InputError
-from alignvar_edge.export.manifest import artifact_dir as staging_dir
-from alignvar_edge.export.manifest import listed_file, load_verified, new_manifest, write_manifest
+from alignvar_edge.manifest import artifact_dir as staging_dir
+from alignvar_edge.manifest import listed_file, load_verified, new_manifest, write_manifest
 from alignvar_edge.runtimes.artifacts import engine_manifest, single_graph
 from alignvar_edge.runtimes.base import (INPUT, SR, Backend, Engine, TensorSpec, input_roles,
                                          config_from_manifest, token_name)

@@ -161,7 +161,7 @@ def kit_readme(manifest: dict[str, Any], precision: str, kit_precision: str) -> 
     model = manifest.get("model") or {}
     cfg = model.get("config", model)
     name = model.get("name") or cfg.get("name") or "the model"
-    from alignvar_edge.export.manifest import input_contract
+    from alignvar_edge.manifest import input_contract
     c = manifest.get("input_contract") or input_contract(manifest) or {}
     flags = precision_flags(kit_precision, f32_layers_of(manifest))
     table = "\n".join(f"| {p} | {'`' + f + '`' if f and not f.startswith('ERROR') else ('(none)' if not f else 'not from this kit: ' + f[7:])} |"
@@ -310,7 +310,7 @@ def adopt(engine_file: str | Path, like: str | Path, out: str | Path, log: str |
     else the kit's. When TensorRT runs here the engine is checked against the golden outputs and
     the figures go into the manifest's parity (a FAIL writes nothing)."""
     from alignvar_edge.bench.device import parse_trtexec_log
-    from alignvar_edge.export.manifest import artifact_dir, sha256_file, write_manifest
+    from alignvar_edge.manifest import artifact_dir, sha256_file, write_manifest
     from alignvar_edge.runtimes import tensorrt as T
     from alignvar_edge.runtimes.artifacts import engine_manifest
     from alignvar_edge.runtimes.selftest import ship_golden

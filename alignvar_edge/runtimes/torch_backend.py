@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from alignvar_edge.errors import ArtifactError, BackendUnavailableError, InputError
-from alignvar_edge.export.manifest import artifact_dir as staging_dir, load_verified, new_manifest, write_manifest
+from alignvar_edge.manifest import artifact_dir as staging_dir, load_verified, new_manifest, write_manifest
 from alignvar_edge.runtimes.artifacts import checkpoint_dir, checkpoint_record, graph_io, is_checkpoint
 from alignvar_edge.runtimes.base import INPUT, SR, Backend, Engine, TensorSpec, token_name
 

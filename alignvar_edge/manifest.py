@@ -188,7 +188,7 @@ def listed_file(root: str | os.PathLike[str], manifest: dict[str, Any], rel: Any
 
 def _external_data_problems(root: Path, rel: str, files: dict[str, Any]) -> list[str]:
     """Each tensor an ONNX graph keeps in another file must name a listed file inside root."""
-    from alignvar_edge.export.onnx_wire import external_locations
+    from alignvar_edge.onnx_wire import external_locations
     try:
         locations = external_locations((root / rel).read_bytes())
     except (OSError, ValueError):   # not parseable: the loaders report it as such
