@@ -12,13 +12,17 @@ every hash matches; files are then opened through `listed_file` only. `check_out
 for replacing an output: --force replaces only an empty folder or one of ours (manifest.json or
 run.json), and `artifact_dir` re-checks it at the rename.
 
-Schema (version 1), all keys present in every manifest:
+Readers get a typed `Manifest` (`read_manifest`, `load_verified`), never the raw JSON. Schema
+(version 1; keys this version does not know are kept and written back unchanged):
     schema_version   int
-    kind             "onnx" | "engine"
+    kind             "onnx" | "engine" | "deploy"
     backend          "onnx" for exported graphs; the backend name for engines
     graph            "single" | "staged"
     precision        "fp32" | "fp16" | "int8" | "int8-weights" | ...
-    model            the AlignVAR config (dict) and model name
+    model            `ModelInfo`: name, config (the AlignVAR config dict), scale_schedule,
+                     parameters, weights_sha256 (state-dict hash), and where the weights came
+                     from (`ModelSource`): `provenance` (structured), `source` (its sentence,
+                     for people) and, for a checkpoint, `checkpoint` {path, sha256 of its files}
     files            {relative path: sha256}
     graphs           {graph name: {"file": path, "inputs": [io], "outputs": [io]}}, io = {name, shape, dtype}
     opset            int | null
@@ -30,11 +34,16 @@ Schema (version 1), all keys present in every manifest:
     input_contract   what the graph's input expects, for anyone feeding it without this package
                      (see `input_contract`): colour order, range, layout, dtype, tile, overlap,
                      scale, batch; null for artifacts without a single-graph `lr` input
-    extra            backend-specific (e.g. TensorRT version and GPU compute capability)
+    extra            backend-specific (e.g. TensorRT version and GPU compute capability; for an
+                     engine, `source`: the artifact it was built from, `files.engine`)
+
+Manifests written before `model.provenance` existed hold only the `source` sentence; reading one
+turns that sentence into a `ModelSource` once, here (`ModelSource.from_legacy`), and nowhere else.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
 import errno
 import hashlib
@@ -44,12 +53,14 @@ import os
 import posixpath
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from alignvar_edge.errors import ArtifactError, OutputExistsError
 from alignvar_edge.fsmodes import publish_mode
+from alignvar_edge.onnx_wire import external_locations
 
 MANIFEST_FILE = "manifest.json"
 RUN_FILE = "run.json"          # marks a training run directory (alignvar_edge.train)
@@ -57,6 +68,7 @@ OWN_MARKERS = (MANIFEST_FILE, RUN_FILE)
 SCHEMA_VERSION = 1
 TRACKED_TOOLS = ("alignvar-edge", "torch", "numpy", "onnx", "onnxruntime", "onnxscript", "openvino",
                  "nncf", "coremltools", "tensorrt")
+SOURCE_KINDS = ("bundled", "checkpoint", "upstream", "preset", "memory", "other")
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -77,20 +89,290 @@ def tool_versions(names: tuple[str, ...] = TRACKED_TOOLS) -> dict[str, str]:
     return out
 
 
-def new_manifest(kind: str, backend: str, graph: str, precision: str, model: dict[str, Any],
-                 **fields: Any) -> dict[str, Any]:
-    m: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION, "kind": kind, "backend": backend, "graph": graph,
-        "precision": precision, "model": model, "files": {}, "graphs": {}, "opset": None,
-        "quantization": None, "calibration": None, "parity": None, "tools": tool_versions(),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "extra": {},
-        "input_contract": None,
-    }
-    unknown = set(fields) - set(m)
+def default_overlap(tile: int) -> int:
+    """A quarter of the tile: wide enough for the cross-fade to hide tile-edge effects (the
+    overlap every input contract states; `runtimes/tiling.py` cuts images with it)."""
+    return max(1, tile // 4)
+
+
+# ------------------------------------------------------------------------------------------------
+# where the weights came from
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ModelSource:
+    """Where an artifact's weights came from; `describe()` is the one sentence for people.
+
+    kind       "bundled" (name: a model shipped in the package), "checkpoint" (path, sha256),
+               "upstream" (a checkpoint `alignvar-edge import` converted: path, sha256, upstream),
+               "preset" (name, seed: seeded random weights), "memory" (a model handed in from
+               Python), "other" (text: what an API caller said, or an old manifest's sentence)
+    path       the checkpoint directory, absolute (relative only in old manifests)
+    sha256     {file name: SHA-256} of the checkpoint's config.json and model.safetensors
+    upstream   what the import recorded: {"kind": "varsr"|"var", "var": path, "vae": path}
+    """
+
+    kind: str
+    name: str | None = None
+    path: str | None = None
+    sha256: Mapping[str, str] = field(default_factory=dict)
+    seed: int | None = None
+    upstream: Mapping[str, Any] | None = None
+    text: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in SOURCE_KINDS:
+            raise ValueError(f"unknown model source kind {self.kind!r}; one of {SOURCE_KINDS}")
+
+    @classmethod
+    def preset(cls, name: str, seed: int) -> ModelSource:
+        return cls("preset", name=name, seed=int(seed))
+
+    @classmethod
+    def memory(cls, name: str | None = None) -> ModelSource:
+        return cls("memory", name=name)
+
+    @classmethod
+    def other(cls, text: str) -> ModelSource:
+        return cls("other", text=text)
+
+    @property
+    def reference(self) -> str | None:
+        """What loads these weights again: a checkpoint path or bundled name, `preset:NAME:SEED`
+        for seeded random weights; None for a model that only existed in memory."""
+        if self.kind == "preset":
+            return f"preset:{self.name}:{self.seed if self.seed is not None else 0}"
+        if self.kind in ("checkpoint", "upstream"):
+            return self.path
+        if self.kind == "bundled":
+            return self.name
+        return None
+
+    def describe(self) -> str:
+        if self.kind == "preset":
+            return f"preset {self.name}, random weights, seed {self.seed}"
+        if self.kind == "bundled":
+            return f"checkpoint {self.name} (bundled)"
+        if self.kind == "checkpoint":
+            return f"checkpoint {self.path}"
+        if self.kind == "upstream":
+            up = self.upstream or {}
+            files = ", ".join(str(up[k]) for k in ("var", "vae") if up.get(k))
+            return f"checkpoint {self.path}, imported from {up.get('kind', 'upstream')}" + (f" ({files})" if files else "")
+        if self.kind == "memory":
+            return "in-memory model" + (f" {self.name}" if self.name else "")
+        return self.text or "unknown"
+
+    def to_json(self) -> dict[str, Any]:
+        d = {"kind": self.kind, "name": self.name, "path": self.path, "sha256": dict(self.sha256) or None,
+             "seed": self.seed, "upstream": dict(self.upstream) if self.upstream else None, "text": self.text}
+        return {k: v for k, v in d.items() if v is not None}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> ModelSource:
+        kind = d.get("kind")
+        if kind not in SOURCE_KINDS:
+            raise ValueError(f"provenance kind {kind!r} is not one of {SOURCE_KINDS}")
+        seed = d.get("seed")
+        return cls(kind, name=d.get("name"), path=d.get("path"), sha256=dict(d.get("sha256") or {}),
+                   seed=int(seed) if seed is not None else None, upstream=d.get("upstream"), text=d.get("text"))
+
+    @classmethod
+    def from_legacy(cls, sentence: Any, checkpoint: Any) -> ModelSource:
+        """The source an old manifest (no `provenance`) states: its `checkpoint` record
+        {path, sha256}, or else the sentence the export wrote ('preset NAME, random weights, seed
+        N' / 'checkpoint NAME'). The only place such a sentence is ever read."""
+        text = sentence if isinstance(sentence, str) else None
+        if isinstance(checkpoint, Mapping) and isinstance(checkpoint.get("path"), str):
+            sha = checkpoint.get("sha256")
+            return cls("checkpoint", path=checkpoint["path"], sha256=dict(sha) if isinstance(sha, Mapping) else {})
+        if isinstance(checkpoint, str) and checkpoint:
+            return cls("checkpoint", path=checkpoint)
+        if text and text.startswith("preset ") and ", random weights" in text:
+            name, _, rest = text[len("preset "):].partition(",")
+            seed = rest.rsplit("seed", 1)[-1].strip() if "seed" in rest else "0"
+            return cls.preset(name.strip(), int(seed) if seed.isdigit() else 0)
+        if text and text.startswith("checkpoint ") and text[len("checkpoint "):].strip():
+            return cls("checkpoint", path=text[len("checkpoint "):].strip())
+        return cls.other(text or "unknown")
+
+
+_MODEL_KEYS = ("name", "source", "provenance", "checkpoint", "config", "scale_schedule", "parameters",
+               "weights_sha256")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """The manifest's `model` entry. `config` is the AlignVAR config as a dict (this module does
+    not import the model; `runtimes.base.config_from_manifest` builds the config object)."""
+
+    name: str | None = None
+    source: ModelSource = field(default_factory=lambda: ModelSource.other("unknown"))
+    config: Mapping[str, Any] | None = None
+    scale_schedule: tuple[int, ...] | None = None
+    parameters: Mapping[str, Any] | None = None
+    weights_sha256: str | None = None
+    other: Mapping[str, Any] = field(default_factory=dict)      # keys this version does not know
+
+    @property
+    def display_name(self) -> str:
+        return self.name or (self.config or {}).get("name") or "unknown"
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {**self.other, "name": self.name, "source": self.source.describe(),
+                             "provenance": self.source.to_json(), "config": dict(self.config) if self.config else None}
+        if self.source.path and self.source.sha256:         # the record older readers use
+            d["checkpoint"] = {"path": self.source.path, "sha256": dict(self.source.sha256)}
+        if self.scale_schedule is not None:
+            d["scale_schedule"] = list(self.scale_schedule)
+        if self.parameters is not None:
+            d["parameters"] = self.parameters
+        if self.weights_sha256 is not None:
+            d["weights_sha256"] = self.weights_sha256
+        return d
+
+    @classmethod
+    def from_json(cls, d: Any) -> ModelInfo:
+        if isinstance(d, ModelInfo):
+            return d
+        if not isinstance(d, Mapping):
+            raise ValueError("`model` is not an object")
+        if "config" not in d and "patch_nums" in d:       # the oldest form: `model` is the config itself
+            return cls(name=d.get("name"), config=dict(d))
+        prov = d.get("provenance")
+        source = (ModelSource.from_json(prov) if isinstance(prov, Mapping)
+                  else ModelSource.from_legacy(d.get("source"), d.get("checkpoint")))
+        sched = d.get("scale_schedule")
+        cfg = d.get("config")
+        return cls(name=d.get("name"), source=source, config=dict(cfg) if isinstance(cfg, Mapping) else None,
+                   scale_schedule=tuple(sched) if isinstance(sched, list) else None,
+                   parameters=d.get("parameters") if isinstance(d.get("parameters"), Mapping) else None,
+                   weights_sha256=d.get("weights_sha256") if isinstance(d.get("weights_sha256"), str) else None,
+                   other={k: v for k, v in d.items() if k not in _MODEL_KEYS})
+
+
+# ------------------------------------------------------------------------------------------------
+# the manifest
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BuiltFrom:
+    """An engine's `extra.source`: the artifact it was built from."""
+
+    path: str | None = None
+    backend: str | None = None
+    precision: str | None = None
+    manifest_sha256: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_TOP_KEYS = ("schema_version", "kind", "backend", "graph", "precision", "model", "files", "graphs", "opset",
+             "quantization", "calibration", "parity", "tools", "created", "input_contract", "extra")
+
+
+@dataclass
+class Manifest:
+    """A typed manifest.json. Mutable while a builder fills it (parity, extra), then written by
+    `write_manifest`; what `read_manifest` / `load_verified` return is to be read only.
+
+    `extra` is the backend's own (JSON) fields; `other` keeps top-level keys this version does not
+    know, so a newer manifest read and written back loses nothing."""
+
+    kind: str
+    backend: str
+    graph: str
+    precision: str
+    model: ModelInfo
+    files: dict[str, str] = field(default_factory=dict)
+    graphs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    opset: int | None = None
+    quantization: dict[str, Any] | None = None
+    calibration: dict[str, Any] | None = None
+    parity: dict[str, Any] | None = None
+    tools: dict[str, str] = field(default_factory=tool_versions)
+    created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    input_contract: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+    other: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def config(self) -> Mapping[str, Any] | None:
+        return self.model.config
+
+    @property
+    def source(self) -> ModelSource:
+        return self.model.source
+
+    @property
+    def engine_file(self) -> str | None:
+        """An engine's main file (`extra.files.engine`), relative to its directory."""
+        files = self.extra.get("files")
+        return files.get("engine") if isinstance(files, dict) else None
+
+    @property
+    def built_from(self) -> BuiltFrom | None:
+        """The artifact an engine was built from (`extra.source`), if it says."""
+        src = self.extra.get("source")
+        if not isinstance(src, Mapping):
+            return None
+        return BuiltFrom(**{f.name: src.get(f.name) for f in dataclasses.fields(BuiltFrom)})
+
+    @property
+    def tensorrt_kit(self) -> dict[str, Any] | None:
+        """A TensorRT build kit's record (`extra.tensorrt_kit`): the directory holds no engine yet."""
+        kit = self.extra.get("tensorrt_kit")
+        return kit if isinstance(kit, dict) and kit else None
+
+    def single_graph_entry(self) -> dict[str, Any] | None:
+        """The `graphs` entry of the single graph ('single', 'model', or the only one)."""
+        g = self.graphs.get("single") or self.graphs.get("model")
+        if g is None and len(self.graphs) == 1:
+            g = next(iter(self.graphs.values()))
+        return g if isinstance(g, dict) else None
+
+    def to_json(self) -> dict[str, Any]:
+        d = {**self.other}
+        for f in dataclasses.fields(self):
+            if f.name != "other":
+                d[f.name] = getattr(self, f.name)
+        d["model"] = self.model.to_json()
+        return d
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any], where: object = "the manifest") -> Manifest:
+        """Check each field's type and build the manifest; ArtifactError naming `where` if wrong."""
+        def want(key: str, types: type | tuple[type, ...], default: Any = None, required: bool = False) -> Any:
+            if d.get(key) is None:
+                if required:
+                    raise ArtifactError(f"{where} has no '{key}'; re-create the artifact")
+                return default
+            if not isinstance(d[key], types):
+                raise ArtifactError(f"{where} has a '{key}' of the wrong type ({type(d[key]).__name__}); "
+                                    "re-create the artifact")
+            return d[key]
+        try:
+            model = ModelInfo.from_json(d.get("model") or {})
+        except (TypeError, ValueError) as e:
+            raise ArtifactError(f"{where} has a 'model' entry that is not valid ({e}); re-create the artifact") from e
+        return cls(kind=want("kind", str, required=True), backend=want("backend", str, ""),
+                   graph=want("graph", str, ""), precision=want("precision", str, ""), model=model,
+                   files=want("files", dict, {}), graphs=want("graphs", dict, {}), opset=want("opset", int),
+                   quantization=want("quantization", dict), calibration=want("calibration", dict),
+                   parity=want("parity", dict), tools=want("tools", dict, {}), created=want("created", str, ""),
+                   input_contract=want("input_contract", dict), extra=want("extra", dict, {}),
+                   schema_version=d.get("schema_version", SCHEMA_VERSION),
+                   other={k: v for k, v in d.items() if k not in _TOP_KEYS})
+
+
+def new_manifest(kind: str, backend: str, graph: str, precision: str, model: ModelInfo | Mapping[str, Any],
+                 **fields: Any) -> Manifest:
+    names = {f.name for f in dataclasses.fields(Manifest)} - {"kind", "backend", "graph", "precision", "model",
+                                                              "schema_version", "other"}
+    unknown = set(fields) - names
     if unknown:
         raise ValueError(f"unknown manifest fields {sorted(unknown)}")
-    m.update(fields)
-    return m
+    return Manifest(kind, backend, graph, precision, ModelInfo.from_json(model), **fields)
 
 
 def hash_files(root: Path) -> dict[str, str]:
@@ -103,7 +385,6 @@ def contract(tile: int, scale: int, batch: int | None, dtype: str = "float32") -
     """The input contract of an AlignVAR graph: `lr` RGB planes in [0, 1], NCHW, `dtype`, tiles of
     `tile` LR pixels (batch `batch`, None: dynamic); whole images are cut into tiles overlapping by
     `overlap` LR pixels and blended (`runtimes/tiling.py`); `sr` is the same, `scale` x larger."""
-    from alignvar_edge.runtimes.tiling import default_overlap
     n = batch if batch else -1
     return {"name": "lr", "color_order": "RGB", "range": [0.0, 1.0], "layout": "NCHW", "dtype": dtype,
             "shape": [n, 3, tile, tile], "tile": tile, "overlap": default_overlap(tile), "scale": scale,
@@ -114,32 +395,31 @@ def contract(tile: int, scale: int, batch: int | None, dtype: str = "float32") -
                       f"images of any size and returns the same kind, exactly x{scale} larger"}
 
 
-def input_contract(manifest: dict[str, Any]) -> dict[str, Any] | None:
-    """`contract` for an artifact whose single graph has an `lr` input; None otherwise."""
-    model = manifest.get("model") or {}
-    cfg = model.get("config", model) if isinstance(model, dict) else {}
-    graphs = manifest.get("graphs") or {}
-    if manifest.get("graph") != "single" or not isinstance(graphs, dict):
-        return None
-    graph = graphs.get("single") or graphs.get("model") or (next(iter(graphs.values())) if len(graphs) == 1 else {})
-    lr = next((io for io in graph.get("inputs") or [] if io.get("name") == "lr"), None)
-    if lr is None or not isinstance(cfg, dict) or "scale" not in cfg:
+def input_contract(manifest: Manifest) -> dict[str, Any] | None:
+    """The manifest's `input_contract`, or `contract` for an artifact whose single graph has an
+    `lr` input; None otherwise."""
+    if manifest.input_contract is not None:
+        return manifest.input_contract
+    cfg = manifest.config or {}
+    graph = manifest.single_graph_entry() if manifest.graph == "single" else None
+    lr = next((io for io in (graph or {}).get("inputs") or [] if io.get("name") == "lr"), None)
+    if lr is None or "scale" not in cfg:
         return None
     shape = list(lr["shape"])
     batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
     return contract(int(shape[-1]), int(cfg["scale"]), batch, str(lr.get("dtype", "float32")))
 
 
-def write_manifest(root: Path, manifest: dict[str, Any]) -> None:
-    manifest["files"] = hash_files(root)
-    if manifest.get("input_contract") is None:
-        manifest["input_contract"] = input_contract(manifest)
+def write_manifest(root: Path, manifest: Manifest) -> None:
+    manifest.files = hash_files(root)
+    manifest.input_contract = input_contract(manifest)
     tmp = root / (MANIFEST_FILE + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
+    tmp.write_text(json.dumps(manifest.to_json(), indent=2, sort_keys=True, default=str) + "\n")
     os.replace(tmp, root / MANIFEST_FILE)
 
 
-def read_manifest(root: str | os.PathLike[str]) -> dict[str, Any]:
+def read_manifest(root: str | os.PathLike[str]) -> Manifest:
+    """The typed manifest of `root` (not yet verified against the files: `load_verified` does)."""
     root = Path(root)
     path = root / MANIFEST_FILE
     if not root.is_dir():
@@ -150,12 +430,12 @@ def read_manifest(root: str | os.PathLike[str]) -> dict[str, Any]:
                             "interrupted run, or not made by alignvar-edge); re-run the command that makes it")
     try:
         m = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ArtifactError(f"{path} is not valid JSON ({e}); re-create the artifact") from e
     if not isinstance(m, dict) or m.get("schema_version") != SCHEMA_VERSION:
         raise ArtifactError(f"{path} has schema version {m.get('schema_version') if isinstance(m, dict) else '?'}, "
                             f"this alignvar-edge reads version {SCHEMA_VERSION}; re-create the artifact")
-    return m
+    return Manifest.from_json(m, where=path)
 
 
 def confined(root: str | os.PathLike[str], rel: Any) -> Path:
@@ -175,10 +455,10 @@ def confined(root: str | os.PathLike[str], rel: Any) -> Path:
     return path
 
 
-def listed_file(root: str | os.PathLike[str], manifest: dict[str, Any], rel: Any) -> Path:
+def listed_file(root: str | os.PathLike[str], manifest: Manifest, rel: Any) -> Path:
     """The path of `rel` inside a verified artifact, only if its manifest lists it (a folder such as
     a .mlpackage counts when files under it are listed): nothing unlisted is ever opened."""
-    files = manifest.get("files") or {}
+    files = manifest.files
     path = confined(root, rel)
     if rel not in files and not any(f.startswith(f"{rel}/") for f in files):
         raise ArtifactError(f"artifact '{root}' failed verification: it uses {rel}, which {MANIFEST_FILE} "
@@ -188,7 +468,6 @@ def listed_file(root: str | os.PathLike[str], manifest: dict[str, Any], rel: Any
 
 def _external_data_problems(root: Path, rel: str, files: dict[str, Any]) -> list[str]:
     """Each tensor an ONNX graph keeps in another file must name a listed file inside root."""
-    from alignvar_edge.onnx_wire import external_locations
     try:
         locations = external_locations((root / rel).read_bytes())
     except (OSError, ValueError):   # not parseable: the loaders report it as such
@@ -205,15 +484,15 @@ def _external_data_problems(root: Path, rel: str, files: dict[str, Any]) -> list
     return problems
 
 
-def verify_files(root: str | os.PathLike[str], manifest: dict[str, Any] | None = None) -> dict[str, Any]:
+def verify_files(root: str | os.PathLike[str], manifest: Manifest | None = None) -> Manifest:
     """Trust nothing the manifest does not prove: it must list every file in the directory with its
     SHA-256 (an empty list proves nothing), every path must stay inside the directory (no `..`,
     no absolute path, no symlink out), every graph file and every ONNX external-data location must
     be one of the listed files, and each listed file must match its hash."""
     root = Path(root)
     m = manifest if manifest is not None else read_manifest(root)
-    files = m.get("files")
-    if not isinstance(files, dict) or not files:
+    files = m.files
+    if not files:
         raise ArtifactError(f"artifact '{root}' failed verification: {MANIFEST_FILE} lists no files, so it "
                             "proves nothing; re-create the artifact with the command that made it")
     problems = []
@@ -226,7 +505,7 @@ def verify_files(root: str | os.PathLike[str], manifest: dict[str, Any] | None =
     on_disk = {p.relative_to(root).as_posix() for p in root.rglob("*")
                if (p.is_file() or p.is_symlink()) and p.name != MANIFEST_FILE}
     problems += [f"{rel} is not listed in {MANIFEST_FILE}" for rel in sorted(on_disk - set(files))]
-    for name, entry in (m.get("graphs") or {}).items():
+    for name, entry in m.graphs.items():
         rel = entry.get("file") if isinstance(entry, dict) else None
         if rel:
             confined(root, rel)
@@ -242,7 +521,7 @@ def verify_files(root: str | os.PathLike[str], manifest: dict[str, Any] | None =
     return m
 
 
-def load_verified(root: str | os.PathLike[str]) -> dict[str, Any]:
+def load_verified(root: str | os.PathLike[str]) -> Manifest:
     return verify_files(root, read_manifest(root))
 
 

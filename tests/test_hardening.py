@@ -494,7 +494,7 @@ def _rewrite_graph(tmp, exp, edit):
     edit(m)
     onnx.save(m, str(f))
     man = read_manifest(dst)
-    man["files"] = hash_files(dst)
+    man.files = hash_files(dst)
     write_manifest(dst, man)
     load_verified(dst)
     _png(tmp / "in.png")
@@ -744,7 +744,7 @@ def _with_external_data(tmp: Path, exp: Path, location: str | None = None) -> Pa
 def test_external_data_locations_are_checked(export, tmp_path, capsys):
     (tmp_path / "g").mkdir()
     good = _with_external_data(tmp_path / "g", export)
-    assert "model.onnx.data" in load_verified(good)["files"]
+    assert "model.onnx.data" in load_verified(good).files
     capsys.readouterr()
     assert cli.main(["inspect", str(good)]) == 0
     (tmp_path / "o").mkdir()
@@ -800,7 +800,8 @@ def test_export_checkpoint_is_recorded_and_compared(ckpt, tmp_path, monkeypatch,
         _one_line_error(cli.main(argv), capsys.readouterr().err, "is not the one this artifact was made from")
     assert not (tmp_path / "T2").exists()
     # an older manifest (relative name only): the state-dict hash still catches the other checkpoint
-    _write_raw_manifest(exp, lambda m: m["model"].pop("checkpoint"))
+    _write_raw_manifest(exp, lambda m: (m["model"].pop("checkpoint"), m["model"].pop("provenance"),
+                                             m["model"].update(source="checkpoint ck")))
     _one_line_error(cli.main(["build", str(exp), "--target", "torch", "--out", str(tmp_path / "T3")]),
                     capsys.readouterr().err, "is not the one this artifact was made from")
     assert not (tmp_path / "T3").exists()
@@ -839,7 +840,7 @@ def test_concurrent_publish_keeps_the_first(tmp_path):
     assert not first.__exit__(None, None, None)
     with pytest.raises(OutputExistsError, match="appeared while this run was working|already exists"):
         second.__exit__(None, None, None)
-    assert load_verified(out)["model"]["name"] == "first"
+    assert load_verified(out).model.name == "first"
     assert (out / "model.onnx").read_text() == "first"
     assert not t2.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["same"]
 

@@ -43,14 +43,14 @@ def test_mlpackage_builds_and_passes_spec_validation(package):
     out, seconds = package
     m = load_verified(out)
     assert (out / "model.mlpackage" / "Manifest.json").is_file()
-    ex = m["extra"]
-    assert m["precision"] == "fp16" and ex["compute_precision"] == "fp16"
+    ex = m.extra
+    assert m.precision == "fp16" and ex["compute_precision"] == "fp16"
     assert ex["compute_units"] == "CPU_AND_NE" and ex["deployment_target"] == "iOS17"
     assert ex["spec"]["valid"] and ex["spec"]["outputs"] == ["sr", "tokens_0", "tokens_1", "tokens_2", "tokens_3"]
     assert ex["spec"]["op_types"]["reduce_argmax"] == 4      # greedy tokens stay in the graph
     assert not [f for f in ex["ane_lint"] if f["level"] == "error"]
     # Linux fidelity proxy for fp16 (torch in float16 vs float32)
-    assert m["parity"]["tokens"]["overall"] >= 0.99 and "proxy" in m["parity"]["reference"]
+    assert m.parity["tokens"]["overall"] >= 0.99 and "proxy" in m.parity["reference"]
     # re-reading the saved package gives the same verdict
     again = runtimes.get_backend("coreml").inspect(out)
     assert again["spec"]["ops"] == ex["spec"]["ops"]
@@ -76,8 +76,8 @@ def test_weight_compression_and_torch_export_path(precision, method, tmp_path):
     out = runtimes.build("in-memory", "coreml", precision=precision, out=tmp_path / "e",
                          model=sharp_model("micro"), method=method)
     m = load_verified(out)
-    assert m["quantization"]["weights_only"] and m["extra"]["conversion"] == method
-    assert m["extra"]["spec"]["valid"]
+    assert m.quantization["weights_only"] and m.extra["conversion"] == method
+    assert m.extra["spec"]["valid"]
 
 
 def _read_package(out):
@@ -131,7 +131,7 @@ def test_image_input_when_asked(tmp_path):
                  and op.outputs[0].name == first_mul.inputs["y"].arguments[0].name)
     assert abs(const.attributes["val"].immediateValue.tensor.floats.values[0] - 1 / 255) < 1e-9
     with runtimes.load(out) as e:
-        assert e.metadata["extra"]["image_input"] is True
+        assert e.metadata.extra["image_input"] is True
 
 
 def test_half_policy_op_selector_keeps_f32_groups_fp32():

@@ -5,6 +5,7 @@ No fake TensorRT: the engine tests run only where `tensorrt` imports and a GPU i
 """
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import torch
 from _runtime_fixtures import cache_root, export_dir, sharp_model
 from alignvar_edge import runtimes
 from alignvar_edge.errors import ArtifactError, BackendUnavailableError, InputError, OutputExistsError
+from alignvar_edge.manifest import new_manifest
 from alignvar_edge.runtimes import tensorrt as trt_backend
 
 AVAILABLE, REASON = trt_backend.BACKEND.is_available()
@@ -77,7 +79,7 @@ def test_build_without_tensorrt_writes_a_kit_for_the_device(export, tmp_path):
     assert {"README.md", "golden.safetensors"} <= files
     from alignvar_edge.manifest import load_verified
     m = load_verified(kit)
-    assert m["kind"] == "onnx" and m["extra"]["tensorrt_kit"]["reason"] == REASON
+    assert m.kind == "onnx" and m.extra["tensorrt_kit"]["reason"] == REASON
     with pytest.raises(ArtifactError, match="build kit"):
         trt_backend.BACKEND.load(kit)
     with runtimes.load(kit) as e:          # the kit is still a valid export: ONNX Runtime runs it
@@ -86,7 +88,8 @@ def test_build_without_tensorrt_writes_a_kit_for_the_device(export, tmp_path):
 
 
 def test_engine_for_another_version_or_gpu_is_refused():
-    m = {"extra": {"tensorrt_version": "10.3.0.26", "compute_capability": "8.7", "gpu_name": "Orin"}}
+    m = new_manifest("engine", "tensorrt", "single", "fp16", {},
+                     extra={"tensorrt_version": "10.3.0.26", "compute_capability": "8.7", "gpu_name": "Orin"})
     with pytest.raises(ArtifactError, match="built with TensorRT 10.3.0.26.*has 10.13.0.35"):
         trt_backend.check_compatible(m, "10.13.0.35", {"name": "Orin", "compute_capability": "8.7"})
     with pytest.raises(ArtifactError, match="compute capability 8.7.*8.9"):
@@ -95,7 +98,7 @@ def test_engine_for_another_version_or_gpu_is_refused():
         trt_backend.check_compatible(m, "10.3.0.26", None)
     trt_backend.check_compatible(m, "10.3.0.26", {"name": "Orin", "compute_capability": "8.7"})
     # adopted from a trtexec log, which knows three parts of the version: any build of 10.3.0
-    m3 = {"extra": {**m["extra"], "tensorrt_version": "10.3.0"}}
+    m3 = dataclasses.replace(m, extra={**m.extra, "tensorrt_version": "10.3.0"})
     trt_backend.check_compatible(m3, "10.3.0.30", {"name": "Orin", "compute_capability": "8.7"})
     with pytest.raises(ArtifactError, match="built with TensorRT 10.3.0, this machine has 10.13.0.35"):
         trt_backend.check_compatible(m3, "10.13.0.35", {"name": "Orin", "compute_capability": "8.7"})
@@ -186,11 +189,11 @@ def test_adopt_a_hand_built_engine_and_import_its_timing(kit, tmp_path):
     out = tmp_path / "my-engine"
     assert main(["adopt", str(engine), "--like", str(kit), "--log", str(log), "--out", str(out)]) == 0
     m = load_verified(out)
-    ex = m["extra"]
-    assert (m["kind"], m["backend"], m["precision"]) == ("engine", "tensorrt", "fp16")
+    ex = m.extra
+    assert (m.kind, m.backend, m.precision) == ("engine", "tensorrt", "fp16")
     assert (ex["tensorrt_version"], ex["compute_capability"], ex["gpu_name"], ex["dla_core"]) == \
         ("10.3.0", "8.7", "Orin", 0)
-    assert ex["adopted"]["versions_from"] == "trtexec log" and m["parity"] is None
+    assert ex["adopted"]["versions_from"] == "trtexec log" and m.parity is None
     assert {"model.engine", "model.onnx", "golden.safetensors", "trtexec.log", "README.md",
             "build_on_device.sh"} <= {p.name for p in out.iterdir()}
     assert m["input_contract"]["tile"] == 8 and m["input_contract"]["scale"] == 4
@@ -247,7 +250,7 @@ def test_build_script_runs_adopt_selftest_and_bench_with_a_stand_in_trtexec(kit,
     assert "Throughput: 130.298 qps" in res.stdout                # the summary is shown
     from alignvar_edge.manifest import load_verified
     m = load_verified(out)                                        # adopt ran: an engine directory
-    assert m["extra"]["dla_core"] == 1 and m["precision"] == "fp16"
+    assert m.extra["dla_core"] == 1 and m.precision == "fp16"
     if not AVAILABLE:                                             # selftest needs TensorRT: stops here
         assert res.returncode == 3 and "TensorRT is not installed" in res.stderr
     no_ae = {**env, "PYTHON": "false"}                            # without alignvar-edge: instructions
@@ -276,7 +279,7 @@ def test_kit_carries_the_half_policy_as_layer_precisions(export, tmp_path):
     groups = node_groups(onnx.load(str(export / "model.onnx"), load_external_data=False))
     want = sorted(groups["logits_head"] | groups["norms"])
     m = load_verified(kit)
-    assert m["extra"]["tensorrt_kit"]["plan"]["f32_layers"] == want
+    assert m.extra["tensorrt_kit"]["plan"]["f32_layers"] == want
     spec = "--layerPrecisions=" + ",".join(f"{n}:fp32" for n in want)
     assert spec in (kit / "trtexec.txt").read_text()
     script = (kit / "build_on_device.sh").read_text()

@@ -10,6 +10,7 @@ from typing import Any
 
 from alignvar_edge.argtypes import nonneg_int, positive_float, positive_int
 from alignvar_edge.errors import InputError, OutputExistsError
+from alignvar_edge.manifest import Manifest
 
 BACKEND_CHOICES = ("auto", "torch", "onnxruntime", "openvino", "tensorrt", "coreml")
 
@@ -168,17 +169,17 @@ def run_build(args: argparse.Namespace) -> int:
                              device=args.device, force=args.force, **opts)
     from alignvar_edge.manifest import read_manifest
     m = read_manifest(out)
-    kit = (m.get("extra") or {}).get("tensorrt_kit")
+    kit = m.extra.get("tensorrt_kit")
     if kit:
         print(f"TensorRT is not usable here ({kit['reason']}); wrote a build kit to {out}: run "
               f"`sh {out}/build_on_device.sh` on the device (equivalent: {kit['trtexec']})")
         return 0
-    par = m.get("parity") or {}
+    par = m.parity or {}
     note = ""
     if par.get("tokens"):
         note = (f"; parity vs {par.get('reference', 'reference')}: tokens {par['tokens']['overall']:.2%}, "
                 f"PSNR {par.get('psnr_db')} dB")
-    print(f"wrote {out} ({b.name} {m.get('precision')}) in {time.perf_counter() - t0:.1f} s{note}")
+    print(f"wrote {out} ({b.name} {m.precision}) in {time.perf_counter() - t0:.1f} s{note}")
     return 0
 
 
@@ -306,7 +307,7 @@ def _compare_images(args: argparse.Namespace) -> list[tuple[str, Any]]:
     return out
 
 
-def _reference_source(args: argparse.Namespace, metas: list[dict[str, Any]]) -> str:
+def _reference_source(args: argparse.Namespace, metas: list[Manifest]) -> str:
     if args.reference:
         return str(args.reference)
     from alignvar_edge.errors import ArtifactError
@@ -374,9 +375,9 @@ def run_adopt(args: argparse.Namespace) -> int:
     out = adopt(args.engine, args.like, args.out, log=args.log, precision=args.precision,
                 dla_core=args.dla_core, force=args.force)
     m = read_manifest(out)
-    ex, par = m["extra"], m.get("parity")
+    ex, par = m.extra, m.parity
     print(f"adopted {args.engine} as {out}: TensorRT {ex['tensorrt_version']}, {ex.get('gpu_name')} "
-          f"(compute capability {ex['compute_capability']}), {m['precision']}"
+          f"(compute capability {ex['compute_capability']}), {m.precision}"
           + (f", DLA core {ex['dla_core']}" if ex.get("dla_core") is not None else ""))
     print(f"parity vs golden: {par['tokens']['overall']:.2%} tokens, {par['psnr_db']} dB" if par else
           f"not checked here (TensorRT does not run here): run `alignvar-edge selftest --engine {out}` on the device")
