@@ -506,11 +506,11 @@ def verify_files(root: str | os.PathLike[str], manifest: Manifest | None = None)
                if (p.is_file() or p.is_symlink()) and p.name != MANIFEST_FILE}
     problems += [f"{rel} is not listed in {MANIFEST_FILE}" for rel in sorted(on_disk - set(files))]
     for name, entry in m.graphs.items():
-        rel = entry.get("file") if isinstance(entry, dict) else None
-        if rel:
-            confined(root, rel)
-            if rel not in files and not any(f.startswith(f"{rel}/") for f in files):
-                problems.append(f"graph '{name}' is {rel}, which {MANIFEST_FILE} does not list")
+        graph_file = entry.get("file") if isinstance(entry, dict) else None
+        if graph_file:
+            confined(root, graph_file)
+            if graph_file not in files and not any(f.startswith(f"{graph_file}/") for f in files):
+                problems.append(f"graph '{name}' is {graph_file}, which {MANIFEST_FILE} does not list")
     if not problems:
         for rel in files:
             if rel.endswith(".onnx"):
