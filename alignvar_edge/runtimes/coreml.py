@@ -36,8 +36,8 @@ import numpy as np
 
 from alignvar_edge.errors import ArtifactError, BackendUnavailableError, ConfigError, InputError
 from alignvar_edge.manifest import artifact_dir as staging_dir
-from alignvar_edge.manifest import Manifest, listed_file, load_verified, new_manifest, write_manifest
-from alignvar_edge.runtimes.artifacts import checkpoint_dir, graph_io, validation_tiles
+from alignvar_edge.manifest import Manifest, ModelInfo, ModelSource, listed_file, load_verified, new_manifest, write_manifest
+from alignvar_edge.runtimes.artifacts import checkpoint_dir, checkpoint_source, graph_io, validation_tiles
 from alignvar_edge.runtimes.base import INPUT, SR, Backend, Engine, TensorSpec, config_from_manifest, token_name
 from alignvar_edge.runtimes.selftest import ship_golden
 
@@ -577,7 +577,8 @@ class CoreMLBackend(Backend):
                      "source": {"path": str(src) if src else "in-memory model"},
                      "removed_passes": ["common::reduce_transposes"]}
             m = new_manifest("engine", self.name, "single", precision,
-                             {"name": config.name, "config": config.to_dict()},
+                             ModelInfo(name=config.name, config=config.to_dict(),
+                                       source=checkpoint_source(src) if src else ModelSource.memory()),
                              graphs={"single": {"file": PACKAGE, **graph_io(config, batch)}},
                              quantization=recipe, extra=extra)
             if proxy and precision != "fp32":
