@@ -12,7 +12,7 @@ from typing import Any
 
 from alignvar_edge.errors import ArtifactError
 from alignvar_edge.export.lint import TARGETS, Finding, lint_model
-from alignvar_edge.manifest import input_contract, listed_file, load_verified
+from alignvar_edge.manifest import Manifest, input_contract, listed_file, load_verified
 
 __all__ = ["format_inspection", "inspect_artifact"]
 
@@ -70,7 +70,7 @@ def inspect_artifact(artifact: str | os.PathLike[str]) -> dict[str, Any]:
     }
 
 
-def compute_precision(m: dict[str, Any]) -> dict[str, Any] | None:
+def compute_precision(m: Manifest) -> dict[str, Any] | None:
     """The compute precision per half-policy group an artifact or engine records: an fp16 search's
     policy, a half engine's measured per-group precision, or a TensorRT plan's f32 layers."""
     extra = m.extra
