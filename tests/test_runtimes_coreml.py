@@ -110,7 +110,7 @@ def test_package_describes_its_io_and_carries_the_input_contract(package):
     manifest = load_verified(out)
     contract = json.loads(meta["input_contract"])
     for key in ("tile", "overlap", "scale", "shape", "layout", "color_order", "range"):
-        assert contract[key] == manifest["input_contract"][key], key
+        assert contract[key] == manifest.input_contract[key], key
 
 
 def test_image_input_when_asked(tmp_path):

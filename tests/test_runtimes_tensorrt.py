@@ -196,7 +196,7 @@ def test_adopt_a_hand_built_engine_and_import_its_timing(kit, tmp_path):
     assert ex["adopted"]["versions_from"] == "trtexec log" and m.parity is None
     assert {"model.engine", "model.onnx", "golden.safetensors", "trtexec.log", "README.md",
             "build_on_device.sh"} <= {p.name for p in out.iterdir()}
-    assert m["input_contract"]["tile"] == 8 and m["input_contract"]["scale"] == 4
+    assert m.input_contract["tile"] == 8 and m.input_contract["scale"] == 4
     from alignvar_edge.runtimes.tensorrt_kit import adopt
     with pytest.raises(OutputExistsError):
         adopt(engine, kit, out, log=log)
