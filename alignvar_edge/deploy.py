@@ -31,6 +31,7 @@ from typing import Any
 
 from alignvar_edge.errors import AlignVAREdgeError, InputError
 from alignvar_edge.recipes import ALIASES, BACKENDS, engine_precision, recipe
+from alignvar_edge.manifest import ModelInfo, ModelSource
 
 __all__ = ["DeployOptions", "DeployResult", "Step", "deploy", "plan"]
 
@@ -162,28 +163,29 @@ class DeployResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def _load_model(opts: DeployOptions) -> tuple[Any, str, str]:
+def _load_model(opts: DeployOptions) -> tuple[Any, str, ModelSource]:
     if opts.model is not None:
-        return opts.model.eval(), opts.model.config.name, "in-memory model"
+        return opts.model.eval(), opts.model.config.name, ModelSource.memory()
     if opts.preset:
         from alignvar_edge.export.random_model import random_model
         return (random_model(opts.preset, seed=opts.seed), f"{opts.preset}-random",
-                f"preset {opts.preset}, random weights, seed {opts.seed}")
+                ModelSource.preset(opts.preset, opts.seed))
     from alignvar_edge.model.checkpoint import load_pretrained
+    from alignvar_edge.runtimes.artifacts import checkpoint_source
     ckpt = opts.checkpoint or DEFAULT_CHECKPOINT
-    return load_pretrained(ckpt), ckpt, f"checkpoint {ckpt}"
+    return load_pretrained(ckpt), ckpt, checkpoint_source(ckpt)
 
 
 def deploy(opts: DeployOptions, log: Log | None = None, progress: Progress | None = None) -> DeployResult:
     """Run the whole pipeline into opts.out (see the module docstring)."""
     from alignvar_edge.bench.outputs import write_outputs
-    from alignvar_edge.export.manifest import artifact_dir, new_manifest, write_manifest
+    from alignvar_edge.manifest import artifact_dir, new_manifest, write_manifest
     from alignvar_edge.export.onnx_export import export_onnx
 
     opts.validate()
     say = log or (lambda _m: None)
     out = Path(opts.out)
-    from alignvar_edge.export.manifest import check_out
+    from alignvar_edge.manifest import check_out
     check_out(out, opts.force)               # before minutes of work, not after
     t_start = time.perf_counter()
     model, name, source = _load_model(opts)
@@ -235,13 +237,13 @@ def deploy(opts: DeployOptions, log: Log | None = None, progress: Progress | Non
         report = _bench(steps, tmp, (model, name, source), opts, staged, say, progress)
         timings["bench_s"] = round(time.perf_counter() - t0, 1)
         report["deploy"] = {"steps": [_step_json(s) for s in steps], "timings_s": timings,
-                            "source": source, "options": _opts_json(opts), "batch_search": batch_search}
+                            "source": source.describe(), "options": _opts_json(opts), "batch_search": batch_search}
         t0 = stage("write report.json / report.md / report.png")
         write_outputs(report, str(tmp / "report.json"), str(tmp / "report.md"), str(tmp / "report.png"))
         _append_plan(tmp / "report.md", steps)
         timings["total_s"] = round(time.perf_counter() - t_start, 1)
         m = new_manifest("deploy", "multi", "single", ",".join(opts.precisions),
-                         {"name": name, "source": source, "config": model.config.to_dict()},
+                         ModelInfo(name=name, source=source, config=model.config.to_dict()),
                          parity={s: e for s, e in _parity(report).items()},
                          extra={"steps": [_step_json(s) for s in steps], "timings_s": timings,
                                 "options": _opts_json(opts)})
@@ -278,7 +280,7 @@ def _first_line(e: BaseException) -> str:
     return (useful or lines or [""])[0][:400]
 
 
-def _export(model: Any, tmp: Path, name: str, source: str, opts: DeployOptions, say: Log
+def _export(model: Any, tmp: Path, name: str, source: ModelSource, opts: DeployOptions, say: Log
             ) -> tuple[Path, dict[str, Any] | None]:
     """The fp32 single-graph export every engine is built from, at the batch that serves whole
     images best: --batch if given (--quick: 1), else each candidate batch is exported and timed on
@@ -318,15 +320,15 @@ def _reuse_export(src: Path, dest: Path, model: Any) -> Path:
     import shutil
 
     from alignvar_edge.errors import ArtifactError
-    from alignvar_edge.export.manifest import load_verified
+    from alignvar_edge.manifest import load_verified
     from alignvar_edge.runtimes.base import config_from_manifest
     m = load_verified(src)
-    if m.get("kind") != "onnx" or m.get("graph") != "single" or m.get("precision") != "fp32":
-        raise ArtifactError(f"'{src}' is a {m.get('precision')} {m.get('graph')} {m.get('kind')} artifact; "
+    if m.kind != "onnx" or m.graph != "single" or m.precision != "fp32":
+        raise ArtifactError(f"'{src}' is a {m.precision} {m.graph} {m.kind} artifact; "
                             "--export needs an fp32 single-graph export (`alignvar-edge export`)")
     if config_from_manifest(m).to_dict() != model.config.to_dict():
         raise ArtifactError(f"'{src}' was exported from another model configuration "
-                            f"('{m['model'].get('name')}'); export this model instead (leave out --export)")
+                            f"('{m.model.name}'); export this model instead (leave out --export)")
     shutil.copytree(src, dest)
     return dest
 
@@ -382,12 +384,11 @@ def _build(s: Step, export: Path, tmp: Path, model: Any, calib: Any, opts: Deplo
 
 
 def _build_detail(path: Path) -> str:
-    from alignvar_edge.export.manifest import read_manifest
+    from alignvar_edge.manifest import read_manifest
     m = read_manifest(path)
-    ex = m.get("extra") or {}
-    if ex.get("tensorrt_kit"):
-        return f"TensorRT build kit (trtexec.txt, build_on_device.sh): {ex['tensorrt_kit'].get('reason')}"
-    par = m.get("parity") or {}
+    if m.tensorrt_kit:
+        return f"TensorRT build kit (trtexec.txt, build_on_device.sh): {m.tensorrt_kit.get('reason')}"
+    par = m.parity or {}
     tok = (par.get("tokens") or {}).get("overall") if isinstance(par.get("tokens"), dict) else None
     if tok is None and isinstance(par.get("validation"), dict):
         tok = par["validation"].get("token_agreement")
@@ -395,7 +396,7 @@ def _build_detail(path: Path) -> str:
     return f"build-time parity: tokens {tok:.2%} vs {ref}" if tok is not None else ""
 
 
-def _bench(steps: list[Step], tmp: Path, reference: tuple[Any, str, str], opts: DeployOptions, staged: Path | None,
+def _bench(steps: list[Step], tmp: Path, reference: tuple[Any, str, ModelSource], opts: DeployOptions, staged: Path | None,
            say: Log, progress: Progress | None) -> dict[str, Any]:
     """The headline bench at one stated thread count (--threads, default 1: the fair figure on a
     shared host); without --threads, a shorter all-core run follows as a second, labelled row."""

@@ -29,12 +29,11 @@ sys.path.insert(0, str(ROOT))
 
 
 def model_file(path: Path) -> Path:
-    from alignvar_edge.export.manifest import read_manifest
+    from alignvar_edge.manifest import read_manifest
     m = read_manifest(path)
-    files = (m.get("extra") or {}).get("files") or {}
-    if m.get("backend") == "openvino" and files.get("engine"):
-        return path / files["engine"]
-    for g in (m.get("graphs") or {}).values():
+    if m.backend == "openvino" and m.engine_file:
+        return path / m.engine_file
+    for g in m.graphs.values():
         return path / g["file"]
     raise SystemExit(f"{path}: no model file in the manifest")
 

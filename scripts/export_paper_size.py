@@ -53,7 +53,7 @@ def run_one(preset: str, mode: str, out: Path, tiles: int, ort_run: bool) -> dic
                build_s=round(time.perf_counter() - t0, 1), rss_after_build_gb=round(peak_rss_gb(), 2))
     note(res, build_s=res["build_s"])
     if mode == "full":
-        from alignvar_edge.export.manifest import read_manifest
+        from alignvar_edge.manifest import read_manifest
         from alignvar_edge.export.onnx_export import export_onnx
 
         t0 = time.perf_counter()
@@ -62,8 +62,8 @@ def run_one(preset: str, mode: str, out: Path, tiles: int, ort_run: bool) -> dic
                     log=lambda m: print(f"[{preset}] {m}", file=sys.stderr, flush=True))
         res["total_s"] = round(time.perf_counter() - t0, 1)
         m = read_manifest(out)
-        res.update(timings_s=m["extra"]["timings_s"], external_data=m["extra"]["external_data"],
-                   nodes=m["extra"]["nodes"]["model"], parity=m["parity"])
+        res.update(timings_s=m.extra["timings_s"], external_data=m.extra["external_data"],
+                   nodes=m.extra["nodes"]["model"], parity=m.parity)
     else:
         from alignvar_edge.export.graphs import single_spec
         from alignvar_edge.export.onnx_export import EXTERNAL_DATA_BYTES, _param_bytes, check_graph, export_graph

@@ -59,7 +59,7 @@ def main() -> int:
 
     from alignvar_edge.calibration.sets import TileSplit
     from alignvar_edge.calibration.tiles import tile_pairs
-    from alignvar_edge.export.manifest import load_verified
+    from alignvar_edge.manifest import load_verified
     from alignvar_edge.export.onnx_export import export_onnx
     from alignvar_edge.export.quantize import QuantizeOptions, quantize_artifact
     from alignvar_edge.export.sensitivity import Evaluator
@@ -81,7 +81,7 @@ def main() -> int:
         say(f"exported in {time.perf_counter() - t0:.0f} s")
         del model
     m = load_verified(fp32)
-    cfg = m["model"]["config"]
+    cfg = dict(m.config or {})
 
     arts: dict[str, Path] = {"fp32": fp32}
     quant_s: dict[str, float] = {}
@@ -102,8 +102,8 @@ def main() -> int:
     rows: dict[str, dict[str, Any]] = {k: {"bytes": _bytes(v)} for k, v in arts.items()}
     for k, v in arts.items():
         mq = load_verified(v)
-        rows[k]["manifest_validation"] = (mq.get("parity") or {}).get("validation")
-        q = mq.get("quantization") or {}
+        rows[k]["manifest_validation"] = (mq.parity or {}).get("validation")
+        q = mq.quantization or {}
         rows[k]["float_by_search"] = [s["group"] for s in q.get("float_by_search") or []]
         rows[k]["int8_nodes"] = q.get("int8_nodes")
         rows[k]["recipe"] = q.get("recipe")

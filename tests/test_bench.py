@@ -217,11 +217,13 @@ def test_report_json_is_plain_json(report: dict[str, Any], tmp_path: Path) -> No
 def test_engine_model_check_reads_only_recorded_config_keys() -> None:
     from alignvar_edge.bench.runner import _same_model
     from alignvar_edge.bench.subjects import Subject
+    from alignvar_edge.manifest import new_manifest
     from alignvar_edge.model.config import AlignVARConfig
     ref = AlignVARConfig.from_preset("d16")
     old = ref.to_dict()
     old.pop("decoder_lr", None)          # a manifest written before that field existed
-    sub = Subject("x", "onnxruntime", "engine", manifest={"model": {"config": old}})
+    sub = Subject("x", "onnxruntime", "engine", manifest=new_manifest("engine", "onnxruntime", "single", "fp32",
+                                                                      {"config": old}))
     assert _same_model(sub, ref) and not _same_model(sub, AlignVARConfig.from_preset("d20"))
 
 

@@ -16,6 +16,7 @@ from _runtime_fixtures import cache_root, export_dir, sharp_model
 from alignvar_edge import cli, runtimes
 from alignvar_edge.deploy import DeployOptions, deploy, plan
 from alignvar_edge.errors import ArtifactError, OutputExistsError
+from alignvar_edge.manifest import load_verified
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +52,9 @@ def test_deploy_end_to_end(micro_export: Path, tmp_path: Path) -> None:
     assert steps["onnxruntime-fp32"]["status"] == "built" and steps["tensorrt-fp32"]["status"] == "built"
     kit = out / "engines" / "tensorrt-fp32"
     assert (kit / "trtexec.txt").read_text().startswith("trtexec ") and (kit / "build_on_device.sh").is_file()
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["kind"] == "deploy" and manifest["parity"]["onnxruntime-fp32"]["meets_gate"] is True
-    assert "report.json" in manifest["files"] and "engines/onnxruntime-fp32/model.onnx" in manifest["files"]
+    manifest = load_verified(out)
+    assert manifest.kind == "deploy" and manifest.parity["onnxruntime-fp32"]["meets_gate"] is True
+    assert "report.json" in manifest.files and "engines/onnxruntime-fp32/model.onnx" in manifest.files
     md = (out / "report.md").read_text()
     assert "## Deploy plan" in md and "report.png" in md and "tensorrt-fp32" in md
     assert "onnxruntime-fp32" in res.summary and "deploy finished" in res.summary

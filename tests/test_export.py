@@ -30,7 +30,7 @@ from alignvar_edge.export import parity
 from alignvar_edge.export import onnx_export as ox
 from alignvar_edge.export.inspect_artifact import format_inspection, inspect_artifact
 from alignvar_edge.export.lint import FORBIDDEN_OPS, lint_model
-from alignvar_edge.export.manifest import load_verified, read_manifest
+from alignvar_edge.manifest import load_verified, read_manifest
 from alignvar_edge.export.random_model import random_model
 from alignvar_edge.export.staged import StagedRunner, make_session
 from alignvar_edge.model import AlignVARConfig
@@ -73,8 +73,8 @@ def reference(model, lr):
 # ---------------------------------------------------------------------------------------------
 def test_single_graph_matches_pytorch(model, single_dir):
     m = load_verified(single_dir)
-    assert m["parity"]["passed"] and m["parity"]["tokens"]["per_scale"] == [1.0, 1.0, 1.0]
-    assert m["parity"]["tiles"] == 4
+    assert m.parity["passed"] and m.parity["tokens"]["per_scale"] == [1.0, 1.0, 1.0]
+    assert m.parity["tiles"] == 4
     # fresh tiles (another seed) through an independent session
     lr = lr_tiles(model.config, 3, seed=7)
     sess = make_session(single_dir / "model.onnx")
@@ -87,10 +87,10 @@ def test_single_graph_matches_pytorch(model, single_dir):
 
 def test_staged_matches_pytorch_and_single(model, single_dir, staged_dir):
     m = load_verified(staged_dir)
-    assert m["graph"] == "staged" and m["parity"]["passed"]
-    assert m["extra"]["stages"] == ["cond", "step_0", "step_1", "step_2", "decode"]
-    assert set(m["graphs"]) == set(m["extra"]["stages"])
-    assert m["extra"]["batch"] == 2 and m["graphs"]["cond"]["inputs"][0]["shape"] == [2, 3, 4, 4]
+    assert m.graph == "staged" and m.parity["passed"]
+    assert m.extra["stages"] == ["cond", "step_0", "step_1", "step_2", "decode"]
+    assert set(m.graphs) == set(m.extra["stages"])
+    assert m.extra["batch"] == 2 and m.graphs["cond"]["inputs"][0]["shape"] == [2, 3, 4, 4]
     runner = StagedRunner.load(staged_dir)
     sess = make_session(single_dir / "model.onnx")
     for lr in lr_tiles(model.config, 4, seed=3).reshape(2, 2, 3, 4, 4):     # staged graphs: batch 2
@@ -133,12 +133,12 @@ def test_no_control_flow_random_complex_or_infinite(single_dir, staged_dir):
 
 def test_io_names_shapes_dtypes(single_dir, staged_dir):
     m = read_manifest(single_dir)
-    g = m["graphs"]["model"]
+    g = m.graphs["model"]
     assert g["inputs"] == [{"name": "lr", "shape": [1, 3, 4, 4], "dtype": "float32"}]
     assert g["outputs"][0] == {"name": "sr", "shape": [1, 3, 16, 16], "dtype": "float32"}
     assert g["outputs"][1:] == [{"name": f"tokens_{k}", "shape": [1, p * p], "dtype": "int64"}
                                 for k, p in enumerate((1, 2, 4))]
-    s = read_manifest(staged_dir)["graphs"]
+    s = read_manifest(staged_dir).graphs
     assert [o["name"] for o in s["cond"]["outputs"]] == ["cond", "guide", "kv"]
     assert [o["name"] for o in s["step_2"]["outputs"]] == ["tokens_2", "f_hat_out"]   # last: no kv
     kv_in = next(i for i in s["step_1"]["inputs"] if i["name"] == "kv")["shape"]
@@ -149,12 +149,12 @@ def test_io_names_shapes_dtypes(single_dir, staged_dir):
 
 def test_manifest_contents(single_dir):
     m = load_verified(single_dir)
-    assert set(m["files"]) == {"model.onnx"}
-    assert m["kind"] == "onnx" and m["opset"] == 20 and m["precision"] == "fp32"
-    assert m["model"]["config"]["patch_nums"] == [1, 2, 4] and m["model"]["scale_schedule"] == [1, 2, 4]
-    assert {"torch", "onnx", "onnxruntime"} <= set(m["tools"])
-    assert len(m["parity"]["tiles_hash"]) == 64 and len(m["model"]["weights_sha256"]) == 64
-    assert m["parity"]["psnr_db"] == "inf" or m["parity"]["psnr_db"] >= 60
+    assert set(m.files) == {"model.onnx"}
+    assert m.kind == "onnx" and m.opset == 20 and m.precision == "fp32"
+    assert m.config["patch_nums"] == [1, 2, 4] and list(m.model.scale_schedule) == [1, 2, 4]
+    assert {"torch", "onnx", "onnxruntime"} <= set(m.tools)
+    assert len(m.parity["tiles_hash"]) == 64 and len(m.model.weights_sha256) == 64
+    assert m.parity["psnr_db"] == "inf" or m.parity["psnr_db"] >= 60
 
 
 # ---------------------------------------------------------------------------------------------
@@ -208,7 +208,7 @@ def test_parity_failure_leaves_no_artifact(model, single_dir, tmp_path, monkeypa
     shutil.copytree(single_dir, out)
     with pytest.raises(ParityError):
         ox.export_onnx(model, out, n_tiles=1, force=True)
-    assert load_verified(out)["files"] == read_manifest(single_dir)["files"]
+    assert load_verified(out).files == read_manifest(single_dir).files
     assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]
     with pytest.raises(OutputExistsError):
         ox.export_onnx(model, out)
@@ -218,8 +218,8 @@ def test_simplify_is_revalidated(model, single_dir, tmp_path, monkeypatch):
     # reuse the traced graph: what is under test is onnxslim + the gate that follows it
     monkeypatch.setattr(ox, "export_graph", lambda spec, path, opset, ext: shutil.copy(single_dir / "model.onnx", path))
     m = load_verified(ox.export_onnx(model, tmp_path / "slim", opset=20, simplify=True, n_tiles=1))
-    assert m["extra"]["simplified"] and m["parity"]["passed"]
-    assert m["extra"]["nodes"]["model"] <= m["extra"]["nodes_before_simplify"]["model"]
+    assert m.extra["simplified"] and m.parity["passed"]
+    assert m.extra["nodes"]["model"] <= m.extra["nodes_before_simplify"]["model"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,7 +250,7 @@ def test_polygraphy_reads_and_runs(single_dir):
 def test_opsets_20_and_23(single_dir, staged_dir, which, opset):
     art = single_dir if which == "single" else staged_dir
     m = load_verified(art)
-    assert m["opset"] == opset and m["parity"]["passed"]
+    assert m.opset == opset and m.parity["passed"]
     for path, proto in _all_graphs(art):
         assert next(o.version for o in proto.opset_import if o.domain == "") == opset
         trt = [f for f in lint_model(proto) if f.target == "tensorrt-10.3"]
@@ -359,7 +359,7 @@ def test_external_locations_read_from_the_wire_equal_onnx_own(tmp_path) -> None:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from alignvar_edge.export.onnx_wire import external_locations
+    from alignvar_edge.onnx_wire import external_locations
 
     def graph(n: int) -> onnx.ModelProto:
         ws = [numpy_helper.from_array(np.full((8, 8), i, np.float32), f"w{i}") for i in range(n)]

@@ -14,7 +14,7 @@ from alignvar_edge import cli
 from alignvar_edge.calibration.tiles import lr_tiles
 from alignvar_edge.export import onnx_export as ox
 from alignvar_edge.export import parity
-from alignvar_edge.export.manifest import load_verified
+from alignvar_edge.manifest import load_verified
 from alignvar_edge.export.random_model import random_model
 from alignvar_edge.export.staged import StagedRunner, make_session
 from alignvar_edge.model.checkpoint import PRETRAINED_DIR, WEIGHTS_FILE, load_pretrained
@@ -43,16 +43,16 @@ def staged_dir(model, tmp_path_factory):
 @pytest.mark.parametrize("which", ["single", "staged"])
 def test_parity_on_heldout_photographs(single_dir, staged_dir, which):
     m = load_verified(single_dir if which == "single" else staged_dir)
-    p = m["parity"]
-    assert m["opset"] == 18 and p["tiles"] == 4 and p["tiles_source"] == "sample:heldout"
-    assert p["tokens"]["per_scale"] == [1.0] * len(m["model"]["scale_schedule"])
+    p = m.parity
+    assert m.opset == 18 and p["tiles"] == 4 and p["tiles_source"] == "sample:heldout"
+    assert p["tokens"]["per_scale"] == [1.0] * len(list(m.model.scale_schedule))
     assert p["tokens"]["identical_samples"] == 1.0
     assert p["psnr_db"] == "inf" or p["psnr_db"] >= 60
 
 
 def test_staged_equals_single(model, single_dir, staged_dir):
     # both exports must come from the same weights (a training job may re-install the bundled model)
-    w1, ws = (load_verified(d)["model"]["weights_sha256"] for d in (single_dir, staged_dir))
+    w1, ws = (load_verified(d).model.weights_sha256 for d in (single_dir, staged_dir))
     assert w1 == ws, "the bundled checkpoint changed between the two exports; re-run"
     runner = StagedRunner.load(staged_dir)
     sess = make_session(single_dir / "model.onnx")

@@ -57,10 +57,14 @@ def test_bench_and_inspect_show_the_compute_precision() -> None:
     assert _precision({"precision": "fp32", "compute_precision": "f32"}) == "fp32"
     assert _precision({"precision": "bf16", "compute_precision": "bf16"}) == "bf16"
     assert _precision({"precision": "int8", "compute_precision": None}) == "int8"
+    from alignvar_edge.manifest import new_manifest
+
+    def manifest(**fields: Any) -> Any:
+        return new_manifest("onnx", "onnx", "single", "fp16", {}, **fields)
     per = {"decoder_convs": "fp16", "logits_head": "f32"}
-    assert compute_precision({"quantization": {"half_policy": {"per_group": per}}}) == per
+    assert compute_precision(manifest(quantization={"half_policy": {"per_group": per}})) == per
     measured = {"transformer_matmuls": {"bf16": 112}}
-    assert compute_precision({"extra": {"compute_precision": measured}}) == measured
-    kit = {"extra": {"tensorrt_kit": {"plan": {"f32_layers": ["a", "b"]}}}}
+    assert compute_precision(manifest(extra={"compute_precision": measured})) == measured
+    kit = manifest(extra={"tensorrt_kit": {"plan": {"f32_layers": ["a", "b"]}}})
     assert compute_precision(kit) == {"f32 layers (--layerPrecisions)": 2}
-    assert compute_precision({"extra": {}}) is None
+    assert compute_precision(manifest(extra={})) is None

@@ -11,6 +11,7 @@ from alignvar_edge.calibration.sets import CalibrationSet
 from alignvar_edge.errors import ConfigError
 from alignvar_edge.export.half_policy import HALF_GROUPS, HalfPolicy, half_candidate, node_groups, search_half
 from alignvar_edge.export.sensitivity import Evaluator, FidelityTarget
+from alignvar_edge.manifest import read_manifest
 from alignvar_edge.runtimes.base import config_from_manifest
 
 
@@ -48,9 +49,8 @@ def test_f32_groups_stay_f32_in_the_candidate(export: Path) -> None:  # noqa: F8
 
 
 def test_search_meets_the_target_from_all_half(export: Path) -> None:  # noqa: F811
-    import json
     m = _model(export)
-    cfg = config_from_manifest(json.loads((export / "manifest.json").read_text()))
+    cfg = config_from_manifest(read_manifest(export))
     cs = CalibrationSet.builtin(cfg, n=4, seed=0, n_val=8)
     val = Evaluator(str(export / "model.onnx"), cs.validation, "lr", 1, cfg.scale)
     policy, result = search_half(m, "fp16", val, lambda: Evaluator(str(export / "model.onnx"), cs.calibration,

@@ -28,7 +28,7 @@ from PIL import Image
 
 from alignvar_edge import cli
 from alignvar_edge.errors import ArtifactError, CheckpointError, InputError
-from alignvar_edge.export.manifest import load_verified
+from alignvar_edge.manifest import load_verified
 from alignvar_edge.images import IMAGE_EXTENSIONS, load_image
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -487,14 +487,14 @@ def _rewrite_graph(tmp, exp, edit):
     match: the manifest check passes, so the runtime's own checks must refuse it."""
     import onnx
 
-    from alignvar_edge.export.manifest import hash_files, read_manifest, write_manifest
+    from alignvar_edge.manifest import hash_files, read_manifest, write_manifest
     dst = _copy_export(tmp, exp)
     f = next(dst.glob("*.onnx"))
     m = onnx.load(str(f))
     edit(m)
     onnx.save(m, str(f))
     man = read_manifest(dst)
-    man["files"] = hash_files(dst)
+    man.files = hash_files(dst)
     write_manifest(dst, man)
     load_verified(dst)
     _png(tmp / "in.png")
@@ -614,7 +614,7 @@ def _foreign(path: Path) -> Path:
 
 def test_force_replaces_only_our_outputs(export, tmp_path, capsys):
     from alignvar_edge.errors import OutputExistsError
-    from alignvar_edge.export.manifest import artifact_dir, check_out
+    from alignvar_edge.manifest import artifact_dir, check_out
     foreign = _foreign(tmp_path / "foreign")
     (tmp_path / "a-file").write_text("x")
     for bad in (foreign, tmp_path / "a-file"):
@@ -725,7 +725,7 @@ def _with_external_data(tmp: Path, exp: Path, location: str | None = None) -> Pa
     artifact), or with every tensor's location rewritten to `location` afterwards."""
     import onnx
 
-    from alignvar_edge.export.manifest import read_manifest, write_manifest
+    from alignvar_edge.manifest import read_manifest, write_manifest
     dst = _copy_export(tmp, exp)
     m = onnx.load(str(dst / "model.onnx"))
     onnx.save_model(m, str(dst / "model.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
@@ -744,7 +744,7 @@ def _with_external_data(tmp: Path, exp: Path, location: str | None = None) -> Pa
 def test_external_data_locations_are_checked(export, tmp_path, capsys):
     (tmp_path / "g").mkdir()
     good = _with_external_data(tmp_path / "g", export)
-    assert "model.onnx.data" in load_verified(good)["files"]
+    assert "model.onnx.data" in load_verified(good).files
     capsys.readouterr()
     assert cli.main(["inspect", str(good)]) == 0
     (tmp_path / "o").mkdir()
@@ -752,7 +752,7 @@ def test_external_data_locations_are_checked(export, tmp_path, capsys):
     bad = _with_external_data(tmp_path / "o", export, "../outside.data")
     _refused_everywhere(bad, "outside the artifact directory", tmp_path / "o", capsys)
     # external data cut short, hashes re-made to match: inspect says so in one line
-    from alignvar_edge.export.manifest import read_manifest, write_manifest
+    from alignvar_edge.manifest import read_manifest, write_manifest
     data = good / "model.onnx.data"
     data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
     write_manifest(good, read_manifest(good))
@@ -800,7 +800,8 @@ def test_export_checkpoint_is_recorded_and_compared(ckpt, tmp_path, monkeypatch,
         _one_line_error(cli.main(argv), capsys.readouterr().err, "is not the one this artifact was made from")
     assert not (tmp_path / "T2").exists()
     # an older manifest (relative name only): the state-dict hash still catches the other checkpoint
-    _write_raw_manifest(exp, lambda m: m["model"].pop("checkpoint"))
+    _write_raw_manifest(exp, lambda m: (m["model"].pop("checkpoint"), m["model"].pop("provenance"),
+                                             m["model"].update(source="checkpoint ck")))
     _one_line_error(cli.main(["build", str(exp), "--target", "torch", "--out", str(tmp_path / "T3")]),
                     capsys.readouterr().err, "is not the one this artifact was made from")
     assert not (tmp_path / "T3").exists()
@@ -824,7 +825,7 @@ def test_build_torch_proves_the_checkpoint_loads(ckpt, tmp_path, capsys):
 # ---------------------------------------------------------------------------------------------
 def test_concurrent_publish_keeps_the_first(tmp_path):
     from alignvar_edge.errors import OutputExistsError
-    from alignvar_edge.export.manifest import artifact_dir, load_verified, new_manifest, write_manifest
+    from alignvar_edge.manifest import artifact_dir, load_verified, new_manifest, write_manifest
     out = tmp_path / "same"
 
     def fill(tmp, tag):
@@ -839,7 +840,7 @@ def test_concurrent_publish_keeps_the_first(tmp_path):
     assert not first.__exit__(None, None, None)
     with pytest.raises(OutputExistsError, match="appeared while this run was working|already exists"):
         second.__exit__(None, None, None)
-    assert load_verified(out)["model"]["name"] == "first"
+    assert load_verified(out).model.name == "first"
     assert (out / "model.onnx").read_text() == "first"
     assert not t2.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["same"]
 

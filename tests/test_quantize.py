@@ -21,7 +21,7 @@ from torch import nn
 
 from alignvar_edge.errors import ConfigError, InputError, OutputExistsError
 from alignvar_edge.export.int8 import check_opset, has_vnni, target_recipe
-from alignvar_edge.export.manifest import load_verified
+from alignvar_edge.manifest import load_verified
 from alignvar_edge.export.quantize import QuantizeOptions, calibration_set, quantize_artifact
 from alignvar_edge.export.quantize_policy import classify
 from alignvar_edge.export.sensitivity import FidelityTarget
@@ -81,7 +81,7 @@ def _q_nodes(model: onnx.ModelProto) -> tuple[list[onnx.NodeProto], list[onnx.No
 
 def test_search_reaches_the_target_with_few_groups_in_float(int8_ort: Path, export: Path) -> None:
     m = load_verified(int8_ort)
-    q, par = m["quantization"], m["parity"]
+    q, par = m.quantization, m.parity
     search = q["search"]
     # the plain policy graph misses 99% tokens on this fragile model; the search fixes it
     assert par["initial_validation"]["token_agreement"] < 0.99
@@ -96,7 +96,7 @@ def test_search_reaches_the_target_with_few_groups_in_float(int8_ort: Path, expo
         max(r["rank"] for g, r in ranks.items() if g.startswith("blocks."))
     # every group returned to float says why (its score and its own token agreement)
     assert all({"score", "token_agreement", "rank", "why"} <= set(s) for s in q["float_by_search"])
-    assert q["int8_nodes"] > 0 and m["precision"] == "int8"
+    assert q["int8_nodes"] > 0 and m.precision == "int8"
 
 
 def test_int8_artifact_passes_export_checks_and_records_recipe(int8_ort: Path, export: Path) -> None:
@@ -109,13 +109,13 @@ def test_int8_artifact_passes_export_checks_and_records_recipe(int8_ort: Path, e
     sess = make_session(path)
     assert [o.name for o in sess.get_outputs()][0] == "sr"
     src = load_verified(export)
-    cs = calibration_set("builtin", src["model"], 8, 8, 0)
-    assert m["calibration"]["hash"] == cs.hash             # the set can be rebuilt from the manifest
-    r = m["quantization"]["recipe"]
+    cs = calibration_set("builtin", src.config, 8, 8, 0)
+    assert m.calibration["hash"] == cs.hash             # the set can be rebuilt from the manifest
+    r = m.quantization["recipe"]
     assert r["method"] == "minmax" and r["per_channel"] and r["weight_type"] == "int8"
     assert r["reduce_range"] == (has_vnni() is False)
-    assert m["extra"]["bytes"]["int8"] < m["extra"]["bytes"]["fp32"]
-    assert m["graphs"]["model"]["inputs"][0] == {"name": "lr", "shape": [1, 3, 8, 8], "dtype": "float32"}
+    assert m.extra["bytes"]["int8"] < m.extra["bytes"]["fp32"]
+    assert m.graphs["model"]["inputs"][0] == {"name": "lr", "shape": [1, 3, 8, 8], "dtype": "float32"}
 
 
 def test_policy_keeps_softmax_norms_head_and_argmax_in_float(int8_ort: Path, export: Path) -> None:
@@ -160,7 +160,7 @@ def test_tensorrt_target_is_symmetric_with_zero_points_zero(export: Path, tmp_pa
     monkeypatch.setattr(onnx_io, "LARGE", 100_000)
     out = quantize_artifact(export, tmp_path / "trt", QuantizeOptions(target="tensorrt", search=False, **FAST))
     m = load_verified(out)
-    assert m["extra"]["external_data"] and (out / "model.onnx.data").is_file()
+    assert m.extra["external_data"] and (out / "model.onnx.data").is_file()
     model = onnx.load(str(out / "model.onnx"))
     inits = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
     qs, dqs = _q_nodes(model)
@@ -169,7 +169,7 @@ def test_tensorrt_target_is_symmetric_with_zero_points_zero(export: Path, tmp_pa
         zp = inits[n.input[2]]
         assert not zp.any(), n.name
         assert zp.dtype == (np.int32 if n.input[0].endswith("_quantized") and "bias" in n.input[0] else np.int8)
-    r = m["quantization"]["recipe"]
+    r = m.quantization["recipe"]
     assert r["activation_type"] == "int8" and r["symmetric_activations"] and not r["reduce_range"]
     assert not r["quantize_outputs"]          # TensorRT fuses DQ -> op; no Q/DQ after weighted ops
     # a weighted op's output is quantized only as the input of the next int8 op; float ops read float
@@ -183,7 +183,7 @@ def test_entropy_and_percentile_give_their_own_ranges(export: Path) -> None:
     from alignvar_edge.export.int8 import Int8Builder
     from alignvar_edge.export.quantize_policy import Policy
 
-    feeds = calibration_set("builtin", load_verified(export)["model"], 3, 1, 0).feeds("lr")
+    feeds = calibration_set("builtin", load_verified(export).config, 3, 1, 0).feeds("lr")
     with Int8Builder(export / "model.onnx", target_recipe("onnxruntime", "minmax"), feeds) as b:
         minmax = b.prepared.ranges
         pre = onnx.load(str(b.prepared.path))
@@ -204,21 +204,21 @@ def test_entropy_and_percentile_give_their_own_ranges(export: Path) -> None:
 def test_fp16_keeps_fp32_io_and_meets_the_target(export: Path, tmp_path: Path) -> None:
     out = quantize_artifact(export, tmp_path / "fp16", QuantizeOptions(precision="fp16", **FAST))
     m = load_verified(out)
-    assert m["precision"] == "fp16" and m["parity"]["target_met"]
-    assert m["parity"]["validation"]["token_agreement"] >= 0.99
-    io = m["graphs"]["model"]
+    assert m.precision == "fp16" and m.parity["target_met"]
+    assert m.parity["validation"]["token_agreement"] >= 0.99
+    io = m.graphs["model"]
     assert {x["dtype"] for x in io["inputs"] + io["outputs"] if x["name"] == "lr" or x["name"] == "sr"} == {"float32"}
     model = onnx.load(str(out / "model.onnx"))
     halves = sum(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
     assert halves > len(model.graph.initializer) // 2
-    assert m["extra"]["bytes"]["fp16"] < 0.75 * m["extra"]["bytes"]["fp32"]
-    assert "ArgMax" in m["quantization"]["keep_fp32_ops"]
+    assert m.extra["bytes"]["fp16"] < 0.75 * m.extra["bytes"]["fp32"]
+    assert "ArgMax" in m.quantization["keep_fp32_ops"]
     # the searched half policy: the compute precision of every group, f32 only where the search put it
-    hp = m["quantization"]["half_policy"]
+    hp = m.quantization["half_policy"]
     assert set(hp["per_group"]) == {"decoder_convs", "transformer_matmuls", "attention", "norms", "logits_head",
                                     "sca_bias"}
     assert {g for g, v in hp["per_group"].items() if v == "f32"} == set(hp["f32_groups"])
-    assert m["quantization"]["search"]["steps"][0]["float_groups"] == 0     # started all-fp16
+    assert m.quantization["search"]["steps"][0]["float_groups"] == 0     # started all-fp16
 
 
 def test_cli_prints_the_fidelity_table_and_refuses_to_clobber(export: Path, tmp_path: Path,
@@ -275,7 +275,7 @@ def test_returning_groups_to_float_equals_never_quantizing_them(export: Path) ->
     from alignvar_edge.export.int8 import Int8Builder
     from alignvar_edge.export.quantize_policy import Policy
 
-    feeds = calibration_set("builtin", load_verified(export)["model"], 2, 1, 0).feeds("lr")
+    feeds = calibration_set("builtin", load_verified(export).config, 2, 1, 0).feeds("lr")
     pol = Policy()
     with Int8Builder(export / "model.onnx", target_recipe("onnxruntime"), feeds) as b:
         groups = sorted({n.group for n in b.selected(pol)})
@@ -300,7 +300,7 @@ def test_float_copy_weights_fp32_stores_duplicates_and_dequantizes_none_at_run_t
     # file and no DequantizeLinear of a weight feeding a float matmul
     shared = quantize_artifact(export, tmp_path / "a", QuantizeOptions(search=False, **FAST))
     dup = quantize_artifact(export, tmp_path / "b", QuantizeOptions(search=False, float_copy_weights="fp32", **FAST))
-    assert load_verified(dup)["quantization"]["recipe"]["float_copy_weights"] == "fp32"
+    assert load_verified(dup).quantization["recipe"]["float_copy_weights"] == "fp32"
 
     def float_readers_of_int8_weights(path: Path) -> int:
         model = onnx.load(str(path / "model.onnx"))

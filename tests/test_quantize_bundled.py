@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from alignvar_edge.export.manifest import load_verified
+from alignvar_edge.manifest import load_verified
 from alignvar_edge.export.quantize import QuantizeOptions, quantize_artifact
 
 pytestmark = pytest.mark.slow
@@ -43,13 +43,13 @@ def test_search_reaches_the_target_on_the_bundled_tiny_model(tiny_export: Path, 
 
     out = quantize_artifact(tiny_export, tmp_path / "int8", QuantizeOptions())
     m = load_verified(out)
-    par = m["parity"]
+    par = m.parity
     assert par["target_met"]
     assert par["validation"]["token_agreement"] >= 0.99 and par["validation"]["psnr_drop"] <= 0.1 + 1e-3
     # and it holds up on photographs the search never saw
-    cfg = AlignVARConfig.from_dict(m["model"]["config"])
+    cfg = AlignVARConfig.from_dict(m.config)
     lr, hr = tile_pairs(cfg, 24, seed=1, split="heldout")
     ev = Evaluator(str(tiny_export / "model.onnx"), TileSplit(lr, hr, tuple(map(str, range(len(lr))))), "lr")
     f = ev.evaluate(str(out / "model.onnx"))
     assert f.token_agreement >= 0.98 and f.psnr_drop <= 0.1
-    assert np.isfinite(f.psnr_y_hr) and m["extra"]["bytes"]["ratio"] < 0.8
+    assert np.isfinite(f.psnr_y_hr) and m.extra["bytes"]["ratio"] < 0.8

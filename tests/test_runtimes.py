@@ -69,7 +69,7 @@ def test_backends_are_imported_lazily():
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
 def test_fp32_engines_match_torch_tile_by_tile_on_odd_size_photos(backend, built, reference, crops):
     with runtimes.load(built[backend]) as engine:
-        assert engine.backend == backend and engine.metadata["kind"] == "engine"
+        assert engine.backend == backend and engine.metadata.kind == "engine"
         for name, img in crops.items():
             tiles, ys, xs = tiling.extract_tiles(img, engine.tile_size)
             ref_sr, ref_tok = reference.run(tiles)
@@ -89,18 +89,18 @@ def test_fp32_engines_match_torch_tile_by_tile_on_odd_size_photos(backend, built
 
 
 def test_build_records_parity_and_manifest(built, export):
-    from alignvar_edge.export.manifest import load_verified
+    from alignvar_edge.manifest import load_verified
     ov = load_verified(built["openvino"])
-    assert ov["backend"] == "openvino" and ov["precision"] == "fp32"
-    assert ov["extra"]["compress_to_fp16"] is False
-    assert ov["parity"]["tokens"]["overall"] == 1.0
-    assert ov["parity"]["psnr_db"] == "inf" or ov["parity"]["psnr_db"] > 60
+    assert ov.backend == "openvino" and ov.precision == "fp32"
+    assert ov.extra["compress_to_fp16"] is False
+    assert ov.parity["tokens"]["overall"] == 1.0
+    assert ov.parity["psnr_db"] == "inf" or ov.parity["psnr_db"] > 60
     ort = load_verified(built["onnxruntime"])
-    assert ort["extra"]["session"]["threads"] == 1
-    assert ort["extra"]["source"]["path"] == str(export)
+    assert ort.extra["session"]["threads"] == 1
+    assert ort.extra["source"]["path"] == str(export)
     # the ORT build proves itself against the source graph, not merely "it opens and runs"
-    assert ort["parity"]["tokens"]["overall"] == 1.0 and ort["parity"]["tiles"] >= 4
-    assert "source artifact" in ort["parity"]["reference"]
+    assert ort.parity["tokens"]["overall"] == 1.0 and ort.parity["tiles"] >= 4
+    assert "source artifact" in ort.parity["reference"]
 
 
 def test_load_auto_detects_the_backend(export, built, tmp_path):
@@ -243,19 +243,19 @@ def test_openvino_int8_falls_back_to_a_decoder_only_scope_below_the_token_target
     # an unreachable target forces the second rung: the token path in float, only the VQ decoder
     # in int8; both rungs are measured and recorded, and the engine that was kept is the last one
     from alignvar_edge.calibration.tiles import lr_tiles
-    from alignvar_edge.export.manifest import read_manifest
+    from alignvar_edge.manifest import read_manifest
     cfg = runtimes.load(export).config
     out = runtimes.build(export, "openvino", precision="int8", out=tmp_path / "ov8",
                          calibration=lr_tiles(cfg, 8, seed=0), min_token_agreement=1.01,
                          float_groups=["blocks.0.ffn.fc1"])
-    q = read_manifest(out)["quantization"]
+    q = read_manifest(out).quantization
     assert [r["rung"] for r in q["ladder"]] == ["policy + searched float groups", "decoder only"]
     assert q["ladder"][0]["int8_policy"]["float_groups"] == ["blocks.0.ffn.fc1"]
     assert q["policy"]["int8_components"] == ["vq_decoder"]
     # the token path is float and untouched (NNCF's SmoothQuant and int8 embedding tables, which
     # rescale float ops too, are off): every token equals the fp32 export's
     assert q["ladder"][1]["token_agreement"] == 1.0
-    assert read_manifest(out)["parity"]["tokens"]["overall"] == q["ladder"][1]["token_agreement"]
+    assert read_manifest(out).parity["tokens"]["overall"] == q["ladder"][1]["token_agreement"]
     with runtimes.load(out) as e:
         sr, _ = e.run(lr_tiles(cfg, 2, seed=3))
         assert np.isfinite(sr).all()

@@ -39,18 +39,18 @@ def package(tmp_path_factory):
 
 
 def test_mlpackage_builds_and_passes_spec_validation(package):
-    from alignvar_edge.export.manifest import load_verified
+    from alignvar_edge.manifest import load_verified
     out, seconds = package
     m = load_verified(out)
     assert (out / "model.mlpackage" / "Manifest.json").is_file()
-    ex = m["extra"]
-    assert m["precision"] == "fp16" and ex["compute_precision"] == "fp16"
+    ex = m.extra
+    assert m.precision == "fp16" and ex["compute_precision"] == "fp16"
     assert ex["compute_units"] == "CPU_AND_NE" and ex["deployment_target"] == "iOS17"
     assert ex["spec"]["valid"] and ex["spec"]["outputs"] == ["sr", "tokens_0", "tokens_1", "tokens_2", "tokens_3"]
     assert ex["spec"]["op_types"]["reduce_argmax"] == 4      # greedy tokens stay in the graph
     assert not [f for f in ex["ane_lint"] if f["level"] == "error"]
     # Linux fidelity proxy for fp16 (torch in float16 vs float32)
-    assert m["parity"]["tokens"]["overall"] >= 0.99 and "proxy" in m["parity"]["reference"]
+    assert m.parity["tokens"]["overall"] >= 0.99 and "proxy" in m.parity["reference"]
     # re-reading the saved package gives the same verdict
     again = runtimes.get_backend("coreml").inspect(out)
     assert again["spec"]["ops"] == ex["spec"]["ops"]
@@ -72,12 +72,12 @@ def test_prediction_needs_macos_and_says_so(package):
 @pytest.mark.slow
 @pytest.mark.parametrize("precision,method", [("int8-weights", "export"), ("palette4", "trace")])
 def test_weight_compression_and_torch_export_path(precision, method, tmp_path):
-    from alignvar_edge.export.manifest import load_verified
+    from alignvar_edge.manifest import load_verified
     out = runtimes.build("in-memory", "coreml", precision=precision, out=tmp_path / "e",
                          model=sharp_model("micro"), method=method)
     m = load_verified(out)
-    assert m["quantization"]["weights_only"] and m["extra"]["conversion"] == method
-    assert m["extra"]["spec"]["valid"]
+    assert m.quantization["weights_only"] and m.extra["conversion"] == method
+    assert m.extra["spec"]["valid"]
 
 
 def _read_package(out):
@@ -91,7 +91,7 @@ def test_package_describes_its_io_and_carries_the_input_contract(package):
     """What Xcode shows, read back with coremltools on Linux."""
     import json
 
-    from alignvar_edge.export.manifest import load_verified
+    from alignvar_edge.manifest import load_verified
     out, _ = package
     spec = _read_package(out)
     d = spec.description
@@ -110,7 +110,7 @@ def test_package_describes_its_io_and_carries_the_input_contract(package):
     manifest = load_verified(out)
     contract = json.loads(meta["input_contract"])
     for key in ("tile", "overlap", "scale", "shape", "layout", "color_order", "range"):
-        assert contract[key] == manifest["input_contract"][key], key
+        assert contract[key] == manifest.input_contract[key], key
 
 
 def test_image_input_when_asked(tmp_path):
@@ -131,7 +131,7 @@ def test_image_input_when_asked(tmp_path):
                  and op.outputs[0].name == first_mul.inputs["y"].arguments[0].name)
     assert abs(const.attributes["val"].immediateValue.tensor.floats.values[0] - 1 / 255) < 1e-9
     with runtimes.load(out) as e:
-        assert e.metadata["extra"]["image_input"] is True
+        assert e.metadata.extra["image_input"] is True
 
 
 def test_half_policy_op_selector_keeps_f32_groups_fp32():

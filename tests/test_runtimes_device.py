@@ -193,16 +193,17 @@ def test_golden_outputs_come_from_the_checkpoint_when_the_export_names_one(tmp_p
     src.mkdir()
     dest.mkdir()
     # what `export alignvar-tiny` records; the bundled checkpoint's golden file (PyTorch outputs) is shipped
-    entry = ship_golden({"kind": "onnx", "precision": "int8", "model": {"source": "checkpoint alignvar-tiny"}},
-                        src, dest)
+    from alignvar_edge.manifest import ModelInfo, ModelSource, new_manifest
+    tiny = ModelInfo(source=ModelSource("bundled", name="alignvar-tiny"))
+    entry = ship_golden(new_manifest("onnx", "onnx", "single", "int8", tiny), src, dest)
     assert entry is not None and entry["origin"] == "checkpoint alignvar-tiny" and entry["tiles"] == 4
     bundled = resolve_checkpoint_dir("alignvar-tiny") / GOLDEN_FILE
     assert (dest / GOLDEN_FILE).read_bytes() == bundled.read_bytes()
     lr, sr, tokens, _ = read_golden(dest / GOLDEN_FILE)
     assert lr.shape == (4, 3, 16, 16) and sr.shape == (4, 3, 64, 64) and len(tokens) > 1
     # no checkpoint and not an fp32 export: nothing to ship, and selftest --engine says so
-    assert ship_golden({"kind": "onnx", "precision": "int8", "model": {"source": "preset micro"}}, src,
-                       tmp_path / "none") is None
+    preset = ModelInfo(source=ModelSource.preset("micro", 0))
+    assert ship_golden(new_manifest("onnx", "onnx", "single", "int8", preset), src, tmp_path / "none") is None
     import shutil
     bare = tmp_path / "bare"
     shutil.copytree(ort_dir, bare)

@@ -5,6 +5,7 @@ No fake TensorRT: the engine tests run only where `tensorrt` imports and a GPU i
 """
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import torch
 from _runtime_fixtures import cache_root, export_dir, sharp_model
 from alignvar_edge import runtimes
 from alignvar_edge.errors import ArtifactError, BackendUnavailableError, InputError, OutputExistsError
+from alignvar_edge.manifest import new_manifest
 from alignvar_edge.runtimes import tensorrt as trt_backend
 
 AVAILABLE, REASON = trt_backend.BACKEND.is_available()
@@ -75,9 +77,9 @@ def test_build_without_tensorrt_writes_a_kit_for_the_device(export, tmp_path):
     assert "PRECISION=fp16" in text and 'fp16) FLAGS="--fp16"' in text and "--useDLACore=$DLA" in text
     assert (kit / "trtexec.txt").read_text().startswith("trtexec --onnx=model.onnx")
     assert {"README.md", "golden.safetensors"} <= files
-    from alignvar_edge.export.manifest import load_verified
+    from alignvar_edge.manifest import load_verified
     m = load_verified(kit)
-    assert m["kind"] == "onnx" and m["extra"]["tensorrt_kit"]["reason"] == REASON
+    assert m.kind == "onnx" and m.extra["tensorrt_kit"]["reason"] == REASON
     with pytest.raises(ArtifactError, match="build kit"):
         trt_backend.BACKEND.load(kit)
     with runtimes.load(kit) as e:          # the kit is still a valid export: ONNX Runtime runs it
@@ -86,7 +88,8 @@ def test_build_without_tensorrt_writes_a_kit_for_the_device(export, tmp_path):
 
 
 def test_engine_for_another_version_or_gpu_is_refused():
-    m = {"extra": {"tensorrt_version": "10.3.0.26", "compute_capability": "8.7", "gpu_name": "Orin"}}
+    m = new_manifest("engine", "tensorrt", "single", "fp16", {},
+                     extra={"tensorrt_version": "10.3.0.26", "compute_capability": "8.7", "gpu_name": "Orin"})
     with pytest.raises(ArtifactError, match="built with TensorRT 10.3.0.26.*has 10.13.0.35"):
         trt_backend.check_compatible(m, "10.13.0.35", {"name": "Orin", "compute_capability": "8.7"})
     with pytest.raises(ArtifactError, match="compute capability 8.7.*8.9"):
@@ -95,7 +98,7 @@ def test_engine_for_another_version_or_gpu_is_refused():
         trt_backend.check_compatible(m, "10.3.0.26", None)
     trt_backend.check_compatible(m, "10.3.0.26", {"name": "Orin", "compute_capability": "8.7"})
     # adopted from a trtexec log, which knows three parts of the version: any build of 10.3.0
-    m3 = {"extra": {**m["extra"], "tensorrt_version": "10.3.0"}}
+    m3 = dataclasses.replace(m, extra={**m.extra, "tensorrt_version": "10.3.0"})
     trt_backend.check_compatible(m3, "10.3.0.30", {"name": "Orin", "compute_capability": "8.7"})
     with pytest.raises(ArtifactError, match="built with TensorRT 10.3.0, this machine has 10.13.0.35"):
         trt_backend.check_compatible(m3, "10.13.0.35", {"name": "Orin", "compute_capability": "8.7"})
@@ -179,21 +182,21 @@ def test_adopt_a_hand_built_engine_and_import_its_timing(kit, tmp_path):
     from alignvar_edge.bench.merge import merge_markdown, merge_reports
     from alignvar_edge.bench.schema import check_report, write_json
     from alignvar_edge.cli import main
-    from alignvar_edge.export.manifest import load_verified
+    from alignvar_edge.manifest import load_verified
     log = LOGS / "trt10-orin-fp16-dla.log"
     engine = tmp_path / "my.engine"
     engine.write_bytes(b"serialized engine bytes")        # built on the device; never deserialised here
     out = tmp_path / "my-engine"
     assert main(["adopt", str(engine), "--like", str(kit), "--log", str(log), "--out", str(out)]) == 0
     m = load_verified(out)
-    ex = m["extra"]
-    assert (m["kind"], m["backend"], m["precision"]) == ("engine", "tensorrt", "fp16")
+    ex = m.extra
+    assert (m.kind, m.backend, m.precision) == ("engine", "tensorrt", "fp16")
     assert (ex["tensorrt_version"], ex["compute_capability"], ex["gpu_name"], ex["dla_core"]) == \
         ("10.3.0", "8.7", "Orin", 0)
-    assert ex["adopted"]["versions_from"] == "trtexec log" and m["parity"] is None
+    assert ex["adopted"]["versions_from"] == "trtexec log" and m.parity is None
     assert {"model.engine", "model.onnx", "golden.safetensors", "trtexec.log", "README.md",
             "build_on_device.sh"} <= {p.name for p in out.iterdir()}
-    assert m["input_contract"]["tile"] == 8 and m["input_contract"]["scale"] == 4
+    assert m.input_contract["tile"] == 8 and m.input_contract["scale"] == 4
     from alignvar_edge.runtimes.tensorrt_kit import adopt
     with pytest.raises(OutputExistsError):
         adopt(engine, kit, out, log=log)
@@ -245,9 +248,9 @@ def test_build_script_runs_adopt_selftest_and_bench_with_a_stand_in_trtexec(kit,
     log = (tmp_path / "eng.work" / "trtexec.log").read_text()
     assert "--fp16 --useDLACore=1 --allowGPUFallback" in log and f"--timingCacheFile={tmp_path}/alignvar-timing.cache" in log
     assert "Throughput: 130.298 qps" in res.stdout                # the summary is shown
-    from alignvar_edge.export.manifest import load_verified
+    from alignvar_edge.manifest import load_verified
     m = load_verified(out)                                        # adopt ran: an engine directory
-    assert m["extra"]["dla_core"] == 1 and m["precision"] == "fp16"
+    assert m.extra["dla_core"] == 1 and m.precision == "fp16"
     if not AVAILABLE:                                             # selftest needs TensorRT: stops here
         assert res.returncode == 3 and "TensorRT is not installed" in res.stderr
     no_ae = {**env, "PYTHON": "false"}                            # without alignvar-edge: instructions
@@ -261,7 +264,7 @@ def test_kit_carries_the_half_policy_as_layer_precisions(export, tmp_path):
     import onnx
 
     from alignvar_edge.export.half_policy import HalfPolicy, node_groups
-    from alignvar_edge.export.manifest import load_verified
+    from alignvar_edge.manifest import load_verified
     from alignvar_edge.runtimes.tensorrt_kit import precision_flags
     plan = trt_backend.network_plan(10, "fp16", "fp32", ["b", "a", "a"])
     assert plan["f32_layers"] == ["a", "b"]
@@ -276,7 +279,7 @@ def test_kit_carries_the_half_policy_as_layer_precisions(export, tmp_path):
     groups = node_groups(onnx.load(str(export / "model.onnx"), load_external_data=False))
     want = sorted(groups["logits_head"] | groups["norms"])
     m = load_verified(kit)
-    assert m["extra"]["tensorrt_kit"]["plan"]["f32_layers"] == want
+    assert m.extra["tensorrt_kit"]["plan"]["f32_layers"] == want
     spec = "--layerPrecisions=" + ",".join(f"{n}:fp32" for n in want)
     assert spec in (kit / "trtexec.txt").read_text()
     script = (kit / "build_on_device.sh").read_text()

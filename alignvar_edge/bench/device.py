@@ -31,6 +31,7 @@ import numpy as np
 
 from alignvar_edge.bench.schema import SCHEMA, SCHEMA_VERSION
 from alignvar_edge.bench.stats import latency_summary, summary_from_percentiles
+from alignvar_edge.manifest import Manifest, ModelInfo, load_verified
 from alignvar_edge.errors import InputError
 
 __all__ = ["bench_engine_dir", "parse_trtexec_log", "trtexec_report"]
@@ -42,17 +43,17 @@ _NOTE = ("Device report: no PyTorch baseline, GEMM peak or FLOP profile here; fi
 # ------------------------------------------------------------------------------------------------
 # the report around device measurements
 # ------------------------------------------------------------------------------------------------
-def _model_block(manifest: dict[str, Any]) -> dict[str, Any]:
-    model = manifest.get("model") or {}
-    cfg = model.get("config", model)
+def _model_block(manifest: Manifest | None) -> dict[str, Any]:
+    model = manifest.model if manifest else ModelInfo()
+    cfg = model.config or {}
     scale, hr = int(cfg.get("scale", 4)), int(cfg.get("hr_size", 0))
-    return {"name": model.get("name") or cfg.get("name") or "unknown", "source": model.get("source"),
+    return {"name": model.display_name, "source": model.source.describe() if manifest else None,
             "tile": {"lr": hr // scale if hr else None, "hr": hr, "scale": scale},
             "patch_nums": list(cfg.get("patch_nums") or []), "sr_megapixels_per_tile": hr * hr / 1e6,
-            "parameters": model.get("parameters"), "flops_per_tile": None, "flops_per_stage": None}
+            "parameters": model.parameters, "flops_per_tile": None, "flops_per_stage": None}
 
 
-def _report(manifest: dict[str, Any], engines: list[dict[str, Any]], settings: dict[str, Any],
+def _report(manifest: Manifest | None, engines: list[dict[str, Any]], settings: dict[str, Any],
             label: str | None, host: dict[str, Any], min_tokens: float, notes: list[str]) -> dict[str, Any]:
     from alignvar_edge.bench.host import short_label
     meeting = [e["label"] for e in engines if e.get("meets_fidelity")]
@@ -138,13 +139,13 @@ def bench_engine_dir(engines: list[str], runs: int = 20, warmup: int = 3, thread
                      latency=latency_summary(times, eng.batch, mp),
                      memory={**p.result(), "load_rss_mb": sub.info.get("load_rss_mb"),
                              "measured_on": f"golden pass ({len(lr)} tiles)"},
-                     fidelity=fid, build_parity=sub.manifest.get("parity"),
+                     fidelity=fid, build_parity=sub.manifest.parity if sub.manifest else None,
                      meets_fidelity=bool(fid["vs_reference"]["token_agreement"] >= min_token_agreement))
         finally:
             sub.engine.close()
     settings = {"runs": runs, "duration_s": duration, "warmup": warmup, "threads": threads, "fidelity_tiles": None,
                 "images": None, "interleaved": False}
-    return _report(first or {}, entries, settings, label, host, min_token_agreement, [])
+    return _report(first, entries, settings, label, host, min_token_agreement, [])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -227,15 +228,12 @@ def trtexec_report(log: str | os.PathLike[str], engine_dir: str | os.PathLike[st
     if not path.is_file():
         raise InputError(f"trtexec log '{log}' does not exist; save trtexec's output with `2>&1 | tee FILE`")
     t = parse_trtexec_log(path.read_text(errors="replace"))
-    manifest: dict[str, Any] = {}
-    if engine_dir is not None:
-        from alignvar_edge.export.manifest import load_verified
-        manifest = load_verified(engine_dir)
-    contract = manifest.get("input_contract") or {}
+    manifest = load_verified(engine_dir) if engine_dir is not None else None
+    contract = (manifest.input_contract if manifest else None) or {}
     b = int(batch or contract.get("batch") or 1)
     model = _model_block(manifest)
     mp = model["sr_megapixels_per_tile"] or 1.0
-    precision = t["precision"] or manifest.get("precision")
+    precision = t["precision"] or (manifest.precision if manifest else None)
     dla = f", DLA core {t['dla_core']}" if t["dla_core"] is not None else ""
     lat = summary_from_percentiles(_per_call(t["latency_ms"]), None, b, mp)
     lat["source"] = "trtexec Latency (H2D + GPU compute + D2H per inference)"
@@ -243,7 +241,7 @@ def trtexec_report(log: str | os.PathLike[str], engine_dir: str | os.PathLike[st
         lat["gpu_compute_per_call_ms"] = _per_call(t["gpu_compute_time_ms"])
     lat["trtexec_throughput_qps"] = t["throughput_qps"]
     # an engine's own parity (adopt/build against golden); a kit's is its export's, not the engine's
-    parity = manifest.get("parity") if manifest.get("kind") == "engine" else None
+    parity = manifest.parity if manifest and manifest.kind == "engine" else None
     tokens = ((parity or {}).get("tokens") or {}).get("overall") if isinstance(parity, dict) else None
     entry = {"label": f"tensorrt-{precision or 'fp32'}" + (f"-dla{t['dla_core']}" if dla else ""),
              "backend": "tensorrt", "kind": "engine", "status": "ok", "reason": None,

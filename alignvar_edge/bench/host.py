@@ -118,7 +118,7 @@ def _backend_versions() -> dict[str, Any]:
 def fingerprint(with_backends: bool = True) -> dict[str, Any]:
     """Everything a reader needs to know which device a number belongs to (see module doc)."""
     from alignvar_edge import __version__
-    from alignvar_edge.export.manifest import tool_versions
+    from alignvar_edge.manifest import tool_versions
 
     fp: dict[str, Any] = {
         "cpu": cpu_info(),

@@ -31,6 +31,7 @@ from alignvar_edge.bench.stats import latency_summary
 from alignvar_edge.bench.subjects import (BICUBIC, EAGER, EngineSpec, Subject, artifact_bytes,
                                           check_exists, open_subject, parse_spec)
 from alignvar_edge.errors import AlignVAREdgeError, BackendUnavailableError, InputError
+from alignvar_edge.manifest import Manifest, ModelSource
 
 __all__ = ["BenchOptions", "resolve_reference", "run_bench"]
 
@@ -81,42 +82,34 @@ class BenchOptions:
 # ------------------------------------------------------------------------------------------------
 # the reference model
 # ------------------------------------------------------------------------------------------------
-def _from_text(text: str) -> tuple[Any, str, str]:
+def _from_text(text: str) -> tuple[Any, str, ModelSource]:
     """'preset:NAME[:SEED]' (random weights, as `export --preset`) or a checkpoint / bundled name."""
     if text.startswith("preset:"):
         from alignvar_edge.export.random_model import random_model
         _, name, *seed = text.split(":")
         s = int(seed[0]) if seed else 0
-        return random_model(name, seed=s), f"{name}-random", f"preset {name}, random weights, seed {s}"
+        return random_model(name, seed=s), f"{name}-random", ModelSource.preset(name, s)
     from alignvar_edge.model.checkpoint import load_pretrained
-    return load_pretrained(text), text, f"checkpoint {text}"
+    from alignvar_edge.runtimes.artifacts import checkpoint_source
+    return load_pretrained(text), text, checkpoint_source(text, hashed=False)
 
 
-def _candidates(manifest: dict[str, Any]) -> list[str]:
-    """Reference specs an export's manifest implies (export CLI: source 'preset X, ..., seed N'
-    or 'checkpoint X')."""
-    model = manifest.get("model") or {}
-    src = str(model.get("source") or "")
-    out = []
-    if src.startswith("preset ") and "random weights" in src:
-        name = src[len("preset "):].split(",")[0].strip()
-        seed = src.rsplit("seed", 1)[-1].strip() if "seed" in src else "0"
-        out.append(f"preset:{name}:{seed if seed.isdigit() else 0}")
-    if src.startswith("checkpoint "):
-        out.append(src[len("checkpoint "):].strip())
-    for key in ("checkpoint", "name"):
-        if isinstance(model.get(key), str):
-            out.append(model[key])
-    return out
+def _candidates(manifest: Manifest | None) -> list[str]:
+    """Reference specs an export's manifest implies: where its weights came from, then its name."""
+    if manifest is None:
+        return []
+    ref, name = manifest.source.reference, manifest.model.name
+    return [c for c in (ref, name) if c]
 
 
-def resolve_reference(reference: Any, specs: Sequence[EngineSpec]) -> tuple[Any, str, str]:
+def resolve_reference(reference: Any, specs: Sequence[EngineSpec]) -> tuple[Any, str, ModelSource]:
     """(AlignVAR, name, source) from a model (or such a triple), a text spec, or what the engines'
     manifests name."""
     if isinstance(reference, tuple):
-        return reference[0].eval(), str(reference[1]), str(reference[2])
+        src = reference[2] if isinstance(reference[2], ModelSource) else ModelSource.other(str(reference[2]))
+        return reference[0].eval(), str(reference[1]), src
     if reference is not None and not isinstance(reference, str):
-        return reference.eval(), reference.config.name, "in-memory model"
+        return reference.eval(), reference.config.name, ModelSource.memory()
     if isinstance(reference, str):
         return _from_text(reference)
     from alignvar_edge.bench.subjects import _manifest
@@ -125,7 +118,7 @@ def resolve_reference(reference: Any, specs: Sequence[EngineSpec]) -> tuple[Any,
     for spec in specs:
         if spec.path and is_checkpoint(spec.path):
             return _from_text(spec.path)
-        for cand in _candidates(_manifest(spec.path) if spec.path else {}):
+        for cand in _candidates(_manifest(spec.path) if spec.path else None):
             tried.append(cand)
             try:
                 return _from_text(cand)
@@ -142,8 +135,8 @@ def _same_model(sub: Subject, ref: Any) -> bool:
     Only the keys its manifest recorded are compared: a manifest written before a config field
     existed says nothing about it (reading it back fills today's default, which may differ from
     what the graph was traced with)."""
-    raw = (sub.manifest.get("model") or {}).get("config") if sub.manifest else None
-    mine = raw if isinstance(raw, dict) else sub.engine.config.to_dict()
+    raw = sub.manifest.config if sub.manifest else None
+    mine = dict(raw) if raw else sub.engine.config.to_dict()
     theirs = ref.to_dict()
     return all(theirs.get(k) == v or (isinstance(v, list) and tuple(v) == tuple(theirs.get(k) or ()))
                for k, v in mine.items() if k not in _IGNORED_CONFIG_KEYS)
@@ -292,7 +285,8 @@ def _specs_batch(specs: Sequence[EngineSpec]) -> int:
     from alignvar_edge.bench.subjects import _manifest
     found = []
     for sp in specs:
-        for g in ((_manifest(sp.path) if sp.path else {}).get("graphs") or {}).values():
+        m = _manifest(sp.path) if sp.path else None
+        for g in (m.graphs if m else {}).values():
             shape = ((g.get("inputs") or [{}])[0]).get("shape") or []
             if shape and isinstance(shape[0], int) and shape[0] > 0:
                 found.append(int(shape[0]))
@@ -330,14 +324,15 @@ def run_bench(engines: Sequence[str], reference: Any = None, options: BenchOptio
     try:
         model, model_name, model_source = resolve_reference(reference, specs)
         config = model.config
-        say(f"reference: {model_name} ({model_source}); {threads} threads; "
+        say(f"reference: {model_name} ({model_source.describe()}); {threads} threads; "
             f"{'one engine at a time' if opts.sequential else 'engines interleaved'}")
         batch = opts.batch or _specs_batch(specs)
         eager = Subject(EAGER, "torch", "baseline", precision="fp32", device="cpu",
                         engine=TorchEngine.from_model(model, batch=batch))
         # whole images: eager batches tiles as `upscale --backend torch` does
         eager.info["image_engine"] = TorchEngine.from_model(model, batch=TORCH_BATCH)
-        eager.info["artifact_bytes"] = artifact_bytes(model_name) if model_source.startswith("checkpoint") else None
+        eager.info["artifact_bytes"] = (artifact_bytes(model_name)
+                                        if model_source.kind in ("bundled", "checkpoint", "upstream") else None)
         bicubic = Subject(BICUBIC, BICUBIC, "baseline", precision="fp32", device="cpu")
         lr, hr = tile_pairs(config, opts.tiles, seed=opts.seed, split="heldout", images=opts.images)
         say(f"fidelity on {opts.tiles} held-out tile pairs "
@@ -412,7 +407,7 @@ def run_bench(engines: Sequence[str], reference: Any = None, options: BenchOptio
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "label": opts.label or short_label(host),
         "host": host,
-        "model": {"name": model_name, "source": model_source,
+        "model": {"name": model_name, "source": model_source.describe(),
                   "tile": {"lr": config.lr_size, "hr": config.hr_size, "scale": config.scale},
                   "patch_nums": list(config.patch_nums), "sr_megapixels_per_tile": mp,
                   "parameters": model.parameter_report(),
@@ -471,8 +466,8 @@ def _entry(s: Subject, times_ms: list[float], mp: float, flops: int | None, peak
     e["latency"] = latency_summary(times_ms, e["batch"], mp, flops, peak)
     e["memory"] = s.info.get("memory")
     e["fidelity"] = s.info.get("fidelity")
-    if s.manifest.get("parity"):
-        par = s.manifest["parity"]
+    if s.manifest and s.manifest.parity:
+        par = s.manifest.parity
         e["build_parity"] = {k: par.get(k) for k in ("tokens", "psnr_db", "reference", "passed", "target_met")
                              if k in par} or None
     return e

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from alignvar_edge.errors import AlignVAREdgeError, InputError
+from alignvar_edge.manifest import Manifest
 
 __all__ = ["BICUBIC", "EAGER", "EngineSpec", "Subject", "artifact_bytes", "open_subject", "parse_spec"]
 
@@ -44,7 +45,7 @@ class Subject:
     engine: Any = None                 # a runtimes Engine, None for bicubic and unavailable ones
     status: str = "ok"
     reason: str | None = None
-    manifest: dict[str, Any] = field(default_factory=dict)
+    manifest: Manifest | None = None        # None for a checkpoint and for bicubic
     info: dict[str, Any] = field(default_factory=dict)
 
     def fail(self, status: str, reason: str) -> None:
@@ -101,22 +102,22 @@ def artifact_bytes(path: str | None) -> int | None:
     return sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else None
 
 
-def _manifest(path: str) -> dict[str, Any]:
-    from alignvar_edge.export.manifest import read_manifest
+def _manifest(path: str) -> Manifest | None:
+    from alignvar_edge.manifest import read_manifest
     from alignvar_edge.runtimes.artifacts import is_checkpoint
     if is_checkpoint(path):
-        return {}
+        return None
     try:
         return read_manifest(path)
     except AlignVAREdgeError:
-        return {}
+        return None
 
 
-def _backend_for(spec: EngineSpec, manifest: dict[str, Any]) -> str:
+def _backend_for(spec: EngineSpec, manifest: Manifest | None) -> str:
     from alignvar_edge.runtimes import detect_backend
     if spec.backend != "auto":
         return spec.backend
-    if (manifest.get("extra") or {}).get("tensorrt_kit"):
+    if manifest and manifest.tensorrt_kit:
         return "tensorrt"       # a kit is ONNX, but its whole point is a TensorRT engine
     assert spec.path is not None
     return detect_backend(spec.path)
@@ -138,8 +139,8 @@ def open_subject(spec: EngineSpec, threads: int | None = None, spin: bool | None
     assert spec.path is not None
     manifest = _manifest(spec.path)
     backend = _backend_for(spec, manifest)
-    kit = (manifest.get("extra") or {}).get("tensorrt_kit")
-    precision = (kit or {}).get("precision") or manifest.get("precision") or ("fp32" if backend == "torch" else None)
+    kit = (manifest.tensorrt_kit if manifest else None) or {}
+    precision = kit.get("precision") or (manifest.precision if manifest else None) or ("fp32" if backend == "torch" else None)
     label = spec.label or f"{backend}-{precision or 'fp32'}"
     sub = Subject(label, backend, "engine", spec.path, precision, spec.device, manifest=manifest)
     sub.info["artifact_bytes"] = artifact_bytes(spec.path)
@@ -165,7 +166,7 @@ def open_subject(spec: EngineSpec, threads: int | None = None, spin: bool | None
     sub.info["load_rss_mb"] = round(rss_mb() - rss0, 1)
     sub.device = str(sub.engine.device)
     sub.info["compute_precision"] = getattr(sub.engine, "compute_precision", None)
-    sub.precision = str(sub.engine.metadata.get("precision") or precision or "fp32")
+    sub.precision = str(sub.engine.metadata.precision or precision or "fp32")
     if spec.label is None:
         sub.label = f"{backend}-{sub.precision}"
     return sub

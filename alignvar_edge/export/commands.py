@@ -9,6 +9,7 @@ from typing import Any
 from alignvar_edge.argtypes import nonneg_int, positive_int
 from alignvar_edge.cli_json import add_json_option, emit
 from alignvar_edge.errors import CheckpointError, ConfigError
+from alignvar_edge.manifest import ModelSource
 
 DEFAULT_CHECKPOINT = "alignvar-tiny"
 
@@ -51,14 +52,14 @@ def register(sub: Any) -> None:
     q.set_defaults(func=run_inspect)
 
 
-def _load(args: argparse.Namespace) -> tuple[Any, str, str]:
-    """(model, name, source) from --preset or a checkpoint."""
+def _load(args: argparse.Namespace) -> tuple[Any, str, ModelSource]:
+    """(model, name, where its weights came from) from --preset or a checkpoint."""
     if args.preset:
         if args.checkpoint:
             raise ConfigError("pass either a checkpoint or --preset, not both")
         from alignvar_edge.export.random_model import random_model
         model = random_model(args.preset, seed=args.seed)
-        return model, f"{args.preset}-random", f"preset {args.preset}, random weights, seed {args.seed}"
+        return model, f"{args.preset}-random", ModelSource.preset(args.preset, args.seed)
     from alignvar_edge.model.checkpoint import load_pretrained
     ckpt = args.checkpoint or DEFAULT_CHECKPOINT
     try:
@@ -66,7 +67,8 @@ def _load(args: argparse.Namespace) -> tuple[Any, str, str]:
     except CheckpointError as e:
         hint = "" if args.checkpoint else " (or pass --preset NAME to export random weights)"
         raise CheckpointError(f"{e}{hint}") from e
-    return model, ckpt, f"checkpoint {ckpt}"
+    from alignvar_edge.runtimes.artifacts import checkpoint_source
+    return model, ckpt, checkpoint_source(ckpt)
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -80,8 +82,7 @@ def run_export(args: argparse.Namespace) -> int:
     out = export_onnx(model, args.out, graph=args.graph, batch=args.batch, opset=args.opset, refine=args.refine,
                       n_tiles=args.tiles, seed=args.seed, simplify=args.simplify, force=args.force,
                       external_data=ext, model_name=name, source=source, tile_images=args.images,
-                      log=lambda msg: print(f"export: {msg}", file=sys.stderr),
-                      checkpoint=None if args.preset else name)
+                      log=lambda msg: print(f"export: {msg}", file=sys.stderr))
     print(f"wrote {out} ({args.graph} graph, opset {args.opset}, batch {args.batch}) in "
           f"{time.perf_counter() - t0:.1f} s; inspect it with: alignvar-edge inspect {out}")
     return 0

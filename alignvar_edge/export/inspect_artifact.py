@@ -12,7 +12,7 @@ from typing import Any
 
 from alignvar_edge.errors import ArtifactError
 from alignvar_edge.export.lint import TARGETS, Finding, lint_model
-from alignvar_edge.export.manifest import input_contract, listed_file, load_verified
+from alignvar_edge.manifest import Manifest, input_contract, listed_file, load_verified
 
 __all__ = ["format_inspection", "inspect_artifact"]
 
@@ -51,29 +51,30 @@ def inspect_artifact(artifact: str | os.PathLike[str]) -> dict[str, Any]:
     """Verified summary of an exported ONNX artifact directory (raises ArtifactError if broken)."""
     root = Path(artifact)
     m = load_verified(root)
-    if m.get("kind") != "onnx":
-        raise ArtifactError(f"'{root}' is a {m.get('kind')!r} artifact; inspect reads exported ONNX graphs")
-    graphs = {name: _graph_summary(root, m, entry) for name, entry in m["graphs"].items()}
-    n = len(m["files"])
+    if m.kind != "onnx":
+        raise ArtifactError(f"'{root}' is a {m.kind!r} artifact; inspect reads exported ONNX graphs")
+    graphs = {name: _graph_summary(root, m, entry) for name, entry in m.graphs.items()}
+    n = len(m.files)
     return {
         "verdict": f"OK: {n} file(s) listed in the manifest, each inside the artifact directory and "
                    "matching its SHA-256; no unlisted file, every graph and external-data file listed",
-        "path": str(root), "graph": m["graph"], "precision": m["precision"], "opset": m["opset"],
-        "model": {k: m["model"].get(k) for k in ("name", "source", "scale_schedule")},
-        "parameters": m["model"].get("parameters", {}).get("inference"),
-        "batch": m.get("extra", {}).get("batch"), "parity": m.get("parity"), "tools": m["tools"],
-        "created": m["created"], "files_verified": len(m["files"]),
-        "bytes_on_disk": sum((root / f).stat().st_size for f in m["files"]), "graphs": graphs,
-        "input_contract": m.get("input_contract") or input_contract(m),
+        "path": str(root), "graph": m.graph, "precision": m.precision, "opset": m.opset,
+        "model": {"name": m.model.name, "source": m.source.describe(),
+                  "scale_schedule": list(m.model.scale_schedule) if m.model.scale_schedule else None},
+        "parameters": (m.model.parameters or {}).get("inference"),
+        "batch": m.extra.get("batch"), "parity": m.parity, "tools": m.tools,
+        "created": m.created, "files_verified": len(m.files),
+        "bytes_on_disk": sum((root / f).stat().st_size for f in m.files), "graphs": graphs,
+        "input_contract": input_contract(m),
         "compute_precision": compute_precision(m),
     }
 
 
-def compute_precision(m: dict[str, Any]) -> dict[str, Any] | None:
+def compute_precision(m: Manifest) -> dict[str, Any] | None:
     """The compute precision per half-policy group an artifact or engine records: an fp16 search's
     policy, a half engine's measured per-group precision, or a TensorRT plan's f32 layers."""
-    extra = m.get("extra") or {}
-    policy = (m.get("quantization") or {}).get("half_policy")
+    extra = m.extra
+    policy = (m.quantization or {}).get("half_policy")
     if policy:
         return dict(policy.get("per_group") or {})
     for key in ("compute_precision", "compute_precision_per_group"):

@@ -27,7 +27,7 @@ import torch
 
 from alignvar_edge.errors import ArtifactError, ConfigError
 from alignvar_edge.export.graphs import GraphSpec, graph_noise, specs_for
-from alignvar_edge.export.manifest import artifact_dir, listed_file, load_verified, new_manifest, write_manifest
+from alignvar_edge.manifest import ModelInfo, ModelSource, artifact_dir, listed_file, load_verified, new_manifest, write_manifest
 from alignvar_edge.export.parity import ParityReport, check_parity, compare
 from alignvar_edge.model.alignvar import AlignVAR
 
@@ -195,29 +195,29 @@ def weights_sha256(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def _model_info(model: AlignVAR, name: str | None, source: str | None,
-                checkpoint: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+def _model_info(model: AlignVAR, name: str | None, source: ModelSource | str | None,
+                checkpoint: str | os.PathLike[str] | None = None) -> ModelInfo:
     c = model.config
-    return {"name": name or c.name, "source": source, "config": c.to_dict(),
-            "scale_schedule": list(c.patch_nums), "parameters": model.parameter_report(),
-            "weights_sha256": weights_sha256(model), **({"checkpoint": _checkpoint_record(checkpoint)} if checkpoint else {})}
-
-
-def _checkpoint_record(checkpoint: str | os.PathLike[str]) -> dict[str, Any]:
-    from alignvar_edge.runtimes.artifacts import checkpoint_record
-    return checkpoint_record(checkpoint)
+    if checkpoint is not None:
+        from alignvar_edge.runtimes.artifacts import checkpoint_source
+        source = checkpoint_source(checkpoint)
+    elif not isinstance(source, ModelSource):
+        source = ModelSource.other(source) if source else ModelSource.memory(name)
+    return ModelInfo(name=name or c.name, source=source, config=c.to_dict(), scale_schedule=tuple(c.patch_nums),
+                     parameters=model.parameter_report(), weights_sha256=weights_sha256(model))
 
 
 def export_onnx(model: AlignVAR, out_dir: str | os.PathLike[str], graph: str = "single", batch: int = 1,
                 opset: int = 18, n_tiles: int = 4, seed: int = 0, simplify: bool = False,
                 force: bool = False, external_data: bool | None = None, *, refine: bool = True,
                 model_name: str | None = None,
-                source: str | None = None, tile_images: str | os.PathLike[str] | None = None,
+                source: ModelSource | str | None = None, tile_images: str | os.PathLike[str] | None = None,
                 log: Log | None = None, checkpoint: str | os.PathLike[str] | None = None) -> Path:
     """Export, validate and publish an ONNX artifact directory; returns its path (see module doc).
 
     The model is moved to the CPU in fp32 eval mode (in place, as nn.Module.float() does): the
     graphs are fp32 and the reference rollout runs on the CPU next to ONNX Runtime.
+    `source`: where the weights came from (a `ModelSource`; a string is kept as the caller's words).
     `checkpoint`: the directory (or bundled name) the model was loaded from; its absolute path and
     file hashes are recorded, so later uses find that checkpoint and refuse a different one.
     """
@@ -289,10 +289,10 @@ def load_onnx_models(artifact: str | os.PathLike[str]) -> dict[str, Any]:
 
     root = Path(artifact)
     m = load_verified(root)
-    if m.get("kind") != "onnx":
-        raise ArtifactError(f"'{root}' is a {m.get('kind')!r} artifact, not exported ONNX graphs")
+    if m.kind != "onnx":
+        raise ArtifactError(f"'{root}' is a {m.kind!r} artifact, not exported ONNX graphs")
     out = {}
-    for name, g in m["graphs"].items():
+    for name, g in m.graphs.items():
         try:
             out[name] = onnx.load(str(listed_file(root, m, g["file"])))
         except Exception as e:  # protobuf DecodeError and friends

@@ -30,7 +30,7 @@ from alignvar_edge.errors import ArtifactError, ConfigError, InputError, ParityE
 from alignvar_edge.export.fp16 import to_fp16
 from alignvar_edge.export import onnx_io
 from alignvar_edge.export.int8 import Int8Builder, target_recipe
-from alignvar_edge.export.manifest import artifact_dir, check_out, listed_file, load_verified, new_manifest, write_manifest
+from alignvar_edge.manifest import artifact_dir, check_out, listed_file, load_verified, new_manifest, write_manifest
 from alignvar_edge.export.quantize_policy import COMPONENTS, DEFAULT_INT8, Policy
 from alignvar_edge.export.sensitivity import Evaluator, Fidelity, FidelityTarget, SearchResult, search
 from alignvar_edge.recipes import engine_precision, quantize_precisions, quantize_targets, quantized_in_build
@@ -81,10 +81,10 @@ def searched_float_groups(quantized_dir: str | os.PathLike[str]) -> list[str]:
     """The module groups an int8 artifact keeps in float beyond the policy (its fidelity search's
     result), for another backend's int8 build to keep the same layers in float."""
     m = load_verified(quantized_dir)
-    q = m.get("quantization") or {}
-    if m.get("precision") != "int8" or q.get("format") != "onnx-qdq":
+    q = m.quantization or {}
+    if m.precision != "int8" or q.get("format") != "onnx-qdq":
         raise InputError(f"'{quantized_dir}' is not an int8 ONNX artifact from `alignvar-edge quantize` "
-                         f"(precision {m.get('precision')}); pass one to take its float groups from")
+                         f"(precision {m.precision}); pass one to take its float groups from")
     return sorted((q.get("policy") or {}).get("float_groups") or [])
 
 
@@ -92,10 +92,10 @@ def searched_half_policy(fp16_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """The half policy (compute precision per group) an fp16 artifact's search chose, for another
     backend's half build (TensorRT layer precisions, Core ML fp32 ops) to keep the same groups f32."""
     m = load_verified(fp16_dir)
-    q = m.get("quantization") or {}
-    if m.get("precision") != "fp16" or not q.get("half_policy"):
+    q = m.quantization or {}
+    if m.precision != "fp16" or not q.get("half_policy"):
         raise InputError(f"'{fp16_dir}' is not an fp16 ONNX artifact from `alignvar-edge quantize --precision fp16` "
-                         f"(precision {m.get('precision')}); pass one to take its half policy from")
+                         f"(precision {m.precision}); pass one to take its half policy from")
     return dict(q["half_policy"])
 
 
@@ -107,17 +107,17 @@ def calibration_set(calib: str, config: Any, n: int, n_val: int, seed: int) -> C
 
 
 def _single_graph(src: Path, m: dict[str, Any]) -> tuple[Path, str, int, dict[str, np.ndarray]]:
-    if m.get("kind") != "onnx" or m.get("precision") != "fp32":
-        raise ArtifactError(f"'{src}' is a {m.get('precision')} {m.get('kind')} artifact; quantize an fp32 "
+    if m.kind != "onnx" or m.precision != "fp32":
+        raise ArtifactError(f"'{src}' is a {m.precision} {m.kind} artifact; quantize an fp32 "
                             "ONNX export (`alignvar-edge export`)")
-    if m.get("graph") != "single" or "model" not in m.get("graphs", {}):
-        raise ArtifactError(f"'{src}' holds the {m.get('graph')} graph form; quantization works on the "
+    if m.graph != "single" or "model" not in m.graphs:
+        raise ArtifactError(f"'{src}' holds the {m.graph} graph form; quantization works on the "
                             "single graph: export with --graph single")
-    g = m["graphs"]["model"]
+    g = m.graphs["model"]
     inp = g["inputs"][0]
     batch = int(inp["shape"][0] if isinstance(inp["shape"][0], int) else 1)
     # a graph with VARSR's refiner also takes the sampler's noise: the draw every engine feeds
-    noise = model_config(m["model"]).refiner_noise(batch) if len(g["inputs"]) > 1 else None
+    noise = model_config(m.config).refiner_noise(batch) if len(g["inputs"]) > 1 else None
     extra = {} if noise is None else {g["inputs"][1]["name"]: noise}
     return listed_file(src, m, g["file"]), inp["name"], batch, extra
 
@@ -129,7 +129,7 @@ def quantize_artifact(src: str | os.PathLike[str], out: str | os.PathLike[str], 
     opts.validate()
     src = Path(src)
     m = load_verified(src)
-    cfg = model_config(m["model"])
+    cfg = model_config(m.config)
     t0 = time.perf_counter()
     cs = calibration_set(opts.calib, cfg, opts.tiles, opts.val_tiles, opts.seed)
     log(f"calibration set {cs.hash[:12]}: {len(cs.calibration)} tiles from {cs.recipe['calibration_images']} "
@@ -259,7 +259,7 @@ def _write(src: Path, out: Path, m: dict[str, Any], model: onnx.ModelProto, mode
     from alignvar_edge.export.onnx_export import check_graph, graph_io
     from alignvar_edge.export.staged import make_session
 
-    src_bytes = sum((src / f).stat().st_size for f in m["files"])
+    src_bytes = sum((src / f).stat().st_size for f in m.files)
     with artifact_dir(out, force=force) as tmp:
         path = tmp / "model.onnx"
         external = onnx_io.is_large(model)
@@ -271,10 +271,10 @@ def _write(src: Path, out: Path, m: dict[str, Any], model: onnx.ModelProto, mode
                   "target_met": result.met, "validation": result.fidelity.to_dict(),
                   "initial_validation": result.initial.to_dict()}
         manifest = new_manifest(
-            "onnx", "onnx", "single", opts.precision, m["model"], opset=m.get("opset"),
+            "onnx", "onnx", "single", opts.precision, m.model, opset=m.opset,
             graphs={"model": {"file": "model.onnx", **graph_io(path)}},
             quantization={**quant, "target_runtime": opts.target}, calibration=cs.summary(), parity=parity,
-            extra={"batch": batch, "source_artifact": str(src), "source_model_sha256": m["files"].get(
+            extra={"batch": batch, "source_artifact": str(src), "source_model_sha256": m.files.get(
                 model_path.name), "bytes": {"fp32": src_bytes, opts.precision: out_bytes,
                                            "ratio": round(out_bytes / max(src_bytes, 1), 4)},
                    "quantize_s": round(elapsed, 1), "external_data": external})

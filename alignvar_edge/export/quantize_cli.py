@@ -53,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run_quantize(args: argparse.Namespace) -> int:
-    from alignvar_edge.export.manifest import read_manifest
+    from alignvar_edge.manifest import read_manifest
     from alignvar_edge.export.quantize import QuantizeOptions, quantize_artifact
     from alignvar_edge.export.sensitivity import FidelityTarget
 
@@ -70,7 +70,7 @@ def run_quantize(args: argparse.Namespace) -> int:
         warnings.filterwarnings("ignore", message="calibration:")
         path = quantize_artifact(args.artifact, out, opts, force=args.force, log=say, progress=bar)
     m = read_manifest(path)
-    if m.get("kind") == "onnx":
+    if m.kind == "onnx":
         print(fidelity_table(m))
     print(path)
     return 0
@@ -84,12 +84,12 @@ def _db(v: Any) -> str:
 
 def fidelity_table(m: dict[str, Any]) -> str:
     """The end-of-run table: fp32 vs the policy graph vs the written graph, on the validation split."""
-    q = m.get("quantization") or {}
-    par = m.get("parity") or {}
+    q = m.quantization or {}
+    par = m.parity or {}
     val, init = par.get("validation", {}), par.get("initial_validation", {})
-    size = (m.get("extra") or {}).get("bytes", {})
+    size = m.extra.get("bytes", {})
     rows = [("fp32 engine", 1.0, 1.0, val.get("psnr_y_hr_fp32"), 0.0, "inf", size.get("fp32"))]
-    prec = m.get("precision")
+    prec = m.precision
     if q.get("format") == "onnx-qdq" and q.get("float_by_search"):
         rows.append((f"{prec}, policy only", init.get("token_agreement"), init.get("identical_samples"),
                      init.get("psnr_y_hr"), init.get("psnr_drop"), init.get("psnr_y_vs_fp32"), None))

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from alignvar_edge.errors import ArtifactError, InputError
-from alignvar_edge.export.manifest import load_verified
+from alignvar_edge.manifest import load_verified
 
 __all__ = ["StagedRunner", "make_session"]
 
@@ -57,10 +57,10 @@ class StagedRunner:
              threads: int | None = None) -> StagedRunner:
         """From an exported artifact directory; its manifest and file hashes are verified first."""
         m = load_verified(artifact)
-        if m.get("graph") != "staged":
-            raise ArtifactError(f"'{artifact}' holds a {m.get('graph')!r} graph, not staged graphs; "
+        if m.graph != "staged":
+            raise ArtifactError(f"'{artifact}' holds a {m.graph!r} graph, not staged graphs; "
                                 "export with --graph staged")
-        return cls(artifact, len(m["model"]["config"]["patch_nums"]), providers, threads)
+        return cls(artifact, len((m.config or {})["patch_nums"]), providers, threads)
 
     def _run(self, stage: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         t0 = time.perf_counter()

@@ -25,6 +25,7 @@ PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
 BUNDLED = ("alignvar-tiny",)
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+TRAINING_FILE = "training.json"      # how it was made (`import` records the upstream files here)
 
 
 @dataclass
@@ -162,7 +163,7 @@ def save_pretrained(model: AlignVAR, out_dir: str | os.PathLike[str], extra: dic
         cfg = model.config.to_dict()
         (tmp / CONFIG_FILE).write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
         if extra:
-            (tmp / "training.json").write_text(json.dumps(extra, indent=2, sort_keys=True) + "\n")
+            (tmp / TRAINING_FILE).write_text(json.dumps(extra, indent=2, sort_keys=True) + "\n")
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)

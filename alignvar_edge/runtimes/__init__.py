@@ -56,16 +56,16 @@ def available_backends() -> list[BackendInfo]:
 def detect_backend(path: str | os.PathLike[str]) -> str:
     """Which backend opens `path`: a checkpoint -> torch, an ONNX export -> onnxruntime,
     an engine dir -> the backend its manifest names."""
-    from alignvar_edge.export.manifest import read_manifest
+    from alignvar_edge.manifest import read_manifest
     from alignvar_edge.runtimes.artifacts import is_checkpoint
     if is_checkpoint(path):
         return "torch"
     m = read_manifest(path)
-    if m.get("kind") == "onnx":
+    if m.kind == "onnx":
         return "onnxruntime"
-    backend = m.get("backend")
-    if m.get("kind") != "engine" or backend not in BACKENDS:
-        raise ArtifactError(f"'{path}' is a {m.get('kind')!r} artifact for backend {backend!r}, which "
+    backend = m.backend
+    if m.kind != "engine" or backend not in BACKENDS:
+        raise ArtifactError(f"'{path}' is a {m.kind!r} artifact for backend {backend!r}, which "
                             "no runtime here loads; build an engine with `alignvar-edge build`")
     return str(backend)
 

@@ -15,11 +15,12 @@ from typing import Any
 import numpy as np
 
 from alignvar_edge.errors import ArtifactError, CheckpointError, InputError
-from alignvar_edge.export.manifest import MANIFEST_FILE, listed_file, load_verified, new_manifest, sha256_file
+from alignvar_edge.manifest import (MANIFEST_FILE, BuiltFrom, Manifest, ModelInfo, ModelSource, listed_file, load_verified,
+                                    new_manifest, read_manifest, sha256_file)
 from alignvar_edge.model.config import AlignVARConfig
 from alignvar_edge.runtimes.base import INPUT, SR, token_name
 
-__all__ = ["checkpoint_dir", "checkpoint_record", "check_same_checkpoint", "source_checkpoint", "default_out",
+__all__ = ["checkpoint_dir", "checkpoint_source", "check_same_checkpoint", "source_checkpoint", "default_out",
            "engine_manifest", "graph_io", "is_checkpoint", "single_graph", "check_calibration"]
 
 
@@ -36,31 +37,40 @@ def is_checkpoint(path: str | os.PathLike[str]) -> bool:
             and not (p / MANIFEST_FILE).is_file())
 
 
-def checkpoint_record(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """What an artifact records about the checkpoint it was made from: its absolute path and the
-    SHA-256 of its files, so a use elsewhere finds that checkpoint and can prove it is the same."""
-    from alignvar_edge.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, resolve_checkpoint_dir
+def checkpoint_source(path: str | os.PathLike[str], hashed: bool = True) -> ModelSource:
+    """Where a checkpoint's weights come from, as an artifact records it: a bundled name, or the
+    checkpoint's absolute path (with what `alignvar-edge import` converted, if it did), and the
+    SHA-256 of its files so that a use elsewhere can prove it is the same checkpoint."""
+    from alignvar_edge.model.checkpoint import (BUNDLED, CONFIG_FILE, TRAINING_FILE, WEIGHTS_FILE,
+                                                resolve_checkpoint_dir)
     d = resolve_checkpoint_dir(path)
-    return {"path": str(d.resolve()), "sha256": {f: sha256_file(d / f) for f in (CONFIG_FILE, WEIGHTS_FILE)}}
+    sha = {f: sha256_file(d / f) for f in (CONFIG_FILE, WEIGHTS_FILE)} if hashed else {}
+    if str(path) in BUNDLED:
+        return ModelSource("bundled", name=str(path), path=str(d.resolve()), sha256=sha)
+    try:
+        upstream = json.loads((d / TRAINING_FILE).read_text()).get("imported_from")
+    except (OSError, ValueError, AttributeError):
+        upstream = None
+    if isinstance(upstream, dict):
+        return ModelSource("upstream", path=str(d.resolve()), sha256=sha, upstream=upstream)
+    return ModelSource("checkpoint", path=str(d.resolve()), sha256=sha)
 
 
-def check_same_checkpoint(found: Path, model: dict[str, Any]) -> None:
+def check_same_checkpoint(found: Path, model: ModelInfo) -> None:
     """Refuse `found` unless it is the checkpoint the manifest's `model` entry was made from: the
     recorded file SHA-256s, or (older manifests) the state-dict hash `weights_sha256`."""
-    ck = model.get("checkpoint")
-    record: dict[str, Any] = ck if isinstance(ck, dict) else {}
-    want = record.get("sha256") if isinstance(record.get("sha256"), dict) else None
+    want = model.source.sha256
     if want:
         for f, digest in sorted(want.items()):
             got = sha256_file(found / f) if (found / f).is_file() else "missing"
             if got != digest:
                 raise CheckpointError(
-                    f"checkpoint '{found}' is not the one this artifact was made from ({record.get('path')}): its "
+                    f"checkpoint '{found}' is not the one this artifact was made from ({model.source.path}): its "
                     f"{f} SHA-256 is {got[:12]}, recorded {str(digest)[:12]}; pass that checkpoint (compare: "
                     "--reference) or re-export from this one")
         return
-    recorded = model.get("weights_sha256")
-    if isinstance(recorded, str) and recorded:
+    recorded = model.weights_sha256
+    if recorded:
         from alignvar_edge.export.onnx_export import weights_sha256
         from alignvar_edge.model.checkpoint import load_pretrained
         got = weights_sha256(load_pretrained(found).float())
@@ -71,31 +81,26 @@ def check_same_checkpoint(found: Path, model: dict[str, Any]) -> None:
                 "from this one")
 
 
-def source_checkpoint(manifest: dict[str, Any], depth: int = 2) -> Path | None:
+def source_checkpoint(manifest: Manifest, depth: int = 2) -> Path | None:
     """The checkpoint an artifact came from, if its manifest (or its source's) names one; a
     checkpoint found there whose content differs from the recorded one raises CheckpointError."""
     from alignvar_edge.model.checkpoint import resolve_checkpoint_dir
-    model = manifest.get("model") or {}
-    model = model if isinstance(model, dict) else {}
-    ck = model.get("checkpoint")
-    refs = [ck.get("path") if isinstance(ck, dict) else ck, model.get("source")]
-    src = (manifest.get("extra") or {}).get("source") or {}
-    refs.append(src.get("path") if isinstance(src, dict) else None)
+    src = manifest.source
+    refs = [src.name if src.kind == "bundled" else src.path if src.kind in ("checkpoint", "upstream") else None]
+    built = manifest.built_from
+    refs.append(built.path if built else None)
     for ref in refs:
-        if not isinstance(ref, str) or not ref:
+        if not ref:
             continue
-        # export records e.g. "checkpoint alignvar-tiny"; presets ("preset micro, ...") have none
-        ref = ref[len("checkpoint "):] if ref.startswith("checkpoint ") else ref
         if is_checkpoint(ref):
             try:
                 path = resolve_checkpoint_dir(ref)
             except CheckpointError:
                 continue
-            check_same_checkpoint(path, model)
+            check_same_checkpoint(path, manifest.model)
             return path
         if depth > 0 and (Path(ref) / MANIFEST_FILE).is_file():
             try:
-                from alignvar_edge.export.manifest import read_manifest
                 found = source_checkpoint(read_manifest(ref), depth - 1)
             except ArtifactError:
                 found = None
@@ -116,22 +121,19 @@ def checkpoint_dir(source: str | os.PathLike[str]) -> Path:
     return found
 
 
-def single_graph(artifact: str | os.PathLike[str]) -> tuple[dict[str, Any], Path]:
+def single_graph(artifact: str | os.PathLike[str]) -> tuple[Manifest, Path]:
     """(verified manifest, path of the single-graph ONNX) of an exported artifact."""
     root = Path(artifact)
     m = load_verified(root)
-    if m.get("kind") != "onnx":
-        raise ArtifactError(f"'{root}' is a {m.get('kind')} directory ({m.get('backend')}), not an "
+    if m.kind != "onnx":
+        raise ArtifactError(f"'{root}' is a {m.kind} directory ({m.backend}), not an "
                             "ONNX export; build engines from the output of `alignvar-edge export`")
-    if m.get("graph") != "single":
-        raise ArtifactError(f"'{root}' holds the '{m.get('graph')}' graph form; engines run the "
+    if m.graph != "single":
+        raise ArtifactError(f"'{root}' holds the '{m.graph}' graph form; engines run the "
                             "single graph: re-export with `--graph single`")
-    graphs = m.get("graphs") or {}
-    entry = graphs.get("single") or graphs.get("model")
-    if entry is None and len(graphs) == 1:
-        entry = next(iter(graphs.values()))
+    entry = m.single_graph_entry()
     if entry is None:
-        files = [f for f in m.get("files", {}) if f.endswith(".onnx")]
+        files = [f for f in m.files if f.endswith(".onnx")]
         if len(files) != 1:
             raise ArtifactError(f"'{root}' does not say which ONNX file is the single graph")
         entry = {"file": files[0]}
@@ -150,21 +152,19 @@ def graph_io(config: AlignVARConfig, batch: int) -> dict[str, list[dict[str, Any
     return {"inputs": [{"name": INPUT, "shape": [batch, 3, t, t], "dtype": "float32"}], "outputs": outs}
 
 
-def engine_manifest(source: dict[str, Any], source_dir: Path, backend: str, precision: str,
+def engine_manifest(source: Manifest, source_dir: Path, backend: str, precision: str,
                     files: dict[str, str], batch: int, extra: dict[str, Any] | None = None,
-                    **fields: Any) -> dict[str, Any]:
+                    **fields: Any) -> Manifest:
     """Manifest for an engine dir built from `source` (an export manifest)."""
-    config = source["model"].get("config", source["model"])
-    graphs = {"single": {"file": files.get("engine", ""), **graph_io(AlignVARConfig.from_dict(config), batch)}}
-    ex = {"source": {"path": str(source_dir), "backend": source.get("backend"),
-                     "precision": source.get("precision"),
-                     "manifest_sha256": sha256_file(source_dir / MANIFEST_FILE)
-                     if (source_dir / MANIFEST_FILE).is_file() else None},
-          "files": files, **(extra or {})}
-    fields.setdefault("opset", source.get("opset"))
-    fields.setdefault("quantization", source.get("quantization"))
-    fields.setdefault("calibration", source.get("calibration"))
-    return new_manifest("engine", backend, source.get("graph", "single"), precision, source["model"],
+    config = AlignVARConfig.from_dict(dict(source.config or {}))
+    graphs = {"single": {"file": files.get("engine", ""), **graph_io(config, batch)}}
+    built = BuiltFrom(str(source_dir), source.backend, source.precision,
+                      sha256_file(source_dir / MANIFEST_FILE) if (source_dir / MANIFEST_FILE).is_file() else None)
+    ex = {"source": built.to_json(), "files": files, **(extra or {})}
+    fields.setdefault("opset", source.opset)
+    fields.setdefault("quantization", source.quantization)
+    fields.setdefault("calibration", source.calibration)
+    return new_manifest("engine", backend, source.graph or "single", precision, source.model,
                         graphs=graphs, extra=ex, **fields)
 
 

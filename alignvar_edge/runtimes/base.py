@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from alignvar_edge.errors import ArtifactError, BackendUnavailableError, InputError
+from alignvar_edge.manifest import Manifest
 from alignvar_edge.model.config import AlignVARConfig        # torch-free: a device may have no PyTorch
 from alignvar_edge.recipes import default_precision
 
@@ -45,14 +46,13 @@ def input_roles(names: list[str], where: object) -> list[str]:
                         "refiner): rebuild it from an alignvar-edge export")
 
 
-def config_from_manifest(manifest: dict[str, Any]) -> AlignVARConfig:
-    """The AlignVAR config recorded in a manifest (`model` is {"config": {...}, ...} or the config)."""
-    model = manifest.get("model")
-    if not isinstance(model, dict):
+def config_from_manifest(manifest: Manifest) -> AlignVARConfig:
+    """The AlignVAR config recorded in a manifest's `model` entry."""
+    cfg = manifest.config
+    if not cfg:
         raise ArtifactError("the manifest has no model config; re-create the artifact")
-    cfg = model.get("config", model)
     try:
-        return AlignVARConfig.from_dict({k: v for k, v in cfg.items()})
+        return AlignVARConfig.from_dict(dict(cfg))
     except (TypeError, ValueError) as e:
         raise ArtifactError(f"the manifest's model config is not valid ({e}); re-create the artifact") from e
 
@@ -66,7 +66,7 @@ class Engine(abc.ABC):
 
     backend: str = ""
 
-    def __init__(self, metadata: dict[str, Any], config: AlignVARConfig, device: str,
+    def __init__(self, metadata: Manifest, config: AlignVARConfig, device: str,
                  engine_dir: Path | None = None):
         self.metadata = metadata
         self.config = config
@@ -101,7 +101,7 @@ class Engine(abc.ABC):
         """What the engine's input expects, as the manifest's `input_contract` states it: colour
         order, range, layout, dtype, tile, overlap, scale and batch. `input_spec` gives the raw
         tensor shapes and dtypes that `infer` checks."""
-        from alignvar_edge.export.manifest import contract
+        from alignvar_edge.manifest import contract
         shape, dtype = self.input_spec[INPUT]
         dynamic = shape[0] < 0
         c = contract(self.tile_size, self.scale, None if dynamic else self.batch, np.dtype(dtype).name)
@@ -210,7 +210,7 @@ class Engine(abc.ABC):
     def __repr__(self) -> str:
         where = f" {self.engine_dir}" if self.engine_dir else ""
         return (f"<{type(self).__name__} {self.backend}/{self.device} "
-                f"{self.metadata.get('precision', '?')} batch={self.batch}{where}>")
+                f"{self.metadata.precision or '?'} batch={self.batch}{where}>")
 
 
 class Backend(abc.ABC):

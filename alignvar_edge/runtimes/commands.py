@@ -12,6 +12,7 @@ from alignvar_edge.cli_json import add_json_option, emit
 from alignvar_edge.errors import InputError, OutputExistsError
 from alignvar_edge import progress
 from alignvar_edge.recipes import BACKENDS, OPTION_FLAGS, check_options
+from alignvar_edge.manifest import Manifest
 
 BACKEND_CHOICES = ("auto", *BACKENDS)
 
@@ -158,25 +159,25 @@ def run_build(args: argparse.Namespace) -> int:
         else:
             out = runtimes.build(args.source, b.name, args.precision, calibration=calibration, out=args.out,
                                  device=args.device, force=args.force, **opts)
-    from alignvar_edge.export.manifest import read_manifest
+    from alignvar_edge.manifest import read_manifest
     m = read_manifest(out)
-    kit = (m.get("extra") or {}).get("tensorrt_kit")
+    kit = m.extra.get("tensorrt_kit")
     if kit:
         print(f"TensorRT is not usable here ({kit['reason']}); wrote a build kit to {out}: run "
               f"`sh {out}/build_on_device.sh` on the device (equivalent: {kit['trtexec']})")
         return 0
-    par = m.get("parity") or {}
+    par = m.parity or {}
     note = ""
     if par.get("tokens"):
         note = (f"; parity vs {par.get('reference', 'reference')}: tokens {par['tokens']['overall']:.2%}, "
                 f"PSNR {par.get('psnr_db')} dB")
-    print(f"wrote {out} ({b.name} {m.get('precision')}) in {time.perf_counter() - t0:.1f} s{note}")
+    print(f"wrote {out} ({b.name} {m.precision}) in {time.perf_counter() - t0:.1f} s{note}")
     return 0
 
 
 def _calibration(args: argparse.Namespace) -> Any:
     from alignvar_edge.calibration.sets import CalibrationSet
-    from alignvar_edge.export.manifest import read_manifest
+    from alignvar_edge.manifest import read_manifest
     from alignvar_edge.runtimes.artifacts import is_checkpoint
     if is_checkpoint(args.source):
         from alignvar_edge.model.checkpoint import load_config, resolve_checkpoint_dir
@@ -298,7 +299,7 @@ def _compare_images(args: argparse.Namespace) -> list[tuple[str, Any]]:
     return out
 
 
-def _reference_source(args: argparse.Namespace, metas: list[dict[str, Any]]) -> str:
+def _reference_source(args: argparse.Namespace, metas: list[Manifest]) -> str:
     if args.reference:
         return str(args.reference)
     from alignvar_edge.errors import ArtifactError
@@ -357,14 +358,14 @@ def run_doctor(args: argparse.Namespace) -> int:
 
 
 def run_adopt(args: argparse.Namespace) -> int:
-    from alignvar_edge.export.manifest import read_manifest
+    from alignvar_edge.manifest import read_manifest
     from alignvar_edge.runtimes.tensorrt_kit import adopt
     out = adopt(args.engine, args.like, args.out, log=args.log, precision=args.precision,
                 dla_core=args.dla_core, force=args.force)
     m = read_manifest(out)
-    ex, par = m["extra"], m.get("parity")
+    ex, par = m.extra, m.parity
     print(f"adopted {args.engine} as {out}: TensorRT {ex['tensorrt_version']}, {ex.get('gpu_name')} "
-          f"(compute capability {ex['compute_capability']}), {m['precision']}"
+          f"(compute capability {ex['compute_capability']}), {m.precision}"
           + (f", DLA core {ex['dla_core']}" if ex.get("dla_core") is not None else ""))
     print(f"parity vs golden: {par['tokens']['overall']:.2%} tokens, {par['psnr_db']} dB" if par else
           f"not checked here (TensorRT does not run here): run `alignvar-edge selftest --engine {out}` on the device")

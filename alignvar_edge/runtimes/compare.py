@@ -83,7 +83,7 @@ def compare_engines(engines: Sequence[tuple[str, Engine]], reference: Engine,
         if e.tile_size != t or e.config.patch_nums != reference.config.patch_nums:
             raise ValueError(f"engine {label} runs a different model (tile {e.tile_size}, scales "
                              f"{e.config.patch_nums}) than the reference (tile {t})")
-    results = [EngineResult(label, e.backend, str(e.metadata.get("precision")), e.device)
+    results = [EngineResult(label, e.backend, str(e.metadata.precision), e.device)
                for label, e in engines]
     total_ms = [0.0] * len(engines)
     total_tiles = 0

@@ -35,9 +35,9 @@ from typing import Any
 import numpy as np
 
 from alignvar_edge.errors import ArtifactError, BackendUnavailableError, ConfigError, InputError
-from alignvar_edge.export.manifest import artifact_dir as staging_dir
-from alignvar_edge.export.manifest import listed_file, load_verified, new_manifest, write_manifest
-from alignvar_edge.runtimes.artifacts import checkpoint_dir, graph_io, validation_tiles
+from alignvar_edge.manifest import artifact_dir as staging_dir
+from alignvar_edge.manifest import Manifest, ModelInfo, ModelSource, listed_file, load_verified, new_manifest, write_manifest
+from alignvar_edge.runtimes.artifacts import checkpoint_dir, checkpoint_source, graph_io, validation_tiles
 from alignvar_edge.runtimes.base import INPUT, SR, Backend, Engine, TensorSpec, config_from_manifest, token_name
 from alignvar_edge.runtimes.selftest import ship_golden
 from alignvar_edge import recipes
@@ -268,7 +268,7 @@ def describe(ml: Any, config: Any, precision: str, compute_units: str, image_inp
     import json
 
     from alignvar_edge import __version__
-    from alignvar_edge.export.manifest import contract
+    from alignvar_edge.manifest import contract
     c = contract(config.lr_size, config.scale, batch)
     t, s = config.lr_size, config.hr_size
     ml.short_description = (f"AlignVAR x{config.scale} super-resolution ({config.name}, {precision}) on "
@@ -465,11 +465,11 @@ def fidelity_proxy(model: Any, tiles: np.ndarray, precision: str) -> dict[str, A
 class CoreMLEngine(Engine):
     backend = "coreml"
 
-    def __init__(self, package: Path, metadata: dict[str, Any], compute_units: str,
+    def __init__(self, package: Path, metadata: Manifest, compute_units: str,
                  engine_dir: Path | None = None):
         config = config_from_manifest(metadata)
         super().__init__(metadata, config, compute_units, engine_dir)
-        batch = int(metadata.get("extra", {}).get("batch", 1))
+        batch = int(metadata.extra.get("batch", 1))
         self._spec: dict[str, TensorSpec] = {
             INPUT: ((batch, 3, config.lr_size, config.lr_size), np.dtype(np.float32))}
         self.model: Any = None
@@ -487,7 +487,7 @@ class CoreMLEngine(Engine):
                                           "; this package was built and validated here: copy the engine "
                                           "dir to a Mac and run `alignvar-edge selftest --backend coreml`")
         x: Any = feeds[INPUT]
-        if self.metadata.get("extra", {}).get("image_input"):      # one 8-bit RGB tile
+        if self.metadata.extra.get("image_input"):      # one 8-bit RGB tile
             from PIL import Image
             x = Image.fromarray(np.round(np.clip(x[0], 0, 1) * 255).astype(np.uint8).transpose(1, 2, 0))
         res = self.model.predict({INPUT: x})
@@ -575,24 +575,25 @@ class CoreMLBackend(Backend):
                      "source": {"path": str(src) if src else "in-memory model"},
                      "removed_passes": ["common::reduce_transposes"]}
             m = new_manifest("engine", self.name, "single", precision,
-                             {"name": config.name, "config": config.to_dict()},
+                             ModelInfo(name=config.name, config=config.to_dict(),
+                                       source=checkpoint_source(src) if src else ModelSource.memory()),
                              graphs={"single": {"file": PACKAGE, **graph_io(config, batch)}},
                              quantization=recipe, extra=extra)
             if proxy and precision != "fp32":
-                m["parity"] = fidelity_proxy(model, validation_tiles(config), precision)
+                m.parity = fidelity_proxy(model, validation_tiles(config), precision)
             extra["golden"] = ship_golden(None, src, tmp) if src else None
             write_manifest(tmp, m)
         return out
 
     def load(self, engine_dir: Path, device: str | None = None, **opts: Any) -> CoreMLEngine:
         m = load_verified(engine_dir)
-        if m.get("backend") != self.name:
-            raise ArtifactError(f"'{engine_dir}' is not a Core ML engine ({m.get('backend')}); "
+        if m.backend != self.name:
+            raise ArtifactError(f"'{engine_dir}' is not a Core ML engine ({m.backend}); "
                                 "build one with `alignvar-edge build CHECKPOINT --target coreml`")
         if opts:
             raise InputError(f"unknown coreml options {sorted(opts)}")
-        units = (device or m["extra"].get("compute_units", "CPU_AND_NE")).upper()
-        return CoreMLEngine(listed_file(engine_dir, m, m["extra"]["files"]["engine"]), m, units, Path(engine_dir))
+        units = (device or m.extra.get("compute_units", "CPU_AND_NE")).upper()
+        return CoreMLEngine(listed_file(engine_dir, m, m.engine_file), m, units, Path(engine_dir))
 
     def inspect(self, engine_dir: Path) -> dict[str, Any]:
         """Re-read a built package's spec (works on Linux): validation + ANE lint."""
@@ -601,7 +602,7 @@ class CoreMLBackend(Backend):
         with _quiet():
             ml = ct.models.MLModel(str(Path(engine_dir) / PACKAGE), skip_model_load=True)
         spec = ml.get_spec()
-        batch = int(m.get("extra", {}).get("batch", 1))
+        batch = int(m.extra.get("batch", 1))
         return {"spec": validate_spec(spec, config_from_manifest(m), batch), "ane_lint": ane_lint(spec)}
 
 

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from alignvar_edge.errors import ArtifactError, InputError, ParityError
-from alignvar_edge.export.manifest import artifact_dir as staging_dir, listed_file, load_verified, write_manifest
+from alignvar_edge.manifest import Manifest, listed_file, load_verified, write_manifest
+from alignvar_edge.manifest import artifact_dir as staging_dir
 from alignvar_edge.runtimes.artifacts import engine_manifest, parity_vs, single_graph, validation_tiles
 from alignvar_edge.runtimes.base import (SR, Backend, Engine, TensorSpec, input_roles,
                                          config_from_manifest, token_name)
@@ -79,7 +80,7 @@ def providers_for(ort: Any, device: str | None) -> list[Any]:
 class OrtEngine(Engine):
     backend = "onnxruntime"
 
-    def __init__(self, model_path: Path, metadata: dict[str, Any], device: str | None = None,
+    def __init__(self, model_path: Path, metadata: Manifest, device: str | None = None,
                  engine_dir: Path | None = None, threads: int | None = None,
                  inter_threads: int | None = None, optimization: str = "all",
                  spin: bool | None = None):
@@ -149,16 +150,16 @@ class OrtBackend(Backend):
               force: bool = False, **opts: Any) -> Path:
         """Copy the graph beside a manifest holding the session options; check it opens and runs."""
         src_manifest, onnx_path = single_graph(artifact_dir)
-        if precision != src_manifest.get("precision"):
+        if precision != src_manifest.precision:
             hint = (f"run `{recipes.recipe(self.name, precision).quantize_command(str(artifact_dir))}` first and build "
                     "from its output")
-            raise InputError(f"onnxruntime runs the graph as exported ({src_manifest.get('precision')}); "
+            raise InputError(f"onnxruntime runs the graph as exported ({src_manifest.precision}); "
                              f"for {precision} {hint}")
         sess_opts = {"threads": opts.pop("threads", None), "inter_threads": opts.pop("inter_threads", None),
                      "optimization": opts.pop("optimization", "all"), "spin": opts.pop("spin", None)}
         if opts:
             raise InputError(f"unknown onnxruntime build options {sorted(opts)}")
-        external = [f for f in src_manifest.get("files", {})
+        external = [f for f in src_manifest.files
                     if f != onnx_path.name and not f.endswith(".onnx") and not f.endswith(".json")]
         with staging_dir(out, force=force) as tmp:
             shutil.copy2(onnx_path, tmp / ENGINE_FILE)
@@ -172,30 +173,30 @@ class OrtBackend(Backend):
             eng = OrtEngine(tmp / ENGINE_FILE, m, device, **sess_opts)
             ref = self.load(Path(artifact_dir))
             try:
-                m["parity"] = parity_vs(ref, eng, validation_tiles(eng.config), "onnxruntime on the source artifact")
-                m["extra"]["providers"] = eng.providers
+                m.parity = parity_vs(ref, eng, validation_tiles(eng.config), "onnxruntime on the source artifact")
+                m.extra["providers"] = eng.providers
             finally:
                 eng.close()
                 ref.close()
-            if m["parity"]["tokens"]["overall"] < MIN_BUILD_TOKENS:
-                raise ParityError(f"the built engine keeps {m['parity']['tokens']['overall']:.2%} of the source's "
+            if m.parity["tokens"]["overall"] < MIN_BUILD_TOKENS:
+                raise ParityError(f"the built engine keeps {m.parity['tokens']['overall']:.2%} of the source's "
                                   f"tokens on held-out tiles (< {MIN_BUILD_TOKENS:.0%}); nothing was written. "
                                   "Try --device cpu or the default session options")
-            m["extra"]["golden"] = ship_golden(src_manifest, Path(artifact_dir), tmp)
+            m.extra["golden"] = ship_golden(src_manifest, Path(artifact_dir), tmp)
             write_manifest(tmp, m)
         return out
 
     def load(self, engine_dir: Path, device: str | None = None, **opts: Any) -> OrtEngine:
         m = load_verified(engine_dir)
-        if m.get("kind") == "onnx":
+        if m.kind == "onnx":
             m, path = single_graph(engine_dir)
             session: dict[str, Any] = {}
-        elif m.get("backend") == self.name:
-            path = listed_file(engine_dir, m, m["extra"]["files"]["engine"])
-            session = dict(m["extra"].get("session") or {})
-            device = device or m["extra"].get("device")
+        elif m.backend == self.name:
+            path = listed_file(engine_dir, m, m.engine_file)
+            session = dict(m.extra.get("session") or {})
+            device = device or m.extra.get("device")
         else:
-            raise ArtifactError(f"'{engine_dir}' is a {m.get('backend')} engine; load it with that backend")
+            raise ArtifactError(f"'{engine_dir}' is a {m.backend} engine; load it with that backend")
         session.update({k: v for k, v in opts.items() if v is not None})
         unknown = set(session) - {"threads", "inter_threads", "optimization", "spin"}
         if unknown:
@@ -203,8 +204,8 @@ class OrtBackend(Backend):
         return OrtEngine(path, m, device, Path(engine_dir), **session)
 
 
-def _graph_batch(manifest: dict[str, Any]) -> int:
-    for g in (manifest.get("graphs") or {}).values():
+def _graph_batch(manifest: Manifest) -> int:
+    for g in manifest.graphs.values():
         for io in g.get("inputs", []):
             shape = io.get("shape") or []
             if shape and isinstance(shape[0], int):

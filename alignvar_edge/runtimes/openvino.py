@@ -43,7 +43,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from alignvar_edge.errors import ArtifactError, BackendUnavailableError, HalfPrecisionError, InputError
-from alignvar_edge.export.manifest import artifact_dir as staging_dir, listed_file, load_verified, write_manifest
+from alignvar_edge.manifest import Manifest, listed_file, load_verified, write_manifest
+from alignvar_edge.manifest import artifact_dir as staging_dir
 from alignvar_edge.runtimes.artifacts import (check_calibration, engine_manifest, parity_vs,
                                               single_graph, validation_tiles)
 from alignvar_edge.runtimes.base import (SR, Backend, Engine, TensorSpec, input_roles,
@@ -100,7 +101,7 @@ def compile_config(device: str, parity: bool, threads: int | None, hint: str | N
 class OpenVINOEngine(Engine):
     backend = "openvino"
 
-    def __init__(self, model_path: Path, metadata: dict[str, Any], device: str = "CPU",
+    def __init__(self, model_path: Path, metadata: Manifest, device: str = "CPU",
                  engine_dir: Path | None = None, parity: bool = True, threads: int | None = None,
                  hint: str | None = None, cache_dir: str | None = None):
         import openvino as ov
@@ -114,7 +115,7 @@ class OpenVINOEngine(Engine):
             # the NPU compiles static shapes only; dynamic exports get the manifest's tile shape
             t = config.lr_size
             model.reshape({model.inputs[0].get_any_name(): [_static_batch(metadata), 3, t, t]})
-        precision = str(metadata.get("precision", "fp32"))
+        precision = metadata.precision or "fp32"
         self.compile_config = compile_config(device, parity, threads, hint, precision)
         self.compiled = core.compile_model(model, device, self.compile_config)
         self.expected_precision = inference_precision(precision, device)
@@ -176,8 +177,8 @@ class OpenVINOEngine(Engine):
         self.compiled = None
 
 
-def _static_batch(metadata: dict[str, Any]) -> int:
-    for g in (metadata.get("graphs") or {}).values():
+def _static_batch(metadata: Manifest) -> int:
+    for g in metadata.graphs.values():
         for io in g.get("inputs", []):
             shape = io.get("shape") or []
             if shape and isinstance(shape[0], int) and shape[0] > 0:
@@ -325,9 +326,9 @@ def _group_of(onnx_path: Path) -> dict[str, str]:
 
 def _check_half(m: dict[str, Any], min_tokens: float, device: str) -> None:
     """A bf16 / fp16 build keeps the tokens or is not written (see the module docstring)."""
-    tokens = m["parity"]["tokens"]["overall"]
+    tokens = m.parity["tokens"]["overall"]
     if tokens < min_tokens:
-        raise HalfPrecisionError(f"OpenVINO {device} {m['precision']} keeps {tokens:.2%} of the fp32 tokens "
+        raise HalfPrecisionError(f"OpenVINO {device} {m.precision} keeps {tokens:.2%} of the fp32 tokens "
                             f"(< {min_tokens:.0%}) and its plugin ignores per-node f32 islands; nothing was "
                             "written. Build --precision fp32, or on a GPU/NPU an fp16 ONNX from "
                             "`alignvar-edge quantize --precision fp16` (searched f32 groups)")
@@ -348,9 +349,9 @@ class OpenVINOBackend(Backend):
         import openvino as ov
         recipes.recipe(self.name, precision)     # an unknown precision: one line naming the known
         src, onnx_path = single_graph(artifact_dir)
-        if src.get("precision") != "fp32":
+        if src.precision != "fp32":
             raise InputError(f"build OpenVINO engines from the fp32 export (this one is "
-                             f"{src.get('precision')}): NNCF does its own quantization")
+                             f"{src.precision}): NNCF does its own quantization")
         config = config_from_manifest(src)
         device = (device or "CPU").upper()
         preset = opts.pop("preset", "performance")
@@ -381,18 +382,18 @@ class OpenVINOBackend(Backend):
                                     batch=batch, extra=extra, quantization=recipe, calibration=calib_info)
                 if not checking:
                     break
-                m["parity"] = self._check(tmp / XML, m, Path(artifact_dir), device, onnx_path)
+                m.parity = self._check(tmp / XML, m, Path(artifact_dir), device, onnx_path)
                 if inference_precision(precision, device) != "f32":     # half arithmetic: keep the tokens
                     _check_half(m, min_tokens, device)
                 if recipe is None:
                     break
-                tokens = m["parity"]["tokens"]["overall"]
+                tokens = m.parity["tokens"]["overall"]
                 ladder.append({"rung": rung, "token_agreement": round(tokens, 5),
-                               "psnr_db": m["parity"].get("psnr_db"), "int8_policy": policy.to_dict()})
+                               "psnr_db": m.parity.get("psnr_db"), "int8_policy": policy.to_dict()})
                 recipe["ladder"] = ladder
                 if tokens >= min_tokens:
                     break
-            m["extra"]["golden"] = ship_golden(src, Path(artifact_dir), tmp)
+            m.extra["golden"] = ship_golden(src, Path(artifact_dir), tmp)
             write_manifest(tmp, m)
         return out
 
@@ -430,7 +431,7 @@ class OpenVINOBackend(Backend):
             return model, {"tool": "nncf.compress_weights", "mode": "INT8_ASYM", "weights_only": True}
         return model, None
 
-    def _check(self, xml: Path, m: dict[str, Any], src_dir: Path, device: str, onnx_path: Path) -> dict[str, Any]:
+    def _check(self, xml: Path, m: Manifest, src_dir: Path, device: str, onnx_path: Path) -> dict[str, Any]:
         """Parity of the new engine against ONNX Runtime on the fp32 export (held-out tiles)."""
         from alignvar_edge.runtimes.onnxruntime import BACKEND as ORT
         try:
@@ -438,12 +439,12 @@ class OpenVINOBackend(Backend):
         except RuntimeError as e:      # OpenVINO's compile errors: keep the one line that matters
             detail = next((ln for ln in str(e).splitlines() if "Requested" in ln or "Check" in ln),
                           str(e).splitlines()[0] if str(e) else type(e).__name__)
-            raise ArtifactError(f"OpenVINO {device} cannot compile the {m['precision']} model it just "
+            raise ArtifactError(f"OpenVINO {device} cannot compile the {m.precision} model it just "
                                 f"built ({detail.strip()}); nothing was written. Try another precision "
                                 "or report it with `alignvar-edge doctor` output") from e
         ref = ORT.load(src_dir)
         try:
-            m["extra"]["compute_precision"] = eng.runtime_precision(_group_of(onnx_path))
+            m.extra["compute_precision"] = eng.runtime_precision(_group_of(onnx_path))
             return parity_vs(ref, eng, validation_tiles(eng.config), "onnxruntime fp32 (source export)")
         finally:
             eng.close()
@@ -451,13 +452,13 @@ class OpenVINOBackend(Backend):
 
     def load(self, engine_dir: Path, device: str | None = None, **opts: Any) -> OpenVINOEngine:
         m = load_verified(engine_dir)
-        if m.get("kind") == "onnx":              # OpenVINO reads ONNX directly
+        if m.kind == "onnx":              # OpenVINO reads ONNX directly
             m, path = single_graph(engine_dir)
-        elif m.get("backend") == self.name:
-            path = listed_file(engine_dir, m, m["extra"]["files"]["engine"])
-            device = device or m["extra"].get("device")
+        elif m.backend == self.name:
+            path = listed_file(engine_dir, m, m.engine_file)
+            device = device or m.extra.get("device")
         else:
-            raise ArtifactError(f"'{engine_dir}' is a {m.get('backend')} engine; load it with that backend")
+            raise ArtifactError(f"'{engine_dir}' is a {m.backend} engine; load it with that backend")
         device = (device or "CPU").upper()
         if _device_kind(device) not in ("AUTO", "MULTI", "HETERO") and device not in self.devices():
             raise BackendUnavailableError(f"OpenVINO device {device} is not present here (devices: "

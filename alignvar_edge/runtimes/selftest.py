@@ -22,6 +22,7 @@ import numpy as np
 
 from alignvar_edge.errors import ArtifactError, BackendUnavailableError, CheckpointError
 from alignvar_edge.recipes import recipe
+from alignvar_edge.manifest import Manifest
 
 GOLDEN_FILE = "golden.safetensors"
 Log = Callable[[str], None]
@@ -79,7 +80,7 @@ def load_golden(model_dir: Path) -> tuple[np.ndarray, np.ndarray, list[np.ndarra
     return lr, sr, tokens
 
 
-def ship_golden(src_manifest: dict[str, Any] | None, src_dir: Path, dest: Path) -> dict[str, Any] | None:
+def ship_golden(src_manifest: Manifest | None, src_dir: Path, dest: Path) -> dict[str, Any] | None:
     """Put golden outputs for the model behind `src_dir` into an engine directory being built
     (`dest`), so `selftest --engine` checks the engine on the device without the package's model
     or PyTorch. Returns the manifest's `extra.golden` entry, or None when there is no reference.
@@ -107,7 +108,7 @@ def ship_golden(src_manifest: dict[str, Any] | None, src_dir: Path, dest: Path) 
         else:
             shutil.copy2(ckpt / GOLDEN_FILE, out)
             return _golden_entry(out, f"checkpoint {ckpt.name}")
-    if src_manifest and src_manifest.get("kind") == "onnx" and src_manifest.get("precision") == "fp32":
+    if src_manifest and src_manifest.kind == "onnx" and src_manifest.precision == "fp32":
         from alignvar_edge.runtimes.artifacts import validation_tiles
         from alignvar_edge.runtimes.base import config_from_manifest
         from alignvar_edge.runtimes.onnxruntime import BACKEND as ORT
@@ -154,7 +155,7 @@ def cached_export(ckpt: Path, log: Log) -> tuple[Path, float, bool]:
         return out, 0.0, True
     log(f"exporting {ckpt.name} to ONNX (once; cached in {out.parent})")
     t0 = time.perf_counter()
-    export_onnx(load_pretrained(ckpt), out, graph="single", source=str(ckpt), force=True, checkpoint=ckpt)
+    export_onnx(load_pretrained(ckpt), out, graph="single", force=True, checkpoint=ckpt)
     return out, time.perf_counter() - t0, False
 
 
@@ -221,7 +222,7 @@ def selftest(backend: str, model: str = "alignvar-tiny", device: str | None = No
             try:
                 sr, tok = engine.run(lr)
             except BackendUnavailableError as e:          # Core ML off macOS: built and validated only
-                ex = engine.metadata.get("extra", {})
+                ex = engine.metadata.extra
                 spec = ex.get("spec") or {}
                 report.update(result="BUILT-ONLY", reason=str(e),
                               validation={"valid": spec.get("valid"), "ops": spec.get("ops"),
@@ -276,9 +277,9 @@ def selftest_engine(engine_dir: str | os.PathLike[str], device: str | None = Non
         m = engine.metadata
         report: dict[str, Any] = {
             "alignvar_edge": __version__, "backend": b.name, "backend_version": b.version(),
-            "host": host_info(), "model": f"{(m.get('model') or {}).get('name')} engine {root}",
-            "weights_sha256": str((m.get("model") or {}).get("weights_sha256") or "-")[:16],
-            "precision": m.get("precision", "fp32"), "golden_tiles": int(lr.shape[0]),
+            "host": host_info(), "model": f"{m.model.name} engine {root}",
+            "weights_sha256": (m.model.weights_sha256 or "-")[:16],
+            "precision": m.precision or "fp32", "golden_tiles": int(lr.shape[0]),
             "golden_reference": meta.get("reference", "PyTorch"), "device": engine.device}
         log(f"running {len(lr)} golden tiles on {engine!r}")
         sr, tok = engine.run(lr)

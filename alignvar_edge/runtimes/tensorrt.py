@@ -19,6 +19,7 @@ PyTorch has CUDA, else cuda-python (`cuda.bindings.runtime`).
 """
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 from collections.abc import Iterable
@@ -27,8 +28,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from alignvar_edge.errors import ArtifactError, BackendUnavailableError, InputError
-from alignvar_edge.export.manifest import artifact_dir as staging_dir
-from alignvar_edge.export.manifest import listed_file, load_verified, new_manifest, write_manifest
+from alignvar_edge.manifest import artifact_dir as staging_dir
+from alignvar_edge.manifest import Manifest, listed_file, load_verified, new_manifest, write_manifest
 from alignvar_edge.runtimes.artifacts import engine_manifest, single_graph
 from alignvar_edge.runtimes.base import (INPUT, SR, Backend, Engine, TensorSpec, input_roles,
                                          config_from_manifest, token_name)
@@ -167,9 +168,9 @@ def _f32_layers(onnx_path: Path, half: Any) -> list[str]:
     return sorted(policy.f32_nodes(onnx.load(str(onnx_path), load_external_data=False)))
 
 
-def check_compatible(manifest: dict[str, Any], trt_version: str, gpu: dict[str, Any] | None) -> None:
+def check_compatible(manifest: Manifest, trt_version: str, gpu: dict[str, Any] | None) -> None:
     """Refuse an engine built for another TensorRT version or GPU architecture."""
-    ex = manifest.get("extra", {})
+    ex = manifest.extra
     built_v, built_cc = ex.get("tensorrt_version"), ex.get("compute_capability")
     # `adopt` may only know trtexec's three-part version (10.3.0) of a four-part build (10.3.0.30)
     same = built_v == trt_version or (isinstance(built_v, str) and built_v.count(".") == 2
@@ -275,14 +276,14 @@ class _CudaPythonBuffers:
 class TensorRTEngine(Engine):
     backend = "tensorrt"
 
-    def __init__(self, engine_path: Path, metadata: dict[str, Any], device: str = "cuda:0",
+    def __init__(self, engine_path: Path, metadata: Manifest, device: str = "cuda:0",
                  engine_dir: Path | None = None):
         import tensorrt as trt
         config = config_from_manifest(metadata)
         index = int(device.partition(":")[2] or 0)
         check_compatible(metadata, trt.__version__, gpu_info(index))
         self.runtime = trt.Runtime(_logger())
-        dla = (metadata.get("extra") or {}).get("dla_core")
+        dla = metadata.extra.get("dla_core")
         if dla is not None:                      # an engine built for a DLA core runs on that core
             self.runtime.DLA_core = int(dla)
         self.engine = self.runtime.deserialize_cuda_engine(engine_path.read_bytes())
@@ -387,11 +388,11 @@ class TensorRTBackend(Backend):
         if kit or not ok:
             # plan for the newest API we know; the script re-plans on the device
             major = trt_major(self.version() or "10")
-            plan = network_plan(major, precision, src.get("precision", "fp32"), f32_layers)
+            plan = network_plan(major, precision, src.precision or "fp32", f32_layers)
             return self._write_kit(src, Path(artifact_dir), onnx_path, out, plan, precision,
                                    workspace, opt_level, force, why)
         import tensorrt as trt
-        plan = network_plan(trt_major(trt.__version__), precision, src.get("precision", "fp32"), f32_layers)
+        plan = network_plan(trt_major(trt.__version__), precision, src.precision or "fp32", f32_layers)
         index = int((device or "cuda:0").partition(":")[2] or 0)
         gpu = gpu_info(index)
         assert gpu is not None
@@ -399,7 +400,7 @@ class TensorRTBackend(Backend):
             shutil.copy2(onnx_path, tmp / ONNX)
             cache = tmp / CACHE
             prior = Path(artifact_dir) / CACHE
-            if CACHE in (src.get("files") or {}) and prior.is_file():     # only a cache the manifest vouches for
+            if CACHE in src.files and prior.is_file():     # only a cache the manifest vouches for
                 shutil.copy2(prior, cache)
             (tmp / ENGINE).write_bytes(build_engine(onnx_path, plan, cache, workspace, opt_level))
             extra = {"tensorrt_version": trt.__version__, "compute_capability": gpu["compute_capability"],
@@ -407,60 +408,59 @@ class TensorRTBackend(Backend):
                      "trtexec": " ".join(trtexec_command(plan, workspace_mib=workspace, opt_level=opt_level))}
             m = engine_manifest(src, Path(artifact_dir), self.name, precision, {"engine": ENGINE},
                                 batch=_batch(src), extra=extra)
-            m["extra"]["golden"] = ship_golden(src, Path(artifact_dir), tmp)
-            write_build_files(tmp, m, precision, src.get("precision", "fp32"), workspace, opt_level,
+            m.extra["golden"] = ship_golden(src, Path(artifact_dir), tmp)
+            write_build_files(tmp, m, precision, src.precision or "fp32", workspace, opt_level,
                               plan.get("f32_layers", []))
             write_manifest(tmp, m)
         return out
 
-    def _write_kit(self, src: dict[str, Any], src_dir: Path, onnx_path: Path, out: Path,
+    def _write_kit(self, src: Manifest, src_dir: Path, onnx_path: Path, out: Path,
                    plan: dict[str, Any], precision: str, workspace: int | None, opt_level: int,
                    force: bool, why: str) -> Path:
         """The export plus trtexec.txt and build_on_device.sh: an ONNX artifact that also builds."""
         with staging_dir(out, force=force) as tmp:
             shutil.copy2(onnx_path, tmp / ONNX)
-            graphs = {name: {**g, "file": ONNX} for name, g in (src.get("graphs") or {}).items()}
-            extra = dict(src.get("extra") or {})
+            graphs = {name: {**g, "file": ONNX} for name, g in src.graphs.items()}
+            extra = dict(src.extra)
             extra["tensorrt_kit"] = {"precision": precision, "plan": plan, "built_here": False,
                                      "reason": why or "kit requested", "source": str(src_dir),
                                      "trtexec": " ".join(trtexec_command(plan, workspace_mib=workspace,
                                                                          opt_level=opt_level))}
-            m = new_manifest("onnx", src.get("backend", "onnx"), src.get("graph", "single"),
-                             src.get("precision", "fp32"), src["model"], graphs=graphs,
-                             opset=src.get("opset"), quantization=src.get("quantization"),
-                             calibration=src.get("calibration"), parity=src.get("parity"), extra=extra)
+            m = new_manifest("onnx", src.backend or "onnx", src.graph or "single",
+                             src.precision or "fp32", src.model, graphs=graphs,
+                             opset=src.opset, quantization=src.quantization,
+                             calibration=src.calibration, parity=src.parity, extra=extra)
             extra["golden"] = ship_golden(src, src_dir, tmp)
-            write_build_files(tmp, m, precision, src.get("precision", "fp32"), workspace, opt_level,
+            write_build_files(tmp, m, precision, src.precision or "fp32", workspace, opt_level,
                               plan.get("f32_layers", []))
             write_manifest(tmp, m)
         return out
 
     def load(self, engine_dir: Path, device: str | None = None, **opts: Any) -> TensorRTEngine:
         m = load_verified(engine_dir)
-        if m.get("kind") == "onnx":
+        if m.kind == "onnx":
             raise ArtifactError(f"'{engine_dir}' holds ONNX (a TensorRT build kit or an export), not a "
                                 f"TensorRT engine: run `sh {SCRIPT_FILE}` there, or "
                                 "`alignvar-edge build DIR --target tensorrt` on the device")
-        if m.get("backend") != self.name:
-            raise ArtifactError(f"'{engine_dir}' is a {m.get('backend')} engine; load it with that backend")
+        if m.backend != self.name:
+            raise ArtifactError(f"'{engine_dir}' is a {m.backend} engine; load it with that backend")
         if opts:
             raise InputError(f"unknown tensorrt options {sorted(opts)}")
-        return TensorRTEngine(listed_file(engine_dir, m, m["extra"]["files"]["engine"]), m,
-                              device or m["extra"].get("device", "cuda:0"), Path(engine_dir))
+        return TensorRTEngine(listed_file(engine_dir, m, m.engine_file), m,
+                              device or m.extra.get("device", "cuda:0"), Path(engine_dir))
 
 
-def _source(path: Path) -> tuple[dict[str, Any], Path]:
+def _source(path: Path) -> tuple[Manifest, Path]:
     """An ONNX export or kit; or a TensorRT engine dir (it keeps its ONNX so it can be rebuilt)."""
     m = load_verified(path)
-    if m.get("kind") == "engine" and m.get("backend") == "tensorrt":
-        src = dict(m)
-        src["precision"] = (m["extra"].get("source") or {}).get("precision") or m["precision"]
-        return src, path / ONNX
+    if m.kind == "engine" and m.backend == "tensorrt":
+        built = m.built_from
+        return dataclasses.replace(m, precision=(built.precision if built else None) or m.precision), path / ONNX
     return single_graph(path)
 
 
-def _batch(src: dict[str, Any]) -> int:
-    for g in (src.get("graphs") or {}).values():
+def _batch(src: Manifest) -> int:
+    for g in src.graphs.values():
         for io in g.get("inputs", []):
             shape = io.get("shape") or []
             if shape and isinstance(shape[0], int):

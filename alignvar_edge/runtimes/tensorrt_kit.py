@@ -17,6 +17,7 @@ from typing import Any
 
 from alignvar_edge.errors import InputError
 from alignvar_edge.recipes import precisions, recipe
+from alignvar_edge.manifest import Manifest
 
 README_FILE, LOG_FILE = "README.md", "trtexec.log"
 # JetPack 6.1 and 6.2 (Jetson Linux 36.4.x): TensorRT 10.3, CUDA 12.6, Python 3.10, Ubuntu 22.04
@@ -41,9 +42,9 @@ def precision_flags(kit_precision: str, f32_layers: list[str] | tuple[str, ...] 
     return out
 
 
-def f32_layers_of(manifest: dict[str, Any]) -> list[str]:
+def f32_layers_of(manifest: Manifest) -> list[str]:
     """The f32 layers a kit's or engine's plan carries (the half policy's f32 groups)."""
-    extra = manifest.get("extra") or {}
+    extra = manifest.extra
     plan = (extra.get("tensorrt_kit") or {}).get("plan") or extra.get("plan") or {}
     return list(plan.get("f32_layers") or [])
 
@@ -157,13 +158,11 @@ echo "done: engine directory $OUT, parity $OUT-selftest.json, bench report $OUT-
 """
 
 
-def kit_readme(manifest: dict[str, Any], precision: str, kit_precision: str) -> str:
+def kit_readme(manifest: Manifest, precision: str, kit_precision: str) -> str:
     """README.md of a kit: the exact steps on JetPack 6.1/6.2, with this kit's names and numbers."""
-    model = manifest.get("model") or {}
-    cfg = model.get("config", model)
-    name = model.get("name") or cfg.get("name") or "the model"
-    from alignvar_edge.export.manifest import input_contract
-    c = manifest.get("input_contract") or input_contract(manifest) or {}
+    name = manifest.model.name or (manifest.config or {}).get("name") or "the model"
+    from alignvar_edge.manifest import input_contract
+    c = input_contract(manifest) or {}
     flags = precision_flags(kit_precision, f32_layers_of(manifest))
     table = "\n".join(f"| {p} | {'`' + f + '`' if f and not f.startswith('ERROR') else ('(none)' if not f else 'not from this kit: ' + f[7:])} |"
                       for p, f in flags.items())
@@ -288,7 +287,7 @@ on TensorRT 8.4 and 10.x summary formats, and `adopt` is tested with such a log.
 """
 
 
-def write_build_files(root: Path, manifest: dict[str, Any], precision: str, kit_precision: str,
+def write_build_files(root: Path, manifest: Manifest, precision: str, kit_precision: str,
                       workspace_mib: int | None, opt_level: int, f32_layers: list[str] | tuple[str, ...] = ()) -> None:
     """trtexec.txt, build_on_device.sh and README.md into a kit or engine directory."""
     from alignvar_edge.runtimes.tensorrt import SCRIPT_FILE, TRTEXEC_FILE, network_plan, trtexec_command
@@ -311,7 +310,7 @@ def adopt(engine_file: str | Path, like: str | Path, out: str | Path, log: str |
     else the kit's. When TensorRT runs here the engine is checked against the golden outputs and
     the figures go into the manifest's parity (a FAIL writes nothing)."""
     from alignvar_edge.bench.device import parse_trtexec_log
-    from alignvar_edge.export.manifest import artifact_dir, sha256_file, write_manifest
+    from alignvar_edge.manifest import artifact_dir, sha256_file, write_manifest
     from alignvar_edge.runtimes import tensorrt as T
     from alignvar_edge.runtimes.artifacts import engine_manifest
     from alignvar_edge.runtimes.selftest import ship_golden
@@ -328,8 +327,8 @@ def adopt(engine_file: str | Path, like: str | Path, out: str | Path, log: str |
     if not trt_version or not cc:
         raise InputError("adopt needs the TensorRT version and GPU the engine was built for: run it where "
                          "`import tensorrt` works on that GPU, or pass --log with trtexec's full output")
-    kit_precision = str(src.get("precision", "fp32"))
-    precision = precision or parsed.get("precision") or (src.get("extra", {}).get("tensorrt_kit") or {}).get(
+    kit_precision = src.precision or "fp32"
+    precision = precision or parsed.get("precision") or (src.extra.get("tensorrt_kit") or {}).get(
         "precision") or kit_precision
     if dla_core is None:
         dla_core = parsed.get("dla_core")
@@ -347,15 +346,15 @@ def adopt(engine_file: str | Path, like: str | Path, out: str | Path, log: str |
                              "versions_from": "this machine" if usable else "trtexec log"}}
         m = engine_manifest(src, like, "tensorrt", precision, {"engine": T.ENGINE}, batch=T._batch(src),
                             extra=extra)
-        m["extra"]["golden"] = ship_golden(src, like, tmp)
+        m.extra["golden"] = ship_golden(src, like, tmp)
         write_build_files(tmp, m, precision, kit_precision, None, 3)
-        if usable and m["extra"]["golden"]:
-            m["parity"] = _check_against_golden(tmp, m)
+        if usable and m.extra["golden"]:
+            m.parity = _check_against_golden(tmp, m)
         write_manifest(tmp, m)
     return out
 
 
-def _check_against_golden(root: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+def _check_against_golden(root: Path, manifest: Manifest) -> dict[str, Any]:
     from alignvar_edge.errors import ParityError
     from alignvar_edge.export.parity import psnr, token_agreement
     from alignvar_edge.runtimes.selftest import GOLDEN_FILE, read_golden
@@ -364,11 +363,11 @@ def _check_against_golden(root: Path, manifest: dict[str, Any]) -> dict[str, Any
     with TensorRTEngine(root / ENGINE, manifest, "cuda:0", root) as engine:
         sr, tok = engine.run(lr)
     agree, p = token_agreement(gtok, tok), psnr(gsr, sr)
-    r = recipe("tensorrt", manifest["precision"])
+    r = recipe("tensorrt", manifest.precision)
     tok_min, psnr_min = r.tokens, r.psnr_db
     if agree["overall"] < tok_min or p < psnr_min:
         raise ParityError(f"the adopted engine gives {agree['overall']:.2%} of the golden tokens and "
-                          f"{p:.1f} dB (needs {tok_min:.0%} and {psnr_min} dB for {manifest['precision']}); "
+                          f"{p:.1f} dB (needs {tok_min:.0%} and {psnr_min} dB for {manifest.precision}); "
                           "rebuild it from this kit's model.onnx with the flags in README.md")
     return {"tokens": agree, "psnr_db": round(p, 2), "reference": meta.get("reference", "PyTorch") + " (golden)",
             "tiles": int(lr.shape[0]), "passed": True}

@@ -22,6 +22,7 @@ from typing import Protocol
 import numpy as np
 
 from alignvar_edge.errors import InputError
+from alignvar_edge.manifest import default_overlap   # the overlap every input contract states
 
 __all__ = ["TileRunner", "default_overlap", "tile_starts", "blend_window", "upscale_rgb",
            "iter_upscale_rgb", "upscale_image", "upscale_plane_bicubic", "extract_tiles",
@@ -41,11 +42,6 @@ class TileRunner(Protocol):
     def batch(self) -> int: ...
 
     def run(self, lr_tiles: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]: ...
-
-
-def default_overlap(tile: int) -> int:
-    """A quarter of the tile: wide enough for the cross-fade to hide tile-edge effects."""
-    return max(1, tile // 4)
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:

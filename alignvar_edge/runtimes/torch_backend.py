@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 
 from alignvar_edge.errors import ArtifactError, BackendUnavailableError, InputError
-from alignvar_edge.export.manifest import artifact_dir as staging_dir, load_verified, new_manifest, write_manifest
-from alignvar_edge.runtimes.artifacts import checkpoint_dir, checkpoint_record, graph_io, is_checkpoint
+from alignvar_edge.manifest import Manifest, ModelInfo, ModelSource, load_verified, new_manifest, write_manifest
+from alignvar_edge.manifest import artifact_dir as staging_dir
+from alignvar_edge.runtimes.artifacts import checkpoint_dir, checkpoint_source, graph_io, is_checkpoint
 from alignvar_edge.runtimes.base import INPUT, SR, Backend, Engine, TensorSpec, token_name
 from alignvar_edge import recipes
 
@@ -27,7 +28,7 @@ DEFAULT_BATCH = 4          # tiles per call when none is given (eager takes any 
 class TorchEngine(Engine):
     backend = "torch"
 
-    def __init__(self, model: Any, metadata: dict[str, Any], device: str = "cpu",
+    def __init__(self, model: Any, metadata: Manifest, device: str = "cpu",
                  precision: str = "fp32", batch: int = DEFAULT_BATCH, engine_dir: Path | None = None):
         import torch
         recipes.recipe("torch", precision)
@@ -42,7 +43,7 @@ class TorchEngine(Engine):
                    batch: int = DEFAULT_BATCH) -> TorchEngine:
         """Wrap an in-memory AlignVAR (e.g. the reference inside `compare`, or a test model)."""
         meta = new_manifest("engine", "torch", "eager", precision,
-                            {"name": model.config.name, "config": model.config.to_dict()})
+                            ModelInfo(name=model.config.name, source=ModelSource.memory(), config=model.config.to_dict()))
         return cls(model, meta, device, precision, batch)
 
     @property
@@ -105,7 +106,7 @@ class TorchBackend(Backend):
                 shutil.copy2(src / f, tmp / f)
             load_pretrained(tmp)          # a build is proof: these exact files load as this model
             m = new_manifest("engine", "torch", "eager", precision,
-                             {"name": config.name, "config": config.to_dict(), "checkpoint": checkpoint_record(src)},
+                             ModelInfo(name=config.name, source=checkpoint_source(src), config=config.to_dict()),
                              graphs={"eager": {"file": WEIGHTS_FILE, **graph_io(config, -1)}},
                              extra={"source": {"path": str(src)}, "device": device})
             write_manifest(tmp, m)
@@ -127,15 +128,16 @@ class TorchBackend(Backend):
         if is_checkpoint(engine_dir):
             model = load_pretrained(engine_dir)
             meta = new_manifest("engine", "torch", "eager", precision or "fp32",
-                                {"name": model.config.name, "config": model.config.to_dict()},
+                                ModelInfo(name=model.config.name, source=checkpoint_source(engine_dir, hashed=False),
+                                          config=model.config.to_dict()),
                                 extra={"source": {"path": str(engine_dir)}})
             return TorchEngine(model, meta, self.check_device(device), precision or "fp32", batch)
         m = load_verified(path)
-        if m.get("backend") != "torch":
-            raise ArtifactError(f"'{engine_dir}' is a {m.get('backend')} engine, not a torch one")
+        if m.backend != "torch":
+            raise ArtifactError(f"'{engine_dir}' is a {m.backend} engine, not a torch one")
         model = load_pretrained(path)    # the engine dir holds config.json + weights
-        return TorchEngine(model, m, self.check_device(device or m["extra"].get("device", "cpu")),
-                           precision or m["precision"], batch, Path(path))
+        return TorchEngine(model, m, self.check_device(device or m.extra.get("device", "cpu")),
+                           precision or m.precision, batch, Path(path))
 
 
 BACKEND = TorchBackend()

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from alignvar_edge.errors import CheckpointError, ConfigError, InputError, OutputExistsError
-from alignvar_edge.export.manifest import RUN_FILE, check_out
+from alignvar_edge.manifest import RUN_FILE, check_out
 from alignvar_edge.fsmodes import publish_mode
 from alignvar_edge.model import AlignVAR, AlignVARConfig
 from alignvar_edge.model.checkpoint import load_pretrained, save_pretrained

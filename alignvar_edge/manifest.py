@@ -1,0 +1,585 @@
+"""`manifest.json`: what an artifact directory holds, written last and atomically, verified on load.
+
+Every directory the toolkit produces (exported ONNX graphs, quantized graphs, built engines) is
+made by `artifact_dir(...)`: files go into a hidden temporary sibling, the manifest (with the
+SHA-256 of every file) is written last, and only then is the directory renamed into place. A run
+killed half-way leaves a hidden `.NAME.tmp-*` directory and never a directory that looks complete.
+
+Trust model (the manifest cannot vouch for itself; docs/reliability.md): `verify_files` accepts a
+directory only if `files` is non-empty, lists every file in it, each path stays inside it (no `..`,
+no absolute path, no symlink out), every graph file and ONNX external-data location is listed, and
+every hash matches; files are then opened through `listed_file` only. `check_out` is the one rule
+for replacing an output: --force replaces only an empty folder or one of ours (manifest.json or
+run.json), and `artifact_dir` re-checks it at the rename.
+
+Readers get a typed `Manifest` (`read_manifest`, `load_verified`), never the raw JSON. Schema
+(version 1; keys this version does not know are kept and written back unchanged):
+    schema_version   int
+    kind             "onnx" | "engine" | "deploy"
+    backend          "onnx" for exported graphs; the backend name for engines
+    graph            "single" | "staged"
+    precision        "fp32" | "fp16" | "int8" | "int8-weights" | ...
+    model            `ModelInfo`: name, config (the AlignVAR config dict), scale_schedule,
+                     parameters, weights_sha256 (state-dict hash), and where the weights came
+                     from (`ModelSource`): `provenance` (structured), `source` (its sentence,
+                     for people) and, for a checkpoint, `checkpoint` {path, sha256 of its files}
+    files            {relative path: sha256}
+    graphs           {graph name: {"file": path, "inputs": [io], "outputs": [io]}}, io = {name, shape, dtype}
+    opset            int | null
+    quantization     recipe dict | null
+    calibration      {"hash": str, "images": int, ...} | null
+    parity           dict of figures measured when the artifact was made | null
+    tools            {package: version}
+    created          ISO-8601 UTC
+    input_contract   what the graph's input expects, for anyone feeding it without this package
+                     (see `input_contract`): colour order, range, layout, dtype, tile, overlap,
+                     scale, batch; null for artifacts without a single-graph `lr` input
+    extra            backend-specific (e.g. TensorRT version and GPU compute capability; for an
+                     engine, `source`: the artifact it was built from, `files.engine`)
+
+Manifests written before `model.provenance` existed hold only the `source` sentence; reading one
+turns that sentence into a `ModelSource` once, here (`ModelSource.from_legacy`), and nowhere else.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as _dt
+import errno
+import hashlib
+import importlib.metadata
+import json
+import os
+import posixpath
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from alignvar_edge.errors import ArtifactError, OutputExistsError
+from alignvar_edge.fsmodes import publish_mode
+from alignvar_edge.onnx_wire import external_locations
+
+MANIFEST_FILE = "manifest.json"
+RUN_FILE = "run.json"          # marks a training run directory (alignvar_edge.train)
+OWN_MARKERS = (MANIFEST_FILE, RUN_FILE)
+SCHEMA_VERSION = 1
+TRACKED_TOOLS = ("alignvar-edge", "torch", "numpy", "onnx", "onnxruntime", "onnxscript", "openvino",
+                 "nncf", "coremltools", "tensorrt")
+SOURCE_KINDS = ("bundled", "checkpoint", "upstream", "preset", "memory", "other")
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def tool_versions(names: tuple[str, ...] = TRACKED_TOOLS) -> dict[str, str]:
+    out = {}
+    for n in names:
+        try:
+            out[n] = importlib.metadata.version(n)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def default_overlap(tile: int) -> int:
+    """A quarter of the tile: wide enough for the cross-fade to hide tile-edge effects (the
+    overlap every input contract states; `runtimes/tiling.py` cuts images with it)."""
+    return max(1, tile // 4)
+
+
+# ------------------------------------------------------------------------------------------------
+# where the weights came from
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ModelSource:
+    """Where an artifact's weights came from; `describe()` is the one sentence for people.
+
+    kind       "bundled" (name: a model shipped in the package), "checkpoint" (path, sha256),
+               "upstream" (a checkpoint `alignvar-edge import` converted: path, sha256, upstream),
+               "preset" (name, seed: seeded random weights), "memory" (a model handed in from
+               Python), "other" (text: what an API caller said, or an old manifest's sentence)
+    path       the checkpoint directory, absolute (relative only in old manifests)
+    sha256     {file name: SHA-256} of the checkpoint's config.json and model.safetensors
+    upstream   what the import recorded: {"kind": "varsr"|"var", "var": path, "vae": path}
+    """
+
+    kind: str
+    name: str | None = None
+    path: str | None = None
+    sha256: Mapping[str, str] = field(default_factory=dict)
+    seed: int | None = None
+    upstream: Mapping[str, Any] | None = None
+    text: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in SOURCE_KINDS:
+            raise ValueError(f"unknown model source kind {self.kind!r}; one of {SOURCE_KINDS}")
+
+    @classmethod
+    def preset(cls, name: str, seed: int) -> ModelSource:
+        return cls("preset", name=name, seed=int(seed))
+
+    @classmethod
+    def memory(cls, name: str | None = None) -> ModelSource:
+        return cls("memory", name=name)
+
+    @classmethod
+    def other(cls, text: str) -> ModelSource:
+        return cls("other", text=text)
+
+    @property
+    def reference(self) -> str | None:
+        """What loads these weights again: a checkpoint path or bundled name, `preset:NAME:SEED`
+        for seeded random weights; None for a model that only existed in memory."""
+        if self.kind == "preset":
+            return f"preset:{self.name}:{self.seed if self.seed is not None else 0}"
+        if self.kind in ("checkpoint", "upstream"):
+            return self.path
+        if self.kind == "bundled":
+            return self.name
+        return None
+
+    def describe(self) -> str:
+        if self.kind == "preset":
+            return f"preset {self.name}, random weights, seed {self.seed}"
+        if self.kind == "bundled":
+            return f"checkpoint {self.name} (bundled)"
+        if self.kind == "checkpoint":
+            return f"checkpoint {self.path}"
+        if self.kind == "upstream":
+            up = self.upstream or {}
+            files = ", ".join(str(up[k]) for k in ("var", "vae") if up.get(k))
+            return f"checkpoint {self.path}, imported from {up.get('kind', 'upstream')}" + (f" ({files})" if files else "")
+        if self.kind == "memory":
+            return "in-memory model" + (f" {self.name}" if self.name else "")
+        return self.text or "unknown"
+
+    def to_json(self) -> dict[str, Any]:
+        d = {"kind": self.kind, "name": self.name, "path": self.path, "sha256": dict(self.sha256) or None,
+             "seed": self.seed, "upstream": dict(self.upstream) if self.upstream else None, "text": self.text}
+        return {k: v for k, v in d.items() if v is not None}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> ModelSource:
+        kind = d.get("kind")
+        if kind not in SOURCE_KINDS:
+            raise ValueError(f"provenance kind {kind!r} is not one of {SOURCE_KINDS}")
+        seed = d.get("seed")
+        return cls(kind, name=d.get("name"), path=d.get("path"), sha256=dict(d.get("sha256") or {}),
+                   seed=int(seed) if seed is not None else None, upstream=d.get("upstream"), text=d.get("text"))
+
+    @classmethod
+    def from_legacy(cls, sentence: Any, checkpoint: Any) -> ModelSource:
+        """The source an old manifest (no `provenance`) states: its `checkpoint` record
+        {path, sha256}, or else the sentence the export wrote ('preset NAME, random weights, seed
+        N' / 'checkpoint NAME'). The only place such a sentence is ever read."""
+        text = sentence if isinstance(sentence, str) else None
+        if isinstance(checkpoint, Mapping) and isinstance(checkpoint.get("path"), str):
+            sha = checkpoint.get("sha256")
+            return cls("checkpoint", path=checkpoint["path"], sha256=dict(sha) if isinstance(sha, Mapping) else {})
+        if isinstance(checkpoint, str) and checkpoint:
+            return cls("checkpoint", path=checkpoint)
+        if text and text.startswith("preset ") and ", random weights" in text:
+            name, _, rest = text[len("preset "):].partition(",")
+            seed = rest.rsplit("seed", 1)[-1].strip() if "seed" in rest else "0"
+            return cls.preset(name.strip(), int(seed) if seed.isdigit() else 0)
+        if text and text.startswith("checkpoint ") and text[len("checkpoint "):].strip():
+            return cls("checkpoint", path=text[len("checkpoint "):].strip())
+        return cls.other(text or "unknown")
+
+
+_MODEL_KEYS = ("name", "source", "provenance", "checkpoint", "config", "scale_schedule", "parameters",
+               "weights_sha256")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """The manifest's `model` entry. `config` is the AlignVAR config as a dict (this module does
+    not import the model; `runtimes.base.config_from_manifest` builds the config object)."""
+
+    name: str | None = None
+    source: ModelSource = field(default_factory=lambda: ModelSource.other("unknown"))
+    config: Mapping[str, Any] | None = None
+    scale_schedule: tuple[int, ...] | None = None
+    parameters: Mapping[str, Any] | None = None
+    weights_sha256: str | None = None
+    other: Mapping[str, Any] = field(default_factory=dict)      # keys this version does not know
+
+    @property
+    def display_name(self) -> str:
+        return self.name or (self.config or {}).get("name") or "unknown"
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {**self.other, "name": self.name, "source": self.source.describe(),
+                             "provenance": self.source.to_json(), "config": dict(self.config) if self.config else None}
+        if self.source.path and self.source.sha256:         # the record older readers use
+            d["checkpoint"] = {"path": self.source.path, "sha256": dict(self.source.sha256)}
+        if self.scale_schedule is not None:
+            d["scale_schedule"] = list(self.scale_schedule)
+        if self.parameters is not None:
+            d["parameters"] = self.parameters
+        if self.weights_sha256 is not None:
+            d["weights_sha256"] = self.weights_sha256
+        return d
+
+    @classmethod
+    def from_json(cls, d: Any) -> ModelInfo:
+        if isinstance(d, ModelInfo):
+            return d
+        if not isinstance(d, Mapping):
+            raise ValueError("`model` is not an object")
+        if "config" not in d and "patch_nums" in d:       # the oldest form: `model` is the config itself
+            return cls(name=d.get("name"), config=dict(d))
+        prov = d.get("provenance")
+        source = (ModelSource.from_json(prov) if isinstance(prov, Mapping)
+                  else ModelSource.from_legacy(d.get("source"), d.get("checkpoint")))
+        sched = d.get("scale_schedule")
+        cfg = d.get("config")
+        return cls(name=d.get("name"), source=source, config=dict(cfg) if isinstance(cfg, Mapping) else None,
+                   scale_schedule=tuple(sched) if isinstance(sched, list) else None,
+                   parameters=d.get("parameters") if isinstance(d.get("parameters"), Mapping) else None,
+                   weights_sha256=d.get("weights_sha256") if isinstance(d.get("weights_sha256"), str) else None,
+                   other={k: v for k, v in d.items() if k not in _MODEL_KEYS})
+
+
+# ------------------------------------------------------------------------------------------------
+# the manifest
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BuiltFrom:
+    """An engine's `extra.source`: the artifact it was built from."""
+
+    path: str | None = None
+    backend: str | None = None
+    precision: str | None = None
+    manifest_sha256: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_TOP_KEYS = ("schema_version", "kind", "backend", "graph", "precision", "model", "files", "graphs", "opset",
+             "quantization", "calibration", "parity", "tools", "created", "input_contract", "extra")
+
+
+@dataclass
+class Manifest:
+    """A typed manifest.json. Mutable while a builder fills it (parity, extra), then written by
+    `write_manifest`; what `read_manifest` / `load_verified` return is to be read only.
+
+    `extra` is the backend's own (JSON) fields; `other` keeps top-level keys this version does not
+    know, so a newer manifest read and written back loses nothing."""
+
+    kind: str
+    backend: str
+    graph: str
+    precision: str
+    model: ModelInfo
+    files: dict[str, str] = field(default_factory=dict)
+    graphs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    opset: int | None = None
+    quantization: dict[str, Any] | None = None
+    calibration: dict[str, Any] | None = None
+    parity: dict[str, Any] | None = None
+    tools: dict[str, str] = field(default_factory=tool_versions)
+    created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    input_contract: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+    other: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def config(self) -> Mapping[str, Any] | None:
+        return self.model.config
+
+    @property
+    def source(self) -> ModelSource:
+        return self.model.source
+
+    @property
+    def engine_file(self) -> str | None:
+        """An engine's main file (`extra.files.engine`), relative to its directory."""
+        files = self.extra.get("files")
+        return files.get("engine") if isinstance(files, dict) else None
+
+    @property
+    def built_from(self) -> BuiltFrom | None:
+        """The artifact an engine was built from (`extra.source`), if it says."""
+        src = self.extra.get("source")
+        if not isinstance(src, Mapping):
+            return None
+        return BuiltFrom(**{f.name: src.get(f.name) for f in dataclasses.fields(BuiltFrom)})
+
+    @property
+    def tensorrt_kit(self) -> dict[str, Any] | None:
+        """A TensorRT build kit's record (`extra.tensorrt_kit`): the directory holds no engine yet."""
+        kit = self.extra.get("tensorrt_kit")
+        return kit if isinstance(kit, dict) and kit else None
+
+    def single_graph_entry(self) -> dict[str, Any] | None:
+        """The `graphs` entry of the single graph ('single', 'model', or the only one)."""
+        g = self.graphs.get("single") or self.graphs.get("model")
+        if g is None and len(self.graphs) == 1:
+            g = next(iter(self.graphs.values()))
+        return g if isinstance(g, dict) else None
+
+    def to_json(self) -> dict[str, Any]:
+        d = {**self.other}
+        for f in dataclasses.fields(self):
+            if f.name != "other":
+                d[f.name] = getattr(self, f.name)
+        d["model"] = self.model.to_json()
+        return d
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any], where: object = "the manifest") -> Manifest:
+        """Check each field's type and build the manifest; ArtifactError naming `where` if wrong."""
+        def want(key: str, types: type | tuple[type, ...], default: Any = None, required: bool = False) -> Any:
+            if d.get(key) is None:
+                if required:
+                    raise ArtifactError(f"{where} has no '{key}'; re-create the artifact")
+                return default
+            if not isinstance(d[key], types):
+                raise ArtifactError(f"{where} has a '{key}' of the wrong type ({type(d[key]).__name__}); "
+                                    "re-create the artifact")
+            return d[key]
+        try:
+            model = ModelInfo.from_json(d.get("model") or {})
+        except (TypeError, ValueError) as e:
+            raise ArtifactError(f"{where} has a 'model' entry that is not valid ({e}); re-create the artifact") from e
+        return cls(kind=want("kind", str, required=True), backend=want("backend", str, ""),
+                   graph=want("graph", str, ""), precision=want("precision", str, ""), model=model,
+                   files=want("files", dict, {}), graphs=want("graphs", dict, {}), opset=want("opset", int),
+                   quantization=want("quantization", dict), calibration=want("calibration", dict),
+                   parity=want("parity", dict), tools=want("tools", dict, {}), created=want("created", str, ""),
+                   input_contract=want("input_contract", dict), extra=want("extra", dict, {}),
+                   schema_version=d.get("schema_version", SCHEMA_VERSION),
+                   other={k: v for k, v in d.items() if k not in _TOP_KEYS})
+
+
+def new_manifest(kind: str, backend: str, graph: str, precision: str, model: ModelInfo | Mapping[str, Any],
+                 **fields: Any) -> Manifest:
+    names = {f.name for f in dataclasses.fields(Manifest)} - {"kind", "backend", "graph", "precision", "model",
+                                                              "schema_version", "other"}
+    unknown = set(fields) - names
+    if unknown:
+        raise ValueError(f"unknown manifest fields {sorted(unknown)}")
+    return Manifest(kind, backend, graph, precision, ModelInfo.from_json(model), **fields)
+
+
+def hash_files(root: Path) -> dict[str, str]:
+    """SHA-256 of every file under root except the manifest itself."""
+    return {p.relative_to(root).as_posix(): sha256_file(p)
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name != MANIFEST_FILE}
+
+
+def contract(tile: int, scale: int, batch: int | None, dtype: str = "float32") -> dict[str, Any]:
+    """The input contract of an AlignVAR graph: `lr` RGB planes in [0, 1], NCHW, `dtype`, tiles of
+    `tile` LR pixels (batch `batch`, None: dynamic); whole images are cut into tiles overlapping by
+    `overlap` LR pixels and blended (`runtimes/tiling.py`); `sr` is the same, `scale` x larger."""
+    n = batch if batch else -1
+    return {"name": "lr", "color_order": "RGB", "range": [0.0, 1.0], "layout": "NCHW", "dtype": dtype,
+            "shape": [n, 3, tile, tile], "tile": tile, "overlap": default_overlap(tile), "scale": scale,
+            "batch": batch,
+            "output": {"name": "sr", "color_order": "RGB", "range": [0.0, 1.0], "layout": "NCHW",
+                       "shape": [n, 3, tile * scale, tile * scale]},
+            "images": "Engine.upscale takes uint8/uint16/float [0, 1] arrays (HxW, HxWx1/3/4) or PIL "
+                      f"images of any size and returns the same kind, exactly x{scale} larger"}
+
+
+def input_contract(manifest: Manifest) -> dict[str, Any] | None:
+    """The manifest's `input_contract`, or `contract` for an artifact whose single graph has an
+    `lr` input; None otherwise."""
+    if manifest.input_contract is not None:
+        return manifest.input_contract
+    cfg = manifest.config or {}
+    graph = manifest.single_graph_entry() if manifest.graph == "single" else None
+    lr = next((io for io in (graph or {}).get("inputs") or [] if io.get("name") == "lr"), None)
+    if lr is None or "scale" not in cfg:
+        return None
+    shape = list(lr["shape"])
+    batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
+    return contract(int(shape[-1]), int(cfg["scale"]), batch, str(lr.get("dtype", "float32")))
+
+
+def write_manifest(root: Path, manifest: Manifest) -> None:
+    manifest.files = hash_files(root)
+    manifest.input_contract = input_contract(manifest)
+    tmp = root / (MANIFEST_FILE + ".tmp")
+    tmp.write_text(json.dumps(manifest.to_json(), indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, root / MANIFEST_FILE)
+
+
+def read_manifest(root: str | os.PathLike[str]) -> Manifest:
+    """The typed manifest of `root` (not yet verified against the files: `load_verified` does)."""
+    root = Path(root)
+    path = root / MANIFEST_FILE
+    if not root.is_dir():
+        raise ArtifactError(f"'{root}' is not a directory; pass an artifact directory made by "
+                            "`alignvar-edge export`, `quantize` or `build`")
+    if not path.is_file():
+        raise ArtifactError(f"'{root}' has no {MANIFEST_FILE}: it is not a finished artifact (an "
+                            "interrupted run, or not made by alignvar-edge); re-run the command that makes it")
+    try:
+        m = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ArtifactError(f"{path} is not valid JSON ({e}); re-create the artifact") from e
+    if not isinstance(m, dict) or m.get("schema_version") != SCHEMA_VERSION:
+        raise ArtifactError(f"{path} has schema version {m.get('schema_version') if isinstance(m, dict) else '?'}, "
+                            f"this alignvar-edge reads version {SCHEMA_VERSION}; re-create the artifact")
+    return Manifest.from_json(m, where=path)
+
+
+def confined(root: str | os.PathLike[str], rel: Any) -> Path:
+    """`root/rel` if `rel` is a plain relative path that stays inside `root` once every symlink is
+    resolved; ArtifactError otherwise. A manifest must not be able to point us anywhere else."""
+    root = Path(root)
+    bad = not isinstance(rel, str) or not rel or "\\" in rel or "\0" in rel
+    parts = PurePosixPath(rel).parts if not bad else ()
+    if bad or PurePosixPath(rel).is_absolute() or ".." in parts or "." in parts:
+        raise ArtifactError(f"artifact '{root}' failed verification: {MANIFEST_FILE} names {rel!r}, which is "
+                            "not a plain path inside the artifact directory; refusing it, re-create the artifact")
+    path = root / rel
+    real, base = path.resolve(), root.resolve()
+    if real == base or base not in real.parents:
+        raise ArtifactError(f"artifact '{root}' failed verification: {rel} leads outside the artifact directory "
+                            f"(to {real}, through a symlink); refusing it, re-create the artifact")
+    return path
+
+
+def listed_file(root: str | os.PathLike[str], manifest: Manifest, rel: Any) -> Path:
+    """The path of `rel` inside a verified artifact, only if its manifest lists it (a folder such as
+    a .mlpackage counts when files under it are listed): nothing unlisted is ever opened."""
+    files = manifest.files
+    path = confined(root, rel)
+    if rel not in files and not any(f.startswith(f"{rel}/") for f in files):
+        raise ArtifactError(f"artifact '{root}' failed verification: it uses {rel}, which {MANIFEST_FILE} "
+                            "does not list with a SHA-256; re-create the artifact")
+    return path
+
+
+def _external_data_problems(root: Path, rel: str, files: dict[str, Any]) -> list[str]:
+    """Each tensor an ONNX graph keeps in another file must name a listed file inside root."""
+    try:
+        locations = external_locations((root / rel).read_bytes())
+    except (OSError, ValueError):   # not parseable: the loaders report it as such
+        return []
+    problems = []
+    for loc in locations:
+        target = posixpath.normpath(posixpath.join(posixpath.dirname(rel), loc)) if loc else ""
+        if not loc or PurePosixPath(loc).is_absolute() or target.startswith("../") or target == "..":
+            problems.append(f"{rel} keeps tensors in {loc!r}, outside the artifact directory")
+        elif target not in files:
+            problems.append(f"{rel} keeps tensors in {loc}, which {MANIFEST_FILE} does not list")
+        else:
+            confined(root, target)
+    return problems
+
+
+def verify_files(root: str | os.PathLike[str], manifest: Manifest | None = None) -> Manifest:
+    """Trust nothing the manifest does not prove: it must list every file in the directory with its
+    SHA-256 (an empty list proves nothing), every path must stay inside the directory (no `..`,
+    no absolute path, no symlink out), every graph file and every ONNX external-data location must
+    be one of the listed files, and each listed file must match its hash."""
+    root = Path(root)
+    m = manifest if manifest is not None else read_manifest(root)
+    files = m.files
+    if not files:
+        raise ArtifactError(f"artifact '{root}' failed verification: {MANIFEST_FILE} lists no files, so it "
+                            "proves nothing; re-create the artifact with the command that made it")
+    problems = []
+    for rel, digest in files.items():
+        p = confined(root, rel)
+        if not p.is_file():
+            problems.append(f"{rel} is missing")
+        elif not isinstance(digest, str) or sha256_file(p) != digest:
+            problems.append(f"{rel} does not match its recorded SHA-256 (truncated or edited)")
+    on_disk = {p.relative_to(root).as_posix() for p in root.rglob("*")
+               if (p.is_file() or p.is_symlink()) and p.name != MANIFEST_FILE}
+    problems += [f"{rel} is not listed in {MANIFEST_FILE}" for rel in sorted(on_disk - set(files))]
+    for name, entry in m.graphs.items():
+        graph_file = entry.get("file") if isinstance(entry, dict) else None
+        if graph_file:
+            confined(root, graph_file)
+            if graph_file not in files and not any(f.startswith(f"{graph_file}/") for f in files):
+                problems.append(f"graph '{name}' is {graph_file}, which {MANIFEST_FILE} does not list")
+    if not problems:
+        for rel in files:
+            if rel.endswith(".onnx"):
+                problems += _external_data_problems(root, rel, files)
+    if problems:
+        raise ArtifactError(f"artifact '{root}' failed verification: {'; '.join(problems)}. "
+                            "Re-create it; never edit files inside an artifact directory")
+    return m
+
+
+def load_verified(root: str | os.PathLike[str]) -> Manifest:
+    return verify_files(root, read_manifest(root))
+
+
+def check_out(out: str | os.PathLike[str], force: bool) -> None:
+    """May `out` be written? Yes if it does not exist. With force, only if it is ours to replace:
+    an empty folder, or a folder holding our manifest.json (export, quantize, build, deploy) or
+    run.json (a training run). Anything else (a file, a symlink, someone's folder) is refused."""
+    out = Path(out)
+    if not os.path.lexists(out):
+        return
+    if not force:
+        raise OutputExistsError(f"'{out}' already exists; pass --force to replace it or choose another --out")
+    if out.is_symlink() or not out.is_dir():
+        raise OutputExistsError(f"'{out}' is not a folder alignvar-edge made; --force only replaces our own "
+                                "outputs: remove it yourself or choose another --out")
+    if any(out.iterdir()) and not any((out / f).is_file() for f in OWN_MARKERS):
+        raise OutputExistsError(f"'{out}' holds files but no {MANIFEST_FILE} or {RUN_FILE}, so alignvar-edge did not "
+                                "make it; --force only replaces our own outputs: remove it yourself or choose "
+                                "another --out")
+
+
+def _publish(tmp: Path, out: Path, force: bool) -> None:
+    """Rename the finished `tmp` to `out`, re-checking `out` now: another run may have published
+    there since we started. Without force the rename itself refuses an existing artifact."""
+    check_out(out, force)
+    if os.path.lexists(out):
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+        return
+    try:
+        os.rename(tmp, out)           # fails on an existing non-empty folder or a file
+    except OSError as e:
+        if e.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
+            raise OutputExistsError(f"'{out}' appeared while this run was working (another run wrote it); "
+                                    "kept that one: pass --force to replace it or choose another --out") from e
+        raise
+
+
+@contextlib.contextmanager
+def artifact_dir(out: str | os.PathLike[str], force: bool = False) -> Iterator[Path]:
+    """Build an artifact in a temporary sibling; rename into place only if the block succeeds.
+
+    The block must call `write_manifest(tmp, manifest)` last. An existing `out` is replaced only
+    with force=True, only if it is ours (see `check_out`, checked before and again at the rename),
+    and only after the new artifact is complete. The result gets the umask's modes.
+    """
+    out = Path(out)
+    check_out(out, force)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        yield tmp
+        if not (tmp / MANIFEST_FILE).is_file():
+            raise ArtifactError(f"internal error: artifact for '{out}' was finished without a manifest")
+        publish_mode(tmp)
+        _publish(tmp, out, force)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -1,0 +1,163 @@
+"""The typed manifest (alignvar_edge/manifest.py): round trip, older manifests, tampering, provenance."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from alignvar_edge.errors import ArtifactError
+from alignvar_edge.manifest import (MANIFEST_FILE, Manifest, ModelInfo, ModelSource, artifact_dir, load_verified,
+                                    new_manifest, read_manifest, write_manifest)
+
+CONFIG = {"name": "micro", "patch_nums": [1, 2, 4], "scale": 4, "hr_size": 32}
+
+
+def _artifact(root: Path, source: ModelSource, **fields) -> Manifest:
+    with artifact_dir(root) as tmp:
+        (tmp / "model.onnx").write_bytes(b"not really onnx")
+        (tmp / "sub").mkdir()
+        (tmp / "sub" / "notes.txt").write_text("hello")
+        m = new_manifest("onnx", "onnx", "single", "fp32",
+                         ModelInfo(name="micro-random", source=source, config=CONFIG, scale_schedule=(1, 2, 4),
+                                   weights_sha256="ab" * 32),
+                         graphs={"model": {"file": "model.onnx",
+                                           "inputs": [{"name": "lr", "shape": [1, 3, 8, 8], "dtype": "float32"}],
+                                           "outputs": []}},
+                         extra={"batch": 1, "tensorrt_version": "10.3.0"}, **fields)
+        write_manifest(tmp, m)
+    return m
+
+
+def test_round_trip_keeps_every_field(tmp_path):
+    src = ModelSource("checkpoint", path="/ck", sha256={"config.json": "1" * 64, "model.safetensors": "2" * 64})
+    written = _artifact(tmp_path / "a", src, opset=18, parity={"tokens": {"overall": 1.0}})
+    back = load_verified(tmp_path / "a")
+    assert back == written
+    assert back.source == src and back.model.weights_sha256 == "ab" * 32
+    assert set(back.files) == {"model.onnx", "sub/notes.txt"}
+    assert back.input_contract["tile"] == 8 and back.input_contract["scale"] == 4
+    raw = json.loads((tmp_path / "a" / MANIFEST_FILE).read_text())
+    # what older readers and people look at stays where it was
+    assert raw["model"]["checkpoint"] == {"path": "/ck", "sha256": dict(src.sha256)}
+    assert raw["model"]["source"] == "checkpoint /ck" and raw["schema_version"] == 1
+
+
+def test_unknown_keys_are_kept(tmp_path):
+    _artifact(tmp_path / "a", ModelSource.preset("micro", 3))
+    path = tmp_path / "a" / MANIFEST_FILE
+    raw = json.loads(path.read_text())
+    raw["future_field"] = {"x": 1}
+    raw["model"]["future_model_field"] = [1, 2]
+    path.write_text(json.dumps(raw))
+    m = read_manifest(tmp_path / "a")
+    assert m.other == {"future_field": {"x": 1}} and m.model.other == {"future_model_field": [1, 2]}
+    assert m.to_json()["future_field"] == {"x": 1}
+    assert m.to_json()["model"]["future_model_field"] == [1, 2]
+
+
+# A manifest as alignvar-edge wrote it before `model.provenance` existed, written out by hand.
+OLD_MANIFEST = {
+    "schema_version": 1, "kind": "onnx", "backend": "onnx", "graph": "single", "precision": "fp32",
+    "model": {"name": "micro-random", "source": "preset micro, random weights, seed 7",
+              "config": {"name": "micro", "patch_nums": [1, 2, 4], "scale": 4},
+              "scale_schedule": [1, 2, 4], "parameters": {"inference": 1234}, "weights_sha256": "cd" * 32},
+    "files": {}, "graphs": {"model": {"file": "model.onnx", "inputs": [], "outputs": []}},
+    "opset": 18, "quantization": None, "calibration": None, "parity": {"passed": True},
+    "tools": {"onnx": "1.17.0"}, "created": "2026-11-01T10:00:00+00:00", "extra": {"batch": 1},
+    "input_contract": None,
+}
+
+
+def _old(tmp_path: Path, model: dict) -> Path:
+    root = tmp_path / "old"
+    root.mkdir()
+    (root / "model.onnx").write_bytes(b"graph")
+    import hashlib
+    raw = {**OLD_MANIFEST, "model": model,
+           "files": {"model.onnx": hashlib.sha256(b"graph").hexdigest()}}
+    (root / MANIFEST_FILE).write_text(json.dumps(raw))
+    return root
+
+
+def test_old_manifests_still_load(tmp_path):
+    m = load_verified(_old(tmp_path, OLD_MANIFEST["model"]))
+    assert (m.kind, m.backend, m.graph, m.precision, m.opset) == ("onnx", "onnx", "single", "fp32", 18)
+    assert m.source == ModelSource.preset("micro", 7)
+    assert m.source.reference == "preset:micro:7"
+    assert m.model.parameters == {"inference": 1234} and m.config["scale"] == 4
+    assert m.parity == {"passed": True} and m.extra == {"batch": 1} and m.input_contract is None
+
+
+@pytest.mark.parametrize("model, source", [
+    ({"name": "ck", "source": "checkpoint ck", "config": CONFIG}, ModelSource("checkpoint", path="ck")),
+    ({"name": "ck", "source": "checkpoint ck", "config": CONFIG,
+      "checkpoint": {"path": "/abs/ck", "sha256": {"model.safetensors": "9" * 64}}},
+     ModelSource("checkpoint", path="/abs/ck", sha256={"model.safetensors": "9" * 64})),
+    ({"name": "x", "source": "in-memory model", "config": CONFIG}, ModelSource.other("in-memory model")),
+    ({"name": "x", "config": CONFIG}, ModelSource.other("unknown")),
+    (CONFIG, ModelSource.other("unknown")),                       # the oldest form: `model` is the config
+])
+def test_old_sources_become_structured(tmp_path, model, source):
+    m = read_manifest(_old(tmp_path, model))
+    assert m.source == source and m.config["patch_nums"] == [1, 2, 4]
+
+
+@pytest.mark.parametrize("edit, needle", [
+    (lambda root: (root / "model.onnx").write_bytes(b"graph, edited"), "model.onnx does not match"),
+    (lambda root: (root / "model.onnx").unlink(), "model.onnx is missing"),
+    (lambda root: (root / "extra.bin").write_bytes(b"x"), "extra.bin is not listed"),
+    (lambda root: (root / "sub" / "notes.txt").write_text("changed"), "sub/notes.txt does not match"),
+])
+def test_tampered_or_missing_files_are_refused_in_one_line(tmp_path, edit, needle):
+    _artifact(tmp_path / "a", ModelSource.preset("micro", 0))
+    edit(tmp_path / "a")
+    with pytest.raises(ArtifactError, match=needle) as e:
+        load_verified(tmp_path / "a")
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("raw, needle", [
+    ("{not json", "not valid JSON"),
+    (json.dumps({**OLD_MANIFEST, "schema_version": 2}), "schema version 2"),
+    (json.dumps({**OLD_MANIFEST, "files": ["model.onnx"]}), "'files' of the wrong type"),
+    (json.dumps({**OLD_MANIFEST, "kind": None}), "has no 'kind'"),
+    (json.dumps({**OLD_MANIFEST, "model": {"provenance": {"kind": "stolen"}}}), "'model' entry that is not valid"),
+])
+def test_a_broken_manifest_is_one_line_naming_the_file(tmp_path, raw, needle):
+    root = tmp_path / "a"
+    root.mkdir()
+    (root / MANIFEST_FILE).write_text(raw)
+    with pytest.raises(ArtifactError, match=needle) as e:
+        read_manifest(root)
+    assert "\n" not in str(e.value) and str(root / MANIFEST_FILE) in str(e.value)
+
+
+@pytest.mark.parametrize("source, sentence, reference", [
+    (ModelSource.preset("micro", 3), "preset micro, random weights, seed 3", "preset:micro:3"),
+    (ModelSource("bundled", name="alignvar-tiny", path="/pkg/alignvar-tiny"), "checkpoint alignvar-tiny (bundled)",
+     "alignvar-tiny"),
+    (ModelSource("checkpoint", path="/runs/ck"), "checkpoint /runs/ck", "/runs/ck"),
+    (ModelSource("upstream", path="/ck", upstream={"kind": "varsr", "var": "/d/var.pth", "vae": "/d/vae.pth"}),
+     "checkpoint /ck, imported from varsr (/d/var.pth, /d/vae.pth)", "/ck"),
+    (ModelSource.memory(), "in-memory model", None),
+    (ModelSource.other("my notes"), "my notes", None),
+])
+def test_provenance_sentence_and_reference(source, sentence, reference):
+    assert source.describe() == sentence and source.reference == reference
+    assert ModelSource.from_json(source.to_json()) == source
+
+
+def test_the_sentence_is_never_read_back(tmp_path):
+    """A current manifest's `source` sentence is for people: the structured record decides."""
+    _artifact(tmp_path / "a", ModelSource.preset("micro", 3))
+    path = tmp_path / "a" / MANIFEST_FILE
+    raw = json.loads(path.read_text())
+    raw["model"]["source"] = "checkpoint /somewhere/else"
+    path.write_text(json.dumps(raw))
+    assert read_manifest(tmp_path / "a").source == ModelSource.preset("micro", 3)
+
+
+def test_unknown_source_kind_is_refused():
+    with pytest.raises(ValueError, match="unknown model source kind"):
+        ModelSource("guess")
