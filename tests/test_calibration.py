@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alignvar_edge.calibration import CalibrationSet
-from alignvar_edge.calibration.ranges import collect_ranges, entropy_threshold, percentile_range
+from alignvar_edge.quantize.calibration import CalibrationSet
+from alignvar_edge.quantize.calibration.ranges import collect_ranges, entropy_threshold, percentile_range
 from alignvar_edge.errors import ConfigError, InputError
 from alignvar_edge.model.config import AlignVARConfig
 

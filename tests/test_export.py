@@ -24,7 +24,7 @@ import torch
 from onnx import helper, numpy_helper
 
 from alignvar_edge import cli
-from alignvar_edge.calibration.tiles import lr_tiles, tiles_hash
+from alignvar_edge.quantize.calibration.tiles import lr_tiles, tiles_hash
 from alignvar_edge.errors import ArtifactError, InputError, OutputExistsError, ParityError
 from alignvar_edge.export import parity
 from alignvar_edge.export import onnx_export as ox

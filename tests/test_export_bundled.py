@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from alignvar_edge import cli
-from alignvar_edge.calibration.tiles import lr_tiles
+from alignvar_edge.quantize.calibration.tiles import lr_tiles
 from alignvar_edge.export import onnx_export as ox
 from alignvar_edge.export import parity
 from alignvar_edge.export.manifest import load_verified

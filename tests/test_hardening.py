@@ -322,7 +322,7 @@ def test_pickle_payload_never_runs(tmp_path, wrap):
 # calibration at the API level
 # ---------------------------------------------------------------------------------------------
 def test_calibration_empty_unreadable_and_too_few(tmp_path, nano):
-    from alignvar_edge.calibration import CalibrationSet
+    from alignvar_edge.quantize.calibration import CalibrationSet
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="holds no images"):
         CalibrationSet.from_folder(tmp_path / "empty", nano.config)
@@ -760,7 +760,7 @@ def test_external_data_locations_are_checked(export, tmp_path, capsys):
 
 
 def test_inspect_prints_verdict_and_reads_quantize_output(export, tmp_path, capsys):
-    from alignvar_edge.export.quantize import QuantizeOptions, quantize_artifact
+    from alignvar_edge.quantize.artifact import QuantizeOptions, quantize_artifact
     capsys.readouterr()
     assert cli.main(["inspect", str(export)]) == 0
     out = capsys.readouterr().out.splitlines()

@@ -15,7 +15,7 @@ import torch
 from _runtime_fixtures import cache_root, export_dir, sharp_model
 from alignvar_edge import runtimes
 from alignvar_edge.errors import ArtifactError, BackendUnavailableError, InputError, OutputExistsError
-from alignvar_edge.runtimes import tensorrt as trt_backend
+from alignvar_edge.runtimes.tensorrt.backend import backend as trt_backend
 
 AVAILABLE, REASON = trt_backend.BACKEND.is_available()
 
@@ -194,7 +194,7 @@ def test_adopt_a_hand_built_engine_and_import_its_timing(kit, tmp_path):
     assert {"model.engine", "model.onnx", "golden.safetensors", "trtexec.log", "README.md",
             "build_on_device.sh"} <= {p.name for p in out.iterdir()}
     assert m["input_contract"]["tile"] == 8 and m["input_contract"]["scale"] == 4
-    from alignvar_edge.runtimes.tensorrt_kit import adopt
+    from alignvar_edge.runtimes.tensorrt.kit import adopt
     with pytest.raises(OutputExistsError):
         adopt(engine, kit, out, log=log)
     with pytest.raises(InputError, match="pass --log"):                 # nothing to say what it was built for
@@ -260,9 +260,9 @@ def test_build_script_runs_adopt_selftest_and_bench_with_a_stand_in_trtexec(kit,
 def test_kit_carries_the_half_policy_as_layer_precisions(export, tmp_path):
     import onnx
 
-    from alignvar_edge.export.half_policy import HalfPolicy, node_groups
+    from alignvar_edge.quantize.half_policy import HalfPolicy, node_groups
     from alignvar_edge.export.manifest import load_verified
-    from alignvar_edge.runtimes.tensorrt_kit import precision_flags
+    from alignvar_edge.runtimes.tensorrt.kit import precision_flags
     plan = trt_backend.network_plan(10, "fp16", "fp32", ["b", "a", "a"])
     assert plan["f32_layers"] == ["a", "b"]
     cmd = trt_backend.trtexec_command(plan)

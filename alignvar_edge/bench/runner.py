@@ -309,7 +309,7 @@ def run_bench(engines: Sequence[str], reference: Any = None, options: BenchOptio
     from alignvar_edge.bench.peak import gemm_call, in_run_peak, measure_peak
     from alignvar_edge.bench.profile import stage_profile, staged_ort_times, torch_stage_times
     from alignvar_edge.model.info import stage_flops
-    from alignvar_edge.calibration.tiles import tile_pairs
+    from alignvar_edge.quantize.calibration.tiles import tile_pairs
     from alignvar_edge.runtimes.torch_backend import DEFAULT_BATCH as TORCH_BATCH, TorchEngine
 
     opts = options or BenchOptions()

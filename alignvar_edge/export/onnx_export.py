@@ -221,7 +221,7 @@ def export_onnx(model: AlignVAR, out_dir: str | os.PathLike[str], graph: str = "
     `checkpoint`: the directory (or bundled name) the model was loaded from; its absolute path and
     file hashes are recorded, so later uses find that checkpoint and refuse a different one.
     """
-    from alignvar_edge.calibration.tiles import lr_tiles, tiles_hash
+    from alignvar_edge.quantize.calibration.tiles import lr_tiles, tiles_hash
 
     say = log or (lambda _msg: None)
     if graph not in ("single", "staged"):

@@ -26,9 +26,9 @@ __all__ = ["BACKENDS", "Backend", "BackendInfo", "Engine", "available_backends",
 BACKENDS: dict[str, str] = {
     "torch": "torch_backend",
     "onnxruntime": "onnxruntime",
-    "openvino": "openvino",
-    "tensorrt": "tensorrt",
-    "coreml": "coreml",
+    "openvino": "openvino.backend",
+    "tensorrt": "tensorrt.backend",
+    "coreml": "coreml.backend",
 }
 ALIASES = {"ort": "onnxruntime", "ov": "openvino", "trt": "tensorrt", "pytorch": "torch"}
 

@@ -193,14 +193,14 @@ def check_calibration(calibration: Any, config: AlignVARConfig, needed: bool
     if x.ndim != 4 or x.shape[1:] != (3, t, t) or x.shape[0] < 1:
         raise InputError(f"calibration data must be LR tiles (N, 3, {t}, {t}), got shape {x.shape}")
     if not info:
-        from alignvar_edge.calibration.tiles import tiles_hash
+        from alignvar_edge.quantize.calibration.tiles import tiles_hash
         info = {"hash": tiles_hash(x), "tiles": int(x.shape[0]), "source": "array"}
     return x, info
 
 
 def validation_tiles(config: AlignVARConfig, n: int = 4, seed: int = 1) -> np.ndarray:
     """Deterministic held-out LR tiles for the parity check every build records."""
-    from alignvar_edge.calibration.tiles import lr_tiles
+    from alignvar_edge.quantize.calibration.tiles import lr_tiles
     return lr_tiles(config, n, seed=seed, split="heldout")
 
 

@@ -146,12 +146,12 @@ def run_build(args: argparse.Namespace) -> int:
     if args.float_groups_from:
         if b.name != "openvino" or args.precision != "int8":
             raise InputError("--float-groups-from applies to --target openvino --precision int8 only")
-        from alignvar_edge.export.quantize import searched_float_groups
+        from alignvar_edge.quantize.artifact import searched_float_groups
         opts["float_groups"] = searched_float_groups(args.float_groups_from)
     if args.half_policy_from:
         if b.name not in ("tensorrt", "coreml") or args.precision not in ("fp16", None):
             raise InputError("--half-policy-from applies to --target tensorrt --precision fp16 and --target coreml only")
-        from alignvar_edge.export.quantize import searched_half_policy
+        from alignvar_edge.quantize.artifact import searched_half_policy
         opts["half_policy"] = searched_half_policy(args.half_policy_from)
     calibration = None
     if args.calib:
@@ -183,7 +183,7 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def _calibration(args: argparse.Namespace) -> Any:
-    from alignvar_edge.calibration.sets import CalibrationSet
+    from alignvar_edge.quantize.calibration.sets import CalibrationSet
     from alignvar_edge.export.manifest import read_manifest
     from alignvar_edge.runtimes.artifacts import is_checkpoint
     if is_checkpoint(args.source):
@@ -370,7 +370,7 @@ def run_doctor(args: argparse.Namespace) -> int:
 
 def run_adopt(args: argparse.Namespace) -> int:
     from alignvar_edge.export.manifest import read_manifest
-    from alignvar_edge.runtimes.tensorrt_kit import adopt
+    from alignvar_edge.runtimes.tensorrt.kit import adopt
     out = adopt(args.engine, args.like, args.out, log=args.log, precision=args.precision,
                 dla_core=args.dla_core, force=args.force)
     m = read_manifest(out)

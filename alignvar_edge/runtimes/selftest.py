@@ -33,7 +33,7 @@ def make_golden(model_dir: str | os.PathLike[str], n: int = 4, seed: int = 0) ->
     """Write golden.safetensors for a checkpoint: held-out LR tiles, reference tokens and SR."""
     import torch
 
-    from alignvar_edge.calibration.tiles import lr_tiles
+    from alignvar_edge.quantize.calibration.tiles import lr_tiles
     from alignvar_edge.model.checkpoint import load_pretrained, resolve_checkpoint_dir
     path = resolve_checkpoint_dir(model_dir)
     model = load_pretrained(path)

@@ -51,7 +51,7 @@ from alignvar_edge.runtimes.base import (SR, Backend, Engine, TensorSpec, input_
 from alignvar_edge.runtimes.selftest import ship_golden
 
 if TYPE_CHECKING:    # building imports the ONNX tool chain; running an engine needs only openvino
-    from alignvar_edge.export.quantize_policy import Policy
+    from alignvar_edge.quantize.policy import Policy
 
 XML, BIN = "model.xml", "model.bin"
 OV_PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int8-weights")
@@ -197,7 +197,7 @@ def ignored_scope_names(onnx_path: Path, ov_model: Any,
     """
     import onnx
 
-    from alignvar_edge.export.quantize_policy import Policy, classify
+    from alignvar_edge.quantize.policy import Policy, classify
 
     proto = onnx.load(str(onnx_path), load_external_data=False)
     policy = policy or Policy()
@@ -255,7 +255,7 @@ def nncf_quantize(ov_model: Any, onnx_path: Path, tiles: np.ndarray, batch: int,
     """INT8 activations + weights with NNCF (see the module docstring); returns (model, recipe)."""
     import nncf
 
-    from alignvar_edge.export.quantize_policy import Policy
+    from alignvar_edge.quantize.policy import Policy
     policy = policy or Policy()
     names, why = ignored_scope_names(onnx_path, ov_model, policy)
     widened = widen_head_scales(ov_model)
@@ -308,7 +308,7 @@ def _group_of(onnx_path: Path) -> dict[str, str]:
     """ONNX node name -> half-policy group (the manifest's per-group compute precision)."""
     import onnx
 
-    from alignvar_edge.export.half_policy import node_groups
+    from alignvar_edge.quantize.half_policy import node_groups
     proto = onnx.load(str(onnx_path), load_external_data=False)
     group_of = {n: g for g, names in node_groups(proto).items() for n in names}
     # OpenVINO names a fused op after its last ONNX node (MatMul + bias Add -> the Add, + a
@@ -405,7 +405,7 @@ class OpenVINOBackend(Backend):
         policy scope kept 92-97% of tokens even with the ONNX search's float groups added), so
         the fallback keeps the whole token path in float and quantizes only the VQ decoder, which
         cannot change a token and holds most of the FLOPs of small models."""
-        from alignvar_edge.export.quantize_policy import Policy
+        from alignvar_edge.quantize.policy import Policy
         first = ("policy" + (" + searched float groups" if float_groups else ""),
                  Policy().with_float(float_groups))
         if precision != "int8" or not checking:

@@ -30,10 +30,10 @@ from typing import Any
 import numpy as np
 import onnx
 
-from alignvar_edge.calibration.ranges import METHODS, Progress, collect_ranges
+from alignvar_edge.quantize.calibration.ranges import METHODS, Progress, collect_ranges
 from alignvar_edge.errors import ConfigError, InputError
 from alignvar_edge.export import onnx_io
-from alignvar_edge.export.quantize_policy import QUANT_OP_TYPES, Policy, QuantNode, classify
+from alignvar_edge.quantize.policy import QUANT_OP_TYPES, Policy, QuantNode, classify
 
 __all__ = ["MAX_OPSET", "TARGETS", "Int8Builder", "Int8Recipe", "check_opset", "has_vnni", "target_recipe"]
 

@@ -1,6 +1,6 @@
 """Quantize an exported artifact: INT8 / FP16 ONNX with a token-fidelity target, or hand off.
 
-    >>> from alignvar_edge.export.quantize import QuantizeOptions, quantize_artifact
+    >>> from alignvar_edge.quantize.artifact import QuantizeOptions, quantize_artifact
     >>> quantize_artifact("exports/tiny", "exports/tiny-int8", QuantizeOptions(precision="int8"))
 
 `onnxruntime` and `tensorrt` targets produce a new ONNX artifact directory (explicit Q/DQ for
@@ -24,15 +24,15 @@ import numpy as np
 
 import onnx
 
-from alignvar_edge.calibration.sets import (DEFAULT_TILES, DEFAULT_VALIDATION_TILES, CalibrationSet,
+from alignvar_edge.quantize.calibration.sets import (DEFAULT_TILES, DEFAULT_VALIDATION_TILES, CalibrationSet,
                                             TileSplit, model_config)
 from alignvar_edge.errors import ArtifactError, ConfigError, InputError, ParityError
-from alignvar_edge.export.fp16 import to_fp16
+from alignvar_edge.quantize.fp16 import to_fp16
 from alignvar_edge.export import onnx_io
-from alignvar_edge.export.int8 import TARGETS, Int8Builder, target_recipe
+from alignvar_edge.quantize.int8 import TARGETS, Int8Builder, target_recipe
 from alignvar_edge.export.manifest import artifact_dir, check_out, listed_file, load_verified, new_manifest, write_manifest
-from alignvar_edge.export.quantize_policy import COMPONENTS, DEFAULT_INT8, Policy
-from alignvar_edge.export.sensitivity import Evaluator, Fidelity, FidelityTarget, SearchResult, search
+from alignvar_edge.quantize.policy import COMPONENTS, DEFAULT_INT8, Policy
+from alignvar_edge.quantize.sensitivity import Evaluator, Fidelity, FidelityTarget, SearchResult, search
 
 __all__ = ["PRECISIONS", "QuantizeOptions", "calibration_set", "quantize_artifact"]
 
@@ -226,7 +226,7 @@ def _fp16(model_path: Path, cs: CalibrationSet, opts: QuantizeOptions, input_nam
           scale: int, log: Log, extra: dict[str, np.ndarray]) -> tuple[onnx.ModelProto, dict[str, Any], SearchResult]:
     """fp16 per half-policy group (export/half_policy.py): from every group in fp16, the search
     returns the groups the validation split needs to f32."""
-    from alignvar_edge.export.half_policy import HalfPolicy, search_half
+    from alignvar_edge.quantize.half_policy import HalfPolicy, search_half
 
     src = onnx.load(str(model_path))
     val = Evaluator(str(model_path), cs.validation, input_name, batch, scale, optimized=True, extra=extra)

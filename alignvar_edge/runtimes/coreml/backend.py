@@ -199,7 +199,7 @@ def fp16_op_selector(f32_groups: frozenset[str]) -> Callable[[Any], bool]:
 
 def group_precision(precision: str, f32_groups: frozenset[str]) -> dict[str, str]:
     """What each half-policy group computes in, in a package converted with `fp16_op_selector`."""
-    from alignvar_edge.export.half_policy import HALF_GROUPS
+    from alignvar_edge.quantize.half_policy import HALF_GROUPS
     half = "fp32" if precision == "fp32" else "fp16"
     return {g: ("fp32" if g in f32_groups and (MIL_GROUP_OPS[g] or g == "logits_head") else half)
             for g in HALF_GROUPS}

@@ -33,7 +33,7 @@ from alignvar_edge.runtimes.artifacts import engine_manifest, single_graph
 from alignvar_edge.runtimes.base import (INPUT, SR, Backend, Engine, TensorSpec, input_roles,
                                          config_from_manifest, token_name)
 from alignvar_edge.runtimes.selftest import ship_golden
-from alignvar_edge.runtimes.tensorrt_kit import write_build_files
+from alignvar_edge.runtimes.tensorrt.kit import write_build_files
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -164,7 +164,7 @@ def _f32_layers(onnx_path: Path, half: Any) -> list[str]:
     """ONNX node names the half policy (a HalfPolicy or its manifest dict) keeps in f32."""
     import onnx
 
-    from alignvar_edge.export.half_policy import HalfPolicy
+    from alignvar_edge.quantize.half_policy import HalfPolicy
     policy = half if isinstance(half, HalfPolicy) else HalfPolicy.from_dict(dict(half))
     return sorted(policy.f32_nodes(onnx.load(str(onnx_path), load_external_data=False)))
 

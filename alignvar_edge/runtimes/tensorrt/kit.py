@@ -25,7 +25,7 @@ JETPACK_TRT_MAJOR = 10
 def precision_flags(kit_precision: str, f32_layers: list[str] | tuple[str, ...] = ()) -> dict[str, str]:
     """precision -> trtexec flags for TensorRT 10 (JetPack 6.1/6.2), or 'ERROR: why' where the
     kit's ONNX cannot give that precision."""
-    from alignvar_edge.runtimes.tensorrt import TRT_PRECISIONS, network_plan
+    from alignvar_edge.runtimes.tensorrt.backend import TRT_PRECISIONS, network_plan
     out = {}
     for p in TRT_PRECISIONS:
         try:
@@ -290,7 +290,7 @@ on TensorRT 8.4 and 10.x summary formats, and `adopt` is tested with such a log.
 def write_build_files(root: Path, manifest: dict[str, Any], precision: str, kit_precision: str,
                       workspace_mib: int | None, opt_level: int, f32_layers: list[str] | tuple[str, ...] = ()) -> None:
     """trtexec.txt, build_on_device.sh and README.md into a kit or engine directory."""
-    from alignvar_edge.runtimes.tensorrt import SCRIPT_FILE, TRTEXEC_FILE, network_plan, trtexec_command
+    from alignvar_edge.runtimes.tensorrt.backend import SCRIPT_FILE, TRTEXEC_FILE, network_plan, trtexec_command
     plan = network_plan(JETPACK_TRT_MAJOR, precision, kit_precision, f32_layers)
     (root / TRTEXEC_FILE).write_text(" ".join(trtexec_command(plan, workspace_mib=workspace_mib,
                                                               opt_level=opt_level)) + "\n")
@@ -311,7 +311,7 @@ def adopt(engine_file: str | Path, like: str | Path, out: str | Path, log: str |
     the figures go into the manifest's parity (a FAIL writes nothing)."""
     from alignvar_edge.bench.device import parse_trtexec_log
     from alignvar_edge.export.manifest import artifact_dir, sha256_file, write_manifest
-    from alignvar_edge.runtimes import tensorrt as T
+    from alignvar_edge.runtimes.tensorrt.backend import backend as T
     from alignvar_edge.runtimes.artifacts import engine_manifest
     from alignvar_edge.runtimes.selftest import ship_golden
     engine_file, like, out = Path(engine_file), Path(like), Path(out)
@@ -358,7 +358,7 @@ def _check_against_golden(root: Path, manifest: dict[str, Any]) -> dict[str, Any
     from alignvar_edge.errors import ParityError
     from alignvar_edge.export.parity import psnr, token_agreement
     from alignvar_edge.runtimes.selftest import GOLDEN_FILE, THRESHOLDS, read_golden
-    from alignvar_edge.runtimes.tensorrt import ENGINE, TensorRTEngine
+    from alignvar_edge.runtimes.tensorrt.backend import ENGINE, TensorRTEngine
     lr, gsr, gtok, meta = read_golden(root / GOLDEN_FILE)
     with TensorRTEngine(root / ENGINE, manifest, "cuda:0", root) as engine:
         sr, tok = engine.run(lr)

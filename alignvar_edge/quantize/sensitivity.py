@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from alignvar_edge.calibration.sets import TileSplit
+from alignvar_edge.quantize.calibration.sets import TileSplit
 from alignvar_edge.export.parity import psnr_y, token_agreement
 
 __all__ = ["Evaluator", "Fidelity", "FidelityTarget", "SearchResult", "search"]

@@ -12,8 +12,8 @@ from alignvar_edge.argtypes import fraction, nonneg_float, nonneg_int, percent, 
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from alignvar_edge.calibration.ranges import METHODS
-    from alignvar_edge.calibration.sets import DEFAULT_TILES, DEFAULT_VALIDATION_TILES
+    from alignvar_edge.quantize.calibration.ranges import METHODS
+    from alignvar_edge.quantize.calibration.sets import DEFAULT_TILES, DEFAULT_VALIDATION_TILES
 
     p = sub.add_parser(
         "quantize", help="INT8 / FP16 artifacts that keep the tokens (calibration + fidelity search)",
@@ -59,8 +59,8 @@ def _progress(it: Iterable[Any], **kw: Any) -> Iterable[Any]:
 
 def run_quantize(args: argparse.Namespace) -> int:
     from alignvar_edge.export.manifest import read_manifest
-    from alignvar_edge.export.quantize import QuantizeOptions, quantize_artifact
-    from alignvar_edge.export.sensitivity import FidelityTarget
+    from alignvar_edge.quantize.artifact import QuantizeOptions, quantize_artifact
+    from alignvar_edge.quantize.sensitivity import FidelityTarget
 
     out = args.out or f"{str(args.artifact).rstrip('/')}-{args.precision}-{args.target}"
     opts = QuantizeOptions(
