@@ -169,7 +169,7 @@ def _load_model(opts: DeployOptions) -> tuple[Any, str, str]:
         from alignvar_edge.export.random_model import random_model
         return (random_model(opts.preset, seed=opts.seed), f"{opts.preset}-random",
                 f"preset {opts.preset}, random weights, seed {opts.seed}")
-    from alignvar_edge.model.checkpoint import load_pretrained
+    from alignvar_edge.model.alignvar import load_pretrained
     ckpt = opts.checkpoint or DEFAULT_CHECKPOINT
     return load_pretrained(ckpt), ckpt, f"checkpoint {ckpt}"
 

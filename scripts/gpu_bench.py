@@ -239,7 +239,7 @@ def main() -> int:
     }
     write_json(args.out, report)
     if args.md:
-        from alignvar_edge.bench.outputs import write_text
+        from alignvar_edge.fsmodes import write_text
         from alignvar_edge.bench.render import report_markdown
         write_text(args.md, report_markdown(report))
     if best is not None:

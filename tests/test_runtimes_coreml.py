@@ -14,7 +14,7 @@ import torch
 from _runtime_fixtures import sharp_model
 from alignvar_edge import runtimes
 from alignvar_edge.errors import BackendUnavailableError
-from alignvar_edge.runtimes.coreml.backend import backend as coreml
+from alignvar_edge.runtimes.coreml import backend as coreml
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

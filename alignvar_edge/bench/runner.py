@@ -88,7 +88,7 @@ def _from_text(text: str) -> tuple[Any, str, str]:
         _, name, *seed = text.split(":")
         s = int(seed[0]) if seed else 0
         return random_model(name, seed=s), f"{name}-random", f"preset {name}, random weights, seed {s}"
-    from alignvar_edge.model.checkpoint import load_pretrained
+    from alignvar_edge.model.alignvar import load_pretrained
     return load_pretrained(text), text, f"checkpoint {text}"
 
 

@@ -59,7 +59,7 @@ def _load(args: argparse.Namespace) -> tuple[Any, str, str]:
         from alignvar_edge.export.random_model import random_model
         model = random_model(args.preset, seed=args.seed)
         return model, f"{args.preset}-random", f"preset {args.preset}, random weights, seed {args.seed}"
-    from alignvar_edge.model.checkpoint import load_pretrained
+    from alignvar_edge.model.alignvar import load_pretrained
     ckpt = args.checkpoint or DEFAULT_CHECKPOINT
     try:
         model = load_pretrained(ckpt)

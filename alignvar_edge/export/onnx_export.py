@@ -12,7 +12,6 @@ the dynamo exporter (static shapes, batch fixed), then, inside a temporary artif
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import math
 import os
@@ -30,6 +29,7 @@ from alignvar_edge.export.graphs import GraphSpec, graph_noise, specs_for
 from alignvar_edge.export.manifest import artifact_dir, listed_file, load_verified, new_manifest, write_manifest
 from alignvar_edge.export.parity import ParityReport, check_parity, compare
 from alignvar_edge.model.alignvar import AlignVAR
+from alignvar_edge.model.checkpoint import checkpoint_record, weights_sha256
 
 __all__ = ["SUPPORTED_OPSETS", "export_onnx", "graph_io", "load_onnx_models", "run_single"]
 
@@ -185,27 +185,12 @@ def validate(model: AlignVAR, root: Path, graph: str, batches: list[np.ndarray],
                    scale=model.config.scale, session_load_s=round(load_s, 3))
 
 
-def weights_sha256(model: torch.nn.Module) -> str:
-    """SHA-256 over the state dict (names, shapes, bytes): which weights an artifact was made from."""
-    h = hashlib.sha256()
-    for k, v in sorted(model.state_dict().items()):
-        t = v.detach().cpu().contiguous()
-        h.update(f"{k}|{tuple(t.shape)}|{t.dtype}|".encode())
-        h.update(t.numpy().tobytes())
-    return h.hexdigest()
-
-
 def _model_info(model: AlignVAR, name: str | None, source: str | None,
                 checkpoint: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     c = model.config
     return {"name": name or c.name, "source": source, "config": c.to_dict(),
             "scale_schedule": list(c.patch_nums), "parameters": model.parameter_report(),
-            "weights_sha256": weights_sha256(model), **({"checkpoint": _checkpoint_record(checkpoint)} if checkpoint else {})}
-
-
-def _checkpoint_record(checkpoint: str | os.PathLike[str]) -> dict[str, Any]:
-    from alignvar_edge.runtimes.artifacts import checkpoint_record
-    return checkpoint_record(checkpoint)
+            "weights_sha256": weights_sha256(model), **({"checkpoint": checkpoint_record(checkpoint)} if checkpoint else {})}
 
 
 def export_onnx(model: AlignVAR, out_dir: str | os.PathLike[str], graph: str = "single", batch: int = 1,

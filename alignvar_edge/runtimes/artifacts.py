@@ -19,7 +19,7 @@ from alignvar_edge.export.manifest import MANIFEST_FILE, listed_file, load_verif
 from alignvar_edge.model.config import AlignVARConfig
 from alignvar_edge.runtimes.base import INPUT, SR, token_name
 
-__all__ = ["checkpoint_dir", "checkpoint_record", "check_same_checkpoint", "source_checkpoint", "default_out",
+__all__ = ["checkpoint_dir", "check_same_checkpoint", "source_checkpoint", "default_out",
            "engine_manifest", "graph_io", "is_checkpoint", "single_graph", "check_calibration"]
 
 
@@ -34,14 +34,6 @@ def is_checkpoint(path: str | os.PathLike[str]) -> bool:
     p = Path(s)
     return (p.is_dir() and (p / CONFIG_FILE).is_file() and (p / WEIGHTS_FILE).is_file()
             and not (p / MANIFEST_FILE).is_file())
-
-
-def checkpoint_record(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """What an artifact records about the checkpoint it was made from: its absolute path and the
-    SHA-256 of its files, so a use elsewhere finds that checkpoint and can prove it is the same."""
-    from alignvar_edge.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, resolve_checkpoint_dir
-    d = resolve_checkpoint_dir(path)
-    return {"path": str(d.resolve()), "sha256": {f: sha256_file(d / f) for f in (CONFIG_FILE, WEIGHTS_FILE)}}
 
 
 def check_same_checkpoint(found: Path, model: dict[str, Any]) -> None:
@@ -61,8 +53,8 @@ def check_same_checkpoint(found: Path, model: dict[str, Any]) -> None:
         return
     recorded = model.get("weights_sha256")
     if isinstance(recorded, str) and recorded:
-        from alignvar_edge.export.onnx_export import weights_sha256
-        from alignvar_edge.model.checkpoint import load_pretrained
+        from alignvar_edge.model.checkpoint import weights_sha256
+        from alignvar_edge.model.alignvar import load_pretrained
         got = weights_sha256(load_pretrained(found).float())
         if got != recorded:
             raise CheckpointError(

@@ -370,7 +370,7 @@ def run_doctor(args: argparse.Namespace) -> int:
 
 def run_adopt(args: argparse.Namespace) -> int:
     from alignvar_edge.export.manifest import read_manifest
-    from alignvar_edge.runtimes.tensorrt.kit import adopt
+    from alignvar_edge.runtimes.tensorrt.adopt import adopt
     out = adopt(args.engine, args.like, args.out, log=args.log, precision=args.precision,
                 dla_core=args.dla_core, force=args.force)
     m = read_manifest(out)
@@ -384,7 +384,7 @@ def run_adopt(args: argparse.Namespace) -> int:
 
 
 def run_selftest(args: argparse.Namespace) -> int:
-    from alignvar_edge.bench.outputs import write_text
+    from alignvar_edge.fsmodes import write_text
     from alignvar_edge.runtimes.selftest import format_report, selftest, selftest_engine
     if args.engine:
         if args.precision:

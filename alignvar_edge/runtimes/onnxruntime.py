@@ -21,7 +21,7 @@ from alignvar_edge.export.manifest import artifact_dir as staging_dir, listed_fi
 from alignvar_edge.runtimes.artifacts import engine_manifest, parity_vs, single_graph, validation_tiles
 from alignvar_edge.runtimes.base import (SR, Backend, Engine, TensorSpec, input_roles,
                                          config_from_manifest, token_name)
-from alignvar_edge.runtimes.selftest import ship_golden
+from alignvar_edge.runtimes.golden import GOLDEN_FILE, copy_golden, golden_entry, write_golden
 
 MIN_BUILD_TOKENS = 0.99      # a build with other session options may round differently, never more
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
@@ -198,6 +198,25 @@ class OrtBackend(Backend):
         if unknown:
             raise InputError(f"unknown onnxruntime options {sorted(unknown)}")
         return OrtEngine(path, m, device, Path(engine_dir), **session)
+
+
+def ship_golden(src_manifest: dict[str, Any] | None, src_dir: Path, dest: Path) -> dict[str, Any] | None:
+    """Golden outputs for an engine directory being built (`dest`): the source's or its checkpoint's
+    golden file (`golden.copy_golden`); for an fp32 ONNX export without one, its own outputs on
+    held-out tiles here (the export was checked against PyTorch before it was kept: 100% tokens).
+    Returns the manifest's `extra.golden` entry, or None when there is no reference."""
+    entry = copy_golden(src_manifest, src_dir, dest)
+    if entry is not None or not src_manifest or src_manifest.get("kind") != "onnx" \
+            or src_manifest.get("precision") != "fp32":
+        return entry
+    out = dest / GOLDEN_FILE
+    with BACKEND.load(src_dir, threads=1) as ref:
+        lr = validation_tiles(config_from_manifest(src_manifest), n=4, seed=0)
+        sr, tokens = ref.run(lr)
+    write_golden(out, lr, sr, tokens, {"seed": "0", "split": "heldout",
+                                       "reference": "ONNX Runtime on the fp32 export (checked against "
+                                                    "PyTorch at export)"})
+    return golden_entry(out, f"fp32 export {src_dir}")
 
 
 def _graph_batch(manifest: dict[str, Any]) -> int:

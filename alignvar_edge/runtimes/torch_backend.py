@@ -16,7 +16,7 @@ import numpy as np
 
 from alignvar_edge.errors import ArtifactError, BackendUnavailableError, InputError
 from alignvar_edge.export.manifest import artifact_dir as staging_dir, load_verified, new_manifest, write_manifest
-from alignvar_edge.runtimes.artifacts import checkpoint_dir, checkpoint_record, graph_io, is_checkpoint
+from alignvar_edge.runtimes.artifacts import checkpoint_dir, graph_io, is_checkpoint
 from alignvar_edge.runtimes.base import INPUT, SR, Backend, Engine, TensorSpec, token_name
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
@@ -98,7 +98,8 @@ class TorchBackend(Backend):
         if precision not in DTYPES:
             raise InputError(f"the torch backend runs in {', '.join(DTYPES)}; got '{precision}' "
                              "(quantized engines come from `alignvar-edge quantize`)")
-        from alignvar_edge.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_config, load_pretrained
+        from alignvar_edge.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, checkpoint_record, load_config
+        from alignvar_edge.model.alignvar import load_pretrained
         device = self.check_device(device)
         src = checkpoint_dir(artifact_dir)
         config = load_config(src)
@@ -114,7 +115,7 @@ class TorchBackend(Backend):
         return out
 
     def load(self, engine_dir: Path, device: str | None = None, **opts: Any) -> TorchEngine:
-        from alignvar_edge.model.checkpoint import load_pretrained
+        from alignvar_edge.model.alignvar import load_pretrained
         precision = opts.pop("precision", None)
         batch = int(opts.pop("batch", DEFAULT_BATCH))
         threads = opts.pop("threads", None)

@@ -78,7 +78,7 @@ def load_eval_images(spec: str) -> list[tuple[str, object]]:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from alignvar_edge.model.checkpoint import load_pretrained
+    from alignvar_edge.model.alignvar import load_pretrained
     from alignvar_edge.train.evaluate import ablation_report, evaluate, format_eval
 
     model = load_pretrained(args.checkpoint)

@@ -27,7 +27,8 @@ from alignvar_edge.errors import CheckpointError, ConfigError, InputError, Outpu
 from alignvar_edge.export.manifest import RUN_FILE, check_out
 from alignvar_edge.fsmodes import publish_mode
 from alignvar_edge.model import AlignVAR, AlignVARConfig
-from alignvar_edge.model.checkpoint import load_pretrained, save_pretrained
+from alignvar_edge.model.checkpoint import save_pretrained
+from alignvar_edge.model.alignvar import load_pretrained
 from alignvar_edge.model.hcc import gumbel_straight_through, hcc_loss, split_scales
 from alignvar_edge.train.data import ImageFolderDataset, sample_images
 from alignvar_edge.train.degrade import DegradationConfig, item_seed, low_quality

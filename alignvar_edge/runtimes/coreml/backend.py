@@ -39,7 +39,7 @@ from alignvar_edge.export.manifest import artifact_dir as staging_dir
 from alignvar_edge.export.manifest import listed_file, load_verified, new_manifest, write_manifest
 from alignvar_edge.runtimes.artifacts import checkpoint_dir, graph_io, validation_tiles
 from alignvar_edge.runtimes.base import INPUT, SR, Backend, Engine, TensorSpec, config_from_manifest, token_name
-from alignvar_edge.runtimes.selftest import ship_golden
+from alignvar_edge.runtimes.golden import copy_golden
 
 PACKAGE = "model.mlpackage"
 DEFAULT_BATCH = 16
@@ -535,7 +535,7 @@ class CoreMLBackend(Backend):
               calibration: Any = None, device: str | None = None, force: bool = False,
               **opts: Any) -> Path:
         """Convert the checkpoint's rollout to an .mlpackage with validation and an ANE lint."""
-        from alignvar_edge.model.checkpoint import load_pretrained
+        from alignvar_edge.model.alignvar import load_pretrained
         if precision not in CT_PRECISIONS:
             raise InputError(f"coreml precision must be one of {', '.join(CT_PRECISIONS)}, got '{precision}'")
         compute_units = (device or opts.pop("compute_units", "CPU_AND_NE")).upper()
@@ -582,7 +582,7 @@ class CoreMLBackend(Backend):
                              quantization=recipe, extra=extra)
             if proxy and precision != "fp32":
                 m["parity"] = fidelity_proxy(model, validation_tiles(config), precision)
-            extra["golden"] = ship_golden(None, src, tmp) if src else None
+            extra["golden"] = copy_golden(None, src, tmp) if src else None
             write_manifest(tmp, m)
         return out
 

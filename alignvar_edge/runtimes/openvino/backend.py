@@ -48,7 +48,7 @@ from alignvar_edge.runtimes.artifacts import (check_calibration, engine_manifest
                                               single_graph, validation_tiles)
 from alignvar_edge.runtimes.base import (SR, Backend, Engine, TensorSpec, input_roles,
                                          config_from_manifest, token_name)
-from alignvar_edge.runtimes.selftest import ship_golden
+from alignvar_edge.runtimes.onnxruntime import ship_golden
 
 if TYPE_CHECKING:    # building imports the ONNX tool chain; running an engine needs only openvino
     from alignvar_edge.quantize.policy import Policy

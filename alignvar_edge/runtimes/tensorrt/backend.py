@@ -5,7 +5,7 @@ One build path for TensorRT 10 and 11:
           the Q/DQ graph from `alignvar-edge quantize --target tensorrt`).
   TRT 11  strongly typed networks only (the FP16/INT8 flags and implicit calibrators are gone):
           the ONNX carries its own types, so fp16 needs an fp16 export and int8 a Q/DQ export.
-`network_plan` decides flags from (version, precision, artifact precision) and nothing else
+`plan.network_plan` decides flags from (version, precision, artifact precision) and nothing else
 branches on the version. A timing cache is reused across builds (`timing.cache`).
 
 The engine manifest records the TensorRT version and the GPU (name, compute capability); an
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -32,73 +31,21 @@ from alignvar_edge.export.manifest import listed_file, load_verified, new_manife
 from alignvar_edge.runtimes.artifacts import engine_manifest, single_graph
 from alignvar_edge.runtimes.base import (INPUT, SR, Backend, Engine, TensorSpec, input_roles,
                                          config_from_manifest, token_name)
-from alignvar_edge.runtimes.selftest import ship_golden
+from alignvar_edge.runtimes.onnxruntime import ship_golden
 from alignvar_edge.runtimes.tensorrt.kit import write_build_files
+from alignvar_edge.runtimes.tensorrt.plan import CACHE, ENGINE, ONNX, SCRIPT_FILE, network_plan, trt_major, trtexec_command
 
 if TYPE_CHECKING:
     import tensorrt as trt
 
-ENGINE, ONNX, CACHE = "model.engine", "model.onnx", "timing.cache"
-TRTEXEC_FILE, SCRIPT_FILE = "trtexec.txt", "build_on_device.sh"
-TRT_PRECISIONS = ("fp32", "fp16", "int8")
 NOT_INSTALLED = ("TensorRT is not installed (PyPI's tensorrt wheels only fetch from NVIDIA's index: use "
                  "JetPack on a Jetson, or pip's --extra-index-url https://pypi.nvidia.com on a CUDA "
                  "machine); `build --target tensorrt` still writes an on-device build kit")
 
 
 # ------------------------------------------------------------------------------------------------
-# what to build: flags per version and precision (the one place that knows about TRT 10 vs 11)
-# ------------------------------------------------------------------------------------------------
-def network_plan(trt_major: int, precision: str, artifact_precision: str,
-                 f32_layers: Iterable[str] = ()) -> dict[str, Any]:
-    """{"strongly_typed": bool, "flags": [builder flag names]} for this TensorRT major version;
-    a weakly typed fp16 / int8 plan also carries "f32_layers" (the half policy's f32 groups, by
-    ONNX node name, which the ONNX parser gives its layers), built with obeyed precision constraints.
-    Strongly typed plans take per-layer precision from the ONNX's own types (the fp16 artifact)."""
-    if precision not in TRT_PRECISIONS:
-        raise InputError(f"tensorrt precision must be one of {', '.join(TRT_PRECISIONS)}, got '{precision}'")
-    if precision == "int8" and artifact_precision != "int8":
-        raise InputError("TensorRT INT8 uses explicit Q/DQ: build from the output of "
-                         "`alignvar-edge quantize --precision int8 --target tensorrt`")
-    if trt_major >= 11:
-        # strongly typed: the graph's own types decide; fp16 must already be in the ONNX
-        if precision == "fp16" and artifact_precision != "fp16":
-            raise InputError("TensorRT 11 builds strongly typed networks (no FP16 flag): build "
-                             "from an fp16 export (`alignvar-edge quantize --precision fp16 "
-                             "--target tensorrt`)")
-        return {"strongly_typed": True, "flags": []}
-    if precision == "fp16" and artifact_precision == "fp16":
-        return {"strongly_typed": True, "flags": []}
-    flags = {"fp32": [], "fp16": ["FP16"], "int8": ["INT8", "FP16"]}[precision]
-    plan: dict[str, Any] = {"strongly_typed": False, "flags": flags}
-    if f32_layers and "FP16" in flags:
-        plan["f32_layers"] = sorted(set(f32_layers))
-    return plan
-
-
-def trtexec_command(plan: dict[str, Any], onnx: str = ONNX, engine: str = ENGINE,
-                    cache: str = CACHE, workspace_mib: int | None = None, opt_level: int = 3) -> list[str]:
-    """The trtexec invocation equivalent to our build."""
-    cmd = ["trtexec", f"--onnx={onnx}", f"--saveEngine={engine}", f"--timingCacheFile={cache}",
-           f"--builderOptimizationLevel={opt_level}"]
-    if plan["strongly_typed"]:
-        cmd.append("--stronglyTyped")
-    cmd += [f"--{f.lower()}" for f in plan["flags"]]
-    if plan.get("f32_layers"):
-        cmd += ["--precisionConstraints=obey",
-                "--layerPrecisions=" + ",".join(f"{n}:fp32" for n in plan["f32_layers"])]
-    if workspace_mib:
-        cmd.append(f"--memPoolSize=workspace:{workspace_mib}M")
-    return cmd
-
-
-# ------------------------------------------------------------------------------------------------
 # TensorRT itself
 # ------------------------------------------------------------------------------------------------
-def trt_major(version: str) -> int:
-    return int(version.split(".")[0])
-
-
 def gpu_info(index: int = 0) -> dict[str, Any] | None:
     """Name and compute capability of CUDA device `index`, or None without a visible GPU."""
     try:
