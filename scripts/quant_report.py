@@ -26,11 +26,8 @@ from typing import Any
 
 
 def _engine(path: Path) -> Any:
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    from alignvar_edge.onnx_session import open_session
+    return open_session(path)
 
 
 def _bytes(root: Path) -> int:

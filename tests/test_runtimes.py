@@ -209,7 +209,7 @@ def test_per_head_scales_are_widened_without_changing_values():
     import openvino as ov
     import openvino.opset13 as ops
 
-    from alignvar_edge.runtimes.openvino.backend import widen_head_scales
+    from alignvar_edge.runtimes.openvino.nncf import widen_head_scales
     x = ops.parameter([1, 4, 8, 16], np.float32)
     scale = np.array([1.0, 2.0, 3.0, 4.0], np.float32).reshape(1, 4, 1, 1)
     model = ov.Model([ops.multiply(x, ops.constant(scale))], [x])
@@ -227,7 +227,7 @@ def test_openvino_ignored_scope_covers_every_weighted_op_it_cannot_place(export)
     import openvino as ov
 
     from alignvar_edge.quantize.policy import Policy
-    from alignvar_edge.runtimes.openvino.backend import ignored_scope_names
+    from alignvar_edge.runtimes.openvino.nncf import ignored_scope_names
     onnx_path = export / "model.onnx"
     model = ov.convert_model(str(onnx_path))
     weighted = {op.get_friendly_name() for op in model.get_ordered_ops()

@@ -114,7 +114,7 @@ def test_package_describes_its_io_and_carries_the_input_contract(package):
 
 
 def test_image_input_when_asked(tmp_path):
-    from alignvar_edge.runtimes.coreml.backend import _ops
+    from alignvar_edge.runtimes.coreml.lint import _ops
     out = runtimes.build("in-memory", "coreml", out=tmp_path / "img", model=sharp_model("micro"),
                          image_input=True, proxy=False)
     spec = _read_package(out)

@@ -19,7 +19,6 @@ otherwise saturate (logits error 9.9% vs 1.6%, measured on a toy rollout).
 """
 from __future__ import annotations
 
-import platform
 import tempfile
 from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
@@ -30,32 +29,17 @@ from typing import Any
 import numpy as np
 import onnx
 
-from alignvar_edge.quantize.calibration.ranges import METHODS, Progress, collect_ranges
+from alignvar_edge.cpuinfo import has_vnni
 from alignvar_edge.errors import ConfigError, InputError
 from alignvar_edge.export import onnx_io
+from alignvar_edge.quantize.calibration.ranges import METHODS, Progress, collect_ranges
 from alignvar_edge.quantize.policy import QUANT_OP_TYPES, Policy, QuantNode, classify
 
-__all__ = ["MAX_OPSET", "TARGETS", "Int8Builder", "Int8Recipe", "check_opset", "has_vnni", "target_recipe"]
+__all__ = ["MAX_OPSET", "TARGETS", "Int8Builder", "Int8Recipe", "check_opset", "target_recipe"]
 
 TARGETS = ("onnxruntime", "tensorrt", "openvino", "coreml")
 FLOAT_COPY_WEIGHTS = ("int8", "fp32")
 MAX_OPSET = 22          # opset 23 emits ONNX Attention, which ORT 1.32 quantizes into invalid models
-_VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "amx_tile")
-
-
-def has_vnni(cpuinfo: str | Path = "/proc/cpuinfo") -> bool | None:
-    """True/False for x86 CPUs (VNNI or AMX in the flags); None where it does not apply or is unknown."""
-    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
-        return None
-    try:
-        text = Path(cpuinfo).read_text()
-    except OSError:
-        return None
-    flags = set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags.update(line.split(":", 1)[-1].split())
-    return any(f in flags for f in _VNNI_FLAGS)
 
 
 @dataclass

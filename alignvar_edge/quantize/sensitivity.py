@@ -29,8 +29,10 @@ from typing import Any
 import numpy as np
 import onnx
 
+from alignvar_edge.export.onnx_io import session_source
+from alignvar_edge.export.parity import psnr_y, rgb_to_y, token_agreement
+from alignvar_edge.onnx_session import open_session
 from alignvar_edge.quantize.calibration.sets import TileSplit
-from alignvar_edge.export.parity import psnr_y, token_agreement
 
 __all__ = ["Evaluator", "Fidelity", "FidelityTarget", "SearchResult", "search"]
 
@@ -118,18 +120,10 @@ def _with_logits(model: onnx.ModelProto | str) -> tuple[onnx.ModelProto | str, l
 
 
 def _session(model: onnx.ModelProto | str, optimized: bool) -> Any:
-    import onnxruntime as ort
-
-    from alignvar_edge.export.onnx_io import session_source
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    if not optimized:
-        # fake-quant: Q/DQ computed literally, no int8 kernels (separates quantization error from
-        # kernel saturation, and stands in for TensorRT, which is not available here)
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    # not optimized = fake-quant: Q/DQ computed literally, no int8 kernels (separates quantization
+    # error from kernel saturation, and stands in for TensorRT, which is not available here)
     with session_source(model) as src:
-        return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
+        return open_session(src, optimization="all" if optimized else "disable")
 
 
 def _outputs(sess: Any) -> tuple[str, list[str]]:
@@ -203,7 +197,6 @@ class Evaluator:
 
 
 def _y(img: np.ndarray, border: int) -> np.ndarray:
-    from alignvar_edge.export.parity import rgb_to_y
 
     y = rgb_to_y(img)
     return y[..., border:-border, border:-border] if border > 0 else y

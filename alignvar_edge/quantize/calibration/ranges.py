@@ -24,6 +24,8 @@ import numpy as np
 import onnx
 
 from alignvar_edge.errors import ConfigError
+from alignvar_edge.export.onnx_io import session_source
+from alignvar_edge.onnx_session import open_session
 
 __all__ = ["METHODS", "collect_ranges", "entropy_threshold", "percentile_range"]
 
@@ -48,16 +50,9 @@ def _augmented(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
 
 
 def _session(model: onnx.ModelProto) -> Any:
-    import onnxruntime as ort
-
-    from alignvar_edge.export.onnx_io import session_source
-
-    so = ort.SessionOptions()
     # Unoptimized: every requested tensor exists exactly as in the graph, computed in fp32.
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    so.log_severity_level = 3
     with session_source(model) as src:
-        return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
+        return open_session(src, optimization="disable")
 
 
 def collect_ranges(model: onnx.ModelProto, tensors: Sequence[str], feeds: Sequence[dict[str, np.ndarray]],
