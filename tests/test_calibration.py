@@ -44,7 +44,7 @@ def test_lr_is_made_by_the_recorded_degradation() -> None:
     # no blur, noise or JPEG: LR must be the plain bicubic downsample of its HR tile
     cfg = AlignVARConfig.from_preset("micro", degradation={"blur_prob": 0.0, "noise_prob": 0.0, "jpeg_prob": 0.0,
                                                            "downsample_modes": ["bicubic"]})
-    from alignvar_edge.train.degrade import DegradationConfig, degrade
+    from alignvar_edge.degrade import DegradationConfig, degrade
     cs = CalibrationSet.builtin(cfg, n=2, n_val=1)
     hr = cs.calibration.hr[0].transpose(1, 2, 0)
     want = degrade(hr, DegradationConfig.from_dict(cfg.degradation), 0)

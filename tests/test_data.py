@@ -11,7 +11,7 @@ from PIL import Image
 
 from alignvar_edge.errors import ConfigError, InputError
 from alignvar_edge.train.data import SAMPLE_IMAGES, ImageFolderDataset, sample_images
-from alignvar_edge.train.degrade import DegradationConfig, degrade
+from alignvar_edge.degrade import DegradationConfig, degrade
 
 
 def test_sample_splits_are_fixed_and_disjoint() -> None:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from alignvar_edge.errors import ConfigError, InputError
-from alignvar_edge.train.degrade import (
+from alignvar_edge.degrade import (
     DegradationConfig,
     degrade,
     degrade_batch,

@@ -22,7 +22,7 @@ from alignvar_edge.model.alignvar import AlignVAR
 from alignvar_edge.model.resample import bicubic_matrix
 from alignvar_edge.runtimes.torch_backend import TorchEngine
 from alignvar_edge.train.ablations import NOT_APPLICABLE, VARIANTS, variant_models
-from alignvar_edge.train.degrade import DegradationConfig, degrade
+from alignvar_edge.degrade import DegradationConfig, degrade
 
 
 @dataclass

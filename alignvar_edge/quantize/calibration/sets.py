@@ -31,7 +31,7 @@ from alignvar_edge.errors import ConfigError, InputError
 from alignvar_edge.images import IMAGE_EXTENSIONS, list_images, load_image
 from alignvar_edge.model.config import AlignVARConfig
 from alignvar_edge.quantize.calibration.tiles import degradation_for
-from alignvar_edge.train.degrade import DegradationConfig, degrade
+from alignvar_edge.degrade import DegradationConfig, degrade
 
 __all__ = ["CalibrationSet", "TileSplit", "model_config"]
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from alignvar_edge.errors import InputError
 from alignvar_edge.model.config import AlignVARConfig
-from alignvar_edge.train.degrade import DegradationConfig, degrade, item_seed
+from alignvar_edge.degrade import DegradationConfig, degrade, item_seed
 
 __all__ = ["degradation_for", "lr_tiles", "tile_pairs", "tiles_hash"]
 
