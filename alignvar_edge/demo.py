@@ -21,7 +21,7 @@ def run_demo(out: Path, image: str = "coffee", size: int = 256, force: bool = Fa
     from alignvar_edge.images import save_image
     from alignvar_edge.model.alignvar import load_pretrained
     from alignvar_edge.runtimes.torch_backend import TorchEngine
-    from alignvar_edge.train.data import sample_images
+    from alignvar_edge.samples import sample_images
     from alignvar_edge.degrade import DegradationConfig, degrade
     from alignvar_edge.train.evaluate import bicubic_upscale
 

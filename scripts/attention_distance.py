@@ -19,7 +19,7 @@ import torch
 
 from alignvar_edge.model import AlignVAR
 from alignvar_edge.train.ablations import sca_off
-from alignvar_edge.train.data import sample_images
+from alignvar_edge.samples import sample_images
 from alignvar_edge.degrade import DegradationConfig, degrade
 
 

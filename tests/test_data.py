@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from alignvar_edge.errors import ConfigError, InputError
-from alignvar_edge.train.data import SAMPLE_IMAGES, ImageFolderDataset, sample_images
+from alignvar_edge.train.data import ImageFolderDataset
+from alignvar_edge.samples import SAMPLE_IMAGES, sample_images
 from alignvar_edge.degrade import DegradationConfig, degrade
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from _runtime_fixtures import micro_model
 from alignvar_edge.errors import CheckpointError, ConfigError, InputError
 from alignvar_edge.model import PRESETS, AlignVAR, AlignVARConfig
 from alignvar_edge.model.alignvar import NEGATIVE, POSITIVE
@@ -19,11 +20,6 @@ from alignvar_edge.model.resample import resize_matrix
 from alignvar_edge.model.rope import apply_rope, apply_rope_complex, rope_tables, scale_positions
 from alignvar_edge.model.sca import SCAGuidance, affinity, sca_bias
 from alignvar_edge.model.upstream import import_varsr
-
-
-def micro_model(seed: int = 0, **overrides) -> AlignVAR:
-    torch.manual_seed(seed)
-    return AlignVAR(AlignVARConfig.from_preset("micro", **overrides)).eval()
 
 
 def resize_pairs(c: AlignVARConfig) -> set[tuple[str, int, int]]:

@@ -293,7 +293,7 @@ def _compare_images(args: argparse.Namespace) -> list[tuple[str, Any]]:
             raise InputError(f"no images under {args.images}")
         imgs = [(f.name, load_image(f)[0]) for f in files]
     else:
-        from alignvar_edge.train.data import sample_images
+        from alignvar_edge.samples import sample_images
         imgs = sample_images("heldout")
     if args.limit:
         imgs = imgs[:args.limit]

@@ -66,7 +66,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def load_eval_images(spec: str) -> list[tuple[str, object]]:
     from alignvar_edge.images import list_images, load_image
-    from alignvar_edge.train.data import sample_images
+    from alignvar_edge.samples import sample_images
 
     if spec == "builtin":
         return list(sample_images("heldout"))

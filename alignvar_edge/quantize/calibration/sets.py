@@ -86,7 +86,7 @@ class CalibrationSet:
     def builtin(cls, config: AlignVARConfig | dict[str, Any], n: int = DEFAULT_TILES, seed: int = 0,
                 n_val: int = DEFAULT_VALIDATION_TILES, split: str = "train") -> CalibrationSet:
         """Tiles from the bundled sample photographs (`train` split by default; `heldout` for reports)."""
-        from alignvar_edge.train.data import sample_images
+        from alignvar_edge.samples import sample_images
 
         return cls.from_images(sample_images(split), config, n=n, seed=seed, n_val=n_val,  # type: ignore[arg-type]
                                source=f"builtin:{split}")

@@ -31,7 +31,7 @@ def degradation_for(config: AlignVARConfig) -> DegradationConfig:
 def _load_images(split: str, images: Images | None) -> list[np.ndarray]:
     if images is None:
         # imported here: the sample set pulls in torch datasets, which tiles alone do not need
-        from alignvar_edge.train.data import sample_images
+        from alignvar_edge.samples import sample_images
         return [img for _, img in sample_images(split)]  # type: ignore[arg-type]
     if isinstance(images, (str, os.PathLike)):
         from alignvar_edge.images import list_images, load_image
