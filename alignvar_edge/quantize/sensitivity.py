@@ -32,6 +32,7 @@ import onnx
 from alignvar_edge.export.onnx_io import session_source
 from alignvar_edge.export.parity import psnr_y, rgb_to_y, token_agreement
 from alignvar_edge.onnx_session import open_session
+from alignvar_edge.quantize.calibration.ranges import with_float_outputs
 from alignvar_edge.quantize.calibration.sets import TileSplit
 
 __all__ = ["Evaluator", "Fidelity", "FidelityTarget", "SearchResult", "search"]
@@ -110,13 +111,7 @@ def _with_logits(model: onnx.ModelProto | str) -> tuple[onnx.ModelProto | str, l
         return model, []
     if isinstance(model, str):
         m = onnx.load(model)      # with its weights this time
-    c = onnx.ModelProto()
-    c.CopyFrom(m)
-    have = {o.name for o in c.graph.output}
-    for name in logits:
-        if name not in have:
-            c.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    return c, logits
+    return with_float_outputs(m, logits), logits
 
 
 def _session(model: onnx.ModelProto | str, optimized: bool) -> Any:
