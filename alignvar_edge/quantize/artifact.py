@@ -6,8 +6,8 @@
 `onnxruntime` and `tensorrt` targets produce a new ONNX artifact directory (explicit Q/DQ for
 int8, half-precision tensors for fp16) whose manifest records the recipe, the calibration-set
 hash, what stayed in float and why, and the fidelity measured on the validation split against the
-fp32 engine. `openvino` and `coreml` go to their backends (`alignvar_edge.runtimes.build`) with
-the same calibration set. A result that misses the fidelity target is not written (ParityError),
+fp32 engine. `openvino` and `coreml` quantize with their own tools when their backends build
+(`alignvar_edge.runtimes.build`, given `calibration_for`'s set; the `quantize` verb does that). A result that misses the fidelity target is not written (ParityError),
 unless the search is switched off, in which case it is written and marked `target_met: false`.
 """
 from __future__ import annotations
@@ -34,7 +34,10 @@ from alignvar_edge.export.manifest import artifact_dir, check_out, listed_file, 
 from alignvar_edge.quantize.policy import COMPONENTS, DEFAULT_INT8, Policy
 from alignvar_edge.quantize.sensitivity import Evaluator, Fidelity, FidelityTarget, SearchResult, search
 
-__all__ = ["PRECISIONS", "QuantizeOptions", "calibration_set", "quantize_artifact"]
+__all__ = ["BACKEND_NATIVE", "PRECISIONS", "QuantizeOptions", "calibration_for", "calibration_set",
+           "quantize_artifact"]
+# targets whose backend quantizes with its own tool (NNCF, coremltools) when it builds
+BACKEND_NATIVE = ("openvino", "coreml")
 
 PRECISIONS = ("int8", "fp16")
 SENSITIVITY_TILES = 8
@@ -104,6 +107,19 @@ def calibration_set(calib: str, config: Any, n: int, n_val: int, seed: int) -> C
     return CalibrationSet.from_folder(calib, config, n=n, seed=seed, n_val=n_val)
 
 
+def calibration_for(src: str | os.PathLike[str], opts: QuantizeOptions,
+                    log: Log = lambda _m: None) -> CalibrationSet:
+    """The options checked, and the calibration set they name for the export at `src` (logged)."""
+    opts.validate()
+    cs = calibration_set(opts.calib, model_config(load_verified(Path(src))["model"]), opts.tiles, opts.val_tiles,
+                         opts.seed)
+    log(f"calibration set {cs.hash[:12]}: {len(cs.calibration)} tiles from {cs.recipe['calibration_images']} "
+        f"image(s), {len(cs.validation)} validation tiles from {cs.recipe['validation_images']}"
+        + (f"; skipped {len(cs.skipped)} file(s): " + "; ".join(f"{a} ({b})" for a, b in cs.skipped[:5])
+           if cs.skipped else ""))
+    return cs
+
+
 def _single_graph(src: Path, m: dict[str, Any]) -> tuple[Path, str, int, dict[str, np.ndarray]]:
     if m.get("kind") != "onnx" or m.get("precision") != "fp32":
         raise ArtifactError(f"'{src}' is a {m.get('precision')} {m.get('kind')} artifact; quantize an fp32 "
@@ -124,23 +140,15 @@ def quantize_artifact(src: str | os.PathLike[str], out: str | os.PathLike[str], 
                       force: bool = False, log: Log = lambda _m: None,
                       progress: Progress = lambda it, **_k: it) -> Path:
     """Quantize the export at `src` into a new artifact directory `out` (see the module docstring)."""
-    opts.validate()
+    if opts.target in BACKEND_NATIVE:
+        raise ConfigError(f"{opts.target} quantizes with its own tool: build with "
+                          f"`alignvar_edge.runtimes.build(src, '{opts.target}', '{opts.precision}', "
+                          "calibration=calibration_for(src, opts))` (what `alignvar-edge quantize` does)")
     src = Path(src)
     m = load_verified(src)
     cfg = model_config(m["model"])
     t0 = time.perf_counter()
-    cs = calibration_set(opts.calib, cfg, opts.tiles, opts.val_tiles, opts.seed)
-    log(f"calibration set {cs.hash[:12]}: {len(cs.calibration)} tiles from {cs.recipe['calibration_images']} "
-        f"image(s), {len(cs.validation)} validation tiles from {cs.recipe['validation_images']}"
-        + (f"; skipped {len(cs.skipped)} file(s): " + "; ".join(f"{a} ({b})" for a, b in cs.skipped[:5])
-           if cs.skipped else ""))
-    if opts.target in ("openvino", "coreml"):
-        from alignvar_edge import runtimes
-
-        log(f"handing over to the {opts.target} backend ({opts.precision})")
-        return Path(runtimes.build(src, opts.target, precision=opts.precision, calibration=cs, out=out,
-                                   force=force))
-
+    cs = calibration_for(src, opts, log)
     model_path, input_name, batch, extra = _single_graph(src, m)
     check_out(out, force)                      # fail before minutes of calibration, not after
     if opts.precision == "int8":

@@ -58,9 +58,12 @@ def _progress(it: Iterable[Any], **kw: Any) -> Iterable[Any]:
 
 
 def run_quantize(args: argparse.Namespace) -> int:
+    # verbs import their machinery when run: `--help` stays fast, a device install lists no host verbs
+    from alignvar_edge import runtimes
     from alignvar_edge.export.manifest import read_manifest
-    from alignvar_edge.quantize.artifact import QuantizeOptions, quantize_artifact
+    from alignvar_edge.quantize.artifact import BACKEND_NATIVE, QuantizeOptions, calibration_for, quantize_artifact
     from alignvar_edge.quantize.sensitivity import FidelityTarget
+
 
     out = args.out or f"{str(args.artifact).rstrip('/')}-{args.precision}-{args.target}"
     opts = QuantizeOptions(
@@ -73,7 +76,13 @@ def run_quantize(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         # skipped calibration files are reported in the log line, not as Python warnings
         warnings.filterwarnings("ignore", message="calibration:")
-        path = quantize_artifact(args.artifact, out, opts, force=args.force, log=say, progress=_progress)
+        if opts.target in BACKEND_NATIVE:
+            cs = calibration_for(args.artifact, opts, say)
+            say(f"handing over to the {opts.target} backend ({opts.precision})")
+            path = runtimes.build(args.artifact, opts.target, precision=opts.precision, calibration=cs, out=out,
+                                  force=args.force)
+        else:
+            path = quantize_artifact(args.artifact, out, opts, force=args.force, log=say, progress=_progress)
     m = read_manifest(path)
     if m.get("kind") == "onnx":
         print(fidelity_table(m))
