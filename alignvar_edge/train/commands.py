@@ -79,7 +79,7 @@ def load_eval_images(spec: str) -> list[tuple[str, object]]:
 
 def run_eval(args: argparse.Namespace) -> int:
     from alignvar_edge.model.alignvar import load_pretrained
-    from alignvar_edge.train.evaluate import ablation_report, evaluate, format_eval
+    from alignvar_edge.bench.evaluate import ablation_report, evaluate, format_eval
 
     model = load_pretrained(args.checkpoint)
     result = evaluate(model, load_eval_images(args.images), seed=args.seed,  # type: ignore[arg-type]
