@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alignvar_edge.quantize.calibration import CalibrationSet
-from alignvar_edge.quantize.calibration.ranges import collect_ranges, entropy_threshold, percentile_range
 from alignvar_edge.errors import ConfigError, InputError
 from alignvar_edge.model.config import AlignVARConfig
+from alignvar_edge.quantize.calibration import CalibrationSet
+from alignvar_edge.quantize.calibration.ranges import collect_ranges, entropy_threshold, percentile_range
 
 MICRO = AlignVARConfig.from_preset("micro")          # 32 px HR tile, 8 px LR tile
 

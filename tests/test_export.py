@@ -25,15 +25,15 @@ from onnx import helper, numpy_helper
 
 from _runtime_fixtures import nano_model
 from alignvar_edge import cli
-from alignvar_edge.quantize.calibration.tiles import lr_tiles, tiles_hash
 from alignvar_edge.errors import ArtifactError, InputError, OutputExistsError, ParityError
-from alignvar_edge.export import parity
 from alignvar_edge.export import onnx_export as ox
+from alignvar_edge.export import parity
 from alignvar_edge.export.inspect_artifact import format_inspection, inspect_artifact
 from alignvar_edge.export.lint import FORBIDDEN_OPS, lint_model
 from alignvar_edge.export.manifest import load_verified, read_manifest
 from alignvar_edge.export.staged import StagedRunner, make_session
 from alignvar_edge.model import AlignVARConfig
+from alignvar_edge.quantize.calibration.tiles import lr_tiles, tiles_hash
 
 
 

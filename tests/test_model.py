@@ -12,8 +12,8 @@ from _runtime_fixtures import micro_model
 from alignvar_edge.errors import CheckpointError, ConfigError, InputError
 from alignvar_edge.model import PRESETS, AlignVAR, AlignVARConfig
 from alignvar_edge.model.alignvar import NEGATIVE, POSITIVE
-from alignvar_edge.model.checkpoint import save_pretrained
 from alignvar_edge.model.alignvar import load_pretrained
+from alignvar_edge.model.checkpoint import save_pretrained
 from alignvar_edge.model.hcc import hcc_loss, split_scales
 from alignvar_edge.model.info import meta_model
 from alignvar_edge.model.resample import resize_matrix

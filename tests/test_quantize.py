@@ -19,14 +19,14 @@ import pytest
 import torch
 from torch import nn
 
-from alignvar_edge.errors import ConfigError, InputError, OutputExistsError
 from alignvar_edge.cpuinfo import has_vnni
-from alignvar_edge.quantize.int8 import check_opset, target_recipe
+from alignvar_edge.errors import ConfigError, InputError, OutputExistsError
 from alignvar_edge.export.manifest import load_verified
+from alignvar_edge.model import AlignVAR, AlignVARConfig
 from alignvar_edge.quantize.artifact import QuantizeOptions, calibration_set, quantize_artifact
+from alignvar_edge.quantize.int8 import check_opset, target_recipe
 from alignvar_edge.quantize.policy import classify
 from alignvar_edge.quantize.sensitivity import FidelityTarget
-from alignvar_edge.model import AlignVAR, AlignVARConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = dict(tiles=8, val_tiles=8)

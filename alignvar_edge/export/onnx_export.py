@@ -26,10 +26,13 @@ import torch
 
 from alignvar_edge.errors import ArtifactError, ConfigError
 from alignvar_edge.export.graphs import GraphSpec, graph_noise, specs_for
+from alignvar_edge.export.lint import forbidden_constructs
 from alignvar_edge.export.manifest import artifact_dir, listed_file, load_verified, new_manifest, write_manifest
 from alignvar_edge.export.parity import ParityReport, check_parity, compare
+from alignvar_edge.export.staged import StagedRunner, make_session
 from alignvar_edge.model.alignvar import AlignVAR
 from alignvar_edge.model.checkpoint import checkpoint_record, weights_sha256
+from alignvar_edge.quantize.calibration.tiles import lr_tiles, tiles_hash
 
 __all__ = ["SUPPORTED_OPSETS", "export_onnx", "graph_io", "load_onnx_models", "run_single"]
 
@@ -119,7 +122,6 @@ def simplify_graph(path: Path, external_data: bool) -> None:
 def check_graph(path: Path) -> None:
     import onnx
 
-    from alignvar_edge.export.lint import forbidden_constructs
 
     try:
         onnx.checker.check_model(str(path), full_check=True)
@@ -160,7 +162,6 @@ def _reference(model: AlignVAR, lr: np.ndarray, noise: np.ndarray | None) -> tup
 
 def validate(model: AlignVAR, root: Path, graph: str, batches: list[np.ndarray], refine: bool = True) -> ParityReport:
     """ONNX Runtime on `root`'s graphs vs PyTorch, tile batch by tile batch."""
-    from alignvar_edge.export.staged import StagedRunner, make_session
 
     t0 = time.perf_counter()
     if graph == "single":
@@ -206,7 +207,6 @@ def export_onnx(model: AlignVAR, out_dir: str | os.PathLike[str], graph: str = "
     `checkpoint`: the directory (or bundled name) the model was loaded from; its absolute path and
     file hashes are recorded, so later uses find that checkpoint and refuse a different one.
     """
-    from alignvar_edge.quantize.calibration.tiles import lr_tiles, tiles_hash
 
     say = log or (lambda _msg: None)
     if graph not in ("single", "staged"):

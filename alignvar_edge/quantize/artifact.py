@@ -24,13 +24,16 @@ import numpy as np
 
 import onnx
 
+from alignvar_edge.errors import ArtifactError, ConfigError, InputError, ParityError
+from alignvar_edge.export import onnx_io
+from alignvar_edge.export.manifest import artifact_dir, check_out, listed_file, load_verified, new_manifest, write_manifest
+from alignvar_edge.export.onnx_export import check_graph, graph_io
+from alignvar_edge.export.staged import make_session
 from alignvar_edge.quantize.calibration.sets import (DEFAULT_TILES, DEFAULT_VALIDATION_TILES, CalibrationSet,
                                             TileSplit, model_config)
-from alignvar_edge.errors import ArtifactError, ConfigError, InputError, ParityError
 from alignvar_edge.quantize.fp16 import to_fp16
-from alignvar_edge.export import onnx_io
+from alignvar_edge.quantize.half_policy import HalfPolicy, search_half
 from alignvar_edge.quantize.int8 import TARGETS, Int8Builder, target_recipe
-from alignvar_edge.export.manifest import artifact_dir, check_out, listed_file, load_verified, new_manifest, write_manifest
 from alignvar_edge.quantize.policy import COMPONENTS, DEFAULT_INT8, Policy
 from alignvar_edge.quantize.sensitivity import Evaluator, Fidelity, FidelityTarget, SearchResult, search
 
@@ -234,7 +237,6 @@ def _fp16(model_path: Path, cs: CalibrationSet, opts: QuantizeOptions, input_nam
           scale: int, log: Log, extra: dict[str, np.ndarray]) -> tuple[onnx.ModelProto, dict[str, Any], SearchResult]:
     """fp16 per half-policy group (export/half_policy.py): from every group in fp16, the search
     returns the groups the validation split needs to f32."""
-    from alignvar_edge.quantize.half_policy import HalfPolicy, search_half
 
     src = onnx.load(str(model_path))
     val = Evaluator(str(model_path), cs.validation, input_name, batch, scale, optimized=True, extra=extra)
@@ -261,8 +263,6 @@ def _fp16(model_path: Path, cs: CalibrationSet, opts: QuantizeOptions, input_nam
 def _write(src: Path, out: Path, m: dict[str, Any], model: onnx.ModelProto, model_path: Path,
            opts: QuantizeOptions, quant: dict[str, Any], result: SearchResult, cs: CalibrationSet,
            batch: int, elapsed: float, force: bool, log: Log) -> Path:
-    from alignvar_edge.export.onnx_export import check_graph, graph_io
-    from alignvar_edge.export.staged import make_session
 
     src_bytes = sum((src / f).stat().st_size for f in m["files"])
     with artifact_dir(out, force=force) as tmp:

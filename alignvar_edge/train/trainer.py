@@ -23,16 +23,16 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from alignvar_edge.degrade import DegradationConfig, item_seed, low_quality
 from alignvar_edge.errors import CheckpointError, ConfigError, InputError, OutputExistsError
 from alignvar_edge.export.manifest import RUN_FILE, check_out
 from alignvar_edge.fsmodes import publish_mode
 from alignvar_edge.model import AlignVAR, AlignVARConfig
-from alignvar_edge.model.checkpoint import save_pretrained
 from alignvar_edge.model.alignvar import load_pretrained
+from alignvar_edge.model.checkpoint import save_pretrained
 from alignvar_edge.model.hcc import gumbel_straight_through, hcc_loss, split_scales
-from alignvar_edge.train.data import ImageFolderDataset
 from alignvar_edge.samples import sample_images
-from alignvar_edge.degrade import DegradationConfig, item_seed, low_quality
+from alignvar_edge.train.data import ImageFolderDataset
 from alignvar_edge.train.state import STATE_DIR, load_state, save_state
 
 STAGES = ("vqvae", "transformer")
