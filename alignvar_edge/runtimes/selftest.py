@@ -21,15 +21,16 @@ import numpy as np
 
 from alignvar_edge.errors import ArtifactError, BackendUnavailableError, CheckpointError
 from alignvar_edge.export.manifest import sha256_file
+from alignvar_edge.lazy import lazy_import
 from alignvar_edge.runtimes.golden import GOLDEN_FILE, THRESHOLDS, load_golden, read_golden, write_golden
+
+torch = lazy_import("torch")          # the golden outputs and the cached export need the host side
 
 Log = Callable[[str], None]
 
 
 def make_golden(model_dir: str | os.PathLike[str], n: int = 4, seed: int = 0) -> Path:
     """Write golden.safetensors for a checkpoint: held-out LR tiles, reference tokens and SR."""
-    import torch
-
     from alignvar_edge.quantize.calibration.tiles import lr_tiles
     from alignvar_edge.model.checkpoint import resolve_checkpoint_dir
     from alignvar_edge.model.alignvar import load_pretrained
@@ -51,8 +52,6 @@ def cache_dir() -> Path:
 
 def cached_export(ckpt: Path, log: Log) -> tuple[Path, float, bool]:
     """The checkpoint's single-graph ONNX export, made once per weights/tool versions."""
-    import torch
-
     from alignvar_edge import __version__
     from alignvar_edge.export.onnx_export import export_onnx
     from alignvar_edge.model.alignvar import load_pretrained

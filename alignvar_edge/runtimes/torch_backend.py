@@ -16,8 +16,11 @@ import numpy as np
 
 from alignvar_edge.errors import ArtifactError, BackendUnavailableError, InputError
 from alignvar_edge.export.manifest import artifact_dir as staging_dir, load_verified, new_manifest, write_manifest
+from alignvar_edge.lazy import lazy_import
 from alignvar_edge.runtimes.artifacts import checkpoint_dir, graph_io, is_checkpoint
 from alignvar_edge.runtimes.base import INPUT, SR, Backend, Engine, TensorSpec, token_name
+
+torch = lazy_import("torch")
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 DEFAULT_BATCH = 4          # tiles per call when none is given (eager takes any batch)
@@ -28,7 +31,6 @@ class TorchEngine(Engine):
 
     def __init__(self, model: Any, metadata: dict[str, Any], device: str = "cpu",
                  precision: str = "fp32", batch: int = DEFAULT_BATCH, engine_dir: Path | None = None):
-        import torch
         if precision not in DTYPES:
             raise InputError(f"torch precision must be one of {', '.join(DTYPES)}, got '{precision}'")
         super().__init__(metadata, model.config, device, engine_dir)
@@ -71,7 +73,6 @@ class TorchBackend(Backend):
     distribution = "torch"
 
     def devices(self) -> list[str]:
-        import torch
         devs = ["cpu"]
         if torch.cuda.is_available():
             devs += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
@@ -124,7 +125,6 @@ class TorchBackend(Backend):
         if threads is not None and (not isinstance(threads, int) or threads < 1):
             raise InputError(f"torch threads must be an integer >= 1, got {threads!r}")
         if threads:
-            import torch
             torch.set_num_threads(int(threads))     # process-wide in PyTorch: only when asked
         path: str | os.PathLike[str] = engine_dir
         if is_checkpoint(engine_dir):

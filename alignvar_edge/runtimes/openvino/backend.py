@@ -42,11 +42,14 @@ import numpy as np
 from alignvar_edge.cpuinfo import has_vnni
 from alignvar_edge.errors import ArtifactError, BackendUnavailableError, HalfPrecisionError, InputError
 from alignvar_edge.export.manifest import artifact_dir as staging_dir, listed_file, load_verified, write_manifest
+from alignvar_edge.lazy import lazy_import
 from alignvar_edge.runtimes.artifacts import (check_calibration, engine_manifest, parity_vs,
                                               single_graph, validation_tiles)
 from alignvar_edge.runtimes.base import (SR, Backend, Engine, TensorSpec, input_roles,
                                          config_from_manifest, token_name)
 from alignvar_edge.runtimes.onnxruntime import ship_golden
+
+ov = lazy_import("openvino")
 
 if TYPE_CHECKING:    # building imports the ONNX tool chain; running an engine needs only openvino
     from alignvar_edge.quantize.policy import Policy
@@ -86,7 +89,6 @@ class OpenVINOEngine(Engine):
     def __init__(self, model_path: Path, metadata: dict[str, Any], device: str = "CPU",
                  engine_dir: Path | None = None, parity: bool = True, threads: int | None = None,
                  hint: str | None = None, cache_dir: str | None = None):
-        import openvino as ov
         config = config_from_manifest(metadata)
         core = ov.Core()
         if cache_dir:
@@ -203,13 +205,11 @@ class OpenVINOBackend(Backend):
     distribution = "openvino"
 
     def devices(self) -> list[str]:
-        import openvino as ov
         return list(ov.Core().available_devices) + ["AUTO"]
 
     def build(self, artifact_dir: Path, out: Path, precision: str = "fp32",
               calibration: Any = None, device: str | None = None, force: bool = False,
               **opts: Any) -> Path:
-        import openvino as ov
         if precision not in OV_PRECISIONS:
             raise InputError(f"openvino precision must be one of {', '.join(OV_PRECISIONS)}, got '{precision}'")
         src, onnx_path = single_graph(artifact_dir)
@@ -280,7 +280,6 @@ class OpenVINOBackend(Backend):
     def _convert(onnx_path: Path, precision: str, device: str, shape: tuple[int, int],
                  tiles: np.ndarray | None, preset: str, policy: Policy) -> tuple[Any, dict[str, Any] | None]:
         """The IR for one precision (and INT8 scope); shape = (batch, LR tile side)."""
-        import openvino as ov
         batch, t = shape
         model = ov.convert_model(str(onnx_path))
         if _device_kind(device) == "NPU":

@@ -28,6 +28,7 @@ import numpy as np
 from alignvar_edge.errors import ArtifactError, BackendUnavailableError, InputError
 from alignvar_edge.export.manifest import artifact_dir as staging_dir
 from alignvar_edge.export.manifest import listed_file, load_verified, new_manifest, write_manifest
+from alignvar_edge.lazy import lazy_import
 from alignvar_edge.runtimes.artifacts import engine_manifest, single_graph
 from alignvar_edge.runtimes.base import (INPUT, SR, Backend, Engine, TensorSpec, input_roles,
                                          config_from_manifest, token_name)
@@ -37,6 +38,9 @@ from alignvar_edge.runtimes.tensorrt.plan import CACHE, ENGINE, ONNX, SCRIPT_FIL
 
 if TYPE_CHECKING:
     import tensorrt as trt
+else:
+    trt = lazy_import("tensorrt")
+torch = lazy_import("torch")      # CUDA buffers, where PyTorch has CUDA
 
 NOT_INSTALLED = ("TensorRT is not installed (PyPI's tensorrt wheels only fetch from NVIDIA's index: use "
                  "JetPack on a Jetson, or pip's --extra-index-url https://pypi.nvidia.com on a CUDA "
@@ -49,7 +53,6 @@ NOT_INSTALLED = ("TensorRT is not installed (PyPI's tensorrt wheels only fetch f
 def gpu_info(index: int = 0) -> dict[str, Any] | None:
     """Name and compute capability of CUDA device `index`, or None without a visible GPU."""
     try:
-        import torch
         if torch.cuda.is_available() and index < torch.cuda.device_count():
             major, minor = torch.cuda.get_device_capability(index)
             return {"name": torch.cuda.get_device_name(index), "compute_capability": f"{major}.{minor}"}
@@ -67,14 +70,12 @@ def gpu_info(index: int = 0) -> dict[str, Any] | None:
 
 
 def _logger() -> trt.ILogger:
-    import tensorrt as trt
     return trt.Logger(trt.Logger.WARNING)
 
 
 def build_engine(onnx_path: Path, plan: dict[str, Any], cache_path: Path,
                  workspace_mib: int | None = None, opt_level: int = 3) -> bytes:
     """Parse the ONNX, configure the builder from `plan`, build; updates the timing cache file."""
-    import tensorrt as trt
     logger = _logger()
     builder = trt.Builder(logger)
     flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if plan["strongly_typed"] else 0
@@ -135,7 +136,6 @@ def check_compatible(manifest: dict[str, Any], trt_version: str, gpu: dict[str, 
 
 
 def _np_dtype(dt: trt.DataType) -> np.dtype:
-    import tensorrt as trt
     table = {trt.DataType.FLOAT: np.float32, trt.DataType.HALF: np.float16,
              trt.DataType.INT32: np.int32, trt.DataType.INT64: np.int64,
              trt.DataType.INT8: np.int8, trt.DataType.BOOL: np.bool_}
@@ -148,7 +148,6 @@ class _TorchBuffers:
     """Device buffers and a stream from PyTorch CUDA."""
 
     def __init__(self, device: int):
-        import torch
         self.torch = torch
         self.device = torch.device("cuda", device)
         self.stream = torch.cuda.Stream(self.device)
@@ -226,7 +225,6 @@ class TensorRTEngine(Engine):
 
     def __init__(self, engine_path: Path, metadata: dict[str, Any], device: str = "cuda:0",
                  engine_dir: Path | None = None):
-        import tensorrt as trt
         config = config_from_manifest(metadata)
         index = int(device.partition(":")[2] or 0)
         check_compatible(metadata, trt.__version__, gpu_info(index))
@@ -275,7 +273,6 @@ class TensorRTEngine(Engine):
 
 def _make_buffers(index: int) -> _TorchBuffers | _CudaPythonBuffers:
     try:
-        import torch
         if torch.cuda.is_available():
             return _TorchBuffers(index)
     except ImportError:
@@ -310,7 +307,6 @@ class TensorRTBackend(Backend):
 
     def version(self) -> str | None:
         try:
-            import tensorrt as trt
             return str(trt.__version__)
         except Exception:   # noqa: BLE001 - absent or broken install: no version to report
             return None
@@ -339,7 +335,6 @@ class TensorRTBackend(Backend):
             plan = network_plan(major, precision, src.get("precision", "fp32"), f32_layers)
             return self._write_kit(src, Path(artifact_dir), onnx_path, out, plan, precision,
                                    workspace, opt_level, force, why)
-        import tensorrt as trt
         plan = network_plan(trt_major(trt.__version__), precision, src.get("precision", "fp32"), f32_layers)
         index = int((device or "cuda:0").partition(":")[2] or 0)
         gpu = gpu_info(index)
