@@ -32,10 +32,14 @@ import onnx
 from alignvar_edge.cpuinfo import has_vnni
 from alignvar_edge.errors import ConfigError, InputError
 from alignvar_edge.export import onnx_io
+from alignvar_edge.lazy import lazy_import
 from alignvar_edge.quantize.calibration.ranges import METHODS, Progress, collect_ranges
 from alignvar_edge.quantize.policy import QUANT_OP_TYPES, Policy, QuantNode, classify
 
 __all__ = ["MAX_OPSET", "TARGETS", "Int8Builder", "Int8Recipe", "check_opset", "target_recipe"]
+
+ortq = lazy_import("onnxruntime.quantization")
+ortq_calibrate = lazy_import("onnxruntime.quantization.calibrate")
 
 TARGETS = ("onnxruntime", "tensorrt", "openvino", "coreml")
 FLOAT_COPY_WEIGHTS = ("int8", "fp32")
@@ -196,23 +200,20 @@ class Int8Builder:
         return _float_consumers_read_float(model, keep, self.recipe.quantize_outputs)
 
     def _quantize_static(self, names: list[str]) -> onnx.ModelProto:
-        from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, TensorData,
-                                              TensorsData, quantize_static)
-        from onnxruntime.quantization.calibrate import save_tensors_data
 
         r = self.recipe
-        method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                  "percentile": CalibrationMethod.Percentile}[r.method]
+        method = {"minmax": ortq.CalibrationMethod.MinMax, "entropy": ortq.CalibrationMethod.Entropy,
+                  "percentile": ortq.CalibrationMethod.Percentile}[r.method]
         cache = self.tmp / f"ranges-{r.method}.json"
         if not cache.exists():
-            data = {k: TensorData(lowest=np.float32(lo), highest=np.float32(hi))
+            data = {k: ortq.TensorData(lowest=np.float32(lo), highest=np.float32(hi))
                     for k, (lo, hi) in self.prepared.ranges.items()}
-            save_tensors_data(TensorsData(method, data), cache)
-        qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
+            ortq_calibrate.save_tensors_data(ortq.TensorsData(method, data), cache)
+        qtype = {"uint8": ortq.QuantType.QUInt8, "int8": ortq.QuantType.QInt8}
         out = self.tmp / "qdq.onnx"
-        quantize_static(
+        ortq.quantize_static(
             str(self.prepared.path), str(out), calibration_data_reader=None,
-            quant_format=QuantFormat.QDQ, op_types_to_quantize=list(r.op_types),
+            quant_format=ortq.QuantFormat.QDQ, op_types_to_quantize=list(r.op_types),
             per_channel=r.per_channel, reduce_range=r.reduce_range,
             activation_type=qtype[r.activation_type], weight_type=qtype[r.weight_type],
             nodes_to_quantize=names, calibrate_method=method, calibration_cache_path=str(cache),
@@ -241,7 +242,6 @@ class Int8Builder:
 def _pre_process(src: Path, dst: Path, large: bool) -> None:
     import logging
 
-    from onnxruntime.quantization import quant_pre_process
 
     # its shape-inference warnings are noise for dynamo graphs (errors still raise); it logs
     # through the root logger, so quieten that for the call only
@@ -249,8 +249,8 @@ def _pre_process(src: Path, dst: Path, large: bool) -> None:
     level = root.level
     root.setLevel(logging.ERROR)
     try:
-        quant_pre_process(str(src), str(dst), skip_symbolic_shape=True, save_as_external_data=large,
-                          all_tensors_to_one_file=True, external_data_location=f"{dst.name}.data")
+        ortq.quant_pre_process(str(src), str(dst), skip_symbolic_shape=True, save_as_external_data=large,
+                               all_tensors_to_one_file=True, external_data_location=f"{dst.name}.data")
     except Exception as e:  # onnxruntime raises bare Exceptions from its optimizer
         raise InputError(f"onnxruntime's quantization pre-processing failed on {src}: {e}") from e
     finally:

@@ -22,6 +22,7 @@ module run in float16 against float32 (the real figure comes from `selftest` on 
 """
 from __future__ import annotations
 
+import copy
 import json
 import platform
 import sys
@@ -35,6 +36,8 @@ import numpy as np
 from alignvar_edge.errors import ArtifactError, BackendUnavailableError, ConfigError, InputError
 from alignvar_edge.export.manifest import artifact_dir as staging_dir
 from alignvar_edge.export.manifest import listed_file, load_verified, new_manifest, write_manifest
+from alignvar_edge.export.parity import compare
+from alignvar_edge.lazy import lazy_import
 from alignvar_edge.runtimes.artifacts import checkpoint_dir, graph_io, validation_tiles
 from alignvar_edge.runtimes.base import INPUT, SR, Backend, Engine, TensorSpec, config_from_manifest, token_name
 from alignvar_edge.runtimes.coreml.compress import compress
@@ -48,6 +51,8 @@ CT_PRECISIONS = ("fp16", "fp32", "int8-weights", "palette2", "palette4", "palett
 COMPUTE_UNITS = ("CPU_AND_NE", "ALL", "CPU_ONLY", "CPU_AND_GPU")
 TARGETS = ("iOS16", "iOS17", "iOS18", "macOS13", "macOS14", "macOS15")
 NEEDS_MACOS = "Core ML runs models on macOS only (MLModel.predict is unavailable on {os})"
+
+torch = lazy_import("torch")      # conversion and the Linux fidelity proxy run the PyTorch model
 
 
 def rollout_module(model: Any) -> Any:
@@ -190,7 +195,6 @@ def convert(model: Any, precision: str = "fp16", compute_units: str = "CPU_AND_N
 
     image_input: the `lr` input is an RGB image (CVPixelBuffer / CGImage in Swift, a PIL image in
     Python) of one tile, scaled by 1/255 inside the model, instead of a float array in [0, 1]."""
-    import torch
     ct = import_ct()
     if compute_units not in COMPUTE_UNITS:
         raise InputError(f"compute units must be one of {', '.join(COMPUTE_UNITS)}, got '{compute_units}'")
@@ -277,11 +281,6 @@ def describe(ml: Any, config: Any, precision: str, compute_units: str, image_inp
 def fidelity_proxy(model: Any, tiles: np.ndarray, precision: str) -> dict[str, Any] | None:
     """Linux stand-in for Core ML fidelity: the torch module in float16 (with int8 per-channel
     fake-quantized weights for int8-weights) vs float32. None for palettes (no cheap proxy)."""
-    import copy
-
-    import torch
-
-    from alignvar_edge.export.parity import compare
     if precision.startswith("palette"):
         return None
     x = torch.from_numpy(tiles)
