@@ -39,11 +39,7 @@ demo: $(HOST_STAMP)
 	$(VENV)/bin/alignvar-edge demo --force
 
 lint: venv
-	@if [ -f alignvar_edge/runtimes/tensorrt.py ]; then \
-		$(PY) -m mypy alignvar_edge/runtimes/tensorrt.py; \
-	else \
-		echo "lint: alignvar_edge/runtimes/tensorrt.py does not exist yet; nothing to check"; \
-	fi
+	$(PY) -m mypy alignvar_edge/runtimes/tensorrt/
 
 # Regenerate the exact pins from a working venv. torch's local label (+cpu) is dropped so the
 # pin also matches other builds of the same release; the stubs are pinned by hand.

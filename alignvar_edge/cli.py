@@ -24,7 +24,7 @@ COMMAND_MODULES = (
     "alignvar_edge.model.commands",        # info, demo
     "alignvar_edge.train.commands",        # train, eval
     "alignvar_edge.export.commands",       # export, inspect
-    "alignvar_edge.export.quantize_cli",   # quantize
+    "alignvar_edge.quantize.commands",   # quantize
     "alignvar_edge.runtimes.commands",     # build, upscale, compare, doctor, selftest
     "alignvar_edge.bench.commands",        # bench, deploy
 )

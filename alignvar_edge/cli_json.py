@@ -12,7 +12,7 @@ import argparse
 import json
 from typing import Any
 
-from alignvar_edge.bench.outputs import write_text
+from alignvar_edge.fsmodes import write_text
 
 __all__ = ["STDOUT", "add_json_option", "emit"]
 

@@ -19,11 +19,11 @@ def run_demo(out: Path, image: str = "coffee", size: int = 256, force: bool = Fa
              checkpoint: str = "alignvar-tiny") -> dict[str, Any]:
     from alignvar_edge.export.parity import psnr_y, ssim_y
     from alignvar_edge.images import save_image
-    from alignvar_edge.model.checkpoint import load_pretrained
+    from alignvar_edge.model.alignvar import load_pretrained
     from alignvar_edge.runtimes.torch_backend import TorchEngine
-    from alignvar_edge.train.data import sample_images
-    from alignvar_edge.train.degrade import DegradationConfig, degrade
-    from alignvar_edge.train.evaluate import bicubic_upscale
+    from alignvar_edge.samples import sample_images
+    from alignvar_edge.degrade import DegradationConfig, degrade
+    from alignvar_edge.bench.evaluate import bicubic_upscale
 
     names = dict(sample_images("heldout"))
     if image not in names:

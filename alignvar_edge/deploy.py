@@ -170,8 +170,8 @@ def _load_model(opts: DeployOptions) -> tuple[Any, str, ModelSource]:
         from alignvar_edge.export.random_model import random_model
         return (random_model(opts.preset, seed=opts.seed), f"{opts.preset}-random",
                 ModelSource.preset(opts.preset, opts.seed))
-    from alignvar_edge.model.checkpoint import load_pretrained
-    from alignvar_edge.runtimes.artifacts import checkpoint_source
+    from alignvar_edge.model.alignvar import load_pretrained
+    from alignvar_edge.model.checkpoint import checkpoint_source
     ckpt = opts.checkpoint or DEFAULT_CHECKPOINT
     return load_pretrained(ckpt), ckpt, checkpoint_source(ckpt)
 
@@ -336,7 +336,7 @@ def _reuse_export(src: Path, dest: Path, model: Any) -> Path:
 def _calibration(opts: DeployOptions, config: Any, say: Log) -> Any:
     """One calibration set for every int8 build (OpenVINO takes it directly; quantize rebuilds the
     same set from the same arguments, so the hashes agree)."""
-    from alignvar_edge.export.quantize import calibration_set
+    from alignvar_edge.quantize.artifact import calibration_set
     tiles, val = _calib_sizes(opts)
     cs = calibration_set(opts.calib, config, tiles, val, opts.seed)
     say(f"      calibration set {cs.hash[:12]}: {len(cs.calibration)} tiles, {len(cs.validation)} validation tiles "
@@ -345,13 +345,13 @@ def _calibration(opts: DeployOptions, config: Any, say: Log) -> Any:
 
 
 def _calib_sizes(opts: DeployOptions) -> tuple[int, int]:
-    from alignvar_edge.calibration.sets import DEFAULT_TILES, DEFAULT_VALIDATION_TILES
+    from alignvar_edge.quantize.calibration.sets import DEFAULT_TILES, DEFAULT_VALIDATION_TILES
     return (8, 8) if opts.quick else (DEFAULT_TILES, DEFAULT_VALIDATION_TILES)
 
 
 def _build(s: Step, export: Path, tmp: Path, model: Any, calib: Any, opts: DeployOptions, say: Log) -> Path:
     from alignvar_edge import runtimes
-    from alignvar_edge.export.quantize import QuantizeOptions, quantize_artifact
+    from alignvar_edge.quantize.artifact import QuantizeOptions, quantize_artifact
     dest = tmp / "engines" / s.name
     src = export
     r = recipe(s.target, s.built_precision)
@@ -368,7 +368,7 @@ def _build(s: Step, export: Path, tmp: Path, model: Any, calib: Any, opts: Deplo
     ort_int8 = tmp / "quantized" / "onnxruntime-int8"
     if s.target == "openvino" and s.built_precision == "int8" and (ort_int8 / "manifest.json").exists():
         # keep the layers the ONNX int8 search found sensitive in float in the NNCF model too
-        from alignvar_edge.export.quantize import searched_float_groups
+        from alignvar_edge.quantize.artifact import searched_float_groups
         extra = {"float_groups": searched_float_groups(ort_int8)}
         say(f"      openvino int8: {len(extra['float_groups'])} module groups in float, as the onnxruntime "
             "int8 search chose")

@@ -1,4 +1,4 @@
-"""File modes of what we publish: the ones a plain open()/mkdir() would give, i.e. the umask's.
+"""Publishing files: atomic text writes, and the file modes of what we publish: the ones a plain open()/mkdir() would give, i.e. the umask's.
 
 `tempfile.mkdtemp` / `mkstemp` create 0700 / 0600 (private while they are being filled); an output
 renamed into place keeps that mode unless it is widened here first. One owner for that rule.
@@ -6,9 +6,10 @@ renamed into place keeps that mode unless it is widened here first. One owner fo
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
-__all__ = ["umask", "publish_mode"]
+__all__ = ["umask", "publish_mode", "write_text"]
 
 
 def umask() -> int:
@@ -33,3 +34,17 @@ def publish_mode(path: str | os.PathLike[str]) -> None:
         else:
             x = 0o111 if os.stat(p).st_mode & 0o100 else 0
             os.chmod(p, (0o666 | x) & ~mask)
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return p

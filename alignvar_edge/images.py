@@ -18,9 +18,12 @@ from PIL import Image, ImageOps
 
 from alignvar_edge.errors import InputError, OutputExistsError
 from alignvar_edge.fsmodes import publish_mode
+from alignvar_edge.lazy import lazy_import
 
-if TYPE_CHECKING:  # torch is imported lazily: image I/O alone should not pay its import time.
+if TYPE_CHECKING:
     import torch
+else:              # torch on first use: image I/O alone should not pay its import time
+    torch = lazy_import("torch")
 
 __all__ = [
     "DEFAULT_MAX_MEGAPIXELS",
@@ -330,8 +333,6 @@ def _walk(root: Path) -> Iterator[Path]:
 
 def to_tensor(rgb_HWC: np.ndarray) -> torch.Tensor:
     """HxWx3 numpy -> 1x3xHxW float32 torch tensor (a copy)."""
-    import torch
-
     arr = np.asarray(rgb_HWC)
     if arr.ndim != 3 or arr.shape[2] != 3:
         raise InputError(f"expected an HxWx3 image array, got shape {arr.shape}")
@@ -340,8 +341,6 @@ def to_tensor(rgb_HWC: np.ndarray) -> torch.Tensor:
 
 def from_tensor(x: torch.Tensor, clip: bool = True) -> np.ndarray:
     """1x3xHxW or 3xHxW torch tensor -> HxWx3 float32 numpy (clipped to [0,1] by default)."""
-    import torch
-
     t = x.detach()
     if t.ndim == 4:
         if t.shape[0] != 1:

@@ -17,10 +17,10 @@ import json
 import numpy as np
 import torch
 
+from alignvar_edge.degrade import DegradationConfig, degrade
 from alignvar_edge.model import AlignVAR
+from alignvar_edge.samples import sample_images
 from alignvar_edge.train.ablations import sca_off
-from alignvar_edge.train.data import sample_images
-from alignvar_edge.train.degrade import DegradationConfig, degrade
 
 
 def lr_tiles(model: AlignVAR, max_side: int, seed: int) -> torch.Tensor:

@@ -36,11 +36,11 @@ def main() -> int:
     import onnxruntime as ort
     import torch
 
-    from alignvar_edge.calibration.tiles import lr_tiles
+    from alignvar_edge.quantize.calibration.tiles import lr_tiles
     from alignvar_edge.export.onnx_export import export_onnx, run_single
     from alignvar_edge.export.random_model import random_model
     from alignvar_edge.export.staged import make_session
-    from alignvar_edge.model.checkpoint import load_pretrained
+    from alignvar_edge.model.alignvar import load_pretrained
 
     if args.checkpoint:
         model, name = load_pretrained(args.checkpoint), args.checkpoint

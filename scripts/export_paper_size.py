@@ -91,7 +91,7 @@ def ort_once(res: dict, out: Path, config: object) -> None:
     """Load out/model.onnx in ONNX Runtime and run one held-out tile (no PyTorch reference)."""
     import numpy as np
 
-    from alignvar_edge.calibration.tiles import lr_tiles
+    from alignvar_edge.quantize.calibration.tiles import lr_tiles
     from alignvar_edge.export.staged import make_session
 
     t0 = time.perf_counter()

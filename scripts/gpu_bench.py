@@ -129,7 +129,7 @@ def main() -> int:
     from alignvar_edge.bench.host import fingerprint
     from alignvar_edge.model.info import stage_flops
     from alignvar_edge.bench.schema import SCHEMA, SCHEMA_VERSION, write_json
-    from alignvar_edge.calibration.tiles import lr_tiles
+    from alignvar_edge.quantize.calibration.tiles import lr_tiles
     from alignvar_edge.export.random_model import random_model
 
     device = torch.device(args.device)
@@ -239,7 +239,7 @@ def main() -> int:
     }
     write_json(args.out, report)
     if args.md:
-        from alignvar_edge.bench.outputs import write_text
+        from alignvar_edge.fsmodes import write_text
         from alignvar_edge.bench.render import report_markdown
         write_text(args.md, report_markdown(report))
     if best is not None:

@@ -26,11 +26,8 @@ from typing import Any
 
 
 def _engine(path: Path) -> Any:
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    from alignvar_edge.onnx_session import open_session
+    return open_session(path)
 
 
 def _bytes(root: Path) -> int:
@@ -57,12 +54,12 @@ def main() -> int:
 
     import numpy as np
 
-    from alignvar_edge.calibration.sets import TileSplit
-    from alignvar_edge.calibration.tiles import tile_pairs
     from alignvar_edge.manifest import load_verified
+    from alignvar_edge.quantize.calibration.sets import TileSplit
+    from alignvar_edge.quantize.calibration.tiles import tile_pairs
     from alignvar_edge.export.onnx_export import export_onnx
-    from alignvar_edge.export.quantize import QuantizeOptions, quantize_artifact
-    from alignvar_edge.export.sensitivity import Evaluator
+    from alignvar_edge.quantize.artifact import QuantizeOptions, quantize_artifact
+    from alignvar_edge.quantize.sensitivity import Evaluator
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from alignvar_edge.model.checkpoint import PRETRAINED_DIR, load_pretrained, save_pretrained
+from alignvar_edge.model.alignvar import load_pretrained
+from alignvar_edge.model.checkpoint import PRETRAINED_DIR, save_pretrained
 from alignvar_edge.runtimes.selftest import make_golden
 from alignvar_edge.train.trainer import TrainOptions, train
 

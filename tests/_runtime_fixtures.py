@@ -23,6 +23,25 @@ from alignvar_edge.model import AlignVAR
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# the smallest model every export path handles; cfg > 0 so that both graph forms also carry the
+# image-CFG branch (B2 = 2B rows in the cache)
+NANO = dict(hr_size=16, patch_nums=(1, 2, 4), depth=1, cfg=1.0)
+
+
+def nano_model(seed: int = 0) -> AlignVAR:
+    """The NANO config with sharpened random weights."""
+    from alignvar_edge.export.random_model import random_model
+    from alignvar_edge.model import AlignVARConfig
+    return random_model(AlignVARConfig.from_preset("micro", **NANO), seed=seed)
+
+
+def micro_model(seed: int = 0, **overrides: object) -> AlignVAR:
+    """The `micro` preset (with `overrides`) at plain random init, in eval mode."""
+    from alignvar_edge.model import AlignVARConfig
+    torch.manual_seed(seed)
+    return AlignVAR(AlignVARConfig.from_preset("micro", **overrides)).eval()  # type: ignore[arg-type]
+
+
 @lru_cache(maxsize=None)
 def sharp_model(preset: str = "micro", seed: int = 0) -> AlignVAR:
     from alignvar_edge.export.random_model import random_model
@@ -54,7 +73,7 @@ def export_dir(model: AlignVAR, cache_root: Path, batch: int = 1) -> Path:
 
 def heldout_crops(sizes: dict[str, tuple[int, int]]) -> dict[str, np.ndarray]:
     """Odd-size crops of the held-out photographs (name -> HxWx3 float32), used as LR inputs."""
-    from alignvar_edge.train.data import sample_images
+    from alignvar_edge.samples import sample_images
     imgs = dict(sample_images("heldout"))
     out = {}
     for name, (h, w) in sizes.items():

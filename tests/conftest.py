@@ -1,8 +1,11 @@
 """Fixtures shared by the test modules (pytest finds them here; no imports needed)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+from _runtime_fixtures import cache_root, export_dir, sharp_model
 
 
 @pytest.fixture(scope="module")
@@ -13,3 +16,9 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def micro_export(pytestconfig: pytest.Config) -> Path:
+    """The sharpened `micro` model's single-graph ONNX export (cached on disk between runs)."""
+    return export_dir(sharp_model("micro"), cache_root(pytestconfig))

@@ -12,8 +12,8 @@ from alignvar_edge.cli import main
 from alignvar_edge.images import save_image
 from alignvar_edge.model import AlignVAR, AlignVARConfig
 from alignvar_edge.model.checkpoint import save_pretrained
+from alignvar_edge.samples import sample_images
 from alignvar_edge.train.ablations import TokensOff, sca_off
-from alignvar_edge.train.data import sample_images
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from _runtime_fixtures import cache_root, export_dir, sharp_model
+from _runtime_fixtures import sharp_model
 from alignvar_edge import cli, runtimes
 from alignvar_edge.bench.host import fingerprint
 from alignvar_edge.bench.memory import PeakRSS
@@ -26,11 +26,6 @@ from alignvar_edge.bench.subjects import parse_spec
 from alignvar_edge.errors import InputError
 
 QUICK = BenchOptions(runs=2, warmup=0, tiles=2, threads=1, peak_n=256, profile_runs=1, image_size=16, image_runs=2)
-
-
-@pytest.fixture(scope="module")
-def micro_export(pytestconfig: Any) -> Path:
-    return export_dir(sharp_model("micro"), cache_root(pytestconfig))
 
 
 @pytest.fixture(scope="module")

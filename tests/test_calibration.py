@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alignvar_edge.calibration import CalibrationSet
-from alignvar_edge.calibration.ranges import collect_ranges, entropy_threshold, percentile_range
 from alignvar_edge.errors import ConfigError, InputError
 from alignvar_edge.model.config import AlignVARConfig
+from alignvar_edge.quantize.calibration import CalibrationSet
+from alignvar_edge.quantize.calibration.ranges import collect_ranges, entropy_threshold, percentile_range
 
 MICRO = AlignVARConfig.from_preset("micro")          # 32 px HR tile, 8 px LR tile
 
@@ -44,7 +44,7 @@ def test_lr_is_made_by_the_recorded_degradation() -> None:
     # no blur, noise or JPEG: LR must be the plain bicubic downsample of its HR tile
     cfg = AlignVARConfig.from_preset("micro", degradation={"blur_prob": 0.0, "noise_prob": 0.0, "jpeg_prob": 0.0,
                                                            "downsample_modes": ["bicubic"]})
-    from alignvar_edge.train.degrade import DegradationConfig, degrade
+    from alignvar_edge.degrade import DegradationConfig, degrade
     cs = CalibrationSet.builtin(cfg, n=2, n_val=1)
     hr = cs.calibration.hr[0].transpose(1, 2, 0)
     want = degrade(hr, DegradationConfig.from_dict(cfg.degradation), 0)

@@ -10,7 +10,8 @@ from safetensors.torch import load_file, save_file
 
 from alignvar_edge.cli import main as cli
 from alignvar_edge.errors import CheckpointError
-from alignvar_edge.model.checkpoint import PRETRAINED_DIR, load_pretrained
+from alignvar_edge.model.alignvar import load_pretrained
+from alignvar_edge.model.checkpoint import PRETRAINED_DIR
 
 
 @pytest.fixture()

@@ -9,9 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
+from alignvar_edge.degrade import DegradationConfig, degrade
 from alignvar_edge.errors import ConfigError, InputError
-from alignvar_edge.train.data import SAMPLE_IMAGES, ImageFolderDataset, sample_images
-from alignvar_edge.train.degrade import DegradationConfig, degrade
+from alignvar_edge.samples import SAMPLE_IMAGES, sample_images
+from alignvar_edge.train.data import ImageFolderDataset
 
 
 def test_sample_splits_are_fixed_and_disjoint() -> None:

@@ -6,14 +6,14 @@ import json
 import numpy as np
 import pytest
 
-from alignvar_edge.errors import ConfigError, InputError
-from alignvar_edge.train.degrade import (
+from alignvar_edge.degrade import (
     DegradationConfig,
     degrade,
     degrade_batch,
     gaussian_kernel,
     item_seed,
 )
+from alignvar_edge.errors import ConfigError, InputError
 
 # Every stage always on, so determinism covers blur, resize, noise and JPEG.
 ALL_ON = DegradationConfig(blur_prob=1.0, noise_prob=1.0, jpeg_prob=1.0)

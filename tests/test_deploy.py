@@ -12,16 +12,11 @@ from typing import Any
 
 import pytest
 
-from _runtime_fixtures import cache_root, export_dir, sharp_model
+from _runtime_fixtures import sharp_model
 from alignvar_edge import cli, runtimes
 from alignvar_edge.deploy import DeployOptions, deploy, plan
 from alignvar_edge.errors import ArtifactError, OutputExistsError
 from alignvar_edge.manifest import load_verified
-
-
-@pytest.fixture(scope="module")
-def micro_export(pytestconfig: Any) -> Path:
-    return export_dir(sharp_model("micro"), cache_root(pytestconfig))
 
 
 def _opts(out: Path, export: Path, **kw: Any) -> DeployOptions:

@@ -23,24 +23,19 @@ import pytest
 import torch
 from onnx import helper, numpy_helper
 
+from _runtime_fixtures import nano_model
 from alignvar_edge import cli
-from alignvar_edge.calibration.tiles import lr_tiles, tiles_hash
 from alignvar_edge.errors import ArtifactError, InputError, OutputExistsError, ParityError
-from alignvar_edge.export import parity
 from alignvar_edge.export import onnx_export as ox
+from alignvar_edge.export import parity
 from alignvar_edge.export.inspect_artifact import format_inspection, inspect_artifact
 from alignvar_edge.export.lint import FORBIDDEN_OPS, lint_model
 from alignvar_edge.manifest import load_verified, read_manifest
 from alignvar_edge.export.random_model import random_model
 from alignvar_edge.export.staged import StagedRunner, make_session
 from alignvar_edge.model import AlignVARConfig
+from alignvar_edge.quantize.calibration.tiles import lr_tiles, tiles_hash
 
-# cfg > 0 so that both graph forms also carry the image-CFG branch (B2 = 2B rows in the cache)
-NANO = dict(hr_size=16, patch_nums=(1, 2, 4), depth=1, cfg=1.0)
-
-
-def nano_model():
-    return random_model(AlignVARConfig.from_preset("micro", **NANO), seed=0)
 
 
 @pytest.fixture(scope="module")

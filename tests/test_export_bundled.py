@@ -11,13 +11,14 @@ from __future__ import annotations
 import pytest
 
 from alignvar_edge import cli
-from alignvar_edge.calibration.tiles import lr_tiles
 from alignvar_edge.export import onnx_export as ox
 from alignvar_edge.export import parity
 from alignvar_edge.manifest import load_verified
 from alignvar_edge.export.random_model import random_model
 from alignvar_edge.export.staged import StagedRunner, make_session
-from alignvar_edge.model.checkpoint import PRETRAINED_DIR, WEIGHTS_FILE, load_pretrained
+from alignvar_edge.model.alignvar import load_pretrained
+from alignvar_edge.model.checkpoint import PRETRAINED_DIR, WEIGHTS_FILE
+from alignvar_edge.quantize.calibration.tiles import lr_tiles
 
 BUNDLED = (PRETRAINED_DIR / "alignvar-tiny" / WEIGHTS_FILE).is_file()
 SOURCE = ["alignvar-tiny"] if BUNDLED else ["--preset", "tiny"]

@@ -7,11 +7,11 @@ import onnx
 import pytest
 from test_quantize import export  # noqa: F401  (the cached lively micro export)
 
-from alignvar_edge.calibration.sets import CalibrationSet
 from alignvar_edge.errors import ConfigError
-from alignvar_edge.export.half_policy import HALF_GROUPS, HalfPolicy, half_candidate, node_groups, search_half
-from alignvar_edge.export.sensitivity import Evaluator, FidelityTarget
 from alignvar_edge.manifest import read_manifest
+from alignvar_edge.quantize.calibration.sets import CalibrationSet
+from alignvar_edge.quantize.half_policy import HALF_GROUPS, HalfPolicy, half_candidate, node_groups, search_half
+from alignvar_edge.quantize.sensitivity import Evaluator, FidelityTarget
 from alignvar_edge.runtimes.base import config_from_manifest
 
 

@@ -26,13 +26,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from _runtime_fixtures import NANO, nano_model
 from alignvar_edge import cli
 from alignvar_edge.errors import ArtifactError, CheckpointError, InputError
 from alignvar_edge.manifest import load_verified
 from alignvar_edge.images import IMAGE_EXTENSIONS, load_image
 
 ROOT = Path(__file__).resolve().parent.parent
-NANO = dict(hr_size=16, patch_nums=(1, 2, 4), depth=1, cfg=1.0)
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
@@ -42,9 +42,7 @@ def _sha(p: Path) -> str:
 
 @pytest.fixture(scope="module")
 def nano():
-    from alignvar_edge.export.random_model import random_model
-    from alignvar_edge.model import AlignVARConfig
-    return random_model(AlignVARConfig.from_preset("micro", **NANO), seed=0)
+    return nano_model()
 
 
 @pytest.fixture(scope="module")
@@ -322,7 +320,7 @@ def test_pickle_payload_never_runs(tmp_path, wrap):
 # calibration at the API level
 # ---------------------------------------------------------------------------------------------
 def test_calibration_empty_unreadable_and_too_few(tmp_path, nano):
-    from alignvar_edge.calibration import CalibrationSet
+    from alignvar_edge.quantize.calibration import CalibrationSet
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="holds no images"):
         CalibrationSet.from_folder(tmp_path / "empty", nano.config)
@@ -760,7 +758,7 @@ def test_external_data_locations_are_checked(export, tmp_path, capsys):
 
 
 def test_inspect_prints_verdict_and_reads_quantize_output(export, tmp_path, capsys):
-    from alignvar_edge.export.quantize import QuantizeOptions, quantize_artifact
+    from alignvar_edge.quantize.artifact import QuantizeOptions, quantize_artifact
     capsys.readouterr()
     assert cli.main(["inspect", str(export)]) == 0
     out = capsys.readouterr().out.splitlines()
@@ -777,12 +775,10 @@ def test_inspect_prints_verdict_and_reads_quantize_output(export, tmp_path, caps
 # (c) the checkpoint an export came from: recorded by absolute path and content, compared on use
 # ---------------------------------------------------------------------------------------------
 def test_export_checkpoint_is_recorded_and_compared(ckpt, tmp_path, monkeypatch, capsys):
-    from alignvar_edge.export.random_model import random_model
-    from alignvar_edge.model import AlignVARConfig
     from alignvar_edge.model.checkpoint import save_pretrained
     (tmp_path / "a").mkdir()
     shutil.copytree(ckpt, tmp_path / "a" / "ck")
-    other = save_pretrained(random_model(AlignVARConfig.from_preset("micro", **NANO), seed=1), tmp_path / "b" / "ck")
+    other = save_pretrained(nano_model(seed=1), tmp_path / "b" / "ck")
     exp = tmp_path / "E"
     monkeypatch.chdir(tmp_path / "a")
     assert cli.main(["export", "ck", "--out", str(exp), "--tiles", "1"]) == 0

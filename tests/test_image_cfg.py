@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
+from alignvar_edge.degrade import DegradationConfig, low_quality
 from alignvar_edge.errors import ConfigError
 from alignvar_edge.model import AlignVARConfig
-from alignvar_edge.train.data import sample_images
-from alignvar_edge.train.degrade import DegradationConfig, low_quality
+from alignvar_edge.samples import sample_images
 from alignvar_edge.train.trainer import make_batches, negative_targets
 
 

@@ -8,21 +8,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from _runtime_fixtures import micro_model
 from alignvar_edge.errors import CheckpointError, ConfigError, InputError
 from alignvar_edge.model import PRESETS, AlignVAR, AlignVARConfig
 from alignvar_edge.model.alignvar import NEGATIVE, POSITIVE
-from alignvar_edge.model.checkpoint import load_pretrained, save_pretrained
+from alignvar_edge.model.alignvar import load_pretrained
+from alignvar_edge.model.checkpoint import save_pretrained
 from alignvar_edge.model.hcc import hcc_loss, split_scales
 from alignvar_edge.model.info import meta_model
 from alignvar_edge.model.resample import resize_matrix
 from alignvar_edge.model.rope import apply_rope, apply_rope_complex, rope_tables, scale_positions
 from alignvar_edge.model.sca import SCAGuidance, affinity, sca_bias
 from alignvar_edge.model.upstream import import_varsr
-
-
-def micro_model(seed: int = 0, **overrides) -> AlignVAR:
-    torch.manual_seed(seed)
-    return AlignVAR(AlignVARConfig.from_preset("micro", **overrides)).eval()
 
 
 def resize_pairs(c: AlignVARConfig) -> set[tuple[str, int, int]]:

@@ -12,7 +12,7 @@ pytest.importorskip("openvino")
 
 from alignvar_edge import runtimes  # noqa: E402
 from alignvar_edge.errors import ArtifactError  # noqa: E402
-from alignvar_edge.runtimes.openvino import PrecisionWarning, compile_config, inference_precision  # noqa: E402
+from alignvar_edge.runtimes.openvino.backend import PrecisionWarning, compile_config, inference_precision  # noqa: E402
 
 
 def test_hint_follows_the_build_precision_and_device() -> None:

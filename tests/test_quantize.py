@@ -19,13 +19,14 @@ import pytest
 import torch
 from torch import nn
 
+from alignvar_edge.cpuinfo import has_vnni
 from alignvar_edge.errors import ConfigError, InputError, OutputExistsError
-from alignvar_edge.export.int8 import check_opset, has_vnni, target_recipe
 from alignvar_edge.manifest import load_verified
-from alignvar_edge.export.quantize import QuantizeOptions, calibration_set, quantize_artifact
-from alignvar_edge.export.quantize_policy import classify
-from alignvar_edge.export.sensitivity import FidelityTarget
 from alignvar_edge.model import AlignVAR, AlignVARConfig
+from alignvar_edge.quantize.artifact import QuantizeOptions, calibration_set, quantize_artifact
+from alignvar_edge.quantize.int8 import check_opset, target_recipe
+from alignvar_edge.quantize.policy import classify
+from alignvar_edge.quantize.sensitivity import FidelityTarget
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = dict(tiles=8, val_tiles=8)
@@ -179,9 +180,9 @@ def test_tensorrt_target_is_symmetric_with_zero_points_zero(export: Path, tmp_pa
 
 
 def test_entropy_and_percentile_give_their_own_ranges(export: Path) -> None:
-    from alignvar_edge.calibration.ranges import collect_ranges
-    from alignvar_edge.export.int8 import Int8Builder
-    from alignvar_edge.export.quantize_policy import Policy
+    from alignvar_edge.quantize.calibration.ranges import collect_ranges
+    from alignvar_edge.quantize.int8 import Int8Builder
+    from alignvar_edge.quantize.policy import Policy
 
     feeds = calibration_set("builtin", load_verified(export).config, 3, 1, 0).feeds("lr")
     with Int8Builder(export / "model.onnx", target_recipe("onnxruntime", "minmax"), feeds) as b:
@@ -272,8 +273,8 @@ def test_returning_groups_to_float_equals_never_quantizing_them(export: Path) ->
     """The search cuts candidates from one Q/DQ graph; each must equal quantize_static's own."""
     import onnxruntime as ort
 
-    from alignvar_edge.export.int8 import Int8Builder
-    from alignvar_edge.export.quantize_policy import Policy
+    from alignvar_edge.quantize.int8 import Int8Builder
+    from alignvar_edge.quantize.policy import Policy
 
     feeds = calibration_set("builtin", load_verified(export).config, 2, 1, 0).feeds("lr")
     pol = Policy()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from alignvar_edge.manifest import load_verified
-from alignvar_edge.export.quantize import QuantizeOptions, quantize_artifact
+from alignvar_edge.quantize.artifact import QuantizeOptions, quantize_artifact
 
 pytestmark = pytest.mark.slow
 
@@ -36,9 +36,9 @@ def tiny_export(pytestconfig: pytest.Config) -> Path:
 def test_search_reaches_the_target_on_the_bundled_tiny_model(tiny_export: Path, tmp_path: Path) -> None:
     import numpy as np
 
-    from alignvar_edge.calibration.sets import TileSplit
-    from alignvar_edge.calibration.tiles import tile_pairs
-    from alignvar_edge.export.sensitivity import Evaluator
+    from alignvar_edge.quantize.calibration.sets import TileSplit
+    from alignvar_edge.quantize.calibration.tiles import tile_pairs
+    from alignvar_edge.quantize.sensitivity import Evaluator
     from alignvar_edge.model.config import AlignVARConfig
 
     out = quantize_artifact(tiny_export, tmp_path / "int8", QuantizeOptions())

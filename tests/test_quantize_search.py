@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from alignvar_edge.export.sensitivity import Fidelity, FidelityTarget, search
+from alignvar_edge.quantize.sensitivity import Fidelity, FidelityTarget, search
 
 # token flips each group causes when it alone is int8 (fractions of all tokens), and PSNR loss (dB)
 FLIPS = {"a": 0.004, "b": 0.012, "c": 0.0, "d": 0.006, "e": 0.0005}

@@ -209,7 +209,7 @@ def test_per_head_scales_are_widened_without_changing_values():
     import openvino as ov
     import openvino.opset13 as ops
 
-    from alignvar_edge.runtimes.openvino import widen_head_scales
+    from alignvar_edge.runtimes.openvino.nncf import widen_head_scales
     x = ops.parameter([1, 4, 8, 16], np.float32)
     scale = np.array([1.0, 2.0, 3.0, 4.0], np.float32).reshape(1, 4, 1, 1)
     model = ov.Model([ops.multiply(x, ops.constant(scale))], [x])
@@ -226,8 +226,8 @@ def test_openvino_ignored_scope_covers_every_weighted_op_it_cannot_place(export)
     # no ONNX node: they must stay float, or NNCF quantizes the token path behind the policy's back
     import openvino as ov
 
-    from alignvar_edge.export.quantize_policy import Policy
-    from alignvar_edge.runtimes.openvino import ignored_scope_names
+    from alignvar_edge.quantize.policy import Policy
+    from alignvar_edge.runtimes.openvino.nncf import ignored_scope_names
     onnx_path = export / "model.onnx"
     model = ov.convert_model(str(onnx_path))
     weighted = {op.get_friendly_name() for op in model.get_ordered_ops()
@@ -242,8 +242,8 @@ def test_openvino_ignored_scope_covers_every_weighted_op_it_cannot_place(export)
 def test_openvino_int8_falls_back_to_a_decoder_only_scope_below_the_token_target(export, tmp_path):
     # an unreachable target forces the second rung: the token path in float, only the VQ decoder
     # in int8; both rungs are measured and recorded, and the engine that was kept is the last one
-    from alignvar_edge.calibration.tiles import lr_tiles
     from alignvar_edge.manifest import read_manifest
+    from alignvar_edge.quantize.calibration.tiles import lr_tiles
     cfg = runtimes.load(export).config
     out = runtimes.build(export, "openvino", precision="int8", out=tmp_path / "ov8",
                          calibration=lr_tiles(cfg, 8, seed=0), min_token_agreement=1.01,

@@ -16,7 +16,7 @@ from alignvar_edge.export.parity import psnr
 from alignvar_edge.runtimes import tiling
 
 try:
-    from alignvar_edge.model.checkpoint import load_pretrained
+    from alignvar_edge.model.alignvar import load_pretrained
     BUNDLED = load_pretrained("alignvar-tiny")
 except Exception as e:  # noqa: BLE001 - any reason the bundled model cannot load skips these
     BUNDLED, WHY = None, str(e)

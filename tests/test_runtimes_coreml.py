@@ -14,7 +14,7 @@ import torch
 from _runtime_fixtures import sharp_model
 from alignvar_edge import runtimes
 from alignvar_edge.errors import BackendUnavailableError
-from alignvar_edge.runtimes import coreml
+from alignvar_edge.runtimes.coreml import backend as coreml
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -114,7 +114,7 @@ def test_package_describes_its_io_and_carries_the_input_contract(package):
 
 
 def test_image_input_when_asked(tmp_path):
-    from alignvar_edge.runtimes.coreml import _ops
+    from alignvar_edge.runtimes.coreml.lint import _ops
     out = runtimes.build("in-memory", "coreml", out=tmp_path / "img", model=sharp_model("micro"),
                          image_input=True, proxy=False)
     spec = _read_package(out)
@@ -137,7 +137,7 @@ def test_image_input_when_asked(tmp_path):
 def test_half_policy_op_selector_keeps_f32_groups_fp32():
     from types import SimpleNamespace as NS
 
-    from alignvar_edge.runtimes.coreml import fp16_op_selector, group_precision
+    from alignvar_edge.runtimes.coreml.backend import fp16_op_selector, group_precision
 
     def op(kind, children=()):
         return NS(op_type=kind, outputs=[NS(child_ops=list(children))])

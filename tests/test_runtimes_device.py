@@ -188,7 +188,9 @@ print("RC", rc, sorted(m for m in sys.modules if m == "torch" or m.startswith("t
 def test_golden_outputs_come_from_the_checkpoint_when_the_export_names_one(tmp_path, ort_dir):
     from alignvar_edge.errors import ArtifactError
     from alignvar_edge.model.checkpoint import resolve_checkpoint_dir
-    from alignvar_edge.runtimes.selftest import GOLDEN_FILE, read_golden, selftest_engine, ship_golden
+    from alignvar_edge.runtimes.golden import GOLDEN_FILE, read_golden
+    from alignvar_edge.runtimes.onnxruntime import ship_golden
+    from alignvar_edge.runtimes.selftest import selftest_engine
     src, dest = tmp_path / "src", tmp_path / "dest"
     src.mkdir()
     dest.mkdir()

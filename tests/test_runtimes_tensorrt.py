@@ -17,7 +17,8 @@ from _runtime_fixtures import cache_root, export_dir, sharp_model
 from alignvar_edge import runtimes
 from alignvar_edge.errors import ArtifactError, BackendUnavailableError, InputError, OutputExistsError
 from alignvar_edge.manifest import new_manifest
-from alignvar_edge.runtimes import tensorrt as trt_backend
+from alignvar_edge.runtimes.tensorrt import backend as trt_backend
+from alignvar_edge.runtimes.tensorrt import plan as trt_plan
 
 AVAILABLE, REASON = trt_backend.BACKEND.is_available()
 
@@ -41,7 +42,7 @@ def test_unavailability_is_explained_in_one_line():
 
 
 def test_one_plan_for_tensorrt_10_and_11():
-    plan = trt_backend.network_plan
+    plan = trt_plan.network_plan
     assert plan(10, "fp32", "fp32") == {"strongly_typed": False, "flags": []}
     assert plan(10, "fp16", "fp32") == {"strongly_typed": False, "flags": ["FP16"]}
     assert plan(10, "int8", "int8") == {"strongly_typed": False, "flags": ["INT8", "FP16"]}
@@ -56,11 +57,11 @@ def test_one_plan_for_tensorrt_10_and_11():
 
 
 def test_trtexec_command_matches_the_plan():
-    cmd = trt_backend.trtexec_command({"strongly_typed": False, "flags": ["FP16"]}, workspace_mib=512)
+    cmd = trt_plan.trtexec_command({"strongly_typed": False, "flags": ["FP16"]}, workspace_mib=512)
     assert cmd[:3] == ["trtexec", "--onnx=model.onnx", "--saveEngine=model.engine"]
     assert "--fp16" in cmd and "--timingCacheFile=timing.cache" in cmd
     assert "--memPoolSize=workspace:512M" in cmd and "--stronglyTyped" not in cmd
-    assert "--stronglyTyped" in trt_backend.trtexec_command({"strongly_typed": True, "flags": []})
+    assert "--stronglyTyped" in trt_plan.trtexec_command({"strongly_typed": True, "flags": []})
 
 
 def test_build_without_tensorrt_writes_a_kit_for_the_device(export, tmp_path):
@@ -140,7 +141,7 @@ def test_kit_scripts_pass_shellcheck(kit):
 
 
 def test_kit_readme_and_golden_describe_this_kit(kit, export):
-    from alignvar_edge.runtimes.selftest import read_golden
+    from alignvar_edge.runtimes.golden import read_golden
     text = (kit / "README.md").read_text()
     for needle in ("JetPack 6.1 / 6.2", "TensorRT 10.3", "CUDA 12.6", "--system-site-packages",
                    "pip install 'alignvar-edge[device]' 'numpy<2' 'cuda-python>=12.6,<13'",
@@ -157,7 +158,7 @@ def test_kit_readme_and_golden_describe_this_kit(kit, export):
 
 
 def test_trtexec_summaries_parse_on_real_formats():
-    from alignvar_edge.bench.device import parse_trtexec_log
+    from alignvar_edge.runtimes.tensorrt.trtexec_log import parse_trtexec_log
     t10 = parse_trtexec_log((LOGS / "trt10-orin-fp16-dla.log").read_text())
     assert t10["throughput_qps"] == 130.298 and t10["tensorrt_version"] == "10.3.0"
     assert t10["latency_ms"] == {"min": 5.38672, "max": 13.3664, "mean": 7.60628, "median": 7.16092,
@@ -197,7 +198,7 @@ def test_adopt_a_hand_built_engine_and_import_its_timing(kit, tmp_path):
     assert {"model.engine", "model.onnx", "golden.safetensors", "trtexec.log", "README.md",
             "build_on_device.sh"} <= {p.name for p in out.iterdir()}
     assert m.input_contract["tile"] == 8 and m.input_contract["scale"] == 4
-    from alignvar_edge.runtimes.tensorrt_kit import adopt
+    from alignvar_edge.runtimes.tensorrt.adopt import adopt
     with pytest.raises(OutputExistsError):
         adopt(engine, kit, out, log=log)
     with pytest.raises(InputError, match="pass --log"):                 # nothing to say what it was built for
@@ -263,15 +264,15 @@ def test_build_script_runs_adopt_selftest_and_bench_with_a_stand_in_trtexec(kit,
 def test_kit_carries_the_half_policy_as_layer_precisions(export, tmp_path):
     import onnx
 
-    from alignvar_edge.export.half_policy import HalfPolicy, node_groups
     from alignvar_edge.manifest import load_verified
-    from alignvar_edge.runtimes.tensorrt_kit import precision_flags
-    plan = trt_backend.network_plan(10, "fp16", "fp32", ["b", "a", "a"])
+    from alignvar_edge.quantize.half_policy import HalfPolicy, node_groups
+    from alignvar_edge.runtimes.tensorrt.kit import precision_flags
+    plan = trt_plan.network_plan(10, "fp16", "fp32", ["b", "a", "a"])
     assert plan["f32_layers"] == ["a", "b"]
-    cmd = trt_backend.trtexec_command(plan)
+    cmd = trt_plan.trtexec_command(plan)
     assert "--precisionConstraints=obey" in cmd and "--layerPrecisions=a:fp32,b:fp32" in cmd
-    assert "f32_layers" not in trt_backend.network_plan(10, "fp32", "fp32", ["a"])       # nothing to constrain
-    assert "f32_layers" not in trt_backend.network_plan(11, "fp16", "fp16", ["a"])       # the ONNX's types decide
+    assert "f32_layers" not in trt_plan.network_plan(10, "fp32", "fp32", ["a"])       # nothing to constrain
+    assert "f32_layers" not in trt_plan.network_plan(11, "fp16", "fp16", ["a"])       # the ONNX's types decide
     if AVAILABLE:
         pytest.skip("TensorRT is available here: build makes a real engine")
     policy = HalfPolicy("fp16", frozenset({"logits_head", "norms"}))

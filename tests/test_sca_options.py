@@ -4,14 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from _runtime_fixtures import micro_model
 from alignvar_edge.errors import ConfigError
 from alignvar_edge.model import AlignVAR, AlignVARConfig
 from alignvar_edge.model.sca import SCAGuidance, alpha_from_raw, raw_from_alpha
-
-
-def micro(seed: int = 0, **overrides) -> AlignVAR:
-    torch.manual_seed(seed)
-    return AlignVAR(AlignVARConfig.from_preset("micro", **overrides)).eval()
 
 
 def with_alpha_zero(model: AlignVAR) -> AlignVAR:
@@ -34,15 +30,15 @@ def test_excluded_window_reaches_the_attention_logits() -> None:
     """r >= P - 1 excludes every pair: plain attention exactly; r = 0 only the diagonal."""
     P = 8
     for r, equal in ((P - 1, True), (0, False)):
-        model = micro(sca_alpha_init=2.0, sca_exclude_radius=r)
+        model = micro_model(sca_alpha_init=2.0, sca_exclude_radius=r)
         _, _, logits = model.rollout(edge_lr())
         _, _, plain = with_alpha_zero(model).rollout(edge_lr())
         assert all(torch.equal(a, b) for a, b in zip(logits, plain)) == equal, r
-    model = micro(sca_exclude_radius=0)
+    model = micro_model(sca_exclude_radius=0)
     p0 = model.config.prefix_len
     reach = model.sca_reach[p0:, p0:]
     assert reach.diagonal().abs().sum() == 0
-    assert torch.equal(reach + torch.eye(reach.shape[0]), micro().sca_reach[p0:, p0:])
+    assert torch.equal(reach + torch.eye(reach.shape[0]), micro_model().sca_reach[p0:, p0:])
 
 
 def test_excluded_window_is_the_chebyshev_neighbourhood() -> None:

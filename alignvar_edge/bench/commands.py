@@ -168,7 +168,7 @@ def run_merge(paths: list[str], args: argparse.Namespace) -> int:
     import os
 
     from alignvar_edge.bench.merge import merge_markdown, merge_reports, plot_merged
-    from alignvar_edge.bench.outputs import write_text
+    from alignvar_edge.fsmodes import write_text
     from alignvar_edge.bench.schema import write_json
     if not paths:
         raise InputError("bench merge needs report files: alignvar-edge bench merge A.json B.json --md out.md")

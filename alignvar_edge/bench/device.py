@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-import re
-import shlex
 import time
 from pathlib import Path
 from typing import Any
@@ -33,8 +31,9 @@ from alignvar_edge.bench.schema import SCHEMA, SCHEMA_VERSION
 from alignvar_edge.bench.stats import latency_summary, summary_from_percentiles
 from alignvar_edge.manifest import Manifest, ModelInfo, load_verified
 from alignvar_edge.errors import InputError
+from alignvar_edge.runtimes.tensorrt.trtexec_log import parse_trtexec_log
 
-__all__ = ["bench_engine_dir", "parse_trtexec_log", "trtexec_report"]
+__all__ = ["bench_engine_dir", "trtexec_report"]
 
 _NOTE = ("Device report: no PyTorch baseline, GEMM peak or FLOP profile here; fidelity is against the "
          "golden outputs shipped in the engine directory.")
@@ -82,7 +81,7 @@ def _host() -> dict[str, Any]:
 
 def _golden(root: Path) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], dict[str, str]]:
     from alignvar_edge.errors import ArtifactError
-    from alignvar_edge.runtimes.selftest import GOLDEN_FILE, read_golden
+    from alignvar_edge.runtimes.golden import GOLDEN_FILE, read_golden
     if not (root / GOLDEN_FILE).is_file():
         raise ArtifactError(f"{root} carries no {GOLDEN_FILE}; rebuild it with this alignvar-edge, or run "
                             "`alignvar-edge bench` with a --reference where PyTorch is installed")
@@ -151,69 +150,6 @@ def bench_engine_dir(engines: list[str], runs: int = 20, warmup: int = 3, thread
 # ------------------------------------------------------------------------------------------------
 # trtexec
 # ------------------------------------------------------------------------------------------------
-_PREFIX = r"^(?:\[[^\]]*\]\s*)*"          # "[10/03/2024-10:47:59] [I] " or nothing
-_STATS = ("Latency", "Enqueue Time", "H2D Latency", "GPU Compute Time", "D2H Latency")
-
-
-def _stats(text: str) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for key, value in re.findall(r"\b(min|max|mean|median)\s*=?\s*([0-9.eE+-]+)\s*ms", text):
-        out[key] = float(value)
-    for pct, value in re.findall(r"percentile\(([0-9.]+)%\)\s*=?\s*([0-9.eE+-]+)\s*ms", text):
-        out[f"p{float(pct):g}"] = float(value)
-    return out
-
-
-def parse_trtexec_log(text: str) -> dict[str, Any]:
-    """trtexec's performance summary, device and command line, as numbers (ms, qps, s)."""
-    found: dict[str, Any] = {}
-    for line in text.splitlines():
-        body = re.sub(_PREFIX, "", line.strip())
-        m = re.match(r"Throughput:\s*([0-9.eE+-]+)\s*qps", body)
-        if m:
-            found["throughput_qps"] = float(m.group(1))
-            continue
-        name, colon, rest = body.partition(":")
-        if colon and name in _STATS:
-            stats = _stats(rest)
-            if "median" in stats:
-                found[name.lower().replace(" ", "_") + "_ms"] = stats
-        elif colon and name in ("Total Host Walltime", "Total GPU Compute Time"):
-            m = re.match(r"\s*([0-9.eE+-]+)\s*s", rest)
-            if m:
-                found[name.lower().replace(" ", "_") + "_s"] = float(m.group(1))
-        elif colon and name == "Selected Device":
-            found["device"] = rest.strip()
-        elif colon and name == "Compute Capability":
-            found["compute_capability"] = rest.strip()
-        m = re.search(r"&&&& (RUNNING|PASSED|FAILED) TensorRT\.trtexec \[TensorRT v(\d+)\] # (.*)$", line)
-        if m:
-            found["status"] = m.group(1) if m.group(1) != "RUNNING" else found.get("status", "RUNNING")
-            found["tensorrt_version"] = _trt_version(m.group(2))
-            found["command"] = m.group(3).strip()
-    if "latency_ms" not in found or "throughput_qps" not in found:
-        raise InputError("no trtexec performance summary (\"Throughput: ... qps\" and \"Latency: min = ... "
-                         "ms, ...\") in the log; run trtexec with inference (not --buildOnly) and save its "
-                         "whole output: trtexec ... 2>&1 | tee trtexec.log")
-    cmd = shlex.split(found.get("command", ""))
-    found["flags"] = [c for c in cmd[1:] if c.startswith("--")]
-    built = any(c.startswith("--onnx=") for c in cmd)     # --loadEngine: the flags say nothing
-    found["precision"] = ("int8" if "--int8" in cmd or "--best" in cmd else
-                          "fp16" if "--fp16" in cmd else "fp32" if built else None)
-    dla = [c.split("=", 1)[1] for c in cmd if c.startswith("--useDLACore=")]
-    found["dla_core"] = int(dla[0]) if dla else None
-    return found
-
-
-def _trt_version(code: str) -> str:
-    """trtexec's version code: 8601 -> 8.6.1, 100300 -> 10.3.0 (major*1000 + minor*100 + patch up
-    to TensorRT 9; major*10000 + minor*100 + patch from TensorRT 10)."""
-    n = int(code)
-    if n >= 100000:
-        return f"{n // 10000}.{n // 100 % 100}.{n % 100}"
-    return f"{n // 1000}.{n // 100 % 10}.{n % 100}"
-
-
 def _per_call(stats: dict[str, float]) -> dict[str, float]:
     out = {"p50": stats["median"]}
     out.update({k: stats[k] for k in ("p90", "p99", "min", "mean", "max") if k in stats})

@@ -25,7 +25,7 @@ def photo_lr(side: int, images: Any = None) -> np.ndarray:
     held-out photograph (or of `images`), resized bicubic to side x side."""
     from PIL import Image
 
-    from alignvar_edge.calibration.tiles import _load_images
+    from alignvar_edge.quantize.calibration.tiles import _load_images
     if side < 1:
         raise InputError(f"--image-size must be >= 1 LR pixel, got {side}")
     img = max(_load_images("heldout", images), key=lambda a: a.shape[0] * a.shape[1])[..., :3]

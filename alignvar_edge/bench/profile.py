@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from alignvar_edge.export.staged import StagedRunner
 
 __all__ = ["stage_profile", "staged_ort_times", "torch_stage_times"]
 
@@ -52,7 +53,6 @@ def torch_stage_times(model: Any, lr: np.ndarray, runs: int = 3, warmup: bool = 
 def staged_ort_times(artifact: str | Path, lr: np.ndarray, runs: int = 3,
                      threads: int | None = None) -> dict[str, float]:
     """Median ms per stage of ONNX Runtime on a staged export (renamed to the stage names above)."""
-    from alignvar_edge.export.staged import StagedRunner
 
     runner = StagedRunner.load(artifact, threads=threads)
     x = np.ascontiguousarray(lr[: runner.batch], np.float32)

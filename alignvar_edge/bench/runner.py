@@ -89,8 +89,8 @@ def _from_text(text: str) -> tuple[Any, str, ModelSource]:
         _, name, *seed = text.split(":")
         s = int(seed[0]) if seed else 0
         return random_model(name, seed=s), f"{name}-random", ModelSource.preset(name, s)
-    from alignvar_edge.model.checkpoint import load_pretrained
-    from alignvar_edge.runtimes.artifacts import checkpoint_source
+    from alignvar_edge.model.alignvar import load_pretrained
+    from alignvar_edge.model.checkpoint import checkpoint_source
     return load_pretrained(text), text, checkpoint_source(text, hashed=False)
 
 
@@ -303,7 +303,7 @@ def run_bench(engines: Sequence[str], reference: Any = None, options: BenchOptio
     from alignvar_edge.bench.peak import gemm_call, in_run_peak, measure_peak
     from alignvar_edge.bench.profile import stage_profile, staged_ort_times, torch_stage_times
     from alignvar_edge.model.info import stage_flops
-    from alignvar_edge.calibration.tiles import tile_pairs
+    from alignvar_edge.quantize.calibration.tiles import tile_pairs
     from alignvar_edge.runtimes.torch_backend import DEFAULT_BATCH as TORCH_BATCH, TorchEngine
 
     opts = options or BenchOptions()

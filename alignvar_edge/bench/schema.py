@@ -26,8 +26,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from alignvar_edge.bench.outputs import write_text
 from alignvar_edge.errors import InputError
+from alignvar_edge.fsmodes import write_text
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "ReportSchemaError", "check_report", "read_report", "write_json"]
 

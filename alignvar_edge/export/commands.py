@@ -60,14 +60,14 @@ def _load(args: argparse.Namespace) -> tuple[Any, str, ModelSource]:
         from alignvar_edge.export.random_model import random_model
         model = random_model(args.preset, seed=args.seed)
         return model, f"{args.preset}-random", ModelSource.preset(args.preset, args.seed)
-    from alignvar_edge.model.checkpoint import load_pretrained
+    from alignvar_edge.model.alignvar import load_pretrained
     ckpt = args.checkpoint or DEFAULT_CHECKPOINT
     try:
         model = load_pretrained(ckpt)
     except CheckpointError as e:
         hint = "" if args.checkpoint else " (or pass --preset NAME to export random weights)"
         raise CheckpointError(f"{e}{hint}") from e
-    from alignvar_edge.runtimes.artifacts import checkpoint_source
+    from alignvar_edge.model.checkpoint import checkpoint_source
     return model, ckpt, checkpoint_source(ckpt)
 
 

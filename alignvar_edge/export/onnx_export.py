@@ -12,7 +12,6 @@ the dynamo exporter (static shapes, batch fixed), then, inside a temporary artif
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import math
 import os
@@ -27,9 +26,13 @@ import torch
 
 from alignvar_edge.errors import ArtifactError, ConfigError
 from alignvar_edge.export.graphs import GraphSpec, graph_noise, specs_for
+from alignvar_edge.export.lint import forbidden_constructs
 from alignvar_edge.manifest import ModelInfo, ModelSource, artifact_dir, listed_file, load_verified, new_manifest, write_manifest
 from alignvar_edge.export.parity import ParityReport, check_parity, compare
+from alignvar_edge.export.staged import StagedRunner, make_session
 from alignvar_edge.model.alignvar import AlignVAR
+from alignvar_edge.model.checkpoint import checkpoint_source, weights_sha256
+from alignvar_edge.quantize.calibration.tiles import lr_tiles, tiles_hash
 
 __all__ = ["SUPPORTED_OPSETS", "export_onnx", "graph_io", "load_onnx_models", "run_single"]
 
@@ -119,7 +122,6 @@ def simplify_graph(path: Path, external_data: bool) -> None:
 def check_graph(path: Path) -> None:
     import onnx
 
-    from alignvar_edge.export.lint import forbidden_constructs
 
     try:
         onnx.checker.check_model(str(path), full_check=True)
@@ -160,7 +162,6 @@ def _reference(model: AlignVAR, lr: np.ndarray, noise: np.ndarray | None) -> tup
 
 def validate(model: AlignVAR, root: Path, graph: str, batches: list[np.ndarray], refine: bool = True) -> ParityReport:
     """ONNX Runtime on `root`'s graphs vs PyTorch, tile batch by tile batch."""
-    from alignvar_edge.export.staged import StagedRunner, make_session
 
     t0 = time.perf_counter()
     if graph == "single":
@@ -185,21 +186,10 @@ def validate(model: AlignVAR, root: Path, graph: str, batches: list[np.ndarray],
                    scale=model.config.scale, session_load_s=round(load_s, 3))
 
 
-def weights_sha256(model: torch.nn.Module) -> str:
-    """SHA-256 over the state dict (names, shapes, bytes): which weights an artifact was made from."""
-    h = hashlib.sha256()
-    for k, v in sorted(model.state_dict().items()):
-        t = v.detach().cpu().contiguous()
-        h.update(f"{k}|{tuple(t.shape)}|{t.dtype}|".encode())
-        h.update(t.numpy().tobytes())
-    return h.hexdigest()
-
-
 def _model_info(model: AlignVAR, name: str | None, source: ModelSource | str | None,
                 checkpoint: str | os.PathLike[str] | None = None) -> ModelInfo:
     c = model.config
     if checkpoint is not None:
-        from alignvar_edge.runtimes.artifacts import checkpoint_source
         source = checkpoint_source(checkpoint)
     elif not isinstance(source, ModelSource):
         source = ModelSource.other(source) if source else ModelSource.memory(name)
@@ -221,7 +211,6 @@ def export_onnx(model: AlignVAR, out_dir: str | os.PathLike[str], graph: str = "
     `checkpoint`: the directory (or bundled name) the model was loaded from; its absolute path and
     file hashes are recorded, so later uses find that checkpoint and refuse a different one.
     """
-    from alignvar_edge.calibration.tiles import lr_tiles, tiles_hash
 
     say = log or (lambda _msg: None)
     if graph not in ("single", "staged"):

@@ -16,6 +16,7 @@ import numpy as np
 
 from alignvar_edge.errors import ArtifactError, InputError
 from alignvar_edge.manifest import load_verified
+from alignvar_edge.onnx_session import open_session
 
 __all__ = ["StagedRunner", "make_session"]
 
@@ -23,18 +24,7 @@ __all__ = ["StagedRunner", "make_session"]
 def make_session(path: str | os.PathLike[str], providers: list[str] | None = None,
                  threads: int | None = None) -> Any:
     """An ONNX Runtime session (CPU unless providers say otherwise)."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3          # warnings about unused initializers are noise here
-    if threads:
-        opts.intra_op_num_threads = threads
-    try:
-        return ort.InferenceSession(str(path), sess_options=opts,
-                                    providers=providers or ["CPUExecutionProvider"])
-    except Exception as e:  # ORT raises its own exception types for broken or truncated files
-        raise ArtifactError(f"ONNX Runtime cannot load {path}: {str(e).splitlines()[0]}; "
-                            "re-export the artifact") from e
+    return open_session(path, providers, threads)
 
 
 class StagedRunner:

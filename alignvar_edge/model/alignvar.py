@@ -11,6 +11,7 @@ With VARSR's refiner, the last step also takes the sampler's noise (see model/re
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,6 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from alignvar_edge.errors import InputError
+from alignvar_edge.model.checkpoint import (load_config, match_state_dict, read_weights, resolve_checkpoint_dir,
+                                           save_pretrained)
 from alignvar_edge.model.color_fix import adain_color_fix
 from alignvar_edge.model.conditioning import ControlNetEmbedding
 from alignvar_edge.model.config import AlignVARConfig
@@ -441,14 +444,26 @@ class AlignVAR(nn.Module):
         return report
 
     # ------------------------------------------------------------------------------------------
-    # checkpoints (implemented in model/checkpoint.py)
+    # checkpoints (files: model/checkpoint.py)
     # ------------------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, name_or_dir: str) -> AlignVAR:
         """A bundled model name (e.g. 'alignvar-tiny') or a directory with config.json + safetensors."""
-        from alignvar_edge.model.checkpoint import load_pretrained
         return load_pretrained(name_or_dir)
 
     def save_pretrained(self, out_dir: str, overwrite: bool = False) -> None:
-        from alignvar_edge.model.checkpoint import save_pretrained
         save_pretrained(self, out_dir, overwrite=overwrite)
+
+
+def load_pretrained(name_or_dir: str | os.PathLike[str], strict: bool = True) -> AlignVAR:
+    """Config (typed and bounded) -> its shapes against the weights file's header -> the tensors,
+    each checked finite -> the model. Nothing large is allocated before the header agrees."""
+    path = resolve_checkpoint_dir(name_or_dir)
+    config = load_config(path)
+    with torch.device("meta"):
+        shapes = {k: tuple(v.shape) for k, v in AlignVAR(config).state_dict().items()}
+    sd = read_weights(path, shapes, strict)
+    model = AlignVAR(config)
+    kept, _ = match_state_dict(model, sd)
+    model.load_state_dict(kept, strict=False)
+    return model.eval()

@@ -5,6 +5,7 @@ are converted by model/upstream.py, which reads them without running their pickl
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -18,7 +19,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from alignvar_edge.errors import CheckpointError, ConfigError
-from alignvar_edge.model.alignvar import AlignVAR
+from alignvar_edge.manifest import ModelSource, sha256_file
 from alignvar_edge.model.config import AlignVARConfig
 
 PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
@@ -100,16 +101,11 @@ def match_state_dict(model: torch.nn.Module | dict[str, tuple[int, ...]], sd: di
     return kept, report
 
 
-def load_pretrained(name_or_dir: str | os.PathLike[str], strict: bool = True) -> AlignVAR:
-    """Config (typed and bounded) -> its shapes against the weights file's header -> the tensors,
-    each checked finite -> the model. Nothing large is allocated before the header agrees."""
-    path = resolve_checkpoint_dir(name_or_dir)
-    config = load_config(path)
+def read_weights(path: Path, expected: dict[str, tuple[int, ...]], strict: bool = True) -> dict[str, torch.Tensor]:
+    """The weights of the checkpoint at `path`: the file's header checked against the `expected`
+    shapes first (nothing large is read before it agrees), then the tensors, each checked finite."""
     weights = path / WEIGHTS_FILE
-    header = weights_header(weights)
-    with torch.device("meta"):
-        shapes = {k: tuple(v.shape) for k, v in AlignVAR(config).state_dict().items()}
-    _, report = match_state_dict(shapes, header)
+    _, report = match_state_dict(expected, weights_header(weights))
     if strict and not report.clean:
         raise CheckpointError(f"weights in {path} do not match its config.json: {report.summary()}")
     try:
@@ -118,10 +114,34 @@ def load_pretrained(name_or_dir: str | os.PathLike[str], strict: bool = True) ->
         raise CheckpointError(f"{weights} is not a readable safetensors file ({e}); "
                               "re-download or re-export it") from e
     check_finite(sd, weights)
-    model = AlignVAR(config)
-    kept, _ = match_state_dict(model, sd)
-    model.load_state_dict(kept, strict=False)
-    return model.eval()
+    return sd
+
+
+def checkpoint_source(path: str | os.PathLike[str], hashed: bool = True) -> ModelSource:
+    """Where a checkpoint's weights come from, as an artifact records it: a bundled name, or the
+    checkpoint's absolute path (with what `alignvar-edge import` converted, if it did), and the
+    SHA-256 of its files so that a use elsewhere can prove it is the same checkpoint."""
+    d = resolve_checkpoint_dir(path)
+    sha = {f: sha256_file(d / f) for f in (CONFIG_FILE, WEIGHTS_FILE)} if hashed else {}
+    if str(path) in BUNDLED:
+        return ModelSource("bundled", name=str(path), path=str(d.resolve()), sha256=sha)
+    try:
+        upstream = json.loads((d / TRAINING_FILE).read_text()).get("imported_from")
+    except (OSError, ValueError, AttributeError):
+        upstream = None
+    if isinstance(upstream, dict):
+        return ModelSource("upstream", path=str(d.resolve()), sha256=sha, upstream=upstream)
+    return ModelSource("checkpoint", path=str(d.resolve()), sha256=sha)
+
+
+def weights_sha256(model: torch.nn.Module) -> str:
+    """SHA-256 over the state dict (names, shapes, bytes): which weights an artifact was made from."""
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        t = v.detach().cpu().contiguous()
+        h.update(f"{k}|{tuple(t.shape)}|{t.dtype}|".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
 
 
 def weights_header(path: Path) -> dict[str, tuple[int, ...]]:
@@ -142,7 +162,7 @@ def check_finite(sd: dict[str, torch.Tensor], where: Path | str) -> None:
                                   "corrupt or diverged in training: use an earlier checkpoint")
 
 
-def save_pretrained(model: AlignVAR, out_dir: str | os.PathLike[str], extra: dict[str, Any] | None = None,
+def save_pretrained(model: torch.nn.Module, out_dir: str | os.PathLike[str], extra: dict[str, Any] | None = None,
                     overwrite: bool = False, weights_dtype: torch.dtype = torch.float32) -> Path:
     """Write config.json + model.safetensors atomically (temp sibling dir, then rename).
 
@@ -160,7 +180,7 @@ def save_pretrained(model: AlignVAR, out_dir: str | os.PathLike[str], extra: dic
               for k, v in model.state_dict().items()}
         save_file(sd, str(tmp / WEIGHTS_FILE),
                   metadata={"format": "alignvar-edge", "weights_dtype": str(weights_dtype).removeprefix("torch.")})
-        cfg = model.config.to_dict()
+        cfg = model.config.to_dict()  # type: ignore[operator]
         (tmp / CONFIG_FILE).write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
         if extra:
             (tmp / TRAINING_FILE).write_text(json.dumps(extra, indent=2, sort_keys=True) + "\n")

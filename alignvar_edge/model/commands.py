@@ -103,7 +103,7 @@ def run_demo_cmd(args: argparse.Namespace) -> int:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from alignvar_edge.model.checkpoint import load_pretrained
+    from alignvar_edge.model.alignvar import load_pretrained
     from alignvar_edge.model.config import AlignVARConfig
     from alignvar_edge.model.info import format_info, meta_model, model_info
 

@@ -24,8 +24,8 @@ __all__ = ["BACKENDS", "Backend", "BackendInfo", "Engine", "available_backends",
            "get_backend", "load"]
 
 # backend name (the recipe table's list) -> module under alignvar_edge.runtimes holding a `BACKEND`
-MODULES: dict[str, str] = {"torch": "torch_backend", "onnxruntime": "onnxruntime", "openvino": "openvino",
-                           "tensorrt": "tensorrt", "coreml": "coreml"}
+MODULES: dict[str, str] = {"torch": "torch_backend", "onnxruntime": "onnxruntime", "openvino": "openvino.backend",
+                           "tensorrt": "tensorrt.backend", "coreml": "coreml.backend"}
 
 
 @dataclass

@@ -15,12 +15,12 @@ from typing import Any
 import numpy as np
 
 from alignvar_edge.errors import ArtifactError, CheckpointError, InputError
-from alignvar_edge.manifest import (MANIFEST_FILE, BuiltFrom, Manifest, ModelInfo, ModelSource, listed_file, load_verified,
+from alignvar_edge.manifest import (MANIFEST_FILE, BuiltFrom, Manifest, ModelInfo, listed_file, load_verified,
                                     new_manifest, read_manifest, sha256_file)
 from alignvar_edge.model.config import AlignVARConfig
 from alignvar_edge.runtimes.base import INPUT, SR, token_name
 
-__all__ = ["checkpoint_dir", "checkpoint_source", "check_same_checkpoint", "source_checkpoint", "default_out",
+__all__ = ["checkpoint_dir", "check_same_checkpoint", "source_checkpoint", "default_out",
            "engine_manifest", "graph_io", "is_checkpoint", "single_graph", "check_calibration"]
 
 
@@ -35,25 +35,6 @@ def is_checkpoint(path: str | os.PathLike[str]) -> bool:
     p = Path(s)
     return (p.is_dir() and (p / CONFIG_FILE).is_file() and (p / WEIGHTS_FILE).is_file()
             and not (p / MANIFEST_FILE).is_file())
-
-
-def checkpoint_source(path: str | os.PathLike[str], hashed: bool = True) -> ModelSource:
-    """Where a checkpoint's weights come from, as an artifact records it: a bundled name, or the
-    checkpoint's absolute path (with what `alignvar-edge import` converted, if it did), and the
-    SHA-256 of its files so that a use elsewhere can prove it is the same checkpoint."""
-    from alignvar_edge.model.checkpoint import (BUNDLED, CONFIG_FILE, TRAINING_FILE, WEIGHTS_FILE,
-                                                resolve_checkpoint_dir)
-    d = resolve_checkpoint_dir(path)
-    sha = {f: sha256_file(d / f) for f in (CONFIG_FILE, WEIGHTS_FILE)} if hashed else {}
-    if str(path) in BUNDLED:
-        return ModelSource("bundled", name=str(path), path=str(d.resolve()), sha256=sha)
-    try:
-        upstream = json.loads((d / TRAINING_FILE).read_text()).get("imported_from")
-    except (OSError, ValueError, AttributeError):
-        upstream = None
-    if isinstance(upstream, dict):
-        return ModelSource("upstream", path=str(d.resolve()), sha256=sha, upstream=upstream)
-    return ModelSource("checkpoint", path=str(d.resolve()), sha256=sha)
 
 
 def check_same_checkpoint(found: Path, model: ModelInfo) -> None:
@@ -71,8 +52,8 @@ def check_same_checkpoint(found: Path, model: ModelInfo) -> None:
         return
     recorded = model.weights_sha256
     if recorded:
-        from alignvar_edge.export.onnx_export import weights_sha256
-        from alignvar_edge.model.checkpoint import load_pretrained
+        from alignvar_edge.model.alignvar import load_pretrained
+        from alignvar_edge.model.checkpoint import weights_sha256
         got = weights_sha256(load_pretrained(found).float())
         if got != recorded:
             raise CheckpointError(
@@ -193,14 +174,14 @@ def check_calibration(calibration: Any, config: AlignVARConfig, needed: bool
     if x.ndim != 4 or x.shape[1:] != (3, t, t) or x.shape[0] < 1:
         raise InputError(f"calibration data must be LR tiles (N, 3, {t}, {t}), got shape {x.shape}")
     if not info:
-        from alignvar_edge.calibration.tiles import tiles_hash
+        from alignvar_edge.quantize.calibration.tiles import tiles_hash
         info = {"hash": tiles_hash(x), "tiles": int(x.shape[0]), "source": "array"}
     return x, info
 
 
 def validation_tiles(config: AlignVARConfig, n: int = 4, seed: int = 1) -> np.ndarray:
     """Deterministic held-out LR tiles for the parity check every build records."""
-    from alignvar_edge.calibration.tiles import lr_tiles
+    from alignvar_edge.quantize.calibration.tiles import lr_tiles
     return lr_tiles(config, n, seed=seed, split="heldout")
 
 

@@ -137,10 +137,10 @@ def run_build(args: argparse.Namespace) -> int:
     check_options(b.name, args.precision, given)
     opts.update(given)
     if "float_groups" in opts:
-        from alignvar_edge.export.quantize import searched_float_groups
+        from alignvar_edge.quantize.artifact import searched_float_groups
         opts["float_groups"] = searched_float_groups(args.float_groups_from)
     if "half_policy" in opts:
-        from alignvar_edge.export.quantize import searched_half_policy
+        from alignvar_edge.quantize.artifact import searched_half_policy
         opts["half_policy"] = searched_half_policy(args.half_policy_from)
     calibration = None
     if args.calib:
@@ -176,7 +176,7 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def _calibration(args: argparse.Namespace) -> Any:
-    from alignvar_edge.calibration.sets import CalibrationSet
+    from alignvar_edge.quantize.calibration.sets import CalibrationSet
     from alignvar_edge.manifest import read_manifest
     from alignvar_edge.runtimes.artifacts import is_checkpoint
     if is_checkpoint(args.source):
@@ -286,7 +286,7 @@ def _compare_images(args: argparse.Namespace) -> list[tuple[str, Any]]:
             raise InputError(f"no images under {args.images}")
         imgs = [(f.name, load_image(f)[0]) for f in files]
     else:
-        from alignvar_edge.train.data import sample_images
+        from alignvar_edge.samples import sample_images
         imgs = sample_images("heldout")
     if args.limit:
         imgs = imgs[:args.limit]
@@ -359,7 +359,7 @@ def run_doctor(args: argparse.Namespace) -> int:
 
 def run_adopt(args: argparse.Namespace) -> int:
     from alignvar_edge.manifest import read_manifest
-    from alignvar_edge.runtimes.tensorrt_kit import adopt
+    from alignvar_edge.runtimes.tensorrt.adopt import adopt
     out = adopt(args.engine, args.like, args.out, log=args.log, precision=args.precision,
                 dla_core=args.dla_core, force=args.force)
     m = read_manifest(out)

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from alignvar_edge.export.parity import psnr, psnr_y, ssim_y, token_agreement
 from alignvar_edge.runtimes import tiling
 from alignvar_edge.runtimes.base import Engine
 
@@ -76,7 +77,6 @@ def compare_engines(engines: Sequence[tuple[str, Engine]], reference: Engine,
                     images: Sequence[tuple[str, np.ndarray]], overlap: int | None = None,
                     progress: Callable[[str], None] | None = None) -> list[EngineResult]:
     """Every engine against `reference` on every image (HxWx3 float in [0, 1])."""
-    from alignvar_edge.export.parity import psnr, psnr_y, ssim_y, token_agreement
 
     t = reference.tile_size
     for label, e in engines:

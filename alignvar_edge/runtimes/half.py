@@ -3,7 +3,7 @@ tries half first and keeps f32 when the half build misses the token / PSNR targe
 
 One row per (backend, device kind): the half precision it would use and the CPU features that
 make it fast (None: the device itself has half units). The ISA features come from /proc/cpuinfo
-(`bench.host.cpu_info`): OpenVINO's CPU plugin computes bf16 on AMX and AVX512-BF16 and, by
+(`cpuinfo.cpu_info`): OpenVINO's CPU plugin computes bf16 on AMX and AVX512-BF16 and, by
 default, does so on those CPUs whatever the engine was checked for (see runtimes/openvino.py).
 """
 from __future__ import annotations
@@ -11,6 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from alignvar_edge import runtimes
+from alignvar_edge.cpuinfo import cpu_info
+from alignvar_edge.errors import HalfPrecisionError
 
 __all__ = ["FAST_HALF", "ISA_FEATURES", "build_auto", "host_half", "isa_class", "isa_features"]
 
@@ -32,7 +36,6 @@ FAST_HALF: dict[tuple[str, str], tuple[str, tuple[str, ...] | None]] = {
 def isa_features(isa: list[str] | None = None) -> dict[str, bool]:
     """Which ISA_FEATURES this CPU has (`isa`: its flags; default: read /proc/cpuinfo)."""
     if isa is None:
-        from alignvar_edge.bench.host import cpu_info
         isa = cpu_info()["isa"]
     have = set(isa)
     return {f: any(x in have for x in flags) for f, flags in ISA_FEATURES.items()}
@@ -60,8 +63,6 @@ def build_auto(source: Path, target: str, out_for: Callable[[str], Path], device
                log: Callable[[str], None] = lambda _m: None, **kw: Any) -> tuple[Path, str]:
     """Build half where `host_half` says so and the build keeps the target, else fp32; returns
     (engine dir, precision built). `out_for(precision)` names the engine directory."""
-    from alignvar_edge import runtimes
-    from alignvar_edge.errors import HalfPrecisionError
     half = host_half(target, device)
     if half:
         try:

@@ -2,8 +2,7 @@
 
 Execution providers: CPU always; CUDA and TensorRT when this onnxruntime build has them
 (device "auto" prefers TensorRT, then CUDA, then CPU; ORT falls back per node). Session options
-are exposed: `threads` (intra-op), `inter_threads`, `optimization` (disable|basic|extended|all),
-`spin` (busy-wait between ops; off helps on a shared, loaded machine).
+(`threads`, `inter_threads`, `optimization`, `spin`): `onnx_session`, which opens every session.
 
 An ONNX export directory loads directly; `build` makes an engine dir holding a copy of the graph
 and the session options, so a deployment is one self-describing directory.
@@ -16,45 +15,28 @@ from typing import Any
 
 import numpy as np
 
-from alignvar_edge.errors import ArtifactError, InputError, ParityError
+from alignvar_edge import recipes
+from alignvar_edge.errors import ArtifactError, BackendUnavailableError, InputError, ParityError
+from alignvar_edge.lazy import lazy_import
 from alignvar_edge.manifest import Manifest, listed_file, load_verified, write_manifest
 from alignvar_edge.manifest import artifact_dir as staging_dir
+from alignvar_edge.onnx_session import open_session
 from alignvar_edge.runtimes.artifacts import engine_manifest, parity_vs, single_graph, validation_tiles
 from alignvar_edge.runtimes.base import (SR, Backend, Engine, TensorSpec, input_roles,
                                          config_from_manifest, token_name)
-from alignvar_edge.runtimes.selftest import ship_golden
-from alignvar_edge import recipes
+from alignvar_edge.runtimes.golden import GOLDEN_FILE, copy_golden, golden_entry, write_golden
+
+ort = lazy_import("onnxruntime")
 
 MIN_BUILD_TOKENS = 0.99      # a build with other session options may round differently, never more
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
              "tensorrt": "TensorrtExecutionProvider"}
-OPT_LEVELS = ("disable", "basic", "extended", "all")
 ENGINE_FILE = "model.onnx"
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
               "tensor(int32)": np.int32, "tensor(double)": np.float64}
 
 
-def session_options(ort: Any, threads: int | None, inter_threads: int | None, optimization: str,
-                    spin: bool | None) -> Any:
-    if optimization not in OPT_LEVELS:
-        raise InputError(f"optimization must be one of {', '.join(OPT_LEVELS)}, got '{optimization}'")
-    so = ort.SessionOptions()
-    so.graph_optimization_level = {
-        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[optimization]
-    if threads:
-        so.intra_op_num_threads = int(threads)
-    if inter_threads:
-        so.inter_op_num_threads = int(inter_threads)
-    if spin is not None:
-        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
-    so.log_severity_level = 3          # warnings about unused initialisers etc. are noise here
-    return so
-
-
-def providers_for(ort: Any, device: str | None) -> list[Any]:
+def providers_for(device: str | None) -> list[Any]:
     """Execution providers for a device name: auto | cpu | cuda[:N] | tensorrt[:N]."""
     have = ort.get_available_providers()
     dev = (device or "auto").lower()
@@ -65,7 +47,6 @@ def providers_for(ort: Any, device: str | None) -> list[Any]:
         raise InputError(f"onnxruntime device must be auto, cpu, cuda[:N] or tensorrt[:N], got '{device}'")
     name = PROVIDERS[kind]
     if name not in have:
-        from alignvar_edge.errors import BackendUnavailableError
         raise BackendUnavailableError(f"this onnxruntime build has no {name} (it has {', '.join(have)}); "
                                       "install onnxruntime-gpu for CUDA/TensorRT, or use --device cpu")
     if kind == "cpu":
@@ -84,15 +65,9 @@ class OrtEngine(Engine):
                  engine_dir: Path | None = None, threads: int | None = None,
                  inter_threads: int | None = None, optimization: str = "all",
                  spin: bool | None = None):
-        import onnxruntime as ort
         config = config_from_manifest(metadata)
-        so = session_options(ort, threads, inter_threads, optimization, spin)
-        providers = providers_for(ort, device)
-        try:
-            self.session = ort.InferenceSession(str(model_path), sess_options=so, providers=providers)
-        except Exception as e:  # ORT's own types for invalid graphs (wrong opset, unknown ops, ...)
-            raise ArtifactError(f"ONNX Runtime cannot load {model_path}: {str(e).splitlines()[0]}; "
-                                "re-export the artifact (or rebuild the engine)") from e
+        self.session = open_session(model_path, providers_for(device), threads, inter_threads, optimization, spin,
+                                    fix="re-export the artifact (or rebuild the engine)")
         used = self.session.get_providers()
         super().__init__(metadata, config, _device_name(used), engine_dir)
         self.providers = used
@@ -135,13 +110,11 @@ class OrtBackend(Backend):
 
     def version(self) -> str | None:
         try:
-            import onnxruntime
-            return str(onnxruntime.__version__)
+            return str(ort.__version__)
         except ImportError:
             return None
 
     def devices(self) -> list[str]:
-        import onnxruntime as ort
         have = ort.get_available_providers()
         return [k for k, v in PROVIDERS.items() if v in have]
 
@@ -202,6 +175,24 @@ class OrtBackend(Backend):
         if unknown:
             raise InputError(f"unknown onnxruntime options {sorted(unknown)}")
         return OrtEngine(path, m, device, Path(engine_dir), **session)
+
+
+def ship_golden(src_manifest: Manifest | None, src_dir: Path, dest: Path) -> dict[str, Any] | None:
+    """Golden outputs for an engine directory being built (`dest`): the source's or its checkpoint's
+    golden file (`golden.copy_golden`); for an fp32 ONNX export without one, its own outputs on
+    held-out tiles here (the export was checked against PyTorch before it was kept: 100% tokens).
+    Returns the manifest's `extra.golden` entry, or None when there is no reference."""
+    entry = copy_golden(src_manifest, src_dir, dest)
+    if entry is not None or not src_manifest or src_manifest.kind != "onnx" or src_manifest.precision != "fp32":
+        return entry
+    out = dest / GOLDEN_FILE
+    with BACKEND.load(src_dir, threads=1) as ref:
+        lr = validation_tiles(config_from_manifest(src_manifest), n=4, seed=0)
+        sr, tokens = ref.run(lr)
+    write_golden(out, lr, sr, tokens, {"seed": "0", "split": "heldout",
+                                       "reference": "ONNX Runtime on the fp32 export (checked against "
+                                                    "PyTorch at export)"})
+    return golden_entry(out, f"fp32 export {src_dir}")
 
 
 def _graph_batch(manifest: Manifest) -> int:

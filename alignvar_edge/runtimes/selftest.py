@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
-import shutil
 import statistics
 import sys
 import tempfile
@@ -21,19 +20,21 @@ from typing import Any
 import numpy as np
 
 from alignvar_edge.errors import ArtifactError, BackendUnavailableError, CheckpointError
+from alignvar_edge.lazy import lazy_import
+from alignvar_edge.manifest import sha256_file
 from alignvar_edge.recipes import recipe
-from alignvar_edge.manifest import Manifest
+from alignvar_edge.runtimes.golden import GOLDEN_FILE, load_golden, read_golden, write_golden
 
-GOLDEN_FILE = "golden.safetensors"
+torch = lazy_import("torch")          # the golden outputs and the cached export need the host side
+
 Log = Callable[[str], None]
 
 
 def make_golden(model_dir: str | os.PathLike[str], n: int = 4, seed: int = 0) -> Path:
     """Write golden.safetensors for a checkpoint: held-out LR tiles, reference tokens and SR."""
-    import torch
-
-    from alignvar_edge.calibration.tiles import lr_tiles
-    from alignvar_edge.model.checkpoint import load_pretrained, resolve_checkpoint_dir
+    from alignvar_edge.quantize.calibration.tiles import lr_tiles
+    from alignvar_edge.model.checkpoint import resolve_checkpoint_dir
+    from alignvar_edge.model.alignvar import load_pretrained
     path = resolve_checkpoint_dir(model_dir)
     model = load_pretrained(path)
     lr = lr_tiles(model.config, n, seed=seed, split="heldout")
@@ -41,99 +42,7 @@ def make_golden(model_dir: str | os.PathLike[str], n: int = 4, seed: int = 0) ->
         sr, *tokens = model(torch.from_numpy(lr))
     return write_golden(path / GOLDEN_FILE, lr, sr.numpy(), [t.numpy() for t in tokens],
                         {"seed": str(seed), "split": "heldout", "reference": "PyTorch",
-                         "weights_sha256": _sha(path / "model.safetensors")})
-
-
-def write_golden(path: Path, lr: np.ndarray, sr: np.ndarray, tokens: list[np.ndarray],
-                 metadata: dict[str, str]) -> Path:
-    """The golden file format: lr float32, sr float16 (keeps the file small), tokens_k int32."""
-    from safetensors.numpy import save_file
-    data: dict[str, np.ndarray] = {"lr": np.ascontiguousarray(lr, np.float32),
-                                   "sr": np.asarray(sr).astype(np.float16)}
-    data.update({f"tokens_{k}": np.asarray(t).astype(np.int32) for k, t in enumerate(tokens)})
-    save_file(data, str(path), metadata=metadata)
-    return path
-
-
-def read_golden(f: Path) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], dict[str, str]]:
-    """(LR tiles, reference SR float32, reference tokens per scale int64, metadata) of a golden file."""
-    from safetensors import safe_open
-    from safetensors.numpy import load_file
-    with safe_open(str(f), framework="numpy") as fh:
-        meta = dict(fh.metadata() or {})
-    d = load_file(str(f))
-    k = sorted(int(n.split("_")[1]) for n in d if n.startswith("tokens_"))
-    return d["lr"], d["sr"].astype(np.float32), [d[f"tokens_{i}"].astype(np.int64) for i in k], meta
-
-
-def load_golden(model_dir: Path) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-    f = model_dir / GOLDEN_FILE
-    if not f.is_file():
-        raise ArtifactError(f"{f} is missing: this installation has no golden outputs for the self-test; "
-                            "reinstall alignvar-edge (or run make_golden on a trusted machine)")
-    lr, sr, tokens, meta = read_golden(f)
-    made_for = meta.get("weights_sha256")
-    if made_for and made_for != _sha(model_dir / "model.safetensors"):
-        raise ArtifactError(f"{f} was made for other weights than {model_dir / 'model.safetensors'}; "
-                            "regenerate it: python -m alignvar_edge.runtimes.selftest --golden "
-                            f"{model_dir}")
-    return lr, sr, tokens
-
-
-def ship_golden(src_manifest: Manifest | None, src_dir: Path, dest: Path) -> dict[str, Any] | None:
-    """Put golden outputs for the model behind `src_dir` into an engine directory being built
-    (`dest`), so `selftest --engine` checks the engine on the device without the package's model
-    or PyTorch. Returns the manifest's `extra.golden` entry, or None when there is no reference.
-
-    In order: a golden file the source already carries (a build kit or engine dir); the golden
-    file of the checkpoint the source was exported from (PyTorch outputs, weights checked); for an
-    fp32 ONNX export, its own outputs on held-out tiles in ONNX Runtime (the export was checked
-    against PyTorch before it was kept: 100% tokens)."""
-    out = dest / GOLDEN_FILE
-    if (src_dir / GOLDEN_FILE).is_file():
-        shutil.copy2(src_dir / GOLDEN_FILE, out)
-        return _golden_entry(out, f"copied from {src_dir}")
-    ckpt: Path | None = src_dir                # src_manifest None: src_dir is the checkpoint
-    if src_manifest is not None:
-        try:
-            from alignvar_edge.runtimes.artifacts import source_checkpoint
-            ckpt = source_checkpoint(src_manifest)
-        except ImportError:                  # a build host without PyTorch: no checkpoint lookup
-            ckpt = None
-    if ckpt is not None and (ckpt / GOLDEN_FILE).is_file():
-        try:
-            load_golden(ckpt)
-        except ArtifactError:
-            ckpt = None
-        else:
-            shutil.copy2(ckpt / GOLDEN_FILE, out)
-            return _golden_entry(out, f"checkpoint {ckpt.name}")
-    if src_manifest and src_manifest.kind == "onnx" and src_manifest.precision == "fp32":
-        from alignvar_edge.runtimes.artifacts import validation_tiles
-        from alignvar_edge.runtimes.base import config_from_manifest
-        from alignvar_edge.runtimes.onnxruntime import BACKEND as ORT
-        with ORT.load(src_dir, threads=1) as ref:
-            lr = validation_tiles(config_from_manifest(src_manifest), n=4, seed=0)
-            sr, tokens = ref.run(lr)
-        write_golden(out, lr, sr, tokens, {"seed": "0", "split": "heldout",
-                                           "reference": "ONNX Runtime on the fp32 export (checked against "
-                                                        "PyTorch at export)"})
-        return _golden_entry(out, f"fp32 export {src_dir}")
-    return None
-
-
-def _golden_entry(f: Path, origin: str) -> dict[str, Any]:
-    lr, _, _, meta = read_golden(f)
-    return {"file": GOLDEN_FILE, "tiles": int(lr.shape[0]), "reference": meta.get("reference", "PyTorch"),
-            "origin": origin}
-
-
-def _sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while b := fh.read(1 << 20):
-            h.update(b)
-    return h.hexdigest()
+                         "weights_sha256": sha256_file(path / "model.safetensors")})
 
 
 def cache_dir() -> Path:
@@ -144,12 +53,10 @@ def cache_dir() -> Path:
 
 def cached_export(ckpt: Path, log: Log) -> tuple[Path, float, bool]:
     """The checkpoint's single-graph ONNX export, made once per weights/tool versions."""
-    import torch
-
     from alignvar_edge import __version__
     from alignvar_edge.export.onnx_export import export_onnx
-    from alignvar_edge.model.checkpoint import load_pretrained
-    key = hashlib.sha256(f"{_sha(ckpt / 'model.safetensors')}|{__version__}|{torch.__version__}".encode())
+    from alignvar_edge.model.alignvar import load_pretrained
+    key = hashlib.sha256(f"{sha256_file(ckpt / 'model.safetensors')}|{__version__}|{torch.__version__}".encode())
     out = cache_dir() / "exports" / key.hexdigest()[:16]
     if (out / "manifest.json").is_file():
         return out, 0.0, True
@@ -188,7 +95,7 @@ def selftest(backend: str, model: str = "alignvar-tiny", device: str | None = No
     precision = r.precision
     report: dict[str, Any] = {
         "alignvar_edge": __version__, "backend": b.name, "backend_version": b.version(),
-        "host": host_info(), "model": model, "weights_sha256": _sha(ckpt / "model.safetensors")[:16],
+        "host": host_info(), "model": model, "weights_sha256": sha256_file(ckpt / "model.safetensors")[:16],
         "precision": precision, "golden_tiles": int(lr.shape[0])}
     ok, why = b.can_build()
     if not ok:
@@ -204,7 +111,7 @@ def selftest(backend: str, model: str = "alignvar-tiny", device: str | None = No
             export, export_s, cached = cached_export(ckpt, log)
             report.update(export_s=round(export_s, 2), export_cached=cached)
             if r.needs_quantize:            # the recipe builds from our quantized ONNX, not the export
-                from alignvar_edge.export.quantize import QuantizeOptions, quantize_artifact
+                from alignvar_edge.quantize.artifact import QuantizeOptions, quantize_artifact
                 log(f"quantizing the export for {b.name} {precision} (builtin calibration photos)")
                 export = quantize_artifact(export, Path(tmp.name) / "quantized",
                                            QuantizeOptions(precision=precision, target=b.name), log=log)
@@ -337,5 +244,4 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["GOLDEN_FILE", "cached_export", "format_report", "load_golden",
-           "make_golden", "read_golden", "selftest", "selftest_engine", "ship_golden", "write_golden"]
+__all__ = ["cache_dir", "cached_export", "format_report", "host_info", "make_golden", "selftest", "selftest_engine"]

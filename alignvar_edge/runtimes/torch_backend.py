@@ -15,11 +15,15 @@ from typing import Any
 import numpy as np
 
 from alignvar_edge.errors import ArtifactError, BackendUnavailableError, InputError
+from alignvar_edge.lazy import lazy_import
 from alignvar_edge.manifest import Manifest, ModelInfo, ModelSource, load_verified, new_manifest, write_manifest
 from alignvar_edge.manifest import artifact_dir as staging_dir
-from alignvar_edge.runtimes.artifacts import checkpoint_dir, checkpoint_source, graph_io, is_checkpoint
+from alignvar_edge.model.checkpoint import checkpoint_source
+from alignvar_edge.runtimes.artifacts import checkpoint_dir, graph_io, is_checkpoint
 from alignvar_edge.runtimes.base import INPUT, SR, Backend, Engine, TensorSpec, token_name
 from alignvar_edge import recipes
+
+torch = lazy_import("torch")
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 DEFAULT_BATCH = 4          # tiles per call when none is given (eager takes any batch)
@@ -30,7 +34,6 @@ class TorchEngine(Engine):
 
     def __init__(self, model: Any, metadata: Manifest, device: str = "cpu",
                  precision: str = "fp32", batch: int = DEFAULT_BATCH, engine_dir: Path | None = None):
-        import torch
         recipes.recipe("torch", precision)
         super().__init__(metadata, model.config, device, engine_dir)
         self._torch = torch
@@ -72,7 +75,6 @@ class TorchBackend(Backend):
     distribution = "torch"
 
     def devices(self) -> list[str]:
-        import torch
         devs = ["cpu"]
         if torch.cuda.is_available():
             devs += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
@@ -97,7 +99,8 @@ class TorchBackend(Backend):
         """Copy the checkpoint into an engine dir whose manifest records the run precision; the copy
         is loaded (safetensors only, matched to its config) before anything is published."""
         recipes.recipe(self.name, precision)     # an unknown precision: one line naming the known
-        from alignvar_edge.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_config, load_pretrained
+        from alignvar_edge.model.alignvar import load_pretrained
+        from alignvar_edge.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_config
         device = self.check_device(device)
         src = checkpoint_dir(artifact_dir)
         config = load_config(src)
@@ -113,7 +116,7 @@ class TorchBackend(Backend):
         return out
 
     def load(self, engine_dir: Path, device: str | None = None, **opts: Any) -> TorchEngine:
-        from alignvar_edge.model.checkpoint import load_pretrained
+        from alignvar_edge.model.alignvar import load_pretrained
         precision = opts.pop("precision", None)
         batch = int(opts.pop("batch", DEFAULT_BATCH))
         threads = opts.pop("threads", None)
@@ -122,7 +125,6 @@ class TorchBackend(Backend):
         if threads is not None and (not isinstance(threads, int) or threads < 1):
             raise InputError(f"torch threads must be an integer >= 1, got {threads!r}")
         if threads:
-            import torch
             torch.set_num_threads(int(threads))     # process-wide in PyTorch: only when asked
         path: str | os.PathLike[str] = engine_dir
         if is_checkpoint(engine_dir):

@@ -67,7 +67,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def load_eval_images(spec: str) -> list[tuple[str, object]]:
     from alignvar_edge.images import list_images, load_image
-    from alignvar_edge.train.data import sample_images
+    from alignvar_edge.samples import sample_images
 
     if spec == "builtin":
         return list(sample_images("heldout"))
@@ -79,8 +79,8 @@ def load_eval_images(spec: str) -> list[tuple[str, object]]:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from alignvar_edge.model.checkpoint import load_pretrained
-    from alignvar_edge.train.evaluate import ablation_report, evaluate, format_eval
+    from alignvar_edge.model.alignvar import load_pretrained
+    from alignvar_edge.bench.evaluate import ablation_report, evaluate, format_eval
 
     model = load_pretrained(args.checkpoint)
     with stage(f"evaluating {args.checkpoint}" + (" with ablations" if args.ablations else "")):

@@ -1,90 +1,22 @@
-"""Training / calibration images: the bundled sample photographs and image-folder datasets.
-
-The sample set is read from files inside scikit-image's wheel, so it works offline (no pooch
-download). Sources and licences: docs/sample-images.md.
-"""
+"""Training images: image-folder datasets of (HR, LR) pairs, or the bundled sample photographs
+(`alignvar_edge.samples`)."""
 from __future__ import annotations
 
 import os
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
-from typing import Literal, TypedDict
+from typing import TypedDict
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from alignvar_edge.degrade import DegradationConfig, degrade
 from alignvar_edge.errors import ConfigError, InputError
 from alignvar_edge.images import DEFAULT_MAX_MEGAPIXELS, IMAGE_EXTENSIONS, list_images, load_image
-from alignvar_edge.train.degrade import DegradationConfig, degrade
 
-__all__ = ["SAMPLE_IMAGES", "ImageFolderDataset", "SRSample", "SampleImage", "sample_images"]
-
-Split = Literal["train", "heldout", "all"]
-
-
-@dataclass(frozen=True)
-class SampleImage:
-    name: str
-    file: str  # inside skimage/data/
-    split: Literal["train", "heldout"]
-    licence: str
-    gray: bool = False
-
-
-# Real photographs only (no synthetic or binary images). Held-out = astronaut, coffee, rocket, as
-# in earlier measurements. The Middlebury motorcycle pair is left out: its licence is not stated.
-SAMPLE_IMAGES: tuple[SampleImage, ...] = (
-    SampleImage("chelsea", "chelsea.png", "train", "CC0 (Stefan van der Walt)"),
-    SampleImage("hubble_deep_field", "hubble_deep_field.jpg", "train", "public domain (NASA)"),
-    SampleImage("immunohistochemistry", "ihc.png", "train", "no known copyright restrictions (CMMI)"),
-    SampleImage("retina", "retina.jpg", "train", "CC0 (Mikael Häggström)"),
-    SampleImage("camera", "camera.png", "train", "CC0 (Lav Varshney)", gray=True),
-    SampleImage("brick", "brick.png", "train", "CC0 (CC0Textures Bricks25)", gray=True),
-    SampleImage("grass", "grass.png", "train", "CC0 (linolafett, DeviantArt)", gray=True),
-    SampleImage("gravel", "gravel.png", "train", "CC0 (CC0Textures Gravel04)", gray=True),
-    SampleImage("astronaut", "astronaut.png", "heldout", "public domain (NASA)"),
-    SampleImage("coffee", "coffee.png", "heldout", "CC0 (Rachel Michetti)"),
-    SampleImage("rocket", "rocket.jpg", "heldout", "public domain (SpaceX)"),
-)
-
-
-def _skimage_data_dir() -> Path:
-    # Locate the folder without importing skimage.data (whose fetchers may try the network).
-    import importlib.util
-
-    spec = importlib.util.find_spec("skimage")
-    if spec is None or spec.origin is None:
-        raise InputError("scikit-image is not installed; the sample images come from its wheel")
-    return Path(spec.origin).parent / "data"
-
-
-@lru_cache(maxsize=None)
-def _load_sample(file: str) -> np.ndarray:
-    path = _skimage_data_dir() / file
-    if not path.is_file():
-        raise InputError(
-            f"sample image {path} is missing from the installed scikit-image; "
-            "reinstall it (pip install -c constraints.txt scikit-image) or use your own folder"
-        )
-    rgb, _ = load_image(path)
-    rgb.flags.writeable = False  # shared by the cache; callers get copies
-    return rgb
-
-
-def sample_images(split: Split = "train") -> list[tuple[str, np.ndarray]]:
-    """The bundled photographs of one split as (name, float32 HxWx3 in [0,1]); gray ones as RGB."""
-    if split not in ("train", "heldout", "all"):
-        raise ConfigError(f"split must be 'train', 'heldout' or 'all', got {split!r}")
-    return [
-        (s.name, _load_sample(s.file).copy())
-        for s in SAMPLE_IMAGES
-        if split == "all" or s.split == split
-    ]
-
+__all__ = ["ImageFolderDataset", "SRSample"]
 
 class SRSample(TypedDict):
     """One training pair, float32 in [0, 1]."""

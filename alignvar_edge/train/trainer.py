@@ -23,14 +23,16 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from alignvar_edge.degrade import DegradationConfig, item_seed, low_quality
 from alignvar_edge.errors import CheckpointError, ConfigError, InputError, OutputExistsError
 from alignvar_edge.manifest import RUN_FILE, check_out
 from alignvar_edge.fsmodes import publish_mode
 from alignvar_edge.model import AlignVAR, AlignVARConfig
-from alignvar_edge.model.checkpoint import load_pretrained, save_pretrained
+from alignvar_edge.model.alignvar import load_pretrained
+from alignvar_edge.model.checkpoint import save_pretrained
 from alignvar_edge.model.hcc import gumbel_straight_through, hcc_loss, split_scales
-from alignvar_edge.train.data import ImageFolderDataset, sample_images
-from alignvar_edge.train.degrade import DegradationConfig, item_seed, low_quality
+from alignvar_edge.samples import sample_images
+from alignvar_edge.train.data import ImageFolderDataset
 from alignvar_edge.train.state import STATE_DIR, load_state, save_state
 
 STAGES = ("vqvae", "transformer")
@@ -207,7 +209,7 @@ def transformer_loss(model: AlignVAR, hr: torch.Tensor, lr_img: torch.Tensor, qu
 def negative_targets(hr: torch.Tensor, negative: torch.Tensor, config: AlignVARConfig,
                      gen: torch.Generator) -> torch.Tensor | None:
     """Image CFG's targets: with `cfg_negative` "degraded", the negative-label samples learn the
-    tokens of a genuinely low-quality image of their crop (train/degrade.py: low_quality), as
+    tokens of a genuinely low-quality image of their crop (degrade.py: low_quality), as
     VARSR's image CFG does; None ("dropout", VAR's null class: the negative label, same target)."""
     if config.cfg_negative != "degraded" or not bool(negative.any()):
         return None

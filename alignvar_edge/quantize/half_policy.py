@@ -25,7 +25,9 @@ from typing import Any
 import onnx
 
 from alignvar_edge.errors import ConfigError
-from alignvar_edge.export.quantize_policy import _list, _meta, classify, exact_nodes
+from alignvar_edge.quantize.fp16 import to_fp16
+from alignvar_edge.quantize.policy import _list, _meta, classify, exact_nodes
+from alignvar_edge.quantize.sensitivity import search
 
 __all__ = ["HALF_GROUPS", "HALF_PRECISIONS", "HalfPolicy", "half_candidate", "node_groups", "search_half"]
 
@@ -102,7 +104,6 @@ class HalfPolicy:
 
 def half_candidate(model: onnx.ModelProto, policy: HalfPolicy) -> onnx.ModelProto:
     """An fp16 ONNX graph computing `policy`'s f32 groups in f32 (ArgMax always f32)."""
-    from alignvar_edge.export.fp16 import to_fp16
     half, _ = to_fp16(model, keep_ops=("ArgMax",), keep_nodes=policy.f32_nodes(model))
     return half
 
@@ -111,7 +112,6 @@ def search_half(model: onnx.ModelProto, precision: str, validation: Any, calibra
                 build: Callable[[onnx.ModelProto, HalfPolicy], Any] = half_candidate,
                 log: Callable[[str], None] = lambda _m: None) -> tuple[HalfPolicy, Any]:
     """The searched policy and the `SearchResult` (see the module docstring)."""
-    from alignvar_edge.export.sensitivity import search
     groups = [g for g, nodes in node_groups(model).items() if nodes]
     result = search(lambda f32: build(model, HalfPolicy(precision, frozenset(f32))), groups,
                     validation, calibration, target, log=log, start=f"every group {precision}")

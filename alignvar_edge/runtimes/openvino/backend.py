@@ -34,46 +34,32 @@ is reshaped to the manifest's static input shape (and NPU computes in fp16 regar
 """
 from __future__ import annotations
 
-import contextlib
-import io
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from alignvar_edge.cpuinfo import has_vnni
 from alignvar_edge.errors import ArtifactError, BackendUnavailableError, HalfPrecisionError, InputError
+from alignvar_edge.lazy import lazy_import
 from alignvar_edge.manifest import Manifest, listed_file, load_verified, write_manifest
 from alignvar_edge.manifest import artifact_dir as staging_dir
 from alignvar_edge.runtimes.artifacts import (check_calibration, engine_manifest, parity_vs,
                                               single_graph, validation_tiles)
 from alignvar_edge.runtimes.base import (SR, Backend, Engine, TensorSpec, input_roles,
                                          config_from_manifest, token_name)
-from alignvar_edge.runtimes.selftest import ship_golden
+from alignvar_edge.runtimes.onnxruntime import ship_golden
 from alignvar_edge import recipes
 
+ov = lazy_import("openvino")
+
 if TYPE_CHECKING:    # building imports the ONNX tool chain; running an engine needs only openvino
-    from alignvar_edge.export.quantize_policy import Policy
+    from alignvar_edge.quantize.policy import Policy
 
 XML, BIN = "model.xml", "model.bin"
 # build precision -> INFERENCE_PRECISION_HINT the engine compiles with (per device kind)
 HINTS = {"bf16": {"CPU": "bf16"}, "fp16": {"GPU": "f16", "NPU": "f16"}}
 _HINT_NAMES = {"float32": "f32", "f32": "f32", "bfloat16": "bf16", "bf16": "bf16", "float16": "f16", "f16": "f16"}
-# Float-only op types: NNCF must not put quantizers on their inputs.
-# Gather: NNCF would store embedding tables (token path) as int8 weights.
-IGNORED_TYPES = ["Softmax", "MVN", "NormalizeL2", "ReduceL2", "GroupNormalization", "TopK",
-                 "ScaledDotProductAttention", "Gather"]
-
-
-def cpu_has_vnni() -> bool:
-    """Whether int8 dot products are native (AVX-VNNI / AVX512-VNNI / AMX) on this CPU."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
-
-
 def _device_kind(device: str) -> str:
     return device.split(".")[0].split(":")[0].upper()
 
@@ -104,7 +90,6 @@ class OpenVINOEngine(Engine):
     def __init__(self, model_path: Path, metadata: Manifest, device: str = "CPU",
                  engine_dir: Path | None = None, parity: bool = True, threads: int | None = None,
                  hint: str | None = None, cache_dir: str | None = None):
-        import openvino as ov
         config = config_from_manifest(metadata)
         core = ov.Core()
         if cache_dir:
@@ -186,130 +171,11 @@ def _static_batch(metadata: Manifest) -> int:
     return 1
 
 
-def ignored_scope_names(onnx_path: Path, ov_model: Any,
-                        policy: Policy | None = None) -> tuple[list[str], dict[str, str]]:
-    """OV op names of the MatMul/Convolution ops the policy keeps in float, and their components
-    (groups the policy returns to float on top of its components are reported as 'search').
-
-    The policy classifies ONNX nodes by the module scope the exporter recorded (the logits head,
-    AdaLN, attention products, SCA and resampling matrices stay float). OpenVINO keeps the ONNX
-    node name as the op's friendly name (Convolution gets a '/WithoutBiases' suffix) and the
-    ONNX output names as tensor names, which is how an OV op finds its ONNX node.
-    """
-    import onnx
-
-    from alignvar_edge.export.quantize_policy import Policy, classify
-
-    proto = onnx.load(str(onnx_path), load_external_data=False)
-    policy = policy or Policy()
-    nodes = classify(proto)
-    comp_of = {q.name: "search" if q.group in policy.float_groups else q.component for q in nodes}
-    keep_float = {q.name for q in nodes if not policy.selects(q)}
-    by_output = {o: n.name for n in proto.graph.node for o in n.output}
-    names, why = [], {}
-    for op in ov_model.get_ordered_ops():
-        if op.get_type_name() not in ("MatMul", "Convolution"):
-            continue
-        fname = op.get_friendly_name()
-        cands = [fname, fname.split("/")[0]] + [by_output.get(t, "") for t in op.output(0).get_names()]
-        onnx_name = next((c for c in cands if c in comp_of), None)
-        if onnx_name is None:
-            # an op OpenVINO made itself (e.g. a constant Multiply folded into a conv on the SCA
-            # path): its role is unknown, so it stays float
-            names.append(fname)
-            why[fname] = "unmapped"
-        elif onnx_name in keep_float:
-            names.append(fname)
-            why[fname] = comp_of[onnx_name]
-    return names, why
-
-
-def widen_head_scales(ov_model: Any) -> int:
-    """Broadcast per-head (1, H, 1, 1) multiplier constants to (1, H, 1, head_dim); same values.
-
-    Works around an OpenVINO 2026.4 CPU compile failure on INT8 models: with a trained per-head
-    attention scale (a (1, H, 1, 1) Multiply before the rotary embedding), the CPU plugin's
-    low-precision passes reshape it into a (1, H, H, L, hd) tensor and compilation fails
-    ("Requested output shape ... is incompatible"). Random-init models, whose head scales are
-    all equal and fold to a scalar, do not show it. Returns the number of constants widened.
-    """
-    import openvino.opset13 as ops
-    n = 0
-    for op in ov_model.get_ordered_ops():
-        if op.get_type_name() != "Multiply":
-            continue
-        out = list(op.get_output_partial_shape(0).to_shape()) if op.get_output_partial_shape(0).is_static else []
-        for i in range(2):
-            src = op.input(i).get_source_output().get_node()
-            if src.get_type_name() != "Constant" or len(out) != 4:
-                continue
-            shp = list(src.get_output_shape(0))
-            if len(shp) == 4 and shp[0] == 1 and shp[1] > 1 and shp[2:] == [1, 1] and out[3] > 1:
-                wide = np.broadcast_to(src.get_data(), (1, shp[1], 1, out[3])).copy()
-                op.input(i).replace_source_output(ops.constant(wide).output(0))
-                n += 1
-    return n
-
-
-def nncf_quantize(ov_model: Any, onnx_path: Path, tiles: np.ndarray, batch: int,
-                  preset: str = "performance", policy: Policy | None = None) -> tuple[Any, dict[str, Any]]:
-    """INT8 activations + weights with NNCF (see the module docstring); returns (model, recipe)."""
-    import nncf
-
-    from alignvar_edge.export.quantize_policy import Policy
-    policy = policy or Policy()
-    names, why = ignored_scope_names(onnx_path, ov_model, policy)
-    widened = widen_head_scales(ov_model)
-    n = tiles.shape[0] - tiles.shape[0] % batch
-    if n < batch:
-        raise InputError(f"need at least {batch} calibration tiles for a batch-{batch} engine")
-    items = [tiles[i:i + batch] for i in range(0, n, batch)]
-    overflow = not cpu_has_vnni()
-    # SmoothQuant off: it rescales activations and weights of float matmuls too (exact in theory,
-    # not in fp32 rounding), which flipped 1.4% of alignvar-tiny's tokens with no op in int8
-    adv = nncf.AdvancedQuantizationParameters(
-        overflow_fix=nncf.OverflowFix.ENABLE if overflow else nncf.OverflowFix.DISABLE,
-        smooth_quant_alphas=nncf.AdvancedSmoothQuantParameters(matmul=-1, convolution=-1))
-    scope = nncf.IgnoredScope(names=names, types=IGNORED_TYPES, validate=False)
-    with _quiet_nncf():
-        q = nncf.quantize(ov_model, nncf.Dataset(items), model_type=nncf.ModelType.TRANSFORMER,
-                          preset=nncf.QuantizationPreset(preset), subset_size=len(items),
-                          ignored_scope=scope, advanced_parameters=adv)
-    recipe = {"tool": "nncf.quantize", "model_type": "TRANSFORMER", "preset": preset,
-              "overflow_fix": "ENABLE" if overflow else "DISABLE",
-              "overflow_fix_reason": "CPU without VNNI/AMX" if overflow else "CPU has VNNI/AMX",
-              "subset_size": len(items), "ignored_types": IGNORED_TYPES, "smooth_quant": False,
-              "ignored_ops": len(names), "ignored_by_component": _count(why.values()),
-              "widened_head_scales": widened, "policy": policy.to_dict()}
-    return q, recipe
-
-
-@contextlib.contextmanager
-def _quiet_nncf() -> Iterator[None]:
-    """NNCF prints tables and progress bars on stdout; builds report their own summary."""
-    import logging
-
-    import nncf
-    nncf.set_log_level(logging.ERROR)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-    finally:
-        nncf.set_log_level(logging.INFO)
-
-
-def _count(values: Any) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for v in values:
-        out[v] = out.get(v, 0) + 1
-    return dict(sorted(out.items()))
-
-
 def _group_of(onnx_path: Path) -> dict[str, str]:
     """ONNX node name -> half-policy group (the manifest's per-group compute precision)."""
     import onnx
 
-    from alignvar_edge.export.half_policy import node_groups
+    from alignvar_edge.quantize.half_policy import node_groups
     proto = onnx.load(str(onnx_path), load_external_data=False)
     group_of = {n: g for g, names in node_groups(proto).items() for n in names}
     # OpenVINO names a fused op after its last ONNX node (MatMul + bias Add -> the Add, + a
@@ -340,13 +206,11 @@ class OpenVINOBackend(Backend):
     distribution = "openvino"
 
     def devices(self) -> list[str]:
-        import openvino as ov
         return list(ov.Core().available_devices) + ["AUTO"]
 
     def build(self, artifact_dir: Path, out: Path, precision: str = "fp32",
               calibration: Any = None, device: str | None = None, force: bool = False,
               **opts: Any) -> Path:
-        import openvino as ov
         recipes.recipe(self.name, precision)     # an unknown precision: one line naming the known
         src, onnx_path = single_graph(artifact_dir)
         if src.precision != "fp32":
@@ -368,7 +232,7 @@ class OpenVINOBackend(Backend):
         batch = _static_batch(src)
         compress = precision == "fp16"
         extra = {"device": device, "compress_to_fp16": compress, "openvino": ov.get_version(),
-                 "static_shapes": True, "vnni": cpu_has_vnni(),
+                 "static_shapes": True, "vnni": has_vnni(),
                  "inference_precision_hint": inference_precision(precision, device)}
         checking = check and device in self.devices()
         with staging_dir(out, force=force) as tmp:
@@ -405,7 +269,7 @@ class OpenVINOBackend(Backend):
         policy scope kept 92-97% of tokens even with the ONNX search's float groups added), so
         the fallback keeps the whole token path in float and quantizes only the VQ decoder, which
         cannot change a token and holds most of the FLOPs of small models."""
-        from alignvar_edge.export.quantize_policy import Policy
+        from alignvar_edge.quantize.policy import Policy
         first = ("policy" + (" + searched float groups" if float_groups else ""),
                  Policy().with_float(float_groups))
         if precision != "int8" or not checking:
@@ -416,19 +280,17 @@ class OpenVINOBackend(Backend):
     def _convert(onnx_path: Path, precision: str, device: str, shape: tuple[int, int],
                  tiles: np.ndarray | None, preset: str, policy: Policy) -> tuple[Any, dict[str, Any] | None]:
         """The IR for one precision (and INT8 scope); shape = (batch, LR tile side)."""
-        import openvino as ov
         batch, t = shape
         model = ov.convert_model(str(onnx_path))
         if _device_kind(device) == "NPU":
             model.reshape({model.inputs[0].get_any_name(): [batch, 3, t, t]})
+        # the NNCF adapter needs the ONNX tool chain (a build host); an engine runs with openvino alone
+        from alignvar_edge.runtimes.openvino.nncf import nncf_compress_weights, nncf_quantize
         if precision == "int8":
             assert tiles is not None
             return nncf_quantize(model, onnx_path, tiles, batch, preset, policy)
         if precision == "int8-weights":
-            import nncf
-            with _quiet_nncf():
-                model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
-            return model, {"tool": "nncf.compress_weights", "mode": "INT8_ASYM", "weights_only": True}
+            return nncf_compress_weights(model)
         return model, None
 
     def _check(self, xml: Path, m: Manifest, src_dir: Path, device: str, onnx_path: Path) -> dict[str, Any]:

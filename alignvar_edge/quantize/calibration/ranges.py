@@ -24,8 +24,10 @@ import numpy as np
 import onnx
 
 from alignvar_edge.errors import ConfigError
+from alignvar_edge.export.onnx_io import session_source
+from alignvar_edge.onnx_session import open_session
 
-__all__ = ["METHODS", "collect_ranges", "entropy_threshold", "percentile_range"]
+__all__ = ["METHODS", "collect_ranges", "entropy_threshold", "percentile_range", "with_float_outputs"]
 
 METHODS = ("minmax", "entropy", "percentile")
 PERCENTILE_BINS = 4096
@@ -36,7 +38,7 @@ ENTROPY_STEP = 8              # candidate thresholds every 8 bins (240 candidate
 Progress = Callable[[Iterable[Any]], Iterable[Any]]
 
 
-def _augmented(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
+def with_float_outputs(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
     """A copy of the model with `names` added as float outputs."""
     m = onnx.ModelProto()
     m.CopyFrom(model)
@@ -48,16 +50,9 @@ def _augmented(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
 
 
 def _session(model: onnx.ModelProto) -> Any:
-    import onnxruntime as ort
-
-    from alignvar_edge.export.onnx_io import session_source
-
-    so = ort.SessionOptions()
     # Unoptimized: every requested tensor exists exactly as in the graph, computed in fp32.
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    so.log_severity_level = 3
     with session_source(model) as src:
-        return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
+        return open_session(src, optimization="disable")
 
 
 def collect_ranges(model: onnx.ModelProto, tensors: Sequence[str], feeds: Sequence[dict[str, np.ndarray]],
@@ -71,7 +66,7 @@ def collect_ranges(model: onnx.ModelProto, tensors: Sequence[str], feeds: Sequen
     if not 50.0 < percentile <= 100.0:
         raise ConfigError(f"percentile must lie in (50, 100], got {percentile}")
     names = list(dict.fromkeys(tensors))
-    sess = _session(_augmented(model, names))
+    sess = _session(with_float_outputs(model, names))
     lo = {n: np.inf for n in names}
     hi = {n: -np.inf for n in names}
     for feed in progress(feeds):

@@ -1,13 +1,13 @@
 """Quantize an exported artifact: INT8 / FP16 ONNX with a token-fidelity target, or hand off.
 
-    >>> from alignvar_edge.export.quantize import QuantizeOptions, quantize_artifact
+    >>> from alignvar_edge.quantize.artifact import QuantizeOptions, quantize_artifact
     >>> quantize_artifact("exports/tiny", "exports/tiny-int8", QuantizeOptions(precision="int8"))
 
 `onnxruntime` and `tensorrt` targets produce a new ONNX artifact directory (explicit Q/DQ for
 int8, half-precision tensors for fp16) whose manifest records the recipe, the calibration-set
 hash, what stayed in float and why, and the fidelity measured on the validation split against the
-fp32 engine. `openvino` and `coreml` go to their backends (`alignvar_edge.runtimes.build`) with
-the same calibration set. A result that misses the fidelity target is not written (ParityError),
+fp32 engine. `openvino` and `coreml` quantize with their own tools when their backends build
+(`alignvar_edge.runtimes.build`, given `calibration_for`'s set; the `quantize` verb does that). A result that misses the fidelity target is not written (ParityError),
 unless the search is switched off, in which case it is written and marked `target_met: false`.
 """
 from __future__ import annotations
@@ -24,18 +24,21 @@ import numpy as np
 
 import onnx
 
-from alignvar_edge.calibration.sets import (DEFAULT_TILES, DEFAULT_VALIDATION_TILES, CalibrationSet,
-                                            TileSplit, model_config)
 from alignvar_edge.errors import ArtifactError, ConfigError, InputError, ParityError
-from alignvar_edge.export.fp16 import to_fp16
 from alignvar_edge.export import onnx_io
-from alignvar_edge.export.int8 import Int8Builder, target_recipe
+from alignvar_edge.export.onnx_export import check_graph, graph_io
+from alignvar_edge.export.staged import make_session
 from alignvar_edge.manifest import artifact_dir, check_out, listed_file, load_verified, new_manifest, write_manifest
-from alignvar_edge.export.quantize_policy import COMPONENTS, DEFAULT_INT8, Policy
-from alignvar_edge.export.sensitivity import Evaluator, Fidelity, FidelityTarget, SearchResult, search
+from alignvar_edge.quantize.calibration.sets import (DEFAULT_TILES, DEFAULT_VALIDATION_TILES, CalibrationSet,
+                                            TileSplit, model_config)
+from alignvar_edge.quantize.fp16 import to_fp16
+from alignvar_edge.quantize.half_policy import HalfPolicy, search_half
+from alignvar_edge.quantize.int8 import Int8Builder, target_recipe
+from alignvar_edge.quantize.policy import COMPONENTS, DEFAULT_INT8, Policy
+from alignvar_edge.quantize.sensitivity import Evaluator, FidelityTarget, SearchResult, search
 from alignvar_edge.recipes import engine_precision, quantize_precisions, quantize_targets, quantized_in_build
 
-__all__ = ["PRECISIONS", "TARGETS", "QuantizeOptions", "calibration_set", "quantize_artifact"]
+__all__ = ["PRECISIONS", "TARGETS", "QuantizeOptions", "calibration_for", "calibration_set", "quantize_artifact"]
 
 PRECISIONS = quantize_precisions()
 TARGETS = quantize_targets()
@@ -106,6 +109,19 @@ def calibration_set(calib: str, config: Any, n: int, n_val: int, seed: int) -> C
     return CalibrationSet.from_folder(calib, config, n=n, seed=seed, n_val=n_val)
 
 
+def calibration_for(src: str | os.PathLike[str], opts: QuantizeOptions,
+                    log: Log = lambda _m: None) -> CalibrationSet:
+    """The options checked, and the calibration set they name for the export at `src` (logged)."""
+    opts.validate()
+    cs = calibration_set(opts.calib, model_config(load_verified(Path(src))["model"]), opts.tiles, opts.val_tiles,
+                         opts.seed)
+    log(f"calibration set {cs.hash[:12]}: {len(cs.calibration)} tiles from {cs.recipe['calibration_images']} "
+        f"image(s), {len(cs.validation)} validation tiles from {cs.recipe['validation_images']}"
+        + (f"; skipped {len(cs.skipped)} file(s): " + "; ".join(f"{a} ({b})" for a, b in cs.skipped[:5])
+           if cs.skipped else ""))
+    return cs
+
+
 def _single_graph(src: Path, m: dict[str, Any]) -> tuple[Path, str, int, dict[str, np.ndarray]]:
     if m.kind != "onnx" or m.precision != "fp32":
         raise ArtifactError(f"'{src}' is a {m.precision} {m.kind} artifact; quantize an fp32 "
@@ -126,24 +142,16 @@ def quantize_artifact(src: str | os.PathLike[str], out: str | os.PathLike[str], 
                       force: bool = False, log: Log = lambda _m: None,
                       progress: Progress = lambda it, **_k: it) -> Path:
     """Quantize the export at `src` into a new artifact directory `out` (see the module docstring)."""
-    opts.validate()
+    if quantized_in_build(opts.target):
+        precision = engine_precision(opts.target, opts.precision) or opts.precision
+        raise ConfigError(f"{opts.target} quantizes with its own tool: build with "
+                          f"`alignvar_edge.runtimes.build(src, '{opts.target}', '{precision}', "
+                          "calibration=calibration_for(src, opts))` (what `alignvar-edge quantize` does)")
     src = Path(src)
     m = load_verified(src)
     cfg = model_config(m.config)
     t0 = time.perf_counter()
-    cs = calibration_set(opts.calib, cfg, opts.tiles, opts.val_tiles, opts.seed)
-    log(f"calibration set {cs.hash[:12]}: {len(cs.calibration)} tiles from {cs.recipe['calibration_images']} "
-        f"image(s), {len(cs.validation)} validation tiles from {cs.recipe['validation_images']}"
-        + (f"; skipped {len(cs.skipped)} file(s): " + "; ".join(f"{a} ({b})" for a, b in cs.skipped[:5])
-           if cs.skipped else ""))
-    if quantized_in_build(opts.target):
-        from alignvar_edge import runtimes
-
-        precision = engine_precision(opts.target, opts.precision) or opts.precision
-        log(f"handing over to the {opts.target} backend ({precision})")
-        return Path(runtimes.build(src, opts.target, precision=precision, calibration=cs, out=out,
-                                   force=force))
-
+    cs = calibration_for(src, opts, log)
     model_path, input_name, batch, extra = _single_graph(src, m)
     check_out(out, force)                      # fail before minutes of calibration, not after
     if opts.precision == "int8":
@@ -229,7 +237,6 @@ def _fp16(model_path: Path, cs: CalibrationSet, opts: QuantizeOptions, input_nam
           scale: int, log: Log, extra: dict[str, np.ndarray]) -> tuple[onnx.ModelProto, dict[str, Any], SearchResult]:
     """fp16 per half-policy group (export/half_policy.py): from every group in fp16, the search
     returns the groups the validation split needs to f32."""
-    from alignvar_edge.export.half_policy import HalfPolicy, search_half
 
     src = onnx.load(str(model_path))
     val = Evaluator(str(model_path), cs.validation, input_name, batch, scale, optimized=True, extra=extra)
@@ -256,8 +263,6 @@ def _fp16(model_path: Path, cs: CalibrationSet, opts: QuantizeOptions, input_nam
 def _write(src: Path, out: Path, m: dict[str, Any], model: onnx.ModelProto, model_path: Path,
            opts: QuantizeOptions, quant: dict[str, Any], result: SearchResult, cs: CalibrationSet,
            batch: int, elapsed: float, force: bool, log: Log) -> Path:
-    from alignvar_edge.export.onnx_export import check_graph, graph_io
-    from alignvar_edge.export.staged import make_session
 
     src_bytes = sum((src / f).stat().st_size for f in m.files)
     with artifact_dir(out, force=force) as tmp:

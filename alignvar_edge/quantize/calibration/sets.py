@@ -27,11 +27,12 @@ from typing import Any
 
 import numpy as np
 
+from alignvar_edge.degrade import DegradationConfig, degrade
 from alignvar_edge.errors import ConfigError, InputError
 from alignvar_edge.images import IMAGE_EXTENSIONS, list_images, load_image
 from alignvar_edge.model.config import AlignVARConfig
-from alignvar_edge.calibration.tiles import degradation_for
-from alignvar_edge.train.degrade import DegradationConfig, degrade
+from alignvar_edge.quantize.calibration.tiles import degradation_for
+from alignvar_edge.samples import sample_images
 
 __all__ = ["CalibrationSet", "TileSplit", "model_config"]
 
@@ -86,7 +87,6 @@ class CalibrationSet:
     def builtin(cls, config: AlignVARConfig | dict[str, Any], n: int = DEFAULT_TILES, seed: int = 0,
                 n_val: int = DEFAULT_VALIDATION_TILES, split: str = "train") -> CalibrationSet:
         """Tiles from the bundled sample photographs (`train` split by default; `heldout` for reports)."""
-        from alignvar_edge.train.data import sample_images
 
         return cls.from_images(sample_images(split), config, n=n, seed=seed, n_val=n_val,  # type: ignore[arg-type]
                                source=f"builtin:{split}")

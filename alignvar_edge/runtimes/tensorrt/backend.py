@@ -5,7 +5,7 @@ One build path for TensorRT 10 and 11:
           the Q/DQ graph from `alignvar-edge quantize --target tensorrt`).
   TRT 11  strongly typed networks only (the FP16/INT8 flags and implicit calibrators are gone):
           the ONNX carries its own types, so fp16 needs an fp16 export and int8 a Q/DQ export.
-`network_plan` decides flags from (version, precision, artifact precision) and nothing else
+`plan.network_plan` decides flags from (version, precision, artifact precision) and nothing else
 branches on the version. A timing cache is reused across builds (`timing.cache`).
 
 The engine manifest records the TensorRT version and the GPU (name, compute capability); an
@@ -22,86 +22,38 @@ from __future__ import annotations
 import dataclasses
 import shutil
 from pathlib import Path
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from alignvar_edge.errors import ArtifactError, BackendUnavailableError, InputError
+from alignvar_edge.lazy import lazy_import
 from alignvar_edge.manifest import artifact_dir as staging_dir
 from alignvar_edge.manifest import Manifest, listed_file, load_verified, new_manifest, write_manifest
 from alignvar_edge.runtimes.artifacts import engine_manifest, single_graph
 from alignvar_edge.runtimes.base import (INPUT, SR, Backend, Engine, TensorSpec, input_roles,
                                          config_from_manifest, token_name)
-from alignvar_edge.runtimes.selftest import ship_golden
-from alignvar_edge.runtimes.tensorrt_kit import write_build_files
-from alignvar_edge import recipes
+from alignvar_edge.runtimes.onnxruntime import ship_golden
+from alignvar_edge.runtimes.tensorrt.kit import write_build_files
+from alignvar_edge.runtimes.tensorrt.plan import CACHE, ENGINE, ONNX, SCRIPT_FILE, network_plan, trt_major, trtexec_command
 
 if TYPE_CHECKING:
     import tensorrt as trt
+else:
+    trt = lazy_import("tensorrt")
+torch = lazy_import("torch")      # CUDA buffers, where PyTorch has CUDA
 
-ENGINE, ONNX, CACHE = "model.engine", "model.onnx", "timing.cache"
-TRTEXEC_FILE, SCRIPT_FILE = "trtexec.txt", "build_on_device.sh"
 NOT_INSTALLED = ("TensorRT is not installed (PyPI's tensorrt wheels only fetch from NVIDIA's index: use "
                  "JetPack on a Jetson, or pip's --extra-index-url https://pypi.nvidia.com on a CUDA "
                  "machine); `build --target tensorrt` still writes an on-device build kit")
 
 
 # ------------------------------------------------------------------------------------------------
-# what to build: flags per version and precision (the one place that knows about TRT 10 vs 11)
-# ------------------------------------------------------------------------------------------------
-def network_plan(trt_major: int, precision: str, artifact_precision: str,
-                 f32_layers: Iterable[str] = ()) -> dict[str, Any]:
-    """{"strongly_typed": bool, "flags": [builder flag names]} for this TensorRT major version;
-    a weakly typed fp16 / int8 plan also carries "f32_layers" (the half policy's f32 groups, by
-    ONNX node name, which the ONNX parser gives its layers), built with obeyed precision constraints.
-    Strongly typed plans take per-layer precision from the ONNX's own types (the fp16 artifact)."""
-    if recipes.recipe("tensorrt", precision).needs_quantize and artifact_precision != precision:
-        raise InputError(f"TensorRT {precision.upper()} uses explicit Q/DQ: build from the output of "
-                         f"`{recipes.recipe('tensorrt', precision).quantize_command()}`")
-    if trt_major >= 11:
-        # strongly typed: the graph's own types decide; fp16 must already be in the ONNX
-        if precision == "fp16" and artifact_precision != "fp16":
-            raise InputError("TensorRT 11 builds strongly typed networks (no FP16 flag): build "
-                             "from an fp16 export (`alignvar-edge quantize --precision fp16 "
-                             "--target tensorrt`)")
-        return {"strongly_typed": True, "flags": []}
-    if precision == "fp16" and artifact_precision == "fp16":
-        return {"strongly_typed": True, "flags": []}
-    flags = {"fp32": [], "fp16": ["FP16"], "int8": ["INT8", "FP16"]}[precision]
-    plan: dict[str, Any] = {"strongly_typed": False, "flags": flags}
-    if f32_layers and "FP16" in flags:
-        plan["f32_layers"] = sorted(set(f32_layers))
-    return plan
-
-
-def trtexec_command(plan: dict[str, Any], onnx: str = ONNX, engine: str = ENGINE,
-                    cache: str = CACHE, workspace_mib: int | None = None, opt_level: int = 3) -> list[str]:
-    """The trtexec invocation equivalent to our build."""
-    cmd = ["trtexec", f"--onnx={onnx}", f"--saveEngine={engine}", f"--timingCacheFile={cache}",
-           f"--builderOptimizationLevel={opt_level}"]
-    if plan["strongly_typed"]:
-        cmd.append("--stronglyTyped")
-    cmd += [f"--{f.lower()}" for f in plan["flags"]]
-    if plan.get("f32_layers"):
-        cmd += ["--precisionConstraints=obey",
-                "--layerPrecisions=" + ",".join(f"{n}:fp32" for n in plan["f32_layers"])]
-    if workspace_mib:
-        cmd.append(f"--memPoolSize=workspace:{workspace_mib}M")
-    return cmd
-
-
-# ------------------------------------------------------------------------------------------------
 # TensorRT itself
 # ------------------------------------------------------------------------------------------------
-def trt_major(version: str) -> int:
-    return int(version.split(".")[0])
-
-
 def gpu_info(index: int = 0) -> dict[str, Any] | None:
     """Name and compute capability of CUDA device `index`, or None without a visible GPU."""
     try:
-        import torch
         if torch.cuda.is_available() and index < torch.cuda.device_count():
             major, minor = torch.cuda.get_device_capability(index)
             return {"name": torch.cuda.get_device_name(index), "compute_capability": f"{major}.{minor}"}
@@ -119,14 +71,12 @@ def gpu_info(index: int = 0) -> dict[str, Any] | None:
 
 
 def _logger() -> trt.ILogger:
-    import tensorrt as trt
     return trt.Logger(trt.Logger.WARNING)
 
 
 def build_engine(onnx_path: Path, plan: dict[str, Any], cache_path: Path,
                  workspace_mib: int | None = None, opt_level: int = 3) -> bytes:
     """Parse the ONNX, configure the builder from `plan`, build; updates the timing cache file."""
-    import tensorrt as trt
     logger = _logger()
     builder = trt.Builder(logger)
     flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if plan["strongly_typed"] else 0
@@ -163,7 +113,7 @@ def _f32_layers(onnx_path: Path, half: Any) -> list[str]:
     """ONNX node names the half policy (a HalfPolicy or its manifest dict) keeps in f32."""
     import onnx
 
-    from alignvar_edge.export.half_policy import HalfPolicy
+    from alignvar_edge.quantize.half_policy import HalfPolicy
     policy = half if isinstance(half, HalfPolicy) else HalfPolicy.from_dict(dict(half))
     return sorted(policy.f32_nodes(onnx.load(str(onnx_path), load_external_data=False)))
 
@@ -187,7 +137,6 @@ def check_compatible(manifest: Manifest, trt_version: str, gpu: dict[str, Any] |
 
 
 def _np_dtype(dt: trt.DataType) -> np.dtype:
-    import tensorrt as trt
     table = {trt.DataType.FLOAT: np.float32, trt.DataType.HALF: np.float16,
              trt.DataType.INT32: np.int32, trt.DataType.INT64: np.int64,
              trt.DataType.INT8: np.int8, trt.DataType.BOOL: np.bool_}
@@ -200,7 +149,6 @@ class _TorchBuffers:
     """Device buffers and a stream from PyTorch CUDA."""
 
     def __init__(self, device: int):
-        import torch
         self.torch = torch
         self.device = torch.device("cuda", device)
         self.stream = torch.cuda.Stream(self.device)
@@ -278,7 +226,6 @@ class TensorRTEngine(Engine):
 
     def __init__(self, engine_path: Path, metadata: Manifest, device: str = "cuda:0",
                  engine_dir: Path | None = None):
-        import tensorrt as trt
         config = config_from_manifest(metadata)
         index = int(device.partition(":")[2] or 0)
         check_compatible(metadata, trt.__version__, gpu_info(index))
@@ -327,7 +274,6 @@ class TensorRTEngine(Engine):
 
 def _make_buffers(index: int) -> _TorchBuffers | _CudaPythonBuffers:
     try:
-        import torch
         if torch.cuda.is_available():
             return _TorchBuffers(index)
     except ImportError:
@@ -362,7 +308,6 @@ class TensorRTBackend(Backend):
 
     def version(self) -> str | None:
         try:
-            import tensorrt as trt
             return str(trt.__version__)
         except Exception:   # noqa: BLE001 - absent or broken install: no version to report
             return None
@@ -391,7 +336,6 @@ class TensorRTBackend(Backend):
             plan = network_plan(major, precision, src.precision or "fp32", f32_layers)
             return self._write_kit(src, Path(artifact_dir), onnx_path, out, plan, precision,
                                    workspace, opt_level, force, why)
-        import tensorrt as trt
         plan = network_plan(trt_major(trt.__version__), precision, src.precision or "fp32", f32_layers)
         index = int((device or "cuda:0").partition(":")[2] or 0)
         gpu = gpu_info(index)

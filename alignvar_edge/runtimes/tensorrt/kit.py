@@ -1,23 +1,22 @@
-"""The TensorRT build kit for a device (Jetson): README.md, build_on_device.sh, trtexec.txt, and
-`adopt`, which turns an engine built there (by the script or by hand with trtexec) into an engine
-directory with a manifest and golden outputs.
+"""The TensorRT build kit for a device (Jetson): README.md, build_on_device.sh and trtexec.txt.
+`adopt` (adopt.py) turns an engine built there (by the script or by hand with trtexec) into an
+engine directory with a manifest and golden outputs.
 
 A kit is the ONNX export plus these files and `golden.safetensors`; `build --target tensorrt`
 writes one where TensorRT is absent, and every TensorRT engine directory carries the same files
 (so it can be rebuilt on another device). The script builds with trtexec (JetPack ships it) in
 one run that also times the engine, then, with alignvar-edge installed: `adopt` (manifest),
 `selftest --engine` (parity against the golden outputs) and `bench trtexec` (a bench report for
-`bench merge`). Which trtexec flags each precision needs comes from `tensorrt.network_plan`.
+`bench merge`). Which trtexec flags each precision needs comes from `tensorrt.plan.network_plan`.
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
-from typing import Any
 
 from alignvar_edge.errors import InputError
-from alignvar_edge.recipes import precisions, recipe
-from alignvar_edge.manifest import Manifest
+from alignvar_edge.manifest import Manifest, input_contract
+from alignvar_edge.recipes import precisions
+from alignvar_edge.runtimes.tensorrt.plan import SCRIPT_FILE, TRTEXEC_FILE, network_plan, trtexec_command
 
 README_FILE, LOG_FILE = "README.md", "trtexec.log"
 # JetPack 6.1 and 6.2 (Jetson Linux 36.4.x): TensorRT 10.3, CUDA 12.6, Python 3.10, Ubuntu 22.04
@@ -27,7 +26,6 @@ JETPACK_TRT_MAJOR = 10
 def precision_flags(kit_precision: str, f32_layers: list[str] | tuple[str, ...] = ()) -> dict[str, str]:
     """precision -> trtexec flags for TensorRT 10 (JetPack 6.1/6.2), or 'ERROR: why' where the
     kit's ONNX cannot give that precision."""
-    from alignvar_edge.runtimes.tensorrt import network_plan
     out = {}
     for p in precisions("tensorrt"):
         try:
@@ -161,7 +159,6 @@ echo "done: engine directory $OUT, parity $OUT-selftest.json, bench report $OUT-
 def kit_readme(manifest: Manifest, precision: str, kit_precision: str) -> str:
     """README.md of a kit: the exact steps on JetPack 6.1/6.2, with this kit's names and numbers."""
     name = manifest.model.name or (manifest.config or {}).get("name") or "the model"
-    from alignvar_edge.manifest import input_contract
     c = input_contract(manifest) or {}
     flags = precision_flags(kit_precision, f32_layers_of(manifest))
     table = "\n".join(f"| {p} | {'`' + f + '`' if f and not f.startswith('ERROR') else ('(none)' if not f else 'not from this kit: ' + f[7:])} |"
@@ -290,7 +287,6 @@ on TensorRT 8.4 and 10.x summary formats, and `adopt` is tested with such a log.
 def write_build_files(root: Path, manifest: Manifest, precision: str, kit_precision: str,
                       workspace_mib: int | None, opt_level: int, f32_layers: list[str] | tuple[str, ...] = ()) -> None:
     """trtexec.txt, build_on_device.sh and README.md into a kit or engine directory."""
-    from alignvar_edge.runtimes.tensorrt import SCRIPT_FILE, TRTEXEC_FILE, network_plan, trtexec_command
     plan = network_plan(JETPACK_TRT_MAJOR, precision, kit_precision, f32_layers)
     (root / TRTEXEC_FILE).write_text(" ".join(trtexec_command(plan, workspace_mib=workspace_mib,
                                                               opt_level=opt_level)) + "\n")
@@ -300,78 +296,5 @@ def write_build_files(root: Path, manifest: Manifest, precision: str, kit_precis
     (root / README_FILE).write_text(kit_readme(manifest, precision, kit_precision))
 
 
-def adopt(engine_file: str | Path, like: str | Path, out: str | Path, log: str | Path | None = None,
-          precision: str | None = None, dla_core: int | None = None, force: bool = False) -> Path:
-    """An engine directory for an engine built outside alignvar-edge (trtexec on the device), from
-    the kit (or export, or engine dir) it was built from: engine + ONNX + golden + manifest.
-
-    TensorRT version and GPU: from `import tensorrt` and the CUDA device when TensorRT runs here,
-    else from the trtexec log. Precision and DLA core: given, else from the log's command line,
-    else the kit's. When TensorRT runs here the engine is checked against the golden outputs and
-    the figures go into the manifest's parity (a FAIL writes nothing)."""
-    from alignvar_edge.bench.device import parse_trtexec_log
-    from alignvar_edge.manifest import artifact_dir, sha256_file, write_manifest
-    from alignvar_edge.runtimes import tensorrt as T
-    from alignvar_edge.runtimes.artifacts import engine_manifest
-    from alignvar_edge.runtimes.selftest import ship_golden
-    engine_file, like, out = Path(engine_file), Path(like), Path(out)
-    if not engine_file.is_file():
-        raise InputError(f"no engine file at '{engine_file}'; pass the file trtexec wrote (--saveEngine)")
-    src, onnx_path = T._source(like)
-    parsed = parse_trtexec_log(Path(log).read_text(errors="replace")) if log else {}
-    usable, _ = T.BACKEND.is_available()
-    gpu = T.gpu_info(0) if usable else None
-    trt_version = T.BACKEND.version() if usable else parsed.get("tensorrt_version")
-    cc = (gpu or {}).get("compute_capability") or parsed.get("compute_capability")
-    gpu_name = (gpu or {}).get("name") or parsed.get("device")
-    if not trt_version or not cc:
-        raise InputError("adopt needs the TensorRT version and GPU the engine was built for: run it where "
-                         "`import tensorrt` works on that GPU, or pass --log with trtexec's full output")
-    kit_precision = src.precision or "fp32"
-    precision = precision or parsed.get("precision") or (src.extra.get("tensorrt_kit") or {}).get(
-        "precision") or kit_precision
-    if dla_core is None:
-        dla_core = parsed.get("dla_core")
-    plan = T.network_plan(T.trt_major(trt_version), precision, kit_precision, f32_layers_of(src))
-    with artifact_dir(out, force=force) as tmp:
-        shutil.copy2(engine_file, tmp / T.ENGINE)
-        shutil.copy2(onnx_path, tmp / T.ONNX)
-        if log:
-            shutil.copy2(log, tmp / LOG_FILE)
-        extra = {"tensorrt_version": trt_version, "compute_capability": cc, "gpu_name": gpu_name,
-                 "plan": plan, "device": "cuda:0", "dla_core": dla_core,
-                 "trtexec": parsed.get("command") or " ".join(T.trtexec_command(plan)),
-                 "adopted": {"engine": str(engine_file), "engine_sha256": sha256_file(engine_file),
-                             "log": str(log) if log else None,
-                             "versions_from": "this machine" if usable else "trtexec log"}}
-        m = engine_manifest(src, like, "tensorrt", precision, {"engine": T.ENGINE}, batch=T._batch(src),
-                            extra=extra)
-        m.extra["golden"] = ship_golden(src, like, tmp)
-        write_build_files(tmp, m, precision, kit_precision, None, 3)
-        if usable and m.extra["golden"]:
-            m.parity = _check_against_golden(tmp, m)
-        write_manifest(tmp, m)
-    return out
-
-
-def _check_against_golden(root: Path, manifest: Manifest) -> dict[str, Any]:
-    from alignvar_edge.errors import ParityError
-    from alignvar_edge.export.parity import psnr, token_agreement
-    from alignvar_edge.runtimes.selftest import GOLDEN_FILE, read_golden
-    from alignvar_edge.runtimes.tensorrt import ENGINE, TensorRTEngine
-    lr, gsr, gtok, meta = read_golden(root / GOLDEN_FILE)
-    with TensorRTEngine(root / ENGINE, manifest, "cuda:0", root) as engine:
-        sr, tok = engine.run(lr)
-    agree, p = token_agreement(gtok, tok), psnr(gsr, sr)
-    r = recipe("tensorrt", manifest.precision)
-    tok_min, psnr_min = r.tokens, r.psnr_db
-    if agree["overall"] < tok_min or p < psnr_min:
-        raise ParityError(f"the adopted engine gives {agree['overall']:.2%} of the golden tokens and "
-                          f"{p:.1f} dB (needs {tok_min:.0%} and {psnr_min} dB for {manifest.precision}); "
-                          "rebuild it from this kit's model.onnx with the flags in README.md")
-    return {"tokens": agree, "psnr_db": round(p, 2), "reference": meta.get("reference", "PyTorch") + " (golden)",
-            "tiles": int(lr.shape[0]), "passed": True}
-
-
-__all__ = ["README_FILE", "adopt", "build_script", "f32_layers_of", "kit_readme", "precision_flags",
+__all__ = ["README_FILE", "build_script", "f32_layers_of", "kit_readme", "precision_flags",
            "write_build_files"]

@@ -29,8 +29,11 @@ from typing import Any
 import numpy as np
 import onnx
 
-from alignvar_edge.calibration.sets import TileSplit
-from alignvar_edge.export.parity import psnr_y, token_agreement
+from alignvar_edge.export.onnx_io import session_source
+from alignvar_edge.export.parity import psnr_y, rgb_to_y, token_agreement
+from alignvar_edge.onnx_session import open_session
+from alignvar_edge.quantize.calibration.ranges import with_float_outputs
+from alignvar_edge.quantize.calibration.sets import TileSplit
 
 __all__ = ["Evaluator", "Fidelity", "FidelityTarget", "SearchResult", "search"]
 
@@ -108,28 +111,14 @@ def _with_logits(model: onnx.ModelProto | str) -> tuple[onnx.ModelProto | str, l
         return model, []
     if isinstance(model, str):
         m = onnx.load(model)      # with its weights this time
-    c = onnx.ModelProto()
-    c.CopyFrom(m)
-    have = {o.name for o in c.graph.output}
-    for name in logits:
-        if name not in have:
-            c.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    return c, logits
+    return with_float_outputs(m, logits), logits
 
 
 def _session(model: onnx.ModelProto | str, optimized: bool) -> Any:
-    import onnxruntime as ort
-
-    from alignvar_edge.export.onnx_io import session_source
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    if not optimized:
-        # fake-quant: Q/DQ computed literally, no int8 kernels (separates quantization error from
-        # kernel saturation, and stands in for TensorRT, which is not available here)
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    # not optimized = fake-quant: Q/DQ computed literally, no int8 kernels (separates quantization
+    # error from kernel saturation, and stands in for TensorRT, which is not available here)
     with session_source(model) as src:
-        return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
+        return open_session(src, optimization="all" if optimized else "disable")
 
 
 def _outputs(sess: Any) -> tuple[str, list[str]]:
@@ -203,7 +192,6 @@ class Evaluator:
 
 
 def _y(img: np.ndarray, border: int) -> np.ndarray:
-    from alignvar_edge.export.parity import rgb_to_y
 
     y = rgb_to_y(img)
     return y[..., border:-border, border:-border] if border > 0 else y

@@ -17,12 +17,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from alignvar_edge.degrade import DegradationConfig, degrade
 from alignvar_edge.export.parity import psnr_y, ssim_y
 from alignvar_edge.model.alignvar import AlignVAR
 from alignvar_edge.model.resample import bicubic_matrix
 from alignvar_edge.runtimes.torch_backend import TorchEngine
 from alignvar_edge.train.ablations import NOT_APPLICABLE, VARIANTS, variant_models
-from alignvar_edge.train.degrade import DegradationConfig, degrade
 
 
 @dataclass

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+from alignvar_edge.export import onnx_io
 
 __all__ = ["DEFAULT_KEEP_OPS", "Fp16Report", "to_fp16"]
 
@@ -49,7 +50,6 @@ class Fp16Report:
 
 def _types(model: onnx.ModelProto) -> dict[str, int]:
     """Element type of every tensor (shape inference; through a file past protobuf's 2 GB)."""
-    from alignvar_edge.export import onnx_io
 
     if onnx_io.is_large(model):
         import tempfile

@@ -19,7 +19,6 @@ otherwise saturate (logits error 9.9% vs 1.6%, measured on a toy rollout).
 """
 from __future__ import annotations
 
-import platform
 import tempfile
 from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
@@ -30,31 +29,20 @@ from typing import Any
 import numpy as np
 import onnx
 
-from alignvar_edge.calibration.ranges import METHODS, Progress, collect_ranges
+from alignvar_edge.cpuinfo import has_vnni
 from alignvar_edge.errors import ConfigError, InputError
 from alignvar_edge.export import onnx_io
-from alignvar_edge.export.quantize_policy import QUANT_OP_TYPES, Policy, QuantNode, classify
+from alignvar_edge.lazy import lazy_import
+from alignvar_edge.quantize.calibration.ranges import METHODS, Progress, collect_ranges
+from alignvar_edge.quantize.policy import QUANT_OP_TYPES, Policy, QuantNode, classify
 
-__all__ = ["MAX_OPSET", "Int8Builder", "Int8Recipe", "check_opset", "has_vnni", "target_recipe"]
+__all__ = ["MAX_OPSET", "Int8Builder", "Int8Recipe", "check_opset", "target_recipe"]
+
+ortq = lazy_import("onnxruntime.quantization")
+ortq_calibrate = lazy_import("onnxruntime.quantization.calibrate")
 
 FLOAT_COPY_WEIGHTS = ("int8", "fp32")
 MAX_OPSET = 22          # opset 23 emits ONNX Attention, which ORT 1.32 quantizes into invalid models
-_VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "amx_tile")
-
-
-def has_vnni(cpuinfo: str | Path = "/proc/cpuinfo") -> bool | None:
-    """True/False for x86 CPUs (VNNI or AMX in the flags); None where it does not apply or is unknown."""
-    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
-        return None
-    try:
-        text = Path(cpuinfo).read_text()
-    except OSError:
-        return None
-    flags = set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags.update(line.split(":", 1)[-1].split())
-    return any(f in flags for f in _VNNI_FLAGS)
 
 
 @dataclass
@@ -211,23 +199,20 @@ class Int8Builder:
         return _float_consumers_read_float(model, keep, self.recipe.quantize_outputs)
 
     def _quantize_static(self, names: list[str]) -> onnx.ModelProto:
-        from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, TensorData,
-                                              TensorsData, quantize_static)
-        from onnxruntime.quantization.calibrate import save_tensors_data
 
         r = self.recipe
-        method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                  "percentile": CalibrationMethod.Percentile}[r.method]
+        method = {"minmax": ortq.CalibrationMethod.MinMax, "entropy": ortq.CalibrationMethod.Entropy,
+                  "percentile": ortq.CalibrationMethod.Percentile}[r.method]
         cache = self.tmp / f"ranges-{r.method}.json"
         if not cache.exists():
-            data = {k: TensorData(lowest=np.float32(lo), highest=np.float32(hi))
+            data = {k: ortq.TensorData(lowest=np.float32(lo), highest=np.float32(hi))
                     for k, (lo, hi) in self.prepared.ranges.items()}
-            save_tensors_data(TensorsData(method, data), cache)
-        qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
+            ortq_calibrate.save_tensors_data(ortq.TensorsData(method, data), cache)
+        qtype = {"uint8": ortq.QuantType.QUInt8, "int8": ortq.QuantType.QInt8}
         out = self.tmp / "qdq.onnx"
-        quantize_static(
+        ortq.quantize_static(
             str(self.prepared.path), str(out), calibration_data_reader=None,
-            quant_format=QuantFormat.QDQ, op_types_to_quantize=list(r.op_types),
+            quant_format=ortq.QuantFormat.QDQ, op_types_to_quantize=list(r.op_types),
             per_channel=r.per_channel, reduce_range=r.reduce_range,
             activation_type=qtype[r.activation_type], weight_type=qtype[r.weight_type],
             nodes_to_quantize=names, calibrate_method=method, calibration_cache_path=str(cache),
@@ -256,7 +241,6 @@ class Int8Builder:
 def _pre_process(src: Path, dst: Path, large: bool) -> None:
     import logging
 
-    from onnxruntime.quantization import quant_pre_process
 
     # its shape-inference warnings are noise for dynamo graphs (errors still raise); it logs
     # through the root logger, so quieten that for the call only
@@ -264,8 +248,8 @@ def _pre_process(src: Path, dst: Path, large: bool) -> None:
     level = root.level
     root.setLevel(logging.ERROR)
     try:
-        quant_pre_process(str(src), str(dst), skip_symbolic_shape=True, save_as_external_data=large,
-                          all_tensors_to_one_file=True, external_data_location=f"{dst.name}.data")
+        ortq.quant_pre_process(str(src), str(dst), skip_symbolic_shape=True, save_as_external_data=large,
+                               all_tensors_to_one_file=True, external_data_location=f"{dst.name}.data")
     except Exception as e:  # onnxruntime raises bare Exceptions from its optimizer
         raise InputError(f"onnxruntime's quantization pre-processing failed on {src}: {e}") from e
     finally:

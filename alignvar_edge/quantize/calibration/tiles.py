@@ -12,9 +12,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from alignvar_edge.degrade import DegradationConfig, degrade, item_seed
 from alignvar_edge.errors import InputError
+from alignvar_edge.images import list_images, load_image
 from alignvar_edge.model.config import AlignVARConfig
-from alignvar_edge.train.degrade import DegradationConfig, degrade, item_seed
+from alignvar_edge.samples import sample_images
 
 __all__ = ["degradation_for", "lr_tiles", "tile_pairs", "tiles_hash"]
 
@@ -31,10 +33,8 @@ def degradation_for(config: AlignVARConfig) -> DegradationConfig:
 def _load_images(split: str, images: Images | None) -> list[np.ndarray]:
     if images is None:
         # imported here: the sample set pulls in torch datasets, which tiles alone do not need
-        from alignvar_edge.train.data import sample_images
         return [img for _, img in sample_images(split)]  # type: ignore[arg-type]
     if isinstance(images, (str, os.PathLike)):
-        from alignvar_edge.images import list_images, load_image
         paths = list_images(images)
         if not paths:
             raise InputError(f"no images found under {images}; pass a folder of PNG/JPEG files")

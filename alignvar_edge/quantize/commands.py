@@ -13,8 +13,8 @@ from alignvar_edge.recipes import quantize_precisions, quantize_targets
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from alignvar_edge.calibration.ranges import METHODS
-    from alignvar_edge.calibration.sets import DEFAULT_TILES, DEFAULT_VALIDATION_TILES
+    from alignvar_edge.quantize.calibration.ranges import METHODS
+    from alignvar_edge.quantize.calibration.sets import DEFAULT_TILES, DEFAULT_VALIDATION_TILES
 
     p = sub.add_parser(
         "quantize", help="INT8 / FP16 artifacts that keep the tokens (calibration + fidelity search)",
@@ -53,9 +53,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run_quantize(args: argparse.Namespace) -> int:
+    # verbs import their machinery when run: `--help` stays fast, a device install lists no host verbs
+    from alignvar_edge import runtimes
     from alignvar_edge.manifest import read_manifest
-    from alignvar_edge.export.quantize import QuantizeOptions, quantize_artifact
-    from alignvar_edge.export.sensitivity import FidelityTarget
+    from alignvar_edge.quantize.artifact import QuantizeOptions, calibration_for, quantize_artifact
+    from alignvar_edge.quantize.sensitivity import FidelityTarget
+    from alignvar_edge.recipes import engine_precision, quantized_in_build
+
 
     out = args.out or f"{str(args.artifact).rstrip('/')}-{args.precision}-{args.target}"
     opts = QuantizeOptions(
@@ -68,7 +72,14 @@ def run_quantize(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         # skipped calibration files are reported in the log line, not as Python warnings
         warnings.filterwarnings("ignore", message="calibration:")
-        path = quantize_artifact(args.artifact, out, opts, force=args.force, log=say, progress=bar)
+        if quantized_in_build(opts.target):        # NNCF / coremltools quantize inside the backend's build
+            cs = calibration_for(args.artifact, opts, say)
+            precision = engine_precision(opts.target, opts.precision) or opts.precision
+            say(f"handing over to the {opts.target} backend ({precision})")
+            path = runtimes.build(args.artifact, opts.target, precision=precision, calibration=cs, out=out,
+                                  force=args.force)
+        else:
+            path = quantize_artifact(args.artifact, out, opts, force=args.force, log=say, progress=bar)
     m = read_manifest(path)
     if m.kind == "onnx":
         print(fidelity_table(m))

@@ -22,8 +22,7 @@ module run in float16 against float32 (the real figure comes from `selftest` on 
 """
 from __future__ import annotations
 
-import contextlib
-import io
+import copy
 import json
 import platform
 import sys
@@ -35,19 +34,26 @@ from typing import Any
 import numpy as np
 
 from alignvar_edge.errors import ArtifactError, BackendUnavailableError, ConfigError, InputError
+from alignvar_edge import recipes
+from alignvar_edge.export.parity import compare
+from alignvar_edge.lazy import lazy_import
 from alignvar_edge.manifest import artifact_dir as staging_dir
 from alignvar_edge.manifest import Manifest, ModelInfo, ModelSource, listed_file, load_verified, new_manifest, write_manifest
-from alignvar_edge.runtimes.artifacts import checkpoint_dir, checkpoint_source, graph_io, validation_tiles
+from alignvar_edge.model.checkpoint import checkpoint_source
+from alignvar_edge.runtimes.artifacts import checkpoint_dir, graph_io, validation_tiles
 from alignvar_edge.runtimes.base import INPUT, SR, Backend, Engine, TensorSpec, config_from_manifest, token_name
-from alignvar_edge.runtimes.selftest import ship_golden
-from alignvar_edge import recipes
+from alignvar_edge.runtimes.coreml.compress import compress
+from alignvar_edge.runtimes.coreml.ct import import_ct, quiet
+from alignvar_edge.runtimes.coreml.lint import ane_lint, validate_spec
+from alignvar_edge.runtimes.golden import copy_golden
 
 PACKAGE = "model.mlpackage"
 DEFAULT_BATCH = 16
 COMPUTE_UNITS = ("CPU_AND_NE", "ALL", "CPU_ONLY", "CPU_AND_GPU")
 TARGETS = ("iOS16", "iOS17", "iOS18", "macOS13", "macOS14", "macOS15")
-ANE_MAX_RANK, ANE_MAX_DIM = 5, 16384
 NEEDS_MACOS = "Core ML runs models on macOS only (MLModel.predict is unavailable on {os})"
+
+torch = lazy_import("torch")      # conversion and the Linux fidelity proxy run the PyTorch model
 
 
 def rollout_module(model: Any) -> Any:
@@ -123,28 +129,6 @@ def rollout_module(model: Any) -> Any:
     return CoreMLRollout(model).eval()
 
 
-@contextlib.contextmanager
-def _quiet() -> Any:
-    """coremltools prints progress bars and version warnings on stdout/stderr; keep builds readable."""
-    import logging
-    lg = logging.getLogger("coremltools")
-    level = lg.level
-    lg.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()), \
-                contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        lg.setLevel(level)
-
-
-def _import_ct() -> Any:
-    with _quiet():       # its import prints "Failed to load _MLModelProxy" on Linux
-        import coremltools
-    return coremltools
-
-
 def _register_alias(ct: Any) -> None:
     """Identity converter for aten.alias (torch.export in torch 2.13 emits it)."""
     from coremltools.converters.mil.frontend.torch import ops as torch_ops
@@ -199,7 +183,7 @@ def fp16_op_selector(f32_groups: frozenset[str]) -> Callable[[Any], bool]:
 
 def group_precision(precision: str, f32_groups: frozenset[str]) -> dict[str, str]:
     """What each half-policy group computes in, in a package converted with `fp16_op_selector`."""
-    from alignvar_edge.export.half_policy import HALF_GROUPS
+    from alignvar_edge.quantize.half_policy import HALF_GROUPS
     half = "fp32" if precision == "fp32" else "fp16"
     return {g: ("fp32" if g in f32_groups and (MIL_GROUP_OPS[g] or g == "logits_head") else half)
             for g in HALF_GROUPS}
@@ -212,8 +196,7 @@ def convert(model: Any, precision: str = "fp16", compute_units: str = "CPU_AND_N
 
     image_input: the `lr` input is an RGB image (CVPixelBuffer / CGImage in Swift, a PIL image in
     Python) of one tile, scaled by 1/255 inside the model, instead of a float array in [0, 1]."""
-    import torch
-    ct = _import_ct()
+    ct = import_ct()
     if compute_units not in COMPUTE_UNITS:
         raise InputError(f"compute units must be one of {', '.join(COMPUTE_UNITS)}, got '{compute_units}'")
     if target not in TARGETS:
@@ -245,7 +228,7 @@ def convert(model: Any, precision: str = "fp16", compute_units: str = "CPU_AND_N
         raise InputError("an image input holds one tile: build with batch 1")
     lr_input = (ct.ImageType(name=INPUT, shape=tuple(lr.shape), scale=1 / 255.0, color_layout=ct.colorlayout.RGB)
                 if image_input else ct.TensorType(name=INPUT, shape=tuple(lr.shape), dtype=np.float32))
-    with _quiet():
+    with quiet():
         ml = ct.convert(
             src, inputs=[lr_input],
             outputs=outputs, convert_to="mlprogram",
@@ -265,8 +248,6 @@ def describe(ml: Any, config: Any, precision: str, compute_units: str, image_inp
     """What Xcode shows for the package: a description of the model, of every input and output,
     and user-defined metadata (the input contract: tile, overlap, scale, colour order, range, and
     the compute units it was built for). Returns the metadata written."""
-    import json
-
     from alignvar_edge import __version__
     from alignvar_edge.manifest import contract
     c = contract(config.lr_size, config.scale, batch)
@@ -296,147 +277,9 @@ def describe(ml: Any, config: Any, precision: str, compute_units: str, image_inp
     return meta
 
 
-def compress(ml: Any, precision: str) -> tuple[Any, dict[str, Any] | None]:
-    """Weight-only INT8 or k-means palettization of a converted model."""
-    import coremltools.optimize.coreml as cto
-    if precision == "int8-weights":
-        cfg = cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(
-            mode="linear_symmetric", dtype="int8", granularity="per_channel"))
-        with _quiet():
-            return cto.linear_quantize_weights(ml, config=cfg), {
-                "tool": "coremltools.optimize.coreml.linear_quantize_weights", "mode": "linear_symmetric",
-                "dtype": "int8", "granularity": "per_channel", "weights_only": True}
-    if precision.startswith("palette"):
-        nbits = int(precision[len("palette"):])
-        cfg = cto.OptimizationConfig(global_config=cto.OpPalettizerConfig(mode="kmeans", nbits=nbits))
-        with _quiet():
-            return cto.palettize_weights(ml, config=cfg), {
-                "tool": "coremltools.optimize.coreml.palettize_weights", "mode": "kmeans", "nbits": nbits,
-                "weights_only": True}
-    return ml, None
-
-
-def _ops(spec: Any) -> list[Any]:
-    out = []
-    for f in spec.mlProgram.functions.values():
-        for blk in f.block_specializations.values():
-            stack = list(blk.operations)
-            while stack:
-                op = stack.pop(0)
-                out.append(op)
-                for b in op.blocks:
-                    stack.extend(b.operations)
-    return out
-
-
-def validate_spec(spec: Any, config: Any, batch: int) -> dict[str, Any]:
-    """Check the package's interface and program; raise ArtifactError on a mismatch."""
-    if spec.WhichOneof("Type") != "mlProgram":
-        raise ArtifactError("the Core ML model is not an ML Program")
-    ins = {i.name: (list(i.type.multiArrayType.shape) if i.type.WhichOneof("Type") == "multiArrayType" else
-                    [batch, 3, int(i.type.imageType.height), int(i.type.imageType.width)])
-           for i in spec.description.input}
-    outs = [o.name for o in spec.description.output]
-    want_in = {INPUT: [batch, 3, config.lr_size, config.lr_size]}
-    want_out = [SR] + [token_name(k) for k in range(config.num_scales)]
-    problems = []
-    if ins != want_in:
-        problems.append(f"inputs {ins} != {want_in}")
-    if sorted(outs) != sorted(want_out):
-        problems.append(f"outputs {outs} != {want_out}")
-    ops = _ops(spec)
-    if not ops:
-        problems.append("the program has no operations")
-    if problems:
-        raise ArtifactError("Core ML spec validation failed: " + "; ".join(problems))
-    counts: dict[str, int] = {}
-    for op in ops:
-        counts[op.type] = counts.get(op.type, 0) + 1
-    return {"valid": True, "specification_version": int(spec.specificationVersion),
-            "inputs": ins, "outputs": outs, "ops": len(ops),
-            "op_types": dict(sorted(counts.items(), key=lambda kv: -kv[1]))}
-
-
-def ane_lint(spec: Any) -> list[dict[str, Any]]:
-    """Known reasons an op leaves the Neural Engine, from alignvar_edge/data/ane-notes.json.
-
-    Apple publishes no op list; on a Mac, MLComputePlan gives the real placement.
-    """
-    notes = _ane_notes()
-
-    def source(pattern: str) -> str:
-        f: dict[str, Any] = next((n for n in notes.get("known_fallbacks", []) if n.get("pattern", "").startswith(pattern)), {})
-        return f"{f.get('source', '?')} (confidence {f.get('confidence', '?')})"
-
-    rank, large, gathers, fp32, dilated = [], [], [], [], []
-    ops = _ops(spec)
-    consts = {o.name: op for op in ops if op.type == "const" for o in op.outputs}
-    for op in ops:
-        for o in op.outputs:
-            tt = o.type.tensorType
-            dims = [d.constant.size for d in tt.dimensions if d.WhichOneof("dimension") == "constant"]
-            if tt.rank > ANE_MAX_RANK:
-                rank.append(o.name)
-            if any(d > ANE_MAX_DIM for d in dims):
-                large.append(o.name)
-            if tt.dataType == 65568 and op.type not in ("const", "cast"):      # FLOAT32
-                fp32.append(o.name)
-        if op.type.startswith("gather"):
-            gathers.append(op.outputs[0].name if op.outputs else op.type)
-        if op.type == "conv" and any(d > 1 for d in _const_ints(op, "dilations", consts)):
-            dilated.append(op.outputs[0].name)
-    out = []
-    if rank:
-        out.append({"level": "error", "rule": "rank>5", "ops": rank[:10], "count": len(rank),
-                    "why": "Core ML rejects tensors of rank > 5", "source": source("tensor rank > 5")})
-    if large:
-        out.append({"level": "warning", "rule": "large-dim", "ops": large[:10], "count": len(large),
-                    "why": f"an axis longer than {ANE_MAX_DIM}", "source": source("any axis > 16384")})
-    if gathers:
-        out.append({"level": "info", "rule": "gather", "ops": gathers[:10], "count": len(gathers),
-                    "why": "gathers / embedding lookups were observed on the CPU",
-                    "source": source("Gather / embedding")})
-    if fp32:
-        out.append({"level": "info", "rule": "fp32", "ops": fp32[:10], "count": len(fp32),
-                    "why": "fp32 tensors: the ANE computes in fp16, fp32 work goes to CPU/GPU",
-                    "source": source("FP32 compute")})
-    if dilated:
-        out.append({"level": "info", "rule": "dilated-conv", "ops": dilated[:10], "count": len(dilated),
-                    "why": "dilated convolutions reported off the ANE", "source": source("dilated")})
-    return out
-
-
-def _const_ints(op: Any, name: str, consts: dict[str, Any]) -> list[int]:
-    """Integer values of a constant op input (inline value or a `const` op's `val`)."""
-    if name not in op.inputs:
-        return []
-    vals: list[int] = []
-    for arg in op.inputs[name].arguments:
-        v = arg.value if arg.HasField("value") else None
-        if v is None and arg.name in consts:
-            v = consts[arg.name].attributes.get("val")
-        if v is not None and v.HasField("immediateValue"):
-            vals += list(v.immediateValue.tensor.ints.values)
-    return vals
-
-
-def _ane_notes() -> dict[str, Any]:
-    path = Path(__file__).resolve().parent.parent / "data" / "ane-notes.json"
-    try:
-        data: dict[str, Any] = json.loads(path.read_text())
-        return data
-    except (OSError, ValueError):
-        return {}
-
-
 def fidelity_proxy(model: Any, tiles: np.ndarray, precision: str) -> dict[str, Any] | None:
     """Linux stand-in for Core ML fidelity: the torch module in float16 (with int8 per-channel
     fake-quantized weights for int8-weights) vs float32. None for palettes (no cheap proxy)."""
-    import copy
-
-    import torch
-
-    from alignvar_edge.export.parity import compare
     if precision.startswith("palette"):
         return None
     x = torch.from_numpy(tiles)
@@ -474,7 +317,7 @@ class CoreMLEngine(Engine):
             INPUT: ((batch, 3, config.lr_size, config.lr_size), np.dtype(np.float32))}
         self.model: Any = None
         if sys.platform == "darwin":
-            ct = _import_ct()
+            ct = import_ct()
             self.model = ct.models.MLModel(str(package), compute_units=getattr(ct.ComputeUnit, compute_units))
 
     @property
@@ -507,7 +350,7 @@ class CoreMLBackend(Backend):
 
     def import_module(self) -> Any:
         try:
-            return _import_ct()
+            return import_ct()
         except Exception as e:    # noqa: BLE001 - broken install reads as unavailable
             raise BackendUnavailableError(f"{self.name} is not usable here: {self.missing_reason(e)}") from e
 
@@ -534,7 +377,7 @@ class CoreMLBackend(Backend):
               calibration: Any = None, device: str | None = None, force: bool = False,
               **opts: Any) -> Path:
         """Convert the checkpoint's rollout to an .mlpackage with validation and an ANE lint."""
-        from alignvar_edge.model.checkpoint import load_pretrained
+        from alignvar_edge.model.alignvar import load_pretrained
         recipes.recipe(self.name, precision)     # an unknown precision: one line naming the known
         compute_units = (device or opts.pop("compute_units", "CPU_AND_NE")).upper()
         image_input = bool(opts.pop("image_input", False))
@@ -581,7 +424,7 @@ class CoreMLBackend(Backend):
                              quantization=recipe, extra=extra)
             if proxy and precision != "fp32":
                 m.parity = fidelity_proxy(model, validation_tiles(config), precision)
-            extra["golden"] = ship_golden(None, src, tmp) if src else None
+            extra["golden"] = copy_golden(None, src, tmp) if src else None
             write_manifest(tmp, m)
         return out
 
@@ -598,8 +441,8 @@ class CoreMLBackend(Backend):
     def inspect(self, engine_dir: Path) -> dict[str, Any]:
         """Re-read a built package's spec (works on Linux): validation + ANE lint."""
         m = load_verified(engine_dir)
-        ct = _import_ct()
-        with _quiet():
+        ct = import_ct()
+        with quiet():
             ml = ct.models.MLModel(str(Path(engine_dir) / PACKAGE), skip_model_load=True)
         spec = ml.get_spec()
         batch = int(m.extra.get("batch", 1))

@@ -1,0 +1,95 @@
+"""What this CPU is and can do: model, cores, memory and the ISA flags that decide kernel choice
+(x86 vector widths, int8 dot products (VNNI / AMX), half/bf16 support; ARM's NEON/dot-product/fp16
+for Jetson and Apple). Read from /proc/cpuinfo (or sysctl on macOS) without privileges; a probe
+that fails leaves its field None and never raises. One reader for the host fingerprint, the int8
+recipes (`has_vnni`) and the half-precision choice.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["CPUINFO", "ISA_FLAGS", "cpu_info", "has_vnni", "probe_command", "probe_file"]
+
+CPUINFO = "/proc/cpuinfo"
+# ISA features that decide kernel choice for our engines: x86 vector widths, int8 dot products
+# (VNNI / AMX), half/bf16 support; ARM's NEON/dot-product/fp16 for Jetson and Apple.
+ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni",
+             "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16",
+             "asimd", "asimddp", "asimdhp", "sve", "i8mm", "bf16")
+
+
+def probe_command(cmd: list[str], timeout: float = 5.0) -> str | None:
+    """stdout of a probe command, or None when it is absent, fails or hangs."""
+    if shutil.which(cmd[0]) is None:
+        return None
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return res.stdout.strip() if res.returncode == 0 else None
+
+
+def probe_file(path: str | os.PathLike[str]) -> str | None:
+    try:
+        return Path(path).read_text(errors="replace").replace("\x00", "").strip()
+    except OSError:
+        return None
+
+
+def cpu_info(cpuinfo: str | os.PathLike[str] = CPUINFO) -> dict[str, Any]:
+    """CPU model, logical/physical/usable cores, ISA flags of interest, memory (`cpuinfo`: the
+    /proc/cpuinfo to read, a fake one in tests)."""
+    info: dict[str, Any] = {"model": None, "arch": platform.machine(), "logical_cores": os.cpu_count(),
+                            "physical_cores": None, "usable_cores": None, "isa": [], "memory_gb": None}
+    try:
+        info["usable_cores"] = len(os.sched_getaffinity(0))          # type: ignore[attr-defined]
+    except (AttributeError, OSError):
+        info["usable_cores"] = os.cpu_count()
+    text = probe_file(cpuinfo)
+    if text:
+        model = re.search(r"^(?:model name|Model|Hardware)\s*:\s*(.+)$", text, re.M)
+        info["model"] = model.group(1).strip() if model else None
+        flags = re.search(r"^(?:flags|Features)\s*:\s*(.+)$", text, re.M)
+        have = set(flags.group(1).split()) if flags else set()
+        info["isa"] = [f for f in ISA_FLAGS if f in have]
+        cores = {(m.group(1), m.group(2)) for m in re.finditer(
+            r"physical id\s*:\s*(\d+).*?core id\s*:\s*(\d+)", text, re.S)}
+        info["physical_cores"] = len(cores) or None
+        mem = re.search(r"^MemTotal:\s*(\d+) kB", probe_file("/proc/meminfo") or "", re.M)
+        if mem:
+            info["memory_gb"] = round(int(mem.group(1)) / 1024 ** 2, 1)
+    elif sys.platform == "darwin":
+        info["model"] = probe_command(["sysctl", "-n", "machdep.cpu.brand_string"])
+        phys = probe_command(["sysctl", "-n", "hw.physicalcpu"])
+        info["physical_cores"] = int(phys) if phys and phys.isdigit() else None
+        mem = probe_command(["sysctl", "-n", "hw.memsize"])
+        info["memory_gb"] = round(int(mem) / 1024 ** 3, 1) if mem and mem.isdigit() else None
+        feats = (probe_command(["sysctl", "hw.optional"]) or "").lower()
+        # sysctl names -> the Linux /proc/cpuinfo spelling used everywhere else in reports
+        names = {"avx2_0": "avx2", "avx512f": "avx512f", "fma": "fma", "neon": "asimd",
+                 "arm.feat_dotprod": "asimddp", "arm.feat_fp16": "asimdhp", "arm.feat_bf16": "bf16",
+                 "arm.feat_i8mm": "i8mm"}
+        info["isa"] = [v for k, v in names.items() if f"hw.optional.{k}: 1" in feats]
+    if info["model"] is None:
+        info["model"] = platform.processor() or None
+    return info
+
+
+_VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "amx_tile")
+
+
+def has_vnni(cpuinfo: str | os.PathLike[str] = CPUINFO) -> bool | None:
+    """Whether int8 dot products are native (AVX-VNNI / AVX512-VNNI / AMX) on this x86 CPU; None
+    where it does not apply (not x86) or cannot be read."""
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
+        return None
+    if probe_file(cpuinfo) is None:
+        return None
+    return any(f in cpu_info(cpuinfo)["isa"] for f in _VNNI_FLAGS)

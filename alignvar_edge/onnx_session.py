@@ -1,0 +1,55 @@
+"""The one place that opens ONNX Runtime sessions: export parity, the staged host loop,
+calibration, the fidelity search and the onnxruntime backend all come here.
+
+Session options are exposed: `threads` (intra-op), `inter_threads`, `optimization`
+(disable|basic|extended|all), `spin` (busy-wait between ops; off helps on a shared, loaded machine).
+Needs only onnxruntime (the `device` extra), imported on first use.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from alignvar_edge.errors import ArtifactError, InputError
+from alignvar_edge.lazy import lazy_import
+
+ort = lazy_import("onnxruntime")
+
+__all__ = ["CPU", "OPT_LEVELS", "open_session", "session_options"]
+
+CPU = "CPUExecutionProvider"
+OPT_LEVELS = ("disable", "basic", "extended", "all")
+
+
+def session_options(threads: int | None = None, inter_threads: int | None = None, optimization: str = "all",
+                    spin: bool | None = None) -> Any:
+    if optimization not in OPT_LEVELS:
+        raise InputError(f"optimization must be one of {', '.join(OPT_LEVELS)}, got '{optimization}'")
+    so = ort.SessionOptions()
+    so.graph_optimization_level = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[optimization]
+    if threads:
+        so.intra_op_num_threads = int(threads)
+    if inter_threads:
+        so.inter_op_num_threads = int(inter_threads)
+    if spin is not None:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    so.log_severity_level = 3          # warnings about unused initialisers etc. are noise here
+    return so
+
+
+def open_session(model: str | os.PathLike[str] | bytes, providers: list[Any] | None = None,
+                 threads: int | None = None, inter_threads: int | None = None, optimization: str = "all",
+                 spin: bool | None = None, fix: str = "re-export the artifact") -> Any:
+    """An InferenceSession on a model path or serialized bytes (CPU unless `providers` say
+    otherwise); a graph ONNX Runtime refuses is an ArtifactError that says `fix`."""
+    so = session_options(threads, inter_threads, optimization, spin)
+    src = model if isinstance(model, bytes) else str(model)
+    try:
+        return ort.InferenceSession(src, sess_options=so, providers=providers or [CPU])
+    except Exception as e:  # ORT raises its own exception types for broken, truncated or invalid graphs
+        what = "an in-memory model" if isinstance(model, bytes) else model
+        raise ArtifactError(f"ONNX Runtime cannot load {what}: {str(e).splitlines()[0]}; {fix}") from e

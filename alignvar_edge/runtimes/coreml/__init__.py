@@ -1,0 +1,1 @@
+"""Core ML backend: the build step and runner (backend.py)."""

@@ -1,0 +1,127 @@
+"""Checks of a converted Core ML package on any OS: its interface and program against the model
+(`validate_spec`), and known reasons an op leaves the Neural Engine (`ane_lint`)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from alignvar_edge.errors import ArtifactError
+from alignvar_edge.runtimes.base import INPUT, SR, token_name
+
+__all__ = ["ANE_MAX_DIM", "ANE_MAX_RANK", "ane_lint", "validate_spec"]
+
+ANE_MAX_RANK, ANE_MAX_DIM = 5, 16384
+
+
+def _ops(spec: Any) -> list[Any]:
+    out = []
+    for f in spec.mlProgram.functions.values():
+        for blk in f.block_specializations.values():
+            stack = list(blk.operations)
+            while stack:
+                op = stack.pop(0)
+                out.append(op)
+                for b in op.blocks:
+                    stack.extend(b.operations)
+    return out
+
+
+def validate_spec(spec: Any, config: Any, batch: int) -> dict[str, Any]:
+    """Check the package's interface and program; raise ArtifactError on a mismatch."""
+    if spec.WhichOneof("Type") != "mlProgram":
+        raise ArtifactError("the Core ML model is not an ML Program")
+    ins = {i.name: (list(i.type.multiArrayType.shape) if i.type.WhichOneof("Type") == "multiArrayType" else
+                    [batch, 3, int(i.type.imageType.height), int(i.type.imageType.width)])
+           for i in spec.description.input}
+    outs = [o.name for o in spec.description.output]
+    want_in = {INPUT: [batch, 3, config.lr_size, config.lr_size]}
+    want_out = [SR] + [token_name(k) for k in range(config.num_scales)]
+    problems = []
+    if ins != want_in:
+        problems.append(f"inputs {ins} != {want_in}")
+    if sorted(outs) != sorted(want_out):
+        problems.append(f"outputs {outs} != {want_out}")
+    ops = _ops(spec)
+    if not ops:
+        problems.append("the program has no operations")
+    if problems:
+        raise ArtifactError("Core ML spec validation failed: " + "; ".join(problems))
+    counts: dict[str, int] = {}
+    for op in ops:
+        counts[op.type] = counts.get(op.type, 0) + 1
+    return {"valid": True, "specification_version": int(spec.specificationVersion),
+            "inputs": ins, "outputs": outs, "ops": len(ops),
+            "op_types": dict(sorted(counts.items(), key=lambda kv: -kv[1]))}
+
+
+def ane_lint(spec: Any) -> list[dict[str, Any]]:
+    """Known reasons an op leaves the Neural Engine, from alignvar_edge/data/ane-notes.json.
+
+    Apple publishes no op list; on a Mac, MLComputePlan gives the real placement.
+    """
+    notes = _ane_notes()
+
+    def source(pattern: str) -> str:
+        f: dict[str, Any] = next((n for n in notes.get("known_fallbacks", []) if n.get("pattern", "").startswith(pattern)), {})
+        return f"{f.get('source', '?')} (confidence {f.get('confidence', '?')})"
+
+    rank, large, gathers, fp32, dilated = [], [], [], [], []
+    ops = _ops(spec)
+    consts = {o.name: op for op in ops if op.type == "const" for o in op.outputs}
+    for op in ops:
+        for o in op.outputs:
+            tt = o.type.tensorType
+            dims = [d.constant.size for d in tt.dimensions if d.WhichOneof("dimension") == "constant"]
+            if tt.rank > ANE_MAX_RANK:
+                rank.append(o.name)
+            if any(d > ANE_MAX_DIM for d in dims):
+                large.append(o.name)
+            if tt.dataType == 65568 and op.type not in ("const", "cast"):      # FLOAT32
+                fp32.append(o.name)
+        if op.type.startswith("gather"):
+            gathers.append(op.outputs[0].name if op.outputs else op.type)
+        if op.type == "conv" and any(d > 1 for d in _const_ints(op, "dilations", consts)):
+            dilated.append(op.outputs[0].name)
+    out = []
+    if rank:
+        out.append({"level": "error", "rule": "rank>5", "ops": rank[:10], "count": len(rank),
+                    "why": "Core ML rejects tensors of rank > 5", "source": source("tensor rank > 5")})
+    if large:
+        out.append({"level": "warning", "rule": "large-dim", "ops": large[:10], "count": len(large),
+                    "why": f"an axis longer than {ANE_MAX_DIM}", "source": source("any axis > 16384")})
+    if gathers:
+        out.append({"level": "info", "rule": "gather", "ops": gathers[:10], "count": len(gathers),
+                    "why": "gathers / embedding lookups were observed on the CPU",
+                    "source": source("Gather / embedding")})
+    if fp32:
+        out.append({"level": "info", "rule": "fp32", "ops": fp32[:10], "count": len(fp32),
+                    "why": "fp32 tensors: the ANE computes in fp16, fp32 work goes to CPU/GPU",
+                    "source": source("FP32 compute")})
+    if dilated:
+        out.append({"level": "info", "rule": "dilated-conv", "ops": dilated[:10], "count": len(dilated),
+                    "why": "dilated convolutions reported off the ANE", "source": source("dilated")})
+    return out
+
+
+def _const_ints(op: Any, name: str, consts: dict[str, Any]) -> list[int]:
+    """Integer values of a constant op input (inline value or a `const` op's `val`)."""
+    if name not in op.inputs:
+        return []
+    vals: list[int] = []
+    for arg in op.inputs[name].arguments:
+        v = arg.value if arg.HasField("value") else None
+        if v is None and arg.name in consts:
+            v = consts[arg.name].attributes.get("val")
+        if v is not None and v.HasField("immediateValue"):
+            vals += list(v.immediateValue.tensor.ints.values)
+    return vals
+
+
+def _ane_notes() -> dict[str, Any]:
+    path = Path(__file__).resolve().parents[2] / "data" / "ane-notes.json"
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+        return data
+    except (OSError, ValueError):
+        return {}

@@ -1,0 +1,90 @@
+"""Golden outputs: a few held-out LR tiles with the reference's tokens and SR tiles, shipped beside
+the bundled weights (`golden.safetensors`) and copied into every engine directory, so
+`selftest --engine` checks an engine on the device without the package's model or PyTorch.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alignvar_edge.errors import ArtifactError
+from alignvar_edge.manifest import Manifest, sha256_file
+from alignvar_edge.runtimes.artifacts import source_checkpoint
+
+__all__ = ["GOLDEN_FILE", "copy_golden", "golden_entry", "load_golden", "read_golden", "write_golden"]
+
+GOLDEN_FILE = "golden.safetensors"
+
+
+def write_golden(path: Path, lr: np.ndarray, sr: np.ndarray, tokens: list[np.ndarray],
+                 metadata: dict[str, str]) -> Path:
+    """The golden file format: lr float32, sr float16 (keeps the file small), tokens_k int32."""
+    from safetensors.numpy import save_file
+    data: dict[str, np.ndarray] = {"lr": np.ascontiguousarray(lr, np.float32),
+                                   "sr": np.asarray(sr).astype(np.float16)}
+    data.update({f"tokens_{k}": np.asarray(t).astype(np.int32) for k, t in enumerate(tokens)})
+    save_file(data, str(path), metadata=metadata)
+    return path
+
+
+def read_golden(f: Path) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], dict[str, str]]:
+    """(LR tiles, reference SR float32, reference tokens per scale int64, metadata) of a golden file."""
+    from safetensors import safe_open
+    from safetensors.numpy import load_file
+    with safe_open(str(f), framework="numpy") as fh:
+        meta = dict(fh.metadata() or {})
+    d = load_file(str(f))
+    k = sorted(int(n.split("_")[1]) for n in d if n.startswith("tokens_"))
+    return d["lr"], d["sr"].astype(np.float32), [d[f"tokens_{i}"].astype(np.int64) for i in k], meta
+
+
+def load_golden(model_dir: Path) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    f = model_dir / GOLDEN_FILE
+    if not f.is_file():
+        raise ArtifactError(f"{f} is missing: this installation has no golden outputs for the self-test; "
+                            "reinstall alignvar-edge (or run make_golden on a trusted machine)")
+    lr, sr, tokens, meta = read_golden(f)
+    made_for = meta.get("weights_sha256")
+    if made_for and made_for != sha256_file(model_dir / "model.safetensors"):
+        raise ArtifactError(f"{f} was made for other weights than {model_dir / 'model.safetensors'}; "
+                            "regenerate it: python -m alignvar_edge.runtimes.selftest --golden "
+                            f"{model_dir}")
+    return lr, sr, tokens
+
+
+def copy_golden(src_manifest: Manifest | None, src_dir: Path, dest: Path) -> dict[str, Any] | None:
+    """Put golden outputs for the model behind `src_dir` into an engine directory being built
+    (`dest`), so `selftest --engine` checks the engine on the device without the package's model
+    or PyTorch. Returns the manifest's `extra.golden` entry, or None when there is no golden file.
+
+    In order: a golden file the source already carries (a build kit or engine dir); the golden
+    file of the checkpoint the source was exported from (PyTorch outputs, weights checked). An fp32
+    ONNX export without either gets its own outputs in ONNX Runtime: `onnxruntime.ship_golden`."""
+    out = dest / GOLDEN_FILE
+    if (src_dir / GOLDEN_FILE).is_file():
+        shutil.copy2(src_dir / GOLDEN_FILE, out)
+        return golden_entry(out, f"copied from {src_dir}")
+    ckpt: Path | None = src_dir                # src_manifest None: src_dir is the checkpoint
+    if src_manifest is not None:
+        try:
+            ckpt = source_checkpoint(src_manifest)
+        except ImportError:                  # a build host without PyTorch: no checkpoint lookup
+            ckpt = None
+    if ckpt is not None and (ckpt / GOLDEN_FILE).is_file():
+        try:
+            load_golden(ckpt)
+        except ArtifactError:
+            ckpt = None
+        else:
+            shutil.copy2(ckpt / GOLDEN_FILE, out)
+            return golden_entry(out, f"checkpoint {ckpt.name}")
+    return None
+
+
+def golden_entry(f: Path, origin: str) -> dict[str, Any]:
+    lr, _, _, meta = read_golden(f)
+    return {"file": GOLDEN_FILE, "tiles": int(lr.shape[0]), "reference": meta.get("reference", "PyTorch"),
+            "origin": origin}

@@ -1,0 +1,1 @@
+"""OpenVINO backend: the build step and runner (backend.py)."""

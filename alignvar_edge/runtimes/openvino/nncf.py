@@ -1,0 +1,147 @@
+"""NNCF, OpenVINO's own quantizer, as the OpenVINO backend uses it: `nncf_quantize` (INT8
+activations + weights, calibrated on LR tiles, the precision policy's float components kept out by
+an ignored scope mapped from ONNX node names to OpenVINO ops) and `nncf_compress_weights`
+(INT8 weight-only). The ONNX-level quantizers (Q/DQ, FP16, the policy and the fidelity search)
+are in `alignvar_edge.quantize`; this adapter lives with the backend whose IR it rewrites.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alignvar_edge.cpuinfo import has_vnni
+from alignvar_edge.errors import InputError
+from alignvar_edge.lazy import lazy_import
+from alignvar_edge.quantize.policy import Policy, classify
+
+nncf = lazy_import("nncf")
+onnx = lazy_import("onnx")
+ops = lazy_import("openvino.opset13")
+
+__all__ = ["IGNORED_TYPES", "ignored_scope_names", "nncf_compress_weights", "nncf_quantize", "widen_head_scales"]
+
+# Float-only op types: NNCF must not put quantizers on their inputs.
+# Gather: NNCF would store embedding tables (token path) as int8 weights.
+IGNORED_TYPES = ["Softmax", "MVN", "NormalizeL2", "ReduceL2", "GroupNormalization", "TopK",
+                 "ScaledDotProductAttention", "Gather"]
+
+
+def ignored_scope_names(onnx_path: Path, ov_model: Any,
+                        policy: Policy | None = None) -> tuple[list[str], dict[str, str]]:
+    """OV op names of the MatMul/Convolution ops the policy keeps in float, and their components
+    (groups the policy returns to float on top of its components are reported as 'search').
+
+    The policy classifies ONNX nodes by the module scope the exporter recorded (the logits head,
+    AdaLN, attention products, SCA and resampling matrices stay float). OpenVINO keeps the ONNX
+    node name as the op's friendly name (Convolution gets a '/WithoutBiases' suffix) and the
+    ONNX output names as tensor names, which is how an OV op finds its ONNX node.
+    """
+    proto = onnx.load(str(onnx_path), load_external_data=False)
+    policy = policy or Policy()
+    nodes = classify(proto)
+    comp_of = {q.name: "search" if q.group in policy.float_groups else q.component for q in nodes}
+    keep_float = {q.name for q in nodes if not policy.selects(q)}
+    by_output = {o: n.name for n in proto.graph.node for o in n.output}
+    names, why = [], {}
+    for op in ov_model.get_ordered_ops():
+        if op.get_type_name() not in ("MatMul", "Convolution"):
+            continue
+        fname = op.get_friendly_name()
+        cands = [fname, fname.split("/")[0]] + [by_output.get(t, "") for t in op.output(0).get_names()]
+        onnx_name = next((c for c in cands if c in comp_of), None)
+        if onnx_name is None:
+            # an op OpenVINO made itself (e.g. a constant Multiply folded into a conv on the SCA
+            # path): its role is unknown, so it stays float
+            names.append(fname)
+            why[fname] = "unmapped"
+        elif onnx_name in keep_float:
+            names.append(fname)
+            why[fname] = comp_of[onnx_name]
+    return names, why
+
+
+def widen_head_scales(ov_model: Any) -> int:
+    """Broadcast per-head (1, H, 1, 1) multiplier constants to (1, H, 1, head_dim); same values.
+
+    Works around an OpenVINO 2026.4 CPU compile failure on INT8 models: with a trained per-head
+    attention scale (a (1, H, 1, 1) Multiply before the rotary embedding), the CPU plugin's
+    low-precision passes reshape it into a (1, H, H, L, hd) tensor and compilation fails
+    ("Requested output shape ... is incompatible"). Random-init models, whose head scales are
+    all equal and fold to a scalar, do not show it. Returns the number of constants widened.
+    """
+    n = 0
+    for op in ov_model.get_ordered_ops():
+        if op.get_type_name() != "Multiply":
+            continue
+        out = list(op.get_output_partial_shape(0).to_shape()) if op.get_output_partial_shape(0).is_static else []
+        for i in range(2):
+            src = op.input(i).get_source_output().get_node()
+            if src.get_type_name() != "Constant" or len(out) != 4:
+                continue
+            shp = list(src.get_output_shape(0))
+            if len(shp) == 4 and shp[0] == 1 and shp[1] > 1 and shp[2:] == [1, 1] and out[3] > 1:
+                wide = np.broadcast_to(src.get_data(), (1, shp[1], 1, out[3])).copy()
+                op.input(i).replace_source_output(ops.constant(wide).output(0))
+                n += 1
+    return n
+
+
+def nncf_quantize(ov_model: Any, onnx_path: Path, tiles: np.ndarray, batch: int,
+                  preset: str = "performance", policy: Policy | None = None) -> tuple[Any, dict[str, Any]]:
+    """INT8 activations + weights with NNCF (see the module docstring); returns (model, recipe)."""
+    policy = policy or Policy()
+    names, why = ignored_scope_names(onnx_path, ov_model, policy)
+    widened = widen_head_scales(ov_model)
+    n = tiles.shape[0] - tiles.shape[0] % batch
+    if n < batch:
+        raise InputError(f"need at least {batch} calibration tiles for a batch-{batch} engine")
+    items = [tiles[i:i + batch] for i in range(0, n, batch)]
+    overflow = not has_vnni()
+    # SmoothQuant off: it rescales activations and weights of float matmuls too (exact in theory,
+    # not in fp32 rounding), which flipped 1.4% of alignvar-tiny's tokens with no op in int8
+    adv = nncf.AdvancedQuantizationParameters(
+        overflow_fix=nncf.OverflowFix.ENABLE if overflow else nncf.OverflowFix.DISABLE,
+        smooth_quant_alphas=nncf.AdvancedSmoothQuantParameters(matmul=-1, convolution=-1))
+    scope = nncf.IgnoredScope(names=names, types=IGNORED_TYPES, validate=False)
+    with _quiet_nncf():
+        q = nncf.quantize(ov_model, nncf.Dataset(items), model_type=nncf.ModelType.TRANSFORMER,
+                          preset=nncf.QuantizationPreset(preset), subset_size=len(items),
+                          ignored_scope=scope, advanced_parameters=adv)
+    recipe = {"tool": "nncf.quantize", "model_type": "TRANSFORMER", "preset": preset,
+              "overflow_fix": "ENABLE" if overflow else "DISABLE",
+              "overflow_fix_reason": "CPU without VNNI/AMX" if overflow else "CPU has VNNI/AMX",
+              "subset_size": len(items), "ignored_types": IGNORED_TYPES, "smooth_quant": False,
+              "ignored_ops": len(names), "ignored_by_component": _count(why.values()),
+              "widened_head_scales": widened, "policy": policy.to_dict()}
+    return q, recipe
+
+
+@contextlib.contextmanager
+def _quiet_nncf() -> Iterator[None]:
+    """NNCF prints tables and progress bars on stdout; builds report their own summary."""
+    nncf.set_log_level(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        nncf.set_log_level(logging.INFO)
+
+
+def nncf_compress_weights(ov_model: Any) -> tuple[Any, dict[str, Any]]:
+    """INT8 weight-only compression (no calibration data); returns (model, recipe)."""
+    with _quiet_nncf():
+        q = nncf.compress_weights(ov_model, mode=nncf.CompressWeightsMode.INT8_ASYM)
+    return q, {"tool": "nncf.compress_weights", "mode": "INT8_ASYM", "weights_only": True}
+
+
+def _count(values: Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for v in values:
+        out[v] = out.get(v, 0) + 1
+    return dict(sorted(out.items()))

@@ -1,0 +1,86 @@
+"""`adopt`: an engine directory (manifest, golden outputs, build files) for a TensorRT engine built
+outside alignvar-edge (trtexec on the device), from the kit it was built from.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from alignvar_edge.errors import InputError, ParityError
+from alignvar_edge.manifest import Manifest, artifact_dir, sha256_file, write_manifest
+from alignvar_edge.export.parity import psnr, token_agreement
+from alignvar_edge.runtimes.artifacts import engine_manifest
+from alignvar_edge.recipes import recipe
+from alignvar_edge.runtimes.golden import GOLDEN_FILE, read_golden
+from alignvar_edge.runtimes.onnxruntime import ship_golden
+from alignvar_edge.runtimes.tensorrt import backend as T
+from alignvar_edge.runtimes.tensorrt.kit import LOG_FILE, f32_layers_of, write_build_files
+from alignvar_edge.runtimes.tensorrt.plan import ENGINE, ONNX, network_plan, trt_major, trtexec_command
+from alignvar_edge.runtimes.tensorrt.trtexec_log import parse_trtexec_log
+
+__all__ = ["adopt"]
+
+
+def adopt(engine_file: str | Path, like: str | Path, out: str | Path, log: str | Path | None = None,
+          precision: str | None = None, dla_core: int | None = None, force: bool = False) -> Path:
+    """An engine directory for an engine built outside alignvar-edge (trtexec on the device), from
+    the kit (or export, or engine dir) it was built from: engine + ONNX + golden + manifest.
+
+    TensorRT version and GPU: from `import tensorrt` and the CUDA device when TensorRT runs here,
+    else from the trtexec log. Precision and DLA core: given, else from the log's command line,
+    else the kit's. When TensorRT runs here the engine is checked against the golden outputs and
+    the figures go into the manifest's parity (a FAIL writes nothing)."""
+    engine_file, like, out = Path(engine_file), Path(like), Path(out)
+    if not engine_file.is_file():
+        raise InputError(f"no engine file at '{engine_file}'; pass the file trtexec wrote (--saveEngine)")
+    src, onnx_path = T._source(like)
+    parsed = parse_trtexec_log(Path(log).read_text(errors="replace")) if log else {}
+    usable, _ = T.BACKEND.is_available()
+    gpu = T.gpu_info(0) if usable else None
+    trt_version = T.BACKEND.version() if usable else parsed.get("tensorrt_version")
+    cc = (gpu or {}).get("compute_capability") or parsed.get("compute_capability")
+    gpu_name = (gpu or {}).get("name") or parsed.get("device")
+    if not trt_version or not cc:
+        raise InputError("adopt needs the TensorRT version and GPU the engine was built for: run it where "
+                         "`import tensorrt` works on that GPU, or pass --log with trtexec's full output")
+    kit_precision = src.precision or "fp32"
+    precision = precision or parsed.get("precision") or (src.extra.get("tensorrt_kit") or {}).get(
+        "precision") or kit_precision
+    if dla_core is None:
+        dla_core = parsed.get("dla_core")
+    plan = network_plan(trt_major(trt_version), precision, kit_precision, f32_layers_of(src))
+    with artifact_dir(out, force=force) as tmp:
+        shutil.copy2(engine_file, tmp / ENGINE)
+        shutil.copy2(onnx_path, tmp / ONNX)
+        if log:
+            shutil.copy2(log, tmp / LOG_FILE)
+        extra = {"tensorrt_version": trt_version, "compute_capability": cc, "gpu_name": gpu_name,
+                 "plan": plan, "device": "cuda:0", "dla_core": dla_core,
+                 "trtexec": parsed.get("command") or " ".join(trtexec_command(plan)),
+                 "adopted": {"engine": str(engine_file), "engine_sha256": sha256_file(engine_file),
+                             "log": str(log) if log else None,
+                             "versions_from": "this machine" if usable else "trtexec log"}}
+        m = engine_manifest(src, like, "tensorrt", precision, {"engine": ENGINE}, batch=T._batch(src),
+                            extra=extra)
+        m.extra["golden"] = ship_golden(src, like, tmp)
+        write_build_files(tmp, m, precision, kit_precision, None, 3)
+        if usable and m.extra["golden"]:
+            m.parity = _check_against_golden(tmp, m)
+        write_manifest(tmp, m)
+    return out
+
+
+def _check_against_golden(root: Path, manifest: Manifest) -> dict[str, Any]:
+    lr, gsr, gtok, meta = read_golden(root / GOLDEN_FILE)
+    with T.TensorRTEngine(root / ENGINE, manifest, "cuda:0", root) as engine:
+        sr, tok = engine.run(lr)
+    agree, p = token_agreement(gtok, tok), psnr(gsr, sr)
+    r = recipe("tensorrt", manifest.precision)
+    tok_min, psnr_min = r.tokens, r.psnr_db
+    if agree["overall"] < tok_min or p < psnr_min:
+        raise ParityError(f"the adopted engine gives {agree['overall']:.2%} of the golden tokens and "
+                          f"{p:.1f} dB (needs {tok_min:.0%} and {psnr_min} dB for {manifest['precision']}); "
+                          "rebuild it from this kit's model.onnx with the flags in README.md")
+    return {"tokens": agree, "psnr_db": round(p, 2), "reference": meta.get("reference", "PyTorch") + " (golden)",
+            "tiles": int(lr.shape[0]), "passed": True}
