@@ -95,3 +95,10 @@ def test_a_build_flag_the_pair_does_not_take_is_one_line(args, line, micro_expor
     assert main(["build", str(micro_export), *args, "--out", str(tmp_path / "e")]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"alignvar-edge build: error: {line}" and not (tmp_path / "e").exists()
+
+
+def test_the_architecture_doc_shows_the_table_the_code_holds():
+    from pathlib import Path
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "architecture.md").read_text()
+    shown = doc.split("<!-- recipe-table -->\n", 1)[1].split("<!-- /recipe-table -->", 1)[0]
+    assert shown == recipes.table_markdown()
