@@ -113,7 +113,7 @@ def calibration_for(src: str | os.PathLike[str], opts: QuantizeOptions,
                     log: Log = lambda _m: None) -> CalibrationSet:
     """The options checked, and the calibration set they name for the export at `src` (logged)."""
     opts.validate()
-    cs = calibration_set(opts.calib, model_config(load_verified(Path(src))["model"]), opts.tiles, opts.val_tiles,
+    cs = calibration_set(opts.calib, model_config(load_verified(Path(src)).config), opts.tiles, opts.val_tiles,
                          opts.seed)
     log(f"calibration set {cs.hash[:12]}: {len(cs.calibration)} tiles from {cs.recipe['calibration_images']} "
         f"image(s), {len(cs.validation)} validation tiles from {cs.recipe['validation_images']}"
