@@ -118,16 +118,16 @@ class _StagedSpecs:
         self.first = "prefix" if model.joint_prefix else "kv"    # the state step 0 takes
         self.specs: list[GraphSpec] = []
 
-    def start(self, lr: torch.Tensor) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor, torch.Tensor]:
+    def start(self, lr: torch.Tensor) -> tuple[Context, torch.Tensor, torch.Tensor]:
         graph = CondGraph(self.model)
         cond, guide, state = graph(lr)
         self.specs.append(GraphSpec("cond", graph, {"lr": lr}, ["cond", "guide", self.first]))
-        return (cond, guide), state, ModelStages(self.model).zero_latent(lr)
+        return Context(cond, guide), state, ModelStages(self.model).zero_latent(lr)
 
-    def step(self, k: int, f_hat: torch.Tensor, kv: torch.Tensor, ctx: tuple[torch.Tensor, torch.Tensor],
+    def step(self, k: int, f_hat: torch.Tensor, kv: torch.Tensor, ctx: Context,
              noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, None]:
         graph = StepGraph(self.model, k)
-        inputs = {"f_hat": f_hat, self.first if k == 0 else "kv": kv, "cond": ctx[0], "guide": ctx[1],
+        inputs = {"f_hat": f_hat, self.first if k == 0 else "kv": kv, "cond": ctx.cond_BD, "guide": ctx.guide_B1hw,
                   **({} if noise is None else {"noise": noise})}
         outputs = [f"tokens_{k}", "f_hat_out"] + ([] if graph.last else ["kv_out"])
         self.specs.append(GraphSpec(f"step_{k}", graph, inputs, outputs))

@@ -79,7 +79,9 @@ class StagedRunner:
         if lr.shape[0] != self.batch:
             raise InputError(f"these graphs were exported for batch {self.batch}, got {lr.shape[0]} tiles")
         self.last_timings = {}
-        sr, tokens, _ = rollout.run(self, lr, None if noise is None else np.ascontiguousarray(noise, dtype=np.float32))
+        if noise is not None:
+            noise = np.ascontiguousarray(noise, dtype=np.float32)
+        sr, tokens, _ = rollout.run(self, lr, noise)
         return sr, tokens
 
     # the rollout's stages (alignvar_edge.model.rollout), one session each
