@@ -31,7 +31,6 @@ from alignvar_edge.export import parity
 from alignvar_edge.export.inspect_artifact import format_inspection, inspect_artifact
 from alignvar_edge.export.lint import FORBIDDEN_OPS, lint_model
 from alignvar_edge.manifest import load_verified, read_manifest
-from alignvar_edge.export.random_model import random_model
 from alignvar_edge.export.staged import StagedRunner, make_session
 from alignvar_edge.model import AlignVARConfig
 from alignvar_edge.quantize.calibration.tiles import lr_tiles, tiles_hash

@@ -17,6 +17,7 @@ from alignvar_edge.model.checkpoint import save_pretrained
 from alignvar_edge.model.hcc import hcc_loss, split_scales
 from alignvar_edge.model.info import meta_model
 from alignvar_edge.model.resample import resize_matrix
+from alignvar_edge.model.rollout import PER_LAYER, STACKED, KVLayout
 from alignvar_edge.model.rope import apply_rope, apply_rope_complex, rope_tables, scale_positions
 from alignvar_edge.model.sca import SCAGuidance, affinity, sca_bias
 from alignvar_edge.model.upstream import import_varsr
@@ -89,15 +90,19 @@ def test_sca_moves_attention_to_structurally_similar_tokens() -> None:
     assert moved[flat].sum() < base[flat].sum()
 
 
+@pytest.mark.parametrize("layout", [STACKED, PER_LAYER], ids=lambda layout: layout.name)
 @pytest.mark.parametrize("sca_options", [{}, {"sca_exclude_radius": 1, "sca_gate": 2.0, "sca_alpha_param": "softplus"}])
 @pytest.mark.parametrize("cfg", [0.0, 1.5])
-def test_kv_cache_equals_teacher_forcing(cfg: float, sca_options: dict) -> None:
+def test_kv_cache_equals_teacher_forcing(cfg: float, sca_options: dict, layout: KVLayout) -> None:
+    """Every KV-cache layout of the rollout against the cache-free teacher-forced pass: the same
+    guided logits, greedy tokens, and the image the VQ-VAE decodes from those tokens."""
     model = micro_model(cfg=cfg, sca_alpha_init=1.0, **sca_options)
     lr = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
-        _, tokens, cached = model.rollout(lr)
+        sr, tokens, cached = model.rollout(lr, layout=layout)
         pos = model.forward_teacher(lr, tokens, torch.full((2,), POSITIVE))
         neg = model.forward_teacher(lr, tokens, torch.full((2,), NEGATIVE))
+        want_sr = model.decode(model.vae.quantize.idx_to_fhat(tokens)[-1], lr)
     c = model.config
     for k, (p_log, n_log, got) in enumerate(zip(split_scales(pos, c.patch_nums),
                                                 split_scales(neg, c.patch_nums), cached)):
@@ -105,6 +110,7 @@ def test_kv_cache_equals_teacher_forcing(cfg: float, sca_options: dict) -> None:
         want = (1 + t) * p_log - t * n_log if cfg > 0 else p_log
         assert (want - got).abs().max().item() < 1e-5, k
         assert torch.equal(want.argmax(-1), tokens[k])
+    assert torch.equal(sr, want_sr)
 
 
 def test_hcc_zero_on_one_hot_truth_and_gradient_reaches_transformer() -> None:

@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 
 from alignvar_edge.cli import main as cli
 from alignvar_edge.model import AlignVAR
+from alignvar_edge.model.rollout import PER_LAYER, STACKED, KVLayout
 from alignvar_edge.model.torch_files import Skipped, read_torch_file
 from alignvar_edge.model.vqvae import PhiPartiallyShared
 
@@ -106,9 +107,12 @@ def test_condition_image_is_pillows_resize(varsr: AlignVAR, ref: dict[str, torch
     assert np.array_equal(ours, pil)
 
 
+@pytest.mark.parametrize("layout", [STACKED, PER_LAYER], ids=lambda layout: layout.name)
 @torch.no_grad()
-def test_varsr_tokens_and_image_equal_upstream_refiner_off(varsr: AlignVAR, ref: dict[str, torch.Tensor]) -> None:
-    sr, tokens, _ = varsr.rollout(ref["lr"])
+def test_varsr_tokens_and_image_equal_upstream_refiner_off(varsr: AlignVAR, ref: dict[str, torch.Tensor],
+                                                           layout: KVLayout) -> None:
+    """With each KV-cache layout of the rollout (stacked: eager and ONNX; per-layer: Core ML)."""
+    sr, tokens, _ = varsr.rollout(ref["lr"], layout=layout)
     for k, t in enumerate(tokens):
         assert torch.equal(t, ref[f"tokens_{k}"]), f"scale {k}: {(t == ref[f'tokens_{k}']).float().mean():.2%}"
     assert psnr(sr, ref["sr_plain"].float()) >= 45.0

@@ -8,13 +8,17 @@ per-session timings). FLOPs are matmul + conv, counted on a meta-device model (n
 """
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from alignvar_edge.export.staged import StagedRunner
+
+from alignvar_edge.model.rollout import ModelStages, run
 
 __all__ = ["stage_profile", "staged_ort_times", "torch_stage_times"]
 
@@ -27,22 +31,17 @@ def _median_ms(samples: list[dict[str, float]]) -> dict[str, float]:
 def torch_stage_times(model: Any, lr: np.ndarray, runs: int = 3, warmup: bool = True) -> dict[str, float]:
     """Median ms per stage of PyTorch eager on `lr` (one warm-up rollout first unless warmup=False)."""
     x = torch.from_numpy(np.ascontiguousarray(lr, np.float32))
-    c = model.config
 
     def once() -> dict[str, float]:
         t: dict[str, float] = {}
-        t0 = time.perf_counter()
-        ctx = model.prepare(x)
-        kv = model.prefix_kv(ctx)
-        t["conditioning"] = time.perf_counter() - t0
-        f_hat = x.new_zeros(x.shape[0], c.vq_cvae, c.latent_size, c.latent_size)
-        for k in range(c.num_scales):
+
+        @contextlib.contextmanager
+        def timed(stage: str) -> Iterator[None]:
             t0 = time.perf_counter()
-            _, f_hat, kv, _ = model.step(k, f_hat, kv, ctx)
-            t[f"scale_{k}"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        model.decode(f_hat, x)
-        t["decoder"] = time.perf_counter() - t0
+            yield
+            t[stage] = time.perf_counter() - t0
+
+        run(ModelStages(model), x, around=timed)
         return t
 
     if warmup:

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from alignvar_edge.model.alignvar import AlignVAR, Context
+from alignvar_edge.model.alignvar import AlignVAR
+from alignvar_edge.model.rollout import Context, ModelStages, run
 
 
 @dataclass
@@ -37,16 +38,16 @@ class GraphSpec:
 
 
 class CondGraph(nn.Module):
-    """LR -> AdaLN condition, SCA guidance and the prefix KV cache."""
+    """LR -> AdaLN condition, SCA guidance and the rollout's state before scale 0 (the prefix KV
+    cache; VARSR's layout: the prefix tokens)."""
 
     def __init__(self, model: AlignVAR):
         super().__init__()
         self.model = model
 
     def forward(self, lr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        ctx = self.model.prepare(lr)
-        kv = self.model.prefix_kv(ctx)
-        return ctx.cond_BD, ctx.guide_B1hw, ctx.prefix_BLC if kv is None else kv
+        ctx, state, _ = ModelStages(self.model).start(lr)
+        return ctx.cond_BD, ctx.guide_B1hw, state
 
 
 class StepGraph(nn.Module):
@@ -60,11 +61,7 @@ class StepGraph(nn.Module):
 
     def forward(self, f_hat: torch.Tensor, kv: torch.Tensor, cond: torch.Tensor,
                 guide: torch.Tensor, noise: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
-        if self.k == 0 and self.model.joint_prefix:      # `kv` holds the prefix tokens here
-            ctx, past = Context(cond, guide, kv), None
-        else:   # the prefix is already in the cache: step() never reads its tokens
-            ctx, past = Context(cond, guide, cond.new_zeros(0)), kv
-        idx, f_hat, kv, _ = self.model.step(self.k, f_hat, past, ctx, noise)
+        idx, f_hat, kv, _ = ModelStages(self.model).step(self.k, f_hat, kv, Context(cond, guide), noise)
         return (idx, f_hat) if self.last else (idx, f_hat, kv)
 
 
@@ -111,28 +108,43 @@ def single_spec(model: AlignVAR, batch: int, refine: bool = True) -> list[GraphS
     return [GraphSpec("model", model, inputs, ["sr", *token_names(model)])]
 
 
+class _StagedSpecs:
+    """The staged graphs as the rollout's stages: each stage runs its graph's module on the inputs
+    the rollout gives it and records them as the graph's example inputs."""
+
+    def __init__(self, model: AlignVAR):
+        self.model = model
+        self.num_scales = model.config.num_scales
+        self.first = "prefix" if model.joint_prefix else "kv"    # the state step 0 takes
+        self.specs: list[GraphSpec] = []
+
+    def start(self, lr: torch.Tensor) -> tuple[Context, torch.Tensor, torch.Tensor]:
+        graph = CondGraph(self.model)
+        cond, guide, state = graph(lr)
+        self.specs.append(GraphSpec("cond", graph, {"lr": lr}, ["cond", "guide", self.first]))
+        return Context(cond, guide), state, ModelStages(self.model).zero_latent(lr)
+
+    def step(self, k: int, f_hat: torch.Tensor, kv: torch.Tensor, ctx: Context,
+             noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, None]:
+        graph = StepGraph(self.model, k)
+        inputs = {"f_hat": f_hat, self.first if k == 0 else "kv": kv, "cond": ctx.cond_BD, "guide": ctx.guide_B1hw,
+                  **({} if noise is None else {"noise": noise})}
+        outputs = [f"tokens_{k}", "f_hat_out"] + ([] if graph.last else ["kv_out"])
+        self.specs.append(GraphSpec(f"step_{k}", graph, inputs, outputs))
+        out = graph(*inputs.values())
+        return out[0], out[1], None if graph.last else out[2], None
+
+    def finish(self, f_hat: torch.Tensor, lr: torch.Tensor) -> None:
+        self.specs.append(GraphSpec("decode", DecodeGraph(self.model), {"f_hat": f_hat, "lr": lr}, ["sr"]))
+
+
 @torch.no_grad()
 def staged_specs(model: AlignVAR, batch: int, refine: bool = True) -> list[GraphSpec]:
     """cond, step_0..step_{K-1}, decode, with example inputs from a real rollout of a random tile."""
-    c = model.config
-    lr = example_lr(model, batch)
-    cond_mod = CondGraph(model)
-    cond, guide, kv = cond_mod(lr)
-    first = "prefix" if model.joint_prefix else "kv"
-    specs = [GraphSpec("cond", cond_mod, {"lr": lr}, ["cond", "guide", first])]
-    f_hat = lr.new_zeros(batch, c.vq_cvae, c.latent_size, c.latent_size)
-    for k in range(c.num_scales):
-        step = StepGraph(model, k)
-        outs = [f"tokens_{k}", "f_hat_out"] + ([] if step.last else ["kv_out"])
-        noise = _noise_input(model, batch, refine) if step.last else {}
-        specs.append(GraphSpec(f"step_{k}", step, {"f_hat": f_hat, first if k == 0 else "kv": kv,
-                                                   "cond": cond, "guide": guide, **noise}, outs))
-        res = step(f_hat, kv, cond, guide, *noise.values())
-        f_hat = res[1]
-        if not step.last:
-            kv = res[2]
-    specs.append(GraphSpec("decode", DecodeGraph(model), {"f_hat": f_hat, "lr": lr}, ["sr"]))
-    return specs
+    stages = _StagedSpecs(model)
+    noise = _noise_input(model, batch, refine).get("noise")
+    run(stages, example_lr(model, batch), noise)
+    return stages.specs
 
 
 def specs_for(model: AlignVAR, graph: str, batch: int, refine: bool = True) -> list[GraphSpec]:

@@ -2,6 +2,8 @@
 
     cond(lr) -> cond, guide, kv;  step_k(f_hat, kv, cond, guide) -> tokens_k, f_hat, kv;  decode(f_hat, lr)
 
+driven by the model's own rollout loop (alignvar_edge.model.rollout.run), whose stages are the sessions.
+
 Each session is fed only the inputs it declares (an exporter may drop an input a graph does not
 read, e.g. `lr` of decode when the VQ-VAE does not add bicubic(LR) back).
 """
@@ -16,6 +18,7 @@ import numpy as np
 
 from alignvar_edge.errors import ArtifactError, InputError
 from alignvar_edge.manifest import load_verified
+from alignvar_edge.model import rollout
 from alignvar_edge.onnx_session import open_session
 
 __all__ = ["StagedRunner", "make_session"]
@@ -66,17 +69,26 @@ class StagedRunner:
         if lr.shape[0] != self.batch:
             raise InputError(f"these graphs were exported for batch {self.batch}, got {lr.shape[0]} tiles")
         self.last_timings = {}
-        extra = {} if noise is None else {"noise": np.ascontiguousarray(noise, dtype=np.float32)}
-        cond, guide, kv = self._run("cond", {"lr": lr})
-        f_hat = np.zeros(self.f_hat_shape, np.float32)
-        tokens = []
-        for k in range(self.num_scales):
-            # step_0 of VARSR's layout names its first state input `prefix`; both are cond's 3rd output
-            out = self._run(f"step_{k}", {"f_hat": f_hat, "kv": kv, "prefix": kv, "cond": cond,
-                                          "guide": guide, **extra})
-            tokens.append(out[0])
-            f_hat = out[1]
-            if len(out) > 2:
-                kv = out[2]
-        (sr,) = self._run("decode", {"f_hat": f_hat, "lr": lr})
+        if noise is not None:
+            noise = np.ascontiguousarray(noise, dtype=np.float32)
+        sr, tokens, _ = rollout.run(self, lr, noise)
         return sr, tokens
+
+    # the rollout's stages (alignvar_edge.model.rollout), one session each
+    def start(self, lr: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray, np.ndarray]:
+        cond, guide, state = self._run("cond", {"lr": lr})
+        return (cond, guide), state, np.zeros(self.f_hat_shape, np.float32)
+
+    def step(self, k: int, f_hat: np.ndarray, state: np.ndarray, ctx: tuple[np.ndarray, np.ndarray],
+             noise: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, None]:
+        cond, guide = ctx
+        # step_0 of VARSR's layout names its state input `prefix`; both are cond's third output
+        feeds = {"f_hat": f_hat, "kv": state, "prefix": state, "cond": cond, "guide": guide}
+        if noise is not None:
+            feeds["noise"] = noise
+        out = self._run(f"step_{k}", feeds)
+        return out[0], out[1], out[2] if len(out) > 2 else None, None
+
+    def finish(self, f_hat: np.ndarray, lr: np.ndarray) -> np.ndarray:
+        (sr,) = self._run("decode", {"f_hat": f_hat, "lr": lr})
+        return sr

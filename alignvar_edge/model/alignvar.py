@@ -5,18 +5,16 @@ Token sequence (length L = prefix + sum p_k^2), by the config's `prefix` layout:
              the prefix attends to itself; scale k to the prefix and scales <= k (block-causal)
     varsr:   [P*P LR tokens | scale 0 (sos) | scale 1 | ...]   (VARSR's layout)
              LR tokens and sos form one bidirectional block, run by step 0; then block-causal
-Inference is split into the pieces the staged export uses and the single export unrolls:
-    ctx = prepare(lr) -> kv = prefix_kv(ctx) -> step(k, ...) for k < K -> decode(f_hat, lr)
+Inference runs the rollout of model/rollout.py (condition, one step per scale with an explicit KV
+cache, decode): the pieces here are what its steps are made of.
 With VARSR's refiner, the last step also takes the sampler's noise (see model/refiner.py).
 """
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from alignvar_edge.errors import InputError
@@ -26,6 +24,7 @@ from alignvar_edge.model.color_fix import adain_color_fix
 from alignvar_edge.model.conditioning import ControlNetEmbedding
 from alignvar_edge.model.config import AlignVARConfig
 from alignvar_edge.model.refiner import DiffusionRefiner
+from alignvar_edge.model.rollout import STACKED, Context, FreeRunning, KVLayout, ModelStages, run
 from alignvar_edge.model.rope import rope_tables, scale_positions, varsr_positions, varsr_rope_tables
 from alignvar_edge.model.sca import SCAGuidance, affinity
 from alignvar_edge.model.transformer import (MASK_VALUE, AdaLNBeforeHead, AdaLNSelfAttn, LREmbed,
@@ -33,15 +32,6 @@ from alignvar_edge.model.transformer import (MASK_VALUE, AdaLNBeforeHead, AdaLNS
 from alignvar_edge.model.vqvae import VQVAE
 
 POSITIVE, NEGATIVE = 0, 1     # quality embedding rows: high-quality target / low-quality target
-
-
-@dataclass
-class Context:
-    """Per-tile tensors shared by every scale step (all are graph tensors, no Python state)."""
-
-    cond_BD: torch.Tensor      # (B2, C) AdaLN condition; B2 = 2B with CFG (positive, negative)
-    guide_B1hw: torch.Tensor   # (B, 1, h, w) SCA structural guidance (LR Laplacian)
-    prefix_BLC: torch.Tensor   # (B2, prefix_len, C)
 
 
 class AlignVAR(nn.Module):
@@ -200,9 +190,10 @@ class AlignVAR(nn.Module):
         return self.logits(x[:, c.prefix_len:], cond)
 
     # ------------------------------------------------------------------------------------------
-    # inference: explicit KV cache, one step per scale
+    # inference: the pieces of the rollout's stages (model/rollout.py)
     # ------------------------------------------------------------------------------------------
-    def prepare(self, lr_B3hw: torch.Tensor) -> Context:
+    def prepare(self, lr_B3hw: torch.Tensor) -> tuple[Context, torch.Tensor]:
+        """The per-tile context and the prefix tokens (B2, prefix_len, C), with CFG's negative rows."""
         B = lr_B3hw.shape[0]
         q = torch.full((B,), POSITIVE, dtype=torch.long, device=lr_B3hw.device)
         if self.use_cfg:
@@ -211,91 +202,16 @@ class AlignVAR(nn.Module):
         else:
             lr2 = lr_B3hw
         cond, prefix = self.condition(lr2, q)
-        return Context(cond, self.guide(lr_B3hw), prefix)
+        return Context(cond, self.guide(lr_B3hw)), prefix
 
     def guide(self, lr_B3hw: torch.Tensor) -> torch.Tensor:
         """SCA's structural guidance (B, 1, h, w); without SCA a placeholder the steps ignore."""
         return self.sca_guidance.guidance(lr_B3hw) if self.sca_guidance is not None else lr_B3hw[:, :1]
 
-    def prefix_kv(self, ctx: Context) -> torch.Tensor | None:
-        """Run the prefix through every block; returns the KV cache (depth, 2, B2, H, prefix, hd).
-
-        None in VARSR's layout: there the prefix and sos form one block that step 0 runs.
-        """
-        if self.joint_prefix:
-            return None
-        p0 = self.config.prefix_len
-        x = ctx.prefix_BLC
-        zeros = x.new_zeros(1, 1, p0, p0)
-        cos, sin = self.rope(0, p0)
-        kvs = []
-        for blk in self.blocks:
-            x, k, v = blk(x, ctx.cond_BD, cos, sin, zeros, None)
-            kvs.append(torch.stack([k, v]))
-        return torch.stack(kvs)
-
-    def step(self, k: int, f_hat_BCPP: torch.Tensor, kv: torch.Tensor | None, ctx: Context,
-             noise_SNC: torch.Tensor | None = None
-             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Scale k: predict its tokens (greedy, with CFG), add them to f_hat, extend the cache.
-
-        At the last scale of a model with VARSR's refiner, `noise_SNC` (steps, B*P*P, Cvae) turns
-        refinement on (None: tokens only). Returns (idx (B, p_k^2) int64, f_hat, kv,
-        guided logits (B, p_k^2, V)).
-        """
-        c = self.config
-        p = c.patch_nums[k]
-        B = f_hat_BCPP.shape[0]
-        x, logits, new_kv = self._run_scale(k, f_hat_BCPP, kv, ctx, self.use_cfg)
-        t = c.cfg * k / (c.num_scales - 1)
-        if self.use_cfg:
-            logits = (1 + t) * logits[:B] - t * logits[B:]
-        idx = torch.argmax(logits, dim=-1)
-        q = self.vae.quantize
-        h = q.idx_to_h(idx, p)
-        f_hat_BCPP = f_hat_BCPP + q.embed_scale(h, k)
-        if noise_SNC is not None and k == c.num_scales - 1 and self.diffloss is not None:
-            f_hat_BCPP = f_hat_BCPP + self.refine(x, idx, noise_SNC, t)
-        return idx, f_hat_BCPP, new_kv, logits
-
-    def _run_scale(self, k: int, f_hat_BCPP: torch.Tensor, kv: torch.Tensor | None, ctx: Context,
-                   cfg_pair: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Scale k's pass through every block on the input area(f_hat, p_k) (sos at k = 0).
-
-        `cfg_pair`: ctx holds (positive, negative) rows and f_hat only the B positive ones.
-        Returns the last block's hidden states (B', p_k^2, C), unguided logits and the extended cache.
-        """
-        c = self.config
-        p = c.patch_nums[k]
-        b, e = self.begin_ends[k]
-        tokens = None
-        if k > 0:
-            tokens = self.vae.quantize.resample.area(f_hat_BCPP, p).flatten(2).transpose(1, 2)
-            if cfg_pair:
-                tokens = torch.cat([tokens, tokens])
-        x = self.scale_input(k, tokens, ctx.cond_BD)
-        if k == 0 and self.joint_prefix:            # VARSR: the LR tokens and sos, one block
-            x = torch.cat([ctx.prefix_BLC, x], dim=1)
-            b = 0
-        sca_S = None
-        d = self.descriptors(ctx.guide_B1hw, k)
-        if d is not None:
-            s_own = affinity(d, d)                                           # B, l, l
-            keep = self.sca_reach[b:e, b:e] if c.sca_exclude_radius >= 0 else None
-            if keep is not None:
-                s_own = s_own * keep
-            if cfg_pair:
-                s_own = torch.cat([s_own, s_own])
-            sca_S = torch.cat([s_own.new_zeros(s_own.shape[0], p * p, b), s_own], dim=2)
-        bias = x.new_zeros(1, 1, e - b, e)
-        cos, sin = self.rope(b, e)
-        new_kv = []
-        for i, blk in enumerate(self.blocks):
-            past_k, past_v = (None, None) if kv is None else (kv[i, 0], kv[i, 1])
-            x, kk, vv = blk(x, ctx.cond_BD, cos, sin, bias, sca_S, past_k, past_v)
-            new_kv.append(torch.stack([kk, vv]))
-        x = x[:, -p * p:]
-        return x, self.logits(x, ctx.cond_BD), torch.stack(new_kv)
+    def coarse_tokens(self, f_hat_BCPP: torch.Tensor, k: int) -> torch.Tensor:
+        """Scale k's input tokens (B, p_k^2, Cvae): f_hat so far, area-downsampled to p_k x p_k."""
+        p = self.config.patch_nums[k]
+        return self.vae.quantize.resample.area(f_hat_BCPP, p).flatten(2).transpose(1, 2)
 
     # ------------------------------------------------------------------------------------------
     # training: free-running rollout (HCC on the latent the model itself builds)
@@ -310,22 +226,8 @@ class AlignVAR(nn.Module):
         Returns per-scale logits (B, p_k^2, V), the choices, and the inputs (B, p_k^2, Cvae), None
         at k = 0. No CFG pairing: the quality labels are the caller's.
         """
-        c = self.config
-        q = self.vae.quantize
-        cond, prefix = self.condition(lr_B3hw, quality_B)
-        ctx = Context(cond, self.guide(lr_B3hw), prefix)
-        kv = self.prefix_kv(ctx)
-        B = lr_B3hw.shape[0]
-        f_hat = lr_B3hw.new_zeros(B, c.vq_cvae, c.latent_size, c.latent_size)
-        logits_list, choices, inputs = [], [], []
-        for k, p in enumerate(c.patch_nums):
-            inputs.append(q.resample.area(f_hat, p).flatten(2).transpose(1, 2) if k > 0 else None)
-            _, logits, kv = self._run_scale(k, f_hat, kv, ctx, cfg_pair=False)
-            probs = choose(k, logits)
-            f_hat = f_hat + q.embed_scale(q.soft_to_h(probs, p), k)
-            logits_list.append(logits)
-            choices.append(probs)
-        return logits_list, choices, inputs
+        _, choices, extras = run(FreeRunning(self, quality_B, choose), lr_B3hw)
+        return [lg for lg, _ in extras], choices, [x for _, x in extras]
 
     def refine(self, h_BlC: torch.Tensor, idx_Bl: torch.Tensor, noise_SNC: torch.Tensor, t: float) -> torch.Tensor:
         """VARSR's continuous residual (B, Cvae, P, P) for the last scale's hidden states and tokens."""
@@ -345,20 +247,12 @@ class AlignVAR(nn.Module):
     def decode(self, f_hat_BCPP: torch.Tensor, lr_B3hw: torch.Tensor) -> torch.Tensor:
         return self.vae.decode(f_hat_BCPP, lr_B3hw)
 
-    def rollout(self, lr_B3hw: torch.Tensor, noise_SNC: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
-        """The whole coarse-to-fine generation: SR image, per-scale tokens, per-scale logits."""
-        c = self.config
-        ctx = self.prepare(lr_B3hw)
-        kv = self.prefix_kv(ctx)
-        B = lr_B3hw.shape[0]
-        f_hat = lr_B3hw.new_zeros(B, c.vq_cvae, c.latent_size, c.latent_size)
-        tokens, logits = [], []
-        for k in range(c.num_scales):
-            idx, f_hat, kv, lg = self.step(k, f_hat, kv, ctx, noise_SNC)
-            tokens.append(idx)
-            logits.append(lg)
-        return self.decode(f_hat, lr_B3hw), tokens, logits
+    def rollout(self, lr_B3hw: torch.Tensor, noise_SNC: torch.Tensor | None = None,
+                layout: KVLayout = STACKED) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+        """The whole coarse-to-fine generation: SR image, per-scale tokens, per-scale guided logits.
+
+        `layout`: how the KV cache is held between scales (the numbers do not depend on it)."""
+        return run(ModelStages(self, layout), lr_B3hw, noise_SNC)
 
     def forward(self, lr_B3hw: torch.Tensor, noise_SNC: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         """Export entry point: LR tile (and refiner noise) -> (SR tile, tokens_0, ..., tokens_{K-1})."""

@@ -1,6 +1,8 @@
 """Static facts about a model: schedule, sequence length, parameters and FLOPs per tile."""
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -8,6 +10,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from alignvar_edge.model.alignvar import AlignVAR
 from alignvar_edge.model.config import AlignVARConfig
+from alignvar_edge.model.rollout import ModelStages, run
 
 
 def meta_model(config: AlignVARConfig) -> AlignVAR:
@@ -26,19 +29,15 @@ def stage_flops(config: AlignVARConfig) -> dict[str, int]:
     c = config
     lr = torch.empty(1, 3, c.lr_size, c.lr_size, device="meta")
     out: dict[str, int] = {}
+
+    @contextlib.contextmanager
+    def counted(stage: str) -> Iterator[None]:
+        with FlopCounterMode(display=False) as fc:
+            yield
+        out[stage] = int(fc.get_total_flops())
+
     with torch.no_grad():
-        with FlopCounterMode(display=False) as fc:
-            ctx = meta.prepare(lr)
-            kv = meta.prefix_kv(ctx)
-        out["conditioning"] = int(fc.get_total_flops())
-        f_hat = lr.new_zeros(1, c.vq_cvae, c.latent_size, c.latent_size)
-        for k in range(c.num_scales):
-            with FlopCounterMode(display=False) as fc:
-                _, f_hat, kv, _ = meta.step(k, f_hat, kv, ctx)
-            out[f"scale_{k}"] = int(fc.get_total_flops())
-        with FlopCounterMode(display=False) as fc:
-            meta.decode(f_hat, lr)
-        out["decoder"] = int(fc.get_total_flops())
+        run(ModelStages(meta), lr, around=counted)
     return out
 
 

@@ -9,8 +9,9 @@ Weight compression (issue 5): `int8-weights` (`linear_quantize_weights`, symmetr
 and `paletteN` (k-means palettization to N bits, N in 2/4/6/8).
 
 Core ML rejects tensors of rank > 5. The model's KV cache is (depth, 2, B, H, L, hd), so the
-converted module is `CoreMLRollout` on a copy of the model: the same rollout with one rank-5
-cache per layer. A test checks that it gives exactly the model's tokens and image.
+converted module is `CoreMLRollout` on a copy of the model: the model's own rollout with the
+per-layer cache layout (model/rollout.py, `PER_LAYER`). A test checks that it gives exactly the
+model's tokens and image.
 
 coremltools' `reduce_transposes` pass fails on the 1x1 first scale (a matmul of (1,1,9) by its
 transpose); the pass is removed from the pipeline (a layout optimisation, not a correctness one).
@@ -63,70 +64,20 @@ def rollout_module(model: Any) -> Any:
     import torch
     from torch import nn
 
-    model = copy.deepcopy(model)
+    from alignvar_edge.model.rollout import PER_LAYER
 
     class CoreMLRollout(nn.Module):
-        """model.forward with the KV cache kept as one rank-5 (2, B, H, L, hd) tensor per layer."""
+        """model.forward with the KV cache held per layer: (keys, values) of rank 4 per block."""
 
         def __init__(self, m: Any):
             super().__init__()
             self.m = m
 
         def forward(self, lr: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            m, c = self.m, self.m.config
-            ctx = m.prepare(lr)
-            p0 = c.prefix_len
-            x = ctx.prefix_BLC
-            zeros = x.new_zeros(1, 1, p0, p0)
-            ks, vs = [], []
-            for blk in m.blocks:        # = prefix_kv
-                x, k, v = blk(x, ctx.cond_BD, m.rope_cos[:p0], m.rope_sin[:p0], zeros, None)
-                ks.append(k)
-                vs.append(v)
-            B = lr.shape[0]
-            f_hat = lr.new_zeros(B, c.vq_cvae, c.latent_size, c.latent_size)
-            tokens = []
-            for k in range(c.num_scales):
-                idx, f_hat, ks, vs = self.step(k, f_hat, ks, vs, ctx)
-                tokens.append(idx)
-            return (m.decode(f_hat, lr), *tokens)
+            sr, tokens, _ = self.m.rollout(lr, layout=PER_LAYER)
+            return (sr, *tokens)
 
-        def step(self, k: int, f_hat: torch.Tensor, ks: list[torch.Tensor], vs: list[torch.Tensor],
-                 ctx: Any) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
-            # mirrors AlignVAR.step line by line, with per-layer caches instead of one stacked tensor
-            from alignvar_edge.model.sca import affinity
-            m, c = self.m, self.m.config
-            p = c.patch_nums[k]
-            B = f_hat.shape[0]
-            b, e = m.begin_ends[k]
-            toks = None
-            if k > 0:
-                toks = m.vae.quantize.resample.area(f_hat, p).flatten(2).transpose(1, 2)
-                if m.use_cfg:
-                    toks = torch.cat([toks, toks])
-            x = m.scale_input(k, toks, ctx.cond_BD)
-            sca_S = None
-            d = m.descriptors(ctx.guide_B1hw, k)
-            if d is not None:
-                s_own = affinity(d, d)
-                if m.use_cfg:
-                    s_own = torch.cat([s_own, s_own])
-                sca_S = torch.cat([s_own.new_zeros(s_own.shape[0], p * p, b), s_own], dim=2)
-            bias = x.new_zeros(1, 1, p * p, e)
-            new_k, new_v = [], []
-            for i, blk in enumerate(m.blocks):
-                x, kk, vv = blk(x, ctx.cond_BD, m.rope_cos[b:e], m.rope_sin[b:e], bias, sca_S, ks[i], vs[i])
-                new_k.append(kk)
-                new_v.append(vv)
-            logits = m.logits(x, ctx.cond_BD)
-            if m.use_cfg:
-                t = c.cfg * k / (c.num_scales - 1)
-                logits = (1 + t) * logits[:B] - t * logits[B:]
-            idx = torch.argmax(logits, dim=-1)
-            q = m.vae.quantize
-            return idx, f_hat + q.embed_scale(q.idx_to_h(idx, p), k), new_k, new_v
-
-    return CoreMLRollout(model).eval()
+    return CoreMLRollout(copy.deepcopy(model)).eval()
 
 
 def _register_alias(ct: Any) -> None:
@@ -203,7 +154,7 @@ def convert(model: Any, precision: str = "fp16", compute_units: str = "CPU_AND_N
         raise InputError(f"deployment target must be one of {', '.join(TARGETS)}, got '{target}'")
     c = model.config
     if c.prefix != "quality" or c.has_refiner:
-        # the Core ML rollout mirrors the quality-prefix layout only (one rollout owner is planned)
+        # not converted and checked here yet: VARSR's joint prefix block, and the refiner's noise input
         raise ConfigError(f"Core ML conversion supports the AlignVAR layout only; '{c.name}' uses VARSR's "
                           "layout (prefix 'varsr' / refiner): build it for onnxruntime or openvino instead")
     module = rollout_module(model.float().eval())

@@ -1,0 +1,263 @@
+"""The rollout: next-scale prediction, coarse to fine, with an explicit KV cache. Written once here.
+
+    ctx, state, f_hat = stages.start(lr)          condition, SCA guidance, the prefix's cache; f_hat = 0
+    for k < K:
+        tokens_k, f_hat, state, extra = stages.step(k, f_hat, state, ctx, noise if k = K-1)
+    sr = stages.finish(f_hat, lr)
+
+`run` is that loop; a `Stages` says what each stage is. `ModelStages` runs the model in PyTorch:
+eager inference, the single ONNX graph (traced from it), each staged graph (one stage each) and the
+Core ML conversion all run it. `StagedRunner` (export/staged.py) runs the same stages as ONNX
+Runtime sessions, and `FreeRunning` is HCC's free-running rollout for training.
+
+`state` is the keys and values of every block for all tokens so far (in VARSR's layout, before
+scale 0: the LR tokens, which step 0 runs with sos as one block). How the PyTorch stages hold it
+is a strategy, a `KVLayout`:
+
+    STACKED    one tensor (depth, 2, B2, H, L, hd), L growing by p_k^2 at every scale: eager, ONNX
+    PER_LAYER  a (keys, values) pair of (B2, H, L, hd) per block: no tensor above rank 5 (Core ML)
+
+The layout changes where the tensors are kept, never the arithmetic: both give the same bits.
+Importing this module needs no torch, so the ONNX Runtime host driver shares the loop without it.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import torch
+
+    from alignvar_edge.model.alignvar import AlignVAR
+
+__all__ = ["PER_LAYER", "STACKED", "Context", "FreeRunning", "KVLayout", "ModelStages", "Stages", "run"]
+
+
+@dataclass
+class Context:
+    """Per-tile tensors every scale step reads (all are graph tensors, no Python state)."""
+
+    cond_BD: torch.Tensor      # (B2, C) AdaLN condition; B2 = 2B with CFG (positive, negative)
+    guide_B1hw: torch.Tensor   # (B, 1, h, w) SCA structural guidance (LR Laplacian)
+
+
+class Stages(Protocol):
+    """The three stages of one rollout implementation (the staged export's graphs)."""
+
+    num_scales: int
+
+    def start(self, lr: Any) -> tuple[Any, Any, Any]:
+        """LR tile(s) -> (context, state before scale 0, f_hat = 0)."""
+
+    def step(self, k: int, f_hat: Any, state: Any, ctx: Any, noise: Any = None) -> tuple[Any, Any, Any, Any]:
+        """Scale k -> (tokens_k, f_hat with scale k added, state for scale k+1, extra)."""
+
+    def finish(self, f_hat: Any, lr: Any) -> Any:
+        """The final f_hat -> SR tile(s)."""
+
+
+def run(stages: Stages, lr: Any, noise: Any = None,
+        around: Callable[[str], AbstractContextManager[Any]] | None = None) -> tuple[Any, list[Any], list[Any]]:
+    """The coarse-to-fine loop: (SR, [tokens_k], [extra_k]).
+
+    `noise` (VARSR's refiner) goes to the last scale's step only. `around(stage)` wraps each stage,
+    named 'conditioning', 'scale_k' and 'decoder' (e.g. to time it or count its FLOPs).
+    """
+    def stage(name: str) -> AbstractContextManager[Any]:
+        return around(name) if around is not None else contextlib.nullcontext()
+
+    with stage("conditioning"):
+        ctx, state, f_hat = stages.start(lr)
+    tokens, extras = [], []
+    last = stages.num_scales - 1
+    for k in range(stages.num_scales):
+        with stage(f"scale_{k}"):
+            idx, f_hat, state, extra = stages.step(k, f_hat, state, ctx, noise if k == last else None)
+        tokens.append(idx)
+        extras.append(extra)
+    with stage("decoder"):
+        sr = stages.finish(f_hat, lr)
+    return sr, tokens, extras
+
+
+# ----------------------------------------------------------------------------------------------
+# KV-cache layouts
+# ----------------------------------------------------------------------------------------------
+class KVLayout:
+    """How the rollout keeps every block's keys and values between scales."""
+
+    name = ""
+
+    def past(self, cache: Any, i: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Block i's cached (keys, values), each (B2, H, L, hd); (None, None) for an empty cache."""
+        raise NotImplementedError
+
+    def pack(self, kvs: list[tuple[torch.Tensor, torch.Tensor]]) -> Any:
+        """The cache holding every block's full (keys, values), block by block."""
+        raise NotImplementedError
+
+
+class StackedKV(KVLayout):
+    """One tensor (depth, 2, B2, H, L, hd): what a staged graph takes and returns as `kv`."""
+
+    name = "stacked"
+
+    def past(self, cache: Any, i: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        return (None, None) if cache is None else (cache[i, 0], cache[i, 1])
+
+    def pack(self, kvs: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        import torch
+        return torch.stack([torch.stack([k, v]) for k, v in kvs])
+
+
+class PerLayerKV(KVLayout):
+    """A (keys, values) pair per block, each (B2, H, L, hd): rank 4, for Core ML (rank <= 5)."""
+
+    name = "per-layer"
+
+    def past(self, cache: Any, i: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        return (None, None) if cache is None else cache[i]
+
+    def pack(self, kvs: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+        return tuple(kvs)
+
+
+STACKED, PER_LAYER = StackedKV(), PerLayerKV()
+
+
+# ----------------------------------------------------------------------------------------------
+# the model's stages (PyTorch)
+# ----------------------------------------------------------------------------------------------
+class ModelStages:
+    """AlignVAR's inference in PyTorch: greedy tokens with image CFG at every scale, VARSR's refiner
+    at the last one when its noise is given. Extras: the guided logits (B, p_k^2, V) of each scale."""
+
+    def __init__(self, model: AlignVAR, layout: KVLayout = STACKED):
+        self.model = model
+        self.layout = layout
+        self.num_scales = model.config.num_scales
+
+    def start(self, lr_B3hw: torch.Tensor) -> tuple[Context, Any, torch.Tensor]:
+        ctx, prefix_BLC = self.model.prepare(lr_B3hw)
+        return ctx, self.prefix_state(ctx, prefix_BLC), self.zero_latent(lr_B3hw)
+
+    def step(self, k: int, f_hat_BCPP: torch.Tensor, state: Any, ctx: Context,
+             noise_SNC: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, Any, torch.Tensor]:
+        """Scale k: its tokens (B, p_k^2) int64, f_hat + their embedding, the extended cache, logits.
+
+        At the last scale of a model with VARSR's refiner, `noise_SNC` (steps, B*P*P, Cvae) adds the
+        refined residual (None: tokens only).
+        """
+        import torch
+        m, c = self.model, self.model.config
+        B = f_hat_BCPP.shape[0]
+        h_BlC, logits, state = self.scale(k, f_hat_BCPP, state, ctx, m.use_cfg)
+        t = c.cfg * k / (c.num_scales - 1)
+        if m.use_cfg:
+            logits = (1 + t) * logits[:B] - t * logits[B:]
+        idx = torch.argmax(logits, dim=-1)
+        q = m.vae.quantize
+        f_hat_BCPP = f_hat_BCPP + q.embed_scale(q.idx_to_h(idx, c.patch_nums[k]), k)
+        if noise_SNC is not None and k == c.num_scales - 1 and m.diffloss is not None:
+            f_hat_BCPP = f_hat_BCPP + m.refine(h_BlC, idx, noise_SNC, t)
+        return idx, f_hat_BCPP, state, logits
+
+    def finish(self, f_hat_BCPP: torch.Tensor, lr_B3hw: torch.Tensor) -> torch.Tensor:
+        return self.model.decode(f_hat_BCPP, lr_B3hw)
+
+    # ------------------------------------------------------------------------------------------
+    def zero_latent(self, lr_B3hw: torch.Tensor) -> torch.Tensor:
+        c = self.model.config
+        return lr_B3hw.new_zeros(lr_B3hw.shape[0], c.vq_cvae, c.latent_size, c.latent_size)
+
+    def prefix_state(self, ctx: Context, prefix_BLC: torch.Tensor) -> Any:
+        """The state before scale 0: the prefix's keys and values in every block (it attends to
+        itself); in VARSR's layout the prefix tokens themselves, which step 0 runs."""
+        if self.model.joint_prefix:
+            return prefix_BLC
+        p0 = prefix_BLC.shape[1]
+        bias = prefix_BLC.new_zeros(1, 1, p0, p0)
+        _, cache = self.attend(prefix_BLC, ctx.cond_BD, 0, p0, bias, None, None)
+        return cache
+
+    def scale(self, k: int, f_hat_BCPP: torch.Tensor, state: Any, ctx: Context, paired: bool
+              ) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """Scale k's pass through every block on area(f_hat, p_k) (sos at k = 0), attending to the
+        cache. `paired`: ctx holds (positive, negative) rows and f_hat only the B positive ones.
+
+        Returns the last block's hidden states (B', p_k^2, C), unguided logits and the extended cache.
+        """
+        import torch
+
+        from alignvar_edge.model.sca import affinity
+        m, c = self.model, self.model.config
+        p = c.patch_nums[k]
+        b, e = m.begin_ends[k]
+        tokens = None
+        if k > 0:
+            tokens = m.coarse_tokens(f_hat_BCPP, k)
+            if paired:
+                tokens = torch.cat([tokens, tokens])
+        x = m.scale_input(k, tokens, ctx.cond_BD)
+        if k == 0 and m.joint_prefix:            # VARSR: the state is the LR tokens; they and sos are one block
+            x = torch.cat([state, x], dim=1)
+            b, state = 0, None
+        sca_S = None
+        d = m.descriptors(ctx.guide_B1hw, k)
+        if d is not None:
+            s_own = affinity(d, d)                                           # B, l, l
+            if c.sca_exclude_radius >= 0:
+                s_own = s_own * m.sca_reach[b:e, b:e]
+            if paired:
+                s_own = torch.cat([s_own, s_own])
+            sca_S = torch.cat([s_own.new_zeros(s_own.shape[0], p * p, b), s_own], dim=2)
+        x, state = self.attend(x, ctx.cond_BD, b, e, x.new_zeros(1, 1, e - b, e), sca_S, state)
+        x = x[:, -p * p:]
+        return x, m.logits(x, ctx.cond_BD), state
+
+    def attend(self, x_BlC: torch.Tensor, cond_BD: torch.Tensor, b: int, e: int, bias: torch.Tensor,
+               sca_S: torch.Tensor | None, cache: Any) -> tuple[torch.Tensor, Any]:
+        """Every block on x (sequence positions b..e), each attending to its cached keys and values
+        and to x's own; returns x and the cache extended by x's keys and values."""
+        cos, sin = self.model.rope(b, e)
+        kvs = []
+        for i, blk in enumerate(self.model.blocks):
+            past_k, past_v = self.layout.past(cache, i)
+            x_BlC, k, v = blk(x_BlC, cond_BD, cos, sin, bias, sca_S, past_k, past_v)
+            kvs.append((k, v))
+        return x_BlC, self.layout.pack(kvs)
+
+
+class FreeRunning(ModelStages):
+    """HCC's free-running rollout (training): the caller's quality labels (no CFG pairing), and
+    scale k's tokens are `choose(k, logits)` (B, p_k^2, V) distributions (e.g. Gumbel straight-
+    through one-hots) whose embedding is added to f_hat, so a deviation at scale j reaches every
+    later scale's input. Extras: (logits (B, p_k^2, V), the scale's input (B, p_k^2, Cvae) or None
+    at k = 0); `finish` returns f_hat (no image is decoded)."""
+
+    def __init__(self, model: AlignVAR, quality_B: torch.Tensor,
+                 choose: Callable[[int, torch.Tensor], torch.Tensor]):
+        super().__init__(model)
+        self.quality_B = quality_B
+        self.choose = choose
+
+    def start(self, lr_B3hw: torch.Tensor) -> tuple[Context, Any, torch.Tensor]:
+        cond, prefix_BLC = self.model.condition(lr_B3hw, self.quality_B)
+        ctx = Context(cond, self.model.guide(lr_B3hw))
+        return ctx, self.prefix_state(ctx, prefix_BLC), self.zero_latent(lr_B3hw)
+
+    def step(self, k: int, f_hat_BCPP: torch.Tensor, state: Any, ctx: Context,
+             noise_SNC: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, Any, Any]:
+        m = self.model
+        q = m.vae.quantize
+        inputs = m.coarse_tokens(f_hat_BCPP, k) if k > 0 else None
+        _, logits, state = self.scale(k, f_hat_BCPP, state, ctx, paired=False)
+        probs = self.choose(k, logits)
+        f_hat_BCPP = f_hat_BCPP + q.embed_scale(q.soft_to_h(probs, m.config.patch_nums[k]), k)
+        return probs, f_hat_BCPP, state, (logits, inputs)
+
+    def finish(self, f_hat_BCPP: torch.Tensor, lr_B3hw: torch.Tensor) -> torch.Tensor:
+        return f_hat_BCPP
