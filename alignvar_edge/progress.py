@@ -18,6 +18,7 @@ from tqdm import tqdm
 __all__ = ["bar", "stage"]
 
 TICK_S = 0.5
+START_AFTER_S = 2.0      # a log hears of a step once it has taken this long
 
 
 def bar(it: Iterable[Any] | None = None, **kw: Any) -> Any:
@@ -30,25 +31,29 @@ def bar(it: Iterable[Any] | None = None, **kw: Any) -> Any:
 @contextmanager
 def stage(label: str) -> Iterator[None]:
     """`with stage("building openvino int8"):` shows `building openvino int8: 00:41` while it runs,
-    then `building openvino int8: done in 76.2 s` (or `failed after ...`)."""
+    then `building openvino int8: done in 76.2 s`. In a log the start line appears only once the step
+    has run for START_AFTER_S. A failure adds nothing: the error's own line says it (one line)."""
     t0 = time.perf_counter()
-    clock = tqdm(total=None, desc=label, bar_format="{desc}: {elapsed}", file=sys.stderr, disable=None)
+    clock = tqdm(total=None, desc=label, bar_format="{desc}: {elapsed}", file=sys.stderr, disable=None,
+                 leave=False)
     stop = threading.Event()
-    ticker = threading.Thread(target=_tick, args=(clock, stop), daemon=True)
     if clock.disable:
-        print(f"{label} ...", file=sys.stderr, flush=True)
+        watcher = threading.Thread(target=_announce, args=(label, stop), daemon=True)
     else:
-        ticker.start()
-    outcome = "failed after"
+        watcher = threading.Thread(target=_tick, args=(clock, stop), daemon=True)
+    watcher.start()
     try:
         yield
-        outcome = "done in"
     finally:
         stop.set()
-        if ticker.is_alive():
-            ticker.join()
+        watcher.join()
         clock.close()
-        print(f"{label}: {outcome} {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+    print(f"{label}: done in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+
+
+def _announce(label: str, stop: threading.Event) -> None:
+    if not stop.wait(START_AFTER_S):
+        print(f"{label} ...", file=sys.stderr, flush=True)
 
 
 def _tick(clock: Any, stop: threading.Event) -> None:
