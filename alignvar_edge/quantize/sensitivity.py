@@ -262,9 +262,13 @@ def search(build: Callable[[frozenset[str]], onnx.ModelProto], groups: Sequence[
     guess = max(guess, 1)
     lo, hi = 0, len(ranking)                  # lo fails (the initial check); hi is assumed to pass
     results: dict[int, Fidelity] = {0: initial}
-    f = check(ranking[:guess], f"top {guess} groups float")
-    results[guess] = f
-    if f.meets(target):
+
+    def passes(k: int) -> bool:
+        """Check the top k groups in float, remembering the result."""
+        results[k] = check(ranking[:k], f"top {k} groups float")
+        return results[k].meets(target)
+
+    if passes(guess):
         hi = guess
     else:
         lo = guess
@@ -272,19 +276,15 @@ def search(build: Callable[[frozenset[str]], onnx.ModelProto], groups: Sequence[
         step = max(1, guess)
         while lo < len(ranking):
             k = min(len(ranking), lo + step)
-            f = check(ranking[:k], f"top {k} groups float")
-            results[k] = f
-            if f.meets(target):
+            if passes(k):
                 hi = k
                 break
             lo, step = k, step * 2
         else:
             return SearchResult(False, list(ranking), results[lo], initial, scores, steps)
-    while hi - lo > 1:
+    while hi - lo > 1:                        # bisect: the fewest groups that pass
         mid = (lo + hi) // 2
-        f = check(ranking[:mid], f"top {mid} groups float")
-        results[mid] = f
-        if f.meets(target):
+        if passes(mid):
             hi = mid
         else:
             lo = mid
