@@ -102,3 +102,12 @@ def test_the_architecture_doc_shows_the_table_the_code_holds():
     doc = (Path(__file__).resolve().parent.parent / "docs" / "architecture.md").read_text()
     shown = doc.split("<!-- recipe-table -->\n", 1)[1].split("<!-- /recipe-table -->", 1)[0]
     assert shown == recipes.table_markdown()
+
+
+def test_an_unknown_engine_option_is_refused_in_one_place_naming_the_known(micro_export):
+    from alignvar_edge import runtimes
+    with pytest.raises(InputError, match=r"unknown onnxruntime engine options \['batch'\]; known: "
+                                         r"inter_threads, optimization, spin, threads"):
+        runtimes.load(micro_export, backend="onnxruntime", batch=4)
+    for b in recipes.BACKENDS:
+        assert isinstance(get_backend(b).load_options, frozenset)

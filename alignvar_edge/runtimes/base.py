@@ -219,6 +219,8 @@ class Backend(abc.ABC):
     name: str = ""
     module: str = ""          # the Python package the backend imports (lazily)
     distribution: str = ""    # the pip distribution that reports its version
+    load_options: frozenset[str] = frozenset()   # keyword options `load` takes (threads=, batch=, ...)
+
     @property
     def default_precision(self) -> str:
         return default_precision(self.name)
@@ -271,9 +273,18 @@ class Backend(abc.ABC):
               force: bool = False, **opts: Any) -> Path:
         """Make an engine directory (with manifest.json) from an exported artifact."""
 
-    @abc.abstractmethod
     def load(self, engine_dir: Path, device: str | None = None, **opts: Any) -> Engine:
-        """Open an engine directory made by `build` (some backends also open ONNX exports)."""
+        """Open an engine directory made by `build` (some backends also open ONNX exports); an
+        option this backend does not take is one line naming the ones it does."""
+        unknown = set(opts) - self.load_options
+        if unknown:
+            raise InputError(f"unknown {self.name} engine options {sorted(unknown)}; known: "
+                             f"{', '.join(sorted(self.load_options)) or 'none'}")
+        return self.open(engine_dir, device, **opts)
+
+    @abc.abstractmethod
+    def open(self, engine_dir: Path, device: str | None = None, **opts: Any) -> Engine:
+        """`load` after its option check: the backend's own loading."""
 
 
 def _fmt_shape(shape: tuple[int, ...]) -> str:

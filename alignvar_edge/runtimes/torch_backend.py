@@ -73,6 +73,7 @@ class TorchBackend(Backend):
     name = "torch"
     module = "torch"
     distribution = "torch"
+    load_options = frozenset({"precision", "batch", "threads"})
 
     def devices(self) -> list[str]:
         devs = ["cpu"]
@@ -115,13 +116,11 @@ class TorchBackend(Backend):
             write_manifest(tmp, m)
         return out
 
-    def load(self, engine_dir: Path, device: str | None = None, **opts: Any) -> TorchEngine:
+    def open(self, engine_dir: Path, device: str | None = None, **opts: Any) -> TorchEngine:
         from alignvar_edge.model.alignvar import load_pretrained
         precision = opts.pop("precision", None)
         batch = int(opts.pop("batch", DEFAULT_BATCH))
         threads = opts.pop("threads", None)
-        if opts:
-            raise InputError(f"unknown torch engine options {sorted(opts)}; known: precision, batch, threads")
         if threads is not None and (not isinstance(threads, int) or threads < 1):
             raise InputError(f"torch threads must be an integer >= 1, got {threads!r}")
         if threads:

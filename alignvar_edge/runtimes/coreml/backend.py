@@ -379,13 +379,11 @@ class CoreMLBackend(Backend):
             write_manifest(tmp, m)
         return out
 
-    def load(self, engine_dir: Path, device: str | None = None, **opts: Any) -> CoreMLEngine:
+    def open(self, engine_dir: Path, device: str | None = None, **opts: Any) -> CoreMLEngine:
         m = load_verified(engine_dir)
         if m.backend != self.name:
             raise ArtifactError(f"'{engine_dir}' is not a Core ML engine ({m.backend}); "
                                 "build one with `alignvar-edge build CHECKPOINT --target coreml`")
-        if opts:
-            raise InputError(f"unknown coreml options {sorted(opts)}")
         units = (device or m.extra.get("compute_units", "CPU_AND_NE")).upper()
         return CoreMLEngine(listed_file(engine_dir, m, m.engine_file), m, units, Path(engine_dir))
 

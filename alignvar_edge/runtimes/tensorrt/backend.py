@@ -380,7 +380,7 @@ class TensorRTBackend(Backend):
             write_manifest(tmp, m)
         return out
 
-    def load(self, engine_dir: Path, device: str | None = None, **opts: Any) -> TensorRTEngine:
+    def open(self, engine_dir: Path, device: str | None = None, **opts: Any) -> TensorRTEngine:
         m = load_verified(engine_dir)
         if m.kind == "onnx":
             raise ArtifactError(f"'{engine_dir}' holds ONNX (a TensorRT build kit or an export), not a "
@@ -388,8 +388,6 @@ class TensorRTBackend(Backend):
                                 "`alignvar-edge build DIR --target tensorrt` on the device")
         if m.backend != self.name:
             raise ArtifactError(f"'{engine_dir}' is a {m.backend} engine; load it with that backend")
-        if opts:
-            raise InputError(f"unknown tensorrt options {sorted(opts)}")
         return TensorRTEngine(listed_file(engine_dir, m, m.engine_file), m,
                               device or m.extra.get("device", "cuda:0"), Path(engine_dir))
 
