@@ -438,13 +438,14 @@ def _no_incomplete_artifact(parent: Path, out: Path) -> None:
 def test_interrupted_export(tmp_path, sig):
     out = tmp_path / "X"
     proc = subprocess.Popen([sys.executable, "-m", "alignvar_edge.cli", "export", "--preset", "micro",
-                             "--out", str(out), "--tiles", "1"], env=ENV, stdout=subprocess.PIPE,
+                             "--out", str(out), "--tiles", "8"], env=ENV, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    # wait for the temporary sibling to appear (the export has really started), then a bit more
+    # signal soon after the temporary sibling appears (the export has really started): on an idle
+    # machine a micro export finishes about two seconds later, so a longer wait can miss it
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not list(tmp_path.glob(".X.tmp-*")) and proc.poll() is None:
-        time.sleep(0.2)
-    time.sleep(2.0)
+        time.sleep(0.05)
+    time.sleep(0.3)
     proc.send_signal(sig)
     try:
         _, err = proc.communicate(timeout=60)
