@@ -434,12 +434,18 @@ def _no_incomplete_artifact(parent: Path, out: Path) -> None:
         assert r.returncode != 0 and "Traceback" not in r.stderr
 
 
+def _default_sigint() -> None:
+    # a test run started in the background of a shell without job control inherits SIGINT ignored,
+    # and the CLI rightly leaves an ignored SIGINT alone: give the child the terminal's default
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM], ids=["SIGKILL", "SIGINT", "SIGTERM"])
 def test_interrupted_export(tmp_path, sig):
     out = tmp_path / "X"
     proc = subprocess.Popen([sys.executable, "-m", "alignvar_edge.cli", "export", "--preset", "micro",
                              "--out", str(out), "--tiles", "8"], env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
     # signal soon after the temporary sibling appears (the export has really started): on an idle
     # machine a micro export finishes about two seconds later, so a longer wait can miss it
     deadline = time.monotonic() + 60
