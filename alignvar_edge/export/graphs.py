@@ -85,14 +85,6 @@ def example_lr(model: AlignVAR, batch: int) -> torch.Tensor:
     return torch.rand(batch, 3, c.lr_size, c.lr_size, generator=torch.Generator().manual_seed(0))
 
 
-def kv_shape(model: AlignVAR, batch: int, k: int) -> tuple[int, ...]:
-    """Shape of the cache fed to step k (k = num_scales: the cache after the last scale)."""
-    c = model.config
-    b2 = 2 * batch if model.use_cfg else batch
-    length = c.prefix_len + sum(p * p for p in c.patch_nums[:k])
-    return (c.depth, 2, b2, c.heads, length, c.head_dim)
-
-
 def graph_noise(model: AlignVAR, batch: int, refine: bool = True) -> np.ndarray | None:
     """The refiner noise a graph takes (None: no refiner, or exported with refine=False)."""
     return model.config.refiner_noise(batch) if refine else None
