@@ -43,7 +43,7 @@ def model():
 
 
 # The default opset 18 is exported in test_export_bundled.py; here the two non-default opsets
-# ride on the two graph forms so that each costly export is done once.
+# ride on the two graph forms, and fused attention on opset 23, so that each costly export is done once.
 @pytest.fixture(scope="module")
 def single_dir(model, tmp_path_factory):
     return ox.export_onnx(model, tmp_path_factory.mktemp("single") / "art", graph="single", opset=20,
@@ -53,7 +53,7 @@ def single_dir(model, tmp_path_factory):
 @pytest.fixture(scope="module")
 def staged_dir(model, tmp_path_factory):
     return ox.export_onnx(model, tmp_path_factory.mktemp("staged") / "art", graph="staged", opset=23,
-                          batch=2, n_tiles=4)
+                          batch=2, n_tiles=4, attention="fused")
 
 
 @torch.no_grad()
@@ -256,6 +256,22 @@ def test_opsets_20_and_23(single_dir, staged_dir, which, opset):
     assert any(n.op_type == "GroupNormalization" for _, p in _all_graphs(art) for n in p.graph.node) == (opset > 20)
 
 
+def test_attention_forms(model, single_dir, staged_dir):
+    """Explicit: MatMul/Softmax/MatMul in a few nodes per call; fused: one ONNX Attention per call.
+    Both pass parity (the fixtures), and the staged fused graphs agree with the single explicit one
+    (test_staged_matches_pytorch_and_single)."""
+    depth, K = model.config.depth, model.config.num_scales
+    single, staged = load_verified(single_dir).extra["attention"], load_verified(staged_dir).extra["attention"]
+    assert single["form"] == "explicit" and staged["form"] == "fused"
+    assert single["calls"] == staged["calls"] >= depth * K        # a call per block and scale at least
+    # the attention before the lean form took 59 nodes per call (rotary pairs gathered and stacked)
+    assert single["nodes_per_call"] <= 30, single
+    assert staged["nodes_per_call"] < single["nodes_per_call"]
+    ops = lambda art: [n.op_type for _, p in _all_graphs(art) for n in p.graph.node]  # noqa: E731
+    assert "Attention" not in ops(single_dir)
+    assert 0 < ops(staged_dir).count("Attention") <= staged["calls"]     # the prefix pass needs none
+
+
 # ---------------------------------------------------------------------------------------------
 # CLI errors: one line, non-zero exit
 # ---------------------------------------------------------------------------------------------
@@ -264,6 +280,7 @@ def test_opsets_20_and_23(single_dir, staged_dir, which, opset):
     (["export", "{tmp}/no-checkpoint", "--out", "{tmp}/a"], "no checkpoint directory"),
     (["export", "--preset", "micro", "--out", "{tmp}/exists"], "already exists"),
     (["export", "--preset", "micro", "--out", "{tmp}/a", "--tiles", "0"], "must be >= 1"),
+    (["export", "--preset", "micro", "--out", "{tmp}/a", "--attention", "fused"], "needs --opset 23"),
     (["inspect", "{tmp}/exists"], "no manifest.json"),
     (["inspect", "{tmp}/missing"], "not a directory"),
 ])

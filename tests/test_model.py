@@ -18,7 +18,7 @@ from alignvar_edge.model.hcc import hcc_loss, split_scales
 from alignvar_edge.model.info import meta_model
 from alignvar_edge.model.resample import resize_matrix
 from alignvar_edge.model.rollout import PER_LAYER, STACKED, KVLayout
-from alignvar_edge.model.rope import apply_rope, apply_rope_complex, rope_tables, scale_positions
+from alignvar_edge.model.rope import apply_rope, apply_rope_complex, pair_swap, pair_tables, rope_tables, scale_positions
 from alignvar_edge.model.sca import SCAGuidance, affinity, sca_bias
 from alignvar_edge.model.upstream import import_varsr
 
@@ -47,11 +47,22 @@ def test_rope_real_equals_complex() -> None:
     pos = torch.cat([scale_positions(p, 16) for p in (1, 2, 5, 16)])
     cos, sin = rope_tables(pos, 32, 100.0)
     x = torch.randn(2, 4, pos.shape[0], 32, dtype=torch.float64)
-    ours = apply_rope(x, cos.double(), sin.double())
+    c2, s2 = pair_tables(cos.double(), sin.double())
+    ours = apply_rope(x, c2, s2, pair_swap(32).double())
     ref = apply_rope_complex(x, cos, sin)
     assert (ours - ref).abs().max().item() < 1e-6
     # rotation keeps norms: the L2-normalised q/k stay normalised
     assert torch.allclose(ours.norm(dim=-1), x.norm(dim=-1), atol=1e-6)
+
+
+def test_rope_matmul_form_is_the_pairwise_formula_bit_for_bit() -> None:
+    """The four-op form rotates exactly as (e c - o s, e s + o c) does, in float32."""
+    pos = torch.cat([scale_positions(p, 8) for p in (1, 3, 8)])
+    cos, sin = rope_tables(pos, 16, 100.0)
+    x = torch.randn(3, 2, pos.shape[0], 16)
+    e, o = x[..., 0::2], x[..., 1::2]
+    pairwise = torch.stack([e * cos - o * sin, e * sin + o * cos], dim=-1).flatten(-2)
+    assert torch.equal(apply_rope(x, *pair_tables(cos, sin), pair_swap(16)), pairwise)
 
 
 def test_sca_alpha_zero_is_plain_attention_bitwise() -> None:

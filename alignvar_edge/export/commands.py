@@ -28,6 +28,10 @@ def register(sub: Any) -> None:
     p.add_argument("--graph", choices=("single", "staged"), default="single")
     p.add_argument("--opset", type=int, choices=(18, 20, 23), default=18,
                    help="18 (default, most portable), 20 (TensorRT 10.3's maximum) or 23")
+    p.add_argument("--attention", choices=("explicit", "fused"), default="explicit",
+                   help="attention core in the graphs: explicit MatMul/Softmax/MatMul (default: every "
+                        "target parses it, and fastest in ONNX Runtime on CPU) or fused, one ONNX "
+                        "`Attention` node per call (needs --opset 23; for runtimes that fuse it)")
     p.add_argument("--batch", type=positive_int, default=1, help="fixed batch of the graphs (default 1)")
     p.add_argument("--tiles", type=positive_int, default=4, help="validation tiles (default 4)")
     p.add_argument("--images", help="folder of photographs for the validation tiles "
@@ -80,10 +84,11 @@ def run_export(args: argparse.Namespace) -> int:
     ext = {"auto": None, "yes": True, "no": False}[args.external_data]
     t0 = time.perf_counter()
     out = export_onnx(model, args.out, graph=args.graph, batch=args.batch, opset=args.opset, refine=args.refine,
+                      attention=args.attention,
                       n_tiles=args.tiles, seed=args.seed, simplify=args.simplify, force=args.force,
                       external_data=ext, model_name=name, source=source, tile_images=args.images,
                       log=lambda msg: print(f"export: {msg}", file=sys.stderr))
-    print(f"wrote {out} ({args.graph} graph, opset {args.opset}, batch {args.batch}) in "
+    print(f"wrote {out} ({args.graph} graph, opset {args.opset}, {args.attention} attention, batch {args.batch}) in "
           f"{time.perf_counter() - t0:.1f} s; inspect it with: alignvar-edge inspect {out}")
     return 0
 

@@ -32,11 +32,14 @@ from alignvar_edge.export.parity import ParityReport, check_parity, compare
 from alignvar_edge.export.staged import StagedRunner, make_session
 from alignvar_edge.model.alignvar import AlignVAR
 from alignvar_edge.model.checkpoint import checkpoint_source, weights_sha256
+from alignvar_edge.model.transformer import ATTENTION_FORMS, attention_form
 from alignvar_edge.quantize.calibration.tiles import lr_tiles, tiles_hash
 
-__all__ = ["SUPPORTED_OPSETS", "export_onnx", "graph_io", "load_onnx_models", "run_single"]
+__all__ = ["FUSED_ATTENTION_OPSET", "SUPPORTED_OPSETS", "attention_nodes", "export_onnx", "graph_io",
+           "load_onnx_models", "run_single"]
 
 SUPPORTED_OPSETS = (18, 19, 20, 21, 22, 23)   # dynamo exporter: 17 is raised to 18; 23 is its max
+FUSED_ATTENTION_OPSET = 23     # ONNX `Attention`; below it the fused kernel decomposes into more nodes
 # Above this many bytes of weights, a graph keeps them in `<file>.data`: protobuf's limit is 2 GiB,
 # and the graph also holds folded constants (resampling matrices, rotary tables) besides weights.
 EXTERNAL_DATA_BYTES = 1_800_000_000
@@ -87,6 +90,19 @@ def _light_optimize(ir_model: Any) -> None:
     )(ir_model)
 
 
+def attention_nodes(model: Any) -> dict[str, Any]:
+    """Graph nodes traced from the transformer's attention modules: calls and nodes per call, from
+    q/k/v projection to output projection included. A call normalises q and k together (one
+    `ReduceL2`); the prefix's pass counts too, although only its keys and values are used."""
+    nodes = calls = 0
+    for n in model.graph.node:
+        scopes = next((p.value for p in n.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), "")
+        if "blocks." in scopes and ".attn" in scopes:
+            nodes += 1
+            calls += n.op_type == "ReduceL2"
+    return {"calls": calls, "nodes_per_call": round(nodes / calls, 1) if calls else None}
+
+
 def _param_bytes(model: AlignVAR) -> int:
     """Bytes of the weights the inference graphs hold (the VQ encoder is not part of them)."""
     return model.parameter_report()["inference"] * next(model.parameters()).element_size()
@@ -94,7 +110,10 @@ def _param_bytes(model: AlignVAR) -> int:
 
 def export_graph(spec: GraphSpec, path: Path, opset: int, external_data: bool) -> None:
     """Trace one graph and save it (`path`, plus `path.data` with external data)."""
-    with _quiet_exporter():
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    # the math kernel: the flash kernel's traced output strides differ from its decomposition's
+    with _quiet_exporter(), sdpa_kernel(SDPBackend.MATH):
         prog = torch.onnx.export(spec.module, tuple(spec.inputs.values()), None, dynamo=True,
                                  opset_version=opset, input_names=list(spec.inputs),
                                  output_names=spec.outputs, optimize=False, verbose=False)
@@ -200,7 +219,7 @@ def _model_info(model: AlignVAR, name: str | None, source: ModelSource | str | N
 def export_onnx(model: AlignVAR, out_dir: str | os.PathLike[str], graph: str = "single", batch: int = 1,
                 opset: int = 18, n_tiles: int = 4, seed: int = 0, simplify: bool = False,
                 force: bool = False, external_data: bool | None = None, *, refine: bool = True,
-                model_name: str | None = None,
+                model_name: str | None = None, attention: str = "explicit",
                 source: ModelSource | str | None = None, tile_images: str | os.PathLike[str] | None = None,
                 log: Log | None = None, checkpoint: str | os.PathLike[str] | None = None) -> Path:
     """Export, validate and publish an ONNX artifact directory; returns its path (see module doc).
@@ -210,6 +229,8 @@ def export_onnx(model: AlignVAR, out_dir: str | os.PathLike[str], graph: str = "
     `source`: where the weights came from (a `ModelSource`; a string is kept as the caller's words).
     `checkpoint`: the directory (or bundled name) the model was loaded from; its absolute path and
     file hashes are recorded, so later uses find that checkpoint and refuse a different one.
+    `attention`: the attention core's form in the graphs (model/transformer.ATTENTION_FORMS);
+    "fused" is one ONNX `Attention` node per call and needs opset 23.
     """
 
     say = log or (lambda _msg: None)
@@ -220,6 +241,11 @@ def export_onnx(model: AlignVAR, out_dir: str | os.PathLike[str], graph: str = "
                           "(18 is the most portable; TensorRT 10.3 parses up to 20)")
     if batch < 1 or n_tiles < 1:
         raise ConfigError(f"batch and tiles must be >= 1, got batch={batch}, tiles={n_tiles}")
+    if attention not in ATTENTION_FORMS:
+        raise ConfigError(f"attention must be one of {', '.join(ATTENTION_FORMS)}, got {attention!r}")
+    if attention == "fused" and opset < FUSED_ATTENTION_OPSET:
+        raise ConfigError(f"--attention fused needs --opset {FUSED_ATTENTION_OPSET} (ONNX Attention); at opset "
+                          f"{opset} it would decompose into more nodes than --attention explicit")
     model = model.cpu().float().eval()
     ext = external_data if external_data is not None else _param_bytes(model) > EXTERNAL_DATA_BYTES
     n_eff = math.ceil(n_tiles / batch) * batch        # graphs have a fixed batch: whole batches only
@@ -229,9 +255,10 @@ def export_onnx(model: AlignVAR, out_dir: str | os.PathLike[str], graph: str = "
     with artifact_dir(out_dir, force=force) as tmp:
         t0 = time.perf_counter()
         specs = specs_for(model, graph, batch, refine)
-        for spec in specs:
-            say(f"exporting {spec.file} (opset {opset})")
-            export_graph(spec, tmp / spec.file, opset, ext)
+        with attention_form(model, attention):
+            for spec in specs:
+                say(f"exporting {spec.file} (opset {opset}, {attention} attention)")
+                export_graph(spec, tmp / spec.file, opset, ext)
         timings["export_s"] = time.perf_counter() - t0
         nodes_before = _node_counts(tmp, specs)
         if simplify:
@@ -258,12 +285,22 @@ def export_onnx(model: AlignVAR, out_dir: str | os.PathLike[str], graph: str = "
             "onnx", "onnx", graph, "fp32", _model_info(model, model_name, source, checkpoint), opset=opset,
             graphs={s.name: {"file": s.file, **graph_io(tmp / s.file)} for s in specs}, parity=parity,
             extra={"batch": batch, "external_data": ext, "simplified": simplify,
+                   "attention": {"form": attention, **_attention_nodes(tmp, specs)},
                    "refine": refine and model.diffloss is not None,
                    "stages": [s.name for s in specs], "nodes": _node_counts(tmp, specs),
                    "nodes_before_simplify": nodes_before,
                    "timings_s": {k: round(v, 2) for k, v in timings.items()}})
         write_manifest(tmp, m)
     return Path(out_dir)
+
+
+def _attention_nodes(root: Path, specs: list[GraphSpec]) -> dict[str, Any]:
+    import onnx
+
+    per = [attention_nodes(onnx.load(str(root / s.file), load_external_data=False)) for s in specs]
+    calls = sum(p["calls"] for p in per)
+    nodes = sum(p["calls"] * (p["nodes_per_call"] or 0) for p in per)
+    return {"calls": calls, "nodes_per_call": round(nodes / calls, 1) if calls else None}
 
 
 def _node_counts(root: Path, specs: list[GraphSpec]) -> dict[str, int]:

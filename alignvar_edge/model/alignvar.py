@@ -25,7 +25,7 @@ from alignvar_edge.model.conditioning import ControlNetEmbedding
 from alignvar_edge.model.config import AlignVARConfig
 from alignvar_edge.model.refiner import DiffusionRefiner
 from alignvar_edge.model.rollout import STACKED, Context, FreeRunning, KVLayout, ModelStages, run
-from alignvar_edge.model.rope import rope_tables, scale_positions, varsr_positions, varsr_rope_tables
+from alignvar_edge.model.rope import pair_tables, rope_tables, scale_positions, varsr_positions, varsr_rope_tables
 from alignvar_edge.model.sca import SCAGuidance, affinity
 from alignvar_edge.model.transformer import (MASK_VALUE, AdaLNBeforeHead, AdaLNSelfAttn, LREmbed,
                                              init_weights)
@@ -106,11 +106,11 @@ class AlignVAR(nn.Module):
             return None, None
         if c.rope == "varsr":       # LR grid, then every scale, on VARSR's 32-unit lattice
             pos = [varsr_positions(P)] + [varsr_positions(p) for p in c.patch_nums]
-            return varsr_rope_tables(torch.cat(pos), c.head_dim, c.rope_base)
+            return pair_tables(*varsr_rope_tables(torch.cat(pos), c.head_dim, c.rope_base))
         # ours: quality token at the centre, LR tokens on the P grid, scales scale-aligned
         centre = torch.full((1, 2), (P - 1) / 2, dtype=torch.float64)
         pos = [centre, scale_positions(P, P)] + [scale_positions(p, P) for p in c.patch_nums]
-        return rope_tables(torch.cat(pos), c.head_dim, c.rope_base)
+        return pair_tables(*rope_tables(torch.cat(pos), c.head_dim, c.rope_base))
 
     def rope(self, start: int, end: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         if self.rope_cos is None or self.rope_sin is None:

@@ -178,9 +178,7 @@ class ModelStages:
         itself); in VARSR's layout the prefix tokens themselves, which step 0 runs."""
         if self.model.joint_prefix:
             return prefix_BLC
-        p0 = prefix_BLC.shape[1]
-        bias = prefix_BLC.new_zeros(1, 1, p0, p0)
-        _, cache = self.attend(prefix_BLC, ctx.cond_BD, 0, p0, bias, None, None)
+        _, cache = self.attend(prefix_BLC, ctx.cond_BD, 0, prefix_BLC.shape[1], None, None, None)
         return cache
 
     def scale(self, k: int, f_hat_BCPP: torch.Tensor, state: Any, ctx: Context, paired: bool
@@ -214,11 +212,12 @@ class ModelStages:
             if paired:
                 s_own = torch.cat([s_own, s_own])
             sca_S = torch.cat([s_own.new_zeros(s_own.shape[0], p * p, b), s_own], dim=2)
-        x, state = self.attend(x, ctx.cond_BD, b, e, x.new_zeros(1, 1, e - b, e), sca_S, state)
+        # the cache holds exactly what scale k may see: no mask, only SCA's bias
+        x, state = self.attend(x, ctx.cond_BD, b, e, None, sca_S, state)
         x = x[:, -p * p:]
         return x, m.logits(x, ctx.cond_BD), state
 
-    def attend(self, x_BlC: torch.Tensor, cond_BD: torch.Tensor, b: int, e: int, bias: torch.Tensor,
+    def attend(self, x_BlC: torch.Tensor, cond_BD: torch.Tensor, b: int, e: int, bias: torch.Tensor | None,
                sca_S: torch.Tensor | None, cache: Any) -> tuple[torch.Tensor, Any]:
         """Every block on x (sequence positions b..e), each attending to its cached keys and values
         and to x's own; returns x and the cache extended by x's keys and values."""

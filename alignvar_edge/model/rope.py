@@ -46,14 +46,24 @@ def varsr_rope_tables(pos_L2: torch.Tensor, head_dim: int, base: float) -> tuple
     return torch.cos(ang), torch.sin(ang)
 
 
-def apply_rope(x_BHLd: torch.Tensor, cos_Lh: torch.Tensor, sin_Lh: torch.Tensor) -> torch.Tensor:
-    """Rotate channel pairs (2n, 2n+1) of x by the angles whose cos/sin are given."""
-    *lead, d = x_BHLd.shape
-    pairs = x_BHLd.reshape(*lead, d // 2, 2)
-    even, odd = pairs[..., 0], pairs[..., 1]
-    rot_even = even * cos_Lh - odd * sin_Lh
-    rot_odd = even * sin_Lh + odd * cos_Lh
-    return torch.stack([rot_even, rot_odd], dim=-1).reshape(*lead, d)
+def pair_tables(cos_Lh: torch.Tensor, sin_Lh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Full-width (L, head_dim) tables for `apply_rope`: cos repeated per pair, sin signed (-s, +s)."""
+    return cos_Lh.repeat_interleave(2, dim=-1), torch.stack([-sin_Lh, sin_Lh], dim=-1).flatten(-2)
+
+
+def pair_swap(head_dim: int) -> torch.Tensor:
+    """(d, d) permutation: x @ it exchanges channels 2n and 2n+1."""
+    perm = torch.arange(head_dim).view(-1, 2).flip(-1).reshape(-1)
+    return torch.eye(head_dim)[perm].T.contiguous()
+
+
+def apply_rope(x_Ld: torch.Tensor, cos_Ld: torch.Tensor, sin_Ld: torch.Tensor, swap_dd: torch.Tensor) -> torch.Tensor:
+    """Rotate channel pairs (2n, 2n+1) of x (..., L, d) by the angles of `pair_tables`.
+
+    (e, o) -> (e c - o s, o c + e s) as x * cos + swap(x) * sin: four graph ops whatever the rank,
+    and bit for bit the pairwise formula (the swap multiplies by exact ones and zeros).
+    """
+    return x_Ld * cos_Ld + torch.matmul(x_Ld, swap_dd) * sin_Ld
 
 
 def apply_rope_complex(x_BHLd: torch.Tensor, cos_Lh: torch.Tensor, sin_Lh: torch.Tensor) -> torch.Tensor:

@@ -1,22 +1,33 @@
 """Transformer pieces of AlignVAR: AdaLN self-attention blocks (VAR names), LR embedding, head.
 
-Attention is written as explicit matmul-softmax-matmul with an additive, finite bias (block-causal
-mask plus SCA), L2-normalised q/k, a learned per-head scale clamped so |logits| <= 100, and 2-D
-rotary positions. The KV cache is plain tensors passed in and returned: no module state.
+Attention: L2-normalised q/k, a learned per-head scale clamped so |logits| <= 100, 2-D rotary
+positions, and an additive, finite bias (block-causal mask plus SCA). q and k are normalised,
+scaled and rotated as one tensor, so an exported attention call is a handful of graph ops.
+Its core has two forms with the same arithmetic up to rounding (`ATTENTION_FORMS`):
+
+    explicit   matmul-softmax-matmul: eager inference's reference, and graphs for targets whose
+               operator lists lack a fused op (TensorRT 10.3, Core ML, NPUs)
+    fused      torch's scaled_dot_product_attention: training, and one ONNX `Attention` node per
+               call when exported at opset >= 23
+
+The KV cache is plain tensors passed in and returned: no module state.
 """
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from alignvar_edge.model.rope import apply_rope
+from alignvar_edge.model.rope import apply_rope, pair_swap
 from alignvar_edge.model.sca import alpha_from_raw, raw_from_alpha, sca_bias
 
 MASK_VALUE = -1e4       # finite "minus infinity": exp underflows to exactly 0, fp16 stays finite
 MAX_LOGIT_SCALE = math.log(100.0)
+ATTENTION_FORMS = ("explicit", "fused")
 
 
 class SelfAttention(nn.Module):
@@ -35,45 +46,71 @@ class SelfAttention(nn.Module):
         self.sca_alpha_param = sca_alpha_param
         raw = raw_from_alpha(sca_alpha_init, sca_alpha_param, sca_alpha_max)
         self.sca_alpha = nn.Parameter(torch.full((heads,), raw)) if sca else None
+        self.register_buffer("rope_swap", pair_swap(self.head_dim), persistent=False)
+        self.form = "explicit"                     # inference core, see ATTENTION_FORMS
         self.probs_out: list[torch.Tensor] | None = None    # set to a list to record attention (eval)
 
     def alpha(self) -> torch.Tensor | None:
         return None if self.sca_alpha is None else alpha_from_raw(self.sca_alpha, self.sca_alpha_param,
                                                                  self.sca_alpha_max)
 
-    def forward(self, x_BLC: torch.Tensor, cos_Lh: torch.Tensor | None, sin_Lh: torch.Tensor | None,
-                bias: torch.Tensor, sca_S: torch.Tensor | None,
+    def qk_scale(self) -> torch.Tensor:
+        """(2, 1, H, 1, 1): the clamped learned scale for q, exactly 1 for k."""
+        scale = torch.exp(torch.clamp(self.scale_mul_1H11, max=MAX_LOGIT_SCALE))
+        return torch.stack([scale, torch.ones_like(scale)])
+
+    def forward(self, x_BLC: torch.Tensor, cos_Ld: torch.Tensor | None, sin_Ld: torch.Tensor | None,
+                bias: torch.Tensor | None, sca_S: torch.Tensor | None,
                 past_k: torch.Tensor | None, past_v: torch.Tensor | None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x (B, l, C); bias (B|1, 1|H, l, L) with L = past + l; sca_S (B, l, L) or None.
+        """x (B, l, C); bias (B|1, 1|H, l, L) with L = past + l, or None (no mask); sca_S (B, l, L)
+        or None; cos/sin the rotary `pair_tables` rows (l, hd).
 
         Returns the output and the full (past + new) keys and values, (B, H, L, hd).
         """
         B, l, C = x_BLC.shape
         qkv_bias = torch.cat([self.q_bias, self.zero_k_bias, self.v_bias])
         qkv = F.linear(x_BLC, self.mat_qkv.weight, qkv_bias).view(B, l, 3, self.heads, self.head_dim)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)                       # B, H, l, hd
-        scale = torch.exp(torch.clamp(self.scale_mul_1H11, max=MAX_LOGIT_SCALE))
-        q = F.normalize(q, dim=-1) * scale
-        k = F.normalize(k, dim=-1)
-        if cos_Lh is not None and sin_Lh is not None:          # VAR has no rotary positions
-            q, k = apply_rope(q, cos_Lh, sin_Lh), apply_rope(k, cos_Lh, sin_Lh)
+        qkv = qkv.permute(2, 0, 3, 1, 4)                                      # 3, B, H, l, hd
+        qk, v = qkv[:2], qkv[2]
+        # F.normalize's arithmetic, written without its expand
+        qk = qk / torch.linalg.vector_norm(qk, dim=-1, keepdim=True).clamp_min(1e-12) * self.qk_scale()
+        if cos_Ld is not None and sin_Ld is not None:          # VAR has no rotary positions
+            qk = apply_rope(qk, cos_Ld, sin_Ld, self.rope_swap)
+        q, k = qk[0], qk[1]
         if past_k is not None and past_v is not None:
             k = torch.cat([past_k, k], dim=2)
             v = torch.cat([past_v, v], dim=2)
         alpha = self.alpha()
         if alpha is not None and sca_S is not None:
-            bias = bias + sca_bias(alpha, sca_S)
-        if self.training:
-            # same arithmetic through PyTorch's fused CPU kernel: training only, never traced
+            s = sca_bias(alpha, sca_S)
+            bias = s if bias is None else bias + s
+        if self.training or (self.form == "fused" and self.probs_out is None):
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=1.0)
         else:
-            attn = torch.softmax(torch.matmul(q, k.transpose(-2, -1)) + bias, dim=-1)
+            logits = torch.matmul(q, k.transpose(-2, -1))
+            attn = torch.softmax(logits if bias is None else logits + bias, dim=-1)
             if self.probs_out is not None:
                 self.probs_out.append(attn.detach())
             out = torch.matmul(attn, v)                                      # B, H, l, hd
         out = out.transpose(1, 2).reshape(B, l, C)
         return self.proj(out), k, v
+
+
+@contextlib.contextmanager
+def attention_form(model: nn.Module, form: str) -> Iterator[None]:
+    """Every attention core of `model` in `form` (see ATTENTION_FORMS) while inside; restored after."""
+    if form not in ATTENTION_FORMS:
+        raise ValueError(f"attention form must be one of {ATTENTION_FORMS}, got {form!r}")
+    attns = [m for m in model.modules() if isinstance(m, SelfAttention)]
+    before = [a.form for a in attns]
+    for a in attns:
+        a.form = form
+    try:
+        yield
+    finally:
+        for a, f in zip(attns, before):
+            a.form = f
 
 
 class FFN(nn.Module):
@@ -99,13 +136,13 @@ class AdaLNSelfAttn(nn.Module):
         self.ln_wo_grad = nn.LayerNorm(width, eps=norm_eps, elementwise_affine=False)
         self.ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(width, 6 * width))
 
-    def forward(self, x_BLC: torch.Tensor, cond_BD: torch.Tensor, cos_Lh: torch.Tensor | None,
-                sin_Lh: torch.Tensor | None, bias: torch.Tensor, sca_S: torch.Tensor | None,
+    def forward(self, x_BLC: torch.Tensor, cond_BD: torch.Tensor, cos_Ld: torch.Tensor | None,
+                sin_Ld: torch.Tensor | None, bias: torch.Tensor | None, sca_S: torch.Tensor | None,
                 past_k: torch.Tensor | None = None, past_v: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         ada = self.ada_lin(cond_BD).view(-1, 1, 6, self.width)
         gamma1, gamma2, scale1, scale2, shift1, shift2 = ada.unbind(2)
-        h, k, v = self.attn(self.ln_wo_grad(x_BLC) * (scale1 + 1) + shift1, cos_Lh, sin_Lh,
+        h, k, v = self.attn(self.ln_wo_grad(x_BLC) * (scale1 + 1) + shift1, cos_Ld, sin_Ld,
                             bias, sca_S, past_k, past_v)
         x_BLC = x_BLC + h * gamma1
         x_BLC = x_BLC + self.ffn(self.ln_wo_grad(x_BLC) * (scale2 + 1) + shift2) * gamma2
