@@ -305,6 +305,16 @@ class Manifest:
         return self.model.source
 
     @property
+    def static_batch(self) -> int:
+        """The batch fixed in the graphs: the first input of the first graph with a static leading dim
+        (a single graph's `lr`, a staged export's `cond.onnx` input); 1 when none says."""
+        for g in self.graphs.values():
+            shape = ((g.get("inputs") or [{}])[0]).get("shape") or []
+            if shape and isinstance(shape[0], int) and shape[0] > 0:
+                return int(shape[0])
+        return 1
+
+    @property
     def engine_file(self) -> str | None:
         """An engine's main file (`extra.files.engine`), relative to its directory."""
         files = self.extra.get("files")

@@ -283,14 +283,8 @@ class _Measure:
 def _specs_batch(specs: Sequence[EngineSpec]) -> int:
     """The most common static batch among the engines' manifests (PyTorch eager runs that)."""
     from alignvar_edge.bench.subjects import _manifest
-    found = []
-    for sp in specs:
-        m = _manifest(sp.path) if sp.path else None
-        for g in (m.graphs if m else {}).values():
-            shape = ((g.get("inputs") or [{}])[0]).get("shape") or []
-            if shape and isinstance(shape[0], int) and shape[0] > 0:
-                found.append(int(shape[0]))
-                break
+    manifests = [_manifest(sp.path) if sp.path else None for sp in specs]
+    found = [m.static_batch for m in manifests if m is not None and m.graphs]
     return max(set(found), key=found.count) if found else 1
 
 

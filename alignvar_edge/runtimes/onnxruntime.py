@@ -141,7 +141,7 @@ class OrtBackend(Backend):
                 (tmp / f).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(Path(artifact_dir) / f, tmp / f)
             m = engine_manifest(src_manifest, Path(artifact_dir), self.name, precision,
-                                {"engine": ENGINE_FILE}, batch=_graph_batch(src_manifest),
+                                {"engine": ENGINE_FILE}, batch=src_manifest.static_batch,
                                 extra={"session": sess_opts, "device": device or "auto"})
             # the engine proves itself: its session options against the source graph as exported
             eng = OrtEngine(tmp / ENGINE_FILE, m, device, **sess_opts)
@@ -191,15 +191,6 @@ def ship_golden(src_manifest: Manifest | None, src_dir: Path, dest: Path) -> dic
                                        "reference": "ONNX Runtime on the fp32 export (checked against "
                                                     "PyTorch at export)"})
     return golden_entry(out, f"fp32 export {src_dir}")
-
-
-def _graph_batch(manifest: Manifest) -> int:
-    for g in manifest.graphs.values():
-        for io in g.get("inputs", []):
-            shape = io.get("shape") or []
-            if shape and isinstance(shape[0], int):
-                return int(shape[0])
-    return 1
 
 
 BACKEND = OrtBackend()

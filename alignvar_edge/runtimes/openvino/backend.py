@@ -99,7 +99,7 @@ class OpenVINOEngine(Engine):
         if _device_kind(device) == "NPU" or model.inputs[0].get_partial_shape().is_dynamic:
             # the NPU compiles static shapes only; dynamic exports get the manifest's tile shape
             t = config.lr_size
-            model.reshape({model.inputs[0].get_any_name(): [_static_batch(metadata), 3, t, t]})
+            model.reshape({model.inputs[0].get_any_name(): [metadata.static_batch, 3, t, t]})
         precision = metadata.precision or "fp32"
         self.compile_config = compile_config(device, parity, threads, hint, precision)
         self.compiled = core.compile_model(model, device, self.compile_config)
@@ -162,15 +162,6 @@ class OpenVINOEngine(Engine):
         self.compiled = None
 
 
-def _static_batch(metadata: Manifest) -> int:
-    for g in metadata.graphs.values():
-        for io in g.get("inputs", []):
-            shape = io.get("shape") or []
-            if shape and isinstance(shape[0], int) and shape[0] > 0:
-                return int(shape[0])
-    return 1
-
-
 def _group_of(onnx_path: Path) -> dict[str, str]:
     """ONNX node name -> half-policy group (the manifest's per-group compute precision)."""
     import onnx
@@ -230,7 +221,7 @@ class OpenVINOBackend(Backend):
             raise InputError("float groups apply to --precision int8 only (the other precisions quantize "
                              "no activations)")
         tiles, calib_info = check_calibration(calibration, config, needed=precision == "int8")
-        batch = _static_batch(src)
+        batch = src.static_batch
         compress = precision == "fp16"
         extra = {"device": device, "compress_to_fp16": compress, "openvino": ov.get_version(),
                  "static_shapes": True, "vnni": has_vnni(),

@@ -61,7 +61,7 @@ def adopt(engine_file: str | Path, like: str | Path, out: str | Path, log: str |
                  "adopted": {"engine": str(engine_file), "engine_sha256": sha256_file(engine_file),
                              "log": str(log) if log else None,
                              "versions_from": "this machine" if usable else "trtexec log"}}
-        m = engine_manifest(src, like, "tensorrt", precision, {"engine": ENGINE}, batch=T._batch(src),
+        m = engine_manifest(src, like, "tensorrt", precision, {"engine": ENGINE}, batch=src.static_batch,
                             extra=extra)
         m.extra["golden"] = ship_golden(src, like, tmp)
         write_build_files(tmp, m, precision, kit_precision, None, 3)

@@ -351,7 +351,7 @@ class TensorRTBackend(Backend):
                      "gpu_name": gpu["name"], "plan": plan, "device": f"cuda:{index}",
                      "trtexec": " ".join(trtexec_command(plan, workspace_mib=workspace, opt_level=opt_level))}
             m = engine_manifest(src, Path(artifact_dir), self.name, precision, {"engine": ENGINE},
-                                batch=_batch(src), extra=extra)
+                                batch=src.static_batch, extra=extra)
             m.extra["golden"] = ship_golden(src, Path(artifact_dir), tmp)
             write_build_files(tmp, m, precision, src.precision or "fp32", workspace, opt_level,
                               plan.get("f32_layers", []))
@@ -399,15 +399,6 @@ def _source(path: Path) -> tuple[Manifest, Path]:
         built = m.built_from
         return dataclasses.replace(m, precision=(built.precision if built else None) or m.precision), path / ONNX
     return single_graph(path)
-
-
-def _batch(src: Manifest) -> int:
-    for g in src.graphs.values():
-        for io in g.get("inputs", []):
-            shape = io.get("shape") or []
-            if shape and isinstance(shape[0], int):
-                return int(shape[0])
-    return 1
 
 
 BACKEND = TensorRTBackend()
