@@ -8,9 +8,12 @@ luma, border of `scale` pixels cropped; scikit-image metrics):
   - the VQ-VAE's reconstruction of the HR from its own tokens: the ceiling a token model can reach.
 With `ablations=True` the model's components are also scored on the same tiles (tokens_off,
 sca_off; see train/ablations.py) and `ablation_report` gives the `eval --ablations --json` form.
+With `prune` ratios the model is also run with token pruning (model/pruning.py): `pruned` is scored
+against the HR like the others, and `pruned_vs_model` is its PSNR-Y against the unpruned output.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +25,10 @@ from alignvar_edge.export.parity import psnr_y, ssim_y
 from alignvar_edge.model.alignvar import AlignVAR
 from alignvar_edge.model.resample import bicubic_matrix
 from alignvar_edge.runtimes.torch_backend import TorchEngine
+from alignvar_edge.model.pruning import keep_counts
 from alignvar_edge.train.ablations import NOT_APPLICABLE, VARIANTS, variant_models
+
+KINDS = (*VARIANTS, "pruned", "pruned_vs_model")     # what a result may score, in table order
 
 
 @dataclass
@@ -64,11 +70,16 @@ def vq_reconstruct(model: AlignVAR, lr_NC: torch.Tensor, hr_NC: torch.Tensor, ba
 
 
 def evaluate(model: AlignVAR, images: list[tuple[str, np.ndarray]], seed: int = 0,
-             max_side: int | None = None, ablations: bool = False) -> dict[str, Any]:
+             max_side: int | None = None, ablations: bool = False, prune: tuple[float, ...] = ()) -> dict[str, Any]:
     c = model.config
     deg = DegradationConfig.from_dict(c.degradation) if c.degradation else DegradationConfig(scale=c.scale)
     t_hr, t_lr = c.hr_size, c.lr_size
     tiled = variant_models(model) if ablations else {"model": model}
+    if prune:
+        keep_counts(c.patch_nums, prune)
+        pruned = copy.copy(model)                 # the same weights; only the rollout's setting differs
+        pruned.prune = tuple(prune)
+        tiled["pruned"] = pruned
     engines = {k: TorchEngine.from_model(m, batch=16) for k, m in tiled.items() if m is not None}
     n_tiles = 0
     scores: list[ImageScore] = []
@@ -87,15 +98,19 @@ def evaluate(model: AlignVAR, images: list[tuple[str, np.ndarray]], seed: int = 
         recon["vq_ceiling"] = _untile(vq_reconstruct(model, lr_tiles, hr_tiles), H, W).permute(1, 2, 0).numpy()
         recon["bicubic"] = bicubic_upscale(lr, c.scale)
         ref = hr.transpose(2, 0, 1)                       # the metrics take (3, H, W)
+        psnr = {k: psnr_y(ref, v.transpose(2, 0, 1), border=c.scale) for k, v in recon.items()}
+        if prune:
+            psnr["pruned_vs_model"] = psnr_y(recon["model"].transpose(2, 0, 1), recon["pruned"].transpose(2, 0, 1),
+                                             border=c.scale)
         scores.append(ImageScore(
-            name, (W, H),
-            {k: psnr_y(ref, v.transpose(2, 0, 1), border=c.scale) for k, v in recon.items()},
+            name, (W, H), psnr,
             {k: ssim_y(ref, v.transpose(2, 0, 1), border=c.scale) for k, v in recon.items()}))
-    kinds = [k for k in VARIANTS if k in scores[0].psnr]
+    kinds = [k for k in KINDS if k in scores[0].psnr]
     return {
         "images": [s.__dict__ for s in scores],
         "mean_psnr_y": {k: float(np.mean([s.psnr[k] for s in scores])) for k in kinds},
-        "mean_ssim_y": {k: float(np.mean([s.ssim[k] for s in scores])) for k in kinds},
+        "mean_ssim_y": {k: float(np.mean([s.ssim[k] for s in scores])) for k in kinds if k in scores[0].ssim},
+        "prune": list(prune),
         "tiles": n_tiles,                  # whole HR tiles of the crops (the VQ ceiling's grid)
         "seed": seed,
         "degradation": deg.to_dict(),
@@ -110,6 +125,9 @@ def ablation_report(result: dict[str, Any], checkpoint: str) -> dict[str, Any]:
     m, ss = result["mean_psnr_y"], result["mean_ssim_y"]
     variants = {k: {"psnr_y": m[k], "ssim_y": ss[k]} if k in m
                 else {"psnr_y": NOT_APPLICABLE, "ssim_y": NOT_APPLICABLE} for k in VARIANTS}
+    if "pruned" in m:
+        variants["pruned"] = {"psnr_y": m["pruned"], "ssim_y": ss["pruned"],
+                              "psnr_y_vs_model": m["pruned_vs_model"], "prune": result["prune"]}
     return {"variants": variants, "checkpoint": checkpoint,
             "images": [{"name": s["name"], "size": s["size"]} for s in result["images"]],
             "tiles": result["tiles"], "tiling": "every tiled variant through the same overlapping, blended tiles as upscale",
@@ -118,11 +136,13 @@ def ablation_report(result: dict[str, Any], checkpoint: str) -> dict[str, Any]:
 
 
 def format_eval(result: dict[str, Any]) -> str:
-    kinds = [k for k in ("model", "tokens_off", "sca_off", "bicubic", "vq_ceiling") if k in result["mean_psnr_y"]]
+    kinds = [k for k in KINDS if k in result["mean_ssim_y"]]
     lines = [f"{'image':<14}{'size':>10}  " + "".join(f"{k:>14}" for k in kinds) + "   (PSNR-Y dB / SSIM-Y)"]
     for s in result["images"]:
         cells = "".join(f"{s['psnr'][k]:>8.2f}/{s['ssim'][k]:.3f}" for k in kinds)
         lines.append(f"{s['name']:<14}{s['size'][0]:>5}x{s['size'][1]:<4}  {cells}")
     m, ss = result["mean_psnr_y"], result["mean_ssim_y"]
     lines.append(f"{'mean':<14}{'':>10}  " + "".join(f"{m[k]:>8.2f}/{ss[k]:.3f}" for k in kinds))
+    if "pruned_vs_model" in m:
+        lines.append(f"pruned {result['prune']} vs the unpruned model: {m['pruned_vs_model']:.2f} dB PSNR-Y")
     return "\n".join(lines)

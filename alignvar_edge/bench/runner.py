@@ -450,6 +450,7 @@ def _entry(s: Subject, times_ms: list[float], mp: float, flops: int | None, peak
                          "reason": s.reason, "path": s.path, "precision": s.precision, "device": s.device}
     # what the runtime computed in (OpenVINO: the compiled INFERENCE_PRECISION_HINT), when it says
     e["compute_precision"] = s.info.get("compute_precision")
+    e["prune"] = (s.manifest.extra.get("prune") if s.manifest else None) or None   # token pruning ratios
     size = s.info.get("artifact_bytes")
     e["artifact_bytes"] = size
     e["bytes_per_parameter"] = round(size / inference_params, 3) if size and s.backend != BICUBIC else None
@@ -559,7 +560,12 @@ def _notes(host: dict[str, Any], entries: list[dict[str, Any]]) -> list[str]:
                      "inflated, ratios between interleaved subjects are the robust figures. With more "
                      "runnable threads than cores, multi-threaded runs also measure contention (PyTorch's "
                      "OpenMP barriers suffer most): compare with --threads 1.")
+    pruned = [f"{e['label']} ({','.join(str(r) for r in e['prune'])})" for e in entries if e.get("prune")]
+    if pruned:
+        notes.append(f"Token pruning: {', '.join(pruned)} leave out tokens at the last scales, so their "
+                     "tokens differ from the unpruned reference by design; their fidelity is the PSNR columns.")
     stray = [e["label"] for e in entries if e["kind"] == "engine" and e.get("precision") == "fp32"
+             and not e.get("prune")
              and (((e.get("fidelity") or {}).get("vs_reference") or {}).get("token_agreement") or 1.0) < 0.9]
     if stray:
         notes.append(f"fp32 engine(s) {', '.join(stray)} choose different tokens than the reference on most "

@@ -32,6 +32,9 @@ def register(sub: Any) -> None:
                    help="attention core in the graphs: explicit MatMul/Softmax/MatMul (default: every "
                         "target parses it, and fastest in ONNX Runtime on CPU) or fused, one ONNX "
                         "`Attention` node per call (needs --opset 23; for runtimes that fuse it)")
+    p.add_argument("--prune", metavar="R[,R...]", default="",
+                   help="token pruning (FastVAR-style, training-free): the share of tokens each of the "
+                        "last scales leaves out, finest last, e.g. 0.5,0.75 (single graph only)")
     p.add_argument("--batch", type=positive_int, default=1, help="fixed batch of the graphs (default 1)")
     p.add_argument("--tiles", type=positive_int, default=4, help="validation tiles (default 4)")
     p.add_argument("--images", help="folder of photographs for the validation tiles "
@@ -77,6 +80,7 @@ def _load(args: argparse.Namespace) -> tuple[Any, str, ModelSource]:
 
 def run_export(args: argparse.Namespace) -> int:
     from alignvar_edge.export.onnx_export import export_onnx
+    from alignvar_edge.model.pruning import parse_prune
 
     if args.batch < 1 or args.tiles < 1:
         raise ConfigError(f"--batch and --tiles must be >= 1, got {args.batch} and {args.tiles}")
@@ -84,7 +88,7 @@ def run_export(args: argparse.Namespace) -> int:
     ext = {"auto": None, "yes": True, "no": False}[args.external_data]
     t0 = time.perf_counter()
     out = export_onnx(model, args.out, graph=args.graph, batch=args.batch, opset=args.opset, refine=args.refine,
-                      attention=args.attention,
+                      attention=args.attention, prune=parse_prune(args.prune),
                       n_tiles=args.tiles, seed=args.seed, simplify=args.simplify, force=args.force,
                       external_data=ext, model_name=name, source=source, tile_images=args.images,
                       log=lambda msg: print(f"export: {msg}", file=sys.stderr))

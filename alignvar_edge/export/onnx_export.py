@@ -32,6 +32,7 @@ from alignvar_edge.export.parity import ParityReport, check_parity, compare
 from alignvar_edge.export.staged import StagedRunner, make_session
 from alignvar_edge.model.alignvar import AlignVAR
 from alignvar_edge.model.checkpoint import checkpoint_source, weights_sha256
+from alignvar_edge.model.pruning import keep_counts, pruning
 from alignvar_edge.model.transformer import ATTENTION_FORMS, attention_form
 from alignvar_edge.quantize.calibration.tiles import lr_tiles, tiles_hash
 
@@ -219,7 +220,7 @@ def _model_info(model: AlignVAR, name: str | None, source: ModelSource | str | N
 def export_onnx(model: AlignVAR, out_dir: str | os.PathLike[str], graph: str = "single", batch: int = 1,
                 opset: int = 18, n_tiles: int = 4, seed: int = 0, simplify: bool = False,
                 force: bool = False, external_data: bool | None = None, *, refine: bool = True,
-                model_name: str | None = None, attention: str = "explicit",
+                model_name: str | None = None, attention: str = "explicit", prune: tuple[float, ...] = (),
                 source: ModelSource | str | None = None, tile_images: str | os.PathLike[str] | None = None,
                 log: Log | None = None, checkpoint: str | os.PathLike[str] | None = None) -> Path:
     """Export, validate and publish an ONNX artifact directory; returns its path (see module doc).
@@ -231,6 +232,7 @@ def export_onnx(model: AlignVAR, out_dir: str | os.PathLike[str], graph: str = "
     file hashes are recorded, so later uses find that checkpoint and refuse a different one.
     `attention`: the attention core's form in the graphs (model/transformer.ATTENTION_FORMS);
     "fused" is one ONNX `Attention` node per call and needs opset 23.
+    `prune`: token pruning ratios for the last scales, finest last (model/pruning.py); single graph only.
     """
 
     say = log or (lambda _msg: None)
@@ -246,13 +248,17 @@ def export_onnx(model: AlignVAR, out_dir: str | os.PathLike[str], graph: str = "
     if attention == "fused" and opset < FUSED_ATTENTION_OPSET:
         raise ConfigError(f"--attention fused needs --opset {FUSED_ATTENTION_OPSET} (ONNX Attention); at opset "
                           f"{opset} it would decompose into more nodes than --attention explicit")
+    keep_counts(model.config.patch_nums, prune)          # refuses more ratios than scales
+    if prune and graph != "single":
+        raise ConfigError("--prune needs --graph single (a pruned scale restores from the previous "
+                          "scale's hidden states, which staged graphs do not pass on)")
     model = model.cpu().float().eval()
     ext = external_data if external_data is not None else _param_bytes(model) > EXTERNAL_DATA_BYTES
     n_eff = math.ceil(n_tiles / batch) * batch        # graphs have a fixed batch: whole batches only
     tiles = lr_tiles(model.config, n_eff, seed=seed, images=tile_images)
     timings: dict[str, float] = {}
 
-    with artifact_dir(out_dir, force=force) as tmp:
+    with artifact_dir(out_dir, force=force) as tmp, pruning(model, prune):
         t0 = time.perf_counter()
         specs = specs_for(model, graph, batch, refine)
         with attention_form(model, attention):
@@ -286,6 +292,7 @@ def export_onnx(model: AlignVAR, out_dir: str | os.PathLike[str], graph: str = "
             graphs={s.name: {"file": s.file, **graph_io(tmp / s.file)} for s in specs}, parity=parity,
             extra={"batch": batch, "external_data": ext, "simplified": simplify,
                    "attention": {"form": attention, **_attention_nodes(tmp, specs)},
+                   "prune": list(prune),
                    "refine": refine and model.diffloss is not None,
                    "stages": [s.name for s in specs], "nodes": _node_counts(tmp, specs),
                    "nodes_before_simplify": nodes_before,

@@ -42,6 +42,9 @@ class AlignVAR(nn.Module):
         self.vae = VQVAE(c)
         C, P = c.width, c.latent_size
         self.joint_prefix = c.prefix == "varsr"     # LR tokens and sos are one block (step 0)
+        # token pruning ratios for the last scales at inference, finest last (model/pruning.py);
+        # a setting of the rollout, not of the weights: never saved with them
+        self.prune: tuple[float, ...] = ()
         self.quality_emb = nn.Embedding(2, C)
         if c.lr_encoder == "controlnet":
             self.con_embedding = ControlNetEmbedding(C, c.lr_encoder_channels, c.lr_size, c.hr_size)

@@ -99,6 +99,11 @@ class KVLayout:
         """The cache holding every block's full (keys, values), block by block."""
         raise NotImplementedError
 
+    def length(self, cache: Any) -> int:
+        """Tokens the cache holds keys and values for (0 for an empty cache)."""
+        k, _ = self.past(cache, 0)
+        return 0 if k is None else int(k.shape[2])
+
 
 class StackedKV(KVLayout):
     """One tensor (depth, 2, B2, H, L, hd): what a staged graph takes and returns as `kv`."""
@@ -136,10 +141,13 @@ class ModelStages:
     at the last one when its noise is given. Extras: the guided logits (B, p_k^2, V) of each scale."""
 
     def __init__(self, model: AlignVAR, layout: KVLayout = STACKED):
+        from alignvar_edge.model.pruning import keep_counts
         self.model = model
         self.layout = layout
         self.num_scales = model.config.num_scales
-
+        # tokens each scale forwards (None: all), from the model's pruning setting (model/pruning.py)
+        self.keep = keep_counts(model.config.patch_nums, model.prune)
+        self.last_h: torch.Tensor | None = None      # previous scale's final hidden states
     def start(self, lr_B3hw: torch.Tensor) -> tuple[Context, Any, torch.Tensor]:
         ctx, prefix_BLC = self.model.prepare(lr_B3hw)
         return ctx, self.prefix_state(ctx, prefix_BLC), self.zero_latent(lr_B3hw)
@@ -190,6 +198,7 @@ class ModelStages:
         """
         import torch
 
+        from alignvar_edge.model.pruning import gather_tokens, pivotal, restore
         from alignvar_edge.model.sca import affinity
         m, c = self.model, self.model.config
         p = c.patch_nums[k]
@@ -203,6 +212,13 @@ class ModelStages:
         if k == 0 and m.joint_prefix:            # VARSR: the state is the LR tokens; they and sos are one block
             x = torch.cat([state, x], dim=1)
             b, state = 0, None
+        past = 0 if state is None else self.layout.length(state)
+        idx = None
+        if self.keep[k] is not None:             # pivotal tokens only, the same for a CFG pair
+            idx = pivotal(x[:f_hat_BCPP.shape[0]], self.keep[k])
+            if paired:
+                idx = torch.cat([idx, idx])
+            x = gather_tokens(x, idx)
         sca_S = None
         d = m.descriptors(ctx.guide_B1hw, k)
         if d is not None:
@@ -211,17 +227,29 @@ class ModelStages:
                 s_own = s_own * m.sca_reach[b:e, b:e]
             if paired:
                 s_own = torch.cat([s_own, s_own])
-            sca_S = torch.cat([s_own.new_zeros(s_own.shape[0], p * p, b), s_own], dim=2)
+            if idx is not None:
+                s_own = gather_tokens(gather_tokens(s_own, idx).transpose(1, 2), idx).transpose(1, 2)
+            sca_S = torch.cat([s_own.new_zeros(s_own.shape[0], s_own.shape[1], past), s_own], dim=2)
+        rope = m.rope(b, e)
+        if idx is not None and rope[0] is not None and rope[1] is not None:
+            rope = (rope[0][idx].unsqueeze(1), rope[1][idx].unsqueeze(1))     # (B', 1, n, hd)
         # the cache holds exactly what scale k may see: no mask, only SCA's bias
-        x, state = self.attend(x, ctx.cond_BD, b, e, None, sca_S, state)
-        x = x[:, -p * p:]
+        x, state = self.attend(x, ctx.cond_BD, b, e, None, sca_S, state, rope)
+        if idx is None:
+            x = x[:, -p * p:]
+        else:
+            assert self.last_h is not None, "a pruned scale follows a computed one"
+            x = restore(self.last_h, p, x, idx)
+        self.last_h = x
         return x, m.logits(x, ctx.cond_BD), state
 
     def attend(self, x_BlC: torch.Tensor, cond_BD: torch.Tensor, b: int, e: int, bias: torch.Tensor | None,
-               sca_S: torch.Tensor | None, cache: Any) -> tuple[torch.Tensor, Any]:
-        """Every block on x (sequence positions b..e), each attending to its cached keys and values
-        and to x's own; returns x and the cache extended by x's keys and values."""
-        cos, sin = self.model.rope(b, e)
+               sca_S: torch.Tensor | None, cache: Any,
+               rope: tuple[torch.Tensor | None, torch.Tensor | None] | None = None) -> tuple[torch.Tensor, Any]:
+        """Every block on x (sequence positions b..e, or the rotary rows `rope` of a pruned scale's
+        tokens), each attending to its cached keys and values and to x's own; returns x and the
+        cache extended by x's keys and values."""
+        cos, sin = rope if rope is not None else self.model.rope(b, e)
         kvs = []
         for i, blk in enumerate(self.model.blocks):
             past_k, past_v = self.layout.past(cache, i)
@@ -240,6 +268,7 @@ class FreeRunning(ModelStages):
     def __init__(self, model: AlignVAR, quality_B: torch.Tensor,
                  choose: Callable[[int, torch.Tensor], torch.Tensor]):
         super().__init__(model)
+        self.keep = [None] * self.num_scales          # training never prunes
         self.quality_B = quality_B
         self.choose = choose
 

@@ -45,6 +45,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     e.add_argument("--ablations", action="store_true",
                    help="also score tokens_off (decoder on a zero latent) and sca_off (alpha = 0) on the "
                         "same tiles; --json then gives {\"variants\": {...}, ...}")
+    e.add_argument("--prune", metavar="R[,R...]", default="",
+                   help="also run the model with token pruning (the share of tokens each of the last "
+                        "scales leaves out, finest last, e.g. 0.5,0.75) and score it against the HR "
+                        "and against the unpruned output")
     add_json_option(e, "the results")
     e.set_defaults(func=run_eval)
 
@@ -82,10 +86,13 @@ def run_eval(args: argparse.Namespace) -> int:
     from alignvar_edge.model.alignvar import load_pretrained
     from alignvar_edge.bench.evaluate import ablation_report, evaluate, format_eval
 
+    from alignvar_edge.model.pruning import parse_prune
+
+    prune = parse_prune(args.prune)
     model = load_pretrained(args.checkpoint)
     with stage(f"evaluating {args.checkpoint}" + (" with ablations" if args.ablations else "")):
         result = evaluate(model, load_eval_images(args.images), seed=args.seed,  # type: ignore[arg-type]
-                          max_side=args.max_side, ablations=args.ablations)
+                          max_side=args.max_side, ablations=args.ablations, prune=prune)
     text = format_eval(result)
     if args.ablations and model.sca_guidance is None:
         text += "\nsca_off: n/a (this model has no SCA)"

@@ -1,0 +1,85 @@
+"""Training-free token pruning at the finest scales, after FastVAR (Guo et al., ICCV 2025).
+
+At a pruned scale only its pivotal tokens run through the blocks: those whose transformer input is
+farthest from the scale's mean input (a high-frequency proxy: flat regions are already settled by
+the coarser scales). The others are restored from the previous scale's final hidden states,
+area-resampled to this scale's grid, before the head picks tokens everywhere. The pruned tokens
+add no keys or values to the cache, so the next scale also attends to fewer.
+
+The budget per scale is a fixed count, so exported graphs keep static shapes (TopK, Gather,
+ScatterElements). Ratios are given for the last scales, finest last: `(0.5, 0.75)` prunes half of
+the second-to-last scale and three quarters of the last, FastVAR's setting for its two largest.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from alignvar_edge.errors import ConfigError
+from alignvar_edge.model.resample import area_matrix
+
+__all__ = ["gather_tokens", "keep_counts", "parse_prune", "pivotal", "pruning", "restore"]
+
+
+def parse_prune(text: str | None) -> tuple[float, ...]:
+    """'0.5,0.75' -> (0.5, 0.75); '' or None -> () (no pruning)."""
+    if not text:
+        return ()
+    try:
+        ratios = tuple(float(t) for t in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--prune takes ratios in [0, 1) separated by commas, finest scale last "
+                          f"(e.g. 0.5,0.75); got {text!r}") from None
+    if not all(0.0 <= r < 1.0 for r in ratios):
+        raise ConfigError(f"--prune ratios must be in [0, 1) (the share of a scale's tokens left out); got {text!r}")
+    return ratios
+
+
+@contextlib.contextmanager
+def pruning(model: Any, ratios: tuple[float, ...]) -> Iterator[None]:
+    """The model's rollout prunes with `ratios` while inside; its own setting is restored after."""
+    keep_counts(model.config.patch_nums, ratios)
+    before = model.prune
+    model.prune = tuple(ratios)
+    try:
+        yield
+    finally:
+        model.prune = before
+
+
+def keep_counts(patch_nums: tuple[int, ...], ratios: tuple[float, ...]) -> list[int | None]:
+    """Tokens each scale forwards: None where it is not pruned. Scale 0 is never pruned."""
+    if len(ratios) >= len(patch_nums):
+        raise ConfigError(f"--prune gives {len(ratios)} ratios for a model with {len(patch_nums)} scales; "
+                          f"at most {len(patch_nums) - 1} (scale 0 has nothing to restore from)")
+    keep: list[int | None] = [None] * len(patch_nums)
+    for k, r in zip(range(len(patch_nums) - len(ratios), len(patch_nums)), ratios):
+        n = patch_nums[k] ** 2
+        pruned = int(n * r)
+        if pruned:
+            keep[k] = n - pruned
+    return keep
+
+
+def pivotal(x_BlC: torch.Tensor, n_keep: int) -> torch.Tensor:
+    """(B, n_keep) indices of the tokens farthest (squared L2) from their scale's mean token."""
+    score = ((x_BlC - x_BlC.mean(dim=1, keepdim=True)) ** 2).sum(dim=-1)
+    return torch.topk(score, n_keep, dim=1).indices
+
+
+def gather_tokens(x_BlC: torch.Tensor, idx_Bn: torch.Tensor) -> torch.Tensor:
+    return torch.gather(x_BlC, 1, idx_Bn.unsqueeze(-1).expand(-1, -1, x_BlC.shape[-1]))
+
+
+def restore(prev_BmC: torch.Tensor, p: int, kept_BnC: torch.Tensor, idx_Bn: torch.Tensor) -> torch.Tensor:
+    """(B, p*p, C): the previous scale's hidden states area-resampled to p x p, with the kept
+    tokens' own states written back at their positions."""
+    B, m, C = prev_BmC.shape
+    q = round(m ** 0.5)
+    a = torch.from_numpy(area_matrix(q, p)).to(prev_BmC.dtype)               # (p, q)
+    grid = prev_BmC.transpose(1, 2).reshape(B, C, q, q)
+    full = torch.matmul(torch.matmul(a, grid), a.transpose(0, 1)).reshape(B, C, p * p).transpose(1, 2)
+    return full.scatter(1, idx_Bn.unsqueeze(-1).expand(-1, -1, C), kept_BnC)

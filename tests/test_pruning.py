@@ -1,0 +1,113 @@
+"""Token pruning at the finest scales (model/pruning.py): selection, restoration, rollout, export."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from _runtime_fixtures import micro_model, nano_model
+from alignvar_edge import cli
+from alignvar_edge.errors import ConfigError
+from alignvar_edge.export import onnx_export as ox
+from alignvar_edge.manifest import load_verified
+from alignvar_edge.model.pruning import keep_counts, parse_prune, pivotal, pruning, restore
+from alignvar_edge.model.rollout import ModelStages
+from alignvar_edge.quantize.calibration.tiles import lr_tiles
+
+
+def test_parse_and_budget() -> None:
+    assert parse_prune("") == () and parse_prune("0.5,0.75") == (0.5, 0.75)
+    for bad in ("1.0", "-0.1", "half", "0.5,,0.2"):
+        with pytest.raises(ConfigError):
+            parse_prune(bad)
+    # the last two scales of (1, 2, 4, 8): 16 - 8 and 64 - 48 tokens forwarded
+    assert keep_counts((1, 2, 4, 8), (0.5, 0.75)) == [None, None, 8, 16]
+    assert keep_counts((1, 2, 4, 8), (0.01,)) == [None, None, None, None]    # 0 tokens pruned: none
+    with pytest.raises(ConfigError, match="at most 3"):
+        keep_counts((1, 2, 4, 8), (0.1, 0.1, 0.1, 0.1))
+
+
+def test_pivotal_tokens_are_the_farthest_from_the_mean() -> None:
+    x = torch.randn(3, 20, 5)
+    idx = pivotal(x, 6)
+    xn = x.numpy()
+    score = ((xn - xn.mean(axis=1, keepdims=True)) ** 2).sum(-1)
+    for b in range(3):
+        assert set(idx[b].tolist()) == set(np.argsort(-score[b])[:6].tolist())
+
+
+def test_restore_is_area_resampling_with_the_kept_tokens_written_back() -> None:
+    prev = torch.randn(2, 36, 4)                                  # a 6 x 6 scale
+    kept = torch.randn(2, 5, 4)
+    idx = torch.stack([torch.randperm(64)[:5] for _ in range(2)])
+    out = restore(prev, 8, kept, idx)
+    area = F.interpolate(prev.transpose(1, 2).reshape(2, 4, 6, 6), size=(8, 8), mode="area")
+    ref = area.reshape(2, 4, 64).transpose(1, 2).clone()
+    for b in range(2):
+        ref[b, idx[b]] = kept[b]
+    assert torch.allclose(out, ref, atol=1e-6)
+
+
+@torch.no_grad()
+def test_pruned_rollout_changes_only_the_pruned_scales_and_shortens_the_cache() -> None:
+    m = micro_model()
+    c = m.config
+    lr = torch.from_numpy(lr_tiles(c, 2, seed=0))
+    _, full, _ = m.rollout(lr)
+    with pruning(m, (0.5,)):                                      # the last scale
+        _, pruned, _ = m.rollout(lr)
+    assert all(torch.equal(a, b) for a, b in zip(full[:-1], pruned[:-1]))
+    assert not torch.equal(full[-1], pruned[-1]) and pruned[-1].shape == full[-1].shape
+    assert m.prune == ()                                          # the setting is restored
+
+    # prune the second-to-last scale: the last one sees only its kept tokens' keys and values
+    K = c.num_scales
+    m.prune = (0.5, 0.0)
+    try:
+        stages = ModelStages(m)
+        ctx, state, f_hat = stages.start(lr)
+        for k in range(K - 1):
+            _, f_hat, state, _ = stages.step(k, f_hat, state, ctx)
+    finally:
+        m.prune = ()
+    p = c.patch_nums[K - 2]
+    assert stages.layout.length(state) == m.begin_ends[K - 2][0] + (p * p - int(p * p * 0.5))
+
+
+def test_prune_export_passes_parity_and_is_recorded(tmp_path) -> None:
+    model = nano_model()
+    art = ox.export_onnx(model, tmp_path / "pruned", prune=(0.5,), n_tiles=2)
+    m = load_verified(art)
+    assert m.extra["prune"] == [0.5] and m.parity["passed"]
+    assert any(n.op_type == "TopK" for n in __import__("onnx").load(str(art / "model.onnx")).graph.node)
+    assert model.prune == ()
+    with pytest.raises(ConfigError, match="--graph single"):
+        ox.export_onnx(model, tmp_path / "staged", graph="staged", prune=(0.5,), n_tiles=1)
+
+
+@pytest.mark.parametrize("prune, needle", [("1.5", "in [0, 1)"), ("0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5", "at most")])
+def test_cli_prune_errors_are_one_line(tmp_path, capsys, prune, needle) -> None:
+    code = cli.main(["export", "--preset", "micro", "--out", str(tmp_path / "a"), "--prune", prune])
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and len(err.splitlines()) == 1 and needle in err, err
+    assert not (tmp_path / "a").exists()
+
+
+def test_eval_prune_scores_the_pruned_model_against_hr_and_unpruned(tmp_path) -> None:
+    import json
+
+    from alignvar_edge.images import save_image
+    from alignvar_edge.samples import sample_images
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    save_image(folder / "coffee.png", dict(sample_images("heldout"))["coffee"][100:228, 200:328])
+    out = tmp_path / "eval.json"
+    assert cli.main(["eval", "alignvar-tiny", "--images", str(folder), "--prune", "0.5,0.75",
+                     "--ablations", "--json", str(out)]) == 0
+    v = json.loads(out.read_text())["variants"]
+    assert set(v["pruned"]) == {"psnr_y", "ssim_y", "psnr_y_vs_model", "prune"} and v["pruned"]["prune"] == [0.5, 0.75]
+    # the pruned output differs from the unpruned one (finite PSNR), but not by much on this model
+    assert 30 < v["pruned"]["psnr_y_vs_model"] < 150
+    assert abs(v["pruned"]["psnr_y"] - v["model"]["psnr_y"]) < 0.5
