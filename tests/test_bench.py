@@ -175,6 +175,12 @@ def test_parse_spec() -> None:
     assert parse_spec("exports/t").backend == "auto" and parse_spec("BICUBIC").backend == "bicubic"
     with pytest.raises(InputError):
         parse_spec("ov-int8=openvino:")
+    t = parse_spec("openvino@CPU+throughput:engines/x")
+    assert (t.backend, t.device, t.hint, t.path) == ("openvino", "CPU", "throughput", "engines/x")
+    assert parse_spec("openvino:engines/x").hint is None
+    for bad in ("onnxruntime+throughput:x", "openvino+fast:x"):
+        with pytest.raises(InputError, match=r"\+throughput"):
+            parse_spec(bad)
 
 
 def test_statistics() -> None:

@@ -103,6 +103,25 @@ def test_build_records_parity_and_manifest(built, export):
     assert "source artifact" in ort.parity["reference"]
 
 
+def test_openvino_throughput_mode_runs_batches_in_parallel_with_the_same_pixels(export, crops):
+    """Throughput hint: tile batches as asynchronous requests on parallel streams; same output."""
+    img = next(iter(crops.values()))
+    with runtimes.load(export, backend="openvino", threads=2) as lat:
+        assert lat.parallel_requests == 1
+        ref = lat.upscale(img)
+    with runtimes.load(export, backend="openvino", threads=2, hint="throughput") as tp:
+        if tp.parallel_requests < 2:
+            pytest.skip("OpenVINO made one stream on this host (one usable core)")
+        got = tp.upscale(img)
+        tiles = np.random.default_rng(0).random((5, 3, tp.tile_size, tp.tile_size), dtype=np.float32)
+        a, ta = tp.run(tiles)
+    np.testing.assert_array_equal(got, ref)
+    with runtimes.load(export, backend="openvino", threads=2) as lat:
+        b, tb = lat.run(tiles)
+    np.testing.assert_array_equal(a, b)
+    assert all(np.array_equal(x, y) for x, y in zip(ta, tb))
+
+
 def test_load_auto_detects_the_backend(export, built, tmp_path):
     with runtimes.load(export) as e:                    # an ONNX export runs on onnxruntime
         assert e.backend == "onnxruntime"

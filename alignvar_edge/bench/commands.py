@@ -9,9 +9,11 @@ from alignvar_edge.argtypes import fraction, nonneg_int, positive_float, positiv
 from alignvar_edge.errors import InputError
 from alignvar_edge.progress import bar
 
-ENGINE_HELP = ("[LABEL=][BACKEND[@DEVICE]:]PATH or 'bicubic': an ONNX export, a built engine dir or a "
-               "checkpoint (backend from its manifest unless given: torch, onnxruntime, openvino, "
-               "tensorrt, coreml). PyTorch eager and bicubic baselines are always included. "
+ENGINE_HELP = ("[LABEL=][BACKEND[@DEVICE][+throughput]:]PATH or 'bicubic': an ONNX export, a built engine "
+               "dir or a checkpoint (backend from its manifest unless given: torch, onnxruntime, openvino, "
+               "tensorrt, coreml). openvino+throughput opens OpenVINO with its throughput hint: whole "
+               "images run their tile batches as asynchronous requests on parallel streams (with "
+               "--threads N, N streams of one thread). PyTorch eager and bicubic baselines are always included. "
                "`bench merge A.json B.json ...` merges reports instead.")
 
 

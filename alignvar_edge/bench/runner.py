@@ -457,6 +457,7 @@ def _entry(s: Subject, times_ms: list[float], mp: float, flops: int | None, peak
     if s.status != "ok":
         return e
     e["batch"] = s.info.get("batch", 1)
+    e["parallel_requests"] = s.info.get("parallel_requests", 1)
     e["load_s"] = s.info.get("load_s")
     e["latency"] = latency_summary(times_ms, e["batch"], mp, flops, peak)
     e["memory"] = s.info.get("memory")

@@ -30,6 +30,7 @@ class EngineSpec:
     backend: str          # a runtimes backend name, "auto" or "bicubic"
     device: str | None
     path: str | None
+    hint: str | None = None   # OpenVINO's performance hint ("throughput": parallel streams)
 
 
 @dataclass
@@ -66,17 +67,24 @@ def parse_spec(text: str) -> EngineSpec:
         label, rest = head, tail
     if rest.lower() == BICUBIC:
         return EngineSpec(text, label or BICUBIC, BICUBIC, None, None)
-    backend, device, path = "auto", None, rest
+    backend, device, path, hint = "auto", None, rest, None
     prefix, colon, after = rest.partition(":")
+    prefix, plus, mode = prefix.partition("+")
     name, _, dev = prefix.partition("@")
     key = ALIASES.get(name.lower(), name.lower())
     if colon and key in BACKENDS:
         backend, device, path = key, dev or None, after
-    elif colon and "@" in prefix:
+        if plus:
+            if key != "openvino" or mode.lower() != "throughput":
+                raise InputError(f"'+{mode}' in engine '{text}': only openvino has a mode, "
+                                 "+throughput (asynchronous requests on parallel streams)")
+            hint = "throughput"
+    elif colon and ("@" in prefix or plus):
         raise InputError(f"unknown backend '{name}' in engine '{text}'; choose one of {', '.join(BACKENDS)}")
     if not path:
-        raise InputError(f"engine '{text}' names no path; use [LABEL=][BACKEND[@DEVICE]:]PATH or bicubic")
-    return EngineSpec(text, label, backend, device, path)
+        raise InputError(f"engine '{text}' names no path; use [LABEL=][BACKEND[@DEVICE][+throughput]:]PATH "
+                         "or bicubic")
+    return EngineSpec(text, label, backend, device, path, hint)
 
 
 def check_exists(spec: EngineSpec) -> None:
@@ -123,12 +131,12 @@ def _backend_for(spec: EngineSpec, manifest: Manifest | None) -> str:
     return detect_backend(spec.path)
 
 
-def _load_opts(backend: str, threads: int | None, spin: bool | None) -> dict[str, Any]:
+def _load_opts(backend: str, threads: int | None, spin: bool | None, hint: str | None = None) -> dict[str, Any]:
     """Thread settings per backend so every engine gets the same cores."""
     if backend == "onnxruntime":
         return {"threads": threads, "spin": spin}
     if backend == "openvino":
-        return {"threads": threads} if threads else {}
+        return {**({"threads": threads} if threads else {}), **({"hint": hint} if hint else {})}
     return {}
 
 
@@ -141,7 +149,7 @@ def open_subject(spec: EngineSpec, threads: int | None = None, spin: bool | None
     backend = _backend_for(spec, manifest)
     kit = (manifest.tensorrt_kit if manifest else None) or {}
     precision = kit.get("precision") or (manifest.precision if manifest else None) or ("fp32" if backend == "torch" else None)
-    label = spec.label or f"{backend}-{precision or 'fp32'}"
+    label = spec.label or f"{backend}-{precision or 'fp32'}" + (f"-{spec.hint}" if spec.hint else "")
     sub = Subject(label, backend, "engine", spec.path, precision, spec.device, manifest=manifest)
     sub.info["artifact_bytes"] = artifact_bytes(spec.path)
     b = runtimes.get_backend(backend)
@@ -157,7 +165,7 @@ def open_subject(spec: EngineSpec, threads: int | None = None, spin: bool | None
     rss0, t0 = rss_mb(), time.perf_counter()
     try:
         sub.engine = runtimes.load(spec.path, backend=backend, device=spec.device,
-                                   **_load_opts(backend, threads, spin))
+                                   **_load_opts(backend, threads, spin, spec.hint))
     except AlignVAREdgeError as e:
         # an artifact this backend cannot run (a kit, a foreign engine) is not a number either
         sub.fail("unavailable" if "BackendUnavailable" in type(e).__name__ else "failed", str(e))
@@ -168,5 +176,6 @@ def open_subject(spec: EngineSpec, threads: int | None = None, spin: bool | None
     sub.info["compute_precision"] = getattr(sub.engine, "compute_precision", None)
     sub.precision = str(sub.engine.metadata.precision or precision or "fp32")
     if spec.label is None:
-        sub.label = f"{backend}-{sub.precision}"
+        sub.label = f"{backend}-{sub.precision}" + (f"-{spec.hint}" if spec.hint else "")
+    sub.info["parallel_requests"] = sub.engine.parallel_requests
     return sub

@@ -131,6 +131,16 @@ class Engine(abc.ABC):
             self.last_latency_ms = (time.perf_counter() - t0) * 1e3
         return out
 
+    @property
+    def parallel_requests(self) -> int:
+        """Engine calls worth having in flight at once (an OpenVINO engine in throughput mode runs
+        them on parallel streams); `run` and `upscale` pass this many batches to `infer_many`."""
+        return 1
+
+    def infer_many(self, feeds_list: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+        """Several raw inferences, results in order (one after another unless the engine overlaps them)."""
+        return [self.infer(f) for f in feeds_list]
+
     def _check_feeds(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         spec = self.input_spec
         if set(feeds) != set(spec):
@@ -163,18 +173,20 @@ class Engine(abc.ABC):
             raise InputError("LR tiles contain NaN or Inf; pass finite values in [0, 1]")
         x = np.clip(x, 0.0, 1.0)
         b = self.batch
-        srs: list[np.ndarray] = []
-        toks: list[list[np.ndarray]] = [[] for _ in range(self.num_scales)]
+        chunks, feeds_list = [], []
         for i in range(0, x.shape[0], b):
             chunk = x[i:i + b]
-            n = chunk.shape[0]
-            if n < b and self.input_spec[INPUT][0][0] > 0:
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], b - n, axis=0)])
+            chunks.append(chunk.shape[0])
+            if chunk.shape[0] < b and self.input_spec[INPUT][0][0] > 0:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], b - chunk.shape[0], axis=0)])
             feeds = {INPUT: chunk}
             noise = self.config.refiner_noise(b) if NOISE in self.input_spec else None
             if noise is not None:               # the same draw the export's parity check fed
                 feeds[NOISE] = noise
-            out = self.infer(feeds)
+            feeds_list.append(feeds)
+        srs: list[np.ndarray] = []
+        toks: list[list[np.ndarray]] = [[] for _ in range(self.num_scales)]
+        for n, out in zip(chunks, self.infer_many(feeds_list)):
             srs.append(np.asarray(out[SR], dtype=np.float32)[:n])
             for k in range(self.num_scales):
                 toks[k].append(np.asarray(out[token_name(k)]).astype(np.int64)[:n])

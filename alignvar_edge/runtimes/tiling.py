@@ -41,6 +41,9 @@ class TileRunner(Protocol):
     @property
     def batch(self) -> int: ...
 
+    @property
+    def parallel_requests(self) -> int: ...
+
     def run(self, lr_tiles: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]: ...
 
 
@@ -204,10 +207,11 @@ def _blend(results: Iterable[tuple[tuple[int, int], np.ndarray]], ys: list[int],
 
 def _run_tiles(engine: TileRunner, img: np.ndarray, ys: list[int], xs: list[int]
                ) -> Iterator[tuple[tuple[int, int], np.ndarray]]:
-    """Tiles in raster order, run in batches of the engine's batch; yields ((i, j), SR tile)."""
+    """Tiles in raster order, run in batches of the engine's batch (as many batches per call as it
+    keeps in flight); yields ((i, j), SR tile)."""
     t = engine.tile_size
     coords = [(i, j) for i in range(len(ys)) for j in range(len(xs))]
-    b = max(1, engine.batch)
+    b = max(1, engine.batch) * max(1, getattr(engine, "parallel_requests", 1))
     for k in range(0, len(coords), b):
         chunk = coords[k:k + b]
         lr = np.stack([img[ys[i]:ys[i] + t, xs[j]:xs[j] + t].transpose(2, 0, 1) for i, j in chunk])
