@@ -82,6 +82,9 @@ def test_prune_export_passes_parity_and_is_recorded(tmp_path) -> None:
     assert m.extra["prune"] == [0.5] and m.parity["passed"]
     assert any(n.op_type == "TopK" for n in __import__("onnx").load(str(art / "model.onnx")).graph.node)
     assert model.prune == ()
+    from alignvar_edge import runtimes
+    built = load_verified(runtimes.build(art, "onnxruntime", out=tmp_path / "ort"))
+    assert built.extra["prune"] == [0.5] and built.extra["attention"]["form"] == "explicit"
     with pytest.raises(ConfigError, match="--graph single"):
         ox.export_onnx(model, tmp_path / "staged", graph="staged", prune=(0.5,), n_tiles=1)
 
