@@ -148,6 +148,7 @@ class ModelStages:
         # tokens each scale forwards (None: all), from the model's pruning setting (model/pruning.py)
         self.keep = keep_counts(model.config.patch_nums, model.prune)
         self.last_h: torch.Tensor | None = None      # previous scale's final hidden states
+
     def start(self, lr_B3hw: torch.Tensor) -> tuple[Context, Any, torch.Tensor]:
         ctx, prefix_BLC = self.model.prepare(lr_B3hw)
         return ctx, self.prefix_state(ctx, prefix_BLC), self.zero_latent(lr_B3hw)
@@ -213,9 +214,9 @@ class ModelStages:
             x = torch.cat([state, x], dim=1)
             b, state = 0, None
         past = 0 if state is None else self.layout.length(state)
-        idx = None
-        if self.keep[k] is not None:             # pivotal tokens only, the same for a CFG pair
-            idx = pivotal(x[:f_hat_BCPP.shape[0]], self.keep[k])
+        idx, keep = None, self.keep[k]
+        if keep is not None:                     # pivotal tokens only, the same for a CFG pair
+            idx = pivotal(x[:f_hat_BCPP.shape[0]], keep)
             if paired:
                 idx = torch.cat([idx, idx])
             x = gather_tokens(x, idx)
@@ -268,7 +269,7 @@ class FreeRunning(ModelStages):
     def __init__(self, model: AlignVAR, quality_B: torch.Tensor,
                  choose: Callable[[int, torch.Tensor], torch.Tensor]):
         super().__init__(model)
-        self.keep = [None] * self.num_scales          # training never prunes
+        self.keep: list[int | None] = [None] * self.num_scales      # training never prunes
         self.quality_B = quality_B
         self.choose = choose
 
