@@ -20,6 +20,7 @@ from alignvar_edge.model.resample import resize_matrix
 from alignvar_edge.model.rollout import PER_LAYER, STACKED, KVLayout
 from alignvar_edge.model.rope import apply_rope, apply_rope_complex, pair_swap, pair_tables, rope_tables, scale_positions
 from alignvar_edge.model.sca import SCAGuidance, affinity, sca_bias
+from alignvar_edge.model.transformer import MASK_VALUE, SelfAttention, attention_form
 from alignvar_edge.model.upstream import import_varsr
 
 
@@ -63,6 +64,33 @@ def test_rope_matmul_form_is_the_pairwise_formula_bit_for_bit() -> None:
     e, o = x[..., 0::2], x[..., 1::2]
     pairwise = torch.stack([e * cos - o * sin, e * sin + o * cos], dim=-1).flatten(-2)
     assert torch.equal(apply_rope(x, *pair_tables(cos, sin), pair_swap(16)), pairwise)
+
+
+@pytest.mark.parametrize("with_past, per_sample_rows", [(False, False), (True, False), (True, True)])
+def test_fused_attention_call_equals_explicit(with_past: bool, per_sample_rows: bool) -> None:
+    """The opset-23 form (RMSNormalization, RotaryEmbedding, Attention with its KV cache) computes
+    what the explicit form does: output, and the keys and values handed to the next scale; also
+    with a pruned scale's rotary rows, which differ per sample."""
+    torch.manual_seed(0)
+    attn = SelfAttention(32, 4, sca=True, sca_alpha_init=0.5, sca_alpha_max=2.0).eval()
+    with torch.no_grad():
+        for prm in (attn.q_bias, attn.v_bias, attn.scale_mul_1H11):
+            prm.normal_()
+    B, l, past = 2, 9, 5 if with_past else 0
+    cos, sin = pair_tables(*rope_tables(scale_positions(4, 8), 8, 100.0))
+    rows = torch.stack([torch.randperm(16)[:l] for _ in range(B)]) if per_sample_rows else torch.arange(l)
+    cos, sin = cos[rows], sin[rows]
+    if per_sample_rows:
+        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)                      # (B, 1, l, hd), as pruning has them
+    bias = torch.where(torch.rand(1, 1, l, past + l) < 0.3, MASK_VALUE, 0.0)
+    args = (torch.randn(B, l, 32), cos, sin, bias, torch.randn(B, l, past + l),
+            torch.randn(B, 4, past, 8) if with_past else None, torch.randn(B, 4, past, 8) if with_past else None)
+    with torch.no_grad():
+        explicit = attn(*args)
+        with attention_form(attn, "fused"):
+            fused = attn(*args)
+    for a, b in zip(explicit, fused):
+        assert a.shape == b.shape and torch.allclose(a, b, atol=2e-6, rtol=1e-5), (a - b).abs().max()
 
 
 def test_sca_alpha_zero_is_plain_attention_bitwise() -> None:

@@ -89,6 +89,16 @@ def test_prune_export_passes_parity_and_is_recorded(tmp_path) -> None:
         ox.export_onnx(model, tmp_path / "staged", graph="staged", prune=(0.5,), n_tiles=1)
 
 
+def test_prune_export_with_fused_attention_passes_parity(tmp_path) -> None:
+    """A pruned scale's kept tokens carry their own rotary rows per sample: the fused form's
+    RotaryEmbedding takes them as per-sample tables, and the graph still matches PyTorch."""
+    art = ox.export_onnx(nano_model(), tmp_path / "pruned", prune=(0.5,), n_tiles=2, opset=23, attention="fused")
+    m = load_verified(art)
+    assert m.parity["passed"] and m.extra["attention"]["form"] == "fused"
+    ops = [n.op_type for n in __import__("onnx").load(str(art / "model.onnx")).graph.node]
+    assert "TopK" in ops and "RotaryEmbedding" in ops
+
+
 @pytest.mark.parametrize("prune, needle", [("1.5", "in [0, 1)"), ("0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5", "at most")])
 def test_cli_prune_errors_are_one_line(tmp_path, capsys, prune, needle) -> None:
     code = cli.main(["export", "--preset", "micro", "--out", str(tmp_path / "a"), "--prune", prune])

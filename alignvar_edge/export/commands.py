@@ -29,9 +29,9 @@ def register(sub: Any) -> None:
     p.add_argument("--opset", type=int, choices=(18, 20, 23), default=18,
                    help="18 (default, most portable), 20 (TensorRT 10.3's maximum) or 23")
     p.add_argument("--attention", choices=("explicit", "fused"), default="explicit",
-                   help="attention core in the graphs: explicit MatMul/Softmax/MatMul (default: every "
-                        "target parses it, and fastest in ONNX Runtime on CPU) or fused, one ONNX "
-                        "`Attention` node per call (needs --opset 23; for runtimes that fuse it)")
+                   help="attention in the graphs: explicit, plain ops (default: every target parses "
+                        "them) or fused, one ONNX RMSNormalization, RotaryEmbedding and Attention "
+                        "(with its KV cache) per call (needs --opset 23; TensorRT >= 10.15)")
     p.add_argument("--prune", metavar="R[,R...]", default="",
                    help="token pruning (FastVAR-style, training-free): the share of tokens each of the "
                         "last scales leaves out, finest last, e.g. 0.5,0.75 (single graph only)")

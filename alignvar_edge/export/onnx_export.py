@@ -40,7 +40,7 @@ __all__ = ["FUSED_ATTENTION_OPSET", "SUPPORTED_OPSETS", "attention_nodes", "expo
            "load_onnx_models", "run_single"]
 
 SUPPORTED_OPSETS = (18, 19, 20, 21, 22, 23)   # dynamo exporter: 17 is raised to 18; 23 is its max
-FUSED_ATTENTION_OPSET = 23     # ONNX `Attention`; below it the fused kernel decomposes into more nodes
+FUSED_ATTENTION_OPSET = 23     # ONNX Attention, RMSNormalization and RotaryEmbedding appear in opset 23
 # Above this many bytes of weights, a graph keeps them in `<file>.data`: protobuf's limit is 2 GiB,
 # and the graph also holds folded constants (resampling matrices, rotary tables) besides weights.
 EXTERNAL_DATA_BYTES = 1_800_000_000
@@ -93,14 +93,19 @@ def _light_optimize(ir_model: Any) -> None:
 
 def attention_nodes(model: Any) -> dict[str, Any]:
     """Graph nodes traced from the transformer's attention modules: calls and nodes per call, from
-    q/k/v projection to output projection included. A call normalises q and k together (one
-    `ReduceL2`); the prefix's pass counts too, although only its keys and values are used."""
+    q/k/v projection to output projection included. A call normalises q and k together, once
+    (`ReduceL2` explicit, `RMSNormalization` fused); the prefix's pass counts too, although only
+    its keys and values are used."""
     nodes = calls = 0
+    scope_of: dict[str, str] = {}                  # tensor -> scope of the node that makes it
     for n in model.graph.node:
-        scopes = next((p.value for p in n.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), "")
+        scopes = next((p.value for p in n.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), None)
+        if scopes is None:                        # the exporter leaves some Splits unscoped
+            scopes = scope_of.get(n.input[0], "") if n.input else ""
+        scope_of.update((o, scopes) for o in n.output)
         if "blocks." in scopes and ".attn" in scopes:
             nodes += 1
-            calls += n.op_type == "ReduceL2"
+            calls += n.op_type in ("ReduceL2", "RMSNormalization")
     return {"calls": calls, "nodes_per_call": round(nodes / calls, 1) if calls else None}
 
 
@@ -231,7 +236,7 @@ def export_onnx(model: AlignVAR, out_dir: str | os.PathLike[str], graph: str = "
     `checkpoint`: the directory (or bundled name) the model was loaded from; its absolute path and
     file hashes are recorded, so later uses find that checkpoint and refuse a different one.
     `attention`: the attention core's form in the graphs (model/transformer.ATTENTION_FORMS);
-    "fused" is one ONNX `Attention` node per call and needs opset 23.
+    "fused" is one ONNX RMSNormalization, RotaryEmbedding and Attention per call (opset 23).
     `prune`: token pruning ratios for the last scales, finest last (model/pruning.py); single graph only.
     """
 
@@ -246,8 +251,8 @@ def export_onnx(model: AlignVAR, out_dir: str | os.PathLike[str], graph: str = "
     if attention not in ATTENTION_FORMS:
         raise ConfigError(f"attention must be one of {', '.join(ATTENTION_FORMS)}, got {attention!r}")
     if attention == "fused" and opset < FUSED_ATTENTION_OPSET:
-        raise ConfigError(f"--attention fused needs --opset {FUSED_ATTENTION_OPSET} (ONNX Attention); at opset "
-                          f"{opset} it would decompose into more nodes than --attention explicit")
+        raise ConfigError(f"--attention fused needs --opset {FUSED_ATTENTION_OPSET} (ONNX Attention, RMSNormalization "
+                          f"and RotaryEmbedding); at opset {opset} use --attention explicit")
     keep_counts(model.config.patch_nums, prune)          # refuses more ratios than scales
     if prune and graph != "single":
         raise ConfigError("--prune needs --graph single (a pruned scale restores from the previous "

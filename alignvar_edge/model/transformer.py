@@ -3,12 +3,13 @@
 Attention: L2-normalised q/k, a learned per-head scale clamped so |logits| <= 100, 2-D rotary
 positions, and an additive, finite bias (block-causal mask plus SCA). q and k are normalised,
 scaled and rotated as one tensor, so an exported attention call is a handful of graph ops.
-Its core has two forms with the same arithmetic up to rounding (`ATTENTION_FORMS`):
+Inference has two forms with the same arithmetic up to rounding (`ATTENTION_FORMS`):
 
-    explicit   matmul-softmax-matmul: eager inference's reference, and graphs for targets whose
-               operator lists lack a fused op (TensorRT 10.3, Core ML, NPUs)
-    fused      torch's scaled_dot_product_attention: training, and one ONNX `Attention` node per
-               call when exported at opset >= 23
+    explicit   plain ops (ReduceL2, MatMul, Softmax): eager inference's reference, and graphs for
+               targets whose operator lists lack the opset-23 ops (TensorRT 10.3, Core ML, NPUs)
+    fused      one ONNX op each for the q/k normalisation (RMSNormalization), the rotary
+               (RotaryEmbedding) and the attention core (Attention): opset 23
+Training runs torch's scaled_dot_product_attention.
 
 The KV cache is plain tensors passed in and returned: no module state.
 """
@@ -59,6 +60,46 @@ class SelfAttention(nn.Module):
         scale = torch.exp(torch.clamp(self.scale_mul_1H11, max=MAX_LOGIT_SCALE))
         return torch.stack([scale, torch.ones_like(scale)])
 
+    def _qkv(self, x_BLC: torch.Tensor) -> torch.Tensor:
+        """(B, l, 3C): VAR's q/k/v projection, with biases on q and v only."""
+        return F.linear(x_BLC, self.mat_qkv.weight, torch.cat([self.q_bias, self.zero_k_bias, self.v_bias]))
+
+    def _bias(self, bias: torch.Tensor | None, sca_S: torch.Tensor | None) -> torch.Tensor | None:
+        """The additive attention bias: the mask (or None) plus SCA's alpha_h * S where SCA is on."""
+        alpha = self.alpha()
+        if alpha is None or sca_S is None:
+            return bias
+        s = sca_bias(alpha, sca_S)
+        return s if bias is None else bias + s
+
+    def _onnx_call(self, x_BLC: torch.Tensor, cos_Ld: torch.Tensor | None, sin_Ld: torch.Tensor | None,
+                   bias: torch.Tensor | None, sca_S: torch.Tensor | None,
+                   past_k: torch.Tensor | None, past_v: torch.Tensor | None
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The fused form: ONNX RMSNormalization, RotaryEmbedding and Attention (opset 23).
+
+        Written for TensorRT's importer (>= 10.15): 4-D q, k, v and mask, and the KV cache
+        concatenated outside `Attention` (TensorRT rejects its past and present tensors).
+        x / |x| = rms_norm(x) / sqrt(d), its eps scaled so the floor equals the explicit form's clamp.
+        """
+        B, l, C = x_BLC.shape
+        H, d = self.heads, self.head_dim
+        qk, v = self._qkv(x_BLC).view(B, l, 3 * H, d).transpose(1, 2).split([2 * H, H], dim=1)
+        qk = F.rms_norm(qk, (d,), eps=1e-24 / d) * (self.qk_scale().view(1, 2 * H, 1, 1) / math.sqrt(d))
+        if cos_Ld is not None and sin_Ld is not None:
+            # pair_tables repeat cos per pair and sign sin (-s, +s): even and odd columns undo that
+            cos, sin = cos_Ld[..., 0::2], sin_Ld[..., 1::2]
+            positions: torch.Tensor | None = torch.arange(l, device=qk.device).expand(B, l)
+            if cos.dim() > 2:           # a pruned scale's (B, 1, l, hd) rows: one table per sample
+                cos, sin, positions = cos.reshape(B, l, -1), sin.reshape(B, l, -1), None
+            qk = torch.onnx.ops.rotary_embedding(qk, cos, sin, positions, interleaved=True)
+        q, k = qk.split([H, H], dim=1)
+        if past_k is not None and past_v is not None:
+            k = torch.cat([past_k, k], dim=2)
+            v = torch.cat([past_v, v], dim=2)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=self._bias(bias, sca_S), scale=1.0)
+        return self.proj(out.transpose(1, 2).reshape(B, l, C)), k, v
+
     def forward(self, x_BLC: torch.Tensor, cos_Ld: torch.Tensor | None, sin_Ld: torch.Tensor | None,
                 bias: torch.Tensor | None, sca_S: torch.Tensor | None,
                 past_k: torch.Tensor | None, past_v: torch.Tensor | None
@@ -68,9 +109,10 @@ class SelfAttention(nn.Module):
 
         Returns the output and the full (past + new) keys and values, (B, H, L, hd).
         """
+        if self.form == "fused" and self.probs_out is None and not self.training:
+            return self._onnx_call(x_BLC, cos_Ld, sin_Ld, bias, sca_S, past_k, past_v)
         B, l, C = x_BLC.shape
-        qkv_bias = torch.cat([self.q_bias, self.zero_k_bias, self.v_bias])
-        qkv = F.linear(x_BLC, self.mat_qkv.weight, qkv_bias).view(B, l, 3, self.heads, self.head_dim)
+        qkv = self._qkv(x_BLC).view(B, l, 3, self.heads, self.head_dim)
         qkv = qkv.permute(2, 0, 3, 1, 4)                                      # 3, B, H, l, hd
         qk, v = qkv[:2], qkv[2]
         # F.normalize's arithmetic, written without its expand
@@ -81,11 +123,8 @@ class SelfAttention(nn.Module):
         if past_k is not None and past_v is not None:
             k = torch.cat([past_k, k], dim=2)
             v = torch.cat([past_v, v], dim=2)
-        alpha = self.alpha()
-        if alpha is not None and sca_S is not None:
-            s = sca_bias(alpha, sca_S)
-            bias = s if bias is None else bias + s
-        if self.training or (self.form == "fused" and self.probs_out is None):
+        bias = self._bias(bias, sca_S)
+        if self.training:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=1.0)
         else:
             logits = torch.matmul(q, k.transpose(-2, -1))
