@@ -315,6 +315,12 @@ class Manifest:
         return 1
 
     @property
+    def graph_facts(self) -> dict[str, Any]:
+        """What the exported graph itself computes (token pruning, attention form): every artifact
+        made from this one (quantized graphs, engines) carries it in its `extra` too."""
+        return {k: self.extra[k] for k in ("prune", "attention") if self.extra.get(k)}
+
+    @property
     def engine_file(self) -> str | None:
         """An engine's main file (`extra.files.engine`), relative to its directory."""
         files = self.extra.get("files")

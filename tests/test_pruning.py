@@ -37,6 +37,20 @@ def test_pivotal_tokens_are_the_farthest_from_the_mean() -> None:
         assert set(idx[b].tolist()) == set(np.argsort(-score[b])[:6].tolist())
 
 
+def test_pivotal_ties_go_to_the_lower_index_whatever_the_last_bits() -> None:
+    """A flat region: tokens whose scores differ only by rounding noise (1e-7 relative, what two
+    runtimes' reductions differ by) are kept by position, the same with and without the noise."""
+    torch.manual_seed(0)
+    x = torch.zeros(2, 16, 4)
+    x[:, :, 0] = torch.tensor([1.0, -1.0] * 8)                     # 16 equal scores
+    x[:, 3, 1] = 3.0                                                 # and one standing out
+    noisy = x * (1 + 1e-7 * torch.randn_like(x))
+    for t in (x, noisy):
+        idx = pivotal(t, 5)
+        assert sorted(idx[0].tolist()) == [0, 1, 2, 3, 4], idx
+        assert torch.equal(idx, pivotal(x, 5))
+
+
 def test_restore_is_area_resampling_with_the_kept_tokens_written_back() -> None:
     prev = torch.randn(2, 36, 4)                                  # a 6 x 6 scale
     kept = torch.randn(2, 5, 4)
@@ -85,6 +99,12 @@ def test_prune_export_passes_parity_and_is_recorded(tmp_path) -> None:
     from alignvar_edge import runtimes
     built = load_verified(runtimes.build(art, "onnxruntime", out=tmp_path / "ort"))
     assert built.extra["prune"] == [0.5] and built.extra["attention"]["form"] == "explicit"
+    # int8 through the quantizer: TopK/ScatterElements survive it, the search's target holds
+    from alignvar_edge.quantize.artifact import QuantizeOptions, quantize_artifact
+    q = load_verified(quantize_artifact(art, tmp_path / "int8", QuantizeOptions(tiles=8, val_tiles=8,
+                                                                              sensitivity_tiles=4)))
+    assert q.extra["prune"] == [0.5] and q.parity["target_met"]
+    assert q.parity["validation"]["token_agreement"] >= 0.99
     with pytest.raises(ConfigError, match="--graph single"):
         ox.export_onnx(model, tmp_path / "staged", graph="staged", prune=(0.5,), n_tiles=1)
 

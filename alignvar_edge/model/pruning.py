@@ -64,10 +64,22 @@ def keep_counts(patch_nums: tuple[int, ...], ratios: tuple[float, ...]) -> list[
     return keep
 
 
+SCORE_LEVELS = 1024
+
+
 def pivotal(x_BlC: torch.Tensor, n_keep: int) -> torch.Tensor:
-    """(B, n_keep) indices of the tokens farthest (squared L2) from their scale's mean token."""
+    """(B, n_keep) indices of the tokens farthest (squared L2) from their scale's mean token.
+
+    Flat regions give many equal or nearly equal scores, and a TopK over them picks whichever the
+    last bit of rounding favours: PyTorch and a runtime then prune different tokens. So scores are
+    rounded to SCORE_LEVELS steps of the scale's largest, and equal ones go to the lower index
+    (one exact float32 key per token): rounding noise can only matter at a step's midpoint."""
     score = ((x_BlC - x_BlC.mean(dim=1, keepdim=True)) ** 2).sum(dim=-1)
-    return torch.topk(score, n_keep, dim=1).indices
+    n = score.shape[1]
+    levels = min(SCORE_LEVELS, (1 << 24) // n - 1)              # keys stay integers below 2**24
+    level = torch.round(score / score.amax(dim=1, keepdim=True).clamp_min(1e-30) * levels)
+    key = level * n + torch.arange(n - 1, -1, -1, dtype=score.dtype, device=score.device)
+    return torch.topk(key, n_keep, dim=1).indices
 
 
 def gather_tokens(x_BlC: torch.Tensor, idx_Bn: torch.Tensor) -> torch.Tensor:

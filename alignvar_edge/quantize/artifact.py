@@ -28,7 +28,8 @@ from alignvar_edge.errors import ArtifactError, ConfigError, InputError, ParityE
 from alignvar_edge.export import onnx_io
 from alignvar_edge.export.onnx_export import check_graph, graph_io
 from alignvar_edge.export.staged import make_session
-from alignvar_edge.manifest import artifact_dir, check_out, listed_file, load_verified, new_manifest, write_manifest
+from alignvar_edge.manifest import (Manifest, artifact_dir, check_out, listed_file, load_verified, new_manifest,
+                                    write_manifest)
 from alignvar_edge.quantize.calibration.sets import (DEFAULT_TILES, DEFAULT_VALIDATION_TILES, CalibrationSet,
                                             TileSplit, model_config)
 from alignvar_edge.quantize.fp16 import to_fp16
@@ -122,7 +123,7 @@ def calibration_for(src: str | os.PathLike[str], opts: QuantizeOptions,
     return cs
 
 
-def _single_graph(src: Path, m: dict[str, Any]) -> tuple[Path, str, int, dict[str, np.ndarray]]:
+def _single_graph(src: Path, m: Manifest) -> tuple[Path, str, int, dict[str, np.ndarray]]:
     if m.kind != "onnx" or m.precision != "fp32":
         raise ArtifactError(f"'{src}' is a {m.precision} {m.kind} artifact; quantize an fp32 "
                             "ONNX export (`alignvar-edge export`)")
@@ -131,7 +132,7 @@ def _single_graph(src: Path, m: dict[str, Any]) -> tuple[Path, str, int, dict[st
                             "single graph: export with --graph single")
     g = m.graphs["model"]
     inp = g["inputs"][0]
-    batch = int(inp["shape"][0] if isinstance(inp["shape"][0], int) else 1)
+    batch = m.static_batch
     # a graph with VARSR's refiner also takes the sampler's noise: the draw every engine feeds
     noise = model_config(m.config).refiner_noise(batch) if len(g["inputs"]) > 1 else None
     extra = {} if noise is None else {g["inputs"][1]["name"]: noise}
@@ -260,7 +261,7 @@ def _fp16(model_path: Path, cs: CalibrationSet, opts: QuantizeOptions, input_nam
     return model, quant, result
 
 
-def _write(src: Path, out: Path, m: dict[str, Any], model: onnx.ModelProto, model_path: Path,
+def _write(src: Path, out: Path, m: Manifest, model: onnx.ModelProto, model_path: Path,
            opts: QuantizeOptions, quant: dict[str, Any], result: SearchResult, cs: CalibrationSet,
            batch: int, elapsed: float, force: bool, log: Log) -> Path:
 
@@ -279,7 +280,7 @@ def _write(src: Path, out: Path, m: dict[str, Any], model: onnx.ModelProto, mode
             "onnx", "onnx", "single", opts.precision, m.model, opset=m.opset,
             graphs={"model": {"file": "model.onnx", **graph_io(path)}},
             quantization={**quant, "target_runtime": opts.target}, calibration=cs.summary(), parity=parity,
-            extra={"batch": batch, "source_artifact": str(src), "source_model_sha256": m.files.get(
+            extra={**m.graph_facts, "batch": batch, "source_artifact": str(src), "source_model_sha256": m.files.get(
                 model_path.name), "bytes": {"fp32": src_bytes, opts.precision: out_bytes,
                                            "ratio": round(out_bytes / max(src_bytes, 1), 4)},
                    "quantize_s": round(elapsed, 1), "external_data": external})

@@ -141,9 +141,7 @@ def engine_manifest(source: Manifest, source_dir: Path, backend: str, precision:
     graphs = {"single": {"file": files.get("engine", ""), **graph_io(config, batch)}}
     built = BuiltFrom(str(source_dir), source.backend, source.precision,
                       sha256_file(source_dir / MANIFEST_FILE) if (source_dir / MANIFEST_FILE).is_file() else None)
-    # what the graph itself is, so the engine says it too (token pruning, attention form)
-    graph_facts = {k: source.extra[k] for k in ("prune", "attention") if source.extra.get(k)}
-    ex = {"source": built.to_json(), "files": files, **graph_facts, **(extra or {})}
+    ex = {"source": built.to_json(), "files": files, **source.graph_facts, **(extra or {})}
     fields.setdefault("opset", source.opset)
     fields.setdefault("quantization", source.quantization)
     fields.setdefault("calibration", source.calibration)
