@@ -105,6 +105,9 @@ def test_prune_export_passes_parity_and_is_recorded(tmp_path) -> None:
                                                                               sensitivity_tiles=4)))
     assert q.extra["prune"] == [0.5] and q.parity["target_met"]
     assert q.parity["validation"]["token_agreement"] >= 0.99
+    from alignvar_edge.export.inspect_artifact import format_inspection, inspect_artifact
+    assert "explicit attention" in format_inspection(inspect_artifact(art))
+    assert "token pruning 0.5 " in format_inspection(inspect_artifact(tmp_path / "int8"))
     with pytest.raises(ConfigError, match="--graph single"):
         ox.export_onnx(model, tmp_path / "staged", graph="staged", prune=(0.5,), n_tiles=1)
 

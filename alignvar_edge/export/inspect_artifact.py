@@ -67,6 +67,7 @@ def inspect_artifact(artifact: str | os.PathLike[str]) -> dict[str, Any]:
         "bytes_on_disk": sum((root / f).stat().st_size for f in m.files), "graphs": graphs,
         "input_contract": input_contract(m),
         "compute_precision": compute_precision(m),
+        "graph_facts": m.graph_facts,
     }
 
 
@@ -105,6 +106,17 @@ def _parity_line(p: Any) -> str | None:
     return None
 
 
+def _graph_facts_line(facts: dict[str, Any]) -> str | None:
+    """Attention form (with its nodes per call) and token pruning, where the manifest records them."""
+    parts = []
+    a = facts.get("attention")
+    if isinstance(a, dict):
+        parts.append(f"{a.get('form')} attention ({a.get('nodes_per_call')} nodes per call, {a.get('calls')} calls)")
+    if facts.get("prune"):
+        parts.append("token pruning " + ",".join(f"{r:g}" for r in facts["prune"]) + " (last scales, finest last)")
+    return "; ".join(parts) or None
+
+
 def _shape(io: dict[str, Any]) -> str:
     return f"{io['name']} {io['dtype']}[{','.join(str(d) for d in io['shape'])}]"
 
@@ -124,6 +136,9 @@ def format_inspection(info: dict[str, Any]) -> str:
         lines.append(f"input      {c['name']} {c['dtype']} {c['layout']} {c['shape']}, {c['color_order']} in "
                      f"[{c['range'][0]:g}, {c['range'][1]:g}]; tile {c['tile']} px, overlap {c['overlap']}, "
                      f"scale x{c['scale']}, batch {c['batch'] or 'dynamic'}")
+    facts = _graph_facts_line(info.get("graph_facts") or {})
+    if facts:
+        lines.append(f"graph      {facts}")
     parity = _parity_line(info.get("parity"))
     if parity:
         lines.append(f"parity     {parity}")
