@@ -86,6 +86,13 @@ def test_eval_ablations_json_shape(tmp_path: Path, capsys) -> None:
     assert main(["eval", "alignvar-tiny", "--images", str(folder), "--json", str(plain)]) == 0
     assert json.loads(plain.read_text())["mean_psnr_y"]["model"] == report["variants"]["model"]["psnr_y"]
     assert "tokens_off" in capsys.readouterr().out
+    assert report["overlap"] == 4                                   # upscale's default: a quarter tile
+    # --overlap changes how the tiled variants are cut and blended, nothing else
+    other = tmp_path / "overlap0.json"
+    assert main(["eval", "alignvar-tiny", "--images", str(folder), "--overlap", "0", "--json", str(other)]) == 0
+    r0 = json.loads(other.read_text())
+    assert r0["overlap"] == 0 and r0["mean_psnr_y"]["bicubic"] == report["variants"]["bicubic"]["psnr_y"]
+    assert r0["mean_psnr_y"]["model"] != report["variants"]["model"]["psnr_y"]
 
 
 def test_eval_ablations_sca_off_is_na_without_sca(tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ from alignvar_edge.model.alignvar import AlignVAR
 from alignvar_edge.model.resample import bicubic_matrix
 from alignvar_edge.runtimes.torch_backend import TorchEngine
 from alignvar_edge.model.pruning import keep_counts
+from alignvar_edge.manifest import default_overlap
 from alignvar_edge.train.ablations import NOT_APPLICABLE, VARIANTS, variant_models
 
 KINDS = (*VARIANTS, "pruned", "pruned_vs_model")     # what a result may score, in table order
@@ -70,7 +71,8 @@ def vq_reconstruct(model: AlignVAR, lr_NC: torch.Tensor, hr_NC: torch.Tensor, ba
 
 
 def evaluate(model: AlignVAR, images: list[tuple[str, np.ndarray]], seed: int = 0,
-             max_side: int | None = None, ablations: bool = False, prune: tuple[float, ...] = ()) -> dict[str, Any]:
+             max_side: int | None = None, ablations: bool = False, prune: tuple[float, ...] = (),
+             overlap: int | None = None) -> dict[str, Any]:
     c = model.config
     deg = DegradationConfig.from_dict(c.degradation) if c.degradation else DegradationConfig(scale=c.scale)
     t_hr, t_lr = c.hr_size, c.lr_size
@@ -94,7 +96,7 @@ def evaluate(model: AlignVAR, images: list[tuple[str, np.ndarray]], seed: int = 
         lr_tiles, hr_tiles = _tiles(lr_t, t_lr), _tiles(hr_t, t_hr)
         n_tiles += lr_tiles.shape[0]
         # what users get: overlapping tiles, blended (runtimes/tiling.py); every variant alike
-        recon = {k: e.upscale(lr) for k, e in engines.items()}
+        recon = {k: e.upscale(lr, overlap=overlap) for k, e in engines.items()}
         recon["vq_ceiling"] = _untile(vq_reconstruct(model, lr_tiles, hr_tiles), H, W).permute(1, 2, 0).numpy()
         recon["bicubic"] = bicubic_upscale(lr, c.scale)
         ref = hr.transpose(2, 0, 1)                       # the metrics take (3, H, W)
@@ -111,6 +113,7 @@ def evaluate(model: AlignVAR, images: list[tuple[str, np.ndarray]], seed: int = 
         "mean_psnr_y": {k: float(np.mean([s.psnr[k] for s in scores])) for k in kinds},
         "mean_ssim_y": {k: float(np.mean([s.ssim[k] for s in scores])) for k in kinds if k in scores[0].ssim},
         "prune": list(prune),
+        "overlap": default_overlap(t_lr) if overlap is None else overlap,
         "tiles": n_tiles,                  # whole HR tiles of the crops (the VQ ceiling's grid)
         "seed": seed,
         "degradation": deg.to_dict(),
@@ -130,7 +133,8 @@ def ablation_report(result: dict[str, Any], checkpoint: str) -> dict[str, Any]:
                               "psnr_y_vs_model": m["pruned_vs_model"], "prune": result["prune"]}
     return {"variants": variants, "checkpoint": checkpoint,
             "images": [{"name": s["name"], "size": s["size"]} for s in result["images"]],
-            "tiles": result["tiles"], "tiling": "every tiled variant through the same overlapping, blended tiles as upscale",
+            "tiles": result["tiles"], "overlap": result["overlap"],
+            "tiling": "every tiled variant through the same overlapping, blended tiles as upscale",
             "seed": result["seed"], "degradation": result["degradation"],
             "per_image": result["images"]}
 
@@ -145,4 +149,5 @@ def format_eval(result: dict[str, Any]) -> str:
     lines.append(f"{'mean':<14}{'':>10}  " + "".join(f"{m[k]:>8.2f}/{ss[k]:.3f}" for k in kinds))
     if "pruned_vs_model" in m:
         lines.append(f"pruned {result['prune']} vs the unpruned model: {m['pruned_vs_model']:.2f} dB PSNR-Y")
+    lines.append(f"tiled variants: overlapping tiles blended as upscale does, overlap {result['overlap']} LR px")
     return "\n".join(lines)

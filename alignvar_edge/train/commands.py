@@ -49,6 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="also run the model with token pruning (the share of tokens each of the last "
                         "scales leaves out, finest last, e.g. 0.5,0.75) and score it against the HR "
                         "and against the unpruned output")
+    e.add_argument("--overlap", type=nonneg_int,
+                   help="tile overlap in LR pixels for every tiled variant (default: a quarter tile, "
+                        "as upscale); fewer overlapping tiles make whole images faster")
     add_json_option(e, "the results")
     e.set_defaults(func=run_eval)
 
@@ -92,7 +95,7 @@ def run_eval(args: argparse.Namespace) -> int:
     model = load_pretrained(args.checkpoint)
     with stage(f"evaluating {args.checkpoint}" + (" with ablations" if args.ablations else "")):
         result = evaluate(model, load_eval_images(args.images), seed=args.seed,  # type: ignore[arg-type]
-                          max_side=args.max_side, ablations=args.ablations, prune=prune)
+                          max_side=args.max_side, ablations=args.ablations, prune=prune, overlap=args.overlap)
     text = format_eval(result)
     if args.ablations and model.sca_guidance is None:
         text += "\nsca_off: n/a (this model has no SCA)"
