@@ -289,3 +289,9 @@ def test_image_geometry_counts_overlap_and_padding() -> None:
                                                   "padded_tiles": 3}
     assert image_geometry((128, 128), 32, 5)["padded_tiles"] == 0
     assert image_geometry((20, 20), 32, 1)["tiles"] == 1            # smaller than a tile: one padded tile
+    # `bench --overlap 2` on 16 px tiles: 9 x 9 tiles instead of the default (4 px) 11 x 11
+    assert image_geometry((128, 128), 16, 8)["tiles"] == 121
+    assert image_geometry((128, 128), 16, 8, overlap=2) == {"tiles": 81, "overlap": 2, "batch": 8, "calls": 11,
+                                                            "padded_tiles": 7}
+    with pytest.raises(InputError, match="--overlap"):
+        BenchOptions(image_overlap=-1).validate()

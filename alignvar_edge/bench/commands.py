@@ -47,6 +47,8 @@ def register(sub: Any) -> None:
                         "(overlap and batch padding counted) and report whole-image MP/s (default 128: "
                         "a 512x512 SR image; 0: no whole-image timing)")
     p.add_argument("--image-runs", type=positive_int, default=5, help="timed whole-image rounds (default 5)")
+    p.add_argument("--overlap", type=nonneg_int, metavar="LR_PX",
+                   help="tile overlap of the whole-image timing (default: a quarter tile, as upscale)")
     p.add_argument("--threads", type=positive_int, help="threads for every engine (default: all usable cores)")
     p.add_argument("--staged", help="a staged ONNX export of the same model: adds ONNX Runtime per-stage timing")
     p.add_argument("--profile-runs", type=nonneg_int, default=3, help="runs of the per-stage profile (0: none)")
@@ -123,7 +125,8 @@ def run_bench_cmd(args: argparse.Namespace) -> int:
                         profile_runs=args.profile_runs, staged=args.staged,
                         min_token_agreement=args.min_token_agreement,
                         target_speedup=args.target_speedup, label=args.label, sequential=args.sequential,
-                        duration=args.duration, image_size=args.image_size, image_runs=args.image_runs)
+                        duration=args.duration, image_size=args.image_size, image_runs=args.image_runs,
+                        image_overlap=args.overlap)
     report = run_bench(args.engines, reference=args.reference, options=opts, log=_say, progress=bar)
     from alignvar_edge.bench.outputs import write_outputs
     write_outputs(report, args.out, args.md, args.plot)

@@ -27,6 +27,7 @@ from alignvar_edge.model.resample import bicubic_matrix
 from alignvar_edge.runtimes.torch_backend import TorchEngine
 from alignvar_edge.model.pruning import keep_counts
 from alignvar_edge.manifest import default_overlap
+from alignvar_edge.runtimes.tiling import seam_ratio, tile_starts
 from alignvar_edge.train.ablations import NOT_APPLICABLE, VARIANTS, variant_models
 
 KINDS = (*VARIANTS, "pruned", "pruned_vs_model")     # what a result may score, in table order
@@ -38,6 +39,7 @@ class ImageScore:
     size: tuple[int, int]
     psnr: dict[str, float]
     ssim: dict[str, float]
+    seam_ratio_vs_hr: float          # the model's SR: see evaluate's "mean_seam_ratio_vs_hr"
 
 
 def _tiles(x_CHW: torch.Tensor, t: int) -> torch.Tensor:
@@ -84,6 +86,7 @@ def evaluate(model: AlignVAR, images: list[tuple[str, np.ndarray]], seed: int = 
         tiled["pruned"] = pruned
     engines = {k: TorchEngine.from_model(m, batch=16) for k, m in tiled.items() if m is not None}
     n_tiles = 0
+    ov = default_overlap(t_lr) if overlap is None else overlap
     scores: list[ImageScore] = []
     for i, (name, hr) in enumerate(images):
         H = (hr.shape[0] if max_side is None else min(hr.shape[0], max_side)) // t_hr * t_hr
@@ -96,7 +99,7 @@ def evaluate(model: AlignVAR, images: list[tuple[str, np.ndarray]], seed: int = 
         lr_tiles, hr_tiles = _tiles(lr_t, t_lr), _tiles(hr_t, t_hr)
         n_tiles += lr_tiles.shape[0]
         # what users get: overlapping tiles, blended (runtimes/tiling.py); every variant alike
-        recon = {k: e.upscale(lr, overlap=overlap) for k, e in engines.items()}
+        recon = {k: e.upscale(lr, overlap=ov) for k, e in engines.items()}
         recon["vq_ceiling"] = _untile(vq_reconstruct(model, lr_tiles, hr_tiles), H, W).permute(1, 2, 0).numpy()
         recon["bicubic"] = bicubic_upscale(lr, c.scale)
         ref = hr.transpose(2, 0, 1)                       # the metrics take (3, H, W)
@@ -104,16 +107,21 @@ def evaluate(model: AlignVAR, images: list[tuple[str, np.ndarray]], seed: int = 
         if prune:
             psnr["pruned_vs_model"] = psnr_y(recon["model"].transpose(2, 0, 1), recon["pruned"].transpose(2, 0, 1),
                                              border=c.scale)
+        ys, xs = tile_starts(lr.shape[0], t_lr, ov), tile_starts(lr.shape[1], t_lr, ov)
+        seams = seam_ratio(recon["model"], ys, xs, t_lr, c.scale) / seam_ratio(hr, ys, xs, t_lr, c.scale)
         scores.append(ImageScore(
             name, (W, H), psnr,
-            {k: ssim_y(ref, v.transpose(2, 0, 1), border=c.scale) for k, v in recon.items()}))
+            {k: ssim_y(ref, v.transpose(2, 0, 1), border=c.scale) for k, v in recon.items()}, seams))
     kinds = [k for k in KINDS if k in scores[0].psnr]
     return {
         "images": [s.__dict__ for s in scores],
         "mean_psnr_y": {k: float(np.mean([s.psnr[k] for s in scores])) for k in kinds},
         "mean_ssim_y": {k: float(np.mean([s.ssim[k] for s in scores])) for k in kinds if k in scores[0].ssim},
         "prune": list(prune),
-        "overlap": default_overlap(t_lr) if overlap is None else overlap,
+        "overlap": ov,
+        # gradient energy across the tile borders over the interior's, for the model's SR relative
+        # to the HR's at the same borders: 1.0 means tiling leaves no trace
+        "mean_seam_ratio_vs_hr": float(np.mean([s.seam_ratio_vs_hr for s in scores])),
         "tiles": n_tiles,                  # whole HR tiles of the crops (the VQ ceiling's grid)
         "seed": seed,
         "degradation": deg.to_dict(),
@@ -149,5 +157,6 @@ def format_eval(result: dict[str, Any]) -> str:
     lines.append(f"{'mean':<14}{'':>10}  " + "".join(f"{m[k]:>8.2f}/{ss[k]:.3f}" for k in kinds))
     if "pruned_vs_model" in m:
         lines.append(f"pruned {result['prune']} vs the unpruned model: {m['pruned_vs_model']:.2f} dB PSNR-Y")
-    lines.append(f"tiled variants: overlapping tiles blended as upscale does, overlap {result['overlap']} LR px")
+    lines.append(f"tiled variants: overlapping tiles blended as upscale does, overlap {result['overlap']} LR px; "
+                 f"seams (border/interior gradient energy, model over HR) {result['mean_seam_ratio_vs_hr']:.3f}")
     return "\n".join(lines)

@@ -45,13 +45,13 @@ def image_geometry(side_hw: tuple[int, int], tile: int, batch: int, overlap: int
     return {"tiles": n, "overlap": ov, "batch": batch, "calls": calls, "padded_tiles": calls * batch - n}
 
 
-def image_call(engine: Any, lr: np.ndarray, scale: int) -> Callable[[], object]:
+def image_call(engine: Any, lr: np.ndarray, scale: int, overlap: int | None = None) -> Callable[[], object]:
     """One timed unit: the whole image through the engine's tiling (`engine is None`: bicubic)."""
     if engine is None:
         from alignvar_edge.runtimes.tiling import upscale_plane_bicubic
         return lambda: [upscale_plane_bicubic(lr[..., c], scale) for c in range(3)]
     from alignvar_edge.runtimes.tiling import upscale_rgb
-    return lambda: upscale_rgb(engine, lr)
+    return lambda: upscale_rgb(engine, lr, overlap=overlap)
 
 
 def image_summary(times_ms: list[float], side_hw: tuple[int, int], scale: int,

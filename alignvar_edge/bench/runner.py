@@ -61,6 +61,7 @@ class BenchOptions:
     duration: float | None = None     # time rounds for this many seconds (at least `runs` rounds)
     image_size: int = IMAGE_LR        # LR side of the whole-image timing (0: none)
     image_runs: int = 5               # interleaved whole-image rounds (after one untimed round)
+    image_overlap: int | None = None  # tile overlap of the whole-image timing (None: a quarter tile)
 
     def validate(self) -> None:
         if self.runs < 1 or self.warmup < 0 or self.tiles < 1:
@@ -70,6 +71,8 @@ class BenchOptions:
             raise InputError(f"--threads must be >= 1, got {self.threads}")
         if not 0.0 <= self.min_token_agreement <= 1.0:
             raise InputError("--min-token-agreement must lie in [0, 1]")
+        if self.image_overlap is not None and self.image_overlap < 0:
+            raise InputError(f"--overlap must be >= 0 LR pixels, got {self.image_overlap}")
         if self.image_size < 0 or self.image_runs < 1:
             raise InputError(f"need --image-size >= 0 (0: no whole-image timing) and --image-runs >= 1; "
                              f"got {self.image_size}, {self.image_runs}")
@@ -262,7 +265,7 @@ class _Measure:
     def _measure_images(self, live: list[Subject], image: np.ndarray) -> None:
         """Whole images through each subject's tiling (engines) or bicubic, interleaved."""
         h, w = image.shape[:2]
-        calls = {id(s): image_call(_image_engine(s), image, self.scale) for s in live}
+        calls = {id(s): image_call(_image_engine(s), image, self.scale, self.opts.image_overlap) for s in live}
         self.say(f"timing a {w}x{h} LR image ({w * self.scale}x{h * self.scale} SR), "
                  f"1 untimed + {self.opts.image_runs} rounds")
         interleaved(live, calls, range(1), self.prog, "image warm-up")
@@ -386,7 +389,8 @@ def run_bench(engines: Sequence[str], reference: Any = None, options: BenchOptio
             for s, e in zip(order, entries):
                 if e["status"] == "ok" and m.image_times.get(id(s)):
                     eng = _image_engine(s)
-                    geo = None if eng is None else image_geometry(image.shape[:2], eng.tile_size, eng.batch)
+                    geo = None if eng is None else image_geometry(image.shape[:2], eng.tile_size, eng.batch,
+                                                                  opts.image_overlap)
                     e["image"] = image_summary(m.image_times[id(s)], image.shape[:2], config.scale, geo)
     finally:
         for s in every:
@@ -409,6 +413,7 @@ def run_bench(engines: Sequence[str], reference: Any = None, options: BenchOptio
         "settings": {"runs": opts.runs, "duration_s": opts.duration, "warmup": opts.warmup, "threads": threads,
                      "image_lr": opts.image_size or None,
                      "image_runs": opts.image_runs if opts.image_size else None,
+                     "image_overlap": opts.image_overlap,
                      "fidelity_tiles": opts.tiles, "images": opts.images or "bundled held-out photographs",
                      "seed": opts.seed, "eager_batch": batch, "interleaved": not opts.sequential,
                      "ort_spin": opts.spin, "min_token_agreement": opts.min_token_agreement,
