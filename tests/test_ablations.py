@@ -105,3 +105,10 @@ def test_eval_ablations_sca_off_is_na_without_sca(tmp_path: Path) -> None:
     v = json.loads(out.read_text())["variants"]
     assert v["sca_off"] == {"psnr_y": "n/a", "ssim_y": "n/a"}
     assert isinstance(v["tokens_off"]["psnr_y"], float)
+
+
+def test_eval_of_a_flat_photo_reports_seams_without_dividing_by_zero(bundled: AlignVAR) -> None:
+    """A flat HR has no gradient at the tile borders; the seam figure is then the SR's own."""
+    from alignvar_edge.bench.evaluate import evaluate
+    r = evaluate(bundled, [("flat", np.full((128, 128, 3), 0.5, np.float32))], overlap=2)   # 3 x 3 tiles
+    assert r["overlap"] == 2 and np.isfinite(r["mean_seam_ratio_vs_hr"])

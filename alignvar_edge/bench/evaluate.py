@@ -108,7 +108,10 @@ def evaluate(model: AlignVAR, images: list[tuple[str, np.ndarray]], seed: int = 
             psnr["pruned_vs_model"] = psnr_y(recon["model"].transpose(2, 0, 1), recon["pruned"].transpose(2, 0, 1),
                                              border=c.scale)
         ys, xs = tile_starts(lr.shape[0], t_lr, ov), tile_starts(lr.shape[1], t_lr, ov)
-        seams = seam_ratio(recon["model"], ys, xs, t_lr, c.scale) / seam_ratio(hr, ys, xs, t_lr, c.scale)
+        seams = seam_ratio(recon["model"], ys, xs, t_lr, c.scale)
+        hr_seams = seam_ratio(hr, ys, xs, t_lr, c.scale)
+        if hr_seams > 0:                   # a flat HR has no gradient at the borders to compare with
+            seams /= hr_seams
         scores.append(ImageScore(
             name, (W, H), psnr,
             {k: ssim_y(ref, v.transpose(2, 0, 1), border=c.scale) for k, v in recon.items()}, seams))
