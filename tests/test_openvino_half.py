@@ -11,7 +11,7 @@ from test_quantize import export  # noqa: F401  (the cached lively micro export)
 pytest.importorskip("openvino")
 
 from alignvar_edge import runtimes  # noqa: E402
-from alignvar_edge.errors import ArtifactError  # noqa: E402
+from alignvar_edge.errors import HalfPrecisionError  # noqa: E402
 from alignvar_edge.runtimes.openvino.backend import PrecisionWarning, compile_config, inference_precision  # noqa: E402
 
 
@@ -51,13 +51,82 @@ def test_fp32_engine_records_per_group_precision_and_flags_the_default(export: P
 def test_bf16_build_keeps_the_tokens_or_writes_nothing(export: Path, tmp_path: Path) -> None:  # noqa: F811
     if _default_cpu_precision() != "bf16":
         pytest.skip("this CPU has no bf16 units (needs AVX512-BF16 or AMX)")
-    out = tmp_path / "bf16"
-    try:
-        runtimes.build(export, "openvino", "bf16", out=out)
-    except ArtifactError as e:
-        assert "ignores per-node f32 islands" in str(e) and not out.exists()
-        return
+    out = runtimes.build(export, "openvino", "bf16", out=tmp_path / "bf16")
     m = json.loads((out / "manifest.json").read_text())
     assert m["parity"]["tokens"]["overall"] >= 0.99
     assert m["extra"]["inference_precision_hint"] == "bf16"
-    assert any("bf16" in v for v in m["extra"]["compute_precision"].values())
+    ladder = m["extra"]["half_ladder"]
+    assert ladder[-1]["token_agreement"] >= 0.99 and all(r["token_agreement"] < 0.99 for r in ladder[:-1])
+    cp = m["extra"]["compute_precision"]
+    assert "bf16" in cp["decoder_convs"]
+    if "split" in m["extra"]:          # the whole graph lost tokens: the token path ran f32
+        assert ladder[0]["rung"] == "whole graph" and set(cp["transformer_matmuls"]) == {"f32"}
+        assert set(cp["logits_head"]) == {"f32"}
+        with runtimes.load(out) as e:
+            assert e.compute_precision == "bf16 image, f32 tokens"
+
+
+def test_split_parts_compose_to_the_whole_graph(export: Path) -> None:  # noqa: F811
+    """The token part then the image part compute what the single graph computes (in ONNX Runtime)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from alignvar_edge.manifest import read_manifest
+    from alignvar_edge.runtimes.artifacts import validation_tiles
+    from alignvar_edge.runtimes.base import config_from_manifest
+    from alignvar_edge.runtimes.openvino.split import split_at_tokens
+
+    cut = split_at_tokens(export / "model.onnx")
+    assert not [n for n in cut.image_part.graph.node if n.op_type == "ArgMax"]    # no token is made there
+    assert [o.name for o in cut.image_part.graph.output] == ["sr"]
+    x = validation_tiles(config_from_manifest(read_manifest(export)), n=1)   # static batch 1
+
+    def run(model: object, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        s = ort.InferenceSession(model if isinstance(model, str) else model.SerializeToString(),  # type: ignore[attr-defined]
+                                 providers=["CPUExecutionProvider"])
+        return dict(zip([o.name for o in s.get_outputs()], s.run(None, {i.name: feeds[i.name] for i in s.get_inputs()})))
+
+    whole = run(str(export / "model.onnx"), {"lr": x})
+    values = {"lr": x, **run(cut.token_part, {"lr": x})}
+    values.update(run(cut.image_part, values))
+    assert set(whole) == {"sr"} | {f"tokens_{k}" for k in range(len(whole) - 1)}
+    for name, want in whole.items():
+        if name == "sr":
+            np.testing.assert_allclose(values[name], want, atol=1e-6)
+        else:
+            np.testing.assert_array_equal(values[name], want)
+
+
+def test_unchecked_half_build_is_split_and_keeps_every_token(export: Path, tmp_path: Path) -> None:  # noqa: F811
+    """Without a build-time check the only safe layout is the split: the token path stays f32."""
+    import numpy as np
+
+    from alignvar_edge.runtimes.artifacts import validation_tiles
+    out = runtimes.build(export, "openvino", "bf16", out=tmp_path / "split", check=False)
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["extra"]["files"] == {"engine": "model.xml", "image": "image.xml"}
+    assert m["extra"]["split"]["token_precision"] == "f32" and "image.bin" in m["files"]
+    from alignvar_edge.export.inspect_artifact import format_inspection, inspect_artifact
+    shown = format_inspection(inspect_artifact(out))
+    assert "openvino engine, bf16" in shown and "split      token path f32" in shown
+    assert "engine     model.xml + image.xml" in shown
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PrecisionWarning)     # a CPU without bf16 units computes f32
+        with runtimes.load(export, backend="onnxruntime") as ref, runtimes.load(out) as e, \
+                runtimes.load(out, hint="throughput") as tp:
+            x = validation_tiles(e.config, n=3)
+            want_sr, want = ref.run(x)
+            got_sr, got = e.run(x)
+            for k in range(len(want)):
+                np.testing.assert_array_equal(got[k], want[k])
+            assert np.abs(got_sr - want_sr).max() < 0.05
+            many = tp.infer_many([{"lr": x[i:i + 1]} for i in range(3)])
+            for i, r in enumerate(many):
+                np.testing.assert_array_equal(r["tokens_0"], got[0][i:i + 1])
+
+
+def test_half_build_that_misses_every_rung_writes_nothing(export: Path, tmp_path: Path) -> None:  # noqa: F811
+    out = tmp_path / "never"
+    with pytest.raises(HalfPrecisionError, match=r"with the token path in f32; nothing was written"):
+        runtimes.build(export, "openvino", "bf16", out=out, min_token_agreement=1.01)
+    assert not out.exists()

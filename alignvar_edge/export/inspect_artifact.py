@@ -17,7 +17,7 @@ from alignvar_edge.manifest import Manifest, input_contract, listed_file, load_v
 __all__ = ["format_inspection", "inspect_artifact"]
 
 
-def _graph_summary(root: Path, m: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
+def _graph_summary(root: Path, m: Manifest, entry: dict[str, Any]) -> dict[str, Any]:
     import onnx
 
     path = listed_file(root, m, entry["file"])
@@ -51,8 +51,10 @@ def inspect_artifact(artifact: str | os.PathLike[str]) -> dict[str, Any]:
     """Verified summary of an exported ONNX artifact directory (raises ArtifactError if broken)."""
     root = Path(artifact)
     m = load_verified(root)
+    if m.kind == "engine":
+        return _engine_info(root, m)
     if m.kind != "onnx":
-        raise ArtifactError(f"'{root}' is a {m.kind!r} artifact; inspect reads exported ONNX graphs")
+        raise ArtifactError(f"'{root}' is a {m.kind} artifact; inspect reads exports and engines")
     graphs = {name: _graph_summary(root, m, entry) for name, entry in m.graphs.items()}
     n = len(m.files)
     return {
@@ -68,6 +70,26 @@ def inspect_artifact(artifact: str | os.PathLike[str]) -> dict[str, Any]:
         "input_contract": input_contract(m),
         "compute_precision": compute_precision(m),
         "graph_facts": m.graph_facts,
+    }
+
+
+def _engine_info(root: Path, m: Manifest) -> dict[str, Any]:
+    """An engine directory: what it was built from and checked against, what it computes in."""
+    extra = m.extra
+    return {
+        "verdict": f"OK: engine ({m.backend}), every file listed in manifest.json matching its SHA-256",
+        "path": str(root), "kind": "engine", "backend": m.backend, "graph": m.graph, "precision": m.precision,
+        "opset": m.opset, "device": extra.get("device"),
+        "model": {"name": m.model.name, "source": m.source.describe(),
+                  "scale_schedule": list(m.model.scale_schedule) if m.model.scale_schedule else None},
+        "parameters": (m.model.parameters or {}).get("inference"), "batch": m.static_batch,
+        "parity": m.parity, "tools": m.tools, "created": m.created, "files_verified": len(m.files),
+        "bytes_on_disk": sum((root / f).stat().st_size for f in m.files),
+        "engine_files": {role: f for role, f in (extra.get("files") or {}).items()},
+        "built_from": (extra.get("source") or {}).get("path"),
+        "input_contract": input_contract(m), "compute_precision": compute_precision(m),
+        "split": extra.get("split"), "half_ladder": extra.get("half_ladder"),
+        "graph_facts": m.graph_facts, "graphs": {},
     }
 
 
@@ -95,7 +117,8 @@ def _parity_line(p: Any) -> str | None:
     tokens = p.get("tokens")
     if isinstance(tokens, dict) and "per_scale" in tokens:
         per = " ".join(f"{a:.0%}" for a in tokens["per_scale"])
-        return (f"{p.get('tiles')} tiles vs PyTorch: tokens per scale [{per}], SR PSNR {p.get('psnr_db')} dB, "
+        return (f"{p.get('tiles')} tiles vs {p.get('reference', 'PyTorch')}: tokens per scale [{per}], "
+                f"SR PSNR {p.get('psnr_db')} dB, "
                 f"max |diff| {p.get('max_abs_diff', float('nan')):.1e}")
     val = p.get("validation")
     if isinstance(val, dict):
@@ -122,10 +145,11 @@ def _shape(io: dict[str, Any]) -> str:
 
 
 def format_inspection(info: dict[str, Any]) -> str:
+    what = (f"{info['backend']} engine, {info['precision']}, device {info['device']}" if info.get("kind") == "engine"
+            else f"{info['graph']} graph, {info['precision']}, opset {info['opset']}")
     lines = [
         f"verdict    {info['verdict']}",
-        f"artifact   {info['path']}  ({info['graph']} graph, {info['precision']}, opset {info['opset']}, "
-        f"batch {info['batch']})",
+        f"artifact   {info['path']}  ({what}, batch {info['batch']})",
         f"model      {info['model']['name']}  scales {info['model']['scale_schedule']}  "
         f"parameters (inference) {info['parameters']:,}" if info["parameters"] else
         f"model      {info['model']['name']}",
@@ -144,7 +168,17 @@ def format_inspection(info: dict[str, Any]) -> str:
         lines.append(f"parity     {parity}")
     cp = info.get("compute_precision")
     if cp:
-        lines.append("compute    " + ", ".join(f"{g} {v}" for g, v in cp.items()))
+        lines.append("compute    " + ", ".join(f"{g} {_counts(v)}" for g, v in cp.items()))
+    split = info.get("split")
+    if split:
+        lines.append(f"split      token path {split.get('token_precision')} ({split.get('token_nodes')} nodes), "
+                     f"image suffix {split.get('image_precision')} ({split.get('image_nodes')} nodes), "
+                     f"handing on {', '.join(split.get('boundary') or [])}")
+    for rung in info.get("half_ladder") or []:
+        lines.append(f"tried      {rung['rung']}: tokens {rung['token_agreement']:.2%}, SR PSNR {rung['psnr_db']} dB")
+    if info.get("engine_files"):
+        lines.append("engine     " + " + ".join(info["engine_files"].values())
+                     + (f"; built from {info['built_from']}" if info.get("built_from") else ""))
     lines.append("tools      " + ", ".join(f"{k} {v}" for k, v in sorted(info["tools"].items())))
     for name, g in info["graphs"].items():
         lines.append("")
@@ -158,7 +192,13 @@ def format_inspection(info: dict[str, Any]) -> str:
             worst = next((s for s in ("error", "warning", "info") if any(f["severity"] == s for f in found)), "ok")
             lines.append(f"   lint {target}: {worst}")
             lines += [f"     {Finding(**f).line()}" for f in found]
-    lines.append("")
-    lines.append("lint is advisory (published operator tables and notes, alignvar_edge/data/); "
-                 "build on the target to be sure")
+    if info["graphs"]:
+        lines.append("")
+        lines.append("lint is advisory (published operator tables and notes, alignvar_edge/data/); "
+                     "build on the target to be sure")
     return "\n".join(lines)
+
+
+def _counts(v: Any) -> str:
+    """A group's precision: 'bf16' or, measured per op, 'bf16 36 / f32 3'."""
+    return " / ".join(f"{p} {n}" for p, n in v.items()) if isinstance(v, dict) else str(v)

@@ -8,10 +8,14 @@ Build (`ov.convert_model` from the exported ONNX, then `ov.save_model`):
                 device has half units (GPU, NPU), else f32.
   bf16          fp32 IR compiled with INFERENCE_PRECISION_HINT=bf16 (CPU). OpenVINO 2026.4's CPU
                 plugin ignores per-node f32 marks (`precise` rt_info) under bf16 (measured: every
-                FullyConnected / Convolution still ran bf16), so the half policy is all-or-nothing
-                here: build-time parity must meet the token target or nothing is written. The
-                compute precision each group actually got (the compiled graph's runtimePrecision)
-                is recorded in the manifest as `extra.compute_precision`.
+                FullyConnected / Convolution still ran bf16), so f32 islands take a second compiled
+                model. Ladder, checked by build-time parity (tokens >= 99%, SR PSNR vs fp32 above
+                the recipe's bar): the whole graph in bf16, else a split engine (`split.py`): the
+                token path compiled f32 (model.xml) and the image suffix, which cannot change a
+                token, compiled bf16 (image.xml); else nothing is written. The compute precision
+                each group actually got (the compiled graphs' runtimePrecision) is recorded in the
+                manifest as `extra.compute_precision`, the split as `extra.split`, the rungs tried
+                as `extra.half_ladder`. fp16 on a GPU takes the same ladder.
   int8          `nncf.quantize`, model type TRANSFORMER, preset PERFORMANCE (symmetric
                 activations), activations calibrated on LR tiles; overflow_fix=ENABLE on CPUs
                 without VNNI/AMX (their int8 dot products saturate). The ignored scope keeps in
@@ -36,6 +40,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -58,6 +63,7 @@ if TYPE_CHECKING:    # building imports the ONNX tool chain; running an engine n
     from alignvar_edge.quantize.policy import Policy
 
 XML, BIN = "model.xml", "model.bin"
+IMAGE_XML, IMAGE_BIN = "image.xml", "image.bin"      # a split engine's image suffix
 # build precision -> INFERENCE_PRECISION_HINT the engine compiles with (per device kind)
 HINTS = {"bf16": {"CPU": "bf16"}, "fp16": {"GPU": "f16", "NPU": "f16"}}
 _HINT_NAMES = {"float32": "f32", "f32": "f32", "bfloat16": "bf16", "bf16": "bf16", "float16": "f16", "f16": "f16"}
@@ -86,11 +92,13 @@ def compile_config(device: str, parity: bool, threads: int | None, hint: str | N
 
 
 class OpenVINOEngine(Engine):
+    """One compiled model, or two for a split engine (token path f32, image suffix in half; see
+    `split.py`): the token part's outputs feed the image part by tensor name."""
     backend = "openvino"
 
     def __init__(self, model_path: Path, metadata: Manifest, device: str = "CPU",
                  engine_dir: Path | None = None, parity: bool = True, threads: int | None = None,
-                 hint: str | None = None, cache_dir: str | None = None):
+                 hint: str | None = None, cache_dir: str | None = None, image_path: Path | None = None):
         config = config_from_manifest(metadata)
         core = ov.Core()
         if cache_dir:
@@ -102,9 +110,21 @@ class OpenVINOEngine(Engine):
             t = config.lr_size
             model.reshape({model.inputs[0].get_any_name(): [metadata.static_batch, 3, t, t]})
         precision = metadata.precision or "fp32"
-        self.compile_config = compile_config(device, parity, threads, hint, precision)
-        self.compiled = core.compile_model(model, device, self.compile_config)
-        self.expected_precision = inference_precision(precision, device)
+        half = inference_precision(precision, device)
+        # a split engine keeps the token path in f32 and computes only the image suffix in half
+        token_hint = "f32" if image_path else half
+        self.compile_config = compile_config(device, parity, threads, hint, token_hint)
+        want = [SR] + [token_name(k) for k in range(config.num_scales)]
+        self._parts = [_Part(core.compile_model(model, device, self.compile_config), want, not image_path)]
+        if image_path:
+            image = core.read_model(str(image_path))
+            shapes = {n: p.get_partial_shape() for p in self._parts[0].compiled.outputs for n in p.get_names()}
+            image.reshape({i.get_any_name(): shapes[i.get_any_name()] for i in image.inputs
+                           if i.get_partial_shape().is_dynamic and i.get_any_name() in shapes})
+            self._parts.append(_Part(core.compile_model(image, device, compile_config(
+                device, parity, threads, hint, precision)), [SR], True))
+        self.compiled = self._parts[0].compiled
+        self.expected_precision = f"{half} image, f32 tokens" if image_path else half
         self.compute_precision = self._effective_precision()
         if self.compute_precision not in (None, self.expected_precision):
             import warnings
@@ -112,7 +132,6 @@ class OpenVINOEngine(Engine):
                           f"(its default) but the engine was built and checked for {self.expected_precision}; "
                           "open it with parity=True (the default) to set INFERENCE_PRECISION_HINT",
                           PrecisionWarning, stacklevel=3)
-        self.request = self.compiled.create_infer_request()
         # throughput hint: as many requests in flight as OpenVINO made streams for
         self._requests = (int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
                           if self.compile_config["PERFORMANCE_HINT"] == "THROUGHPUT" else 1)
@@ -121,75 +140,107 @@ class OpenVINOEngine(Engine):
         self._in_names = {role: i.get_any_name() for role, i in zip(roles, self.compiled.inputs)}
         self._spec = {role: (tuple(int(d) for d in i.get_shape()), np.dtype(np.float32))
                       for role, i in zip(roles, self.compiled.inputs)}
-        want = [SR] + [token_name(k) for k in range(config.num_scales)]
-        outs = list(self.compiled.outputs)
-        if len(outs) != len(want):
-            raise ArtifactError(f"{model_path} has {len(outs)} outputs; expected {want}")
-        names = [o.get_names() for o in outs]
-        # exports name their outputs sr / tokens_k; otherwise map by position
-        self._outs = [(o, next((w for w in want if w in n), want[i])) for i, (o, n) in enumerate(zip(outs, names))]
+        self._want = want
+        made = {name for part in self._parts for _, name in part.outputs}
+        if not set(want) <= made:
+            raise ArtifactError(f"{model_path} computes {sorted(made & set(want))}; expected {want}")
 
     @property
     def input_spec(self) -> dict[str, TensorSpec]:
         return self._spec
 
     def _effective_precision(self) -> str | None:
-        try:
-            v = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
-        except RuntimeError:          # devices without the property (NPU) compute as they do
-            return None
-        key = v.split("'")[1] if "'" in v else v
-        return _HINT_NAMES.get(key.lower(), key.lower())
+        """What the compiled model(s) compute in ('bf16 image, f32 tokens' for a split engine)."""
+        found = [_compiled_precision(p.compiled) for p in self._parts]
+        if len(found) == 1 or None in found:
+            return found[0]
+        return f"{found[1]} image, {found[0]} tokens"
 
     def runtime_precision(self, group_of: dict[str, str] | None = None) -> dict[str, dict[str, int]]:
-        """How many MatMul / FullyConnected / Convolution ops of the compiled graph run in each
-        precision (its runtimePrecision), per group (`group_of`: ONNX node name -> group; OpenVINO
+        """How many MatMul / FullyConnected / Convolution ops of the compiled graph(s) run in each
+        precision (their runtimePrecision), per group (`group_of`: ONNX node name -> group; OpenVINO
         keeps the ONNX name as the friendly name, '/...' suffixes aside), else per op type."""
         out: dict[str, dict[str, int]] = {}
-        for op in self.compiled.get_runtime_model().get_ordered_ops():
-            ri = op.get_rt_info()
-            kind = ri["layerType"].astype(str) if "layerType" in ri else op.get_type_name()
-            if kind not in ("FullyConnected", "MatMul", "Convolution") or "runtimePrecision" not in ri:
-                continue
-            name = op.get_friendly_name()
-            key = kind if group_of is None else group_of.get(name, group_of.get(name.split("/")[0], "other"))
-            prec = ri["runtimePrecision"].astype(str)
-            out.setdefault(key, {})[prec] = out.setdefault(key, {}).get(prec, 0) + 1
+        for part in self._parts:
+            for op in part.compiled.get_runtime_model().get_ordered_ops():
+                ri = op.get_rt_info()
+                kind = ri["layerType"].astype(str) if "layerType" in ri else op.get_type_name()
+                if kind not in ("FullyConnected", "MatMul", "Convolution") or "runtimePrecision" not in ri:
+                    continue
+                name = op.get_friendly_name()
+                key = kind if group_of is None else group_of.get(name, group_of.get(name.split("/")[0], "other"))
+                prec = ri["runtimePrecision"].astype(str)
+                out.setdefault(key, {})[prec] = out.setdefault(key, {}).get(prec, 0) + 1
         return dict(sorted(out.items()))
 
+    def _values(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {self._in_names[role]: x for role, x in feeds.items()}
+
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        res = self.request.infer({self._in_names[role]: x for role, x in feeds.items()})
-        return {name: np.array(res[port]) for port, name in self._outs}
+        values = self._values(feeds)
+        for part in self._parts:
+            res = part.request.infer({n: values[n] for n in part.inputs})
+            values.update({name: np.array(res[port]) for port, name in part.outputs})
+        return {name: values[name] for name in self._want}
 
     @property
     def parallel_requests(self) -> int:
         return self._requests
 
     def infer_many(self, feeds_list: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
-        """In throughput mode, the batches run as asynchronous requests on OpenVINO's streams."""
+        """In throughput mode, the batches run as asynchronous requests on OpenVINO's streams
+        (a split engine: every batch's token part, then every batch's image part)."""
         if self._requests <= 1 or len(feeds_list) <= 1:
             return super().infer_many(feeds_list)
         if self._closed:
             raise InputError(f"this {self.backend} engine is closed; load it again")
-        checked = [self._check_feeds(f) for f in feeds_list]
-        results: list[dict[str, np.ndarray]] = [{} for _ in checked]
-
-        def done(request: Any, i: int) -> None:
-            results[i] = {name: np.array(request.get_tensor(port).data) for port, name in self._outs}
-
-        queue = ov.AsyncInferQueue(self.compiled, self._requests)
-        queue.set_callback(done)
+        values = [self._values(self._check_feeds(f)) for f in feeds_list]
         with self._lock:
             t0 = time.perf_counter()
-            for i, feeds in enumerate(checked):
-                queue.start_async({self._in_names[role]: x for role, x in feeds.items()}, userdata=i)
-            queue.wait_all()
-            self.last_latency_ms = (time.perf_counter() - t0) * 1e3 / len(checked)
-        return results
+            for part in self._parts:
+                part.run_async(values, self._requests)
+            self.last_latency_ms = (time.perf_counter() - t0) * 1e3 / len(values)
+        return [{name: v[name] for name in self._want} for v in values]
 
     def _release(self) -> None:
-        self.request = None
+        self._parts = []
         self.compiled = None
+
+
+class _Part:
+    """One compiled model of an engine: its input names and (output port, our name) pairs."""
+
+    def __init__(self, compiled: Any, known: list[str], by_position: bool):
+        self.compiled = compiled
+        self.request = compiled.create_infer_request()
+        self.inputs = [i.get_any_name() for i in compiled.inputs]
+        # exports name their outputs sr / tokens_k; a whole graph from elsewhere maps by position,
+        # a token part hands its other outputs on under their own names
+        self.outputs: list[tuple[Any, str]] = []
+        for i, port in enumerate(compiled.outputs):
+            mine = next((w for w in known if w in port.get_names()), None)
+            fallback = known[i] if by_position and i < len(known) else port.get_any_name()
+            self.outputs.append((port, mine or fallback))
+
+    def run_async(self, values: list[dict[str, np.ndarray]], requests: int) -> None:
+        """Run every item of `values` (name -> tensor, updated in place with the outputs)."""
+        def done(request: Any, i: int) -> None:
+            values[i].update({name: np.array(request.get_tensor(port).data) for port, name in self.outputs})
+
+        queue = ov.AsyncInferQueue(self.compiled, requests)
+        queue.set_callback(done)
+        for i, v in enumerate(values):
+            queue.start_async({n: v[n] for n in self.inputs}, userdata=i)
+        queue.wait_all()
+
+
+def _compiled_precision(compiled: Any) -> str | None:
+    try:
+        v = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
+    except RuntimeError:          # devices without the property (NPU) compute as they do
+        return None
+    key = v.split("'")[1] if "'" in v else v
+    return _HINT_NAMES.get(key.lower(), key.lower())
 
 
 def _group_of(onnx_path: Path) -> dict[str, str]:
@@ -211,14 +262,23 @@ def _group_of(onnx_path: Path) -> dict[str, str]:
     return group_of
 
 
-def _check_half(m: dict[str, Any], min_tokens: float, device: str) -> None:
-    """A bf16 / fp16 build keeps the tokens or is not written (see the module docstring)."""
-    tokens = m.parity["tokens"]["overall"]
+def _half_problem(m: Manifest, min_tokens: float, min_psnr: float, device: str) -> str | None:
+    """Why a bf16 / fp16 rung cannot ship (None: it keeps the tokens and the image)."""
+    parity = m.parity or {}
+    tokens, psnr = parity["tokens"]["overall"], parity.get("psnr_db")
+    where = ("with the token path in f32" if m.extra.get("split") else "in the whole graph")
     if tokens < min_tokens:
-        raise HalfPrecisionError(f"OpenVINO {device} {m.precision} keeps {tokens:.2%} of the fp32 tokens "
-                            f"(< {min_tokens:.0%}) and its plugin ignores per-node f32 islands; nothing was "
-                            "written. Build --precision fp32, or on a GPU/NPU an fp16 ONNX from "
-                            "`alignvar-edge quantize --precision fp16` (searched f32 groups)")
+        return f"keeps {tokens:.2%} of the fp32 tokens (< {min_tokens:.0%}) {where}"
+    if psnr is not None and psnr < min_psnr:
+        return f"keeps the tokens but its SR is {psnr:.1f} dB from fp32 (< {min_psnr:.0f} dB) {where}"
+    return None
+
+
+@dataclass(frozen=True)
+class _Rung:
+    name: str
+    policy: Policy | None = None      # INT8 scope (int8 only)
+    split: bool = False               # token path f32, image suffix in the build's half precision
 
 
 class OpenVINOBackend(Backend):
@@ -257,25 +317,35 @@ class OpenVINOBackend(Backend):
                  "static_shapes": True, "vnni": has_vnni(),
                  "inference_precision_hint": inference_precision(precision, device)}
         checking = check and device in self.devices()
+        half = inference_precision(precision, device) != "f32"
+        min_psnr = recipes.recipe(self.name, precision).psnr_db
         with staging_dir(out, force=force) as tmp:
             ladder: list[dict[str, Any]] = []
-            for rung, policy in self._rungs(precision, float_groups, checking):
-                model, recipe = self._convert(onnx_path, precision, device, (batch, config.lr_size), tiles,
-                                              preset, policy)
-                ov.save_model(model, str(tmp / XML), compress_to_fp16=compress)
-                del model
-                m = engine_manifest(src, Path(artifact_dir), self.name, precision, {"engine": XML},
-                                    batch=batch, extra=extra, quantization=recipe, calibration=calib_info)
+            rungs = self._rungs(precision, float_groups, checking, half)
+            for rung in rungs:
+                files, recipe, split = self._write_ir(tmp, onnx_path, precision, device, (batch, config.lr_size),
+                                                      tiles, preset, rung)
+                m = engine_manifest(src, Path(artifact_dir), self.name, precision, files, batch=batch,
+                                    extra={**extra, **({"split": split} if split else {})},
+                                    quantization=recipe, calibration=calib_info)
                 if not checking:
                     break
-                m.parity = self._check(tmp / XML, m, Path(artifact_dir), device, onnx_path)
-                if inference_precision(precision, device) != "f32":     # half arithmetic: keep the tokens
-                    _check_half(m, min_tokens, device)
-                if recipe is None:
-                    break
+                m.parity = self._check(tmp, files, m, Path(artifact_dir), device, onnx_path)
                 tokens = m.parity["tokens"]["overall"]
-                ladder.append({"rung": rung, "token_agreement": round(tokens, 5),
-                               "psnr_db": m.parity.get("psnr_db"), "int8_policy": policy.to_dict()})
+                step = {"rung": rung.name, "token_agreement": round(tokens, 5), "psnr_db": m.parity.get("psnr_db")}
+                if half:              # half arithmetic: keep the tokens, or split, or write nothing
+                    ladder.append(step)
+                    m.extra["half_ladder"] = ladder
+                    problem = _half_problem(m, min_tokens, min_psnr, device)
+                    if problem is None:
+                        break
+                    if rung == rungs[-1]:
+                        raise HalfPrecisionError(f"OpenVINO {device} {precision} {problem}; nothing was written. "
+                                                 "Build --precision fp32")
+                    continue
+                if recipe is None or rung.policy is None:
+                    break
+                ladder.append({**step, "int8_policy": rung.policy.to_dict()})
                 recipe["ladder"] = ladder
                 if tokens >= min_tokens:
                     break
@@ -284,23 +354,55 @@ class OpenVINOBackend(Backend):
         return out
 
     @staticmethod
-    def _rungs(precision: str, float_groups: frozenset[str], checking: bool) -> list[tuple[str, Policy]]:
-        """INT8 scopes to try, widest first, until build-time parity meets the token target.
+    def _rungs(precision: str, float_groups: frozenset[str], checking: bool, half: bool) -> list[_Rung]:
+        """What to try, fastest first, until build-time parity meets the targets.
 
-        NNCF's symmetric INT8 loses more per layer than the ONNX Q/DQ recipe (on alignvar-tiny the
-        policy scope kept 92-97% of tokens even with the ONNX search's float groups added), so
+        INT8: NNCF's symmetric INT8 loses more per layer than the ONNX Q/DQ recipe (on alignvar-tiny
+        the policy scope kept 92-97% of tokens even with the ONNX search's float groups added), so
         the fallback keeps the whole token path in float and quantizes only the VQ decoder, which
-        cannot change a token and holds most of the FLOPs of small models."""
+        cannot change a token and holds most of the FLOPs of small models.
+        Half: the whole graph in half, else the token path in f32 and the image suffix in half
+        (two compiled models, `split.py`); unchecked builds take the split, the layout that cannot
+        lose a token."""
         from alignvar_edge.quantize.policy import Policy
-        first = ("policy" + (" + searched float groups" if float_groups else ""),
-                 Policy().with_float(float_groups))
+        if half:
+            whole, split = _Rung("whole graph"), _Rung("image suffix only (token path f32)", split=True)
+            return [whole, split] if checking else [split]
+        first = _Rung("policy" + (" + searched float groups" if float_groups else ""),
+                      Policy().with_float(float_groups))
         if precision != "int8" or not checking:
             return [first]
-        return [first, ("decoder only", Policy(int8_components=frozenset({"vq_decoder"})))]
+        return [first, _Rung("decoder only", Policy(int8_components=frozenset({"vq_decoder"})))]
+
+    def _write_ir(self, tmp: Path, onnx_path: Path, precision: str, device: str, shape: tuple[int, int],
+                  tiles: np.ndarray | None, preset: str, rung: _Rung
+                  ) -> tuple[dict[str, str], dict[str, Any] | None, dict[str, Any] | None]:
+        """Write the rung's IR(s) into `tmp`: (manifest files entry, quantization recipe, split facts)."""
+        compress = precision == "fp16"        # weights stored fp16 only where they compute in half
+        for stale in (IMAGE_XML, IMAGE_BIN):
+            (tmp / stale).unlink(missing_ok=True)
+        if not rung.split:
+            model, recipe = self._convert(onnx_path, precision, device, shape, tiles, preset, rung.policy)
+            ov.save_model(model, str(tmp / XML), compress_to_fp16=compress)
+            return {"engine": XML}, recipe, None
+        import tempfile
+
+        import onnx
+
+        from alignvar_edge.runtimes.openvino.split import split_at_tokens
+        cut = split_at_tokens(onnx_path)
+        with tempfile.TemporaryDirectory() as scratch:        # convert_model reads ONNX from files
+            for part, xml, half_weights in ((cut.token_part, XML, False), (cut.image_part, IMAGE_XML, compress)):
+                path = Path(scratch) / f"{Path(xml).stem}.onnx"
+                onnx.save(part, str(path), save_as_external_data=True, location=f"{path.name}.data")
+                ov.save_model(ov.convert_model(str(path)), str(tmp / xml), compress_to_fp16=half_weights)
+        return ({"engine": XML, "image": IMAGE_XML}, None,
+                {"image_precision": inference_precision(precision, device), "token_precision": "f32",
+                 **cut.to_dict()})
 
     @staticmethod
     def _convert(onnx_path: Path, precision: str, device: str, shape: tuple[int, int],
-                 tiles: np.ndarray | None, preset: str, policy: Policy) -> tuple[Any, dict[str, Any] | None]:
+                 tiles: np.ndarray | None, preset: str, policy: Policy | None) -> tuple[Any, dict[str, Any] | None]:
         """The IR for one precision (and INT8 scope); shape = (batch, LR tile side)."""
         batch, t = shape
         model = ov.convert_model(str(onnx_path))
@@ -309,17 +411,19 @@ class OpenVINOBackend(Backend):
         # the NNCF adapter needs the ONNX tool chain (a build host); an engine runs with openvino alone
         from alignvar_edge.runtimes.openvino.nncf import nncf_compress_weights, nncf_quantize
         if precision == "int8":
-            assert tiles is not None
+            assert tiles is not None and policy is not None
             return nncf_quantize(model, onnx_path, tiles, batch, preset, policy)
         if precision == "int8-weights":
             return nncf_compress_weights(model)
         return model, None
 
-    def _check(self, xml: Path, m: Manifest, src_dir: Path, device: str, onnx_path: Path) -> dict[str, Any]:
+    def _check(self, tmp: Path, files: dict[str, str], m: Manifest, src_dir: Path, device: str,
+               onnx_path: Path) -> dict[str, Any]:
         """Parity of the new engine against ONNX Runtime on the fp32 export (held-out tiles)."""
         from alignvar_edge.runtimes.onnxruntime import BACKEND as ORT
         try:
-            eng = OpenVINOEngine(xml, m, device)
+            eng = OpenVINOEngine(tmp / files["engine"], m, device,
+                                 image_path=tmp / files["image"] if "image" in files else None)
         except RuntimeError as e:      # OpenVINO's compile errors: keep the one line that matters
             detail = next((ln for ln in str(e).splitlines() if "Requested" in ln or "Check" in ln),
                           str(e).splitlines()[0] if str(e) else type(e).__name__)
@@ -340,6 +444,9 @@ class OpenVINOBackend(Backend):
             m, path = single_graph(engine_dir)
         elif m.backend == self.name:
             path = listed_file(engine_dir, m, m.engine_file)
+            image = (m.extra.get("files") or {}).get("image")
+            if image:
+                opts["image_path"] = listed_file(engine_dir, m, image)
             device = device or m.extra.get("device")
         else:
             raise ArtifactError(f"'{engine_dir}' is a {m.backend} engine; load it with that backend")

@@ -1,0 +1,79 @@
+"""Cut a single exported graph where the tokens end: the token path and the image suffix.
+
+The token path is every node some `tokens_k` output depends on; the image suffix is the rest, the
+nodes only `sr` depends on (the VQ decoder, the LR skip, the last scale's latent update). Nothing
+in the suffix can change a token, so it may compute in half precision while the token path stays
+f32: OpenVINO's CPU plugin applies one inference precision per compiled model and ignores per-node
+f32 marks, so two compiled models are how it gets f32 islands.
+
+    token part   the graph's inputs -> tokens_0..tokens_{K-1}, boundary tensors
+    image part   boundary tensors (graph inputs among them) -> sr
+
+Build hosts only (needs `onnx`); the engine runs the two IRs with openvino alone.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+from onnx.utils import Extractor
+
+from alignvar_edge.errors import ArtifactError
+from alignvar_edge.runtimes.base import SR
+
+__all__ = ["TokenSplit", "split_at_tokens"]
+
+
+@dataclass(frozen=True)
+class TokenSplit:
+    token_part: onnx.ModelProto
+    image_part: onnx.ModelProto
+    boundary: tuple[str, ...]     # the image part's inputs, in order
+    suffix_nodes: int             # nodes in the image part
+
+    def to_dict(self) -> dict[str, object]:
+        return {"boundary": list(self.boundary), "image_nodes": self.suffix_nodes,
+                "token_nodes": len(self.token_part.graph.node)}
+
+
+def _token_path(graph: onnx.GraphProto, token_outputs: set[str]) -> set[int]:
+    """Indices of the nodes any token output depends on."""
+    producer = {o: i for i, n in enumerate(graph.node) for o in n.output}
+    needed: set[int] = set()
+    todo, seen = list(token_outputs), set()
+    while todo:
+        t = todo.pop()
+        if t in seen:
+            continue
+        seen.add(t)
+        i = producer.get(t)
+        if i is not None and i not in needed:
+            needed.add(i)
+            todo.extend(x for x in graph.node[i].input if x)
+    return needed
+
+
+def split_at_tokens(onnx_path: Path) -> TokenSplit:
+    """The token part and the image part of a single graph (see the module docstring)."""
+    model = onnx.load(str(onnx_path))
+    g = model.graph
+    outputs = [o.name for o in g.output]
+    if SR not in outputs:
+        raise ArtifactError(f"{onnx_path} has no '{SR}' output (outputs: {outputs}); cannot split it")
+    tokens = {o for o in outputs if o != SR}
+    needed = _token_path(g, tokens)
+    suffix = [n for i, n in enumerate(g.node) if i not in needed]
+    made = {o for n in suffix for o in n.output}
+    if SR not in made:
+        raise ArtifactError(f"{onnx_path}: '{SR}' is computed entirely on the token path; nothing to split")
+    weights = {t.name for t in g.initializer}
+    boundary = tuple(dict.fromkeys(x for n in suffix for x in n.input
+                                   if x and x not in made and x not in weights))
+    graph_inputs = [i.name for i in g.input if i.name not in weights]
+    handed_on = [b for b in boundary if b not in graph_inputs and b not in tokens]
+    # Extractor infers the intermediate tensors' shapes and keeps node names and metadata
+    ex = Extractor(model)
+    token_part = ex.extract_model(graph_inputs, [o for o in outputs if o != SR] + handed_on)
+    image_part = ex.extract_model(list(boundary), [SR])
+    return TokenSplit(token_part, image_part, boundary, len(suffix))
