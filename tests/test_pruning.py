@@ -147,3 +147,32 @@ def test_eval_prune_scores_the_pruned_model_against_hr_and_unpruned(tmp_path) ->
     # the pruned output differs from the unpruned one (finite PSNR), but not by much on this model
     assert 30 < v["pruned"]["psnr_y_vs_model"] < 150
     assert abs(v["pruned"]["psnr_y"] - v["model"]["psnr_y"]) < 0.5
+
+
+def test_half_precision_keeps_the_pruning_keys_f32(tmp_path) -> None:
+    """The keys are integers up to 2**24 (fp16 holds integers exactly only to 2048): every half
+    policy, the TensorRT kit's FP16 flag included, keeps the selection's scope in f32."""
+    import onnx
+    from onnx import shape_inference
+
+    from alignvar_edge import runtimes
+    from alignvar_edge.quantize.fp16 import to_fp16
+    from alignvar_edge.quantize.half_policy import HalfPolicy, half_candidate
+    from alignvar_edge.quantize.policy import exact_nodes
+    art = ox.export_onnx(nano_model(), tmp_path / "pruned", prune=(0.5,), n_tiles=1)
+    model = onnx.load(str(art / "model.onnx"))
+    topk = [n.name for n in model.graph.node if n.op_type == "TopK"]
+    assert topk and set(topk) <= exact_nodes(model)
+
+    def topk_input_type(m: onnx.ModelProto) -> int:
+        m = shape_inference.infer_shapes(m)
+        types = {v.name: v.type.tensor_type.elem_type for v in m.graph.value_info}
+        (n,) = [n for n in m.graph.node if n.op_type == "TopK"]
+        return types[n.input[0]]
+
+    assert topk_input_type(half_candidate(model, HalfPolicy("fp16"))) == onnx.TensorProto.FLOAT
+    assert topk_input_type(to_fp16(model, keep_ops=("ArgMax",))[0]) == onnx.TensorProto.FLOAT16  # unpinned
+    if runtimes.get_backend("tensorrt").is_available()[0]:
+        return
+    kit = load_verified(runtimes.build(art, "tensorrt", precision="fp16", out=tmp_path / "kit"))
+    assert set(topk) <= set(kit.extra["tensorrt_kit"]["plan"]["f32_layers"])

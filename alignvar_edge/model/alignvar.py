@@ -23,6 +23,7 @@ from alignvar_edge.model.checkpoint import (load_config, match_state_dict, read_
 from alignvar_edge.model.color_fix import adain_color_fix
 from alignvar_edge.model.conditioning import ControlNetEmbedding
 from alignvar_edge.model.config import AlignVARConfig
+from alignvar_edge.model.pruning import PivotalSelect
 from alignvar_edge.model.refiner import DiffusionRefiner
 from alignvar_edge.model.rollout import STACKED, Context, FreeRunning, KVLayout, ModelStages, run
 from alignvar_edge.model.rope import pair_tables, rope_tables, scale_positions, varsr_positions, varsr_rope_tables
@@ -63,6 +64,7 @@ class AlignVAR(nn.Module):
             for _ in range(c.depth)])
         self.head_nm = AdaLNBeforeHead(C, c.norm_eps)
         self.head = nn.Linear(C, c.vq_vocab)
+        self.select_pivotal = PivotalSelect()        # token pruning's choice; its exported scope stays f32
         self.sca_guidance = (SCAGuidance(c.lr_size, c.patch_nums, c.sca_kernel, gate=c.sca_gate,
                                          exclude_radius=c.sca_exclude_radius) if c.sca else None)
         if c.has_refiner:

@@ -21,7 +21,7 @@ import torch
 from alignvar_edge.errors import ConfigError
 from alignvar_edge.model.resample import area_matrix
 
-__all__ = ["gather_tokens", "keep_counts", "parse_prune", "pivotal", "pruning", "restore"]
+__all__ = ["PivotalSelect", "gather_tokens", "keep_counts", "parse_prune", "pivotal", "pruning", "restore"]
 
 
 def parse_prune(text: str | None) -> tuple[float, ...]:
@@ -80,6 +80,15 @@ def pivotal(x_BlC: torch.Tensor, n_keep: int) -> torch.Tensor:
     level = torch.round(score / score.amax(dim=1, keepdim=True).clamp_min(1e-30) * levels)
     key = level * n + torch.arange(n - 1, -1, -1, dtype=score.dtype, device=score.device)
     return torch.topk(key, n_keep, dim=1).indices
+
+
+class PivotalSelect(torch.nn.Module):
+    """`pivotal` as a module (no weights) so exported graphs scope its nodes: its keys are integers
+    up to 2**24 that half precision cannot hold (fp16 overflows at 65504, bf16 keeps 8 bits), so
+    every half policy keeps this scope in f32 (`quantize.policy.EXACT_SCOPES`)."""
+
+    def forward(self, x_BlC: torch.Tensor, n_keep: int) -> torch.Tensor:
+        return pivotal(x_BlC, n_keep)
 
 
 def gather_tokens(x_BlC: torch.Tensor, idx_Bn: torch.Tensor) -> torch.Tensor:

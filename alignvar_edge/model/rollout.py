@@ -199,7 +199,7 @@ class ModelStages:
         """
         import torch
 
-        from alignvar_edge.model.pruning import gather_tokens, pivotal, restore
+        from alignvar_edge.model.pruning import gather_tokens, restore
         from alignvar_edge.model.sca import affinity
         m, c = self.model, self.model.config
         p = c.patch_nums[k]
@@ -216,7 +216,7 @@ class ModelStages:
         past = 0 if state is None else self.layout.length(state)
         idx, keep = None, self.keep[k]
         if keep is not None:                     # pivotal tokens only, the same for a CFG pair
-            idx = pivotal(x[:f_hat_BCPP.shape[0]], keep)
+            idx = m.select_pivotal(x[:f_hat_BCPP.shape[0]], keep)
             if paired:
                 idx = torch.cat([idx, idx])
             x = gather_tokens(x, idx)

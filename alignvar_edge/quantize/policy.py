@@ -57,8 +57,9 @@ TOKEN_PATH = frozenset({"attn_linear", "ffn", "word_embed", "linear"})
 
 
 # Modules whose arithmetic is exact integer arithmetic in float32 (Pillow's uint8 resize of VARSR's
-# LR input): every node in them stays float32 in every precision, or the result is not Pillow's.
-EXACT_SCOPES = ("con_embedding.resize",)
+# LR input; token pruning's integer keys, up to 2**24): every node in them stays float32 in every
+# precision, or the result is not Pillow's / not the tokens PyTorch keeps.
+EXACT_SCOPES = ("con_embedding.resize", "select_pivotal")
 
 
 def exact_nodes(model: onnx.ModelProto) -> set[str]:

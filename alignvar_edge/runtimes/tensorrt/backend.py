@@ -328,7 +328,10 @@ class TensorRTBackend(Backend):
         if opts:
             raise InputError(f"unknown tensorrt build options {sorted(opts)}; known: workspace_mib, opt_level, kit, "
                              "half_policy")
-        f32_layers = _f32_layers(onnx_path, half) if half is not None else []
+        # under an FP16 flag the exact scopes (Pillow's resize, pruning's integer keys) stay f32
+        # even without a searched policy
+        f32_layers = (_f32_layers(onnx_path, half if half is not None else {"precision": "fp16"})
+                      if precision != "fp32" else [])
         ok, why = self.is_available()
         if kit or not ok:
             # plan for the newest API we know; the script re-plans on the device
