@@ -57,6 +57,13 @@ def test_bench_and_inspect_show_the_compute_precision() -> None:
     assert _precision({"precision": "fp32", "compute_precision": "f32"}) == "fp32"
     assert _precision({"precision": "bf16", "compute_precision": "bf16"}) == "bf16"
     assert _precision({"precision": "int8", "compute_precision": None}) == "int8"
+    # an int8 engine's float ops are meant to run f32; a split engine says which part ran what
+    assert _precision({"precision": "int8", "compute_precision": "f32", "expected_precision": "f32"}) == "int8"
+    assert _precision({"precision": "int8", "compute_precision": "bf16", "expected_precision": "f32"}) == "int8 (ran bf16)"
+    split = "bf16 image, f32 tokens"
+    assert _precision({"precision": "bf16", "compute_precision": split, "expected_precision": split}) == f"bf16 ({split})"
+    assert (_precision({"precision": "bf16", "compute_precision": "bf16 image, bf16 tokens", "expected_precision": split})
+            == "bf16 (ran bf16 image, bf16 tokens)")
     from alignvar_edge.manifest import new_manifest
 
     def manifest(**fields: Any) -> Any:

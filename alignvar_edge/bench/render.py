@@ -50,10 +50,16 @@ def _footprint(mem: dict[str, Any] | None) -> float | None:
 
 
 def _precision(e: dict[str, Any]) -> str | None:
-    """The engine's precision, and what it computed in where that differs (e.g. 'fp32 (ran bf16)')."""
+    """The engine's precision, and what it computed in where that differs from what it was built
+    and checked for (e.g. 'fp32 (ran bf16)'), or where it computes in parts ('bf16 (bf16 image,
+    f32 tokens)')."""
     p, c = e.get("precision"), e.get("compute_precision")
-    same = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}.get(str(p), p)
-    return f"{p} (ran {c})" if c and p and c != same else p
+    if not c or not p:
+        return p
+    expected = e.get("expected_precision") or {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}.get(str(p), p)
+    if c != expected:
+        return f"{p} (ran {c})"
+    return f"{p} ({c})" if "," in c else p
 
 
 def engine_rows(report: dict[str, Any]) -> list[Row]:

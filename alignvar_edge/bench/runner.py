@@ -455,6 +455,7 @@ def _entry(s: Subject, times_ms: list[float], mp: float, flops: int | None, peak
                          "reason": s.reason, "path": s.path, "precision": s.precision, "device": s.device}
     # what the runtime computed in (OpenVINO: the compiled INFERENCE_PRECISION_HINT), when it says
     e["compute_precision"] = s.info.get("compute_precision")
+    e["expected_precision"] = s.info.get("expected_precision")     # what it was built and checked for
     e["prune"] = (s.manifest.extra.get("prune") if s.manifest else None) or None   # token pruning ratios
     size = s.info.get("artifact_bytes")
     e["artifact_bytes"] = size

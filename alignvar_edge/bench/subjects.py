@@ -174,6 +174,7 @@ def open_subject(spec: EngineSpec, threads: int | None = None, spin: bool | None
     sub.info["load_rss_mb"] = round(rss_mb() - rss0, 1)
     sub.device = str(sub.engine.device)
     sub.info["compute_precision"] = getattr(sub.engine, "compute_precision", None)
+    sub.info["expected_precision"] = getattr(sub.engine, "expected_precision", None)
     sub.precision = str(sub.engine.metadata.precision or precision or "fp32")
     if spec.label is None:
         sub.label = f"{backend}-{sub.precision}" + (f"-{spec.hint}" if spec.hint else "")
