@@ -213,6 +213,7 @@ class _Part:
     def __init__(self, compiled: Any, known: list[str], by_position: bool):
         self.compiled = compiled
         self.request = compiled.create_infer_request()
+        self.queue: Any = None
         self.inputs = [i.get_any_name() for i in compiled.inputs]
         # exports name their outputs sr / tokens_k; a whole graph from elsewhere maps by position,
         # a token part hands its other outputs on under their own names
@@ -227,11 +228,14 @@ class _Part:
         def done(request: Any, i: int) -> None:
             values[i].update({name: np.array(request.get_tensor(port).data) for port, name in self.outputs})
 
-        queue = ov.AsyncInferQueue(self.compiled, requests)
-        queue.set_callback(done)
+        # one queue for the part's life: creating and dropping one per call let a worker thread
+        # drop the last reference and join itself under load (std::terminate, measured)
+        if self.queue is None:
+            self.queue = ov.AsyncInferQueue(self.compiled, requests)
+        self.queue.set_callback(done)
         for i, v in enumerate(values):
-            queue.start_async({n: v[n] for n in self.inputs}, userdata=i)
-        queue.wait_all()
+            self.queue.start_async({n: v[n] for n in self.inputs}, userdata=i)
+        self.queue.wait_all()
 
 
 def _compiled_precision(compiled: Any) -> str | None:
