@@ -132,3 +132,11 @@ def test_half_build_that_misses_every_rung_writes_nothing(export: Path, tmp_path
     with pytest.raises(HalfPrecisionError, match=r"with the token path in f32; nothing was written"):
         runtimes.build(export, "openvino", "bf16", out=out, min_token_agreement=1.01)
     assert not out.exists()
+
+
+def test_split_of_a_graph_past_protobufs_limit_is_one_line(export: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    from alignvar_edge.errors import ArtifactError
+    from alignvar_edge.runtimes.openvino import split
+    monkeypatch.setattr(split, "PROTOBUF_LIMIT", 1000)
+    with pytest.raises(ArtifactError, match=r"model.onnx: a graph of .* 2 GiB limit.*build --precision fp32$"):
+        split.split_at_tokens(export / "model.onnx")

@@ -24,6 +24,8 @@ from alignvar_edge.runtimes.base import SR
 
 __all__ = ["TokenSplit", "split_at_tokens"]
 
+PROTOBUF_LIMIT = 2**31          # Extractor's shape inference serialises the whole model
+
 
 @dataclass(frozen=True)
 class TokenSplit:
@@ -72,6 +74,10 @@ def split_at_tokens(onnx_path: Path) -> TokenSplit:
                                    if x and x not in made and x not in weights))
     graph_inputs = [i.name for i in g.input if i.name not in weights]
     handed_on = [b for b in boundary if b not in graph_inputs and b not in tokens]
+    if model.ByteSize() >= PROTOBUF_LIMIT:
+        raise ArtifactError(f"{onnx_path}: a graph of {model.ByteSize() / 2**30:.1f} GiB with its weights is past "
+                            "protobuf's 2 GiB limit, so it cannot be split into a token part and an image part; "
+                            "build --precision fp32")
     # Extractor infers the intermediate tensors' shapes and keeps node names and metadata
     ex = Extractor(model)
     token_part = ex.extract_model(graph_inputs, [o for o in outputs if o != SR] + handed_on)
