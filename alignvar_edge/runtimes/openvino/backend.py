@@ -266,7 +266,7 @@ def _group_of(onnx_path: Path) -> dict[str, str]:
     return group_of
 
 
-def _half_problem(m: Manifest, min_tokens: float, min_psnr: float, device: str) -> str | None:
+def _half_problem(m: Manifest, min_tokens: float, min_psnr: float) -> str | None:
     """Why a bf16 / fp16 rung cannot ship (None: it keeps the tokens and the image)."""
     parity = m.parity or {}
     tokens, psnr = parity["tokens"]["overall"], parity.get("psnr_db")
@@ -340,7 +340,7 @@ class OpenVINOBackend(Backend):
                 if half:              # half arithmetic: keep the tokens, or split, or write nothing
                     ladder.append(step)
                     m.extra["half_ladder"] = ladder
-                    problem = _half_problem(m, min_tokens, min_psnr, device)
+                    problem = _half_problem(m, min_tokens, min_psnr)
                     if problem is None:
                         break
                     if rung == rungs[-1]:
@@ -382,7 +382,7 @@ class OpenVINOBackend(Backend):
                   tiles: np.ndarray | None, preset: str, rung: _Rung
                   ) -> tuple[dict[str, str], dict[str, Any] | None, dict[str, Any] | None]:
         """Write the rung's IR(s) into `tmp`: (manifest files entry, quantization recipe, split facts)."""
-        compress = precision == "fp16"        # weights stored fp16 only where they compute in half
+        compress = precision == "fp16"        # the FP16 IR stores fp16 weights; a split's token part never does
         for stale in (IMAGE_XML, IMAGE_BIN):
             (tmp / stale).unlink(missing_ok=True)
         if not rung.split:
