@@ -108,8 +108,6 @@ def test_prune_export_passes_parity_and_is_recorded(tmp_path) -> None:
     from alignvar_edge.export.inspect_artifact import format_inspection, inspect_artifact
     assert "explicit attention" in format_inspection(inspect_artifact(art))
     assert "token pruning 0.5 " in format_inspection(inspect_artifact(tmp_path / "int8"))
-    with pytest.raises(ConfigError, match="--graph single"):
-        ox.export_onnx(model, tmp_path / "staged", graph="staged", prune=(0.5,), n_tiles=1)
 
 
 def test_prune_export_with_fused_attention_passes_parity(tmp_path) -> None:
@@ -176,3 +174,29 @@ def test_half_precision_keeps_the_pruning_keys_f32(tmp_path) -> None:
         return
     kit = load_verified(runtimes.build(art, "tensorrt", precision="fp16", out=tmp_path / "kit"))
     assert set(topk) <= set(kit.extra["tensorrt_kit"]["plan"]["f32_layers"])
+
+
+def test_pruned_staged_graphs_hand_the_hidden_states_on_and_equal_the_single_graph(tmp_path) -> None:
+    import numpy as np
+
+    from alignvar_edge.export.staged import StagedRunner
+    from alignvar_edge.runtimes.artifacts import validation_tiles
+    model = micro_model()
+    K = model.config.num_scales
+    staged = load_verified(ox.export_onnx(model, tmp_path / "staged", graph="staged", prune=(0.5, 0.75), n_tiles=2))
+    assert staged.parity["passed"] and staged.extra["prune"] == [0.5, 0.75]
+    for k in range(K):
+        io = staged.graphs[f"step_{k}"]
+        ins, outs = [i["name"] for i in io["inputs"]], [o["name"] for o in io["outputs"]]
+        assert ("last_h" in ins) == (k >= K - 2)              # the two pruned scales restore
+        assert ("h_out" in outs) == (k in (K - 3, K - 2))     # the steps before them hand on
+    single = tmp_path / "single"
+    ox.export_onnx(model, single, prune=(0.5, 0.75), n_tiles=1)
+    from alignvar_edge import runtimes
+    x = validation_tiles(model.config, n=1)
+    sr_s, tok_s = StagedRunner.load(tmp_path / "staged").run(x)
+    with runtimes.load(single) as e:
+        sr, tok = e.run(x)
+    for a, b in zip(tok_s, tok):
+        np.testing.assert_array_equal(a, b)
+    assert np.abs(sr_s - sr).max() < 1e-4

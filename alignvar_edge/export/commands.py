@@ -34,7 +34,7 @@ def register(sub: Any) -> None:
                         "(with its KV cache) per call (needs --opset 23; TensorRT >= 10.15)")
     p.add_argument("--prune", metavar="R[,R...]", default="",
                    help="token pruning (FastVAR-style, training-free): the share of tokens each of the "
-                        "last scales leaves out, finest last, e.g. 0.5,0.75 (single graph only)")
+                        "last scales leaves out, finest last, e.g. 0.5,0.75")
     p.add_argument("--batch", type=positive_int, default=1, help="fixed batch of the graphs (default 1)")
     p.add_argument("--tiles", type=positive_int, default=4, help="validation tiles (default 4)")
     p.add_argument("--images", help="folder of photographs for the validation tiles "

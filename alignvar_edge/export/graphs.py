@@ -5,7 +5,8 @@ and the manifest agree on names and shapes. All shapes are static: the batch B i
 
 single   model.onnx   lr [, noise] -> sr, tokens_0..tokens_{K-1}
 staged   cond.onnx    lr -> cond, guide, kv                      (prefix through every block)
-         step_k.onnx  f_hat, kv, cond, guide [, noise] -> tokens_k, f_hat, kv   (last: no kv out)
+         step_k.onnx  f_hat, kv, cond, guide [, last_h] [, noise] -> tokens_k, f_hat, kv [, h]
+                      (last: no kv out; last_h / h only around a scale pruned with --prune)
          decode.onnx  f_hat, lr -> sr
 with kv of shape (depth, 2, B2, heads, L, head_dim), L = prefix_len + sum of p_j^2 for j < k, and
 B2 = 2B when image CFG is on (positive and negative branches), else B. In VARSR's layout the prefix
@@ -51,18 +52,35 @@ class CondGraph(nn.Module):
 
 
 class StepGraph(nn.Module):
-    """One scale: greedy tokens, the updated f_hat and (except at the last scale) the longer cache."""
+    """One scale: greedy tokens, the updated f_hat and (except at the last scale) the longer cache.
+
+    With token pruning (model/pruning.py) a pruned scale restores its left-out tokens from the
+    previous scale's final hidden states: that step takes them as `last_h`, and the step before it
+    hands its own on as `h_out`."""
 
     def __init__(self, model: AlignVAR, k: int):
         super().__init__()
         self.model = model
         self.k = k
         self.last = k == model.config.num_scales - 1
+        keep = ModelStages(model).keep
+        self.takes_h = keep[k] is not None
+        self.gives_h = not self.last and keep[k + 1] is not None
 
-    def forward(self, f_hat: torch.Tensor, kv: torch.Tensor, cond: torch.Tensor,
-                guide: torch.Tensor, noise: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
-        idx, f_hat, kv, _ = ModelStages(self.model).step(self.k, f_hat, kv, Context(cond, guide), noise)
-        return (idx, f_hat) if self.last else (idx, f_hat, kv)
+    def forward(self, f_hat: torch.Tensor, kv: torch.Tensor, cond: torch.Tensor, guide: torch.Tensor,
+                *extra: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """extra: `last_h` when this scale is pruned, then `noise` with VARSR's refiner."""
+        stages = ModelStages(self.model)
+        rest = list(extra)
+        if self.takes_h:
+            stages.last_h = rest.pop(0)
+        noise = rest[0] if rest else None
+        idx, f_hat, kv, _ = stages.step(self.k, f_hat, kv, Context(cond, guide), noise)
+        out = (idx, f_hat) if self.last else (idx, f_hat, kv)
+        if self.gives_h:
+            assert stages.last_h is not None
+            return (*out, stages.last_h)
+        return out
 
 
 class DecodeGraph(nn.Module):
@@ -109,6 +127,7 @@ class _StagedSpecs:
         self.num_scales = model.config.num_scales
         self.first = "prefix" if model.joint_prefix else "kv"    # the state step 0 takes
         self.specs: list[GraphSpec] = []
+        self.last_h: torch.Tensor | None = None      # handed to the next step when it is pruned
 
     def start(self, lr: torch.Tensor) -> tuple[Context, torch.Tensor, torch.Tensor]:
         graph = CondGraph(self.model)
@@ -120,10 +139,12 @@ class _StagedSpecs:
              noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, None]:
         graph = StepGraph(self.model, k)
         inputs = {"f_hat": f_hat, self.first if k == 0 else "kv": kv, "cond": ctx.cond_BD, "guide": ctx.guide_B1hw,
+                  **({"last_h": self.last_h} if graph.takes_h else {}),
                   **({} if noise is None else {"noise": noise})}
-        outputs = [f"tokens_{k}", "f_hat_out"] + ([] if graph.last else ["kv_out"])
+        outputs = [f"tokens_{k}", "f_hat_out"] + ([] if graph.last else ["kv_out"]) + (["h_out"] if graph.gives_h else [])
         self.specs.append(GraphSpec(f"step_{k}", graph, inputs, outputs))
         out = graph(*inputs.values())
+        self.last_h = out[-1] if graph.gives_h else None
         return out[0], out[1], None if graph.last else out[2], None
 
     def finish(self, f_hat: torch.Tensor, lr: torch.Tensor) -> None:

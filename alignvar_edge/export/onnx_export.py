@@ -237,7 +237,8 @@ def export_onnx(model: AlignVAR, out_dir: str | os.PathLike[str], graph: str = "
     file hashes are recorded, so later uses find that checkpoint and refuse a different one.
     `attention`: the attention core's form in the graphs (model/transformer.ATTENTION_FORMS);
     "fused" is one ONNX RMSNormalization, RotaryEmbedding and Attention per call (opset 23).
-    `prune`: token pruning ratios for the last scales, finest last (model/pruning.py); single graph only.
+    `prune`: token pruning ratios for the last scales, finest last (model/pruning.py); in staged graphs
+    the step before a pruned scale hands its hidden states on (`h_out` -> `last_h`).
     """
 
     say = log or (lambda _msg: None)
@@ -254,9 +255,6 @@ def export_onnx(model: AlignVAR, out_dir: str | os.PathLike[str], graph: str = "
         raise ConfigError(f"--attention fused needs --opset {FUSED_ATTENTION_OPSET} (ONNX Attention, RMSNormalization "
                           f"and RotaryEmbedding); at opset {opset} use --attention explicit")
     keep_counts(model.config.patch_nums, prune)          # refuses more ratios than scales
-    if prune and graph != "single":
-        raise ConfigError("--prune needs --graph single (a pruned scale restores from the previous "
-                          "scale's hidden states, which staged graphs do not pass on)")
     model = model.cpu().float().eval()
     ext = external_data if external_data is not None else _param_bytes(model) > EXTERNAL_DATA_BYTES
     n_eff = math.ceil(n_tiles / batch) * batch        # graphs have a fixed batch: whole batches only

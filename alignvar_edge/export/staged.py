@@ -40,6 +40,8 @@ class StagedRunner:
         self.stages = ["cond", *[f"step_{k}" for k in range(num_scales)], "decode"]
         self.sessions = {s: make_session(root / f"{s}.onnx", providers, threads) for s in self.stages}
         self.inputs = {s: [i.name for i in sess.get_inputs()] for s, sess in self.sessions.items()}
+        self.outputs = {s: [o.name for o in sess.get_outputs()] for s, sess in self.sessions.items()}
+        self._last_h: np.ndarray | None = None     # a step's hidden states for a pruned next step
         f_hat = self.sessions["step_0"].get_inputs()[0]
         self.f_hat_shape = tuple(int(d) for d in f_hat.shape)
         self.batch = int(self.sessions["cond"].get_inputs()[0].shape[0])
@@ -86,8 +88,12 @@ class StagedRunner:
         feeds = {"f_hat": f_hat, "kv": state, "prefix": state, "cond": cond, "guide": guide}
         if noise is not None:
             feeds["noise"] = noise
-        out = self._run(f"step_{k}", feeds)
-        return out[0], out[1], out[2] if len(out) > 2 else None, None
+        if "last_h" in self.inputs[f"step_{k}"]:          # a pruned scale restores from the step before
+            assert self._last_h is not None, "the step before a pruned scale hands on its hidden states"
+            feeds["last_h"] = self._last_h
+        out = dict(zip(self.outputs[f"step_{k}"], self._run(f"step_{k}", feeds)))
+        self._last_h = out.get("h_out")
+        return out[f"tokens_{k}"], out["f_hat_out"], out.get("kv_out"), None
 
     def finish(self, f_hat: np.ndarray, lr: np.ndarray) -> np.ndarray:
         (sr,) = self._run("decode", {"f_hat": f_hat, "lr": lr})
