@@ -140,3 +140,23 @@ def test_split_of_a_graph_past_protobufs_limit_is_one_line(export: Path, monkeyp
     monkeypatch.setattr(split, "PROTOBUF_LIMIT", 1000)
     with pytest.raises(ArtifactError, match=r"model.onnx: a graph of .* 2 GiB limit.*build --precision fp32$"):
         split.split_at_tokens(export / "model.onnx")
+
+
+def test_a_device_that_computes_f32_under_the_hint_gets_the_split(export: Path, tmp_path: Path,  # noqa: F811
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the plugin ignores the bf16 hint (no bf16 units), the whole graph passes its check in f32
+    and would lose tokens on a CPU that computes bf16: the build must not ship it."""
+    from alignvar_edge.runtimes.openvino import backend as ovb
+    real = ovb.OpenVINOEngine.runtime_precision
+
+    def as_on_avx2(self, group_of=None):  # type: ignore[no-untyped-def]
+        return {g: {"f32": sum(c.values())} for g, c in real(self, group_of).items()}
+
+    monkeypatch.setattr(ovb.OpenVINOEngine, "runtime_precision", as_on_avx2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PrecisionWarning)
+        out = runtimes.build(export, "openvino", "bf16", out=tmp_path / "bf16")
+    m = json.loads((out / "manifest.json").read_text())
+    whole, split = m["extra"]["half_ladder"]
+    assert "ran f32 here, not bf16" in whole["refused"] and "refused" not in split
+    assert m["extra"]["split"]["token_precision"] == "f32"

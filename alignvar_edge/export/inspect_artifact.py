@@ -175,7 +175,8 @@ def format_inspection(info: dict[str, Any]) -> str:
                      f"image suffix {split.get('image_precision')} ({split.get('image_nodes')} nodes), "
                      f"handing on {', '.join(split.get('boundary') or [])}")
     for rung in info.get("half_ladder") or []:
-        lines.append(f"tried      {rung['rung']}: tokens {rung['token_agreement']:.2%}, SR PSNR {rung['psnr_db']} dB")
+        lines.append(f"tried      {rung['rung']}: tokens {rung['token_agreement']:.2%}, SR PSNR {rung['psnr_db']} dB"
+                     + (f"; not kept: {rung['refused']}" if rung.get("refused") else ""))
     if info.get("engine_files"):
         lines.append("engine     " + " + ".join(info["engine_files"].values())
                      + (f"; built from {info['built_from']}" if info.get("built_from") else ""))

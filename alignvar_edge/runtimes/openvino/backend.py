@@ -266,11 +266,17 @@ def _group_of(onnx_path: Path) -> dict[str, str]:
     return group_of
 
 
-def _half_problem(m: Manifest, min_tokens: float, min_psnr: float) -> str | None:
+def _half_problem(m: Manifest, min_tokens: float, min_psnr: float, hint: str) -> str | None:
     """Why a bf16 / fp16 rung cannot ship (None: it keeps the tokens and the image)."""
     parity = m.parity or {}
     tokens, psnr = parity["tokens"]["overall"], parity.get("psnr_db")
-    where = ("with the token path in f32" if m.extra.get("split") else "in the whole graph")
+    if not m.extra.get("split"):
+        # a device without half units computes f32 under the hint: the whole graph would pass here
+        # and lose tokens on the machine that does compute half, so only the split is safe to ship
+        ran = {p for counts in (m.extra.get("compute_precision") or {}).values() for p in counts}
+        if hint not in ran:
+            return f"ran {'/'.join(sorted(ran)) or 'f32'} here, not {hint}, so the whole graph could not be judged"
+    where = "with the token path in f32" if m.extra.get("split") else "in the whole graph"
     if tokens < min_tokens:
         return f"keeps {tokens:.2%} of the fp32 tokens (< {min_tokens:.0%}) {where}"
     if psnr is not None and psnr < min_psnr:
@@ -340,9 +346,10 @@ class OpenVINOBackend(Backend):
                 if half:              # half arithmetic: keep the tokens, or split, or write nothing
                     ladder.append(step)
                     m.extra["half_ladder"] = ladder
-                    problem = _half_problem(m, min_tokens, min_psnr)
+                    problem = _half_problem(m, min_tokens, min_psnr, inference_precision(precision, device))
                     if problem is None:
                         break
+                    step["refused"] = problem
                     if rung == rungs[-1]:
                         raise HalfPrecisionError(f"OpenVINO {device} {precision} {problem}; nothing was written. "
                                                  "Build --precision fp32")
