@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# OpenVINO CPU half precision on this host, in one interleaved run at one thread: the f32 engine,
+# what `build --precision bf16` ships (whole graph or split), and the whole graph in bf16 (what
+# OpenVINO's own default computes on AMX / AVX512-BF16 CPUs), with tokens and PSNR-Y on held-out
+# tiles. The table in docs/benchmarks.md ("Half precision per backend and ISA class") came from it.
+# Usage: scripts/half_precision_bench.sh OUT_DIR [BATCH]
+set -euo pipefail
+out=${1:?usage: scripts/half_precision_bench.sh OUT_DIR [BATCH]}; batch=${2:-1}
+ae=".venv/bin/alignvar-edge"; py=".venv/bin/python"
+mkdir -p "$out"
+$ae doctor | grep '^ISA'
+$ae export alignvar-tiny --batch "$batch" --out "$out/export" --force
+$ae build "$out/export" --target openvino --precision fp32 --out "$out/ov-f32" --force
+$ae build "$out/export" --target openvino --precision bf16 --out "$out/ov-bf16" --force
+# the whole graph in bf16 whatever it keeps: lower the token target so the first rung is kept
+$py -c "from alignvar_edge import runtimes; runtimes.build('$out/export', 'openvino', 'bf16', out='$out/ov-whole', force=True, min_token_agreement=0.0)"
+$ae inspect "$out/ov-bf16" | grep -E '^(split|tried|compute) '
+$ae bench ort-fp32=onnxruntime:"$out/export" ov-f32=openvino:"$out/ov-f32" ov-bf16=openvino:"$out/ov-bf16" \
+  ov-bf16-whole=openvino:"$out/ov-whole" --threads 1 --tiles 60 --runs 30 \
+  --out "$out/half.json" --md "$out/half.md"
