@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from alignvar_edge.model.alignvar import AlignVAR
+from alignvar_edge.model.pruning import keep_counts
 from alignvar_edge.model.rollout import Context, ModelStages, run
 
 
@@ -63,7 +64,7 @@ class StepGraph(nn.Module):
         self.model = model
         self.k = k
         self.last = k == model.config.num_scales - 1
-        keep = ModelStages(model).keep
+        keep = keep_counts(model.config.patch_nums, model.prune)
         self.takes_h = keep[k] is not None
         self.gives_h = not self.last and keep[k + 1] is not None
 

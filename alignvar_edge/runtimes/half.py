@@ -4,7 +4,7 @@ tries half first and keeps f32 when the half build misses the token / PSNR targe
 One row per (backend, device kind): the half precision it would use and the CPU features that
 make it fast (None: the device itself has half units). The ISA features come from /proc/cpuinfo
 (`cpuinfo.cpu_info`): OpenVINO's CPU plugin computes bf16 on AMX and AVX512-BF16 and, by
-default, does so on those CPUs whatever the engine was checked for (see runtimes/openvino.py).
+default, does so on those CPUs whatever the engine was checked for (see runtimes/openvino/backend.py).
 """
 from __future__ import annotations
 
