@@ -56,20 +56,10 @@ def inspect_artifact(artifact: str | os.PathLike[str]) -> dict[str, Any]:
     if m.kind != "onnx":
         raise ArtifactError(f"'{root}' is a {m.kind} artifact; inspect reads exports and engines")
     graphs = {name: _graph_summary(root, m, entry) for name, entry in m.graphs.items()}
-    n = len(m.files)
     return {
-        "verdict": f"OK: {n} file(s) listed in the manifest, each inside the artifact directory and "
+        "verdict": f"OK: {len(m.files)} file(s) listed in the manifest, each inside the artifact directory and "
                    "matching its SHA-256; no unlisted file, every graph and external-data file listed",
-        "path": str(root), "graph": m.graph, "precision": m.precision, "opset": m.opset,
-        "model": {"name": m.model.name, "source": m.source.describe(),
-                  "scale_schedule": list(m.model.scale_schedule) if m.model.scale_schedule else None},
-        "parameters": (m.model.parameters or {}).get("inference"),
-        "batch": m.extra.get("batch"), "parity": m.parity, "tools": m.tools,
-        "created": m.created, "files_verified": len(m.files),
-        "bytes_on_disk": sum((root / f).stat().st_size for f in m.files), "graphs": graphs,
-        "input_contract": input_contract(m),
-        "compute_precision": compute_precision(m),
-        "graph_facts": m.graph_facts,
+        **_common_info(root, m), "batch": m.extra.get("batch"), "graphs": graphs,
     }
 
 
@@ -78,18 +68,24 @@ def _engine_info(root: Path, m: Manifest) -> dict[str, Any]:
     extra = m.extra
     return {
         "verdict": f"OK: engine ({m.backend}), every file listed in manifest.json matching its SHA-256",
-        "path": str(root), "kind": "engine", "backend": m.backend, "graph": m.graph, "precision": m.precision,
-        "opset": m.opset, "device": extra.get("device"),
+        **_common_info(root, m), "kind": "engine", "backend": m.backend, "device": extra.get("device"),
+        "batch": m.static_batch, "engine_files": dict(extra.get("files") or {}),
+        "built_from": (extra.get("source") or {}).get("path"),
+        "split": extra.get("split"), "half_ladder": extra.get("half_ladder"), "graphs": {},
+    }
+
+
+def _common_info(root: Path, m: Manifest) -> dict[str, Any]:
+    """What exports and engines both show: the model, parity, files, input contract, precision."""
+    return {
+        "path": str(root), "graph": m.graph, "precision": m.precision, "opset": m.opset,
         "model": {"name": m.model.name, "source": m.source.describe(),
                   "scale_schedule": list(m.model.scale_schedule) if m.model.scale_schedule else None},
-        "parameters": (m.model.parameters or {}).get("inference"), "batch": m.static_batch,
-        "parity": m.parity, "tools": m.tools, "created": m.created, "files_verified": len(m.files),
+        "parameters": (m.model.parameters or {}).get("inference"), "parity": m.parity, "tools": m.tools,
+        "created": m.created, "files_verified": len(m.files),
         "bytes_on_disk": sum((root / f).stat().st_size for f in m.files),
-        "engine_files": {role: f for role, f in (extra.get("files") or {}).items()},
-        "built_from": (extra.get("source") or {}).get("path"),
         "input_contract": input_contract(m), "compute_precision": compute_precision(m),
-        "split": extra.get("split"), "half_ladder": extra.get("half_ladder"),
-        "graph_facts": m.graph_facts, "graphs": {},
+        "graph_facts": m.graph_facts,
     }
 
 

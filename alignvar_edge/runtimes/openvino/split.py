@@ -32,10 +32,9 @@ class TokenSplit:
     token_part: onnx.ModelProto
     image_part: onnx.ModelProto
     boundary: tuple[str, ...]     # the image part's inputs, in order
-    suffix_nodes: int             # nodes in the image part
 
     def to_dict(self) -> dict[str, object]:
-        return {"boundary": list(self.boundary), "image_nodes": self.suffix_nodes,
+        return {"boundary": list(self.boundary), "image_nodes": len(self.image_part.graph.node),
                 "token_nodes": len(self.token_part.graph.node)}
 
 
@@ -82,4 +81,4 @@ def split_at_tokens(onnx_path: Path) -> TokenSplit:
     ex = Extractor(model)
     token_part = ex.extract_model(graph_inputs, [o for o in outputs if o != SR] + handed_on)
     image_part = ex.extract_model(list(boundary), [SR])
-    return TokenSplit(token_part, image_part, boundary, len(suffix))
+    return TokenSplit(token_part, image_part, boundary)
