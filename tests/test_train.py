@@ -59,9 +59,44 @@ def test_transformer_overfits_small_set(vq_run: Path, tmp_path: Path) -> None:
     assert max(acc[-5:]) >= 0.95, acc[-5:]
 
 
-@pytest.mark.parametrize("stage", ["vqvae", "transformer"])
-def test_resume_equals_uninterrupted(stage: str, vq_run: Path, tmp_path: Path) -> None:
-    init = str(vq_run / "final") if stage == "transformer" else None
+@pytest.fixture(scope="module")
+def tf_run(vq_run: Path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("tf") / "run"
+    train(opts(out, "transformer", 30, init=str(vq_run / "final")), micro_batches())
+    return out
+
+
+@pytest.mark.parametrize("latent", ["model", "zero"])
+def test_decoder_stage_trains_only_the_decoder_on_its_latent(latent: str, tf_run: Path, tmp_path: Path) -> None:
+    from alignvar_edge.model.alignvar import load_pretrained
+    from alignvar_edge.train.trainer import decoder_modules, inference_latent
+
+    init = tf_run / "final"
+    out = train(opts(tmp_path / "dec", "decoder", 30, init=str(init), decoder_latent=latent), fixed_batches())
+    before, after = load_pretrained(init), load_pretrained(out)
+    trained = {n for m in decoder_modules(before) for n, _ in m.named_parameters(prefix=_prefix(before, m))}
+    assert trained and all(n.startswith(("vae.decoder.", "vae.post_quant_conv.", "vae.lr_skip.")) for n in trained)
+    a, b = before.state_dict(), after.state_dict()
+    for k in a:
+        assert torch.equal(a[k], b[k]) == (k not in trained), k
+    l1 = losses(tmp_path / "dec", "loss")
+    assert sum(l1[-5:]) / 5 < sum(l1[:5]) / 5
+    # the latent the stage decodes is inference's: decoding it gives the model's own SR
+    hr, lr = fixed_batches()(0)
+    f_hat = inference_latent(before, lr)
+    with torch.no_grad():
+        sr = before.super_resolve(lr)
+    assert torch.allclose(before.vae.decode(f_hat, lr), sr, atol=1e-6)
+    assert f_hat.abs().sum() > 0
+
+
+def _prefix(model: torch.nn.Module, module: torch.nn.Module) -> str:
+    return next(n for n, m in model.named_modules() if m is module)
+
+
+@pytest.mark.parametrize("stage", ["vqvae", "transformer", "decoder"])
+def test_resume_equals_uninterrupted(stage: str, vq_run: Path, tf_run: Path, tmp_path: Path) -> None:
+    init = {"vqvae": None, "transformer": str(vq_run / "final"), "decoder": str(tf_run / "final")}[stage]
     full = train(opts(tmp_path / "full", stage, 8, init=init), micro_batches())
     train(opts(tmp_path / "part", stage, 4, init=init, save_every=4), micro_batches())
     resumed = train(opts(tmp_path / "part", stage, 8, init=init, resume=True), micro_batches())
@@ -82,6 +117,14 @@ def test_resume_from_corrupt_state_is_refused(tmp_path: Path) -> None:
     (run / "state" / "tensors.safetensors").write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="corrupt"):
         train(opts(run, "vqvae", 4, resume=True), micro_batches())
+
+
+def test_decoder_stage_needs_a_transformer_and_a_known_latent(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="--init"):
+        train(opts(tmp_path / "r", "decoder", 2), micro_batches())
+    with pytest.raises(InputError, match="--latent"):
+        train(opts(tmp_path / "r", "decoder", 2, init="alignvar-tiny", decoder_latent="noise"), micro_batches())
+    assert not (tmp_path / "r").exists()
 
 
 def test_transformer_stage_needs_vqvae(tmp_path: Path) -> None:

@@ -11,12 +11,14 @@ from alignvar_edge.progress import stage
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("train", help="train the VQ-VAE or the transformer stage on CPU",
+    p = sub.add_parser("train", help="train the VQ-VAE, the transformer or the decoder stage on CPU",
                        description="Train one stage. The VQ-VAE stage first; then the transformer on "
-                                   "its frozen tokens (--init RUN/final), with CE + HCC and SCA on.")
-    p.add_argument("stage", choices=("vqvae", "transformer"))
+                                   "its frozen tokens (--init RUN/final), with CE + HCC and SCA on; then, "
+                                   "optionally, the VQ decoder on the latents the trained transformer "
+                                   "builds (--init RUN/final).")
+    p.add_argument("stage", choices=("vqvae", "transformer", "decoder"))
     p.add_argument("--preset", default="tiny", help="model preset for a new VQ-VAE run (default: tiny)")
-    p.add_argument("--init", help="checkpoint to start from (required for the transformer stage)")
+    p.add_argument("--init", help="checkpoint to start from (required for the transformer and decoder stages)")
     p.add_argument("--images", help="folder of training images (default: the built-in sample photographs)")
     p.add_argument("--out", required=True, type=Path, help="run directory")
     p.add_argument("--steps", required=True, type=positive_int)
@@ -30,6 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--hcc-tau", type=positive_float, help="Gumbel-softmax temperature of --hcc-rollout gumbel")
     p.add_argument("--cfg-negative", choices=("dropout", "degraded"),
                    help="image CFG's negative label: random condition dropout, or trained on degraded images")
+    p.add_argument("--latent", choices=("model", "zero"), default="model",
+                   help="decoder stage: decode the transformer's own latent (default), or a zero latent "
+                        "(the equal-budget control that says what the tokens are worth)")
     p.add_argument("--save-every", type=positive_int, default=200)
     p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
     p.add_argument("--force", action="store_true", help="replace an existing run in --out")
@@ -66,7 +71,8 @@ def run_train(args: argparse.Namespace) -> int:
     opts = TrainOptions(stage=args.stage, out=args.out, steps=args.steps, preset=args.preset, init=args.init,
                         images=args.images, batch=args.batch, lr=args.lr, seed=args.seed,
                         hcc_weight=args.hcc_weight, sca=False if args.no_sca else None,
-                        save_every=args.save_every, resume=args.resume, force=args.force, overrides=overrides)
+                        save_every=args.save_every, resume=args.resume, force=args.force, overrides=overrides,
+                        decoder_latent=args.latent)
     final = train(opts)
     print(f"done: {final} (loss curve: {args.out / 'log.csv'})")
     return 0

@@ -1,4 +1,5 @@
-"""Two-stage AlignVAR training on CPU: the VQ-VAE, then the transformer on its frozen tokens.
+"""AlignVAR training on CPU: the VQ-VAE, then the transformer on its frozen tokens, then
+(optionally) the VQ decoder on the latents the trained transformer itself builds.
 
 Both stages share one loop: AdamW with warm-up + cosine decay, an EMA copy (the weights that are
 exported), a CSV/JSON loss log, atomic resumable state every `save_every` steps, and a final
@@ -31,11 +32,16 @@ from alignvar_edge.model import AlignVAR, AlignVARConfig
 from alignvar_edge.model.alignvar import load_pretrained
 from alignvar_edge.model.checkpoint import save_pretrained
 from alignvar_edge.model.hcc import gumbel_straight_through, hcc_loss, split_scales
+from alignvar_edge.model.rollout import ModelStages
+from alignvar_edge.model.rollout import run as run_stages
 from alignvar_edge.samples import sample_images
 from alignvar_edge.train.data import ImageFolderDataset
 from alignvar_edge.train.state import STATE_DIR, load_state, save_state
 
-STAGES = ("vqvae", "transformer")
+STAGES = ("vqvae", "transformer", "decoder")
+# What the decoder stage decodes: the trained transformer's own greedy latent, or (the equal-budget
+# control that says what the tokens are worth) a zero latent, the LR path alone.
+DECODER_LATENTS = ("model", "zero")
 RESTART_EVERY = 25
 
 
@@ -60,6 +66,7 @@ class TrainOptions:
     resume: bool = False
     force: bool = False
     overrides: dict[str, Any] = field(default_factory=dict)
+    decoder_latent: str = "model"      # the decoder stage's input (DECODER_LATENTS)
     progress: bool = True
 
     def validate(self) -> None:
@@ -70,6 +77,11 @@ class TrainOptions:
         if self.stage == "transformer" and not self.init:
             raise InputError("the transformer stage trains on frozen VQ-VAE tokens: pass --init with the "
                              "VQ-VAE stage's output (RUN_DIR/final)")
+        if self.stage == "decoder" and not self.init:
+            raise InputError("the decoder stage decodes a trained transformer's latents: pass --init with the "
+                             "transformer stage's output (RUN_DIR/final)")
+        if self.decoder_latent not in DECODER_LATENTS:
+            raise InputError(f"--latent must be one of {DECODER_LATENTS}, got {self.decoder_latent!r}")
         ints = {"--steps": (self.steps, 1), "--batch": (self.batch, 1), "--save-every": (self.save_every, 1),
                 "log_every": (self.log_every, 1), "warmup": (self.warmup, 0), "--seed": (self.seed, 0)}
         for flag, (v, low) in ints.items():
@@ -128,9 +140,17 @@ def build_model(opts: TrainOptions) -> AlignVAR:
     return AlignVAR(AlignVARConfig.from_preset(opts.preset, **overrides))
 
 
+def decoder_modules(model: AlignVAR) -> list[torch.nn.Module]:
+    """What turns f_hat (and the LR) into the image: the modules the decoder stage trains."""
+    vae = model.vae
+    return [m for m in (vae.post_quant_conv, vae.decoder, vae.lr_skip) if m is not None]
+
+
 def trainable_parameters(model: AlignVAR, stage: str) -> list[torch.nn.Parameter]:
     if stage == "vqvae":
         return [p for p in model.vae.parameters()]
+    if stage == "decoder":
+        return [p for m in decoder_modules(model) for p in m.parameters()]
     frozen = {id(p) for p in model.vae.parameters()}
     return [p for p in model.parameters() if id(p) not in frozen]
 
@@ -204,6 +224,31 @@ def transformer_loss(model: AlignVAR, hr: torch.Tensor, lr_img: torch.Tensor, qu
     acc = float((logits.argmax(-1) == target).float().mean())
     return loss, {"loss": float(loss.detach()), "ce": float(ce.detach()), "hcc": float(hcc.detach()),
                   "token_acc": acc, **stats}
+
+
+def decoder_loss(model: AlignVAR, hr: torch.Tensor, lr_img: torch.Tensor, latent: str
+                 ) -> tuple[torch.Tensor, dict[str, float]]:
+    """L1 of the decoded image against the HR, on the latent inference will hand the decoder: the
+    frozen transformer's greedy rollout ("model"), or f_hat = 0 ("zero", the control)."""
+    with torch.no_grad():
+        f_hat = inference_latent(model, lr_img) if latent == "model" else \
+            lr_img.new_zeros(lr_img.shape[0], model.config.vq_cvae, model.config.latent_size, model.config.latent_size)
+    rec = model.vae.decode_unclamped(f_hat, lr_img)
+    l1 = F.l1_loss(rec, hr)
+    mse = F.mse_loss(rec.detach().clamp(0, 1), hr)
+    return l1, {"loss": float(l1.detach()), "psnr": float(-10 * torch.log10(mse.clamp_min(1e-10)))}
+
+
+class _Undecoded(ModelStages):
+    """Inference's rollout stopped before the decoder: it returns f_hat instead of the image."""
+
+    def finish(self, f_hat_BCPP: torch.Tensor, lr_B3hw: torch.Tensor) -> torch.Tensor:
+        return f_hat_BCPP
+
+
+def inference_latent(model: AlignVAR, lr_img: torch.Tensor) -> torch.Tensor:
+    """The f_hat the model's own rollout builds for `lr_img` (greedy tokens, image CFG), undecoded."""
+    return run_stages(_Undecoded(model), lr_img)[0]
 
 
 def negative_targets(hr: torch.Tensor, negative: torch.Tensor, config: AlignVARConfig,
@@ -306,9 +351,17 @@ def _run(opts: TrainOptions, model: AlignVAR, batches: Callable[[int], tuple[tor
         model.vae.eval()
         for p in model.vae.parameters():
             p.requires_grad_(False)
+    if opts.stage == "decoder":
+        trained = {id(p) for p in params}
+        for p in model.parameters():
+            p.requires_grad_(id(p) in trained)
     model.train()
     if opts.stage == "transformer":
         model.vae.eval()
+    if opts.stage == "decoder":             # the latent comes from inference: no dropout in the rollout
+        model.eval()
+        for m in decoder_modules(model):
+            m.train()
 
     log_path = opts.out / "log.csv"
     gen = torch.Generator().manual_seed(opts.seed + 7)
@@ -321,6 +374,8 @@ def _run(opts: TrainOptions, model: AlignVAR, batches: Callable[[int], tuple[tor
             g["lr"] = lr_at(step, opts)
         if opts.stage == "vqvae":
             loss, stats = vqvae_loss(model, hr, lr_img, usage)
+        elif opts.stage == "decoder":
+            loss, stats = decoder_loss(model, hr, lr_img, opts.decoder_latent)
         else:
             gen.manual_seed(opts.seed * 1_000_003 + step)      # quality labels: pure function of step
             drop = torch.rand(hr.shape[0], generator=gen) < model.config.cond_drop
