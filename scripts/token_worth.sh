@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# What the transformer's tokens are worth on held-out photographs, at equal decoder budget:
+#   1. the VQ-VAE, 2. the transformer on its frozen tokens, then two decoder fine-tunes of the same
+#   length: on the transformer's own latent ("dec") and, the control, on a zero latent ("dec-zero").
+# The tokens' worth is dec's model PSNR-Y minus dec-zero's tokens_off PSNR-Y (eval JSON in RUN_DIR).
+# On a 2-core CPU the transformer and the control run side by side at one thread each.
+# Usage: scripts/token_worth.sh RUN_DIR [VQ_STEPS TF_STEPS DEC_STEPS PRESET]
+# A rerun keeps every stage that finished (RUN_DIR/STAGE/final) and retrains the others.
+set -euo pipefail
+run=${1:?usage: scripts/token_worth.sh RUN_DIR [VQ_STEPS TF_STEPS DEC_STEPS PRESET]}
+vq_steps=${2:-1200}; tf_steps=${3:-1000}; dec_steps=${4:-600}; preset=${5:-tiny32}
+ae=".venv/bin/alignvar-edge"
+mkdir -p "$run"
+$ae doctor | grep '^ISA' || true
+stage() {  # stage NAME ARGS...: train into RUN_DIR/NAME unless it already finished
+  local name=$1; shift
+  if [ -d "$run/$name/final" ]; then echo "== $name: already trained"; return; fi
+  echo "== $name"; $ae train "$@" --out "$run/$name" --force --save-every 100
+}
+stage vqvae vqvae --preset "$preset" --steps "$vq_steps" --batch 8
+# teacher-forced HCC and dropout negatives: 2.2x cheaper a step than the preset's free-running HCC
+OMP_NUM_THREADS=1 stage tf transformer --init "$run/vqvae/final" --steps "$tf_steps" --batch 12 \
+  --hcc-rollout teacher --cfg-negative dropout &
+tf_pid=$!
+# the control's decoder never sees a token, so it can start from the VQ-VAE alone
+OMP_NUM_THREADS=1 stage dec-zero decoder --init "$run/vqvae/final" --latent zero --steps "$dec_steps" --batch 12
+wait "$tf_pid"
+stage dec decoder --init "$run/tf/final" --latent model --steps "$dec_steps" --batch 12
+for v in tf dec dec-zero; do
+  echo "== eval $v"; $ae eval "$run/$v/final" --max-side 256 --ablations --json "$run/$v/eval.json"
+done
+.venv/bin/python - "$run" <<'PY'
+import json, sys
+run = sys.argv[1]
+v = {name: json.load(open(f"{run}/{name}/eval.json"))["variants"] for name in ("tf", "dec", "dec-zero")}
+model, control = v["dec"]["model"]["psnr_y"], v["dec-zero"]["tokens_off"]["psnr_y"]
+print(f"tokens' worth at equal decoder budget: {model:.2f} - {control:.2f} = {model - control:+.2f} dB PSNR-Y; "
+      f"over bicubic {model - v['dec']['bicubic']['psnr_y']:+.2f} dB; "
+      f"before the decoder stage {v['tf']['model']['psnr_y'] - v['tf']['tokens_off']['psnr_y']:+.2f} dB")
+PY
