@@ -15,6 +15,7 @@ import argparse
 import torch
 
 from alignvar_edge.model.alignvar import load_pretrained
+from alignvar_edge.model.hcc import split_scales
 from alignvar_edge.quantize.calibration.tiles import tile_pairs
 
 
@@ -26,14 +27,13 @@ def accuracies(ckpt: str, tiles: int) -> None:
         truth = model.vae.img_to_idx(hr, lr)
         teacher = model.forward_teacher(lr, truth).argmax(-1)
         free = model.tokens(lr)
-    off = 0
     rows = []
-    for k, p in enumerate(model.config.patch_nums):
-        t = truth[k].reshape(tiles, -1)
-        tf_acc = (teacher[:, off:off + p * p] == t).float().mean().item()
-        fr_acc = (free[k].reshape(tiles, -1) == t).float().mean().item()
+    patch_nums = model.config.patch_nums
+    for p, t, tf_k, fr_k in zip(patch_nums, truth, split_scales(teacher, patch_nums), free):
+        t = t.reshape(tiles, -1)
+        tf_acc = (tf_k == t).float().mean().item()
+        fr_acc = (fr_k.reshape(tiles, -1) == t).float().mean().item()
         rows.append(f"{p}:{100 * tf_acc:.0f}/{100 * fr_acc:.0f}")
-        off += p * p
     finest_free = free[-1].unique().numel()
     finest_true = truth[-1].unique().numel()
     print(f"{ckpt}: per scale teacher/free % {' '.join(rows)}; "
