@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # What the transformer's tokens are worth on held-out photographs, at equal decoder budget:
-#   1. the VQ-VAE, 2. the transformer on its frozen tokens, then two decoder fine-tunes of the same
-#   length: on the transformer's own latent ("dec") and, the control, on a zero latent ("dec-zero").
-# The tokens' worth is dec's model PSNR-Y minus dec-zero's tokens_off PSNR-Y (eval JSON in RUN_DIR).
-# On a 2-core CPU the transformer and the control run side by side at one thread each.
+#   1. the VQ-VAE, 2. the transformer on its frozen tokens, then three fine-tunes of the same
+#   length: the decoder on the transformer's own latent ("dec"), the transformer and the decoder
+#   together on the image of their own rollout ("joint"), and, the control, the decoder on a zero
+#   latent ("dec-zero").
+# The tokens' worth is a fine-tune's model PSNR-Y minus dec-zero's tokens_off PSNR-Y (eval JSON in
+# RUN_DIR/STAGE). On a 2-core CPU the runs go two at a time, at one thread each.
 # Usage: scripts/token_worth.sh RUN_DIR [VQ_STEPS TF_STEPS DEC_STEPS PRESET]
 # A rerun keeps every stage that finished (RUN_DIR/STAGE/final) and retrains the others.
 set -euo pipefail
@@ -25,16 +27,22 @@ tf_pid=$!
 # the control's decoder never sees a token, so it can start from the VQ-VAE alone
 OMP_NUM_THREADS=1 stage dec-zero decoder --init "$run/vqvae/final" --latent zero --steps "$dec_steps" --batch 12
 wait "$tf_pid"
-stage dec decoder --init "$run/tf/final" --latent model --steps "$dec_steps" --batch 12
-for v in tf dec dec-zero; do
+OMP_NUM_THREADS=1 stage joint joint --init "$run/tf/final" --steps "$dec_steps" --batch 12 &
+joint_pid=$!
+OMP_NUM_THREADS=1 stage dec decoder --init "$run/tf/final" --latent model --steps "$dec_steps" --batch 12
+wait "$joint_pid"
+for v in tf dec joint dec-zero; do   # a retrained stage replaced its folder, and its eval with it
+  if [ -f "$run/$v/eval.json" ]; then echo "== eval $v: already done"; continue; fi
   echo "== eval $v"; $ae eval "$run/$v/final" --max-side 256 --ablations --json "$run/$v/eval.json"
 done
 .venv/bin/python - "$run" <<'PY'
 import json, sys
 run = sys.argv[1]
-v = {name: json.load(open(f"{run}/{name}/eval.json"))["variants"] for name in ("tf", "dec", "dec-zero")}
-model, control = v["dec"]["model"]["psnr_y"], v["dec-zero"]["tokens_off"]["psnr_y"]
-print(f"tokens' worth at equal decoder budget: {model:.2f} - {control:.2f} = {model - control:+.2f} dB PSNR-Y; "
-      f"over bicubic {model - v['dec']['bicubic']['psnr_y']:+.2f} dB; "
-      f"before the decoder stage {v['tf']['model']['psnr_y'] - v['tf']['tokens_off']['psnr_y']:+.2f} dB")
+v = {name: json.load(open(f"{run}/{name}/eval.json"))["variants"] for name in ("tf", "dec", "joint", "dec-zero")}
+control = v["dec-zero"]["tokens_off"]["psnr_y"]
+print(f"before any fine-tune the tokens are worth {v['tf']['model']['psnr_y'] - v['tf']['tokens_off']['psnr_y']:+.2f} dB")
+for name in ("dec", "joint"):
+    model = v[name]["model"]["psnr_y"]
+    print(f"{name}: tokens' worth at equal fine-tune budget {model:.2f} - {control:.2f} = {model - control:+.2f} dB "
+          f"PSNR-Y; over bicubic {model - v[name]['bicubic']['psnr_y']:+.2f} dB")
 PY

@@ -9,7 +9,8 @@ from alignvar_edge.degrade import DegradationConfig, low_quality
 from alignvar_edge.errors import ConfigError
 from alignvar_edge.model import AlignVARConfig
 from alignvar_edge.samples import sample_images
-from alignvar_edge.train.trainer import make_batches, negative_targets
+from alignvar_edge.train.losses import negative_targets
+from alignvar_edge.train.trainer import make_batches
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from alignvar_edge.errors import CheckpointError, InputError, OutputExistsError
+from alignvar_edge.errors import CheckpointError, ConfigError, InputError, OutputExistsError
 from alignvar_edge.model import AlignVARConfig
 from alignvar_edge.model.checkpoint import PRETRAINED_DIR
 from alignvar_edge.train.trainer import TrainOptions, make_batches, train
@@ -69,7 +69,7 @@ def tf_run(vq_run: Path, tmp_path_factory) -> Path:
 @pytest.mark.parametrize("latent", ["model", "zero"])
 def test_decoder_stage_trains_only_the_decoder_on_its_latent(latent: str, tf_run: Path, tmp_path: Path) -> None:
     from alignvar_edge.model.alignvar import load_pretrained
-    from alignvar_edge.train.trainer import decoder_modules, inference_latent
+    from alignvar_edge.train.losses import decoder_modules, inference_latent
 
     init = tf_run / "final"
     out = train(opts(tmp_path / "dec", "decoder", 30, init=str(init), decoder_latent=latent), fixed_batches())
@@ -90,13 +90,51 @@ def test_decoder_stage_trains_only_the_decoder_on_its_latent(latent: str, tf_run
     assert f_hat.abs().sum() > 0
 
 
+def test_joint_stage_trains_transformer_and_decoder_through_inference_rollout(tf_run: Path, tmp_path: Path) -> None:
+    from alignvar_edge.model.alignvar import POSITIVE, load_pretrained
+    from alignvar_edge.model.hcc import greedy_straight_through
+    from alignvar_edge.model.rollout import FreeRunning, run
+    from alignvar_edge.train.losses import inference_latent
+
+    init = tf_run / "final"
+    before = load_pretrained(init)
+    # the forward value the stage trains on is inference's latent, yet gradients reach the transformer
+    _, lr = micro_batches()(0)
+    rollout = FreeRunning(before, torch.full((lr.shape[0],), POSITIVE), lambda k, lg: greedy_straight_through(lg))
+    f_hat = run(rollout, lr)[0]
+    assert torch.allclose(f_hat, inference_latent(before, lr), atol=1e-5)
+    f_hat.square().sum().backward()
+    assert before.head.weight.grad is not None and before.head.weight.grad.abs().sum() > 0
+
+    out = train(opts(tmp_path / "joint", "joint", 30, init=str(init)), fixed_batches())
+    after = load_pretrained(out)
+    a, b = load_pretrained(init).state_dict(), after.state_dict()
+    changed = {k for k in a if not torch.equal(a[k], b[k])}
+    frozen = ("vae.encoder.", "vae.quant_conv.", "vae.quantize.")
+    assert not {k for k in changed if k.startswith(frozen)}, "the tokenizer must stay frozen"
+    assert any(k.startswith("vae.decoder.") for k in changed)
+    assert any(not k.startswith("vae.") for k in changed), "the transformer must train"
+    l1 = losses(tmp_path / "joint", "loss")
+    assert sum(l1[-5:]) / 5 < sum(l1[:5]) / 5
+
+
+def test_joint_stage_refuses_a_guided_model(tmp_path: Path) -> None:
+    from alignvar_edge.model import AlignVAR
+    from alignvar_edge.model.checkpoint import save_pretrained
+
+    guided = save_pretrained(AlignVAR(MICRO.replace(cfg=2.0)), tmp_path / "guided")
+    with pytest.raises(ConfigError, match="cfg"):
+        train(opts(tmp_path / "r", "joint", 2, init=str(guided)), micro_batches())
+    assert not (tmp_path / "r").exists()
+
+
 def _prefix(model: torch.nn.Module, module: torch.nn.Module) -> str:
     return next(n for n, m in model.named_modules() if m is module)
 
 
-@pytest.mark.parametrize("stage", ["vqvae", "transformer", "decoder"])
+@pytest.mark.parametrize("stage", ["vqvae", "transformer", "decoder", "joint"])
 def test_resume_equals_uninterrupted(stage: str, vq_run: Path, tf_run: Path, tmp_path: Path) -> None:
-    init = {"vqvae": None, "transformer": str(vq_run / "final"), "decoder": str(tf_run / "final")}[stage]
+    init = {"vqvae": None, "transformer": str(vq_run / "final")}.get(stage, str(tf_run / "final"))
     full = train(opts(tmp_path / "full", stage, 8, init=init), micro_batches())
     train(opts(tmp_path / "part", stage, 4, init=init, save_every=4), micro_batches())
     resumed = train(opts(tmp_path / "part", stage, 8, init=init, resume=True), micro_batches())
@@ -120,8 +158,9 @@ def test_resume_from_corrupt_state_is_refused(tmp_path: Path) -> None:
 
 
 def test_decoder_stage_needs_a_transformer_and_a_known_latent(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="--init"):
-        train(opts(tmp_path / "r", "decoder", 2), micro_batches())
+    for stage in ("decoder", "joint"):
+        with pytest.raises(InputError, match="--init"):
+            train(opts(tmp_path / "r", stage, 2), micro_batches())
     with pytest.raises(InputError, match="--latent"):
         train(opts(tmp_path / "r", "decoder", 2, init="alignvar-tiny", decoder_latent="noise"), micro_batches())
     assert not (tmp_path / "r").exists()

@@ -60,7 +60,17 @@ def gumbel_straight_through(logits_BlV: torch.Tensor, tau: float, generator: tor
     """One-hot Gumbel-max draws with the gradient of the tempered Gumbel softmax, (B, l, V)."""
     u = torch.rand(logits_BlV.shape, generator=generator, dtype=logits_BlV.dtype)
     g = -torch.log(-torch.log(u.clamp(1e-10, 1.0 - 1e-7)))
-    soft = torch.softmax((logits_BlV + g) / tau, dim=-1)
+    return _straight_through((logits_BlV + g) / tau)
+
+
+def greedy_straight_through(logits_BlV: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
+    """Inference's greedy one-hot choices with the gradient of softmax(logits / tau), (B, l, V)."""
+    return _straight_through(logits_BlV / tau)
+
+
+def _straight_through(scores_BlV: torch.Tensor) -> torch.Tensor:
+    """Value: the one-hot argmax of the scores; gradient: that of their softmax."""
+    soft = torch.softmax(scores_BlV, dim=-1)
     hard = F.one_hot(soft.argmax(-1), soft.shape[-1]).to(soft.dtype)
     return hard - soft.detach() + soft
 

@@ -11,14 +11,15 @@ from alignvar_edge.progress import stage
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("train", help="train the VQ-VAE, the transformer or the decoder stage on CPU",
+    p = sub.add_parser("train", help="train the VQ-VAE, the transformer, the decoder or the joint stage on CPU",
                        description="Train one stage. The VQ-VAE stage first; then the transformer on "
                                    "its frozen tokens (--init RUN/final), with CE + HCC and SCA on; then, "
                                    "optionally, the VQ decoder on the latents the trained transformer "
-                                   "builds (--init RUN/final).")
-    p.add_argument("stage", choices=("vqvae", "transformer", "decoder"))
+                                   "builds, or (joint) the transformer and the decoder together on the "
+                                   "L1 of the image its own greedy rollout decodes to (--init RUN/final).")
+    p.add_argument("stage", choices=("vqvae", "transformer", "decoder", "joint"))
     p.add_argument("--preset", default="tiny", help="model preset for a new VQ-VAE run (default: tiny)")
-    p.add_argument("--init", help="checkpoint to start from (required for the transformer and decoder stages)")
+    p.add_argument("--init", help="checkpoint to start from (required for every stage after vqvae)")
     p.add_argument("--images", help="folder of training images (default: the built-in sample photographs)")
     p.add_argument("--out", required=True, type=Path, help="run directory")
     p.add_argument("--steps", required=True, type=positive_int)

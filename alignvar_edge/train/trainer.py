@@ -1,7 +1,8 @@
 """AlignVAR training on CPU: the VQ-VAE, then the transformer on its frozen tokens, then
-(optionally) the VQ decoder on the latents the trained transformer itself builds.
+(optionally) the VQ decoder on the latents the trained transformer itself builds, or ("joint")
+the transformer and the decoder together on the image its own rollout decodes to.
 
-Both stages share one loop: AdamW with warm-up + cosine decay, an EMA copy (the weights that are
+Every stage shares one loop: AdamW with warm-up + cosine decay, an EMA copy (the weights that are
 exported), a CSV/JSON loss log, atomic resumable state every `save_every` steps, and a final
 checkpoint (`final/`: config.json + model.safetensors) written from the EMA weights.
 Batch b of a run is a pure function of (seed, b), so `--resume` continues bit for bit.
@@ -21,24 +22,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
-from alignvar_edge.degrade import DegradationConfig, item_seed, low_quality
+from alignvar_edge.degrade import DegradationConfig
 from alignvar_edge.errors import CheckpointError, ConfigError, InputError, OutputExistsError
 from alignvar_edge.manifest import RUN_FILE, check_out
 from alignvar_edge.fsmodes import publish_mode
 from alignvar_edge.model import AlignVAR, AlignVARConfig
 from alignvar_edge.model.alignvar import load_pretrained
 from alignvar_edge.model.checkpoint import save_pretrained
-from alignvar_edge.model.hcc import gumbel_straight_through, hcc_loss, split_scales
-from alignvar_edge.model.rollout import ModelStages
-from alignvar_edge.model.rollout import run as run_stages
 from alignvar_edge.samples import sample_images
+from alignvar_edge.train.losses import (decoder_loss, decoder_modules, joint_loss, negative_targets,
+                                        transformer_loss, vqvae_loss)
 from alignvar_edge.train.data import ImageFolderDataset
 from alignvar_edge.train.state import STATE_DIR, load_state, save_state
 
-STAGES = ("vqvae", "transformer", "decoder")
+STAGES = ("vqvae", "transformer", "decoder", "joint")
 # What the decoder stage decodes: the trained transformer's own greedy latent, or (the equal-budget
 # control that says what the tokens are worth) a zero latent, the LR path alone.
 DECODER_LATENTS = ("model", "zero")
@@ -77,9 +76,9 @@ class TrainOptions:
         if self.stage == "transformer" and not self.init:
             raise InputError("the transformer stage trains on frozen VQ-VAE tokens: pass --init with the "
                              "VQ-VAE stage's output (RUN_DIR/final)")
-        if self.stage == "decoder" and not self.init:
-            raise InputError("the decoder stage decodes a trained transformer's latents: pass --init with the "
-                             "transformer stage's output (RUN_DIR/final)")
+        if self.stage in ("decoder", "joint") and not self.init:
+            raise InputError(f"the {self.stage} stage decodes a trained transformer's latents: pass --init with "
+                             "the transformer stage's output (RUN_DIR/final)")
         if self.decoder_latent not in DECODER_LATENTS:
             raise InputError(f"--latent must be one of {DECODER_LATENTS}, got {self.decoder_latent!r}")
         ints = {"--steps": (self.steps, 1), "--batch": (self.batch, 1), "--save-every": (self.save_every, 1),
@@ -140,19 +139,13 @@ def build_model(opts: TrainOptions) -> AlignVAR:
     return AlignVAR(AlignVARConfig.from_preset(opts.preset, **overrides))
 
 
-def decoder_modules(model: AlignVAR) -> list[torch.nn.Module]:
-    """What turns f_hat (and the LR) into the image: the modules the decoder stage trains."""
-    vae = model.vae
-    return [m for m in (vae.post_quant_conv, vae.decoder, vae.lr_skip) if m is not None]
-
-
 def trainable_parameters(model: AlignVAR, stage: str) -> list[torch.nn.Parameter]:
     if stage == "vqvae":
         return [p for p in model.vae.parameters()]
-    if stage == "decoder":
-        return [p for m in decoder_modules(model) for p in m.parameters()]
     frozen = {id(p) for p in model.vae.parameters()}
-    return [p for p in model.parameters() if id(p) not in frozen]
+    transformer = [p for p in model.parameters() if id(p) not in frozen]
+    decoder = [p for m in decoder_modules(model) for p in m.parameters()]
+    return {"transformer": transformer, "decoder": decoder, "joint": transformer + decoder}[stage]
 
 
 def make_batches(images: str | None, config: AlignVARConfig, batch: int, seed: int
@@ -175,96 +168,6 @@ def lr_at(step: int, opts: TrainOptions) -> float:
         return opts.lr * (step + 1) / opts.warmup
     t = (step - opts.warmup) / max(1, opts.steps - opts.warmup)
     return opts.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
-
-
-# ---------------------------------------------------------------------------------------------
-# losses
-# ---------------------------------------------------------------------------------------------
-def vqvae_loss(model: AlignVAR, hr: torch.Tensor, lr_img: torch.Tensor,
-               usage: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-    rec, vq_loss, idx = model.vae(hr, lr_img)
-    if usage is not None:
-        for i in idx:
-            usage[i.reshape(-1)] = True
-    l1 = F.l1_loss(rec, hr)
-    mse = F.mse_loss(rec.clamp(0, 1), hr)
-    loss = l1 + vq_loss
-    psnr = float(-10 * torch.log10(mse.detach().clamp_min(1e-10)))
-    return loss, {"loss": float(loss.detach()), "l1": float(l1.detach()), "vq": float(vq_loss.detach()),
-                  "psnr": psnr}
-
-
-def transformer_loss(model: AlignVAR, hr: torch.Tensor, lr_img: torch.Tensor, quality: torch.Tensor,
-                     gen: torch.Generator | None = None, target_hr: torch.Tensor | None = None
-                     ) -> tuple[torch.Tensor, dict[str, float]]:
-    """CE (teacher-forced) + lambda * HCC; HCC's predictions per `hcc_rollout` (model/hcc.py).
-
-    `target_hr`: the image whose tokens are the targets (default `hr`; image CFG's negative
-    samples pass their low-quality image). `gen` draws the Gumbel noise of a "gumbel" rollout.
-    """
-    c = model.config
-    with torch.no_grad():
-        idx = model.vae.img_to_idx(hr if target_hr is None else target_hr, lr_img)
-    logits = model.forward_teacher(lr_img, idx, quality)
-    target = torch.cat(idx, dim=1)
-    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
-    loss = ce
-    hcc = torch.zeros(())
-    stats: dict[str, float] = {}
-    if c.hcc_weight > 0:
-        weights = c.hcc_scale_weights or None
-        if c.hcc_rollout == "gumbel":
-            _, probs, _ = model.forward_free(lr_img, quality,
-                                             lambda k, lg: gumbel_straight_through(lg, c.hcc_tau, gen))
-            stats["free_acc"] = float((torch.cat([p.argmax(-1) for p in probs], 1) == target).float().mean())
-        else:
-            probs = split_scales(torch.softmax(logits, dim=-1), c.patch_nums)
-        hcc = hcc_loss(probs, idx, model.vae.quantize, weights)
-        loss = ce + c.hcc_weight * hcc
-    acc = float((logits.argmax(-1) == target).float().mean())
-    return loss, {"loss": float(loss.detach()), "ce": float(ce.detach()), "hcc": float(hcc.detach()),
-                  "token_acc": acc, **stats}
-
-
-def decoder_loss(model: AlignVAR, hr: torch.Tensor, lr_img: torch.Tensor, latent: str
-                 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """L1 of the decoded image against the HR, on the latent inference will hand the decoder: the
-    frozen transformer's greedy rollout ("model"), or f_hat = 0 ("zero", the control)."""
-    with torch.no_grad():
-        f_hat = inference_latent(model, lr_img) if latent == "model" else \
-            lr_img.new_zeros(lr_img.shape[0], model.config.vq_cvae, model.config.latent_size, model.config.latent_size)
-    rec = model.vae.decode_unclamped(f_hat, lr_img)
-    l1 = F.l1_loss(rec, hr)
-    mse = F.mse_loss(rec.detach().clamp(0, 1), hr)
-    return l1, {"loss": float(l1.detach()), "psnr": float(-10 * torch.log10(mse.clamp_min(1e-10)))}
-
-
-class _Undecoded(ModelStages):
-    """Inference's rollout stopped before the decoder: it returns f_hat instead of the image."""
-
-    def finish(self, f_hat_BCPP: torch.Tensor, lr_B3hw: torch.Tensor) -> torch.Tensor:
-        return f_hat_BCPP
-
-
-def inference_latent(model: AlignVAR, lr_img: torch.Tensor) -> torch.Tensor:
-    """The f_hat the model's own rollout builds for `lr_img` (greedy tokens, image CFG), undecoded."""
-    return run_stages(_Undecoded(model), lr_img)[0]
-
-
-def negative_targets(hr: torch.Tensor, negative: torch.Tensor, config: AlignVARConfig,
-                     gen: torch.Generator) -> torch.Tensor | None:
-    """Image CFG's targets: with `cfg_negative` "degraded", the negative-label samples learn the
-    tokens of a genuinely low-quality image of their crop (degrade.py: low_quality), as
-    VARSR's image CFG does; None ("dropout", VAR's null class: the negative label, same target)."""
-    if config.cfg_negative != "degraded" or not bool(negative.any()):
-        return None
-    deg = DegradationConfig.from_dict(config.degradation) if config.degradation else DegradationConfig(scale=config.scale)
-    base = int(torch.randint(0, 2**62, (1,), generator=gen))
-    target = hr.clone()
-    for i in negative.nonzero().flatten().tolist():
-        lq = low_quality(hr[i].permute(1, 2, 0).numpy(), deg, item_seed(base, i))
-        target[i] = torch.from_numpy(lq).permute(2, 0, 1)
-    return target
 
 
 # ---------------------------------------------------------------------------------------------
@@ -317,6 +220,9 @@ def train(opts: TrainOptions, batches: Callable[[int], tuple[torch.Tensor, torch
     opts.validate()
     torch.manual_seed(opts.seed)
     model = build_model(opts)
+    if opts.stage == "joint" and (model.use_cfg or model.diffloss is not None):
+        raise ConfigError(f"--init {opts.init}: the joint stage trains through the unguided greedy rollout, but "
+                          "this model guides its tokens (cfg > 0) or refines its last scale; use the decoder stage")
     if not model.config.degradation:       # record the exact LR recipe for calibration and eval
         model.config.degradation = DegradationConfig(scale=model.config.scale).to_dict()
     if batches is None:
@@ -351,14 +257,14 @@ def _run(opts: TrainOptions, model: AlignVAR, batches: Callable[[int], tuple[tor
         model.vae.eval()
         for p in model.vae.parameters():
             p.requires_grad_(False)
-    if opts.stage == "decoder":
+    if opts.stage in ("decoder", "joint"):
         trained = {id(p) for p in params}
         for p in model.parameters():
             p.requires_grad_(id(p) in trained)
     model.train()
     if opts.stage == "transformer":
         model.vae.eval()
-    if opts.stage == "decoder":             # the latent comes from inference: no dropout in the rollout
+    if opts.stage in ("decoder", "joint"):  # the latent comes from inference: no dropout in the rollout
         model.eval()
         for m in decoder_modules(model):
             m.train()
@@ -376,6 +282,8 @@ def _run(opts: TrainOptions, model: AlignVAR, batches: Callable[[int], tuple[tor
             loss, stats = vqvae_loss(model, hr, lr_img, usage)
         elif opts.stage == "decoder":
             loss, stats = decoder_loss(model, hr, lr_img, opts.decoder_latent)
+        elif opts.stage == "joint":
+            loss, stats = joint_loss(model, hr, lr_img)
         else:
             gen.manual_seed(opts.seed * 1_000_003 + step)      # quality labels: pure function of step
             drop = torch.rand(hr.shape[0], generator=gen) < model.config.cond_drop
