@@ -148,6 +148,19 @@ def trainable_parameters(model: AlignVAR, stage: str) -> list[torch.nn.Parameter
     return {"transformer": transformer, "decoder": decoder, "joint": transformer + decoder}[stage]
 
 
+def set_modes(model: AlignVAR, stage: str) -> None:
+    """Train mode where the stage learns; eval mode (no dropout) wherever its input must be what
+    inference computes: the frozen VQ-VAE's tokens, or the rollout the decoder and joint stages decode."""
+    if stage in ("decoder", "joint"):
+        model.eval()
+        for m in decoder_modules(model):
+            m.train()
+        return
+    model.train()
+    if stage == "transformer":
+        model.vae.eval()
+
+
 def make_batches(images: str | None, config: AlignVARConfig, batch: int, seed: int
                  ) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]]:
     """Batch b = dataset items b*batch .. b*batch+batch-1: a pure function of (seed, b)."""
@@ -253,21 +266,10 @@ def _run(opts: TrainOptions, model: AlignVAR, batches: Callable[[int], tuple[tor
         start = int(meta["step"])
         usage[:] = True
         usage[torch.tensor(meta.get("unused_codes", []), dtype=torch.long)] = False
-    if opts.stage == "transformer":
-        model.vae.eval()
-        for p in model.vae.parameters():
-            p.requires_grad_(False)
-    if opts.stage in ("decoder", "joint"):
-        trained = {id(p) for p in params}
-        for p in model.parameters():
-            p.requires_grad_(id(p) in trained)
-    model.train()
-    if opts.stage == "transformer":
-        model.vae.eval()
-    if opts.stage in ("decoder", "joint"):  # the latent comes from inference: no dropout in the rollout
-        model.eval()
-        for m in decoder_modules(model):
-            m.train()
+    trained = {id(p) for p in params}
+    for p in model.parameters():            # what the stage freezes builds no gradient
+        p.requires_grad_(id(p) in trained)
+    set_modes(model, opts.stage)
 
     log_path = opts.out / "log.csv"
     gen = torch.Generator().manual_seed(opts.seed + 7)
