@@ -15,6 +15,13 @@ from alignvar_edge.model.hcc import greedy_straight_through, gumbel_straight_thr
 from alignvar_edge.model.rollout import FreeRunning, ModelStages
 from alignvar_edge.model.rollout import run as run_stages
 
+
+def psnr(rec: torch.Tensor, hr: torch.Tensor) -> float:
+    """PSNR (dB) of the clamped reconstruction, for the log."""
+    mse = F.mse_loss(rec.detach().clamp(0, 1), hr)
+    return float(-10 * torch.log10(mse.clamp_min(1e-10)))
+
+
 def decoder_modules(model: AlignVAR) -> list[torch.nn.Module]:
     """What turns f_hat (and the LR) into the image: the modules the decoder stage trains."""
     vae = model.vae
@@ -28,11 +35,9 @@ def vqvae_loss(model: AlignVAR, hr: torch.Tensor, lr_img: torch.Tensor,
         for i in idx:
             usage[i.reshape(-1)] = True
     l1 = F.l1_loss(rec, hr)
-    mse = F.mse_loss(rec.clamp(0, 1), hr)
     loss = l1 + vq_loss
-    psnr = float(-10 * torch.log10(mse.detach().clamp_min(1e-10)))
     return loss, {"loss": float(loss.detach()), "l1": float(l1.detach()), "vq": float(vq_loss.detach()),
-                  "psnr": psnr}
+                  "psnr": psnr(rec, hr)}
 
 
 def transformer_loss(model: AlignVAR, hr: torch.Tensor, lr_img: torch.Tensor, quality: torch.Tensor,
@@ -76,8 +81,7 @@ def decoder_loss(model: AlignVAR, hr: torch.Tensor, lr_img: torch.Tensor, latent
             lr_img.new_zeros(lr_img.shape[0], model.config.vq_cvae, model.config.latent_size, model.config.latent_size)
     rec = model.vae.decode_unclamped(f_hat, lr_img)
     l1 = F.l1_loss(rec, hr)
-    mse = F.mse_loss(rec.detach().clamp(0, 1), hr)
-    return l1, {"loss": float(l1.detach()), "psnr": float(-10 * torch.log10(mse.clamp_min(1e-10)))}
+    return l1, {"loss": float(l1.detach()), "psnr": psnr(rec, hr)}
 
 
 def joint_loss(model: AlignVAR, hr: torch.Tensor, lr_img: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
@@ -91,8 +95,7 @@ def joint_loss(model: AlignVAR, hr: torch.Tensor, lr_img: torch.Tensor) -> tuple
     f_hat = run_stages(FreeRunning(model, quality, lambda k, lg: greedy_straight_through(lg)), lr_img)[0]
     rec = model.vae.decode_unclamped(f_hat, lr_img)
     l1 = F.l1_loss(rec, hr)
-    mse = F.mse_loss(rec.detach().clamp(0, 1), hr)
-    return l1, {"loss": float(l1.detach()), "psnr": float(-10 * torch.log10(mse.clamp_min(1e-10)))}
+    return l1, {"loss": float(l1.detach()), "psnr": psnr(rec, hr)}
 
 
 class _Undecoded(ModelStages):
