@@ -63,9 +63,9 @@ def gumbel_straight_through(logits_BlV: torch.Tensor, tau: float, generator: tor
     return _straight_through((logits_BlV + g) / tau)
 
 
-def greedy_straight_through(logits_BlV: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
-    """Inference's greedy one-hot choices with the gradient of softmax(logits / tau), (B, l, V)."""
-    return _straight_through(logits_BlV / tau)
+def greedy_straight_through(logits_BlV: torch.Tensor) -> torch.Tensor:
+    """Inference's greedy one-hot choices with the gradient of softmax(logits), (B, l, V)."""
+    return _straight_through(logits_BlV)
 
 
 def _straight_through(scores_BlV: torch.Tensor) -> torch.Tensor:

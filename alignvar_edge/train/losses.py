@@ -91,11 +91,15 @@ def joint_loss(model: AlignVAR, hr: torch.Tensor, lr_img: torch.Tensor) -> tuple
     accumulated choices); each choice is a straight-through one-hot, so the forward value is the
     latent inference builds and the gradient reaches the logits through their softmax.
     """
-    quality = torch.full((hr.shape[0],), POSITIVE, dtype=torch.long)
-    f_hat = run_stages(FreeRunning(model, quality, lambda k, lg: greedy_straight_through(lg)), lr_img)[0]
-    rec = model.vae.decode_unclamped(f_hat, lr_img)
+    rec = model.vae.decode_unclamped(differentiable_inference_latent(model, lr_img), lr_img)
     l1 = F.l1_loss(rec, hr)
     return l1, {"loss": float(l1.detach()), "psnr": psnr(rec, hr)}
+
+
+def differentiable_inference_latent(model: AlignVAR, lr_img: torch.Tensor) -> torch.Tensor:
+    """`inference_latent`'s value, with the gradient of every scale's softmax behind its choices."""
+    quality = torch.full((lr_img.shape[0],), POSITIVE, dtype=torch.long)
+    return run_stages(FreeRunning(model, quality, lambda k, lg: greedy_straight_through(lg)), lr_img)[0]
 
 
 class _Undecoded(ModelStages):
