@@ -12,7 +12,8 @@ pytest.importorskip("openvino")
 
 from alignvar_edge import runtimes  # noqa: E402
 from alignvar_edge.errors import HalfPrecisionError  # noqa: E402
-from alignvar_edge.runtimes.openvino.backend import PrecisionWarning, compile_config, inference_precision  # noqa: E402
+from alignvar_edge.runtimes.openvino.backend import (PrecisionWarning, compile_config, image_part_precision,  # noqa: E402
+                                                     inference_precision)
 
 
 def test_hint_follows_the_build_precision_and_device() -> None:
@@ -22,6 +23,16 @@ def test_hint_follows_the_build_precision_and_device() -> None:
     assert compile_config("CPU", True, None, None, "fp16")["INFERENCE_PRECISION_HINT"] == "f32"
     assert "INFERENCE_PRECISION_HINT" not in compile_config("CPU", False, None, None, "fp32")
     assert inference_precision("int8", "CPU") == "f32"
+    assert compile_config("CPU", True, None, None, "int8", inference="bf16")["INFERENCE_PRECISION_HINT"] == "bf16"
+
+
+def test_split_image_part_keeps_its_recorded_hint_on_its_own_device_kind() -> None:
+    from types import SimpleNamespace as Manifest      # the two fields the rule reads
+    m = Manifest(precision="int8", extra={"device": "CPU", "split": {"image_precision": "bf16"}})
+    assert image_part_precision(m, "CPU") == "bf16"
+    # opened on another kind of device, the build precision decides (int8's float ops: f32)
+    assert image_part_precision(m, "GPU.0") == "f32"
+    assert image_part_precision(Manifest(precision="bf16", extra={"device": "CPU"}), "CPU") == "bf16"
 
 
 def _default_cpu_precision() -> str:

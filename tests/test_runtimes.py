@@ -258,23 +258,55 @@ def test_openvino_ignored_scope_covers_every_weighted_op_it_cannot_place(export)
     assert {"head", "attn_product"} <= set(why.values())
 
 
-def test_openvino_int8_falls_back_to_a_decoder_only_scope_below_the_token_target(export, tmp_path):
-    # an unreachable target forces the second rung: the token path in float, only the VQ decoder
-    # in int8; both rungs are measured and recorded, and the engine that was kept is the last one
+def test_openvino_int8_engine_is_split_with_the_policy_scope_in_its_token_part(export, tmp_path):
+    # OpenVINO compiles one precision per model: split, the token part keeps the f32 hint for its
+    # float ops while the image suffix may take the host's half; both parts carry int8 ops
     from alignvar_edge.manifest import read_manifest
+    from alignvar_edge.quantize.calibration.tiles import lr_tiles
+    from alignvar_edge.runtimes.openvino.backend import _group_of
+    cfg = runtimes.load(export).config
+    out = runtimes.build(export, "openvino", precision="int8", out=tmp_path / "ov8",
+                         calibration=lr_tiles(cfg, 8, seed=0), check=False)
+    m = read_manifest(out)
+    assert m.extra["files"] == {"engine": "model.xml", "image": "image.xml"}
+    assert m.quantization["token_part"]["policy"] == m.quantization["policy"]
+    with runtimes.load(out) as e:
+        ran = e.runtime_precision(_group_of(export / "model.onnx"))
+        assert e.compute_precision.endswith("f32 tokens")
+    int8 = {"u8", "i8"}
+    assert int8 & set(ran["transformer_matmuls"]) and int8 & set(ran["decoder_convs"])
+    assert int8.isdisjoint(ran["logits_head"])
+
+
+def test_openvino_int8_falls_back_to_a_decoder_only_scope_below_the_token_target(export, tmp_path):
+    # an unreachable target forces the second rung: a split engine, the token path compiled f32 and
+    # only the VQ decoder of the image part in int8; both rungs are measured and recorded, and the
+    # engine that was kept is the last one
+    from alignvar_edge.manifest import read_manifest
+    from alignvar_edge.runtimes.half import host_half
     from alignvar_edge.quantize.calibration.tiles import lr_tiles
     cfg = runtimes.load(export).config
     out = runtimes.build(export, "openvino", precision="int8", out=tmp_path / "ov8",
                          calibration=lr_tiles(cfg, 8, seed=0), min_token_agreement=1.01,
                          float_groups=["blocks.0.ffn.fc1"])
     q = read_manifest(out).quantization
-    assert [r["rung"] for r in q["ladder"]] == ["policy + searched float groups", "decoder only"]
+    assert [r["rung"] for r in q["ladder"]] == ["policy + searched float groups", "decoder only, token path f32 (split)"]
     assert q["ladder"][0]["int8_policy"]["float_groups"] == ["blocks.0.ffn.fc1"]
     assert q["policy"]["int8_components"] == ["vq_decoder"]
     # the token path is float and untouched (NNCF's SmoothQuant and int8 embedding tables, which
     # rescale float ops too, are off): every token equals the fp32 export's
     assert q["ladder"][1]["token_agreement"] == 1.0
-    assert read_manifest(out).parity["tokens"]["overall"] == q["ladder"][1]["token_agreement"]
+    m = read_manifest(out)
+    assert m.parity["tokens"]["overall"] == q["ladder"][1]["token_agreement"]
+    assert m.extra["split"]["token_precision"] == "f32" and "image" in m.extra["files"]
+    # the image part's float ops compute in half only where this host computes half fast
+    assert m.extra["split"]["image_precision"] == ("bf16" if host_half("openvino", "CPU") else "f32")
+    # as compiled: the decoder convolutions run int8, the transformer and the logits head f32 only
+    ran = m.extra["compute_precision"]
+    assert {"u8", "i8"} & set(ran["decoder_convs"])
+    assert set(ran["transformer_matmuls"]) == {"f32"} and set(ran["logits_head"]) == {"f32"}
+    from alignvar_edge.export.inspect_artifact import format_inspection, inspect_artifact
+    assert "image suffix int8 VQ decoder, other ops " in format_inspection(inspect_artifact(out))
     with runtimes.load(out) as e:
         sr, _ = e.run(lr_tiles(cfg, 2, seed=3))
         assert np.isfinite(sr).all()

@@ -167,8 +167,11 @@ def format_inspection(info: dict[str, Any]) -> str:
         lines.append("compute    " + ", ".join(f"{g} {_counts(v)}" for g, v in cp.items()))
     split = info.get("split")
     if split:
+        image = split.get("image_precision")
+        if info.get("precision") == "int8":       # NNCF put the VQ decoder's convolutions in int8
+            image = f"int8 VQ decoder, other ops {image}"
         lines.append(f"split      token path {split.get('token_precision')} ({split.get('token_nodes')} nodes), "
-                     f"image suffix {split.get('image_precision')} ({split.get('image_nodes')} nodes), "
+                     f"image suffix {image} ({split.get('image_nodes')} nodes), "
                      f"handing on {', '.join(split.get('boundary') or [])}")
     for rung in info.get("half_ladder") or []:
         lines.append(f"tried      {rung['rung']}: tokens {rung['token_agreement']:.2%}, SR PSNR {rung['psnr_db']} dB"

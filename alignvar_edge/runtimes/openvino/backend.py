@@ -25,10 +25,16 @@ Build (`ov.convert_model` from the exported ONNX, then `ov.save_model`):
                 every weighted op OpenVINO created itself (no ONNX node to judge it by) and the
                 embedding tables; SmoothQuant is off. Both of the last two rescale or round
                 float ops and flipped 1.4% of alignvar-tiny's tokens with no op in int8.
-                Ladder: if build-time parity (held-out tiles vs ONNX Runtime fp32) misses
-                `min_token_agreement` (0.99), the build is redone with only the VQ decoder in
-                int8 (it cannot change a token; 75% of alignvar-tiny's FLOPs). On alignvar-tiny
-                the policy scope kept 92-97% of the tokens (by calibration set), decoder-only 100%.
+                An int8 engine is a split one (`split.py`) wherever the graph can be cut: the
+                token part (model.xml) compiled with the f32 hint, the image suffix (image.xml),
+                calibrated on what the token part hands it, with its float ops in half where the
+                host computes half fast (bf16 on AMX / AVX512-BF16; `extra.split.image_precision`),
+                since OpenVINO compiles one precision per model. Ladder: if build-time parity
+                (held-out tiles vs ONNX Runtime fp32) misses `min_token_agreement` (0.99), the
+                build is redone with the token part unquantized and only the VQ decoder in int8
+                (it cannot change a token; 75% of alignvar-tiny's FLOPs). On alignvar-tiny, without
+                VNNI, the policy scope kept 92-97% of the tokens (by calibration set), the
+                decoder-only rung 100%.
   int8-weights  `nncf.compress_weights` INT8 weight-only (no calibration data needed).
 Load: CPU / GPU / NPU / AUTO. Every engine sets INFERENCE_PRECISION_HINT to the precision its
 manifest records (f32 unless built bf16/fp16), since CPUs with AMX or AVX512-BF16 default to bf16
@@ -61,6 +67,7 @@ ov = lazy_import("openvino")
 
 if TYPE_CHECKING:    # building imports the ONNX tool chain; running an engine needs only openvino
     from alignvar_edge.quantize.policy import Policy
+    from alignvar_edge.runtimes.openvino.split import TokenSplit
 
 XML, BIN = "model.xml", "model.bin"
 IMAGE_XML, IMAGE_BIN = "image.xml", "image.bin"      # a split engine's image suffix
@@ -80,12 +87,23 @@ def inference_precision(precision: str, device: str) -> str:
     return HINTS.get(precision, {}).get(_device_kind(device), "f32")
 
 
+def image_part_precision(m: Manifest, device: str) -> str:
+    """The hint a split engine's image part compiles with: the one its build recorded, on the kind
+    of device it was built for; else its build precision's on this device."""
+    recorded = (m.extra.get("split") or {}).get("image_precision")
+    if recorded and _device_kind(device) == _device_kind(m.extra.get("device") or "CPU"):
+        return str(recorded)
+    return inference_precision(m.precision or "fp32", device)
+
+
 def compile_config(device: str, parity: bool, threads: int | None, hint: str | None,
-                   precision: str = "fp32") -> dict[str, str]:
+                   precision: str = "fp32", inference: str | None = None) -> dict[str, str]:
+    """OpenVINO's compile properties; `inference` (an INFERENCE_PRECISION_HINT) overrides the one
+    the build `precision` implies."""
     kind = _device_kind(device)
     cfg: dict[str, str] = {"PERFORMANCE_HINT": (hint or "LATENCY").upper()}
     if parity and kind in ("CPU", "GPU"):
-        cfg["INFERENCE_PRECISION_HINT"] = inference_precision(precision, device)
+        cfg["INFERENCE_PRECISION_HINT"] = inference or inference_precision(precision, device)
     if threads and kind == "CPU":
         cfg["INFERENCE_NUM_THREADS"] = str(int(threads))
     return cfg
@@ -110,10 +128,9 @@ class OpenVINOEngine(Engine):
             t = config.lr_size
             model.reshape({model.inputs[0].get_any_name(): [metadata.static_batch, 3, t, t]})
         precision = metadata.precision or "fp32"
-        half = inference_precision(precision, device)
         # a split engine keeps the token path in f32 and computes only the image suffix in half
-        token_hint = "f32" if image_path else half
-        self.compile_config = compile_config(device, parity, threads, hint, token_hint)
+        half = image_part_precision(metadata, device) if image_path else inference_precision(precision, device)
+        self.compile_config = compile_config(device, parity, threads, hint, inference="f32" if image_path else half)
         want = [SR] + [token_name(k) for k in range(config.num_scales)]
         self._parts = [_Part(core.compile_model(model, device, self.compile_config), want, not image_path)]
         if image_path:
@@ -122,7 +139,7 @@ class OpenVINOEngine(Engine):
             image.reshape({i.get_any_name(): shapes[i.get_any_name()] for i in image.inputs
                            if i.get_partial_shape().is_dynamic and i.get_any_name() in shapes})
             self._parts.append(_Part(core.compile_model(image, device, compile_config(
-                device, parity, threads, hint, precision)), [SR], True))
+                device, parity, threads, hint, inference=half)), [SR], True))
         self.compiled = self._parts[0].compiled
         self.expected_precision = f"{half} image, f32 tokens" if image_path else half
         self.compute_precision = self._effective_precision()
@@ -284,11 +301,49 @@ def _half_problem(m: Manifest, min_tokens: float, min_psnr: float, hint: str) ->
     return None
 
 
+def _int8_image_precision(device: str) -> str:
+    """What an int8 split engine's image part computes its float ops in: half where this host (or
+    device) computes half fast (AMX / AVX512-BF16 CPUs: bf16), else f32. The part cannot change a
+    token, and its int8 convolutions leave only norms, activations and the LR path to that hint."""
+    from alignvar_edge.runtimes.half import host_half
+    half = host_half("openvino", device)
+    return inference_precision(half, device) if half else "f32"
+
+
+def _handed_on(token_model: Any, boundary: tuple[str, ...], batches: list[np.ndarray],
+               device: str) -> list[dict[str, np.ndarray]]:
+    """The image part's inputs for each calibration batch: the token part run in f32 on it."""
+    core = ov.Core()
+    compiled = core.compile_model(token_model, device if device in core.available_devices else "CPU",
+                                  {"INFERENCE_PRECISION_HINT": "f32"})
+    request, lr = compiled.create_infer_request(), compiled.inputs[0].get_any_name()
+    feeds = []
+    for x in batches:
+        res = request.infer({lr: x})
+        values = {n: np.array(res[port]) for port in compiled.outputs for n in port.get_names()}
+        values[lr] = x
+        feeds.append({n: values[n] for n in boundary})
+    return feeds
+
+
+def _token_split(onnx_path: Path, required: bool) -> TokenSplit | None:
+    """The graph cut where its tokens end (`split.py`); None where it cannot be cut and the split
+    is only a speed-up (int8 keeps the whole graph then), an error where it is `required`."""
+    from alignvar_edge.runtimes.openvino.split import split_at_tokens
+    try:
+        return split_at_tokens(onnx_path)
+    except ArtifactError:
+        if required:
+            raise
+        return None
+
+
 @dataclass(frozen=True)
 class _Rung:
     name: str
     policy: Policy | None = None      # INT8 scope (int8 only)
-    split: bool = False               # token path f32, image suffix in the build's half precision
+    split: bool = False               # token path (f32 hint) and image suffix compiled apart
+    token_int8: bool = True           # an int8 split also quantizes its token part (with `policy`)
 
 
 class OpenVINOBackend(Backend):
@@ -331,10 +386,11 @@ class OpenVINOBackend(Backend):
         min_psnr = recipes.recipe(self.name, precision).psnr_db
         with staging_dir(out, force=force) as tmp:
             ladder: list[dict[str, Any]] = []
-            rungs = self._rungs(precision, float_groups, checking, half)
+            cut = _token_split(onnx_path, required=half) if half or precision == "int8" else None
+            rungs = self._rungs(precision, float_groups, checking, half, cut is not None)
             for rung in rungs:
                 files, recipe, split = self._write_ir(tmp, onnx_path, precision, device, (batch, config.lr_size),
-                                                      tiles, preset, rung)
+                                                      tiles, preset, rung, cut)
                 m = engine_manifest(src, Path(artifact_dir), self.name, precision, files, batch=batch,
                                     extra={**extra, **({"split": split} if split else {})},
                                     quantization=recipe, calibration=calib_info)
@@ -365,12 +421,15 @@ class OpenVINOBackend(Backend):
         return out
 
     @staticmethod
-    def _rungs(precision: str, float_groups: frozenset[str], checking: bool, half: bool) -> list[_Rung]:
+    def _rungs(precision: str, float_groups: frozenset[str], checking: bool, half: bool,
+               splittable: bool) -> list[_Rung]:
         """What to try, fastest first, until build-time parity meets the targets.
 
-        INT8: NNCF's symmetric INT8 loses more per layer than the ONNX Q/DQ recipe (on alignvar-tiny
-        the policy scope kept 92-97% of tokens even with the ONNX search's float groups added), so
-        the fallback keeps the whole token path in float and quantizes only the VQ decoder, which
+        INT8: a split engine where the graph can be split (the image suffix's float ops then take
+        the host's fast half precision; see `_int8_image_precision`). NNCF's symmetric INT8 loses
+        more per layer than the ONNX Q/DQ recipe (on alignvar-tiny the policy scope kept 92-97% of
+        tokens on a CPU without VNNI, even with the ONNX search's float groups added), so the
+        fallback keeps the whole token path in float and quantizes only the VQ decoder, which
         cannot change a token and holds most of the FLOPs of small models.
         Half: the whole graph in half, else the token path in f32 and the image suffix in half
         (two compiled models, `split.py`); unchecked builds take the split, the layout that cannot
@@ -379,14 +438,16 @@ class OpenVINOBackend(Backend):
         if half:
             whole, split = _Rung("whole graph"), _Rung("image suffix only (token path f32)", split=True)
             return [whole, split] if checking else [split]
+        int8 = precision == "int8" and splittable
         first = _Rung("policy" + (" + searched float groups" if float_groups else ""),
-                      Policy().with_float(float_groups))
+                      Policy().with_float(float_groups), split=int8)
         if precision != "int8" or not checking:
             return [first]
-        return [first, _Rung("decoder only", Policy(int8_components=frozenset({"vq_decoder"})))]
+        return [first, _Rung("decoder only, token path f32" + (" (split)" if int8 else ""),
+                             Policy(int8_components=frozenset({"vq_decoder"})), split=int8, token_int8=False)]
 
     def _write_ir(self, tmp: Path, onnx_path: Path, precision: str, device: str, shape: tuple[int, int],
-                  tiles: np.ndarray | None, preset: str, rung: _Rung
+                  tiles: np.ndarray | None, preset: str, rung: _Rung, cut: TokenSplit | None
                   ) -> tuple[dict[str, str], dict[str, Any] | None, dict[str, Any] | None]:
         """Write the rung's IR(s) into `tmp`: (manifest files entry, quantization recipe, split facts)."""
         compress = precision == "fp16"        # the FP16 IR stores fp16 weights; a split's token part never does
@@ -399,17 +460,32 @@ class OpenVINOBackend(Backend):
         import tempfile
 
         import onnx
-
-        from alignvar_edge.runtimes.openvino.split import split_at_tokens
-        cut = split_at_tokens(onnx_path)
+        assert cut is not None
+        recipe = None
+        image_hint = _int8_image_precision(device) if precision == "int8" else inference_precision(precision, device)
         with tempfile.TemporaryDirectory() as scratch:        # convert_model reads ONNX from files
-            for part, xml, half_weights in ((cut.token_part, XML, False), (cut.image_part, IMAGE_XML, compress)):
-                path = Path(scratch) / f"{Path(xml).stem}.onnx"
-                onnx.save(part, str(path), save_as_external_data=True, location=f"{path.name}.data")
-                ov.save_model(ov.convert_model(str(path)), str(tmp / xml), compress_to_fp16=half_weights)
-        return ({"engine": XML, "image": IMAGE_XML}, None,
-                {"image_precision": inference_precision(precision, device), "token_precision": "f32",
-                 **cut.to_dict()})
+            paths = {}
+            for part, name in ((cut.token_part, "token"), (cut.image_part, "image")):
+                paths[name] = Path(scratch) / f"{name}.onnx"
+                mine = onnx.ModelProto()
+                mine.CopyFrom(part)      # saving with external data moves the weights out of the proto
+                onnx.save(mine, str(paths[name]), save_as_external_data=True, location=f"{name}.onnx.data")
+            token, image = ov.convert_model(str(paths["token"])), ov.convert_model(str(paths["image"]))
+            if precision == "int8":
+                from alignvar_edge.runtimes.openvino.nncf import nncf_quantize, tile_batches
+                assert tiles is not None and rung.policy is not None
+                batches = tile_batches(tiles, shape[0])
+                token_recipe: dict[str, Any] | str = "f32 (not quantized)"
+                if rung.token_int8:
+                    token, token_recipe = nncf_quantize(token, paths["token"], batches, preset, rung.policy)
+                # the image part is calibrated on what the engine's token part will hand it
+                feeds = _handed_on(token, cut.boundary, batches, device)
+                image, recipe = nncf_quantize(image, paths["image"], feeds, preset, rung.policy)
+                recipe["token_part"] = token_recipe
+            ov.save_model(token, str(tmp / XML), compress_to_fp16=False)
+            ov.save_model(image, str(tmp / IMAGE_XML), compress_to_fp16=compress)
+        return ({"engine": XML, "image": IMAGE_XML}, recipe,
+                {"image_precision": image_hint, "token_precision": "f32", **cut.to_dict()})
 
     @staticmethod
     def _convert(onnx_path: Path, precision: str, device: str, shape: tuple[int, int],
@@ -420,10 +496,10 @@ class OpenVINOBackend(Backend):
         if _device_kind(device) == "NPU":
             model.reshape({model.inputs[0].get_any_name(): [batch, 3, t, t]})
         # the NNCF adapter needs the ONNX tool chain (a build host); an engine runs with openvino alone
-        from alignvar_edge.runtimes.openvino.nncf import nncf_compress_weights, nncf_quantize
+        from alignvar_edge.runtimes.openvino.nncf import nncf_compress_weights, nncf_quantize, tile_batches
         if precision == "int8":
             assert tiles is not None and policy is not None
-            return nncf_quantize(model, onnx_path, tiles, batch, preset, policy)
+            return nncf_quantize(model, onnx_path, tile_batches(tiles, batch), preset, policy)
         if precision == "int8-weights":
             return nncf_compress_weights(model)
         return model, None

@@ -24,7 +24,8 @@ nncf = lazy_import("nncf")
 onnx = lazy_import("onnx")
 ops = lazy_import("openvino.opset13")
 
-__all__ = ["IGNORED_TYPES", "ignored_scope_names", "nncf_compress_weights", "nncf_quantize", "widen_head_scales"]
+__all__ = ["IGNORED_TYPES", "ignored_scope_names", "nncf_compress_weights", "nncf_quantize", "tile_batches",
+           "widen_head_scales"]
 
 # Float-only op types: NNCF must not put quantizers on their inputs.
 # Gather: NNCF would store embedding tables (token path) as int8 weights.
@@ -92,16 +93,22 @@ def widen_head_scales(ov_model: Any) -> int:
     return n
 
 
-def nncf_quantize(ov_model: Any, onnx_path: Path, tiles: np.ndarray, batch: int,
-                  preset: str = "performance", policy: Policy | None = None) -> tuple[Any, dict[str, Any]]:
-    """INT8 activations + weights with NNCF (see the module docstring); returns (model, recipe)."""
-    policy = policy or Policy()
-    names, why = ignored_scope_names(onnx_path, ov_model, policy)
-    widened = widen_head_scales(ov_model)
+def tile_batches(tiles: np.ndarray, batch: int) -> list[np.ndarray]:
+    """Calibration tiles as the engine's batches (a last partial batch is dropped)."""
     n = tiles.shape[0] - tiles.shape[0] % batch
     if n < batch:
         raise InputError(f"need at least {batch} calibration tiles for a batch-{batch} engine")
-    items = [tiles[i:i + batch] for i in range(0, n, batch)]
+    return [tiles[i:i + batch] for i in range(0, n, batch)]
+
+
+def nncf_quantize(ov_model: Any, onnx_path: Path, items: list[Any], preset: str = "performance",
+                  policy: Policy | None = None) -> tuple[Any, dict[str, Any]]:
+    """INT8 activations + weights with NNCF (see the module docstring); returns (model, recipe).
+    `items`: the model's calibration inputs, one per call (an array, or a dict by input name);
+    `onnx_path`: the ONNX graph the model was converted from, whose scopes the policy judges."""
+    policy = policy or Policy()
+    names, why = ignored_scope_names(onnx_path, ov_model, policy)
+    widened = widen_head_scales(ov_model)
     overflow = not has_vnni()
     # SmoothQuant off: it rescales activations and weights of float matmuls too (exact in theory,
     # not in fp32 rounding), which flipped 1.4% of alignvar-tiny's tokens with no op in int8
