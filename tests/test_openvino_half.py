@@ -26,13 +26,19 @@ def test_hint_follows_the_build_precision_and_device() -> None:
     assert compile_config("CPU", True, None, None, "int8", inference="bf16")["INFERENCE_PRECISION_HINT"] == "bf16"
 
 
-def test_split_image_part_keeps_its_recorded_hint_on_its_own_device_kind() -> None:
+def test_split_image_part_precision_rule() -> None:
     from types import SimpleNamespace as Manifest      # the two fields the rule reads
-    m = Manifest(precision="int8", extra={"device": "CPU", "split": {"image_precision": "bf16"}})
-    assert image_part_precision(m, "CPU") == "bf16"
-    # opened on another kind of device, the build precision decides (int8's float ops: f32)
-    assert image_part_precision(m, "GPU.0") == "f32"
-    assert image_part_precision(Manifest(precision="bf16", extra={"device": "CPU"}), "CPU") == "bf16"
+
+    from alignvar_edge.runtimes.half import host_half
+    # bf16 / fp16: the hint the build checked, on its own kind of device; its precision's elsewhere
+    bf16 = Manifest(precision="bf16", extra={"device": "CPU", "split": {"image_precision": "bf16"}})
+    assert image_part_precision(bf16, "CPU") == "bf16"
+    assert image_part_precision(bf16, "GPU.0") == "f32"
+    # int8: the image part's float ops take the fast half of wherever the engine runs (they cannot
+    # change a token), whatever the build host chose
+    int8 = Manifest(precision="int8", extra={"device": "CPU", "split": {"image_precision": "f32"}})
+    assert image_part_precision(int8, "CPU") == ("bf16" if host_half("openvino", "CPU") else "f32")
+    assert image_part_precision(int8, "GPU.0") == "f16"
 
 
 def _default_cpu_precision() -> str:

@@ -168,8 +168,8 @@ def format_inspection(info: dict[str, Any]) -> str:
     split = info.get("split")
     if split:
         image = split.get("image_precision")
-        if info.get("precision") == "int8":       # NNCF put the VQ decoder's convolutions in int8
-            image = f"int8 VQ decoder, other ops {image}"
+        if split.get("image_int8"):          # NNCF's int8 ops, the rest under the part's hint
+            image = f"int8 + {image}"
         lines.append(f"split      token path {split.get('token_precision')} ({split.get('token_nodes')} nodes), "
                      f"image suffix {image} ({split.get('image_nodes')} nodes), "
                      f"handing on {', '.join(split.get('boundary') or [])}")

@@ -36,9 +36,10 @@ Build (`ov.convert_model` from the exported ONNX, then `ov.save_model`):
                 VNNI, the policy scope kept 92-97% of the tokens (by calibration set), the
                 decoder-only rung 100%.
   int8-weights  `nncf.compress_weights` INT8 weight-only (no calibration data needed).
-Load: CPU / GPU / NPU / AUTO. Every engine sets INFERENCE_PRECISION_HINT to the precision its
-manifest records (f32 unless built bf16/fp16), since CPUs with AMX or AVX512-BF16 default to bf16
-and GPUs to f16 (alignvar-tiny under the bf16 default: 94.8-95.0% tokens). `parity=False` leaves
+Load: CPU / GPU / NPU / AUTO. Every engine sets INFERENCE_PRECISION_HINT itself (f32 unless built
+bf16/fp16; a split engine's token part always f32, its image part as `image_part_precision` says),
+since CPUs with AMX or AVX512-BF16 default to bf16 and GPUs to f16 (alignvar-tiny under the bf16
+default: 94.8-95.0% tokens). `parity=False` leaves
 the runtime's default, and the engine warns (PrecisionWarning) when it differs from the manifest. The NPU needs static shapes: the model
 is reshaped to the manifest's static input shape (and NPU computes in fp16 regardless).
 """
@@ -58,7 +59,7 @@ from alignvar_edge.manifest import Manifest, listed_file, load_verified, write_m
 from alignvar_edge.manifest import artifact_dir as staging_dir
 from alignvar_edge.runtimes.artifacts import (check_calibration, engine_manifest, parity_vs,
                                               single_graph, validation_tiles)
-from alignvar_edge.runtimes.base import (SR, Backend, Engine, TensorSpec, input_roles,
+from alignvar_edge.runtimes.base import (INPUT, NOISE, SR, Backend, Engine, TensorSpec, input_roles,
                                          config_from_manifest, token_name)
 from alignvar_edge.runtimes.onnxruntime import ship_golden
 from alignvar_edge import recipes
@@ -88,8 +89,11 @@ def inference_precision(precision: str, device: str) -> str:
 
 
 def image_part_precision(m: Manifest, device: str) -> str:
-    """The hint a split engine's image part compiles with: the one its build recorded, on the kind
-    of device it was built for; else its build precision's on this device."""
+    """The hint a split engine's image part compiles with. int8: the fast half of the device it
+    runs on (`_int8_image_precision`), a speed choice that cannot change a token. bf16 / fp16: the
+    hint its build checked, on the kind of device it was built for; else its precision's here."""
+    if m.precision == "int8":
+        return _int8_image_precision(device)
     recorded = (m.extra.get("split") or {}).get("image_precision")
     if recorded and _device_kind(device) == _device_kind(m.extra.get("device") or "CPU"):
         return str(recorded)
@@ -128,14 +132,15 @@ class OpenVINOEngine(Engine):
             t = config.lr_size
             model.reshape({model.inputs[0].get_any_name(): [metadata.static_batch, 3, t, t]})
         precision = metadata.precision or "fp32"
-        # a split engine keeps the token path in f32 and computes only the image suffix in half
+        # a split engine keeps the token path's float ops in f32; only its image suffix may compute in half
         half = image_part_precision(metadata, device) if image_path else inference_precision(precision, device)
         self.compile_config = compile_config(device, parity, threads, hint, inference="f32" if image_path else half)
         want = [SR] + [token_name(k) for k in range(config.num_scales)]
         self._parts = [_Part(core.compile_model(model, device, self.compile_config), want, not image_path)]
         if image_path:
             image = core.read_model(str(image_path))
-            shapes = {n: p.get_partial_shape() for p in self._parts[0].compiled.outputs for n in p.get_names()}
+            token_io = [*self._parts[0].compiled.inputs, *self._parts[0].compiled.outputs]
+            shapes = {n: p.get_partial_shape() for p in token_io for n in p.get_names()}
             image.reshape({i.get_any_name(): shapes[i.get_any_name()] for i in image.inputs
                            if i.get_partial_shape().is_dynamic and i.get_any_name() in shapes})
             self._parts.append(_Part(core.compile_model(image, device, compile_config(
@@ -310,20 +315,34 @@ def _int8_image_precision(device: str) -> str:
     return inference_precision(half, device) if half else "f32"
 
 
-def _handed_on(token_model: Any, boundary: tuple[str, ...], batches: list[np.ndarray],
-               device: str) -> list[dict[str, np.ndarray]]:
-    """The image part's inputs for each calibration batch: the token part run in f32 on it."""
-    core = ov.Core()
-    compiled = core.compile_model(token_model, device if device in core.available_devices else "CPU",
-                                  {"INFERENCE_PRECISION_HINT": "f32"})
-    request, lr = compiled.create_infer_request(), compiled.inputs[0].get_any_name()
-    feeds = []
-    for x in batches:
-        res = request.infer({lr: x})
-        values = {n: np.array(res[port]) for port in compiled.outputs for n in port.get_names()}
-        values[lr] = x
-        feeds.append({n: values[n] for n in boundary})
-    return feeds
+def _calibration_feeds(tiles: np.ndarray | None, batch: int, config: Any) -> list[dict[str, np.ndarray]]:
+    """int8 calibration inputs per engine call, by role: the LR tiles in the engine's batches and,
+    with VARSR's refiner, the noise every engine feeds it."""
+    from alignvar_edge.runtimes.openvino.nncf import tile_batches
+    assert tiles is not None
+    noise = config.refiner_noise(batch)
+    return [{INPUT: x, **({} if noise is None else {NOISE: noise})} for x in tile_batches(tiles, batch)]
+
+
+def _named(model: Any, feeds: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+    """Role-keyed feeds under the model's own input names."""
+    names = [i.get_any_name() for i in model.inputs]
+    roles = input_roles(names, "the OpenVINO model being quantized")
+    return [{n: f[r] for n, r in zip(names, roles)} for f in feeds]
+
+
+def _handed_on(token_model: Any, boundary: tuple[str, ...],
+               feeds: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+    """The image part's inputs for each calibration call: the token part run on the host's CPU
+    (f32 float ops, as the engine runs it) on the call's inputs."""
+    compiled = ov.Core().compile_model(token_model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    request = compiled.create_infer_request()
+    handed = []
+    for feed in feeds:
+        res = request.infer(feed)
+        values = {**feed, **{n: np.array(res[port]) for port in compiled.outputs for n in port.get_names()}}
+        handed.append({n: values[n] for n in boundary})
+    return handed
 
 
 def _token_split(onnx_path: Path, required: bool) -> TokenSplit | None:
@@ -387,10 +406,11 @@ class OpenVINOBackend(Backend):
         with staging_dir(out, force=force) as tmp:
             ladder: list[dict[str, Any]] = []
             cut = _token_split(onnx_path, required=half) if half or precision == "int8" else None
+            feeds = _calibration_feeds(tiles, batch, config) if precision == "int8" else None
             rungs = self._rungs(precision, float_groups, checking, half, cut is not None)
             for rung in rungs:
                 files, recipe, split = self._write_ir(tmp, onnx_path, precision, device, (batch, config.lr_size),
-                                                      tiles, preset, rung, cut)
+                                                      feeds, preset, rung, cut)
                 m = engine_manifest(src, Path(artifact_dir), self.name, precision, files, batch=batch,
                                     extra={**extra, **({"split": split} if split else {})},
                                     quantization=recipe, calibration=calib_info)
@@ -447,14 +467,15 @@ class OpenVINOBackend(Backend):
                              Policy(int8_components=frozenset({"vq_decoder"})), split=int8, token_int8=False)]
 
     def _write_ir(self, tmp: Path, onnx_path: Path, precision: str, device: str, shape: tuple[int, int],
-                  tiles: np.ndarray | None, preset: str, rung: _Rung, cut: TokenSplit | None
+                  feeds: list[dict[str, np.ndarray]] | None, preset: str, rung: _Rung, cut: TokenSplit | None
                   ) -> tuple[dict[str, str], dict[str, Any] | None, dict[str, Any] | None]:
-        """Write the rung's IR(s) into `tmp`: (manifest files entry, quantization recipe, split facts)."""
+        """Write the rung's IR(s) into `tmp`: (manifest files entry, quantization recipe, split facts).
+        `feeds`: int8 calibration inputs per engine call, by role (`_calibration_feeds`)."""
         compress = precision == "fp16"        # the FP16 IR stores fp16 weights; a split's token part never does
         for stale in (IMAGE_XML, IMAGE_BIN):
             (tmp / stale).unlink(missing_ok=True)
         if not rung.split:
-            model, recipe = self._convert(onnx_path, precision, device, shape, tiles, preset, rung.policy)
+            model, recipe = self._convert(onnx_path, precision, device, shape, feeds, preset, rung.policy)
             ov.save_model(model, str(tmp / XML), compress_to_fp16=compress)
             return {"engine": XML}, recipe, None
         import tempfile
@@ -463,6 +484,7 @@ class OpenVINOBackend(Backend):
         assert cut is not None
         recipe = None
         image_hint = _int8_image_precision(device) if precision == "int8" else inference_precision(precision, device)
+        facts: dict[str, Any] = {"image_precision": image_hint, "token_precision": "f32", **cut.to_dict()}
         with tempfile.TemporaryDirectory() as scratch:        # convert_model reads ONNX from files
             paths = {}
             for part, name in ((cut.token_part, "token"), (cut.image_part, "image")):
@@ -472,34 +494,37 @@ class OpenVINOBackend(Backend):
                 onnx.save(mine, str(paths[name]), save_as_external_data=True, location=f"{name}.onnx.data")
             token, image = ov.convert_model(str(paths["token"])), ov.convert_model(str(paths["image"]))
             if precision == "int8":
-                from alignvar_edge.runtimes.openvino.nncf import nncf_quantize, tile_batches
-                assert tiles is not None and rung.policy is not None
-                batches = tile_batches(tiles, shape[0])
-                token_recipe: dict[str, Any] | str = "f32 (not quantized)"
+                from alignvar_edge.runtimes.openvino.nncf import nncf_quantize
+                assert feeds is not None and rung.policy is not None
+                token_feeds = _named(token, feeds)
+                token_recipe: dict[str, Any] | str = "not quantized"
                 if rung.token_int8:
-                    token, token_recipe = nncf_quantize(token, paths["token"], batches, preset, rung.policy)
+                    token, token_recipe = nncf_quantize(token, paths["token"], token_feeds, preset, rung.policy)
+                    facts["token_precision"] = "int8 + f32"
                 # the image part is calibrated on what the engine's token part will hand it
-                feeds = _handed_on(token, cut.boundary, batches, device)
-                image, recipe = nncf_quantize(image, paths["image"], feeds, preset, rung.policy)
-                recipe["token_part"] = token_recipe
+                handed = _handed_on(token, cut.boundary, token_feeds)
+                image, image_recipe = nncf_quantize(image, paths["image"], handed, preset, rung.policy)
+                recipe = {"tool": image_recipe["tool"], "policy": rung.policy.to_dict(), "split": True,
+                          "token_part": token_recipe, "image_part": image_recipe}
+                facts["image_int8"] = True
             ov.save_model(token, str(tmp / XML), compress_to_fp16=False)
             ov.save_model(image, str(tmp / IMAGE_XML), compress_to_fp16=compress)
-        return ({"engine": XML, "image": IMAGE_XML}, recipe,
-                {"image_precision": image_hint, "token_precision": "f32", **cut.to_dict()})
+        return {"engine": XML, "image": IMAGE_XML}, recipe, facts
 
     @staticmethod
     def _convert(onnx_path: Path, precision: str, device: str, shape: tuple[int, int],
-                 tiles: np.ndarray | None, preset: str, policy: Policy | None) -> tuple[Any, dict[str, Any] | None]:
+                 feeds: list[dict[str, np.ndarray]] | None, preset: str,
+                 policy: Policy | None) -> tuple[Any, dict[str, Any] | None]:
         """The IR for one precision (and INT8 scope); shape = (batch, LR tile side)."""
         batch, t = shape
         model = ov.convert_model(str(onnx_path))
         if _device_kind(device) == "NPU":
             model.reshape({model.inputs[0].get_any_name(): [batch, 3, t, t]})
         # the NNCF adapter needs the ONNX tool chain (a build host); an engine runs with openvino alone
-        from alignvar_edge.runtimes.openvino.nncf import nncf_compress_weights, nncf_quantize, tile_batches
+        from alignvar_edge.runtimes.openvino.nncf import nncf_compress_weights, nncf_quantize
         if precision == "int8":
-            assert tiles is not None and policy is not None
-            return nncf_quantize(model, onnx_path, tile_batches(tiles, batch), preset, policy)
+            assert feeds is not None and policy is not None
+            return nncf_quantize(model, onnx_path, _named(model, feeds), preset, policy)
         if precision == "int8-weights":
             return nncf_compress_weights(model)
         return model, None
