@@ -63,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    empty = _empty_argument(argv)
+    if empty:
+        print(empty, file=sys.stderr)
+        return 2
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -101,6 +105,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _empty_argument(argv: list[str]) -> str | None:
+    """The error line for an empty argument, or None. No flag or operand takes '' and a path of ''
+    means the working directory: `upscale "$IN" out` with IN unset would upscale every image
+    below it, so an empty argument is refused before anything runs."""
+    if "" not in argv:
+        return None
+    i = argv.index("")
+    verb = next((a for a in argv[:i] if not a.startswith("-")), None)
+    where = f"after '{argv[i - 1]}'" if i else "first"
+    return (f"alignvar-edge{' ' + verb if verb else ''}: error: argument {i + 1} ({where}) is empty, "
+            "perhaps an unset shell variable; give the path or value")
 
 
 def _interrupted(verb: str, signals: list[int]) -> int:

@@ -881,6 +881,24 @@ def test_numeric_flags_checked_at_parse_time(argv, flag, capsys, tmp_path, monke
     assert sorted(p.name for p in tmp_path.iterdir()) == []          # nothing was created
 
 
+@pytest.mark.parametrize("argv, where", [
+    (["upscale", "", "out"], "argument 2 (after 'upscale')"),
+    (["upscale", "in.png", ""], "argument 3 (after 'in.png')"),
+    (["export", "--out", ""], "argument 3 (after '--out')"),
+    (["bench", "x", "--out", "r.json", "--images", ""], "argument 6 (after '--images')"),
+])
+def test_an_empty_argument_is_refused_before_anything_runs(argv, where, capsys, tmp_path, monkeypatch):
+    # a path of '' is the working directory: `upscale "$IN" out` with IN unset would upscale every
+    # image below it (it did, before this check)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "photo.png").write_bytes(b"")
+    capsys.readouterr()
+    code = cli.main(argv)
+    assert code == 2
+    _one_line_error(code, capsys.readouterr().err, f"{where} is empty")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photo.png"]        # nothing was created
+
+
 def test_torch_device_is_checked(ckpt, tmp_path, capsys):
     import torch
     src = _png(tmp_path / "in.png")
