@@ -54,6 +54,12 @@ def test_one_plan_for_tensorrt_10_and_11():
         plan(11, "fp16", "fp32")
     with pytest.raises(InputError, match="Q/DQ"):
         plan(10, "int8", "fp32")
+    # a Q/DQ or fp16 graph built at another precision would be a kit claiming two precisions
+    for version in (10, 11):
+        with pytest.raises(InputError, match="this export is int8"):
+            plan(version, "fp16", "int8")
+        with pytest.raises(InputError, match="this export is fp16"):
+            plan(version, "fp32", "fp16")
 
 
 def test_trtexec_command_matches_the_plan():
