@@ -341,7 +341,11 @@ def test_openvino_int8_falls_back_to_a_decoder_only_scope_below_the_token_target
     assert set(ran["transformer_matmuls"]) == {"f32"} and set(ran["logits_head"]) == {"f32"}
     from alignvar_edge.export.inspect_artifact import format_inspection, inspect_artifact
     assert "split      token path f32 (" in format_inspection(inspect_artifact(out))
-    assert "image suffix int8 + " in format_inspection(inspect_artifact(out))
+    shown = format_inspection(inspect_artifact(out))
+    assert "image suffix int8 + " in shown
+    # which rung was kept, and why the faster one was not
+    assert "tried      policy + searched float groups: tokens" in shown and "not kept: below the token target" in shown
+    assert "tried      decoder only, token path f32 (split): tokens 100.00%" in shown
     with runtimes.load(out) as e:
         sr, _ = e.run(lr_tiles(cfg, 2, seed=3))
         assert np.isfinite(sr).all()

@@ -54,7 +54,7 @@ def inspect_artifact(artifact: str | os.PathLike[str]) -> dict[str, Any]:
     if m.kind == "engine":
         return _engine_info(root, m)
     if m.kind != "onnx":
-        raise ArtifactError(f"'{root}' is a {m.kind} artifact; inspect reads exports and engines")
+        raise ArtifactError(f"'{root}' is an artifact of kind '{m.kind}'; inspect reads exports and engines")
     graphs = {name: _graph_summary(root, m, entry) for name, entry in m.graphs.items()}
     return {
         "verdict": f"OK: {len(m.files)} file(s) listed in the manifest, each inside the artifact directory and "
@@ -71,7 +71,8 @@ def _engine_info(root: Path, m: Manifest) -> dict[str, Any]:
         **_common_info(root, m), "kind": "engine", "backend": m.backend, "device": extra.get("device"),
         "batch": m.static_batch, "engine_files": dict(extra.get("files") or {}),
         "built_from": (extra.get("source") or {}).get("path"),
-        "split": extra.get("split"), "half_ladder": extra.get("half_ladder"), "graphs": {},
+        "split": extra.get("split"), "half_ladder": extra.get("half_ladder"),
+        "int8_ladder": (m.quantization or {}).get("ladder"), "graphs": {},
     }
 
 
@@ -87,6 +88,18 @@ def _common_info(root: Path, m: Manifest) -> dict[str, Any]:
         "input_contract": input_contract(m), "compute_precision": compute_precision(m),
         "graph_facts": m.graph_facts,
     }
+
+
+def tried_rungs(info: dict[str, Any]) -> list[str]:
+    """One line per rung a build tried (half precision or int8 ladder), the kept one last."""
+    half, int8 = info.get("half_ladder") or [], info.get("int8_ladder") or []
+    lines = [f"{r['rung']}: tokens {r['token_agreement']:.2%}, SR PSNR {r['psnr_db']} dB"
+             + (f"; not kept: {r['refused']}" if r.get("refused") else "") for r in half]
+    # an int8 ladder moves on only while a rung misses the token target
+    lines += [f"{r['rung']}: tokens {r['token_agreement']:.2%}, SR PSNR {r['psnr_db']} dB"
+              + ("; not kept: below the token target" if i < len(int8) - 1 else "; kept")
+              for i, r in enumerate(int8)]
+    return lines
 
 
 def compute_precision(m: Manifest) -> dict[str, Any] | None:
@@ -173,9 +186,7 @@ def format_inspection(info: dict[str, Any]) -> str:
         lines.append(f"split      token path {split.get('token_precision')} ({split.get('token_nodes')} nodes), "
                      f"image suffix {image} ({split.get('image_nodes')} nodes), "
                      f"handing on {', '.join(split.get('boundary') or [])}")
-    for rung in info.get("half_ladder") or []:
-        lines.append(f"tried      {rung['rung']}: tokens {rung['token_agreement']:.2%}, SR PSNR {rung['psnr_db']} dB"
-                     + (f"; not kept: {rung['refused']}" if rung.get("refused") else ""))
+    lines += [f"tried      {t}" for t in tried_rungs(info)]
     if info.get("engine_files"):
         lines.append("engine     " + " + ".join(info["engine_files"].values())
                      + (f"; built from {info['built_from']}" if info.get("built_from") else ""))

@@ -172,6 +172,10 @@ def run_build(args: argparse.Namespace) -> int:
         note = (f"; parity vs {par.get('reference', 'reference')}: tokens {par['tokens']['overall']:.2%}, "
                 f"PSNR {par.get('psnr_db')} dB")
     print(f"wrote {out} ({b.name} {m.precision}) in {time.perf_counter() - t0:.1f} s{note}")
+    from alignvar_edge.export.inspect_artifact import inspect_artifact, tried_rungs
+    tried = tried_rungs(inspect_artifact(out))
+    if len(tried) > 1:                  # say which rung was kept and why the faster ones were not
+        print("\n".join(f"  tried {t}" for t in tried))
     return 0
 
 
@@ -350,7 +354,9 @@ def run_doctor(args: argparse.Namespace) -> int:
             lines.append(f"  {i.name:<{w}}  no    {ver:<14} {i.reason}")
     feats = host["isa_features"]
     lines.append("ISA: " + ", ".join(f"{f} {'yes' if v else 'no'}" for f, v in feats.items())
-                 + (" -> OpenVINO CPU computes bf16 by default here; engines set f32 unless built --precision bf16"
+                 + (" -> OpenVINO CPU computes bf16 by default here; our engines set their own: a plain build "
+                    "uses bf16 only where the tokens hold (the token path kept f32 if needed), --precision fp32 "
+                    "stays f32"
                     if feats.get("AMX") or feats.get("AVX512-BF16") else ""))
     emit(args.json, {"alignvar_edge": __version__, "host": host, "backends": [vars(i) for i in infos]},
          "\n".join(lines))
