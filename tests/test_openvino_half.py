@@ -24,6 +24,10 @@ def test_hint_follows_the_build_precision_and_device() -> None:
     assert "INFERENCE_PRECISION_HINT" not in compile_config("CPU", False, None, None, "fp32")
     assert inference_precision("int8", "CPU") == "f32"
     assert compile_config("CPU", True, None, None, "int8", inference="bf16")["INFERENCE_PRECISION_HINT"] == "bf16"
+    assert compile_config("CPU", True, None, "throughput")["PERFORMANCE_HINT"] == "THROUGHPUT"
+    from alignvar_edge.errors import InputError
+    with pytest.raises(InputError, match="unknown OpenVINO performance hint 'fast'; use one of latency, throughput"):
+        compile_config("CPU", True, None, "fast")
 
 
 def test_split_image_part_precision_rule() -> None:

@@ -74,6 +74,7 @@ XML, BIN = "model.xml", "model.bin"
 IMAGE_XML, IMAGE_BIN = "image.xml", "image.bin"      # a split engine's image suffix
 # build precision -> INFERENCE_PRECISION_HINT the engine compiles with (per device kind)
 HINTS = {"bf16": {"CPU": "bf16"}, "fp16": {"GPU": "f16", "NPU": "f16"}}
+PERFORMANCE_HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
 _HINT_NAMES = {"float32": "f32", "f32": "f32", "bfloat16": "bf16", "bf16": "bf16", "float16": "f16", "f16": "f16"}
 def _device_kind(device: str) -> str:
     return device.split(".")[0].split(":")[0].upper()
@@ -105,7 +106,11 @@ def compile_config(device: str, parity: bool, threads: int | None, hint: str | N
     """OpenVINO's compile properties; `inference` (an INFERENCE_PRECISION_HINT) overrides the one
     the build `precision` implies."""
     kind = _device_kind(device)
-    cfg: dict[str, str] = {"PERFORMANCE_HINT": (hint or "LATENCY").upper()}
+    perf = (hint or "LATENCY").upper()
+    if perf not in PERFORMANCE_HINTS:
+        raise InputError(f"unknown OpenVINO performance hint {hint!r}; use one of "
+                         f"{', '.join(h.lower() for h in PERFORMANCE_HINTS)}")
+    cfg: dict[str, str] = {"PERFORMANCE_HINT": perf}
     if parity and kind in ("CPU", "GPU"):
         cfg["INFERENCE_PRECISION_HINT"] = inference or inference_precision(precision, device)
     if threads and kind == "CPU":
@@ -561,7 +566,7 @@ class OpenVINOBackend(Backend):
                 opts["image_path"] = listed_file(engine_dir, m, image)
             device = device or m.extra.get("device")
         else:
-            raise ArtifactError(f"'{engine_dir}' is a {m.backend} engine; load it with that backend")
+            raise ArtifactError(f"'{engine_dir}' is an engine for {m.backend}; load it with that backend")
         device = (device or "CPU").upper()
         if _device_kind(device) not in ("AUTO", "MULTI", "HETERO") and device not in self.devices():
             raise BackendUnavailableError(f"OpenVINO device {device} is not present here (devices: "
