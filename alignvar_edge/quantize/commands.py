@@ -5,11 +5,14 @@ import argparse
 import math
 import sys
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alignvar_edge.argtypes import fraction, nonneg_float, nonneg_int, percent, positive_int
 from alignvar_edge.progress import bar
 from alignvar_edge.recipes import quantize_precisions, quantize_targets
+
+if TYPE_CHECKING:
+    from alignvar_edge.manifest import Manifest
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -93,7 +96,7 @@ def _db(v: Any) -> str:
     return f"{v:.2f}"
 
 
-def fidelity_table(m: dict[str, Any]) -> str:
+def fidelity_table(m: Manifest) -> str:
     """The end-of-run table: fp32 vs the policy graph vs the written graph, on the validation split."""
     q = m.quantization or {}
     par = m.parity or {}
@@ -113,7 +116,7 @@ def fidelity_table(m: dict[str, Any]) -> str:
              f"{'vs fp32':>8s} {'MB':>7s}"]
     for name, tok, same, p_hr, drop, vs, nbytes in rows:
         lines.append(f"{name:22s} {tok:8.2%} {same:10.0%} {_db(p_hr):>10s} {drop:+8.3f} {_db(vs):>8s} "
-                     f"{nbytes / 1e6 if nbytes else float('nan'):7.2f}")
+                     f"{f'{nbytes / 1e6:.2f}' if nbytes else '–':>7s}")     # the policy-only graph is not written
     if q.get("format") == "onnx-qdq":
         pol = ", ".join(f"{c} ({v['nodes']})" for c, v in q.get("float_by_policy", {}).items())
         lines.append(f"float by policy: {pol or 'nothing'}")

@@ -107,7 +107,7 @@ def single_graph(artifact: str | os.PathLike[str]) -> tuple[Manifest, Path]:
     root = Path(artifact)
     m = load_verified(root)
     if m.kind != "onnx":
-        raise ArtifactError(f"'{root}' is a {m.kind} directory ({m.backend}), not an "
+        raise ArtifactError(f"'{root}' is a directory of kind '{m.kind}' ({m.backend}), not an "
                             "ONNX export; build engines from the output of `alignvar-edge export`")
     if m.graph != "single":
         raise ArtifactError(f"'{root}' holds the '{m.graph}' graph form; engines run the "

@@ -170,7 +170,7 @@ class OrtBackend(Backend):
             session = dict(m.extra.get("session") or {})
             device = device or m.extra.get("device")
         else:
-            raise ArtifactError(f"'{engine_dir}' is a {m.backend} engine; load it with that backend")
+            raise ArtifactError(f"'{engine_dir}' is an engine for {m.backend}; load it with that backend")
         session.update({k: v for k, v in opts.items() if v is not None})
         return OrtEngine(path, m, device, Path(engine_dir), **session)
 

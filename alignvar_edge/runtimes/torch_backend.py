@@ -135,7 +135,7 @@ class TorchBackend(Backend):
             return TorchEngine(model, meta, self.check_device(device), precision or "fp32", batch)
         m = load_verified(path)
         if m.backend != "torch":
-            raise ArtifactError(f"'{engine_dir}' is a {m.backend} engine, not a torch one")
+            raise ArtifactError(f"'{engine_dir}' is an engine for {m.backend}, not for torch")
         model = load_pretrained(path)    # the engine dir holds config.json + weights
         return TorchEngine(model, m, self.check_device(device or m.extra.get("device", "cpu")),
                            precision or m.precision, batch, Path(path))

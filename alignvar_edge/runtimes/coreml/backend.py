@@ -279,7 +279,8 @@ class CoreMLEngine(Engine):
         if self.model is None:
             raise BackendUnavailableError(NEEDS_MACOS.format(os=platform.system() or sys.platform) +
                                           "; this package was built and validated here: copy the engine "
-                                          "dir to a Mac and run `alignvar-edge selftest --backend coreml`")
+                                          f"dir to a Mac and run `alignvar-edge selftest --engine "
+                                          f"{self.engine_dir or 'ENGINE_DIR'}`")
         x: Any = feeds[INPUT]
         if self.metadata.extra.get("image_input"):      # one 8-bit RGB tile
             from PIL import Image

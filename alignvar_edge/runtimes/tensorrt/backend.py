@@ -390,7 +390,7 @@ class TensorRTBackend(Backend):
                                 f"TensorRT engine: run `sh {SCRIPT_FILE}` there, or "
                                 "`alignvar-edge build DIR --target tensorrt` on the device")
         if m.backend != self.name:
-            raise ArtifactError(f"'{engine_dir}' is a {m.backend} engine; load it with that backend")
+            raise ArtifactError(f"'{engine_dir}' is an engine for {m.backend}; load it with that backend")
         return TensorRTEngine(listed_file(engine_dir, m, m.engine_file), m,
                               device or m.extra.get("device", "cuda:0"), Path(engine_dir))
 
