@@ -45,4 +45,4 @@ def test_quick_starts_run_as_written(tmp_path, monkeypatch, capsys):
             assert rc == 0, f"{name}: `{line}` exited {rc}: {err.strip()[-400:]}"
             ran += 1
     assert ran >= 12
-    assert (tmp_path / "demo-out" / "lr-x4.png").is_file() and (tmp_path / "out" / "bench.json").is_file()
+    assert (tmp_path / "out" / "demo" / "lr-x4.png").is_file() and (tmp_path / "out" / "bench.json").is_file()
