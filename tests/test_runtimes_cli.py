@@ -65,6 +65,22 @@ def test_upscale_a_file_and_a_folder(export, images, tmp_path, capsys):
     assert np.abs(np.asarray(alpha)[..., 3].astype(int) - 128).max() <= 1    # alpha upscaled apart
 
 
+def test_upscale_hint_throughput_runs_openvino_streams_and_keeps_the_pixels(export, images, tmp_path, capsys):
+    src = images / "astro.png"
+    args = ["--engine", str(export), "--backend", "openvino", "--threads", "2", "--quiet"]
+    assert main(["upscale", str(src), str(tmp_path / "lat.png"), *args]) == 0
+    assert main(["upscale", str(src), str(tmp_path / "tp.png"), *args, "--hint", "throughput"]) == 0
+    # the same tiles through parallel requests: the same image
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "tp.png")),
+                                  np.asarray(Image.open(tmp_path / "lat.png")))
+    capsys.readouterr()
+    # a backend without performance hints: one line, nothing written
+    assert main(["upscale", str(src), str(tmp_path / "ort.png"), "--engine", str(export),
+                 "--backend", "onnxruntime", "--hint", "throughput"]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and "['hint']" in err[0] and not (tmp_path / "ort.png").exists()
+
+
 def test_upscale_never_clobbers(export, images, tmp_path, capsys):
     src = images / "astro.png"
     before = src.read_bytes()

@@ -62,6 +62,9 @@ def register(sub: Any) -> None:
     u.add_argument("--device")
     u.add_argument("--overlap", type=nonneg_int, help="tile overlap in LR pixels (default: a quarter tile)")
     u.add_argument("--threads", type=positive_int, help="threads for the runtime")
+    u.add_argument("--hint", choices=("latency", "throughput"),
+                   help="OpenVINO engines: 'throughput' runs several tile batches at once on parallel "
+                        "streams (faster whole images on a multi-core or busy host); default latency")
     u.add_argument("--force", action="store_true", help="replace existing outputs")
     u.add_argument("--max-megapixels", type=positive_float, default=None, help="refuse larger inputs (default 24)")
     u.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -248,7 +251,9 @@ def run_upscale(args: argparse.Namespace) -> int:
     if not jobs:
         _say(f"nothing to do: every output in {args.output} exists")
         return 0
-    opts = {"threads": args.threads} if args.threads else {}
+    opts: dict[str, Any] = {"threads": args.threads} if args.threads else {}
+    if args.hint:
+        opts["hint"] = args.hint        # a backend without hints says so in one line (Backend.load)
     limit = args.max_megapixels if args.max_megapixels is not None else DEFAULT_MAX_MEGAPIXELS
     with runtimes.load(args.engine, backend=args.backend, device=args.device, **opts) as engine:
         bar = _progress(len(jobs), args.quiet)
