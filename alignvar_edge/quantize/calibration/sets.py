@@ -20,7 +20,7 @@ import hashlib
 import json
 import os
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,14 +59,16 @@ class TileSplit:
             yield self.lr[i:i + batch], self.hr[i:i + batch]
 
 
-def model_config(config: AlignVARConfig | dict[str, Any]) -> AlignVARConfig:
+def model_config(config: AlignVARConfig | Mapping[str, Any] | None) -> AlignVARConfig:
     """An AlignVARConfig from a config object, its dict, or a manifest's `model` entry."""
     if isinstance(config, AlignVARConfig):
         return config
-    if isinstance(config, dict):
+    if config is None:
+        raise ConfigError("the artifact's manifest has no model config; re-export it with `alignvar-edge export`")
+    if isinstance(config, Mapping):
         d = config.get("config", config)        # a manifest's "model" may wrap the config
-        if isinstance(d, dict):
-            return AlignVARConfig.from_dict(d)
+        if isinstance(d, Mapping):
+            return AlignVARConfig.from_dict(dict(d))
     raise ConfigError(f"expected an AlignVAR config or its dict, got {type(config).__name__}")
 
 
