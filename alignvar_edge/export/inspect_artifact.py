@@ -71,8 +71,8 @@ def _engine_info(root: Path, m: Manifest) -> dict[str, Any]:
         **_common_info(root, m), "kind": "engine", "backend": m.backend, "device": extra.get("device"),
         "batch": m.static_batch, "engine_files": dict(extra.get("files") or {}),
         "built_from": (extra.get("source") or {}).get("path"),
-        "split": extra.get("split"), "half_ladder": extra.get("half_ladder"),
-        "int8_ladder": (m.quantization or {}).get("ladder"), "graphs": {},
+        "split": extra.get("split"), "half_ladder": extra.get("half_ladder"), "tried": tried_rungs(m),
+        "graphs": {},
     }
 
 
@@ -90,9 +90,9 @@ def _common_info(root: Path, m: Manifest) -> dict[str, Any]:
     }
 
 
-def tried_rungs(info: dict[str, Any]) -> list[str]:
+def tried_rungs(m: Manifest) -> list[str]:
     """One line per rung a build tried (half precision or int8 ladder), the kept one last."""
-    half, int8 = info.get("half_ladder") or [], info.get("int8_ladder") or []
+    half, int8 = m.extra.get("half_ladder") or [], (m.quantization or {}).get("ladder") or []
     lines = [f"{r['rung']}: tokens {r['token_agreement']:.2%}, SR PSNR {r['psnr_db']} dB"
              + (f"; not kept: {r['refused']}" if r.get("refused") else "") for r in half]
     # an int8 ladder moves on only while a rung misses the token target
@@ -186,7 +186,7 @@ def format_inspection(info: dict[str, Any]) -> str:
         lines.append(f"split      token path {split.get('token_precision')} ({split.get('token_nodes')} nodes), "
                      f"image suffix {image} ({split.get('image_nodes')} nodes), "
                      f"handing on {', '.join(split.get('boundary') or [])}")
-    lines += [f"tried      {t}" for t in tried_rungs(info)]
+    lines += [f"tried      {t}" for t in info.get("tried") or []]
     if info.get("engine_files"):
         lines.append("engine     " + " + ".join(info["engine_files"].values())
                      + (f"; built from {info['built_from']}" if info.get("built_from") else ""))

@@ -175,8 +175,8 @@ def run_build(args: argparse.Namespace) -> int:
         note = (f"; parity vs {par.get('reference', 'reference')}: tokens {par['tokens']['overall']:.2%}, "
                 f"PSNR {par.get('psnr_db')} dB")
     print(f"wrote {out} ({b.name} {m.precision}) in {time.perf_counter() - t0:.1f} s{note}")
-    from alignvar_edge.export.inspect_artifact import inspect_artifact, tried_rungs
-    tried = tried_rungs(inspect_artifact(out))
+    from alignvar_edge.export.inspect_artifact import tried_rungs
+    tried = tried_rungs(m)              # from the manifest just written: no second pass over the files
     if len(tried) > 1:                  # say which rung was kept and why the faster ones were not
         print("\n".join(f"  tried {t}" for t in tried))
     return 0
