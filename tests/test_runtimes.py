@@ -95,6 +95,13 @@ def test_build_records_parity_and_manifest(built, export):
     assert ov.extra["compress_to_fp16"] is False
     assert ov.parity["tokens"]["overall"] == 1.0
     assert ov.parity["psnr_db"] == "inf" or ov.parity["psnr_db"] > 60
+    # every greedy choice of the graph (one ArgMax per scale) is rewritten, none is left as TopK
+    import onnx
+    import openvino
+    argmaxes = sum(n.op_type == "ArgMax" for n in onnx.load(str(export / "model.onnx")).graph.node)
+    assert argmaxes > 0 and ov.extra["ir_rewrites"] == {"argmax": argmaxes}
+    ir = openvino.Core().read_model(str(built["openvino"] / "model.xml"))
+    assert not [op for op in ir.get_ordered_ops() if op.get_type_name() == "TopK"]
     ort = load_verified(built["onnxruntime"])
     assert ort.extra["session"]["threads"] == 1
     assert ort.extra["source"]["path"] == str(export)
@@ -238,6 +245,58 @@ def test_per_head_scales_are_widened_without_changing_values():
     consts = [op for op in model.get_ordered_ops() if op.get_type_name() == "Constant"]
     assert [list(c.get_output_shape(0)) for c in consts] == [[1, 4, 1, 16]]
     np.testing.assert_array_equal(ov.Core().compile_model(model, "CPU")({0: inp})[0], before)
+
+
+def test_argmax_rewrite_picks_numpys_first_maximum_ties_included(tmp_path):
+    # ONNX ArgMax as OpenVINO converts it (a TopK), then rewritten; numpy is the reference
+    import onnx
+    import openvino as ov
+    from onnx import TensorProto, helper
+
+    from alignvar_edge.runtimes.openvino.rewrite import argmax_as_reductions
+    graph = helper.make_graph(
+        [helper.make_node("ArgMax", ["x"], ["i"], axis=-1, keepdims=0)], "argmax",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 5, 1024])],
+        [helper.make_tensor_value_info("i", TensorProto.INT64, [2, 5])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), tmp_path / "a.onnx")
+    model = ov.convert_model(str(tmp_path / "a.onnx"))
+    assert [op.get_type_name() for op in model.get_ordered_ops()].count("TopK") == 1
+    assert argmax_as_reductions(model) == 1
+    assert "TopK" not in [op.get_type_name() for op in model.get_ordered_ops()]
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 6, size=(2, 5, 1024)).astype(np.float32)      # many ties per row
+    x[0, 0] = 0.0                                                    # all tied: index 0
+    x[1, 4, 1023] = 9.0                                              # the last column
+    x[1, 3, :] = -np.inf
+    x[1, 3, 700] = -1e30
+    got = ov.Core().compile_model(model, "CPU")({0: x})[0]
+    np.testing.assert_array_equal(got, np.argmax(x, axis=-1))
+    assert got.dtype == np.int64 and got[0, 0] == 0 and got[1, 4] == 1023 and got[1, 3] == 700
+
+
+def test_group_norm_rewrite_computes_the_exported_graph_without_nchw(export):
+    # the whole exported graph, compiled f32 before and after: OpenVINO's own MVN is the reference
+    import openvino as ov
+
+    from alignvar_edge.runtimes.openvino.rewrite import group_norm_channels_last
+    core = ov.Core()
+    model = ov.convert_model(str(export / "model.onnx"))
+    norms = [op for op in model.get_ordered_ops() if op.get_type_name() == "MVN"]
+    config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1}
+    before = core.compile_model(model, "CPU", config)
+    shape = [d.get_length() if d.is_static else 3 for d in before.inputs[0].get_partial_shape()]
+    lr = np.random.default_rng(0).random(shape, dtype=np.float32)
+    want = before({0: lr})
+    rewritten = group_norm_channels_last(model)
+    assert 0 < rewritten < len(norms)          # the decoder's GroupNorms, not the LayerNorms
+    assert len([op for op in model.get_ordered_ops() if op.get_type_name() == "MVN"]) == len(norms) - rewritten
+    got = core.compile_model(model, "CPU", config)({0: lr})
+    for out in before.outputs:
+        a, b = want[out], got[out.get_any_name()]
+        if a.dtype == np.int64:
+            np.testing.assert_array_equal(a, b)
+        else:
+            np.testing.assert_allclose(b, a, rtol=0, atol=2e-5)
 
 
 def test_openvino_ignored_scope_covers_every_weighted_op_it_cannot_place(export):

@@ -350,6 +350,14 @@ def _handed_on(token_model: Any, boundary: tuple[str, ...],
     return handed
 
 
+def _read_onnx(onnx_path: Path, rewrites: dict[str, int]) -> Any:
+    """`ov.convert_model`, then the exact rewrites every IR we build gets; counts them in `rewrites`."""
+    from alignvar_edge.runtimes.openvino.rewrite import argmax_as_reductions
+    model = ov.convert_model(str(onnx_path))
+    rewrites["argmax"] = rewrites.get("argmax", 0) + argmax_as_reductions(model)
+    return model
+
+
 def _token_split(onnx_path: Path, required: bool) -> TokenSplit | None:
     """The graph cut where its tokens end (`split.py`); None where it cannot be cut and the split
     is only a speed-up (int8 keeps the whole graph then), an error where it is `required`."""
@@ -414,10 +422,11 @@ class OpenVINOBackend(Backend):
             feeds = _calibration_feeds(tiles, batch, config) if precision == "int8" else None
             rungs = self._rungs(precision, float_groups, checking, half, cut is not None)
             for rung in rungs:
+                rewrites: dict[str, int] = {}
                 files, recipe, split = self._write_ir(tmp, onnx_path, precision, device, (batch, config.lr_size),
-                                                      feeds, preset, rung, cut)
+                                                      feeds, preset, rung, cut, rewrites)
                 m = engine_manifest(src, Path(artifact_dir), self.name, precision, files, batch=batch,
-                                    extra={**extra, **({"split": split} if split else {})},
+                                    extra={**extra, "ir_rewrites": rewrites, **({"split": split} if split else {})},
                                     quantization=recipe, calibration=calib_info)
                 if not checking:
                     break
@@ -472,15 +481,16 @@ class OpenVINOBackend(Backend):
                              Policy(int8_components=frozenset({"vq_decoder"})), split=int8, token_int8=False)]
 
     def _write_ir(self, tmp: Path, onnx_path: Path, precision: str, device: str, shape: tuple[int, int],
-                  feeds: list[dict[str, np.ndarray]] | None, preset: str, rung: _Rung, cut: TokenSplit | None
-                  ) -> tuple[dict[str, str], dict[str, Any] | None, dict[str, Any] | None]:
+                  feeds: list[dict[str, np.ndarray]] | None, preset: str, rung: _Rung, cut: TokenSplit | None,
+                  rewrites: dict[str, int]) -> tuple[dict[str, str], dict[str, Any] | None, dict[str, Any] | None]:
         """Write the rung's IR(s) into `tmp`: (manifest files entry, quantization recipe, split facts).
-        `feeds`: int8 calibration inputs per engine call, by role (`_calibration_feeds`)."""
+        `feeds`: int8 calibration inputs per engine call, by role (`_calibration_feeds`); `rewrites`
+        counts the rewrites applied (`rewrite.py`)."""
         compress = precision == "fp16"        # the FP16 IR stores fp16 weights; a split's token part never does
         for stale in (IMAGE_XML, IMAGE_BIN):
             (tmp / stale).unlink(missing_ok=True)
         if not rung.split:
-            model, recipe = self._convert(onnx_path, precision, device, shape, feeds, preset, rung.policy)
+            model, recipe = self._convert(onnx_path, precision, device, shape, feeds, preset, rung.policy, rewrites)
             ov.save_model(model, str(tmp / XML), compress_to_fp16=compress)
             return {"engine": XML}, recipe, None
         import tempfile
@@ -497,7 +507,7 @@ class OpenVINOBackend(Backend):
                 mine = onnx.ModelProto()
                 mine.CopyFrom(part)      # saving with external data moves the weights out of the proto
                 onnx.save(mine, str(paths[name]), save_as_external_data=True, location=f"{name}.onnx.data")
-            token, image = ov.convert_model(str(paths["token"])), ov.convert_model(str(paths["image"]))
+            token, image = _read_onnx(paths["token"], rewrites), _read_onnx(paths["image"], rewrites)
             if precision == "int8":
                 from alignvar_edge.runtimes.openvino.nncf import nncf_quantize
                 assert feeds is not None and rung.policy is not None
@@ -512,6 +522,10 @@ class OpenVINOBackend(Backend):
                 recipe = {"tool": image_recipe["tool"], "policy": rung.policy.to_dict(), "split": True,
                           "token_part": token_recipe, "image_part": image_recipe}
                 facts["image_int8"] = True
+            if image_hint != "f32" and _device_kind(device) == "CPU":
+                # after NNCF (it calibrated the exported form); the suffix cannot change a token
+                from alignvar_edge.runtimes.openvino.rewrite import group_norm_channels_last
+                rewrites["group_norm"] = group_norm_channels_last(image)
             ov.save_model(token, str(tmp / XML), compress_to_fp16=False)
             ov.save_model(image, str(tmp / IMAGE_XML), compress_to_fp16=compress)
         return {"engine": XML, "image": IMAGE_XML}, recipe, facts
@@ -519,10 +533,10 @@ class OpenVINOBackend(Backend):
     @staticmethod
     def _convert(onnx_path: Path, precision: str, device: str, shape: tuple[int, int],
                  feeds: list[dict[str, np.ndarray]] | None, preset: str,
-                 policy: Policy | None) -> tuple[Any, dict[str, Any] | None]:
+                 policy: Policy | None, rewrites: dict[str, int]) -> tuple[Any, dict[str, Any] | None]:
         """The IR for one precision (and INT8 scope); shape = (batch, LR tile side)."""
         batch, t = shape
-        model = ov.convert_model(str(onnx_path))
+        model = _read_onnx(onnx_path, rewrites)
         if _device_kind(device) == "NPU":
             model.reshape({model.inputs[0].get_any_name(): [batch, 3, t, t]})
         # the NNCF adapter needs the ONNX tool chain (a build host); an engine runs with openvino alone

@@ -28,9 +28,10 @@ __all__ = ["IGNORED_TYPES", "ignored_scope_names", "nncf_compress_weights", "nnc
            "widen_head_scales"]
 
 # Float-only op types: NNCF must not put quantizers on their inputs.
-# Gather: NNCF would store embedding tables (token path) as int8 weights.
+# Gather: NNCF would store embedding tables (token path) as int8 weights. ReduceMax/ReduceMin/
+# Equal/Select: the argmax as `rewrite.argmax_as_reductions` writes it (the logits stay float).
 IGNORED_TYPES = ["Softmax", "MVN", "NormalizeL2", "ReduceL2", "GroupNormalization", "TopK",
-                 "ScaledDotProductAttention", "Gather"]
+                 "ReduceMax", "ReduceMin", "Equal", "Select", "ScaledDotProductAttention", "Gather"]
 
 
 def ignored_scope_names(onnx_path: Path, ov_model: Any,
