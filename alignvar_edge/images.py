@@ -2,7 +2,8 @@
 
 Loading is defensive because users point the tool at arbitrary folders: the size is checked from
 the header before any pixel is decoded, EXIF orientation is applied, and every mode Pillow can
-produce ends up as RGB. Saving is atomic and never clobbers a file silently.
+produce ends up as RGB. Saving is atomic and never clobbers a file silently; 16-bit grayscale
+stays 16-bit where the output format holds it (PNG, TIFF).
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ __all__ = [
     "DEFAULT_MAX_MEGAPIXELS",
     "IMAGE_EXTENSIONS",
     "as_float_image",
+    "bits_per_sample",
     "from_tensor",
     "list_images",
     "load_image",
@@ -107,10 +109,22 @@ def _decode(
     return rgb, alpha
 
 
+# Pillow modes of 16-bit grayscale files ("I" is how some Pillow versions open 16-bit PNGs)
+_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")
+# formats Pillow writes 16-bit grayscale to
+_SIXTEEN_BIT_FORMATS = ("PNG", "TIFF")
+
+
+def bits_per_sample(path: str | os.PathLike[str]) -> int:
+    """16 for a 16-bit grayscale file, else 8 (what `load_image` keeps; from the header alone)."""
+    with Image.open(path) as img:
+        return 16 if img.mode in _SIXTEEN_BIT_MODES else 8
+
+
 def _to_float_planes(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     """Any Pillow mode -> float32 RGB HxWx3 and optional alpha HxW, both in [0, 1]."""
     mode = img.mode
-    if mode.startswith("I;16") or mode == "I":
+    if mode in _SIXTEEN_BIT_MODES:
         # 16-bit grayscale (PNG/TIFF). Mode "I" is int32 and may hold anything: accept 16-bit range.
         gray = np.asarray(img).astype(np.float32)
         if gray.size and (gray.min() < 0 or gray.max() > 65535):
@@ -161,12 +175,17 @@ def save_image(
     overwrite: bool = False,
     input_path: str | os.PathLike[str] | None = None,
     quality: int = 95,
+    bits: int = 8,
 ) -> Path:
-    """Write float RGB HxWx3 (or gray HxW) in [0,1] as 8-bit, atomically; returns the path.
+    """Write float RGB HxWx3 (or gray HxW) in [0,1], atomically; returns the path.
 
-    The format follows the extension. ``input_path`` is the image the data came from: writing
-    onto it is refused even with ``overwrite=True``, since a failed run would destroy the source.
+    The format follows the extension. ``bits=16`` writes gray without alpha as 16-bit where the
+    format holds it (PNG, TIFF); everything else is 8-bit. ``input_path`` is the image the data
+    came from: writing onto it is refused even with ``overwrite=True``, since a failed run would
+    destroy the source.
     """
+    if bits not in (8, 16):
+        raise InputError(f"bits must be 8 or 16, got {bits!r}")
     path = Path(path)
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt is None or fmt not in Image.SAVE:
@@ -183,7 +202,7 @@ def save_image(
     if not path.parent.is_dir():
         raise InputError(f"output folder {path.parent} does not exist; create it first")
 
-    img = _to_pil(rgb, alpha, fmt, path)
+    img = _to_pil(rgb, alpha, fmt, path, sixteen=bits == 16 and fmt in _SIXTEEN_BIT_FORMATS)
     params: dict[str, object] = {}
     if fmt in ("JPEG", "WEBP"):
         params["quality"] = int(quality)
@@ -231,7 +250,8 @@ def _same_file(a: Path, b: Path) -> bool:
     return a.resolve() == b.resolve()
 
 
-def _to_pil(rgb: np.ndarray, alpha: np.ndarray | None, fmt: str, path: Path) -> Image.Image:
+def _to_pil(rgb: np.ndarray, alpha: np.ndarray | None, fmt: str, path: Path,
+            sixteen: bool = False) -> Image.Image:
     rgb = np.asarray(rgb)
     if rgb.ndim == 3 and rgb.shape[2] == 1:
         rgb = rgb[..., 0]
@@ -241,6 +261,8 @@ def _to_pil(rgb: np.ndarray, alpha: np.ndarray | None, fmt: str, path: Path) -> 
         raise InputError(f"image data for {path} has no pixels (shape {rgb.shape})")
     if not np.isfinite(rgb).all():
         raise InputError(f"image data for {path} contains NaN or infinite values")
+    if sixteen and rgb.ndim == 2 and alpha is None:       # Pillow has no 16-bit RGB or gray+alpha
+        return Image.fromarray(_to_uint16(rgb))
     planes = _to_uint8(rgb)
     if alpha is None:
         return Image.fromarray(planes)
@@ -259,6 +281,13 @@ def _to_uint8(x: np.ndarray) -> np.ndarray:
     if x.dtype == np.uint8:
         return np.ascontiguousarray(x)
     return np.ascontiguousarray(np.round(np.clip(x.astype(np.float32), 0.0, 1.0) * 255.0), np.uint8)
+
+
+def _to_uint16(x: np.ndarray) -> np.ndarray:
+    if x.dtype == np.uint16:
+        return np.ascontiguousarray(x)
+    scaled = np.round(np.clip(x.astype(np.float64), 0.0, 1.0) * 65535.0)
+    return np.ascontiguousarray(scaled, np.uint16)
 
 
 # integer dtypes an in-memory image may use, and the value that means "full intensity"

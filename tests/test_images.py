@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from alignvar_edge.errors import InputError, OutputExistsError
-from alignvar_edge.images import from_tensor, list_images, load_image, save_image, to_tensor
+from alignvar_edge.images import bits_per_sample, from_tensor, list_images, load_image, save_image, to_tensor
 
 
 def _read(path: Path) -> Image.Image:
@@ -69,6 +69,20 @@ def test_16bit_gray_png_keeps_precision(tmp_path: Path) -> None:
     np.testing.assert_allclose(rgb[0, :, 0], values[0] / 65535.0, rtol=0, atol=1e-7)
     assert rgb[0, 1, 0] > 0  # a 1/65535 step survives (8-bit would round it to 0)
     np.testing.assert_array_equal(rgb[..., 0], rgb[..., 2])
+
+
+def test_save_16_bit_gray_png_and_tiff_8_bit_elsewhere(tmp_path: Path) -> None:
+    gray = np.array([[0.0, 1 / 65535, 0.5, 1.0]], np.float32)
+    for name in ("g.png", "g.tif"):
+        save_image(tmp_path / name, gray, bits=16)
+        np.testing.assert_array_equal(np.asarray(_read(tmp_path / name)), [[0, 1, 32768, 65535]])
+    save_image(tmp_path / "g.jpg", gray, bits=16)                   # JPEG: 8 bits
+    assert _read(tmp_path / "g.jpg").mode == "L"
+    save_image(tmp_path / "rgb.png", np.stack([gray] * 3, axis=2), bits=16)   # Pillow: no 16-bit RGB
+    assert _read(tmp_path / "rgb.png").mode == "RGB"
+    with pytest.raises(InputError, match="bits must be 8 or 16"):
+        save_image(tmp_path / "x.png", gray, bits=12)
+    assert bits_per_sample(tmp_path / "g.png") == 16 and bits_per_sample(tmp_path / "g.jpg") == 8
 
 
 def test_grayscale_and_la(tmp_path: Path) -> None:

@@ -65,6 +65,24 @@ def test_upscale_a_file_and_a_folder(export, images, tmp_path, capsys):
     assert np.abs(np.asarray(alpha)[..., 3].astype(int) - 128).max() <= 1    # alpha upscaled apart
 
 
+def test_upscale_keeps_16_bit_gray_where_the_format_holds_it(export, images, tmp_path):
+    # the 8-bit gray image again, as 16-bit (v * 257 is the same intensity): the model sees the same
+    # image, so the 16-bit result is the 8-bit one with the low bits it had to round away
+    gray8 = np.asarray(Image.open(images / "gray.png"))
+    Image.fromarray(gray8.astype(np.uint16) * 257).save(tmp_path / "g16.png")
+    assert Image.open(tmp_path / "g16.png").mode.startswith("I;16")
+    for name in ("g8.png", "g16-out.png", "g16-out.jpg"):
+        src = images / "gray.png" if name == "g8.png" else tmp_path / "g16.png"
+        assert main(["upscale", str(src), str(tmp_path / name), "--engine", str(export), "--quiet"]) == 0
+    out8 = np.asarray(Image.open(tmp_path / "g8.png")).astype(int)
+    out16_img = Image.open(tmp_path / "g16-out.png")
+    assert out16_img.mode.startswith("I;16") and out16_img.size == (44, 36)
+    out16 = np.asarray(out16_img).astype(int)
+    assert np.abs(np.round(out16 / 257) - out8).max() <= 1
+    assert (out16 % 257 != 0).mean() > 0.5            # finer steps than 8 bits carry
+    assert Image.open(tmp_path / "g16-out.jpg").mode == "L"     # JPEG holds 8 bits
+
+
 def test_upscale_hint_throughput_runs_openvino_streams_and_keeps_the_pixels(export, images, tmp_path, capsys):
     src = images / "astro.png"
     args = ["--engine", str(export), "--backend", "openvino", "--threads", "2", "--quiet"]

@@ -243,7 +243,7 @@ def run_upscale(args: argparse.Namespace) -> int:
     import numpy as np
 
     from alignvar_edge import runtimes
-    from alignvar_edge.images import DEFAULT_MAX_MEGAPIXELS, load_image, save_image
+    from alignvar_edge.images import DEFAULT_MAX_MEGAPIXELS, bits_per_sample, load_image, save_image
     from alignvar_edge.runtimes.tiling import upscale_plane_bicubic
     jobs, skipped = _jobs(Path(args.input), Path(args.output), args.force)
     if skipped:
@@ -266,7 +266,7 @@ def run_upscale(args: argparse.Namespace) -> int:
             out = engine.upscale(rgb[..., 0] if gray else rgb, overlap=args.overlap, progress=tick)
             big_alpha = upscale_plane_bicubic(alpha, engine.scale) if alpha is not None else None
             dst.parent.mkdir(parents=True, exist_ok=True)
-            save_image(dst, out, big_alpha, overwrite=args.force, input_path=src)
+            save_image(dst, out, big_alpha, overwrite=args.force, input_path=src, bits=bits_per_sample(src))
         bar.close()
     _say(f"upscaled {len(jobs)} image(s) x{engine.scale} with {engine.backend} ({engine.device}) "
          f"in {time.perf_counter() - t0:.1f} s -> {args.output}")
