@@ -132,6 +132,13 @@ def test_image_input_when_asked(tmp_path):
     assert abs(const.attributes["val"].immediateValue.tensor.floats.values[0] - 1 / 255) < 1e-9
     with runtimes.load(out) as e:
         assert e.metadata.extra["image_input"] is True
+    # the manifest, the package's metadata and `inspect` all state the 8-bit image input
+    from alignvar_edge.export.inspect_artifact import format_inspection, inspect_artifact
+    meta = spec.description.metadata.userDefined
+    assert (meta["com.alignvar-edge.range"], meta["com.alignvar-edge.layout"]) == ("0..255", "image")
+    text = format_inspection(inspect_artifact(out))
+    assert "input      lr uint8 image (CVPixelBuffer" in text and "in [0, 255]" in text
+    assert "coreml engine, fp16, device CPU_AND_NE" in text
 
 
 def test_half_policy_op_selector_keeps_f32_groups_fp32():

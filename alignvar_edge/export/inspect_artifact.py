@@ -68,7 +68,8 @@ def _engine_info(root: Path, m: Manifest) -> dict[str, Any]:
     extra = m.extra
     return {
         "verdict": f"OK: engine ({m.backend}), every file listed in manifest.json matching its SHA-256",
-        **_common_info(root, m), "kind": "engine", "backend": m.backend, "device": extra.get("device"),
+        **_common_info(root, m), "kind": "engine", "backend": m.backend,
+        "device": extra.get("device") or extra.get("compute_units"),      # Core ML: its compute units
         "batch": m.static_batch, "engine_files": dict(extra.get("files") or {}),
         "built_from": (extra.get("source") or {}).get("path"),
         "split": extra.get("split"), "half_ladder": extra.get("half_ladder"), "tried": tried_rungs(m),

@@ -194,14 +194,24 @@ def convert(model: Any, precision: str = "fp16", compute_units: str = "CPU_AND_N
 METADATA_PREFIX = "com.alignvar-edge."
 
 
+def package_contract(config: Any, batch: int, image_input: bool) -> dict[str, Any]:
+    """The package's own input contract: the float planes of every export, or with `image_input`
+    one 8-bit RGB image that the model scales to [0, 1] itself."""
+    from alignvar_edge.manifest import contract
+    c = contract(config.lr_size, config.scale, batch)
+    if not image_input:
+        return {**c, "input": "multiarray"}
+    return {**c, "input": "image", "dtype": "uint8", "range": [0, 255],
+            "layout": "image (CVPixelBuffer / CGImage in Swift, PIL image in Python)"}
+
+
 def describe(ml: Any, config: Any, precision: str, compute_units: str, image_input: bool,
              batch: int = 1) -> dict[str, str]:
     """What Xcode shows for the package: a description of the model, of every input and output,
     and user-defined metadata (the input contract: tile, overlap, scale, colour order, range, and
     the compute units it was built for). Returns the metadata written."""
     from alignvar_edge import __version__
-    from alignvar_edge.manifest import contract
-    c = contract(config.lr_size, config.scale, batch)
+    c = package_contract(config, batch, image_input)
     t, s = config.lr_size, config.hr_size
     ml.short_description = (f"AlignVAR x{config.scale} super-resolution ({config.name}, {precision}) on "
                             f"{t}x{t} RGB tiles; tile larger images with {c['overlap']} px overlap and blend "
@@ -219,10 +229,9 @@ def describe(ml: Any, config: Any, precision: str, compute_units: str, image_inp
                                                 f"({p}x{p}), for checks against golden outputs")
     meta = {"model": str(config.name), "precision": precision, "compute_units": compute_units,
             "tile": str(t), "overlap": str(c["overlap"]), "scale": str(config.scale),
-            "sr_tile": str(s), "batch": str(batch), "color_order": "RGB", "range": "0..1", "layout": "NCHW",
-            "input": "image" if image_input else "multiarray",
-            "input_contract": json.dumps({**c, "images": None, "input": "image" if image_input else "multiarray"},
-                                         sort_keys=True)}
+            "sr_tile": str(s), "batch": str(batch), "color_order": "RGB",
+            "range": f"{c['range'][0]:g}..{c['range'][1]:g}", "layout": "image" if image_input else "NCHW",
+            "input": c["input"], "input_contract": json.dumps({**c, "images": None}, sort_keys=True)}
     for key, value in meta.items():
         ml.user_defined_metadata[METADATA_PREFIX + key] = value
     return meta
@@ -377,6 +386,7 @@ class CoreMLBackend(Backend):
             if proxy and precision != "fp32":
                 m.parity = fidelity_proxy(model, validation_tiles(config), precision)
             extra["golden"] = copy_golden(None, src, tmp) if src else None
+            m.input_contract = package_contract(config, batch, image_input)
             write_manifest(tmp, m)
         return out
 
