@@ -73,6 +73,7 @@ def _engine_info(root: Path, m: Manifest) -> dict[str, Any]:
         "batch": m.static_batch, "engine_files": dict(extra.get("files") or {}),
         "built_from": (extra.get("source") or {}).get("path"),
         "split": extra.get("split"), "half_ladder": extra.get("half_ladder"), "tried": tried_rungs(m),
+        "ir_rewrites": extra.get("ir_rewrites"),
         "graphs": {},
     }
 
@@ -154,6 +155,11 @@ def _shape(io: dict[str, Any]) -> str:
     return f"{io['name']} {io['dtype']}[{','.join(str(d) for d in io['shape'])}]"
 
 
+# what each OpenVINO IR rewrite does, as `inspect` names it (runtimes/openvino/rewrite.py)
+_REWRITES = {"argmax": "argmax as reductions (exact)",
+             "group_norm": "GroupNorm channels-last (image suffix)"}
+
+
 def format_inspection(info: dict[str, Any]) -> str:
     what = (f"{info['backend']} engine, {info['precision']}, device {info['device']}" if info.get("kind") == "engine"
             else f"{info['graph']} graph, {info['precision']}, opset {info['opset']}")
@@ -188,6 +194,9 @@ def format_inspection(info: dict[str, Any]) -> str:
                      f"image suffix {image} ({split.get('image_nodes')} nodes), "
                      f"handing on {', '.join(split.get('boundary') or [])}")
     lines += [f"tried      {t}" for t in info.get("tried") or []]
+    rewrites = {k: v for k, v in (info.get("ir_rewrites") or {}).items() if v}
+    if rewrites:
+        lines.append("rewrites   " + ", ".join(f"{_REWRITES.get(k, k)} x{n}" for k, n in rewrites.items()))
     if info.get("engine_files"):
         lines.append("engine     " + " + ".join(info["engine_files"].values())
                      + (f"; built from {info['built_from']}" if info.get("built_from") else ""))
