@@ -99,9 +99,24 @@ def test_build_records_parity_and_manifest(built, export):
     import onnx
     import openvino
     argmaxes = sum(n.op_type == "ArgMax" for n in onnx.load(str(export / "model.onnx")).graph.node)
-    assert argmaxes > 0 and ov.extra["ir_rewrites"] == {"argmax": argmaxes}
+    assert argmaxes > 0 and ov.extra["ir_rewrites"]["argmax"] == argmaxes
     ir = openvino.Core().read_model(str(built["openvino"] / "model.xml"))
     assert not [op for op in ir.get_ordered_ops() if op.get_type_name() == "TopK"]
+    # the decoder's GroupNorms are rewritten, the token path's are not: against a plain conversion
+    # of the export, compiled f32, the tokens are bit for bit the same and the pixels agree
+    assert ov.extra["ir_rewrites"]["group_norm"] > 0
+    core, f32 = openvino.Core(), {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1}
+    plain = core.compile_model(openvino.convert_model(str(export / "model.onnx")), "CPU", f32)
+    shape = [d.get_length() if d.is_static else 2 for d in plain.inputs[0].get_partial_shape()]
+    lr = np.random.default_rng(1).random(shape, dtype=np.float32)
+    want = {o.get_any_name(): v for o, v in plain({0: lr}).items()}
+    got = {o.get_any_name(): v for o, v in core.compile_model(ir, "CPU", f32)({0: lr}).items()}
+    assert set(got) == set(want)
+    for name, value in want.items():
+        if name == "sr":
+            np.testing.assert_allclose(got[name], value, rtol=0, atol=2e-5)
+        else:
+            np.testing.assert_array_equal(got[name], value)
     ort = load_verified(built["onnxruntime"])
     assert ort.extra["session"]["threads"] == 1
     assert ort.extra["source"]["path"] == str(export)
@@ -297,6 +312,48 @@ def test_group_norm_rewrite_computes_the_exported_graph_without_nchw(export):
             np.testing.assert_array_equal(a, b)
         else:
             np.testing.assert_allclose(b, a, rtol=0, atol=2e-5)
+
+
+def test_group_norm_rewrite_spares_the_token_path_and_matches_numpy(tmp_path):
+    # two GroupNorms as torch exports them: one feeds tokens_0 (spared), one feeds sr (rewritten)
+    import onnx
+    import openvino as ov
+    from onnx import TensorProto, helper, numpy_helper
+
+    from alignvar_edge.runtimes.openvino.rewrite import group_norm_channels_last
+    rng = np.random.default_rng(0)
+    gamma, beta = rng.random(4, dtype=np.float32) + 0.5, rng.random(4, dtype=np.float32)
+    consts = {"grouped": np.array([0, 2, -1], np.int64), "back": np.array([2, 4, 3, 5], np.int64),
+              "ones": np.ones(2, np.float32), "zeros": np.zeros(2, np.float32),
+              "gamma": gamma.reshape(1, 4, 1, 1), "beta": beta.reshape(1, 4, 1, 1), "axes": np.array([2, 3], np.int64),
+              "two": np.array(2.0, np.float32)}
+    nodes = [helper.make_node("Mul", ["x", "two"], ["x2"])]      # two inputs: OpenVINO would merge equal norms
+    for tag in ("t", "s"):
+        nodes += [helper.make_node("Reshape", ["x" if tag == "t" else "x2", "grouped"], [f"{tag}g"]),
+                  helper.make_node("InstanceNormalization", [f"{tag}g", "ones", "zeros"], [f"{tag}n"], epsilon=1e-5),
+                  helper.make_node("Reshape", [f"{tag}n", "back"], [f"{tag}b"]),
+                  helper.make_node("Mul", [f"{tag}b", "gamma"], [f"{tag}m"]),
+                  helper.make_node("Add", [f"{tag}m", "beta"], ["sr" if tag == "s" else "tn"])]
+    nodes += [helper.make_node("ReduceMean", ["tn", "axes"], ["tm"], keepdims=0),
+              helper.make_node("ArgMax", ["tm"], ["tokens_0"], axis=-1, keepdims=0)]
+    graph = helper.make_graph(nodes, "gn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4, 3, 5])],
+                              [helper.make_tensor_value_info("sr", TensorProto.FLOAT, [2, 4, 3, 5]),
+                               helper.make_tensor_value_info("tokens_0", TensorProto.INT64, [2])],
+                              [numpy_helper.from_array(v, k) for k, v in consts.items()])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), tmp_path / "gn.onnx")
+    model = ov.convert_model(str(tmp_path / "gn.onnx"))
+    assert group_norm_channels_last(model, spare_outputs=("tokens_0",)) == 1
+    assert [op.get_type_name() for op in model.get_ordered_ops()].count("MVN") == 1    # the token path's
+    x = (rng.standard_normal((2, 4, 3, 5)) * 3 + 1).astype(np.float32)
+    out = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})({0: x}).to_dict()
+    out = {o.get_any_name(): v for o, v in out.items()}
+
+    def group_norm(v: np.ndarray) -> np.ndarray:
+        g = v.reshape(2, 2, -1).astype(np.float64)
+        normed = ((g - g.mean(-1, keepdims=True)) / np.sqrt(g.var(-1, keepdims=True) + 1e-5)).reshape(v.shape)
+        return normed * gamma.reshape(1, 4, 1, 1) + beta.reshape(1, 4, 1, 1)
+    np.testing.assert_allclose(out["sr"], group_norm(2 * x), rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(out["tokens_0"], np.argmax(group_norm(x).mean(axis=(2, 3)), axis=-1))
 
 
 def test_openvino_ignored_scope_covers_every_weighted_op_it_cannot_place(export):

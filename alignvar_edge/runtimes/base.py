@@ -36,6 +36,12 @@ def token_name(k: int) -> str:
     return f"tokens_{k}"
 
 
+def is_token_name(name: str) -> bool:
+    """Whether `name` is a graph output `token_name` made."""
+    head, _, k = name.partition("_")
+    return head == "tokens" and k.isdigit()
+
+
 def input_roles(names: list[str], where: object) -> list[str]:
     """Our names for a single graph's inputs, by position: `lr`, then `noise` with a refiner.
 

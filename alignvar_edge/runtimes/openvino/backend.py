@@ -60,7 +60,7 @@ from alignvar_edge.manifest import artifact_dir as staging_dir
 from alignvar_edge.runtimes.artifacts import (check_calibration, engine_manifest, parity_vs,
                                               single_graph, validation_tiles)
 from alignvar_edge.runtimes.base import (INPUT, NOISE, SR, Backend, Engine, TensorSpec, input_roles,
-                                         config_from_manifest, token_name)
+                                         config_from_manifest, is_token_name, token_name)
 from alignvar_edge.runtimes.onnxruntime import ship_golden
 from alignvar_edge import recipes
 
@@ -358,6 +358,16 @@ def _read_onnx(onnx_path: Path, rewrites: dict[str, int]) -> Any:
     return model
 
 
+def _off_token_path(model: Any, device: str, rewrites: dict[str, int]) -> None:
+    """The CPU rewrites that round differently, on every op no token depends on. After NNCF: it
+    calibrated the exported form, and the rewrite computes the same function."""
+    if _device_kind(device) != "CPU":
+        return
+    from alignvar_edge.runtimes.openvino.rewrite import group_norm_channels_last
+    tokens = tuple(n for o in model.outputs for n in o.get_names() if is_token_name(n))
+    rewrites["group_norm"] = group_norm_channels_last(model, spare_outputs=tokens)
+
+
 def _token_split(onnx_path: Path, required: bool) -> TokenSplit | None:
     """The graph cut where its tokens end (`split.py`); None where it cannot be cut and the split
     is only a speed-up (int8 keeps the whole graph then), an error where it is `required`."""
@@ -491,6 +501,7 @@ class OpenVINOBackend(Backend):
             (tmp / stale).unlink(missing_ok=True)
         if not rung.split:
             model, recipe = self._convert(onnx_path, precision, device, shape, feeds, preset, rung.policy, rewrites)
+            _off_token_path(model, device, rewrites)
             ov.save_model(model, str(tmp / XML), compress_to_fp16=compress)
             return {"engine": XML}, recipe, None
         import tempfile
@@ -522,10 +533,7 @@ class OpenVINOBackend(Backend):
                 recipe = {"tool": image_recipe["tool"], "policy": rung.policy.to_dict(), "split": True,
                           "token_part": token_recipe, "image_part": image_recipe}
                 facts["image_int8"] = True
-            if image_hint != "f32" and _device_kind(device) == "CPU":
-                # after NNCF (it calibrated the exported form); the suffix cannot change a token
-                from alignvar_edge.runtimes.openvino.rewrite import group_norm_channels_last
-                rewrites["group_norm"] = group_norm_channels_last(image)
+            _off_token_path(image, device, rewrites)
             ov.save_model(token, str(tmp / XML), compress_to_fp16=False)
             ov.save_model(image, str(tmp / IMAGE_XML), compress_to_fp16=compress)
         return {"engine": XML, "image": IMAGE_XML}, recipe, facts

@@ -9,10 +9,10 @@ at memory speed.
 `group_norm_channels_last` (the same function, rounded differently): the exported GroupNorm is
 Reshape(N, G, -1) -> MVN -> Reshape -> Multiply -> Add. That first Reshape needs channel-major
 memory, so the CPU plugin reorders every convolution's channels-last output to NCHW and back
-around each norm: 26% of the VQ decoder's time in the int8 + bf16 image suffix. Written with
-per-channel spatial means instead (group statistics from the small [N, C] tensors, two passes
-for the variance), no op needs NCHW. Used on image suffixes that compute in half precision, where
-it cannot change a token and build-time parity measures what it changes.
+around each norm: 26% of the VQ decoder's time in the int8 + bf16 image suffix, 73% with f32
+float ops. Written with per-channel spatial means instead (group statistics from the small
+[N, C] tensors, two passes for the variance), no op needs NCHW. Used on CPU IRs off the token
+path (`spare_outputs`), where it cannot change a token and build-time parity measures the pixels.
 
 Build hosts need only openvino for this module.
 """
@@ -64,12 +64,14 @@ def _is_argmax(node: Any) -> bool:
             and width is not None and width.is_static)
 
 
-def group_norm_channels_last(model: Any) -> int:
+def group_norm_channels_last(model: Any, spare_outputs: tuple[str, ...] = ()) -> int:
     """Rewrite every exported GroupNorm (Reshape -> MVN -> Reshape, then a per-channel Multiply and
-    Add where present) without the channel-major Reshape. Returns the number of norms rewritten."""
+    Add where present) without the channel-major Reshape, except those any output named in
+    `spare_outputs` depends on. Returns the number of norms rewritten."""
+    spared = _ancestors(model, spare_outputs)
     replaced = 0
     for mvn in model.get_ordered_ops():
-        found = _group_norm(mvn)
+        found = None if mvn.get_friendly_name() in spared else _group_norm(mvn)
         if found is None:
             continue
         x, groups, eps, gamma, beta, last = found
@@ -78,6 +80,19 @@ def group_norm_channels_last(model: Any) -> int:
     if replaced:
         model.validate_nodes_and_infer_types()
     return replaced
+
+
+def _ancestors(model: Any, outputs: tuple[str, ...]) -> set[str]:
+    """Friendly names of every op the named model outputs depend on."""
+    todo = [o.get_node() for o in model.outputs if set(o.get_names()) & set(outputs)]
+    seen: set[str] = set()
+    while todo:
+        node = todo.pop()
+        if node.get_friendly_name() in seen:
+            continue
+        seen.add(node.get_friendly_name())
+        todo += [node.input(i).get_source_output().get_node() for i in range(node.get_input_size())]
+    return seen
 
 
 def _group_norm(mvn: Any) -> tuple[Any, int, float, np.ndarray, np.ndarray, Any] | None:
