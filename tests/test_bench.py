@@ -295,3 +295,18 @@ def test_image_geometry_counts_overlap_and_padding() -> None:
                                                             "padded_tiles": 7}
     with pytest.raises(InputError, match="--overlap"):
         BenchOptions(image_overlap=-1).validate()
+
+
+def test_peak_counts_the_runtimes_own_gemms() -> None:
+    # numpy's and torch's BLAS may run AVX2 kernels where ONNX Runtime and OpenVINO use AVX-512:
+    # the roof is the best GEMM of every library installed, at the run's thread count
+    from alignvar_edge.bench.peak import gemm_call, measure_peak
+    peak = measure_peak(n=128, repeats=1, threads=1)
+    assert {k.split("/")[0] for k in peak["by_config"]} == {"numpy", "torch", "onnxruntime", "openvino"}
+    assert all(k.endswith("/1t") for k in peak["by_config"])
+    assert peak["gflops"] == max(peak["by_config"].values()) > 0
+    for library in ("onnxruntime", "openvino"):
+        call, flops = gemm_call(128, library, threads=1)
+        assert flops == 2 * 128 ** 3
+        out = call()
+        assert np.asarray(out[0] if library == "onnxruntime" else next(iter(out.values()))).shape == (128, 128)
