@@ -135,7 +135,7 @@ def test_unchecked_half_build_is_split_and_keeps_every_token(export: Path, tmp_p
     assert "engine     model.xml + image.xml" in shown
     # the half image suffix computes its GroupNorms channels-last; the checks below cover its pixels
     assert m["extra"]["ir_rewrites"]["group_norm"] > 0 and m["extra"]["ir_rewrites"]["argmax"] > 0
-    assert "rewrites   argmax as reductions (exact) x" in shown and "GroupNorm channels-last (image suffix) x" in shown
+    assert "rewrites   argmax as reductions (exact) x" in shown and "GroupNorm channels-last (off the token path) x" in shown
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PrecisionWarning)     # a CPU without bf16 units computes f32
         with runtimes.load(export, backend="onnxruntime") as ref, runtimes.load(out) as e, \

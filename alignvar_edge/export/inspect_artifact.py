@@ -157,7 +157,7 @@ def _shape(io: dict[str, Any]) -> str:
 
 # what each OpenVINO IR rewrite does, as `inspect` names it (runtimes/openvino/rewrite.py)
 _REWRITES = {"argmax": "argmax as reductions (exact)",
-             "group_norm": "GroupNorm channels-last (image suffix)"}
+             "group_norm": "GroupNorm channels-last (off the token path)"}
 
 
 def format_inspection(info: dict[str, Any]) -> str:
