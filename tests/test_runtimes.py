@@ -356,6 +356,38 @@ def test_group_norm_rewrite_spares_the_token_path_and_matches_numpy(tmp_path):
     np.testing.assert_array_equal(out["tokens_0"], np.argmax(group_norm(x).mean(axis=(2, 3)), axis=-1))
 
 
+def test_bf16_islands_run_bf16_inside_an_f32_compiled_model():
+    # OpenVINO ignores per-node f32 marks under a bf16 hint, but keeps explicit Converts: the named
+    # MatMul runs bf16, the other stays f32, in one model compiled with the f32 hint
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    from alignvar_edge.runtimes.half import host_half
+    from alignvar_edge.runtimes.openvino.rewrite import bf16_islands
+    if host_half("openvino", "CPU") != "bf16":
+        pytest.skip("this CPU has no fast bf16 (AVX512-BF16 or AMX): the build adds no islands here")
+    rng = np.random.default_rng(0)
+    w1, w2 = (rng.standard_normal((64, 64)).astype(np.float32) for _ in range(2))
+    x = ops.parameter([8, 16, 64], np.float32)
+    island = ops.matmul(x, ops.constant(w1), False, True)
+    island.set_friendly_name("island")
+    stays = ops.matmul(x, ops.constant(w2), False, True)
+    stays.set_friendly_name("stays")
+    model = ov.Model([island, stays], [x])
+    assert bf16_islands(model, {"island", "absent"}) == 1
+    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    ran = {op.get_friendly_name(): op.get_rt_info()["runtimePrecision"].astype(str)
+           for op in compiled.get_runtime_model().get_ordered_ops()
+           if op.get_rt_info()["layerType"].astype(str) == "FullyConnected"}
+    assert ran == {"island": "bf16", "stays": "f32"}
+    inp = rng.standard_normal((8, 16, 64)).astype(np.float32)
+    got = compiled({0: inp})
+    for i, w in enumerate((w1, w2)):
+        want = inp @ w.T
+        err = np.abs(got[i] - want).max() / np.abs(want).max()
+        assert (1e-6 < err < 3e-2) if i == 0 else err < 1e-5     # bf16's 8-bit mantissa: off f32, but close
+
+
 def test_openvino_ignored_scope_covers_every_weighted_op_it_cannot_place(export):
     # ops OpenVINO creates itself (a constant Multiply folded into a conv on the SCA path) map to
     # no ONNX node: they must stay float, or NNCF quantizes the token path behind the policy's back
@@ -445,9 +477,9 @@ def test_openvino_int8_falls_back_to_a_decoder_only_scope_below_the_token_target
     assert q["policy"]["int8_components"] == ["vq_decoder"]
     # the token path is float and untouched (NNCF's SmoothQuant and int8 embedding tables, which
     # rescale float ops too, are off): every token equals the fp32 export's
-    assert q["ladder"][1]["token_agreement"] == 1.0
+    assert q["ladder"][-1]["token_agreement"] == 1.0
     m = read_manifest(out)
-    assert m.parity["tokens"]["overall"] == q["ladder"][1]["token_agreement"]
+    assert m.parity["tokens"]["overall"] == q["ladder"][-1]["token_agreement"]
     assert m.extra["split"]["token_precision"] == "f32" and "image" in m.extra["files"]
     assert m.extra["split"]["image_precision"] == ("bf16" if host_half("openvino", "CPU") else "f32")
     assert m.quantization["token_part"] == "not quantized" and m.quantization["split"]

@@ -14,6 +14,11 @@ float ops. Written with per-channel spatial means instead (group statistics from
 [N, C] tensors, two passes for the variance), no op needs NCHW. Used on CPU IRs off the token
 path (`spare_outputs`), where it cannot change a token and build-time parity measures the pixels.
 
+`bf16_islands` (a precision choice, not a rewrite: build-time parity decides whether it ships):
+the CPU plugin compiles one inference precision per model and ignores per-node f32 marks under a
+bf16 hint, but it keeps explicit Converts. So in a model compiled f32, a MatMul whose input and
+weights are converted to bf16 runs bf16 (its runtimePrecision says so), and the rest stays f32.
+
 Build hosts need only openvino for this module.
 """
 from __future__ import annotations
@@ -21,9 +26,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import openvino as ov
 import openvino.opset13 as ops
 
-__all__ = ["argmax_as_reductions", "group_norm_channels_last"]
+__all__ = ["argmax_as_reductions", "bf16_islands", "group_norm_channels_last"]
 
 
 def argmax_as_reductions(model: Any) -> int:
@@ -167,3 +173,28 @@ def _group_norm_from_channel_means(x: Any, groups: int, eps: float, gamma: np.nd
     inv_std = ops.divide(ops.constant(np.float32(1.0)), ops.sqrt(ops.add(variance, ops.constant(np.float32(eps)))))
     scale = ops.multiply(inv_std, ops.constant(gamma.reshape(1, c, 1, 1)))
     return ops.add(ops.multiply(centred, scale), ops.constant(beta.reshape(1, c, 1, 1)))
+
+
+def bf16_islands(model: Any, names: set[str]) -> int:
+    """Compute the constant-weight MatMuls whose friendly name (or its part before '/') is in
+    `names` in bf16: input and weights converted to bf16, the product converted back to f32.
+    Returns the number of MatMuls changed."""
+    changed = 0
+    for node in model.get_ordered_ops():
+        name = node.get_friendly_name()
+        if node.get_type_name() != "MatMul" or (name not in names and name.split("/")[0] not in names):
+            continue
+        weights = node.input(1).get_source_output()
+        if weights.get_node().get_type_name() != "Constant" or weights.get_element_type() != ov.Type.f32:
+            continue
+        attrs = node.get_attributes()
+        product = ops.matmul(ops.convert(node.input(0).get_source_output(), "bf16"), ops.convert(weights, "bf16"),
+                             attrs["transpose_a"], attrs["transpose_b"])
+        product.set_friendly_name(name)         # the manifest's per-group precision finds it by name
+        back = ops.convert(product, "f32")
+        back.set_friendly_name(f"{name}/f32")
+        node.output(0).replace(back.output(0))
+        changed += 1
+    if changed:
+        model.validate_nodes_and_infer_types()
+    return changed
