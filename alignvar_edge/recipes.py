@@ -58,7 +58,8 @@ class Recipe:
 
 # backend build option -> the `alignvar-edge build` flag that sets it
 OPTION_FLAGS = {"kit": "--kit", "target": "--target-os", "image_input": "--image-input", "batch": "--batch",
-                "float_groups": "--float-groups-from", "half_policy": "--half-policy-from"}
+                "float_groups": "--float-groups-from", "half_policy": "--half-policy-from",
+                "token_bf16": "--token-bf16"}
 # build options every row of a backend takes; precision-specific ones are given on the row
 _BACKEND_OPTIONS = {"tensorrt": {"kit"}, "coreml": {"target", "image_input", "batch"}}
 
@@ -79,7 +80,7 @@ _TABLE = (
     _row("onnxruntime", "int8", EXPORT, QUANTIZE),
     _row("openvino", "fp32", EXPORT),
     _row("openvino", "fp16", EXPORT, BUILDER),
-    _row("openvino", "bf16", EXPORT, BUILDER),
+    _row("openvino", "bf16", EXPORT, BUILDER, options=("token_bf16",)),
     _row("openvino", "int8", EXPORT, BACKEND, calibration=True, options=("float_groups",)),
     _row("openvino", "int8-weights", EXPORT, BACKEND, serves=()),
     _row("tensorrt", "fp32", EXPORT),

@@ -80,13 +80,46 @@ def test_bf16_build_keeps_the_tokens_or_writes_nothing(export: Path, tmp_path: P
     assert ladder[-1]["token_agreement"] >= 0.99 and all(r["token_agreement"] < 0.99 for r in ladder[:-1])
     cp = m["extra"]["compute_precision"]
     assert "bf16" in cp["decoder_convs"]
-    if "split" in m["extra"]:          # the whole graph lost tokens: the token path ran f32
-        assert ladder[0]["rung"] == "whole graph" and set(cp["transformer_matmuls"]) == {"f32"}
+    if "split" in m["extra"]:          # the whole graph lost tokens: the token path ran f32, or f32
+        assert ladder[0]["rung"] == "whole graph"            # with its transformer matmuls bf16
+        islands = m["extra"]["split"].get("token_bf16_matmuls", 0)
+        assert set(cp["transformer_matmuls"]) == ({"bf16"} if islands else {"f32"})
         assert set(cp["logits_head"]) == {"f32"}
         with runtimes.load(out) as e:
-            assert e.compute_precision == "bf16 image, f32 tokens"
+            assert e.compute_precision == ("bf16 image, f32 tokens with bf16 matmuls" if islands
+                                           else "bf16 image, f32 tokens")
         with pytest.warns(PrecisionWarning, match="bf16 image, bf16 tokens"):   # OpenVINO's default: all bf16
             runtimes.load(out, parity=False).close()
+
+
+def test_token_bf16_tries_bf16_islands_before_an_all_f32_token_path(export: Path, tmp_path: Path,  # noqa: F811
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Opt-in: the split with the token part's transformer matmuls in bf16 comes before the all-f32
+    token path; whichever is kept, the manifest says what its token path computed in."""
+    if _default_cpu_precision() != "bf16":
+        pytest.skip("this CPU has no bf16 units (needs AVX512-BF16 or AMX)")
+    from alignvar_edge.runtimes.openvino import backend as ovb
+    real = ovb._half_problem
+    monkeypatch.setattr(ovb, "_half_problem",          # the whole graph is refused whatever it keeps
+                        lambda m, *a: real(m, *a) if m.extra.get("split") else "refused by the test")
+    out = runtimes.build(export, "openvino", "bf16", out=tmp_path / "islands", token_bf16=True)
+    m = json.loads((out / "manifest.json").read_text())
+    rungs = [r["rung"] for r in m["extra"]["half_ladder"]]
+    mixed = "image suffix, transformer matmuls bf16 (token path otherwise f32)"
+    assert rungs in (["whole graph", mixed], ["whole graph", mixed, "image suffix only (token path f32)"])
+    split, cp = m["extra"]["split"], m["extra"]["compute_precision"]
+    if rungs[-1] == mixed:                 # kept: the islands held the tokens on the gate's tiles
+        assert split["token_precision"] == "f32 + bf16 transformer matmuls" and split["token_bf16_matmuls"] > 0
+        assert set(cp["transformer_matmuls"]) == {"bf16"} and set(cp["logits_head"]) == {"f32"}
+        with runtimes.load(out) as e:
+            assert e.compute_precision == "bf16 image, f32 tokens with bf16 matmuls"
+    else:                                  # refused: the kept split's token path is all f32
+        assert m["extra"]["half_ladder"][1]["refused"] and split["token_precision"] == "f32"
+        assert set(cp["transformer_matmuls"]) == {"f32"}
+    from alignvar_edge.errors import InputError
+    from alignvar_edge.recipes import check_options
+    with pytest.raises(InputError, match="--token-bf16 applies to --target openvino --precision bf16 only"):
+        check_options("openvino", "int8", ["token_bf16"])
 
 
 def test_split_parts_compose_to_the_whole_graph(export: Path) -> None:  # noqa: F811
@@ -177,6 +210,7 @@ def test_a_device_that_computes_f32_under_the_hint_gets_the_split(export: Path, 
         return {g: {"f32": sum(c.values())} for g, c in real(self, group_of).items()}
 
     monkeypatch.setattr(ovb.OpenVINOEngine, "runtime_precision", as_on_avx2)
+    monkeypatch.setattr(ovb, "_int8_image_precision", lambda device: "f32")    # no bf16 islands either
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PrecisionWarning)
         out = runtimes.build(export, "openvino", "bf16", out=tmp_path / "bf16")
