@@ -116,10 +116,18 @@ def test_token_bf16_tries_bf16_islands_before_an_all_f32_token_path(export: Path
     else:                                  # refused: the kept split's token path is all f32
         assert m["extra"]["half_ladder"][1]["refused"] and split["token_precision"] == "f32"
         assert set(cp["transformer_matmuls"]) == {"f32"}
+
+
+
+def test_token_bf16_is_refused_where_it_cannot_be_checked(export: Path, tmp_path: Path) -> None:  # noqa: F811
     from alignvar_edge.errors import InputError
     from alignvar_edge.recipes import check_options
     with pytest.raises(InputError, match="--token-bf16 applies to --target openvino --precision bf16 only"):
         check_options("openvino", "int8", ["token_bf16"])
+    # unchecked (check=False; or a CPU without fast bf16), the islands could not be judged
+    with pytest.raises(InputError, match="--token-bf16 needs the build to run on the CPU that will compute bf16"):
+        runtimes.build(export, "openvino", "bf16", out=tmp_path / "never", token_bf16=True, check=False)
+    assert not (tmp_path / "never").exists()
 
 
 def test_split_parts_compose_to_the_whole_graph(export: Path) -> None:  # noqa: F811

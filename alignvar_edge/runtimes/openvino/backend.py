@@ -433,12 +433,14 @@ class OpenVINOBackend(Backend):
         checking = check and device in self.devices()
         half = inference_precision(precision, device) != "f32"
         min_psnr = recipes.recipe(self.name, precision).psnr_db
+        islands = token_bf16 and precision == "bf16"
+        if islands and not (checking and _device_kind(device) == "CPU" and _int8_image_precision(device) == "bf16"):
+            raise InputError("--token-bf16 needs the build to run on the CPU that will compute bf16 (AVX512-BF16 "
+                             "or AMX), where its tokens are checked; this build cannot: drop --token-bf16")
         with staging_dir(out, force=force) as tmp:
             ladder: list[dict[str, Any]] = []
             cut = _token_split(onnx_path, required=half) if half or precision == "int8" else None
             feeds = _calibration_feeds(tiles, batch, config) if precision == "int8" else None
-            islands = (token_bf16 and precision == "bf16" and checking and _device_kind(device) == "CPU"
-                       and _int8_image_precision(device) == "bf16")
             rungs = self._rungs(precision, float_groups, checking, half, cut is not None, islands)
             for rung in rungs:
                 rewrites: dict[str, int] = {}
