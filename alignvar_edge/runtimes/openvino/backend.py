@@ -442,16 +442,17 @@ class OpenVINOBackend(Backend):
             cut = _token_split(onnx_path, required=half) if half or precision == "int8" else None
             feeds = _calibration_feeds(tiles, batch, config) if precision == "int8" else None
             rungs = self._rungs(precision, float_groups, checking, half, cut is not None, islands)
+            group_of = _group_of(onnx_path) if checking else {}     # read once: every rung's check uses it
             for rung in rungs:
                 rewrites: dict[str, int] = {}
                 files, recipe, split = self._write_ir(tmp, onnx_path, precision, device, (batch, config.lr_size),
-                                                      feeds, preset, rung, cut, rewrites)
+                                                      feeds, preset, rung, cut, rewrites, group_of)
                 m = engine_manifest(src, Path(artifact_dir), self.name, precision, files, batch=batch,
                                     extra={**extra, "ir_rewrites": rewrites, **({"split": split} if split else {})},
                                     quantization=recipe, calibration=calib_info)
                 if not checking:
                     break
-                m.parity = self._check(tmp, files, m, Path(artifact_dir), device, onnx_path)
+                m.parity = self._check(tmp, files, m, Path(artifact_dir), device, group_of)
                 tokens = m.parity["tokens"]["overall"]
                 step = {"rung": rung.name, "token_agreement": round(tokens, 5), "psnr_db": m.parity.get("psnr_db")}
                 if half:              # half arithmetic: keep the tokens, or split, or write nothing
@@ -510,10 +511,11 @@ class OpenVINOBackend(Backend):
 
     def _write_ir(self, tmp: Path, onnx_path: Path, precision: str, device: str, shape: tuple[int, int],
                   feeds: list[dict[str, np.ndarray]] | None, preset: str, rung: _Rung, cut: TokenSplit | None,
-                  rewrites: dict[str, int]) -> tuple[dict[str, str], dict[str, Any] | None, dict[str, Any] | None]:
+                  rewrites: dict[str, int], group_of: dict[str, str]
+                  ) -> tuple[dict[str, str], dict[str, Any] | None, dict[str, Any] | None]:
         """Write the rung's IR(s) into `tmp`: (manifest files entry, quantization recipe, split facts).
         `feeds`: int8 calibration inputs per engine call, by role (`_calibration_feeds`); `rewrites`
-        counts the rewrites applied (`rewrite.py`)."""
+        counts the rewrites applied (`rewrite.py`); `group_of`: `_group_of` of the export (checked builds)."""
         compress = precision == "fp16"        # the FP16 IR stores fp16 weights; a split's token part never does
         for stale in (IMAGE_XML, IMAGE_BIN):
             (tmp / stale).unlink(missing_ok=True)
@@ -553,7 +555,6 @@ class OpenVINOBackend(Backend):
                 facts["image_int8"] = True
             if rung.token_bf16:
                 from alignvar_edge.runtimes.openvino.rewrite import bf16_islands
-                group_of = _group_of(onnx_path)
                 facts["token_bf16_matmuls"] = bf16_islands(
                     token, {n for n, g in group_of.items() if g == "transformer_matmuls"})
                 facts["token_precision"] = "f32 + bf16 transformer matmuls"
@@ -581,8 +582,9 @@ class OpenVINOBackend(Backend):
         return model, None
 
     def _check(self, tmp: Path, files: dict[str, str], m: Manifest, src_dir: Path, device: str,
-               onnx_path: Path) -> dict[str, Any]:
-        """Parity of the new engine against ONNX Runtime on the fp32 export (held-out tiles)."""
+               group_of: dict[str, str]) -> dict[str, Any]:
+        """Parity of the new engine against ONNX Runtime on the fp32 export (held-out tiles);
+        `group_of` (`_group_of`) names the half-policy group of each op for the precision record."""
         from alignvar_edge.runtimes.onnxruntime import BACKEND as ORT
         try:
             eng = OpenVINOEngine(tmp / files["engine"], m, device,
@@ -595,7 +597,7 @@ class OpenVINOBackend(Backend):
                                 "or report it with `alignvar-edge doctor` output") from e
         ref = ORT.load(src_dir)
         try:
-            m.extra["compute_precision"] = eng.runtime_precision(_group_of(onnx_path))
+            m.extra["compute_precision"] = eng.runtime_precision(group_of)
             return parity_vs(ref, eng, validation_tiles(eng.config, n=GATE_TILES), "onnxruntime fp32 (source export)")
         finally:
             eng.close()
