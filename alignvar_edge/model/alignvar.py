@@ -139,14 +139,14 @@ class AlignVAR(nn.Module):
         if self.joint_prefix:
             n = lr_tokens.shape[1]
             return cond, lr_tokens + self.pos_start[:, :n] + self.lvl_embed.weight[0]
-        return cond, torch.cat([cond.unsqueeze(1), lr_tokens], dim=1)
+        return cond, torch.cat([cond.unsqueeze(1).expand(lr_tokens.shape[0], -1, -1), lr_tokens], dim=1)
 
     def scale_input(self, k: int, tokens_BlCv: torch.Tensor | None, cond_BD: torch.Tensor) -> torch.Tensor:
-        """Transformer input of scale k: sos for k = 0, else word_embed(area(f_hat, p_k))."""
+        """Transformer input of scale k: sos for k = 0 (one row per row of cond_BD), else
+        word_embed(area(f_hat, p_k))."""
         if k == 0:
-            B = cond_BD.shape[0]
             n0 = self.config.patch_nums[0] ** 2
-            x = cond_BD.unsqueeze(1) + self.pos_start[:, -n0:].expand(B, -1, -1)
+            x = cond_BD.unsqueeze(1) + self.pos_start[:, -n0:]
         else:
             assert tokens_BlCv is not None
             x = self.word_embed(tokens_BlCv)
@@ -198,13 +198,19 @@ class AlignVAR(nn.Module):
     # inference: the pieces of the rollout's stages (model/rollout.py)
     # ------------------------------------------------------------------------------------------
     def prepare(self, lr_B3hw: torch.Tensor) -> tuple[Context, torch.Tensor]:
-        """The per-tile context and the prefix tokens (B2, prefix_len, C), with CFG's negative rows."""
+        """The per-tile context and the prefix tokens (B2, prefix_len, C), with CFG's negative rows.
+
+        Without CFG every tile has the same condition, so it is one row (1, C) that broadcasts: an
+        exported graph then folds AdaLN's modulation into weights the whole batch shares, where B
+        identical rows became a copy of every gated weight per tile (OpenVINO: a batched matmul of
+        B small GEMMs instead of one)."""
         B = lr_B3hw.shape[0]
-        q = torch.full((B,), POSITIVE, dtype=torch.long, device=lr_B3hw.device)
         if self.use_cfg:
+            q = torch.full((B,), POSITIVE, dtype=torch.long, device=lr_B3hw.device)
             q = torch.cat([q, torch.full_like(q, NEGATIVE)])
             lr2 = torch.cat([lr_B3hw, lr_B3hw])
         else:
+            q = torch.full((1,), POSITIVE, dtype=torch.long, device=lr_B3hw.device)
             lr2 = lr_B3hw
         cond, prefix = self.condition(lr2, q)
         return Context(cond, self.guide(lr_B3hw)), prefix

@@ -40,7 +40,7 @@ __all__ = ["PER_LAYER", "STACKED", "Context", "FreeRunning", "KVLayout", "ModelS
 class Context:
     """Per-tile tensors every scale step reads (all are graph tensors, no Python state)."""
 
-    cond_BD: torch.Tensor      # (B2, C) AdaLN condition; B2 = 2B with CFG (positive, negative)
+    cond_BD: torch.Tensor      # (B2, C) AdaLN condition; B2 = 2B with CFG (positive, negative), 1 without
     guide_B1hw: torch.Tensor   # (B, 1, h, w) SCA structural guidance (LR Laplacian)
 
 
@@ -210,6 +210,8 @@ class ModelStages:
             if paired:
                 tokens = torch.cat([tokens, tokens])
         x = m.scale_input(k, tokens, ctx.cond_BD)
+        if k == 0:                               # sos: one row per condition row, one per tile wanted
+            x = x.expand(f_hat_BCPP.shape[0] * (2 if paired else 1), -1, -1)
         if k == 0 and m.joint_prefix:            # VARSR: the state is the LR tokens; they and sos are one block
             x = torch.cat([state, x], dim=1)
             b, state = 0, None
