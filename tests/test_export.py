@@ -399,3 +399,20 @@ def test_external_locations_read_from_the_wire_equal_onnx_own(tmp_path) -> None:
     assert external_locations((tmp_path / "one.onnx").read_bytes()) == ["w.bin"]
     with pytest.raises(ValueError):
         external_locations(b"\x3a\xff\xff\xff")          # a length beyond the end
+
+
+def test_no_constant_is_copied_per_tile_without_cfg(tmp_path):
+    """Without CFG every tile has the same AdaLN condition: it is one row that broadcasts. Per-tile
+    constants are then only the two one-token sequence rows (the prefix's condition token, scale
+    0's start token); B identical condition rows made every AdaLN gate, scale and shift a per-tile
+    constant, which OpenVINO folds into B copies of each gated weight (a batched matmul per linear)."""
+    from _runtime_fixtures import NANO
+    from alignvar_edge.export.random_model import random_model
+    batch = 5                                       # no dimension of the nano model is 5
+    model = random_model(AlignVARConfig.from_preset("micro", **{**NANO, "cfg": 0.0}), seed=0)
+    ctx, _ = model.prepare(torch.zeros(batch, 3, 4, 4))
+    assert ctx.cond_BD.shape[0] == 1
+    out = ox.export_onnx(model, tmp_path / "art", graph="single", batch=batch, n_tiles=batch)
+    per_tile = [list(t.dims) for t in onnx.load(str(out / "model.onnx")).graph.initializer
+                if len(t.dims) >= 2 and t.dims[0] == batch]
+    assert per_tile == [[batch, 1, model.config.width]] * 2
