@@ -189,3 +189,38 @@ def test_bundled_default_loads_offline(monkeypatch) -> None:
     sr = model.super_resolve(torch.rand(1, 3, c.lr_size, c.lr_size))
     assert sr.shape == (1, 3, c.hr_size, c.hr_size)
     assert c.degradation, "the bundled config records its degradation recipe"
+
+
+def test_prefetched_batches_keep_their_order_and_values() -> None:
+    import time
+
+    from alignvar_edge.train.data import prefetch
+
+    def slow(b: int):             # later batches finish first: the order must still be the indices'
+        time.sleep(0.002 * (b % 3 == 0))
+        return torch.full((2,), float(b)), torch.full((1,), float(2 * b))
+    inline = list(prefetch(slow, range(3, 20), 0))
+    threaded = list(prefetch(slow, range(3, 20), 3))
+    assert [x[0][0].item() for x in threaded] == list(range(3, 20))
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(inline, threaded))
+
+
+def test_training_with_data_workers_equals_training_without(tmp_path: Path) -> None:
+    runs = [train(opts(tmp_path / f"w{w}", "vqvae", 4, workers=w), micro_batches()) for w in (0, 2)]
+    a, b = (load_file(str(r / "model.safetensors")) for r in runs)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_device_flag_is_checked(tmp_path: Path) -> None:
+    from alignvar_edge.train.trainer import resolve_device
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(InputError, match="--device 'tpu'"):
+        opts(tmp_path / "r", "vqvae", 2, device="tpu").validate()
+    with pytest.raises(InputError, match="--device 'mps': training runs on cpu or cuda"):
+        opts(tmp_path / "r", "vqvae", 2, device="mps").validate()
+    with pytest.raises(InputError, match="--workers"):
+        opts(tmp_path / "r", "vqvae", 2, workers=-1).validate()
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="sees no CUDA device; use --device cpu"):
+            opts(tmp_path / "r", "vqvae", 2, device="cuda").validate()
+    assert not (tmp_path / "r").exists()                     # refused before anything was written

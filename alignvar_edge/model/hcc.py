@@ -58,7 +58,8 @@ def hcc_loss(probs_per_scale: Sequence[torch.Tensor], gt_idx: Sequence[torch.Ten
 def gumbel_straight_through(logits_BlV: torch.Tensor, tau: float, generator: torch.Generator | None = None
                             ) -> torch.Tensor:
     """One-hot Gumbel-max draws with the gradient of the tempered Gumbel softmax, (B, l, V)."""
-    u = torch.rand(logits_BlV.shape, generator=generator, dtype=logits_BlV.dtype)
+    # drawn where the generator lives (the CPU), so the draws do not depend on the training device
+    u = torch.rand(logits_BlV.shape, generator=generator, dtype=logits_BlV.dtype).to(logits_BlV.device)
     g = -torch.log(-torch.log(u.clamp(1e-10, 1.0 - 1e-7)))
     return _straight_through((logits_BlV + g) / tau)
 

@@ -100,7 +100,7 @@ def restore(prev_BmC: torch.Tensor, p: int, kept_BnC: torch.Tensor, idx_Bn: torc
     tokens' own states written back at their positions."""
     B, m, C = prev_BmC.shape
     q = round(m ** 0.5)
-    a = torch.from_numpy(area_matrix(q, p)).to(prev_BmC.dtype)               # (p, q)
+    a = torch.from_numpy(area_matrix(q, p)).to(prev_BmC)                    # (p, q), its dtype and device
     grid = prev_BmC.transpose(1, 2).reshape(B, C, q, q)
     full = torch.matmul(torch.matmul(a, grid), a.transpose(0, 1)).reshape(B, C, p * p).transpose(1, 2)
     return full.scatter(1, idx_Bn.unsqueeze(-1).expand(-1, -1, C), kept_BnC)

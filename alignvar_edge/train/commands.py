@@ -37,6 +37,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="decoder stage: decode the transformer's own latent (default), or a zero latent "
                         "(the equal-budget control that says what the tokens are worth)")
     p.add_argument("--save-every", type=positive_int, default=200)
+    p.add_argument("--device", default="auto",
+                   help="cpu, cuda or cuda:N (default auto: CUDA where this torch has it, else the CPU)")
+    p.add_argument("--workers", type=nonneg_int, default=0,
+                   help="threads that prepare the next batches while the device trains (a GPU wants 4-8)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
     p.add_argument("--force", action="store_true", help="replace an existing run in --out")
     p.set_defaults(func=run_train)
@@ -73,7 +77,7 @@ def run_train(args: argparse.Namespace) -> int:
                         images=args.images, batch=args.batch, lr=args.lr, seed=args.seed,
                         hcc_weight=args.hcc_weight, sca=False if args.no_sca else None,
                         save_every=args.save_every, resume=args.resume, force=args.force, overrides=overrides,
-                        decoder_latent=args.latent)
+                        decoder_latent=args.latent, device=args.device, workers=args.workers)
     final = train(opts)
     print(f"done: {final} (loss curve: {args.out / 'log.csv'})")
     return 0

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from itertools import islice
 from pathlib import Path
 from typing import TypedDict
 
@@ -16,7 +19,7 @@ from alignvar_edge.degrade import DegradationConfig, degrade
 from alignvar_edge.errors import ConfigError, InputError
 from alignvar_edge.images import DEFAULT_MAX_MEGAPIXELS, IMAGE_EXTENSIONS, list_images, load_image
 
-__all__ = ["ImageFolderDataset", "SRSample"]
+__all__ = ["ImageFolderDataset", "SRSample", "prefetch"]
 
 class SRSample(TypedDict):
     """One training pair, float32 in [0, 1]."""
@@ -139,3 +142,23 @@ class ImageFolderDataset(Dataset[SRSample]):
             "lr": torch.from_numpy(lr.transpose(2, 0, 1).copy()),
             "name": name,
         }
+
+
+def prefetch(batches: Callable[[int], tuple[torch.Tensor, torch.Tensor]], indices: Iterable[int],
+             workers: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """batches(b) for every b of `indices`, in order. With `workers` > 0, threads make up to twice
+    as many batches ahead while the caller trains (a GPU step outruns one thread's cropping and
+    degrading). batches(b) is a pure function of b, so the values do not depend on `workers`."""
+    if workers == 0:
+        yield from (batches(b) for b in indices)
+        return
+    todo = iter(indices)
+    with ThreadPoolExecutor(workers, thread_name_prefix="batches") as pool:
+        ahead: deque[Future[tuple[torch.Tensor, torch.Tensor]]] = deque(
+            pool.submit(batches, b) for b in islice(todo, 2 * workers))
+        while ahead:
+            done = ahead.popleft().result()
+            nxt = next(todo, None)
+            if nxt is not None:
+                ahead.append(pool.submit(batches, nxt))
+            yield done

@@ -98,7 +98,7 @@ def joint_loss(model: AlignVAR, hr: torch.Tensor, lr_img: torch.Tensor) -> tuple
 
 def differentiable_inference_latent(model: AlignVAR, lr_img: torch.Tensor) -> torch.Tensor:
     """`inference_latent`'s value, with the gradient of every scale's softmax behind its choices."""
-    quality = torch.full((lr_img.shape[0],), POSITIVE, dtype=torch.long)
+    quality = torch.full((lr_img.shape[0],), POSITIVE, dtype=torch.long, device=lr_img.device)
     return run_stages(FreeRunning(model, quality, lambda k, lg: greedy_straight_through(lg)), lr_img)[0]
 
 
@@ -125,6 +125,6 @@ def negative_targets(hr: torch.Tensor, negative: torch.Tensor, config: AlignVARC
     base = int(torch.randint(0, 2**62, (1,), generator=gen))
     target = hr.clone()
     for i in negative.nonzero().flatten().tolist():
-        lq = low_quality(hr[i].permute(1, 2, 0).numpy(), deg, item_seed(base, i))
-        target[i] = torch.from_numpy(lq).permute(2, 0, 1)
+        lq = low_quality(hr[i].permute(1, 2, 0).cpu().numpy(), deg, item_seed(base, i))
+        target[i] = torch.from_numpy(lq).permute(2, 0, 1).to(target.device)
     return target

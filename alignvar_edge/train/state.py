@@ -30,7 +30,7 @@ def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tens
     for pid, st in sd["state"].items():
         for name, val in st.items():
             if isinstance(val, torch.Tensor):
-                tensors[f"opt.{pid}.{name}"] = val.contiguous()
+                tensors[f"opt.{pid}.{name}"] = val.detach().cpu().contiguous()
             else:
                 scalars[f"{pid}.{name}"] = val
     return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
@@ -38,8 +38,9 @@ def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tens
 
 def save_state(run_dir: Path, step: int, model: torch.nn.Module, ema: torch.nn.Module,
                opt: torch.optim.Optimizer, meta: dict[str, Any]) -> None:
-    tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
-    tensors.update({f"ema.{k}": v.detach().contiguous() for k, v in ema.state_dict().items()})
+    # host copies: the state file is the same whichever device trained
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()})
     opt_tensors, opt_meta = _optimizer_tensors(opt)
     tensors.update(opt_tensors)
     tensors["rng.torch"] = torch.get_rng_state()

@@ -34,7 +34,7 @@ from alignvar_edge.model.checkpoint import save_pretrained
 from alignvar_edge.samples import sample_images
 from alignvar_edge.train.losses import (decoder_loss, decoder_modules, joint_loss, negative_targets,
                                         transformer_loss, vqvae_loss)
-from alignvar_edge.train.data import ImageFolderDataset
+from alignvar_edge.train.data import ImageFolderDataset, prefetch
 from alignvar_edge.train.state import STATE_DIR, load_state, save_state
 
 STAGES = ("vqvae", "transformer", "decoder", "joint")
@@ -67,6 +67,8 @@ class TrainOptions:
     overrides: dict[str, Any] = field(default_factory=dict)
     decoder_latent: str = "model"      # the decoder stage's input (DECODER_LATENTS)
     progress: bool = True
+    device: str = "auto"               # torch device to train on; "auto": CUDA where torch has it, else CPU
+    workers: int = 0                   # threads that make the next batches while the device trains (0: none)
 
     def validate(self) -> None:
         """Every option checked before anything on disk is touched (an invalid --force run must
@@ -93,11 +95,18 @@ class TrainOptions:
                 raise InputError(f"{flag} must be a finite number >= 0, got {w}")
         if not 0 <= self.ema < 1:
             raise InputError(f"ema must lie in [0, 1), got {self.ema}")
+        if not isinstance(self.workers, int) or self.workers < 0:
+            raise InputError(f"--workers must be an integer >= 0, got {self.workers!r}")
+        resolve_device(self.device)
+
+    def torch_device(self) -> torch.device:
+        return resolve_device(self.device)
 
     def fingerprint(self) -> dict[str, Any]:
         """What must match for --resume to continue the same run."""
         d = asdict(self)
-        for k in ("out", "steps", "resume", "force", "save_every", "log_every", "progress"):
+        # a run may resume on another device or with other data workers: neither changes a batch
+        for k in ("out", "steps", "resume", "force", "save_every", "log_every", "progress", "device", "workers"):
             d.pop(k)
         return json.loads(json.dumps(d, default=str))
 
@@ -106,6 +115,25 @@ class TrainOptions:
 # transformer is trained or where SCA's constant bias reaches, never the shape or meaning of a weight.
 INIT_OVERRIDABLE = ("hcc_weight", "hcc_scale_weights", "hcc_rollout", "hcc_tau", "cond_drop", "cfg_negative",
                     "sca_exclude_radius", "sca_gate")
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device of --device ("auto", "cpu", "cuda", "cuda:N"), checked against this torch."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as e:
+        raise InputError(f"--device {name!r} is not a device torch knows ({e}); use auto, cpu or cuda[:N]") from e
+    if dev.type not in ("cpu", "cuda"):
+        raise InputError(f"--device {name!r}: training runs on cpu or cuda[:N] (or auto)")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"--device {name}: this torch ({torch.__version__}) sees no CUDA device; "
+                             "use --device cpu (or auto)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise InputError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
+    return dev
 
 
 def build_model(opts: TrainOptions) -> AlignVAR:
@@ -240,6 +268,7 @@ def train(opts: TrainOptions, batches: Callable[[int], tuple[torch.Tensor, torch
         model.config.degradation = DegradationConfig(scale=model.config.scale).to_dict()
     if batches is None:
         batches = make_batches(opts.images, model.config, opts.batch, opts.seed)
+    model.to(opts.torch_device())
     aside = _prepare_out(opts)
     try:
         final = _run(opts, model, batches)
@@ -260,12 +289,13 @@ def _run(opts: TrainOptions, model: AlignVAR, batches: Callable[[int], tuple[tor
     for p in ema.parameters():
         p.requires_grad_(False)
     start = 0
-    usage = torch.zeros(model.config.vq_vocab, dtype=torch.bool)    # codes used since the last restart
+    device = opts.torch_device()
+    usage = torch.zeros(model.config.vq_vocab, dtype=torch.bool, device=device)   # codes used since the last restart
     if opts.resume:
         meta = load_state(opts.out, model, ema, opt)
         start = int(meta["step"])
         usage[:] = True
-        usage[torch.tensor(meta.get("unused_codes", []), dtype=torch.long)] = False
+        usage[torch.tensor(meta.get("unused_codes", []), dtype=torch.long, device=device)] = False
     trained = {id(p) for p in params}
     for p in model.parameters():            # what the stage freezes builds no gradient
         p.requires_grad_(id(p) in trained)
@@ -276,8 +306,9 @@ def _run(opts: TrainOptions, model: AlignVAR, batches: Callable[[int], tuple[tor
     bar = tqdm(range(start, opts.steps), initial=start, total=opts.steps, disable=not opts.progress,
                desc=f"train {opts.stage}", dynamic_ncols=True)
     t0 = time.perf_counter()
+    ahead = prefetch(batches, range(start, opts.steps), opts.workers)
     for step in bar:
-        hr, lr_img = batches(step)
+        hr, lr_img = (t.to(device, non_blocking=True) for t in next(ahead))
         for g in opt.param_groups:
             g["lr"] = lr_at(step, opts)
         if opts.stage == "vqvae":
@@ -288,9 +319,9 @@ def _run(opts: TrainOptions, model: AlignVAR, batches: Callable[[int], tuple[tor
             loss, stats = joint_loss(model, hr, lr_img)
         else:
             gen.manual_seed(opts.seed * 1_000_003 + step)      # quality labels: pure function of step
-            drop = torch.rand(hr.shape[0], generator=gen) < model.config.cond_drop
+            drop = torch.rand(hr.shape[0], generator=gen) < model.config.cond_drop   # drawn on the CPU
             target_hr = negative_targets(hr, drop, model.config, gen)
-            loss, stats = transformer_loss(model, hr, lr_img, drop.long(), gen, target_hr)
+            loss, stats = transformer_loss(model, hr, lr_img, drop.long().to(device), gen, target_hr)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 2.0)
@@ -336,8 +367,9 @@ def _restart_dead_codes(model: AlignVAR, hr: torch.Tensor, lr_img: torch.Tensor,
     residuals: list[torch.Tensor] = []
     vae.quantize.quantize(vae.encode(hr, lr_img), residuals)
     pool = torch.cat(residuals)
-    pick = torch.randint(0, pool.shape[0], (len(dead),), generator=gen)
-    noise = torch.randn(len(dead), pool.shape[1], generator=gen) * pool.std() * 0.01
+    # drawn on the CPU generator, so a run's draws do not depend on the device it trains on
+    pick = torch.randint(0, pool.shape[0], (len(dead),), generator=gen).to(pool.device)
+    noise = torch.randn(len(dead), pool.shape[1], generator=gen).to(pool.device) * pool.std() * 0.01
     vae.quantize.embedding.weight[dead] = pool[pick] + noise
 
 
