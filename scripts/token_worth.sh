@@ -7,17 +7,21 @@
 # The tokens' worth is a fine-tune's model PSNR-Y minus dec-zero's tokens_off PSNR-Y (eval JSON in
 # RUN_DIR/STAGE). On a 2-core CPU the runs go two at a time, at one thread each.
 # Usage: scripts/token_worth.sh RUN_DIR [VQ_STEPS TF_STEPS DEC_STEPS PRESET]
+# Environment: AE (the CLI, default .venv/bin/alignvar-edge), PY (python for the summary, default
+# .venv/bin/python), TRAIN_ARGS (appended to every train call, e.g. "--device cuda --workers 6").
 # A rerun keeps every stage that finished (RUN_DIR/STAGE/final) and retrains the others.
 set -euo pipefail
 run=${1:?usage: scripts/token_worth.sh RUN_DIR [VQ_STEPS TF_STEPS DEC_STEPS PRESET]}
 vq_steps=${2:-1200}; tf_steps=${3:-1000}; dec_steps=${4:-600}; preset=${5:-tiny32}
-ae=".venv/bin/alignvar-edge"
+ae=${AE:-.venv/bin/alignvar-edge}
+py=${PY:-.venv/bin/python}
+read -r -a train_args <<<"${TRAIN_ARGS:-}"
 mkdir -p "$run"
 $ae doctor | grep '^ISA' || true
 stage() {  # stage NAME ARGS...: train into RUN_DIR/NAME unless it already finished
   local name=$1; shift
   if [ -d "$run/$name/final" ]; then echo "== $name: already trained"; return; fi
-  echo "== $name"; $ae train "$@" --out "$run/$name" --force --save-every 100
+  echo "== $name"; $ae train "$@" "${train_args[@]}" --out "$run/$name" --force --save-every 100
 }
 stage vqvae vqvae --preset "$preset" --steps "$vq_steps" --batch 8
 # teacher-forced HCC and dropout negatives: 2.2x cheaper a step than the preset's free-running HCC
@@ -35,7 +39,7 @@ for v in tf dec joint dec-zero; do   # a retrained stage replaced its folder, an
   if [ -f "$run/$v/eval.json" ]; then echo "== eval $v: already done"; continue; fi
   echo "== eval $v"; $ae eval "$run/$v/final" --max-side 256 --ablations --json "$run/$v/eval.json"
 done
-.venv/bin/python - "$run" <<'PY'
+$py - "$run" <<'PY'
 import json, sys
 run = sys.argv[1]
 v = {name: json.load(open(f"{run}/{name}/eval.json"))["variants"] for name in ("tf", "dec", "joint", "dec-zero")}

@@ -224,3 +224,24 @@ def test_device_flag_is_checked(tmp_path: Path) -> None:
         with pytest.raises(InputError, match="sees no CUDA device; use --device cpu"):
             opts(tmp_path / "r", "vqvae", 2, device="cuda").validate()
     assert not (tmp_path / "r").exists()                     # refused before anything was written
+
+
+def test_max_minutes_stops_saves_and_resume_finishes_the_run(tmp_path: Path) -> None:
+    """A run stopped by its time budget saves that point; --resume then ends where an
+    uninterrupted run of the same --steps ends, bit for bit."""
+    import json
+    import time
+
+    def slow(b: int):
+        time.sleep(0.05)
+        return micro_batches()(b)
+    steps, out = 60, tmp_path / "run"
+    first = train(opts(out, "vqvae", steps, max_minutes=0.3 / 60), slow)         # ~0.3 s: a few steps
+    made = json.loads((first / "training.json").read_text())
+    assert 1 <= made["steps"] < steps and made["planned_steps"] == steps
+    assert len(losses(out, "l1")) == made["steps"]
+    rest = train(opts(out, "vqvae", steps, resume=True), micro_batches())
+    assert json.loads((rest / "training.json").read_text())["steps"] == steps
+    whole = train(opts(tmp_path / "whole", "vqvae", steps), micro_batches())
+    a, b = load_file(str(whole / "model.safetensors")), load_file(str(rest / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

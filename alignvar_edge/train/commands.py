@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from alignvar_edge.argtypes import nonneg_float, nonneg_int, positive_float, positive_int
@@ -41,6 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="cpu, cuda or cuda:N (default auto: CUDA where this torch has it, else the CPU)")
     p.add_argument("--workers", type=nonneg_int, default=0,
                    help="threads that prepare the next batches while the device trains (a GPU wants 4-8)")
+    p.add_argument("--max-minutes", type=positive_float,
+                   help="stop after the step that passes this much wall time, saving the run (--resume goes on; "
+                        "the learning-rate schedule still follows --steps)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
     p.add_argument("--force", action="store_true", help="replace an existing run in --out")
     p.set_defaults(func=run_train)
@@ -67,6 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from alignvar_edge.model.checkpoint import TRAINING_FILE
     from alignvar_edge.train.trainer import TrainOptions, train
 
     if args.steps < 1:
@@ -77,8 +82,13 @@ def run_train(args: argparse.Namespace) -> int:
                         images=args.images, batch=args.batch, lr=args.lr, seed=args.seed,
                         hcc_weight=args.hcc_weight, sca=False if args.no_sca else None,
                         save_every=args.save_every, resume=args.resume, force=args.force, overrides=overrides,
-                        decoder_latent=args.latent, device=args.device, workers=args.workers)
+                        decoder_latent=args.latent, device=args.device, workers=args.workers,
+                        max_minutes=args.max_minutes)
     final = train(opts)
+    made = json.loads((final / TRAINING_FILE).read_text())
+    if made["steps"] < args.steps:
+        print(f"stopped by --max-minutes at step {made['steps']} of {args.steps}: {final} holds that point; "
+              f"continue with the same command and --resume instead of --force")
     print(f"done: {final} (loss curve: {args.out / 'log.csv'})")
     return 0
 

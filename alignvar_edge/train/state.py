@@ -37,13 +37,16 @@ def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tens
 
 
 def save_state(run_dir: Path, step: int, model: torch.nn.Module, ema: torch.nn.Module,
-               opt: torch.optim.Optimizer, meta: dict[str, Any]) -> None:
+               opt: torch.optim.Optimizer, meta: dict[str, Any], gen: torch.Generator | None = None) -> None:
+    """The run at `step`: weights, EMA, optimizer, torch's RNG and the run's own generator `gen`."""
     # host copies: the state file is the same whichever device trained
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()})
     opt_tensors, opt_meta = _optimizer_tensors(opt)
     tensors.update(opt_tensors)
     tensors["rng.torch"] = torch.get_rng_state()
+    if gen is not None:
+        tensors["rng.run"] = gen.get_state()
     tmp = Path(tempfile.mkdtemp(prefix=".state.", dir=run_dir))
     try:
         save_file(tensors, str(tmp / "tensors.safetensors"))
@@ -61,7 +64,7 @@ def save_state(run_dir: Path, step: int, model: torch.nn.Module, ema: torch.nn.M
 
 
 def load_state(run_dir: Path, model: torch.nn.Module, ema: torch.nn.Module,
-               opt: torch.optim.Optimizer) -> dict[str, Any]:
+               opt: torch.optim.Optimizer, gen: torch.Generator | None = None) -> dict[str, Any]:
     d = run_dir / STATE_DIR
     if not (d / "state.json").is_file() and (run_dir / ".state.old" / "state.json").is_file():
         d = run_dir / ".state.old"          # killed between the two renames: the old state is whole
@@ -87,4 +90,6 @@ def load_state(run_dir: Path, model: torch.nn.Module, ema: torch.nn.Module,
         state.setdefault(int(pid), {})[name] = val
     opt.load_state_dict({"state": state, "param_groups": opt_meta["param_groups"]})
     torch.set_rng_state(tensors["rng.torch"])
+    if gen is not None and "rng.run" in tensors:      # states saved before it was kept restart it from its seed
+        gen.set_state(tensors["rng.run"])
     return meta

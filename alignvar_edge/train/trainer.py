@@ -69,6 +69,7 @@ class TrainOptions:
     progress: bool = True
     device: str = "auto"               # torch device to train on; "auto": CUDA where torch has it, else CPU
     workers: int = 0                   # threads that make the next batches while the device trains (0: none)
+    max_minutes: float | None = None   # stop (and save) after the step that passes this wall time; --resume goes on
 
     def validate(self) -> None:
         """Every option checked before anything on disk is touched (an invalid --force run must
@@ -95,6 +96,8 @@ class TrainOptions:
                 raise InputError(f"{flag} must be a finite number >= 0, got {w}")
         if not 0 <= self.ema < 1:
             raise InputError(f"ema must lie in [0, 1), got {self.ema}")
+        if self.max_minutes is not None and not (math.isfinite(self.max_minutes) and self.max_minutes > 0):
+            raise InputError(f"--max-minutes must be a finite number > 0, got {self.max_minutes}")
         if not isinstance(self.workers, int) or self.workers < 0:
             raise InputError(f"--workers must be an integer >= 0, got {self.workers!r}")
         resolve_device(self.device)
@@ -106,7 +109,8 @@ class TrainOptions:
         """What must match for --resume to continue the same run."""
         d = asdict(self)
         # a run may resume on another device or with other data workers: neither changes a batch
-        for k in ("out", "steps", "resume", "force", "save_every", "log_every", "progress", "device", "workers"):
+        for k in ("out", "steps", "resume", "force", "save_every", "log_every", "progress", "device", "workers",
+                  "max_minutes"):
             d.pop(k)
         return json.loads(json.dumps(d, default=str))
 
@@ -290,9 +294,11 @@ def _run(opts: TrainOptions, model: AlignVAR, batches: Callable[[int], tuple[tor
         p.requires_grad_(False)
     start = 0
     device = opts.torch_device()
+    # the run's own draws (dead-code restarts, quality labels, Gumbel noise), on the CPU whatever the device
+    gen = torch.Generator().manual_seed(opts.seed + 7)
     usage = torch.zeros(model.config.vq_vocab, dtype=torch.bool, device=device)   # codes used since the last restart
     if opts.resume:
-        meta = load_state(opts.out, model, ema, opt)
+        meta = load_state(opts.out, model, ema, opt, gen)
         start = int(meta["step"])
         usage[:] = True
         usage[torch.tensor(meta.get("unused_codes", []), dtype=torch.long, device=device)] = False
@@ -302,10 +308,11 @@ def _run(opts: TrainOptions, model: AlignVAR, batches: Callable[[int], tuple[tor
     set_modes(model, opts.stage)
 
     log_path = opts.out / "log.csv"
-    gen = torch.Generator().manual_seed(opts.seed + 7)
     bar = tqdm(range(start, opts.steps), initial=start, total=opts.steps, disable=not opts.progress,
                desc=f"train {opts.stage}", dynamic_ncols=True)
     t0 = time.perf_counter()
+    deadline = None if opts.max_minutes is None else t0 + 60 * opts.max_minutes
+    done = opts.steps
     ahead = prefetch(batches, range(start, opts.steps), opts.workers)
     for step in bar:
         hr, lr_img = (t.to(device, non_blocking=True) for t in next(ahead))
@@ -339,14 +346,18 @@ def _run(opts: TrainOptions, model: AlignVAR, batches: Callable[[int], tuple[tor
                          img_per_s=hr.shape[0] * (step + 1 - start) / (time.perf_counter() - t0))
             _append_csv(log_path, stats)
             bar.set_postfix({k: f"{v:.4g}" for k, v in stats.items() if k in ("loss", "psnr", "token_acc")})
+        if deadline is not None and step + 1 < opts.steps and time.perf_counter() > deadline:
+            done = step + 1                 # out of time: save this point of the schedule
+            break
         if (step + 1) % opts.save_every == 0 and step + 1 < opts.steps:
             save_state(opts.out, step + 1, model, ema, opt,
-                       {"stage": opts.stage, "unused_codes": (~usage).nonzero().flatten().tolist()})
+                       {"stage": opts.stage, "unused_codes": (~usage).nonzero().flatten().tolist()}, gen)
     bar.close()
-    save_state(opts.out, opts.steps, model, ema, opt,
-               {"stage": opts.stage, "unused_codes": (~usage).nonzero().flatten().tolist()})
+    save_state(opts.out, done, model, ema, opt,
+               {"stage": opts.stage, "unused_codes": (~usage).nonzero().flatten().tolist()}, gen)
     final = save_pretrained(ema, opts.out / "final", overwrite=True,
-                            extra={"stage": opts.stage, "steps": opts.steps, "options": opts.fingerprint()})
+                            extra={"stage": opts.stage, "steps": done, "planned_steps": opts.steps,
+                                   "options": opts.fingerprint()})
     publish_mode(final)             # save_pretrained stages in a 0700 mkdtemp folder; follow the umask
     return final
 
