@@ -60,10 +60,11 @@ PYEOF
 echo "steps: vqvae $VQ_STEPS, transformer $TF_STEPS, decoder/joint $DEC_STEPS" | tee "$OUT/steps.txt"
 [ "${VQ_STEPS:-0}" -gt 0 ] || { echo "the probe failed; see above"; exit 1; }
 cap=$("$PY" -c "print(round($BUDGET_MIN * 0.45, 2))")
-AE="$PY -m alignvar_edge" PY="$PY" TRAIN_ARGS="--device $DEVICE --workers $WORKERS --max-minutes $cap" \
-  bash scripts/token_worth.sh "$RUN/run" "$VQ_STEPS" "$TF_STEPS" "$DEC_STEPS" "$PRESET" 2>&1 | tr '\r' '\n' \
+export AE="$PY -m alignvar_edge" PY TRAIN_ARGS="--device $DEVICE --workers $WORKERS --max-minutes $cap"
+bash scripts/token_worth.sh "$RUN/run" "$VQ_STEPS" "$TF_STEPS" "$DEC_STEPS" "$PRESET" 2>&1 | tr '\r' '\n' \
   | grep -v '^train ' | tee "$OUT/worth.log"
-tar -czf "$OUT/summary.tgz" -C "$RUN" --ignore-failed-read $(cd "$RUN" && ls -d run/*/log.csv run/*/eval.json run/*/final/training.json 2>/dev/null)
+mapfile -t made < <(cd "$RUN" && ls -d run/*/log.csv run/*/eval.json run/*/final/training.json 2>/dev/null)
+tar -czf "$OUT/summary.tgz" -C "$RUN" "${made[@]}"
 for s in tf joint; do
   [ -d "$RUN/run/$s/final" ] && tar -czf "$OUT/$s-final.tgz" -C "$RUN/run/$s" final
 done
