@@ -48,3 +48,16 @@ def test_deploy_batch_flag_is_checked(tmp_path: Path) -> None:
         DeployOptions(out=str(tmp_path / "d"), batch=0, targets="onnxruntime").validate()
     with pytest.raises(InputError, match="--batch and --export conflict"):
         DeployOptions(out=str(tmp_path / "d"), batch=4, export=str(tmp_path), targets="onnxruntime").validate()
+
+
+@pytest.mark.parametrize("quick,batch,want", [(True, 16, (16, 16)), (True, 1, (8, 8)), (False, 16, (32, 16)),
+                                              (False, 64, (64, 64))])
+def test_deploy_calibrates_at_least_one_full_call_of_the_batch(monkeypatch, tmp_path: Path, quick, batch, want) -> None:
+    """A static-batch engine is fed whole batches only: fewer calibration or validation tiles than
+    the batch would leave the int8 builds nothing to calibrate or check on."""
+    import types
+
+    from alignvar_edge import deploy, manifest
+    monkeypatch.setattr(manifest, "read_manifest", lambda root: types.SimpleNamespace(static_batch=batch))
+    opts = DeployOptions(out=str(tmp_path / "d"), quick=quick, targets="onnxruntime")
+    assert deploy._calib_sizes(opts, tmp_path) == want

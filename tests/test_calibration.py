@@ -125,3 +125,16 @@ def test_collect_ranges_runs_the_graph_in_memory(tmp_path: Path, monkeypatch: py
     with pytest.raises(ConfigError, match="unknown calibration method"):
         collect_ranges(model, ["r"], feeds, "kl")
     onnx.checker.check_model(model)
+
+
+def test_fewer_tiles_than_one_call_of_the_batch_is_one_clear_error() -> None:
+    """A static-batch graph takes whole batches only: every path that cuts tiles into calls (the
+    quantize search's evaluators, OpenVINO's calibration) refuses a split smaller than one call."""
+    from alignvar_edge.errors import InputError
+    from alignvar_edge.quantize.calibration.sets import TileSplit
+    from alignvar_edge.runtimes.openvino.nncf import tile_batches
+    split = TileSplit(np.zeros((8, 3, 4, 4), np.float32), np.zeros((8, 3, 16, 16), np.float32), ("t",) * 8)
+    assert [lr.shape[0] for lr, _ in split.batches(3)] == [3, 3]              # the short tail is dropped
+    for cut in (lambda: list(split.batches(16)), lambda: tile_batches(split.lr, 16)):
+        with pytest.raises(InputError, match="8 tiles cannot fill one call of a batch-16 graph.*--tiles"):
+            cut()

@@ -100,9 +100,9 @@ def register(sub: Any) -> None:
     d.add_argument("--export", help="reuse an fp32 single-graph export of the same model (copied into --out) "
                                     "instead of exporting again")
     d.add_argument("--batch", type=positive_int,
-                   help="static batch of every engine (default: each of 1, 4, 8 is exported and timed on ONNX "
-                        "Runtime at the headline threads; the fastest for a 128x128 LR image's tiles is kept; "
-                        "--quick: 1)")
+                   help="static batch of every engine (default: each of 1, 4, 8, 16 is exported and timed on "
+                        "ONNX Runtime at the headline threads; the fastest for a 128x128 LR image's tiles is kept; "
+                        "--quick: 16)")
     d.add_argument("--seed", type=nonneg_int, default=0, help="--preset weights, tiles and calibration seed")
     d.set_defaults(func=run_deploy_cmd)
 

@@ -200,7 +200,7 @@ def _int8(model_path: Path, cs: CalibrationSet, opts: QuantizeOptions, input_nam
 
         val = Evaluator(str(model_path) if optimized else float_graph(), cs.validation, input_name, batch,
                         scale, optimized, extra=extra)
-        k = max(1, opts.sensitivity_tiles)
+        k = max(batch, opts.sensitivity_tiles)     # at least one call of the static batch
         sub = TileSplit(cs.calibration.lr[:k], cs.calibration.hr[:k], cs.calibration.names[:k])
 
         def sens() -> Evaluator:             # only built when the search has to rank groups
@@ -241,7 +241,7 @@ def _fp16(model_path: Path, cs: CalibrationSet, opts: QuantizeOptions, input_nam
 
     src = onnx.load(str(model_path))
     val = Evaluator(str(model_path), cs.validation, input_name, batch, scale, optimized=True, extra=extra)
-    k = max(1, opts.sensitivity_tiles)
+    k = max(batch, opts.sensitivity_tiles)         # at least one call of the static batch
     sub = TileSplit(cs.calibration.lr[:k], cs.calibration.hr[:k], cs.calibration.names[:k])
     if opts.search:
         policy, result = search_half(src, "fp16", val, lambda: Evaluator(str(model_path), sub, input_name, batch, scale,

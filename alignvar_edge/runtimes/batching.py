@@ -18,7 +18,7 @@ from alignvar_edge.errors import InputError
 
 __all__ = ["CANDIDATES", "image_ms", "pick_batch", "time_per_call"]
 
-CANDIDATES = (1, 4, 8)
+CANDIDATES = (1, 4, 8, 16)
 
 
 def image_ms(batch: int, ms_per_call: float, tiles: int) -> float:

@@ -42,6 +42,15 @@ VALIDATION_SHARE = 0.25          # share of the images held out for the validati
 HASH_VERSION = 1                 # bump when the tile recipe changes meaning
 
 
+def full_batches(n: int, batch: int) -> range:
+    """Start indices of the whole calls of `batch` tiles that n tiles make (a short tail is
+    dropped). Fewer tiles than one call is an error: a static-batch graph takes whole batches only."""
+    if n < batch:
+        raise InputError(f"{n} tiles cannot fill one call of a batch-{batch} graph, which takes whole batches "
+                         f"only; use at least {batch} calibration and validation tiles (--tiles, --val-tiles)")
+    return range(0, n - batch + 1, batch)
+
+
 @dataclass(frozen=True)
 class TileSplit:
     """N tile pairs: `lr` (N,3,h,w) and `hr` (N,3,H,W) float32 in [0,1]; `names` = 'image@y,x'."""
@@ -55,7 +64,7 @@ class TileSplit:
 
     def batches(self, batch: int = 1) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(lr, hr) batches of exactly `batch` tiles (static-shape engines); a short tail is dropped."""
-        for i in range(0, len(self) - batch + 1, batch):
+        for i in full_batches(len(self), batch):
             yield self.lr[i:i + batch], self.hr[i:i + batch]
 
 

@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 
 from alignvar_edge.cpuinfo import has_vnni
-from alignvar_edge.errors import InputError
 from alignvar_edge.lazy import lazy_import
 from alignvar_edge.quantize.policy import Policy, classify
 
@@ -96,10 +95,8 @@ def widen_head_scales(ov_model: Any) -> int:
 
 def tile_batches(tiles: np.ndarray, batch: int) -> list[np.ndarray]:
     """Calibration tiles as the engine's batches (a last partial batch is dropped)."""
-    n = tiles.shape[0] - tiles.shape[0] % batch
-    if n < batch:
-        raise InputError(f"need at least {batch} calibration tiles for a batch-{batch} engine")
-    return [tiles[i:i + batch] for i in range(0, n, batch)]
+    from alignvar_edge.quantize.calibration.sets import full_batches
+    return [tiles[i:i + batch] for i in full_batches(tiles.shape[0], batch)]
 
 
 def nncf_quantize(ov_model: Any, onnx_path: Path, items: list[Any], preset: str = "performance",
