@@ -220,6 +220,9 @@ def test_device_flag_is_checked(tmp_path: Path) -> None:
         opts(tmp_path / "r", "vqvae", 2, device="mps").validate()
     with pytest.raises(InputError, match="--workers"):
         opts(tmp_path / "r", "vqvae", 2, workers=-1).validate()
+    for bad in (0.0, float("nan")):
+        with pytest.raises(InputError, match="--max-minutes must be a finite number > 0"):
+            opts(tmp_path / "r", "vqvae", 2, max_minutes=bad).validate()
     if not torch.cuda.is_available():
         with pytest.raises(InputError, match="sees no CUDA device; use --device cpu"):
             opts(tmp_path / "r", "vqvae", 2, device="cuda").validate()
