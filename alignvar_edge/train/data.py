@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import islice
 from pathlib import Path
@@ -145,7 +145,7 @@ class ImageFolderDataset(Dataset[SRSample]):
 
 
 def prefetch(batches: Callable[[int], tuple[torch.Tensor, torch.Tensor]], indices: Iterable[int],
-             workers: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+             workers: int) -> Generator[tuple[torch.Tensor, torch.Tensor], None, None]:
     """batches(b) for every b of `indices`, in order. With `workers` > 0, threads make up to twice
     as many batches ahead while the caller trains (a GPU step outruns one thread's cropping and
     degrading). batches(b) is a pure function of b, so the values do not depend on `workers`."""

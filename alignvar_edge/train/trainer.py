@@ -108,7 +108,8 @@ class TrainOptions:
     def fingerprint(self) -> dict[str, Any]:
         """What must match for --resume to continue the same run."""
         d = asdict(self)
-        # a run may resume on another device or with other data workers: neither changes a batch
+        # a run may resume on another device, with other data workers or another time budget: none
+        # changes what a step computes
         for k in ("out", "steps", "resume", "force", "save_every", "log_every", "progress", "device", "workers",
                   "max_minutes"):
             d.pop(k)
@@ -353,6 +354,7 @@ def _run(opts: TrainOptions, model: AlignVAR, batches: Callable[[int], tuple[tor
             save_state(opts.out, step + 1, model, ema, opt,
                        {"stage": opts.stage, "unused_codes": (~usage).nonzero().flatten().tolist()}, gen)
     bar.close()
+    ahead.close()                    # a run stopped early: the threads drop the batches made ahead
     save_state(opts.out, done, model, ema, opt,
                {"stage": opts.stage, "unused_codes": (~usage).nonzero().flatten().tolist()}, gen)
     final = save_pretrained(ema, opts.out / "final", overwrite=True,
