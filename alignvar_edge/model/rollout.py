@@ -210,7 +210,7 @@ class ModelStages:
             if paired:
                 tokens = torch.cat([tokens, tokens])
         x = m.scale_input(k, tokens, ctx.cond_BD)
-        if k == 0:                               # sos: one row per condition row, one per tile wanted
+        if k == 0:                               # sos has a row per condition row; the cache wants one per tile
             x = x.expand(f_hat_BCPP.shape[0] * (2 if paired else 1), -1, -1)
         if k == 0 and m.joint_prefix:            # VARSR: the state is the LR tokens; they and sos are one block
             x = torch.cat([state, x], dim=1)
