@@ -280,21 +280,16 @@ def _first_line(e: BaseException) -> str:
     return (useful or lines or [""])[0][:400]
 
 
-# --quick skips the batch search: on alignvar-tiny's 512 x 512 image, OpenVINO int8 at batch 8
-# gave 0.26-0.30 MP/s against 0.15 at batch 1, and batch 16 another 3-11% in three runs (one
-# thread, AVX512-BF16 EPYC, the AdaLN condition shared by the batch)
-QUICK_BATCH = 16
-
-
 def _export(model: Any, tmp: Path, name: str, source: ModelSource, opts: DeployOptions, say: Log
             ) -> tuple[Path, dict[str, Any] | None]:
     """The fp32 single-graph export every engine is built from, at the batch that serves whole
-    images best: --batch if given (--quick: QUICK_BATCH), else each candidate batch is exported
-    and timed on ONNX Runtime CPU at the headline thread count, and the fastest for a 128x128 LR
-    image's tiles is kept (runtimes/batching.py)."""
+    images best: --batch if given (--quick: the model's default batch, export/batch.py), else each
+    candidate batch is exported and timed on ONNX Runtime CPU at the headline thread count, and the
+    fastest for a 128x128 LR image's tiles is kept (runtimes/batching.py)."""
     import shutil
 
     from alignvar_edge.bench.image import IMAGE_LR, image_geometry
+    from alignvar_edge.export.batch import default_batch
     from alignvar_edge.export.onnx_export import export_onnx
     from alignvar_edge.runtimes.batching import CANDIDATES, pick_batch, time_per_call
     from alignvar_edge.runtimes.onnxruntime import BACKEND as ORT
@@ -303,7 +298,7 @@ def _export(model: Any, tmp: Path, name: str, source: ModelSource, opts: DeployO
         return export_onnx(model, path, graph="single", batch=b, seed=opts.seed, model_name=name, source=source,
                            n_tiles=max(b, 2 if opts.quick else 4), log=lambda m: say(f"      export: {m}"))
     if opts.batch or opts.quick:
-        return one(opts.batch or QUICK_BATCH, tmp / "export"), None
+        return one(opts.batch or default_batch(model.config), tmp / "export"), None
     tiles = image_geometry((IMAGE_LR, IMAGE_LR), model.config.lr_size, 1)["tiles"]
     threads = opts.threads or 1
     ms, paths = {}, {}
@@ -351,13 +346,13 @@ def _calibration(opts: DeployOptions, config: Any, export: Path, say: Log) -> An
 
 
 def _calib_sizes(opts: DeployOptions, export: Path) -> tuple[int, int]:
-    """Calibration and validation tiles: at least one full call of the export's static batch each
-    (a static-batch engine is fed whole batches only)."""
+    """Calibration and validation tiles in whole calls of the export's static batch (a
+    static-batch engine is fed whole batches only)."""
     from alignvar_edge.manifest import read_manifest
-    from alignvar_edge.quantize.calibration.sets import DEFAULT_TILES, DEFAULT_VALIDATION_TILES
+    from alignvar_edge.quantize.calibration.sets import DEFAULT_TILES, DEFAULT_VALIDATION_TILES, whole_calls
     batch = read_manifest(export).static_batch or 1
     tiles, val = (8, 8) if opts.quick else (DEFAULT_TILES, DEFAULT_VALIDATION_TILES)
-    return max(tiles, batch), max(val, batch)
+    return whole_calls(tiles, batch), whole_calls(val, batch)
 
 
 def _build(s: Step, export: Path, tmp: Path, model: Any, calib: Any, opts: DeployOptions, say: Log) -> Path:

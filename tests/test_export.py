@@ -47,7 +47,7 @@ def model():
 @pytest.fixture(scope="module")
 def single_dir(model, tmp_path_factory):
     return ox.export_onnx(model, tmp_path_factory.mktemp("single") / "art", graph="single", opset=20,
-                          n_tiles=4)
+                          batch=1, n_tiles=4)
 
 
 @pytest.fixture(scope="module")
@@ -196,22 +196,22 @@ def test_parity_failure_leaves_no_artifact(model, single_dir, tmp_path, monkeypa
     monkeypatch.setattr(parity, "MIN_PSNR_DB", math.inf)
     out = tmp_path / "art"
     with pytest.raises(ParityError, match=r"k0=100\.00%.*k2=100\.00%"):
-        ox.export_onnx(model, out, n_tiles=1)
+        ox.export_onnx(model, out, batch=1, n_tiles=1)
     assert not out.exists() and list(tmp_path.iterdir()) == []
     # an existing artifact survives a failed --force re-export untouched
     shutil.copytree(single_dir, out)
     with pytest.raises(ParityError):
-        ox.export_onnx(model, out, n_tiles=1, force=True)
+        ox.export_onnx(model, out, batch=1, n_tiles=1, force=True)
     assert load_verified(out).files == read_manifest(single_dir).files
     assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]
     with pytest.raises(OutputExistsError):
-        ox.export_onnx(model, out)
+        ox.export_onnx(model, out, batch=1)
 
 
 def test_simplify_is_revalidated(model, single_dir, tmp_path, monkeypatch):
     # reuse the traced graph: what is under test is onnxslim + the gate that follows it
     monkeypatch.setattr(ox, "export_graph", lambda spec, path, opset, ext: shutil.copy(single_dir / "model.onnx", path))
-    m = load_verified(ox.export_onnx(model, tmp_path / "slim", opset=20, simplify=True, n_tiles=1))
+    m = load_verified(ox.export_onnx(model, tmp_path / "slim", opset=20, simplify=True, batch=1, n_tiles=1))
     assert m.extra["simplified"] and m.parity["passed"]
     assert m.extra["nodes"]["model"] <= m.extra["nodes_before_simplify"]["model"]
 
@@ -416,3 +416,18 @@ def test_no_constant_is_copied_per_tile_without_cfg(tmp_path):
     per_tile = [list(t.dims) for t in onnx.load(str(out / "model.onnx")).graph.initializer
                 if len(t.dims) >= 2 and t.dims[0] == batch]
     assert per_tile == [[batch, 1, model.config.width]] * 2
+
+
+def test_without_batch_small_tiles_export_in_image_batches(tmp_path, capsys):
+    """A plain `export` gives engines the batch that serves whole images: IMAGE_BATCH tiles per call
+    for small tiles (parity checked on whole calls), one for tiles past BATCHED_MAX_HR."""
+    from alignvar_edge.export.batch import BATCHED_MAX_HR, IMAGE_BATCH, default_batch
+    out = tmp_path / "art"
+    assert cli.main(["export", "--preset", "micro", "--out", str(out), "--tiles", "1"]) == 0
+    assert f"batch {IMAGE_BATCH})" in capsys.readouterr().out
+    m = read_manifest(out)
+    assert m.static_batch == IMAGE_BATCH and m.parity["tiles"] == IMAGE_BATCH
+    assert m.extra["batch"] == IMAGE_BATCH
+    d16 = AlignVARConfig.from_preset("d16")
+    assert d16.hr_size > BATCHED_MAX_HR and default_batch(d16) == 1
+    assert default_batch(AlignVARConfig.from_preset("tiny")) == IMAGE_BATCH

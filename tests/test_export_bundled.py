@@ -32,13 +32,13 @@ def model():
 @pytest.fixture(scope="module")
 def single_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny") / "single"
-    assert cli.main(["export", *SOURCE, "--out", str(out), "--graph", "single", "--tiles", "4"]) == 0
+    assert cli.main(["export", *SOURCE, "--out", str(out), "--graph", "single", "--batch", "1", "--tiles", "4"]) == 0
     return out
 
 
 @pytest.fixture(scope="module")
 def staged_dir(model, tmp_path_factory):
-    return ox.export_onnx(model, tmp_path_factory.mktemp("tiny") / "staged", graph="staged", n_tiles=4)
+    return ox.export_onnx(model, tmp_path_factory.mktemp("tiny") / "staged", graph="staged", batch=1, n_tiles=4)
 
 
 @pytest.mark.parametrize("which", ["single", "staged"])

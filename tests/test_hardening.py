@@ -48,7 +48,7 @@ def nano():
 @pytest.fixture(scope="module")
 def export(nano, tmp_path_factory):
     from alignvar_edge.export.onnx_export import export_onnx
-    return export_onnx(nano, tmp_path_factory.mktemp("hard") / "nano", graph="single", n_tiles=1)
+    return export_onnx(nano, tmp_path_factory.mktemp("hard") / "nano", graph="single", batch=1, n_tiles=1)
 
 
 @pytest.fixture(scope="module")

@@ -91,7 +91,7 @@ def test_pruned_rollout_changes_only_the_pruned_scales_and_shortens_the_cache() 
 
 def test_prune_export_passes_parity_and_is_recorded(tmp_path) -> None:
     model = nano_model()
-    art = ox.export_onnx(model, tmp_path / "pruned", prune=(0.5,), n_tiles=2)
+    art = ox.export_onnx(model, tmp_path / "pruned", prune=(0.5,), batch=1, n_tiles=2)
     m = load_verified(art)
     assert m.extra["prune"] == [0.5] and m.parity["passed"]
     assert any(n.op_type == "TopK" for n in __import__("onnx").load(str(art / "model.onnx")).graph.node)
@@ -113,7 +113,7 @@ def test_prune_export_passes_parity_and_is_recorded(tmp_path) -> None:
 def test_prune_export_with_fused_attention_passes_parity(tmp_path) -> None:
     """A pruned scale's kept tokens carry their own rotary rows per sample: the fused form's
     RotaryEmbedding takes them as per-sample tables, and the graph still matches PyTorch."""
-    art = ox.export_onnx(nano_model(), tmp_path / "pruned", prune=(0.5,), n_tiles=2, opset=23, attention="fused")
+    art = ox.export_onnx(nano_model(), tmp_path / "pruned", prune=(0.5,), batch=1, n_tiles=2, opset=23, attention="fused")
     m = load_verified(art)
     assert m.parity["passed"] and m.extra["attention"]["form"] == "fused"
     ops = [n.op_type for n in __import__("onnx").load(str(art / "model.onnx")).graph.node]
@@ -157,7 +157,7 @@ def test_half_precision_keeps_the_pruning_keys_f32(tmp_path) -> None:
     from alignvar_edge.quantize.fp16 import to_fp16
     from alignvar_edge.quantize.half_policy import HalfPolicy, half_candidate
     from alignvar_edge.quantize.policy import exact_nodes
-    art = ox.export_onnx(nano_model(), tmp_path / "pruned", prune=(0.5,), n_tiles=1)
+    art = ox.export_onnx(nano_model(), tmp_path / "pruned", prune=(0.5,), batch=1, n_tiles=1)
     model = onnx.load(str(art / "model.onnx"))
     topk = [n.name for n in model.graph.node if n.op_type == "TopK"]
     assert topk and set(topk) <= exact_nodes(model)
@@ -183,7 +183,7 @@ def test_pruned_staged_graphs_hand_the_hidden_states_on_and_equal_the_single_gra
     from alignvar_edge.runtimes.artifacts import validation_tiles
     model = micro_model()
     K = model.config.num_scales
-    staged = load_verified(ox.export_onnx(model, tmp_path / "staged", graph="staged", prune=(0.5, 0.75), n_tiles=2))
+    staged = load_verified(ox.export_onnx(model, tmp_path / "staged", graph="staged", prune=(0.5, 0.75), batch=1, n_tiles=2))
     assert staged.parity["passed"] and staged.extra["prune"] == [0.5, 0.75]
     for k in range(K):
         io = staged.graphs[f"step_{k}"]
@@ -191,7 +191,7 @@ def test_pruned_staged_graphs_hand_the_hidden_states_on_and_equal_the_single_gra
         assert ("last_h" in ins) == (k >= K - 2)              # the two pruned scales restore
         assert ("h_out" in outs) == (k in (K - 3, K - 2))     # the steps before them hand on
     single = tmp_path / "single"
-    ox.export_onnx(model, single, prune=(0.5, 0.75), n_tiles=1)
+    ox.export_onnx(model, single, prune=(0.5, 0.75), batch=1, n_tiles=1)
     from alignvar_edge import runtimes
     x = validation_tiles(model.config, n=1)
     sr_s, tok_s = StagedRunner.load(tmp_path / "staged").run(x)

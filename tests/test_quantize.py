@@ -65,7 +65,7 @@ def export(pytestconfig: pytest.Config) -> Path:
     out = root / f"lively-micro-{h.hexdigest()[:16]}"
     if not (out / "manifest.json").is_file():
         from alignvar_edge.export.onnx_export import export_onnx
-        export_onnx(model, out, graph="single", force=True)
+        export_onnx(model, out, graph="single", batch=1, force=True)
     return out
 
 
@@ -316,3 +316,18 @@ def test_float_copy_weights_fp32_stores_duplicates_and_dequantizes_none_at_run_t
     assert size(dup) > size(shared)
     with pytest.raises(ConfigError, match="float_copy_weights"):
         quantize_artifact(export, tmp_path / "c", QuantizeOptions(float_copy_weights="fp16", **FAST))
+
+
+def test_tile_counts_round_up_to_whole_calls_of_the_batch(tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """Asked for fewer tiles than whole calls of a static-batch export, quantize calibrates and
+    validates on the next whole number of calls, and says so."""
+    from alignvar_edge.cli import main
+    from alignvar_edge.export.onnx_export import export_onnx
+
+    src = export_onnx(lively_model(), tmp_path / "b4", graph="single", batch=4, n_tiles=4)
+    out = tmp_path / "q"
+    assert main(["quantize", str(src), "--out", str(out), "--tiles", "3", "--val-tiles", "2", "--no-search"]) == 0
+    assert "rounded up to whole calls of the export's batch 4: 4 and 4" in capsys.readouterr().err
+    calib = json.loads((out / "manifest.json").read_text())["calibration"]
+    assert calib["tiles"] == 4 and calib["validation_tiles"] == 4

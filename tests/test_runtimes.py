@@ -448,7 +448,7 @@ def test_openvino_int8_calibrates_a_refiner_export_with_its_noise(tmp_path):
     from alignvar_edge.quantize.calibration.tiles import lr_tiles
     torch.manual_seed(0)
     cfg = AlignVARConfig.from_preset("micro", refiner_width=16, refiner_depth=1, refiner_steps=2)
-    src = export_onnx(AlignVAR(cfg).eval(), tmp_path / "exp", graph="single")
+    src = export_onnx(AlignVAR(cfg).eval(), tmp_path / "exp", graph="single", batch=1)
     out = runtimes.build(src, "openvino", precision="int8", out=tmp_path / "ov8", calibration=lr_tiles(cfg, 8, seed=0))
     m = read_manifest(out)
     assert "noise" in m.extra["split"]["boundary"] and m.parity["tokens"]["overall"] >= 0.99

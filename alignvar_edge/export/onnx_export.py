@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import time
 import warnings
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 
 from alignvar_edge.errors import ArtifactError, ConfigError
+from alignvar_edge.export.batch import default_batch
 from alignvar_edge.export.graphs import GraphSpec, graph_noise, specs_for
 from alignvar_edge.export.lint import forbidden_constructs
 from alignvar_edge.manifest import ModelInfo, ModelSource, artifact_dir, listed_file, load_verified, new_manifest, write_manifest
@@ -34,6 +34,7 @@ from alignvar_edge.model.alignvar import AlignVAR
 from alignvar_edge.model.checkpoint import checkpoint_source, weights_sha256
 from alignvar_edge.model.pruning import keep_counts, pruning
 from alignvar_edge.model.transformer import ATTENTION_FORMS, attention_form
+from alignvar_edge.quantize.calibration.sets import whole_calls
 from alignvar_edge.quantize.calibration.tiles import lr_tiles, tiles_hash
 
 __all__ = ["FUSED_ATTENTION_OPSET", "SUPPORTED_OPSETS", "attention_nodes", "export_onnx", "graph_io",
@@ -222,7 +223,7 @@ def _model_info(model: AlignVAR, name: str | None, source: ModelSource | str | N
                      parameters=model.parameter_report(), weights_sha256=weights_sha256(model))
 
 
-def export_onnx(model: AlignVAR, out_dir: str | os.PathLike[str], graph: str = "single", batch: int = 1,
+def export_onnx(model: AlignVAR, out_dir: str | os.PathLike[str], graph: str = "single", batch: int | None = None,
                 opset: int = 18, n_tiles: int = 4, seed: int = 0, simplify: bool = False,
                 force: bool = False, external_data: bool | None = None, *, refine: bool = True,
                 model_name: str | None = None, attention: str = "explicit", prune: tuple[float, ...] = (),
@@ -232,6 +233,7 @@ def export_onnx(model: AlignVAR, out_dir: str | os.PathLike[str], graph: str = "
 
     The model is moved to the CPU in fp32 eval mode (in place, as nn.Module.float() does): the
     graphs are fp32 and the reference rollout runs on the CPU next to ONNX Runtime.
+    `batch`: the graphs' static batch, tiles per call; None: the model's default (export/batch.py).
     `source`: where the weights came from (a `ModelSource`; a string is kept as the caller's words).
     `checkpoint`: the directory (or bundled name) the model was loaded from; its absolute path and
     file hashes are recorded, so later uses find that checkpoint and refuse a different one.
@@ -247,6 +249,7 @@ def export_onnx(model: AlignVAR, out_dir: str | os.PathLike[str], graph: str = "
     if opset not in SUPPORTED_OPSETS:
         raise ConfigError(f"opset {opset} is not supported; choose one of {SUPPORTED_OPSETS} "
                           "(18 is the most portable; TensorRT 10.3 parses up to 20)")
+    batch = default_batch(model.config) if batch is None else batch
     if batch < 1 or n_tiles < 1:
         raise ConfigError(f"batch and tiles must be >= 1, got batch={batch}, tiles={n_tiles}")
     if attention not in ATTENTION_FORMS:
@@ -257,7 +260,7 @@ def export_onnx(model: AlignVAR, out_dir: str | os.PathLike[str], graph: str = "
     keep_counts(model.config.patch_nums, prune)          # refuses more ratios than scales
     model = model.cpu().float().eval()
     ext = external_data if external_data is not None else _param_bytes(model) > EXTERNAL_DATA_BYTES
-    n_eff = math.ceil(n_tiles / batch) * batch        # graphs have a fixed batch: whole batches only
+    n_eff = whole_calls(n_tiles, batch)               # graphs have a fixed batch: whole batches only
     tiles = lr_tiles(model.config, n_eff, seed=seed, images=tile_images)
     timings: dict[str, float] = {}
 

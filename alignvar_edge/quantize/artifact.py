@@ -31,7 +31,7 @@ from alignvar_edge.export.staged import make_session
 from alignvar_edge.manifest import (Manifest, artifact_dir, check_out, listed_file, load_verified, new_manifest,
                                     write_manifest)
 from alignvar_edge.quantize.calibration.sets import (DEFAULT_TILES, DEFAULT_VALIDATION_TILES, CalibrationSet,
-                                            TileSplit, model_config)
+                                            TileSplit, model_config, whole_calls)
 from alignvar_edge.quantize.fp16 import to_fp16
 from alignvar_edge.quantize.half_policy import HalfPolicy, search_half
 from alignvar_edge.quantize.int8 import Int8Builder, target_recipe
@@ -114,8 +114,13 @@ def calibration_for(src: str | os.PathLike[str], opts: QuantizeOptions,
                     log: Log = lambda _m: None) -> CalibrationSet:
     """The options checked, and the calibration set they name for the export at `src` (logged)."""
     opts.validate()
-    cs = calibration_set(opts.calib, model_config(load_verified(Path(src)).config), opts.tiles, opts.val_tiles,
-                         opts.seed)
+    m = load_verified(Path(src))
+    batch = m.static_batch
+    tiles, val_tiles = whole_calls(opts.tiles, batch), whole_calls(opts.val_tiles, batch)
+    if (tiles, val_tiles) != (opts.tiles, opts.val_tiles):
+        log(f"calibration and validation tiles rounded up to whole calls of the export's batch {batch}: "
+            f"{tiles} and {val_tiles} (asked for {opts.tiles} and {opts.val_tiles})")
+    cs = calibration_set(opts.calib, model_config(m.config), tiles, val_tiles, opts.seed)
     log(f"calibration set {cs.hash[:12]}: {len(cs.calibration)} tiles from {cs.recipe['calibration_images']} "
         f"image(s), {len(cs.validation)} validation tiles from {cs.recipe['validation_images']}"
         + (f"; skipped {len(cs.skipped)} file(s): " + "; ".join(f"{a} ({b})" for a, b in cs.skipped[:5])

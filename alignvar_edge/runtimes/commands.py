@@ -49,8 +49,9 @@ def register(sub: Any) -> None:
     p.add_argument("--image-input", action="store_true",
                    help="coreml: the input is an RGB image tile (CVPixelBuffer in Swift) instead of a float array")
     p.add_argument("--batch", type=positive_int,
-                   help="coreml: tiles per prediction (default 16: a 512 px photo in 8 predictions, not 121; "
-                        "1 with --image-input)")
+                   help="coreml: tiles per prediction (default: 16 for SR tiles up to 64 px, so a 512 px "
+                        "photo of the bundled model takes 8 predictions, not 121; 1 for larger tiles and "
+                        "with --image-input)")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=run_build)
 
@@ -187,18 +188,20 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def _calibration(args: argparse.Namespace) -> Any:
-    from alignvar_edge.quantize.calibration.sets import CalibrationSet
+    from alignvar_edge.quantize.calibration.sets import CalibrationSet, whole_calls
     from alignvar_edge.manifest import read_manifest
     from alignvar_edge.runtimes.artifacts import is_checkpoint
+    n = args.calib_tiles
     if is_checkpoint(args.source):
         from alignvar_edge.model.checkpoint import load_config, resolve_checkpoint_dir
         config: Any = load_config(resolve_checkpoint_dir(args.source))
     else:
         from alignvar_edge.runtimes.base import config_from_manifest
-        config = config_from_manifest(read_manifest(args.source))
+        m = read_manifest(args.source)
+        config, n = config_from_manifest(m), whole_calls(n, m.static_batch)
     if args.calib == "builtin":
-        return CalibrationSet.builtin(config, n=args.calib_tiles)
-    return CalibrationSet.from_folder(args.calib, config, n=args.calib_tiles)
+        return CalibrationSet.builtin(config, n=n)
+    return CalibrationSet.from_folder(args.calib, config, n=n)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -42,6 +42,12 @@ VALIDATION_SHARE = 0.25          # share of the images held out for the validati
 HASH_VERSION = 1                 # bump when the tile recipe changes meaning
 
 
+def whole_calls(n: int, batch: int) -> int:
+    """n tiles rounded up to whole calls of a static-batch graph (the tile counts asked for are a
+    minimum: a graph of batch 16 calibrates and validates on 16 tiles when 8 are asked for)."""
+    return -(-n // batch) * batch
+
+
 def full_batches(n: int, batch: int) -> range:
     """Start indices of the whole calls of `batch` tiles that n tiles make (a short tail is
     dropped). Fewer tiles than one call is an error: a static-batch graph takes whole batches only."""

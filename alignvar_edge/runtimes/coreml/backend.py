@@ -36,6 +36,7 @@ import numpy as np
 
 from alignvar_edge.errors import ArtifactError, BackendUnavailableError, ConfigError, InputError
 from alignvar_edge import recipes
+from alignvar_edge.export.batch import default_batch
 from alignvar_edge.export.parity import compare
 from alignvar_edge.lazy import lazy_import
 from alignvar_edge.manifest import artifact_dir as staging_dir
@@ -49,7 +50,6 @@ from alignvar_edge.runtimes.coreml.lint import ane_lint, validate_spec
 from alignvar_edge.runtimes.golden import copy_golden
 
 PACKAGE = "model.mlpackage"
-DEFAULT_BATCH = 16
 COMPUTE_UNITS = ("CPU_AND_NE", "ALL", "CPU_ONLY", "CPU_AND_GPU")
 TARGETS = ("iOS16", "iOS17", "iOS18", "macOS13", "macOS14", "macOS15")
 NEEDS_MACOS = "Core ML runs models on macOS only (MLModel.predict is unavailable on {os})"
@@ -342,10 +342,10 @@ class CoreMLBackend(Backend):
         recipes.recipe(self.name, precision)     # an unknown precision: one line naming the known
         compute_units = (device or opts.pop("compute_units", "CPU_AND_NE")).upper()
         image_input = bool(opts.pop("image_input", False))
-        # tiles per prediction: a 512 px photo is 121 tiles of the bundled model, so 16 per call
-        # takes it from 121 predictions to 8 (an image input holds one tile)
-        batch = int(opts.pop("batch", 1 if image_input else DEFAULT_BATCH))
-        if batch < 1:
+        # tiles per prediction (None: the model's default, see export/batch.py); an image input
+        # holds one tile
+        batch = opts.pop("batch", 1 if image_input else None)
+        if batch is not None and int(batch) < 1:
             raise InputError(f"coreml batch must be >= 1, got {batch}")
         target = opts.pop("target", "iOS17")
         method = opts.pop("method", "trace")
@@ -361,6 +361,7 @@ class CoreMLBackend(Backend):
             src = checkpoint_dir(artifact_dir)
             model = load_pretrained(src)
         config = model.config
+        batch = default_batch(config) if batch is None else int(batch)
         ml = convert(model, "fp32" if precision == "fp32" else "fp16", compute_units, target, method,
                      batch=batch, image_input=image_input, f32_groups=f32_groups)
         ml, recipe = compress(ml, precision)
