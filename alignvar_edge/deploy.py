@@ -283,9 +283,10 @@ def _first_line(e: BaseException) -> str:
 def _export(model: Any, tmp: Path, name: str, source: ModelSource, opts: DeployOptions, say: Log
             ) -> tuple[Path, dict[str, Any] | None]:
     """The fp32 single-graph export every engine is built from, at the batch that serves whole
-    images best: --batch if given (--quick: the model's default batch, export/batch.py), else each
-    candidate batch is exported and timed on ONNX Runtime CPU at the headline thread count, and the
-    fastest for a 128x128 LR image's tiles is kept (runtimes/batching.py)."""
+    images best: --batch if given (--quick, or tiles too large to batch: the model's default batch,
+    export/batch.py), else each candidate batch is exported and timed on ONNX Runtime CPU at the
+    headline thread count, and the fastest for a 128x128 LR image's tiles is kept
+    (runtimes/batching.py)."""
     import shutil
 
     from alignvar_edge.bench.image import IMAGE_LR, image_geometry
@@ -299,6 +300,11 @@ def _export(model: Any, tmp: Path, name: str, source: ModelSource, opts: DeployO
                            n_tiles=max(b, 2 if opts.quick else 4), log=lambda m: say(f"      export: {m}"))
     if opts.batch or opts.quick:
         return one(opts.batch or default_batch(model.config), tmp / "export"), None
+    if default_batch(model.config) == 1:
+        # tiles this large gain nothing from a batch, and exporting each candidate would multiply
+        # an export that already takes minutes and gigabytes
+        say(f"      batch 1: {model.config.hr_size} px tiles are not batched (no search)")
+        return one(1, tmp / "export"), None
     tiles = image_geometry((IMAGE_LR, IMAGE_LR), model.config.lr_size, 1)["tiles"]
     threads = opts.threads or 1
     ms, paths = {}, {}

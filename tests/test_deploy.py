@@ -129,3 +129,22 @@ def test_all_core_figure_is_a_labelled_second_row() -> None:
     assert "2.18x PyTorch eager (100.00% tokens), 1 thread(s)" in lines[0]
     assert "2.50x PyTorch eager's 0.020 MP/s (batch 4), 1 thread(s)" in lines[1]
     assert lines[2].startswith("All 2 cores (second row, not the headline") and "18.48x" in lines[2]
+
+
+def test_tiles_too_large_to_batch_are_exported_once_at_batch_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """deploy's batch search exports every candidate batch; for tiles past the batching limit
+    (d16's 256 px) that would be four paper-size exports for nothing: one export at batch 1."""
+    from types import SimpleNamespace
+
+    from alignvar_edge import deploy as dp
+    from alignvar_edge.export import onnx_export
+    from alignvar_edge.manifest import ModelSource
+    from alignvar_edge.model import AlignVARConfig
+    batches: list[int] = []
+    monkeypatch.setattr(onnx_export, "export_onnx", lambda model, path, **kw: batches.append(kw["batch"]) or path)
+    model = SimpleNamespace(config=AlignVARConfig.from_preset("d16"))
+    lines: list[str] = []
+    path, search = dp._export(model, tmp_path, "d16", ModelSource.memory("d16"),
+                              _opts(tmp_path / "out", tmp_path, quick=False), lines.append)
+    assert batches == [1] and search is None and path == tmp_path / "export"
+    assert any("not batched" in ln for ln in lines)
