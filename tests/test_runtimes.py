@@ -499,3 +499,19 @@ def test_openvino_int8_falls_back_to_a_decoder_only_scope_below_the_token_target
         assert np.isfinite(sr).all()
     with pytest.raises(InputError, match="int8 only"):
         runtimes.build(export, "openvino", precision="fp16", out=tmp_path / "x", float_groups=["a"])
+
+
+def test_upscale_many_shares_calls_and_equals_upscale_one_at_a_time(pytestconfig) -> None:
+    """A real static-batch engine: small images pooled into shared calls give exactly the bytes
+    `upscale` gives each alone (a tile's result does not depend on the tiles beside it)."""
+    export = export_dir(sharp_model("micro"), cache_root(pytestconfig), batch=4)
+    rng = np.random.default_rng(0)
+    images = [(rng.random((h, w, 3)) * 255).astype(np.uint8) for h, w in [(6, 9), (8, 8), (13, 11), (5, 5)]]
+    images.insert(2, images[1][..., 0])                       # a gray one among them
+    with runtimes.load(export) as engine:
+        assert engine.batch == 4
+        alone = [engine.upscale(im) for im in images]
+        pooled = list(engine.upscale_many(iter(images)))
+    assert len(pooled) == len(images)
+    for got, want in zip(pooled, alone):
+        assert got.dtype == np.uint8 and np.array_equal(got, want)

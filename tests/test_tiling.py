@@ -26,7 +26,8 @@ class OffsetRunner:
         self.calls.append(lr.shape[0])
         sr = np.stack([np.stack([tiling.upscale_plane_bicubic(c, self.scale) for c in t]) for t in lr])
         # deterministic per-tile offset from the tile's content (a stand-in for edge effects)
-        off = self.offset * np.sin(lr.sum(axis=(1, 2, 3)) * 7.0)
+        # (summed tile by tile in float64, so a tile's offset does not depend on its batch)
+        off = self.offset * np.sin(np.array([float(t.astype(np.float64).sum()) for t in lr]) * 7.0)
         return sr + off[:, None, None, None], []
 
 
@@ -136,3 +137,30 @@ def test_blend_tiles_matches_the_streamed_result() -> None:
     sr = np.concatenate([sr] + [r.run(tiles[i:i + 4])[0] for i in range(4, len(tiles), 4)])
     np.testing.assert_allclose(tiling.blend_tiles(sr, ys, xs, (21, 30), 8, 4),
                                tiling.upscale_rgb(r, img), atol=1e-4)
+
+
+def test_small_images_share_calls_and_come_out_as_one_at_a_time() -> None:
+    """upscale_images pools small images' tiles into full calls (only the pool's last call is
+    short) and streams large ones; every result equals upscale_image on that image alone."""
+    rng = np.random.default_rng(3)
+    images = [smooth_image(5, 7, seed=1)[..., 0],                        # gray, 1 tile
+              smooth_image(9, 9, seed=2),                                 # 4 tiles
+              np.dstack([smooth_image(12, 10, seed=3), rng.random((12, 10, 1), np.float32)]),  # RGBA
+              smooth_image(40, 40, seed=4),                               # 49 tiles > 4 calls: streams
+              smooth_image(8, 8, seed=5), smooth_image(14, 20, seed=6)]
+    alone = [tiling.upscale_image(OffsetRunner(), im) for im in images]
+    runner = OffsetRunner()
+    seen: list[int] = []
+    pooled = list(tiling.upscale_images(runner, iter(images),
+                                        progress=lambda i, d, n: seen.append(i) if d == n else None))
+    assert len(pooled) == len(images) and seen == list(range(len(images)))
+    for got, want in zip(pooled, alone):
+        assert got.shape == want.shape and np.array_equal(got, want)
+    # 1 + 4 + 4 pooled tiles: three full calls of 3; the 40 x 40 image streams in calls of 3 (its
+    # last one short); 1 + 6 tiles after it: two full calls and a short last one
+    big = len(tiling.extract_tiles(images[3], 8)[0])
+    assert runner.calls == [3, 3, 3] + [3] * (big // 3) + ([big % 3] if big % 3 else []) + [3, 3, 1]
+    one_at_a_time = OffsetRunner()
+    for im in images:
+        tiling.upscale_image(one_at_a_time, im)
+    assert len(runner.calls) < len(one_at_a_time.calls)

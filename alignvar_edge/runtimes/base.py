@@ -11,7 +11,7 @@ import importlib
 import importlib.metadata
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -213,6 +213,23 @@ class Engine(abc.ABC):
         from alignvar_edge.runtimes.tiling import upscale_image
         x, back = as_float_image(image)
         return back(upscale_image(self, x, overlap=overlap, progress=progress))
+
+    def upscale_many(self, images: Iterable[Any], overlap: int | None = None,
+                     progress: Callable[[int, int, int], None] | None = None) -> Iterator[Any]:
+        """`upscale` of each image, in order, lazily. Small images share calls instead of padding
+        one each (`tiling.upscale_images`): a folder of thumbnails runs in full batches.
+        `progress(index, done, total)`: tiles of image `index` done."""
+        from alignvar_edge.images import as_float_image
+        from alignvar_edge.runtimes.tiling import upscale_images
+        backs: list[Callable[[np.ndarray], Any]] = []
+
+        def floats() -> Iterator[np.ndarray]:
+            for image in images:
+                x, back = as_float_image(image)
+                backs.append(back)
+                yield x
+        for out in upscale_images(self, floats(), overlap, progress):
+            yield backs.pop(0)(out)
 
     def close(self) -> None:
         if not self._closed:

@@ -265,12 +265,18 @@ def run_upscale(args: argparse.Namespace) -> int:
     with runtimes.load(args.engine, backend=args.backend, device=args.device, **opts) as engine:
         bar = _progress(len(jobs), args.quiet)
         t0 = time.perf_counter()
-        for i, (src, dst) in enumerate(jobs):
-            rgb, alpha = load_image(src, max_megapixels=limit)
-            gray = bool(np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]))
-            bar.set_description(f"{src.name} ({i + 1}/{len(jobs)})")
-            tick = _tile_ticker(bar, i, len(jobs))
-            out = engine.upscale(rgb[..., 0] if gray else rgb, overlap=args.overlap, progress=tick)
+        loaded: list[tuple[Path, Path, Any]] = []       # (src, dst, alpha) of images read, not yet saved
+
+        def images() -> Any:
+            for i, (src, dst) in enumerate(jobs):
+                rgb, alpha = load_image(src, max_megapixels=limit)
+                gray = bool(np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]))
+                bar.set_description(f"{src.name} ({i + 1}/{len(jobs)})")
+                loaded.append((src, dst, alpha))
+                yield rgb[..., 0] if gray else rgb
+        # small images share the engine's calls (Engine.upscale_many); each is saved when final
+        for out in engine.upscale_many(images(), overlap=args.overlap, progress=_tile_ticker(bar)):
+            src, dst, alpha = loaded.pop(0)
             big_alpha = upscale_plane_bicubic(alpha, engine.scale) if alpha is not None else None
             dst.parent.mkdir(parents=True, exist_ok=True)
             save_image(dst, out, big_alpha, overwrite=args.force, input_path=src, bits=bits_per_sample(src))
@@ -286,8 +292,8 @@ def _progress(n_images: int, quiet: bool) -> Any:
                         bar_format="{desc} {percentage:3.0f}%|{bar}| {n:.2f}/{total} [{elapsed}<{remaining}]")
 
 
-def _tile_ticker(bar: Any, index: int, n: int) -> Any:
-    def tick(done: int, total: int) -> None:
+def _tile_ticker(bar: Any) -> Any:
+    def tick(index: int, done: int, total: int) -> None:
         bar.n = index + done / total         # fractional progress within the image
         bar.refresh()
     return tick

@@ -25,7 +25,7 @@ from alignvar_edge.errors import InputError
 from alignvar_edge.manifest import default_overlap   # the overlap every input contract states
 
 __all__ = ["TileRunner", "default_overlap", "tile_starts", "blend_window", "upscale_rgb",
-           "iter_upscale_rgb", "upscale_image", "upscale_plane_bicubic", "extract_tiles",
+           "iter_upscale_rgb", "upscale_image", "upscale_images", "upscale_plane_bicubic", "extract_tiles",
            "seam_ratio", "blend_tiles"]
 
 
@@ -244,20 +244,87 @@ def upscale_image(engine: TileRunner, image: np.ndarray, overlap: int | None = N
 
     Gray runs as RGB and returns the mean of the three output channels; alpha is bicubic.
     """
+    rgb, finish = _as_rgb(image, engine.scale)
+    return finish(upscale_rgb(engine, rgb, overlap, progress))
+
+
+def _as_rgb(image: np.ndarray, scale: int) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+    """(the RGB the model sees, `finish`: its 4x result -> the input's layout)."""
     x = np.asarray(image)
     if x.ndim == 2 or (x.ndim == 3 and x.shape[2] == 1):
         g = x.reshape(x.shape[0], x.shape[1])
-        rgb = upscale_rgb(engine, np.repeat(g[..., None], 3, axis=2), overlap, progress)
-        out = rgb.mean(axis=2)
-        return out if x.ndim == 2 else out[..., None]
+
+        def gray(rgb: np.ndarray) -> np.ndarray:
+            out = rgb.mean(axis=2)
+            return out if x.ndim == 2 else out[..., None]
+        return np.repeat(g[..., None], 3, axis=2), gray
     if x.ndim == 3 and x.shape[2] == 4:
         _check_rgb(x[..., :3])
         alpha = np.clip(np.nan_to_num(x[..., 3].astype(np.float32)), 0.0, 1.0)
-        rgb = upscale_rgb(engine, x[..., :3], overlap, progress)
-        return np.concatenate([rgb, upscale_plane_bicubic(alpha, engine.scale)[..., None]], axis=2)
+        return x[..., :3], lambda rgb: np.concatenate(
+            [rgb, upscale_plane_bicubic(alpha, scale)[..., None]], axis=2)
     if x.ndim == 3 and x.shape[2] == 3:
-        return upscale_rgb(engine, x, overlap, progress)
+        return x, lambda rgb: rgb
     raise InputError(f"expected an image HxW, HxWx1, HxWx3 or HxWx4, got shape {x.shape}")
+
+
+# Images of at most this many calls' tiles are pooled by `upscale_images`; larger ones stream.
+POOL_CALLS = 4
+
+
+def upscale_images(engine: TileRunner, images: Iterable[np.ndarray], overlap: int | None = None,
+                   progress: Callable[[int, int, int], None] | None = None) -> Iterator[np.ndarray]:
+    """Each image's 4x result (layouts as `upscale_image`), in order, as soon as it is final.
+
+    A static-batch engine pads an image's last call, so a folder of small images would pay a
+    mostly padded call each (a 32 x 32 LR image is 9 tiles; at batch 16, 7 of 16 are padding).
+    Images of up to POOL_CALLS calls' tiles are pooled instead: their tiles run in full calls
+    shared with the next images, and only the pool's last call is padded. Larger images stream
+    as `upscale_image` does. Results are the same as one image at a time: each tile is computed
+    alone by the model. `progress(index, done, total)`: tiles of image `index` done.
+    """
+    s, t = engine.scale, engine.tile_size
+    b = max(1, engine.batch) * max(1, getattr(engine, "parallel_requests", 1))
+    waiting: list[_Pooled] = []             # images whose tiles are queued or partly run, in order
+    queue: list[np.ndarray] = []            # their LR tiles not yet run, in order
+
+    def run(final: bool) -> Iterator[np.ndarray]:
+        n = len(queue) if final else len(queue) // b * b
+        if n:
+            sr = np.concatenate([engine.run(np.stack(queue[i:i + b]))[0] for i in range(0, n, b)])
+            del queue[:n]
+            k = 0
+            for p in waiting:
+                take = min(p.n - len(p.sr), n - k)
+                p.sr.extend(sr[k:k + take])
+                k += take
+        while waiting and len(waiting[0].sr) == waiting[0].n:
+            p = waiting.pop(0)
+            if progress is not None:
+                progress(p.index, p.n, p.n)
+            yield p.finish(blend_tiles(np.stack(p.sr), p.ys, p.xs, p.size_hw, t, s))
+
+    for index, image in enumerate(images):
+        rgb, finish = _as_rgb(image, s)
+        tiles, ys, xs = extract_tiles(rgb, t, overlap)
+        if len(tiles) > POOL_CALLS * b:
+            yield from run(final=True)
+            tick = None if progress is None else (lambda d, n, i=index: progress(i, d, n))
+            yield finish(upscale_rgb(engine, rgb, overlap, tick))
+            continue
+        waiting.append(_Pooled(index, finish, ys, xs, rgb.shape[:2], len(tiles), []))
+        queue.extend(tiles)
+        yield from run(final=False)
+    yield from run(final=True)
+
+
+class _Pooled:
+    """An image in `upscale_images`' pool: where its tiles go and the SR tiles it has so far."""
+
+    def __init__(self, index: int, finish: Callable[[np.ndarray], np.ndarray], ys: list[int], xs: list[int],
+                 size_hw: tuple[int, ...], n: int, sr: list[np.ndarray]):
+        self.index, self.finish, self.ys, self.xs, self.n, self.sr = index, finish, ys, xs, n, sr
+        self.size_hw = (int(size_hw[0]), int(size_hw[1]))
 
 
 def _mirror_pad(img: np.ndarray, ph: int, pw: int) -> np.ndarray:
