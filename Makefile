@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $@
 
 test: venv
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=20
 
 # The demo needs the host side only (PyTorch, ONNX tooling): no test runner, type stubs or backends.
 $(HOST_STAMP): pyproject.toml constraints.txt

@@ -1,0 +1,61 @@
+"""A folder of small images through one engine: `upscale` one image at a time against
+`upscale_many` (small images share calls), interleaved rounds, one thread, medians; JSON on stdout.
+
+    python scripts/pooled_upscale_bench.py ENGINE_DIR LR_SIDE COUNT ROUNDS
+
+The images are COUNT uint8 LR crops (LR_SIDE x LR_SIDE, seeded) of the bundled held-out
+photographs. Also checks that both ways give the same bytes.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import numpy as np
+
+from alignvar_edge import runtimes
+from alignvar_edge.cpuinfo import cpu_info
+from alignvar_edge.samples import sample_images
+
+
+def crops(side: int, count: int) -> list[np.ndarray]:
+    photos = [img for _, img in sample_images("heldout")]
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(count):
+        p = photos[i % len(photos)]
+        y, x = rng.integers(0, p.shape[0] - side), rng.integers(0, p.shape[1] - side)
+        out.append((np.asarray(p[y:y + side, x:x + side]) * 255).round().astype(np.uint8))
+    return out
+
+
+def main(engine_dir: str, side: int, count: int, rounds: int) -> dict:
+    images = crops(side, count)
+    times: dict[str, list[float]] = {"one_at_a_time": [], "pooled": []}
+    with runtimes.load(engine_dir, threads=1) as e:
+        ways = {"one_at_a_time": lambda: [e.upscale(im) for im in images],
+                "pooled": lambda: list(e.upscale_many(images))}
+        for way in ways.values():            # warm-up
+            way()
+        for r in range(rounds):
+            for name in (list(ways) if r % 2 == 0 else list(ways)[::-1]):
+                t0 = time.perf_counter()
+                ways[name]()
+                times[name].append(time.perf_counter() - t0)
+        same = all(np.array_equal(a, b) for a, b in zip(ways["one_at_a_time"](), ways["pooled"]()))
+        backend, batch = e.backend, e.batch
+    mp = count * (side * 4) ** 2 / 1e6
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    host = cpu_info()
+    return {"engine": engine_dir, "backend": backend, "batch": batch, "images": count, "lr_side": side,
+            "rounds": rounds, "threads": 1, "seconds": times, "median_s": med,
+            "mp_per_s": {k: mp / v for k, v in med.items()},
+            "speedup": med["one_at_a_time"] / med["pooled"], "identical_outputs": same,
+            "host": {k: host.get(k) for k in ("model", "isa", "usable_cores")}}
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 5:
+        sys.exit(__doc__)
+    print(json.dumps(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])), indent=1))
