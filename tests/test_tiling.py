@@ -164,3 +164,16 @@ def test_small_images_share_calls_and_come_out_as_one_at_a_time() -> None:
     for im in images:
         tiling.upscale_image(one_at_a_time, im)
     assert len(runner.calls) < len(one_at_a_time.calls)
+
+
+def test_an_unusable_image_first_finishes_the_pooled_ones_before_it() -> None:
+    """A folder run keeps every image read before a bad one: the pool is flushed, then the error."""
+    def images():
+        yield smooth_image(6, 6, seed=1)
+        yield smooth_image(9, 7, seed=2)
+        yield np.zeros((4, 4, 2), np.float32)                 # no such layout
+    got = []
+    with pytest.raises(InputError, match="HxWx4"):
+        for out in tiling.upscale_images(OffsetRunner(batch=4), images()):     # 3 tiles wait in the pool
+            got.append(out)
+    assert [g.shape for g in got] == [(24, 24, 3), (36, 28, 3)]

@@ -15,6 +15,7 @@ and never fed to the model.
 """
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
@@ -304,9 +305,19 @@ def upscale_images(engine: TileRunner, images: Iterable[np.ndarray], overlap: in
                 progress(p.index, p.n, p.n)
             yield p.finish(blend_tiles(np.stack(p.sr), p.ys, p.xs, p.size_hw, t, s))
 
-    for index, image in enumerate(images):
-        rgb, finish = _as_rgb(image, s)
-        tiles, ys, xs = extract_tiles(rgb, t, overlap)
+    source = iter(images)
+    for index in itertools.count():
+        try:
+            image = next(source, None)
+            if image is None:
+                break
+            rgb, finish = _as_rgb(image, s)
+            tiles, ys, xs = extract_tiles(rgb, t, overlap)
+        except Exception:
+            # an image that cannot be read or used: the pooled images before it are finished
+            # first, so a folder run keeps (and on resume skips) everything read so far
+            yield from run(final=True)
+            raise
         if len(tiles) > POOL_CALLS * b:
             yield from run(final=True)
             tick = None if progress is None else (lambda d, n, i=index: progress(i, d, n))
