@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -212,12 +213,17 @@ def _run_tiles(engine: TileRunner, img: np.ndarray, ys: list[int], xs: list[int]
     keeps in flight); yields ((i, j), SR tile)."""
     t = engine.tile_size
     coords = [(i, j) for i in range(len(ys)) for j in range(len(xs))]
-    b = max(1, engine.batch) * max(1, getattr(engine, "parallel_requests", 1))
+    b = _tiles_per_call(engine)
     for k in range(0, len(coords), b):
         chunk = coords[k:k + b]
         lr = np.stack([img[ys[i]:ys[i] + t, xs[j]:xs[j] + t].transpose(2, 0, 1) for i, j in chunk])
         sr, _ = engine.run(lr)
         yield from zip(chunk, sr)
+
+
+def _tiles_per_call(engine: TileRunner) -> int:
+    """Tiles handed to `engine.run` at once: its batch times the batches it keeps in flight."""
+    return max(1, engine.batch) * max(1, getattr(engine, "parallel_requests", 1))
 
 
 def upscale_rgb(engine: TileRunner, image: np.ndarray, overlap: int | None = None,
@@ -285,7 +291,7 @@ def upscale_images(engine: TileRunner, images: Iterable[np.ndarray], overlap: in
     alone by the model. `progress(index, done, total)`: tiles of image `index` done.
     """
     s, t = engine.scale, engine.tile_size
-    b = max(1, engine.batch) * max(1, getattr(engine, "parallel_requests", 1))
+    b = _tiles_per_call(engine)
     waiting: list[_Pooled] = []             # images whose tiles are queued or partly run, in order
     queue: list[np.ndarray] = []            # their LR tiles not yet run, in order
 
@@ -323,19 +329,23 @@ def upscale_images(engine: TileRunner, images: Iterable[np.ndarray], overlap: in
             tick = None if progress is None else (lambda d, n, i=index: progress(i, d, n))
             yield finish(upscale_rgb(engine, rgb, overlap, tick))
             continue
-        waiting.append(_Pooled(index, finish, ys, xs, rgb.shape[:2], len(tiles), []))
+        waiting.append(_Pooled(index, finish, ys, xs, (rgb.shape[0], rgb.shape[1]), len(tiles)))
         queue.extend(tiles)
         yield from run(final=False)
     yield from run(final=True)
 
 
+@dataclass
 class _Pooled:
     """An image in `upscale_images`' pool: where its tiles go and the SR tiles it has so far."""
 
-    def __init__(self, index: int, finish: Callable[[np.ndarray], np.ndarray], ys: list[int], xs: list[int],
-                 size_hw: tuple[int, ...], n: int, sr: list[np.ndarray]):
-        self.index, self.finish, self.ys, self.xs, self.n, self.sr = index, finish, ys, xs, n, sr
-        self.size_hw = (int(size_hw[0]), int(size_hw[1]))
+    index: int
+    finish: Callable[[np.ndarray], np.ndarray]
+    ys: list[int]
+    xs: list[int]
+    size_hw: tuple[int, int]
+    n: int
+    sr: list[np.ndarray] = field(default_factory=list)
 
 
 def _mirror_pad(img: np.ndarray, ph: int, pw: int) -> np.ndarray:
