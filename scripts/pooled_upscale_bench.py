@@ -4,7 +4,8 @@
     python scripts/pooled_upscale_bench.py ENGINE_DIR LR_SIDE COUNT ROUNDS
 
 The images are COUNT uint8 LR crops (LR_SIDE x LR_SIDE, seeded) of the bundled held-out
-photographs. Also checks that both ways give the same bytes.
+photographs, the folder `bench --folder-images COUNT --folder-size LR_SIDE` times. Also checks
+that both ways give the same bytes.
 """
 from __future__ import annotations
 
@@ -15,19 +16,13 @@ import time
 import numpy as np
 
 from alignvar_edge import runtimes
+from alignvar_edge.bench.image import folder_lrs
 from alignvar_edge.cpuinfo import cpu_info
-from alignvar_edge.samples import sample_images
 
 
 def crops(side: int, count: int) -> list[np.ndarray]:
-    photos = [img for _, img in sample_images("heldout")]
-    rng = np.random.default_rng(0)
-    out = []
-    for i in range(count):
-        p = photos[i % len(photos)]
-        y, x = rng.integers(0, p.shape[0] - side), rng.integers(0, p.shape[1] - side)
-        out.append((np.asarray(p[y:y + side, x:x + side]) * 255).round().astype(np.uint8))
-    return out
+    """The folder `bench --folder-images` times, as the uint8 images a folder of files gives."""
+    return [np.round(lr * 255).astype(np.uint8) for lr in folder_lrs(side, count)]
 
 
 def main(engine_dir: str, side: int, count: int, rounds: int) -> dict:

@@ -6,6 +6,7 @@ other tests read or edit that report. Keep runs minimal: the point is the report
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -39,7 +40,9 @@ def kit(micro_export: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def report(micro_export: Path, kit: Path) -> dict[str, Any]:
     engines = [str(micro_export), f"ov=openvino:{micro_export}", str(kit), f"coreml:{micro_export}"]
-    return run_bench(engines, reference=sharp_model("micro"), options=copy.copy(QUICK))
+    # and a folder of five 8x8 LR thumbnails: one micro tile each
+    return run_bench(engines, reference=sharp_model("micro"),
+                     options=dataclasses.replace(QUICK, folder_images=5, folder_size=8))
 
 
 def _entry(report: dict[str, Any], label: str) -> dict[str, Any]:
@@ -280,6 +283,47 @@ def test_whole_image_figures(report: dict[str, Any]) -> None:
     best = report["summary"]["image"]["best_cpu"]
     assert best["speedup_vs_eager"] == max(e.get("image_speedup_vs_eager") or 0 for e in report["engines"]
                                            if e["label"] in report["summary"]["engines_meeting_fidelity"])
+
+
+def test_folder_figures(report: dict[str, Any]) -> None:
+    from alignvar_edge.bench.render import report_markdown, terminal_table
+    ort, eager = _entry(report, "onnxruntime-fp32"), _entry(report, "pytorch-eager")
+    f = ort["folder"]
+    assert (f["images"], f["lr"], f["sr"], f["runs"]) == (5, [8, 8], [32, 32], 2)
+    assert (f["tiles"], f["batch"], f["calls"], f["calls_one_at_a_time"]) == (5, 1, 5, 5)
+    assert f["megapixels_per_s"] == pytest.approx(5 * 32 * 32 / 1e6 / (f["per_folder_ms"]["p50"] / 1e3), rel=1e-3)
+    # eager's batch of 4: the five one-tile images share two calls instead of taking five
+    e = eager["folder"]
+    assert (e["batch"], e["tiles"], e["calls"], e["padded_tiles"], e["calls_one_at_a_time"]) == (4, 5, 2, 3, 5)
+    assert ort["folder_speedup_vs_eager"] == pytest.approx(
+        e["per_folder_ms"]["p50"] / f["per_folder_ms"]["p50"], rel=1e-2)
+    assert report["summary"]["folder"]["images"] == 5
+    assert report["settings"]["folder_images"] == 5 and report["settings"]["folder_lr"] == 8
+    assert "folder MP/s" in terminal_table(report) and "folder rounds (5 images" in report_markdown(report)
+    # a report without a folder timing shows no folder columns
+    bare = copy.deepcopy(report)
+    for entry in bare["engines"]:
+        entry.pop("folder", None)
+    assert "folder MP/s" not in terminal_table(bare)
+
+
+def test_folder_geometry_reads_the_pooling_off_the_tiling() -> None:
+    from alignvar_edge.bench.image import folder_geometry, folder_lrs
+
+    class Batch16:
+        tile_size, scale, batch, parallel_requests = 16, 4, 16, 1
+    lrs = folder_lrs(32, 32)
+    assert len(lrs) == 32 and lrs[0].shape == (32, 32, 3) and lrs[0].dtype == np.float32
+    assert np.array_equal(np.round(lrs[3] * 255) / 255, lrs[3])          # on the uint8 grid of a file
+    assert all(np.array_equal(a, b) for a, b in zip(lrs, folder_lrs(32, 32)))   # seeded
+    # 32 images of 9 tiles (16 px tiles, overlap 4: starts 0, 12, 16): 288 tiles in 18 full calls,
+    # where one image at a time pads each to a call of 16
+    assert folder_geometry(Batch16(), lrs) == {"tiles": 288, "overlap": 4, "batch": 16, "calls": 18,
+                                               "padded_tiles": 0, "calls_one_at_a_time": 32}
+    with pytest.raises(InputError, match="--folder-size"):
+        folder_lrs(100000, 2)
+    with pytest.raises(InputError, match="--folder-images"):
+        BenchOptions(folder_images=-1).validate()
 
 
 def test_image_geometry_counts_overlap_and_padding() -> None:

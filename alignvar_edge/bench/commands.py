@@ -47,6 +47,12 @@ def register(sub: Any) -> None:
                         "(overlap and batch padding counted) and report whole-image MP/s (default 128: "
                         "a 512x512 SR image; 0: no whole-image timing)")
     p.add_argument("--image-runs", type=positive_int, default=5, help="timed whole-image rounds (default 5)")
+    p.add_argument("--folder-images", type=nonneg_int, default=0, metavar="COUNT",
+                   help="also time a folder of COUNT small LR photograph crops through each engine as "
+                        "`upscale DIR` runs it (small images share the engine's calls) and report the "
+                        "folder's MP/s (default 0: none)")
+    p.add_argument("--folder-size", type=positive_int, default=32, metavar="LR_PX",
+                   help="LR side of each image of --folder-images (default 32: 128x128 SR thumbnails)")
     p.add_argument("--overlap", type=nonneg_int, metavar="LR_PX",
                    help="tile overlap of the whole-image timing (default: a quarter tile, as upscale)")
     p.add_argument("--threads", type=positive_int, help="threads for every engine (default: all usable cores)")
@@ -126,7 +132,8 @@ def run_bench_cmd(args: argparse.Namespace) -> int:
                         min_token_agreement=args.min_token_agreement,
                         target_speedup=args.target_speedup, label=args.label, sequential=args.sequential,
                         duration=args.duration, image_size=args.image_size, image_runs=args.image_runs,
-                        image_overlap=args.overlap)
+                        image_overlap=args.overlap, folder_images=args.folder_images,
+                        folder_size=args.folder_size)
     report = run_bench(args.engines, reference=args.reference, options=opts, log=_say, progress=bar)
     from alignvar_edge.bench.outputs import write_outputs
     write_outputs(report, args.out, args.md, args.plot)

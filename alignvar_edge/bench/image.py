@@ -4,6 +4,10 @@ One LR photograph (default 128x128 -> 512x512 SR) goes through `Engine.upscale`'
 (overlapping tiles, fed in the engine's batches, the last batch padded, blended), so the figure
 counts the overlap's extra tiles, the padding of a short last batch and the blending. MP/s is SR
 megapixels of the image (not of the tiles) per second of the median run.
+
+A folder of small images (optional) goes through `Engine.upscale_many`'s tiling, as
+`upscale DIR` runs it: small images share engine calls instead of padding one each, so its MP/s
+is what a folder of thumbnails gets.
 """
 from __future__ import annotations
 
@@ -15,9 +19,11 @@ import numpy as np
 from alignvar_edge.bench.stats import percentiles, p99_omitted
 from alignvar_edge.errors import InputError
 
-__all__ = ["IMAGE_LR", "photo_lr", "image_geometry", "image_call", "image_summary"]
+__all__ = ["IMAGE_LR", "FOLDER_LR", "photo_lr", "folder_lrs", "image_geometry", "folder_geometry",
+           "image_call", "folder_call", "image_summary", "folder_summary"]
 
 IMAGE_LR = 128          # LR side of the timed image: 128x128 -> 512x512 at x4, a real photo size
+FOLDER_LR = 32          # LR side of each image of the timed folder: thumbnails, a few tiles each
 
 
 def photo_lr(side: int, images: Any = None) -> np.ndarray:
@@ -35,6 +41,26 @@ def photo_lr(side: int, images: Any = None) -> np.ndarray:
     return np.asarray(crop.resize((side, side), Image.Resampling.BICUBIC), np.float32) / 255.0
 
 
+def folder_lrs(side: int, count: int, images: Any = None) -> list[np.ndarray]:
+    """`count` LR images side x side x 3 (float32 in [0, 1], on the uint8 grid a file gives):
+    seeded crops of the bundled held-out photographs (or of `images`), taken in turn."""
+    from alignvar_edge.quantize.calibration.tiles import _load_images
+    if side < 1 or count < 1:
+        raise InputError(f"need --folder-size >= 1 LR pixel and --folder-images >= 1, got {side}, {count}")
+    photos = [p for p in _load_images("heldout", images) if min(p.shape[:2]) >= side]
+    if not photos:
+        raise InputError(f"no photograph is at least {side}x{side} for the folder timing; "
+                         "pass a smaller --folder-size or larger --images")
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(count):
+        p = photos[i % len(photos)]
+        y, x = int(rng.integers(0, p.shape[0] - side + 1)), int(rng.integers(0, p.shape[1] - side + 1))
+        crop = np.clip(p[y:y + side, x:x + side, :3], 0, 1)
+        out.append(np.round(crop * 255).astype(np.float32) / 255.0)
+    return out
+
+
 def image_geometry(side_hw: tuple[int, int], tile: int, batch: int, overlap: int | None = None) -> dict[str, Any]:
     """Tiles, engine calls and padded tiles one image costs at this tile, overlap and batch."""
     from alignvar_edge.runtimes.tiling import default_overlap, tile_starts
@@ -43,6 +69,36 @@ def image_geometry(side_hw: tuple[int, int], tile: int, batch: int, overlap: int
     n = len(tile_starts(h, tile, ov)) * len(tile_starts(w, tile, ov))
     calls = -(-n // max(1, batch))
     return {"tiles": n, "overlap": ov, "batch": batch, "calls": calls, "padded_tiles": calls * batch - n}
+
+
+class _CallCounter:
+    """A stand-in engine with another engine's geometry that computes nothing and counts the
+    tiles of each call: how many calls `upscale_images` makes is read off its own pooling."""
+
+    def __init__(self, engine: Any):
+        self.tile_size, self.scale = int(engine.tile_size), int(engine.scale)
+        self.batch = int(engine.batch)
+        self.parallel_requests = int(getattr(engine, "parallel_requests", 1))
+        self.calls: list[int] = []
+
+    def run(self, lr_tiles: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        n, hr = len(lr_tiles), self.tile_size * self.scale
+        self.calls.append(n)
+        return np.zeros((n, 3, hr, hr), np.float32), []
+
+
+def folder_geometry(engine: Any, lrs: list[np.ndarray], overlap: int | None = None) -> dict[str, Any]:
+    """Tiles, static-batch calls and padded tiles a folder costs through `upscale_many`'s
+    pooling, beside what the same images cost one at a time."""
+    from alignvar_edge.runtimes.tiling import default_overlap, upscale_images
+    counter = _CallCounter(engine)
+    for _ in upscale_images(counter, lrs, overlap):
+        pass
+    b = counter.batch
+    tiles, calls = sum(counter.calls), sum(-(-n // b) for n in counter.calls)
+    alone = sum(image_geometry(lr.shape[:2], counter.tile_size, b, overlap)["calls"] for lr in lrs)
+    return {"tiles": tiles, "overlap": default_overlap(counter.tile_size) if overlap is None else overlap,
+            "batch": b, "calls": calls, "padded_tiles": calls * b - tiles, "calls_one_at_a_time": alone}
 
 
 def image_call(engine: Any, lr: np.ndarray, scale: int, overlap: int | None = None) -> Callable[[], object]:
@@ -54,14 +110,35 @@ def image_call(engine: Any, lr: np.ndarray, scale: int, overlap: int | None = No
     return lambda: upscale_rgb(engine, lr, overlap=overlap)
 
 
+def folder_call(engine: Any, lrs: list[np.ndarray], scale: int, overlap: int | None = None) -> Callable[[], object]:
+    """One timed unit: the whole folder through `upscale_many`'s pooling (`engine is None`: bicubic)."""
+    if engine is None:
+        from alignvar_edge.runtimes.tiling import upscale_plane_bicubic
+        return lambda: [[upscale_plane_bicubic(lr[..., c], scale) for c in range(3)] for lr in lrs]
+    from alignvar_edge.runtimes.tiling import upscale_images
+    return lambda: list(upscale_images(engine, lrs, overlap))
+
+
 def image_summary(times_ms: list[float], side_hw: tuple[int, int], scale: int,
                   geometry: dict[str, Any] | None) -> dict[str, Any]:
     """Per-image statistics and whole-image SR MP/s (median run), with the raw times."""
-    mp = side_hw[0] * side_hw[1] * scale * scale / 1e6
+    return _summary(times_ms, side_hw, scale, geometry, "per_image_ms", {})
+
+
+def folder_summary(times_ms: list[float], side_hw: tuple[int, int], count: int, scale: int,
+                   geometry: dict[str, Any] | None) -> dict[str, Any]:
+    """Per-folder statistics and the folder's SR MP/s (median run), with the raw times."""
+    return _summary(times_ms, side_hw, scale, geometry, "per_folder_ms", {"images": count})
+
+
+def _summary(times_ms: list[float], side_hw: tuple[int, int], scale: int, geometry: dict[str, Any] | None,
+             per_key: str, extra: dict[str, Any]) -> dict[str, Any]:
+    count = extra.get("images", 1)
+    mp = count * side_hw[0] * side_hw[1] * scale * scale / 1e6
     per = percentiles(times_ms)
     out: dict[str, Any] = {
-        "lr": list(side_hw), "sr": [side_hw[0] * scale, side_hw[1] * scale], "sr_megapixels": mp,
-        "runs": len(times_ms), "per_image_ms": per,
+        **extra, "lr": list(side_hw), "sr": [side_hw[0] * scale, side_hw[1] * scale], "sr_megapixels": mp,
+        "runs": len(times_ms), per_key: per,
         "megapixels_per_s": round(mp / (per["p50"] / 1e3), 6) if per["p50"] > 0 else None,
         "raw_ms": [round(float(t), 3) for t in times_ms],
     }

@@ -49,7 +49,7 @@ def merge_reports(paths: Sequence[str | os.PathLike[str]]) -> dict[str, Any]:
 
 # settings that change what a figure means; two reports differing in one are not like for like
 _COMPARED_SETTINGS = ("threads", "runs", "duration_s", "warmup", "eager_batch", "interleaved", "image_lr",
-                      "fidelity_tiles", "images", "ort_spin")
+                      "folder_images", "folder_lr", "fidelity_tiles", "images", "ort_spin")
 
 
 def merge_warnings(parts: list[dict[str, Any]]) -> list[str]:
@@ -113,8 +113,11 @@ def merge_markdown(merged: dict[str, Any], plot: str | None = None) -> str:
     lines += ["", _md_table(table)]
     if merged.get("warnings"):
         lines += ["", "**Not like for like:**", "", *(f"- {w}" for w in merged["warnings"])]
-    for key, title in (("speedup", "speed-up per tile vs that device's PyTorch eager"),
-                       ("img_mps", "whole-image SR MP/s"), ("img_speedup", "whole image vs that device's eager")):
+    lineups = [("speedup", "speed-up per tile vs that device's PyTorch eager"),
+               ("img_mps", "whole-image SR MP/s"), ("img_speedup", "whole image vs that device's eager")]
+    if any(r.get("folder_mps") for r in merged["rows"]):
+        lineups.append(("folder_mps", "SR MP/s of a folder of small images"))
+    for key, title in lineups:
         lines += ["", f"## Engine x device: {title}", "", _md_table(lineup(merged, key))]
     if plot:
         lines += ["", f"![latency per megapixel across devices]({plot})"]

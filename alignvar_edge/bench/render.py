@@ -77,6 +77,8 @@ def engine_rows(report: dict[str, Any]) -> list[Row]:
             "gflops": lat.get("gflops_achieved"), "roofline": lat.get("roofline_fraction"),
             "speedup": e.get("speedup_vs_eager"),
             "img_mps": _get(e.get("image"), "megapixels_per_s"), "img_speedup": e.get("image_speedup_vs_eager"),
+            "folder_mps": _get(e.get("folder"), "megapixels_per_s"),
+            "folder_speedup": e.get("folder_speedup_vs_eager"),
             "tokens": _get(fid, "vs_reference", "token_agreement"),
             "psnr_ref": _get(fid, "vs_reference", "psnr_y_db"), "ssim_ref": _get(fid, "vs_reference", "ssim_y"),
             "psnr_hr": _get(fid, "vs_hr", "psnr_y_db"), "ssim_hr": _get(fid, "vs_hr", "ssim_y"),
@@ -89,10 +91,21 @@ def engine_rows(report: dict[str, Any]) -> list[Row]:
 COLUMNS: list[tuple[str, str]] = [
     ("engine", "label"), ("precision", "precision"), ("p50 ms/tile", "p50"), ("p90", "p90"), ("p99", "p99"),
     ("ms/MP", "ms_per_mp"), ("tiles/s", "tiles_per_s"), ("GFLOP/s", "gflops"), ("% peak", "roofline"),
-    ("vs eager", "speedup"), ("image MP/s", "img_mps"), ("image vs eager", "img_speedup"), ("tokens", "tokens"),
+    ("vs eager", "speedup"), ("image MP/s", "img_mps"), ("image vs eager", "img_speedup"),
+    ("folder MP/s", "folder_mps"), ("folder vs eager", "folder_speedup"), ("tokens", "tokens"),
     ("PSNR-Y/ref", "psnr_ref"), ("SSIM-Y/ref", "ssim_ref"),
     ("PSNR-Y/HR", "psnr_hr"), ("SSIM-Y/HR", "ssim_hr"), ("mem MB", "mem"), ("size MB", "size"),
 ]
+
+
+_FOLDER_KEYS = ("folder_mps", "folder_speedup")
+
+
+def _shown(report: dict[str, Any], columns: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The columns without the folder's when no folder was timed (it is an optional timing)."""
+    if any(e.get("folder") for e in report["engines"]):
+        return columns
+    return [c for c in columns if c[1] not in _FOLDER_KEYS]
 
 
 def _cell(key: str, v: Any) -> str:
@@ -108,9 +121,9 @@ def _cell(key: str, v: Any) -> str:
         return _num(v, "{:.1f}")
     if key == "roofline":
         return "–" if v is None else f"{100 * v:.1f}%"
-    if key in ("speedup", "img_speedup"):
+    if key in ("speedup", "img_speedup", "folder_speedup"):
         return "–" if v is None else f"{v:.2f}x"
-    if key == "img_mps":
+    if key in ("img_mps", "folder_mps"):
         return _num(v, "{:.3f}")
     if key == "tokens":
         return _pct(v)
@@ -139,7 +152,7 @@ def _table(rows: list[Row], columns: list[tuple[str, str]]) -> list[list[str]]:
 
 def terminal_table(report: dict[str, Any], columns: list[tuple[str, str]] | None = None) -> str:
     """A fixed-width table for the terminal (unavailable rows wrap their reason to one line)."""
-    cols = columns or [c for c in COLUMNS if c[1] not in ("p90", "ssim_ref", "ssim_hr", "gflops")]
+    cols = columns or _shown(report, [c for c in COLUMNS if c[1] not in ("p90", "ssim_ref", "ssim_hr", "gflops")])
     table = _table(engine_rows(report), cols)
     ok_rows = [r for r, src in zip(table[1:], engine_rows(report)) if src["status"] == "ok"]
     widths = [max(len(r[i]) for r in [table[0], *ok_rows]) for i in range(len(cols))]
@@ -176,6 +189,12 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
                    f"**{b['label']}** {b['mp_per_s']:.3f} MP/s at batch {b['batch']}, {b['speedup_vs_eager']:.2f}x "
                    f"PyTorch eager's {img['eager_mp_per_s']:.3f} MP/s (batch {img['eager_batch']}), "
                    f"{(report.get('settings') or {}).get('threads')} thread(s).")
+    folder = s.get("folder") or {}
+    if folder.get("best_cpu"):
+        b, (w, h) = folder["best_cpu"], folder["sr"]
+        out.append(f"A folder of {folder['images']} {w}x{h} SR images (small images sharing calls, as "
+                   f"`upscale DIR` runs them): **{b['label']}** {b['mp_per_s']:.3f} MP/s at batch {b['batch']}, "
+                   f"{b['speedup_vs_eager']:.2f}x PyTorch eager's {folder['eager_mp_per_s']:.3f} MP/s.")
     gpu = s.get("best_gpu")
     if gpu:
         line = (f"Best GPU configuration at >= {s['min_token_agreement']:.0%} token agreement: "
@@ -232,6 +251,8 @@ def report_markdown(report: dict[str, Any], plot: str | None = None) -> str:
              f"- run: {st['runs']} {'interleaved' if st.get('interleaved', True) else 'sequential'} rounds "
              + (f"(at least; {st['duration_s']:g} s budget) " if st.get("duration_s") else "")
              + (f"and {st['image_runs']} whole-image rounds ({st['image_lr']} px LR) " if st.get("image_lr") else "")
+             + (f"and {st['image_runs']} folder rounds ({st['folder_images']} images, {st['folder_lr']} px LR) "
+                if st.get("folder_images") else "")
              + f"after {st['warmup']} warm-up, {st['threads']} thread(s), fidelity on {st['fidelity_tiles']} "
              f"held-out tile pairs; load average "
              f"{h.get('load_average')} -> {h.get('load_average_end')}",
@@ -239,7 +260,7 @@ def report_markdown(report: dict[str, Any], plot: str | None = None) -> str:
              + (f"{pk.get('library')}, {pk.get('threads')} thread(s); " if pk.get("library") else "")
              + f"{pk['method']})"
              + (f"; per dtype {pk['per_dtype_gflops']}" if pk.get("per_dtype_gflops") else ""),
-             "", _md_table(_table(engine_rows(report), COLUMNS)), ""]
+             "", _md_table(_table(engine_rows(report), _shown(report, COLUMNS))), ""]
     lines += summary_lines(report)
     if plot:
         lines += ["", f"![latency and fidelity]({plot})"]

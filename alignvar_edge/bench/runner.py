@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from alignvar_edge.bench.fidelity import bicubic_tiles, fidelity
-from alignvar_edge.bench.image import IMAGE_LR, image_call, image_geometry, image_summary, photo_lr
+from alignvar_edge.bench.image import (FOLDER_LR, IMAGE_LR, folder_call, folder_geometry, folder_lrs, folder_summary,
+                                       image_call, image_geometry, image_summary, photo_lr)
 from alignvar_edge.bench.memory import PeakRSS, traced_peak_mb
 from alignvar_edge.bench.schema import SCHEMA, SCHEMA_VERSION
 from alignvar_edge.bench.stats import latency_summary
@@ -62,6 +63,8 @@ class BenchOptions:
     image_size: int = IMAGE_LR        # LR side of the whole-image timing (0: none)
     image_runs: int = 5               # interleaved whole-image rounds (after one untimed round)
     image_overlap: int | None = None  # tile overlap of the whole-image timing (None: a quarter tile)
+    folder_images: int = 0            # small images of the folder timing (0: none); as many rounds as image_runs
+    folder_size: int = FOLDER_LR      # LR side of each of them
 
     def validate(self) -> None:
         if self.runs < 1 or self.warmup < 0 or self.tiles < 1:
@@ -76,6 +79,9 @@ class BenchOptions:
         if self.image_size < 0 or self.image_runs < 1:
             raise InputError(f"need --image-size >= 0 (0: no whole-image timing) and --image-runs >= 1; "
                              f"got {self.image_size}, {self.image_runs}")
+        if self.folder_images < 0 or self.folder_size < 1:
+            raise InputError(f"need --folder-images >= 0 (0: no folder timing) and --folder-size >= 1; "
+                             f"got {self.folder_images}, {self.folder_size}")
         if self.duration is not None and not self.duration > 0:
             raise InputError(f"--duration must be > 0 seconds, got {self.duration}")
         if self.profile_runs < 0 or self.peak_n < 64:
@@ -215,10 +221,13 @@ class _Measure:
     """The per-subject measurements (memory, fidelity, latency) for a group of open subjects."""
 
     def __init__(self, lr: np.ndarray, hr: np.ndarray, scale: int, opts: BenchOptions, prog: Progress, say: Log,
-                 gemm: Callable[[], object], image: np.ndarray | None = None):
+                 gemm: Callable[[], object], image: np.ndarray | None = None,
+                 folder: list[np.ndarray] | None = None):
         self.lr, self.hr, self.scale = lr, hr, scale
         self.image = image                   # the whole LR image timed through each engine's tiling
         self.image_times: dict[int, list[float]] = {}
+        self.folder = folder                 # small LR images timed through each engine's pooling
+        self.folder_times: dict[int, list[float]] = {}
         self.gemm = gemm                     # one peak GEMM per round: the roof under the same load
         self.gemm_ms: list[float] = []
         self.ref_sr: np.ndarray | None = None
@@ -259,18 +268,26 @@ class _Measure:
                                           else f"{o.runs} rounds"))
         self.times.update(interleaved(live, calls, rounds(o.runs, o.duration), self.prog, "timing",
                                       after_round=self._time_gemm))
+        ov = self.opts.image_overlap
         if self.image is not None:
-            self._measure_images([s for s in live if s.status == "ok"], self.image)
+            h, w = self.image.shape[:2]
+            self.image_times.update(self._measure_whole(
+                live, {id(s): image_call(_image_engine(s), self.image, self.scale, ov) for s in live}, "image",
+                f"a {w}x{h} LR image ({w * self.scale}x{h * self.scale} SR)"))
+        if self.folder:
+            side = self.folder[0].shape[0]
+            self.folder_times.update(self._measure_whole(
+                live, {id(s): folder_call(_image_engine(s), self.folder, self.scale, ov) for s in live}, "folder",
+                f"a folder of {len(self.folder)} {side}x{side} LR images, small images sharing calls"))
 
-    def _measure_images(self, live: list[Subject], image: np.ndarray) -> None:
+    def _measure_whole(self, live: list[Subject], calls: dict[int, Callable[[], object]], what: str,
+                       desc: str) -> dict[int, list[float]]:
         """Whole images through each subject's tiling (engines) or bicubic, interleaved."""
-        h, w = image.shape[:2]
-        calls = {id(s): image_call(_image_engine(s), image, self.scale, self.opts.image_overlap) for s in live}
-        self.say(f"timing a {w}x{h} LR image ({w * self.scale}x{h * self.scale} SR), "
-                 f"1 untimed + {self.opts.image_runs} rounds")
-        interleaved(live, calls, range(1), self.prog, "image warm-up")
-        self.image_times.update(interleaved([s for s in live if s.status == "ok"], calls,
-                                            range(self.opts.image_runs), self.prog, "image timing"))
+        live = [s for s in live if s.status == "ok"]
+        self.say(f"timing {desc}, 1 untimed + {self.opts.image_runs} rounds")
+        interleaved(live, calls, range(1), self.prog, f"{what} warm-up")
+        return interleaved([s for s in live if s.status == "ok"], calls,
+                           range(self.opts.image_runs), self.prog, f"{what} timing")
 
     def _time_gemm(self) -> None:
         t0 = time.perf_counter()
@@ -338,7 +355,8 @@ def run_bench(engines: Sequence[str], reference: Any = None, options: BenchOptio
         peak = measure_peak(opts.peak_n, threads=threads)
         gemm, gemm_flops = gemm_call(opts.peak_n, peak["library"], peak["threads"])
         image = photo_lr(opts.image_size, opts.images) if opts.image_size else None
-        m = _Measure(lr, hr, config.scale, opts, prog, say, gemm, image)
+        folder = folder_lrs(opts.folder_size, opts.folder_images, opts.images) if opts.folder_images else None
+        m = _Measure(lr, hr, config.scale, opts, prog, say, gemm, image, folder)
 
         def opened(spec: EngineSpec) -> Subject:
             say(f"opening {spec.text}")
@@ -385,13 +403,16 @@ def run_bench(engines: Sequence[str], reference: Any = None, options: BenchOptio
         order = [eager, *subjects, bicubic]
         entries = [_entry(s, m.times.get(id(s), []), mp, None if s.backend == BICUBIC else flops_total,
                           peak["gflops"], model.parameter_report()["inference"]) for s in order]
-        if image is not None:
-            for s, e in zip(order, entries):
-                if e["status"] == "ok" and m.image_times.get(id(s)):
-                    eng = _image_engine(s)
-                    geo = None if eng is None else image_geometry(image.shape[:2], eng.tile_size, eng.batch,
-                                                                  opts.image_overlap)
-                    e["image"] = image_summary(m.image_times[id(s)], image.shape[:2], config.scale, geo)
+        for s, e in zip(order, entries):
+            eng = _image_engine(s)
+            if image is not None and e["status"] == "ok" and m.image_times.get(id(s)):
+                geo = None if eng is None else image_geometry(image.shape[:2], eng.tile_size, eng.batch,
+                                                              opts.image_overlap)
+                e["image"] = image_summary(m.image_times[id(s)], image.shape[:2], config.scale, geo)
+            if folder and e["status"] == "ok" and m.folder_times.get(id(s)):
+                geo = None if eng is None else folder_geometry(eng, folder, opts.image_overlap)
+                e["folder"] = folder_summary(m.folder_times[id(s)], folder[0].shape[:2], len(folder),
+                                             config.scale, geo)
     finally:
         for s in every:
             _close(s)
@@ -414,6 +435,8 @@ def run_bench(engines: Sequence[str], reference: Any = None, options: BenchOptio
                      "image_lr": opts.image_size or None,
                      "image_runs": opts.image_runs if opts.image_size else None,
                      "image_overlap": opts.image_overlap,
+                     "folder_images": opts.folder_images or None,
+                     "folder_lr": opts.folder_size if opts.folder_images else None,
                      "fidelity_tiles": opts.tiles, "images": opts.images or "bundled held-out photographs",
                      "seed": opts.seed, "eager_batch": batch, "interleaved": not opts.sequential,
                      "ort_spin": opts.spin, "min_token_agreement": opts.min_token_agreement,
@@ -511,7 +534,8 @@ def _summary(entries: list[dict[str, Any]], opts: BenchOptions, flops_total: flo
         out["best_cpu"] = {"label": best["label"], "speedup_vs_eager": best.get("speedup_vs_eager"),
                            "p50_ms_per_tile": _tile_p50(best),
                            "token_agreement": best["fidelity"]["vs_reference"]["token_agreement"]}
-    out["image"] = _image_summary(eager, entries, cpu)
+    out["image"] = _whole_summary("image", eager, entries, cpu)
+    out["folder"] = _whole_summary("folder", eager, entries, cpu)
     if opts.target_speedup:
         got = (out["best_cpu"] or {}).get("speedup_vs_eager") or 0.0
         out["target_met"] = got >= opts.target_speedup
@@ -522,28 +546,32 @@ def _summary(entries: list[dict[str, Any]], opts: BenchOptions, flops_total: flo
     return out
 
 
-def _image_p50(e: dict[str, Any]) -> float | None:
-    return ((e.get("image") or {}).get("per_image_ms") or {}).get("p50")
+_PER_RUN = {"image": "per_image_ms", "folder": "per_folder_ms"}
 
 
-def _image_summary(eager: dict[str, Any], entries: list[dict[str, Any]],
+def _whole_p50(e: dict[str, Any], what: str) -> float | None:
+    return ((e.get(what) or {}).get(_PER_RUN[what]) or {}).get("p50")
+
+
+def _whole_summary(what: str, eager: dict[str, Any], entries: list[dict[str, Any]],
                    fit_cpu: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """Whole-image speed-ups against eager's image (set on every timed entry) and the best CPU
-    engine by whole-image MP/s among those meeting the fidelity gate."""
-    base = _image_p50(eager)
+    """Speed-ups of the whole image (or folder, `what`) against eager's (set on every timed entry)
+    and the best CPU engine by its MP/s among those meeting the fidelity gate."""
+    base = _whole_p50(eager, what)
     if not base:
         return None
-    img = eager["image"]
+    key = f"{what}_speedup_vs_eager"
     for e in entries:
-        p50 = _image_p50(e)
+        p50 = _whole_p50(e, what)
         if p50:
-            e["image_speedup_vs_eager"] = round(base / p50, 3)
-    best = max((e for e in fit_cpu if _image_p50(e)), key=lambda e: e["image_speedup_vs_eager"], default=None)
-    return {"lr": img["lr"], "sr": img["sr"], "eager_mp_per_s": img["megapixels_per_s"],
-            "eager_batch": img.get("batch"),
+            e[key] = round(base / p50, 3)
+    best = max((e for e in fit_cpu if _whole_p50(e, what)), key=lambda e: e[key], default=None)
+    ref = eager[what]
+    return {"lr": ref["lr"], "sr": ref["sr"], **({"images": ref["images"]} if "images" in ref else {}),
+            "eager_mp_per_s": ref["megapixels_per_s"], "eager_batch": ref.get("batch"),
             "best_cpu": None if best is None else {
-                "label": best["label"], "mp_per_s": best["image"]["megapixels_per_s"],
-                "batch": best["image"].get("batch"), "speedup_vs_eager": best["image_speedup_vs_eager"]}}
+                "label": best["label"], "mp_per_s": best[what]["megapixels_per_s"],
+                "batch": best[what].get("batch"), "speedup_vs_eager": best[key]}}
 
 
 def _notes(host: dict[str, Any], entries: list[dict[str, Any]]) -> list[str]:
@@ -551,7 +579,8 @@ def _notes(host: dict[str, Any], entries: list[dict[str, Any]]) -> list[str]:
              "divided by the batch; subjects interleaved round by round.",
              "Image: wall time of one whole LR image through Engine.upscale's tiling (overlapping tiles in "
              "the engine's batches, the last one padded, blended); MP/s counts the image's SR pixels, not "
-             "the tiles'. PyTorch eager runs it at the torch backend's default batch.",
+             "the tiles'. PyTorch eager runs it at the torch backend's default batch. A folder (when timed) "
+             "runs through Engine.upscale_many, as `upscale DIR` does: small images share the engine's calls.",
              "Roofline: achieved GFLOP/s = matmul+conv FLOPs per tile / p50 time per tile (and / the "
              "fastest time: roofline_fraction_best), against the best fp32 GEMM timed in this run, before "
              "and between the rounds; int8/fp16 engines are set against the same fp32 peak.",
