@@ -35,7 +35,8 @@ def register(sub: Any) -> None:
     p.add_argument("--plot", help="also write a PNG plot")
     p.add_argument("--reference", help="the PyTorch model: checkpoint dir, bundled name, or "
                                        "preset:NAME[:SEED] for random-weight exports (default: from the manifests)")
-    p.add_argument("--images", help="folder of HR photographs for fidelity tiles (default: bundled held-out set)")
+    p.add_argument("--images", help="folder of HR photographs for the fidelity tiles and the timed image and folder "
+                                    "(default: bundled held-out set)")
     p.add_argument("--tiles", type=positive_int, default=8, help="fidelity tile pairs (default 8)")
     p.add_argument("--runs", type=positive_int, default=20, help="timed rounds (default 20)")
     p.add_argument("--duration", type=positive_float, metavar="SECONDS",
@@ -54,7 +55,7 @@ def register(sub: Any) -> None:
     p.add_argument("--folder-size", type=positive_int, default=32, metavar="LR_PX",
                    help="LR side of each image of --folder-images (default 32: 128x128 SR thumbnails)")
     p.add_argument("--overlap", type=nonneg_int, metavar="LR_PX",
-                   help="tile overlap of the whole-image timing (default: a quarter tile, as upscale)")
+                   help="tile overlap of the whole-image and folder timings (default: a quarter tile, as upscale)")
     p.add_argument("--threads", type=positive_int, help="threads for every engine (default: all usable cores)")
     p.add_argument("--staged", help="a staged ONNX export of the same model: adds ONNX Runtime per-stage timing")
     p.add_argument("--profile-runs", type=nonneg_int, default=3, help="runs of the per-stage profile (0: none)")
