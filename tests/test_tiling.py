@@ -177,3 +177,11 @@ def test_an_unusable_image_first_finishes_the_pooled_ones_before_it() -> None:
         for out in tiling.upscale_images(OffsetRunner(batch=4), images()):     # 3 tiles wait in the pool
             got.append(out)
     assert [g.shape for g in got] == [(24, 24, 3), (36, 28, 3)]
+    # None is an unusable image too, not the end of the input: the images after it are not lost
+    # silently
+    got = []
+    with pytest.raises(InputError, match="got shape"):
+        for out in tiling.upscale_images(OffsetRunner(batch=4), [smooth_image(6, 6, seed=1), None,
+                                                                  smooth_image(9, 7, seed=2)]):
+            got.append(out)
+    assert [g.shape for g in got] == [(24, 24, 3)]

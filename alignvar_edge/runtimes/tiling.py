@@ -112,8 +112,12 @@ def extract_tiles(image: np.ndarray, tile: int, overlap: int | None = None
                   ) -> tuple[np.ndarray, list[int], list[int]]:
     """All LR tiles (N, 3, tile, tile) in raster order, exactly as `upscale` cuts them."""
     img, _, ys, xs = _prepare(image, tile, overlap)
+    return _cut(img, ys, xs, tile), ys, xs
+
+
+def _cut(img: np.ndarray, ys: list[int], xs: list[int], tile: int) -> np.ndarray:
     tiles = [img[y:y + tile, x:x + tile].transpose(2, 0, 1) for y in ys for x in xs]
-    return np.ascontiguousarray(np.stack(tiles), np.float32), ys, xs
+    return np.ascontiguousarray(np.stack(tiles), np.float32)
 
 
 def seam_ratio(sr: np.ndarray, ys: list[int], xs: list[int], tile: int, scale: int) -> float:
@@ -143,30 +147,37 @@ def iter_upscale_rgb(engine: TileRunner, image: np.ndarray, overlap: int | None 
                      progress: Callable[[int, int], None] | None = None
                      ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield (y0, rows) strips of the 4x result, top to bottom, as soon as each is final."""
-    H, W = np.shape(image)[:2]
-    t = engine.tile_size
-    img, _, ys, xs = _prepare(image, t, overlap)
-    results = _run_tiles(engine, img, ys, xs)
-    yield from _blend(results, ys, xs, (H, W), img.shape[:2], t, engine.scale, progress)
+    img, _, ys, xs = _prepare(image, engine.tile_size, overlap)
+    yield from _stream(engine, img, ys, xs, np.shape(image)[:2], progress)
+
+
+def _stream(engine: TileRunner, img: np.ndarray, ys: list[int], xs: list[int], size_hw: tuple[int, int],
+            progress: Callable[[int, int], None] | None) -> Iterator[tuple[int, np.ndarray]]:
+    """(y0, rows) strips of a prepared image's result: tiles run in batches and blended in turn."""
+    yield from _blend(_run_tiles(engine, img, ys, xs), ys, xs, size_hw, engine.tile_size, engine.scale, progress)
 
 
 def blend_tiles(sr_tiles: np.ndarray, ys: list[int], xs: list[int], size_hw: tuple[int, int],
                 tile: int, scale: int) -> np.ndarray:
     """Stitch SR tiles already computed (raster order, from `extract_tiles`) into the 4x image."""
-    H, W = size_hw
-    padded = (max(H, tile), max(W, tile))
     coords = [(i, j) for i in range(len(ys)) for j in range(len(xs))]
-    out = np.empty((H * scale, W * scale, 3), np.float32)
-    for y0, rows in _blend(zip(coords, sr_tiles), ys, xs, (H, W), padded, tile, scale, None):
+    return _collect(_blend(zip(coords, sr_tiles), ys, xs, size_hw, tile, scale, None), size_hw, scale)
+
+
+def _collect(strips: Iterable[tuple[int, np.ndarray]], size_hw: tuple[int, int], scale: int) -> np.ndarray:
+    """The whole result from its (y0, rows) strips."""
+    out = np.empty((size_hw[0] * scale, size_hw[1] * scale, 3), np.float32)
+    for y0, rows in strips:
         out[y0:y0 + rows.shape[0]] = rows
     return out
 
 
 def _blend(results: Iterable[tuple[tuple[int, int], np.ndarray]], ys: list[int], xs: list[int],
-           size_hw: tuple[int, int], padded_hw: tuple[int, int], t: int, s: int,
+           size_hw: tuple[int, int], t: int, s: int,
            progress: Callable[[int, int], None] | None) -> Iterator[tuple[int, np.ndarray]]:
     """Weighted accumulation of SR tiles (raster order) into finished row strips."""
-    (H, W), (Hp, Wp) = size_hw, padded_hw
+    # the last tile ends at the (mirror-padded) image's edge
+    (H, W), (Hp, Wp) = size_hw, (ys[-1] + t, xs[-1] + t)
     wy = [blend_window(ys, t, i, s) for i in range(len(ys))]
     wx = [blend_window(xs, t, j, s) for j in range(len(xs))]
     total = len(ys) * len(xs)
@@ -230,11 +241,7 @@ def upscale_rgb(engine: TileRunner, image: np.ndarray, overlap: int | None = Non
                 progress: Callable[[int, int], None] | None = None) -> np.ndarray:
     """HxWx3 float in [0, 1] -> (4H)x(4W)x3 float32."""
     img = np.asarray(image)
-    s = engine.scale
-    out = np.empty((img.shape[0] * s, img.shape[1] * s, 3), np.float32)
-    for y0, rows in iter_upscale_rgb(engine, img, overlap, progress):
-        out[y0:y0 + rows.shape[0]] = rows
-    return out
+    return _collect(iter_upscale_rgb(engine, img, overlap, progress), img.shape[:2], engine.scale)
 
 
 def upscale_plane_bicubic(plane: np.ndarray, scale: int) -> np.ndarray:
@@ -314,25 +321,29 @@ def upscale_images(engine: TileRunner, images: Iterable[np.ndarray], overlap: in
     source = iter(images)
     for index in itertools.count():
         try:
-            image = next(source, None)
-            if image is None:
+            image = next(source, _END)
+            if image is _END:
                 break
             rgb, finish = _as_rgb(image, s)
-            tiles, ys, xs = extract_tiles(rgb, t, overlap)
+            img, _, ys, xs = _prepare(rgb, t, overlap)
         except Exception:
             # an image that cannot be read or used: the pooled images before it are finished
             # first, so a folder run keeps (and on resume skips) everything read so far
             yield from run(final=True)
             raise
-        if len(tiles) > POOL_CALLS * b:
+        size_hw, n = (rgb.shape[0], rgb.shape[1]), len(ys) * len(xs)
+        if n > POOL_CALLS * b:
             yield from run(final=True)
-            tick = None if progress is None else (lambda d, n, i=index: progress(i, d, n))
-            yield finish(upscale_rgb(engine, rgb, overlap, tick))
+            tick = None if progress is None else (lambda d, k, i=index: progress(i, d, k))
+            yield finish(_collect(_stream(engine, img, ys, xs, size_hw, tick), size_hw, s))
             continue
-        waiting.append(_Pooled(index, finish, ys, xs, (rgb.shape[0], rgb.shape[1]), len(tiles)))
-        queue.extend(tiles)
+        waiting.append(_Pooled(index, finish, ys, xs, size_hw, n))
+        queue.extend(_cut(img, ys, xs, t))
         yield from run(final=False)
     yield from run(final=True)
+
+
+_END = object()     # the end of `upscale_images`' input (None is an input, and an error)
 
 
 @dataclass
