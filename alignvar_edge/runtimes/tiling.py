@@ -321,17 +321,16 @@ def upscale_images(engine: TileRunner, images: Iterable[np.ndarray], overlap: in
     source = iter(images)
     for index in itertools.count():
         try:
-            image = next(source, _END)
-            if image is _END:
-                break
-            rgb, finish = _as_rgb(image, s)
-            img, _, ys, xs = _prepare(rgb, t, overlap)
+            item = _next_prepared(source, s, t, overlap)
         except Exception:
             # an image that cannot be read or used: the pooled images before it are finished
             # first, so a folder run keeps (and on resume skips) everything read so far
             yield from run(final=True)
             raise
-        size_hw, n = (rgb.shape[0], rgb.shape[1]), len(ys) * len(xs)
+        if item is None:
+            break
+        finish, img, ys, xs, size_hw = item
+        n = len(ys) * len(xs)
         if n > POOL_CALLS * b:
             yield from run(final=True)
             tick = None if progress is None else (lambda d, k, i=index: progress(i, d, k))
@@ -343,7 +342,16 @@ def upscale_images(engine: TileRunner, images: Iterable[np.ndarray], overlap: in
     yield from run(final=True)
 
 
-_END = object()     # the end of `upscale_images`' input (None is an input, and an error)
+def _next_prepared(source: Iterator[np.ndarray], scale: int, tile: int, overlap: int | None
+                   ) -> tuple[Callable[[np.ndarray], np.ndarray], np.ndarray, list[int], list[int],
+                              tuple[int, int]] | None:
+    """The next image of `source` ready to cut: (finish, padded RGB, row starts, column starts,
+    size), or None at the end of `source` (a None *in* it is an unusable image: an error)."""
+    for image in source:        # at most one
+        rgb, finish = _as_rgb(image, scale)
+        img, _, ys, xs = _prepare(rgb, tile, overlap)
+        return finish, img, ys, xs, (rgb.shape[0], rgb.shape[1])
+    return None
 
 
 @dataclass
