@@ -115,6 +115,17 @@ _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")
 _SIXTEEN_BIT_FORMATS = ("PNG", "TIFF")
 
 
+# modes of a single-channel (gray) file, with or without alpha: `upscale` writes these back gray
+_GRAY_MODES = ("1", "L", "LA", "La", "F", *_SIXTEEN_BIT_MODES)
+
+
+def is_gray_file(path: str | os.PathLike[str]) -> bool:
+    """Whether the file stores gray pixels (its layout, from the header alone; an RGB file whose
+    channels happen to be equal is RGB)."""
+    with Image.open(path) as img:
+        return img.mode in _GRAY_MODES
+
+
 def bits_per_sample(path: str | os.PathLike[str]) -> int:
     """16 for a 16-bit grayscale file, else 8 (what `load_image` keeps; from the header alone)."""
     with Image.open(path) as img:

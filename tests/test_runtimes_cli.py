@@ -21,12 +21,13 @@ def export(pytestconfig) -> Path:
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory) -> Path:
-    """A folder with an RGB photo crop, a grayscale and an RGBA image (odd sizes)."""
+    """A folder with an RGB photo crop, a grayscale, a gray RGB and an RGBA image (odd sizes)."""
     root = tmp_path_factory.mktemp("imgs")
     crops = heldout_crops({"astronaut": (13, 17), "coffee": (9, 11)})
     u8 = {k: (v * 255).round().astype(np.uint8) for k, v in crops.items()}
     Image.fromarray(u8["astronaut"]).save(root / "astro.png")
     Image.fromarray(u8["coffee"][..., 1]).save(root / "gray.png")
+    Image.fromarray(np.repeat(u8["coffee"][..., 1:2], 3, axis=2)).save(root / "gray-in-rgb.png")
     rgba = np.concatenate([u8["coffee"], np.full((9, 11, 1), 128, np.uint8)], axis=2)
     (root / "sub").mkdir()
     Image.fromarray(rgba).save(root / "sub" / "alpha.png")
@@ -56,10 +57,12 @@ def test_upscale_a_file_and_a_folder(export, images, tmp_path, capsys):
     dst = tmp_path / "outdir"
     assert main(["upscale", str(images), str(dst), "--engine", str(export), "--backend", "openvino"]) == 0
     err = capsys.readouterr().err
-    assert "upscaled 3 image(s)" in err and "openvino" in err
+    assert "upscaled 4 image(s)" in err and "openvino" in err
     assert Image.open(dst / "astro.png").size == (68, 52)
     gray = Image.open(dst / "gray.png")
     assert gray.mode == "L" and gray.size == (44, 36)
+    # a file's layout is kept: an RGB file of gray pixels stays RGB
+    assert Image.open(dst / "gray-in-rgb.png").mode == "RGB"
     alpha = Image.open(dst / "sub" / "alpha.png")
     assert alpha.mode == "RGBA" and alpha.size == (44, 36)
     assert np.abs(np.asarray(alpha)[..., 3].astype(int) - 128).max() <= 1    # alpha upscaled apart
@@ -124,7 +127,7 @@ def test_compare_reports_tokens_and_psnr_against_torch(export, images, tmp_path,
     out = capsys.readouterr().out
     assert "tiles identical 100.0%" in out
     res = json.loads(report.read_text())
-    assert res[0]["backend"] == "onnxruntime" and len(res[0]["images"]) == 3
+    assert res[0]["backend"] == "onnxruntime" and len(res[0]["images"]) == 4
     assert all(im["tiles_identical"] == 1.0 for im in res[0]["images"])
     assert res[0]["min_psnr_db"] == "inf" or res[0]["min_psnr_db"] >= 50
 

@@ -247,10 +247,8 @@ def _jobs(inp: Path, out: Path, force: bool) -> tuple[list[tuple[Path, Path]], i
 
 
 def run_upscale(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from alignvar_edge import runtimes
-    from alignvar_edge.images import DEFAULT_MAX_MEGAPIXELS, bits_per_sample, load_image, save_image
+    from alignvar_edge.images import DEFAULT_MAX_MEGAPIXELS, bits_per_sample, is_gray_file, load_image, save_image
     from alignvar_edge.runtimes.tiling import upscale_plane_bicubic
     jobs, skipped = _jobs(Path(args.input), Path(args.output), args.force)
     if skipped:
@@ -270,10 +268,9 @@ def run_upscale(args: argparse.Namespace) -> int:
         def images() -> Any:
             for i, (src, dst) in enumerate(jobs):
                 rgb, alpha = load_image(src, max_megapixels=limit)
-                gray = bool(np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]))
                 bar.set_description(f"{src.name} ({i + 1}/{len(jobs)})")
                 loaded.append((src, dst, alpha))
-                yield rgb[..., 0] if gray else rgb
+                yield rgb[..., 0] if is_gray_file(src) else rgb     # the file's layout is kept
         # small images share the engine's calls (Engine.upscale_many); each is saved when final
         for out in engine.upscale_many(images(), overlap=args.overlap, progress=_tile_ticker(bar)):
             src, dst, alpha = loaded.pop(0)
