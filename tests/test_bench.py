@@ -275,8 +275,9 @@ def test_whole_image_figures(report: dict[str, Any]) -> None:
     assert img["lr"] == [16, 16] and img["sr"] == [64, 64] and img["runs"] == 2 and len(img["raw_ms"]) == 2
     assert (img["tiles"], img["batch"], img["calls"], img["padded_tiles"]) == (9, 1, 9, 0)
     assert img["megapixels_per_s"] == pytest.approx(64 * 64 / 1e6 / (img["per_image_ms"]["p50"] / 1e3), rel=1e-3)
-    # eager batches the image's tiles as the torch backend does: 4 per call, the last call padded
-    assert (eager["image"]["batch"], eager["image"]["calls"], eager["image"]["padded_tiles"]) == (4, 3, 3)
+    # eager batches the image's tiles as the torch backend does: 4 per call; its batch is dynamic,
+    # so the short last call runs one tile, not four
+    assert (eager["image"]["batch"], eager["image"]["calls"], eager["image"]["padded_tiles"]) == (4, 3, 0)
     assert eager["image_speedup_vs_eager"] == 1.0
     assert ort["image_speedup_vs_eager"] == pytest.approx(
         eager["image"]["per_image_ms"]["p50"] / img["per_image_ms"]["p50"], rel=1e-2)
@@ -289,15 +290,15 @@ def test_folder_figures(report: dict[str, Any]) -> None:
     from alignvar_edge.bench.render import report_markdown, terminal_table
     ort, eager = _entry(report, "onnxruntime-fp32"), _entry(report, "pytorch-eager")
     f = ort["folder"]
-    assert (f["images"], f["lr"], f["sr"], f["runs"]) == (5, [8, 8], [32, 32], 2)
+    assert (f["images"], f["image_lr"], f["image_sr"], f["runs"]) == (5, [8, 8], [32, 32], 2)
     assert (f["tiles"], f["batch"], f["calls"], f["calls_one_at_a_time"]) == (5, 1, 5, 5)
     assert f["megapixels_per_s"] == pytest.approx(5 * 32 * 32 / 1e6 / (f["per_folder_ms"]["p50"] / 1e3), rel=1e-3)
     # eager's batch of 4: the five one-tile images share two calls instead of taking five
     e = eager["folder"]
-    assert (e["batch"], e["tiles"], e["calls"], e["padded_tiles"], e["calls_one_at_a_time"]) == (4, 5, 2, 3, 5)
+    assert (e["batch"], e["tiles"], e["calls"], e["padded_tiles"], e["calls_one_at_a_time"]) == (4, 5, 2, 0, 5)
     assert ort["folder_speedup_vs_eager"] == pytest.approx(
         e["per_folder_ms"]["p50"] / f["per_folder_ms"]["p50"], rel=1e-2)
-    assert report["summary"]["folder"]["images"] == 5
+    assert report["summary"]["folder"]["images"] == 5 and "p99_omitted" in f and "--image-runs" in f["p99_omitted"]
     assert report["settings"]["folder_images"] == 5 and report["settings"]["folder_lr"] == 8
     assert "folder MP/s" in terminal_table(report) and "folder rounds (5 images" in report_markdown(report)
     # a report without a folder timing shows no folder columns
@@ -307,19 +308,38 @@ def test_folder_figures(report: dict[str, Any]) -> None:
     assert "folder MP/s" not in terminal_table(bare)
 
 
+def test_sequential_runs_keep_the_call_counts_and_a_whole_tile_overlap_is_refused_first(
+        micro_export: Path) -> None:
+    # one engine at a time: each is closed before the report is assembled, yet its counts stay
+    opts = dataclasses.replace(QUICK, sequential=True, folder_images=2, folder_size=8, profile_runs=0)
+    rep = run_bench([str(micro_export)], reference=sharp_model("micro"), options=opts)
+    ort = _entry(rep, "onnxruntime-fp32")
+    assert (ort["image"]["tiles"], ort["image"]["batch"]) == (9, 1)
+    assert (ort["folder"]["tiles"], ort["folder"]["calls"]) == (2, 2)
+    assert rep["summary"]["image"]["best_cpu"]["batch"] == 1
+    # micro's tile is 8 LR px: an overlap of 8 is refused before anything is timed
+    with pytest.raises(InputError, match="--overlap"):
+        run_bench([str(micro_export)], reference=sharp_model("micro"),
+                  options=dataclasses.replace(QUICK, image_overlap=8))
+
+
 def test_folder_geometry_reads_the_pooling_off_the_tiling() -> None:
     from alignvar_edge.bench.image import folder_geometry, folder_lrs
 
-    class Batch16:
-        tile_size, scale, batch, parallel_requests = 16, 4, 16, 1
     lrs = folder_lrs(32, 32)
     assert len(lrs) == 32 and lrs[0].shape == (32, 32, 3) and lrs[0].dtype == np.float32
     assert np.array_equal(np.round(lrs[3] * 255) / 255, lrs[3])          # on the uint8 grid of a file
     assert all(np.array_equal(a, b) for a, b in zip(lrs, folder_lrs(32, 32)))   # seeded
     # 32 images of 9 tiles (16 px tiles, overlap 4: starts 0, 12, 16): 288 tiles in 18 full calls,
     # where one image at a time pads each to a call of 16
-    assert folder_geometry(Batch16(), lrs) == {"tiles": 288, "overlap": 4, "batch": 16, "calls": 18,
-                                               "padded_tiles": 0, "calls_one_at_a_time": 32}
+    assert folder_geometry(lrs, 16, 16) == {"tiles": 288, "overlap": 4, "batch": 16, "calls": 18,
+                                            "padded_tiles": 0, "calls_one_at_a_time": 32}
+    # 33 images: the last call has 9 tiles, padded to 16 by a static batch only
+    lrs = folder_lrs(32, 33)
+    assert folder_geometry(lrs, 16, 16)["padded_tiles"] == 7
+    assert folder_geometry(lrs, 16, 16, static=False)["padded_tiles"] == 0
+    # two requests in flight (OpenVINO's throughput mode): pooled in runs of 32 tiles, 16 per call
+    assert folder_geometry(lrs, 16, 16, parallel=2)["calls"] == 19
     with pytest.raises(InputError, match="--folder-size"):
         folder_lrs(100000, 2)
     with pytest.raises(InputError, match="--folder-images"):
@@ -328,7 +348,7 @@ def test_folder_geometry_reads_the_pooling_off_the_tiling() -> None:
 
 def test_image_geometry_counts_overlap_and_padding() -> None:
     from alignvar_edge.bench.image import image_geometry
-    # alignvar-tiny: 32 px LR tiles, overlap 8 -> 5 x 5 tiles for a 128x128 LR image
+    # 32 px LR tiles (tiny32), overlap 8 -> 5 x 5 tiles for a 128x128 LR image
     assert image_geometry((128, 128), 32, 4) == {"tiles": 25, "overlap": 8, "batch": 4, "calls": 7,
                                                   "padded_tiles": 3}
     assert image_geometry((128, 128), 32, 5)["padded_tiles"] == 0

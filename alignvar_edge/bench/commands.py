@@ -6,6 +6,7 @@ import sys
 from typing import Any
 
 from alignvar_edge.argtypes import fraction, nonneg_int, positive_float, positive_int
+from alignvar_edge.bench.image import FOLDER_LR, IMAGE_LR, IMAGE_RUNS
 from alignvar_edge.errors import InputError
 from alignvar_edge.progress import bar
 
@@ -43,17 +44,19 @@ def register(sub: Any) -> None:
                    help="time rounds for SECONDS (and at least --runs rounds): a fixed time budget "
                         "instead of a fixed count; p99 is reported from 100 rounds on")
     p.add_argument("--warmup", type=nonneg_int, default=3, help="untimed rounds first (default 3)")
-    p.add_argument("--image-size", type=nonneg_int, default=128, metavar="LR_PX",
+    p.add_argument("--image-size", type=nonneg_int, default=IMAGE_LR, metavar="LR_PX",
                    help="also time a whole LR_PX x LR_PX photograph crop through each engine's tiling "
-                        "(overlap and batch padding counted) and report whole-image MP/s (default 128: "
-                        "a 512x512 SR image; 0: no whole-image timing)")
-    p.add_argument("--image-runs", type=positive_int, default=5, help="timed whole-image rounds (default 5)")
+                        "(overlap and batch padding counted) and report whole-image MP/s (default "
+                        f"{IMAGE_LR}: a {4 * IMAGE_LR}x{4 * IMAGE_LR} SR image at x4; 0: no whole-image timing)")
+    p.add_argument("--image-runs", type=positive_int, default=IMAGE_RUNS,
+                   help=f"timed rounds of the whole image and of the folder (default {IMAGE_RUNS})")
     p.add_argument("--folder-images", type=nonneg_int, default=0, metavar="COUNT",
                    help="also time a folder of COUNT small LR photograph crops through each engine as "
                         "`upscale DIR` runs it (small images share the engine's calls) and report the "
                         "folder's MP/s (default 0: none)")
-    p.add_argument("--folder-size", type=positive_int, default=32, metavar="LR_PX",
-                   help="LR side of each image of --folder-images (default 32: 128x128 SR thumbnails)")
+    p.add_argument("--folder-size", type=positive_int, default=FOLDER_LR, metavar="LR_PX",
+                   help=f"LR side of each image of --folder-images (default {FOLDER_LR}: "
+                        f"{4 * FOLDER_LR}x{4 * FOLDER_LR} SR thumbnails at x4)")
     p.add_argument("--overlap", type=nonneg_int, metavar="LR_PX",
                    help="tile overlap of the whole-image and folder timings (default: a quarter tile, as upscale)")
     p.add_argument("--threads", type=positive_int, help="threads for every engine (default: all usable cores)")
@@ -168,6 +171,9 @@ def run_device_bench(args: argparse.Namespace) -> int:
     else:
         if not args.no_reference:
             _say("PyTorch is not installed: timing the engines against their golden outputs (--no-reference)")
+        if args.folder_images:
+            _say("--folder-images is not timed here: the device bench times tiles against the golden "
+                 "outputs; run the bench with PyTorch for whole images and folders")
         report = bench_engine_dir(args.engines, runs=args.runs, warmup=args.warmup, threads=args.threads,
                                   label=args.label, min_token_agreement=args.min_token_agreement, log=_say,
                                   duration=args.duration)

@@ -19,11 +19,13 @@ import numpy as np
 from alignvar_edge.bench.stats import percentiles, p99_omitted
 from alignvar_edge.errors import InputError
 
-__all__ = ["IMAGE_LR", "FOLDER_LR", "photo_lr", "folder_lrs", "image_geometry", "folder_geometry",
-           "image_call", "folder_call", "image_summary", "folder_summary"]
+__all__ = ["IMAGE_LR", "FOLDER_LR", "IMAGE_RUNS", "PER_RUN", "photo_lr", "folder_lrs", "engine_shape", "image_geometry",
+           "folder_geometry", "image_call", "folder_call", "image_summary", "folder_summary"]
 
 IMAGE_LR = 128          # LR side of the timed image: 128x128 -> 512x512 at x4, a real photo size
 FOLDER_LR = 32          # LR side of each image of the timed folder: thumbnails, a few tiles each
+IMAGE_RUNS = 5          # timed rounds of the image (and of the folder)
+PER_RUN = {"image": "per_image_ms", "folder": "per_folder_ms"}     # the timing's statistics key
 
 
 def photo_lr(side: int, images: Any = None) -> np.ndarray:
@@ -61,44 +63,55 @@ def folder_lrs(side: int, count: int, images: Any = None) -> list[np.ndarray]:
     return out
 
 
-def image_geometry(side_hw: tuple[int, int], tile: int, batch: int, overlap: int | None = None) -> dict[str, Any]:
-    """Tiles, engine calls and padded tiles one image costs at this tile, overlap and batch."""
-    from alignvar_edge.runtimes.tiling import default_overlap, tile_starts
-    ov = default_overlap(tile) if overlap is None else overlap
-    h, w = (max(tile, s) for s in side_hw)
-    n = len(tile_starts(h, tile, ov)) * len(tile_starts(w, tile, ov))
-    calls = -(-n // max(1, batch))
-    return {"tiles": n, "overlap": ov, "batch": batch, "calls": calls, "padded_tiles": calls * batch - n}
+def engine_shape(engine: Any) -> dict[str, Any]:
+    """What the call counts of an engine's tiling depend on: tile, batch, calls in flight and
+    whether a short call is padded to the batch (static-batch graphs) or just runs fewer tiles."""
+    return {"tile": int(engine.tile_size), "batch": int(engine.batch),
+            "parallel": int(getattr(engine, "parallel_requests", 1)),
+            "static": bool(getattr(engine, "static_batch", True))}
 
 
 class _CallCounter:
-    """A stand-in engine with another engine's geometry that computes nothing and counts the
-    tiles of each call: how many calls `upscale_images` makes is read off its own pooling."""
+    """A stand-in engine of a given shape that computes nothing and records the tiles handed to
+    each `run`: the call counts are read off the tiling itself, not recomputed beside it."""
 
-    def __init__(self, engine: Any):
-        self.tile_size, self.scale = int(engine.tile_size), int(engine.scale)
-        self.batch = int(engine.batch)
-        self.parallel_requests = int(getattr(engine, "parallel_requests", 1))
-        self.calls: list[int] = []
+    scale = 1                            # the counts do not depend on the SR size
+
+    def __init__(self, tile: int, batch: int, parallel: int = 1, static: bool = True):
+        self.tile_size, self.batch, self.parallel_requests, self.static = tile, batch, parallel, static
+        self.runs: list[int] = []
 
     def run(self, lr_tiles: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-        n, hr = len(lr_tiles), self.tile_size * self.scale
-        self.calls.append(n)
-        return np.zeros((n, 3, hr, hr), np.float32), []
+        self.runs.append(len(lr_tiles))
+        return np.zeros_like(lr_tiles, np.float32), []
+
+    def counts(self) -> dict[str, int]:
+        # Engine.run splits a run into inferences of `batch` tiles; only a static batch pads
+        b = self.batch
+        tiles, calls = sum(self.runs), sum(-(-n // b) for n in self.runs)
+        return {"tiles": tiles, "batch": b, "calls": calls, "padded_tiles": calls * b - tiles if self.static else 0}
 
 
-def folder_geometry(engine: Any, lrs: list[np.ndarray], overlap: int | None = None) -> dict[str, Any]:
-    """Tiles, static-batch calls and padded tiles a folder costs through `upscale_many`'s
-    pooling, beside what the same images cost one at a time."""
+def image_geometry(side_hw: tuple[int, int], tile: int, batch: int, overlap: int | None = None,
+                   parallel: int = 1, static: bool = True) -> dict[str, Any]:
+    """Tiles, inference calls and padded tiles one image costs at this tile, overlap and batch."""
+    from alignvar_edge.runtimes.tiling import default_overlap, upscale_rgb
+    counter = _CallCounter(tile, batch, parallel, static)
+    upscale_rgb(counter, np.zeros((*side_hw, 3), np.float32), overlap)
+    return {**counter.counts(), "overlap": default_overlap(tile) if overlap is None else overlap}
+
+
+def folder_geometry(lrs: list[np.ndarray], tile: int, batch: int, overlap: int | None = None,
+                    parallel: int = 1, static: bool = True) -> dict[str, Any]:
+    """Tiles, inference calls and padded tiles (totals) a folder costs through `upscale_many`'s
+    pooling, and the calls the same images take one at a time."""
     from alignvar_edge.runtimes.tiling import default_overlap, upscale_images
-    counter = _CallCounter(engine)
+    counter = _CallCounter(tile, batch, parallel, static)
     for _ in upscale_images(counter, lrs, overlap):
         pass
-    b = counter.batch
-    tiles, calls = sum(counter.calls), sum(-(-n // b) for n in counter.calls)
-    alone = sum(image_geometry(lr.shape[:2], counter.tile_size, b, overlap)["calls"] for lr in lrs)
-    return {"tiles": tiles, "overlap": default_overlap(counter.tile_size) if overlap is None else overlap,
-            "batch": b, "calls": calls, "padded_tiles": calls * b - tiles, "calls_one_at_a_time": alone}
+    alone = sum(image_geometry(lr.shape[:2], tile, batch, overlap, parallel, static)["calls"] for lr in lrs)
+    return {**counter.counts(), "calls_one_at_a_time": alone,
+            "overlap": default_overlap(tile) if overlap is None else overlap}
 
 
 def image_call(engine: Any, lr: np.ndarray, scale: int, overlap: int | None = None) -> Callable[[], object]:
@@ -111,7 +124,8 @@ def image_call(engine: Any, lr: np.ndarray, scale: int, overlap: int | None = No
 
 
 def folder_call(engine: Any, lrs: list[np.ndarray], scale: int, overlap: int | None = None) -> Callable[[], object]:
-    """One timed unit: the whole folder through `upscale_many`'s pooling (`engine is None`: bicubic)."""
+    """One timed unit: the whole folder through `upscale_many`'s pooling (`engine is None`: bicubic).
+    The engine side only: reading and writing the files is not timed."""
     if engine is None:
         from alignvar_edge.runtimes.tiling import upscale_plane_bicubic
         return lambda: [[upscale_plane_bicubic(lr[..., c], scale) for c in range(3)] for lr in lrs]
@@ -122,29 +136,30 @@ def folder_call(engine: Any, lrs: list[np.ndarray], scale: int, overlap: int | N
 def image_summary(times_ms: list[float], side_hw: tuple[int, int], scale: int,
                   geometry: dict[str, Any] | None) -> dict[str, Any]:
     """Per-image statistics and whole-image SR MP/s (median run), with the raw times."""
-    return _summary(times_ms, side_hw, scale, geometry, "per_image_ms", {})
+    mp = side_hw[0] * side_hw[1] * scale * scale / 1e6
+    return {"lr": list(side_hw), "sr": [side_hw[0] * scale, side_hw[1] * scale],
+            **_timing(times_ms, mp, "image", geometry)}
 
 
 def folder_summary(times_ms: list[float], side_hw: tuple[int, int], count: int, scale: int,
                    geometry: dict[str, Any] | None) -> dict[str, Any]:
-    """Per-folder statistics and the folder's SR MP/s (median run), with the raw times."""
-    return _summary(times_ms, side_hw, scale, geometry, "per_folder_ms", {"images": count})
-
-
-def _summary(times_ms: list[float], side_hw: tuple[int, int], scale: int, geometry: dict[str, Any] | None,
-             per_key: str, extra: dict[str, Any]) -> dict[str, Any]:
-    count = extra.get("images", 1)
+    """Per-folder statistics and the folder's SR MP/s (median run), with the raw times. `image_lr`
+    and `image_sr` are each image's size; megapixels, tiles and calls are the folder's totals."""
     mp = count * side_hw[0] * side_hw[1] * scale * scale / 1e6
+    return {"images": count, "image_lr": list(side_hw), "image_sr": [side_hw[0] * scale, side_hw[1] * scale],
+            **_timing(times_ms, mp, "folder", geometry)}
+
+
+def _timing(times_ms: list[float], mp: float, what: str, geometry: dict[str, Any] | None) -> dict[str, Any]:
     per = percentiles(times_ms)
     out: dict[str, Any] = {
-        **extra, "lr": list(side_hw), "sr": [side_hw[0] * scale, side_hw[1] * scale], "sr_megapixels": mp,
-        "runs": len(times_ms), per_key: per,
+        "sr_megapixels": mp, "runs": len(times_ms), PER_RUN[what]: per,
         "megapixels_per_s": round(mp / (per["p50"] / 1e3), 6) if per["p50"] > 0 else None,
         "raw_ms": [round(float(t), 3) for t in times_ms],
     }
     if geometry:
         out.update(geometry)
-    why = p99_omitted(len(times_ms))
+    why = p99_omitted(len(times_ms), "--image-runs 100")
     if why:
         out["p99_omitted"] = why
     return out

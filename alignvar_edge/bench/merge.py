@@ -49,7 +49,8 @@ def merge_reports(paths: Sequence[str | os.PathLike[str]]) -> dict[str, Any]:
 
 # settings that change what a figure means; two reports differing in one are not like for like
 _COMPARED_SETTINGS = ("threads", "runs", "duration_s", "warmup", "eager_batch", "interleaved", "image_lr",
-                      "folder_images", "folder_lr", "fidelity_tiles", "images", "ort_spin")
+                      "image_runs", "image_overlap", "folder_images", "folder_lr", "fidelity_tiles", "images",
+                      "ort_spin")
 
 
 def merge_warnings(parts: list[dict[str, Any]]) -> list[str]:
@@ -116,7 +117,8 @@ def merge_markdown(merged: dict[str, Any], plot: str | None = None) -> str:
     lineups = [("speedup", "speed-up per tile vs that device's PyTorch eager"),
                ("img_mps", "whole-image SR MP/s"), ("img_speedup", "whole image vs that device's eager")]
     if any(r.get("folder_mps") for r in merged["rows"]):
-        lineups.append(("folder_mps", "SR MP/s of a folder of small images"))
+        lineups += [("folder_mps", "SR MP/s of a folder of small images"),
+                    ("folder_speedup", "folder vs that device's eager")]
     for key, title in lineups:
         lines += ["", f"## Engine x device: {title}", "", _md_table(lineup(merged, key))]
     if plot:

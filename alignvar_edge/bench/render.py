@@ -184,17 +184,18 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
                    "thread(s).")
     img = s.get("image") or {}
     if img.get("best_cpu"):
-        b, (w, h) = img["best_cpu"], img["sr"]
+        b, (h, w) = img["best_cpu"], img["sr"]
         out.append(f"Whole {w}x{h} SR image (tiles with overlap, batch padding and blending counted): "
                    f"**{b['label']}** {b['mp_per_s']:.3f} MP/s at batch {b['batch']}, {b['speedup_vs_eager']:.2f}x "
                    f"PyTorch eager's {img['eager_mp_per_s']:.3f} MP/s (batch {img['eager_batch']}), "
                    f"{(report.get('settings') or {}).get('threads')} thread(s).")
     folder = s.get("folder") or {}
     if folder.get("best_cpu"):
-        b, (w, h) = folder["best_cpu"], folder["sr"]
+        b, (h, w) = folder["best_cpu"], folder["image_sr"]
         out.append(f"A folder of {folder['images']} {w}x{h} SR images (small images sharing calls, as "
                    f"`upscale DIR` runs them): **{b['label']}** {b['mp_per_s']:.3f} MP/s at batch {b['batch']}, "
-                   f"{b['speedup_vs_eager']:.2f}x PyTorch eager's {folder['eager_mp_per_s']:.3f} MP/s.")
+                   f"{b['speedup_vs_eager']:.2f}x PyTorch eager's {folder['eager_mp_per_s']:.3f} MP/s "
+                   f"(batch {folder['eager_batch']}), {(report.get('settings') or {}).get('threads')} thread(s).")
     gpu = s.get("best_gpu")
     if gpu:
         line = (f"Best GPU configuration at >= {s['min_token_agreement']:.0%} token agreement: "

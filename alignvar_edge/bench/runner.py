@@ -24,8 +24,9 @@ from typing import Any
 import numpy as np
 
 from alignvar_edge.bench.fidelity import bicubic_tiles, fidelity
-from alignvar_edge.bench.image import (FOLDER_LR, IMAGE_LR, folder_call, folder_geometry, folder_lrs, folder_summary,
-                                       image_call, image_geometry, image_summary, photo_lr)
+from alignvar_edge.bench.image import (FOLDER_LR, IMAGE_LR, IMAGE_RUNS, PER_RUN, engine_shape, folder_call,
+                                       folder_geometry, folder_lrs, folder_summary, image_call, image_geometry,
+                                       image_summary, photo_lr)
 from alignvar_edge.bench.memory import PeakRSS, traced_peak_mb
 from alignvar_edge.bench.schema import SCHEMA, SCHEMA_VERSION
 from alignvar_edge.bench.stats import latency_summary
@@ -61,7 +62,7 @@ class BenchOptions:
     sequential: bool = False          # one engine in memory at a time (big models), no interleaving
     duration: float | None = None     # time rounds for this many seconds (at least `runs` rounds)
     image_size: int = IMAGE_LR        # LR side of the whole-image timing (0: none)
-    image_runs: int = 5               # interleaved whole-image rounds (after one untimed round)
+    image_runs: int = IMAGE_RUNS      # interleaved whole-image (and folder) rounds, after one untimed round
     image_overlap: int | None = None  # tile overlap of the whole-image timing (None: a quarter tile)
     folder_images: int = 0            # small images of the folder timing (0: none); as many rounds as image_runs
     folder_size: int = FOLDER_LR      # LR side of each of them
@@ -269,6 +270,9 @@ class _Measure:
         self.times.update(interleaved(live, calls, rounds(o.runs, o.duration), self.prog, "timing",
                                       after_round=self._time_gemm))
         ov = self.opts.image_overlap
+        for s in live:
+            eng = _image_engine(s)          # its shape, while it is open: what the call counts depend on
+            s.info["image_shape"] = None if eng is None else engine_shape(eng)
         if self.image is not None:
             h, w = self.image.shape[:2]
             self.image_times.update(self._measure_whole(
@@ -338,6 +342,11 @@ def run_bench(engines: Sequence[str], reference: Any = None, options: BenchOptio
     try:
         model, model_name, model_source = resolve_reference(reference, specs)
         config = model.config
+        if opts.image_size or opts.folder_images:
+            try:        # before any timing: tiling refuses an overlap of a whole tile or more
+                image_geometry((1, 1), config.lr_size, 1, opts.image_overlap)
+            except InputError as err:
+                raise InputError(f"--overlap: {err}") from err
         say(f"reference: {model_name} ({model_source.describe()}); {threads} threads; "
             f"{'one engine at a time' if opts.sequential else 'engines interleaved'}")
         batch = opts.batch or _specs_batch(specs)
@@ -404,13 +413,12 @@ def run_bench(engines: Sequence[str], reference: Any = None, options: BenchOptio
         entries = [_entry(s, m.times.get(id(s), []), mp, None if s.backend == BICUBIC else flops_total,
                           peak["gflops"], model.parameter_report()["inference"]) for s in order]
         for s, e in zip(order, entries):
-            eng = _image_engine(s)
+            shape = s.info.get("image_shape")
             if image is not None and e["status"] == "ok" and m.image_times.get(id(s)):
-                geo = None if eng is None else image_geometry(image.shape[:2], eng.tile_size, eng.batch,
-                                                              opts.image_overlap)
+                geo = shape and image_geometry(image.shape[:2], overlap=opts.image_overlap, **shape)
                 e["image"] = image_summary(m.image_times[id(s)], image.shape[:2], config.scale, geo)
             if folder and e["status"] == "ok" and m.folder_times.get(id(s)):
-                geo = None if eng is None else folder_geometry(eng, folder, opts.image_overlap)
+                geo = shape and folder_geometry(folder, overlap=opts.image_overlap, **shape)
                 e["folder"] = folder_summary(m.folder_times[id(s)], folder[0].shape[:2], len(folder),
                                              config.scale, geo)
     finally:
@@ -433,7 +441,7 @@ def run_bench(engines: Sequence[str], reference: Any = None, options: BenchOptio
                   "flops_per_tile": {**groups, "total": flops_total}, "flops_per_stage": flops},
         "settings": {"runs": opts.runs, "duration_s": opts.duration, "warmup": opts.warmup, "threads": threads,
                      "image_lr": opts.image_size or None,
-                     "image_runs": opts.image_runs if opts.image_size else None,
+                     "image_runs": opts.image_runs if opts.image_size or opts.folder_images else None,
                      "image_overlap": opts.image_overlap,
                      "folder_images": opts.folder_images or None,
                      "folder_lr": opts.folder_size if opts.folder_images else None,
@@ -546,11 +554,8 @@ def _summary(entries: list[dict[str, Any]], opts: BenchOptions, flops_total: flo
     return out
 
 
-_PER_RUN = {"image": "per_image_ms", "folder": "per_folder_ms"}
-
-
 def _whole_p50(e: dict[str, Any], what: str) -> float | None:
-    return ((e.get(what) or {}).get(_PER_RUN[what]) or {}).get("p50")
+    return ((e.get(what) or {}).get(PER_RUN[what]) or {}).get("p50")
 
 
 def _whole_summary(what: str, eager: dict[str, Any], entries: list[dict[str, Any]],
@@ -567,7 +572,7 @@ def _whole_summary(what: str, eager: dict[str, Any], entries: list[dict[str, Any
             e[key] = round(base / p50, 3)
     best = max((e for e in fit_cpu if _whole_p50(e, what)), key=lambda e: e[key], default=None)
     ref = eager[what]
-    return {"lr": ref["lr"], "sr": ref["sr"], **({"images": ref["images"]} if "images" in ref else {}),
+    return {**{k: ref[k] for k in ("lr", "sr", "images", "image_lr", "image_sr") if k in ref},
             "eager_mp_per_s": ref["megapixels_per_s"], "eager_batch": ref.get("batch"),
             "best_cpu": None if best is None else {
                 "label": best["label"], "mp_per_s": best[what]["megapixels_per_s"],
@@ -580,7 +585,8 @@ def _notes(host: dict[str, Any], entries: list[dict[str, Any]]) -> list[str]:
              "Image: wall time of one whole LR image through Engine.upscale's tiling (overlapping tiles in "
              "the engine's batches, the last one padded, blended); MP/s counts the image's SR pixels, not "
              "the tiles'. PyTorch eager runs it at the torch backend's default batch. A folder (when timed) "
-             "runs through Engine.upscale_many, as `upscale DIR` does: small images share the engine's calls.",
+             "runs through Engine.upscale_many's pooling, as `upscale DIR` does (reading and writing files "
+             "not timed): small images share the engine's calls.",
              "Roofline: achieved GFLOP/s = matmul+conv FLOPs per tile / p50 time per tile (and / the "
              "fastest time: roofline_fraction_best), against the best fp32 GEMM timed in this run, before "
              "and between the rounds; int8/fp16 engines are set against the same fp32 peak.",

@@ -14,12 +14,12 @@ PERCENTILES = (50, 90, 99)
 P99_MIN_RUNS = 100
 
 
-def p99_omitted(runs: int) -> str | None:
-    """Why a report of `runs` timings has no p99 (None when it has one)."""
+def p99_omitted(runs: int, flag: str = f"--runs {P99_MIN_RUNS} (or a --duration that gives as many)"
+                ) -> str | None:
+    """Why a report of `runs` timings has no p99 (None when it has one); `flag`: what sets them."""
     if runs >= P99_MIN_RUNS:
         return None
-    return (f"p99 needs >= {P99_MIN_RUNS} runs, this run has {runs}; "
-            f"pass --runs {P99_MIN_RUNS} (or a --duration that gives as many)")
+    return f"p99 needs >= {P99_MIN_RUNS} runs, this run has {runs}; pass {flag}"
 
 
 def percentiles(ms: Sequence[float]) -> dict[str, float]:

@@ -103,14 +103,18 @@ class Engine(abc.ABC):
         return b if b > 0 else getattr(self, "preferred_batch", 1)
 
     @property
+    def static_batch(self) -> bool:
+        """Whether every call runs exactly `batch` tiles (a short last call is padded)."""
+        return self.input_spec[INPUT][0][0] > 0
+
+    @property
     def input_contract(self) -> dict[str, Any]:
         """What the engine's input expects, as the manifest's `input_contract` states it: colour
         order, range, layout, dtype, tile, overlap, scale and batch. `input_spec` gives the raw
         tensor shapes and dtypes that `infer` checks."""
         from alignvar_edge.manifest import contract
-        shape, dtype = self.input_spec[INPUT]
-        dynamic = shape[0] < 0
-        c = contract(self.tile_size, self.scale, None if dynamic else self.batch, np.dtype(dtype).name)
+        dtype = self.input_spec[INPUT][1]
+        c = contract(self.tile_size, self.scale, self.batch if self.static_batch else None, np.dtype(dtype).name)
         c["batch"] = self.batch            # what run() and upscale() feed per call
         return c
 
@@ -183,7 +187,7 @@ class Engine(abc.ABC):
         for i in range(0, x.shape[0], b):
             chunk = x[i:i + b]
             chunks.append(chunk.shape[0])
-            if chunk.shape[0] < b and self.input_spec[INPUT][0][0] > 0:
+            if chunk.shape[0] < b and self.static_batch:
                 chunk = np.concatenate([chunk, np.repeat(chunk[-1:], b - chunk.shape[0], axis=0)])
             feeds = {INPUT: chunk}
             noise = self.config.refiner_noise(b) if NOISE in self.input_spec else None
