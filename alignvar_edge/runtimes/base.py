@@ -220,8 +220,9 @@ class Engine(abc.ABC):
 
     def upscale_many(self, images: Iterable[Any], overlap: int | None = None,
                      progress: Callable[[int, int, int], None] | None = None) -> Iterator[Any]:
-        """`upscale` of each image, in order, lazily. Small images share calls instead of padding
-        one each (`tiling.upscale_images`): a folder of thumbnails runs in full batches.
+        """`upscale` of each image, in order, each as soon as it is final (small images are read a
+        few calls' worth ahead). Small images share calls instead of padding one each
+        (`tiling.upscale_images`): a folder of thumbnails runs in full batches.
         `progress(index, done, total)`: tiles of image `index` done."""
         from alignvar_edge.images import as_float_image
         from alignvar_edge.runtimes.tiling import upscale_images

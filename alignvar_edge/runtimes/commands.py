@@ -58,7 +58,9 @@ def register(sub: Any) -> None:
     u = sub.add_parser("upscale", help="super-resolve an image or a folder with any engine (x4, any size)",
                        description="Super-resolve an image file or every image of a folder x4 with any engine "
                                    "(tiled with overlap blending, so any size works; gray and RGBA kept). Never "
-                                   "writes onto inputs; a folder run skips finished outputs unless --force.")
+                                   "writes onto inputs; a folder run skips finished outputs unless --force. "
+                                   "A file that cannot be read stops a folder run after saving every image "
+                                   "before it: fix or remove it, and run again to continue.")
     u.add_argument("input", help="image file or folder")
     u.add_argument("output", help="output file (for a file) or folder (for a folder)")
     u.add_argument("--engine", default="alignvar-tiny",
