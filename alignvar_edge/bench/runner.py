@@ -583,8 +583,9 @@ def _notes(host: dict[str, Any], entries: list[dict[str, Any]]) -> list[str]:
     notes = ["Latency: wall time of one engine call (Engine.infer) on the engine's static batch, "
              "divided by the batch; subjects interleaved round by round.",
              "Image: wall time of one whole LR image through Engine.upscale's tiling (overlapping tiles in "
-             "the engine's batches, the last one padded, blended); MP/s counts the image's SR pixels, not "
-             "the tiles'. PyTorch eager runs it at the torch backend's default batch. A folder (when timed) "
+             "the engine's batches, the last one padded where the batch is static, blended); MP/s counts the "
+             "image's SR pixels, not the tiles'. PyTorch eager runs it at the torch backend's default batch. "
+             "A folder (when timed) "
              "runs through Engine.upscale_many's pooling, as `upscale DIR` does (reading and writing files "
              "not timed): small images share the engine's calls.",
              "Roofline: achieved GFLOP/s = matmul+conv FLOPs per tile / p50 time per tile (and / the "
