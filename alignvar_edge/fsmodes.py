@@ -43,6 +43,7 @@ def write_text(path: str | os.PathLike[str], text: str) -> Path:
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
+        publish_mode(tmp)          # mkstemp made it 0600: the file gets what the umask allows
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
