@@ -98,8 +98,8 @@ def _decode(
         img.load()
         img = ImageOps.exif_transpose(img)
         rgb, alpha = _to_float_planes(img)
-    except InputError:
-        raise
+    except InputError as e:
+        raise InputError(f"{path}: {e}") from e
     except _DECODE_ERRORS as e:
         raise InputError(
             f"{path} is truncated or corrupt ({e}); re-download or re-export the file"
@@ -146,11 +146,8 @@ def _to_float_planes(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
         return _gray_to_rgb(gray / 65535.0), None
     if mode == "F":
         gray = np.asarray(img, dtype=np.float32)
-        if gray.size and (gray.min() < 0.0 or gray.max() > 1.0):
-            raise InputError(
-                "floating-point image with values outside [0, 1]; rescale it to [0, 1] first"
-            )
-        return _gray_to_rgb(gray), None
+        check_unit_range(gray)
+        return _gray_to_rgb(np.clip(gray, 0.0, 1.0)), None
 
     has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
         mode in ("P", "L", "RGB") and "transparency" in img.info
@@ -307,6 +304,19 @@ _INT_FULL_SCALE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 _PIL_DIRECT = ("L", "RGB", "RGBA", "I;16", "F")
 
 
+# how far float pixels may stray outside [0, 1] and be clipped: the overshoot of a resampled
+# image; anything beyond is a mistake (a 0..255 float image, most often) and is refused
+_RANGE_SLACK = 1.0 / 255.0
+
+
+def check_unit_range(x: np.ndarray) -> None:
+    """Refuse a float image whose finite values lie outside [0, 1] beyond rounding slack."""
+    finite = x[np.isfinite(x)]
+    if finite.size and (finite.min() < -_RANGE_SLACK or finite.max() > 1.0 + _RANGE_SLACK):
+        raise InputError(f"floating-point image with values from {finite.min():g} to {finite.max():g}, "
+                         "outside [0, 1]; divide it by its full-scale value (255 for 8-bit data) first")
+
+
 def as_float_image(image: object) -> tuple[np.ndarray, Callable[[np.ndarray], object]]:
     """An in-memory image -> (float32 HxW / HxWx1 / HxWx3 / HxWx4 in [0, 1], `back`), where
     `back(result)` turns a float result of the same layout into the caller's kind.
@@ -326,6 +336,7 @@ def as_float_image(image: object) -> tuple[np.ndarray, Callable[[np.ndarray], ob
             return np.round(np.clip(np.asarray(r, np.float32), 0.0, 1.0) * full).astype(dt)
         return x.astype(np.float32) / np.float32(full), to_int
     if np.issubdtype(x.dtype, np.floating):
+        check_unit_range(x)
         fdt = x.dtype
         return x, lambda r: np.asarray(r).astype(fdt, copy=False)
     raise InputError(f"images must be uint8, uint16 or float in [0, 1] numpy arrays or PIL images, "
