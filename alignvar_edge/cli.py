@@ -8,6 +8,7 @@ on stderr with a non-zero exit code; `--debug` shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import signal
@@ -81,12 +82,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        return _interrupted(args.verb, interrupted)
+        return _interrupted(args, interrupted)
+    except BrokenPipeError:
+        return _reader_gone()
     except Exception as e:
         # Ctrl-C inside a library that wraps the KeyboardInterrupt in its own error (torch.onnx.export
         # turns it into TorchExportError): still an interruption, not a crash.
         if interrupted and not debug:
-            return _interrupted(args.verb, interrupted)
+            return _interrupted(args, interrupted)
         if isinstance(e, AlignVAREdgeError):
             if debug:
                 raise
@@ -99,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(e, (OSError, MemoryError)):
             if debug:
                 raise
-            print(f"alignvar-edge {args.verb}: error: {e}", file=sys.stderr)
+            print(f"alignvar-edge {args.verb}: error: {_os_error_line(e)}", file=sys.stderr)
             return 1
         raise
     finally:
@@ -120,12 +123,41 @@ def _empty_argument(argv: list[str]) -> str | None:
             "perhaps an unset shell variable; give the path or value")
 
 
-def _interrupted(verb: str, signals: list[int]) -> int:
+def _interrupted(args: Any, signals: list[int]) -> int:
+    # a verb whose finished outputs survive (a folder upscale, training) says how to continue
+    kept = getattr(args, "on_interrupt", None) or "no partial output was kept"
     if signal.SIGTERM in signals:
-        print(f"alignvar-edge {verb}: terminated (SIGTERM); no partial output was kept", file=sys.stderr)
+        print(f"alignvar-edge {args.verb}: terminated (SIGTERM); {kept}", file=sys.stderr)
         return 128 + signal.SIGTERM
-    print(f"alignvar-edge {verb}: interrupted; no partial output was kept", file=sys.stderr)
+    print(f"alignvar-edge {args.verb}: interrupted; {kept}", file=sys.stderr)
     return 130
+
+
+def _reader_gone() -> int:
+    """The reader of stdout went away (`... | head`): stop quietly, as other tools do, with the
+    status a shell reports for a process that SIGPIPE ended."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # no second error at exit
+    except OSError:
+        pass
+    return 128 + signal.SIGPIPE
+
+
+def _os_error_line(e: BaseException) -> str:
+    """One line for an error of the file system: the path, what is wrong, and what to do."""
+    if not isinstance(e, OSError) or not e.filename:
+        return str(e)
+    where = e.filename
+    if e.errno == errno.ENOTDIR:
+        return f"{where}: part of this path is a file, not a folder; choose another output path"
+    if e.errno == errno.EEXIST:
+        what = "is a file, where a folder is needed" if os.path.isfile(where) else "already exists"
+        return f"{where} {what}; choose another output path"
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"cannot write or read {where} ({e.strerror}); choose another path or fix its permissions"
+    if e.errno == errno.ENOSPC:
+        return f"no space left on the device writing {where}; free some space or choose another output"
+    return f"{where}: {e.strerror or e}"
 
 
 def _watch_signals(flag: list[int]) -> dict[int, Any]:

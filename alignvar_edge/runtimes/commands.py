@@ -75,7 +75,8 @@ def register(sub: Any) -> None:
     u.add_argument("--force", action="store_true", help="replace existing outputs")
     u.add_argument("--max-megapixels", type=positive_float, default=None, help="refuse larger inputs (default 24)")
     u.add_argument("--quiet", action="store_true", help="no progress bar")
-    u.set_defaults(func=run_upscale)
+    u.set_defaults(func=run_upscale, on_interrupt="images already finished are kept, the one in progress is not; "
+                                                "the same command again skips the finished ones")
 
     c = sub.add_parser("compare", help="engines vs the PyTorch reference on images: tokens, PSNR/SSIM-Y",
                        description="Run engines and the PyTorch reference on the same tiles: tiles with "

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from alignvar_edge.errors import InputError
 from alignvar_edge.export.parity import psnr, psnr_y, ssim_y, token_agreement
 from alignvar_edge.runtimes import tiling
 from alignvar_edge.runtimes.base import Engine
@@ -81,8 +82,9 @@ def compare_engines(engines: Sequence[tuple[str, Engine]], reference: Engine,
     t = reference.tile_size
     for label, e in engines:
         if e.tile_size != t or e.config.patch_nums != reference.config.patch_nums:
-            raise ValueError(f"engine {label} runs a different model (tile {e.tile_size}, scales "
-                             f"{e.config.patch_nums}) than the reference (tile {t})")
+            raise InputError(f"engine {label} runs a different model (tile {e.tile_size}, scales "
+                             f"{e.config.patch_nums}) than the reference (tile {t}); compare engines "
+                             "built from the same model, or pass its checkpoint as --reference")
     results = [EngineResult(label, e.backend, str(e.metadata.precision), e.device)
                for label, e in engines]
     total_ms = [0.0] * len(engines)

@@ -47,7 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         "the learning-rate schedule still follows --steps)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
     p.add_argument("--force", action="store_true", help="replace an existing run in --out")
-    p.set_defaults(func=run_train)
+    p.set_defaults(func=run_train, on_interrupt="what the run has saved is kept in --out; "
+                                                "continue with the same command and --resume")
 
     e = sub.add_parser("eval", help="PSNR-Y / SSIM-Y of a checkpoint vs bicubic and the VQ ceiling",
                        description="Evaluate on held-out photographs: the model, bicubic and the VQ-VAE's "
