@@ -532,13 +532,55 @@ def s_renamed_output(tmp, exp, ck):
     return _rewrite_graph(tmp, exp, _rename_output)
 
 
+def s_output_under_a_file(tmp, exp, ck):
+    Image.fromarray(np.zeros((5, 6, 3), np.uint8)).save(tmp / "in.png")
+    (tmp / "afile").write_text("not a folder")
+    return _up(tmp, exp, tmp / "in.png", "afile/out.png")
+
+
+def s_float_tiff_0_255(tmp, exp, ck):
+    Image.fromarray(np.full((5, 6), 200.0, np.float32), mode="F").save(tmp / "f255.tif")
+    return _up(tmp, exp, tmp / "f255.tif")
+
+
 MORE_FAULTS = [
+    ("upscale-output-under-a-file", s_output_under_a_file, "is a file", None),
+    ("upscale-float-tiff-0-255", s_float_tiff_0_255, "f255.tif", None),
     ("upscale-backend-tensorrt-not-here", s_backend_not_here("tensorrt"), "tensorrt", None),
     ("upscale-backend-coreml-not-here", s_backend_not_here("coreml"), "coreml", None),
     ("upscale-over-megapixel-limit", s_megapixels, "megapixel", None),
     ("upscale-graph-wrong-opset", lambda t, e, c: _rewrite_graph(t, e, _wrong_opset), "cannot load", None),
     ("upscale-graph-output-dropped", lambda t, e, c: _rewrite_graph(t, e, _drop_output), "output", None),
 ]
+
+
+def test_a_0_255_float_image_is_refused_not_clipped_to_white(export) -> None:
+    from alignvar_edge import runtimes
+    with runtimes.load(export, backend="onnxruntime") as e:
+        with pytest.raises(InputError, match="divide it by its full-scale value"):
+            e.upscale(np.full((6, 7, 3), 200.0, np.float32))
+        # the overshoot of a resampled image is clipped, not refused
+        assert e.upscale(np.full((6, 7, 3), 1.002, np.float32)).shape == (24, 28, 3)
+
+
+def test_reports_written_atomically_get_the_umask_modes(tmp_path) -> None:
+    from alignvar_edge.fsmodes import write_text
+    old = os.umask(0o022)
+    try:
+        path = write_text(tmp_path / "r" / "report.json", "{}")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644          # not mkstemp's private 0600
+
+
+def test_a_closed_pipe_ends_quietly(monkeypatch, capsys) -> None:
+    from alignvar_edge.runtimes import commands
+
+    def doctor(args):
+        raise BrokenPipeError(32, "Broken pipe")        # `alignvar-edge doctor | head -1`
+    monkeypatch.setattr(commands, "run_doctor", doctor)
+    assert cli.main(["doctor"]) == 128 + signal.SIGPIPE
+    assert capsys.readouterr().err == ""
 
 
 def _wrong_opset(m):
