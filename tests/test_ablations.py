@@ -112,3 +112,16 @@ def test_eval_of_a_flat_photo_reports_seams_without_dividing_by_zero(bundled: Al
     from alignvar_edge.bench.evaluate import evaluate
     r = evaluate(bundled, [("flat", np.full((128, 128, 3), 0.5, np.float32))], overlap=2)   # 3 x 3 tiles
     assert r["overlap"] == 2 and np.isfinite(r["mean_seam_ratio_vs_hr"])
+
+
+def test_eval_skips_and_names_images_smaller_than_the_tile(bundled: AlignVAR) -> None:
+    from alignvar_edge.bench.evaluate import evaluate, format_eval
+    from alignvar_edge.errors import InputError
+    flat = np.full((64, 64, 3), 0.5, np.float32)            # one 64 px HR tile of the bundled model
+    r = evaluate(bundled, [("thumb", flat[:20, :30]), ("tile", flat)])
+    assert [s["name"] for s in r["images"]] == ["tile"] and r["skipped_smaller_than_tile"] == ["thumb"]
+    assert "skipped 1 image(s) smaller than the HR tile: thumb" in format_eval(r)
+    with pytest.raises(InputError, match="no image is at least 64x64"):
+        evaluate(bundled, [("thumb", flat[:20, :30])])
+    with pytest.raises(InputError, match="--max-side 32 is below"):
+        evaluate(bundled, [("tile", flat)], max_side=32)

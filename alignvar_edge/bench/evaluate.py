@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from alignvar_edge.degrade import DegradationConfig, degrade
+from alignvar_edge.errors import InputError
 from alignvar_edge.export.parity import psnr_y, ssim_y
 from alignvar_edge.model.alignvar import AlignVAR
 from alignvar_edge.model.resample import bicubic_matrix
@@ -87,8 +88,18 @@ def evaluate(model: AlignVAR, images: list[tuple[str, np.ndarray]], seed: int = 
     engines = {k: TorchEngine.from_model(m, batch=16) for k, m in tiled.items() if m is not None}
     n_tiles = 0
     ov = default_overlap(t_lr) if overlap is None else overlap
+    if max_side is not None and max_side < t_hr:
+        raise InputError(f"--max-side {max_side} is below the model's {t_hr} px HR tile; pass at least {t_hr}")
+    # scored on whole HR tiles (the VQ ceiling's grid): smaller images are skipped and named
+    small = {i for i, (_, hr) in enumerate(images) if min(hr.shape[:2]) < t_hr}
+    skipped = [images[i][0] for i in sorted(small)]
+    if len(small) == len(images):
+        raise InputError(f"no image is at least {t_hr}x{t_hr} px, the model's HR tile "
+                         f"({', '.join(skipped[:3])}{' ...' if len(skipped) > 3 else ''}); use larger images")
     scores: list[ImageScore] = []
     for i, (name, hr) in enumerate(images):
+        if i in small:
+            continue
         H = (hr.shape[0] if max_side is None else min(hr.shape[0], max_side)) // t_hr * t_hr
         W = (hr.shape[1] if max_side is None else min(hr.shape[1], max_side)) // t_hr * t_hr
         top, left = (hr.shape[0] - H) // 2, (hr.shape[1] - W) // 2
@@ -126,6 +137,7 @@ def evaluate(model: AlignVAR, images: list[tuple[str, np.ndarray]], seed: int = 
         # to the HR's at the same borders: 1.0 means tiling leaves no trace
         "mean_seam_ratio_vs_hr": float(np.mean([s.seam_ratio_vs_hr for s in scores])),
         "tiles": n_tiles,                  # whole HR tiles of the crops (the VQ ceiling's grid)
+        "skipped_smaller_than_tile": skipped,
         "seed": seed,
         "degradation": deg.to_dict(),
     }
@@ -162,4 +174,7 @@ def format_eval(result: dict[str, Any]) -> str:
         lines.append(f"pruned {result['prune']} vs the unpruned model: {m['pruned_vs_model']:.2f} dB PSNR-Y")
     lines.append(f"tiled variants: overlapping tiles blended as upscale does, overlap {result['overlap']} LR px; "
                  f"seams (border/interior gradient energy, model over HR) {result['mean_seam_ratio_vs_hr']:.3f}")
+    skipped = result.get("skipped_smaller_than_tile") or []
+    if skipped:
+        lines.append(f"skipped {len(skipped)} image(s) smaller than the HR tile: {', '.join(skipped)}")
     return "\n".join(lines)
