@@ -15,6 +15,11 @@ import numpy as np
 from alignvar_edge.errors import InputError, OutputExistsError
 
 
+# the smallest HR crop the scores take: SSIM-Y's 11 px Gaussian window inside a 4 px border on
+# each side, on the x4 grid
+MIN_SIZE = 20
+
+
 def run_demo(out: Path, image: str = "coffee", size: int = 256, force: bool = False,
              checkpoint: str = "alignvar-tiny") -> dict[str, Any]:
     from alignvar_edge.export.parity import psnr_y, ssim_y
@@ -28,9 +33,10 @@ def run_demo(out: Path, image: str = "coffee", size: int = 256, force: bool = Fa
     names = dict(sample_images("heldout"))
     if image not in names:
         raise InputError(f"unknown sample '{image}'; choose one of {sorted(names)}")
+    if size < MIN_SIZE:
+        raise InputError(f"--size {size} is too small to score; pass at least {MIN_SIZE} (HR pixels)")
     if out.exists() and any(out.iterdir()) and not force:
         raise OutputExistsError(f"'{out}' already holds files; pass --force or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
 
     model = load_pretrained(checkpoint)
     c = model.config
@@ -55,6 +61,7 @@ def run_demo(out: Path, image: str = "coffee", size: int = 256, force: bool = Fa
         "ssim_y": {"alignvar": ssim_y(ref, sr.transpose(2, 0, 1), c.scale),
                    "bicubic": ssim_y(ref, bic.transpose(2, 0, 1), c.scale)},
     }
+    out.mkdir(parents=True, exist_ok=True)         # only once there is something to write
     for name, img in (("lr", lr), ("sr", sr), ("bicubic", bic), ("hr", hr)):
         save_image(out / f"{name}.png", img, overwrite=True)
     return result

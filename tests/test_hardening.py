@@ -543,7 +543,13 @@ def s_float_tiff_0_255(tmp, exp, ck):
     return _up(tmp, exp, tmp / "f255.tif")
 
 
+def c_no_demo_folder(tmp):
+    assert not (tmp / "demo").exists()
+
+
 MORE_FAULTS = [
+    ("demo-size-too-small", lambda t, e, c: ["demo", "--out", str(t / "demo"), "--size", "10"], "--size 10",
+     c_no_demo_folder),
     ("upscale-output-under-a-file", s_output_under_a_file, "is a file", None),
     ("upscale-float-tiff-0-255", s_float_tiff_0_255, "f255.tif", None),
     ("upscale-backend-tensorrt-not-here", s_backend_not_here("tensorrt"), "tensorrt", None),
