@@ -120,7 +120,8 @@ def selftest(backend: str, model: str = "alignvar-tiny", device: str | None = No
         report["build_s"] = round(time.perf_counter() - t0, 2)
         if b.name == "tensorrt" and not b.is_available()[0]:
             report.update(result="BUILT-ONLY", reason=b.is_available()[1] +
-                          "; wrote a build kit (trtexec.txt, build_on_device.sh) instead of an engine")
+                          "; a build kit was written instead of an engine and is not kept: write one "
+                          "with `alignvar-edge build EXPORT --target tensorrt --out KIT`")
             return report
         t0 = time.perf_counter()
         with runtimes.load(engine_dir, backend=b.name, device=device) as engine:
