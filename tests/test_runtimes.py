@@ -460,17 +460,27 @@ def test_openvino_int8_calibrates_a_refiner_export_with_its_noise(tmp_path):
         assert same >= 0.95 and np.isfinite(sr).all()
 
 
-def test_openvino_int8_falls_back_to_a_decoder_only_scope_below_the_token_target(export, tmp_path):
-    # an unreachable target forces the second rung: a split engine, the token path compiled f32 and
-    # only the VQ decoder of the image part in int8; both rungs are measured and recorded, and the
-    # engine that was kept is the last one
+def test_openvino_int8_falls_back_to_a_decoder_only_scope_below_the_token_target(export, tmp_path, monkeypatch):
+    # the first rung's measured tokens are lowered below the target, which forces the second rung:
+    # a split engine, the token path compiled f32 and only the VQ decoder of the image part in
+    # int8; both rungs are measured and recorded, and the engine that was kept is the last one
     from alignvar_edge.manifest import read_manifest
     from alignvar_edge.runtimes.half import host_half
+    from alignvar_edge.runtimes.openvino.backend import OpenVINOBackend
     from alignvar_edge.quantize.calibration.tiles import lr_tiles
+    real_check, checks = OpenVINOBackend._check, []
+
+    def first_rung_misses(self, *a, **k):
+        parity = real_check(self, *a, **k)
+        checks.append(parity["tokens"]["overall"])
+        if len(checks) == 1:
+            parity["tokens"]["overall"] = 0.9
+        return parity
+    monkeypatch.setattr(OpenVINOBackend, "_check", first_rung_misses)
     cfg = runtimes.load(export).config
     out = runtimes.build(export, "openvino", precision="int8", out=tmp_path / "ov8",
-                         calibration=lr_tiles(cfg, 8, seed=0), min_token_agreement=1.01,
-                         float_groups=["blocks.0.ffn.fc1"])
+                         calibration=lr_tiles(cfg, 8, seed=0), float_groups=["blocks.0.ffn.fc1"])
+    assert len(checks) == 2
     q = read_manifest(out).quantization
     assert [r["rung"] for r in q["ladder"]] == ["policy + searched float groups", "decoder only, token path f32 (split)"]
     assert q["ladder"][0]["int8_policy"]["float_groups"] == ["blocks.0.ffn.fc1"]
@@ -492,13 +502,30 @@ def test_openvino_int8_falls_back_to_a_decoder_only_scope_below_the_token_target
     shown = format_inspection(inspect_artifact(out))
     assert "image suffix int8 + " in shown
     # which rung was kept, and why the faster one was not
-    assert "tried      policy + searched float groups: tokens" in shown and "not kept: below the token target" in shown
+    assert "tried      policy + searched float groups: tokens" in shown and "not kept: below the token or image target" in shown
     assert "tried      decoder only, token path f32 (split): tokens 100.00%" in shown
     with runtimes.load(out) as e:
         sr, _ = e.run(lr_tiles(cfg, 2, seed=3))
         assert np.isfinite(sr).all()
     with pytest.raises(InputError, match="int8 only"):
         runtimes.build(export, "openvino", precision="fp16", out=tmp_path / "x", float_groups=["a"])
+
+
+def test_openvino_int8_that_misses_the_selftest_gate_writes_nothing(export, tmp_path, monkeypatch):
+    # the build holds every rung to the gate selftest applies (recipes.py: tokens and SR PSNR vs
+    # fp32); here the image gate is out of reach, so no engine that selftest would fail is written
+    import dataclasses
+
+    from alignvar_edge import recipes
+    from alignvar_edge.errors import ParityError
+    from alignvar_edge.quantize.calibration.tiles import lr_tiles
+    real = recipes.recipe
+    monkeypatch.setattr(recipes, "recipe", lambda *a, **k: dataclasses.replace(real(*a, **k), psnr_db=1e6))
+    cfg = runtimes.load(export).config
+    with pytest.raises(ParityError, match="nothing was written"):
+        runtimes.build(export, "openvino", precision="int8", out=tmp_path / "ov8",
+                       calibration=lr_tiles(cfg, 8, seed=0))
+    assert not (tmp_path / "ov8").exists()
 
 
 def test_upscale_many_shares_calls_and_equals_upscale_one_at_a_time(pytestconfig) -> None:

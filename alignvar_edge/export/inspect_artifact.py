@@ -97,9 +97,9 @@ def tried_rungs(m: Manifest) -> list[str]:
     half, int8 = m.extra.get("half_ladder") or [], (m.quantization or {}).get("ladder") or []
     lines = [f"{r['rung']}: tokens {r['token_agreement']:.2%}, SR PSNR {r['psnr_db']} dB"
              + (f"; not kept: {r['refused']}" if r.get("refused") else "") for r in half]
-    # an int8 ladder moves on only while a rung misses the token target
+    # an int8 ladder moves on only while a rung misses the token or the image target
     lines += [f"{r['rung']}: tokens {r['token_agreement']:.2%}, SR PSNR {r['psnr_db']} dB"
-              + ("; not kept: below the token target" if i < len(int8) - 1 else "; kept")
+              + ("; not kept: below the token or image target" if i < len(int8) - 1 else "; kept")
               for i, r in enumerate(int8)]
     return lines
 

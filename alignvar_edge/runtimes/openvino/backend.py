@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from alignvar_edge.cpuinfo import has_vnni
-from alignvar_edge.errors import ArtifactError, BackendUnavailableError, HalfPrecisionError, InputError
+from alignvar_edge.errors import ArtifactError, BackendUnavailableError, HalfPrecisionError, InputError, ParityError
 from alignvar_edge.lazy import lazy_import
 from alignvar_edge.manifest import Manifest, listed_file, load_verified, write_manifest
 from alignvar_edge.manifest import artifact_dir as staging_dir
@@ -470,8 +470,14 @@ class OpenVINOBackend(Backend):
                     break
                 ladder.append({**step, "int8_policy": rung.policy.to_dict()})
                 recipe["ladder"] = ladder
-                if tokens >= min_tokens:
+                # the gate `selftest` holds the engine to (recipes.py): tokens and the image
+                psnr = m.parity.get("psnr_db")
+                if tokens >= min_tokens and (psnr is None or psnr >= min_psnr):
                     break
+                if rung == rungs[-1]:
+                    raise ParityError(f"OpenVINO int8 keeps {tokens:.2%} of the tokens at {psnr} dB SR PSNR against "
+                                      f"fp32 in its most careful form, short of {min_tokens:.0%} and {min_psnr:g} dB "
+                                      "(what selftest checks); nothing was written. Build --precision fp16 or fp32")
             m.extra["golden"] = ship_golden(src, Path(artifact_dir), tmp)
             write_manifest(tmp, m)
         return out
