@@ -195,12 +195,7 @@ def save_image(
     if bits not in (8, 16):
         raise InputError(f"bits must be 8 or 16, got {bits!r}")
     path = Path(path)
-    fmt = Image.registered_extensions().get(path.suffix.lower())
-    if fmt is None or fmt not in Image.SAVE:
-        raise InputError(
-            f"cannot tell the image format of {path} from its extension; "
-            f"use one of {', '.join(IMAGE_EXTENSIONS)}"
-        )
+    fmt = output_format(path, alpha is not None)
     if input_path is not None and _same_file(path, Path(input_path)):
         raise InputError(
             f"refusing to write the result onto its own input {path}; choose another output path"
@@ -210,7 +205,7 @@ def save_image(
     if not path.parent.is_dir():
         raise InputError(f"output folder {path.parent} does not exist; create it first")
 
-    img = _to_pil(rgb, alpha, fmt, path, sixteen=bits == 16 and fmt in _SIXTEEN_BIT_FORMATS)
+    img = _to_pil(rgb, alpha, path, sixteen=bits == 16 and fmt in _SIXTEEN_BIT_FORMATS)
     params: dict[str, object] = {}
     if fmt in ("JPEG", "WEBP"):
         params["quality"] = int(quality)
@@ -228,6 +223,24 @@ def save_image(
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def output_format(path: str | os.PathLike[str], alpha: bool = False) -> str:
+    """The Pillow format an output path's extension asks for, refused where it cannot hold the
+    image (alpha in JPEG or BMP): known before any work is done on the image."""
+    path = Path(path)
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None or fmt not in Image.SAVE:
+        raise InputError(
+            f"cannot tell the image format of {path} from its extension; "
+            f"use one of {', '.join(IMAGE_EXTENSIONS)}"
+        )
+    if alpha and fmt in _NO_ALPHA_FORMATS:
+        raise InputError(f"{fmt} cannot store transparency; save {path.name} as .png or .webp")
+    return fmt
+
+
+_NO_ALPHA_FORMATS = ("JPEG", "BMP")
 
 
 def _publish(tmp: Path, path: Path, overwrite: bool) -> None:
@@ -258,7 +271,7 @@ def _same_file(a: Path, b: Path) -> bool:
     return a.resolve() == b.resolve()
 
 
-def _to_pil(rgb: np.ndarray, alpha: np.ndarray | None, fmt: str, path: Path,
+def _to_pil(rgb: np.ndarray, alpha: np.ndarray | None, path: Path,
             sixteen: bool = False) -> Image.Image:
     rgb = np.asarray(rgb)
     if rgb.ndim == 3 and rgb.shape[2] == 1:
@@ -277,8 +290,6 @@ def _to_pil(rgb: np.ndarray, alpha: np.ndarray | None, fmt: str, path: Path,
     alpha = np.asarray(alpha)
     if alpha.shape != rgb.shape[:2]:
         raise InputError(f"alpha shape {alpha.shape} does not match image shape {rgb.shape[:2]}")
-    if fmt in ("JPEG", "BMP"):
-        raise InputError(f"{fmt} cannot store transparency; save {path.name} as .png or .webp")
     a8 = _to_uint8(alpha)
     if planes.ndim == 2:
         return Image.fromarray(np.stack([planes, a8], axis=2))

@@ -547,10 +547,16 @@ def c_no_demo_folder(tmp):
     assert not (tmp / "demo").exists()
 
 
+def s_rgba_to_jpeg(tmp, exp, ck):
+    Image.fromarray(np.full((5, 6, 4), 128, np.uint8)).save(tmp / "rgba.png")
+    return _up(tmp, exp, tmp / "rgba.png", "out.jpg")
+
+
 MORE_FAULTS = [
     ("demo-size-too-small", lambda t, e, c: ["demo", "--out", str(t / "demo"), "--size", "10"], "--size 10",
      c_no_demo_folder),
     ("upscale-output-under-a-file", s_output_under_a_file, "is a file", None),
+    ("upscale-rgba-to-jpeg", s_rgba_to_jpeg, "cannot store transparency", None),
     ("upscale-float-tiff-0-255", s_float_tiff_0_255, "f255.tif", None),
     ("upscale-backend-tensorrt-not-here", s_backend_not_here("tensorrt"), "tensorrt", None),
     ("upscale-backend-coreml-not-here", s_backend_not_here("coreml"), "coreml", None),

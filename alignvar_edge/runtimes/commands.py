@@ -251,7 +251,8 @@ def _jobs(inp: Path, out: Path, force: bool) -> tuple[list[tuple[Path, Path]], i
 
 def run_upscale(args: argparse.Namespace) -> int:
     from alignvar_edge import runtimes
-    from alignvar_edge.images import DEFAULT_MAX_MEGAPIXELS, bits_per_sample, is_gray_file, load_image, save_image
+    from alignvar_edge.images import (DEFAULT_MAX_MEGAPIXELS, bits_per_sample, is_gray_file, load_image,
+                                      output_format, save_image)
     from alignvar_edge.runtimes.tiling import upscale_plane_bicubic
     jobs, skipped = _jobs(Path(args.input), Path(args.output), args.force)
     if skipped:
@@ -271,6 +272,7 @@ def run_upscale(args: argparse.Namespace) -> int:
         def images() -> Any:
             for i, (src, dst) in enumerate(jobs):
                 rgb, alpha = load_image(src, max_megapixels=limit)
+                output_format(dst, alpha is not None)       # e.g. alpha to .jpg: refused before the work
                 bar.set_description(f"{src.name} ({i + 1}/{len(jobs)})")
                 loaded.append((src, dst, alpha))
                 yield rgb[..., 0] if is_gray_file(src) else rgb     # the file's layout is kept
