@@ -94,6 +94,11 @@ def _decode(
             f"{path} is {width}x{height} ({megapixels:.1f} MP), over the {max_megapixels:g} MP "
             "limit; downscale or crop it, or raise the limit (max_megapixels / --max-megapixels)"
         )
+    frames = int(getattr(img, "n_frames", 1) or 1)
+    if frames > 1:
+        # only the first would be read, silently: refuse rather than lose the others
+        raise InputError(f"{path} holds {frames} frames (an animation or a multi-page file); save the "
+                         "frame you want as a PNG and pass that")
     try:
         img.load()
         img = ImageOps.exif_transpose(img)
@@ -382,6 +387,11 @@ def list_images(folder: str | os.PathLike[str]) -> list[Path]:
     found = [p for p in _walk(root) if p.suffix.lower() in IMAGE_EXTENSIONS]
     # Sort by path relative to root so the order does not depend on where the folder lives.
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+def list_other_files(folder: str | os.PathLike[str]) -> list[Path]:
+    """The files under ``folder`` that `list_images` leaves out (not hidden, another extension)."""
+    return sorted(p for p in _walk(Path(folder)) if p.suffix.lower() not in IMAGE_EXTENSIONS)
 
 
 def _walk(root: Path) -> Iterator[Path]:

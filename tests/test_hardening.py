@@ -552,11 +552,18 @@ def s_rgba_to_jpeg(tmp, exp, ck):
     return _up(tmp, exp, tmp / "rgba.png", "out.jpg")
 
 
+def s_multi_page_tiff(tmp, exp, ck):
+    pages = [Image.fromarray(np.full((5, 6, 3), v, np.uint8)) for v in (10, 120, 240)]
+    pages[0].save(tmp / "pages.tif", save_all=True, append_images=pages[1:])
+    return _up(tmp, exp, tmp / "pages.tif")
+
+
 MORE_FAULTS = [
     ("demo-size-too-small", lambda t, e, c: ["demo", "--out", str(t / "demo"), "--size", "10"], "--size 10",
      c_no_demo_folder),
     ("upscale-output-under-a-file", s_output_under_a_file, "is a file", None),
     ("upscale-rgba-to-jpeg", s_rgba_to_jpeg, "cannot store transparency", None),
+    ("upscale-multi-page-tiff", s_multi_page_tiff, "pages.tif holds 3 frames", None),
     ("upscale-float-tiff-0-255", s_float_tiff_0_255, "f255.tif", None),
     ("upscale-backend-tensorrt-not-here", s_backend_not_here("tensorrt"), "tensorrt", None),
     ("upscale-backend-coreml-not-here", s_backend_not_here("coreml"), "coreml", None),
@@ -583,6 +590,17 @@ def test_reports_written_atomically_get_the_umask_modes(tmp_path) -> None:
     finally:
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o644          # not mkstemp's private 0600
+
+
+def test_a_folder_run_names_the_files_it_does_not_read(export, tmp_path, capsys) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(np.zeros((5, 6, 3), np.uint8)).save(src / "a.png")
+    Image.fromarray(np.zeros((5, 6, 3), np.uint8)).save(src / "anim.gif")
+    (src / "notes.txt").write_text("not an image")
+    assert cli.main(["upscale", str(src), str(tmp_path / "out"), "--engine", str(export), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "not reading 2 file(s) of other kinds (anim.gif, notes.txt)" in err and "upscaled 1 image(s)" in err
 
 
 def test_a_closed_pipe_ends_quietly(monkeypatch, capsys) -> None:

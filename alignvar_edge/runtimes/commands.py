@@ -255,6 +255,7 @@ def run_upscale(args: argparse.Namespace) -> int:
                                       output_format, save_image)
     from alignvar_edge.runtimes.tiling import upscale_plane_bicubic
     jobs, skipped = _jobs(Path(args.input), Path(args.output), args.force)
+    _say_other_files(Path(args.input), Path(args.output))
     if skipped:
         _say(f"skipping {skipped} finished output(s) in {args.output} (pass --force to redo them)")
     if not jobs:
@@ -286,6 +287,19 @@ def run_upscale(args: argparse.Namespace) -> int:
     _say(f"upscaled {len(jobs)} image(s) x{engine.scale} with {engine.backend} ({engine.device}) "
          f"in {time.perf_counter() - t0:.1f} s -> {args.output}")
     return 0
+
+
+def _say_other_files(inp: Path, out: Path) -> None:
+    """A folder run names what it does not read, so no file is left out silently."""
+    from alignvar_edge.images import IMAGE_EXTENSIONS, list_other_files
+    if not inp.is_dir():
+        return
+    out_real = out.resolve()
+    others = [p for p in list_other_files(inp) if out_real not in p.resolve().parents]
+    if others:
+        shown = ", ".join(str(p.relative_to(inp)) for p in others[:3]) + (" ..." if len(others) > 3 else "")
+        _say(f"not reading {len(others)} file(s) of other kinds ({shown}); images are "
+             f"{' '.join(IMAGE_EXTENSIONS)}")
 
 
 def _progress(n_images: int, quiet: bool) -> Any:
