@@ -135,6 +135,9 @@ def test_compare_reports_tokens_and_psnr_against_torch(export, images, tmp_path,
 def test_build_verb_writes_engines_and_the_tensorrt_kit(export, tmp_path, capsys):
     assert main(["build", str(export), "--target", "onnxruntime", "--out", str(tmp_path / "ort")]) == 0
     assert "wrote" in capsys.readouterr().out
+    # a device this host lacks: written, but never run, and the line says so
+    assert main(["build", str(export), "--target", "openvino", "--device", "NPU", "--out", str(tmp_path / "npu")]) == 0
+    assert "not run here (no parity check)" in capsys.readouterr().out
     assert main(["build", str(export), "--target", "tensorrt", "--out", str(tmp_path / "trt")]) == 0
     out = capsys.readouterr().out
     assert "build kit" in out and "build_on_device.sh" in out

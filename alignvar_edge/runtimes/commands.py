@@ -178,7 +178,9 @@ def run_build(args: argparse.Namespace) -> int:
               f"`sh {out}/build_on_device.sh` on the device (equivalent: {kit['trtexec']})")
         return 0
     par = m.parity or {}
-    note = ""
+    # an engine for a device this host lacks (an NPU, say) is written without running once
+    note = (f"; not run here (no parity check): run `alignvar-edge selftest --engine {out}` on the device "
+            "before trusting it")
     if par.get("tokens"):
         note = (f"; parity vs {par.get('reference', 'reference')}: tokens {par['tokens']['overall']:.2%}, "
                 f"PSNR {par.get('psnr_db')} dB")
