@@ -558,12 +558,18 @@ def s_multi_page_tiff(tmp, exp, ck):
     return _up(tmp, exp, tmp / "pages.tif")
 
 
+def s_hint_on_onnxruntime(tmp, exp, ck):
+    Image.fromarray(np.zeros((5, 6, 3), np.uint8)).save(tmp / "in.png")
+    return _up(tmp, exp, tmp / "in.png", "out.png", "--hint", "throughput")
+
+
 MORE_FAULTS = [
     ("demo-size-too-small", lambda t, e, c: ["demo", "--out", str(t / "demo"), "--size", "10"], "--size 10",
      c_no_demo_folder),
     ("upscale-output-under-a-file", s_output_under_a_file, "is a file", None),
     ("upscale-rgba-to-jpeg", s_rgba_to_jpeg, "cannot store transparency", None),
     ("upscale-multi-page-tiff", s_multi_page_tiff, "pages.tif holds 3 frames", None),
+    ("upscale-hint-on-onnxruntime", s_hint_on_onnxruntime, "--hint applies to OpenVINO engines", None),
     ("upscale-float-tiff-0-255", s_float_tiff_0_255, "f255.tif", None),
     ("upscale-backend-tensorrt-not-here", s_backend_not_here("tensorrt"), "tensorrt", None),
     ("upscale-backend-coreml-not-here", s_backend_not_here("coreml"), "coreml", None),

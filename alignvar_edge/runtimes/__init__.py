@@ -64,6 +64,11 @@ def detect_backend(path: str | os.PathLike[str]) -> str:
     if m.kind == "onnx":
         return "onnxruntime"
     backend = m.backend
+    engines = Path(path) / "engines"
+    if m.kind == "deploy" and engines.is_dir():
+        names = sorted(p.name for p in engines.iterdir() if p.is_dir())
+        raise ArtifactError(f"'{path}' is the output of `deploy`; its engines are in {engines}: pass one of "
+                            f"them ({', '.join(names[:4])}{' ...' if len(names) > 4 else ''})")
     if m.kind != "engine" or backend not in BACKENDS:
         raise ArtifactError(f"'{path}' is a {m.kind!r} artifact for backend {backend!r}, which "
                             "no runtime here loads; build an engine with `alignvar-edge build`")

@@ -162,8 +162,9 @@ def check_calibration(calibration: Any, config: AlignVARConfig, needed: bool
     CalibrationSet; (None, None) when not given and not needed."""
     if calibration is None:
         if needed:
-            raise InputError("INT8 activation quantization needs calibration data: pass LR tiles "
-                             f"(N, 3, {config.lr_size}, {config.lr_size}) or --calib builtin|FOLDER")
+            raise InputError("INT8 activation quantization needs calibration data: pass --calib builtin "
+                             "(the bundled photographs) or --calib FOLDER (in Python: calibration=LR tiles "
+                             f"(N, 3, {config.lr_size}, {config.lr_size}) or a CalibrationSet)")
         return None, None
     info: dict[str, Any] = {}
     if hasattr(calibration, "calibration") and hasattr(calibration, "hash"):   # CalibrationSet

@@ -265,7 +265,10 @@ def run_upscale(args: argparse.Namespace) -> int:
         return 0
     opts: dict[str, Any] = {"threads": args.threads} if args.threads else {}
     if args.hint:
-        opts["hint"] = args.hint        # a backend without hints says so in one line (Backend.load)
+        backend = runtimes.detect_backend(args.engine) if args.backend == "auto" else args.backend
+        if backend != "openvino":
+            raise InputError(f"--hint applies to OpenVINO engines; {args.engine} runs on {backend}")
+        opts["hint"] = args.hint
     limit = args.max_megapixels if args.max_megapixels is not None else DEFAULT_MAX_MEGAPIXELS
     with runtimes.load(args.engine, backend=args.backend, device=args.device, **opts) as engine:
         bar = _progress(len(jobs), args.quiet)
