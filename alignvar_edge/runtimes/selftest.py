@@ -45,6 +45,12 @@ def make_golden(model_dir: str | os.PathLike[str], n: int = 4, seed: int = 0) ->
                          "weights_sha256": sha256_file(path / "model.safetensors")})
 
 
+def _weights_sha256(ckpt: Path) -> str:
+    from alignvar_edge.model.alignvar import load_pretrained
+    from alignvar_edge.model.checkpoint import weights_sha256
+    return weights_sha256(load_pretrained(ckpt))
+
+
 def cache_dir() -> Path:
     base = os.environ.get("ALIGNVAR_EDGE_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "alignvar-edge")
@@ -95,7 +101,9 @@ def selftest(backend: str, model: str = "alignvar-tiny", device: str | None = No
     precision = r.precision
     report: dict[str, Any] = {
         "alignvar_edge": __version__, "backend": b.name, "backend_version": b.version(),
-        "host": host_info(), "model": model, "weights_sha256": sha256_file(ckpt / "model.safetensors")[:16],
+        # the state-dict hash engines record (manifest model.weights_sha256): one fingerprint for
+        # `--backend` and `--engine` reports of the same weights
+        "host": host_info(), "model": model, "weights_sha256": _weights_sha256(ckpt)[:16],
         "precision": precision, "golden_tiles": int(lr.shape[0])}
     ok, why = b.can_build()
     if not ok:
