@@ -168,7 +168,7 @@ def trtexec_report(log: str | os.PathLike[str], engine_dir: str | os.PathLike[st
     contract = (manifest.input_contract if manifest else None) or {}
     b = int(batch or contract.get("batch") or 1)
     model = _model_block(manifest)
-    mp = model["sr_megapixels_per_tile"] or 1.0
+    mp = model["sr_megapixels_per_tile"] or None       # unknown without --engine: no per-MP figures
     precision = t["precision"] or (manifest.precision if manifest else None)
     dla = f", DLA core {t['dla_core']}" if t["dla_core"] is not None else ""
     lat = summary_from_percentiles(_per_call(t["latency_ms"]), None, b, mp)

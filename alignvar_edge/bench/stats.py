@@ -51,17 +51,19 @@ def latency_summary(call_ms: Sequence[float], tiles_per_call: int, sr_megapixels
 
 
 def summary_from_percentiles(per_call: dict[str, float], runs: int | None, tiles_per_call: int,
-                             sr_megapixels_per_tile: float, flops_per_tile: float | None = None,
+                             sr_megapixels_per_tile: float | None, flops_per_tile: float | None = None,
                              peak_gflops: float | None = None) -> dict[str, Any]:
-    """`latency_summary` from per-call statistics measured elsewhere (p50, min, ...; e.g. trtexec's)."""
+    """`latency_summary` from per-call statistics measured elsewhere (p50, min, ...; e.g. trtexec's).
+    `sr_megapixels_per_tile` None (the tile is not known): no per-megapixel figures."""
     per_tile = {k: round(v / tiles_per_call, 4) for k, v in per_call.items()}
-    per_mp = {k: round(v / sr_megapixels_per_tile, 3) for k, v in per_tile.items()}
+    mp = sr_megapixels_per_tile or None
+    per_mp = {k: round(v / mp, 3) for k, v in per_tile.items()} if mp else None
     p50_s = per_tile["p50"] / 1e3
     out: dict[str, Any] = {
         "runs": runs, "tiles_per_call": tiles_per_call,
         "per_call_ms": per_call, "per_tile_ms": per_tile, "per_megapixel_ms": per_mp,
         "throughput": {"tiles_per_s": round(1 / p50_s, 3) if p50_s > 0 else None,
-                       "megapixels_per_s": round(sr_megapixels_per_tile / p50_s, 4) if p50_s > 0 else None},
+                       "megapixels_per_s": round(mp / p50_s, 4) if mp and p50_s > 0 else None},
     }
     if flops_per_tile and p50_s > 0:
         achieved = flops_per_tile / p50_s / 1e9
