@@ -38,13 +38,16 @@ def register(sub: Any) -> None:
     p.add_argument("--batch", type=positive_int,
                    help="fixed batch of the graphs: tiles per call (default: 16 for SR tiles up to 64 px, "
                         "where batches serve whole images faster, 1 for larger tiles; `deploy` measures)")
-    p.add_argument("--tiles", type=positive_int, default=4, help="validation tiles (default 4)")
+    p.add_argument("--tiles", type=positive_int, default=4,
+                   help="validation tiles, at least (default 4): rounded up to whole calls of the "
+                        "graphs' batch, so a plain export of 64 px SR tiles (batch 16) validates 16")
     p.add_argument("--images", help="folder of photographs for the validation tiles "
                                     "(default: the bundled held-out samples)")
     p.add_argument("--seed", type=nonneg_int, default=0, help="tile crops and --preset weights seed")
     p.add_argument("--simplify", action="store_true", help="simplify with onnxslim (re-validated)")
     p.add_argument("--external-data", choices=("auto", "yes", "no"), default="auto",
-                   help="weights in a .onnx.data file (auto: above 1.5 GB)")
+                   help="weights in a .onnx.data file (auto: above 1.8 GB of weights; "
+                        "ONNX's protobuf limit is 2 GB)")
     p.add_argument("--no-refine", dest="refine", action="store_false",
                    help="leave VARSR's diffusion refiner out of the graphs (tokens only at the last scale); "
                         "with it, the graph that runs the last scale takes the sampler's noise as input")

@@ -19,6 +19,8 @@ from alignvar_edge.recipes import precisions
 from alignvar_edge.runtimes.tensorrt.plan import SCRIPT_FILE, TRTEXEC_FILE, network_plan, trtexec_command
 
 README_FILE, LOG_FILE = "README.md", "trtexec.log"
+# the timing cache the kit's script and trtexec.txt share (the script keeps it beside its output)
+TIMING_CACHE = "alignvar-timing.cache"
 # JetPack 6.1 and 6.2 (Jetson Linux 36.4.x): TensorRT 10.3, CUDA 12.6, Python 3.10, Ubuntu 22.04
 JETPACK_TRT_MAJOR = 10
 
@@ -64,7 +66,7 @@ def build_script(precision: str, kit_precision: str, workspace_mib: int | None, 
 #   --precision     default {precision}; int8 needs a kit made from the Q/DQ export
 #   --dla-core N    run on DLA core N (Orin AGX/NX: 0 or 1), unsupported layers fall back to the GPU
 #   --out DIR       the engine directory to write (default: <kit>-<precision>[-dlaN] beside the kit)
-#   --timing-cache  TensorRT timing cache shared by builds (default: alignvar-timing.cache beside OUT)
+#   --timing-cache  TensorRT timing cache shared by builds (default: {TIMING_CACHE} beside OUT)
 #   --duration      seconds trtexec times the engine after building it (default 10)
 # Environment: PYTHON (default python3) is the interpreter with alignvar-edge[device] installed.
 set -eu
@@ -116,7 +118,7 @@ fi
 SUFFIX=$PRECISION
 [ -z "$DLA" ] || SUFFIX="$SUFFIX-dla$DLA"
 [ -n "$OUT" ] || OUT="$HERE-$SUFFIX"
-[ -n "$CACHE" ] || CACHE="$(dirname "$OUT")/alignvar-timing.cache"
+[ -n "$CACHE" ] || CACHE="$(dirname "$OUT")/{TIMING_CACHE}"
 WORK="$OUT.work"
 TRTEXEC=$(command -v trtexec || echo /usr/src/tensorrt/bin/trtexec)
 [ -x "$TRTEXEC" ] || die "trtexec not found: on JetPack it is /usr/src/tensorrt/bin/trtexec (sudo apt install tensorrt)"
@@ -161,6 +163,11 @@ def kit_readme(manifest: Manifest, precision: str, kit_precision: str) -> str:
     name = manifest.model.name or (manifest.config or {}).get("name") or "the model"
     c = input_contract(manifest) or {}
     flags = precision_flags(kit_precision, f32_layers_of(manifest))
+    # DLA runs fp16 and int8 only: the example uses the kit's own precision where DLA can run it
+    dla = next((p for p in (precision, "fp16", "int8")
+                if p != "fp32" and flags.get(p) is not None and not flags[p].startswith("ERROR")), None)
+    dla_example = (f"sh build_on_device.sh --precision {dla} --dla-core 0      # on DLA core 0, GPU fallback\n"
+                   if dla else "")
     table = "\n".join(f"| {p} | {'`' + f + '`' if f and not f.startswith('ERROR') else ('(none)' if not f else 'not from this kit: ' + f[7:])} |"
                       for p, f in flags.items())
     contract = (f"`{c.get('name')}` {c.get('dtype')} {c.get('layout')} {c.get('shape')}, {c.get('color_order')} "
@@ -228,8 +235,7 @@ python -c "import tensorrt, cuda.bindings.runtime; print(tensorrt.__version__)"
 
 ```
 sh build_on_device.sh                           # {precision}
-sh build_on_device.sh --precision fp16 --dla-core 0      # on DLA core 0, GPU fallback
-```
+{dla_example}```
 
 trtexec flags per precision for this kit (TensorRT 10):
 
@@ -238,7 +244,7 @@ trtexec flags per precision for this kit (TensorRT 10):
 {table}
 
 The script runs trtexec once to build the engine (reusing the timing cache
-`alignvar-timing.cache` beside the output, so later builds are faster) and to time it; then
+`{TIMING_CACHE}` beside the output, so later builds are faster) and to time it; then
 `alignvar-edge adopt` writes the engine directory (engine, manifest with the TensorRT version, GPU
 and DLA core, golden outputs), `alignvar-edge selftest --engine` checks it against the golden
 outputs (`RESULT PASS`: fp32 100% tokens and >= 50 dB; fp16/int8 >= 99% and 35/30 dB; the exit
@@ -288,7 +294,8 @@ def write_build_files(root: Path, manifest: Manifest, precision: str, kit_precis
                       workspace_mib: int | None, opt_level: int, f32_layers: list[str] | tuple[str, ...] = ()) -> None:
     """trtexec.txt, build_on_device.sh and README.md into a kit or engine directory."""
     plan = network_plan(JETPACK_TRT_MAJOR, precision, kit_precision, f32_layers)
-    (root / TRTEXEC_FILE).write_text(" ".join(trtexec_command(plan, workspace_mib=workspace_mib,
+    (root / TRTEXEC_FILE).write_text(" ".join(trtexec_command(plan, cache=TIMING_CACHE,
+                                                              workspace_mib=workspace_mib,
                                                               opt_level=opt_level)) + "\n")
     script = root / SCRIPT_FILE
     script.write_text(build_script(precision, kit_precision, workspace_mib, opt_level, f32_layers))
@@ -296,5 +303,5 @@ def write_build_files(root: Path, manifest: Manifest, precision: str, kit_precis
     (root / README_FILE).write_text(kit_readme(manifest, precision, kit_precision))
 
 
-__all__ = ["README_FILE", "build_script", "f32_layers_of", "kit_readme", "precision_flags",
+__all__ = ["README_FILE", "TIMING_CACHE", "build_script", "f32_layers_of", "kit_readme", "precision_flags",
            "write_build_files"]
