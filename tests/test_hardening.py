@@ -609,6 +609,18 @@ def test_a_folder_run_names_the_files_it_does_not_read(export, tmp_path, capsys)
     assert "not reading 2 file(s) of other kinds (anim.gif, notes.txt)" in err and "upscaled 1 image(s)" in err
 
 
+def test_a_folder_run_goes_past_unusable_files_and_ends_with_an_error(export, tmp_path, capsys) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("a.png", "c.png"):
+        Image.fromarray(np.zeros((5, 6, 3), np.uint8)).save(src / name)
+    (src / "b.png").write_bytes(b"")                       # damaged, between two good ones
+    assert cli.main(["upscale", str(src), str(tmp_path / "out"), "--engine", str(export), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "skipping: " in err and "b.png is empty" in err and "1 file(s) could not be upscaled" in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "c.png"]
+
+
 def test_a_closed_pipe_ends_quietly(monkeypatch, capsys) -> None:
     from alignvar_edge.runtimes import commands
 

@@ -59,8 +59,8 @@ def register(sub: Any) -> None:
                        description="Super-resolve an image file or every image of a folder x4 with any engine "
                                    "(tiled with overlap blending, so any size works; gray and RGBA kept). Never "
                                    "writes onto inputs; a folder run skips finished outputs unless --force. "
-                                   "A file that cannot be read stops a folder run after saving every image "
-                                   "before it: fix or remove it, and run again to continue.")
+                                   "A folder run skips and names the files it cannot use and ends with an error "
+                                   "counting them: fix or remove them and run again (finished images are skipped).")
     u.add_argument("input", help="image file or folder")
     u.add_argument("output", help="output file (for a file) or folder (for a folder)")
     u.add_argument("--engine", default="alignvar-tiny",
@@ -274,11 +274,19 @@ def run_upscale(args: argparse.Namespace) -> int:
         bar = _progress(len(jobs), args.quiet)
         t0 = time.perf_counter()
         loaded: list[tuple[Path, Path, Any]] = []       # (src, dst, alpha) of images read, not yet saved
+        unusable: list[str] = []                        # a folder run goes past files it cannot use
 
         def images() -> Any:
             for i, (src, dst) in enumerate(jobs):
-                rgb, alpha = load_image(src, max_megapixels=limit)
-                output_format(dst, alpha is not None)       # e.g. alpha to .jpg: refused before the work
+                try:
+                    rgb, alpha = load_image(src, max_megapixels=limit)
+                    output_format(dst, alpha is not None)   # e.g. alpha to .jpg: refused before the work
+                except InputError as e:
+                    if len(jobs) == 1:
+                        raise
+                    unusable.append(str(e))
+                    _say(f"skipping: {e}")
+                    continue
                 bar.set_description(f"{src.name} ({i + 1}/{len(jobs)})")
                 loaded.append((src, dst, alpha))
                 yield rgb[..., 0] if is_gray_file(src) else rgb     # the file's layout is kept
@@ -289,8 +297,11 @@ def run_upscale(args: argparse.Namespace) -> int:
             dst.parent.mkdir(parents=True, exist_ok=True)
             save_image(dst, out, big_alpha, overwrite=args.force, input_path=src, bits=bits_per_sample(src))
         bar.close()
-    _say(f"upscaled {len(jobs)} image(s) x{engine.scale} with {engine.backend} ({engine.device}) "
+    _say(f"upscaled {len(jobs) - len(unusable)} image(s) x{engine.scale} with {engine.backend} ({engine.device}) "
          f"in {time.perf_counter() - t0:.1f} s -> {args.output}")
+    if unusable:
+        raise InputError(f"{len(unusable)} file(s) could not be upscaled (listed above); fix or remove them and "
+                         "run the same command again: the finished images are skipped")
     return 0
 
 
@@ -327,6 +338,7 @@ def _compare_images(args: argparse.Namespace) -> list[tuple[str, Any]]:
         files = list_images(args.images)
         if not files:
             raise InputError(f"no images under {args.images}")
+        files = files[:args.limit] if args.limit else files     # read only what is compared
         imgs = [(f.name, load_image(f)[0]) for f in files]
     else:
         from alignvar_edge.samples import sample_images
