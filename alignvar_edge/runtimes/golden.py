@@ -44,8 +44,9 @@ def read_golden(f: Path) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], dict
 def load_golden(model_dir: Path) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
     f = model_dir / GOLDEN_FILE
     if not f.is_file():
-        raise ArtifactError(f"{f} is missing: this installation has no golden outputs for the self-test; "
-                            "reinstall alignvar-edge (or run make_golden on a trusted machine)")
+        raise ArtifactError(f"{f} is missing: the self-test needs golden outputs beside the weights; make "
+                            f"them from this checkpoint with `python -m alignvar_edge.runtimes.selftest --golden "
+                            f"{model_dir}` (for the bundled model: reinstall alignvar-edge)")
     lr, sr, tokens, meta = read_golden(f)
     made_for = meta.get("weights_sha256")
     if made_for and made_for != sha256_file(model_dir / "model.safetensors"):
