@@ -115,6 +115,7 @@ def calibration_for(src: str | os.PathLike[str], opts: QuantizeOptions,
     """The options checked, and the calibration set they name for the export at `src` (logged)."""
     opts.validate()
     m = load_verified(Path(src))
+    _check_source(Path(src), m)          # before the calibration set is made: the input is right
     batch = m.static_batch
     tiles, val_tiles = whole_calls(opts.tiles, batch), whole_calls(opts.val_tiles, batch)
     if (tiles, val_tiles) != (opts.tiles, opts.val_tiles):
@@ -128,13 +129,19 @@ def calibration_for(src: str | os.PathLike[str], opts: QuantizeOptions,
     return cs
 
 
-def _single_graph(src: Path, m: Manifest) -> tuple[Path, str, int, dict[str, np.ndarray]]:
+def _check_source(src: Path, m: Manifest) -> None:
+    """Quantization starts from the fp32 single-graph export."""
     if m.kind != "onnx" or m.precision != "fp32":
-        raise ArtifactError(f"'{src}' is a {m.precision} {m.kind} artifact; quantize an fp32 "
+        kind = "ONNX" if m.kind == "onnx" else m.kind
+        raise ArtifactError(f"'{src}' is an {m.precision} {kind} artifact; quantize an fp32 "
                             "ONNX export (`alignvar-edge export`)")
     if m.graph != "single" or "model" not in m.graphs:
         raise ArtifactError(f"'{src}' holds the {m.graph} graph form; quantization works on the "
                             "single graph: export with --graph single")
+
+
+def _single_graph(src: Path, m: Manifest) -> tuple[Path, str, int, dict[str, np.ndarray]]:
+    _check_source(src, m)
     g = m.graphs["model"]
     inp = g["inputs"][0]
     batch = m.static_batch
