@@ -621,6 +621,13 @@ def test_a_folder_run_goes_past_unusable_files_and_ends_with_an_error(export, tm
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "c.png"]
 
 
+def test_an_output_ending_in_a_slash_is_a_folder(export, tmp_path, capsys) -> None:
+    Image.fromarray(np.zeros((5, 6, 3), np.uint8)).save(tmp_path / "in.png")
+    assert cli.main(["upscale", str(tmp_path / "in.png"), f"{tmp_path / 'new'}/", "--engine", str(export),
+                     "--quiet"]) == 0
+    assert Image.open(tmp_path / "new" / "in.png").size == (24, 20)
+
+
 def test_a_closed_pipe_ends_quietly(monkeypatch, capsys) -> None:
     from alignvar_edge.runtimes import commands
 

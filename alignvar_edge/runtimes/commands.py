@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -62,7 +63,8 @@ def register(sub: Any) -> None:
                                    "A folder run skips and names the files it cannot use and ends with an error "
                                    "counting them: fix or remove them and run again (finished images are skipped).")
     u.add_argument("input", help="image file or folder")
-    u.add_argument("output", help="output file (for a file) or folder (for a folder)")
+    u.add_argument("output", help="for a file: the output file, or a folder to write it into (one that exists, "
+                                  "or a path ending in /); for a folder: the output folder")
     u.add_argument("--engine", default="alignvar-tiny",
                    help="engine dir, export dir or checkpoint (default: the bundled alignvar-tiny, torch)")
     u.add_argument("--backend", choices=BACKEND_CHOICES, default="auto")
@@ -256,7 +258,10 @@ def run_upscale(args: argparse.Namespace) -> int:
     from alignvar_edge.images import (DEFAULT_MAX_MEGAPIXELS, bits_per_sample, is_gray_file, load_image,
                                       output_format, save_image)
     from alignvar_edge.runtimes.tiling import upscale_plane_bicubic
-    jobs, skipped = _jobs(Path(args.input), Path(args.output), args.force)
+    output = Path(args.output)
+    if args.output.endswith(("/", os.sep)) and Path(args.input).is_file():
+        output = output / Path(args.input).name        # `upscale a.png out/`: into that folder
+    jobs, skipped = _jobs(Path(args.input), output, args.force)
     _say_other_files(Path(args.input), Path(args.output))
     if skipped:
         _say(f"skipping {skipped} finished output(s) in {args.output} (pass --force to redo them)")
