@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
@@ -79,6 +80,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     interrupted: list[int] = []
     previous = _watch_signals(interrupted)
+    show = warnings.showwarning
+    if not debug:           # a warning is one line naming the verb, not a source excerpt
+        warnings.showwarning = lambda message, *_a, **_k: print(
+            f"alignvar-edge {args.verb}: warning: {message}", file=sys.stderr)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
@@ -106,6 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         raise
     finally:
+        warnings.showwarning = show
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 

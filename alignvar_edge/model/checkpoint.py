@@ -65,7 +65,10 @@ def resolve_checkpoint_dir(name_or_dir: str | os.PathLike[str]) -> Path:
                               f"and {WEIGHTS_FILE}, or a bundled model name: {', '.join(BUNDLED)}")
     for f in (CONFIG_FILE, WEIGHTS_FILE):
         if not (path / f).is_file():
-            raise CheckpointError(f"checkpoint directory '{path}' has no {f}")
+            # a training run's folder: its checkpoint is `final` (or a saved step) inside it
+            inside = (path / "final") if (path / "final" / CONFIG_FILE).is_file() else None
+            hint = f"; this looks like a training run: pass '{inside}'" if inside else ""
+            raise CheckpointError(f"checkpoint directory '{path}' has no {f}{hint}")
     return path
 
 

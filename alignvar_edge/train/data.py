@@ -75,9 +75,14 @@ class ImageFolderDataset(Dataset[SRSample]):
         if too_small and not usable:
             biggest = max(min(a.shape[:2]) for _, a in too_small)
             raise InputError(
-                f"crop {crop} is larger than every image in {what} (the largest short side is "
-                f"{biggest} px); use a smaller crop or larger images"
+                f"the {crop} px training crop (the model's HR tile) is larger than every image in {what} "
+                f"(the largest short side is {biggest} px); use larger images, or a preset with a smaller tile"
             )
+        if self.skipped:
+            # one line for all of them, not a warning per file
+            shown = "; ".join(f"{n} ({r})" for n, r in self.skipped[:3])
+            more = f"; and {len(self.skipped) - 3} more" if len(self.skipped) > 3 else ""
+            warnings.warn(f"skipping {len(self.skipped)} image(s): {shown}{more}", stacklevel=2)
         if not usable:
             detail = f"; {len(self.skipped)} unreadable: {self.skipped[:3]}" if self.skipped else ""
             raise InputError(
@@ -109,7 +114,6 @@ class ImageFolderDataset(Dataset[SRSample]):
         return "the given images"
 
     def _skip(self, name: str, reason: str) -> None:
-        warnings.warn(f"skipping {name}: {reason}", stacklevel=3)
         self.skipped.append((name, reason))
 
     def set_epoch(self, epoch: int) -> None:
