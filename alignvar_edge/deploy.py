@@ -31,7 +31,7 @@ from typing import Any
 
 from alignvar_edge.errors import AlignVAREdgeError, InputError
 from alignvar_edge.recipes import ALIASES, BACKENDS, engine_precision, recipe
-from alignvar_edge.manifest import ModelInfo, ModelSource
+from alignvar_edge.manifest import ModelInfo, ModelSource, read_manifest
 
 __all__ = ["DeployOptions", "DeployResult", "Step", "deploy", "plan"]
 
@@ -111,7 +111,7 @@ class Step:
     precision: str                  # the requested precision
     built_precision: str            # what the backend builds (Core ML int8 = int8-weights)
     skip: str | None = None
-    status: str = "planned"         # planned | built | skipped | failed
+    status: str = "planned"         # planned | built | kit (a TensorRT build kit) | skipped | failed
     detail: str = ""
     seconds: float = 0.0
     path: str | None = None
@@ -223,13 +223,13 @@ def deploy(opts: DeployOptions, log: Log | None = None, progress: Progress | Non
             try:
                 with _quiet_builders():
                     s.path = str(_build(s, export, tmp, model, calib, opts, say).relative_to(tmp))
-                s.status = "built"
+                s.status = "kit" if read_manifest(tmp / s.path).tensorrt_kit else "built"
             except Exception as e:  # noqa: BLE001 - a backend crash is a finding about that target only
                 why = str(e) if isinstance(e, AlignVAREdgeError) else f"{type(e).__name__}: {_first_line(e)}"
                 s.status, s.detail = "failed", " ".join(why.split())
                 say(f"      failed: {s.detail}")
             s.seconds = round(time.perf_counter() - t0, 1)
-            if s.status == "built" and s.path:
+            if s.status in ("built", "kit") and s.path:
                 s.detail = _build_detail(tmp / s.path)
                 say(f"      {s.detail or 'done'} ({s.seconds:.0f} s)")
 
@@ -354,7 +354,6 @@ def _calibration(opts: DeployOptions, config: Any, export: Path, say: Log) -> An
 def _calib_sizes(opts: DeployOptions, export: Path) -> tuple[int, int]:
     """Calibration and validation tiles in whole calls of the export's static batch (a
     static-batch engine is fed whole batches only)."""
-    from alignvar_edge.manifest import read_manifest
     from alignvar_edge.quantize.calibration.sets import DEFAULT_TILES, DEFAULT_VALIDATION_TILES, whole_calls
     batch = read_manifest(export).static_batch or 1
     tiles, val = (8, 8) if opts.quick else (DEFAULT_TILES, DEFAULT_VALIDATION_TILES)
@@ -396,7 +395,6 @@ def _build(s: Step, export: Path, tmp: Path, model: Any, calib: Any, opts: Deplo
 
 
 def _build_detail(path: Path) -> str:
-    from alignvar_edge.manifest import read_manifest
     m = read_manifest(path)
     if m.tensorrt_kit:
         return f"TensorRT build kit (trtexec.txt, build_on_device.sh): {m.tensorrt_kit.get('reason')}"
@@ -405,7 +403,11 @@ def _build_detail(path: Path) -> str:
     if tok is None and isinstance(par.get("validation"), dict):
         tok = par["validation"].get("token_agreement")
     ref = par.get("reference", "fp32")
-    return f"build-time parity: tokens {tok:.2%} vs {ref}" if tok is not None else ""
+    if tok is None:              # a Core ML package off macOS: converted and validated, never run here
+        return "not run here: no parity check"
+    short = ((m.quantization or {}).get("ladder") or [{}])[-1].get("short_of_gate")
+    return f"build-time parity: tokens {tok:.2%} vs {ref}" + (
+        f", SR PSNR {par.get('psnr_db')} dB: short of the selftest gate ({short})" if short else "")
 
 
 def _bench(steps: list[Step], tmp: Path, reference: tuple[Any, str, ModelSource], opts: DeployOptions, staged: Path | None,
@@ -414,7 +416,7 @@ def _bench(steps: list[Step], tmp: Path, reference: tuple[Any, str, ModelSource]
     shared host); without --threads, a shorter all-core run follows as a second, labelled row."""
     from alignvar_edge.bench.host import fingerprint
     from alignvar_edge.bench.runner import BenchOptions, run_bench
-    specs = [f"{s.name}={tmp / s.path}" for s in steps if s.status == "built" and s.path]
+    specs = [f"{s.name}={tmp / s.path}" for s in steps if s.status in ("built", "kit") and s.path]
     bopts = BenchOptions(runs=opts.runs or (5 if opts.quick else 10), warmup=opts.warmup if opts.warmup is not None
                          else (1 if opts.quick else 2), tiles=opts.bench_tiles or (4 if opts.quick else 8),
                          threads=opts.threads or 1, profile_runs=2 if opts.quick else 3, seed=opts.seed,

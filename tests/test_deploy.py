@@ -44,7 +44,7 @@ def test_deploy_end_to_end(micro_export: Path, tmp_path: Path) -> None:
     assert by["tensorrt-fp32"]["status"] == "unavailable" or runtimes.get_backend("tensorrt").is_available()[0]
     assert {"pytorch-eager", "bicubic"} <= set(by)
     steps = {s["target"] + "-" + s["precision"]: s for s in report["deploy"]["steps"]}
-    assert steps["onnxruntime-fp32"]["status"] == "built" and steps["tensorrt-fp32"]["status"] == "built"
+    assert steps["onnxruntime-fp32"]["status"] == "built" and steps["tensorrt-fp32"]["status"] in ("built", "kit")
     kit = out / "engines" / "tensorrt-fp32"
     assert (kit / "trtexec.txt").read_text().startswith("trtexec ") and (kit / "build_on_device.sh").is_file()
     manifest = load_verified(out)

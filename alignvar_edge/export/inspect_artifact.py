@@ -100,6 +100,8 @@ def tried_rungs(m: Manifest) -> list[str]:
     # an int8 ladder moves on only while a rung misses the token or the image target
     lines += [f"{r['rung']}: tokens {r['token_agreement']:.2%}, SR PSNR {r['psnr_db']} dB"
               + ("; not kept: below the token or image target" if i < len(int8) - 1 else "; kept")
+              + (f", short of the selftest gate ({r['short_of_gate']}): selftest will fail it; build fp16 "
+                 "or fp32 for a faithful image" if r.get("short_of_gate") else "")
               for i, r in enumerate(int8)]
     return lines
 
