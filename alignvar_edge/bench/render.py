@@ -182,20 +182,17 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
                    f"{best['p50_ms_per_tile']:.2f} ms/tile, {best['speedup_vs_eager']:.2f}x PyTorch eager "
                    f"({best['token_agreement']:.2%} tokens), {(report.get('settings') or {}).get('threads')} "
                    "thread(s).")
+    threads = (report.get("settings") or {}).get("threads")
     img = s.get("image") or {}
     if img.get("best_cpu"):
-        b, (h, w) = img["best_cpu"], img["sr"]
-        out.append(f"Whole {w}x{h} SR image (tiles with overlap, batch padding and blending counted): "
-                   f"**{b['label']}** {b['mp_per_s']:.3f} MP/s at batch {b['batch']}, {b['speedup_vs_eager']:.2f}x "
-                   f"PyTorch eager's {img['eager_mp_per_s']:.3f} MP/s (batch {img['eager_batch']}), "
-                   f"{(report.get('settings') or {}).get('threads')} thread(s).")
+        h, w = img["sr"]
+        out.append(_whole_line(f"Whole {w}x{h} SR image (tiles with overlap, batch padding and blending counted)",
+                               img, threads))
     folder = s.get("folder") or {}
     if folder.get("best_cpu"):
-        b, (h, w) = folder["best_cpu"], folder["image_sr"]
-        out.append(f"A folder of {folder['images']} {w}x{h} SR images (small images sharing calls, as "
-                   f"`upscale DIR` runs them): **{b['label']}** {b['mp_per_s']:.3f} MP/s at batch {b['batch']}, "
-                   f"{b['speedup_vs_eager']:.2f}x PyTorch eager's {folder['eager_mp_per_s']:.3f} MP/s "
-                   f"(batch {folder['eager_batch']}), {(report.get('settings') or {}).get('threads')} thread(s).")
+        h, w = folder["image_sr"]
+        out.append(_whole_line(f"A folder of {folder['images']} {w}x{h} SR images (small images sharing calls, "
+                               "as `upscale DIR` runs them)", folder, threads))
     gpu = s.get("best_gpu")
     if gpu:
         line = (f"Best GPU configuration at >= {s['min_token_agreement']:.0%} token agreement: "
@@ -218,6 +215,14 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     if s.get("target_verdict"):
         out.append(f"Speed-up target {s['target_speedup']:g}x: {s['target_verdict']}.")
     return out
+
+
+def _whole_line(title: str, timing: dict[str, Any], threads: Any) -> str:
+    """The summary line of a whole-image (or folder) timing: its best CPU engine against eager."""
+    b = timing["best_cpu"]
+    return (f"{title}: **{b['label']}** {b['mp_per_s']:.3f} MP/s at batch {b['batch']}, "
+            f"{b['speedup_vs_eager']:.2f}x PyTorch eager's {timing['eager_mp_per_s']:.3f} MP/s "
+            f"(batch {timing['eager_batch']}), {threads} thread(s).")
 
 
 def all_cores_line(row: dict[str, Any]) -> str:
