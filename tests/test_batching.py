@@ -57,7 +57,7 @@ def test_deploy_calibrates_at_least_one_full_call_of_the_batch(monkeypatch, tmp_
     the batch would leave the int8 builds nothing to calibrate or check on."""
     import types
 
-    from alignvar_edge import deploy, manifest
-    monkeypatch.setattr(manifest, "read_manifest", lambda root: types.SimpleNamespace(static_batch=batch))
+    from alignvar_edge import deploy
+    monkeypatch.setattr(deploy, "read_manifest", lambda root: types.SimpleNamespace(static_batch=batch))
     opts = DeployOptions(out=str(tmp_path / "d"), quick=quick, targets="onnxruntime")
     assert deploy._calib_sizes(opts, tmp_path) == want
