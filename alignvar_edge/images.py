@@ -31,9 +31,13 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "as_float_image",
     "bits_per_sample",
+    "check_unit_range",
+    "file_layout",
     "from_tensor",
     "list_images",
+    "list_other_files",
     "load_image",
+    "output_format",
     "save_image",
     "to_tensor",
 ]
@@ -95,7 +99,8 @@ def _decode(
             "limit; downscale or crop it, or raise the limit (max_megapixels / --max-megapixels)"
         )
     frames = int(getattr(img, "n_frames", 1) or 1)
-    if frames > 1:
+    # animations and multi-page files; not a camera JPEG's MPF extras (MPO: the first frame is the photo)
+    if frames > 1 and img.format in _MULTI_FRAME_FORMATS:
         # only the first would be read, silently: refuse rather than lose the others
         raise InputError(f"{path} holds {frames} frames (an animation or a multi-page file); save the "
                          "frame you want as a PNG and pass that")
@@ -120,21 +125,23 @@ _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")
 _SIXTEEN_BIT_FORMATS = ("PNG", "TIFF")
 
 
+_MULTI_FRAME_FORMATS = ("GIF", "PNG", "WEBP", "TIFF")
+
 # modes of a single-channel (gray) file, with or without alpha: `upscale` writes these back gray
 _GRAY_MODES = ("1", "L", "LA", "La", "F", *_SIXTEEN_BIT_MODES)
 
 
-def is_gray_file(path: str | os.PathLike[str]) -> bool:
-    """Whether the file stores gray pixels (its layout, from the header alone; an RGB file whose
-    channels happen to be equal is RGB)."""
+def file_layout(path: str | os.PathLike[str]) -> tuple[bool, int]:
+    """(gray, bits per sample) of an image file, from its header alone: what `upscale` writes back.
+    Gray is the file's layout (an RGB file whose channels happen to be equal is RGB); bits are 16
+    for a 16-bit grayscale file (what `load_image` keeps), else 8."""
     with Image.open(path) as img:
-        return img.mode in _GRAY_MODES
+        return img.mode in _GRAY_MODES, 16 if img.mode in _SIXTEEN_BIT_MODES else 8
 
 
 def bits_per_sample(path: str | os.PathLike[str]) -> int:
-    """16 for a 16-bit grayscale file, else 8 (what `load_image` keeps; from the header alone)."""
-    with Image.open(path) as img:
-        return 16 if img.mode in _SIXTEEN_BIT_MODES else 8
+    """16 for a 16-bit grayscale file, else 8 (`file_layout`)."""
+    return file_layout(path)[1]
 
 
 def _to_float_planes(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:

@@ -236,3 +236,18 @@ def test_tensor_round_trip() -> None:
         to_tensor(rgb[..., 0])
     with pytest.raises(InputError):
         from_tensor(torch.zeros(2, 3, 4, 4))
+
+
+def test_a_camera_jpeg_with_extra_frames_is_one_photo_and_an_animation_is_refused(tmp_path: Path) -> None:
+    """Phones write MPO JPEGs (the photo plus a gain map or preview): the first frame is the photo.
+    An animation's or a multi-page file's frames are content: refused, not cut to the first."""
+    a = Image.fromarray(np.full((6, 7, 3), 40, np.uint8))
+    b = Image.fromarray(np.full((6, 7, 3), 200, np.uint8))
+    a.save(tmp_path / "phone.jpg", format="MPO", save_all=True, append_images=[b])
+    with Image.open(tmp_path / "phone.jpg") as im:
+        assert im.format == "MPO" and im.n_frames == 2
+    rgb, _ = load_image(tmp_path / "phone.jpg")
+    assert rgb.shape == (6, 7, 3) and abs(float(rgb.mean()) - 40 / 255) < 0.02
+    a.save(tmp_path / "anim.gif", save_all=True, append_images=[b])
+    with pytest.raises(InputError, match="anim.gif holds 2 frames"):
+        load_image(tmp_path / "anim.gif")
