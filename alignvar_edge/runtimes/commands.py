@@ -77,8 +77,7 @@ def register(sub: Any) -> None:
     u.add_argument("--force", action="store_true", help="replace existing outputs")
     u.add_argument("--max-megapixels", type=positive_float, default=None, help="refuse larger inputs (default 24)")
     u.add_argument("--quiet", action="store_true", help="no progress bar")
-    u.set_defaults(func=run_upscale, on_interrupt="images already finished are kept, the one in progress is not; "
-                                                "the same command again skips the finished ones")
+    u.set_defaults(func=run_upscale)
 
     c = sub.add_parser("compare", help="engines vs the PyTorch reference on images: tokens, PSNR/SSIM-Y",
                        description="Run engines and the PyTorch reference on the same tiles: tiles with "
@@ -255,9 +254,11 @@ def _jobs(inp: Path, out: Path, force: bool) -> tuple[list[tuple[Path, Path]], i
 
 def run_upscale(args: argparse.Namespace) -> int:
     from alignvar_edge import runtimes
-    from alignvar_edge.images import (DEFAULT_MAX_MEGAPIXELS, bits_per_sample, is_gray_file, load_image,
-                                      output_format, save_image)
+    from alignvar_edge.images import DEFAULT_MAX_MEGAPIXELS, file_layout, load_image, output_format, save_image
     from alignvar_edge.runtimes.tiling import upscale_plane_bicubic
+    if Path(args.input).is_dir():    # what Ctrl-C keeps: a folder run's finished images
+        args.on_interrupt = ("images already finished are kept, the one in progress is not; "
+                             "the same command again skips the finished ones")
     output = Path(args.output)
     if args.output.endswith(("/", os.sep)) and Path(args.input).is_file():
         output = output / Path(args.input).name        # `upscale a.png out/`: into that folder
@@ -278,7 +279,7 @@ def run_upscale(args: argparse.Namespace) -> int:
     with runtimes.load(args.engine, backend=args.backend, device=args.device, **opts) as engine:
         bar = _progress(len(jobs), args.quiet)
         t0 = time.perf_counter()
-        loaded: list[tuple[Path, Path, Any]] = []       # (src, dst, alpha) of images read, not yet saved
+        loaded: list[tuple[Path, Path, Any, int]] = []  # (src, dst, alpha, bits) of images read, not yet saved
         unusable: list[str] = []                        # a folder run goes past files it cannot use
 
         def images() -> Any:
@@ -286,6 +287,7 @@ def run_upscale(args: argparse.Namespace) -> int:
                 try:
                     rgb, alpha = load_image(src, max_megapixels=limit)
                     output_format(dst, alpha is not None)   # e.g. alpha to .jpg: refused before the work
+                    gray, bits = file_layout(src)           # the file's layout is kept
                 except InputError as e:
                     if len(jobs) == 1:
                         raise
@@ -293,14 +295,14 @@ def run_upscale(args: argparse.Namespace) -> int:
                     _say(f"skipping: {e}")
                     continue
                 bar.set_description(f"{src.name} ({i + 1}/{len(jobs)})")
-                loaded.append((src, dst, alpha))
-                yield rgb[..., 0] if is_gray_file(src) else rgb     # the file's layout is kept
+                loaded.append((src, dst, alpha, bits))
+                yield rgb[..., 0] if gray else rgb
         # small images share the engine's calls (Engine.upscale_many); each is saved when final
         for out in engine.upscale_many(images(), overlap=args.overlap, progress=_tile_ticker(bar)):
-            src, dst, alpha = loaded.pop(0)
+            src, dst, alpha, bits = loaded.pop(0)
             big_alpha = upscale_plane_bicubic(alpha, engine.scale) if alpha is not None else None
             dst.parent.mkdir(parents=True, exist_ok=True)
-            save_image(dst, out, big_alpha, overwrite=args.force, input_path=src, bits=bits_per_sample(src))
+            save_image(dst, out, big_alpha, overwrite=args.force, input_path=src, bits=bits)
         bar.close()
     _say(f"upscaled {len(jobs) - len(unusable)} image(s) x{engine.scale} with {engine.backend} ({engine.device}) "
          f"in {time.perf_counter() - t0:.1f} s -> {args.output}")
