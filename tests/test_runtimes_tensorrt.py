@@ -65,7 +65,7 @@ def test_one_plan_for_tensorrt_10_and_11():
 def test_trtexec_command_matches_the_plan():
     cmd = trt_plan.trtexec_command({"strongly_typed": False, "flags": ["FP16"]}, workspace_mib=512)
     assert cmd[:3] == ["trtexec", "--onnx=model.onnx", "--saveEngine=model.engine"]
-    assert "--fp16" in cmd and "--timingCacheFile=timing.cache" in cmd
+    assert "--fp16" in cmd and "--timingCacheFile=alignvar-timing.cache" in cmd
     assert "--memPoolSize=workspace:512M" in cmd and "--stronglyTyped" not in cmd
     assert "--stronglyTyped" in trt_plan.trtexec_command({"strongly_typed": True, "flags": []})
 

@@ -6,7 +6,7 @@ One build path for TensorRT 10 and 11:
   TRT 11  strongly typed networks only (the FP16/INT8 flags and implicit calibrators are gone):
           the ONNX carries its own types, so fp16 needs an fp16 export and int8 a Q/DQ export.
 `plan.network_plan` decides flags from (version, precision, artifact precision) and nothing else
-branches on the version. A timing cache is reused across builds (`timing.cache`).
+branches on the version. A timing cache is reused across builds (`alignvar-timing.cache`).
 
 The engine manifest records the TensorRT version and the GPU (name, compute capability); an
 engine is specific to both, and a mismatch is refused with a message instead of failing inside

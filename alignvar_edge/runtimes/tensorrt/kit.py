@@ -16,11 +16,10 @@ from pathlib import Path
 from alignvar_edge.errors import InputError
 from alignvar_edge.manifest import Manifest, input_contract
 from alignvar_edge.recipes import precisions
-from alignvar_edge.runtimes.tensorrt.plan import SCRIPT_FILE, TRTEXEC_FILE, network_plan, trtexec_command
+from alignvar_edge.runtimes.tensorrt.plan import (CACHE as TIMING_CACHE, SCRIPT_FILE, TRTEXEC_FILE, network_plan,
+                                                  trtexec_command)
 
 README_FILE, LOG_FILE = "README.md", "trtexec.log"
-# the timing cache the kit's script and trtexec.txt share (the script keeps it beside its output)
-TIMING_CACHE = "alignvar-timing.cache"
 # JetPack 6.1 and 6.2 (Jetson Linux 36.4.x): TensorRT 10.3, CUDA 12.6, Python 3.10, Ubuntu 22.04
 JETPACK_TRT_MAJOR = 10
 
@@ -294,8 +293,7 @@ def write_build_files(root: Path, manifest: Manifest, precision: str, kit_precis
                       workspace_mib: int | None, opt_level: int, f32_layers: list[str] | tuple[str, ...] = ()) -> None:
     """trtexec.txt, build_on_device.sh and README.md into a kit or engine directory."""
     plan = network_plan(JETPACK_TRT_MAJOR, precision, kit_precision, f32_layers)
-    (root / TRTEXEC_FILE).write_text(" ".join(trtexec_command(plan, cache=TIMING_CACHE,
-                                                              workspace_mib=workspace_mib,
+    (root / TRTEXEC_FILE).write_text(" ".join(trtexec_command(plan, workspace_mib=workspace_mib,
                                                               opt_level=opt_level)) + "\n")
     script = root / SCRIPT_FILE
     script.write_text(build_script(precision, kit_precision, workspace_mib, opt_level, f32_layers))
@@ -303,5 +301,5 @@ def write_build_files(root: Path, manifest: Manifest, precision: str, kit_precis
     (root / README_FILE).write_text(kit_readme(manifest, precision, kit_precision))
 
 
-__all__ = ["README_FILE", "TIMING_CACHE", "build_script", "f32_layers_of", "kit_readme", "precision_flags",
+__all__ = ["README_FILE", "build_script", "f32_layers_of", "kit_readme", "precision_flags",
            "write_build_files"]

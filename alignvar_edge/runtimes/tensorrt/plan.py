@@ -13,7 +13,7 @@ from alignvar_edge.errors import InputError
 __all__ = ["CACHE", "ENGINE", "ONNX", "SCRIPT_FILE", "TRTEXEC_FILE", "network_plan",
            "trt_major", "trtexec_command"]
 
-ENGINE, ONNX, CACHE = "model.engine", "model.onnx", "timing.cache"
+ENGINE, ONNX, CACHE = "model.engine", "model.onnx", "alignvar-timing.cache"
 TRTEXEC_FILE, SCRIPT_FILE = "trtexec.txt", "build_on_device.sh"
 
 
