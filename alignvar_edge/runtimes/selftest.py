@@ -101,13 +101,13 @@ def selftest(backend: str, model: str = "alignvar-tiny", device: str | None = No
     precision = r.precision
     report: dict[str, Any] = {
         "alignvar_edge": __version__, "backend": b.name, "backend_version": b.version(),
-        # the state-dict hash engines record (manifest model.weights_sha256): one fingerprint for
-        # `--backend` and `--engine` reports of the same weights
-        "host": host_info(), "model": model, "weights_sha256": _weights_sha256(ckpt)[:16],
-        "precision": precision, "golden_tiles": int(lr.shape[0])}
+        "host": host_info(), "model": model, "precision": precision, "golden_tiles": int(lr.shape[0])}
     ok, why = b.can_build()
     if not ok:
         raise BackendUnavailableError(f"{b.name} cannot be tested here: {why}")
+    # the state-dict hash engines record (manifest model.weights_sha256): one fingerprint for
+    # `--backend` and `--engine` reports of the same weights
+    report["weights_sha256"] = _weights_sha256(ckpt)[:16]
     tmp = tempfile.TemporaryDirectory(prefix="alignvar-selftest-", dir=workdir)
     try:
         t0 = time.perf_counter()
