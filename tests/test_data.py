@@ -127,7 +127,7 @@ def test_folder_errors(tmp_path: Path) -> None:
     (tmp_path / "bad.png").write_text("x")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with pytest.raises(InputError, match="1 unreadable"):
+        with pytest.raises(InputError, match="1 skipped"):
             ImageFolderDataset(tmp_path)
 
     _write(tmp_path / "small.png", (48, 40))

@@ -78,16 +78,16 @@ class ImageFolderDataset(Dataset[SRSample]):
                 f"the {crop} px training crop (the model's HR tile) is larger than every image in {what} "
                 f"(the largest short side is {biggest} px); use larger images, or a preset with a smaller tile"
             )
+        if not usable:
+            detail = f"; {len(self.skipped)} skipped: {self.skipped[:3]}" if self.skipped else ""
+            raise InputError(
+                f"no usable images in {what} (looked for {', '.join(IMAGE_EXTENSIONS)}){detail}"
+            )
         if self.skipped:
             # one line for all of them, not a warning per file
             shown = "; ".join(f"{n} ({r})" for n, r in self.skipped[:3])
             more = f"; and {len(self.skipped) - 3} more" if len(self.skipped) > 3 else ""
             warnings.warn(f"skipping {len(self.skipped)} image(s): {shown}{more}", stacklevel=2)
-        if not usable:
-            detail = f"; {len(self.skipped)} unreadable: {self.skipped[:3]}" if self.skipped else ""
-            raise InputError(
-                f"no usable images in {what} (looked for {', '.join(IMAGE_EXTENSIONS)}){detail}"
-            )
         self.images = usable
 
     def _collect(self, source: Source, max_megapixels: float | None) -> str:
