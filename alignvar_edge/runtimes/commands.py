@@ -271,8 +271,9 @@ def run_upscale(args: argparse.Namespace) -> int:
         return 0
     opts: dict[str, Any] = {"threads": args.threads} if args.threads else {}
     if args.hint:
+        # the backend's own list of load options decides, in CLI terms
         backend = runtimes.detect_backend(args.engine) if args.backend == "auto" else args.backend
-        if backend != "openvino":
+        if "hint" not in runtimes.get_backend(backend).load_options:
             raise InputError(f"--hint applies to OpenVINO engines; {args.engine} runs on {backend}")
         opts["hint"] = args.hint
     limit = args.max_megapixels if args.max_megapixels is not None else DEFAULT_MAX_MEGAPIXELS
@@ -345,13 +346,11 @@ def _compare_images(args: argparse.Namespace) -> list[tuple[str, Any]]:
         files = list_images(args.images)
         if not files:
             raise InputError(f"no images under {args.images}")
-        files = files[:args.limit] if args.limit else files     # read only what is compared
-        imgs = [(f.name, load_image(f)[0]) for f in files]
+        # read only what is compared
+        imgs = [(f.name, load_image(f)[0]) for f in files[:args.limit or None]]
     else:
         from alignvar_edge.samples import sample_images
-        imgs = sample_images("heldout")
-    if args.limit:
-        imgs = imgs[:args.limit]
+        imgs = sample_images("heldout")[:args.limit or None]
     out = []
     for name, img in imgs:
         h, w = img.shape[:2]
