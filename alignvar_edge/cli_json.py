@@ -9,10 +9,10 @@ written atomically (a reader never sees half of it).
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 from alignvar_edge.fsmodes import write_text
+from alignvar_edge.jsonsafe import dumps
 
 __all__ = ["STDOUT", "add_json_option", "emit"]
 
@@ -35,7 +35,7 @@ def add_json_option(parser: argparse.ArgumentParser, what: str = "the result") -
 
 def emit(target: str | None, payload: Any, text: str) -> None:
     """Print `text`, or the JSON of `payload` in its place (target '-'); and write it to a FILE target."""
-    doc = json.dumps(payload, indent=2, default=str) + "\n"
+    doc = dumps(payload)
     if target == STDOUT:
         print(doc, end="")
         return

@@ -60,6 +60,7 @@ from typing import Any
 
 from alignvar_edge.errors import ArtifactError, OutputExistsError
 from alignvar_edge.fsmodes import publish_mode
+from alignvar_edge.jsonsafe import dumps
 from alignvar_edge.onnx_wire import external_locations
 
 MANIFEST_FILE = "manifest.json"
@@ -430,7 +431,7 @@ def write_manifest(root: Path, manifest: Manifest) -> None:
     manifest.files = hash_files(root)
     manifest.input_contract = input_contract(manifest)
     tmp = root / (MANIFEST_FILE + ".tmp")
-    tmp.write_text(json.dumps(manifest.to_json(), indent=2, sort_keys=True, default=str) + "\n")
+    tmp.write_text(dumps(manifest.to_json(), sort_keys=True))
     os.replace(tmp, root / MANIFEST_FILE)
 
 

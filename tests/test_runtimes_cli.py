@@ -126,10 +126,35 @@ def test_compare_reports_tokens_and_psnr_against_torch(export, images, tmp_path,
                  "--json", str(report)]) == 0
     out = capsys.readouterr().out
     assert "tiles identical 100.0%" in out
-    res = json.loads(report.read_text())
+    doc = json.loads(report.read_text())
+    assert doc["reference"] == str(ckpt) and len(doc["images"]) == 4
+    res = doc["engines"]
     assert res[0]["backend"] == "onnxruntime" and len(res[0]["images"]) == 4
     assert all(im["tiles_identical"] == 1.0 for im in res[0]["images"])
     assert res[0]["min_psnr_db"] == "inf" or res[0]["min_psnr_db"] >= 50
+
+
+def test_compare_of_images_too_small_to_score_says_na_in_strict_json(export, tmp_path, capsys):
+    """A 1x1 image leaves nothing after the border crop and a 4x4 one is under SSIM's window: the
+    scores are n/a, and the JSON stays strict (no bare NaN that jq or a browser would reject)."""
+    ckpt = tmp_path / "ckpt"
+    sharp_model("micro").save_pretrained(str(ckpt))
+    small = tmp_path / "small"
+    small.mkdir()
+    Image.new("RGB", (1, 1), (200, 40, 90)).save(small / "one.png")
+    Image.new("RGB", (4, 4), (20, 140, 90)).save(small / "four.png")
+    report = tmp_path / "cmp.json"
+    assert main(["compare", str(export), "--images", str(small), "--reference", str(ckpt),
+                 "--json", str(report)]) == 0
+    captured = capsys.readouterr()
+    assert "n/a" in captured.out and "Mean of empty slice" not in captured.err
+
+    def no_constants(name: str) -> None:
+        raise AssertionError(f"non-standard JSON constant {name}")
+    doc = json.loads(report.read_text(), parse_constant=no_constants)
+    scores = {im["image"]: im for im in doc["engines"][0]["images"]}
+    assert scores["one.png"]["psnr_y_db"] == "nan" and scores["one.png"]["ssim_y"] == "nan"
+    assert scores["four.png"]["ssim_y"] == "nan" and scores["four.png"]["psnr_y_db"] != "nan"
 
 
 def test_build_verb_writes_engines_and_the_tensorrt_kit(export, tmp_path, capsys):

@@ -21,13 +21,13 @@ latency (bench/stats.py), memory, artifact_bytes, fidelity, speedup_vs_eager.
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any
 
 from alignvar_edge.errors import InputError
 from alignvar_edge.fsmodes import write_text
+from alignvar_edge.jsonsafe import dumps
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "ReportSchemaError", "check_report", "read_report", "write_json"]
 
@@ -43,20 +43,9 @@ class ReportSchemaError(InputError):
     """A file that is not a benchmark report of the version this alignvar-edge reads."""
 
 
-def _json_safe(x: Any) -> Any:
-    """inf/nan floats -> "inf"/"nan" strings (JSON has no infinities; identical images give inf dB)."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return "inf" if x > 0 else ("-inf" if x < 0 else "nan")
-    if isinstance(x, dict):
-        return {str(k): _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    return x
-
-
 def write_json(path: str | os.PathLike[str], data: Any) -> Path:
     """Write JSON atomically: a temporary sibling renamed over `path` (readers never see half a file)."""
-    return write_text(path, json.dumps(_json_safe(data), indent=2, sort_keys=False, default=str) + "\n")
+    return write_text(path, dumps(data))
 
 
 def check_report(report: Any, where: str = "report") -> dict[str, Any]:

@@ -61,21 +61,29 @@ def rgb_to_y(img_3HW: np.ndarray) -> np.ndarray:
     return (16.0 + 65.481 * r + 128.553 * g + 24.966 * b) / 255.0
 
 
+# skimage's Gaussian window at sigma 1.5 (truncated at 3.5 sigma): SSIM is undefined on smaller sides
+SSIM_WINDOW = 11
+
+
 def _crop(y: np.ndarray, border: int) -> np.ndarray:
     return y[..., border:-border, border:-border] if border > 0 else y
 
 
 def psnr_y(ref: np.ndarray, test: np.ndarray, border: int = 4) -> float:
-    """PSNR of the Y channel, `border` pixels cropped (use the SR scale)."""
-    return psnr(_crop(rgb_to_y(ref), border), _crop(rgb_to_y(test), border))
+    """PSNR of the Y channel, `border` pixels cropped (use the SR scale); nan when nothing is left."""
+    a, b = _crop(rgb_to_y(ref), border), _crop(rgb_to_y(test), border)
+    return psnr(a, b) if a.size else math.nan
 
 
 def ssim_y(ref: np.ndarray, test: np.ndarray, border: int = 4) -> float:
-    """Mean SSIM of the Y channel over the batch, `border` pixels cropped (skimage, Gaussian 11x11)."""
+    """Mean SSIM of the Y channel over the batch, `border` pixels cropped (skimage, Gaussian 11x11);
+    nan when the cropped image is smaller than the window."""
     from skimage.metrics import structural_similarity
 
     a = _crop(rgb_to_y(ref), border)
     b = _crop(rgb_to_y(test), border)
+    if min(a.shape[-2:]) < SSIM_WINDOW:
+        return math.nan
     a, b = a.reshape(-1, *a.shape[-2:]), b.reshape(-1, *b.shape[-2:])
     vals = [structural_similarity(x, y, data_range=1.0, gaussian_weights=True, sigma=1.5,
                                   use_sample_covariance=False) for x, y in zip(a, b)]
@@ -105,10 +113,10 @@ class ParityReport:
                 f"{self.max_abs_diff:.2e}")
 
     def to_json(self) -> dict[str, Any]:
-        """JSON-safe dict (infinite PSNR becomes the string "inf")."""
+        """The report as a dict (written through `jsonsafe`, infinite PSNR becomes "inf")."""
         d = asdict(self)
         for k in ("psnr_db", "psnr_y_db"):
-            d[k] = "inf" if math.isinf(d[k]) else round(d[k], 3)
+            d[k] = round(d[k], 3)
         d["thresholds"] = {"token_agreement": REQUIRED_TOKEN_AGREEMENT, "min_psnr_db": MIN_PSNR_DB}
         d["passed"] = self.passed()
         return d

@@ -21,7 +21,6 @@ failed; the effect of groups is not exactly additive, so this is not a global op
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -89,8 +88,7 @@ class Fidelity:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["psnr_drop"] = self.psnr_drop
-        return {k: (round(v, 6) if isinstance(v, float) and math.isfinite(v) else
-                    ("inf" if isinstance(v, float) else v)) for k, v in d.items()}
+        return {k: round(v, 6) if isinstance(v, float) else v for k, v in d.items()}
 
 
 def _with_logits(model: onnx.ModelProto | str) -> tuple[onnx.ModelProto | str, list[str]]:
@@ -246,7 +244,7 @@ def search(build: Callable[[frozenset[str]], onnx.ModelProto], groups: Sequence[
         scores[g] = {"score": round(raw[g], 6), "logit_err": round(f.logit_err, 6),
                      "token_agreement": round(f.token_agreement, 6),
                      "psnr_drop": round(f.psnr_drop, 4),
-                     "psnr_y_vs_fp32": round(f.psnr_y_vs_fp32, 2) if math.isfinite(f.psnr_y_vs_fp32) else "inf",
+                     "psnr_y_vs_fp32": round(f.psnr_y_vs_fp32, 2),
                      "nodes": (group_sizes or {}).get(g, 1)}
     ranking = sorted(groups, key=lambda g: (-raw[g], g))
     for r, g in enumerate(ranking):

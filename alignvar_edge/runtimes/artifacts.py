@@ -7,7 +7,6 @@ model.safetensors, or a bundled name such as 'alignvar-tiny') is the torch backe
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from alignvar_edge.errors import ArtifactError, CheckpointError, InputError
+from alignvar_edge.jsonsafe import dumps
 from alignvar_edge.manifest import (MANIFEST_FILE, BuiltFrom, Manifest, ModelInfo, listed_file, load_verified,
                                     new_manifest, read_manifest, sha256_file)
 from alignvar_edge.model.config import AlignVARConfig
@@ -200,4 +200,4 @@ def parity_vs(reference: Any, engine: Any, tiles: np.ndarray, what: str) -> dict
 
 
 def dump_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    path.write_text(dumps(data, sort_keys=True))

@@ -14,6 +14,7 @@ from alignvar_edge.errors import InputError, OutputExistsError
 from alignvar_edge import progress
 from alignvar_edge.recipes import BACKENDS, OPTION_FLAGS, check_options
 from alignvar_edge.manifest import Manifest
+from alignvar_edge.model.bundled import DEFAULT_CHECKPOINT
 
 BACKEND_CHOICES = ("auto", *BACKENDS)
 
@@ -65,8 +66,8 @@ def register(sub: Any) -> None:
     u.add_argument("input", help="image file or folder")
     u.add_argument("output", help="for a file: the output file, or a folder to write it into (one that exists, "
                                   "or a path ending in /); for a folder: the output folder")
-    u.add_argument("--engine", default="alignvar-tiny",
-                   help="engine dir, export dir or checkpoint (default: the bundled alignvar-tiny, torch)")
+    u.add_argument("--engine", default=DEFAULT_CHECKPOINT,
+                   help=f"engine dir, export dir or checkpoint (default: the bundled {DEFAULT_CHECKPOINT}, torch)")
     u.add_argument("--backend", choices=BACKEND_CHOICES, default="auto")
     u.add_argument("--device")
     u.add_argument("--overlap", type=nonneg_int, help="tile overlap in LR pixels (default: a quarter tile)")
@@ -380,17 +381,18 @@ def run_compare(args: argparse.Namespace) -> int:
     try:
         for e in args.engines:
             engines.append((Path(e).name, runtimes.load(e)))
-        ref = runtimes.load(_reference_source(args, [e.metadata for _, e in engines]), backend="torch")
-        engines_ref = ref
+        reference = _reference_source(args, [e.metadata for _, e in engines])
+        ref = runtimes.load(reference, backend="torch")
         images = _compare_images(args)
-        results = compare_engines(engines, engines_ref, images, progress=_say)
+        results = compare_engines(engines, ref, images, progress=_say)
     finally:
         for _, e in engines:
             e.close()
     text = "\n".join([format_table(results)] + [
         f"{r.engine}: tiles identical {r.tiles_identical:.1%}, min PSNR {r.min_psnr_db:.1f} dB, "
         f"{r.ms_per_tile:.1f} ms/tile" for r in results])
-    emit(args.json, [r.to_json() for r in results], text)
+    emit(args.json, {"reference": reference, "images": [name for name, _ in images],
+                     "engines": [r.to_json() for r in results]}, text)
     return 0
 
 

@@ -57,15 +57,11 @@ class EngineResult:
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["tiles_identical"] = self.tiles_identical
-        d["min_psnr_db"] = _num(self.min_psnr_db)
+        d["min_psnr_db"] = round(self.min_psnr_db, 3)
         for r in d["images"]:
-            for k in ("psnr_db", "psnr_y_db"):
-                r[k] = _num(r[k])
+            for k in ("psnr_db", "psnr_y_db", "ssim_y"):
+                r[k] = round(r[k], 3 if k != "ssim_y" else 5)
         return d
-
-
-def _num(v: float) -> float | str:
-    return "inf" if math.isinf(v) else round(v, 3)
 
 
 def _run_timed(engine: Engine, tiles: np.ndarray) -> tuple[np.ndarray, list[np.ndarray], float]:
@@ -107,7 +103,7 @@ def compare_engines(engines: Sequence[tuple[str, Engine]], reference: Engine,
                 image=name, size=(H, W), tiles=len(tiles), tiles_identical=agree["identical_samples"],
                 tokens_per_scale=agree["per_scale"], tokens_overall=agree["overall"],
                 psnr_db=psnr(a, b), psnr_y_db=psnr_y(a, b, border=e.scale),
-                ssim_y=ssim_y(a, b, border=e.scale) if min(a.shape[1:]) > 2 * e.scale + 7 else math.nan,
+                ssim_y=ssim_y(a, b, border=e.scale),
                 seam_ratio=tiling.seam_ratio(out, ys, xs, t, e.scale)))
     for idx, r in enumerate(results):
         r.ms_per_tile = total_ms[idx] / max(1, total_tiles)
@@ -131,4 +127,4 @@ def format_table(results: Sequence[EngineResult]) -> str:
 
 
 def _db(v: float) -> str:
-    return "inf" if math.isinf(v) else f"{v:.1f}"
+    return "n/a" if math.isnan(v) else ("inf" if math.isinf(v) else f"{v:.1f}")

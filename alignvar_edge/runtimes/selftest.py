@@ -22,6 +22,7 @@ import numpy as np
 from alignvar_edge.errors import ArtifactError, BackendUnavailableError, CheckpointError
 from alignvar_edge.lazy import lazy_import
 from alignvar_edge.manifest import sha256_file
+from alignvar_edge.model.bundled import DEFAULT_CHECKPOINT
 from alignvar_edge.recipes import recipe
 from alignvar_edge.runtimes.golden import GOLDEN_FILE, load_golden, read_golden, write_golden
 
@@ -87,7 +88,7 @@ def host_info() -> dict[str, Any]:
             "isa_features": isa_features()}
 
 
-def selftest(backend: str, model: str = "alignvar-tiny", device: str | None = None,
+def selftest(backend: str, model: str = DEFAULT_CHECKPOINT, device: str | None = None,
              precision: str | None = None, runs: int = 10, workdir: str | None = None,
              log: Log = lambda _m: None) -> dict[str, Any]:
     """Build, verify against golden outputs and time one backend here; returns the report."""
@@ -159,7 +160,7 @@ def _check_and_time(engine: Any, lr: np.ndarray, sr: np.ndarray, tok: list[np.nd
     agree = token_agreement(golden_tok, tok)
     p = psnr(golden_sr, sr)
     report["tokens"] = agree
-    report["psnr_vs_golden_db"] = _num(p)
+    report["psnr_vs_golden_db"] = round(p, 2)
     one = lr[:engine.batch] if engine.batch <= len(lr) else np.repeat(lr[:1], engine.batch, 0)
     engine.run(one)                                 # warm-up
     times = []
@@ -201,10 +202,6 @@ def selftest_engine(engine_dir: str | os.PathLike[str], device: str | None = Non
         sr, tok = engine.run(lr)
         _check_and_time(engine, lr, sr, tok, golden_sr, golden_tok, runs, report)
     return report
-
-
-def _num(v: float) -> float | str:
-    return "inf" if v == float("inf") else round(v, 2)
 
 
 def format_report(r: dict[str, Any]) -> str:
