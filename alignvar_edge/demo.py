@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from alignvar_edge.errors import InputError, OutputExistsError
+from alignvar_edge.model.bundled import DEFAULT_CHECKPOINT
 
 
 # the smallest HR crop the scores take: SSIM-Y's 11 px Gaussian window inside a 4 px border on
@@ -21,7 +22,7 @@ MIN_SIZE = 20
 
 
 def run_demo(out: Path, image: str = "coffee", size: int = 256, force: bool = False,
-             checkpoint: str = "alignvar-tiny") -> dict[str, Any]:
+             checkpoint: str = DEFAULT_CHECKPOINT) -> dict[str, Any]:
     from alignvar_edge.export.parity import psnr_y, ssim_y
     from alignvar_edge.images import save_image
     from alignvar_edge.model.alignvar import load_pretrained

@@ -32,12 +32,12 @@ from typing import Any
 from alignvar_edge.errors import AlignVAREdgeError, InputError
 from alignvar_edge.recipes import ALIASES, BACKENDS, engine_precision, recipe
 from alignvar_edge.manifest import ModelInfo, ModelSource, read_manifest
+from alignvar_edge.model.bundled import DEFAULT_CHECKPOINT
 
 __all__ = ["DeployOptions", "DeployResult", "Step", "deploy", "plan"]
 
 TARGETS = tuple(b for b in BACKENDS if b != "torch")      # torch is the reference, not a deployment
 PRECISIONS = ("fp32", "fp16", "int8")                     # what a user asks for; recipes.engine_precision maps it
-DEFAULT_CHECKPOINT = "alignvar-tiny"
 Log = Callable[[str], None]
 Progress = Callable[..., Iterable[Any]]
 

@@ -125,3 +125,10 @@ def test_eval_skips_and_names_images_smaller_than_the_tile(bundled: AlignVAR) ->
         evaluate(bundled, [("thumb", flat[:20, :30])])
     with pytest.raises(InputError, match="--max-side 32 is below"):
         evaluate(bundled, [("tile", flat)], max_side=32)
+
+
+def test_eval_refuses_a_max_side_below_the_tile_before_reading_any_image(tmp_path, capsys) -> None:
+    """The check needs only the checkpoint's config: a folder that does not even exist is never read."""
+    assert main(["eval", "--max-side", "10", "--images", str(tmp_path / "never-read")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--max-side 10 is below the model's 64 px HR tile" in err[0]

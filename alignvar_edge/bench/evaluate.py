@@ -24,6 +24,7 @@ from alignvar_edge.degrade import DegradationConfig, degrade
 from alignvar_edge.errors import InputError
 from alignvar_edge.export.parity import psnr_y, ssim_y
 from alignvar_edge.model.alignvar import AlignVAR
+from alignvar_edge.model.config import AlignVARConfig
 from alignvar_edge.model.resample import bicubic_matrix
 from alignvar_edge.runtimes.torch_backend import TorchEngine
 from alignvar_edge.model.pruning import keep_counts
@@ -73,10 +74,18 @@ def vq_reconstruct(model: AlignVAR, lr_NC: torch.Tensor, hr_NC: torch.Tensor, ba
     return torch.cat(outs)
 
 
+def check_max_side(config: AlignVARConfig, max_side: int | None) -> None:
+    """Images are scored on whole HR tiles: a crop below one tile leaves nothing to score."""
+    if max_side is not None and max_side < config.hr_size:
+        raise InputError(f"--max-side {max_side} is below the model's {config.hr_size} px HR tile; "
+                         f"pass at least {config.hr_size}")
+
+
 def evaluate(model: AlignVAR, images: list[tuple[str, np.ndarray]], seed: int = 0,
              max_side: int | None = None, ablations: bool = False, prune: tuple[float, ...] = (),
              overlap: int | None = None) -> dict[str, Any]:
     c = model.config
+    check_max_side(c, max_side)
     deg = DegradationConfig.from_dict(c.degradation) if c.degradation else DegradationConfig(scale=c.scale)
     t_hr, t_lr = c.hr_size, c.lr_size
     tiled = variant_models(model) if ablations else {"model": model}
@@ -88,8 +97,6 @@ def evaluate(model: AlignVAR, images: list[tuple[str, np.ndarray]], seed: int = 
     engines = {k: TorchEngine.from_model(m, batch=16) for k, m in tiled.items() if m is not None}
     n_tiles = 0
     ov = default_overlap(t_lr) if overlap is None else overlap
-    if max_side is not None and max_side < t_hr:
-        raise InputError(f"--max-side {max_side} is below the model's {t_hr} px HR tile; pass at least {t_hr}")
     # scored on whole HR tiles (the VQ ceiling's grid): smaller images are skipped and named
     small = {i for i, (_, hr) in enumerate(images) if min(hr.shape[:2]) < t_hr}
     skipped = [images[i][0] for i in sorted(small)]

@@ -33,10 +33,10 @@ def photo_lr(side: int, images: Any = None) -> np.ndarray:
     held-out photograph (or of `images`), resized bicubic to side x side."""
     from PIL import Image
 
-    from alignvar_edge.quantize.calibration.tiles import _load_images
+    from alignvar_edge.quantize.calibration.tiles import load_photos
     if side < 1:
         raise InputError(f"--image-size must be >= 1 LR pixel, got {side}")
-    img = max(_load_images("heldout", images), key=lambda a: a.shape[0] * a.shape[1])[..., :3]
+    img = max(load_photos("heldout", images), key=lambda a: a.shape[0] * a.shape[1])[..., :3]
     n = min(img.shape[:2])
     top, left = (img.shape[0] - n) // 2, (img.shape[1] - n) // 2
     crop = Image.fromarray((np.clip(img[top:top + n, left:left + n], 0, 1) * 255 + 0.5).astype(np.uint8))
@@ -46,10 +46,10 @@ def photo_lr(side: int, images: Any = None) -> np.ndarray:
 def folder_lrs(side: int, count: int, images: Any = None) -> list[np.ndarray]:
     """`count` LR images side x side x 3 (float32 in [0, 1], on the uint8 grid a file gives):
     seeded crops of the bundled held-out photographs (or of `images`), taken in turn."""
-    from alignvar_edge.quantize.calibration.tiles import _load_images
+    from alignvar_edge.quantize.calibration.tiles import load_photos
     if side < 1 or count < 1:
         raise InputError(f"need --folder-size >= 1 LR pixel and --folder-images >= 1, got {side}, {count}")
-    photos = [p for p in _load_images("heldout", images) if min(p.shape[:2]) >= side]
+    photos = [p for p in load_photos("heldout", images) if min(p.shape[:2]) >= side]
     if not photos:
         raise InputError(f"no photograph is at least {side}x{side} for the folder timing; "
                          "pass a smaller --folder-size or larger --images")

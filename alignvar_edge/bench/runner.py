@@ -321,7 +321,7 @@ def run_bench(engines: Sequence[str], reference: Any = None, options: BenchOptio
     from alignvar_edge.bench.peak import gemm_call, in_run_peak, measure_peak
     from alignvar_edge.bench.profile import stage_profile, staged_ort_times, torch_stage_times
     from alignvar_edge.model.info import stage_flops
-    from alignvar_edge.quantize.calibration.tiles import tile_pairs
+    from alignvar_edge.quantize.calibration.tiles import load_photos, tile_pairs
     from alignvar_edge.runtimes.torch_backend import DEFAULT_BATCH as TORCH_BATCH, TorchEngine
 
     opts = options or BenchOptions()
@@ -357,21 +357,22 @@ def run_bench(engines: Sequence[str], reference: Any = None, options: BenchOptio
         eager.info["artifact_bytes"] = (artifact_bytes(model_name)
                                         if model_source.kind in ("bundled", "checkpoint", "upstream") else None)
         bicubic = Subject(BICUBIC, BICUBIC, "baseline", precision="fp32", device="cpu")
-        lr, hr = tile_pairs(config, opts.tiles, seed=opts.seed, split="heldout", images=opts.images)
+        photos = load_photos("heldout", opts.images)        # decoded once for tiles, image and folder
+        lr, hr = tile_pairs(config, opts.tiles, seed=opts.seed, split="heldout", images=photos)
         say(f"fidelity on {opts.tiles} held-out tile pairs "
             f"({'folder ' + opts.images if opts.images else 'bundled photographs'})")
         say(f"measuring the fp32 GEMM peak ({opts.peak_n}^3, {threads} threads)")
         peak = measure_peak(opts.peak_n, threads=threads)
         gemm, gemm_flops = gemm_call(opts.peak_n, peak["library"], peak["threads"])
-        image = photo_lr(opts.image_size, opts.images) if opts.image_size else None
-        folder = folder_lrs(opts.folder_size, opts.folder_images, opts.images) if opts.folder_images else None
+        image = photo_lr(opts.image_size, photos) if opts.image_size else None
+        folder = folder_lrs(opts.folder_size, opts.folder_images, photos) if opts.folder_images else None
         m = _Measure(lr, hr, config.scale, opts, prog, say, gemm, image, folder)
 
         def opened(spec: EngineSpec) -> Subject:
             say(f"opening {spec.text}")
             sub = open_subject(spec, threads=threads, spin=opts.spin)
             if sub.engine is not None and not _same_model(sub, config):
-                sub.fail("failed", f"built for model '{sub.engine.config.name}', not the reference "
+                sub.fail("failed", f"built for model '{sub.engine.metadata.model.name}', not the reference "
                                    f"'{model_name}'; pass the matching --reference")
             return sub
 

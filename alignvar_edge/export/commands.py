@@ -10,8 +10,8 @@ from alignvar_edge.argtypes import nonneg_int, positive_int
 from alignvar_edge.cli_json import add_json_option, emit
 from alignvar_edge.errors import CheckpointError, ConfigError
 from alignvar_edge.manifest import ModelSource, read_manifest
+from alignvar_edge.model.bundled import DEFAULT_CHECKPOINT
 
-DEFAULT_CHECKPOINT = "alignvar-tiny"
 
 
 def register(sub: Any) -> None:

@@ -20,10 +20,9 @@ from safetensors.torch import load_file, save_file
 
 from alignvar_edge.errors import CheckpointError, ConfigError
 from alignvar_edge.manifest import ModelSource, sha256_file
+from alignvar_edge.model.bundled import BUNDLED, PRETRAINED_DIR
 from alignvar_edge.model.config import AlignVARConfig
 
-PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
-BUNDLED = ("alignvar-tiny",)
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 TRAINING_FILE = "training.json"      # how it was made (`import` records the upstream files here)

@@ -7,6 +7,7 @@ from pathlib import Path
 from alignvar_edge.argtypes import int_at_least, nonneg_float
 from alignvar_edge.cli_json import add_json_option, emit
 from alignvar_edge.errors import InputError
+from alignvar_edge.model.bundled import DEFAULT_CHECKPOINT
 from alignvar_edge.progress import stage
 
 
@@ -26,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     d.add_argument("--out", type=Path, default=Path("demo-out"), help="output folder (default: demo-out)")
     d.add_argument("--image", default="coffee", help="held-out sample: astronaut, coffee or rocket")
     d.add_argument("--size", type=int, default=256, help="HR crop side in pixels (default 256)")
-    d.add_argument("--checkpoint", default="alignvar-tiny")
+    d.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT)
     d.add_argument("--force", action="store_true", help="replace files in --out")
     d.set_defaults(func=run_demo_cmd)
 
@@ -112,7 +113,8 @@ def run_info(args: argparse.Namespace) -> int:
     if args.preset:
         model = meta_model(AlignVARConfig.from_preset(args.preset))
     else:
-        model = load_pretrained(args.checkpoint or "alignvar-tiny")
-    info = model_info(model, with_flops=not args.no_flops)
+        model = load_pretrained(args.checkpoint or DEFAULT_CHECKPOINT)
+    info = model_info(model, with_flops=not args.no_flops, name=None if args.preset else
+                      str(args.checkpoint or DEFAULT_CHECKPOINT))
     emit(args.json, info, format_info(info))
     return 0

@@ -51,10 +51,13 @@ def flops_per_tile(model: AlignVAR) -> dict[str, int]:
     return out
 
 
-def model_info(model: AlignVAR, with_flops: bool = True) -> dict[str, Any]:
+def model_info(model: AlignVAR, with_flops: bool = True, name: str | None = None) -> dict[str, Any]:
+    """What `info` shows: `name` is the model as the user named it (a bundled name or a checkpoint
+    path, as export and deploy record it), `preset` the architecture preset its config was made from."""
     c = model.config
     info: dict[str, Any] = {
-        "name": c.name,
+        "name": name or c.name,
+        "preset": c.name,
         "tile": {"lr": c.lr_size, "hr": c.hr_size, "scale": c.scale},
         "patch_nums": list(c.patch_nums),
         "latent": {"P": c.latent_size, "downsample": c.vq_downsample, "cvae": c.vq_cvae, "vocab": c.vq_vocab},
@@ -69,7 +72,8 @@ def model_info(model: AlignVAR, with_flops: bool = True) -> dict[str, Any]:
 
 
 def format_info(info: dict[str, Any]) -> str:
-    lines = [f"model         {info['name']}",
+    preset = f" (preset {info['preset']})" if info.get("preset", info["name"]) != info["name"] else ""
+    lines = [f"model         {info['name']}{preset}",
              f"tile          LR {info['tile']['lr']} px -> SR {info['tile']['hr']} px (x{info['tile']['scale']})",
              f"scales        {info['patch_nums']}  (latent {info['latent']['P']}x{info['latent']['P']}, "
              f"/{info['latent']['downsample']}, V={info['latent']['vocab']}, Cvae={info['latent']['cvae']})",

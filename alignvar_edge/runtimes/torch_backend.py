@@ -110,7 +110,7 @@ class TorchBackend(Backend):
                 shutil.copy2(src / f, tmp / f)
             load_pretrained(tmp)          # a build is proof: these exact files load as this model
             m = new_manifest("engine", "torch", "eager", precision,
-                             ModelInfo(name=config.name, source=checkpoint_source(src), config=config.to_dict()),
+                             ModelInfo(name=str(artifact_dir), source=checkpoint_source(src), config=config.to_dict()),
                              graphs={"eager": {"file": WEIGHTS_FILE, **graph_io(config, -1)}},
                              extra={"source": {"path": str(src)}, "device": device})
             write_manifest(tmp, m)

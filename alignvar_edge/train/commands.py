@@ -8,6 +8,7 @@ from pathlib import Path
 from alignvar_edge.argtypes import nonneg_float, nonneg_int, positive_float, positive_int
 from alignvar_edge.cli_json import add_json_option, emit
 from alignvar_edge.errors import InputError
+from alignvar_edge.model.bundled import DEFAULT_CHECKPOINT
 from alignvar_edge.progress import stage
 
 
@@ -53,7 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     e = sub.add_parser("eval", help="PSNR-Y / SSIM-Y of a checkpoint vs bicubic and the VQ ceiling",
                        description="Evaluate on held-out photographs: the model, bicubic and the VQ-VAE's "
                                    "own reconstruction (the token ceiling), PSNR-Y and SSIM-Y.")
-    e.add_argument("checkpoint", nargs="?", default="alignvar-tiny")
+    e.add_argument("checkpoint", nargs="?", default=DEFAULT_CHECKPOINT)
     e.add_argument("--images", default="builtin", help="folder of HR images, or 'builtin' (held-out samples)")
     e.add_argument("--seed", type=nonneg_int, default=0)
     e.add_argument("--max-side", type=positive_int, help="crop images to at most this many pixels per side")
@@ -109,11 +110,12 @@ def load_eval_images(spec: str) -> list[tuple[str, object]]:
 
 def run_eval(args: argparse.Namespace) -> int:
     from alignvar_edge.model.alignvar import load_pretrained
-    from alignvar_edge.bench.evaluate import ablation_report, evaluate, format_eval
-
+    from alignvar_edge.bench.evaluate import ablation_report, check_max_side, evaluate, format_eval
+    from alignvar_edge.model.checkpoint import load_config, resolve_checkpoint_dir
     from alignvar_edge.model.pruning import parse_prune
 
     prune = parse_prune(args.prune)
+    check_max_side(load_config(resolve_checkpoint_dir(args.checkpoint)), args.max_side)   # before any loading
     model = load_pretrained(args.checkpoint)
     with stage(f"evaluating {args.checkpoint}" + (" with ablations" if args.ablations else "")):
         result = evaluate(model, load_eval_images(args.images), seed=args.seed,  # type: ignore[arg-type]

@@ -18,7 +18,7 @@ from alignvar_edge.images import list_images, load_image
 from alignvar_edge.model.config import AlignVARConfig
 from alignvar_edge.samples import sample_images
 
-__all__ = ["degradation_for", "lr_tiles", "tile_pairs", "tiles_hash"]
+__all__ = ["degradation_for", "load_photos", "lr_tiles", "tile_pairs", "tiles_hash"]
 
 Images = str | os.PathLike[str] | Sequence[np.ndarray]
 
@@ -30,7 +30,9 @@ def degradation_for(config: AlignVARConfig) -> DegradationConfig:
     return DegradationConfig.from_dict(d)
 
 
-def _load_images(split: str, images: Images | None) -> list[np.ndarray]:
+def load_photos(split: str, images: Images | None) -> list[np.ndarray]:
+    """The photographs as HxWxC float32 arrays: the bundled `split`, a folder's files, or `images`
+    as given. A caller that needs them several times loads them once and passes the list."""
     if images is None:
         # imported here: the sample set pulls in torch datasets, which tiles alone do not need
         return [img for _, img in sample_images(split)]  # type: ignore[arg-type]
@@ -53,7 +55,7 @@ def tile_pairs(config: AlignVARConfig, n: int, seed: int = 0, split: str = "held
     size = config.hr_size
     # images smaller than the HR tile cannot give a crop (e.g. 2 of the 3 held-out photographs
     # at 512 px): they are skipped, deterministically
-    imgs = [img for img in _load_images(split, images) if img.shape[0] >= size and img.shape[1] >= size]
+    imgs = [img for img in load_photos(split, images) if img.shape[0] >= size and img.shape[1] >= size]
     if not imgs:
         raise InputError(f"no image is at least {size}x{size} (the HR tile); use larger images "
                          "or a model with a smaller tile")
