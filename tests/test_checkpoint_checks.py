@@ -53,7 +53,7 @@ def test_bad_config_is_refused_before_allocating(ckpt: Path, change: dict, says:
     def no_tensors(*_a, **_k):
         raise AssertionError("tensors were read before the config and the header were checked")
 
-    monkeypatch.setattr("alignvar_edge.model.checkpoint.load_file", no_tensors)
+    monkeypatch.setattr("safetensors.torch.load_file", no_tensors)      # imported where it is used
     with pytest.raises(CheckpointError, match=says) as e:
         load_pretrained(ckpt)
     assert str(ckpt) in str(e.value)

@@ -1,6 +1,7 @@
 """The public Python API and the CLI's conventions, as a user meets them."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -29,6 +30,19 @@ def test_importing_the_package_and_its_config_needs_no_torch() -> None:
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_doctor_and_the_backend_list_work_where_torch_cannot_be_imported() -> None:
+    """A device install has no PyTorch: `doctor` is the first thing its user runs."""
+    code = ("import sys, json; sys.modules['torch'] = None\n"       # `import torch` now raises ImportError
+            "from alignvar_edge import runtimes\n"
+            "infos = {i.name: i for i in runtimes.available_backends()}\n"
+            "assert not infos['torch'].available and infos['onnxruntime'].available, infos\n"
+            "from alignvar_edge.cli import main\n"
+            "sys.exit(main(['doctor', '--json']))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert [b["name"] for b in json.loads(out.stdout)["backends"]][:2] == ["torch", "onnxruntime"]
 
 
 def test_every_verb_describes_itself() -> None:

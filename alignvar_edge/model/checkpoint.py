@@ -14,14 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
 
 from alignvar_edge.errors import CheckpointError, ConfigError
+from alignvar_edge.lazy import lazy_import
 from alignvar_edge.manifest import ModelSource, sha256_file
 from alignvar_edge.model.bundled import BUNDLED, PRETRAINED_DIR
 from alignvar_edge.model.config import AlignVARConfig
+
+# names, configs and sources need no PyTorch (a device install reads them); tensors do
+torch = lazy_import("torch")
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -110,6 +112,7 @@ def read_weights(path: Path, expected: dict[str, tuple[int, ...]], strict: bool 
     _, report = match_state_dict(expected, weights_header(weights))
     if strict and not report.clean:
         raise CheckpointError(f"weights in {path} do not match its config.json: {report.summary()}")
+    from safetensors.torch import load_file
     try:
         sd = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as e:
@@ -165,12 +168,14 @@ def check_finite(sd: dict[str, torch.Tensor], where: Path | str) -> None:
 
 
 def save_pretrained(model: torch.nn.Module, out_dir: str | os.PathLike[str], extra: dict[str, Any] | None = None,
-                    overwrite: bool = False, weights_dtype: torch.dtype = torch.float32) -> Path:
+                    overwrite: bool = False, weights_dtype: torch.dtype | None = None) -> Path:
     """Write config.json + model.safetensors atomically (temp sibling dir, then rename).
 
     `weights_dtype=torch.float16` stores floating-point tensors in half precision (half the file;
     the bundled default ships so). Loading widens them back into the fp32 model exactly, so the
     model *is* the fp16-rounded weights: compare it with the fp32 original before shipping."""
+    from safetensors.torch import save_file
+    weights_dtype = weights_dtype or torch.float32
     out = Path(out_dir)
     if out.exists() and not overwrite and not (out.is_dir() and not any(out.iterdir())):
         raise CheckpointError(f"'{out}' already exists and is not empty; choose another directory or pass "

@@ -18,7 +18,6 @@ from alignvar_edge.errors import ArtifactError, BackendUnavailableError, InputEr
 from alignvar_edge.lazy import lazy_import
 from alignvar_edge.manifest import Manifest, ModelInfo, ModelSource, load_verified, new_manifest, write_manifest
 from alignvar_edge.manifest import artifact_dir as staging_dir
-from alignvar_edge.model.checkpoint import checkpoint_source
 from alignvar_edge.runtimes.artifacts import checkpoint_dir, graph_io, is_checkpoint
 from alignvar_edge.runtimes.base import INPUT, SR, Backend, Engine, TensorSpec, token_name
 from alignvar_edge import recipes
@@ -101,7 +100,7 @@ class TorchBackend(Backend):
         is loaded (safetensors only, matched to its config) before anything is published."""
         recipes.recipe(self.name, precision)     # an unknown precision: one line naming the known
         from alignvar_edge.model.alignvar import load_pretrained
-        from alignvar_edge.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_config
+        from alignvar_edge.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, checkpoint_source, load_config
         device = self.check_device(device)
         src = checkpoint_dir(artifact_dir)
         config = load_config(src)
@@ -118,6 +117,7 @@ class TorchBackend(Backend):
 
     def open(self, engine_dir: Path, device: str | None = None, **opts: Any) -> TorchEngine:
         from alignvar_edge.model.alignvar import load_pretrained
+        from alignvar_edge.model.checkpoint import checkpoint_source
         precision = opts.pop("precision", None)
         batch = int(opts.pop("batch", DEFAULT_BATCH))
         threads = opts.pop("threads", None)
