@@ -72,6 +72,7 @@ def test_bench_and_inspect_show_the_compute_precision() -> None:
     assert compute_precision(manifest(quantization={"half_policy": {"per_group": per}})) == per
     measured = {"transformer_matmuls": {"bf16": 112}}
     assert compute_precision(manifest(extra={"compute_precision": measured})) == measured
-    kit = manifest(extra={"tensorrt_kit": {"plan": {"f32_layers": ["a", "b"]}}})
-    assert compute_precision(kit) == {"f32 layers (--layerPrecisions)": 2}
+    kit = manifest(extra={"tensorrt_kit": {"plan": {"f32_layers": ["a", "b"], "tf32": False}},
+                          "fp16_f32_layers": {"source": "token path", "layers": ["a", "b"]}})
+    assert compute_precision(kit) == {"f32 layers under FP16 (--layerPrecisions)": "2: token path", "TF32": "off"}
     assert compute_precision(manifest(extra={})) is None

@@ -43,13 +43,15 @@ def test_unavailability_is_explained_in_one_line():
 
 def test_one_plan_for_tensorrt_10_and_11():
     plan = trt_plan.network_plan
-    assert plan(10, "fp32", "fp32") == {"strongly_typed": False, "flags": []}
-    assert plan(10, "fp16", "fp32") == {"strongly_typed": False, "flags": ["FP16"]}
-    assert plan(10, "int8", "int8") == {"strongly_typed": False, "flags": ["INT8", "FP16"]}
+    # TF32 off everywhere (TensorRT's default on Orin rounds fp32 layers to fp16's mantissa); int8
+    # leaves its float layers in fp32, where the int8 search validated them (no FP16 flag)
+    assert plan(10, "fp32", "fp32") == {"strongly_typed": False, "flags": [], "tf32": False}
+    assert plan(10, "fp16", "fp32") == {"strongly_typed": False, "flags": ["FP16"], "tf32": False}
+    assert plan(10, "int8", "int8") == {"strongly_typed": False, "flags": ["INT8"], "tf32": False}
     assert plan(10, "fp16", "fp16")["strongly_typed"]
     # TRT 11: strongly typed only, the FP16/INT8 flags are gone
-    assert plan(11, "fp32", "fp32") == {"strongly_typed": True, "flags": []}
-    assert plan(11, "int8", "int8") == {"strongly_typed": True, "flags": []}
+    assert plan(11, "fp32", "fp32") == {"strongly_typed": True, "flags": [], "tf32": False}
+    assert plan(11, "int8", "int8") == {"strongly_typed": True, "flags": [], "tf32": False}
     with pytest.raises(InputError, match="strongly typed"):
         plan(11, "fp16", "fp32")
     with pytest.raises(InputError, match="Q/DQ"):
@@ -68,6 +70,9 @@ def test_trtexec_command_matches_the_plan():
     assert "--fp16" in cmd and "--timingCacheFile=alignvar-timing.cache" in cmd
     assert "--memPoolSize=workspace:512M" in cmd and "--stronglyTyped" not in cmd
     assert "--stronglyTyped" in trt_plan.trtexec_command({"strongly_typed": True, "flags": []})
+    assert "--noTF32" not in cmd                            # a plan that does not say keeps TensorRT's default
+    for p, art in (("fp32", "fp32"), ("fp16", "fp32"), ("int8", "int8"), ("fp16", "fp16")):
+        assert "--noTF32" in trt_plan.trtexec_command(trt_plan.network_plan(10, p, art)), p
 
 
 def test_build_without_tensorrt_writes_a_kit_for_the_device(export, tmp_path):
@@ -81,7 +86,9 @@ def test_build_without_tensorrt_writes_a_kit_for_the_device(export, tmp_path):
     assert script.stat().st_mode & 0o111
     subprocess.run(["sh", "-n", str(script)], check=True)          # valid shell
     text = script.read_text()
-    assert "PRECISION=fp16" in text and 'fp16) FLAGS="--fp16"' in text and "--useDLACore=$DLA" in text
+    assert "PRECISION=fp16" in text and "--useDLACore=$DLA" in text
+    # no searched half policy: the token path's float layers stay fp32 under --fp16
+    assert 'fp16) FLAGS="--fp16 --noTF32 --precisionConstraints=obey --layerPrecisions=' in text
     assert (kit / "trtexec.txt").read_text().startswith("trtexec --onnx=model.onnx")
     assert {"README.md", "golden.safetensors"} <= files
     from alignvar_edge.manifest import load_verified
@@ -153,17 +160,29 @@ def test_kit_readme_and_golden_describe_this_kit(kit, export):
     from alignvar_edge.runtimes.golden import read_golden
     text = (kit / "README.md").read_text()
     for needle in ("JetPack 6.1 / 6.2", "TensorRT 10.3", "CUDA 12.6", "--system-site-packages",
-                   "pip install 'alignvar-edge[device]' 'numpy<2' 'cuda-python>=12.6,<13'",
+                   "pip install 'alignvar-edge[device]' 'numpy<2' 'cuda-python>=12.6.1,<13'",
                    "python3-libnvinfer", "sh build_on_device.sh --precision fp16 --dla-core 0",
-                   "alignvar-edge adopt my.engine --like . --log my.log", "bench merge",
-                   "| fp16 | `--fp16` |", "`lr` float32 NCHW [1, 3, 8, 8], RGB in [0, 1]"):
+                   "alignvar-edge adopt ../my.engine --like . --log ../my.log", "bench merge",
+                   "/usr/src/tensorrt/bin/trtexec --onnx=model.onnx --saveEngine=../my.engine $(sed ",
+                   "| fp16 | `--fp16 --noTF32 --precisionConstraints=obey --layerPrecisions=<",
+                   "layers stay fp32 (`--layerPrecisions`, listed in full in `build_on_device.sh`): token path",
+                   "`lr` float32 NCHW [1, 3, 8, 8], RGB in [0, 1]"):
         assert needle in text, needle
     assert "| int8 | not from this kit: TensorRT INT8 uses explicit Q/DQ" in text    # an fp32 export
+    # the by-hand command's sed gives exactly the kit's precision flags, from trtexec.txt
+    sed = text.split("$(sed ")[1].split(" trtexec.txt)")[0]
+    got = subprocess.run(f"sed {sed} trtexec.txt", shell=True, cwd=kit, capture_output=True, text=True, check=True)
+    assert got.stdout.split() == trt_plan.precision_args(load_plan(kit))
     lr, sr, tokens, meta = read_golden(kit / "golden.safetensors")
     with runtimes.load(export) as ref:          # the golden outputs are the export's own
         ref_sr, ref_tok = ref.run(lr)
     assert all(np.array_equal(a, b) for a, b in zip(tokens, ref_tok))
     assert np.abs(ref_sr - sr).max() < 2e-3                                # stored in float16
+
+
+def load_plan(kit: Path) -> dict:
+    from alignvar_edge.manifest import load_verified
+    return load_verified(kit).extra["tensorrt_kit"]["plan"]
 
 
 def test_trtexec_summaries_parse_on_real_formats():
@@ -184,8 +203,12 @@ def test_trtexec_summaries_parse_on_real_formats():
     pasted = parse_trtexec_log((LOGS / "pasted-no-prefix.log").read_text())
     assert pasted["latency_ms"]["median"] == 6.02185 and pasted["latency_ms"]["max"] == 6.19507
     assert pasted["gpu_compute_time_ms"]["p99"] == 3.87793 and "tensorrt_version" not in pasted
+    built_only = "[I] Engine built in 12.3 sec.\n&&&& PASSED TensorRT.trtexec [TensorRT v100300] # trtexec"
     with pytest.raises(InputError, match="no trtexec performance summary"):
-        parse_trtexec_log("[I] Engine built in 12.3 sec.\n&&&& PASSED TensorRT.trtexec [TensorRT v100300] # trtexec")
+        parse_trtexec_log(built_only)
+    assert parse_trtexec_log(built_only, timing=False)["tensorrt_version"] == "10.3.0"    # adopt's needs
+    typed = "&&&& RUNNING TensorRT.trtexec [TensorRT v100300] # trtexec --onnx=m.onnx --stronglyTyped --noTF32"
+    assert parse_trtexec_log(typed, timing=False)["precision"] is None       # the ONNX's types decide
 
 
 def test_adopt_a_hand_built_engine_and_import_its_timing(kit, tmp_path):
@@ -226,6 +249,8 @@ def test_adopt_a_hand_built_engine_and_import_its_timing(kit, tmp_path):
                                            "mean": 7.60628, "max": 13.3664}
     assert e["latency"]["per_megapixel_ms"]["p50"] == round(round(7.16092, 4) / (32 * 32 / 1e6), 3)
     assert e["latency"]["gpu_compute_per_call_ms"]["p50"] == 7.14139
+    assert e["latency"]["throughput"]["tiles_per_s"] == 130.298            # trtexec's qps x 1 tile, not 1/p50
+    assert e["fidelity"] is None and any("No fidelity measured here" in n for n in r["notes"])
     assert r["model"]["name"] == "micro" and r["model"]["tile"] == {"lr": 8, "hr": 32, "scale": 4}
     write_json(tmp_path / "other.json", r)
     md = merge_markdown(merge_reports([rep, tmp_path / "other.json"]))
@@ -256,7 +281,8 @@ def test_build_script_runs_adopt_selftest_and_bench_with_a_stand_in_trtexec(kit,
     res = subprocess.run(["sh", script, "--dla-core", "1", "--out", str(out)], capture_output=True,
                          text=True, env=env, timeout=300)
     log = (tmp_path / "eng.work" / "trtexec.log").read_text()
-    assert "--fp16 --useDLACore=1 --allowGPUFallback" in log and f"--timingCacheFile={tmp_path}/alignvar-timing.cache" in log
+    assert "--fp16 --noTF32 --precisionConstraints=obey" in log and ":fp32 --useDLACore=1 --allowGPUFallback" in log
+    assert f"--timingCacheFile={tmp_path}/alignvar-timing.cache" in log
     assert "Throughput: 130.298 qps" in res.stdout                # the summary is shown
     from alignvar_edge.manifest import load_verified
     m = load_verified(out)                                        # adopt ran: an engine directory
@@ -296,3 +322,73 @@ def test_kit_carries_the_half_policy_as_layer_precisions(export, tmp_path):
     assert spec in script and "--precisionConstraints=obey" in script
     subprocess.run(["sh", "-n", str(kit / "build_on_device.sh")], check=True)
     assert "--layerPrecisions" not in precision_flags("fp32")["fp32"]
+
+
+def test_the_default_fp16_layers_keep_the_token_path_in_f32(export):
+    """Without a searched half policy an FP16 build keeps the token path's float layers in f32. In
+    the fp16 ONNX simulation (the one the half search runs) those layers in f32 and every other
+    float node in fp16 give exactly the fp32 tokens, while the image does change (the half is real)."""
+    import onnx
+    import onnxruntime as ort
+
+    from alignvar_edge.quantize.fp16 import to_fp16
+    from alignvar_edge.quantize.token_path import token_path_float_nodes
+    model = onnx.load(str(export / "model.onnx"))
+    keep = token_path_float_nodes(model)
+    decoder = {n.name for n in model.graph.node if "vae.decoder" in str(n.metadata_props)}
+    assert keep and decoder and not (keep & decoder)          # the VQ decoder is off the token path
+    half, report = to_fp16(model, keep_ops=(), keep_nodes=keep)
+    assert report.fp16_nodes > 0
+
+    def run(m: onnx.ModelProto) -> list[np.ndarray]:
+        sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+        shape = [d if isinstance(d, int) else 4 for d in sess.get_inputs()[0].shape]
+        lr = np.random.default_rng(0).random(shape, dtype=np.float32)
+        return sess.run(None, {sess.get_inputs()[0].name: lr})
+    names = [o.name for o in model.graph.output]
+    ref, got = dict(zip(names, run(model))), dict(zip(names, run(half)))
+    assert all(np.array_equal(ref[n], got[n]) for n in names if n != "sr")
+    assert float(np.abs(ref["sr"] - got["sr"]).max()) > 0
+
+
+def test_adopt_keeps_the_f32_layers_and_takes_a_build_only_log(kit, tmp_path):
+    from alignvar_edge.manifest import load_verified
+    from alignvar_edge.runtimes.tensorrt.adopt import adopt
+    from alignvar_edge.runtimes.tensorrt.kit import f32_layers_of
+    real = (LOGS / "trt10-orin-fp16-dla.log").read_text()
+    build_only = tmp_path / "build.log"                     # everything before the timing run's summary
+    build_only.write_text(real.split("=== Performance summary ===")[0])
+    engine = tmp_path / "my.engine"
+    engine.write_bytes(b"serialized engine bytes")
+    out = adopt(engine, kit, tmp_path / "adopted", log=build_only)
+    layers = f32_layers_of(load_verified(kit))
+    assert layers and f32_layers_of(load_verified(out)) == layers
+    # the files an engine directory rebuilds from keep the constraints
+    assert "--layerPrecisions=" + ",".join(f"{n}:fp32" for n in layers) in (out / "trtexec.txt").read_text()
+    assert "--precisionConstraints=obey" in (out / "build_on_device.sh").read_text()
+
+
+def test_build_script_help_dla_cores_and_default_names(kit, tmp_path):
+    import os
+    import shutil
+    named = tmp_path / "tiny-trt-fp16"                      # a kit whose name already says fp16
+    shutil.copytree(kit, named)
+    script = str(named / "build_on_device.sh")
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "trtexec").write_text(
+        "#!/bin/sh\nfor a; do case $a in --saveEngine=*) printf engine > \"${a#*=}\" ;; esac; done\n"
+        f"cat '{LOGS / 'trt10-orin-fp16-dla.log'}'\n")
+    (bindir / "trtexec").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}", "PYTHON": "false"}
+    usage = subprocess.run(["sh", script, "--help"], capture_output=True, text=True, env=env)
+    assert usage.returncode == 0 and "usage: sh build_on_device.sh" in usage.stdout
+    assert "set -eu" not in usage.stdout and "die()" not in usage.stdout
+    bad = subprocess.run(["sh", script, "--dla-core", "2"], capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and "0 or 1" in bad.stderr
+    itself = subprocess.run(["sh", script, "--out", str(named)], capture_output=True, text=True, env=env)
+    assert itself.returncode == 2 and "names this kit itself" in itself.stderr
+    res = subprocess.run(["sh", script], capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 0 and "NOT CHECKED" in res.stdout
+    assert f"--out {tmp_path}/tiny-trt-fp16-engine" in res.stdout       # not tiny-trt-fp16-fp16
+    assert "alignvar-edge selftest --engine" in res.stdout and "bench trtexec" in res.stdout

@@ -70,7 +70,7 @@ def _report(manifest: Manifest | None, engines: list[dict[str, Any]], settings: 
                     "best_cpu": None, "target_speedup": None, "target_met": None,
                     "fp32_bound_ms_per_tile": None},
         "profile": None,
-        "notes": [_NOTE, *notes],
+        "notes": notes,
     }
 
 
@@ -144,7 +144,7 @@ def bench_engine_dir(engines: list[str], runs: int = 20, warmup: int = 3, thread
             sub.engine.close()
     settings = {"runs": runs, "duration_s": duration, "warmup": warmup, "threads": threads, "fidelity_tiles": None,
                 "images": None, "interleaved": False}
-    return _report(first, entries, settings, label, host, min_token_agreement, [])
+    return _report(first, entries, settings, label, host, min_token_agreement, [_NOTE])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -169,13 +169,19 @@ def trtexec_report(log: str | os.PathLike[str], engine_dir: str | os.PathLike[st
     b = int(batch or contract.get("batch") or 1)
     model = _model_block(manifest)
     mp = model["sr_megapixels_per_tile"] or None       # unknown without --engine: no per-MP figures
-    precision = t["precision"] or (manifest.precision if manifest else None)
+    # an engine's manifest is the authority (adopt read the log, or the kit for a strongly typed build)
+    precision = (manifest.precision if manifest and manifest.kind == "engine" else None) or t["precision"] or (
+        manifest.precision if manifest else None)
     dla = f", DLA core {t['dla_core']}" if t["dla_core"] is not None else ""
     lat = summary_from_percentiles(_per_call(t["latency_ms"]), None, b, mp)
     lat["source"] = "trtexec Latency (H2D + GPU compute + D2H per inference)"
     if "gpu_compute_time_ms" in t:
         lat["gpu_compute_per_call_ms"] = _per_call(t["gpu_compute_time_ms"])
     lat["trtexec_throughput_qps"] = t["throughput_qps"]
+    # what trtexec measured (inferences per second, with its streams), not 1 / median latency
+    qps = t["throughput_qps"]
+    lat["throughput"] = {"tiles_per_s": round(qps * b, 3), "megapixels_per_s": round(qps * b * mp, 4) if mp else None,
+                         "source": "trtexec Throughput (qps x tiles per inference)"}
     # an engine's own parity (adopt/build against golden); a kit's is its export's, not the engine's
     parity = manifest.parity if manifest and manifest.kind == "engine" else None
     tokens = ((parity or {}).get("tokens") or {}).get("overall") if isinstance(parity, dict) else None
@@ -192,5 +198,8 @@ def trtexec_report(log: str | os.PathLike[str], engine_dir: str | os.PathLike[st
                 "interleaved": False, "trtexec": {k: t.get(k) for k in ("command", "tensorrt_version",
                                                                       "total_host_walltime_s", "status")}}
     notes = [f"Imported from trtexec's performance summary ({path.name}, TensorRT {t.get('tensorrt_version')}); "
-             "latency percentiles are trtexec's (p50 = median); p90 is absent in logs of TensorRT 8.4 and older."]
+             "latency percentiles are trtexec's (p50 = median); p90 is absent in logs of TensorRT 8.4 and older.",
+             "No fidelity measured here: trtexec runs random inputs. build_parity is the engine's check against "
+             "the golden outputs when it was built or adopted (null for a kit); `alignvar-edge selftest --engine` "
+             "measures it."]
     return _report(manifest, [entry], settings, label, host, 0.99, notes)

@@ -118,7 +118,9 @@ def compute_precision(m: Manifest) -> dict[str, Any] | None:
             return dict(extra[key])
     plan = (extra.get("tensorrt_kit") or {}).get("plan") or extra.get("plan") or {}
     if plan.get("f32_layers"):
-        return {"f32 layers (--layerPrecisions)": len(plan["f32_layers"])}
+        why = (extra.get("fp16_f32_layers") or {}).get("source")
+        return {"f32 layers under FP16 (--layerPrecisions)": f"{len(plan['f32_layers'])}" + (f": {why}" if why else ""),
+                "TF32": "off" if plan.get("tf32") is False else "TensorRT's default (on from Ampere)"}
     return None
 
 

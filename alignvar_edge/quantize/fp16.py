@@ -26,7 +26,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from alignvar_edge.export import onnx_io
 
-__all__ = ["DEFAULT_KEEP_OPS", "Fp16Report", "to_fp16"]
+__all__ = ["DEFAULT_KEEP_OPS", "Fp16Report", "float_tensors", "to_fp16"]
 
 FLOAT, HALF = TensorProto.FLOAT, TensorProto.FLOAT16
 FP16_MAX = 65504.0
@@ -71,6 +71,11 @@ def _types(model: onnx.ModelProto) -> dict[str, int]:
                 if a.name == "value":
                     t[n.output[0]] = a.t.data_type
     return t
+
+
+def float_tensors(model: onnx.ModelProto) -> set[str]:
+    """Names of the float32 tensors of `model` (inputs, intermediates, outputs, weights)."""
+    return {name for name, t in _types(model).items() if t == FLOAT}
 
 
 def to_fp16(model: onnx.ModelProto, keep_ops: Iterable[str] = DEFAULT_KEEP_OPS,

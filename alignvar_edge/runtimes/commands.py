@@ -162,7 +162,9 @@ def run_build(args: argparse.Namespace) -> int:
     from alignvar_edge.runtimes.half import build_auto, host_half
     half = args.precision is None and host_half(b.name, args.device)
     label = args.precision or (f"{half} (else fp32)" if half else b.default_precision)
-    with progress.stage(f"building the {b.name} {label} engine"):
+    # TensorRT without TensorRT here writes a kit for the device: say so, not "building"
+    writes_kit = b.name == "tensorrt" and (opts.get("kit") or not b.is_available()[0])
+    with progress.stage(f"writing the tensorrt {label} build kit" if writes_kit else f"building the {b.name} {label} engine"):
         if half:
             # fast half units here: half if its build keeps the tokens, else fp32
             from alignvar_edge.runtimes.artifacts import default_out
@@ -177,7 +179,7 @@ def run_build(args: argparse.Namespace) -> int:
     kit = m.extra.get("tensorrt_kit")
     if kit:
         print(f"TensorRT is not usable here ({kit['reason']}); wrote a build kit to {out}: run "
-              f"`sh {out}/build_on_device.sh` on the device (equivalent: {kit['trtexec']})")
+              f"`sh {out}/build_on_device.sh` on the device (the plain trtexec command: {out}/trtexec.txt)")
         return 0
     par = m.parity or {}
     # an engine for a device this host lacks (an NPU, say) is written without running once

@@ -20,6 +20,7 @@ import onnx
 from onnx.utils import Extractor
 
 from alignvar_edge.errors import ArtifactError
+from alignvar_edge.quantize.token_path import token_outputs, token_path
 from alignvar_edge.runtimes.base import SR
 
 __all__ = ["TokenSplit", "split_at_tokens"]
@@ -38,23 +39,6 @@ class TokenSplit:
                 "token_nodes": len(self.token_part.graph.node)}
 
 
-def _token_path(graph: onnx.GraphProto, token_outputs: set[str]) -> set[int]:
-    """Indices of the nodes any token output depends on."""
-    producer = {o: i for i, n in enumerate(graph.node) for o in n.output}
-    needed: set[int] = set()
-    todo, seen = list(token_outputs), set()
-    while todo:
-        t = todo.pop()
-        if t in seen:
-            continue
-        seen.add(t)
-        i = producer.get(t)
-        if i is not None and i not in needed:
-            needed.add(i)
-            todo.extend(x for x in graph.node[i].input if x)
-    return needed
-
-
 def split_at_tokens(onnx_path: Path) -> TokenSplit:
     """The token part and the image part of a single graph (see the module docstring)."""
     model = onnx.load(str(onnx_path))
@@ -62,8 +46,8 @@ def split_at_tokens(onnx_path: Path) -> TokenSplit:
     outputs = [o.name for o in g.output]
     if SR not in outputs:
         raise ArtifactError(f"{onnx_path} has no '{SR}' output (outputs: {outputs}); cannot split it")
-    tokens = {o for o in outputs if o != SR}
-    needed = _token_path(g, tokens)
+    tokens = token_outputs(g)
+    needed = token_path(g, tokens)
     suffix = [n for i, n in enumerate(g.node) if i not in needed]
     made = {o for n in suffix for o in n.output}
     if SR not in made:

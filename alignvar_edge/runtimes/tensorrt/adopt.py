@@ -15,7 +15,7 @@ from alignvar_edge.recipes import recipe
 from alignvar_edge.runtimes.golden import GOLDEN_FILE, read_golden
 from alignvar_edge.runtimes.onnxruntime import ship_golden
 from alignvar_edge.runtimes.tensorrt import backend as T
-from alignvar_edge.runtimes.tensorrt.kit import LOG_FILE, f32_layers_of, write_build_files
+from alignvar_edge.runtimes.tensorrt.kit import FP16_F32, LOG_FILE, f32_layers_of, write_build_files
 from alignvar_edge.runtimes.tensorrt.plan import ENGINE, ONNX, network_plan, trt_major, trtexec_command
 from alignvar_edge.runtimes.tensorrt.trtexec_log import parse_trtexec_log
 
@@ -35,7 +35,7 @@ def adopt(engine_file: str | Path, like: str | Path, out: str | Path, log: str |
     if not engine_file.is_file():
         raise InputError(f"no engine file at '{engine_file}'; pass the file trtexec wrote (--saveEngine)")
     src, onnx_path = T._source(like)
-    parsed = parse_trtexec_log(Path(log).read_text(errors="replace")) if log else {}
+    parsed = parse_trtexec_log(Path(log).read_text(errors="replace"), timing=False) if log else {}
     usable, _ = T.BACKEND.is_available()
     gpu = T.gpu_info(0) if usable else None
     trt_version = T.BACKEND.version() if usable else parsed.get("tensorrt_version")
@@ -49,7 +49,8 @@ def adopt(engine_file: str | Path, like: str | Path, out: str | Path, log: str |
         "precision") or kit_precision
     if dla_core is None:
         dla_core = parsed.get("dla_core")
-    plan = network_plan(trt_major(trt_version), precision, kit_precision, f32_layers_of(src))
+    f32_layers = f32_layers_of(src)
+    plan = network_plan(trt_major(trt_version), precision, kit_precision, f32_layers)
     with artifact_dir(out, force=force) as tmp:
         shutil.copy2(engine_file, tmp / ENGINE)
         shutil.copy2(onnx_path, tmp / ONNX)
@@ -57,6 +58,7 @@ def adopt(engine_file: str | Path, like: str | Path, out: str | Path, log: str |
             shutil.copy2(log, tmp / LOG_FILE)
         extra = {"tensorrt_version": trt_version, "compute_capability": cc, "gpu_name": gpu_name,
                  "plan": plan, "device": "cuda:0", "dla_core": dla_core,
+                 FP16_F32: src.extra.get(FP16_F32) or {"source": "the kit's plan", "layers": f32_layers},
                  "trtexec": parsed.get("command") or " ".join(trtexec_command(plan)),
                  "adopted": {"engine": str(engine_file), "engine_sha256": sha256_file(engine_file),
                              "log": str(log) if log else None,
@@ -64,7 +66,7 @@ def adopt(engine_file: str | Path, like: str | Path, out: str | Path, log: str |
         m = engine_manifest(src, like, "tensorrt", precision, {"engine": ENGINE}, batch=src.static_batch,
                             extra=extra)
         m.extra["golden"] = ship_golden(src, like, tmp)
-        write_build_files(tmp, m, precision, kit_precision, None, 3)
+        write_build_files(tmp, m, precision, kit_precision, None, 3, f32_layers)
         if usable and m.extra["golden"]:
             m.parity = _check_against_golden(tmp, m)
         write_manifest(tmp, m)

@@ -34,7 +34,7 @@ from alignvar_edge.runtimes.artifacts import engine_manifest, single_graph
 from alignvar_edge.runtimes.base import (INPUT, SR, Backend, Engine, TensorSpec, input_roles,
                                          config_from_manifest, token_name)
 from alignvar_edge.runtimes.onnxruntime import ship_golden
-from alignvar_edge.runtimes.tensorrt.kit import write_build_files
+from alignvar_edge.runtimes.tensorrt.kit import FP16_F32, write_build_files
 from alignvar_edge.runtimes.tensorrt.plan import CACHE, ENGINE, ONNX, SCRIPT_FILE, network_plan, trt_major, trtexec_command
 
 if TYPE_CHECKING:
@@ -88,6 +88,8 @@ def build_engine(onnx_path: Path, plan: dict[str, Any], cache_path: Path,
     config = builder.create_builder_config()
     for name in plan["flags"]:
         config.set_flag(getattr(trt.BuilderFlag, name))
+    if not plan.get("tf32", True):
+        config.clear_flag(trt.BuilderFlag.TF32)      # on by default from Ampere: fp16's mantissa in fp32 layers
     f32 = set(plan.get("f32_layers") or ())
     if f32:
         config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
@@ -109,13 +111,20 @@ def build_engine(onnx_path: Path, plan: dict[str, Any], cache_path: Path,
     return bytes(serialized)
 
 
-def _f32_layers(onnx_path: Path, half: Any) -> list[str]:
-    """ONNX node names the half policy (a HalfPolicy or its manifest dict) keeps in f32."""
+def fp16_f32_layers(onnx_path: Path, half: Any = None) -> dict[str, Any]:
+    """The layers (ONNX node names) an FP16 build keeps in f32, and why: the searched half policy's
+    f32 groups (a HalfPolicy or its manifest dict) where one is given, else the token path's float
+    layers, so that an fp16 engine decides its tokens in f32 and computes the image in half."""
     import onnx
 
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    if half is None:
+        from alignvar_edge.quantize.token_path import token_path_float_nodes
+        return {"source": "token path", "layers": sorted(token_path_float_nodes(model))}
     from alignvar_edge.quantize.half_policy import HalfPolicy
     policy = half if isinstance(half, HalfPolicy) else HalfPolicy.from_dict(dict(half))
-    return sorted(policy.f32_nodes(onnx.load(str(onnx_path), load_external_data=False)))
+    return {"source": f"half policy (f32 groups: {', '.join(sorted(policy.f32_groups)) or 'none'})",
+            "layers": sorted(policy.f32_nodes(model))}
 
 
 def check_compatible(manifest: Manifest, trt_version: str, gpu: dict[str, Any] | None) -> None:
@@ -328,17 +337,16 @@ class TensorRTBackend(Backend):
         if opts:
             raise InputError(f"unknown tensorrt build options {sorted(opts)}; known: workspace_mib, opt_level, kit, "
                              "half_policy")
-        # under an FP16 flag the exact scopes (Pillow's resize, pruning's integer keys) stay f32
-        # even without a searched policy
-        f32_layers = (_f32_layers(onnx_path, half if half is not None else {"precision": "fp16"})
-                      if precision != "fp32" else [])
+        # what an FP16 flag must leave in f32; kept for every kit, whose script can build fp16 too
+        f32 = fp16_f32_layers(onnx_path, half)
+        f32_layers = f32["layers"]
         ok, why = self.is_available()
         if kit or not ok:
             # plan for the newest API we know; the script re-plans on the device
             major = trt_major(self.version() or "10")
             plan = network_plan(major, precision, src.precision or "fp32", f32_layers)
             return self._write_kit(src, Path(artifact_dir), onnx_path, out, plan, precision,
-                                   workspace, opt_level, force, why)
+                                   workspace, opt_level, force, why, f32)
         plan = network_plan(trt_major(trt.__version__), precision, src.precision or "fp32", f32_layers)
         index = int((device or "cuda:0").partition(":")[2] or 0)
         gpu = gpu_info(index)
@@ -351,24 +359,24 @@ class TensorRTBackend(Backend):
                 shutil.copy2(prior, cache)
             (tmp / ENGINE).write_bytes(build_engine(onnx_path, plan, cache, workspace, opt_level))
             extra = {"tensorrt_version": trt.__version__, "compute_capability": gpu["compute_capability"],
-                     "gpu_name": gpu["name"], "plan": plan, "device": f"cuda:{index}",
+                     "gpu_name": gpu["name"], "plan": plan, "device": f"cuda:{index}", FP16_F32: f32,
                      "trtexec": " ".join(trtexec_command(plan, workspace_mib=workspace, opt_level=opt_level))}
             m = engine_manifest(src, Path(artifact_dir), self.name, precision, {"engine": ENGINE},
                                 batch=src.static_batch, extra=extra)
             m.extra["golden"] = ship_golden(src, Path(artifact_dir), tmp)
-            write_build_files(tmp, m, precision, src.precision or "fp32", workspace, opt_level,
-                              plan.get("f32_layers", []))
+            write_build_files(tmp, m, precision, src.precision or "fp32", workspace, opt_level, f32_layers)
             write_manifest(tmp, m)
         return out
 
     def _write_kit(self, src: Manifest, src_dir: Path, onnx_path: Path, out: Path,
                    plan: dict[str, Any], precision: str, workspace: int | None, opt_level: int,
-                   force: bool, why: str) -> Path:
+                   force: bool, why: str, f32: dict[str, Any]) -> Path:
         """The export plus trtexec.txt and build_on_device.sh: an ONNX artifact that also builds."""
         with staging_dir(out, force=force) as tmp:
             shutil.copy2(onnx_path, tmp / ONNX)
             graphs = {name: {**g, "file": ONNX} for name, g in src.graphs.items()}
             extra = dict(src.extra)
+            extra[FP16_F32] = f32
             extra["tensorrt_kit"] = {"precision": precision, "plan": plan, "built_here": False,
                                      "reason": why or "kit requested", "source": str(src_dir),
                                      "trtexec": " ".join(trtexec_command(plan, workspace_mib=workspace,
@@ -378,8 +386,7 @@ class TensorRTBackend(Backend):
                              opset=src.opset, quantization=src.quantization,
                              calibration=src.calibration, parity=src.parity, extra=extra)
             extra["golden"] = ship_golden(src, src_dir, tmp)
-            write_build_files(tmp, m, precision, src.precision or "fp32", workspace, opt_level,
-                              plan.get("f32_layers", []))
+            write_build_files(tmp, m, precision, src.precision or "fp32", workspace, opt_level, f32["layers"])
             write_manifest(tmp, m)
         return out
 

@@ -17,9 +17,11 @@ from alignvar_edge.errors import InputError
 from alignvar_edge.manifest import Manifest, input_contract
 from alignvar_edge.recipes import precisions
 from alignvar_edge.runtimes.tensorrt.plan import (CACHE as TIMING_CACHE, SCRIPT_FILE, TRTEXEC_FILE, network_plan,
-                                                  trtexec_command)
+                                                  precision_args, trtexec_command)
 
 README_FILE, LOG_FILE = "README.md", "trtexec.log"
+# manifest.extra key: {"source": why, "layers": [ONNX node names]} an FP16 build keeps in f32
+FP16_F32 = "fp16_f32_layers"
 # JetPack 6.1 and 6.2 (Jetson Linux 36.4.x): TensorRT 10.3, CUDA 12.6, Python 3.10, Ubuntu 22.04
 JETPACK_TRT_MAJOR = 10
 
@@ -34,16 +36,25 @@ def precision_flags(kit_precision: str, f32_layers: list[str] | tuple[str, ...] 
         except InputError as e:
             out[p] = "ERROR: " + str(e).replace("`", "'")
             continue
-        out[p] = " ".join((["--stronglyTyped"] if plan["strongly_typed"] else []) +
-                          [f"--{f.lower()}" for f in plan["flags"]] +
-                          (["--precisionConstraints=obey", "--layerPrecisions=" + ",".join(
-                              f"{n}:fp32" for n in plan["f32_layers"])] if plan.get("f32_layers") else []))
+        out[p] = " ".join(precision_args(plan))
     return out
 
 
+def _shown(flags: str) -> str:
+    """Flags for a table: a long --layerPrecisions list as its count (the script has it whole)."""
+    words = flags.split()
+    for i, w in enumerate(words):
+        if w.startswith("--layerPrecisions="):
+            words[i] = f"--layerPrecisions=<{w.count(':fp32')} layers>:fp32"
+    return " ".join(words)
+
+
 def f32_layers_of(manifest: Manifest) -> list[str]:
-    """The f32 layers a kit's or engine's plan carries (the half policy's f32 groups)."""
+    """The layers a kit's or engine's FP16 builds keep in f32 (see FP16_F32); older manifests
+    carry them in their plan only."""
     extra = manifest.extra
+    if isinstance(extra.get(FP16_F32), dict):
+        return list(extra[FP16_F32].get("layers") or [])
     plan = (extra.get("tensorrt_kit") or {}).get("plan") or extra.get("plan") or {}
     return list(plan.get("f32_layers") or [])
 
@@ -64,7 +75,8 @@ def build_script(precision: str, kit_precision: str, workspace_mib: int | None, 
 #                              [--timing-cache FILE] [--duration SECONDS]
 #   --precision     default {precision}; int8 needs a kit made from the Q/DQ export
 #   --dla-core N    run on DLA core N (Orin AGX/NX: 0 or 1), unsupported layers fall back to the GPU
-#   --out DIR       the engine directory to write (default: <kit>-<precision>[-dlaN] beside the kit)
+#   --out DIR       the engine directory to write (default: <kit>-<precision>[-dlaN] beside the
+#                   kit; <kit>-engine[-dlaN] when the kit's name already ends in the precision)
 #   --timing-cache  TensorRT timing cache shared by builds (default: {TIMING_CACHE} beside OUT)
 #   --duration      seconds trtexec times the engine after building it (default 10)
 # Environment: PYTHON (default python3) is the interpreter with alignvar-edge[device] installed.
@@ -95,7 +107,7 @@ while [ $# -gt 0 ]; do
                 --duration) DURATION=$2 ;;
             esac
             shift 2 ;;
-        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,/^set -eu/p' "$0" | sed '$d'; exit 0 ;;
         *) die "unknown argument '$1' (see --help)" ;;
     esac
 done
@@ -108,15 +120,21 @@ esac
 DLA_FLAGS=""
 if [ -n "$DLA" ]; then
     case "$DLA" in
-        *[!0-9]*) die "--dla-core takes a core number (0 or 1 on Orin AGX/NX), not '$DLA'" ;;
+        0|1) ;;
+        *) die "--dla-core takes a DLA core number, 0 or 1 (Orin AGX/NX; Orin Nano has none), not '$DLA'" ;;
     esac
     [ "$PRECISION" != fp32 ] || die "DLA runs fp16 and int8 only: add --precision fp16 (or int8)"
     DLA_FLAGS="--useDLACore=$DLA --allowGPUFallback"
 fi
 
-SUFFIX=$PRECISION
-[ -z "$DLA" ] || SUFFIX="$SUFFIX-dla$DLA"
-[ -n "$OUT" ] || OUT="$HERE-$SUFFIX"
+case "$HERE" in
+    *-"$PRECISION") BASE="$HERE-engine" ;;       # the kit's name already says the precision
+    *) BASE="$HERE-$PRECISION" ;;
+esac
+[ -z "$DLA" ] || BASE="$BASE-dla$DLA"
+[ -n "$OUT" ] || OUT=$BASE
+case "$OUT" in /*) ABS_OUT=$OUT ;; *) ABS_OUT="$(pwd)/$OUT" ;; esac
+[ "${{ABS_OUT%/}}" != "$HERE" ] || die "--out names this kit itself; pass another directory"
 [ -n "$CACHE" ] || CACHE="$(dirname "$OUT")/{TIMING_CACHE}"
 WORK="$OUT.work"
 TRTEXEC=$(command -v trtexec || echo /usr/src/tensorrt/bin/trtexec)
@@ -135,9 +153,11 @@ fi
 sed -n '/=== Performance summary ===/,/Total GPU Compute Time/p' "$WORK/{LOG_FILE}"
 
 if ! "$PYTHON" -c "import alignvar_edge" >/dev/null 2>&1; then
-    echo "engine: $WORK/model.engine. alignvar-edge is not importable by $PYTHON, so there is no manifest,"
-    echo "parity check or report yet: install it (README.md, step 2), then run"
-    echo "  alignvar-edge adopt $WORK/model.engine --like $HERE --log $WORK/{LOG_FILE} --out $OUT"
+    echo "engine: $WORK/model.engine, NOT CHECKED: alignvar-edge is not importable by $PYTHON, so there"
+    echo "is no manifest, parity check or report yet. Install it (README.md, step 2), then run"
+    echo "  alignvar-edge adopt $WORK/model.engine --like $HERE --log $WORK/{LOG_FILE} --precision $PRECISION --out $OUT"
+    echo "  alignvar-edge selftest --engine $OUT"
+    echo "  alignvar-edge bench trtexec $WORK/{LOG_FILE} --engine $OUT --out $OUT-report.json"
     exit 0
 fi
 
@@ -167,8 +187,16 @@ def kit_readme(manifest: Manifest, precision: str, kit_precision: str) -> str:
                 if p != "fp32" and flags.get(p) is not None and not flags[p].startswith("ERROR")), None)
     dla_example = (f"sh build_on_device.sh --precision {dla} --dla-core 0      # on DLA core 0, GPU fallback\n"
                    if dla else "")
-    table = "\n".join(f"| {p} | {'`' + f + '`' if f and not f.startswith('ERROR') else ('(none)' if not f else 'not from this kit: ' + f[7:])} |"
+    table = "\n".join(f"| {p} | {'`' + _shown(f) + '`' if f and not f.startswith('ERROR') else ('(none)' if not f else 'not from this kit: ' + f[7:])} |"
                       for p, f in flags.items())
+    f32 = manifest.extra.get(FP16_F32) or {}
+    why_f32 = (f"\nUnder `--fp16`, {len(f32.get('layers') or [])} layers stay fp32 (`--layerPrecisions`, listed in full in "
+               f"`{SCRIPT_FILE}`): {f32.get('source')}. "
+               + ("The token path decides the tokens in fp32; the image (VQ decoder) computes in fp16. A "
+                  "searched half policy puts more in fp16: `alignvar-edge quantize --precision fp16 --target "
+                  "tensorrt`, then `build --half-policy-from`. " if f32.get("source") == "token path" else "")
+               + "`--noTF32` in every row: TensorRT computes fp32 layers in TF32 (fp16's mantissa) on "
+               "Orin unless told not to.\n" if f32 else "")
     contract = (f"`{c.get('name')}` {c.get('dtype')} {c.get('layout')} {c.get('shape')}, {c.get('color_order')} "
                 f"in [0, 1]; whole images are cut into {c.get('tile')} px tiles overlapping by "
                 f"{c.get('overlap')} px and come back x{c.get('scale')}") if c else "see manifest.json"
@@ -213,7 +241,7 @@ highest power mode; `nvpmodel -q` shows the current one, which the report record
 sudo apt install python3-venv
 python3 -m venv --system-site-packages ~/alignvar-venv
 . ~/alignvar-venv/bin/activate
-pip install 'alignvar-edge[device]' 'numpy<2' 'cuda-python>=12.6,<13'
+pip install 'alignvar-edge[device]' 'numpy<2' 'cuda-python>=12.6.1,<13'
 python -c "import tensorrt, cuda.bindings.runtime; print(tensorrt.__version__)"
 ```
 
@@ -226,7 +254,7 @@ python -c "import tensorrt, cuda.bindings.runtime; print(tensorrt.__version__)"
 - `cuda-python` (module `cuda.bindings.runtime`): the runner needs device buffers and a CUDA
   stream for `execute_async_v3`. Without PyTorch it uses NVIDIA's thin CUDA runtime binding
   (prebuilt aarch64 wheels, nothing to compile, unlike pycuda). The major version must match
-  JetPack 6's CUDA 12 (cuda-python 13 needs a CUDA 13 driver); 12.6 or later has the
+  JetPack 6's CUDA 12 (cuda-python 13 needs a CUDA 13 driver); 12.6.1 or later has the
   `cuda.bindings` layout the runner imports. PyTorch for Jetson also works (the runner uses its
   CUDA tensors when present), but it is a large NVIDIA-specific wheel that nothing else here needs.
 
@@ -241,7 +269,7 @@ trtexec flags per precision for this kit (TensorRT 10):
 | precision | flags |
 |---|---|
 {table}
-
+{why_f32}
 The script runs trtexec once to build the engine (reusing the timing cache
 `{TIMING_CACHE}` beside the output, so later builds are faster) and to time it; then
 `alignvar-edge adopt` writes the engine directory (engine, manifest with the TensorRT version, GPU
@@ -270,15 +298,21 @@ Copy `<kit>-{precision}-report.json` to the host and merge it with the host's re
 
 ## An engine built by hand
 
+From inside this directory, writing everything beside it (a file added inside the kit would fail
+its verification: the manifest lists every file it holds):
+
 ```
-trtexec --onnx=model.onnx --saveEngine=my.engine --fp16 2>&1 | tee my.log      # any flags
-alignvar-edge adopt my.engine --like . --log my.log --out my-engine
-alignvar-edge selftest --engine my-engine
-alignvar-edge bench trtexec my.log --engine my-engine --out my-report.json
+/usr/src/tensorrt/bin/trtexec --onnx=model.onnx --saveEngine=../my.engine $(sed 's/.*--builderOptimizationLevel=[0-9]* //' {TRTEXEC_FILE}) 2>&1 | tee ../my.log
+alignvar-edge adopt ../my.engine --like . --log ../my.log --out ../my-engine
+alignvar-edge selftest --engine ../my-engine
+alignvar-edge bench trtexec ../my.log --engine ../my-engine --out ../my-report.json
 ```
 
-`adopt` takes the TensorRT version and GPU from `import tensorrt` and the GPU when it can, else
-from the trtexec log (`--log`), and the precision and DLA core from the log's command line.
+The `sed` takes this kit's precision flags from `{TRTEXEC_FILE}` (the whole command, layer list
+included); add any trtexec flags you like. `adopt` takes the TensorRT version and GPU from `import
+tensorrt` and the GPU when it can, else from the trtexec log (`--log`), and the precision and
+DLA core from the log's command line (a `--stronglyTyped` build: the kit's precision). A
+`--buildOnly` log will do for `adopt`; `bench trtexec` needs the timing run's.
 
 ## Verified where
 
@@ -301,5 +335,5 @@ def write_build_files(root: Path, manifest: Manifest, precision: str, kit_precis
     (root / README_FILE).write_text(kit_readme(manifest, precision, kit_precision))
 
 
-__all__ = ["README_FILE", "build_script", "f32_layers_of", "kit_readme", "precision_flags",
+__all__ = ["FP16_F32", "README_FILE", "build_script", "f32_layers_of", "kit_readme", "precision_flags",
            "write_build_files"]

@@ -10,7 +10,7 @@ from typing import Any
 from alignvar_edge import recipes
 from alignvar_edge.errors import InputError
 
-__all__ = ["CACHE", "ENGINE", "ONNX", "SCRIPT_FILE", "TRTEXEC_FILE", "network_plan",
+__all__ = ["CACHE", "ENGINE", "ONNX", "SCRIPT_FILE", "TRTEXEC_FILE", "network_plan", "precision_args",
            "trt_major", "trtexec_command"]
 
 ENGINE, ONNX, CACHE = "model.engine", "model.onnx", "alignvar-timing.cache"
@@ -19,10 +19,16 @@ TRTEXEC_FILE, SCRIPT_FILE = "trtexec.txt", "build_on_device.sh"
 
 def network_plan(trt_major: int, precision: str, artifact_precision: str,
                  f32_layers: Iterable[str] = ()) -> dict[str, Any]:
-    """{"strongly_typed": bool, "flags": [builder flag names]} for this TensorRT major version;
-    a weakly typed fp16 / int8 plan also carries "f32_layers" (the half policy's f32 groups, by
-    ONNX node name, which the ONNX parser gives its layers), built with obeyed precision constraints.
-    Strongly typed plans take per-layer precision from the ONNX's own types (the fp16 artifact)."""
+    """{"strongly_typed": bool, "flags": [builder flag names], "tf32": False} for this TensorRT major
+    version; a weakly typed fp16 plan also carries "f32_layers" (by ONNX node name, which the ONNX
+    parser gives its layers: the half policy's f32 groups, or by default the token path), built
+    with obeyed precision constraints. Strongly typed plans take per-layer precision from the
+    ONNX's own types (the fp16 artifact).
+
+    TF32 is off in every plan: TensorRT enables it by default on Ampere and later (Jetson Orin),
+    where it rounds fp32 matmul and conv inputs to 10 mantissa bits, the precision of fp16, and
+    the f32 layers exist to keep the tokens. An int8 plan sets INT8 only: the layers its Q/DQ
+    leave in float run in fp32, the precision the int8 search validated them in."""
     recipe = recipes.recipe("tensorrt", precision)      # an unknown precision: one line naming the known
     if recipe.needs_quantize and artifact_precision != precision:
         raise InputError(f"TensorRT {precision.upper()} uses explicit Q/DQ: build from the output of "
@@ -37,11 +43,11 @@ def network_plan(trt_major: int, precision: str, artifact_precision: str,
             raise InputError("TensorRT 11 builds strongly typed networks (no FP16 flag): build "
                              "from an fp16 export (`alignvar-edge quantize --precision fp16 "
                              "--target tensorrt`)")
-        return {"strongly_typed": True, "flags": []}
+        return {"strongly_typed": True, "flags": [], "tf32": False}
     if precision == "fp16" and artifact_precision == "fp16":
-        return {"strongly_typed": True, "flags": []}
-    flags = {"fp32": [], "fp16": ["FP16"], "int8": ["INT8", "FP16"]}[precision]
-    plan: dict[str, Any] = {"strongly_typed": False, "flags": flags}
+        return {"strongly_typed": True, "flags": [], "tf32": False}
+    flags = {"fp32": [], "fp16": ["FP16"], "int8": ["INT8"]}[precision]
+    plan: dict[str, Any] = {"strongly_typed": False, "flags": flags, "tf32": False}
     if f32_layers and "FP16" in flags:
         plan["f32_layers"] = sorted(set(f32_layers))
     return plan
@@ -51,16 +57,22 @@ def trtexec_command(plan: dict[str, Any], onnx: str = ONNX, engine: str = ENGINE
                     cache: str = CACHE, workspace_mib: int | None = None, opt_level: int = 3) -> list[str]:
     """The trtexec invocation equivalent to our build."""
     cmd = ["trtexec", f"--onnx={onnx}", f"--saveEngine={engine}", f"--timingCacheFile={cache}",
-           f"--builderOptimizationLevel={opt_level}"]
-    if plan["strongly_typed"]:
-        cmd.append("--stronglyTyped")
-    cmd += [f"--{f.lower()}" for f in plan["flags"]]
-    if plan.get("f32_layers"):
-        cmd += ["--precisionConstraints=obey",
-                "--layerPrecisions=" + ",".join(f"{n}:fp32" for n in plan["f32_layers"])]
+           f"--builderOptimizationLevel={opt_level}", *precision_args(plan)]
     if workspace_mib:
         cmd.append(f"--memPoolSize=workspace:{workspace_mib}M")
     return cmd
+
+
+def precision_args(plan: dict[str, Any]) -> list[str]:
+    """The trtexec flags that set a plan's precision: the one spelling of a plan on a command line."""
+    args = ["--stronglyTyped"] if plan["strongly_typed"] else []
+    args += [f"--{f.lower()}" for f in plan["flags"]]
+    if not plan.get("tf32", True):
+        args.append("--noTF32")
+    if plan.get("f32_layers"):
+        args += ["--precisionConstraints=obey",
+                 "--layerPrecisions=" + ",".join(f"{n}:fp32" for n in plan["f32_layers"])]
+    return args
 
 
 def trt_major(version: str) -> int:

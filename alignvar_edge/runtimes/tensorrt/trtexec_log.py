@@ -25,8 +25,9 @@ def _stats(text: str) -> dict[str, float]:
     return out
 
 
-def parse_trtexec_log(text: str) -> dict[str, Any]:
-    """trtexec's performance summary, device and command line, as numbers (ms, qps, s)."""
+def parse_trtexec_log(text: str, timing: bool = True) -> dict[str, Any]:
+    """trtexec's performance summary, device and command line, as numbers (ms, qps, s). With
+    `timing=False` a log without a summary (`--buildOnly`) will do: version, device and flags."""
     found: dict[str, Any] = {}
     for line in text.splitlines():
         body = re.sub(_PREFIX, "", line.strip())
@@ -52,15 +53,17 @@ def parse_trtexec_log(text: str) -> dict[str, Any]:
             found["status"] = m.group(1) if m.group(1) != "RUNNING" else found.get("status", "RUNNING")
             found["tensorrt_version"] = _trt_version(m.group(2))
             found["command"] = m.group(3).strip()
-    if "latency_ms" not in found or "throughput_qps" not in found:
+    if timing and ("latency_ms" not in found or "throughput_qps" not in found):
         raise InputError("no trtexec performance summary (\"Throughput: ... qps\" and \"Latency: min = ... "
                          "ms, ...\") in the log; run trtexec with inference (not --buildOnly) and save its "
                          "whole output: trtexec ... 2>&1 | tee trtexec.log")
     cmd = shlex.split(found.get("command", ""))
     found["flags"] = [c for c in cmd[1:] if c.startswith("--")]
     built = any(c.startswith("--onnx=") for c in cmd)     # --loadEngine: the flags say nothing
+    # strongly typed: the ONNX's own types decide, so the flags say nothing (the kit's precision)
     found["precision"] = ("int8" if "--int8" in cmd or "--best" in cmd else
-                          "fp16" if "--fp16" in cmd else "fp32" if built else None)
+                          "fp16" if "--fp16" in cmd else
+                          None if "--stronglyTyped" in cmd else "fp32" if built else None)
     dla = [c.split("=", 1)[1] for c in cmd if c.startswith("--useDLACore=")]
     found["dla_core"] = int(dla[0]) if dla else None
     return found
