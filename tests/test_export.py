@@ -1,4 +1,4 @@
-"""ONNX export (issue 4): parity with PyTorch, staged == single, graph invariants, manifest
+"""ONNX export: parity with PyTorch, staged == single, graph invariants, manifest
 integrity, failure atomicity, an independent reader (polygraphy), opsets 20/23, CLI errors.
 
 Export time is dominated by a per-graph cost of the dynamo exporter (~5 s per graph even when tiny

@@ -1,4 +1,4 @@
-"""Hardening (issue 8): bad input, interrupted work and untrusted files.
+"""Hardening: bad input, interrupted work and untrusted files.
 
 A table-driven CLI fault suite (in-process through `cli.main`, and a few through a subprocess), a
 SIGKILL/SIGINT interruption test of `export`, a hypothesis fuzz of `load_image`, unsafe pickles,

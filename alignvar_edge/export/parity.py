@@ -20,7 +20,7 @@ from alignvar_edge.errors import ParityError
 __all__ = ["MIN_PSNR_DB", "REQUIRED_TOKEN_AGREEMENT", "ParityReport", "check_parity", "compare",
            "psnr", "psnr_y", "rgb_to_y", "ssim_y", "token_agreement"]
 
-# The export gate (issue 4): fp32 graphs must choose exactly PyTorch's tokens and reproduce its
+# The export gate: fp32 graphs must choose exactly PyTorch's tokens and reproduce its
 # image to >= 60 dB. Module constants so tests can tighten them to simulate a failure.
 REQUIRED_TOKEN_AGREEMENT = 1.0
 MIN_PSNR_DB = 60.0

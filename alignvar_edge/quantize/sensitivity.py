@@ -1,6 +1,6 @@
 """Fidelity of a candidate graph against the fp32 engine, and the mixed-precision search.
 
-Fidelity is judged the way an autoregressive model needs (issue 5): token agreement with the fp32
+Fidelity is judged the way an autoregressive model needs: token agreement with the fp32
 ONNX engine over every scale, and the PSNR-Y loss against the HR ground truth relative to the fp32
 engine (`psnr_drop = PSNR_Y(fp32) - PSNR_Y(candidate)`, both vs HR, pooled over the tiles).
 

@@ -5,7 +5,7 @@ names its checkpoint) and converts the export-friendly rollout (`torch.jit.trace
 `torch.export` + `run_decompositions({})` with an identity converter for `aten.alias`, which
 torch 2.13 emits and coremltools 9.0 does not know). mlprogram, FP16 compute by default, compute
 units configurable (default CPU_AND_NE), a minimum deployment target (default iOS17/macOS14).
-Weight compression (issue 5): `int8-weights` (`linear_quantize_weights`, symmetric per-channel)
+Weight compression: `int8-weights` (`linear_quantize_weights`, symmetric per-channel)
 and `paletteN` (k-means palettization to N bits, N in 2/4/6/8).
 
 Core ML rejects tensors of rank > 5. The model's KV cache is (depth, 2, B, H, L, hd), so the
