@@ -57,11 +57,11 @@ class Recipe:
 
 
 # backend build option -> the `alignvar-edge build` flag that sets it
-OPTION_FLAGS = {"kit": "--kit", "target": "--target-os", "image_input": "--image-input", "batch": "--batch",
+OPTION_FLAGS = {"kit": "--kit", "target_os": "--target-os", "threads": "--threads", "image_input": "--image-input", "batch": "--batch",
                 "float_groups": "--float-groups-from", "half_policy": "--half-policy-from",
                 "token_bf16": "--token-bf16"}
 # build options every row of a backend takes; precision-specific ones are given on the row
-_BACKEND_OPTIONS = {"tensorrt": {"kit"}, "coreml": {"target", "image_input", "batch"}}
+_BACKEND_OPTIONS = {"tensorrt": {"kit"}, "coreml": {"target_os", "image_input", "batch"}, "onnxruntime": {"threads"}}
 
 
 def _row(backend: str, precision: str, source: str, quantizer: str = NONE, calibration: bool = False,

@@ -374,3 +374,13 @@ def test_peak_counts_the_runtimes_own_gemms() -> None:
         assert flops == 2 * 128 ** 3
         out = call()
         assert np.asarray(out[0] if library == "onnxruntime" else next(iter(out.values()))).shape == (128, 128)
+
+
+def test_summary_says_when_no_engine_ran_rather_than_that_none_was_faithful():
+    from alignvar_edge.bench.render import summary_lines
+    base = {"summary": {"min_token_agreement": 0.99}, "settings": {"threads": 1}, "model": {"tile": {"hr": 64}}}
+    off_mac = {**base, "engines": [{"label": "coreml-fp16", "kind": "engine", "status": "unavailable"},
+                                   {"label": "eager", "kind": "baseline", "status": "ok"}]}
+    assert summary_lines(off_mac) == ["No engine ran here (see each row's reason), so none was timed or checked."]
+    unfaithful = {**base, "engines": [{"label": "ort-int8", "kind": "engine", "status": "ok"}]}
+    assert summary_lines(unfaithful) == ["No engine reached 99% token agreement with PyTorch eager."]

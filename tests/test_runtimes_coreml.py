@@ -49,6 +49,7 @@ def test_mlpackage_builds_and_passes_spec_validation(package):
     assert ex["spec"]["valid"] and ex["spec"]["outputs"] == ["sr", "tokens_0", "tokens_1", "tokens_2", "tokens_3"]
     assert ex["spec"]["op_types"]["reduce_argmax"] == 4      # greedy tokens stay in the graph
     assert not [f for f in ex["ane_lint"] if f["level"] == "error"]
+    assert "fp32" not in {f["rule"] for f in ex["ane_lint"]}     # fp16 throughout: nothing leaves for fp32
     # Linux fidelity proxy for fp16 (torch in float16 vs float32)
     assert m.parity["tokens"]["overall"] >= 0.99 and "proxy" in m.parity["reference"]
     # re-reading the saved package gives the same verdict
@@ -100,7 +101,9 @@ def test_package_describes_its_io_and_carries_the_input_contract(package):
     assert d.input[0].shortDescription == ("16 LR tile(s), float32 (16, 3, 8, 8), NCHW, RGB planes in [0, 1] "
                                            "(pad the last batch of an image by repeating a tile)")
     outs = {o.name: o.shortDescription for o in d.output}
-    assert outs["sr"].startswith("SR tiles, float (16, 3, 32, 32), NCHW, RGB in [0, 1]")
+    assert outs["sr"].startswith("SR tiles, float32 (16, 3, 32, 32), NCHW, RGB in [0, 1]")
+    sr = next(o for o in d.output if o.name == "sr")       # float32 as it says (ML Programs default to fp16)
+    assert sr.type.multiArrayType.dataType == sr.type.multiArrayType.ArrayDataType.Value("FLOAT32")
     assert outs["tokens_3"].startswith("token indices of scale 4/4 (8x8)")
     meta = {k[len("com.alignvar-edge."):]: v for k, v in d.metadata.userDefined.items()
             if k.startswith("com.alignvar-edge.")}
@@ -132,6 +135,8 @@ def test_image_input_when_asked(tmp_path):
     assert abs(const.attributes["val"].immediateValue.tensor.floats.values[0] - 1 / 255) < 1e-9
     with runtimes.load(out) as e:
         assert e.metadata.extra["image_input"] is True
+    # the fp32 scaling op is the one the ANE lint names (MIL's own FLOAT32 code)
+    assert {f["rule"]: f["count"] for f in e.metadata.extra["ane_lint"]}.get("fp32") == 1
     # the manifest, the package's metadata and `inspect` all state the 8-bit image input
     from alignvar_edge.export.inspect_artifact import format_inspection, inspect_artifact
     meta = spec.description.metadata.userDefined
@@ -159,3 +164,25 @@ def test_half_policy_op_selector_keeps_f32_groups_fp32():
     per = group_precision("fp16", frozenset({"norms", "logits_head", "sca_bias"}))
     assert per["norms"] == per["logits_head"] == "fp32" and per["decoder_convs"] == "fp16"
     assert per["sca_bias"] == "fp16"        # no MIL op type isolates it: it follows the package
+
+
+def test_target_os_and_compute_units_are_checked_first_and_taken(tmp_path, capsys):
+    from alignvar_edge.cli import main
+    # refused before the checkpoint is even loaded, naming the flag
+    assert main(["build", "alignvar-tiny", "--target", "coreml", "--target-os", "iOS9",
+                 "--out", str(tmp_path / "a")]) == 2
+    assert "--target-os must be one of iOS16, iOS17" in capsys.readouterr().err
+    assert main(["build", "alignvar-tiny", "--target", "coreml", "--device", "GPU", "--out", str(tmp_path / "b")]) == 2
+    assert "--device for Core ML is the compute units: CPU_AND_NE, ALL" in capsys.readouterr().err
+    assert main(["build", "alignvar-tiny", "--target", "coreml", "--threads", "2", "--out", str(tmp_path / "c")]) == 2
+    assert "--threads applies to --target onnxruntime only" in capsys.readouterr().err
+    assert main(["build", "alignvar-tiny", "--target", "coreml", "--calib", "builtin", "--out", str(tmp_path / "d")]) == 2
+    assert "--calib applies to builds that calibrate in the backend" in capsys.readouterr().err
+    assert not any((tmp_path / n).exists() for n in "abcd")
+    # any case, through the Python API as through the CLI
+    out = runtimes.build("in-memory", "coreml", out=tmp_path / "ios16", model=sharp_model("micro"),
+                         target_os="ios16", device="cpu_only", proxy=False)
+    spec = _read_package(out)
+    from alignvar_edge.manifest import load_verified
+    ex = load_verified(out).extra
+    assert (ex["deployment_target"], ex["compute_units"], spec.specificationVersion) == ("iOS16", "CPU_ONLY", 7)

@@ -206,7 +206,9 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
                      f"{s['paper_s_per_512_image']:g} s per 512x512 image")
         out.append(line + ".")
     if not best and not gpu:
-        out.append(f"No engine reached {s['min_token_agreement']:.0%} token agreement with PyTorch eager.")
+        ran = [e for e in report.get("engines", []) if e.get("kind") == "engine" and e.get("status") == "ok"]
+        out.append(f"No engine reached {s['min_token_agreement']:.0%} token agreement with PyTorch eager."
+                   if ran else "No engine ran here (see each row's reason), so none was timed or checked.")
     if report.get("all_cores"):                  # deploy's second row
         out.append(all_cores_line(report["all_cores"]))
     if s.get("fp32_bound_speedup"):

@@ -142,8 +142,6 @@ def run_build(args: argparse.Namespace) -> int:
     from alignvar_edge import runtimes
     b = runtimes.get_backend(args.target)
     opts: dict[str, Any] = {}
-    if args.threads:
-        opts["threads"] = args.threads
     # backend build options: which (backend, precision) takes which is the recipe table's to say
     given = {opt: getattr(args, flag.lstrip("-").replace("-", "_")) for opt, flag in OPTION_FLAGS.items()}
     given = {opt: value for opt, value in given.items() if value}
@@ -157,6 +155,11 @@ def run_build(args: argparse.Namespace) -> int:
         opts["half_policy"] = searched_half_policy(args.half_policy_from)
     calibration = None
     if args.calib:
+        from alignvar_edge.recipes import recipe
+        if not recipe(b.name, args.precision).calibration:
+            raise InputError(f"--calib applies to builds that calibrate in the backend (--target openvino "
+                             f"--precision int8); {b.name} {args.precision or 'default'} uses none. TensorRT and "
+                             "ONNX Runtime int8 take theirs in `alignvar-edge quantize`")
         calibration = _calibration(args)
     t0 = time.perf_counter()
     from alignvar_edge.runtimes.half import build_auto, host_half

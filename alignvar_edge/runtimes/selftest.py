@@ -141,7 +141,11 @@ def selftest(backend: str, model: str = DEFAULT_CHECKPOINT, device: str | None =
             except BackendUnavailableError as e:          # Core ML off macOS: built and validated only
                 ex = engine.metadata.extra
                 spec = ex.get("spec") or {}
-                report.update(result="BUILT-ONLY", reason=str(e),
+                # the engine named in the message lives in this run's temporary folder, which goes
+                reason = (str(e).split(";")[0] + "; the package built and validated here and is not kept: "
+                          f"build one with `alignvar-edge build {model} --target coreml --out DIR`, then "
+                          "run `alignvar-edge selftest --engine DIR` on a Mac")
+                report.update(result="BUILT-ONLY", reason=reason,
                               validation={"valid": spec.get("valid"), "ops": spec.get("ops"),
                                           "ane_lint": [f"{f['level']}: {f['rule']} x{f['count']}"
                                                        for f in ex.get("ane_lint", [])]})

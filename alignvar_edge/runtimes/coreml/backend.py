@@ -52,6 +52,24 @@ from alignvar_edge.runtimes.golden import copy_golden
 PACKAGE = "model.mlpackage"
 COMPUTE_UNITS = ("CPU_AND_NE", "ALL", "CPU_ONLY", "CPU_AND_GPU")
 TARGETS = ("iOS16", "iOS17", "iOS18", "macOS13", "macOS14", "macOS15")
+
+
+def compute_units_named(name: str) -> str:
+    """`--device` for Core ML: one of COMPUTE_UNITS, any case; one line naming them otherwise."""
+    units = {u.lower(): u for u in COMPUTE_UNITS}.get(str(name).lower())
+    if units is None:
+        raise InputError(f"--device for Core ML is the compute units: {', '.join(COMPUTE_UNITS)}; got '{name}'")
+    return units
+
+
+def target_named(name: str) -> str:
+    """`--target-os`: one of TARGETS, any case (ios17 is iOS17); one line naming them otherwise."""
+    target = {t.lower(): t for t in TARGETS}.get(str(name).lower())
+    if target is None:
+        raise InputError(f"--target-os must be one of {', '.join(TARGETS)}, got '{name}'")
+    return target
+
+
 NEEDS_MACOS = "Core ML runs models on macOS only (MLModel.predict is unavailable on {os})"
 
 torch = lazy_import("torch")      # conversion and the Linux fidelity proxy run the PyTorch model
@@ -148,10 +166,7 @@ def convert(model: Any, precision: str = "fp16", compute_units: str = "CPU_AND_N
     image_input: the `lr` input is an RGB image (CVPixelBuffer / CGImage in Swift, a PIL image in
     Python) of one tile, scaled by 1/255 inside the model, instead of a float array in [0, 1]."""
     ct = import_ct()
-    if compute_units not in COMPUTE_UNITS:
-        raise InputError(f"compute units must be one of {', '.join(COMPUTE_UNITS)}, got '{compute_units}'")
-    if target not in TARGETS:
-        raise InputError(f"deployment target must be one of {', '.join(TARGETS)}, got '{target}'")
+    compute_units, target = compute_units_named(compute_units), target_named(target)
     c = model.config
     if c.prefix != "quality" or c.has_refiner:
         # not converted and checked here yet: VARSR's joint prefix block, and the refiner's noise input
@@ -174,7 +189,10 @@ def convert(model: Any, precision: str = "fp16", compute_units: str = "CPU_AND_N
             raise InputError(f"conversion method must be 'trace' or 'export', got '{method}'")
     pipeline = ct.PassPipeline.DEFAULT
     pipeline.remove_passes(["common::reduce_transposes"])
-    outputs = [ct.TensorType(name=SR)] + [ct.TensorType(name=token_name(k)) for k in range(c.num_scales)]
+    # sr as float32 like the input (an ML Program's outputs default to fp16 from iOS16: a Swift
+    # reader of Float would read garbage); the cast is one op at the end
+    outputs = [ct.TensorType(name=SR, dtype=np.float32)] + [ct.TensorType(name=token_name(k))
+                                                            for k in range(c.num_scales)]
     if image_input and batch != 1:
         raise InputError("an image input holds one tile: build with batch 1")
     lr_input = (ct.ImageType(name=INPUT, shape=tuple(lr.shape), scale=1 / 255.0, color_layout=ct.colorlayout.RGB)
@@ -222,7 +240,7 @@ def describe(ml: Any, config: Any, precision: str, compute_units: str, image_inp
         f"one {t}x{t} RGB tile (8-bit image, scaled to [0, 1] inside the model)" if image_input else
         f"{batch} LR tile(s), float32 ({batch}, 3, {t}, {t}), NCHW, RGB planes in [0, 1] (pad the last "
         "batch of an image by repeating a tile)")
-    ml.output_description[SR] = (f"SR tiles, float ({batch}, 3, {s}, {s}), NCHW, RGB in [0, 1] (clip before "
+    ml.output_description[SR] = (f"SR tiles, float32 ({batch}, 3, {s}, {s}), NCHW, RGB in [0, 1] (clip before "
                                  "converting to 8 bits)")
     for k, p in enumerate(config.patch_nums):
         ml.output_description[token_name(k)] = (f"token indices of scale {k + 1}/{config.num_scales} "
@@ -340,21 +358,21 @@ class CoreMLBackend(Backend):
         """Convert the checkpoint's rollout to an .mlpackage with validation and an ANE lint."""
         from alignvar_edge.model.alignvar import load_pretrained
         recipes.recipe(self.name, precision)     # an unknown precision: one line naming the known
-        compute_units = (device or opts.pop("compute_units", "CPU_AND_NE")).upper()
+        compute_units = compute_units_named(device or opts.pop("compute_units", "CPU_AND_NE"))
         image_input = bool(opts.pop("image_input", False))
         # tiles per prediction (None: the model's default, see export/batch.py); an image input
         # holds one tile
         batch = opts.pop("batch", 1 if image_input else None)
         if batch is not None and int(batch) < 1:
             raise InputError(f"coreml batch must be >= 1, got {batch}")
-        target = opts.pop("target", "iOS17")
+        target = target_named(opts.pop("target_os", "iOS17"))      # both checked before any loading
         method = opts.pop("method", "trace")
         proxy = opts.pop("proxy", True)
         model = opts.pop("model", None)      # an in-memory AlignVAR (tests, deploy)
         half = opts.pop("half_policy", None)  # a HalfPolicy dict: its f32 groups stay fp32
         if opts:
             raise InputError(f"unknown coreml build options {sorted(opts)}; "
-                             "known: batch, compute_units, image_input, target, method, proxy, half_policy")
+                             "known: batch, compute_units, image_input, target_os, method, proxy, half_policy")
         f32_groups = frozenset((half or {}).get("f32_groups") or ())
         src = None
         if model is None:
@@ -396,7 +414,7 @@ class CoreMLBackend(Backend):
         if m.backend != self.name:
             raise ArtifactError(f"'{engine_dir}' is not a Core ML engine ({m.backend}); "
                                 "build one with `alignvar-edge build CHECKPOINT --target coreml`")
-        units = (device or m.extra.get("compute_units", "CPU_AND_NE")).upper()
+        units = compute_units_named(device or m.extra.get("compute_units", "CPU_AND_NE"))
         return CoreMLEngine(listed_file(engine_dir, m, m.engine_file), m, units, Path(engine_dir))
 
     def inspect(self, engine_dir: Path) -> dict[str, Any]:

@@ -66,6 +66,8 @@ def ane_lint(spec: Any) -> list[dict[str, Any]]:
         f: dict[str, Any] = next((n for n in notes.get("known_fallbacks", []) if n.get("pattern", "").startswith(pattern)), {})
         return f"{f.get('source', '?')} (confidence {f.get('confidence', '?')})"
 
+    from coremltools.proto import MIL_pb2          # a MIL tensor's dataType (not the I/O feature codes)
+
     rank, large, gathers, fp32, dilated = [], [], [], [], []
     ops = _ops(spec)
     consts = {o.name: op for op in ops if op.type == "const" for o in op.outputs}
@@ -77,7 +79,7 @@ def ane_lint(spec: Any) -> list[dict[str, Any]]:
                 rank.append(o.name)
             if any(d > ANE_MAX_DIM for d in dims):
                 large.append(o.name)
-            if tt.dataType == 65568 and op.type not in ("const", "cast"):      # FLOAT32
+            if tt.dataType == MIL_pb2.FLOAT32 and op.type not in ("const", "cast"):
                 fp32.append(o.name)
         if op.type.startswith("gather"):
             gathers.append(op.outputs[0].name if op.outputs else op.type)
