@@ -144,6 +144,8 @@ def test_image_input_when_asked(tmp_path):
     text = format_inspection(inspect_artifact(out))
     assert "input      lr uint8 image (CVPixelBuffer" in text and "in [0, 255]" in text
     assert "coreml engine, fp16, device CPU_AND_NE" in text
+    assert "target     deployment target iOS17, ML Program spec valid" in text
+    assert "target     ANE lint info: fp32 x1 (fp32 tensors" in text
 
 
 def test_half_policy_op_selector_keeps_f32_groups_fp32():
@@ -186,3 +188,32 @@ def test_target_os_and_compute_units_are_checked_first_and_taken(tmp_path, capsy
     from alignvar_edge.manifest import load_verified
     ex = load_verified(out).extra
     assert (ex["deployment_target"], ex["compute_units"], spec.specificationVersion) == ("iOS16", "CPU_ONLY", 7)
+
+
+def test_fidelity_proxy_follows_the_half_policy():
+    """A package built with --half-policy-from keeps groups in fp32; its recorded proxy does too."""
+    from alignvar_edge.runtimes.coreml.backend import fidelity_proxy
+    m = sharp_model("micro")
+    tiles = np.random.default_rng(0).random((4, 3, 8, 8), dtype=np.float32)
+    plain = fidelity_proxy(m, tiles, "fp16")
+    kept = fidelity_proxy(m, tiles, "fp16", frozenset({"decoder_convs", "logits_head", "attention"}))
+    assert "(decoder_convs, logits_head modules in float32)" in kept["reference"]
+    assert "modules in float32" not in plain["reference"]
+    assert kept["psnr_db"] != plain["psnr_db"]          # it measured a different model
+    every = fidelity_proxy(m, tiles, "fp16", frozenset({"decoder_convs", "transformer_matmuls", "norms",
+                                                         "logits_head"}))
+    assert every["tokens"]["overall"] >= plain["tokens"]["overall"]
+
+
+@pytest.mark.skipif(sys.platform == "darwin", reason="Core ML predicts on macOS: selftest runs for real there")
+def test_selftest_engine_off_macos_says_built_only_like_selftest_backend(tmp_path, capsys):
+    from alignvar_edge.cli import main
+    from alignvar_edge.runtimes.selftest import make_golden
+    ckpt = tmp_path / "ckpt"
+    sharp_model("micro").save_pretrained(str(ckpt))
+    make_golden(ckpt)
+    out = runtimes.build(ckpt, "coreml", out=tmp_path / "eng", proxy=False)
+    assert (out / "golden.safetensors").is_file()
+    assert main(["selftest", "--engine", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "BUILT-ONLY" in text and "macOS only" in text

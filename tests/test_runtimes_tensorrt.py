@@ -230,6 +230,10 @@ def test_adopt_a_hand_built_engine_and_import_its_timing(kit, tmp_path):
     assert {"model.engine", "model.onnx", "golden.safetensors", "trtexec.log", "README.md",
             "build_on_device.sh"} <= {p.name for p in out.iterdir()}
     assert m.input_contract["tile"] == 8 and m.input_contract["scale"] == 4
+    from alignvar_edge.export.inspect_artifact import format_inspection, inspect_artifact
+    text = format_inspection(inspect_artifact(out))
+    assert "TensorRT 10.3.0 on Orin (compute capability 8.7), DLA core 0; versions from the trtexec log" in text
+    assert "not checked against the golden outputs yet" in text
     from alignvar_edge.runtimes.tensorrt.adopt import adopt
     with pytest.raises(OutputExistsError):
         adopt(engine, kit, out, log=log)

@@ -73,9 +73,29 @@ def _engine_info(root: Path, m: Manifest) -> dict[str, Any]:
         "batch": m.static_batch, "engine_files": dict(extra.get("files") or {}),
         "built_from": (extra.get("source") or {}).get("path"),
         "split": extra.get("split"), "half_ladder": extra.get("half_ladder"), "tried": tried_rungs(m),
-        "ir_rewrites": extra.get("ir_rewrites"),
+        "ir_rewrites": extra.get("ir_rewrites"), "target": _target_facts(m),
         "graphs": {},
     }
+
+
+def _target_facts(m: Manifest) -> list[str]:
+    """What a device engine was made for and what was checked, from its manifest: Core ML's
+    deployment target, spec check and ANE lint; TensorRT's version, GPU, DLA core and parity."""
+    extra, lines = m.extra, []
+    if m.backend == "coreml":
+        spec = extra.get("spec") or {}
+        lines.append(f"deployment target {extra.get('deployment_target')}, ML Program spec "
+                     f"{'valid' if spec.get('valid') else 'NOT valid'} ({spec.get('ops')} ops)")
+        lines += [f"ANE lint {f['level']}: {f['rule']} x{f['count']} ({f['why']})" for f in extra.get("ane_lint") or []]
+    elif m.backend == "tensorrt":
+        adopted = extra.get("adopted") or {}
+        lines.append(f"TensorRT {extra.get('tensorrt_version')} on {extra.get('gpu_name')} (compute capability "
+                     f"{extra.get('compute_capability')})"
+                     + (f", DLA core {extra['dla_core']}" if extra.get("dla_core") is not None else "")
+                     + (f"; versions from the {adopted.get('versions_from')}" if adopted else ""))
+        if m.parity is None:
+            lines.append("not checked against the golden outputs yet: run `alignvar-edge selftest --engine` on the device")
+    return lines
 
 
 def _common_info(root: Path, m: Manifest) -> dict[str, Any]:
@@ -201,6 +221,7 @@ def format_inspection(info: dict[str, Any]) -> str:
     rewrites = {k: v for k, v in (info.get("ir_rewrites") or {}).items() if v}
     if rewrites:
         lines.append("rewrites   " + ", ".join(f"{_REWRITES.get(k, k)} x{n}" for k, n in rewrites.items()))
+    lines += [f"target     {t}" for t in info.get("target") or []]
     if info.get("engine_files"):
         lines.append("engine     " + " + ".join(info["engine_files"].values())
                      + (f"; built from {info['built_from']}" if info.get("built_from") else ""))

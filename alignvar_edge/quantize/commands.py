@@ -61,7 +61,7 @@ def run_quantize(args: argparse.Namespace) -> int:
     from alignvar_edge.manifest import read_manifest
     from alignvar_edge.quantize.artifact import QuantizeOptions, calibration_for, quantize_artifact
     from alignvar_edge.quantize.sensitivity import FidelityTarget
-    from alignvar_edge.recipes import engine_precision, quantized_in_build
+    from alignvar_edge.recipes import engine_precision, quantized_in_build, recipe
 
 
     out = args.out or f"{str(args.artifact).rstrip('/')}-{args.precision}-{args.target}"
@@ -76,8 +76,12 @@ def run_quantize(args: argparse.Namespace) -> int:
         # skipped calibration files are reported in the log line, not as Python warnings
         warnings.filterwarnings("ignore", message="calibration:")
         if quantized_in_build(opts.target):        # NNCF / coremltools quantize inside the backend's build
-            cs = calibration_for(args.artifact, opts, say)
             precision = engine_precision(opts.target, opts.precision) or opts.precision
+            if recipe(opts.target, precision).calibration:
+                cs = calibration_for(args.artifact, opts, say)
+            else:                                   # e.g. Core ML's int8 compresses weights only
+                cs = None
+                say(f"{opts.target} {precision} quantizes weights only: no calibration set is used")
             say(f"handing over to the {opts.target} backend ({precision})")
             path = runtimes.build(args.artifact, opts.target, precision=precision, calibration=cs, out=out,
                                   force=args.force)

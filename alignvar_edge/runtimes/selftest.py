@@ -139,17 +139,10 @@ def selftest(backend: str, model: str = DEFAULT_CHECKPOINT, device: str | None =
             try:
                 sr, tok = engine.run(lr)
             except BackendUnavailableError as e:          # Core ML off macOS: built and validated only
-                ex = engine.metadata.extra
-                spec = ex.get("spec") or {}
                 # the engine named in the message lives in this run's temporary folder, which goes
-                reason = (str(e).split(";")[0] + "; the package built and validated here and is not kept: "
-                          f"build one with `alignvar-edge build {model} --target coreml --out DIR`, then "
-                          "run `alignvar-edge selftest --engine DIR` on a Mac")
-                report.update(result="BUILT-ONLY", reason=reason,
-                              validation={"valid": spec.get("valid"), "ops": spec.get("ops"),
-                                          "ane_lint": [f"{f['level']}: {f['rule']} x{f['count']}"
-                                                       for f in ex.get("ane_lint", [])]})
-                return report
+                return _built_only(report, engine, str(e).split(";")[0] + "; the package built and validated "
+                                   f"here and is not kept: build one with `alignvar-edge build {model} --target "
+                                   "coreml --out DIR`, then run `alignvar-edge selftest --engine DIR` on a Mac")
             _check_and_time(engine, lr, sr, tok, golden_sr, golden_tok, runs, report)
         return report
     finally:
@@ -203,8 +196,21 @@ def selftest_engine(engine_dir: str | os.PathLike[str], device: str | None = Non
             "precision": m.precision or "fp32", "golden_tiles": int(lr.shape[0]),
             "golden_reference": meta.get("reference", "PyTorch"), "device": engine.device}
         log(f"running {len(lr)} golden tiles on {engine!r}")
-        sr, tok = engine.run(lr)
+        try:
+            sr, tok = engine.run(lr)
+        except BackendUnavailableError as e:              # Core ML off macOS, as with --backend
+            return _built_only(report, engine, str(e))
         _check_and_time(engine, lr, sr, tok, golden_sr, golden_tok, runs, report)
+    return report
+
+
+def _built_only(report: dict[str, Any], engine: Any, reason: str) -> dict[str, Any]:
+    """The verdict for an engine that exists and was validated but cannot run on this host."""
+    ex = engine.metadata.extra
+    spec = ex.get("spec") or {}
+    report.update(result="BUILT-ONLY", reason=reason,
+                  validation={"valid": spec.get("valid"), "ops": spec.get("ops"),
+                              "ane_lint": [f"{f['level']}: {f['rule']} x{f['count']}" for f in ex.get("ane_lint", [])]})
     return report
 
 

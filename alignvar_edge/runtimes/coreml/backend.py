@@ -255,9 +255,43 @@ def describe(ml: Any, config: Any, precision: str, compute_units: str, image_inp
     return meta
 
 
-def fidelity_proxy(model: Any, tiles: np.ndarray, precision: str) -> dict[str, Any] | None:
+def _keep_f32(module: Any, f32_groups: frozenset[str], x: Any) -> list[str]:
+    """In a float16 copy of the model, run the modules of the half policy's f32 groups in float32
+    (their inputs widened, their outputs narrowed back), as the package's op selector keeps those
+    ops fp32. Module-level: functional ops (attention's matmuls, q/k norms) and modules whose
+    weights are used without calling them (the fused q/k/v projection) follow the surroundings.
+    Returns the groups that mapped to modules."""
+    nn = torch.nn
+    by_group = {"transformer_matmuls": (nn.Linear,), "decoder_convs": (nn.Conv2d,),
+                "norms": (nn.LayerNorm, nn.GroupNorm)}
+    kinds = tuple(t for g in f32_groups for t in by_group.get(g, ()))
+    head = module.head if "logits_head" in f32_groups else None
+
+    def widen(_m: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        return tuple(a.float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
+
+    def narrow(_m: Any, _args: Any, out: Any) -> Any:
+        return out.half() if torch.is_tensor(out) and out.is_floating_point() else out
+    candidates = [m for m in module.modules() if (kinds and isinstance(m, kinds)) or m is head]
+    called: set[int] = set()
+    probes = [m.register_forward_pre_hook(lambda m, _a: called.add(id(m))) for m in candidates]
+    with torch.inference_mode():
+        module(x[:1])                      # which of them run through their forward
+    for p in probes:
+        p.remove()
+    for m in candidates:
+        if id(m) in called:
+            m.float()
+            m.register_forward_pre_hook(widen)
+            m.register_forward_hook(narrow)
+    return sorted(g for g in f32_groups if g in by_group or g == "logits_head")
+
+
+def fidelity_proxy(model: Any, tiles: np.ndarray, precision: str,
+                   f32_groups: frozenset[str] = frozenset()) -> dict[str, Any] | None:
     """Linux stand-in for Core ML fidelity: the torch module in float16 (with int8 per-channel
-    fake-quantized weights for int8-weights) vs float32. None for palettes (no cheap proxy)."""
+    fake-quantized weights for int8-weights; the modules of `f32_groups` in float32) vs float32.
+    None for palettes (no cheap proxy)."""
     if precision.startswith("palette"):
         return None
     x = torch.from_numpy(tiles)
@@ -270,16 +304,19 @@ def fidelity_proxy(model: Any, tiles: np.ndarray, precision: str) -> dict[str, A
                     s = w.abs().flatten(1).amax(1).clamp_min(1e-12) / 127
                     s = s.view(-1, *([1] * (w.dim() - 1)))
                     w.copy_(torch.round(w / s).clamp(-127, 127) * s)
+    test = test.half()
+    kept = _keep_f32(test, f32_groups, x.half()) if f32_groups else []
     with torch.inference_mode():
         sr32, *t32 = model.float()(x)
-        sr16, *t16 = test.half()(x.half())
+        sr16, *t16 = test(x.half())
     rep = compare(sr32.numpy(), [t.numpy() for t in t32], sr16.float().numpy(), [t.numpy() for t in t16],
                   scale=model.config.scale).to_json()
     rep.pop("thresholds", None)
     rep.pop("passed", None)
-    what = "float16" + (" with int8 per-channel weights" if precision == "int8-weights" else "")
+    what = ("float16" + (" with int8 per-channel weights" if precision == "int8-weights" else "")
+            + (f" ({', '.join(kept)} modules in float32)" if kept else ""))
     rep["reference"] = (f"proxy: torch {what} vs float32 on CPU, not Core ML itself "
-                        "(measure on a Mac with `alignvar-edge selftest --backend coreml`)")
+                        "(measure on a Mac with `alignvar-edge selftest --engine DIR`)")
     return rep
 
 
@@ -398,12 +435,12 @@ class CoreMLBackend(Backend):
                      "source": {"path": str(src) if src else "in-memory model"},
                      "removed_passes": ["common::reduce_transposes"]}
             m = new_manifest("engine", self.name, "single", precision,
-                             ModelInfo(name=config.name, config=config.to_dict(),
+                             ModelInfo(name=str(artifact_dir) if src else config.name, config=config.to_dict(),
                                        source=checkpoint_source(src) if src else ModelSource.memory()),
                              graphs={"single": {"file": PACKAGE, **graph_io(config, batch)}},
                              quantization=recipe, extra=extra)
             if proxy and precision != "fp32":
-                m.parity = fidelity_proxy(model, validation_tiles(config), precision)
+                m.parity = fidelity_proxy(model, validation_tiles(config), precision, f32_groups)
             extra["golden"] = copy_golden(None, src, tmp) if src else None
             m.input_contract = package_contract(config, batch, image_input)
             write_manifest(tmp, m)
