@@ -41,6 +41,24 @@ def test_unavailability_is_explained_in_one_line():
         runtimes.load(Path("anything-with-a-manifest-is-not-needed"), backend="tensorrt")
 
 
+def test_a_missing_tensorrt_on_a_jetson_points_at_the_system_packages(tmp_path, monkeypatch):
+    b = trt_backend.BACKEND
+    missing = ModuleNotFoundError("No module named 'tensorrt'")
+    monkeypatch.setattr(trt_backend, "JETSON_RELEASE", str(tmp_path / "nv_tegra_release"))
+    assert b.missing_reason(missing) == trt_backend.NOT_INSTALLED          # not a Jetson: pip's index
+    (tmp_path / "nv_tegra_release").write_text("# R36 (release), REVISION: 4.3\n")
+    why = b.missing_reason(missing)
+    assert "python3-libnvinfer" in why and "--system-site-packages" in why and "JetPack on a Jetson" not in why
+
+
+def test_a_missing_cuda_binding_is_named_not_taken_for_a_missing_gpu():
+    import importlib.util
+    if importlib.util.find_spec("cuda") is not None or torch.cuda.is_available():
+        pytest.skip("a CUDA binding is installed here")
+    gpu, why = trt_backend.gpu_probe(0)
+    assert gpu is None and "no CUDA binding" in why and "cuda-python>=12.6.1,<13" in why
+
+
 def test_one_plan_for_tensorrt_10_and_11():
     plan = trt_plan.network_plan
     # TF32 off everywhere (TensorRT's default on Orin rounds fp32 layers to fp16's mantissa); int8

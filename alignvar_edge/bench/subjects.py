@@ -154,12 +154,14 @@ def open_subject(spec: EngineSpec, threads: int | None = None, spin: bool | None
     sub.info["artifact_bytes"] = artifact_bytes(spec.path)
     b = runtimes.get_backend(backend)
     ok, why = b.is_available()
+    if backend == "tensorrt" and kit:
+        # the kit itself: whether or not TensorRT is here, there is no engine to time yet
+        sub.fail("unavailable", "a TensorRT build kit, not an engine: build it on the device with "
+                                f"`sh {spec.path}/build_on_device.sh` and bench the result (its ONNX "
+                                f"runs in ONNX Runtime anywhere: onnxruntime:{spec.path})")
+        return sub
     if not ok:
         sub.fail("unavailable", why)
-        return sub
-    if backend == "tensorrt" and kit:
-        sub.fail("unavailable", "a TensorRT build kit, not an engine: build it on the device with "
-                                f"`sh {spec.path}/build_on_device.sh` and bench the result")
         return sub
     from alignvar_edge.bench.memory import rss_mb
     rss0, t0 = rss_mb(), time.perf_counter()

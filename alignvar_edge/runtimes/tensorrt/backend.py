@@ -43,6 +43,7 @@ else:
     trt = lazy_import("tensorrt")
 torch = lazy_import("torch")      # CUDA buffers, where PyTorch has CUDA
 
+JETSON_RELEASE = "/etc/nv_tegra_release"      # present on every Jetson Linux (L4T) install
 NOT_INSTALLED = ("TensorRT is not installed (PyPI's tensorrt wheels only fetch from NVIDIA's index: use "
                  "JetPack on a Jetson, or pip's --extra-index-url https://pypi.nvidia.com on a CUDA "
                  "machine); `build --target tensorrt` still writes an on-device build kit")
@@ -51,23 +52,30 @@ NOT_INSTALLED = ("TensorRT is not installed (PyPI's tensorrt wheels only fetch f
 # ------------------------------------------------------------------------------------------------
 # TensorRT itself
 # ------------------------------------------------------------------------------------------------
-def gpu_info(index: int = 0) -> dict[str, Any] | None:
-    """Name and compute capability of CUDA device `index`, or None without a visible GPU."""
+def gpu_probe(index: int = 0) -> tuple[dict[str, Any] | None, str]:
+    """(name and compute capability of CUDA device `index`, "") or (None, why not): no CUDA
+    binding to ask with, a CUDA error, or no such GPU."""
     try:
         if torch.cuda.is_available() and index < torch.cuda.device_count():
             major, minor = torch.cuda.get_device_capability(index)
-            return {"name": torch.cuda.get_device_name(index), "compute_capability": f"{major}.{minor}"}
+            return {"name": torch.cuda.get_device_name(index), "compute_capability": f"{major}.{minor}"}, ""
     except ImportError:
         pass
     try:
         from cuda.bindings import runtime as cudart
     except ImportError:
-        return None
+        return None, ("TensorRT is installed but the runner has no CUDA binding: install cuda-python "
+                      "(pip install 'cuda-python>=12.6.1,<13') or PyTorch with CUDA")
     err, props = cudart.cudaGetDeviceProperties(index)
     if int(err) != 0:
-        return None
+        return None, f"TensorRT is installed but CUDA cannot open GPU {index} (cudaGetDeviceProperties: {err})"
     name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
-    return {"name": name.rstrip("\x00"), "compute_capability": f"{props.major}.{props.minor}"}
+    return {"name": name.rstrip("\x00"), "compute_capability": f"{props.major}.{props.minor}"}, ""
+
+
+def gpu_info(index: int = 0) -> dict[str, Any] | None:
+    """Name and compute capability of CUDA device `index`, or None without a usable GPU."""
+    return gpu_probe(index)[0]
 
 
 def _logger() -> trt.ILogger:
@@ -302,14 +310,20 @@ class TensorRTBackend(Backend):
     def missing_reason(self, error: BaseException) -> str:
         if isinstance(error, ImportError) and "libnvinfer" in str(error):
             return f"TensorRT's Python bindings are present but libnvinfer is not ({error})"
+        if Path(JETSON_RELEASE).is_file():
+            # on a Jetson the bindings are JetPack's Debian package, for the system Python only
+            return ("TensorRT is not importable by this Python: JetPack installs it for the system Python "
+                    "(sudo apt install python3-libnvinfer); in a virtual environment, create it with "
+                    "`python3 -m venv --system-site-packages`")
         return NOT_INSTALLED
 
     def is_available(self) -> tuple[bool, str]:
         ok, why = super().is_available()
         if not ok:
             return ok, why
-        if gpu_info(0) is None:
-            return False, "TensorRT is installed but no CUDA GPU is visible"
+        gpu, why = gpu_probe(0)
+        if gpu is None:
+            return False, why
         return True, ""
 
     def can_build(self) -> tuple[bool, str]:
