@@ -12,7 +12,7 @@ import onnx
 
 from alignvar_edge.runtimes.base import SR
 
-__all__ = ["token_outputs", "token_path", "token_path_float_nodes"]
+__all__ = ["float_compute_nodes", "token_outputs", "token_path", "token_path_float_nodes"]
 
 # layers whose precision is not a computation's (they read shapes or only change the type)
 _NOT_COMPUTE = frozenset({"Shape", "Size", "Cast", "Constant"})
@@ -39,14 +39,18 @@ def token_path(graph: onnx.GraphProto, outputs: set[str] | None = None) -> set[i
     return needed
 
 
-def token_path_float_nodes(model: onnx.ModelProto) -> set[str]:
-    """Names of the token path's nodes that compute on float tensors (the layers an FP16 builder
-    flag could move to half), with the exact-arithmetic scopes that stay f32 everywhere."""
+def float_compute_nodes(model: onnx.ModelProto) -> dict[int, str]:
+    """Index -> name of the named nodes that compute on float tensors: the layers an FP16 builder
+    flag could move to half."""
     from alignvar_edge.quantize.fp16 import float_tensors
-    from alignvar_edge.quantize.policy import exact_nodes
     is_float = float_tensors(model)
-    g = model.graph
-    out = {g.node[i].name for i in token_path(g)
-           if g.node[i].op_type not in _NOT_COMPUTE and g.node[i].name
-           and any(x in is_float for x in [*g.node[i].input, *g.node[i].output] if x)}
-    return out | exact_nodes(model)
+    return {i: n.name for i, n in enumerate(model.graph.node)
+            if n.name and n.op_type not in _NOT_COMPUTE and any(x in is_float for x in [*n.input, *n.output] if x)}
+
+
+def token_path_float_nodes(model: onnx.ModelProto) -> set[str]:
+    """Names of the token path's float-computing nodes, with the exact-arithmetic scopes that stay
+    f32 everywhere."""
+    from alignvar_edge.quantize.policy import exact_nodes
+    floats = float_compute_nodes(model)
+    return {floats[i] for i in token_path(model.graph) if i in floats} | exact_nodes(model)

@@ -15,7 +15,7 @@ from alignvar_edge.recipes import recipe
 from alignvar_edge.runtimes.golden import GOLDEN_FILE, read_golden
 from alignvar_edge.runtimes.onnxruntime import ship_golden
 from alignvar_edge.runtimes.tensorrt import backend as T
-from alignvar_edge.runtimes.tensorrt.kit import FP16_F32, LOG_FILE, f32_layers_of, write_build_files
+from alignvar_edge.runtimes.tensorrt.kit import FP16_F32, LOG_FILE, f32_layers_of, half_layers_of, write_build_files
 from alignvar_edge.runtimes.tensorrt.plan import ENGINE, ONNX, network_plan, trt_major, trtexec_command
 from alignvar_edge.runtimes.tensorrt.trtexec_log import parse_trtexec_log
 
@@ -49,8 +49,8 @@ def adopt(engine_file: str | Path, like: str | Path, out: str | Path, log: str |
         "precision") or kit_precision
     if dla_core is None:
         dla_core = parsed.get("dla_core")
-    f32_layers = f32_layers_of(src)
-    plan = network_plan(trt_major(trt_version), precision, kit_precision, f32_layers)
+    f32_layers, half_layers = f32_layers_of(src), half_layers_of(src)
+    plan = network_plan(trt_major(trt_version), precision, kit_precision, f32_layers, half_layers)
     with artifact_dir(out, force=force) as tmp:
         shutil.copy2(engine_file, tmp / ENGINE)
         shutil.copy2(onnx_path, tmp / ONNX)
@@ -58,7 +58,8 @@ def adopt(engine_file: str | Path, like: str | Path, out: str | Path, log: str |
             shutil.copy2(log, tmp / LOG_FILE)
         extra = {"tensorrt_version": trt_version, "compute_capability": cc, "gpu_name": gpu_name,
                  "plan": plan, "device": "cuda:0", "dla_core": dla_core,
-                 FP16_F32: src.extra.get(FP16_F32) or {"source": "the kit's plan", "layers": f32_layers},
+                 FP16_F32: src.extra.get(FP16_F32) or {"source": "the kit's plan", "layers": f32_layers,
+                                                       "half_layers": half_layers},
                  "trtexec": parsed.get("command") or " ".join(trtexec_command(plan)),
                  "adopted": {"engine": str(engine_file), "engine_sha256": sha256_file(engine_file),
                              "log": str(log) if log else None,
@@ -66,7 +67,7 @@ def adopt(engine_file: str | Path, like: str | Path, out: str | Path, log: str |
         m = engine_manifest(src, like, "tensorrt", precision, {"engine": ENGINE}, batch=src.static_batch,
                             extra=extra)
         m.extra["golden"] = ship_golden(src, like, tmp)
-        write_build_files(tmp, m, precision, kit_precision, None, 3, f32_layers)
+        write_build_files(tmp, m, precision, kit_precision, None, 3, f32_layers, half_layers)
         if usable and m.extra["golden"]:
             m.parity = _check_against_golden(tmp, m)
         write_manifest(tmp, m)

@@ -125,14 +125,18 @@ def fp16_f32_layers(onnx_path: Path, half: Any = None) -> dict[str, Any]:
     layers, so that an fp16 engine decides its tokens in f32 and computes the image in half."""
     import onnx
 
+    from alignvar_edge.quantize.token_path import float_compute_nodes, token_path_float_nodes
     model = onnx.load(str(onnx_path), load_external_data=False)
     if half is None:
-        from alignvar_edge.quantize.token_path import token_path_float_nodes
-        return {"source": "token path", "layers": sorted(token_path_float_nodes(model))}
-    from alignvar_edge.quantize.half_policy import HalfPolicy
-    policy = half if isinstance(half, HalfPolicy) else HalfPolicy.from_dict(dict(half))
-    return {"source": f"half policy (f32 groups: {', '.join(sorted(policy.f32_groups)) or 'none'})",
-            "layers": sorted(policy.f32_nodes(model))}
+        source, f32 = "token path", token_path_float_nodes(model)
+    else:
+        from alignvar_edge.quantize.half_policy import HalfPolicy
+        policy = half if isinstance(half, HalfPolicy) else HalfPolicy.from_dict(dict(half))
+        source = f"half policy (f32 groups: {', '.join(sorted(policy.f32_groups)) or 'none'})"
+        f32 = policy.f32_nodes(model)
+    # the complement too: a trtexec command line may name the fewer of the two (plan.precision_args)
+    return {"source": source, "layers": sorted(f32),
+            "half_layers": sorted(set(float_compute_nodes(model).values()) - f32)}
 
 
 def check_compatible(manifest: Manifest, trt_version: str, gpu: dict[str, Any] | None) -> None:
@@ -353,15 +357,15 @@ class TensorRTBackend(Backend):
                              "half_policy")
         # what an FP16 flag must leave in f32; kept for every kit, whose script can build fp16 too
         f32 = fp16_f32_layers(onnx_path, half)
-        f32_layers = f32["layers"]
+        f32_layers, half_layers = f32["layers"], f32["half_layers"]
         ok, why = self.is_available()
         if kit or not ok:
             # plan for the newest API we know; the script re-plans on the device
             major = trt_major(self.version() or "10")
-            plan = network_plan(major, precision, src.precision or "fp32", f32_layers)
+            plan = network_plan(major, precision, src.precision or "fp32", f32_layers, half_layers)
             return self._write_kit(src, Path(artifact_dir), onnx_path, out, plan, precision,
                                    workspace, opt_level, force, why, f32)
-        plan = network_plan(trt_major(trt.__version__), precision, src.precision or "fp32", f32_layers)
+        plan = network_plan(trt_major(trt.__version__), precision, src.precision or "fp32", f32_layers, half_layers)
         index = int((device or "cuda:0").partition(":")[2] or 0)
         gpu = gpu_info(index)
         assert gpu is not None
@@ -378,7 +382,7 @@ class TensorRTBackend(Backend):
             m = engine_manifest(src, Path(artifact_dir), self.name, precision, {"engine": ENGINE},
                                 batch=src.static_batch, extra=extra)
             m.extra["golden"] = ship_golden(src, Path(artifact_dir), tmp)
-            write_build_files(tmp, m, precision, src.precision or "fp32", workspace, opt_level, f32_layers)
+            write_build_files(tmp, m, precision, src.precision or "fp32", workspace, opt_level, f32_layers, half_layers)
             write_manifest(tmp, m)
         return out
 
@@ -400,7 +404,8 @@ class TensorRTBackend(Backend):
                              opset=src.opset, quantization=src.quantization,
                              calibration=src.calibration, parity=src.parity, extra=extra)
             extra["golden"] = ship_golden(src, src_dir, tmp)
-            write_build_files(tmp, m, precision, src.precision or "fp32", workspace, opt_level, f32["layers"])
+            write_build_files(tmp, m, precision, src.precision or "fp32", workspace, opt_level, f32["layers"],
+                              f32["half_layers"])
             write_manifest(tmp, m)
         return out
 

@@ -6,8 +6,8 @@ A kit is the ONNX export plus these files and `golden.safetensors`; `build --tar
 writes one where TensorRT is absent, and every TensorRT engine directory carries the same files
 (so it can be rebuilt on another device). The script builds with trtexec (JetPack ships it) in
 one run that also times the engine, then, with alignvar-edge installed: `adopt` (manifest),
-`selftest --engine` (parity against the golden outputs) and `bench trtexec` (a bench report for
-`bench merge`). Which trtexec flags each precision needs comes from `tensorrt.plan.network_plan`.
+`bench trtexec` (a bench report for `bench merge`) and `selftest --engine` (parity against the
+golden outputs, whose status the script exits with). Which trtexec flags each precision needs comes from `tensorrt.plan.network_plan`.
 """
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from pathlib import Path
 from alignvar_edge.errors import InputError
 from alignvar_edge.manifest import Manifest, input_contract
 from alignvar_edge.recipes import precisions
-from alignvar_edge.runtimes.tensorrt.plan import (CACHE as TIMING_CACHE, SCRIPT_FILE, TRTEXEC_FILE, network_plan,
-                                                  precision_args, trtexec_command)
+from alignvar_edge.runtimes.tensorrt.plan import (CACHE as TIMING_CACHE, MAX_ARG, SCRIPT_FILE, TRTEXEC_FILE,
+                                                  network_plan, precision_args, trtexec_command)
 
 README_FILE, LOG_FILE = "README.md", "trtexec.log"
 # manifest.extra key: {"source": why, "layers": [ONNX node names]} an FP16 build keeps in f32
@@ -26,27 +26,42 @@ FP16_F32 = "fp16_f32_layers"
 JETPACK_TRT_MAJOR = 10
 
 
-def precision_flags(kit_precision: str, f32_layers: list[str] | tuple[str, ...] = ()) -> dict[str, str]:
+def precision_flags(kit_precision: str, f32_layers: list[str] | tuple[str, ...] = (),
+                    half_layers: list[str] | None = None) -> dict[str, str]:
     """precision -> trtexec flags for TensorRT 10 (JetPack 6.1/6.2), or 'ERROR: why' where the
-    kit's ONNX cannot give that precision."""
+    kit's ONNX cannot give that precision or trtexec cannot take the flags."""
     out = {}
     for p in precisions("tensorrt"):
         try:
-            plan = network_plan(JETPACK_TRT_MAJOR, p, kit_precision, f32_layers)
+            plan = network_plan(JETPACK_TRT_MAJOR, p, kit_precision, f32_layers, half_layers)
         except InputError as e:
             out[p] = "ERROR: " + str(e).replace("`", "'")
             continue
-        out[p] = " ".join(precision_args(plan))
+        args = precision_args(plan)
+        if max(map(len, args), default=0) > MAX_ARG:
+            out[p] = (f"ERROR: its layer precisions are longer than one command-line argument may be; build "
+                      f"it on the device with 'alignvar-edge build KIT --target tensorrt --precision {p}', "
+                      "which sets them through TensorRT's Python API")
+            continue
+        out[p] = " ".join(args)
     return out
 
 
 def _shown(flags: str) -> str:
-    """Flags for a table: a long --layerPrecisions list as its count (the script has it whole)."""
+    """Flags for a table: a long --layerPrecisions list as its counts (the script has it whole)."""
     words = flags.split()
     for i, w in enumerate(words):
-        if w.startswith("--layerPrecisions="):
+        if w.startswith("--layerPrecisions=*:fp32,"):
+            words[i] = f"--layerPrecisions=*:fp32,<{w.count(':fp16')} layers>:fp16"
+        elif w.startswith("--layerPrecisions="):
             words[i] = f"--layerPrecisions=<{w.count(':fp32')} layers>:fp32"
     return " ".join(words)
+
+
+def half_layers_of(manifest: Manifest) -> list[str] | None:
+    """The other float layers of a kit or engine (None in manifests written before they were kept)."""
+    half = (manifest.extra.get(FP16_F32) or {}).get("half_layers")
+    return list(half) if half is not None else None
 
 
 def f32_layers_of(manifest: Manifest) -> list[str]:
@@ -60,9 +75,9 @@ def f32_layers_of(manifest: Manifest) -> list[str]:
 
 
 def build_script(precision: str, kit_precision: str, workspace_mib: int | None, opt_level: int,
-                 f32_layers: list[str] | tuple[str, ...] = ()) -> str:
+                 f32_layers: list[str] | tuple[str, ...] = (), half_layers: list[str] | None = None) -> str:
     """build_on_device.sh: POSIX sh, passes shellcheck (tests/test_runtimes_tensorrt.py)."""
-    flags = precision_flags(kit_precision, f32_layers)
+    flags = precision_flags(kit_precision, f32_layers, half_layers)
     cases = "\n".join(
         f"    {p}) FLAGS=\"{f}\" ;;" if not f.startswith("ERROR: ") else
         f"    {p}) die \"{p}: {f[len('ERROR: '):]}\" ;;" for p, f in flags.items())
@@ -168,12 +183,15 @@ if [ -n "$DLA" ]; then set -- --dla-core "$DLA"; else set --; fi
 # the engine directory: engine + manifest (TensorRT version, GPU, precision, DLA) + golden outputs
 ae adopt "$WORK/model.engine" --like "$HERE" --log "$WORK/{LOG_FILE}" --precision "$PRECISION" \\
     --out "$OUT" --force "$@"
-# parity: the engine against the golden outputs shipped in the kit (non-zero exit on FAIL)
-ae selftest --engine "$OUT" --json "$OUT-selftest.json"
-# the bench hand-off: trtexec's timing summary as a report for `alignvar-edge bench merge`
-ae bench trtexec "$WORK/{LOG_FILE}" --engine "$OUT" --out "$OUT-report.json"
+# the bench hand-off: trtexec's timing summary as a report for `alignvar-edge bench merge` (the
+# timing stands whatever parity says; adopt kept the log as $OUT/{LOG_FILE})
+ae bench trtexec "$OUT/{LOG_FILE}" --engine "$OUT" --out "$OUT-report.json"
 rm -rf "$WORK"
-echo "done: engine directory $OUT, parity $OUT-selftest.json, bench report $OUT-report.json"
+# parity: the engine against the golden outputs shipped in the kit; its status is the script's
+STATUS=0
+ae selftest --engine "$OUT" --json "$OUT-selftest.json" || STATUS=$?
+echo "done: engine directory $OUT, parity $OUT-selftest.json (exit $STATUS), bench report $OUT-report.json"
+exit "$STATUS"
 """
 
 
@@ -181,7 +199,7 @@ def kit_readme(manifest: Manifest, precision: str, kit_precision: str) -> str:
     """README.md of a kit: the exact steps on JetPack 6.1/6.2, with this kit's names and numbers."""
     name = manifest.model.name or (manifest.config or {}).get("name") or "the model"
     c = input_contract(manifest) or {}
-    flags = precision_flags(kit_precision, f32_layers_of(manifest))
+    flags = precision_flags(kit_precision, f32_layers_of(manifest), half_layers_of(manifest))
     # DLA runs fp16 and int8 only: the example uses the kit's own precision where DLA can run it
     dla = next((p for p in (precision, "fp16", "int8")
                 if p != "fp32" and flags.get(p) is not None and not flags[p].startswith("ERROR")), None)
@@ -273,10 +291,10 @@ trtexec flags per precision for this kit (TensorRT 10):
 The script runs trtexec once to build the engine (reusing the timing cache
 `{TIMING_CACHE}` beside the output, so later builds are faster) and to time it; then
 `alignvar-edge adopt` writes the engine directory (engine, manifest with the TensorRT version, GPU
-and DLA core, golden outputs), `alignvar-edge selftest --engine` checks it against the golden
-outputs (`RESULT PASS`: fp32 100% tokens and >= 50 dB; fp16/int8 >= 99% and 35/30 dB; the exit
-status is non-zero on FAIL), and `alignvar-edge bench trtexec` turns trtexec's timing summary
-into a bench report. Outputs, beside this kit by default: `<kit>-<precision>[-dlaN]/` (the
+and DLA core, golden outputs), `alignvar-edge bench trtexec` turns trtexec's timing summary
+into a bench report, and `alignvar-edge selftest --engine` checks the engine against the golden
+outputs (`RESULT PASS`: fp32 100% tokens and >= 50 dB; fp16/int8 >= 99% and 35/30 dB; its exit
+status, non-zero on FAIL, is the script's). Outputs, beside this kit by default: `<kit>-<precision>[-dlaN]/` (the
 engine directory), `...-selftest.json` and `...-report.json`.
 
 DLA (`--dla-core N`): Orin AGX and NX have two DLA cores (0, 1), Orin Nano none. DLA runs fp16
@@ -324,16 +342,17 @@ on TensorRT 8.4 and 10.x summary formats, and `adopt` is tested with such a log.
 
 
 def write_build_files(root: Path, manifest: Manifest, precision: str, kit_precision: str,
-                      workspace_mib: int | None, opt_level: int, f32_layers: list[str] | tuple[str, ...] = ()) -> None:
+                      workspace_mib: int | None, opt_level: int, f32_layers: list[str] | tuple[str, ...] = (),
+                      half_layers: list[str] | None = None) -> None:
     """trtexec.txt, build_on_device.sh and README.md into a kit or engine directory."""
-    plan = network_plan(JETPACK_TRT_MAJOR, precision, kit_precision, f32_layers)
+    plan = network_plan(JETPACK_TRT_MAJOR, precision, kit_precision, f32_layers, half_layers)
     (root / TRTEXEC_FILE).write_text(" ".join(trtexec_command(plan, workspace_mib=workspace_mib,
                                                               opt_level=opt_level)) + "\n")
     script = root / SCRIPT_FILE
-    script.write_text(build_script(precision, kit_precision, workspace_mib, opt_level, f32_layers))
+    script.write_text(build_script(precision, kit_precision, workspace_mib, opt_level, f32_layers, half_layers))
     script.chmod(0o755)
     (root / README_FILE).write_text(kit_readme(manifest, precision, kit_precision))
 
 
-__all__ = ["FP16_F32", "README_FILE", "build_script", "f32_layers_of", "kit_readme", "precision_flags",
+__all__ = ["FP16_F32", "README_FILE", "build_script", "f32_layers_of", "half_layers_of", "kit_readme", "precision_flags",
            "write_build_files"]

@@ -10,15 +10,17 @@ from typing import Any
 from alignvar_edge import recipes
 from alignvar_edge.errors import InputError
 
-__all__ = ["CACHE", "ENGINE", "ONNX", "SCRIPT_FILE", "TRTEXEC_FILE", "network_plan", "precision_args",
+__all__ = ["CACHE", "ENGINE", "MAX_ARG", "ONNX", "SCRIPT_FILE", "TRTEXEC_FILE", "network_plan", "precision_args",
            "trt_major", "trtexec_command"]
 
 ENGINE, ONNX, CACHE = "model.engine", "model.onnx", "alignvar-timing.cache"
+# Linux passes one command-line argument of at most 128 KiB (MAX_ARG_STRLEN), NUL included
+MAX_ARG = 128_000
 TRTEXEC_FILE, SCRIPT_FILE = "trtexec.txt", "build_on_device.sh"
 
 
 def network_plan(trt_major: int, precision: str, artifact_precision: str,
-                 f32_layers: Iterable[str] = ()) -> dict[str, Any]:
+                 f32_layers: Iterable[str] = (), half_layers: Iterable[str] | None = None) -> dict[str, Any]:
     """{"strongly_typed": bool, "flags": [builder flag names], "tf32": False} for this TensorRT major
     version; a weakly typed fp16 plan also carries "f32_layers" (by ONNX node name, which the ONNX
     parser gives its layers: the half policy's f32 groups, or by default the token path), built
@@ -28,7 +30,10 @@ def network_plan(trt_major: int, precision: str, artifact_precision: str,
     TF32 is off in every plan: TensorRT enables it by default on Ampere and later (Jetson Orin),
     where it rounds fp32 matmul and conv inputs to 10 mantissa bits, the precision of fp16, and
     the f32 layers exist to keep the tokens. An int8 plan sets INT8 only: the layers its Q/DQ
-    leave in float run in fp32, the precision the int8 search validated them in."""
+    leave in float run in fp32, the precision the int8 search validated them in.
+
+    `half_layers`, the other float layers, lets a command line name the complement where the f32
+    list is too long for one argument (precision_args)."""
     recipe = recipes.recipe("tensorrt", precision)      # an unknown precision: one line naming the known
     if recipe.needs_quantize and artifact_precision != precision:
         raise InputError(f"TensorRT {precision.upper()} uses explicit Q/DQ: build from the output of "
@@ -50,6 +55,8 @@ def network_plan(trt_major: int, precision: str, artifact_precision: str,
     plan: dict[str, Any] = {"strongly_typed": False, "flags": flags, "tf32": False}
     if f32_layers and "FP16" in flags:
         plan["f32_layers"] = sorted(set(f32_layers))
+        if half_layers is not None:
+            plan["half_layers"] = sorted(set(half_layers))
     return plan
 
 
@@ -70,8 +77,12 @@ def precision_args(plan: dict[str, Any]) -> list[str]:
     if not plan.get("tf32", True):
         args.append("--noTF32")
     if plan.get("f32_layers"):
-        args += ["--precisionConstraints=obey",
-                 "--layerPrecisions=" + ",".join(f"{n}:fp32" for n in plan["f32_layers"])]
+        spec = ",".join(f"{n}:fp32" for n in plan["f32_layers"])
+        if len(spec) > MAX_ARG and plan.get("half_layers") is not None:
+            # trtexec: "*" sets every layer not named (it skips int, bool and shape layers), later
+            # specs override; the half layers are then bound to fp16 rather than free to choose
+            spec = "*:fp32" + "".join(f",{n}:fp16" for n in plan["half_layers"])
+        args += ["--precisionConstraints=obey", "--layerPrecisions=" + spec]
     return args
 
 
