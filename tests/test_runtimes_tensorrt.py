@@ -294,20 +294,27 @@ def test_adopt_a_hand_built_engine_and_import_its_timing(kit, tmp_path):
     assert "| tensorrt-fp16-dla0 | fp16 | 7.16 |" in md
 
 
-def test_build_script_runs_adopt_selftest_and_bench_with_a_stand_in_trtexec(kit, tmp_path):
-    """The script's own flow, with a stand-in `trtexec` on PATH that writes an engine file and a
-    real-format log (no TensorRT here): argument checks, the log, adopt, then selftest, which
-    stops with TensorRT's absence."""
+def _stand_in_trtexec(tmp_path: Path) -> dict[str, str]:
+    """The environment with a `trtexec` on PATH that writes an engine file and prints a real-format
+    log and its arguments (no TensorRT here)."""
     import os
-    import sys
     bindir = tmp_path / "bin"
     bindir.mkdir()
     (bindir / "trtexec").write_text(
         "#!/bin/sh\nfor a; do case $a in --saveEngine=*) printf engine > \"${a#*=}\" ;; esac; done\n"
         f"cat '{LOGS / 'trt10-orin-fp16-dla.log'}'\necho \"ARGS $*\"\n")
     (bindir / "trtexec").chmod(0o755)
-    env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}",
-           "PYTHONPATH": os.pathsep.join(p for p in sys.path if p), "PYTHON": sys.executable}
+    return {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}"}
+
+
+def test_build_script_runs_adopt_selftest_and_bench_with_a_stand_in_trtexec(kit, tmp_path):
+    """The script's own flow, with a stand-in `trtexec` on PATH that writes an engine file and a
+    real-format log (no TensorRT here): argument checks, the log, adopt, then selftest, which
+    stops with TensorRT's absence."""
+    import os
+    import sys
+    env = {**_stand_in_trtexec(tmp_path), "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
+           "PYTHON": sys.executable}
     script = str(kit / "build_on_device.sh")
     bad = subprocess.run(["sh", script, "--precision", "fp32", "--dla-core", "0"], capture_output=True,
                          text=True, env=env)
@@ -408,18 +415,11 @@ def test_adopt_keeps_the_f32_layers_and_takes_a_build_only_log(kit, tmp_path):
 
 
 def test_build_script_help_dla_cores_and_default_names(kit, tmp_path):
-    import os
     import shutil
     named = tmp_path / "tiny-trt-fp16"                      # a kit whose name already says fp16
     shutil.copytree(kit, named)
     script = str(named / "build_on_device.sh")
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    (bindir / "trtexec").write_text(
-        "#!/bin/sh\nfor a; do case $a in --saveEngine=*) printf engine > \"${a#*=}\" ;; esac; done\n"
-        f"cat '{LOGS / 'trt10-orin-fp16-dla.log'}'\n")
-    (bindir / "trtexec").chmod(0o755)
-    env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}", "PYTHON": "false"}
+    env = {**_stand_in_trtexec(tmp_path), "PYTHON": "false"}
     usage = subprocess.run(["sh", script, "--help"], capture_output=True, text=True, env=env)
     assert usage.returncode == 0 and "usage: sh build_on_device.sh" in usage.stdout
     assert "set -eu" not in usage.stdout and "die()" not in usage.stdout
