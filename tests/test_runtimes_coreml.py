@@ -217,3 +217,14 @@ def test_selftest_engine_off_macos_says_built_only_like_selftest_backend(tmp_pat
     assert main(["selftest", "--engine", str(out)]) == 0
     text = capsys.readouterr().out
     assert "BUILT-ONLY" in text and "macOS only" in text
+
+
+def test_a_half_policy_package_says_what_it_keeps_in_fp32(tmp_path):
+    from alignvar_edge.quantize.half_policy import HalfPolicy
+    policy = HalfPolicy("fp16", frozenset({"logits_head", "norms"})).to_dict()
+    out = runtimes.build("in-memory", "coreml", out=tmp_path / "hp", model=sharp_model("micro"),
+                         half_policy=policy, proxy=False)
+    d = _read_package(out).description
+    assert "(micro, fp16, logits_head, norms in fp32)" in d.metadata.shortDescription
+    assert d.metadata.userDefined["com.alignvar-edge.fp32_groups"] == "logits_head,norms"
+    assert d.metadata.userDefined["com.alignvar-edge.precision"] == "fp16"

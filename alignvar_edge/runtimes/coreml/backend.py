@@ -224,14 +224,17 @@ def package_contract(config: Any, batch: int, image_input: bool) -> dict[str, An
 
 
 def describe(ml: Any, config: Any, precision: str, compute_units: str, image_input: bool,
-             batch: int = 1) -> dict[str, str]:
+             batch: int = 1, f32_groups: frozenset[str] = frozenset()) -> dict[str, str]:
     """What Xcode shows for the package: a description of the model, of every input and output,
     and user-defined metadata (the input contract: tile, overlap, scale, colour order, range, and
     the compute units it was built for). Returns the metadata written."""
     from alignvar_edge import __version__
     c = package_contract(config, batch, image_input)
     t, s = config.lr_size, config.hr_size
-    ml.short_description = (f"AlignVAR x{config.scale} super-resolution ({config.name}, {precision}) on "
+    kept = sorted(g for g, p in group_precision(precision, f32_groups).items() if p == "fp32") if (
+        f32_groups and precision != "fp32") else []
+    shown = precision + (f", {', '.join(kept)} in fp32" if kept else "")
+    ml.short_description = (f"AlignVAR x{config.scale} super-resolution ({config.name}, {shown}) on "
                             f"{t}x{t} RGB tiles; tile larger images with {c['overlap']} px overlap and blend "
                             "(see user-defined metadata)")
     ml.author = f"alignvar-edge {__version__}"
@@ -250,6 +253,8 @@ def describe(ml: Any, config: Any, precision: str, compute_units: str, image_inp
             "sr_tile": str(s), "batch": str(batch), "color_order": "RGB",
             "range": f"{c['range'][0]:g}..{c['range'][1]:g}", "layout": "image" if image_input else "NCHW",
             "input": c["input"], "input_contract": json.dumps({**c, "images": None}, sort_keys=True)}
+    if kept:
+        meta["fp32_groups"] = ",".join(kept)
     for key, value in meta.items():
         ml.user_defined_metadata[METADATA_PREFIX + key] = value
     return meta
@@ -420,7 +425,7 @@ class CoreMLBackend(Backend):
         ml = convert(model, "fp32" if precision == "fp32" else "fp16", compute_units, target, method,
                      batch=batch, image_input=image_input, f32_groups=f32_groups)
         ml, recipe = compress(ml, precision)
-        described = describe(ml, config, precision, compute_units, image_input, batch)
+        described = describe(ml, config, precision, compute_units, image_input, batch, f32_groups)
         spec = ml.get_spec()
         checks = validate_spec(spec, config, batch)
         lint = ane_lint(spec)
