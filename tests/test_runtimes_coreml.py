@@ -228,3 +228,24 @@ def test_a_half_policy_package_says_what_it_keeps_in_fp32(tmp_path):
     assert "(micro, fp16, logits_head, norms in fp32)" in d.metadata.shortDescription
     assert d.metadata.userDefined["com.alignvar-edge.fp32_groups"] == "logits_head,norms"
     assert d.metadata.userDefined["com.alignvar-edge.precision"] == "fp16"
+
+
+@pytest.mark.skipif(sys.platform == "darwin", reason="Core ML predicts on macOS: it compares for real there")
+def test_compare_goes_on_past_an_engine_that_cannot_run_here(package, tmp_path, capsys):
+    import json
+
+    from alignvar_edge.cli import main
+    from alignvar_edge.images import save_image
+    out, _ = package
+    ckpt = tmp_path / "ckpt"
+    sharp_model("micro").save_pretrained(str(ckpt))
+    (tmp_path / "img").mkdir()
+    save_image(tmp_path / "img" / "a.png", np.random.default_rng(0).random((12, 10, 3), dtype=np.float32))
+    report = tmp_path / "cmp.json"
+    assert main(["compare", str(out), str(ckpt), "--reference", str(ckpt), "--images", str(tmp_path / "img"),
+                 "--json", str(report)]) == 0
+    text = capsys.readouterr().out
+    assert "unavailable here: Core ML runs models on macOS only" in text and "ckpt: tiles identical 100.0%" in text
+    engines = {e["engine"]: e for e in json.loads(report.read_text())["engines"]}
+    assert engines["eng"]["unavailable"] and engines["eng"]["tiles_identical"] is None
+    assert engines["ckpt"]["unavailable"] is None and engines["ckpt"]["tiles_identical"] == 1.0

@@ -206,6 +206,10 @@ def test_kit_readme_and_golden_describe_this_kit(kit, export):
     sed = text.split("$(sed ")[1].split(" trtexec.txt)")[0]
     got = subprocess.run(f"sed {sed} trtexec.txt", shell=True, cwd=kit, capture_output=True, text=True, check=True)
     assert got.stdout.split() == trt_plan.precision_args(load_plan(kit))
+    # a kit that cannot build fp16 (a Q/DQ int8 export) says nothing about fp16's fp32 layers
+    from alignvar_edge.manifest import load_verified
+    from alignvar_edge.runtimes.tensorrt.kit import kit_readme
+    assert "stay fp32" in text and "stay fp32" not in kit_readme(load_verified(kit), "int8", "int8")
     lr, sr, tokens, meta = read_golden(kit / "golden.safetensors")
     with runtimes.load(export) as ref:          # the golden outputs are the export's own
         ref_sr, ref_tok = ref.run(lr)
@@ -334,7 +338,7 @@ def test_build_script_runs_adopt_selftest_and_bench_with_a_stand_in_trtexec(kit,
     assert (tmp_path / "eng-report.json").is_file()               # the timing, whatever parity says
     if not AVAILABLE:                                             # selftest needs TensorRT: its status
         assert res.returncode == 3 and "TensorRT is not installed" in res.stderr
-        assert "done: engine directory" in res.stdout and "(exit 3)" in res.stdout
+        assert "the parity check did not pass (exit 3" in res.stdout and "-selftest.json" not in res.stdout
     no_ae = {**env, "PYTHON": "false"}                            # without alignvar-edge: instructions
     res = subprocess.run(["sh", script, "--out", str(tmp_path / "plain")], capture_output=True, text=True,
                          env=no_ae, timeout=300)
@@ -402,16 +406,24 @@ def test_adopt_keeps_the_f32_layers_and_takes_a_build_only_log(kit, tmp_path):
     from alignvar_edge.runtimes.tensorrt.adopt import adopt
     from alignvar_edge.runtimes.tensorrt.kit import f32_layers_of
     real = (LOGS / "trt10-orin-fp16-dla.log").read_text()
-    build_only = tmp_path / "build.log"                     # everything before the timing run's summary
-    build_only.write_text(real.split("=== Performance summary ===")[0])
+    head = real.split("=== Performance summary ===")[0]     # everything before the timing run's summary
+    as_kit = head.replace(head.split("\n")[0].split(" # ", 1)[1], (kit / "trtexec.txt").read_text().strip())
+    build_only = tmp_path / "build.log"                      # built with the kit's own command, --buildOnly
+    build_only.write_text(as_kit.replace("\n", " --buildOnly\n", 1))
     engine = tmp_path / "my.engine"
     engine.write_bytes(b"serialized engine bytes")
     out = adopt(engine, kit, tmp_path / "adopted", log=build_only)
     layers = f32_layers_of(load_verified(kit))
     assert layers and f32_layers_of(load_verified(out)) == layers
+    assert load_verified(out).extra["plan"]["tf32"] is False
     # the files an engine directory rebuilds from keep the constraints
     assert "--layerPrecisions=" + ",".join(f"{n}:fp32" for n in layers) in (out / "trtexec.txt").read_text()
     assert "--precisionConstraints=obey" in (out / "build_on_device.sh").read_text()
+    # an engine built by hand with a bare --fp16 is described as what it is, not as the kit's plan
+    (tmp_path / "bare.log").write_text(head)
+    bare = adopt(engine, kit, tmp_path / "bare", log=tmp_path / "bare.log")
+    plan = load_verified(bare).extra["plan"]
+    assert "f32_layers" not in plan and plan["tf32"] is True and not f32_layers_of(load_verified(bare))
 
 
 def test_build_script_help_dla_cores_and_default_names(kit, tmp_path):
@@ -425,8 +437,10 @@ def test_build_script_help_dla_cores_and_default_names(kit, tmp_path):
     assert "set -eu" not in usage.stdout and "die()" not in usage.stdout
     bad = subprocess.run(["sh", script, "--dla-core", "2"], capture_output=True, text=True, env=env)
     assert bad.returncode == 2 and "0 or 1" in bad.stderr
-    itself = subprocess.run(["sh", script, "--out", str(named)], capture_output=True, text=True, env=env)
-    assert itself.returncode == 2 and "names this kit itself" in itself.stderr
+    for spelling in (str(named), f"{named}/", f"{named}/../{named.name}", "."):
+        itself = subprocess.run(["sh", script, "--out", spelling], capture_output=True, text=True, env=env,
+                                cwd=named)
+        assert itself.returncode == 2 and "names this kit itself" in itself.stderr, spelling
     res = subprocess.run(["sh", script], capture_output=True, text=True, env=env, timeout=120)
     assert res.returncode == 0 and "NOT CHECKED" in res.stdout
     assert f"--out {tmp_path}/tiny-trt-fp16-engine" in res.stdout       # not tiny-trt-fp16-fp16

@@ -394,6 +394,7 @@ def run_compare(args: argparse.Namespace) -> int:
         for _, e in engines:
             e.close()
     text = "\n".join([format_table(results)] + [
+        f"{r.engine}: unavailable here: {r.unavailable}" if r.unavailable else
         f"{r.engine}: tiles identical {r.tiles_identical:.1%}, min PSNR {r.min_psnr_db:.1f} dB, "
         f"{r.ms_per_tile:.1f} ms/tile" for r in results])
     emit(args.json, {"reference": reference, "images": [name for name, _ in images],

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from alignvar_edge.errors import InputError
+from alignvar_edge.errors import BackendUnavailableError, InputError
 from alignvar_edge.export.parity import psnr, psnr_y, ssim_y, token_agreement
 from alignvar_edge.runtimes import tiling
 from alignvar_edge.runtimes.base import Engine
@@ -44,6 +44,7 @@ class EngineResult:
     device: str
     images: list[ImageResult] = field(default_factory=list)
     ms_per_tile: float = 0.0
+    unavailable: str | None = None    # why it could not run here (Core ML off macOS): no numbers
 
     @property
     def tiles_identical(self) -> float:
@@ -56,6 +57,9 @@ class EngineResult:
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
+        if self.unavailable:                 # nothing ran: no figures, not perfect ones
+            d.update(tiles_identical=None, min_psnr_db=None, ms_per_tile=None)
+            return d
         d["tiles_identical"] = self.tiles_identical
         d["min_psnr_db"] = round(self.min_psnr_db, 3)
         for r in d["images"]:
@@ -92,9 +96,15 @@ def compare_engines(engines: Sequence[tuple[str, Engine]], reference: Engine,
         ref_img = tiling.blend_tiles(ref_sr, ys, xs, (H, W), t, reference.scale)
         total_tiles += len(tiles)
         for idx, (label, e) in enumerate(engines):
+            if results[idx].unavailable:
+                continue
             if progress:
                 progress(f"{label}: {name} ({len(tiles)} tiles)")
-            sr, tok, ms = _run_timed(e, tiles)
+            try:
+                sr, tok, ms = _run_timed(e, tiles)
+            except BackendUnavailableError as err:      # the other engines still compare
+                results[idx].unavailable = str(err)
+                continue
             total_ms[idx] += ms
             out = tiling.blend_tiles(sr, ys, xs, (H, W), t, e.scale)
             agree = token_agreement(ref_tok, tok)
@@ -106,7 +116,7 @@ def compare_engines(engines: Sequence[tuple[str, Engine]], reference: Engine,
                 ssim_y=ssim_y(a, b, border=e.scale),
                 seam_ratio=tiling.seam_ratio(out, ys, xs, t, e.scale)))
     for idx, r in enumerate(results):
-        r.ms_per_tile = total_ms[idx] / max(1, total_tiles)
+        r.ms_per_tile = total_ms[idx] / max(1, total_tiles) if not r.unavailable else math.nan
     return results
 
 
@@ -115,6 +125,8 @@ def format_table(results: Sequence[EngineResult]) -> str:
     head = ("engine", "image", "tiles", "tiles identical", "tokens", "PSNR dB", "PSNR-Y dB", "SSIM-Y", "seams")
     rows = [head]
     for r in results:
+        if r.unavailable:
+            rows.append((f"{r.engine} [{r.backend} {r.precision}]", "unavailable here", *[""] * (len(head) - 2)))
         for im in r.images:
             rows.append((f"{r.engine} [{r.backend} {r.precision}]", f"{im.image} {im.size[1]}x{im.size[0]}",
                          str(im.tiles), f"{im.tiles_identical:.1%}", f"{im.tokens_overall:.2%}",

@@ -31,7 +31,7 @@ def adopt(engine_file: str | Path, like: str | Path, out: str | Path, log: str |
     else from the trtexec log. Precision and DLA core: given, else from the log's command line,
     else the kit's. When TensorRT runs here the engine is checked against the golden outputs and
     the figures go into the manifest's parity (a FAIL writes nothing)."""
-    engine_file, like, out = Path(engine_file), Path(like), Path(out)
+    engine_file, like, out = Path(engine_file), Path(like).resolve(), Path(out)
     if not engine_file.is_file():
         raise InputError(f"no engine file at '{engine_file}'; pass the file trtexec wrote (--saveEngine)")
     src, onnx_path = T._source(like)
@@ -50,7 +50,12 @@ def adopt(engine_file: str | Path, like: str | Path, out: str | Path, log: str |
     if dla_core is None:
         dla_core = parsed.get("dla_core")
     f32_layers, half_layers = f32_layers_of(src), half_layers_of(src)
+    flags = parsed.get("flags") or []
+    if flags and not any(f.startswith("--layerPrecisions") for f in flags):
+        f32_layers, half_layers = [], None        # built by hand without the kit's fp32 layers
     plan = network_plan(trt_major(trt_version), precision, kit_precision, f32_layers, half_layers)
+    if flags and "--noTF32" not in flags:
+        plan["tf32"] = True                       # TensorRT's default: the log is what was built
     with artifact_dir(out, force=force) as tmp:
         shutil.copy2(engine_file, tmp / ENGINE)
         shutil.copy2(onnx_path, tmp / ONNX)
@@ -58,8 +63,8 @@ def adopt(engine_file: str | Path, like: str | Path, out: str | Path, log: str |
             shutil.copy2(log, tmp / LOG_FILE)
         extra = {"tensorrt_version": trt_version, "compute_capability": cc, "gpu_name": gpu_name,
                  "plan": plan, "device": "cuda:0", "dla_core": dla_core,
-                 FP16_F32: src.extra.get(FP16_F32) or {"source": "the kit's plan", "layers": f32_layers,
-                                                       "half_layers": half_layers},
+                 FP16_F32: ((src.extra.get(FP16_F32) or {"source": "the kit's plan", "layers": f32_layers,
+                                                        "half_layers": half_layers}) if f32_layers else None),
                  "trtexec": parsed.get("command") or " ".join(trtexec_command(plan)),
                  "adopted": {"engine": str(engine_file), "engine_sha256": sha256_file(engine_file),
                              "log": str(log) if log else None,

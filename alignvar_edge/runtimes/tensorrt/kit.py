@@ -148,8 +148,10 @@ case "$HERE" in
 esac
 [ -z "$DLA" ] || BASE="$BASE-dla$DLA"
 [ -n "$OUT" ] || OUT=$BASE
-case "$OUT" in /*) ABS_OUT=$OUT ;; *) ABS_OUT="$(pwd)/$OUT" ;; esac
-[ "${{ABS_OUT%/}}" != "$HERE" ] || die "--out names this kit itself; pass another directory"
+# the same directory however it is spelled (./kit, kit/, .., links): compare resolved paths
+if [ -d "$OUT" ] && [ "$(cd "$OUT" && pwd -P)" = "$(cd "$HERE" && pwd -P)" ]; then
+    die "--out names this kit itself; pass another directory"
+fi
 [ -n "$CACHE" ] || CACHE="$(dirname "$OUT")/{TIMING_CACHE}"
 WORK="$OUT.work"
 TRTEXEC=$(command -v trtexec || echo /usr/src/tensorrt/bin/trtexec)
@@ -190,7 +192,11 @@ rm -rf "$WORK"
 # parity: the engine against the golden outputs shipped in the kit; its status is the script's
 STATUS=0
 ae selftest --engine "$OUT" --json "$OUT-selftest.json" || STATUS=$?
-echo "done: engine directory $OUT, parity $OUT-selftest.json (exit $STATUS), bench report $OUT-report.json"
+if [ "$STATUS" -eq 0 ]; then
+    echo "done: engine directory $OUT, parity $OUT-selftest.json, bench report $OUT-report.json"
+else
+    echo "done: engine directory $OUT, bench report $OUT-report.json; the parity check did not pass (exit $STATUS, above)"
+fi
 exit "$STATUS"
 """
 
@@ -208,6 +214,8 @@ def kit_readme(manifest: Manifest, precision: str, kit_precision: str) -> str:
     table = "\n".join(f"| {p} | {'`' + _shown(f) + '`' if f and not f.startswith('ERROR') else ('(none)' if not f else 'not from this kit: ' + f[7:])} |"
                       for p, f in flags.items())
     f32 = manifest.extra.get(FP16_F32) or {}
+    if (flags.get("fp16") or "ERROR").startswith("ERROR"):
+        f32 = {}                      # this kit builds no fp16 engine: nothing to explain
     why_f32 = (f"\nUnder `--fp16`, {len(f32.get('layers') or [])} layers stay fp32 (`--layerPrecisions`, listed in full in "
                f"`{SCRIPT_FILE}`): {f32.get('source')}. "
                + ("The token path decides the tokens in fp32; the image (VQ decoder) computes in fp16. A "
