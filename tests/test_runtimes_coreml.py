@@ -217,6 +217,9 @@ def test_selftest_engine_off_macos_says_built_only_like_selftest_backend(tmp_pat
     assert main(["selftest", "--engine", str(out)]) == 0
     text = capsys.readouterr().out
     assert "BUILT-ONLY" in text and "macOS only" in text
+    from alignvar_edge.model.checkpoint import weights_sha256
+    from alignvar_edge.manifest import load_verified
+    assert load_verified(out).model.weights_sha256 == weights_sha256(sharp_model("micro"))   # which weights
 
 
 def test_a_half_policy_package_says_what_it_keeps_in_fp32(tmp_path):

@@ -41,7 +41,7 @@ from alignvar_edge.export.parity import compare
 from alignvar_edge.lazy import lazy_import
 from alignvar_edge.manifest import artifact_dir as staging_dir
 from alignvar_edge.manifest import Manifest, ModelInfo, ModelSource, listed_file, load_verified, new_manifest, write_manifest
-from alignvar_edge.model.checkpoint import checkpoint_source
+from alignvar_edge.model.checkpoint import checkpoint_source, weights_sha256
 from alignvar_edge.runtimes.artifacts import checkpoint_dir, graph_io, validation_tiles
 from alignvar_edge.runtimes.base import INPUT, SR, Backend, Engine, TensorSpec, config_from_manifest, token_name
 from alignvar_edge.runtimes.coreml.compress import compress
@@ -441,7 +441,8 @@ class CoreMLBackend(Backend):
                      "removed_passes": ["common::reduce_transposes"]}
             m = new_manifest("engine", self.name, "single", precision,
                              ModelInfo(name=str(artifact_dir) if src else config.name, config=config.to_dict(),
-                                       source=checkpoint_source(src) if src else ModelSource.memory()),
+                                       source=checkpoint_source(src) if src else ModelSource.memory(),
+                                       parameters=model.parameter_report(), weights_sha256=weights_sha256(model)),
                              graphs={"single": {"file": PACKAGE, **graph_io(config, batch)}},
                              quantization=recipe, extra=extra)
             if proxy and precision != "fp32":
