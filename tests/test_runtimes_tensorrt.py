@@ -423,7 +423,13 @@ def test_adopt_keeps_the_f32_layers_and_takes_a_build_only_log(kit, tmp_path):
     (tmp_path / "bare.log").write_text(head)
     bare = adopt(engine, kit, tmp_path / "bare", log=tmp_path / "bare.log")
     plan = load_verified(bare).extra["plan"]
-    assert "f32_layers" not in plan and plan["tf32"] is True and not f32_layers_of(load_verified(bare))
+    assert "f32_layers" not in plan and plan["tf32"] is True
+    from alignvar_edge.export.inspect_artifact import compute_precision
+    assert compute_precision(load_verified(bare)) is None           # no fp32 layers claimed for it
+    # while its rebuild files give the kit's recommended flags, on the DLA core it ran on
+    rebuild = (bare / "trtexec.txt").read_text()
+    assert "--layerPrecisions=" in rebuild and "--noTF32" in rebuild
+    assert rebuild.strip().endswith("--useDLACore=0 --allowGPUFallback")
 
 
 def test_build_script_help_dla_cores_and_default_names(kit, tmp_path):

@@ -49,7 +49,8 @@ def adopt(engine_file: str | Path, like: str | Path, out: str | Path, log: str |
         "precision") or kit_precision
     if dla_core is None:
         dla_core = parsed.get("dla_core")
-    f32_layers, half_layers = f32_layers_of(src), half_layers_of(src)
+    kit_f32, kit_half = f32_layers_of(src), half_layers_of(src)     # what a rebuild should ask for
+    f32_layers, half_layers = kit_f32, kit_half
     flags = parsed.get("flags") or []
     if flags and not any(f.startswith("--layerPrecisions") for f in flags):
         f32_layers, half_layers = [], None        # built by hand without the kit's fp32 layers
@@ -63,8 +64,10 @@ def adopt(engine_file: str | Path, like: str | Path, out: str | Path, log: str |
             shutil.copy2(log, tmp / LOG_FILE)
         extra = {"tensorrt_version": trt_version, "compute_capability": cc, "gpu_name": gpu_name,
                  "plan": plan, "device": "cuda:0", "dla_core": dla_core,
-                 FP16_F32: ((src.extra.get(FP16_F32) or {"source": "the kit's plan", "layers": f32_layers,
-                                                        "half_layers": half_layers}) if f32_layers else None),
+                 # what an fp16 build of this model should keep in f32 (the rebuild files use it);
+                 # "plan" above is what this engine was built with
+                 FP16_F32: src.extra.get(FP16_F32) or {"source": "the kit's plan", "layers": kit_f32,
+                                                       "half_layers": kit_half},
                  "trtexec": parsed.get("command") or " ".join(trtexec_command(plan)),
                  "adopted": {"engine": str(engine_file), "engine_sha256": sha256_file(engine_file),
                              "log": str(log) if log else None,
@@ -72,7 +75,7 @@ def adopt(engine_file: str | Path, like: str | Path, out: str | Path, log: str |
         m = engine_manifest(src, like, "tensorrt", precision, {"engine": ENGINE}, batch=src.static_batch,
                             extra=extra)
         m.extra["golden"] = ship_golden(src, like, tmp)
-        write_build_files(tmp, m, precision, kit_precision, None, 3, f32_layers, half_layers)
+        write_build_files(tmp, m, precision, kit_precision, None, 3, kit_f32, kit_half, dla_core)
         if usable and m.extra["golden"]:
             m.parity = _check_against_golden(tmp, m)
         write_manifest(tmp, m)

@@ -351,11 +351,12 @@ on TensorRT 8.4 and 10.x summary formats, and `adopt` is tested with such a log.
 
 def write_build_files(root: Path, manifest: Manifest, precision: str, kit_precision: str,
                       workspace_mib: int | None, opt_level: int, f32_layers: list[str] | tuple[str, ...] = (),
-                      half_layers: list[str] | None = None) -> None:
-    """trtexec.txt, build_on_device.sh and README.md into a kit or engine directory."""
+                      half_layers: list[str] | None = None, dla_core: int | None = None) -> None:
+    """trtexec.txt, build_on_device.sh and README.md into a kit or engine directory: how to
+    (re)build it as recommended, on DLA core `dla_core` where the engine runs on one."""
     plan = network_plan(JETPACK_TRT_MAJOR, precision, kit_precision, f32_layers, half_layers)
-    (root / TRTEXEC_FILE).write_text(" ".join(trtexec_command(plan, workspace_mib=workspace_mib,
-                                                              opt_level=opt_level)) + "\n")
+    (root / TRTEXEC_FILE).write_text(" ".join(trtexec_command(plan, workspace_mib=workspace_mib, opt_level=opt_level,
+                                                              dla_core=dla_core)) + "\n")
     script = root / SCRIPT_FILE
     script.write_text(build_script(precision, kit_precision, workspace_mib, opt_level, f32_layers, half_layers))
     script.chmod(0o755)

@@ -61,12 +61,15 @@ def network_plan(trt_major: int, precision: str, artifact_precision: str,
 
 
 def trtexec_command(plan: dict[str, Any], onnx: str = ONNX, engine: str = ENGINE,
-                    cache: str = CACHE, workspace_mib: int | None = None, opt_level: int = 3) -> list[str]:
-    """The trtexec invocation equivalent to our build."""
+                    cache: str = CACHE, workspace_mib: int | None = None, opt_level: int = 3,
+                    dla_core: int | None = None) -> list[str]:
+    """The trtexec invocation equivalent to our build (on DLA core `dla_core`, GPU fallback on)."""
     cmd = ["trtexec", f"--onnx={onnx}", f"--saveEngine={engine}", f"--timingCacheFile={cache}",
            f"--builderOptimizationLevel={opt_level}", *precision_args(plan)]
     if workspace_mib:
         cmd.append(f"--memPoolSize=workspace:{workspace_mib}M")
+    if dla_core is not None:
+        cmd += [f"--useDLACore={dla_core}", "--allowGPUFallback"]
     return cmd
 
 
