@@ -130,6 +130,11 @@ def check_options(backend: str, precision: str | None, given: Iterable[str]) -> 
             raise InputError(f"{OPTION_FLAGS[option]} applies to {where(option)} only")
 
 
+def calibrating_builds() -> str:
+    """The builds that calibrate inside the backend, as flags: '--target openvino --precision int8'."""
+    return ", ".join(f"--target {r.backend} --precision {r.precision}" for r in _TABLE if r.calibration) or "none"
+
+
 def where(option: str) -> str:
     """The build commands that take `option`, as flags: '--target tensorrt --precision fp16, ...'."""
     places = []

@@ -48,9 +48,10 @@ def float_compute_nodes(model: onnx.ModelProto) -> dict[int, str]:
             if n.name and n.op_type not in _NOT_COMPUTE and any(x in is_float for x in [*n.input, *n.output] if x)}
 
 
-def token_path_float_nodes(model: onnx.ModelProto) -> set[str]:
+def token_path_float_nodes(model: onnx.ModelProto, floats: dict[int, str] | None = None) -> set[str]:
     """Names of the token path's float-computing nodes, with the exact-arithmetic scopes that stay
-    f32 everywhere."""
+    f32 everywhere. `floats`: float_compute_nodes(model) where the caller has it (shape inference
+    is the slow part)."""
     from alignvar_edge.quantize.policy import exact_nodes
-    floats = float_compute_nodes(model)
+    floats = float_compute_nodes(model) if floats is None else floats
     return {floats[i] for i in token_path(model.graph) if i in floats} | exact_nodes(model)

@@ -155,11 +155,11 @@ def run_build(args: argparse.Namespace) -> int:
         opts["half_policy"] = searched_half_policy(args.half_policy_from)
     calibration = None
     if args.calib:
-        from alignvar_edge.recipes import recipe
+        from alignvar_edge.recipes import calibrating_builds, recipe
         if not recipe(b.name, args.precision).calibration:
-            raise InputError(f"--calib applies to builds that calibrate in the backend (--target openvino "
-                             f"--precision int8); {b.name} {args.precision or 'default'} uses none. TensorRT and "
-                             "ONNX Runtime int8 take theirs in `alignvar-edge quantize`")
+            raise InputError(f"--calib applies to builds that calibrate in the backend ({calibrating_builds()}); "
+                             f"{b.name} {args.precision or 'default'} uses none. Builds from a Q/DQ export take "
+                             "theirs in `alignvar-edge quantize`")
         calibration = _calibration(args)
     t0 = time.perf_counter()
     from alignvar_edge.runtimes.half import build_auto, host_half

@@ -127,8 +127,9 @@ def fp16_f32_layers(onnx_path: Path, half: Any = None) -> dict[str, Any]:
 
     from alignvar_edge.quantize.token_path import float_compute_nodes, token_path_float_nodes
     model = onnx.load(str(onnx_path), load_external_data=False)
+    floats = float_compute_nodes(model)
     if half is None:
-        source, f32 = "token path", token_path_float_nodes(model)
+        source, f32 = "token path", token_path_float_nodes(model, floats)
     else:
         from alignvar_edge.quantize.half_policy import HalfPolicy
         policy = half if isinstance(half, HalfPolicy) else HalfPolicy.from_dict(dict(half))
@@ -136,7 +137,7 @@ def fp16_f32_layers(onnx_path: Path, half: Any = None) -> dict[str, Any]:
         f32 = policy.f32_nodes(model)
     # the complement too: a trtexec command line may name the fewer of the two (plan.precision_args)
     return {"source": source, "layers": sorted(f32),
-            "half_layers": sorted(set(float_compute_nodes(model).values()) - f32)}
+            "half_layers": sorted(set(floats.values()) - f32)}
 
 
 def check_compatible(manifest: Manifest, trt_version: str, gpu: dict[str, Any] | None) -> None:
