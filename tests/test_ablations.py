@@ -95,6 +95,19 @@ def test_eval_ablations_json_shape(tmp_path: Path, capsys) -> None:
     assert r0["mean_psnr_y"]["model"] != report["variants"]["model"]["psnr_y"]
 
 
+def test_eval_ablations_json_names_the_images_it_skipped(tmp_path: Path, capsys) -> None:
+    """A bare --json prints no text, so the JSON itself must say which images were left out."""
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    coffee = dict(sample_images("heldout"))["coffee"]
+    save_image(folder / "tile.png", coffee[100:164, 200:264])      # one 64 px HR tile
+    save_image(folder / "thumb.png", coffee[100:140, 200:248])     # smaller than the tile
+    assert main(["eval", "alignvar-tiny", "--images", str(folder), "--ablations", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["images"] == [{"name": "tile.png", "size": [64, 64]}]
+    assert report["skipped_smaller_than_tile"] == ["thumb.png"]
+
+
 def test_eval_ablations_sca_off_is_na_without_sca(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = AlignVAR(AlignVARConfig.from_preset("micro", sca=False))

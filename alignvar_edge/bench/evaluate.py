@@ -164,6 +164,8 @@ def ablation_report(result: dict[str, Any], checkpoint: str) -> dict[str, Any]:
     return {"variants": variants, "checkpoint": checkpoint,
             "images": [{"name": s["name"], "size": s["size"]} for s in result["images"]],
             "tiles": result["tiles"], "overlap": result["overlap"],
+            # a bare --json prints no text: without this, an image left out would go unmentioned
+            "skipped_smaller_than_tile": result["skipped_smaller_than_tile"],
             "tiling": "every tiled variant through the same overlapping, blended tiles as upscale",
             "seed": result["seed"], "degradation": result["degradation"],
             "per_image": result["images"]}
