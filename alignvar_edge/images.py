@@ -346,7 +346,8 @@ def as_float_image(image: object) -> tuple[np.ndarray, Callable[[np.ndarray], ob
 
     numpy uint8 (/255) and uint16 (/65535) come back in their dtype (rounded, clipped); float
     arrays (in [0, 1]) come back in their float dtype; a PIL image comes back as a PIL image of
-    its mode (L, RGB, RGBA, LA, I;16, F; palette, CMYK and other modes come back as RGB or RGBA).
+    its mode (L, RGB, RGBA, LA, I;16 in either byte order, I with 16-bit values, F; palette, CMYK
+    and other modes come back as RGB or RGBA).
     """
     if isinstance(image, Image.Image):
         return _pil_as_float(image)
@@ -368,6 +369,8 @@ def as_float_image(image: object) -> tuple[np.ndarray, Callable[[np.ndarray], ob
 
 def _pil_as_float(img: Image.Image) -> tuple[np.ndarray, Callable[[np.ndarray], object]]:
     mode = img.mode
+    if mode in _PIL_SIXTEEN_BIT:
+        return _pil_sixteen_as_float(img)
     if mode in _PIL_DIRECT:
         work, back_mode = img, None
     elif mode == "LA":
@@ -383,6 +386,24 @@ def _pil_as_float(img: Image.Image) -> tuple[np.ndarray, Callable[[np.ndarray], 
     def to_pil(r: np.ndarray) -> Image.Image:
         out = Image.fromarray(np.asarray(back(r)))
         return out.convert(back_mode) if back_mode else out
+    return x, to_pil
+
+
+# 16-bit gray in other byte orders, and "I" holding 16-bit values (as `load_image` reads it):
+# Pillow's convert("RGB") clips these at 255, a white image. The numpy type each comes back in.
+_PIL_SIXTEEN_BIT = {"I;16B": ">u2", "I;16L": "<u2", "I": "=i4"}
+
+
+def _pil_sixteen_as_float(img: Image.Image) -> tuple[np.ndarray, Callable[[np.ndarray], object]]:
+    raw = np.asarray(img)
+    if raw.size and (raw.min() < 0 or raw.max() > 65535):
+        raise InputError(f"32-bit integer image with values outside 0..65535 (mode {img.mode}); "
+                         "convert it to 8- or 16-bit first")
+    x, back = as_float_image(raw.astype(np.uint16))
+
+    def to_pil(r: np.ndarray) -> Image.Image:
+        out = np.asarray(back(r)).astype(_PIL_SIXTEEN_BIT[img.mode])
+        return Image.frombytes(img.mode, (out.shape[1], out.shape[0]), out.tobytes())
     return x, to_pil
 
 

@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 
 from alignvar_edge.errors import InputError, OutputExistsError
-from alignvar_edge.images import bits_per_sample, from_tensor, list_images, load_image, save_image, to_tensor
+from alignvar_edge.images import (as_float_image, bits_per_sample, from_tensor, list_images, load_image, save_image,
+                                 to_tensor)
 
 
 def _read(path: Path) -> Image.Image:
@@ -251,3 +252,23 @@ def test_a_camera_jpeg_with_extra_frames_is_one_photo_and_an_animation_is_refuse
     a.save(tmp_path / "anim.gif", save_all=True, append_images=[b])
     with pytest.raises(InputError, match="anim.gif holds 2 frames"):
         load_image(tmp_path / "anim.gif")
+
+
+@pytest.mark.parametrize("mode", ["I;16B", "I;16L", "I"])
+def test_a_sixteen_bit_pil_image_keeps_its_values_and_mode(mode: str) -> None:
+    """A big-endian 16-bit TIFF opens as I;16B, and some files as I: their values are 16-bit, not
+    8-bit ones to clip at 255 (which made the image white)."""
+    g = np.array([[0, 257, 30000], [40000, 65535, 1234]], np.uint16)
+    if mode == "I":
+        img = Image.fromarray(g.astype(np.int32))
+    else:
+        img = Image.frombytes(mode, (3, 2), g.astype(">u2" if mode == "I;16B" else "<u2").tobytes())
+    assert img.mode == mode
+    x, back = as_float_image(img)
+    assert x.shape == (2, 3)                                 # gray stays one plane
+    np.testing.assert_allclose(x, g / 65535.0, atol=1e-7)
+    out = back(x)
+    assert isinstance(out, Image.Image) and out.mode == mode and out.size == (3, 2)
+    np.testing.assert_array_equal(np.asarray(out).astype(np.int64), g)
+    with pytest.raises(InputError, match="outside 0..65535"):
+        as_float_image(Image.fromarray(np.array([[70000]], np.int32)))
