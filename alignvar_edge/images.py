@@ -221,13 +221,19 @@ def save_image(
     params: dict[str, object] = {}
     if fmt in ("JPEG", "WEBP"):
         params["quality"] = int(quality)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise _about(e, path) from e
     tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "wb") as f:
-            img.save(f, format=fmt, **params)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with os.fdopen(fd, "wb") as f:
+                img.save(f, format=fmt, **params)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            raise _about(e, path) from e
         # mkstemp creates the file 0600; give it the mode a normal open() would have.
         publish_mode(tmp)
         _publish(tmp, path, overwrite)
@@ -235,6 +241,12 @@ def save_image(
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def _about(e: OSError, path: Path) -> OSError:
+    """The error of writing the hidden temporary file, told about the output the user named: a
+    full disk raises no file name at all, and the temporary name means nothing to them."""
+    return OSError(e.errno, e.strerror or str(e), str(path))
 
 
 def output_format(path: str | os.PathLike[str], alpha: bool = False) -> str:

@@ -272,3 +272,23 @@ def test_a_sixteen_bit_pil_image_keeps_its_values_and_mode(mode: str) -> None:
     np.testing.assert_array_equal(np.asarray(out).astype(np.int64), g)
     with pytest.raises(InputError, match="outside 0..65535"):
         as_float_image(Image.fromarray(np.array([[70000]], np.int32)))
+
+
+def test_a_full_disk_is_reported_on_the_output_and_leaves_nothing(tmp_path: Path, monkeypatch) -> None:
+    """A full disk raises ENOSPC with no file name (and the temporary file's name means nothing
+    to the user): the error names the output, so the CLI's one line says where and what to do."""
+    import errno
+
+    from alignvar_edge import images
+    from alignvar_edge.cli import _os_error_line
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(images.os, "fsync", full)
+    out = tmp_path / "x.png"
+    with pytest.raises(OSError) as info:
+        save_image(out, np.zeros((4, 5, 3), np.float32))
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(out)
+    assert _os_error_line(info.value) == (f"no space left on the device writing {out}; "
+                                          "free some space or choose another output")
+    assert list(tmp_path.iterdir()) == []                 # no output, no temporary file
