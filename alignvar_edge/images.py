@@ -33,6 +33,7 @@ __all__ = [
     "bits_per_sample",
     "check_unit_range",
     "file_layout",
+    "file_profile",
     "from_tensor",
     "list_images",
     "list_other_files",
@@ -139,6 +140,20 @@ def file_layout(path: str | os.PathLike[str]) -> tuple[bool, int]:
         return img.mode in _GRAY_MODES, 16 if img.mode in _SIXTEEN_BIT_MODES else 8
 
 
+def file_profile(path: str | os.PathLike[str]) -> bytes | None:
+    """The file's ICC colour profile where it describes what `upscale` writes back (an RGB
+    profile on a colour image, a gray one on gray), else None. The pixels are kept as the file
+    holds them, so without it a Display P3 or Adobe RGB photo would be shown as sRGB, its colours
+    dulled; a CMYK profile no longer applies to the RGB result and is dropped."""
+    with Image.open(path) as img:
+        icc = img.info.get("icc_profile")
+        gray = img.mode in _GRAY_MODES
+    # bytes 16-19 of an ICC header: the colour space of the data it describes
+    if not isinstance(icc, bytes) or len(icc) < 20 or icc[16:20] != (b"GRAY" if gray else b"RGB "):
+        return None
+    return icc
+
+
 def bits_per_sample(path: str | os.PathLike[str]) -> int:
     """16 for a 16-bit grayscale file, else 8 (`file_layout`)."""
     return file_layout(path)[1]
@@ -196,11 +211,13 @@ def save_image(
     input_path: str | os.PathLike[str] | None = None,
     quality: int = 95,
     bits: int = 8,
+    icc_profile: bytes | None = None,
 ) -> Path:
     """Write float RGB HxWx3 (or gray HxW) in [0,1], atomically; returns the path.
 
     The format follows the extension. ``bits=16`` writes gray without alpha as 16-bit where the
-    format holds it (PNG, TIFF); everything else is 8-bit. ``input_path`` is the image the data
+    format holds it (PNG, TIFF); everything else is 8-bit. ``icc_profile`` is embedded where the
+    format holds one (not BMP). ``input_path`` is the image the data
     came from: writing onto it is refused even with ``overwrite=True``, since a failed run would
     destroy the source.
     """
@@ -221,6 +238,8 @@ def save_image(
     params: dict[str, object] = {}
     if fmt in ("JPEG", "WEBP"):
         params["quality"] = int(quality)
+    if icc_profile and fmt in _ICC_FORMATS:
+        params["icc_profile"] = icc_profile
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as e:
@@ -265,6 +284,8 @@ def output_format(path: str | os.PathLike[str], alpha: bool = False) -> str:
 
 
 _NO_ALPHA_FORMATS = ("JPEG", "BMP")
+# formats Pillow embeds an ICC profile in
+_ICC_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF")
 
 
 def _publish(tmp: Path, path: Path, overwrite: bool) -> None:

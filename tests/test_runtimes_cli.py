@@ -180,3 +180,25 @@ def test_float_groups_come_only_from_an_int8_artifact_and_only_for_openvino_int8
                  "--out", str(tmp_path / "b")]) == 2
     assert "not an int8 ONNX artifact" in capsys.readouterr().err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_upscale_keeps_the_colour_profile_that_still_applies(export, tmp_path):
+    """The pixels are kept as the file holds them, so their ICC profile must go with them (a
+    Display P3 photo without it is shown as sRGB, dulled); a CMYK one no longer applies."""
+    from PIL import ImageCms
+    rgb_icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    assert rgb_icc[16:20] == b"RGB "
+    gray_icc = rgb_icc[:16] + b"GRAY" + rgb_icc[20:]              # the header says what it describes
+    src, dst = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    px = np.full((5, 6, 3), 90, np.uint8)
+    Image.fromarray(px).save(src / "p3.png", icc_profile=rgb_icc)
+    Image.fromarray(px).save(src / "p3.jpg", icc_profile=rgb_icc)
+    Image.fromarray(px[..., 0]).save(src / "gray.png", icc_profile=gray_icc)
+    Image.fromarray(px[..., 0]).save(src / "gray-wrong.png", icc_profile=rgb_icc)   # RGB profile on gray
+    Image.fromarray(px).convert("CMYK").save(src / "cmyk.jpg", icc_profile=rgb_icc[:16] + b"CMYK" + rgb_icc[20:])
+    Image.fromarray(px).save(src / "plain.png")
+    assert main(["upscale", str(src), str(dst), "--engine", str(export), "--quiet"]) == 0
+    got = {p.name: Image.open(p).info.get("icc_profile") for p in dst.iterdir()}
+    assert got == {"p3.png": rgb_icc, "p3.jpg": rgb_icc, "gray.png": gray_icc, "gray-wrong.png": None,
+                   "cmyk.jpg": None, "plain.png": None}

@@ -260,7 +260,8 @@ def _jobs(inp: Path, out: Path, force: bool) -> tuple[list[tuple[Path, Path]], i
 
 def run_upscale(args: argparse.Namespace) -> int:
     from alignvar_edge import runtimes
-    from alignvar_edge.images import DEFAULT_MAX_MEGAPIXELS, file_layout, load_image, output_format, save_image
+    from alignvar_edge.images import (DEFAULT_MAX_MEGAPIXELS, file_layout, file_profile, load_image, output_format,
+                                      save_image)
     from alignvar_edge.runtimes.tiling import upscale_plane_bicubic
     if Path(args.input).is_dir():    # what Ctrl-C keeps: a folder run's finished images
         args.on_interrupt = ("images already finished are kept, the one in progress is not; "
@@ -286,7 +287,7 @@ def run_upscale(args: argparse.Namespace) -> int:
     with runtimes.load(args.engine, backend=args.backend, device=args.device, **opts) as engine:
         bar = _progress(len(jobs), args.quiet)
         t0 = time.perf_counter()
-        loaded: list[tuple[Path, Path, Any, int]] = []  # (src, dst, alpha, bits) of images read, not yet saved
+        loaded: list[tuple[Path, Path, Any, int, Any]] = []  # (src, dst, alpha, bits, ICC) of images read, not saved
         unusable: list[str] = []                        # a folder run goes past files it cannot use
 
         def images() -> Any:
@@ -295,6 +296,7 @@ def run_upscale(args: argparse.Namespace) -> int:
                     rgb, alpha = load_image(src, max_megapixels=limit)
                     output_format(dst, alpha is not None)   # e.g. alpha to .jpg: refused before the work
                     gray, bits = file_layout(src)           # the file's layout is kept
+                    icc = file_profile(src)                 # and its colours' meaning
                 except InputError as e:
                     if len(jobs) == 1:
                         raise
@@ -302,14 +304,14 @@ def run_upscale(args: argparse.Namespace) -> int:
                     _say(f"skipping: {e}")
                     continue
                 bar.set_description(f"{src.name} ({i + 1}/{len(jobs)})")
-                loaded.append((src, dst, alpha, bits))
+                loaded.append((src, dst, alpha, bits, icc))
                 yield rgb[..., 0] if gray else rgb
         # small images share the engine's calls (Engine.upscale_many); each is saved when final
         for out in engine.upscale_many(images(), overlap=args.overlap, progress=_tile_ticker(bar)):
-            src, dst, alpha, bits = loaded.pop(0)
+            src, dst, alpha, bits, icc = loaded.pop(0)
             big_alpha = upscale_plane_bicubic(alpha, engine.scale) if alpha is not None else None
             dst.parent.mkdir(parents=True, exist_ok=True)
-            save_image(dst, out, big_alpha, overwrite=args.force, input_path=src, bits=bits)
+            save_image(dst, out, big_alpha, overwrite=args.force, input_path=src, bits=bits, icc_profile=icc)
         bar.close()
     _say(f"upscaled {len(jobs) - len(unusable)} image(s) x{engine.scale} with {engine.backend} ({engine.device}) "
          f"in {time.perf_counter() - t0:.1f} s -> {args.output}")
