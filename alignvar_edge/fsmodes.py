@@ -9,7 +9,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["umask", "publish_mode", "write_text"]
+__all__ = ["umask", "publish_mode", "write_error", "write_text"]
 
 
 def umask() -> int:
@@ -36,13 +36,25 @@ def publish_mode(path: str | os.PathLike[str]) -> None:
             os.chmod(p, (0o666 | x) & ~mask)
 
 
+def write_error(e: OSError, path: str | os.PathLike[str]) -> OSError:
+    """An error of writing the hidden temporary file, told about the output the user named: a full
+    disk raises no file name at all, and the temporary name means nothing to them."""
+    return OSError(e.errno, e.strerror or str(e), str(path))
+
+
 def write_text(path: str | os.PathLike[str], text: str) -> Path:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    except OSError as e:
+        raise write_error(e, p) from e
+    try:
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(text)
+        except OSError as e:
+            raise write_error(e, p) from e
         publish_mode(tmp)          # mkstemp made it 0600: the file gets what the umask allows
         os.replace(tmp, p)
     except BaseException:

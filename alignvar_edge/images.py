@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from alignvar_edge.errors import InputError, OutputExistsError
-from alignvar_edge.fsmodes import publish_mode
+from alignvar_edge.fsmodes import publish_mode, write_error
 from alignvar_edge.lazy import lazy_import
 
 if TYPE_CHECKING:
@@ -243,7 +243,7 @@ def save_image(
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as e:
-        raise _about(e, path) from e
+        raise write_error(e, path) from e
     tmp = Path(tmp_name)
     try:
         try:
@@ -252,7 +252,7 @@ def save_image(
                 f.flush()
                 os.fsync(f.fileno())
         except OSError as e:
-            raise _about(e, path) from e
+            raise write_error(e, path) from e
         # mkstemp creates the file 0600; give it the mode a normal open() would have.
         publish_mode(tmp)
         _publish(tmp, path, overwrite)
@@ -260,12 +260,6 @@ def save_image(
         tmp.unlink(missing_ok=True)
         raise
     return path
-
-
-def _about(e: OSError, path: Path) -> OSError:
-    """The error of writing the hidden temporary file, told about the output the user named: a
-    full disk raises no file name at all, and the temporary name means nothing to them."""
-    return OSError(e.errno, e.strerror or str(e), str(path))
 
 
 def output_format(path: str | os.PathLike[str], alpha: bool = False) -> str:

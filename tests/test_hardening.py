@@ -598,6 +598,44 @@ def test_reports_written_atomically_get_the_umask_modes(tmp_path) -> None:
     assert path.stat().st_mode & 0o777 == 0o644          # not mkstemp's private 0600
 
 
+
+def test_a_report_that_cannot_be_written_is_reported_on_its_own_path(tmp_path, monkeypatch) -> None:
+    """`--json FILE` on a read-only or full disk: the one line names FILE, not the hidden temporary
+    file (read-only), and not nothing at all (a full disk's error carries no file name)."""
+    import errno
+    import tempfile
+
+    from alignvar_edge import fsmodes
+    target = tmp_path / "r.json"
+
+    def read_only(**kw):
+        raise OSError(errno.EROFS, "Read-only file system", str(tmp_path / ".r.json.x1y2.tmp"))
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    with pytest.raises(OSError) as info:
+        fsmodes.write_text(target, "{}")
+    assert cli._os_error_line(info.value) == (f"cannot write or read {target} (Read-only file system); "
+                                              "choose another path or fix its permissions")
+    monkeypatch.undo()
+
+    class Full:
+        def __init__(self, fd, mode):
+            os.close(fd)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(fsmodes.os, "fdopen", Full)
+    with pytest.raises(OSError) as info:
+        fsmodes.write_text(target, "{}")
+    assert cli._os_error_line(info.value) == (f"no space left on the device writing {target}; "
+                                              "free some space or choose another output")
+    assert list(tmp_path.iterdir()) == []                 # no report, no temporary file
+
 def test_a_folder_run_names_the_files_it_does_not_read(export, tmp_path, capsys) -> None:
     src = tmp_path / "in"
     src.mkdir()
