@@ -1098,3 +1098,24 @@ def test_folder_upscale_skips_its_output_and_resumes(export, tmp_path, capsys):
     assert "upscaled 2 image(s)" in capsys.readouterr().err
     assert (out / "a.png").stat().st_mtime_ns != 1
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == ["a.png", "b.png"]
+
+
+def test_folder_upscale_into_a_folder_that_holds_the_input(export, tmp_path, capsys):
+    """`upscale photos/small photos`: the input folder lies inside the output; every input is read
+    (it is not the run's output folder), and an output that would land on another input is refused."""
+    inp = tmp_path / "photos" / "small"
+    inp.mkdir(parents=True)
+    for name in ("a.png", "b.png"):
+        _png(inp / name)
+    out = tmp_path / "photos"
+    argv = ["upscale", str(inp), str(out), "--engine", str(export), "--quiet"]
+    assert cli.main(argv) == 0
+    assert "upscaled 2 image(s)" in capsys.readouterr().err
+    assert sorted(p.name for p in out.glob("*.png")) == ["a.png", "b.png"]
+    # small/small/a.png's output is photos/small/a.png: an input, never written, even with --force
+    (inp / "small").mkdir()
+    _png(inp / "small" / "a.png")
+    before = _sha(inp / "a.png")
+    code = cli.main([*argv, "--force"])
+    _one_line_error(code, capsys.readouterr().err, f"refusing to write onto the input {inp / 'a.png'}")
+    assert _sha(inp / "a.png") == before

@@ -226,17 +226,20 @@ def _jobs(inp: Path, out: Path, force: bool) -> tuple[list[tuple[Path, Path]], i
     if inp.is_dir():
         if out.exists() and not out.is_dir():
             raise InputError(f"{out} is a file; for a folder input pass an output folder")
-        out_real = out.resolve()
-        if out_real == inp.resolve():
+        if out.resolve() == inp.resolve():
             raise InputError(f"the output folder {out} is the input folder; choose another output folder")
-        files = [f for f in list_images(inp) if out_real not in f.resolve().parents]
+        own = _own_output(inp, out)
+        files = [f for f in list_images(inp) if own is None or own not in f.resolve().parents]
         if not files:
             raise InputError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {inp}"
-                             + (f" outside the output folder {out}" if inp.resolve() in out_real.parents else ""))
+                             + (f" outside the output folder {out}" if own is not None else ""))
         jobs = [(f, out / f.relative_to(inp)) for f in files]
+        # an input folder inside the output (`upscale photos/small photos`) maps one input's output
+        # onto another input (small/small/a.png -> small/a.png): refused, as onto its own input
+        inputs = {f.resolve() for f in files}
         for src, dst in jobs:
-            if dst.exists() and src.resolve() == dst.resolve():
-                raise InputError(f"refusing to write onto the input {src}; choose another output")
+            if dst.resolve() in inputs:
+                raise InputError(f"refusing to write onto the input {dst}; choose another output")
         if force:
             return jobs, 0
         todo = [(s, d) for s, d in jobs if not d.exists()]
@@ -256,6 +259,13 @@ def _jobs(inp: Path, out: Path, force: bool) -> tuple[list[tuple[Path, Path]], i
         shown = ", ".join(clash[:3]) + (f" (+{len(clash) - 3} more)" if len(clash) > 3 else "")
         raise OutputExistsError(f"{len(clash)} output(s) already exist: {shown}; pass --force to replace them")
     return jobs, 0
+
+
+def _own_output(inp: Path, out: Path) -> Path | None:
+    """The output folder, resolved, where it lies inside the input folder: its files are a run's
+    outputs, never inputs. None otherwise: an input folder inside the output is read whole."""
+    out_real = out.resolve()
+    return out_real if inp.resolve() in out_real.parents else None
 
 
 def run_upscale(args: argparse.Namespace) -> int:
@@ -326,8 +336,8 @@ def _say_other_files(inp: Path, out: Path) -> None:
     from alignvar_edge.images import IMAGE_EXTENSIONS, list_other_files
     if not inp.is_dir():
         return
-    out_real = out.resolve()
-    others = [p for p in list_other_files(inp) if out_real not in p.resolve().parents]
+    own = _own_output(inp, out)
+    others = [p for p in list_other_files(inp) if own is None or own not in p.resolve().parents]
     if others:
         shown = ", ".join(str(p.relative_to(inp)) for p in others[:3]) + (" ..." if len(others) > 3 else "")
         _say(f"not reading {len(others)} file(s) of other kinds ({shown}); images are "
