@@ -108,6 +108,21 @@ def test_eval_ablations_json_names_the_images_it_skipped(tmp_path: Path, capsys)
     assert report["skipped_smaller_than_tile"] == ["thumb.png"]
 
 
+
+def test_eval_names_images_by_their_path_under_the_folder() -> None:
+    """The folder is read with its subfolders: x/a.png and y/a.png are two rows, told apart."""
+    import tempfile
+
+    from alignvar_edge.train.commands import load_eval_images
+    with tempfile.TemporaryDirectory() as d:
+        root = Path(d)
+        for sub, v in (("x", 0.2), ("y", 0.8)):
+            (root / sub).mkdir()
+            save_image(root / sub / "a.png", np.full((8, 8, 3), v, np.float32))
+        save_image(root / "top.png", np.full((8, 8, 3), 0.5, np.float32))
+        got = {name: float(img.mean()) for name, img in load_eval_images(str(root))}
+    assert got == pytest.approx({"top.png": 128 / 255, "x/a.png": 51 / 255, "y/a.png": 204 / 255})
+
 def test_eval_ablations_sca_off_is_na_without_sca(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = AlignVAR(AlignVARConfig.from_preset("micro", sca=False))

@@ -105,7 +105,8 @@ def load_eval_images(spec: str) -> list[tuple[str, object]]:
     paths = list_images(folder) if folder.is_dir() else []
     if not paths:
         raise InputError(f"no images found in '{spec}'; pass a folder of PNG/JPEG files or 'builtin'")
-    return [(p.name, load_image(p)[0]) for p in paths]
+    # named by the path under the folder: list_images reads subfolders, whose files may share a name
+    return [(p.relative_to(folder).as_posix(), load_image(p)[0]) for p in paths]
 
 
 def run_eval(args: argparse.Namespace) -> int:
