@@ -202,3 +202,23 @@ def test_upscale_keeps_the_colour_profile_that_still_applies(export, tmp_path):
     got = {p.name: Image.open(p).info.get("icc_profile") for p in dst.iterdir()}
     assert got == {"p3.png": rgb_icc, "p3.jpg": rgb_icc, "gray.png": gray_icc, "gray-wrong.png": None,
                    "cmyk.jpg": None, "plain.png": None}
+
+
+def test_upscale_overlap_past_the_tile_names_the_flag_and_writes_nothing(export, images, tmp_path, capsys):
+    out = tmp_path / "o.png"
+    assert main(["upscale", str(images / "astro.png"), str(out), "--engine", str(export),
+                 "--overlap", "100", "--quiet"]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and "--overlap 100" in err[0] and "--overlap 0 to" in err[0]
+    assert not out.exists()
+
+
+def test_a_folder_where_a_folder_run_would_write_an_image_is_an_error_not_a_finished_output(
+        export, images, tmp_path, capsys):
+    dst = tmp_path / "outdir"
+    (dst / "astro.png").mkdir(parents=True)
+    for force in ([], ["--force"]):
+        assert main(["upscale", str(images), str(dst), "--engine", str(export), "--quiet", *force]) == 2
+        err = capsys.readouterr().err
+        assert "astro.png is a folder" in err and "skipping" not in err
+    assert not (dst / "gray.png").exists()

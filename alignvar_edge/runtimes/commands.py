@@ -240,6 +240,10 @@ def _jobs(inp: Path, out: Path, force: bool) -> tuple[list[tuple[Path, Path]], i
         for src, dst in jobs:
             if dst.resolve() in inputs:
                 raise InputError(f"refusing to write onto the input {dst}; choose another output")
+        blocked = [str(d) for _, d in jobs if d.is_dir()]
+        if blocked:     # not a finished output: no image can be written there, --force or not
+            raise InputError(f"output path {blocked[0]} is a folder; move it away"
+                             + (f" (and {len(blocked) - 1} more)" if len(blocked) > 1 else ""))
         if force:
             return jobs, 0
         todo = [(s, d) for s, d in jobs if not d.exists()]
@@ -295,6 +299,10 @@ def run_upscale(args: argparse.Namespace) -> int:
         opts["hint"] = args.hint
     limit = args.max_megapixels if args.max_megapixels is not None else DEFAULT_MAX_MEGAPIXELS
     with runtimes.load(args.engine, backend=args.backend, device=args.device, **opts) as engine:
+        if args.overlap is not None and args.overlap >= engine.tile_size:
+            # the tile is the engine's: known only once it is open, still before any work
+            raise InputError(f"--overlap {args.overlap} is not below this engine's tile of {engine.tile_size} "
+                             f"LR pixels; pass --overlap 0 to {engine.tile_size - 1}, or leave it out")
         bar = _progress(len(jobs), args.quiet)
         t0 = time.perf_counter()
         loaded: list[tuple[Path, Path, Any, int, Any]] = []  # (src, dst, alpha, bits, ICC) of images read, not saved
