@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from alignvar_edge.fsmodes import write_text
+from alignvar_edge.fsmodes import unwritable_folder, write_text
 from alignvar_edge.jsonsafe import dumps
 
 __all__ = ["STDOUT", "add_json_option", "emit"]
@@ -24,6 +24,9 @@ def json_target(text: str) -> str:
     if text != STDOUT and not text.lower().endswith(".json"):
         raise argparse.ArgumentTypeError(f"FILE must end in .json, got {text!r} (put positional "
                                          "arguments before a bare --json)")
+    if text != STDOUT and (folder := unwritable_folder(text)) is not None:
+        raise argparse.ArgumentTypeError(f"cannot write {text}: the folder {folder} is not writable; "
+                                         "choose another FILE")
     return text
 
 

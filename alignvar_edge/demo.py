@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from alignvar_edge.errors import InputError, OutputExistsError
+from alignvar_edge.fsmodes import unwritable_folder
 from alignvar_edge.model.bundled import DEFAULT_CHECKPOINT
 
 
@@ -38,6 +39,8 @@ def run_demo(out: Path, image: str = "coffee", size: int = 256, force: bool = Fa
         raise InputError(f"--size {size} is too small to score; pass at least {MIN_SIZE} (HR pixels)")
     if out.exists() and any(out.iterdir()) and not force:
         raise OutputExistsError(f"'{out}' already holds files; pass --force or choose another --out")
+    if (folder := unwritable_folder(out / "sr.png")) is not None:
+        raise InputError(f"cannot write into --out {out}: {folder} is not writable; choose another --out")
 
     model = load_pretrained(checkpoint)
     c = model.config

@@ -9,7 +9,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["umask", "publish_mode", "write_error", "write_text"]
+__all__ = ["umask", "publish_mode", "unwritable_folder", "write_error", "write_text"]
 
 
 def umask() -> int:
@@ -34,6 +34,17 @@ def publish_mode(path: str | os.PathLike[str]) -> None:
         else:
             x = 0o111 if os.stat(p).st_mode & 0o100 else 0
             os.chmod(p, (0o666 | x) & ~mask)
+
+
+def unwritable_folder(path: str | os.PathLike[str]) -> Path | None:
+    """The folder that would refuse the write of `path` (the nearest existing one above it, on a
+    read-only mount or without write permission), else None. Checked before the work, so a long
+    run does not end by failing to save; a full disk can still only show at the write."""
+    folder = Path(path).absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    # a file in a folder's place is not this check's to explain: the write names it
+    return None if not folder.is_dir() or os.access(folder, os.W_OK | os.X_OK) else folder
 
 
 def write_error(e: OSError, path: str | os.PathLike[str]) -> OSError:

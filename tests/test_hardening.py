@@ -1119,3 +1119,28 @@ def test_folder_upscale_into_a_folder_that_holds_the_input(export, tmp_path, cap
     code = cli.main([*argv, "--force"])
     _one_line_error(code, capsys.readouterr().err, f"refusing to write onto the input {inp / 'a.png'}")
     assert _sha(inp / "a.png") == before
+
+
+def test_an_unwritable_output_folder_is_refused_before_any_work(export, tmp_path, capsys, monkeypatch):
+    """A read-only mount refuses writes even to root, who ignores permission bits: the folder is
+    made unwritable through os.access, what the check asks (the write itself is not reached)."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: Path(p) != ro and real_access(p, mode, **kw))
+    loads = []
+    import alignvar_edge.runtimes as rt
+    monkeypatch.setattr(rt, "load", lambda *a, **k: loads.append(a))
+    src = _png(tmp_path / "in.png")
+    for argv in (_up(tmp_path, export, src, "ro/out.png"), _up(tmp_path, export, src, "ro/new/deeper/out.png"),
+                 ["upscale", str(tmp_path), str(ro / "folder-out"), "--engine", str(export), "--quiet"]):
+        assert cli.main(argv) == 2
+        err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+        assert len(err) == 1 and f"the folder {ro} is not writable" in err[0], err
+    assert not loads                         # refused before the engine was even opened
+    # --json FILE: at parse time, before the verb runs
+    assert cli.main(["info", "--no-flops", "--json", str(ro / "info.json")]) == 2
+    assert f"the folder {ro} is not writable" in capsys.readouterr().err
+    assert cli.main(["demo", "--out", str(ro / "d"), "--size", "64"]) == 2
+    assert f"{ro} is not writable" in capsys.readouterr().err
+    assert list(ro.iterdir()) == []

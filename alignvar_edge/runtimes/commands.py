@@ -244,6 +244,7 @@ def _jobs(inp: Path, out: Path, force: bool) -> tuple[list[tuple[Path, Path]], i
         if blocked:     # not a finished output: no image can be written there, --force or not
             raise InputError(f"output path {blocked[0]} is a folder; move it away"
                              + (f" (and {len(blocked) - 1} more)" if len(blocked) > 1 else ""))
+        _refuse_unwritable(jobs)
         if force:
             return jobs, 0
         todo = [(s, d) for s, d in jobs if not d.exists()]
@@ -258,11 +259,19 @@ def _jobs(inp: Path, out: Path, force: bool) -> tuple[list[tuple[Path, Path]], i
     for src, dst in jobs:
         if dst.exists() and src.resolve() == dst.resolve():
             raise InputError(f"refusing to write onto the input {src}; choose another output")
+    _refuse_unwritable(jobs)
     clash = [str(d) for _, d in jobs if d.exists()]
     if clash and not force:
         shown = ", ".join(clash[:3]) + (f" (+{len(clash) - 3} more)" if len(clash) > 3 else "")
         raise OutputExistsError(f"{len(clash)} output(s) already exist: {shown}; pass --force to replace them")
     return jobs, 0
+
+
+def _refuse_unwritable(jobs: list[tuple[Path, Path]]) -> None:
+    from alignvar_edge.fsmodes import unwritable_folder
+    for _, dst in jobs:
+        if (folder := unwritable_folder(dst)) is not None:
+            raise InputError(f"cannot write {dst}: the folder {folder} is not writable; choose another output")
 
 
 def _own_output(inp: Path, out: Path) -> Path | None:
