@@ -172,6 +172,29 @@ def test_cli_errors_are_one_line_and_nonzero(tmp_path: Path, capsys: pytest.Capt
     assert not (tmp_path / "d").exists() and not (tmp_path / "r.json").exists()
 
 
+DOC_REPORT = Path(__file__).resolve().parents[1] / "docs" / "results" / "epyc-2core" / "tiny-t1.json"
+
+
+@pytest.mark.parametrize("edit", [
+    lambda r: r.__setitem__("engines", None), lambda r: r.__setitem__("engines", ["label backend kind status"]),
+    lambda r: r.__setitem__("engines", [1]), lambda r: r["model"].pop("name"),
+    lambda r: r.__setitem__("model", "alignvar-tiny"), lambda r: r["host"].pop("os"),
+    lambda r: r.__setitem__("settings", []),
+])
+def test_merge_refuses_a_hand_edited_report_in_one_line(edit: Any, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    good = json.loads(DOC_REPORT.read_text())
+    bad = copy.deepcopy(good)
+    edit(bad)
+    pb = write_json(tmp_path / "bad.json", bad)
+    rc = cli.main(["bench", "merge", str(write_json(tmp_path / "good.json", good)), str(pb),
+                   "--out", str(tmp_path / "m.json"), "--md", str(tmp_path / "m.md")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith("alignvar-edge bench: error: ") and str(pb) in err and "hand-edited" in err
+    assert not (tmp_path / "m.json").exists()
+
+
 def test_parse_spec() -> None:
     s = parse_spec("ov-int8=openvino@GPU:engines/x")
     assert (s.label, s.backend, s.device, s.path) == ("ov-int8", "openvino", "GPU", "engines/x")

@@ -37,6 +37,10 @@ TOP_KEYS = ("schema", "schema_version", "kind", "created", "label", "host", "mod
             "peak", "engines", "summary")
 ENGINE_KEYS = ("label", "backend", "kind", "status", "reason")
 STATUSES = ("ok", "unavailable", "failed")
+# the JSON type of each top-level part `bench merge` reads (peak and summary may be null)
+_SHAPES: dict[str, type | tuple[type, ...]] = {"host": dict, "model": dict, "settings": dict,
+                                               "peak": (dict, type(None)), "engines": list,
+                                               "summary": (dict, type(None))}
 
 
 class ReportSchemaError(InputError):
@@ -65,7 +69,20 @@ def check_report(report: Any, where: str = "report") -> dict[str, Any]:
     missing = [k for k in TOP_KEYS if k not in report]
     if missing:
         raise ReportSchemaError(f"{where} lacks {', '.join(missing)}; it is truncated or hand-edited")
+    # the parts every table and warning reads: checked here, so a hand-edited report is one line, not a crash
+    wrong = [k for k, kind in _SHAPES.items() if not isinstance(report[k], kind)]
+    model, host = report["model"], report["host"]
+    if not wrong and (not isinstance(model.get("name"), str) or not isinstance(model.get("tile"), dict)
+                      or "hr" not in model["tile"]):
+        wrong.append("model (its name and tile)")
+    if not wrong and not isinstance(host.get("os"), dict):
+        wrong.append("host (its os)")
+    if wrong:
+        raise ReportSchemaError(f"{where} has no valid {', '.join(wrong)}; it is truncated or hand-edited "
+                                "(pass report.json files written by `alignvar-edge bench`)")
     for i, e in enumerate(report["engines"]):
+        if not isinstance(e, dict):
+            raise ReportSchemaError(f"{where}: engine entry {i} is not an object; it is truncated or hand-edited")
         gaps = [k for k in ENGINE_KEYS if k not in e]
         if gaps or e.get("status") not in STATUSES:
             raise ReportSchemaError(f"{where}: engine entry {i} lacks {', '.join(gaps) or 'a valid status'}")
