@@ -25,6 +25,13 @@ def test_hint_follows_the_build_precision_and_device() -> None:
     assert inference_precision("int8", "CPU") == "f32"
     assert compile_config("CPU", True, None, None, "int8", inference="bf16")["INFERENCE_PRECISION_HINT"] == "bf16"
     assert compile_config("CPU", True, None, "throughput")["PERFORMANCE_HINT"] == "THROUGHPUT"
+    # AUTO refuses these itself: each hardware device it may pick gets them (else AUTO's CPU computed
+    # bf16 with every thread on AVX512-BF16 / AMX hosts, whatever the engine's precision or --threads)
+    auto = compile_config("AUTO", True, 1, None, "fp32")
+    assert "INFERENCE_PRECISION_HINT" not in auto and "INFERENCE_NUM_THREADS" not in auto
+    assert auto["DEVICE_PROPERTIES"] == {"CPU": {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": "1"},
+                                         "GPU": {"INFERENCE_PRECISION_HINT": "f32"}}
+    assert compile_config("AUTO", False, None, None, "fp32") == {"PERFORMANCE_HINT": "LATENCY"}
     from alignvar_edge.errors import InputError
     with pytest.raises(InputError, match="unknown OpenVINO performance hint 'fast'; use one of latency, throughput"):
         compile_config("CPU", True, None, "fast")
@@ -67,6 +74,14 @@ def test_fp32_engine_records_per_group_precision_and_flags_the_default(export: P
             assert e.compute_precision == _default_cpu_precision()
         flagged = [x for x in w if issubclass(x.category, PrecisionWarning)]
         assert len(flagged) == (0 if _default_cpu_precision() == "f32" else 1)
+        # AUTO (on this host's CPU) computes what the engine was checked in, and says so
+        with runtimes.load(out, device="AUTO") as e:
+            assert e.compute_precision == "f32"
+            assert all(set(v) == {"f32"} for v in e.runtime_precision().values())
+        with runtimes.load(out, device="AUTO", parity=False) as e:
+            assert e.compute_precision == _default_cpu_precision()
+        flagged = [x for x in w if issubclass(x.category, PrecisionWarning)]
+        assert len(flagged) == (0 if _default_cpu_precision() == "f32" else 2)
 
 
 def test_bf16_build_keeps_the_tokens_or_writes_nothing(export: Path, tmp_path: Path) -> None:  # noqa: F811

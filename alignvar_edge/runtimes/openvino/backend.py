@@ -75,6 +75,7 @@ IMAGE_XML, IMAGE_BIN = "image.xml", "image.bin"      # a split engine's image su
 # build precision -> INFERENCE_PRECISION_HINT the engine compiles with (per device kind)
 HINTS = {"bf16": {"CPU": "bf16"}, "fp16": {"GPU": "f16", "NPU": "f16"}}
 PERFORMANCE_HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
+VIRTUAL_DEVICES = ("AUTO", "MULTI", "HETERO")        # they pick or combine hardware devices
 # held-out tiles behind each rung's keep-or-refuse: 4 tiles (520 tokens of alignvar-tiny) passed
 # rungs at 99.2% that kept 97.4-98.8% of 32 tiles' tokens; 32 tiles cost well under a second here
 GATE_TILES = 32
@@ -105,7 +106,7 @@ def image_part_precision(m: Manifest, device: str) -> str:
 
 
 def compile_config(device: str, parity: bool, threads: int | None, hint: str | None,
-                   precision: str = "fp32", inference: str | None = None) -> dict[str, str]:
+                   precision: str = "fp32", inference: str | None = None) -> dict[str, Any]:
     """OpenVINO's compile properties; `inference` (an INFERENCE_PRECISION_HINT) overrides the one
     the build `precision` implies."""
     kind = _device_kind(device)
@@ -113,7 +114,15 @@ def compile_config(device: str, parity: bool, threads: int | None, hint: str | N
     if perf not in PERFORMANCE_HINTS:
         raise InputError(f"unknown OpenVINO performance hint {hint!r}; use one of "
                          f"{', '.join(h.lower() for h in PERFORMANCE_HINTS)}")
-    cfg: dict[str, str] = {"PERFORMANCE_HINT": perf}
+    cfg: dict[str, Any] = {"PERFORMANCE_HINT": perf}
+    if kind in VIRTUAL_DEVICES:
+        # AUTO & co. refuse these properties themselves and would leave the hardware at its default
+        # (bf16 on AMX / AVX512-BF16 CPUs, every thread): each device they may pick gets them
+        inner = {k: compile_config(k, parity, threads, None, precision, inference) for k in ("CPU", "GPU")}
+        inner = {k: {n: v for n, v in c.items() if n != "PERFORMANCE_HINT"} for k, c in inner.items()}
+        if any(inner.values()):
+            cfg["DEVICE_PROPERTIES"] = {k: c for k, c in inner.items() if c}
+        return cfg
     if parity and kind in ("CPU", "GPU"):
         cfg["INFERENCE_PRECISION_HINT"] = inference or inference_precision(precision, device)
     if threads and kind == "CPU":
@@ -144,20 +153,21 @@ class OpenVINOEngine(Engine):
         half = image_part_precision(metadata, device) if image_path else inference_precision(precision, device)
         self.compile_config = compile_config(device, parity, threads, hint, inference="f32" if image_path else half)
         want = [SR] + [token_name(k) for k in range(config.num_scales)]
-        self._parts = [_Part(core.compile_model(model, device, self.compile_config), want, not image_path)]
+        self._parts = [_Part(core.compile_model(model, device, self.compile_config), want, not image_path,
+                             self.compile_config)]
         if image_path:
             image = core.read_model(str(image_path))
             token_io = [*self._parts[0].compiled.inputs, *self._parts[0].compiled.outputs]
             shapes = {n: p.get_partial_shape() for p in token_io for n in p.get_names()}
             image.reshape({i.get_any_name(): shapes[i.get_any_name()] for i in image.inputs
                            if i.get_partial_shape().is_dynamic and i.get_any_name() in shapes})
-            self._parts.append(_Part(core.compile_model(image, device, compile_config(
-                device, parity, threads, hint, inference=half)), [SR], True))
+            image_config = compile_config(device, parity, threads, hint, inference=half)
+            self._parts.append(_Part(core.compile_model(image, device, image_config), [SR], True, image_config))
         self.compiled = self._parts[0].compiled
         # a token part with bf16 islands (`rewrite.bf16_islands`) compiles f32 around them
         self._islands = " with bf16 matmuls" if (metadata.extra.get("split") or {}).get("token_bf16_matmuls") else ""
         self.expected_precision = f"{half} image, f32 tokens{self._islands}" if image_path else half
-        self.compute_precision = self._effective_precision()
+        self.compute_precision = self._effective_precision(core)
         if self.compute_precision not in (None, self.expected_precision):
             import warnings
             warnings.warn(f"{engine_dir or model_path}: OpenVINO {device} computes in {self.compute_precision} "
@@ -181,9 +191,9 @@ class OpenVINOEngine(Engine):
     def input_spec(self) -> dict[str, TensorSpec]:
         return self._spec
 
-    def _effective_precision(self) -> str | None:
+    def _effective_precision(self, core: Any) -> str | None:
         """What the compiled model(s) compute in ('bf16 image, f32 tokens' for a split engine)."""
-        found = [_compiled_precision(p.compiled) for p in self._parts]
+        found = [_compiled_precision(p.compiled, p.config, core) for p in self._parts]
         if len(found) == 1 or None in found:
             return found[0]
         return f"{found[1]} image, {found[0]} tokens{self._islands}"
@@ -242,8 +252,9 @@ class OpenVINOEngine(Engine):
 class _Part:
     """One compiled model of an engine: its input names and (output port, our name) pairs."""
 
-    def __init__(self, compiled: Any, known: list[str], by_position: bool):
+    def __init__(self, compiled: Any, known: list[str], by_position: bool, config: dict[str, Any]):
         self.compiled = compiled
+        self.config = config           # what it was compiled with
         self.request = compiled.create_infer_request()
         self.queue: Any = None
         self.inputs = [i.get_any_name() for i in compiled.inputs]
@@ -270,11 +281,18 @@ class _Part:
         self.queue.wait_all()
 
 
-def _compiled_precision(compiled: Any) -> str | None:
+def _compiled_precision(compiled: Any, config: dict[str, Any], core: Any) -> str | None:
     try:
         v = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
-    except RuntimeError:          # devices without the property (NPU) compute as they do
-        return None
+    except RuntimeError:
+        # AUTO & co. do not say: the hardware device they run on computes in the hint it was given,
+        # else in its default; devices without the property (NPU) compute as they do
+        try:
+            (ran,) = compiled.get_property("EXECUTION_DEVICES")
+            given = (config.get("DEVICE_PROPERTIES") or {}).get(_device_kind(ran), {})
+            v = str(given.get("INFERENCE_PRECISION_HINT") or core.get_property(ran, "INFERENCE_PRECISION_HINT"))
+        except (RuntimeError, ValueError, TypeError):
+            return None
     key = v.split("'")[1] if "'" in v else v
     return _HINT_NAMES.get(key.lower(), key.lower())
 
