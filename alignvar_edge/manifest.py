@@ -554,10 +554,23 @@ def check_out(out: str | os.PathLike[str], force: bool) -> None:
     if out.is_symlink() or not out.is_dir():
         raise OutputExistsError(f"'{out}' is not a folder alignvar-edge made; --force only replaces our own "
                                 "outputs: remove it yourself or choose another --out")
-    if any(out.iterdir()) and not any((out / f).is_file() for f in OWN_MARKERS):
-        raise OutputExistsError(f"'{out}' holds files but no {MANIFEST_FILE} or {RUN_FILE}, so alignvar-edge did not "
-                                "make it; --force only replaces our own outputs: remove it yourself or choose "
-                                "another --out")
+    if any(out.iterdir()) and not any(_own_marker(out / f) for f in OWN_MARKERS):
+        raise OutputExistsError(f"'{out}' holds files but no {MANIFEST_FILE} or {RUN_FILE} of ours, so alignvar-edge "
+                                "did not make it; --force only replaces our own outputs: remove it yourself or "
+                                "choose another --out")
+
+
+# the keys every manifest.json / run.json we write has (any schema version): many projects keep a
+# manifest.json of their own (web apps, extensions), and --force must not delete their folder
+_MARKER_KEYS = {MANIFEST_FILE: ("schema_version", "kind", "files"), RUN_FILE: ("options",)}
+
+
+def _own_marker(path: Path) -> bool:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(data, dict) and all(k in data for k in _MARKER_KEYS[path.name])
 
 
 def _publish(tmp: Path, out: Path, force: bool) -> None:

@@ -762,10 +762,17 @@ def test_force_replaces_only_our_outputs(export, tmp_path, capsys):
             check_out(bad, force=True)
     for ok in ("empty", "art", "run"):
         (tmp_path / ok).mkdir()
-    (tmp_path / "art" / "manifest.json").write_text("{}")
-    (tmp_path / "run" / "run.json").write_text("{}")
+    (tmp_path / "art" / "manifest.json").write_text('{"schema_version": 1, "kind": "onnx", "files": {}}')
+    (tmp_path / "run" / "run.json").write_text('{"options": {}}')
     for ok in ("empty", "art", "run"):
         check_out(tmp_path / ok, force=True)
+    # someone else's manifest.json / run.json (a web app's, a notebook's) does not make a folder ours
+    for name, text in (("manifest.json", '{"name": "my app", "icons": []}'), ("manifest.json", "{}"),
+                       ("run.json", "[1, 2]"), ("manifest.json", "not json")):
+        theirs = _foreign(tmp_path / f"theirs-{name}-{len(text)}")
+        (theirs / name).write_text(text)
+        with pytest.raises(OutputExistsError, match="only replaces our own outputs"):
+            check_out(theirs, force=True)
     # through the CLI: one line, and the folder is untouched
     capsys.readouterr()
     code = cli.main(["build", str(export), "--target", "onnxruntime", "--out", str(foreign), "--force"])
@@ -776,7 +783,7 @@ def test_force_replaces_only_our_outputs(export, tmp_path, capsys):
         with artifact_dir(tmp_path / "art", force=True) as tmp:
             (tmp / "half").write_text("x")
             raise RuntimeError("boom")
-    assert (tmp_path / "art" / "manifest.json").read_text() == "{}"
+    assert (tmp_path / "art" / "manifest.json").read_text().startswith('{"schema_version": 1')
     assert not list(tmp_path.glob(".art.*"))
 
 
