@@ -114,6 +114,7 @@ def test_merge_table_plot_and_schema_refusal(report: dict[str, Any], tmp_path: P
     pa, pb = write_json(tmp_path / "a.json", a), write_json(tmp_path / "b.json", b)
     merged = merge_reports([pa, pb])
     assert merged["kind"] == "merged" and len(merged["reports"]) == 2 and merged["warnings"] == []
+    assert len(a["model"]["weights_sha256"]) == 64                  # the reference's state-dict hash
     assert {r["device"] for r in merged["rows"]} == {a["label"], "jetson-orin (MAXN)"}
     rc = cli.main(["bench", "merge", str(pa), str(pb), "--out", str(tmp_path / "m.json"),
                    "--md", str(tmp_path / "m.md"), "--plot", str(tmp_path / "m.png")])
@@ -134,6 +135,7 @@ def test_merge_table_plot_and_schema_refusal(report: dict[str, Any], tmp_path: P
     # same model from other weights, at another thread count: both said, naming the reports
     d = copy.deepcopy(b)
     d["model"]["source"], d["settings"]["threads"] = "checkpoint retrained", 8
+    d["model"]["weights_sha256"] = "0" * 64
     warned = merge_reports([pa, write_json(tmp_path / "d.json", d)])["warnings"]
     assert any("different weights" in w for w in warned)
     assert any(w.startswith("setting 'threads' differs") and "jetson-orin (MAXN)=8" in w for w in warned)
@@ -193,6 +195,21 @@ def test_merge_refuses_a_hand_edited_report_in_one_line(edit: Any, tmp_path: Pat
     assert rc == 2 and len(err.splitlines()) == 1, err
     assert err.startswith("alignvar-edge bench: error: ") and str(pb) in err and "hand-edited" in err
     assert not (tmp_path / "m.json").exists()
+
+
+def test_merge_tells_weights_apart_by_their_hash_not_their_path(tmp_path: Path) -> None:
+    a = json.loads(DOC_REPORT.read_text())
+    a["model"]["weights_sha256"] = "1" * 64
+    b = copy.deepcopy(a)
+    b["label"], b["model"]["source"] = "jetson", "checkpoint /home/me/alignvar-tiny"   # a copy, elsewhere
+    pa, pb = write_json(tmp_path / "a.json", a), write_json(tmp_path / "b.json", b)
+    assert not any("different weights" in w for w in merge_reports([pa, pb])["warnings"])
+    b["model"]["source"], b["model"]["weights_sha256"] = a["model"]["source"], "2" * 64  # retrained in place
+    warned = merge_reports([pa, write_json(tmp_path / "b.json", b)])["warnings"]
+    assert any("alignvar-tiny comes from different weights" in w for w in warned), warned
+    del b["model"]["weights_sha256"]            # an older report: where the weights were loaded from decides
+    b["model"]["source"] = "checkpoint /home/me/alignvar-tiny"
+    assert any("different weights" in w for w in merge_reports([pa, write_json(tmp_path / "b.json", b)])["warnings"])
 
 
 def test_parse_spec() -> None:

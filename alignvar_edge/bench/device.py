@@ -47,6 +47,7 @@ def _model_block(manifest: Manifest | None) -> dict[str, Any]:
     cfg = model.config or {}
     scale, hr = int(cfg.get("scale", 4)), int(cfg.get("hr_size", 0))
     return {"name": model.display_name, "source": model.source.describe() if manifest else None,
+            "weights_sha256": model.weights_sha256,
             "tile": {"lr": hr // scale if hr else None, "hr": hr, "scale": scale},
             "patch_nums": list(cfg.get("patch_nums") or []), "sr_megapixels_per_tile": hr * hr / 1e6,
             "parameters": model.parameters, "flops_per_tile": None, "flops_per_stage": None}

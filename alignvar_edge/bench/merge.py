@@ -60,9 +60,15 @@ def merge_warnings(parts: list[dict[str, Any]]) -> list[str]:
     if len(models) > 1:
         out.append(f"the reports benchmark different models ({', '.join(models)}): compare rows within a model only")
     for name in models:
-        sources = sorted({str(r["model"].get("source")) for r in parts if r["model"]["name"] == name})
-        params = {(r["model"].get("parameters") or {}).get("inference") for r in parts if r["model"]["name"] == name}
-        if len(sources) > 1 or len(params) > 1:
+        same = [r["model"] for r in parts if r["model"]["name"] == name]
+        sources = sorted({str(m.get("source")) for m in same})
+        hashes = {m.get("weights_sha256") for m in same}
+        if None in hashes:        # reports written before the hash: where the weights were loaded from
+            params = {(m.get("parameters") or {}).get("inference") for m in same}
+            differ = len(sources) > 1 or len(params) > 1
+        else:                     # the same checkpoint copied to another path is the same weights
+            differ = len(hashes) > 1
+        if differ:
             out.append(f"model {name} comes from different weights ({'; '.join(sources)}): fidelity and "
                        "speed-ups are not comparable across these reports")
     for key in _COMPARED_SETTINGS:

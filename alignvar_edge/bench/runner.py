@@ -427,6 +427,7 @@ def run_bench(engines: Sequence[str], reference: Any = None, options: BenchOptio
             _close(s)
         torch.set_num_threads(old_threads)
 
+    from alignvar_edge.model.checkpoint import weights_sha256
     summary = _summary(entries, opts, flops_total, peak["gflops"])
     groups = {"conditioning": flops["conditioning"], "decoder": flops["decoder"],
               "scales": sum(v for k, v in flops.items() if k.startswith("scale_"))}
@@ -435,7 +436,7 @@ def run_bench(engines: Sequence[str], reference: Any = None, options: BenchOptio
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "label": opts.label or short_label(host),
         "host": host,
-        "model": {"name": model_name, "source": model_source.describe(),
+        "model": {"name": model_name, "source": model_source.describe(), "weights_sha256": weights_sha256(model),
                   "tile": {"lr": config.lr_size, "hr": config.hr_size, "scale": config.scale},
                   "patch_nums": list(config.patch_nums), "sr_megapixels_per_tile": mp,
                   "parameters": model.parameter_report(),

@@ -7,7 +7,8 @@ A report (kind "bench") is one run on one device:
     created            ISO-8601 UTC
     label              device label for tables (default from the host fingerprint)
     host               fingerprint (bench/host.py): CPU model, cores, ISA, OS, GPU/Jetson, backends
-    model              name, source, tile geometry, parameters per component, FLOPs per tile
+    model              name, source, weights_sha256 (the state-dict hash engine manifests record; merge
+                       compares it), tile geometry, parameters per component, FLOPs per tile
     settings           runs, warmup, threads, tiles, batch, interleaving, inputs
     peak               measured fp32 GEMM peak (bench/peak.py)
     engines            list of engine entries (below), baselines included
