@@ -134,6 +134,28 @@ def test_compare_reports_tokens_and_psnr_against_torch(export, images, tmp_path,
     assert res[0]["min_psnr_db"] == "inf" or res[0]["min_psnr_db"] >= 50
 
 
+def test_compare_goes_on_past_an_engine_for_a_device_that_is_not_here(export, images, tmp_path, capsys):
+    """An OpenVINO engine built for a GPU that this host lacks is refused at load: compare says so
+    in its row and compares the rest, in the order given."""
+    pytest.importorskip("openvino")
+    from alignvar_edge import runtimes
+    if "GPU" in runtimes.get_backend("openvino").devices():
+        pytest.skip("this host has an OpenVINO GPU")
+    gpu = runtimes.build(export, "openvino", "fp32", out=tmp_path / "ov-gpu", device="GPU")
+    ckpt = tmp_path / "ckpt"
+    sharp_model("micro").save_pretrained(str(ckpt))
+    report = tmp_path / "cmp.json"
+    assert main(["compare", str(gpu), str(export), "--images", str(images), "--reference", str(ckpt),
+                 "--json", str(report)]) == 0
+    out = capsys.readouterr().out
+    assert "ov-gpu: unavailable here: OpenVINO device GPU is not present here" in out
+    res = json.loads(report.read_text())["engines"]
+    assert [(e["engine"], e["backend"], e["device"]) for e in res] == [
+        ("ov-gpu", "openvino", "GPU"), (export.name, "onnxruntime", "cpu")]
+    assert res[0]["images"] == [] and res[0]["tiles_identical"] is None
+    assert len(res[1]["images"]) == 4 and res[1]["tiles_identical"] == 1.0
+
+
 def test_compare_of_images_too_small_to_score_says_na_in_strict_json(export, tmp_path, capsys):
     """A 1x1 image leaves nothing after the border crop and a 4x4 one is under SSIM's window: the
     scores are n/a, and the JSON stays strict (no bare NaN that jq or a browser would reject)."""

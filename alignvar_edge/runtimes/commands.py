@@ -410,15 +410,24 @@ def _reference_source(args: argparse.Namespace, metas: list[Manifest]) -> str:
 
 def run_compare(args: argparse.Namespace) -> int:
     from alignvar_edge import runtimes
-    from alignvar_edge.runtimes.compare import compare_engines, format_table
+    from alignvar_edge.errors import BackendUnavailableError
+    from alignvar_edge.manifest import load_verified
+    from alignvar_edge.runtimes.compare import EngineResult, compare_engines, format_table
     engines = []
+    absent: dict[int, tuple[EngineResult, Manifest]] = {}     # position -> engines that cannot open here
     try:
-        for e in args.engines:
-            engines.append((Path(e).name, runtimes.load(e)))
-        reference = _reference_source(args, [e.metadata for _, e in engines])
+        for i, e in enumerate(args.engines):
+            try:
+                engines.append((Path(e).name, runtimes.load(e)))
+            except BackendUnavailableError as err:    # a GPU / NPU / TensorRT engine: the others still compare
+                m = load_verified(e)
+                absent[i] = (EngineResult(Path(e).name, str(m.backend), str(m.precision),
+                                          str(m.extra.get("device") or "-"), unavailable=str(err)), m)
+        reference = _reference_source(args, [e.metadata for _, e in engines] + [m for _, m in absent.values()])
         ref = runtimes.load(reference, backend="torch")
         images = _compare_images(args)
-        results = compare_engines(engines, ref, images, progress=_say)
+        ran = iter(compare_engines(engines, ref, images, progress=_say))
+        results = [absent[i][0] if i in absent else next(ran) for i in range(len(args.engines))]
     finally:
         for _, e in engines:
             e.close()
