@@ -244,6 +244,13 @@ def test_openvino_device_that_is_absent_is_explained(built):
         runtimes.load(built["openvino"], device="NPU")
 
 
+def test_openvino_build_refuses_a_device_openvino_does_not_have(export, tmp_path):
+    # an absent GPU / NPU is built unchecked for another machine; a misspelt device never runs anywhere
+    with pytest.raises(InputError, match="OpenVINO has no device CUP; pass --device CPU, GPU, NPU, AUTO"):
+        runtimes.build(export, "openvino", "fp32", out=tmp_path / "ov", device="cup")
+    assert not (tmp_path / "ov").exists()
+
+
 def test_per_head_scales_are_widened_without_changing_values():
     # OpenVINO 2026.4's CPU plugin fails to compile INT8 models with a (1, H, 1, 1) head-scale
     # Multiply (trained models); the build broadcasts it to (1, H, 1, hd) first

@@ -76,6 +76,7 @@ IMAGE_XML, IMAGE_BIN = "image.xml", "image.bin"      # a split engine's image su
 HINTS = {"bf16": {"CPU": "bf16"}, "fp16": {"GPU": "f16", "NPU": "f16"}}
 PERFORMANCE_HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
 VIRTUAL_DEVICES = ("AUTO", "MULTI", "HETERO")        # they pick or combine hardware devices
+DEVICE_KINDS = ("CPU", "GPU", "NPU", *VIRTUAL_DEVICES)
 # held-out tiles behind each rung's keep-or-refuse: 4 tiles (520 tokens of alignvar-tiny) passed
 # rungs at 99.2% that kept 97.4-98.8% of 32 tiles' tokens; 32 tiles cost well under a second here
 GATE_TILES = 32
@@ -431,6 +432,11 @@ class OpenVINOBackend(Backend):
                              f"{src.precision}): NNCF does its own quantization")
         config = config_from_manifest(src)
         device = (device or "CPU").upper()
+        if _device_kind(device) not in DEVICE_KINDS:
+            # an absent device is built unchecked (for another machine); a misspelt one would never run
+            raise InputError(f"OpenVINO has no device {device}; pass --device "
+                             f"{', '.join(DEVICE_KINDS[:-1])} or {DEVICE_KINDS[-1]} (present here: "
+                             f"{', '.join(self.devices())})")
         preset = opts.pop("preset", "performance")
         check = opts.pop("check", True)
         float_groups = frozenset(opts.pop("float_groups", None) or ())
