@@ -1062,18 +1062,25 @@ def _modes(root: Path) -> set[tuple[str, int]]:
     return {("d" if p.is_dir() else "f", p.stat().st_mode & 0o777) for p in [root, *root.rglob("*")]}
 
 
-def test_outputs_follow_the_umask(export, tmp_path):
+def test_outputs_follow_the_umask(export, nano, tmp_path):
     from alignvar_edge import runtimes
+    from alignvar_edge.model.checkpoint import save_pretrained
     from alignvar_edge.train.trainer import TrainOptions, train
+    upstream = Path(__file__).parent / "data" / "upstream" / "varsr"
     old = os.umask(0o027)
     try:
         eng = runtimes.build(export, "onnxruntime", out=tmp_path / "eng")
         run = tmp_path / "run"
         train(TrainOptions(stage="vqvae", out=run, steps=1, batch=1, preset="micro", warmup=1, progress=False,
                            overrides=dict(NANO)))
+        ck = save_pretrained(nano, tmp_path / "ck")
+        assert cli.main(["import", "varsr", "--var", str(upstream / "var.pth"), "--vae", str(upstream / "vae.pth"),
+                         "--out", str(tmp_path / "imported")]) == 0
     finally:
         os.umask(old)
     assert _modes(eng) == {("d", 0o750), ("f", 0o640)}
+    assert _modes(ck) == {("d", 0o750), ("f", 0o640)}
+    assert _modes(tmp_path / "imported") == {("d", 0o750), ("f", 0o640)}
     assert _modes(run / "final") == {("d", 0o750), ("f", 0o640)}
     assert _modes(run / "state") == {("d", 0o750), ("f", 0o640)}
 

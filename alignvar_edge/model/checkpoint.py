@@ -17,6 +17,7 @@ from typing import Any
 from safetensors import SafetensorError, safe_open
 
 from alignvar_edge.errors import CheckpointError, ConfigError
+from alignvar_edge.fsmodes import publish_mode
 from alignvar_edge.lazy import lazy_import
 from alignvar_edge.manifest import ModelSource, sha256_file
 from alignvar_edge.model.bundled import BUNDLED, PRETRAINED_DIR
@@ -191,6 +192,7 @@ def save_pretrained(model: torch.nn.Module, out_dir: str | os.PathLike[str], ext
         (tmp / CONFIG_FILE).write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
         if extra:
             (tmp / TRAINING_FILE).write_text(json.dumps(extra, indent=2, sort_keys=True) + "\n")
+        publish_mode(tmp)             # mkdtemp made it 0700: the checkpoint gets what the umask allows
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)

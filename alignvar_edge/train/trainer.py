@@ -27,7 +27,6 @@ from tqdm import tqdm
 from alignvar_edge.degrade import DegradationConfig
 from alignvar_edge.errors import CheckpointError, ConfigError, InputError, OutputExistsError
 from alignvar_edge.manifest import RUN_FILE, check_out
-from alignvar_edge.fsmodes import publish_mode
 from alignvar_edge.model import AlignVAR, AlignVARConfig
 from alignvar_edge.model.alignvar import load_pretrained
 from alignvar_edge.model.checkpoint import save_pretrained
@@ -360,7 +359,6 @@ def _run(opts: TrainOptions, model: AlignVAR, batches: Callable[[int], tuple[tor
     final = save_pretrained(ema, opts.out / "final", overwrite=True,
                             extra={"stage": opts.stage, "steps": done, "planned_steps": opts.steps,
                                    "options": opts.fingerprint()})
-    publish_mode(final)             # save_pretrained stages in a 0700 mkdtemp folder; follow the umask
     return final
 
 
