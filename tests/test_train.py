@@ -248,3 +248,57 @@ def test_max_minutes_stops_saves_and_resume_finishes_the_run(tmp_path: Path) -> 
     whole = train(opts(tmp_path / "whole", "vqvae", steps), micro_batches())
     a, b = load_file(str(whole / "model.safetensors")), load_file(str(rest / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def interrupted_at(step: int):
+    """Batches that stop the run as Ctrl-C or SIGTERM would, when batch `step` is asked for."""
+    get = micro_batches()
+
+    def batches(b: int):
+        if b == step:
+            raise KeyboardInterrupt
+        return get(b)
+    return batches
+
+
+def test_interrupted_force_run_is_kept_once_it_saved_and_resume_goes_on(tmp_path: Path) -> None:
+    """Ctrl-C on a --force run that has saved a state: that run stays in --out (the CLI says
+    `--resume` continues it), and resuming ends where an uninterrupted run ends."""
+    import json
+
+    out = tmp_path / "run"
+    train(opts(out, "vqvae", 2, seed=1), micro_batches())                  # the run being replaced
+    with pytest.raises(KeyboardInterrupt):
+        train(opts(out, "vqvae", 8, force=True, save_every=3), interrupted_at(5))
+    assert json.loads((out / "run.json").read_text())["options"]["seed"] == 0
+    assert json.loads((out / "state" / "state.json").read_text())["step"] == 3
+    assert not list(tmp_path.glob(".run.replaced-*"))
+    resumed = train(opts(out, "vqvae", 8, resume=True, save_every=3), micro_batches())
+    whole = train(opts(tmp_path / "whole", "vqvae", 8), micro_batches())
+    a, b = load_file(str(whole / "model.safetensors")), load_file(str(resumed / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_run_interrupted_before_its_first_save_leaves_out_as_it_was(tmp_path: Path, monkeypatch, capsys) -> None:
+    from alignvar_edge import cli
+    from alignvar_edge.train import trainer
+
+    old = tmp_path / "old"
+    train(opts(old, "vqvae", 2), micro_batches())
+    before = {p.relative_to(old): p.read_bytes() for p in old.rglob("*") if p.is_file()}
+    with pytest.raises(KeyboardInterrupt):                                  # --force: the old run comes back
+        train(opts(old, "vqvae", 8, force=True, seed=3), interrupted_at(2))
+    assert {p.relative_to(old): p.read_bytes() for p in old.rglob("*") if p.is_file()} == before
+    with pytest.raises(KeyboardInterrupt):                                  # a new run: nothing is left
+        train(opts(tmp_path / "new", "vqvae", 8), interrupted_at(2))
+    assert not (tmp_path / "new").exists()
+    # the CLI's line says what to do: the same command again (--resume would find nothing)
+    monkeypatch.setattr(trainer, "make_batches", lambda *a, **k: interrupted_at(0))
+    capsys.readouterr()
+    argv = ["train", "vqvae", "--preset", "micro", "--out", str(tmp_path / "cli"), "--steps", "4", "--batch", "2"]
+    assert cli.main(argv) == 130
+    err = capsys.readouterr().err
+    assert "saved no training state yet" in err and "run the same command again" in err, err
+    assert not (tmp_path / "cli").exists()
+    monkeypatch.setattr(trainer, "make_batches", lambda *a, **k: micro_batches(2))
+    assert cli.main(argv) == 0

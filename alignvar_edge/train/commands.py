@@ -74,6 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def run_train(args: argparse.Namespace) -> int:
     from alignvar_edge.model.checkpoint import TRAINING_FILE
+    from alignvar_edge.train.state import has_state
     from alignvar_edge.train.trainer import TrainOptions, train
 
     if args.steps < 1:
@@ -86,7 +87,13 @@ def run_train(args: argparse.Namespace) -> int:
                         save_every=args.save_every, resume=args.resume, force=args.force, overrides=overrides,
                         decoder_latent=args.latent, device=args.device, workers=args.workers,
                         max_minutes=args.max_minutes)
-    final = train(opts)
+    try:
+        final = train(opts)
+    except KeyboardInterrupt:
+        if not has_state(args.out):     # stopped before its first save: train() left --out as it was
+            args.on_interrupt = ("the run had saved no training state yet, so --out is as it was before; "
+                                 "run the same command again")
+        raise
     made = json.loads((final / TRAINING_FILE).read_text())
     if made["steps"] < args.steps:
         print(f"stopped by --max-minutes at step {made['steps']} of {args.steps}: {final} holds that point; "

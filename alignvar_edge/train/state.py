@@ -63,6 +63,11 @@ def save_state(run_dir: Path, step: int, model: torch.nn.Module, ema: torch.nn.M
         raise
 
 
+def has_state(run_dir: Path) -> bool:
+    """Has the run in `run_dir` saved a training state that --resume can continue?"""
+    return (run_dir / STATE_DIR / "state.json").is_file() or (run_dir / ".state.old" / "state.json").is_file()
+
+
 def load_state(run_dir: Path, model: torch.nn.Module, ema: torch.nn.Module,
                opt: torch.optim.Optimizer, gen: torch.Generator | None = None) -> dict[str, Any]:
     d = run_dir / STATE_DIR

@@ -34,7 +34,7 @@ from alignvar_edge.samples import sample_images
 from alignvar_edge.train.losses import (decoder_loss, decoder_modules, joint_loss, negative_targets,
                                         transformer_loss, vqvae_loss)
 from alignvar_edge.train.data import ImageFolderDataset, prefetch
-from alignvar_edge.train.state import STATE_DIR, load_state, save_state
+from alignvar_edge.train.state import STATE_DIR, has_state, load_state, save_state
 
 STAGES = ("vqvae", "transformer", "decoder", "joint")
 # What the decoder stage decodes: the trained transformer's own greedy latent, or (the equal-budget
@@ -276,6 +276,14 @@ def train(opts: TrainOptions, batches: Callable[[int], tuple[torch.Tensor, torch
     aside = _prepare_out(opts)
     try:
         final = _run(opts, model, batches)
+    except KeyboardInterrupt:
+        # Ctrl-C / SIGTERM: a run that saved a state is the run now (--resume goes on from it), even
+        # where it replaces one; a run stopped before its first save leaves --out as it found it
+        saved = has_state(opts.out)
+        _finish_out(opts.out, aside, ok=saved)
+        if not saved and aside is None:
+            shutil.rmtree(opts.out, ignore_errors=True)
+        raise
     except BaseException:
         _finish_out(opts.out, aside, ok=False)
         raise
