@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import io
 import json
 import math
 import os
@@ -26,6 +27,7 @@ from tqdm import tqdm
 
 from alignvar_edge.degrade import DegradationConfig
 from alignvar_edge.errors import CheckpointError, ConfigError, InputError, OutputExistsError
+from alignvar_edge.fsmodes import write_text
 from alignvar_edge.manifest import RUN_FILE, check_out
 from alignvar_edge.model import AlignVAR, AlignVARConfig
 from alignvar_edge.model.alignvar import load_pretrained
@@ -308,6 +310,7 @@ def _run(opts: TrainOptions, model: AlignVAR, batches: Callable[[int], tuple[tor
     if opts.resume:
         meta = load_state(opts.out, model, ema, opt, gen)
         start = int(meta["step"])
+        _trim_log(opts.out / "log.csv", start)
         usage[:] = True
         usage[torch.tensor(meta.get("unused_codes", []), dtype=torch.long, device=device)] = False
     trained = {id(p) for p in params}
@@ -390,6 +393,23 @@ def _restart_dead_codes(model: AlignVAR, hr: torch.Tensor, lr_img: torch.Tensor,
     pick = torch.randint(0, pool.shape[0], (len(dead),), generator=gen).to(pool.device)
     noise = torch.randn(len(dead), pool.shape[1], generator=gen).to(pool.device) * pool.std() * 0.01
     vae.quantize.embedding.weight[dead] = pool[pick] + noise
+
+
+def _trim_log(path: Path, start: int) -> None:
+    """Drop the log's rows of steps >= `start`: a run stopped after its last save logged steps that
+    the resumed run does again, and the loss curve must hold each step once."""
+    if not path.is_file():
+        return
+    with path.open(newline="") as fh:
+        rows = list(csv.reader(fh))
+    if not rows or "step" not in rows[0]:
+        return
+    col = rows[0].index("step")
+    kept = [rows[0]] + [r for r in rows[1:] if len(r) > col and r[col].isdigit() and int(r[col]) < start]
+    if len(kept) < len(rows):
+        buf = io.StringIO()
+        csv.writer(buf).writerows(kept)
+        write_text(path, buf.getvalue())
 
 
 def _append_csv(path: Path, row: dict[str, Any]) -> None:
