@@ -190,6 +190,14 @@ def s_ckpt_truncated_weights(tmp, exp, ck):
     return ["info", str(dst), "--no-flops"]
 
 
+def s_info_torch_file(tmp, exp, ck):
+    return ["info", str(Path(__file__).parent / "data" / "upstream" / "varsr" / "var.pth"), "--no-flops"]
+
+
+def s_eval_weights_file(tmp, exp, ck):
+    return ["eval", str(ck / "model.safetensors")]
+
+
 def s_quantize_empty_calib(tmp, exp, ck):
     (tmp / "empty").mkdir()
     return ["quantize", str(exp), "--calib", str(tmp / "empty"), "--out", str(tmp / "q")]
@@ -225,6 +233,8 @@ FAULTS = [
     ("eval-config-weights-mismatch", s_eval_ckpt_mismatch, "do not match", None),
     ("info-config-not-json", s_ckpt_bad_config_json, "config", None),
     ("info-truncated-safetensors", s_ckpt_truncated_weights, "safetensors", None),
+    ("info-torch-file", s_info_torch_file, "convert VARSR's or VAR's with `alignvar-edge import", None),
+    ("eval-weights-file", s_eval_weights_file, "is a file of a checkpoint; pass its folder", None),
     ("quantize-empty-calib-folder", s_quantize_empty_calib, "no images", c_no_q),
     ("quantize-unreadable-calib-folder", s_quantize_unreadable_calib, "no usable calibration image", c_no_q),
 ]

@@ -29,6 +29,7 @@ torch = lazy_import("torch")
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 TRAINING_FILE = "training.json"      # how it was made (`import` records the upstream files here)
+TORCH_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".tar")   # torch.save files: `import` converts them
 
 
 @dataclass
@@ -62,6 +63,12 @@ def resolve_checkpoint_dir(name_or_dir: str | os.PathLike[str]) -> Path:
                                   f"({path}); reinstall alignvar-edge")
         return path
     path = Path(s)
+    if path.is_file() and (path.parent / CONFIG_FILE).is_file() and (path.parent / WEIGHTS_FILE).is_file():
+        raise CheckpointError(f"'{s}' is a file of a checkpoint; pass its folder '{path.parent}'")
+    if path.is_file() and path.suffix.lower() in TORCH_SUFFIXES:
+        raise CheckpointError(f"'{s}' is a PyTorch file, not a checkpoint directory (such files are never "
+                              "unpickled here); convert VARSR's or VAR's with `alignvar-edge import varsr|var "
+                              "... --out DIR` and pass DIR")
     if not path.is_dir():
         raise CheckpointError(f"no checkpoint directory at '{s}'; pass a directory with {CONFIG_FILE} "
                               f"and {WEIGHTS_FILE}, or a bundled model name: {', '.join(BUNDLED)}")
