@@ -442,6 +442,9 @@ def read_manifest(root: str | os.PathLike[str]) -> Manifest:
     if not root.is_dir():
         raise ArtifactError(f"'{root}' is not a directory; pass an artifact directory made by "
                             "`alignvar-edge export`, `quantize` or `build`")
+    if not path.is_file() and (root / "config.json").is_file() and (root / "model.safetensors").is_file():
+        raise ArtifactError(f"'{root}' is a model checkpoint, not an exported artifact; export it first "
+                            f"(`alignvar-edge export {root} --out DIR`), or describe it with `alignvar-edge info {root}`")
     if not path.is_file():
         raise ArtifactError(f"'{root}' has no {MANIFEST_FILE}: it is not a finished artifact (an "
                             "interrupted run, or not made by alignvar-edge); re-run the command that makes it")

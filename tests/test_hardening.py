@@ -198,6 +198,10 @@ def s_eval_weights_file(tmp, exp, ck):
     return ["eval", str(ck / "model.safetensors")]
 
 
+def s_inspect_checkpoint(tmp, exp, ck):
+    return ["inspect", str(ck)]
+
+
 def s_quantize_empty_calib(tmp, exp, ck):
     (tmp / "empty").mkdir()
     return ["quantize", str(exp), "--calib", str(tmp / "empty"), "--out", str(tmp / "q")]
@@ -235,6 +239,7 @@ FAULTS = [
     ("info-truncated-safetensors", s_ckpt_truncated_weights, "safetensors", None),
     ("info-torch-file", s_info_torch_file, "convert VARSR's or VAR's with `alignvar-edge import", None),
     ("eval-weights-file", s_eval_weights_file, "is a file of a checkpoint; pass its folder", None),
+    ("inspect-checkpoint", s_inspect_checkpoint, "is a model checkpoint, not an exported artifact; export it", None),
     ("quantize-empty-calib-folder", s_quantize_empty_calib, "no images", c_no_q),
     ("quantize-unreadable-calib-folder", s_quantize_unreadable_calib, "no usable calibration image", c_no_q),
 ]
