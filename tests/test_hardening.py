@@ -331,6 +331,22 @@ def test_pickle_payload_never_runs(tmp_path, wrap):
     assert not marker.exists()
 
 
+def test_import_of_a_truncated_or_damaged_pth_says_fetch_it_again(tmp_path, capsys):
+    upstream = Path(__file__).parent / "data" / "upstream" / "varsr"
+    whole = (upstream / "var.pth").read_bytes()
+    (tmp_path / "cut.pth").write_bytes(whole[: len(whole) // 2])         # an interrupted download
+    flipped = bytearray(whole)
+    flipped[len(whole) // 10] ^= 0xFF                                     # a bit flipped in a tensor
+    (tmp_path / "flipped.pth").write_bytes(bytes(flipped))
+    for name in ("cut.pth", "flipped.pth"):
+        capsys.readouterr()
+        code = cli.main(["import", "varsr", "--var", str(tmp_path / name), "--vae", str(upstream / "vae.pth"),
+                         "--out", str(tmp_path / "out")])
+        line = _one_line_error(code, capsys.readouterr().err, "damaged or truncated")
+        assert name in line and "fetch the file again" in line and "re-save" not in line
+        assert not (tmp_path / "out").exists()
+
+
 # ---------------------------------------------------------------------------------------------
 # calibration at the API level
 # ---------------------------------------------------------------------------------------------

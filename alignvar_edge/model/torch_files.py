@@ -132,6 +132,9 @@ def read_torch_file(path: str | os.PathLike[str]) -> Any:
             prefix = pkl[0][: -len("data.pkl")]
             return _Unpickler(archive.read(pkl[0]), archive, prefix).load()
     except zipfile.BadZipFile as e:
+        if _starts_as_zip(path):     # a zip whose end (or a member) is damaged: re-saving would not help
+            raise CheckpointError(f"'{path}' is a damaged or truncated PyTorch checkpoint ({e}); an interrupted "
+                                  "download or copy? fetch the file again") from e
         raise CheckpointError(f"'{path}' is not a PyTorch zip checkpoint (torch.save since 1.6); "
                               "re-save it with a current PyTorch") from e
     except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError, AttributeError) as e:
@@ -140,3 +143,11 @@ def read_torch_file(path: str | os.PathLike[str]) -> Any:
         raise CheckpointError(f"'{path}' is a folder; pass the checkpoint file inside it (a .pth or .pt)") from e
     except OSError as e:
         raise CheckpointError(f"cannot read '{path}': {e}") from e
+
+
+def _starts_as_zip(path: str | os.PathLike[str]) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(4) == b"PK\x03\x04"
+    except OSError:
+        return False
