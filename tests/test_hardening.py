@@ -347,6 +347,21 @@ def test_import_of_a_truncated_or_damaged_pth_says_fetch_it_again(tmp_path, caps
         assert not (tmp_path / "out").exists()
 
 
+def test_import_of_the_wrong_files_names_the_file_and_the_fix(tmp_path, capsys):
+    import torch
+    upstream = Path(__file__).parent / "data" / "upstream" / "varsr"
+    other = tmp_path / "classifier.pth"
+    torch.save({"fc.weight": torch.zeros(2, 2)}, other)                    # some other network's weights
+    cases = [(["var", "--vae", str(upstream / "vae.pth")], "VARSR training checkpoint: use `alignvar-edge import varsr`"),
+             (["var", "--vae", str(other), "--patch-nums", "1,2"], f"'{other}' lacks"),
+             (["var", "--var", str(other), "--vae", str(other), "--patch-nums", "1,2"], "as --var")]
+    for argv, needle in cases:
+        capsys.readouterr()
+        code = cli.main(["import", *argv, "--out", str(tmp_path / "out")])
+        _one_line_error(code, capsys.readouterr().err, needle)
+    assert not (tmp_path / "out").exists()
+
+
 # ---------------------------------------------------------------------------------------------
 # calibration at the API level
 # ---------------------------------------------------------------------------------------------

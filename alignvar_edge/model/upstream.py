@@ -35,7 +35,9 @@ VQ_NORM_GROUPS = 32        # VAR's Normalize() is GroupNorm(32)
 
 def _state_dict(obj: Any, where: str) -> dict[str, torch.Tensor]:
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"{where} is not a state dict of tensors")
+        varsr = isinstance(obj, dict) and "trainer" in obj
+        raise CheckpointError(f"{where} is not a state dict of tensors" + (
+            "; it is a VARSR training checkpoint: use `alignvar-edge import varsr`" if varsr else ""))
     return {k: v.float() if v.is_floating_point() else v for k, v in obj.items()}
 
 
@@ -52,7 +54,7 @@ def _count(sd: dict[str, torch.Tensor], pattern: str) -> int:
     return len({m.group(1) for k in sd if (m := rx.match(k))})
 
 
-def vq_sizes(vae_sd: dict[str, torch.Tensor]) -> dict[str, Any]:
+def vq_sizes(vae_sd: dict[str, torch.Tensor], where: str = "the VQ-VAE state dict") -> dict[str, Any]:
     """VQ-VAE config entries read from a VAR-layout state dict's shapes."""
     try:
         ch = vae_sd["encoder.conv_in.weight"].shape[0]
@@ -64,7 +66,8 @@ def vq_sizes(vae_sd: dict[str, torch.Tensor]) -> dict[str, Any]:
                     vq_vocab=vocab, vq_cvae=cvae, vq_phi_count=_count(vae_sd, r"quantize\.quant_resi\.qresi_ls\.(\d+)\."),
                     residual_to_bicubic=False, decoder_lr=False)
     except KeyError as e:
-        raise CheckpointError(f"the VQ-VAE state dict lacks {e}: not VAR's VQ-VAE layout") from e
+        raise CheckpointError(f"{where} lacks {e}: not VAR's VQ-VAE layout; pass the VQ-VAE checkpoint "
+                              "as --vae") from e
 
 
 def schedule(p_last: int, scales: int, tokens: int | None, args: Any) -> tuple[int, ...]:
@@ -79,21 +82,24 @@ def schedule(p_last: int, scales: int, tokens: int | None, args: Any) -> tuple[i
                           "--patch-nums explicitly, e.g. --patch-nums 1,2,3,4,6,9,13,18,24,32")
 
 
-def _transformer_sizes(var_sd: dict[str, torch.Tensor]) -> dict[str, Any]:
+def _transformer_sizes(var_sd: dict[str, torch.Tensor], where: str = "the transformer state dict") -> dict[str, Any]:
     try:
         width, cvae = var_sd["word_embed.weight"].shape
         heads = var_sd["blocks.0.attn.scale_mul_1H11"].shape[1]
         return dict(width=width, heads=heads, depth=_count(var_sd, r"blocks\.(\d+)\."),
                     mlp_ratio=var_sd["blocks.0.ffn.fc1.weight"].shape[0] / width)
     except KeyError as e:
-        raise CheckpointError(f"the transformer state dict lacks {e}: not VAR/VARSR's layout") from e
+        raise CheckpointError(f"{where} lacks {e}: not VAR/VARSR's transformer layout; pass the transformer "
+                              "checkpoint as --var") from e
 
 
 def varsr_config(var_sd: dict[str, torch.Tensor], vae_sd: dict[str, torch.Tensor], args: Any = None,
-                 patch_nums: tuple[int, ...] | None = None, **overrides: Any) -> AlignVARConfig:
-    """The config of a VARSR checkpoint, from its shapes (and args.pn when it carries one)."""
-    vq = vq_sizes(vae_sd)
-    tf = _transformer_sizes(var_sd)
+                 patch_nums: tuple[int, ...] | None = None, where: tuple[str, str] = ("the VARSR state dict",
+                 "the VQ-VAE state dict"), **overrides: Any) -> AlignVARConfig:
+    """The config of a VARSR checkpoint, from its shapes (and args.pn when it carries one); `where`
+    names the transformer's and the VQ-VAE's files in errors."""
+    vq = vq_sizes(vae_sd, where[1])
+    tf = _transformer_sizes(var_sd, where[0])
     try:
         P = int(round((var_sd["pos_start"].shape[1] - 1) ** 0.5))
         scales = var_sd["lvl_embed.weight"].shape[0]
@@ -106,7 +112,8 @@ def varsr_config(var_sd: dict[str, torch.Tensor], vae_sd: dict[str, torch.Tensor
         refiner = dict(refiner_width=var_sd["diffloss.net.input_proj.weight"].shape[0],
                        refiner_depth=_count(var_sd, r"diffloss\.net\.res_blocks\.(\d+)\."))
     except KeyError as e:
-        raise CheckpointError(f"the VARSR state dict lacks {e}: not VARSR's layout") from e
+        raise CheckpointError(f"{where[0]} lacks {e}: not VARSR's layout (a VAR checkpoint? use "
+                              "`alignvar-edge import var`)") from e
     pns = patch_nums or schedule(P, scales, tokens, args)
     downsample = 2 ** (len(vq["vq_ch_mult"]) - 1)
     cfg = dict(VARSR_SWITCHES, **vq, **tf, **refiner, lr_encoder_channels=enc, patch_nums=pns,
@@ -139,12 +146,14 @@ def import_varsr(var_path: str | os.PathLike[str], vae_path: str | os.PathLike[s
     var_sd = _trainer_part(var_tree, "var_wo_ddp", var_path)
     vae_sd = _trainer_part(vae_tree, "vae_local", vae_path)
     args = var_tree.get("args") if isinstance(var_tree, dict) else None
-    return _build(varsr_config(var_sd, vae_sd, args, patch_nums, **overrides), var_sd, vae_sd)
+    where = (f"'{var_path}' (trainer.var_wo_ddp)", f"'{vae_path}' (trainer.vae_local)")
+    return _build(varsr_config(var_sd, vae_sd, args, patch_nums, where, **overrides), var_sd, vae_sd)
 
 
-def var_vae_config(vae_sd: dict[str, torch.Tensor], patch_nums: tuple[int, ...], **overrides: Any) -> AlignVARConfig:
+def var_vae_config(vae_sd: dict[str, torch.Tensor], patch_nums: tuple[int, ...], where: str = "the VQ-VAE state dict",
+                   **overrides: Any) -> AlignVARConfig:
     """A config whose VQ-VAE is VAR's (sizes from its shapes) on the given schedule."""
-    vq = vq_sizes(vae_sd)
+    vq = vq_sizes(vae_sd, where)
     downsample = 2 ** (len(vq["vq_ch_mult"]) - 1)
     base = dict(vq, patch_nums=patch_nums, hr_size=patch_nums[-1] * downsample, scale=4, sca=False,
                 rope="none", abs_pos=True, name="var-import")
@@ -164,7 +173,7 @@ def import_var(var_path: str | os.PathLike[str] | None, vae_path: str | os.PathL
     sizes: dict[str, Any] = {}
     if var_path is not None:
         var_sd = _state_dict(read_torch_file(var_path), str(var_path))
-        sizes = _transformer_sizes(var_sd)
+        sizes = _transformer_sizes(var_sd, f"'{var_path}'")
         var_sd = {k: v for k, v in var_sd.items() if k != "class_emb.weight"}
     if patch_nums is None:
         if "pos_1LC" not in var_sd:
@@ -174,5 +183,5 @@ def import_var(var_path: str | os.PathLike[str] | None, vae_path: str | os.PathL
         patch_nums = next((p for p in KNOWN_SCHEDULES if sum(x * x for x in p) == L), None)
         if patch_nums is None:
             raise CheckpointError(f"no known scale schedule has {L} tokens; pass --patch-nums")
-    config = var_vae_config(vae_sd, patch_nums, **sizes, **overrides)
+    config = var_vae_config(vae_sd, patch_nums, f"'{vae_path}'", **sizes, **overrides)
     return _build(config, var_sd, vae_sd)
