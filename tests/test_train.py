@@ -305,3 +305,19 @@ def test_run_interrupted_before_its_first_save_leaves_out_as_it_was(tmp_path: Pa
     assert not (tmp_path / "cli").exists()
     monkeypatch.setattr(trainer, "make_batches", lambda *a, **k: micro_batches(2))
     assert cli.main(argv) == 0
+
+
+def test_cli_trains_with_the_scripts_warmup(tmp_path: Path, monkeypatch) -> None:
+    """docs/training.md gives `train vqvae ... --warmup 50` as scripts/train_default.py's VQ-VAE stage."""
+    import json
+
+    from alignvar_edge import cli
+    from alignvar_edge.train import trainer
+
+    monkeypatch.setattr(trainer, "make_batches", lambda *a, **k: micro_batches(2))
+    out = tmp_path / "vq"
+    assert cli.main(["train", "vqvae", "--preset", "micro", "--out", str(out), "--steps", "2", "--batch", "2",
+                     "--warmup", "50"]) == 0
+    made = json.loads((out / "final" / "training.json").read_text())["options"]
+    assert made["warmup"] == 50
+    assert losses(out, "lr")[0] == pytest.approx(1e-3 / 50)                # step 0 of a 50-step warm-up

@@ -27,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--steps", required=True, type=positive_int)
     p.add_argument("--batch", type=positive_int, default=12)
     p.add_argument("--lr", type=positive_float, default=1e-3)
+    p.add_argument("--warmup", type=nonneg_int, default=100, help="learning-rate warm-up steps (default 100)")
     p.add_argument("--seed", type=nonneg_int, default=0)
     p.add_argument("--hcc-weight", type=nonneg_float, help="HCC weight lambda (0 turns HCC off)")
     p.add_argument("--no-sca", action="store_true", help="train without SCA (ablation)")
@@ -82,7 +83,7 @@ def run_train(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("hcc_rollout", args.hcc_rollout), ("hcc_tau", args.hcc_tau),
                                    ("cfg_negative", args.cfg_negative)) if v is not None}
     opts = TrainOptions(stage=args.stage, out=args.out, steps=args.steps, preset=args.preset, init=args.init,
-                        images=args.images, batch=args.batch, lr=args.lr, seed=args.seed,
+                        images=args.images, batch=args.batch, lr=args.lr, warmup=args.warmup, seed=args.seed,
                         hcc_weight=args.hcc_weight, sca=False if args.no_sca else None,
                         save_every=args.save_every, resume=args.resume, force=args.force, overrides=overrides,
                         decoder_latent=args.latent, device=args.device, workers=args.workers,
