@@ -274,3 +274,18 @@ def test_rollout_exports_with_dynamo(tmp_path) -> None:
     ops = {n.op_type for n in graph.node}
     assert not ops & {"Loop", "If", "RandomNormal", "RandomUniform"}
     assert len(graph.output) == 1 + model.config.num_scales
+
+
+def test_model_docs_preset_table_gives_infos_parameter_counts() -> None:
+    """docs/model.md's preset table: each plain 'N M' in the params column is what `info --preset`
+    counts for inference, to the digit shown."""
+    import re
+    from pathlib import Path
+
+    from alignvar_edge.model.info import model_info
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "model.md").read_text()
+    rows = re.findall(r"^\| `([\w-]+)`[^|]*(?:\|[^|]*){4}\| ([\d.]+) M \|$", doc, flags=re.M)
+    assert {name for name, _ in rows} >= {"micro", "tiny", "tiny32"}
+    for name, shown in rows:
+        n = model_info(meta_model(AlignVARConfig.from_preset(name)), with_flops=False)["parameters"]["inference"]
+        assert f"{n / 1e6:.{len(shown.split('.')[1]) if '.' in shown else 0}f}" == shown, (name, n)
