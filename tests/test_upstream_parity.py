@@ -97,6 +97,14 @@ def test_import_cli_reports_a_clean_load(tmp_path: Path, capsys: pytest.CaptureF
     assert "0 missing, 0 unexpected, 0 mismatched" in said
     assert cli(["import", "varsr", "--var", str(VARSR / "var.pth"), "--vae", str(VARSR / "vae.pth"),
                 "--out", str(out)]) != 0          # exists: refused without --force
+    assert cli(["import", "varsr", "--var", str(VARSR / "var.pth"), "--vae", str(VARSR / "vae.pth"),
+                "--out", str(out), "--force"]) == 0          # a checkpoint it wrote: replaced
+    (out / "notes.txt").write_text("mine")
+    capsys.readouterr()
+    assert cli(["import", "varsr", "--var", str(VARSR / "var.pth"), "--vae", str(VARSR / "vae.pth"),
+                "--out", str(out), "--force"]) != 0          # not with someone's file in it
+    assert "notes.txt" in capsys.readouterr().err
+    assert (out / "notes.txt").read_text() == "mine"
 
 
 def test_condition_image_is_pillows_resize(varsr: AlignVAR, ref: dict[str, torch.Tensor]) -> None:
