@@ -57,3 +57,12 @@ def test_bad_config_is_refused_before_allocating(ckpt: Path, change: dict, says:
     with pytest.raises(CheckpointError, match=says) as e:
         load_pretrained(ckpt)
     assert str(ckpt) in str(e.value)
+
+
+@pytest.mark.parametrize("missing", ["config.json", "model.safetensors"])
+def test_a_half_checkpoint_names_the_missing_file_and_where_it_comes_from(
+        ckpt: Path, missing: str, capsys: pytest.CaptureFixture[str]) -> None:
+    (ckpt / missing).unlink()
+    assert cli(["info", str(ckpt)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"'{ckpt}' has no {missing}" in err[0] and "copy the missing one" in err[0]

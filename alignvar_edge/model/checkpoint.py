@@ -76,7 +76,9 @@ def resolve_checkpoint_dir(name_or_dir: str | os.PathLike[str]) -> Path:
         if not (path / f).is_file():
             # a training run's folder: its checkpoint is `final` (or a saved step) inside it
             inside = (path / "final") if (path / "final" / CONFIG_FILE).is_file() else None
-            hint = f"; this looks like a training run: pass '{inside}'" if inside else ""
+            hint = (f"; this looks like a training run: pass '{inside}'" if inside else
+                    f"; `train`, `import` and `save_pretrained` write {CONFIG_FILE} and {WEIGHTS_FILE} "
+                    "together: copy the missing one from where its pair was written")
             raise CheckpointError(f"checkpoint directory '{path}' has no {f}{hint}")
     return path
 
