@@ -425,3 +425,19 @@ def test_summary_says_when_no_engine_ran_rather_than_that_none_was_faithful():
     assert summary_lines(off_mac) == ["No engine ran here (see each row's reason), so none was timed or checked."]
     unfaithful = {**base, "engines": [{"label": "ort-int8", "kind": "engine", "status": "ok"}]}
     assert summary_lines(unfaithful) == ["No engine reached 99% token agreement with PyTorch eager."]
+
+
+def test_merge_warns_on_settings_of_reports_that_share_a_label_and_not_on_a_default_given(tmp_path: Path) -> None:
+    a = json.loads((DOC_REPORT.parents[1] / "epyc-avx512bf16-2core" / "shared-condition-b16.json").read_text())
+    assert a["settings"]["image_lr"] and a["model"]["tile"]["lr"] == 16
+    a["settings"]["image_overlap"] = None       # written before the overlap used was recorded
+    b = copy.deepcopy(a)
+    b["label"], b["settings"]["image_overlap"] = "other", 4      # the default, a quarter tile, given
+    merged = merge_reports([write_json(tmp_path / "a.json", a), write_json(tmp_path / "b.json", b)])
+    assert not any("image_overlap" in w for w in merged["warnings"]), merged["warnings"]
+    c = copy.deepcopy(a)                        # the same device label, another model and thread count
+    c["model"]["name"], c["settings"]["threads"] = "d16-random", a["settings"]["threads"] + 3
+    warned = merge_reports([write_json(tmp_path / "a.json", a), write_json(tmp_path / "c.json", c)])["warnings"]
+    assert any("different models" in w for w in warned)
+    threads = [w for w in warned if w.startswith("setting 'threads' differs")]
+    assert threads and f"({'d16-random'})={a['settings']['threads'] + 3}" in threads[0], warned

@@ -14,6 +14,7 @@ from typing import Any
 
 from alignvar_edge.bench.render import _cell, _md_table, _plain_log_ticks, _save, engine_rows
 from alignvar_edge.bench.schema import SCHEMA, SCHEMA_VERSION, ReportSchemaError, read_report
+from alignvar_edge.manifest import default_overlap
 
 __all__ = ["lineup", "merge_markdown", "merge_reports", "merge_warnings", "plot_merged"]
 
@@ -72,11 +73,22 @@ def merge_warnings(parts: list[dict[str, Any]]) -> list[str]:
             out.append(f"model {name} comes from different weights ({'; '.join(sources)}): fidelity and "
                        "speed-ups are not comparable across these reports")
     for key in _COMPARED_SETTINGS:
-        seen = {r["label"]: (r.get("settings") or {}).get(key) for r in parts}
-        if len({repr(v) for v in seen.values()}) > 1:
-            out.append(f"setting '{key}' differs: " + ", ".join(f"{k}={v}" for k, v in seen.items())
+        # one entry per report: two reports may share a device label (different models)
+        seen = [(f"{r['label']} ({r['model']['name']})" if len(models) > 1 else r["label"], _setting(r, key))
+                for r in parts]
+        if len({repr(v) for _, v in seen}) > 1:
+            out.append(f"setting '{key}' differs: " + ", ".join(f"{k}={v}" for k, v in seen)
                        + "; re-run with the same settings for like-for-like rows")
     return out
+
+
+def _setting(report: dict[str, Any], key: str) -> Any:
+    settings = report.get("settings") or {}
+    value = settings.get(key)
+    if key == "image_overlap" and value is None and (settings.get("image_lr") or settings.get("folder_images")):
+        # reports before the overlap used was recorded: None meant the default, a quarter tile
+        return default_overlap(report["model"]["tile"]["lr"])
+    return value
 
 
 def lineup(merged: dict[str, Any], key: str = "img_mps") -> list[list[str]]:

@@ -33,7 +33,7 @@ from alignvar_edge.bench.stats import latency_summary
 from alignvar_edge.bench.subjects import (BICUBIC, EAGER, EngineSpec, Subject, artifact_bytes,
                                           check_exists, open_subject, parse_spec)
 from alignvar_edge.errors import AlignVAREdgeError, BackendUnavailableError, InputError
-from alignvar_edge.manifest import Manifest, ModelSource
+from alignvar_edge.manifest import Manifest, ModelSource, default_overlap
 
 __all__ = ["BenchOptions", "resolve_reference", "run_bench"]
 
@@ -444,7 +444,10 @@ def run_bench(engines: Sequence[str], reference: Any = None, options: BenchOptio
         "settings": {"runs": opts.runs, "duration_s": opts.duration, "warmup": opts.warmup, "threads": threads,
                      "image_lr": opts.image_size or None,
                      "image_runs": opts.image_runs if opts.image_size or opts.folder_images else None,
-                     "image_overlap": opts.image_overlap,
+                     # the overlap used, not the flag: a default and the same value given are one setting
+                     "image_overlap": (opts.image_overlap if opts.image_overlap is not None
+                                       else default_overlap(config.lr_size))
+                     if opts.image_size or opts.folder_images else None,
                      "folder_images": opts.folder_images or None,
                      "folder_lr": opts.folder_size if opts.folder_images else None,
                      "fidelity_tiles": opts.tiles, "images": opts.images or "bundled held-out photographs",
