@@ -149,6 +149,7 @@ def test_compare_goes_on_past_an_engine_for_a_device_that_is_not_here(export, im
                  "--json", str(report)]) == 0
     out = capsys.readouterr().out
     assert "ov-gpu: unavailable here: OpenVINO device GPU is not present here" in out
+    assert "run it where GPU is, or on CPU" in out and "`openvino@CPU:PATH` (bench)" in out   # each verb's spelling
     res = json.loads(report.read_text())["engines"]
     assert [(e["engine"], e["backend"], e["device"]) for e in res] == [
         ("ov-gpu", "openvino", "GPU"), (export.name, "onnxruntime", "cpu")]

@@ -650,7 +650,8 @@ class OpenVINOBackend(Backend):
         device = (device or "CPU").upper()
         if _device_kind(device) not in ("AUTO", "MULTI", "HETERO") and device not in self.devices():
             raise BackendUnavailableError(f"OpenVINO device {device} is not present here (devices: "
-                                          f"{', '.join(self.devices())}); pass --device CPU or AUTO")
+                                          f"{', '.join(self.devices())}); run it where {device} is, or on CPU: "
+                                          "`--device CPU` (upscale, selftest), `openvino@CPU:PATH` (bench)")
         return OpenVINOEngine(path, m, device, Path(engine_dir), **opts)
 
 
