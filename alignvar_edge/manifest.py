@@ -379,7 +379,7 @@ class Manifest:
                    parity=want("parity", dict), tools=want("tools", dict, {}), created=want("created", str, ""),
                    input_contract=want("input_contract", dict), extra=want("extra", dict, {}),
                    schema_version=d.get("schema_version", SCHEMA_VERSION),
-                   other={k: v for k, v in d.items() if k not in _TOP_KEYS})
+                   other={k: v for k, v in d.items() if k not in _TOP_KEYS and k != CONTENT_KEY})
 
 
 def new_manifest(kind: str, backend: str, graph: str, precision: str, model: ModelInfo | Mapping[str, Any],
@@ -427,12 +427,36 @@ def input_contract(manifest: Manifest) -> dict[str, Any] | None:
     return contract(int(shape[-1]), int(cfg["scale"]), batch, str(lr.get("dtype", "float32")))
 
 
+# manifest.json cannot list its own hash among `files`: it carries the hash of the rest of its
+# content instead, so a hand edit (a precision changed, a parity result improved) is caught like an
+# edited weight file. Manifests written before it have none and load as before.
+CONTENT_KEY = "content_sha256"
+
+
+def content_hash(doc: Mapping[str, Any]) -> str:
+    """SHA-256 of a manifest's JSON without its own content hash, in the one spelling we write."""
+    rest = {k: v for k, v in doc.items() if k != CONTENT_KEY}
+    return hashlib.sha256(dumps(rest, sort_keys=True).encode()).hexdigest()
+
+
 def write_manifest(root: Path, manifest: Manifest) -> None:
     manifest.files = hash_files(root)
     manifest.input_contract = input_contract(manifest)
+    doc = json.loads(dumps(manifest.to_json(), sort_keys=True))      # as a reader will parse it
+    doc[CONTENT_KEY] = content_hash(doc)
     tmp = root / (MANIFEST_FILE + ".tmp")
-    tmp.write_text(dumps(manifest.to_json(), sort_keys=True))
+    tmp.write_text(dumps(doc, sort_keys=True))
     os.replace(tmp, root / MANIFEST_FILE)
+
+
+def _check_content(root: Path) -> None:
+    path = root / MANIFEST_FILE
+    doc = json.loads(path.read_text())
+    recorded = doc.get(CONTENT_KEY)
+    if recorded is not None and recorded != content_hash(doc):
+        raise ArtifactError(f"artifact '{root}' failed verification: {path} was edited after it was written "
+                            f"(its content does not match its {CONTENT_KEY}). Re-create it; never edit files "
+                            "inside an artifact directory")
 
 
 def read_manifest(root: str | os.PathLike[str]) -> Manifest:
@@ -542,7 +566,9 @@ def verify_files(root: str | os.PathLike[str], manifest: Manifest | None = None)
 
 
 def load_verified(root: str | os.PathLike[str]) -> Manifest:
-    return verify_files(root, read_manifest(root))
+    m = verify_files(root, read_manifest(root))
+    _check_content(Path(root))
+    return m
 
 
 def check_out(out: str | os.PathLike[str], force: bool) -> None:

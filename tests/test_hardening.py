@@ -859,8 +859,11 @@ def test_train_force_validates_before_touching(tmp_path, capsys):
 # (b) the manifest trust model: listed, hashed, confined; nothing unlisted is opened
 # ---------------------------------------------------------------------------------------------
 def _write_raw_manifest(root: Path, edit) -> None:
-    """Edit manifest.json by hand (no re-hashing: the manifest says whatever the attacker wants)."""
+    """Edit manifest.json by hand (no re-hashing: the manifest says whatever the attacker wants).
+    The edit drops the manifest's own content hash, as an older manifest has none, so the checks
+    behind it are what is tested."""
     m = json.loads((root / "manifest.json").read_text())
+    m.pop("content_sha256", None)
     edit(m)
     (root / "manifest.json").write_text(json.dumps(m))
 

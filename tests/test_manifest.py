@@ -117,6 +117,35 @@ def test_tampered_or_missing_files_are_refused_in_one_line(tmp_path, edit, needl
     assert "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize("edit", [
+    lambda m: m.__setitem__("precision", "int8"),                          # what it claims to compute
+    lambda m: m.__setitem__("parity", {"tokens": {"overall": 1.0}}),        # a result it never had
+    lambda m: m["extra"].__setitem__("batch", 8),
+    lambda m: m.__setitem__("content_sha256", "0" * 64),
+])
+def test_a_hand_edited_manifest_is_refused_by_its_content_hash(tmp_path, edit):
+    _artifact(tmp_path / "a", ModelSource.preset("micro", 0), opset=18)
+    path = tmp_path / "a" / MANIFEST_FILE
+    raw = json.loads(path.read_text())
+    assert len(raw["content_sha256"]) == 64
+    edit(raw)
+    path.write_text(json.dumps(raw, indent=2))
+    with pytest.raises(ArtifactError, match="manifest.json was edited after it was written") as e:
+        load_verified(tmp_path / "a")
+    assert "\n" not in str(e.value)
+
+
+def test_the_content_hash_survives_reformatting_but_not_a_changed_value(tmp_path):
+    _artifact(tmp_path / "a", ModelSource.preset("micro", 0), opset=18)
+    path = tmp_path / "a" / MANIFEST_FILE
+    raw = json.loads(path.read_text())
+    path.write_text(json.dumps(raw, indent=None))          # same content, other whitespace and order
+    assert load_verified(tmp_path / "a").opset == 18
+    path.write_text(json.dumps({**raw, "opset": 17}))
+    with pytest.raises(ArtifactError, match="edited after it was written"):
+        load_verified(tmp_path / "a")
+
+
 @pytest.mark.parametrize("raw, needle", [
     ("{not json", "not valid JSON"),
     (json.dumps({**OLD_MANIFEST, "schema_version": 2}), "schema version 2"),
