@@ -320,7 +320,7 @@ def run_bench(engines: Sequence[str], reference: Any = None, options: BenchOptio
     from alignvar_edge.bench.host import fingerprint, short_label
     from alignvar_edge.bench.peak import gemm_call, in_run_peak, measure_peak
     from alignvar_edge.bench.profile import stage_profile, staged_ort_times, torch_stage_times
-    from alignvar_edge.model.info import stage_flops
+    from alignvar_edge.model.info import flop_groups, stage_flops
     from alignvar_edge.quantize.calibration.tiles import load_photos, tile_pairs
     from alignvar_edge.runtimes.torch_backend import DEFAULT_BATCH as TORCH_BATCH, TorchEngine
 
@@ -429,8 +429,7 @@ def run_bench(engines: Sequence[str], reference: Any = None, options: BenchOptio
 
     from alignvar_edge.model.checkpoint import weights_sha256
     summary = _summary(entries, opts, flops_total, peak["gflops"])
-    groups = {"conditioning": flops["conditioning"], "decoder": flops["decoder"],
-              "scales": sum(v for k, v in flops.items() if k.startswith("scale_"))}
+    groups = flop_groups(flops)
     report: dict[str, Any] = {
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "kind": "bench",
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -440,7 +439,7 @@ def run_bench(engines: Sequence[str], reference: Any = None, options: BenchOptio
                   "tile": {"lr": config.lr_size, "hr": config.hr_size, "scale": config.scale},
                   "patch_nums": list(config.patch_nums), "sr_megapixels_per_tile": mp,
                   "parameters": model.parameter_report(),
-                  "flops_per_tile": {**groups, "total": flops_total}, "flops_per_stage": flops},
+                  "flops_per_tile": groups, "flops_per_stage": flops},
         "settings": {"runs": opts.runs, "duration_s": opts.duration, "warmup": opts.warmup, "threads": threads,
                      "image_lr": opts.image_size or None,
                      "image_runs": opts.image_runs if opts.image_size or opts.folder_images else None,

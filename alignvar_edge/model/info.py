@@ -41,14 +41,18 @@ def stage_flops(config: AlignVARConfig) -> dict[str, int]:
     return out
 
 
-def flops_per_tile(model: AlignVAR) -> dict[str, int]:
-    """FLOPs of one tile's whole rollout: conditioning, all scales, decoder and the total."""
-    st = stage_flops(model.config)
-    out = {"conditioning": st["conditioning"],
-           "scales": sum(v for k, v in st.items() if k.startswith("scale_")),
-           "decoder": st["decoder"]}
+def flop_groups(stages: dict[str, int]) -> dict[str, int]:
+    """`stage_flops` grouped: conditioning, all scales, decoder and the total."""
+    out = {"conditioning": stages["conditioning"],
+           "scales": sum(v for k, v in stages.items() if k.startswith("scale_")),
+           "decoder": stages["decoder"]}
     out["total"] = sum(out.values())
     return out
+
+
+def flops_per_tile(model: AlignVAR) -> dict[str, int]:
+    """FLOPs of one tile's whole rollout: conditioning, all scales, decoder and the total."""
+    return flop_groups(stage_flops(model.config))
 
 
 def model_info(model: AlignVAR, with_flops: bool = True, name: str | None = None) -> dict[str, Any]:
