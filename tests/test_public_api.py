@@ -45,6 +45,26 @@ def test_doctor_and_the_backend_list_work_where_torch_cannot_be_imported() -> No
     assert [b["name"] for b in json.loads(out.stdout)["backends"]][:2] == ["torch", "onnxruntime"]
 
 
+def _device_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """`alignvar-edge ARGS` where the host's packages cannot be imported, as on alignvar-edge[device]."""
+    code = ("import sys\n"
+            "for m in ('torch', 'onnx', 'onnxscript', 'skimage', 'matplotlib'): sys.modules[m] = None\n"
+            "from alignvar_edge.cli import main\n"
+            f"sys.exit(main({list(args)!r}))")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+
+
+def test_host_verbs_are_listed_on_a_device_and_say_in_one_line_what_they_need(tmp_path) -> None:
+    # `quantize` once vanished from a device install's verbs ("invalid choice"), as its --method
+    # choices came from a module that imports onnx at its top
+    for verb, *args in (("quantize", str(tmp_path)), ("export", "--out", str(tmp_path / "x"))):
+        out = _device_cli(verb, *args)
+        assert out.returncode == 3, out.stderr
+        assert out.stderr.startswith(f"alignvar-edge {verb}: error: this verb needs ")
+        assert "pip install 'alignvar-edge[host]'" in out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+
+
 def test_every_verb_describes_itself() -> None:
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "verb")

@@ -56,7 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run_quantize(args: argparse.Namespace) -> int:
-    # verbs import their machinery when run: `--help` stays fast, a device install lists no host verbs
+    # verbs import their machinery when run: `--help` stays fast, and on a device install a host verb
+    # is listed and says in one line what it needs
     from alignvar_edge import runtimes
     from alignvar_edge.manifest import read_manifest
     from alignvar_edge.quantize.artifact import QuantizeOptions, calibration_for, quantize_artifact

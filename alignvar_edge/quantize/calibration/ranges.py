@@ -18,14 +18,20 @@ so no activation is held in memory beyond one tile.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import onnx
 
 from alignvar_edge.errors import ConfigError
-from alignvar_edge.export.onnx_io import session_source
+from alignvar_edge.lazy import lazy_import
 from alignvar_edge.onnx_session import open_session
+
+if TYPE_CHECKING:
+    import onnx
+else:
+    # imported on first use: the `quantize` verb registers its --method choices from METHODS on a
+    # device install too, where it then says in one line that it needs the host tools
+    onnx = lazy_import("onnx")
 
 __all__ = ["METHODS", "collect_ranges", "entropy_threshold", "percentile_range", "with_float_outputs"]
 
@@ -50,6 +56,7 @@ def with_float_outputs(model: onnx.ModelProto, names: Sequence[str]) -> onnx.Mod
 
 
 def _session(model: onnx.ModelProto) -> Any:
+    from alignvar_edge.export.onnx_io import session_source
     # Unoptimized: every requested tensor exists exactly as in the graph, computed in fp32.
     with session_source(model) as src:
         return open_session(src, optimization="disable")
