@@ -42,7 +42,24 @@ def test_doctor_and_the_backend_list_work_where_torch_cannot_be_imported() -> No
             "sys.exit(main(['doctor', '--json']))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert [b["name"] for b in json.loads(out.stdout)["backends"]][:2] == ["torch", "onnxruntime"]
+    backends = {b["name"]: b for b in json.loads(out.stdout)["backends"]}
+    assert list(backends)[:2] == ["torch", "onnxruntime"]
+    # the way to get PyTorch is the host extra (pinned at >= 2.6), not a bare `pip install torch`
+    # (a multi-GB CUDA build on Linux), and on a device the way around it is a built engine
+    why = backends["torch"]["reason"]
+    assert "pip install 'alignvar-edge[host]'" in why and "--engine DIR" in why
+    assert "pip install torch" not in why
+
+
+def test_a_missing_backend_names_the_extra_that_installs_it() -> None:
+    code = ("import sys; sys.modules['openvino'] = None; sys.modules['coremltools'] = None\n"
+            "from alignvar_edge import runtimes\n"
+            "print(runtimes.get_backend('openvino').is_available()[1])\n"
+            "print(runtimes.get_backend('coreml').is_available()[1])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    ov, ct = out.stdout.strip().splitlines()
+    assert ov.endswith("install it with `pip install 'alignvar-edge[openvino]'`"), ov
+    assert ct.endswith("install it with `pip install 'alignvar-edge[coreml]'`"), ct
 
 
 def _device_cli(*args: str) -> subprocess.CompletedProcess[str]:

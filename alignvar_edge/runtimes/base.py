@@ -259,6 +259,9 @@ class Backend(abc.ABC):
     name: str = ""
     module: str = ""          # the Python package the backend imports (lazily)
     distribution: str = ""    # the pip distribution that reports its version
+    # the alignvar-edge extra that installs it at the version this package is tested with (a bare
+    # `pip install torch` pulls a multi-GB CUDA build and no lower bound)
+    extra: str = ""
     load_options: frozenset[str] = frozenset()   # keyword options `load` takes (threads=, batch=, ...)
 
     @property
@@ -273,8 +276,8 @@ class Backend(abc.ABC):
             raise BackendUnavailableError(f"{self.name} is not usable here: {self.missing_reason(e)}") from e
 
     def missing_reason(self, error: BaseException) -> str:
-        return (f"cannot import {self.module} ({type(error).__name__}: {error}); "
-                f"install it with `pip install {self.distribution or self.module}`")
+        how = f"'alignvar-edge[{self.extra}]'" if self.extra else self.distribution or self.module
+        return f"cannot import {self.module} ({type(error).__name__}: {error}); install it with `pip install {how}`"
 
     def is_available(self) -> tuple[bool, str]:
         """(True, "") when engines can be built and run here, else (False, one-line reason)."""

@@ -107,6 +107,7 @@ class OrtBackend(Backend):
     name = "onnxruntime"
     module = "onnxruntime"
     distribution = "onnxruntime"
+    extra = "device"
     load_options = frozenset({"threads", "inter_threads", "optimization", "spin"})
 
     def version(self) -> str | None:

@@ -72,7 +72,13 @@ class TorchBackend(Backend):
     name = "torch"
     module = "torch"
     distribution = "torch"
+    extra = "host"
     load_options = frozenset({"precision", "batch", "threads"})
+
+    def missing_reason(self, error: BaseException) -> str:
+        # a device has no PyTorch by design: what it runs instead is an engine built on the host
+        return (f"{super().missing_reason(error)}, or run an engine built on the host from an export "
+                "(`upscale --engine DIR`, `runtimes.load(DIR)`)")
 
     def devices(self) -> list[str]:
         devs = ["cpu"]

@@ -368,6 +368,7 @@ class CoreMLBackend(Backend):
     name = "coreml"
     module = "coremltools"
     distribution = "coremltools"
+    extra = "coreml"
 
     def import_module(self) -> Any:
         try:

@@ -417,6 +417,7 @@ class OpenVINOBackend(Backend):
     name = "openvino"
     module = "openvino"
     distribution = "openvino"
+    extra = "openvino"
     load_options = frozenset({"parity", "threads", "hint", "cache_dir"})
 
     def devices(self) -> list[str]:
