@@ -52,7 +52,10 @@ def _skimage_data_dir() -> Path:
     # Locate the folder without importing skimage.data (whose fetchers may try the network).
     spec = importlib.util.find_spec("skimage")
     if spec is None or spec.origin is None:
-        raise InputError("scikit-image is not installed; the sample images come from its wheel")
+        # a device install (alignvar-edge[device]) has no scikit-image: say where it comes from
+        raise InputError("scikit-image is not installed, and the bundled sample photographs come from its "
+                         "wheel; install the host tools: pip install 'alignvar-edge[host]', or pass a folder "
+                         "of your own images where the verb takes one (--images, --calib)")
     return Path(spec.origin).parent / "data"
 
 

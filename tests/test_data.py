@@ -15,6 +15,20 @@ from alignvar_edge.samples import SAMPLE_IMAGES, sample_images
 from alignvar_edge.train.data import ImageFolderDataset
 
 
+def test_without_scikit_image_the_samples_say_how_to_get_them() -> None:
+    """A device install has no scikit-image; a verb that needs the bundled photographs (the parity
+    tiles of `build`, say) must say what to install, not only what is missing."""
+    import subprocess
+    import sys
+    code = ("import sys; sys.modules['skimage'] = None\n"
+            "from alignvar_edge.errors import InputError\n"
+            "from alignvar_edge.samples import sample_images\n"
+            "try:\n    sample_images('heldout')\nexcept InputError as e:\n    print(e)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.startswith("scikit-image is not installed")
+    assert "pip install 'alignvar-edge[host]'" in out and "--images" in out
+
+
 def test_sample_splits_are_fixed_and_disjoint() -> None:
     train = dict(sample_images("train"))
     held = dict(sample_images("heldout"))
