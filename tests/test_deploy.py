@@ -148,3 +148,13 @@ def test_tiles_too_large_to_batch_are_exported_once_at_batch_1(tmp_path: Path, m
                               _opts(tmp_path / "out", tmp_path, quick=False), lines.append)
     assert batches == [1] and search is None and path == tmp_path / "export"
     assert any("not batched" in ln for ln in lines)
+
+
+def test_the_host_extra_installs_what_deploy_writes_its_report_with() -> None:
+    # deploy always writes report.png: with the plotting library only in the dev extra, a host
+    # installed as the README says (`alignvar-edge[host]`) lost a finished deploy at its last step
+    import tomllib
+    root = Path(__file__).resolve().parent.parent
+    extras = tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert any(req.split(">")[0].split("=")[0].strip() == "matplotlib" for req in extras["host"])
+    assert not any(req.startswith("matplotlib") for req in extras["device"])
