@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -80,6 +81,16 @@ def test_host_verbs_are_listed_on_a_device_and_say_in_one_line_what_they_need(tm
         assert out.stderr.startswith(f"alignvar-edge {verb}: error: this verb needs ")
         assert "pip install 'alignvar-edge[host]'" in out.stderr
         assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+
+
+def test_a_plot_without_matplotlib_is_one_line_and_writes_nothing(tmp_path) -> None:
+    # `bench merge --plot` on a device install: a ModuleNotFoundError traceback, after --out was written
+    report = str(Path(__file__).resolve().parent.parent / "docs/results/epyc-2core/tiny-t1.json")
+    out = _device_cli("bench", "merge", report, "--out", str(tmp_path / "m.json"), "--plot", str(tmp_path / "m.png"))
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip() == ("alignvar-edge bench: error: --plot needs matplotlib, which is not installed "
+                                  "here: pip install matplotlib (the host extra has it), or leave out --plot")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_every_verb_describes_itself() -> None:

@@ -124,12 +124,14 @@ def _say(msg: str) -> None:
 def run_bench_cmd(args: argparse.Namespace) -> int:
     if args.engines[0] == "merge":
         return run_merge(args.engines[1:], args)
-    from alignvar_edge.bench.render import summary_lines, terminal_table
+    from alignvar_edge.bench.render import pyplot, summary_lines, terminal_table
     if not args.out:
         raise InputError("bench needs --out REPORT.json (the report is the result)")
     if args.engines[0] == "trtexec" or args.no_reference or not _have_torch():
         return run_device_bench(args)
     from alignvar_edge.bench.runner import BenchOptions, run_bench
+    if args.plot:
+        pyplot()                # before minutes of measuring
     opts = BenchOptions(runs=args.runs, warmup=args.warmup, tiles=args.tiles, images=args.images,
                         seed=args.seed, threads=args.threads, peak_n=args.peak_n,
                         profile_runs=args.profile_runs, staged=args.staged,
@@ -187,12 +189,15 @@ def run_merge(paths: list[str], args: argparse.Namespace) -> int:
     import os
 
     from alignvar_edge.bench.merge import merge_markdown, merge_reports, plot_merged
+    from alignvar_edge.bench.render import pyplot
     from alignvar_edge.fsmodes import write_text
     from alignvar_edge.bench.schema import write_json
     if not paths:
         raise InputError("bench merge needs report files: alignvar-edge bench merge A.json B.json --md out.md")
     if not (args.out or args.md or args.plot):
         raise InputError("bench merge needs at least one of --out, --md, --plot")
+    if args.plot:
+        pyplot()                # before writing anything: all the outputs asked for, or none
     merged = merge_reports(paths)
     for w in merged["warnings"]:
         print(f"bench merge: warning: {w}", file=sys.stderr)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from alignvar_edge.bench.render import _cell, _md_table, _plain_log_ticks, _save, engine_rows
+from alignvar_edge.bench.render import _cell, _md_table, _plain_log_ticks, _save, engine_rows, pyplot
 from alignvar_edge.bench.schema import SCHEMA, SCHEMA_VERSION, ReportSchemaError, read_report
 from alignvar_edge.manifest import default_overlap
 
@@ -146,9 +146,7 @@ def merge_markdown(merged: dict[str, Any], plot: str | None = None) -> str:
 
 def plot_merged(merged: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     """One horizontal bar per (device, engine): p50 ms per SR megapixel, log scale, colour per device."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = [r for r in merged["rows"] if r["status"] == "ok" and r["ms_per_mp"]]
     rows.sort(key=lambda r: (r["device"], r["model"], r["ms_per_mp"]))

@@ -6,7 +6,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["all_cores_line", "engine_rows", "plot_report", "report_markdown", "terminal_table"]
+from alignvar_edge.errors import InputError
+
+__all__ = ["all_cores_line", "engine_rows", "plot_report", "pyplot", "report_markdown", "terminal_table"]
 
 # one engine entry flattened to the figures tables and plots show
 Row = dict[str, Any]
@@ -301,11 +303,22 @@ def report_markdown(report: dict[str, Any], plot: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_report(report: dict[str, Any], path: str | os.PathLike[str]) -> Path:
-    """Left: p50 ms per tile (p90 whisker, log scale); right: speed-up vs token agreement."""
-    import matplotlib
+def pyplot() -> Any:
+    """matplotlib.pyplot drawing off-screen (Agg), or one line saying how to get it: a device
+    install (alignvar-edge[device]) has no matplotlib, and `bench merge --plot` may run there."""
+    try:
+        import matplotlib
+    except ModuleNotFoundError as e:
+        raise InputError("--plot needs matplotlib, which is not installed here: pip install matplotlib "
+                         "(the host extra has it), or leave out --plot") from e
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_report(report: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Left: p50 ms per tile (p90 whisker, log scale); right: speed-up vs token agreement."""
+    plt = pyplot()
 
     rows = [r for r in engine_rows(report) if r["status"] == "ok" and r["p50"]]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 0.45 * max(4, len(rows)) + 1.5))
