@@ -192,6 +192,21 @@ print("RC", rc, sorted(m for m in sys.modules if m == "torch" or m.startswith("t
     assert "Traceback" not in res.stderr and not (tmp_path / "r.json.none").exists()
 
 
+def test_an_export_named_where_an_engine_is_wanted_says_to_build_one(ort_dir, export):
+    """An ONNX export carries no golden outputs (the engines built from it do): selftest and the
+    device bench say so, and the bench still times the engines named beside it."""
+    from alignvar_edge.bench.device import bench_engine_dir
+    from alignvar_edge.errors import ArtifactError
+    from alignvar_edge.runtimes.selftest import selftest_engine
+    with pytest.raises(ArtifactError, match=r"is an ONNX export, .*`alignvar-edge build .* --target onnxruntime`"):
+        selftest_engine(export, runs=1)
+    report = bench_engine_dir([str(ort_dir), str(export)], runs=1, warmup=0)
+    ok, failed = report["engines"]
+    assert ok["status"] == "ok" and ok["fidelity"]["vs_reference"]["token_agreement"] == 1.0
+    assert failed["status"] == "failed" and "is an ONNX export" in failed["reason"]
+    assert list(report["summary"]["failed"].values()) == [failed["reason"]]
+
+
 def test_golden_outputs_come_from_the_checkpoint_when_the_export_names_one(tmp_path, ort_dir):
     from alignvar_edge.errors import ArtifactError
     from alignvar_edge.model.checkpoint import resolve_checkpoint_dir

@@ -14,7 +14,8 @@ from alignvar_edge.errors import ArtifactError
 from alignvar_edge.manifest import Manifest, sha256_file
 from alignvar_edge.runtimes.artifacts import source_checkpoint
 
-__all__ = ["GOLDEN_FILE", "copy_golden", "golden_entry", "load_golden", "read_golden", "write_golden"]
+__all__ = ["GOLDEN_FILE", "copy_golden", "engine_golden", "golden_entry", "load_golden", "read_golden",
+           "write_golden"]
 
 GOLDEN_FILE = "golden.safetensors"
 
@@ -39,6 +40,26 @@ def read_golden(f: Path) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], dict
     d = load_file(str(f))
     k = sorted(int(n.split("_")[1]) for n in d if n.startswith("tokens_"))
     return d["lr"], d["sr"].astype(np.float32), [d[f"tokens_{i}"].astype(np.int64) for i in k], meta
+
+
+def engine_golden(root: Path, otherwise: str) -> Path:
+    """The golden file an engine directory carries, or an ArtifactError saying how to get one;
+    `otherwise` is the caller's alternative (", or run ...")."""
+    f = root / GOLDEN_FILE
+    if f.is_file():
+        return f
+    from alignvar_edge.errors import AlignVAREdgeError
+    from alignvar_edge.manifest import read_manifest
+    try:
+        kind = read_manifest(root).kind
+    except AlignVAREdgeError:
+        kind = None
+    if kind == "onnx":      # an export (fp32 or quantized): the engines built from it carry them
+        raise ArtifactError(f"{root} is an ONNX export, which carries no {GOLDEN_FILE}: build an engine from it "
+                            f"(`alignvar-edge build {root} --target onnxruntime`, on the host) and use that"
+                            f"{otherwise}")
+    raise ArtifactError(f"{root} carries no {GOLDEN_FILE}; rebuild it with this alignvar-edge "
+                        f"(`alignvar-edge build` ships golden outputs){otherwise}")
 
 
 def load_golden(model_dir: Path) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:

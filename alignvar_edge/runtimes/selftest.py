@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from alignvar_edge.errors import ArtifactError, BackendUnavailableError, CheckpointError
+from alignvar_edge.errors import BackendUnavailableError, CheckpointError
 from alignvar_edge.lazy import lazy_import
 from alignvar_edge.manifest import sha256_file
 from alignvar_edge.model.bundled import DEFAULT_CHECKPOINT
 from alignvar_edge.recipes import recipe
-from alignvar_edge.runtimes.golden import GOLDEN_FILE, load_golden, read_golden, write_golden
+from alignvar_edge.runtimes.golden import GOLDEN_FILE, engine_golden, load_golden, read_golden, write_golden
 
 torch = lazy_import("torch")          # the golden outputs and the cached export need the host side
 
@@ -180,11 +180,7 @@ def selftest_engine(engine_dir: str | os.PathLike[str], device: str | None = Non
     Needs only the engine's runtime (no PyTorch, no bundled model): what a device runs first."""
     from alignvar_edge import __version__, runtimes
     root = Path(engine_dir)
-    f = root / GOLDEN_FILE
-    if not f.is_file():
-        raise ArtifactError(f"{root} carries no {GOLDEN_FILE}; rebuild it with this alignvar-edge "
-                            "(`alignvar-edge build` ships golden outputs), or run `selftest --backend B` "
-                            "where the package's model is installed")
+    f = engine_golden(root, ", or run `selftest --backend B` where the package's model is installed")
     lr, golden_sr, golden_tok, meta = read_golden(f)
     with runtimes.load(root, device=device) as engine:
         b = runtimes.get_backend(engine.backend)
