@@ -95,7 +95,7 @@ def bench_engine_dir(engines: list[str], runs: int = 20, warmup: int = 3, thread
     """Time engine directories and check them against their golden outputs; no PyTorch needed."""
     from alignvar_edge.bench.fidelity import fidelity
     from alignvar_edge.bench.memory import PeakRSS
-    from alignvar_edge.bench.runner import _call_for, rounds
+    from alignvar_edge.bench.runner import _call_for, _unique, rounds
     from alignvar_edge.bench.subjects import BICUBIC, check_exists, open_subject, parse_spec
     say = log or (lambda _m: None)
     if runs < 1 or warmup < 0:
@@ -112,10 +112,12 @@ def bench_engine_dir(engines: list[str], runs: int = 20, warmup: int = 3, thread
     host = _host()
     threads = int(threads or (host["cpu"] or {}).get("usable_cores") or os.cpu_count() or 1)
     entries, first = [], None
+    taken: set[str] = set()
     for spec in specs:
         check_exists(spec)
         say(f"opening {spec.text}")
-        sub = open_subject(spec, threads=threads, spin=False)
+        # one label per row, as in the bench with PyTorch: the summary and `bench merge` key on it
+        sub = _unique(open_subject(spec, threads=threads, spin=False), taken)
         e: dict[str, Any] = {"label": sub.label, "backend": sub.backend, "kind": "engine", "status": sub.status,
                              "reason": sub.reason, "path": sub.path, "precision": sub.precision,
                              "device": sub.device, "artifact_bytes": sub.info.get("artifact_bytes")}
