@@ -104,6 +104,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"alignvar-edge {args.verb}: error: this verb needs {e.name}, which a device install "
                   "does not have; install the host tools: pip install 'alignvar-edge[host]'", file=sys.stderr)
             return 3
+        if isinstance(e, ModuleNotFoundError) and (e.name or "").split(".")[0] == "nncf" and not debug:
+            # the `openvino` extra runs engines; only building OpenVINO int8 ones needs NNCF
+            print(f"alignvar-edge {args.verb}: error: OpenVINO int8 builds need NNCF, which is not installed; "
+                  "pip install 'alignvar-edge[openvino-int8]'", file=sys.stderr)
+            return 3
         if isinstance(e, (OSError, MemoryError)):
             if debug:
                 raise

@@ -1207,3 +1207,17 @@ def test_an_unwritable_output_folder_is_refused_before_any_work(export, tmp_path
     assert cli.main(["demo", "--out", str(ro / "d"), "--size", "64"]) == 2
     assert f"{ro} is not writable" in capsys.readouterr().err
     assert list(ro.iterdir()) == []
+
+
+def test_openvino_int8_without_nncf_names_the_extra_that_installs_it(export, tmp_path):
+    """The `openvino` extra runs engines without NNCF; building int8 says which extra brings it."""
+    pytest.importorskip("openvino")
+    code = ("import sys; sys.modules['nncf'] = None\n"           # an install without NNCF
+            "from alignvar_edge.cli import main\n"
+            f"sys.exit(main(['build', {str(export)!r}, '--target', 'openvino', '--precision', 'int8', "
+            f"'--calib', 'builtin', '--out', {str(tmp_path / 'ov8')!r}]))")
+    r = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, timeout=600)
+    err = [ln for ln in r.stderr.splitlines() if "error:" in ln]
+    assert r.returncode == 3 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert len(err) == 1 and "pip install 'alignvar-edge[openvino-int8]'" in err[0]
+    assert not (tmp_path / "ov8").exists()
