@@ -123,3 +123,19 @@ def test_save_pretrained_into_an_existing_empty_folder(tmp_path) -> None:
     with pytest.raises(CheckpointError, match="not empty"):
         model.save_pretrained(str(tmp_path / "full"))
     assert (tmp_path / "full" / "notes.txt").read_text() == "mine"
+
+
+def test_inspect_of_an_export_on_a_device_verifies_it_and_says_what_needs_onnx(tmp_path) -> None:
+    # a Jetson given a TensorRT kit (an export with build files) could not inspect it at all
+    from alignvar_edge import AlignVAR, AlignVARConfig, export
+
+    torch.manual_seed(0)
+    out = export(AlignVAR(AlignVARConfig.from_preset("micro")), tmp_path / "micro", n_tiles=1)
+    r = _device_cli("inspect", str(out))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("verdict    OK: ")
+    assert "== model.onnx: " in r.stdout and "ops and lints need the onnx package" in r.stdout
+    assert "inputs   lr float32[16,3,8,8]" in r.stdout and "lint " not in r.stdout
+    (out / "model.onnx").write_bytes((out / "model.onnx").read_bytes()[:-1])     # still verified first
+    bad = _device_cli("inspect", str(out))
+    assert bad.returncode != 0 and "model.onnx does not match" in bad.stderr

@@ -18,15 +18,21 @@ __all__ = ["format_inspection", "inspect_artifact"]
 
 
 def _graph_summary(root: Path, m: Manifest, entry: dict[str, Any]) -> dict[str, Any]:
-    import onnx
-
     path = listed_file(root, m, entry["file"])
+    size = sum(p.stat().st_size for p in root.iterdir() if p.name.startswith(entry["file"]))
+    try:
+        import onnx
+    except ModuleNotFoundError:
+        # a device install (a Jetson given a TensorRT kit): the files are verified and the manifest
+        # says the I/O; only the parse and the lints need the ONNX tool chain
+        return {"file": entry["file"], "inputs": entry["inputs"], "outputs": entry["outputs"], "nodes": None,
+                "ops": None, "initializer_values": None, "bytes_on_disk": size, "opset": None, "lint": None,
+                "note": "ops and lints need the onnx package: pip install 'alignvar-edge[host]'"}
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # protobuf DecodeError and friends
         raise ArtifactError(f"{path} cannot be parsed as ONNX ({e}); re-export") from e
     g = model.graph
-    size = sum(p.stat().st_size for p in root.iterdir() if p.name.startswith(entry["file"]))
     params = 0
     for t in g.initializer:
         n = 1
@@ -228,6 +234,11 @@ def format_inspection(info: dict[str, Any]) -> str:
     lines.append("tools      " + ", ".join(f"{k} {v}" for k, v in sorted(info["tools"].items())))
     for name, g in info["graphs"].items():
         lines.append("")
+        if g["nodes"] is None:
+            lines.append(f"== {g['file']}: {g['bytes_on_disk'] / 1e6:.2f} MB; {g['note']}")
+            lines.append("   inputs   " + "; ".join(_shape(i) for i in g["inputs"]))
+            lines.append("   outputs  " + "; ".join(_shape(o) for o in g["outputs"]))
+            continue
         lines.append(f"== {g['file']}: {g['nodes']} nodes, {g['initializer_values']:,} initializer values, "
                      f"{g['bytes_on_disk'] / 1e6:.2f} MB")
         lines.append("   inputs   " + "; ".join(_shape(i) for i in g["inputs"]))
@@ -238,7 +249,7 @@ def format_inspection(info: dict[str, Any]) -> str:
             worst = next((s for s in ("error", "warning", "info") if any(f["severity"] == s for f in found)), "ok")
             lines.append(f"   lint {target}: {worst}")
             lines += [f"     {Finding(**f).line()}" for f in found]
-    if info["graphs"]:
+    if any(g["lint"] is not None for g in info["graphs"].values()):
         lines.append("")
         lines.append("lint is advisory (published operator tables and notes, alignvar_edge/data/); "
                      "build on the target to be sure")
