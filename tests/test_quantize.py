@@ -238,6 +238,27 @@ def test_cli_prints_the_fidelity_table_and_refuses_to_clobber(export: Path, tmp_
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_cli_warns_about_few_calibration_images_and_lists_skipped_files_once(
+        export: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A folder with one usable photograph works, and the screen says the statistics come from
+    that one picture (the manifest alone is not where a user looks); a skipped file is named once."""
+    from PIL import Image
+
+    from alignvar_edge.cli import main
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)).save(folder / "one.png")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    args = ["quantize", str(export), "--calib", str(folder), "--out", str(tmp_path / "q"),
+            "--tiles", "4", "--val-tiles", "2", "--no-search"]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "alignvar-edge quantize: warning: calibration: only 1 image(s) for 4 tiles" in err
+    assert err.count("skipped 1 file(s)") == 1 and "broken.jpg" in err
+
+
 def test_bad_requests_are_clear_errors(export: Path, tmp_path: Path) -> None:
     with pytest.raises(OutputExistsError):
         quantize_artifact(export, export, QuantizeOptions())

@@ -74,8 +74,9 @@ def run_quantize(args: argparse.Namespace) -> int:
         float_copy_weights=args.float_copy_weights)
     say = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
     with warnings.catch_warnings():
-        # skipped calibration files are reported in the log line, not as Python warnings
-        warnings.filterwarnings("ignore", message="calibration:")
+        # skipped calibration files are reported in the log line, not again as a warning; the
+        # few-images warning has no log line and must reach the user
+        warnings.filterwarnings("ignore", message="calibration: skipped")
         if quantized_in_build(opts.target):        # NNCF / coremltools quantize inside the backend's build
             precision = engine_precision(opts.target, opts.precision) or opts.precision
             if recipe(opts.target, precision).calibration:
