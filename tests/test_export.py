@@ -341,6 +341,26 @@ def test_lint_flags_named_nodes():
     assert "10.14" in trt["unsupported-op:Attention"].message and "opset" in trt
 
 
+def test_lint_tells_half_graphs_from_fp32_ones():
+    """fp32 I/O behind boundary Casts is not FP32 compute: an fp16 artifact is not called FP32,
+    and the nodes a half graph keeps in f32 are named."""
+    f32, f16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
+    x = helper.make_tensor_value_info("x", f32, [1, 4])
+    y = helper.make_tensor_value_info("y", f32, [1, 4])
+    cast_in = helper.make_node("Cast", ["x"], ["h"], to=f16, name="cast_in")
+    cast_out = helper.make_node("Cast", ["r"], ["y"], to=f32, name="cast_out")
+    half = _graph([cast_in, helper.make_node("Relu", ["h"], ["r"], name="relu_h"), cast_out], [x], [y])
+    assert "fp32" not in _rules(lint_model(half), "coreml-ane")
+    mixed = _graph([cast_in, helper.make_node("Relu", ["h"], ["r16"], name="relu_h"),
+                    helper.make_node("Cast", ["r16"], ["u"], to=f32, name="up"),
+                    helper.make_node("Softmax", ["u"], ["s"], name="softmax_f32"),
+                    helper.make_node("Cast", ["s"], ["r"], to=f16, name="down"), cast_out], [x], [y])
+    assert _rules(lint_model(mixed), "coreml-ane")["fp32"].nodes == ["softmax_f32"]
+    full = _graph([helper.make_node("Relu", ["x"], ["y"], name="relu")], [x], [y])
+    rule = _rules(lint_model(full), "coreml-ane")["fp32"]
+    assert "the graph is FP32" in rule.message
+
+
 # ---------------------------------------------------------------------------------------------
 # tiles and metrics
 # ---------------------------------------------------------------------------------------------

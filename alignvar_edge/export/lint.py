@@ -282,7 +282,15 @@ def _lint_ane(model: Any, types: dict[str, Any], consts: dict[str, Any]) -> list
     if dil:
         out.append(Finding(T, "info", "dilated-conv", "dilated convolutions are reported off the ANE",
                            dil, src("dilated convolutions")))
-    if any(tt.elem_type == 1 for tt in types.values()):
+    # a half graph keeps fp32 I/O behind boundary Casts: only tensors computed by other nodes count
+    op_of = {o: n.op_type for n in model.graph.node for o in n.output}
+    computed = {name: tt.elem_type for name, tt in types.items() if op_of.get(name, "Cast") != "Cast"}
+    fp32 = sorted({producer[name] for name, t in computed.items() if t == 1})
+    if fp32 and any(t in (10, 16) for t in computed.values()):
+        out.append(Finding(T, "info", "fp32", "nodes computing in FP32 in a half-precision graph (kept f32 "
+                           "on purpose: the half policy, exact integer steps); the ANE computes in FP16 "
+                           "only, so these run off it", fp32, src("FP32 compute")))
+    elif fp32:
         out.append(Finding(T, "info", "fp32", "the graph is FP32; the ANE computes in FP16 (convert "
                            "with FP16 compute precision, and check fidelity)", [], src("FP32 compute")))
     return out
