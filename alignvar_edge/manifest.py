@@ -571,11 +571,19 @@ def load_verified(root: str | os.PathLike[str]) -> Manifest:
     return m
 
 
-def check_out(out: str | os.PathLike[str], force: bool) -> None:
+def check_out(out: str | os.PathLike[str], force: bool, source: str | os.PathLike[str] | None = None) -> None:
     """May `out` be written? Yes if it does not exist. With force, only if it is ours to replace:
     an empty folder, or a folder holding our manifest.json (export, quantize, build, deploy) or
-    run.json (a training run). Anything else (a file, a symlink, someone's folder) is refused."""
+    run.json (a training run). Anything else (a file, a symlink, someone's folder) is refused.
+    Never the `source` artifact being read, nor a folder inside it or around it: --force would
+    replace the input, and a folder inside an artifact fails its verification."""
     out = Path(out)
+    if source is not None:
+        o, s = out.resolve(), Path(source).resolve()
+        if o == s or s in o.parents or o in s.parents:
+            where = "is" if o == s else "lies inside" if s in o.parents else "holds"
+            raise OutputExistsError(f"--out '{out}' {where} the input artifact '{source}'; writing there would "
+                                    "replace or corrupt the input: choose an --out outside it")
     if not os.path.lexists(out):
         return
     if not force:

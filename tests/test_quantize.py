@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -262,6 +263,13 @@ def test_cli_warns_about_few_calibration_images_and_lists_skipped_files_once(
 def test_bad_requests_are_clear_errors(export: Path, tmp_path: Path) -> None:
     with pytest.raises(OutputExistsError):
         quantize_artifact(export, export, QuantizeOptions())
+    # --force never replaces the input, nor writes inside it (an unlisted folder fails its verification)
+    src = tmp_path / "src"
+    shutil.copytree(export, src)
+    for out in (src, src / "int8"):
+        with pytest.raises(OutputExistsError, match="the input artifact"):
+            quantize_artifact(src, out, QuantizeOptions(**FAST), force=True)
+        assert load_verified(src).precision == "fp32"
     with pytest.raises(ConfigError, match="precision"):
         quantize_artifact(export, tmp_path / "x", QuantizeOptions(precision="int4"))
     with pytest.raises(InputError, match="holds no images"):

@@ -6,6 +6,7 @@ crops of the held-out photographs (astronaut, coffee, rocket), used directly as 
 """
 from __future__ import annotations
 
+import shutil
 import threading
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from _runtime_fixtures import cache_root, export_dir, heldout_crops, sharp_model
 from alignvar_edge import runtimes
 from alignvar_edge.errors import ArtifactError, BackendUnavailableError, InputError, OutputExistsError
 from alignvar_edge.export.parity import psnr
+from alignvar_edge.manifest import load_verified
 from alignvar_edge.runtimes import tiling
 from alignvar_edge.runtimes.torch_backend import TorchEngine
 
@@ -225,6 +227,11 @@ def test_build_refuses_what_it_cannot_do(export, tmp_path):
     out = runtimes.build(export, "onnxruntime", out=tmp_path / "ort")
     with pytest.raises(OutputExistsError, match="--force"):
         runtimes.build(export, "onnxruntime", out=out)
+    src = Path(shutil.copytree(export, tmp_path / "src"))
+    for onto in (src, src / "ort"):            # never onto or into its input, even with force
+        with pytest.raises(OutputExistsError, match="the input artifact"):
+            runtimes.build(src, "onnxruntime", out=onto, force=True)
+    assert load_verified(src).kind == "onnx"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]    # no temp leftovers
 
 

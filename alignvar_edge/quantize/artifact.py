@@ -166,7 +166,7 @@ def quantize_artifact(src: str | os.PathLike[str], out: str | os.PathLike[str], 
     t0 = time.perf_counter()
     cs = calibration_for(src, opts, log)
     model_path, input_name, batch, extra = _single_graph(src, m)
-    check_out(out, force)                      # fail before minutes of calibration, not after
+    check_out(out, force, source=src)          # fail before minutes of calibration, not after
     if opts.precision == "int8":
         model, quant, result = _int8(model_path, cs, opts, input_name, batch, cfg.scale, log, progress, extra)
     else:

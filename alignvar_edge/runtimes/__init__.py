@@ -97,6 +97,7 @@ def build(artifact_dir: str | os.PathLike[str], target: str, precision: str | No
 
     precision=None takes the backend's default (fp16 for Core ML, fp32 elsewhere).
     """
+    from alignvar_edge.manifest import check_out
     from alignvar_edge.runtimes.artifacts import default_out
     b = get_backend(target)
     precision = recipe(b.name, precision).precision     # the default, or one line naming the known ones
@@ -105,6 +106,7 @@ def build(artifact_dir: str | os.PathLike[str], target: str, precision: str | No
         raise BackendUnavailableError(f"cannot build {b.name} engines here: {why}")
     if out is None:
         out = default_out(artifact_dir, b.name, precision)
+    check_out(out, force, source=artifact_dir)          # never onto or into the input, even with force
     return b.build(_as_path(artifact_dir), Path(out), precision=precision, calibration=calibration,
                    device=device, force=force, **opts)
 
