@@ -280,6 +280,28 @@ def test_bad_requests_are_clear_errors(export: Path, tmp_path: Path) -> None:
         check_opset(m23)
 
 
+def test_options_the_chosen_pass_does_not_read_are_refused(export: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """An int8 flag with fp16, or a search flag for a backend that quantizes with its own tool, was
+    silently dropped: the artifact looked like what was asked for but was not."""
+    from alignvar_edge.cli import main
+
+    for opts, flag in ((dict(precision="fp16", float_copy_weights="fp32"), "--float-copy-weights"),
+                       (dict(precision="fp16", method="entropy"), "--method"),
+                       (dict(precision="fp16", reduce_range=False), "--reduce-range"),
+                       (dict(percentile=99.0), "--percentile"),
+                       (dict(target="openvino", fidelity=FidelityTarget(0.999, 0.1)), "--min-token-agreement"),
+                       (dict(target="coreml", search=False), "--no-search")):
+        with pytest.raises(ConfigError, match=flag):
+            QuantizeOptions(**opts).validate()
+    out = tmp_path / "fp16"
+    assert main(["quantize", str(export), "--precision", "fp16", "--float-copy-weights", "fp32",
+                 "--out", str(out)]) == 2
+    assert "--float-copy-weights applies to --precision int8 only" in capsys.readouterr().err
+    assert not out.exists()
+    QuantizeOptions(method="percentile", percentile=99.0, target="tensorrt").validate()   # where they apply
+
+
 def test_target_settings(tmp_path: Path) -> None:
     cpu = tmp_path / "cpuinfo"
     cpu.write_text("processor : 0\nflags : fpu sse avx2 fma\n")

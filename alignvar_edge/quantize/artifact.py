@@ -79,6 +79,27 @@ class QuantizeOptions:
             raise ConfigError("--min-token-agreement must lie in [0, 1]")
         if self.fidelity.max_psnr_drop < 0:
             raise ConfigError("--max-psnr-drop must be >= 0 dB")
+        # an option the chosen pass does not read is refused, not silently dropped: a user who asked
+        # for fp32 float-copy weights or a stricter target must not believe they got it
+        default = QuantizeOptions()
+        changed = [flag for attr, flag in _PASS_FLAGS if getattr(self, attr) != getattr(default, attr)]
+        if quantized_in_build(self.target) and changed:
+            raise ConfigError(f"{changed[0]} applies to --target onnxruntime|tensorrt only: --target "
+                              f"{self.target} quantizes with its own tool")
+        int8_only = [f for f in changed if f in _INT8_FLAGS]
+        if self.precision != "int8" and int8_only:
+            raise ConfigError(f"{int8_only[0]} applies to --precision int8 only")
+        if self.percentile != default.percentile and self.method != "percentile":
+            raise ConfigError("--percentile applies to --method percentile only")
+
+
+# options read only by this package's own ONNX pass (not by openvino's or coreml's tools), with
+# their flags; the int8 ones are not read by the fp16 pass either
+_PASS_FLAGS = (("method", "--method"), ("percentile", "--percentile"),
+               ("reduce_range", "--reduce-range/--no-reduce-range"),
+               ("float_copy_weights", "--float-copy-weights"), ("search", "--no-search"),
+               ("fidelity", "--min-token-agreement/--max-psnr-drop"))
+_INT8_FLAGS = frozenset({"--method", "--percentile", "--reduce-range/--no-reduce-range", "--float-copy-weights"})
 
 
 def searched_float_groups(quantized_dir: str | os.PathLike[str]) -> list[str]:

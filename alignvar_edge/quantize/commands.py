@@ -72,6 +72,7 @@ def run_quantize(args: argparse.Namespace) -> int:
         fidelity=FidelityTarget(args.min_token_agreement, args.max_psnr_drop),
         search=not args.no_search, reduce_range=args.reduce_range,
         float_copy_weights=args.float_copy_weights)
+    opts.validate()                 # before any work, also where no calibration set is made (coreml)
     say = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
     with warnings.catch_warnings():
         # skipped calibration files are reported in the log line, not again as a warning; the
