@@ -369,6 +369,20 @@ def test_float_copy_weights_fp32_stores_duplicates_and_dequantizes_none_at_run_t
         quantize_artifact(export, tmp_path / "c", QuantizeOptions(float_copy_weights="fp16", **FAST))
 
 
+def test_int8_of_an_export_with_external_data_equals_int8_of_the_single_file(export: Path, tmp_path: Path) -> None:
+    """`export --external-data yes` keeps the weights in model.onnx.data; ORT's pre-processing then
+    failed ("should be stored in .../model.onnx.data, but it is not regular file")."""
+    from alignvar_edge.export.onnx_export import export_onnx
+
+    ext = export_onnx(lively_model(), tmp_path / "ext", graph="single", batch=1, n_tiles=1, external_data=True)
+    assert (ext / "model.onnx.data").is_file()
+    opts = QuantizeOptions(search=False, tiles=2, val_tiles=2)
+    a = load_verified(quantize_artifact(ext, tmp_path / "a", opts))
+    b = load_verified(quantize_artifact(export, tmp_path / "b", opts))
+    assert a.parity["validation"] == b.parity["validation"]
+    assert a.quantization["int8_nodes"] == b.quantization["int8_nodes"] > 0
+
+
 def test_tile_counts_round_up_to_whole_calls_of_the_batch(tmp_path: Path,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     """Asked for fewer tiles than whole calls of a static-batch export, quantize calibrates and

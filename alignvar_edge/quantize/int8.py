@@ -128,10 +128,13 @@ class Int8Builder:
         src = onnx.load(str(model_path), load_external_data=False)     # structure and metadata only
         self.opset = check_opset(src)
         by_name = {n.name: n for n in classify(src)}
+        # an export with its weights in a .data file (--external-data yes) stays external: saved as
+        # one file, ORT's pre-processing leaves the optimized graph pointing at a .data it never wrote
+        external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in src.graph.initializer)
         del src
         pre = self.tmp / "pre.onnx"
         on_disk = sum(p.stat().st_size for p in Path(model_path).parent.glob(Path(model_path).name + "*"))
-        self.large = on_disk > onnx_io.LARGE
+        self.large = external or on_disk > onnx_io.LARGE
         _pre_process(Path(model_path), pre, self.large)
         pre_model = _rename_biases(onnx.load(str(pre)))
         onnx_io.save(pre_model, pre, self.large)
