@@ -238,12 +238,16 @@ class ModelInfo:
         if not isinstance(d, Mapping):
             raise ValueError("`model` is not an object")
         if "config" not in d and "patch_nums" in d:       # the oldest form: `model` is the config itself
-            return cls(name=d.get("name"), config=dict(d))
+            sched = d["patch_nums"]
+            return cls(name=d.get("name"), config=dict(d),
+                       scale_schedule=tuple(sched) if isinstance(sched, list) else None)
         prov = d.get("provenance")
         source = (ModelSource.from_json(prov) if isinstance(prov, Mapping)
                   else ModelSource.from_legacy(d.get("source"), d.get("checkpoint")))
-        sched = d.get("scale_schedule")
         cfg = d.get("config")
+        # engines built from a checkpoint (torch, Core ML) record the config only: its patch_nums
+        # is the schedule, which `inspect` otherwise printed as None
+        sched = d.get("scale_schedule", (cfg or {}).get("patch_nums") if isinstance(cfg, Mapping) else None)
         return cls(name=d.get("name"), source=source, config=dict(cfg) if isinstance(cfg, Mapping) else None,
                    scale_schedule=tuple(sched) if isinstance(sched, list) else None,
                    parameters=d.get("parameters") if isinstance(d.get("parameters"), Mapping) else None,

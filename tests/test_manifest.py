@@ -101,6 +101,15 @@ def test_old_manifests_still_load(tmp_path):
 def test_old_sources_become_structured(tmp_path, model, source):
     m = read_manifest(_old(tmp_path, model))
     assert m.source == source and m.config["patch_nums"] == [1, 2, 4]
+    assert m.model.scale_schedule == (1, 2, 4)       # from the config: `inspect` printed "scales None"
+
+
+def test_a_manifest_recording_only_the_config_still_has_its_scale_schedule(tmp_path):
+    """torch and Core ML engines (built from a checkpoint) record the config, not the schedule."""
+    with artifact_dir(tmp_path / "engine") as tmp:
+        (tmp / "model.bin").write_bytes(b"weights")
+        write_manifest(tmp, new_manifest("engine", "coreml", None, "fp16", ModelInfo(name="tiny", config=CONFIG)))
+    assert load_verified(tmp_path / "engine").model.scale_schedule == (1, 2, 4)
 
 
 @pytest.mark.parametrize("edit, needle", [
