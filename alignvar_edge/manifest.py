@@ -588,6 +588,11 @@ def check_out(out: str | os.PathLike[str], force: bool, source: str | os.PathLik
             where = "is" if o == s else "lies inside" if s in o.parents else "holds"
             raise OutputExistsError(f"--out '{out}' {where} the input artifact '{source}'; writing there would "
                                     "replace or corrupt the input: choose an --out outside it")
+    # an artifact lists every file it holds: a folder written inside one makes it fail verification
+    inside = next((p for p in out.resolve().parents if _own_marker(p / MANIFEST_FILE)), None)
+    if inside is not None:
+        raise OutputExistsError(f"--out '{out}' lies inside the artifact '{inside}', which lists every file it "
+                                "holds and would then fail verification: choose an --out outside it")
     if not os.path.lexists(out):
         return
     if not force:

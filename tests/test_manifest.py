@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from alignvar_edge.errors import ArtifactError
-from alignvar_edge.manifest import (MANIFEST_FILE, Manifest, ModelInfo, ModelSource, artifact_dir, load_verified,
-                                    new_manifest, read_manifest, write_manifest)
+from alignvar_edge.errors import ArtifactError, OutputExistsError
+from alignvar_edge.manifest import (MANIFEST_FILE, Manifest, ModelInfo, ModelSource, artifact_dir, check_out,
+                                    load_verified, new_manifest, read_manifest, write_manifest)
 
 CONFIG = {"name": "micro", "patch_nums": [1, 2, 4], "scale": 4, "hr_size": 32}
 
@@ -102,6 +102,17 @@ def test_old_sources_become_structured(tmp_path, model, source):
     m = read_manifest(_old(tmp_path, model))
     assert m.source == source and m.config["patch_nums"] == [1, 2, 4]
     assert m.model.scale_schedule == (1, 2, 4)       # from the config: `inspect` printed "scales None"
+
+
+def test_no_artifact_is_written_inside_another(tmp_path):
+    """An export written into an artifact's folder left that artifact failing verification."""
+    _artifact(tmp_path / "art", ModelSource.preset("micro", 0))
+    for out in (tmp_path / "art" / "new", tmp_path / "art" / "sub" / "deeper"):
+        with pytest.raises(OutputExistsError, match="lies inside the artifact"):
+            with artifact_dir(out) as tmp:
+                write_manifest(tmp, new_manifest("onnx", "onnx", "single", "fp32", ModelInfo(config=CONFIG)))
+    assert load_verified(tmp_path / "art").precision == "fp32"
+    check_out(tmp_path / "beside", force=False)            # a sibling is fine
 
 
 def test_a_manifest_recording_only_the_config_still_has_its_scale_schedule(tmp_path):
