@@ -383,6 +383,17 @@ def test_int8_of_an_export_with_external_data_equals_int8_of_the_single_file(exp
     assert a.quantization["int8_nodes"] == b.quantization["int8_nodes"] > 0
 
 
+def test_a_graph_without_module_scopes_is_quantized_with_a_warning(tmp_path: Path) -> None:
+    """onnxslim (`export --simplify`) strips the scopes the policy reads: AdaLN, SCA and the coarsest
+    scales then went int8 without a word."""
+    from alignvar_edge.export.onnx_export import export_onnx
+
+    slim = export_onnx(lively_model(), tmp_path / "slim", graph="single", batch=1, n_tiles=1, simplify=True)
+    said: list[str] = []
+    quantize_artifact(slim, tmp_path / "q", QuantizeOptions(search=False, tiles=1, val_tiles=1), log=said.append)
+    assert any("no module scopes" in m and "--simplify" in m for m in said)
+
+
 def test_tile_counts_round_up_to_whole_calls_of_the_batch(tmp_path: Path,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     """Asked for fewer tiles than whole calls of a static-batch export, quantize calibrates and

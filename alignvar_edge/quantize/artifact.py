@@ -221,6 +221,12 @@ def _int8(model_path: Path, cs: CalibrationSet, opts: QuantizeOptions, input_nam
     with Int8Builder(model_path, recipe, feeds, candidates=policy,
                      progress=lambda it: progress(it, desc="calibrating", unit="tile")) as b:
         selected = b.selected(policy)
+        if any(n.component == "linear" for n in b.nodes):
+            # `linear` is the structural fallback: without the exporter's module scopes (onnxslim
+            # strips them) AdaLN, the SCA path and the coarsest scales cannot be told apart
+            log("warning: the graph carries no module scopes (simplified with onnxslim, or edited): the "
+                "policy falls back to graph structure and quantizes AdaLN, the SCA path and the coarsest "
+                "scales too; quantize an export made without --simplify")
         sizes = dict(Counter(n.group for n in selected))
         groups = sorted(sizes)
         log(f"policy: {len(selected)} MatMul/Gemm/Conv nodes in {len(groups)} module groups to int8; "
