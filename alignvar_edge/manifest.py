@@ -453,19 +453,22 @@ def write_manifest(root: Path, manifest: Manifest) -> None:
     os.replace(tmp, root / MANIFEST_FILE)
 
 
-def _check_content(root: Path) -> None:
-    path = root / MANIFEST_FILE
-    doc = json.loads(path.read_text())
+def _check_content(root: Path, doc: Mapping[str, Any]) -> None:
     recorded = doc.get(CONTENT_KEY)
     if recorded is not None and recorded != content_hash(doc):
-        raise ArtifactError(f"artifact '{root}' failed verification: {path} was edited after it was written "
-                            f"(its content does not match its {CONTENT_KEY}). Re-create it; never edit files "
-                            "inside an artifact directory")
+        raise ArtifactError(f"artifact '{root}' failed verification: {root / MANIFEST_FILE} was edited after it "
+                            f"was written (its content does not match its {CONTENT_KEY}). Re-create it; never "
+                            "edit files inside an artifact directory")
 
 
 def read_manifest(root: str | os.PathLike[str]) -> Manifest:
     """The typed manifest of `root` (not yet verified against the files: `load_verified` does)."""
-    root = Path(root)
+    doc = _read_json(Path(root))
+    return Manifest.from_json(doc, where=Path(root) / MANIFEST_FILE)
+
+
+def _read_json(root: Path) -> dict[str, Any]:
+    """manifest.json of `root` as parsed JSON of our schema version (ArtifactError otherwise)."""
     path = root / MANIFEST_FILE
     if not root.is_dir():
         raise ArtifactError(f"'{root}' is not a directory; pass an artifact directory made by "
@@ -483,7 +486,7 @@ def read_manifest(root: str | os.PathLike[str]) -> Manifest:
     if not isinstance(m, dict) or m.get("schema_version") != SCHEMA_VERSION:
         raise ArtifactError(f"{path} has schema version {m.get('schema_version') if isinstance(m, dict) else '?'}, "
                             f"this alignvar-edge reads version {SCHEMA_VERSION}; re-create the artifact")
-    return Manifest.from_json(m, where=path)
+    return m
 
 
 def confined(root: str | os.PathLike[str], rel: Any) -> Path:
@@ -570,9 +573,9 @@ def verify_files(root: str | os.PathLike[str], manifest: Manifest | None = None)
 
 
 def load_verified(root: str | os.PathLike[str]) -> Manifest:
-    m = verify_files(root, read_manifest(root))
-    _check_content(Path(root))
-    return m
+    doc = _read_json(Path(root))          # parsed once: its own content hash, then its fields
+    _check_content(Path(root), doc)
+    return verify_files(root, Manifest.from_json(doc, where=Path(root) / MANIFEST_FILE))
 
 
 def check_out(out: str | os.PathLike[str], force: bool, source: str | os.PathLike[str] | None = None) -> None:
