@@ -14,6 +14,11 @@ as in `export --preset` so argmax margins look trained), timed with CUDA events 
     capture succeeds and its tokens equal eager's;
   - token agreement of fp16/bf16 with the fp32 run on the same tile (a speed figure at a fidelity
     that would not ship is not a result).
+  - with `--fast-paths`, the half-precision graph again under each faster setting, one added to the
+    next: torch's fused attention (`sdpa`: the exported fused form, F.scaled_dot_product_attention),
+    then channels-last convolutions with cuDNN's autotuner (`cl`), then `--prune` (FastVAR-style
+    token pruning, which changes tokens by design: its agreement is reported, not gated);
+  - a model with VARSR's refiner (`--preset varsr-d24`) runs it too, on fixed noise.
 With `--onnx DIR` (a single-graph export of the same preset; exporting d24-512 takes long, do it
 beforehand), ONNX Runtime's CUDA execution provider is timed too, if this onnxruntime has it.
 
@@ -60,19 +65,103 @@ def _times(fn: Any, timer: Any, runs: int, warmup: int) -> list[float]:
     return [timer(fn) for _ in range(runs)]
 
 
-def _graph(model: Any, lr: Any) -> tuple[Any, Any]:
+def _graph(model: Any, lr: Any, noise: Any = None) -> tuple[Any, Any]:
     """Capture the whole rollout as one CUDA graph; returns (replay fn, static outputs)."""
     import torch
     s = torch.cuda.Stream()
     s.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(s), torch.inference_mode():
-        for _ in range(2):                       # warm-up on a side stream (allocator, cuBLAS)
-            model(lr)
+        for _ in range(2):                       # warm-up on a side stream (allocator, cuBLAS, cuDNN)
+            model(lr, noise)
     torch.cuda.current_stream().wait_stream(s)
     g = torch.cuda.CUDAGraph()
     with torch.cuda.graph(g), torch.inference_mode():
-        out = model(lr)
+        out = model(lr, noise)
     return g.replay, out
+
+
+def _fast_paths(m: Any, lr: Any, noise: Any, name: str, ref_tokens: Any, timer: Any,
+                args: argparse.Namespace, mp: float, flops: int, peak: float) -> list[dict[str, Any]]:
+    """The half-precision rollout as one CUDA graph under each faster setting, one added to the next."""
+    import contextlib
+
+    import torch
+
+    from alignvar_edge.model.pruning import parse_prune, pruning
+    from alignvar_edge.model.transformer import attention_form
+    steps: list[tuple[str, Any]] = [("sdpa", lambda: attention_form(m, "fused")), ("cl", _channels_last(m))]
+    ratios = parse_prune(args.prune)
+    if ratios:
+        steps.append(("prune" + "-".join(f"{r:g}" for r in ratios), lambda: pruning(m, ratios)))
+    entries: list[dict[str, Any]] = []
+    with contextlib.ExitStack() as stack:
+        parts: list[str] = []
+        for part, enter in steps:
+            stack.enter_context(enter())
+            parts.append(part)
+            label = f"torch-cudagraph-{name}-{'+'.join(parts)}"
+            try:
+                with torch.inference_mode():
+                    eager = [t.cpu() for t in m(lr, noise)[1:]]
+                replay, static = _graph(m, lr, noise)
+                same = _agreement(eager, [t.cpu() for t in static[1:]])
+                ms = _times(replay, timer, args.runs, args.warmup)
+            except Exception as err:  # noqa: BLE001 - report why, keep the other rows
+                entries.append(_skipped(label, name, f"{type(err).__name__}: {err}"))
+                print(f"{label:<22} failed: {type(err).__name__}: {err}", flush=True)
+                continue
+            agree = None if ref_tokens is None else _agreement(ref_tokens, eager)
+            note = (f"one CUDA graph, batch {args.batch}, {' + '.join(parts)}; tokens equal to eager "
+                    f"under the same setting: {same:.4f}" + ("; pruning changes tokens by design" if
+                                                             part.startswith("prune") else ""))
+            entries.append(_entry(label, name, ms, mp, flops, peak, agree, note, str(lr.device), args.batch))
+            print(f"{label:<22} p50 {statistics.median(ms) / args.batch:9.2f} ms/tile  tokens vs fp32 "
+                  f"{agree if agree is not None else float('nan'):.4f}", flush=True)
+            del replay, static
+            torch.cuda.empty_cache()
+            if part == "cl" and args.profile:
+                _profile(m, lr, noise, args.profile, label)
+    return entries
+
+
+def _profile(m: Any, lr: Any, noise: Any, path: str, label: str) -> None:
+    """CUDA time per op and per kernel of one eager rollout (after a warm-up), as text."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile, record_function
+    try:
+        with torch.inference_mode():
+            m(lr, noise)
+            torch.cuda.synchronize()
+            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+                with record_function("rollout"):
+                    m(lr, noise)
+                torch.cuda.synchronize()
+        avg = prof.key_averages()
+        text = (f"{label}, eager, one rollout\n\n"
+                + avg.table(sort_by="cuda_time_total", row_limit=40, max_name_column_width=60))
+    except Exception as err:  # noqa: BLE001 - a profile is a bonus; never lose the timings for it
+        text = f"profile failed: {type(err).__name__}: {err}\n"
+    Path(path).write_text(text)
+    print(f"wrote {path}", flush=True)
+
+
+def _channels_last(m: Any) -> Any:
+    """A context: convolution weights channels-last and cuDNN's autotuner on; both restored after."""
+    import contextlib
+
+    import torch
+
+    @contextlib.contextmanager
+    def ctx() -> Any:
+        before = torch.backends.cudnn.benchmark
+        torch.backends.cudnn.benchmark = True
+        m.to(memory_format=torch.channels_last)
+        try:
+            yield
+        finally:
+            m.to(memory_format=torch.contiguous_format)
+            torch.backends.cudnn.benchmark = before
+    return ctx
 
 
 def _peak_gflops(device: Any, dtype: Any, n: int = 8192) -> float:
@@ -117,6 +206,12 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--cuda-graphs", choices=("auto", "off"), default="auto")
+    ap.add_argument("--fast-paths", action="store_true",
+                    help="also time the half-precision graph with fused attention, channels-last "
+                         "convolutions and (with --prune) token pruning")
+    ap.add_argument("--prune", default="", help="pruning ratios for --fast-paths, finest scale last (e.g. 0.5,0.75)")
+    ap.add_argument("--profile", help="write where the half-precision rollout's CUDA time goes (torch.profiler, "
+                                      "eager, with --fast-paths' sdpa + cl) to this text file")
     ap.add_argument("--onnx", help="single-graph export of the same preset for ONNX Runtime CUDA")
     ap.add_argument("--out", required=True, help="report JSON (bench schema; merges with CPU reports)")
     ap.add_argument("--md", help="also write Markdown")
@@ -145,6 +240,9 @@ def main() -> int:
     flops = sum(flops_stage.values())
     mp = c.hr_size ** 2 / 1e6
     lr_np = lr_tiles(c, args.batch, seed=0)
+    gen = torch.Generator().manual_seed(0)
+    noise_cpu = (torch.randn(c.noise_shape(args.batch), generator=gen)
+                 if model.diffloss is not None else None)
     timer = _timer(device)
     entries: list[dict[str, Any]] = []
     ref_tokens: list[Any] | None = None
@@ -157,13 +255,14 @@ def main() -> int:
         # a fresh copy of the fp32 weights per dtype (fp16 -> bf16 in place would round twice)
         m = copy.deepcopy(model).to(device=device, dtype=dt_).eval()
         lr = torch.from_numpy(lr_np).to(device=device, dtype=dt_)
+        noise = None if noise_cpu is None else noise_cpu.to(device=device, dtype=dt_)
         peaks[name] = round(_peak_gflops(device, dt_), 1)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         with torch.inference_mode():
-            out = m(lr)
+            out = m(lr, noise)
             tokens = [t.cpu() for t in out[1:]]
-            ms = _times(lambda: m(lr), timer, args.runs, args.warmup)
+            ms = _times(lambda m=m: m(lr, noise), timer, args.runs, args.warmup)
         agree = None if ref_tokens is None else _agreement(ref_tokens, tokens)
         if name == "fp32":
             ref_tokens = tokens
@@ -178,7 +277,7 @@ def main() -> int:
               flush=True)
         if device.type == "cuda" and args.cuda_graphs == "auto":
             try:
-                replay, static = _graph(m, lr)
+                replay, static = _graph(m, lr, noise)
                 g_tokens = [t.cpu() for t in static[1:]]
                 same = _agreement(tokens, g_tokens)
                 gms = _times(replay, timer, args.runs, args.warmup)
@@ -191,6 +290,9 @@ def main() -> int:
             except Exception as err:  # noqa: BLE001 - report why capture failed, keep the eager number
                 entries.append(_skipped(f"torch-cudagraph-{name}", name,
                                         f"CUDA graph capture failed: {type(err).__name__}: {err}"))
+            if args.fast_paths and name != "fp32":
+                fast = _fast_paths(m, lr, noise, name, ref_tokens, timer, args, mp, flops, peaks[name])
+                entries.extend(fast)
         del m
         if device.type == "cuda":
             torch.cuda.empty_cache()

@@ -4,6 +4,7 @@
 # runs/gpu); each step has its own time limit so one hang cannot eat the whole lease.
 #   OUT=runs/gpu bash scripts/gpu_session.sh
 #   OUT=runs/gpu GPU_RUNS="d24-512:8:240" bash scripts/gpu_session.sh     # batch-8 throughput
+#   GPU_ARGS="--dtypes fp16 --fast-paths --prune 0.5,0.75" ...             # appended to every gpu_bench call
 set -u
 OUT=${OUT:-runs/gpu}
 mkdir -p "$OUT"
@@ -30,5 +31,6 @@ for spec in ${GPU_RUNS:-d24-512:1:300 d16:1:150}; do
   [ "$batch" = 1 ] || name="$name-b$batch"
   echo "== $preset batch $batch (limit ${limit}s)"
   timeout "$limit" "$PY" scripts/gpu_bench.py --preset "$preset" --batch "$batch" --runs 20 --warmup 3 \
-      --out "$OUT/$name.json" --md "$OUT/$name.md" 2>&1 | tee "$OUT/$name.log"
+      --out "$OUT/$name.json" --md "$OUT/$name.md" ${GPU_ARGS:-} \
+      $( [ -n "${GPU_PROFILE:-}" ] && echo --profile "$OUT/$name-profile.txt" ) 2>&1 | tee "$OUT/$name.log"
 done

@@ -6,6 +6,8 @@
 #   OUT=runs/gpu-train BUDGET_MIN=6 bash scripts/gpu_train.sh
 # (a lent H200: one command of at most 10 minutes; 6 minutes of training plus the probe and the
 # evaluations end in about 8)
+# BATCH=N trains every stage (and sizes the probe) at batch N instead of the CPU recipe's 8 and 12,
+# so a large GPU sees more images per step.
 #   DEVICE=cpu PRESET=micro BUDGET_MIN=1 OUT=/tmp/gt bash scripts/gpu_train.sh   # the plumbing, on a CPU
 # Needs torch with CUDA, numpy, Pillow, safetensors and tqdm on the machine (checked first; a
 # machine without a registry gets missing pure-Python wheels carried in and `pip install --no-index`).
@@ -20,7 +22,7 @@ PRESET=${PRESET:-tiny32}
 WORKERS=${WORKERS:-8}
 PY=${PYTHON:-python3}
 DEVICE=${DEVICE:-cuda}
-export DEVICE PYTHONPATH=".:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
+export DEVICE BATCH=${BATCH:-} PYTHONPATH=".:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
 mkdir -p "$OUT" "$RUN"
 "$PY" - <<'PYEOF' 2>&1 | tee "$OUT/env.txt" || exit 1
 import importlib.util, sys
@@ -50,8 +52,9 @@ def rate(stage, batch, **kw):
     r = float(rows[-1]["img_per_s"]) / batch
     print(f"probe {stage}: {r:.1f} steps/s ({time.perf_counter() - t0:.0f} s with start-up)", file=sys.stderr)
     return run, r
-vq, r_vq = rate("vqvae", 8)
-_, r_tf = rate("transformer", 12, init=str(vq / "final"), overrides={"hcc_rollout": "teacher"})
+batch = os.environ.get("BATCH")
+vq, r_vq = rate("vqvae", int(batch or 8))
+_, r_tf = rate("transformer", int(batch or 12), init=str(vq / "final"), overrides={"hcc_rollout": "teacher"})
 s = 60 * budget
 # token_worth.sh: vqvae; then transformer beside dec-zero; then dec beside joint (GPU shared)
 print(int(r_vq * 0.25 * s), int(r_tf * 0.40 * s), int(r_tf * 0.35 * s / 1.5))
@@ -60,7 +63,7 @@ PYEOF
 echo "steps: vqvae $VQ_STEPS, transformer $TF_STEPS, decoder/joint $DEC_STEPS" | tee "$OUT/steps.txt"
 [ "${VQ_STEPS:-0}" -gt 0 ] || { echo "the probe failed; see above"; exit 1; }
 cap=$("$PY" -c "print(round($BUDGET_MIN * 0.45, 2))")
-export AE="$PY -m alignvar_edge" PY TRAIN_ARGS="--device $DEVICE --workers $WORKERS --max-minutes $cap"
+export AE="$PY -m alignvar_edge" PY TRAIN_ARGS="--device $DEVICE --workers $WORKERS --max-minutes $cap${BATCH:+ --batch $BATCH}"
 bash scripts/token_worth.sh "$RUN/run" "$VQ_STEPS" "$TF_STEPS" "$DEC_STEPS" "$PRESET" 2>&1 | tr '\r' '\n' \
   | grep -v '^train ' | tee "$OUT/worth.log"
 mapfile -t made < <(cd "$RUN" && ls -d run/*/log.csv run/*/eval.json run/*/final/training.json 2>/dev/null)
