@@ -13,6 +13,7 @@ the second-to-last scale and three quarters of the last, FastVAR's setting for i
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 from typing import Any
 
@@ -95,12 +96,21 @@ def gather_tokens(x_BlC: torch.Tensor, idx_Bn: torch.Tensor) -> torch.Tensor:
     return torch.gather(x_BlC, 1, idx_Bn.unsqueeze(-1).expand(-1, -1, x_BlC.shape[-1]))
 
 
+@functools.lru_cache(maxsize=64)
+def _area(q: int, p: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The (p, q) area-resampling matrix on `device`, made once: a host-to-GPU copy inside a
+    rollout would break CUDA graph capture (the capture's warm-up runs fill this cache). Made outside
+    inference mode, so a cached matrix also serves a later rollout that autograd tracks."""
+    with torch.inference_mode(False):
+        return torch.from_numpy(area_matrix(q, p)).to(dtype=dtype, device=device)
+
+
 def restore(prev_BmC: torch.Tensor, p: int, kept_BnC: torch.Tensor, idx_Bn: torch.Tensor) -> torch.Tensor:
     """(B, p*p, C): the previous scale's hidden states area-resampled to p x p, with the kept
     tokens' own states written back at their positions."""
     B, m, C = prev_BmC.shape
     q = round(m ** 0.5)
-    a = torch.from_numpy(area_matrix(q, p)).to(prev_BmC)                    # (p, q), its dtype and device
+    a = _area(q, p, prev_BmC.dtype, prev_BmC.device)                        # (p, q)
     grid = prev_BmC.transpose(1, 2).reshape(B, C, q, q)
     full = torch.matmul(torch.matmul(a, grid), a.transpose(0, 1)).reshape(B, C, p * p).transpose(1, 2)
     return full.scatter(1, idx_Bn.unsqueeze(-1).expand(-1, -1, C), kept_BnC)

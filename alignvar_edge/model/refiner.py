@@ -74,7 +74,8 @@ class TimestepEmbedder(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(TIME_FREQ_DIM, width), nn.SiLU(), nn.Linear(width, width))
 
     def forward(self, t_N: torch.Tensor) -> torch.Tensor:
-        return self.mlp(timestep_embedding(t_N))
+        # the sinusoid is computed in f32 (its phases need it), then cast to the weights' dtype
+        return self.mlp(timestep_embedding(t_N).to(self.mlp[0].weight.dtype))
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
