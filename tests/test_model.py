@@ -289,3 +289,20 @@ def test_model_docs_preset_table_gives_infos_parameter_counts() -> None:
     for name, shown in rows:
         n = model_info(meta_model(AlignVARConfig.from_preset(name)), with_flops=False)["parameters"]["inference"]
         assert f"{n / 1e6:.{len(shown.split('.')[1]) if '.' in shown else 0}f}" == shown, (name, n)
+
+
+def test_a_refiner_model_runs_in_half_precision():
+    # the refiner's timestep sinusoid is computed in f32; a bf16/fp16 model used to feed it to its
+    # half weights unconverted and fail with a dtype mismatch
+    import torch
+
+    from alignvar_edge.model.alignvar import AlignVAR
+    from alignvar_edge.model.config import AlignVARConfig
+    from alignvar_edge.quantize.calibration.tiles import lr_tiles
+    torch.manual_seed(0)
+    cfg = AlignVARConfig.from_preset("micro", refiner_width=16, refiner_depth=1, refiner_steps=2)
+    m = AlignVAR(cfg).eval().to(torch.bfloat16)
+    lr = torch.from_numpy(lr_tiles(cfg, 2, seed=0)).to(torch.bfloat16)
+    with torch.inference_mode():
+        sr, *tokens = m(lr, torch.randn(cfg.noise_shape(2), dtype=torch.bfloat16))
+    assert sr.dtype == torch.bfloat16 and bool(torch.isfinite(sr).all()) and len(tokens) == len(cfg.patch_nums)

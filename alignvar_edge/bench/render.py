@@ -204,8 +204,9 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
             line += f" at batch {batch} (throughput per tile, not one image's latency)"
         if report["model"]["tile"]["hr"] == 512 and s.get("paper_s_per_512_image"):
             # the paper's figure is per 512x512 image: only a 512 px tile compares with it
-            line += (f", {gpu['x_faster_than_paper']:.2f}x faster than the paper's "
-                     f"{s['paper_s_per_512_image']:g} s per 512x512 image")
+            x = gpu["x_faster_than_paper"]
+            versus = f"{x:.2f}x faster than" if x >= 1 else f"{1 / x:.2f}x slower than"
+            line += f", {versus} the paper's {s['paper_s_per_512_image']:g} s per 512x512 image"
         out.append(line + ".")
     if not best and not gpu:
         ran = [e for e in report.get("engines", []) if e.get("kind") == "engine" and e.get("status") == "ok"]
