@@ -306,3 +306,15 @@ def test_a_refiner_model_runs_in_half_precision():
     with torch.inference_mode():
         sr, *tokens = m(lr, torch.randn(cfg.noise_shape(2), dtype=torch.bfloat16))
     assert sr.dtype == torch.bfloat16 and bool(torch.isfinite(sr).all()) and len(tokens) == len(cfg.patch_nums)
+
+
+def test_eager_inference_takes_the_fused_attention_on_cuda_only():
+    from alignvar_edge.export.random_model import random_model
+    from alignvar_edge.model.transformer import SelfAttention, attention_form, inference_form
+    from alignvar_edge.runtimes.torch_backend import TorchEngine
+    assert [inference_form(d) for d in ("cuda", "cuda:1", "cpu", "mps")] == ["fused", "fused", "explicit", "explicit"]
+    m = random_model("micro")
+    with attention_form(m, "fused"):
+        assert {a.form for a in m.modules() if isinstance(a, SelfAttention)} == {"fused"}
+        engine = TorchEngine.from_model(m)          # a CPU engine runs the explicit reference
+        assert {a.form for a in engine.model.modules() if isinstance(a, SelfAttention)} == {"explicit"}

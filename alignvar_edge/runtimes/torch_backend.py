@@ -37,6 +37,8 @@ class TorchEngine(Engine):
         super().__init__(metadata, model.config, device, engine_dir)
         self._torch = torch
         self.model = model.eval().to(device=device, dtype=getattr(torch, DTYPES[precision]))
+        from alignvar_edge.model.transformer import inference_form, set_attention_form
+        set_attention_form(self.model, inference_form(device))
         self.precision = precision
         self.preferred_batch = max(1, int(batch))
 
