@@ -155,8 +155,8 @@ class PILBicubicResize(nn.Module):
 
     def _pass(self, u8_rows: torch.Tensor) -> torch.Tensor:
         """Resize the last axis of integer-valued x (0..255) as Pillow does: floor((x.k + 2^21) / 2^22)."""
-        s_hi = torch.matmul(u8_rows, self.k_hi)                  # |.| < 2^24: exact
-        s_lo = torch.matmul(u8_rows, self.k_lo)
+        s_hi = torch.matmul(u8_rows, self.k_hi.float())          # |.| < 2^24: exact
+        s_lo = torch.matmul(u8_rows, self.k_lo.float())
         q = torch.floor(s_hi / _SPLIT)
         r = s_hi - q * _SPLIT                                    # in [0, 2^11)
         half = float(1 << (PIL_PRECISION_BITS - 1))
@@ -164,7 +164,9 @@ class PILBicubicResize(nn.Module):
         return torch.clamp(out, 0.0, 255.0)
 
     def forward(self, x_BCHW: torch.Tensor) -> torch.Tensor:
-        u8 = torch.round(torch.clamp(x_BCHW, 0.0, 1.0) * 255.0)
+        # always float32, also in a half-precision model: the sums reach 2^24, past fp16's range
+        # (the resize came out as inf, and every token after it wrong, on a GPU in fp16)
+        u8 = torch.round(torch.clamp(x_BCHW.float(), 0.0, 1.0) * 255.0)
         rows = self._pass(u8)                                    # horizontal first, as Pillow
         cols = self._pass(rows.transpose(-1, -2)).transpose(-1, -2)
-        return cols / 255.0
+        return (cols / 255.0).to(x_BCHW.dtype)
