@@ -318,3 +318,17 @@ def test_eager_inference_takes_the_fused_attention_on_cuda_only():
         assert {a.form for a in m.modules() if isinstance(a, SelfAttention)} == {"fused"}
         engine = TorchEngine.from_model(m)          # a CPU engine runs the explicit reference
         assert {a.form for a in engine.model.modules() if isinstance(a, SelfAttention)} == {"explicit"}
+
+
+def test_pillow_resize_in_a_half_model_is_the_float32_result():
+    # Pillow-exact resizing sums integers up to 2**24: in fp16 they came out inf, and VARSR-d24 in
+    # fp16 lost every token on a GPU; the module computes in float32 whatever its input's dtype
+    import torch
+
+    from alignvar_edge.model.resample import PILBicubicResize
+    r = PILBicubicResize(32, 128)
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    for dtype in (torch.float16, torch.bfloat16):
+        want = PILBicubicResize(32, 128)(x.to(dtype).float())       # the same half input, in float32
+        got = r.to(dtype)(x.to(dtype))
+        assert got.dtype == dtype and torch.equal(got, want.to(dtype))

@@ -200,3 +200,14 @@ def test_pruned_staged_graphs_hand_the_hidden_states_on_and_equal_the_single_gra
     for a, b in zip(tok_s, tok):
         np.testing.assert_array_equal(a, b)
     assert np.abs(sr_s - sr).max() < 1e-4
+
+
+def test_pivotal_selection_of_a_half_model_is_float32s():
+    # the keys are integers up to 2**24: computed in fp16 they overflow, in bf16 they lose all
+    # but 8 bits, and TopK then picks other tokens than the same inputs in float32 pick
+    import torch
+
+    from alignvar_edge.model.pruning import pivotal
+    x = torch.randn(2, 1024, 64, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16)
+    assert torch.equal(pivotal(x, 256), pivotal(x.float(), 256))
+    assert torch.equal(pivotal(x.half(), 256), pivotal(x.half().float(), 256))

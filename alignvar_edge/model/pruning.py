@@ -75,6 +75,7 @@ def pivotal(x_BlC: torch.Tensor, n_keep: int) -> torch.Tensor:
     last bit of rounding favours: PyTorch and a runtime then prune different tokens. So scores are
     rounded to SCORE_LEVELS steps of the scale's largest, and equal ones go to the lower index
     (one exact float32 key per token): rounding noise can only matter at a step's midpoint."""
+    x_BlC = x_BlC.float()                 # a half model's too: the keys need float32's integers
     score = ((x_BlC - x_BlC.mean(dim=1, keepdim=True)) ** 2).sum(dim=-1)
     n = score.shape[1]
     levels = min(SCORE_LEVELS, (1 << 24) // n - 1)              # keys stay integers below 2**24

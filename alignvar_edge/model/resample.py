@@ -150,8 +150,9 @@ class PILBicubicResize(nn.Module):
         k = pil_bicubic_coefficients(n_in, n_out)
         lo = np.mod(k, _SPLIT)
         hi = (k - lo) // _SPLIT
-        self.register_buffer("k_hi", torch.from_numpy(hi.T.astype(np.float32)).contiguous(), persistent=False)
-        self.register_buffer("k_lo", torch.from_numpy(lo.T.astype(np.float32)).contiguous(), persistent=False)
+        # integer buffers: `model.to(half)` leaves them alone (bf16 cannot hold these integers)
+        self.register_buffer("k_hi", torch.from_numpy(hi.T.astype(np.int32)).contiguous(), persistent=False)
+        self.register_buffer("k_lo", torch.from_numpy(lo.T.astype(np.int32)).contiguous(), persistent=False)
 
     def _pass(self, u8_rows: torch.Tensor) -> torch.Tensor:
         """Resize the last axis of integer-valued x (0..255) as Pillow does: floor((x.k + 2^21) / 2^22)."""
