@@ -5,6 +5,7 @@
 #   OUT=runs/gpu bash scripts/gpu_session.sh
 #   OUT=runs/gpu GPU_RUNS="d24-512:8:240" bash scripts/gpu_session.sh     # batch-8 throughput
 #   GPU_ARGS="--dtypes fp16 --fast-paths --prune 0.5,0.75" ...             # appended to every gpu_bench call
+#   GPU_PROFILE=1 ...                        # also a torch.profiler table per preset ($OUT/gpu-PRESET-profile.txt)
 set -u
 OUT=${OUT:-runs/gpu}
 mkdir -p "$OUT"
