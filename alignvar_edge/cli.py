@@ -85,7 +85,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.showwarning = lambda message, *_a, **_k: print(
             f"alignvar-edge {args.verb}: warning: {message}", file=sys.stderr)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        # printed text still in the buffer meets a closed pipe here, where it ends quietly, not at
+        # the interpreter's exit (a traceback-like message and exit status 120)
+        sys.stdout.flush()
+        return code
     except KeyboardInterrupt:
         return _interrupted(args, interrupted)
     except BrokenPipeError:

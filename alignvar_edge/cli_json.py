@@ -4,7 +4,7 @@
     alignvar-edge VERB ... --json FILE    the text on stdout as usual, and the JSON written to FILE
 
 Progress and notes go to stderr either way, so `--json | jq` always reads one JSON document. FILE is
-written atomically (a reader never sees half of it).
+written atomically (a reader never sees half of it), and before the text: a closed stdout cannot lose it.
 """
 from __future__ import annotations
 
@@ -37,11 +37,14 @@ def add_json_option(parser: argparse.ArgumentParser, what: str = "the result") -
 
 
 def emit(target: str | None, payload: Any, text: str) -> None:
-    """Print `text`, or the JSON of `payload` in its place (target '-'); and write it to a FILE target."""
+    """Print `text`, or the JSON of `payload` in its place (target '-'); and write it to a FILE target.
+
+    FILE is written before anything is printed: a reader that closes stdout early (`| head -1`)
+    ends the printing, and must not cost the user the file they asked for."""
     doc = dumps(payload)
     if target == STDOUT:
         print(doc, end="")
         return
-    print(text)
     if target:
         write_text(target, doc)
+    print(text)

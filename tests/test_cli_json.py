@@ -3,6 +3,11 @@ FILE, the text on stdout and the JSON in FILE."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -42,3 +47,23 @@ def test_a_file_that_is_not_json_is_one_line_naming_the_flag(capsys):
     assert main(["info", "--json", "alignvar-tiny"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--json" in err[0] and "must end in .json" in err[0]
+
+
+@pytest.mark.parametrize("unbuffered", [True, False], ids=["unbuffered", "buffered"])
+def test_json_file_is_written_when_stdout_is_closed(micro_export, tmp_path, unbuffered):
+    """`inspect ART --json FILE | head -1`: the reader closing stdout must not cost the FILE, nor
+    print a traceback. Unbuffered, the text used to fail before FILE was written; buffered, the
+    exit's flush failed after it ("Exception ignored ... BrokenPipeError", status 120)."""
+    target = tmp_path / "inspect.json"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    env.update({"OMP_NUM_THREADS": "1", **({"PYTHONUNBUFFERED": "1"} if unbuffered else {})})
+    read_end, write_end = os.pipe()
+    os.close(read_end)                              # the reader is gone before anything is printed
+    try:
+        r = subprocess.run([sys.executable, "-m", "alignvar_edge", "inspect", str(micro_export),
+                            "--json", str(target)], stdout=write_end, stderr=subprocess.PIPE, text=True,
+                           env=env, cwd=Path(__file__).resolve().parent.parent, timeout=300)
+    finally:
+        os.close(write_end)
+    assert r.returncode == 128 + signal.SIGPIPE and r.stderr == ""
+    assert json.loads(target.read_text())["verdict"].startswith("OK")
