@@ -289,6 +289,7 @@ def test_attention_forms(model, single_dir, staged_dir):
     (["export", "--preset", "micro", "--out", "{tmp}/exists"], "already exists"),
     (["export", "--preset", "micro", "--out", "{tmp}/a", "--tiles", "0"], "must be >= 1"),
     (["export", "--preset", "micro", "--out", "{tmp}/a", "--attention", "fused"], "needs --opset 23"),
+    (["export", "--preset", "micro", "--out", "{tmp}/a", "--no-refine"], "--no-refine applies to models with"),
     (["inspect", "{tmp}/exists"], "no manifest.json"),
     (["inspect", "{tmp}/missing"], "not a directory"),
 ])

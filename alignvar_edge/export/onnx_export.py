@@ -258,6 +258,11 @@ def export_onnx(model: AlignVAR, out_dir: str | os.PathLike[str], graph: str = "
         raise ConfigError(f"--attention fused needs --opset {FUSED_ATTENTION_OPSET} (ONNX Attention, RMSNormalization "
                           f"and RotaryEmbedding); at opset {opset} use --attention explicit")
     keep_counts(model.config.patch_nums, prune)          # refuses more ratios than scales
+    if not refine and not model.config.has_refiner:
+        # refused, not dropped: the user would believe they had switched something off
+        raise ConfigError(f"--no-refine applies to models with VARSR's diffusion refiner; "
+                          f"'{model_name or model.config.name}' has none, so its graphs never refine: "
+                          "drop --no-refine")
     model = model.cpu().float().eval()
     ext = external_data if external_data is not None else _param_bytes(model) > EXTERNAL_DATA_BYTES
     n_eff = whole_calls(n_tiles, batch)               # graphs have a fixed batch: whole batches only
