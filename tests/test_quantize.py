@@ -239,6 +239,24 @@ def test_cli_prints_the_fidelity_table_and_refuses_to_clobber(export: Path, tmp_
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_cli_prints_the_fidelity_table_for_an_engine_its_backend_quantized(
+        export: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--target openvino quantizes inside the backend's build: the screen shows the same table, from
+    the engine's build-time parity (it used to show the path alone)."""
+    from alignvar_edge.cli import main
+
+    out = tmp_path / "ov"
+    assert main(["quantize", str(export), "--target", "openvino", "--out", str(out),
+                 "--tiles", "4", "--val-tiles", "4"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    parity = load_verified(out).parity
+    assert lines[0] == f"build-time check: {parity['tiles']} tiles vs {parity['reference']}"
+    written = next(line.split() for line in lines if line.startswith("int8 (written)"))
+    assert written[2:4] == [f"{parity['tokens']['overall']:.2%}", f"{parity['tokens']['identical_samples']:.0%}"]
+    assert written[6] == f"{parity['psnr_y_db']:.2f}"      # PSNR-Y vs the fp32 reference
+    assert any(line.startswith("fp32 engine") for line in lines) and lines[-1] == str(out)
+
+
 def test_cli_warns_about_few_calibration_images_and_lists_skipped_files_once(
         export: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A folder with one usable photograph works, and the screen says the statistics come from

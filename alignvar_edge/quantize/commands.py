@@ -90,21 +90,42 @@ def run_quantize(args: argparse.Namespace) -> int:
                                   force=args.force)
         else:
             path = quantize_artifact(args.artifact, out, opts, force=args.force, log=say, progress=bar)
-    m = read_manifest(path)
-    if m.kind == "onnx":
-        print(fidelity_table(m))
+    print(fidelity_table(read_manifest(path)))
     print(path)
     return 0
 
 
 def _db(v: Any) -> str:
+    if v is None:
+        return "–"
     if isinstance(v, str) or (isinstance(v, float) and math.isinf(v)):
         return "inf"
     return f"{v:.2f}"
 
 
+def _fig(v: float | None, spec: str) -> str:
+    return "–" if v is None else format(v, spec)
+
+
+_COLUMNS = (f"{'graph':22s} {'tokens':>8s} {'same tiles':>10s} {'PSNR-Y/HR':>10s} {'drop dB':>8s} "
+            f"{'vs fp32':>8s} {'MB':>7s}")
+
+
+def _row(name: str, tok: float | None, same: float | None, p_hr: Any, drop: float | None, vs: Any,
+         nbytes: int | None) -> str:
+    """One graph's line; a figure its check did not measure (or a graph not written: no MB) shows '–'."""
+    return (f"{name:22s} {_fig(tok, '.2%'):>8s} {_fig(same, '.0%'):>10s} {_db(p_hr):>10s} "
+            f"{_fig(drop, '+.3f'):>8s} {_db(vs):>8s} {_fig(nbytes / 1e6 if nbytes else None, '.2f'):>7s}")
+
+
 def fidelity_table(m: Manifest) -> str:
-    """The end-of-run table: fp32 vs the policy graph vs the written graph, on the validation split."""
+    """The end-of-run table, fp32 vs what was written, for every target: our ONNX pass's validation
+    split, or the build-time check of an engine its backend quantized (openvino, coreml)."""
+    return _engine_table(m) if m.kind == "engine" else _onnx_table(m)
+
+
+def _onnx_table(m: Manifest) -> str:
+    """fp32 vs the policy graph vs the written graph, on the validation split."""
     q = m.quantization or {}
     par = m.parity or {}
     val, init = par.get("validation", {}), par.get("initial_validation", {})
@@ -119,11 +140,7 @@ def fidelity_table(m: Manifest) -> str:
     lines = [f"validation split: {val.get('tiles')} tiles; target: tokens >= "
              f"{q.get('target', {}).get('min_token_agreement')}, PSNR-Y drop <= "
              f"{q.get('target', {}).get('max_psnr_drop')} dB -> {'MET' if par.get('target_met') else 'NOT MET'}",
-             f"{'graph':22s} {'tokens':>8s} {'same tiles':>10s} {'PSNR-Y/HR':>10s} {'drop dB':>8s} "
-             f"{'vs fp32':>8s} {'MB':>7s}"]
-    for name, tok, same, p_hr, drop, vs, nbytes in rows:
-        lines.append(f"{name:22s} {tok:8.2%} {same:10.0%} {_db(p_hr):>10s} {drop:+8.3f} {_db(vs):>8s} "
-                     f"{f'{nbytes / 1e6:.2f}' if nbytes else '–':>7s}")     # the policy-only graph is not written
+             _COLUMNS, *(_row(*r) for r in rows)]
     if q.get("format") == "onnx-qdq":
         pol = ", ".join(f"{c} ({v['nodes']})" for c, v in q.get("float_by_policy", {}).items())
         lines.append(f"float by policy: {pol or 'nothing'}")
@@ -135,3 +152,19 @@ def fidelity_table(m: Manifest) -> str:
         lines.append(f"compute precision per group: {', '.join(f'{g} {v}' for g, v in per_group.items())}; "
                      f"f32 ops: {', '.join(q.get('keep_fp32_ops', []))}")
     return "\n".join(lines)
+
+
+def _engine_table(m: Manifest) -> str:
+    """fp32 vs the engine, from its build-time check: tokens and PSNR-Y against the fp32 reference
+    (the check has no HR image, so no PSNR-Y/HR or drop), then the rungs its build tried."""
+    from alignvar_edge.export.inspect_artifact import tried_rungs
+    par = m.parity or {}
+    tokens = par.get("tokens") or {}
+    if not tokens:      # an engine for a device this host lacks, or a Core ML palette (no proxy)
+        return (f"{m.backend} {m.precision}: no fidelity check ran at build time; run "
+                "`alignvar-edge selftest --engine DIR` where the engine runs")
+    lines = [f"build-time check: {par.get('tiles')} tiles vs {par.get('reference', 'the fp32 reference')}",
+             _COLUMNS, _row("fp32 engine", 1.0, 1.0, None, 0.0, "inf", None),
+             _row(f"{m.precision} (written)", tokens.get("overall"), tokens.get("identical_samples"), None, None,
+                  par.get("psnr_y_db"), None)]
+    return "\n".join(lines + [f"tried {t}" for t in tried_rungs(m)])
