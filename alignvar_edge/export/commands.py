@@ -50,7 +50,8 @@ def register(sub: Any) -> None:
                         "ONNX's protobuf limit is 2 GB)")
     p.add_argument("--no-refine", dest="refine", action="store_false",
                    help="leave VARSR's diffusion refiner out of the graphs (tokens only at the last scale); "
-                        "with it, the graph that runs the last scale takes the sampler's noise as input")
+                        "with it, the graph that runs the last scale takes the sampler's noise as input; "
+                        "refused for a model without the refiner")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=run_export)
 
