@@ -128,8 +128,21 @@ _SIXTEEN_BIT_FORMATS = ("PNG", "TIFF")
 
 _MULTI_FRAME_FORMATS = ("GIF", "PNG", "WEBP", "TIFF")
 
-# modes of a single-channel (gray) file, with or without alpha: `upscale` writes these back gray
-_GRAY_MODES = ("1", "L", "LA", "La", "F", *_SIXTEEN_BIT_MODES)
+# gray modes an image is upscaled in (`_plain_mode`): `upscale` writes these back gray
+_GRAY_MODES = ("L", "LA", "F", *_SIXTEEN_BIT_MODES)
+
+
+def _plain_mode(img: Image.Image) -> str:
+    """The mode an image is upscaled in and comes back as, a file (`upscale`) and a PIL image
+    (`Engine.upscale`) alike: gray stays gray, alpha (or a transparent colour) stays alpha, any
+    other mode becomes RGB(A). Bilevel "1" becomes 8-bit "L": the x4 result's edges are grays
+    that one bit would throw away."""
+    mode = img.mode
+    if mode in (*_SIXTEEN_BIT_MODES, "F"):          # one plane each: Pillow has no alpha beside them
+        return mode
+    alpha = mode in ("LA", "La", "PA", "RGBA", "RGBa") or "transparency" in img.info
+    gray = mode in ("1", "L", "LA", "La")
+    return ("LA" if gray else "RGBA") if alpha else ("L" if gray else "RGB")
 
 
 def file_layout(path: str | os.PathLike[str]) -> tuple[bool, int]:
@@ -137,7 +150,7 @@ def file_layout(path: str | os.PathLike[str]) -> tuple[bool, int]:
     Gray is the file's layout (an RGB file whose channels happen to be equal is RGB); bits are 16
     for a 16-bit grayscale file (what `load_image` keeps), else 8."""
     with Image.open(path) as img:
-        return img.mode in _GRAY_MODES, 16 if img.mode in _SIXTEEN_BIT_MODES else 8
+        return _plain_mode(img) in _GRAY_MODES, 16 if img.mode in _SIXTEEN_BIT_MODES else 8
 
 
 def file_profile(path: str | os.PathLike[str]) -> bytes | None:
@@ -147,7 +160,7 @@ def file_profile(path: str | os.PathLike[str]) -> bytes | None:
     dulled; a CMYK profile no longer applies to the RGB result and is dropped."""
     with Image.open(path) as img:
         icc = img.info.get("icc_profile")
-        gray = img.mode in _GRAY_MODES
+        gray = _plain_mode(img) in _GRAY_MODES
     # bytes 16-19 of an ICC header: the colour space of the data it describes
     if not isinstance(icc, bytes) or len(icc) < 20 or icc[16:20] != (b"GRAY" if gray else b"RGB "):
         return None
@@ -175,20 +188,9 @@ def _to_float_planes(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
         gray = np.asarray(img, dtype=np.float32)
         check_unit_range(gray)
         return _gray_to_rgb(np.clip(gray, 0.0, 1.0)), None
-
-    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
-        mode in ("P", "L", "RGB") and "transparency" in img.info
-    )
-    if mode in ("L", "1", "LA", "La"):
-        target = "LA" if has_alpha else "L"
-    else:
-        # P, CMYK (Pillow undoes Adobe's inverted CMYK), YCbCr, HSV, RGBX, RGBa ...
-        target = "RGBA" if has_alpha else "RGB"
-    try:
-        conv = img.convert(target)
-    except ValueError as e:
-        raise InputError(f"unsupported image mode {mode}; convert the file to RGB first") from e
-    arr = np.asarray(conv, dtype=np.float32) / 255.0
+    # P, CMYK (Pillow undoes Adobe's inverted CMYK), YCbCr, HSV, RGBX, RGBa ...: RGB(A)
+    target = _plain_mode(img)
+    arr = np.asarray(_converted(img, target), dtype=np.float32) / 255.0
     if target == "L":
         return _gray_to_rgb(arr), None
     if target == "LA":
@@ -196,6 +198,13 @@ def _to_float_planes(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     if target == "RGB":
         return np.ascontiguousarray(arr), None
     return np.ascontiguousarray(arr[..., :3]), np.ascontiguousarray(arr[..., 3])
+
+
+def _converted(img: Image.Image, mode: str) -> Image.Image:
+    try:
+        return img if img.mode == mode else img.convert(mode)
+    except ValueError as e:
+        raise InputError(f"unsupported image mode {img.mode}; convert it to RGB first") from e
 
 
 def _gray_to_rgb(gray_HW: np.ndarray) -> np.ndarray:
@@ -350,8 +359,6 @@ def _to_uint16(x: np.ndarray) -> np.ndarray:
 
 # integer dtypes an in-memory image may use, and the value that means "full intensity"
 _INT_FULL_SCALE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
-# Pillow modes handed to the engine as they are (others are converted, see as_float_image)
-_PIL_DIRECT = ("L", "RGB", "RGBA", "I;16", "F")
 
 
 # how far float pixels may stray outside [0, 1] and be clipped: the overshoot of a resampled
@@ -373,8 +380,9 @@ def as_float_image(image: object) -> tuple[np.ndarray, Callable[[np.ndarray], ob
 
     numpy uint8 (/255) and uint16 (/65535) come back in their dtype (rounded, clipped); float
     arrays (in [0, 1]) come back in their float dtype; a PIL image comes back as a PIL image of
-    its mode (L, RGB, RGBA, LA, I;16 in either byte order, I with 16-bit values, F; palette, CMYK
-    and other modes come back as RGB or RGBA).
+    its mode (L, RGB, RGBA, LA, I;16 in either byte order, I with 16-bit values, F), or of the mode
+    `upscale` writes its file back in (`_plain_mode`: bilevel "1" as L, palette, CMYK and other
+    modes as RGB or RGBA).
     """
     if isinstance(image, Image.Image):
         return _pil_as_float(image)
@@ -395,24 +403,16 @@ def as_float_image(image: object) -> tuple[np.ndarray, Callable[[np.ndarray], ob
 
 
 def _pil_as_float(img: Image.Image) -> tuple[np.ndarray, Callable[[np.ndarray], object]]:
-    mode = img.mode
-    if mode in _PIL_SIXTEEN_BIT:
+    if img.mode in _PIL_SIXTEEN_BIT:
         return _pil_sixteen_as_float(img)
-    if mode in _PIL_DIRECT:
-        work, back_mode = img, None
-    elif mode == "LA":
-        work, back_mode = img.convert("RGBA"), "LA"
-    else:
-        alpha = mode in ("PA", "RGBa", "La") or "transparency" in img.info
-        try:
-            work, back_mode = img.convert("RGBA" if alpha else "RGB"), None
-        except ValueError as e:
-            raise InputError(f"unsupported PIL image mode {mode}; convert it to RGB first") from e
+    plain = _plain_mode(img)
+    # gray+alpha runs as RGBA (the engine takes gray, RGB or RGBA) and comes back as LA
+    work = _converted(img, "RGBA" if plain == "LA" else plain)
     x, back = as_float_image(np.asarray(work))
 
     def to_pil(r: np.ndarray) -> Image.Image:
         out = Image.fromarray(np.asarray(back(r)))
-        return out.convert(back_mode) if back_mode else out
+        return _converted(out, plain)
     return x, to_pil
 
 

@@ -292,3 +292,30 @@ def test_a_full_disk_is_reported_on_the_output_and_leaves_nothing(tmp_path: Path
     assert _os_error_line(info.value) == (f"no space left on the device writing {out}; "
                                           "free some space or choose another output")
     assert list(tmp_path.iterdir()) == []                 # no output, no temporary file
+
+
+@pytest.fixture(scope="module")
+def upscaled(tmp_path_factory, one_torch_thread) -> tuple[Path, Path]:
+    """(inputs, outputs) of one `upscale` run of the bundled model over small odd files."""
+    from alignvar_edge.cli import main
+    src, dst = tmp_path_factory.mktemp("in"), tmp_path_factory.mktemp("out") / "x4"
+    rng = np.random.default_rng(5)
+    Image.fromarray(rng.integers(0, 2, (6, 7), dtype=np.uint8) * 255).convert("1").save(src / "bilevel.png")
+    assert main(["upscale", str(src), str(dst), "--engine", "alignvar-tiny", "--quiet"]) == 0
+    return src, dst
+
+
+def test_a_bilevel_image_comes_back_8_bit_gray_from_the_api_and_the_cli_alike(upscaled) -> None:
+    """Mode "1" is one rule (`_plain_mode`): the x4 result's edges are grays, so both give "L";
+    the API gave RGB, the CLI L."""
+    from alignvar_edge import runtimes
+    src, dst = upscaled
+    with Image.open(src / "bilevel.png") as img:
+        assert img.mode == "1"
+        x, _ = as_float_image(img)
+        assert x.ndim == 2                                   # runs as gray, as the CLI runs it
+        with runtimes.load("alignvar-tiny") as engine:
+            api = engine.upscale(img)
+    cli = _read(dst / "bilevel.png")
+    assert api.mode == cli.mode == "L" and api.size == cli.size == (28, 24)
+    assert np.abs(np.asarray(api, np.int16) - np.asarray(cli, np.int16)).max() <= 1
