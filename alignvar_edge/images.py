@@ -3,13 +3,16 @@
 Loading is defensive because users point the tool at arbitrary folders: the size is checked from
 the header before any pixel is decoded, EXIF orientation is applied, and every mode Pillow can
 produce ends up as RGB. Saving is atomic and never clobbers a file silently; 16-bit grayscale
-stays 16-bit where the output format holds it (PNG, TIFF).
+stays 16-bit where the output format holds it (PNG, TIFF; with alpha, PNG: `_la16_png`).
 """
 from __future__ import annotations
 
+import io
 import os
+import struct
 import tempfile
 import warnings
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -106,9 +109,10 @@ def _decode(
         raise InputError(f"{path} holds {frames} frames (an animation or a multi-page file); save the "
                          "frame you want as a PNG and pass that")
     try:
+        la16 = _read_la16_raw(img)
         img.load()
         img = ImageOps.exif_transpose(img)
-        rgb, alpha = _to_float_planes(img)
+        rgb, alpha = _la16_planes(img) if la16 else _to_float_planes(img)
     except InputError as e:
         raise InputError(f"{path}: {e}") from e
     except _DECODE_ERRORS as e:
@@ -122,8 +126,10 @@ def _decode(
 
 # Pillow modes of 16-bit grayscale files ("I" is how some Pillow versions open 16-bit PNGs)
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")
-# formats Pillow writes 16-bit grayscale to
+# formats Pillow writes 16-bit grayscale to; 16-bit gray+alpha is written to PNG alone (`_la16_png`)
 _SIXTEEN_BIT_FORMATS = ("PNG", "TIFF")
+# Pillow has no 16-bit gray+alpha mode: it decodes such a PNG with this raw mode to 8-bit RGBA
+_LA16_RAWMODE = "LA;16B"
 
 
 _MULTI_FRAME_FORMATS = ("GIF", "PNG", "WEBP", "TIFF")
@@ -148,9 +154,15 @@ def _plain_mode(img: Image.Image) -> str:
 def file_layout(path: str | os.PathLike[str]) -> tuple[bool, int]:
     """(gray, bits per sample) of an image file, from its header alone: what `upscale` writes back.
     Gray is the file's layout (an RGB file whose channels happen to be equal is RGB); bits are 16
-    for a 16-bit grayscale file (what `load_image` keeps), else 8."""
+    for a 16-bit grayscale file, with or without alpha (what `load_image` keeps), else 8."""
     with Image.open(path) as img:
-        return _plain_mode(img) in _GRAY_MODES, 16 if img.mode in _SIXTEEN_BIT_MODES else 8
+        return _layout(img)
+
+
+def _layout(img: Image.Image) -> tuple[bool, int]:
+    if _is_la16(img):
+        return True, 16
+    return _plain_mode(img) in _GRAY_MODES, 16 if img.mode in _SIXTEEN_BIT_MODES else 8
 
 
 def file_profile(path: str | os.PathLike[str]) -> bytes | None:
@@ -160,7 +172,7 @@ def file_profile(path: str | os.PathLike[str]) -> bytes | None:
     dulled; a CMYK profile no longer applies to the RGB result and is dropped."""
     with Image.open(path) as img:
         icc = img.info.get("icc_profile")
-        gray = _plain_mode(img) in _GRAY_MODES
+        gray = _layout(img)[0]
     # bytes 16-19 of an ICC header: the colour space of the data it describes
     if not isinstance(icc, bytes) or len(icc) < 20 or icc[16:20] != (b"GRAY" if gray else b"RGB "):
         return None
@@ -168,7 +180,7 @@ def file_profile(path: str | os.PathLike[str]) -> bytes | None:
 
 
 def bits_per_sample(path: str | os.PathLike[str]) -> int:
-    """16 for a 16-bit grayscale file, else 8 (`file_layout`)."""
+    """16 for a 16-bit grayscale file (with or without alpha), else 8 (`file_layout`)."""
     return file_layout(path)[1]
 
 
@@ -200,6 +212,27 @@ def _to_float_planes(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     return np.ascontiguousarray(arr[..., :3]), np.ascontiguousarray(arr[..., 3])
 
 
+def _is_la16(img: Image.Image) -> bool:
+    """A 16-bit gray+alpha PNG, before it is decoded (Pillow makes it 8-bit RGBA)."""
+    return img.format == "PNG" and [tile[3] for tile in img.tile] == [_LA16_RAWMODE]
+
+
+def _read_la16_raw(img: Image.Image) -> bool:
+    """Have a 16-bit gray+alpha PNG decode its samples' bytes unchanged (4 a pixel, as RGBA has)
+    for `_la16_planes`, instead of Pillow's 8-bit RGBA. True if it is one."""
+    if not _is_la16(img):
+        return False
+    name, extents, offset, _ = img.tile[0]
+    img.tile = [(name, extents, offset, "RGBA")]
+    return True
+
+
+def _la16_planes(raw: Image.Image) -> tuple[np.ndarray, np.ndarray]:
+    """`_read_la16_raw`'s RGBA of big-endian gray and alpha samples -> float32 RGB and alpha."""
+    gray_alpha = np.asarray(raw).view(">u2").astype(np.float32) / 65535.0
+    return _gray_to_rgb(gray_alpha[..., 0]), np.ascontiguousarray(gray_alpha[..., 1])
+
+
 def _converted(img: Image.Image, mode: str) -> Image.Image:
     try:
         return img if img.mode == mode else img.convert(mode)
@@ -224,8 +257,9 @@ def save_image(
 ) -> Path:
     """Write float RGB HxWx3 (or gray HxW) in [0,1], atomically; returns the path.
 
-    The format follows the extension. ``bits=16`` writes gray without alpha as 16-bit where the
-    format holds it (PNG, TIFF); everything else is 8-bit. ``icc_profile`` is embedded where the
+    The format follows the extension. ``bits=16`` writes gray as 16-bit where the format holds
+    it (PNG, TIFF; gray with alpha: PNG, and TIFF with a warning that it is 8-bit, since Pillow
+    cannot write it); everything else is 8-bit. ``icc_profile`` is embedded where the
     format holds one (not BMP). ``input_path`` is the image the data
     came from: writing onto it is refused even with ``overwrite=True``, since a failed run would
     destroy the source.
@@ -243,7 +277,13 @@ def save_image(
     if not path.parent.is_dir():
         raise InputError(f"output folder {path.parent} does not exist; create it first")
 
-    img = _to_pil(rgb, alpha, path, sixteen=bits == 16 and fmt in _SIXTEEN_BIT_FORMATS)
+    sixteen = bits == 16 and fmt in _SIXTEEN_BIT_FORMATS
+    la16 = sixteen and alpha is not None and _squeezed(rgb).ndim == 2
+    if la16 and fmt != "PNG":
+        warnings.warn(f"Pillow cannot write 16-bit gray+alpha {fmt}: {path} is written with 8 bits; "
+                      "save it as .png to keep 16", stacklevel=2)
+        sixteen = la16 = False
+    img = _to_pil(rgb, alpha, path, sixteen)
     params: dict[str, object] = {}
     if fmt in ("JPEG", "WEBP"):
         params["quality"] = int(quality)
@@ -257,7 +297,10 @@ def save_image(
     try:
         try:
             with os.fdopen(fd, "wb") as f:
-                img.save(f, format=fmt, **params)
+                if la16:
+                    f.write(_la16_png(img, params, path))
+                else:
+                    img.save(f, format=fmt, **params)
                 f.flush()
                 os.fsync(f.fileno())
         except OSError as e:
@@ -319,29 +362,54 @@ def _same_file(a: Path, b: Path) -> bool:
     return a.resolve() == b.resolve()
 
 
+def _squeezed(rgb: np.ndarray) -> np.ndarray:
+    """HxWx1 gray as HxW."""
+    rgb = np.asarray(rgb)
+    return rgb[..., 0] if rgb.ndim == 3 and rgb.shape[2] == 1 else rgb
+
+
 def _to_pil(rgb: np.ndarray, alpha: np.ndarray | None, path: Path,
             sixteen: bool = False) -> Image.Image:
-    rgb = np.asarray(rgb)
-    if rgb.ndim == 3 and rgb.shape[2] == 1:
-        rgb = rgb[..., 0]
+    rgb = _squeezed(rgb)
     if not (rgb.ndim == 2 or (rgb.ndim == 3 and rgb.shape[2] == 3)):
         raise InputError(f"image data for {path} must be HxWx3 or HxW, got shape {rgb.shape}")
     if rgb.shape[0] == 0 or rgb.shape[1] == 0:
         raise InputError(f"image data for {path} has no pixels (shape {rgb.shape})")
     if not np.isfinite(rgb).all():
         raise InputError(f"image data for {path} contains NaN or infinite values")
-    if sixteen and rgb.ndim == 2 and alpha is None:       # Pillow has no 16-bit RGB or gray+alpha
-        return Image.fromarray(_to_uint16(rgb))
+    if alpha is not None and np.shape(alpha) != rgb.shape[:2]:
+        raise InputError(f"alpha shape {np.shape(alpha)} does not match image shape {rgb.shape[:2]}")
+    if sixteen and rgb.ndim == 2:                          # Pillow has no 16-bit RGB
+        return Image.fromarray(_to_uint16(rgb)) if alpha is None else _la16_raw(rgb, alpha)
     planes = _to_uint8(rgb)
     if alpha is None:
         return Image.fromarray(planes)
-    alpha = np.asarray(alpha)
-    if alpha.shape != rgb.shape[:2]:
-        raise InputError(f"alpha shape {alpha.shape} does not match image shape {rgb.shape[:2]}")
-    a8 = _to_uint8(alpha)
+    a8 = _to_uint8(np.asarray(alpha))
     if planes.ndim == 2:
         return Image.fromarray(np.stack([planes, a8], axis=2))
     return Image.fromarray(np.concatenate([planes, a8[..., None]], axis=2))
+
+
+def _la16_raw(gray: np.ndarray, alpha: np.ndarray) -> Image.Image:
+    """16-bit gray+alpha as the RGBA image of its big-endian samples' bytes, for `_la16_png`."""
+    samples = np.stack([_to_uint16(gray), _to_uint16(np.asarray(alpha))], axis=2).astype(">u2")
+    return Image.frombytes("RGBA", (gray.shape[1], gray.shape[0]), samples.tobytes())
+
+
+def _la16_png(raw: Image.Image, params: dict[str, object], path: Path) -> bytes:
+    """A 16-bit gray+alpha PNG, which Pillow cannot write. Pillow writes `_la16_raw`'s bytes as
+    8-bit RGBA: 4 bytes a pixel either way, so the same filtered, compressed rows; the header
+    then says what they are."""
+    buf = io.BytesIO()
+    raw.save(buf, format="PNG", **params)
+    png = bytearray(buf.getvalue())
+    # signature (8), IHDR's length and type (8), width and height (8), then depth and colour type
+    if png[12:16] != b"IHDR" or png[24:26] != bytes((8, 6)):
+        raise RuntimeError(f"cannot write {path} as 16-bit gray+alpha: Pillow {Image.__version__} wrote an "
+                           "unexpected PNG header; save it as .tif (8-bit) and report this")
+    png[24:26] = bytes((16, 4))                            # 16-bit gray+alpha
+    png[29:33] = struct.pack(">I", zlib.crc32(png[12:29]))
+    return bytes(png)
 
 
 def _to_uint8(x: np.ndarray) -> np.ndarray:

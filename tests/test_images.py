@@ -34,6 +34,47 @@ def _png_header_only(path: Path, width: int, height: int) -> None:
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + body)
 
 
+# Adam7's passes: (first column, first row, column step, row step)
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def _png_la16(path: Path, gray: np.ndarray, alpha: np.ndarray, interlaced: bool = False) -> None:
+    """A 16-bit gray+alpha PNG written by hand (Pillow cannot write one)."""
+    samples = np.stack([gray, alpha], axis=2).astype(">u2")
+    passes = [samples[y0::dy, x0::dx] for x0, y0, dx, dy in _ADAM7] if interlaced else [samples]
+    rows = b"".join(b"\x00" + row.tobytes() for p in passes if p.size for row in p)   # filter 0: none
+    ihdr = struct.pack(">IIBBBBB", gray.shape[1], gray.shape[0], 16, 4, 0, 0, int(interlaced))
+    body = _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", zlib.compress(rows)) + _png_chunk(b"IEND", b"")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + body)
+
+
+def _png_la16_samples(path: Path) -> tuple[tuple[int, int], np.ndarray]:
+    """((bit depth, colour type), HxWx2 samples) of a non-interlaced 16-bit gray+alpha PNG, decoded
+    here (every filter, CRCs checked) so that a file's validity does not rest on Pillow."""
+    data, pos, idat = path.read_bytes(), 8, b""
+    while pos < len(data):
+        n, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        assert struct.unpack(">I", data[pos + 8 + n:pos + 12 + n])[0] == zlib.crc32(data[pos + 4:pos + 8 + n])
+        if kind == b"IHDR":
+            width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", data[pos + 8:pos + 21])
+        idat += data[pos + 8:pos + 8 + n] if kind == b"IDAT" else b""
+        pos += 12 + n
+    assert interlace == 0
+    raw, stride, bpp = zlib.decompress(idat), width * 4, 4
+    prev, out = [0] * stride, []
+    for y in range(height):
+        kind, line, cur = raw[y * (stride + 1)], raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)], [0] * stride
+        for i in range(stride):
+            a, b, c = (cur[i - bpp] if i >= bpp else 0), prev[i], (prev[i - bpp] if i >= bpp else 0)
+            pa, pb, pc = abs(b - c), abs(a - c), abs(a + b - 2 * c)
+            paeth = a if pa <= pb and pa <= pc else b if pb <= pc else c
+            cur[i] = (line[i] + (0, a, b, (a + b) // 2, paeth)[kind]) & 255
+        out.append(cur)
+        prev = cur
+    samples = np.array(out, np.uint8).view(">u2").reshape(height, width, 2)
+    return (depth, colour), samples if depth == 16 and colour == 4 else np.zeros(0)
+
+
 def test_rgb_png_round_trip(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     u8 = rng.integers(0, 256, (17, 23, 3), dtype=np.uint8)
@@ -84,6 +125,29 @@ def test_save_16_bit_gray_png_and_tiff_8_bit_elsewhere(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="bits must be 8 or 16"):
         save_image(tmp_path / "x.png", gray, bits=12)
     assert bits_per_sample(tmp_path / "g.png") == 16 and bits_per_sample(tmp_path / "g.jpg") == 8
+
+
+@pytest.mark.parametrize("interlaced", [False, True])
+def test_a_16_bit_gray_alpha_png_keeps_16_bits_in_and_out(tmp_path: Path, interlaced: bool) -> None:
+    """Pillow has no 16-bit gray+alpha mode: it read such a PNG as 8-bit RGBA, and `upscale` wrote
+    8-bit RGBA back. Read and written as 16-bit gray+alpha now; TIFF, which Pillow cannot write
+    so, is 8-bit with a one-line warning."""
+    rng = np.random.default_rng(3)
+    gray, alpha = (rng.integers(0, 65536, (9, 11)).astype(np.uint16) for _ in range(2))
+    gray[0, :2], alpha[0, :2] = (0, 1), (65535, 1)                # a 1/65535 step: lost in 8 bits
+    _png_la16(tmp_path / "la16.png", gray, alpha, interlaced)
+    assert bits_per_sample(tmp_path / "la16.png") == 16
+    rgb, a = load_image(tmp_path / "la16.png")
+    np.testing.assert_array_equal(np.round(rgb * 65535), np.repeat(gray[..., None], 3, axis=2))
+    np.testing.assert_array_equal(np.round(a * 65535), alpha)
+
+    save_image(tmp_path / "out.png", rgb[..., 0], a, bits=16)
+    kind, samples = _png_la16_samples(tmp_path / "out.png")
+    assert kind == (16, 4)                                        # 16-bit gray+alpha, not 8-bit RGBA
+    np.testing.assert_array_equal(samples, np.stack([gray, alpha], axis=2))
+    with pytest.warns(UserWarning, match=r"cannot write 16-bit gray\+alpha TIFF: .*out\.tif .*as \.png"):
+        save_image(tmp_path / "out.tif", rgb[..., 0], a, bits=16)
+    assert _read(tmp_path / "out.tif").mode == "LA"
 
 
 def test_grayscale_and_la(tmp_path: Path) -> None:
@@ -301,6 +365,7 @@ def upscaled(tmp_path_factory, one_torch_thread) -> tuple[Path, Path]:
     src, dst = tmp_path_factory.mktemp("in"), tmp_path_factory.mktemp("out") / "x4"
     rng = np.random.default_rng(5)
     Image.fromarray(rng.integers(0, 2, (6, 7), dtype=np.uint8) * 255).convert("1").save(src / "bilevel.png")
+    _png_la16(src / "gray-alpha16.png", *(rng.integers(0, 65536, (6, 7)).astype(np.uint16) for _ in range(2)))
     assert main(["upscale", str(src), str(dst), "--engine", "alignvar-tiny", "--quiet"]) == 0
     return src, dst
 
@@ -319,3 +384,10 @@ def test_a_bilevel_image_comes_back_8_bit_gray_from_the_api_and_the_cli_alike(up
     cli = _read(dst / "bilevel.png")
     assert api.mode == cli.mode == "L" and api.size == cli.size == (28, 24)
     assert np.abs(np.asarray(api, np.int16) - np.asarray(cli, np.int16)).max() <= 1
+
+
+def test_upscale_writes_16_bit_gray_alpha_back_as_16_bit_gray_alpha(upscaled) -> None:
+    """It wrote 8-bit RGBA: Pillow reads the file as that."""
+    kind, samples = _png_la16_samples(upscaled[1] / "gray-alpha16.png")
+    assert kind == (16, 4) and samples.shape == (24, 28, 2)
+    assert (samples % 257 != 0).mean() > 0.5                    # finer steps than 8 bits carry
