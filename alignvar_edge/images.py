@@ -15,10 +15,10 @@ import warnings
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeGuard
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageFile, ImageOps
 
 from alignvar_edge.errors import InputError, OutputExistsError
 from alignvar_edge.fsmodes import publish_mode, write_error
@@ -212,19 +212,21 @@ def _to_float_planes(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     return np.ascontiguousarray(arr[..., :3]), np.ascontiguousarray(arr[..., 3])
 
 
-def _is_la16(img: Image.Image) -> bool:
+def _is_la16(img: Image.Image) -> TypeGuard[ImageFile.ImageFile]:
     """A 16-bit gray+alpha PNG, before it is decoded (Pillow makes it 8-bit RGBA)."""
-    return img.format == "PNG" and [tile[3] for tile in img.tile] == [_LA16_RAWMODE]
+    return (isinstance(img, ImageFile.ImageFile) and img.format == "PNG"
+            and [tile[3] for tile in img.tile] == [_LA16_RAWMODE])
 
 
 def _read_la16_raw(img: Image.Image) -> bool:
     """Have a 16-bit gray+alpha PNG decode its samples' bytes unchanged (4 a pixel, as RGBA has)
     for `_la16_planes`, instead of Pillow's 8-bit RGBA. True if it is one."""
-    if not _is_la16(img):
-        return False
-    name, extents, offset, _ = img.tile[0]
-    img.tile = [(name, extents, offset, "RGBA")]
-    return True
+    if _is_la16(img):
+        name, extents, offset, _ = img.tile[0]
+        # a plain tuple, as Pillow 10's tiles are (later ones unpack it the same)
+        img.tile = [(name, extents, offset, "RGBA")]  # type: ignore[list-item]
+        return True
+    return False
 
 
 def _la16_planes(raw: Image.Image) -> tuple[np.ndarray, np.ndarray]:
