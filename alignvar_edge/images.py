@@ -1,7 +1,8 @@
 """Image files in and out: float32 HWC RGB in [0, 1], plus an optional alpha plane.
 
 Loading is defensive because users point the tool at arbitrary folders: the size is checked from
-the header before any pixel is decoded, EXIF orientation is applied, and every mode Pillow can
+the header before any pixel is decoded, EXIF orientation is applied (the pixels are turned upright,
+and `file_metadata` drops the orientation from the EXIF written back), and every mode Pillow can
 produce ends up as RGB. Saving is atomic and never clobbers a file silently; 16-bit grayscale
 stays 16-bit where the output format holds it (PNG, TIFF; with alpha, PNG: `_la16_png`).
 """
@@ -15,10 +16,10 @@ import warnings
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeGuard
+from typing import TYPE_CHECKING, TypedDict, TypeGuard
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps
+from PIL import ExifTags, Image, ImageFile, ImageOps
 
 from alignvar_edge.errors import InputError, OutputExistsError
 from alignvar_edge.fsmodes import publish_mode, write_error
@@ -32,10 +33,12 @@ else:              # torch on first use: image I/O alone should not pay its impo
 __all__ = [
     "DEFAULT_MAX_MEGAPIXELS",
     "IMAGE_EXTENSIONS",
+    "Metadata",
     "as_float_image",
     "bits_per_sample",
     "check_unit_range",
     "file_layout",
+    "file_metadata",
     "file_profile",
     "from_tensor",
     "list_images",
@@ -171,12 +174,73 @@ def file_profile(path: str | os.PathLike[str]) -> bytes | None:
     holds them, so without it a Display P3 or Adobe RGB photo would be shown as sRGB, its colours
     dulled; a CMYK profile no longer applies to the RGB result and is dropped."""
     with Image.open(path) as img:
-        icc = img.info.get("icc_profile")
-        gray = _layout(img)[0]
+        return _profile(img)
+
+
+def _profile(img: Image.Image) -> bytes | None:
+    icc = img.info.get("icc_profile")
     # bytes 16-19 of an ICC header: the colour space of the data it describes
-    if not isinstance(icc, bytes) or len(icc) < 20 or icc[16:20] != (b"GRAY" if gray else b"RGB "):
+    if not isinstance(icc, bytes) or len(icc) < 20 or icc[16:20] != (b"GRAY" if _layout(img)[0] else b"RGB "):
         return None
     return icc
+
+
+class Metadata(TypedDict):
+    """`save_image`'s keywords for what an output carries beside its pixels (`file_metadata`)."""
+    icc_profile: bytes | None
+    exif: bytes | None
+    dpi: tuple[float, float] | None
+
+
+def file_metadata(path: str | os.PathLike[str], scale: int = 1) -> Metadata:
+    """What `upscale` writes beside the pixels of `path`'s result, `scale` times its size: the
+    ICC profile (`file_profile`), the EXIF that describes the picture (`_carried_exif`: not its
+    orientation, since `load_image` turned the pixels upright) and the DPI times `scale`, so
+    that the result prints at the input's size."""
+    with Image.open(path) as img:
+        icc = _profile(img)               # from the header: getexif may decode the pixels
+        exif = img.getexif()              # (a PNG's EXIF may follow them)
+        dpi = _dpi(img, exif)
+        try:
+            carried = _carried_exif(exif)
+        except (*_DECODE_ERRORS, struct.error, TypeError) as e:   # a maker's tag Pillow cannot write back
+            warnings.warn(f"{path}: its EXIF cannot be copied ({e}); the result is written without it",
+                          stacklevel=2)
+            carried = None
+    return {"icc_profile": icc, "exif": carried, "dpi": (dpi[0] * scale, dpi[1] * scale) if dpi else None}
+
+
+# EXIF resolution tags and their unit (2: inch, the default; 3: centimetre)
+_X_RESOLUTION, _Y_RESOLUTION, _RESOLUTION_UNIT = 282, 283, 296
+_PER_INCH = {2: 1.0, 3: 2.54}
+
+
+def _dpi(img: Image.Image, exif: Image.Exif) -> tuple[float, float] | None:
+    """Pillow's DPI of the file (PNG, JPEG, TIFF, BMP), else its EXIF resolution (WebP's only one)."""
+    dpi = img.info.get("dpi")
+    if dpi is None and _X_RESOLUTION in exif and _Y_RESOLUTION in exif:
+        per_inch = _PER_INCH.get(exif.get(_RESOLUTION_UNIT, 2), 0.0)
+        dpi = (float(exif[_X_RESOLUTION]) * per_inch, float(exif[_Y_RESOLUTION]) * per_inch)
+    if dpi is None or not all(float(d) > 0 for d in dpi):     # 0, or a 0/0 rational: none given
+        return None
+    return float(dpi[0]), float(dpi[1])
+
+
+# The EXIF tags of the first directory that describe the picture and still hold for the result:
+# description, camera, software, date, author, copyright, and the Exif (exposure, lens, ...) and
+# GPS directories. The others describe the input's pixels (a TIFF's are its strips and sample
+# layout; orientation, resolution), which the output has its own of.
+_PICTURE_TAGS = (270, 271, 272, 305, 306, 315, 316, 33432, ExifTags.IFD.Exif, ExifTags.IFD.GPSInfo)
+# the Exif directory's record of the input's width and height
+_PIXEL_DIMENSIONS = (0xA002, 0xA003)
+
+
+def _carried_exif(exif: Image.Exif) -> bytes | None:
+    for tag in [t for t in exif if t not in _PICTURE_TAGS]:
+        del exif[tag]
+    for tag in _PIXEL_DIMENSIONS:
+        exif.get_ifd(ExifTags.IFD.Exif).pop(tag, None)
+    return exif.tobytes() if len(exif) else None
 
 
 def bits_per_sample(path: str | os.PathLike[str]) -> int:
@@ -256,13 +320,16 @@ def save_image(
     quality: int = 95,
     bits: int = 8,
     icc_profile: bytes | None = None,
+    exif: bytes | None = None,
+    dpi: tuple[float, float] | None = None,
 ) -> Path:
     """Write float RGB HxWx3 (or gray HxW) in [0,1], atomically; returns the path.
 
     The format follows the extension. ``bits=16`` writes gray as 16-bit where the format holds
     it (PNG, TIFF; gray with alpha: PNG, and TIFF with a warning that it is 8-bit, since Pillow
-    cannot write it); everything else is 8-bit. ``icc_profile`` is embedded where the
-    format holds one (not BMP). ``input_path`` is the image the data
+    cannot write it); everything else is 8-bit. ``icc_profile``, ``exif`` (bytes, as
+    ``Image.Exif.tobytes`` gives) and ``dpi`` are written where the format holds them (PNG, JPEG,
+    WebP, TIFF; WebP's DPI in its EXIF). ``input_path`` is the image the data
     came from: writing onto it is refused even with ``overwrite=True``, since a failed run would
     destroy the source.
     """
@@ -286,11 +353,9 @@ def save_image(
                       "save it as .png to keep 16", stacklevel=2)
         sixteen = la16 = False
     img = _to_pil(rgb, alpha, path, sixteen)
-    params: dict[str, object] = {}
+    params = _metadata_params(fmt, icc_profile, exif, dpi)
     if fmt in ("JPEG", "WEBP"):
         params["quality"] = int(quality)
-    if icc_profile and fmt in _ICC_FORMATS:
-        params["icc_profile"] = icc_profile
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as e:
@@ -332,8 +397,27 @@ def output_format(path: str | os.PathLike[str], alpha: bool = False) -> str:
 
 
 _NO_ALPHA_FORMATS = ("JPEG", "BMP")
-# formats Pillow embeds an ICC profile in
-_ICC_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF")
+# formats Pillow writes an ICC profile, EXIF and DPI to (WebP's DPI: in its EXIF alone)
+_METADATA_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF")
+
+
+def _metadata_params(fmt: str, icc_profile: bytes | None, exif: bytes | None,
+                     dpi: tuple[float, float] | None) -> dict[str, object]:
+    if fmt not in _METADATA_FORMATS:
+        return {}
+    params = {"icc_profile": icc_profile, "dpi": dpi,
+              "exif": _with_resolution(exif, dpi) if exif or (dpi and fmt == "WEBP") else None}
+    return {k: v for k, v in params.items() if v}
+
+
+def _with_resolution(exif: bytes | None, dpi: tuple[float, float] | None) -> bytes:
+    """The EXIF to write, its resolution the DPI written (a JPEG holds both, and must agree)."""
+    out = Image.Exif()
+    if exif:
+        out.load(exif)
+    if dpi:
+        out[_X_RESOLUTION], out[_Y_RESOLUTION], out[_RESOLUTION_UNIT] = dpi[0], dpi[1], 2
+    return out.tobytes()
 
 
 def _publish(tmp: Path, path: Path, overwrite: bool) -> None:

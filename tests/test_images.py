@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from alignvar_edge.errors import InputError, OutputExistsError
-from alignvar_edge.images import (as_float_image, bits_per_sample, from_tensor, list_images, load_image, save_image,
-                                 to_tensor)
+from alignvar_edge.images import (as_float_image, bits_per_sample, file_metadata, from_tensor, list_images, load_image,
+                                 save_image, to_tensor)
 
 
 def _read(path: Path) -> Image.Image:
@@ -38,13 +38,14 @@ def _png_header_only(path: Path, width: int, height: int) -> None:
 _ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
 
 
-def _png_la16(path: Path, gray: np.ndarray, alpha: np.ndarray, interlaced: bool = False) -> None:
+def _png_la16(path: Path, gray: np.ndarray, alpha: np.ndarray, interlaced: bool = False, icc: bytes = b"") -> None:
     """A 16-bit gray+alpha PNG written by hand (Pillow cannot write one)."""
     samples = np.stack([gray, alpha], axis=2).astype(">u2")
     passes = [samples[y0::dy, x0::dx] for x0, y0, dx, dy in _ADAM7] if interlaced else [samples]
     rows = b"".join(b"\x00" + row.tobytes() for p in passes if p.size for row in p)   # filter 0: none
     ihdr = struct.pack(">IIBBBBB", gray.shape[1], gray.shape[0], 16, 4, 0, 0, int(interlaced))
-    body = _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", zlib.compress(rows)) + _png_chunk(b"IEND", b"")
+    iccp = _png_chunk(b"iCCP", b"gray\x00\x00" + zlib.compress(icc)) if icc else b""
+    body = _png_chunk(b"IHDR", ihdr) + iccp + _png_chunk(b"IDAT", zlib.compress(rows)) + _png_chunk(b"IEND", b"")
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + body)
 
 
@@ -100,6 +101,70 @@ def test_exif_orientation_is_applied(tmp_path: Path) -> None:
     assert rgb.shape == (80, 40, 3)  # now portrait
     assert rgb[:10, -10:].mean() > 0.95  # block moved to the top-right
     assert rgb[:10, :10].mean() < 0.05
+
+
+def _phone_photo(path: Path) -> None:
+    """A phone's photo held as its sensor reads (landscape 8x4, white block top-left) with EXIF
+    orientation 6 (turn 90 degrees clockwise to show it: portrait), its camera, date, GPS, width
+    and height, at 72 DPI."""
+    u8 = np.zeros((4, 8, 3), np.uint8)
+    u8[:2, :2] = 255
+    exif = Image.Exif()
+    exif[0x0112], exif[0x010F] = 6, "Phone"
+    exif[0x8769] = {0x9003: "2024:05:06 07:08:09", 0xA002: 8, 0xA003: 4}     # date taken, width, height
+    exif[0x8825] = {1: "N"}                                                   # GPS latitude ref
+    Image.fromarray(u8).save(path, exif=exif.tobytes(), dpi=(72, 72))
+
+
+def _check_upright_with_exif_and_dpi(path: Path, dpi: float) -> None:
+    """`path` is the phone photo x4, shown upright as stored, with the photo's EXIF, `dpi` DPI."""
+    with Image.open(path) as im:
+        exif = im.getexif()
+        assert im.size == (16, 32) and exif.get(0x0112, 1) == 1         # portrait, nothing to turn
+        assert exif[0x010F] == "Phone" and exif.get_ifd(0x8825) == {1: "N"}
+        assert exif.get_ifd(0x8769) == {0x9003: "2024:05:06 07:08:09"}  # not the input's size
+        assert 0x0111 not in exif or im.format == "TIFF"                  # nor a TIFF's strip offsets
+        assert float(exif[282]) == pytest.approx(dpi, rel=1e-4) and exif[296] == 2
+        if im.format != "WEBP":                                          # WebP's DPI is its EXIF's
+            assert im.info["dpi"] == pytest.approx((dpi, dpi), rel=1e-4)
+    px = load_image(path)[0]
+    assert px[:8, -8:].mean() > px[:8, :8].mean() + 0.5 and px[:8, :8].mean() < 0.2   # the block is top-right
+
+
+def test_exif_and_dpi_are_carried_with_the_orientation_applied(tmp_path: Path) -> None:
+    """`load_image` turns the pixels upright, so the EXIF written drops the orientation (else a
+    viewer turns the photo again); it keeps the camera, date and GPS, not the input's size or
+    TIFF layout; the DPI is 4x: 4x the pixels over the same print size."""
+    for src in (tmp_path / "phone.jpg", tmp_path / "phone.tif"):
+        _phone_photo(src)
+        rgb, _ = load_image(src)
+        big = np.repeat(np.repeat(rgb, 4, axis=0), 4, axis=1)
+        meta = file_metadata(src, 4)
+        for ext in ("png", "jpg", "tif", "webp"):
+            _check_upright_with_exif_and_dpi(save_image(tmp_path / f"{src.stem}-{src.suffix[1:]}.{ext}", big, **meta),
+                                             288.0)
+
+
+def test_a_16_bit_gray_alpha_png_keeps_its_gray_profile(tmp_path: Path) -> None:
+    """The profile is read from the header: Pillow's getexif decodes a PNG without EXIF first,
+    and then the file looks like the 8-bit RGBA Pillow makes of it, which a gray profile does
+    not describe."""
+    from PIL import ImageCms
+    rgb_icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    gray_icc = rgb_icc[:16] + b"GRAY" + rgb_icc[20:]             # the header says what it describes
+    _png_la16(tmp_path / "la16.png", *np.zeros((2, 3, 4), np.uint16), icc=gray_icc)
+    assert file_metadata(tmp_path / "la16.png")["icc_profile"] == gray_icc
+
+
+def test_exif_pillow_cannot_write_back_is_dropped_with_a_warning(tmp_path: Path, monkeypatch) -> None:
+    _phone_photo(tmp_path / "phone.jpg")
+
+    def fails(self, offset=8):
+        raise struct.error("bad maker note")
+    monkeypatch.setattr(Image.Exif, "tobytes", fails)
+    with pytest.warns(UserWarning, match=r"phone\.jpg: its EXIF cannot be copied \(bad maker note\)"):
+        meta = file_metadata(tmp_path / "phone.jpg", 4)
+    assert meta["exif"] is None and meta["dpi"] == (288.0, 288.0)
 
 
 def test_16bit_gray_png_keeps_precision(tmp_path: Path) -> None:
@@ -366,6 +431,7 @@ def upscaled(tmp_path_factory, one_torch_thread) -> tuple[Path, Path]:
     rng = np.random.default_rng(5)
     Image.fromarray(rng.integers(0, 2, (6, 7), dtype=np.uint8) * 255).convert("1").save(src / "bilevel.png")
     _png_la16(src / "gray-alpha16.png", *(rng.integers(0, 65536, (6, 7)).astype(np.uint16) for _ in range(2)))
+    _phone_photo(src / "phone.jpg")
     assert main(["upscale", str(src), str(dst), "--engine", "alignvar-tiny", "--quiet"]) == 0
     return src, dst
 
@@ -391,3 +457,8 @@ def test_upscale_writes_16_bit_gray_alpha_back_as_16_bit_gray_alpha(upscaled) ->
     kind, samples = _png_la16_samples(upscaled[1] / "gray-alpha16.png")
     assert kind == (16, 4) and samples.shape == (24, 28, 2)
     assert (samples % 257 != 0).mean() > 0.5                    # finer steps than 8 bits carry
+
+
+def test_upscale_writes_a_phone_photo_upright_with_its_exif_and_4x_dpi(upscaled) -> None:
+    """It wrote the pixels upright and no EXIF or DPI at all."""
+    _check_upright_with_exif_and_dpi(upscaled[1] / "phone.jpg", 288.0)

@@ -283,7 +283,7 @@ def _own_output(inp: Path, out: Path) -> Path | None:
 
 def run_upscale(args: argparse.Namespace) -> int:
     from alignvar_edge import runtimes
-    from alignvar_edge.images import (DEFAULT_MAX_MEGAPIXELS, file_layout, file_profile, load_image, output_format,
+    from alignvar_edge.images import (DEFAULT_MAX_MEGAPIXELS, file_layout, file_metadata, load_image, output_format,
                                       save_image)
     from alignvar_edge.runtimes.tiling import upscale_plane_bicubic
     if Path(args.input).is_dir():    # what Ctrl-C keeps: a folder run's finished images
@@ -314,7 +314,7 @@ def run_upscale(args: argparse.Namespace) -> int:
                              f"LR pixels; pass --overlap 0 to {engine.tile_size - 1}, or leave it out")
         bar = _progress(len(jobs), args.quiet)
         t0 = time.perf_counter()
-        loaded: list[tuple[Path, Path, Any, int, Any]] = []  # (src, dst, alpha, bits, ICC) of images read, not saved
+        loaded: list[tuple[Path, Path, Any, int, Any]] = []  # (src, dst, alpha, bits, metadata): read, not saved
         unusable: list[str] = []                        # a folder run goes past files it cannot use
 
         def images() -> Any:
@@ -323,7 +323,7 @@ def run_upscale(args: argparse.Namespace) -> int:
                     rgb, alpha = load_image(src, max_megapixels=limit)
                     output_format(dst, alpha is not None)   # e.g. alpha to .jpg: refused before the work
                     gray, bits = file_layout(src)           # the file's layout is kept
-                    icc = file_profile(src)                 # and its colours' meaning
+                    meta = file_metadata(src, engine.scale)  # and its colours, EXIF and print size
                 except InputError as e:
                     if len(jobs) == 1:
                         raise
@@ -331,14 +331,14 @@ def run_upscale(args: argparse.Namespace) -> int:
                     _say(f"skipping: {e}")
                     continue
                 bar.set_description(f"{src.name} ({i + 1}/{len(jobs)})")
-                loaded.append((src, dst, alpha, bits, icc))
+                loaded.append((src, dst, alpha, bits, meta))
                 yield rgb[..., 0] if gray else rgb
         # small images share the engine's calls (Engine.upscale_many); each is saved when final
         for out in engine.upscale_many(images(), overlap=args.overlap, progress=_tile_ticker(bar)):
-            src, dst, alpha, bits, icc = loaded.pop(0)
+            src, dst, alpha, bits, meta = loaded.pop(0)
             big_alpha = upscale_plane_bicubic(alpha, engine.scale) if alpha is not None else None
             dst.parent.mkdir(parents=True, exist_ok=True)
-            save_image(dst, out, big_alpha, overwrite=args.force, input_path=src, bits=bits, icc_profile=icc)
+            save_image(dst, out, big_alpha, overwrite=args.force, input_path=src, bits=bits, **meta)
         bar.close()
     _say(f"upscaled {len(jobs) - len(unusable)} image(s) x{engine.scale} with {engine.backend} ({engine.device}) "
          f"in {time.perf_counter() - t0:.1f} s -> {args.output}")
