@@ -6,7 +6,8 @@
 # Usage: scripts/half_precision_bench.sh OUT_DIR [BATCH]
 set -euo pipefail
 out=${1:?usage: scripts/half_precision_bench.sh OUT_DIR [BATCH]}; batch=${2:-1}
-ae=".venv/bin/alignvar-edge"; py=".venv/bin/python"
+# AE / PY: the CLI and python to use (a lent machine without the venv: AE="python3 -m alignvar_edge" PY=python3)
+ae=${AE:-.venv/bin/alignvar-edge}; py=${PY:-.venv/bin/python}
 mkdir -p "$out"
 $ae doctor | grep '^ISA'
 $ae export alignvar-tiny --batch "$batch" --out "$out/export" --force
