@@ -31,7 +31,8 @@ for spec in ${GPU_RUNS:-d24-512:1:300 d16:1:150}; do
   name="gpu-$preset"
   [ "$batch" = 1 ] || name="$name-b$batch"
   echo "== $preset batch $batch (limit ${limit}s)"
+  read -r -a extra <<<"${GPU_ARGS:-}"
+  [ -z "${GPU_PROFILE:-}" ] || extra+=(--profile "$OUT/$name-profile.txt")
   timeout "$limit" "$PY" scripts/gpu_bench.py --preset "$preset" --batch "$batch" --runs 20 --warmup 3 \
-      --out "$OUT/$name.json" --md "$OUT/$name.md" ${GPU_ARGS:-} \
-      $( [ -n "${GPU_PROFILE:-}" ] && echo --profile "$OUT/$name-profile.txt" ) 2>&1 | tee "$OUT/$name.log"
+      --out "$OUT/$name.json" --md "$OUT/$name.md" "${extra[@]}" 2>&1 | tee "$OUT/$name.log"
 done
