@@ -31,7 +31,7 @@ from typing import Any
 
 from alignvar_edge.errors import AlignVAREdgeError, InputError
 from alignvar_edge.recipes import ALIASES, BACKENDS, engine_precision, recipe
-from alignvar_edge.manifest import ModelInfo, ModelSource, read_manifest
+from alignvar_edge.manifest import ModelInfo, ModelSource, parity_figures, read_manifest
 from alignvar_edge.model.bundled import DEFAULT_CHECKPOINT
 
 __all__ = ["DeployOptions", "DeployResult", "Step", "deploy", "plan"]
@@ -398,16 +398,12 @@ def _build_detail(path: Path) -> str:
     m = read_manifest(path)
     if m.tensorrt_kit:
         return f"TensorRT build kit (trtexec.txt, build_on_device.sh): {m.tensorrt_kit.get('reason')}"
-    par = m.parity or {}
-    tok = (par.get("tokens") or {}).get("overall") if isinstance(par.get("tokens"), dict) else None
-    if tok is None and isinstance(par.get("validation"), dict):
-        tok = par["validation"].get("token_agreement")
-    ref = par.get("reference", "fp32")
-    if tok is None:              # a Core ML package off macOS: converted and validated, never run here
+    par = parity_figures(m.parity)
+    if par is None:              # a Core ML package off macOS: converted and validated, never run here
         return "not run here: no parity check"
     short = ((m.quantization or {}).get("ladder") or [{}])[-1].get("short_of_gate")
-    return f"build-time parity: tokens {tok:.2%} vs {ref}" + (
-        f", SR PSNR {par.get('psnr_db')} dB: short of the selftest gate ({short})" if short else "")
+    return f"build-time parity: tokens {par.tokens_pct} vs {par.reference or 'fp32'}" + (
+        f", SR PSNR {par.psnr_db} dB: short of the selftest gate ({short})" if short else "")
 
 
 def _bench(steps: list[Step], tmp: Path, reference: tuple[Any, str, ModelSource], opts: DeployOptions, staged: Path | None,

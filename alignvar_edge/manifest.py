@@ -386,6 +386,37 @@ class Manifest:
                    other={k: v for k, v in d.items() if k not in _TOP_KEYS and k != CONTENT_KEY})
 
 
+@dataclass(frozen=True)
+class ParityFigures:
+    """The figures a one-line parity summary shows, read from a manifest's `parity` by `parity_figures`."""
+
+    tokens: float               # overall token agreement against the reference, 0..1
+    psnr_db: Any                # SR PSNR in dB as recorded (a number, "inf"), None where not recorded
+    reference: str | None       # what it was measured against, as recorded
+
+    @property
+    def tokens_pct(self) -> str:
+        """The token agreement as every summary line prints it: a percentage to two places."""
+        return f"{self.tokens:.2%}"
+
+
+def parity_figures(parity: Any) -> ParityFigures | None:
+    """The one reading of a manifest's `parity` for summary lines: the overall token agreement (an
+    engine's or export's `tokens.overall`, else a quantize output's `validation.token_agreement`),
+    its SR PSNR and reference. None where no token agreement was recorded (an engine for a device
+    this host lacks, a Core ML palette, a TensorRT engine not yet checked against the golden outputs)."""
+    if not isinstance(parity, dict):
+        return None
+    tokens, val = parity.get("tokens"), parity.get("validation")
+    tok = tokens.get("overall") if isinstance(tokens, dict) else None
+    if tok is None and isinstance(val, dict):
+        tok = val.get("token_agreement")
+    if isinstance(tok, bool) or not isinstance(tok, (int, float)):
+        return None
+    ref = parity.get("reference")
+    return ParityFigures(float(tok), parity.get("psnr_db"), ref if isinstance(ref, str) else None)
+
+
 def new_manifest(kind: str, backend: str, graph: str, precision: str, model: ModelInfo | Mapping[str, Any],
                  **fields: Any) -> Manifest:
     names = {f.name for f in dataclasses.fields(Manifest)} - {"kind", "backend", "graph", "precision", "model",

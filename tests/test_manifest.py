@@ -8,7 +8,7 @@ import pytest
 
 from alignvar_edge.errors import ArtifactError, OutputExistsError
 from alignvar_edge.manifest import (MANIFEST_FILE, Manifest, ModelInfo, ModelSource, artifact_dir, check_out,
-                                    load_verified, new_manifest, read_manifest, write_manifest)
+                                    load_verified, new_manifest, parity_figures, read_manifest, write_manifest)
 
 CONFIG = {"name": "micro", "patch_nums": [1, 2, 4], "scale": 4, "hr_size": 32}
 
@@ -210,3 +210,25 @@ def test_the_sentence_is_never_read_back(tmp_path):
 def test_unknown_source_kind_is_refused():
     with pytest.raises(ValueError, match="unknown model source kind"):
         ModelSource("guess")
+
+
+def test_parity_figures_reads_each_parity_form_and_none_where_nothing_was_measured() -> None:
+    """The one reading behind build's, adopt's and deploy's parity lines: an engine's overall token
+    agreement, else a quantize output's validation figure; None where no tokens were recorded."""
+    engine = {"tiles": 4, "tokens": {"overall": 0.987654, "per_scale": [1.0, 0.98]}, "psnr_db": 41.2,
+              "reference": "onnxruntime on the source artifact"}
+    f = parity_figures(engine)
+    assert f is not None and (f.tokens, f.psnr_db) == (0.987654, 41.2)
+    assert f.reference == "onnxruntime on the source artifact"
+    assert f.tokens_pct == "98.77%"                   # two places, rounded, not truncated (98.76%)
+    assert parity_figures({"tokens": {"overall": 1}, "psnr_db": "inf"}).tokens_pct == "100.00%"
+    quant = {"reference": "fp32 engine", "validation": {"token_agreement": 0.5, "tiles": 8}}
+    q = parity_figures(quant)
+    assert q is not None and (q.tokens, q.psnr_db, q.reference) == (0.5, None, "fp32 engine")
+    # tokens.overall wins over the validation figure; a missing reference stays None for the caller's default
+    both = parity_figures({"tokens": {"overall": 0.9}, "validation": {"token_agreement": 0.1}})
+    assert both is not None and (both.tokens, both.reference) == (0.9, None)
+    for nothing in (None, {}, [], {"tokens": {}}, {"tokens": None, "psnr_db": 30.0}, {"tokens": {"overall": None}},
+                    {"validation": {}}, {"tokens": {"overall": True}}, {"tokens": {"overall": "0.9"}},
+                    {"tokens": [0.9], "validation": "x"}):
+        assert parity_figures(nothing) is None, nothing

@@ -177,20 +177,19 @@ def run_build(args: argparse.Namespace) -> int:
         else:
             out = runtimes.build(args.source, b.name, args.precision, calibration=calibration, out=args.out,
                                  device=args.device, force=args.force, **opts)
-    from alignvar_edge.manifest import read_manifest
+    from alignvar_edge.manifest import parity_figures, read_manifest
     m = read_manifest(out)
     kit = m.extra.get("tensorrt_kit")
     if kit:
         print(f"TensorRT is not usable here ({kit['reason']}); wrote a build kit to {out}: run "
               f"`sh {out}/build_on_device.sh` on the device (the plain trtexec command: {out}/trtexec.txt)")
         return 0
-    par = m.parity or {}
+    par = parity_figures(m.parity)
     # an engine for a device this host lacks (an NPU, say) is written without running once
     note = (f"; not run here (no parity check): run `alignvar-edge selftest --engine {out}` on the device "
             "before trusting it")
-    if par.get("tokens"):
-        note = (f"; parity vs {par.get('reference', 'reference')}: tokens {par['tokens']['overall']:.2%}, "
-                f"PSNR {par.get('psnr_db')} dB")
+    if par:
+        note = f"; parity vs {par.reference or 'reference'}: tokens {par.tokens_pct}, PSNR {par.psnr_db} dB"
     print(f"wrote {out} ({b.name} {m.precision}) in {time.perf_counter() - t0:.1f} s{note}")
     from alignvar_edge.export.inspect_artifact import tried_rungs
     tried = tried_rungs(m)              # from the manifest just written: no second pass over the files
@@ -467,16 +466,16 @@ def run_doctor(args: argparse.Namespace) -> int:
 
 
 def run_adopt(args: argparse.Namespace) -> int:
-    from alignvar_edge.manifest import read_manifest
+    from alignvar_edge.manifest import parity_figures, read_manifest
     from alignvar_edge.runtimes.tensorrt.adopt import adopt
     out = adopt(args.engine, args.like, args.out, log=args.log, precision=args.precision,
                 dla_core=args.dla_core, force=args.force)
     m = read_manifest(out)
-    ex, par = m.extra, m.parity
+    ex, par = m.extra, parity_figures(m.parity)
     print(f"adopted {args.engine} as {out}: TensorRT {ex['tensorrt_version']}, {ex.get('gpu_name')} "
           f"(compute capability {ex['compute_capability']}), {m.precision}"
           + (f", DLA core {ex['dla_core']}" if ex.get("dla_core") is not None else ""))
-    print(f"parity vs golden: {par['tokens']['overall']:.2%} tokens, {par['psnr_db']} dB" if par else
+    print(f"parity vs golden: {par.tokens_pct} tokens, {par.psnr_db} dB" if par else
           f"not checked here (TensorRT does not run here): run `alignvar-edge selftest --engine {out}` on the device")
     return 0
 
