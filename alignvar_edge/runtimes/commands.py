@@ -189,7 +189,8 @@ def run_build(args: argparse.Namespace) -> int:
     note = (f"; not run here (no parity check): run `alignvar-edge selftest --engine {out}` on the device "
             "before trusting it")
     if par:
-        note = f"; parity vs {par.reference or 'reference'}: tokens {par.tokens_pct}, PSNR {par.psnr_db} dB"
+        psnr = "" if par.psnr_db is None else f", PSNR {par.psnr_db} dB"
+        note = f"; parity vs {par.reference or 'reference'}: tokens {par.tokens_pct}{psnr}"
     print(f"wrote {out} ({b.name} {m.precision}) in {time.perf_counter() - t0:.1f} s{note}")
     from alignvar_edge.export.inspect_artifact import tried_rungs
     tried = tried_rungs(m)              # from the manifest just written: no second pass over the files
