@@ -136,33 +136,32 @@ class SelfAttention(nn.Module):
         return self.proj(out), k, v
 
 
-def set_attention_form(model: nn.Module, form: str) -> list[str]:
-    """Every attention core of `model` in `form` (see ATTENTION_FORMS); returns the forms before."""
+def set_attention_form(model: nn.Module, form: str) -> list[tuple[SelfAttention, str]]:
+    """Every attention core of `model` in `form` (see ATTENTION_FORMS); returns each core with
+    the form it had, for whoever restores them."""
     if form not in ATTENTION_FORMS:
         raise ValueError(f"attention form must be one of {ATTENTION_FORMS}, got {form!r}")
-    attns = [m for m in model.modules() if isinstance(m, SelfAttention)]
-    before = [a.form for a in attns]
-    for a in attns:
+    before = [(m, m.form) for m in model.modules() if isinstance(m, SelfAttention)]
+    for a, _ in before:
         a.form = form
     return before
 
 
 def inference_form(device: str) -> str:
-    """The attention form eager inference runs on `device`: fused on CUDA, where torch's fused
-    kernel made a 512 px rollout 1.21x faster with every token equal (H200, fp16, measured); the
-    explicit reference elsewhere."""
+    """The attention form eager inference runs on `device`: fused on CUDA (on an H200 in fp16 a
+    512 px rollout captured as a CUDA graph ran 1.21x faster with it, and the eager fused rollout
+    kept every fp32 token); the explicit reference elsewhere."""
     return "fused" if str(device).startswith("cuda") else "explicit"
 
 
 @contextlib.contextmanager
 def attention_form(model: nn.Module, form: str) -> Iterator[None]:
     """Every attention core of `model` in `form` (see ATTENTION_FORMS) while inside; restored after."""
-    attns = [m for m in model.modules() if isinstance(m, SelfAttention)]
     before = set_attention_form(model, form)
     try:
         yield
     finally:
-        for a, f in zip(attns, before):
+        for a, f in before:
             a.form = f
 
 
