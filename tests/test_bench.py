@@ -487,3 +487,13 @@ def test_gpu_fast_paths_time_each_setting_and_gate_tokens(monkeypatch: pytest.Mo
     assert tokens[0] == tokens[1] == 1.0 and tokens[2] < 0.99          # pruning changes tokens by design
     assert "by design" in rows[2]["note"]
     assert {a.form for a in m.modules() if isinstance(a, SelfAttention)} == {"explicit"} and m.prune == ()
+
+
+def test_the_peak_gemm_model_opens_in_the_oldest_onnxruntime_we_support() -> None:
+    # onnx's make_model writes its own newest IR version (1.23: 14), which an older onnxruntime
+    # refuses (1.30 reads up to 13): measured on a machine with onnx 1.23 and onnxruntime 1.30.
+    # onnxruntime 1.18, the floor in pyproject.toml, reads IR versions up to 10.
+    from alignvar_edge.bench.peak import matmul_model
+    model = matmul_model((4, 4), np.ones((4, 4), np.float32))
+    assert model.ir_version <= 10
+    assert [(o.domain, o.version) for o in model.opset_import] == [("", 18)]

@@ -91,18 +91,26 @@ def _matmul(library: str, n: int, seed: int = 0, threads: int | None = None) -> 
     return mm
 
 
-def _onnxruntime_matmul(a: np.ndarray, b: np.ndarray, threads: int | None) -> Callable[[], object]:
-    import onnxruntime as ort
+def matmul_model(a_shape: tuple[int, int], b: np.ndarray) -> Any:
+    """One MatMul (a @ b, b a constant) as an ONNX model at opset 18 and the oldest IR version that
+    opset allows: a newer onnx than the runtime otherwise writes an IR the runtime refuses (onnx
+    1.23 writes 14, onnxruntime 1.30 reads up to 13)."""
     from onnx import TensorProto, helper, numpy_helper
     graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm",
-                              [helper.make_tensor_value_info("a", TensorProto.FLOAT, list(a.shape))],
-                              [helper.make_tensor_value_info("c", TensorProto.FLOAT, [a.shape[0], b.shape[1]])],
+                              [helper.make_tensor_value_info("a", TensorProto.FLOAT, list(a_shape))],
+                              [helper.make_tensor_value_info("c", TensorProto.FLOAT, [a_shape[0], b.shape[1]])],
                               [numpy_helper.from_array(b, "b")])
+    opsets = [helper.make_opsetid("", 18)]
+    return helper.make_model(graph, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets))
+
+
+def _onnxruntime_matmul(a: np.ndarray, b: np.ndarray, threads: int | None) -> Callable[[], object]:
+    import onnxruntime as ort
     options = ort.SessionOptions()
     options.intra_op_num_threads = int(threads or 0)
     options.inter_op_num_threads = 1
-    session = ort.InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-                                   .SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(matmul_model(a.shape, b).SerializeToString(), options,
+                                   providers=["CPUExecutionProvider"])
     return lambda: session.run(None, {"a": a})
 
 
