@@ -4,13 +4,19 @@
 # OpenVINO's own default computes on AMX / AVX512-BF16 CPUs), with tokens and PSNR-Y on held-out
 # tiles. The table in docs/benchmarks.md ("Half precision per backend and ISA class") came from it.
 # Usage: scripts/half_precision_bench.sh OUT_DIR [BATCH]
+# EXPORT=DIR uses that export of alignvar-tiny instead of exporting (a machine without the
+# exporter's tools: export here, carry it).
 set -euo pipefail
 out=${1:?usage: scripts/half_precision_bench.sh OUT_DIR [BATCH]}; batch=${2:-1}
 # AE / PY: the CLI and python to use (a lent machine without the venv: AE="python3 -m alignvar_edge" PY=python3)
 ae=${AE:-.venv/bin/alignvar-edge}; py=${PY:-.venv/bin/python}
 mkdir -p "$out"
-$ae doctor | grep '^ISA'
-$ae export alignvar-tiny --batch "$batch" --out "$out/export" --force
+{ $ae doctor || true; } | grep '^ISA' || echo 'doctor: no ISA line'
+if [ -n "${EXPORT:-}" ]; then
+  mkdir -p "$out/export" && cp -r "$EXPORT"/. "$out/export"/
+else
+  $ae export alignvar-tiny --batch "$batch" --out "$out/export" --force
+fi
 $ae build "$out/export" --target openvino --precision fp32 --out "$out/ov-f32" --force
 $ae build "$out/export" --target openvino --precision bf16 --out "$out/ov-bf16" --force
 # the whole graph in bf16 whatever it keeps: lower the token target so the first rung is kept
