@@ -7,9 +7,12 @@
 # ml_dtypes, safetensors, tqdm: such a machine may lack them), and packs it with xz: about
 # 25 MB, in .whl/ (ignored by git). Versions are constraints.txt's.
 #   bash scripts/pack_openvino_for_device.sh [PYTHON_VERSION, default 3.12]
-# On the machine (carry .whl):
-#   mkdir -p /tmp/site && tar xJf .whl/openvino-cpu.tar.xz -C /tmp/site && export PYTHONPATH=/tmp/site:.
-#   AE="python3 -m alignvar_edge" PY=python3 bash scripts/half_precision_bench.sh $OUT/half 1
+# The exporter needs onnxscript and this repo's PyTorch, so export here and carry it too:
+#   alignvar-edge export alignvar-tiny --out runs/E16 && tar -C runs -cJf .whl/E16.tar.xz E16
+# On the machine (carry .whl; keep engines out of $OUT, which returns at most 8 files):
+#   mkdir -p /tmp/site /tmp/exp && tar xJf .whl/openvino-cpu.tar.xz -C /tmp/site && tar xJf .whl/E16.tar.xz -C /tmp/exp
+#   PYTHONPATH=/tmp/site:. EXPORT=/tmp/exp/E16 AE="python3 -m alignvar_edge" PY=python3 \
+#     bash scripts/half_precision_bench.sh /tmp/half 16 && cp /tmp/half/half.md /tmp/half/half.json $OUT/
 set -euo pipefail
 pyver=${1:-3.12}
 version=${OPENVINO_VERSION:-$(sed -n 's/^openvino==//p' constraints.txt)}
