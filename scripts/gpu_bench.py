@@ -67,21 +67,11 @@ def _times(fn: Any, timer: Any, runs: int, warmup: int) -> list[float]:
 
 
 def _graph(model: Any, lr: Any, noise: Any = None) -> tuple[Any, Any]:
-    """Capture the whole rollout as one CUDA graph; returns (replay fn, static outputs), the
-    outputs holding one replay's results (a capture records kernels without running them)."""
-    import torch
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s), torch.inference_mode():
-        for _ in range(2):                       # warm-up on a side stream (allocator, cuBLAS, cuDNN)
-            model(lr, noise)
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g), torch.inference_mode():
-        out = model(lr, noise)
-    g.replay()
-    torch.cuda.synchronize()
-    return g.replay, out
+    """The rollout as one CUDA graph (the torch engine's capture): (replay fn, static outputs
+    holding one replay's results)."""
+    from alignvar_edge.runtimes.cuda_graph import capture
+    c = capture(model, lr, noise)
+    return c.replay, c.outputs
 
 
 def _fast_paths(m: Any, lr: Any, noise: Any, name: str, ref_tokens: Any, timer: Any,

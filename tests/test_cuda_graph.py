@@ -1,0 +1,129 @@
+"""The torch engine's CUDA-graph replay (`runtimes/cuda_graph.py`).
+
+A real capture needs a CUDA device (the test for it skips elsewhere). On the CPU the bookkeeping
+around it is checked with a capture that keeps a graph's contract: it reads the static buffers it
+was given, and each replay overwrites the same output tensors in place. Reference: the eager
+model on the same tiles.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from _runtime_fixtures import sharp_model
+from alignvar_edge import runtimes
+from alignvar_edge.errors import InputError
+from alignvar_edge.model.alignvar import AlignVAR
+from alignvar_edge.model.config import AlignVARConfig
+from alignvar_edge.runtimes.cuda_graph import Captured, GraphedRollout
+from alignvar_edge.runtimes.torch_backend import TorchEngine
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def graph_like_capture(model, lr, noise=None) -> Captured:
+    """Runs eagerly, but with a CUDA graph's aliasing: static inputs, outputs rewritten in place."""
+    with torch.inference_mode():
+        outputs = tuple(t.clone() for t in model(lr, noise))
+
+    def replay() -> None:
+        with torch.inference_mode():
+            for static, new in zip(outputs, model(lr, noise)):
+                static.copy_(new)
+    return Captured(replay, lr, noise, outputs)
+
+
+def _eager(model, lr, noise=None):
+    with torch.inference_mode():
+        return model(lr, noise)
+
+
+def _same(got, want) -> None:
+    """Tokens equal; SR equal up to float rounding (a batch padded to the graph's runs other GEMM
+    shapes than eager's: 1.6e-6 measured)."""
+    sr, *tokens = got
+    assert torch.allclose(sr, want[0], atol=1e-5, rtol=0)
+    for a, b in zip(tokens, want[1:]):
+        assert torch.equal(a, b)
+
+
+def _tiles(config, n: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand((n, 3, config.lr_size, config.lr_size), generator=g)
+
+
+def test_replays_give_each_call_its_own_tiles_outputs_with_one_capture_per_larger_batch():
+    model = sharp_model("micro")
+    rollout = GraphedRollout(model, capture_fn=graph_like_capture)
+    seen = []
+    for n, seed in ((3, 0), (2, 1), (3, 2), (1, 3), (4, 4)):
+        lr = _tiles(model.config, n, seed)
+        got = rollout(lr)
+        want = _eager(model, lr)
+        assert [t.shape[0] for t in got] == [n] * len(want)
+        _same(got, want)
+        seen.append((got, want))
+    # 3 captured, 2 / 3 / 1 replayed in its buffers, 4 needed a larger graph
+    assert rollout.captures == 2
+    # results handed out earlier are copies: later replays did not overwrite them
+    for got, want in seen:
+        _same(got, want)
+
+
+def test_a_refiner_models_noise_reaches_the_replayed_rows():
+    cfg = AlignVARConfig.from_preset("micro", refiner_width=16, refiner_depth=1, refiner_steps=2)
+    torch.manual_seed(0)
+    model = AlignVAR(cfg).eval()
+    rollout = GraphedRollout(model, capture_fn=graph_like_capture)
+    rollout(_tiles(cfg, 2, 0), torch.from_numpy(np.asarray(cfg.refiner_noise(2))))
+    lr = _tiles(cfg, 1, 1)
+    other = torch.from_numpy(cfg.refiner_noise(1, seed=7))    # not the noise the graph was captured with
+    got = rollout(lr, other)
+    want = _eager(model, lr, other)
+    assert rollout.captures == 1
+    _same(got, want)
+    captured_noise = _eager(model, lr, torch.from_numpy(cfg.refiner_noise(1)))[0]
+    assert (got[0] - captured_noise).abs().max() > 1e-3
+
+
+def test_a_failed_capture_warns_once_and_runs_eagerly():
+    model = sharp_model("micro")
+    calls = []
+
+    def refusing(model, lr, noise=None):
+        calls.append(1)
+        raise RuntimeError("operation not permitted when stream is capturing\nmore")
+
+    rollout = GraphedRollout(model, capture_fn=refusing)
+    lr = _tiles(model.config, 2, 0)
+    with pytest.warns(RuntimeWarning, match="CUDA graph capture failed, running eagerly: RuntimeError: operation"):
+        got = rollout(lr)
+    _same(got, _eager(model, lr))
+    _same(rollout(lr), _eager(model, lr))      # no second try, no second warning
+    assert calls == [1] and rollout.captures == 0
+
+
+def test_a_cpu_engine_runs_eagerly_and_refuses_cuda_graphs_in_one_line():
+    with TorchEngine.from_model(sharp_model("micro")) as engine:
+        assert not isinstance(engine._rollout, GraphedRollout)
+    with pytest.raises(InputError, match="cuda_graphs=True needs a CUDA device"):
+        TorchEngine.from_model(sharp_model("micro"), cuda_graphs=True)
+    with pytest.raises(InputError, match="cuda_graphs must be True or False"):
+        runtimes.load("alignvar-tiny", backend="torch", cuda_graphs="yes")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none here)")
+def test_a_cuda_engine_replays_a_graph_with_eagers_tokens():
+    model = sharp_model("micro")
+    lr = _tiles(model.config, 3, 0).numpy()
+    with TorchEngine.from_model(sharp_model("micro"), device="cuda", cuda_graphs=False) as eager, \
+            TorchEngine.from_model(model, device="cuda") as graphed:
+        assert isinstance(graphed._rollout, GraphedRollout)
+        want = eager.run(lr)
+        for n in (3, 2, 3):
+            got = graphed.run(lr[:n])
+            for k in want:
+                if k.startswith("tokens"):
+                    assert np.array_equal(got[k], want[k][:n])
+        assert graphed._rollout.captures == 1
