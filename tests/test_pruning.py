@@ -110,6 +110,23 @@ def test_prune_export_passes_parity_and_is_recorded(tmp_path) -> None:
     assert "token pruning 0.5 " in format_inspection(inspect_artifact(tmp_path / "int8"))
 
 
+def test_a_pruned_export_first_in_a_fresh_process_validates(tmp_path) -> None:
+    # the export traces the rollout with fake tensors; a cache filled then handed one of them to
+    # the eager reference right after ('.numpy() is not supported for tensor subclasses'), which
+    # only a process that had not run a pruned rollout before saw: `alignvar-edge export --prune`
+    import subprocess
+    import sys
+    from pathlib import Path
+    tests = Path(__file__).resolve().parent
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from _runtime_fixtures import nano_model; "
+            "from alignvar_edge.export import onnx_export as ox; "
+            "ox.export_onnx(nano_model(), sys.argv[2], prune=(0.5,), batch=1, n_tiles=2)")
+    run = subprocess.run([sys.executable, "-c", code, str(tests), str(tmp_path / "pruned")],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert load_verified(tmp_path / "pruned").parity["passed"]
+
+
 def test_prune_export_with_fused_attention_passes_parity(tmp_path) -> None:
     """A pruned scale's kept tokens carry their own rotary rows per sample: the fused form's
     RotaryEmbedding takes them as per-sample tables, and the graph still matches PyTorch."""

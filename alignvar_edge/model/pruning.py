@@ -97,11 +97,20 @@ def gather_tokens(x_BlC: torch.Tensor, idx_Bn: torch.Tensor) -> torch.Tensor:
     return torch.gather(x_BlC, 1, idx_Bn.unsqueeze(-1).expand(-1, -1, x_BlC.shape[-1]))
 
 
-@functools.lru_cache(maxsize=64)
 def _area(q: int, p: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """The (p, q) area-resampling matrix on `device`, made once: a host-to-GPU copy inside a
-    rollout would break CUDA graph capture (the capture's warm-up runs fill this cache). Made outside
-    inference mode, so a cached matrix also serves a later rollout that autograd tracks."""
+    """The (p, q) area-resampling matrix on `device`. On a GPU it is made once (`_area_on_gpu`);
+    elsewhere each call makes its own, since an export traces this call with fake tensors and a
+    cached fake matrix would leak into the eager rollout after it."""
+    if device.type == "cuda":
+        return _area_on_gpu(q, p, dtype, device)
+    return torch.from_numpy(area_matrix(q, p)).to(dtype=dtype, device=device)
+
+
+@functools.lru_cache(maxsize=64)
+def _area_on_gpu(q: int, p: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Cached: a host-to-GPU copy inside a rollout would break CUDA graph capture (the capture's
+    warm-up runs fill this cache). Made outside inference mode, so a cached matrix also serves a
+    later rollout that autograd tracks."""
     with torch.inference_mode(False):
         return torch.from_numpy(area_matrix(q, p)).to(dtype=dtype, device=device)
 
