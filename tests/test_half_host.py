@@ -75,4 +75,13 @@ def test_bench_and_inspect_show_the_compute_precision() -> None:
     kit = manifest(extra={"tensorrt_kit": {"plan": {"f32_layers": ["a", "b"], "tf32": False}},
                           "fp16_f32_layers": {"source": "token path", "layers": ["a", "b"]}})
     assert compute_precision(kit) == {"f32 layers under FP16 (--layerPrecisions)": "2: token path", "TF32": "off"}
+    # the layout since: the plan says it obeys the list, which only fp16_f32_layers holds
+    one_owner = manifest(extra={"tensorrt_kit": {"plan": {"obey_f32_layers": True, "tf32": False}},
+                                "fp16_f32_layers": {"source": "token path", "layers": ["a", "b", "c"]}})
+    assert compute_precision(one_owner) == {"f32 layers under FP16 (--layerPrecisions)": "3: token path",
+                                            "TF32": "off"}
+    # an engine built without the constraints (a bare --fp16) claims none, whatever the list says
+    bare = manifest(extra={"plan": {"flags": ["FP16"], "tf32": True},
+                           "fp16_f32_layers": {"source": "token path", "layers": ["a", "b"]}})
+    assert compute_precision(bare) is None
     assert compute_precision(manifest(extra={})) is None

@@ -190,7 +190,9 @@ def test_half_precision_keeps_the_pruning_keys_f32(tmp_path) -> None:
     if runtimes.get_backend("tensorrt").is_available()[0]:
         return
     kit = load_verified(runtimes.build(art, "tensorrt", precision="fp16", out=tmp_path / "kit"))
-    assert set(topk) <= set(kit.extra["tensorrt_kit"]["plan"]["f32_layers"])
+    # the fp16 plan keeps the manifest's f32 layers (their one place), the TopK among them
+    assert kit.extra["tensorrt_kit"]["plan"]["obey_f32_layers"] is True
+    assert set(topk) <= set(kit.extra["fp16_f32_layers"]["layers"])
 
 
 def test_pruned_staged_graphs_hand_the_hidden_states_on_and_equal_the_single_graph(tmp_path) -> None:

@@ -219,7 +219,8 @@ def test_kit_readme_and_golden_describe_this_kit(kit, export):
 
 def load_plan(kit: Path) -> dict:
     from alignvar_edge.manifest import load_verified
-    return load_verified(kit).extra["tensorrt_kit"]["plan"]
+    from alignvar_edge.runtimes.tensorrt.kit import plan_of
+    return plan_of(load_verified(kit))
 
 
 def test_trtexec_summaries_parse_on_real_formats():
@@ -365,7 +366,7 @@ def test_kit_carries_the_half_policy_as_layer_precisions(export, tmp_path):
     groups = node_groups(onnx.load(str(export / "model.onnx"), load_external_data=False))
     want = sorted(groups["logits_head"] | groups["norms"])
     m = load_verified(kit)
-    assert m.extra["tensorrt_kit"]["plan"]["f32_layers"] == want
+    assert m.extra["fp16_f32_layers"]["layers"] == want and m.extra["tensorrt_kit"]["plan"]["obey_f32_layers"]
     spec = "--layerPrecisions=" + ",".join(f"{n}:fp32" for n in want)
     assert spec in (kit / "trtexec.txt").read_text()
     script = (kit / "build_on_device.sh").read_text()
@@ -415,7 +416,12 @@ def test_adopt_keeps_the_f32_layers_and_takes_a_build_only_log(kit, tmp_path):
     out = adopt(engine, kit, tmp_path / "adopted", log=build_only)
     layers = f32_layers_of(load_verified(kit))
     assert layers and f32_layers_of(load_verified(out)) == layers
-    assert load_verified(out).extra["plan"]["tf32"] is False
+    # built with the kit's command: the plan obeys the list, which the manifest keeps once
+    adopted = load_verified(out)
+    assert adopted.extra["plan"] == {"strongly_typed": False, "flags": ["FP16"], "tf32": False, "obey_f32_layers": True}
+    assert adopted.extra["fp16_f32_layers"]["layers"] == layers and "trtexec" not in adopted.extra
+    text = (out / "manifest.json").read_text()
+    assert all(text.count(f'"{n}"') == 1 for n in layers) and ":fp32" not in text
     # the files an engine directory rebuilds from keep the constraints
     assert "--layerPrecisions=" + ",".join(f"{n}:fp32" for n in layers) in (out / "trtexec.txt").read_text()
     assert "--precisionConstraints=obey" in (out / "build_on_device.sh").read_text()
@@ -423,13 +429,135 @@ def test_adopt_keeps_the_f32_layers_and_takes_a_build_only_log(kit, tmp_path):
     (tmp_path / "bare.log").write_text(head)
     bare = adopt(engine, kit, tmp_path / "bare", log=tmp_path / "bare.log")
     plan = load_verified(bare).extra["plan"]
-    assert "f32_layers" not in plan and plan["tf32"] is True
+    assert plan == {"strongly_typed": False, "flags": ["FP16"], "tf32": True}        # no f32 layers obeyed
     from alignvar_edge.export.inspect_artifact import compute_precision
     assert compute_precision(load_verified(bare)) is None           # no fp32 layers claimed for it
     # while its rebuild files give the kit's recommended flags, on the DLA core it ran on
     rebuild = (bare / "trtexec.txt").read_text()
     assert "--layerPrecisions=" in rebuild and "--noTF32" in rebuild
     assert rebuild.strip().endswith("--useDLACore=0 --allowGPUFallback")
+
+
+def test_a_kit_manifest_keeps_each_layer_list_once(kit):
+    """The f32 layers (and the other float layers) are in extra.fp16_f32_layers only: the plan says
+    that it obeys them, and the trtexec command that spells them out is trtexec.txt, not the manifest."""
+    import json
+    text = (kit / "manifest.json").read_text()
+    extra = json.loads(text)["extra"]
+    owner, record = extra["fp16_f32_layers"], extra["tensorrt_kit"]
+    assert owner["source"] == "token path" and owner["layers"] and owner["half_layers"]
+    assert record["plan"] == {"strongly_typed": False, "flags": ["FP16"], "tf32": False, "obey_f32_layers": True}
+    assert "trtexec" not in record
+    assert all(text.count(f'"{n}"') == 1 for n in owner["layers"] + owner["half_layers"])
+    assert ":fp32" not in text
+    # the files that spell them out take them from there
+    spec = "--layerPrecisions=" + ",".join(f"{n}:fp32" for n in owner["layers"])
+    assert spec in (kit / "trtexec.txt").read_text() and spec in (kit / "build_on_device.sh").read_text()
+
+
+def test_a_manifest_plan_says_it_obeys_the_layer_lists_without_holding_them():
+    from alignvar_edge.runtimes.tensorrt.kit import plan_of, plan_record
+    f32 = {"source": "token path", "layers": ["a", "b"], "half_layers": ["c"]}
+    plan = trt_plan.network_plan(10, "fp16", "fp32", ["b", "a"], ["c"])
+    record = plan_record(plan, f32)
+    assert record == {"strongly_typed": False, "flags": ["FP16"], "tf32": False, "obey_f32_layers": True}
+    whole = {"strongly_typed": False, "flags": ["FP16"], "tf32": False, "f32_layers": ["a", "b"], "half_layers": ["c"]}
+    kit = new_manifest("onnx", "onnx", "single", "fp32", {},
+                       extra={"tensorrt_kit": {"plan": record}, "fp16_f32_layers": f32})
+    engine = new_manifest("engine", "tensorrt", "single", "fp16", {}, extra={"plan": record, "fp16_f32_layers": f32})
+    assert plan_of(kit) == whole and plan_of(engine) == whole
+    assert plan_of(new_manifest("onnx", "onnx", "single", "fp32", {})) is None
+    # a plan that constrains nothing records nothing to obey; one with other lists cannot be recorded
+    assert plan_record(trt_plan.network_plan(10, "fp32", "fp32", ["a"]), f32) == \
+        {"strongly_typed": False, "flags": [], "tf32": False}
+    with pytest.raises(ValueError, match="not the manifest's fp16_f32_layers"):
+        plan_record(plan, {"source": "token path", "layers": ["a"], "half_layers": ["c"]})
+    with pytest.raises(ValueError, match="not the manifest's fp16_f32_layers"):
+        plan_record(plan, {"source": "token path", "layers": ["a", "b"], "half_layers": ["d"]})
+
+
+def test_write_build_files_takes_the_layers_from_the_manifest(tmp_path):
+    from alignvar_edge.runtimes.tensorrt.kit import write_build_files
+    m = new_manifest("onnx", "onnx", "single", "fp32", {"name": "micro"},
+                     extra={"fp16_f32_layers": {"source": "token path", "layers": ["x", "y"], "half_layers": ["z"]}})
+    write_build_files(tmp_path, m, "fp16", "fp32", None, 3)
+    assert (tmp_path / "trtexec.txt").read_text() == (
+        "trtexec --onnx=model.onnx --saveEngine=model.engine --timingCacheFile=alignvar-timing.cache "
+        "--builderOptimizationLevel=3 --fp16 --noTF32 --precisionConstraints=obey --layerPrecisions=x:fp32,y:fp32\n")
+    assert 'fp16) FLAGS="--fp16 --noTF32 --precisionConstraints=obey --layerPrecisions=x:fp32,y:fp32" ;;' in \
+        (tmp_path / "build_on_device.sh").read_text()
+    assert "Under `--fp16`, 2 layers stay fp32" in (tmp_path / "README.md").read_text()
+
+
+# Manifests as earlier versions wrote them, by hand: the layer lists in the plan as well as in
+# fp16_f32_layers (and spelled out once more in a trtexec command), or, oldest, in the plan only.
+OLD_F32, OLD_HALF = ["node_a", "node_b"], ["node_c"]
+OLD_CMD = ("trtexec --onnx=model.onnx --saveEngine=model.engine --timingCacheFile=alignvar-timing.cache "
+           "--builderOptimizationLevel=3 --fp16 --noTF32 --precisionConstraints=obey "
+           "--layerPrecisions=node_a:fp32,node_b:fp32")
+OLD_PLAN = {"strongly_typed": False, "flags": ["FP16"], "tf32": False, "f32_layers": OLD_F32, "half_layers": OLD_HALF}
+OLD_OWNER = {"source": "token path", "layers": OLD_F32, "half_layers": OLD_HALF}
+
+
+def _rewritten(src: Path, dst: Path, **extra) -> Path:
+    """A copy of artifact `src` whose manifest's extra is set by hand (None removes a key)."""
+    import json
+    import shutil
+
+    from alignvar_edge.manifest import CONTENT_KEY, content_hash
+    shutil.copytree(src, dst)
+    doc = json.loads((dst / "manifest.json").read_text())
+    for k, v in extra.items():
+        if v is None:
+            doc["extra"].pop(k, None)
+        else:
+            doc["extra"][k] = v
+    doc[CONTENT_KEY] = content_hash(doc)
+    (dst / "manifest.json").write_text(json.dumps(doc))
+    return dst
+
+
+def test_manifests_of_the_older_layouts_read_the_same(kit, tmp_path):
+    from alignvar_edge.export.inspect_artifact import format_inspection, inspect_artifact
+    from alignvar_edge.manifest import load_verified
+    from alignvar_edge.runtimes.tensorrt.adopt import adopt
+    from alignvar_edge.runtimes.tensorrt.kit import f32_layers_of, half_layers_of, kit_readme, plan_of
+    old_kit = {"precision": "fp16", "plan": OLD_PLAN, "built_here": False, "reason": "kit requested",
+               "source": "exports/micro", "trtexec": OLD_CMD}
+    twice = _rewritten(kit, tmp_path / "twice", tensorrt_kit=old_kit, fp16_f32_layers=OLD_OWNER)
+    oldest = _rewritten(kit, tmp_path / "oldest", fp16_f32_layers=None, tensorrt_kit={
+        **old_kit, "plan": {"strongly_typed": False, "flags": ["FP16"], "f32_layers": OLD_F32}})
+    compute = "compute    f32 layers under FP16 (--layerPrecisions) 2"
+    for d, shown in ((twice, f"{compute}: token path, TF32 off"),
+                     (oldest, f"{compute}, TF32 TensorRT's default (on from Ampere)")):
+        m = load_verified(d)
+        assert f32_layers_of(m) == OLD_F32 and shown in format_inspection(inspect_artifact(d)).splitlines()
+        assert plan_of(m)["f32_layers"] == OLD_F32
+        assert "| fp16 | `--fp16 --noTF32 --precisionConstraints=obey --layerPrecisions=<2 layers>:fp32` |" in \
+            kit_readme(m, "fp16", "fp32")
+    assert half_layers_of(load_verified(twice)) == OLD_HALF and plan_of(load_verified(twice)) == OLD_PLAN
+    assert "Under `--fp16`, 2 layers stay fp32 (`--layerPrecisions`, listed in full in `build_on_device.sh`): " \
+           "token path." in kit_readme(load_verified(twice), "fp16", "fp32")
+    # adopt from either: the engine directory keeps the lists once and rebuilds with them
+    real = (LOGS / "trt10-orin-fp16-dla.log").read_text().split("=== Performance summary ===")[0]
+    kept = tmp_path / "kept.log"                             # built with the old kit's own command
+    kept.write_text(real.replace(real.split("\n")[0].split(" # ", 1)[1], OLD_CMD))
+    engine = tmp_path / "my.engine"
+    engine.write_bytes(b"serialized engine bytes")
+    for d in (twice, oldest):
+        out = adopt(engine, d, tmp_path / f"{d.name}-engine", log=kept)
+        m = load_verified(out)
+        assert m.extra["plan"] == {"strongly_typed": False, "flags": ["FP16"], "tf32": False, "obey_f32_layers": True}
+        assert m.extra["fp16_f32_layers"]["layers"] == OLD_F32 and "trtexec" not in m.extra
+        assert (out / "trtexec.txt").read_text() == OLD_CMD + "\n"
+        assert f"{compute}: " in format_inspection(inspect_artifact(out))
+    # an engine directory of the older layout: inspect and adopt --like read its lists
+    eng = _rewritten(tmp_path / "twice-engine", tmp_path / "old-engine", plan=OLD_PLAN, fp16_f32_layers=OLD_OWNER,
+                     trtexec=OLD_CMD)
+    assert f"{compute}: token path, TF32 off" in format_inspection(inspect_artifact(eng)).splitlines()
+    again = adopt(engine, eng, tmp_path / "again", log=kept)
+    assert (again / "trtexec.txt").read_text().startswith(OLD_CMD)
+    assert half_layers_of(load_verified(again)) == OLD_HALF
 
 
 def test_build_script_help_dla_cores_and_default_names(kit, tmp_path):

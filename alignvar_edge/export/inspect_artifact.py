@@ -13,6 +13,7 @@ from typing import Any
 from alignvar_edge.errors import ArtifactError
 from alignvar_edge.export.lint import TARGETS, Finding, lint_model
 from alignvar_edge.manifest import Manifest, input_contract, listed_file, load_verified
+from alignvar_edge.runtimes.tensorrt.kit import FP16_F32, plan_of
 
 __all__ = ["format_inspection", "inspect_artifact"]
 
@@ -142,9 +143,9 @@ def compute_precision(m: Manifest) -> dict[str, Any] | None:
     for key in ("compute_precision", "compute_precision_per_group"):
         if isinstance(extra.get(key), dict):
             return dict(extra[key])
-    plan = (extra.get("tensorrt_kit") or {}).get("plan") or extra.get("plan") or {}
+    plan = plan_of(m) or {}             # its layer lists from extra.fp16_f32_layers (or an older plan's own)
     if plan.get("f32_layers"):
-        why = (extra.get("fp16_f32_layers") or {}).get("source")
+        why = (extra.get(FP16_F32) or {}).get("source")
         return {"f32 layers under FP16 (--layerPrecisions)": f"{len(plan['f32_layers'])}" + (f": {why}" if why else ""),
                 "TF32": "off" if plan.get("tf32") is False else "TensorRT's default (on from Ampere)"}
     return None

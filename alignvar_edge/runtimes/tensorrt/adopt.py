@@ -15,8 +15,9 @@ from alignvar_edge.recipes import recipe
 from alignvar_edge.runtimes.golden import GOLDEN_FILE, read_golden
 from alignvar_edge.runtimes.onnxruntime import ship_golden
 from alignvar_edge.runtimes.tensorrt import backend as T
-from alignvar_edge.runtimes.tensorrt.kit import FP16_F32, LOG_FILE, f32_layers_of, half_layers_of, write_build_files
-from alignvar_edge.runtimes.tensorrt.plan import ENGINE, ONNX, network_plan, trt_major, trtexec_command
+from alignvar_edge.runtimes.tensorrt.kit import (FP16_F32, LOG_FILE, f32_layers_of, half_layers_of, plan_record,
+                                                 write_build_files)
+from alignvar_edge.runtimes.tensorrt.plan import ENGINE, ONNX, network_plan, trt_major
 from alignvar_edge.runtimes.tensorrt.trtexec_log import parse_trtexec_log
 
 __all__ = ["adopt"]
@@ -62,20 +63,19 @@ def adopt(engine_file: str | Path, like: str | Path, out: str | Path, log: str |
         shutil.copy2(onnx_path, tmp / ONNX)
         if log:
             shutil.copy2(log, tmp / LOG_FILE)
+        # what an fp16 build of this model should keep in f32 (the rebuild files use it), the one
+        # place the lists are kept; "plan" says what this engine was built with, whether it kept
+        # them (OBEYS) included. The command that built it is trtexec.log's, kept beside it.
+        f32 = src.extra.get(FP16_F32) or {"source": "the kit's plan", "layers": kit_f32, "half_layers": kit_half}
         extra = {"tensorrt_version": trt_version, "compute_capability": cc, "gpu_name": gpu_name,
-                 "plan": plan, "device": "cuda:0", "dla_core": dla_core,
-                 # what an fp16 build of this model should keep in f32 (the rebuild files use it);
-                 # "plan" above is what this engine was built with
-                 FP16_F32: src.extra.get(FP16_F32) or {"source": "the kit's plan", "layers": kit_f32,
-                                                       "half_layers": kit_half},
-                 "trtexec": parsed.get("command") or " ".join(trtexec_command(plan)),
+                 "plan": plan_record(plan, f32), "device": "cuda:0", "dla_core": dla_core, FP16_F32: f32,
                  "adopted": {"engine": str(engine_file), "engine_sha256": sha256_file(engine_file),
                              "log": str(log) if log else None,
                              "versions_from": "this machine" if usable else "trtexec log"}}
         m = engine_manifest(src, like, "tensorrt", precision, {"engine": ENGINE}, batch=src.static_batch,
                             extra=extra)
         m.extra["golden"] = ship_golden(src, like, tmp)
-        write_build_files(tmp, m, precision, kit_precision, None, 3, kit_f32, kit_half, dla_core)
+        write_build_files(tmp, m, precision, kit_precision, None, 3, dla_core)
         if usable and m.extra["golden"]:
             m.parity = _check_against_golden(tmp, m)
         write_manifest(tmp, m)

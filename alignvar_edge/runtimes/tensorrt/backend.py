@@ -34,8 +34,8 @@ from alignvar_edge.runtimes.artifacts import engine_manifest, single_graph
 from alignvar_edge.runtimes.base import (INPUT, SR, Backend, Engine, TensorSpec, input_roles,
                                          config_from_manifest, token_name)
 from alignvar_edge.runtimes.onnxruntime import ship_golden
-from alignvar_edge.runtimes.tensorrt.kit import FP16_F32, write_build_files
-from alignvar_edge.runtimes.tensorrt.plan import CACHE, ENGINE, ONNX, SCRIPT_FILE, network_plan, trt_major, trtexec_command
+from alignvar_edge.runtimes.tensorrt.kit import FP16_F32, plan_record, write_build_files
+from alignvar_edge.runtimes.tensorrt.plan import CACHE, ENGINE, ONNX, SCRIPT_FILE, network_plan, trt_major
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -377,13 +377,14 @@ class TensorRTBackend(Backend):
             if CACHE in src.files and prior.is_file():     # only a cache the manifest vouches for
                 shutil.copy2(prior, cache)
             (tmp / ENGINE).write_bytes(build_engine(onnx_path, plan, cache, workspace, opt_level))
+            # the layer lists once, in FP16_F32; the equivalent trtexec command is trtexec.txt
             extra = {"tensorrt_version": trt.__version__, "compute_capability": gpu["compute_capability"],
-                     "gpu_name": gpu["name"], "plan": plan, "device": f"cuda:{index}", FP16_F32: f32,
-                     "trtexec": " ".join(trtexec_command(plan, workspace_mib=workspace, opt_level=opt_level))}
+                     "gpu_name": gpu["name"], "plan": plan_record(plan, f32), "device": f"cuda:{index}",
+                     FP16_F32: f32}
             m = engine_manifest(src, Path(artifact_dir), self.name, precision, {"engine": ENGINE},
                                 batch=src.static_batch, extra=extra)
             m.extra["golden"] = ship_golden(src, Path(artifact_dir), tmp)
-            write_build_files(tmp, m, precision, src.precision or "fp32", workspace, opt_level, f32_layers, half_layers)
+            write_build_files(tmp, m, precision, src.precision or "fp32", workspace, opt_level)
             write_manifest(tmp, m)
         return out
 
@@ -395,18 +396,16 @@ class TensorRTBackend(Backend):
             shutil.copy2(onnx_path, tmp / ONNX)
             graphs = {name: {**g, "file": ONNX} for name, g in src.graphs.items()}
             extra = dict(src.extra)
+            # the layer lists once, in FP16_F32; the trtexec command that spells them out is trtexec.txt
             extra[FP16_F32] = f32
-            extra["tensorrt_kit"] = {"precision": precision, "plan": plan, "built_here": False,
-                                     "reason": why or "kit requested", "source": str(src_dir),
-                                     "trtexec": " ".join(trtexec_command(plan, workspace_mib=workspace,
-                                                                         opt_level=opt_level))}
+            extra["tensorrt_kit"] = {"precision": precision, "plan": plan_record(plan, f32), "built_here": False,
+                                     "reason": why or "kit requested", "source": str(src_dir)}
             m = new_manifest("onnx", src.backend or "onnx", src.graph or "single",
                              src.precision or "fp32", src.model, graphs=graphs,
                              opset=src.opset, quantization=src.quantization,
                              calibration=src.calibration, parity=src.parity, extra=extra)
             extra["golden"] = ship_golden(src, src_dir, tmp)
-            write_build_files(tmp, m, precision, src.precision or "fp32", workspace, opt_level, f32["layers"],
-                              f32["half_layers"])
+            write_build_files(tmp, m, precision, src.precision or "fp32", workspace, opt_level)
             write_manifest(tmp, m)
         return out
 

@@ -12,6 +12,7 @@ golden outputs, whose status the script exits with). Which trtexec flags each pr
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from alignvar_edge.errors import InputError
 from alignvar_edge.manifest import Manifest, input_contract
@@ -20,8 +21,15 @@ from alignvar_edge.runtimes.tensorrt.plan import (CACHE as TIMING_CACHE, MAX_ARG
                                                   network_plan, precision_args, trtexec_command)
 
 README_FILE, LOG_FILE = "README.md", "trtexec.log"
-# manifest.extra key: {"source": why, "layers": [ONNX node names]} an FP16 build keeps in f32
+# manifest.extra key: {"source": why, "layers": [ONNX node names] an FP16 build keeps in f32,
+# "half_layers": [the other float layers]}. The one place a kit or engine manifest keeps these
+# lists: its plan says only whether the build obeyed them (OBEYS), and the trtexec command that
+# spells them out is trtexec.txt (rebuild) or trtexec.log (what was run), never the manifest.
 FP16_F32 = "fp16_f32_layers"
+# the plan key, in a manifest, that stands for the plan's "f32_layers" and "half_layers": true
+# where the build kept FP16_F32's layers in f32 (--precisionConstraints=obey --layerPrecisions)
+OBEYS = "obey_f32_layers"
+_LISTS = ("f32_layers", "half_layers")
 # JetPack 6.1 and 6.2 (Jetson Linux 36.4.x): TensorRT 10.3, CUDA 12.6, Python 3.10, Ubuntu 22.04
 JETPACK_TRT_MAJOR = 10
 
@@ -58,6 +66,13 @@ def _shown(flags: str) -> str:
     return " ".join(words)
 
 
+def _stored_plan(manifest: Manifest) -> dict[str, Any]:
+    """The plan a kit (`tensorrt_kit.plan`) or engine (`plan`) manifest records, as stored."""
+    extra = manifest.extra
+    plan = (extra.get("tensorrt_kit") or {}).get("plan") or extra.get("plan")
+    return plan if isinstance(plan, dict) else {}
+
+
 def half_layers_of(manifest: Manifest) -> list[str] | None:
     """The other float layers of a kit or engine (None in manifests written before they were kept)."""
     half = (manifest.extra.get(FP16_F32) or {}).get("half_layers")
@@ -65,13 +80,41 @@ def half_layers_of(manifest: Manifest) -> list[str] | None:
 
 
 def f32_layers_of(manifest: Manifest) -> list[str]:
-    """The layers a kit's or engine's FP16 builds keep in f32 (see FP16_F32); older manifests
+    """The layers a kit's or engine's FP16 builds keep in f32 (see FP16_F32); the oldest manifests
     carry them in their plan only."""
-    extra = manifest.extra
-    if isinstance(extra.get(FP16_F32), dict):
-        return list(extra[FP16_F32].get("layers") or [])
-    plan = (extra.get("tensorrt_kit") or {}).get("plan") or extra.get("plan") or {}
-    return list(plan.get("f32_layers") or [])
+    owner = manifest.extra.get(FP16_F32)
+    if isinstance(owner, dict):
+        return list(owner.get("layers") or [])
+    return list(_stored_plan(manifest).get("f32_layers") or [])
+
+
+def plan_record(plan: dict[str, Any], f32: dict[str, Any]) -> dict[str, Any]:
+    """`plan` (network_plan's) as a manifest records it beside `extra[FP16_F32] = f32`: without its
+    layer lists, which FP16_F32 holds, and with OBEYS where it constrains them. A plan whose lists
+    are not FP16_F32's could not be recorded that way: refused."""
+    record = {k: v for k, v in plan.items() if k not in _LISTS}
+    if plan.get("f32_layers"):
+        if (list(plan["f32_layers"]) != sorted(set(f32.get("layers") or ()))
+                or ("half_layers" in plan and list(plan["half_layers"]) != sorted(set(f32.get("half_layers") or ())))):
+            raise ValueError(f"the plan's layer lists are not the manifest's {FP16_F32}: it cannot be recorded")
+        record[OBEYS] = True
+    return record
+
+
+def plan_of(manifest: Manifest) -> dict[str, Any] | None:
+    """The plan a kit or engine was planned or built with, as `network_plan` returned it (layer
+    lists included, from FP16_F32), for `precision_args`, `trtexec_command` or a reader; None where
+    the manifest records none. Manifests written before OBEYS kept the lists in the plan itself."""
+    stored = _stored_plan(manifest)
+    if not stored:
+        return None
+    plan = {k: v for k, v in stored.items() if k != OBEYS}
+    if stored.get(OBEYS):
+        plan["f32_layers"] = f32_layers_of(manifest)
+        half = half_layers_of(manifest)
+        if half is not None:
+            plan["half_layers"] = half
+    return plan
 
 
 def build_script(precision: str, kit_precision: str, workspace_mib: int | None, opt_level: int,
@@ -350,10 +393,11 @@ on TensorRT 8.4 and 10.x summary formats, and `adopt` is tested with such a log.
 
 
 def write_build_files(root: Path, manifest: Manifest, precision: str, kit_precision: str,
-                      workspace_mib: int | None, opt_level: int, f32_layers: list[str] | tuple[str, ...] = (),
-                      half_layers: list[str] | None = None, dla_core: int | None = None) -> None:
+                      workspace_mib: int | None, opt_level: int, dla_core: int | None = None) -> None:
     """trtexec.txt, build_on_device.sh and README.md into a kit or engine directory: how to
-    (re)build it as recommended, on DLA core `dla_core` where the engine runs on one."""
+    (re)build it as recommended, on DLA core `dla_core` where the engine runs on one. The layer
+    lists come from the manifest's FP16_F32, their one place."""
+    f32_layers, half_layers = f32_layers_of(manifest), half_layers_of(manifest)
     plan = network_plan(JETPACK_TRT_MAJOR, precision, kit_precision, f32_layers, half_layers)
     (root / TRTEXEC_FILE).write_text(" ".join(trtexec_command(plan, workspace_mib=workspace_mib, opt_level=opt_level,
                                                               dla_core=dla_core)) + "\n")
@@ -363,5 +407,5 @@ def write_build_files(root: Path, manifest: Manifest, precision: str, kit_precis
     (root / README_FILE).write_text(kit_readme(manifest, precision, kit_precision))
 
 
-__all__ = ["FP16_F32", "README_FILE", "build_script", "f32_layers_of", "half_layers_of", "kit_readme", "precision_flags",
-           "write_build_files"]
+__all__ = ["FP16_F32", "OBEYS", "README_FILE", "build_script", "f32_layers_of", "half_layers_of", "kit_readme",
+           "plan_of", "plan_record", "precision_flags", "write_build_files"]
