@@ -265,6 +265,10 @@ def test_adopt_a_hand_built_engine_and_import_its_timing(kit, tmp_path):
     assert (ex["tensorrt_version"], ex["compute_capability"], ex["gpu_name"], ex["dla_core"]) == \
         ("10.3.0", "8.7", "Orin", 0)
     assert ex["adopted"]["versions_from"] == "trtexec log" and m.parity is None
+    # the engine's hash once: in files, as for every file it holds
+    import hashlib
+    assert m.files["model.engine"] == hashlib.sha256(b"serialized engine bytes").hexdigest()
+    assert "engine_sha256" not in ex["adopted"]
     assert {"model.engine", "model.onnx", "golden.safetensors", "trtexec.log", "README.md",
             "build_on_device.sh"} <= {p.name for p in out.iterdir()}
     assert m.input_contract["tile"] == 8 and m.input_contract["scale"] == 4

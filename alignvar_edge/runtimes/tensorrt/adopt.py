@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from alignvar_edge.errors import InputError, ParityError
-from alignvar_edge.manifest import Manifest, artifact_dir, sha256_file, write_manifest
+from alignvar_edge.manifest import Manifest, artifact_dir, write_manifest
 from alignvar_edge.export.parity import psnr, token_agreement
 from alignvar_edge.runtimes.artifacts import engine_manifest
 from alignvar_edge.recipes import recipe
@@ -69,8 +69,8 @@ def adopt(engine_file: str | Path, like: str | Path, out: str | Path, log: str |
         f32 = src.extra.get(FP16_F32) or {"source": "the kit's plan", "layers": kit_f32, "half_layers": kit_half}
         extra = {"tensorrt_version": trt_version, "compute_capability": cc, "gpu_name": gpu_name,
                  "plan": plan_record(plan, f32), "device": "cuda:0", "dla_core": dla_core, FP16_F32: f32,
-                 "adopted": {"engine": str(engine_file), "engine_sha256": sha256_file(engine_file),
-                             "log": str(log) if log else None,
+                 # the engine's SHA-256 is files["model.engine"]'s (a copy of it), kept there only
+                 "adopted": {"engine": str(engine_file), "log": str(log) if log else None,
                              "versions_from": "this machine" if usable else "trtexec log"}}
         m = engine_manifest(src, like, "tensorrt", precision, {"engine": ENGINE}, batch=src.static_batch,
                             extra=extra)
