@@ -38,20 +38,54 @@ def _png_header_only(path: Path, width: int, height: int) -> None:
 _ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
 
 
-def _png_la16(path: Path, gray: np.ndarray, alpha: np.ndarray, interlaced: bool = False, icc: bytes = b"") -> None:
-    """A 16-bit gray+alpha PNG written by hand (Pillow cannot write one)."""
-    samples = np.stack([gray, alpha], axis=2).astype(">u2")
-    passes = [samples[y0::dy, x0::dx] for x0, y0, dx, dy in _ADAM7] if interlaced else [samples]
-    rows = b"".join(b"\x00" + row.tobytes() for p in passes if p.size for row in p)   # filter 0: none
-    ihdr = struct.pack(">IIBBBBB", gray.shape[1], gray.shape[0], 16, 4, 0, 0, int(interlaced))
-    iccp = _png_chunk(b"iCCP", b"gray\x00\x00" + zlib.compress(icc)) if icc else b""
-    body = _png_chunk(b"IHDR", ihdr) + iccp + _png_chunk(b"IDAT", zlib.compress(rows)) + _png_chunk(b"IEND", b"")
+# PNG colour type of 16-bit samples by samples a pixel: gray+alpha, RGB, RGBA
+_COLOUR_TYPES = {2: 4, 3: 2, 4: 6}
+
+
+def _paeth(a: int, b: int, c: int) -> int:
+    """The PNG specification's Paeth predictor (section 9.4), as it is written there."""
+    p = a + b - c
+    pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+    return a if pa <= pb and pa <= pc else b if pb <= pc else c
+
+
+def _predictor(kind: int, a: int, b: int, c: int) -> int:
+    """Filter type `kind`'s prediction of a byte from its left (a), upper (b), upper-left (c) bytes."""
+    return (0, a, b, (a + b) // 2, _paeth(a, b, c))[kind]
+
+
+def _png16(path: Path, samples: np.ndarray, interlaced: bool = False, icc: bytes = b"",
+           filters: tuple[int, ...] = (0,), chunks: bytes = b"") -> None:
+    """A 16-bit PNG of HxWxC `samples` (C: 2 gray+alpha, 3 RGB, 4 RGBA) written here byte by byte
+    by the specification (Pillow cannot write one): row n filtered with filters[n % len], Adam7
+    passes when interlaced, `chunks` (already framed) before the pixels."""
+    s = np.asarray(samples).astype(">u2")
+    bpp = 2 * s.shape[2]
+    passes = [s[y0::dy, x0::dx] for x0, y0, dx, dy in _ADAM7] if interlaced else [s]
+    rows = []
+    for p in (p for p in passes if p.size):
+        prior = bytes(p.shape[1] * bpp)                         # each pass starts from a zero row
+        for row in p:
+            kind, line = filters[len(rows) % len(filters)], row.tobytes()
+            rows.append(bytes([kind]) + bytes(
+                (x - _predictor(kind, line[i - bpp] if i >= bpp else 0, prior[i],
+                                prior[i - bpp] if i >= bpp else 0)) & 255 for i, x in enumerate(line)))
+            prior = line
+    ihdr = struct.pack(">IIBBBBB", s.shape[1], s.shape[0], 16, _COLOUR_TYPES[s.shape[2]], 0, 0, int(interlaced))
+    iccp = _png_chunk(b"iCCP", b"icc\x00\x00" + zlib.compress(icc)) if icc else b""
+    body = (_png_chunk(b"IHDR", ihdr) + iccp + chunks + _png_chunk(b"IDAT", zlib.compress(b"".join(rows)))
+            + _png_chunk(b"IEND", b""))
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + body)
 
 
-def _png_la16_samples(path: Path) -> tuple[tuple[int, int], np.ndarray]:
-    """((bit depth, colour type), HxWx2 samples) of a non-interlaced 16-bit gray+alpha PNG, decoded
-    here (every filter, CRCs checked) so that a file's validity does not rest on Pillow."""
+def _png_la16(path: Path, gray: np.ndarray, alpha: np.ndarray, interlaced: bool = False, icc: bytes = b"") -> None:
+    """A 16-bit gray+alpha PNG (`_png16`)."""
+    _png16(path, np.stack([gray, alpha], axis=2), interlaced, icc)
+
+
+def _png16_samples(path: Path) -> tuple[tuple[int, int], np.ndarray]:
+    """((bit depth, colour type), HxWxC samples) of a non-interlaced 16-bit PNG, decoded here
+    (every filter, CRCs checked) so that a file's validity does not rest on the code under test."""
     data, pos, idat = path.read_bytes(), 8, b""
     while pos < len(data):
         n, kind = struct.unpack(">I4s", data[pos:pos + 8])
@@ -61,19 +95,20 @@ def _png_la16_samples(path: Path) -> tuple[tuple[int, int], np.ndarray]:
         idat += data[pos + 8:pos + 8 + n] if kind == b"IDAT" else b""
         pos += 12 + n
     assert interlace == 0
-    raw, stride, bpp = zlib.decompress(idat), width * 4, 4
+    if depth != 16 or colour not in _COLOUR_TYPES.values():
+        return (depth, colour), np.zeros(0)
+    channels = {v: k for k, v in _COLOUR_TYPES.items()}[colour]
+    raw, bpp = zlib.decompress(idat), 2 * channels
+    stride = width * bpp
     prev, out = [0] * stride, []
     for y in range(height):
         kind, line, cur = raw[y * (stride + 1)], raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)], [0] * stride
         for i in range(stride):
             a, b, c = (cur[i - bpp] if i >= bpp else 0), prev[i], (prev[i - bpp] if i >= bpp else 0)
-            pa, pb, pc = abs(b - c), abs(a - c), abs(a + b - 2 * c)
-            paeth = a if pa <= pb and pa <= pc else b if pb <= pc else c
-            cur[i] = (line[i] + (0, a, b, (a + b) // 2, paeth)[kind]) & 255
+            cur[i] = (line[i] + _predictor(kind, a, b, c)) & 255
         out.append(cur)
         prev = cur
-    samples = np.array(out, np.uint8).view(">u2").reshape(height, width, 2)
-    return (depth, colour), samples if depth == 16 and colour == 4 else np.zeros(0)
+    return (depth, colour), np.array(out, np.uint8).view(">u2").reshape(height, width, channels)
 
 
 def test_rgb_png_round_trip(tmp_path: Path) -> None:
@@ -207,12 +242,102 @@ def test_a_16_bit_gray_alpha_png_keeps_16_bits_in_and_out(tmp_path: Path, interl
     np.testing.assert_array_equal(np.round(a * 65535), alpha)
 
     save_image(tmp_path / "out.png", rgb[..., 0], a, bits=16)
-    kind, samples = _png_la16_samples(tmp_path / "out.png")
+    kind, samples = _png16_samples(tmp_path / "out.png")
     assert kind == (16, 4)                                        # 16-bit gray+alpha, not 8-bit RGBA
     np.testing.assert_array_equal(samples, np.stack([gray, alpha], axis=2))
     with pytest.warns(UserWarning, match=r"cannot write 16-bit gray\+alpha TIFF: .*out\.tif .*as \.png"):
         save_image(tmp_path / "out.tif", rgb[..., 0], a, bits=16)
     assert _read(tmp_path / "out.tif").mode == "LA"
+
+
+_FILTERS = [(0,), (1,), (2,), (3,), (4,), (4, 3, 2, 1, 0)]    # none, Sub, Up, Average, Paeth, all
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+@pytest.mark.parametrize("filters", _FILTERS, ids=["none", "sub", "up", "average", "paeth", "mixed"])
+def test_a_16_bit_colour_png_keeps_every_bit_whatever_its_filters(tmp_path: Path, channels: int,
+                                                                   filters: tuple[int, ...]) -> None:
+    """Pillow read 16-bit RGB(A) PNGs with 8 bits, and `upscale` wrote 8 bits back, silently. The
+    file is written here by the specification, every row with the filter under test; what is
+    read must be the samples written. No other reader installed reads 16-bit colour PNGs
+    (imageio and scikit-image go through Pillow), so Pillow's own 8-bit reading checks the high
+    bytes, and this file's decoder the file."""
+    rng = np.random.default_rng(channels * 10 + len(filters) + filters[0])
+    samples = rng.integers(0, 65536, (9, 11, channels)).astype(np.uint16)
+    samples[0, 0, :3], samples[0, 1, :3] = 0, 1                     # a 1/65535 step: lost in 8 bits
+    _png16(tmp_path / "c16.png", samples, filters=filters)
+    assert _png16_samples(tmp_path / "c16.png")[1].tolist() == samples.tolist()   # the helpers agree
+    assert bits_per_sample(tmp_path / "c16.png") == 16
+    rgb, alpha = load_image(tmp_path / "c16.png")
+    got = np.round(np.dstack([rgb] + ([alpha] if alpha is not None else [])) * 65535)
+    np.testing.assert_array_equal(got, samples)
+    np.testing.assert_array_equal(np.asarray(_read(tmp_path / "c16.png")), samples >> 8)
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_an_interlaced_16_bit_colour_png_keeps_every_bit(tmp_path: Path, channels: int) -> None:
+    rng = np.random.default_rng(channels)
+    samples = rng.integers(0, 65536, (13, 10, channels)).astype(np.uint16)
+    _png16(tmp_path / "c16.png", samples, interlaced=True, filters=(4, 3, 2, 1, 0))
+    rgb, alpha = load_image(tmp_path / "c16.png")
+    got = np.round(np.dstack([rgb] + ([alpha] if alpha is not None else [])) * 65535)
+    np.testing.assert_array_equal(got, samples)
+
+
+def test_a_16_bit_rgb_png_keeps_its_colour_key_and_is_turned_upright(tmp_path: Path) -> None:
+    """A tRNS chunk's 16-bit colour key made nothing transparent (Pillow compared 8-bit pixels with
+    it); EXIF orientation turns the 16-bit pixels as it turns 8-bit ones."""
+    rng = np.random.default_rng(7)
+    samples = rng.integers(0, 65536, (5, 8, 3)).astype(np.uint16)
+    samples[1, 2] = samples[4, 7] = key = np.array([1000, 1001, 1002], np.uint16)
+    samples[3, 3] = [1000, 1001, 1003]                              # one bit off the key: opaque
+    exif = Image.Exif()
+    exif[0x0112] = 6                                                # turn 90 degrees clockwise
+    chunks = _png_chunk(b"tRNS", key.astype(">u2").tobytes()) + _png_chunk(b"eXIf", exif.tobytes()[6:])
+    _png16(tmp_path / "key.png", samples, filters=(4,), chunks=chunks)
+    rgb, alpha = load_image(tmp_path / "key.png")
+    upright = np.rot90(samples, k=-1)
+    np.testing.assert_array_equal(np.round(rgb * 65535), upright)
+    assert alpha is not None
+    np.testing.assert_array_equal(alpha == 0, (upright == key).all(axis=2))
+    assert alpha.sum() == alpha.size - 2
+
+
+def test_a_16_bit_colour_tiff_keeps_every_bit_with_tifffile_and_is_refused_without(tmp_path: Path,
+                                                                                  monkeypatch) -> None:
+    """Pillow read 16-bit RGB(A) TIFFs with 8 bits (a planar one as noise): tifffile reads them;
+    without it they are refused, since Pillow would lose half of each sample."""
+    tifffile = pytest.importorskip("tifffile")
+    from alignvar_edge import images
+    rng = np.random.default_rng(11)
+    rgb = rng.integers(0, 65536, (5, 7, 3)).astype(np.uint16)
+    rgba = rng.integers(1, 65536, (5, 7, 4)).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "le.tif", rgb, photometric="rgb")
+    tifffile.imwrite(tmp_path / "be.tif", rgb, photometric="rgb", byteorder=">", compression="zlib")
+    tifffile.imwrite(tmp_path / "planar.tif", np.moveaxis(rgb, 2, 0), photometric="rgb", planarconfig="separate")
+    tifffile.imwrite(tmp_path / "rgba.tif", rgba, photometric="rgb", extrasamples=["unassalpha"])
+    for name, want in [("le.tif", rgb), ("be.tif", rgb), ("planar.tif", rgb), ("rgba.tif", rgba)]:
+        assert bits_per_sample(tmp_path / name) == 16
+        got, alpha = load_image(tmp_path / name)
+        np.testing.assert_array_equal(np.round(np.dstack([got] + ([alpha] if alpha is not None else [])) * 65535),
+                                      want, err_msg=name)
+    rgba[..., 3] |= 0x8000                                          # alpha >= 1/2: rounding at most doubles
+    premultiplied = np.round(rgba[..., :3] * (rgba[..., 3:] / 65535)).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "pre.tif", np.dstack([premultiplied, rgba[..., 3]]), photometric="rgb",
+                     extrasamples=["assocalpha"])
+    got, alpha = load_image(tmp_path / "pre.tif")
+    assert np.abs(got * 65535 - rgba[..., :3]).max() <= 1.01 and alpha is not None
+    np.testing.assert_array_equal(np.round(alpha * 65535), rgba[..., 3])
+    monkeypatch.setattr(images, "is_installed", lambda name: name != "tifffile")
+    with pytest.raises(InputError, match=r"^\S*le\.tif: a 16-bit colour TIFF, which Pillow reads with 8 bits; "
+                                         r"install tifffile \(pip install tifffile\)"):
+        load_image(tmp_path / "le.tif")
+
+
+def test_a_pil_image_of_a_16_bit_colour_png_warns_that_it_holds_8_bits(tmp_path: Path) -> None:
+    _png16(tmp_path / "c16.png", np.full((2, 3, 3), 1000, np.uint16))
+    with Image.open(tmp_path / "c16.png") as img, pytest.warns(UserWarning, match="16-bit colour PNG holds 8 bits"):
+        as_float_image(img)
 
 
 def test_grayscale_and_la(tmp_path: Path) -> None:
@@ -454,7 +579,7 @@ def test_a_bilevel_image_comes_back_8_bit_gray_from_the_api_and_the_cli_alike(up
 
 def test_upscale_writes_16_bit_gray_alpha_back_as_16_bit_gray_alpha(upscaled) -> None:
     """It wrote 8-bit RGBA: Pillow reads the file as that."""
-    kind, samples = _png_la16_samples(upscaled[1] / "gray-alpha16.png")
+    kind, samples = _png16_samples(upscaled[1] / "gray-alpha16.png")
     assert kind == (16, 4) and samples.shape == (24, 28, 2)
     assert (samples % 257 != 0).mean() > 0.5                    # finer steps than 8 bits carry
 
