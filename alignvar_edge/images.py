@@ -6,8 +6,8 @@ and `file_metadata` drops the orientation from the EXIF written back), and every
 produce ends up as RGB. 16-bit files keep their 16 bits where Pillow holds only 8 of them: gray+alpha
 and RGB(A) PNGs are decoded by Pillow's codec with other raw modes (`_read_la16_raw`,
 `_png_rgb16_samples`), RGB(A) TIFFs by tifffile. Saving is atomic and never clobbers a file
-silently; 16-bit grayscale stays 16-bit where the output format holds it (PNG, TIFF; with alpha,
-PNG: `_la16_png`).
+silently; 16 bits stay 16 where the output format holds them (gray: PNG, TIFF; gray+alpha and
+RGB(A): PNG, written by `_write_png16`).
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import warnings
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, TypedDict, TypeGuard
+from typing import TYPE_CHECKING, BinaryIO, TypedDict, TypeGuard
 
 import numpy as np
 from PIL import ExifTags, Image, ImageFile, ImageOps, TiffImagePlugin
@@ -140,7 +140,7 @@ def _planes(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
 
 # Pillow modes of 16-bit grayscale files ("I" is how some Pillow versions open 16-bit PNGs)
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")
-# formats Pillow writes 16-bit grayscale to; 16-bit gray+alpha is written to PNG alone (`_la16_png`)
+# formats Pillow writes 16-bit grayscale to; 16-bit gray+alpha and RGB(A) go to PNG alone (`_write_png16`)
 _SIXTEEN_BIT_FORMATS = ("PNG", "TIFF")
 # Pillow has no 16-bit gray+alpha mode: it decodes such a PNG with this raw mode to 8-bit RGBA
 _LA16_RAWMODE = "LA;16B"
@@ -437,13 +437,13 @@ def save_image(
 ) -> Path:
     """Write float RGB HxWx3 (or gray HxW) in [0,1], atomically; returns the path.
 
-    The format follows the extension. ``bits=16`` writes gray as 16-bit where the format holds
-    it (PNG, TIFF; gray with alpha: PNG, and TIFF with a warning that it is 8-bit, since Pillow
-    cannot write it); everything else is 8-bit. ``icc_profile``, ``exif`` (bytes, as
-    ``Image.Exif.tobytes`` gives) and ``dpi`` are written where the format holds them (PNG, JPEG,
-    WebP, TIFF; WebP's DPI in its EXIF). ``input_path`` is the image the data
-    came from: writing onto it is refused even with ``overwrite=True``, since a failed run would
-    destroy the source.
+    The format follows the extension. ``bits=16`` writes 16 bits a sample where the format holds
+    them: gray to PNG and TIFF; gray+alpha, RGB and RGBA to PNG (to TIFF with a warning that they
+    are 8-bit, since Pillow cannot write them); everything else is 8-bit. ``icc_profile``,
+    ``exif`` (bytes, as ``Image.Exif.tobytes`` gives) and ``dpi`` are written where the format
+    holds them (PNG, JPEG, WebP, TIFF; WebP's DPI in its EXIF). ``input_path`` is the image the
+    data came from: writing onto it is refused even with ``overwrite=True``, since a failed run
+    would destroy the source.
     """
     if bits not in (8, 16):
         raise InputError(f"bits must be 8 or 16, got {bits!r}")
@@ -458,13 +458,15 @@ def save_image(
     if not path.parent.is_dir():
         raise InputError(f"output folder {path.parent} does not exist; create it first")
 
+    rgb = _checked(rgb, alpha, path)
     sixteen = bits == 16 and fmt in _SIXTEEN_BIT_FORMATS
-    la16 = sixteen and alpha is not None and _squeezed(rgb).ndim == 2
-    if la16 and fmt != "PNG":
-        warnings.warn(f"Pillow cannot write 16-bit gray+alpha {fmt}: {path} is written with 8 bits; "
+    own_png = sixteen and (alpha is not None or rgb.ndim == 3)     # a layout Pillow has no 16-bit mode for
+    if own_png and fmt != "PNG":
+        layout = "colour" if rgb.ndim == 3 else "gray+alpha"
+        warnings.warn(f"Pillow cannot write 16-bit {layout} {fmt}: {path} is written with 8 bits; "
                       "save it as .png to keep 16", stacklevel=2)
-        sixteen = la16 = False
-    img = _to_pil(rgb, alpha, path, sixteen)
+        sixteen = own_png = False
+    img = None if own_png else _to_pil(rgb, alpha, sixteen)
     params = _metadata_params(fmt, icc_profile, exif, dpi)
     if fmt in ("JPEG", "WEBP"):
         params["quality"] = int(quality)
@@ -476,8 +478,8 @@ def save_image(
     try:
         try:
             with os.fdopen(fd, "wb") as f:
-                if la16:
-                    f.write(_la16_png(img, params, path))
+                if img is None:
+                    _write_png16(f, rgb, alpha, params)
                 else:
                     img.save(f, format=fmt, **params)
                 f.flush()
@@ -566,8 +568,8 @@ def _squeezed(rgb: np.ndarray) -> np.ndarray:
     return rgb[..., 0] if rgb.ndim == 3 and rgb.shape[2] == 1 else rgb
 
 
-def _to_pil(rgb: np.ndarray, alpha: np.ndarray | None, path: Path,
-            sixteen: bool = False) -> Image.Image:
+def _checked(rgb: np.ndarray, alpha: np.ndarray | None, path: Path) -> np.ndarray:
+    """`rgb` as HxW or HxWx3, refused where it, or its alpha, cannot be written."""
     rgb = _squeezed(rgb)
     if not (rgb.ndim == 2 or (rgb.ndim == 3 and rgb.shape[2] == 3)):
         raise InputError(f"image data for {path} must be HxWx3 or HxW, got shape {rgb.shape}")
@@ -577,8 +579,12 @@ def _to_pil(rgb: np.ndarray, alpha: np.ndarray | None, path: Path,
         raise InputError(f"image data for {path} contains NaN or infinite values")
     if alpha is not None and np.shape(alpha) != rgb.shape[:2]:
         raise InputError(f"alpha shape {np.shape(alpha)} does not match image shape {rgb.shape[:2]}")
-    if sixteen and rgb.ndim == 2:                          # Pillow has no 16-bit RGB
-        return Image.fromarray(_to_uint16(rgb)) if alpha is None else _la16_raw(rgb, alpha)
+    return rgb
+
+
+def _to_pil(rgb: np.ndarray, alpha: np.ndarray | None, sixteen: bool = False) -> Image.Image:
+    if sixteen:                             # gray alone: the one 16-bit layout Pillow has a mode for
+        return Image.fromarray(_to_uint16(rgb))
     planes = _to_uint8(rgb)
     if alpha is None:
         return Image.fromarray(planes)
@@ -588,26 +594,87 @@ def _to_pil(rgb: np.ndarray, alpha: np.ndarray | None, path: Path,
     return Image.fromarray(np.concatenate([planes, a8[..., None]], axis=2))
 
 
-def _la16_raw(gray: np.ndarray, alpha: np.ndarray) -> Image.Image:
-    """16-bit gray+alpha as the RGBA image of its big-endian samples' bytes, for `_la16_png`."""
-    samples = np.stack([_to_uint16(gray), _to_uint16(np.asarray(alpha))], axis=2).astype(">u2")
-    return Image.frombytes("RGBA", (gray.shape[1], gray.shape[0]), samples.tobytes())
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# colour type of a 16-bit PNG by samples a pixel: gray+alpha, RGB, RGBA
+_PNG_COLOUR_TYPES = {2: 4, 3: 2, 4: 6}
+# chunks that describe the pixels, which `_write_png16` writes itself rather than take from Pillow
+_PNG_PIXEL_CHUNKS = (b"IHDR", b"PLTE", b"tRNS", b"sBIT", b"bKGD", b"IDAT", b"IEND")
+# raw bytes filtered and compressed at a time: memory stays a few times this, whatever the image
+_PNG_STRIP_BYTES = 1 << 20
 
 
-def _la16_png(raw: Image.Image, params: dict[str, object], path: Path) -> bytes:
-    """A 16-bit gray+alpha PNG, which Pillow cannot write. Pillow writes `_la16_raw`'s bytes as
-    8-bit RGBA: 4 bytes a pixel either way, so the same filtered, compressed rows; the header
-    then says what they are."""
+def _write_png16(f: BinaryIO, rgb: np.ndarray, alpha: np.ndarray | None, params: dict[str, object]) -> None:
+    """A 16-bit gray+alpha, RGB or RGBA PNG, which Pillow cannot write: the rows filtered here
+    (`_png_filtered`) and compressed a strip at a time, the metadata chunks as Pillow writes them
+    (`_png_metadata_chunks`)."""
+    height, width = rgb.shape[:2]
+    channels = (rgb.shape[2] if rgb.ndim == 3 else 1) + (alpha is not None)
+    ihdr = struct.pack(">IIBBBBB", width, height, 16, _PNG_COLOUR_TYPES[channels], 0, 0, 0)
+    f.write(_PNG_SIGNATURE + _png_chunk(b"IHDR", ihdr) + _png_metadata_chunks(params))
+    bpp = 2 * channels
+    strip = max(1, _PNG_STRIP_BYTES // (width * bpp))
+    prior = np.zeros(width * bpp, np.uint8)
+    compressor = zlib.compressobj()
+    for y in range(0, height, strip):
+        raw = _png16_rows(rgb[y:y + strip], None if alpha is None else np.asarray(alpha)[y:y + strip])
+        data = compressor.compress(_png_filtered(raw, prior, bpp))
+        prior = raw[-1]
+        if data:
+            f.write(_png_chunk(b"IDAT", data))
+    f.write(_png_chunk(b"IDAT", compressor.flush()) + _png_chunk(b"IEND", b""))
+
+
+def _png16_rows(rgb: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
+    """One row of bytes per image row: each pixel's samples, alpha last, 16-bit big-endian."""
+    planes = [rgb if rgb.ndim == 3 else rgb[..., None]] + ([alpha[..., None]] if alpha is not None else [])
+    samples = np.concatenate([_to_uint16(p) for p in planes], axis=2).astype(">u2")
+    return samples.view(np.uint8).reshape(samples.shape[0], -1)
+
+
+def _png_filtered(raw: np.ndarray, prior: np.ndarray, bpp: int) -> bytes:
+    """PNG's rows (a filter-type byte, then the filtered bytes) of the byte rows `raw`, `prior`
+    being the row above them. Each row takes the filter whose bytes, read as signed, sum smallest
+    (libpng's choice). Filtering needs the raw bytes alone, unlike unfiltering, so all five
+    filters are whole-array operations (uint8 arithmetic: modulo 256, as the filters are)."""
+    up = np.vstack([prior[None], raw[:-1]])
+    left, up_left = np.zeros_like(raw), np.zeros_like(raw)
+    left[:, bpp:], up_left[:, bpp:] = raw[:, :-bpp], up[:, :-bpp]
+    average = (left >> 1) + (up >> 1) + (left & up & 1)           # floor((left + up) / 2) in 8 bits
+    candidates = np.stack([raw, raw - left, raw - up, raw - average, raw - _paeth(left, up, up_left)])
+    cost = np.minimum(candidates, -candidates).sum(axis=2, dtype=np.uint64)
+    best = cost.argmin(axis=0)
+    rows = candidates[best, np.arange(len(raw))]
+    return np.concatenate([best.astype(np.uint8)[:, None], rows], axis=1).tobytes()
+
+
+def _paeth(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """PNG's Paeth predictor of each byte from its left (a), upper (b) and upper-left (c) ones."""
+    a16, b16, c16 = (x.astype(np.int16) for x in (a, b, c))
+    pa, pb, pc = np.abs(b16 - c16), np.abs(a16 - c16), np.abs(a16 + b16 - 2 * c16)
+    return np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
+
+
+def _png_metadata_chunks(params: dict[str, object]) -> bytes:
+    """The chunks Pillow writes for `params` (ICC profile, EXIF, DPI: `_metadata_params`), taken
+    from a 1x1 PNG of its own, so that metadata is written one way whatever the pixels."""
+    if not params:
+        return b""
     buf = io.BytesIO()
-    raw.save(buf, format="PNG", **params)
-    png = bytearray(buf.getvalue())
-    # signature (8), IHDR's length and type (8), width and height (8), then depth and colour type
-    if png[12:16] != b"IHDR" or png[24:26] != bytes((8, 6)):
-        raise RuntimeError(f"cannot write {path} as 16-bit gray+alpha: Pillow {Image.__version__} wrote an "
-                           "unexpected PNG header; save it as .tif (8-bit) and report this")
-    png[24:26] = bytes((16, 4))                            # 16-bit gray+alpha
-    png[29:33] = struct.pack(">I", zlib.crc32(png[12:29]))
-    return bytes(png)
+    Image.new("RGB", (1, 1)).save(buf, format="PNG", **params)
+    return b"".join(chunk for kind, chunk in _png_chunks(buf.getvalue()) if kind not in _PNG_PIXEL_CHUNKS)
+
+
+def _png_chunks(png: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """(type, the whole chunk) of each chunk of a PNG file's bytes."""
+    pos = len(_PNG_SIGNATURE)
+    while pos < len(png):
+        length, kind = struct.unpack(">I4s", png[pos:pos + 8])
+        yield kind, png[pos:pos + 12 + length]
+        pos += 12 + length
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
 def _to_uint8(x: np.ndarray) -> np.ndarray:

@@ -220,8 +220,9 @@ def test_save_16_bit_gray_png_and_tiff_8_bit_elsewhere(tmp_path: Path) -> None:
         np.testing.assert_array_equal(np.asarray(_read(tmp_path / name)), [[0, 1, 32768, 65535]])
     save_image(tmp_path / "g.jpg", gray, bits=16)                   # JPEG: 8 bits
     assert _read(tmp_path / "g.jpg").mode == "L"
-    save_image(tmp_path / "rgb.png", np.stack([gray] * 3, axis=2), bits=16)   # Pillow: no 16-bit RGB
-    assert _read(tmp_path / "rgb.png").mode == "RGB"
+    save_image(tmp_path / "rgb.png", np.stack([gray] * 3, axis=2), bits=16)   # 16-bit RGB: written here
+    kind, samples = _png16_samples(tmp_path / "rgb.png")
+    assert kind == (16, 2) and samples[0, :, 2].tolist() == [0, 1, 32768, 65535]
     with pytest.raises(InputError, match="bits must be 8 or 16"):
         save_image(tmp_path / "x.png", gray, bits=12)
     assert bits_per_sample(tmp_path / "g.png") == 16 and bits_per_sample(tmp_path / "g.jpg") == 8
@@ -301,6 +302,38 @@ def test_a_16_bit_rgb_png_keeps_its_colour_key_and_is_turned_upright(tmp_path: P
     assert alpha is not None
     np.testing.assert_array_equal(alpha == 0, (upright == key).all(axis=2))
     assert alpha.sum() == alpha.size - 2
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_16_bit_colour_is_written_as_a_16_bit_png_with_its_metadata(tmp_path: Path, monkeypatch,
+                                                                     channels: int) -> None:
+    """Pillow cannot write 48- or 64-bit PNGs: they were written 8-bit. Strips of two rows here,
+    so that a strip's first row is filtered against the row above it."""
+    from PIL import ImageCms
+
+    from alignvar_edge import images
+    monkeypatch.setattr(images, "_PNG_STRIP_BYTES", 2 * 11 * 2 * channels)
+    rng = np.random.default_rng(channels)
+    yy, xx = np.mgrid[0:9, 0:11]
+    smooth = np.stack([xx * 5000 + yy * 7 + c for c in range(channels)], axis=2)   # Sub, Up, Paeth pay
+    samples = np.where(rng.random((9, 11, 1)) < 0.5, smooth, rng.integers(0, 65536, smooth.shape)).astype(np.uint16)
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x010F] = "a camera"                                       # Make
+    rgb, alpha = samples[..., :3] / 65535, samples[..., 3] / 65535 if channels == 4 else None
+    save_image(tmp_path / "out.png", rgb, alpha, bits=16, icc_profile=icc, exif=exif.tobytes(), dpi=(288.0, 288.0))
+    kind, written = _png16_samples(tmp_path / "out.png")
+    assert kind == (16, 2 if channels == 3 else 6)
+    np.testing.assert_array_equal(written, samples)
+    np.testing.assert_array_equal(np.asarray(_read(tmp_path / "out.png")), samples >> 8)   # Pillow agrees
+    meta = file_metadata(tmp_path / "out.png")
+    assert meta["icc_profile"] == icc and meta["dpi"] == pytest.approx((288.0, 288.0), abs=0.05)  # dots a metre
+    carried = Image.Exif()
+    carried.load(meta["exif"])
+    assert carried[0x010F] == "a camera"
+    with pytest.warns(UserWarning, match=r"cannot write 16-bit colour TIFF: .*out\.tif .*as \.png"):
+        save_image(tmp_path / "out.tif", rgb, alpha, bits=16)
+    assert _read(tmp_path / "out.tif").mode == ("RGB" if channels == 3 else "RGBA")
 
 
 def test_a_16_bit_colour_tiff_keeps_every_bit_with_tifffile_and_is_refused_without(tmp_path: Path,
@@ -556,6 +589,8 @@ def upscaled(tmp_path_factory, one_torch_thread) -> tuple[Path, Path]:
     rng = np.random.default_rng(5)
     Image.fromarray(rng.integers(0, 2, (6, 7), dtype=np.uint8) * 255).convert("1").save(src / "bilevel.png")
     _png_la16(src / "gray-alpha16.png", *(rng.integers(0, 65536, (6, 7)).astype(np.uint16) for _ in range(2)))
+    for name, channels in _COLOUR16:
+        _png16(src / name, _colour16(channels), filters=(4, 3, 1, 2, 0))
     _phone_photo(src / "phone.jpg")
     assert main(["upscale", str(src), str(dst), "--engine", "alignvar-tiny", "--quiet"]) == 0
     return src, dst
@@ -581,6 +616,36 @@ def test_upscale_writes_16_bit_gray_alpha_back_as_16_bit_gray_alpha(upscaled) ->
     """It wrote 8-bit RGBA: Pillow reads the file as that."""
     kind, samples = _png16_samples(upscaled[1] / "gray-alpha16.png")
     assert kind == (16, 4) and samples.shape == (24, 28, 2)
+    assert (samples % 257 != 0).mean() > 0.5                    # finer steps than 8 bits carry
+
+
+_COLOUR16 = [("rgb16.png", 3), ("rgba16.png", 4)]
+
+
+def _colour16(channels: int) -> np.ndarray:
+    """A smooth 6x7 16-bit picture, so that the x4 result's finer steps are the model's, not noise."""
+    yy, xx = np.mgrid[0:6, 0:7]
+    return np.stack([xx * 6000 + yy * 3001 + c * 997 for c in range(channels)], axis=2).astype(np.uint16)
+
+
+@pytest.mark.parametrize(("name", "channels"), _COLOUR16)
+def test_upscale_writes_16_bit_colour_back_as_16_bit_colour(upscaled, name: str, channels: int) -> None:
+    """It wrote 8-bit RGB(A), silently. The result must be the model's on the float image, to a
+    few 65535ths: an 8-bit file is up to 128 of them away."""
+    from alignvar_edge import runtimes
+    from alignvar_edge.runtimes.tiling import upscale_plane_bicubic
+    src, dst = upscaled
+    kind, samples = _png16_samples(dst / name)
+    assert kind == (16, 2 if channels == 3 else 6) and samples.shape == (24, 28, channels)
+    source = _colour16(channels) / 65535.0
+    with runtimes.load("alignvar-tiny") as engine:
+        want = np.round(engine.upscale(source[..., :3].astype(np.float32)) * 65535)
+        api = engine.upscale(load_image(src / name)[0])        # the path the CLI takes
+    assert np.abs(samples[..., :3] - want).max() <= 4
+    np.testing.assert_array_equal(np.round(api * 65535), want)
+    if channels == 4:
+        alpha = np.round(np.clip(upscale_plane_bicubic(source[..., 3].astype(np.float32), 4), 0, 1) * 65535)
+        assert np.abs(samples[..., 3] - alpha).max() <= 1
     assert (samples % 257 != 0).mean() > 0.5                    # finer steps than 8 bits carry
 
 
