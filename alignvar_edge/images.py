@@ -16,7 +16,6 @@ import os
 import struct
 import tempfile
 import warnings
-import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, TypedDict, TypeGuard
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, BinaryIO, TypedDict, TypeGuard
 import numpy as np
 from PIL import ExifTags, Image, ImageFile, ImageOps, TiffImagePlugin
 
+from alignvar_edge import png16
 from alignvar_edge.errors import InputError, OutputExistsError
 from alignvar_edge.fsmodes import publish_mode, write_error
 from alignvar_edge.lazy import is_installed, lazy_import
@@ -594,64 +594,12 @@ def _to_pil(rgb: np.ndarray, alpha: np.ndarray | None, sixteen: bool = False) ->
     return Image.fromarray(np.concatenate([planes, a8[..., None]], axis=2))
 
 
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-# colour type of a 16-bit PNG by samples a pixel: gray+alpha, RGB, RGBA
-_PNG_COLOUR_TYPES = {2: 4, 3: 2, 4: 6}
-# chunks that describe the pixels, which `_write_png16` writes itself rather than take from Pillow
-_PNG_PIXEL_CHUNKS = (b"IHDR", b"PLTE", b"tRNS", b"sBIT", b"bKGD", b"IDAT", b"IEND")
-# raw bytes filtered and compressed at a time: memory stays a few times this, whatever the image
-_PNG_STRIP_BYTES = 1 << 20
-
-
 def _write_png16(f: BinaryIO, rgb: np.ndarray, alpha: np.ndarray | None, params: dict[str, object]) -> None:
-    """A 16-bit gray+alpha, RGB or RGBA PNG, which Pillow cannot write: the rows filtered here
-    (`_png_filtered`) and compressed a strip at a time, the metadata chunks as Pillow writes them
-    (`_png_metadata_chunks`)."""
-    height, width = rgb.shape[:2]
-    channels = (rgb.shape[2] if rgb.ndim == 3 else 1) + (alpha is not None)
-    ihdr = struct.pack(">IIBBBBB", width, height, 16, _PNG_COLOUR_TYPES[channels], 0, 0, 0)
-    f.write(_PNG_SIGNATURE + _png_chunk(b"IHDR", ihdr) + _png_metadata_chunks(params))
-    bpp = 2 * channels
-    strip = max(1, _PNG_STRIP_BYTES // (width * bpp))
-    prior = np.zeros(width * bpp, np.uint8)
-    compressor = zlib.compressobj()
-    for y in range(0, height, strip):
-        raw = _png16_rows(rgb[y:y + strip], None if alpha is None else np.asarray(alpha)[y:y + strip])
-        data = compressor.compress(_png_filtered(raw, prior, bpp))
-        prior = raw[-1]
-        if data:
-            f.write(_png_chunk(b"IDAT", data))
-    f.write(_png_chunk(b"IDAT", compressor.flush()) + _png_chunk(b"IEND", b""))
-
-
-def _png16_rows(rgb: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
-    """One row of bytes per image row: each pixel's samples, alpha last, 16-bit big-endian."""
-    planes = [rgb if rgb.ndim == 3 else rgb[..., None]] + ([alpha[..., None]] if alpha is not None else [])
-    samples = np.concatenate([_to_uint16(p) for p in planes], axis=2).astype(">u2")
-    return samples.view(np.uint8).reshape(samples.shape[0], -1)
-
-
-def _png_filtered(raw: np.ndarray, prior: np.ndarray, bpp: int) -> bytes:
-    """PNG's rows (a filter-type byte, then the filtered bytes) of the byte rows `raw`, `prior`
-    being the row above them. Each row takes the filter whose bytes, read as signed, sum smallest
-    (libpng's choice). Filtering needs the raw bytes alone, unlike unfiltering, so all five
-    filters are whole-array operations (uint8 arithmetic: modulo 256, as the filters are)."""
-    up = np.vstack([prior[None], raw[:-1]])
-    left, up_left = np.zeros_like(raw), np.zeros_like(raw)
-    left[:, bpp:], up_left[:, bpp:] = raw[:, :-bpp], up[:, :-bpp]
-    average = (left >> 1) + (up >> 1) + (left & up & 1)           # floor((left + up) / 2) in 8 bits
-    candidates = np.stack([raw, raw - left, raw - up, raw - average, raw - _paeth(left, up, up_left)])
-    cost = np.minimum(candidates, -candidates).sum(axis=2, dtype=np.uint64)
-    best = cost.argmin(axis=0)
-    rows = candidates[best, np.arange(len(raw))]
-    return np.concatenate([best.astype(np.uint8)[:, None], rows], axis=1).tobytes()
-
-
-def _paeth(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """PNG's Paeth predictor of each byte from its left (a), upper (b) and upper-left (c) ones."""
-    a16, b16, c16 = (x.astype(np.int16) for x in (a, b, c))
-    pa, pb, pc = np.abs(b16 - c16), np.abs(a16 - c16), np.abs(a16 + b16 - 2 * c16)
-    return np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
+    """A 16-bit gray+alpha, RGB or RGBA PNG (`png16.write`), converted to uint16 a strip at a time."""
+    planes = [rgb if rgb.ndim == 3 else rgb[..., None]] + ([] if alpha is None else [np.asarray(alpha)[..., None]])
+    size = (rgb.shape[0], rgb.shape[1], sum(p.shape[2] for p in planes))
+    png16.write(f, size, lambda y0, y1: np.concatenate([_to_uint16(p[y0:y1]) for p in planes], axis=2),
+                _png_metadata_chunks(params))
 
 
 def _png_metadata_chunks(params: dict[str, object]) -> bytes:
@@ -661,20 +609,7 @@ def _png_metadata_chunks(params: dict[str, object]) -> bytes:
         return b""
     buf = io.BytesIO()
     Image.new("RGB", (1, 1)).save(buf, format="PNG", **params)
-    return b"".join(chunk for kind, chunk in _png_chunks(buf.getvalue()) if kind not in _PNG_PIXEL_CHUNKS)
-
-
-def _png_chunks(png: bytes) -> Iterator[tuple[bytes, bytes]]:
-    """(type, the whole chunk) of each chunk of a PNG file's bytes."""
-    pos = len(_PNG_SIGNATURE)
-    while pos < len(png):
-        length, kind = struct.unpack(">I4s", png[pos:pos + 8])
-        yield kind, png[pos:pos + 12 + length]
-        pos += 12 + length
-
-
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return b"".join(chunk for kind, chunk in png16.chunks(buf.getvalue()) if kind not in png16.PIXEL_CHUNKS)
 
 
 def _to_uint8(x: np.ndarray) -> np.ndarray:

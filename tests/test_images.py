@@ -311,8 +311,8 @@ def test_16_bit_colour_is_written_as_a_16_bit_png_with_its_metadata(tmp_path: Pa
     so that a strip's first row is filtered against the row above it."""
     from PIL import ImageCms
 
-    from alignvar_edge import images
-    monkeypatch.setattr(images, "_PNG_STRIP_BYTES", 2 * 11 * 2 * channels)
+    from alignvar_edge import png16
+    monkeypatch.setattr(png16, "STRIP_BYTES", 2 * 11 * 2 * channels)
     rng = np.random.default_rng(channels)
     yy, xx = np.mgrid[0:9, 0:11]
     smooth = np.stack([xx * 5000 + yy * 7 + c for c in range(channels)], axis=2)   # Sub, Up, Paeth pay
