@@ -127,3 +127,24 @@ def test_a_cuda_engine_replays_a_graph_with_eagers_tokens():
                 if k.startswith("tokens"):
                     assert np.array_equal(got[k], want[k][:n])
         assert graphed._rollout.captures == 1
+
+
+def test_a_larger_batch_lets_the_old_graph_go_before_it_captures_the_new_one():
+    # a graph holds its buffers and its memory pool until the last reference goes: two graphs
+    # alive during a capture would need both graphs' memory at once
+    import weakref
+    model = sharp_model("micro")
+    made = []
+
+    def tracked(model, lr, noise=None):
+        alive = [ref() is not None for ref in made]
+        c = graph_like_capture(model, lr, noise)
+        c.alive_at_capture = alive
+        made.append(weakref.ref(c))
+        return c
+
+    rollout = GraphedRollout(model, capture_fn=tracked)
+    rollout(_tiles(model.config, 1, 0))
+    got = rollout(_tiles(model.config, 2, 1))
+    assert rollout.captures == 2 and rollout.graph.alive_at_capture == [False]
+    _same(got, _eager(model, _tiles(model.config, 2, 1)))

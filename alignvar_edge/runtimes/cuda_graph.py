@@ -60,7 +60,7 @@ class GraphedRollout:
         n = lr.shape[0]
         g = self.graph
         if g is None or g.lr.shape[0] < n or g.lr.shape[1:] != lr.shape[1:]:
-            self.graph = None                    # let the old graph's memory go before the new capture
+            g = self.graph = None                # let the old graph's memory go before the new capture
             try:
                 g = self._capture(self.model, lr.clone(), None if noise is None else noise.clone())
             except RuntimeError as err:          # e.g. an op that syncs with the host: run eagerly
