@@ -148,3 +148,17 @@ def test_a_larger_batch_lets_the_old_graph_go_before_it_captures_the_new_one():
     got = rollout(_tiles(model.config, 2, 1))
     assert rollout.captures == 2 and rollout.graph.alive_at_capture == [False]
     _same(got, _eager(model, _tiles(model.config, 2, 1)))
+
+
+def test_a_call_with_or_without_noise_unlike_the_graphs_captures_its_own():
+    # replaying a graph captured with noise for a call without it would refine with stale noise
+    cfg = AlignVARConfig.from_preset("micro", refiner_width=16, refiner_depth=1, refiner_steps=2)
+    torch.manual_seed(0)
+    model = AlignVAR(cfg).eval()
+    rollout = GraphedRollout(model, capture_fn=graph_like_capture)
+    lr = _tiles(cfg, 2, 0)
+    rollout(lr, torch.from_numpy(cfg.refiner_noise(2)))
+    _same(rollout(lr), _eager(model, lr))
+    noise = torch.from_numpy(cfg.refiner_noise(2, seed=3))
+    _same(rollout(lr, noise), _eager(model, lr, noise))
+    assert rollout.captures == 3

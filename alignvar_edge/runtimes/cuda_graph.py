@@ -40,6 +40,17 @@ def capture(model: Any, lr: Any, noise: Any | None = None) -> Captured:
     return Captured(graph.replay, lr, noise, tuple(out))
 
 
+def _fits(g: Captured, lr: Any, noise: Any | None) -> bool:
+    """Whether a call can replay `g`: at most its batch of tiles of its shape, and noise exactly
+    when it was captured with noise, with as many rows per tile (a graph captured with noise
+    would refine a call without it with stale noise)."""
+    n = lr.shape[0]
+    if n > g.lr.shape[0] or g.lr.shape[1:] != lr.shape[1:] or (noise is None) != (g.noise is None):
+        return False
+    return noise is None or (noise.shape[::2] == g.noise.shape[::2]
+                             and noise.shape[1] * g.lr.shape[0] == g.noise.shape[1] * n)
+
+
 class GraphedRollout:
     """`model(lr, noise)` through one captured graph: that of the largest batch seen so far. A
     smaller batch is copied into the first rows of its buffers and the other rows are computed
@@ -59,7 +70,7 @@ class GraphedRollout:
             return tuple(self.model(lr, noise))
         n = lr.shape[0]
         g = self.graph
-        if g is None or g.lr.shape[0] < n or g.lr.shape[1:] != lr.shape[1:]:
+        if g is None or not _fits(g, lr, noise):
             g = self.graph = None                # let the old graph's memory go before the new capture
             try:
                 g = self._capture(self.model, lr.clone(), None if noise is None else noise.clone())
