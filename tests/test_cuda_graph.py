@@ -162,3 +162,87 @@ def test_a_call_with_or_without_noise_unlike_the_graphs_captures_its_own():
     noise = torch.from_numpy(cfg.refiner_noise(2, seed=3))
     _same(rollout(lr, noise), _eager(model, lr, noise))
     assert rollout.captures == 3
+
+
+def test_engines_in_several_threads_capture_one_at_a_time_and_leave_the_other_threads_free(monkeypatch):
+    # PyTorch allows one capture at a time per process, and a capture in the default "global"
+    # mode makes CUDA calls of every other thread (an engine running there) fail; the CUDA calls
+    # are faked here: what is checked is how `capture` drives them
+    import contextlib
+    import threading
+    import time
+
+    from alignvar_edge.runtimes import cuda_graph
+
+    class Stream:
+        def wait_stream(self, other):
+            pass
+
+    class Graph:
+        def replay(self):
+            pass
+
+    modes = []
+
+    def graph(g, **kw):
+        modes.append(kw.get("capture_error_mode", "global"))
+        return contextlib.nullcontext()
+
+    for name, value in (("Stream", Stream), ("current_stream", Stream), ("CUDAGraph", Graph), ("graph", graph),
+                        ("stream", lambda s: contextlib.nullcontext()), ("synchronize", lambda: None)):
+        monkeypatch.setattr(torch.cuda, name, value)
+    inside, most, guard = [0], [0], threading.Lock()
+
+    def model(lr, noise=None):
+        with guard:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        time.sleep(0.02)
+        with guard:
+            inside[0] -= 1
+        return (lr * 2,)
+
+    lr = torch.zeros(1, 3, 4, 4)
+    threads = [threading.Thread(target=cuda_graph.capture, args=(model, lr)) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert most[0] == 1
+    assert modes == ["thread_local"] * 3
+
+
+def test_one_engine_called_from_several_threads_gives_each_call_its_own_tiles():
+    # the graph's buffers are the engine's: `Engine.infer` holds the engine's lock from copying
+    # the tiles in to copying the results out
+    import threading
+    import time
+
+    def slow_capture(model, lr, noise=None) -> Captured:
+        c = graph_like_capture(model, lr, noise)
+
+        def replay() -> None:                    # a replay takes a while: other threads run meanwhile
+            time.sleep(0.01)
+            c_replay()
+        c_replay, c.replay = c.replay, replay
+        return c
+
+    model = sharp_model("micro")
+    with TorchEngine.from_model(model, batch=2) as engine:
+        engine._rollout = GraphedRollout(engine.model, capture_fn=slow_capture)
+        tiles = [_tiles(model.config, 2, seed).numpy() for seed in range(4)]
+        want = [engine.run(t)[0] for t in tiles]
+        got: dict[int, list] = {}
+
+        def worker(i: int) -> None:
+            got[i] = [engine.run(tiles[i])[0] for _ in range(3)]
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert engine._rollout.captures == 1
+    assert len(got) == 4
+    for i, runs in got.items():
+        for sr in runs:
+            assert np.allclose(sr, want[i], atol=1e-5, rtol=0)

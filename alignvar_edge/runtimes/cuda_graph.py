@@ -8,6 +8,7 @@ capture owns static input buffers; each call copies its tiles in and copies the 
 """
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,21 +23,31 @@ class Captured:
     outputs: tuple[Any, ...]     # the static (SR, tokens_0, ...) each replay overwrites
 
 
+# PyTorch allows one graph capture at a time in a process; engines in several threads (one
+# engine per thread is how `Engine` runs in parallel) take turns here
+_CAPTURING = threading.Lock()
+
+
 def capture(model: Any, lr: Any, noise: Any | None = None) -> Captured:
     """Capture `model(lr, noise)` as one CUDA graph reading `lr` and `noise` in place. The outputs
-    hold one replay's results on return (a capture records kernels without running them)."""
+    hold one replay's results on return (a capture records kernels without running them).
+
+    One capture at a time per process. The capture refuses unsafe CUDA calls (a host sync, say)
+    in its own thread only ("thread_local"): in PyTorch's default mode ("global") an engine
+    running in another thread meanwhile would fail on its own allocations, and break the capture."""
     import torch
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side), torch.inference_mode():
-        for _ in range(2):                       # warm-up off the capture (allocator, cuBLAS, cuDNN)
-            model(lr, noise)
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph), torch.inference_mode():
-        out = model(lr, noise)
-    graph.replay()
-    torch.cuda.synchronize()
+    with _CAPTURING:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side), torch.inference_mode():
+            for _ in range(2):                   # warm-up off the capture (allocator, cuBLAS, cuDNN)
+                model(lr, noise)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"), torch.inference_mode():
+            out = model(lr, noise)
+        graph.replay()
+        torch.cuda.synchronize()
     return Captured(graph.replay, lr, noise, tuple(out))
 
 
