@@ -246,3 +246,65 @@ def test_one_engine_called_from_several_threads_gives_each_call_its_own_tiles():
     for i, runs in got.items():
         for sr in runs:
             assert np.allclose(sr, want[i], atol=1e-5, rtol=0)
+
+
+@pytest.fixture
+def torch_opens(monkeypatch):
+    """The options every torch engine is opened with (then opened as usual)."""
+    from alignvar_edge.runtimes.torch_backend import TorchBackend
+    seen: list[dict] = []
+    real = TorchBackend.open
+
+    def spy(self, engine_dir, device=None, **opts):
+        seen.append(dict(opts))
+        return real(self, engine_dir, device, **opts)
+    monkeypatch.setattr(TorchBackend, "open", spy)
+    return seen
+
+
+def _png(path):
+    from PIL import Image
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def test_upscale_and_selftest_turn_cuda_graphs_off_on_torch_and_refuse_it_elsewhere(tmp_path, torch_opens, capsys):
+    import json
+
+    from alignvar_edge.cli import main
+    src = _png(tmp_path / "in.png")
+    up = ["upscale", str(src), "--backend", "torch", "--device", "cpu", "--quiet", "--no-cuda-graphs"]
+    assert main([*up[:2], str(tmp_path / "out.png"), *up[2:]]) == 0
+    assert torch_opens == [{"cuda_graphs": False}] and (tmp_path / "out.png").is_file()
+    assert main(["selftest", "--backend", "torch", "--device", "cpu", "--runs", "1", "--no-cuda-graphs",
+                 "--json", str(tmp_path / "st.json")]) == 0
+    assert torch_opens[1] == {"cuda_graphs": False}
+    report = json.loads((tmp_path / "st.json").read_text())
+    assert report["cuda_graphs"] is False and report["result"] == "PASS"
+    capsys.readouterr()
+    # another backend has no graphs to turn off: one line, nothing written
+    assert main(["upscale", str(src), str(tmp_path / "ort.png"), "--backend", "onnxruntime",
+                 "--no-cuda-graphs"]) == 2
+    assert main(["selftest", "--backend", "openvino", "--no-cuda-graphs"]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 2 and all("--no-cuda-graphs applies to torch engines" in ln for ln in err), err
+    assert not (tmp_path / "ort.png").exists() and len(torch_opens) == 2
+
+
+def test_bench_opens_torch_eager_as_its_own_engine(torch_opens):
+    from alignvar_edge.bench.subjects import open_subject, parse_spec
+    s = parse_spec("torch@cuda+eager:alignvar-tiny")
+    assert (s.backend, s.device, s.path, s.eager, s.hint) == ("torch", "cuda", "alignvar-tiny", True, None)
+    assert not parse_spec("torch@cuda:alignvar-tiny").eager
+    for bad in ("onnxruntime+eager:x", "torch+throughput:x", "torch+fast:x"):
+        with pytest.raises(InputError, match=r"torch\+eager"):
+            parse_spec(bad)
+    sub = open_subject(parse_spec("torch@cpu+eager:alignvar-tiny"), threads=1)
+    try:
+        assert sub.status == "ok" and sub.label == "torch-fp32-eager"
+        assert torch_opens == [{"cuda_graphs": False}]
+    finally:
+        sub.engine.close()
+    sub = open_subject(parse_spec("torch@cpu:alignvar-tiny"), threads=1)
+    sub.engine.close()
+    assert torch_opens[1] == {} and sub.label == "torch-fp32"

@@ -10,11 +10,13 @@ from alignvar_edge.bench.image import FOLDER_LR, IMAGE_LR, IMAGE_RUNS
 from alignvar_edge.errors import InputError
 from alignvar_edge.progress import bar
 
-ENGINE_HELP = ("[LABEL=][BACKEND[@DEVICE][+throughput]:]PATH or 'bicubic': an ONNX export, a built engine "
+ENGINE_HELP = ("[LABEL=][BACKEND[@DEVICE][+MODE]:]PATH or 'bicubic': an ONNX export, a built engine "
                "dir or a checkpoint (backend from its manifest unless given: torch, onnxruntime, openvino, "
                "tensorrt, coreml). openvino+throughput opens OpenVINO with its throughput hint: whole "
                "images run their tile batches as asynchronous requests on parallel streams (with "
-               "--threads N, N streams of one thread). PyTorch eager and bicubic baselines are always included. "
+               "--threads N, N streams of one thread). torch+eager runs the torch engine on a CUDA device "
+               "without replaying each call as one CUDA graph (torch@cuda+eager:PATH). "
+               "PyTorch eager and bicubic baselines are always included. "
                "`bench merge A.json B.json ...` merges reports instead.")
 
 

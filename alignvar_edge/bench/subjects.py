@@ -5,6 +5,7 @@ An ENGINE argument is `[LABEL=][BACKEND[@DEVICE]:]PATH` or `bicubic`:
     openvino:exports/tiny              OpenVINO reading the ONNX export directly
     ov-int8=engines/tiny-openvino-int8 a built engine dir, labelled "ov-int8" in tables
     onnxruntime@cuda:exports/tiny      a device for the backend
+    torch@cuda+eager:alignvar-tiny     the torch engine on CUDA without its CUDA-graph replay
 A TensorRT build kit (`build --target tensorrt` without TensorRT) counts as a TensorRT engine.
 A backend that cannot run here is recorded as unavailable with its one-line reason, never timed.
 """
@@ -31,6 +32,7 @@ class EngineSpec:
     device: str | None
     path: str | None
     hint: str | None = None   # OpenVINO's performance hint ("throughput": parallel streams)
+    eager: bool = False       # torch: each call eagerly, no CUDA-graph replay (torch+eager)
 
 
 @dataclass
@@ -67,7 +69,7 @@ def parse_spec(text: str) -> EngineSpec:
         label, rest = head, tail
     if rest.lower() == BICUBIC:
         return EngineSpec(text, label or BICUBIC, BICUBIC, None, None)
-    backend, device, path, hint = "auto", None, rest, None
+    backend, device, path, hint, eager = "auto", None, rest, None, False
     prefix, colon, after = rest.partition(":")
     prefix, plus, mode = prefix.partition("+")
     name, _, dev = prefix.partition("@")
@@ -75,16 +77,17 @@ def parse_spec(text: str) -> EngineSpec:
     if colon and key in BACKENDS:
         backend, device, path = key, dev or None, after
         if plus:
-            if key != "openvino" or mode.lower() != "throughput":
-                raise InputError(f"'+{mode}' in engine '{text}': only openvino has a mode, "
-                                 "+throughput (asynchronous requests on parallel streams)")
-            hint = "throughput"
+            modes = {("openvino", "throughput"), ("torch", "eager")}
+            if (key, mode.lower()) not in modes:
+                raise InputError(f"'+{mode}' in engine '{text}': the modes are openvino+throughput (asynchronous "
+                                 "requests on parallel streams) and torch+eager (no CUDA-graph replay)")
+            hint, eager = ("throughput", False) if key == "openvino" else (None, True)
     elif colon and ("@" in prefix or plus):
         raise InputError(f"unknown backend '{name}' in engine '{text}'; choose one of {', '.join(BACKENDS)}")
     if not path:
-        raise InputError(f"engine '{text}' names no path; use [LABEL=][BACKEND[@DEVICE][+throughput]:]PATH "
+        raise InputError(f"engine '{text}' names no path; use [LABEL=][BACKEND[@DEVICE][+MODE]:]PATH "
                          "or bicubic")
-    return EngineSpec(text, label, backend, device, path, hint)
+    return EngineSpec(text, label, backend, device, path, hint, eager)
 
 
 def check_exists(spec: EngineSpec) -> None:
@@ -131,12 +134,15 @@ def _backend_for(spec: EngineSpec, manifest: Manifest | None) -> str:
     return detect_backend(spec.path)
 
 
-def _load_opts(backend: str, threads: int | None, spin: bool | None, hint: str | None = None) -> dict[str, Any]:
-    """Thread settings per backend so every engine gets the same cores."""
+def _load_opts(backend: str, threads: int | None, spin: bool | None, hint: str | None = None,
+               eager: bool = False) -> dict[str, Any]:
+    """Thread settings per backend so every engine gets the same cores, and the spec's mode."""
     if backend == "onnxruntime":
         return {"threads": threads, "spin": spin}
     if backend == "openvino":
         return {**({"threads": threads} if threads else {}), **({"hint": hint} if hint else {})}
+    if backend == "torch" and eager:
+        return {"cuda_graphs": False}
     return {}
 
 
@@ -149,7 +155,8 @@ def open_subject(spec: EngineSpec, threads: int | None = None, spin: bool | None
     backend = _backend_for(spec, manifest)
     kit = (manifest.tensorrt_kit if manifest else None) or {}
     precision = kit.get("precision") or (manifest.precision if manifest else None) or ("fp32" if backend == "torch" else None)
-    label = spec.label or f"{backend}-{precision or 'fp32'}" + (f"-{spec.hint}" if spec.hint else "")
+    mode = f"-{spec.hint}" if spec.hint else "-eager" if spec.eager else ""
+    label = spec.label or f"{backend}-{precision or 'fp32'}{mode}"
     sub = Subject(label, backend, "engine", spec.path, precision, spec.device, manifest=manifest)
     sub.info["artifact_bytes"] = artifact_bytes(spec.path)
     b = runtimes.get_backend(backend)
@@ -167,7 +174,7 @@ def open_subject(spec: EngineSpec, threads: int | None = None, spin: bool | None
     rss0, t0 = rss_mb(), time.perf_counter()
     try:
         sub.engine = runtimes.load(spec.path, backend=backend, device=spec.device,
-                                   **_load_opts(backend, threads, spin, spec.hint))
+                                   **_load_opts(backend, threads, spin, spec.hint, spec.eager))
     except AlignVAREdgeError as e:
         # an artifact this backend cannot run (a kit, a foreign engine) is not a number either
         sub.fail("unavailable" if "BackendUnavailable" in type(e).__name__ else "failed", str(e))
@@ -179,6 +186,6 @@ def open_subject(spec: EngineSpec, threads: int | None = None, spin: bool | None
     sub.info["expected_precision"] = getattr(sub.engine, "expected_precision", None)
     sub.precision = str(sub.engine.metadata.precision or precision or "fp32")
     if spec.label is None:
-        sub.label = f"{backend}-{sub.precision}" + (f"-{spec.hint}" if spec.hint else "")
+        sub.label = f"{backend}-{sub.precision}{mode}"
     sub.info["parallel_requests"] = sub.engine.parallel_requests
     return sub

@@ -75,6 +75,9 @@ def register(sub: Any) -> None:
     u.add_argument("--hint", choices=("latency", "throughput"),
                    help="OpenVINO engines: 'throughput' runs several tile batches at once on parallel "
                         "streams (faster whole images on a multi-core or busy host); default latency")
+    u.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
+                   help="torch on a CUDA device: run each call eagerly instead of replaying it as one "
+                        "captured CUDA graph (the default there)")
     u.add_argument("--force", action="store_true", help="replace existing outputs")
     u.add_argument("--max-megapixels", type=positive_float, default=None, help="refuse larger inputs (default 24)")
     u.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -129,6 +132,9 @@ def register(sub: Any) -> None:
     s.add_argument("--precision")
     s.add_argument("--device")
     s.add_argument("--runs", type=positive_int, default=10, help="timed runs (default 10)")
+    s.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
+                   help="torch on a CUDA device: run each call eagerly instead of replaying it as one "
+                        "captured CUDA graph (the default there)")
     add_json_option(s, "the report")
     s.set_defaults(func=run_selftest)
 
@@ -281,6 +287,15 @@ def _own_output(inp: Path, out: Path) -> Path | None:
     return out_real if inp.resolve() in out_real.parents else None
 
 
+def _require_option(engine: str, backend: str, option: str, what: str) -> None:
+    """A backend-specific flag on an engine whose backend lacks it: one line, before any work (the
+    backend's own list of load options decides, in CLI terms)."""
+    from alignvar_edge import runtimes
+    name = runtimes.detect_backend(engine) if backend == "auto" else backend
+    if option not in runtimes.get_backend(name).load_options:
+        raise InputError(f"{what}; {engine} runs on {name}")
+
+
 def run_upscale(args: argparse.Namespace) -> int:
     from alignvar_edge import runtimes
     from alignvar_edge.images import (DEFAULT_MAX_MEGAPIXELS, file_layout, file_metadata, load_image, output_format,
@@ -301,11 +316,11 @@ def run_upscale(args: argparse.Namespace) -> int:
         return 0
     opts: dict[str, Any] = {"threads": args.threads} if args.threads else {}
     if args.hint:
-        # the backend's own list of load options decides, in CLI terms
-        backend = runtimes.detect_backend(args.engine) if args.backend == "auto" else args.backend
-        if "hint" not in runtimes.get_backend(backend).load_options:
-            raise InputError(f"--hint applies to OpenVINO engines; {args.engine} runs on {backend}")
+        _require_option(args.engine, args.backend, "hint", "--hint applies to OpenVINO engines")
         opts["hint"] = args.hint
+    if not args.cuda_graphs:
+        _require_option(args.engine, args.backend, "cuda_graphs", "--no-cuda-graphs applies to torch engines")
+        opts["cuda_graphs"] = False
     limit = args.max_megapixels if args.max_megapixels is not None else DEFAULT_MAX_MEGAPIXELS
     with runtimes.load(args.engine, backend=args.backend, device=args.device, **opts) as engine:
         if args.overlap is not None and args.overlap >= engine.tile_size:
@@ -483,12 +498,16 @@ def run_adopt(args: argparse.Namespace) -> int:
 
 def run_selftest(args: argparse.Namespace) -> int:
     from alignvar_edge.runtimes.selftest import format_report, selftest, selftest_engine
+    graphs = None if args.cuda_graphs else False
+    if graphs is False:
+        _require_option(args.engine or args.model, "auto" if args.engine else args.backend, "cuda_graphs",
+                        "--no-cuda-graphs applies to torch engines")
     if args.engine:
         if args.precision:
             raise InputError("--precision goes with --backend; an --engine was built at its own precision")
-        report = selftest_engine(args.engine, device=args.device, runs=args.runs, log=_say)
+        report = selftest_engine(args.engine, device=args.device, runs=args.runs, log=_say, cuda_graphs=graphs)
     else:
         report = selftest(args.backend, model=args.model, device=args.device, precision=args.precision,
-                          runs=args.runs, log=_say)
+                          runs=args.runs, log=_say, cuda_graphs=graphs)
     emit(args.json, report, format_report(report))
     return 0 if report["result"] in ("PASS", "BUILT-ONLY") else 1

@@ -90,8 +90,9 @@ def host_info() -> dict[str, Any]:
 
 def selftest(backend: str, model: str = DEFAULT_CHECKPOINT, device: str | None = None,
              precision: str | None = None, runs: int = 10, workdir: str | None = None,
-             log: Log = lambda _m: None) -> dict[str, Any]:
-    """Build, verify against golden outputs and time one backend here; returns the report."""
+             log: Log = lambda _m: None, cuda_graphs: bool | None = None) -> dict[str, Any]:
+    """Build, verify against golden outputs and time one backend here; returns the report.
+    `cuda_graphs=False`: a torch engine on CUDA runs eagerly (the torch load option)."""
     from alignvar_edge import __version__, runtimes
     from alignvar_edge.model.checkpoint import resolve_checkpoint_dir
 
@@ -133,7 +134,7 @@ def selftest(backend: str, model: str = DEFAULT_CHECKPOINT, device: str | None =
                           "with `alignvar-edge build EXPORT --target tensorrt --out KIT`")
             return report
         t0 = time.perf_counter()
-        with runtimes.load(engine_dir, backend=b.name, device=device) as engine:
+        with runtimes.load(engine_dir, backend=b.name, device=device, **_graph_option(report, cuda_graphs)) as engine:
             report["load_s"] = round(time.perf_counter() - t0, 2)
             report["device"] = engine.device
             try:
@@ -147,6 +148,14 @@ def selftest(backend: str, model: str = DEFAULT_CHECKPOINT, device: str | None =
         return report
     finally:
         tmp.cleanup()
+
+
+def _graph_option(report: dict[str, Any], cuda_graphs: bool | None) -> dict[str, Any]:
+    """The torch load option `cuda_graphs` when it is set, also recorded in the report."""
+    if cuda_graphs is None:
+        return {}
+    report["cuda_graphs"] = cuda_graphs
+    return {"cuda_graphs": cuda_graphs}
 
 
 def _check_and_time(engine: Any, lr: np.ndarray, sr: np.ndarray, tok: list[np.ndarray],
@@ -174,7 +183,7 @@ def _check_and_time(engine: Any, lr: np.ndarray, sr: np.ndarray, tok: list[np.nd
 
 
 def selftest_engine(engine_dir: str | os.PathLike[str], device: str | None = None, runs: int = 10,
-                    log: Log = lambda _m: None) -> dict[str, Any]:
+                    log: Log = lambda _m: None, cuda_graphs: bool | None = None) -> dict[str, Any]:
     """Check a built engine directory against the golden outputs it carries, and time it.
 
     Needs only the engine's runtime (no PyTorch, no bundled model): what a device runs first."""
@@ -182,7 +191,8 @@ def selftest_engine(engine_dir: str | os.PathLike[str], device: str | None = Non
     root = Path(engine_dir)
     f = engine_golden(root, ", or run `selftest --backend B` where the package's model is installed")
     lr, golden_sr, golden_tok, meta = read_golden(f)
-    with runtimes.load(root, device=device) as engine:
+    opts = _graph_option({}, cuda_graphs)
+    with runtimes.load(root, device=device, **opts) as engine:
         b = runtimes.get_backend(engine.backend)
         m = engine.metadata
         report: dict[str, Any] = {
@@ -191,6 +201,7 @@ def selftest_engine(engine_dir: str | os.PathLike[str], device: str | None = Non
             "weights_sha256": (m.model.weights_sha256 or "-")[:16],
             "precision": m.precision or "fp32", "golden_tiles": int(lr.shape[0]),
             "golden_reference": meta.get("reference", "PyTorch"), "device": engine.device}
+        report.update(opts)
         log(f"running {len(lr)} golden tiles on {engine!r}")
         try:
             sr, tok = engine.run(lr)
@@ -230,7 +241,8 @@ def format_report(r: dict[str, Any]) -> str:
         lines.append(f"tokens    {t['overall']:.2%} agree with golden (per scale {scales}); "
                      f"tiles identical {t['identical_samples']:.0%}")
         lines.append(f"image     SR PSNR vs golden {r['psnr_vs_golden_db']} dB")
-        lines.append(f"latency   {r['ms_per_tile_p50']} ms per tile (median), {r['ms_per_tile_min']} ms best")
+        lines.append(f"latency   {r['ms_per_tile_p50']} ms per tile (median), {r['ms_per_tile_min']} ms best"
+                     + (" (CUDA graphs off)" if r.get("cuda_graphs") is False else ""))
     if r.get("validation"):
         v = r["validation"]
         lines.append(f"package   spec valid: {v['valid']}, {v['ops']} ops; ANE lint: "
