@@ -56,10 +56,11 @@ def _fits(g: Captured, lr: Any, noise: Any | None) -> bool:
     when it was captured with noise, with as many rows per tile (a graph captured with noise
     would refine a call without it with stale noise)."""
     n = lr.shape[0]
-    if n > g.lr.shape[0] or g.lr.shape[1:] != lr.shape[1:] or (noise is None) != (g.noise is None):
+    if n > g.lr.shape[0] or g.lr.shape[1:] != lr.shape[1:]:
         return False
-    return noise is None or (noise.shape[::2] == g.noise.shape[::2]
-                             and noise.shape[1] * g.lr.shape[0] == g.noise.shape[1] * n)
+    if noise is None or g.noise is None:
+        return noise is None and g.noise is None
+    return noise.shape[::2] == g.noise.shape[::2] and noise.shape[1] * g.lr.shape[0] == g.noise.shape[1] * n
 
 
 class GraphedRollout:
