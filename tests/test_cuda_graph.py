@@ -308,3 +308,28 @@ def test_bench_opens_torch_eager_as_its_own_engine(torch_opens):
     sub = open_subject(parse_spec("torch@cpu:alignvar-tiny"), threads=1)
     sub.engine.close()
     assert torch_opens[1] == {} and sub.label == "torch-fp32"
+
+
+def test_upscale_many_of_mixed_sizes_through_one_graph_gives_eagers_pixels():
+    # small images share calls and an image's last call is short: every call replays the one
+    # graph of the engine's batch with stale rows behind its own
+    model = sharp_model("micro")
+    t = model.config.lr_size
+    rng = np.random.default_rng(0)
+    shapes = ((t, t), (2 * t + 3, t + 5), (t // 2, t), (3 * t, t), (t, t))
+    images = [rng.random((h, w, 3), dtype=np.float32) for h, w in shapes]
+    with TorchEngine.from_model(model, batch=4) as eager, TorchEngine.from_model(model, batch=4) as graphed:
+        rollout = GraphedRollout(graphed.model, capture_fn=graph_like_capture)
+        sizes = []
+
+        def counted(lr, noise=None):
+            sizes.append(lr.shape[0])
+            return rollout(lr, noise)
+        graphed._rollout = counted
+        want = [eager.upscale(images[0]), *eager.upscale_many(images)]
+        got = [graphed.upscale(images[0]), *graphed.upscale_many(images)]
+    # one tile first (a graph of 1), then full batches (a graph of 4) and a short last one
+    assert sizes[0] == 1 and 4 in sizes and sizes[-1] < 4 and rollout.captures == 2
+    assert len(got) == len(want) == len(images) + 1
+    for a, b in zip(got, want):
+        assert a.shape == b.shape and np.abs(a - b).max() < 1e-5
