@@ -47,8 +47,8 @@ class TorchEngine(Engine):
         self.precision = precision
         self.preferred_batch = max(1, int(batch))
         # on CUDA the rollout replays as one captured graph unless turned off (cuda_graphs=False):
-        # launch-bound at small batches: at paper size in fp16 with fused attention a graph took
-        # 96.9 ms against 221.1 eager on an H200 (docs/benchmarks.md)
+        # launch-bound at small batches: at paper size in fp16 an engine call took 99.6 ms as a
+        # graph against 405.7 eager (medians) on an H200 (docs/runtimes.md)
         self._rollout: Any = self.model
         if on_cuda and cuda_graphs is not False:
             from alignvar_edge.runtimes.cuda_graph import GraphedRollout

@@ -1,0 +1,67 @@
+"""Figures the docs quote from committed result files are those files' figures."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "docs" / "results"
+
+
+def _section(doc: str, start: str, end: str) -> str:
+    text = (ROOT / doc).read_text()
+    return text[text.index(start):text.index(end, text.index(start))]
+
+
+def _row(text: str, head: str) -> list[str]:
+    """The cells of the table row starting with `head`, bold marks dropped."""
+    line = next(ln for ln in text.splitlines() if ln.startswith(f"| {head}"))
+    return [c.strip().strip("*") for c in line.strip("|").split("|")]
+
+
+def _p50_ms(report: dict, label: str) -> float:
+    """The p50 ms per tile as the report's tables print it (ratios are of these, as a reader's)."""
+    return round(next(e for e in report["engines"] if e["label"] == label)["latency"]["per_tile_ms"]["p50"], 2)
+
+
+def test_the_amx_half_precision_block_quotes_its_reports():
+    b16, b1 = (json.loads((RESULTS / "xeon-amx-h200host" / f).read_text()) for f in ("half-b16.json", "half.json"))
+    text = _section("docs/benchmarks.md", "**OpenVINO CPU on AMX**", "With batch-8 engines")
+    for head, label in (("OpenVINO f32", "ov-f32"), ("**OpenVINO bf16, split**", "ov-bf16"),
+                        ("OpenVINO bf16, whole graph", "ov-bf16-whole")):
+        want = []
+        for r in (b16, b1):
+            want += [f"{_p50_ms(r, label):.2f}", f"{_p50_ms(r, 'ov-f32') / _p50_ms(r, label):.2f}×"]
+        assert _row(text, head)[1:5] == want, head
+    # "the whole graph ... is another A–B% faster" than the split engine, at batch 16 and 1
+    m = re.search(r"another\s+(\d+)–(\d+)% faster", text)
+    assert m, "the whole graph's gain over the split engine is quoted"
+    gains = sorted(round((_p50_ms(r, "ov-bf16") / _p50_ms(r, "ov-bf16-whole") - 1) * 100) for r in (b16, b1))
+    assert [int(m[1]), int(m[2])] == gains
+
+
+def test_the_torch_engine_on_cuda_rows_quote_engine_json():
+    e = json.loads((RESULTS / "gpu-h200-engine" / "engine.json").read_text())
+    tile, image = e["paper_size_tile"], e["whole_image_tiny"]
+    t_eager, t_graph = tile["p50_ms"]["eager"], tile["p50_ms"]["graphed"]
+    i_eager, i_graph = image["p50_ms"]["eager"], image["p50_ms"]["graphed"]
+    fastest = min(tile["raw_ms"]["eager"]) / t_graph
+    spread = f"{min(tile['raw_ms']['eager']):.0f}–{max(tile['raw_ms']['eager']):.0f} ms"
+    for doc, start, end, tile_head, image_head in (
+            ("docs/runtimes.md", "**On a CUDA device the engine replays", "### onnxruntime",
+             "`--preset d24-512`", "bundled `alignvar-tiny`"),
+            ("docs/benchmarks.md", "### The torch engine on CUDA", "**ONNX Runtime CUDA",
+             "`d24-512` fp16", "bundled `alignvar-tiny` fp32")):
+        text = _section(doc, start, end)
+        assert _row(text, tile_head)[1:4] == [f"{t_eager:.1f} ms", f"{t_graph:.1f} ms", f"{t_eager / t_graph:.2f}×"]
+        cells = _row(text, image_head)[1:4]
+        assert f"{i_eager:.1f} ms" in cells[0] and f"{i_graph:.1f} ms" in cells[1], cells
+        assert cells[2] == f"{i_eager / i_graph:.2f}×"
+        for k, cell in (("eager", cells[0]), ("graphed", cells[1])):
+            assert f"{image['image_mp_per_s'][k]:.2f} MP/s" in cell
+        assert spread in text and f"{fastest:.1f}×" in text, doc
+    readme = (ROOT / "README.md").read_text()
+    for figure in (f"{t_eager / t_graph:.2f}×", f"{fastest:.1f}×", f"{i_eager / i_graph:.2f}×",
+                   f"{image['image_mp_per_s']['graphed']:.1f} MP/s"):
+        assert figure in readme, figure
