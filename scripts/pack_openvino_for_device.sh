@@ -36,6 +36,10 @@ rm -rf "$work/site/onnx/backend/test/data"   # 12 MB of operator test cases
 rm -rf "$work/site/openvino/include" \
        "$work/site/openvino/frontend/"{pytorch,tensorflow,paddle,jax}
 mkdir -p .whl
-grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
+# kept out of git where this is a checkout (git names the file: a worktree's .git is a file)
+if exclude=$(git rev-parse --git-path info/exclude 2>/dev/null); then
+  mkdir -p "$(dirname "$exclude")"
+  grep -qx '/.whl/' "$exclude" 2>/dev/null || echo '/.whl/' >> "$exclude"
+fi
 tar -C "$work/site" -cf - . | xz -9 -T0 > .whl/openvino-cpu.tar.xz
 ls -l .whl/openvino-cpu.tar.xz

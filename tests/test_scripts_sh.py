@@ -69,3 +69,46 @@ def test_half_bench_takes_an_out_dir_whose_name_has_a_quote(tmp_path):
     calls = [json.loads(line) for line in (tmp_path / "calls.jsonl").read_text().splitlines()]
     assert calls == [[f"{out}/export", "openvino", "bf16",
                       {"out": f"{out}/ov-whole", "force": True, "min_token_agreement": 0.0}]]
+
+
+def _fake_pip_python(tmp_path: Path) -> Path:
+    """A `python3` whose `-m pip download -d DIR SPEC...` writes a small wheel per spec (an
+    openvino one with a GPU plugin and a frontend to drop, an onnx one with test data to drop);
+    everything else goes to this interpreter."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    maker = bin_dir / "fake_pip.py"
+    maker.write_text(
+        "import os, sys, zipfile\n"
+        "args = sys.argv[1:]\n"
+        "dest = args[args.index('-d') + 1]\n"
+        "os.makedirs(dest, exist_ok=True)\n"
+        "for spec in (a for a in args if '==' in a):\n"
+        "    name = spec.split('==')[0].replace('-', '_')\n"
+        "    with zipfile.ZipFile(f'{dest}/{name}-1-py3-none-any.whl', 'w') as z:\n"
+        "        z.writestr(f'{name}/__init__.py', '')\n"
+        "        if name == 'openvino':\n"
+        "            for lib in ('libopenvino.so', 'libopenvino_intel_gpu_plugin.so', 'libopenvino_pytorch_frontend.so'):\n"
+        "                z.writestr(f'openvino/libs/{lib}', 'x')\n"
+        "        if name == 'onnx':\n"
+        "            z.writestr('onnx/backend/test/data/case.pb', 'x')\n")
+    py = bin_dir / "python3"
+    py.write_text(f'#!/bin/sh\nif [ "$1 $2 $3" = "-m pip download" ]; then exec {sys.executable} {maker} "$@"; fi\n'
+                  f'exec {sys.executable} "$@"\n')
+    py.chmod(0o755)
+    return bin_dir
+
+
+def test_the_openvino_pack_is_made_outside_a_git_checkout_and_drops_what_engines_never_use(tmp_path):
+    import tarfile
+    src = tmp_path / "src"                       # a source tree without .git (an archive, a copy)
+    src.mkdir()
+    shutil.copy(ROOT / "constraints.txt", src)
+    env = {**os.environ, "PATH": f"{_fake_pip_python(tmp_path)}:{os.environ['PATH']}"}
+    r = subprocess.run(["bash", str(ROOT / "scripts" / "pack_openvino_for_device.sh")], cwd=src, env=env,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    with tarfile.open(src / ".whl" / "openvino-cpu.tar.xz") as t:
+        names = {n.removeprefix("./") for n in t.getnames()}
+    assert "openvino/libs/libopenvino.so" in names and "onnx/__init__.py" in names
+    assert not {n for n in names if "gpu_plugin" in n or "pytorch_frontend" in n or "test/data" in n}
