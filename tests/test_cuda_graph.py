@@ -228,10 +228,11 @@ def test_one_engine_called_from_several_threads_gives_each_call_its_own_tiles():
         return c
 
     model = sharp_model("micro")
+    tiles = [_tiles(model.config, 2, seed).numpy() for seed in range(4)]
+    with TorchEngine.from_model(model, batch=2) as eager:
+        want = [eager.run(t)[0] for t in tiles]
     with TorchEngine.from_model(model, batch=2) as engine:
         engine._rollout = GraphedRollout(engine.model, capture_fn=slow_capture)
-        tiles = [_tiles(model.config, 2, seed).numpy() for seed in range(4)]
-        want = [engine.run(t)[0] for t in tiles]
         got: dict[int, list] = {}
 
         def worker(i: int) -> None:
