@@ -95,7 +95,7 @@ class GraphedRollout:
             self.captures += 1
         else:
             g.lr[:n].copy_(lr)
-            if noise is not None:
+            if noise is not None and g.noise is not None:        # both or neither (`_fits`)
                 g.noise[:, :noise.shape[1]].copy_(noise)      # batch-major rows: the first n tiles'
             g.replay()
         return tuple(o[:n].clone() for o in g.outputs)
