@@ -44,3 +44,7 @@ class OutputExistsError(AlignVAREdgeError):
 
 class HalfPrecisionError(ArtifactError):
     """A half-precision (bf16 / fp16) build missed the token / PSNR target; nothing was written."""
+
+
+# What Pillow (and tifffile) raise while decoding damaged data: truncated streams, bad chunks, CRC errors.
+IMAGE_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError)

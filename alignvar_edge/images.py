@@ -4,8 +4,8 @@ Loading is defensive because users point the tool at arbitrary folders: the size
 the header before any pixel is decoded, EXIF orientation is applied (the pixels are turned upright,
 and `file_metadata` drops the orientation from the EXIF written back), and every mode Pillow can
 produce ends up as RGB. 16-bit files keep their 16 bits where Pillow holds only 8 of them: gray+alpha
-and RGB(A) PNGs are decoded by Pillow's codec with other raw modes (`_read_la16_raw`,
-`_png_rgb16_samples`), RGB(A) TIFFs by tifffile. Saving is atomic and never clobbers a file
+and RGB(A) PNGs are decoded by Pillow's codec with other raw modes (`sixteen_bit.py`),
+RGB(A) TIFFs by tifffile. Saving is atomic and never clobbers a file
 silently; 16 bits stay 16 where the output format holds them (gray: PNG, TIFF; gray+alpha and
 RGB(A): PNG, written by `_write_png16`).
 """
@@ -18,22 +18,20 @@ import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, TypedDict, TypeGuard
+from typing import TYPE_CHECKING, BinaryIO, TypedDict
 
 import numpy as np
-from PIL import ExifTags, Image, ImageFile, ImageOps, TiffImagePlugin
+from PIL import ExifTags, Image, ImageOps
 
-from alignvar_edge import png16
-from alignvar_edge.errors import InputError, OutputExistsError
+from alignvar_edge import png16, sixteen_bit
+from alignvar_edge.errors import IMAGE_DECODE_ERRORS, InputError, OutputExistsError
 from alignvar_edge.fsmodes import publish_mode, write_error
-from alignvar_edge.lazy import is_installed, lazy_import
+from alignvar_edge.lazy import lazy_import
 
 if TYPE_CHECKING:
     import torch
 else:              # torch on first use: image I/O alone should not pay its import time
     torch = lazy_import("torch")
-# 16-bit colour TIFFs alone: optional (the `host` extra has it through scikit-image)
-tifffile = lazy_import("tifffile")
 
 __all__ = [
     "DEFAULT_MAX_MEGAPIXELS",
@@ -58,8 +56,7 @@ __all__ = [
 DEFAULT_MAX_MEGAPIXELS = 24.0
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
-# Errors Pillow raises while decoding damaged data (truncated streams, bad chunks, CRC errors).
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError)
+_DECODE_ERRORS = IMAGE_DECODE_ERRORS
 
 
 def load_image(
@@ -118,7 +115,7 @@ def _decode(
         raise InputError(f"{path} holds {frames} frames (an animation or a multi-page file); save the "
                          "frame you want as a PNG and pass that")
     try:
-        rgb, alpha = _rgb16_planes(path, img) if _is_rgb16(img) else _planes(img)
+        rgb, alpha = sixteen_bit.rgb16_planes(path, img) if sixteen_bit.is_rgb16(img) else _planes(img)
     except InputError as e:
         raise InputError(f"{path}: {e}") from e
     except _DECODE_ERRORS as e:
@@ -132,23 +129,19 @@ def _decode(
 
 def _planes(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     """Pillow's pixels, upright, as float32 RGB and alpha (16-bit gray+alpha kept 16-bit)."""
-    la16 = _read_la16_raw(img)
+    la16 = sixteen_bit.read_la16_raw(img)
     img.load()
     img = ImageOps.exif_transpose(img)
-    return _la16_planes(img) if la16 else _to_float_planes(img)
+    if la16:
+        gray, alpha = sixteen_bit.la16_planes(img)
+        return _gray_to_rgb(gray), alpha
+    return _to_float_planes(img)
 
 
 # Pillow modes of 16-bit grayscale files ("I" is how some Pillow versions open 16-bit PNGs)
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")
 # formats Pillow writes 16-bit grayscale to; 16-bit gray+alpha and RGB(A) go to PNG alone (`_write_png16`)
 _SIXTEEN_BIT_FORMATS = ("PNG", "TIFF")
-# Pillow has no 16-bit gray+alpha mode: it decodes such a PNG with this raw mode to 8-bit RGBA
-_LA16_RAWMODE = "LA;16B"
-# Pillow decodes 16-bit RGB(A) PNGs with these raw modes to 8-bit RGB(A), keeping each sample's
-# high byte; the little-endian raw mode of the same size, reading the big-endian samples, keeps
-# their low byte instead (`_png_rgb16_samples`)
-_RGB16_LOW_BYTE = {"RGB;16B": "RGB;16L", "RGBA;16B": "RGBA;16L"}
-_TIFF_BITS_PER_SAMPLE, _TIFF_RGB = 258, 2
 
 
 _MULTI_FRAME_FORMATS = ("GIF", "PNG", "WEBP", "TIFF")
@@ -179,9 +172,9 @@ def file_layout(path: str | os.PathLike[str]) -> tuple[bool, int]:
 
 
 def _layout(img: Image.Image) -> tuple[bool, int]:
-    if _is_la16(img):
+    if sixteen_bit.is_la16(img):
         return True, 16
-    if _is_rgb16(img):
+    if sixteen_bit.is_rgb16(img):
         return False, 16
     return _plain_mode(img) in _GRAY_MODES, 16 if img.mode in _SIXTEEN_BIT_MODES else 8
 
@@ -292,123 +285,6 @@ def _to_float_planes(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     if target == "RGB":
         return np.ascontiguousarray(arr), None
     return np.ascontiguousarray(arr[..., :3]), np.ascontiguousarray(arr[..., 3])
-
-
-def _is_la16(img: Image.Image) -> TypeGuard[ImageFile.ImageFile]:
-    """A 16-bit gray+alpha PNG, before it is decoded (Pillow makes it 8-bit RGBA)."""
-    return (isinstance(img, ImageFile.ImageFile) and img.format == "PNG"
-            and [tile[3] for tile in img.tile] == [_LA16_RAWMODE])
-
-
-def _read_la16_raw(img: Image.Image) -> bool:
-    """Have a 16-bit gray+alpha PNG decode its samples' bytes unchanged (4 a pixel, as RGBA has)
-    for `_la16_planes`, instead of Pillow's 8-bit RGBA. True if it is one."""
-    if _is_la16(img):
-        _unpack_as(img, "RGBA")
-        return True
-    return False
-
-
-def _unpack_as(img: ImageFile.ImageFile, rawmode: str) -> None:
-    """Have Pillow's codec unpack the file's decompressed, unfiltered rows as `rawmode`, of the
-    same bits a pixel as the file's own (the unfiltering takes its bytes a pixel from it)."""
-    name, extents, offset, _ = img.tile[0]
-    # a plain tuple, as Pillow 10's tiles are (later ones unpack it the same)
-    img.tile = [(name, extents, offset, rawmode)]  # type: ignore[list-item]
-
-
-def _la16_planes(raw: Image.Image) -> tuple[np.ndarray, np.ndarray]:
-    """`_read_la16_raw`'s RGBA of big-endian gray and alpha samples -> float32 RGB and alpha."""
-    gray_alpha = np.asarray(raw).view(">u2").astype(np.float32) / 65535.0
-    return _gray_to_rgb(gray_alpha[..., 0]), np.ascontiguousarray(gray_alpha[..., 1])
-
-
-def _is_rgb16(img: Image.Image) -> TypeGuard[ImageFile.ImageFile]:
-    """A 16-bit RGB or RGBA PNG (before it is decoded) or TIFF, which Pillow reads with 8 bits."""
-    if isinstance(img, TiffImagePlugin.TiffImageFile):
-        bits = img.tag_v2.get(_TIFF_BITS_PER_SAMPLE)
-        return img.mode in ("RGB", "RGBA") and 16 in (bits if isinstance(bits, tuple) else (bits,))
-    return (isinstance(img, ImageFile.ImageFile) and img.format == "PNG" and len(img.tile) == 1
-            and img.tile[0][3] in _RGB16_LOW_BYTE)
-
-
-def _rgb16_planes(path: Path, img: ImageFile.ImageFile) -> tuple[np.ndarray, np.ndarray | None]:
-    """A 16-bit RGB(A) PNG or TIFF -> float32 RGB and alpha (its own, or its PNG colour key's),
-    upright, every bit kept."""
-    samples = _png_rgb16_samples(path, img) if img.format == "PNG" else _tiff_rgb16_samples(path, img)
-    key_alpha = _key_alpha(samples, img.info.get("transparency"))
-    if key_alpha is not None:
-        samples = np.concatenate([samples, key_alpha[..., None]], axis=2)
-    planes = _upright(img, samples).astype(np.float32) / 65535.0
-    alpha = np.ascontiguousarray(planes[..., 3]) if planes.shape[2] == 4 else None
-    return np.ascontiguousarray(planes[..., :3]), alpha
-
-
-def _png_rgb16_samples(path: Path, img: ImageFile.ImageFile) -> np.ndarray:
-    """HxWx3 or 4 uint16 samples of a 16-bit RGB(A) PNG. Pillow's codec unfilters the rows (in C,
-    interlaced ones too) but keeps one byte of each sample: decoded twice, with the raw mode that
-    keeps the high byte and the one that keeps the low, the file gives both."""
-    low_mode = _RGB16_LOW_BYTE[str(img.tile[0][3])]
-    img.load()
-    with Image.open(path) as again:
-        if not _is_rgb16(again) or again.size != img.size:
-            raise InputError("changed while it was read; read it again")
-        _unpack_as(again, low_mode)
-        again.load()
-        low = np.asarray(again)
-    return (np.asarray(img).astype(np.uint16) << 8) | low
-
-
-def _tiff_rgb16_samples(path: Path, img: Image.Image) -> np.ndarray:
-    """HxWx3 or 4 uint16 samples of a 16-bit RGB(A) TIFF, read with tifffile; Pillow's mode says
-    which extra sample is alpha (RGBA) and which are not (RGB)."""
-    if not is_installed("tifffile"):
-        raise InputError("a 16-bit colour TIFF, which Pillow reads with 8 bits; install tifffile "
-                         "(pip install tifffile) to read all 16, or convert it to a 16-bit PNG")
-    try:
-        with tifffile.TiffFile(path) as tif:
-            page = tif.pages[0]
-            samples = page.asarray()
-            axes, photometric, extra = page.axes, int(page.photometric), tuple(page.extrasamples)
-    except (*_DECODE_ERRORS, RuntimeError) as e:     # a damaged file, a codec tifffile lacks
-        raise InputError(f"tifffile cannot read this 16-bit colour TIFF ({e}); convert it to a 16-bit PNG") from e
-    if photometric != _TIFF_RGB or samples.dtype != np.uint16 or sorted(axes) != ["S", "X", "Y"]:
-        raise InputError(f"16-bit TIFF of a layout read here as neither RGB nor RGBA (axes {axes}, "
-                         f"photometric {photometric}); convert it to a 16-bit RGB PNG")
-    samples = np.moveaxis(samples, [axes.index(a) for a in "YXS"], [0, 1, 2])[..., :len(img.mode)]
-    associated = len(img.mode) == 4 and extra[:1] == (1,)     # colours premultiplied by alpha
-    return _unpremultiplied(samples) if associated else np.ascontiguousarray(samples)
-
-
-def _unpremultiplied(rgba: np.ndarray) -> np.ndarray:
-    """Straight colours of premultiplied 16-bit RGBA (what Pillow makes of 8-bit RGBa)."""
-    alpha = rgba[..., 3:].astype(np.float64)
-    rgb = rgba[..., :3] * np.divide(65535.0, alpha, out=np.zeros_like(alpha), where=alpha > 0)
-    return np.concatenate([np.round(np.clip(rgb, 0, 65535)), alpha], axis=2).astype(np.uint16)
-
-
-def _key_alpha(rgb16: np.ndarray, key: object) -> np.ndarray | None:
-    """A colour key's alpha (a PNG's tRNS chunk, 16-bit here): clear where a pixel is that colour,
-    opaque elsewhere. None without a key, or beside an alpha channel."""
-    if not (isinstance(key, tuple) and len(key) == 3 and rgb16.shape[2] == 3):
-        return None
-    clear = (rgb16 == np.asarray(key, np.uint16)).all(axis=2)
-    return np.where(clear, 0, 65535).astype(np.uint16)
-
-
-def _upright(img: Image.Image, samples: np.ndarray) -> np.ndarray:
-    """HxWxC `samples` turned as `ImageOps.exif_transpose` turns `img`: Pillow's rule, applied to
-    an image of the pixels' indices, since Pillow has no 16-bit colour image to turn."""
-    orientation = img.getexif().get(ExifTags.Base.Orientation, 1)
-    if orientation == 1:
-        return samples
-    height, width, channels = samples.shape
-    index = Image.fromarray(np.arange(height * width, dtype=np.int32).reshape(height, width))
-    exif = Image.Exif()
-    exif[ExifTags.Base.Orientation] = orientation
-    index.info["exif"] = exif.tobytes()
-    moved = np.asarray(ImageOps.exif_transpose(index))
-    return samples.reshape(-1, channels)[moved]
 
 
 def _converted(img: Image.Image, mode: str) -> Image.Image:
@@ -671,7 +547,7 @@ def as_float_image(image: object) -> tuple[np.ndarray, Callable[[np.ndarray], ob
 
 
 def _pil_as_float(img: Image.Image) -> tuple[np.ndarray, Callable[[np.ndarray], object]]:
-    if _is_rgb16(img):          # a PIL image cannot hold the other 8 bits: say so, not lose them silently
+    if sixteen_bit.is_rgb16(img):          # a PIL image cannot hold the other 8 bits: say so, not lose them silently
         warnings.warn(f"this PIL image of a 16-bit colour {img.format} holds 8 bits a sample, so its result "
                       "does too; pass load_image(path)'s float array to keep 16", stacklevel=4)
     if img.mode in _PIL_SIXTEEN_BIT:

@@ -341,7 +341,7 @@ def test_a_16_bit_colour_tiff_keeps_every_bit_with_tifffile_and_is_refused_witho
     """Pillow read 16-bit RGB(A) TIFFs with 8 bits (a planar one as noise): tifffile reads them;
     without it they are refused, since Pillow would lose half of each sample."""
     tifffile = pytest.importorskip("tifffile")
-    from alignvar_edge import images
+    from alignvar_edge import sixteen_bit
     rng = np.random.default_rng(11)
     rgb = rng.integers(0, 65536, (5, 7, 3)).astype(np.uint16)
     rgba = rng.integers(1, 65536, (5, 7, 4)).astype(np.uint16)
@@ -361,7 +361,7 @@ def test_a_16_bit_colour_tiff_keeps_every_bit_with_tifffile_and_is_refused_witho
     got, alpha = load_image(tmp_path / "pre.tif")
     assert np.abs(got * 65535 - rgba[..., :3]).max() <= 1.01 and alpha is not None
     np.testing.assert_array_equal(np.round(alpha * 65535), rgba[..., 3])
-    monkeypatch.setattr(images, "is_installed", lambda name: name != "tifffile")
+    monkeypatch.setattr(sixteen_bit, "is_installed", lambda name: name != "tifffile")
     with pytest.raises(InputError, match=r"^\S*le\.tif: a 16-bit colour TIFF, which Pillow reads with 8 bits; "
                                          r"install tifffile \(pip install tifffile\)"):
         load_image(tmp_path / "le.tif")

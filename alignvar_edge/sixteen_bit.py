@@ -1,0 +1,145 @@
+"""16-bit files Pillow reads with 8 bits a sample: gray+alpha and RGB(A) PNGs, RGB(A) TIFFs.
+
+Pillow decodes these layouts (its C codec unfilters PNG rows, interlaced ones too) but keeps one
+byte of each sample. The PNGs are decoded again with other raw modes of the same bits a pixel, so
+the codec hands over the bytes Pillow would drop; the TIFFs are read with tifffile, imported on
+first use. Writing those layouts is `png16.py`'s job.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TypeGuard
+
+import numpy as np
+from PIL import ExifTags, Image, ImageFile, ImageOps, TiffImagePlugin
+
+from alignvar_edge.errors import IMAGE_DECODE_ERRORS, InputError
+from alignvar_edge.lazy import is_installed, lazy_import
+
+# 16-bit colour TIFFs alone: optional (the `host` extra has it through scikit-image)
+tifffile = lazy_import("tifffile")
+
+# Pillow has no 16-bit gray+alpha mode: it decodes such a PNG with this raw mode to 8-bit RGBA
+_LA16_RAWMODE = "LA;16B"
+# Pillow decodes 16-bit RGB(A) PNGs with these raw modes to 8-bit RGB(A), keeping each sample's
+# high byte; the little-endian raw mode of the same size, reading the big-endian samples, keeps
+# their low byte instead (`_png_rgb16_planes`)
+_RGB16_LOW_BYTE = {"RGB;16B": "RGB;16L", "RGBA;16B": "RGBA;16L"}
+_TIFF_BITS_PER_SAMPLE, _TIFF_RGB = 258, 2
+
+
+def is_la16(img: Image.Image) -> TypeGuard[ImageFile.ImageFile]:
+    """A 16-bit gray+alpha PNG, before it is decoded (Pillow makes it 8-bit RGBA)."""
+    return (isinstance(img, ImageFile.ImageFile) and img.format == "PNG"
+            and [tile[3] for tile in img.tile] == [_LA16_RAWMODE])
+
+
+def read_la16_raw(img: Image.Image) -> bool:
+    """Have a 16-bit gray+alpha PNG decode its samples' bytes unchanged (4 a pixel, as RGBA has)
+    for `la16_planes`, instead of Pillow's 8-bit RGBA. True if it is one."""
+    if is_la16(img):
+        _unpack_as(img, "RGBA")
+        return True
+    return False
+
+
+def _unpack_as(img: ImageFile.ImageFile, rawmode: str) -> None:
+    """Have Pillow's codec unpack the file's decompressed, unfiltered rows as `rawmode`, of the
+    same bits a pixel as the file's own (the unfiltering takes its bytes a pixel from it)."""
+    name, extents, offset, _ = img.tile[0]
+    # a plain tuple, as Pillow 10's tiles are (later ones unpack it the same)
+    img.tile = [(name, extents, offset, rawmode)]  # type: ignore[list-item]
+
+
+def la16_planes(raw: Image.Image) -> tuple[np.ndarray, np.ndarray]:
+    """`read_la16_raw`'s RGBA of big-endian gray and alpha samples -> float32 gray and alpha."""
+    gray_alpha = np.asarray(raw).view(">u2").astype(np.float32) / 65535.0
+    return np.ascontiguousarray(gray_alpha[..., 0]), np.ascontiguousarray(gray_alpha[..., 1])
+
+
+def is_rgb16(img: Image.Image) -> TypeGuard[ImageFile.ImageFile]:
+    """A 16-bit RGB or RGBA PNG (before it is decoded) or TIFF, which Pillow reads with 8 bits."""
+    if isinstance(img, TiffImagePlugin.TiffImageFile):
+        bits = img.tag_v2.get(_TIFF_BITS_PER_SAMPLE)
+        return img.mode in ("RGB", "RGBA") and 16 in (bits if isinstance(bits, tuple) else (bits,))
+    return (isinstance(img, ImageFile.ImageFile) and img.format == "PNG" and len(img.tile) == 1
+            and img.tile[0][3] in _RGB16_LOW_BYTE)
+
+
+def rgb16_planes(path: Path, img: ImageFile.ImageFile) -> tuple[np.ndarray, np.ndarray | None]:
+    """A 16-bit RGB(A) PNG or TIFF -> float32 RGB and alpha (its own, or its PNG colour key's),
+    upright, every bit kept."""
+    samples = _png_rgb16_planes(path, img) if img.format == "PNG" else _tiff_rgb16_planes(path, img)
+    key_alpha = _key_alpha(samples, img.info.get("transparency"))
+    if key_alpha is not None:
+        samples = np.concatenate([samples, key_alpha[..., None]], axis=2)
+    planes = _upright(img, samples).astype(np.float32) / 65535.0
+    alpha = np.ascontiguousarray(planes[..., 3]) if planes.shape[2] == 4 else None
+    return np.ascontiguousarray(planes[..., :3]), alpha
+
+
+def _png_rgb16_planes(path: Path, img: ImageFile.ImageFile) -> np.ndarray:
+    """HxWx3 or 4 uint16 samples of a 16-bit RGB(A) PNG. Pillow's codec unfilters the rows (in C,
+    interlaced ones too) but keeps one byte of each sample: decoded twice, with the raw mode that
+    keeps the high byte and the one that keeps the low, the file gives both."""
+    low_mode = _RGB16_LOW_BYTE[str(img.tile[0][3])]
+    img.load()
+    with Image.open(path) as again:
+        if not is_rgb16(again) or again.size != img.size:
+            raise InputError("changed while it was read; read it again")
+        _unpack_as(again, low_mode)
+        again.load()
+        low = np.asarray(again)
+    return (np.asarray(img).astype(np.uint16) << 8) | low
+
+
+def _tiff_rgb16_planes(path: Path, img: Image.Image) -> np.ndarray:
+    """HxWx3 or 4 uint16 samples of a 16-bit RGB(A) TIFF, read with tifffile; Pillow's mode says
+    which extra sample is alpha (RGBA) and which are not (RGB)."""
+    if not is_installed("tifffile"):
+        raise InputError("a 16-bit colour TIFF, which Pillow reads with 8 bits; install tifffile "
+                         "(pip install tifffile) to read all 16, or convert it to a 16-bit PNG")
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            samples = page.asarray()
+            axes, photometric, extra = page.axes, int(page.photometric), tuple(page.extrasamples)
+    except (*IMAGE_DECODE_ERRORS, RuntimeError) as e:     # a damaged file, a codec tifffile lacks
+        raise InputError(f"tifffile cannot read this 16-bit colour TIFF ({e}); convert it to a 16-bit PNG") from e
+    if photometric != _TIFF_RGB or samples.dtype != np.uint16 or sorted(axes) != ["S", "X", "Y"]:
+        raise InputError(f"16-bit TIFF of a layout read here as neither RGB nor RGBA (axes {axes}, "
+                         f"photometric {photometric}); convert it to a 16-bit RGB PNG")
+    samples = np.moveaxis(samples, [axes.index(a) for a in "YXS"], [0, 1, 2])[..., :len(img.mode)]
+    associated = len(img.mode) == 4 and extra[:1] == (1,)     # colours premultiplied by alpha
+    return _unpremultiplied(samples) if associated else np.ascontiguousarray(samples)
+
+
+def _unpremultiplied(rgba: np.ndarray) -> np.ndarray:
+    """Straight colours of premultiplied 16-bit RGBA (what Pillow makes of 8-bit RGBa)."""
+    alpha = rgba[..., 3:].astype(np.float64)
+    rgb = rgba[..., :3] * np.divide(65535.0, alpha, out=np.zeros_like(alpha), where=alpha > 0)
+    return np.concatenate([np.round(np.clip(rgb, 0, 65535)), alpha], axis=2).astype(np.uint16)
+
+
+def _key_alpha(rgb16: np.ndarray, key: object) -> np.ndarray | None:
+    """A colour key's alpha (a PNG's tRNS chunk, 16-bit here): clear where a pixel is that colour,
+    opaque elsewhere. None without a key, or beside an alpha channel."""
+    if not (isinstance(key, tuple) and len(key) == 3 and rgb16.shape[2] == 3):
+        return None
+    clear = (rgb16 == np.asarray(key, np.uint16)).all(axis=2)
+    return np.where(clear, 0, 65535).astype(np.uint16)
+
+
+def _upright(img: Image.Image, samples: np.ndarray) -> np.ndarray:
+    """HxWxC `samples` turned as `ImageOps.exif_transpose` turns `img`: Pillow's rule, applied to
+    an image of the pixels' indices, since Pillow has no 16-bit colour image to turn."""
+    orientation = img.getexif().get(ExifTags.Base.Orientation, 1)
+    if orientation == 1:
+        return samples
+    height, width, channels = samples.shape
+    index = Image.fromarray(np.arange(height * width, dtype=np.int32).reshape(height, width))
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = orientation
+    index.info["exif"] = exif.tobytes()
+    moved = np.asarray(ImageOps.exif_transpose(index))
+    return samples.reshape(-1, channels)[moved]
