@@ -56,7 +56,6 @@ __all__ = [
 DEFAULT_MAX_MEGAPIXELS = 24.0
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
-_DECODE_ERRORS = IMAGE_DECODE_ERRORS
 
 
 def load_image(
@@ -89,7 +88,7 @@ def load_image(
                 f"{path} is not an image Pillow can read, or its header is damaged "
                 "(zero size, unknown format); convert it to PNG or JPEG"
             ) from e
-        except _DECODE_ERRORS as e:
+        except IMAGE_DECODE_ERRORS as e:
             raise InputError(f"{path} cannot be opened as an image ({e}); re-export the file") from e
         with img:
             return _decode(path, img, max_megapixels)
@@ -118,7 +117,7 @@ def _decode(
         rgb, alpha = sixteen_bit.rgb16_planes(path, img) if sixteen_bit.is_rgb16(img) else _planes(img)
     except InputError as e:
         raise InputError(f"{path}: {e}") from e
-    except _DECODE_ERRORS as e:
+    except IMAGE_DECODE_ERRORS as e:
         raise InputError(
             f"{path} is truncated or corrupt ({e}); re-download or re-export the file"
         ) from e
@@ -214,7 +213,7 @@ def file_metadata(path: str | os.PathLike[str], scale: int = 1) -> Metadata:
         dpi = _dpi(img, exif)
         try:
             carried = _carried_exif(exif)
-        except (*_DECODE_ERRORS, struct.error, TypeError) as e:   # a maker's tag Pillow cannot write back
+        except (*IMAGE_DECODE_ERRORS, struct.error, TypeError) as e:   # a maker's tag Pillow cannot write back
             warnings.warn(f"{path}: its EXIF cannot be copied ({e}); the result is written without it",
                           stacklevel=2)
             carried = None
