@@ -57,7 +57,6 @@ DEFAULT_MAX_MEGAPIXELS = 24.0
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 
-
 def load_image(
     path: str | os.PathLike[str], max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS
 ) -> tuple[np.ndarray, np.ndarray | None]:
