@@ -187,6 +187,49 @@ def test_several_engines_in_one_process_and_threads_agree(built, crops):
         a.infer({"lr": np.zeros((1, 3, 8, 8), np.float32)})
 
 
+def test_close_waits_for_the_call_in_flight_and_a_waiting_call_is_refused_in_one_line():
+    # close() used to release the engine under a running call, and a call already waiting for
+    # the engine's lock then ran on the released engine (AttributeError on None)
+    engine = TorchEngine.from_model(sharp_model("micro"))
+    lr = np.zeros((1, 3, engine.config.lr_size, engine.config.lr_size), np.float32)
+    entered, go_on = threading.Event(), threading.Event()
+    eager = engine._infer
+
+    def slow_infer(feeds):
+        entered.set()
+        go_on.wait(10)
+        return eager(feeds)
+
+    engine._infer = slow_infer
+    results: dict[str, object] = {}
+
+    def call(name: str) -> None:
+        try:
+            results[name] = engine.infer({"lr": lr})
+        except Exception as e:  # noqa: BLE001 - the test reads what each thread met
+            results[name] = e
+
+    first = threading.Thread(target=call, args=("first",))
+    first.start()
+    assert entered.wait(10)
+    second = threading.Thread(target=call, args=("second",))      # waits for the engine's lock
+    second.start()
+    closer = threading.Thread(target=engine.close)
+    closer.start()
+    closer.join(0.3)
+    assert closer.is_alive()                  # close waits for the call in flight
+    go_on.set()
+    for t in (first, second, closer):
+        t.join(30)
+    assert isinstance(results["first"], dict) and "sr" in results["first"]
+    second_result = results["second"]
+    # the second call either ran before close took the lock, or was refused in one line
+    if not isinstance(second_result, dict):
+        assert isinstance(second_result, InputError) and "closed" in str(second_result)
+    with pytest.raises(InputError, match="engine is closed; load it again"):
+        engine.infer({"lr": lr})
+
+
 def test_infer_and_run_check_their_inputs(built):
     with runtimes.load(built["onnxruntime"]) as e:
         assert e.input_spec == {"lr": ((1, 3, 8, 8), np.dtype(np.float32))}

@@ -132,10 +132,10 @@ class Engine(abc.ABC):
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One raw inference on the engine's graph; `last_latency_ms` times it."""
-        if self._closed:
-            raise InputError(f"this {self.backend} engine is closed; load it again")
+        self.check_open()
         checked = self._check_feeds(feeds)
         with self._lock:
+            self.check_open()             # closed while this call waited for the one before it
             t0 = time.perf_counter()
             out = self._infer(checked)
             self.last_latency_ms = (time.perf_counter() - t0) * 1e3
@@ -236,10 +236,16 @@ class Engine(abc.ABC):
         for out in upscale_images(self, floats(), overlap, progress):
             yield backs.pop(0)(out)
 
+    def check_open(self) -> None:
+        if self._closed:
+            raise InputError(f"this {self.backend} engine is closed; load it again")
+
     def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._release()
+        """Release the engine once the call in flight (another thread's) has returned."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._release()
 
     def __enter__(self) -> Engine:
         return self

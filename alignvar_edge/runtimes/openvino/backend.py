@@ -235,10 +235,10 @@ class OpenVINOEngine(Engine):
         (a split engine: every batch's token part, then every batch's image part)."""
         if self._requests <= 1 or len(feeds_list) <= 1:
             return super().infer_many(feeds_list)
-        if self._closed:
-            raise InputError(f"this {self.backend} engine is closed; load it again")
+        self.check_open()
         values = [self._values(self._check_feeds(f)) for f in feeds_list]
         with self._lock:
+            self.check_open()             # closed while this call waited for the one before it
             t0 = time.perf_counter()
             for part in self._parts:
                 part.run_async(values, self._requests)
