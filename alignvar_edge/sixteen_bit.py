@@ -23,7 +23,7 @@ tifffile = lazy_import("tifffile")
 _LA16_RAWMODE = "LA;16B"
 # Pillow decodes 16-bit RGB(A) PNGs with these raw modes to 8-bit RGB(A), keeping each sample's
 # high byte; the little-endian raw mode of the same size, reading the big-endian samples, keeps
-# their low byte instead (`_png_rgb16_planes`)
+# their low byte instead (`_png_rgb16_samples`)
 _RGB16_LOW_BYTE = {"RGB;16B": "RGB;16L", "RGBA;16B": "RGBA;16L"}
 _TIFF_BITS_PER_SAMPLE, _TIFF_RGB = 258, 2
 
@@ -69,7 +69,7 @@ def is_rgb16(img: Image.Image) -> TypeGuard[ImageFile.ImageFile]:
 def rgb16_planes(path: Path, img: ImageFile.ImageFile) -> tuple[np.ndarray, np.ndarray | None]:
     """A 16-bit RGB(A) PNG or TIFF -> float32 RGB and alpha (its own, or its PNG colour key's),
     upright, every bit kept."""
-    samples = _png_rgb16_planes(path, img) if img.format == "PNG" else _tiff_rgb16_planes(path, img)
+    samples = _png_rgb16_samples(path, img) if img.format == "PNG" else _tiff_rgb16_samples(path, img)
     key_alpha = _key_alpha(samples, img.info.get("transparency"))
     if key_alpha is not None:
         samples = np.concatenate([samples, key_alpha[..., None]], axis=2)
@@ -78,7 +78,7 @@ def rgb16_planes(path: Path, img: ImageFile.ImageFile) -> tuple[np.ndarray, np.n
     return np.ascontiguousarray(planes[..., :3]), alpha
 
 
-def _png_rgb16_planes(path: Path, img: ImageFile.ImageFile) -> np.ndarray:
+def _png_rgb16_samples(path: Path, img: ImageFile.ImageFile) -> np.ndarray:
     """HxWx3 or 4 uint16 samples of a 16-bit RGB(A) PNG. Pillow's codec unfilters the rows (in C,
     interlaced ones too) but keeps one byte of each sample: decoded twice, with the raw mode that
     keeps the high byte and the one that keeps the low, the file gives both."""
@@ -93,7 +93,7 @@ def _png_rgb16_planes(path: Path, img: ImageFile.ImageFile) -> np.ndarray:
     return (np.asarray(img).astype(np.uint16) << 8) | low
 
 
-def _tiff_rgb16_planes(path: Path, img: Image.Image) -> np.ndarray:
+def _tiff_rgb16_samples(path: Path, img: Image.Image) -> np.ndarray:
     """HxWx3 or 4 uint16 samples of a 16-bit RGB(A) TIFF, read with tifffile; Pillow's mode says
     which extra sample is alpha (RGBA) and which are not (RGB)."""
     if not is_installed("tifffile"):
