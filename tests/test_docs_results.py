@@ -27,7 +27,7 @@ def _p50_ms(report: dict, label: str) -> float:
 
 def test_the_amx_half_precision_block_quotes_its_reports():
     b16, b1 = (json.loads((RESULTS / "xeon-amx-h200host" / f).read_text()) for f in ("half-b16.json", "half.json"))
-    text = _section("docs/benchmarks.md", "**OpenVINO CPU on AMX**", "With batch-8 engines")
+    text = _section("docs/benchmarks.md", "**OpenVINO CPU on AMX**", "Other backends and ISA classes")
     for head, label in (("OpenVINO f32", "ov-f32"), ("**OpenVINO bf16, split**", "ov-bf16"),
                         ("OpenVINO bf16, whole graph", "ov-bf16-whole")):
         want = []
