@@ -99,6 +99,3 @@ class GraphedRollout:
                 g.noise[:, :noise.shape[1]].copy_(noise)      # batch-major rows: the first n tiles'
             g.replay()
         return tuple(o[:n].clone() for o in g.outputs)
-
-    def release(self) -> None:
-        self.graph = None
