@@ -108,8 +108,15 @@ def test_fingerprint_fields() -> None:
     assert set(fp["backends"]) == set(runtimes.BACKENDS) and "torch" in fp["tools"]
 
 
+def _idle(report: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a report as if run on an idle machine: a busy one is a merge warning of its own."""
+    r = copy.deepcopy(report)
+    r["host"]["load_average"] = r["host"]["load_average_end"] = None
+    return r
+
+
 def test_merge_table_plot_and_schema_refusal(report: dict[str, Any], tmp_path: Path) -> None:
-    a, b = copy.deepcopy(report), copy.deepcopy(report)
+    a, b = _idle(report), _idle(report)
     b["label"] = "jetson-orin (MAXN)"
     pa, pb = write_json(tmp_path / "a.json", a), write_json(tmp_path / "b.json", b)
     merged = merge_reports([pa, pb])
@@ -126,7 +133,7 @@ def test_merge_table_plot_and_schema_refusal(report: dict[str, Any], tmp_path: P
     assert len(again["reports"]) == 3
     assert {r["device"] for r in again["rows"]} == {a["label"], f"{a['label']} #2", "jetson-orin (MAXN)"}
     # one device reporting two models is one device: no suffix
-    c = copy.deepcopy(report)
+    c = _idle(report)
     c["model"]["name"] = "d16-random"
     two = merge_reports([pa, write_json(tmp_path / "c.json", c)])
     assert {(r["device"], r["model"]) for r in two["rows"]} == {(a["label"], a["model"]["name"]),
@@ -427,6 +434,32 @@ def test_summary_says_when_no_engine_ran_rather_than_that_none_was_faithful():
     assert summary_lines(unfaithful) == ["No engine reached 99% token agreement with PyTorch eager."]
 
 
+def test_a_busy_machine_is_detected_and_a_multi_thread_run_on_it_is_called_flattering():
+    from alignvar_edge.bench.host import shared_load
+    from alignvar_edge.bench.render import summary_lines
+    cpu = {"usable_cores": 2}
+    assert shared_load({"cpu": cpu, "load_average": [0.3, 0.2, 0.1], "load_average_end": [0.9, 0.5, 0.2]}) is None
+    assert shared_load({"cpu": cpu, "load_average": None}) is None
+    # a two-thread run on an idle machine is its own load: not shared
+    assert shared_load({"cpu": cpu, "load_average": [1.6, 0.5, 0.2], "load_average_end": [2.1, 0.9, 0.4],
+                        "own_load": 1.85}) is None
+    busy = shared_load({"cpu": cpu, "load_average": [0.4, 0.2, 0.1], "load_average_end": [3.35, 1.0, 0.5],
+                        "own_load": 1.2})
+    assert busy == {"start": 0.4, "end": 3.35, "own": 1.2, "others": 2.15, "cores": 2}
+    # a report written before `own_load`: the averages as they are
+    old = shared_load({"cpu": cpu, "load_average": [1.5, 0.2, 0.1], "load_average_end": [0.9, 0.5, 0.2]})
+    assert old == {"start": 1.5, "end": 0.9, "own": None, "others": 1.5, "cores": 2}
+    ran = [{"label": "ort", "kind": "engine", "status": "ok"}]
+    report = {"summary": {"min_token_agreement": 0.99, "shared_load": busy}, "model": {"tile": {"hr": 64}},
+              "engines": ran}
+    two = summary_lines({**report, "settings": {"threads": 2}})[-1]
+    assert two.startswith("Caution: the machine was shared (1-min load average 0.4 at the start, 3.35 at the "
+                          "end, 1.2 of it the run's own, on 2 usable cores)")
+    assert "ran 2 threads" in two and "--threads 1" in two
+    one = summary_lines({**report, "settings": {"threads": 1}})[-1]
+    assert one.startswith("Caution:") and "ratios of interleaved subjects hold" in one and "--threads" not in one
+
+
 def test_merge_warns_on_settings_of_reports_that_share_a_label_and_not_on_a_default_given(tmp_path: Path) -> None:
     a = json.loads((DOC_REPORT.parents[1] / "epyc-avx512bf16-2core" / "shared-condition-b16.json").read_text())
     assert a["settings"]["image_lr"] and a["model"]["tile"]["lr"] == 16
@@ -441,6 +474,23 @@ def test_merge_warns_on_settings_of_reports_that_share_a_label_and_not_on_a_defa
     assert any("different models" in w for w in warned)
     threads = [w for w in warned if w.startswith("setting 'threads' differs")]
     assert threads and f"({'d16-random'})={a['settings']['threads'] + 3}" in threads[0], warned
+
+
+def test_merge_names_a_skipped_image_timing_once_and_a_busy_multi_thread_report(tmp_path: Path) -> None:
+    a = json.loads((DOC_REPORT.parents[1] / "epyc-avx512bf16-2core" / "shared-condition-b16.json").read_text())
+    a["host"]["cpu"]["usable_cores"] = 2
+    a["host"]["load_average"], a["host"]["load_average_end"] = [0.1, 0.1, 0.1], [0.2, 0.1, 0.1]
+    b = copy.deepcopy(a)
+    b["label"] = "busy"
+    b["settings"].update(threads=2, image_lr=None, image_runs=None, image_overlap=None)
+    b["host"]["load_average_end"] = [2.4, 1.0, 0.5]
+    warned = merge_reports([write_json(tmp_path / "a.json", a), write_json(tmp_path / "b.json", b)])["warnings"]
+    assert not any(w.startswith(("setting 'image_lr'", "setting 'image_runs'", "setting 'image_overlap'"))
+                   for w in warned), warned
+    assert "busy did not time whole images (--image-size): those cells stay empty" in warned
+    busy = [w for w in warned if w.startswith("busy ran on a shared machine")]
+    assert busy and "2.4 at the end" in busy[0] and "at 2 threads" in busy[0] and "--threads 1" in busy[0]
+    assert not any(w.startswith(f"{a['label']} ran on a shared machine") for w in warned)
 
 
 def test_gpu_report_says_slower_when_slower_than_the_paper() -> None:

@@ -74,6 +74,31 @@ def fingerprint(with_backends: bool = True) -> dict[str, Any]:
     return fp
 
 
+def shared_load(fp: dict[str, Any]) -> dict[str, Any] | None:
+    """The load of other work a run shared its machine with, where it was heavy enough to inflate its
+    times: the 1-min load average at the end (`load_average_end`, set by the bench) less the run's own
+    busy threads (`own_load`), above half the usable cores. Reports without `own_load` (older ones)
+    take the start and end averages as they are. None on an idle machine or without a load average."""
+    start, end, own = fp.get("load_average"), fp.get("load_average_end"), fp.get("own_load")
+    cores = (fp.get("cpu") or {}).get("usable_cores")
+    if not (start and cores):
+        return None
+    # the start is not used with `own_load`: the minute before may be this process's own build work
+    others = max(0.0, end[0] - own) if end and own is not None else max(start[0], (end or [0])[0])
+    if others <= 0.5 * cores:
+        return None
+    return {"start": start[0], "end": end[0] if end else None, "own": own, "others": round(others, 2),
+            "cores": cores}
+
+
+def load_words(load: dict[str, Any]) -> str:
+    """`shared_load`'s result in words, the same in every report, table and warning."""
+    end = load["end"] if load["end"] is not None else "?"
+    own = f", {load['own']} of it the run's own" if load.get("own") is not None else ""
+    return (f"1-min load average {load['start']} at the start, {end} at the end{own}, "
+            f"on {load['cores']} usable cores")
+
+
 def short_label(fp: dict[str, Any]) -> str:
     """A default device label for tables: Jetson model, else GPU, else CPU model and cores."""
     if fp.get("jetson") and fp["jetson"].get("model"):

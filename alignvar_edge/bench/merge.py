@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from alignvar_edge.bench.host import load_words, shared_load
 from alignvar_edge.bench.render import _cell, _md_table, _plain_log_ticks, _save, engine_rows, pyplot
 from alignvar_edge.bench.schema import SCHEMA, SCHEMA_VERSION, ReportSchemaError, read_report
 from alignvar_edge.manifest import default_overlap
@@ -72,14 +73,36 @@ def merge_warnings(parts: list[dict[str, Any]]) -> list[str]:
         if differ:
             out.append(f"model {name} comes from different weights ({'; '.join(sources)}): fidelity and "
                        "speed-ups are not comparable across these reports")
-    for key in _COMPARED_SETTINGS:
+    def who(r: dict[str, Any]) -> str:
         # one entry per report: two reports may share a device label (different models)
-        seen = [(f"{r['label']} ({r['model']['name']})" if len(models) > 1 else r["label"], _setting(r, key))
-                for r in parts]
+        return f"{r['label']} ({r['model']['name']})" if len(models) > 1 else r["label"]
+
+    for key in _COMPARED_SETTINGS:
+        seen = [(who(r), _setting(r, key)) for r in parts]
+        timed = {repr(v) for _, v in seen if v is not None}
+        if key in _TIMING_SETTINGS and len(timed) <= 1:
+            continue              # only a timing some reports skipped: one line below, not one per setting
         if len({repr(v) for _, v in seen}) > 1:
             out.append(f"setting '{key}' differs: " + ", ".join(f"{k}={v}" for k, v in seen)
                        + "; re-run with the same settings for like-for-like rows")
+    for key, what, flag in (("image_lr", "whole images", "--image-size"),
+                            ("folder_images", "folders", "--folder-images")):
+        skipped = [who(r) for r in parts if _setting(r, key) is None]
+        if skipped and len(skipped) < len(parts):
+            out.append(f"{', '.join(skipped)} did not time {what} ({flag}): those cells stay empty")
+    for r in parts:
+        load = shared_load(r["host"])
+        if load:
+            threads = (r.get("settings") or {}).get("threads")
+            busy = isinstance(threads, int) and threads > 1
+            out.append(f"{who(r)} ran on a shared machine ({load_words(load)})"
+                       + (f" at {threads} threads: its ratios against eager PyTorch are flattered; "
+                          "re-run it with --threads 1" if busy else ": its absolute times are inflated"))
     return out
+
+
+# settings of the whole-image and folder timings: None where a report did not time them
+_TIMING_SETTINGS = ("image_lr", "image_runs", "image_overlap", "folder_images", "folder_lr")
 
 
 def _setting(report: dict[str, Any], key: str) -> Any:

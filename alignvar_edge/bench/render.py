@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from alignvar_edge.bench.host import load_words
 from alignvar_edge.errors import InputError
 
 __all__ = ["all_cores_line", "engine_rows", "plot_report", "pyplot", "report_markdown", "terminal_table"]
@@ -219,7 +220,19 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
                    f"i.e. at most {s['fp32_bound_speedup']:.2f}x eager for an fp32 engine on this machine.")
     if s.get("target_verdict"):
         out.append(f"Speed-up target {s['target_speedup']:g}x: {s['target_verdict']}.")
+    if s.get("shared_load"):
+        out.append(_shared_line(s["shared_load"], threads))
     return out
+
+
+def _shared_line(load: dict[str, Any], threads: Any) -> str:
+    """A caution under a run whose machine was busy: its ratios are only as fair as its thread count."""
+    line = f"Caution: the machine was shared ({load_words(load)})"
+    if isinstance(threads, int) and threads > 1:
+        # eager PyTorch's OpenMP barriers stall when threads outnumber free cores: every engine looks faster
+        return line + (f" and ran {threads} threads: the ratios against eager PyTorch are flattered. "
+                       "Re-run with --threads 1 for ratios that hold.")
+    return line + ": absolute times are inflated; the ratios of interleaved subjects hold."
 
 
 def _whole_line(title: str, timing: dict[str, Any], threads: Any) -> str:

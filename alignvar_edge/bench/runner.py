@@ -27,6 +27,7 @@ from alignvar_edge.bench.fidelity import bicubic_tiles, fidelity
 from alignvar_edge.bench.image import (FOLDER_LR, IMAGE_LR, IMAGE_RUNS, PER_RUN, engine_shape, folder_call,
                                        folder_geometry, folder_lrs, folder_summary, image_call, image_geometry,
                                        image_summary, photo_lr)
+from alignvar_edge.bench.host import load_words, shared_load
 from alignvar_edge.bench.memory import PeakRSS, traced_peak_mb
 from alignvar_edge.bench.schema import SCHEMA, SCHEMA_VERSION
 from alignvar_edge.bench.stats import latency_summary
@@ -335,6 +336,7 @@ def run_bench(engines: Sequence[str], reference: Any = None, options: BenchOptio
         raise InputError(f"--staged '{opts.staged}' is not a directory; pass a staged export "
                          "(`alignvar-edge export --graph staged`)")
     host = fingerprint()
+    own_start = (time.process_time(), time.perf_counter())
     threads = int(opts.threads or host["cpu"].get("usable_cores") or os.cpu_count() or 1)
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -407,6 +409,8 @@ def run_bench(engines: Sequence[str], reference: Any = None, options: BenchOptio
                 timings["ort_staged"] = staged_ort_times(opts.staged, lr, opts.profile_runs, threads)
             profile = stage_profile(flops, timings)
         host["load_average_end"] = host.get("load_average") and [round(x, 2) for x in os.getloadavg()]
+        # the run's own share of that load: its CPU seconds per second (threads actually busy)
+        host["own_load"] = round((time.process_time() - own_start[0]) / (time.perf_counter() - own_start[1]), 2)
 
         peak = in_run_peak(peak, m.gemm_ms, gemm_flops)
         mp = config.hr_size ** 2 / 1e6
@@ -429,6 +433,7 @@ def run_bench(engines: Sequence[str], reference: Any = None, options: BenchOptio
 
     from alignvar_edge.model.checkpoint import weights_sha256
     summary = _summary(entries, opts, flops_total, peak["gflops"])
+    summary["shared_load"] = shared_load(host)
     groups = flop_groups(flops)
     report: dict[str, Any] = {
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "kind": "bench",
@@ -599,11 +604,9 @@ def _notes(host: dict[str, Any], entries: list[dict[str, Any]]) -> list[str]:
              "batch of tiles) above the RSS before it; load_rss_mb the RSS growth when the engine was opened "
              "(the first engine of a runtime also pays for loading its library); python_heap_peak_mb is "
              "tracemalloc (host-side numpy buffers only, not runtime-native memory)."]
-    la, lb = host.get("load_average"), host.get("load_average_end")
-    cores = (host.get("cpu") or {}).get("usable_cores")
-    if la and cores and max(la[0], (lb or [0])[0]) > 0.5 * cores:
-        notes.append(f"The machine was shared: 1-min load average {la[0]} at start, "
-                     f"{lb[0] if lb else '?'} at the end, on {cores} usable cores; absolute times are "
+    shared = shared_load(host)
+    if shared:
+        notes.append(f"The machine was shared: {load_words(shared)}; absolute times are "
                      "inflated, ratios between interleaved subjects are the robust figures. With more "
                      "runnable threads than cores, multi-threaded runs also measure contention (PyTorch's "
                      "OpenMP barriers suffer most): compare with --threads 1.")

@@ -6,13 +6,16 @@ A report (kind "bench") is one run on one device:
     kind               "bench" | "merged"
     created            ISO-8601 UTC
     label              device label for tables (default from the host fingerprint)
-    host               fingerprint (bench/host.py): CPU model, cores, ISA, OS, GPU/Jetson, backends
+    host               fingerprint (bench/host.py): CPU model, cores, ISA, OS, GPU/Jetson, backends;
+                       load_average / load_average_end (1-min, 5, 15 at the start and the end) and
+                       own_load (the run's CPU seconds per second): other work = end - own_load
     model              name, source, weights_sha256 (the state-dict hash engine manifests record; merge
                        compares it), tile geometry, parameters per component, FLOPs per tile
     settings           runs, warmup, threads, tiles, batch, interleaving, inputs
     peak               measured fp32 GEMM peak (bench/peak.py)
     engines            list of engine entries (below), baselines included
-    summary            best engine vs PyTorch eager, fidelity gate, target verdict
+    summary            best engine vs PyTorch eager, fidelity gate, target verdict; shared_load
+                       (other work on the machine, when it was over half the cores) or null
     profile            where the time goes: FLOPs and measured time per stage
     notes              free-text caveats
 An engine entry always has label, backend, kind ("engine" | "baseline"), status
