@@ -208,6 +208,34 @@ def test_an_export_named_where_an_engine_is_wanted_says_to_build_one(ort_dir, ex
     assert report["summary"]["failed"] == {"onnxruntime-fp32#2": failed["reason"]}
 
 
+def test_a_device_report_records_its_own_load_and_merges_with_a_host_report_in_one_line(ort_dir, tmp_path):
+    """Merged with a host's report, a device report (no PyTorch, engines one at a time) is said to be
+    one in one line, not as a difference in every setting only the host records."""
+    import copy
+    import json
+
+    from alignvar_edge.bench.device import bench_engine_dir
+    from alignvar_edge.bench.merge import merge_reports
+    from alignvar_edge.bench.schema import write_json
+    device = bench_engine_dir([str(ort_dir)], runs=2, warmup=0, threads=1, label="phone")
+    host = device["host"]
+    assert host["load_average_end"] is not None and 0 < host["own_load"] < 4
+    root = Path(__file__).resolve().parent.parent
+    pc = json.loads((root / "docs" / "results" / "epyc-avx512bf16-2core" / "shared-condition-b16.json").read_text())
+    pc["model"] = copy.deepcopy(device["model"])            # the same model: only the settings differ
+    for r in (pc, device):
+        r["host"]["load_average"] = r["host"]["load_average_end"] = None
+    pc["settings"].update({k: device["settings"][k] for k in ("threads", "runs", "warmup", "duration_s")})
+    warned = merge_reports([write_json(tmp_path / "pc.json", pc), write_json(tmp_path / "d.json", device)])["warnings"]
+    assert [w for w in warned if "device report" in w] == [
+        "phone: device report(s), engines checked against their golden outputs without PyTorch, one at a "
+        "time: no eager, peak, whole-image or PSNR-vs-HR cells"]
+    assert not any(w.startswith("setting ") or "did not time" in w for w in warned), warned
+    device["settings"]["runs"] = pc["settings"]["runs"] + 1            # a setting both record still differs
+    warned = merge_reports([write_json(tmp_path / "pc.json", pc), write_json(tmp_path / "d.json", device)])["warnings"]
+    assert any(w.startswith("setting 'runs' differs") for w in warned), warned
+
+
 def test_golden_outputs_come_from_the_checkpoint_when_the_export_names_one(tmp_path, ort_dir):
     from alignvar_edge.errors import ArtifactError
     from alignvar_edge.model.checkpoint import resolve_checkpoint_dir

@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from alignvar_edge.bench.schema import SCHEMA, SCHEMA_VERSION
+from alignvar_edge.bench.host import OwnLoad, shared_load
+from alignvar_edge.bench.schema import DEVICE_REFERENCE, SCHEMA, SCHEMA_VERSION
 from alignvar_edge.bench.stats import latency_summary, summary_from_percentiles
 from alignvar_edge.manifest import Manifest, ModelInfo, load_verified
 from alignvar_edge.errors import ArtifactError, InputError
@@ -61,7 +62,7 @@ def _report(manifest: Manifest | None, engines: list[dict[str, Any]], settings: 
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "kind": "bench",
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "label": label or short_label(host), "host": host, "model": _model_block(manifest),
-        "settings": {**settings, "min_token_agreement": min_tokens, "reference": "golden outputs"},
+        "settings": {**settings, "min_token_agreement": min_tokens, "reference": DEVICE_REFERENCE},
         "peak": {"gflops": None, "method": "not measured (device report)"},
         "engines": engines,
         "summary": {"eager_p50_ms_per_tile": None, "min_token_agreement": min_tokens,
@@ -69,7 +70,7 @@ def _report(manifest: Manifest | None, engines: list[dict[str, Any]], settings: 
                     "unavailable": {e["label"]: e["reason"] for e in engines if e["status"] == "unavailable"},
                     "failed": {e["label"]: e["reason"] for e in engines if e["status"] == "failed"},
                     "best_cpu": None, "target_speedup": None, "target_met": None,
-                    "fp32_bound_ms_per_tile": None},
+                    "fp32_bound_ms_per_tile": None, "shared_load": shared_load(host)},
         "profile": None,
         "notes": notes,
     }
@@ -110,6 +111,7 @@ def bench_engine_dir(engines: list[str], runs: int = 20, warmup: int = 3, thread
             raise InputError("the device bench times engine directories against their golden outputs; "
                              "name at least one (bicubic is a baseline of the bench with PyTorch)")
     host = _host()
+    own = OwnLoad()
     threads = int(threads or (host["cpu"] or {}).get("usable_cores") or os.cpu_count() or 1)
     entries, first = [], None
     taken: set[str] = set()
@@ -154,6 +156,7 @@ def bench_engine_dir(engines: list[str], runs: int = 20, warmup: int = 3, thread
                      meets_fidelity=bool(fid["vs_reference"]["token_agreement"] >= min_token_agreement))
         finally:
             sub.engine.close()
+    own.record(host)
     settings = {"runs": runs, "duration_s": duration, "warmup": warmup, "threads": threads, "fidelity_tiles": None,
                 "images": None, "interleaved": False}
     return _report(first, entries, settings, label, host, min_token_agreement, [_NOTE])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
+import time
 from typing import Any
 
 from alignvar_edge.cpuinfo import cpu_info, probe_command, probe_file
@@ -74,28 +75,39 @@ def fingerprint(with_backends: bool = True) -> dict[str, Any]:
     return fp
 
 
+class OwnLoad:
+    """Started with a run: `record` writes the load average at its end and the run's own busy threads
+    (CPU seconds per second) into the fingerprint, which `shared_load` tells apart."""
+
+    def __init__(self) -> None:
+        self._cpu, self._wall = time.process_time(), time.perf_counter()
+
+    def record(self, fp: dict[str, Any]) -> None:
+        fp["load_average_end"] = fp.get("load_average") and [round(x, 2) for x in os.getloadavg()]
+        fp["own_load"] = round((time.process_time() - self._cpu) / (time.perf_counter() - self._wall), 2)
+
+
 def shared_load(fp: dict[str, Any]) -> dict[str, Any] | None:
     """The load of other work a run shared its machine with, where it was heavy enough to inflate its
-    times: the 1-min load average at the end (`load_average_end`, set by the bench) less the run's own
-    busy threads (`own_load`), above half the usable cores. Reports without `own_load` (older ones)
-    take the start and end averages as they are. None on an idle machine or without a load average."""
+    times: the 1-min load average at the end (`load_average_end`) less the run's own busy threads
+    (`own_load`), above half the usable cores. Reports without `own_load` (older ones) take the start
+    and end averages as they are. None on an idle machine, or where no run was timed here (an
+    imported trtexec log) or the OS gives no load average."""
     start, end, own = fp.get("load_average"), fp.get("load_average_end"), fp.get("own_load")
     cores = (fp.get("cpu") or {}).get("usable_cores")
-    if not (start and cores):
+    if not (start and end and cores):
         return None
     # the start is not used with `own_load`: the minute before may be this process's own build work
-    others = max(0.0, end[0] - own) if end and own is not None else max(start[0], (end or [0])[0])
+    others = max(0.0, end[0] - own) if own is not None else max(start[0], end[0])
     if others <= 0.5 * cores:
         return None
-    return {"start": start[0], "end": end[0] if end else None, "own": own, "others": round(others, 2),
-            "cores": cores}
+    return {"start": start[0], "end": end[0], "own": own, "others": round(others, 2), "cores": cores}
 
 
 def load_words(load: dict[str, Any]) -> str:
     """`shared_load`'s result in words, the same in every report, table and warning."""
-    end = load["end"] if load["end"] is not None else "?"
     own = f", {load['own']} of it the run's own" if load.get("own") is not None else ""
-    return (f"1-min load average {load['start']} at the start, {end} at the end{own}, "
+    return (f"1-min load average {load['start']} at the start, {load['end']} at the end{own}, "
             f"on {load['cores']} usable cores")
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from alignvar_edge.bench.host import load_words, shared_load
 from alignvar_edge.bench.render import _cell, _md_table, _plain_log_ticks, _save, engine_rows, pyplot
-from alignvar_edge.bench.schema import SCHEMA, SCHEMA_VERSION, ReportSchemaError, read_report
+from alignvar_edge.bench.schema import DEVICE_REFERENCE, SCHEMA, SCHEMA_VERSION, ReportSchemaError, read_report
 from alignvar_edge.manifest import default_overlap
 
 __all__ = ["lineup", "merge_markdown", "merge_reports", "merge_warnings", "plot_merged"]
@@ -77,8 +77,12 @@ def merge_warnings(parts: list[dict[str, Any]]) -> list[str]:
         # one entry per report: two reports may share a device label (different models)
         return f"{r['label']} ({r['model']['name']})" if len(models) > 1 else r["label"]
 
+    hosts = [r for r in parts if not _device_report(r)]
     for key in _COMPARED_SETTINGS:
-        seen = [(who(r), _setting(r, key)) for r in parts]
+        # a device report has only the timing settings, where it records them (trtexec's: none)
+        seen = [(who(r), _setting(r, key)) for r in hosts] + [
+            (who(r), _setting(r, key)) for r in parts
+            if _device_report(r) and key in _DEVICE_SETTINGS and _setting(r, key) is not None]
         timed = {repr(v) for _, v in seen if v is not None}
         if key in _TIMING_SETTINGS and len(timed) <= 1:
             continue              # only a timing some reports skipped: one line below, not one per setting
@@ -87,9 +91,13 @@ def merge_warnings(parts: list[dict[str, Any]]) -> list[str]:
                        + "; re-run with the same settings for like-for-like rows")
     for key, what, flag in (("image_lr", "whole images", "--image-size"),
                             ("folder_images", "folders", "--folder-images")):
-        skipped = [who(r) for r in parts if _setting(r, key) is None]
-        if skipped and len(skipped) < len(parts):
+        skipped = [who(r) for r in hosts if _setting(r, key) is None]
+        if skipped and len(skipped) < len(hosts):
             out.append(f"{', '.join(skipped)} did not time {what} ({flag}): those cells stay empty")
+    devices = [who(r) for r in parts if _device_report(r)]
+    if devices and hosts:
+        out.append(f"{', '.join(devices)}: device report(s), engines checked against their golden outputs "
+                   "without PyTorch, one at a time: no eager, peak, whole-image or PSNR-vs-HR cells")
     for r in parts:
         load = shared_load(r["host"])
         if load:
@@ -99,6 +107,14 @@ def merge_warnings(parts: list[dict[str, Any]]) -> list[str]:
                        + (f" at {threads} threads: its ratios against eager PyTorch are flattered; "
                           "re-run it with --threads 1" if busy else ": its absolute times are inflated"))
     return out
+
+
+# the settings a device report (`bench --no-reference`, `bench trtexec`) has
+_DEVICE_SETTINGS = ("threads", "runs", "duration_s", "warmup")
+
+
+def _device_report(report: dict[str, Any]) -> bool:
+    return (report.get("settings") or {}).get("reference") == DEVICE_REFERENCE
 
 
 # settings of the whole-image and folder timings: None where a report did not time them

@@ -221,11 +221,11 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     if s.get("target_verdict"):
         out.append(f"Speed-up target {s['target_speedup']:g}x: {s['target_verdict']}.")
     if s.get("shared_load"):
-        out.append(_shared_line(s["shared_load"], threads))
+        out.append(shared_line(s["shared_load"], threads))
     return out
 
 
-def _shared_line(load: dict[str, Any], threads: Any) -> str:
+def shared_line(load: dict[str, Any], threads: Any) -> str:
     """A caution under a run whose machine was busy: its ratios are only as fair as its thread count."""
     line = f"Caution: the machine was shared ({load_words(load)})"
     if isinstance(threads, int) and threads > 1:

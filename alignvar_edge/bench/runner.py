@@ -27,7 +27,7 @@ from alignvar_edge.bench.fidelity import bicubic_tiles, fidelity
 from alignvar_edge.bench.image import (FOLDER_LR, IMAGE_LR, IMAGE_RUNS, PER_RUN, engine_shape, folder_call,
                                        folder_geometry, folder_lrs, folder_summary, image_call, image_geometry,
                                        image_summary, photo_lr)
-from alignvar_edge.bench.host import load_words, shared_load
+from alignvar_edge.bench.host import OwnLoad, load_words, shared_load
 from alignvar_edge.bench.memory import PeakRSS, traced_peak_mb
 from alignvar_edge.bench.schema import SCHEMA, SCHEMA_VERSION
 from alignvar_edge.bench.stats import latency_summary
@@ -336,7 +336,7 @@ def run_bench(engines: Sequence[str], reference: Any = None, options: BenchOptio
         raise InputError(f"--staged '{opts.staged}' is not a directory; pass a staged export "
                          "(`alignvar-edge export --graph staged`)")
     host = fingerprint()
-    own_start = (time.process_time(), time.perf_counter())
+    own = OwnLoad()
     threads = int(opts.threads or host["cpu"].get("usable_cores") or os.cpu_count() or 1)
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -408,9 +408,7 @@ def run_bench(engines: Sequence[str], reference: Any = None, options: BenchOptio
             if opts.staged:
                 timings["ort_staged"] = staged_ort_times(opts.staged, lr, opts.profile_runs, threads)
             profile = stage_profile(flops, timings)
-        host["load_average_end"] = host.get("load_average") and [round(x, 2) for x in os.getloadavg()]
-        # the run's own share of that load: its CPU seconds per second (threads actually busy)
-        host["own_load"] = round((time.process_time() - own_start[0]) / (time.perf_counter() - own_start[1]), 2)
+        own.record(host)
 
         peak = in_run_peak(peak, m.gemm_ms, gemm_flops)
         mp = config.hr_size ** 2 / 1e6

@@ -37,6 +37,8 @@ __all__ = ["SCHEMA", "SCHEMA_VERSION", "ReportSchemaError", "check_report", "rea
 
 SCHEMA = "alignvar-edge.bench"
 SCHEMA_VERSION = 1
+# settings.reference of a report made without PyTorch (`bench --no-reference`, `bench trtexec`)
+DEVICE_REFERENCE = "golden outputs"
 TOP_KEYS = ("schema", "schema_version", "kind", "created", "label", "host", "model", "settings",
             "peak", "engines", "summary")
 ENGINE_KEYS = ("label", "backend", "kind", "status", "reason")
