@@ -32,3 +32,8 @@ def __getattr__(name: str) -> Any:
         found = importlib.import_module(module)
         return found if attr is None else getattr(found, attr)
     raise AttributeError(f"module 'alignvar_edge' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    # the lazy names too, so that completion in a REPL or notebook offers them
+    return sorted({*globals(), *_API})

@@ -24,6 +24,8 @@ def test_top_level_names_are_the_documented_api() -> None:
     assert AlignVARConfig.from_preset("micro").lr_size == 8
     with pytest.raises(AttributeError):
         alignvar_edge.no_such_name  # noqa: B018
+    # completion offers the lazy names (dir() of a module lists only what is imported)
+    assert {"AlignVAR", "AlignVARConfig", "build", "export", "load", "__version__"} <= set(dir(alignvar_edge))
 
 
 def test_importing_the_package_and_its_config_needs_no_torch() -> None:
