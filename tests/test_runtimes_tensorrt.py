@@ -351,6 +351,42 @@ def test_build_script_runs_adopt_selftest_and_bench_with_a_stand_in_trtexec(kit,
     assert (tmp_path / "plain.work" / "model.engine").read_text() == "engine"
 
 
+def test_build_script_stops_on_a_broken_kit_before_building(kit, tmp_path):
+    """A kit copied in part or corrupted on the way stops in one line naming the file, before a
+    build that takes minutes on a Jetson (and whose engine nothing would check without alignvar-edge)."""
+    import shutil
+    env = {**_stand_in_trtexec(tmp_path), "PYTHON": "false"}
+    breaks = {"model.onnx": lambda d: (d / "model.onnx").write_bytes((d / "model.onnx").read_bytes()[:-1] + b"x"),
+              "golden.safetensors": lambda d: (d / "golden.safetensors").unlink(),
+              "manifest.json": lambda d: (d / "manifest.json").unlink()}
+    for name, damage in breaks.items():
+        broken = tmp_path / f"kit-{name}"
+        shutil.copytree(kit, broken)
+        damage(broken)
+        res = subprocess.run(["sh", str(broken / "build_on_device.sh")], capture_output=True, text=True, env=env)
+        assert res.returncode == 2 and res.stderr.count("\n") == 1 and name in res.stderr, (name, res.stderr)
+        assert "copy" in res.stderr and not list(tmp_path.glob(f"kit-{name}-*")), name      # trtexec never ran
+    assert "does not match its SHA-256" in subprocess.run(
+        ["sh", str(tmp_path / "kit-model.onnx" / "build_on_device.sh")], capture_output=True, text=True,
+        env=env).stderr
+
+
+def test_build_script_refuses_a_trtexec_of_another_tensorrt_major(kit, tmp_path):
+    """The kit's flags are TensorRT 10's: JetPack 6.0's trtexec (8.6) or a TensorRT 11 one is named
+    with what to do, before building."""
+    import os
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}", "PYTHON": "false"}
+    for code, version, hint in (("8601", "8.6.1", "JetPack 6.1 or 6.2"), ("110000", "11.0.0", "alignvar-edge build")):
+        (bindir / "trtexec").write_text(f'#!/bin/sh\necho "&&&& RUNNING TensorRT.trtexec [TensorRT v{code}] # trtexec $*"\n')
+        (bindir / "trtexec").chmod(0o755)
+        res = subprocess.run(["sh", str(kit / "build_on_device.sh"), "--out", str(tmp_path / "eng")],
+                             capture_output=True, text=True, env=env)
+        assert res.returncode == 2 and f"is TensorRT {version};" in res.stderr and hint in res.stderr, res.stderr
+        assert not (tmp_path / "eng.work").exists()
+
+
 def test_kit_carries_the_half_policy_as_layer_precisions(export, tmp_path):
     import onnx
 

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from alignvar_edge.errors import InputError
-from alignvar_edge.manifest import Manifest, input_contract
+from alignvar_edge.manifest import MANIFEST_FILE as MANIFEST, Manifest, input_contract
 from alignvar_edge.recipes import precisions
-from alignvar_edge.runtimes.tensorrt.plan import (CACHE as TIMING_CACHE, MAX_ARG, SCRIPT_FILE, TRTEXEC_FILE,
+from alignvar_edge.runtimes.golden import GOLDEN_FILE
+from alignvar_edge.runtimes.tensorrt.plan import (CACHE as TIMING_CACHE, MAX_ARG, ONNX, SCRIPT_FILE, TRTEXEC_FILE,
                                                   network_plan, precision_args, trtexec_command)
 
 README_FILE, LOG_FILE = "README.md", "trtexec.log"
@@ -118,8 +119,12 @@ def plan_of(manifest: Manifest) -> dict[str, Any] | None:
 
 
 def build_script(precision: str, kit_precision: str, workspace_mib: int | None, opt_level: int,
-                 f32_layers: list[str] | tuple[str, ...] = (), half_layers: list[str] | None = None) -> str:
-    """build_on_device.sh: POSIX sh, passes shellcheck (tests/test_runtimes_tensorrt.py)."""
+                 f32_layers: list[str] | tuple[str, ...] = (), half_layers: list[str] | None = None,
+                 checked: tuple[str, ...] = (ONNX,)) -> str:
+    """build_on_device.sh: POSIX sh, passes shellcheck (tests/test_runtimes_tensorrt.py). Before
+    anything else it checks the `checked` files (those it uses) against manifest.json's SHA-256
+    and trtexec's major version, so a broken copy or the wrong JetPack stops in one line rather
+    than after a long build."""
     flags = precision_flags(kit_precision, f32_layers, half_layers)
     cases = "\n".join(
         f"    {p}) FLAGS=\"{f}\" ;;" if not f.startswith("ERROR: ") else
@@ -197,8 +202,31 @@ if [ -d "$OUT" ] && [ "$(cd "$OUT" && pwd -P)" = "$(cd "$HERE" && pwd -P)" ]; th
 fi
 [ -n "$CACHE" ] || CACHE="$(dirname "$OUT")/{TIMING_CACHE}"
 WORK="$OUT.work"
+
+# the files this script uses, against the SHA-256 manifest.json records for them (its "files")
+sha256() {{
+    if command -v sha256sum >/dev/null 2>&1; then sha256sum "$1"; else shasum -a 256 "$1"; fi | cut -d' ' -f1
+}}
+[ -f "$HERE/{MANIFEST}" ] || die "{MANIFEST} is missing from $HERE: copy the whole kit directory again"
+for f in {" ".join(checked)}; do
+    [ -f "$HERE/$f" ] || die "$f is missing from $HERE: copy the whole kit directory again"
+    WANT=$(sed -n '/^  "files": {{/,/^  }}/s/^ *"'"$f"'": "\\([0-9a-f]\\{{64\\}}\\)".*/\\1/p' "$HERE/{MANIFEST}")
+    [ -n "$WANT" ] || die "{MANIFEST} in $HERE records no SHA-256 for $f: copy the whole kit directory again"
+    [ "$(sha256 "$HERE/$f")" = "$WANT" ] || die "$HERE/$f does not match its SHA-256 in {MANIFEST} (corrupt or partly copied): copy the kit again"
+done
+
 TRTEXEC=$(command -v trtexec || echo /usr/src/tensorrt/bin/trtexec)
 [ -x "$TRTEXEC" ] || die "trtexec not found: on JetPack it is /usr/src/tensorrt/bin/trtexec (sudo apt install tensorrt)"
+# the flags above are TensorRT 10's; trtexec names its version first ("[TensorRT v100300]": 10.3.0)
+V=$("$TRTEXEC" --help 2>&1 | sed -n 's/.*TensorRT\\.trtexec \\[TensorRT v\\([0-9][0-9]*\\)\\].*/\\1/p' | head -n 1)
+if [ -n "$V" ]; then
+    if [ "$V" -ge 100000 ]; then MAJOR=$((V / 10000)); MINOR=$((V / 100 % 100)); else MAJOR=$((V / 1000)); MINOR=$((V / 100 % 10)); fi
+    if [ "$MAJOR" -lt {JETPACK_TRT_MAJOR} ]; then
+        die "$TRTEXEC is TensorRT $MAJOR.$MINOR.$((V % 100)); this kit is for TensorRT {JETPACK_TRT_MAJOR} (JetPack 6.1 or 6.2; JetPack 6.0 has 8.6): upgrade JetPack"
+    elif [ "$MAJOR" -gt {JETPACK_TRT_MAJOR} ]; then
+        die "$TRTEXEC is TensorRT $MAJOR.$MINOR.$((V % 100)); this kit's flags are TensorRT {JETPACK_TRT_MAJOR}'s: build with 'alignvar-edge build $HERE --target tensorrt --precision $PRECISION', which plans for the TensorRT it finds"
+    fi
+fi
 mkdir -p "$WORK"
 
 echo "building $PRECISION${{DLA:+ on DLA core $DLA}} with $TRTEXEC (log: $WORK/{LOG_FILE})"
@@ -339,7 +367,10 @@ trtexec flags per precision for this kit (TensorRT 10):
 |---|---|
 {table}
 {why_f32}
-The script runs trtexec once to build the engine (reusing the timing cache
+The script first checks the kit: `model.onnx` and `golden.safetensors` against their SHA-256 in
+`manifest.json`, and that trtexec is TensorRT 10; a file missing or corrupt, or another TensorRT,
+stops it in one line that names the file or the version, before any build. It then runs trtexec
+once to build the engine (reusing the timing cache
 `{TIMING_CACHE}` beside the output, so later builds are faster) and to time it; then
 `alignvar-edge adopt` writes the engine directory (engine, manifest with the TensorRT version, GPU
 and DLA core, golden outputs), `alignvar-edge bench trtexec` turns trtexec's timing summary
@@ -402,7 +433,10 @@ def write_build_files(root: Path, manifest: Manifest, precision: str, kit_precis
     (root / TRTEXEC_FILE).write_text(" ".join(trtexec_command(plan, workspace_mib=workspace_mib, opt_level=opt_level,
                                                               dla_core=dla_core)) + "\n")
     script = root / SCRIPT_FILE
-    script.write_text(build_script(precision, kit_precision, workspace_mib, opt_level, f32_layers, half_layers))
+    # the files the script uses that this directory holds (a kit without golden outputs has none)
+    checked = tuple(f for f in (ONNX, GOLDEN_FILE) if (root / f).is_file())
+    script.write_text(build_script(precision, kit_precision, workspace_mib, opt_level, f32_layers, half_layers,
+                                   checked))
     script.chmod(0o755)
     (root / README_FILE).write_text(kit_readme(manifest, precision, kit_precision))
 
