@@ -430,6 +430,8 @@ def _bench(steps: list[Step], tmp: Path, reference: tuple[Any, str, ModelSource]
     for e in report["engines"]:                 # paths as they will be after the rename
         if e.get("path") and str(e["path"]).startswith(str(tmp)):
             e["path"] = str(Path(e["path"]).relative_to(tmp))
+        if e.get("reason"):                     # a kit's names the script to run on the device
+            e["reason"] = e["reason"].replace(str(tmp), str(opts.out))
     return report
 
 
