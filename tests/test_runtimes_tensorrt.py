@@ -199,7 +199,12 @@ def test_kit_readme_and_golden_describe_this_kit(kit, export):
                    "/usr/src/tensorrt/bin/trtexec --onnx=model.onnx --saveEngine=../my.engine $(sed ",
                    "| fp16 | `--fp16 --noTF32 --precisionConstraints=obey --layerPrecisions=<",
                    "layers stay fp32 (`--layerPrecisions`, listed in full in `build_on_device.sh`): token path",
-                   "`lr` float32 NCHW [1, 3, 8, 8], RGB in [0, 1]"):
+                   "`lr` float32 NCHW [1, 3, 8, 8], RGB in [0, 1]",
+                   # what to copy, the wheel where the index has none, what success prints, the hand-back
+                   "Copy this whole directory to the device", "python -m pip wheel --no-deps -w dist .",
+                   "pip install \"$(ls alignvar_edge-*.whl)[device]\" 'numpy<2' 'cuda-python>=12.6.1,<13'",
+                   "`RESULT    PASS` and ends with `done: engine directory <kit>-fp16, parity <kit>-fp16-selftest.json",
+                   "`report.json` of `alignvar-edge deploy`"):
         assert needle in text, needle
     assert "| int8 | not from this kit: TensorRT INT8 uses explicit Q/DQ" in text    # an fp32 export
     # the by-hand command's sed gives exactly the kit's precision flags, from trtexec.txt

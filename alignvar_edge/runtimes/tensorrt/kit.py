@@ -304,6 +304,10 @@ run it. TensorRT engines are specific to the TensorRT version and the GPU, so th
 there, not here. Written by `alignvar-edge build --target tensorrt`; the whole path is in
 `docs/jetson.md` of alignvar-edge.
 
+Copy this whole directory to the device (e.g. `scp -r KIT jetson:~/`, KIT being this directory);
+`build_on_device.sh` checks the files it uses against `manifest.json` before it builds, and the
+`alignvar-edge` verbs check every file the manifest lists.
+
 | file | what |
 |---|---|
 | `model.onnx` | the exported graph ({kit_precision}{', explicit Q/DQ' if kit_precision == 'int8' else ''}) |
@@ -342,6 +346,12 @@ pip install 'alignvar-edge[device]' 'numpy<2' 'cuda-python>=12.6.1,<13'
 python -c "import tensorrt, cuda.bindings.runtime; print(tensorrt.__version__)"
 ```
 
+pip needs the package index (numpy, Pillow, safetensors, ONNX Runtime and cuda-python have
+aarch64 wheels there). Where the index has no `alignvar-edge`, bring its wheel with the kit: on
+the host, in a checkout of alignvar-edge, `python -m pip wheel --no-deps -w dist .` (pure
+Python, about 6 MB); here, beside the copied `dist/alignvar_edge-*.whl`:
+`pip install "$(ls alignvar_edge-*.whl)[device]" 'numpy<2' 'cuda-python>=12.6.1,<13'`.
+
 - `--system-site-packages`: TensorRT's Python bindings are the Debian package
   `python3-libnvinfer`, installed for the system Python 3.10; PyPI's `tensorrt` wheels are not
   built for Jetson (L4T). The venv sees them, and everything else stays inside the venv.
@@ -377,7 +387,10 @@ and DLA core, golden outputs), `alignvar-edge bench trtexec` turns trtexec's tim
 into a bench report, and `alignvar-edge selftest --engine` checks the engine against the golden
 outputs (`RESULT PASS`: fp32 100% tokens and >= 50 dB; fp16/int8 >= 99% and 35/30 dB; its exit
 status, non-zero on FAIL, is the script's). Outputs, beside this kit by default: `<kit>-<precision>[-dlaN]/` (the
-engine directory), `...-selftest.json` and `...-report.json`.
+engine directory), `...-selftest.json` and `...-report.json`. A run that passes prints
+`RESULT    PASS` and ends with `done: engine directory <kit>-{precision}, parity <kit>-{precision}-selftest.json, bench
+report <kit>-{precision}-report.json`; without alignvar-edge installed the script builds and times only, and
+prints the commands that check the engine.
 
 DLA (`--dla-core N`): Orin AGX and NX have two DLA cores (0, 1), Orin Nano none. DLA runs fp16
 and int8 only; layers it cannot run (e.g. the argmax and gathers of the token rollout) fall back
@@ -393,8 +406,10 @@ python -c "from alignvar_edge import runtimes; from PIL import Image; \\
 
 ## 5. Hand the numbers back
 
-Copy `<kit>-{precision}-report.json` to the host and merge it with the host's reports:
-`alignvar-edge bench merge host-report.json <kit>-{precision}-report.json --md devices.md`.
+Copy `<kit>-{precision}-report.json` to the host and merge it there with any bench report of the
+same model (`report.json` of `alignvar-edge deploy`, or `alignvar-edge bench ... --out
+host-report.json`):
+`alignvar-edge bench merge host-report.json <kit>-{precision}-report.json --md devices.md --plot devices.png`.
 
 ## An engine built by hand
 
