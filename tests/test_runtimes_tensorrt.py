@@ -308,6 +308,21 @@ def test_adopt_a_hand_built_engine_and_import_its_timing(kit, tmp_path):
     assert "| tensorrt-fp16-dla0 | fp16 | 7.16 |" in md
 
 
+def test_the_jetson_guide_merges_with_a_host_report_of_the_bundled_weights():
+    """docs/jetson.md's `bench merge` example pairs the device report with a checked-in host report:
+    one of other weights would be merged under a 'different weights' warning."""
+    import json
+
+    from alignvar_edge import AlignVAR
+    from alignvar_edge.model.checkpoint import weights_sha256
+    repo = Path(__file__).parent.parent
+    line = next(ln for ln in (repo / "docs" / "jetson.md").read_text().splitlines()
+                if ln.startswith("alignvar-edge bench merge "))
+    model = json.loads((repo / line.split()[3]).read_text())["model"]
+    assert model["name"] == "alignvar-tiny"
+    assert model.get("weights_sha256") == weights_sha256(AlignVAR.from_pretrained("alignvar-tiny"))
+
+
 def _stand_in_trtexec(tmp_path: Path) -> dict[str, str]:
     """The environment with a `trtexec` on PATH that writes an engine file and prints a real-format
     log and its arguments (no TensorRT here)."""
