@@ -378,6 +378,7 @@ def test_build_script_stops_on_a_broken_kit_before_building(kit, tmp_path):
     env = {**_stand_in_trtexec(tmp_path), "PYTHON": "false"}
     breaks = {"model.onnx": lambda d: (d / "model.onnx").write_bytes((d / "model.onnx").read_bytes()[:-1] + b"x"),
               "golden.safetensors": lambda d: (d / "golden.safetensors").unlink(),
+              "trtexec.txt": lambda d: (d / "trtexec.txt").unlink(),          # adopt would refuse the kit
               "manifest.json": lambda d: (d / "manifest.json").unlink()}
     for name, damage in breaks.items():
         broken = tmp_path / f"kit-{name}"

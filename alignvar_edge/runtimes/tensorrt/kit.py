@@ -122,9 +122,9 @@ def build_script(precision: str, kit_precision: str, workspace_mib: int | None, 
                  f32_layers: list[str] | tuple[str, ...] = (), half_layers: list[str] | None = None,
                  checked: tuple[str, ...] = (ONNX,)) -> str:
     """build_on_device.sh: POSIX sh, passes shellcheck (tests/test_runtimes_tensorrt.py). Before
-    anything else it checks the `checked` files (those it uses) against manifest.json's SHA-256
-    and trtexec's major version, so a broken copy or the wrong JetPack stops in one line rather
-    than after a long build."""
+    anything else it checks every file manifest.json lists against its SHA-256 there (`checked`,
+    the files it reads itself, must be listed) and trtexec's major version, so a broken copy or
+    the wrong JetPack stops in one line rather than after a long build."""
     flags = precision_flags(kit_precision, f32_layers, half_layers)
     cases = "\n".join(
         f"    {p}) FLAGS=\"{f}\" ;;" if not f.startswith("ERROR: ") else
@@ -203,17 +203,22 @@ fi
 [ -n "$CACHE" ] || CACHE="$(dirname "$OUT")/{TIMING_CACHE}"
 WORK="$OUT.work"
 
-# the files this script uses, against the SHA-256 manifest.json records for them (its "files")
+# every file manifest.json lists (`adopt` verifies them all, after the build), against its SHA-256
 sha256() {{
     if command -v sha256sum >/dev/null 2>&1; then sha256sum "$1"; else shasum -a 256 "$1"; fi | cut -d' ' -f1
 }}
 [ -f "$HERE/{MANIFEST}" ] || die "{MANIFEST} is missing from $HERE: copy the whole kit directory again"
+LISTED=$(sed -n '/^  "files": {{/,/^  }}/s/^ *"\\([^"]*\\)": "\\([0-9a-f]\\{{64\\}}\\)".*/\\1 \\2/p' "$HERE/{MANIFEST}")
 for f in {" ".join(checked)}; do
-    [ -f "$HERE/$f" ] || die "$f is missing from $HERE: copy the whole kit directory again"
-    WANT=$(sed -n '/^  "files": {{/,/^  }}/s/^ *"'"$f"'": "\\([0-9a-f]\\{{64\\}}\\)".*/\\1/p' "$HERE/{MANIFEST}")
-    [ -n "$WANT" ] || die "{MANIFEST} in $HERE records no SHA-256 for $f: copy the whole kit directory again"
-    [ "$(sha256 "$HERE/$f")" = "$WANT" ] || die "$HERE/$f does not match its SHA-256 in {MANIFEST} (corrupt or partly copied): copy the kit again"
+    echo "$LISTED" | grep -q "^$f " || die "{MANIFEST} in $HERE lists no $f: copy the whole kit directory again"
 done
+while read -r f want; do
+    [ -n "$f" ] || continue
+    [ -f "$HERE/$f" ] || die "$f is missing from $HERE: copy the whole kit directory again"
+    [ "$(sha256 "$HERE/$f")" = "$want" ] || die "$HERE/$f does not match its SHA-256 in {MANIFEST} (corrupt or partly copied): copy the kit again"
+done <<EOF
+$LISTED
+EOF
 
 TRTEXEC=$(command -v trtexec || echo /usr/src/tensorrt/bin/trtexec)
 [ -x "$TRTEXEC" ] || die "trtexec not found: on JetPack it is /usr/src/tensorrt/bin/trtexec (sudo apt install tensorrt)"
@@ -377,9 +382,9 @@ trtexec flags per precision for this kit (TensorRT 10):
 |---|---|
 {table}
 {why_f32}
-The script first checks the kit: `model.onnx` and `golden.safetensors` against their SHA-256 in
-`manifest.json`, and that trtexec is TensorRT 10; a file missing or corrupt, or another TensorRT,
-stops it in one line that names the file or the version, before any build. It then runs trtexec
+The script first checks the kit: every file `manifest.json` lists against its SHA-256 there, and
+that trtexec is TensorRT 10; a file missing or corrupt, or another TensorRT, stops it in one line
+that names the file or the version, before any build. It then runs trtexec
 once to build the engine (reusing the timing cache
 `{TIMING_CACHE}` beside the output, so later builds are faster) and to time it; then
 `alignvar-edge adopt` writes the engine directory (engine, manifest with the TensorRT version, GPU
