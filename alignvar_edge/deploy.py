@@ -179,7 +179,7 @@ def _load_model(opts: DeployOptions) -> tuple[Any, str, ModelSource]:
 def deploy(opts: DeployOptions, log: Log | None = None, progress: Progress | None = None) -> DeployResult:
     """Run the whole pipeline into opts.out (see the module docstring)."""
     from alignvar_edge.bench.outputs import write_outputs
-    from alignvar_edge.manifest import artifact_dir, new_manifest, write_manifest
+    from alignvar_edge.manifest import artifact_dir, new_manifest, staged_as, write_manifest
     from alignvar_edge.export.onnx_export import export_onnx
 
     opts.validate()
@@ -200,7 +200,7 @@ def deploy(opts: DeployOptions, log: Log | None = None, progress: Progress | Non
         return time.perf_counter()
 
     batch_search: dict[str, Any] | None = None
-    with artifact_dir(out, force=opts.force) as tmp:
+    with artifact_dir(out, force=opts.force) as tmp, staged_as(tmp, out):
         if opts.export:
             t0 = stage(f"reuse the export {opts.export} (checked against the model, copied in)")
             export = _reuse_export(Path(opts.export), tmp / "export", model)

@@ -43,6 +43,7 @@ turns that sentence into a `ModelSource` once, here (`ModelSource.from_legacy`),
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import datetime as _dt
 import errno
@@ -253,6 +254,29 @@ class ModelInfo:
                    parameters=d.get("parameters") if isinstance(d.get("parameters"), Mapping) else None,
                    weights_sha256=d.get("weights_sha256") if isinstance(d.get("weights_sha256"), str) else None,
                    other={k: v for k, v in d.items() if k not in _MODEL_KEYS})
+
+
+# An artifact made in a staging directory and renamed into place (`deploy`) records the paths its
+# sources will have after the rename, not the staging ones, which are gone by then.
+_STAGED_AS: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar("staged_as", default=None)
+
+
+@contextlib.contextmanager
+def staged_as(staging: str | os.PathLike[str], final: str | os.PathLike[str]) -> Iterator[None]:
+    """Within it, `recorded_path` writes a path under `staging` as the same path under `final`."""
+    token = _STAGED_AS.set((str(staging), str(final)))
+    try:
+        yield
+    finally:
+        _STAGED_AS.reset(token)
+
+
+def recorded_path(path: str | os.PathLike[str]) -> str:
+    """A source's path as a manifest records it (see `staged_as`)."""
+    text, staged = str(path), _STAGED_AS.get()
+    if staged and (text == staged[0] or text.startswith(staged[0] + os.sep)):
+        return staged[1] + text[len(staged[0]):]
+    return text
 
 
 # ------------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from _runtime_fixtures import sharp_model
 from alignvar_edge import cli, runtimes
 from alignvar_edge.deploy import DeployOptions, deploy, plan
 from alignvar_edge.errors import ArtifactError, OutputExistsError
-from alignvar_edge.manifest import load_verified
+from alignvar_edge.manifest import load_verified, read_manifest
 
 
 def _opts(out: Path, export: Path, **kw: Any) -> DeployOptions:
@@ -50,6 +50,12 @@ def test_deploy_end_to_end(micro_export: Path, tmp_path: Path) -> None:
     if by["tensorrt-fp32"]["status"] == "unavailable":     # the kit's script where it lies after the rename
         assert f"`sh {kit}/build_on_device.sh`" in by["tensorrt-fp32"]["reason"]
         assert ".tmp-" not in (out / "report.md").read_text()
+    # every manifest names its sources where they lie after the rename, not in the staging directory
+    for m in out.rglob("manifest.json"):
+        assert ".deploy-" not in m.read_text(), m
+    if read_manifest(kit).tensorrt_kit:
+        assert read_manifest(kit).tensorrt_kit["source"] == str(out / "export")
+    assert read_manifest(out / "engines" / "onnxruntime-fp32").built_from.path == str(out / "export")
     manifest = load_verified(out)
     assert manifest.kind == "deploy" and manifest.parity["onnxruntime-fp32"]["meets_gate"] is True
     assert "report.json" in manifest.files and "engines/onnxruntime-fp32/model.onnx" in manifest.files

@@ -29,7 +29,7 @@ from alignvar_edge.export import onnx_io
 from alignvar_edge.export.onnx_export import check_graph, graph_io
 from alignvar_edge.export.staged import make_session
 from alignvar_edge.manifest import (Manifest, artifact_dir, check_out, listed_file, load_verified, new_manifest,
-                                    write_manifest)
+                                    recorded_path, write_manifest)
 from alignvar_edge.quantize.calibration.sets import (DEFAULT_TILES, DEFAULT_VALIDATION_TILES, CalibrationSet,
                                             TileSplit, model_config, whole_calls)
 from alignvar_edge.quantize.fp16 import to_fp16
@@ -319,7 +319,7 @@ def _write(src: Path, out: Path, m: Manifest, model: onnx.ModelProto, model_path
             "onnx", "onnx", "single", opts.precision, m.model, opset=m.opset,
             graphs={"model": {"file": "model.onnx", **graph_io(path)}},
             quantization={**quant, "target_runtime": opts.target}, calibration=cs.summary(), parity=parity,
-            extra={**m.graph_facts, "batch": batch, "source_artifact": str(src), "source_model_sha256": m.files.get(
+            extra={**m.graph_facts, "batch": batch, "source_artifact": recorded_path(src), "source_model_sha256": m.files.get(
                 model_path.name), "bytes": {"fp32": src_bytes, opts.precision: out_bytes,
                                            "ratio": round(out_bytes / max(src_bytes, 1), 4)},
                    "quantize_s": round(elapsed, 1), "external_data": external})

@@ -16,7 +16,7 @@ import numpy as np
 from alignvar_edge.errors import ArtifactError, CheckpointError, InputError
 from alignvar_edge.jsonsafe import dumps
 from alignvar_edge.manifest import (MANIFEST_FILE, BuiltFrom, Manifest, ModelInfo, listed_file, load_verified,
-                                    new_manifest, read_manifest, sha256_file)
+                                    new_manifest, read_manifest, recorded_path, sha256_file)
 from alignvar_edge.model.config import AlignVARConfig
 from alignvar_edge.runtimes.base import INPUT, SR, token_name
 
@@ -139,7 +139,7 @@ def engine_manifest(source: Manifest, source_dir: Path, backend: str, precision:
     """Manifest for an engine dir built from `source` (an export manifest)."""
     config = AlignVARConfig.from_dict(dict(source.config or {}))
     graphs = {"single": {"file": files.get("engine", ""), **graph_io(config, batch)}}
-    built = BuiltFrom(str(source_dir), source.backend, source.precision,
+    built = BuiltFrom(recorded_path(source_dir), source.backend, source.precision,
                       sha256_file(source_dir / MANIFEST_FILE) if (source_dir / MANIFEST_FILE).is_file() else None)
     ex = {"source": built.to_json(), "files": files, **source.graph_facts, **(extra or {})}
     fields.setdefault("opset", source.opset)

@@ -16,7 +16,8 @@ import numpy as np
 
 from alignvar_edge.errors import ArtifactError, BackendUnavailableError, InputError
 from alignvar_edge.lazy import lazy_import
-from alignvar_edge.manifest import Manifest, ModelInfo, ModelSource, load_verified, new_manifest, write_manifest
+from alignvar_edge.manifest import (Manifest, ModelInfo, ModelSource, load_verified, new_manifest, recorded_path,
+                                    write_manifest)
 from alignvar_edge.manifest import artifact_dir as staging_dir
 from alignvar_edge.runtimes.artifacts import checkpoint_dir, graph_io, is_checkpoint
 from alignvar_edge.runtimes.base import INPUT, SR, Backend, Engine, TensorSpec, token_name
@@ -131,7 +132,7 @@ class TorchBackend(Backend):
             m = new_manifest("engine", "torch", "eager", precision,
                              ModelInfo(name=str(artifact_dir), source=checkpoint_source(src), config=config.to_dict()),
                              graphs={"eager": {"file": WEIGHTS_FILE, **graph_io(config, -1)}},
-                             extra={"source": {"path": str(src)}, "device": device})
+                             extra={"source": {"path": recorded_path(src)}, "device": device})
             write_manifest(tmp, m)
         return out
 

@@ -40,7 +40,8 @@ from alignvar_edge.export.batch import default_batch
 from alignvar_edge.export.parity import compare
 from alignvar_edge.lazy import lazy_import
 from alignvar_edge.manifest import artifact_dir as staging_dir
-from alignvar_edge.manifest import Manifest, ModelInfo, ModelSource, listed_file, load_verified, new_manifest, write_manifest
+from alignvar_edge.manifest import (Manifest, ModelInfo, ModelSource, listed_file, load_verified, new_manifest,
+                                    recorded_path, write_manifest)
 from alignvar_edge.model.checkpoint import checkpoint_source, weights_sha256
 from alignvar_edge.runtimes.artifacts import checkpoint_dir, graph_io, validation_tiles
 from alignvar_edge.runtimes.base import INPUT, SR, Backend, Engine, TensorSpec, config_from_manifest, token_name
@@ -438,7 +439,7 @@ class CoreMLBackend(Backend):
                      "compute_precision_per_group": group_precision(precision, f32_groups),
                      "spec": checks, "ane_lint": lint, "image_input": image_input,
                      "user_defined_metadata": described,
-                     "source": {"path": str(src) if src else "in-memory model"},
+                     "source": {"path": recorded_path(src) if src else "in-memory model"},
                      "removed_passes": ["common::reduce_transposes"]}
             m = new_manifest("engine", self.name, "single", precision,
                              ModelInfo(name=str(artifact_dir) if src else config.name, config=config.to_dict(),

@@ -29,7 +29,7 @@ import numpy as np
 from alignvar_edge.errors import ArtifactError, BackendUnavailableError, InputError
 from alignvar_edge.lazy import lazy_import
 from alignvar_edge.manifest import artifact_dir as staging_dir
-from alignvar_edge.manifest import Manifest, listed_file, load_verified, new_manifest, write_manifest
+from alignvar_edge.manifest import Manifest, listed_file, load_verified, new_manifest, recorded_path, write_manifest
 from alignvar_edge.runtimes.artifacts import engine_manifest, single_graph
 from alignvar_edge.runtimes.base import (INPUT, SR, Backend, Engine, TensorSpec, input_roles,
                                          config_from_manifest, token_name)
@@ -399,7 +399,7 @@ class TensorRTBackend(Backend):
             # the layer lists once, in FP16_F32; the trtexec command that spells them out is trtexec.txt
             extra[FP16_F32] = f32
             extra["tensorrt_kit"] = {"precision": precision, "plan": plan_record(plan, f32), "built_here": False,
-                                     "reason": why or "kit requested", "source": str(src_dir)}
+                                     "reason": why or "kit requested", "source": recorded_path(src_dir)}
             m = new_manifest("onnx", src.backend or "onnx", src.graph or "single",
                              src.precision or "fp32", src.model, graphs=graphs,
                              opset=src.opset, quantization=src.quantization,
