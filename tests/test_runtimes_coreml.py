@@ -146,6 +146,11 @@ def test_image_input_when_asked(tmp_path):
     assert "coreml engine, fp16, device CPU_AND_NE" in text
     assert "target     deployment target iOS17, ML Program spec valid" in text
     assert "target     ANE lint info: fp32 x1 (fp32 tensors" in text
+    # its README: one 8-bit image tile per prediction, called as Xcode's generated class takes it
+    readme = (out / "README.md").read_text()
+    assert "| `lr` | input | image, RGB, 8 bits per channel (`CVPixelBuffer` / `CGImage`) | 8x8 pixels | 0..255" in readme
+    assert "One prediction takes one 8x8 tile." in readme and "AlignVARInput(lrWith: cgTile)" in readme
+    assert "info: `fp32` x1" in readme
 
 
 def test_half_policy_op_selector_keeps_f32_groups_fp32():
@@ -252,3 +257,41 @@ def test_compare_goes_on_past_an_engine_that_cannot_run_here(package, tmp_path, 
     engines = {e["engine"]: e for e in json.loads(report.read_text())["engines"]}
     assert engines["eng"]["unavailable"] and engines["eng"]["tiles_identical"] is None
     assert engines["ckpt"]["unavailable"] is None and engines["ckpt"]["tiles_identical"] == 1.0
+
+
+def test_package_readme_tells_an_app_developer_the_interface(package, tmp_path):
+    """README.md beside the package: I/O as the package declares it (tokens are Core ML int32,
+    not the Engine's int64), tiling, Swift and Python calls, compute units, the check on a Mac;
+    hashed like every file, so an edited README fails verification by name."""
+    import shutil
+
+    from alignvar_edge.errors import ArtifactError
+    from alignvar_edge.manifest import load_verified
+    out, _ = package
+    text = (out / "README.md").read_text()
+    m = load_verified(out)
+    assert "README.md" in m.files
+    d = _read_package(out).description
+    kinds = {o.name: o.type.multiArrayType.ArrayDataType.Name(o.type.multiArrayType.dataType).lower()
+             for o in [*d.input, *d.output]}
+    assert kinds["tokens_0"] == "int32" and kinds["sr"] == kinds["lr"] == "float32"
+    for name, kind in kinds.items():
+        shape = ", ".join(map(str, next(f for f in [*d.input, *d.output] if f.name == name).type.multiArrayType.shape))
+        assert f"| `{name}` | {'input' if name == 'lr' else 'output'} | MLMultiArray {kind} | ({shape})" in text, name
+    # the manifest's graph entry is the package's interface too
+    outs = {o["name"]: o["dtype"] for o in m.graphs["single"]["outputs"]}
+    assert outs["tokens_3"] == "int32" and outs["sr"] == "float32"
+    for needle in ("RGB planes in [0, 1]", "8x8 tiles overlapping by 2 px", "exactly x4",
+                   "compute units `CPU_AND_NE` (Swift `.cpuAndNeuralEngine`)", "Minimum deployment target iOS17",
+                   "config.computeUnits = .cpuAndNeuralEngine", "try sr.prediction(lr: lr)",
+                   "compute_units=ct.ComputeUnit.CPU_AND_NE", "alignvar-edge selftest --engine DIR",
+                   "alignvar-edge inspect DIR", "MLShapedArray<Float>(out.sr)", "per group: attention fp16"):
+        assert needle in text, needle
+    python = text.split("```python\n", 1)[1].split("```", 1)[0]
+    compile(python, "README.md", "exec")                  # the Python example is Python
+    assert "model.predict({'lr': lr})" in python and "np.random.rand(16, 3, 8, 8)" in python
+    broken = tmp_path / "broken"
+    shutil.copytree(out, broken)
+    (broken / "README.md").write_text(text.replace("CPU_AND_NE", "ALL"))
+    with pytest.raises(ArtifactError, match="README.md does not match its recorded SHA-256"):
+        load_verified(broken)

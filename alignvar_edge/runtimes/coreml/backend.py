@@ -43,11 +43,12 @@ from alignvar_edge.manifest import artifact_dir as staging_dir
 from alignvar_edge.manifest import (Manifest, ModelInfo, ModelSource, listed_file, load_verified, new_manifest,
                                     recorded_path, write_manifest)
 from alignvar_edge.model.checkpoint import checkpoint_source, weights_sha256
-from alignvar_edge.runtimes.artifacts import checkpoint_dir, graph_io, validation_tiles
+from alignvar_edge.runtimes.artifacts import checkpoint_dir, validation_tiles
 from alignvar_edge.runtimes.base import INPUT, SR, Backend, Engine, TensorSpec, config_from_manifest, token_name
 from alignvar_edge.runtimes.coreml.compress import compress
 from alignvar_edge.runtimes.coreml.ct import import_ct, quiet
 from alignvar_edge.runtimes.coreml.lint import ane_lint, validate_spec
+from alignvar_edge.runtimes.coreml.readme import README_FILE, package_readme
 from alignvar_edge.runtimes.golden import copy_golden
 
 PACKAGE = "model.mlpackage"
@@ -213,6 +214,14 @@ def convert(model: Any, precision: str = "fp16", compute_units: str = "CPU_AND_N
 METADATA_PREFIX = "com.alignvar-edge."
 
 
+def package_io(checks: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """The manifest's graph inputs and outputs as the package declares them (`validate_spec`'s
+    `io`): Core ML's types, so tokens are int32 there (the Engine widens them to int64)."""
+    io = checks["io"]
+    entry = {name: {"name": name, **f} for name, f in io.items()}
+    return {"inputs": [entry[n] for n in checks["inputs"]], "outputs": [entry[n] for n in checks["outputs"]]}
+
+
 def package_contract(config: Any, batch: int, image_input: bool) -> dict[str, Any]:
     """The package's own input contract: the float planes of every export, or with `image_input`
     one 8-bit RGB image that the model scales to [0, 1] itself."""
@@ -278,7 +287,7 @@ def _keep_f32(module: Any, f32_groups: frozenset[str], x: Any) -> list[str]:
 
     def narrow(_m: Any, _args: Any, out: Any) -> Any:
         return out.half() if torch.is_tensor(out) and out.is_floating_point() else out
-    candidates = [m for m in module.modules() if (kinds and isinstance(m, kinds)) or m is head]
+    candidates: list[Any] = [m for m in module.modules() if (kinds and isinstance(m, kinds)) or m is head]
     called: set[int] = set()
     probes = [m.register_forward_pre_hook(lambda m, _a: called.add(id(m))) for m in candidates]
     with torch.inference_mode():
@@ -445,12 +454,13 @@ class CoreMLBackend(Backend):
                              ModelInfo(name=str(artifact_dir) if src else config.name, config=config.to_dict(),
                                        source=checkpoint_source(src) if src else ModelSource.memory(),
                                        parameters=model.parameter_report(), weights_sha256=weights_sha256(model)),
-                             graphs={"single": {"file": PACKAGE, **graph_io(config, batch)}},
+                             graphs={"single": {"file": PACKAGE, **package_io(checks)}},
                              quantization=recipe, extra=extra)
             if proxy and precision != "fp32":
                 m.parity = fidelity_proxy(model, validation_tiles(config), precision, f32_groups)
             extra["golden"] = copy_golden(None, src, tmp) if src else None
             m.input_contract = package_contract(config, batch, image_input)
+            (tmp / README_FILE).write_text(package_readme(m, checks["io"], PACKAGE))
             write_manifest(tmp, m)
         return out
 

@@ -35,6 +35,10 @@ def validate_spec(spec: Any, config: Any, batch: int) -> dict[str, Any]:
                     [batch, 3, int(i.type.imageType.height), int(i.type.imageType.width)])
            for i in spec.description.input}
     outs = [o.name for o in spec.description.output]
+    # what an app receives, as the package declares it (Core ML's own types: tokens are int32)
+    io = {f.name: {"shape": list(f.type.multiArrayType.shape) if f.type.WhichOneof("Type") == "multiArrayType"
+                   else ins.get(f.name), "dtype": _feature_dtype(f)}
+          for f in [*spec.description.input, *spec.description.output]}
     want_in = {INPUT: [batch, 3, config.lr_size, config.lr_size]}
     want_out = [SR] + [token_name(k) for k in range(config.num_scales)]
     problems = []
@@ -51,8 +55,16 @@ def validate_spec(spec: Any, config: Any, batch: int) -> dict[str, Any]:
     for op in ops:
         counts[op.type] = counts.get(op.type, 0) + 1
     return {"valid": True, "specification_version": int(spec.specificationVersion),
-            "inputs": ins, "outputs": outs, "ops": len(ops),
+            "inputs": ins, "outputs": outs, "io": io, "ops": len(ops),
             "op_types": dict(sorted(counts.items(), key=lambda kv: -kv[1]))}
+
+
+def _feature_dtype(feature: Any) -> str:
+    """A feature's type in the package: float32, float16, int32 (multiarrays) or uint8 (an image)."""
+    if feature.type.WhichOneof("Type") == "imageType":
+        return "uint8"
+    arr = feature.type.multiArrayType
+    return str(arr.ArrayDataType.Name(arr.dataType)).lower()
 
 
 def ane_lint(spec: Any) -> list[dict[str, Any]]:

@@ -1,0 +1,169 @@
+"""README.md of a Core ML engine directory: what an app developer needs to use the package without
+reading our manifest, with this package's own names, shapes, dtypes and numbers (read from the
+package's spec and the manifest at build time, never from a template of another model)."""
+from __future__ import annotations
+
+from typing import Any
+
+from alignvar_edge.manifest import Manifest
+from alignvar_edge.recipes import recipe
+
+README_FILE = "README.md"
+
+__all__ = ["README_FILE", "package_readme"]
+
+_SWIFT_UNITS = {"CPU_AND_NE": ".cpuAndNeuralEngine", "ALL": ".all", "CPU_ONLY": ".cpuOnly",
+                "CPU_AND_GPU": ".cpuAndGPU"}
+
+
+def _io_rows(io: dict[str, dict[str, Any]], inputs: list[str], image: bool, scales: list[int],
+             tile: int, sr_tile: int) -> list[str]:
+    rows = ["| name | in/out | Core ML type | shape | values |", "|---|---|---|---|---|"]
+    for name, f in io.items():
+        shape = "(" + ", ".join(map(str, f["shape"])) + ")"
+        if name in inputs and image:
+            rows.append(f"| `{name}` | input | image, RGB, 8 bits per channel (`CVPixelBuffer` / `CGImage`) | "
+                        f"{tile}x{tile} pixels | 0..255, scaled by 1/255 inside the model |")
+        elif name in inputs:
+            rows.append(f"| `{name}` | input | MLMultiArray {f['dtype']} | {shape} NCHW | RGB planes in [0, 1] |")
+        elif name == "sr":
+            rows.append(f"| `{name}` | output | MLMultiArray {f['dtype']} | {shape} NCHW, {sr_tile}x{sr_tile} "
+                        "per tile | RGB in [0, 1] (clip before converting to 8 bits) |")
+        else:
+            k = int(name.rsplit("_", 1)[1])
+            p = scales[k] if k < len(scales) else 0
+            rows.append(f"| `{name}` | output | MLMultiArray {f['dtype']} | {shape} | codebook indices of "
+                        f"scale {k + 1}/{len(scales)} ({p}x{p}, row-major), for checks against the golden outputs |")
+    return rows
+
+
+def package_readme(m: Manifest, io: dict[str, dict[str, Any]], package: str) -> str:
+    """README.md for an engine directory holding `package` and described by `m` (before its
+    files are hashed); `io` is `validate_spec`'s features of the package."""
+    ex, c = m.extra, m.input_contract or {}
+    image = bool(ex.get("image_input"))
+    tile, overlap, scale, batch = int(c["tile"]), int(c["overlap"]), int(c["scale"]), int(ex["batch"])
+    sr_tile = tile * scale
+    cfg = m.config or {}
+    scales = [int(p) for p in cfg.get("patch_nums") or []]
+    units, target, precision = ex["compute_units"], ex["deployment_target"], m.precision
+    inputs = [n for n in io if n == "lr"]
+    gate = recipe("coreml", precision)
+    per_group = ", ".join(f"{g} {p}" for g, p in sorted((ex.get("compute_precision_per_group") or {}).items()))
+    lint = ex.get("ane_lint") or []
+    lint_lines = [f"- {f['level']}: `{f['rule']}` x{f['count']} ({f['why']}), e.g. "
+                  + ", ".join(f"`{o}`" for o in f["ops"][:3]) for f in lint] or ["- nothing flagged"]
+    golden = ex.get("golden") or None
+    parity = m.parity or {}
+    proxy = (f"tokens {parity['tokens']['overall']:.2%}, SR PSNR {parity['psnr_db']} dB; "
+             f"{parity.get('reference', 'proxy')}." if isinstance(parity.get("tokens"), dict) else
+             "none recorded for this precision.")
+    stride = tile - overlap
+    n128 = ((128 - tile + stride - 1) // stride + 1) ** 2
+    name = str(cfg.get("name", m.model.name))
+    lr_swift = ("let out = try sr.prediction(input: AlignVARInput(lrWith: cgTile))   "
+                f"// a {tile}x{tile} CGImage; gray is converted to RGB, alpha is ignored"
+                if image else
+                f"let lr = try MLMultiArray(shape: [{batch}, 3, {tile}, {tile}], dataType: .float32)\n"
+                f"// lr[[b, c, y, x] as [NSNumber]] = NSNumber(value: Float(pixel) / 255)   (c: 0 R, 1 G, 2 B)\n"
+                "let out = try sr.prediction(lr: lr)")
+    lr_py = (f"lr = Image.open('tile.png').convert('RGB')   # a {tile}x{tile} RGB PIL image" if image else
+             f"lr = np.random.rand({batch}, 3, {tile}, {tile}).astype(np.float32)   # RGB planes in [0, 1]")
+    files = ["| file | what |", "|---|---|",
+             f"| `{package}` | the Core ML model (ML Program); drag it into Xcode |",
+             "| `manifest.json` | everything on this page as data, and the SHA-256 of every file |"]
+    if golden:
+        files.append(f"| `{golden['file']}` | {golden['tiles']} LR tiles with the reference ({golden['reference']}) "
+                     "SR tiles and tokens |")
+    files.append(f"| `{README_FILE}` | this page |")
+    return "\n".join([
+        f"# AlignVAR x{scale} super-resolution for Core ML: {name}, {precision}",
+        "",
+        f"Built by alignvar-edge {m.tools.get('alignvar-edge', '?')} with coremltools "
+        f"{m.tools.get('coremltools', '?')}. Minimum deployment target {target} (ML Program). Built for the "
+        f"compute units `{units}` (Swift `{_SWIFT_UNITS.get(units, units)}`), {precision} "
+        f"({'weights compressed, ' if (m.quantization or {}).get('weights_only') else ''}computing in "
+        f"{ex.get('compute_precision', precision)}; per group: {per_group}).",
+        "",
+        "## Files",
+        "",
+        *files,
+        "",
+        "Check that nothing was lost or changed on the way (any OS): `alignvar-edge inspect DIR` verifies every "
+        "SHA-256 in `manifest.json` and names the file that is missing, altered or not listed. Without "
+        "alignvar-edge: `shasum -a 256` each file under this directory and compare with `files` in "
+        "`manifest.json`.",
+        "",
+        "## Inputs and outputs",
+        "",
+        *_io_rows(io, inputs, image, scales, tile, sr_tile),
+        "",
+        (f"One prediction takes one {tile}x{tile} tile." if image else
+         f"One prediction takes {batch} tiles: pad the last batch of an image by repeating a tile.")
+        + " Core ML may return arrays with padded strides: read them through `MLShapedArray<Float>(out.sr)` "
+        "(or `strides`), not the raw data pointer. The same facts are in the package's user-defined "
+        "metadata (keys `com.alignvar-edge.*`), which Xcode shows.",
+        "",
+        "## Whole images",
+        "",
+        f"Cut the LR image into {tile}x{tile} tiles overlapping by {overlap} px (start offsets 0, {stride}, "
+        f"{2 * stride}, ...; the last tile of a row or column aligned to the image edge; a side shorter than "
+        f"{tile} px mirror-padded), run them, and blend the {sr_tile}x{sr_tile} SR tiles with weights that are 1 "
+        "inside a tile and fall as sin² across the region shared with a neighbour (1 on the image's own "
+        f"edges), dividing by the summed weights. The result is exactly x{scale}. A 128x128 photo is {n128} tiles"
+        + ("." if image else f", {-(-n128 // batch)} predictions.")
+        + " Feed RGB: convert gray to RGB (and average the output's channels back), and upscale an alpha "
+        "channel separately (the alignvar-edge Engine resamples it bicubically).",
+        "",
+        "## Swift",
+        "",
+        "Rename `model.mlpackage` to the class name you want (e.g. `AlignVAR.mlpackage`) and add it to the "
+        "target; Xcode generates `AlignVAR`, `AlignVARInput` and `AlignVAROutput`.",
+        "",
+        "```swift",
+        "import CoreML",
+        "",
+        "let config = MLModelConfiguration()",
+        f"config.computeUnits = {_SWIFT_UNITS.get(units, '.all')}",
+        "let sr = try AlignVAR(configuration: config)",
+        lr_swift,
+        f"let srTiles = MLShapedArray<Float>(out.sr)          // ({1 if image else batch}, 3, {sr_tile}, {sr_tile})",
+        "let tokens0 = MLShapedArray<Int32>(out.tokens_0)    // only for checks against the golden outputs",
+        "```",
+        "",
+        "## Python on a Mac",
+        "",
+        "```python",
+        "import coremltools as ct",
+        "import numpy as np" if not image else "from PIL import Image",
+        "",
+        f"model = ct.models.MLModel('{package}', compute_units=ct.ComputeUnit.{units})",
+        lr_py,
+        "out = model.predict({'lr': lr})",
+        f"out['sr'].shape    # ({1 if image else batch}, 3, {sr_tile}, {sr_tile}), float32 RGB in [0, 1]",
+        "```",
+        "",
+        "Whole images with tiling and blending done for you (`pip install 'alignvar-edge[device,coreml]'`):",
+        "`alignvar_edge.load('DIR').upscale(image)` in Python, or "
+        "`alignvar-edge upscale photo.png photo-x4.png --engine DIR`.",
+        "",
+        "## Check it on the Mac",
+        "",
+        "`alignvar-edge selftest --engine DIR` (macOS, `pip install 'alignvar-edge[device,coreml]'`) runs "
+        + (f"the {golden['tiles']} golden tiles" if golden else "the golden tiles (this directory has none: "
+           "build from a checkpoint with golden outputs, such as `alignvar-tiny`)")
+        + f" through Core ML and compares them with the reference: it passes at >= {gate.tokens:.0%} of the "
+        f"tokens equal (all scales together; it prints each scale's) and SR PSNR >= {gate.psnr_db:g} dB, and times the package. `--device ALL` "
+        "(or `CPU_ONLY`, `CPU_AND_GPU`) tries other compute units. In an app, compare the `tokens_K` outputs "
+        "of the golden tiles with the golden file's tokens (the fraction equal is the token agreement).",
+        "",
+        f"Measured at build time, without Core ML: {proxy}",
+        "",
+        "## Neural Engine",
+        "",
+        "Ops the ANE lint expects to leave the Neural Engine (Xcode's Performance report or `MLComputePlan` "
+        "shows the real placement):",
+        "",
+        *lint_lines,
+        "",
+    ])
