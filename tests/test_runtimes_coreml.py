@@ -219,6 +219,14 @@ def test_selftest_engine_off_macos_says_built_only_like_selftest_backend(tmp_pat
     make_golden(ckpt)
     out = runtimes.build(ckpt, "coreml", out=tmp_path / "eng", proxy=False)
     assert (out / "golden.safetensors").is_file()
+    # the README spells out the golden file for an in-app check, as the file holds it
+    from safetensors.numpy import load_file
+    golden = load_file(str(out / "golden.safetensors"))
+    readme = (out / "README.md").read_text()
+    for name in ("lr", "sr", "tokens_K"):
+        a = golden["tokens_0" if name == "tokens_K" else name]
+        shape = "p²" if name == "tokens_K" else ", ".join(map(str, a.shape[1:]))
+        assert f"`{name}` {a.dtype} ({len(a)}, {shape})" in readme, name
     assert main(["selftest", "--engine", str(out)]) == 0
     text = capsys.readouterr().out
     assert "BUILT-ONLY" in text and "macOS only" in text

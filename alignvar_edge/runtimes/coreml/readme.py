@@ -73,8 +73,12 @@ def package_readme(m: Manifest, io: dict[str, dict[str, Any]], package: str) -> 
              f"| `{package}` | the Core ML model (ML Program); drag it into Xcode |",
              "| `manifest.json` | everything on this page as data, and the SHA-256 of every file |"]
     if golden:
-        files.append(f"| `{golden['file']}` | {golden['tiles']} LR tiles with the reference ({golden['reference']}) "
-                     "SR tiles and tokens |")
+        n = golden["tiles"]
+        # the golden file format (runtimes/golden.py), spelled out for a reader in Swift
+        files.append(f"| `{golden['file']}` | {n} LR tiles with the reference ({golden['reference']}) SR tiles and "
+                     f"tokens; safetensors (an 8-byte little-endian header length, a JSON header, raw little-endian "
+                     f"arrays): `lr` float32 ({n}, 3, {tile}, {tile}), `sr` float16 ({n}, 3, {sr_tile}, {sr_tile}), "
+                     f"`tokens_K` int32 ({n}, p²) |")
     files.append(f"| `{README_FILE}` | this page |")
     return "\n".join([
         f"# AlignVAR x{scale} super-resolution for Core ML: {name}, {precision}",
