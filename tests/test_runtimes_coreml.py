@@ -185,7 +185,10 @@ def test_target_os_and_compute_units_are_checked_first_and_taken(tmp_path, capsy
     assert "--threads applies to --target onnxruntime only" in capsys.readouterr().err
     assert main(["build", "alignvar-tiny", "--target", "coreml", "--calib", "builtin", "--out", str(tmp_path / "d")]) == 2
     assert "--calib applies to builds that calibrate in the backend" in capsys.readouterr().err
-    assert not any((tmp_path / n).exists() for n in "abcd")
+    # the package goes inside --out: a folder named like a package would not open in Xcode
+    assert main(["build", "alignvar-tiny", "--target", "coreml", "--out", str(tmp_path / "AlignVAR.mlpackage")]) == 2
+    assert "--out '" in (err := capsys.readouterr().err) and "is the engine directory, which holds model.mlpackage" in err
+    assert not any((tmp_path / n).exists() for n in [*"abcd", "AlignVAR.mlpackage"])
     # any case, through the Python API as through the CLI
     out = runtimes.build("in-memory", "coreml", out=tmp_path / "ios16", model=sharp_model("micro"),
                          target_os="ios16", device="cpu_only", proxy=False)

@@ -411,6 +411,11 @@ class CoreMLBackend(Backend):
         """Convert the checkpoint's rollout to an .mlpackage with validation and an ANE lint."""
         from alignvar_edge.model.alignvar import load_pretrained
         recipes.recipe(self.name, precision)     # an unknown precision: one line naming the known
+        if Path(out).suffix.lower() in (".mlpackage", ".mlmodel", ".mlmodelc"):
+            # Xcode would take the folder for a package and reject it: the package is inside
+            raise InputError(f"--out '{out}' is the engine directory, which holds {PACKAGE}, manifest.json, "
+                             f"README.md and the golden outputs; give it a plain folder name (e.g. coreml/tiny) "
+                             f"and rename {PACKAGE} when adding it to Xcode")
         compute_units = compute_units_named(device or opts.pop("compute_units", "CPU_AND_NE"))
         image_input = bool(opts.pop("image_input", False))
         # tiles per prediction (None: the model's default, see export/batch.py); an image input
