@@ -451,10 +451,17 @@ def new_manifest(kind: str, backend: str, graph: str, precision: str, model: Mod
     return Manifest(kind, backend, graph, precision, ModelInfo.from_json(model), **fields)
 
 
+def finder_litter(name: str) -> bool:
+    """Files macOS writes into any folder it shows or copies (Finder's .DS_Store, AppleDouble ._*
+    on non-Apple volumes): never part of an artifact, never opened, so neither hashed nor refused.
+    Without this an engine copied to a Mac and opened in Finder fails verification."""
+    return name == ".DS_Store" or name.startswith("._")
+
+
 def hash_files(root: Path) -> dict[str, str]:
-    """SHA-256 of every file under root except the manifest itself."""
+    """SHA-256 of every file under root except the manifest itself (and Finder's litter)."""
     return {p.relative_to(root).as_posix(): sha256_file(p)
-            for p in sorted(root.rglob("*")) if p.is_file() and p.name != MANIFEST_FILE}
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name != MANIFEST_FILE and not finder_litter(p.name)}
 
 
 def contract(tile: int, scale: int, batch: int | None, dtype: str = "float32") -> dict[str, Any]:
@@ -609,7 +616,7 @@ def verify_files(root: str | os.PathLike[str], manifest: Manifest | None = None)
         elif not isinstance(digest, str) or sha256_file(p) != digest:
             problems.append(f"{rel} does not match its recorded SHA-256 (truncated or edited)")
     on_disk = {p.relative_to(root).as_posix() for p in root.rglob("*")
-               if (p.is_file() or p.is_symlink()) and p.name != MANIFEST_FILE}
+               if (p.is_file() or p.is_symlink()) and p.name != MANIFEST_FILE and not finder_litter(p.name)}
     problems += [f"{rel} is not listed in {MANIFEST_FILE}" for rel in sorted(on_disk - set(files))]
     for name, entry in m.graphs.items():
         graph_file = entry.get("file") if isinstance(entry, dict) else None

@@ -322,3 +322,23 @@ def test_every_command_in_the_apple_doc_parses():
     parser = build_parser()
     for line in lines:
         parser.parse_args(shlex.split(line)[1:])
+
+
+def test_an_engine_opened_in_finder_still_verifies(package, tmp_path):
+    """Finder writes .DS_Store (and AppleDouble ._* files on other volumes) into a folder it
+    shows: the engine copied to a Mac must still pass `selftest --engine`; any other stray file
+    is still refused by name."""
+    import shutil
+
+    from alignvar_edge.errors import ArtifactError
+    from alignvar_edge.manifest import load_verified
+    out, _ = package
+    mac = tmp_path / "on-a-mac"
+    shutil.copytree(out, mac)
+    (mac / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (mac / "model.mlpackage" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (mac / "model.mlpackage" / "._Manifest.json").write_bytes(b"\0\5\26\7")
+    assert load_verified(mac).backend == "coreml"
+    (mac / "model.mlpackage" / "Data" / "notes.txt").write_text("not ours")
+    with pytest.raises(ArtifactError, match="model.mlpackage/Data/notes.txt is not listed in manifest.json"):
+        load_verified(mac)
