@@ -306,6 +306,23 @@ def test_adopt_a_hand_built_engine_and_import_its_timing(kit, tmp_path):
     write_json(tmp_path / "other.json", r)
     md = merge_markdown(merge_reports([rep, tmp_path / "other.json"]))
     assert "| tensorrt-fp16-dla0 | fp16 | 7.16 |" in md
+    # imported on a machine that is not the log's Orin: the report says so and keeps no CPU of its own
+    if "imported_by" in r["host"]:
+        assert r["label"] == "Orin (trtexec log)" and r["host"]["cpu"] == {}
+        assert r["host"]["gpus"] == [{"name": "Orin", "compute_capability": "8.7"}]
+        assert "- **Orin (trtexec log)**: Orin (compute capability 8.7), timed by trtexec there; its log imported on" in md
+
+
+def test_a_trtexec_log_read_on_its_own_device_keeps_that_machine(monkeypatch):
+    from alignvar_edge.bench import device
+    jetson = {"cpu": {"model": "ARMv8 Processor rev 1 (v8l)", "usable_cores": 6}, "os": {"platform": "Linux"},
+              "gpus": [], "jetson": {"model": "NVIDIA Jetson AGX Orin Developer Kit"}}
+    monkeypatch.setattr(device, "_host", lambda: dict(jetson))
+    here = device._trtexec_host("Orin", "8.7")
+    assert "imported_by" not in here and here["cpu"] == jetson["cpu"]
+    assert here["gpus"] == [{"name": "Orin", "compute_capability": "8.7"}]
+    elsewhere = device._trtexec_host("NVIDIA A100-SXM4-80GB", "8.0")
+    assert elsewhere["imported_by"]["cpu"] == jetson["cpu"] and elsewhere["cpu"] == {}
 
 
 def test_the_jetson_guide_merges_with_a_host_report_of_the_bundled_weights():

@@ -171,6 +171,22 @@ def _per_call(stats: dict[str, float]) -> dict[str, float]:
     return out
 
 
+def _trtexec_host(device: str | None, compute_capability: str | None) -> dict[str, Any]:
+    """The machine a trtexec log was timed on: this one where its GPU or Jetson is the log's device;
+    else only what the log says, with this machine's fingerprint kept as the one that imported it
+    (a log copied back to a workstation must not be reported as timed on the workstation's CPU)."""
+    here = _host()
+    if not device:
+        return here
+    gpu = [{"name": device, "compute_capability": compute_capability}]
+    names = [str(g.get("name") or "") for g in here.get("gpus") or []]
+    names.append(str((here.get("jetson") or {}).get("model") or ""))
+    if any(n and (device.lower() in n.lower() or n.lower() in device.lower()) for n in names):
+        return {**here, "gpus": here.get("gpus") or gpu}
+    return {"cpu": {}, "os": {"platform": "not recorded (timed by trtexec on the log's device)"}, "python": None,
+            "gpus": gpu, "jetson": None, "imported_by": here}
+
+
 def trtexec_report(log: str | os.PathLike[str], engine_dir: str | os.PathLike[str] | None = None,
                    label: str | None = None, batch: int | None = None) -> dict[str, Any]:
     """A bench report from a trtexec log; `engine_dir` (an engine dir or kit) gives the model,
@@ -206,9 +222,9 @@ def trtexec_report(log: str | os.PathLike[str], engine_dir: str | os.PathLike[st
              "device": (t.get("device") or "cuda") + dla, "artifact_bytes": None, "batch": b,
              "latency": lat, "memory": None, "fidelity": None, "build_parity": parity,
              "meets_fidelity": None if tokens is None else bool(tokens >= 0.99)}
-    host = _host()
-    if t.get("device") and not host.get("gpus"):
-        host["gpus"] = [{"name": t["device"], "compute_capability": t.get("compute_capability")}]
+    host = _trtexec_host(t.get("device"), t.get("compute_capability"))
+    if "imported_by" in host and not label:
+        label = f"{t['device']} (trtexec log)"
     settings = {"runs": None, "warmup": None, "threads": None, "fidelity_tiles": None, "images": None,
                 "interleaved": False, "trtexec": {k: t.get(k) for k in ("command", "tensorrt_version",
                                                                       "total_host_walltime_s", "status")}}

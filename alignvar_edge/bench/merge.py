@@ -96,8 +96,8 @@ def merge_warnings(parts: list[dict[str, Any]]) -> list[str]:
             out.append(f"{', '.join(skipped)} did not time {what} ({flag}): those cells stay empty")
     devices = [who(r) for r in parts if _device_report(r)]
     if devices and hosts:
-        out.append(f"{', '.join(devices)}: device report(s), engines checked against their golden outputs "
-                   "without PyTorch, one at a time: no eager, peak, whole-image or PSNR-vs-HR cells")
+        out.append(f"{', '.join(devices)}: device report(s), timed without PyTorch (engines one at a time, "
+                   "or trtexec): no eager, peak, whole-image or PSNR-vs-HR cells")
     for r in parts:
         load = shared_load(r["host"])
         if load:
@@ -128,6 +128,19 @@ def _setting(report: dict[str, Any], key: str) -> Any:
         # reports before the overlap used was recorded: None meant the default, a quarter tile
         return default_overlap(report["model"]["tile"]["lr"])
     return value
+
+
+def _machine_words(host: dict[str, Any]) -> str:
+    """Where a report was timed: the CPU, ISA and OS; for a trtexec log copied off its device, the
+    log's GPU and the machine that imported it."""
+    if "imported_by" in host:
+        gpu = (host.get("gpus") or [{}])[0]
+        cc = f" (compute capability {gpu['compute_capability']})" if gpu.get("compute_capability") else ""
+        by = (host["imported_by"].get("cpu") or {}).get("model") or "another machine"
+        return f"{gpu.get('name')}{cc}, timed by trtexec there; its log imported on {by}"
+    cpu = host.get("cpu") or {}
+    return (f"{cpu.get('model')}, {cpu.get('usable_cores')} cores, ISA {' '.join(cpu.get('isa') or []) or '–'}; "
+            f"{host['os']['platform']}")
 
 
 def lineup(merged: dict[str, Any], key: str = "img_mps") -> list[list[str]]:
@@ -161,10 +174,9 @@ def merge_markdown(merged: dict[str, Any], plot: str | None = None) -> str:
     lines = ["# alignvar-edge benchmarks across devices", "",
              f"{len(merged['reports'])} report(s), schema version {merged['schema_version']}.", ""]
     for r in merged["reports"]:
-        h, cpu = r["host"], r["host"].get("cpu") or {}
+        h = r["host"]
         best = (r["summary"] or {}).get("best_cpu")
-        lines.append(f"- **{r['label']}**: {cpu.get('model')}, {cpu.get('usable_cores')} cores, ISA "
-                     f"{' '.join(cpu.get('isa') or []) or '–'}; {h['os']['platform']}; peak "
+        lines.append(f"- **{r['label']}**: {_machine_words(h)}; peak "
                      f"{_cell('gflops', (r.get('peak') or {}).get('gflops'))} GFLOP/s; model {r['model']['name']}; "
                      f"{r['created']}"
                      + (f"; best CPU engine {best['label']} {best['speedup_vs_eager']:.2f}x eager" if best else ""))
