@@ -6,8 +6,8 @@ and `file_metadata` drops the orientation from the EXIF written back), and every
 produce ends up as RGB. 16-bit files keep their 16 bits where Pillow holds only 8 of them: gray+alpha
 and RGB(A) PNGs are decoded by Pillow's codec with other raw modes (`sixteen_bit.py`),
 RGB(A) TIFFs by tifffile. Saving is atomic and never clobbers a file
-silently; 16 bits stay 16 where the output format holds them (gray: PNG, TIFF; gray+alpha and
-RGB(A): PNG, written by `_write_png16`).
+silently; 16 bits stay 16 where the output format holds them (gray: PNG, TIFF; gray+alpha: PNG;
+RGB(A): PNG, and TIFF where tifffile is installed; written by `_write_png16` and `_write_tiff16`).
 """
 from __future__ import annotations
 
@@ -312,8 +312,9 @@ def save_image(
     """Write float RGB HxWx3 (or gray HxW) in [0,1], atomically; returns the path.
 
     The format follows the extension. ``bits=16`` writes 16 bits a sample where the format holds
-    them: gray to PNG and TIFF; gray+alpha, RGB and RGBA to PNG (to TIFF with a warning that they
-    are 8-bit, since Pillow cannot write them); everything else is 8-bit. ``icc_profile``,
+    them: gray to PNG and TIFF; gray+alpha to PNG; RGB and RGBA to PNG, and to TIFF through
+    tifffile (a TIFF of these is 8-bit, with a warning, where Pillow alone writes it: gray+alpha,
+    or colour without tifffile); everything else is 8-bit. ``icc_profile``,
     ``exif`` (bytes, as ``Image.Exif.tobytes`` gives) and ``dpi`` are written where the format
     holds them (PNG, JPEG, WebP, TIFF; WebP's DPI in its EXIF). ``input_path`` is the image the
     data came from: writing onto it is refused even with ``overwrite=True``, since a failed run
@@ -334,13 +335,16 @@ def save_image(
 
     rgb = _checked(rgb, alpha, path)
     sixteen = bits == 16 and fmt in _SIXTEEN_BIT_FORMATS
-    own_png = sixteen and (alpha is not None or rgb.ndim == 3)     # a layout Pillow has no 16-bit mode for
-    if own_png and fmt != "PNG":
-        layout = "colour" if rgb.ndim == 3 else "gray+alpha"
-        warnings.warn(f"Pillow cannot write 16-bit {layout} {fmt}: {path} is written with 8 bits; "
+    own = sixteen and (alpha is not None or rgb.ndim == 3)     # a layout Pillow has no 16-bit mode for
+    tiff16 = own and fmt == "TIFF" and rgb.ndim == 3 and sixteen_bit.can_write_rgb16_tiff()
+    if own and fmt != "PNG" and not tiff16:
+        warnings.warn(f"tifffile is not installed, so {path} is written with 8 bits a sample; install "
+                      "tifffile (pip install tifffile) or save it as .png to keep 16" if rgb.ndim == 3 else
+                      f"Pillow cannot write 16-bit gray+alpha {fmt}: {path} is written with 8 bits; "
                       "save it as .png to keep 16", stacklevel=2)
-        sixteen = own_png = False
-    img = None if own_png else _to_pil(rgb, alpha, sixteen)
+        sixteen = own = False
+    exif_tags = _tiff16_exif(exif, path) if tiff16 else None
+    img = None if own else _to_pil(rgb, alpha, sixteen)
     params = _metadata_params(fmt, icc_profile, exif, dpi)
     if fmt in ("JPEG", "WEBP"):
         params["quality"] = int(quality)
@@ -352,7 +356,9 @@ def save_image(
     try:
         try:
             with os.fdopen(fd, "wb") as f:
-                if img is None:
+                if tiff16:
+                    _write_tiff16(f, rgb, alpha, icc_profile, dpi, exif_tags)
+                elif img is None:
                     _write_png16(f, rgb, alpha, params)
                 else:
                     img.save(f, format=fmt, **params)
@@ -468,12 +474,41 @@ def _to_pil(rgb: np.ndarray, alpha: np.ndarray | None, sixteen: bool = False) ->
     return Image.fromarray(np.concatenate([planes, a8[..., None]], axis=2))
 
 
-def _write_png16(f: BinaryIO, rgb: np.ndarray, alpha: np.ndarray | None, params: dict[str, object]) -> None:
-    """A 16-bit gray+alpha, RGB or RGBA PNG (`png16.write`), converted to uint16 a strip at a time."""
+def _uint16_strips(rgb: np.ndarray, alpha: np.ndarray | None
+                   ) -> tuple[tuple[int, int, int], Callable[[int, int], np.ndarray]]:
+    """((height, width, samples a pixel), rows y0..y1 as uint16 samples, alpha last): what the
+    16-bit writers take, converted a strip at a time so that no full-size copy is made."""
     planes = [rgb if rgb.ndim == 3 else rgb[..., None]] + ([] if alpha is None else [np.asarray(alpha)[..., None]])
     size = (rgb.shape[0], rgb.shape[1], sum(p.shape[2] for p in planes))
-    png16.write(f, size, lambda y0, y1: np.concatenate([_to_uint16(p[y0:y1]) for p in planes], axis=2),
-                _png_metadata_chunks(params))
+    return size, lambda y0, y1: np.concatenate([_to_uint16(p[y0:y1]) for p in planes], axis=2)
+
+
+def _write_png16(f: BinaryIO, rgb: np.ndarray, alpha: np.ndarray | None, params: dict[str, object]) -> None:
+    """A 16-bit gray+alpha, RGB or RGBA PNG (`png16.write`)."""
+    png16.write(f, *_uint16_strips(rgb, alpha), _png_metadata_chunks(params))
+
+
+def _write_tiff16(f: BinaryIO, rgb: np.ndarray, alpha: np.ndarray | None, icc_profile: bytes | None,
+                  dpi: tuple[float, float] | None, exif: Image.Exif | None) -> None:
+    """A 16-bit RGB or RGBA TIFF (`sixteen_bit.write_rgb16_tiff`), in strips of about
+    `png16.STRIP_BYTES` as the PNGs are."""
+    size, strip = _uint16_strips(rgb, alpha)
+    rows = max(1, png16.STRIP_BYTES // (size[1] * 2 * size[2]))
+    sixteen_bit.write_rgb16_tiff(f, size, strip, rows, icc_profile, dpi, exif)
+
+
+def _tiff16_exif(exif: bytes | None, path: Path) -> Image.Exif | None:
+    """`exif` for a 16-bit colour TIFF: tifffile writes its first directory's text tags alone, so
+    a warning names what is left out (the Exif and GPS directories)."""
+    if not exif:
+        return None
+    tags = Image.Exif()
+    tags.load(exif)
+    if ExifTags.IFD.Exif in tags or ExifTags.IFD.GPSInfo in tags:
+        warnings.warn(f"{path}: a 16-bit TIFF is written by tifffile, which writes no Exif or GPS "
+                      "directory, so the input's camera settings and location are left out; save it "
+                      "as .png to keep them", stacklevel=3)
+    return tags
 
 
 def _png_metadata_chunks(params: dict[str, object]) -> bytes:

@@ -2,13 +2,14 @@
 
 Pillow decodes these layouts (its C codec unfilters PNG rows, interlaced ones too) but keeps one
 byte of each sample. The PNGs are decoded again with other raw modes of the same bits a pixel, so
-the codec hands over the bytes Pillow would drop; the TIFFs are read with tifffile, imported on
-first use. Writing those layouts is `png16.py`'s job.
+the codec hands over the bytes Pillow would drop; the TIFFs are read, and RGB(A) ones written
+(`write_rgb16_tiff`), with tifffile, imported on first use. Writing the PNGs is `png16.py`'s job.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeGuard
+from typing import BinaryIO, TypeGuard
 
 import numpy as np
 from PIL import ExifTags, Image, ImageFile, ImageOps, TiffImagePlugin
@@ -26,6 +27,8 @@ _LA16_RAWMODE = "LA;16B"
 # their low byte instead (`_png_rgb16_samples`)
 _RGB16_LOW_BYTE = {"RGB;16B": "RGB;16L", "RGBA;16B": "RGBA;16L"}
 _TIFF_BITS_PER_SAMPLE, _TIFF_RGB = 258, 2
+# TIFF's ASCII tags of the first directory that tifffile writes as they are (`write_rgb16_tiff`)
+_TIFF_TEXT_TAGS = (270, 271, 272, 305, 306, 315, 316, 33432)
 
 
 def is_la16(img: Image.Image) -> TypeGuard[ImageFile.ImageFile]:
@@ -143,3 +146,34 @@ def _upright(img: Image.Image, samples: np.ndarray) -> np.ndarray:
     index.info["exif"] = exif.tobytes()
     moved = np.asarray(ImageOps.exif_transpose(index))
     return samples.reshape(-1, channels)[moved]
+
+
+def can_write_rgb16_tiff() -> bool:
+    """Whether `write_rgb16_tiff` can run here: tifffile is optional (Pillow has no 16-bit RGB mode)."""
+    return is_installed("tifffile")
+
+
+def write_rgb16_tiff(f: BinaryIO, size: tuple[int, int, int], strip: Callable[[int, int], np.ndarray],
+                     rows: int, icc_profile: bytes | None = None, dpi: tuple[float, float] | None = None,
+                     exif: Image.Exif | None = None) -> None:
+    """A 16-bit RGB or RGBA TIFF (uncompressed, as Pillow writes the 8-bit ones) of `size` =
+    (height, width, 3 or 4: alpha last, straight), whose rows y0..y1 are `strip(y0, y1)` as uint16,
+    written `rows` rows a strip so that no full-size copy is made. `exif`'s text tags of the first
+    directory (camera, date, author, ...) are written; tifffile writes no Exif or GPS directory."""
+    height, width, channels = size
+    tags = exif if exif is not None else Image.Exif()
+    text = [(tag, "s", 0, value, True) for tag in _TIFF_TEXT_TAGS
+            if isinstance(value := tags.get(tag), str) and value]
+
+    def strips() -> Iterator[bytes]:
+        for y in range(0, height, rows):
+            yield np.ascontiguousarray(strip(y, min(y + rows, height)), "<u2").tobytes()
+    # strips from an iterator give tifffile no size to choose BigTIFF by: past 4 GB, it is needed
+    bigtiff = height * width * channels * 2 > 2**32 - 2**25
+    # named: tifffile takes a file's name from it, and one from os.fdopen has its descriptor there
+    with tifffile.FileHandle(f, name="result.tif") as handle:
+        tifffile.imwrite(handle, strips(), shape=size, dtype="<u2", byteorder="<", bigtiff=bigtiff,
+                         photometric="rgb", planarconfig="contig",
+                         extrasamples=["unassalpha"] if channels == 4 else None, rowsperstrip=rows,
+                         iccprofile=icc_profile, resolution=dpi, resolutionunit="inch" if dpi else None,
+                         metadata=None, software=False, extratags=text)

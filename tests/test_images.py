@@ -331,9 +331,47 @@ def test_16_bit_colour_is_written_as_a_16_bit_png_with_its_metadata(tmp_path: Pa
     carried = Image.Exif()
     carried.load(meta["exif"])
     assert carried[0x010F] == "a camera"
-    with pytest.warns(UserWarning, match=r"cannot write 16-bit colour TIFF: .*out\.tif .*as \.png"):
-        save_image(tmp_path / "out.tif", rgb, alpha, bits=16)
-    assert _read(tmp_path / "out.tif").mode == ("RGB" if channels == 3 else "RGBA")
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_16_bit_colour_is_written_as_a_16_bit_tiff_with_its_icc_and_dpi(tmp_path: Path, monkeypatch,
+                                                                       channels: int) -> None:
+    """It was written 8-bit with a warning naming .png. tifffile itself reads the file back; strips
+    of two rows here, so that the rows come from several strips."""
+    tifffile = pytest.importorskip("tifffile")
+    from PIL import ImageCms
+
+    from alignvar_edge import png16
+    monkeypatch.setattr(png16, "STRIP_BYTES", 2 * 11 * 2 * channels)
+    samples = np.random.default_rng(channels).integers(0, 65536, (9, 11, channels)).astype(np.uint16)
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x010F] = "a camera"                                       # Make: the first directory's
+    exif.get_ifd(0x8769)[0x829A] = 0.5                              # ExposureTime: the Exif directory's
+    rgb, alpha = samples[..., :3] / 65535, samples[..., 3] / 65535 if channels == 4 else None
+    with pytest.warns(UserWarning, match=r"out\.tif: .* no Exif or GPS directory, .*save it as \.png"):
+        save_image(tmp_path / "out.tif", rgb, alpha, bits=16, icc_profile=icc, exif=exif.tobytes(), dpi=(288.0, 288.0))
+    with tifffile.TiffFile(tmp_path / "out.tif") as tif:
+        page = tif.pages[0]
+        np.testing.assert_array_equal(page.asarray(), samples)
+        assert page.dtype == np.uint16 and page.photometric == 2 and len(page.dataoffsets) == 5
+        assert tuple(page.extrasamples) == ((2,) if channels == 4 else ())    # unassociated alpha
+        assert page.tags["InterColorProfile"].value == icc and page.tags["Make"].value == "a camera"
+        assert page.tags["XResolution"].value == (288, 1) and page.tags["ResolutionUnit"].value == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["out.tif"]           # no temporary file left
+
+
+def test_16_bit_colour_tiff_without_tifffile_is_8_bit_with_a_warning_naming_the_fix(tmp_path: Path,
+                                                                                    monkeypatch) -> None:
+    from alignvar_edge import sixteen_bit
+    monkeypatch.setattr(sixteen_bit, "is_installed", lambda name: name != "tifffile")
+    rgb = np.random.default_rng(3).random((5, 6, 3))
+    with pytest.warns(UserWarning, match=r"^tifffile is not installed, so \S*out\.tif is written with 8 bits a "
+                                         r"sample; install tifffile \(pip install tifffile\) or save it as \.png"):
+        save_image(tmp_path / "out.tif", rgb, bits=16)
+    out = _read(tmp_path / "out.tif")
+    assert out.mode == "RGB" and bits_per_sample(tmp_path / "out.tif") == 8
+    np.testing.assert_array_equal(np.asarray(out), np.round(rgb * 255))
 
 
 def test_a_16_bit_colour_tiff_keeps_every_bit_with_tifffile_and_is_refused_without(tmp_path: Path,
@@ -591,6 +629,9 @@ def upscaled(tmp_path_factory, one_torch_thread) -> tuple[Path, Path]:
     _png_la16(src / "gray-alpha16.png", *(rng.integers(0, 65536, (6, 7)).astype(np.uint16) for _ in range(2)))
     for name, channels in _COLOUR16:
         _png16(src / name, _colour16(channels), filters=(4, 3, 1, 2, 0))
+    if _has_tifffile():
+        import tifffile
+        tifffile.imwrite(src / "rgba16.tif", _colour16(4), photometric="rgb", extrasamples=["unassalpha"])
     _phone_photo(src / "phone.jpg")
     assert main(["upscale", str(src), str(dst), "--engine", "alignvar-tiny", "--quiet"]) == 0
     return src, dst
@@ -647,6 +688,21 @@ def test_upscale_writes_16_bit_colour_back_as_16_bit_colour(upscaled, name: str,
         alpha = np.round(np.clip(upscale_plane_bicubic(source[..., 3].astype(np.float32), 4), 0, 1) * 65535)
         assert np.abs(samples[..., 3] - alpha).max() <= 1
     assert (samples % 257 != 0).mean() > 0.5                    # finer steps than 8 bits carry
+
+
+def _has_tifffile() -> bool:
+    from alignvar_edge.lazy import is_installed
+    return is_installed("tifffile")
+
+
+def test_upscale_writes_a_16_bit_colour_tiff_back_as_16_bit_tiff(upscaled) -> None:
+    """It wrote 8 bits a sample and a warning: the TIFF result holds the samples of the PNG
+    result of the same picture, each read by its own reader (tifffile; the test's decoder)."""
+    tifffile = pytest.importorskip("tifffile")
+    with tifffile.TiffFile(upscaled[1] / "rgba16.tif") as tif:
+        samples = tif.pages[0].asarray()
+        assert tuple(tif.pages[0].extrasamples) == (2,)
+    np.testing.assert_array_equal(samples, _png16_samples(upscaled[1] / "rgba16.png")[1])
 
 
 def test_upscale_writes_a_phone_photo_upright_with_its_exif_and_4x_dpi(upscaled) -> None:
