@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, TypedDict
 
 import numpy as np
-from PIL import ExifTags, Image, ImageOps
+from PIL import ExifTags, Image, ImageOps, TiffImagePlugin
 
 from alignvar_edge import png16, sixteen_bit
 from alignvar_edge.errors import IMAGE_DECODE_ERRORS, InputError, OutputExistsError
@@ -227,6 +227,8 @@ _PER_INCH = {2: 1.0, 3: 2.54}
 def _dpi(img: Image.Image, exif: Image.Exif) -> tuple[float, float] | None:
     """Pillow's DPI of the file (PNG, JPEG, TIFF, BMP), else its EXIF resolution (WebP's only one)."""
     dpi = img.info.get("dpi")
+    if isinstance(img, TiffImagePlugin.TiffImageFile) and _X_RESOLUTION not in img.tag_v2:
+        dpi = None                        # Pillow's (1, 1) for a TIFF that gives none: 4 DPI written
     if dpi is None and _X_RESOLUTION in exif and _Y_RESOLUTION in exif:
         per_inch = _PER_INCH.get(exif.get(_RESOLUTION_UNIT, 2), 0.0)
         dpi = (float(exif[_X_RESOLUTION]) * per_inch, float(exif[_Y_RESOLUTION]) * per_inch)

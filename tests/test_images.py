@@ -180,6 +180,18 @@ def test_exif_and_dpi_are_carried_with_the_orientation_applied(tmp_path: Path) -
                                              288.0)
 
 
+def test_a_tiff_without_a_resolution_gets_none_not_4_dpi(tmp_path: Path) -> None:
+    """Pillow reports (1, 1) DPI for a TIFF with no resolution tags: its x4 result said 4 DPI, a
+    print 4 times the size of its input's on a 72 DPI default. A TIFF that gives one keeps it x4."""
+    Image.new("RGB", (3, 2)).save(tmp_path / "none.tif")
+    Image.new("RGB", (3, 2)).save(tmp_path / "given.tif", dpi=(300, 300))
+    assert file_metadata(tmp_path / "none.tif", 4)["dpi"] is None
+    assert file_metadata(tmp_path / "given.tif", 4)["dpi"] == pytest.approx((1200.0, 1200.0))
+    save_image(tmp_path / "out.tif", np.zeros((8, 12, 3)), **file_metadata(tmp_path / "none.tif", 4))
+    with Image.open(tmp_path / "out.tif") as out:
+        assert 282 not in out.tag_v2                                  # XResolution: none written
+
+
 def test_a_16_bit_gray_alpha_png_keeps_its_gray_profile(tmp_path: Path) -> None:
     """The profile is read from the header: Pillow's getexif decodes a PNG without EXIF first,
     and then the file looks like the 8-bit RGBA Pillow makes of it, which a gray profile does
