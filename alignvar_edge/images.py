@@ -318,7 +318,7 @@ def save_image(
     tifffile (a TIFF of these is 8-bit, with a warning, where Pillow alone writes it: gray+alpha,
     or colour without tifffile); everything else is 8-bit. ``icc_profile``,
     ``exif`` (bytes, as ``Image.Exif.tobytes`` gives) and ``dpi`` are written where the format
-    holds them (PNG, JPEG, WebP, TIFF; WebP's DPI in its EXIF). ``input_path`` is the image the
+    holds them (PNG, JPEG, WebP, TIFF; WebP's DPI in its EXIF; BMP's DPI alone). ``input_path`` is the image the
     data came from: writing onto it is refused even with ``overwrite=True``, since a failed run
     would destroy the source.
     """
@@ -399,6 +399,8 @@ _METADATA_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF")
 
 def _metadata_params(fmt: str, icc_profile: bytes | None, exif: bytes | None,
                      dpi: tuple[float, float] | None) -> dict[str, object]:
+    if fmt == "BMP":                      # its print size alone (else Pillow's 96 DPI is written)
+        return {"dpi": dpi} if dpi else {}
     if fmt not in _METADATA_FORMATS:
         return {}
     params = {"icc_profile": icc_profile, "dpi": dpi,

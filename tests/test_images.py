@@ -192,6 +192,14 @@ def test_a_tiff_without_a_resolution_gets_none_not_4_dpi(tmp_path: Path) -> None
         assert 282 not in out.tag_v2                                  # XResolution: none written
 
 
+def test_a_bmp_keeps_its_dpi_x4(tmp_path: Path) -> None:
+    """A BMP result was written at Pillow's 96 DPI whatever the input's: a print 4 times as big."""
+    Image.new("RGB", (3, 2)).save(tmp_path / "in.bmp", dpi=(150, 150))
+    save_image(tmp_path / "out.bmp", np.zeros((8, 12, 3)), **file_metadata(tmp_path / "in.bmp", 4))
+    with Image.open(tmp_path / "out.bmp") as out:
+        assert out.info["dpi"] == pytest.approx((600.0, 600.0), rel=1e-3)   # whole dots a metre
+
+
 def test_a_16_bit_gray_alpha_png_keeps_its_gray_profile(tmp_path: Path) -> None:
     """The profile is read from the header: Pillow's getexif decodes a PNG without EXIF first,
     and then the file looks like the 8-bit RGBA Pillow makes of it, which a gray profile does
