@@ -379,13 +379,15 @@ def save_image(
 
 def output_format(path: str | os.PathLike[str], alpha: bool = False) -> str:
     """The Pillow format an output path's extension asks for, refused where it cannot hold the
-    image (alpha in JPEG or BMP): known before any work is done on the image."""
+    image (alpha in JPEG or BMP): known before any work is done on the image. Only the formats
+    of `IMAGE_EXTENSIONS`: Pillow's others change the result (GIF: 256 colours; ICO: at most
+    256 px a side) or refuse it once it is made (XBM: 1 bit)."""
     path = Path(path)
     fmt = Image.registered_extensions().get(path.suffix.lower())
-    if fmt is None or fmt not in Image.SAVE:
+    if path.suffix.lower() not in IMAGE_EXTENSIONS or fmt is None or fmt not in Image.SAVE:
         raise InputError(
-            f"cannot tell the image format of {path} from its extension; "
-            f"use one of {', '.join(IMAGE_EXTENSIONS)}"
+            f"cannot write {path}: results are written as {', '.join(IMAGE_EXTENSIONS)}, chosen by "
+            "the extension; give the output one of those"
         )
     if alpha and fmt in _NO_ALPHA_FORMATS:
         raise InputError(f"{fmt} cannot store transparency; save {path.name} as .png or .webp")

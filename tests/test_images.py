@@ -541,6 +541,19 @@ def test_save_is_atomic_and_refuses_overwrite(tmp_path: Path) -> None:
     assert sorted(os.listdir(tmp_path)) == ["out.png"]
 
 
+@pytest.mark.parametrize("name", ["out.gif", "out.ico", "out.xbm", "out.pdf", "out", "out.txt"])
+def test_an_output_in_another_format_is_refused_before_any_work(tmp_path: Path, name: str) -> None:
+    """Pillow's other formats were written: GIF cut the result to 256 colours, ICO shrank an
+    8000x32 result to 32x1, XBM failed once the model had run; all silently but the last."""
+    from alignvar_edge.images import output_format
+    with pytest.raises(InputError, match=rf"^cannot write \S*{name}: results are written as \.png, \.jpg, "
+                                         r".*\.tiff, chosen by the extension; give the output one of those$"):
+        output_format(tmp_path / name)
+    with pytest.raises(InputError, match="results are written as"):
+        save_image(tmp_path / name, np.zeros((2, 3, 3)))
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_failed_save_leaves_no_temp_file(tmp_path: Path) -> None:
     with pytest.raises(InputError):
         save_image(tmp_path / "a.jpg", np.zeros((4, 4, 3)), alpha=np.ones((4, 4)))
