@@ -330,6 +330,8 @@ def save_image(
         raise InputError(
             f"refusing to write the result onto its own input {path}; choose another output path"
         )
+    if path.is_dir():                    # os.replace would fail once the work is done, naming the temp file
+        raise InputError(f"output path {path} is a folder; move it away or choose an image file path")
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path} already exists; pass --force (overwrite=True) to replace it")
     if not path.parent.is_dir():

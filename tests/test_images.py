@@ -554,6 +554,14 @@ def test_an_output_in_another_format_is_refused_before_any_work(tmp_path: Path, 
     assert list(tmp_path.iterdir()) == []
 
 
+def test_save_onto_a_folder_is_refused_in_one_line(tmp_path: Path) -> None:
+    """With overwrite=True it wrote the temporary file, then failed on it: "….tmp: Is a directory"."""
+    (tmp_path / "out.png").mkdir()
+    with pytest.raises(InputError, match=r"^output path \S*out\.png is a folder; move it away"):
+        save_image(tmp_path / "out.png", np.zeros((2, 3, 3)), overwrite=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["out.png"] and not any((tmp_path / "out.png").iterdir())
+
+
 def test_failed_save_leaves_no_temp_file(tmp_path: Path) -> None:
     with pytest.raises(InputError):
         save_image(tmp_path / "a.jpg", np.zeros((4, 4, 3)), alpha=np.ones((4, 4)))
@@ -721,6 +729,25 @@ def test_upscale_writes_16_bit_colour_back_as_16_bit_colour(upscaled, name: str,
         alpha = np.round(np.clip(upscale_plane_bicubic(source[..., 3].astype(np.float32), 4), 0, 1) * 65535)
         assert np.abs(samples[..., 3] - alpha).max() <= 1
     assert (samples % 257 != 0).mean() > 0.5                    # finer steps than 8 bits carry
+
+
+def test_upscale_into_a_folder_whose_output_path_is_a_folder_is_refused_before_any_work(
+        tmp_path: Path, monkeypatch, capsys) -> None:
+    """`upscale a.png out/` where out/a.png is a folder: it said the output exists and to pass
+    --force, and with --force it ran the model, then failed naming its temporary file."""
+    from alignvar_edge import runtimes
+    from alignvar_edge.cli import main
+    Image.new("RGB", (3, 2)).save(tmp_path / "a.png")
+    (tmp_path / "out" / "a.png").mkdir(parents=True)
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the engine was loaded")
+    monkeypatch.setattr(runtimes, "load", no_work)
+    for force in ([], ["--force"]):
+        assert main(["upscale", str(tmp_path / "a.png"), str(tmp_path / "out"), "--quiet", *force]) == 2
+        err = capsys.readouterr().err
+        assert err == f"alignvar-edge upscale: error: output path {tmp_path / 'out' / 'a.png'} is a folder; move it away\n"
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["a.png"] and (tmp_path / "out" / "a.png").is_dir()
 
 
 def _has_tifffile() -> bool:

@@ -246,10 +246,7 @@ def _jobs(inp: Path, out: Path, force: bool) -> tuple[list[tuple[Path, Path]], i
         for src, dst in jobs:
             if dst.resolve() in inputs:
                 raise InputError(f"refusing to write onto the input {dst}; choose another output")
-        blocked = [str(d) for _, d in jobs if d.is_dir()]
-        if blocked:     # not a finished output: no image can be written there, --force or not
-            raise InputError(f"output path {blocked[0]} is a folder; move it away"
-                             + (f" (and {len(blocked) - 1} more)" if len(blocked) > 1 else ""))
+        _refuse_blocked(jobs)
         _refuse_unwritable(jobs)
         if force:
             return jobs, 0
@@ -265,12 +262,22 @@ def _jobs(inp: Path, out: Path, force: bool) -> tuple[list[tuple[Path, Path]], i
     for src, dst in jobs:
         if dst.exists() and src.resolve() == dst.resolve():
             raise InputError(f"refusing to write onto the input {src}; choose another output")
+    _refuse_blocked(jobs)
     _refuse_unwritable(jobs)
     clash = [str(d) for _, d in jobs if d.exists()]
     if clash and not force:
         shown = ", ".join(clash[:3]) + (f" (+{len(clash) - 3} more)" if len(clash) > 3 else "")
         raise OutputExistsError(f"{len(clash)} output(s) already exist: {shown}; pass --force to replace them")
     return jobs, 0
+
+
+def _refuse_blocked(jobs: list[tuple[Path, Path]]) -> None:
+    """An output path that is a folder is no finished output: no image can be written there,
+    --force or not (`upscale a.png out/` where out/a.png is a folder, too)."""
+    blocked = [str(d) for _, d in jobs if d.is_dir()]
+    if blocked:
+        raise InputError(f"output path {blocked[0]} is a folder; move it away"
+                         + (f" (and {len(blocked) - 1} more)" if len(blocked) > 1 else ""))
 
 
 def _refuse_unwritable(jobs: list[tuple[Path, Path]]) -> None:
