@@ -571,6 +571,7 @@ def as_float_image(image: object) -> tuple[np.ndarray, Callable[[np.ndarray], ob
     """
     if isinstance(image, Image.Image):
         return _pil_as_float(image)
+    _refuse_not_pixels(image)
     x = np.asarray(image)
     if x.dtype in _INT_FULL_SCALE:
         full = _INT_FULL_SCALE[x.dtype]
@@ -585,6 +586,18 @@ def as_float_image(image: object) -> tuple[np.ndarray, Callable[[np.ndarray], ob
         return x, lambda r: np.asarray(r).astype(fdt, copy=False)
     raise InputError(f"images must be uint8, uint16 or float in [0, 1] numpy arrays or PIL images, "
                      f"got dtype {x.dtype}; convert with .astype(np.uint8) or divide by the full-scale value")
+
+
+def _refuse_not_pixels(image: object) -> None:
+    """A path, or `load_image`'s (rgb, alpha) pair, where pixels are due: numpy made a string
+    array of the one and raised about an "inhomogeneous shape" on the other."""
+    if isinstance(image, (str, bytes, os.PathLike)):
+        raise InputError(f"got the path {os.fsdecode(image)!r}, not an image; load it first: "
+                         "load_image(path)[0] (every bit kept) or PIL.Image.open(path)")
+    if isinstance(image, tuple) and len(image) == 2 and isinstance(image[0], np.ndarray) and image[0].ndim == 3 \
+            and (image[1] is None or isinstance(image[1], np.ndarray)):
+        raise InputError("got load_image's (rgb, alpha) pair, not an image; pass its rgb array, with "
+                         "the alpha as a 4th channel where there is one: np.dstack([rgb, alpha])")
 
 
 def _pil_as_float(img: Image.Image) -> tuple[np.ndarray, Callable[[np.ndarray], object]]:

@@ -562,6 +562,19 @@ def test_save_onto_a_folder_is_refused_in_one_line(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["out.png"] and not any((tmp_path / "out.png").iterdir())
 
 
+def test_a_path_or_load_images_pair_is_refused_in_one_line_naming_what_to_pass(tmp_path: Path) -> None:
+    """`engine.upscale(load_image(p))` raised numpy's "inhomogeneous shape" ValueError, and a path
+    "got dtype <U10"."""
+    Image.new("RGBA", (3, 2)).save(tmp_path / "a.png")
+    with pytest.raises(InputError, match=r"^got load_image's \(rgb, alpha\) pair, not an image; pass its rgb "
+                                         r"array, .*np\.dstack\(\[rgb, alpha\]\)$"):
+        as_float_image(load_image(tmp_path / "a.png"))
+    for path in (tmp_path / "a.png", str(tmp_path / "a.png")):
+        with pytest.raises(InputError, match=r"^got the path '\S*a\.png', not an image; load it first: "
+                                             r"load_image\(path\)\[0\] .* or PIL\.Image\.open\(path\)$"):
+            as_float_image(path)
+
+
 def test_failed_save_leaves_no_temp_file(tmp_path: Path) -> None:
     with pytest.raises(InputError):
         save_image(tmp_path / "a.jpg", np.zeros((4, 4, 3)), alpha=np.ones((4, 4)))
