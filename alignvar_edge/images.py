@@ -338,6 +338,7 @@ def save_image(
         raise InputError(f"output folder {path.parent} does not exist; create it first")
 
     rgb = _checked(rgb, alpha, path)
+    output_format(path, size=(rgb.shape[1], rgb.shape[0]))
     sixteen = bits == 16 and fmt in _SIXTEEN_BIT_FORMATS
     own = sixteen and (alpha is not None or rgb.ndim == 3)     # a layout Pillow has no 16-bit mode for
     tiff16 = own and fmt == "TIFF" and rgb.ndim == 3 and sixteen_bit.can_write_rgb16_tiff()
@@ -379,9 +380,10 @@ def save_image(
     return path
 
 
-def output_format(path: str | os.PathLike[str], alpha: bool = False) -> str:
+def output_format(path: str | os.PathLike[str], alpha: bool = False, size: tuple[int, int] | None = None) -> str:
     """The Pillow format an output path's extension asks for, refused where it cannot hold the
-    image (alpha in JPEG or BMP): known before any work is done on the image. Only the formats
+    image (alpha in JPEG or BMP; a `size` = (width, height) past its limit, `_MAX_SIDE`): known
+    before any work is done on the image. Only the formats
     of `IMAGE_EXTENSIONS`: Pillow's others change the result (GIF: 256 colours; ICO: at most
     256 px a side) or refuse it once it is made (XBM: 1 bit)."""
     path = Path(path)
@@ -393,10 +395,15 @@ def output_format(path: str | os.PathLike[str], alpha: bool = False) -> str:
         )
     if alpha and fmt in _NO_ALPHA_FORMATS:
         raise InputError(f"{fmt} cannot store transparency; save {path.name} as .png or .webp")
+    if size is not None and max(size) > _MAX_SIDE.get(fmt, max(size)):
+        raise InputError(f"{path} would be {size[0]}x{size[1]} pixels, over the {_MAX_SIDE[fmt]} a side that "
+                         f"{fmt} holds; save it as .png or .tif, or crop the input")
     return fmt
 
 
 _NO_ALPHA_FORMATS = ("JPEG", "BMP")
+# pixels a side the encoders write (libjpeg, libwebp); past them they fail once the work is done
+_MAX_SIDE = {"JPEG": 65500, "WEBP": 16383}
 # formats Pillow writes an ICC profile, EXIF and DPI to (WebP's DPI: in its EXIF alone)
 _METADATA_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF")
 

@@ -554,6 +554,31 @@ def test_an_output_in_another_format_is_refused_before_any_work(tmp_path: Path, 
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_result_wider_than_webp_or_jpeg_hold_is_refused_before_any_work(tmp_path: Path, monkeypatch,
+                                                                          capsys) -> None:
+    """A 4097 px wide photo upscaled to .webp ran the model, then failed with libwebp's ValueError
+    (a traceback, which ended a folder run); JPEG's 65500 px, with "broken data stream"."""
+    from alignvar_edge.cli import main
+    from alignvar_edge.runtimes import tiling
+
+    def no_work(engine, images, *args):
+        for _ in images:
+            raise AssertionError("the model ran")
+        yield
+    monkeypatch.setattr(tiling, "upscale_images", no_work)
+    for name, width, limit in (("a.webp", 16384, 16383), ("a.jpg", 65501, 65500)):
+        with pytest.raises(InputError, match=rf"^\S*{name} would be {width}x1 pixels, over the {limit} a side "
+                                             r"that \w+ holds; save it as \.png or \.tif, or crop the input$"):
+            save_image(tmp_path / name, np.zeros((1, width, 3)))
+    save_image(tmp_path / "a.webp", np.zeros((1, 16383, 3)))                   # at the limit: written
+    Image.new("RGB", (4097, 1)).save(tmp_path / "wide.png")
+    assert main(["upscale", str(tmp_path / "wide.png"), str(tmp_path / "wide.webp"), "--quiet"]) == 2
+    assert capsys.readouterr().err == (f"alignvar-edge upscale: error: {tmp_path / 'wide.webp'} would be 16388x4 "
+                                       "pixels, over the 16383 a side that WEBP holds; save it as .png or .tif, "
+                                       "or crop the input\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.webp", "wide.png"]
+
+
 def test_save_onto_a_folder_is_refused_in_one_line(tmp_path: Path) -> None:
     """With overwrite=True it wrote the temporary file, then failed on it: "….tmp: Is a directory"."""
     (tmp_path / "out.png").mkdir()

@@ -343,7 +343,8 @@ def run_upscale(args: argparse.Namespace) -> int:
             for i, (src, dst) in enumerate(jobs):
                 try:
                     rgb, alpha = load_image(src, max_megapixels=limit)
-                    output_format(dst, alpha is not None)   # e.g. alpha to .jpg: refused before the work
+                    # e.g. alpha to .jpg, or a WebP wider than it holds: refused before the work
+                    output_format(dst, alpha is not None, (rgb.shape[1] * engine.scale, rgb.shape[0] * engine.scale))
                     gray, bits = file_layout(src)           # the file's layout is kept
                     meta = file_metadata(src, engine.scale)  # and its colours, EXIF and print size
                 except InputError as e:
