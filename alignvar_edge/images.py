@@ -106,7 +106,10 @@ def _decode(
             f"{path} is {width}x{height} ({megapixels:.1f} MP), over the {max_megapixels:g} MP "
             "limit; downscale or crop it, or raise the limit (max_megapixels / --max-megapixels)"
         )
-    frames = int(getattr(img, "n_frames", 1) or 1)
+    try:                # counting frames reads every directory of a TIFF
+        frames = int(getattr(img, "n_frames", 1) or 1)
+    except _DAMAGED as e:
+        raise _damaged(path, e) from e
     # animations and multi-page files; not a camera JPEG's MPF extras (MPO: the first frame is the photo)
     if frames > 1 and img.format in _MULTI_FRAME_FORMATS:
         # only the first would be read, silently: refuse rather than lose the others
@@ -116,13 +119,19 @@ def _decode(
         rgb, alpha = sixteen_bit.rgb16_planes(path, img) if sixteen_bit.is_rgb16(img) else _planes(img)
     except InputError as e:
         raise InputError(f"{path}: {e}") from e
-    except IMAGE_DECODE_ERRORS as e:
-        raise InputError(
-            f"{path} is truncated or corrupt ({e}); re-download or re-export the file"
-        ) from e
+    except _DAMAGED as e:
+        raise _damaged(path, e) from e
     if not np.isfinite(rgb).all():
         raise InputError(f"{path} contains NaN or infinite pixel values; fix the source image")
     return rgb, alpha
+
+
+# what decoding damaged data raises: Pillow's TIFF reader adds TypeError (a directory without a size)
+_DAMAGED = (*IMAGE_DECODE_ERRORS, TypeError)
+
+
+def _damaged(path: Path, e: Exception) -> InputError:
+    return InputError(f"{path} is truncated or corrupt ({e}); re-download or re-export the file")
 
 
 def _planes(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:

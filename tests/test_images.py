@@ -492,6 +492,22 @@ def test_truncated_png_is_input_error(tmp_path: Path) -> None:
         load_image(tmp_path / "cut.png")
 
 
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data")
+def test_a_tiff_whose_next_directory_is_damaged_is_input_error(tmp_path: Path) -> None:
+    """Counting a TIFF's frames reads every directory: a damaged second one raised Pillow's
+    TypeError ("Missing dimensions"), a traceback that ended a folder run."""
+    Image.new("RGB", (6, 6), (200, 10, 10)).save(tmp_path / "a.tif")
+    data = bytearray((tmp_path / "a.tif").read_bytes())
+    first = struct.unpack("<I", data[4:8])[0]
+    entries = struct.unpack("<H", data[first:first + 2])[0]
+    with Image.open(tmp_path / "a.tif") as im:
+        pixels = im.tag_v2[273][0]                                  # StripOffsets
+    data[first + 2 + 12 * entries:first + 6 + 12 * entries] = struct.pack("<I", pixels)   # next directory: the pixels
+    (tmp_path / "a.tif").write_bytes(bytes(data))
+    with pytest.raises(InputError, match=r"^\S*a\.tif is truncated or corrupt \(.*\); re-download or re-export"):
+        load_image(tmp_path / "a.tif")
+
+
 def test_text_file_named_png_is_input_error(tmp_path: Path) -> None:
     (tmp_path / "notes.png").write_text("this is not an image\n")
     with pytest.raises(InputError, match=r"notes\.png.*not an image"):
