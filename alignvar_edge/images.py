@@ -238,12 +238,15 @@ def _dpi(img: Image.Image, exif: Image.Exif) -> tuple[float, float] | None:
     dpi = img.info.get("dpi")
     if isinstance(img, TiffImagePlugin.TiffImageFile) and _X_RESOLUTION not in img.tag_v2:
         dpi = None                        # Pillow's (1, 1) for a TIFF that gives none: 4 DPI written
-    if dpi is None and _X_RESOLUTION in exif and _Y_RESOLUTION in exif:
-        per_inch = _PER_INCH.get(exif.get(_RESOLUTION_UNIT, 2), 0.0)
-        dpi = (float(exif[_X_RESOLUTION]) * per_inch, float(exif[_Y_RESOLUTION]) * per_inch)
-    if dpi is None or not all(float(d) > 0 for d in dpi):     # 0, or a 0/0 rational: none given
+    try:
+        if dpi is None and _X_RESOLUTION in exif and _Y_RESOLUTION in exif:
+            per_inch = _PER_INCH.get(exif.get(_RESOLUTION_UNIT, 2), 0.0)
+            dpi = (float(exif[_X_RESOLUTION]) * per_inch, float(exif[_Y_RESOLUTION]) * per_inch)
+        if dpi is None or not all(float(d) > 0 for d in dpi):     # 0, or a 0/0 rational: none given
+            return None
+        return float(dpi[0]), float(dpi[1])
+    except (TypeError, ValueError, ZeroDivisionError):   # a damaged resolution tag: text, not a number
         return None
-    return float(dpi[0]), float(dpi[1])
 
 
 # The EXIF tags of the first directory that describe the picture and still hold for the result:

@@ -192,6 +192,16 @@ def test_a_tiff_without_a_resolution_gets_none_not_4_dpi(tmp_path: Path) -> None
         assert 282 not in out.tag_v2                                  # XResolution: none written
 
 
+def test_a_resolution_tag_that_is_not_a_number_is_no_dpi(tmp_path: Path) -> None:
+    """EXIF resolution tags holding text (a damaged or odd file whose pixels are fine) raised
+    ValueError from float(), a traceback that ended a folder run."""
+    def entry(tag: int) -> bytes:
+        return struct.pack("<HHI4s", tag, 2, 4, b"abc\x00")                   # type 2: ASCII
+    exif = b"II*\x00" + struct.pack("<IH", 8, 2) + entry(282) + entry(283) + struct.pack("<I", 0)
+    Image.new("RGB", (3, 2)).save(tmp_path / "a.png", exif=exif)
+    assert file_metadata(tmp_path / "a.png", 4)["dpi"] is None
+
+
 def test_a_bmp_keeps_its_dpi_x4(tmp_path: Path) -> None:
     """A BMP result was written at Pillow's 96 DPI whatever the input's: a print 4 times as big."""
     Image.new("RGB", (3, 2)).save(tmp_path / "in.bmp", dpi=(150, 150))
