@@ -362,6 +362,10 @@ def save_image(
         sixteen = own = False
     exif_tags = _tiff16_exif(exif, path) if tiff16 else None
     img = None if own else _to_pil(rgb, alpha, sixteen)
+    if dpi and max(dpi) > _MAX_DPI.get(fmt, max(dpi)):
+        warnings.warn(f"{path}: {fmt} holds at most {_MAX_DPI[fmt]:.0f} DPI, not {max(dpi):.0f}: it is written "
+                      "without one (save it as .tif to keep it)", stacklevel=2)
+        dpi = None
     params = _metadata_params(fmt, icc_profile, exif, dpi)
     if fmt in ("JPEG", "WEBP"):
         params["quality"] = int(quality)
@@ -414,6 +418,10 @@ def output_format(path: str | os.PathLike[str], alpha: bool = False, size: tuple
 
 
 _NO_ALPHA_FORMATS = ("JPEG", "BMP")
+# the most DPI a format's field holds: JPEG's JFIF density is 16 bits (Pillow writes it modulo
+# 65536), PNG's and BMP's pixels a metre 32 bits (Pillow raises OverflowError); a microscope's
+# TIFF (pixels a micron) x4 passes them
+_MAX_DPI = {"JPEG": 65535.0, "PNG": (2**32 - 1) * 0.0254, "BMP": (2**32 - 1) * 0.0254}
 # pixels a side the encoders write (libjpeg, libwebp); past them they fail once the work is done
 _MAX_SIDE = {"JPEG": 65500, "WEBP": 16383}
 # formats Pillow writes an ICC profile, EXIF and DPI to (WebP's DPI: in its EXIF alone)

@@ -202,6 +202,19 @@ def test_a_resolution_tag_that_is_not_a_number_is_no_dpi(tmp_path: Path) -> None
     assert file_metadata(tmp_path / "a.png", 4)["dpi"] is None
 
 
+@pytest.mark.parametrize(("ext", "dpi"), [("jpg", 80000.0), ("png", 2e8), ("bmp", 2e8)])
+def test_a_dpi_past_what_the_format_holds_is_left_out_with_a_warning(tmp_path: Path, ext: str, dpi: float) -> None:
+    """x4 of a microscope's or film scanner's resolution: JPEG wrote 80000 DPI as 14464 (16 bits),
+    PNG and BMP raised OverflowError once the work was done."""
+    with pytest.warns(UserWarning, match=rf"out\.{ext}: \w+ holds at most \d+ DPI, not {dpi:.0f}: it is written "
+                                         r"without one \(save it as \.tif to keep it\)"):
+        save_image(tmp_path / f"out.{ext}", np.zeros((2, 3, 3)), dpi=(dpi, dpi))
+    written = file_metadata(tmp_path / f"out.{ext}")["dpi"]
+    assert written is None if ext != "bmp" else written == pytest.approx((96.0, 96.0), rel=1e-3)  # BMP: Pillow's
+    save_image(tmp_path / "out.tif", np.zeros((2, 3, 3)), dpi=(dpi, dpi))
+    assert file_metadata(tmp_path / "out.tif")["dpi"] == pytest.approx((dpi, dpi))
+
+
 def test_a_bmp_keeps_its_dpi_x4(tmp_path: Path) -> None:
     """A BMP result was written at Pillow's 96 DPI whatever the input's: a print 4 times as big."""
     Image.new("RGB", (3, 2)).save(tmp_path / "in.bmp", dpi=(150, 150))
