@@ -406,8 +406,8 @@ def output_format(path: str | os.PathLike[str], alpha: bool = False, size: tuple
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if path.suffix.lower() not in IMAGE_EXTENSIONS or fmt is None or fmt not in Image.SAVE:
         raise InputError(
-            f"cannot write {path}: results are written as {', '.join(IMAGE_EXTENSIONS)}, chosen by "
-            "the extension; give the output one of those"
+            f"cannot write {path}: its extension is none of the formats results are written in; "
+            f"use one of {', '.join(IMAGE_EXTENSIONS)}"
         )
     if alpha and fmt in _NO_ALPHA_FORMATS:
         raise InputError(f"{fmt} cannot store transparency; save {path.name} as .png or .webp")
