@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import struct
 import tempfile
 import warnings
@@ -261,9 +262,19 @@ _PIXEL_DIMENSIONS = (0xA002, 0xA003)
 def _carried_exif(exif: Image.Exif) -> bytes | None:
     for tag in [t for t in exif if t not in _PICTURE_TAGS]:
         del exif[tag]
-    for tag in _PIXEL_DIMENSIONS:
-        exif.get_ifd(ExifTags.IFD.Exif).pop(tag, None)
+    if _LAYOUT_DESCRIPTION.match(str(exif.get(_DESCRIPTION, ""))):
+        del exif[_DESCRIPTION]
+    if ExifTags.IFD.Exif in exif:         # get_ifd adds an empty one where there is none
+        for tag in _PIXEL_DIMENSIONS:
+            exif.get_ifd(ExifTags.IFD.Exif).pop(tag, None)
     return exif.tobytes() if len(exif) else None
+
+
+# A TIFF's ImageDescription that is its layout, written by imaging software (tifffile's JSON
+# shape, ImageJ's "images=N slices=...", OME-XML): the result's readers would take its shape
+# and page count for the result's, which has its own.
+_DESCRIPTION = 270
+_LAYOUT_DESCRIPTION = re.compile(r'\s*(\{\s*"shape"|ImageJ=|<\?xml|<OME)')
 
 
 def bits_per_sample(path: str | os.PathLike[str]) -> int:
@@ -539,7 +550,7 @@ def _tiff16_exif(exif: bytes | None, path: Path) -> Image.Exif | None:
         return None
     tags = Image.Exif()
     tags.load(exif)
-    if ExifTags.IFD.Exif in tags or ExifTags.IFD.GPSInfo in tags:
+    if tags.get_ifd(ExifTags.IFD.Exif) or tags.get_ifd(ExifTags.IFD.GPSInfo):
         warnings.warn(f"{path}: a 16-bit TIFF is written by tifffile, which writes no Exif or GPS "
                       "directory, so the input's camera settings and location are left out; save it "
                       "as .png to keep them", stacklevel=3)

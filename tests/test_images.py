@@ -215,6 +215,37 @@ def test_a_dpi_past_what_the_format_holds_is_left_out_with_a_warning(tmp_path: P
     assert file_metadata(tmp_path / "out.tif")["dpi"] == pytest.approx((dpi, dpi))
 
 
+def test_a_tiffs_layout_description_is_not_carried_and_a_picture_one_is(tmp_path: Path) -> None:
+    """ImageDescription holding the input's layout (tifffile's shape, ImageJ's page count) was
+    carried, so tifffile warned the result's "shaped series shape does not match page shape"."""
+    tifffile = pytest.importorskip("tifffile")
+    tifffile.imwrite(tmp_path / "shaped.tif", np.zeros((2, 3, 3), np.uint8), photometric="rgb")
+    Image.new("RGB", (3, 2)).save(tmp_path / "imagej.tif", description="ImageJ=1.54f\nimages=5\nslices=5\n")
+    Image.new("RGB", (3, 2)).save(tmp_path / "sunset.tif", description="Sunset over the bay")
+    assert file_metadata(tmp_path / "imagej.tif", 4)["exif"] is None
+    for name, want in (("shaped.tif", {305: "tifffile.py"}), ("sunset.tif", {270: "Sunset over the bay"})):
+        exif = Image.Exif()
+        exif.load(file_metadata(tmp_path / name, 4)["exif"])
+        assert dict(exif) == want, name                              # Software is the picture's
+
+
+def test_exif_without_an_exif_directory_gets_none_and_no_warning_in_a_16_bit_tiff(tmp_path: Path) -> None:
+    """The Exif directory's width and height were removed through get_ifd, which adds an empty
+    directory where there is none: every result carried one, and a 16-bit TIFF warned that its
+    (empty) camera settings were left out."""
+    pytest.importorskip("tifffile")
+    import warnings
+    exif = Image.Exif()
+    exif[0x010F] = "a camera"
+    Image.new("RGB", (3, 2)).save(tmp_path / "a.jpg", exif=exif.tobytes())
+    carried = Image.Exif()
+    carried.load(file_metadata(tmp_path / "a.jpg", 4)["exif"])
+    assert dict(carried) == {0x010F: "a camera"}                    # no Exif directory pointer
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        save_image(tmp_path / "out.tif", np.zeros((8, 12, 3)), bits=16, **file_metadata(tmp_path / "a.jpg", 4))
+
+
 def test_a_bmp_keeps_its_dpi_x4(tmp_path: Path) -> None:
     """A BMP result was written at Pillow's 96 DPI whatever the input's: a print 4 times as big."""
     Image.new("RGB", (3, 2)).save(tmp_path / "in.bmp", dpi=(150, 150))
