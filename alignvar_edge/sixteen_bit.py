@@ -162,7 +162,8 @@ def write_rgb16_tiff(f: BinaryIO, size: tuple[int, int, int], strip: Callable[[i
     directory (camera, date, author, ...) are written; tifffile writes no Exif or GPS directory."""
     height, width, channels = size
     tags = exif if exif is not None else Image.Exif()
-    text = [(tag, "s", 0, value, True) for tag in _TIFF_TEXT_TAGS
+    # TIFF text is 7-bit ASCII (tifffile raises on more): the rest becomes "?", as Pillow writes it
+    text = [(tag, "s", 0, value.encode("ascii", "replace").decode(), True) for tag in _TIFF_TEXT_TAGS
             if isinstance(value := tags.get(tag), str) and value]
 
     def strips() -> Iterator[bytes]:

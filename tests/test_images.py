@@ -435,6 +435,18 @@ def test_16_bit_colour_is_written_as_a_16_bit_tiff_with_its_icc_and_dpi(tmp_path
     assert [p.name for p in tmp_path.iterdir()] == ["out.tif"]           # no temporary file left
 
 
+def test_a_16_bit_tiffs_text_tags_outside_ascii_become_question_marks(tmp_path: Path) -> None:
+    """EXIF text in UTF-8 ("©" in a copyright) made tifffile raise "TIFF strings must be 7-bit
+    ASCII" once the work was done; Pillow's 8-bit TIFFs write "?" for each byte past ASCII."""
+    tifffile = pytest.importorskip("tifffile")
+    text = "© 2024 Jürgen".encode() + b"\x00"
+    exif = (b"Exif\x00\x00II*\x00" + struct.pack("<IH", 8, 1) + struct.pack("<HHII", 33432, 2, len(text), 26)
+            + struct.pack("<I", 0) + text)                          # Copyright, its UTF-8 bytes
+    save_image(tmp_path / "out.tif", np.zeros((2, 3, 3)), bits=16, exif=exif)
+    with tifffile.TiffFile(tmp_path / "out.tif") as tif:
+        assert tif.pages[0].tags["Copyright"].value == "?? 2024 J??rgen"
+
+
 def test_16_bit_colour_tiff_without_tifffile_is_8_bit_with_a_warning_naming_the_fix(tmp_path: Path,
                                                                                     monkeypatch) -> None:
     from alignvar_edge import sixteen_bit
