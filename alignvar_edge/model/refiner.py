@@ -14,6 +14,7 @@ adds none), so refinement is deterministic and exports as a plain graph.
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import numpy as np
 import torch
@@ -75,7 +76,8 @@ class TimestepEmbedder(nn.Module):
 
     def forward(self, t_N: torch.Tensor) -> torch.Tensor:
         # the sinusoid is computed in f32 (its phases need it), then cast to the weights' dtype
-        return self.mlp(timestep_embedding(t_N).to(self.mlp[0].weight.dtype))
+        first = cast(nn.Linear, self.mlp[0])
+        return self.mlp(timestep_embedding(t_N).to(first.weight.dtype))
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -127,6 +129,15 @@ class Denoiser(nn.Module):
 
 class DiffusionRefiner(nn.Module):
     """VARSR's `diffloss`: the denoiser (`net`) and its respaced DDPM sampler."""
+
+    # the sampler's tables, non-persistent buffers named by sampler_tables' keys
+    timestep: torch.Tensor
+    recip: torch.Tensor
+    recipm1: torch.Tensor
+    coef_x0: torch.Tensor
+    coef_xt: torch.Tensor
+    min_log: torch.Tensor
+    max_log: torch.Tensor
 
     def __init__(self, channels: int, cond_width: int, width: int, depth: int, steps: int):
         super().__init__()

@@ -145,6 +145,10 @@ class PILBicubicResize(nn.Module):
     runtime computing in float32 reproduces Pillow bit for bit (not so in fp16 or TF32).
     """
 
+    # non-persistent buffers (register_buffer below)
+    k_hi: torch.Tensor
+    k_lo: torch.Tensor
+
     def __init__(self, n_in: int, n_out: int):
         super().__init__()
         k = pil_bicubic_coefficients(n_in, n_out)

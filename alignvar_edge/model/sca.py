@@ -49,6 +49,13 @@ def replicate_pad_matrix(n: int, pad: int) -> torch.Tensor:
 class SCAGuidance(nn.Module):
     """Turns an LR tile into per-scale token descriptors D_k (B, p_k^2, kernel^2)."""
 
+    # constant, non-persistent buffers (register_buffer below)
+    noise_kernel: torch.Tensor
+    lap_kernel: torch.Tensor
+    luma: torch.Tensor
+    pad1: torch.Tensor
+    gather_kernel: torch.Tensor
+
     def __init__(self, lr_size: int, patch_nums: tuple[int, ...], kernel: int = 3, eps: float = 1e-4,
                  gate: float = 0.0, exclude_radius: int = -1):
         super().__init__()

@@ -32,6 +32,10 @@ ATTENTION_FORMS = ("explicit", "fused")
 
 
 class SelfAttention(nn.Module):
+    # constant, non-persistent buffers (register_buffer below)
+    zero_k_bias: torch.Tensor
+    rope_swap: torch.Tensor
+
     def __init__(self, width: int, heads: int, sca: bool, sca_alpha_init: float, sca_alpha_max: float,
                  sca_alpha_param: str = "clamp"):
         super().__init__()
