@@ -12,6 +12,9 @@ to bicubic(LR): the same tokens, but the reconstruction leans on the LR image.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import cast
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -80,7 +83,18 @@ class Upsample2x(nn.Module):
 
 
 class _Level(nn.Module):
-    """Container with VAR's attribute names (block, attn, downsample/upsample)."""
+    """Container with VAR's attribute names (block, attn, downsample/upsample; block_1, attn_1,
+    block_2 for the middle). Each instance sets only the submodules of its role; `downsample` and
+    `upsample` exist only on levels that resample (their state_dict keys follow), so test them with
+    hasattr."""
+
+    block: nn.ModuleList
+    attn: nn.ModuleList
+    downsample: Downsample2x
+    upsample: Upsample2x
+    block_1: ResnetBlock
+    attn_1: nn.Module           # AttnBlock, or Identity without self-attention
+    block_2: ResnetBlock
 
 
 class Encoder(nn.Module):
@@ -112,7 +126,7 @@ class Encoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv_in(x)
-        for lvl in self.down:
+        for lvl in cast("Iterable[_Level]", self.down):
             for j, block in enumerate(lvl.block):
                 h = block(h)
                 if len(lvl.attn):
@@ -154,7 +168,7 @@ class Decoder(nn.Module):
     def forward(self, z: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
         """`skip` (LR features) is added where the feature map reaches its resolution."""
         h = self.mid.block_2(self.mid.attn_1(self.mid.block_1(self.conv_in(z))))
-        for lvl in reversed(self.up):
+        for lvl in cast("Iterable[_Level]", reversed(self.up)):
             if skip is not None and h.shape[-1] == skip.shape[-1]:
                 h = h + skip
             for j, block in enumerate(lvl.block):
@@ -173,7 +187,7 @@ class Phi(nn.Conv2d):
         super().__init__(ch, ch, 3, padding=1)
         self.ratio = ratio
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * (1 - self.ratio) + super().forward(x) * self.ratio
 
 
