@@ -12,7 +12,8 @@ With VARSR's refiner, the last step also takes the sampler's noise (see model/re
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import cast
 
 import torch
 from torch import nn
@@ -36,6 +37,19 @@ POSITIVE, NEGATIVE = 0, 1     # quality embedding rows: high-quality target / lo
 
 
 class AlignVAR(nn.Module):
+    # submodules the config chooses (None where it leaves them out)
+    lr_embed: LREmbed | None
+    con_embedding: ControlNetEmbedding | None
+    decoder_norm: nn.LayerNorm | None
+    diffloss: DiffusionRefiner | None
+    # non-persistent buffers derived from the config (register_buffer below); no RoPE: None
+    rope_cos: torch.Tensor | None
+    rope_sin: torch.Tensor | None
+    train_mask: torch.Tensor
+    same_scale: torch.Tensor
+    lvl_ids: torch.Tensor
+    sca_reach: torch.Tensor
+
     def __init__(self, config: AlignVARConfig):
         super().__init__()
         c = config
@@ -96,7 +110,9 @@ class AlignVAR(nn.Module):
         sca_reach = self.same_scale.clone()
         if self.sca_guidance is not None and c.sca_exclude_radius >= 0:
             for k, (b, e) in enumerate(self.begin_ends):
-                sca_reach[b:e, b:e] *= self.sca_guidance.keep(c.patch_nums[k])  # type: ignore[operator]
+                keep = self.sca_guidance.keep(c.patch_nums[k])
+                assert keep is not None, "an exclude radius >= 0 excludes a window"
+                sca_reach[b:e, b:e] *= keep
         self.register_buffer("sca_reach", sca_reach, persistent=False)
 
         init_weights(self, c.depth)
@@ -135,6 +151,7 @@ class AlignVAR(nn.Module):
         if self.con_embedding is not None:
             lr_tokens = self.con_embedding(lr_B3hw)
         else:
+            assert self.lr_embed is not None, "the config has one LR encoder or the other"
             lr_tokens = self.lr_embed(lr_B3hw * 2 - 1)
         if self.joint_prefix:
             n = lr_tokens.shape[1]
@@ -187,7 +204,7 @@ class AlignVAR(nn.Module):
         if self.sca_guidance is not None:
             g = self.sca_guidance.guidance(lr_B3hw)
             d = [torch.zeros(B, c.prefix_len, c.sca_kernel ** 2, device=x.device, dtype=x.dtype)]
-            d += [self.descriptors(g, k) for k in range(c.num_scales)]       # type: ignore[misc]
+            d += [self.sca_guidance.descriptors(g, p) for p in c.patch_nums]
             d_all = torch.cat(d, dim=1)
             sca_S = affinity(d_all, d_all) * self.sca_reach
         for blk in self.blocks:
@@ -329,7 +346,8 @@ class AlignVAR(nn.Module):
                 n += m.numel() if isinstance(m, nn.Parameter) else sum(p.numel() for p in m.parameters())
             return n
 
-        sca = sum(b.attn.sca_alpha.numel() for b in self.blocks if b.attn.sca_alpha is not None)
+        blocks = cast("Iterable[AdaLNSelfAttn]", self.blocks)
+        sca = sum(b.attn.sca_alpha.numel() for b in blocks if b.attn.sca_alpha is not None)
         report = {
             "vq_encoder": count(self.vae.encoder, self.vae.quant_conv),
             "vq_decoder": count(self.vae.decoder, self.vae.post_quant_conv, self.vae.lr_skip),
