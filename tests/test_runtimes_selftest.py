@@ -68,3 +68,37 @@ def test_engine_selftests(backend, result, ckpt, pytestconfig, monkeypatch):
         assert r["tokens"]["overall"] == 1.0
         assert r["psnr_vs_golden_db"] == "inf" or r["psnr_vs_golden_db"] >= 50
         assert np.isfinite(r["ms_per_tile_p50"])
+
+
+@pytest.mark.parametrize("what", ["file", "missing", "empty"])
+def test_engine_that_is_no_engine_directory_says_so(tmp_path, capsys, what):
+    """`--engine photo.png` (or a folder that is no artifact) is named as such, not as an engine
+    that lacks its golden file (which would send the user off to rebuild something)."""
+    target = {"file": tmp_path / "photo.png", "missing": tmp_path / "nope", "empty": tmp_path / "empty"}[what]
+    if what == "file":
+        target.write_bytes(b"\x89PNG\r\n\x1a\n")
+    elif what == "empty":
+        target.mkdir()
+    assert main(["selftest", "--engine", str(target)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(target) in err and "golden" not in err
+    assert {"file": "is a file, not an engine directory", "missing": "does not exist, not an engine directory",
+            "empty": "no manifest.json"}[what] in err
+
+
+def test_failed_rerun_leaves_no_stale_pass(ckpt, tmp_path, capsys):
+    """A re-run that errors replaces the --json FILE a passing run wrote (the TensorRT kit reads
+    it as the engine's parity record): the file says ERROR and why, the exit status is non-zero."""
+    import shutil
+    engine = tmp_path / "engine"
+    shutil.copytree(ckpt, engine)
+    out = tmp_path / "engine-selftest.json"
+    assert main(["selftest", "--engine", str(engine), "--runs", "1", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["result"] == "PASS"
+    (engine / "config.json").unlink()            # the engine breaks: it no longer loads
+    capsys.readouterr()
+    assert main(["selftest", "--engine", str(engine), "--runs", "1", "--json", str(out)]) != 0
+    r = json.loads(out.read_text())
+    assert r["result"] == "ERROR" and r["engine"] == str(engine) and r["reason"]
+    assert r["reason"] in capsys.readouterr().err
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(f".{out.name}.")]    # no temp file left

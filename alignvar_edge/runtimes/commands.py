@@ -505,17 +505,19 @@ def run_adopt(args: argparse.Namespace) -> int:
 
 
 def run_selftest(args: argparse.Namespace) -> int:
-    from alignvar_edge.runtimes.selftest import format_report, selftest, selftest_engine
+    from alignvar_edge.runtimes.selftest import format_report, no_stale_report, selftest, selftest_engine
     graphs = None if args.cuda_graphs else False
-    if graphs is False:
-        _require_option(args.engine or args.model, "auto" if args.engine else args.backend, "cuda_graphs",
-                        "--no-cuda-graphs applies to torch engines")
-    if args.engine:
-        if args.precision:
-            raise InputError("--precision goes with --backend; an --engine was built at its own precision")
-        report = selftest_engine(args.engine, device=args.device, runs=args.runs, log=_say, cuda_graphs=graphs)
-    else:
-        report = selftest(args.backend, model=args.model, device=args.device, precision=args.precision,
-                          runs=args.runs, log=_say, cuda_graphs=graphs)
+    what = {"engine": str(args.engine)} if args.engine else {"backend": args.backend, "model": args.model}
+    with no_stale_report(args.json, what):
+        if graphs is False:
+            _require_option(args.engine or args.model, "auto" if args.engine else args.backend, "cuda_graphs",
+                            "--no-cuda-graphs applies to torch engines")
+        if args.engine:
+            if args.precision:
+                raise InputError("--precision goes with --backend; an --engine was built at its own precision")
+            report = selftest_engine(args.engine, device=args.device, runs=args.runs, log=_say, cuda_graphs=graphs)
+        else:
+            report = selftest(args.backend, model=args.model, device=args.device, precision=args.precision,
+                              runs=args.runs, log=_say, cuda_graphs=graphs)
     emit(args.json, report, format_report(report))
     return 0 if report["result"] in ("PASS", "BUILT-ONLY") else 1

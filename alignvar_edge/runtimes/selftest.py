@@ -13,13 +13,14 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from alignvar_edge.errors import BackendUnavailableError, CheckpointError
+from alignvar_edge.errors import BackendUnavailableError, CheckpointError, InputError
 from alignvar_edge.lazy import lazy_import
 from alignvar_edge.manifest import sha256_file
 from alignvar_edge.model.bundled import DEFAULT_CHECKPOINT
@@ -188,7 +189,13 @@ def selftest_engine(engine_dir: str | os.PathLike[str], device: str | None = Non
 
     Needs only the engine's runtime (no PyTorch, no bundled model): what a device runs first."""
     from alignvar_edge import __version__, runtimes
+    from alignvar_edge.manifest import read_manifest
     root = Path(engine_dir)
+    if not root.is_dir():
+        raise InputError(f"--engine '{root}' {'is a file' if root.exists() else 'does not exist'}, not an engine "
+                         "directory; pass the directory `alignvar-edge build` (or `adopt`) wrote")
+    if not (root / GOLDEN_FILE).is_file():
+        read_manifest(root)       # a folder that is no artifact at all says so, before "no golden file"
     f = engine_golden(root, ", or run `selftest --backend B` where the package's model is installed")
     lr, golden_sr, golden_tok, meta = read_golden(f)
     opts = _graph_option({}, cuda_graphs)
@@ -209,6 +216,25 @@ def selftest_engine(engine_dir: str | os.PathLike[str], device: str | None = Non
             return _built_only(report, engine, str(e))
         _check_and_time(engine, lr, sr, tok, golden_sr, golden_tok, runs, report)
     return report
+
+
+@contextmanager
+def no_stale_report(target: str | None, what: dict[str, Any]) -> Iterator[None]:
+    """A run that ends in an error replaces the report FILE (`--json FILE`) an earlier run left with
+    an ERROR report (`what` and the reason), so a stale PASS never outlives a failed re-run: scripts
+    such as the TensorRT kit's read that file as the engine's parity record."""
+    try:
+        yield
+    except BaseException as e:
+        from alignvar_edge.cli_json import STDOUT
+        if target and target != STDOUT:
+            from alignvar_edge.fsmodes import write_text
+            from alignvar_edge.jsonsafe import dumps
+            try:
+                write_text(target, dumps({**what, "result": "ERROR", "reason": str(e) or type(e).__name__}))
+            except OSError:                          # cannot write it: at least no stale verdict
+                Path(target).unlink(missing_ok=True)
+        raise
 
 
 def _built_only(report: dict[str, Any], engine: Any, reason: str) -> dict[str, Any]:
@@ -268,4 +294,5 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["cache_dir", "cached_export", "format_report", "host_info", "make_golden", "selftest", "selftest_engine"]
+__all__ = ["cache_dir", "cached_export", "format_report", "host_info", "make_golden", "no_stale_report", "selftest",
+           "selftest_engine"]
