@@ -1,6 +1,7 @@
 """Calibration sets (tiles, splits, hash, bad input) and the activation-range statistics."""
 from __future__ import annotations
 
+import hashlib
 import warnings
 from pathlib import Path
 
@@ -72,6 +73,34 @@ def test_single_image_folder_works_with_a_warning(tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match="only 1 image"):
         cs = CalibrationSet.from_folder(tmp_path, MICRO, n=5, n_val=2)
     assert len(cs.calibration) == 5 and cs.recipe["validation_shares_images"] is True
+    assert cs.summary()["files"] == [{"file": "one.png", "split": "both",
+                                      "sha256": hashlib.sha256((tmp_path / "one.png").read_bytes()).hexdigest()}]
+
+
+def test_folder_set_records_which_files_in_which_split_and_their_sha256(tmp_path: Path) -> None:
+    """The manifest's calibration entry names the photographs to keep for a rebuild: each used file,
+    its split and the SHA-256 of its bytes; a skipped file is not among them."""
+    (tmp_path / "sub").mkdir()
+    for i, name in enumerate(["a.png", "b.png", "c.png", "sub/d.png"]):
+        _photo(tmp_path / name, 40, 48, i)
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
+    with pytest.warns(UserWarning, match="skipped 1 file"):
+        cs = CalibrationSet.from_folder(tmp_path, MICRO, n=3, n_val=2)
+    files = cs.summary()["files"]
+    assert sorted(f["file"] for f in files) == ["a.png", "b.png", "c.png", "sub/d.png"]
+    for f in files:
+        assert f["sha256"] == hashlib.sha256((tmp_path / f["file"]).read_bytes()).hexdigest()
+    by_split = {s: {f["file"] for f in files if f["split"] == s} for s in ("calibration", "validation")}
+    assert by_split["calibration"] == {n.split("@")[0] for n in cs.calibration.names}
+    assert by_split["validation"] == {n.split("@")[0] for n in cs.validation.names}
+    assert len(by_split["validation"]) == 1 and len(by_split["calibration"]) == 3
+
+
+def test_calibration_path_that_is_a_file_says_so(tmp_path: Path) -> None:
+    _photo(tmp_path / "photo.png", 64, 64, 0)
+    with pytest.raises(InputError, match=r"photo.png' is a file, not a folder; pass a folder of photographs "
+                                         r"\(--calib FOLDER\)"):
+        CalibrationSet.from_folder(tmp_path / "photo.png", MICRO)
 
 
 def test_bad_calibration_input_errors(tmp_path: Path) -> None:

@@ -276,6 +276,11 @@ def test_cli_warns_about_few_calibration_images_and_lists_skipped_files_once(
     err = capsys.readouterr().err
     assert "alignvar-edge quantize: warning: calibration: only 1 image(s) for 4 tiles" in err
     assert err.count("skipped 1 file(s)") == 1 and "broken.jpg" in err
+    # the validation tiles are crops of that same picture: the screen says the check is not independent
+    assert "validation tiles are other crops of the same picture" in err
+    files = json.loads((tmp_path / "q" / "manifest.json").read_text())["calibration"]["files"]
+    assert files == [{"file": "one.png", "split": "both",
+                      "sha256": hashlib.sha256((folder / "one.png").read_bytes()).hexdigest()}]
 
 
 def test_bad_requests_are_clear_errors(export: Path, tmp_path: Path) -> None:

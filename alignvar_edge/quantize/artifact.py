@@ -147,6 +147,10 @@ def calibration_for(src: str | os.PathLike[str], opts: QuantizeOptions,
         f"image(s), {len(cs.validation)} validation tiles from {cs.recipe['validation_images']}"
         + (f"; skipped {len(cs.skipped)} file(s): " + "; ".join(f"{a} ({b})" for a, b in cs.skipped[:5])
            if cs.skipped else ""))
+    if cs.recipe.get("validation_shares_images"):
+        # the target is then judged on crops of the picture the ranges came from: say so where it shows
+        log("note: one usable image, so the validation tiles are other crops of the same picture: the "
+            "fidelity target is not checked on an unseen photograph; add photographs for an independent check")
     return cs
 
 

@@ -12,7 +12,8 @@ splits share no picture; a folder with a single image falls back to independent 
 `n` counts tiles, not images: tiles cycle over the images with fresh random crops, so a folder with
 fewer images than `n` still works (with a warning: fewer pictures means less diverse statistics).
 Unreadable files, and images smaller than one HR tile, are skipped, counted (`.skipped`) and
-reported; a folder with no usable image is an `InputError`.
+reported; a folder with no usable image is an `InputError`. `.files` names every image used, its
+split and (for a folder) the SHA-256 of the file, so a manifest says which photographs to keep.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ import numpy as np
 from alignvar_edge.degrade import DegradationConfig, degrade
 from alignvar_edge.errors import ConfigError, InputError
 from alignvar_edge.images import IMAGE_EXTENSIONS, list_images, load_image
+from alignvar_edge.manifest import sha256_file
 from alignvar_edge.model.config import AlignVARConfig
 from alignvar_edge.quantize.calibration.tiles import degradation_for
 from alignvar_edge.samples import sample_images
@@ -91,13 +93,15 @@ class CalibrationSet:
     """Calibration and validation tiles for one model configuration (see the module docstring)."""
 
     def __init__(self, calibration: TileSplit, validation: TileSplit, recipe: dict[str, Any],
-                 skipped: Sequence[tuple[str, str]] = ()) -> None:
+                 skipped: Sequence[tuple[str, str]] = (), files: Sequence[dict[str, str]] = ()) -> None:
         if len(calibration) == 0 or len(validation) == 0:
             raise InputError("a calibration set needs at least one calibration and one validation tile")
         self.calibration = calibration
         self.validation = validation
         self.recipe = recipe
         self.skipped: list[tuple[str, str]] = list(skipped)
+        # the images the tiles came from: {"file", "split", "sha256" (of a folder's file)}
+        self.files: list[dict[str, str]] = [dict(f) for f in files]
 
     # --- constructors ---------------------------------------------------------------------------
     @classmethod
@@ -115,14 +119,16 @@ class CalibrationSet:
         """Tiles from every image under `path` (recursive); bad files are skipped and counted."""
         folder = Path(path)
         if not folder.is_dir():
-            raise InputError(f"calibration folder '{folder}' does not exist or is not a folder; "
-                             "pass a folder of photographs or `builtin`")
+            what = "is a file, not a folder" if folder.exists() else "does not exist"
+            raise InputError(f"calibration folder '{folder}' {what}; pass a folder of photographs "
+                             "(--calib FOLDER) or `builtin`")
         files = list_images(folder)
         if not files:
             raise InputError(f"calibration folder '{folder}' holds no images (looked for "
                              f"{', '.join(IMAGE_EXTENSIONS)}); add photographs or use `builtin`")
         images: list[tuple[str, np.ndarray]] = []
         skipped: list[tuple[str, str]] = []
+        digests: dict[str, str] = {}
         for p in files:
             name = p.relative_to(folder).as_posix()
             try:
@@ -131,14 +137,17 @@ class CalibrationSet:
                 skipped.append((name, str(e)))
                 continue
             images.append((name, rgb))
+            digests[name] = sha256_file(p)
         return cls.from_images(images, config, n=n, seed=seed, n_val=n_val, source=str(folder),
-                               skipped=skipped)
+                               skipped=skipped, file_sha256=digests)
 
     @classmethod
     def from_images(cls, images: Sequence[tuple[str, np.ndarray]], config: AlignVARConfig | dict[str, Any],
                     n: int = DEFAULT_TILES, seed: int = 0, n_val: int = DEFAULT_VALIDATION_TILES,
-                    source: str = "images", skipped: Sequence[tuple[str, str]] = ()) -> CalibrationSet:
-        """Tiles from in-memory (name, HxWx3 float32) images."""
+                    source: str = "images", skipped: Sequence[tuple[str, str]] = (),
+                    file_sha256: Mapping[str, str] | None = None) -> CalibrationSet:
+        """Tiles from in-memory (name, HxWx3 float32) images; `file_sha256` (name -> digest of the
+        file it was read from) goes into `.files`."""
         cfg = model_config(config)
         if n < 1 or n_val < 1:
             raise ConfigError(f"need at least one calibration and one validation tile, got n={n}, n_val={n_val}")
@@ -176,7 +185,13 @@ class CalibrationSet:
             "images": len(usable), "calibration_images": len(calib_imgs),
             "validation_images": len(val_imgs), "validation_shares_images": shared,
         }
-        return cls(cal, val, recipe, skipped)
+        splits = {name: "calibration" for name, _ in calib_imgs}
+        for name, _ in val_imgs:
+            splits[name] = "both" if name in splits else "validation"
+        digests = file_sha256 or {}
+        files = [{"file": name, "split": splits[name], **({"sha256": digests[name]} if name in digests else {})}
+                 for name, _ in usable]
+        return cls(cal, val, recipe, skipped, files)
 
     # --- use ---------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -211,7 +226,8 @@ class CalibrationSet:
 
     def summary(self) -> dict[str, Any]:
         """What a manifest records about the set."""
-        return {"hash": self.hash, **self.recipe, "skipped": len(self.skipped),
+        return {"hash": self.hash, **self.recipe, "files": [dict(f) for f in self.files],
+                "skipped": len(self.skipped),
                 "skipped_files": [{"file": a, "reason": b} for a, b in self.skipped[:20]]}
 
 
