@@ -435,7 +435,7 @@ def run_compare(args: argparse.Namespace) -> int:
     from alignvar_edge import runtimes
     from alignvar_edge.errors import BackendUnavailableError
     from alignvar_edge.manifest import load_verified
-    from alignvar_edge.runtimes.compare import EngineResult, compare_engines, format_table
+    from alignvar_edge.runtimes.compare import EngineResult, compare_engines, format_summary, format_table
     engines = []
     absent: dict[int, tuple[EngineResult, Manifest]] = {}     # position -> engines that cannot open here
     try:
@@ -454,10 +454,7 @@ def run_compare(args: argparse.Namespace) -> int:
     finally:
         for _, e in engines:
             e.close()
-    text = "\n".join([format_table(results)] + [
-        f"{r.engine}: unavailable here: {r.unavailable}" if r.unavailable else
-        f"{r.engine}: tiles identical {r.tiles_identical:.1%}, min PSNR {r.min_psnr_db:.1f} dB, "
-        f"{r.ms_per_tile:.1f} ms/tile" for r in results])
+    text = "\n".join([format_table(results)] + [format_summary(r) for r in results])
     emit(args.json, {"reference": reference, "images": [name for name, _ in images],
                      "engines": [r.to_json() for r in results]}, text)
     return 0

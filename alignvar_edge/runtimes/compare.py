@@ -19,7 +19,7 @@ from alignvar_edge.export.parity import psnr, psnr_y, ssim_y, token_agreement
 from alignvar_edge.runtimes import tiling
 from alignvar_edge.runtimes.base import Engine
 
-__all__ = ["EngineResult", "ImageResult", "compare_engines", "format_table"]
+__all__ = ["EngineResult", "ImageResult", "compare_engines", "format_summary", "format_table"]
 
 
 @dataclass
@@ -52,15 +52,22 @@ class EngineResult:
         return sum(r.tiles_identical * r.tiles for r in self.images) / n if n else 1.0
 
     @property
+    def tokens_overall(self) -> float:
+        """Token agreement over every tile of every image (what a quantization target is stated in)."""
+        n = sum(r.tiles for r in self.images)
+        return sum(r.tokens_overall * r.tiles for r in self.images) / n if n else 1.0
+
+    @property
     def min_psnr_db(self) -> float:
         return min((r.psnr_db for r in self.images), default=math.inf)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         if self.unavailable:                 # nothing ran: no figures, not perfect ones
-            d.update(tiles_identical=None, min_psnr_db=None, ms_per_tile=None)
+            d.update(tiles_identical=None, tokens_overall=None, min_psnr_db=None, ms_per_tile=None)
             return d
         d["tiles_identical"] = self.tiles_identical
+        d["tokens_overall"] = self.tokens_overall
         d["min_psnr_db"] = round(self.min_psnr_db, 3)
         for r in d["images"]:
             for k in ("psnr_db", "psnr_y_db", "ssim_y"):
@@ -123,7 +130,7 @@ def compare_engines(engines: Sequence[tuple[str, Engine]], reference: Engine,
 def format_table(results: Sequence[EngineResult]) -> str:
     """A plain-text table: one row per engine and image."""
     head = ("engine", "image", "tiles", "tiles identical", "tokens", "PSNR dB", "PSNR-Y dB", "SSIM-Y", "seams")
-    rows = [head]
+    rows: list[tuple[str, ...]] = [head]
     for r in results:
         if r.unavailable:
             rows.append((f"{r.engine} [{r.backend} {r.precision}]", "unavailable here", *[""] * (len(head) - 2)))
@@ -136,6 +143,14 @@ def format_table(results: Sequence[EngineResult]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def format_summary(r: EngineResult) -> str:
+    """One line per engine over all its images: tokens, identical tiles, worst PSNR, speed."""
+    if r.unavailable:
+        return f"{r.engine}: unavailable here: {r.unavailable}"
+    return (f"{r.engine}: tiles identical {r.tiles_identical:.1%}, tokens {r.tokens_overall:.2%} agree, "
+            f"min PSNR {r.min_psnr_db:.1f} dB, {r.ms_per_tile:.1f} ms/tile")
 
 
 def _db(v: float) -> str:
