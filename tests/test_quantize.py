@@ -120,6 +120,27 @@ def test_int8_artifact_passes_export_checks_and_records_recipe(int8_ort: Path, e
     assert m.graphs["model"]["inputs"][0] == {"name": "lr", "shape": [1, 3, 8, 8], "dtype": "float32"}
 
 
+def test_inspect_shows_the_calibration_set_and_what_stayed_float(int8_ort: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """`inspect` of a quantized artifact names its calibration set (hash, source, images) and the
+    groups kept in float by policy and by the search, as its manifest records them."""
+    from alignvar_edge.cli import main
+
+    assert main(["inspect", str(int8_ort)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    m = load_verified(int8_ort)
+    cal, q = m.calibration or {}, m.quantization or {}
+    calib = next(line for line in lines if line.startswith("calib "))
+    assert calib.startswith(f"calib      {cal['hash'][:12]} from builtin:train: {cal['tiles']} tiles from "
+                            f"{cal['calibration_images']} image(s)")
+    assert f"{len(cal['files'])} file(s) named in manifest.json" in calib
+    by_policy = next(line for line in lines if line.startswith("float      by policy:"))
+    assert all(f"{c} ({v['nodes']})" in by_policy for c, v in q["float_by_policy"].items())
+    by_search = next(line for line in lines if line.startswith("float      by search:"))
+    groups = [s["group"] for s in q["float_by_search"]]
+    assert groups and all(f"{g} (score" in by_search for g in groups)
+
+
 def test_policy_keeps_softmax_norms_head_and_argmax_in_float(int8_ort: Path, export: Path) -> None:
     model = onnx.load(str(int8_ort / "model.onnx"))
     _, dqs = _q_nodes(model)
@@ -230,8 +251,9 @@ def test_cli_prints_the_fidelity_table_and_refuses_to_clobber(export: Path, tmp_
     out = tmp_path / "cli"
     args = ["quantize", str(export), "--out", str(out), "--tiles", "4", "--val-tiles", "4", "--no-search"]
     assert main(args) == 0
-    text = capsys.readouterr().out
+    text, err = capsys.readouterr()
     assert "fp32 engine" in text and "int8 (written)" in text and "float by policy" in text
+    assert f"recorded in {out}/manifest.json (quantization, calibration, parity); `alignvar-edge inspect {out}`" in err
     assert json.loads((out / "manifest.json").read_text())["precision"] == "int8"
     assert main(args) == 2                                  # exists, no --force
     assert "already exists" in capsys.readouterr().err

@@ -115,7 +115,7 @@ def _common_info(root: Path, m: Manifest) -> dict[str, Any]:
         "created": m.created, "files_verified": len(m.files),
         "bytes_on_disk": sum((root / f).stat().st_size for f in m.files),
         "input_contract": input_contract(m), "compute_precision": compute_precision(m),
-        "graph_facts": m.graph_facts,
+        "graph_facts": m.graph_facts, "calibration": m.calibration, "quantization": m.quantization,
     }
 
 
@@ -167,8 +167,12 @@ def _parity_line(p: Any) -> str | None:
         tok = val.get("token_agreement")
         tok_s = f"{tok:.2%}" if isinstance(tok, (int, float)) else "?"
         return (f"{val.get('tiles')} validation tiles vs {p.get('reference', 'the fp32 engine')}: tokens {tok_s}, "
-                f"PSNR-Y drop {val.get('psnr_drop')} dB, target {'met' if p.get('target_met') else 'NOT met'}")
+                f"PSNR-Y drop {_fig(val.get('psnr_drop'), '+.3f')} dB, target {'met' if p.get('target_met') else 'NOT met'}")
     return None
+
+
+def _fig(v: Any, spec: str) -> str:
+    return format(v, spec) if isinstance(v, (int, float)) else "?"
 
 
 def _graph_facts_line(facts: dict[str, Any]) -> str | None:
@@ -213,6 +217,14 @@ def format_inspection(info: dict[str, Any]) -> str:
     parity = _parity_line(info.get("parity"))
     if parity:
         lines.append(f"parity     {parity}")
+    # a quantized artifact's or int8 engine's record: the calibration set and what stayed float
+    from alignvar_edge.quantize.commands import calibration_line, float_lines
+    calib = calibration_line(info.get("calibration"))
+    if calib:
+        lines.append(f"calib      {calib}")
+    q = info.get("quantization") or {}
+    if q.get("format") == "onnx-qdq":
+        lines += [f"float      {line.removeprefix('float ')}" for line in float_lines(q)]
     cp = info.get("compute_precision")
     if cp:
         lines.append("compute    " + ", ".join(f"{g} {_counts(v)}" for g, v in cp.items()))
