@@ -102,3 +102,22 @@ def test_failed_rerun_leaves_no_stale_pass(ckpt, tmp_path, capsys):
     assert r["result"] == "ERROR" and r["engine"] == str(engine) and r["reason"]
     assert r["reason"] in capsys.readouterr().err
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(f".{out.name}.")]    # no temp file left
+
+
+def test_fail_says_which_gate_missed_and_by_how_much(ckpt, tmp_path, capsys):
+    """A FAIL names the figure below its gate (the report and the --json FILE), not a bare verdict."""
+    import shutil
+
+    from alignvar_edge.runtimes.golden import read_golden, write_golden
+    engine = tmp_path / "engine"
+    shutil.copytree(ckpt, engine)
+    lr, sr, tok, meta = read_golden(engine / st.GOLDEN_FILE)
+    tok[-1] = tok[-1] + 1                      # every token of the finest scale now disagrees
+    write_golden(engine / st.GOLDEN_FILE, lr, sr, tok, meta)
+    out = tmp_path / "r.json"
+    assert main(["selftest", "--engine", str(engine), "--runs", "1", "--json", str(out)]) == 1
+    r = json.loads(out.read_text())
+    share = 1 - tok[-1].size / sum(t.size for t in tok)
+    gate = r["thresholds"]["token_agreement"]
+    assert r["result"] == "FAIL" and r["reason"].startswith(f"tokens {share:.2%} < {gate:.0%}, the gate for torch fp32")
+    assert f"RESULT    FAIL: {r['reason']}" in capsys.readouterr().out

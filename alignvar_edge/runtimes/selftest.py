@@ -180,7 +180,15 @@ def _check_and_time(engine: Any, lr: np.ndarray, sr: np.ndarray, tok: list[np.nd
     r = recipe(report["backend"], report["precision"])
     tok_min, psnr_min = r.tokens, r.psnr_db
     report["thresholds"] = {"token_agreement": tok_min, "psnr_db": psnr_min}
-    report["result"] = "PASS" if agree["overall"] >= tok_min and p >= psnr_min else "FAIL"
+    missed = ([f"tokens {agree['overall']:.2%} < {tok_min:.0%}"] if agree["overall"] < tok_min else []) + \
+        ([f"SR PSNR {p:.2f} dB < {psnr_min:g} dB"] if p < psnr_min else [])
+    report["result"] = "FAIL" if missed else "PASS"
+    if missed:          # a bare FAIL leaves the user guessing which gate, and by how much
+        report["reason"] = (f"{' and '.join(missed)}, the gate for {report['backend']} {report['precision']}; "
+                            + ("an engine quantized beyond what the golden tiles hold: quantize again with a higher "
+                               "--min-token-agreement or more --val-tiles, or build fp16 / fp32"
+                               if report["precision"] in ("int8", "int8-weights") else
+                               "rebuild the engine, or report it with this output"))
 
 
 def selftest_engine(engine_dir: str | os.PathLike[str], device: str | None = None, runs: int = 10,
