@@ -244,6 +244,21 @@ def test_fp16_keeps_fp32_io_and_meets_the_target(export: Path, tmp_path: Path) -
     assert m.quantization["search"]["steps"][0]["float_groups"] == 0     # started all-fp16
 
 
+def test_fp16_table_shows_the_all_half_start_when_the_search_kept_groups_f32(export: Path, tmp_path: Path) -> None:
+    """As int8 shows its policy-only graph, fp16 shows the all-half graph the search started from
+    when it returned groups to f32 (a strict target makes it), so the table says what f32 bought."""
+    from alignvar_edge.quantize.commands import fidelity_table
+
+    out = quantize_artifact(export, tmp_path / "fp16", QuantizeOptions(
+        precision="fp16", fidelity=FidelityTarget(min_token_agreement=0.9999), **FAST))
+    m = load_verified(out)
+    assert m.quantization["half_policy"]["f32_groups"]                    # the search did return groups
+    init = m.parity["initial_validation"]
+    assert init["token_agreement"] < m.parity["validation"]["token_agreement"]
+    row = next(line for line in fidelity_table(m).splitlines() if line.startswith("fp16, every group half"))
+    assert row.split()[4:6] == [f"{init['token_agreement']:.2%}", f"{init['identical_samples']:.0%}"]
+
+
 def test_cli_prints_the_fidelity_table_and_refuses_to_clobber(export: Path, tmp_path: Path,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
     from alignvar_edge.cli import main

@@ -135,8 +135,12 @@ def _onnx_table(m: Manifest) -> str:
     size = m.extra.get("bytes", {})
     rows = [("fp32 engine", 1.0, 1.0, val.get("psnr_y_hr_fp32"), 0.0, "inf", size.get("fp32"))]
     prec = m.precision
-    if q.get("format") == "onnx-qdq" and q.get("float_by_search"):
-        rows.append((f"{prec}, policy only", init.get("token_agreement"), init.get("identical_samples"),
+    # where the search returned groups to float, the graph it started from: what the search bought
+    start = ("policy only" if q.get("format") == "onnx-qdq" and q.get("float_by_search") else
+             "every group half" if q.get("format") == "onnx-fp16" and (q.get("half_policy") or {}).get("f32_groups")
+             else None)
+    if start:
+        rows.append((f"{prec}, {start}", init.get("token_agreement"), init.get("identical_samples"),
                      init.get("psnr_y_hr"), init.get("psnr_drop"), init.get("psnr_y_vs_fp32"), None))
     rows.append((f"{prec} (written)", val.get("token_agreement"), val.get("identical_samples"),
                  val.get("psnr_y_hr"), val.get("psnr_drop"), val.get("psnr_y_vs_fp32"), size.get(prec)))
