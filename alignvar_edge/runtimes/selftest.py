@@ -187,8 +187,9 @@ def _check_and_time(engine: Any, lr: np.ndarray, sr: np.ndarray, tok: list[np.nd
         report["reason"] = (f"{' and '.join(missed)}, the gate for {report['backend']} {report['precision']}; "
                             + ("an engine quantized beyond what the golden tiles hold: quantize again with a higher "
                                "--min-token-agreement or more --val-tiles, or build fp16 / fp32"
-                               if report["precision"] in ("int8", "int8-weights") else
-                               "rebuild the engine, or report it with this output"))
+                               if report["precision"] == "int8" else
+                               "rebuild the engine (at a higher precision if it is a half or weight-compressed "
+                               "one), or report it with this output"))
 
 
 def selftest_engine(engine_dir: str | os.PathLike[str], device: str | None = None, runs: int = 10,
