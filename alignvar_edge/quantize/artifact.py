@@ -94,8 +94,9 @@ class QuantizeOptions:
 
 
 # options read only by this package's own ONNX pass (not by openvino's or coreml's tools), with
-# their flags; the int8 ones are not read by the fp16 pass either
-_PASS_FLAGS = (("method", "--method"), ("percentile", "--percentile"),
+# their flags; the int8 ones are not read by the fp16 pass either. The validation split is the
+# search's judge: openvino and coreml builds judge on their own held-out tiles instead
+_PASS_FLAGS = (("val_tiles", "--val-tiles"), ("method", "--method"), ("percentile", "--percentile"),
                ("reduce_range", "--reduce-range/--no-reduce-range"),
                ("float_copy_weights", "--float-copy-weights"), ("search", "--no-search"),
                ("fidelity", "--min-token-agreement/--max-psnr-drop"))
