@@ -70,20 +70,28 @@ def test_engine_selftests(backend, result, ckpt, pytestconfig, monkeypatch):
         assert np.isfinite(r["ms_per_tile_p50"])
 
 
-@pytest.mark.parametrize("what", ["file", "missing", "empty"])
-def test_engine_that_is_no_engine_directory_says_so(tmp_path, capsys, what):
+@pytest.mark.parametrize("what", ["file", "missing", "empty", "checkpoint"])
+def test_engine_that_is_no_engine_directory_says_so(tmp_path, capsys, ckpt, what):
     """`--engine photo.png` (or a folder that is no artifact) is named as such, not as an engine
-    that lacks its golden file (which would send the user off to rebuild something)."""
-    target = {"file": tmp_path / "photo.png", "missing": tmp_path / "nope", "empty": tmp_path / "empty"}[what]
+    that lacks its golden file (which would send the user off to rebuild something); a checkpoint
+    without golden outputs is told how to make them."""
+    target = {"file": tmp_path / "photo.png", "missing": tmp_path / "nope", "empty": tmp_path / "empty",
+              "checkpoint": tmp_path / "ckpt"}[what]
     if what == "file":
         target.write_bytes(b"\x89PNG\r\n\x1a\n")
     elif what == "empty":
         target.mkdir()
+    elif what == "checkpoint":
+        target.mkdir()
+        for f in ("config.json", "model.safetensors"):
+            (target / f).write_bytes((ckpt / f).read_bytes())
     assert main(["selftest", "--engine", str(target)]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and str(target) in err and "golden" not in err
+    assert len(err.splitlines()) == 1 and str(target) in err
     assert {"file": "is a file, not an engine directory", "missing": "does not exist, not an engine directory",
-            "empty": "no manifest.json"}[what] in err
+            "empty": "no manifest.json",
+            "checkpoint": "python -m alignvar_edge.runtimes.selftest --golden"}[what] in err
+    assert what == "checkpoint" or "golden" not in err
 
 
 def test_failed_rerun_leaves_no_stale_pass(ckpt, tmp_path, capsys):

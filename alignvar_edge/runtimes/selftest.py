@@ -204,7 +204,11 @@ def selftest_engine(engine_dir: str | os.PathLike[str], device: str | None = Non
         raise InputError(f"--engine '{root}' {'is a file' if root.exists() else 'does not exist'}, not an engine "
                          "directory; pass the directory `alignvar-edge build` (or `adopt`) wrote")
     if not (root / GOLDEN_FILE).is_file():
-        read_manifest(root)       # a folder that is no artifact at all says so, before "no golden file"
+        # a folder that is no artifact says so, and a checkpoint how to make its golden file, before
+        # "no golden file" sends the user off to rebuild an engine
+        if (root / "config.json").is_file() and (root / "model.safetensors").is_file():
+            load_golden(root)
+        read_manifest(root)
     f = engine_golden(root, ", or run `selftest --backend B` where the package's model is installed")
     lr, golden_sr, golden_tok, meta = read_golden(f)
     opts = _graph_option({}, cuda_graphs)
