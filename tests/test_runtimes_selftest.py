@@ -127,5 +127,5 @@ def test_fail_says_which_gate_missed_and_by_how_much(ckpt, tmp_path, capsys):
     r = json.loads(out.read_text())
     share = 1 - tok[-1].size / sum(t.size for t in tok)
     gate = r["thresholds"]["token_agreement"]
-    assert r["result"] == "FAIL" and r["reason"].startswith(f"tokens {share:.2%} < {gate:.0%}, the gate for torch fp32")
+    assert r["result"] == "FAIL" and r["reason"].startswith(f"tokens {share:.2%} < {gate * 100:g}%, the gate for torch fp32")
     assert f"RESULT    FAIL: {r['reason']}" in capsys.readouterr().out

@@ -180,7 +180,7 @@ def _check_and_time(engine: Any, lr: np.ndarray, sr: np.ndarray, tok: list[np.nd
     r = recipe(report["backend"], report["precision"])
     tok_min, psnr_min = r.tokens, r.psnr_db
     report["thresholds"] = {"token_agreement": tok_min, "psnr_db": psnr_min}
-    missed = ([f"tokens {agree['overall']:.2%} < {tok_min:.0%}"] if agree["overall"] < tok_min else []) + \
+    missed = ([f"tokens {agree['overall']:.2%} < {tok_min * 100:g}%"] if agree["overall"] < tok_min else []) + \
         ([f"SR PSNR {p:.2f} dB < {psnr_min:g} dB"] if p < psnr_min else [])
     report["result"] = "FAIL" if missed else "PASS"
     if missed:          # a bare FAIL leaves the user guessing which gate, and by how much
