@@ -308,22 +308,6 @@ def test_package_readme_tells_an_app_developer_the_interface(package, tmp_path):
         load_verified(broken)
 
 
-def test_every_command_in_the_apple_doc_parses():
-    """docs/apple.md's `alignvar-edge` lines take flags and values the CLI knows (the builds are
-    run by the tests above; prediction needs a Mac)."""
-    import re
-    import shlex
-    from pathlib import Path
-
-    from alignvar_edge.cli import build_parser
-    doc = (Path(__file__).resolve().parent.parent / "docs" / "apple.md").read_text()
-    lines = [ln.split("#")[0].strip() for ln in re.findall(r"^alignvar-edge .*$", doc, flags=re.M)]
-    assert len(lines) >= 4
-    parser = build_parser()
-    for line in lines:
-        parser.parse_args(shlex.split(line)[1:])
-
-
 def test_an_engine_opened_in_finder_still_verifies(package, tmp_path):
     """Finder writes .DS_Store (and AppleDouble ._* files on other volumes) into a folder it
     shows: the engine copied to a Mac must still pass `selftest --engine`; any other stray file
