@@ -39,7 +39,7 @@ demo: $(HOST_STAMP)
 	$(VENV)/bin/alignvar-edge demo --force
 
 lint: venv
-	$(PY) -m mypy alignvar_edge/runtimes/tensorrt/
+	$(PY) -m mypy alignvar_edge
 
 # Regenerate the exact pins from a working venv. torch's local label (+cpu) is dropped so the
 # pin also matches other builds of the same release; the stubs are pinned by hand.

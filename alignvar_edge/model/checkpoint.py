@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from safetensors import SafetensorError, safe_open
 
@@ -24,7 +24,10 @@ from alignvar_edge.model.bundled import BUNDLED, PRETRAINED_DIR
 from alignvar_edge.model.config import AlignVARConfig
 
 # names, configs and sources need no PyTorch (a device install reads them); tensors do
-torch = lazy_import("torch")
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = lazy_import("torch")
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -197,7 +200,7 @@ def save_pretrained(model: torch.nn.Module, out_dir: str | os.PathLike[str], ext
               for k, v in model.state_dict().items()}
         save_file(sd, str(tmp / WEIGHTS_FILE),
                   metadata={"format": "alignvar-edge", "weights_dtype": str(weights_dtype).removeprefix("torch.")})
-        cfg = model.config.to_dict()  # type: ignore[operator]
+        cfg = cast(AlignVARConfig, model.config).to_dict()
         (tmp / CONFIG_FILE).write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
         if extra:
             (tmp / TRAINING_FILE).write_text(json.dumps(extra, indent=2, sort_keys=True) + "\n")
