@@ -66,3 +66,30 @@ def test_a_half_checkpoint_names_the_missing_file_and_where_it_comes_from(
     assert cli(["info", str(ckpt)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"'{ckpt}' has no {missing}" in err[0] and "copy the missing one" in err[0]
+
+
+def test_save_pretrained_overwrite_replaces_only_a_checkpoint(ckpt: Path, tmp_path: Path) -> None:
+    from alignvar_edge.model.checkpoint import CHECKPOINT_FILES
+    from alignvar_edge.runtimes.golden import GOLDEN_FILE
+    assert GOLDEN_FILE in CHECKPOINT_FILES            # make_golden writes it beside the weights
+    model = load_pretrained(ckpt)
+    # someone's folder: overwrite=True must not delete it to put a checkpoint there
+    theirs = tmp_path / "thesis"
+    theirs.mkdir()
+    (theirs / "chapter1.tex").write_text("mine")
+    with pytest.raises(CheckpointError, match="not a checkpoint directory"):
+        model.save_pretrained(str(theirs), overwrite=True)
+    assert (theirs / "chapter1.tex").read_text() == "mine"
+    # a checkpoint with someone's file in it: refused, the file kept
+    (ckpt / "notes.txt").write_text("mine")
+    with pytest.raises(CheckpointError, match="notes.txt"):
+        model.save_pretrained(str(ckpt), overwrite=True)
+    assert (ckpt / "notes.txt").read_text() == "mine"
+    # a checkpoint holding only what alignvar-edge writes (golden outputs included): replaced
+    (ckpt / "notes.txt").unlink()
+    model.save_pretrained(str(ckpt), overwrite=True)
+    assert sorted(p.name for p in ckpt.iterdir()) == ["config.json", "model.safetensors"]
+    # a file where the folder would go
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(CheckpointError, match="not a checkpoint directory"):
+        model.save_pretrained(str(tmp_path / "afile"), overwrite=True)

@@ -321,3 +321,16 @@ def test_cli_trains_with_the_scripts_warmup(tmp_path: Path, monkeypatch) -> None
     made = json.loads((out / "final" / "training.json").read_text())["options"]
     assert made["warmup"] == 50
     assert losses(out, "lr")[0] == pytest.approx(1e-3 / 50)                # step 0 of a 50-step warm-up
+
+
+def test_resume_refuses_up_front_to_replace_someones_file_in_final(tmp_path: Path) -> None:
+    """--resume rewrites RUN/final at the end: a file the user put there (an eval JSON, notes) is
+    refused before any step is trained, never deleted with the old checkpoint."""
+    out = tmp_path / "run"
+    train(opts(out, "vqvae", 2, save_every=1), micro_batches())
+    (out / "final" / "eval.json").write_text("{}")
+    state = (out / "state" / "tensors.safetensors").read_bytes()
+    with pytest.raises(CheckpointError, match="eval.json.*--resume"):
+        train(opts(out, "vqvae", 4, resume=True, save_every=1), micro_batches())
+    assert (out / "final" / "eval.json").read_text() == "{}"
+    assert (out / "state" / "tensors.safetensors").read_bytes() == state      # nothing trained

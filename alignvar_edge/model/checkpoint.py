@@ -33,6 +33,10 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 TRAINING_FILE = "training.json"      # how it was made (`import` records the upstream files here)
 TORCH_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".tar")   # torch.save files: `import` converts them
+# what alignvar-edge writes into a checkpoint directory (golden.safetensors: the selftest's golden
+# outputs, runtimes.golden.GOLDEN_FILE, that make_golden writes beside the weights); replacing a
+# checkpoint may drop these, never anything else
+CHECKPOINT_FILES = (CONFIG_FILE, WEIGHTS_FILE, TRAINING_FILE, "golden.safetensors")
 
 
 @dataclass
@@ -180,6 +184,24 @@ def check_finite(sd: dict[str, torch.Tensor], where: Path | str) -> None:
                                   "corrupt or diverged in training: use an earlier checkpoint")
 
 
+def check_checkpoint_out(out: Path, overwrite: bool, switch: str) -> None:
+    """May a checkpoint be written to `out`? Yes if it is absent or an empty folder; with `overwrite`
+    (the caller's `switch`, named in the error) also if it is a checkpoint directory holding nothing
+    but CHECKPOINT_FILES. Anything else is someone's, and replacing the folder would delete it."""
+    if not os.path.lexists(out) or (out.is_dir() and not out.is_symlink() and not any(out.iterdir())):
+        return
+    if not overwrite:
+        raise CheckpointError(f"'{out}' already exists and is not empty; choose another directory or pass {switch}")
+    if out.is_symlink() or not out.is_dir() or not ((out / CONFIG_FILE).is_file() and (out / WEIGHTS_FILE).is_file()):
+        raise CheckpointError(f"'{out}' is not a checkpoint directory ({CONFIG_FILE} + {WEIGHTS_FILE}); {switch} "
+                              "replaces only checkpoints, so choose another directory")
+    others = sorted(p.name for p in out.iterdir() if p.name not in CHECKPOINT_FILES)
+    if others:
+        raise CheckpointError(f"'{out}' holds files besides a checkpoint's ({', '.join(others[:3])}"
+                              f"{', ...' if len(others) > 3 else ''}); {switch} replaces only what alignvar-edge "
+                              "wrote, so move them or choose another directory")
+
+
 def save_pretrained(model: torch.nn.Module, out_dir: str | os.PathLike[str], extra: dict[str, Any] | None = None,
                     overwrite: bool = False, weights_dtype: torch.dtype | None = None) -> Path:
     """Write config.json + model.safetensors atomically (temp sibling dir, then rename).
@@ -190,9 +212,7 @@ def save_pretrained(model: torch.nn.Module, out_dir: str | os.PathLike[str], ext
     from safetensors.torch import save_file
     weights_dtype = weights_dtype or torch.float32
     out = Path(out_dir)
-    if out.exists() and not overwrite and not (out.is_dir() and not any(out.iterdir())):
-        raise CheckpointError(f"'{out}' already exists and is not empty; choose another directory or pass "
-                              "overwrite=True")
+    check_checkpoint_out(out, overwrite, "overwrite=True")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:

@@ -59,22 +59,11 @@ def _patch_nums(text: str) -> tuple[int, ...]:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from alignvar_edge.model.checkpoint import CONFIG_FILE, TRAINING_FILE, WEIGHTS_FILE, save_pretrained
+    from alignvar_edge.model.checkpoint import check_checkpoint_out, save_pretrained
     from alignvar_edge.model.upstream import import_var, import_varsr
 
     out: Path = args.out
-    if out.exists() and any(out.iterdir()):
-        if not args.force:
-            raise InputError(f"'{out}' exists and is not empty; choose another --out or pass --force")
-        if not ((out / CONFIG_FILE).is_file() and (out / WEIGHTS_FILE).is_file()):
-            raise InputError(f"'{out}' is not a checkpoint directory ({CONFIG_FILE} + {WEIGHTS_FILE}); --force "
-                             "replaces only checkpoints, so choose another --out")
-        # the whole folder is replaced: anything in it that a checkpoint does not hold is someone's
-        others = sorted(p.name for p in out.iterdir() if p.name not in (CONFIG_FILE, WEIGHTS_FILE, TRAINING_FILE))
-        if others:
-            raise InputError(f"'{out}' holds files besides a checkpoint's ({', '.join(others[:3])}"
-                             f"{', ...' if len(others) > 3 else ''}); --force replaces only what alignvar-edge "
-                             "wrote, so move them or choose another --out")
+    check_checkpoint_out(out, args.force, "--force")        # before the (long) read of the files
     overrides = {"refiner_steps": args.refiner_steps} if args.kind == "varsr" else {}
     if args.cfg is not None:
         overrides["cfg"] = args.cfg

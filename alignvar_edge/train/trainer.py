@@ -31,7 +31,7 @@ from alignvar_edge.fsmodes import write_text
 from alignvar_edge.manifest import RUN_FILE, check_out
 from alignvar_edge.model import AlignVAR, AlignVARConfig
 from alignvar_edge.model.alignvar import load_pretrained
-from alignvar_edge.model.checkpoint import save_pretrained
+from alignvar_edge.model.checkpoint import check_checkpoint_out, save_pretrained
 from alignvar_edge.samples import sample_images
 from alignvar_edge.train.losses import (decoder_loss, decoder_modules, joint_loss, negative_targets,
                                         transformer_loss, vqvae_loss)
@@ -237,6 +237,7 @@ def _prepare_out(opts: TrainOptions) -> Path | None:
         if old != fingerprint:
             raise OutputExistsError(f"--resume: '{out}' was trained with other options ({fp_path}); "
                                     "resume with the same options or start a new run directory")
+        check_checkpoint_out(out / "final", True, "--resume")    # now, not after the run has trained
         return None
     aside = None
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
