@@ -220,3 +220,67 @@ def test_varsr_d24_parameters_equal_upstream_classes() -> None:
     report = meta_model(AlignVARConfig.from_preset("varsr-d24")).parameter_report()
     assert report["total"] == up["VAR_RoPE"] + up["VQVAE"]
     assert report["vq_encoder"] + report["vq_decoder"] + report["quantizer"] == up["VQVAE"]
+
+
+def _import_error(argv: list[str], out: Path, capsys: pytest.CaptureFixture[str]) -> str:
+    """The one error line of a refused import, which wrote nothing."""
+    capsys.readouterr()
+    assert cli(["import", *argv, "--out", str(out)]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if not line.endswith(" s")]   # progress: "done in 0.5 s"
+    assert len(err) == 1 and err[0].startswith("alignvar-edge import: error: "), err
+    assert not out.exists()
+    return err[0]
+
+
+def test_import_of_wrong_or_swapped_files_names_the_file_and_the_fix(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    var, vae = str(VARSR / "var.pth"), str(VARSR / "vae.pth")
+    line = _import_error(["varsr", "--var", vae, "--vae", var], out, capsys)
+    assert f"'{vae}' holds VARSR's VQ-VAE" in line and "pass it as --vae" in line
+    bare = tmp_path / "tensor.pth"
+    torch.save(torch.zeros(3), bare)                     # a tensor, not a dict: no traceback
+    line = _import_error(["varsr", "--var", str(bare), "--vae", vae], out, capsys)
+    assert str(bare) in line and "as --var" in line
+    line = _import_error(["varsr", "--var", var, "--vae", str(tmp_path / "nope.pth")], out, capsys)
+    assert "nope.pth' does not exist" in line
+
+
+def test_import_varsr_takes_bare_state_dicts(tmp_path: Path) -> None:
+    """`torch.save(var_wo_ddp.state_dict())` files import as the training checkpoint they came from."""
+    for name, key in (("var", "var_wo_ddp"), ("vae", "vae_local")):
+        torch.save(dict(read_torch_file(VARSR / f"{name}.pth")["trainer"][key]), tmp_path / f"{name}_raw.pth")
+    a, b = tmp_path / "from_raw", tmp_path / "from_trainer"
+    assert cli(["import", "varsr", "--var", str(tmp_path / "var_raw.pth"), "--vae", str(tmp_path / "vae_raw.pth"),
+                "--out", str(a)]) == 0
+    assert cli(["import", "varsr", "--var", str(VARSR / "var.pth"), "--vae", str(VARSR / "vae.pth"),
+                "--out", str(b)]) == 0
+    assert (a / "config.json").read_text() == (b / "config.json").read_text()
+    wa, wb = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_import_var_refuses_a_transformer_of_another_architecture(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """VAR's layout (learned positions, no LR encoder or refiner) loads with only the LR path and the
+    quality labels missing; a tensor VAR does not have, or one of another shape, is refused."""
+    sd = read_torch_file(VARSR / "var.pth")["trainer"]["var_wo_ddp"]
+    width = sd["word_embed.weight"].shape[0]
+    tokens = sum(p * p for p in (1, 2, 3, 4, 6, 9, 13, 18, 24, 32))
+    var_layout = {k: v for k, v in sd.items() if not k.startswith(("con_embedding.", "diffloss.", "decoder_norm."))}
+    var_layout.update({"pos_start": torch.zeros(1, 1, width), "pos_1LC": torch.zeros(1, tokens, width)})
+    torch.save(dict(read_torch_file(VARSR / "vae.pth")["trainer"]["vae_local"]), tmp_path / "vae_raw.pth")
+    vae = str(tmp_path / "vae_raw.pth")
+    torch.save(var_layout, tmp_path / "var_layout.pth")
+    assert cli(["import", "var", "--var", str(tmp_path / "var_layout.pth"), "--vae", vae,
+                "--out", str(tmp_path / "ok")]) == 0
+    assert "0 unexpected, 0 mismatched" in capsys.readouterr().out
+    for change in ({"decoder_norm.weight": torch.ones(width)},                       # not VAR's
+                   {"head.weight": torch.zeros(7, width)}):                           # another shape
+        bad = tmp_path / "var_other.pth"
+        torch.save({**var_layout, **change}, bad)
+        line = _import_error(["var", "--var", str(bad), "--vae", vae], tmp_path / "out", capsys)
+        assert f"'{bad}' does not load as VAR" in line and next(iter(change)) in line
+    line = _import_error(["var", "--var", str(VARSR / "var.pth").replace("var.pth", "vae.pth"), "--vae", vae],
+                         tmp_path / "out", capsys)
+    assert "VARSR training checkpoint" in line

@@ -60,7 +60,7 @@ def _patch_nums(text: str) -> tuple[int, ...]:
 
 def run_import(args: argparse.Namespace) -> int:
     from alignvar_edge.model.checkpoint import check_checkpoint_out, save_pretrained
-    from alignvar_edge.model.upstream import import_var, import_varsr
+    from alignvar_edge.model.upstream import import_var, import_varsr, refuse_unfit
 
     out: Path = args.out
     check_checkpoint_out(out, args.force, "--force")        # before the (long) read of the files
@@ -74,8 +74,7 @@ def run_import(args: argparse.Namespace) -> int:
             model, report = import_varsr(args.var, args.vae, args.patch_nums, **overrides)
         else:
             model, report = import_var(args.var, args.vae, args.patch_nums, **overrides)
-    if args.kind == "varsr" and not report.clean:
-        raise InputError(f"{args.var} does not load as VARSR: {report.summary()}")
+    refuse_unfit(report, args.kind, args.var, args.vae)
     source = {"kind": args.kind, "var": str(args.var.resolve()) if args.var else None, "vae": str(args.vae.resolve())}
     with stage(f"writing {out}"):
         save_pretrained(model, out, extra={"imported_from": source}, overwrite=True)

@@ -139,6 +139,8 @@ def read_torch_file(path: str | os.PathLike[str]) -> Any:
                               "re-save it with a current PyTorch") from e
     except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError, AttributeError) as e:
         raise CheckpointError(f"cannot read '{path}': {e}") from e
+    except FileNotFoundError as e:
+        raise CheckpointError(f"'{path}' does not exist; check the path") from e
     except IsADirectoryError as e:
         raise CheckpointError(f"'{path}' is a folder; pass the checkpoint file inside it (a .pth or .pt)") from e
     except OSError as e:

@@ -33,20 +33,38 @@ CONSTANT_BUFFERS = re.compile(r"^(attn_bias_for_masking|lvl_1L|blocks\.\d+\.attn
 VQ_NORM_GROUPS = 32        # VAR's Normalize() is GroupNorm(32)
 
 
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
 def _state_dict(obj: Any, where: str) -> dict[str, torch.Tensor]:
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+    if not _is_state_dict(obj):
         varsr = isinstance(obj, dict) and "trainer" in obj
         raise CheckpointError(f"{where} is not a state dict of tensors" + (
-            "; it is a VARSR training checkpoint: use `alignvar-edge import varsr`" if varsr else ""))
+            "; it is a VARSR training checkpoint: use `alignvar-edge import varsr`" if varsr else
+            " (it holds other objects); pass the checkpoint file as the upstream code saves it"))
     return {k: v.float() if v.is_floating_point() else v for k, v in obj.items()}
 
 
-def _trainer_part(tree: Any, key: str, path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    try:
-        part = tree["trainer"][key]
-    except (KeyError, TypeError) as e:
-        raise CheckpointError(f"'{path}' is not a VARSR checkpoint: expected ckpt['trainer']['{key}']") from e
-    return _state_dict(part, f"{path}: trainer.{key}")
+# VARSR's training checkpoint keeps each network under ckpt['trainer'][key]: (what it is, its flag)
+TRAINER_PARTS = {"var_wo_ddp": ("transformer", "--var"), "vae_local": ("VQ-VAE", "--vae")}
+
+
+def _trainer_part(tree: Any, key: str, path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], str]:
+    """VARSR's `key` network from a training checkpoint, or the file itself where it is a bare state
+    dict (one saved from `var_wo_ddp.state_dict()`); with how errors should name it."""
+    if _is_state_dict(tree):
+        return _state_dict(tree, f"'{path}'"), f"'{path}'"
+    trainer = tree.get("trainer") if isinstance(tree, dict) else None
+    if isinstance(trainer, dict) and key in trainer:
+        return _state_dict(trainer[key], f"{path}: trainer.{key}"), f"'{path}' (trainer.{key})"
+    what, flag = TRAINER_PARTS[key]
+    other = next((k for k in TRAINER_PARTS if k != key and isinstance(trainer, dict) and k in trainer), None)
+    if other is not None:           # the two files given the other way round
+        raise CheckpointError(f"'{path}' holds VARSR's {TRAINER_PARTS[other][0]} (trainer.{other}), not its {what}: "
+                              f"pass it as {TRAINER_PARTS[other][1]} and the {what} checkpoint as {flag}")
+    raise CheckpointError(f"'{path}' is not a VARSR checkpoint (no ckpt['trainer']['{key}'] and not a state dict "
+                          f"of tensors): pass VARSR's {what} checkpoint as {flag}")
 
 
 def _count(sd: dict[str, torch.Tensor], pattern: str) -> int:
@@ -143,11 +161,24 @@ def import_varsr(var_path: str | os.PathLike[str], vae_path: str | os.PathLike[s
                  patch_nums: tuple[int, ...] | None = None, **overrides: Any) -> tuple[AlignVAR, LoadReport]:
     """An AlignVAR that is VARSR: its config from the files' shapes, every tensor loaded."""
     var_tree, vae_tree = read_torch_file(var_path), read_torch_file(vae_path)
-    var_sd = _trainer_part(var_tree, "var_wo_ddp", var_path)
-    vae_sd = _trainer_part(vae_tree, "vae_local", vae_path)
+    var_sd, var_where = _trainer_part(var_tree, "var_wo_ddp", var_path)
+    vae_sd, vae_where = _trainer_part(vae_tree, "vae_local", vae_path)
     args = var_tree.get("args") if isinstance(var_tree, dict) else None
-    where = (f"'{var_path}' (trainer.var_wo_ddp)", f"'{vae_path}' (trainer.vae_local)")
+    where = (var_where, vae_where)
     return _build(varsr_config(var_sd, vae_sd, args, patch_nums, where, **overrides), var_sd, vae_sd)
+
+
+def refuse_unfit(report: LoadReport, kind: str, var_path: str | os.PathLike[str] | None,
+                 vae_path: str | os.PathLike[str]) -> None:
+    """One line naming the file whose tensors do not fit the architecture its shapes describe. VARSR
+    must load whole; VAR has no LR input or quality labels, so only those may be missing."""
+    if not (report.unexpected or report.mismatched or (kind == "varsr" and report.missing)):
+        return
+    names = report.unexpected + report.mismatched + (report.missing if kind == "varsr" else [])
+    file = vae_path if var_path is None or all(n.startswith("vae.") for n in names) else var_path
+    pair = "" if var_path is None else "; or --var and --vae come from different models"
+    raise CheckpointError(f"'{file}' does not load as {kind.upper()} (another architecture{pair}): "
+                          f"{report.summary()}; pass {kind.upper()}'s own checkpoint files")
 
 
 def var_vae_config(vae_sd: dict[str, torch.Tensor], patch_nums: tuple[int, ...], where: str = "the VQ-VAE state dict",
@@ -175,6 +206,9 @@ def import_var(var_path: str | os.PathLike[str] | None, vae_path: str | os.PathL
         var_sd = _state_dict(read_torch_file(var_path), str(var_path))
         sizes = _transformer_sizes(var_sd, f"'{var_path}'")
         var_sd = {k: v for k, v in var_sd.items() if k != "class_emb.weight"}
+    if var_path is not None and "pos_1LC" not in var_sd:
+        raise CheckpointError(f"'{var_path}' has no pos_1LC (VAR's learned positions), so it is not VAR's "
+                              "transformer; a VARSR one? use `alignvar-edge import varsr`")
     if patch_nums is None:
         if "pos_1LC" not in var_sd:
             raise CheckpointError("VAR's VQ-VAE alone does not name its scale schedule; pass --patch-nums "
