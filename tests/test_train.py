@@ -334,3 +334,16 @@ def test_resume_refuses_up_front_to_replace_someones_file_in_final(tmp_path: Pat
         train(opts(out, "vqvae", 4, resume=True, save_every=1), micro_batches())
     assert (out / "final" / "eval.json").read_text() == "{}"
     assert (out / "state" / "tensors.safetensors").read_bytes() == state      # nothing trained
+
+
+def test_cli_refuses_a_preset_that_init_would_override(vq_run: Path, tmp_path: Path, capsys) -> None:
+    """With --init the model is the checkpoint's: `--preset tiny32` must not be silently ignored."""
+    from alignvar_edge import cli
+
+    capsys.readouterr()
+    out = tmp_path / "tf"
+    assert cli.main(["train", "transformer", "--init", str(vq_run / "final"), "--preset", "tiny32",
+                     "--out", str(out), "--steps", "1", "--batch", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--preset tiny32" in err[0] and "drop --preset" in err[0], err
+    assert not out.exists()

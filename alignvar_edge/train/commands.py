@@ -20,7 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                                    "builds, or (joint) the transformer and the decoder together on the "
                                    "L1 of the image its own greedy rollout decodes to (--init RUN/final).")
     p.add_argument("stage", choices=("vqvae", "transformer", "decoder", "joint"))
-    p.add_argument("--preset", default="tiny", help="model preset for a new VQ-VAE run (default: tiny)")
+    p.add_argument("--preset", help="model preset for a new VQ-VAE run (default: tiny); with --init the "
+                                    "checkpoint's own config is trained")
     p.add_argument("--init", help="checkpoint to start from (required for every stage after vqvae)")
     p.add_argument("--images", help="folder of training images (default: the built-in sample photographs)")
     p.add_argument("--out", required=True, type=Path, help="run directory")
@@ -80,9 +81,13 @@ def run_train(args: argparse.Namespace) -> int:
 
     if args.steps < 1:
         raise InputError(f"--steps must be >= 1, got {args.steps}")
+    if args.preset is not None and args.init:
+        # the model (and so its preset) comes from --init: a preset given too would be silently ignored
+        raise InputError(f"--preset {args.preset} with --init {args.init}: the run trains the checkpoint's own "
+                         "config; drop --preset (a preset is chosen when the VQ-VAE stage starts without --init)")
     overrides = {k: v for k, v in (("hcc_rollout", args.hcc_rollout), ("hcc_tau", args.hcc_tau),
                                    ("cfg_negative", args.cfg_negative)) if v is not None}
-    opts = TrainOptions(stage=args.stage, out=args.out, steps=args.steps, preset=args.preset, init=args.init,
+    opts = TrainOptions(stage=args.stage, out=args.out, steps=args.steps, preset=args.preset or "tiny", init=args.init,
                         images=args.images, batch=args.batch, lr=args.lr, warmup=args.warmup, seed=args.seed,
                         hcc_weight=args.hcc_weight, sca=False if args.no_sca else None,
                         save_every=args.save_every, resume=args.resume, force=args.force, overrides=overrides,
