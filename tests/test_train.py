@@ -347,3 +347,56 @@ def test_cli_refuses_a_preset_that_init_would_override(vq_run: Path, tmp_path: P
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--preset tiny32" in err[0] and "drop --preset" in err[0], err
     assert not out.exists()
+
+
+def _photo_folder(tmp_path: Path) -> Path:
+    import numpy as np
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray(rng.integers(0, 256, (48, 40, 3), dtype=np.uint8)).save(folder / "rgb8.png")
+    Image.fromarray(rng.integers(0, 65536, (40, 44), dtype=np.uint16)).save(folder / "gray16.png")
+    return folder
+
+
+def test_training_images_are_held_as_their_codes_with_the_same_batches(tmp_path: Path, monkeypatch) -> None:
+    """A folder of photos is held for the whole run: as 8-/16-bit codes, not 4-byte floats, and
+    the crops are the floats load_image gives, bit for bit."""
+    import numpy as np
+
+    from alignvar_edge.images import load_image
+    from alignvar_edge.train import data
+    from alignvar_edge.train.data import ImageFolderDataset
+
+    folder = _photo_folder(tmp_path)
+    ds = ImageFolderDataset(folder, crop=32, seed=3, samples_per_image=4)
+    held = dict(ds.images)
+    assert held["rgb8.png"].dtype == np.uint8 and held["rgb8.png"].nbytes == 48 * 40 * 3
+    assert held["gray16.png"].dtype == np.uint16
+    for name, arr in held.items():                    # exactly what the file reads as
+        assert np.array_equal(data._widen(arr), load_image(folder / name)[0])
+    monkeypatch.setattr(data, "_compact", lambda rgb: rgb)       # held as float32, as before
+    floats = ImageFolderDataset(folder, crop=32, seed=3, samples_per_image=4)
+    assert all(v.dtype == np.float32 for _, v in floats.images)
+    for i in range(len(ds)):
+        a, b = ds[i], floats[i]
+        assert torch.equal(a["hr"], b["hr"]) and torch.equal(a["lr"], b["lr"]), i
+
+
+def test_max_megapixels_admits_large_training_images(tmp_path: Path, capsys) -> None:
+    """The size refusal says "raise the limit (--max-megapixels)": train has that flag, and a run
+    with the default limit resumes as runs made before the flag existed."""
+    from alignvar_edge import cli
+
+    folder = _photo_folder(tmp_path)
+    out = tmp_path / "run"
+    argv = ["train", "vqvae", "--preset", "micro", "--images", str(folder), "--out", str(out), "--steps", "1",
+            "--batch", "1"]
+    capsys.readouterr()
+    assert cli.main([*argv, "--max-megapixels", "0.001"]) == 2
+    err = capsys.readouterr().err
+    assert "over the 0.001 MP limit" in err and "--max-megapixels" in err and not out.exists()
+    assert cli.main([*argv, "--max-megapixels", "0.01"]) == 0
+    assert "max_megapixels" not in opts(out, "vqvae", 1).fingerprint()
+    assert opts(out, "vqvae", 1, max_megapixels=0.01).fingerprint()["max_megapixels"] == 0.01

@@ -24,6 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                                     "checkpoint's own config is trained")
     p.add_argument("--init", help="checkpoint to start from (required for every stage after vqvae)")
     p.add_argument("--images", help="folder of training images (default: the built-in sample photographs)")
+    p.add_argument("--max-megapixels", type=positive_float,
+                   help="skip larger files in --images (default 24; every image is held in memory for the run, "
+                        "3 bytes a pixel for 8-bit files)")
     p.add_argument("--out", required=True, type=Path, help="run directory")
     p.add_argument("--steps", required=True, type=positive_int)
     p.add_argument("--batch", type=positive_int, default=12)
@@ -75,6 +78,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from alignvar_edge.images import DEFAULT_MAX_MEGAPIXELS
     from alignvar_edge.model.checkpoint import TRAINING_FILE
     from alignvar_edge.train.state import has_state
     from alignvar_edge.train.trainer import TrainOptions, train
@@ -92,7 +96,8 @@ def run_train(args: argparse.Namespace) -> int:
                         hcc_weight=args.hcc_weight, sca=False if args.no_sca else None,
                         save_every=args.save_every, resume=args.resume, force=args.force, overrides=overrides,
                         decoder_latent=args.latent, device=args.device, workers=args.workers,
-                        max_minutes=args.max_minutes)
+                        max_minutes=args.max_minutes,
+                        max_megapixels=args.max_megapixels or DEFAULT_MAX_MEGAPIXELS)
     try:
         final = train(opts)
     except KeyboardInterrupt:

@@ -28,6 +28,7 @@ from tqdm import tqdm
 from alignvar_edge.degrade import DegradationConfig
 from alignvar_edge.errors import CheckpointError, ConfigError, InputError, OutputExistsError
 from alignvar_edge.fsmodes import write_text
+from alignvar_edge.images import DEFAULT_MAX_MEGAPIXELS
 from alignvar_edge.manifest import RUN_FILE, check_out
 from alignvar_edge.model import AlignVAR, AlignVARConfig
 from alignvar_edge.model.alignvar import load_pretrained
@@ -71,6 +72,7 @@ class TrainOptions:
     device: str = "auto"               # torch device to train on; "auto": CUDA where torch has it, else CPU
     workers: int = 0                   # threads that make the next batches while the device trains (0: none)
     max_minutes: float | None = None   # stop (and save) after the step that passes this wall time; --resume goes on
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS   # larger files in --images are skipped (each is held whole)
 
     def validate(self) -> None:
         """Every option checked before anything on disk is touched (an invalid --force run must
@@ -99,6 +101,8 @@ class TrainOptions:
             raise InputError(f"ema must lie in [0, 1), got {self.ema}")
         if self.max_minutes is not None and not (math.isfinite(self.max_minutes) and self.max_minutes > 0):
             raise InputError(f"--max-minutes must be a finite number > 0, got {self.max_minutes}")
+        if not (math.isfinite(self.max_megapixels) and self.max_megapixels > 0):
+            raise InputError(f"--max-megapixels must be a finite number > 0, got {self.max_megapixels}")
         if not isinstance(self.workers, int) or self.workers < 0:
             raise InputError(f"--workers must be an integer >= 0, got {self.workers!r}")
         resolve_device(self.device)
@@ -114,6 +118,8 @@ class TrainOptions:
         for k in ("out", "steps", "resume", "force", "save_every", "log_every", "progress", "device", "workers",
                   "max_minutes"):
             d.pop(k)
+        if d["max_megapixels"] == DEFAULT_MAX_MEGAPIXELS:     # runs saved before the option resume as they were
+            d.pop("max_megapixels")
         return json.loads(json.dumps(d, default=str))
 
 
@@ -195,13 +201,13 @@ def set_modes(model: AlignVAR, stage: str) -> None:
         model.vae.eval()
 
 
-def make_batches(images: str | None, config: AlignVARConfig, batch: int, seed: int
-                 ) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]]:
+def make_batches(images: str | None, config: AlignVARConfig, batch: int, seed: int,
+                 max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]]:
     """Batch b = dataset items b*batch .. b*batch+batch-1: a pure function of (seed, b)."""
     source = images if images is not None else sample_images("train")
     ds = ImageFolderDataset(source, crop=config.hr_size, scale=config.scale,
                             degradation=DegradationConfig.from_dict(config.degradation),
-                            seed=seed, samples_per_image=10**9)
+                            seed=seed, samples_per_image=10**9, max_megapixels=max_megapixels)
 
     def get(b: int) -> tuple[torch.Tensor, torch.Tensor]:
         items = [ds[(b * batch + i) % len(ds)] for i in range(batch)]
@@ -274,7 +280,7 @@ def train(opts: TrainOptions, batches: Callable[[int], tuple[torch.Tensor, torch
     if not model.config.degradation:       # record the exact LR recipe for calibration and eval
         model.config.degradation = DegradationConfig(scale=model.config.scale).to_dict()
     if batches is None:
-        batches = make_batches(opts.images, model.config, opts.batch, opts.seed)
+        batches = make_batches(opts.images, model.config, opts.batch, opts.seed, opts.max_megapixels)
     model.to(opts.torch_device())
     aside = _prepare_out(opts)
     try:
