@@ -284,3 +284,23 @@ def test_import_var_refuses_a_transformer_of_another_architecture(tmp_path: Path
     line = _import_error(["var", "--var", str(VARSR / "var.pth").replace("var.pth", "vae.pth"), "--vae", vae],
                          tmp_path / "out", capsys)
     assert "VARSR training checkpoint" in line
+
+
+def test_a_tensor_reaching_past_its_storage_is_refused_not_grown(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """A damaged or crafted archive whose tensor claims more elements than its storage holds: one
+    line naming the file (torch itself would raise from deep inside when asked to grow it)."""
+    import io
+    import zipfile
+    buf = io.BytesIO()
+    torch.save({"quantize.embedding.weight": torch.zeros(4)}, buf)
+    bad = tmp_path / "vae.pth"
+    with zipfile.ZipFile(io.BytesIO(buf.getvalue())) as src, zipfile.ZipFile(bad, "w") as dst:
+        for name in src.namelist():
+            data = src.read(name)
+            if name.endswith("data.pkl"):
+                assert data.count(b"K\x04\x85") == 1          # the size tuple (4,): BININT1 4, TUPLE1
+                data = data.replace(b"K\x04\x85", b"M\xa0\x0f\x85")   # (4000,)
+            dst.writestr(name, data)
+    line = _import_error(["var", "--vae", str(bad), "--patch-nums", "1,2"], tmp_path / "out", capsys)
+    assert str(bad) in line and "storage" in line and "fetch it again" in line

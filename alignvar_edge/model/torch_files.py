@@ -72,6 +72,16 @@ def _rebuild_tensor(storage: _Storage, offset: int, size: tuple[int, ...], strid
                     *_: Any) -> torch.Tensor:
     if not isinstance(storage, _Storage):
         raise pickle.UnpicklingError("a tensor without an archived storage")
+    size, stride = tuple(size), tuple(stride)
+    if not (isinstance(offset, int) and all(isinstance(v, int) for v in size + stride) and len(size) == len(stride)
+            and offset >= 0 and min(size + stride, default=0) >= 0):
+        raise pickle.UnpicklingError(f"a tensor of malformed extent (offset {offset!r}, size {size!r}, "
+                                     f"stride {stride!r})")
+    # torch would grow the storage to fit (and fail on the archive's fixed buffer): the file is damaged
+    last = offset + sum((n - 1) * st for n, st in zip(size, stride)) if all(size) else -1
+    held = storage.data.nbytes() // torch.empty(0, dtype=storage.dtype).element_size()
+    if last >= held:
+        raise pickle.UnpicklingError(f"a tensor {list(size)} reaching element {last} of a storage of {held}")
     t = torch.empty(0, dtype=storage.dtype)
     t.set_(storage.data, offset, size, stride)
     return t
@@ -138,7 +148,8 @@ def read_torch_file(path: str | os.PathLike[str]) -> Any:
         raise CheckpointError(f"'{path}' is not a PyTorch zip checkpoint (torch.save since 1.6); "
                               "re-save it with a current PyTorch") from e
     except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError, AttributeError) as e:
-        raise CheckpointError(f"cannot read '{path}': {e}") from e
+        raise CheckpointError(f"cannot read '{path}': {e}; the file is damaged or not what torch.save writes: "
+                              "fetch it again") from e
     except FileNotFoundError as e:
         raise CheckpointError(f"'{path}' does not exist; check the path") from e
     except IsADirectoryError as e:
