@@ -400,3 +400,23 @@ def test_max_megapixels_admits_large_training_images(tmp_path: Path, capsys) -> 
     assert cli.main([*argv, "--max-megapixels", "0.01"]) == 0
     assert "max_megapixels" not in opts(out, "vqvae", 1).fingerprint()
     assert opts(out, "vqvae", 1, max_megapixels=0.01).fingerprint()["max_megapixels"] == 0.01
+
+
+def test_resume_refuses_an_images_folder_that_changed(tmp_path: Path) -> None:
+    """Batches are drawn from --images by index: resuming after a file was added would continue
+    with other batches than the run started with, silently. The run refuses; restored, it goes on."""
+    import shutil
+
+    folder = _photo_folder(tmp_path)
+    out = tmp_path / "run"
+
+    def run(steps: int, **kw) -> Path:
+        o = opts(out, "vqvae", steps, images=str(folder), batch=2, save_every=1, **kw)
+        return train(o, make_batches(str(folder), MICRO, 2, 0))
+
+    run(2)
+    shutil.copy(folder / "rgb8.png", folder / "more.png")
+    with pytest.raises(InputError, match="--images.*not those"):
+        run(3, resume=True)
+    (folder / "more.png").unlink()
+    assert run(3, resume=True) == out / "final"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import hashlib
 import io
 import json
 import math
@@ -28,7 +29,7 @@ from tqdm import tqdm
 from alignvar_edge.degrade import DegradationConfig
 from alignvar_edge.errors import CheckpointError, ConfigError, InputError, OutputExistsError
 from alignvar_edge.fsmodes import write_text
-from alignvar_edge.images import DEFAULT_MAX_MEGAPIXELS
+from alignvar_edge.images import DEFAULT_MAX_MEGAPIXELS, list_images
 from alignvar_edge.manifest import RUN_FILE, check_out
 from alignvar_edge.model import AlignVAR, AlignVARConfig
 from alignvar_edge.model.alignvar import load_pretrained
@@ -231,7 +232,10 @@ def _prepare_out(opts: TrainOptions) -> Path | None:
     once the new run has finished (`_finish_out`)."""
     out = opts.out
     fp_path = out / RUN_FILE
-    fingerprint = {"options": opts.fingerprint()}
+    fingerprint: dict[str, Any] = {"options": opts.fingerprint()}
+    digest = images_digest(opts.images)
+    if digest is not None:
+        fingerprint["images_sha256"] = digest
     if opts.resume:
         if not (out / STATE_DIR).exists() and not (out / ".state.old").exists():
             raise InputError(f"--resume: '{out}' holds no training state; start without --resume")
@@ -240,9 +244,13 @@ def _prepare_out(opts: TrainOptions) -> Path | None:
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise CheckpointError(f"--resume: {fp_path} is not valid JSON ({e}); the run cannot be resumed: "
                                   "start it again with --force or choose another --out") from e
-        if old != fingerprint:
+        if not isinstance(old, dict) or old.get("options") != fingerprint["options"]:
             raise OutputExistsError(f"--resume: '{out}' was trained with other options ({fp_path}); "
                                     "resume with the same options or start a new run directory")
+        if "images_sha256" in old and old["images_sha256"] != digest:     # runs made before it: unchecked
+            raise InputError(f"--resume: the image files in --images {opts.images} are not those '{out}' started "
+                             "with (added, removed or resized), so its batches would differ; restore the folder "
+                             "or start a new run directory")
         check_checkpoint_out(out / "final", True, "--resume")    # now, not after the run has trained
         return None
     aside = None
@@ -256,6 +264,18 @@ def _prepare_out(opts: TrainOptions) -> Path | None:
     out.mkdir(parents=True, exist_ok=True)
     fp_path.write_text(json.dumps(fingerprint, indent=1) + "\n")
     return aside
+
+
+def images_digest(images: str | None) -> str | None:
+    """SHA-256 of what --images held when a run started: its image files' names and sizes. Batch b
+    takes the dataset's items by index, so a file added, removed or replaced changes the batches."""
+    if images is None:
+        return None
+    root = Path(images)
+    h = hashlib.sha256()
+    for path in list_images(root):
+        h.update(f"{path.relative_to(root).as_posix()}\0{path.stat().st_size}\n".encode())
+    return h.hexdigest()
 
 
 def _finish_out(out: Path, aside: Path | None, ok: bool) -> None:
