@@ -420,3 +420,15 @@ def test_resume_refuses_an_images_folder_that_changed(tmp_path: Path) -> None:
         run(3, resume=True)
     (folder / "more.png").unlink()
     assert run(3, resume=True) == out / "final"
+
+
+def test_resume_with_fewer_steps_than_trained_is_refused_and_changes_nothing(tmp_path: Path) -> None:
+    """A run saved at step 4 resumed with --steps 2 would rewrite its state as step 2 holding step
+    4's weights (and a later --resume would train steps 2-3 twice): refused, every file kept."""
+    out = tmp_path / "run"
+    train(opts(out, "vqvae", 4, save_every=2), micro_batches())
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(InputError, match="has trained 4 steps, more than --steps 2"):
+        train(opts(out, "vqvae", 2, resume=True, save_every=2), micro_batches())
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    train(opts(out, "vqvae", 4, resume=True, save_every=2), micro_batches())     # --steps 4 still goes

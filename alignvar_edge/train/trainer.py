@@ -337,6 +337,11 @@ def _run(opts: TrainOptions, model: AlignVAR, batches: Callable[[int], tuple[tor
     if opts.resume:
         meta = load_state(opts.out, model, ema, opt, gen)
         start = int(meta["step"])
+        if start > opts.steps:
+            # the loop would not run, and the state would be saved again as step --steps with the
+            # weights of step `start`: a later --resume would then train those steps twice
+            raise InputError(f"--resume: '{opts.out}' has trained {start} steps, more than --steps {opts.steps}; "
+                             f"pass --steps {start} or more")
         _trim_log(opts.out / "log.csv", start)
         usage[:] = True
         usage[torch.tensor(meta.get("unused_codes", []), dtype=torch.long, device=device)] = False
