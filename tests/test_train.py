@@ -347,6 +347,12 @@ def test_cli_refuses_a_preset_that_init_would_override(vq_run: Path, tmp_path: P
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--preset tiny32" in err[0] and "drop --preset" in err[0], err
     assert not out.exists()
+    # likewise --latent, which only the decoder stage reads (joint would train as if it were not given)
+    assert cli.main(["train", "joint", "--init", str(vq_run / "final"), "--latent", "zero",
+                     "--out", str(out), "--steps", "1", "--batch", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "drop --latent" in err[0], err
+    assert not out.exists()
 
 
 def _photo_folder(tmp_path: Path) -> Path:

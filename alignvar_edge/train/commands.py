@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--hcc-tau", type=positive_float, help="Gumbel-softmax temperature of --hcc-rollout gumbel")
     p.add_argument("--cfg-negative", choices=("dropout", "degraded"),
                    help="image CFG's negative label: random condition dropout, or trained on degraded images")
-    p.add_argument("--latent", choices=("model", "zero"), default="model",
+    p.add_argument("--latent", choices=("model", "zero"),
                    help="decoder stage: decode the transformer's own latent (default), or a zero latent "
                         "(the equal-budget control that says what the tokens are worth)")
     p.add_argument("--save-every", type=positive_int, default=200)
@@ -85,6 +85,9 @@ def run_train(args: argparse.Namespace) -> int:
 
     if args.steps < 1:
         raise InputError(f"--steps must be >= 1, got {args.steps}")
+    if args.latent is not None and args.stage != "decoder":
+        raise InputError(f"--latent chooses what the decoder stage decodes; the {args.stage} stage has no such "
+                         "choice: drop --latent, or train the decoder stage")
     if args.preset is not None and args.init:
         # the model (and so its preset) comes from --init: a preset given too would be silently ignored
         raise InputError(f"--preset {args.preset} with --init {args.init}: the run trains the checkpoint's own "
@@ -95,7 +98,7 @@ def run_train(args: argparse.Namespace) -> int:
                         images=args.images, batch=args.batch, lr=args.lr, warmup=args.warmup, seed=args.seed,
                         hcc_weight=args.hcc_weight, sca=False if args.no_sca else None,
                         save_every=args.save_every, resume=args.resume, force=args.force, overrides=overrides,
-                        decoder_latent=args.latent, device=args.device, workers=args.workers,
+                        decoder_latent=args.latent or "model", device=args.device, workers=args.workers,
                         max_minutes=args.max_minutes,
                         max_megapixels=args.max_megapixels or DEFAULT_MAX_MEGAPIXELS)
     try:
