@@ -304,3 +304,15 @@ def test_a_tensor_reaching_past_its_storage_is_refused_not_grown(tmp_path: Path,
             dst.writestr(name, data)
     line = _import_error(["var", "--vae", str(bad), "--patch-nums", "1,2"], tmp_path / "out", capsys)
     assert str(bad) in line and "storage" in line and "fetch it again" in line
+
+
+def test_an_args_pn_that_does_not_fit_the_shapes_gives_way_to_them() -> None:
+    """VAR's args accept the shorthand pn='512'; a checkpoint saved with it (or a stale pn) is read
+    by its shapes, not as a one-scale schedule that then fails on every positional tensor."""
+    from alignvar_edge.errors import CheckpointError
+    from alignvar_edge.model.upstream import schedule
+    varsr_512 = (1, 2, 3, 4, 6, 9, 13, 18, 24, 32)
+    assert schedule(32, 10, 2240, {"pn": "512"}) == varsr_512
+    assert schedule(32, 10, 2240, {"pn": "1_2_3_4_6_9_13_18_24_32"}) == varsr_512
+    with pytest.raises(CheckpointError, match="args.pn '1_2_4_8' does not fit.*--patch-nums"):
+        schedule(8, 5, None, {"pn": "1_2_4_8"})

@@ -90,13 +90,19 @@ def vq_sizes(vae_sd: dict[str, torch.Tensor], where: str = "the VQ-VAE state dic
 
 def schedule(p_last: int, scales: int, tokens: int | None, args: Any) -> tuple[int, ...]:
     """The scale schedule: the checkpoint's args.pn, else the known schedule its shapes fit."""
+    def fits(pns: tuple[int, ...]) -> bool:
+        return pns[-1] == p_last and len(pns) == scales and (tokens is None or sum(p * p for p in pns) == tokens)
+
     pn = args.get("pn") if isinstance(args, (dict, Skipped)) else None
     if isinstance(pn, str) and re.fullmatch(r"\d+([_-]\d+)*", pn):
-        return tuple(int(p) for p in re.split(r"[_-]", pn))
+        named = tuple(int(p) for p in re.split(r"[_-]", pn))
+        if fits(named):         # VAR's shorthand ("256") or a stale value must not outrank the shapes
+            return named
     for pns in KNOWN_SCHEDULES:
-        if pns[-1] == p_last and len(pns) == scales and (tokens is None or sum(p * p for p in pns) == tokens):
+        if fits(pns):
             return pns
-    raise CheckpointError(f"cannot tell the scale schedule ({scales} scales ending at {p_last}); pass "
+    said = f", and args.pn {pn!r} does not fit them" if isinstance(pn, str) else ""
+    raise CheckpointError(f"cannot tell the scale schedule ({scales} scales ending at {p_last}{said}); pass "
                           "--patch-nums explicitly, e.g. --patch-nums 1,2,3,4,6,9,13,18,24,32")
 
 
