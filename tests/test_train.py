@@ -438,3 +438,16 @@ def test_resume_with_fewer_steps_than_trained_is_refused_and_changes_nothing(tmp
         train(opts(out, "vqvae", 2, resume=True, save_every=2), micro_batches())
     assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     train(opts(out, "vqvae", 4, resume=True, save_every=2), micro_batches())     # --steps 4 still goes
+
+
+def test_a_run_is_not_started_inside_an_artifact(tmp_path: Path) -> None:
+    """An export or engine lists every file it holds: a run written inside one makes it fail its
+    verification, so --out there is refused (with or without --force), nothing created."""
+    import json
+
+    art = tmp_path / "export"
+    art.mkdir()
+    (art / "manifest.json").write_text(json.dumps({"schema_version": 1, "kind": "export", "files": {}}))
+    with pytest.raises(OutputExistsError, match="inside the artifact"):
+        train(opts(art / "run", "vqvae", 1), micro_batches())
+    assert sorted(p.name for p in art.iterdir()) == ["manifest.json"]

@@ -254,11 +254,12 @@ def _prepare_out(opts: TrainOptions) -> Path | None:
         check_checkpoint_out(out / "final", True, "--resume")    # now, not after the run has trained
         return None
     aside = None
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        if not opts.force:
-            raise OutputExistsError(f"'{out}' already holds a run; pass --force to replace it, "
-                                    "--resume to continue it, or choose another --out")
-        check_out(out, force=True)
+    taken = out.exists() and (not out.is_dir() or any(out.iterdir()))
+    if taken and not opts.force:
+        raise OutputExistsError(f"'{out}' already holds a run; pass --force to replace it, "
+                                "--resume to continue it, or choose another --out")
+    check_out(out, force=True)      # ours to replace, and never inside an artifact (it would fail verification)
+    if taken:
         aside = out.with_name(f".{out.name}.replaced-{os.getpid()}")
         os.replace(out, aside)
     out.mkdir(parents=True, exist_ok=True)
