@@ -110,6 +110,9 @@ def _common_info(root: Path, m: Manifest) -> dict[str, Any]:
     return {
         "path": str(root), "graph": m.graph, "precision": m.precision, "opset": m.opset,
         "model": {"name": m.model.name, "source": m.source.describe(),
+                  # the record that proves which checkpoint it was (path and file hashes) and the
+                  # hash of the weights themselves: the sentence alone names a path, not its content
+                  "provenance": m.source.to_json(), "weights_sha256": m.model.weights_sha256,
                   "scale_schedule": list(m.model.scale_schedule) if m.model.scale_schedule else None},
         "parameters": (m.model.parameters or {}).get("inference"), "parity": m.parity, "tools": m.tools,
         "created": m.created, "files_verified": len(m.files),
@@ -186,6 +189,17 @@ def _graph_facts_line(facts: dict[str, Any]) -> str | None:
     return "; ".join(parts) or None
 
 
+def _source_lines(model: dict[str, Any]) -> list[str]:
+    """Where the weights came from, with the hashes a user compares against their checkpoint
+    (`sha256sum model.safetensors`) and the hash of the weights as loaded."""
+    lines = [f"source     {model.get('source') or 'unknown'}"]
+    sha = (model.get("provenance") or {}).get("sha256") or {}
+    lines += [f"sha256     {f} {h}" for f, h in sorted(sha.items())]
+    if model.get("weights_sha256"):
+        lines.append(f"sha256     weights as loaded (state dict) {model['weights_sha256']}")
+    return lines
+
+
 def _shape(io: dict[str, Any]) -> str:
     return f"{io['name']} {io['dtype']}[{','.join(str(d) for d in io['shape'])}]"
 
@@ -204,6 +218,7 @@ def format_inspection(info: dict[str, Any]) -> str:
         f"model      {info['model']['name']}  scales {info['model']['scale_schedule']}  "
         f"parameters (inference) {info['parameters']:,}" if info["parameters"] else
         f"model      {info['model']['name']}",
+        *_source_lines(info["model"]),
         f"files      {info['files_verified']} verified (SHA-256), {info['bytes_on_disk'] / 1e6:.2f} MB on disk",
     ]
     c = info.get("input_contract")

@@ -1,0 +1,46 @@
+"""Exporting one's own checkpoint: `inspect` names the checkpoint with the hashes that prove it,
+and `--out` never replaces or writes into the checkpoint being exported.
+
+One real export of a saved nano checkpoint (the sharpened random model of the export tests)."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from _runtime_fixtures import nano_model
+from alignvar_edge import cli
+from alignvar_edge.model.checkpoint import save_pretrained
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A training run as `train` leaves it: run.json beside the final checkpoint."""
+    run = tmp_path_factory.mktemp("run") / "tf"
+    save_pretrained(nano_model(), run / "final")
+    (run / "run.json").write_text(json.dumps({"options": {"steps": 2}}))
+    return run
+
+
+@pytest.fixture(scope="module")
+def exported(run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("export") / "art"
+    assert cli.main(["export", str(run_dir / "final"), "--out", str(out), "--batch", "1", "--tiles", "1"]) == 0
+    return out
+
+
+def test_inspect_names_the_checkpoint_with_its_hashes(run_dir: Path, exported: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    sha = {f: hashlib.sha256((run_dir / "final" / f).read_bytes()).hexdigest()
+           for f in ("config.json", "model.safetensors")}
+    capsys.readouterr()
+    assert cli.main(["inspect", str(exported)]) == 0
+    text = capsys.readouterr().out
+    assert f"checkpoint {(run_dir / 'final').resolve()}" in text
+    assert all(f"{f} {h}" in text for f, h in sha.items()), text
+    assert cli.main(["inspect", str(exported), "--json"]) == 0
+    model = json.loads(capsys.readouterr().out)["model"]
+    assert model["provenance"]["sha256"] == sha and model["provenance"]["path"] == str((run_dir / "final").resolve())
+    assert len(model["weights_sha256"]) == 64
