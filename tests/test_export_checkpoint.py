@@ -44,3 +44,17 @@ def test_inspect_names_the_checkpoint_with_its_hashes(run_dir: Path, exported: P
     model = json.loads(capsys.readouterr().out)["model"]
     assert model["provenance"]["sha256"] == sha and model["provenance"]["path"] == str((run_dir / "final").resolve())
     assert len(model["weights_sha256"]) == 64
+
+
+@pytest.mark.parametrize("where", ["run", "checkpoint", "inside"])
+def test_out_never_replaces_or_enters_the_checkpoint(run_dir: Path, where: str,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    out = {"run": run_dir, "checkpoint": run_dir / "final", "inside": run_dir / "final" / "onnx"}[where]
+    before = sorted(p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*"))
+    capsys.readouterr()
+    assert cli.main(["export", str(run_dir / "final"), "--out", str(out), "--batch", "1", "--force"]) != 0
+    err = capsys.readouterr().err.strip()
+    # the checkpoint itself was refused before (no manifest.json of ours); the run holding it and a
+    # folder inside it were not
+    assert len(err.splitlines()) == 1 and "--out" in err and str(run_dir / "final") in err, err
+    assert sorted(p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*")) == before

@@ -27,7 +27,7 @@ from alignvar_edge.errors import ArtifactError, ConfigError
 from alignvar_edge.export.batch import default_batch
 from alignvar_edge.export.graphs import GraphSpec, graph_noise, specs_for
 from alignvar_edge.export.lint import forbidden_constructs
-from alignvar_edge.manifest import ModelInfo, ModelSource, artifact_dir, listed_file, load_verified, new_manifest, write_manifest
+from alignvar_edge.manifest import ModelInfo, ModelSource, artifact_dir, check_out, listed_file, load_verified, new_manifest, write_manifest
 from alignvar_edge.export.parity import ParityReport, check_parity, compare
 from alignvar_edge.export.staged import StagedRunner, make_session
 from alignvar_edge.model.alignvar import AlignVAR
@@ -264,6 +264,11 @@ def export_onnx(model: AlignVAR, out_dir: str | os.PathLike[str], graph: str = "
                           f"'{model_name or model.config.name}' has none, so its graphs never refine: "
                           "drop --no-refine")
     model = model.cpu().float().eval()
+    info = _model_info(model, model_name, source, checkpoint)
+    if info.source.path:
+        # --force replaces a folder of ours (a training run holds run.json): never the one that
+        # holds the checkpoint being exported, nor a folder written into the checkpoint
+        check_out(out_dir, force, source=info.source.path)
     ext = external_data if external_data is not None else _param_bytes(model) > EXTERNAL_DATA_BYTES
     n_eff = whole_calls(n_tiles, batch)               # graphs have a fixed batch: whole batches only
     tiles = lr_tiles(model.config, n_eff, seed=seed, images=tile_images)
@@ -299,7 +304,7 @@ def export_onnx(model: AlignVAR, out_dir: str | os.PathLike[str], graph: str = "
         parity.update(tiles_hash=tiles_hash(tiles), tiles_source=str(tile_images or "sample:heldout"),
                       tiles_seed=seed, runtime="onnxruntime CPUExecutionProvider")
         m = new_manifest(
-            "onnx", "onnx", graph, "fp32", _model_info(model, model_name, source, checkpoint), opset=opset,
+            "onnx", "onnx", graph, "fp32", info, opset=opset,
             graphs={s.name: {"file": s.file, **graph_io(tmp / s.file)} for s in specs}, parity=parity,
             extra={"batch": batch, "external_data": ext, "simplified": simplify,
                    "attention": {"form": attention, **_attention_nodes(tmp, specs)},
