@@ -58,3 +58,39 @@ def test_out_never_replaces_or_enters_the_checkpoint(run_dir: Path, where: str,
     # folder inside it were not
     assert len(err.splitlines()) == 1 and "--out" in err and str(run_dir / "final") in err, err
     assert sorted(p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*")) == before
+
+
+@pytest.mark.parametrize("fails", ["load", "run"])
+def test_onnxruntime_refusing_the_graph_is_one_line_and_leaves_nothing(
+        exported: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fails: str) -> None:
+    """An onnxruntime too old for the opset (load) or out of memory at the batch (run)."""
+    import onnxruntime as ort
+    from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
+
+    from alignvar_edge.errors import ArtifactError
+    from alignvar_edge.export import onnx_export as ox
+
+    class Refusing:
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            if fails == "load":
+                raise ort_errors.Fail("[ONNXRuntimeError] : 1 : FAIL : Load model failed: Opset 23 is "
+                                      "under development and support for this is limited.")
+
+        def run(self, *args: object) -> None:
+            raise ort_errors.RuntimeException("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : bad allocation")
+
+        def get_inputs(self) -> list[object]:
+            return []
+
+    # the traced graph is reused: what is under test is the runtime's refusal
+    monkeypatch.setattr(ox, "export_graph", lambda spec, path, opset, ext: path.write_bytes(
+        (exported / "model.onnx").read_bytes()))
+    monkeypatch.setattr(ort, "InferenceSession", Refusing)
+    out = tmp_path / "art"
+    with pytest.raises(ArtifactError) as e:
+        ox.export_onnx(nano_model(), out, batch=1, n_tiles=1)
+    msg = str(e.value)
+    assert len(msg.splitlines()) == 1 and f"ONNX Runtime {ort.__version__} could not {fails}" in msg, msg
+    assert ("Opset 23" if fails == "load" else "bad allocation") in msg and "nothing was written" in msg
+    assert ".tmp-" not in msg and "re-export" not in msg
+    assert list(tmp_path.iterdir()) == []

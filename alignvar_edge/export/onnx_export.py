@@ -212,6 +212,23 @@ def validate(model: AlignVAR, root: Path, graph: str, batches: list[np.ndarray],
                    scale=model.config.scale, session_load_s=round(load_s, 3))
 
 
+def _runtime_refused(e: Exception, graph: str, opset: int) -> ArtifactError | None:
+    """ONNX Runtime refusing to load or run a graph that passed onnx.checker, as one line naming
+    what the user can change (its version, the opset, the batch); None for any other error. The
+    loader's own message names the temporary folder, which is gone, and says to re-export."""
+    loading = isinstance(e, ArtifactError) and e.__cause__ is not None
+    if not loading and not type(e).__module__.startswith("onnxruntime"):
+        return None
+    import onnxruntime
+
+    reason = e.__cause__ if loading else e
+    first = (str(reason).strip().splitlines() or [type(reason).__name__])[0]
+    what, fix = (("load", "export with --opset 18 (every runtime reads it) or upgrade onnxruntime") if loading else
+                 ("run", "a smaller --batch if it ran out of memory, else --opset 18 or another onnxruntime"))
+    return ArtifactError(f"ONNX Runtime {onnxruntime.__version__} could not {what} the exported {graph} graph "
+                         f"(opset {opset}) to check it against PyTorch: {first}; nothing was written: {fix}")
+
+
 def _model_info(model: AlignVAR, name: str | None, source: ModelSource | str | None,
                 checkpoint: str | os.PathLike[str] | None = None) -> ModelInfo:
     c = model.config
@@ -296,7 +313,13 @@ def export_onnx(model: AlignVAR, out_dir: str | os.PathLike[str], graph: str = "
         say(f"validating with ONNX Runtime on {n_eff} held-out tiles")
         t0 = time.perf_counter()
         batches = [tiles[i:i + batch] for i in range(0, n_eff, batch)]
-        report = validate(model, tmp, graph, batches, refine)
+        try:
+            report = validate(model, tmp, graph, batches, refine)
+        except Exception as e:
+            refused = _runtime_refused(e, graph, opset)
+            if refused is None:
+                raise
+            raise refused from e
         timings["validate_s"] = time.perf_counter() - t0
         check_parity(report, f"the exported {graph} graph")
         say(report.summary())
