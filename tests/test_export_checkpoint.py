@@ -94,3 +94,15 @@ def test_onnxruntime_refusing_the_graph_is_one_line_and_leaves_nothing(
     assert ("Opset 23" if fails == "load" else "bad allocation") in msg and "nothing was written" in msg
     assert ".tmp-" not in msg and "re-export" not in msg
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_prune_ratio_below_one_token_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # nano's scales have 1, 4 and 16 tokens: 0.05 of 16 is no token, 0.25 of 4 is one
+    from alignvar_edge.export import onnx_export as ox
+    from alignvar_edge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"0\.05 of scale 2's 16 tokens is less than one token.*0\.0625"):
+        ox.export_onnx(nano_model(), tmp_path / "a", batch=1, prune=(0.25, 0.05))
+    assert list(tmp_path.iterdir()) == []
+    ox._check_prune((1, 2, 4), (0.25, 0.0625))         # one token at each: accepted
+    ox._check_prune((1, 2, 4), (0.0, 0.5))             # 0 leaves a scale unpruned
