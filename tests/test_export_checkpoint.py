@@ -106,3 +106,22 @@ def test_a_prune_ratio_below_one_token_is_refused(tmp_path: Path, capsys: pytest
     assert list(tmp_path.iterdir()) == []
     ox._check_prune((1, 2, 4), (0.25, 0.0625))         # one token at each: accepted
     ox._check_prune((1, 2, 4), (0.0, 0.5))             # 0 leaves a scale unpruned
+
+
+def test_validation_images_are_recorded_and_shown_with_their_full_path(
+        exported: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from alignvar_edge.export import onnx_export as ox
+    from alignvar_edge.export.inspect_artifact import format_inspection, inspect_artifact
+
+    (tmp_path / "photos").mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "photos" / "a.png")
+    monkeypatch.setattr(ox, "export_graph", lambda spec, path, opset, ext: path.write_bytes(
+        (exported / "model.onnx").read_bytes()))
+    monkeypatch.chdir(tmp_path)                    # --images given relative to where export ran
+    art = ox.export_onnx(nano_model(), tmp_path / "art", batch=1, n_tiles=1, tile_images="photos")
+    text = format_inspection(inspect_artifact(art))
+    assert f"1 tiles of {tmp_path / 'photos'} (seed 0) vs PyTorch" in text, text

@@ -162,7 +162,9 @@ def _parity_line(p: Any) -> str | None:
     tokens = p.get("tokens")
     if isinstance(tokens, dict) and "per_scale" in tokens:
         per = " ".join(f"{a:.0%}" for a in tokens["per_scale"])
-        return (f"{p.get('tiles')} tiles vs {p.get('reference', 'PyTorch')}: tokens per scale [{per}], "
+        # which photographs: a user's own --images folder or the bundled held-out samples
+        where = f" of {p['tiles_source']} (seed {p.get('tiles_seed', 0)})" if p.get("tiles_source") else ""
+        return (f"{p.get('tiles')} tiles{where} vs {p.get('reference', 'PyTorch')}: tokens per scale [{per}], "
                 f"SR PSNR {p.get('psnr_db')} dB, "
                 f"max |diff| {p.get('max_abs_diff', float('nan')):.1e}")
     val = p.get("validation")

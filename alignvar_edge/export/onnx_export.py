@@ -338,7 +338,7 @@ def export_onnx(model: AlignVAR, out_dir: str | os.PathLike[str], graph: str = "
         check_parity(report, f"the exported {graph} graph")
         say(report.summary())
         parity = report.to_json()
-        parity.update(tiles_hash=tiles_hash(tiles), tiles_source=str(tile_images or "sample:heldout"),
+        parity.update(tiles_hash=tiles_hash(tiles), tiles_source=str(Path(tile_images).resolve()) if tile_images else "sample:heldout",
                       tiles_seed=seed, runtime="onnxruntime CPUExecutionProvider")
         m = new_manifest(
             "onnx", "onnx", graph, "fp32", info, opset=opset,
