@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -125,3 +126,19 @@ def test_validation_images_are_recorded_and_shown_with_their_full_path(
     art = ox.export_onnx(nano_model(), tmp_path / "art", batch=1, n_tiles=1, tile_images="photos")
     text = format_inspection(inspect_artifact(art))
     assert f"1 tiles of {tmp_path / 'photos'} (seed 0) vs PyTorch" in text, text
+
+
+def test_inspect_does_not_vouch_for_a_manifest_without_its_content_hash(exported: Path, tmp_path: Path) -> None:
+    """Editing the parity figures and deleting `content_sha256` loads (old manifests have none):
+    the verdict must say that the manifest's own fields are unverified."""
+    from alignvar_edge.export.inspect_artifact import inspect_artifact
+
+    assert "unverified" not in inspect_artifact(exported)["verdict"]
+    art = tmp_path / "art"
+    shutil.copytree(exported, art)
+    doc = json.loads((art / "manifest.json").read_text())
+    doc["parity"]["psnr_db"] = 200.0
+    del doc["content_sha256"]
+    (art / "manifest.json").write_text(json.dumps(doc))
+    verdict = inspect_artifact(art)["verdict"]
+    assert "carries no content_sha256" in verdict and "unverified" in verdict, verdict

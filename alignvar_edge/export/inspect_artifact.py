@@ -5,6 +5,7 @@ parsed for its op histogram, I/O, parameter count and size on disk, and linted p
 """
 from __future__ import annotations
 
+import json
 import os
 from collections import Counter
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 
 from alignvar_edge.errors import ArtifactError
 from alignvar_edge.export.lint import TARGETS, Finding, lint_model
-from alignvar_edge.manifest import Manifest, input_contract, listed_file, load_verified
+from alignvar_edge.manifest import CONTENT_KEY, MANIFEST_FILE, Manifest, input_contract, listed_file, load_verified
 from alignvar_edge.runtimes.tensorrt.kit import FP16_F32, plan_of
 
 __all__ = ["format_inspection", "inspect_artifact"]
@@ -65,16 +66,31 @@ def inspect_artifact(artifact: str | os.PathLike[str]) -> dict[str, Any]:
     graphs = {name: _graph_summary(root, m, entry) for name, entry in m.graphs.items()}
     return {
         "verdict": f"OK: {len(m.files)} file(s) listed in the manifest, each inside the artifact directory and "
-                   "matching its SHA-256; no unlisted file, every graph and external-data file listed",
+                   "matching its SHA-256; no unlisted file, every graph and external-data file listed"
+                   + ("" if _content_hashed(root) else _UNHASHED),
         **_common_info(root, m), "batch": m.extra.get("batch"), "graphs": graphs,
     }
+
+
+# A manifest without its content hash loads (older ones have none), so a hand edit that also
+# drops the hash cannot be told from an old manifest: the verdict must not vouch for its fields.
+_UNHASHED = (f"; but {MANIFEST_FILE} carries no {CONTENT_KEY} (written by an older alignvar-edge, or edited "
+             "by hand), so its own fields (model, parity, I/O) are unverified: re-export to be sure")
+
+
+def _content_hashed(root: Path) -> bool:
+    try:
+        return CONTENT_KEY in json.loads((root / MANIFEST_FILE).read_text())
+    except (OSError, ValueError):
+        return False
 
 
 def _engine_info(root: Path, m: Manifest) -> dict[str, Any]:
     """An engine directory: what it was built from and checked against, what it computes in."""
     extra = m.extra
     return {
-        "verdict": f"OK: engine ({m.backend}), every file listed in manifest.json matching its SHA-256",
+        "verdict": f"OK: engine ({m.backend}), every file listed in manifest.json matching its SHA-256"
+                   + ("" if _content_hashed(root) else _UNHASHED),
         **_common_info(root, m), "kind": "engine", "backend": m.backend,
         "device": extra.get("device") or extra.get("compute_units"),      # Core ML: its compute units
         "batch": m.static_batch, "engine_files": dict(extra.get("files") or {}),
