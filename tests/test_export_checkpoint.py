@@ -142,3 +142,18 @@ def test_inspect_does_not_vouch_for_a_manifest_without_its_content_hash(exported
     (art / "manifest.json").write_text(json.dumps(doc))
     verdict = inspect_artifact(art)["verdict"]
     assert "carries no content_sha256" in verdict and "unverified" in verdict, verdict
+
+
+@pytest.mark.parametrize("name", ["report.json", "manifest.json"])
+def test_inspect_json_file_is_never_written_into_the_artifact(exported: Path, tmp_path: Path, name: str,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    art = tmp_path / "art"
+    shutil.copytree(exported, art)
+    before = {p.name: p.read_bytes() for p in art.iterdir()}
+    capsys.readouterr()
+    assert cli.main(["inspect", str(art), "--json", str(art / name)]) != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--json" in err and "outside" in err, err
+    assert {p.name: p.read_bytes() for p in art.iterdir()} == before
+    assert cli.main(["inspect", str(art), "--json", str(tmp_path / "report.json")]) == 0
+    assert json.loads((tmp_path / "report.json").read_text())["graph"] == "single"
