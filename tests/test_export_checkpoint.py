@@ -1,7 +1,10 @@
-"""Exporting one's own checkpoint: `inspect` names the checkpoint with the hashes that prove it,
-and `--out` never replaces or writes into the checkpoint being exported.
+"""Exporting one's own checkpoint: `inspect` names the checkpoint with the hashes that prove it and
+the photographs it was validated on, and does not vouch for a manifest it cannot verify; `--out`
+never replaces or enters the checkpoint, nor `inspect --json FILE` the artifact; ONNX Runtime
+refusing the graph and a --prune ratio below one token are one line each, leaving nothing.
 
-One real export of a saved nano checkpoint (the sharpened random model of the export tests)."""
+One real export of a saved nano checkpoint (the sharpened random model of the export tests); the
+other exports reuse its traced graph."""
 from __future__ import annotations
 
 import hashlib
