@@ -597,6 +597,14 @@ def _external_data_problems(root: Path, rel: str, files: dict[str, Any]) -> list
     return problems
 
 
+def unlisted_files(root: Path, files: Mapping[str, Any]) -> list[str]:
+    """The files under `root` that its manifest's `files` do not list (manifests and Finder's
+    litter aside): not ours, so verification refuses them and --force never deletes them."""
+    on_disk = {p.relative_to(root).as_posix() for p in root.rglob("*")
+               if (p.is_file() or p.is_symlink()) and p.name != MANIFEST_FILE and not finder_litter(p.name)}
+    return sorted(on_disk - set(files))
+
+
 def verify_files(root: str | os.PathLike[str], manifest: Manifest | None = None) -> Manifest:
     """Trust nothing the manifest does not prove: it must list every file in the directory with its
     SHA-256 (an empty list proves nothing), every path must stay inside the directory (no `..`,
@@ -615,9 +623,7 @@ def verify_files(root: str | os.PathLike[str], manifest: Manifest | None = None)
             problems.append(f"{rel} is missing")
         elif not isinstance(digest, str) or sha256_file(p) != digest:
             problems.append(f"{rel} does not match its recorded SHA-256 (truncated or edited)")
-    on_disk = {p.relative_to(root).as_posix() for p in root.rglob("*")
-               if (p.is_file() or p.is_symlink()) and p.name != MANIFEST_FILE and not finder_litter(p.name)}
-    problems += [f"{rel} is not listed in {MANIFEST_FILE}" for rel in sorted(on_disk - set(files))]
+    problems += [f"{rel} is not listed in {MANIFEST_FILE}" for rel in unlisted_files(root, files)]
     for name, entry in m.graphs.items():
         graph_file = entry.get("file") if isinstance(entry, dict) else None
         if graph_file:
@@ -669,6 +675,15 @@ def check_out(out: str | os.PathLike[str], force: bool, source: str | os.PathLik
         raise OutputExistsError(f"'{out}' holds files but no {MANIFEST_FILE} or {RUN_FILE} of ours, so alignvar-edge "
                                 "did not make it; --force only replaces our own outputs: remove it yourself or "
                                 "choose another --out")
+    if _own_marker(out / MANIFEST_FILE):
+        # an artifact lists every file it holds: anything else was put there by someone else
+        files = json.loads((out / MANIFEST_FILE).read_text()).get("files")     # _own_marker parsed it
+        stray = unlisted_files(out, files if isinstance(files, dict) else {})
+        if stray:
+            more = f" and {len(stray) - 3} more" if len(stray) > 3 else ""
+            raise OutputExistsError(f"'{out}' holds files its {MANIFEST_FILE} does not list ({', '.join(stray[:3])}"
+                                    f"{more}): alignvar-edge did not make them and --force would delete them; move "
+                                    "them out of the folder, or remove it yourself")
 
 
 # the keys every manifest.json / run.json we write has (any schema version): many projects keep a

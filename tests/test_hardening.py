@@ -824,6 +824,19 @@ def test_force_replaces_only_our_outputs(export, tmp_path, capsys):
     code = cli.main(["build", str(export), "--target", "onnxruntime", "--out", str(foreign), "--force"])
     _one_line_error(code, capsys.readouterr().err, "only replaces our own outputs")
     assert (foreign / "thesis.tex").read_text() == "years of work"
+    # our artifact with someone's file put inside it: that file is not ours to delete
+    ours = tmp_path / "ours"
+    assert cli.main(["build", str(export), "--target", "onnxruntime", "--out", str(ours)]) == 0
+    (ours / "notes").mkdir()
+    (ours / "notes" / "results.txt").write_text("measured by hand")
+    (ours / ".DS_Store").write_bytes(b"\0")                       # Finder's litter does not count
+    capsys.readouterr()
+    code = cli.main(["build", str(export), "--target", "onnxruntime", "--out", str(ours), "--force"])
+    _one_line_error(code, capsys.readouterr().err, "does not list (notes/results.txt)")
+    assert (ours / "notes" / "results.txt").read_text() == "measured by hand"
+    (ours / "notes" / "results.txt").unlink()
+    (ours / "notes").rmdir()
+    assert cli.main(["build", str(export), "--target", "onnxruntime", "--out", str(ours), "--force"]) == 0
     # ours is replaced only once the new one is complete: a failing block keeps the old one
     with pytest.raises(RuntimeError):
         with artifact_dir(tmp_path / "art", force=True) as tmp:
