@@ -160,3 +160,15 @@ def test_inspect_json_file_is_never_written_into_the_artifact(exported: Path, tm
     assert {p.name: p.read_bytes() for p in art.iterdir()} == before
     assert cli.main(["inspect", str(art), "--json", str(tmp_path / "report.json")]) == 0
     assert json.loads((tmp_path / "report.json").read_text())["graph"] == "single"
+
+
+def test_exporting_a_vqvae_stage_checkpoint_warns_that_its_tokens_are_noise(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # the --out inside the checkpoint is refused right after the warning: no export is needed to see it
+    for stage in ("vqvae", "transformer"):
+        save_pretrained(nano_model(), tmp_path / stage, extra={"stage": stage})
+        assert cli.main(["export", str(tmp_path / stage), "--out", str(tmp_path / stage / "onnx")]) != 0
+        err = capsys.readouterr().err
+        assert "lies inside the input artifact" in err
+        assert ("warning: " in err and "was written by `train vqvae`: its transformer is untrained" in err) == \
+            (stage == "vqvae"), err

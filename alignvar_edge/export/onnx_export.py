@@ -31,7 +31,7 @@ from alignvar_edge.manifest import ModelInfo, ModelSource, artifact_dir, check_o
 from alignvar_edge.export.parity import ParityReport, check_parity, compare
 from alignvar_edge.export.staged import StagedRunner, make_session
 from alignvar_edge.model.alignvar import AlignVAR
-from alignvar_edge.model.checkpoint import checkpoint_source, weights_sha256
+from alignvar_edge.model.checkpoint import checkpoint_source, training_stage, weights_sha256
 from alignvar_edge.model.pruning import keep_counts, pruning
 from alignvar_edge.model.transformer import ATTENTION_FORMS, attention_form
 from alignvar_edge.quantize.calibration.sets import whole_calls
@@ -296,6 +296,10 @@ def export_onnx(model: AlignVAR, out_dir: str | os.PathLike[str], graph: str = "
                           "drop --no-refine")
     model = model.cpu().float().eval()
     info = _model_info(model, model_name, source, checkpoint)
+    if info.source.kind == "checkpoint" and info.source.path and training_stage(info.source.path) == "vqvae":
+        warnings.warn(f"'{info.source.path}' was written by `train vqvae`: its transformer is untrained, so the "
+                      "tokens this export computes are noise; export the final checkpoint of `train transformer` "
+                      "(or of a later stage) to deploy the model")
     if info.source.path:
         # --force replaces a folder of ours (a training run holds run.json): never the one that
         # holds the checkpoint being exported, nor a folder written into the checkpoint

@@ -156,6 +156,16 @@ def checkpoint_source(path: str | os.PathLike[str], hashed: bool = True) -> Mode
     return ModelSource("checkpoint", path=str(d.resolve()), sha256=sha)
 
 
+def training_stage(path: str | os.PathLike[str]) -> str | None:
+    """The `train` stage that wrote a checkpoint (its training.json), or None (bundled, imported,
+    saved from Python, unreadable)."""
+    try:
+        stage = json.loads((resolve_checkpoint_dir(path) / TRAINING_FILE).read_text()).get("stage")
+    except (OSError, ValueError, AttributeError, CheckpointError):
+        return None
+    return stage if isinstance(stage, str) else None
+
+
 def weights_sha256(model: torch.nn.Module) -> str:
     """SHA-256 over the state dict (names, shapes, bytes): which weights an artifact was made from."""
     h = hashlib.sha256()
