@@ -251,7 +251,7 @@ def format_inspection(info: dict[str, Any]) -> str:
     if parity:
         lines.append(f"parity     {parity}")
     # a quantized artifact's or int8 engine's record: the calibration set and what stayed float
-    from alignvar_edge.quantize.commands import calibration_line, float_lines
+    from alignvar_edge.quantize.records import calibration_line, float_lines
     calib = calibration_line(info.get("calibration"))
     if calib:
         lines.append(f"calib      {calib}")
