@@ -90,7 +90,8 @@ def test_bf16_build_keeps_the_tokens_or_writes_nothing(export: Path, tmp_path: P
     out = runtimes.build(export, "openvino", "bf16", out=tmp_path / "bf16")
     m = json.loads((out / "manifest.json").read_text())
     assert m["parity"]["tokens"]["overall"] >= 0.99
-    assert m["extra"]["inference_precision_hint"] == "bf16"
+    # model.xml's hint: a split engine's token part is f32, a whole graph is bf16
+    assert m["extra"]["inference_precision_hint"] == ("f32" if "split" in m["extra"] else "bf16")
     ladder = m["extra"]["half_ladder"]
     assert ladder[-1]["token_agreement"] >= 0.99 and all(r["token_agreement"] < 0.99 for r in ladder[:-1])
     cp = m["extra"]["compute_precision"]
@@ -205,6 +206,50 @@ def test_unchecked_half_build_is_split_and_keeps_every_token(export: Path, tmp_p
             many = tp.infer_many([{"lr": x[i:i + 1]} for i in range(3)])
             for i, r in enumerate(many):
                 np.testing.assert_array_equal(r["tokens_0"], got[0][i:i + 1])
+
+
+def _readme_snippet(engine: Path) -> dict[str, object]:
+    """Run the Python block of an engine directory's README.md there, with OpenVINO alone."""
+    import os
+    import re
+    text = (engine / "README.md").read_text()
+    (code,) = re.findall(r"```python\n(.*?)```", text, re.S)
+    scope: dict[str, object] = {}
+    cwd = os.getcwd()
+    os.chdir(engine)
+    try:
+        exec(compile(code, str(engine / "README.md"), "exec"), scope)      # noqa: S102 (our own README)
+    finally:
+        os.chdir(cwd)
+    return scope
+
+
+def test_engine_readme_tells_plain_openvino_the_hint_each_file_was_checked_with(export: Path,  # noqa: F811
+                                                                                 tmp_path: Path) -> None:
+    """A user with OpenVINO alone compiles each IR file with the hint the README gives and gets the
+    engine's tokens and image; the manifest records model.xml's hint (a split's token part: f32)."""
+    import numpy as np
+    for precision in ("fp32", "bf16"):
+        out = runtimes.build(export, "openvino", precision, out=tmp_path / precision, check=False)
+        m = json.loads((out / "manifest.json").read_text())
+        assert "README.md" in m["files"] and m["extra"]["host_isa"].keys() >= {"AMX", "AVX512-BF16", "VNNI"}
+        text = (out / "README.md").read_text()
+        if precision == "bf16":                      # unchecked: the split, its token part f32
+            assert m["extra"]["inference_precision_hint"] == "f32"
+            assert "| `model.xml` | `f32` |" in text and "| `image.xml` | `bf16` |" in text
+        else:
+            assert "| `model.xml` | `f32` |" in text and "image.xml" not in text
+        values = _readme_snippet(out)["values"]
+        assert isinstance(values, dict)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PrecisionWarning)     # a CPU without bf16 units computes f32
+            with runtimes.load(out) as e:
+                want = e.infer({"lr": values["lr"]})
+        for name, v in want.items():
+            if name == "sr":
+                np.testing.assert_allclose(values[name], v, atol=1e-5)
+            else:
+                np.testing.assert_array_equal(values[name], v)
 
 
 def test_half_build_that_misses_every_rung_writes_nothing(export: Path, tmp_path: Path) -> None:  # noqa: F811

@@ -62,6 +62,7 @@ from alignvar_edge.runtimes.artifacts import (check_calibration, engine_manifest
 from alignvar_edge.runtimes.base import (INPUT, NOISE, SR, Backend, Engine, TensorSpec, input_roles,
                                          config_from_manifest, is_token_name, token_name)
 from alignvar_edge.runtimes.onnxruntime import ship_golden
+from alignvar_edge.runtimes.openvino.readme import README_FILE, engine_readme
 from alignvar_edge import recipes
 
 ov = lazy_import("openvino")
@@ -392,6 +393,23 @@ def _off_token_path(model: Any, device: str, rewrites: dict[str, int]) -> None:
     rewrites["group_norm"] = group_norm_channels_last(model, spare_outputs=tokens)
 
 
+def _file_hints(m: Manifest, device: str) -> dict[str, str]:
+    """IR file -> the INFERENCE_PRECISION_HINT the build checked it with (a split engine's token part:
+    f32); for a device that takes no hint (NPU, AUTO), those of the CPU."""
+    device = device if _device_kind(device) in ("CPU", "GPU") else "CPU"
+    split = m.extra.get("split")
+    if not split:
+        return {XML: inference_precision(m.precision or "fp32", device)}
+    return {XML: "f32", IMAGE_XML: str(split.get("image_precision") or "f32")}
+
+
+def _isa_phrase(features: dict[str, bool]) -> str:
+    """'AVX512-BF16, VNNI (without AMX, AVX512-FP16)': the CPU features that decide half and int8 speed."""
+    have = [f for f, on in features.items() if on]
+    lack = [f for f, on in features.items() if not on]
+    return (", ".join(have) or "none of " + ", ".join(lack)) + (f" (without {', '.join(lack)})" if have and lack else "")
+
+
 def _token_split(onnx_path: Path, required: bool) -> TokenSplit | None:
     """The graph cut where its tokens end (`split.py`); None where it cannot be cut and the split
     is only a speed-up (int8 keeps the whole graph then), an error where it is `required`."""
@@ -506,6 +524,12 @@ class OpenVINOBackend(Backend):
                     # the most careful rung is kept, and says it will not pass selftest
                     ladder[-1]["short_of_gate"] = f"{gate.tokens:.0%} tokens and {gate.psnr_db:g} dB"
             m.extra["golden"] = ship_golden(src, Path(artifact_dir), tmp)
+            # what a plain `core.compile_model` of each IR file needs, in the manifest and a README
+            hints = _file_hints(m, device)
+            m.extra["inference_precision_hint"] = hints[XML]
+            from alignvar_edge.runtimes.half import isa_features
+            m.extra["host_isa"] = isa_features()
+            (tmp / README_FILE).write_text(engine_readme(tmp, m, hints, _isa_phrase(m.extra["host_isa"])))
             write_manifest(tmp, m)
         return out
 

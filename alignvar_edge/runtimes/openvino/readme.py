@@ -1,0 +1,89 @@
+"""README.md of an OpenVINO engine directory: how to run its IR with OpenVINO alone, with the
+INFERENCE_PRECISION_HINT each file was checked with (OpenVINO's CPU defaults to bf16 on AMX /
+AVX512-BF16 hosts and its GPU to f16, which change this model's tokens), the names and shapes read
+from the IR files themselves, and the CPU the build ran and checked on."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alignvar_edge.manifest import Manifest, parity_figures
+
+README_FILE = "README.md"
+
+__all__ = ["README_FILE", "engine_readme"]
+
+
+def _io(model: Any) -> tuple[list[tuple[str, str]], list[str]]:
+    """([(input name, 'f32[4,3,16,16]')], output names) of an IR."""
+    ins = [(i.get_any_name(), f"{i.get_element_type().get_type_name()}{i.get_partial_shape()}")
+           for i in model.inputs]
+    return ins, [o.get_any_name() for o in model.outputs]
+
+
+def engine_readme(root: Path, m: Manifest, hints: dict[str, str], host: str) -> str:
+    """README.md for the engine in `root` (its IR files written, `m` before its files are hashed).
+    `hints`: IR file -> the INFERENCE_PRECISION_HINT it was built and checked with; `host`: the
+    build host's CPU features, as one phrase."""
+    import openvino as ov
+    core = ov.Core()
+    files = list(hints)
+    rows = ["| file | INFERENCE_PRECISION_HINT | inputs | outputs |", "|---|---|---|---|"]
+    io = {}
+    for f in files:
+        io[f] = _io(core.read_model(str(root / f)))
+        ins, outs = io[f]
+        rows.append(f"| `{f}` | `{hints[f]}` | " + ", ".join(f"`{n}` {s}" for n, s in ins) + " | "
+                    + ", ".join(f"`{n}`" for n in outs) + " |")
+    device = str(m.extra.get("device") or "CPU")
+    device = device if device.split(".")[0].upper() in ("CPU", "GPU") else "CPU"  # AUTO, NPU: no hint to set
+    par = parity_figures(m.parity)
+    checked = (f"Checked at build against {par.reference}: tokens {par.tokens_pct}, SR PSNR {par.psnr_db} dB."
+               if par else "Not checked at build: run `alignvar-edge selftest --engine DIR` on the device before "
+               "trusting it.")
+    lr_name, lr_shape = io[files[0]][0][0]
+    shape = tuple(int(d) for d in lr_shape[lr_shape.index("[") + 1:-1].split(","))
+    other = [n for n, _ in io[files[0]][0][1:]]
+    lines = [
+        f"# OpenVINO engine: {m.model.name}, {m.precision}, built for {device}", "",
+        f"Built with OpenVINO {str(m.extra.get('openvino', '?')).split('-')[0]} on a CPU with {host}. {checked}",
+        "Input: RGB tiles in [0, 1], NCHW float32; each output tile is 4x the input tile "
+        "(`manifest.json: input_contract` has the tile, overlap and batch).", "",
+        "With alignvar-edge, which sets the hints below itself and checks every file's SHA-256:", "",
+        "```", "alignvar-edge selftest --engine DIR", "alignvar-edge upscale IN.png OUT.png --engine DIR", "```", "",
+        "## With OpenVINO alone", "",
+        "Set `INFERENCE_PRECISION_HINT` yourself, as below. Without it OpenVINO computes in its device's "
+        "default: bf16 on CPUs with AMX or AVX512-BF16, f16 on GPUs, which changes tokens of this model "
+        "(the build checked it with these hints, not with the defaults).", "",
+        *rows, "",
+    ]
+    if len(files) > 1:
+        lines += [f"This engine is split: `{files[0]}` computes the tokens (keep it `f32`), `{files[1]}` the image "
+                  f"from tensors `{files[0]}` hands on by name.", ""]
+    if other:
+        lines += [f"Feed {', '.join(f'`{n}`' for n in other)} beside `{lr_name}`, by name, to every part that "
+                  "takes it: alignvar-edge feeds the fixed draw `runtimes.load(DIR).config.refiner_noise(batch)`.", ""]
+    else:
+        run = ["core = ov.Core()", "parts = ["]
+        run += [f'    core.compile_model("{f}", "{device}", {{"INFERENCE_PRECISION_HINT": "{hints[f]}"}}),'
+                for f in files]
+        run += ["]"]
+        lines += ["```python", "import numpy as np", "import openvino as ov", "", *run,
+                  f"values = {{\"{lr_name}\": np.random.default_rng(0).random({shape}, dtype=np.float32)}}",
+                  "for part in parts:                 # each part reads its inputs by name",
+                  "    result = part({i.get_any_name(): values[i.get_any_name()] for i in part.inputs})",
+                  "    values.update({n: result[o] for o in part.outputs for n in o.get_names()})",
+                  "sr = values[\"sr\"]                  # RGB in [0, 1]; tokens_k: each scale's codebook indices",
+                  "```", ""]
+    if m.precision == "int8":
+        q = m.quantization or {}
+        part = q.get("image_part")             # a split engine: its image part's recipe
+        fix = (part if isinstance(part, dict) else q).get("overflow_fix", "?")
+        lines += [f"Its int8 ops were calibrated with NNCF's overflow fix {fix} for the build CPU; on a CPU "
+                  "without VNNI or AMX, an engine built with DISABLE may saturate its int8 dot products: "
+                  "rebuild it there (alignvar-edge warns when it loads one on such a CPU)."]
+        if len(files) > 1:
+            lines += [f"`{files[1]}`'s float ops may take the fast half of the CPU it runs on (`bf16` with AMX "
+                      "or AVX512-BF16, else `f32`): they cannot change a token."]
+        lines.append("")
+    return "\n".join(lines)
