@@ -587,6 +587,31 @@ def test_openvino_int8_that_misses_the_selftest_gate_says_so(export, tmp_path, m
     assert "selftest will fail it" in tried_rungs(read_manifest(out))[-1]
 
 
+def test_openvino_int8_built_with_vnni_warns_on_a_cpu_without_it(export, tmp_path, monkeypatch):
+    # built where VNNI made NNCF's overflow fix unnecessary, then moved to a CPU without VNNI or AMX
+    # (simulated: cpuinfo says so), whose int8 dot products saturate: the load says so and what to do
+    import warnings
+
+    from alignvar_edge.manifest import read_manifest
+    from alignvar_edge.quantize.calibration.tiles import lr_tiles
+    from alignvar_edge.runtimes.openvino import backend as ovb
+    from alignvar_edge.runtimes.openvino import nncf as ovn
+    monkeypatch.setattr(ovn, "has_vnni", lambda: True)
+    cfg = runtimes.load(export).config
+    out = runtimes.build(export, "openvino", precision="int8", out=tmp_path / "ov8",
+                         calibration=lr_tiles(cfg, 8, seed=0), check=False)
+    assert read_manifest(out).quantization["image_part"]["overflow_fix"] == "DISABLE"
+    assert "overflow fix DISABLE" in (out / "README.md").read_text()
+    for here, warned in ((True, False), (False, True), (None, False)):      # None: flags unknown
+        monkeypatch.setattr(ovb, "has_vnni", lambda here=here: here)
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            runtimes.load(out).close()
+        said = [str(x.message) for x in w if issubclass(x.category, ovb.PrecisionWarning) and "VNNI" in str(x.message)]
+        assert len(said) == warned, (here, said)
+        assert all("rebuild it here" in line and "selftest --engine" in line for line in said)
+
+
 def test_upscale_many_shares_calls_and_equals_upscale_one_at_a_time(pytestconfig) -> None:
     """A real static-batch engine: small images pooled into shared calls give exactly the bytes
     `upscale` gives each alone (a tile's result does not depend on the tiles beside it)."""

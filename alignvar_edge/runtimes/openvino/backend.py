@@ -176,6 +176,12 @@ class OpenVINOEngine(Engine):
                           f"(its default) but the engine was built and checked for {self.expected_precision}; "
                           "open it with parity=True (the default) to set INFERENCE_PRECISION_HINT",
                           PrecisionWarning, stacklevel=3)
+        if _saturates_here(metadata, device):
+            import warnings
+            warnings.warn(f"{engine_dir or model_path}: its int8 ops were quantized for a CPU with VNNI or AMX "
+                          "(NNCF's overflow fix off); this CPU has neither, so its int8 dot products may saturate "
+                          "and change tokens: rebuild it here (build --precision int8) or check it with "
+                          "`alignvar-edge selftest --engine DIR`", PrecisionWarning, stacklevel=3)
         # throughput hint: as many requests in flight as OpenVINO made streams for
         self._requests = (int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
                           if self.compile_config["PERFORMANCE_HINT"] == "THROUGHPUT" else 1)
@@ -334,6 +340,15 @@ def _half_problem(m: Manifest, min_tokens: float, min_psnr: float, hint: str) ->
     if psnr is not None and psnr < min_psnr:
         return f"keeps the tokens but its SR is {psnr:.1f} dB from fp32 (< {min_psnr:.0f} dB) {where}"
     return None
+
+
+def _saturates_here(m: Manifest, device: str) -> bool:
+    """An int8 engine calibrated without NNCF's overflow fix (its build CPU had VNNI / AMX) about to
+    run on a CPU without them, whose int8 dot products saturate (the reason for the fix)."""
+    q = m.quantization or {}
+    recipes_ = [q, *(q.get(p) for p in ("token_part", "image_part"))]
+    unfixed = any(isinstance(r, dict) and r.get("overflow_fix") == "DISABLE" for r in recipes_)
+    return unfixed and _device_kind(device) in ("CPU", *VIRTUAL_DEVICES) and has_vnni() is False
 
 
 def _int8_image_precision(device: str) -> str:
