@@ -6,7 +6,7 @@ import warnings
 from pathlib import Path
 
 import pytest
-from test_quantize import export  # noqa: F401  (the cached lively micro export)
+from test_quantize import export, int8_ort  # noqa: F401  (the cached lively micro export, its Q/DQ int8)
 
 pytest.importorskip("openvino")
 
@@ -250,6 +250,21 @@ def test_engine_readme_tells_plain_openvino_the_hint_each_file_was_checked_with(
                 np.testing.assert_allclose(values[name], v, atol=1e-5)
             else:
                 np.testing.assert_array_equal(values[name], v)
+
+
+def test_build_from_a_quantized_artifact_names_it_and_the_export_to_build_from(  # noqa: F811
+        export: Path, int8_ort: Path, tmp_path: Path) -> None:
+    """NNCF quantizes in the build, so a Q/DQ artifact is refused in one line that names it, the
+    fp32 export it was made from, and the command that builds from that export."""
+    from alignvar_edge.errors import InputError
+    for precision, flags in (("int8", f"--precision int8 --calib builtin --float-groups-from {int8_ort}"),
+                             ("fp32", "--precision fp32")):
+        with pytest.raises(InputError) as e:
+            runtimes.build(int8_ort, "openvino", precision, out=tmp_path / precision)
+        line = str(e.value)
+        assert "\n" not in line and f"'{int8_ort}' is quantized (int8)" in line
+        assert f"`alignvar-edge build {export} --target openvino {flags}`" in line
+        assert not (tmp_path / precision).exists()
 
 
 def test_half_build_that_misses_every_rung_writes_nothing(export: Path, tmp_path: Path) -> None:  # noqa: F811

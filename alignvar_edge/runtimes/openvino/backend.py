@@ -462,8 +462,14 @@ class OpenVINOBackend(Backend):
         recipes.recipe(self.name, precision)     # an unknown precision: one line naming the known
         src, onnx_path = single_graph(artifact_dir)
         if src.precision != "fp32":
-            raise InputError(f"build OpenVINO engines from the fp32 export (this one is "
-                             f"{src.precision}): NNCF does its own quantization")
+            origin = src.extra.get("source_artifact") or "EXPORT"     # the fp32 export `quantize` read
+            keep = f" --float-groups-from {artifact_dir}" if src.precision == "int8" else ""
+            raise InputError(f"'{artifact_dir}' is quantized ({src.precision}); OpenVINO builds from the fp32 export "
+                             f"and NNCF quantizes in the build: `alignvar-edge build {origin} --target openvino "
+                             f"--precision {precision} --calib builtin{keep}`"
+                             if precision == "int8" else
+                             f"'{artifact_dir}' is quantized ({src.precision}); OpenVINO builds from the fp32 export: "
+                             f"`alignvar-edge build {origin} --target openvino --precision {precision}`")
         config = config_from_manifest(src)
         device = (device or "CPU").upper()
         if _device_kind(device) not in DEVICE_KINDS:
