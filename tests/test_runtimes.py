@@ -292,6 +292,9 @@ def test_tampered_engine_is_refused(built, tmp_path):
 def test_openvino_device_that_is_absent_is_explained(built):
     with pytest.raises(BackendUnavailableError, match="NPU is not present"):
         runtimes.load(built["openvino"], device="NPU")
+    # a device no machine has (a typo) is not sent to look for one
+    with pytest.raises(InputError, match="OpenVINO has no device CUP; pass --device CPU, GPU, NPU, AUTO"):
+        runtimes.load(built["openvino"], device="cup")
 
 
 def test_openvino_build_refuses_a_device_openvino_does_not_have(export, tmp_path):

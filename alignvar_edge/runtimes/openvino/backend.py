@@ -456,6 +456,13 @@ class OpenVINOBackend(Backend):
     def devices(self) -> list[str]:
         return list(ov.Core().available_devices) + ["AUTO"]
 
+    def _check_kind(self, device: str) -> None:
+        """A device name OpenVINO has no kind of (a typo) is one line naming the kinds there are."""
+        if _device_kind(device) not in DEVICE_KINDS:
+            raise InputError(f"OpenVINO has no device {device}; pass --device "
+                             f"{', '.join(DEVICE_KINDS[:-1])} or {DEVICE_KINDS[-1]} (present here: "
+                             f"{', '.join(self.devices())})")
+
     def build(self, artifact_dir: Path, out: Path, precision: str = "fp32",
               calibration: Any = None, device: str | None = None, force: bool = False,
               **opts: Any) -> Path:
@@ -472,11 +479,8 @@ class OpenVINOBackend(Backend):
                              f"`alignvar-edge build {origin} --target openvino --precision {precision}`")
         config = config_from_manifest(src)
         device = (device or "CPU").upper()
-        if _device_kind(device) not in DEVICE_KINDS:
-            # an absent device is built unchecked (for another machine); a misspelt one would never run
-            raise InputError(f"OpenVINO has no device {device}; pass --device "
-                             f"{', '.join(DEVICE_KINDS[:-1])} or {DEVICE_KINDS[-1]} (present here: "
-                             f"{', '.join(self.devices())})")
+        # an absent device is built unchecked (for another machine); a misspelt one would never run
+        self._check_kind(device)
         preset = opts.pop("preset", "performance")
         check = opts.pop("check", True)
         float_groups = frozenset(opts.pop("float_groups", None) or ())
@@ -694,7 +698,8 @@ class OpenVINOBackend(Backend):
         else:
             raise ArtifactError(f"'{engine_dir}' is an engine for {m.backend}; load it with that backend")
         device = (device or "CPU").upper()
-        if _device_kind(device) not in ("AUTO", "MULTI", "HETERO") and device not in self.devices():
+        self._check_kind(device)
+        if _device_kind(device) not in VIRTUAL_DEVICES and device not in self.devices():
             raise BackendUnavailableError(f"OpenVINO device {device} is not present here (devices: "
                                           f"{', '.join(self.devices())}); run it where {device} is, or on CPU: "
                                           "`--device CPU` (upscale, selftest), `openvino@CPU:PATH` (bench)")
