@@ -267,6 +267,27 @@ def test_build_from_a_quantized_artifact_names_it_and_the_export_to_build_from( 
         assert not (tmp_path / precision).exists()
 
 
+def test_a_device_that_ignores_the_hint_is_not_blamed_on_parity_false(export: Path, tmp_path: Path) -> None:  # noqa: F811
+    """Moved to a CPU that does not compute the precision its image part was checked in (simulated:
+    the manifest of a GPU fp16 build, whose image part was checked f16, now says CPU; OpenVINO's CPU
+    computes f16 asked of it as bf16 or f32): with the hint set, the warning says so and what to
+    run, instead of telling the user to set the hint they set."""
+    from alignvar_edge.manifest import MANIFEST_FILE, content_hash
+    out = runtimes.build(export, "openvino", "fp16", out=tmp_path / "gpu", device="GPU")
+    doc = json.loads((out / MANIFEST_FILE).read_text())
+    assert doc["extra"]["split"]["image_precision"] == "f16"
+    doc["extra"]["device"] = "CPU"
+    doc["content_sha256"] = content_hash(doc)
+    (out / MANIFEST_FILE).write_text(json.dumps(doc))
+    with pytest.warns(PrecisionWarning) as w:
+        runtimes.load(out, device="CPU").close()
+    (line,) = [str(x.message) for x in w if issubclass(x.category, PrecisionWarning)]
+    assert "checked for f16 image, f32 tokens" in line and "(its default)" not in line
+    assert "parity=True" not in line and "selftest --engine" in line
+    with pytest.warns(PrecisionWarning, match=r"\(its default\).*open it with parity=True"):
+        runtimes.load(out, device="CPU", parity=False).close()
+
+
 def test_half_build_that_misses_every_rung_writes_nothing(export: Path, tmp_path: Path) -> None:  # noqa: F811
     out = tmp_path / "never"
     with pytest.raises(HalfPrecisionError, match=r"with the token path in f32; nothing was written"):

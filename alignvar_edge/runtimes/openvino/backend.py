@@ -172,10 +172,14 @@ class OpenVINOEngine(Engine):
         self.compute_precision = self._effective_precision(core)
         if self.compute_precision not in (None, self.expected_precision):
             import warnings
-            warnings.warn(f"{engine_dir or model_path}: OpenVINO {device} computes in {self.compute_precision} "
-                          f"(its default) but the engine was built and checked for {self.expected_precision}; "
-                          "open it with parity=True (the default) to set INFERENCE_PRECISION_HINT",
-                          PrecisionWarning, stacklevel=3)
+            # parity mode set the hint: the device itself computes otherwise (bf16 asked of a CPU
+            # without AVX512-BF16 / AMX runs f32), which no load option changes
+            fix = ("this device does not compute that precision under the hint; check the engine here with "
+                   "`alignvar-edge selftest --engine DIR`, or rebuild it here" if parity else
+                   "open it with parity=True (the default) to set INFERENCE_PRECISION_HINT")
+            warnings.warn(f"{engine_dir or model_path}: OpenVINO {device} computes in {self.compute_precision}"
+                          f"{'' if parity else ' (its default)'} but the engine was built and checked for "
+                          f"{self.expected_precision}; {fix}", PrecisionWarning, stacklevel=3)
         if _saturates_here(metadata, device):
             import warnings
             warnings.warn(f"{engine_dir or model_path}: its int8 ops were quantized for a CPU with VNNI or AMX "
