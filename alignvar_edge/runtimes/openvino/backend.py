@@ -35,7 +35,8 @@ Build (`ov.convert_model` from the exported ONNX, then `ov.save_model`):
                 (it cannot change a token; 75% of alignvar-tiny's FLOPs). On alignvar-tiny, without
                 VNNI, the policy scope kept 92-97% of the tokens (by calibration set), the
                 decoder-only rung 100%.
-  int8-weights  `nncf.compress_weights` INT8 weight-only (no calibration data needed).
+  int8-weights  `nncf.compress_weights` INT8 weight-only (no calibration data needed), the policy's float
+                ops (logits head, attention products, ...) left f32 as in int8.
 Load: CPU / GPU / NPU / AUTO. Every engine sets INFERENCE_PRECISION_HINT itself (f32 unless built
 bf16/fp16; a split engine's token part always f32, its image part as `image_part_precision` says),
 since CPUs with AMX or AVX512-BF16 default to bf16 and GPUs to f16 (alignvar-tiny under the bf16
@@ -664,7 +665,7 @@ class OpenVINOBackend(Backend):
             assert feeds is not None and policy is not None
             return nncf_quantize(model, onnx_path, _named(model, feeds), preset, policy)
         if precision == "int8-weights":
-            return nncf_compress_weights(model)
+            return nncf_compress_weights(model, onnx_path, policy)
         return model, None
 
     def _check(self, tmp: Path, files: dict[str, str], m: Manifest, src_dir: Path, device: str,

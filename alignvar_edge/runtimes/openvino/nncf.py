@@ -138,11 +138,17 @@ def _quiet_nncf() -> Iterator[None]:
         nncf.set_log_level(logging.INFO)
 
 
-def nncf_compress_weights(ov_model: Any) -> tuple[Any, dict[str, Any]]:
-    """INT8 weight-only compression (no calibration data); returns (model, recipe)."""
+def nncf_compress_weights(ov_model: Any, onnx_path: Path, policy: Policy | None = None) -> tuple[Any, dict[str, Any]]:
+    """INT8 weight-only compression (no calibration data) of the weights the policy quantizes; the
+    ones it keeps float (the logits head above all: its rounding flips greedy choices) stay f32.
+    Returns (model, recipe)."""
+    policy = policy or Policy()
+    names, why = ignored_scope_names(onnx_path, ov_model, policy)
     with _quiet_nncf():
-        q = nncf.compress_weights(ov_model, mode=nncf.CompressWeightsMode.INT8_ASYM)
-    return q, {"tool": "nncf.compress_weights", "mode": "INT8_ASYM", "weights_only": True}
+        q = nncf.compress_weights(ov_model, mode=nncf.CompressWeightsMode.INT8_ASYM,
+                                  ignored_scope=nncf.IgnoredScope(names=names, validate=False))
+    return q, {"tool": "nncf.compress_weights", "mode": "INT8_ASYM", "weights_only": True,
+               "ignored_ops": len(names), "ignored_by_component": _count(why.values()), "policy": policy.to_dict()}
 
 
 def _count(values: Any) -> dict[str, int]:
