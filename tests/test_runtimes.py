@@ -297,6 +297,27 @@ def test_openvino_device_that_is_absent_is_explained(built):
         runtimes.load(built["openvino"], device="cup")
 
 
+def test_openvino_cache_dir_is_keyed_on_the_engine_and_a_bad_one_is_one_line(export, built, tmp_path):
+    # OpenVINO's compiled-model cache: a second load reads it; an engine rebuilt in place at the same
+    # path gets its own entry (the cache is keyed on the model, not the path), never the old one
+    eng, cache = tmp_path / "ov", tmp_path / "cache" / "ov"
+    shutil.copytree(built["openvino"], eng)
+    x = np.random.default_rng(0).random(runtimes.load(eng).input_spec["lr"][0], dtype=np.float32)
+    with runtimes.load(eng, cache_dir=str(cache)) as e:
+        fp32 = e.infer({"lr": x})["sr"]
+    assert len(list(cache.iterdir())) == 1
+    runtimes.build(export, "openvino", "int8-weights", out=eng, force=True, check=False)
+    with runtimes.load(eng) as plain, runtimes.load(eng, cache_dir=str(cache)) as cached:
+        int8w = plain.infer({"lr": x})["sr"]
+        np.testing.assert_array_equal(cached.infer({"lr": x})["sr"], int8w)
+    assert not np.array_equal(int8w, fp32) and len(list(cache.iterdir())) == 2
+    # OpenVINO ignores a cache it cannot write (a file) and fails with a C++ trace on one it cannot make
+    (tmp_path / "afile").write_text("")
+    for bad in (tmp_path / "afile", tmp_path / "afile" / "sub"):
+        with pytest.raises(InputError, match=f"OpenVINO cache_dir '{bad}' cannot be made a folder"):
+            runtimes.load(eng, cache_dir=str(bad))
+
+
 def test_openvino_build_refuses_a_device_openvino_does_not_have(export, tmp_path):
     # an absent GPU / NPU is built unchecked for another machine; a misspelt device never runs anywhere
     with pytest.raises(InputError, match="OpenVINO has no device CUP; pass --device CPU, GPU, NPU, AUTO"):

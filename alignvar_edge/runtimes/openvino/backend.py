@@ -144,7 +144,7 @@ class OpenVINOEngine(Engine):
         config = config_from_manifest(metadata)
         core = ov.Core()
         if cache_dir:
-            core.set_property({"CACHE_DIR": str(cache_dir)})
+            core.set_property({"CACHE_DIR": str(_cache_folder(cache_dir))})
         model = core.read_model(str(model_path))
         roles = input_roles([i.get_any_name() for i in model.inputs], model_path)
         if _device_kind(device) == "NPU" or model.inputs[0].get_partial_shape().is_dynamic:
@@ -292,6 +292,21 @@ class _Part:
         for i, v in enumerate(values):
             self.queue.start_async({n: v[n] for n in self.inputs}, userdata=i)
         self.queue.wait_all()
+
+
+def _cache_folder(cache_dir: str | Path) -> Path:
+    """OpenVINO's CACHE_DIR, made if missing. OpenVINO itself ignores one it cannot write (a file:
+    every load compiles again, silently) and fails on one it cannot create with a C++ trace."""
+    import os
+    folder = Path(cache_dir)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"OpenVINO cache_dir '{folder}' cannot be made a folder ({e.strerror or e}); "
+                         "pass a writable folder, or no cache_dir") from e
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"OpenVINO cache_dir '{folder}' is not writable; pass a writable folder, or no cache_dir")
+    return folder
 
 
 def _compiled_precision(compiled: Any, config: dict[str, Any], core: Any) -> str | None:
