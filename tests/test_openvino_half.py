@@ -206,6 +206,11 @@ def test_unchecked_half_build_is_split_and_keeps_every_token(export: Path, tmp_p
             many = tp.infer_many([{"lr": x[i:i + 1]} for i in range(3)])
             for i, r in enumerate(many):
                 np.testing.assert_array_equal(r["tokens_0"], got[0][i:i + 1])
+            # AUTO picks the CPU here: its image part computes what the CPU engine's does (it got the
+            # f32 hint meant for the token part, and ran the half engine's image suffix in f32)
+            with runtimes.load(out, device="AUTO") as auto:
+                assert auto.compute_precision == auto.expected_precision == e.compute_precision
+                np.testing.assert_array_equal(auto.run(x)[0], got_sr)
 
 
 def _readme_snippet(engine: Path) -> dict[str, object]:

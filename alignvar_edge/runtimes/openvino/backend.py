@@ -79,6 +79,7 @@ HINTS = {"bf16": {"CPU": "bf16"}, "fp16": {"GPU": "f16", "NPU": "f16"}}
 PERFORMANCE_HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
 VIRTUAL_DEVICES = ("AUTO", "MULTI", "HETERO")        # they pick or combine hardware devices
 DEVICE_KINDS = ("CPU", "GPU", "NPU", *VIRTUAL_DEVICES)
+HARDWARE_KINDS = ("CPU", "GPU")                     # the ones that take INFERENCE_PRECISION_HINT
 # held-out tiles behind each rung's keep-or-refuse: 4 tiles (520 tokens of alignvar-tiny) passed
 # rungs at 99.2% that kept 97.4-98.8% of 32 tiles' tokens; 32 tiles cost well under a second here
 GATE_TILES = 32
@@ -109,9 +110,9 @@ def image_part_precision(m: Manifest, device: str) -> str:
 
 
 def compile_config(device: str, parity: bool, threads: int | None, hint: str | None,
-                   precision: str = "fp32", inference: str | None = None) -> dict[str, Any]:
-    """OpenVINO's compile properties; `inference` (an INFERENCE_PRECISION_HINT) overrides the one
-    the build `precision` implies."""
+                   precision: str = "fp32", inference: str | dict[str, str] | None = None) -> dict[str, Any]:
+    """OpenVINO's compile properties; `inference` (an INFERENCE_PRECISION_HINT, or one per device
+    kind for AUTO & co.) overrides the one the build `precision` implies."""
     kind = _device_kind(device)
     perf = (hint or "LATENCY").upper()
     if perf not in PERFORMANCE_HINTS:
@@ -121,13 +122,16 @@ def compile_config(device: str, parity: bool, threads: int | None, hint: str | N
     if kind in VIRTUAL_DEVICES:
         # AUTO & co. refuse these properties themselves and would leave the hardware at its default
         # (bf16 on AMX / AVX512-BF16 CPUs, every thread): each device they may pick gets them
-        inner = {k: compile_config(k, parity, threads, None, precision, inference) for k in ("CPU", "GPU")}
+        inner = {k: compile_config(k, parity, threads, None, precision,
+                                   inference.get(k) if isinstance(inference, dict) else inference)
+                 for k in HARDWARE_KINDS}
         inner = {k: {n: v for n, v in c.items() if n != "PERFORMANCE_HINT"} for k, c in inner.items()}
         if any(inner.values()):
             cfg["DEVICE_PROPERTIES"] = {k: c for k, c in inner.items() if c}
         return cfg
-    if parity and kind in ("CPU", "GPU"):
-        cfg["INFERENCE_PRECISION_HINT"] = inference or inference_precision(precision, device)
+    if parity and kind in HARDWARE_KINDS:
+        given = inference.get(kind) if isinstance(inference, dict) else inference
+        cfg["INFERENCE_PRECISION_HINT"] = given or inference_precision(precision, device)
     if threads and kind == "CPU":
         cfg["INFERENCE_NUM_THREADS"] = str(int(threads))
     return cfg
@@ -152,9 +156,12 @@ class OpenVINOEngine(Engine):
             t = config.lr_size
             model.reshape({model.inputs[0].get_any_name(): [metadata.static_batch, 3, t, t]})
         precision = metadata.precision or "fp32"
-        # a split engine keeps the token path's float ops in f32; only its image suffix may compute in half
-        half = image_part_precision(metadata, device) if image_path else inference_precision(precision, device)
-        self.compile_config = compile_config(device, parity, threads, hint, inference="f32" if image_path else half)
+        # a split engine keeps the token path's float ops in f32; only its image suffix may compute in
+        # half, in the half of the device that runs it (AUTO & co.: of each device they may pick)
+        kinds = HARDWARE_KINDS if _device_kind(device) in VIRTUAL_DEVICES else (_device_kind(device),)
+        halves = {k: image_part_precision(metadata, k) if image_path else inference_precision(precision, k)
+                  for k in kinds}
+        self.compile_config = compile_config(device, parity, threads, hint, inference="f32" if image_path else halves)
         want = [SR] + [token_name(k) for k in range(config.num_scales)]
         self._parts = [_Part(core.compile_model(model, device, self.compile_config), want, not image_path,
                              self.compile_config)]
@@ -164,9 +171,10 @@ class OpenVINOEngine(Engine):
             shapes = {n: p.get_partial_shape() for p in token_io for n in p.get_names()}
             image.reshape({i.get_any_name(): shapes[i.get_any_name()] for i in image.inputs
                            if i.get_partial_shape().is_dynamic and i.get_any_name() in shapes})
-            image_config = compile_config(device, parity, threads, hint, inference=half)
+            image_config = compile_config(device, parity, threads, hint, inference=halves)
             self._parts.append(_Part(core.compile_model(image, device, image_config), [SR], True, image_config))
         self.compiled = self._parts[0].compiled
+        half = halves.get(_ran_on(self.compiled, device), "f32")
         # a token part with bf16 islands (`rewrite.bf16_islands`) compiles f32 around them
         self._islands = " with bf16 matmuls" if (metadata.extra.get("split") or {}).get("token_bf16_matmuls") else ""
         self.expected_precision = f"{half} image, f32 tokens{self._islands}" if image_path else half
@@ -292,6 +300,16 @@ class _Part:
         for i, v in enumerate(values):
             self.queue.start_async({n: v[n] for n in self.inputs}, userdata=i)
         self.queue.wait_all()
+
+
+def _ran_on(compiled: Any, device: str) -> str:
+    """The kind of hardware device a compiled model runs on (the one AUTO & co. picked)."""
+    if _device_kind(device) not in VIRTUAL_DEVICES:
+        return _device_kind(device)
+    try:
+        return _device_kind(str(compiled.get_property("EXECUTION_DEVICES")[0]))
+    except (RuntimeError, IndexError, TypeError):
+        return "CPU"
 
 
 def _cache_folder(cache_dir: str | Path) -> Path:
