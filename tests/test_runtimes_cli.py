@@ -245,3 +245,17 @@ def test_a_folder_where_a_folder_run_would_write_an_image_is_an_error_not_a_fini
         err = capsys.readouterr().err
         assert "astro.png is a folder" in err and "skipping" not in err
     assert not (dst / "gray.png").exists()
+
+
+def test_build_says_when_its_only_rung_misses_the_selftest_gate(export, tmp_path, capsys, monkeypatch):
+    # int8-weights has one rung: kept short of the gate selftest applies (here out of reach), the
+    # build's output said only "wrote ..." and the engine then failed selftest
+    import dataclasses
+
+    from alignvar_edge import recipes
+    real = recipes.recipe
+    monkeypatch.setattr(recipes, "recipe", lambda *a, **k: dataclasses.replace(real(*a, **k), psnr_db=1e6))
+    out = tmp_path / "w8"
+    assert main(["build", str(export), "--target", "openvino", "--precision", "int8-weights", "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "short of the selftest gate (99% tokens and 1e+06 dB): selftest will fail it" in said

@@ -200,7 +200,8 @@ def run_build(args: argparse.Namespace) -> int:
     print(f"wrote {out} ({b.name} {m.precision}) in {time.perf_counter() - t0:.1f} s{note}")
     from alignvar_edge.export.inspect_artifact import tried_rungs
     tried = tried_rungs(m)              # from the manifest just written: no second pass over the files
-    if len(tried) > 1:                  # say which rung was kept and why the faster ones were not
+    # say which rung was kept and why the faster ones were not, or that the only one misses the gate
+    if len(tried) > 1 or (tried and "selftest will fail it" in tried[-1]):
         print("\n".join(f"  tried {t}" for t in tried))
     return 0
 
