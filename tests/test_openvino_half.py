@@ -255,6 +255,10 @@ def test_engine_readme_tells_plain_openvino_the_hint_each_file_was_checked_with(
                 np.testing.assert_allclose(values[name], v, atol=1e-5)
             else:
                 np.testing.assert_array_equal(values[name], v)
+    # an engine for an NPU (absent here): its snippet compiles there, where no hint applies
+    npu = (runtimes.build(export, "openvino", "fp16", out=tmp_path / "npu", device="NPU") / "README.md").read_text()
+    assert "built for NPU" in npu and 'core.compile_model("model.xml", "NPU"),' in npu
+    assert "The NPU computes in f16 whatever it is told" in npu
 
 
 def test_build_from_a_quantized_artifact_names_it_and_the_export_to_build_from(  # noqa: F811

@@ -448,8 +448,8 @@ def _off_token_path(model: Any, device: str, rewrites: dict[str, int]) -> None:
 
 def _file_hints(m: Manifest, device: str) -> dict[str, str]:
     """IR file -> the INFERENCE_PRECISION_HINT the build checked it with (a split engine's token part:
-    f32); for a device that takes no hint (NPU, AUTO), those of the CPU."""
-    device = device if _device_kind(device) in ("CPU", "GPU") else "CPU"
+    f32); for AUTO & co., those of the CPU."""
+    device = "CPU" if _device_kind(device) in VIRTUAL_DEVICES else device
     split = m.extra.get("split")
     if not split:
         return {XML: inference_precision(m.precision or "fp32", device)}

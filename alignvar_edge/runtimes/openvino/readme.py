@@ -36,7 +36,8 @@ def engine_readme(root: Path, m: Manifest, hints: dict[str, str], host: str) -> 
         rows.append(f"| `{f}` | `{hints[f]}` | " + ", ".join(f"`{n}` {s}" for n, s in ins) + " | "
                     + ", ".join(f"`{n}`" for n in outs) + " |")
     device = str(m.extra.get("device") or "CPU")
-    device = device if device.split(".")[0].upper() in ("CPU", "GPU") else "CPU"  # AUTO, NPU: no hint to set
+    kind = device.split(".")[0].split(":")[0].upper()
+    run_on = device if kind in ("CPU", "GPU", "NPU") else "CPU"      # AUTO & co.: shown on the CPU
     par = parity_figures(m.parity)
     checked = (f"Checked at build against {par.reference}: tokens {par.tokens_pct}, SR PSNR {par.psnr_db} dB."
                if par else "Not checked at build: run `alignvar-edge selftest --engine DIR` on the device before "
@@ -57,6 +58,13 @@ def engine_readme(root: Path, m: Manifest, hints: dict[str, str], host: str) -> 
         "(the build checked it with these hints, not with the defaults).", "",
         *rows, "",
     ]
+    if kind == "NPU":
+        lines += ["The NPU computes in f16 whatever it is told (the hints above are what a CPU or GPU would "
+                  "need), so the token path is f16 there too: check its tokens on the NPU with "
+                  "`alignvar-edge selftest --engine DIR`.", ""]
+    elif kind not in ("CPU", "GPU"):
+        lines += [f"On `{device}`, give each hardware device its hint: `{{\"DEVICE_PROPERTIES\": {{\"CPU\": "
+                  "{\"INFERENCE_PRECISION_HINT\": ...}}}`; the snippet below runs on the CPU.", ""]
     if len(files) > 1:
         lines += [f"This engine is split: `{files[0]}` computes the tokens (keep it `f32`), `{files[1]}` the image "
                   f"from tensors `{files[0]}` hands on by name.", ""]
@@ -64,8 +72,10 @@ def engine_readme(root: Path, m: Manifest, hints: dict[str, str], host: str) -> 
         lines += [f"Feed {', '.join(f'`{n}`' for n in other)} beside `{lr_name}`, by name, to every part that "
                   "takes it: alignvar-edge feeds the fixed draw `runtimes.load(DIR).config.refiner_noise(batch)`.", ""]
     else:
+        # the NPU computes f16 whatever it is told; CPU and GPU compute what the hint says
         run = ["core = ov.Core()", "parts = ["]
-        run += [f'    core.compile_model("{f}", "{device}", {{"INFERENCE_PRECISION_HINT": "{hints[f]}"}}),'
+        run += [f'    core.compile_model("{f}", "{run_on}"'
+                + ("" if kind == "NPU" else f', {{"INFERENCE_PRECISION_HINT": "{hints[f]}"}}') + "),"
                 for f in files]
         run += ["]"]
         lines += ["```python", "import numpy as np", "import openvino as ov", "", *run,
