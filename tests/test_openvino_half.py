@@ -297,6 +297,35 @@ def test_a_device_that_ignores_the_hint_is_not_blamed_on_parity_false(export: Pa
         runtimes.load(out, device="CPU", parity=False).close()
 
 
+def test_half_precision_for_a_device_that_does_not_compute_it_is_refused(export: Path, tmp_path: Path) -> None:  # noqa: F811
+    """bf16 is the CPU's half: for a GPU it wrote an f32 engine labelled bf16; for AUTO a half
+    engine judged on no device (AUTO may pick a CPU or a GPU)."""
+    import re
+
+    from alignvar_edge.errors import InputError
+    for precision, device, fix in (("bf16", "GPU", "--precision fp16 --device GPU"),
+                                   ("bf16", "AUTO", "--precision bf16 --device CPU (AUTO then runs it)"),
+                                   ("fp16", "AUTO", "--precision fp16 --device GPU or NPU")):
+        out = tmp_path / f"{precision}-{device}"
+        with pytest.raises(InputError, match=f"OpenVINO computes {precision} on .*, not {device}: build .*{re.escape(fix)}"):
+            runtimes.build(export, "openvino", precision, out=out, device=device)
+        assert not out.exists()
+
+
+def test_a_half_whole_graph_computes_half_only_on_the_kind_of_device_it_was_judged_on(  # noqa: F811
+        export: Path, tmp_path: Path) -> None:
+    """An engine built before the refusal above (simulated: an fp32 engine's manifest says bf16 for
+    AUTO, as such a build wrote) is one graph judged in no half: AUTO's CPU computes it f32."""
+    from alignvar_edge.manifest import MANIFEST_FILE, content_hash
+    out = runtimes.build(export, "openvino", "fp32", out=tmp_path / "auto", device="AUTO", check=False)
+    doc = json.loads((out / MANIFEST_FILE).read_text())
+    doc["precision"], doc["extra"]["device"] = "bf16", "AUTO"
+    doc["content_sha256"] = content_hash(doc)
+    (out / MANIFEST_FILE).write_text(json.dumps(doc))
+    with runtimes.load(out, device="AUTO") as e:
+        assert e.compute_precision == e.expected_precision == "f32"
+
+
 def test_half_build_that_misses_every_rung_writes_nothing(export: Path, tmp_path: Path) -> None:  # noqa: F811
     out = tmp_path / "never"
     with pytest.raises(HalfPrecisionError, match=r"with the token path in f32; nothing was written"):

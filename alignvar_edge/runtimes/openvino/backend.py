@@ -109,6 +109,14 @@ def image_part_precision(m: Manifest, device: str) -> str:
     return inference_precision(m.precision or "fp32", device)
 
 
+def whole_graph_precision(m: Manifest, device: str) -> str:
+    """The hint a one-model engine compiles with: its precision's on the kind of device it was built
+    (and checked) for, f32 on any other (a half whole graph is judged per device kind)."""
+    hint = inference_precision(m.precision or "fp32", device)
+    built = _device_kind(str(m.extra.get("device") or "CPU"))
+    return hint if built == _device_kind(device) else "f32"
+
+
 def compile_config(device: str, parity: bool, threads: int | None, hint: str | None,
                    precision: str = "fp32", inference: str | dict[str, str] | None = None) -> dict[str, Any]:
     """OpenVINO's compile properties; `inference` (an INFERENCE_PRECISION_HINT, or one per device
@@ -159,7 +167,7 @@ class OpenVINOEngine(Engine):
         # a split engine keeps the token path's float ops in f32; only its image suffix may compute in
         # half, in the half of the device that runs it (AUTO & co.: of each device they may pick)
         kinds = HARDWARE_KINDS if _device_kind(device) in VIRTUAL_DEVICES else (_device_kind(device),)
-        halves = {k: image_part_precision(metadata, k) if image_path else inference_precision(precision, k)
+        halves = {k: image_part_precision(metadata, k) if image_path else whole_graph_precision(metadata, k)
                   for k in kinds}
         self.compile_config = compile_config(device, parity, threads, hint, inference="f32" if image_path else halves)
         want = [SR] + [token_name(k) for k in range(config.num_scales)]
@@ -519,6 +527,13 @@ class OpenVINOBackend(Backend):
         device = (device or "CPU").upper()
         # an absent device is built unchecked (for another machine); a misspelt one would never run
         self._check_kind(device)
+        kind = _device_kind(device)
+        if precision in HINTS and kind not in HINTS[precision] and (precision == "bf16" or kind in VIRTUAL_DEVICES):
+            # it would compute f32 there under a half label, or half unjudged where AUTO picks a half device
+            raise InputError(f"OpenVINO computes {precision} on {' / '.join(HINTS[precision])}, not {device}: build "
+                             f"--precision {precision} --device {' or '.join(HINTS[precision])}"
+                             + (" (AUTO then runs it)" if kind in VIRTUAL_DEVICES else
+                                f", or --precision fp16 --device {device}" if precision == "bf16" else ""))
         preset = opts.pop("preset", "performance")
         check = opts.pop("check", True)
         float_groups = frozenset(opts.pop("float_groups", None) or ())
