@@ -163,7 +163,6 @@ class OpenVINOEngine(Engine):
             # the NPU compiles static shapes only; dynamic exports get the manifest's tile shape
             t = config.lr_size
             model.reshape({model.inputs[0].get_any_name(): [metadata.static_batch, 3, t, t]})
-        precision = metadata.precision or "fp32"
         # a split engine keeps the token path's float ops in f32; only its image suffix may compute in
         # half, in the half of the device that runs it (AUTO & co.: of each device they may pick)
         kinds = HARDWARE_KINDS if _device_kind(device) in VIRTUAL_DEVICES else (_device_kind(device),)
