@@ -118,6 +118,10 @@ def _target_facts(m: Manifest) -> list[str]:
                      + (f"; versions from the {adopted.get('versions_from')}" if adopted else ""))
         if m.parity is None:
             lines.append("not checked against the golden outputs yet: run `alignvar-edge selftest --engine` on the device")
+    elif m.backend == "openvino" and extra.get("host_isa"):
+        # its precisions were judged on this CPU: another ISA may compute them otherwise
+        from alignvar_edge.runtimes.half import isa_phrase
+        lines.append(f"built and judged on a CPU with {isa_phrase(extra['host_isa'])}")
     return lines
 
 

@@ -16,7 +16,7 @@ from alignvar_edge import runtimes
 from alignvar_edge.cpuinfo import cpu_info
 from alignvar_edge.errors import HalfPrecisionError
 
-__all__ = ["FAST_HALF", "ISA_FEATURES", "build_auto", "host_half", "isa_class", "isa_features"]
+__all__ = ["FAST_HALF", "ISA_FEATURES", "build_auto", "host_half", "isa_class", "isa_features", "isa_phrase"]
 
 # feature shown by `doctor` -> /proc/cpuinfo flags that provide it
 ISA_FEATURES: dict[str, tuple[str, ...]] = {
@@ -39,6 +39,13 @@ def isa_features(isa: list[str] | None = None) -> dict[str, bool]:
         isa = cpu_info()["isa"]
     have = set(isa)
     return {f: any(x in have for x in flags) for f, flags in ISA_FEATURES.items()}
+
+
+def isa_phrase(features: dict[str, bool]) -> str:
+    """'AVX512-BF16, VNNI (without AMX, AVX512-FP16)': the CPU features that decide half and int8 speed."""
+    have = [f for f, on in features.items() if on]
+    lack = [f for f, on in features.items() if not on]
+    return (", ".join(have) or "none of " + ", ".join(lack)) + (f" (without {', '.join(lack)})" if have and lack else "")
 
 
 def isa_class(features: dict[str, bool]) -> str:

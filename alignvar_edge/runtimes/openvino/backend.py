@@ -463,13 +463,6 @@ def _file_hints(m: Manifest, device: str) -> dict[str, str]:
     return {XML: "f32", IMAGE_XML: str(split.get("image_precision") or "f32")}
 
 
-def _isa_phrase(features: dict[str, bool]) -> str:
-    """'AVX512-BF16, VNNI (without AMX, AVX512-FP16)': the CPU features that decide half and int8 speed."""
-    have = [f for f, on in features.items() if on]
-    lack = [f for f, on in features.items() if not on]
-    return (", ".join(have) or "none of " + ", ".join(lack)) + (f" (without {', '.join(lack)})" if have and lack else "")
-
-
 def _token_split(onnx_path: Path, required: bool) -> TokenSplit | None:
     """The graph cut where its tokens end (`split.py`); None where it cannot be cut and the split
     is only a speed-up (int8 keeps the whole graph then), an error where it is `required`."""
@@ -604,9 +597,9 @@ class OpenVINOBackend(Backend):
             # what a plain `core.compile_model` of each IR file needs, in the manifest and a README
             hints = _file_hints(m, device)
             m.extra["inference_precision_hint"] = hints[XML]
-            from alignvar_edge.runtimes.half import isa_features
+            from alignvar_edge.runtimes.half import isa_features, isa_phrase
             m.extra["host_isa"] = isa_features()
-            (tmp / README_FILE).write_text(engine_readme(tmp, m, hints, _isa_phrase(m.extra["host_isa"])))
+            (tmp / README_FILE).write_text(engine_readme(tmp, m, hints, isa_phrase(m.extra["host_isa"])))
             write_manifest(tmp, m)
         return out
 
