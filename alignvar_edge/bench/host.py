@@ -111,6 +111,13 @@ def load_words(load: dict[str, Any]) -> str:
             f"on {load['cores']} usable cores")
 
 
+def machine_words(fp: dict[str, Any]) -> str:
+    """The CPU a report was timed on, its ISA and OS, in words (report and merged tables alike)."""
+    cpu = fp.get("cpu") or {}
+    return (f"{cpu.get('model')}, {cpu.get('usable_cores')} usable cores, ISA "
+            f"{' '.join(cpu.get('isa') or []) or '–'}; {fp['os']['platform']}")
+
+
 def short_label(fp: dict[str, Any]) -> str:
     """A default device label for tables: Jetson model, else GPU, else CPU model and cores."""
     if fp.get("jetson") and fp["jetson"].get("model"):

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from alignvar_edge.bench.host import load_words, shared_load
+from alignvar_edge.bench.host import load_words, machine_words, shared_load
 from alignvar_edge.bench.render import _cell, _md_table, _plain_log_ticks, _save, engine_rows, pyplot
 from alignvar_edge.bench.schema import DEVICE_REFERENCE, SCHEMA, SCHEMA_VERSION, ReportSchemaError, read_report
 from alignvar_edge.manifest import default_overlap
@@ -138,9 +138,7 @@ def _machine_words(host: dict[str, Any]) -> str:
         cc = f" (compute capability {gpu['compute_capability']})" if gpu.get("compute_capability") else ""
         by = (host["imported_by"].get("cpu") or {}).get("model") or "another machine"
         return f"{gpu.get('name')}{cc}, timed by trtexec there; its log imported on {by}"
-    cpu = host.get("cpu") or {}
-    return (f"{cpu.get('model')}, {cpu.get('usable_cores')} cores, ISA {' '.join(cpu.get('isa') or []) or '–'}; "
-            f"{host['os']['platform']}")
+    return machine_words(host)
 
 
 def lineup(merged: dict[str, Any], key: str = "img_mps") -> list[list[str]]:

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from alignvar_edge.bench.host import load_words
+from alignvar_edge.bench.host import load_words, machine_words
 from alignvar_edge.errors import InputError
 
 __all__ = ["all_cores_line", "engine_rows", "plot_report", "pyplot", "report_markdown", "terminal_table"]
@@ -258,7 +258,6 @@ def all_cores_line(row: dict[str, Any]) -> str:
 def report_markdown(report: dict[str, Any], plot: str | None = None) -> str:
     """A self-contained Markdown page: context, the main table, summary, profile, host, notes."""
     m, st, pk, h = report["model"], report["settings"], report["peak"], report["host"]
-    cpu = h.get("cpu") or {}
     params = m["parameters"]
     lines = [f"# alignvar-edge benchmark: {m['name']} on {report['label']}", "",
              f"- model: {m['name']} ({m['source']}); tile LR {m['tile']['lr']} px -> SR {m['tile']['hr']} px "
@@ -268,8 +267,7 @@ def report_markdown(report: dict[str, Any], plot: str | None = None) -> str:
              f"- FLOPs per tile (matmul+conv): {m['flops_per_tile']['total'] / 1e9:.3f} G (conditioning "
              f"{m['flops_per_tile']['conditioning'] / 1e9:.3f}, scales {m['flops_per_tile']['scales'] / 1e9:.3f}, "
              f"decoder {m['flops_per_tile']['decoder'] / 1e9:.3f})",
-             f"- host: {cpu.get('model')}, {cpu.get('usable_cores')} usable cores, ISA "
-             f"{' '.join(cpu.get('isa') or []) or '–'}; {h['os']['platform']}"
+             f"- host: {machine_words(h)}"
              + (f"; GPU {', '.join(g['name'] for g in h['gpus'])}" if h.get("gpus") else "")
              + (f"; Jetson {h['jetson'].get('model')} ({h['jetson'].get('power_mode')})" if h.get("jetson") else ""),
              f"- run: {st['runs']} {'interleaved' if st.get('interleaved', True) else 'sequential'} rounds "
