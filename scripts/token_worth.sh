@@ -9,7 +9,9 @@
 # Usage: scripts/token_worth.sh RUN_DIR [VQ_STEPS TF_STEPS DEC_STEPS PRESET]
 # Environment: AE (the CLI, default .venv/bin/alignvar-edge), PY (python for the summary, default
 # .venv/bin/python), TRAIN_ARGS (appended to every train call, e.g. "--device cuda --workers 6").
-# A rerun keeps every stage that finished (RUN_DIR/STAGE/final) and retrains the others.
+# A rerun keeps every stage that finished (RUN_DIR/STAGE/final), resumes a stage that was stopped
+# (killed, or the machine went down) from its last saved state, and trains the others.
+# HELDOUT=DIR also evaluates every stage on the photographs in DIR (RUN_DIR/STAGE/eval-heldout.json).
 set -euo pipefail
 run=${1:?usage: scripts/token_worth.sh RUN_DIR [VQ_STEPS TF_STEPS DEC_STEPS PRESET]}
 vq_steps=${2:-1200}; tf_steps=${3:-1000}; dec_steps=${4:-600}; preset=${5:-tiny32}
@@ -18,10 +20,12 @@ py=${PY:-.venv/bin/python}
 read -r -a train_args <<<"${TRAIN_ARGS:-}"
 mkdir -p "$run"
 $ae doctor | grep '^ISA' || true
-stage() {  # stage NAME ARGS...: train into RUN_DIR/NAME unless it already finished
+stage() {  # stage NAME ARGS...: train into RUN_DIR/NAME unless it already finished; go on from a stopped run
   local name=$1; shift
   if [ -d "$run/$name/final" ]; then echo "== $name: already trained"; return; fi
-  echo "== $name"; $ae train "$@" "${train_args[@]}" --out "$run/$name" --force --save-every 100
+  local fresh=--force
+  if [ -f "$run/$name/state/state.json" ] || [ -f "$run/$name/.state.old/state.json" ]; then fresh=--resume; fi
+  echo "== $name ${fresh#--}"; $ae train "$@" "${train_args[@]}" --out "$run/$name" "$fresh" --save-every 100
 }
 stage vqvae vqvae --preset "$preset" --steps "$vq_steps" --batch 8
 # teacher-forced HCC and dropout negatives: 2.2x cheaper a step than the preset's free-running HCC
@@ -39,14 +43,25 @@ for v in tf dec joint dec-zero; do   # a retrained stage replaced its folder, an
   if [ -f "$run/$v/eval.json" ]; then echo "== eval $v: already done"; continue; fi
   echo "== eval $v"; $ae eval "$run/$v/final" --max-side 256 --ablations --json "$run/$v/eval.json"
 done
+if [ -n "${HELDOUT:-}" ]; then
+  for v in tf dec joint dec-zero; do
+    [ -f "$run/$v/eval-heldout.json" ] && continue
+    echo "== eval $v on $HELDOUT"
+    $ae eval "$run/$v/final" --images "$HELDOUT" --max-side 512 --ablations --json "$run/$v/eval-heldout.json"
+  done
+fi
 $py - "$run" <<'PY'
-import json, sys
+import json, os, sys
 run = sys.argv[1]
-v = {name: json.load(open(f"{run}/{name}/eval.json"))["variants"] for name in ("tf", "dec", "joint", "dec-zero")}
-control = v["dec-zero"]["tokens_off"]["psnr_y"]
-print(f"before any fine-tune the tokens are worth {v['tf']['model']['psnr_y'] - v['tf']['tokens_off']['psnr_y']:+.2f} dB")
-for name in ("dec", "joint"):
-    model = v[name]["model"]["psnr_y"]
-    print(f"{name}: tokens' worth at equal fine-tune budget {model:.2f} - {control:.2f} = {model - control:+.2f} dB "
-          f"PSNR-Y; over bicubic {model - v[name]['bicubic']['psnr_y']:+.2f} dB")
+for file, photos in (("eval.json", "the bundled held-out photographs"), ("eval-heldout.json", "HELDOUT")):
+    if not os.path.exists(f"{run}/tf/{file}"):
+        continue
+    v = {name: json.load(open(f"{run}/{name}/{file}"))["variants"] for name in ("tf", "dec", "joint", "dec-zero")}
+    control = v["dec-zero"]["tokens_off"]["psnr_y"]
+    print(f"on {photos}: before any fine-tune the tokens are worth "
+          f"{v['tf']['model']['psnr_y'] - v['tf']['tokens_off']['psnr_y']:+.2f} dB")
+    for name in ("dec", "joint"):
+        model = v[name]["model"]["psnr_y"]
+        print(f"  {name}: tokens' worth at equal fine-tune budget {model:.2f} - {control:.2f} = {model - control:+.2f} dB "
+              f"PSNR-Y; over bicubic {model - v[name]['bicubic']['psnr_y']:+.2f} dB")
 PY

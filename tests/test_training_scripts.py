@@ -1,0 +1,130 @@
+"""The long-training helpers: scripts/fetch_debian_photos.py (on a package built here, so no network)
+and scripts/token_worth.sh's resume of a stopped stage (with a stub CLI that records its calls)."""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import io
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _fetch_module():
+    spec = importlib.util.spec_from_file_location("fetch_debian_photos", ROOT / "scripts" / "fetch_debian_photos.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _deb(members: dict[str, bytes]) -> bytes:
+    """A Debian package: an ar archive of debian-binary, control.tar.xz and data.tar.xz."""
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w:xz") as tar:
+        for name, body in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+    out = b"!<arch>\n"
+    for name, body in (("debian-binary", b"2.0\n"), ("control.tar.xz", b"x"), ("data.tar.xz", data.getvalue())):
+        out += f"{name:<16}{0:<12}{0:<6}{0:<6}{100644:<8}{len(body):<10}`\n".encode() + body
+        out += b"\n" if len(body) % 2 else b""
+    return out
+
+
+def _jpeg(w: int, h: int, seed: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def _run_fetch(mod, monkeypatch, argv: list[str]) -> None:
+    monkeypatch.setattr(sys, "argv", ["fetch_debian_photos.py", *argv])
+    mod.main()
+
+
+@pytest.fixture
+def fake_debs(tmp_path, monkeypatch):
+    mod = _fetch_module()
+    names = [f"./usr/share/backgrounds/p{i}.jpg" for i in range(6)]
+    deb = _deb({n: _jpeg(300 + 10 * i, 200, i) for i, n in enumerate(names)})
+    debs = tmp_path / "debs"
+    debs.mkdir()
+    (debs / "fake_1.0_all.deb").write_bytes(deb)
+    monkeypatch.setattr(mod, "PACKAGES", [("f/fake/fake_1.0_all.deb", hashlib.sha256(deb).hexdigest(),
+                                           {n: ("Someone", "CC-BY-4.0") for n in names})])
+    return mod, debs
+
+
+def test_fetch_splits_resizes_and_names_the_licences(fake_debs, tmp_path, monkeypatch):
+    mod, debs = fake_debs
+    out = tmp_path / "photos" / "debian"
+    _run_fetch(mod, monkeypatch, [str(out), "--debs", str(debs), "--max-side", "150"])
+    train, held = sorted(p.name for p in (out / "train").iterdir()), sorted(p.name for p in (out / "heldout").iterdir())
+    assert held == ["p2.png"] and train == ["p0.png", "p1.png", "p3.png", "p4.png", "p5.png"]
+    assert max(Image.open(out / "train" / "p5.png").size) == 150
+    sources = (out / "SOURCES.md").read_text()
+    assert "| p2.png | 150x94 | heldout | Someone | CC-BY-4.0 | fake_1.0_all.deb |" in sources
+    # a second run replaces only with --force, and never a folder it did not make
+    with pytest.raises(SystemExit, match="already exists; pass --force"):
+        _run_fetch(mod, monkeypatch, [str(out), "--debs", str(debs)])
+    (out / "thesis.tex").write_text("mine")
+    with pytest.raises(SystemExit, match="not made by this script"):
+        _run_fetch(mod, monkeypatch, [str(out), "--debs", str(debs), "--force"])
+    assert (out / "thesis.tex").read_text() == "mine"
+
+
+def test_fetch_refuses_a_package_that_is_not_the_pinned_one(fake_debs, tmp_path, monkeypatch):
+    mod, debs = fake_debs
+    (debs / "fake_1.0_all.deb").write_bytes(_deb({"./other.jpg": _jpeg(10, 10, 0)}))
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit, match=r"fake_1.0_all.deb has SHA-256 \w+, not the pinned"):
+        _run_fetch(mod, monkeypatch, [str(out), "--debs", str(debs)])
+    assert not out.exists() and not list(tmp_path.glob(".out.tmp-*"))
+
+
+STUB_AE = r'''#!/usr/bin/env python3
+import json, os, sys
+from pathlib import Path
+with open(os.environ["STUB_LOG"], "a") as f:
+    f.write(" ".join(sys.argv[1:]) + "\n")
+args = sys.argv[1:]
+if args[0] == "train":
+    (Path(args[args.index("--out") + 1]) / "final").mkdir(parents=True, exist_ok=True)
+elif args[0] == "eval":
+    v = {k: {"psnr_y": 26.0, "ssim_y": 0.7} for k in ("model", "tokens_off", "sca_off", "bicubic", "vq_ceiling")}
+    Path(args[args.index("--json") + 1]).write_text(json.dumps({"variants": v}))
+'''
+
+
+def test_token_worth_resumes_a_stopped_stage_and_keeps_finished_ones(tmp_path):
+    ae = tmp_path / "ae"
+    ae.write_text(STUB_AE)
+    ae.chmod(0o755)
+    run = tmp_path / "run"
+    (run / "vqvae" / "final").mkdir(parents=True)                 # finished
+    (run / "tf" / "state").mkdir(parents=True)                    # stopped mid-run: its state was saved
+    (run / "tf" / "state" / "state.json").write_text("{}")
+    log = tmp_path / "calls.log"
+    env = {**os.environ, "AE": f"{sys.executable} {ae}", "PY": sys.executable, "STUB_LOG": str(log),
+           "HELDOUT": str(tmp_path / "held")}
+    r = subprocess.run(["bash", str(ROOT / "scripts" / "token_worth.sh"), str(run), "5", "6", "7", "micro"],
+                       env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    calls = log.read_text().splitlines()
+    trains = {c.split()[1] + " " + c.split("--out ")[1].split()[0].rsplit("/", 1)[1]: c
+              for c in calls if c.startswith("train ")}
+    assert set(trains) == {"transformer tf", "decoder dec-zero", "joint joint", "decoder dec"}   # vqvae kept
+    assert "--resume" in trains["transformer tf"] and "--force" not in trains["transformer tf"]
+    assert all("--force" in c for k, c in trains.items() if k != "transformer tf")
+    assert sum(c.startswith("eval ") and "--images" in c for c in calls) == 4            # HELDOUT: each stage
+    assert "on HELDOUT: before any fine-tune the tokens are worth +0.00 dB" in r.stdout
