@@ -17,7 +17,7 @@ import re
 import struct
 import tempfile
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, TypedDict
 
@@ -36,10 +36,14 @@ else:              # torch on first use: image I/O alone should not pay its impo
 
 __all__ = [
     "DEFAULT_MAX_MEGAPIXELS",
+    "DEFAULT_QUALITY",
     "IMAGE_EXTENSIONS",
     "Metadata",
+    "QUALITY_FORMATS",
+    "READ_EXTENSIONS",
     "as_float_image",
     "bits_per_sample",
+    "check_quality",
     "check_unit_range",
     "file_layout",
     "file_metadata",
@@ -49,6 +53,8 @@ __all__ = [
     "list_other_files",
     "load_image",
     "output_format",
+    "quality_setting",
+    "result_path",
     "save_image",
     "to_tensor",
 ]
@@ -56,6 +62,8 @@ __all__ = [
 # x4 SR multiplies the pixel count by 16: 24 MP in is 384 MP (~4.6 GB as float32 RGB) out.
 DEFAULT_MAX_MEGAPIXELS = 24.0
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+# what `upscale` reads: those, and GIF (one frame), whose result is written as PNG (`result_path`)
+READ_EXTENSIONS = (*IMAGE_EXTENSIONS, ".gif")
 
 
 def load_image(
@@ -328,7 +336,7 @@ def save_image(
     *,
     overwrite: bool = False,
     input_path: str | os.PathLike[str] | None = None,
-    quality: int = 95,
+    quality: int | str | None = None,
     bits: int = 8,
     icc_profile: bytes | None = None,
     exif: bytes | None = None,
@@ -343,12 +351,15 @@ def save_image(
     ``exif`` (bytes, as ``Image.Exif.tobytes`` gives) and ``dpi`` are written where the format
     holds them (PNG, JPEG, WebP, TIFF; WebP's DPI in its EXIF; BMP's DPI alone). ``input_path`` is the image the
     data came from: writing onto it is refused even with ``overwrite=True``, since a failed run
-    would destroy the source.
+    would destroy the source. ``quality`` (JPEG and WebP alone, `quality_setting`): 1 to 100, or
+    "lossless" for WebP; default `DEFAULT_QUALITY`. JPEG keeps full-resolution colour (4:4:4) from
+    quality 90 up, halves it both ways (4:2:0) below.
     """
     if bits not in (8, 16):
         raise InputError(f"bits must be 8 or 16, got {bits!r}")
     path = Path(path)
     fmt = output_format(path, alpha is not None)
+    encoder = _encoder_params(fmt, quality, str(path))
     if input_path is not None and _same_file(path, Path(input_path)):
         raise InputError(
             f"refusing to write the result onto its own input {path}; choose another output path"
@@ -377,9 +388,11 @@ def save_image(
         warnings.warn(f"{path}: {fmt} holds at most {_MAX_DPI[fmt]:.0f} DPI, not {max(dpi):.0f}: it is written "
                       "without one (save it as .tif to keep it)", stacklevel=2)
         dpi = None
-    params = _metadata_params(fmt, icc_profile, exif, dpi)
-    if fmt in ("JPEG", "WEBP"):
-        params["quality"] = int(quality)
+    if fmt == "JPEG" and exif and len(exif) > _JPEG_MAX_EXIF:
+        warnings.warn(f"{path}: its EXIF is {len(exif)} bytes, over the {_JPEG_MAX_EXIF} a JPEG holds: it is written "
+                      "without it (save it as .png or .tif to keep it)", stacklevel=2)
+        exif = None
+    params = {**_metadata_params(fmt, icc_profile, exif, dpi), **encoder}
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as e:
@@ -435,6 +448,60 @@ _NO_ALPHA_FORMATS = ("JPEG", "BMP")
 _MAX_DPI = {"JPEG": 65535.0, "PNG": (2**32 - 1) * 0.0254, "BMP": (2**32 - 1) * 0.0254}
 # pixels a side the encoders write (libjpeg, libwebp); past them they fail once the work is done
 _MAX_SIDE = {"JPEG": 65500, "WEBP": 16383}
+# the EXIF bytes one JPEG APP1 segment holds (Pillow raises ValueError past them, after the work)
+_JPEG_MAX_EXIF = 65533
+
+# formats `quality` applies to; "lossless" is WebP's alone
+QUALITY_FORMATS = ("JPEG", "WEBP")
+# an SR result's detail is what it is for: Pillow's 75 visibly blurs and blocks it
+DEFAULT_QUALITY = 95
+# from here up JPEG keeps full-resolution colour (4:4:4): SR detail lives in the chroma too, and
+# 4:2:0 halves it both ways; below, the file is meant small and 4:2:0 is what keeps it so
+_FULL_CHROMA_FROM = 90
+
+
+def quality_setting(value: object) -> int | str:
+    """`value` (an int, its text, or "lossless") as `save_image`'s quality, refused in one line
+    where it is none of 1 to 100 and "lossless"."""
+    if isinstance(value, str) and value.strip().lower() == "lossless":
+        return "lossless"
+    try:
+        q = int(str(value).strip()) if not isinstance(value, (bool, float)) else None
+    except ValueError:
+        q = None
+    if q is None or not 1 <= q <= 100:
+        raise InputError(f"quality must be an integer from 1 to 100, or 'lossless' (WebP), got {value!r}")
+    return q
+
+
+def check_quality(quality: int | str, formats: Iterable[str], outputs: str, what: str = "quality") -> None:
+    """Refuse a quality (`what`: the name the caller gave it) that means nothing for every one of
+    `formats`, those of `outputs` (named in the message): lossless formats, or "lossless" where
+    one is JPEG, which has no lossless mode."""
+    formats = set(formats)
+    if not formats & set(QUALITY_FORMATS):
+        raise InputError(f"{outputs} would be {'/'.join(sorted(formats))}, which is lossless: {what} applies to "
+                         ".jpg and .webp outputs alone; leave it out")
+    if quality == "lossless" and "JPEG" in formats:
+        raise InputError(f"{outputs} would be JPEG, which has no lossless mode: write .png or .webp, or give "
+                         f"{what} a number from 1 to 100")
+
+
+def _encoder_params(fmt: str, quality: object, outputs: str) -> dict[str, object]:
+    """Pillow's encoder keywords for `quality` (None: `DEFAULT_QUALITY`) in `fmt`."""
+    if quality is None:
+        if fmt not in QUALITY_FORMATS:
+            return {}
+        quality = DEFAULT_QUALITY
+    q = quality_setting(quality)
+    check_quality(q, [fmt], outputs)
+    if isinstance(q, str):                # "lossless"
+        return {"lossless": True}
+    if fmt == "JPEG":
+        return {"quality": q, "subsampling": 0 if q >= _FULL_CHROMA_FROM else 2}
+    return {"quality": q}
+
+
 # formats Pillow writes an ICC profile, EXIF and DPI to (WebP's DPI: in its EXIF alone)
 _METADATA_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF")
 
@@ -673,19 +740,26 @@ def _pil_sixteen_as_float(img: Image.Image) -> tuple[np.ndarray, Callable[[np.nd
     return x, to_pil
 
 
-def list_images(folder: str | os.PathLike[str]) -> list[Path]:
-    """Image files under ``folder`` (recursive, by extension, hidden files skipped), sorted."""
+def list_images(folder: str | os.PathLike[str], extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> list[Path]:
+    """Image files under ``folder`` (recursive, by extension, hidden files skipped), sorted.
+    ``extensions``: `upscale` passes `READ_EXTENSIONS`."""
     root = Path(folder)
     if not root.is_dir():
         raise InputError(f"{root} is not a folder; pass a folder of images")
-    found = [p for p in _walk(root) if p.suffix.lower() in IMAGE_EXTENSIONS]
+    found = [p for p in _walk(root) if p.suffix.lower() in extensions]
     # Sort by path relative to root so the order does not depend on where the folder lives.
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
-def list_other_files(folder: str | os.PathLike[str]) -> list[Path]:
+def list_other_files(folder: str | os.PathLike[str], extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> list[Path]:
     """The files under ``folder`` that `list_images` leaves out (not hidden, another extension)."""
-    return sorted(p for p in _walk(Path(folder)) if p.suffix.lower() not in IMAGE_EXTENSIONS)
+    return sorted(p for p in _walk(Path(folder)) if p.suffix.lower() not in extensions)
+
+
+def result_path(path: Path) -> Path:
+    """Where `upscale` writes the result of the input `path` when it names no output file: the
+    same name, as .png where results are not written in its format (GIF: 256 colours)."""
+    return path if path.suffix.lower() in IMAGE_EXTENSIONS else path.with_suffix(".png")
 
 
 def _walk(root: Path) -> Iterator[Path]:

@@ -686,11 +686,12 @@ def test_a_folder_run_names_the_files_it_does_not_read(export, tmp_path, capsys)
     src = tmp_path / "in"
     src.mkdir()
     Image.fromarray(np.zeros((5, 6, 3), np.uint8)).save(src / "a.png")
-    Image.fromarray(np.zeros((5, 6, 3), np.uint8)).save(src / "anim.gif")
+    Image.fromarray(np.zeros((5, 6, 3), np.uint8)).save(src / "b.gif")          # read, written as .png
     (src / "notes.txt").write_text("not an image")
     assert cli.main(["upscale", str(src), str(tmp_path / "out"), "--engine", str(export), "--quiet"]) == 0
     err = capsys.readouterr().err
-    assert "not reading 2 file(s) of other kinds (anim.gif, notes.txt)" in err and "upscaled 1 image(s)" in err
+    assert "not reading 1 file(s) of other kinds (notes.txt); images are .png .jpg .jpeg .bmp .webp .tif .tiff .gif" \
+        in err and "upscaled 2 image(s)" in err
 
 
 def test_a_folder_run_goes_past_unusable_files_and_ends_with_an_error(export, tmp_path, capsys) -> None:

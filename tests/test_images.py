@@ -1,6 +1,7 @@
 """Image loading/saving: modes, orientation, damaged files, size limits, atomic writes."""
 from __future__ import annotations
 
+import io
 import os
 import struct
 import zlib
@@ -794,8 +795,14 @@ def upscaled(tmp_path_factory, one_torch_thread) -> tuple[Path, Path]:
         import tifffile
         tifffile.imwrite(src / "rgba16.tif", _colour16(4), photometric="rgb", extrasamples=["unassalpha"])
     _phone_photo(src / "phone.jpg")
+    Image.fromarray(_smooth_rgb8()).quantize(64).save(src / "palette.gif")
     assert main(["upscale", str(src), str(dst), "--engine", "alignvar-tiny", "--quiet"]) == 0
     return src, dst
+
+
+def _smooth_rgb8() -> np.ndarray:
+    """A smooth 6x7 8-bit colour picture."""
+    return (_colour16(3) >> 8).astype(np.uint8)
 
 
 def test_a_bilevel_image_comes_back_8_bit_gray_from_the_api_and_the_cli_alike(upscaled) -> None:
@@ -888,3 +895,171 @@ def test_upscale_writes_a_16_bit_colour_tiff_back_as_16_bit_tiff(upscaled) -> No
 def test_upscale_writes_a_phone_photo_upright_with_its_exif_and_4x_dpi(upscaled) -> None:
     """It wrote the pixels upright and no EXIF or DPI at all."""
     _check_upright_with_exif_and_dpi(upscaled[1] / "phone.jpg", 288.0)
+
+
+def _jpeg_like_pillows(path: Path, quality: int, subsampling: str) -> None:
+    """`path` is a JPEG encoded as Pillow encodes at `quality` with `subsampling`."""
+    from PIL import JpegImagePlugin
+    with Image.open(path) as im, Image.open(_pillow_jpeg(im.size, quality)) as ref:
+        assert im.format == "JPEG" and im.quantization == ref.quantization
+        assert JpegImagePlugin.get_sampling(im) == {"4:4:4": 0, "4:2:0": 2}[subsampling]
+
+
+def _pillow_jpeg(size: tuple[int, int], quality: int) -> io.BytesIO:
+    buf = io.BytesIO()
+    Image.new("RGB", size).save(buf, format="JPEG", quality=quality)
+    buf.seek(0)
+    return buf
+
+
+def test_jpeg_is_written_at_quality_95_with_full_resolution_colour_and_takes_a_quality(tmp_path: Path) -> None:
+    """It was written at 95 with colour at half resolution both ways (Pillow's 4:2:0), which
+    blurs the colour detail an x4 result is for; and no quality could be chosen on the command line."""
+    rgb = np.random.default_rng(3).random((16, 16, 3), dtype=np.float32)
+    save_image(tmp_path / "a.jpg", rgb)
+    _jpeg_like_pillows(tmp_path / "a.jpg", 95, "4:4:4")
+    save_image(tmp_path / "b.jpg", rgb, quality=90)
+    _jpeg_like_pillows(tmp_path / "b.jpg", 90, "4:4:4")
+    save_image(tmp_path / "c.jpeg", rgb, quality="70")
+    _jpeg_like_pillows(tmp_path / "c.jpeg", 70, "4:2:0")           # a small file is what is asked for
+
+
+def test_webp_takes_a_quality_and_lossless(tmp_path: Path) -> None:
+    rgb = np.random.default_rng(4).random((16, 16, 3), dtype=np.float32)
+    save_image(tmp_path / "lossless.webp", rgb, quality="lossless")
+    np.testing.assert_array_equal(np.asarray(_read(tmp_path / "lossless.webp")), np.round(rgb * 255))
+    assert b"VP8L" in (tmp_path / "lossless.webp").read_bytes()[:64]         # libwebp's lossless bitstream
+    save_image(tmp_path / "q20.webp", rgb, quality=20)
+    save_image(tmp_path / "default.webp", rgb)
+    assert b"VP8 " in (tmp_path / "default.webp").read_bytes()[:64]
+    assert (tmp_path / "q20.webp").stat().st_size < (tmp_path / "default.webp").stat().st_size
+
+
+@pytest.mark.parametrize(("name", "quality", "message"), [
+    ("a.png", 80, r"^\S*a\.png would be PNG, which is lossless: quality applies to \.jpg and \.webp outputs alone; "
+                  r"leave it out$"),
+    ("a.tif", "lossless", "would be TIFF, which is lossless"),
+    ("a.bmp", 95, "would be BMP, which is lossless"),
+    ("a.jpg", "lossless", r"^\S*a\.jpg would be JPEG, which has no lossless mode: write \.png or \.webp, or give "
+                          r"quality a number from 1 to 100$"),
+    ("a.jpg", 0, r"^quality must be an integer from 1 to 100, or 'lossless' \(WebP\), got 0$"),
+    ("a.webp", 101, "got 101"), ("a.webp", "best", "got 'best'"), ("a.jpg", 95.5, "got 95.5"),
+])
+def test_a_quality_that_means_nothing_for_the_output_is_refused(tmp_path: Path, name: str, quality: object,
+                                                                message: str) -> None:
+    """Pillow took a quality for a PNG without a word, and wrote a JPEG at quality 0 or 101."""
+    with pytest.raises(InputError, match=message):
+        save_image(tmp_path / name, np.zeros((2, 3, 3)), quality=quality)  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []
+
+
+def _no_engine(monkeypatch) -> None:
+    from alignvar_edge import runtimes
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the engine was loaded")
+    monkeypatch.setattr(runtimes, "load", no_work)
+
+
+def test_upscale_quality_is_refused_before_any_work_where_no_output_takes_it(tmp_path: Path, monkeypatch,
+                                                                            capsys) -> None:
+    from alignvar_edge.cli import main
+    _no_engine(monkeypatch)
+    (tmp_path / "in").mkdir()
+    for name in ("a.png", "b.tif"):
+        Image.new("RGB", (3, 2)).save(tmp_path / "in" / name)
+    runs = [
+        (["in/a.png", "out.png", "--quality", "80"],
+         f"{tmp_path / 'out.png'} would be PNG, which is lossless: --quality applies to .jpg and .webp outputs "
+         "alone; leave it out"),
+        (["in/a.png", "out.jpg", "--quality", "lossless"],
+         f"{tmp_path / 'out.jpg'} would be JPEG, which has no lossless mode: write .png or .webp, or give "
+         "--quality a number from 1 to 100"),
+        (["in", "out", "--quality", "90"],
+         f"the outputs in {tmp_path / 'out'} would be PNG/TIFF, which is lossless: --quality applies to .jpg and .webp "
+         "outputs alone; leave it out"),
+        (["in/a.png", "out.jpg", "--quality", "0"],
+         "argument --quality: must be an integer from 1 to 100, or 'lossless' (WebP), got '0'; "
+         "see `alignvar-edge upscale --help`"),
+    ]
+    for argv, line in runs:
+        argv = [str(tmp_path / a) if i < 2 else a for i, a in enumerate(argv)]
+        assert main(["upscale", *argv, "--quiet"]) == 2
+        assert capsys.readouterr().err == f"alignvar-edge upscale: error: {line}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
+def test_upscale_writes_jpeg_and_webp_at_the_quality_asked_and_a_folders_pngs_as_pngs(tmp_path: Path,
+                                                                                      one_torch_thread) -> None:
+    """--quality applies to a folder's JPEG and WebP outputs; its PNGs stay PNGs."""
+    from alignvar_edge.cli import main
+    src = tmp_path / "in"
+    src.mkdir()
+    u8 = _smooth_rgb8()
+    for name in ("a.jpg", "b.png", "c.webp"):
+        Image.fromarray(u8).save(src / name)
+    assert main(["upscale", str(src), str(tmp_path / "out"), "--quality", "70", "--quiet"]) == 0
+    _jpeg_like_pillows(tmp_path / "out" / "a.jpg", 70, "4:2:0")
+    assert _read(tmp_path / "out" / "b.png").format == "PNG"
+    assert main(["upscale", str(src / "c.webp"), str(tmp_path / "c.webp"), "--quality", "lossless", "--quiet"]) == 0
+    assert b"VP8L" in (tmp_path / "c.webp").read_bytes()[:64]
+    assert main(["upscale", str(src / "a.jpg"), str(tmp_path / "d.jpg"), "--quiet"]) == 0
+    _jpeg_like_pillows(tmp_path / "d.jpg", 95, "4:4:4")
+
+
+def test_exif_too_long_for_a_jpeg_is_left_out_with_a_warning(tmp_path: Path) -> None:
+    """A PNG or TIFF with a long EXIF (a maker note, a description) upscaled to .jpg ran the model,
+    then failed with Pillow's "EXIF data is too long", a traceback."""
+    exif = Image.Exif()
+    exif[270], exif[271] = "x" * 70000, "Camera"
+    with pytest.warns(UserWarning, match=r"a\.jpg: its EXIF is \d+ bytes, over the 65533 a JPEG holds: it is "
+                                         r"written without it \(save it as \.png or \.tif to keep it\)"):
+        save_image(tmp_path / "a.jpg", np.zeros((4, 4, 3)), exif=exif.tobytes(), dpi=(288.0, 288.0))
+    with Image.open(tmp_path / "a.jpg") as im:
+        assert 270 not in im.getexif() and im.info["dpi"] == pytest.approx((288, 288))
+    save_image(tmp_path / "a.png", np.zeros((4, 4, 3)), exif=exif.tobytes())            # a PNG holds it
+    assert _read(tmp_path / "a.png").getexif()[271] == "Camera"
+
+
+def test_a_gif_is_read_by_a_folder_run_as_by_a_file_run_and_written_as_png(upscaled, tmp_path: Path) -> None:
+    """A file run upscaled a .gif; a folder run left it out as a file "of other kinds", and a file
+    run into a folder refused to write out/a.gif. Both now read it and write a .png."""
+    from alignvar_edge.cli import main
+    src, dst = upscaled
+    folder_result = load_image(dst / "palette.png")[0]
+    assert folder_result.shape == (24, 28, 3) and not (dst / "palette.gif").exists()
+    (tmp_path / "out").mkdir()
+    for out in (tmp_path / "out", f"{tmp_path / 'new'}/"):
+        assert main(["upscale", str(src / "palette.gif"), str(out), "--quiet"]) == 0
+    for written in (tmp_path / "out" / "palette.png", tmp_path / "new" / "palette.png"):
+        np.testing.assert_array_equal(load_image(written)[0], folder_result)
+
+
+def test_a_folders_gif_and_png_of_one_name_are_refused_before_any_work(tmp_path: Path, monkeypatch,
+                                                                      capsys) -> None:
+    from alignvar_edge.cli import main
+    _no_engine(monkeypatch)
+    (tmp_path / "in").mkdir()
+    for name in ("a.gif", "a.png"):
+        Image.new("RGB", (3, 2)).save(tmp_path / "in" / name)
+    assert main(["upscale", str(tmp_path / "in"), str(tmp_path / "out"), "--quiet"]) == 2
+    assert capsys.readouterr().err == (f"alignvar-edge upscale: error: {tmp_path / 'in' / 'a.gif'} and "
+                                       f"{tmp_path / 'in' / 'a.png'} would both be written to "
+                                       f"{tmp_path / 'out' / 'a.png'}; rename one of them\n")
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_animated_gif_is_refused_by_a_file_run_and_named_by_a_folder_run(tmp_path: Path, capsys,
+                                                                            one_torch_thread) -> None:
+    from alignvar_edge.cli import main
+    src = tmp_path / "in"
+    src.mkdir()
+    frames = [Image.fromarray(np.full((6, 7, 3), v, np.uint8)) for v in (40, 200)]
+    frames[0].save(src / "anim.gif", save_all=True, append_images=frames[1:])
+    frames[0].save(src / "still.png")
+    assert main(["upscale", str(src / "anim.gif"), str(tmp_path / "anim.png"), "--quiet"]) == 2
+    assert "anim.gif holds 2 frames" in capsys.readouterr().err
+    assert main(["upscale", str(src), str(tmp_path / "out"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"skipping: {src / 'anim.gif'} holds 2 frames" in err and "1 file(s) could not be upscaled" in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["still.png"]

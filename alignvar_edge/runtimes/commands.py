@@ -78,6 +78,9 @@ def register(sub: Any) -> None:
     u.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
                    help="torch on a CUDA device: run each call eagerly instead of replaying it as one "
                         "captured CUDA graph (the default there)")
+    u.add_argument("--quality", type=_quality_arg, metavar="1-100|lossless",
+                   help="JPEG and WebP outputs: 1 to 100 (default 95; JPEG keeps full-resolution colour, 4:4:4, "
+                        "from 90 up, 4:2:0 below), or 'lossless' for WebP; refused where no output is .jpg or .webp")
     u.add_argument("--force", action="store_true", help="replace existing outputs")
     u.add_argument("--max-megapixels", type=positive_float, default=None, help="refuse larger inputs (default 24)")
     u.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -229,18 +232,19 @@ def _jobs(inp: Path, out: Path, force: bool) -> tuple[list[tuple[Path, Path]], i
     relative paths. A folder run never reads its own output folder (when it lies inside the input)
     and, without --force, skips outputs that already exist (each is written atomically, so an
     existing one is finished): re-running an interrupted folder resumes it."""
-    from alignvar_edge.images import IMAGE_EXTENSIONS, list_images
+    from alignvar_edge.images import READ_EXTENSIONS, list_images, result_path
     if inp.is_dir():
         if out.exists() and not out.is_dir():
             raise InputError(f"{out} is a file; for a folder input pass an output folder")
         if out.resolve() == inp.resolve():
             raise InputError(f"the output folder {out} is the input folder; choose another output folder")
         own = _own_output(inp, out)
-        files = [f for f in list_images(inp) if own is None or own not in f.resolve().parents]
+        files = [f for f in list_images(inp, READ_EXTENSIONS) if own is None or own not in f.resolve().parents]
         if not files:
-            raise InputError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {inp}"
+            raise InputError(f"no images ({', '.join(READ_EXTENSIONS)}) under {inp}"
                              + (f" outside the output folder {out}" if own is not None else ""))
-        jobs = [(f, out / f.relative_to(inp)) for f in files]
+        jobs = [(f, result_path(out / f.relative_to(inp))) for f in files]
+        _refuse_shared_outputs(jobs)
         # an input folder inside the output (`upscale photos/small photos`) maps one input's output
         # onto another input (small/small/a.png -> small/a.png): refused, as onto its own input
         inputs = {f.resolve() for f in files}
@@ -255,7 +259,7 @@ def _jobs(inp: Path, out: Path, force: bool) -> tuple[list[tuple[Path, Path]], i
         return todo, len(jobs) - len(todo)
     elif inp.is_file():
         if out.is_dir():
-            jobs = [(inp, out / inp.name)]
+            jobs = [(inp, result_path(out / inp.name))]
         else:
             jobs = [(inp, out)]
     else:
@@ -270,6 +274,15 @@ def _jobs(inp: Path, out: Path, force: bool) -> tuple[list[tuple[Path, Path]], i
         shown = ", ".join(clash[:3]) + (f" (+{len(clash) - 3} more)" if len(clash) > 3 else "")
         raise OutputExistsError(f"{len(clash)} output(s) already exist: {shown}; pass --force to replace them")
     return jobs, 0
+
+
+def _refuse_shared_outputs(jobs: list[tuple[Path, Path]]) -> None:
+    """Two inputs of a folder with one output (`a.gif` and `a.png`: a GIF's result is a .png):
+    the second would replace the first's, or be skipped as finished."""
+    first: dict[Path, Path] = {}
+    for src, dst in jobs:
+        if (other := first.setdefault(dst, src)) != src:
+            raise InputError(f"{other} and {src} would both be written to {dst}; rename one of them")
 
 
 def _refuse_blocked(jobs: list[tuple[Path, Path]]) -> None:
@@ -304,18 +317,36 @@ def _require_option(engine: str, backend: str, option: str, what: str) -> None:
         raise InputError(f"{what}; {engine} runs on {name}")
 
 
+def _quality_arg(text: str) -> int | str:
+    from alignvar_edge.images import quality_setting       # the rule is the image writer's
+    try:
+        return quality_setting(text)
+    except InputError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("quality ")) from None
+
+
+def _check_quality(quality: int | str | None, jobs: list[tuple[Path, Path]], output: str) -> None:
+    """--quality that no output of the run takes, refused before any work (a folder's outputs keep
+    their inputs' formats: it applies to those that are JPEG or WebP)."""
+    from alignvar_edge.images import check_quality, output_format
+    if quality is not None and jobs:
+        check_quality(quality, {output_format(d) for _, d in jobs},
+                      str(jobs[0][1]) if len(jobs) == 1 else f"the outputs in {output}", "--quality")
+
+
 def run_upscale(args: argparse.Namespace) -> int:
     from alignvar_edge import runtimes
-    from alignvar_edge.images import (DEFAULT_MAX_MEGAPIXELS, file_layout, file_metadata, load_image, output_format,
-                                      save_image)
+    from alignvar_edge.images import (DEFAULT_MAX_MEGAPIXELS, QUALITY_FORMATS, file_layout, file_metadata, load_image,
+                                      output_format, result_path, save_image)
     from alignvar_edge.runtimes.tiling import upscale_plane_bicubic
     if Path(args.input).is_dir():    # what Ctrl-C keeps: a folder run's finished images
         args.on_interrupt = ("images already finished are kept, the one in progress is not; "
                              "the same command again skips the finished ones")
     output = Path(args.output)
     if args.output.endswith(("/", os.sep)) and Path(args.input).is_file():
-        output = output / Path(args.input).name        # `upscale a.png out/`: into that folder
+        output = result_path(output / Path(args.input).name)   # `upscale a.png out/`: into that folder
     jobs, skipped = _jobs(Path(args.input), output, args.force)
+    _check_quality(args.quality, jobs, args.output)
     _say_other_files(Path(args.input), Path(args.output))
     if skipped:
         _say(f"skipping {skipped} finished output(s) in {args.output} (pass --force to redo them)")
@@ -362,7 +393,8 @@ def run_upscale(args: argparse.Namespace) -> int:
             src, dst, alpha, bits, meta = loaded.pop(0)
             big_alpha = upscale_plane_bicubic(alpha, engine.scale) if alpha is not None else None
             dst.parent.mkdir(parents=True, exist_ok=True)
-            save_image(dst, out, big_alpha, overwrite=args.force, input_path=src, bits=bits, **meta)
+            quality = args.quality if output_format(dst) in QUALITY_FORMATS else None   # a folder's PNGs: none
+            save_image(dst, out, big_alpha, overwrite=args.force, input_path=src, bits=bits, quality=quality, **meta)
         bar.close()
     _say(f"upscaled {len(jobs) - len(unusable)} image(s) x{engine.scale} with {engine.backend} ({engine.device}) "
          f"in {time.perf_counter() - t0:.1f} s -> {args.output}")
@@ -374,15 +406,15 @@ def run_upscale(args: argparse.Namespace) -> int:
 
 def _say_other_files(inp: Path, out: Path) -> None:
     """A folder run names what it does not read, so no file is left out silently."""
-    from alignvar_edge.images import IMAGE_EXTENSIONS, list_other_files
+    from alignvar_edge.images import READ_EXTENSIONS, list_other_files
     if not inp.is_dir():
         return
     own = _own_output(inp, out)
-    others = [p for p in list_other_files(inp) if own is None or own not in p.resolve().parents]
+    others = [p for p in list_other_files(inp, READ_EXTENSIONS) if own is None or own not in p.resolve().parents]
     if others:
         shown = ", ".join(str(p.relative_to(inp)) for p in others[:3]) + (" ..." if len(others) > 3 else "")
         _say(f"not reading {len(others)} file(s) of other kinds ({shown}); images are "
-             f"{' '.join(IMAGE_EXTENSIONS)}")
+             f"{' '.join(READ_EXTENSIONS)}")
 
 
 def _progress(n_images: int, quiet: bool) -> Any:
