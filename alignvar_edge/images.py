@@ -8,6 +8,7 @@ and RGB(A) PNGs are decoded by Pillow's codec with other raw modes (`sixteen_bit
 RGB(A) TIFFs by tifffile. Saving is atomic and never clobbers a file
 silently; 16 bits stay 16 where the output format holds them (gray: PNG, TIFF; gray+alpha: PNG;
 RGB(A): PNG, and TIFF where tifffile is installed; written by `_write_png16` and `_write_tiff16`).
+JPEG and WebP are written at `DEFAULT_QUALITY` unless told (`quality_setting`, `check_quality`).
 """
 from __future__ import annotations
 
