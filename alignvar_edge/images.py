@@ -183,7 +183,8 @@ def _plain_mode(img: Image.Image) -> str:
 def file_layout(path: str | os.PathLike[str]) -> tuple[bool, int]:
     """(gray, bits per sample) of an image file, from its header alone: what `upscale` writes back.
     Gray is the file's layout (an RGB file whose channels happen to be equal is RGB); bits are 16
-    for a 16-bit file `load_image` keeps 16-bit (gray, gray+alpha, RGB, RGBA), else 8."""
+    for a 16-bit file `load_image` keeps 16-bit (gray, gray+alpha, RGB, RGBA) and for a float
+    gray one (a 32-bit float TIFF: 8 bits would throw away what it holds beyond them), else 8."""
     with Image.open(path) as img:
         return _layout(img)
 
@@ -193,7 +194,7 @@ def _layout(img: Image.Image) -> tuple[bool, int]:
         return True, 16
     if sixteen_bit.is_rgb16(img):
         return False, 16
-    return _plain_mode(img) in _GRAY_MODES, 16 if img.mode in _SIXTEEN_BIT_MODES else 8
+    return _plain_mode(img) in _GRAY_MODES, 16 if img.mode in (*_SIXTEEN_BIT_MODES, "F") else 8
 
 
 def file_profile(path: str | os.PathLike[str]) -> bytes | None:

@@ -796,6 +796,7 @@ def upscaled(tmp_path_factory, one_torch_thread) -> tuple[Path, Path]:
         tifffile.imwrite(src / "rgba16.tif", _colour16(4), photometric="rgb", extrasamples=["unassalpha"])
     _phone_photo(src / "phone.jpg")
     Image.fromarray(_smooth_rgb8()).quantize(64).save(src / "palette.gif")
+    Image.fromarray((_colour16(1)[..., 0] / 65535).astype(np.float32), mode="F").save(src / "float.tif")
     assert main(["upscale", str(src), str(dst), "--engine", "alignvar-tiny", "--quiet"]) == 0
     return src, dst
 
@@ -1063,3 +1064,12 @@ def test_an_animated_gif_is_refused_by_a_file_run_and_named_by_a_folder_run(tmp_
     err = capsys.readouterr().err
     assert f"skipping: {src / 'anim.gif'} holds 2 frames" in err and "1 file(s) could not be upscaled" in err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["still.png"]
+
+
+def test_upscale_writes_a_float_gray_tiff_back_with_16_bits_not_8(upscaled) -> None:
+    """A 32-bit float gray TIFF (a scientific camera's, a depth map) came back 8-bit gray: every
+    value beyond 256 steps lost, silently."""
+    with Image.open(upscaled[1] / "float.tif") as im:
+        assert im.format == "TIFF" and im.mode == "I;16" and im.size == (28, 24)
+        samples = np.asarray(im).astype(np.int64)
+    assert (samples % 257 != 0).mean() > 0.5                    # finer steps than 8 bits carry
