@@ -863,14 +863,10 @@ def test_upscale_into_a_folder_whose_output_path_is_a_folder_is_refused_before_a
         tmp_path: Path, monkeypatch, capsys) -> None:
     """`upscale a.png out/` where out/a.png is a folder: it said the output exists and to pass
     --force, and with --force it ran the model, then failed naming its temporary file."""
-    from alignvar_edge import runtimes
     from alignvar_edge.cli import main
     Image.new("RGB", (3, 2)).save(tmp_path / "a.png")
     (tmp_path / "out" / "a.png").mkdir(parents=True)
-
-    def no_work(*args, **kwargs):
-        raise AssertionError("the engine was loaded")
-    monkeypatch.setattr(runtimes, "load", no_work)
+    _no_engine(monkeypatch)
     for force in ([], ["--force"]):
         assert main(["upscale", str(tmp_path / "a.png"), str(tmp_path / "out"), "--quiet", *force]) == 2
         err = capsys.readouterr().err
@@ -955,6 +951,7 @@ def test_a_quality_that_means_nothing_for_the_output_is_refused(tmp_path: Path, 
 
 
 def _no_engine(monkeypatch) -> None:
+    """`runtimes.load` fails the test: what is refused must be refused before any work."""
     from alignvar_edge import runtimes
 
     def no_work(*args, **kwargs):
