@@ -497,8 +497,8 @@ def _encoder_params(fmt: str, quality: object, outputs: str) -> dict[str, object
         quality = DEFAULT_QUALITY
     q = quality_setting(quality)
     check_quality(q, [fmt], outputs)
-    if isinstance(q, str):                # "lossless"
-        return {"lossless": True}
+    if isinstance(q, str):                # "lossless": every pixel kept, the colour of transparent ones too
+        return {"lossless": True, "exact": True}
     if fmt == "JPEG":
         return {"quality": q, "subsampling": 0 if q >= _FULL_CHROMA_FROM else 2}
     return {"quality": q}

@@ -926,6 +926,11 @@ def test_webp_takes_a_quality_and_lossless(tmp_path: Path) -> None:
     save_image(tmp_path / "lossless.webp", rgb, quality="lossless")
     np.testing.assert_array_equal(np.asarray(_read(tmp_path / "lossless.webp")), np.round(rgb * 255))
     assert b"VP8L" in (tmp_path / "lossless.webp").read_bytes()[:64]         # libwebp's lossless bitstream
+    alpha = np.zeros((16, 16), np.float32)
+    alpha[:8] = 1.0                             # libwebp replaced the colour under alpha 0 unless told
+    save_image(tmp_path / "rgba.webp", rgb, alpha, quality="lossless")
+    np.testing.assert_array_equal(np.asarray(_read(tmp_path / "rgba.webp")),
+                                  np.round(np.dstack([rgb, alpha]) * 255))
     save_image(tmp_path / "q20.webp", rgb, quality=20)
     save_image(tmp_path / "default.webp", rgb)
     assert b"VP8 " in (tmp_path / "default.webp").read_bytes()[:64]
