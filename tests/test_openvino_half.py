@@ -364,3 +364,61 @@ def test_a_device_that_computes_f32_under_the_hint_gets_the_split(export: Path, 
     whole, split = m["extra"]["half_ladder"]
     assert "ran f32 here, not bf16" in whole["refused"] and "refused" not in split
     assert m["extra"]["split"]["token_precision"] == "f32"
+
+
+def test_weights_stored_in_f16_compute_f32_under_the_f32_hint(tmp_path: Path) -> None:
+    """An FP16 IR's FullyConnected reports runtimePrecision f16 under the f32 hint, but its kernel
+    widens the stored weights and computes f32: its product is the f32 product of the f16-rounded
+    weights, to f32 rounding. The engine's record names both, never f16 compute."""
+    import numpy as np
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    from alignvar_edge.runtimes.openvino.backend import op_precision
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((64, 512)).astype(np.float32)
+    x = ops.parameter([16, 512], np.float32)
+    ov.save_model(ov.Model([ops.matmul(x, ops.constant(w), False, True)], [x]), str(tmp_path / "m.xml"),
+                  compress_to_fp16=True)
+    compiled = ov.Core().compile_model(str(tmp_path / "m.xml"), "CPU",
+                                       {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": "1"})
+    (fc,) = [op for op in compiled.get_runtime_model().get_ordered_ops()
+             if op.get_rt_info()["layerType"].astype(str) == "FullyConnected"]
+    assert fc.get_rt_info()["runtimePrecision"].astype(str) == "f16"       # the stored weights'
+    assert op_precision(fc) == "f32 (f16 weights)"
+    inp = rng.standard_normal((16, 512)).astype(np.float32)
+    got = compiled({0: inp})[0].astype(np.float64)
+    want = inp.astype(np.float64) @ w.astype(np.float16).astype(np.float64).T
+    in_f16 = (inp.astype(np.float16) @ w.astype(np.float16).T).astype(np.float64)   # f16 arithmetic
+    scale = np.abs(want).max()
+    assert np.abs(got - want).max() / scale < 1e-6 < np.abs(in_f16 - want).max() / scale
+
+
+def test_fp16_engine_on_a_cpu_records_f32_compute_with_f16_weights(export: Path, tmp_path: Path) -> None:  # noqa: F811
+    # the CPU has no f16 hint of ours: the FP16 IR runs f32 on its f16-rounded weights, and the
+    # manifest and inspect say that, not f16 (OpenVINO's runtimePrecision names the stored weights)
+    from alignvar_edge.export.inspect_artifact import format_inspection, inspect_artifact
+    out = runtimes.build(export, "openvino", "fp16", out=tmp_path / "fp16")
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["extra"]["compress_to_fp16"] and m["extra"]["inference_precision_hint"] == "f32"
+    cp = m["extra"]["compute_precision"]
+    assert set(cp["transformer_matmuls"]) == set(cp["logits_head"]) == {"f32 (f16 weights)"}
+    assert {p for counts in cp.values() for p in counts} == {"f32", "f32 (f16 weights)"}
+    shown = next(ln for ln in format_inspection(inspect_artifact(out)).splitlines() if ln.startswith("compute "))
+    assert "logits_head f32 (f16 weights) " in shown and " f16 " not in shown
+    with runtimes.load(out) as e:
+        assert e.compute_precision == e.expected_precision == "f32"
+
+
+def test_whole_graph_judge_reads_compute_not_stored_weights() -> None:
+    # a device that widened f16 weights and computed f32 under the f16 hint did not judge the whole
+    # graph in f16: the rung is refused, naming what it computed
+    from types import SimpleNamespace as Manifest      # the two fields the judge reads
+
+    from alignvar_edge.runtimes.openvino.backend import _half_problem
+    parity = {"tokens": {"overall": 1.0}, "psnr_db": 90.0}
+    widened = Manifest(parity=parity, extra={"compute_precision": {"transformer_matmuls": {"f32 (f16 weights)": 3},
+                                                                   "norms": {"f32": 2}}})
+    assert _half_problem(widened, 0.99, 35.0, "f16") == "ran f32 here, not f16, so the whole graph could not be judged"
+    half = Manifest(parity=parity, extra={"compute_precision": {"transformer_matmuls": {"f16": 3}, "norms": {"f32": 2}}})
+    assert _half_problem(half, 0.99, 35.0, "f16") is None

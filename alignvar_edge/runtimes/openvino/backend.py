@@ -13,7 +13,7 @@ Build (`ov.convert_model` from the exported ONNX, then `ov.save_model`):
                 the recipe's bar): the whole graph in bf16, else a split engine (`split.py`): the
                 token path compiled f32 (model.xml) and the image suffix, which cannot change a
                 token, compiled bf16 (image.xml); else nothing is written. The compute precision
-                each group actually got (the compiled graphs' runtimePrecision) is recorded in the
+                each group actually got (the compiled graphs' kernels, `op_precision`) is recorded in the
                 manifest as `extra.compute_precision`, the split as `extra.split`, the rungs tried
                 as `extra.half_ladder`. fp16 on a GPU takes the same ladder.
   int8          `nncf.quantize`, model type TRANSFORMER, preset PERFORMANCE (symmetric
@@ -227,9 +227,10 @@ class OpenVINOEngine(Engine):
         return f"{found[1]} image, {found[0]} tokens{self._islands}"
 
     def runtime_precision(self, group_of: dict[str, str] | None = None) -> dict[str, dict[str, int]]:
-        """How many MatMul / FullyConnected / Convolution ops of the compiled graph(s) run in each
-        precision (their runtimePrecision), per group (`group_of`: ONNX node name -> group; OpenVINO
-        keeps the ONNX name as the friendly name, '/...' suffixes aside), else per op type."""
+        """How many MatMul / FullyConnected / Convolution ops of the compiled graph(s) compute in each
+        precision (`op_precision`: 'f32', 'bf16', 'u8', or 'f32 (f16 weights)' where narrower stored
+        weights are widened for an f32 kernel), per group (`group_of`: ONNX node name -> group;
+        OpenVINO keeps the ONNX name as the friendly name, '/...' suffixes aside), else per op type."""
         out: dict[str, dict[str, int]] = {}
         for part in self._parts:
             for op in part.compiled.get_runtime_model().get_ordered_ops():
@@ -239,7 +240,7 @@ class OpenVINOEngine(Engine):
                     continue
                 name = op.get_friendly_name()
                 key = kind if group_of is None else group_of.get(name, group_of.get(name.split("/")[0], "other"))
-                prec = ri["runtimePrecision"].astype(str)
+                prec = op_precision(op)
                 out.setdefault(key, {})[prec] = out.setdefault(key, {}).get(prec, 0) + 1
         return dict(sorted(out.items()))
 
@@ -309,6 +310,25 @@ class _Part:
         self.queue.wait_all()
 
 
+def op_precision(op: Any) -> str:
+    """What one op of a compiled model's runtime graph computes in: the precision of its data input,
+    which is the kernel's (`brgemm_avx512_f32`, `..._bf16`, `..._i8`), and, where its weights are
+    stored narrower and widened for that kernel, those too: 'f32 (f16 weights)'. OpenVINO's own
+    `runtimePrecision` names the stored weights' there (f16 in an FP16 IR, u8 under int8-weights) for
+    an op whose kernel computes f32: an FP16 IR under the f32 hint gives, bit for bit, the outputs of
+    an f32 IR holding the same f16-rounded weights (measured, OpenVINO 2026.4 CPU)."""
+    data = op.input(0).get_element_type()
+    weights = op.input(1).get_element_type() if op.get_input_size() > 1 else data
+    if 0 < weights.bitwidth < data.bitwidth:
+        return f"{data.get_type_name()} ({weights.get_type_name()} weights)"
+    return str(data.get_type_name())
+
+
+def _computed(counts: dict[str, int]) -> set[str]:
+    """The compute precisions of one `runtime_precision` group, stored weights aside."""
+    return {p.split(" (")[0] for p in counts}
+
+
 def _ran_on(compiled: Any, device: str) -> str:
     """The kind of hardware device a compiled model runs on (the one AUTO & co. picked)."""
     if _device_kind(device) not in VIRTUAL_DEVICES:
@@ -376,7 +396,7 @@ def _half_problem(m: Manifest, min_tokens: float, min_psnr: float, hint: str) ->
     if not m.extra.get("split"):
         # a device without half units computes f32 under the hint: the whole graph would pass here
         # and lose tokens on the machine that does compute half, so only the split is safe to ship
-        ran = {p for counts in (m.extra.get("compute_precision") or {}).values() for p in counts}
+        ran = {p for counts in (m.extra.get("compute_precision") or {}).values() for p in _computed(counts)}
         if hint not in ran:
             return f"ran {'/'.join(sorted(ran)) or 'f32'} here, not {hint}, so the whole graph could not be judged"
     where = "with the token path in f32" if m.extra.get("split") else "in the whole graph"
