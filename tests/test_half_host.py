@@ -60,6 +60,8 @@ def test_bench_and_inspect_show_the_compute_precision() -> None:
     # an int8 engine's float ops are meant to run f32; a split engine says which part ran what
     assert _precision({"precision": "int8", "compute_precision": "f32", "expected_precision": "f32"}) == "int8"
     assert _precision({"precision": "int8", "compute_precision": "bf16", "expected_precision": "f32"}) == "int8 (ran bf16)"
+    # an fp16 engine checked and run in f32 (OpenVINO on a CPU: f16 weights) does not pass for f16 compute
+    assert _precision({"precision": "fp16", "compute_precision": "f32", "expected_precision": "f32"}) == "fp16 (f32 compute)"
     split = "bf16 image, f32 tokens"
     assert _precision({"precision": "bf16", "compute_precision": split, "expected_precision": split}) == f"bf16 ({split})"
     assert (_precision({"precision": "bf16", "compute_precision": "bf16 image, bf16 tokens", "expected_precision": split})

@@ -59,10 +59,14 @@ def _precision(e: dict[str, Any]) -> str | None:
     p, c = e.get("precision"), e.get("compute_precision")
     if not c or not p:
         return p
-    expected = e.get("expected_precision") or {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}.get(str(p), p)
+    nominal = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}.get(str(p), p)
+    expected = e.get("expected_precision") or nominal
     if c != expected:
         return f"{p} (ran {c})"
-    return f"{p} ({c})" if "," in c else p
+    if "," in c:
+        return f"{p} ({c})"
+    # built so, and checked so: an fp16 OpenVINO engine on a CPU stores f16 weights and computes f32
+    return f"{p} ({c} compute)" if p in ("fp16", "bf16") and c != nominal else p
 
 
 def engine_rows(report: dict[str, Any]) -> list[Row]:
