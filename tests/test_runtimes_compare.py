@@ -1,12 +1,17 @@
 """`compare`'s figures per engine over all its images, on stand-in engines with known tokens."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from types import SimpleNamespace
 from typing import cast
 
 import numpy as np
 import pytest
+from PIL import Image
 
+from alignvar_edge import runtimes
+from alignvar_edge.cli import main
 from alignvar_edge.runtimes.base import Engine
 from alignvar_edge.runtimes.compare import compare_engines, format_summary
 
@@ -32,6 +37,9 @@ class _Engine:
         self.seen += n
         return sr, toks
 
+    def close(self) -> None:
+        pass
+
 
 def test_tokens_overall_weighs_every_tile_of_every_image() -> None:
     """The summary states the token agreement over all tiles (what a quantization target is set in),
@@ -45,3 +53,44 @@ def test_tokens_overall_weighs_every_tile_of_every_image() -> None:
     assert res.tokens_overall == pytest.approx(1 - 4 / 25) and res.tiles_identical == 4 / 5
     assert res.to_json()["tokens_overall"] == pytest.approx(1 - 4 / 25)
     assert "tiles identical 80.0%, tokens 84.00% agree" in format_summary(res)
+
+
+def _folder(root: Path) -> Path:
+    """Three readable photographs (two of the same name, in a subfolder) and one corrupt file."""
+    rng = np.random.default_rng(1)
+    (root / "sub").mkdir(parents=True)
+    for name in ("a.png", "c.png", "sub/a.png"):
+        Image.fromarray(rng.integers(0, 256, (10, 12, 3), dtype=np.uint8)).save(root / name)
+    (root / "b.png").write_bytes(b"not a png")
+    return root
+
+
+def test_compare_images_goes_past_a_file_it_cannot_read(tmp_path, monkeypatch, capsys) -> None:
+    """One corrupt file in --images costs that file, not the run: it is named in one warning line
+    and in the JSON, the others are compared (named by their path under the folder, so two files of
+    one name in different subfolders stay apart), and --limit counts usable images."""
+    monkeypatch.setattr(runtimes, "load", lambda *a, **k: _Engine())
+    folder, report = _folder(tmp_path / "imgs"), tmp_path / "cmp.json"
+    assert main(["compare", "q", "--reference", "ref", "--images", str(folder), "--json", str(report)]) == 0
+    warned = [ln for ln in capsys.readouterr().err.splitlines() if "warning" in ln]
+    assert len(warned) == 1 and "skipping 1 file(s)" in warned[0] and "b.png (" in warned[0]
+    doc = json.loads(report.read_text())
+    assert doc["images"] == ["a.png", "c.png", "sub/a.png"]
+    assert [s["file"] for s in doc["skipped"]] == ["b.png"] and "not an image" in doc["skipped"][0]["reason"]
+    assert [im["image"] for im in doc["engines"][0]["images"]] == ["a.png", "c.png", "sub/a.png"]
+    assert main(["compare", "q", "--reference", "ref", "--images", str(folder), "--limit", "2",
+                 "--json", str(report)]) == 0
+    assert json.loads(report.read_text())["images"] == ["a.png", "c.png"]
+
+
+def test_compare_images_with_no_readable_file_is_one_line_naming_them(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(runtimes, "load", lambda *a, **k: _Engine())
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    (folder / "x.png").write_bytes(b"")
+    (folder / "y.jpg").write_bytes(b"garbage")
+    report = tmp_path / "cmp.json"
+    assert main(["compare", "q", "--reference", "ref", "--images", str(folder), "--json", str(report)]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and "no usable images in --images" in err[0]
+    assert "x.png (" in err[0] and "y.jpg (" in err[0] and not report.exists()

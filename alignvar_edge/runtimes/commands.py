@@ -89,7 +89,8 @@ def register(sub: Any) -> None:
     c = sub.add_parser("compare", help="engines vs the PyTorch reference on images: tokens, PSNR/SSIM-Y",
                        description="Run engines and the PyTorch reference on the same tiles: tiles with "
                                    "identical tokens, token agreement per scale, and PSNR / PSNR-Y / SSIM-Y "
-                                   "of the stitched images.")
+                                   "of the stitched images. Files of --images that cannot be read are "
+                                   "skipped and named.")
     c.add_argument("engines", nargs="+", help="engine / export directories")
     c.add_argument("--images", help="folder of images used as LR inputs (default: bundled held-out photos)")
     c.add_argument("--reference", help="checkpoint for the torch reference (default: the one the "
@@ -431,14 +432,25 @@ def _tile_ticker(bar: Any) -> Any:
 
 
 # ------------------------------------------------------------------------------------------------
-def _compare_images(args: argparse.Namespace) -> list[tuple[str, Any]]:
-    from alignvar_edge.images import list_images, load_image
+def _compare_images(args: argparse.Namespace) -> tuple[list[tuple[str, Any]], list[tuple[str, str]]]:
+    """(name, centre crop) of each image compared, and (name, reason) of each file of --images
+    that could not be read: those are skipped and named, as every folder run does."""
+    skipped: list[tuple[str, str]] = []
     if args.images:
-        files = list_images(args.images)
-        if not files:
-            raise InputError(f"no images under {args.images}")
-        # read only what is compared
-        imgs = [(f.name, load_image(f)[0]) for f in files[:args.limit or None]]
+        import warnings
+        from itertools import islice
+        from alignvar_edge.image_folder import read_images, skipped_list
+        from alignvar_edge.images import IMAGE_EXTENSIONS
+        # read only what is compared: --limit counts usable images
+        imgs = list(islice(read_images(args.images, skipped), args.limit))
+        if not imgs:
+            why = (f"{len(skipped)} skipped: {skipped_list(skipped)}" if skipped
+                   else f"looked for {', '.join(IMAGE_EXTENSIONS)}")
+            raise InputError(f"no usable images in --images {args.images} ({why}); pass a folder of "
+                             "readable photographs, or leave --images out for the bundled ones")
+        if skipped:
+            warnings.warn(f"skipping {len(skipped)} file(s) of --images {args.images} that cannot be read: "
+                          f"{skipped_list(skipped)}", stacklevel=2)
     else:
         from alignvar_edge.samples import sample_images
         imgs = sample_images("heldout")[:args.limit or None]
@@ -448,7 +460,7 @@ def _compare_images(args: argparse.Namespace) -> list[tuple[str, Any]]:
         ch, cw = min(h, args.max_size), min(w, args.max_size)
         y, x = (h - ch) // 2, (w - cw) // 2
         out.append((name, img[y:y + ch, x:x + cw]))
-    return out
+    return out, skipped
 
 
 def _reference_source(args: argparse.Namespace, metas: list[Manifest]) -> str:
@@ -481,7 +493,7 @@ def run_compare(args: argparse.Namespace) -> int:
                                           str(m.extra.get("device") or "-"), unavailable=str(err)), m)
         reference = _reference_source(args, [e.metadata for _, e in engines] + [m for _, m in absent.values()])
         ref = runtimes.load(reference, backend="torch")
-        images = _compare_images(args)
+        images, skipped = _compare_images(args)
         ran = iter(compare_engines(engines, ref, images, progress=_say))
         results = [absent[i][0] if i in absent else next(ran) for i in range(len(args.engines))]
     finally:
@@ -489,6 +501,7 @@ def run_compare(args: argparse.Namespace) -> int:
             e.close()
     text = "\n".join([format_table(results)] + [format_summary(r) for r in results])
     emit(args.json, {"reference": reference, "images": [name for name, _ in images],
+                     "skipped": [{"file": name, "reason": why} for name, why in skipped],
                      "engines": [r.to_json() for r in results]}, text)
     return 0
 

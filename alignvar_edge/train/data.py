@@ -8,7 +8,6 @@ from collections import deque
 from collections.abc import Callable, Generator, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import islice
-from pathlib import Path
 from typing import TypedDict
 
 import numpy as np
@@ -17,7 +16,8 @@ from torch.utils.data import Dataset
 
 from alignvar_edge.degrade import DegradationConfig, degrade
 from alignvar_edge.errors import ConfigError, InputError
-from alignvar_edge.images import DEFAULT_MAX_MEGAPIXELS, IMAGE_EXTENSIONS, list_images, load_image
+from alignvar_edge.image_folder import read_images, skipped_list
+from alignvar_edge.images import DEFAULT_MAX_MEGAPIXELS, IMAGE_EXTENSIONS
 
 __all__ = ["ImageFolderDataset", "SRSample", "prefetch"]
 
@@ -116,16 +116,10 @@ class ImageFolderDataset(Dataset[SRSample]):
 
     def _collect(self, source: Source, max_megapixels: float | None) -> str:
         if isinstance(source, (str, os.PathLike)):
-            folder = Path(source)
-            for path in list_images(folder):
-                name = path.relative_to(folder).as_posix()
-                try:
-                    rgb, _ = load_image(path, max_megapixels=max_megapixels)
-                except InputError as e:
-                    self._skip(name, str(e))
-                    continue
+            # one at a time: each is held compact, never the whole folder as floats
+            for name, rgb in read_images(source, self.skipped, max_megapixels):
                 self.images.append((name, _compact(rgb)))
-            return str(folder)
+            return str(source)
         for i, item in enumerate(source):
             name, arr = item if isinstance(item, tuple) else (f"image{i}", item)
             arr = np.asarray(arr)
@@ -141,8 +135,7 @@ class ImageFolderDataset(Dataset[SRSample]):
         self.skipped.append((name, reason))
 
     def _skipped_list(self) -> str:
-        shown = "; ".join(f"{n} ({r})" for n, r in self.skipped[:3])
-        return shown + (f"; and {len(self.skipped) - 3} more" if len(self.skipped) > 3 else "")
+        return skipped_list(self.skipped)
 
     def set_epoch(self, epoch: int) -> None:
         """Draw fresh crops and degradations for another epoch (still reproducible)."""

@@ -30,7 +30,8 @@ import numpy as np
 
 from alignvar_edge.degrade import DegradationConfig, degrade
 from alignvar_edge.errors import ConfigError, InputError
-from alignvar_edge.images import IMAGE_EXTENSIONS, list_images, load_image
+from alignvar_edge.image_folder import read_images, skipped_list
+from alignvar_edge.images import IMAGE_EXTENSIONS, list_images
 from alignvar_edge.manifest import sha256_file
 from alignvar_edge.model.config import AlignVARConfig
 from alignvar_edge.quantize.calibration.tiles import degradation_for
@@ -129,15 +130,9 @@ class CalibrationSet:
         images: list[tuple[str, np.ndarray]] = []
         skipped: list[tuple[str, str]] = []
         digests: dict[str, str] = {}
-        for p in files:
-            name = p.relative_to(folder).as_posix()
-            try:
-                rgb, _ = load_image(p, max_megapixels=max_megapixels)
-            except InputError as e:
-                skipped.append((name, str(e)))
-                continue
+        for name, rgb in read_images(folder, skipped, max_megapixels):
             images.append((name, rgb))
-            digests[name] = sha256_file(p)
+            digests[name] = sha256_file(folder / name)
         return cls.from_images(images, config, n=n, seed=seed, n_val=n_val, source=str(folder),
                                skipped=skipped, file_sha256=digests)
 
@@ -163,14 +158,13 @@ class CalibrationSet:
             else:
                 usable.append((name, img))
         if not usable:
-            detail = "; ".join(f"{a}: {b}" for a, b in skipped[:3])
+            detail = skipped_list(skipped)
             raise InputError(f"no usable calibration image in {source} ({len(skipped)} skipped"
                              f"{': ' + detail if detail else ''}); pass readable photographs of at "
                              f"least {tile}x{tile} px")
         if skipped:
-            warnings.warn(f"calibration: skipped {len(skipped)} file(s) in {source}: "
-                          + "; ".join(f"{a} ({b})" for a, b in skipped[:5])
-                          + (" ..." if len(skipped) > 5 else ""), stacklevel=2)
+            warnings.warn(f"calibration: skipped {len(skipped)} file(s) in {source}: {skipped_list(skipped)}",
+                          stacklevel=2)
 
         calib_imgs, val_imgs, shared = _split_images(usable, seed)
         if len(calib_imgs) < min(n, 4):
