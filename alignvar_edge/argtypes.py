@@ -7,7 +7,15 @@ import argparse
 import math
 from collections.abc import Callable
 
-__all__ = ["fraction", "int_at_least", "nonneg_float", "nonneg_int", "percent", "positive_float", "positive_int"]
+__all__ = ["MAX_TILES", "fraction", "int_at_least", "nonneg_float", "nonneg_int", "percent", "positive_float",
+           "positive_int", "tile_count"]
+
+# The most tiles a tile-count flag (--tiles, --val-tiles, --calib-tiles) takes. Every tile is cut,
+# degraded and held in memory with its HR crop before any engine runs, then run one by one: 1024
+# is 16 times the largest default (64) and ample for calibration and fidelity figures, and still
+# about 3 GiB of tiles for a 512 px model; a stray `--tiles 100000000` would otherwise take hours
+# filling memory until the run is killed, with nothing to show for it.
+MAX_TILES = 1024
 
 
 def int_at_least(low: int) -> Callable[[str], int]:
@@ -35,6 +43,18 @@ def _finite(text: str, what: str, ok: Callable[[float], bool]) -> float:
 
 positive_int = int_at_least(1)
 nonneg_int = int_at_least(0)
+
+
+def tile_count(text: str) -> int:
+    """A number of tiles: 1 to MAX_TILES."""
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if not 1 <= v <= MAX_TILES:
+        raise argparse.ArgumentTypeError(f"must be an integer from 1 to {MAX_TILES} (tiles are all held in "
+                                         f"memory), got {text!r}")
+    return v
 
 
 def positive_float(text: str) -> float:

@@ -287,7 +287,11 @@ def test_attention_forms(model, single_dir, staged_dir):
     (["export", "--preset", "nosuch", "--out", "{tmp}/a"], "unknown preset"),
     (["export", "{tmp}/no-checkpoint", "--out", "{tmp}/a"], "no checkpoint directory"),
     (["export", "--preset", "micro", "--out", "{tmp}/exists"], "already exists"),
-    (["export", "--preset", "micro", "--out", "{tmp}/a", "--tiles", "0"], "must be >= 1"),
+    (["export", "--preset", "micro", "--out", "{tmp}/a", "--tiles", "0"], "--tiles: must be an integer from 1 to 1024"),
+    # a tile count past the limit is refused before anything is read: every tile is held in memory
+    # (the source does not exist, so a regression fails here at once rather than filling memory)
+    (["export", "{tmp}/no-checkpoint", "--out", "{tmp}/a", "--tiles", "100000000"],
+     "--tiles: must be an integer from 1 to 1024"),
     (["export", "--preset", "micro", "--out", "{tmp}/a", "--attention", "fused"], "needs --opset 23"),
     (["export", "--preset", "micro", "--out", "{tmp}/a", "--no-refine"], "--no-refine applies to models with"),
     (["inspect", "{tmp}/exists"], "no manifest.json"),

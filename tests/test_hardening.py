@@ -1073,7 +1073,24 @@ BAD_FLAGS = [
     (["quantize", "x", "--percentile", "nan"], "--percentile"),
     (["quantize", "x", "--min-token-agreement", "1.5"], "--min-token-agreement"),
     (["bench", "x", "--threads", "-1"], "--threads"),
+    # tile counts: at most MAX_TILES, since every tile is cut and held in memory before the work
+    # (`bench --tiles 100000000` filled memory for hours); 0 and negatives as before
+    (["bench", "x", "--tiles", "100000000"], "--tiles"),
+    (["bench", "x", "--tiles", "0"], "--tiles"),
+    (["quantize", "x", "--tiles", "1025"], "--tiles"),
+    (["quantize", "x", "--val-tiles", "5000"], "--val-tiles"),
+    (["build", "x", "--target", "onnxruntime", "--calib-tiles", "2000"], "--calib-tiles"),
+    (["export", "--out", "x", "--tiles", "-3"], "--tiles"),
 ]
+
+
+def test_a_tile_count_takes_1_to_max_tiles():
+    import argparse
+    from alignvar_edge.argtypes import MAX_TILES, tile_count
+    assert MAX_TILES == 1024 and tile_count("1") == 1 and tile_count("1024") == 1024
+    for bad in ("0", "-1", "1025", "100000000", "1e3", "many"):
+        with pytest.raises(argparse.ArgumentTypeError, match=f"from 1 to 1024 .*got '{bad}'"):
+            tile_count(bad)
 
 
 @pytest.mark.parametrize("argv, flag", BAD_FLAGS, ids=[" ".join(a[:1] + a[-2:]) for a, _ in BAD_FLAGS])

@@ -5,7 +5,7 @@ import argparse
 import sys
 from typing import Any
 
-from alignvar_edge.argtypes import fraction, nonneg_int, positive_float, positive_int
+from alignvar_edge.argtypes import MAX_TILES, fraction, nonneg_int, positive_float, positive_int, tile_count
 from alignvar_edge.bench.image import FOLDER_LR, IMAGE_LR, IMAGE_RUNS
 from alignvar_edge.errors import InputError
 from alignvar_edge.progress import bar
@@ -40,7 +40,8 @@ def register(sub: Any) -> None:
                                        "preset:NAME[:SEED] for random-weight exports (default: from the manifests)")
     p.add_argument("--images", help="folder of HR photographs for the fidelity tiles and the timed image and folder "
                                     "(default: bundled held-out set)")
-    p.add_argument("--tiles", type=positive_int, default=8, help="fidelity tile pairs (default 8)")
+    p.add_argument("--tiles", type=tile_count, default=8,
+                   help=f"fidelity tile pairs (default 8, at most {MAX_TILES})")
     p.add_argument("--runs", type=positive_int, default=20, help="timed rounds (default 20)")
     p.add_argument("--duration", type=positive_float, metavar="SECONDS",
                    help="time rounds for SECONDS (and at least --runs rounds): a fixed time budget "

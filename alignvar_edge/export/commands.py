@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from alignvar_edge.argtypes import nonneg_int, positive_int
+from alignvar_edge.argtypes import MAX_TILES, nonneg_int, positive_int, tile_count
 from alignvar_edge.cli_json import STDOUT, add_json_option, emit
 from alignvar_edge.errors import CheckpointError, ConfigError, OutputExistsError
 from alignvar_edge.manifest import ModelSource, read_manifest
@@ -39,9 +39,9 @@ def register(sub: Any) -> None:
     p.add_argument("--batch", type=positive_int,
                    help="fixed batch of the graphs: tiles per call (default: 16 for SR tiles up to 64 px, "
                         "where batches serve whole images faster, 1 for larger tiles; `deploy` measures)")
-    p.add_argument("--tiles", type=positive_int, default=4,
-                   help="validation tiles, at least (default 4): rounded up to whole calls of the "
-                        "graphs' batch, so a plain export of 64 px SR tiles (batch 16) validates 16")
+    p.add_argument("--tiles", type=tile_count, default=4,
+                   help=f"validation tiles, at least (default 4, up to {MAX_TILES}): rounded up to whole "
+                        "calls of the graphs' batch, so a plain export of 64 px SR tiles (batch 16) validates 16")
     p.add_argument("--images", help="folder of photographs for the validation tiles "
                                     "(default: the bundled held-out samples)")
     p.add_argument("--seed", type=nonneg_int, default=0, help="tile crops and --preset weights seed")

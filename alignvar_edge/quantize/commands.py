@@ -7,7 +7,7 @@ import sys
 import warnings
 from typing import TYPE_CHECKING, Any
 
-from alignvar_edge.argtypes import fraction, nonneg_float, nonneg_int, percent, positive_int
+from alignvar_edge.argtypes import MAX_TILES, fraction, nonneg_float, nonneg_int, percent, tile_count
 from alignvar_edge.progress import bar
 from alignvar_edge.recipes import quantize_precisions, quantize_targets
 from alignvar_edge.quantize.records import float_lines
@@ -39,8 +39,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="fraction of tokens equal to the fp32 engine's (default 0.99)")
     p.add_argument("--max-psnr-drop", type=nonneg_float, default=0.1,
                    help="PSNR-Y loss vs HR relative to the fp32 engine, dB (default 0.1)")
-    p.add_argument("--tiles", type=positive_int, default=DEFAULT_TILES, help="calibration tiles")
-    p.add_argument("--val-tiles", type=positive_int, default=DEFAULT_VALIDATION_TILES, help="validation tiles")
+    p.add_argument("--tiles", type=tile_count, default=DEFAULT_TILES,
+                   help=f"calibration tiles (default {DEFAULT_TILES}, at most {MAX_TILES})")
+    p.add_argument("--val-tiles", type=tile_count, default=DEFAULT_VALIDATION_TILES,
+                   help=f"validation tiles (default {DEFAULT_VALIDATION_TILES}, at most {MAX_TILES})")
     p.add_argument("--seed", type=nonneg_int, default=0)
     p.add_argument("--no-search", action="store_true",
                    help="no mixed-precision search: write the policy's graph even if it misses the target")

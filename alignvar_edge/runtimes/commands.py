@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from alignvar_edge.argtypes import nonneg_int, positive_float, positive_int
+from alignvar_edge.argtypes import MAX_TILES, nonneg_int, positive_float, positive_int, tile_count
 from alignvar_edge.cli_json import add_json_option, emit
 from alignvar_edge.errors import InputError, OutputExistsError
 from alignvar_edge import progress
@@ -31,7 +31,8 @@ def register(sub: Any) -> None:
                                        "(Core ML); default fp32 (Core ML: fp16), or half where this host has "
                                        "fast half units and the half build keeps the tokens")
     p.add_argument("--calib", help="INT8 calibration: 'builtin' or a folder of images")
-    p.add_argument("--calib-tiles", type=positive_int, default=64, help="calibration tiles (default 64)")
+    p.add_argument("--calib-tiles", type=tile_count, default=64,
+                   help=f"calibration tiles (default 64, at most {MAX_TILES})")
     p.add_argument("--out", help="engine directory (default: SOURCE-TARGET-PRECISION beside SOURCE)")
     p.add_argument("--device", help="onnxruntime: auto|cpu|cuda[:N]|tensorrt; openvino: CPU|GPU|NPU|AUTO; "
                                     "tensorrt: cuda:N; coreml: compute units (CPU_AND_NE, ALL, ...)")
