@@ -68,6 +68,27 @@ def test_folder_skips_bad_files_and_counts_them(tmp_path: Path) -> None:
         assert CalibrationSet.from_folder(tmp_path, MICRO, n=2, n_val=2).hash == cs.hash
 
 
+def test_tile_pairs_of_a_folder_go_past_a_file_they_cannot_read(tmp_path: Path) -> None:
+    """`bench --images` and `export --images` cut their tiles from load_photos: one corrupt file is
+    named in one warning and left out; the tiles are those of the readable photographs alone."""
+    from alignvar_edge.quantize.calibration.tiles import tile_pairs
+    mixed, clean, bad = (tmp_path / d for d in ("mixed", "clean", "bad"))
+    for d in (mixed, clean, bad):
+        d.mkdir()
+    for d in (mixed, clean):
+        _photo(d / "a.png", 40, 48, 0)
+    for d in (mixed, bad):
+        (d / "b.png").write_bytes(b"\x89PNG not really")
+    with pytest.warns(UserWarning, match=r"skipping 1 file\(s\) .* cannot be read: b.png \(") as caught:
+        lr, hr = tile_pairs(MICRO, 3, images=mixed)
+    assert len(caught) == 1
+    lr_ok, hr_ok = tile_pairs(MICRO, 3, images=clean)
+    np.testing.assert_array_equal(hr, hr_ok)
+    np.testing.assert_array_equal(lr, lr_ok)
+    with pytest.raises(InputError, match=r"no usable images under .*b.png \("):
+        tile_pairs(MICRO, 3, images=bad)
+
+
 def test_single_image_folder_works_with_a_warning(tmp_path: Path) -> None:
     _photo(tmp_path / "one.png", 64, 64, 0)
     with pytest.warns(UserWarning, match="only 1 image"):
