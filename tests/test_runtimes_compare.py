@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from types import SimpleNamespace
 from typing import cast
@@ -12,6 +13,7 @@ from PIL import Image
 
 from alignvar_edge import runtimes
 from alignvar_edge.cli import main
+from alignvar_edge.errors import InputError
 from alignvar_edge.runtimes.base import Engine
 from alignvar_edge.runtimes.compare import compare_engines, format_summary
 
@@ -94,3 +96,27 @@ def test_compare_images_with_no_readable_file_is_one_line_naming_them(tmp_path, 
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert len(err) == 1 and "no usable images in --images" in err[0]
     assert "x.png (" in err[0] and "y.jpg (" in err[0] and not report.exists()
+
+
+def test_compare_names_engines_of_one_folder_name_by_their_paths(tmp_path, monkeypatch) -> None:
+    """runs/a/int8 and runs/b/int8 are two engines: their rows and JSON entries say which is which."""
+    monkeypatch.setattr(runtimes, "load", lambda *a, **k: _Engine())
+    folder, report = _folder(tmp_path / "imgs"), tmp_path / "cmp.json"
+    engines = [str(tmp_path / "runs" / r / "int8") for r in ("a", "b")] + [str(tmp_path / "fp32")]
+    assert main(["compare", *engines, "--reference", "ref", "--images", str(folder), "--limit", "1",
+                 "--json", str(report)]) == 0
+    assert [e["engine"] for e in json.loads(report.read_text())["engines"]] == [*engines[:2], "fp32"]
+
+
+@pytest.mark.parametrize("attr, value, says", [("scale", 2, "x2, tile 8"), ("tile_size", 16, "tile 16"),
+                                              ("config", SimpleNamespace(patch_nums=(1, 2, 4)), "scales (1, 2, 4)")])
+def test_an_engine_of_another_model_is_refused_saying_both_models(attr, value, says) -> None:
+    """An x2 engine against an x4 reference of the same tile was a numpy broadcast traceback; any
+    mismatch is now one line naming the engine's model and the reference's, before any tile runs."""
+    engine, reference = _Engine(), _Engine()
+    setattr(engine, attr, value)
+    image = [("one", np.zeros((TILE, TILE, 3), np.float32))]
+    with pytest.raises(InputError, match=rf"engine q runs a different model \(.*{re.escape(says)}.*\) than the "
+                                         r"reference \(x4, tile 8, scales \(1, 2\)\)"):
+        compare_engines([("q", cast(Engine, engine))], cast(Engine, reference), image)
+    assert reference.seen == 0

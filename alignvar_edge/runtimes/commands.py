@@ -484,13 +484,17 @@ def run_compare(args: argparse.Namespace) -> int:
     from alignvar_edge.runtimes.compare import EngineResult, compare_engines, format_summary, format_table
     engines = []
     absent: dict[int, tuple[EngineResult, Manifest]] = {}     # position -> engines that cannot open here
+    names = [Path(e).name for e in args.engines]
+    # an engine is named by its folder, or by the path given where two folders share a name
+    # (runs/a/int8 and runs/b/int8 would otherwise be two rows called int8)
+    labels = [e if names.count(n) > 1 else n for e, n in zip(args.engines, names)]
     try:
-        for i, e in enumerate(args.engines):
+        for i, (e, label) in enumerate(zip(args.engines, labels)):
             try:
-                engines.append((Path(e).name, runtimes.load(e)))
+                engines.append((label, runtimes.load(e)))
             except BackendUnavailableError as err:    # a GPU / NPU / TensorRT engine: the others still compare
                 m = load_verified(e)
-                absent[i] = (EngineResult(Path(e).name, str(m.backend), str(m.precision),
+                absent[i] = (EngineResult(label, str(m.backend), str(m.precision),
                                           str(m.extra.get("device") or "-"), unavailable=str(err)), m)
         reference = _reference_source(args, [e.metadata for _, e in engines] + [m for _, m in absent.values()])
         ref = runtimes.load(reference, backend="torch")

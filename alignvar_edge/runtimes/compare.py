@@ -87,11 +87,14 @@ def compare_engines(engines: Sequence[tuple[str, Engine]], reference: Engine,
     """Every engine against `reference` on every image (HxWx3 float in [0, 1])."""
 
     t = reference.tile_size
+
+    def model(e: Engine) -> str:       # what must match for tiles and tokens to be compared at all
+        return f"x{e.scale}, tile {e.tile_size}, scales {tuple(e.config.patch_nums)}"
     for label, e in engines:
-        if e.tile_size != t or e.config.patch_nums != reference.config.patch_nums:
-            raise InputError(f"engine {label} runs a different model (tile {e.tile_size}, scales "
-                             f"{e.config.patch_nums}) than the reference (tile {t}); compare engines "
-                             "built from the same model, or pass its checkpoint as --reference")
+        if model(e) != model(reference):
+            raise InputError(f"engine {label} runs a different model ({model(e)}) than the reference "
+                             f"({model(reference)}); compare engines built from the same model, or pass "
+                             "its checkpoint as --reference")
     results = [EngineResult(label, e.backend, str(e.metadata.precision), e.device)
                for label, e in engines]
     total_ms = [0.0] * len(engines)
