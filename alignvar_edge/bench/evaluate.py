@@ -26,7 +26,7 @@ from alignvar_edge.export.parity import psnr_y, ssim_y
 from alignvar_edge.model.alignvar import AlignVAR
 from alignvar_edge.model.config import AlignVARConfig
 from alignvar_edge.model.resample import bicubic_matrix
-from alignvar_edge.runtimes.torch_backend import TorchEngine
+from alignvar_edge.runtimes.torch_backend import DEFAULT_BATCH, TorchEngine
 from alignvar_edge.model.pruning import keep_counts
 from alignvar_edge.manifest import default_overlap
 from alignvar_edge.runtimes.tiling import seam_ratio, tile_starts
@@ -57,14 +57,17 @@ def _untile(x_NCtt: torch.Tensor, H: int, W: int) -> torch.Tensor:
 
 def bicubic_upscale(lr_HWC: np.ndarray, scale: int) -> np.ndarray:
     """PyTorch-convention bicubic (the same matrices the model uses), clipped to [0, 1]."""
-    h, w, _ = lr_HWC.shape
+    h, w, c = lr_HWC.shape
     mh, mw = bicubic_matrix(h, h * scale), bicubic_matrix(w, w * scale)
-    up = np.einsum("ih,hwc,jw->ijc", mh, lr_HWC.astype(np.float64), mw)
-    return np.clip(up, 0, 1).astype(np.float32)
+    # separable, one axis at a time as two BLAS products: the three-operand einsum it replaces
+    # summed every (h, w) pair for each output pixel, 3/4 of `eval`'s time on 512 px photos
+    rows = (mh @ lr_HWC.astype(np.float64).reshape(h, w * c)).reshape(h * scale, w, c)
+    return np.clip(mw @ rows, 0, 1).astype(np.float32)
 
 
 @torch.no_grad()
-def vq_reconstruct(model: AlignVAR, lr_NC: torch.Tensor, hr_NC: torch.Tensor, batch: int = 16) -> torch.Tensor:
+def vq_reconstruct(model: AlignVAR, lr_NC: torch.Tensor, hr_NC: torch.Tensor,
+                   batch: int = DEFAULT_BATCH) -> torch.Tensor:
     """The VQ-VAE's reconstruction of HR tiles from their own tokens (the token ceiling)."""
     outs = []
     for i in range(0, lr_NC.shape[0], batch):
@@ -94,7 +97,9 @@ def evaluate(model: AlignVAR, images: list[tuple[str, np.ndarray]], seed: int = 
         pruned = copy.copy(model)                 # the same weights; only the rollout's setting differs
         pruned.prune = tuple(prune)
         tiled["pruned"] = pruned
-    engines = {k: TorchEngine.from_model(m, batch=16) for k, m in tiled.items() if m is not None}
+    # upscale's own batch: a batch's size changes the last bit of some convolutions, so this is what
+    # `upscale` returns to the bit (and small batches run faster on a CPU than 16)
+    engines = {k: TorchEngine.from_model(m) for k, m in tiled.items() if m is not None}
     n_tiles = 0
     ov = default_overlap(t_lr) if overlap is None else overlap
     # scored on whole HR tiles (the VQ ceiling's grid): smaller images are skipped and named
