@@ -9,15 +9,17 @@ with an error counting them, so that the same command finishes them once they ar
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator, Sequence
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
 
 from alignvar_edge.errors import InputError
-from alignvar_edge.images import DEFAULT_MAX_MEGAPIXELS, list_images, load_image
+from alignvar_edge.images import DEFAULT_MAX_MEGAPIXELS, IMAGE_EXTENSIONS, list_images, load_image
 
-__all__ = ["read_images", "skipped_list"]
+__all__ = ["read_images", "skipped_list", "usable_images"]
 
 
 def read_images(folder: str | os.PathLike[str], skipped: list[tuple[str, str]],
@@ -40,3 +42,21 @@ def skipped_list(skipped: Sequence[tuple[str, str]]) -> str:
     """Every skipped file with its reason, for the one warning line (each is named: the user fixes
     or removes exactly these)."""
     return "; ".join(f"{name} ({reason})" for name, reason in skipped)
+
+
+def usable_images(folder: str | os.PathLike[str], flag: str, limit: int | None = None
+                  ) -> tuple[list[tuple[str, np.ndarray]], list[tuple[str, str]]]:
+    """The readable images of the folder a flag (`flag`, e.g. "--images") names, at most `limit`
+    (counting usable ones), and the (name, reason) of each file skipped: the skipped are named in one
+    warning; a folder with no usable image is refused in one line naming them."""
+    skipped: list[tuple[str, str]] = []
+    images = list(islice(read_images(folder, skipped), limit))
+    if not images:
+        why = (f"{len(skipped)} skipped: {skipped_list(skipped)}" if skipped
+               else f"looked for {', '.join(IMAGE_EXTENSIONS)}")
+        raise InputError(f"no usable images in {flag} {folder} ({why}); pass a folder of readable photographs, "
+                         "or leave the flag out for the bundled held-out ones")
+    if skipped:
+        warnings.warn(f"skipping {len(skipped)} file(s) of {flag} {folder} that cannot be read: "
+                      f"{skipped_list(skipped)}", stacklevel=3)
+    return images, skipped

@@ -192,3 +192,45 @@ def test_eval_numbers_are_those_before_the_speed_up(bundled: AlignVAR) -> None:
     assert r["mean_psnr_y"] == pytest.approx(before_psnr, abs=1e-6)
     assert r["mean_ssim_y"] == pytest.approx(before_ssim, abs=1e-8)
     assert r["mean_seam_ratio_vs_hr"] == pytest.approx(0.8224877809709753, abs=1e-6)
+
+
+def test_evaluate_takes_images_as_upscale_does(bundled: AlignVAR) -> None:
+    """uint8 and uint16 arrays are scaled to [0, 1] (a uint8 array scored -40.7 dB, silently); gray
+    is scored as RGB; RGBA's alpha is left out; a 0..255 float image is refused."""
+    from alignvar_edge.bench.evaluate import evaluate
+    from alignvar_edge.errors import InputError
+    u8 = np.round(dict(sample_images("heldout"))["coffee"][100:164, 200:264] * 255).astype(np.uint8)
+    rgb = u8.astype(np.float32) / np.float32(255)
+    gray = u8[..., 1]
+
+    def psnr(image: object) -> dict[str, float]:
+        return evaluate(bundled, [("x", image)])["mean_psnr_y"]
+    want = psnr(rgb)
+    assert 20 < want["model"] < 50
+    assert psnr(u8) == want
+    assert psnr(u8.astype(np.uint16) * 257) == want                     # 16-bit codes of the same picture
+    assert psnr(np.dstack([u8, np.full(u8.shape[:2], 7, np.uint8)])) == want
+    assert psnr(gray) == psnr(np.repeat(gray[..., None].astype(np.float32) / np.float32(255), 3, axis=2))
+    with pytest.raises(InputError, match="image 'x': floating-point image with values from"):
+        psnr(rgb * 255)
+
+
+def test_eval_skips_an_unreadable_file_with_one_warning(tmp_path: Path, capsys) -> None:
+    """A broken file in --images is skipped and named once, as `train` does; gray 16-bit files are read."""
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    coffee = dict(sample_images("heldout"))["coffee"]
+    save_image(folder / "good.png", coffee[100:164, 200:264])
+    save_image(folder / "gray16.png", coffee[100:164, 200:264].mean(axis=2), bits=16)
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not a png")
+    out = tmp_path / "eval.json"
+    assert main(["eval", "alignvar-tiny", "--images", str(folder), "--json", str(out)]) == 0
+    assert [i["name"] for i in json.loads(out.read_text())["images"]] == ["good.png", "gray16.png"]
+    warned = [ln for ln in capsys.readouterr().err.splitlines() if "warning" in ln]
+    assert len(warned) == 1 and "skipping 1 file(s) of --images" in warned[0] and "broken.png (" in warned[0], warned
+    # nothing readable: one line, not a traceback
+    (folder / "good.png").unlink()
+    (folder / "gray16.png").unlink()
+    assert main(["eval", "alignvar-tiny", "--images", str(folder)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no usable images in --images" in err[0] and "broken.png" in err[0], err

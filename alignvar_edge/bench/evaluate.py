@@ -77,6 +77,23 @@ def vq_reconstruct(model: AlignVAR, lr_NC: torch.Tensor, hr_NC: torch.Tensor,
     return torch.cat(outs)
 
 
+def _float_rgb(name: str, image: object) -> np.ndarray:
+    """An image as `upscale` takes it (uint8, uint16 or float in [0, 1]; gray, RGB or RGBA; a PIL
+    image) -> the float RGB that is scored: gray as three equal channels, alpha left out (the
+    model never sees it). A uint8 array read as float would score -40 dB, not fail."""
+    from alignvar_edge.images import as_float_image
+    try:
+        x, _ = as_float_image(image)
+    except InputError as e:
+        raise InputError(f"image {name!r}: {e}") from e
+    if x.ndim == 2:
+        x = x[..., None]
+    if x.ndim != 3 or x.shape[2] not in (1, 3, 4):
+        raise InputError(f"image {name!r} has shape {x.shape}; pass HxW or HxWx1 (gray), HxWx3 (RGB) "
+                         "or HxWx4 (RGBA)")
+    return np.repeat(x, 3, axis=2) if x.shape[2] == 1 else x[..., :3]
+
+
 def check_max_side(config: AlignVARConfig, max_side: int | None) -> None:
     """Images are scored on whole HR tiles: a crop below one tile leaves nothing to score."""
     if max_side is not None and max_side < config.hr_size:
@@ -84,11 +101,13 @@ def check_max_side(config: AlignVARConfig, max_side: int | None) -> None:
                          f"pass at least {config.hr_size}")
 
 
-def evaluate(model: AlignVAR, images: list[tuple[str, np.ndarray]], seed: int = 0,
+def evaluate(model: AlignVAR, images: list[tuple[str, Any]], seed: int = 0,
              max_side: int | None = None, ablations: bool = False, prune: tuple[float, ...] = (),
              overlap: int | None = None) -> dict[str, Any]:
+    """Score (name, HR image) pairs; an image is what `upscale` takes (`_float_rgb`)."""
     c = model.config
     check_max_side(c, max_side)
+    images = [(name, _float_rgb(name, im)) for name, im in images]
     deg = DegradationConfig.from_dict(c.degradation) if c.degradation else DegradationConfig(scale=c.scale)
     t_hr, t_lr = c.hr_size, c.lr_size
     tiled = variant_models(model) if ablations else {"model": model}

@@ -438,20 +438,9 @@ def _compare_images(args: argparse.Namespace) -> tuple[list[tuple[str, Any]], li
     that could not be read: those are skipped and named, as every folder run does."""
     skipped: list[tuple[str, str]] = []
     if args.images:
-        import warnings
-        from itertools import islice
-        from alignvar_edge.image_folder import read_images, skipped_list
-        from alignvar_edge.images import IMAGE_EXTENSIONS
+        from alignvar_edge.image_folder import usable_images
         # read only what is compared: --limit counts usable images
-        imgs = list(islice(read_images(args.images, skipped), args.limit))
-        if not imgs:
-            why = (f"{len(skipped)} skipped: {skipped_list(skipped)}" if skipped
-                   else f"looked for {', '.join(IMAGE_EXTENSIONS)}")
-            raise InputError(f"no usable images in --images {args.images} ({why}); pass a folder of "
-                             "readable photographs, or leave --images out for the bundled ones")
-        if skipped:
-            warnings.warn(f"skipping {len(skipped)} file(s) of --images {args.images} that cannot be read: "
-                          f"{skipped_list(skipped)}", stacklevel=2)
+        imgs, skipped = usable_images(args.images, "--images", args.limit)
     else:
         from alignvar_edge.samples import sample_images
         imgs = sample_images("heldout")[:args.limit or None]

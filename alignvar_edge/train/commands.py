@@ -117,17 +117,16 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def load_eval_images(spec: str) -> list[tuple[str, object]]:
-    from alignvar_edge.images import list_images, load_image
+    """The HR photographs of `--images`; files that cannot be read are skipped with one warning
+    naming them (`image_folder.usable_images`, the rule of every folder run)."""
+    from alignvar_edge.image_folder import usable_images
     from alignvar_edge.samples import sample_images
 
     if spec == "builtin":
         return list(sample_images("heldout"))
-    folder = Path(spec)
-    paths = list_images(folder) if folder.is_dir() else []
-    if not paths:
-        raise InputError(f"no images found in '{spec}'; pass a folder of PNG/JPEG files or 'builtin'")
-    # named by the path under the folder: list_images reads subfolders, whose files may share a name
-    return [(p.relative_to(folder).as_posix(), load_image(p)[0]) for p in paths]
+    if not Path(spec).is_dir():
+        raise InputError(f"--images {spec} is not a folder; pass a folder of PNG/JPEG files or 'builtin'")
+    return list(usable_images(spec, "--images")[0])
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -140,7 +139,7 @@ def run_eval(args: argparse.Namespace) -> int:
     check_max_side(load_config(resolve_checkpoint_dir(args.checkpoint)), args.max_side)   # before any loading
     model = load_pretrained(args.checkpoint)
     with stage(f"evaluating {args.checkpoint}" + (" with ablations" if args.ablations else "")):
-        result = evaluate(model, load_eval_images(args.images), seed=args.seed,  # type: ignore[arg-type]
+        result = evaluate(model, load_eval_images(args.images), seed=args.seed,
                           max_side=args.max_side, ablations=args.ablations, prune=prune, overlap=args.overlap)
     text = format_eval(result)
     if args.ablations and model.sca_guidance is None:
