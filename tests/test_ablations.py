@@ -234,3 +234,19 @@ def test_eval_skips_an_unreadable_file_with_one_warning(tmp_path: Path, capsys) 
     assert main(["eval", "alignvar-tiny", "--images", str(folder)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no usable images in --images" in err[0] and "broken.png" in err[0], err
+
+
+def test_eval_json_replaces_only_an_eval_report(tmp_path: Path, capsys) -> None:
+    """`--json FILE` onto a file eval did not write (a checkpoint's config.json) is refused before
+    anything is read (the folder below does not exist); an earlier eval report is replaced."""
+    theirs = tmp_path / "config.json"
+    theirs.write_text('{"name": "tiny", "depth": 4}')
+    assert main(["eval", "--images", str(tmp_path / "never-read"), "--json", str(theirs)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"--json {theirs}: the file exists and is not an eval report" in err[0], err
+    assert theirs.read_text() == '{"name": "tiny", "depth": 4}'
+    from alignvar_edge.bench.evaluate import check_report_target
+    ours = tmp_path / "eval.json"
+    ours.write_text(json.dumps({"images": [], "seed": 0, "degradation": {}, "variants": {}}))
+    check_report_target(str(ours))                       # ours: no error
+    check_report_target(str(tmp_path / "new.json"))      # nothing there yet
