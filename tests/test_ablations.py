@@ -250,3 +250,20 @@ def test_eval_json_replaces_only_an_eval_report(tmp_path: Path, capsys) -> None:
     ours.write_text(json.dumps({"images": [], "seed": 0, "degradation": {}, "variants": {}}))
     check_report_target(str(ours))                       # ours: no error
     check_report_target(str(tmp_path / "new.json"))      # nothing there yet
+
+
+def test_eval_table_columns_stay_in_line_with_long_names() -> None:
+    """A name wider than the old 14-character column pushed its row's scores out from under their labels."""
+    from alignvar_edge.bench.evaluate import format_eval
+    row = {"psnr": {"model": 28.5, "bicubic": 27.25}, "ssim": {"model": 0.81, "bicubic": 0.8}}
+    result = {"images": [{"name": "a.png", "size": (512, 512), **row},
+                         {"name": "sunset_by_Aitzol_Berasategi.png", "size": (10240, 384), **row}],
+              "mean_psnr_y": {"model": 28.5, "bicubic": 27.25}, "mean_ssim_y": {"model": 0.81, "bicubic": 0.8},
+              "overlap": 4, "mean_seam_ratio_vs_hr": 1.0}
+    header, *rows = format_eval(result).splitlines()[:4]        # the header, two images and the mean
+    assert [r.split()[0] for r in rows] == ["a.png", "sunset_by_Aitzol_Berasategi.png", "mean"]
+    for label, cell in (("model", "28.50/0.810"), ("bicubic", "27.25/0.800")):
+        end = header.index(label) + len(label)                 # scores end under their label's end
+        assert [r[end - len(cell):end] for r in rows] == [cell] * 3, (label, header, rows)
+    x = header.index("size") + len("size") - 5                 # the x of WxH: a 4-digit height after it
+    assert [rows[0][x - 5:x + 5], rows[1][x - 5:x + 5]] == ["  512x512 ", "10240x384 "], (header, rows)

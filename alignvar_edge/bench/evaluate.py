@@ -219,12 +219,18 @@ def ablation_report(result: dict[str, Any], checkpoint: str) -> dict[str, Any]:
 
 def format_eval(result: dict[str, Any]) -> str:
     kinds = [k for k in KINDS if k in result["mean_ssim_y"]]
-    lines = [f"{'image':<14}{'size':>10}  " + "".join(f"{k:>14}" for k in kinds) + "   (PSNR-Y dB / SSIM-Y)"]
-    for s in result["images"]:
+    images = result["images"]
+    # the columns fit the longest name and size, so a long file name does not push its row out of line
+    nw = max([12, *(len(s["name"]) for s in images)]) + 2
+    ww = max([5, *(len(str(s["size"][0])) for s in images)])
+    hw = max([4, *(len(str(s["size"][1])) for s in images)])
+    lines = [f"{'image':<{nw}}{'size':>{ww + 1 + hw}}  " + "".join(f"{k:>14}" for k in kinds)
+             + "   (PSNR-Y dB / SSIM-Y)"]
+    for s in images:
         cells = "".join(f"{s['psnr'][k]:>8.2f}/{s['ssim'][k]:.3f}" for k in kinds)
-        lines.append(f"{s['name']:<14}{s['size'][0]:>5}x{s['size'][1]:<4}  {cells}")
+        lines.append(f"{s['name']:<{nw}}{s['size'][0]:>{ww}}x{s['size'][1]:<{hw}}  {cells}")
     m, ss = result["mean_psnr_y"], result["mean_ssim_y"]
-    lines.append(f"{'mean':<14}{'':>10}  " + "".join(f"{m[k]:>8.2f}/{ss[k]:.3f}" for k in kinds))
+    lines.append(f"{'mean':<{nw}}{'':>{ww + 1 + hw}}  " + "".join(f"{m[k]:>8.2f}/{ss[k]:.3f}" for k in kinds))
     if "pruned_vs_model" in m:
         lines.append(f"pruned {result['prune']} vs the unpruned model: {m['pruned_vs_model']:.2f} dB PSNR-Y")
     lines.append(f"tiled variants: overlapping tiles blended as upscale does, overlap {result['overlap']} LR px; "
