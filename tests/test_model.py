@@ -66,11 +66,16 @@ def test_rope_matmul_form_is_the_pairwise_formula_bit_for_bit() -> None:
     assert torch.equal(apply_rope(x, *pair_tables(cos, sin), pair_swap(16)), pairwise)
 
 
+@pytest.mark.parametrize("graph", [False, True])
 @pytest.mark.parametrize("with_past, per_sample_rows", [(False, False), (True, False), (True, True)])
-def test_fused_attention_call_equals_explicit(with_past: bool, per_sample_rows: bool) -> None:
+def test_fused_attention_call_equals_explicit(with_past: bool, per_sample_rows: bool, graph: bool,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """The opset-23 form (RMSNormalization, RotaryEmbedding, Attention with its KV cache) computes
     what the explicit form does: output, and the keys and values handed to the next scale; also
-    with a pruned scale's rotary rows, which differ per sample."""
+    with a pruned scale's rotary rows, which differ per sample. `graph`: the form it takes while
+    exported (per-head weight views), run eagerly."""
+    if graph:
+        monkeypatch.setattr(torch.onnx, "is_in_onnx_export", lambda: True)
     torch.manual_seed(0)
     attn = SelfAttention(32, 4, sca=True, sca_alpha_init=0.5, sca_alpha_max=2.0).eval()
     with torch.no_grad():

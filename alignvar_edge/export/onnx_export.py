@@ -37,8 +37,8 @@ from alignvar_edge.model.transformer import ATTENTION_FORMS, attention_form
 from alignvar_edge.quantize.calibration.sets import whole_calls
 from alignvar_edge.quantize.calibration.tiles import lr_tiles, tiles_hash
 
-__all__ = ["FUSED_ATTENTION_OPSET", "SUPPORTED_OPSETS", "attention_nodes", "export_onnx", "graph_io",
-           "load_onnx_models", "run_single"]
+__all__ = ["FUSED_ATTENTION_OPSET", "SUPPORTED_OPSETS", "attention_nodes", "attention_scope", "export_onnx",
+           "graph_io", "load_onnx_models", "run_single"]
 
 SUPPORTED_OPSETS = (18, 19, 20, 21, 22, 23)   # dynamo exporter: 17 is raised to 18; 23 is its max
 FUSED_ATTENTION_OPSET = 23     # ONNX Attention, RMSNormalization and RotaryEmbedding appear in opset 23
@@ -88,16 +88,27 @@ def _light_optimize(ir_model: Any) -> None:
         common.DeduplicateInitializersPass(),
         common.CommonSubexpressionEliminationPass(),
         common.RemoveUnusedNodesPass(),
+        # after CSE each weight view is one node per block, the weight's only reader
+        FoldConstantsPass(shape_inference=False, input_size_limit=0, output_size_limit=1 << 62,
+                          should_fold=_weight_view),
+        common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0),
+        common.RemoveUnusedNodesPass(),
         common.RemoveUnusedOpsetsPass(),
     )(ir_model)
 
 
-def attention_nodes(model: Any) -> dict[str, Any]:
-    """Graph nodes traced from the transformer's attention modules: calls and nodes per call, from
-    q/k/v projection to output projection included. A call normalises q and k together, once
-    (`ReduceL2` explicit, `RMSNormalization` fused); the prefix's pass counts too, although only
-    its keys and values are used."""
-    nodes = calls = 0
+def _weight_view(node: Any) -> bool:
+    """A Reshape of a constant that nothing else reads (the fused attention's per-head view of a
+    projection weight, once per block after CSE): folded whatever its size, since the folded copy
+    replaces the original. Nothing else is folded by the pass that asks this."""
+    data = node.inputs[0] if node.op_type == "Reshape" and node.inputs else None
+    return data is not None and data.const_value is not None and len(data.uses()) == 1
+
+
+def attention_scope(model: Any) -> list[Any]:
+    """The graph nodes traced from the transformer's attention modules (torch name scope a block's
+    `.attn`), in graph order: from the q/k/v projection to the output projection, every call."""
+    found = []
     scope_of: dict[str, str] = {}                  # tensor -> scope of the node that makes it
     for n in model.graph.node:
         scopes = next((p.value for p in n.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), None)
@@ -105,9 +116,17 @@ def attention_nodes(model: Any) -> dict[str, Any]:
             scopes = scope_of.get(n.input[0], "") if n.input else ""
         scope_of.update((o, scopes) for o in n.output)
         if "blocks." in scopes and ".attn" in scopes:
-            nodes += 1
-            calls += n.op_type in ("ReduceL2", "RMSNormalization")
-    return {"calls": calls, "nodes_per_call": round(nodes / calls, 1) if calls else None}
+            found.append(n)
+    return found
+
+
+def attention_nodes(model: Any) -> dict[str, Any]:
+    """Attention calls and nodes per call (`attention_scope`). A call normalises q and k together,
+    once (`ReduceL2` explicit, `RMSNormalization` fused); the prefix's pass counts too, although
+    only its keys and values are used."""
+    nodes = attention_scope(model)
+    calls = sum(n.op_type in ("ReduceL2", "RMSNormalization") for n in nodes)
+    return {"calls": calls, "nodes_per_call": round(len(nodes) / calls, 1) if calls else None}
 
 
 def _param_bytes(model: AlignVAR) -> int:

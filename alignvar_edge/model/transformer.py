@@ -35,6 +35,7 @@ class SelfAttention(nn.Module):
     # constant, non-persistent buffers (register_buffer below)
     zero_k_bias: torch.Tensor
     rope_swap: torch.Tensor
+    rms_weight: torch.Tensor
 
     def __init__(self, width: int, heads: int, sca: bool, sca_alpha_init: float, sca_alpha_max: float,
                  sca_alpha_param: str = "clamp"):
@@ -52,6 +53,8 @@ class SelfAttention(nn.Module):
         raw = raw_from_alpha(sca_alpha_init, sca_alpha_param, sca_alpha_max)
         self.sca_alpha = nn.Parameter(torch.full((heads,), raw)) if sca else None
         self.register_buffer("rope_swap", pair_swap(self.head_dim), persistent=False)
+        # the exported fused form's RMSNormalization scale: an initializer, not a ConstantOfShape per call
+        self.register_buffer("rms_weight", torch.ones(self.head_dim), persistent=False)
         self.form = "explicit"                     # inference core, see ATTENTION_FORMS
         self.probs_out: list[torch.Tensor] | None = None    # set to a list to record attention (eval)
 
@@ -64,9 +67,13 @@ class SelfAttention(nn.Module):
         scale = torch.exp(torch.clamp(self.scale_mul_1H11, max=MAX_LOGIT_SCALE))
         return torch.stack([scale, torch.ones_like(scale)])
 
+    def _qkv_bias(self) -> torch.Tensor:
+        """(3C,): VAR's q/k/v biases, on q and v only."""
+        return torch.cat([self.q_bias, self.zero_k_bias, self.v_bias])
+
     def _qkv(self, x_BLC: torch.Tensor) -> torch.Tensor:
-        """(B, l, 3C): VAR's q/k/v projection, with biases on q and v only."""
-        return F.linear(x_BLC, self.mat_qkv.weight, torch.cat([self.q_bias, self.zero_k_bias, self.v_bias]))
+        """(B, l, 3C): VAR's q/k/v projection."""
+        return F.linear(x_BLC, self.mat_qkv.weight, self._qkv_bias())
 
     def _bias(self, bias: torch.Tensor | None, sca_S: torch.Tensor | None) -> torch.Tensor | None:
         """The additive attention bias: the mask (or None) plus SCA's alpha_h * S where SCA is on."""
@@ -85,11 +92,22 @@ class SelfAttention(nn.Module):
         Written for TensorRT's importer (>= 10.15): 4-D q, k, v and mask, and the KV cache
         concatenated outside `Attention` (TensorRT rejects its past and present tensors).
         x / |x| = rms_norm(x) / sqrt(d), its eps scaled so the floor equals the explicit form's clamp.
+        Exported, a scale's call is 13 nodes: its arithmetic and the cache (docs/export.md lists them).
         """
         B, l, C = x_BLC.shape
         H, d = self.heads, self.head_dim
-        qk, v = self._qkv(x_BLC).view(B, l, 3 * H, d).transpose(1, 2).split([2 * H, H], dim=1)
-        qk = F.rms_norm(qk, (d,), eps=1e-24 / d) * (self.qk_scale().view(1, 2 * H, 1, 1) / math.sqrt(d))
+        # In the graph the projections read their weights per head, (3H, d, C) and (C, H, d), views
+        # folded at export: q/k/v arrive as (B, 3H, l, d) and the output leaves as (B, l, C) with no
+        # Reshape or Transpose per call. Eager (CUDA inference) keeps the linear + view it was timed with.
+        graph = torch.onnx.is_in_onnx_export()
+        if graph:
+            qkv = torch.einsum("blc,hdc->bhld", x_BLC, self.mat_qkv.weight.view(3 * H, d, C))
+            qkv = qkv + self._qkv_bias().view(3 * H, 1, d)
+        else:
+            qkv = self._qkv(x_BLC).view(B, l, 3 * H, d).transpose(1, 2)
+        qk, v = qkv.split([2 * H, H], dim=1)
+        qk = F.rms_norm(qk, (d,), self.rms_weight if graph else None, eps=1e-24 / d)
+        qk = qk * (self.qk_scale().view(1, 2 * H, 1, 1) / math.sqrt(d))
         if cos_Ld is not None and sin_Ld is not None:
             # pair_tables repeat cos per pair and sign sin (-s, +s): even and odd columns undo that
             cos, sin = cos_Ld[..., 0::2], sin_Ld[..., 1::2]
@@ -102,6 +120,8 @@ class SelfAttention(nn.Module):
             k = torch.cat([past_k, k], dim=2)
             v = torch.cat([past_v, v], dim=2)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=self._bias(bias, sca_S), scale=1.0)
+        if graph:
+            return torch.einsum("bhld,chd->blc", out, self.proj.weight.view(C, H, d)) + self.proj.bias, k, v
         return self.proj(out.transpose(1, 2).reshape(B, l, C)), k, v
 
     def forward(self, x_BLC: torch.Tensor, cos_Ld: torch.Tensor | None, sin_Ld: torch.Tensor | None,
