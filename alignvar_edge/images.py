@@ -374,16 +374,14 @@ def save_image(
         raise InputError(f"output folder {path.parent} does not exist; create it first")
 
     rgb = _checked(rgb, alpha, path)
-    output_format(path, size=(rgb.shape[1], rgb.shape[0]))
-    sixteen = bits == 16 and fmt in _SIXTEEN_BIT_FORMATS
-    own = sixteen and (alpha is not None or rgb.ndim == 3)     # a layout Pillow has no 16-bit mode for
-    tiff16 = own and fmt == "TIFF" and rgb.ndim == 3 and sixteen_bit.can_write_rgb16_tiff()
-    if own and fmt != "PNG" and not tiff16:
+    output_format(path, alpha is not None, (rgb.shape[1], rgb.shape[0]), gray=rgb.ndim == 2, bits=bits)
+    writer = _writer(fmt, bits, rgb.ndim == 2, alpha is not None)
+    if bits == 16 and fmt in _SIXTEEN_BIT_FORMATS and writer == "pillow8":
         warnings.warn(f"tifffile is not installed, so {path} is written with 8 bits a sample; install "
                       "tifffile (pip install tifffile) or save it as .png to keep 16" if rgb.ndim == 3 else
                       f"Pillow cannot write 16-bit gray+alpha {fmt}: {path} is written with 8 bits; "
                       "save it as .png to keep 16", stacklevel=2)
-        sixteen = own = False
+    sixteen, own, tiff16 = writer != "pillow8", writer in ("png16", "tiff16"), writer == "tiff16"
     exif_tags = _tiff16_exif(exif, path) if tiff16 else None
     img = None if own else _to_pil(rgb, alpha, sixteen)
     if dpi and max(dpi) > _MAX_DPI.get(fmt, max(dpi)):
@@ -422,10 +420,12 @@ def save_image(
     return path
 
 
-def output_format(path: str | os.PathLike[str], alpha: bool = False, size: tuple[int, int] | None = None) -> str:
+def output_format(path: str | os.PathLike[str], alpha: bool = False, size: tuple[int, int] | None = None,
+                  *, gray: bool = False, bits: int = 8) -> str:
     """The Pillow format an output path's extension asks for, refused where it cannot hold the
-    image (alpha in JPEG or BMP; a `size` = (width, height) past its limit, `_MAX_SIDE`): known
-    before any work is done on the image. Only the formats
+    image (alpha in JPEG or BMP; a `size` = (width, height) past its limit, `_MAX_SIDE`, or, of
+    `gray` or colour samples of `bits` as `save_image` writes them, past the 4 GiB that a BMP
+    or a classic TIFF holds, `_file_bytes`): known before any work is done on the image. Only the formats
     of `IMAGE_EXTENSIONS`: Pillow's others change the result (GIF: 256 colours; ICO: at most
     256 px a side) or refuse it once it is made (XBM: 1 bit)."""
     path = Path(path)
@@ -440,7 +440,37 @@ def output_format(path: str | os.PathLike[str], alpha: bool = False, size: tuple
     if size is not None and max(size) > _MAX_SIDE.get(fmt, max(size)):
         raise InputError(f"{path} would be {size[0]}x{size[1]} pixels, over the {_MAX_SIDE[fmt]} a side that "
                          f"{fmt} holds; save it as .png or .tif, or crop the input")
+    if size is not None and (n := _file_bytes(fmt, size, alpha, gray, bits)) > _MAX_FILE_BYTES:
+        bigtiff = (" or install tifffile (pip install tifffile), which writes it as BigTIFF,"
+                   if fmt == "TIFF" and bits == 16 and not gray else "")
+        raise InputError(f"{path} would be {size[0]}x{size[1]} pixels, {n / 2**30:.1f} GiB uncompressed, over the "
+                         f"4 GiB a {fmt} file holds; save it as .png,{bigtiff} or crop the input")
     return fmt
+
+
+def _writer(fmt: str, bits: int, gray: bool, alpha: bool) -> str:
+    """Who writes an image of `bits` to `fmt`: "pillow8" or "pillow16" (16-bit gray, the one 16-bit
+    layout Pillow has a mode for), `_write_png16` ("png16": 16-bit gray+alpha and colour) or
+    `_write_tiff16` ("tiff16": 16-bit colour, with tifffile). 16 bits go to 8 where the format, or
+    what is installed, has no 16-bit writer for the layout."""
+    if bits != 16 or fmt not in _SIXTEEN_BIT_FORMATS:
+        return "pillow8"
+    if gray and not alpha:
+        return "pillow16"
+    if fmt == "PNG":
+        return "png16"
+    return "tiff16" if not gray and sixteen_bit.can_write_rgb16_tiff() else "pillow8"
+
+
+def _file_bytes(fmt: str, size: tuple[int, int], alpha: bool, gray: bool, bits: int) -> int:
+    """The pixel bytes of a BMP or a classic TIFF of `size` uncompressed: 0 for the other
+    formats, and for the TIFFs tifffile writes (as BigTIFF past the limit)."""
+    writer = _writer(fmt, bits, gray, alpha)
+    if fmt not in ("BMP", "TIFF") or writer == "tiff16":
+        return 0
+    width, height = size
+    row = width * ((1 if gray else 3) + alpha) * (2 if writer == "pillow16" else 1)
+    return height * (-(-row // 4) * 4 if fmt == "BMP" else row)     # a BMP's rows are padded to 4 bytes
 
 
 _NO_ALPHA_FORMATS = ("JPEG", "BMP")
@@ -452,6 +482,13 @@ _MAX_DPI = {"JPEG": 65535.0, "PNG": (2**32 - 1) * 0.0254, "BMP": (2**32 - 1) * 0
 _MAX_SIDE = {"JPEG": 65500, "WEBP": 16383}
 # the EXIF bytes one JPEG APP1 segment holds (Pillow raises ValueError past them, after the work)
 _JPEG_MAX_EXIF = 65533
+# A BMP and a classic TIFF address their bytes in 32 bits (Pillow's writers raise struct.error past
+# them, once the work is done); less room for the header, tags and strip tables. Pillow writes no
+# BigTIFF past 4 GiB (its big_tiff option fails there too), tifffile does (`_write_tiff16`).
+# TIFFs are written uncompressed, as Pillow's own writer writes them: its compressed one (libtiff;
+# Deflate with a predictor made a 6 MP photo result 37% of its size) cannot write the EXIF's Exif
+# and GPS directories, a photo's camera settings and location. PNG is the small lossless output.
+_MAX_FILE_BYTES = 2**32 - 2**25
 
 # formats `quality` applies to; "lossless" is WebP's alone
 QUALITY_FORMATS = ("JPEG", "WEBP")

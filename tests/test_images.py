@@ -662,6 +662,54 @@ def test_a_result_wider_than_webp_or_jpeg_hold_is_refused_before_any_work(tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.webp", "wide.png"]
 
 
+def test_a_tiff_or_bmp_past_4_gib_is_refused_before_any_work(tmp_path: Path, monkeypatch, capsys) -> None:
+    """A 90 MP photo upscaled to .tif (--max-megapixels raised) ran the model for hours, then failed
+    with struct.error: a classic TIFF and a BMP address 4 GiB, and Pillow writes no BigTIFF past
+    them. What the file would hold is known from the size and layout, before the work."""
+    from alignvar_edge import sixteen_bit
+    from alignvar_edge.cli import main
+    from alignvar_edge.images import output_format
+    from alignvar_edge.runtimes import tiling
+    big = (40000, 36000)                                         # 1.44 G pixels: 4.0 GiB of 8-bit RGB
+    for name, gib, kw in (("a.tif", "4.0", {}), ("a.bmp", "4.0", {}), ("a.tif", "5.4", {"alpha": True})):
+        with pytest.raises(InputError, match=rf"^\S*{name} would be 40000x36000 pixels, {gib} GiB uncompressed, over "
+                                             rf"the 4 GiB a (TIFF|BMP) file holds; save it as \.png, or crop the input$"):
+            output_format(tmp_path / name, size=big, **kw)       # type: ignore[arg-type]
+    assert output_format(tmp_path / "a.tif", size=big, gray=True, bits=16) == "TIFF"     # 2.7 GiB: written
+    # 16-bit gray+alpha is written as 8-bit to TIFF (with a warning): 2.7 GiB, written
+    assert output_format(tmp_path / "a.tif", True, big, gray=True, bits=16) == "TIFF"
+    assert output_format(tmp_path / "a.png", size=big, bits=16) == "PNG"                 # no limit
+    assert output_format(tmp_path / "a.tif", size=big, bits=16) == "TIFF"       # tifffile writes BigTIFF
+    monkeypatch.setattr(sixteen_bit, "can_write_rgb16_tiff", lambda: False)    # then written 8-bit: 4.0 GiB
+    with pytest.raises(InputError, match=r"4\.0 GiB uncompressed, over the 4 GiB a TIFF file holds; save it as "
+                                         r"\.png, or install tifffile \(pip install tifffile\), which writes it as "
+                                         r"BigTIFF, or crop the input$"):
+        output_format(tmp_path / "a.tif", size=big, bits=16)
+
+    # upscale refuses from the file's layout before the model runs: at a limit of 2000 bytes, a
+    # 10x10 input's 40x40 result fits as 8-bit gray (1600), not as 16-bit gray (3200) or RGB (4800)
+    monkeypatch.setattr("alignvar_edge.images._MAX_FILE_BYTES", 2000)
+    Image.fromarray(np.full((10, 10), 120, np.uint8)).save(tmp_path / "gray.png")
+    Image.fromarray(np.full((10, 10), 30000, np.uint16)).save(tmp_path / "gray16.png")
+    Image.new("RGB", (10, 10)).save(tmp_path / "rgb.png")
+    real = tiling.upscale_images
+
+    def no_work(engine, images, *args, **kwargs):
+        for _ in images:
+            raise AssertionError("the model ran")
+        yield
+    monkeypatch.setattr(tiling, "upscale_images", no_work)
+    for src in ("gray16", "rgb"):
+        assert main(["upscale", str(tmp_path / f"{src}.png"), str(tmp_path / f"{src}.tif"), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"alignvar-edge upscale: error: {tmp_path / f'{src}.tif'} would be 40x40 pixels, ")
+        assert err.endswith("over the 4 GiB a TIFF file holds; save it as .png, or crop the input\n")
+    monkeypatch.setattr(tiling, "upscale_images", real)
+    assert main(["upscale", str(tmp_path / "gray.png"), str(tmp_path / "gray.tif"), "--quiet"]) == 0
+    assert _read(tmp_path / "gray.tif").size == (40, 40)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gray.png", "gray.tif", "gray16.png", "rgb.png"]
+
+
 def test_save_onto_a_folder_is_refused_in_one_line(tmp_path: Path) -> None:
     """With overwrite=True it wrote the temporary file, then failed on it: "….tmp: Is a directory"."""
     (tmp_path / "out.png").mkdir()

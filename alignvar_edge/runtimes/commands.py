@@ -377,9 +377,10 @@ def run_upscale(args: argparse.Namespace) -> int:
             for i, (src, dst) in enumerate(jobs):
                 try:
                     rgb, alpha = load_image(src, max_megapixels=limit)
-                    # e.g. alpha to .jpg, or a WebP wider than it holds: refused before the work
-                    output_format(dst, alpha is not None, (rgb.shape[1] * engine.scale, rgb.shape[0] * engine.scale))
                     gray, bits = file_layout(src)           # the file's layout is kept
+                    # e.g. alpha to .jpg, a WebP wider than it holds, a TIFF past 4 GiB: refused before the work
+                    output_format(dst, alpha is not None, (rgb.shape[1] * engine.scale, rgb.shape[0] * engine.scale),
+                                  gray=gray, bits=bits)
                     meta = file_metadata(src, engine.scale)  # and its colours, EXIF and print size
                 except InputError as e:
                     if len(jobs) == 1:
