@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, TypedDict
 
 import numpy as np
-from PIL import ExifTags, Image, ImageOps, TiffImagePlugin
+from PIL import ExifTags, Image, ImageOps, PngImagePlugin, TiffImagePlugin
 
 from alignvar_edge import png16, sixteen_bit
 from alignvar_edge.errors import IMAGE_DECODE_ERRORS, InputError, OutputExistsError
@@ -219,13 +219,16 @@ class Metadata(TypedDict):
     icc_profile: bytes | None
     exif: bytes | None
     dpi: tuple[float, float] | None
+    xmp: bytes | None
+    text: dict[str, str] | None
 
 
 def file_metadata(path: str | os.PathLike[str], scale: int = 1) -> Metadata:
     """What `upscale` writes beside the pixels of `path`'s result, `scale` times its size: the
-    ICC profile (`file_profile`), the EXIF that describes the picture (`_carried_exif`: not its
-    orientation, since `load_image` turned the pixels upright) and the DPI times `scale`, so
-    that the result prints at the input's size."""
+    ICC profile (`file_profile`), the EXIF and the XMP that describe the picture (`_carried_exif`,
+    `_carried_xmp`: not its orientation, since `load_image` turned the pixels upright), the DPI
+    times `scale`, so that the result prints at the input's size, and a PNG's text (`_carried_text`:
+    author, copyright, description, ...)."""
     with Image.open(path) as img:
         icc = _profile(img)               # from the header: getexif may decode the pixels
         exif = img.getexif()              # (a PNG's EXIF may follow them)
@@ -236,7 +239,42 @@ def file_metadata(path: str | os.PathLike[str], scale: int = 1) -> Metadata:
             warnings.warn(f"{path}: its EXIF cannot be copied ({e}); the result is written without it",
                           stacklevel=2)
             carried = None
-    return {"icc_profile": icc, "exif": carried, "dpi": (dpi[0] * scale, dpi[1] * scale) if dpi else None}
+        # a PNG's text may follow its pixels too; its XMP is one of its texts
+        text = dict(img.text) if isinstance(img, PngImagePlugin.PngImageFile) else {}
+        xmp = img.info.get("xmp") or text.get(_PNG_XMP, "").encode()
+    return {"icc_profile": icc, "exif": carried, "dpi": (dpi[0] * scale, dpi[1] * scale) if dpi else None,
+            "xmp": _carried_xmp(xmp), "text": _carried_text(text)}
+
+
+# The PNG text key of XMP; and ImageMagick's copies of profiles as PNG text: EXIF (read as the
+# EXIF), the ICC profile and XMP are carried in their own fields, and their copies would hold what
+# those leave out (the orientation, a CMYK profile).
+_PNG_XMP = "XML:com.adobe.xmp"
+_PROFILE_TEXT = re.compile(r"Raw profile type (exif|APP1|icc|icm|xmp)$", re.IGNORECASE)
+
+
+def _carried_text(text: dict[str, str]) -> dict[str, str] | None:
+    carried = {k: v for k, v in text.items() if k != _PNG_XMP and not _PROFILE_TEXT.match(k)}
+    return carried or None
+
+
+# XMP properties that describe the input's pixels, as `_carried_exif` leaves their EXIF tags out:
+# the orientation, the width and height, the resolution (the output has its own); as attributes
+# (tiff:Orientation="6") or elements (<tiff:Orientation>6</tiff:Orientation>)
+_XMP_LAYOUT = (rb"(?:tiff:(?:Orientation|ImageWidth|ImageLength|XResolution|YResolution|ResolutionUnit)"
+               rb"|exif:(?:PixelXDimension|PixelYDimension))")
+_XMP_LAYOUT_ATTRIBUTE = re.compile(rb"\s" + _XMP_LAYOUT + rb"\s*=\s*(?:\"[^\"]*\"|'[^']*')")
+_XMP_LAYOUT_ELEMENT = re.compile(rb"<(" + _XMP_LAYOUT + rb")\s*>[^<]*</\1\s*>")
+
+
+def _carried_xmp(xmp: object) -> bytes | None:
+    if isinstance(xmp, tuple) and len(xmp) == 1:      # a TIFF's tag, as some Pillow versions give it
+        xmp = xmp[0]
+    if isinstance(xmp, str):
+        xmp = xmp.encode()
+    if not isinstance(xmp, bytes) or not xmp.strip(b"\0 \t\r\n"):
+        return None
+    return _XMP_LAYOUT_ELEMENT.sub(b"", _XMP_LAYOUT_ATTRIBUTE.sub(b"", xmp))
 
 
 # EXIF resolution tags and their unit (2: inch, the default; 3: centimetre)
@@ -343,6 +381,8 @@ def save_image(
     icc_profile: bytes | None = None,
     exif: bytes | None = None,
     dpi: tuple[float, float] | None = None,
+    xmp: bytes | None = None,
+    text: dict[str, str] | None = None,
 ) -> Path:
     """Write float RGB HxWx3 (or gray HxW) in [0,1], atomically; returns the path.
 
@@ -351,7 +391,9 @@ def save_image(
     tifffile (a TIFF of these is 8-bit, with a warning, where Pillow alone writes it: gray+alpha,
     or colour without tifffile); everything else is 8-bit. ``icc_profile``,
     ``exif`` (bytes, as ``Image.Exif.tobytes`` gives) and ``dpi`` are written where the format
-    holds them (PNG, JPEG, WebP, TIFF; WebP's DPI in its EXIF; BMP's DPI alone). ``input_path`` is the image the
+    holds them (PNG, JPEG, WebP, TIFF; WebP's DPI in its EXIF; BMP's DPI alone), and so is ``xmp``
+    (bytes; not by tifffile, nor to a JPEG past its 65504 bytes, with a warning); ``text`` ({key:
+    value}: a PNG's text chunks, `file_metadata`) to PNG alone. ``input_path`` is the image the
     data came from: writing onto it is refused even with ``overwrite=True``, since a failed run
     would destroy the source. ``quality`` (JPEG and WebP alone, `quality_setting`): 1 to 100, or
     "lossless" for WebP; default `DEFAULT_QUALITY`. JPEG keeps full-resolution colour (4:4:4) from
@@ -382,7 +424,7 @@ def save_image(
                       f"Pillow cannot write 16-bit gray+alpha {fmt}: {path} is written with 8 bits; "
                       "save it as .png to keep 16", stacklevel=2)
     sixteen, own, tiff16 = writer != "pillow8", writer in ("png16", "tiff16"), writer == "tiff16"
-    exif_tags = _tiff16_exif(exif, path) if tiff16 else None
+    exif_tags = _tiff16_exif(exif, xmp, path) if tiff16 else None
     img = None if own else _to_pil(rgb, alpha, sixteen)
     if dpi and max(dpi) > _MAX_DPI.get(fmt, max(dpi)):
         warnings.warn(f"{path}: {fmt} holds at most {_MAX_DPI[fmt]:.0f} DPI, not {max(dpi):.0f}: it is written "
@@ -392,7 +434,11 @@ def save_image(
         warnings.warn(f"{path}: its EXIF is {len(exif)} bytes, over the {_JPEG_MAX_EXIF} a JPEG holds: it is written "
                       "without it (save it as .png or .tif to keep it)", stacklevel=2)
         exif = None
-    params = {**_metadata_params(fmt, icc_profile, exif, dpi), **encoder}
+    if fmt == "JPEG" and xmp and len(xmp) > _JPEG_MAX_XMP:
+        warnings.warn(f"{path}: its XMP is {len(xmp)} bytes, over the {_JPEG_MAX_XMP} a JPEG holds: it is written "
+                      "without it (save it as .png, .tif or .webp to keep it)", stacklevel=2)
+        xmp = None
+    params = {**_metadata_params(fmt, icc_profile, exif, dpi, xmp, text), **encoder}
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as e:
@@ -480,8 +526,10 @@ _NO_ALPHA_FORMATS = ("JPEG", "BMP")
 _MAX_DPI = {"JPEG": 65535.0, "PNG": (2**32 - 1) * 0.0254, "BMP": (2**32 - 1) * 0.0254}
 # pixels a side the encoders write (libjpeg, libwebp); past them they fail once the work is done
 _MAX_SIDE = {"JPEG": 65500, "WEBP": 16383}
-# the EXIF bytes one JPEG APP1 segment holds (Pillow raises ValueError past them, after the work)
+# the EXIF bytes one JPEG APP1 segment holds (Pillow raises ValueError past them, after the work),
+# and the XMP bytes (less its namespace)
 _JPEG_MAX_EXIF = 65533
+_JPEG_MAX_XMP = _JPEG_MAX_EXIF - len(b"http://ns.adobe.com/xap/1.0/\0")
 # A BMP and a classic TIFF address their bytes in 32 bits (Pillow's writers raise struct.error past
 # them, once the work is done); less room for the header, tags and strip tables. Pillow writes no
 # BigTIFF past 4 GiB (its big_tiff option fails there too), tifffile does (`_write_tiff16`).
@@ -545,24 +593,44 @@ def _encoder_params(fmt: str, quality: object, outputs: str) -> dict[str, object
 _METADATA_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF")
 
 
-def _metadata_params(fmt: str, icc_profile: bytes | None, exif: bytes | None,
-                     dpi: tuple[float, float] | None) -> dict[str, object]:
+def _metadata_params(fmt: str, icc_profile: bytes | None, exif: bytes | None, dpi: tuple[float, float] | None,
+                     xmp: bytes | None = None, text: dict[str, str] | None = None) -> dict[str, object]:
     if fmt == "BMP":                      # its print size alone (else Pillow's 96 DPI is written)
         return {"dpi": dpi} if dpi else {}
     if fmt not in _METADATA_FORMATS:
         return {}
+    tags = {_XMP: xmp} if xmp and fmt == "TIFF" else {}      # a TIFF's XMP is a tag of its directory
     params = {"icc_profile": icc_profile, "dpi": dpi,
-              "exif": _with_resolution(exif, dpi) if exif or (dpi and fmt == "WEBP") else None}
+              "exif": _with_resolution(exif, dpi, tags) if exif or tags or (dpi and fmt == "WEBP") else None,
+              "xmp": xmp if fmt in ("JPEG", "WEBP") else None,
+              "pnginfo": _png_info(text, xmp) if fmt == "PNG" else None}
     return {k: v for k, v in params.items() if v}
 
 
-def _with_resolution(exif: bytes | None, dpi: tuple[float, float] | None) -> bytes:
-    """The EXIF to write, its resolution the DPI written (a JPEG holds both, and must agree)."""
+_XMP = 700
+
+
+def _png_info(text: dict[str, str] | None, xmp: bytes | None) -> PngImagePlugin.PngInfo | None:
+    """`text` (international text, iTXt, kept so with its language) and `xmp` as PNG text chunks."""
+    if not text and not xmp:
+        return None
+    info = PngImagePlugin.PngInfo()
+    for key, value in (text or {}).items():
+        info.add_text(key, value, zip=len(value) > 1024)     # long text compressed, as zTXt or iTXt
+    if xmp:
+        info.add_itxt(_PNG_XMP, xmp.decode("utf-8", "replace"))
+    return info
+
+
+def _with_resolution(exif: bytes | None, dpi: tuple[float, float] | None, tags: dict[int, bytes]) -> bytes:
+    """The EXIF to write, its resolution the DPI written (a JPEG holds both, and must agree), with
+    `tags` added to its first directory."""
     out = Image.Exif()
     if exif:
         out.load(exif)
     if dpi:
         out[_X_RESOLUTION], out[_Y_RESOLUTION], out[_RESOLUTION_UNIT] = dpi[0], dpi[1], 2
+    out.update(tags)
     return out.tobytes()
 
 
@@ -649,18 +717,20 @@ def _write_tiff16(f: BinaryIO, rgb: np.ndarray, alpha: np.ndarray | None, icc_pr
     sixteen_bit.write_rgb16_tiff(f, size, strip, rows, icc_profile, dpi, exif)
 
 
-def _tiff16_exif(exif: bytes | None, path: Path) -> Image.Exif | None:
+def _tiff16_exif(exif: bytes | None, xmp: bytes | None, path: Path) -> Image.Exif | None:
     """`exif` for a 16-bit colour TIFF: tifffile writes its first directory's text tags alone, so
-    a warning names what is left out (the Exif and GPS directories)."""
-    if not exif:
-        return None
+    a warning names what is left out (the Exif and GPS directories, the XMP)."""
     tags = Image.Exif()
-    tags.load(exif)
-    if tags.get_ifd(ExifTags.IFD.Exif) or tags.get_ifd(ExifTags.IFD.GPSInfo):
-        warnings.warn(f"{path}: a 16-bit TIFF is written by tifffile, which writes no Exif or GPS "
-                      "directory, so the input's camera settings and location are left out; save it "
-                      "as .png to keep them", stacklevel=3)
-    return tags
+    if exif:
+        tags.load(exif)
+    lost = [("Exif or GPS directory", "camera settings and location")] \
+        if tags.get_ifd(ExifTags.IFD.Exif) or tags.get_ifd(ExifTags.IFD.GPSInfo) else []
+    lost += [("XMP", "XMP")] if xmp else []
+    if lost:
+        warnings.warn(f"{path}: a 16-bit TIFF is written by tifffile, which writes no {' or '.join(a for a, _ in lost)}, "
+                      f"so it leaves out the input's {' and '.join(b for _, b in lost)}; save it as .png to keep them",
+                      stacklevel=3)
+    return tags if exif else None
 
 
 def _png_metadata_chunks(params: dict[str, object]) -> bytes:

@@ -1072,6 +1072,58 @@ def test_exif_too_long_for_a_jpeg_is_left_out_with_a_warning(tmp_path: Path) -> 
     assert _read(tmp_path / "a.png").getexif()[271] == "Camera"
 
 
+_XMP_PACKET = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+               '<rdf:Description xmlns:dc="http://purl.org/dc/elements/1.1/" xmlns:tiff="http://ns.adobe.com/tiff/1.0/" '
+               'xmlns:exif="http://ns.adobe.com/exif/1.0/" tiff:Orientation="6" exif:PixelXDimension="3">'
+               '<dc:rights>© 2026 Jane Doe</dc:rights><tiff:ImageLength>2</tiff:ImageLength>'
+               '</rdf:Description></rdf:RDF></x:xmpmeta>')
+
+
+def _xmp_of(path: Path) -> str:
+    with Image.open(path) as im:
+        xmp = im.info.get("xmp") or im.getexif().get(700)      # a TIFF's: its tag
+    assert isinstance(xmp, bytes), path
+    return xmp.decode()
+
+
+def test_png_text_and_xmp_are_carried_where_the_output_holds_them(tmp_path: Path) -> None:
+    """A PNG's Author, Copyright and Description texts and its XMP (a photographer's copyright)
+    were dropped from every output, while its ICC, DPI and EXIF were kept. The text goes to PNG
+    outputs, the XMP to every format Pillow writes it to, less what described the input's pixels
+    (orientation, size), as for the EXIF; ImageMagick's copies of profiles are not carried."""
+    from PIL import PngImagePlugin
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Author", "Jane Doe")
+    info.add_text("Copyright", "© 2026 Jane Doe, all rights reserved " * 40, zip=True)     # iTXt, compressed
+    info.add_itxt("Description", "Café at dusk", lang="en", tkey="Beschreibung")
+    info.add_text("Raw profile type icc", "\nicc\n       4\n00000000\n")
+    info.add_itxt("XML:com.adobe.xmp", _XMP_PACKET)
+    Image.new("RGB", (3, 2)).save(tmp_path / "in.png", pnginfo=info)
+    meta = file_metadata(tmp_path / "in.png", 4)
+    pixels = np.zeros((8, 12, 3))
+    for name, bits in (("out.png", 8), ("out16.png", 16), ("out.jpg", 8), ("out.webp", 8), ("out.tif", 8)):
+        save_image(tmp_path / name, pixels, bits=bits, **meta)
+        xmp = _xmp_of(tmp_path / name)
+        assert "<dc:rights>© 2026 Jane Doe</dc:rights>" in xmp, name
+        assert "Orientation" not in xmp and "PixelXDimension" not in xmp and "ImageLength" not in xmp, name
+    for name in ("out.png", "out16.png"):
+        with Image.open(tmp_path / name) as im:
+            text = im.text                                                          # type: ignore[attr-defined]
+        assert text["Author"] == "Jane Doe" and text["Copyright"].startswith("© 2026 Jane Doe, all rights")
+        assert (text["Description"], text["Description"].lang, text["Description"].tkey) == \
+            ("Café at dusk", "en", "Beschreibung")
+        assert "Raw profile type icc" not in text
+    # a JPEG's XMP (camera and editor write it there) goes on to a PNG output
+    save_image(tmp_path / "from-jpeg.png", pixels, **file_metadata(tmp_path / "out.jpg"))
+    assert "Jane Doe</dc:rights>" in _xmp_of(tmp_path / "from-jpeg.png")
+    # what a format cannot hold is left out with a warning, once the work is done: not a failure
+    with pytest.warns(UserWarning, match=r"a\.jpg: its XMP is \d+ bytes, over the 65504 a JPEG holds"):
+        save_image(tmp_path / "a.jpg", pixels, xmp=b"<x:xmpmeta>" + b" " * 70000 + b"</x:xmpmeta>")
+    with pytest.warns(UserWarning, match=r"out16\.tif: a 16-bit TIFF is written by tifffile, which writes no XMP, "
+                                         r"so it leaves out the input's XMP; save it as \.png"):
+        save_image(tmp_path / "out16.tif", pixels, bits=16, **meta)
+
+
 def test_a_gif_is_read_by_a_folder_run_as_by_a_file_run_and_written_as_png(upscaled, tmp_path: Path) -> None:
     """A file run upscaled a .gif; a folder run left it out as a file "of other kinds", and a file
     run into a folder refused to write out/a.gif. Both now read it and write a .png."""
