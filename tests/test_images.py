@@ -1152,6 +1152,23 @@ def test_a_folders_gif_and_png_of_one_name_are_refused_before_any_work(tmp_path:
     assert not (tmp_path / "out").exists()
 
 
+def test_a_folders_inputs_whose_outputs_differ_in_case_alone_are_refused_before_any_work(
+        tmp_path: Path, monkeypatch, capsys) -> None:
+    """`A.png` and `a.gif` were written to out/A.png and out/a.png: on macOS and Windows (or a
+    card or a copy there) one file, the second replacing the first, or skipped as finished."""
+    from alignvar_edge.cli import main
+    _no_engine(monkeypatch)
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    for name in ("A.png", "sub/b.png", "a.gif"):
+        Image.new("RGB", (3, 2)).save(tmp_path / "in" / name)
+    assert main(["upscale", str(tmp_path / "in"), str(tmp_path / "out"), "--quiet"]) == 2
+    assert capsys.readouterr().err == (f"alignvar-edge upscale: error: {tmp_path / 'in' / 'A.png'} and "
+                                       f"{tmp_path / 'in' / 'a.gif'} would both be written to "
+                                       f"{tmp_path / 'out' / 'A.png'} and {tmp_path / 'out' / 'a.png'}, one file "
+                                       "where case is not told apart; rename one of them\n")
+    assert not (tmp_path / "out").exists()
+
+
 def test_an_animated_gif_is_refused_by_a_file_run_and_named_by_a_folder_run(tmp_path: Path, capsys,
                                                                             one_torch_thread) -> None:
     from alignvar_edge.cli import main

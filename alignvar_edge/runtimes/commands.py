@@ -280,11 +280,15 @@ def _jobs(inp: Path, out: Path, force: bool) -> tuple[list[tuple[Path, Path]], i
 
 def _refuse_shared_outputs(jobs: list[tuple[Path, Path]]) -> None:
     """Two inputs of a folder with one output (`a.gif` and `a.png`: a GIF's result is a .png):
-    the second would replace the first's, or be skipped as finished."""
-    first: dict[Path, Path] = {}
+    the second would replace the first's, or be skipped as finished. Names that differ in case
+    alone (`A.png` and `a.gif`) are one file where the output lies on macOS's, Windows's or a
+    memory card's file system, or is copied there later: refused on any."""
+    first: dict[str, tuple[Path, Path]] = {}
     for src, dst in jobs:
-        if (other := first.setdefault(dst, src)) != src:
-            raise InputError(f"{other} and {src} would both be written to {dst}; rename one of them")
+        other, other_dst = first.setdefault(str(dst).casefold(), (src, dst))
+        if other != src:
+            where = str(dst) if dst == other_dst else f"{other_dst} and {dst}, one file where case is not told apart"
+            raise InputError(f"{other} and {src} would both be written to {where}; rename one of them")
 
 
 def _refuse_blocked(jobs: list[tuple[Path, Path]]) -> None:
