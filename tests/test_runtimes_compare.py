@@ -24,7 +24,7 @@ class _Engine:
     """Tokens 0 everywhere; `flip` tiles (by call order) get token 1 at every position of scale 2."""
 
     def __init__(self, flip: frozenset[int] = frozenset()) -> None:
-        self.flip, self.seen = flip, 0
+        self.flip, self.seen, self.closed = flip, 0, False
         self.tile_size, self.scale, self.backend, self.device = TILE, SCALE, "stand-in", "cpu"
         self.config = SimpleNamespace(patch_nums=SCALES)
         self.metadata = SimpleNamespace(precision="int8")
@@ -40,7 +40,7 @@ class _Engine:
         return sr, toks
 
     def close(self) -> None:
-        pass
+        self.closed = True
 
 
 def test_tokens_overall_weighs_every_tile_of_every_image() -> None:
@@ -95,7 +95,30 @@ def test_compare_images_with_no_readable_file_is_one_line_naming_them(tmp_path, 
     assert main(["compare", "q", "--reference", "ref", "--images", str(folder), "--json", str(report)]) == 2
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert len(err) == 1 and "no usable images in --images" in err[0]
-    assert "x.png (" in err[0] and "y.jpg (" in err[0] and not report.exists()
+    assert "x.png (" in err[0] and "y.jpg (" in err[0]
+    assert json.loads(report.read_text()) == {"compare": ["q"], "result": "ERROR", "reason": err[0].split(": error: ")[1]}
+
+
+def test_a_failed_rerun_replaces_the_json_report_and_every_engine_is_closed(tmp_path, monkeypatch, capsys) -> None:
+    """A re-run that failed left the earlier run's --json FILE in place, read as current results;
+    and the torch reference engine was never closed, on success or failure."""
+    opened: list[_Engine] = []
+
+    def load(*args, **kwargs) -> _Engine:
+        opened.append(_Engine())
+        return opened[-1]
+    monkeypatch.setattr(runtimes, "load", load)
+    folder, report = _folder(tmp_path / "imgs"), tmp_path / "cmp.json"
+    assert main(["compare", "q", "--reference", "ref", "--images", str(folder), "--json", str(report)]) == 0
+    assert json.loads(report.read_text())["images"] == ["a.png", "c.png", "sub/a.png"]
+    assert len(opened) == 2 and all(e.closed for e in opened)         # the engine and the reference
+    capsys.readouterr()
+    assert main(["compare", "q", "--reference", "ref", "--images", str(tmp_path / "gone"), "--json",
+                 str(report)]) == 2
+    doc = json.loads(report.read_text())
+    assert doc["result"] == "ERROR" and doc["compare"] == ["q"] and "engines" not in doc
+    assert doc["reason"] in capsys.readouterr().err
+    assert len(opened) == 4 and all(e.closed for e in opened)
 
 
 def test_compare_names_engines_of_one_folder_name_by_their_paths(tmp_path, monkeypatch) -> None:

@@ -472,32 +472,37 @@ def _reference_source(args: argparse.Namespace, metas: list[Manifest]) -> str:
 
 
 def run_compare(args: argparse.Namespace) -> int:
+    from contextlib import ExitStack
+
     from alignvar_edge import runtimes
     from alignvar_edge.errors import BackendUnavailableError
     from alignvar_edge.manifest import load_verified
     from alignvar_edge.runtimes.compare import EngineResult, compare_engines, format_summary, format_table
+    from alignvar_edge.runtimes.selftest import no_stale_report
     engines = []
     absent: dict[int, tuple[EngineResult, Manifest]] = {}     # position -> engines that cannot open here
     names = [Path(e).name for e in args.engines]
     # an engine is named by its folder, or by the path given where two folders share a name
     # (runs/a/int8 and runs/b/int8 would otherwise be two rows called int8)
     labels = [e if names.count(n) > 1 else n for e, n in zip(args.engines, names)]
-    try:
+    # a failed run replaces an earlier --json FILE with an ERROR: its results are no longer current
+    with no_stale_report(args.json, {"compare": list(args.engines)}), ExitStack() as opened:
         for i, (e, label) in enumerate(zip(args.engines, labels)):
             try:
-                engines.append((label, runtimes.load(e)))
+                engine = runtimes.load(e)
             except BackendUnavailableError as err:    # a GPU / NPU / TensorRT engine: the others still compare
                 m = load_verified(e)
                 absent[i] = (EngineResult(label, str(m.backend), str(m.precision),
                                           str(m.extra.get("device") or "-"), unavailable=str(err)), m)
+                continue
+            opened.callback(engine.close)
+            engines.append((label, engine))
         reference = _reference_source(args, [e.metadata for _, e in engines] + [m for _, m in absent.values()])
         ref = runtimes.load(reference, backend="torch")
+        opened.callback(ref.close)
         images, skipped = _compare_images(args)
         ran = iter(compare_engines(engines, ref, images, progress=_say))
         results = [absent[i][0] if i in absent else next(ran) for i in range(len(args.engines))]
-    finally:
-        for _, e in engines:
-            e.close()
     text = "\n".join([format_table(results)] + [format_summary(r) for r in results])
     emit(args.json, {"reference": reference, "images": [name for name, _ in images],
                      "skipped": [{"file": name, "reason": why} for name, why in skipped],
