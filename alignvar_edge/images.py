@@ -180,12 +180,21 @@ def _plain_mode(img: Image.Image) -> str:
     return ("LA" if gray else "RGBA") if alpha else ("L" if gray else "RGB")
 
 
+def _open_quietly(path: str | os.PathLike[str]) -> Image.Image:
+    """`Image.open`, without Pillow's decompression-bomb warning ("could be decompression bomb DOS
+    attack") for an input between its 89 MP and the --max-megapixels the user raised: `load_image`
+    has applied our own limit."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(path)
+
+
 def file_layout(path: str | os.PathLike[str]) -> tuple[bool, int]:
     """(gray, bits per sample) of an image file, from its header alone: what `upscale` writes back.
     Gray is the file's layout (an RGB file whose channels happen to be equal is RGB); bits are 16
     for a 16-bit file `load_image` keeps 16-bit (gray, gray+alpha, RGB, RGBA) and for a float
     gray one (a 32-bit float TIFF: 8 bits would throw away what it holds beyond them), else 8."""
-    with Image.open(path) as img:
+    with _open_quietly(path) as img:
         return _layout(img)
 
 
@@ -202,7 +211,7 @@ def file_profile(path: str | os.PathLike[str]) -> bytes | None:
     profile on a colour image, a gray one on gray), else None. The pixels are kept as the file
     holds them, so without it a Display P3 or Adobe RGB photo would be shown as sRGB, its colours
     dulled; a CMYK profile no longer applies to the RGB result and is dropped."""
-    with Image.open(path) as img:
+    with _open_quietly(path) as img:
         return _profile(img)
 
 
@@ -229,7 +238,7 @@ def file_metadata(path: str | os.PathLike[str], scale: int = 1) -> Metadata:
     `_carried_xmp`: not its orientation, since `load_image` turned the pixels upright), the DPI
     times `scale`, so that the result prints at the input's size, and a PNG's text (`_carried_text`:
     author, copyright, description, ...)."""
-    with Image.open(path) as img:
+    with _open_quietly(path) as img:
         icc = _profile(img)               # from the header: getexif may decode the pixels
         exif = img.getexif()              # (a PNG's EXIF may follow them)
         dpi = _dpi(img, exif)

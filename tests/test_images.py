@@ -710,6 +710,22 @@ def test_a_tiff_or_bmp_past_4_gib_is_refused_before_any_work(tmp_path: Path, mon
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gray.png", "gray.tif", "gray16.png", "rgb.png"]
 
 
+def test_an_input_past_pillows_89_mp_warns_of_no_decompression_bomb(tmp_path: Path, monkeypatch) -> None:
+    """With --max-megapixels raised for a 90 MP photo, upscale printed Pillow's "could be
+    decompression bomb DOS attack" warning, from reading the file's layout and metadata: our own
+    limit was applied, and the user raised it."""
+    import warnings
+
+    from alignvar_edge.images import file_layout, file_profile
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)         # a 12x10 image is past it
+    Image.new("RGB", (12, 10)).save(tmp_path / "a.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_image(tmp_path / "a.png", max_megapixels=None)
+        assert file_layout(tmp_path / "a.png") == (False, 8) and file_profile(tmp_path / "a.png") is None
+        assert file_metadata(tmp_path / "a.png", 4)["dpi"] is None
+
+
 def test_save_onto_a_folder_is_refused_in_one_line(tmp_path: Path) -> None:
     """With overwrite=True it wrote the temporary file, then failed on it: "….tmp: Is a directory"."""
     (tmp_path / "out.png").mkdir()
