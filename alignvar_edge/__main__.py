@@ -1,7 +1,5 @@
 """`python -m alignvar_edge ...`: the CLI where the console script is not installed (a checkout on
 a lent machine, run with PYTHONPATH=.)."""
-import sys
+from alignvar_edge.cli import run_as_program
 
-from alignvar_edge.cli import main
-
-sys.exit(main())
+run_as_program()

@@ -145,7 +145,7 @@ def _interrupted(args: Any, signals: list[int]) -> int:
         print(f"alignvar-edge {args.verb}: terminated (SIGTERM); {kept}", file=sys.stderr)
         return 128 + signal.SIGTERM
     print(f"alignvar-edge {args.verb}: interrupted; {kept}", file=sys.stderr)
-    return 130
+    return 128 + signal.SIGINT
 
 
 def _reader_gone() -> int:
@@ -198,5 +198,23 @@ def _watch_signals(flag: list[int]) -> dict[int, Any]:
     return previous
 
 
+def run_as_program() -> NoReturn:
+    """`python -m alignvar_edge` (how the TensorRT kit runs the CLI): main(), then exit with its status.
+
+    An interrupted verb leaves by os._exit, after it has cleaned up: CPython's `-m` runner kills
+    the process with SIGINT at its exit when a KeyboardInterrupt ever ended code run from a string
+    by exec() (libraries build classes that way while torch's exporter runs), caught or not, so a
+    SIGTERM's status 143 would read as "killed by SIGINT"."""
+    code = main()
+    if code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):      # a reader that went away, a closed stream
+                pass
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run_as_program()

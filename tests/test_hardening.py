@@ -518,6 +518,29 @@ def test_interrupted_export(tmp_path, sig):
     assert not out.exists()
 
 
+def test_python_m_keeps_the_interrupted_status_after_exec_code_was_interrupted(tmp_path):
+    # The flake behind SIGTERM's status read -2: a KeyboardInterrupt that ended code exec() ran from
+    # a string (libraries build classes that way during an export) makes CPython's `-m` runner kill
+    # the process with SIGINT at exit, even though the CLI caught it and chose 143. Here the verb is
+    # interrupted inside such code on purpose, then `python -m alignvar_edge` runs as usual.
+    (tmp_path / "interrupted_in_exec.py").write_text(
+        "import runpy, signal\n"
+        "import alignvar_edge.cli as cli\n"
+        "def main(argv=None):\n"
+        "    try:\n"
+        "        exec('raise KeyboardInterrupt')\n"
+        "    except KeyboardInterrupt:\n"
+        "        print('verb cleaned up', flush=True)\n"
+        "        return 128 + signal.SIGTERM\n"
+        "cli.main = main\n"
+        "runpy.run_module('alignvar_edge', run_name='__main__')\n")
+    env = dict(ENV, PYTHONPATH=os.pathsep.join(filter(None, [str(tmp_path), ENV.get("PYTHONPATH")])))
+    r = subprocess.run([sys.executable, "-m", "interrupted_in_exec"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 128 + signal.SIGTERM, (r.returncode, r.stderr)
+    assert r.stdout == "verb cleaned up\n"
+
+
 # ---------------------------------------------------------------------------------------------
 # more CLI faults: engine for a backend that is not here, megapixel limit, renamed graph I/O
 # ---------------------------------------------------------------------------------------------
