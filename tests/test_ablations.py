@@ -102,10 +102,12 @@ def test_eval_ablations_json_names_the_images_it_skipped(tmp_path: Path, capsys)
     coffee = dict(sample_images("heldout"))["coffee"]
     save_image(folder / "tile.png", coffee[100:164, 200:264])      # one 64 px HR tile
     save_image(folder / "thumb.png", coffee[100:140, 200:248])     # smaller than the tile
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n cut short")
     assert main(["eval", "alignvar-tiny", "--images", str(folder), "--ablations", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["images"] == [{"name": "tile.png", "size": [64, 64]}]
     assert report["skipped_smaller_than_tile"] == ["thumb.png"]
+    assert [s["name"] for s in report["skipped_unreadable"]] == ["broken.png"]
 
 
 
@@ -120,7 +122,7 @@ def test_eval_names_images_by_their_path_under_the_folder() -> None:
             (root / sub).mkdir()
             save_image(root / sub / "a.png", np.full((8, 8, 3), v, np.float32))
         save_image(root / "top.png", np.full((8, 8, 3), 0.5, np.float32))
-        got = {name: float(img.mean()) for name, img in load_eval_images(str(root))}
+        got = {name: float(img.mean()) for name, img in load_eval_images(str(root))[0]}
     assert got == pytest.approx({"top.png": 128 / 255, "x/a.png": 51 / 255, "y/a.png": 204 / 255})
 
 def test_eval_ablations_sca_off_is_na_without_sca(tmp_path: Path) -> None:
@@ -225,7 +227,10 @@ def test_eval_skips_an_unreadable_file_with_one_warning(tmp_path: Path, capsys) 
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not a png")
     out = tmp_path / "eval.json"
     assert main(["eval", "alignvar-tiny", "--images", str(folder), "--json", str(out)]) == 0
-    assert [i["name"] for i in json.loads(out.read_text())["images"]] == ["good.png", "gray16.png"]
+    report = json.loads(out.read_text())
+    assert [i["name"] for i in report["images"]] == ["good.png", "gray16.png"]
+    # the report names what it left out, for a reader who never sees the warning
+    assert [s["name"] for s in report["skipped_unreadable"]] == ["broken.png"] and report["skipped_unreadable"][0]["reason"]
     warned = [ln for ln in capsys.readouterr().err.splitlines() if "warning" in ln]
     assert len(warned) == 1 and "skipping 1 file(s) of --images" in warned[0] and "broken.png (" in warned[0], warned
     # nothing readable: one line, not a traceback
@@ -234,6 +239,24 @@ def test_eval_skips_an_unreadable_file_with_one_warning(tmp_path: Path, capsys) 
     assert main(["eval", "alignvar-tiny", "--images", str(folder)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no usable images in --images" in err[0] and "broken.png" in err[0], err
+
+
+def test_eval_holds_one_image_as_float_at_a_time(bundled: AlignVAR) -> None:
+    """A folder of large 8-bit photographs is scored without a float copy of every one of them:
+    eight 1024 px photographs are 12 MB as float32 each, 100 MB together."""
+    import tracemalloc
+
+    from alignvar_edge.bench.evaluate import evaluate
+    rng = np.random.default_rng(0)
+    photos = [(f"p{i}", rng.integers(0, 256, (1024, 1024, 3), dtype=np.uint8)) for i in range(8)]
+    tracemalloc.start()
+    try:
+        evaluate(bundled, photos, max_side=64)          # one 64 px HR tile from each: little work
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    one_float_photo = 1024 * 1024 * 3 * 4
+    assert peak < 3 * one_float_photo, f"peak {peak / 2**20:.0f} MiB while scoring"
 
 
 def test_eval_json_replaces_only_an_eval_report(tmp_path: Path, capsys) -> None:

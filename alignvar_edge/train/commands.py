@@ -116,17 +116,19 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_eval_images(spec: str) -> list[tuple[str, object]]:
-    """The HR photographs of `--images`; files that cannot be read are skipped with one warning
-    naming them (`image_folder.usable_images`, the rule of every folder run)."""
+def load_eval_images(spec: str) -> tuple[list[tuple[str, object]], list[tuple[str, str]]]:
+    """The HR photographs of `--images`, and the (name, reason) of each file that cannot be read:
+    those are skipped with one warning naming them (`image_folder.usable_images`, the rule of every
+    folder run)."""
     from alignvar_edge.image_folder import usable_images
     from alignvar_edge.samples import sample_images
 
     if spec == "builtin":
-        return list(sample_images("heldout"))
+        return list(sample_images("heldout")), []
     if not Path(spec).is_dir():
         raise InputError(f"--images {spec} is not a folder; pass a folder of PNG/JPEG files or 'builtin'")
-    return list(usable_images(spec, "--images")[0])
+    images, unreadable = usable_images(spec, "--images")
+    return list(images), unreadable
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -143,8 +145,11 @@ def run_eval(args: argparse.Namespace) -> int:
         check_report_target(args.json)
     model = load_pretrained(args.checkpoint)
     with stage(f"evaluating {args.checkpoint}" + (" with ablations" if args.ablations else "")):
-        result = evaluate(model, load_eval_images(args.images), seed=args.seed,
+        images, unreadable = load_eval_images(args.images)
+        result = evaluate(model, images, seed=args.seed,
                           max_side=args.max_side, ablations=args.ablations, prune=prune, overlap=args.overlap)
+    # a bare --json prints no warning text to its reader: the report itself names what it left out
+    result["skipped_unreadable"] = [{"name": name, "reason": why} for name, why in unreadable]
     text = format_eval(result)
     if args.ablations and model.sca_guidance is None:
         text += "\nsca_off: n/a (this model has no SCA)"
