@@ -20,7 +20,7 @@ from alignvar_edge.model.resample import resize_matrix
 from alignvar_edge.model.rollout import PER_LAYER, STACKED, KVLayout
 from alignvar_edge.model.rope import apply_rope, apply_rope_complex, pair_swap, pair_tables, rope_tables, scale_positions
 from alignvar_edge.model.sca import SCAGuidance, affinity, sca_bias
-from alignvar_edge.model.transformer import MASK_VALUE, SelfAttention, attention_form
+from alignvar_edge.model.transformer import MASK_VALUE, BlockCausal, SelfAttention, attention_form
 from alignvar_edge.model.upstream import import_varsr
 
 
@@ -96,6 +96,42 @@ def test_fused_attention_call_equals_explicit(with_past: bool, per_sample_rows: 
             fused = attn(*args)
     for a, b in zip(explicit, fused):
         assert a.shape == b.shape and torch.allclose(a, b, atol=2e-6, rtol=1e-5), (a - b).abs().max()
+
+
+def test_block_causal_mask_is_the_level_rule() -> None:
+    """Levels -1 (prefix), then one per scale: a row sees every key of level <= its own."""
+    lvl = torch.tensor([-1, -1, -1, 0, 1, 1, 1, 1, 2, 2])
+    blocks = BlockCausal.from_levels(lvl)
+    assert blocks.ends == (3, 4, 8, 10)
+    want = torch.where(lvl[None, :] <= lvl[:, None], 0.0, MASK_VALUE).view(1, 1, 10, 10)
+    assert torch.equal(blocks.mask(), want)
+    with pytest.raises(ValueError):
+        BlockCausal.from_levels(torch.tensor([0, 1, 0]))
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_block_causal_attention_equals_the_dense_mask(training: bool) -> None:
+    """Teacher forcing's attention block by block (the masked scores never computed) gives what
+    the dense mask gives through SDPA (training) or the explicit softmax (eval): outputs and the
+    gradients of the input and of SCA's alphas."""
+    torch.manual_seed(0)
+    attn = SelfAttention(32, 4, sca=True, sca_alpha_init=0.5, sca_alpha_max=2.0).train(training)
+    with torch.no_grad():
+        for prm in (attn.q_bias, attn.v_bias, attn.scale_mul_1H11):
+            prm.normal_()
+    blocks = BlockCausal.from_levels(torch.tensor([-1] * 5 + [0] + [1] * 4 + [2] * 9))
+    B, L = 3, 19
+    x, S = torch.randn(B, L, 32), torch.randn(B, L, L)
+    results = []
+    for bias in (blocks, blocks.mask()):
+        xi = x.clone().requires_grad_(True)
+        out, k, v = attn(xi, None, None, bias, S, None, None)
+        attn.zero_grad()
+        (out.square().sum() + k.sum() + v.sum()).backward()
+        assert attn.sca_alpha is not None and attn.sca_alpha.grad is not None
+        results.append((out.detach(), xi.grad, attn.sca_alpha.grad.clone()))
+    for got, want in zip(*results):
+        assert torch.allclose(got, want, atol=1e-5, rtol=1e-5), (got - want).abs().max()
 
 
 def test_sca_alpha_zero_is_plain_attention_bitwise() -> None:

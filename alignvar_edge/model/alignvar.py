@@ -29,7 +29,7 @@ from alignvar_edge.model.refiner import DiffusionRefiner
 from alignvar_edge.model.rollout import STACKED, Context, FreeRunning, KVLayout, ModelStages, run
 from alignvar_edge.model.rope import pair_tables, rope_tables, scale_positions, varsr_positions, varsr_rope_tables
 from alignvar_edge.model.sca import SCAGuidance, affinity
-from alignvar_edge.model.transformer import (MASK_VALUE, AdaLNBeforeHead, AdaLNSelfAttn, LREmbed,
+from alignvar_edge.model.transformer import (AdaLNBeforeHead, AdaLNSelfAttn, BlockCausal, LREmbed,
                                              init_weights)
 from alignvar_edge.model.vqvae import VQVAE
 
@@ -45,7 +45,6 @@ class AlignVAR(nn.Module):
     # non-persistent buffers derived from the config (register_buffer below); no RoPE: None
     rope_cos: torch.Tensor | None
     rope_sin: torch.Tensor | None
-    train_mask: torch.Tensor
     same_scale: torch.Tensor
     lvl_ids: torch.Tensor
     sca_reach: torch.Tensor
@@ -96,13 +95,11 @@ class AlignVAR(nn.Module):
         cos, sin = self._rope_tables(c)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
-        scale_of = torch.cat([torch.full((c.prefix_len,), -1)] +
-                             [torch.full((p * p,), k) for k, p in enumerate(c.patch_nums)])
-        # the attention level: VARSR's LR tokens share scale 0's, so the two see each other
-        lvl = scale_of.clamp(min=0) if self.joint_prefix else scale_of
-        visible = lvl[None, :] <= lvl[:, None]
-        self.register_buffer("train_mask", torch.where(visible, 0.0, MASK_VALUE).view(1, 1, *visible.shape),
-                             persistent=False)
+        scales = [-1] * c.prefix_len + [k for k, p in enumerate(c.patch_nums) for _ in range(p * p)]
+        # teacher forcing's mask: a row sees the keys of level <= its own, where the level is the
+        # scale, and VARSR's LR tokens share scale 0's, so the two see each other
+        self.train_blocks = BlockCausal.from_levels([max(k, 0) for k in scales] if self.joint_prefix else scales)
+        scale_of = torch.tensor(scales)
         self.register_buffer("same_scale", ((scale_of[None, :] == scale_of[:, None]) & (scale_of[:, None] >= 0)).float(),
                              persistent=False)
         self.register_buffer("lvl_ids", torch.arange(c.num_scales), persistent=False)
@@ -208,7 +205,7 @@ class AlignVAR(nn.Module):
             d_all = torch.cat(d, dim=1)
             sca_S = affinity(d_all, d_all) * self.sca_reach
         for blk in self.blocks:
-            x, _, _ = blk(x, cond, self.rope_cos, self.rope_sin, self.train_mask, sca_S)
+            x, _, _ = blk(x, cond, self.rope_cos, self.rope_sin, self.train_blocks, sca_S)
         return self.logits(x[:, c.prefix_len:], cond)
 
     # ------------------------------------------------------------------------------------------
