@@ -130,6 +130,8 @@ def run_bench_cmd(args: argparse.Namespace) -> int:
     from alignvar_edge.bench.render import pyplot, summary_lines, terminal_table
     if not args.out:
         raise InputError("bench needs --out REPORT.json (the report is the result)")
+    from alignvar_edge.bench.outputs import check_targets
+    check_targets(args.out, args.md, args.plot)     # before minutes of measuring
     if args.engines[0] == "trtexec" or args.no_reference or not _have_torch():
         return run_device_bench(args)
     from alignvar_edge.bench.runner import BenchOptions, run_bench
@@ -201,6 +203,8 @@ def run_merge(paths: list[str], args: argparse.Namespace) -> int:
         raise InputError("bench merge needs report files: alignvar-edge bench merge A.json B.json --md out.md")
     if not (args.out or args.md or args.plot):
         raise InputError("bench merge needs at least one of --out, --md, --plot")
+    from alignvar_edge.bench.outputs import check_targets
+    check_targets(args.out, args.md, args.plot, paths)
     if args.plot:
         pyplot()                # before writing anything: all the outputs asked for, or none
     merged = merge_reports(paths)

@@ -1,18 +1,69 @@
 """Writing a report's files: JSON first (the result), then the plot, then Markdown linking it.
 
 Each file is written to a temporary sibling and renamed into place, so a reader (or a crash) never
-sees half a file.
+sees half a file. `check_targets` refuses, before any measuring or writing, a target that would
+replace something that is not an earlier output of its kind.
 """
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from alignvar_edge.bench.render import plot_report, report_markdown
-from alignvar_edge.bench.schema import write_json
+from alignvar_edge.bench.schema import SCHEMA, write_json
+from alignvar_edge.errors import InputError, OutputExistsError
 from alignvar_edge.fsmodes import write_text
 
-__all__ = ["write_outputs"]
+__all__ = ["check_targets", "write_outputs"]
+
+# the first bytes of what each target holds when an earlier bench wrote it (both Markdown titles,
+# the single report's and the merged one's, begin so)
+_MD_TITLE = "# alignvar-edge benchmark"
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _head(path: str, n: int) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read(n)
+
+
+def _is_report(path: str) -> bool:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("schema") == SCHEMA
+
+
+def check_targets(out: str | None, md: str | None, plot: str | None, inputs: Sequence[str] = ()) -> None:
+    """--out/--md/--plot replace an earlier bench output of their kind, never another file (a report
+    being merged, notes, some other tool's JSON), and no two of them name one file."""
+    if plot and not plot.lower().endswith(".png"):
+        raise InputError(f"--plot {plot}: the plot is a PNG; name a file ending in .png")
+    targets = [(flag, p) for flag, p in (("--out", out), ("--md", md), ("--plot", plot)) if p]
+    seen: dict[str, str] = {}
+    for flag, p in targets:
+        key = os.path.realpath(p)
+        if key in seen:
+            raise InputError(f"{flag} {p} is also {seen[key]}: give each output its own file")
+        seen[key] = flag
+    for flag, p in targets:
+        if not os.path.lexists(p):
+            continue
+        if flag != "--out" and any(os.path.exists(i) and os.path.samefile(i, p) for i in inputs):
+            raise OutputExistsError(f"{flag} {p} is one of the reports being merged; choose another file")
+        if os.path.isdir(p):
+            raise OutputExistsError(f"{flag} {p} is a directory; name a file")
+        ours = (_is_report(p) if flag == "--out" else
+                _head(p, len(_MD_TITLE)) == _MD_TITLE.encode() if flag == "--md" else
+                _head(p, len(_PNG_SIGNATURE)) == _PNG_SIGNATURE)
+        if not ours:
+            what = {"--out": "a bench report", "--md": "a bench Markdown report", "--plot": "a PNG"}[flag]
+            raise OutputExistsError(f"{flag} {p}: the file exists and is not {what}, so bench does not replace "
+                                    "it; choose another file, or remove it yourself")
 
 
 def write_outputs(report: dict[str, Any], out: str | None, md: str | None, plot: str | None) -> None:
