@@ -128,10 +128,18 @@ def test_merge_table_plot_and_schema_refusal(report: dict[str, Any], tmp_path: P
     assert rc == 0 and (tmp_path / "m.png").stat().st_size > 1000
     md = (tmp_path / "m.md").read_text()
     assert "jetson-orin (MAXN)" in md and "unavailable: " in md and "m.png" in md
-    # a merged report merges again (as its parts); the repeated (device, model) gets '#2'
-    again = merge_reports([tmp_path / "m.json", pa])
+    # a merged report merges again (as its parts); a re-run on the same device gets '#2'
+    rerun = copy.deepcopy(a)
+    rerun["created"] = "2030-01-01T00:00:00+00:00"
+    again = merge_reports([tmp_path / "m.json", write_json(tmp_path / "rerun.json", rerun)])
     assert len(again["reports"]) == 3
     assert {r["device"] for r in again["rows"]} == {a["label"], f"{a['label']} #2", "jetson-orin (MAXN)"}
+    # the same report given twice (a file, its copy, a merged report holding it) is merged once, said once
+    (tmp_path / "copy.json").write_bytes(pa.read_bytes())
+    once = merge_reports([tmp_path / "m.json", pa, tmp_path / "copy.json", pb])
+    assert len(once["reports"]) == 2 and len(once["rows"]) == len(merged["rows"])
+    said = [w for w in once["warnings"] if "merged once" in w]
+    assert len(said) == 3 and said[0].startswith(f"{pa} repeats the report of {a['label']}"), said
     # one device reporting two models is one device: no suffix
     c = _idle(report)
     c["model"]["name"] = "d16-random"

@@ -7,7 +7,9 @@ sizes; speed-ups are always within a device (against that device's PyTorch eager
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,8 +31,20 @@ def merge_reports(paths: Sequence[str | os.PathLike[str]]) -> dict[str, Any]:
     if not paths:
         raise ReportSchemaError("bench merge needs at least one report.json")
     parts: list[dict[str, Any]] = []
+    # a report given twice (the same file, a copy, or inside a merged report) is merged once: its
+    # rows would otherwise appear again as a second device. A merge's '#2' suffix of the label is
+    # left out of the comparison.
+    where: dict[str, str] = {}
+    repeated = []
     for p in paths:
-        parts += _parts(read_report(p))
+        for r in _parts(read_report(p)):
+            text = json.dumps({**r, "label": re.sub(r" #\d+$", "", str(r["label"]))}, sort_keys=True)
+            if text in where:
+                repeated.append(f"{p} repeats the report of {r['label']} ({r['created']}) in {where[text]}: "
+                                "merged once")
+                continue
+            where[text] = str(p)
+            parts.append(r)
     # one device may report several models; only a repeated (device, model) pair needs telling apart
     seen: dict[tuple[str, str], int] = {}
     for r in parts:
@@ -46,7 +60,8 @@ def merge_reports(paths: Sequence[str | os.PathLike[str]]) -> dict[str, Any]:
                          "tile_hr": r["model"]["tile"]["hr"], "created": r["created"], **row})
     return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "kind": "merged",
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "sources": [str(p) for p in paths], "reports": parts, "rows": rows, "warnings": merge_warnings(parts)}
+            "sources": [str(p) for p in paths], "reports": parts, "rows": rows,
+            "warnings": repeated + merge_warnings(parts)}
 
 
 # settings that change what a figure means; two reports differing in one are not like for like
