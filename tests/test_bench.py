@@ -252,6 +252,31 @@ def test_bench_outputs_never_replace_an_input_or_a_file_of_another_kind(tmp_path
     assert cli.main(merge + ["--out", str(a)]) == 0 and len(read_report(a)["reports"]) == 2
 
 
+def test_every_printed_figure_names_its_host_isa_and_threads(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from alignvar_edge.bench.render import summary_lines, terminal_table
+    a = json.loads(DOC_REPORT.read_text())
+    isa = " ".join(a["host"]["cpu"]["isa"])
+    head = terminal_table(a).splitlines()[0]
+    assert head.startswith(f"alignvar-tiny on {a['label']}: ") and f"ISA {isa};" in head and "1 thread(s)" in head
+    # a report of 30 runs as this version writes it: no p99, and why; the '–' in its column is explained once
+    for e in a["engines"]:
+        if e.get("latency"):
+            e["latency"]["per_tile_ms"].pop("p99", None)
+            e["latency"]["p99_omitted"] = "p99 needs >= 100 runs, this run has 30; pass --runs 100"
+    assert "p99 –: p99 needs >= 100 runs, this run has 30; pass --runs 100" in "\n".join(summary_lines(a))
+    b = copy.deepcopy(a)
+    b["label"], b["settings"]["threads"], b["host"]["cpu"]["isa"] = "xeon", 16, ["avx512_bf16", "amx_bf16"]
+    pa, pb = write_json(tmp_path / "a.json", a), write_json(tmp_path / "b.json", b)
+    # merged, on stdout (no --md) as in Markdown: each device with its ISA and thread count
+    assert cli.main(["bench", "merge", str(pa), str(pb), "--out", str(tmp_path / "m.json")]) == 0
+    out = capsys.readouterr().out
+    assert cli.main(["bench", "merge", str(pa), str(pb), "--md", str(tmp_path / "m.md")]) == 0
+    for text in (out, (tmp_path / "m.md").read_text()):
+        assert f"- **{a['label']}**: " in text and f"ISA {isa}; " in text and "; 1 thread(s); peak " in text
+        assert "- **xeon**: " in text and "ISA avx512_bf16 amx_bf16; " in text and "; 16 thread(s); peak " in text
+
+
 def test_parse_spec() -> None:
     s = parse_spec("ov-int8=openvino@GPU:engines/x")
     assert (s.label, s.backend, s.device, s.path) == ("ov-int8", "openvino", "GPU", "engines/x")

@@ -218,7 +218,8 @@ def run_merge(paths: list[str], args: argparse.Namespace) -> int:
                           if args.plot and args.md else None)
     if args.md:
         write_text(args.md, text)
-    print(text.split("\n\n", 3)[-1] if not args.md else f"merged {len(merged['reports'])} report(s) into "
+    # on stdout without its title: from the devices (host, ISA, threads of each) on
+    print(text.split("\n\n", 2)[-1] if not args.md else f"merged {len(merged['reports'])} report(s) into "
           f"{', '.join(p for p in (args.out, args.md, args.plot) if p)}")
     return 0
 

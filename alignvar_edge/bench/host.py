@@ -112,7 +112,13 @@ def load_words(load: dict[str, Any]) -> str:
 
 
 def machine_words(fp: dict[str, Any]) -> str:
-    """The CPU a report was timed on, its ISA and OS, in words (report and merged tables alike)."""
+    """The CPU a report was timed on, its ISA and OS, in words (report and merged tables alike); for
+    a trtexec log copied off its device, the log's GPU and the machine that imported it."""
+    if "imported_by" in fp:
+        gpu = (fp.get("gpus") or [{}])[0]
+        cc = f" (compute capability {gpu['compute_capability']})" if gpu.get("compute_capability") else ""
+        by = (fp["imported_by"].get("cpu") or {}).get("model") or "another machine"
+        return f"{gpu.get('name')}{cc}, timed by trtexec there; its log imported on {by}"
     cpu = fp.get("cpu") or {}
     return (f"{cpu.get('model')}, {cpu.get('usable_cores')} usable cores, ISA "
             f"{' '.join(cpu.get('isa') or []) or '–'}; {fp['os']['platform']}")

@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from alignvar_edge.bench.host import load_words, machine_words, shared_load
-from alignvar_edge.bench.render import _cell, _md_table, _plain_log_ticks, _save, engine_rows, pyplot
+from alignvar_edge.bench.host import load_words, shared_load
+from alignvar_edge.bench.render import (_cell, _md_table, _plain_log_ticks, _save, engine_rows, host_words, pyplot,
+                                        threads_words)
 from alignvar_edge.bench.schema import DEVICE_REFERENCE, SCHEMA, SCHEMA_VERSION, ReportSchemaError, read_report
 from alignvar_edge.manifest import default_overlap
 
@@ -145,17 +146,6 @@ def _setting(report: dict[str, Any], key: str) -> Any:
     return value
 
 
-def _machine_words(host: dict[str, Any]) -> str:
-    """Where a report was timed: the CPU, ISA and OS; for a trtexec log copied off its device, the
-    log's GPU and the machine that imported it."""
-    if "imported_by" in host:
-        gpu = (host.get("gpus") or [{}])[0]
-        cc = f" (compute capability {gpu['compute_capability']})" if gpu.get("compute_capability") else ""
-        by = (host["imported_by"].get("cpu") or {}).get("model") or "another machine"
-        return f"{gpu.get('name')}{cc}, timed by trtexec there; its log imported on {by}"
-    return machine_words(host)
-
-
 def lineup(merged: dict[str, Any], key: str = "img_mps") -> list[list[str]]:
     """Engine x device: one row per (model, engine label), one column per device, cells `key`."""
     devices = list(dict.fromkeys(r["device"] for r in merged["rows"]))
@@ -187,9 +177,8 @@ def merge_markdown(merged: dict[str, Any], plot: str | None = None) -> str:
     lines = ["# alignvar-edge benchmarks across devices", "",
              f"{len(merged['reports'])} report(s), schema version {merged['schema_version']}.", ""]
     for r in merged["reports"]:
-        h = r["host"]
         best = (r["summary"] or {}).get("best_cpu")
-        lines.append(f"- **{r['label']}**: {_machine_words(h)}; peak "
+        lines.append(f"- **{r['label']}**: {host_words(r)}; {threads_words(r)}; peak "
                      f"{_cell('gflops', (r.get('peak') or {}).get('gflops'))} GFLOP/s; model {r['model']['name']}; "
                      f"{r['created']}"
                      + (f"; best CPU engine {best['label']} {best['speedup_vs_eager']:.2f}x eager" if best else ""))

@@ -157,13 +157,29 @@ def _table(rows: list[Row], columns: list[tuple[str, str]]) -> list[list[str]]:
     return out
 
 
+def threads_words(report: dict[str, Any]) -> str:
+    """The thread count every engine of a report ran at, in words (a trtexec log records none)."""
+    threads = (report.get("settings") or {}).get("threads")
+    return f"{threads} thread(s)" if threads else "threads not recorded"
+
+
+def host_words(report: dict[str, Any]) -> str:
+    """Where a report was timed: CPU, ISA and OS, and its GPUs or Jetson where it has them."""
+    h = report["host"]
+    gpus = h.get("gpus") and "imported_by" not in h          # a trtexec log's GPU is named by machine_words
+    return (machine_words(h) + (f"; GPU {', '.join(g['name'] for g in h['gpus'])}" if gpus else "")
+            + (f"; Jetson {h['jetson'].get('model')} ({h['jetson'].get('power_mode')})" if h.get("jetson") else ""))
+
+
 def terminal_table(report: dict[str, Any], columns: list[tuple[str, str]] | None = None) -> str:
-    """A fixed-width table for the terminal (unavailable rows wrap their reason to one line)."""
+    """A fixed-width table for the terminal (unavailable rows wrap their reason to one line), under
+    a line naming the model, the host and its ISA, and the thread count: printed figures are read
+    without the JSON beside them."""
     cols = columns or _shown(report, [c for c in COLUMNS if c[1] not in ("p90", "ssim_ref", "ssim_hr", "gflops")])
     table = _table(engine_rows(report), cols)
     ok_rows = [r for r, src in zip(table[1:], engine_rows(report)) if src["status"] == "ok"]
     widths = [max(len(r[i]) for r in [table[0], *ok_rows]) for i in range(len(cols))]
-    lines = []
+    lines = [f"{report['model']['name']} on {report['label']}: {host_words(report)}; {threads_words(report)}"]
     for i, r in enumerate(table):
         if i and r[3:] == [""] * (len(cols) - 3):
             lines.append("  ".join(c.ljust(w) for c, w in zip(r[:2], widths[:2])) + "  " + r[2])
@@ -224,6 +240,11 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
                    f"i.e. at most {s['fp32_bound_speedup']:.2f}x eager for an fp32 engine on this machine.")
     if s.get("target_verdict"):
         out.append(f"Speed-up target {s['target_speedup']:g}x: {s['target_verdict']}.")
+    # a '–' under p99 is said once, with what gives one
+    omitted = next((e["latency"]["p99_omitted"] for e in report.get("engines", [])
+                    if (e.get("latency") or {}).get("p99_omitted")), None)
+    if omitted:
+        out.append(f"p99 –: {omitted}.")
     if s.get("shared_load"):
         out.append(shared_line(s["shared_load"], threads))
     return out
@@ -271,9 +292,7 @@ def report_markdown(report: dict[str, Any], plot: str | None = None) -> str:
              f"- FLOPs per tile (matmul+conv): {m['flops_per_tile']['total'] / 1e9:.3f} G (conditioning "
              f"{m['flops_per_tile']['conditioning'] / 1e9:.3f}, scales {m['flops_per_tile']['scales'] / 1e9:.3f}, "
              f"decoder {m['flops_per_tile']['decoder'] / 1e9:.3f})",
-             f"- host: {machine_words(h)}"
-             + (f"; GPU {', '.join(g['name'] for g in h['gpus'])}" if h.get("gpus") else "")
-             + (f"; Jetson {h['jetson'].get('model')} ({h['jetson'].get('power_mode')})" if h.get("jetson") else ""),
+             f"- host: {host_words(report)}",
              f"- run: {st['runs']} {'interleaved' if st.get('interleaved', True) else 'sequential'} rounds "
              + (f"(at least; {st['duration_s']:g} s budget) " if st.get("duration_s") else "")
              + (f"and {st['image_runs']} whole-image rounds ({st['image_lr']} px LR) " if st.get("image_lr") else "")
