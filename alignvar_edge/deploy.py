@@ -88,6 +88,10 @@ class DeployOptions:
                              "leave one of them out")
         if (self.runs is not None and self.runs < 1) or (self.warmup is not None and self.warmup < 0):
             raise InputError("--runs must be >= 1 and --warmup >= 0")
+        if self.threads is not None:             # the bench refuses it too, but only after the builds
+            from alignvar_edge.bench.host import run_threads
+            from alignvar_edge.cpuinfo import cpu_info
+            run_threads(self.threads, {"cpu": cpu_info()})
         self.target_list()
 
     def target_list(self) -> list[str]:

@@ -277,6 +277,25 @@ def test_every_printed_figure_names_its_host_isa_and_threads(tmp_path: Path,
         assert "- **xeon**: " in text and "ISA avx512_bf16 amx_bf16; " in text and "; 16 thread(s); peak " in text
 
 
+def test_flags_that_would_oversubscribe_the_cores_or_fill_memory_are_refused_before_any_work(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import os
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert cores
+    bench = ["bench", "alignvar-tiny", "--out", str(tmp_path / "r.json")]
+    cases = [(["--threads", str(cores + 1)], f"--threads {cores + 1} is more than the {cores} core(s)"),
+             (["--image-size", "100000"], "--image-size must be at most 1024 LR px"),
+             (["--folder-images", "100000"], "--folder-images x --folder-size^2 at most 1024^2"),
+             (["--peak-n", "100000"], "--peak-n from 64 to 8192")]
+    for flags, said in cases:
+        rc = cli.main(bench + flags)
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and len(err.splitlines()) == 1 and said in err, (flags, err)
+    assert cli.main(["deploy", "--out", str(tmp_path / "d"), "--threads", str(cores + 1)]) == 2
+    assert f"--threads {cores + 1} is more than" in capsys.readouterr().err
+    assert not (tmp_path / "r.json").exists() and not (tmp_path / "d").exists()
+
+
 def test_parse_spec() -> None:
     s = parse_spec("ov-int8=openvino@GPU:engines/x")
     assert (s.label, s.backend, s.device, s.path) == ("ov-int8", "openvino", "GPU", "engines/x")

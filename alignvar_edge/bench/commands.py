@@ -62,7 +62,8 @@ def register(sub: Any) -> None:
                         f"{4 * FOLDER_LR}x{4 * FOLDER_LR} SR thumbnails at x4)")
     p.add_argument("--overlap", type=nonneg_int, metavar="LR_PX",
                    help="tile overlap of the whole-image and folder timings (default: a quarter tile, as upscale)")
-    p.add_argument("--threads", type=positive_int, help="threads for every engine (default: all usable cores)")
+    p.add_argument("--threads", type=positive_int,
+                   help="threads for every engine, at most the usable cores (default: all usable cores)")
     p.add_argument("--staged", help="a staged ONNX export of the same model: adds ONNX Runtime per-stage timing")
     p.add_argument("--profile-runs", type=nonneg_int, default=3, help="runs of the per-stage profile (0: none)")
     p.add_argument("--peak-n", type=positive_int, default=1024, help="side of the GEMM that measures the peak (default 1024)")

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from alignvar_edge.bench.host import OwnLoad, shared_load
+from alignvar_edge.bench.host import OwnLoad, run_threads, shared_load
 from alignvar_edge.bench.schema import DEVICE_REFERENCE, SCHEMA, SCHEMA_VERSION
 from alignvar_edge.bench.stats import latency_summary, summary_from_percentiles
 from alignvar_edge.manifest import Manifest, ModelInfo, load_verified
@@ -112,7 +112,7 @@ def bench_engine_dir(engines: list[str], runs: int = 20, warmup: int = 3, thread
                              "name at least one (bicubic is a baseline of the bench with PyTorch)")
     host = _host()
     own = OwnLoad()
-    threads = int(threads or (host["cpu"] or {}).get("usable_cores") or os.cpu_count() or 1)
+    threads = run_threads(threads, host)
     entries, first = [], None
     taken: set[str] = set()
     for spec in specs:

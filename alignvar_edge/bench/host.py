@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from alignvar_edge.cpuinfo import cpu_info, probe_command, probe_file
+from alignvar_edge.errors import InputError
 
 __all__ = ["fingerprint", "gpu_info", "jetson_info", "short_label"]
 
@@ -109,6 +110,17 @@ def load_words(load: dict[str, Any]) -> str:
     own = f", {load['own']} of it the run's own" if load.get("own") is not None else ""
     return (f"1-min load average {load['start']} at the start, {load['end']} at the end{own}, "
             f"on {load['cores']} usable cores")
+
+
+def run_threads(threads: int | None, fp: dict[str, Any]) -> int:
+    """The thread count of a bench: --threads, or every core this process may use. More threads than
+    those cores are refused: the extra ones only wait for a core, so every figure would be inflated
+    (and a GEMM peak at hundreds of threads takes minutes)."""
+    cores = (fp.get("cpu") or {}).get("usable_cores") or os.cpu_count() or 1
+    if threads is not None and threads > cores:
+        raise InputError(f"--threads {threads} is more than the {cores} core(s) this process may use here; "
+                         f"pass --threads {cores} or fewer")
+    return int(threads or cores)
 
 
 def machine_words(fp: dict[str, Any]) -> str:

@@ -62,6 +62,8 @@ def _torch_threads(threads: int | None) -> contextlib.AbstractContextManager[Non
 
 # the runtimes set their threads when the session is made, not around a call
 _RUNTIMES = ("onnxruntime", "openvino")
+# the largest --peak-n: three 8192^2 fp32 matrices are 0.8 GB; more only fills memory
+MAX_PEAK_N = 8192
 
 
 def _libraries() -> list[str]:

@@ -24,11 +24,12 @@ from typing import Any
 import numpy as np
 
 from alignvar_edge.bench.fidelity import bicubic_tiles, fidelity
-from alignvar_edge.bench.image import (FOLDER_LR, IMAGE_LR, IMAGE_RUNS, PER_RUN, engine_shape, folder_call,
-                                       folder_geometry, folder_lrs, folder_summary, image_call, image_geometry,
-                                       image_summary, photo_lr)
+from alignvar_edge.bench.image import (FOLDER_LR, IMAGE_LR, IMAGE_RUNS, MAX_IMAGE_LR, PER_RUN, engine_shape,
+                                       folder_call, folder_geometry, folder_lrs, folder_summary, image_call,
+                                       image_geometry, image_summary, photo_lr)
 from alignvar_edge.bench.host import OwnLoad, load_words, shared_load
 from alignvar_edge.bench.memory import PeakRSS, traced_peak_mb
+from alignvar_edge.bench.peak import MAX_PEAK_N
 from alignvar_edge.bench.schema import SCHEMA, SCHEMA_VERSION
 from alignvar_edge.bench.stats import latency_summary
 from alignvar_edge.bench.subjects import (BICUBIC, EAGER, EngineSpec, Subject, artifact_bytes,
@@ -86,8 +87,13 @@ class BenchOptions:
                              f"got {self.folder_images}, {self.folder_size}")
         if self.duration is not None and not self.duration > 0:
             raise InputError(f"--duration must be > 0 seconds, got {self.duration}")
-        if self.profile_runs < 0 or self.peak_n < 64:
-            raise InputError("--profile-runs must be >= 0 and --peak-n >= 64")
+        if self.profile_runs < 0 or not 64 <= self.peak_n <= MAX_PEAK_N:
+            raise InputError(f"--profile-runs must be >= 0 and --peak-n from 64 to {MAX_PEAK_N} (three n x n "
+                             f"fp32 matrices are held); got {self.profile_runs}, {self.peak_n}")
+        if self.image_size > MAX_IMAGE_LR or self.folder_images * self.folder_size ** 2 > MAX_IMAGE_LR ** 2:
+            raise InputError(f"--image-size must be at most {MAX_IMAGE_LR} LR px, and --folder-images x "
+                             f"--folder-size^2 at most {MAX_IMAGE_LR}^2 LR pixels (the images are held in memory); "
+                             f"got {self.image_size}, {self.folder_images} x {self.folder_size}^2")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -318,7 +324,7 @@ def run_bench(engines: Sequence[str], reference: Any = None, options: BenchOptio
     """Measure `engines` (ENGINE specs, see subjects.py) plus PyTorch eager and bicubic."""
     import torch
 
-    from alignvar_edge.bench.host import fingerprint, short_label
+    from alignvar_edge.bench.host import fingerprint, run_threads, short_label
     from alignvar_edge.bench.peak import gemm_call, in_run_peak, measure_peak
     from alignvar_edge.bench.profile import stage_profile, staged_ort_times, torch_stage_times
     from alignvar_edge.model.info import flop_groups, stage_flops
@@ -337,7 +343,7 @@ def run_bench(engines: Sequence[str], reference: Any = None, options: BenchOptio
                          "(`alignvar-edge export --graph staged`)")
     host = fingerprint()
     own = OwnLoad()
-    threads = int(opts.threads or host["cpu"].get("usable_cores") or os.cpu_count() or 1)
+    threads = run_threads(opts.threads, host)
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     every: list[Subject] = []
