@@ -296,6 +296,19 @@ def test_flags_that_would_oversubscribe_the_cores_or_fill_memory_are_refused_bef
     assert not (tmp_path / "r.json").exists() and not (tmp_path / "d").exists()
 
 
+def test_merge_says_once_when_reports_come_from_different_alignvar_edge_versions(tmp_path: Path) -> None:
+    a = json.loads(DOC_REPORT.read_text())
+    b = copy.deepcopy(a)
+    b["label"] = "jetson"
+    pa = write_json(tmp_path / "a.json", a)
+    assert not any("versions" in w for w in merge_reports([pa, write_json(tmp_path / "b.json", b)])["warnings"])
+    b["host"]["alignvar_edge"] = "9.9.9"
+    warned = [w for w in merge_reports([pa, write_json(tmp_path / "b.json", b)])["warnings"] if "versions" in w]
+    assert warned == [f"the reports were written by different alignvar-edge versions (0.1.0: {a['label']}; "
+                      "9.9.9: jetson): how a figure is measured may differ; re-run with one version for "
+                      "like-for-like rows"]
+
+
 def test_parse_spec() -> None:
     s = parse_spec("ov-int8=openvino@GPU:engines/x")
     assert (s.label, s.backend, s.device, s.path) == ("ov-int8", "openvino", "GPU", "engines/x")

@@ -93,6 +93,17 @@ def merge_warnings(parts: list[dict[str, Any]]) -> list[str]:
         # one entry per report: two reports may share a device label (different models)
         return f"{r['label']} ({r['model']['name']})" if len(models) > 1 else r["label"]
 
+    # one schema version reads them all, but how a figure is measured can change between releases
+    versions: dict[str, list[str]] = {}
+    for r in parts:
+        h = r["host"]
+        v = h.get("alignvar_edge") or (h.get("imported_by") or {}).get("alignvar_edge")
+        if v:
+            versions.setdefault(str(v), []).append(who(r))
+    if len(versions) > 1:
+        out.append("the reports were written by different alignvar-edge versions ("
+                   + "; ".join(f"{v}: {', '.join(w)}" for v, w in sorted(versions.items()))
+                   + "): how a figure is measured may differ; re-run with one version for like-for-like rows")
     hosts = [r for r in parts if not _device_report(r)]
     for key in _COMPARED_SETTINGS:
         # a device report has only the timing settings, where it records them (trtexec's: none)
