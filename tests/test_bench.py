@@ -309,6 +309,22 @@ def test_merge_says_once_when_reports_come_from_different_alignvar_edge_versions
                       "like-for-like rows"]
 
 
+def test_bench_names_an_engine_path_that_is_not_an_engine_before_looking_for_its_model(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "x.txt").write_text("hi\n")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "manifest.json").write_text("{")
+    report = write_json(tmp_path / "r.json", json.loads(DOC_REPORT.read_text()))
+    for path, said in ((tmp_path / "notes", "has no manifest.json"), (tmp_path / "broken", "is not valid JSON"),
+                       (report, "is a file, not an engine; to merge bench reports run `alignvar-edge bench merge")):
+        for extra in ([], ["--no-reference"]):
+            rc = cli.main(["bench", str(path), "--out", str(tmp_path / "out.json"), *extra])
+            err = capsys.readouterr().err.strip()
+            assert rc == 2 and len(err.splitlines()) == 1 and str(path) in err and said in err, (path, err)
+    assert not (tmp_path / "out.json").exists()
+
+
 def test_parse_spec() -> None:
     s = parse_spec("ov-int8=openvino@GPU:engines/x")
     assert (s.label, s.backend, s.device, s.path) == ("ov-int8", "openvino", "GPU", "engines/x")

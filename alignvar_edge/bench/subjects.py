@@ -91,8 +91,19 @@ def parse_spec(text: str) -> EngineSpec:
 
 
 def check_exists(spec: EngineSpec) -> None:
-    """Fail fast (before minutes of measuring) on a path that is not there."""
-    if spec.path is None or Path(spec.path).exists():     # (no model import for paths: no PyTorch)
+    """Fail fast (before minutes of measuring) on a path that is not there, or is neither a
+    checkpoint nor an artifact: its own message, where the reference search would only say that
+    no model could be told from the engines."""
+    if spec.path is None:
+        return
+    p = Path(spec.path)
+    if p.exists():                                        # (no model import for paths: no PyTorch)
+        if p.is_file() and p.suffix.lower() == ".json":  # `bench A.json B.json` for `bench merge ...`
+            raise InputError(f"'{spec.path}' is a file, not an engine; to merge bench reports run "
+                             f"`alignvar-edge bench merge {spec.path} ... --md MERGED.md`")
+        if not (p / "config.json").is_file():             # a checkpoint: config.json + weights, no manifest
+            from alignvar_edge.manifest import read_manifest
+            read_manifest(p)          # not a directory, no manifest.json, a manifest that is not JSON
         return
     from alignvar_edge.model.checkpoint import BUNDLED
     if spec.path not in BUNDLED:
