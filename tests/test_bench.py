@@ -259,6 +259,9 @@ def test_every_printed_figure_names_its_host_isa_and_threads(tmp_path: Path,
     isa = " ".join(a["host"]["cpu"]["isa"])
     head = terminal_table(a).splitlines()[0]
     assert head.startswith(f"alignvar-tiny on {a['label']}: ") and f"ISA {isa};" in head and "1 thread(s)" in head
+    # and every column its unit
+    columns = terminal_table(a).splitlines()[1]
+    assert all(c in columns for c in ("p50 ms/tile", "p99 ms", "PSNR-Y/ref dB", "PSNR-Y/HR dB", "mem MB")), columns
     # a report of 30 runs as this version writes it: no p99, and why; the '–' in its column is explained once
     for e in a["engines"]:
         if e.get("latency"):
@@ -275,6 +278,7 @@ def test_every_printed_figure_names_its_host_isa_and_threads(tmp_path: Path,
     for text in (out, (tmp_path / "m.md").read_text()):
         assert f"- **{a['label']}**: " in text and f"ISA {isa}; " in text and "; 1 thread(s); peak " in text
         assert "- **xeon**: " in text and "ISA avx512_bf16 amx_bf16; " in text and "; 16 thread(s); peak " in text
+        assert "| p50 ms/tile | ms/MP |" in text and "| PSNR-Y/HR dB |" in text
 
 
 def test_flags_that_would_oversubscribe_the_cores_or_fill_memory_are_refused_before_any_work(

@@ -174,7 +174,7 @@ MERGED_COLUMNS = [("device", "device"), ("model", "model"), ("engine", "label"),
                   ("p50 ms/tile", "p50"), ("ms/MP", "ms_per_mp"), ("tiles/s", "tiles_per_s"),
                   ("% peak", "roofline"), ("vs eager", "speedup"),
                   ("image MP/s", "img_mps"), ("image vs eager", "img_speedup"), ("tokens", "tokens"),
-                  ("PSNR-Y/HR", "psnr_hr"), ("mem MB", "mem"), ("size MB", "size")]
+                  ("PSNR-Y/HR dB", "psnr_hr"), ("mem MB", "mem"), ("size MB", "size")]
 
 
 def merge_markdown(merged: dict[str, Any], plot: str | None = None) -> str:

@@ -96,12 +96,12 @@ def engine_rows(report: dict[str, Any]) -> list[Row]:
 
 
 COLUMNS: list[tuple[str, str]] = [
-    ("engine", "label"), ("precision", "precision"), ("p50 ms/tile", "p50"), ("p90", "p90"), ("p99", "p99"),
+    ("engine", "label"), ("precision", "precision"), ("p50 ms/tile", "p50"), ("p90 ms", "p90"), ("p99 ms", "p99"),
     ("ms/MP", "ms_per_mp"), ("tiles/s", "tiles_per_s"), ("GFLOP/s", "gflops"), ("% peak", "roofline"),
     ("vs eager", "speedup"), ("image MP/s", "img_mps"), ("image vs eager", "img_speedup"),
     ("folder MP/s", "folder_mps"), ("folder vs eager", "folder_speedup"), ("tokens", "tokens"),
-    ("PSNR-Y/ref", "psnr_ref"), ("SSIM-Y/ref", "ssim_ref"),
-    ("PSNR-Y/HR", "psnr_hr"), ("SSIM-Y/HR", "ssim_hr"), ("mem MB", "mem"), ("size MB", "size"),
+    ("PSNR-Y/ref dB", "psnr_ref"), ("SSIM-Y/ref", "ssim_ref"),
+    ("PSNR-Y/HR dB", "psnr_hr"), ("SSIM-Y/HR", "ssim_hr"), ("mem MB", "mem"), ("size MB", "size"),
 ]
 
 
