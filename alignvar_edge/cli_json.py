@@ -9,8 +9,10 @@ written atomically (a reader never sees half of it), and before the text: a clos
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
+from alignvar_edge.bench.schema import is_report
 from alignvar_edge.fsmodes import unwritable_folder, write_text
 from alignvar_edge.jsonsafe import dumps
 
@@ -24,6 +26,10 @@ def json_target(text: str) -> str:
     if text != STDOUT and not text.lower().endswith(".json"):
         raise argparse.ArgumentTypeError(f"FILE must end in .json, got {text!r} (put positional "
                                          "arguments before a bare --json)")
+    if text != STDOUT and os.path.isfile(text) and is_report(text):
+        # a benchmark report is the result of minutes of timing on some device: only bench replaces it
+        raise argparse.ArgumentTypeError(f"{text} is a benchmark report (alignvar-edge bench), which this verb "
+                                         "does not replace; choose another FILE")
     if text != STDOUT and (folder := unwritable_folder(text)) is not None:
         raise argparse.ArgumentTypeError(f"cannot write {text}: the folder {folder} is not writable; "
                                          "choose another FILE")

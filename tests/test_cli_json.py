@@ -49,6 +49,21 @@ def test_a_file_that_is_not_json_is_one_line_naming_the_flag(capsys):
     assert len(err) == 1 and "--json" in err[0] and "must end in .json" in err[0]
 
 
+@pytest.mark.parametrize("verb", ["doctor", "info"])
+def test_json_file_never_replaces_a_benchmark_report(verb, tmp_path, capsys):
+    # `doctor --json report.json` next to the bench reports being compared would lose a device's run
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({"schema": "alignvar-edge.bench", "schema_version": 1, "kind": "bench"}))
+    before = report.read_bytes()
+    assert main([verb, "--json", str(report)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--json" in err[0] and "is a benchmark report" in err[0], err
+    assert report.read_bytes() == before
+    # an earlier result of the verb itself is replaced
+    own = tmp_path / "own.json"
+    assert main([verb, "--json", str(own)]) == 0 and main([verb, "--json", str(own)]) == 0
+
+
 @pytest.mark.parametrize("unbuffered", [True, False], ids=["unbuffered", "buffered"])
 def test_json_file_is_written_when_stdout_is_closed(micro_export, tmp_path, unbuffered):
     """`inspect ART --json FILE | head -1`: the reader closing stdout must not cost the FILE, nor

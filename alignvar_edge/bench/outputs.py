@@ -6,13 +6,12 @@ replace something that is not an earlier output of its kind.
 """
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from typing import Any
 
 from alignvar_edge.bench.render import plot_report, report_markdown
-from alignvar_edge.bench.schema import SCHEMA, write_json
+from alignvar_edge.bench.schema import is_report, write_json
 from alignvar_edge.errors import InputError, OutputExistsError
 from alignvar_edge.fsmodes import write_text
 
@@ -27,15 +26,6 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 def _head(path: str, n: int) -> bytes:
     with open(path, "rb") as fh:
         return fh.read(n)
-
-
-def _is_report(path: str) -> bool:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and data.get("schema") == SCHEMA
 
 
 def check_targets(out: str | None, md: str | None, plot: str | None, inputs: Sequence[str] = ()) -> None:
@@ -57,7 +47,7 @@ def check_targets(out: str | None, md: str | None, plot: str | None, inputs: Seq
             raise OutputExistsError(f"{flag} {p} is one of the reports being merged; choose another file")
         if os.path.isdir(p):
             raise OutputExistsError(f"{flag} {p} is a directory; name a file")
-        ours = (_is_report(p) if flag == "--out" else
+        ours = (is_report(p) if flag == "--out" else
                 _head(p, len(_MD_TITLE)) == _MD_TITLE.encode() if flag == "--md" else
                 _head(p, len(_PNG_SIGNATURE)) == _PNG_SIGNATURE)
         if not ours:

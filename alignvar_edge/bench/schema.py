@@ -58,6 +58,16 @@ def write_json(path: str | os.PathLike[str], data: Any) -> Path:
     return write_text(path, dumps(data))
 
 
+def is_report(path: str | os.PathLike[str]) -> bool:
+    """Whether `path` holds a bench (or merged) report of any version: what only `bench` replaces."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("schema") == SCHEMA
+
+
 def check_report(report: Any, where: str = "report") -> dict[str, Any]:
     """Raise ReportSchemaError unless `report` is a bench/merged report of SCHEMA_VERSION."""
     if not isinstance(report, dict) or report.get("schema") != SCHEMA:
