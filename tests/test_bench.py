@@ -329,6 +329,22 @@ def test_bench_names_an_engine_path_that_is_not_an_engine_before_looking_for_its
     assert not (tmp_path / "out.json").exists()
 
 
+def test_merge_plot_of_reports_without_a_timed_engine_is_one_line_and_writes_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # a device where every engine was unavailable (a TensorRT kit, a Core ML package off macOS)
+    r = json.loads(DOC_REPORT.read_text())
+    for e in r["engines"]:
+        e.update(status="unavailable", reason="not here")
+        e.pop("latency", None)
+    pr = write_json(tmp_path / "r.json", r)
+    outs = ["--out", str(tmp_path / "m.json"), "--md", str(tmp_path / "m.md"), "--plot", str(tmp_path / "m.png")]
+    assert cli.main(["bench", "merge", str(pr), *outs]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--plot: no engine of these reports was timed" in err, err
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("m")]
+    assert cli.main(["bench", "merge", str(pr), *outs[:4]]) == 0          # without the plot it merges
+
+
 def test_parse_spec() -> None:
     s = parse_spec("ov-int8=openvino@GPU:engines/x")
     assert (s.label, s.backend, s.device, s.path) == ("ov-int8", "openvino", "GPU", "engines/x")

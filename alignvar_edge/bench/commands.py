@@ -196,7 +196,7 @@ def run_device_bench(args: argparse.Namespace) -> int:
 def run_merge(paths: list[str], args: argparse.Namespace) -> int:
     import os
 
-    from alignvar_edge.bench.merge import merge_markdown, merge_reports, plot_merged
+    from alignvar_edge.bench.merge import merge_markdown, merge_reports, plot_merged, plot_rows
     from alignvar_edge.bench.render import pyplot
     from alignvar_edge.fsmodes import write_text
     from alignvar_edge.bench.schema import write_json
@@ -209,6 +209,8 @@ def run_merge(paths: list[str], args: argparse.Namespace) -> int:
     if args.plot:
         pyplot()                # before writing anything: all the outputs asked for, or none
     merged = merge_reports(paths)
+    if args.plot:
+        plot_rows(merged)
     for w in merged["warnings"]:
         print(f"bench merge: warning: {w}", file=sys.stderr)
     if args.out:

@@ -18,9 +18,10 @@ from alignvar_edge.bench.host import load_words, shared_load
 from alignvar_edge.bench.render import (_cell, _md_table, _plain_log_ticks, _save, engine_rows, host_words, pyplot,
                                         threads_words)
 from alignvar_edge.bench.schema import DEVICE_REFERENCE, SCHEMA, SCHEMA_VERSION, ReportSchemaError, read_report
+from alignvar_edge.errors import InputError
 from alignvar_edge.manifest import default_overlap
 
-__all__ = ["lineup", "merge_markdown", "merge_reports", "merge_warnings", "plot_merged"]
+__all__ = ["lineup", "merge_markdown", "merge_reports", "merge_warnings", "plot_merged", "plot_rows"]
 
 
 def _parts(report: dict[str, Any]) -> list[dict[str, Any]]:
@@ -208,12 +209,21 @@ def merge_markdown(merged: dict[str, Any], plot: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot_rows(merged: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows the plot draws (timed engines), or an InputError where there is none: called before
+    any output is written, so --plot fails alone, not after --out."""
+    rows = [r for r in merged["rows"] if r["status"] == "ok" and r["ms_per_mp"]]
+    if not rows:
+        raise InputError("--plot: no engine of these reports was timed (every row is unavailable or failed), "
+                         "so there is nothing to plot; leave out --plot")
+    return sorted(rows, key=lambda r: (r["device"], r["model"], r["ms_per_mp"]))
+
+
 def plot_merged(merged: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     """One horizontal bar per (device, engine): p50 ms per SR megapixel, log scale, colour per device."""
     plt = pyplot()
 
-    rows = [r for r in merged["rows"] if r["status"] == "ok" and r["ms_per_mp"]]
-    rows.sort(key=lambda r: (r["device"], r["model"], r["ms_per_mp"]))
+    rows = plot_rows(merged)
     devices = list(dict.fromkeys(r["device"] for r in rows))
     cmap = plt.get_cmap("tab10")
     fig, ax = plt.subplots(figsize=(9, 0.35 * max(4, len(rows)) + 1.5))
