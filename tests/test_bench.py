@@ -227,8 +227,9 @@ def test_merge_tells_weights_apart_by_their_hash_not_their_path(tmp_path: Path) 
     assert any("different weights" in w for w in merge_reports([pa, write_json(tmp_path / "b.json", b)])["warnings"])
 
 
-def test_bench_outputs_never_replace_an_input_or_a_file_of_another_kind(tmp_path: Path,
-                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_bench_outputs_never_replace_an_input_or_a_file_of_another_kind(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)                 # where `--out -` would leave a file named '-'
     a = write_json(tmp_path / "a.json", json.loads(DOC_REPORT.read_text()))
     b = write_json(tmp_path / "b.json", {**json.loads(DOC_REPORT.read_text()), "label": "other"})
     notes, other = tmp_path / "notes.md", tmp_path / "other.json"
@@ -240,12 +241,14 @@ def test_bench_outputs_never_replace_an_input_or_a_file_of_another_kind(tmp_path
              merge + ["--md", str(notes)], merge + ["--out", str(other)],
              merge + ["--out", str(tmp_path / "m.json"), "--plot", str(notes)],   # not a PNG: nothing written
              merge + ["--out", str(tmp_path / "m.json"), "--md", str(tmp_path / "m.json")],
+             merge + ["--out", "-"],                                    # not stdout: a file named '-'
              ["bench", "bicubic", "--out", str(other)]]                 # refused before any measuring
     for argv in cases:
         rc = cli.main(argv)
         err = capsys.readouterr().err.strip()
         assert rc == 2 and len(err.splitlines()) == 1 and err.startswith("alignvar-edge bench: error: --"), (argv, err)
     assert {p: p.read_bytes() for p in before} == before and not (tmp_path / "m.json").exists()
+    assert not (tmp_path / "-").exists()
     # its own earlier outputs, and an input as --out (a merged report keeps its parts), are replaced
     outs = ["--out", str(tmp_path / "m.json"), "--md", str(tmp_path / "m.md"), "--plot", str(tmp_path / "m.png")]
     assert cli.main(merge + outs) == 0 and cli.main(merge + outs) == 0

@@ -31,6 +31,10 @@ def _head(path: str, n: int) -> bytes:
 def check_targets(out: str | None, md: str | None, plot: str | None, inputs: Sequence[str] = ()) -> None:
     """--out/--md/--plot replace an earlier bench output of their kind, never another file (a report
     being merged, notes, some other tool's JSON), and no two of them name one file."""
+    for flag, p in (("--out", out), ("--md", md), ("--plot", plot)):
+        if p == "-":                  # other verbs' `--json -`; here it would be a file named '-'
+            raise InputError(f"{flag} - : bench writes its outputs to files, not to stdout; name a file "
+                             "(the Markdown table is printed on stdout when --md is left out)")
     if plot and not plot.lower().endswith(".png"):
         raise InputError(f"--plot {plot}: the plot is a PNG; name a file ending in .png")
     targets = [(flag, p) for flag, p in (("--out", out), ("--md", md), ("--plot", plot)) if p]
