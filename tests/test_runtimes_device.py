@@ -236,6 +236,18 @@ def test_a_device_report_records_its_own_load_and_merges_with_a_host_report_in_o
     assert any(w.startswith("setting 'runs' differs") for w in warned), warned
 
 
+def test_device_bench_prints_its_host_isa_threads_and_why_p99_is_empty(ort_dir, tmp_path, capsys):
+    from alignvar_edge.cli import main
+    from alignvar_edge.cpuinfo import cpu_info
+    out = tmp_path / "r.json"
+    assert main(["bench", str(ort_dir), "--no-reference", "--runs", "2", "--warmup", "0", "--threads", "1",
+                 "--out", str(out)]) == 0
+    text = capsys.readouterr().out.splitlines()
+    isa = " ".join(cpu_info()["isa"]) or "–"
+    assert f"ISA {isa};" in text[0] and text[0].endswith("; 1 thread(s)"), text[0]
+    assert "p99 –: p99 needs >= 100 runs, this run has 2; pass --runs 100 (or a --duration that gives as many)." in text
+
+
 def test_golden_outputs_come_from_the_checkpoint_when_the_export_names_one(tmp_path, ort_dir):
     from alignvar_edge.errors import ArtifactError
     from alignvar_edge.model.checkpoint import resolve_checkpoint_dir

@@ -167,7 +167,7 @@ def _have_torch() -> bool:
 def run_device_bench(args: argparse.Namespace) -> int:
     """`bench trtexec LOG` and `bench ENGINE... --no-reference`: reports without PyTorch."""
     from alignvar_edge.bench.device import bench_engine_dir, trtexec_report
-    from alignvar_edge.bench.render import shared_line, terminal_table
+    from alignvar_edge.bench.render import p99_line, shared_line, terminal_table
     from alignvar_edge.bench.schema import write_json
     if args.md or args.plot:
         raise InputError("device reports are JSON only: render them with `alignvar-edge bench merge "
@@ -187,6 +187,8 @@ def run_device_bench(args: argparse.Namespace) -> int:
                                   duration=args.duration)
     write_json(args.out, report)
     print(terminal_table(report))
+    if p99_line(report):
+        print(p99_line(report))
     if report["summary"].get("shared_load"):
         print(shared_line(report["summary"]["shared_load"], report["settings"].get("threads")))
     print(f"wrote {args.out}")

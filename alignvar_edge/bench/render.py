@@ -240,14 +240,18 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
                    f"i.e. at most {s['fp32_bound_speedup']:.2f}x eager for an fp32 engine on this machine.")
     if s.get("target_verdict"):
         out.append(f"Speed-up target {s['target_speedup']:g}x: {s['target_verdict']}.")
-    # a '–' under p99 is said once, with what gives one
-    omitted = next((e["latency"]["p99_omitted"] for e in report.get("engines", [])
-                    if (e.get("latency") or {}).get("p99_omitted")), None)
-    if omitted:
-        out.append(f"p99 –: {omitted}.")
+    if p99_line(report):
+        out.append(p99_line(report))
     if s.get("shared_load"):
         out.append(shared_line(s["shared_load"], threads))
     return out
+
+
+def p99_line(report: dict[str, Any]) -> str:
+    """A '–' under p99, said once with what gives one; '' where every engine has its p99."""
+    omitted = next((e["latency"]["p99_omitted"] for e in report.get("engines", [])
+                    if (e.get("latency") or {}).get("p99_omitted")), None)
+    return f"p99 –: {omitted}." if omitted else ""
 
 
 def shared_line(load: dict[str, Any], threads: Any) -> str:
