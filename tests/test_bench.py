@@ -348,6 +348,15 @@ def test_merge_plot_of_reports_without_a_timed_engine_is_one_line_and_writes_not
     assert cli.main(["bench", "merge", str(pr), *outs[:4]]) == 0          # without the plot it merges
 
 
+def test_merge_warns_when_fidelity_tiles_or_the_best_engine_gate_differ(tmp_path: Path) -> None:
+    a = json.loads(DOC_REPORT.read_text())
+    b = copy.deepcopy(a)
+    b["label"], b["settings"]["seed"], b["settings"]["min_token_agreement"] = "jetson", 7, 0.95
+    warned = merge_reports([write_json(tmp_path / "a.json", a), write_json(tmp_path / "b.json", b)])["warnings"]
+    assert any(w.startswith("setting 'seed' differs") and "jetson=7" in w for w in warned), warned
+    assert any(w.startswith("setting 'min_token_agreement' differs") and "jetson=0.95" in w for w in warned)
+
+
 def test_parse_spec() -> None:
     s = parse_spec("ov-int8=openvino@GPU:engines/x")
     assert (s.label, s.backend, s.device, s.path) == ("ov-int8", "openvino", "GPU", "engines/x")

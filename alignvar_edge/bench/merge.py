@@ -67,9 +67,10 @@ def merge_reports(paths: Sequence[str | os.PathLike[str]]) -> dict[str, Any]:
 
 
 # settings that change what a figure means; two reports differing in one are not like for like
+# (seed: which tiles fidelity is measured on; min_token_agreement: which engine is "best")
 _COMPARED_SETTINGS = ("threads", "runs", "duration_s", "warmup", "eager_batch", "interleaved", "image_lr",
                       "image_runs", "image_overlap", "folder_images", "folder_lr", "fidelity_tiles", "images",
-                      "ort_spin")
+                      "seed", "min_token_agreement", "ort_spin")
 
 
 def merge_warnings(parts: list[dict[str, Any]]) -> list[str]:
