@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -249,6 +250,14 @@ def test_bench_outputs_never_replace_an_input_or_a_file_of_another_kind(
         assert rc == 2 and len(err.splitlines()) == 1 and err.startswith("alignvar-edge bench: error: --"), (argv, err)
     assert {p: p.read_bytes() for p in before} == before and not (tmp_path / "m.json").exists()
     assert not (tmp_path / "-").exists()
+    # a folder that cannot be written is found before the bench measures for minutes (root may write
+    # anywhere, so the read-only folder is what os.access would say of one)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **k: False if Path(p) == ro else real(p, mode, **k))
+    assert cli.main(["bench", "bicubic", "--out", str(ro / "r.json")]) == 2
+    assert f"--out {ro / 'r.json'}: the folder {ro} is not writable" in capsys.readouterr().err
     # its own earlier outputs, and an input as --out (a merged report keeps its parts), are replaced
     outs = ["--out", str(tmp_path / "m.json"), "--md", str(tmp_path / "m.md"), "--plot", str(tmp_path / "m.png")]
     assert cli.main(merge + outs) == 0 and cli.main(merge + outs) == 0

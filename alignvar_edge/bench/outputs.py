@@ -13,7 +13,7 @@ from typing import Any
 from alignvar_edge.bench.render import plot_report, report_markdown
 from alignvar_edge.bench.schema import is_report, write_json
 from alignvar_edge.errors import InputError, OutputExistsError
-from alignvar_edge.fsmodes import write_text
+from alignvar_edge.fsmodes import unwritable_folder, write_text
 
 __all__ = ["check_targets", "write_outputs"]
 
@@ -45,6 +45,8 @@ def check_targets(out: str | None, md: str | None, plot: str | None, inputs: Seq
             raise InputError(f"{flag} {p} is also {seen[key]}: give each output its own file")
         seen[key] = flag
     for flag, p in targets:
+        if (folder := unwritable_folder(p)) is not None:        # found now, not after minutes of timing
+            raise InputError(f"{flag} {p}: the folder {folder} is not writable; choose another file")
         if not os.path.lexists(p):
             continue
         if flag != "--out" and any(os.path.exists(i) and os.path.samefile(i, p) for i in inputs):
