@@ -366,6 +366,20 @@ def test_merge_warns_when_fidelity_tiles_or_the_best_engine_gate_differ(tmp_path
     assert any(w.startswith("setting 'min_token_agreement' differs") and "jetson=0.95" in w for w in warned)
 
 
+def test_a_third_run_of_one_device_merged_onto_a_merged_report_gets_its_own_column(tmp_path: Path) -> None:
+    from alignvar_edge.bench.merge import lineup
+    runs = []
+    for i in range(3):                          # three runs on one machine, no --label: one default label
+        r = json.loads(DOC_REPORT.read_text())
+        r["created"] = f"2030-01-0{i + 1}T00:00:00+00:00"
+        runs.append(write_json(tmp_path / f"run{i}.json", r))
+    first = write_json(tmp_path / "m.json", merge_reports(runs[:2]))
+    merged = merge_reports([first, runs[2]])
+    label = json.loads(DOC_REPORT.read_text())["label"]
+    assert [r["label"] for r in merged["reports"]] == [label, f"{label} #2", f"{label} #3"]
+    assert lineup(merged, "speedup")[0] == ["model", "engine", label, f"{label} #2", f"{label} #3"]
+
+
 def test_parse_spec() -> None:
     s = parse_spec("ov-int8=openvino@GPU:engines/x")
     assert (s.label, s.backend, s.device, s.path) == ("ov-int8", "openvino", "GPU", "engines/x")

@@ -47,14 +47,23 @@ def merge_reports(paths: Sequence[str | os.PathLike[str]]) -> dict[str, Any]:
                 continue
             where[text] = str(p)
             parts.append(r)
-    # one device may report several models; only a repeated (device, model) pair needs telling apart
-    seen: dict[tuple[str, str], int] = {}
+    # one device may report several models; only a repeated (device, model) pair needs telling apart.
+    # Labels a report already has are kept (a merged report's 'X #2' included), and a repeat takes
+    # the first free number: two reports under one label would share one column of the lineups.
+    used: set[tuple[str, str]] = set()
+    repeats = []
     for r in parts:
         key = (r["label"], r["model"]["name"])
-        n = seen.get(key, 0) + 1
-        seen[key] = n
-        if n > 1:
-            r["label"] = f"{r['label']} #{n}"
+        if key in used:
+            repeats.append(r)
+        else:
+            used.add(key)
+    for r in repeats:
+        n = 2
+        while (f"{r['label']} #{n}", r["model"]["name"]) in used:
+            n += 1
+        r["label"] = f"{r['label']} #{n}"
+        used.add((r["label"], r["model"]["name"]))
     rows = []
     for r in parts:
         for row in engine_rows(r):
