@@ -280,6 +280,8 @@ def test_every_printed_figure_names_its_host_isa_and_threads(tmp_path: Path,
             e["latency"]["per_tile_ms"].pop("p99", None)
             e["latency"]["p99_omitted"] = "p99 needs >= 100 runs, this run has 30; pass --runs 100"
     assert "p99 –: p99 needs >= 100 runs, this run has 30; pass --runs 100" in "\n".join(summary_lines(a))
+    bound = next(ln for ln in summary_lines(a) if ln.startswith("fp32 roofline bound"))
+    assert bound.endswith("on this machine, 1 thread(s)."), bound
     b = copy.deepcopy(a)
     b["label"], b["settings"]["threads"], b["host"]["cpu"]["isa"] = "xeon", 16, ["avx512_bf16", "amx_bf16"]
     pa, pb = write_json(tmp_path / "a.json", a), write_json(tmp_path / "b.json", b)

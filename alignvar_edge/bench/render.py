@@ -237,7 +237,8 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         out.append(all_cores_line(report["all_cores"]))
     if s.get("fp32_bound_speedup"):
         out.append(f"fp32 roofline bound: FLOPs / measured peak = {s['fp32_bound_ms_per_tile']:.2f} ms/tile, "
-                   f"i.e. at most {s['fp32_bound_speedup']:.2f}x eager for an fp32 engine on this machine.")
+                   f"i.e. at most {s['fp32_bound_speedup']:.2f}x eager for an fp32 engine on this machine, "
+                   f"{threads} thread(s).")
     if s.get("target_verdict"):
         out.append(f"Speed-up target {s['target_speedup']:g}x: {s['target_verdict']}.")
     if p99_line(report):
