@@ -20,7 +20,7 @@ from alignvar_edge.model.resample import resize_matrix
 from alignvar_edge.model.rollout import PER_LAYER, STACKED, KVLayout
 from alignvar_edge.model.rope import apply_rope, apply_rope_complex, pair_swap, pair_tables, rope_tables, scale_positions
 from alignvar_edge.model.sca import SCAGuidance, affinity, sca_bias
-from alignvar_edge.model.transformer import MASK_VALUE, BlockCausal, SelfAttention, attention_form
+from alignvar_edge.model.transformer import MASK_VALUE, BlockCausal, SelfAttention, attention_form, softmax_attend
 from alignvar_edge.model.upstream import import_varsr
 
 
@@ -132,6 +132,16 @@ def test_block_causal_attention_equals_the_dense_mask(training: bool) -> None:
         results.append((out.detach(), xi.grad, attn.sca_alpha.grad.clone()))
     for got, want in zip(*results):
         assert torch.allclose(got, want, atol=1e-5, rtol=1e-5), (got - want).abs().max()
+
+
+def test_softmax_attend_kernels_agree() -> None:
+    """The GPU's choice (SDPA) and the CPU's (plain products) compute the same attention."""
+    torch.manual_seed(0)
+    q, k, v, bias = torch.randn(2, 4, 7, 8), torch.randn(2, 4, 11, 8), torch.randn(2, 4, 11, 8), torch.randn(2, 4, 7, 11)
+    for b in (bias, None):
+        want = torch.softmax(q @ k.transpose(-2, -1) + (0 if b is None else b), -1) @ v
+        for sdpa in (True, False):
+            assert torch.allclose(softmax_attend(q, k, v, b, sdpa), want, atol=1e-6), (sdpa, b is None)
 
 
 def test_sca_alpha_zero_is_plain_attention_bitwise() -> None:
