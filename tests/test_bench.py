@@ -223,9 +223,36 @@ def test_merge_tells_weights_apart_by_their_hash_not_their_path(tmp_path: Path) 
     b["model"]["source"], b["model"]["weights_sha256"] = a["model"]["source"], "2" * 64  # retrained in place
     warned = merge_reports([pa, write_json(tmp_path / "b.json", b)])["warnings"]
     assert any("alignvar-tiny comes from different weights" in w for w in warned), warned
-    del b["model"]["weights_sha256"]            # an older report: where the weights were loaded from decides
+    del b["model"]["weights_sha256"]            # an older report from another path: it cannot be told
     b["model"]["source"] = "checkpoint /home/me/alignvar-tiny"
-    assert any("different weights" in w for w in merge_reports([pa, write_json(tmp_path / "b.json", b)])["warnings"])
+    warned = merge_reports([pa, write_json(tmp_path / "b.json", b)])["warnings"]
+    assert not any("different weights" in w for w in warned), warned
+    assert [w for w in warned if "same weights cannot be told" in w] == [
+        "model alignvar-tiny: whether the reports ran the same weights cannot be told (checkpoint "
+        "/home/me/alignvar-tiny; checkpoint alignvar-tiny): jetson recorded no weights hash (an older report) "
+        "and no source another report names; compare fidelity and speed-ups across these reports with care"]
+
+
+def test_merge_compares_a_report_without_the_weights_hash_by_what_it_records(tmp_path: Path) -> None:
+    # an older report (no hash, its bundled checkpoint written 'checkpoint alignvar-tiny') and a newer
+    # one (hash, 'checkpoint alignvar-tiny (bundled)') of the same weights
+    old = json.loads((DOC_REPORT.parents[1] / "xeon-amx" / "xeon-tiny-t1.json").read_text())
+    new = json.loads((DOC_REPORT.parents[1] / "epyc-zen4-2core" / "b16-engines.json").read_text())
+    assert "weights_sha256" not in old["model"] and new["model"]["source"].endswith("(bundled)")
+    po, pn = write_json(tmp_path / "old.json", old), write_json(tmp_path / "new.json", new)
+    warned = merge_reports([pn, po])["warnings"]
+    assert not any("weights" in w for w in warned), warned
+    # what the older report records still tells weights apart: its parameter count
+    old["model"]["parameters"]["inference"] += 1
+    warned = merge_reports([pn, write_json(tmp_path / "old.json", old)])["warnings"]
+    assert any(w.startswith("model alignvar-tiny comes from different weights") for w in warned), warned
+    # two random-weight presets of other seeds are other weights, hash or not
+    a, b = copy.deepcopy(old), copy.deepcopy(old)
+    a["model"]["source"], b["model"]["source"] = ("preset tiny, random weights, seed 0",
+                                                  "preset tiny, random weights, seed 1")
+    b["label"] = "other"
+    warned = merge_reports([write_json(tmp_path / "a.json", a), write_json(tmp_path / "b.json", b)])["warnings"]
+    assert any("comes from different weights" in w for w in warned), warned
 
 
 def test_bench_outputs_never_replace_an_input_or_a_file_of_another_kind(

@@ -89,17 +89,10 @@ def merge_warnings(parts: list[dict[str, Any]]) -> list[str]:
     if len(models) > 1:
         out.append(f"the reports benchmark different models ({', '.join(models)}): compare rows within a model only")
     for name in models:
-        same = [r["model"] for r in parts if r["model"]["name"] == name]
-        sources = sorted({str(m.get("source")) for m in same})
-        hashes = {m.get("weights_sha256") for m in same}
-        if None in hashes:        # reports written before the hash: where the weights were loaded from
-            params = {(m.get("parameters") or {}).get("inference") for m in same}
-            differ = len(sources) > 1 or len(params) > 1
-        else:                     # the same checkpoint copied to another path is the same weights
-            differ = len(hashes) > 1
-        if differ:
-            out.append(f"model {name} comes from different weights ({'; '.join(sources)}): fidelity and "
-                       "speed-ups are not comparable across these reports")
+        line = _weights_line(name, [r for r in parts if r["model"]["name"] == name])
+        if line:
+            out.append(line)
+
     def who(r: dict[str, Any]) -> str:
         # one entry per report: two reports may share a device label (different models)
         return f"{r['label']} ({r['model']['name']})" if len(models) > 1 else r["label"]
@@ -145,6 +138,34 @@ def merge_warnings(parts: list[dict[str, Any]]) -> list[str]:
                        + (f" at {threads} threads: its ratios against eager PyTorch are flattered; "
                           "re-run it with --threads 1" if busy else ": its absolute times are inflated"))
     return out
+
+
+def _weights_line(name: str, reports: list[dict[str, Any]]) -> str | None:
+    """Whether the reports of one model ran the same weights, by what each records: the state-dict
+    hash (the same checkpoint copied to another path is the same weights), else, in reports written
+    before the hash, the parameter count and where the weights were loaded from. None where they
+    agree; one line where they differ, or where nothing recorded can tell."""
+    models = [r["model"] for r in reports]
+    # reports before the hash wrote a bundled checkpoint as 'checkpoint NAME', without '(bundled)'
+    sources = [re.sub(r" \(bundled\)$", "", str(m.get("source"))) for m in models]
+    listed = "; ".join(sorted({str(m.get("source")) for m in models}))
+    hashes = {m["weights_sha256"] for m in models if m.get("weights_sha256")}
+    params = {(m.get("parameters") or {}).get("inference") for m in models} - {None}
+    # a preset's seed is its weights: two preset sources differ
+    presets = len(set(sources)) > 1 and all(s.startswith("preset ") for s in sources)
+    if len(hashes) > 1 or len(params) > 1 or presets:
+        return (f"model {name} comes from different weights ({listed}): fidelity and speed-ups are not "
+                "comparable across these reports")
+    # a report without the hash is the same weights where it names the source of another report
+    hashed = {s for s, m in zip(sources, models) if m.get("weights_sha256")}
+    groups = {s for s, m in zip(sources, models) if not m.get("weights_sha256") and s not in hashed}
+    if len(groups) + bool(hashed) <= 1:
+        return None
+    unhashed = [r["label"] for r, src in zip(reports, sources)
+                if not r["model"].get("weights_sha256") and src not in hashed]
+    return (f"model {name}: whether the reports ran the same weights cannot be told ({listed}): "
+            f"{', '.join(unhashed)} recorded no weights hash (an older report) and no source another report "
+            "names; compare fidelity and speed-ups across these reports with care")
 
 
 # the settings a device report (`bench --no-reference`, `bench trtexec`) has
