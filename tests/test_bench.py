@@ -386,6 +386,19 @@ def test_merge_plot_of_reports_without_a_timed_engine_is_one_line_and_writes_not
     assert cli.main(["bench", "merge", str(pr), *outs[:4]]) == 0          # without the plot it merges
 
 
+@pytest.mark.parametrize("flags", [["--runs", "5"], ["--threads", "1"], ["--no-reference"], ["--label", "x"],
+                                   ["--tiles", "2", "--seed", "3"]])
+def test_merge_refuses_a_bench_flag_it_would_ignore_in_one_line(flags: list[str], tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    rc = cli.main(["bench", "merge", str(DOC_REPORT), "--out", str(tmp_path / "m.json"), *flags])
+    err = capsys.readouterr().err.strip()
+    named = [f for f in flags if f.startswith("--")]
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith(f"alignvar-edge bench: error: {', '.join(named)} ") and "bench merge" in err, err
+    assert not (tmp_path / "m.json").exists()
+    assert cli.main(["bench", "merge", str(DOC_REPORT), "--out", str(tmp_path / "m.json")]) == 0
+
+
 def test_merge_warns_when_fidelity_tiles_or_the_best_engine_gate_differ(tmp_path: Path) -> None:
     a = json.loads(DOC_REPORT.read_text())
     b = copy.deepcopy(a)

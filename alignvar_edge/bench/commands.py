@@ -17,7 +17,11 @@ ENGINE_HELP = ("[LABEL=][BACKEND[@DEVICE][+MODE]:]PATH or 'bicubic': an ONNX exp
                "--threads N, N streams of one thread). torch+eager runs the torch engine on a CUDA device "
                "without replaying each call as one CUDA graph (torch@cuda+eager:PATH). "
                "PyTorch eager and bicubic baselines are always included. "
-               "`bench merge A.json B.json ...` merges reports instead.")
+               "`bench merge A.json B.json ...` merges reports instead (its flags: --out, --md, --plot).")
+
+
+# the flags `bench merge` reads
+MERGE_FLAGS = ("out", "md", "plot")
 
 
 def register(sub: Any) -> None:
@@ -80,7 +84,10 @@ def register(sub: Any) -> None:
     p.add_argument("--engine", dest="trt_engine", metavar="DIR",
                    help="bench trtexec: the engine dir or kit the log belongs to (model, batch, parity)")
     p.add_argument("--batch", type=positive_int, help="bench trtexec: tiles per inference (default: the engine's)")
-    p.set_defaults(func=run_bench_cmd)
+    # `bench merge` shares this parser; the flags it does not read are refused there, not ignored
+    p.set_defaults(func=run_bench_cmd, merge_refuses=tuple(
+        (a.dest, a.option_strings[-1], a.default) for a in p._actions
+        if a.option_strings and a.dest not in ("help", *MERGE_FLAGS)))
 
     d = sub.add_parser(
         "deploy", help="export -> quantize -> build every target -> parity -> bench, one command",
@@ -202,6 +209,12 @@ def run_merge(paths: list[str], args: argparse.Namespace) -> int:
     from alignvar_edge.bench.render import pyplot
     from alignvar_edge.fsmodes import write_text
     from alignvar_edge.bench.schema import write_json
+    # a flag left at its default cannot be told from one not given, and changes nothing either way
+    given = [flag for dest, flag, default in args.merge_refuses if getattr(args, dest) != default]
+    if given:
+        one = len(given) == 1
+        raise InputError(f"{', '.join(given)} {'is a flag' if one else 'are flags'} of bench, not of bench merge "
+                         f"(which reads only --out, --md and --plot): leave {'it' if one else 'them'} out")
     if not paths:
         raise InputError("bench merge needs report files: alignvar-edge bench merge A.json B.json --md out.md")
     if not (args.out or args.md or args.plot):
