@@ -173,6 +173,17 @@ def kit(export, tmp_path_factory) -> Path:
     return trt_backend.BACKEND.build(export, tmp_path_factory.mktemp("kit") / "kit", precision="fp16", kit=True)
 
 
+def test_inspect_of_an_fp16_kit_names_the_engine_it_builds_not_the_graphs_precision(kit, export):
+    from alignvar_edge.export.inspect_artifact import format_inspection, inspect_artifact
+    info = inspect_artifact(kit)
+    assert info["kit"] == {"backend": "tensorrt", "precision": "fp16"} and info["precision"] == "fp32"
+    line = format_inspection(info).splitlines()[1]
+    assert line == (f"artifact   {kit}  (TensorRT build kit for an fp16 engine (built on the device from the single "
+                    f"graph in fp32), opset {info['opset']}, batch {info['batch']})"), line
+    plain = inspect_artifact(export)             # an export is no kit: its line is the graph's
+    assert plain["kit"] is None and "build kit" not in format_inspection(plain)
+
+
 def test_kit_scripts_pass_shellcheck(kit):
     import shutil
     import sys

@@ -69,6 +69,8 @@ def inspect_artifact(artifact: str | os.PathLike[str]) -> dict[str, Any]:
                    "matching its SHA-256; no unlisted file, every graph and external-data file listed"
                    + ("" if _content_hashed(root) else _UNHASHED),
         **_common_info(root, m), "batch": m.extra.get("batch"), "graphs": graphs,
+        # a TensorRT build kit: the engine it builds on the device has its own precision
+        "kit": {"backend": "tensorrt", "precision": m.tensorrt_kit.get("precision")} if m.tensorrt_kit else None,
     }
 
 
@@ -234,6 +236,9 @@ _REWRITES = {"argmax": "argmax as reductions (exact)",
 def format_inspection(info: dict[str, Any]) -> str:
     what = (f"{info['backend']} engine, {info['precision']}, device {info['device']}" if info.get("kind") == "engine"
             else f"{info['graph']} graph, {info['precision']}, opset {info['opset']}")
+    if info.get("kit"):                 # the graph's precision is not the engine's (an fp16 kit holds fp32 ONNX)
+        what = (f"TensorRT build kit for an {info['kit']['precision']} engine (built on the device from the "
+                f"{info['graph']} graph in {info['precision']}), opset {info['opset']}")
     lines = [
         f"verdict    {info['verdict']}",
         f"artifact   {info['path']}  ({what}, batch {info['batch']})",
