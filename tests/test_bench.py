@@ -422,6 +422,29 @@ def test_a_third_run_of_one_device_merged_onto_a_merged_report_gets_its_own_colu
     assert lineup(merged, "speedup")[0] == ["model", "engine", label, f"{label} #2", f"{label} #3"]
 
 
+def test_one_default_label_on_cpus_of_other_isa_classes_gets_each_class(tmp_path: Path) -> None:
+    from alignvar_edge.bench.host import isa_word
+    from alignvar_edge.bench.merge import lineup
+    avx2 = json.loads(DOC_REPORT.read_text())
+    zen4 = json.loads((DOC_REPORT.parents[1] / "epyc-zen4-2core" / "b16-engines.json").read_text())
+    assert avx2["label"] == zen4["label"] == "AMD EPYC, 2 cores"           # one CPU name, one core count
+    avx512 = copy.deepcopy(zen4)                # an AVX-512 CPU without half units
+    avx512["host"]["cpu"]["isa"] = [f for f in zen4["host"]["cpu"]["isa"] if f != "avx512_bf16"]
+    avx512["created"] = "2030-01-01T00:00:00+00:00"
+    assert [isa_word(r["host"]) for r in (avx2, zen4, avx512)] == ["AVX2", "AVX512-BF16", "AVX-512"]
+    paths = [write_json(tmp_path / f"{i}.json", r) for i, r in enumerate((avx2, zen4, avx512))]
+    merged = merge_reports(paths)
+    labels = ["AMD EPYC, 2 cores, AVX2", "AMD EPYC, 2 cores, AVX512-BF16", "AMD EPYC, 2 cores, AVX-512"]
+    assert [r["label"] for r in merged["reports"]] == labels
+    assert lineup(merged, "speedup")[0] == ["model", "engine", *labels]
+    # merged again with one of its parts and a re-run on the AVX2 machine: the part once, the re-run '#2'
+    rerun = copy.deepcopy(avx2)
+    rerun["created"] = "2030-01-02T00:00:00+00:00"
+    again = merge_reports([write_json(tmp_path / "m.json", merged), paths[0], write_json(tmp_path / "r.json", rerun)])
+    assert [r["label"] for r in again["reports"]] == [*labels, "AMD EPYC, 2 cores, AVX2 #2"]
+    assert sum("merged once" in w for w in again["warnings"]) == 1
+
+
 def test_parse_spec() -> None:
     s = parse_spec("ov-int8=openvino@GPU:engines/x")
     assert (s.label, s.backend, s.device, s.path) == ("ov-int8", "openvino", "GPU", "engines/x")

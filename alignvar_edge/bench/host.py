@@ -15,7 +15,7 @@ from typing import Any
 from alignvar_edge.cpuinfo import cpu_info, probe_command, probe_file
 from alignvar_edge.errors import InputError
 
-__all__ = ["fingerprint", "gpu_info", "jetson_info", "short_label"]
+__all__ = ["fingerprint", "gpu_info", "isa_word", "jetson_info", "short_label"]
 
 def gpu_info() -> list[dict[str, Any]]:
     """NVIDIA GPUs from nvidia-smi (name, driver, memory, power limit); empty when none."""
@@ -145,3 +145,22 @@ def short_label(fp: dict[str, Any]) -> str:
     name = (cpu.get("model") or cpu.get("arch") or "unknown CPU").replace("(R)", "").replace("(TM)", "")
     cores = cpu.get("usable_cores") or cpu.get("logical_cores")
     return f"{' '.join(name.split())}, {cores} cores" if cores else name
+
+
+# the widest vector ISA, where a CPU has no half units (isa_class): flag -> its name in labels
+_VECTOR_ISA = (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"), ("sse4_2", "SSE4.2"),
+               ("sve", "SVE"), ("asimd", "NEON"))
+
+
+def isa_word(fp: dict[str, Any]) -> str | None:
+    """The ISA class of the CPU a report was timed on, for telling apart machines one label names:
+    its half-precision class (AMX, AVX512-BF16, AVX512-FP16), else its widest vector ISA (AVX-512,
+    AVX2, ...); None where the report records no ISA (a trtexec log imported elsewhere)."""
+    from alignvar_edge.runtimes.half import HALF_CLASSES, isa_class, isa_features
+    isa = (fp.get("cpu") or {}).get("isa") or []
+    if not isa:
+        return None
+    half = isa_class(isa_features(isa))
+    if half in HALF_CLASSES:
+        return half
+    return next((word for flag, word in _VECTOR_ISA if flag in isa), None)

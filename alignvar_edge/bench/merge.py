@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from alignvar_edge.bench.host import load_words, shared_load
+from alignvar_edge.bench.host import isa_word, load_words, shared_load
 from alignvar_edge.bench.render import (_cell, _md_table, _plain_log_ticks, _save, engine_rows, host_words, pyplot,
                                         threads_words)
 from alignvar_edge.bench.schema import DEVICE_REFERENCE, SCHEMA, SCHEMA_VERSION, ReportSchemaError, read_report
@@ -34,19 +34,20 @@ def merge_reports(paths: Sequence[str | os.PathLike[str]]) -> dict[str, Any]:
         raise ReportSchemaError("bench merge needs at least one report.json")
     parts: list[dict[str, Any]] = []
     # a report given twice (the same file, a copy, or inside a merged report) is merged once: its
-    # rows would otherwise appear again as a second device. A merge's '#2' suffix of the label is
-    # left out of the comparison.
+    # rows would otherwise appear again as a second device. What a merge adds to a label ('#2', the
+    # ISA class) is left out of the comparison.
     where: dict[str, str] = {}
     repeated = []
     for p in paths:
         for r in _parts(read_report(p)):
-            text = json.dumps({**r, "label": re.sub(r" #\d+$", "", str(r["label"]))}, sort_keys=True)
+            text = json.dumps({**r, "label": _label_parts(r)[0]}, sort_keys=True)
             if text in where:
                 repeated.append(f"{p} repeats the report of {r['label']} ({r['created']}) in {where[text]}: "
                                 "merged once")
                 continue
             where[text] = str(p)
             parts.append(r)
+    _label_isa_classes(parts)
     # one device may report several models; only a repeated (device, model) pair needs telling apart.
     # Labels a report already has are kept (a merged report's 'X #2' included), and a repeat takes
     # the first free number: two reports under one label would share one column of the lineups.
@@ -73,6 +74,29 @@ def merge_reports(paths: Sequence[str | os.PathLike[str]]) -> dict[str, Any]:
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "sources": [str(p) for p in paths], "reports": parts, "rows": rows,
             "warnings": repeated + merge_warnings(parts)}
+
+
+def _label_parts(r: dict[str, Any]) -> tuple[str, str | None, str]:
+    """A report's label as (label without what a merge adds, the CPU's ISA class, its '#2' or '')."""
+    word = isa_word(r["host"])
+    label = re.sub(r" #\d+$", "", str(r["label"]))
+    num = str(r["label"])[len(label):]
+    return (label.removesuffix(f", {word}") if word else label), word, num
+
+
+def _label_isa_classes(parts: list[dict[str, Any]]) -> None:
+    """A default label names a CPU and its cores ('AMD EPYC, 2 cores'), not its ISA: where reports
+    under one label were timed on CPUs of different ISA classes, each label takes its class
+    ('AMD EPYC, 2 cores, AVX2'), so that the columns tell the machines apart. A label that already
+    has it (a merged report's) is compared without it; its '#2' is kept."""
+    classes: dict[str, set[str | None]] = {}
+    for r in parts:
+        label, word, _ = _label_parts(r)
+        classes.setdefault(label, set()).add(word)
+    for r in parts:
+        label, word, num = _label_parts(r)
+        if word and len(classes[label]) > 1:
+            r["label"] = f"{label}, {word}{num}"
 
 
 # settings that change what a figure means; two reports differing in one are not like for like

@@ -16,7 +16,7 @@ from alignvar_edge import runtimes
 from alignvar_edge.cpuinfo import cpu_info
 from alignvar_edge.errors import HalfPrecisionError
 
-__all__ = ["FAST_HALF", "ISA_FEATURES", "build_auto", "host_half", "isa_class", "isa_features", "isa_phrase"]
+__all__ = ["FAST_HALF", "HALF_CLASSES", "ISA_FEATURES", "build_auto", "host_half", "isa_class", "isa_features", "isa_phrase"]
 
 # feature shown by `doctor` -> /proc/cpuinfo flags that provide it
 ISA_FEATURES: dict[str, tuple[str, ...]] = {
@@ -48,9 +48,13 @@ def isa_phrase(features: dict[str, bool]) -> str:
     return (", ".join(have) or "none of " + ", ".join(lack)) + (f" (without {', '.join(lack)})" if have and lack else "")
 
 
+# the ISA classes of CPUs with half units, best first
+HALF_CLASSES = ("AMX", "AVX512-BF16", "AVX512-FP16")
+
+
 def isa_class(features: dict[str, bool]) -> str:
     """The row of the benchmark table a CPU belongs to: AMX, AVX512-BF16, AVX512-FP16 or other."""
-    return next((f for f in ("AMX", "AVX512-BF16", "AVX512-FP16") if features.get(f)), "no half units")
+    return next((f for f in HALF_CLASSES if features.get(f)), "no half units")
 
 
 def host_half(backend: str, device: str | None, features: dict[str, bool] | None = None) -> str | None:
