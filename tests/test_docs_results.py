@@ -65,3 +65,18 @@ def test_the_torch_engine_on_cuda_rows_quote_engine_json():
     for figure in (f"{t_eager / t_graph:.2f}×", f"{fastest:.1f}×", f"{i_eager / i_graph:.2f}×",
                    f"{image['image_mp_per_s']['graphed']:.1f} MP/s"):
         assert figure in readme, figure
+
+
+def test_the_merged_devices_table_is_what_its_documented_command_prints_now():
+    """docs/results/devices.md is `bench merge`'s Markdown of the reports the command in
+    docs/benchmarks.md names: regenerate it with that command when the merge output changes."""
+    import shlex
+
+    from alignvar_edge.bench.merge import merge_markdown, merge_reports
+    text = (ROOT / "docs" / "benchmarks.md").read_text().replace("\\\n", " ")
+    line = next(ln for ln in text.splitlines() if "--md docs/results/devices.md" in ln)
+    argv = shlex.split(line)
+    assert argv[:3] == ["alignvar-edge", "bench", "merge"], argv
+    reports = [ROOT / a for a in argv[3:argv.index("--out")]]
+    plot = Path(argv[argv.index("--plot") + 1]).name
+    assert merge_markdown(merge_reports(reports), plot) == (RESULTS / "devices.md").read_text()
