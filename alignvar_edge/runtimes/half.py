@@ -16,7 +16,8 @@ from alignvar_edge import runtimes
 from alignvar_edge.cpuinfo import cpu_info
 from alignvar_edge.errors import HalfPrecisionError
 
-__all__ = ["FAST_HALF", "HALF_CLASSES", "ISA_FEATURES", "build_auto", "host_half", "isa_class", "isa_features", "isa_phrase"]
+__all__ = ["FAST_HALF", "HALF_CLASSES", "ISA_FEATURES", "build_auto", "host_half", "isa_class", "isa_features",
+           "isa_phrase"]
 
 # feature shown by `doctor` -> /proc/cpuinfo flags that provide it
 ISA_FEATURES: dict[str, tuple[str, ...]] = {
