@@ -29,6 +29,8 @@ from alignvar_edge.model.rope import apply_rope, pair_swap
 from alignvar_edge.model.sca import alpha_from_raw, raw_from_alpha, sca_bias
 
 MASK_VALUE = -1e4       # finite "minus infinity": exp underflows to exactly 0, fp16 stays finite
+MAX_LOGIT_SCALE = math.log(100.0)
+ATTENTION_FORMS = ("explicit", "fused")
 
 
 @dataclass(frozen=True)
@@ -58,8 +60,6 @@ class BlockCausal:
             start = end
         visible = torch.arange(L, device=device)[None, :] < sees[:, None]
         return torch.where(visible, 0.0, MASK_VALUE).view(1, 1, L, L)
-MAX_LOGIT_SCALE = math.log(100.0)
-ATTENTION_FORMS = ("explicit", "fused")
 
 
 class SelfAttention(nn.Module):
@@ -195,7 +195,6 @@ class SelfAttention(nn.Module):
             out = torch.matmul(attn, v)                                      # B, H, l, hd
         out = out.transpose(1, 2).reshape(B, l, C)
         return self.proj(out), k, v
-
 
     def _block_causal(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ends: tuple[int, ...],
                       sca_S: torch.Tensor | None) -> torch.Tensor:
