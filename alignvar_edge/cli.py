@@ -202,9 +202,9 @@ def run_as_program() -> NoReturn:
     """`python -m alignvar_edge` (how the TensorRT kit runs the CLI): main(), then exit with its status.
 
     An interrupted verb leaves by os._exit, after it has cleaned up: CPython's `-m` runner kills
-    the process with SIGINT at its exit when a KeyboardInterrupt ever ended code run from a string
-    by exec() (libraries build classes that way while torch's exporter runs), caught or not, so a
-    SIGTERM's status 143 would read as "killed by SIGINT"."""
+    the process with SIGINT at its exit when a KeyboardInterrupt ever ended code that exec() or
+    eval() ran from a string (dataclasses and namedtuple make their methods so, and an export
+    imports many lazily), caught or not, so a SIGTERM's status 143 would read as "killed by SIGINT"."""
     code = main()
     if code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
         for stream in (sys.stdout, sys.stderr):
