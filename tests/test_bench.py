@@ -399,6 +399,25 @@ def test_merge_refuses_a_bench_flag_it_would_ignore_in_one_line(flags: list[str]
     assert cli.main(["bench", "merge", str(DOC_REPORT), "--out", str(tmp_path / "m.json")]) == 0
 
 
+@pytest.mark.parametrize("mode, flags", [
+    ("device", ["--images", "photos"]), ("device", ["--tiles", "2", "--seed", "3"]),
+    ("device", ["--reference", "alignvar-tiny"]), ("device", ["--folder-images", "4"]),
+    ("device", ["--engine", "x"]), ("trtexec", ["--runs", "5"]), ("host", ["--batch", "4"])])
+def test_bench_refuses_a_flag_its_mode_would_ignore_in_one_line(mode: str, flags: list[str], kit: Path,
+                                                                tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    # the device bench (no PyTorch) and `bench trtexec` read a few of the bench's flags; a host bench
+    # does not read trtexec's. Before: --images, --tiles, ... were dropped without a word
+    args = {"device": [str(kit), "--no-reference"], "trtexec": ["trtexec", str(tmp_path / "t.log")],
+            "host": [str(kit)]}[mode]
+    rc = cli.main(["bench", *args, "--out", str(tmp_path / "r.json"), *flags])
+    err = capsys.readouterr().err.strip()
+    named = [f for f in flags if f.startswith("--")]
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith(f"alignvar-edge bench: error: {', '.join(named)} ") and "leave" in err, err
+    assert not (tmp_path / "r.json").exists()
+
+
 def test_merge_warns_when_fidelity_tiles_or_the_best_engine_gate_differ(tmp_path: Path) -> None:
     a = json.loads(DOC_REPORT.read_text())
     b = copy.deepcopy(a)

@@ -22,6 +22,12 @@ ENGINE_HELP = ("[LABEL=][BACKEND[@DEVICE][+MODE]:]PATH or 'bicubic': an ONNX exp
 
 # the flags `bench merge` reads
 MERGE_FLAGS = ("out", "md", "plot")
+# the flags the device bench reads (`bench ENGINE --no-reference`, or any bench where PyTorch is not
+# installed; --md and --plot are refused there with their own hint) and `bench trtexec`
+DEVICE_FLAGS = ("out", "md", "plot", "runs", "warmup", "duration", "threads", "label", "min_token_agreement",
+                "no_reference")
+TRTEXEC_ONLY = ("trt_engine", "batch")
+TRTEXEC_FLAGS = ("out", "md", "plot", "label", *TRTEXEC_ONLY)
 
 
 def register(sub: Any) -> None:
@@ -84,10 +90,10 @@ def register(sub: Any) -> None:
     p.add_argument("--engine", dest="trt_engine", metavar="DIR",
                    help="bench trtexec: the engine dir or kit the log belongs to (model, batch, parity)")
     p.add_argument("--batch", type=positive_int, help="bench trtexec: tiles per inference (default: the engine's)")
-    # `bench merge` shares this parser; the flags it does not read are refused there, not ignored
-    p.set_defaults(func=run_bench_cmd, merge_refuses=tuple(
-        (a.dest, a.option_strings[-1], a.default) for a in p._actions
-        if a.option_strings and a.dest not in ("help", *MERGE_FLAGS)))
+    # `bench merge`, the device bench and `bench trtexec` share this parser; each refuses the flags
+    # it does not read (_unread), rather than ignoring them
+    p.set_defaults(func=run_bench_cmd, flag_defaults=tuple(
+        (a.dest, a.option_strings[-1], a.default) for a in p._actions if a.option_strings and a.dest != "help"))
 
     d = sub.add_parser(
         "deploy", help="export -> quantize -> build every target -> parity -> bench, one command",
@@ -142,6 +148,8 @@ def run_bench_cmd(args: argparse.Namespace) -> int:
     check_targets(args.out, args.md, args.plot)     # before minutes of measuring
     if args.engines[0] == "trtexec" or args.no_reference or not _have_torch():
         return run_device_bench(args)
+    _refuse_unread(args, tuple(dest for dest, _, _ in args.flag_defaults if dest not in TRTEXEC_ONLY),
+                   "a bench of engines (they are flags of `alignvar-edge bench trtexec LOG`)")
     from alignvar_edge.bench.runner import BenchOptions, run_bench
     if args.plot:
         pyplot()                # before minutes of measuring
@@ -163,6 +171,16 @@ def run_bench_cmd(args: argparse.Namespace) -> int:
     return 1 if report["summary"]["failed"] else 0
 
 
+def _refuse_unread(args: argparse.Namespace, reads: tuple[str, ...], mode: str, hint: str = "") -> None:
+    """One line naming the flags given that `mode`, reading only `reads`, would ignore. A flag left
+    at its default cannot be told from one not given, and changes nothing either way."""
+    given = [flag for dest, flag, default in args.flag_defaults if dest not in reads and getattr(args, dest) != default]
+    if given:
+        one = len(given) == 1
+        raise InputError(f"{', '.join(given)} {'is' if one else 'are'} not read by {mode}: leave "
+                         f"{'it' if one else 'them'} out{hint}")
+
+
 def _have_torch() -> bool:
     import importlib.util
     try:
@@ -176,19 +194,23 @@ def run_device_bench(args: argparse.Namespace) -> int:
     from alignvar_edge.bench.device import bench_engine_dir, trtexec_report
     from alignvar_edge.bench.render import p99_line, shared_line, terminal_table
     from alignvar_edge.bench.schema import write_json
+    trtexec = args.engines[0] == "trtexec"
+    if trtexec:
+        _refuse_unread(args, TRTEXEC_FLAGS, "bench trtexec (which reads only --out, --engine, --batch and --label)")
+    else:
+        _refuse_unread(args, DEVICE_FLAGS, "the device bench (engines timed against their golden outputs, no "
+                       "PyTorch), which reads only --out, --runs, --warmup, --duration, --threads, --label and "
+                       "--min-token-agreement", ", or run the bench where PyTorch is installed, without --no-reference")
     if args.md or args.plot:
         raise InputError("device reports are JSON only: render them with `alignvar-edge bench merge "
                          f"{args.out} --md REPORT.md` (with the reports of other devices)")
-    if args.engines[0] == "trtexec":
+    if trtexec:
         if len(args.engines) != 2:
             raise InputError("usage: alignvar-edge bench trtexec TRTEXEC.log [--engine DIR] --out R.json")
         report = trtexec_report(args.engines[1], args.trt_engine, label=args.label, batch=args.batch)
     else:
         if not args.no_reference:
             _say("PyTorch is not installed: timing the engines against their golden outputs (--no-reference)")
-        if args.folder_images:
-            _say("--folder-images is not timed here: the device bench times tiles against the golden "
-                 "outputs; run the bench with PyTorch for whole images and folders")
         report = bench_engine_dir(args.engines, runs=args.runs, warmup=args.warmup, threads=args.threads,
                                   label=args.label, min_token_agreement=args.min_token_agreement, log=_say,
                                   duration=args.duration)
@@ -209,12 +231,7 @@ def run_merge(paths: list[str], args: argparse.Namespace) -> int:
     from alignvar_edge.bench.render import pyplot
     from alignvar_edge.fsmodes import write_text
     from alignvar_edge.bench.schema import write_json
-    # a flag left at its default cannot be told from one not given, and changes nothing either way
-    given = [flag for dest, flag, default in args.merge_refuses if getattr(args, dest) != default]
-    if given:
-        one = len(given) == 1
-        raise InputError(f"{', '.join(given)} {'is a flag' if one else 'are flags'} of bench, not of bench merge "
-                         f"(which reads only --out, --md and --plot): leave {'it' if one else 'them'} out")
+    _refuse_unread(args, MERGE_FLAGS, "bench merge (which reads only --out, --md and --plot)")
     if not paths:
         raise InputError("bench merge needs report files: alignvar-edge bench merge A.json B.json --md out.md")
     if not (args.out or args.md or args.plot):
