@@ -418,6 +418,17 @@ def test_bench_refuses_a_flag_its_mode_would_ignore_in_one_line(mode: str, flags
     assert not (tmp_path / "r.json").exists()
 
 
+def test_device_bench_that_can_time_no_engine_fails_in_one_line(kit: Path, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    # a kit is not an engine: nothing is timed, and a script must not read success (it exited 0)
+    rc = cli.main(["bench", str(kit), "--no-reference", "--runs", "1", "--out", str(tmp_path / "r.json")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 3 and err[-1].startswith("alignvar-edge bench: error: no engine could be timed here: "
+                                          "tensorrt-fp16: a TensorRT build kit, not an engine"), err
+    report = read_report(tmp_path / "r.json")            # the report keeps the reason
+    assert [e["status"] for e in report["engines"]] == ["unavailable"]
+
+
 def test_merge_warns_when_fidelity_tiles_or_the_best_engine_gate_differ(tmp_path: Path) -> None:
     a = json.loads(DOC_REPORT.read_text())
     b = copy.deepcopy(a)

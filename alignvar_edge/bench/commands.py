@@ -221,6 +221,12 @@ def run_device_bench(args: argparse.Namespace) -> int:
     if report["summary"].get("shared_load"):
         print(shared_line(report["summary"]["shared_load"], report["settings"].get("threads")))
     print(f"wrote {args.out}")
+    unavailable = report["summary"]["unavailable"]
+    if len(unavailable) == len(report["engines"]):
+        # nothing timed: the report says why, but it holds no number, and a script must not read success
+        from alignvar_edge.errors import BackendUnavailableError
+        raise BackendUnavailableError("no engine could be timed here: " +
+                                      "; ".join(f"{label}: {why}" for label, why in unavailable.items()))
     return 1 if report["summary"]["failed"] else 0
 
 
