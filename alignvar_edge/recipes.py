@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from alignvar_edge.errors import InputError
 
 __all__ = ["ALIASES", "BACKENDS", "CHECKPOINT", "EXPORT", "OPTION_FLAGS", "PRECISIONS", "Recipe", "backend_name",
-           "check_options", "default_precision", "where", "engine_precision", "precisions", "quantize_precisions",
-           "quantize_targets", "quantized_in_build", "recipe", "table_markdown"]
+           "check_options", "default_precision", "where", "engine_precision", "exported_precision_error", "precisions",
+           "quantize_precisions", "quantize_targets", "quantized_in_build", "recipe", "table_markdown"]
 
 BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt", "coreml")
 ALIASES = {"ort": "onnxruntime", "ov": "openvino", "trt": "tensorrt", "pytorch": "torch"}
@@ -54,6 +54,13 @@ class Recipe:
 
     def quantize_command(self, export: str = "EXPORT") -> str:
         return f"alignvar-edge quantize {export} --precision {self.precision} --target {self.backend}"
+
+
+def exported_precision_error(artifact_precision: str, precision: str) -> InputError:
+    """A build of `precision` from an export whose graph already carries another one (its Q/DQ or
+    fp16 types): one precision per engine."""
+    return InputError(f"this export is {artifact_precision} (its graph carries that precision): build it "
+                      f"with --precision {artifact_precision}, or build {precision} from the fp32 export")
 
 
 # backend build option -> the `alignvar-edge build` flag that sets it

@@ -120,6 +120,18 @@ def test_int8_artifact_passes_export_checks_and_records_recipe(int8_ort: Path, e
     assert m.graphs["model"]["inputs"][0] == {"name": "lr", "shape": [1, 3, 8, 8], "dtype": "float32"}
 
 
+def test_build_of_an_int8_export_without_its_precision_says_which_precision_in_one_line(
+        int8_ort: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # `build INT8 --target onnxruntime` (default fp32) told the user to run `quantize --precision
+    # fp32`, which quantize refuses: the fix is --precision int8, or building from the fp32 export
+    from alignvar_edge import cli
+    rc = cli.main(["build", str(int8_ort), "--target", "onnxruntime", "--out", str(tmp_path / "e")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert "this export is int8" in err and "--precision int8" in err and "fp32 export" in err, err
+    assert "quantize" not in err and not (tmp_path / "e").exists()
+
+
 def test_inspect_shows_the_calibration_set_and_what_stayed_float(int8_ort: Path,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     """`inspect` of a quantized artifact names its calibration set (hash, source, images) and the

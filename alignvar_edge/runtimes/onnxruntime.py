@@ -126,6 +126,8 @@ class OrtBackend(Backend):
         """Copy the graph beside a manifest holding the session options; check it opens and runs."""
         src_manifest, onnx_path = single_graph(artifact_dir)
         if precision != src_manifest.precision:
+            if src_manifest.precision != "fp32":      # not `quantize --precision fp32`: no such thing
+                raise recipes.exported_precision_error(src_manifest.precision, precision)
             hint = (f"run `{recipes.recipe(self.name, precision).quantize_command(str(artifact_dir))}` first and build "
                     "from its output")
             raise InputError(f"onnxruntime runs the graph as exported ({src_manifest.precision}); "

@@ -40,8 +40,7 @@ def network_plan(trt_major: int, precision: str, artifact_precision: str,
                          f"`{recipe.quantize_command()}`")
     if artifact_precision not in ("fp32", precision):
         # the graph's own Q/DQ or fp16 types would contradict the flags: one precision per engine
-        raise InputError(f"this export is {artifact_precision} (its graph carries that precision): build it "
-                         f"with --precision {artifact_precision}, or build {precision} from the fp32 export")
+        raise recipes.exported_precision_error(artifact_precision, precision)
     if trt_major >= 11:
         # strongly typed: the graph's own types decide; fp16 must already be in the ONNX
         if precision == "fp16" and artifact_precision != "fp16":
