@@ -94,6 +94,17 @@ def test_engine_that_is_no_engine_directory_says_so(tmp_path, capsys, ckpt, what
     assert what == "checkpoint" or "golden" not in err
 
 
+@pytest.mark.parametrize("flags", [["--model", "alignvar-tiny"], ["--precision", "fp16"],
+                                   ["--precision", "fp16", "--model", "x"]])
+def test_engine_selftest_refuses_the_model_or_precision_of_a_backend_selftest(ckpt, capsys, flags):
+    # an engine is checked against the golden outputs it carries, of the model it was built from:
+    # a --model beside --engine was ignored without a word (the run checked the engine's own model)
+    assert main(["selftest", "--engine", str(ckpt), "--runs", "1", *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    named = " and ".join(f for f in flags if f.startswith("--"))
+    assert len(err.splitlines()) == 1 and f"error: {named} go" in err and "with --backend" in err, err
+
+
 def test_failed_rerun_leaves_no_stale_pass(ckpt, tmp_path, capsys):
     """A re-run that errors replaces the --json FILE a passing run wrote (the TensorRT kit reads
     it as the engine's parity record): the file says ERROR and why, the exit status is non-zero."""

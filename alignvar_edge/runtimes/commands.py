@@ -133,7 +133,8 @@ def register(sub: Any) -> None:
     which.add_argument("--backend", choices=BACKEND_CHOICES[1:])
     which.add_argument("--engine", metavar="DIR", help="a built engine directory (carries golden.safetensors); "
                                                        "needs only its runtime, no PyTorch")
-    s.add_argument("--model", default="alignvar-tiny", help="bundled name or checkpoint with golden.safetensors")
+    s.add_argument("--model", help=f"with --backend: bundled name or checkpoint with golden.safetensors "
+                                   f"(default {DEFAULT_CHECKPOINT})")
     s.add_argument("--precision")
     s.add_argument("--device")
     s.add_argument("--runs", type=positive_int, default=10, help="timed runs (default 10)")
@@ -554,17 +555,21 @@ def run_adopt(args: argparse.Namespace) -> int:
 def run_selftest(args: argparse.Namespace) -> int:
     from alignvar_edge.runtimes.selftest import format_report, no_stale_report, selftest, selftest_engine
     graphs = None if args.cuda_graphs else False
-    what = {"engine": str(args.engine)} if args.engine else {"backend": args.backend, "model": args.model}
+    model = args.model or DEFAULT_CHECKPOINT
+    what = {"engine": str(args.engine)} if args.engine else {"backend": args.backend, "model": model}
     with no_stale_report(args.json, what):
         if graphs is False:
-            _require_option(args.engine or args.model, "auto" if args.engine else args.backend, "cuda_graphs",
+            _require_option(args.engine or model, "auto" if args.engine else args.backend, "cuda_graphs",
                             "--no-cuda-graphs applies to torch engines")
         if args.engine:
-            if args.precision:
-                raise InputError("--precision goes with --backend; an --engine was built at its own precision")
+            # an engine carries its own model (its golden outputs) and precision: neither is chosen here
+            given = [flag for flag, value in (("--precision", args.precision), ("--model", args.model)) if value]
+            if given:
+                raise InputError(f"{' and '.join(given)} {'goes' if len(given) == 1 else 'go'} with --backend; "
+                                 "an --engine was built from its own model, at its own precision")
             report = selftest_engine(args.engine, device=args.device, runs=args.runs, log=_say, cuda_graphs=graphs)
         else:
-            report = selftest(args.backend, model=args.model, device=args.device, precision=args.precision,
+            report = selftest(args.backend, model=model, device=args.device, precision=args.precision,
                               runs=args.runs, log=_say, cuda_graphs=graphs)
     emit(args.json, report, format_report(report))
     return 0 if report["result"] in ("PASS", "BUILT-ONLY") else 1
