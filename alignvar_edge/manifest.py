@@ -635,8 +635,10 @@ def verify_files(root: str | os.PathLike[str], manifest: Manifest | None = None)
             if rel.endswith(".onnx"):
                 problems += _external_data_problems(root, rel, files)
     if problems:
-        raise ArtifactError(f"artifact '{root}' failed verification: {'; '.join(problems)}. "
-                            "Re-create it; never edit files inside an artifact directory")
+        # a device gets its engines by copying: a file left out or cut short is fixed by copying again
+        raise ArtifactError(f"artifact '{root}' failed verification: {'; '.join(problems)}. Copy the whole "
+                            "directory again from where it was made, or re-create it; never edit files inside "
+                            "an artifact directory")
     return m
 
 

@@ -192,6 +192,25 @@ print("RC", rc, sorted(m for m in sys.modules if m == "torch" or m.startswith("t
     assert "Traceback" not in res.stderr and not (tmp_path / "r.json.none").exists()
 
 
+@pytest.mark.parametrize("lost", ["golden.safetensors", "model.onnx"])
+def test_an_engine_copied_without_one_of_its_files_is_refused_naming_it(ort_dir, tmp_path, capsys, lost):
+    # what a device sees after a partial copy: the file is named, and the fix is to copy again
+    # (before, only "Re-create it", which a device without the host tools cannot do)
+    import shutil
+
+    from alignvar_edge.cli import main
+    copy = tmp_path / "engine"
+    shutil.copytree(ort_dir, copy)
+    (copy / lost).unlink()
+    for argv in (["selftest", "--engine", str(copy)], ["upscale", str(tmp_path / "in.png"), str(tmp_path / "o.png"),
+                                                       "--engine", str(copy)]):
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "in.png")
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f"{lost} is missing" in err and "Copy the whole directory again" in err, err
+    assert not (tmp_path / "o.png").exists()
+
+
 def test_an_export_named_where_an_engine_is_wanted_says_to_build_one(ort_dir, export):
     """An ONNX export carries no golden outputs (the engines built from it do): selftest and the
     device bench say so, and the bench still times the engines named beside it."""
@@ -273,5 +292,11 @@ def test_golden_outputs_come_from_the_checkpoint_when_the_export_names_one(tmp_p
     bare = tmp_path / "bare"
     shutil.copytree(ort_dir, bare)
     (bare / GOLDEN_FILE).unlink()
+    # listed in its manifest but gone: a partial copy, named as one
+    with pytest.raises(ArtifactError, match="golden.safetensors is missing. Copy the whole directory again"):
+        selftest_engine(bare)
+    # an engine made before golden outputs were shipped (its manifest lists none): rebuild it
+    from alignvar_edge.manifest import read_manifest, write_manifest
+    write_manifest(bare, read_manifest(bare))
     with pytest.raises(ArtifactError, match="carries no golden.safetensors; rebuild it"):
         selftest_engine(bare)

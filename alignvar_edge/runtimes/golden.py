@@ -49,11 +49,14 @@ def engine_golden(root: Path, otherwise: str) -> Path:
     if f.is_file():
         return f
     from alignvar_edge.errors import AlignVAREdgeError
-    from alignvar_edge.manifest import read_manifest
+    from alignvar_edge.manifest import read_manifest, verify_files
     try:
-        kind = read_manifest(root).kind
+        m = read_manifest(root)
     except AlignVAREdgeError:
-        kind = None
+        m = None
+    if m is not None and GOLDEN_FILE in m.files:
+        verify_files(root, m)       # listed but gone (a partial copy): that error names it and the fix
+    kind = m.kind if m is not None else None
     if kind == "onnx":      # an export (fp32 or quantized): the engines built from it carry them
         raise ArtifactError(f"{root} is an ONNX export, which carries no {GOLDEN_FILE}: build an engine from it "
                             f"(`alignvar-edge build {root} --target onnxruntime`, on the host) and use that"
