@@ -112,8 +112,10 @@ def _decode(
         raise InputError(f"{path} has no pixels ({width}x{height}); it is empty or damaged")
     megapixels = width * height / 1e6
     if max_megapixels is not None and megapixels > max_megapixels:
+        # two significant digits below 1 MP: a 0.012 MP image over a 0.01 MP limit is not "0.0 MP"
+        shown = f"{megapixels:.1f}" if megapixels >= 1 else f"{megapixels:.2g}"
         raise InputError(
-            f"{path} is {width}x{height} ({megapixels:.1f} MP), over the {max_megapixels:g} MP "
+            f"{path} is {width}x{height} ({shown} MP), over the {max_megapixels:g} MP "
             "limit; downscale or crop it, or raise the limit (max_megapixels / --max-megapixels)"
         )
     try:                # counting frames reads every directory of a TIFF

@@ -606,6 +606,9 @@ def test_megapixel_limit_checked_before_decoding(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="over the 1.5 MP limit"):
         load_image(tmp_path / "2mp.png", max_megapixels=1.5)
     assert load_image(tmp_path / "2mp.png", max_megapixels=None)[0].shape == (1000, 2000, 3)
+    Image.new("RGB", (128, 96)).save(tmp_path / "small.png")      # 0.012 MP, not "0.0 MP"
+    with pytest.raises(InputError, match=r"128x96 \(0\.012 MP\), over the 0\.01 MP limit"):
+        load_image(tmp_path / "small.png", max_megapixels=0.01)
 
 
 def test_save_is_atomic_and_refuses_overwrite(tmp_path: Path) -> None:
