@@ -297,7 +297,11 @@ def test_every_printed_figure_names_its_host_isa_and_threads(tmp_path: Path,
     a = json.loads(DOC_REPORT.read_text())
     isa = " ".join(a["host"]["cpu"]["isa"])
     head = terminal_table(a).splitlines()[0]
-    assert head.startswith(f"alignvar-tiny on {a['label']}: ") and f"ISA {isa};" in head and "1 thread(s)" in head
+    # the default label is the host in short: the host is said once (not 'on AMD EPYC, 2 cores: AMD EPYC, ...')
+    assert head.startswith(f"alignvar-tiny on {a['host']['cpu']['model']}, ") and f"ISA {isa};" in head, head
+    assert head.count(a["host"]["cpu"]["model"]) == 1 and head.endswith("; 1 thread(s)"), head
+    named = terminal_table({**a, "label": "lab-pc"}).splitlines()[0]          # a label of one's own is kept
+    assert named == head.replace("alignvar-tiny on ", "alignvar-tiny on lab-pc: ", 1), named
     # and every column its unit
     columns = terminal_table(a).splitlines()[1]
     assert all(c in columns for c in ("p50 ms/tile", "p99 ms", "PSNR-Y/ref dB", "PSNR-Y/HR dB", "mem MB")), columns

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from alignvar_edge.bench.host import load_words, machine_words
+from alignvar_edge.bench.host import load_words, machine_words, short_label
 from alignvar_edge.errors import InputError
 
 __all__ = ["all_cores_line", "engine_rows", "plot_report", "pyplot", "report_markdown", "terminal_table"]
@@ -179,7 +179,10 @@ def terminal_table(report: dict[str, Any], columns: list[tuple[str, str]] | None
     table = _table(engine_rows(report), cols)
     ok_rows = [r for r, src in zip(table[1:], engine_rows(report)) if src["status"] == "ok"]
     widths = [max(len(r[i]) for r in [table[0], *ok_rows]) for i in range(len(cols))]
-    lines = [f"{report['model']['name']} on {report['label']}: {host_words(report)}; {threads_words(report)}"]
+    # the default label is the host in short ('AMD EPYC, 2 cores'): said once, by host_words
+    label = report["label"]
+    named = "" if label == short_label(report["host"]) else f"{label}: "
+    lines = [f"{report['model']['name']} on {named}{host_words(report)}; {threads_words(report)}"]
     for i, r in enumerate(table):
         if i and r[3:] == [""] * (len(cols) - 3):
             lines.append("  ".join(c.ljust(w) for c, w in zip(r[:2], widths[:2])) + "  " + r[2])
