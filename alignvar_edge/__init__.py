@@ -10,7 +10,6 @@ The public API, each name imported on first use (so `import alignvar_edge` needs
 """
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 __version__ = "0.1.0"
@@ -28,8 +27,10 @@ __all__ = ["__version__", *_API]
 
 def __getattr__(name: str) -> Any:
     if name in _API:
+        from alignvar_edge.lazy import import_host
         module, attr = _API[name]
-        found = importlib.import_module(module)
+        # AlignVAR and export need PyTorch: on a device install, one error naming the host extra
+        found = import_host(module, f"alignvar_edge.{name}")
         return found if attr is None else getattr(found, attr)
     raise AttributeError(f"module 'alignvar_edge' has no attribute {name!r}")
 

@@ -19,7 +19,8 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from alignvar_edge import __version__
-from alignvar_edge.errors import AlignVAREdgeError
+from alignvar_edge.errors import AlignVAREdgeError, host_tools_error
+from alignvar_edge.lazy import host_package
 
 # modules with a `register(subparsers)` function, in the order their verbs are listed
 COMMAND_MODULES = (
@@ -30,10 +31,6 @@ COMMAND_MODULES = (
     "alignvar_edge.runtimes.commands",     # build, upscale, compare, doctor, selftest
     "alignvar_edge.bench.commands",        # bench, deploy
 )
-
-
-# packages of the `host` extra: where one is missing (alignvar-edge[device]), verbs needing it are left out
-HOST_ONLY = ("torch", "onnx", "onnxscript", "skimage")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -57,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         except ModuleNotFoundError as e:
             if e.name == name:          # that area has no verbs yet
                 continue
-            if (e.name or "").split(".")[0] in HOST_ONLY:   # a device install: no host verbs
+            if host_package(e):             # a device install (no host extra): no host verbs
                 continue
             raise
     return parser
@@ -104,10 +101,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise
             print(f"alignvar-edge {args.verb}: error: {e}", file=sys.stderr)
             return e.exit_code
-        if isinstance(e, ModuleNotFoundError) and (e.name or "").split(".")[0] in HOST_ONLY and not debug:
-            print(f"alignvar-edge {args.verb}: error: this verb needs {e.name}, which a device install "
-                  "does not have; install the host tools: pip install 'alignvar-edge[host]'", file=sys.stderr)
-            return 3
+        if isinstance(e, ModuleNotFoundError) and host_package(e) and not debug:
+            error = host_tools_error("this verb", str(host_package(e)))
+            print(f"alignvar-edge {args.verb}: error: {error}", file=sys.stderr)
+            return error.exit_code
         if isinstance(e, ModuleNotFoundError) and (e.name or "").split(".")[0] == "nncf" and not debug:
             # the `openvino` extra runs engines; only building OpenVINO int8 ones needs NNCF
             print(f"alignvar-edge {args.verb}: error: OpenVINO int8 builds need NNCF, which is not installed; "

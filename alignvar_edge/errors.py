@@ -34,6 +34,17 @@ class BackendUnavailableError(AlignVAREdgeError):
     exit_code = 3
 
 
+class HostToolsError(BackendUnavailableError, ImportError):
+    """Something only the host tools do (PyTorch, onnx, scikit-image: the `host` extra), asked of a
+    device install (alignvar-edge[device]). An ImportError too: the missing import it stands for."""
+
+
+def host_tools_error(what: str, package: str) -> HostToolsError:
+    """`what` ('this verb', 'AlignVAR', ...) needs `package`, which is not installed: the one wording."""
+    return HostToolsError(f"{what} needs {package}, which a device install does not have; install the host "
+                          "tools: pip install 'alignvar-edge[host]'", name=package)
+
+
 class ParityError(AlignVAREdgeError):
     """An exported or built engine whose outputs do not match the PyTorch reference."""
 

@@ -12,10 +12,18 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
 
-__all__ = ["LazyModule", "is_installed", "lazy_import"]
+from alignvar_edge.errors import host_tools_error
+
+__all__ = ["HOST_ONLY", "LazyModule", "host_package", "import_host", "is_installed", "lazy_import",
+           "needs_host"]
+
+# packages of the `host` extra, which a device install (alignvar-edge[device]) does not have
+HOST_ONLY = ("torch", "onnx", "onnxscript", "skimage")
 
 
 class LazyModule(ModuleType):
@@ -51,3 +59,28 @@ def is_installed(name: str) -> bool:
         return importlib.util.find_spec(name) is not None
     except (ImportError, ValueError):      # a parent package missing, or a broken install
         return False
+
+
+def host_package(error: ImportError) -> str | None:
+    """The host-only package (torch, onnx, ...) whose absence `error` reports, or None."""
+    top = (error.name or "").split(".")[0]
+    return top if top in HOST_ONLY else None
+
+
+@contextmanager
+def needs_host(what: str) -> Iterator[None]:
+    """Inside it, an import of a host-only package that is missing (a device install) raises
+    HostToolsError: `what` needs it, and the extra that installs it."""
+    try:
+        yield
+    except ModuleNotFoundError as e:
+        package = host_package(e)
+        if package is None:
+            raise
+        raise host_tools_error(what, package) from e
+
+
+def import_host(module: str, what: str) -> ModuleType:
+    """Module `module`, imported now, under `needs_host(what)`."""
+    with needs_host(what):
+        return importlib.import_module(module)

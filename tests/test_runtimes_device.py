@@ -192,6 +192,42 @@ print("RC", rc, sorted(m for m in sys.modules if m == "torch" or m.startswith("t
     assert "Traceback" not in res.stderr and not (tmp_path / "r.json.none").exists()
 
 
+def test_the_python_api_without_pytorch_says_to_install_the_host_tools(export, tmp_path):
+    """AlignVAR, export and build on a device install: one error naming the `host` extra (an
+    ImportError still), not a bare `No module named 'torch'`, and nothing written."""
+    import json
+    import os
+    import subprocess
+    import sys
+    code = _BLOCK_TORCH + '''
+import json
+import alignvar_edge
+from alignvar_edge.errors import HostToolsError
+calls = {"AlignVAR": lambda: alignvar_edge.AlignVAR.from_pretrained("alignvar-tiny"),
+         "from-import": lambda: exec("from alignvar_edge import AlignVAR"),
+         "export": lambda: alignvar_edge.export(None, sys.argv[2]),
+         "build": lambda: alignvar_edge.build(sys.argv[1], "openvino", out=sys.argv[2])}
+out = {}
+for name, call in calls.items():
+    try:
+        call()
+    except HostToolsError as e:
+        out[name] = [str(e), isinstance(e, ImportError), e.exit_code]
+print(json.dumps(out))
+'''
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    res = subprocess.run([sys.executable, "-c", code, str(export), str(tmp_path / "out")], capture_output=True,
+                         text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    fix = ", which a device install does not have; install the host tools: pip install 'alignvar-edge[host]'"
+    assert out["AlignVAR"] == out["from-import"] == [f"alignvar_edge.AlignVAR needs torch{fix}", True, 3]
+    assert out["export"] == [f"alignvar_edge.export needs torch{fix}", True, 3]
+    message, is_import_error, _ = out["build"]
+    assert message.startswith("building ") and message.endswith(fix) and is_import_error, message
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("lost", ["golden.safetensors", "model.onnx"])
 def test_an_engine_copied_without_one_of_its_files_is_refused_naming_it(ort_dir, tmp_path, capsys, lost):
     # what a device sees after a partial copy: the file is named, and the fix is to copy again

@@ -5,10 +5,11 @@ for importing torch and the exporter.
 """
 from __future__ import annotations
 
-import importlib
 import sys
 import types
 from typing import Any
+
+from alignvar_edge.lazy import import_host
 
 __all__ = ["StagedRunner", "export_onnx", "load_onnx_models"]
 
@@ -17,7 +18,7 @@ _WHERE = {"export_onnx": "onnx_export", "load_onnx_models": "onnx_export", "Stag
 
 def __getattr__(name: str) -> Any:
     if name in _WHERE:
-        return getattr(importlib.import_module(f"alignvar_edge.export.{_WHERE[name]}"), name)
+        return getattr(import_host(f"alignvar_edge.export.{_WHERE[name]}", f"alignvar_edge.export.{name}"), name)
     raise AttributeError(f"module 'alignvar_edge.export' has no attribute {name!r}")
 
 
@@ -26,8 +27,8 @@ class _CallableExportModule(types.ModuleType):
     `export(model, out_dir, ...)` is `export_onnx` (the package name would shadow a plain function)."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from alignvar_edge.export.onnx_export import export_onnx
-        return export_onnx(*args, **kwargs)
+        # without PyTorch (a device install): one error naming the host extra, not a bare import error
+        return import_host("alignvar_edge.export.onnx_export", "alignvar_edge.export").export_onnx(*args, **kwargs)
 
 
 sys.modules[__name__].__class__ = _CallableExportModule

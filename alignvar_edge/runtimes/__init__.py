@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from alignvar_edge.errors import ArtifactError, BackendUnavailableError
+from alignvar_edge.lazy import needs_host
 from alignvar_edge.recipes import BACKENDS, backend_name, recipe
 from alignvar_edge.runtimes.base import Backend, Engine
 
@@ -107,8 +108,9 @@ def build(artifact_dir: str | os.PathLike[str], target: str, precision: str | No
     if out is None:
         out = default_out(artifact_dir, b.name, precision)
     check_out(out, force, source=artifact_dir)          # never onto or into the input, even with force
-    return b.build(_as_path(artifact_dir), Path(out), precision=precision, calibration=calibration,
-                   device=device, force=force, **opts)
+    with needs_host(f"building {b.name} engines"):       # e.g. OpenVINO's build reads the graph with onnx
+        return b.build(_as_path(artifact_dir), Path(out), precision=precision, calibration=calibration,
+                       device=device, force=force, **opts)
 
 
 def _as_path(p: str | os.PathLike[str]) -> Path:
