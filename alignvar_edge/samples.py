@@ -16,8 +16,9 @@ import numpy as np
 
 from alignvar_edge.errors import ConfigError, InputError
 from alignvar_edge.images import load_image
+from alignvar_edge.lazy import is_installed
 
-__all__ = ["SAMPLE_IMAGES", "SampleImage", "Split", "sample_images"]
+__all__ = ["SAMPLE_IMAGES", "SampleImage", "Split", "sample_images", "samples_installed"]
 
 Split = Literal["train", "heldout", "all"]
 
@@ -46,6 +47,11 @@ SAMPLE_IMAGES: tuple[SampleImage, ...] = (
     SampleImage("coffee", "coffee.png", "heldout", "CC0 (Rachel Michetti)"),
     SampleImage("rocket", "rocket.jpg", "heldout", "public domain (SpaceX)"),
 )
+
+
+def samples_installed() -> bool:
+    """Whether the bundled photographs are here (scikit-image's wheel: not in a device install)."""
+    return is_installed("skimage")
 
 
 def _skimage_data_dir() -> Path:

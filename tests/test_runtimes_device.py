@@ -228,6 +228,26 @@ print(json.dumps(out))
     assert not (tmp_path / "out").exists()
 
 
+def test_building_on_a_device_says_to_install_the_host_tools_not_to_pass_images(export, tmp_path):
+    """An fp32 ONNX Runtime build checks its engine on the bundled held-out photographs (from
+    scikit-image's wheel); a device install has none, and --images / --calib do not stand in for them."""
+    import os
+    import subprocess
+    import sys
+    code = _BLOCK_TORCH + '''
+from alignvar_edge.cli import main
+sys.exit(main(["build", sys.argv[1], "--target", "onnxruntime", "--out", sys.argv[2]]))
+'''
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    res = subprocess.run([sys.executable, "-c", code, str(export), str(tmp_path / "ort")], capture_output=True,
+                         text=True, env=env, timeout=600)
+    assert res.returncode == 3, res.stderr[-3000:]
+    assert res.stderr.strip() == (
+        "alignvar-edge build: error: building an engine (checked on the bundled held-out photographs) needs "
+        "scikit-image, which a device install does not have; install the host tools: pip install 'alignvar-edge[host]'")
+    assert not (tmp_path / "ort").exists()
+
+
 @pytest.mark.parametrize("lost", ["golden.safetensors", "model.onnx"])
 def test_an_engine_copied_without_one_of_its_files_is_refused_naming_it(ort_dir, tmp_path, capsys, lost):
     # what a device sees after a partial copy: the file is named, and the fix is to copy again

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from alignvar_edge.errors import ArtifactError, CheckpointError, InputError
+from alignvar_edge.errors import ArtifactError, CheckpointError, InputError, host_tools_error
 from alignvar_edge.jsonsafe import dumps
 from alignvar_edge.manifest import (MANIFEST_FILE, BuiltFrom, Manifest, ModelInfo, listed_file, load_verified,
                                     new_manifest, read_manifest, recorded_path, sha256_file)
@@ -183,6 +183,11 @@ def check_calibration(calibration: Any, config: AlignVARConfig, needed: bool
 def validation_tiles(config: AlignVARConfig, n: int = 4, seed: int = 1) -> np.ndarray:
     """Deterministic held-out LR tiles for the parity check every build records."""
     from alignvar_edge.quantize.calibration.tiles import lr_tiles
+    from alignvar_edge.samples import samples_installed
+    if not samples_installed():
+        # the tiles come from the bundled photographs, in scikit-image's wheel; --images / --calib
+        # (other verbs' way around that) do not replace them: building is a host job
+        raise host_tools_error("building an engine (checked on the bundled held-out photographs)", "scikit-image")
     return lr_tiles(config, n, seed=seed, split="heldout")
 
 
