@@ -137,6 +137,17 @@ def test_bad_calibration_input_errors(tmp_path: Path) -> None:
         CalibrationSet.builtin(MICRO, n=0)
 
 
+def test_python_calibration_given_as_the_clis_value_says_what_python_takes(tmp_path: Path) -> None:
+    """calibration="builtin" (or a folder) is the CLI's --calib; in Python it was a raw
+    "could not convert string to float" from numpy."""
+    from alignvar_edge.runtimes.artifacts import check_calibration
+    for given in ("builtin", tmp_path):
+        with pytest.raises(InputError, match=r"in Python pass a CalibrationSet .*CalibrationSet.builtin\(config\)"):
+            check_calibration(given, MICRO, needed=True)
+    tiles, info = check_calibration(CalibrationSet.builtin(MICRO, n=2), MICRO, needed=True)
+    assert tiles is not None and tiles.shape[0] == 2 and info is not None and info["hash"]
+
+
 def test_entropy_and_percentile_clip_outliers_unlike_minmax() -> None:
     rng = np.random.default_rng(0)
     x = np.concatenate([rng.standard_normal(200_000), [60.0, -45.0]])

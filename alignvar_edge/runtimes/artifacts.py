@@ -166,6 +166,11 @@ def check_calibration(calibration: Any, config: AlignVARConfig, needed: bool
                              "(the bundled photographs) or --calib FOLDER (in Python: calibration=LR tiles "
                              f"(N, 3, {config.lr_size}, {config.lr_size}) or a CalibrationSet)")
         return None, None
+    if isinstance(calibration, (str, bytes, os.PathLike)):    # the CLI's --calib value, given in Python
+        raise InputError(f"calibration={os.fsdecode(calibration)!r}: in Python pass a CalibrationSet "
+                         "(from alignvar_edge.quantize.calibration: CalibrationSet.builtin(config) for the bundled "
+                         "photographs, CalibrationSet.from_folder(folder, config) for yours) or LR tiles "
+                         f"(N, 3, {config.lr_size}, {config.lr_size}); 'builtin' and a folder are the CLI's --calib")
     info: dict[str, Any] = {}
     if hasattr(calibration, "calibration") and hasattr(calibration, "hash"):   # CalibrationSet
         info = {"hash": calibration.hash, **dict(getattr(calibration, "summary", dict)())}
