@@ -326,3 +326,19 @@ def test_an_engine_opened_in_finder_still_verifies(package, tmp_path):
     (mac / "model.mlpackage" / "Data" / "notes.txt").write_text("not ours")
     with pytest.raises(ArtifactError, match="model.mlpackage/Data/notes.txt is not listed in manifest.json"):
         load_verified(mac)
+
+
+def test_image_input_with_a_batch_is_refused_before_loading(tmp_path, capsys, monkeypatch):
+    """--image-input takes one tile per prediction: --batch 4 with it is one line naming both
+    flags, given before the checkpoint is loaded and traced (seconds of work for nothing)."""
+    from alignvar_edge.cli import main
+    from alignvar_edge.model import alignvar
+
+    def no_loading(*_a, **_k):
+        raise AssertionError("the checkpoint was loaded before the options were checked")
+    monkeypatch.setattr(alignvar, "load_pretrained", no_loading)
+    assert main(["build", "alignvar-tiny", "--target", "coreml", "--image-input", "--batch", "4",
+                 "--out", str(tmp_path / "img")]) == 2
+    err = capsys.readouterr().err
+    assert "--batch 4 with --image-input: an image input holds one tile per prediction" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "img").exists()

@@ -195,8 +195,6 @@ def convert(model: Any, precision: str = "fp16", compute_units: str = "CPU_AND_N
     # reader of Float would read garbage); the cast is one op at the end
     outputs = [ct.TensorType(name=SR, dtype=np.float32)] + [ct.TensorType(name=token_name(k))
                                                             for k in range(c.num_scales)]
-    if image_input and batch != 1:
-        raise InputError("an image input holds one tile: build with batch 1")
     lr_input = (ct.ImageType(name=INPUT, shape=tuple(lr.shape), scale=1 / 255.0, color_layout=ct.colorlayout.RGB)
                 if image_input else ct.TensorType(name=INPUT, shape=tuple(lr.shape), dtype=np.float32))
     with quiet():
@@ -423,6 +421,10 @@ class CoreMLBackend(Backend):
         batch = opts.pop("batch", 1 if image_input else None)
         if batch is not None and int(batch) < 1:
             raise InputError(f"coreml batch must be >= 1, got {batch}")
+        if image_input and batch is not None and int(batch) != 1:
+            # refused before loading and tracing: the image type is one CVPixelBuffer per prediction
+            raise InputError(f"--batch {batch} with --image-input: an image input holds one tile per prediction; "
+                             "drop --batch (or --image-input for a float input of several tiles)")
         target = target_named(opts.pop("target_os", "iOS17"))      # both checked before any loading
         method = opts.pop("method", "trace")
         proxy = opts.pop("proxy", True)
