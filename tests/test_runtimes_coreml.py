@@ -342,3 +342,38 @@ def test_image_input_with_a_batch_is_refused_before_loading(tmp_path, capsys, mo
     err = capsys.readouterr().err
     assert "--batch 4 with --image-input: an image input holds one tile per prediction" in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "img").exists()
+
+
+def test_a_quantized_export_is_not_silently_built_as_fp16(tmp_path, capsys, monkeypatch):
+    """Core ML (and torch) convert the checkpoint an export names, not its graph: an int8 or fp16
+    `quantize` output given as the source would come back as a plain fp16 package. It is one line
+    saying so and which build keeps that precision, before anything is loaded."""
+    from alignvar_edge.cli import main
+    from alignvar_edge.errors import InputError
+    from alignvar_edge.manifest import ModelInfo, new_manifest, write_manifest
+    from alignvar_edge.model import alignvar
+    from alignvar_edge.model.checkpoint import checkpoint_source
+    from alignvar_edge.runtimes.artifacts import checkpoint_dir
+
+    def export(precision):
+        d = tmp_path / f"tiny-{precision}"
+        d.mkdir()
+        (d / "model.onnx").write_bytes(b"graph")      # a listed file: the manifest must prove something
+        write_manifest(d, new_manifest("onnx", "onnx", "single", precision,
+                                       ModelInfo(name="alignvar-tiny", source=checkpoint_source("alignvar-tiny"))))
+        return d
+
+    def no_loading(*_a, **_k):
+        raise AssertionError("the checkpoint was loaded before the source was checked")
+    monkeypatch.setattr(alignvar, "load_pretrained", no_loading)
+    int8, fp16, fp32 = export("int8"), export("fp16"), export("fp32")
+    assert main(["build", str(int8), "--target", "coreml", "--out", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err
+    assert f"'{int8}' carries int8 in its graph, but coreml builds from the PyTorch checkpoint" in err
+    assert "build 'alignvar-tiny' (or its fp32 export) with --precision int8-weights" in err
+    assert not (tmp_path / "e").exists()
+    with pytest.raises(InputError, match=f"with --precision fp16 --half-policy-from {fp16}"):
+        checkpoint_dir(fp16, "coreml")
+    with pytest.raises(InputError, match=r"torch builds from .* \(or its fp32 export\)$"):
+        checkpoint_dir(int8, "torch")         # no torch int8 engine to suggest
+    assert checkpoint_dir(fp32, "coreml").name == "alignvar-tiny"

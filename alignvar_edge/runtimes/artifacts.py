@@ -90,15 +90,28 @@ def source_checkpoint(manifest: Manifest, depth: int = 2) -> Path | None:
     return None
 
 
-def checkpoint_dir(source: str | os.PathLike[str]) -> Path:
-    """The PyTorch checkpoint behind `source`: itself, or the one an export's manifest names."""
+def checkpoint_dir(source: str | os.PathLike[str], backend: str = "torch") -> Path:
+    """The PyTorch checkpoint behind `source`: itself, or the one an fp32 export's manifest names.
+    `backend` builds from it (torch, coreml): an export whose graph carries another precision (a
+    quantize output) is refused, since the build would silently drop that precision."""
     from alignvar_edge.model.checkpoint import resolve_checkpoint_dir
+    from alignvar_edge.recipes import engine_precision, recipe
     if is_checkpoint(source):
         return resolve_checkpoint_dir(source)
-    found = source_checkpoint(load_verified(source))
+    m = load_verified(source)
+    found = source_checkpoint(m)
     if found is None:
         raise ArtifactError(f"'{source}' does not name the PyTorch checkpoint it came from; pass the "
                             "checkpoint directory (or a bundled name such as 'alignvar-tiny') instead")
+    if m.precision and m.precision != "fp32":
+        own = engine_precision(backend, m.precision)
+        how = f" with --precision {own}" if own else ""
+        if own and m.precision == "fp16" and "half_policy" in recipe(backend, own).options:
+            how += f" --half-policy-from {source} (to keep the groups its search kept in fp32)"
+        ckpt = m.source.name if m.source.kind == "bundled" and m.source.name else found
+        raise InputError(f"'{source}' carries {m.precision} in its graph, but {backend} builds from the PyTorch "
+                         f"checkpoint, not the graph, so the {m.precision} would be lost: build '{ckpt}' (or its "
+                         f"fp32 export){how}")
     return found
 
 

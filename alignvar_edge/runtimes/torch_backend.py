@@ -123,7 +123,7 @@ class TorchBackend(Backend):
         from alignvar_edge.model.alignvar import load_pretrained
         from alignvar_edge.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, checkpoint_source, load_config
         device = self.check_device(device)
-        src = checkpoint_dir(artifact_dir)
+        src = checkpoint_dir(artifact_dir, self.name)
         config = load_config(src)
         with staging_dir(out, force=force) as tmp:
             for f in (CONFIG_FILE, WEIGHTS_FILE):

@@ -436,7 +436,7 @@ class CoreMLBackend(Backend):
         f32_groups = frozenset((half or {}).get("f32_groups") or ())
         src = None
         if model is None:
-            src = checkpoint_dir(artifact_dir)
+            src = checkpoint_dir(artifact_dir, self.name)
             model = load_pretrained(src)
         config = model.config
         batch = default_batch(config) if batch is None else int(batch)
