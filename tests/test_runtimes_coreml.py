@@ -377,3 +377,20 @@ def test_a_quantized_export_is_not_silently_built_as_fp16(tmp_path, capsys, monk
     with pytest.raises(InputError, match=r"torch builds from .* \(or its fp32 export\)$"):
         checkpoint_dir(int8, "torch")         # no torch int8 engine to suggest
     assert checkpoint_dir(fp32, "coreml").name == "alignvar-tiny"
+
+
+def test_package_readme_offers_the_compute_units_it_was_not_built_for(package):
+    """A package built for ALL is not told that `--device ALL` tries other compute units."""
+    import dataclasses
+
+    from alignvar_edge.manifest import load_verified
+    from alignvar_edge.runtimes.coreml.readme import package_readme
+    out, _ = package
+    m = load_verified(out)
+    built = (out / "README.md").read_text()
+    assert "`--device ALL`, `--device CPU_ONLY`, `--device CPU_AND_GPU` try the other compute units" in built
+    for_all = package_readme(dataclasses.replace(m, extra={**m.extra, "compute_units": "ALL"}),
+                             m.extra["spec"]["io"], "model.mlpackage")
+    assert "config.computeUnits = .all" in for_all
+    assert "`--device CPU_AND_NE`, `--device CPU_ONLY`, `--device CPU_AND_GPU` try the other" in for_all
+    assert "`--device ALL`" not in for_all

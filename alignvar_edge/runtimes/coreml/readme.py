@@ -157,9 +157,10 @@ def package_readme(m: Manifest, io: dict[str, dict[str, Any]], package: str) -> 
         + (f"the {golden['tiles']} golden tiles" if golden else "the golden tiles (this directory has none: "
            "build from a checkpoint with golden outputs, such as `alignvar-tiny`)")
         + f" through Core ML and compares them with the reference: it passes at >= {gate.tokens:.0%} of the "
-        f"tokens equal (all scales together; it prints each scale's) and SR PSNR >= {gate.psnr_db:g} dB, and times the package. `--device ALL` "
-        "(or `CPU_ONLY`, `CPU_AND_GPU`) tries other compute units. In an app, compare the `tokens_K` outputs "
-        "of the golden tiles with the golden file's tokens (the fraction equal is the token agreement).",
+        f"tokens equal (all scales together; it prints each scale's) and SR PSNR >= {gate.psnr_db:g} dB, and times the package; "
+        + ", ".join(f"`--device {u}`" for u in _SWIFT_UNITS if u != units)
+        + " try the other compute units. In an app, compare the `tokens_K` outputs of the golden tiles with "
+        "the golden file's tokens (the fraction equal is the token agreement).",
         "",
         f"Measured at build time, without Core ML: {proxy}",
         "",
