@@ -394,3 +394,14 @@ def test_package_readme_offers_the_compute_units_it_was_not_built_for(package):
     assert "config.computeUnits = .all" in for_all
     assert "`--device CPU_AND_NE`, `--device CPU_ONLY`, `--device CPU_AND_GPU` try the other" in for_all
     assert "`--device ALL`" not in for_all
+
+
+def test_a_one_tile_package_readme_says_one_tile(tmp_path):
+    """--batch 1 (the default for SR tiles over 64 px): one tile per prediction, no batch to pad."""
+    out = runtimes.build("in-memory", "coreml", out=tmp_path / "b1", model=sharp_model("micro"), batch=1,
+                         proxy=False)
+    text = (out / "README.md").read_text()
+    assert "| `lr` | input | MLMultiArray float32 | (1, 3, 8, 8) NCHW |" in text
+    assert "One prediction takes one 8x8 tile." in text and "takes 1 tiles" not in text
+    lr = _read_package(out).description.input[0]          # what Xcode shows says the same
+    assert lr.shortDescription == "one LR tile, float32 (1, 3, 8, 8), NCHW, RGB planes in [0, 1]"

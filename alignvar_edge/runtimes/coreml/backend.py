@@ -249,6 +249,7 @@ def describe(ml: Any, config: Any, precision: str, compute_units: str, image_inp
     ml.version = str(__version__)
     ml.input_description[INPUT] = (
         f"one {t}x{t} RGB tile (8-bit image, scaled to [0, 1] inside the model)" if image_input else
+        f"one LR tile, float32 (1, 3, {t}, {t}), NCHW, RGB planes in [0, 1]" if batch == 1 else
         f"{batch} LR tile(s), float32 ({batch}, 3, {t}, {t}), NCHW, RGB planes in [0, 1] (pad the last "
         "batch of an image by repeating a tile)")
     ml.output_description[SR] = (f"SR tiles, float32 ({batch}, 3, {s}, {s}), NCHW, RGB in [0, 1] (clip before "

@@ -102,7 +102,7 @@ def package_readme(m: Manifest, io: dict[str, dict[str, Any]], package: str) -> 
         "",
         *_io_rows(io, inputs, image, scales, tile, sr_tile),
         "",
-        (f"One prediction takes one {tile}x{tile} tile." if image else
+        (f"One prediction takes one {tile}x{tile} tile." if image or batch == 1 else
          f"One prediction takes {batch} tiles: pad the last batch of an image by repeating a tile.")
         + " Core ML may return arrays with padded strides: read them through `MLShapedArray<Float>(out.sr)` "
         "(or `strides`), not the raw data pointer. The same facts are in the package's user-defined "
