@@ -535,6 +535,13 @@ def _read_json(root: Path) -> dict[str, Any]:
     if not root.is_dir():
         raise ArtifactError(f"'{root}' is not a directory; pass an artifact directory made by "
                             "`alignvar-edge export`, `quantize` or `build`")
+    if root.suffix.lower() == ".mlpackage" or (root / "Data" / "com.apple.CoreML").is_dir():
+        # checked first: on a Mac's case-insensitive disk the package's Manifest.json reads as ours
+        parent = root.resolve().parent
+        where = (f"pass the engine directory that holds it: '{parent}'" if (parent / MANIFEST_FILE).is_file() else
+                 "pass the engine directory it came from (the package with manifest.json and the golden outputs), "
+                 "as `alignvar-edge build --target coreml` wrote it")
+        raise ArtifactError(f"'{root}' is a Core ML package, not an engine directory: {where}")
     if not path.is_file() and (root / "config.json").is_file() and (root / "model.safetensors").is_file():
         raise ArtifactError(f"'{root}' is a model checkpoint, not an exported artifact; export it first "
                             f"(`alignvar-edge export {root} --out DIR`), or describe it with `alignvar-edge info {root}`")

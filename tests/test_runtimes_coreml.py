@@ -405,3 +405,22 @@ def test_a_one_tile_package_readme_says_one_tile(tmp_path):
     assert "One prediction takes one 8x8 tile." in text and "takes 1 tiles" not in text
     lr = _read_package(out).description.input[0]          # what Xcode shows says the same
     assert lr.shortDescription == "one LR tile, float32 (1, 3, 8, 8), NCHW, RGB planes in [0, 1]"
+
+
+def test_the_package_itself_is_named_as_what_it_is(package, tmp_path, capsys):
+    """Pointing at model.mlpackage (or a renamed copy taken out of an Xcode project) instead of the
+    engine directory: one line naming the directory to pass, not 'an interrupted run, re-run it'."""
+    import shutil
+
+    from alignvar_edge.cli import main
+    out, _ = package
+    assert main(["inspect", str(out / "model.mlpackage")]) == 2
+    err = capsys.readouterr().err
+    assert ("is a Core ML package, not an engine directory: pass the engine directory that holds it: "
+            f"'{out.resolve()}'") in err and "interrupted" not in err
+    alone = tmp_path / "AlignVAR.mlpackage"
+    shutil.copytree(out / "model.mlpackage", alone)
+    assert main(["selftest", "--engine", str(alone)]) == 2
+    err = capsys.readouterr().err
+    assert "is a Core ML package, not an engine directory: pass the engine directory it came from" in err
+    assert len(err.strip().splitlines()) == 1
