@@ -110,8 +110,8 @@ def checkpoint_dir(source: str | os.PathLike[str], backend: str = "torch") -> Pa
             how += f" --half-policy-from {source} (to keep the groups its search kept in fp32)"
         ckpt = m.source.name if m.source.kind == "bundled" and m.source.name else found
         raise InputError(f"'{source}' carries {m.precision} in its graph, but {backend} builds from the PyTorch "
-                         f"checkpoint, not the graph, so the {m.precision} would be lost: build '{ckpt}' (or its "
-                         f"fp32 export){how}")
+                         f"checkpoint, not the graph, so nothing of that {m.precision} graph would carry over: build "
+                         f"'{ckpt}' (or its fp32 export){how}")
     return found
 
 
