@@ -424,3 +424,12 @@ def test_the_package_itself_is_named_as_what_it_is(package, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "is a Core ML package, not an engine directory: pass the engine directory it came from" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_calib_tiles_without_calib_is_refused_not_ignored(tmp_path, capsys):
+    """Core ML builds calibrate nothing: --calib-tiles on its own was silently dropped."""
+    from alignvar_edge.cli import main
+    assert main(["build", "alignvar-tiny", "--target", "coreml", "--calib-tiles", "8",
+                 "--out", str(tmp_path / "e")]) == 2
+    assert "--calib-tiles sizes the --calib set and applies only with --calib" in capsys.readouterr().err
+    assert not (tmp_path / "e").exists()

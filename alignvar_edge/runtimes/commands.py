@@ -17,6 +17,7 @@ from alignvar_edge.manifest import Manifest
 from alignvar_edge.model.bundled import DEFAULT_CHECKPOINT
 
 BACKEND_CHOICES = ("auto", *BACKENDS)
+CALIB_TILES = 64        # `build --calib` tiles when --calib-tiles is not given
 
 
 def register(sub: Any) -> None:
@@ -31,8 +32,8 @@ def register(sub: Any) -> None:
                                        "(Core ML); default fp32 (Core ML: fp16), or half where this host has "
                                        "fast half units and the half build keeps the tokens")
     p.add_argument("--calib", help="INT8 calibration: 'builtin' or a folder of images")
-    p.add_argument("--calib-tiles", type=tile_count, default=64,
-                   help=f"calibration tiles (default 64, at most {MAX_TILES})")
+    p.add_argument("--calib-tiles", type=tile_count,
+                   help=f"calibration tiles (default {CALIB_TILES}, at most {MAX_TILES})")
     p.add_argument("--out", help="engine directory (default: SOURCE-TARGET-PRECISION beside SOURCE)")
     p.add_argument("--device", help="onnxruntime: auto|cpu|cuda[:N]|tensorrt; openvino: CPU|GPU|NPU|AUTO; "
                                     "tensorrt: cuda:N; coreml: compute units (CPU_AND_NE, ALL, ...)")
@@ -166,6 +167,9 @@ def run_build(args: argparse.Namespace) -> int:
         from alignvar_edge.quantize.artifact import searched_half_policy
         opts["half_policy"] = searched_half_policy(args.half_policy_from)
     calibration = None
+    if args.calib_tiles is not None and not args.calib:
+        # it sizes the --calib set: on its own it would be silently ignored
+        raise InputError("--calib-tiles sizes the --calib set and applies only with --calib")
     if args.calib:
         from alignvar_edge.recipes import calibrating_builds, recipe
         if not recipe(b.name, args.precision).calibration:
@@ -216,7 +220,7 @@ def _calibration(args: argparse.Namespace) -> Any:
     from alignvar_edge.quantize.calibration.sets import CalibrationSet, whole_calls
     from alignvar_edge.manifest import read_manifest
     from alignvar_edge.runtimes.artifacts import is_checkpoint
-    n = args.calib_tiles
+    n = args.calib_tiles or CALIB_TILES
     if is_checkpoint(args.source):
         from alignvar_edge.model.checkpoint import load_config, resolve_checkpoint_dir
         config: Any = load_config(resolve_checkpoint_dir(args.source))
