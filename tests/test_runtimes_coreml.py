@@ -433,3 +433,12 @@ def test_calib_tiles_without_calib_is_refused_not_ignored(tmp_path, capsys):
                  "--out", str(tmp_path / "e")]) == 2
     assert "--calib-tiles sizes the --calib set and applies only with --calib" in capsys.readouterr().err
     assert not (tmp_path / "e").exists()
+
+
+def test_half_policy_from_a_coreml_engine_says_what_it_was_given(package):
+    """Was '... is not an fp16 ONNX artifact (precision fp16)': true, and no help."""
+    from alignvar_edge.errors import InputError
+    from alignvar_edge.quantize.artifact import searched_half_policy
+    out, _ = package
+    with pytest.raises(InputError, match=r"is not an fp16 ONNX artifact from .* \(a coreml fp16 engine\); pass one"):
+        searched_half_policy(out)

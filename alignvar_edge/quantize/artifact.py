@@ -114,6 +114,11 @@ def searched_float_groups(quantized_dir: str | os.PathLike[str]) -> list[str]:
     return sorted((q.get("policy") or {}).get("float_groups") or [])
 
 
+def _what(m: Any) -> str:
+    """An artifact in a few words: 'an int8 ONNX export', 'a coreml fp16 engine'."""
+    return f"an {m.precision} ONNX export" if m.kind == "onnx" else f"a {m.backend} {m.precision} {m.kind}"
+
+
 def searched_half_policy(fp16_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """The half policy (compute precision per group) an fp16 artifact's search chose, for another
     backend's half build (TensorRT layer precisions, Core ML fp32 ops) to keep the same groups f32."""
@@ -121,7 +126,7 @@ def searched_half_policy(fp16_dir: str | os.PathLike[str]) -> dict[str, Any]:
     q = m.quantization or {}
     if m.precision != "fp16" or not q.get("half_policy"):
         raise InputError(f"'{fp16_dir}' is not an fp16 ONNX artifact from `alignvar-edge quantize --precision fp16` "
-                         f"(precision {m.precision}); pass one to take its half policy from")
+                         f"({_what(m)}); pass one to take its half policy from")
     return dict(q["half_policy"])
 
 
