@@ -19,37 +19,22 @@ ae=${AE:-.venv/bin/alignvar-edge}
 py=${PY:-.venv/bin/python}
 read -r -a train_args <<<"${TRAIN_ARGS:-}"
 mkdir -p "$run"
+# shellcheck source=scripts/stages.sh
+source "$(dirname "$0")/stages.sh"
 $ae doctor | grep '^ISA' || true
-stage() {  # stage NAME ARGS...: train into RUN_DIR/NAME unless it already finished; go on from a stopped run
-  local name=$1; shift
-  if [ -d "$run/$name/final" ]; then echo "== $name: already trained"; return; fi
-  local fresh=--force
-  if [ -f "$run/$name/state/state.json" ] || [ -f "$run/$name/.state.old/state.json" ]; then fresh=--resume; fi
-  echo "== $name ${fresh#--}"; $ae train "$@" "${train_args[@]}" --out "$run/$name" "$fresh" --save-every 100
-}
-stage vqvae vqvae --preset "$preset" --steps "$vq_steps" --batch 8
+stage vqvae vqvae --preset "$preset" --steps "$vq_steps" --batch 8 "${train_args[@]}"
 # teacher-forced HCC and dropout negatives: 2.2x cheaper a step than the preset's free-running HCC
 OMP_NUM_THREADS=1 stage tf transformer --init "$run/vqvae/final" --steps "$tf_steps" --batch 12 \
-  --hcc-rollout teacher --cfg-negative dropout &
+  --hcc-rollout teacher --cfg-negative dropout "${train_args[@]}" &
 tf_pid=$!
 # the control's decoder never sees a token, so it can start from the VQ-VAE alone
-OMP_NUM_THREADS=1 stage dec-zero decoder --init "$run/vqvae/final" --latent zero --steps "$dec_steps" --batch 12
+OMP_NUM_THREADS=1 stage dec-zero decoder --init "$run/vqvae/final" --latent zero --steps "$dec_steps" --batch 12 "${train_args[@]}"
 wait "$tf_pid"
-OMP_NUM_THREADS=1 stage joint joint --init "$run/tf/final" --steps "$dec_steps" --batch 12 &
+OMP_NUM_THREADS=1 stage joint joint --init "$run/tf/final" --steps "$dec_steps" --batch 12 "${train_args[@]}" &
 joint_pid=$!
-OMP_NUM_THREADS=1 stage dec decoder --init "$run/tf/final" --latent model --steps "$dec_steps" --batch 12
+OMP_NUM_THREADS=1 stage dec decoder --init "$run/tf/final" --latent model --steps "$dec_steps" --batch 12 "${train_args[@]}"
 wait "$joint_pid"
-for v in tf dec joint dec-zero; do   # a retrained stage replaced its folder, and its eval with it
-  if [ -f "$run/$v/eval.json" ]; then echo "== eval $v: already done"; continue; fi
-  echo "== eval $v"; $ae eval "$run/$v/final" --max-side 256 --ablations --json "$run/$v/eval.json"
-done
-if [ -n "${HELDOUT:-}" ]; then
-  for v in tf dec joint dec-zero; do
-    [ -f "$run/$v/eval-heldout.json" ] && continue
-    echo "== eval $v on $HELDOUT"
-    $ae eval "$run/$v/final" --images "$HELDOUT" --max-side 512 --ablations --json "$run/$v/eval-heldout.json"
-  done
-fi
+evaluate tf dec joint dec-zero
 $py - "$run" <<'PY'
 import json, os, sys
 run = sys.argv[1]

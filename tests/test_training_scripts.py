@@ -128,3 +128,44 @@ def test_token_worth_resumes_a_stopped_stage_and_keeps_finished_ones(tmp_path):
     assert all("--force" in c for k, c in trains.items() if k != "transformer tf")
     assert sum(c.startswith("eval ") and "--images" in c for c in calls) == 4            # HELDOUT: each stage
     assert "on HELDOUT: before any fine-tune the tokens are worth +0.00 dB" in r.stdout
+
+
+def _stub_env(tmp_path, **extra):
+    ae = tmp_path / "ae"
+    ae.write_text(STUB_AE)
+    ae.chmod(0o755)
+    log = tmp_path / "calls.log"
+    return log, {**os.environ, "AE": f"{sys.executable} {ae}", "STUB_LOG": str(log), **extra}
+
+
+def test_ablation_gives_each_variant_its_flag_after_the_shared_ones_and_resumes_a_stopped_one(tmp_path):
+    log, env = _stub_env(tmp_path, TRAIN_ARGS="--batch 12 --hcc-rollout teacher", HELDOUT=str(tmp_path / "held"))
+    base = tmp_path / "run"
+    (base / "vqvae" / "final").mkdir(parents=True)
+    (base / "ablation" / "both" / "final").mkdir(parents=True)            # finished: kept
+    (base / "ablation" / "no-hcc" / "state").mkdir(parents=True)          # stopped mid-run
+    (base / "ablation" / "no-hcc" / "state" / "state.json").write_text("{}")
+    r = subprocess.run(["bash", str(ROOT / "scripts" / "ablation.sh"), str(base), "9"],
+                       env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    calls = log.read_text().splitlines()
+    trains = {c.split("--out ")[1].split()[0].rsplit("/", 1)[1]: c.split() for c in calls if c.startswith("train ")}
+    assert set(trains) == {"no-sca", "no-hcc", "hcc-free"}
+    free = trains["hcc-free"]
+    # the variant's own flag comes last, so it overrides TRAIN_ARGS' --hcc-rollout teacher
+    assert free.index("gumbel") > free.index("teacher") and "--force" in free
+    assert "--resume" in trains["no-hcc"] and "--force" not in trains["no-hcc"]
+    assert trains["no-hcc"][trains["no-hcc"].index("--hcc-weight") + 1] == "0"
+    assert "--no-sca" in trains["no-sca"] and all(t[t.index("--steps") + 1] == "9" for t in trains.values())
+    evals = [c for c in calls if c.startswith("eval ")]
+    assert len(evals) == 8 and sum("--images" in c for c in evals) == 4          # each variant, both photo sets
+    assert (base / "ablation" / "both" / "eval-heldout.json").is_file()
+
+
+def test_ablation_refuses_an_unknown_variant_before_training_anything(tmp_path):
+    log, env = _stub_env(tmp_path, VARIANTS="both no-sac")
+    (tmp_path / "run" / "vqvae" / "final").mkdir(parents=True)
+    r = subprocess.run(["bash", str(ROOT / "scripts" / "ablation.sh"), str(tmp_path / "run"), "9"],
+                       env=env, capture_output=True, text=True)
+    assert r.returncode == 2 and "unknown variant 'no-sac' in VARIANTS" in r.stderr
+    assert not log.exists()
