@@ -1104,7 +1104,22 @@ BAD_FLAGS = [
     (["quantize", "x", "--val-tiles", "5000"], "--val-tiles"),
     (["build", "x", "--target", "onnxruntime", "--calib-tiles", "2000"], "--calib-tiles"),
     (["export", "--out", "x", "--tiles", "-3"], "--tiles"),
+    # tiles per call: at most MAX_BATCH (a batch past an image's tiles only pads, and one call of
+    # `--batch 100000` traced and validated until memory ran out)
+    (["export", "--out", "x", "--batch", "100000"], "--batch"),
+    (["build", "x", "--target", "coreml", "--batch", "257"], "--batch"),
+    (["deploy", "x", "--batch", "0"], "--batch"),
+    (["bench", "trtexec", "log.txt", "--batch", "1000"], "--batch"),
 ]
+
+
+def test_a_batch_takes_1_to_max_batch():
+    import argparse
+    from alignvar_edge.argtypes import MAX_BATCH, MAX_TILES, batch_size
+    assert MAX_BATCH == 256 <= MAX_TILES and batch_size("1") == 1 and batch_size("256") == 256
+    for bad in ("0", "-4", "257", "100000", "8.0", "many"):
+        with pytest.raises(argparse.ArgumentTypeError, match=f"from 1 to 256 \\(tiles per call\\), got '{bad}'"):
+            batch_size(bad)
 
 
 def test_a_tile_count_takes_1_to_max_tiles():

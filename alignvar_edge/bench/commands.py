@@ -5,7 +5,7 @@ import argparse
 import sys
 from typing import Any
 
-from alignvar_edge.argtypes import MAX_TILES, fraction, nonneg_int, positive_float, positive_int, tile_count
+from alignvar_edge.argtypes import MAX_TILES, batch_size, fraction, nonneg_int, positive_float, positive_int, tile_count
 from alignvar_edge.bench.image import FOLDER_LR, IMAGE_LR, IMAGE_RUNS
 from alignvar_edge.errors import InputError
 from alignvar_edge.progress import bar
@@ -89,7 +89,7 @@ def register(sub: Any) -> None:
                         "(automatic when PyTorch is not installed)")
     p.add_argument("--engine", dest="trt_engine", metavar="DIR",
                    help="bench trtexec: the engine dir or kit the log belongs to (model, batch, parity)")
-    p.add_argument("--batch", type=positive_int, help="bench trtexec: tiles per inference (default: the engine's)")
+    p.add_argument("--batch", type=batch_size, help="bench trtexec: tiles per inference (default: the engine's)")
     # `bench merge`, the device bench and `bench trtexec` share this parser; each refuses the flags
     # it does not read (_unread), rather than ignoring them
     p.set_defaults(func=run_bench_cmd, flag_defaults=tuple(
@@ -126,7 +126,7 @@ def register(sub: Any) -> None:
                    help="also export the staged graphs and profile ONNX Runtime per stage")
     d.add_argument("--export", help="reuse an fp32 single-graph export of the same model (copied into --out) "
                                     "instead of exporting again")
-    d.add_argument("--batch", type=positive_int,
+    d.add_argument("--batch", type=batch_size,
                    help="static batch of every engine (default: each of 1, 4, 8, 16 is exported and timed on "
                         "ONNX Runtime at the headline threads; the fastest for a 128x128 LR image's tiles is kept; "
                         "--quick: 16)")

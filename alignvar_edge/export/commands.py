@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from alignvar_edge.argtypes import MAX_TILES, nonneg_int, positive_int, tile_count
+from alignvar_edge.argtypes import MAX_TILES, batch_size, nonneg_int, tile_count
 from alignvar_edge.cli_json import STDOUT, add_json_option, emit
 from alignvar_edge.errors import CheckpointError, ConfigError, OutputExistsError
 from alignvar_edge.manifest import ModelSource, read_manifest
@@ -36,7 +36,7 @@ def register(sub: Any) -> None:
     p.add_argument("--prune", metavar="R[,R...]", default="",
                    help="token pruning (FastVAR-style, training-free): the share of tokens each of the "
                         "last scales leaves out, finest last, e.g. 0.5,0.75")
-    p.add_argument("--batch", type=positive_int,
+    p.add_argument("--batch", type=batch_size,
                    help="fixed batch of the graphs: tiles per call (default: 16 for SR tiles up to 64 px, "
                         "where batches serve whole images faster, 1 for larger tiles; `deploy` measures)")
     p.add_argument("--tiles", type=tile_count, default=4,

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from alignvar_edge.argtypes import MAX_TILES, nonneg_int, positive_float, positive_int, tile_count
+from alignvar_edge.argtypes import MAX_TILES, batch_size, nonneg_int, positive_float, positive_int, tile_count
 from alignvar_edge.cli_json import add_json_option, emit
 from alignvar_edge.errors import InputError, OutputExistsError
 from alignvar_edge import progress
@@ -52,7 +52,7 @@ def register(sub: Any) -> None:
     p.add_argument("--kit", action="store_true", help="tensorrt: write the on-device build kit only")
     p.add_argument("--image-input", action="store_true",
                    help="coreml: the input is an RGB image tile (CVPixelBuffer in Swift) instead of a float array")
-    p.add_argument("--batch", type=positive_int,
+    p.add_argument("--batch", type=batch_size,
                    help="coreml: tiles per prediction (default: 16 for SR tiles up to 64 px, so a 512 px "
                         "photo of the bundled model takes 8 predictions, not 121; 1 for larger tiles and "
                         "with --image-input)")
