@@ -5,20 +5,49 @@
 
 Progress and notes go to stderr either way, so `--json | jq` always reads one JSON document. FILE is
 written atomically (a reader never sees half of it), and before the text: a closed stdout cannot lose it.
+Every result names the version that wrote it (`"alignvar_edge"`), and an existing FILE is replaced
+only when it is such a result (or empty): `--json model/config.json` must not cost a checkpoint its
+config, nor `--json report.json` a device's benchmark run.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from typing import Any
 
+from alignvar_edge import __version__
 from alignvar_edge.bench.schema import is_report
 from alignvar_edge.fsmodes import unwritable_folder, write_text
 from alignvar_edge.jsonsafe import dumps
 
-__all__ = ["STDOUT", "add_json_option", "emit"]
+__all__ = ["STDOUT", "add_json_option", "emit", "write_result"]
 
 STDOUT = "-"
+OWNER_KEY = "alignvar_edge"                # a result's first key: the version that wrote it
+# eval wrote its results without OWNER_KEY before every verb had it; these keys mark them
+EVAL_RESULT_KEYS = ("images", "seed", "degradation")
+
+
+def _stamped(payload: Any) -> Any:
+    return {OWNER_KEY: __version__, **payload} if isinstance(payload, dict) and OWNER_KEY not in payload else payload
+
+
+def write_result(target: str, payload: Any) -> None:
+    """A verb's JSON result into FILE, atomically, with the version that wrote it."""
+    write_text(target, dumps(_stamped(payload)))
+
+
+def _replaceable(path: str) -> bool:
+    """An empty file, or a JSON object a verb wrote (OWNER_KEY, or an earlier eval's keys)."""
+    try:
+        if os.path.getsize(path) == 0:
+            return True
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and (OWNER_KEY in data or all(k in data for k in EVAL_RESULT_KEYS))
 
 
 def json_target(text: str) -> str:
@@ -30,6 +59,9 @@ def json_target(text: str) -> str:
         # a benchmark report is the result of minutes of timing on some device: only bench replaces it
         raise argparse.ArgumentTypeError(f"{text} is a benchmark report (alignvar-edge bench), which this verb "
                                          "does not replace; choose another FILE")
+    if text != STDOUT and os.path.isfile(text) and not _replaceable(text):
+        raise argparse.ArgumentTypeError(f"{text} exists and is not a result alignvar-edge wrote, so it is not "
+                                         "replaced; choose another FILE, or remove it first")
     if text != STDOUT and (folder := unwritable_folder(text)) is not None:
         raise argparse.ArgumentTypeError(f"cannot write {text}: the folder {folder} is not writable; "
                                          "choose another FILE")
@@ -47,10 +79,9 @@ def emit(target: str | None, payload: Any, text: str) -> None:
 
     FILE is written before anything is printed: a reader that closes stdout early (`| head -1`)
     ends the printing, and must not cost the user the file they asked for."""
-    doc = dumps(payload)
     if target == STDOUT:
-        print(doc, end="")
+        print(dumps(_stamped(payload)), end="")
         return
     if target:
-        write_text(target, doc)
+        write_result(target, payload)
     print(text)

@@ -266,13 +266,13 @@ def test_eval_json_replaces_only_an_eval_report(tmp_path: Path, capsys) -> None:
     theirs.write_text('{"name": "tiny", "depth": 4}')
     assert main(["eval", "--images", str(tmp_path / "never-read"), "--json", str(theirs)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and f"--json {theirs}: the file exists and is not an eval report" in err[0], err
+    assert len(err) == 1 and f"--json: {theirs} exists and is not a result alignvar-edge wrote" in err[0], err
     assert theirs.read_text() == '{"name": "tiny", "depth": 4}'
-    from alignvar_edge.bench.evaluate import check_report_target
-    ours = tmp_path / "eval.json"
+    from alignvar_edge.cli_json import json_target
+    ours = tmp_path / "eval.json"             # an eval report from before every result named its writer
     ours.write_text(json.dumps({"images": [], "seed": 0, "degradation": {}, "variants": {}}))
-    check_report_target(str(ours))                       # ours: no error
-    check_report_target(str(tmp_path / "new.json"))      # nothing there yet
+    assert json_target(str(ours)) == str(ours)
+    assert json_target(str(tmp_path / "new.json")) == str(tmp_path / "new.json")      # nothing there yet
 
 
 def test_eval_table_columns_stay_in_line_with_long_names() -> None:

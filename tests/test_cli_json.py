@@ -82,3 +82,27 @@ def test_json_file_is_written_when_stdout_is_closed(micro_export, tmp_path, unbu
         os.close(write_end)
     assert r.returncode == 128 + signal.SIGPIPE and r.stderr == ""
     assert json.loads(target.read_text())["verdict"].startswith("OK")
+
+
+@pytest.mark.parametrize("content", ['{"name": "tiny", "depth": 4}', "[1, 2]", "not json at all"],
+                         ids=["a config", "a list", "not json"])
+def test_json_file_never_replaces_a_file_no_verb_wrote(content, tmp_path, capsys):
+    # `eval ckpt --json ckpt/config.json` would cost the checkpoint its config
+    mine = tmp_path / "config.json"
+    mine.write_text(content)
+    assert main(["doctor", "--json", str(mine)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--json" in err[0] and "is not a result alignvar-edge wrote" in err[0], err
+    assert mine.read_text() == content
+
+
+def test_every_result_names_its_writer_and_an_empty_file_is_taken(tmp_path, capsys):
+    from alignvar_edge import __version__
+    empty = tmp_path / "made-by-mktemp.json"
+    empty.touch()
+    assert main(["info", "alignvar-tiny", "--json", str(empty)]) == 0
+    doc = json.loads(empty.read_text())
+    assert next(iter(doc)) == "alignvar_edge" and doc["alignvar_edge"] == __version__ and doc["name"] == "alignvar-tiny"
+    capsys.readouterr()
+    assert main(["info", "alignvar-tiny", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == doc          # stdout and FILE: the same result

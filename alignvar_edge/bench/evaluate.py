@@ -14,17 +14,14 @@ against the HR like the others, and `pruned_vs_model` is its PSNR-Y against the 
 from __future__ import annotations
 
 import copy
-import json
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from alignvar_edge.degrade import DegradationConfig, degrade
-from alignvar_edge.errors import InputError, OutputExistsError
+from alignvar_edge.errors import InputError
 from alignvar_edge.export.parity import psnr_y, ssim_y
 from alignvar_edge.model.alignvar import AlignVAR
 from alignvar_edge.model.config import AlignVARConfig
@@ -178,25 +175,6 @@ def evaluate(model: AlignVAR, images: list[tuple[str, Any]], seed: int = 0,
         "seed": seed,
         "degradation": deg.to_dict(),
     }
-
-
-# keys that every `evaluate` result and `ablation_report` has: a file holding them is an eval report
-_REPORT_KEYS = ("images", "seed", "degradation")
-
-
-def check_report_target(path: str) -> None:
-    """`eval --json FILE` replaces an earlier eval report, never another file (a checkpoint's
-    config.json, some other tool's results): refused before the evaluation starts, not after it."""
-    p = Path(path)
-    if not os.path.lexists(p):
-        return
-    try:
-        data = json.loads(p.read_text())
-    except (OSError, ValueError, UnicodeDecodeError):
-        data = None
-    if not (isinstance(data, dict) and all(k in data for k in _REPORT_KEYS)):
-        raise OutputExistsError(f"--json {path}: the file exists and is not an eval report, so eval does not "
-                                "replace it; choose another FILE, or remove it yourself")
 
 
 def ablation_report(result: dict[str, Any], checkpoint: str) -> dict[str, Any]:

@@ -239,12 +239,10 @@ def no_stale_report(target: str | None, what: dict[str, Any]) -> Iterator[None]:
     try:
         yield
     except BaseException as e:
-        from alignvar_edge.cli_json import STDOUT
+        from alignvar_edge.cli_json import STDOUT, write_result
         if target and target != STDOUT:
-            from alignvar_edge.fsmodes import write_text
-            from alignvar_edge.jsonsafe import dumps
             try:
-                write_text(target, dumps({**what, "result": "ERROR", "reason": str(e) or type(e).__name__}))
+                write_result(target, {**what, "result": "ERROR", "reason": str(e) or type(e).__name__})
             except OSError:                          # cannot write it: at least no stale verdict
                 Path(target).unlink(missing_ok=True)
         raise

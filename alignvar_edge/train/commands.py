@@ -133,16 +133,12 @@ def load_eval_images(spec: str) -> tuple[list[tuple[str, object]], list[tuple[st
 
 def run_eval(args: argparse.Namespace) -> int:
     from alignvar_edge.model.alignvar import load_pretrained
-    from alignvar_edge.bench.evaluate import (ablation_report, check_max_side, check_report_target, evaluate,
-                                              format_eval)
-    from alignvar_edge.cli_json import STDOUT
+    from alignvar_edge.bench.evaluate import ablation_report, check_max_side, evaluate, format_eval
     from alignvar_edge.model.checkpoint import load_config, resolve_checkpoint_dir
     from alignvar_edge.model.pruning import parse_prune
 
     prune = parse_prune(args.prune)
     check_max_side(load_config(resolve_checkpoint_dir(args.checkpoint)), args.max_side)   # before any loading
-    if args.json and args.json != STDOUT:
-        check_report_target(args.json)
     model = load_pretrained(args.checkpoint)
     with stage(f"evaluating {args.checkpoint}" + (" with ablations" if args.ablations else "")):
         images, unreadable = load_eval_images(args.images)
