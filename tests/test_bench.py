@@ -709,7 +709,8 @@ def test_a_busy_machine_is_detected_and_a_multi_thread_run_on_it_is_called_flatt
     # a report written before `own_load`: the averages as they are
     old = shared_load({"cpu": cpu, "load_average": [1.5, 0.2, 0.1], "load_average_end": [0.9, 0.5, 0.2]})
     assert old == {"start": 1.5, "end": 0.9, "own": None, "others": 1.5, "cores": 2}
-    ran = [{"label": "ort", "kind": "engine", "status": "ok"}]
+    eager = {"label": "pytorch-eager", "kind": "baseline", "status": "ok", "speedup_vs_eager": 1.0}
+    ran = [eager, {"label": "ort", "kind": "engine", "status": "ok", "speedup_vs_eager": 2.1}]
     report = {"summary": {"min_token_agreement": 0.99, "shared_load": busy}, "model": {"tile": {"hr": 64}},
               "engines": ran}
     two = summary_lines({**report, "settings": {"threads": 2}})[-1]
@@ -718,6 +719,12 @@ def test_a_busy_machine_is_detected_and_a_multi_thread_run_on_it_is_called_flatt
     assert "ran 2 threads" in two and "--threads 1" in two
     one = summary_lines({**report, "settings": {"threads": 1}})[-1]
     assert one.startswith("Caution:") and "ratios of interleaved subjects hold" in one and "--threads" not in one
+    # no engine ratio to flatter: the engine could not run here, or a device report has no eager
+    absent = [eager, {"label": "trt", "kind": "engine", "status": "unavailable"}]
+    for engines in (absent, [{"label": "ov", "kind": "engine", "status": "ok"}]):
+        line = summary_lines({**report, "engines": engines, "settings": {"threads": 2}})[-1]
+        assert line.startswith("Caution:") and "absolute times are inflated" in line, line
+        assert "flattered" not in line and "--threads" not in line, line
 
 
 def test_merge_warns_on_settings_of_reports_that_share_a_label_and_not_on_a_default_given(tmp_path: Path) -> None:

@@ -219,7 +219,7 @@ def run_device_bench(args: argparse.Namespace) -> int:
     if p99_line(report):
         print(p99_line(report))
     if report["summary"].get("shared_load"):
-        print(shared_line(report["summary"]["shared_load"], report["settings"].get("threads")))
+        print(shared_line(report))
     print(f"wrote {args.out}")
     unavailable = report["summary"]["unavailable"]
     if len(unavailable) == len(report["engines"]):

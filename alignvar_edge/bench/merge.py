@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from alignvar_edge.bench.host import isa_word, load_words, shared_load
-from alignvar_edge.bench.render import (_cell, _md_table, _plain_log_ticks, _save, engine_rows, host_words, pyplot,
-                                        threads_words)
+from alignvar_edge.bench.render import (_cell, _md_table, _plain_log_ticks, _save, engine_rows, flattered, host_words,
+                                        pyplot, threads_words)
 from alignvar_edge.bench.schema import DEVICE_REFERENCE, SCHEMA, SCHEMA_VERSION, ReportSchemaError, read_report
 from alignvar_edge.errors import InputError
 from alignvar_edge.manifest import default_overlap
@@ -157,10 +157,9 @@ def merge_warnings(parts: list[dict[str, Any]]) -> list[str]:
         load = shared_load(r["host"])
         if load:
             threads = (r.get("settings") or {}).get("threads")
-            busy = isinstance(threads, int) and threads > 1
             out.append(f"{who(r)} ran on a shared machine ({load_words(load)})"
                        + (f" at {threads} threads: its ratios against eager PyTorch are flattered; "
-                          "re-run it with --threads 1" if busy else ": its absolute times are inflated"))
+                          "re-run it with --threads 1" if flattered(r) else ": its absolute times are inflated"))
     return out
 
 

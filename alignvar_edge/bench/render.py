@@ -247,7 +247,7 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     if p99_line(report):
         out.append(p99_line(report))
     if s.get("shared_load"):
-        out.append(shared_line(s["shared_load"], threads))
+        out.append(shared_line(report))
     return out
 
 
@@ -258,14 +258,25 @@ def p99_line(report: dict[str, Any]) -> str:
     return f"p99 –: {omitted}." if omitted else ""
 
 
-def shared_line(load: dict[str, Any], threads: Any) -> str:
-    """A caution under a run whose machine was busy: its ratios are only as fair as its thread count."""
-    line = f"Caution: the machine was shared ({load_words(load)})"
-    if isinstance(threads, int) and threads > 1:
-        # eager PyTorch's OpenMP barriers stall when threads outnumber free cores: every engine looks faster
+def flattered(report: dict[str, Any]) -> bool:
+    """Whether a shared machine flattered the report's ratios against eager PyTorch: eager's OpenMP
+    barriers stall when threads outnumber free cores, so every engine looks faster. A report with no
+    eager timing (a device report, or no engine timed) has no such ratio."""
+    threads = (report.get("settings") or {}).get("threads")
+    return (isinstance(threads, int) and threads > 1
+            and any(e.get("kind") == "engine" and e.get("speedup_vs_eager") for e in report.get("engines", [])))
+
+
+def shared_line(report: dict[str, Any]) -> str:
+    """A caution under a run whose machine was busy (summary.shared_load): its ratios are only as
+    fair as its thread count."""
+    threads = (report.get("settings") or {}).get("threads")
+    line = f"Caution: the machine was shared ({load_words(report['summary']['shared_load'])})"
+    if flattered(report):
         return line + (f" and ran {threads} threads: the ratios against eager PyTorch are flattered. "
                        "Re-run with --threads 1 for ratios that hold.")
-    return line + ": absolute times are inflated; the ratios of interleaved subjects hold."
+    return line + ": absolute times are inflated" + (
+        "; the ratios of interleaved subjects hold." if len(report.get("engines", [])) > 1 else ".")
 
 
 def _whole_line(title: str, timing: dict[str, Any], threads: Any) -> str:
