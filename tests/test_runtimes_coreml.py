@@ -213,6 +213,30 @@ def test_fidelity_proxy_follows_the_half_policy():
     assert every["tokens"]["overall"] >= plain["tokens"]["overall"]
 
 
+def test_palette_builds_record_a_proxy_of_the_palettes_coreml_makes():
+    """A palette package's fidelity was unknown until a Mac ran it: the proxy palettizes the torch
+    weights as coremltools does (k-means per tensor, weights over 2048 elements), then runs fp16."""
+    import copy
+
+    import torch
+
+    from alignvar_edge.runtimes.coreml.backend import (PALETTE_WEIGHT_THRESHOLD, fidelity_proxy,
+                                                       palettize_like_coreml)
+    m = sharp_model("micro")
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    tiles = np.random.default_rng(0).random((4, 3, 8, 8), dtype=np.float32)
+    coarse, fine = fidelity_proxy(m, tiles, "palette2"), fidelity_proxy(m, tiles, "palette8")
+    assert all(torch.equal(v, m.state_dict()[k]) for k, v in before.items())      # the model itself untouched
+    assert "with 2-bit k-means palettes" in coarse["reference"] and "proxy" in coarse["reference"]
+    assert fine["tokens"]["overall"] >= coarse["tokens"]["overall"] and fine["psnr_db"] > coarse["psnr_db"] + 20
+    m = copy.deepcopy(m)                       # sharp_model is cached for other tests: palettize a copy
+    palettize_like_coreml(m, 2)
+    big = {k: v for k, v in m.state_dict().items() if k.endswith("weight") and v.numel() > PALETTE_WEIGHT_THRESHOLD}
+    assert big and all(v.unique().numel() <= 4 for v in big.values())
+    small = [k for k, v in before.items() if k.endswith("weight") and v.dim() > 1 and v.numel() <= PALETTE_WEIGHT_THRESHOLD]
+    assert small and all(torch.equal(before[k], m.state_dict()[k]) for k in small)
+
+
 @pytest.mark.skipif(sys.platform == "darwin", reason="Core ML predicts on macOS: selftest runs for real there")
 def test_selftest_engine_off_macos_says_built_only_like_selftest_backend(tmp_path, capsys):
     from alignvar_edge.cli import main

@@ -301,16 +301,35 @@ def _keep_f32(module: Any, f32_groups: frozenset[str], x: Any) -> list[str]:
     return sorted(g for g in f32_groups if g in by_group or g == "logits_head")
 
 
+# coremltools' palettize_weights leaves weights of this many elements or fewer alone
+# (OpPalettizerConfig.weight_threshold's default)
+PALETTE_WEIGHT_THRESHOLD = 2048
+
+
+def palettize_like_coreml(model: Any, nbits: int) -> None:
+    """`model`'s weights, in place, as `compress(ml, f"palette{nbits}")` leaves them: one k-means
+    look-up table of 2**nbits values per weight tensor over PALETTE_WEIGHT_THRESHOLD elements, by
+    coremltools' own post-training palettizer on the torch modules (the same clustering; its
+    initialisation may differ from the converted package's)."""
+    small = {name: None for name, m in model.named_modules()
+             if isinstance(getattr(m, "weight", None), torch.Tensor) and m.weight.numel() <= PALETTE_WEIGHT_THRESHOLD}
+    with quiet():           # its import and its k-means workers print
+        from coremltools.optimize.torch.palettization import PostTrainingPalettizer, PostTrainingPalettizerConfig
+        config = PostTrainingPalettizerConfig.from_dict({
+            "global_config": {"n_bits": nbits, "granularity": "per_tensor"}, "module_name_configs": small})
+        PostTrainingPalettizer(model, config).compress(inplace=True)
+
+
 def fidelity_proxy(model: Any, tiles: np.ndarray, precision: str,
                    f32_groups: frozenset[str] = frozenset()) -> dict[str, Any] | None:
     """Linux stand-in for Core ML fidelity: the torch module in float16 (with int8 per-channel
-    fake-quantized weights for int8-weights; the modules of `f32_groups` in float32) vs float32.
-    None for palettes (no cheap proxy)."""
-    if precision.startswith("palette"):
-        return None
+    fake-quantized weights for int8-weights, k-means palettes for paletteN; the modules of
+    `f32_groups` in float32) vs float32."""
     x = torch.from_numpy(tiles)
     test = copy.deepcopy(model).float()
-    if precision == "int8-weights":
+    if precision.startswith("palette"):
+        palettize_like_coreml(test, int(precision[len("palette"):]))
+    elif precision == "int8-weights":
         with torch.no_grad():
             for mod in test.modules():
                 if isinstance(mod, (torch.nn.Linear, torch.nn.Conv2d)):
@@ -327,7 +346,9 @@ def fidelity_proxy(model: Any, tiles: np.ndarray, precision: str,
                   scale=model.config.scale).to_json()
     rep.pop("thresholds", None)
     rep.pop("passed", None)
-    what = ("float16" + (" with int8 per-channel weights" if precision == "int8-weights" else "")
+    weights = {"int8-weights": " with int8 per-channel weights"}.get(
+        precision, f" with {precision[len('palette'):]}-bit k-means palettes" if precision.startswith("palette") else "")
+    what = ("float16" + weights
             + (f" ({', '.join(kept)} modules in float32)" if kept else ""))
     rep["reference"] = (f"proxy: torch {what} vs float32 on CPU, not Core ML itself "
                         "(measure on a Mac with `alignvar-edge selftest --engine DIR`)")

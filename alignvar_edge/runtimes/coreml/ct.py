@@ -14,16 +14,16 @@ __all__ = ["import_ct", "quiet"]
 @contextlib.contextmanager
 def quiet() -> Any:
     """coremltools prints progress bars and version warnings on stdout/stderr; keep builds readable."""
-    lg = logging.getLogger("coremltools")
-    level = lg.level
-    lg.setLevel(logging.ERROR)
+    # its k-means workers log every step at INFO through loggers with their own levels and handlers
+    disabled = logging.root.manager.disable
+    logging.disable(logging.WARNING)
     try:
         with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()), \
                 contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             yield
     finally:
-        lg.setLevel(level)
+        logging.disable(disabled)
 
 
 def import_ct() -> Any:
