@@ -466,3 +466,28 @@ def test_half_policy_from_a_coreml_engine_says_what_it_was_given(package):
     out, _ = package
     with pytest.raises(InputError, match=r"is not an fp16 ONNX artifact from .* \(a coreml fp16 engine\); pass one"):
         searched_half_policy(out)
+
+
+def test_an_fp32_package_for_the_neural_engine_is_warned_about_at_build(tmp_path, capsys):
+    """The ANE computes fp16 only: `--precision fp32` with the default CPU_AND_NE runs on the CPU,
+    which the build says (and the lint records); the fp16 default and CPU_ONLY are not warned about."""
+    from alignvar_edge.cli import main
+    from alignvar_edge.manifest import load_verified
+    from alignvar_edge.runtimes.coreml.lint import ane_lint
+    ckpt = tmp_path / "ckpt"
+    sharp_model("micro").save_pretrained(str(ckpt))
+    assert main(["build", str(ckpt), "--target", "coreml", "--precision", "fp32", "--out", str(tmp_path / "e")]) == 0
+    err = capsys.readouterr().err
+    assert "warning: ANE lint `fp32`" in err and "with CPU_AND_NE it runs on the CPU" in err, err
+    fp32 = next(f for f in load_verified(tmp_path / "e").extra["ane_lint"] if f["rule"] == "fp32")
+    assert fp32["level"] == "warning"
+    spec = _read_package(tmp_path / "e")
+    assert [f["level"] for f in ane_lint(spec, "CPU_ONLY") if f["rule"] == "fp32"] == ["info"]
+    assert "on the CPU or GPU" in next(f["why"] for f in ane_lint(spec, "ALL") if f["rule"] == "fp32")
+
+
+def test_an_fp16_package_with_a_few_fp32_groups_gets_information_not_a_warning(tmp_path):
+    from alignvar_edge.runtimes.coreml.lint import ane_lint
+    out = runtimes.build("in-memory", "coreml", out=tmp_path / "e", model=sharp_model("micro"), proxy=False,
+                         half_policy={"f32_groups": ["logits_head"]})
+    assert [f["level"] for f in ane_lint(_read_package(out)) if f["rule"] == "fp32"] == ["info"]

@@ -208,6 +208,9 @@ def run_build(args: argparse.Namespace) -> int:
         psnr = "" if par.psnr_db is None else f", PSNR {par.psnr_db} dB"
         note = f"; parity vs {par.reference or 'reference'}: tokens {par.tokens_pct}{psnr}"
     print(f"wrote {out} ({b.name} {m.precision}) in {time.perf_counter() - t0:.1f} s{note}")
+    for f in m.extra.get("ane_lint") or []:           # Core ML: what keeps work off the Neural Engine
+        if f["level"] != "info":
+            _say(f"{f['level']}: ANE lint `{f['rule']}` x{f['count']}: {f['why']}")
     from alignvar_edge.export.inspect_artifact import tried_rungs
     tried = tried_rungs(m)              # from the manifest just written: no second pass over the files
     # say which rung was kept and why the faster ones were not, or that the only one misses the gate

@@ -468,7 +468,7 @@ class CoreMLBackend(Backend):
         described = describe(ml, config, precision, compute_units, image_input, batch, f32_groups)
         spec = ml.get_spec()
         checks = validate_spec(spec, config, batch)
-        lint = ane_lint(spec)
+        lint = ane_lint(spec, compute_units)
         with staging_dir(out, force=force) as tmp:
             ml.save(str(tmp / PACKAGE))
             extra = {"files": {"engine": PACKAGE}, "compute_units": compute_units,
@@ -509,7 +509,8 @@ class CoreMLBackend(Backend):
             ml = ct.models.MLModel(str(Path(engine_dir) / PACKAGE), skip_model_load=True)
         spec = ml.get_spec()
         batch = int(m.extra.get("batch", 1))
-        return {"spec": validate_spec(spec, config_from_manifest(m), batch), "ane_lint": ane_lint(spec)}
+        return {"spec": validate_spec(spec, config_from_manifest(m), batch),
+                "ane_lint": ane_lint(spec, m.extra.get("compute_units", "CPU_AND_NE"))}
 
 
 BACKEND = CoreMLBackend()

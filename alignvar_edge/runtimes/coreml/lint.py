@@ -9,7 +9,7 @@ from typing import Any
 from alignvar_edge.errors import ArtifactError
 from alignvar_edge.runtimes.base import INPUT, SR, token_name
 
-__all__ = ["ANE_MAX_DIM", "ANE_MAX_RANK", "ane_lint", "validate_spec"]
+__all__ = ["ANE_MAX_DIM", "ANE_MAX_RANK", "ANE_UNITS", "ane_lint", "validate_spec"]
 
 ANE_MAX_RANK, ANE_MAX_DIM = 5, 16384
 
@@ -67,8 +67,13 @@ def _feature_dtype(feature: Any) -> str:
     return str(arr.ArrayDataType.Name(arr.dataType)).lower()
 
 
-def ane_lint(spec: Any) -> list[dict[str, Any]]:
-    """Known reasons an op leaves the Neural Engine, from alignvar_edge/data/ane-notes.json.
+# compute units that ask for the Neural Engine
+ANE_UNITS = ("CPU_AND_NE", "ALL")
+
+
+def ane_lint(spec: Any, compute_units: str = "CPU_AND_NE") -> list[dict[str, Any]]:
+    """Known reasons an op leaves the Neural Engine, from alignvar_edge/data/ane-notes.json, for
+    a package loaded with `compute_units`.
 
     Apple publishes no op list; on a Mac, MLComputePlan gives the real placement.
     """
@@ -82,6 +87,7 @@ def ane_lint(spec: Any) -> list[dict[str, Any]]:
 
     rank, large, gathers, fp32, dilated = [], [], [], [], []
     ops = _ops(spec)
+    computing = sum(op.type not in ("const", "cast") for op in ops)
     consts = {o.name: op for op in ops if op.type == "const" for o in op.outputs}
     for op in ops:
         for o in op.outputs:
@@ -108,7 +114,14 @@ def ane_lint(spec: Any) -> list[dict[str, Any]]:
         out.append({"level": "info", "rule": "gather", "ops": gathers[:10], "count": len(gathers),
                     "why": "gathers / embedding lookups were observed on the CPU",
                     "source": source("Gather / embedding")})
-    if fp32:
+    if fp32 and compute_units in ANE_UNITS and len(fp32) * 2 > computing:
+        # an fp32 program (--precision fp32): nothing of it is the Neural Engine's
+        out.append({"level": "warning", "rule": "fp32", "ops": fp32[:10], "count": len(fp32),
+                    "why": f"an fp32 program: the ANE computes in fp16 only, so with {compute_units} it runs on "
+                           f"the CPU{' or GPU' if compute_units == 'ALL' else ''}; build fp16 (the default) for "
+                           "the ANE, or --device CPU_ONLY / CPU_AND_GPU to say where it runs",
+                    "source": source("FP32 compute")})
+    elif fp32:
         out.append({"level": "info", "rule": "fp32", "ops": fp32[:10], "count": len(fp32),
                     "why": "fp32 tensors: the ANE computes in fp16, fp32 work goes to CPU/GPU",
                     "source": source("FP32 compute")})
