@@ -94,19 +94,40 @@ def test_manifest_states_the_input_contract_and_the_engine_keeps_it(ort_dir, exp
 
 # A finder that makes imports fail as on a device with only alignvar-edge[device] (+ openvino):
 # no PyTorch (every try is recorded), and none of the host's ONNX / scikit-image / NNCF tool chain.
+# A device install, as an import sees it: the host-only packages are not there. Every import
+# finder is wrapped so that their modules are not found (find_spec returns None, import raises
+# ModuleNotFoundError) and their distributions are not listed, as where they were never installed.
 _BLOCK_TORCH = '''
 import sys
 class _NoTorch:
     tried = []
     host_only = ("torch", "onnx", "onnxscript", "skimage", "nncf", "coremltools")
+    host_dists = ("torch", "onnx", "onnxscript", "scikit_image", "nncf", "coremltools")
+    def __init__(self, finder):
+        self.finder = finder
     def find_spec(self, name, path=None, target=None):
         top = name.split(".")[0]
         if top in self.host_only:
             if top == "torch":
                 _NoTorch.tried.append(name)
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-        return None
-sys.meta_path.insert(0, _NoTorch())
+            return None
+        find = getattr(self.finder, "find_spec", None)
+        return None if find is None else find(name, path, target)
+    def find_distributions(self, *args, **kwargs):
+        find = getattr(self.finder, "find_distributions", None)
+        return [] if find is None else [d for d in find(*args, **kwargs) if (d.metadata["Name"] or "").lower()
+                                        .replace("-", "_") not in self.host_dists]
+    def __getattr__(self, name):
+        return getattr(self.finder, name)
+sys.meta_path[:] = [_NoTorch(f) for f in sys.meta_path]
+import importlib.util, importlib.metadata
+assert importlib.util.find_spec("torch") is None and importlib.util.find_spec("skimage") is None
+try:
+    importlib.metadata.version("torch")
+    raise AssertionError("torch's distribution is still listed")
+except importlib.metadata.PackageNotFoundError:
+    pass
+_NoTorch.tried.clear()
 '''
 
 _DEVICE_SCRIPT = _BLOCK_TORCH + '''

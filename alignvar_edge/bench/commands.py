@@ -8,6 +8,7 @@ from typing import Any
 from alignvar_edge.argtypes import MAX_TILES, batch_size, fraction, nonneg_int, positive_float, positive_int, tile_count
 from alignvar_edge.bench.image import FOLDER_LR, IMAGE_LR, IMAGE_RUNS
 from alignvar_edge.errors import InputError
+from alignvar_edge.lazy import is_installed
 from alignvar_edge.progress import bar
 
 ENGINE_HELP = ("[LABEL=][BACKEND[@DEVICE][+MODE]:]PATH or 'bicubic': an ONNX export, a built engine "
@@ -146,7 +147,7 @@ def run_bench_cmd(args: argparse.Namespace) -> int:
         raise InputError("bench needs --out REPORT.json (the report is the result)")
     from alignvar_edge.bench.outputs import check_targets
     check_targets(args.out, args.md, args.plot)     # before minutes of measuring
-    if args.engines[0] == "trtexec" or args.no_reference or not _have_torch():
+    if args.engines[0] == "trtexec" or args.no_reference or not is_installed("torch"):
         return run_device_bench(args)
     _refuse_unread(args, tuple(dest for dest, _, _ in args.flag_defaults if dest not in TRTEXEC_ONLY),
                    "a bench of engines (they are flags of `alignvar-edge bench trtexec LOG`)")
@@ -179,14 +180,6 @@ def _refuse_unread(args: argparse.Namespace, reads: tuple[str, ...], mode: str, 
         one = len(given) == 1
         raise InputError(f"{', '.join(given)} {'is' if one else 'are'} not read by {mode}: leave "
                          f"{'it' if one else 'them'} out{hint}")
-
-
-def _have_torch() -> bool:
-    import importlib.util
-    try:
-        return importlib.util.find_spec("torch") is not None
-    except ImportError:
-        return False
 
 
 def run_device_bench(args: argparse.Namespace) -> int:
