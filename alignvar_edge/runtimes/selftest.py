@@ -222,7 +222,8 @@ def selftest_engine(engine_dir: str | os.PathLike[str], device: str | None = Non
             "precision": m.precision or "fp32", "golden_tiles": int(lr.shape[0]),
             "golden_reference": meta.get("reference", "PyTorch"), "device": engine.device}
         report.update(opts)
-        log(f"running {len(lr)} golden tiles on {engine!r}")
+        runs_here, why = b.is_available()
+        log(f"running {len(lr)} golden tiles on {engine!r}" if runs_here else f"not running {root} here: {why}")
         try:
             sr, tok = engine.run(lr)
         except BackendUnavailableError as e:              # Core ML off macOS, as with --backend
