@@ -184,16 +184,9 @@ class SelfAttention(nn.Module):
             v = torch.cat([past_v, v], dim=2)
         if blocks is not None:
             out = self._block_causal(q, k, v, blocks.ends, sca_S)
-        elif self.training:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=self._bias(bias, sca_S), scale=1.0)
-        else:
-            bias = self._bias(bias, sca_S)
-            logits = torch.matmul(q, k.transpose(-2, -1))
-            attn = torch.softmax(logits if bias is None else logits + bias, dim=-1)
-            if self.probs_out is not None:
-                self.probs_out.append(attn.detach())
-            out = torch.matmul(attn, v)                                      # B, H, l, hd
-        out = out.transpose(1, 2).reshape(B, l, C)
+        else:             # training: torch's kernels; inference: the explicit reference (and its probabilities)
+            out = softmax_attend(q, k, v, self._bias(bias, sca_S), self.training, self.probs_out)
+        out = out.transpose(1, 2).reshape(B, l, C)                          # B, l, C
         return self.proj(out), k, v
 
     def _block_causal(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ends: tuple[int, ...],
@@ -209,14 +202,18 @@ class SelfAttention(nn.Module):
 
 
 def softmax_attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None,
-                   sdpa: bool) -> torch.Tensor:
+                   sdpa: bool, probs_out: list[torch.Tensor] | None = None) -> torch.Tensor:
     """softmax(q k^T + bias) v with q, k already scaled. `sdpa`: torch's fused kernels (a GPU keeps
     no probabilities for backward); else the plain products, twice as fast forward on a CPU as its
-    SDPA kernel for a teacher-forced block of tiny32 (30 against 64 ms, one thread)."""
+    SDPA kernel for a teacher-forced block of tiny32 (30 against 64 ms, one thread), which append
+    the probabilities to `probs_out` where it is a list."""
     if sdpa:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=1.0)
     logits = torch.matmul(q, k.transpose(-2, -1))
-    return torch.matmul(torch.softmax(logits if bias is None else logits + bias, dim=-1), v)
+    probs = torch.softmax(logits if bias is None else logits + bias, dim=-1)
+    if probs_out is not None:
+        probs_out.append(probs.detach())
+    return torch.matmul(probs, v)
 
 
 def set_attention_form(model: nn.Module, form: str) -> list[tuple[SelfAttention, str]]:
