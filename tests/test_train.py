@@ -266,6 +266,8 @@ def test_interrupted_force_run_is_kept_once_it_saved_and_resume_goes_on(tmp_path
     `--resume` continues it), and resuming ends where an uninterrupted run ends."""
     import json
 
+    from alignvar_edge.model.alignvar import load_pretrained
+
     out = tmp_path / "run"
     train(opts(out, "vqvae", 2, seed=1), micro_batches())                  # the run being replaced
     with pytest.raises(KeyboardInterrupt):
@@ -273,7 +275,14 @@ def test_interrupted_force_run_is_kept_once_it_saved_and_resume_goes_on(tmp_path
     assert json.loads((out / "run.json").read_text())["options"]["seed"] == 0
     assert json.loads((out / "state" / "state.json").read_text())["step"] == 3
     assert not list(tmp_path.glob(".run.replaced-*"))
+    # RUN/latest: the saved EMA weights as a checkpoint that eval loads while the run is stopped
+    assert json.loads((out / "latest" / "training.json").read_text())["steps"] == 3
+    ema = {k[len("ema."):]: v for k, v in load_file(str(out / "state" / "tensors.safetensors")).items()
+           if k.startswith("ema.")}
+    latest = load_pretrained(out / "latest").state_dict()
+    assert latest.keys() == ema.keys() and all(torch.equal(latest[k], ema[k]) for k in ema)
     resumed = train(opts(out, "vqvae", 8, resume=True, save_every=3), micro_batches())
+    assert not (out / "latest").exists() and json.loads((resumed / "training.json").read_text())["steps"] == 8
     whole = train(opts(tmp_path / "whole", "vqvae", 8), micro_batches())
     a, b = load_file(str(whole / "model.safetensors")), load_file(str(resumed / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -396,14 +396,25 @@ def _run(opts: TrainOptions, model: AlignVAR, batches: Callable[[int], tuple[tor
         if (step + 1) % opts.save_every == 0 and step + 1 < opts.steps:
             save_state(opts.out, step + 1, model, ema, opt,
                        {"stage": opts.stage, "unused_codes": (~usage).nonzero().flatten().tolist()}, gen)
+            _checkpoint(opts, ema, step + 1, LATEST_DIR)
     bar.close()
     ahead.close()                    # a run stopped early: the threads drop the batches made ahead
     save_state(opts.out, done, model, ema, opt,
                {"stage": opts.stage, "unused_codes": (~usage).nonzero().flatten().tolist()}, gen)
-    final = save_pretrained(ema, opts.out / "final", overwrite=True,
-                            extra={"stage": opts.stage, "steps": done, "planned_steps": opts.steps,
-                                   "options": opts.fingerprint()})
+    final = _checkpoint(opts, ema, done, "final")
+    shutil.rmtree(opts.out / LATEST_DIR, ignore_errors=True)          # final is now the newest
     return final
+
+
+# RUN/latest: the EMA weights of the last save while the run trains, a checkpoint like RUN/final
+# (`eval RUN/latest` follows a long run's held-out quality); removed once final is written
+LATEST_DIR = "latest"
+
+
+def _checkpoint(opts: TrainOptions, ema: AlignVAR, steps: int, name: str) -> Path:
+    return save_pretrained(ema, opts.out / name, overwrite=True,
+                           extra={"stage": opts.stage, "steps": steps, "planned_steps": opts.steps,
+                                  "options": opts.fingerprint()})
 
 
 @torch.no_grad()
