@@ -60,6 +60,10 @@ def json_target(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text} is a benchmark report (alignvar-edge bench), which this verb "
                                          "does not replace; choose another FILE")
     if text != STDOUT and os.path.isfile(text) and not _replaceable(text):
+        folder = os.path.dirname(os.path.abspath(text))
+        if os.path.isfile(os.path.join(folder, "manifest.json")):     # an export or engine directory
+            raise argparse.ArgumentTypeError(f"{text} is a file of the artifact in {folder}; write the JSON "
+                                             "outside it")
         raise argparse.ArgumentTypeError(f"{text} exists and is not a result alignvar-edge wrote, so it is not "
                                          "replaced; choose another FILE, or remove it first")
     if text != STDOUT and (folder := unwritable_folder(text)) is not None:
