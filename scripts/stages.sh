@@ -2,11 +2,33 @@
 # Shared by the training experiment scripts (source it): resumable stages and their evaluations.
 # The caller sets `ae` (the CLI), `run` (the run folder) and optionally HELDOUT (a photo folder).
 
-# stage NAME ARGS...: `train ARGS` into RUN/NAME unless it already finished (RUN/NAME/final); a
-# stopped run (killed, or the machine went down) goes on from its last saved state.
+# finished NAME: RUN/NAME/final holds every step the stage planned. A stage stopped by --max-minutes
+# also writes final, at the step it reached: its training.json's "steps" is below "planned_steps".
+finished() {
+  local info=${run:?}/$1/final/training.json steps planned
+  [ -d "$run/$1/final" ] || return 1
+  [ -f "$info" ] || return 0                   # a checkpoint made elsewhere (a link to a finished run)
+  steps=$(sed -n 's/^ *"steps": *\([0-9]*\).*/\1/p' "$info")
+  planned=$(sed -n 's/^ *"planned_steps": *\([0-9]*\).*/\1/p' "$info")
+  [ -z "$planned" ] || [ "${steps:-0}" -ge "$planned" ]
+}
+
+# stage NAME ARGS...: `train ARGS` into RUN/NAME unless it already finished; a stopped run (killed,
+# stopped by --max-minutes, or the machine went down) goes on from its last saved state.
+# A stage that starts from another stage's checkpoint (--init RUN/OTHER/final) waits until OTHER has
+# finished: trained on a stopped OTHER, it would not be the stage a finished OTHER leads to.
 stage() {
   local name=$1; shift
-  if [ -d "${run:?}/$name/final" ]; then echo "== $name: already trained"; return; fi
+  if finished "$name"; then echo "== $name: already trained"; return; fi
+  local a prev=
+  for a in "$@"; do
+    if [ "$prev" = --init ] && [ "${a%/final}" != "$a" ] && [ "$(dirname "${a%/final}")" = "$run" ] \
+        && ! finished "$(basename "${a%/final}")"; then
+      echo "== $name: not started, $(basename "${a%/final}") has not finished (stopped early?); run the same command again" >&2
+      return 1
+    fi
+    prev=$a
+  done
   local fresh=--force
   if [ -f "$run/$name/state/state.json" ] || [ -f "$run/$name/.state.old/state.json" ]; then fresh=--resume; fi
   echo "== $name ${fresh#--}"; ${ae:?} train "$@" --out "$run/$name" "$fresh" --save-every 100
@@ -14,17 +36,18 @@ stage() {
 
 # evaluate NAME...: `eval --ablations` of each RUN/NAME/final on the bundled held-out photographs
 # (RUN/NAME/eval.json) and, with HELDOUT=DIR, on DIR's (RUN/NAME/eval-heldout.json); an evaluation
-# already written is kept (a retrained stage replaced its folder, and its evaluations with it).
+# newer than its checkpoint is kept (a resumed stage rewrote final, so its evaluations are redone).
+evaluated() { [ "$run/$1/$2" -nt "$run/$1/final/model.safetensors" ]; }
 evaluate() {
   local name
   for name in "$@"; do
-    if [ -f "$run/$name/eval.json" ]; then echo "== eval $name: already done"
+    if evaluated "$name" eval.json; then echo "== eval $name: already done"
     else echo "== eval $name"; $ae eval "$run/$name/final" --max-side 256 --ablations --json "$run/$name/eval.json"
     fi
   done
   [ -n "${HELDOUT:-}" ] || return 0
   for name in "$@"; do
-    [ -f "$run/$name/eval-heldout.json" ] && continue
+    evaluated "$name" eval-heldout.json && continue
     echo "== eval $name on $HELDOUT"
     $ae eval "$run/$name/final" --images "$HELDOUT" --max-side 512 --ablations --json "$run/$name/eval-heldout.json"
   done

@@ -9,8 +9,9 @@
 # Usage: scripts/token_worth.sh RUN_DIR [VQ_STEPS TF_STEPS DEC_STEPS PRESET]
 # Environment: AE (the CLI, default .venv/bin/alignvar-edge), PY (python for the summary, default
 # .venv/bin/python), TRAIN_ARGS (appended to every train call, e.g. "--device cuda --workers 6").
-# A rerun keeps every stage that finished (RUN_DIR/STAGE/final), resumes a stage that was stopped
-# (killed, or the machine went down) from its last saved state, and trains the others.
+# A rerun keeps every stage that finished (RUN_DIR/STAGE/final with all its steps), resumes a stage
+# that was stopped (killed, --max-minutes in TRAIN_ARGS, or the machine went down) from its last
+# saved state, and trains the others; no stage starts from one that has not finished.
 # HELDOUT=DIR also evaluates every stage on the photographs in DIR (RUN_DIR/STAGE/eval-heldout.json).
 set -euo pipefail
 run=${1:?usage: scripts/token_worth.sh RUN_DIR [VQ_STEPS TF_STEPS DEC_STEPS PRESET]}
@@ -38,6 +39,11 @@ evaluate tf dec joint dec-zero
 $py - "$run" <<'PY'
 import json, os, sys
 run = sys.argv[1]
+for name in ("vqvae", "tf", "dec", "joint", "dec-zero"):     # stopped by --max-minutes: not the budget compared
+    made = json.load(open(f"{run}/{name}/final/training.json")) if os.path.exists(f"{run}/{name}/final/training.json") else {}
+    if made.get("steps", 0) < made.get("planned_steps", 0):
+        print(f"{name} stopped at step {made['steps']} of {made['planned_steps']}, so the budgets below are not "
+              "equal; run the same command again to finish it")
 for file, photos in (("eval.json", "the bundled held-out photographs"), ("eval-heldout.json", "HELDOUT")):
     if not os.path.exists(f"{run}/tf/{file}"):
         continue

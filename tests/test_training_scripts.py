@@ -99,7 +99,12 @@ with open(os.environ["STUB_LOG"], "a") as f:
     f.write(" ".join(sys.argv[1:]) + "\n")
 args = sys.argv[1:]
 if args[0] == "train":
-    (Path(args[args.index("--out") + 1]) / "final").mkdir(parents=True, exist_ok=True)
+    out, steps = Path(args[args.index("--out") + 1]), int(args[args.index("--steps") + 1])
+    (out / "final").mkdir(parents=True, exist_ok=True)
+    # as train writes it; STUB_STOPS names a stage that --max-minutes stops halfway
+    reached = steps // 2 if out.name == os.environ.get("STUB_STOPS") else steps
+    (out / "final" / "training.json").write_text(json.dumps({"planned_steps": steps, "steps": reached},
+                                                            indent=2, sort_keys=True))
 elif args[0] == "eval":
     v = {k: {"psnr_y": 26.0, "ssim_y": 0.7} for k in ("model", "tokens_off", "sca_off", "bicubic", "vq_ceiling")}
     Path(args[args.index("--json") + 1]).write_text(json.dumps({"variants": v}))
@@ -128,6 +133,47 @@ def test_token_worth_resumes_a_stopped_stage_and_keeps_finished_ones(tmp_path):
     assert all("--force" in c for k, c in trains.items() if k != "transformer tf")
     assert sum(c.startswith("eval ") and "--images" in c for c in calls) == 4            # HELDOUT: each stage
     assert "on HELDOUT: before any fine-tune the tokens are worth +0.00 dB" in r.stdout
+
+
+def test_token_worth_resumes_a_stage_stopped_by_max_minutes_and_evaluates_it_again(tmp_path):
+    log, env = _stub_env(tmp_path, PY=sys.executable)
+    run = tmp_path / "run"
+    (run / "vqvae" / "final").mkdir(parents=True)
+    tf = run / "tf"
+    (tf / "state").mkdir(parents=True)
+    (tf / "state" / "state.json").write_text("{}")
+    (tf / "final").mkdir()
+    (tf / "final" / "training.json").write_text('{\n  "planned_steps": 6,\n  "stage": "transformer",\n  "steps": 2\n}\n')
+    (tf / "final" / "model.safetensors").write_text("")
+    (tf / "eval.json").write_text("{}")                     # evaluated at step 2, before the run resumes
+    os.utime(tf / "eval.json", (1, 1))
+    os.utime(tf / "final" / "model.safetensors", (2, 2))    # the resumed run rewrites final after it
+    r = subprocess.run(["bash", str(ROOT / "scripts" / "token_worth.sh"), str(run), "5", "6", "7", "micro"],
+                       env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    calls = log.read_text().splitlines()
+    tf_train = [c for c in calls if c.startswith("train transformer")]
+    assert len(tf_train) == 1 and "--resume" in tf_train[0]
+    assert any(c.startswith(f"eval {tf}/final") for c in calls)
+
+
+def test_token_worth_starts_no_stage_on_a_stage_that_stopped_early(tmp_path):
+    log, env = _stub_env(tmp_path, PY=sys.executable, STUB_STOPS="vqvae")
+    run = tmp_path / "run"
+    r = subprocess.run(["bash", str(ROOT / "scripts" / "token_worth.sh"), str(run), "5", "6", "7", "micro"],
+                       env=env, capture_output=True, text=True)
+    assert r.returncode != 0
+    assert "tf: not started, vqvae has not finished" in r.stderr
+    trains = [c for c in log.read_text().splitlines() if c.startswith("train ")]
+    assert len(trains) == 1 and trains[0].startswith("train vqvae")
+
+
+def test_token_worth_says_when_a_budget_was_cut(tmp_path):
+    log, env = _stub_env(tmp_path, PY=sys.executable, STUB_STOPS="joint")
+    r = subprocess.run(["bash", str(ROOT / "scripts" / "token_worth.sh"), str(tmp_path / "run"), "5", "6", "8",
+                        "micro"], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "joint stopped at step 4 of 8, so the budgets below are not equal" in r.stdout
 
 
 def _stub_env(tmp_path, **extra):
