@@ -68,6 +68,17 @@ def test_a_half_checkpoint_names_the_missing_file_and_where_it_comes_from(
     assert len(err) == 1 and f"'{ckpt}' has no {missing}" in err[0] and "copy the missing one" in err[0]
 
 
+@pytest.mark.parametrize("saved", ["final", "latest"])
+def test_a_training_run_folder_names_its_checkpoint(ckpt: Path, tmp_path: Path, saved: str,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"                 # a run still training has only latest/, a finished one final/
+    run.mkdir()
+    shutil.copytree(ckpt, run / saved)
+    assert cli(["eval", str(run), "--max-side", "64"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"this looks like a training run: pass '{run / saved}'" in err[0]
+
+
 def test_save_pretrained_overwrite_replaces_only_a_checkpoint(ckpt: Path, tmp_path: Path) -> None:
     from alignvar_edge.model.checkpoint import CHECKPOINT_FILES
     from alignvar_edge.runtimes.golden import GOLDEN_FILE

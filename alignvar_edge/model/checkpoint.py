@@ -81,9 +81,12 @@ def resolve_checkpoint_dir(name_or_dir: str | os.PathLike[str]) -> Path:
                               f"and {WEIGHTS_FILE}, or a bundled model name: {', '.join(BUNDLED)}")
     for f in (CONFIG_FILE, WEIGHTS_FILE):
         if not (path / f).is_file():
-            # a training run's folder: its checkpoint is `final` (or a saved step) inside it
-            inside = (path / "final") if (path / "final" / CONFIG_FILE).is_file() else None
-            hint = (f"; this looks like a training run: pass '{inside}'" if inside else
+            # a training run's folder: its checkpoint is `final` inside it, or while it trains `latest`
+            # (the EMA weights of its last save)
+            inside = next((path / d for d in ("final", "latest") if (path / d / CONFIG_FILE).is_file()), None)
+            still = " (it is still training, or was stopped: the weights of its last save)" \
+                if inside is not None and inside.name == "latest" else ""
+            hint = (f"; this looks like a training run: pass '{inside}'{still}" if inside else
                     f"; `train`, `import` and `save_pretrained` write {CONFIG_FILE} and {WEIGHTS_FILE} "
                     "together: copy the missing one from where its pair was written")
             raise CheckpointError(f"checkpoint directory '{path}' has no {f}{hint}")
