@@ -38,7 +38,7 @@ def write_result(target: str, payload: Any) -> None:
     write_text(target, dumps(_stamped(payload)))
 
 
-def _replaceable(path: str) -> bool:
+def is_own_result(path: str) -> bool:
     """An empty file, or a JSON object a verb wrote (OWNER_KEY, or an earlier eval's keys)."""
     try:
         if os.path.getsize(path) == 0:
@@ -59,7 +59,7 @@ def json_target(text: str) -> str:
         # a benchmark report is the result of minutes of timing on some device: only bench replaces it
         raise argparse.ArgumentTypeError(f"{text} is a benchmark report (alignvar-edge bench), which this verb "
                                          "does not replace; choose another FILE")
-    if text != STDOUT and os.path.isfile(text) and not _replaceable(text):
+    if text != STDOUT and os.path.isfile(text) and not is_own_result(text):
         folder = os.path.dirname(os.path.abspath(text))
         if os.path.isfile(os.path.join(folder, "manifest.json")):     # an export or engine directory
             raise argparse.ArgumentTypeError(f"{text} is a file of the artifact in {folder}; write the JSON "

@@ -146,6 +146,21 @@ def test_existing_run_is_refused_without_force(vq_run: Path) -> None:
         train(opts(vq_run, "vqvae", 2), micro_batches())
 
 
+def test_force_replaces_a_run_but_never_files_someone_put_in_it(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    train(opts(out, "vqvae", 2), micro_batches())
+    (out / "eval.json").write_text('{"alignvar_edge": "0.1.0", "variants": {}}')     # eval --json beside it
+    for mine in (out / "notes.txt", out / "final" / "plot.png"):
+        mine.write_text("mine")
+        before = sorted(p.relative_to(out) for p in out.rglob("*"))
+        with pytest.raises(OutputExistsError, match=f"{mine.relative_to(out)}.*--force would delete them"):
+            train(opts(out, "vqvae", 2, force=True, seed=1), micro_batches())
+        assert sorted(p.relative_to(out) for p in out.rglob("*")) == before and mine.read_text() == "mine"
+        mine.unlink()
+    train(opts(out, "vqvae", 2, force=True, seed=1), micro_batches())       # only its own files: replaced
+    assert not (out / "eval.json").exists()
+
+
 def test_resume_from_corrupt_state_is_refused(tmp_path: Path) -> None:
     run = tmp_path / "run"
     train(opts(run, "vqvae", 2), micro_batches())

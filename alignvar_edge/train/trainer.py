@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from alignvar_edge.cli_json import is_own_result
 from alignvar_edge.degrade import DegradationConfig
 from alignvar_edge.errors import CheckpointError, ConfigError, InputError, OutputExistsError
 from alignvar_edge.fsmodes import write_text
@@ -33,7 +34,7 @@ from alignvar_edge.images import DEFAULT_MAX_MEGAPIXELS, list_images
 from alignvar_edge.manifest import RUN_FILE, check_out
 from alignvar_edge.model import AlignVAR, AlignVARConfig
 from alignvar_edge.model.alignvar import load_pretrained
-from alignvar_edge.model.checkpoint import check_checkpoint_out, save_pretrained
+from alignvar_edge.model.checkpoint import CHECKPOINT_FILES, check_checkpoint_out, save_pretrained
 from alignvar_edge.samples import sample_images
 from alignvar_edge.train.losses import (decoder_loss, decoder_modules, joint_loss, negative_targets,
                                         transformer_loss, vqvae_loss)
@@ -259,12 +260,32 @@ def _prepare_out(opts: TrainOptions) -> Path | None:
         raise OutputExistsError(f"'{out}' already holds a run; pass --force to replace it, "
                                 "--resume to continue it, or choose another --out")
     check_out(out, force=True)      # ours to replace, and never inside an artifact (it would fail verification)
+    stray = _not_made_by_a_run(out) if taken else []
+    if stray:
+        more = f" and {len(stray) - 3} more" if len(stray) > 3 else ""
+        raise OutputExistsError(f"'{out}' holds files a training run did not write ({', '.join(stray[:3])}{more}): "
+                                "--force would delete them; move them out of the folder, or choose another --out")
     if taken:
         aside = out.with_name(f".{out.name}.replaced-{os.getpid()}")
         os.replace(out, aside)
     out.mkdir(parents=True, exist_ok=True)
     fp_path.write_text(json.dumps(fingerprint, indent=1) + "\n")
     return aside
+
+
+def _not_made_by_a_run(out: Path) -> list[str]:
+    """What in the run folder `out` neither the run nor an `eval --json` beside it (the training scripts
+    write RUN/eval.json) wrote: someone's own files, which --force must not delete."""
+    stray = []
+    for p in sorted(out.iterdir()):
+        if p.name in (STATE_DIR, ".state.old") or p.name.startswith(".state."):    # save_state's own folders
+            continue
+        if p.name in ("final", LATEST_DIR) and p.is_dir() and not p.is_symlink():
+            stray += [f"{p.name}/{f.name}" for f in sorted(p.iterdir()) if f.name not in CHECKPOINT_FILES]
+        elif not (p.name in (RUN_FILE, "log.csv")
+                  or (p.is_file() and p.suffix == ".json" and is_own_result(str(p)))):
+            stray.append(p.name)
+    return stray
 
 
 def images_digest(images: str | None) -> str | None:
