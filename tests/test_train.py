@@ -377,6 +377,14 @@ def test_cli_refuses_a_preset_that_init_would_override(vq_run: Path, tmp_path: P
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "drop --latent" in err[0], err
     assert not out.exists()
+    # and the transformer stage's loss options, which neither fine-tune reads
+    for stage, flags in (("decoder", ["--hcc-weight", "0"]), ("joint", ["--hcc-rollout", "gumbel", "--cfg-negative",
+                                                                        "dropout"])):
+        assert cli.main(["train", stage, "--init", str(vq_run / "final"), *flags,
+                         "--out", str(out), "--steps", "1", "--batch", "1"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"the {stage} stage does not use them: drop {flags[0]}" in err[0], err
+        assert not out.exists()
 
 
 def _photo_folder(tmp_path: Path) -> Path:

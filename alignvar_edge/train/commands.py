@@ -88,6 +88,13 @@ def run_train(args: argparse.Namespace) -> int:
     if args.latent is not None and args.stage != "decoder":
         raise InputError(f"--latent chooses what the decoder stage decodes; the {args.stage} stage has no such "
                          "choice: drop --latent, or train the decoder stage")
+    transformer_only = [f for f, v in (("--hcc-weight", args.hcc_weight), ("--hcc-rollout", args.hcc_rollout),
+                                       ("--hcc-tau", args.hcc_tau), ("--cfg-negative", args.cfg_negative))
+                        if v is not None]
+    if transformer_only and args.stage in ("decoder", "joint"):
+        # the stage's loss has no HCC and no CFG negatives: the flags would only be copied into its config
+        raise InputError(f"{', '.join(transformer_only)} shape the transformer stage's loss; the {args.stage} stage "
+                         f"does not use them: drop {', '.join(transformer_only)}, or train the transformer stage")
     if args.preset is not None and args.init:
         # the model (and so its preset) comes from --init: a preset given too would be silently ignored
         raise InputError(f"--preset {args.preset} with --init {args.init}: the run trains the checkpoint's own "
