@@ -44,13 +44,15 @@ def skipped_list(skipped: Sequence[tuple[str, str]]) -> str:
     return "; ".join(f"{name} ({reason})" for name, reason in skipped)
 
 
-def usable_images(folder: str | os.PathLike[str], flag: str, limit: int | None = None
+def usable_images(folder: str | os.PathLike[str], flag: str, limit: int | None = None,
+                  max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS
                   ) -> tuple[list[tuple[str, np.ndarray]], list[tuple[str, str]]]:
     """The readable images of the folder a flag (`flag`, e.g. "--images") names, at most `limit`
-    (counting usable ones), and the (name, reason) of each file skipped: the skipped are named in one
-    warning; a folder with no usable image is refused in one line naming them."""
+    (counting usable ones), and the (name, reason) of each file skipped (one over `max_megapixels`
+    too): the skipped are named in one warning; a folder with no usable image is refused in one line
+    naming them."""
     skipped: list[tuple[str, str]] = []
-    images = list(islice(read_images(folder, skipped), limit))
+    images = list(islice(read_images(folder, skipped, max_megapixels), limit))
     if not images:
         why = (f"{len(skipped)} skipped: {skipped_list(skipped)}" if skipped
                else f"looked for {', '.join(IMAGE_EXTENSIONS)}")

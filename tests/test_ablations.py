@@ -111,6 +111,23 @@ def test_eval_ablations_json_names_the_images_it_skipped(tmp_path: Path, capsys)
 
 
 
+def test_eval_max_megapixels_is_the_limit_its_skip_warning_names(tmp_path: Path, capsys) -> None:
+    """A file over the limit is skipped with a reason that says to raise --max-megapixels: eval has
+    that flag, and with it the file is scored."""
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    coffee = dict(sample_images("heldout"))["coffee"]
+    save_image(folder / "small.png", coffee[:64, :64])
+    save_image(folder / "wide.png", coffee[:64, :128])                  # 0.0082 MP
+    argv = ["eval", "alignvar-tiny", "--images", str(folder)]
+    assert main([*argv, "--max-megapixels", "0.005", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [s["name"] for s in report["images"]] == ["small.png"]
+    assert "--max-megapixels" in report["skipped_unreadable"][0]["reason"]
+    assert main([*argv, "--max-megapixels", "0.01", "--json"]) == 0
+    assert [s["name"] for s in json.loads(capsys.readouterr().out)["images"]] == ["small.png", "wide.png"]
+
+
 def test_eval_names_images_by_their_path_under_the_folder() -> None:
     """The folder is read with its subfolders: x/a.png and y/a.png are two rows, told apart."""
     import tempfile

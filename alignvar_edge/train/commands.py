@@ -63,6 +63,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     e.add_argument("--images", default="builtin", help="folder of HR images, or 'builtin' (held-out samples)")
     e.add_argument("--seed", type=nonneg_int, default=0)
     e.add_argument("--max-side", type=positive_int, help="crop images to at most this many pixels per side")
+    e.add_argument("--max-megapixels", type=positive_float,
+                   help="skip larger files in --images (default 24; each is read whole before --max-side crops it)")
     e.add_argument("--ablations", action="store_true",
                    help="also score tokens_off (decoder on a zero latent) and sca_off (alpha = 0) on the "
                         "same tiles; --json then gives {\"variants\": {...}, ...}")
@@ -123,18 +125,20 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_eval_images(spec: str) -> tuple[list[tuple[str, object]], list[tuple[str, str]]]:
+def load_eval_images(spec: str, max_megapixels: float | None = None
+                     ) -> tuple[list[tuple[str, object]], list[tuple[str, str]]]:
     """The HR photographs of `--images`, and the (name, reason) of each file that cannot be read:
     those are skipped with one warning naming them (`image_folder.usable_images`, the rule of every
     folder run)."""
     from alignvar_edge.image_folder import usable_images
+    from alignvar_edge.images import DEFAULT_MAX_MEGAPIXELS
     from alignvar_edge.samples import sample_images
 
     if spec == "builtin":
         return list(sample_images("heldout")), []
     if not Path(spec).is_dir():
         raise InputError(f"--images {spec} is not a folder; pass a folder of PNG/JPEG files or 'builtin'")
-    images, unreadable = usable_images(spec, "--images")
+    images, unreadable = usable_images(spec, "--images", max_megapixels=max_megapixels or DEFAULT_MAX_MEGAPIXELS)
     return list(images), unreadable
 
 
@@ -148,7 +152,7 @@ def run_eval(args: argparse.Namespace) -> int:
     check_max_side(load_config(resolve_checkpoint_dir(args.checkpoint)), args.max_side)   # before any loading
     model = load_pretrained(args.checkpoint)
     with stage(f"evaluating {args.checkpoint}" + (" with ablations" if args.ablations else "")):
-        images, unreadable = load_eval_images(args.images)
+        images, unreadable = load_eval_images(args.images, args.max_megapixels)
         result = evaluate(model, images, seed=args.seed,
                           max_side=args.max_side, ablations=args.ablations, prune=prune, overlap=args.overlap)
     # a bare --json prints no warning text to its reader: the report itself names what it left out
