@@ -161,6 +161,20 @@ def test_force_replaces_a_run_but_never_files_someone_put_in_it(tmp_path: Path) 
     assert not (out / "eval.json").exists()
 
 
+def test_resume_names_the_option_that_differs_and_refuses_force_beside_it(tmp_path: Path, capsys) -> None:
+    from alignvar_edge import cli
+
+    out = tmp_path / "run"
+    train(opts(out, "vqvae", 4, save_every=2), micro_batches())
+    with pytest.raises(OutputExistsError, match="other options \\(lr was 0.003, now 0.002\\)"):
+        train(opts(out, "vqvae", 4, lr=2e-3, resume=True), micro_batches())
+    capsys.readouterr()
+    assert cli.main(["train", "vqvae", "--preset", "micro", "--out", str(out), "--steps", "4", "--resume",
+                     "--force"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pass one of them" in err[0], err
+
+
 def test_resume_from_corrupt_state_is_refused(tmp_path: Path) -> None:
     run = tmp_path / "run"
     train(opts(run, "vqvae", 2), micro_batches())

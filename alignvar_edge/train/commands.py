@@ -43,7 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--latent", choices=("model", "zero"),
                    help="decoder stage: decode the transformer's own latent (default), or a zero latent "
                         "(the equal-budget control that says what the tokens are worth)")
-    p.add_argument("--save-every", type=positive_int, default=200)
+    p.add_argument("--save-every", type=positive_int, default=200,
+                   help="steps between saves of the resumable state and RUN/latest, the EMA weights as a "
+                        "checkpoint that eval reads while the run trains (default 200)")
     p.add_argument("--device", default="auto",
                    help="cpu, cuda or cuda:N (default auto: CUDA where this torch has it, else the CPU)")
     p.add_argument("--workers", type=nonneg_int, default=0,
@@ -87,6 +89,8 @@ def run_train(args: argparse.Namespace) -> int:
 
     if args.steps < 1:
         raise InputError(f"--steps must be >= 1, got {args.steps}")
+    if args.resume and args.force:
+        raise InputError("--resume continues the run in --out, --force replaces it: pass one of them")
     if args.latent is not None and args.stage != "decoder":
         raise InputError(f"--latent chooses what the decoder stage decodes; the {args.stage} stage has no such "
                          "choice: drop --latent, or train the decoder stage")

@@ -246,7 +246,12 @@ def _prepare_out(opts: TrainOptions) -> Path | None:
             raise CheckpointError(f"--resume: {fp_path} is not valid JSON ({e}); the run cannot be resumed: "
                                   "start it again with --force or choose another --out") from e
         if not isinstance(old, dict) or old.get("options") != fingerprint["options"]:
-            raise OutputExistsError(f"--resume: '{out}' was trained with other options ({fp_path}); "
+            was = old.get("options") if isinstance(old, dict) and isinstance(old.get("options"), dict) else {}
+            now = fingerprint["options"]
+            # name what differs: the user must not have to diff run.json by hand
+            differ = "; ".join(f"{k} was {was.get(k)!r}, now {now.get(k)!r}" for k in sorted(set(was) | set(now))
+                               if was.get(k) != now.get(k))
+            raise OutputExistsError(f"--resume: '{out}' was trained with other options ({differ or fp_path}); "
                                     "resume with the same options or start a new run directory")
         if "images_sha256" in old and old["images_sha256"] != digest:     # runs made before it: unchecked
             raise InputError(f"--resume: the image files in --images {opts.images} are not those '{out}' started "
