@@ -15,20 +15,24 @@ finished() {
 
 # stage NAME ARGS...: `train ARGS` into RUN/NAME unless it already finished; a stopped run (killed,
 # stopped by --max-minutes, or the machine went down) goes on from its last saved state.
-# A stage that starts from another stage's checkpoint (--init RUN/OTHER/final) waits until OTHER has
-# finished: trained on a stopped OTHER, it would not be the stage a finished OTHER leads to.
+# A stage that starts from another stage of this run (--init RUN/OTHER/final) is trained again from
+# the start when OTHER's checkpoint is newer than the stage's run (OTHER was resumed since): its
+# weights came from the checkpoint OTHER had then.
 stage() {
   local name=$1; shift
-  if finished "$name"; then echo "== $name: already trained"; return; fi
-  local a prev=
+  local a prev='' from=''
   for a in "$@"; do
-    if [ "$prev" = --init ] && [ "${a%/final}" != "$a" ] && [ "$(dirname "${a%/final}")" = "$run" ] \
-        && ! finished "$(basename "${a%/final}")"; then
-      echo "== $name: not started, $(basename "${a%/final}") has not finished (stopped early?); run the same command again" >&2
-      return 1
+    if [ "$prev" = --init ] && [ "$(dirname "$a")" != "$run" ] && [ "$(dirname "$(dirname "$a")")" = "$run" ]; then
+      from=$a
     fi
     prev=$a
   done
+  if [ -n "$from" ] && [ -f "$run/$name/run.json" ] && [ "$from/model.safetensors" -nt "$run/$name/run.json" ]; then
+    echo "== $name: $(basename "$(dirname "$from")") changed since $name started from it; $name starts again"
+    ${ae:?} train "$@" --out "$run/$name" --force --save-every 100
+    return
+  fi
+  if finished "$name"; then echo "== $name: already trained"; return; fi
   local fresh=--force
   if [ -f "$run/$name/state/state.json" ] || [ -f "$run/$name/.state.old/state.json" ]; then fresh=--resume; fi
   echo "== $name ${fresh#--}"; ${ae:?} train "$@" --out "$run/$name" "$fresh" --save-every 100

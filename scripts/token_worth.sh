@@ -11,7 +11,8 @@
 # .venv/bin/python), TRAIN_ARGS (appended to every train call, e.g. "--device cuda --workers 6").
 # A rerun keeps every stage that finished (RUN_DIR/STAGE/final with all its steps), resumes a stage
 # that was stopped (killed, --max-minutes in TRAIN_ARGS, or the machine went down) from its last
-# saved state, and trains the others; no stage starts from one that has not finished.
+# saved state, and trains the others; a stage is trained again when the stage it starts from has
+# been resumed since.
 # HELDOUT=DIR also evaluates every stage on the photographs in DIR (RUN_DIR/STAGE/eval-heldout.json).
 set -euo pipefail
 run=${1:?usage: scripts/token_worth.sh RUN_DIR [VQ_STEPS TF_STEPS DEC_STEPS PRESET]}

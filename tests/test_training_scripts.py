@@ -101,6 +101,9 @@ args = sys.argv[1:]
 if args[0] == "train":
     out, steps = Path(args[args.index("--out") + 1]), int(args[args.index("--steps") + 1])
     (out / "final").mkdir(parents=True, exist_ok=True)
+    if "--resume" not in args:
+        (out / "run.json").write_text("{}")
+    (out / "final" / "model.safetensors").write_text(str(steps))
     # as train writes it; STUB_STOPS names a stage that --max-minutes stops halfway
     reached = steps // 2 if out.name == os.environ.get("STUB_STOPS") else steps
     (out / "final" / "training.json").write_text(json.dumps({"planned_steps": steps, "steps": reached},
@@ -157,15 +160,27 @@ def test_token_worth_resumes_a_stage_stopped_by_max_minutes_and_evaluates_it_aga
     assert any(c.startswith(f"eval {tf}/final") for c in calls)
 
 
-def test_token_worth_starts_no_stage_on_a_stage_that_stopped_early(tmp_path):
+def test_token_worth_trains_a_stage_again_once_the_stage_it_started_from_was_resumed(tmp_path):
     log, env = _stub_env(tmp_path, PY=sys.executable, STUB_STOPS="vqvae")
     run = tmp_path / "run"
-    r = subprocess.run(["bash", str(ROOT / "scripts" / "token_worth.sh"), str(run), "5", "6", "7", "micro"],
-                       env=env, capture_output=True, text=True)
-    assert r.returncode != 0
-    assert "tf: not started, vqvae has not finished" in r.stderr
-    trains = [c for c in log.read_text().splitlines() if c.startswith("train ")]
-    assert len(trains) == 1 and trains[0].startswith("train vqvae")
+    argv = ["bash", str(ROOT / "scripts" / "token_worth.sh"), str(run), "5", "6", "7", "micro"]
+    r = subprocess.run(argv, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "vqvae stopped at step 2 of 5, so the budgets below are not equal" in r.stdout
+    (run / "vqvae" / "state").mkdir()                         # --max-minutes saved its state
+    (run / "vqvae" / "state" / "state.json").write_text("{}")
+    for stage in ("tf", "dec-zero", "dec", "joint"):         # they started before vqvae is resumed
+        os.utime(run / stage / "run.json", (1, 1))
+    log.unlink()
+    env.pop("STUB_STOPS")
+    r = subprocess.run(argv, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    trains = {c.split("--out ")[1].split()[0].rsplit("/", 1)[1]: c.split()
+              for c in log.read_text().splitlines() if c.startswith("train ")}
+    assert "--resume" in trains.pop("vqvae")
+    # every later stage started from the stopped VQ-VAE's weights: trained again, from the start
+    assert set(trains) == {"tf", "dec-zero", "dec", "joint"} and all("--force" in t for t in trains.values())
+    assert "stopped" not in r.stdout
 
 
 def test_token_worth_says_when_a_budget_was_cut(tmp_path):
