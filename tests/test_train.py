@@ -175,6 +175,14 @@ def test_resume_names_the_option_that_differs_and_refuses_force_beside_it(tmp_pa
     assert len(err) == 1 and "pass one of them" in err[0], err
 
 
+def test_images_that_is_not_a_folder_is_refused_by_its_flag(tmp_path: Path) -> None:
+    (tmp_path / "one.png").write_bytes(b"")
+    for images in (tmp_path / "missing", tmp_path / "one.png"):
+        with pytest.raises(InputError, match=f"--images {images} is not a folder"):
+            train(opts(tmp_path / "run", "vqvae", 2, images=str(images)))
+    assert not (tmp_path / "run").exists()
+
+
 def test_resume_from_corrupt_state_is_refused(tmp_path: Path) -> None:
     run = tmp_path / "run"
     train(opts(run, "vqvae", 2), micro_batches())

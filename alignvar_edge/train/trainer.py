@@ -105,6 +105,9 @@ class TrainOptions:
             raise InputError(f"--max-minutes must be a finite number > 0, got {self.max_minutes}")
         if not (math.isfinite(self.max_megapixels) and self.max_megapixels > 0):
             raise InputError(f"--max-megapixels must be a finite number > 0, got {self.max_megapixels}")
+        if self.images is not None and not Path(self.images).is_dir():
+            raise InputError(f"--images {self.images} is not a folder; pass a folder of images, or leave --images "
+                             "out to train on the built-in sample photographs")
         if not isinstance(self.workers, int) or self.workers < 0:
             raise InputError(f"--workers must be an integer >= 0, got {self.workers!r}")
         resolve_device(self.device)
