@@ -174,6 +174,12 @@ def test_eval_skips_and_names_images_smaller_than_the_tile(bundled: AlignVAR) ->
         evaluate(bundled, [("tile", flat)], max_side=32)
 
 
+def test_eval_refuses_an_overlap_of_a_whole_tile_by_its_flag_before_reading_any_image(tmp_path, capsys) -> None:
+    assert main(["eval", "--overlap", "16", "--images", str(tmp_path / "never-read")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--overlap 16 is not below this model's tile of 16 LR pixels" in err[0], err
+
+
 def test_eval_refuses_a_max_side_below_the_tile_before_reading_any_image(tmp_path, capsys) -> None:
     """The check needs only the checkpoint's config: a folder that does not even exist is never read."""
     assert main(["eval", "--max-side", "10", "--images", str(tmp_path / "never-read")]) == 2

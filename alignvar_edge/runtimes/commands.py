@@ -352,7 +352,7 @@ def run_upscale(args: argparse.Namespace) -> int:
     from alignvar_edge import runtimes
     from alignvar_edge.images import (DEFAULT_MAX_MEGAPIXELS, QUALITY_FORMATS, file_layout, file_metadata, load_image,
                                       output_format, result_path, save_image)
-    from alignvar_edge.runtimes.tiling import upscale_plane_bicubic
+    from alignvar_edge.runtimes.tiling import check_overlap_flag, upscale_plane_bicubic
     if Path(args.input).is_dir():    # what Ctrl-C keeps: a folder run's finished images
         args.on_interrupt = ("images already finished are kept, the one in progress is not; "
                              "the same command again skips the finished ones")
@@ -376,10 +376,8 @@ def run_upscale(args: argparse.Namespace) -> int:
         opts["cuda_graphs"] = False
     limit = args.max_megapixels if args.max_megapixels is not None else DEFAULT_MAX_MEGAPIXELS
     with runtimes.load(args.engine, backend=args.backend, device=args.device, **opts) as engine:
-        if args.overlap is not None and args.overlap >= engine.tile_size:
-            # the tile is the engine's: known only once it is open, still before any work
-            raise InputError(f"--overlap {args.overlap} is not below this engine's tile of {engine.tile_size} "
-                             f"LR pixels; pass --overlap 0 to {engine.tile_size - 1}, or leave it out")
+        # the tile is the engine's: known only once it is open, still before any work
+        check_overlap_flag(args.overlap, engine.tile_size, "this engine's")
         bar = _progress(len(jobs), args.quiet)
         t0 = time.perf_counter()
         loaded: list[tuple[Path, Path, Any, int, Any]] = []  # (src, dst, alpha, bits, metadata): read, not saved

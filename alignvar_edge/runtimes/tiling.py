@@ -28,7 +28,15 @@ from alignvar_edge.manifest import default_overlap   # the overlap every input c
 
 __all__ = ["TileRunner", "default_overlap", "tile_starts", "blend_window", "upscale_rgb",
            "iter_upscale_rgb", "upscale_image", "upscale_images", "upscale_plane_bicubic", "extract_tiles",
-           "seam_ratio", "blend_tiles"]
+           "seam_ratio", "blend_tiles", "check_overlap_flag"]
+
+
+def check_overlap_flag(overlap: int | None, tile: int, whose: str) -> None:
+    """A user's --overlap, checked before any work: below the tile (`whose`: "this engine's"), so that
+    every tile steps forward."""
+    if overlap is not None and overlap >= tile:
+        raise InputError(f"--overlap {overlap} is not below {whose} tile of {tile} LR pixels; pass --overlap 0 to "
+                         f"{tile - 1}, or leave it out")
 
 
 class TileRunner(Protocol):

@@ -151,9 +151,12 @@ def run_eval(args: argparse.Namespace) -> int:
     from alignvar_edge.bench.evaluate import ablation_report, check_max_side, evaluate, format_eval
     from alignvar_edge.model.checkpoint import load_config, resolve_checkpoint_dir
     from alignvar_edge.model.pruning import parse_prune
+    from alignvar_edge.runtimes.tiling import check_overlap_flag
 
     prune = parse_prune(args.prune)
-    check_max_side(load_config(resolve_checkpoint_dir(args.checkpoint)), args.max_side)   # before any loading
+    config = load_config(resolve_checkpoint_dir(args.checkpoint))
+    check_max_side(config, args.max_side)                            # before any loading
+    check_overlap_flag(args.overlap, config.lr_size, "this model's")
     model = load_pretrained(args.checkpoint)
     with stage(f"evaluating {args.checkpoint}" + (" with ablations" if args.ablations else "")):
         images, unreadable = load_eval_images(args.images, args.max_megapixels)
