@@ -79,6 +79,31 @@ def test_a_training_run_folder_names_its_checkpoint(ckpt: Path, tmp_path: Path, 
     assert len(err) == 1 and f"this looks like a training run: pass '{run / saved}'" in err[0]
 
 
+def test_save_pretrained_stopped_while_replacing_keeps_the_old_checkpoint(ckpt: Path, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from alignvar_edge.model import checkpoint
+    from alignvar_edge.model.checkpoint import save_pretrained
+    model = load_pretrained(ckpt)
+    out = tmp_path / "run" / "final"
+    save_pretrained(model, out, extra={"steps": 1})
+    real = os.replace
+
+    def ctrl_c_on_publish(src, dst):
+        if Path(dst) == out and Path(src).name.startswith(".final."):   # the new one taking the old one's place
+            raise KeyboardInterrupt
+        real(src, dst)
+
+    monkeypatch.setattr(checkpoint.os, "replace", ctrl_c_on_publish)
+    with pytest.raises(KeyboardInterrupt):
+        save_pretrained(model, out, extra={"steps": 2}, overwrite=True)
+    monkeypatch.undo()
+    assert json.loads((out / "training.json").read_text()) == {"steps": 1}
+    load_pretrained(out)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["final"]
+
+
 def test_save_pretrained_overwrite_replaces_only_a_checkpoint(ckpt: Path, tmp_path: Path) -> None:
     from alignvar_edge.model.checkpoint import CHECKPOINT_FILES
     from alignvar_edge.runtimes.golden import GOLDEN_FILE

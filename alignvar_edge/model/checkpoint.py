@@ -215,6 +215,24 @@ def check_checkpoint_out(out: Path, overwrite: bool, switch: str) -> None:
                               "wrote, so move them or choose another directory")
 
 
+def _replace_dir(new: Path, out: Path) -> None:
+    """`new` becomes `out`. An old `out` is moved aside first and deleted only once `new` is in its
+    place: stopped at any point (Ctrl-C while RUN/final is rewritten), one whole checkpoint remains,
+    and `eval RUN/latest` beside a training run finds no half-deleted folder."""
+    if not out.exists():
+        os.replace(new, out)
+        return
+    aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+    os.replace(out, aside / out.name)
+    try:
+        os.replace(new, out)
+    except BaseException:
+        os.replace(aside / out.name, out)
+        shutil.rmtree(aside, ignore_errors=True)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+
+
 def save_pretrained(model: torch.nn.Module, out_dir: str | os.PathLike[str], extra: dict[str, Any] | None = None,
                     overwrite: bool = False, weights_dtype: torch.dtype | None = None) -> Path:
     """Write config.json + model.safetensors atomically (temp sibling dir, then rename).
@@ -238,9 +256,7 @@ def save_pretrained(model: torch.nn.Module, out_dir: str | os.PathLike[str], ext
         if extra:
             (tmp / TRAINING_FILE).write_text(json.dumps(extra, indent=2, sort_keys=True) + "\n")
         publish_mode(tmp)             # mkdtemp made it 0700: the checkpoint gets what the umask allows
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        _replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -286,7 +286,8 @@ def _not_made_by_a_run(out: Path) -> list[str]:
     write RUN/eval.json) wrote: someone's own files, which --force must not delete."""
     stray = []
     for p in sorted(out.iterdir()):
-        if p.name in (STATE_DIR, ".state.old") or p.name.startswith(".state."):    # save_state's own folders
+        # save_state's and save_pretrained's own folders (left by a run killed while it saved)
+        if p.name in (STATE_DIR, ".state.old") or p.name.startswith((".state.", ".final.", f".{LATEST_DIR}.")):
             continue
         if p.name in ("final", LATEST_DIR) and p.is_dir() and not p.is_symlink():
             stray += [f"{p.name}/{f.name}" for f in sorted(p.iterdir()) if f.name not in CHECKPOINT_FILES]
