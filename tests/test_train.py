@@ -328,6 +328,21 @@ def test_interrupted_force_run_is_kept_once_it_saved_and_resume_goes_on(tmp_path
     assert losses(out, "l1") == losses(tmp_path / "whole", "l1")
 
 
+def test_eval_of_run_latest_says_which_step_it_scored(tmp_path: Path, capsys) -> None:
+    import json
+
+    from alignvar_edge import cli
+
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(opts(out, "vqvae", 8, save_every=3), interrupted_at(5))
+    capsys.readouterr()
+    report = tmp_path / "eval.json"
+    assert cli.main(["eval", str(out / "latest"), "--max-side", "32", "--json", str(report)]) == 0
+    assert f"{out / 'latest'}: vqvae stage at step 3 of 8" in capsys.readouterr().out
+    assert json.loads(report.read_text())["trained"] == {"stage": "vqvae", "steps": 3, "planned_steps": 8}
+
+
 def test_run_interrupted_before_its_first_save_leaves_out_as_it_was(tmp_path: Path, monkeypatch, capsys) -> None:
     from alignvar_edge import cli
     from alignvar_edge.train import trainer

@@ -159,13 +159,19 @@ def checkpoint_source(path: str | os.PathLike[str], hashed: bool = True) -> Mode
     return ModelSource("checkpoint", path=str(d.resolve()), sha256=sha)
 
 
+def training_record(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A checkpoint's training.json ({} where it has none, or none readable as a JSON object)."""
+    try:
+        made = json.loads((resolve_checkpoint_dir(path) / TRAINING_FILE).read_text())
+    except (OSError, ValueError, CheckpointError):
+        return {}
+    return made if isinstance(made, dict) else {}
+
+
 def training_stage(path: str | os.PathLike[str]) -> str | None:
     """The `train` stage that wrote a checkpoint (its training.json), or None (bundled, imported,
     saved from Python, unreadable)."""
-    try:
-        stage = json.loads((resolve_checkpoint_dir(path) / TRAINING_FILE).read_text()).get("stage")
-    except (OSError, ValueError, AttributeError, CheckpointError):
-        return None
+    stage = training_record(path).get("stage")
     return stage if isinstance(stage, str) else None
 
 

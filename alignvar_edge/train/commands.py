@@ -149,7 +149,7 @@ def load_eval_images(spec: str, max_megapixels: float | None = None
 def run_eval(args: argparse.Namespace) -> int:
     from alignvar_edge.model.alignvar import load_pretrained
     from alignvar_edge.bench.evaluate import ablation_report, check_max_side, evaluate, format_eval
-    from alignvar_edge.model.checkpoint import load_config, resolve_checkpoint_dir
+    from alignvar_edge.model.checkpoint import load_config, resolve_checkpoint_dir, training_record
     from alignvar_edge.model.pruning import parse_prune
     from alignvar_edge.runtimes.tiling import check_overlap_flag
 
@@ -158,6 +158,9 @@ def run_eval(args: argparse.Namespace) -> int:
     check_max_side(config, args.max_side)                            # before any loading
     check_overlap_flag(args.overlap, config.lr_size, "this model's")
     model = load_pretrained(args.checkpoint)
+    # which step of a run this is: RUN/latest moves on while the run trains
+    made = training_record(args.checkpoint)
+    trained = {k: made[k] for k in ("stage", "steps", "planned_steps") if isinstance(made.get(k), (int, str))}
     with stage(f"evaluating {args.checkpoint}" + (" with ablations" if args.ablations else "")):
         images, unreadable = load_eval_images(args.images, args.max_megapixels)
         result = evaluate(model, images, seed=args.seed,
@@ -167,5 +170,10 @@ def run_eval(args: argparse.Namespace) -> int:
     text = format_eval(result)
     if args.ablations and model.sca_guidance is None:
         text += "\nsca_off: n/a (this model has no SCA)"
-    emit(args.json, ablation_report(result, str(args.checkpoint)) if args.ablations else result, text)
+    payload = ablation_report(result, str(args.checkpoint)) if args.ablations else result
+    if "stage" in trained and "steps" in trained:
+        payload["trained"] = trained
+        of = f" of {trained['planned_steps']}" if "planned_steps" in trained else ""
+        text = f"{args.checkpoint}: {trained['stage']} stage at step {trained['steps']}{of}\n" + text
+    emit(args.json, payload, text)
     return 0
