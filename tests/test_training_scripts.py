@@ -146,7 +146,8 @@ def test_token_worth_resumes_a_stage_stopped_by_max_minutes_and_evaluates_it_aga
     (tf / "state").mkdir(parents=True)
     (tf / "state" / "state.json").write_text("{}")
     (tf / "final").mkdir()
-    (tf / "final" / "training.json").write_text('{\n  "planned_steps": 6,\n  "stage": "transformer",\n  "steps": 2\n}\n')
+    (tf / "final" / "training.json").write_text(    # as train writes it: stopped by --max-minutes at step 2
+        '{\n  "planned_steps": 6,\n  "stage": "transformer",\n  "steps": 2\n}\n')
     (tf / "final" / "model.safetensors").write_text("")
     (tf / "eval.json").write_text("{}")                     # evaluated at step 2, before the run resumes
     os.utime(tf / "eval.json", (1, 1))

@@ -249,8 +249,9 @@ def _prepare_out(opts: TrainOptions) -> Path | None:
             raise CheckpointError(f"--resume: {fp_path} is not valid JSON ({e}); the run cannot be resumed: "
                                   "start it again with --force or choose another --out") from e
         if not isinstance(old, dict) or old.get("options") != fingerprint["options"]:
-            was = old.get("options") if isinstance(old, dict) and isinstance(old.get("options"), dict) else {}
-            now = fingerprint["options"]
+            was: dict[str, Any] = (old["options"] if isinstance(old, dict) and isinstance(old.get("options"), dict)
+                                   else {})
+            now: dict[str, Any] = fingerprint["options"]
             # name what differs: the user must not have to diff run.json by hand
             differ = "; ".join(f"{k} was {was.get(k)!r}, now {now.get(k)!r}" for k in sorted(set(was) | set(now))
                                if was.get(k) != now.get(k))
