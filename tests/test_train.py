@@ -328,6 +328,17 @@ def test_interrupted_force_run_is_kept_once_it_saved_and_resume_goes_on(tmp_path
     assert losses(out, "l1") == losses(tmp_path / "whole", "l1")
 
 
+def test_cli_stopped_by_max_minutes_says_how_to_go_on(tmp_path: Path, capsys) -> None:
+    from alignvar_edge import cli
+
+    argv = ["train", "vqvae", "--preset", "micro", "--out", str(tmp_path / "run"), "--steps", "4", "--batch", "1",
+            "--max-minutes", "1e-9"]
+    for extra, says in (([], "--resume\n"), (["--force"], "--resume instead of --force\n")):
+        assert cli.main([*argv, *extra]) == 0
+        out = capsys.readouterr().out
+        assert "stopped by --max-minutes at step 1 of 4" in out and f"the same command and {says}" in out, out
+
+
 def test_eval_of_run_latest_says_which_step_it_scored(tmp_path: Path, capsys) -> None:
     import json
 

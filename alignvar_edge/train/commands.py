@@ -124,7 +124,7 @@ def run_train(args: argparse.Namespace) -> int:
     made = json.loads((final / TRAINING_FILE).read_text())
     if made["steps"] < args.steps:
         print(f"stopped by --max-minutes at step {made['steps']} of {args.steps}: {final} holds that point; "
-              f"continue with the same command and --resume instead of --force")
+              "continue with the same command and --resume" + (" instead of --force" if args.force else ""))
     print(f"done: {final} (loss curve: {args.out / 'log.csv'})")
     return 0
 
