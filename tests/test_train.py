@@ -328,6 +328,15 @@ def test_interrupted_force_run_is_kept_once_it_saved_and_resume_goes_on(tmp_path
     assert losses(out, "l1") == losses(tmp_path / "whole", "l1")
 
 
+def test_hcc_tau_without_a_gumbel_rollout_is_refused(vq_run: Path, tmp_path: Path) -> None:
+    init = str(vq_run / "final")                          # micro: teacher-forced HCC
+    with pytest.raises(InputError, match="--hcc-tau 0.5 is the temperature of --hcc-rollout gumbel"):
+        train(opts(tmp_path / "tf", "transformer", 1, init=init, overrides={"hcc_tau": 0.5}), micro_batches())
+    assert not (tmp_path / "tf").exists()
+    train(opts(tmp_path / "tf", "transformer", 1, init=init, overrides={"hcc_tau": 0.5, "hcc_rollout": "gumbel"}),
+          micro_batches())
+
+
 def test_cli_stopped_by_max_minutes_says_how_to_go_on(tmp_path: Path, capsys) -> None:
     from alignvar_edge import cli
 

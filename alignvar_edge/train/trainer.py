@@ -326,6 +326,10 @@ def train(opts: TrainOptions, batches: Callable[[int], tuple[torch.Tensor, torch
     opts.validate()
     torch.manual_seed(opts.seed)
     model = build_model(opts)
+    if opts.stage == "transformer" and "hcc_tau" in opts.overrides and model.config.hcc_rollout != "gumbel":
+        # the temperature of a Gumbel rollout this run does not make: it would be recorded, never used
+        raise InputError(f"--hcc-tau {opts.overrides['hcc_tau']} is the temperature of --hcc-rollout gumbel, but this "
+                         f"run's HCC rollout is {model.config.hcc_rollout!r}: add --hcc-rollout gumbel, or drop --hcc-tau")
     if opts.stage == "joint" and (model.use_cfg or model.diffloss is not None):
         raise ConfigError(f"--init {opts.init}: the joint stage trains through the unguided greedy rollout, but "
                           "this model guides its tokens (cfg > 0) or refines its last scale; use the decoder stage")
