@@ -60,9 +60,9 @@ def json_target(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text} is a benchmark report (alignvar-edge bench), which this verb "
                                          "does not replace; choose another FILE")
     if text != STDOUT and os.path.isfile(text) and not is_own_result(text):
-        folder = os.path.dirname(os.path.abspath(text))
-        if os.path.isfile(os.path.join(folder, "manifest.json")):     # an export or engine directory
-            raise argparse.ArgumentTypeError(f"{text} is a file of the artifact in {folder}; write the JSON "
+        home = os.path.dirname(os.path.abspath(text))
+        if os.path.isfile(os.path.join(home, "manifest.json")):     # an export or engine directory
+            raise argparse.ArgumentTypeError(f"{text} is a file of the artifact in {home}; write the JSON "
                                              "outside it")
         raise argparse.ArgumentTypeError(f"{text} exists and is not a result alignvar-edge wrote, so it is not "
                                          "replaced; choose another FILE, or remove it first")

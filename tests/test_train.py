@@ -540,3 +540,16 @@ def test_a_run_is_not_started_inside_an_artifact(tmp_path: Path) -> None:
     with pytest.raises(OutputExistsError, match="inside the artifact"):
         train(opts(art / "run", "vqvae", 1), micro_batches())
     assert sorted(p.name for p in art.iterdir()) == ["manifest.json"]
+
+
+def test_a_warmup_as_long_as_the_run_is_warned_about(tmp_path: Path) -> None:
+    """`--steps 50` with the default --warmup 100: the learning rate would never reach --lr, silently."""
+    import warnings
+
+    from alignvar_edge.train.trainer import warn_short_warmup
+    with pytest.warns(UserWarning, match=r"--warmup 4 is not shorter than --steps 4: the learning rate never "
+                                         r"reaches --lr 0\.003"):
+        train(opts(tmp_path / "a", "vqvae", 4, warmup=4), micro_batches())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_short_warmup(opts(tmp_path / "b", "vqvae", 5, warmup=4))       # a ramp that ends: nothing said

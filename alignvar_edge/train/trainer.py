@@ -18,6 +18,7 @@ import math
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -231,6 +232,14 @@ def lr_at(step: int, opts: TrainOptions) -> float:
 # ---------------------------------------------------------------------------------------------
 # the loop
 # ---------------------------------------------------------------------------------------------
+def warn_short_warmup(opts: TrainOptions) -> None:
+    """A warm-up the run ends inside (a short run with the default of 100): the learning rate never
+    reaches --lr. Said once the run starts, so that a refused command still prints one line."""
+    if opts.warmup >= opts.steps:
+        warnings.warn(f"--warmup {opts.warmup} is not shorter than --steps {opts.steps}: the learning rate "
+                      f"never reaches --lr {opts.lr:g}; pass a smaller --warmup", stacklevel=3)
+
+
 def _prepare_out(opts: TrainOptions) -> Path | None:
     """Make opts.out ready; with --force, the old run is moved aside (returned) and deleted only
     once the new run has finished (`_finish_out`)."""
@@ -339,6 +348,7 @@ def train(opts: TrainOptions, batches: Callable[[int], tuple[torch.Tensor, torch
         batches = make_batches(opts.images, model.config, opts.batch, opts.seed, opts.max_megapixels)
     model.to(opts.torch_device())
     aside = _prepare_out(opts)
+    warn_short_warmup(opts)
     try:
         final = _run(opts, model, batches)
     except KeyboardInterrupt:
