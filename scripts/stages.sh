@@ -15,20 +15,18 @@ finished() {
 
 # stage NAME ARGS...: `train ARGS` into RUN/NAME unless it already finished; a stopped run (killed,
 # stopped by --max-minutes, or the machine went down) goes on from its last saved state.
-# A stage that starts from another stage of this run (--init RUN/OTHER/final) is trained again from
-# the start when OTHER's checkpoint is newer than the stage's run (OTHER was resumed since): its
-# weights came from the checkpoint OTHER had then.
+# A stage whose --init checkpoint is newer than the stage's run (that stage was resumed or trained
+# again since, e.g. the VQ-VAE under ablation.sh's variants) is trained again from the start: its
+# weights came from the checkpoint --init held then.
 stage() {
   local name=$1; shift
   local a prev='' from=''
   for a in "$@"; do
-    if [ "$prev" = --init ] && [ "$(dirname "$a")" != "$run" ] && [ "$(dirname "$(dirname "$a")")" = "$run" ]; then
-      from=$a
-    fi
+    if [ "$prev" = --init ]; then from=$a; fi
     prev=$a
   done
   if [ -n "$from" ] && [ -f "$run/$name/run.json" ] && [ "$from/model.safetensors" -nt "$run/$name/run.json" ]; then
-    echo "== $name: $(basename "$(dirname "$from")") changed since $name started from it; $name starts again"
+    echo "== $name: $from changed since $name started from it; $name starts again"
     ${ae:?} train "$@" --out "$run/$name" --force --save-every 100
     return
   fi

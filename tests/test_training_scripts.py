@@ -231,3 +231,22 @@ def test_ablation_refuses_an_unknown_variant_before_training_anything(tmp_path):
                        env=env, capture_output=True, text=True)
     assert r.returncode == 2 and "unknown variant 'no-sac' in VARIANTS" in r.stderr
     assert not log.exists()
+
+
+def test_ablation_trains_its_variants_again_once_the_vqvae_they_started_from_changed(tmp_path):
+    log, env = _stub_env(tmp_path, VARIANTS="both no-sca")
+    base = tmp_path / "run"
+    (base / "vqvae" / "final").mkdir(parents=True)
+    (base / "vqvae" / "final" / "model.safetensors").write_text("v1")
+    os.utime(base / "vqvae" / "final" / "model.safetensors", (1, 1))
+    argv = ["bash", str(ROOT / "scripts" / "ablation.sh"), str(base), "9"]
+    assert subprocess.run(argv, env=env, capture_output=True, text=True).returncode == 0
+    log.unlink()
+    r = subprocess.run(argv, env=env, capture_output=True, text=True)          # nothing changed: all kept
+    assert r.returncode == 0 and "already trained" in r.stdout and not log.exists()     # no call at all
+    (base / "vqvae" / "final" / "model.safetensors").write_text("v2")           # the VQ-VAE trained again
+    r = subprocess.run(argv, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    trains = [c.split() for c in log.read_text().splitlines() if c.startswith("train ")]
+    assert len(trains) == 2 and all("--force" in t for t in trains)
+    assert r.stdout.count("changed since") == 2
