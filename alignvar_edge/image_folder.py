@@ -19,7 +19,7 @@ import numpy as np
 from alignvar_edge.errors import InputError
 from alignvar_edge.images import DEFAULT_MAX_MEGAPIXELS, IMAGE_EXTENSIONS, list_images, load_image
 
-__all__ = ["read_images", "skipped_list", "usable_images"]
+__all__ = ["check_megapixels_flag", "read_images", "skipped_list", "usable_images"]
 
 
 def read_images(folder: str | os.PathLike[str], skipped: list[tuple[str, str]],
@@ -62,3 +62,11 @@ def usable_images(folder: str | os.PathLike[str], flag: str, limit: int | None =
         warnings.warn(f"skipping {len(skipped)} file(s) of {flag} {folder} that cannot be read: "
                       f"{skipped_list(skipped)}", stacklevel=3)
     return images, skipped
+
+
+def check_megapixels_flag(images: str | None, max_megapixels: float | None) -> None:
+    """`--max-megapixels` limits the files of an `--images` folder: without one (the bundled
+    photographs) it would be accepted and apply to nothing."""
+    if max_megapixels is not None and images in (None, "builtin"):
+        raise InputError("--max-megapixels limits the files of --images, and no --images folder was given; "
+                         "pass --images DIR or leave --max-megapixels out")

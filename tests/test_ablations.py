@@ -313,3 +313,9 @@ def test_eval_table_columns_stay_in_line_with_long_names() -> None:
         assert [r[end - len(cell):end] for r in rows] == [cell] * 3, (label, header, rows)
     x = header.index("size") + len("size") - 5                 # the x of WxH: a 4-digit height after it
     assert [rows[0][x - 5:x + 5], rows[1][x - 5:x + 5]] == ["  512x512 ", "10240x384 "], (header, rows)
+
+
+def test_eval_max_megapixels_without_an_images_folder_is_refused(capsys) -> None:
+    assert main(["eval", "alignvar-tiny", "--max-megapixels", "50"]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and "--max-megapixels limits the files of --images" in err[0], err

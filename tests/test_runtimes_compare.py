@@ -96,7 +96,9 @@ def test_compare_images_with_no_readable_file_is_one_line_naming_them(tmp_path, 
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert len(err) == 1 and "no usable images in --images" in err[0]
     assert "x.png (" in err[0] and "y.jpg (" in err[0]
-    assert json.loads(report.read_text()) == {"compare": ["q"], "result": "ERROR", "reason": err[0].split(": error: ")[1]}
+    from alignvar_edge import __version__
+    assert json.loads(report.read_text()) == {"alignvar_edge": __version__, "compare": ["q"], "result": "ERROR",
+                                              "reason": err[0].split(": error: ")[1]}
 
 
 def test_a_failed_rerun_replaces_the_json_report_and_every_engine_is_closed(tmp_path, monkeypatch, capsys) -> None:
@@ -143,3 +145,19 @@ def test_an_engine_of_another_model_is_refused_saying_both_models(attr, value, s
                                          r"reference \(x4, tile 8, scales \(1, 2\)\)"):
         compare_engines([("q", cast(Engine, engine))], cast(Engine, reference), image)
     assert reference.seen == 0
+
+
+def test_compare_max_megapixels_limits_the_images_folder_and_nothing_else(tmp_path, monkeypatch, capsys) -> None:
+    """The skip reason of a file over 24 MP says to raise --max-megapixels: compare has the flag,
+    and without --images (the bundled photographs) it is refused rather than ignored."""
+    monkeypatch.setattr(runtimes, "load", lambda *a, **k: _Engine())
+    folder, report = _folder(tmp_path / "imgs"), tmp_path / "cmp.json"        # 10x12 px: 0.00012 MP
+    argv = ["compare", "q", "--reference", "ref", "--images", str(folder), "--json", str(report)]
+    assert main([*argv, "--max-megapixels", "0.0001"]) == 2                   # every file over it
+    assert "over the 0.0001 MP limit" in capsys.readouterr().err
+    assert main([*argv, "--max-megapixels", "0.001"]) == 0
+    assert json.loads(report.read_text())["images"] == ["a.png", "c.png", "sub/a.png"]
+    capsys.readouterr()
+    assert main(["compare", "q", "--reference", "ref", "--max-megapixels", "50"]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and "--max-megapixels limits the files of --images" in err[0], err

@@ -100,6 +100,8 @@ def register(sub: Any) -> None:
     c.add_argument("--max-size", type=positive_int, default=96, help="centre-crop images to at most this many "
                                                             "LR pixels per side (default 96)")
     c.add_argument("--limit", type=positive_int, help="use at most this many images")
+    c.add_argument("--max-megapixels", type=positive_float,
+                   help="skip larger files in --images (default 24; each is read whole before --max-size crops it)")
     add_json_option(c, "the results")
     c.set_defaults(func=run_compare)
 
@@ -450,8 +452,10 @@ def _compare_images(args: argparse.Namespace) -> tuple[list[tuple[str, Any]], li
     skipped: list[tuple[str, str]] = []
     if args.images:
         from alignvar_edge.image_folder import usable_images
+        from alignvar_edge.images import DEFAULT_MAX_MEGAPIXELS
         # read only what is compared: --limit counts usable images
-        imgs, skipped = usable_images(args.images, "--images", args.limit)
+        imgs, skipped = usable_images(args.images, "--images", args.limit,
+                                      args.max_megapixels or DEFAULT_MAX_MEGAPIXELS)
     else:
         from alignvar_edge.samples import sample_images
         imgs = sample_images("heldout")[:args.limit or None]
@@ -479,6 +483,9 @@ def _reference_source(args: argparse.Namespace, metas: list[Manifest]) -> str:
 
 def run_compare(args: argparse.Namespace) -> int:
     from contextlib import ExitStack
+
+    from alignvar_edge.image_folder import check_megapixels_flag
+    check_megapixels_flag(args.images, args.max_megapixels)
 
     from alignvar_edge import runtimes
     from alignvar_edge.errors import BackendUnavailableError

@@ -149,11 +149,13 @@ def load_eval_images(spec: str, max_megapixels: float | None = None
 def run_eval(args: argparse.Namespace) -> int:
     from alignvar_edge.model.alignvar import load_pretrained
     from alignvar_edge.bench.evaluate import ablation_report, check_max_side, evaluate, format_eval
+    from alignvar_edge.image_folder import check_megapixels_flag
     from alignvar_edge.model.checkpoint import load_config, resolve_checkpoint_dir, training_record
     from alignvar_edge.model.pruning import parse_prune
     from alignvar_edge.runtimes.tiling import check_overlap_flag
 
     prune = parse_prune(args.prune)
+    check_megapixels_flag(args.images, args.max_megapixels)
     config = load_config(resolve_checkpoint_dir(args.checkpoint))
     check_max_side(config, args.max_side)                            # before any loading
     check_overlap_flag(args.overlap, config.lr_size, "this model's")
