@@ -15,6 +15,8 @@ from alignvar_edge.model.checkpoint import PRETRAINED_DIR
 from alignvar_edge.train.trainer import TrainOptions, make_batches, train
 
 MICRO = AlignVARConfig.from_preset("micro")
+# these runs are a few steps long by design; the warning itself is tested below
+pytestmark = pytest.mark.filterwarnings("ignore:--warmup .* is not shorter than --steps")
 
 
 def micro_batches(batch: int = 4, seed: int = 0):
