@@ -51,27 +51,21 @@ positive_int = int_at_least(1)
 nonneg_int = int_at_least(0)
 
 
-def tile_count(text: str) -> int:
-    """A number of tiles: 1 to MAX_TILES."""
-    try:
-        v = int(text)
-    except ValueError:
-        v = 0
-    if not 1 <= v <= MAX_TILES:
-        raise argparse.ArgumentTypeError(f"must be an integer from 1 to {MAX_TILES} (tiles are all held in "
-                                         f"memory), got {text!r}")
-    return v
+def _one_to(high: int, why: str) -> Callable[[str], int]:
+    """An integer from 1 to `high`; `why` says what the bound protects."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            v = 0
+        if not 1 <= v <= high:
+            raise argparse.ArgumentTypeError(f"must be an integer from 1 to {high} ({why}), got {text!r}")
+        return v
+    return parse
 
 
-def batch_size(text: str) -> int:
-    """Tiles per call of a static-batch graph or engine: 1 to MAX_BATCH."""
-    try:
-        v = int(text)
-    except ValueError:
-        v = 0
-    if not 1 <= v <= MAX_BATCH:
-        raise argparse.ArgumentTypeError(f"must be an integer from 1 to {MAX_BATCH} (tiles per call), got {text!r}")
-    return v
+tile_count = _one_to(MAX_TILES, "tiles are all held in memory")   # a number of tiles
+batch_size = _one_to(MAX_BATCH, "tiles per call")                  # a static batch of graphs and engines
 
 
 def positive_float(text: str) -> float:
