@@ -21,7 +21,7 @@ from alignvar_edge.bench.schema import is_report
 from alignvar_edge.fsmodes import unwritable_folder, write_text
 from alignvar_edge.jsonsafe import dumps
 
-__all__ = ["STDOUT", "add_json_option", "emit", "write_result"]
+__all__ = ["STDOUT", "add_json_option", "emit", "is_own_result", "write_result"]
 
 STDOUT = "-"
 OWNER_KEY = "alignvar_edge"                # a result's first key: the version that wrote it
