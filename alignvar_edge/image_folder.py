@@ -23,15 +23,17 @@ __all__ = ["check_megapixels_flag", "read_images", "skipped_list", "usable_image
 
 
 def read_images(folder: str | os.PathLike[str], skipped: list[tuple[str, str]],
-                max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS) -> Iterator[tuple[str, np.ndarray]]:
+                max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
+                raise_limit: str | None = "--max-megapixels") -> Iterator[tuple[str, np.ndarray]]:
     """(name, HxWx3 float32 RGB) of each readable image under `folder` (recursive, sorted), read one
     at a time; a file that cannot be read is appended to `skipped` as (name, reason) instead. A
-    name is the path under the folder: subfolders may hold files of the same name."""
+    name is the path under the folder: subfolders may hold files of the same name. `raise_limit`
+    is the flag that raises `max_megapixels` in the verb reading them (None where there is none)."""
     root = Path(folder)
     for path in list_images(root):
         name = path.relative_to(root).as_posix()
         try:
-            rgb, _ = load_image(path, max_megapixels=max_megapixels)
+            rgb, _ = load_image(path, max_megapixels=max_megapixels, raise_limit=raise_limit)
         except InputError as e:
             skipped.append((name, str(e)))
             continue
@@ -45,14 +47,15 @@ def skipped_list(skipped: Sequence[tuple[str, str]]) -> str:
 
 
 def usable_images(folder: str | os.PathLike[str], flag: str, limit: int | None = None,
-                  max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS
+                  max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
+                  raise_limit: str | None = "--max-megapixels", stacklevel: int = 3
                   ) -> tuple[list[tuple[str, np.ndarray]], list[tuple[str, str]]]:
     """The readable images of the folder a flag (`flag`, e.g. "--images") names, at most `limit`
     (counting usable ones), and the (name, reason) of each file skipped (one over `max_megapixels`
     too): the skipped are named in one warning; a folder with no usable image is refused in one line
-    naming them."""
+    naming them. `stacklevel` points the warning at the caller's caller by default."""
     skipped: list[tuple[str, str]] = []
-    images = list(islice(read_images(folder, skipped, max_megapixels), limit))
+    images = list(islice(read_images(folder, skipped, max_megapixels, raise_limit), limit))
     if not images:
         why = (f"{len(skipped)} skipped: {skipped_list(skipped)}" if skipped
                else f"looked for {', '.join(IMAGE_EXTENSIONS)}")
@@ -60,7 +63,7 @@ def usable_images(folder: str | os.PathLike[str], flag: str, limit: int | None =
                          "or leave the flag out for the bundled held-out ones")
     if skipped:
         warnings.warn(f"skipping {len(skipped)} file(s) of {flag} {folder} that cannot be read: "
-                      f"{skipped_list(skipped)}", stacklevel=3)
+                      f"{skipped_list(skipped)}", stacklevel=stacklevel)
     return images, skipped
 
 

@@ -68,11 +68,13 @@ READ_EXTENSIONS = (*IMAGE_EXTENSIONS, ".gif")
 
 
 def load_image(
-    path: str | os.PathLike[str], max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS
+    path: str | os.PathLike[str], max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
+    raise_limit: str | None = "max_megapixels / --max-megapixels",
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Read an image file as (rgb float32 HxWx3 in [0,1], alpha float32 HxW or None).
 
     ``max_megapixels=None`` lifts our size limit (Pillow's decompression-bomb guard still applies).
+    ``raise_limit`` names how the caller's user raises it (None: they cannot, the refusal says so).
     16-bit files keep their full precision: grayscale, gray+alpha and RGB(A) PNGs, and RGB(A)
     TIFFs where tifffile is installed (refused without it: Pillow would read 8 of their bits).
     """
@@ -100,11 +102,11 @@ def load_image(
         except IMAGE_DECODE_ERRORS as e:
             raise InputError(f"{path} cannot be opened as an image ({e}); re-export the file") from e
         with img:
-            return _decode(path, img, max_megapixels)
+            return _decode(path, img, max_megapixels, raise_limit)
 
 
 def _decode(
-    path: Path, img: Image.Image, max_megapixels: float | None
+    path: Path, img: Image.Image, max_megapixels: float | None, raise_limit: str | None
 ) -> tuple[np.ndarray, np.ndarray | None]:
     # Image.open only parsed the header: size is known, pixels are not decoded yet.
     width, height = img.size
@@ -114,10 +116,9 @@ def _decode(
     if max_megapixels is not None and megapixels > max_megapixels:
         # two significant digits below 1 MP: a 0.012 MP image over a 0.01 MP limit is not "0.0 MP"
         shown = f"{megapixels:.1f}" if megapixels >= 1 else f"{megapixels:.2g}"
-        raise InputError(
-            f"{path} is {width}x{height} ({shown} MP), over the {max_megapixels:g} MP "
-            "limit; downscale or crop it, or raise the limit (max_megapixels / --max-megapixels)"
-        )
+        how = f", or raise the limit ({raise_limit})" if raise_limit else ""
+        raise InputError(f"{path} is {width}x{height} ({shown} MP), over the {max_megapixels:g} MP "
+                         f"limit; downscale or crop it{how}")
     try:                # counting frames reads every directory of a TIFF
         frames = int(getattr(img, "n_frames", 1) or 1)
     except _DAMAGED as e:

@@ -31,7 +31,7 @@ import numpy as np
 from alignvar_edge.degrade import DegradationConfig, degrade
 from alignvar_edge.errors import ConfigError, InputError
 from alignvar_edge.image_folder import read_images, skipped_list
-from alignvar_edge.images import IMAGE_EXTENSIONS, list_images
+from alignvar_edge.images import DEFAULT_MAX_MEGAPIXELS, IMAGE_EXTENSIONS, list_images
 from alignvar_edge.manifest import sha256_file
 from alignvar_edge.model.config import AlignVARConfig
 from alignvar_edge.quantize.calibration.tiles import degradation_for
@@ -116,7 +116,7 @@ class CalibrationSet:
     @classmethod
     def from_folder(cls, path: str | os.PathLike[str], config: AlignVARConfig | dict[str, Any],
                     n: int = DEFAULT_TILES, seed: int = 0, n_val: int = DEFAULT_VALIDATION_TILES,
-                    max_megapixels: float | None = 24.0) -> CalibrationSet:
+                    max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS) -> CalibrationSet:
         """Tiles from every image under `path` (recursive); bad files are skipped and counted."""
         folder = Path(path)
         if not folder.is_dir():
@@ -130,7 +130,8 @@ class CalibrationSet:
         images: list[tuple[str, np.ndarray]] = []
         skipped: list[tuple[str, str]] = []
         digests: dict[str, str] = {}
-        for name, rgb in read_images(folder, skipped, max_megapixels):
+        # no calibrating verb has a flag that raises the limit
+        for name, rgb in read_images(folder, skipped, max_megapixels, raise_limit=None):
             images.append((name, rgb))
             digests[name] = sha256_file(folder / name)
         return cls.from_images(images, config, n=n, seed=seed, n_val=n_val, source=str(folder),

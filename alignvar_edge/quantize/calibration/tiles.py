@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
 
 from alignvar_edge.degrade import DegradationConfig, degrade, item_seed
 from alignvar_edge.errors import InputError
-from alignvar_edge.image_folder import read_images, skipped_list
+from alignvar_edge.image_folder import usable_images
 from alignvar_edge.model.config import AlignVARConfig
 from alignvar_edge.samples import sample_images
 
@@ -38,15 +37,9 @@ def load_photos(split: str, images: Images | None) -> list[np.ndarray]:
         # imported here: the sample set pulls in torch datasets, which tiles alone do not need
         return [img for _, img in sample_images(split)]  # type: ignore[arg-type]
     if isinstance(images, (str, os.PathLike)):
-        skipped: list[tuple[str, str]] = []
-        photos = [rgb for _, rgb in read_images(images, skipped)]
-        if not photos:
-            why = f" ({len(skipped)} skipped: {skipped_list(skipped)})" if skipped else ""
-            raise InputError(f"no usable images under {images}{why}; pass a folder of PNG/JPEG files")
-        if skipped:
-            warnings.warn(f"skipping {len(skipped)} file(s) of {images} that cannot be read: "
-                          f"{skipped_list(skipped)}", stacklevel=2)
-        return photos
+        # the verbs that read photographs this way (bench, export) keep the default size limit
+        found, _ = usable_images(images, "--images", raise_limit=None, stacklevel=4)
+        return [rgb for _, rgb in found]
     return [np.asarray(img, dtype=np.float32) for img in images]
 
 
