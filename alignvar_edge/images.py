@@ -545,9 +545,10 @@ _JPEG_MAX_XMP = _JPEG_MAX_EXIF - len(b"http://ns.adobe.com/xap/1.0/\0")
 # A BMP and a classic TIFF address their bytes in 32 bits (Pillow's writers raise struct.error past
 # them, once the work is done); less room for the header, tags and strip tables. Pillow writes no
 # BigTIFF past 4 GiB (its big_tiff option fails there too), tifffile does (`_write_tiff16`).
-# TIFFs are written uncompressed, as Pillow's own writer writes them: its compressed one (libtiff;
-# Deflate with a predictor made a 6 MP photo result 37% of its size) cannot write the EXIF's Exif
-# and GPS directories, a photo's camera settings and location. PNG is the small lossless output.
+# 8-bit TIFFs are written uncompressed, as Pillow's own writer writes them: its compressed one
+# (libtiff; Deflate with a predictor made a 6 MP photo result 37% of its size) cannot write the
+# EXIF's Exif and GPS directories, a photo's camera settings and location. PNG is the small
+# lossless output. 16-bit colour ones (tifffile, which writes neither directory) are compressed.
 _MAX_FILE_BYTES = 2**32 - 2**25
 
 # formats `quality` applies to; "lossless" is WebP's alone

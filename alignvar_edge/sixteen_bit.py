@@ -7,6 +7,7 @@ the codec hands over the bytes Pillow would drop; the TIFFs are read, and RGB(A)
 """
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO, TypeGuard
@@ -156,9 +157,9 @@ def can_write_rgb16_tiff() -> bool:
 def write_rgb16_tiff(f: BinaryIO, size: tuple[int, int, int], strip: Callable[[int, int], np.ndarray],
                      rows: int, icc_profile: bytes | None = None, dpi: tuple[float, float] | None = None,
                      exif: Image.Exif | None = None) -> None:
-    """A 16-bit RGB or RGBA TIFF (uncompressed, as Pillow writes the 8-bit ones) of `size` =
-    (height, width, 3 or 4: alpha last, straight), whose rows y0..y1 are `strip(y0, y1)` as uint16,
-    written `rows` rows a strip so that no full-size copy is made. `exif`'s text tags of the first
+    """A 16-bit RGB or RGBA TIFF (Deflate with the horizontal predictor, which every TIFF reader
+    decodes) of `size` = (height, width, 3 or 4: alpha last, straight), whose rows y0..y1 are
+    `strip(y0, y1)` as uint16, written `rows` rows a strip so that no full-size copy is made. `exif`'s text tags of the first
     directory (camera, date, author, ...) are written; tifffile writes no Exif or GPS directory."""
     height, width, channels = size
     tags = exif if exif is not None else Image.Exif()
@@ -167,14 +168,19 @@ def write_rgb16_tiff(f: BinaryIO, size: tuple[int, int, int], strip: Callable[[i
             if isinstance(value := tags.get(tag), str) and value]
 
     def strips() -> Iterator[bytes]:
+        # tifffile compresses whole pages only: each strip is encoded here and written as it is
         for y in range(0, height, rows):
-            yield np.ascontiguousarray(strip(y, min(y + rows, height)), "<u2").tobytes()
-    # strips from an iterator give tifffile no size to choose BigTIFF by: past 4 GB, it is needed
+            samples = np.ascontiguousarray(strip(y, min(y + rows, height)), "<u2")
+            delta = samples.copy()
+            delta[:, 1:] -= samples[:, :-1]          # TIFF predictor 2: each sample less its left one, mod 2^16
+            yield zlib.compress(delta.tobytes(), 6)
+    # strips from an iterator give tifffile no size to choose BigTIFF by: past 4 GB (uncompressed,
+    # the most the strips can take), it is needed
     bigtiff = height * width * channels * 2 > 2**32 - 2**25
     # named: tifffile takes a file's name from it, and one from os.fdopen has its descriptor there
     with tifffile.FileHandle(f, name="result.tif") as handle:
         tifffile.imwrite(handle, strips(), shape=size, dtype="<u2", byteorder="<", bigtiff=bigtiff,
-                         photometric="rgb", planarconfig="contig",
+                         photometric="rgb", planarconfig="contig", compression="zlib", predictor=True,
                          extrasamples=["unassalpha"] if channels == 4 else None, rowsperstrip=rows,
                          iccprofile=icc_profile, resolution=dpi, resolutionunit="inch" if dpi else None,
                          metadata=None, software=False, extratags=text)

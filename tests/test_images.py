@@ -433,6 +433,9 @@ def test_16_bit_colour_is_written_as_a_16_bit_tiff_with_its_icc_and_dpi(tmp_path
         assert tuple(page.extrasamples) == ((2,) if channels == 4 else ())    # unassociated alpha
         assert page.tags["InterColorProfile"].value == icc and page.tags["Make"].value == "a camera"
         assert page.tags["XResolution"].value == (288, 1) and page.tags["ResolutionUnit"].value == 2
+        assert page.compression == 8 and page.predictor == 2               # Deflate, horizontal differencing
+    with Image.open(tmp_path / "out.tif") as img:                          # libtiff decodes it too (8 bits kept)
+        np.testing.assert_array_equal(np.asarray(img), samples >> 8)
     assert [p.name for p in tmp_path.iterdir()] == ["out.tif"]           # no temporary file left
 
 
