@@ -405,7 +405,8 @@ def save_image(
     ``exif`` (bytes, as ``Image.Exif.tobytes`` gives) and ``dpi`` are written where the format
     holds them (PNG, JPEG, WebP, TIFF; WebP's DPI in its EXIF; BMP's DPI alone), and so is ``xmp``
     (bytes; not by tifffile, nor to a JPEG past its 65504 bytes, with a warning); ``text`` ({key:
-    value}: a PNG's text chunks, `file_metadata`) to PNG alone. ``input_path`` is the image the
+    value}: a PNG's text chunks, `file_metadata`) to PNG, and its author, copyright and description
+    to the EXIF of the other formats that hold one. ``input_path`` is the image the
     data came from: writing onto it is refused even with ``overwrite=True``, since a failed run
     would destroy the source. ``quality`` (JPEG and WebP alone, `quality_setting`): 1 to 100, or
     "lossless" for WebP; default `DEFAULT_QUALITY`. JPEG keeps full-resolution colour (4:4:4) from
@@ -436,6 +437,8 @@ def save_image(
                       f"Pillow cannot write 16-bit gray+alpha {fmt}: {path} is written with 8 bits; "
                       "save it as .png to keep 16", stacklevel=2)
     sixteen, own, tiff16 = writer != "pillow8", writer in ("png16", "tiff16"), writer == "tiff16"
+    if text and fmt in _METADATA_FORMATS and fmt != "PNG":
+        exif = _exif_with_png_text(exif, text)
     exif_tags = _tiff16_exif(exif, xmp, path) if tiff16 else None
     img = None if own else _to_pil(rgb, alpha, sixteen)
     if dpi and max(dpi) > _MAX_DPI.get(fmt, max(dpi)):
@@ -639,6 +642,25 @@ def _png_info(text: dict[str, str] | None, xmp: bytes | None) -> PngImagePlugin.
     if xmp:
         info.add_itxt(_PNG_XMP, xmp.decode("utf-8", "replace"))
     return info
+
+
+# A PNG's keywords that name the picture's author, rights and subject, and their EXIF tags (as
+# exiftool maps them): a PNG upscaled to JPEG, WebP or TIFF keeps them there. Description before Title:
+# both would be the one ImageDescription.
+_PNG_TEXT_AS_EXIF = (("Author", 0x013B), ("Copyright", 0x8298), ("Description", 0x010E), ("Title", 0x010E))
+
+
+def _exif_with_png_text(exif: bytes | None, text: dict[str, str]) -> bytes | None:
+    """`exif` with a PNG's Author, Copyright and Description (or Title) where it has no such tag
+    of its own: a format without PNG text chunks carries them there."""
+    out = Image.Exif()
+    if exif:
+        out.load(exif)
+    added = False
+    for key, tag in _PNG_TEXT_AS_EXIF:
+        if text.get(key) and not out.get(tag):
+            out[tag], added = text[key], True
+    return out.tobytes() if added else exif
 
 
 def _with_resolution(exif: bytes | None, dpi: tuple[float, float] | None, tags: dict[int, bytes]) -> bytes:

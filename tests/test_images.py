@@ -1146,6 +1146,32 @@ def test_png_text_and_xmp_are_carried_where_the_output_holds_them(tmp_path: Path
         save_image(tmp_path / "out16.tif", pixels, bits=16, **meta)
 
 
+def test_png_author_copyright_and_description_go_to_the_exif_of_other_formats(tmp_path: Path) -> None:
+    """A PNG upscaled to JPEG, WebP or TIFF lost its Author, Copyright and Description texts (only a
+    PNG output holds text chunks). They now go to EXIF's Artist, Copyright and ImageDescription
+    (a Title where no Description is), and a tag the input's own EXIF has is kept, not replaced."""
+    pytest.importorskip("tifffile")
+    from PIL import PngImagePlugin
+    info = PngImagePlugin.PngInfo()
+    for key, value in (("Author", "Jane Doe"), ("Copyright", "(c) 2026 Jane Doe"), ("Title", "Dusk"),
+                       ("Software", "an editor")):
+        info.add_text(key, value)
+    exif = Image.Exif()
+    exif[0x8298] = "(c) the agency"                                    # Copyright of its own
+    Image.new("RGB", (3, 2)).save(tmp_path / "in.png", pnginfo=info, exif=exif.tobytes())
+    meta = file_metadata(tmp_path / "in.png", 4)
+    pixels = np.zeros((8, 12, 3))
+    for name, bits in (("out.jpg", 8), ("out.webp", 8), ("out.tif", 8), ("out16.tif", 16)):
+        save_image(tmp_path / name, pixels, bits=bits, **meta)
+        with Image.open(tmp_path / name) as im:
+            tags = im.getexif()
+        assert (tags.get(0x013B), tags.get(0x8298), tags.get(0x010E)) == \
+            ("Jane Doe", "(c) the agency", "Dusk"), (name, dict(tags))
+    save_image(tmp_path / "plain.jpg", pixels)                          # no text, no EXIF: none made
+    with Image.open(tmp_path / "plain.jpg") as im:
+        assert not im.getexif()
+
+
 def test_a_gif_is_read_by_a_folder_run_as_by_a_file_run_and_written_as_png(upscaled, tmp_path: Path) -> None:
     """A file run upscaled a .gif; a folder run left it out as a file "of other kinds", and a file
     run into a folder refused to write out/a.gif. Both now read it and write a .png."""
