@@ -6,7 +6,8 @@ Stage 1 trains the VQ-VAE, stage 2 the transformer on its frozen tokens (CE + HC
 --install writes the final checkpoint into alignvar_edge/pretrained/alignvar-tiny with fp16-stored
 weights (5.8 MB instead of 11.6 MB; docs/training.md compares it with the fp32 weights) and
 remakes its golden outputs for `selftest`.
-`--install-from DIR` does only that, from an already trained checkpoint.
+`--install-from DIR` does only that, from an already trained checkpoint; `--name` picks the bundled
+model it writes (default alignvar-tiny; alignvar_edge/model/bundled.py lists the ones that ship).
 """
 from __future__ import annotations
 
@@ -23,9 +24,9 @@ from alignvar_edge.runtimes.selftest import make_golden
 from alignvar_edge.train.trainer import TrainOptions, train
 
 
-def install(final: Path) -> Path:
-    """The bundled default from a trained checkpoint: fp16-stored weights, training.json, golden."""
-    dest = PRETRAINED_DIR / "alignvar-tiny"
+def install(final: Path, name: str = "alignvar-tiny") -> Path:
+    """A bundled model from a trained checkpoint: fp16-stored weights, training.json, golden."""
+    dest = PRETRAINED_DIR / name
     extra = json.loads((final / "training.json").read_text()) if (final / "training.json").is_file() else None
     save_pretrained(load_pretrained(final), dest, extra=extra, overwrite=True, weights_dtype=torch.float16)
     make_golden(dest)
@@ -43,9 +44,12 @@ def main() -> None:
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--install", action="store_true")
     ap.add_argument("--install-from", type=Path, help="install this trained checkpoint; no training")
+    ap.add_argument("--name", default="alignvar-tiny", help="the bundled model --install writes")
     a = ap.parse_args()
+    if Path(a.name).name != a.name or a.name in ("", ".", ".."):
+        ap.error(f"--name must be a plain folder name, got {a.name!r}")
     if a.install_from:
-        print(f"installed -> {install(a.install_from)}")
+        print(f"installed -> {install(a.install_from, a.name)}")
         return
     t0 = time.time()
     vq = train(TrainOptions(stage="vqvae", out=a.out / "vqvae", steps=a.vq_steps, batch=a.vq_batch,
@@ -58,7 +62,7 @@ def main() -> None:
                             resume=a.resume and (tf_dir / "state").exists(), force=not a.resume))
     print(f"transformer done in {time.time() - t0:.0f} s -> {tf}", flush=True)
     if a.install:
-        print(f"installed -> {install(tf)}")
+        print(f"installed -> {install(tf, a.name)}")
 
 
 if __name__ == "__main__":
