@@ -175,14 +175,14 @@ def test_eval_skips_and_names_images_smaller_than_the_tile(bundled: AlignVAR) ->
 
 
 def test_eval_refuses_an_overlap_of_a_whole_tile_by_its_flag_before_reading_any_image(tmp_path, capsys) -> None:
-    assert main(["eval", "--overlap", "16", "--images", str(tmp_path / "never-read")]) == 2
+    assert main(["eval", "alignvar-tiny", "--overlap", "16", "--images", str(tmp_path / "never-read")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--overlap 16 is not below this model's tile of 16 LR pixels" in err[0], err
 
 
 def test_eval_refuses_a_max_side_below_the_tile_before_reading_any_image(tmp_path, capsys) -> None:
     """The check needs only the checkpoint's config: a folder that does not even exist is never read."""
-    assert main(["eval", "--max-side", "10", "--images", str(tmp_path / "never-read")]) == 2
+    assert main(["eval", "alignvar-tiny", "--max-side", "10", "--images", str(tmp_path / "never-read")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--max-side 10 is below the model's 64 px HR tile" in err[0]
 
