@@ -260,6 +260,43 @@ def test_import_varsr_takes_bare_state_dicts(tmp_path: Path) -> None:
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+def test_import_varsr_unwraps_what_training_frameworks_save(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """A state dict in one dict entry ({'model': ...}, {'state_dict': ..., 'optimizer': ...}) or under a
+    wrapper's key prefix (DDP's 'module.') imports as the bare one; two copies (a model and its EMA)
+    and bare files given the other way round are refused with one line naming the file and the fix."""
+    var_sd = dict(read_torch_file(VARSR / "var.pth")["trainer"]["var_wo_ddp"])
+    vae_sd = dict(read_torch_file(VARSR / "vae.pth")["trainer"]["vae_local"])
+    torch.save(vae_sd, tmp_path / "vae_raw.pth")
+    assert cli(["import", "varsr", "--var", str(VARSR / "var.pth"), "--vae", str(VARSR / "vae.pth"),
+                "--out", str(tmp_path / "ref")]) == 0
+    reference = load_file(str(tmp_path / "ref" / "model.safetensors"))
+    wrapped = {"model": {"model": var_sd},
+               "state_dict": {"state_dict": var_sd, "optimizer": {"state": {}, "param_groups": [{"lr": 1e-4}]},
+                              "epoch": 3},
+               "module": {f"module.{k}": v for k, v in var_sd.items()},
+               "lightning": {"state_dict": {f"model._orig_mod.{k}": v for k, v in var_sd.items()}}}
+    for name, tree in wrapped.items():
+        torch.save(tree, tmp_path / f"{name}.pth")
+        torch.save({f"module.{k}": v for k, v in vae_sd.items()}, tmp_path / "vae_module.pth")
+        out = tmp_path / name
+        assert cli(["import", "varsr", "--var", str(tmp_path / f"{name}.pth"), "--vae",
+                    str(tmp_path / "vae_module.pth"), "--out", str(out)]) == 0, name
+        got = load_file(str(out / "model.safetensors"))
+        assert got.keys() == reference.keys() and all(torch.equal(got[k], reference[k]) for k in got), name
+    vae = str(tmp_path / "vae_raw.pth")
+    ema = tmp_path / "ema.pth"
+    torch.save({"model": var_sd, "model_ema": var_sd}, ema)
+    line = _import_error(["varsr", "--var", str(ema), "--vae", vae], tmp_path / "out", capsys)
+    assert f"'{ema}' holds 2 state dicts ('model', 'model_ema'" in line and "pass that as --var" in line
+    torch.save({**{f"model.{k}": v for k, v in var_sd.items()}, **{f"ema.{k}": v for k, v in var_sd.items()}}, ema)
+    line = _import_error(["varsr", "--var", str(ema), "--vae", vae], tmp_path / "out", capsys)
+    assert f"'{ema}' holds 2 copies of the transformer (key prefixes 'ema.', 'model.'" in line
+    torch.save(var_sd, tmp_path / "var_raw.pth")
+    line = _import_error(["varsr", "--var", vae, "--vae", str(tmp_path / "var_raw.pth")], tmp_path / "out", capsys)
+    assert f"'{vae}' is a VQ-VAE state dict, not the transformer: pass it as --vae" in line
+
+
 def test_import_var_refuses_a_transformer_of_another_architecture(tmp_path: Path,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     """VAR's layout (learned positions, no LR encoder or refiner) loads with only the LR path and the

@@ -4,6 +4,7 @@ The files are read as upstream saves them, without unpickling code (model/torch_
     VARSR  --var: {'trainer': {'var_wo_ddp': state dict, ...}, 'args': ..., ...}
            --vae: {'trainer': {'vae_local': state dict}, ...}
     VAR    --var: a raw state dict (var_d16.pth); --vae: a raw state dict (vae_ch160v4096z32.pth)
+    either, wrapped as training frameworks save them: {'model': sd}, {'state_dict': sd, ...}, 'module.' keys
 The network's sizes are read from the tensors' shapes; the scale schedule from the checkpoint's
 `args.pn` when present, else from the sequence length its shapes imply, else from `patch_nums=`.
 
@@ -48,23 +49,67 @@ def _state_dict(obj: Any, where: str) -> dict[str, torch.Tensor]:
 
 # VARSR's training checkpoint keeps each network under ckpt['trainer'][key]: (what it is, its flag)
 TRAINER_PARTS = {"var_wo_ddp": ("transformer", "--var"), "vae_local": ("VQ-VAE", "--vae")}
+# a key each network's state dict holds under any wrapper: how a file is told to be one or the other
+ANCHORS = {"var_wo_ddp": "word_embed.weight", "vae_local": "encoder.conv_in.weight"}
 
 
-def _trainer_part(tree: Any, key: str, path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], str]:
-    """VARSR's `key` network from a training checkpoint, or the file itself where it is a bare state
-    dict (one saved from `var_wo_ddp.state_dict()`); with how errors should name it."""
-    if _is_state_dict(tree):
-        return _state_dict(tree, f"'{path}'"), f"'{path}'"
-    trainer = tree.get("trainer") if isinstance(tree, dict) else None
-    if isinstance(trainer, dict) and key in trainer:
-        return _state_dict(trainer[key], f"{path}: trainer.{key}"), f"'{path}' (trainer.{key})"
+def _prefixes(sd: dict[str, torch.Tensor], anchor: str) -> list[str]:
+    """The key prefixes under which `sd` holds a network with `anchor` ('' for none)."""
+    return sorted({k[: len(k) - len(anchor)] for k in sd if k == anchor or k.endswith("." + anchor)})
+
+
+def _unprefixed(sd: dict[str, torch.Tensor], key: str, where: str) -> dict[str, torch.Tensor]:
+    """`sd` without the prefix a training wrapper put on every key ('module.' of DistributedDataParallel,
+    '_orig_mod.' of torch.compile, 'model.' of Lightning); refused where the prefix is not one network's."""
     what, flag = TRAINER_PARTS[key]
-    other = next((k for k in TRAINER_PARTS if k != key and isinstance(trainer, dict) and k in trainer), None)
-    if other is not None:           # the two files given the other way round
-        raise CheckpointError(f"'{path}' holds VARSR's {TRAINER_PARTS[other][0]} (trainer.{other}), not its {what}: "
-                              f"pass it as {TRAINER_PARTS[other][1]} and the {what} checkpoint as {flag}")
-    raise CheckpointError(f"'{path}' is not a VARSR checkpoint (no ckpt['trainer']['{key}'] and not a state dict "
-                          f"of tensors): pass VARSR's {what} checkpoint as {flag}")
+    found = _prefixes(sd, ANCHORS[key])
+    if found == [""]:
+        return sd
+    if len(found) > 1:              # a model beside its EMA copy, say: which one is meant is the user's call
+        raise CheckpointError(f"{where} holds {len(found)} copies of the {what} (key prefixes "
+                              f"{', '.join(repr(p) for p in found)}; a model and its EMA?): save the one to "
+                              f"import as a state dict of its own, without the prefix, and pass that as {flag}")
+    if found and all(k.startswith(found[0]) for k in sd):
+        return {k[len(found[0]):]: v for k, v in sd.items()}
+    other = next(k for k in TRAINER_PARTS if k != key)
+    if not found and _prefixes(sd, ANCHORS[other]):     # bare state dicts given the other way round
+        o_what, o_flag = TRAINER_PARTS[other]
+        raise CheckpointError(f"{where} is a {o_what} state dict, not the {what}: pass it as {o_flag} and the "
+                              f"{what} checkpoint as {flag}")
+    return sd                       # the layout checks that follow name what is missing
+
+
+def network_state_dict(tree: Any, key: str, path: str | os.PathLike[str], varsr: bool = True
+                       ) -> tuple[dict[str, torch.Tensor], str]:
+    """The `key` network (TRAINER_PARTS) of a checkpoint as upstream or a training framework saves it,
+    with how errors should name it: VARSR's ckpt['trainer'][key]; a bare state dict (one saved from
+    `var_wo_ddp.state_dict()`, or VAR's); the one state dict in a dict entry ({'model': ...},
+    {'state_dict': ..., 'optimizer': ...}); each with its keys maybe under a wrapper's prefix.
+    `varsr=False` (VAR's files) refuses VARSR's training checkpoint."""
+    trainer = tree.get("trainer") if isinstance(tree, dict) else None
+    nested = {k: v for k, v in tree.items() if _is_state_dict(v)} if isinstance(tree, dict) else {}
+    if _is_state_dict(tree):
+        sd, where = tree, f"'{path}'"
+    elif varsr and isinstance(trainer, dict) and key in trainer:
+        sd, where = trainer[key], f"'{path}' (trainer.{key})"
+    elif len(nested) == 1 and trainer is None:
+        (entry, sd), = nested.items()
+        where = f"'{path}' ({entry!r} entry)"
+    elif nested and trainer is None:
+        raise CheckpointError(f"'{path}' holds {len(nested)} state dicts ({', '.join(map(repr, nested))}; a model "
+                              f"and its EMA?): save the one to import on its own (torch.save(ckpt[{next(iter(nested))!r}"
+                              f"], 'net.pth')) and pass that as {TRAINER_PARTS[key][1]}")
+    elif not varsr:
+        return _state_dict(tree, f"'{path}'"), f"'{path}'"    # refused there, VARSR's checkpoint named as such
+    else:
+        what, flag = TRAINER_PARTS[key]
+        other = next((k for k in TRAINER_PARTS if k != key and isinstance(trainer, dict) and k in trainer), None)
+        if other is not None:           # the two files given the other way round
+            raise CheckpointError(f"'{path}' holds VARSR's {TRAINER_PARTS[other][0]} (trainer.{other}), not its "
+                                  f"{what}: pass it as {TRAINER_PARTS[other][1]} and the {what} checkpoint as {flag}")
+        raise CheckpointError(f"'{path}' is not a VARSR checkpoint (no ckpt['trainer']['{key}'] and not a state "
+                              f"dict of tensors): pass VARSR's {what} checkpoint as {flag}")
+    return _unprefixed(_state_dict(sd, where), key, where), where
 
 
 def _count(sd: dict[str, torch.Tensor], pattern: str) -> int:
@@ -167,8 +212,8 @@ def import_varsr(var_path: str | os.PathLike[str], vae_path: str | os.PathLike[s
                  patch_nums: tuple[int, ...] | None = None, **overrides: Any) -> tuple[AlignVAR, LoadReport]:
     """An AlignVAR that is VARSR: its config from the files' shapes, every tensor loaded."""
     var_tree, vae_tree = read_torch_file(var_path), read_torch_file(vae_path)
-    var_sd, var_where = _trainer_part(var_tree, "var_wo_ddp", var_path)
-    vae_sd, vae_where = _trainer_part(vae_tree, "vae_local", vae_path)
+    var_sd, var_where = network_state_dict(var_tree, "var_wo_ddp", var_path)
+    vae_sd, vae_where = network_state_dict(vae_tree, "vae_local", vae_path)
     args = var_tree.get("args") if isinstance(var_tree, dict) else None
     where = (var_where, vae_where)
     return _build(varsr_config(var_sd, vae_sd, args, patch_nums, where, **overrides), var_sd, vae_sd)
@@ -205,11 +250,11 @@ def import_var(var_path: str | os.PathLike[str] | None, vae_path: str | os.PathL
     VAR is class-conditional and has no LR input: the LR embedding and quality embedding have no
     counterpart and are reported missing; the VQ-VAE reproduces VAR's tokens exactly.
     """
-    vae_sd = _state_dict(read_torch_file(vae_path), str(vae_path))
+    vae_sd, _ = network_state_dict(read_torch_file(vae_path), "vae_local", vae_path, varsr=False)
     var_sd: dict[str, torch.Tensor] = {}
     sizes: dict[str, Any] = {}
     if var_path is not None:
-        var_sd = _state_dict(read_torch_file(var_path), str(var_path))
+        var_sd, _ = network_state_dict(read_torch_file(var_path), "var_wo_ddp", var_path, varsr=False)
         sizes = _transformer_sizes(var_sd, f"'{var_path}'")
         var_sd = {k: v for k, v in var_sd.items() if k != "class_emb.weight"}
     if var_path is not None and "pos_1LC" not in var_sd:
