@@ -465,9 +465,11 @@ def test_without_batch_small_tiles_export_in_image_batches(tmp_path, capsys):
     """A plain `export` gives engines the batch that serves whole images: IMAGE_BATCH tiles per call
     for small tiles (parity checked on whole calls), one for tiles past BATCHED_MAX_HR."""
     from alignvar_edge.export.batch import BATCHED_MAX_HR, IMAGE_BATCH, default_batch
-    out = tmp_path / "art"
+    out = tmp_path / "my art"
     assert cli.main(["export", "--preset", "micro", "--out", str(out), "--tiles", "1"]) == 0
-    assert f"batch {IMAGE_BATCH})" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"batch {IMAGE_BATCH})" in printed
+    assert f"alignvar-edge inspect '{out}'" in printed        # the hint runs as pasted: the space is quoted
     m = read_manifest(out)
     assert m.static_batch == IMAGE_BATCH and m.parity["tiles"] == IMAGE_BATCH
     assert m.extra["batch"] == IMAGE_BATCH

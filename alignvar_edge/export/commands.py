@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -101,7 +102,7 @@ def run_export(args: argparse.Namespace) -> int:
                       log=lambda msg: print(f"export: {msg}", file=sys.stderr))
     batch = read_manifest(out).static_batch
     print(f"wrote {out} ({args.graph} graph, opset {args.opset}, {args.attention} attention, batch {batch}) in "
-          f"{time.perf_counter() - t0:.1f} s; inspect it with: alignvar-edge inspect {out}")
+          f"{time.perf_counter() - t0:.1f} s; inspect it with: alignvar-edge inspect {shlex.quote(str(out))}")
     return 0
 
 
