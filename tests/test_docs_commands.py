@@ -46,3 +46,18 @@ def test_every_command_in_the_doc_parses(doc: Path, capsys: pytest.CaptureFixtur
         except SystemExit:
             wrong.append(f"{command}\n    {capsys.readouterr().err.strip().splitlines()[-1]}")
     assert not wrong, "\n".join(wrong)
+
+
+# names the docs cite that belong to other tools (OpenVINO's runtime-info keys)
+FOREIGN_NAMES = {"disable_fp16_compression", "precise_0"}
+
+
+def test_every_name_the_docs_cite_exists() -> None:
+    """A `snake_case` name in the docs (a function, test or option the reader may look up) is
+    defined somewhere in the project, so a renamed helper cannot leave a doc citing a ghost."""
+    sources = "\n".join(p.read_text() for folder in ("alignvar_edge", "tests", "scripts")
+                        for p in sorted((ROOT / folder).rglob("*.py")))
+    defined = set(re.findall(r"\b[a-z_][a-z0-9_]*\b", sources))
+    cited = {(doc.name, name) for doc in DOCS for name in re.findall(r"`([a-z][a-z0-9]*_[a-z0-9_]+)`", doc.read_text())}
+    ghosts = sorted(f"{doc}: {name}" for doc, name in cited if name not in defined | FOREIGN_NAMES)
+    assert not ghosts, ghosts
