@@ -318,6 +318,8 @@ def test_import_var_refuses_a_transformer_of_another_architecture(tmp_path: Path
         torch.save({**var_layout, **change}, bad)
         line = _import_error(["var", "--var", str(bad), "--vae", vae], tmp_path / "out", capsys)
         assert f"'{bad}' does not load as VAR" in line and next(iter(change)) in line
+        # the line names the cause only: not the LR encoder VAR lacks by design, nor the dropped constants
+        assert "lr_embed" not in line and "dropped" not in line and "zero_k_bias" not in line
     line = _import_error(["var", "--var", str(VARSR / "var.pth").replace("var.pth", "vae.pth"), "--vae", vae],
                          tmp_path / "out", capsys)
     assert "VARSR training checkpoint" in line

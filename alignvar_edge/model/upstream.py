@@ -225,11 +225,14 @@ def refuse_unfit(report: LoadReport, kind: str, var_path: str | os.PathLike[str]
     must load whole; VAR has no LR input or quality labels, so only those may be missing."""
     if not (report.unexpected or report.mismatched or (kind == "varsr" and report.missing)):
         return
-    names = report.unexpected + report.mismatched + (report.missing if kind == "varsr" else [])
+    # only what is refused: VAR's expected gaps and the dropped constants would bury the cause
+    unfit = LoadReport(missing=report.missing if kind == "varsr" else [], unexpected=report.unexpected,
+                       mismatched=report.mismatched)
+    names = unfit.missing + unfit.unexpected + unfit.mismatched
     file = vae_path if var_path is None or all(n.startswith("vae.") for n in names) else var_path
     pair = "" if var_path is None else "; or --var and --vae come from different models"
     raise CheckpointError(f"'{file}' does not load as {kind.upper()} (another architecture{pair}): "
-                          f"{report.summary()}; pass {kind.upper()}'s own checkpoint files")
+                          f"{unfit.summary()}; pass {kind.upper()}'s own checkpoint files")
 
 
 def var_vae_config(vae_sd: dict[str, torch.Tensor], patch_nums: tuple[int, ...], where: str = "the VQ-VAE state dict",
