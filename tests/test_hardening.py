@@ -352,7 +352,8 @@ def test_import_of_the_wrong_files_names_the_file_and_the_fix(tmp_path, capsys):
     upstream = Path(__file__).parent / "data" / "upstream" / "varsr"
     other = tmp_path / "classifier.pth"
     torch.save({"fc.weight": torch.zeros(2, 2)}, other)                    # some other network's weights
-    cases = [(["var", "--vae", str(upstream / "vae.pth")], "VARSR training checkpoint: use `alignvar-edge import varsr`"),
+    cases = [(["var", "--var", str(upstream / "var.pth"), "--vae", str(upstream / "vae.pth")],
+              "a VARSR one? use `alignvar-edge import varsr`"),
              (["var", "--vae", str(other), "--patch-nums", "1,2"], f"'{other}' lacks"),
              (["var", "--var", str(other), "--vae", str(other), "--patch-nums", "1,2"], "as --var")]
     for argv, needle in cases:

@@ -320,9 +320,18 @@ def test_import_var_refuses_a_transformer_of_another_architecture(tmp_path: Path
         assert f"'{bad}' does not load as VAR" in line and next(iter(change)) in line
         # the line names the cause only: not the LR encoder VAR lacks by design, nor the dropped constants
         assert "lr_embed" not in line and "dropped" not in line and "zero_k_bias" not in line
-    line = _import_error(["var", "--var", str(VARSR / "var.pth").replace("var.pth", "vae.pth"), "--vae", vae],
-                         tmp_path / "out", capsys)
-    assert "VARSR training checkpoint" in line
+    line = _import_error(["var", "--var", str(VARSR / "var.pth"), "--vae", vae], tmp_path / "out", capsys)
+    assert "a VARSR one? use `alignvar-edge import varsr`" in line
+    line = _import_error(["var", "--var", str(VARSR / "vae.pth"), "--vae", vae], tmp_path / "out", capsys)
+    assert "holds VAR's VQ-VAE (trainer.vae_local), not its transformer: pass it as --vae" in line
+    # VAR's own trainer writes both networks (and the optimizer) into each ar-ckpt-*.pth
+    ckpt = tmp_path / "ar-ckpt-last.pth"
+    torch.save({"epoch": 1, "iter": 2, "trainer": {"config": {"prog_it": 0}, "var_wo_ddp": var_layout,
+                "vae_local": read_torch_file(vae)}, "var_opt": {"state": {}, "param_groups": []}}, ckpt)
+    assert cli(["import", "var", "--var", str(ckpt), "--vae", str(ckpt), "--out", str(tmp_path / "trainer")]) == 0
+    got, want = load_file(str(tmp_path / "trainer" / "model.safetensors")), load_file(str(tmp_path / "ok" / "model.safetensors"))
+    loaded = [k for k in got if k.removeprefix("vae.") in {**var_layout, **read_torch_file(vae)}]   # not the LR path
+    assert got.keys() == want.keys() and len(loaded) > 100 and all(torch.equal(got[k], want[k]) for k in loaded)
 
 
 def test_a_tensor_reaching_past_its_storage_is_refused_not_grown(tmp_path: Path,

@@ -3,7 +3,8 @@
 The files are read as upstream saves them, without unpickling code (model/torch_files.py):
     VARSR  --var: {'trainer': {'var_wo_ddp': state dict, ...}, 'args': ..., ...}
            --vae: {'trainer': {'vae_local': state dict}, ...}
-    VAR    --var: a raw state dict (var_d16.pth); --vae: a raw state dict (vae_ch160v4096z32.pth)
+    VAR    --var: a raw state dict (var_d16.pth); --vae: a raw state dict (vae_ch160v4096z32.pth); or both
+           its trainer's ar-ckpt-*.pth: {'trainer': {'var_wo_ddp': ..., 'vae_local': ..., ...}, ...}
     either, wrapped as training frameworks save them: {'model': sd}, {'state_dict': sd, ...}, 'module.' keys
 The network's sizes are read from the tensors' shapes; the scale schedule from the checkpoint's
 `args.pn` when present, else from the sequence length its shapes imply, else from `patch_nums=`.
@@ -40,10 +41,8 @@ def _is_state_dict(obj: Any) -> bool:
 
 def _state_dict(obj: Any, where: str) -> dict[str, torch.Tensor]:
     if not _is_state_dict(obj):
-        varsr = isinstance(obj, dict) and "trainer" in obj
-        raise CheckpointError(f"{where} is not a state dict of tensors" + (
-            "; it is a VARSR training checkpoint: use `alignvar-edge import varsr`" if varsr else
-            " (it holds other objects); pass the checkpoint file as the upstream code saves it"))
+        raise CheckpointError(f"{where} is not a state dict of tensors (it holds other objects); pass the "
+                              "checkpoint file as the upstream code saves it")
     return {k: v.float() if v.is_floating_point() else v for k, v in obj.items()}
 
 
@@ -79,18 +78,19 @@ def _unprefixed(sd: dict[str, torch.Tensor], key: str, where: str) -> dict[str, 
     return sd                       # the layout checks that follow name what is missing
 
 
-def network_state_dict(tree: Any, key: str, path: str | os.PathLike[str], varsr: bool = True
+def network_state_dict(tree: Any, key: str, path: str | os.PathLike[str], kind: str = "VARSR"
                        ) -> tuple[dict[str, torch.Tensor], str]:
-    """The `key` network (TRAINER_PARTS) of a checkpoint as upstream or a training framework saves it,
-    with how errors should name it: VARSR's ckpt['trainer'][key]; a bare state dict (one saved from
-    `var_wo_ddp.state_dict()`, or VAR's); the one state dict in a dict entry ({'model': ...},
-    {'state_dict': ..., 'optimizer': ...}); each with its keys maybe under a wrapper's prefix.
-    `varsr=False` (VAR's files) refuses VARSR's training checkpoint."""
+    """The `key` network (TRAINER_PARTS) of a `kind` (VARSR or VAR) checkpoint as upstream or a
+    training framework saves it, with how errors should name it: the training checkpoint's
+    ckpt['trainer'][key] (VAR's trainer writes both networks into each file, VARSR's one); a bare
+    state dict (one saved from `var_wo_ddp.state_dict()`, or VAR's published files); the one state
+    dict in a dict entry ({'model': ...}, {'state_dict': ..., 'optimizer': ...}); each with its keys
+    maybe under a wrapper's prefix."""
     trainer = tree.get("trainer") if isinstance(tree, dict) else None
     nested = {k: v for k, v in tree.items() if _is_state_dict(v)} if isinstance(tree, dict) else {}
     if _is_state_dict(tree):
         sd, where = tree, f"'{path}'"
-    elif varsr and isinstance(trainer, dict) and key in trainer:
+    elif isinstance(trainer, dict) and key in trainer:
         sd, where = trainer[key], f"'{path}' (trainer.{key})"
     elif len(nested) == 1 and trainer is None:
         (entry, sd), = nested.items()
@@ -99,16 +99,14 @@ def network_state_dict(tree: Any, key: str, path: str | os.PathLike[str], varsr:
         raise CheckpointError(f"'{path}' holds {len(nested)} state dicts ({', '.join(map(repr, nested))}; a model "
                               f"and its EMA?): save the one to import on its own (torch.save(ckpt[{next(iter(nested))!r}"
                               f"], 'net.pth')) and pass that as {TRAINER_PARTS[key][1]}")
-    elif not varsr:
-        return _state_dict(tree, f"'{path}'"), f"'{path}'"    # refused there, VARSR's checkpoint named as such
     else:
         what, flag = TRAINER_PARTS[key]
         other = next((k for k in TRAINER_PARTS if k != key and isinstance(trainer, dict) and k in trainer), None)
         if other is not None:           # the two files given the other way round
-            raise CheckpointError(f"'{path}' holds VARSR's {TRAINER_PARTS[other][0]} (trainer.{other}), not its "
+            raise CheckpointError(f"'{path}' holds {kind}'s {TRAINER_PARTS[other][0]} (trainer.{other}), not its "
                                   f"{what}: pass it as {TRAINER_PARTS[other][1]} and the {what} checkpoint as {flag}")
-        raise CheckpointError(f"'{path}' is not a VARSR checkpoint (no ckpt['trainer']['{key}'] and not a state "
-                              f"dict of tensors): pass VARSR's {what} checkpoint as {flag}")
+        raise CheckpointError(f"'{path}' is not a {kind} checkpoint (no ckpt['trainer']['{key}'] and not a state "
+                              f"dict of tensors): pass {kind}'s {what} checkpoint as {flag}")
     return _unprefixed(_state_dict(sd, where), key, where), where
 
 
@@ -253,11 +251,11 @@ def import_var(var_path: str | os.PathLike[str] | None, vae_path: str | os.PathL
     VAR is class-conditional and has no LR input: the LR embedding and quality embedding have no
     counterpart and are reported missing; the VQ-VAE reproduces VAR's tokens exactly.
     """
-    vae_sd, _ = network_state_dict(read_torch_file(vae_path), "vae_local", vae_path, varsr=False)
+    vae_sd, _ = network_state_dict(read_torch_file(vae_path), "vae_local", vae_path, "VAR")
     var_sd: dict[str, torch.Tensor] = {}
     sizes: dict[str, Any] = {}
     if var_path is not None:
-        var_sd, _ = network_state_dict(read_torch_file(var_path), "var_wo_ddp", var_path, varsr=False)
+        var_sd, _ = network_state_dict(read_torch_file(var_path), "var_wo_ddp", var_path, "VAR")
         sizes = _transformer_sizes(var_sd, f"'{var_path}'")
         var_sd = {k: v for k, v in var_sd.items() if k != "class_emb.weight"}
     if var_path is not None and "pos_1LC" not in var_sd:
