@@ -334,6 +334,39 @@ def test_import_var_refuses_a_transformer_of_another_architecture(tmp_path: Path
     assert got.keys() == want.keys() and len(loaded) > 100 and all(torch.equal(got[k], want[k]) for k in loaded)
 
 
+def _anonymous_memory_kb() -> int:
+    return int(Path("/proc/self/status").read_text().split("RssAnon:")[1].split()[0])
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads Linux's /proc/self/status")
+def test_tensors_an_import_never_reads_take_no_memory(tmp_path: Path) -> None:
+    """A training checkpoint's optimizer state (twice the weights under Adam) is mapped from the file,
+    not copied into memory, so importing a real one needs no more RAM than its network."""
+    ckpt = tmp_path / "ar-ckpt.pth"
+    state = torch.ones(50_000_000)                                              # 200 MB
+    torch.save({"trainer": {"var_opt": {"state": {0: {"exp_avg": state}}, "param_groups": []}}}, ckpt)
+    del state
+    before = _anonymous_memory_kb()
+    tree = read_torch_file(ckpt)
+    grown = _anonymous_memory_kb() - before
+    exp_avg = tree["trainer"]["var_opt"]["state"][0]["exp_avg"]
+    assert exp_avg.shape == (50_000_000,) and float(exp_avg[-1]) == 1.0     # still there to read
+    assert grown < 50_000, f"{grown} kB of anonymous memory for a 200 MB tensor nobody read"
+
+
+def test_a_recompressed_checkpoint_reads_as_the_original(tmp_path: Path) -> None:
+    """torch.save stores members uncompressed (mapped in place); a file re-zipped with deflate is read
+    member by member and gives the same tensors."""
+    import zipfile
+    src, deflated = VARSR / "var.pth", tmp_path / "deflated.pth"
+    with zipfile.ZipFile(src) as a, zipfile.ZipFile(deflated, "w", zipfile.ZIP_DEFLATED) as b:
+        for info in a.infolist():
+            b.writestr(info.filename, a.read(info))
+    want = read_torch_file(src)["trainer"]["var_wo_ddp"]
+    got = read_torch_file(deflated)["trainer"]["var_wo_ddp"]
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in got)
+
+
 def test_a_tensor_reaching_past_its_storage_is_refused_not_grown(tmp_path: Path,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     """A damaged or crafted archive whose tensor claims more elements than its storage holds: one

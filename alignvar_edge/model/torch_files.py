@@ -6,6 +6,8 @@ whole file for them; a full unpickle would run whatever the file names. This rea
 pickle with an allowlist: tensors (rebuilt from the archive's storages), dicts, lists, numbers and
 strings come back as they are; any other object becomes an inert `Skipped` that keeps its class
 name and its plain-data state (so `args.pn` stays readable) and never calls into that class.
+Tensors are views of the file mapped copy-on-write, so what a caller never reads (a training
+checkpoint's optimizer state) takes no memory.
 """
 from __future__ import annotations
 
@@ -13,8 +15,10 @@ import collections
 import io
 import os
 import pickle
+import struct
 import zipfile
-from typing import Any
+import zlib
+from typing import Any, BinaryIO, cast
 
 import torch
 
@@ -105,11 +109,25 @@ _STORAGE_DTYPES = {
     "BoolStorage": torch.bool}
 
 
+def _member_start(fh: BinaryIO, info: zipfile.ZipInfo) -> int:
+    """Where a member's bytes begin in the file: after its local header, whose name and extra field
+    may differ in length from the central directory's."""
+    fh.seek(info.header_offset)
+    header = fh.read(30)
+    if len(header) != 30 or header[:4] != b"PK\x03\x04":
+        raise zipfile.BadZipFile(f"bad local header of {info.filename!r}")
+    name_len, extra_len = struct.unpack("<HH", header[26:30])
+    return info.header_offset + 30 + name_len + extra_len
+
+
 class _Unpickler(pickle.Unpickler):
-    def __init__(self, data: bytes, archive: zipfile.ZipFile, prefix: str):
+    def __init__(self, data: bytes, archive: zipfile.ZipFile, prefix: str, fh: BinaryIO,
+                 mapped: torch.UntypedStorage | None):
         super().__init__(io.BytesIO(data))
         self.archive = archive
         self.prefix = prefix
+        self.fh = fh
+        self.mapped = mapped
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _ALLOWED:
@@ -124,23 +142,40 @@ class _Unpickler(pickle.Unpickler):
         _, dtype, key, _location, numel = pid
         if not isinstance(dtype, torch.dtype):
             raise pickle.UnpicklingError(f"storage of unknown type {dtype!r}")
-        raw = self.archive.read(f"{self.prefix}data/{key}")
+        info = self.archive.getinfo(f"{self.prefix}data/{key}")
         size = torch.empty(0, dtype=dtype).element_size()
-        if len(raw) != numel * size:
-            raise pickle.UnpicklingError(f"storage {key} holds {len(raw)} bytes, expected {numel * size}")
-        buf = torch.frombuffer(bytearray(raw), dtype=torch.uint8) if raw else torch.empty(0, dtype=torch.uint8)
-        return _Storage(buf.untyped_storage(), dtype)
+        if info.file_size != numel * size:
+            raise pickle.UnpicklingError(f"storage {key} holds {info.file_size} bytes, expected {numel * size}")
+        # torch.save never compresses (a re-zipped file may), and a file system may refuse to map
+        if info.compress_type != zipfile.ZIP_STORED or self.mapped is None:
+            raw = self.archive.read(info)
+            buf = torch.frombuffer(bytearray(raw), dtype=torch.uint8) if raw else torch.empty(0, dtype=torch.uint8)
+            return _Storage(buf.untyped_storage(), dtype)
+        # a view of the file mapped copy-on-write: what import never uses (a training checkpoint's optimizer
+        # state, the other network) costs no memory; the CRC check reads it through the page cache only
+        start = _member_start(self.fh, info)
+        if start + info.file_size > self.mapped.nbytes():
+            raise zipfile.BadZipFile(f"{info.filename!r} reaches past the end of the file")
+        data = self.mapped[start:start + info.file_size]
+        if info.file_size and zlib.crc32(torch.empty(0, dtype=torch.uint8).set_(data).numpy().data) != info.CRC:
+            raise zipfile.BadZipFile(f"Bad CRC-32 for file {info.filename!r}")
+        return _Storage(data, dtype)
 
 
 def read_torch_file(path: str | os.PathLike[str]) -> Any:
     """The contents of a `torch.save` zip file, with every non-plain object replaced by `Skipped`."""
     try:
-        with zipfile.ZipFile(path) as archive:
+        with open(path, "rb") as fh, zipfile.ZipFile(fh) as archive:
             pkl = [n for n in archive.namelist() if n.endswith("data.pkl")]
             if len(pkl) != 1:
                 raise CheckpointError(f"'{path}' is not a PyTorch checkpoint (no single data.pkl inside)")
             prefix = pkl[0][: -len("data.pkl")]
-            return _Unpickler(archive.read(pkl[0]), archive, prefix).load()
+            try:
+                mapped: torch.UntypedStorage | None = cast(torch.UntypedStorage, torch.UntypedStorage.from_file(
+                    os.fspath(path), shared=False, nbytes=os.fstat(fh.fileno()).st_size))
+            except (RuntimeError, OSError):
+                mapped = None
+            return _Unpickler(archive.read(pkl[0]), archive, prefix, fh, mapped).load()
     except zipfile.BadZipFile as e:
         if _starts_as_zip(path):     # a zip whose end (or a member) is damaged: re-saving would not help
             raise CheckpointError(f"'{path}' is a damaged or truncated PyTorch checkpoint ({e}); an interrupted "
