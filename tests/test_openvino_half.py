@@ -206,10 +206,11 @@ def test_unchecked_half_build_is_split_and_keeps_every_token(export: Path, tmp_p
             many = tp.infer_many([{"lr": x[i:i + 1]} for i in range(3)])
             for i, r in enumerate(many):
                 np.testing.assert_array_equal(r["tokens_0"], got[0][i:i + 1])
-            # AUTO picks the CPU here: its image part computes what the CPU engine's does (it got the
-            # f32 hint meant for the token part, and ran the half engine's image suffix in f32)
+            # AUTO picks the CPU here: it computes, and is expected to compute, what the CPU engine
+            # does (bf16 image where the CPU has bf16 units, else f32), not the f32 hint meant for the
+            # token part, nor a bf16 hint this CPU cannot honour
             with runtimes.load(out, device="AUTO") as auto:
-                assert auto.compute_precision == auto.expected_precision == e.compute_precision
+                assert (auto.compute_precision, auto.expected_precision) == (e.compute_precision, e.expected_precision)
                 np.testing.assert_array_equal(auto.run(x)[0], got_sr)
 
 
@@ -422,3 +423,29 @@ def test_whole_graph_judge_reads_compute_not_stored_weights() -> None:
     assert _half_problem(widened, 0.99, 35.0, "f16") == "ran f32 here, not f16, so the whole graph could not be judged"
     half = Manifest(parity=parity, extra={"compute_precision": {"transformer_matmuls": {"f16": 3}, "norms": {"f32": 2}}})
     assert _half_problem(half, 0.99, 35.0, "f16") is None
+
+
+def test_auto_reports_f32_where_the_device_it_picked_has_no_units_for_the_half_hint() -> None:
+    """AUTO does not say what it computes: the device it ran on takes the hint it was given only
+    where OpenVINO lists that precision among the device's capabilities (a CPU without AVX512-BF16
+    or AMX runs a bf16 hint in f32)."""
+    from alignvar_edge.runtimes.openvino.backend import _compiled_precision
+
+    class Auto:                         # what AUTO's compiled model answers
+        def get_property(self, name: str) -> object:
+            if name == "EXECUTION_DEVICES":
+                return ["CPU"]
+            raise RuntimeError(f"AUTO has no {name}")
+
+    class Core:
+        def __init__(self, capabilities: list[str]) -> None:
+            self.capabilities = capabilities
+
+        def get_property(self, device: str, name: str) -> object:
+            assert device == "CPU"
+            return self.capabilities if name == "OPTIMIZATION_CAPABILITIES" else "<Type: 'float32'>"
+
+    config = {"DEVICE_PROPERTIES": {"CPU": {"INFERENCE_PRECISION_HINT": "bf16"}}}
+    assert _compiled_precision(Auto(), config, Core(["FP32", "INT8"])) == "f32"
+    assert _compiled_precision(Auto(), config, Core(["FP32", "BF16", "INT8"])) == "bf16"
+    assert _compiled_precision(Auto(), {}, Core(["FP32", "BF16"])) == "f32"      # no hint: the device's default

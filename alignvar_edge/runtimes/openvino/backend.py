@@ -358,16 +358,34 @@ def _compiled_precision(compiled: Any, config: dict[str, Any], core: Any) -> str
     try:
         v = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
     except RuntimeError:
-        # AUTO & co. do not say: the hardware device they run on computes in the hint it was given,
-        # else in its default; devices without the property (NPU) compute as they do
+        # AUTO & co. do not say: the hardware device they run on computes in the hint it was given
+        # (where it has the units), else in its default; devices without the property (NPU) compute as they do
         try:
             (ran,) = compiled.get_property("EXECUTION_DEVICES")
             given = (config.get("DEVICE_PROPERTIES") or {}).get(_device_kind(ran), {})
             v = str(given.get("INFERENCE_PRECISION_HINT") or core.get_property(ran, "INFERENCE_PRECISION_HINT"))
         except (RuntimeError, ValueError, TypeError):
             return None
-    key = v.split("'")[1] if "'" in v else v
-    return _HINT_NAMES.get(key.lower(), key.lower())
+        key = _HINT_NAMES.get(_hint_key(v), _hint_key(v))
+        # a half hint on a device without those units (bf16 on a CPU without AVX512-BF16 or AMX) computes f32
+        return "f32" if key in _CAPABILITY_OF and not _device_has(core, ran, _CAPABILITY_OF[key]) else key
+    return _HINT_NAMES.get(_hint_key(v), _hint_key(v))
+
+
+# the OPTIMIZATION_CAPABILITIES entry a device lists where it computes that half precision
+_CAPABILITY_OF = {"bf16": "BF16", "f16": "FP16"}
+
+
+def _hint_key(value: str) -> str:
+    """'bf16' of OpenVINO's printed precision ("<Type: 'bfloat16'>" or 'bf16')."""
+    return (value.split("'")[1] if "'" in value else value).lower()
+
+
+def _device_has(core: Any, device: str, capability: str) -> bool:
+    try:
+        return capability in core.get_property(device, "OPTIMIZATION_CAPABILITIES")
+    except (RuntimeError, TypeError):
+        return True         # a device that does not say: trust the hint
 
 
 def _group_of(onnx_path: Path) -> dict[str, str]:
