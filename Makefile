@@ -26,8 +26,9 @@ $(STAMP): pyproject.toml constraints.txt
 	sed -i -e '/^import tensorrt_libs as tensorrt_libs$$/d' $(STUBS)/tensorrt/__init__.pyi
 	touch $@
 
+# Test files spread over the cores; at most 4 workers, since each holds its own models in memory.
 test: venv
-	$(PY) -m pytest -q --durations=20
+	$(PY) -m pytest -q --durations=20 -n auto --maxprocesses 4 --dist loadfile
 
 # The demo needs the host side only (PyTorch, ONNX tooling): no test runner, type stubs or backends.
 $(HOST_STAMP): pyproject.toml constraints.txt

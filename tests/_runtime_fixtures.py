@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 from alignvar_edge.model import AlignVAR
@@ -62,13 +62,21 @@ def _model_key(model: AlignVAR) -> str:
     return h.hexdigest()[:16]
 
 
+def cached_export(root: Path, name: str, model: Callable[[], AlignVAR], batch: int = 1) -> Path:
+    """`root/name`: the single-graph ONNX export of `model()`, made only where it is missing. Test
+    workers running in parallel (pytest -n) wait on a lock for the one making it."""
+    from filelock import FileLock
+    out = root / name
+    with FileLock(str(root / f"{name}.lock")):
+        if not (out / "manifest.json").is_file():
+            from alignvar_edge.export.onnx_export import export_onnx
+            export_onnx(model(), out, graph="single", batch=batch, force=True)
+    return out
+
+
 def export_dir(model: AlignVAR, cache_root: Path, batch: int = 1) -> Path:
     """The model's single-graph ONNX export, made once per (weights, code, batch) and cached."""
-    out = cache_root / f"{model.config.name}-b{batch}-{_model_key(model)}"
-    if (out / "manifest.json").is_file():
-        return out
-    from alignvar_edge.export.onnx_export import export_onnx
-    return export_onnx(model, out, graph="single", batch=batch, force=True)
+    return cached_export(cache_root, f"{model.config.name}-b{batch}-{_model_key(model)}", lambda: model, batch)
 
 
 def heldout_crops(sizes: dict[str, tuple[int, int]]) -> dict[str, np.ndarray]:
@@ -83,8 +91,9 @@ def heldout_crops(sizes: dict[str, tuple[int, int]]) -> dict[str, np.ndarray]:
     return out
 
 
-def cache_root(pytestconfig: object) -> Path:
+def cache_root(pytestconfig: object, kind: str = "alignvar-runtimes") -> Path:
+    """Where exports that outlive a test run are kept: $ALIGNVAR_TEST_CACHE, else pytest's cache."""
     env = os.environ.get("ALIGNVAR_TEST_CACHE")
     if env:
         return Path(env)
-    return Path(pytestconfig.cache.mkdir("alignvar-runtimes"))  # type: ignore[attr-defined]
+    return Path(pytestconfig.cache.mkdir(kind))  # type: ignore[attr-defined]

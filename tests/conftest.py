@@ -1,11 +1,18 @@
 """Fixtures shared by the test modules (pytest finds them here; no imports needed)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
 from _runtime_fixtures import cache_root, export_dir, sharp_model
+
+# Under `pytest -n` every worker is one of several processes sharing the cores: one thread each, here
+# and in the CLI subprocesses the tests start, or PyTorch's spinning threads stall the other workers.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")

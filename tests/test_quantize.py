@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from _runtime_fixtures import cache_root, cached_export
 from torch import nn
 
 from alignvar_edge.cpuinfo import has_vnni
@@ -62,12 +62,8 @@ def export(pytestconfig: pytest.Config) -> Path:
               ROOT / "alignvar_edge/export/onnx_export.py", ROOT / "alignvar_edge/export/graphs.py"]:
         h.update(p.read_bytes())
     h.update(torch.__version__.encode())
-    root = Path(os.environ.get("ALIGNVAR_TEST_CACHE") or pytestconfig.cache.mkdir("alignvar-quantize"))
-    out = root / f"lively-micro-{h.hexdigest()[:16]}"
-    if not (out / "manifest.json").is_file():
-        from alignvar_edge.export.onnx_export import export_onnx
-        export_onnx(model, out, graph="single", batch=1, force=True)
-    return out
+    return cached_export(cache_root(pytestconfig, "alignvar-quantize"), f"lively-micro-{h.hexdigest()[:16]}",
+                         lambda: model)
 
 
 @pytest.fixture(scope="module")

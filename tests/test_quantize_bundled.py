@@ -5,10 +5,10 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import pytest
+from _runtime_fixtures import cache_root, cached_export
 
 from alignvar_edge.manifest import load_verified
 from alignvar_edge.quantize.artifact import QuantizeOptions, quantize_artifact
@@ -24,13 +24,9 @@ def tiny_export(pytestconfig: pytest.Config) -> Path:
     if not weights.is_file():
         pytest.skip("the bundled alignvar-tiny checkpoint is not installed")
     key = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
-    root = Path(os.environ.get("ALIGNVAR_TEST_CACHE") or pytestconfig.cache.mkdir("alignvar-quantize"))
-    out = root / f"tiny-{key}"
-    if not (out / "manifest.json").is_file():
-        from alignvar_edge.export.onnx_export import export_onnx
-        from alignvar_edge.model.alignvar import AlignVAR
-        export_onnx(AlignVAR.from_pretrained("alignvar-tiny"), out, graph="single", force=True)
-    return out
+    from alignvar_edge.model.alignvar import AlignVAR
+    return cached_export(cache_root(pytestconfig, "alignvar-quantize"), f"tiny-{key}",
+                         lambda: AlignVAR.from_pretrained("alignvar-tiny"))
 
 
 def test_search_reaches_the_target_on_the_bundled_tiny_model(tiny_export: Path, tmp_path: Path) -> None:
