@@ -84,6 +84,8 @@ HARDWARE_KINDS = ("CPU", "GPU")                     # the ones that take INFEREN
 # rungs at 99.2% that kept 97.4-98.8% of 32 tiles' tokens; 32 tiles cost well under a second here
 GATE_TILES = 32
 _HINT_NAMES = {"float32": "f32", "f32": "f32", "bfloat16": "bf16", "bf16": "bf16", "float16": "f16", "f16": "f16"}
+
+
 def _device_kind(device: str) -> str:
     return device.split(".")[0].split(":")[0].upper()
 
@@ -366,19 +368,20 @@ def _compiled_precision(compiled: Any, config: dict[str, Any], core: Any) -> str
             v = str(given.get("INFERENCE_PRECISION_HINT") or core.get_property(ran, "INFERENCE_PRECISION_HINT"))
         except (RuntimeError, ValueError, TypeError):
             return None
-        key = _HINT_NAMES.get(_hint_key(v), _hint_key(v))
+        key = _precision_name(v)
         # a half hint on a device without those units (bf16 on a CPU without AVX512-BF16 or AMX) computes f32
         return "f32" if key in _CAPABILITY_OF and not _device_has(core, ran, _CAPABILITY_OF[key]) else key
-    return _HINT_NAMES.get(_hint_key(v), _hint_key(v))
+    return _precision_name(v)
 
 
 # the OPTIMIZATION_CAPABILITIES entry a device lists where it computes that half precision
 _CAPABILITY_OF = {"bf16": "BF16", "f16": "FP16"}
 
 
-def _hint_key(value: str) -> str:
-    """'bf16' of OpenVINO's printed precision ("<Type: 'bfloat16'>" or 'bf16')."""
-    return (value.split("'")[1] if "'" in value else value).lower()
+def _precision_name(value: str) -> str:
+    """'bf16' of OpenVINO's printed precision ("<Type: 'bfloat16'>", 'bfloat16' or 'bf16')."""
+    name = (value.split("'")[1] if "'" in value else value).lower()
+    return _HINT_NAMES.get(name, name)
 
 
 def _device_has(core: Any, device: str, capability: str) -> bool:
