@@ -367,6 +367,52 @@ def test_a_device_that_computes_f32_under_the_hint_gets_the_split(export: Path, 
     assert m["extra"]["split"]["token_precision"] == "f32"
 
 
+def test_a_half_build_on_a_device_that_computes_f32_says_so_once_naming_the_engine(
+        export: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,  # noqa: F811
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """On a CPU without bf16 units the build's own check computes f32. Its load warning named the
+    staging folder, gone when the build ends, and said "rebuild it here" to someone building here;
+    the build now says once, naming the engine, that it checked f32, and the engine still warns
+    where it is opened on such a device."""
+    from alignvar_edge import cli
+    from alignvar_edge.runtimes.openvino import backend as ovb
+    real = ovb.OpenVINOEngine.runtime_precision
+
+    def as_on_avx2(self, group_of=None):  # type: ignore[no-untyped-def]
+        return {g: {"f32": sum(c.values())} for g, c in real(self, group_of).items()}
+
+    monkeypatch.setattr(ovb.OpenVINOEngine, "runtime_precision", as_on_avx2)
+    monkeypatch.setattr(ovb, "_int8_image_precision", lambda device: "f32")
+    monkeypatch.setattr(ovb.OpenVINOEngine, "_effective_precision", lambda self, core: "f32")
+    out = tmp_path / "bf16"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert cli.main(["build", str(export), "--target", "openvino", "--precision", "bf16", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert not [w for w in caught if issubclass(w.category, PrecisionWarning)]
+    assert ".tmp-" not in err and "built and checked for" not in err, err
+    notes = [ln for ln in err.splitlines() if "computed f32 here under the bf16 hint" in ln]
+    assert len(notes) == 1 and f"`alignvar-edge selftest --engine {out}`" in notes[0], err
+    with pytest.warns(PrecisionWarning, match=f"{out}.*computes in f32"):
+        runtimes.load(out).close()
+
+
+def test_only_a_half_engine_without_any_half_op_measured_is_called_checked_in_f32() -> None:
+    from types import SimpleNamespace
+
+    from alignvar_edge.export.inspect_artifact import half_checked_in_f32
+
+    def m(precision, measured):  # type: ignore[no-untyped-def]
+        return SimpleNamespace(precision=precision, extra={"compute_precision": measured})
+
+    assert half_checked_in_f32(m("bf16", {"decoder_convs": {"f32": 3}, "attention": {"f32 (bf16 weights)": 2}}))
+    assert half_checked_in_f32(m("fp16", {"decoder_convs": {"f32": 3}}))
+    assert not half_checked_in_f32(m("bf16", {"decoder_convs": {"bf16": 3}, "attention": {"f32": 2}}))
+    assert not half_checked_in_f32(m("fp16", {"decoder_convs": {"f16": 1}}))
+    assert not half_checked_in_f32(m("fp32", {"decoder_convs": {"f32": 3}}))
+    assert not half_checked_in_f32(m("bf16", None))      # nothing measured (built unchecked): no claim
+
+
 def test_weights_stored_in_f16_compute_f32_under_the_f32_hint(tmp_path: Path) -> None:
     """An FP16 IR's FullyConnected reports runtimePrecision f16 under the f32 hint, but its kernel
     widens the stored weights and computes f32: its product is the f32 product of the f16-rounded
