@@ -166,7 +166,9 @@ def test_varsr_onnx_single_graph_in_onnxruntime_equals_upstream(varsr_dir: Path,
 
     lr = ref["lr"].numpy()
     want_sr, want_tokens = TorchEngine.from_model(model, batch=1).run(lr)
-    ov_dir = runtimes.build(out, "openvino", out=tmp_path / "ov")
+    # unchecked: the build's own 32-tile check of this 512 px model was most of this test's time
+    # (390 of 420 s for the build on a busy 2-core AVX2 host); the engine is held to the torch engine below
+    ov_dir = runtimes.build(out, "openvino", out=tmp_path / "ov", check=False)
     for engine_dir in (out, ov_dir):
         with runtimes.load(engine_dir) as engine:
             assert "noise" in engine.input_spec
