@@ -372,8 +372,8 @@ def test_a_half_build_on_a_device_that_computes_f32_says_so_once_naming_the_engi
         capsys: pytest.CaptureFixture[str]) -> None:
     """On a CPU without bf16 units the build's own check computes f32. Its load warning named the
     staging folder, gone when the build ends, and said "rebuild it here" to someone building here;
-    the build now says once, naming the engine, that it checked f32, and the engine still warns
-    where it is opened on such a device."""
+    the build now says once, naming the engine, that it checked f32. Opened where it computes f32
+    the engine says it runs as checked; opened where it computes bf16, that bf16 was never checked."""
     from alignvar_edge import cli
     from alignvar_edge.runtimes.openvino import backend as ovb
     real = ovb.OpenVINOEngine.runtime_precision
@@ -383,7 +383,7 @@ def test_a_half_build_on_a_device_that_computes_f32_says_so_once_naming_the_engi
 
     monkeypatch.setattr(ovb.OpenVINOEngine, "runtime_precision", as_on_avx2)
     monkeypatch.setattr(ovb, "_int8_image_precision", lambda device: "f32")
-    monkeypatch.setattr(ovb.OpenVINOEngine, "_effective_precision", lambda self, core: "f32")
+    monkeypatch.setattr(ovb.OpenVINOEngine, "_effective_precision", lambda self, core: "f32 image, f32 tokens")
     out = tmp_path / "bf16"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -393,22 +393,35 @@ def test_a_half_build_on_a_device_that_computes_f32_says_so_once_naming_the_engi
     assert ".tmp-" not in err and "built and checked for" not in err, err
     notes = [ln for ln in err.splitlines() if "computed f32 here under the bf16 hint" in ln]
     assert len(notes) == 1 and f"`alignvar-edge selftest --engine {out}`" in notes[0], err
-    with pytest.warns(PrecisionWarning, match=f"{out}.*computes in f32"):
+    with pytest.warns(PrecisionWarning) as w:
         runtimes.load(out).close()
+    (line,) = [str(x.message) for x in w if issubclass(x.category, PrecisionWarning)]
+    assert line.startswith(f"{out}: OpenVINO CPU computes in f32 image, f32 tokens, not the bf16 image, f32 tokens")
+    assert "as it did where it was built: it runs as checked" in line and "checked for" not in line
+    # no rebuild here would change what this CPU computes; the selftest to run names this engine
+    assert "rebuild" not in line and " DIR`" not in line and f"`alignvar-edge selftest --engine {out}`" in line
+    # moved to a CPU that computes bf16: the label holds there, but its bf16 arithmetic was never checked
+    monkeypatch.setattr(ovb.OpenVINOEngine, "_effective_precision", lambda self, core: self.expected_precision)
+    with pytest.warns(PrecisionWarning) as w:
+        runtimes.load(out).close()
+    (line,) = [str(x.message) for x in w if issubclass(x.category, PrecisionWarning)]
+    assert "computes bf16 image, f32 tokens, which the build never checked" in line
+    assert f"`alignvar-edge selftest --engine {out}`" in line
 
 
 def test_only_a_half_engine_without_any_half_op_measured_is_called_checked_in_f32() -> None:
     from types import SimpleNamespace
 
-    from alignvar_edge.export.inspect_artifact import half_checked_in_f32
+    from alignvar_edge.runtimes.openvino.backend import half_checked_in_f32
 
-    def m(precision, measured):  # type: ignore[no-untyped-def]
-        return SimpleNamespace(precision=precision, extra={"compute_precision": measured})
+    def m(precision, measured, device="CPU"):  # type: ignore[no-untyped-def]
+        return SimpleNamespace(precision=precision, extra={"compute_precision": measured, "device": device})
 
     assert half_checked_in_f32(m("bf16", {"decoder_convs": {"f32": 3}, "attention": {"f32 (bf16 weights)": 2}}))
-    assert half_checked_in_f32(m("fp16", {"decoder_convs": {"f32": 3}}))
+    assert half_checked_in_f32(m("fp16", {"decoder_convs": {"f32": 3}}, "GPU.0"))
     assert not half_checked_in_f32(m("bf16", {"decoder_convs": {"bf16": 3}, "attention": {"f32": 2}}))
-    assert not half_checked_in_f32(m("fp16", {"decoder_convs": {"f16": 1}}))
+    assert not half_checked_in_f32(m("fp16", {"decoder_convs": {"f16": 1}}, "GPU.0"))
+    assert not half_checked_in_f32(m("fp16", {"decoder_convs": {"f32": 3}}))   # CPU fp16 computes f32 by design
     assert not half_checked_in_f32(m("fp32", {"decoder_convs": {"f32": 3}}))
     assert not half_checked_in_f32(m("bf16", None))      # nothing measured (built unchecked): no claim
 

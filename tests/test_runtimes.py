@@ -648,7 +648,7 @@ def test_openvino_int8_built_with_vnni_warns_on_a_cpu_without_it(export, tmp_pat
             runtimes.load(out).close()
         said = [str(x.message) for x in w if issubclass(x.category, ovb.PrecisionWarning) and "VNNI" in str(x.message)]
         assert len(said) == warned, (here, said)
-        assert all("rebuild it here" in line and "selftest --engine" in line for line in said)
+        assert all("rebuild it here" in line and f"selftest --engine {out}`" in line for line in said)
 
 
 def test_upscale_many_shares_calls_and_equals_upscale_one_at_a_time(pytestconfig) -> None:

@@ -158,17 +158,6 @@ def tried_rungs(m: Manifest) -> list[str]:
     return lines
 
 
-def half_checked_in_f32(m: Manifest) -> bool:
-    """A bf16 / fp16 engine none of whose measured ops computed that precision where it was built
-    (a CPU without the units computes f32 under the hint): its parity says nothing of half arithmetic."""
-    measured = m.extra.get("compute_precision")
-    half = {"bf16": "bf16", "fp16": "f16"}.get(m.precision or "")
-    if half is None or not isinstance(measured, dict) or not measured:
-        return False
-    return not any(p.split(" (")[0] == half for counts in measured.values() if isinstance(counts, dict)
-                   for p in counts)
-
-
 def compute_precision(m: Manifest) -> dict[str, Any] | None:
     """The compute precision per half-policy group an artifact or engine records: an fp16 search's
     policy, a half engine's measured per-group precision, or a TensorRT plan's f32 layers."""

@@ -213,7 +213,8 @@ def run_build(args: argparse.Namespace) -> int:
     for f in m.extra.get("ane_lint") or []:           # Core ML: what keeps work off the Neural Engine
         if f["level"] != "info":
             _say(f"{f['level']}: ANE lint `{f['rule']}` x{f['count']}: {f['why']}")
-    from alignvar_edge.export.inspect_artifact import half_checked_in_f32, tried_rungs
+    from alignvar_edge.export.inspect_artifact import tried_rungs
+    from alignvar_edge.runtimes.openvino.backend import half_checked_in_f32
     tried = tried_rungs(m)              # from the manifest just written: no second pass over the files
     # say which rung was kept and why the faster ones were not, or that the only one misses the gate
     if len(tried) > 1 or (tried and "selftest will fail it" in tried[-1]):

@@ -188,22 +188,13 @@ class OpenVINOEngine(Engine):
         self._islands = " with bf16 matmuls" if (metadata.extra.get("split") or {}).get("token_bf16_matmuls") else ""
         self.expected_precision = f"{half} image, f32 tokens{self._islands}" if image_path else half
         self.compute_precision = self._effective_precision(core)
-        if self.compute_precision not in (None, self.expected_precision):
-            import warnings
-            # parity mode set the hint: the device itself computes otherwise (bf16 asked of a CPU
-            # without AVX512-BF16 / AMX runs f32), which no load option changes
-            fix = ("this device does not compute that precision under the hint; check the engine here with "
-                   "`alignvar-edge selftest --engine DIR`, or rebuild it here" if parity else
-                   "open it with parity=True (the default) to set INFERENCE_PRECISION_HINT")
-            warnings.warn(f"{engine_dir or model_path}: OpenVINO {device} computes in {self.compute_precision}"
-                          f"{'' if parity else ' (its default)'} but the engine was built and checked for "
-                          f"{self.expected_precision}; {fix}", PrecisionWarning, stacklevel=3)
+        self._warn_of_unchecked_precision(metadata, device, parity, engine_dir or model_path)
         if _saturates_here(metadata, device):
             import warnings
             warnings.warn(f"{engine_dir or model_path}: its int8 ops were quantized for a CPU with VNNI or AMX "
                           "(NNCF's overflow fix off); this CPU has neither, so its int8 dot products may saturate "
                           "and change tokens: rebuild it here (build --precision int8) or check it with "
-                          "`alignvar-edge selftest --engine DIR`", PrecisionWarning, stacklevel=3)
+                          f"`alignvar-edge selftest --engine {engine_dir or model_path}`", PrecisionWarning, stacklevel=3)
         # throughput hint: as many requests in flight as OpenVINO made streams for
         self._requests = (int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
                           if self.compile_config["PERFORMANCE_HINT"] == "THROUGHPUT" else 1)
@@ -220,6 +211,35 @@ class OpenVINOEngine(Engine):
     @property
     def input_spec(self) -> dict[str, TensorSpec]:
         return self._spec
+
+    def _warn_of_unchecked_precision(self, m: Manifest, device: str, parity: bool, where: Path) -> None:
+        """A PrecisionWarning where this device computes other than what the build checked: a default
+        (parity=False), a device without the half units (f32 under the hint), or half arithmetic
+        that the build never ran (its own device computed f32)."""
+        import warnings
+        ran, expected = self.compute_precision, self.expected_precision
+        selftest = f"`alignvar-edge selftest --engine {where}`"
+        checked_f32 = half_checked_in_f32(m)
+        if ran in (None, expected):
+            if parity and checked_f32:
+                warnings.warn(f"{where}: OpenVINO {device} computes {expected}, which the build never checked (its "
+                              f"device computed f32 under the hint); check the engine here with {selftest} before "
+                              "trusting it", PrecisionWarning, stacklevel=4)
+            return
+        if not parity:
+            message = (f"computes in {ran} (its default) but the engine was built and checked for {expected}; open it "
+                       "with parity=True (the default) to set INFERENCE_PRECISION_HINT")
+        elif checked_f32 and not any(half in ran for half in ("bf16", "f16")):
+            # no half units here, none where it was built: it runs as checked, only slower than its label
+            message = (f"computes in {ran}, not the {expected} the engine was built for (no {m.precision} units "
+                       f"here), as it did where it was built: it runs as checked, at f32 speed, and its {m.precision} "
+                       f"arithmetic is unchecked; run {selftest} on a machine that computes {m.precision}")
+        else:
+            # the hint is set: the device itself computes otherwise, which neither a load option nor a
+            # rebuild here changes
+            message = (f"computes in {ran} but the engine was built and checked for {expected}; this device does "
+                       f"not compute that precision under the hint; check the engine here with {selftest}")
+        warnings.warn(f"{where}: OpenVINO {device} {message}", PrecisionWarning, stacklevel=4)
 
     def _effective_precision(self, core: Any) -> str | None:
         """What the compiled model(s) compute in ('bf16 image, f32 tokens' for a split engine)."""
@@ -329,6 +349,16 @@ def op_precision(op: Any) -> str:
 def _computed(counts: dict[str, int]) -> set[str]:
     """The compute precisions of one `runtime_precision` group, stored weights aside."""
     return {p.split(" (")[0] for p in counts}
+
+
+def half_checked_in_f32(m: Manifest) -> bool:
+    """A bf16 / fp16 engine none of whose ops computed that precision where its build checked it
+    (a CPU without the units computes f32 under the hint): its parity says nothing of half arithmetic."""
+    measured = m.extra.get("compute_precision")
+    hint = HINTS.get(m.precision or "", {}).get(_device_kind(m.extra.get("device") or "CPU"))
+    if hint in (None, "f32") or not isinstance(measured, dict) or not measured:
+        return False
+    return not any(hint in _computed(counts) for counts in measured.values() if isinstance(counts, dict))
 
 
 def _ran_on(compiled: Any, device: str) -> str:
