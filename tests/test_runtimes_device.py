@@ -304,6 +304,24 @@ def test_an_export_named_where_an_engine_is_wanted_says_to_build_one(ort_dir, ex
     assert report["summary"]["failed"] == {"onnxruntime-fp32#2": failed["reason"]}
 
 
+def test_the_device_bench_labels_the_precision_an_engine_computed_as_the_host_bench_does(ov_dir, monkeypatch):
+    """A bf16 engine on a CPU without bf16 units computes f32: the host bench's row says
+    'bf16 (ran f32 ...)', and the device bench's row must not claim the bf16 that did not run
+    (simulated: the fp32 engine says it computed bf16)."""
+    import warnings
+
+    from alignvar_edge.bench.device import bench_engine_dir
+    from alignvar_edge.bench.render import terminal_table
+    from alignvar_edge.runtimes.openvino import backend as ovb
+    monkeypatch.setattr(ovb.OpenVINOEngine, "_effective_precision", lambda self, core: "bf16")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ovb.PrecisionWarning)
+        report = bench_engine_dir([str(ov_dir)], runs=1, warmup=0, threads=1)
+    (row,) = report["engines"]
+    assert (row["compute_precision"], row["expected_precision"]) == ("bf16", "f32")
+    assert "fp32 (ran bf16)" in terminal_table(report)
+
+
 def test_a_device_report_records_its_own_load_and_merges_with_a_host_report_in_one_line(ort_dir, tmp_path):
     """Merged with a host's report, a device report (no PyTorch, engines one at a time) is said to be
     one in one line, not as a difference in every setting only the host records."""

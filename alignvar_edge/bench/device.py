@@ -96,7 +96,7 @@ def bench_engine_dir(engines: list[str], runs: int = 20, warmup: int = 3, thread
     """Time engine directories and check them against their golden outputs; no PyTorch needed."""
     from alignvar_edge.bench.fidelity import fidelity
     from alignvar_edge.bench.memory import PeakRSS
-    from alignvar_edge.bench.runner import _call_for, _unique, rounds
+    from alignvar_edge.bench.runner import _call_for, _unique, precision_fields, rounds
     from alignvar_edge.bench.subjects import BICUBIC, check_exists, open_subject, parse_spec
     say = log or (lambda _m: None)
     if runs < 1 or warmup < 0:
@@ -122,7 +122,8 @@ def bench_engine_dir(engines: list[str], runs: int = 20, warmup: int = 3, thread
         sub = _unique(open_subject(spec, threads=threads, spin=False), taken)
         e: dict[str, Any] = {"label": sub.label, "backend": sub.backend, "kind": "engine", "status": sub.status,
                              "reason": sub.reason, "path": sub.path, "precision": sub.precision,
-                             "device": sub.device, "artifact_bytes": sub.info.get("artifact_bytes")}
+                             "device": sub.device, "artifact_bytes": sub.info.get("artifact_bytes"),
+                             **precision_fields(sub)}
         entries.append(e)
         if sub.engine is None:
             continue

@@ -493,13 +493,19 @@ def _unique(s: Subject, taken: set[str]) -> Subject:
     return s
 
 
+def precision_fields(s: Subject) -> dict[str, Any]:
+    """What the runtime computed in (OpenVINO: the compiled INFERENCE_PRECISION_HINT), when it says,
+    and what the engine was built and checked for: every report's row carries both, so its label
+    never claims a precision that was not computed."""
+    return {"compute_precision": s.info.get("compute_precision"),
+            "expected_precision": s.info.get("expected_precision")}
+
+
 def _entry(s: Subject, times_ms: list[float], mp: float, flops: int | None, peak: float,
            inference_params: int) -> dict[str, Any]:
     e: dict[str, Any] = {"label": s.label, "backend": s.backend, "kind": s.kind, "status": s.status,
                          "reason": s.reason, "path": s.path, "precision": s.precision, "device": s.device}
-    # what the runtime computed in (OpenVINO: the compiled INFERENCE_PRECISION_HINT), when it says
-    e["compute_precision"] = s.info.get("compute_precision")
-    e["expected_precision"] = s.info.get("expected_precision")     # what it was built and checked for
+    e.update(precision_fields(s))
     e["prune"] = (s.manifest.extra.get("prune") if s.manifest else None) or None   # token pruning ratios
     size = s.info.get("artifact_bytes")
     e["artifact_bytes"] = size
