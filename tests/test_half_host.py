@@ -59,7 +59,11 @@ def test_bench_and_inspect_show_the_compute_precision() -> None:
     assert _precision({"precision": "int8", "compute_precision": None}) == "int8"
     # an int8 engine's float ops are meant to run f32; a split engine says which part ran what
     assert _precision({"precision": "int8", "compute_precision": "f32", "expected_precision": "f32"}) == "int8"
-    assert _precision({"precision": "int8", "compute_precision": "bf16", "expected_precision": "f32"}) == "int8 (ran bf16)"
+    assert (_precision({"precision": "int8", "compute_precision": "bf16", "expected_precision": "f32"})
+            == "int8 (float ops ran bf16)")
+    both_f32 = "f32 image, f32 tokens"       # a split int8 engine: not "int8 (f32 ...)", as if nothing ran int8
+    assert (_precision({"precision": "int8", "compute_precision": both_f32, "expected_precision": both_f32})
+            == f"int8 (float ops {both_f32})")
     # an fp16 engine checked and run in f32 (OpenVINO on a CPU: f16 weights) does not pass for f16 compute
     assert _precision({"precision": "fp16", "compute_precision": "f32", "expected_precision": "f32"}) == "fp16 (f32 compute)"
     split = "bf16 image, f32 tokens"

@@ -55,16 +55,18 @@ def _footprint(mem: dict[str, Any] | None) -> float | None:
 def _precision(e: dict[str, Any]) -> str | None:
     """The engine's precision, and what it computed in where that differs from what it was built
     and checked for (e.g. 'fp32 (ran bf16)'), or where it computes in parts ('bf16 (bf16 image,
-    f32 tokens)')."""
+    f32 tokens)', 'int8 (float ops f32 image, f32 tokens)')."""
     p, c = e.get("precision"), e.get("compute_precision")
     if not c or not p:
         return p
     nominal = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}.get(str(p), p)
     expected = e.get("expected_precision") or nominal
+    # an int8 engine's precision names its quantized ops; the compute precision is its float ops'
+    ops = "float ops " if p == "int8" else ""
     if c != expected:
-        return f"{p} (ran {c})"
+        return f"{p} ({ops}ran {c})"
     if "," in c:
-        return f"{p} ({c})"
+        return f"{p} ({ops}{c})"
     # built so, and checked so: an fp16 OpenVINO engine on a CPU stores f16 weights and computes f32
     return f"{p} ({c} compute)" if p in ("fp16", "bf16") and c != nominal else p
 
