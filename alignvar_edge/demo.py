@@ -59,7 +59,7 @@ def run_demo(out: Path, image: str = "coffee", size: int = 256, force: bool = Fa
     ref = hr.transpose(2, 0, 1)
     result = {
         "image": image, "lr_size": list(lr.shape[:2]), "sr_size": list(sr.shape[:2]),
-        "seconds": seconds, "model": c.name,
+        "seconds": seconds, "model": checkpoint,          # as the user names it, not its preset
         "psnr_y": {"alignvar": psnr_y(ref, sr.transpose(2, 0, 1), c.scale),
                    "bicubic": psnr_y(ref, bic.transpose(2, 0, 1), c.scale)},
         "ssim_y": {"alignvar": ssim_y(ref, sr.transpose(2, 0, 1), c.scale),

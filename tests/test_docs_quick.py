@@ -1,6 +1,6 @@
 """Every command of the docs' "Quick start" sections runs as written, in reading order, in one
 fresh folder (each quick start builds on the ones it names). The README's quick start is `make
-demo` / `make test`: CI itself runs the latter, and tests/test_public_api.py the demo."""
+demo` / `make test`: CI itself runs the latter, and tests/test_demo.py the demo."""
 from __future__ import annotations
 
 import re
