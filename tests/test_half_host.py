@@ -51,7 +51,10 @@ def test_build_auto_keeps_fp32_when_half_misses(monkeypatch: pytest.MonkeyPatch,
 
 
 def test_bench_and_inspect_show_the_compute_precision() -> None:
-    from alignvar_edge.bench.render import _precision
+    from alignvar_edge.runtimes.base import precision_label
+
+    def _precision(e: dict[str, Any]) -> str | None:
+        return precision_label(e.get("precision"), e.get("compute_precision"), e.get("expected_precision"))
     from alignvar_edge.export.inspect_artifact import compute_precision
     assert _precision({"precision": "fp32", "compute_precision": "bf16"}) == "fp32 (ran bf16)"
     assert _precision({"precision": "fp32", "compute_precision": "f32"}) == "fp32"

@@ -400,6 +400,14 @@ def test_a_half_build_on_a_device_that_computes_f32_says_so_once_naming_the_engi
     assert "as it did where it was built: it runs as checked" in line and "checked for" not in line
     # no rebuild here would change what this CPU computes; the selftest to run names this engine
     assert "rebuild" not in line and " DIR`" not in line and f"`alignvar-edge selftest --engine {out}`" in line
+    # inspect's split line and selftest's report say what ran, not only what the engine asks for
+    assert cli.main(["inspect", str(out)]) == 0
+    (split,) = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("split ")]
+    assert "image suffix bf16 asked (f32 computed where built)" in split
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PrecisionWarning)
+        assert cli.main(["selftest", "--engine", str(out), "--runs", "1"]) == 0
+    assert "precision bf16 (ran f32 image, f32 tokens)" in capsys.readouterr().out
     # moved to a CPU that computes bf16: the label holds there, but its bf16 arithmetic was never checked
     monkeypatch.setattr(ovb.OpenVINOEngine, "_effective_precision", lambda self, core: self.expected_precision)
     with pytest.warns(PrecisionWarning) as w:

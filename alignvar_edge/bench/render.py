@@ -8,6 +8,7 @@ from typing import Any
 
 from alignvar_edge.bench.host import load_words, machine_words, short_label
 from alignvar_edge.errors import InputError
+from alignvar_edge.runtimes.base import precision_label
 
 __all__ = ["all_cores_line", "engine_rows", "plot_report", "pyplot", "report_markdown", "terminal_table"]
 
@@ -52,25 +53,6 @@ def _footprint(mem: dict[str, Any] | None) -> float | None:
     return (mem.get("load_rss_mb") or 0.0) + (mem.get("peak_delta_mb") or 0.0)
 
 
-def _precision(e: dict[str, Any]) -> str | None:
-    """The engine's precision, and what it computed in where that differs from what it was built
-    and checked for (e.g. 'fp32 (ran bf16)'), or where it computes in parts ('bf16 (bf16 image,
-    f32 tokens)', 'int8 (float ops f32 image, f32 tokens)')."""
-    p, c = e.get("precision"), e.get("compute_precision")
-    if not c or not p:
-        return p
-    nominal = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}.get(str(p), p)
-    expected = e.get("expected_precision") or nominal
-    # an int8 engine's precision names its quantized ops; the compute precision is its float ops'
-    ops = "float ops " if p == "int8" else ""
-    if c != expected:
-        return f"{p} ({ops}ran {c})"
-    if "," in c:
-        return f"{p} ({ops}{c})"
-    # built so, and checked so: an fp16 OpenVINO engine on a CPU stores f16 weights and computes f32
-    return f"{p} ({c} compute)" if p in ("fp16", "bf16") and c != nominal else p
-
-
 def engine_rows(report: dict[str, Any]) -> list[Row]:
     """One flat dict per engine entry: the figures every table shows."""
     rows = []
@@ -78,7 +60,8 @@ def engine_rows(report: dict[str, Any]) -> list[Row]:
         lat = e.get("latency") or {}
         fid = e.get("fidelity") or {}
         rows.append({
-            "label": e["label"], "backend": e["backend"], "precision": _precision(e),
+            "label": e["label"], "backend": e["backend"], "precision": precision_label(e.get("precision"), e.get("compute_precision"),
+                                                                        e.get("expected_precision")),
             "status": e["status"], "reason": e.get("reason"), "kind": e["kind"],
             "p50": _get(lat, "per_tile_ms", "p50"), "p90": _get(lat, "per_tile_ms", "p90"),
             "p99": _get(lat, "per_tile_ms", "p99"), "ms_per_mp": _get(lat, "per_megapixel_ms", "p50"),

@@ -14,6 +14,7 @@ from typing import Any
 from alignvar_edge.errors import ArtifactError
 from alignvar_edge.export.lint import TARGETS, Finding, lint_model
 from alignvar_edge.manifest import CONTENT_KEY, MANIFEST_FILE, Manifest, input_contract, listed_file, load_verified
+from alignvar_edge.runtimes.openvino.backend import half_checked_in_f32
 from alignvar_edge.runtimes.tensorrt.kit import FP16_F32, plan_of
 
 __all__ = ["format_inspection", "inspect_artifact"]
@@ -98,6 +99,7 @@ def _engine_info(root: Path, m: Manifest) -> dict[str, Any]:
         "batch": m.static_batch, "engine_files": dict(extra.get("files") or {}),
         "built_from": (extra.get("source") or {}).get("path"),
         "split": extra.get("split"), "half_ladder": extra.get("half_ladder"), "tried": tried_rungs(m),
+        "half_checked_in_f32": half_checked_in_f32(m),
         "ir_rewrites": extra.get("ir_rewrites"), "target": _target_facts(m),
         "graphs": {},
     }
@@ -275,6 +277,8 @@ def format_inspection(info: dict[str, Any]) -> str:
         image = split.get("image_precision")
         if split.get("image_int8"):          # NNCF's int8 ops, the rest under the part's hint
             image = f"int8 + {image}"
+        if info.get("half_checked_in_f32"):  # the hint the part asks for, not what its check computed
+            image = f"{image} asked (f32 computed where built)"
         lines.append(f"split      token path {split.get('token_precision')} ({split.get('token_nodes')} nodes), "
                      f"image suffix {image} ({split.get('image_nodes')} nodes), "
                      f"handing on {', '.join(split.get('boundary') or [])}")

@@ -63,6 +63,24 @@ def config_from_manifest(manifest: Manifest) -> AlignVARConfig:
         raise ArtifactError(f"the manifest's model config is not valid ({e}); re-create the artifact") from e
 
 
+def precision_label(precision: str | None, computed: str | None, expected: str | None = None) -> str | None:
+    """An engine's precision, and what it computed in where that differs from what it was built and
+    checked for (`expected`; e.g. 'fp32 (ran bf16)'), or where it computes in parts ('bf16 (bf16
+    image, f32 tokens)', 'int8 (float ops f32 image, f32 tokens)'). bench rows and selftest reports."""
+    if not computed or not precision:
+        return precision
+    nominal = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}.get(precision, precision)
+    expected = expected or nominal
+    # an int8 engine's precision names its quantized ops; the compute precision is its float ops'
+    ops = "float ops " if precision == "int8" else ""
+    if computed != expected:
+        return f"{precision} ({ops}ran {computed})"
+    if "," in computed:
+        return f"{precision} ({ops}{computed})"
+    # built so, and checked so: an fp16 OpenVINO engine on a CPU stores f16 weights and computes f32
+    return f"{precision} ({computed} compute)" if precision in ("fp16", "bf16") and computed != nominal else precision
+
+
 class Engine(abc.ABC):
     """A loaded engine. Use as a context manager; `close()` frees the runtime's resources.
 

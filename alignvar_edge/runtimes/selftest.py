@@ -25,6 +25,7 @@ from alignvar_edge.lazy import lazy_import
 from alignvar_edge.manifest import sha256_file
 from alignvar_edge.model.bundled import DEFAULT_CHECKPOINT
 from alignvar_edge.recipes import recipe
+from alignvar_edge.runtimes.base import precision_label
 from alignvar_edge.runtimes.golden import GOLDEN_FILE, engine_golden, load_golden, read_golden, write_golden
 
 torch = lazy_import("torch")          # the golden outputs and the cached export need the host side
@@ -220,7 +221,10 @@ def selftest_engine(engine_dir: str | os.PathLike[str], device: str | None = Non
             "host": host_info(), "model": f"{m.model.name} engine {root}",
             "weights_sha256": (m.model.weights_sha256 or "-")[:16],
             "precision": m.precision or "fp32", "golden_tiles": int(lr.shape[0]),
-            "golden_reference": meta.get("reference", "PyTorch"), "device": engine.device}
+            "golden_reference": meta.get("reference", "PyTorch"), "device": engine.device,
+            # what the runtime computed (OpenVINO says), beside what the engine was built and checked for
+            "compute_precision": getattr(engine, "compute_precision", None),
+            "expected_precision": getattr(engine, "expected_precision", None)}
         report.update(opts)
         runs_here, why = b.is_available()
         log(f"running {len(lr)} golden tiles on {engine!r}" if runs_here else f"not running {root} here: {why}")
@@ -265,7 +269,8 @@ def format_report(r: dict[str, Any]) -> str:
     lines = [f"alignvar-edge {r['alignvar_edge']} selftest: {r['backend']} "
              f"{r.get('backend_version') or '(not installed)'} on {r.get('device', 'no device')}",
              f"host      {h['os']} {h['machine']}, {h['cpu']} ({h['cores']} cores), Python {h['python']}",
-             f"model     {r['model']} (weights {r['weights_sha256']}), precision {r['precision']}, "
+             f"model     {r['model']} (weights {r['weights_sha256']}), precision "
+             f"{precision_label(r['precision'], r.get('compute_precision'), r.get('expected_precision'))}, "
              f"{r['golden_tiles']} golden tiles"]
     if "export_s" in r:
         lines.append(f"export    {r['export_s']} s" + (" (cached)" if r.get("export_cached") else ""))
