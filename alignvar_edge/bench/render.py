@@ -59,9 +59,9 @@ def engine_rows(report: dict[str, Any]) -> list[Row]:
     for e in report["engines"]:
         lat = e.get("latency") or {}
         fid = e.get("fidelity") or {}
+        precision = precision_label(e.get("precision"), e.get("compute_precision"), e.get("expected_precision"))
         rows.append({
-            "label": e["label"], "backend": e["backend"], "precision": precision_label(e.get("precision"), e.get("compute_precision"),
-                                                                        e.get("expected_precision")),
+            "label": e["label"], "backend": e["backend"], "precision": precision,
             "status": e["status"], "reason": e.get("reason"), "kind": e["kind"],
             "p50": _get(lat, "per_tile_ms", "p50"), "p90": _get(lat, "per_tile_ms", "p90"),
             "p99": _get(lat, "per_tile_ms", "p99"), "ms_per_mp": _get(lat, "per_megapixel_ms", "p50"),
