@@ -56,6 +56,26 @@ def test_torch_selftest_passes_and_prints_a_report(ckpt, capsys, tmp_path):
     assert r["weights_sha256"] == weights_sha256(load_pretrained(ckpt))[:16]
 
 
+def test_threads_reach_the_engine_and_the_report_and_are_refused_where_they_mean_nothing(ckpt, capsys, tmp_path,
+                                                                                         monkeypatch):
+    from alignvar_edge.runtimes.torch_backend import BACKEND
+    opened: list[dict] = []
+    real_open = BACKEND.open
+    monkeypatch.setattr(BACKEND, "open", lambda d, dev, **o: opened.append(o) or real_open(d, dev, **o))
+    out = tmp_path / "r.json"
+    assert main(["selftest", "--engine", str(ckpt), "--runs", "1", "--threads", "1", "--json", str(out)]) == 0
+    assert opened == [{"threads": 1}] and json.loads(out.read_text())["threads"] == 1
+    assert "ms best, 1 thread\n" in capsys.readouterr().out
+    assert main(["selftest", "--engine", str(ckpt), "--runs", "1"]) == 0
+    assert opened[1] == {} and "ms best, the runtime's default threads" in capsys.readouterr().out
+    # no CPU threads to set on TensorRT; more threads than cores would only time the waiting
+    assert main(["selftest", "--backend", "tensorrt", "--threads", "1"]) == 2
+    assert main(["selftest", "--engine", str(ckpt), "--threads", "100000"]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 2 and "--threads applies to engines that run on CPU threads" in err[0], err
+    assert "--threads 100000 is more than the" in err[1] and len(opened) == 2, err
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("backend,result", [("openvino", "PASS"), ("tensorrt", "BUILT-ONLY")])
 def test_engine_selftests(backend, result, ckpt, pytestconfig, monkeypatch):

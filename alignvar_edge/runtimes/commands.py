@@ -141,6 +141,10 @@ def register(sub: Any) -> None:
     s.add_argument("--precision")
     s.add_argument("--device")
     s.add_argument("--runs", type=positive_int, default=10, help="timed runs (default 10)")
+    s.add_argument("--threads", type=positive_int,
+                   help="CPU threads for the engine (onnxruntime, openvino, torch), at most the usable cores; "
+                        "default: the runtime's own (every core), a latency a busy host makes noisy. "
+                        "`bench --threads` compares engines")
     s.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
                    help="torch on a CUDA device: run each call eagerly instead of replaying it as one "
                         "captured CUDA graph (the default there)")
@@ -575,18 +579,25 @@ def run_selftest(args: argparse.Namespace) -> int:
     model = args.model or DEFAULT_CHECKPOINT
     what = {"engine": str(args.engine)} if args.engine else {"backend": args.backend, "model": model}
     with no_stale_report(args.json, what):
+        target, backend = (args.engine, "auto") if args.engine else (model, args.backend)
         if graphs is False:
-            _require_option(args.engine or model, "auto" if args.engine else args.backend, "cuda_graphs",
-                            "--no-cuda-graphs applies to torch engines")
+            _require_option(target, backend, "cuda_graphs", "--no-cuda-graphs applies to torch engines")
+        if args.threads:
+            _require_option(target, backend, "threads", "--threads applies to engines that run on CPU threads "
+                            "(onnxruntime, openvino, torch)")
+            from alignvar_edge.bench.host import run_threads
+            from alignvar_edge.cpuinfo import cpu_info
+            run_threads(args.threads, {"cpu": cpu_info()})        # more threads than cores: refused
         if args.engine:
             # an engine carries its own model (its golden outputs) and precision: neither is chosen here
             given = [flag for flag, value in (("--precision", args.precision), ("--model", args.model)) if value]
             if given:
                 raise InputError(f"{' and '.join(given)} {'goes' if len(given) == 1 else 'go'} with --backend; "
                                  "an --engine was built from its own model, at its own precision")
-            report = selftest_engine(args.engine, device=args.device, runs=args.runs, log=_say, cuda_graphs=graphs)
+            report = selftest_engine(args.engine, device=args.device, runs=args.runs, log=_say, cuda_graphs=graphs,
+                                     threads=args.threads)
         else:
             report = selftest(args.backend, model=model, device=args.device, precision=args.precision,
-                              runs=args.runs, log=_say, cuda_graphs=graphs)
+                              runs=args.runs, log=_say, cuda_graphs=graphs, threads=args.threads)
     emit(args.json, report, format_report(report))
     return 0 if report["result"] in ("PASS", "BUILT-ONLY") else 1

@@ -92,9 +92,11 @@ def host_info() -> dict[str, Any]:
 
 def selftest(backend: str, model: str = DEFAULT_CHECKPOINT, device: str | None = None,
              precision: str | None = None, runs: int = 10, workdir: str | None = None,
-             log: Log = lambda _m: None, cuda_graphs: bool | None = None) -> dict[str, Any]:
+             log: Log = lambda _m: None, cuda_graphs: bool | None = None,
+             threads: int | None = None) -> dict[str, Any]:
     """Build, verify against golden outputs and time one backend here; returns the report.
-    `cuda_graphs=False`: a torch engine on CUDA runs eagerly (the torch load option)."""
+    `cuda_graphs=False`: a torch engine on CUDA runs eagerly (the torch load option); `threads`:
+    the CPU threads it runs on (the load option; None: the runtime's default)."""
     from alignvar_edge import __version__, runtimes
     from alignvar_edge.model.checkpoint import resolve_checkpoint_dir
 
@@ -136,7 +138,8 @@ def selftest(backend: str, model: str = DEFAULT_CHECKPOINT, device: str | None =
                           "with `alignvar-edge build EXPORT --target tensorrt --out KIT`")
             return report
         t0 = time.perf_counter()
-        with runtimes.load(engine_dir, backend=b.name, device=device, **_graph_option(report, cuda_graphs)) as engine:
+        opts = _load_options(report, cuda_graphs, threads)
+        with runtimes.load(engine_dir, backend=b.name, device=device, **opts) as engine:
             report["load_s"] = round(time.perf_counter() - t0, 2)
             report["device"] = engine.device
             try:
@@ -152,12 +155,12 @@ def selftest(backend: str, model: str = DEFAULT_CHECKPOINT, device: str | None =
         tmp.cleanup()
 
 
-def _graph_option(report: dict[str, Any], cuda_graphs: bool | None) -> dict[str, Any]:
-    """The torch load option `cuda_graphs` when it is set, also recorded in the report."""
-    if cuda_graphs is None:
-        return {}
-    report["cuda_graphs"] = cuda_graphs
-    return {"cuda_graphs": cuda_graphs}
+def _load_options(report: dict[str, Any], cuda_graphs: bool | None, threads: int | None) -> dict[str, Any]:
+    """The load options `cuda_graphs` (torch) and `threads` that are set, also recorded in the
+    report: a latency means little without the threads it ran on."""
+    opts = {k: v for k, v in (("cuda_graphs", cuda_graphs), ("threads", threads)) if v is not None}
+    report.update(opts)
+    return opts
 
 
 def _check_and_time(engine: Any, lr: np.ndarray, sr: np.ndarray, tok: list[np.ndarray],
@@ -194,7 +197,8 @@ def _check_and_time(engine: Any, lr: np.ndarray, sr: np.ndarray, tok: list[np.nd
 
 
 def selftest_engine(engine_dir: str | os.PathLike[str], device: str | None = None, runs: int = 10,
-                    log: Log = lambda _m: None, cuda_graphs: bool | None = None) -> dict[str, Any]:
+                    log: Log = lambda _m: None, cuda_graphs: bool | None = None,
+                    threads: int | None = None) -> dict[str, Any]:
     """Check a built engine directory against the golden outputs it carries, and time it.
 
     Needs only the engine's runtime (no PyTorch, no bundled model): what a device runs first."""
@@ -212,7 +216,7 @@ def selftest_engine(engine_dir: str | os.PathLike[str], device: str | None = Non
         read_manifest(root)
     f = engine_golden(root, ", or run `selftest --backend B` where the package's model is installed")
     lr, golden_sr, golden_tok, meta = read_golden(f)
-    opts = _graph_option({}, cuda_graphs)
+    opts = _load_options({}, cuda_graphs, threads)
     with runtimes.load(root, device=device, **opts) as engine:
         b = runtimes.get_backend(engine.backend)
         m = engine.metadata
@@ -284,8 +288,9 @@ def format_report(r: dict[str, Any]) -> str:
         lines.append(f"tokens    {t['overall']:.2%} agree with golden (per scale {scales}); "
                      f"tiles identical {t['identical_samples']:.0%}")
         lines.append(f"image     SR PSNR vs golden {r['psnr_vs_golden_db']} dB")
-        lines.append(f"latency   {r['ms_per_tile_p50']} ms per tile (median), {r['ms_per_tile_min']} ms best"
-                     + (" (CUDA graphs off)" if r.get("cuda_graphs") is False else ""))
+        threads = f"{r['threads']} thread{'s' if r['threads'] > 1 else ''}" if r.get("threads") else "the runtime's default threads"
+        lines.append(f"latency   {r['ms_per_tile_p50']} ms per tile (median), {r['ms_per_tile_min']} ms best, "
+                     f"{threads}" + (", CUDA graphs off" if r.get("cuda_graphs") is False else ""))
     if r.get("validation"):
         v = r["validation"]
         lines.append(f"package   spec valid: {v['valid']}, {v['ops']} ops; ANE lint: "
