@@ -399,6 +399,32 @@ def test_build_script_runs_adopt_selftest_and_bench_with_a_stand_in_trtexec(kit,
     assert (tmp_path / "plain.work" / "model.engine").read_text() == "engine"
 
 
+def test_build_script_keeps_the_timing_of_an_engine_adopt_refuses(kit, tmp_path):
+    """Where TensorRT runs, adopt checks the engine against the golden outputs and refuses one that
+    fails (a stand-in python here, as no TensorRT runs here): the script still writes this run's
+    bench report, leaves no earlier run's parity verdict beside it, and exits with adopt's status."""
+    import json
+    import os
+    import sys
+    env = {**_stand_in_trtexec(tmp_path), "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    python = tmp_path / "python"
+    python.write_text("#!/bin/sh\ncase \" $* \" in *\" adopt \"*) echo 'adopt: error: the adopted engine gives "
+                      "90.00% of the golden tokens' >&2; exit 2 ;; esac\n"
+                      f"exec '{sys.executable}' \"$@\"\n")
+    python.chmod(0o755)
+    out = tmp_path / "eng"
+    stale = tmp_path / "eng-selftest.json"
+    stale.write_text('{"result": "PASS"}')                       # an earlier engine's verdict and timing
+    (tmp_path / "eng-report.json").write_text('{"engines": []}')
+    res = subprocess.run(["sh", str(kit / "build_on_device.sh"), "--out", str(out)], capture_output=True,
+                         text=True, env={**env, "PYTHON": str(python)}, timeout=300)
+    assert res.returncode == 2 and "90.00% of the golden tokens" in res.stderr, res.stderr
+    assert "was not adopted (exit 2" in res.stdout and not out.exists() and not stale.exists()
+    report = json.loads((tmp_path / "eng-report.json").read_text())
+    assert [(e["path"], e["precision"]) for e in report["engines"]] == [(str(kit), "fp16")]   # this run's
+    assert (tmp_path / "eng.work" / "model.engine").is_file()     # kept to look into
+
+
 def test_build_script_stops_on_a_broken_kit_before_building(kit, tmp_path):
     """A kit copied in part or corrupted on the way stops in one line naming the file, before a
     build that takes minutes on a Jetson (and whose engine nothing would check without alignvar-edge)."""

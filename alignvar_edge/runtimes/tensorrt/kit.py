@@ -258,15 +258,24 @@ ae() {{
     "$PYTHON" -m alignvar_edge.cli "$@"
 }}
 if [ -n "$DLA" ]; then set -- --dla-core "$DLA"; else set --; fi
-# the engine directory: engine + manifest (TensorRT version, GPU, precision, DLA) + golden outputs
+# an earlier run's reports beside OUT are not this engine's: none outlives this run
+rm -f "$OUT-report.json" "$OUT-selftest.json"
+# the engine directory: engine + manifest (TensorRT version, GPU, precision, DLA) + golden outputs.
+# Where TensorRT runs here, adopt also checks the engine against the golden outputs and refuses one
+# that fails: its timing still stands (read with the kit's manifest), and adopt's status is the script's
+STATUS=0
 ae adopt "$WORK/model.engine" --like "$HERE" --log "$WORK/{LOG_FILE}" --precision "$PRECISION" \\
-    --out "$OUT" --force "$@"
+    --out "$OUT" --force "$@" || STATUS=$?
+if [ "$STATUS" -ne 0 ]; then
+    ae bench trtexec "$WORK/{LOG_FILE}" --engine "$HERE" --out "$OUT-report.json" || true
+    echo "done: the engine $WORK/model.engine was not adopted (exit $STATUS, above); its trtexec log is $WORK/{LOG_FILE}"
+    exit "$STATUS"
+fi
 # the bench hand-off: trtexec's timing summary as a report for `alignvar-edge bench merge` (the
 # timing stands whatever parity says; adopt kept the log as $OUT/{LOG_FILE})
 ae bench trtexec "$OUT/{LOG_FILE}" --engine "$OUT" --out "$OUT-report.json"
 rm -rf "$WORK"
 # parity: the engine against the golden outputs shipped in the kit; its status is the script's
-STATUS=0
 ae selftest --engine "$OUT" --json "$OUT-selftest.json" || STATUS=$?
 if [ "$STATUS" -eq 0 ]; then
     echo "done: engine directory $OUT, parity $OUT-selftest.json, bench report $OUT-report.json"
@@ -391,7 +400,9 @@ once to build the engine (reusing the timing cache
 and DLA core, golden outputs), `alignvar-edge bench trtexec` turns trtexec's timing summary
 into a bench report, and `alignvar-edge selftest --engine` checks the engine against the golden
 outputs (`RESULT PASS`: fp32 100% tokens and >= 50 dB; fp16/int8 >= 99% and 35/30 dB; its exit
-status, non-zero on FAIL, is the script's). Outputs, beside this kit by default: `<kit>-<precision>[-dlaN]/` (the
+status, non-zero on FAIL, is the script's). Where TensorRT runs, `adopt` checks the engine against
+the golden outputs first and refuses one that fails: the script then writes the bench report with
+this kit's manifest, keeps the engine and log in `<out>.work/` and exits with adopt's status. Outputs, beside this kit by default: `<kit>-<precision>[-dlaN]/` (the
 engine directory), `...-selftest.json` and `...-report.json`. A run that passes prints
 `RESULT    PASS` and ends with `done: engine directory <kit>-{precision}, parity <kit>-{precision}-selftest.json, bench
 report <kit>-{precision}-report.json`; without alignvar-edge installed the script builds and times only, and
