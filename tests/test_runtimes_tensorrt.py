@@ -214,7 +214,11 @@ def test_kit_readme_and_golden_describe_this_kit(kit, export):
                    # what to copy, the wheel where the index has none, what success prints, the hand-back
                    "Copy this whole directory to the device", "python -m pip wheel --no-deps -w dist .",
                    "pip install \"$(ls alignvar_edge-*.whl)[device]\" 'numpy<2' 'cuda-python>=12.6.1,<13'",
-                   "`RESULT    PASS` and ends with `done: engine directory <kit>-fp16, parity <kit>-fp16-selftest.json",
+                   "`RESULT    PASS` and ends with `done: engine directory <engine>, parity <engine>-selftest.json",
+                   # the script's default names (test_build_script_help_dla_cores_and_default_names)
+                   "`<engine>/` (the engine directory: `<kit>-<precision>[-dlaN]`,\nor `<kit>-engine[-dlaN]` where "
+                   "the kit's name already ends in the precision",
+                   "--engine <engine>\n", "merge host-report.json <engine>-report.json",
                    "`report.json` of `alignvar-edge deploy`"):
         assert needle in text, needle
     assert "| int8 | not from this kit: TensorRT INT8 uses explicit Q/DQ" in text    # an fp32 export

@@ -402,10 +402,12 @@ into a bench report, and `alignvar-edge selftest --engine` checks the engine aga
 outputs (`RESULT PASS`: fp32 100% tokens and >= 50 dB; fp16/int8 >= 99% and 35/30 dB; its exit
 status, non-zero on FAIL, is the script's). Where TensorRT runs, `adopt` checks the engine against
 the golden outputs first and refuses one that fails: the script then writes the bench report with
-this kit's manifest, keeps the engine and log in `<out>.work/` and exits with adopt's status. Outputs, beside this kit by default: `<kit>-<precision>[-dlaN]/` (the
-engine directory), `...-selftest.json` and `...-report.json`. A run that passes prints
-`RESULT    PASS` and ends with `done: engine directory <kit>-{precision}, parity <kit>-{precision}-selftest.json, bench
-report <kit>-{precision}-report.json`; without alignvar-edge installed the script builds and times only, and
+this kit's manifest, keeps the engine and log in `<engine>.work/` and exits with adopt's status.
+Outputs, beside this kit by default: `<engine>/` (the engine directory: `<kit>-<precision>[-dlaN]`,
+or `<kit>-engine[-dlaN]` where the kit's name already ends in the precision, as `tiny-trt-int8`
+does), `<engine>-selftest.json` and `<engine>-report.json`. A run that passes prints
+`RESULT    PASS` and ends with `done: engine directory <engine>, parity <engine>-selftest.json, bench
+report <engine>-report.json`; without alignvar-edge installed the script builds and times only, and
 prints the commands that check the engine.
 
 DLA (`--dla-core N`): Orin AGX and NX have two DLA cores (0, 1), Orin Nano none. DLA runs fp16
@@ -415,17 +417,17 @@ to the GPU (`--allowGPUFallback`), and trtexec's log lists them.
 ## 4. Use the engine
 
 ```
-alignvar-edge upscale photo.png photo-x4.png --engine <kit>-{precision}
+alignvar-edge upscale photo.png photo-x4.png --engine <engine>
 python -c "from alignvar_edge import runtimes; from PIL import Image; \\
-  e = runtimes.load('<kit>-{precision}'); e.upscale(Image.open('photo.png')).save('x4.png')"
+  e = runtimes.load('<engine>'); e.upscale(Image.open('photo.png')).save('x4.png')"
 ```
 
 ## 5. Hand the numbers back
 
-Copy `<kit>-{precision}-report.json` to the host and merge it there with any bench report of the
+Copy `<engine>-report.json` to the host and merge it there with any bench report of the
 same model (`report.json` of `alignvar-edge deploy`, or `alignvar-edge bench ... --out
 host-report.json`):
-`alignvar-edge bench merge host-report.json <kit>-{precision}-report.json --md devices.md --plot devices.png`.
+`alignvar-edge bench merge host-report.json <engine>-report.json --md devices.md --plot devices.png`.
 
 ## An engine built by hand
 
