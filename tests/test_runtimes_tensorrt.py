@@ -698,3 +698,21 @@ def test_build_script_help_dla_cores_and_default_names(kit, tmp_path):
     assert res.returncode == 0 and "NOT CHECKED" in res.stdout
     assert f"--out {tmp_path}/tiny-trt-fp16-engine" in res.stdout       # not tiny-trt-fp16-fp16
     assert "alignvar-edge selftest --engine" in res.stdout and "bench trtexec" in res.stdout
+
+
+def test_build_script_refuses_an_output_inside_the_kit_before_building(kit, tmp_path):
+    """The manifest lists every file of the kit, so an engine or timing cache written inside it makes
+    adopt refuse the kit, after a build that takes minutes on a Jetson: refused before trtexec runs."""
+    import shutil
+    copy = tmp_path / "kit"
+    shutil.copytree(kit, copy)
+    env = {**_stand_in_trtexec(tmp_path), "PYTHON": "false"}
+    for args in (["--out", "eng"], ["--out", "./new/dir/eng"], ["--out", str(copy / "eng")],
+                 ["--timing-cache", "caches/t.cache"]):
+        res = subprocess.run(["sh", str(copy / "build_on_device.sh"), *args], capture_output=True, text=True,
+                             env=env, cwd=copy)
+        assert res.returncode == 2 and f"{args[1]} is inside this kit" in res.stderr, (args, res.stderr)
+    assert sorted(p.name for p in copy.iterdir()) == sorted(p.name for p in kit.iterdir())   # nothing written
+    beside = subprocess.run(["sh", str(copy / "build_on_device.sh"), "--out", str(tmp_path / "kit-out")],
+                            capture_output=True, text=True, env=env, timeout=120)      # a sibling's prefix is no inside
+    assert beside.returncode == 0 and (tmp_path / "kit-out.work" / "model.engine").is_file(), beside.stderr

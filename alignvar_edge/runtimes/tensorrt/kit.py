@@ -202,6 +202,16 @@ if [ -d "$OUT" ] && [ "$(cd "$OUT" && pwd -P)" = "$(cd "$HERE" && pwd -P)" ]; th
 fi
 [ -n "$CACHE" ] || CACHE="$(dirname "$OUT")/{TIMING_CACHE}"
 WORK="$OUT.work"
+# a file written inside the kit fails its verification (the manifest lists every file), which adopt
+# finds only after the build: refuse such an --out or --timing-cache now (its nearest existing folder)
+in_kit() {{
+    d=$(dirname "$1")
+    while [ ! -d "$d" ]; do d=$(dirname "$d"); done
+    case "$(cd "$d" && pwd -P)/" in "$(cd "$HERE" && pwd -P)/"*) return 0 ;; esac
+    return 1
+}}
+! in_kit "$OUT" || die "--out $OUT is inside this kit, whose manifest lists every file it holds: pass a directory outside it"
+! in_kit "$CACHE" || die "--timing-cache $CACHE is inside this kit, whose manifest lists every file it holds: pass a file outside it"
 
 # every file manifest.json lists (`adopt` verifies them all, after the build), against its SHA-256
 sha256() {{
