@@ -716,3 +716,29 @@ def test_build_script_refuses_an_output_inside_the_kit_before_building(kit, tmp_
     beside = subprocess.run(["sh", str(copy / "build_on_device.sh"), "--out", str(tmp_path / "kit-out")],
                             capture_output=True, text=True, env=env, timeout=120)      # a sibling's prefix is no inside
     assert beside.returncode == 0 and (tmp_path / "kit-out.work" / "model.engine").is_file(), beside.stderr
+
+
+def test_adopt_refuses_a_log_of_another_engine_or_onnx(kit, tmp_path):
+    """By hand (README: trtexec ... | tee ../my.log), a log and an engine are two files the user pairs:
+    the manifest takes precision and DLA core from the log, so a log whose --saveEngine or --onnx names
+    another file here is refused, naming both."""
+    from alignvar_edge.runtimes.tensorrt.adopt import adopt
+    text = (LOGS / "trt10-orin-fp16-dla.log").read_text()
+    mine, other = tmp_path / "my.engine", tmp_path / "other.engine"
+    mine.write_bytes(b"fp32 engine")
+    other.write_bytes(b"fp16 dla engine")
+    other_onnx = tmp_path / "other.onnx"
+    other_onnx.write_bytes(b"another graph")
+
+    def log_of(engine: Path, onnx: Path) -> Path:
+        f = tmp_path / f"{engine.stem}-{onnx.stem}.log"
+        f.write_text(text.replace("/home/nvidia/kit-fp16-dla0.work/model.engine", str(engine))
+                     .replace("/home/nvidia/kit/model.onnx", str(onnx)))
+        return f
+
+    with pytest.raises(InputError, match=f"'{other}' \\(--saveEngine\\), another engine than '{mine}'"):
+        adopt(mine, kit, tmp_path / "a", log=log_of(other, kit / "model.onnx"))
+    with pytest.raises(InputError, match=f"'{other_onnx}' \\(--onnx\\), another ONNX than"):
+        adopt(mine, kit, tmp_path / "b", log=log_of(mine, other_onnx))
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    assert adopt(mine, kit, tmp_path / "c", log=log_of(mine, kit / "model.onnx")).is_dir()    # its own log

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from alignvar_edge.errors import InputError, ParityError
-from alignvar_edge.manifest import Manifest, artifact_dir, write_manifest
+from alignvar_edge.manifest import Manifest, artifact_dir, sha256_file, write_manifest
 from alignvar_edge.export.parity import psnr, token_agreement
 from alignvar_edge.runtimes.artifacts import engine_manifest
 from alignvar_edge.recipes import recipe
@@ -37,6 +37,7 @@ def adopt(engine_file: str | Path, like: str | Path, out: str | Path, log: str |
         raise InputError(f"no engine file at '{engine_file}'; pass the file trtexec wrote (--saveEngine)")
     src, onnx_path = T._source(like)
     parsed = parse_trtexec_log(Path(log).read_text(errors="replace"), timing=False) if log else {}
+    _log_built(parsed, engine_file, onnx_path, log)
     usable, _ = T.BACKEND.is_available()
     gpu = T.gpu_info(0) if usable else None
     trt_version = T.BACKEND.version() if usable else parsed.get("tensorrt_version")
@@ -80,6 +81,18 @@ def adopt(engine_file: str | Path, like: str | Path, out: str | Path, log: str |
             m.parity = _check_against_golden(tmp, m)
         write_manifest(tmp, m)
     return out
+
+
+def _log_built(parsed: dict[str, Any], engine_file: Path, onnx_path: Path, log: str | Path | None) -> None:
+    """The log's --saveEngine and --onnx, where they name files here (relative: to this folder, as in
+    the kit's README), must be the engine and the ONNX adopted: the manifest takes precision, DLA core
+    and layer precisions from the log, which must describe this engine."""
+    for flag, given, what in (("--saveEngine=", engine_file, "engine"), ("--onnx=", onnx_path, "ONNX")):
+        for named in (Path(f.split("=", 1)[1]) for f in parsed.get("flags") or [] if f.startswith(flag)):
+            if named.is_file() and not named.samefile(given) and sha256_file(named) != sha256_file(given):
+                raise InputError(f"--log {log} is trtexec's log of a build {'into' if what == 'engine' else 'from'} "
+                                 f"'{named}' ({flag[:-1]}), another {what} than '{given}': pass the log of the "
+                                 f"trtexec run that built {engine_file}")
 
 
 def _check_against_golden(root: Path, manifest: Manifest) -> dict[str, Any]:
