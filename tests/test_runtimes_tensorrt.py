@@ -742,3 +742,22 @@ def test_adopt_refuses_a_log_of_another_engine_or_onnx(kit, tmp_path):
         adopt(mine, kit, tmp_path / "b", log=log_of(mine, other_onnx))
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
     assert adopt(mine, kit, tmp_path / "c", log=log_of(mine, kit / "model.onnx")).is_dir()    # its own log
+
+
+def test_adopt_names_a_missing_or_unusable_log_and_how_to_save_one(kit, tmp_path):
+    from alignvar_edge.runtimes.tensorrt.adopt import adopt
+    engine = tmp_path / "my.engine"
+    engine.write_bytes(b"engine")
+    with pytest.raises(InputError, match="trtexec log '.*no.log' does not exist; save trtexec's output with"):
+        adopt(engine, kit, tmp_path / "a", log=tmp_path / "no.log")
+    if AVAILABLE:
+        return                                     # the version and GPU come from TensorRT here
+    import re
+    lines = (LOGS / "trt10-orin-fp16-dla.log").read_text().splitlines()
+    for name, kept, missing in (("summary", lines[8:-1], "'&&&& RUNNING TensorRT.trtexec' line and no "
+                                                        "'Compute Capability' line"),
+                                ("tail", lines[8:], "'Compute Capability' line")):      # PASSED: the version
+        cut = tmp_path / f"{name}.log"              # trtexec's output cut (copied from a terminal, not tee'd)
+        cut.write_text("\n".join(kept))
+        with pytest.raises(InputError, match=re.escape(f"('{cut}' has no {missing}: save it with `2>&1 | tee FILE`)")):
+            adopt(engine, kit, tmp_path / name, log=cut)

@@ -32,7 +32,7 @@ from alignvar_edge.bench.schema import DEVICE_REFERENCE, SCHEMA, SCHEMA_VERSION
 from alignvar_edge.bench.stats import latency_summary, summary_from_percentiles
 from alignvar_edge.manifest import Manifest, ModelInfo, load_verified
 from alignvar_edge.errors import ArtifactError, InputError
-from alignvar_edge.runtimes.tensorrt.trtexec_log import parse_trtexec_log
+from alignvar_edge.runtimes.tensorrt.trtexec_log import parse_trtexec_log, read_trtexec_log
 
 __all__ = ["bench_engine_dir", "trtexec_report"]
 
@@ -193,9 +193,7 @@ def trtexec_report(log: str | os.PathLike[str], engine_dir: str | os.PathLike[st
     """A bench report from a trtexec log; `engine_dir` (an engine dir or kit) gives the model,
     batch and build parity (tokens vs golden, from `adopt` or `build`)."""
     path = Path(log)
-    if not path.is_file():
-        raise InputError(f"trtexec log '{log}' does not exist; save trtexec's output with `2>&1 | tee FILE`")
-    t = parse_trtexec_log(path.read_text(errors="replace"))
+    t = parse_trtexec_log(read_trtexec_log(path))
     manifest = load_verified(engine_dir) if engine_dir is not None else None
     contract = (manifest.input_contract if manifest else None) or {}
     b = int(batch or contract.get("batch") or 1)

@@ -18,7 +18,7 @@ from alignvar_edge.runtimes.tensorrt import backend as T
 from alignvar_edge.runtimes.tensorrt.kit import (FP16_F32, LOG_FILE, f32_layers_of, half_layers_of, plan_record,
                                                  write_build_files)
 from alignvar_edge.runtimes.tensorrt.plan import ENGINE, ONNX, network_plan, trt_major
-from alignvar_edge.runtimes.tensorrt.trtexec_log import parse_trtexec_log
+from alignvar_edge.runtimes.tensorrt.trtexec_log import parse_trtexec_log, read_trtexec_log
 
 __all__ = ["adopt"]
 
@@ -36,7 +36,7 @@ def adopt(engine_file: str | Path, like: str | Path, out: str | Path, log: str |
     if not engine_file.is_file():
         raise InputError(f"no engine file at '{engine_file}'; pass the file trtexec wrote (--saveEngine)")
     src, onnx_path = T._source(like)
-    parsed = parse_trtexec_log(Path(log).read_text(errors="replace"), timing=False) if log else {}
+    parsed = parse_trtexec_log(read_trtexec_log(log), timing=False) if log else {}
     _log_built(parsed, engine_file, onnx_path, log)
     usable, _ = T.BACKEND.is_available()
     gpu = T.gpu_info(0) if usable else None
@@ -44,8 +44,12 @@ def adopt(engine_file: str | Path, like: str | Path, out: str | Path, log: str |
     cc = (gpu or {}).get("compute_capability") or parsed.get("compute_capability")
     gpu_name = (gpu or {}).get("name") or parsed.get("device")
     if not trt_version or not cc:
+        missing = [line for line, v in (("'&&&& RUNNING TensorRT.trtexec' line", trt_version),
+                                        ("'Compute Capability' line", cc)) if not v]
         raise InputError("adopt needs the TensorRT version and GPU the engine was built for: run it where "
-                         "`import tensorrt` works on that GPU, or pass --log with trtexec's full output")
+                         "`import tensorrt` works on that GPU, or pass --log with trtexec's full output"
+                         + (f" ('{log}' has no {' and no '.join(missing)}: save it with `2>&1 | tee FILE`)"
+                            if log else ""))
     kit_precision = src.precision or "fp32"
     precision = precision or parsed.get("precision") or (src.extra.get("tensorrt_kit") or {}).get(
         "precision") or kit_precision

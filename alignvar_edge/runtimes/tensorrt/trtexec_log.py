@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import re
 import shlex
+from pathlib import Path
 from typing import Any
 
 from alignvar_edge.errors import InputError
 
-__all__ = ["parse_trtexec_log"]
+__all__ = ["parse_trtexec_log", "read_trtexec_log"]
 
 _PREFIX = r"^(?:\[[^\]]*\]\s*)*"          # "[10/03/2024-10:47:59] [I] " or nothing
 _STATS = ("Latency", "Enqueue Time", "H2D Latency", "GPU Compute Time", "D2H Latency")
@@ -23,6 +24,14 @@ def _stats(text: str) -> dict[str, float]:
     for pct, value in re.findall(r"percentile\(([0-9.]+)%\)\s*=?\s*([0-9.eE+-]+)\s*ms", text):
         out[f"p{float(pct):g}"] = float(value)
     return out
+
+
+def read_trtexec_log(log: str | Path) -> str:
+    """The text of a trtexec log file, or one line naming it and how to save one."""
+    path = Path(log)
+    if not path.is_file():
+        raise InputError(f"trtexec log '{log}' does not exist; save trtexec's output with `2>&1 | tee FILE`")
+    return path.read_text(errors="replace")
 
 
 def parse_trtexec_log(text: str, timing: bool = True) -> dict[str, Any]:
