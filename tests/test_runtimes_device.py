@@ -398,3 +398,14 @@ def test_golden_outputs_come_from_the_checkpoint_when_the_export_names_one(tmp_p
     write_manifest(bare, read_manifest(bare))
     with pytest.raises(ArtifactError, match="carries no golden.safetensors; rebuild it"):
         selftest_engine(bare)
+
+
+def test_an_engine_selftest_names_the_engine_file_it_checked(ort_dir):
+    """A report brought back from a device says which engine gave its figures, not only its folder."""
+    import hashlib
+
+    from alignvar_edge.runtimes.selftest import format_report, selftest_engine
+    r = selftest_engine(ort_dir, runs=1)
+    want = hashlib.sha256((ort_dir / "model.onnx").read_bytes()).hexdigest()
+    assert r["result"] == "PASS" and r["engine_sha256"] == want
+    assert f"engine    {want} (SHA-256)" in format_report(r).splitlines()

@@ -311,6 +311,7 @@ def test_adopt_a_hand_built_engine_and_import_its_timing(kit, tmp_path):
     r = check_report(json.loads(rep.read_text()))
     e = r["engines"][0]
     assert (e["label"], e["status"], e["precision"], e["batch"]) == ("tensorrt-fp16-dla0", "ok", "fp16", 1)
+    assert e["engine_sha256"] == hashlib.sha256(b"serialized engine bytes").hexdigest()    # which engine it timed
     assert e["latency"]["per_call_ms"] == {"p50": 7.16092, "p90": 10.2996, "p99": 12.9675, "min": 5.38672,
                                            "mean": 7.60628, "max": 13.3664}
     assert e["latency"]["per_megapixel_ms"]["p50"] == round(round(7.16092, 4) / (32 * 32 / 1e6), 3)

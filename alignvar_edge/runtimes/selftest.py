@@ -224,6 +224,8 @@ def selftest_engine(engine_dir: str | os.PathLike[str], device: str | None = Non
             "alignvar_edge": __version__, "backend": b.name, "backend_version": b.version(),
             "host": host_info(), "model": f"{m.model.name} engine {root}",
             "weights_sha256": (m.model.weights_sha256 or "-")[:16],
+            # which engine file gave these figures (the manifest's hash of it, verified on load)
+            "engine_sha256": m.files.get(m.engine_file or ""),
             "precision": m.precision or "fp32", "golden_tiles": int(lr.shape[0]),
             "golden_reference": meta.get("reference", "PyTorch"), "device": engine.device,
             # what the runtime computed (OpenVINO says), beside what the engine was built and checked for
@@ -280,6 +282,8 @@ def format_report(r: dict[str, Any]) -> str:
         lines.append(f"export    {r['export_s']} s" + (" (cached)" if r.get("export_cached") else ""))
     if "build_s" in r:
         lines.append(f"build     {r['build_s']} s" + (f", load {r['load_s']} s" if "load_s" in r else ""))
+    if r.get("engine_sha256"):
+        lines.append(f"engine    {r['engine_sha256']} (SHA-256)")
     if r.get("golden_reference"):
         lines.append(f"golden    shipped in the engine directory; reference: {r['golden_reference']}")
     if "tokens" in r:
