@@ -762,3 +762,29 @@ def test_adopt_names_a_missing_or_unusable_log_and_how_to_save_one(kit, tmp_path
         cut.write_text("\n".join(kept))
         with pytest.raises(InputError, match=re.escape(f"('{cut}' has no {missing}: save it with `2>&1 | tee FILE`)")):
             adopt(engine, kit, tmp_path / name, log=cut)
+
+
+def test_adopt_warns_when_trtexec_set_fewer_layer_precisions_than_it_was_given(kit, tmp_path):
+    """trtexec (10.3, sampleEngines.cpp) logs 'Set layer NAME to precision fp32' for each
+    --layerPrecisions name it finds among the network's layers and ignores the others silently."""
+    import warnings
+
+    from alignvar_edge.runtimes.tensorrt.adopt import adopt
+    precisions = " --precisionConstraints=obey --layerPrecisions=node_a:fp32,node_b:fp32,node_c:fp32"
+    lines = (LOGS / "trt10-orin-fp16-dla.log").read_text().replace(" --fp16", " --fp16" + precisions).splitlines()
+    engine = tmp_path / "my.engine"
+    engine.write_bytes(b"engine")
+
+    def log_setting(*names: str) -> Path:
+        f = tmp_path / f"set-{len(names)}.log"
+        f.write_text("\n".join([*lines[:10],
+                                *(f"[10/03/2024-10:47:21] [I] Set layer {n} to precision fp32" for n in names),
+                                *lines[10:]]))
+        return f
+
+    with pytest.warns(RuntimeWarning, match="trtexec set 2 of the 3 layers --layerPrecisions names "
+                                            r"\(no 'Set layer node_c to precision' line in its log\)"):
+        adopt(engine, kit, tmp_path / "two", log=log_setting("node_a", "node_b"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                 # every name set: nothing to say
+        adopt(engine, kit, tmp_path / "three", log=log_setting("node_a", "node_b", "node_c"))

@@ -4,6 +4,7 @@ outside alignvar-edge (trtexec on the device), from the kit it was built from.
 from __future__ import annotations
 
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ def adopt(engine_file: str | Path, like: str | Path, out: str | Path, log: str |
     src, onnx_path = T._source(like)
     parsed = parse_trtexec_log(read_trtexec_log(log), timing=False) if log else {}
     _log_built(parsed, engine_file, onnx_path, log)
+    _warn_unset_layers(parsed)
     usable, _ = T.BACKEND.is_available()
     gpu = T.gpu_info(0) if usable else None
     trt_version = T.BACKEND.version() if usable else parsed.get("tensorrt_version")
@@ -97,6 +99,24 @@ def _log_built(parsed: dict[str, Any], engine_file: Path, onnx_path: Path, log: 
                 raise InputError(f"--log {log} is trtexec's log of a build {'into' if what == 'engine' else 'from'} "
                                  f"'{named}' ({flag[:-1]}), another {what} than '{given}': pass the log of the "
                                  f"trtexec run that built {engine_file}")
+
+
+def _warn_unset_layers(parsed: dict[str, Any]) -> None:
+    """trtexec logs 'Set layer NAME to precision P' for each --layerPrecisions name it found among the
+    network's layers and ignores the others without a word (another TensorRT's ONNX parser may name
+    layers otherwise): a build that set fewer than it was given did not compute as the kit planned."""
+    flags = parsed.get("flags") or []
+    spec = next((f.split("=", 1)[1] for f in flags if f.startswith("--layerPrecisions=")), None)
+    if not spec or not any(f.startswith("--onnx=") for f in flags):
+        return                                   # no precisions given, or no build in this log
+    named = {item.rsplit(":", 1)[0].strip("'") for item in spec.split(",") if "*" not in item}
+    unset = sorted(named - set(parsed.get("layers_set") or ()))
+    if unset:
+        more = f" and {len(unset) - 1} more" if len(unset) > 1 else ""
+        warnings.warn(f"trtexec set {len(named) - len(unset)} of the {len(named)} layers --layerPrecisions names "
+                      f"(no 'Set layer {unset[0]} to precision' line{more} in its log): the others name no layer of "
+                      "its network (folded away, or named otherwise by its ONNX parser), so the flag constrained "
+                      "nothing there; `alignvar-edge selftest --engine` measures the tokens", RuntimeWarning, stacklevel=3)
 
 
 def _check_against_golden(root: Path, manifest: Manifest) -> dict[str, Any]:

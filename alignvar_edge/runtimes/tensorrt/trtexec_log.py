@@ -44,6 +44,10 @@ def parse_trtexec_log(text: str, timing: bool = True) -> dict[str, Any]:
         if m:
             found["throughput_qps"] = float(m.group(1))
             continue
+        m = re.match(r"Set layer (.+) to precision (\w+)$", body)     # one per --layerPrecisions layer it set
+        if m:
+            found.setdefault("layers_set", []).append(m.group(1))
+            continue
         name, colon, rest = body.partition(":")
         if colon and name in _STATS:
             stats = _stats(rest)
