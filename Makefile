@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 # Test files spread over the cores; at most 4 workers, since each holds its own models in memory.
 test: venv
-	$(PY) -m pytest -q --durations=20 -n auto --maxprocesses 4 --dist loadfile
+	$(PY) -m pytest -q --durations=20 -n auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder
 
 # The demo needs the host side only (PyTorch, ONNX tooling): no test runner, type stubs or backends.
 $(HOST_STAMP): pyproject.toml constraints.txt

@@ -15,6 +15,21 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
+# The files that take minutes on two cores, heaviest first (measured: `--durations=0`). Under
+# `--dist loadfile` a worker takes whole files and the last one it takes decides when the run ends;
+# xdist's own order (most tests first, `--no-loadscope-reorder` in the Makefile turns it off) started
+# these last, so one worker ran the quick starts for minutes while the other sat idle.
+SLOW_FILES = ("test_runtimes.py", "test_runtimes_coreml.py", "test_docs_quick.py", "test_upstream_parity.py",
+              "test_quantize.py", "test_openvino_half.py", "test_export.py", "test_deploy.py", "test_pruning.py",
+              "test_train.py", "test_export_bundled.py", "test_hardening.py", "test_bench.py", "test_types.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """SLOW_FILES first, in that order; the other files, and every file's own tests, keep theirs."""
+    rank = {name: i for i, name in enumerate(SLOW_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """One PyTorch thread for a module (`pytestmark = pytest.mark.usefixtures("one_torch_thread")`):
