@@ -168,6 +168,12 @@ def test_tensorrt_fp32_engine_matches_onnxruntime(export, tmp_path):
 LOGS = Path(__file__).parent / "data" / "trtexec"
 
 
+def _layers_set(layers: list[str]) -> str:
+    """What trtexec logs for each --layerPrecisions layer it set: a recorded log given the kit's
+    command in place of its own gets the lines that command would have made."""
+    return "".join(f"[12/05/2026-10:00:00] [I] Set layer {n} to precision fp32\n" for n in layers)
+
+
 @pytest.fixture(scope="module")
 def kit(export, tmp_path_factory) -> Path:
     return trt_backend.BACKEND.build(export, tmp_path_factory.mktemp("kit") / "kit", precision="fp16", kit=True)
@@ -530,11 +536,11 @@ def test_adopt_keeps_the_f32_layers_and_takes_a_build_only_log(kit, tmp_path):
     head = real.split("=== Performance summary ===")[0]     # everything before the timing run's summary
     as_kit = head.replace(head.split("\n")[0].split(" # ", 1)[1], (kit / "trtexec.txt").read_text().strip())
     build_only = tmp_path / "build.log"                      # built with the kit's own command, --buildOnly
-    build_only.write_text(as_kit.replace("\n", " --buildOnly\n", 1))
+    layers = f32_layers_of(load_verified(kit))
+    build_only.write_text(as_kit.replace("\n", " --buildOnly\n", 1) + _layers_set(layers))
     engine = tmp_path / "my.engine"
     engine.write_bytes(b"serialized engine bytes")
     out = adopt(engine, kit, tmp_path / "adopted", log=build_only)
-    layers = f32_layers_of(load_verified(kit))
     assert layers and f32_layers_of(load_verified(out)) == layers
     # built with the kit's command: the plan obeys the list, which the manifest keeps once
     adopted = load_verified(out)
@@ -661,7 +667,7 @@ def test_manifests_of_the_older_layouts_read_the_same(kit, tmp_path):
     # adopt from either: the engine directory keeps the lists once and rebuilds with them
     real = (LOGS / "trt10-orin-fp16-dla.log").read_text().split("=== Performance summary ===")[0]
     kept = tmp_path / "kept.log"                             # built with the old kit's own command
-    kept.write_text(real.replace(real.split("\n")[0].split(" # ", 1)[1], OLD_CMD))
+    kept.write_text(real.replace(real.split("\n")[0].split(" # ", 1)[1], OLD_CMD) + _layers_set(OLD_F32))
     engine = tmp_path / "my.engine"
     engine.write_bytes(b"serialized engine bytes")
     for d in (twice, oldest):
