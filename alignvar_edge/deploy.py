@@ -405,7 +405,9 @@ def _build_detail(path: Path) -> str:
     par = parity_figures(m.parity)
     if par is None:              # a Core ML package off macOS: converted and validated, never run here
         return "not run here: no parity check"
-    short = ((m.quantization or {}).get("ladder") or [{}])[-1].get("short_of_gate")
+    # an int8 ladder's last rung, or a Core ML package's build-time proxy
+    short = (((m.quantization or {}).get("ladder") or [{}])[-1].get("short_of_gate")
+             or (m.parity or {}).get("short_of_gate"))
     return f"build-time parity: tokens {par.tokens_pct} vs {par.reference or 'fp32'}" + (
         f", SR PSNR {par.psnr_db} dB: short of the selftest gate ({short})" if short else "")
 

@@ -214,6 +214,9 @@ def run_build(args: argparse.Namespace) -> int:
         psnr = "" if par.psnr_db is None else f", PSNR {par.psnr_db} dB"
         note = f"; parity vs {par.reference or 'reference'}: tokens {par.tokens_pct}{psnr}"
     print(f"wrote {out} ({b.name} {m.precision}) in {time.perf_counter() - t0:.1f} s{note}")
+    if isinstance(m.parity, dict) and m.parity.get("short_of_gate"):    # Core ML: its proxy misses the gate
+        from alignvar_edge.runtimes.coreml.readme import SHORT_OF_GATE
+        _say(f"warning: {SHORT_OF_GATE.format(gate=m.parity['short_of_gate'])}")
     for f in m.extra.get("ane_lint") or []:           # Core ML: what keeps work off the Neural Engine
         if f["level"] != "info":
             _say(f"{f['level']}: ANE lint `{f['rule']}` x{f['count']}: {f['why']}")
