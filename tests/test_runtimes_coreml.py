@@ -3,6 +3,7 @@ validation and the ANE lint, and prediction says plainly that it needs macOS.
 """
 from __future__ import annotations
 
+import copy
 import sys
 import time
 import warnings
@@ -167,7 +168,8 @@ def test_half_policy_op_selector_keeps_f32_groups_fp32():
     sel = fp16_op_selector(frozenset({"norms", "logits_head"}))
     assert not sel(op("layer_norm")) and not sel(op("reduce_mean")) and not sel(head)
     assert sel(plain) and sel(op("conv")) and sel(op("softmax"))
-    assert all(fp16_op_selector(frozenset())(o) for o in (op("layer_norm"), head))
+    assert all(fp16_op_selector(frozenset())(o) for o in (op("layer_norm"), head, argmax))
+    assert not sel(argmax)          # the fp32 logits are compared in fp32, not rounded to fp16 first
     per = group_precision("fp16", frozenset({"norms", "logits_head", "sca_bias"}))
     assert per["norms"] == per["logits_head"] == "fp32" and per["decoder_convs"] == "fp16"
     assert per["sca_bias"] == "fp16"        # no MIL op type isolates it: it follows the package
@@ -490,9 +492,30 @@ def test_an_fp32_package_for_the_neural_engine_is_warned_about_at_build(tmp_path
 
 def test_an_fp16_package_with_a_few_fp32_groups_gets_information_not_a_warning(tmp_path):
     from alignvar_edge.runtimes.coreml.lint import ane_lint
+    from coremltools.proto import MIL_pb2
+
+    from alignvar_edge.runtimes.coreml.lint import _ops
     out = runtimes.build("in-memory", "coreml", out=tmp_path / "e", model=sharp_model("micro"), proxy=False,
                          half_policy={"f32_groups": ["logits_head"]})
-    assert [f["level"] for f in ane_lint(_read_package(out)) if f["rule"] == "fp32"] == ["info"]
+    spec = _read_package(out)
+    assert [f["level"] for f in ane_lint(spec) if f["rule"] == "fp32"] == ["info"]
+    # the head's fp32 logits reach the token argmax in fp32 (was: a cast to fp16 between them)
+    ops = _ops(spec)
+    made = {o.name: (op.type, o.type.tensorType.dataType) for op in ops for o in op.outputs}
+    feeds = [made[op.inputs["x"].arguments[0].name] for op in ops if op.type == "reduce_argmax"]
+    assert len(feeds) == 4 and all(f == ("linear", MIL_pb2.FLOAT32) for f in feeds), feeds
+
+
+def test_the_proxy_of_an_fp32_logits_head_compares_fp32_logits():
+    from alignvar_edge.runtimes.coreml.backend import _keep_f32
+    m = copy.deepcopy(sharp_model("micro")).half()
+    x = torch.rand(2, 3, 8, 8).half()
+    _keep_f32(m, frozenset({"logits_head"}), x)
+    seen = []
+    m.head.register_forward_hook(lambda _m, _a, out: seen.append(out.dtype))
+    with torch.inference_mode():
+        m(x)
+    assert seen and set(seen) == {torch.float32}      # as the package's argmax takes them
 
 
 def test_a_package_whose_proxy_misses_the_selftest_gate_is_warned_about_at_build(tmp_path, capsys, monkeypatch,

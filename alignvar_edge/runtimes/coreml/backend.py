@@ -148,7 +148,9 @@ def fp16_op_selector(f32_groups: frozenset[str]) -> Callable[[Any], bool]:
     def select(op: Any) -> bool:
         if op.op_type in f32_types:
             return False
-        return not (head and op.op_type == "linear" and _feeds_argmax(op))
+        # the argmax too, as in the ONNX half policy (ArgMax always f32): an fp16 argmax would
+        # compare the fp32 logits rounded to fp16 (a cast between them), where near-ties flip
+        return not (head and (op.op_type == "reduce_argmax" or op.op_type == "linear" and _feeds_argmax(op)))
     return select
 
 
@@ -271,7 +273,8 @@ def describe(ml: Any, config: Any, precision: str, compute_units: str, image_inp
 
 def _keep_f32(module: Any, f32_groups: frozenset[str], x: Any) -> list[str]:
     """In a float16 copy of the model, run the modules of the half policy's f32 groups in float32
-    (their inputs widened, their outputs narrowed back), as the package's op selector keeps those
+    (their inputs widened, their outputs narrowed back but the logits head's, which the package's
+    argmax compares in fp32), as the package's op selector keeps those
     ops fp32. Module-level: functional ops (attention's matmuls, q/k norms) and modules whose
     weights are used without calling them (the fused q/k/v projection) follow the surroundings.
     Returns the groups that mapped to modules."""
@@ -297,7 +300,8 @@ def _keep_f32(module: Any, f32_groups: frozenset[str], x: Any) -> list[str]:
         if id(m) in called:
             m.float()
             m.register_forward_pre_hook(widen)
-            m.register_forward_hook(narrow)
+            if m is not head:       # the package's argmax compares the head's fp32 logits (fp16_op_selector)
+                m.register_forward_hook(narrow)
     return sorted(g for g in f32_groups if g in by_group or g == "logits_head")
 
 
