@@ -540,3 +540,17 @@ def test_a_package_whose_proxy_misses_the_selftest_gate_is_warned_about_at_build
     out, _ = package                           # a proxy within the gate: nothing said
     assert "short_of_gate" not in load_verified(out).parity
     assert "short of the selftest gate" not in (out / "README.md").read_text()
+
+
+def test_weight_compression_compresses_weights_not_folded_constants(tmp_path):
+    """coremltools' global config also quantized the constants conversion folds from positional
+    inputs ((16, L, C) operands of `concat`; alignvar-tiny's rotary tables of `mul` and its VQ
+    codebook of `gather` too): not the layer weights the Linux proxy quantizes."""
+    from alignvar_edge.runtimes.coreml.lint import _ops
+    out = runtimes.build("in-memory", "coreml", precision="int8-weights", out=tmp_path / "e",
+                         model=sharp_model("micro"), proxy=False)
+    ops = _ops(_read_package(out))
+    packed = {o.name for op in ops if op.type.startswith("constexpr_") for o in op.outputs}
+    users = {(op.type, k) for op in ops for k, v in op.inputs.items() for a in v.arguments if a.name in packed}
+    assert ("linear", "weight") in users and ("conv", "weight") in users
+    assert users == {("linear", "weight"), ("conv", "weight")}, users

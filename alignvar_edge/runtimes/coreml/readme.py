@@ -11,7 +11,7 @@ from alignvar_edge.recipes import recipe
 README_FILE = "README.md"
 # a build whose Linux proxy misses the selftest gate: the build's output and the README say it
 SHORT_OF_GATE = ("the build-time proxy is short of the selftest gate ({gate}): selftest on a Mac will likely fail "
-                 "this package; build a higher precision (more palette bits, int8-weights, fp16) for a faithful image")
+                 "this package; build a higher precision (fp16, or more palette bits) for a faithful image")
 
 __all__ = ["README_FILE", "SHORT_OF_GATE", "package_readme"]
 
