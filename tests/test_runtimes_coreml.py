@@ -321,7 +321,9 @@ def test_package_readme_tells_an_app_developer_the_interface(package, tmp_path):
     outs = {o["name"]: o["dtype"] for o in m.graphs["single"]["outputs"]}
     assert outs["tokens_3"] == "int32" and outs["sr"] == "float32"
     for needle in ("RGB planes in [0, 1]", "8x8 tiles overlapping by 2 px", "exactly x4",
-                   "compute units `CPU_AND_NE` (Swift `.cpuAndNeuralEngine`)", "Minimum deployment target iOS17",
+                   "compute units `CPU_AND_NE` (Swift `.cpuAndNeuralEngine`)",
+                   "Minimum deployment target iOS17 (ML Program: loads on iOS 17 and macOS 14 or later; an older OS "
+                   "refuses it, so build with `--target-os iOS16` for one)",
                    "config.computeUnits = .cpuAndNeuralEngine", "try sr.prediction(lr: lr)",
                    "compute_units=ct.ComputeUnit.CPU_AND_NE", "alignvar-edge selftest --engine DIR",
                    "alignvar-edge inspect DIR", "MLShapedArray<Float>(out.sr)", "per group: attention fp16"):
@@ -405,6 +407,15 @@ def test_a_quantized_export_is_not_silently_built_as_fp16(tmp_path, capsys, monk
     with pytest.raises(InputError, match=r"torch builds from .* \(or its fp32 export\)$"):
         checkpoint_dir(int8, "torch")         # no torch int8 engine to suggest
     assert checkpoint_dir(fp32, "coreml").name == "alignvar-tiny"
+
+
+def test_every_deployment_target_says_which_releases_load_it():
+    from alignvar_edge.runtimes.coreml.backend import TARGETS
+    from alignvar_edge.runtimes.coreml.readme import _SAME_CORE_ML, _also
+    assert set(_SAME_CORE_ML) == set(TARGETS)
+    assert _also("macOS15") == (": loads on macOS 15 and iOS 18 or later; an older OS refuses it, so build with "
+                                "`--target-os macOS13` for one")
+    assert _also("iOS16").endswith("macOS 13 or later; an older OS refuses it")
 
 
 def test_package_readme_offers_the_compute_units_it_was_not_built_for(package):

@@ -15,6 +15,10 @@ SHORT_OF_GATE = ("the build-time proxy is short of the selftest gate ({gate}): s
 
 __all__ = ["README_FILE", "SHORT_OF_GATE", "package_readme"]
 
+# a deployment target and the releases of the other OS that share its Core ML version (the
+# --target-os names): a Mac developer reads "iOS17" as no statement about their macOS
+_SAME_CORE_ML = {"iOS16": "macOS 13", "iOS17": "macOS 14", "iOS18": "macOS 15",
+                 "macOS13": "iOS 16", "macOS14": "iOS 17", "macOS15": "iOS 18"}
 _SWIFT_UNITS = {"CPU_AND_NE": ".cpuAndNeuralEngine", "ALL": ".all", "CPU_ONLY": ".cpuOnly",
                 "CPU_AND_GPU": ".cpuAndGPU"}
 
@@ -38,6 +42,17 @@ def _io_rows(io: dict[str, dict[str, Any]], inputs: list[str], image: bool, scal
             rows.append(f"| `{name}` | output | MLMultiArray {f['dtype']} | {shape} | codebook indices of "
                         f"scale {k + 1}/{len(scales)} ({p}x{p}, row-major), for checks against the golden outputs |")
     return rows
+
+
+def _also(target: str) -> str:
+    """What else the target loads on, and what to build for an older OS."""
+    other = _SAME_CORE_ML.get(target)
+    if other is None:
+        return ""
+    os_name = target.rstrip("0123456789")
+    older = f"{os_name}{min(int(t[len(os_name):]) for t in _SAME_CORE_ML if t.startswith(os_name))}"
+    return (f": loads on {os_name} {target[len(os_name):]} and {other} or later; an older OS refuses it"
+            + (f", so build with `--target-os {older}` for one" if target != older else ""))
 
 
 def package_readme(m: Manifest, io: dict[str, dict[str, Any]], package: str) -> str:
@@ -89,7 +104,7 @@ def package_readme(m: Manifest, io: dict[str, dict[str, Any]], package: str) -> 
         f"# AlignVAR x{scale} super-resolution for Core ML: {name}, {precision}",
         "",
         f"Built by alignvar-edge {m.tools.get('alignvar-edge', '?')} with coremltools "
-        f"{m.tools.get('coremltools', '?')}. Minimum deployment target {target} (ML Program). Built for the "
+        f"{m.tools.get('coremltools', '?')}. Minimum deployment target {target} (ML Program{_also(target)}). Built for the "
         f"compute units `{units}` (Swift `{_SWIFT_UNITS.get(units, units)}`), {precision} "
         f"({'weights compressed, ' if (m.quantization or {}).get('weights_only') else ''}computing in "
         f"{ex.get('compute_precision', precision)}; per group: {per_group}).",
