@@ -562,6 +562,16 @@ def test_adopt_keeps_the_f32_layers_and_takes_a_build_only_log(kit, tmp_path):
     rebuild = (bare / "trtexec.txt").read_text()
     assert "--layerPrecisions=" in rebuild and "--noTF32" in rebuild
     assert rebuild.strip().endswith("--useDLACore=0 --allowGPUFallback")
+    # and so does its script, unless told `--dla-core none` (its default was the GPU, unlike trtexec.txt)
+    env = {**_stand_in_trtexec(tmp_path), "PYTHON": "false"}
+    for args, on_dla in (([], True), (["--dla-core", "none"], False)):
+        out = tmp_path / f"rebuilt{len(args)}"
+        res = subprocess.run(["sh", str(bare / "build_on_device.sh"), "--out", str(out), *args], capture_output=True,
+                             text=True, env=env, timeout=120)
+        assert res.returncode == 0, res.stderr
+        log = (out.parent / f"{out.name}.work" / "trtexec.log").read_text().splitlines()
+        built = next(line for line in log if line.startswith("ARGS "))         # the stand-in's arguments
+        assert (" --useDLACore=0 --allowGPUFallback " in built) == on_dla == ("--useDLACore" in built), built[-120:]
 
 
 def test_a_kit_manifest_keeps_each_layer_list_once(kit):

@@ -120,11 +120,12 @@ def plan_of(manifest: Manifest) -> dict[str, Any] | None:
 
 def build_script(precision: str, kit_precision: str, workspace_mib: int | None, opt_level: int,
                  f32_layers: list[str] | tuple[str, ...] = (), half_layers: list[str] | None = None,
-                 checked: tuple[str, ...] = (ONNX,)) -> str:
+                 checked: tuple[str, ...] = (ONNX,), dla_core: int | None = None) -> str:
     """build_on_device.sh: POSIX sh, passes shellcheck (tests/test_runtimes_tensorrt.py). Before
     anything else it checks every file manifest.json lists against its SHA-256 there (`checked`,
     the files it reads itself, must be listed) and trtexec's major version, so a broken copy or
-    the wrong JetPack stops in one line rather than after a long build."""
+    the wrong JetPack stops in one line rather than after a long build. `dla_core`: the default
+    core (an engine directory built on one rebuilds there, as its trtexec.txt says)."""
     flags = precision_flags(kit_precision, f32_layers, half_layers)
     cases = "\n".join(
         f"    {p}) FLAGS=\"{f}\" ;;" if not f.startswith("ERROR: ") else
@@ -134,10 +135,11 @@ def build_script(precision: str, kit_precision: str, workspace_mib: int | None, 
 # Build, check and time the AlignVAR TensorRT engine on the device that will run it (an engine is
 # specific to the TensorRT version and the GPU). Steps and requirements: README.md beside this file.
 #
-# usage: sh build_on_device.sh [--precision fp32|fp16|int8] [--dla-core N] [--out DIR]
+# usage: sh build_on_device.sh [--precision fp32|fp16|int8] [--dla-core N|none] [--out DIR]
 #                              [--timing-cache FILE] [--duration SECONDS]
 #   --precision     default {precision}; int8 needs a kit made from the Q/DQ export
-#   --dla-core N    run on DLA core N (Orin AGX/NX: 0 or 1), unsupported layers fall back to the GPU
+#   --dla-core N    run on DLA core N (Orin AGX/NX: 0 or 1), unsupported layers fall back to the GPU;
+#                   none: the GPU (default {"none" if dla_core is None else dla_core})
 #   --out DIR       the engine directory to write (default: <kit>-<precision>[-dlaN] beside the
 #                   kit; <kit>-engine[-dlaN] when the kit's name already ends in the precision)
 #   --timing-cache  TensorRT timing cache shared by builds (default: {TIMING_CACHE} beside OUT)
@@ -152,7 +154,7 @@ die() {{
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 PRECISION={precision}
-DLA=""
+DLA="{"" if dla_core is None else dla_core}"
 OUT=""
 CACHE=""
 DURATION=10
@@ -164,7 +166,7 @@ while [ $# -gt 0 ]; do
             [ $# -ge 2 ] || die "$1 needs a value"
             case "$1" in
                 --precision) PRECISION=$2 ;;
-                --dla-core) DLA=$2 ;;
+                --dla-core) DLA=$2; [ "$DLA" != none ] || DLA="" ;;
                 --out) OUT=$2 ;;
                 --timing-cache) CACHE=$2 ;;
                 --duration) DURATION=$2 ;;
@@ -422,7 +424,8 @@ prints the commands that check the engine.
 
 DLA (`--dla-core N`): Orin AGX and NX have two DLA cores (0, 1), Orin Nano none. DLA runs fp16
 and int8 only; layers it cannot run (e.g. the argmax and gathers of the token rollout) fall back
-to the GPU (`--allowGPUFallback`), and trtexec's log lists them.
+to the GPU (`--allowGPUFallback`), and trtexec's log lists them. An engine directory built on a
+DLA core rebuilds on it by default; `--dla-core none` builds on the GPU.
 
 ## 4. Use the engine
 
@@ -479,7 +482,7 @@ def write_build_files(root: Path, manifest: Manifest, precision: str, kit_precis
     # the files the script uses that this directory holds (a kit without golden outputs has none)
     checked = tuple(f for f in (ONNX, GOLDEN_FILE) if (root / f).is_file())
     script.write_text(build_script(precision, kit_precision, workspace_mib, opt_level, f32_layers, half_layers,
-                                   checked))
+                                   checked, dla_core))
     script.chmod(0o755)
     (root / README_FILE).write_text(kit_readme(manifest, precision, kit_precision))
 
