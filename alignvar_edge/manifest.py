@@ -356,6 +356,12 @@ class Manifest:
         return files.get("engine") if isinstance(files, dict) else None
 
     @property
+    def engine_sha256(self) -> str | None:
+        """The SHA-256 this manifest records for its engine file (verified on load): it names the
+        engine a report's figures came from."""
+        return self.files.get(self.engine_file) if self.engine_file else None
+
+    @property
     def built_from(self) -> BuiltFrom | None:
         """The artifact an engine was built from (`extra.source`), if it says."""
         src = self.extra.get("source")

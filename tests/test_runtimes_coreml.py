@@ -222,7 +222,7 @@ def test_palette_builds_record_a_proxy_of_the_palettes_coreml_makes():
 
     import torch
 
-    from alignvar_edge.runtimes.coreml.backend import (PALETTE_WEIGHT_THRESHOLD, fidelity_proxy,
+    from alignvar_edge.runtimes.coreml.backend import (COMPRESS_WEIGHT_THRESHOLD, fidelity_proxy,
                                                        palettize_like_coreml)
     m = sharp_model("micro")
     before = {k: v.clone() for k, v in m.state_dict().items()}
@@ -233,9 +233,9 @@ def test_palette_builds_record_a_proxy_of_the_palettes_coreml_makes():
     assert fine["tokens"]["overall"] >= coarse["tokens"]["overall"] and fine["psnr_db"] > coarse["psnr_db"] + 20
     m = copy.deepcopy(m)                       # sharp_model is cached for other tests: palettize a copy
     palettize_like_coreml(m, 2)
-    big = {k: v for k, v in m.state_dict().items() if k.endswith("weight") and v.numel() > PALETTE_WEIGHT_THRESHOLD}
+    big = {k: v for k, v in m.state_dict().items() if k.endswith("weight") and v.numel() > COMPRESS_WEIGHT_THRESHOLD}
     assert big and all(v.unique().numel() <= 4 for v in big.values())
-    small = [k for k, v in before.items() if k.endswith("weight") and v.dim() > 1 and v.numel() <= PALETTE_WEIGHT_THRESHOLD]
+    small = [k for k, v in before.items() if k.endswith("weight") and v.dim() > 1 and v.numel() <= COMPRESS_WEIGHT_THRESHOLD]
     assert small and all(torch.equal(before[k], m.state_dict()[k]) for k in small)
 
 

@@ -219,7 +219,7 @@ def trtexec_report(log: str | os.PathLike[str], engine_dir: str | os.PathLike[st
              "backend": "tensorrt", "kind": "engine", "status": "ok", "reason": None,
              "path": str(engine_dir) if engine_dir else None, "precision": precision,
              # the engine file --engine holds (its manifest's hash): the one the log timed, where adopt took the log
-             "engine_sha256": manifest.files.get(manifest.engine_file or "")
+             "engine_sha256": manifest.engine_sha256
              if manifest and manifest.kind == "engine" else None,
              "device": (t.get("device") or "cuda") + dla, "artifact_bytes": None, "batch": b,
              "latency": lat, "memory": None, "fidelity": None, "build_parity": parity,

@@ -225,7 +225,7 @@ def selftest_engine(engine_dir: str | os.PathLike[str], device: str | None = Non
             "host": host_info(), "model": f"{m.model.name} engine {root}",
             "weights_sha256": (m.model.weights_sha256 or "-")[:16],
             # which engine file gave these figures (the manifest's hash of it, verified on load)
-            "engine_sha256": m.files.get(m.engine_file or ""),
+            "engine_sha256": m.engine_sha256,
             "precision": m.precision or "fp32", "golden_tiles": int(lr.shape[0]),
             "golden_reference": meta.get("reference", "PyTorch"), "device": engine.device,
             # what the runtime computed (OpenVINO says), beside what the engine was built and checked for

@@ -307,18 +307,18 @@ def _keep_f32(module: Any, f32_groups: frozenset[str], x: Any) -> list[str]:
 
 # coremltools' palettize_weights and linear_quantize_weights leave weights of this many elements
 # or fewer alone (OpPalettizerConfig's and OpLinearQuantizerConfig's weight_threshold default)
-PALETTE_WEIGHT_THRESHOLD = 2048
+COMPRESS_WEIGHT_THRESHOLD = 2048
 
 
 def palettize_like_coreml(model: Any, nbits: int) -> None:
     """`model`'s weights, in place, as `compress(ml, f"palette{nbits}")` leaves them: one k-means
-    look-up table of 2**nbits values per weight tensor over PALETTE_WEIGHT_THRESHOLD elements, by
+    look-up table of 2**nbits values per weight tensor over COMPRESS_WEIGHT_THRESHOLD elements, by
     coremltools' own post-training palettizer on the torch modules (the same clustering; its
     initialisation may differ from the converted package's)."""
     # compress() leaves the VQ codebook (an Embedding, palettized by default here) alone too
     small = {name: None for name, m in model.named_modules()
              if isinstance(getattr(m, "weight", None), torch.Tensor)
-             and (m.weight.numel() <= PALETTE_WEIGHT_THRESHOLD or isinstance(m, torch.nn.Embedding))}
+             and (m.weight.numel() <= COMPRESS_WEIGHT_THRESHOLD or isinstance(m, torch.nn.Embedding))}
     with quiet():           # its import and its k-means workers print
         from coremltools.optimize.torch.palettization import PostTrainingPalettizer, PostTrainingPalettizerConfig
         config = PostTrainingPalettizerConfig.from_dict({
@@ -338,7 +338,7 @@ def fidelity_proxy(model: Any, tiles: np.ndarray, precision: str,
     elif precision == "int8-weights":
         with torch.no_grad():
             for mod in test.modules():      # the weights compress() quantizes (WEIGHT_OPS), as large
-                if isinstance(mod, (torch.nn.Linear, torch.nn.Conv2d)) and mod.weight.numel() > PALETTE_WEIGHT_THRESHOLD:
+                if isinstance(mod, (torch.nn.Linear, torch.nn.Conv2d)) and mod.weight.numel() > COMPRESS_WEIGHT_THRESHOLD:
                     w = mod.weight
                     s = w.abs().flatten(1).amax(1).clamp_min(1e-12) / 127
                     s = s.view(-1, *([1] * (w.dim() - 1)))
