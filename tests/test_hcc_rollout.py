@@ -84,7 +84,7 @@ def test_hcc_config_fields() -> None:
 
 
 def test_gumbel_hcc_training_runs_and_resumes_bit_exactly(tmp_path: Path) -> None:
-    base = dict(preset="micro", batch=2, lr=3e-3, warmup=2, log_every=1, save_every=1000, progress=False)
+    base = dict(preset="micro", batch=2, lr=3e-3, warmup=1, log_every=1, save_every=1000, progress=False)
     batches = make_batches(None, AlignVARConfig.from_preset("micro"), 2, 0)
     vq = train(TrainOptions(stage="vqvae", out=tmp_path / "vq", steps=2, **base), batches)
     o = dict(base, init=str(vq), overrides={"hcc_rollout": "gumbel", "hcc_scale_weights": [0, 0, 0.5, 0.5]})

@@ -315,6 +315,7 @@ def test_bad_input_to_super_resolve() -> None:
     assert out.shape == (2, 3, 32, 32) and out.min() >= 0 and out.max() <= 1
 
 
+@pytest.mark.filterwarnings("ignore:.*LeafSpec.*:FutureWarning")     # torch's own exporter, pickling its trees
 def test_rollout_exports_with_dynamo(tmp_path) -> None:
     model = micro_model()
     path = tmp_path / "micro.onnx"
