@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# The prepared GPU training session (device tool): are the transformer's tokens worth something
+# A GPU training session in one command: are the transformer's tokens worth something
 # once the model trains with a GPU's budget? scripts/token_worth.sh on CUDA, its step counts sized
 # from a short timed probe so the whole run fits BUDGET_MIN minutes of training, every stage capped
 # by --max-minutes as a safety net, then `eval --ablations` of each stage on held-out photographs.
 #   OUT=runs/gpu-train BUDGET_MIN=6 bash scripts/gpu_train.sh
-# (a lent H200: one command of at most 10 minutes; 6 minutes of training plus the probe and the
-# evaluations end in about 8)
+# (sized for a GPU machine that allows one command of at most 10 minutes: 6 minutes of training
+# plus the probe and the evaluations end in about 8)
 # BATCH=N trains every stage (and sizes the probe) at batch N instead of the CPU recipe's 8 and 12,
 # so a large GPU sees more images per step.
 #   DEVICE=cpu PRESET=micro BUDGET_MIN=1 OUT=/tmp/gt bash scripts/gpu_train.sh   # the plumbing, on a CPU

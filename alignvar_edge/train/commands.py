@@ -13,7 +13,7 @@ from alignvar_edge.progress import stage
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("train", help="train the VQ-VAE, the transformer, the decoder or the joint stage on CPU",
+    p = sub.add_parser("train", help="train the VQ-VAE, the transformer, the decoder or the joint stage (CPU or CUDA)",
                        description="Train one stage. The VQ-VAE stage first; then the transformer on "
                                    "its frozen tokens (--init RUN/final), with CE + HCC and SCA on; then, "
                                    "optionally, the VQ decoder on the latents the trained transformer "
