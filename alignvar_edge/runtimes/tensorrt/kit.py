@@ -138,7 +138,7 @@ def build_script(precision: str, kit_precision: str, workspace_mib: int | None, 
 # usage: sh build_on_device.sh [--precision fp32|fp16|int8] [--dla-core N|none] [--out DIR]
 #                              [--timing-cache FILE] [--duration SECONDS]
 #   --precision     default {precision}; int8 needs a kit made from the Q/DQ export
-#   --dla-core N    run on DLA core N (Orin AGX/NX: 0 or 1), unsupported layers fall back to the GPU;
+#   --dla-core N    run on DLA core N (Orin AGX, NX 16GB: 0 or 1; NX 8GB: 0), unsupported layers fall back to the GPU;
 #                   none: the GPU (default {"none" if dla_core is None else dla_core})
 #   --out DIR       the engine directory to write (default: <kit>-<precision>[-dlaN] beside the
 #                   kit; <kit>-engine[-dlaN] when the kit's name already ends in the precision)
@@ -186,7 +186,7 @@ DLA_FLAGS=""
 if [ -n "$DLA" ]; then
     case "$DLA" in
         0|1) ;;
-        *) die "--dla-core takes a DLA core number, 0 or 1 (Orin AGX/NX; Orin Nano has none), not '$DLA'" ;;
+        *) die "--dla-core takes a DLA core number, 0 or 1 (Orin AGX and NX 16GB; NX 8GB has core 0 only, Orin Nano none), not '$DLA'" ;;
     esac
     [ "$PRECISION" != fp32 ] || die "DLA runs fp16 and int8 only: add --precision fp16 (or int8)"
     DLA_FLAGS="--useDLACore=$DLA --allowGPUFallback"
@@ -422,7 +422,7 @@ does), `<engine>-selftest.json` and `<engine>-report.json`. A run that passes pr
 report <engine>-report.json`; without alignvar-edge installed the script builds and times only, and
 prints the commands that check the engine.
 
-DLA (`--dla-core N`): Orin AGX and NX have two DLA cores (0, 1), Orin Nano none. DLA runs fp16
+DLA (`--dla-core N`): Orin AGX and Orin NX 16GB have two DLA cores (0, 1), Orin NX 8GB one (0), Orin Nano none. DLA runs fp16
 and int8 only; layers it cannot run (e.g. the argmax and gathers of the token rollout) fall back
 to the GPU (`--allowGPUFallback`), and trtexec's log lists them. An engine directory built on a
 DLA core rebuilds on it by default; `--dla-core none` builds on the GPU.
