@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CPUINFO", "ISA_FLAGS", "cpu_info", "has_vnni", "probe_command", "probe_file"]
+__all__ = ["CPUINFO", "ISA_FLAGS", "cpu_info", "cpu_words", "has_vnni", "probe_command", "probe_file"]
 
 CPUINFO = "/proc/cpuinfo"
 # ISA features that decide kernel choice for our engines: x86 vector widths, int8 dot products
@@ -47,7 +47,8 @@ def cpu_info(cpuinfo: str | os.PathLike[str] = CPUINFO) -> dict[str, Any]:
     """CPU model, logical/physical/usable cores, ISA flags of interest, memory (`cpuinfo`: the
     /proc/cpuinfo to read, a fake one in tests)."""
     info: dict[str, Any] = {"model": None, "arch": platform.machine(), "logical_cores": os.cpu_count(),
-                            "physical_cores": None, "usable_cores": None, "isa": [], "memory_gb": None}
+                            "physical_cores": None, "usable_cores": None, "isa": [], "memory_gb": None,
+                            "x86_family": None, "x86_model": None}
     try:
         info["usable_cores"] = len(os.sched_getaffinity(0))          # type: ignore[attr-defined]
     except (AttributeError, OSError):
@@ -56,6 +57,11 @@ def cpu_info(cpuinfo: str | os.PathLike[str] = CPUINFO) -> dict[str, Any]:
     if text:
         model = re.search(r"^(?:model name|Model|Hardware)\s*:\s*(.+)$", text, re.M)
         info["model"] = model.group(1).strip() if model else None
+        # a VM often names its CPU only "AMD EPYC": family and model tell Zen 1 from Zen 3 or 4
+        family = re.search(r"^cpu family\s*:\s*(\d+)\s*$", text, re.M)
+        number = re.search(r"^model\s*:\s*(\d+)\s*$", text, re.M)
+        if family and number:
+            info["x86_family"], info["x86_model"] = int(family.group(1)), int(number.group(1))
         flags = re.search(r"^(?:flags|Features)\s*:\s*(.+)$", text, re.M)
         have = set(flags.group(1).split()) if flags else set()
         info["isa"] = [f for f in ISA_FLAGS if f in have]
@@ -80,6 +86,14 @@ def cpu_info(cpuinfo: str | os.PathLike[str] = CPUINFO) -> dict[str, Any]:
     if info["model"] is None:
         info["model"] = platform.processor() or None
     return info
+
+
+def cpu_words(info: dict[str, Any]) -> str:
+    """`cpu_info`'s CPU in words: its model name, and on x86 its family and model numbers."""
+    name = info.get("model") or info.get("arch") or "unknown CPU"
+    if info.get("x86_family") is not None and info.get("x86_model") is not None:
+        return f"{name} (x86 family {info['x86_family']} model {info['x86_model']})"
+    return str(name)
 
 
 _VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "amx_tile")

@@ -259,3 +259,20 @@ def test_build_says_when_its_only_rung_misses_the_selftest_gate(export, tmp_path
     assert main(["build", str(export), "--target", "openvino", "--precision", "int8-weights", "--out", str(out)]) == 0
     said = capsys.readouterr().out
     assert "short of the selftest gate (99% tokens and 1e+06 dB): selftest will fail it" in said
+
+
+def test_the_host_line_names_an_x86_cpus_family_and_model(tmp_path):
+    """A VM's CPU is often only "AMD EPYC": the family and model numbers tell its generation."""
+    from alignvar_edge.bench.host import machine_words
+    from alignvar_edge.cpuinfo import cpu_info, cpu_words
+    fake = tmp_path / "cpuinfo"
+    fake.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 23\nmodel\t\t: 1\n"
+                    "model name\t: AMD EPYC\nstepping\t: 2\nflags\t\t: fpu sse4_2 avx avx2 fma f16c\n")
+    info = cpu_info(fake)
+    assert (info["x86_family"], info["x86_model"]) == (23, 1)
+    assert cpu_words(info) == "AMD EPYC (x86 family 23 model 1)"
+    words = machine_words({"cpu": info, "os": {"platform": "Linux"}})
+    assert words.startswith("AMD EPYC (x86 family 23 model 1), ") and "ISA sse4_2 avx avx2 fma f16c" in words
+    arm = tmp_path / "arm"          # no family on ARM: the model name alone
+    arm.write_text("processor\t: 0\nmodel name\t: ARMv8 Processor rev 1 (v8l)\nFeatures\t: fp asimd\n")
+    assert cpu_words(cpu_info(arm)) == "ARMv8 Processor rev 1 (v8l)"

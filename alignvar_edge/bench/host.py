@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Any
 
-from alignvar_edge.cpuinfo import cpu_info, probe_command, probe_file
+from alignvar_edge.cpuinfo import cpu_info, cpu_words, probe_command, probe_file
 from alignvar_edge.errors import InputError
 
 __all__ = ["fingerprint", "gpu_info", "isa_word", "jetson_info", "short_label"]
@@ -132,7 +132,7 @@ def machine_words(fp: dict[str, Any]) -> str:
         by = (fp["imported_by"].get("cpu") or {}).get("model") or "another machine"
         return f"{gpu.get('name')}{cc}, timed by trtexec there; its log imported on {by}"
     cpu = fp.get("cpu") or {}
-    return (f"{cpu.get('model')}, {cpu.get('usable_cores')} usable cores, ISA "
+    return (f"{cpu_words(cpu)}, {cpu.get('usable_cores')} usable cores, ISA "
             f"{' '.join(cpu.get('isa') or []) or '–'}; {fp['os']['platform']}")
 
 

@@ -76,17 +76,10 @@ def cached_export(ckpt: Path, log: Log) -> tuple[Path, float, bool]:
 
 
 def host_info() -> dict[str, Any]:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from alignvar_edge.cpuinfo import cpu_info, cpu_words
     from alignvar_edge.runtimes.half import isa_features
     return {"os": f"{platform.system()} {platform.release()}", "machine": platform.machine(),
-            "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "cpu": cpu_words(cpu_info()), "cores": os.cpu_count(), "python": platform.python_version(),
             "isa_features": isa_features()}
 
 
@@ -274,7 +267,7 @@ def format_report(r: dict[str, Any]) -> str:
     h = r["host"]
     lines = [f"alignvar-edge {r['alignvar_edge']} selftest: {r['backend']} "
              f"{r.get('backend_version') or '(not installed)'} on {r.get('device', 'no device')}",
-             f"host      {h['os']} {h['machine']}, {h['cpu']} ({h['cores']} cores), Python {h['python']}",
+             f"host      {h['os']} {h['machine']}, {h['cpu']}, {h['cores']} cores, Python {h['python']}",
              f"model     {r['model']} (weights {r['weights_sha256']}), precision "
              f"{precision_label(r['precision'], r.get('compute_precision'), r.get('expected_precision'))}, "
              f"{r['golden_tiles']} golden tiles"]
