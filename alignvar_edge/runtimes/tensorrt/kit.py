@@ -381,7 +381,7 @@ Python, about 6 MB); here, beside the copied `dist/alignvar_edge-*.whl`:
 - `--system-site-packages`: TensorRT's Python bindings are the Debian package
   `python3-libnvinfer`, installed for the system Python 3.10; PyPI's `tensorrt` wheels are not
   built for Jetson (L4T). The venv sees them, and everything else stays inside the venv.
-- `alignvar-edge[device]`: numpy, Pillow, safetensors, ONNX Runtime (CPU), no PyTorch.
+- `alignvar-edge[device]`: numpy, Pillow, safetensors, tqdm, ONNX Runtime (CPU), no PyTorch.
 - `numpy<2`: Ubuntu 22.04's and JetPack's Python packages were built against numpy 1.x;
   alignvar-edge works with either.
 - `cuda-python` (module `cuda.bindings.runtime`): the runner needs device buffers and a CUDA
