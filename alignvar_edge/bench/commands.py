@@ -9,6 +9,7 @@ from alignvar_edge.argtypes import MAX_TILES, batch_size, fraction, nonneg_int, 
 from alignvar_edge.bench.image import FOLDER_LR, IMAGE_LR, IMAGE_RUNS
 from alignvar_edge.errors import InputError
 from alignvar_edge.lazy import is_installed
+from alignvar_edge.model.bundled import DEFAULT_CHECKPOINT
 from alignvar_edge.progress import bar
 
 ENGINE_HELP = ("[LABEL=][BACKEND[@DEVICE][+MODE]:]PATH or 'bicubic': an ONNX export, a built engine "
@@ -104,7 +105,7 @@ def register(sub: Any) -> None:
                     "and bicubic, and write report.json/.md/.png. The output directory appears only "
                     "when everything is written.")
     d.add_argument("checkpoint", nargs="?", default=None,
-                   help="checkpoint directory or bundled name (default: alignvar-tiny)")
+                   help=f"checkpoint directory or bundled name (default: {DEFAULT_CHECKPOINT})")
     d.add_argument("--preset", help="random weights of a preset instead of a checkpoint (e.g. micro, tiny, d16)")
     d.add_argument("--targets", default="auto",
                    help="auto (every backend that can build here) or a comma list of "
@@ -130,7 +131,7 @@ def register(sub: Any) -> None:
     d.add_argument("--batch", type=batch_size,
                    help="static batch of every engine (default: each of 1, 4, 8, 16 is exported and timed on "
                         "ONNX Runtime at the headline threads; the fastest for a 128x128 LR image's tiles is kept; "
-                        "--quick: 16)")
+                        "--quick: 16; SR tiles over 64 px: 1, with no search)")
     d.add_argument("--seed", type=nonneg_int, default=0, help="--preset weights, tiles and calibration seed")
     d.set_defaults(func=run_deploy_cmd)
 

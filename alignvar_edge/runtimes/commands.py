@@ -47,14 +47,14 @@ def register(sub: Any) -> None:
                         "`quantize --precision fp16` artifact returned to f32")
     p.add_argument("--token-bf16", dest="token_bf16", action="store_true",
                    help="openvino bf16 (CPU with AVX512-BF16 or AMX): also try the token path's transformer "
-                        "matmuls in bf16 before keeping it all f32; kept only if the tokens hold (on the "
-                        "bundled model they hold 97-99%%, so it is off by default)")
+                        "matmuls in bf16 before keeping it all f32; kept only if the tokens hold (on "
+                        "alignvar-tiny they hold 97-99%%, so it is off by default)")
     p.add_argument("--kit", action="store_true", help="tensorrt: write the on-device build kit only")
     p.add_argument("--image-input", action="store_true",
                    help="coreml: the input is an RGB image tile (CVPixelBuffer in Swift) instead of a float array")
     p.add_argument("--batch", type=batch_size,
                    help="coreml: tiles per prediction (default: 16 for SR tiles up to 64 px, so a 512 px "
-                        "photo of the bundled model takes 8 predictions, not 121; 1 for larger tiles and "
+                        "photo of alignvar-tiny takes 8 predictions, not 121; 1 for larger tiles and "
                         "with --image-input)")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=run_build)
