@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from alignvar_edge.cli import main
+from alignvar_edge.model.bundled import DEFAULT_CHECKPOINT
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -17,7 +18,7 @@ def test_demo_writes_the_four_images_and_names_the_model_it_ran(tmp_path: Path,
     out = tmp_path / "demo-out"
     assert main(["demo", "--out", str(out), "--size", "96"]) == 0
     said = capsys.readouterr().out
-    assert "with alignvar-tiny (PyTorch, tiled)" in said, said
+    assert f"with {DEFAULT_CHECKPOINT} (PyTorch, tiled)" in said, said
     sizes = {name: Image.open(out / f"{name}.png").size for name in ("lr", "sr", "bicubic", "hr")}
     assert sizes == {"lr": (24, 24), "sr": (96, 96), "bicubic": (96, 96), "hr": (96, 96)}
     sr, bic = (np.asarray(Image.open(out / f"{n}.png"), dtype=np.int16) for n in ("sr", "bicubic"))
