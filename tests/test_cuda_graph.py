@@ -274,11 +274,13 @@ def test_upscale_and_selftest_turn_cuda_graphs_off_on_torch_and_refuse_it_elsewh
 
     from alignvar_edge.cli import main
     src = _png(tmp_path / "in.png")
-    up = ["upscale", str(src), "--backend", "torch", "--device", "cpu", "--quiet", "--no-cuda-graphs"]
+    # pinned to alignvar-tiny: the flag is the subject, not the default model (tiny tiles are cheap)
+    up = ["upscale", str(src), "--engine", "alignvar-tiny", "--backend", "torch", "--device", "cpu", "--quiet",
+          "--no-cuda-graphs"]
     assert main([*up[:2], str(tmp_path / "out.png"), *up[2:]]) == 0
     assert torch_opens == [{"cuda_graphs": False}] and (tmp_path / "out.png").is_file()
-    assert main(["selftest", "--backend", "torch", "--device", "cpu", "--runs", "1", "--no-cuda-graphs",
-                 "--json", str(tmp_path / "st.json")]) == 0
+    assert main(["selftest", "--backend", "torch", "--model", "alignvar-tiny", "--device", "cpu", "--runs", "1",
+                 "--no-cuda-graphs", "--json", str(tmp_path / "st.json")]) == 0
     assert torch_opens[1] == {"cuda_graphs": False}
     report = json.loads((tmp_path / "st.json").read_text())
     assert report["cuda_graphs"] is False and report["result"] == "PASS"
