@@ -1,6 +1,6 @@
 """The issue's must-show on the bundled trained model `alignvar-tiny` (skipped while it is absent).
 
-Fast: the golden outputs shipped with the model reproduce on the torch backend (the selftest).
+Fast: the golden outputs shipped with each bundled model reproduce on the torch backend (the selftest).
 Slow (`-m slow`; the ONNX export of the tiny model takes ~100 s here, cached between runs):
 ONNX Runtime and OpenVINO fp32 engines upscale odd-size held-out photographs to exactly 4x with
 100% token agreement per tile and >= 50 dB PSNR against the torch backend.
@@ -13,6 +13,7 @@ import pytest
 from _runtime_fixtures import cache_root, export_dir, heldout_crops
 from alignvar_edge import runtimes
 from alignvar_edge.export.parity import psnr
+from alignvar_edge.model.bundled import BUNDLED as BUNDLED_NAMES
 from alignvar_edge.runtimes import tiling
 
 try:
@@ -28,9 +29,10 @@ pytestmark = [pytest.mark.skipif(BUNDLED is None, reason=f"bundled model unavail
 CROPS = {"astronaut": (45, 37), "coffee": (29, 51), "rocket": (33, 23)}
 
 
-def test_golden_outputs_reproduce_on_torch():
+@pytest.mark.parametrize("name", BUNDLED_NAMES)
+def test_golden_outputs_reproduce_on_torch(name):
     from alignvar_edge.runtimes.selftest import selftest
-    r = selftest("torch", runs=1)
+    r = selftest("torch", model=name, runs=1)
     assert r["result"] == "PASS", r
     assert r["tokens"]["overall"] == 1.0
 
