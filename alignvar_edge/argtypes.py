@@ -18,9 +18,9 @@ __all__ = ["MAX_BATCH", "MAX_TILES", "batch_size", "fraction", "int_at_least", "
 MAX_TILES = 1024
 
 # The largest static batch of graphs and engines (--batch: tiles per call). Past the tiles a whole
-# image needs, a batch only pads; 256 is 2.1 times the 121 tiles of a 512 px photo on the bundled
-# model, and its one validation call stays within MAX_TILES. `--batch 100000` would otherwise trace
-# and validate a graph with 100000 tiles per call until memory ran out.
+# image needs, a batch only pads; 256 is 2.1 times the 121 tiles of a 512 px photo on
+# alignvar-tiny (16 px LR tiles), and its one validation call stays within MAX_TILES. `--batch
+# 100000` would otherwise trace and validate a graph with 100000 tiles per call until memory ran out.
 MAX_BATCH = 256
 
 

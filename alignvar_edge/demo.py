@@ -1,8 +1,8 @@
 """`alignvar-edge demo`: super-resolve a bundled sample photograph with the bundled model.
 
 A held-out photograph (never seen in training) is degraded to LR with the model's own recipe,
-upscaled x4 by the bundled `alignvar-tiny` (PyTorch reference engine, tiled), and compared with
-bicubic against the original. Writes lr.png, sr.png, bicubic.png and hr.png.
+upscaled x4 by the bundled default model (`DEFAULT_CHECKPOINT`; PyTorch reference engine,
+tiled), and compared with bicubic against the original. Writes lr.png, sr.png, bicubic.png and hr.png.
 """
 from __future__ import annotations
 

@@ -299,7 +299,7 @@ def upscale_images(engine: TileRunner, images: Iterable[np.ndarray], overlap: in
     """Each image's 4x result (layouts as `upscale_image`), in order, as soon as it is final.
 
     A static-batch engine pads an image's last call, so a folder of small images would pay a
-    mostly padded call each (a 32 x 32 LR image is 9 tiles; at batch 16, 7 of 16 are padding).
+    mostly padded call each (a 32 x 32 LR image is 9 tiles of 16 px; at batch 16, 7 of 16 are padding).
     Images of up to POOL_CALLS calls' tiles are pooled instead: their tiles run in full calls
     shared with the next images, and only the pool's last call is padded. Larger images stream
     as `upscale_image` does. Results are the same as one image at a time: each tile is computed
