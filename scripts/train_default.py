@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 
 from alignvar_edge.model.alignvar import load_pretrained
-from alignvar_edge.model.checkpoint import PRETRAINED_DIR, save_pretrained
+from alignvar_edge.model.bundled import BUNDLED
+from alignvar_edge.model.checkpoint import PRETRAINED_DIR, load_config, save_pretrained
 from alignvar_edge.runtimes.selftest import make_golden
 from alignvar_edge.train.trainer import TrainOptions, train
 
@@ -31,6 +32,18 @@ def install(final: Path, name: str = "alignvar-tiny") -> Path:
     save_pretrained(load_pretrained(final), dest, extra=extra, overwrite=True, weights_dtype=torch.float16)
     make_golden(dest)
     return dest
+
+
+def installed(dest: Path) -> str:
+    """What was installed, so that a checkpoint of another preset than the name says shows, and
+    whether any verb can find it by name yet."""
+    c = load_config(dest)
+    mb = sum(p.stat().st_size for p in dest.iterdir() if p.is_file()) / 1e6
+    line = f"installed -> {dest} (preset {c.name}: LR {c.lr_size} px -> SR {c.hr_size} px, {mb:.1f} MB)"
+    if dest.name not in BUNDLED:
+        line += (f"\n'{dest.name}' is not in BUNDLED (alignvar_edge/model/bundled.py; its first name is the "
+                 "default): no verb finds it by name until it is added, and tests/test_bundled.py fails")
+    return line
 
 
 def main() -> None:
@@ -49,7 +62,7 @@ def main() -> None:
     if Path(a.name).name != a.name or a.name in ("", ".", ".."):
         ap.error(f"--name must be a plain folder name, got {a.name!r}")
     if a.install_from:
-        print(f"installed -> {install(a.install_from, a.name)}")
+        print(installed(install(a.install_from, a.name)))
         return
     t0 = time.time()
     vq = train(TrainOptions(stage="vqvae", out=a.out / "vqvae", steps=a.vq_steps, batch=a.vq_batch,
@@ -62,7 +75,7 @@ def main() -> None:
                             resume=a.resume and (tf_dir / "state").exists(), force=not a.resume))
     print(f"transformer done in {time.time() - t0:.0f} s -> {tf}", flush=True)
     if a.install:
-        print(f"installed -> {install(tf, a.name)}")
+        print(installed(install(tf, a.name)))
 
 
 if __name__ == "__main__":
