@@ -438,6 +438,9 @@ def _bench(steps: list[Step], tmp: Path, reference: tuple[Any, str, ModelSource]
             e["path"] = str(Path(e["path"]).relative_to(tmp))
         if e.get("reason"):                     # a kit's names the script to run on the device
             e["reason"] = e["reason"].replace(str(tmp), str(opts.out))
+    # the summary repeats those reasons
+    unavailable = report["summary"]["unavailable"]
+    report["summary"]["unavailable"] = {k: v.replace(str(tmp), str(opts.out)) for k, v in unavailable.items()}
     return report
 
 

@@ -50,6 +50,7 @@ def test_deploy_end_to_end(micro_export: Path, tmp_path: Path) -> None:
     if by["tensorrt-fp32"]["status"] == "unavailable":     # the kit's script where it lies after the rename
         assert f"`sh {kit}/build_on_device.sh`" in by["tensorrt-fp32"]["reason"]
         assert ".tmp-" not in (out / "report.md").read_text()
+        assert ".tmp-" not in (out / "report.json").read_text()     # the summary repeats the reason
     # every manifest names its sources where they lie after the rename, not in the staging directory
     for m in out.rglob("manifest.json"):
         assert ".deploy-" not in m.read_text(), m
