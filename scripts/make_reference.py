@@ -162,7 +162,6 @@ def _to_tensor(img):
 def worker_varsr(repo, out):
     torch = _setup_upstream(repo)
     import argparse as ap
-    import numpy as np
     from PIL import Image
     import dist as up_dist                                   # VARSR's own dist.py
     setattr(up_dist, '__device', 'cpu')
@@ -460,7 +459,7 @@ def worker_var(repo, out, seed=0):
 
 
 def worker_phi(repo, out):
-    torch = _setup_upstream(repo)
+    _setup_upstream(repo)
     import numpy as np
     import torch.nn as nn
     from models.quant import PhiPartiallyShared
@@ -492,7 +491,7 @@ def worker_counts(repo, out):
     Built with every layer's own initialisation switched off (as VARSR's build_var does for
     speed): only shapes matter here, and 1.2 B parameters need about 5 GB of memory.
     """
-    torch = _setup_upstream(repo)
+    _setup_upstream(repo)
     import torch.nn as nn
     for clz in (nn.Linear, nn.LayerNorm, nn.Conv2d, nn.Embedding, nn.GroupNorm):
         clz.reset_parameters = lambda self: None
