@@ -331,9 +331,10 @@ PRESETS: dict[str, dict[str, Any]] = {
                   vq_norm_groups=8, vq_vocab=64, vq_cvae=8, depth=2, width=32, heads=2,
                   lr_embed_ch=16, vq_phi_count=2),
 }
-# The next default's recipe (trained in docs/training.md's runs, not shipped yet): a 32 px LR tile (128 px SR, 16 x 16 latent), so
-# attention reaches twice as far, with free-running HCC, SCA that skips the diagonal, gates noise
-# and cannot freeze its alphas, and image CFG's negative label trained on degraded images.
+# The next default's recipe (trained in docs/training.md's runs, not shipped yet): a 32 px LR tile
+# (128 px SR, 16 x 16 latent), so attention reaches twice as far, with free-running HCC, SCA that
+# skips the diagonal, gates noise and cannot freeze its alphas, and image CFG's negative label
+# trained on degraded images.
 PRESETS["tiny32"] = dict(hr_size=128, patch_nums=(1, 2, 3, 4, 6, 8, 11, 16), hcc_rollout="gumbel",
                          sca_exclude_radius=0, sca_gate=2.0, sca_alpha_param="softplus",
                          cfg_negative="degraded")
