@@ -255,7 +255,10 @@ def test_building_on_a_device_says_to_install_the_host_tools_not_to_pass_images(
     import os
     import subprocess
     import sys
+    # a build step announces itself once it has run START_AFTER_S; at 0 any work before the refusal shows
     code = _BLOCK_TORCH + '''
+import alignvar_edge.progress
+alignvar_edge.progress.START_AFTER_S = 0
 from alignvar_edge.cli import main
 sys.exit(main(["build", sys.argv[1], "--target", "onnxruntime", "--out", sys.argv[2]]))
 '''

@@ -198,14 +198,20 @@ def check_calibration(calibration: Any, config: AlignVARConfig, needed: bool
     return x, info
 
 
-def validation_tiles(config: AlignVARConfig, n: int = 4, seed: int = 1) -> np.ndarray:
-    """Deterministic held-out LR tiles for the parity check every build records."""
-    from alignvar_edge.quantize.calibration.tiles import lr_tiles
+def require_validation_photos() -> None:
+    """Refuse, before any work, a build whose parity check needs the bundled held-out photographs
+    where they are not installed (a device install)."""
     from alignvar_edge.samples import samples_installed
     if not samples_installed():
         # the tiles come from the bundled photographs, in scikit-image's wheel; --images / --calib
         # (other verbs' way around that) do not replace them: building is a host job
         raise host_tools_error("building an engine (checked on the bundled held-out photographs)", "scikit-image")
+
+
+def validation_tiles(config: AlignVARConfig, n: int = 4, seed: int = 1) -> np.ndarray:
+    """Deterministic held-out LR tiles for the parity check every build records."""
+    from alignvar_edge.quantize.calibration.tiles import lr_tiles
+    require_validation_photos()
     return lr_tiles(config, n, seed=seed, split="heldout")
 
 

@@ -287,6 +287,8 @@ class Backend(abc.ABC):
     # `pip install torch` pulls a multi-GB CUDA build and no lower bound)
     extra: str = ""
     load_options: frozenset[str] = frozenset()   # keyword options `load` takes (threads=, batch=, ...)
+    # its builds check the engine on the bundled held-out photographs (artifacts.validation_tiles)
+    checks_on_photos: bool = False
 
     @property
     def default_precision(self) -> str:

@@ -172,6 +172,9 @@ def run_build(args: argparse.Namespace) -> int:
     if "half_policy" in opts:
         from alignvar_edge.quantize.artifact import searched_half_policy
         opts["half_policy"] = searched_half_policy(args.half_policy_from)
+    if b.checks_on_photos:          # a device install: one line now, not after a minute of building
+        from alignvar_edge.runtimes.artifacts import require_validation_photos
+        require_validation_photos()
     calibration = None
     if args.calib_tiles is not None and not args.calib:
         # it sizes the --calib set: on its own it would be silently ignored

@@ -105,6 +105,7 @@ def _device_name(providers: list[str]) -> str:
 
 class OrtBackend(Backend):
     name = "onnxruntime"
+    checks_on_photos = True
     module = "onnxruntime"
     distribution = "onnxruntime"
     extra = "device"

@@ -557,6 +557,7 @@ class _Rung:
 
 class OpenVINOBackend(Backend):
     name = "openvino"
+    checks_on_photos = True
     module = "openvino"
     distribution = "openvino"
     extra = "openvino"
