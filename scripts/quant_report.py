@@ -9,9 +9,11 @@ Exports the fp32 single graph (reused if --out already holds it), quantizes it w
 `alignvar-edge quantize` semantics (int8 for onnxruntime with the fidelity search; fp16), then on
 tiles of the *held-out* photographs (never used for calibration or the search) measures token
 agreement with the fp32 engine and the PSNR-Y loss against HR. Latency: after warm-up, the
-engines take turns on one held-out tile (round-robin, so background load hits all of them alike)
-and the median and interquartile range of --repeats runs are reported. `--speed-only` (random
-weights: fidelity is meaningless) skips the search and the held-out fidelity. Results go to
+engines take turns on one call of held-out tiles at the export's batch (round-robin, so
+background load hits all of them alike), at --threads (1 by default: the fair setting on a
+shared host); the median and interquartile range per tile of --repeats calls are reported, with
+the host's fingerprint (CPU, ISA, load) as `bench` records it. `--speed-only` (random weights:
+fidelity is meaningless) skips the search and the held-out fidelity. Results go to
 OUT/report.json and are printed as a Markdown table.
 """
 from __future__ import annotations
@@ -25,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 
-def _engine(path: Path) -> Any:
+def _engine(path: Path, threads: int) -> Any:
     from alignvar_edge.onnx_session import open_session
-    return open_session(path)
+    return open_session(path, threads=threads)
 
 
 def _bytes(root: Path) -> int:
@@ -47,6 +49,7 @@ def main() -> int:
     ap.add_argument("--val-tiles", type=int, default=16, help="validation tiles for the search")
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads for the timing")
     ap.add_argument("--speed-only", action="store_true", help="random weights: no search, no fidelity")
     ap.add_argument("--precisions", default="int8,fp16",
                     help="comma list of int8, fp16, int8-fp32copies (int8 with --float-copy-weights fp32)")
@@ -54,8 +57,12 @@ def main() -> int:
 
     import numpy as np
 
+    from alignvar_edge.bench.host import OwnLoad, fingerprint, run_threads
+    host = fingerprint(with_backends=False)
+    threads = run_threads(args.threads, host)
+
     from alignvar_edge.manifest import load_verified
-    from alignvar_edge.quantize.calibration.sets import TileSplit
+    from alignvar_edge.quantize.calibration.sets import TileSplit, whole_calls
     from alignvar_edge.quantize.calibration.tiles import tile_pairs
     from alignvar_edge.export.onnx_export import export_onnx
     from alignvar_edge.quantize.artifact import QuantizeOptions, quantize_artifact
@@ -79,6 +86,7 @@ def main() -> int:
         del model
     m = load_verified(fp32)
     cfg = dict(m.config or {})
+    batch = m.static_batch                 # every engine here takes whole calls of this many tiles
 
     arts: dict[str, Path] = {"fp32": fp32}
     quant_s: dict[str, float] = {}
@@ -106,19 +114,20 @@ def main() -> int:
         rows[k]["recipe"] = q.get("recipe")
 
     if not args.speed_only:
-        lr, hr = tile_pairs(config, args.eval_tiles, seed=1, split="heldout")
+        lr, hr = tile_pairs(config, whole_calls(args.eval_tiles, batch), seed=1, split="heldout")
         ev = Evaluator(str(fp32 / "model.onnx"), TileSplit(lr, hr, tuple(f"t{i}" for i in range(len(lr)))),
-                       "lr", border=config.scale)
+                       "lr", batch=batch, border=config.scale)
         for k, v in arts.items():
             if k != "fp32":
                 f = ev.evaluate(str(v / "model.onnx"))
                 rows[k]["heldout"] = f.to_dict()
         rows["fp32"]["heldout"] = {"psnr_y_hr": ev.psnr_hr, "token_agreement": 1.0}
 
-    # latency: round-robin over engines on one held-out tile
-    lr1, _ = tile_pairs(config, 1, seed=7, split="heldout")
+    # latency: round-robin over engines on one call of held-out tiles, reported per tile
+    lr1, _ = tile_pairs(config, batch, seed=7, split="heldout")
     feed = {"lr": np.ascontiguousarray(lr1)}
-    sessions = {k: _engine(v / "model.onnx") for k, v in arts.items()}
+    own_load = OwnLoad()
+    sessions = {k: _engine(v / "model.onnx", threads) for k, v in arts.items()}
     for s in sessions.values():
         for _ in range(args.warmup):
             s.run(None, feed)
@@ -127,27 +136,31 @@ def main() -> int:
         for k, s in sessions.items():
             t0 = time.perf_counter()
             s.run(None, feed)
-            times[k].append((time.perf_counter() - t0) * 1000)
+            times[k].append((time.perf_counter() - t0) * 1000 / batch)
     for k, ts in times.items():
         q1, med, q3 = statistics.quantiles(ts, n=4) if len(ts) > 1 else (ts[0], ts[0], ts[0])
         rows[k]["latency_ms"] = {"median": round(med, 2), "q1": round(q1, 2), "q3": round(q3, 2), "runs": len(ts)}
 
+    own_load.record(host)
     import onnxruntime as ort
-    import platform
     report = {"model": args.checkpoint or f"{args.preset} (random weights)", "config": cfg["name"],
               "tile": {"lr": config.lr_size, "hr": config.hr_size}, "rows": rows, "quantize_s": quant_s,
-              "eval_tiles": 0 if args.speed_only else args.eval_tiles, "onnxruntime": ort.__version__,
-              "cpu": platform.processor() or platform.machine(), "repeats": args.repeats,
-              "threads": "onnxruntime default (all cores)"}
+              "eval_tiles": 0 if args.speed_only else len(ev.tiles), "batch": batch,
+              "onnxruntime": ort.__version__,
+              "host": host, "repeats": args.repeats, "threads": threads}
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     print(table(report))
     return 0
 
 
 def table(r: dict[str, Any]) -> str:
+    from alignvar_edge.bench.host import load_words, machine_words, shared_load
     base = r["rows"]["fp32"]
+    load = shared_load(r["host"])
     lines = [f"{r['model']}: {r['tile']['lr']}->{r['tile']['hr']} px tile, {r['eval_tiles']} held-out tiles, "
-             f"onnxruntime {r['onnxruntime']}, latency median of {r['repeats']} (IQR)",
+             f"onnxruntime {r['onnxruntime']}, ms per tile at batch {r['batch']}: median of {r['repeats']} calls "
+             f"(IQR) at {r['threads']} thread(s)",
+             f"host: {machine_words(r['host'])}" + (f"; shared: {load_words(load)}" if load else ""),
              "", "| engine | tokens vs fp32 | PSNR-Y vs HR (dB) | loss (dB) | size (MB) | size | latency (ms) | speed-up |",
              "|---|---|---|---|---|---|---|---|"]
     for k, row in r["rows"].items():
