@@ -4,8 +4,8 @@
 """
 from __future__ import annotations
 
+import argparse
 import csv
-import sys
 from pathlib import Path
 
 import matplotlib
@@ -24,7 +24,11 @@ def read(path: Path) -> dict[str, list[float]]:
 
 
 def main() -> None:
-    run, out = Path(sys.argv[1]), Path(sys.argv[2])
+    ap = argparse.ArgumentParser(description="Plot the loss curves of a default-model run into a PNG.")
+    ap.add_argument("run", type=Path, help="the run folder (its vqvae/ and transformer/ hold log.csv)")
+    ap.add_argument("out", type=Path, help="the PNG to write")
+    args = ap.parse_args()
+    run, out = args.run, args.out
     vq, tf = read(run / "vqvae" / "log.csv"), read(run / "transformer" / "log.csv")
     fig, ax = plt.subplots(1, 3, figsize=(13, 3.6))
     ax[0].plot(vq["step"], vq["l1"], label="L1")

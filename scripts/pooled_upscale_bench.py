@@ -9,8 +9,8 @@ that both ways give the same bytes.
 """
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 import time
 
 import numpy as np
@@ -51,6 +51,10 @@ def main(engine_dir: str, side: int, count: int, rounds: int) -> dict:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 5:
-        sys.exit(__doc__)
-    print(json.dumps(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])), indent=1))
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("engine_dir", help="an engine directory (build / deploy output)")
+    ap.add_argument("lr_side", type=int, help="side of each LR crop, in pixels")
+    ap.add_argument("count", type=int, help="how many images")
+    ap.add_argument("rounds", type=int, help="timed rounds of each way, interleaved")
+    a = ap.parse_args()
+    print(json.dumps(main(a.engine_dir, a.lr_side, a.count, a.rounds), indent=1))
