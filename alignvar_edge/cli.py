@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from alignvar_edge import __version__
+from alignvar_edge import __version__, safe_stop
 from alignvar_edge.errors import AlignVAREdgeError, host_tools_error
 from alignvar_edge.lazy import host_package
 
@@ -76,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     interrupted: list[int] = []
-    previous = _watch_signals(interrupted)
+    previous = _watch_signals(interrupted, args.verb)
     show = warnings.showwarning
     if not debug:           # a warning is one line naming the verb, not a source excerpt
         warnings.showwarning = lambda message, *_a, **_k: print(
@@ -172,9 +172,10 @@ def _os_error_line(e: BaseException) -> str:
     return f"{where}: {e.strerror or e}"
 
 
-def _watch_signals(flag: list[int]) -> dict[int, Any]:
+def _watch_signals(flag: list[int], verb: str) -> dict[int, Any]:
     """SIGINT and SIGTERM raise KeyboardInterrupt (so every temporary folder is cleaned up on the
-    way out) and are recorded in `flag`; returns the handlers to put back.
+    way out) and are recorded in `flag`; returns the handlers to put back. Inside a loop's
+    `safe_stop.window` (training) the first one only asks the loop to stop at its next safe point.
 
     Only in the main thread, and only where the default handler is installed (Python's for
     SIGINT, the OS's for SIGTERM): an embedding program's own handlers are left alone. A second
@@ -187,9 +188,14 @@ def _watch_signals(flag: list[int]) -> dict[int, Any]:
             continue
 
         def on_signal(signum: int, frame: object) -> None:
-            flag.append(signum)
             if signum == signal.SIGTERM:
                 signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            then = safe_stop.defer(signum)
+            if then is not None:
+                print(f"alignvar-edge {verb}: {signal.Signals(signum).name} received: {then}; "
+                      "Ctrl-C again stops at once", file=sys.stderr)
+                return
+            flag.append(signum)
             raise KeyboardInterrupt
         previous[sig] = signal.signal(sig, on_signal)
     return previous

@@ -3,7 +3,8 @@
 # The caller sets `ae` (the CLI), `run` (the run folder) and optionally HELDOUT (a photo folder).
 
 # finished NAME: RUN/NAME/final holds every step the stage planned. A stage stopped by --max-minutes
-# also writes final, at the step it reached: its training.json's "steps" is below "planned_steps".
+# or by a first Ctrl-C or SIGTERM also writes final, at the step it reached: its training.json's
+# "steps" is below "planned_steps".
 finished() {
   local info=${run:?}/$1/final/training.json steps planned
   [ -d "$run/$1/final" ] || return 1

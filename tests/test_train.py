@@ -390,6 +390,82 @@ def test_run_interrupted_before_its_first_save_leaves_out_as_it_was(tmp_path: Pa
     assert cli.main(argv) == 0
 
 
+def signalled_at(step: int, *signums: int):
+    """Batches that send this process `signums` (as Ctrl-C or a supervisor would) when batch `step`
+    is asked for, in the middle of the run's steps."""
+    import os
+
+    get = micro_batches(2)
+
+    def batches(b: int):
+        if b == step:
+            for s in signums:
+                os.kill(os.getpid(), s)
+        return get(b)
+    return batches
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_cli_signal_finishes_the_step_and_saves_it_and_resume_ends_as_uninterrupted(
+        signame: str, tmp_path: Path, monkeypatch, capsys) -> None:
+    """Under the CLI the first Ctrl-C or SIGTERM lets the step in progress finish and saves the run
+    at it, whatever --save-every says: no step is lost, the exit status says it stopped, and
+    --resume ends exactly where an uninterrupted run ends (checked once: the trigger is all that
+    differs between the two signals)."""
+    import json
+    import signal
+
+    from alignvar_edge import cli
+    from alignvar_edge.train import trainer
+
+    signum = getattr(signal, signame)
+    out = tmp_path / "run"
+    argv = ["train", "vqvae", "--preset", "micro", "--out", str(out), "--steps", "6", "--batch", "2",
+            "--save-every", "100"]
+    monkeypatch.setattr(trainer, "make_batches", lambda *a, **k: signalled_at(3, signum))
+    assert cli.main(argv) == 128 + signum
+    captured = capsys.readouterr()
+    assert f"{signame} received: the run stops after this step and is saved there" in captured.err, captured.err
+    assert f"stopped by {signame} at step 4 of 6" in captured.out and "--resume" in captured.out, captured.out
+    assert json.loads((out / "state" / "state.json").read_text())["step"] == 4     # step 3 finished, kept
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL         # the CLI's handlers are put back
+    if signame == "SIGTERM":
+        return
+    monkeypatch.setattr(trainer, "make_batches", lambda *a, **k: micro_batches(2))
+    assert cli.main([*argv, "--resume"]) == 0
+    whole = tmp_path / "whole"
+    assert cli.main([*argv[:5], str(whole), *argv[6:]]) == 0
+    a, b = load_file(str(whole / "final" / "model.safetensors")), load_file(str(out / "final" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cli_second_ctrl_c_stops_at_once_keeping_the_last_save(tmp_path: Path, monkeypatch, capsys) -> None:
+    import json
+    import signal
+
+    from alignvar_edge import cli
+    from alignvar_edge.train import trainer
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(trainer, "make_batches", lambda *a, **k: signalled_at(5, signal.SIGINT, signal.SIGINT))
+    argv = ["train", "vqvae", "--preset", "micro", "--out", str(out), "--steps", "8", "--batch", "2",
+            "--save-every", "3"]
+    assert cli.main(argv) == 130
+    err = capsys.readouterr().err
+    assert "Ctrl-C again stops at once" in err and "interrupted; what the run has saved is kept" in err, err
+    assert json.loads((out / "state" / "state.json").read_text())["step"] == 3   # the last save, not step 5
+    assert not (out / "final").exists()
+
+
+def test_signals_outside_the_cli_still_interrupt_at_once(tmp_path: Path) -> None:
+    """The library installs no handler: a Ctrl-C in train() raises KeyboardInterrupt as before."""
+    import signal
+
+    with pytest.raises(KeyboardInterrupt):
+        train(opts(tmp_path / "run", "vqvae", 8, batch=2), signalled_at(2, signal.SIGINT))
+    assert not (tmp_path / "run").exists()
+
+
 def test_cli_trains_with_the_scripts_warmup(tmp_path: Path, monkeypatch) -> None:
     """docs/training.md gives `train vqvae ... --warmup 50` as scripts/train_default.py's VQ-VAE stage."""
     import json

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 from pathlib import Path
 
+from alignvar_edge import safe_stop
 from alignvar_edge.argtypes import nonneg_float, nonneg_int, positive_float, positive_int
 from alignvar_edge.cli_json import add_json_option, emit
 from alignvar_edge.errors import InputError
@@ -122,9 +124,13 @@ def run_train(args: argparse.Namespace) -> int:
                                  "run the same command again")
         raise
     made = json.loads((final / TRAINING_FILE).read_text())
+    signum = safe_stop.asked()
     if made["steps"] < args.steps:
-        print(f"stopped by --max-minutes at step {made['steps']} of {args.steps}: {final} holds that point; "
+        why = "--max-minutes" if signum is None else signal.Signals(signum).name
+        print(f"stopped by {why} at step {made['steps']} of {args.steps}: {final} holds that point; "
               "continue with the same command and --resume" + (" instead of --force" if args.force else ""))
+        if signum is not None:            # stopped, not finished: a calling script must not go on
+            return 128 + signum
     print(f"done: {final} (loss curve: {args.out / 'log.csv'})")
     return 0
 

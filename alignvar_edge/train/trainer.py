@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from alignvar_edge import safe_stop
 from alignvar_edge.cli_json import is_own_result
 from alignvar_edge.degrade import DegradationConfig
 from alignvar_edge.errors import CheckpointError, ConfigError, InputError, OutputExistsError
@@ -403,52 +404,56 @@ def _run(opts: TrainOptions, model: AlignVAR, batches: Callable[[int], tuple[tor
     deadline = None if opts.max_minutes is None else t0 + 60 * opts.max_minutes
     done = opts.steps
     ahead = prefetch(batches, range(start, opts.steps), opts.workers)
-    for step in bar:
-        hr, lr_img = (t.to(device, non_blocking=True) for t in next(ahead))
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, opts)
-        if opts.stage == "vqvae":
-            loss, stats = vqvae_loss(model, hr, lr_img, usage)
-        elif opts.stage == "decoder":
-            loss, stats = decoder_loss(model, hr, lr_img, opts.decoder_latent)
-        elif opts.stage == "joint":
-            loss, stats = joint_loss(model, hr, lr_img)
-        else:
-            gen.manual_seed(opts.seed * 1_000_003 + step)      # quality labels: pure function of step
-            drop = torch.rand(hr.shape[0], generator=gen) < model.config.cond_drop   # drawn on the CPU
-            target_hr = negative_targets(hr, drop, model.config, gen)
-            loss, stats = transformer_loss(model, hr, lr_img, drop.long().to(device), gen, target_hr)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 2.0)
-        opt.step()
-        with torch.no_grad():
-            d = min(opts.ema, (1 + step) / (10 + step))
-            for pe, pm in zip(ema.parameters(), model.parameters()):
-                pe.lerp_(pm, 1 - d)
-        if opts.stage == "vqvae" and step % RESTART_EVERY == 0:   # step 0: data-dependent init
-            if step < 0.6 * opts.steps:   # let the codebook settle in the last 40%
-                _restart_dead_codes(model, hr, lr_img, usage, gen)
-            usage[:] = False
-        if step % opts.log_every == 0 or step == opts.steps - 1:
-            stats.update(step=step, lr=opt.param_groups[0]["lr"],
-                         img_per_s=hr.shape[0] * (step + 1 - start) / (time.perf_counter() - t0))
-            _append_csv(log_path, stats)
-            bar.set_postfix({k: f"{v:.4g}" for k, v in stats.items() if k in ("loss", "psnr", "token_acc")})
-        if deadline is not None and step + 1 < opts.steps and time.perf_counter() > deadline:
-            done = step + 1                 # out of time: save this point of the schedule
-            break
-        if (step + 1) % opts.save_every == 0 and step + 1 < opts.steps:
-            save_state(opts.out, step + 1, model, ema, opt,
-                       {"stage": opts.stage, "unused_codes": (~usage).nonzero().flatten().tolist()}, gen)
-            _checkpoint(opts, ema, step + 1, LATEST_DIR)
-    bar.close()
-    ahead.close()                    # a run stopped early: the threads drop the batches made ahead
-    save_state(opts.out, done, model, ema, opt,
-               {"stage": opts.stage, "unused_codes": (~usage).nonzero().flatten().tolist()}, gen)
-    final = _checkpoint(opts, ema, done, "final")
-    shutil.rmtree(opts.out / LATEST_DIR, ignore_errors=True)          # final is now the newest
-    return final
+    # Ctrl-C or SIGTERM from the CLI: the step in progress finishes and the run is saved there
+    # (a second Ctrl-C stops at once, losing the steps since the last save)
+    with safe_stop.window("the run stops after this step and is saved there"):
+        for step in bar:
+            hr, lr_img = (t.to(device, non_blocking=True) for t in next(ahead))
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, opts)
+            if opts.stage == "vqvae":
+                loss, stats = vqvae_loss(model, hr, lr_img, usage)
+            elif opts.stage == "decoder":
+                loss, stats = decoder_loss(model, hr, lr_img, opts.decoder_latent)
+            elif opts.stage == "joint":
+                loss, stats = joint_loss(model, hr, lr_img)
+            else:
+                gen.manual_seed(opts.seed * 1_000_003 + step)      # quality labels: pure function of step
+                drop = torch.rand(hr.shape[0], generator=gen) < model.config.cond_drop   # drawn on the CPU
+                target_hr = negative_targets(hr, drop, model.config, gen)
+                loss, stats = transformer_loss(model, hr, lr_img, drop.long().to(device), gen, target_hr)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 2.0)
+            opt.step()
+            with torch.no_grad():
+                d = min(opts.ema, (1 + step) / (10 + step))
+                for pe, pm in zip(ema.parameters(), model.parameters()):
+                    pe.lerp_(pm, 1 - d)
+            if opts.stage == "vqvae" and step % RESTART_EVERY == 0:   # step 0: data-dependent init
+                if step < 0.6 * opts.steps:   # let the codebook settle in the last 40%
+                    _restart_dead_codes(model, hr, lr_img, usage, gen)
+                usage[:] = False
+            if step % opts.log_every == 0 or step == opts.steps - 1:
+                stats.update(step=step, lr=opt.param_groups[0]["lr"],
+                             img_per_s=hr.shape[0] * (step + 1 - start) / (time.perf_counter() - t0))
+                _append_csv(log_path, stats)
+                bar.set_postfix({k: f"{v:.4g}" for k, v in stats.items() if k in ("loss", "psnr", "token_acc")})
+            if step + 1 < opts.steps and (safe_stop.asked() is not None
+                                          or (deadline is not None and time.perf_counter() > deadline)):
+                done = step + 1                 # out of time or asked to stop: save this point of the schedule
+                break
+            if (step + 1) % opts.save_every == 0 and step + 1 < opts.steps:
+                save_state(opts.out, step + 1, model, ema, opt,
+                           {"stage": opts.stage, "unused_codes": (~usage).nonzero().flatten().tolist()}, gen)
+                _checkpoint(opts, ema, step + 1, LATEST_DIR)
+        bar.close()
+        ahead.close()                    # a run stopped early: the threads drop the batches made ahead
+        save_state(opts.out, done, model, ema, opt,
+                   {"stage": opts.stage, "unused_codes": (~usage).nonzero().flatten().tolist()}, gen)
+        final = _checkpoint(opts, ema, done, "final")
+        shutil.rmtree(opts.out / LATEST_DIR, ignore_errors=True)          # final is now the newest
+        return final
 
 
 # RUN/latest: the EMA weights of the last save while the run trains, a checkpoint like RUN/final
