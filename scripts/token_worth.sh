@@ -5,7 +5,11 @@
 #   together on the image of their own rollout ("joint"), and, the control, the decoder on a zero
 #   latent ("dec-zero").
 # The tokens' worth is a fine-tune's model PSNR-Y minus dec-zero's tokens_off PSNR-Y (eval JSON in
-# RUN_DIR/STAGE). On a 2-core CPU the runs go two at a time, at one thread each.
+# RUN_DIR/STAGE). On a 2-core CPU the runs go two at a time, at one thread each; a stage whose
+# partner has already finished (a rerun after a stop) trains alone, on the caller's OMP_NUM_THREADS
+# (default: every core). So when dec-zero finishes first, stop the run (Ctrl-C or SIGTERM: the
+# transformer saves the step it is on) and run the same command again: the transformer goes on
+# with both cores.
 # Usage: scripts/token_worth.sh RUN_DIR [VQ_STEPS TF_STEPS DEC_STEPS PRESET]
 # Environment: AE (the CLI, default .venv/bin/alignvar-edge), PY (python for the summary, default
 # .venv/bin/python), TRAIN_ARGS (appended to every train call, e.g. "--device cuda --workers 6").
@@ -25,16 +29,18 @@ mkdir -p "$run"
 source "$(dirname "$0")/stages.sh"
 $ae doctor | grep '^ISA' || true
 stage vqvae vqvae --preset "$preset" --steps "$vq_steps" --batch 8 "${train_args[@]}"
+# beside STAGE: the threads of a stage that trains beside STAGE (one each, or all where STAGE is done)
+beside() { if finished "$1"; then echo "${OMP_NUM_THREADS:-$(nproc)}"; else echo 1; fi; }
 # teacher-forced HCC and dropout negatives: 2.2x cheaper a step than the preset's free-running HCC
-OMP_NUM_THREADS=1 stage tf transformer --init "$run/vqvae/final" --steps "$tf_steps" --batch 12 \
+OMP_NUM_THREADS=$(beside dec-zero) stage tf transformer --init "$run/vqvae/final" --steps "$tf_steps" --batch 12 \
   --hcc-rollout teacher --cfg-negative dropout "${train_args[@]}" &
 tf_pid=$!
 # the control's decoder never sees a token, so it can start from the VQ-VAE alone
-OMP_NUM_THREADS=1 stage dec-zero decoder --init "$run/vqvae/final" --latent zero --steps "$dec_steps" --batch 12 "${train_args[@]}"
+OMP_NUM_THREADS=$(beside tf) stage dec-zero decoder --init "$run/vqvae/final" --latent zero --steps "$dec_steps" --batch 12 "${train_args[@]}"
 wait "$tf_pid"
-OMP_NUM_THREADS=1 stage joint joint --init "$run/tf/final" --steps "$dec_steps" --batch 12 "${train_args[@]}" &
+OMP_NUM_THREADS=$(beside dec) stage joint joint --init "$run/tf/final" --steps "$dec_steps" --batch 12 "${train_args[@]}" &
 joint_pid=$!
-OMP_NUM_THREADS=1 stage dec decoder --init "$run/tf/final" --latent model --steps "$dec_steps" --batch 12 "${train_args[@]}"
+OMP_NUM_THREADS=$(beside joint) stage dec decoder --init "$run/tf/final" --latent model --steps "$dec_steps" --batch 12 "${train_args[@]}"
 wait "$joint_pid"
 evaluate tf dec joint dec-zero
 $py - "$run" <<'PY'

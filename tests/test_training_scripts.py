@@ -6,6 +6,7 @@ import hashlib
 import importlib.util
 import io
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -100,6 +101,8 @@ with open(os.environ["STUB_LOG"], "a") as f:
 args = sys.argv[1:]
 if args[0] == "train":
     out, steps = Path(args[args.index("--out") + 1]), int(args[args.index("--steps") + 1])
+    with open(os.environ["STUB_LOG"] + ".threads", "a") as f:
+        f.write(f"{out.name} {os.environ.get('OMP_NUM_THREADS', '-')}\n")
     (out / "final").mkdir(parents=True, exist_ok=True)
     if "--resume" not in args:
         (out / "run.json").write_text("{}")
@@ -159,6 +162,26 @@ def test_token_worth_resumes_a_stage_stopped_by_max_minutes_and_evaluates_it_aga
     tf_train = [c for c in calls if c.startswith("train transformer")]
     assert len(tf_train) == 1 and "--resume" in tf_train[0]
     assert any(c.startswith(f"eval {tf}/final") for c in calls)
+
+
+def test_token_worth_gives_a_stage_every_thread_once_its_partner_finished(tmp_path):
+    """Side by side the stages train at one thread each; rerun after dec-zero finished, the
+    transformer it trained beside goes on with the caller's threads."""
+    log, env = _stub_env(tmp_path, PY=sys.executable, OMP_NUM_THREADS="3")
+    run = tmp_path / "run"
+    argv = ["bash", str(ROOT / "scripts" / "token_worth.sh"), str(run), "5", "6", "7", "micro"]
+    assert subprocess.run(argv, env=env, capture_output=True, text=True).returncode == 0
+    first = dict(line.split() for line in Path(f"{log}.threads").read_text().splitlines())
+    assert first == {"vqvae": "3", "tf": "1", "dec-zero": "1", "joint": "1", "dec": "1"}
+    for name in ("tf", "dec", "joint"):                   # the transformer stopped, dec-zero finished
+        shutil.rmtree(run / name)
+    (run / "tf" / "state").mkdir(parents=True)
+    (run / "tf" / "state" / "state.json").write_text("{}")
+    Path(f"{log}.threads").unlink()
+    r = subprocess.run(argv, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    again = dict(line.split() for line in Path(f"{log}.threads").read_text().splitlines())
+    assert again == {"tf": "3", "joint": "1", "dec": "1"}
 
 
 def test_token_worth_trains_a_stage_again_once_the_stage_it_started_from_was_resumed(tmp_path):
