@@ -192,8 +192,10 @@ def _watch_signals(flag: list[int], verb: str) -> dict[int, Any]:
                 signal.signal(signal.SIGTERM, signal.SIG_IGN)
             then = safe_stop.defer(signum)
             if then is not None:
-                print(f"alignvar-edge {verb}: {signal.Signals(signum).name} received: {then}; "
-                      "Ctrl-C again stops at once", file=sys.stderr)
+                # os.write, not print: a signal that lands inside a print to stderr (the progress
+                # bar) would make print raise "reentrant call"
+                os.write(2, f"\nalignvar-edge {verb}: {signal.Signals(signum).name} received: {then}; "
+                            "Ctrl-C again stops at once\n".encode())
                 return
             flag.append(signum)
             raise KeyboardInterrupt

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-_open: list[str] = []               # what each open window does on a stop, innermost last
+_on_stop: str | None = None         # inside a window: what happens on a stop, for the handler's line
 _asked: int | None = None           # the signal that asked for the stop, since the last window opened
 
 
@@ -18,23 +18,22 @@ _asked: int | None = None           # the signal that asked for the stop, since 
 def window(on_stop: str) -> Iterator[None]:
     """While inside, a first SIGINT/SIGTERM asks for a stop at the loop's next safe point instead
     of raising. `on_stop` says what happens then, for the line the handler prints."""
-    global _asked
-    _asked = None
-    _open.append(on_stop)
+    global _on_stop, _asked
+    _asked, _on_stop = None, on_stop
     try:
         yield
     finally:
-        _open.pop()
+        _on_stop = None
 
 
 def defer(signum: int) -> str | None:
     """For the signal handler: where the stop can wait for a safe point (inside a window, and no
     stop asked yet), record it and return what will happen; None means interrupt now."""
     global _asked
-    if not _open or _asked is not None:
+    if _on_stop is None or _asked is not None:
         return None
     _asked = signum
-    return _open[-1]
+    return _on_stop
 
 
 def asked() -> int | None:

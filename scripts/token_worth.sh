@@ -7,9 +7,9 @@
 # The tokens' worth is a fine-tune's model PSNR-Y minus dec-zero's tokens_off PSNR-Y (eval JSON in
 # RUN_DIR/STAGE). On a 2-core CPU the runs go two at a time, at one thread each; a stage whose
 # partner has already finished (a rerun after a stop) trains alone, on the caller's OMP_NUM_THREADS
-# (default: every core). So when dec-zero finishes first, stop the run (Ctrl-C or SIGTERM: the
-# transformer saves the step it is on) and run the same command again: the transformer goes on
-# with both cores.
+# (default: every core). So when dec-zero finishes first, stop the run (Ctrl-C, or SIGTERM to the
+# script's whole process group: each training stage saves the step it is on; the script exits once
+# they have) and run the same command again: the transformer goes on with both cores.
 # Usage: scripts/token_worth.sh RUN_DIR [VQ_STEPS TF_STEPS DEC_STEPS PRESET]
 # Environment: AE (the CLI, default .venv/bin/alignvar-edge), PY (python for the summary, default
 # .venv/bin/python), TRAIN_ARGS (appended to every train call, e.g. "--device cuda --workers 6").
@@ -27,6 +27,9 @@ read -r -a train_args <<<"${TRAIN_ARGS:-}"
 mkdir -p "$run"
 # shellcheck source=scripts/stages.sh
 source "$(dirname "$0")/stages.sh"
+# however the script ends, a stage training in the background is waited for (after a stop it is
+# saving its step): a rerun never meets a stage that is still writing its run
+trap 'wait' EXIT
 $ae doctor | grep '^ISA' || true
 stage vqvae vqvae --preset "$preset" --steps "$vq_steps" --batch 8 "${train_args[@]}"
 # beside STAGE: the threads of a stage that trains beside STAGE (one each, or all where STAGE is done)

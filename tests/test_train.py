@@ -407,7 +407,7 @@ def signalled_at(step: int, *signums: int):
 
 @pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
 def test_cli_signal_finishes_the_step_and_saves_it_and_resume_ends_as_uninterrupted(
-        signame: str, tmp_path: Path, monkeypatch, capsys) -> None:
+        signame: str, tmp_path: Path, monkeypatch, capfd) -> None:
     """Under the CLI the first Ctrl-C or SIGTERM lets the step in progress finish and saves the run
     at it, whatever --save-every says: no step is lost, the exit status says it stopped, and
     --resume ends exactly where an uninterrupted run ends (checked once: the trigger is all that
@@ -424,7 +424,7 @@ def test_cli_signal_finishes_the_step_and_saves_it_and_resume_ends_as_uninterrup
             "--save-every", "100"]
     monkeypatch.setattr(trainer, "make_batches", lambda *a, **k: signalled_at(3, signum))
     assert cli.main(argv) == 128 + signum
-    captured = capsys.readouterr()
+    captured = capfd.readouterr()
     assert f"{signame} received: the run stops after this step and is saved there" in captured.err, captured.err
     assert f"stopped by {signame} at step 4 of 6" in captured.out and "--resume" in captured.out, captured.out
     assert json.loads((out / "state" / "state.json").read_text())["step"] == 4     # step 3 finished, kept
@@ -439,7 +439,25 @@ def test_cli_signal_finishes_the_step_and_saves_it_and_resume_ends_as_uninterrup
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_cli_second_ctrl_c_stops_at_once_keeping_the_last_save(tmp_path: Path, monkeypatch, capsys) -> None:
+def test_cli_signal_in_the_last_step_finishes_the_run_and_still_says_it_was_stopped(
+        tmp_path: Path, monkeypatch, capfd) -> None:
+    """A stop asked for in the last step: the run is complete, and the exit status still tells a
+    calling script that it was asked to stop."""
+    import json
+    import signal
+
+    from alignvar_edge import cli
+    from alignvar_edge.train import trainer
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(trainer, "make_batches", lambda *a, **k: signalled_at(3, signal.SIGTERM))
+    argv = ["train", "vqvae", "--preset", "micro", "--out", str(out), "--steps", "4", "--batch", "2"]
+    assert cli.main(argv) == 128 + signal.SIGTERM
+    assert "done: " in capfd.readouterr().out
+    assert json.loads((out / "final" / "training.json").read_text())["steps"] == 4
+
+
+def test_cli_second_ctrl_c_stops_at_once_keeping_the_last_save(tmp_path: Path, monkeypatch, capfd) -> None:
     import json
     import signal
 
@@ -451,7 +469,7 @@ def test_cli_second_ctrl_c_stops_at_once_keeping_the_last_save(tmp_path: Path, m
     argv = ["train", "vqvae", "--preset", "micro", "--out", str(out), "--steps", "8", "--batch", "2",
             "--save-every", "3"]
     assert cli.main(argv) == 130
-    err = capsys.readouterr().err
+    err = capfd.readouterr().err
     assert "Ctrl-C again stops at once" in err and "interrupted; what the run has saved is kept" in err, err
     assert json.loads((out / "state" / "state.json").read_text())["step"] == 3   # the last save, not step 5
     assert not (out / "final").exists()

@@ -103,6 +103,11 @@ if args[0] == "train":
     out, steps = Path(args[args.index("--out") + 1]), int(args[args.index("--steps") + 1])
     with open(os.environ["STUB_LOG"] + ".threads", "a") as f:
         f.write(f"{out.name} {os.environ.get('OMP_NUM_THREADS', '-')}\n")
+    if out.name == os.environ.get("STUB_INTERRUPTED"):       # stopped by a signal before its first save
+        sys.exit(130)
+    if out.name == os.environ.get("STUB_SLOW"):
+        import time
+        time.sleep(1.5)
     (out / "final").mkdir(parents=True, exist_ok=True)
     if "--resume" not in args:
         (out / "run.json").write_text("{}")
@@ -182,6 +187,22 @@ def test_token_worth_gives_a_stage_every_thread_once_its_partner_finished(tmp_pa
     assert r.returncode == 0, r.stderr
     again = dict(line.split() for line in Path(f"{log}.threads").read_text().splitlines())
     assert again == {"tf": "3", "joint": "1", "dec": "1"}
+    shutil.rmtree(run / "dec-zero")                       # and the other way round
+    Path(f"{log}.threads").unlink()
+    assert subprocess.run(argv, env=env, capture_output=True, text=True).returncode == 0
+    assert Path(f"{log}.threads").read_text().split() == ["dec-zero", "3"]
+
+
+def test_token_worth_stopped_waits_for_the_stage_training_beside_it(tmp_path):
+    """dec-zero stopped (exit 130) while the transformer trains in the background: the script
+    exits only once the transformer has written its run, so a rerun never meets it half-written."""
+    log, env = _stub_env(tmp_path, PY=sys.executable, STUB_INTERRUPTED="dec-zero", STUB_SLOW="tf")
+    run = tmp_path / "run"
+    # not piped: a captured pipe would make run() wait for the background stage whatever the script did
+    r = subprocess.run(["bash", str(ROOT / "scripts" / "token_worth.sh"), str(run), "5", "6", "7", "micro"],
+                       env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert r.returncode == 130
+    assert (run / "tf" / "final" / "training.json").exists()
 
 
 def test_token_worth_trains_a_stage_again_once_the_stage_it_started_from_was_resumed(tmp_path):

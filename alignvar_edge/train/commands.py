@@ -129,10 +129,10 @@ def run_train(args: argparse.Namespace) -> int:
         why = "--max-minutes" if signum is None else signal.Signals(signum).name
         print(f"stopped by {why} at step {made['steps']} of {args.steps}: {final} holds that point; "
               "continue with the same command and --resume" + (" instead of --force" if args.force else ""))
-        if signum is not None:            # stopped, not finished: a calling script must not go on
-            return 128 + signum
-    print(f"done: {final} (loss curve: {args.out / 'log.csv'})")
-    return 0
+    if made["steps"] == args.steps or signum is None:
+        print(f"done: {final} (loss curve: {args.out / 'log.csv'})")
+    # asked to stop, even where the last step then finished the run: a calling script stops too
+    return 0 if signum is None else 128 + signum
 
 
 def load_eval_images(spec: str, max_megapixels: float | None = None
