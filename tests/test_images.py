@@ -386,7 +386,7 @@ def test_16_bit_colour_is_written_as_a_16_bit_png_with_its_metadata(tmp_path: Pa
     so that a strip's first row is filtered against the row above it."""
     from PIL import ImageCms
 
-    from alignvar_edge import png16
+    from alignvar_edge.images import png16
     monkeypatch.setattr(png16, "STRIP_BYTES", 2 * 11 * 2 * channels)
     rng = np.random.default_rng(channels)
     yy, xx = np.mgrid[0:9, 0:11]
@@ -416,7 +416,7 @@ def test_16_bit_colour_is_written_as_a_16_bit_tiff_with_its_icc_and_dpi(tmp_path
     tifffile = pytest.importorskip("tifffile")
     from PIL import ImageCms
 
-    from alignvar_edge import png16
+    from alignvar_edge.images import png16
     monkeypatch.setattr(png16, "STRIP_BYTES", 2 * 11 * 2 * channels)
     samples = np.random.default_rng(channels).integers(0, 65536, (9, 11, channels)).astype(np.uint16)
     icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
@@ -453,7 +453,7 @@ def test_a_16_bit_tiffs_text_tags_outside_ascii_become_question_marks(tmp_path: 
 
 def test_16_bit_colour_tiff_without_tifffile_is_8_bit_with_a_warning_naming_the_fix(tmp_path: Path,
                                                                                     monkeypatch) -> None:
-    from alignvar_edge import sixteen_bit
+    from alignvar_edge.images import sixteen_bit
     monkeypatch.setattr(sixteen_bit, "is_installed", lambda name: name != "tifffile")
     rgb = np.random.default_rng(3).random((5, 6, 3))
     with pytest.warns(UserWarning, match=r"^tifffile is not installed, so \S*out\.tif is written with 8 bits a "
@@ -469,7 +469,7 @@ def test_a_16_bit_colour_tiff_keeps_every_bit_with_tifffile_and_is_refused_witho
     """Pillow read 16-bit RGB(A) TIFFs with 8 bits (a planar one as noise): tifffile reads them;
     without it they are refused, since Pillow would lose half of each sample."""
     tifffile = pytest.importorskip("tifffile")
-    from alignvar_edge import sixteen_bit
+    from alignvar_edge.images import sixteen_bit
     rng = np.random.default_rng(11)
     rgb = rng.integers(0, 65536, (5, 7, 3)).astype(np.uint16)
     rgba = rng.integers(1, 65536, (5, 7, 4)).astype(np.uint16)
@@ -672,7 +672,7 @@ def test_a_tiff_or_bmp_past_4_gib_is_refused_before_any_work(tmp_path: Path, mon
     """A 90 MP photo upscaled to .tif (--max-megapixels raised) ran the model for hours, then failed
     with struct.error: a classic TIFF and a BMP address 4 GiB, and Pillow writes no BigTIFF past
     them. What the file would hold is known from the size and layout, before the work."""
-    from alignvar_edge import sixteen_bit
+    from alignvar_edge.images import sixteen_bit
     from alignvar_edge.cli import main
     from alignvar_edge.images import output_format
     from alignvar_edge.runtimes import tiling
@@ -694,7 +694,7 @@ def test_a_tiff_or_bmp_past_4_gib_is_refused_before_any_work(tmp_path: Path, mon
 
     # upscale refuses from the file's layout before the model runs: at a limit of 2000 bytes, a
     # 10x10 input's 40x40 result fits as 8-bit gray (1600), not as 16-bit gray (3200) or RGB (4800)
-    monkeypatch.setattr("alignvar_edge.images._MAX_FILE_BYTES", 2000)
+    monkeypatch.setattr("alignvar_edge.images.write._MAX_FILE_BYTES", 2000)
     Image.fromarray(np.full((10, 10), 120, np.uint8)).save(tmp_path / "gray.png")
     Image.fromarray(np.full((10, 10), 30000, np.uint16)).save(tmp_path / "gray16.png")
     Image.new("RGB", (10, 10)).save(tmp_path / "rgb.png")
@@ -836,12 +836,12 @@ def test_a_full_disk_is_reported_on_the_output_and_leaves_nothing(tmp_path: Path
     to the user): the error names the output, so the CLI's one line says where and what to do."""
     import errno
 
-    from alignvar_edge import images
     from alignvar_edge.cli import _os_error_line
+    from alignvar_edge.images import write
 
     def full(fd: int) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
-    monkeypatch.setattr(images.os, "fsync", full)
+    monkeypatch.setattr(write.os, "fsync", full)
     out = tmp_path / "x.png"
     with pytest.raises(OSError) as info:
         save_image(out, np.zeros((4, 5, 3), np.float32))

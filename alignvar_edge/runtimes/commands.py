@@ -466,7 +466,7 @@ def _compare_images(args: argparse.Namespace) -> tuple[list[tuple[str, Any]], li
     that could not be read: those are skipped and named, as every folder run does."""
     skipped: list[tuple[str, str]] = []
     if args.images:
-        from alignvar_edge.image_folder import usable_images
+        from alignvar_edge.images.folders import usable_images
         from alignvar_edge.images import DEFAULT_MAX_MEGAPIXELS
         # read only what is compared: --limit counts usable images
         imgs, skipped = usable_images(args.images, "--images", args.limit,
@@ -499,7 +499,7 @@ def _reference_source(args: argparse.Namespace, metas: list[Manifest]) -> str:
 def run_compare(args: argparse.Namespace) -> int:
     from contextlib import ExitStack
 
-    from alignvar_edge.image_folder import check_megapixels_flag
+    from alignvar_edge.images.folders import check_megapixels_flag
     check_megapixels_flag(args.images, args.max_megapixels)
 
     from alignvar_edge import runtimes

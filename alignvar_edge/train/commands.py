@@ -140,7 +140,7 @@ def load_eval_images(spec: str, max_megapixels: float | None = None
     """The HR photographs of `--images`, and the (name, reason) of each file that cannot be read:
     those are skipped with one warning naming them (`image_folder.usable_images`, the rule of every
     folder run)."""
-    from alignvar_edge.image_folder import usable_images
+    from alignvar_edge.images.folders import usable_images
     from alignvar_edge.images import DEFAULT_MAX_MEGAPIXELS
     from alignvar_edge.samples import sample_images
 
@@ -155,7 +155,7 @@ def load_eval_images(spec: str, max_megapixels: float | None = None
 def run_eval(args: argparse.Namespace) -> int:
     from alignvar_edge.model.alignvar import load_pretrained
     from alignvar_edge.bench.evaluate import ablation_report, check_max_side, evaluate, format_eval
-    from alignvar_edge.image_folder import check_megapixels_flag
+    from alignvar_edge.images.folders import check_megapixels_flag
     from alignvar_edge.model.checkpoint import load_config, resolve_checkpoint_dir, training_record
     from alignvar_edge.model.pruning import parse_prune
     from alignvar_edge.runtimes.tiling import check_overlap_flag

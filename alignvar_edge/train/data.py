@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 
 from alignvar_edge.degrade import DegradationConfig, degrade
 from alignvar_edge.errors import ConfigError, InputError
-from alignvar_edge.image_folder import read_images, skipped_list
+from alignvar_edge.images.folders import read_images, skipped_list
 from alignvar_edge.images import DEFAULT_MAX_MEGAPIXELS, IMAGE_EXTENSIONS
 
 __all__ = ["ImageFolderDataset", "SRSample", "prefetch"]

@@ -30,7 +30,7 @@ import numpy as np
 
 from alignvar_edge.degrade import DegradationConfig, degrade
 from alignvar_edge.errors import ConfigError, InputError
-from alignvar_edge.image_folder import read_images, skipped_list
+from alignvar_edge.images.folders import read_images, skipped_list
 from alignvar_edge.images import DEFAULT_MAX_MEGAPIXELS, IMAGE_EXTENSIONS, list_images
 from alignvar_edge.manifest import sha256_file
 from alignvar_edge.model.config import AlignVARConfig

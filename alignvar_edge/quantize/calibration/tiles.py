@@ -14,7 +14,7 @@ import numpy as np
 
 from alignvar_edge.degrade import DegradationConfig, degrade, item_seed
 from alignvar_edge.errors import InputError
-from alignvar_edge.image_folder import usable_images
+from alignvar_edge.images.folders import usable_images
 from alignvar_edge.model.config import AlignVARConfig
 from alignvar_edge.samples import sample_images
 

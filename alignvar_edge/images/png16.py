@@ -1,7 +1,7 @@
 """16-bit gray+alpha, RGB and RGBA PNGs, which Pillow cannot write (it writes 16-bit gray alone).
 
 The rows are filtered here and compressed a strip at a time, so memory stays a few MB whatever the
-image size; the caller hands the metadata chunks in (images.py takes them from Pillow, so that
+image size; the caller hands the metadata chunks in (`write.py` takes them from Pillow, so that
 metadata is written one way whatever the pixels).
 """
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""A folder of images read for figures or training: the one rule for the files in it that cannot be used.
+"""Folders of images: which files in them are images (`list_images`, recursive, hidden files
+skipped), and reading a folder for figures or training, one rule for the files in it that cannot
+be used.
 
 A run that reads a folder's pixels (training `--images`, calibration, `compare --images`) goes past
 a file it cannot read: the file is named, with its reason, in one warning line for all of them, and
@@ -17,9 +19,42 @@ from pathlib import Path
 import numpy as np
 
 from alignvar_edge.errors import InputError
-from alignvar_edge.images import DEFAULT_MAX_MEGAPIXELS, IMAGE_EXTENSIONS, list_images, load_image
+from alignvar_edge.images.formats import IMAGE_EXTENSIONS
+from alignvar_edge.images.read import DEFAULT_MAX_MEGAPIXELS, load_image
 
-__all__ = ["check_megapixels_flag", "read_images", "skipped_list", "usable_images"]
+__all__ = ["check_megapixels_flag", "list_images", "list_other_files", "read_images", "result_path", "skipped_list",
+           "usable_images"]
+
+
+def list_images(folder: str | os.PathLike[str], extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> list[Path]:
+    """Image files under ``folder`` (recursive, by extension, hidden files skipped), sorted.
+    ``extensions``: `upscale` passes `READ_EXTENSIONS`."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise InputError(f"{root} is not a folder; pass a folder of images")
+    found = [p for p in _walk(root) if p.suffix.lower() in extensions]
+    # Sort by path relative to root so the order does not depend on where the folder lives.
+    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+def list_other_files(folder: str | os.PathLike[str], extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> list[Path]:
+    """The files under ``folder`` that `list_images` leaves out (not hidden, another extension)."""
+    return sorted(p for p in _walk(Path(folder)) if p.suffix.lower() not in extensions)
+
+
+def result_path(path: Path) -> Path:
+    """Where `upscale` writes the result of the input `path` when it names no output file: the
+    same name, as .png where results are not written in its format (GIF: 256 colours)."""
+    return path if path.suffix.lower() in IMAGE_EXTENSIONS else path.with_suffix(".png")
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    for dirpath, dirnames, filenames in os.walk(root):
+        # Hidden entries include our own in-progress temp files (".name.xxxx.tmp").
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for name in filenames:
+            if not name.startswith("."):
+                yield Path(dirpath) / name
 
 
 def read_images(folder: str | os.PathLike[str], skipped: list[tuple[str, str]],

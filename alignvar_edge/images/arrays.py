@@ -1,0 +1,137 @@
+"""In-memory images: numpy arrays (uint8, uint16, float in [0, 1]) and PIL images as the float
+planes engines take, and back in the caller's kind (`as_float_image`); torch tensors
+(`to_tensor`, `from_tensor`)."""
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image
+
+from alignvar_edge.errors import InputError
+from alignvar_edge.images import sixteen_bit
+from alignvar_edge.images.formats import converted, plain_mode
+from alignvar_edge.lazy import lazy_import
+
+if TYPE_CHECKING:
+    import torch
+else:              # torch on first use: image I/O alone should not pay its import time
+    torch = lazy_import("torch")
+
+# integer dtypes an in-memory image may use, and the value that means "full intensity"
+_INT_FULL_SCALE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+
+
+# how far float pixels may stray outside [0, 1] and be clipped: the overshoot of a resampled
+# image; anything beyond is a mistake (a 0..255 float image, most often) and is refused
+_RANGE_SLACK = 1.0 / 255.0
+
+
+def check_unit_range(x: np.ndarray) -> None:
+    """Refuse a float image whose finite values lie outside [0, 1] beyond rounding slack."""
+    finite = x[np.isfinite(x)]
+    if finite.size and (finite.min() < -_RANGE_SLACK or finite.max() > 1.0 + _RANGE_SLACK):
+        raise InputError(f"floating-point image with values from {finite.min():g} to {finite.max():g}, "
+                         "outside [0, 1]; divide it by its full-scale value (255 for 8-bit data) first")
+
+
+def as_float_image(image: object) -> tuple[np.ndarray, Callable[[np.ndarray], object]]:
+    """An in-memory image -> (float32 HxW / HxWx1 / HxWx3 / HxWx4 in [0, 1], `back`), where
+    `back(result)` turns a float result of the same layout into the caller's kind.
+
+    numpy uint8 (/255) and uint16 (/65535) come back in their dtype (rounded, clipped); float
+    arrays (in [0, 1]) come back in their float dtype; a PIL image comes back as a PIL image of
+    its mode (L, RGB, RGBA, LA, I;16 in either byte order, I with 16-bit values, F), or of the mode
+    `upscale` writes its file back in (`plain_mode`: bilevel "1" as L, palette, CMYK and other
+    modes as RGB or RGBA).
+    """
+    if isinstance(image, Image.Image):
+        return _pil_as_float(image)
+    _refuse_not_pixels(image)
+    x = np.asarray(image)
+    if x.dtype in _INT_FULL_SCALE:
+        full = _INT_FULL_SCALE[x.dtype]
+        dt = x.dtype
+
+        def to_int(r: np.ndarray) -> np.ndarray:
+            return np.round(np.clip(np.asarray(r, np.float32), 0.0, 1.0) * full).astype(dt)
+        return x.astype(np.float32) / np.float32(full), to_int
+    if np.issubdtype(x.dtype, np.floating):
+        check_unit_range(x)
+        fdt = x.dtype
+        return x, lambda r: np.asarray(r).astype(fdt, copy=False)
+    raise InputError(f"images must be uint8, uint16 or float in [0, 1] numpy arrays or PIL images, "
+                     f"got dtype {x.dtype}; convert with .astype(np.uint8) or divide by the full-scale value")
+
+
+def _refuse_not_pixels(image: object) -> None:
+    """A path, or `load_image`'s (rgb, alpha) pair, where pixels are due: numpy made a string
+    array of the one and raised about an "inhomogeneous shape" on the other."""
+    if isinstance(image, (str, bytes, os.PathLike)):
+        raise InputError(f"got the path {os.fsdecode(image)!r}, not an image; load it first: "
+                         "load_image(path)[0] (every bit kept) or PIL.Image.open(path)")
+    if isinstance(image, tuple) and len(image) == 2 and isinstance(image[0], np.ndarray) and image[0].ndim == 3 \
+            and (image[1] is None or isinstance(image[1], np.ndarray)):
+        raise InputError("got load_image's (rgb, alpha) pair, not an image; pass its rgb array, with "
+                         "the alpha as a 4th channel where there is one: np.dstack([rgb, alpha])")
+
+
+def _pil_as_float(img: Image.Image) -> tuple[np.ndarray, Callable[[np.ndarray], object]]:
+    if sixteen_bit.is_rgb16(img):          # a PIL image cannot hold the other 8 bits: say so, not lose them silently
+        warnings.warn(f"this PIL image of a 16-bit colour {img.format} holds 8 bits a sample, so its result "
+                      "does too; pass load_image(path)'s float array to keep 16", stacklevel=4)
+    if img.mode in _PIL_SIXTEEN_BIT:
+        return _pil_sixteen_as_float(img)
+    plain = plain_mode(img)
+    # gray+alpha runs as RGBA (the engine takes gray, RGB or RGBA) and comes back as LA
+    work = converted(img, "RGBA" if plain == "LA" else plain)
+    x, back = as_float_image(np.asarray(work))
+
+    def to_pil(r: np.ndarray) -> Image.Image:
+        out = Image.fromarray(np.asarray(back(r)))
+        return converted(out, plain)
+    return x, to_pil
+
+
+# 16-bit gray in other byte orders, and "I" holding 16-bit values (as `load_image` reads it):
+# Pillow's convert("RGB") clips these at 255, a white image. The numpy type each comes back in.
+_PIL_SIXTEEN_BIT = {"I;16B": ">u2", "I;16L": "<u2", "I": "=i4"}
+
+
+def _pil_sixteen_as_float(img: Image.Image) -> tuple[np.ndarray, Callable[[np.ndarray], object]]:
+    raw = np.asarray(img)
+    if raw.size and (raw.min() < 0 or raw.max() > 65535):
+        raise InputError(f"32-bit integer image with values outside 0..65535 (mode {img.mode}); "
+                         "convert it to 8- or 16-bit first")
+    x, back = as_float_image(raw.astype(np.uint16))
+
+    def to_pil(r: np.ndarray) -> Image.Image:
+        out = np.asarray(back(r)).astype(_PIL_SIXTEEN_BIT[img.mode])
+        return Image.frombytes(img.mode, (out.shape[1], out.shape[0]), out.tobytes())
+    return x, to_pil
+
+
+def to_tensor(rgb_HWC: np.ndarray) -> torch.Tensor:
+    """HxWx3 numpy -> 1x3xHxW float32 torch tensor (a copy)."""
+    arr = np.asarray(rgb_HWC)
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        raise InputError(f"expected an HxWx3 image array, got shape {arr.shape}")
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1), np.float32)).unsqueeze(0)
+
+
+def from_tensor(x: torch.Tensor, clip: bool = True) -> np.ndarray:
+    """1x3xHxW or 3xHxW torch tensor -> HxWx3 float32 numpy (clipped to [0,1] by default)."""
+    t = x.detach()
+    if t.ndim == 4:
+        if t.shape[0] != 1:
+            raise InputError(f"expected one image (batch 1), got batch {t.shape[0]}")
+        t = t[0]
+    if t.ndim != 3 or t.shape[0] != 3:
+        raise InputError(f"expected a 3xHxW or 1x3xHxW tensor, got shape {tuple(x.shape)}")
+    arr = t.to(device="cpu", dtype=torch.float32).numpy().transpose(1, 2, 0)
+    if clip:
+        arr = np.clip(arr, 0.0, 1.0)
+    return np.ascontiguousarray(arr, dtype=np.float32)

@@ -1,0 +1,75 @@
+"""The file formats and Pillow modes images are read and written in: which extensions, which
+mode an image is upscaled in (gray stays gray, alpha stays alpha), and a file's layout from its
+header alone (`file_layout`: what `upscale` writes back)."""
+from __future__ import annotations
+
+import os
+import warnings
+
+from PIL import Image
+
+from alignvar_edge.errors import InputError
+from alignvar_edge.images import sixteen_bit
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+# what `upscale` reads: those, and GIF (one frame), whose result is written as PNG (`result_path`)
+READ_EXTENSIONS = (*IMAGE_EXTENSIONS, ".gif")
+
+
+# Pillow modes of 16-bit grayscale files ("I" is how some Pillow versions open 16-bit PNGs)
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")
+
+
+# gray modes an image is upscaled in (`plain_mode`): `upscale` writes these back gray
+_GRAY_MODES = ("L", "LA", "F", *SIXTEEN_BIT_MODES)
+
+
+def plain_mode(img: Image.Image) -> str:
+    """The mode an image is upscaled in and comes back as, a file (`upscale`) and a PIL image
+    (`Engine.upscale`) alike: gray stays gray, alpha (or a transparent colour) stays alpha, any
+    other mode becomes RGB(A). Bilevel "1" becomes 8-bit "L": the x4 result's edges are grays
+    that one bit would throw away."""
+    mode = img.mode
+    if mode in (*SIXTEEN_BIT_MODES, "F"):          # one plane each: Pillow has no alpha beside them
+        return mode
+    alpha = mode in ("LA", "La", "PA", "RGBA", "RGBa") or "transparency" in img.info
+    gray = mode in ("1", "L", "LA", "La")
+    return ("LA" if gray else "RGBA") if alpha else ("L" if gray else "RGB")
+
+
+def open_quietly(path: str | os.PathLike[str]) -> Image.Image:
+    """`Image.open`, without Pillow's decompression-bomb warning ("could be decompression bomb DOS
+    attack") for an input between its 89 MP and the --max-megapixels the user raised: `load_image`
+    has applied our own limit."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(path)
+
+
+def file_layout(path: str | os.PathLike[str]) -> tuple[bool, int]:
+    """(gray, bits per sample) of an image file, from its header alone: what `upscale` writes back.
+    Gray is the file's layout (an RGB file whose channels happen to be equal is RGB); bits are 16
+    for a 16-bit file `load_image` keeps 16-bit (gray, gray+alpha, RGB, RGBA) and for a float
+    gray one (a 32-bit float TIFF: 8 bits would throw away what it holds beyond them), else 8."""
+    with open_quietly(path) as img:
+        return image_layout(img)
+
+
+def image_layout(img: Image.Image) -> tuple[bool, int]:
+    if sixteen_bit.is_la16(img):
+        return True, 16
+    if sixteen_bit.is_rgb16(img):
+        return False, 16
+    return plain_mode(img) in _GRAY_MODES, 16 if img.mode in (*SIXTEEN_BIT_MODES, "F") else 8
+
+
+def bits_per_sample(path: str | os.PathLike[str]) -> int:
+    """16 for a 16-bit file `load_image` keeps 16-bit, else 8 (`file_layout`)."""
+    return file_layout(path)[1]
+
+
+def converted(img: Image.Image, mode: str) -> Image.Image:
+    try:
+        return img if img.mode == mode else img.convert(mode)
+    except ValueError as e:
+        raise InputError(f"unsupported image mode {img.mode}; convert it to RGB first") from e

@@ -1,0 +1,267 @@
+"""What an output carries beside its pixels: read from the input (`file_metadata`: the ICC
+profile, the EXIF and XMP that describe the picture, the DPI, a PNG's text) and written in the
+fields each output format has for them (`metadata_params`), or left out with a warning where the
+format cannot hold them (`fit_to_format`)."""
+from __future__ import annotations
+
+import io
+import os
+import re
+import struct
+import warnings
+from pathlib import Path
+from typing import TypedDict
+
+from PIL import ExifTags, Image, PngImagePlugin, TiffImagePlugin
+
+from alignvar_edge.errors import IMAGE_DECODE_ERRORS
+from alignvar_edge.images import png16
+from alignvar_edge.images.formats import image_layout, open_quietly
+
+
+def file_profile(path: str | os.PathLike[str]) -> bytes | None:
+    """The file's ICC colour profile where it describes what `upscale` writes back (an RGB
+    profile on a colour image, a gray one on gray), else None. The pixels are kept as the file
+    holds them, so without it a Display P3 or Adobe RGB photo would be shown as sRGB, its colours
+    dulled; a CMYK profile no longer applies to the RGB result and is dropped."""
+    with open_quietly(path) as img:
+        return _profile(img)
+
+
+def _profile(img: Image.Image) -> bytes | None:
+    icc = img.info.get("icc_profile")
+    # bytes 16-19 of an ICC header: the colour space of the data it describes
+    if not isinstance(icc, bytes) or len(icc) < 20 or icc[16:20] != (b"GRAY" if image_layout(img)[0] else b"RGB "):
+        return None
+    return icc
+
+
+class Metadata(TypedDict):
+    """`save_image`'s keywords for what an output carries beside its pixels (`file_metadata`)."""
+    icc_profile: bytes | None
+    exif: bytes | None
+    dpi: tuple[float, float] | None
+    xmp: bytes | None
+    text: dict[str, str] | None
+
+
+def file_metadata(path: str | os.PathLike[str], scale: int = 1) -> Metadata:
+    """What `upscale` writes beside the pixels of `path`'s result, `scale` times its size: the
+    ICC profile (`file_profile`), the EXIF and the XMP that describe the picture (`_carried_exif`,
+    `_carried_xmp`: not its orientation, since `load_image` turned the pixels upright), the DPI
+    times `scale`, so that the result prints at the input's size, and a PNG's text (`_carried_text`:
+    author, copyright, description, ...)."""
+    with open_quietly(path) as img:
+        icc = _profile(img)               # from the header: getexif may decode the pixels
+        exif = img.getexif()              # (a PNG's EXIF may follow them)
+        dpi = _dpi(img, exif)
+        try:
+            carried = _carried_exif(exif)
+        except (*IMAGE_DECODE_ERRORS, struct.error, TypeError) as e:   # a maker's tag Pillow cannot write back
+            warnings.warn(f"{path}: its EXIF cannot be copied ({e}); the result is written without it",
+                          stacklevel=2)
+            carried = None
+        # a PNG's text may follow its pixels too; its XMP is one of its texts
+        text = dict(img.text) if isinstance(img, PngImagePlugin.PngImageFile) else {}
+        xmp = img.info.get("xmp") or text.get(_PNG_XMP, "").encode()
+    return {"icc_profile": icc, "exif": carried, "dpi": (dpi[0] * scale, dpi[1] * scale) if dpi else None,
+            "xmp": _carried_xmp(xmp), "text": _carried_text(text)}
+
+
+# The PNG text key of XMP; and ImageMagick's copies of profiles as PNG text: EXIF (read as the
+# EXIF), the ICC profile and XMP are carried in their own fields, and their copies would hold what
+# those leave out (the orientation, a CMYK profile).
+_PNG_XMP = "XML:com.adobe.xmp"
+_PROFILE_TEXT = re.compile(r"Raw profile type (exif|APP1|icc|icm|xmp)$", re.IGNORECASE)
+
+
+def _carried_text(text: dict[str, str]) -> dict[str, str] | None:
+    carried = {k: v for k, v in text.items() if k != _PNG_XMP and not _PROFILE_TEXT.match(k)}
+    return carried or None
+
+
+# XMP properties that describe the input's pixels, as `_carried_exif` leaves their EXIF tags out:
+# the orientation, the width and height, the resolution (the output has its own); as attributes
+# (tiff:Orientation="6") or elements (<tiff:Orientation>6</tiff:Orientation>)
+_XMP_LAYOUT = (rb"(?:tiff:(?:Orientation|ImageWidth|ImageLength|XResolution|YResolution|ResolutionUnit)"
+               rb"|exif:(?:PixelXDimension|PixelYDimension))")
+_XMP_LAYOUT_ATTRIBUTE = re.compile(rb"\s" + _XMP_LAYOUT + rb"\s*=\s*(?:\"[^\"]*\"|'[^']*')")
+_XMP_LAYOUT_ELEMENT = re.compile(rb"<(" + _XMP_LAYOUT + rb")\s*>[^<]*</\1\s*>")
+
+
+def _carried_xmp(xmp: object) -> bytes | None:
+    if isinstance(xmp, tuple) and len(xmp) == 1:      # a TIFF's tag, as some Pillow versions give it
+        xmp = xmp[0]
+    if isinstance(xmp, str):
+        xmp = xmp.encode()
+    if not isinstance(xmp, bytes) or not xmp.strip(b"\0 \t\r\n"):
+        return None
+    return _XMP_LAYOUT_ELEMENT.sub(b"", _XMP_LAYOUT_ATTRIBUTE.sub(b"", xmp))
+
+
+# EXIF resolution tags and their unit (2: inch, the default; 3: centimetre)
+_X_RESOLUTION, _Y_RESOLUTION, _RESOLUTION_UNIT = 282, 283, 296
+_PER_INCH = {2: 1.0, 3: 2.54}
+
+
+def _dpi(img: Image.Image, exif: Image.Exif) -> tuple[float, float] | None:
+    """Pillow's DPI of the file (PNG, JPEG, TIFF, BMP), else its EXIF resolution (WebP's only one)."""
+    dpi = img.info.get("dpi")
+    if isinstance(img, TiffImagePlugin.TiffImageFile) and _X_RESOLUTION not in img.tag_v2:
+        dpi = None                        # Pillow's (1, 1) for a TIFF that gives none: 4 DPI written
+    try:
+        if dpi is None and _X_RESOLUTION in exif and _Y_RESOLUTION in exif:
+            per_inch = _PER_INCH.get(exif.get(_RESOLUTION_UNIT, 2), 0.0)
+            dpi = (float(exif[_X_RESOLUTION]) * per_inch, float(exif[_Y_RESOLUTION]) * per_inch)
+        if dpi is None or not all(float(d) > 0 for d in dpi):     # 0, or a 0/0 rational: none given
+            return None
+        return float(dpi[0]), float(dpi[1])
+    except (TypeError, ValueError, ZeroDivisionError):   # a damaged resolution tag: text, not a number
+        return None
+
+
+# The EXIF tags of the first directory that describe the picture and still hold for the result:
+# description, camera, software, date, author, copyright, and the Exif (exposure, lens, ...) and
+# GPS directories. The others describe the input's pixels (a TIFF's are its strips and sample
+# layout; orientation, resolution), which the output has its own of.
+_PICTURE_TAGS = (270, 271, 272, 305, 306, 315, 316, 33432, ExifTags.IFD.Exif, ExifTags.IFD.GPSInfo)
+# the Exif directory's record of the input's width and height
+_PIXEL_DIMENSIONS = (0xA002, 0xA003)
+
+
+def _carried_exif(exif: Image.Exif) -> bytes | None:
+    for tag in [t for t in exif if t not in _PICTURE_TAGS]:
+        del exif[tag]
+    if _LAYOUT_DESCRIPTION.match(str(exif.get(_DESCRIPTION, ""))):
+        del exif[_DESCRIPTION]
+    if ExifTags.IFD.Exif in exif:         # get_ifd adds an empty one where there is none
+        for tag in _PIXEL_DIMENSIONS:
+            exif.get_ifd(ExifTags.IFD.Exif).pop(tag, None)
+    return exif.tobytes() if len(exif) else None
+
+
+# A TIFF's ImageDescription that is its layout, written by imaging software (tifffile's JSON
+# shape, ImageJ's "images=N slices=...", OME-XML): the result's readers would take its shape
+# and page count for the result's, which has its own.
+_DESCRIPTION = 270
+_LAYOUT_DESCRIPTION = re.compile(r'\s*(\{\s*"shape"|ImageJ=|<\?xml|<OME)')
+
+
+# the most DPI a format's field holds: JPEG's JFIF density is 16 bits (Pillow writes it modulo
+# 65536), PNG's and BMP's pixels a metre 32 bits (Pillow raises OverflowError); a microscope's
+# TIFF (pixels a micron) x4 passes them
+_MAX_DPI = {"JPEG": 65535.0, "PNG": (2**32 - 1) * 0.0254, "BMP": (2**32 - 1) * 0.0254}
+# the EXIF bytes one JPEG APP1 segment holds (Pillow raises ValueError past them, after the work),
+# and the XMP bytes (less its namespace)
+_JPEG_MAX_EXIF = 65533
+_JPEG_MAX_XMP = _JPEG_MAX_EXIF - len(b"http://ns.adobe.com/xap/1.0/\0")
+
+
+def fit_to_format(fmt: str, path: Path, dpi: tuple[float, float] | None, exif: bytes | None, xmp: bytes | None
+                  ) -> tuple[tuple[float, float] | None, bytes | None, bytes | None]:
+    """(dpi, exif, xmp) with each one `fmt` cannot hold left out (None), named in a warning for
+    `path` that says which format keeps it: an encoder would fail on it once the work is done.
+    The warnings point at `save_image`'s caller."""
+    if dpi and max(dpi) > _MAX_DPI.get(fmt, max(dpi)):
+        warnings.warn(f"{path}: {fmt} holds at most {_MAX_DPI[fmt]:.0f} DPI, not {max(dpi):.0f}: it is written "
+                      "without one (save it as .tif to keep it)", stacklevel=3)
+        dpi = None
+    if fmt == "JPEG" and exif and len(exif) > _JPEG_MAX_EXIF:
+        warnings.warn(f"{path}: its EXIF is {len(exif)} bytes, over the {_JPEG_MAX_EXIF} a JPEG holds: it is written "
+                      "without it (save it as .png or .tif to keep it)", stacklevel=3)
+        exif = None
+    if fmt == "JPEG" and xmp and len(xmp) > _JPEG_MAX_XMP:
+        warnings.warn(f"{path}: its XMP is {len(xmp)} bytes, over the {_JPEG_MAX_XMP} a JPEG holds: it is written "
+                      "without it (save it as .png, .tif or .webp to keep it)", stacklevel=3)
+        xmp = None
+    return dpi, exif, xmp
+
+
+# formats Pillow writes an ICC profile, EXIF and DPI to (WebP's DPI: in its EXIF alone)
+METADATA_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF")
+
+
+def metadata_params(fmt: str, icc_profile: bytes | None, exif: bytes | None, dpi: tuple[float, float] | None,
+                     xmp: bytes | None = None, text: dict[str, str] | None = None) -> dict[str, object]:
+    if fmt == "BMP":                      # its print size alone (else Pillow's 96 DPI is written)
+        return {"dpi": dpi} if dpi else {}
+    if fmt not in METADATA_FORMATS:
+        return {}
+    tags = {_XMP: xmp} if xmp and fmt == "TIFF" else {}      # a TIFF's XMP is a tag of its directory
+    params = {"icc_profile": icc_profile, "dpi": dpi,
+              "exif": _with_resolution(exif, dpi, tags) if exif or tags or (dpi and fmt == "WEBP") else None,
+              "xmp": xmp if fmt in ("JPEG", "WEBP") else None,
+              "pnginfo": _png_info(text, xmp) if fmt == "PNG" else None}
+    return {k: v for k, v in params.items() if v}
+
+
+_XMP = 700
+
+
+def _png_info(text: dict[str, str] | None, xmp: bytes | None) -> PngImagePlugin.PngInfo | None:
+    """`text` (international text, iTXt, kept so with its language) and `xmp` as PNG text chunks."""
+    if not text and not xmp:
+        return None
+    info = PngImagePlugin.PngInfo()
+    for key, value in (text or {}).items():
+        info.add_text(key, value, zip=len(value) > 1024)     # long text compressed, as zTXt or iTXt
+    if xmp:
+        info.add_itxt(_PNG_XMP, xmp.decode("utf-8", "replace"))
+    return info
+
+
+# A PNG's keywords that name the picture's author, rights and subject, and their EXIF tags (as
+# exiftool maps them): a PNG upscaled to JPEG, WebP or TIFF keeps them there. Description before Title:
+# both would be the one ImageDescription.
+_PNG_TEXT_AS_EXIF = (("Author", 0x013B), ("Copyright", 0x8298), ("Description", 0x010E), ("Title", 0x010E))
+
+
+def exif_with_png_text(exif: bytes | None, text: dict[str, str]) -> bytes | None:
+    """`exif` with a PNG's Author, Copyright and Description (or Title) where it has no such tag
+    of its own: a format without PNG text chunks carries them there."""
+    out = Image.Exif()
+    if exif:
+        out.load(exif)
+    added = False
+    for key, tag in _PNG_TEXT_AS_EXIF:
+        if text.get(key) and not out.get(tag):
+            out[tag], added = text[key], True
+    return out.tobytes() if added else exif
+
+
+def _with_resolution(exif: bytes | None, dpi: tuple[float, float] | None, tags: dict[int, bytes]) -> bytes:
+    """The EXIF to write, its resolution the DPI written (a JPEG holds both, and must agree), with
+    `tags` added to its first directory."""
+    out = Image.Exif()
+    if exif:
+        out.load(exif)
+    if dpi:
+        out[_X_RESOLUTION], out[_Y_RESOLUTION], out[_RESOLUTION_UNIT] = dpi[0], dpi[1], 2
+    out.update(tags)
+    return out.tobytes()
+
+
+def tiff16_exif(exif: bytes | None, xmp: bytes | None, path: Path) -> Image.Exif | None:
+    """`exif` for a 16-bit colour TIFF: tifffile writes its first directory's text tags alone, so
+    a warning names what is left out (the Exif and GPS directories, the XMP)."""
+    tags = Image.Exif()
+    if exif:
+        tags.load(exif)
+    lost = [("Exif or GPS directory", "camera settings and location")] \
+        if tags.get_ifd(ExifTags.IFD.Exif) or tags.get_ifd(ExifTags.IFD.GPSInfo) else []
+    lost += [("XMP", "XMP")] if xmp else []
+    if lost:
+        warnings.warn(f"{path}: a 16-bit TIFF is written by tifffile, which writes no {' or '.join(a for a, _ in lost)}, "
+                      f"so it leaves out the input's {' and '.join(b for _, b in lost)}; save it as .png to keep them",
+                      stacklevel=3)
+    return tags if exif else None
+
+
+def png_metadata_chunks(params: dict[str, object]) -> bytes:
+    """The chunks Pillow writes for `params` (ICC profile, EXIF, DPI: `metadata_params`), taken
+    from a 1x1 PNG of its own, so that metadata is written one way whatever the pixels."""
+    if not params:
+        return b""
+    buf = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buf, format="PNG", **params)
+    return b"".join(chunk for kind, chunk in png16.chunks(buf.getvalue()) if kind not in png16.PIXEL_CHUNKS)

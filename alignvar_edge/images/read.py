@@ -1,0 +1,151 @@
+"""Reading an image file as float32 HxWx3 RGB in [0, 1] plus an optional alpha plane.
+
+Loading is defensive because users point the tool at arbitrary folders: the size is checked from
+the header before any pixel is decoded, EXIF orientation is applied (the pixels are turned upright,
+and `metadata.file_metadata` drops the orientation from the EXIF written back), and every mode
+Pillow can produce ends up as RGB. 16-bit files keep their 16 bits where Pillow holds only 8 of
+them: gray+alpha and RGB(A) PNGs are decoded by Pillow's codec with other raw modes
+(`sixteen_bit.py`), RGB(A) TIFFs by tifffile.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from alignvar_edge.errors import IMAGE_DECODE_ERRORS, InputError
+from alignvar_edge.images import sixteen_bit
+from alignvar_edge.images.arrays import check_unit_range
+from alignvar_edge.images.formats import SIXTEEN_BIT_MODES, converted, plain_mode
+
+# x4 SR multiplies the pixel count by 16: 24 MP in is 384 MP (~4.6 GB as float32 RGB) out.
+DEFAULT_MAX_MEGAPIXELS = 24.0
+
+
+def load_image(
+    path: str | os.PathLike[str], max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
+    raise_limit: str | None = "max_megapixels / --max-megapixels",
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read an image file as (rgb float32 HxWx3 in [0,1], alpha float32 HxW or None).
+
+    ``max_megapixels=None`` lifts our size limit (Pillow's decompression-bomb guard still applies).
+    ``raise_limit`` names how the caller's user raises it (None: they cannot, the refusal says so).
+    16-bit files keep their full precision: grayscale, gray+alpha and RGB(A) PNGs, and RGB(A)
+    TIFFs where tifffile is installed (refused without it: Pillow would read 8 of their bits).
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path} is a folder, not an image file; pass an image file path")
+    if not path.exists():
+        raise InputError(f"{path} does not exist; check the path")
+    with warnings.catch_warnings():
+        # We enforce our own limit below; Pillow's warning would only duplicate it.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(path)
+        except Image.DecompressionBombError as e:
+            raise InputError(
+                f"{path} is too large to open safely ({e}); downscale it or split it into tiles"
+            ) from e
+        except Image.UnidentifiedImageError as e:
+            if path.stat().st_size == 0:
+                raise InputError(f"{path} is empty (0 bytes); re-export or remove it") from e
+            raise InputError(
+                f"{path} is not an image Pillow can read, or its header is damaged "
+                "(zero size, unknown format); convert it to PNG or JPEG"
+            ) from e
+        except IMAGE_DECODE_ERRORS as e:
+            raise InputError(f"{path} cannot be opened as an image ({e}); re-export the file") from e
+        with img:
+            return _decode(path, img, max_megapixels, raise_limit)
+
+
+def _decode(
+    path: Path, img: Image.Image, max_megapixels: float | None, raise_limit: str | None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    # Image.open only parsed the header: size is known, pixels are not decoded yet.
+    width, height = img.size
+    if width <= 0 or height <= 0:
+        raise InputError(f"{path} has no pixels ({width}x{height}); it is empty or damaged")
+    megapixels = width * height / 1e6
+    if max_megapixels is not None and megapixels > max_megapixels:
+        # two significant digits below 1 MP: a 0.012 MP image over a 0.01 MP limit is not "0.0 MP"
+        shown = f"{megapixels:.1f}" if megapixels >= 1 else f"{megapixels:.2g}"
+        how = f", or raise the limit ({raise_limit})" if raise_limit else ""
+        raise InputError(f"{path} is {width}x{height} ({shown} MP), over the {max_megapixels:g} MP "
+                         f"limit; downscale or crop it{how}")
+    try:                # counting frames reads every directory of a TIFF
+        frames = int(getattr(img, "n_frames", 1) or 1)
+    except _DAMAGED as e:
+        raise _damaged(path, e) from e
+    # animations and multi-page files; not a camera JPEG's MPF extras (MPO: the first frame is the photo)
+    if frames > 1 and img.format in _MULTI_FRAME_FORMATS:
+        # only the first would be read, silently: refuse rather than lose the others
+        raise InputError(f"{path} holds {frames} frames (an animation or a multi-page file); save the "
+                         "frame you want as a PNG and pass that")
+    try:
+        rgb, alpha = sixteen_bit.rgb16_planes(path, img) if sixteen_bit.is_rgb16(img) else _planes(img)
+    except InputError as e:
+        raise InputError(f"{path}: {e}") from e
+    except _DAMAGED as e:
+        raise _damaged(path, e) from e
+    if not np.isfinite(rgb).all():
+        raise InputError(f"{path} contains NaN or infinite pixel values; fix the source image")
+    return rgb, alpha
+
+
+# what decoding damaged data raises: Pillow's TIFF reader adds TypeError (a directory without a size)
+_DAMAGED = (*IMAGE_DECODE_ERRORS, TypeError)
+
+
+def _damaged(path: Path, e: Exception) -> InputError:
+    return InputError(f"{path} is truncated or corrupt ({e}); re-download or re-export the file")
+
+
+def _planes(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    """Pillow's pixels, upright, as float32 RGB and alpha (16-bit gray+alpha kept 16-bit)."""
+    la16 = sixteen_bit.read_la16_raw(img)
+    img.load()
+    img = ImageOps.exif_transpose(img)
+    if la16:
+        gray, alpha = sixteen_bit.la16_planes(img)
+        return _gray_to_rgb(gray), alpha
+    return _to_float_planes(img)
+
+
+_MULTI_FRAME_FORMATS = ("GIF", "PNG", "WEBP", "TIFF")
+
+
+def _to_float_planes(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    """Any Pillow mode -> float32 RGB HxWx3 and optional alpha HxW, both in [0, 1]."""
+    mode = img.mode
+    if mode in SIXTEEN_BIT_MODES:
+        # 16-bit grayscale (PNG/TIFF). Mode "I" is int32 and may hold anything: accept 16-bit range.
+        gray = np.asarray(img).astype(np.float32)
+        if gray.size and (gray.min() < 0 or gray.max() > 65535):
+            raise InputError(
+                f"32-bit integer image with values outside 0..65535 (mode {mode}); "
+                "convert it to 8- or 16-bit first"
+            )
+        return _gray_to_rgb(gray / 65535.0), None
+    if mode == "F":
+        gray = np.asarray(img, dtype=np.float32)
+        check_unit_range(gray)
+        return _gray_to_rgb(np.clip(gray, 0.0, 1.0)), None
+    # P, CMYK (Pillow undoes Adobe's inverted CMYK), YCbCr, HSV, RGBX, RGBa ...: RGB(A)
+    target = plain_mode(img)
+    arr = np.asarray(converted(img, target), dtype=np.float32) / 255.0
+    if target == "L":
+        return _gray_to_rgb(arr), None
+    if target == "LA":
+        return _gray_to_rgb(arr[..., 0]), np.ascontiguousarray(arr[..., 1])
+    if target == "RGB":
+        return np.ascontiguousarray(arr), None
+    return np.ascontiguousarray(arr[..., :3]), np.ascontiguousarray(arr[..., 3])
+
+
+def _gray_to_rgb(gray_HW: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.repeat(gray_HW[..., None], 3, axis=2), dtype=np.float32)
