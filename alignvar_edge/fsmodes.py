@@ -1,4 +1,4 @@
-"""Publishing files: atomic text writes, and the file modes of what we publish: the ones a plain open()/mkdir() would give, i.e. the umask's.
+"""Publishing files: atomic writes, and the file modes of what we publish: the ones a plain open()/mkdir() would give, i.e. the umask's.
 
 `tempfile.mkdtemp` / `mkstemp` create 0700 / 0600 (private while they are being filled); an output
 renamed into place keeps that mode unless it is widened here first. One owner for that rule.
@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["umask", "publish_mode", "unwritable_folder", "write_error", "write_text"]
+__all__ = ["umask", "publish_mode", "unwritable_folder", "write_atomically", "write_error", "write_text"]
 
 
 def umask() -> int:
@@ -54,16 +55,22 @@ def write_error(e: OSError, path: str | os.PathLike[str]) -> OSError:
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> Path:
+    return write_atomically(path, lambda tmp: tmp.write_text(text))
+
+
+def write_atomically(path: str | os.PathLike[str], write: Callable[[Path], object]) -> Path:
+    """`write(tmp)` fills a hidden temporary file beside `path`, which then replaces `path` in one
+    step with the modes the umask allows (a writer such as safetensors' makes its files 0600)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+        os.close(fd)
     except OSError as e:
         raise write_error(e, p) from e
     try:
         try:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(text)
+            write(Path(tmp))
         except OSError as e:
             raise write_error(e, p) from e
         publish_mode(tmp)          # mkstemp made it 0600: the file gets what the umask allows

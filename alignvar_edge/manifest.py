@@ -60,7 +60,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from alignvar_edge.errors import ArtifactError, OutputExistsError
-from alignvar_edge.fsmodes import publish_mode
+from alignvar_edge.fsmodes import publish_mode, write_text
 from alignvar_edge.jsonsafe import dumps
 from alignvar_edge.onnx_wire import external_locations
 
@@ -516,9 +516,7 @@ def write_manifest(root: Path, manifest: Manifest) -> None:
     manifest.input_contract = input_contract(manifest)
     doc = json.loads(dumps(manifest.to_json(), sort_keys=True))      # as a reader will parse it
     doc[CONTENT_KEY] = content_hash(doc)
-    tmp = root / (MANIFEST_FILE + ".tmp")
-    tmp.write_text(dumps(doc, sort_keys=True))
-    os.replace(tmp, root / MANIFEST_FILE)
+    write_text(root / MANIFEST_FILE, dumps(doc, sort_keys=True))
 
 
 def _check_content(root: Path, doc: Mapping[str, Any]) -> None:

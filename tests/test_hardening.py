@@ -670,6 +670,33 @@ def test_reports_written_atomically_get_the_umask_modes(tmp_path) -> None:
     assert path.stat().st_mode & 0o777 == 0o644          # not mkstemp's private 0600
 
 
+def test_golden_outputs_are_written_atomically_with_the_umask_modes(tmp_path, monkeypatch) -> None:
+    """safetensors writes its files 0600 and in place: a golden file is published like a report,
+    and a failed write leaves the one before it whole."""
+    import errno
+
+    import safetensors.numpy
+
+    from alignvar_edge.runtimes.golden import read_golden, write_golden
+    lr, sr, tokens = np.zeros((1, 3, 4, 4), np.float32), np.ones((1, 3, 16, 16), np.float32), [np.arange(4)]
+    old = os.umask(0o022)
+    try:
+        path = write_golden(tmp_path / "golden.safetensors", lr, sr, tokens, {"seed": "0"})
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
+    def full(data, filename, metadata=None):
+        Path(filename).write_bytes(b"\0" * 8)             # part of it written, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(safetensors.numpy, "save_file", full)
+    with pytest.raises(OSError, match="No space left") as info:
+        write_golden(path, lr, sr, tokens, {"seed": "1"})
+    assert info.value.filename == str(path)               # the output, not the hidden temporary file
+    assert read_golden(path)[3] == {"seed": "0"} and sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
 
 def test_a_report_that_cannot_be_written_is_reported_on_its_own_path(tmp_path, monkeypatch) -> None:
     """`--json FILE` on a read-only or full disk: the one line names FILE, not the hidden temporary
@@ -689,21 +716,11 @@ def test_a_report_that_cannot_be_written_is_reported_on_its_own_path(tmp_path, m
                                               "choose another path or fix its permissions")
     monkeypatch.undo()
 
-    class Full:
-        def __init__(self, fd, mode):
-            os.close(fd)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-        def write(self, text):
-            raise OSError(errno.ENOSPC, "No space left on device")
-    monkeypatch.setattr(fsmodes.os, "fdopen", Full)
+    def full(tmp):
+        tmp.write_bytes(b"{")                             # part of it written, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
     with pytest.raises(OSError) as info:
-        fsmodes.write_text(target, "{}")
+        fsmodes.write_atomically(target, full)
     assert cli._os_error_line(info.value) == (f"no space left on the device writing {target}; "
                                               "free some space or choose another output")
     assert list(tmp_path.iterdir()) == []                 # no report, no temporary file

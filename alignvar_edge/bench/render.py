@@ -8,6 +8,7 @@ from typing import Any
 
 from alignvar_edge.bench.host import load_words, machine_words, short_label
 from alignvar_edge.errors import InputError
+from alignvar_edge.fsmodes import write_atomically
 from alignvar_edge.runtimes.base import precision_label
 
 __all__ = ["all_cores_line", "engine_rows", "plot_report", "pyplot", "report_markdown", "terminal_table"]
@@ -398,15 +399,11 @@ def _plain_log_ticks(ax: Any) -> None:
 
 
 def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
-    """Save atomically (a temporary sibling renamed into place), then close the figure."""
+    """Save atomically, then close the figure. The format is the path's extension (the temporary
+    file's is not), or matplotlib's default where it has none."""
     import matplotlib.pyplot as plt
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp{p.suffix}")
+    fmt = Path(path).suffix[1:] or plt.rcParams["savefig.format"]
     try:
-        fig.savefig(tmp, dpi=120)
-        os.replace(tmp, p)
+        return write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=120, format=fmt))
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
-    return p

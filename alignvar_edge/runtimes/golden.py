@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from alignvar_edge.errors import ArtifactError
+from alignvar_edge.fsmodes import write_atomically
 from alignvar_edge.manifest import Manifest, sha256_file
 from alignvar_edge.runtimes.artifacts import source_checkpoint
 
@@ -27,8 +28,7 @@ def write_golden(path: Path, lr: np.ndarray, sr: np.ndarray, tokens: list[np.nda
     data: dict[str, np.ndarray] = {"lr": np.ascontiguousarray(lr, np.float32),
                                    "sr": np.asarray(sr).astype(np.float16)}
     data.update({f"tokens_{k}": np.asarray(t).astype(np.int32) for k, t in enumerate(tokens)})
-    save_file(data, str(path), metadata=metadata)
-    return path
+    return write_atomically(path, lambda tmp: save_file(data, str(tmp), metadata=metadata))
 
 
 def read_golden(f: Path) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], dict[str, str]]:
