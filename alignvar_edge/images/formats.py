@@ -56,6 +56,7 @@ def file_layout(path: str | os.PathLike[str]) -> tuple[bool, int]:
 
 
 def image_layout(img: Image.Image) -> tuple[bool, int]:
+    """`file_layout` of an open image."""
     if sixteen_bit.is_la16(img):
         return True, 16
     if sixteen_bit.is_rgb16(img):
@@ -69,6 +70,7 @@ def bits_per_sample(path: str | os.PathLike[str]) -> int:
 
 
 def converted(img: Image.Image, mode: str) -> Image.Image:
+    """`img` in `mode`, refused in one line where Pillow has no conversion to it."""
     try:
         return img if img.mode == mode else img.convert(mode)
     except ValueError as e:

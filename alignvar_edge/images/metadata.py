@@ -182,7 +182,8 @@ METADATA_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF")
 
 
 def metadata_params(fmt: str, icc_profile: bytes | None, exif: bytes | None, dpi: tuple[float, float] | None,
-                     xmp: bytes | None = None, text: dict[str, str] | None = None) -> dict[str, object]:
+                    xmp: bytes | None = None, text: dict[str, str] | None = None) -> dict[str, object]:
+    """Pillow's save keywords that write this metadata in the fields `fmt` has for it."""
     if fmt == "BMP":                      # its print size alone (else Pillow's 96 DPI is written)
         return {"dpi": dpi} if dpi else {}
     if fmt not in METADATA_FORMATS:

@@ -24,7 +24,6 @@ from alignvar_edge.images.formats import IMAGE_EXTENSIONS
 from alignvar_edge.images.metadata import (METADATA_FORMATS, exif_with_png_text, fit_to_format, metadata_params,
                                            png_metadata_chunks, tiff16_exif)
 
-
 # formats Pillow writes 16-bit grayscale to; 16-bit gray+alpha and RGB(A) go to PNG alone (`_write_png16`)
 _SIXTEEN_BIT_FORMATS = ("PNG", "TIFF")
 
