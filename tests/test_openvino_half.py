@@ -110,8 +110,9 @@ def test_bf16_build_keeps_the_tokens_or_writes_nothing(export: Path, tmp_path: P
 
 def test_token_bf16_tries_bf16_islands_before_an_all_f32_token_path(export: Path, tmp_path: Path,  # noqa: F811
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    """Opt-in: the split with the token part's transformer matmuls in bf16 comes before the all-f32
-    token path; whichever is kept, the manifest says what its token path computed in."""
+    """Opt-in: the split with the token part's MLP matmuls in bf16 comes before the all-f32 token
+    path, judged on more tiles than the other rungs; whichever is kept, the manifest says what its
+    token path computed in."""
     if _default_cpu_precision() != "bf16":
         pytest.skip("this CPU has no bf16 units (needs AVX512-BF16 or AMX)")
     from alignvar_edge.runtimes.openvino import backend as ovb
@@ -121,12 +122,16 @@ def test_token_bf16_tries_bf16_islands_before_an_all_f32_token_path(export: Path
     out = runtimes.build(export, "openvino", "bf16", out=tmp_path / "islands", token_bf16=True)
     m = json.loads((out / "manifest.json").read_text())
     rungs = [r["rung"] for r in m["extra"]["half_ladder"]]
-    mixed = "image suffix, transformer matmuls bf16 (token path otherwise f32)"
+    mixed = "image suffix, MLP matmuls bf16 (token path otherwise f32)"
     assert rungs in (["whole graph", mixed], ["whole graph", mixed, "image suffix only (token path f32)"])
     split, cp = m["extra"]["split"], m["extra"]["compute_precision"]
+    # the island rung is judged on more tiles than the rungs that cannot lose a token
+    assert ovb.ISLAND_GATE_TILES > ovb.GATE_TILES
+    assert m["parity"]["tiles"] == (ovb.ISLAND_GATE_TILES if rungs[-1] == mixed else ovb.GATE_TILES)
     if rungs[-1] == mixed:                 # kept: the islands held the tokens on the gate's tiles
-        assert split["token_precision"] == "f32 + bf16 transformer matmuls" and split["token_bf16_matmuls"] > 0
-        assert set(cp["transformer_matmuls"]) == {"bf16"} and set(cp["logits_head"]) == {"f32"}
+        assert split["token_precision"] == "f32 + bf16 MLP matmuls" and split["token_bf16_matmuls"] > 0
+        # the MLPs ran bf16, the attention projections and AdaLN f32
+        assert set(cp["transformer_matmuls"]) == {"bf16", "f32"} and set(cp["logits_head"]) == {"f32"}
         with runtimes.load(out) as e:
             assert e.compute_precision == "bf16 image, f32 tokens with bf16 matmuls"
     else:                                  # refused: the kept split's token path is all f32
