@@ -80,3 +80,23 @@ def test_the_merged_devices_table_is_what_its_documented_command_prints_now():
     reports = [ROOT / a for a in argv[3:argv.index("--out")]]
     plot = Path(argv[argv.index("--plot") + 1]).name
     assert merge_markdown(merge_reports(reports), plot) == (RESULTS / "devices.md").read_text()
+
+
+def test_the_two_core_amx_table_quotes_its_two_runs():
+    runs = [json.loads((RESULTS / "xeon-amx-2core" / f).read_text()) for f in ("amx-2core.json", "amx-2core-reversed.json")]
+    text = _section("docs/benchmarks.md", "### The same engines on a 2-core Xeon with AMX", "- **Per tile**")
+    rows = (("PyTorch eager (batch 4", "pytorch-eager"), ("ONNX Runtime fp32", "ort-fp32"),
+            ("ONNX Runtime int8", "ort-int8"), ("OpenVINO f32", "ov-f32"), ("OpenVINO bf16 split (plain", "ov-bf16"),
+            ("OpenVINO int8 split", "ov-int8"), ("**OpenVINO bf16 split, MLP", "ov-bf16-mlp"))
+    for head, label in rows:
+        engines = [next(e for e in r["engines"] if e["label"] == label) for r in runs]
+        tile = " / ".join(f"{_p50_ms(r, label):.2f}" for r in runs)
+        mps = " / ".join(f"{e['image']['megapixels_per_s']:.3f}" for e in engines)
+        if label == "pytorch-eager":
+            ratios = ["1.00×", "1.00×"]
+        else:
+            ratios = [" / ".join(f"{e[k]:.2f}×" for e in engines) for k in ("speedup_vs_eager", "image_speedup_vs_eager")]
+        tokens = {e["fidelity"]["vs_reference"]["token_agreement"] for e in engines}
+        assert len(tokens) == 1, label                   # the same engine, the same 240 tiles
+        (t,) = tokens
+        assert _row(text, head)[1:] == [tile, ratios[0], mps, ratios[1], "100%" if t == 1 else f"{t:.2%}"], head
