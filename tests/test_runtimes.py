@@ -495,7 +495,7 @@ def test_openvino_int8_engine_is_split_with_the_policy_scope_in_its_token_part(e
     from alignvar_edge.manifest import read_manifest
     from alignvar_edge.quantize.calibration.tiles import lr_tiles
     from alignvar_edge.runtimes.half import host_half
-    from alignvar_edge.runtimes.openvino.backend import PrecisionWarning, _group_of
+    from alignvar_edge.runtimes.openvino.backend import PrecisionWarning, _graph_only, _group_of
     cfg = runtimes.load(export).config
     out = runtimes.build(export, "openvino", precision="int8", out=tmp_path / "ov8",
                          calibration=lr_tiles(cfg, 8, seed=0), check=False)
@@ -504,7 +504,7 @@ def test_openvino_int8_engine_is_split_with_the_policy_scope_in_its_token_part(e
     assert m.extra["split"]["token_precision"] == "int8 + f32" and m.extra["split"]["image_int8"]
     half = "bf16" if host_half("openvino", "CPU") else "f32"
     with runtimes.load(out) as e:
-        ran = e.runtime_precision(_group_of(export / "model.onnx"))
+        ran = e.runtime_precision(_group_of(_graph_only(export / "model.onnx")))
         # as compiled, not as requested: OpenVINO reports each part's inference precision
         assert e.compute_precision == e.expected_precision == f"{half} image, f32 tokens"
     int8 = {"u8", "i8"}
@@ -616,10 +616,10 @@ def test_openvino_int8_weights_keeps_the_policys_float_ops_float(export, tmp_pat
     # choices: the bundled model kept 98.1% of its tokens, short of the 99% gate, with it in int8)
     # keeps f32 weights, the transformer's linears are compressed
     from alignvar_edge.manifest import read_manifest
-    from alignvar_edge.runtimes.openvino.backend import _group_of
+    from alignvar_edge.runtimes.openvino.backend import _graph_only, _group_of
     out = runtimes.build(export, "openvino", precision="int8-weights", out=tmp_path / "w8", check=False)
     with runtimes.load(out) as e:
-        ran = e.runtime_precision(_group_of(export / "model.onnx"))
+        ran = e.runtime_precision(_group_of(_graph_only(export / "model.onnx")))
     # the kernels widen the int8 weights and compute f32 (`op_precision`)
     assert "f32 (u8 weights)" in ran["transformer_matmuls"]
     assert set(ran["logits_head"]) == set(ran["attention"]) == {"f32"}

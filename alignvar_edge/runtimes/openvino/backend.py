@@ -425,21 +425,21 @@ def _device_has(core: Any, device: str, capability: str) -> bool:
         return True         # a device that does not say: trust the hint
 
 
-def _group_of(onnx_path: Path) -> dict[str, str]:
-    """ONNX node name -> half-policy group (the manifest's per-group compute precision)."""
+def _graph_only(onnx_path: Path) -> Any:
+    """The export's ONNX graph without its weights: what the node maps below read."""
     import onnx
+    return onnx.load(str(onnx_path), load_external_data=False)
 
+
+def _group_of(proto: Any) -> dict[str, str]:
+    """ONNX node name -> half-policy group (the manifest's per-group compute precision)."""
     from alignvar_edge.quantize.half_policy import node_groups
-    proto = onnx.load(str(onnx_path), load_external_data=False)
     return _with_fused_successors(proto, {n: g for g, names in node_groups(proto).items() for n in names})
 
 
-def _component_of(onnx_path: Path) -> dict[str, str]:
+def _component_of(proto: Any) -> dict[str, str]:
     """ONNX node name -> INT8-policy component (`ffn`, `attn_linear`, ...): what bf16 islands select by."""
-    import onnx
-
     from alignvar_edge.quantize.policy import classify
-    proto = onnx.load(str(onnx_path), load_external_data=False)
     return _with_fused_successors(proto, {q.name: q.component for q in classify(proto)})
 
 
@@ -651,8 +651,9 @@ class OpenVINOBackend(Backend):
             cut = _token_split(onnx_path, required=half) if half or precision == "int8" else None
             feeds = _calibration_feeds(tiles, batch, config) if precision == "int8" else None
             rungs = self._rungs(precision, float_groups, checking, half, cut is not None, islands)
-            group_of = _group_of(onnx_path) if checking else {}     # read once: every rung's check uses it
-            component_of = _component_of(onnx_path) if islands else {}
+            graph = _graph_only(onnx_path) if checking else None        # islands are built checked only
+            group_of = _group_of(graph) if checking else {}     # read once: every rung's check uses it
+            component_of = _component_of(graph) if islands else {}
             for rung in rungs:
                 rewrites: dict[str, int] = {}
                 files, recipe, split = self._write_ir(tmp, onnx_path, precision, device, (batch, config.lr_size),
