@@ -97,9 +97,9 @@ def test_bf16_build_keeps_the_tokens_or_writes_nothing(export: Path, tmp_path: P
     cp = m["extra"]["compute_precision"]
     assert "bf16" in cp["decoder_convs"]
     if "split" in m["extra"]:          # the whole graph lost tokens: the token path ran f32, or f32
-        assert ladder[0]["rung"] == "whole graph"            # with its transformer matmuls bf16
+        assert ladder[0]["rung"] == "whole graph"            # with its MLP matmuls bf16
         islands = m["extra"]["split"].get("token_bf16_matmuls", 0)
-        assert set(cp["transformer_matmuls"]) == ({"bf16"} if islands else {"f32"})
+        assert set(cp["transformer_matmuls"]) == ({"bf16", "f32"} if islands else {"f32"})
         assert set(cp["logits_head"]) == {"f32"}
         with runtimes.load(out) as e:
             assert e.compute_precision == ("bf16 image, f32 tokens with bf16 matmuls" if islands
@@ -108,22 +108,22 @@ def test_bf16_build_keeps_the_tokens_or_writes_nothing(export: Path, tmp_path: P
             runtimes.load(out, parity=False).close()
 
 
-def test_token_bf16_tries_bf16_islands_before_an_all_f32_token_path(export: Path, tmp_path: Path,  # noqa: F811
+def test_bf16_build_tries_bf16_islands_before_an_all_f32_token_path(export: Path, tmp_path: Path,  # noqa: F811
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    """Opt-in: the split with the token part's MLP matmuls in bf16 comes before the all-f32 token
+    """By default the split with the token part's MLP matmuls in bf16 comes before the all-f32 token
     path, judged on more tiles than the other rungs; whichever is kept, the manifest says what its
-    token path computed in."""
+    token path computed in. `token_bf16=False` leaves that rung out: the split's tokens are exact."""
     if _default_cpu_precision() != "bf16":
         pytest.skip("this CPU has no bf16 units (needs AVX512-BF16 or AMX)")
     from alignvar_edge.runtimes.openvino import backend as ovb
     real = ovb._half_problem
     monkeypatch.setattr(ovb, "_half_problem",          # the whole graph is refused whatever it keeps
                         lambda m, *a: real(m, *a) if m.extra.get("split") else "refused by the test")
-    out = runtimes.build(export, "openvino", "bf16", out=tmp_path / "islands", token_bf16=True)
+    out = runtimes.build(export, "openvino", "bf16", out=tmp_path / "islands")
     m = json.loads((out / "manifest.json").read_text())
     rungs = [r["rung"] for r in m["extra"]["half_ladder"]]
-    mixed = "image suffix, MLP matmuls bf16 (token path otherwise f32)"
-    assert rungs in (["whole graph", mixed], ["whole graph", mixed, "image suffix only (token path f32)"])
+    mixed, exact = "image suffix, MLP matmuls bf16 (token path otherwise f32)", "image suffix only (token path f32)"
+    assert rungs in (["whole graph", mixed], ["whole graph", mixed, exact])
     split, cp = m["extra"]["split"], m["extra"]["compute_precision"]
     # the island rung is judged on more tiles than the rungs that cannot lose a token
     assert ovb.ISLAND_GATE_TILES > ovb.GATE_TILES
@@ -137,7 +137,10 @@ def test_token_bf16_tries_bf16_islands_before_an_all_f32_token_path(export: Path
     else:                                  # refused: the kept split's token path is all f32
         assert m["extra"]["half_ladder"][1]["refused"] and split["token_precision"] == "f32"
         assert set(cp["transformer_matmuls"]) == {"f32"}
-
+    out = runtimes.build(export, "openvino", "bf16", out=tmp_path / "exact", token_bf16=False)
+    m = json.loads((out / "manifest.json").read_text())
+    assert [r["rung"] for r in m["extra"]["half_ladder"]] == ["whole graph", exact]
+    assert m["extra"]["split"]["token_precision"] == "f32" and m["parity"]["tokens"]["overall"] == 1.0
 
 
 def test_token_bf16_is_refused_where_it_cannot_be_checked(export: Path, tmp_path: Path) -> None:  # noqa: F811
@@ -145,10 +148,30 @@ def test_token_bf16_is_refused_where_it_cannot_be_checked(export: Path, tmp_path
     from alignvar_edge.recipes import check_options
     with pytest.raises(InputError, match="--token-bf16 applies to --target openvino --precision bf16 only"):
         check_options("openvino", "int8", ["token_bf16"])
-    # unchecked (check=False; or a CPU without fast bf16), the islands could not be judged
+    # unchecked (check=False; or a CPU without fast bf16), the islands could not be judged: asked
+    # for, one line and nothing written; by default, the split with an all-f32 token path
     with pytest.raises(InputError, match="--token-bf16 needs the build to run on the CPU that will compute bf16"):
         runtimes.build(export, "openvino", "bf16", out=tmp_path / "never", token_bf16=True, check=False)
     assert not (tmp_path / "never").exists()
+    out = runtimes.build(export, "openvino", "bf16", out=tmp_path / "unchecked", check=False)
+    assert json.loads((out / "manifest.json").read_text())["extra"]["split"]["token_precision"] == "f32"
+
+
+def test_no_token_bf16_is_taken_where_a_plain_build_is_bf16(export: Path, tmp_path: Path,  # noqa: F811
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """Without --precision the options are checked against the build it tries first: bf16 on a CPU
+    that computes it, where --no-token-bf16 applies; elsewhere it is one line naming where it does."""
+    from alignvar_edge.cli import main
+    from alignvar_edge.runtimes.half import host_half
+    argv = ["build", str(export), "--target", "openvino", "--no-token-bf16", "--out", str(tmp_path / "e")]
+    if host_half("openvino", None) != "bf16":
+        assert main(argv) != 0 and "--token-bf16 applies to --target openvino --precision bf16" in capsys.readouterr().err
+        return
+    assert main(argv) == 0
+    m = json.loads((tmp_path / "e" / "manifest.json").read_text())
+    assert m["precision"] == "bf16" and m["extra"]["split"]["token_precision"] == "f32"
+    assert main(["build", str(export), "--target", "onnxruntime", "--no-token-bf16", "--out", str(tmp_path / "o")]) != 0
+    assert "--token-bf16 applies to --target openvino --precision bf16 only" in capsys.readouterr().err
 
 
 def test_split_parts_compose_to_the_whole_graph(export: Path) -> None:  # noqa: F811

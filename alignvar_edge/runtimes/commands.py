@@ -45,13 +45,14 @@ def register(sub: Any) -> None:
     p.add_argument("--half-policy-from", dest="half_policy_from", metavar="DIR",
                    help="tensorrt / coreml fp16: keep in fp32 the groups the fp16 search of this "
                         "`quantize --precision fp16` artifact returned to f32")
-    p.add_argument("--token-bf16", dest="token_bf16", action="store_true",
-                   help="openvino bf16 (CPU with AVX512-BF16 or AMX): also try the token path's MLP matmuls "
-                        "in bf16 before keeping it all f32; kept only if 256 held-out tiles keep >= 99%% "
-                        "of their tokens (off by default: it trades the split's exact tokens for about "
-                        "1.15x on the whole image)")
-    p.add_argument("--kit", action="store_true", help="tensorrt: write the on-device build kit only")
-    p.add_argument("--image-input", action="store_true",
+    p.add_argument("--token-bf16", dest="token_bf16", action=argparse.BooleanOptionalAction, default=None,
+                   help="openvino bf16 on a CPU with AVX512-BF16 or AMX: before keeping the token path all "
+                        "f32, try its MLP matmuls in bf16, kept only if 256 held-out tiles keep >= 99%% of "
+                        "their tokens (about 1.15x on the whole image). Tried by default where the build "
+                        "computes bf16; --token-bf16 fails where it cannot be judged, --no-token-bf16 "
+                        "keeps the split's exact f32 tokens")
+    p.add_argument("--kit", action="store_true", default=None, help="tensorrt: write the on-device build kit only")
+    p.add_argument("--image-input", action="store_true", default=None,
                    help="coreml: the input is an RGB image tile (CVPixelBuffer in Swift) instead of a float array")
     p.add_argument("--batch", type=batch_size,
                    help="coreml: tiles per prediction (default: 16 for SR tiles up to 64 px, so a 512 px "
@@ -164,8 +165,11 @@ def run_build(args: argparse.Namespace) -> int:
     opts: dict[str, Any] = {}
     # backend build options: which (backend, precision) takes which is the recipe table's to say
     given = {opt: getattr(args, flag.lstrip("-").replace("-", "_")) for opt, flag in OPTION_FLAGS.items()}
-    given = {opt: value for opt, value in given.items() if value}
-    check_options(b.name, args.precision, given)
+    given = {opt: value for opt, value in given.items() if value is not None}     # None: not given
+    from alignvar_edge.runtimes.half import build_auto, host_half
+    half = args.precision is None and host_half(b.name, args.device)
+    # without --precision: the options of the half build it tries first (its fp32 fallback ignores them)
+    check_options(b.name, args.precision or half or None, given)
     opts.update(given)
     if "float_groups" in opts:
         from alignvar_edge.quantize.artifact import searched_float_groups
@@ -188,8 +192,6 @@ def run_build(args: argparse.Namespace) -> int:
                              "theirs in `alignvar-edge quantize`")
         calibration = _calibration(args)
     t0 = time.perf_counter()
-    from alignvar_edge.runtimes.half import build_auto, host_half
-    half = args.precision is None and host_half(b.name, args.device)
     label = args.precision or (f"{half} (else fp32)" if half else b.default_precision)
     # TensorRT without TensorRT here writes a kit for the device: say so, not "building"
     writes_kit = b.name == "tensorrt" and (opts.get("kit") or not b.is_available()[0])
