@@ -82,12 +82,9 @@ def test_the_merged_devices_table_is_what_its_documented_command_prints_now():
     assert merge_markdown(merge_reports(reports), plot) == (RESULTS / "devices.md").read_text()
 
 
-def test_the_two_core_amx_table_quotes_its_two_runs():
-    runs = [json.loads((RESULTS / "xeon-amx-2core" / f).read_text()) for f in ("amx-2core.json", "amx-2core-reversed.json")]
-    text = _section("docs/benchmarks.md", "### The same engines on a 2-core Xeon with AMX", "- **Per tile**")
-    rows = (("PyTorch eager (batch 4", "pytorch-eager"), ("ONNX Runtime fp32", "ort-fp32"),
-            ("ONNX Runtime int8", "ort-int8"), ("OpenVINO f32", "ov-f32"), ("OpenVINO bf16 split (plain", "ov-bf16"),
-            ("OpenVINO int8 split", "ov-int8"), ("**OpenVINO bf16 split, MLP", "ov-bf16-mlp"))
+def _two_run_table(text: str, runs: list[dict], rows: tuple[tuple[str, str], ...]) -> None:
+    """Rows `| head | p50 a / b | vs eager a / b | image MP/s a / b | image vs eager a / b | tokens |`
+    quote the engine `label` of the two interleaved runs `runs`."""
     for head, label in rows:
         engines = [next(e for e in r["engines"] if e["label"] == label) for r in runs]
         tile = " / ".join(f"{_p50_ms(r, label):.2f}" for r in runs)
@@ -100,3 +97,36 @@ def test_the_two_core_amx_table_quotes_its_two_runs():
         assert len(tokens) == 1, label                   # the same engine, the same 240 tiles
         (t,) = tokens
         assert _row(text, head)[1:] == [tile, ratios[0], mps, ratios[1], "100%" if t == 1 else f"{t:.2%}"], head
+
+
+def _amx_runs(*files: str) -> list[dict]:
+    return [json.loads((RESULTS / "xeon-amx-2core" / f).read_text()) for f in files]
+
+
+def test_the_two_core_amx_table_quotes_its_two_runs():
+    text = _section("docs/benchmarks.md", "### The same engines on a 2-core Xeon with AMX", "- **Per tile**")
+    _two_run_table(text, _amx_runs("amx-2core.json", "amx-2core-reversed.json"), (
+        ("PyTorch eager (batch 4", "pytorch-eager"), ("ONNX Runtime fp32", "ort-fp32"),
+        ("ONNX Runtime int8", "ort-int8"), ("OpenVINO f32", "ov-f32"), ("OpenVINO bf16 split, token path f32", "ov-bf16"),
+        ("OpenVINO int8 split", "ov-int8"), ("**OpenVINO bf16 split, MLP", "ov-bf16-mlp")))
+
+
+def test_the_plain_build_on_amx_quotes_its_runs_and_the_readme_its_range():
+    runs = _amx_runs("plain-build.json", "plain-build-reversed.json")
+    text = _section("docs/benchmarks.md", "#### A plain build on this class, now", "- The plain build is")
+    _two_run_table(text, runs, (
+        ("PyTorch eager (batch 4", "pytorch-eager"), ("OpenVINO bf16 split, token path f32", "ov-bf16-exact"),
+        ("OpenVINO int8 split", "ov-int8"), ("**OpenVINO bf16, plain", "ov-bf16")))
+    (deploy,) = _amx_runs("deploy-quick-islands.json")
+    best = next(e for e in deploy["engines"] if e["label"] == "openvino-bf16")
+    assert f"{best['speedup_vs_eager']:.2f}× eager per tile and {best['image_speedup_vs_eager']:.2f}× on the whole" in text
+    readme = (ROOT / "README.md").read_text()
+    row = next(ln for ln in readme.splitlines() if ln.startswith("| 2-core Xeon with AMX"))
+
+    def span(values: list[float]) -> str:
+        return f"{min(values):.2f}–{max(values):.2f}×"
+    engines = [best] + [next(e for e in r["engines"] if e["label"] == "ov-bf16") for r in runs]
+    exact = [next(e for e in r["engines"] if e["label"] == "ov-bf16-exact") for r in runs]
+    for figure in (span([e["speedup_vs_eager"] for e in engines]), span([e["image_speedup_vs_eager"] for e in engines]),
+                   span([e["speedup_vs_eager"] for e in exact]), span([e["image_speedup_vs_eager"] for e in exact])):
+        assert figure in row, figure
