@@ -157,22 +157,27 @@ def test_token_bf16_is_refused_where_it_cannot_be_checked(export: Path, tmp_path
     assert json.loads((out / "manifest.json").read_text())["extra"]["split"]["token_precision"] == "f32"
 
 
-def test_no_token_bf16_is_taken_where_a_plain_build_is_bf16(export: Path, tmp_path: Path,  # noqa: F811
-                                                           capsys: pytest.CaptureFixture[str]) -> None:
-    """Without --precision the options are checked against the build it tries first: bf16 on a CPU
-    that computes it, where --no-token-bf16 applies; elsewhere it is one line naming where it does."""
+def test_no_token_bf16_keeps_exact_tokens_and_asks_nothing_where_nothing_is_tried(
+        export: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """Without --precision the options are checked against the build tried first: bf16 on a CPU
+    that computes it, where --no-token-bf16 leaves the island rung out. Where no islands would be
+    tried (another target, fp32), the switch turned off asks for nothing and is not an error."""
     from alignvar_edge.cli import main
     from alignvar_edge.runtimes.half import host_half
-    argv = ["build", str(export), "--target", "openvino", "--no-token-bf16", "--out", str(tmp_path / "e")]
+    from alignvar_edge.runtimes.openvino import backend as ovb
+    # --token-bf16 turned on where it cannot apply is still one line naming where it does
+    assert main(["build", str(export), "--target", "onnxruntime", "--token-bf16", "--out", str(tmp_path / "x")]) != 0
+    assert not (tmp_path / "x").exists()
+    assert main(["build", str(export), "--target", "onnxruntime", "--no-token-bf16", "--out", str(tmp_path / "o")]) == 0
     if host_half("openvino", None) != "bf16":
-        assert main(argv) != 0 and "--token-bf16 applies to --target openvino --precision bf16" in capsys.readouterr().err
-        return
-    assert main(argv) == 0
+        pytest.skip("this CPU has no bf16 units (needs AVX512-BF16 or AMX): a plain openvino build is fp32")
+    real = ovb._half_problem
+    monkeypatch.setattr(ovb, "_half_problem",          # the whole graph is refused whatever it keeps
+                        lambda m, *a: real(m, *a) if m.extra.get("split") else "refused by the test")
+    assert main(["build", str(export), "--target", "openvino", "--no-token-bf16", "--out", str(tmp_path / "e")]) == 0
     m = json.loads((tmp_path / "e" / "manifest.json").read_text())
-    assert m["precision"] == "bf16" and m["extra"]["split"]["token_precision"] == "f32"
-    assert main(["build", str(export), "--target", "onnxruntime", "--no-token-bf16", "--out", str(tmp_path / "o")]) != 0
-    assert "--token-bf16 applies to --target openvino --precision bf16 only" in capsys.readouterr().err
-
+    assert m["precision"] == "bf16"
+    assert [r["rung"] for r in m["extra"]["half_ladder"]] == ["whole graph", "image suffix only (token path f32)"]
 
 def test_split_parts_compose_to_the_whole_graph(export: Path) -> None:  # noqa: F811
     """The token part then the image part compute what the single graph computes (in ONNX Runtime)."""

@@ -12,7 +12,7 @@ from alignvar_edge.argtypes import MAX_TILES, batch_size, nonneg_int, positive_f
 from alignvar_edge.cli_json import add_json_option, emit
 from alignvar_edge.errors import InputError, OutputExistsError
 from alignvar_edge import progress
-from alignvar_edge.recipes import BACKENDS, OPTION_FLAGS, check_options
+from alignvar_edge.recipes import BACKENDS, OPTION_FLAGS, check_options, recipe
 from alignvar_edge.manifest import Manifest
 from alignvar_edge.model.bundled import DEFAULT_CHECKPOINT
 
@@ -165,10 +165,12 @@ def run_build(args: argparse.Namespace) -> int:
     opts: dict[str, Any] = {}
     # backend build options: which (backend, precision) takes which is the recipe table's to say
     given = {opt: getattr(args, flag.lstrip("-").replace("-", "_")) for opt, flag in OPTION_FLAGS.items()}
-    given = {opt: value for opt, value in given.items() if value is not None}     # None: not given
     from alignvar_edge.runtimes.half import build_auto, host_half
     half = args.precision is None and host_half(b.name, args.device)
     # without --precision: the options of the half build it tries first (its fp32 fallback ignores them)
+    takes = recipe(b.name, args.precision or half or None).options
+    # None: not given; a switch turned off (--no-token-bf16) where it does not apply asks for nothing
+    given = {opt: value for opt, value in given.items() if value is not None and (value is not False or opt in takes)}
     check_options(b.name, args.precision or half or None, given)
     opts.update(given)
     if "float_groups" in opts:
@@ -185,7 +187,7 @@ def run_build(args: argparse.Namespace) -> int:
         # it sizes the --calib set: on its own it would be silently ignored
         raise InputError("--calib-tiles sizes the --calib set and applies only with --calib")
     if args.calib:
-        from alignvar_edge.recipes import calibrating_builds, recipe
+        from alignvar_edge.recipes import calibrating_builds
         if not recipe(b.name, args.precision).calibration:
             raise InputError(f"--calib applies to builds that calibrate in the backend ({calibrating_builds()}); "
                              f"{b.name} {args.precision or 'default'} uses none. Builds from a Q/DQ export take "

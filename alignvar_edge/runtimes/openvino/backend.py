@@ -647,7 +647,7 @@ class OpenVINOBackend(Backend):
         if token_bf16 and precision == "bf16" and not judged_here:
             raise InputError("--token-bf16 needs the build to run on the CPU that will compute bf16 (AVX512-BF16 "
                              "or AMX), where its tokens are checked; this build cannot: drop --token-bf16")
-        islands = precision == "bf16" and judged_here and token_bf16 is not False
+        islands = precision == "bf16" and judged_here and (token_bf16 is None or bool(token_bf16))
         with staging_dir(out, force=force) as tmp:
             ladder: list[dict[str, Any]] = []
             cut = _token_split(onnx_path, required=half) if half or precision == "int8" else None
