@@ -130,3 +130,14 @@ def test_the_plain_build_on_amx_quotes_its_runs_and_the_readme_its_range():
     for figure in (span([e["speedup_vs_eager"] for e in engines]), span([e["image_speedup_vs_eager"] for e in engines]),
                    span([e["speedup_vs_eager"] for e in exact]), span([e["image_speedup_vs_eager"] for e in exact])):
         assert figure in row, figure
+
+
+def test_the_islands_on_the_debian_photographs_quote_their_reports():
+    text = _section("docs/runtimes.md", "On photographs the bundled model never saw", "```sh")
+    for folder in ("heldout", "train"):
+        (report,) = _amx_runs(f"islands-debian-{folder}.json")
+        engines = {e["label"]: e["fidelity"] for e in report["engines"]}
+        assert f"{engines['ov-bf16']['vs_reference']['token_agreement']:.2%}" in text, folder
+        assert engines["ov-bf16-exact"]["vs_reference"]["token_agreement"] == 1.0
+        hr = [engines[k]["vs_hr"]["psnr_y_db"] for k in ("ov-bf16", "ov-bf16-exact")]
+        assert abs(hr[0] - hr[1]) <= 0.01 and f"{hr[0]:.2f}" in text and f"{hr[1]:.2f}" in text, folder
