@@ -168,10 +168,11 @@ def run_build(args: argparse.Namespace) -> int:
     from alignvar_edge.runtimes.half import build_auto, host_half
     half = args.precision is None and host_half(b.name, args.device)
     # without --precision: the options of the half build it tries first (its fp32 fallback ignores them)
-    takes = recipe(b.name, args.precision or half or None).options
+    first = args.precision or half or None
+    takes = recipe(b.name, first).options
     # None: not given; a switch turned off (--no-token-bf16) where it does not apply asks for nothing
     given = {opt: value for opt, value in given.items() if value is not None and (value is not False or opt in takes)}
-    check_options(b.name, args.precision or half or None, given)
+    check_options(b.name, first, given)
     opts.update(given)
     if "float_groups" in opts:
         from alignvar_edge.quantize.artifact import searched_float_groups
