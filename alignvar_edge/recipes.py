@@ -88,7 +88,7 @@ _TABLE = (
     _row("openvino", "fp32", EXPORT),
     _row("openvino", "fp16", EXPORT, BUILDER),
     _row("openvino", "bf16", EXPORT, BUILDER, options=("token_bf16",)),
-    _row("openvino", "int8", EXPORT, BACKEND, calibration=True, options=("float_groups",)),
+    _row("openvino", "int8", EXPORT, BACKEND, calibration=True, options=("float_groups", "token_bf16")),
     _row("openvino", "int8-weights", EXPORT, BACKEND, serves=()),
     _row("tensorrt", "fp32", EXPORT),
     _row("tensorrt", "fp16", EXPORT, BUILDER, options=("half_policy",)),

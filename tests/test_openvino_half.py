@@ -143,11 +143,61 @@ def test_bf16_build_tries_bf16_islands_before_an_all_f32_token_path(export: Path
     assert m["extra"]["split"]["token_precision"] == "f32" and m["parity"]["tokens"]["overall"] == 1.0
 
 
+def test_int8_build_tries_bf16_islands_before_an_all_f32_token_path(export: Path, tmp_path: Path,  # noqa: F811
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """An int8 split whose token part stays float gets the same island rung as a bf16 build: after the
+    policy rung (token part int8), before the all-f32 token path, judged on more tiles.
+    `token_bf16=False` leaves it out."""
+    if _default_cpu_precision() != "bf16":
+        pytest.skip("this CPU has no bf16 units (needs AVX512-BF16 or AMX)")
+    from alignvar_edge.quantize.calibration.tiles import lr_tiles
+    from alignvar_edge.runtimes.openvino import backend as ovb
+    real = ovb.OpenVINOBackend._check
+
+    def check(self, tmp, files, m, *rest):               # the policy rung is refused whatever it keeps
+        parity = real(self, tmp, files, m, *rest)
+        if m.extra["split"]["token_precision"].startswith("int8"):
+            parity = {**parity, "tokens": {**parity["tokens"], "overall": 0.5}}
+        return parity
+    monkeypatch.setattr(ovb.OpenVINOBackend, "_check", check)
+    calib = lr_tiles(runtimes.load(export).config, 8, seed=0)
+    out = runtimes.build(export, "openvino", "int8", calibration=calib, out=tmp_path / "islands")
+    m = json.loads((out / "manifest.json").read_text())
+    rungs = [r["rung"] for r in m["quantization"]["ladder"]]
+    mixed = "decoder only, MLP matmuls bf16 (token path otherwise f32, split)"
+    exact = "decoder only, token path f32 (split)"
+    assert rungs in (["policy", mixed], ["policy", mixed, exact])
+    split, cp = m["extra"]["split"], m["extra"]["compute_precision"]
+    assert m["parity"]["tiles"] == (ovb.ISLAND_GATE_TILES if rungs[-1] == mixed else ovb.GATE_TILES)
+    assert {"u8", "i8"} & set(cp["decoder_convs"])                       # the decoder is int8 either way
+    if rungs[-1] == mixed:
+        assert split["token_precision"] == "f32 + bf16 MLP matmuls" and split["token_bf16_matmuls"] > 0
+        assert set(cp["transformer_matmuls"]) == {"bf16", "f32"} and set(cp["logits_head"]) == {"f32"}
+        with runtimes.load(out) as e:
+            assert e.compute_precision == "bf16 image, f32 tokens with bf16 matmuls"
+    out = runtimes.build(export, "openvino", "int8", calibration=calib, out=tmp_path / "exact", token_bf16=False)
+    m = json.loads((out / "manifest.json").read_text())
+    assert [r["rung"] for r in m["quantization"]["ladder"]] == ["policy", exact]
+    assert m["extra"]["split"]["token_precision"] == "f32" and set(m["extra"]["compute_precision"]["transformer_matmuls"]) == {"f32"}
+
+
+def test_the_int8_island_rung_is_the_decoder_only_rung_plus_bf16_mlps() -> None:
+    from alignvar_edge.runtimes.openvino.backend import OpenVINOBackend
+    rungs = OpenVINOBackend._rungs
+    for groups in (frozenset(), frozenset({"blocks.0.ffn.fc1"})):
+        ladder = rungs("int8", groups, True, False, True, islands=True)
+        assert [r.token_bf16 for r in ladder] == [False, True, False]
+        island, decoder = ladder[1:]
+        assert island.name == "decoder only, MLP matmuls bf16 (token path otherwise f32, split)"
+        assert (island.policy, island.split, island.token_int8) == (decoder.policy, decoder.split, decoder.token_int8)
+        assert not any(r.token_bf16 for r in rungs("int8", groups, True, False, True))
+    assert not any(r.token_bf16 for r in rungs("int8", frozenset(), True, False, False, islands=True))   # no split
+
 def test_token_bf16_is_refused_where_it_cannot_be_checked(export: Path, tmp_path: Path) -> None:  # noqa: F811
     from alignvar_edge.errors import InputError
     from alignvar_edge.recipes import check_options
-    with pytest.raises(InputError, match="--token-bf16 applies to --target openvino --precision bf16 only"):
-        check_options("openvino", "int8", ["token_bf16"])
+    with pytest.raises(InputError, match="--token-bf16 applies to --target openvino --precision bf16\\|int8 only"):
+        check_options("openvino", "fp32", ["token_bf16"])
     # unchecked (check=False; or a CPU without fast bf16), the islands could not be judged: asked
     # for, one line and nothing written; by default, the split with an all-f32 token path
     with pytest.raises(InputError, match="--token-bf16 needs the build to run on the CPU that will compute bf16"):

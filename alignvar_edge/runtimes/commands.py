@@ -46,8 +46,8 @@ def register(sub: Any) -> None:
                    help="tensorrt / coreml fp16: keep in fp32 the groups the fp16 search of this "
                         "`quantize --precision fp16` artifact returned to f32")
     p.add_argument("--token-bf16", dest="token_bf16", action=argparse.BooleanOptionalAction, default=None,
-                   help="openvino bf16 on a CPU with AVX512-BF16 or AMX: before keeping the token path all "
-                        "f32, try its MLP matmuls in bf16, kept only if 256 held-out tiles keep >= 99%% of "
+                   help="openvino bf16 and int8 on a CPU with AVX512-BF16 or AMX: before keeping the token path "
+                        "all f32, try its MLP matmuls in bf16, kept only if 256 held-out tiles keep >= 99%% of "
                         "their tokens (about 1.15x on the whole image). Tried by default where the build "
                         "computes bf16; --token-bf16 fails where it cannot be judged, --no-token-bf16 "
                         "keeps the split's exact f32 tokens")

@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -576,6 +576,9 @@ class _Rung:
 # the MLPs only. Every transformer matmul in bf16 (q/k/v, projections, AdaLN and the embedding too)
 # kept 97.4% of held-out tiles' tokens on an AVX512-BF16 EPYC and 98.5-98.8% on an AMX Xeon
 ISLAND_COMPONENTS = frozenset({"ffn"})
+# the builds whose split engines have an f32 token part to put them in (bf16; int8 once its token
+# part stays float)
+ISLAND_PRECISIONS = ("bf16", "int8")
 
 
 class OpenVINOBackend(Backend):
@@ -644,10 +647,10 @@ class OpenVINOBackend(Backend):
         min_psnr = gate.psnr_db
         # bf16 islands are judged on the CPU that computes them, or not built
         judged_here = checking and _device_kind(device) == "CPU" and _int8_image_precision(device) == "bf16"
-        if token_bf16 and precision == "bf16" and not judged_here:
+        if token_bf16 and precision in ISLAND_PRECISIONS and not judged_here:
             raise InputError("--token-bf16 needs the build to run on the CPU that will compute bf16 (AVX512-BF16 "
                              "or AMX), where its tokens are checked; this build cannot: drop --token-bf16")
-        islands = precision == "bf16" and judged_here and (token_bf16 is None or bool(token_bf16))
+        islands = precision in ISLAND_PRECISIONS and judged_here and (token_bf16 is None or bool(token_bf16))
         with staging_dir(out, force=force) as tmp:
             ladder: list[dict[str, Any]] = []
             cut = _token_split(onnx_path, required=half) if half or precision == "int8" else None
@@ -717,9 +720,9 @@ class OpenVINOBackend(Backend):
         Half: the whole graph in half, else the token path in f32 and the image suffix in half
         (two compiled models, `split.py`); unchecked builds take the split, the layout that cannot
         lose a token.
-        `islands` (checked bf16 builds on CPUs with fast bf16, unless `token_bf16=False`): before
-        the rung with an all-f32 token path, the same split with the token part's MLP matmuls in
-        bf16 islands (`rewrite.bf16_islands`), judged on ISLAND_GATE_TILES; attention projections,
+        `islands` (checked bf16 and int8 builds on CPUs with fast bf16, unless `token_bf16=False`):
+        before the split rung with an all-f32 token path (bf16; int8: the decoder-only rung), the
+        same rung with the token part's MLP matmuls in bf16 islands (`rewrite.bf16_islands`), judged on ISLAND_GATE_TILES; attention projections,
         AdaLN, logits head, attention core, norms and SCA stay f32. Like the whole-graph rung it
         keeps >= 99% of the tokens, not all (on alignvar-tiny 99.4-99.6% of held-out tokens and
         1.15x on the whole image, docs/runtimes.md); `token_bf16=False` keeps the split's exact tokens."""
@@ -733,8 +736,15 @@ class OpenVINOBackend(Backend):
                       Policy().with_float(float_groups), split=int8)
         if precision != "int8" or not checking:
             return [first]
-        return [first, _Rung("decoder only, token path f32" + (" (split)" if int8 else ""),
-                             Policy(int8_components=frozenset({"vq_decoder"})), split=int8, token_int8=False)]
+        decoder = _Rung("decoder only, token path f32" + (" (split)" if int8 else ""),
+                        Policy(int8_components=frozenset({"vq_decoder"})), split=int8, token_int8=False)
+        if not (islands and int8):
+            return [first, decoder]
+        # the decoder-only rung's float token part, with its MLP matmuls in bf16, first. Not the
+        # policy rung's: NNCF's int8 token part with bf16 islands in it failed to compile in OpenVINO
+        mixed = replace(decoder, name="decoder only, MLP matmuls bf16 (token path otherwise f32, split)",
+                        token_bf16=True)
+        return [first, mixed, decoder]
 
     def _write_ir(self, tmp: Path, onnx_path: Path, precision: str, device: str, shape: tuple[int, int],
                   feeds: list[dict[str, np.ndarray]] | None, preset: str, rung: _Rung, cut: TokenSplit | None,
