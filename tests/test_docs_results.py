@@ -141,3 +141,16 @@ def test_the_islands_on_the_debian_photographs_quote_their_reports():
         assert engines["ov-bf16-exact"]["vs_reference"]["token_agreement"] == 1.0
         hr = [engines[k]["vs_hr"]["psnr_y_db"] for k in ("ov-bf16", "ov-bf16-exact")]
         assert abs(hr[0] - hr[1]) <= 0.01 and f"{hr[0]:.2f}" in text and f"{hr[1]:.2f}" in text, folder
+
+
+def test_the_int8_islands_run_is_quoted_as_measured():
+    (report,) = _amx_runs("int8-islands.json")
+    e = {x["label"]: x for x in report["engines"]}
+    bench = _section("docs/benchmarks.md", "- An int8 build gets the same islands", "- A bigger batch")
+    runtimes_doc = _section("docs/runtimes.md", "that float token path is", "If the last rung")
+    tiles = [f"{_p50_ms(report, k):.2f}" for k in ("ov-int8-isl", "ov-bf16", "ov-int8-fg")]
+    images = [f"{e[k]['image_speedup_vs_eager']:.2f}×" for k in ("ov-int8-isl", "ov-bf16", "ov-int8-fg")]
+    assert f"{tiles[0]} against {tiles[1]} and {tiles[2]} ms per tile" in bench
+    assert f"{images[0]}** against {images[1]} and {images[2]}" in bench
+    assert f"{e['ov-int8-isl']['fidelity']['vs_reference']['token_agreement']:.2%}" in bench
+    assert f"{tiles[0]} ms per tile against {tiles[2]}" in runtimes_doc and images[0] in runtimes_doc
