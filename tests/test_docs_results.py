@@ -154,3 +154,14 @@ def test_the_int8_islands_run_is_quoted_as_measured():
     assert f"{images[0]}** against {images[1]} and {images[2]}" in bench
     assert f"{e['ov-int8-isl']['fidelity']['vs_reference']['token_agreement']:.2%}" in bench
     assert f"{tiles[0]} ms per tile against {tiles[2]}" in runtimes_doc and images[0] in runtimes_doc
+
+
+def test_the_token_part_precisions_are_quoted_as_measured():
+    (report,) = _amx_runs("token-precisions.json")
+    v = report["variants"]
+    text = " ".join(_section("docs/benchmarks.md", "- Other precisions of the exact split's token part", "## GPU").split())
+    ms = {k: f"{x['ms_per_tile']:.2f}" for k, x in v.items()}
+    tok = {k: f"{x['token_agreement']:.2%}" for k, x in v.items()}
+    assert f"f32 {ms['f32 (the engine)']} ms per tile" in text and v["f32 (the engine)"]["token_agreement"] == 1.0
+    for name in ("attention products bf16", "f16 hint", "bf16 hint"):
+        assert f"{tok[name]} at {ms[name]} ms" in text, name
