@@ -22,34 +22,27 @@ import json
 import statistics
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import openvino as ov
-import openvino.opset13 as ops
 
 from alignvar_edge.bench.host import fingerprint, short_label
 from alignvar_edge.manifest import listed_file, load_verified
 from alignvar_edge.quantize.calibration.tiles import lr_tiles
 from alignvar_edge.runtimes.base import config_from_manifest
 from alignvar_edge.runtimes.openvino.backend import compile_config
+from alignvar_edge.runtimes.openvino.rewrite import matmul_in_bf16
 
 
 def attention_products_bf16(model: Any) -> int:
-    """Convert both inputs of every matmul without a constant operand to bf16 (product back to f32)."""
-    changed = 0
-    for node in model.get_ordered_ops():
-        if node.get_type_name() != "MatMul":
-            continue
-        a, b = (node.input(i).get_source_output() for i in range(2))
-        if "Constant" in (a.get_node().get_type_name(), b.get_node().get_type_name()):
-            continue
-        attrs = node.get_attributes()
-        product = ops.matmul(ops.convert(a, "bf16"), ops.convert(b, "bf16"), attrs["transpose_a"], attrs["transpose_b"])
-        node.output(0).replace(ops.convert(product, "f32").output(0))
-        changed += 1
+    """Compute every matmul without a constant operand in bf16 (`rewrite.matmul_in_bf16`)."""
+    products = [n for n in model.get_ordered_ops() if n.get_type_name() == "MatMul"
+                and all(n.input(i).get_source_output().get_node().get_type_name() != "Constant" for i in range(2))]
+    for node in products:
+        matmul_in_bf16(node)
     model.validate_nodes_and_infer_types()
-    return changed
+    return len(products)
 
 
 def measure(core: ov.Core, model: Any, hint: str, lr: np.ndarray, batch: int, rounds: int) -> tuple[np.ndarray, float]:
@@ -88,17 +81,16 @@ def main() -> None:
     lr = lr_tiles(config_from_manifest(m), -(-args.tiles // batch) * batch, seed=0)
     core = ov.Core()
     xml = str(listed_file(root, m, files["engine"]))
-    variants: dict[str, tuple[Callable[[], Any], str]] = {
-        "f32 (the engine)": (lambda: core.read_model(xml), "f32"),
-        "f16 hint": (lambda: core.read_model(xml), "f16"),
-        "bf16 hint": (lambda: core.read_model(xml), "bf16"),
-        "attention products bf16": (lambda: _with(attention_products_bf16, core.read_model(xml)), "f32"),
-    }
+    variants = (("f32 (the engine)", "f32", None), ("f16 hint", "f16", None), ("bf16 hint", "bf16", None),
+                ("attention products bf16", "f32", attention_products_bf16))
     report: dict[str, Any] = {"engine": str(root), "host": short_label(fingerprint()), "tiles": len(lr),
                               "batch": batch, "variants": {}}
     reference = None
-    for name, (read, hint) in variants.items():
-        tokens, ms = measure(core, read(), hint, lr, batch, args.rounds)
+    for name, hint, change in variants:
+        model = core.read_model(xml)
+        if change is not None:
+            change(model)
+        tokens, ms = measure(core, model, hint, lr, batch, args.rounds)
         reference = tokens if reference is None else reference
         agree = float((tokens == reference).mean())
         report["variants"][name] = {"hint": hint, "ms_per_tile": round(ms, 3), "token_agreement": round(agree, 5)}
@@ -106,11 +98,6 @@ def main() -> None:
     print(f"{report['host']}; {len(lr)} held-out tiles, batch {batch}, one thread")
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-
-
-def _with(change: Callable[[Any], int], model: Any) -> Any:
-    change(model)
-    return model
 
 
 if __name__ == "__main__":

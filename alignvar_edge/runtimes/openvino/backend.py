@@ -722,8 +722,9 @@ class OpenVINOBackend(Backend):
         lose a token.
         `islands` (checked bf16 and int8 builds on CPUs with fast bf16, unless `token_bf16=False`):
         before the split rung with an all-f32 token path (bf16; int8: the decoder-only rung), the
-        same rung with the token part's MLP matmuls in bf16 islands (`rewrite.bf16_islands`), judged on ISLAND_GATE_TILES; attention projections,
-        AdaLN, logits head, attention core, norms and SCA stay f32. Like the whole-graph rung it
+        same rung with the token part's MLP matmuls in bf16 islands (`rewrite.bf16_islands`),
+        judged on ISLAND_GATE_TILES; attention projections, AdaLN, logits head, attention core,
+        norms and SCA stay f32. Like the whole-graph rung it
         keeps >= 99% of the tokens, not all (on alignvar-tiny 99.4-99.6% of held-out tokens and
         1.15x on the whole image, docs/runtimes.md); `token_bf16=False` keeps the split's exact tokens."""
         from alignvar_edge.quantize.policy import Policy

@@ -29,7 +29,7 @@ import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
 
-__all__ = ["argmax_as_reductions", "bf16_islands", "group_norm_channels_last"]
+__all__ = ["argmax_as_reductions", "bf16_islands", "group_norm_channels_last", "matmul_in_bf16"]
 
 
 def argmax_as_reductions(model: Any) -> int:
@@ -187,14 +187,20 @@ def bf16_islands(model: Any, names: set[str]) -> int:
         weights = node.input(1).get_source_output()
         if weights.get_node().get_type_name() != "Constant" or weights.get_element_type() != ov.Type.f32:
             continue
-        attrs = node.get_attributes()
-        product = ops.matmul(ops.convert(node.input(0).get_source_output(), "bf16"), ops.convert(weights, "bf16"),
-                             attrs["transpose_a"], attrs["transpose_b"])
-        product.set_friendly_name(name)         # the manifest's per-group precision finds it by name
-        back = ops.convert(product, "f32")
-        back.set_friendly_name(f"{name}/f32")
-        node.output(0).replace(back.output(0))
+        matmul_in_bf16(node)
         changed += 1
     if changed:
         model.validate_nodes_and_infer_types()
     return changed
+
+
+def matmul_in_bf16(node: Any) -> None:
+    """Replace the MatMul `node` by one of its inputs converted to bf16, the product converted back to
+    f32; the bf16 MatMul keeps the friendly name (the manifest's per-group precision finds it by name)."""
+    name, attrs = node.get_friendly_name(), node.get_attributes()
+    a, b = (ops.convert(node.input(i).get_source_output(), "bf16") for i in range(2))
+    product = ops.matmul(a, b, attrs["transpose_a"], attrs["transpose_b"])
+    product.set_friendly_name(name)
+    back = ops.convert(product, "f32")
+    back.set_friendly_name(f"{name}/f32")
+    node.output(0).replace(back.output(0))
