@@ -107,6 +107,10 @@ def test_build_records_parity_and_manifest(built, export):
     # the decoder's GroupNorms are rewritten, the token path's are not: against a plain conversion
     # of the export, compiled f32, the tokens are bit for bit the same and the pixels agree
     assert ov.extra["ir_rewrites"]["group_norm"] > 0
+    # so is the decoder's x2 upsampling: no nearest Interpolate is left, a transposed conv per upsample
+    assert ov.extra["ir_rewrites"]["upsample_deconv"] > 0
+    kinds = [op.get_type_name() for op in ir.get_ordered_ops()]
+    assert kinds.count("ConvolutionBackpropData") == ov.extra["ir_rewrites"]["upsample_deconv"]
     core, f32 = openvino.Core(), {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1}
     plain = core.compile_model(openvino.convert_model(str(export / "model.onnx")), "CPU", f32)
     shape = [d.get_length() if d.is_static else 2 for d in plain.inputs[0].get_partial_shape()]

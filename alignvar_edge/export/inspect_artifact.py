@@ -232,7 +232,8 @@ def _shape(io: dict[str, Any]) -> str:
 
 # what each OpenVINO IR rewrite does, as `inspect` names it (runtimes/openvino/rewrite.py)
 _REWRITES = {"argmax": "argmax as reductions (exact)",
-             "group_norm": "GroupNorm channels-last (off the token path)"}
+             "group_norm": "GroupNorm channels-last (off the token path)",
+             "upsample_deconv": "x2 upsampling + 3x3 conv as one transposed conv (off the token path)"}
 
 
 def format_inspection(info: dict[str, Any]) -> str:

@@ -253,7 +253,7 @@ class OpenVINOEngine(Engine):
         return f"{found[1]} image, {found[0]} tokens{self._islands}"
 
     def runtime_precision(self, group_of: dict[str, str] | None = None) -> dict[str, dict[str, int]]:
-        """How many MatMul / FullyConnected / Convolution ops of the compiled graph(s) compute in each
+        """How many MatMul / FullyConnected / (De)Convolution ops of the compiled graph(s) compute in each
         precision (`op_precision`: 'f32', 'bf16', 'u8', or 'f32 (f16 weights)' where narrower stored
         weights are widened for an f32 kernel), per group (`group_of`: ONNX node name -> group;
         OpenVINO keeps the ONNX name as the friendly name, '/...' suffixes aside), else per op type."""
@@ -262,7 +262,7 @@ class OpenVINOEngine(Engine):
             for op in part.compiled.get_runtime_model().get_ordered_ops():
                 ri = op.get_rt_info()
                 kind = ri["layerType"].astype(str) if "layerType" in ri else op.get_type_name()
-                if kind not in ("FullyConnected", "MatMul", "Convolution") or "runtimePrecision" not in ri:
+                if kind not in ("FullyConnected", "MatMul", "Convolution", "Deconvolution") or "runtimePrecision" not in ri:
                     continue
                 name = op.get_friendly_name()
                 key = kind if group_of is None else group_of.get(name, group_of.get(name.split("/")[0], "other"))
@@ -536,9 +536,10 @@ def _off_token_path(model: Any, device: str, rewrites: dict[str, int]) -> None:
     calibrated the exported form, and the rewrite computes the same function."""
     if _device_kind(device) != "CPU":
         return
-    from alignvar_edge.runtimes.openvino.rewrite import group_norm_channels_last
+    from alignvar_edge.runtimes.openvino.rewrite import group_norm_channels_last, upsample_conv_as_deconvolution
     tokens = tuple(n for o in model.outputs for n in o.get_names() if is_token_name(n))
     rewrites["group_norm"] = group_norm_channels_last(model, spare_outputs=tokens)
+    rewrites["upsample_deconv"] = upsample_conv_as_deconvolution(model, spare_outputs=tokens)
 
 
 def _file_hints(m: Manifest, device: str) -> dict[str, str]:

@@ -14,6 +14,12 @@ float ops. Written with per-channel spatial means instead (group statistics from
 [N, C] tensors, two passes for the variance), no op needs NCHW. Used on CPU IRs off the token
 path (`spare_outputs`), where it cannot change a token and build-time parity measures the pixels.
 
+`upsample_conv_as_deconvolution` (the same function, rounded differently): the decoder's x2
+upsampling is a nearest Resize and a 3x3 convolution. Each output pixel of that pair sees only a
+2x2 window of the input, so it is one stride-2 transposed convolution with 4x4 kernels made from
+sums of the 3x3 taps: 16 multiply-adds per input pixel instead of 36, and no upsampled copy in
+memory. The CPU plugin runs it with the same AMX bf16 or AVX-512 kernels as a convolution.
+
 `bf16_islands` (a precision choice, not a rewrite: build-time parity decides whether it ships):
 the CPU plugin compiles one inference precision per model and ignores per-node f32 marks under a
 bf16 hint, but it keeps explicit Converts. So in a model compiled f32, a MatMul whose input and
@@ -29,7 +35,8 @@ import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
 
-__all__ = ["argmax_as_reductions", "bf16_islands", "group_norm_channels_last", "matmul_in_bf16"]
+__all__ = ["argmax_as_reductions", "bf16_islands", "group_norm_channels_last", "matmul_in_bf16",
+           "upsample_conv_as_deconvolution"]
 
 
 def argmax_as_reductions(model: Any) -> int:
@@ -173,6 +180,65 @@ def _group_norm_from_channel_means(x: Any, groups: int, eps: float, gamma: np.nd
     inv_std = ops.divide(ops.constant(np.float32(1.0)), ops.sqrt(ops.add(variance, ops.constant(np.float32(eps)))))
     scale = ops.multiply(inv_std, ops.constant(gamma.reshape(1, c, 1, 1)))
     return ops.add(ops.multiply(centred, scale), ops.constant(beta.reshape(1, c, 1, 1)))
+
+
+# One axis of nearest x2 then a 3-tap convolution (pad 1), as a stride-2 transposed convolution
+# (pad 1): row r of this matrix says which of the 3 taps add up into each of its 4 taps. An even
+# output row 2i reads input rows i-1 (tap 0) and i (taps 1 + 2); an odd one 2i+1 reads i (taps
+# 0 + 1) and i+1 (tap 2); the transposed convolution puts input row j at output 2j - 1 + its tap.
+_TAPS_3_TO_4 = np.array([[0, 0, 1, 1],
+                         [0, 1, 1, 0],
+                         [1, 1, 0, 0]], np.float32)
+
+
+def upsample_conv_as_deconvolution(model: Any, spare_outputs: tuple[str, ...] = ()) -> int:
+    """Replace every nearest x2 Interpolate feeding only a 3x3, stride-1, pad-1 Convolution with
+    constant f32 weights by one stride-2 ConvolutionBackpropData, except where an output named in
+    `spare_outputs` depends on it. Returns the number of pairs replaced."""
+    spared = _ancestors(model, spare_outputs)
+    replaced = 0
+    for conv in model.get_ordered_ops():
+        up = conv.input(0).get_source_output().get_node() if conv.get_type_name() == "Convolution" else None
+        if up is None or conv.get_friendly_name() in spared or not _nearest_x2(up) or not _same_3x3(conv):
+            continue
+        weights = np.asarray(conv.input(1).get_source_output().get_node().get_data(), np.float32)
+        # (out, in, 3, 3) -> (in, out, 4, 4), the layout ConvolutionBackpropData reads
+        kernel = np.einsum("oiyx,ya,xb->ioab", weights, _TAPS_3_TO_4, _TAPS_3_TO_4).astype(np.float32)
+        deconv = ops.convolution_backprop_data(up.input(0).get_source_output(), ops.constant(kernel), [2, 2],
+                                               pads_begin=[1, 1], pads_end=[1, 1], dilations=[1, 1])
+        deconv.set_friendly_name(conv.get_friendly_name())      # the manifest's groups find it by name
+        conv.output(0).replace(deconv.output(0))
+        replaced += 1
+    if replaced:
+        model.validate_nodes_and_infer_types()
+    return replaced
+
+
+def _nearest_x2(node: Any) -> bool:
+    """`node` is an Interpolate that copies each pixel into a 2x2 block, feeding one op only."""
+    if node.get_type_name() != "Interpolate" or _only_consumer(node) is None:
+        return False
+    attrs = node.get_attributes()
+    before, after = node.input(0).get_partial_shape(), node.get_output_partial_shape(0)
+    if (attrs.get("mode") != "nearest" or attrs.get("antialias")
+            or attrs.get("coordinate_transformation_mode") != "asymmetric" or attrs.get("nearest_mode") != "floor"
+            or any(attrs.get("pads_begin") or ()) or any(attrs.get("pads_end") or ())
+            or before.rank.is_dynamic or before.rank.get_length() != 4 or after.rank.is_dynamic):
+        return False
+    if not all(before[i].is_static and after[i].is_static for i in (1, 2, 3)):
+        return False
+    return (after[1].get_length() == before[1].get_length()
+            and all(after[i].get_length() == 2 * before[i].get_length() for i in (2, 3)))
+
+
+def _same_3x3(conv: Any) -> bool:
+    """`conv` is a 3x3, stride-1, pad-1, undilated Convolution with constant f32 weights."""
+    attrs = conv.get_attributes()
+    weights = conv.input(1).get_source_output()
+    return (weights.get_node().get_type_name() == "Constant" and weights.get_element_type() == ov.Type.f32
+            and list(weights.get_shape())[2:] == [3, 3] and list(attrs["strides"]) == [1, 1]
+            and list(attrs["dilations"]) == [1, 1] and list(attrs["pads_begin"]) == [1, 1]
+            and list(attrs["pads_end"]) == [1, 1] and attrs.get("auto_pad") in ("explicit", "notset"))
 
 
 def bf16_islands(model: Any, names: set[str]) -> int:
