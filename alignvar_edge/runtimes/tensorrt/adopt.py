@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from alignvar_edge.errors import InputError, ParityError
-from alignvar_edge.manifest import Manifest, artifact_dir, sha256_file, write_manifest
+from alignvar_edge.manifest import Manifest, artifact_dir, write_manifest
 from alignvar_edge.export.parity import psnr, token_agreement
 from alignvar_edge.runtimes.artifacts import engine_manifest
 from alignvar_edge.recipes import recipe
@@ -19,7 +19,7 @@ from alignvar_edge.runtimes.tensorrt import backend as T
 from alignvar_edge.runtimes.tensorrt.kit import (FP16_F32, LOG_FILE, f32_layers_of, half_layers_of, plan_record,
                                                  write_build_files)
 from alignvar_edge.runtimes.tensorrt.plan import ENGINE, ONNX, network_plan, trt_major
-from alignvar_edge.runtimes.tensorrt.trtexec_log import parse_trtexec_log, read_trtexec_log
+from alignvar_edge.runtimes.tensorrt.trtexec_log import other_file_named, parse_trtexec_log, read_trtexec_log
 
 __all__ = ["adopt"]
 
@@ -93,12 +93,13 @@ def _log_built(parsed: dict[str, Any], engine_file: Path, onnx_path: Path, log: 
     """The log's --saveEngine and --onnx, where they name files here (relative: to this folder, as in
     the kit's README), must be the engine and the ONNX adopted: the manifest takes precision, DLA core
     and layer precisions from the log, which must describe this engine."""
-    for flag, given, what in (("--saveEngine=", engine_file, "engine"), ("--onnx=", onnx_path, "ONNX")):
-        for named in (Path(f.split("=", 1)[1]) for f in parsed.get("flags") or [] if f.startswith(flag)):
-            if named.is_file() and not named.samefile(given) and sha256_file(named) != sha256_file(given):
-                raise InputError(f"--log {log} is trtexec's log of a build {'into' if what == 'engine' else 'from'} "
-                                 f"'{named}' ({flag[:-1]}), another {what} than '{given}': pass the log of the "
-                                 f"trtexec run that built {engine_file}")
+    other = other_file_named(parsed, {"--saveEngine": engine_file, "--onnx": onnx_path})
+    if other:
+        flag, named, given = other
+        what = "engine" if flag == "--saveEngine" else "ONNX"
+        raise InputError(f"--log {log} is trtexec's log of a build {'into' if what == 'engine' else 'from'} "
+                         f"'{named}' ({flag}), another {what} than '{given}': pass the log of the "
+                         f"trtexec run that built {engine_file}")
 
 
 def _warn_unset_layers(parsed: dict[str, Any]) -> None:
