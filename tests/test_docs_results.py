@@ -126,6 +126,9 @@ def test_the_plain_build_on_amx_quotes_its_runs_and_the_readme_its_range():
     def span(values: list[float]) -> str:
         return f"{min(values):.2f}–{max(values):.2f}×"
     engines = [best] + [next(e for e in r["engines"] if e["label"] == "ov-bf16") for r in runs]
+    # the plain build since its decoder's upsampling became a transposed convolution
+    engines += [next(e for e in r["engines"] if e["label"] == "ov-bf16-after")
+                for r in _amx_runs("upsample-deconv.json", "upsample-deconv-reversed.json")]
     exact = [next(e for e in r["engines"] if e["label"] == "ov-bf16-exact") for r in runs]
     for figure in (span([e["speedup_vs_eager"] for e in engines]), span([e["image_speedup_vs_eager"] for e in engines]),
                    span([e["speedup_vs_eager"] for e in exact]), span([e["image_speedup_vs_eager"] for e in exact])):
@@ -165,3 +168,28 @@ def test_the_token_part_precisions_are_quoted_as_measured():
     assert f"f32 {ms['f32 (the engine)']} ms per tile" in text and v["f32 (the engine)"]["token_agreement"] == 1.0
     for name in ("attention products bf16", "f16 hint", "bf16 hint"):
         assert f"{tok[name]} at {ms[name]} ms" in text, name
+
+
+def test_the_upsampling_rewrite_table_quotes_its_two_runs():
+    runs = _amx_runs("upsample-deconv.json", "upsample-deconv-reversed.json")
+    text = _section("docs/benchmarks.md", "#### The decoder's ×2 upsampling", "## GPU")
+
+    def figures(label: str) -> tuple[list[str], list[str], set[float]]:
+        """ms per tile and image MP/s of each run, as printed, and the token agreements."""
+        engines = [next(e for e in r["engines"] if e["label"] == label) for r in runs]
+        return ([f"{_p50_ms(r, label):.2f}" for r in runs], [f"{e['image']['megapixels_per_s']:.3f}" for e in engines],
+                {e["fidelity"]["vs_reference"]["token_agreement"] for e in engines})
+    for head, kind in (("OpenVINO bf16, plain", "bf16"), ("OpenVINO fp32", "f32")):
+        b_ms, b_mps, before_tokens = figures(f"ov-{kind}-before")
+        a_ms, a_mps, after_tokens = figures(f"ov-{kind}-after")
+        assert before_tokens == after_tokens and len(after_tokens) == 1, kind   # off the token path
+        (t,) = after_tokens
+        assert _row(text, head)[1:] == ["; ".join(f"{b} → {a}" for b, a in zip(b_ms, a_ms)),
+                                        "; ".join(f"{b} → {a}" for b, a in zip(b_mps, a_mps)),
+                                        "100%" if t == 1 else f"{t:.2%}"], head
+    after = [next(e for e in r["engines"] if e["label"] == "ov-bf16-after") for r in runs]
+    tile = sorted(e["speedup_vs_eager"] for e in after)
+    image = sorted(e["image_speedup_vs_eager"] for e in after)
+    flat = " ".join(text.split())
+    assert f"{tile[0]:.2f}–{tile[1]:.2f}× eager per tile" in flat
+    assert f"**{image[0]:.2f}–{image[1]:.2f}×** the PyTorch engine" in flat
