@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
 from alignvar_edge import __version__, safe_stop
@@ -37,8 +37,21 @@ class OneLineParser(argparse.ArgumentParser):
     """argparse held to the CLI's error contract: one stderr line `alignvar-edge VERB: error: ...`
     (the flag, what it must be, what was given) and exit code 2, instead of usage + error."""
 
+    # the verbs' own parsers (build_parser fills it): an argument no verb reads is reported by its verb's
+    verb_parsers: Mapping[str, argparse.ArgumentParser] = {}
+
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+    def parse_args(self, args: Sequence[str] | None = None,      # type: ignore[override]
+                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+        """argparse's, except that arguments left over after a verb are the verb's error (`alignvar-edge
+        VERB: error: unrecognized arguments: ...; see `alignvar-edge VERB --help``), not the top level's."""
+        parsed, unread = self.parse_known_args(args, namespace)
+        if unread:
+            self.verb_parsers.get(getattr(parsed, "verb", None) or "", self).error(
+                f"unrecognized arguments: {' '.join(unread)}")
+        return parsed
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"alignvar-edge {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    parser.verb_parsers = sub.choices
     for name in COMMAND_MODULES:
         try:
             importlib.import_module(name).register(sub)

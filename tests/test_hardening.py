@@ -1133,6 +1133,18 @@ BAD_FLAGS = [
 ]
 
 
+@pytest.mark.parametrize("argv", [["compare", "eng/ort", "--images", "fin", "--threads", "1"],
+                                  ["upscale", "a", "b", "--bogus"], ["bench", "merge", "a.json", "--nope", "x"]])
+def test_an_argument_no_verb_reads_is_the_verbs_error(argv, capsys):
+    # argparse reported it at the top level: `alignvar-edge: error: ...; see `alignvar-edge --help``
+    code = cli.main(argv)
+    line = _one_line_error(code, capsys.readouterr().err, "unrecognized arguments: ")
+    assert code == 2 and line.startswith(f"alignvar-edge {argv[0]}: error: unrecognized arguments: "), line
+    assert line.endswith(f"; see `alignvar-edge {argv[0]} --help`"), line
+    code = cli.main(["--bogus"])                 # no verb: the top level's own
+    assert _one_line_error(code, capsys.readouterr().err, "--bogus").startswith("alignvar-edge: error: ")
+
+
 def test_a_batch_takes_1_to_max_batch():
     import argparse
     from alignvar_edge.argtypes import MAX_BATCH, MAX_TILES, batch_size
