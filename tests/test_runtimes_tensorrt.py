@@ -6,6 +6,7 @@ No fake TensorRT: the engine tests run only where `tensorrt` imports and a GPU i
 from __future__ import annotations
 
 import dataclasses
+import re
 import subprocess
 from pathlib import Path
 
@@ -362,15 +363,20 @@ def test_the_jetson_guide_merges_with_a_host_report_of_the_bundled_weights():
     assert model.get("weights_sha256") == weights_sha256(AlignVAR.from_pretrained("alignvar-tiny"))
 
 
-def _stand_in_trtexec(tmp_path: Path) -> dict[str, str]:
+def _stand_in_trtexec(tmp_path: Path, version: str = "100300") -> dict[str, str]:
     """The environment with a `trtexec` on PATH that writes an engine file and prints a real-format
-    log and its arguments (no TensorRT here)."""
+    log of TensorRT `version` (its summary recorded on an Orin) with the command it was given, the
+    'Set layer' lines a real one prints for --layerPrecisions, and its arguments (no TensorRT here)."""
     import os
     bindir = tmp_path / "bin"
-    bindir.mkdir()
+    bindir.mkdir(exist_ok=True)
     (bindir / "trtexec").write_text(
         "#!/bin/sh\nfor a; do case $a in --saveEngine=*) printf engine > \"${a#*=}\" ;; esac; done\n"
-        f"cat '{LOGS / 'trt10-orin-fp16-dla.log'}'\necho \"ARGS $*\"\n")
+        f"echo \"&&&& RUNNING TensorRT.trtexec [TensorRT v{version}] # trtexec $*\"\n"
+        "for a; do case $a in --layerPrecisions=*) echo \"${a#*=}\" | tr , '\\n' | "
+        "sed -n 's/^\\([^*].*\\):fp32$/[I] Set layer \\1 to precision fp32/p' ;; esac; done\n"
+        f"sed '1d;$d' '{LOGS / 'trt10-orin-fp16-dla.log'}'\n"
+        f"echo \"&&&& PASSED TensorRT.trtexec [TensorRT v{version}] # trtexec $*\"\necho \"ARGS $*\"\n")
     (bindir / "trtexec").chmod(0o755)
     return {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}"}
 
@@ -458,13 +464,16 @@ def test_build_script_stops_on_a_broken_kit_before_building(kit, tmp_path):
 
 
 def test_build_script_refuses_a_trtexec_of_another_tensorrt_major(kit, tmp_path):
-    """The kit's flags are TensorRT 10's: JetPack 6.0's trtexec (8.6) or a TensorRT 11 one is named
-    with what to do, before building."""
+    """JetPack 6.0's trtexec (8.6) is named with what to do, before building; so is a TensorRT 11 one
+    for fp16 from an fp32 graph (strongly typed networks only): the steps on the host that give a kit
+    it builds (test_a_tensorrt_11_trtexec_builds_strongly_typed)."""
     import os
     bindir = tmp_path / "bin"
     bindir.mkdir()
     env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}", "PYTHON": "false"}
-    for code, version, hint in (("8601", "8.6.1", "JetPack 6.1 or 6.2"), ("110000", "11.0.0", "alignvar-edge build")):
+    for code, version, hint in (("8601", "8.6.1", "JetPack 6.1 or 6.2"),
+                                ("110000", "11.0.0", "'alignvar-edge quantize EXPORT --calib builtin --precision fp16 "
+                                                     "--target tensorrt --out EXPORT-fp16'")):
         (bindir / "trtexec").write_text(f'#!/bin/sh\necho "&&&& RUNNING TensorRT.trtexec [TensorRT v{code}] # trtexec $*"\n')
         (bindir / "trtexec").chmod(0o755)
         res = subprocess.run(["sh", str(kit / "build_on_device.sh"), "--out", str(tmp_path / "eng")],
@@ -620,8 +629,8 @@ def test_write_build_files_takes_the_layers_from_the_manifest(tmp_path):
     assert (tmp_path / "trtexec.txt").read_text() == (
         "trtexec --onnx=model.onnx --saveEngine=model.engine --timingCacheFile=alignvar-timing.cache "
         "--builderOptimizationLevel=3 --fp16 --noTF32 --precisionConstraints=obey --layerPrecisions=x:fp32,y:fp32\n")
-    assert 'fp16) FLAGS="--fp16 --noTF32 --precisionConstraints=obey --layerPrecisions=x:fp32,y:fp32" ;;' in \
-        (tmp_path / "build_on_device.sh").read_text()
+    assert 'fp16) FLAGS="--fp16 --noTF32 --precisionConstraints=obey --layerPrecisions=x:fp32,y:fp32"; WHY11="fp16 ' \
+        'needs a graph that carries fp16 there' in (tmp_path / "build_on_device.sh").read_text()
     assert "Under `--fp16`, 2 layers stay fp32" in (tmp_path / "README.md").read_text()
 
 
@@ -804,3 +813,166 @@ def test_adopt_warns_when_trtexec_set_fewer_layer_precisions_than_it_was_given(k
     with warnings.catch_warnings():
         warnings.simplefilter("error")                 # every name set: nothing to say
         adopt(engine, kit, tmp_path / "three", log=log_setting("node_a", "node_b", "node_c"))
+
+
+def test_a_tensorrt_11_trtexec_builds_strongly_typed(kit, tmp_path):
+    """TensorRT 11 builds strongly typed networks only: the script builds what this kit's graph gives
+    there (fp32: --stronglyTyped) and adopt records it as such."""
+    import os
+    import sys
+
+    from alignvar_edge.manifest import load_verified
+    env = {**_stand_in_trtexec(tmp_path, "110000"), "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
+           "PYTHON": sys.executable}
+    out = tmp_path / "eng"
+    res = subprocess.run(["sh", str(kit / "build_on_device.sh"), "--precision", "fp32", "--out", str(out)],
+                         capture_output=True, text=True, env=env, timeout=300)
+    built = next(line for line in (out / "trtexec.log").read_text().splitlines() if line.startswith("ARGS "))
+    assert " --stronglyTyped --noTF32 " in built and "--fp16" not in built, built
+    m = load_verified(out)
+    assert (m.precision, m.extra["tensorrt_version"], m.extra["plan"]["strongly_typed"]) == ("fp32", "11.0.0", True)
+    assert res.returncode in (0, 3), res.stderr                      # 3: selftest without TensorRT here
+
+
+def _with_external_weights(export: Path, dst: Path) -> Path:
+    """A copy of `export` whose weights live in model.onnx.data (as `export --external-data yes` writes
+    them), its manifest's hashes made again: a valid artifact."""
+    import shutil
+
+    import onnx
+
+    from alignvar_edge.manifest import read_manifest, write_manifest
+    shutil.copytree(export, dst)
+    model = onnx.load(str(dst / "model.onnx"))
+    onnx.save_model(model, str(dst / "model.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="model.onnx.data")
+    write_manifest(dst, read_manifest(dst))
+    return dst
+
+
+def test_a_kit_and_its_engine_directory_carry_external_weights(export, tmp_path):
+    """A large model's export keeps its weights in model.onnx.data: the kit, the script's checks and
+    the adopted engine directory carry that file, or none of them would verify (or build)."""
+    import os
+
+    from alignvar_edge.manifest import load_verified
+    from alignvar_edge.runtimes.tensorrt.adopt import adopt
+    ext = _with_external_weights(export, tmp_path / "ext")
+    assert "model.onnx.data" in load_verified(ext).files
+    kit = trt_backend.BACKEND.build(ext, tmp_path / "kit", precision="fp16", kit=True)
+    m = load_verified(kit)                                           # every tensor's file is listed
+    assert m.files["model.onnx.data"] == load_verified(ext).files["model.onnx.data"]
+    assert "| `model.onnx.data` | the weights of `model.onnx`" in (kit / "README.md").read_text()
+    assert "for f in model.onnx model.onnx.data golden.safetensors; do" in (kit / "build_on_device.sh").read_text()
+    (kit / "model.onnx.data").rename(tmp_path / "aside")             # a copy that left it out stops first
+    env = {**_stand_in_trtexec(tmp_path), "PYTHON": "false"}
+    res = subprocess.run(["sh", str(kit / "build_on_device.sh")], capture_output=True, text=True, env=env)
+    assert res.returncode == 2 and "model.onnx.data is missing" in res.stderr, res.stderr
+    os.replace(tmp_path / "aside", kit / "model.onnx.data")
+    engine = tmp_path / "my.engine"
+    engine.write_bytes(b"engine")
+    out = adopt(engine, kit, tmp_path / "adopted", log=LOGS / "trt10-orin-fp16-dla.log")
+    assert "model.onnx.data" in load_verified(out).files
+
+
+def test_adopt_refuses_a_precision_or_dla_core_the_log_or_the_device_contradicts(kit, tmp_path):
+    """The manifest's precision decides selftest's thresholds and its DLA core where the runner puts
+    the engine: a value given against the log's build, or one no Jetson runs, is refused as the
+    script refuses it; nothing is written."""
+    from alignvar_edge.cli import main
+    from alignvar_edge.runtimes.tensorrt.adopt import adopt
+    log = LOGS / "trt10-orin-fp16-dla.log"                           # --fp16 --useDLACore=0
+    engine = tmp_path / "my.engine"
+    engine.write_bytes(b"engine")
+    for given, message in (({"dla_core": 1}, "a build on DLA core 0 (--useDLACore=0), but --dla-core 1 was given"),
+                           ({"precision": "fp32"}, "a fp16 build (--fp16), but --precision fp32 was given")):
+        with pytest.raises(InputError, match=re.escape(f"--log {log} is trtexec's log of {message}")):
+            adopt(engine, kit, tmp_path / "x", log=log, **given)
+    text = log.read_text()
+    for flags, message in (("--fp16 --useDLACore=5", "--dla-core takes a DLA core number, 0 or 1"),
+                           ("--useDLACore=1", "DLA runs fp16 and int8 only")):
+        bad = tmp_path / "bad.log"
+        bad.write_text(text.replace("--fp16 --useDLACore=0", flags))
+        with pytest.raises(InputError, match=message):
+            adopt(engine, kit, tmp_path / "x", log=bad)
+    assert main(["adopt", str(engine), "--like", str(kit), "--log", str(log), "--dla-core", "5",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert not (tmp_path / "x").exists()
+    assert adopt(engine, kit, tmp_path / "y", log=log, precision="fp16", dla_core=0).is_dir()   # agreeing: fine
+
+
+def test_adopt_of_a_log_of_another_precision_than_the_kits_graph_names_the_log(kit, tmp_path):
+    """An fp16 build's log against a kit whose graph carries int8 (Q/DQ): the refusal names the log and
+    its flag, not a `build` the user did not run."""
+    import json
+
+    from alignvar_edge.manifest import CONTENT_KEY, content_hash
+    from alignvar_edge.runtimes.tensorrt.adopt import adopt
+    int8 = _rewritten(kit, tmp_path / "kit-int8")
+    doc = json.loads((int8 / "manifest.json").read_text())
+    doc["precision"] = "int8"                                        # as a kit of the Q/DQ export says
+    doc[CONTENT_KEY] = content_hash(doc)
+    (int8 / "manifest.json").write_text(json.dumps(doc))
+    engine = tmp_path / "my.engine"
+    engine.write_bytes(b"engine")
+    log = LOGS / "trt10-orin-fp16-dla.log"
+    with pytest.raises(InputError, match=re.escape(
+            f"--log {log} is trtexec's log of a fp16 build, but TensorRT 10 builds no fp16 engine from the int8 "
+            f"graph of '{int8}': pass --like the kit the engine was built from")):
+        adopt(engine, int8, tmp_path / "z", log=log)
+
+
+def test_build_script_refuses_an_output_folder_of_someone_elses_before_building(kit, tmp_path):
+    """adopt replaces --out only where it is an engine directory of ours: the script says so before a
+    build that takes minutes, and leaves the folder (and a work folder holding other files) alone."""
+    import os
+    import sys
+    env = {**_stand_in_trtexec(tmp_path), "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
+           "PYTHON": sys.executable}
+    mine = tmp_path / "mydata"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("precious")
+    res = subprocess.run(["sh", str(kit / "build_on_device.sh"), "--out", str(mine)], capture_output=True,
+                         text=True, env=env)
+    assert res.returncode == 2 and "holds files but no manifest.json or run.json of ours" in res.stderr, res.stderr
+    assert res.stderr.startswith(f"build_on_device.sh: --out {mine}: ") and res.stderr.count("\n") == 1
+    assert not (tmp_path / "mydata.work").exists() and (mine / "notes.txt").read_text() == "precious"
+    work = tmp_path / "eng.work"
+    work.mkdir()
+    (work / "notes.txt").write_text("precious")
+    res = subprocess.run(["sh", str(kit / "build_on_device.sh"), "--out", str(tmp_path / "eng")],
+                         capture_output=True, text=True, env=env)
+    assert res.returncode == 2 and f"{work} holds files this script did not write" in res.stderr, res.stderr
+    assert sorted(p.name for p in work.iterdir()) == ["notes.txt"]
+
+
+def test_an_engine_directory_describes_its_engine_and_rebuilds_beside_itself(kit, tmp_path):
+    """The script builds an engine directory named for its precision and DLA core, whose README is
+    about the engine it holds (not the kit's), whose manifest names files that outlive the run, and
+    whose own script rebuilds into a name that says precision and core once."""
+    import os
+    import sys
+
+    from alignvar_edge.manifest import load_verified
+    env = {**_stand_in_trtexec(tmp_path), "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
+           "PYTHON": sys.executable}
+    named = tmp_path / "tiny-trt"
+    import shutil
+    shutil.copytree(kit, named)
+    subprocess.run(["sh", str(named / "build_on_device.sh"), "--dla-core", "0"], capture_output=True, text=True,
+                   env=env, timeout=300)
+    out = tmp_path / "tiny-trt-fp16-dla0"
+    m = load_verified(out)
+    assert m.extra["adopted"] == {"log": "trtexec.log", "versions_from": "trtexec log"}     # nothing in .work
+    assert (out / m.extra["adopted"]["log"]).is_file() and not (tmp_path / "tiny-trt-fp16-dla0.work").exists()
+    readme = (out / "README.md").read_text()
+    assert readme.startswith("# TensorRT engine: micro (fp16, DLA core 0)\n")
+    for needle in ("| `model.engine` | the engine |", "| `trtexec.log` | trtexec's whole output",
+                   "built with TensorRT\n10.3.0 for Orin (compute capability 8.7)",
+                   "sh build_on_device.sh                              # fp16 on DLA core 0",
+                   "sh build_on_device.sh --dla-core none        # on the GPU"):
+        assert needle in readme, needle
+    assert "TensorRT build kit" not in readme and "Copy this whole directory" not in readme
+    res = subprocess.run(["sh", str(out / "build_on_device.sh")], capture_output=True, text=True,
+                         env={**env, "PYTHON": "false"}, timeout=120)
+    assert res.returncode == 0 and f"--out {tmp_path}/tiny-trt-fp16-dla0-engine\n" in res.stdout, res.stdout

@@ -18,8 +18,9 @@ from alignvar_edge.runtimes.onnxruntime import ship_golden
 from alignvar_edge.runtimes.tensorrt import backend as T
 from alignvar_edge.runtimes.tensorrt.kit import (FP16_F32, LOG_FILE, f32_layers_of, half_layers_of, plan_record,
                                                  write_build_files)
-from alignvar_edge.runtimes.tensorrt.plan import ENGINE, ONNX, network_plan, trt_major
-from alignvar_edge.runtimes.tensorrt.trtexec_log import other_file_named, parse_trtexec_log, read_trtexec_log
+from alignvar_edge.runtimes.tensorrt.plan import ENGINE, check_dla_core, copy_onnx, network_plan, trt_major
+from alignvar_edge.runtimes.tensorrt.trtexec_log import (check_log_describes, logged_precision, parse_trtexec_log,
+                                                         read_trtexec_log)
 
 __all__ = ["adopt"]
 
@@ -30,15 +31,20 @@ def adopt(engine_file: str | Path, like: str | Path, out: str | Path, log: str |
     the kit (or export, or engine dir) it was built from: engine + ONNX + golden + manifest.
 
     TensorRT version and GPU: from `import tensorrt` and the CUDA device when TensorRT runs here,
-    else from the trtexec log. Precision and DLA core: given, else from the log's command line,
-    else the kit's. When TensorRT runs here the engine is checked against the golden outputs and
-    the figures go into the manifest's parity (a FAIL writes nothing)."""
+    else from the trtexec log. Precision and DLA core: from the log's command line (a given value
+    that contradicts it is refused), else as given, else the kit's. When TensorRT runs here the
+    engine is checked against the golden outputs and the figures go into the manifest's parity
+    (a FAIL writes nothing)."""
     engine_file, like, out = Path(engine_file), Path(like).resolve(), Path(out)
     if not engine_file.is_file():
         raise InputError(f"no engine file at '{engine_file}'; pass the file trtexec wrote (--saveEngine)")
     src, onnx_path = T._source(like)
+    kit_precision = src.precision or "fp32"
     parsed = parse_trtexec_log(read_trtexec_log(log), timing=False) if log else {}
-    _log_built(parsed, engine_file, onnx_path, log)
+    if log:
+        # the manifest takes precision, DLA core and layer precisions from the log: it must be this engine's
+        check_log_describes(parsed, log, engine=engine_file, onnx=onnx_path, precision=precision,
+                            dla_core=dla_core, check_dla=dla_core is not None, graph_precision=kit_precision)
     _warn_unset_layers(parsed)
     usable, _ = T.BACKEND.is_available()
     gpu = T.gpu_info(0) if usable else None
@@ -52,22 +58,24 @@ def adopt(engine_file: str | Path, like: str | Path, out: str | Path, log: str |
                          "`import tensorrt` works on that GPU, or pass --log with trtexec's full output"
                          + (f" ('{log}' has no {' and no '.join(missing)}: save it with `2>&1 | tee FILE`)"
                             if log else ""))
-    kit_precision = src.precision or "fp32"
-    precision = precision or parsed.get("precision") or (src.extra.get("tensorrt_kit") or {}).get(
-        "precision") or kit_precision
+    logged = logged_precision(parsed, kit_precision)
+    origin = (f"--precision {precision} was given" if precision else
+              f"--log {log} is trtexec's log of a {logged} build" if logged else None)
+    precision = precision or logged or (src.extra.get("tensorrt_kit") or {}).get("precision") or kit_precision
     if dla_core is None:
         dla_core = parsed.get("dla_core")
+    check_dla_core(dla_core, precision)
     kit_f32, kit_half = f32_layers_of(src), half_layers_of(src)     # what a rebuild should ask for
     f32_layers, half_layers = kit_f32, kit_half
     flags = parsed.get("flags") or []
     if flags and not any(f.startswith("--layerPrecisions") for f in flags):
         f32_layers, half_layers = [], None        # built by hand without the kit's fp32 layers
-    plan = network_plan(trt_major(trt_version), precision, kit_precision, f32_layers, half_layers)
+    plan = _plan(trt_major(trt_version), precision, kit_precision, f32_layers, half_layers, like, origin)
     if flags and "--noTF32" not in flags:
         plan["tf32"] = True                       # TensorRT's default: the log is what was built
     with artifact_dir(out, force=force) as tmp:
         shutil.copy2(engine_file, tmp / ENGINE)
-        shutil.copy2(onnx_path, tmp / ONNX)
+        copy_onnx(onnx_path, tmp)
         if log:
             shutil.copy2(log, tmp / LOG_FILE)
         # what an fp16 build of this model should keep in f32 (the rebuild files use it), the one
@@ -76,8 +84,9 @@ def adopt(engine_file: str | Path, like: str | Path, out: str | Path, log: str |
         f32 = src.extra.get(FP16_F32) or {"source": "the kit's plan", "layers": kit_f32, "half_layers": kit_half}
         extra = {"tensorrt_version": trt_version, "compute_capability": cc, "gpu_name": gpu_name,
                  "plan": plan_record(plan, f32), "device": "cuda:0", "dla_core": dla_core, FP16_F32: f32,
-                 # the engine's SHA-256 is files["model.engine"]'s (a copy of it), kept there only
-                 "adopted": {"engine": str(engine_file), "log": str(log) if log else None,
+                 # the engine is files["model.engine"] (a copy; where it was built may not outlive this
+                 # run: build_on_device.sh removes its work folder), the log this directory's copy
+                 "adopted": {"log": LOG_FILE if log else None,
                              "versions_from": "this machine" if usable else "trtexec log"}}
         m = engine_manifest(src, like, "tensorrt", precision, {"engine": ENGINE}, batch=src.static_batch,
                             extra=extra)
@@ -89,17 +98,19 @@ def adopt(engine_file: str | Path, like: str | Path, out: str | Path, log: str |
     return out
 
 
-def _log_built(parsed: dict[str, Any], engine_file: Path, onnx_path: Path, log: str | Path | None) -> None:
-    """The log's --saveEngine and --onnx, where they name files here (relative: to this folder, as in
-    the kit's README), must be the engine and the ONNX adopted: the manifest takes precision, DLA core
-    and layer precisions from the log, which must describe this engine."""
-    other = other_file_named(parsed, {"--saveEngine": engine_file, "--onnx": onnx_path})
-    if other:
-        flag, named, given = other
-        what = "engine" if flag == "--saveEngine" else "ONNX"
-        raise InputError(f"--log {log} is trtexec's log of a build {'into' if what == 'engine' else 'from'} "
-                         f"'{named}' ({flag}), another {what} than '{given}': pass the log of the "
-                         f"trtexec run that built {engine_file}")
+def _plan(major: int, precision: str, kit_precision: str, f32_layers: list[str], half_layers: list[str] | None,
+          like: Path, origin: str | None) -> dict[str, Any]:
+    """network_plan, whose refusal names where the precision came from (`origin`: the flag or the log)
+    where it was not the kit's own: the engine was then built from another graph than `like`'s."""
+    try:
+        return network_plan(major, precision, kit_precision, f32_layers, half_layers)
+    except InputError as e:
+        if origin is None:
+            raise
+        graph_says = kit_precision != "fp32" or recipe("tensorrt", precision).needs_quantize
+        raise InputError(f"{origin}, but TensorRT {major} builds no {precision} engine from the {kit_precision} "
+                         f"graph of '{like}'" + (": pass --like the kit the engine was built from" if graph_says
+                                                 else f": {e}")) from e
 
 
 def _warn_unset_layers(parsed: dict[str, Any]) -> None:

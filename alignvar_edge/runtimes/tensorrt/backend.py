@@ -35,7 +35,7 @@ from alignvar_edge.runtimes.base import (INPUT, SR, Backend, Engine, TensorSpec,
                                          config_from_manifest, token_name)
 from alignvar_edge.runtimes.onnxruntime import ship_golden
 from alignvar_edge.runtimes.tensorrt.kit import FP16_F32, plan_record, write_build_files
-from alignvar_edge.runtimes.tensorrt.plan import CACHE, ENGINE, ONNX, SCRIPT_FILE, network_plan, trt_major
+from alignvar_edge.runtimes.tensorrt.plan import CACHE, ENGINE, ONNX, SCRIPT_FILE, copy_onnx, network_plan, trt_major
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -371,7 +371,7 @@ class TensorRTBackend(Backend):
         gpu = gpu_info(index)
         assert gpu is not None
         with staging_dir(out, force=force) as tmp:
-            shutil.copy2(onnx_path, tmp / ONNX)
+            copy_onnx(onnx_path, tmp)
             cache = tmp / CACHE
             prior = Path(artifact_dir) / CACHE
             if CACHE in src.files and prior.is_file():     # only a cache the manifest vouches for
@@ -393,7 +393,7 @@ class TensorRTBackend(Backend):
                    force: bool, why: str, f32: dict[str, Any]) -> Path:
         """The export plus trtexec.txt and build_on_device.sh: an ONNX artifact that also builds."""
         with staging_dir(out, force=force) as tmp:
-            shutil.copy2(onnx_path, tmp / ONNX)
+            copy_onnx(onnx_path, tmp)
             graphs = {name: {**g, "file": ONNX} for name, g in src.graphs.items()}
             extra = dict(src.extra)
             # the layer lists once, in FP16_F32; the trtexec command that spells them out is trtexec.txt

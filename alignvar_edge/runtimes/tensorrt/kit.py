@@ -18,8 +18,9 @@ from alignvar_edge.errors import InputError
 from alignvar_edge.manifest import MANIFEST_FILE as MANIFEST, Manifest, input_contract
 from alignvar_edge.recipes import precisions
 from alignvar_edge.runtimes.golden import GOLDEN_FILE
-from alignvar_edge.runtimes.tensorrt.plan import (CACHE as TIMING_CACHE, MAX_ARG, ONNX, SCRIPT_FILE, TRTEXEC_FILE,
-                                                  network_plan, precision_args, trtexec_command)
+from alignvar_edge.runtimes.tensorrt.plan import (CACHE as TIMING_CACHE, DLA_CORE_HELP, DLA_CORES, DLA_PRECISION_ERROR,
+                                                  ENGINE, MAX_ARG, ONNX, SCRIPT_FILE, TRTEXEC_FILE,
+                                                  external_data_files, network_plan, precision_args, trtexec_command)
 
 README_FILE, LOG_FILE = "README.md", "trtexec.log"
 # manifest.extra key: {"source": why, "layers": [ONNX node names] an FP16 build keeps in f32,
@@ -33,16 +34,24 @@ OBEYS = "obey_f32_layers"
 _LISTS = ("f32_layers", "half_layers")
 # JetPack 6.1 and 6.2 (Jetson Linux 36.4.x): TensorRT 10.3, CUDA 12.6, Python 3.10, Ubuntu 22.04
 JETPACK_TRT_MAJOR = 10
+# the first TensorRT that builds strongly typed networks only (plan.network_plan): the script's other flags
+STRONGLY_TYPED_MAJOR = 11
+# what a kit whose graph cannot give an fp16 engine on TensorRT 11 asks of its host (jetson.md's commands)
+# (quoted with ' as it goes into the script's double-quoted strings)
+FP16_EXPORT_STEPS = ("on the host, 'alignvar-edge quantize EXPORT --calib builtin --precision fp16 --target tensorrt "
+                     "--out EXPORT-fp16' (EXPORT: the fp32 export this kit came from), then 'alignvar-edge build "
+                     "EXPORT-fp16 --target tensorrt --precision fp16 --out KIT-fp16', and run KIT-fp16's "
+                     "build_on_device.sh here")
 
 
 def precision_flags(kit_precision: str, f32_layers: list[str] | tuple[str, ...] = (),
-                    half_layers: list[str] | None = None) -> dict[str, str]:
-    """precision -> trtexec flags for TensorRT 10 (JetPack 6.1/6.2), or 'ERROR: why' where the
-    kit's ONNX cannot give that precision or trtexec cannot take the flags."""
+                    half_layers: list[str] | None = None, trt_major: int = JETPACK_TRT_MAJOR) -> dict[str, str]:
+    """precision -> trtexec flags for TensorRT `trt_major` (10: JetPack 6.1/6.2), or 'ERROR: why'
+    where the kit's ONNX cannot give that precision or trtexec cannot take the flags."""
     out = {}
     for p in precisions("tensorrt"):
         try:
-            plan = network_plan(JETPACK_TRT_MAJOR, p, kit_precision, f32_layers, half_layers)
+            plan = network_plan(trt_major, p, kit_precision, f32_layers, half_layers)
         except InputError as e:
             out[p] = "ERROR: " + str(e).replace("`", "'")
             continue
@@ -118,6 +127,18 @@ def plan_of(manifest: Manifest) -> dict[str, Any] | None:
     return plan
 
 
+def _script_case(precision: str, flags: str, typed: str) -> str:
+    """The script's commands for one precision: TensorRT 10's flags and TensorRT 11's (or why not),
+    or a refusal where even TensorRT 10 cannot build it from this kit."""
+    if flags.startswith("ERROR: "):
+        return f'die "{precision}: {flags[len("ERROR: "):]}"'
+    if not typed.startswith("ERROR: "):
+        return f'FLAGS="{flags}"; FLAGS11="{typed}"'
+    why = (f"{precision} needs a graph that carries fp16 there (strongly typed networks only, no FP16 flag): "
+           f"{FP16_EXPORT_STEPS}" if precision == "fp16" else f"{precision}: {typed[len('ERROR: '):]}")
+    return f'FLAGS="{flags}"; WHY11="{why}"'
+
+
 def build_script(precision: str, kit_precision: str, workspace_mib: int | None, opt_level: int,
                  f32_layers: list[str] | tuple[str, ...] = (), half_layers: list[str] | None = None,
                  checked: tuple[str, ...] = (ONNX,), dla_core: int | None = None) -> str:
@@ -127,9 +148,9 @@ def build_script(precision: str, kit_precision: str, workspace_mib: int | None, 
     the wrong JetPack stops in one line rather than after a long build. `dla_core`: the default
     core (an engine directory built on one rebuilds there, as its trtexec.txt says)."""
     flags = precision_flags(kit_precision, f32_layers, half_layers)
-    cases = "\n".join(
-        f"    {p}) FLAGS=\"{f}\" ;;" if not f.startswith("ERROR: ") else
-        f"    {p}) die \"{p}: {f[len('ERROR: '):]}\" ;;" for p, f in flags.items())
+    typed = precision_flags(kit_precision, f32_layers, half_layers, STRONGLY_TYPED_MAJOR)
+    cases = "\n".join(f"    {p}) {_script_case(p, f, typed[p])} ;;" for p, f in flags.items())
+    checked_words = " ".join(checked)
     workspace = f" --memPoolSize=workspace:{workspace_mib}M" if workspace_mib else ""
     return f"""#!/bin/sh
 # Build, check and time the AlignVAR TensorRT engine on the device that will run it (an engine is
@@ -141,7 +162,8 @@ def build_script(precision: str, kit_precision: str, workspace_mib: int | None, 
 #   --dla-core N    run on DLA core N (Orin AGX, NX 16GB: 0 or 1; NX 8GB: 0), unsupported layers fall back to the GPU;
 #                   none: the GPU (default {"none" if dla_core is None else dla_core})
 #   --out DIR       the engine directory to write (default: <kit>-<precision>[-dlaN] beside the
-#                   kit; <kit>-engine[-dlaN] when the kit's name already ends in the precision)
+#                   kit; <kit>-engine when the kit's name already ends in that, <kit>-engine-dlaN
+#                   when it ends in the precision); an existing one must be an engine directory
 #   --timing-cache  TensorRT timing cache shared by builds (default: {TIMING_CACHE} beside OUT)
 #   --duration      seconds trtexec times the engine after building it (default 10)
 # Environment: PYTHON (default python3) is the interpreter with alignvar-edge[device] installed.
@@ -177,7 +199,10 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-# trtexec flags per precision for this kit's ONNX ({kit_precision}), TensorRT 10 (JetPack 6.1/6.2)
+# trtexec flags per precision for this kit's ONNX ({kit_precision}): FLAGS for TensorRT 10 (JetPack
+# 6.1/6.2), FLAGS11 for TensorRT {STRONGLY_TYPED_MAJOR} and later (strongly typed networks only), or WHY11 why not
+FLAGS11=""
+WHY11=""
 case "$PRECISION" in
 {cases}
     *) die "--precision must be fp32, fp16 or int8, not '$PRECISION'" ;;
@@ -185,18 +210,20 @@ esac
 DLA_FLAGS=""
 if [ -n "$DLA" ]; then
     case "$DLA" in
-        0|1) ;;
-        *) die "--dla-core takes a DLA core number, 0 or 1 (Orin AGX and NX 16GB; NX 8GB has core 0 only, Orin Nano none), not '$DLA'" ;;
+        {"|".join(map(str, DLA_CORES))}) ;;
+        *) die "--dla-core takes {DLA_CORE_HELP}, not '$DLA'" ;;
     esac
-    [ "$PRECISION" != fp32 ] || die "DLA runs fp16 and int8 only: add --precision fp16 (or int8)"
+    [ "$PRECISION" != fp32 ] || die "{DLA_PRECISION_ERROR}"
     DLA_FLAGS="--useDLACore=$DLA --allowGPUFallback"
 fi
 
+# the default name says precision and DLA core, once: an engine directory named so rebuilds beside it
+SUFFIX="-$PRECISION${{DLA:+-dla$DLA}}"
 case "$HERE" in
-    *-"$PRECISION") BASE="$HERE-engine" ;;       # the kit's name already says the precision
-    *) BASE="$HERE-$PRECISION" ;;
+    *"$SUFFIX") BASE="$HERE-engine" ;;
+    *-"$PRECISION") BASE="$HERE-engine${{DLA:+-dla$DLA}}" ;;
+    *) BASE="$HERE$SUFFIX" ;;
 esac
-[ -z "$DLA" ] || BASE="$BASE-dla$DLA"
 [ -n "$OUT" ] || OUT=$BASE
 # the same directory however it is spelled (./kit, kit/, .., links): compare resolved paths
 if [ -d "$OUT" ] && [ "$(cd "$OUT" && pwd -P)" = "$(cd "$HERE" && pwd -P)" ]; then
@@ -214,6 +241,27 @@ in_kit() {{
 }}
 ! in_kit "$OUT" || die "--out $OUT is inside this kit, whose manifest lists every file it holds: pass a directory outside it"
 ! in_kit "$CACHE" || die "--timing-cache $CACHE is inside this kit, whose manifest lists every file it holds: pass a file outside it"
+# adopt replaces OUT (--force) only where it is an engine directory of ours, and only after the build:
+# refuse anything else now (alignvar-edge's own rule); the work folder holds this script's files only
+HAVE_AE=""
+! "$PYTHON" -c "import alignvar_edge" >/dev/null 2>&1 || HAVE_AE=1
+if [ -n "$HAVE_AE" ]; then
+    WHY=$("$PYTHON" -c 'import sys
+from alignvar_edge.errors import OutputExistsError
+from alignvar_edge.manifest import check_out
+try:
+    check_out(sys.argv[1], force=True)
+except OutputExistsError as e:
+    print(e)' "$OUT") || die "$PYTHON could not check --out $OUT"
+    [ -z "$WHY" ] || die "--out $OUT: $WHY"
+fi
+for f in "$WORK"/* "$WORK"/.[!.]*; do
+    [ -e "$f" ] || continue
+    case "${{f##*/}}" in
+        {ENGINE}|{LOG_FILE}) ;;
+        *) die "$WORK holds files this script did not write, and it removes that folder when done: move them out, or pass another --out" ;;
+    esac
+done
 
 # every file manifest.json lists (`adopt` verifies them all, after the build), against its SHA-256
 sha256() {{
@@ -221,7 +269,7 @@ sha256() {{
 }}
 [ -f "$HERE/{MANIFEST}" ] || die "{MANIFEST} is missing from $HERE: copy the whole kit directory again"
 LISTED=$(sed -n '/^  "files": {{/,/^  }}/s/^ *"\\([^"]*\\)": "\\([0-9a-f]\\{{64\\}}\\)".*/\\1 \\2/p' "$HERE/{MANIFEST}")
-for f in {" ".join(checked)}; do
+for f in {checked_words}; do
     echo "$LISTED" | grep -q "^$f " || die "{MANIFEST} in $HERE lists no $f: copy the whole kit directory again"
 done
 while read -r f want; do
@@ -240,8 +288,9 @@ if [ -n "$V" ]; then
     if [ "$V" -ge 100000 ]; then MAJOR=$((V / 10000)); MINOR=$((V / 100 % 100)); else MAJOR=$((V / 1000)); MINOR=$((V / 100 % 10)); fi
     if [ "$MAJOR" -lt {JETPACK_TRT_MAJOR} ]; then
         die "$TRTEXEC is TensorRT $MAJOR.$MINOR.$((V % 100)); this kit is for TensorRT {JETPACK_TRT_MAJOR} (JetPack 6.1 or 6.2; JetPack 6.0 has 8.6): upgrade JetPack"
-    elif [ "$MAJOR" -gt {JETPACK_TRT_MAJOR} ]; then
-        die "$TRTEXEC is TensorRT $MAJOR.$MINOR.$((V % 100)); this kit's flags are TensorRT {JETPACK_TRT_MAJOR}'s: build with 'alignvar-edge build $HERE --target tensorrt --precision $PRECISION', which plans for the TensorRT it finds"
+    elif [ "$MAJOR" -ge {STRONGLY_TYPED_MAJOR} ]; then
+        [ -z "$WHY11" ] || die "$TRTEXEC is TensorRT $MAJOR.$MINOR.$((V % 100)); $WHY11"
+        FLAGS=$FLAGS11
     fi
 fi
 mkdir -p "$WORK"
@@ -257,7 +306,7 @@ if ! "$TRTEXEC" --onnx="$HERE/model.onnx" --saveEngine="$WORK/model.engine" \\
 fi
 sed -n '/=== Performance summary ===/,/Total GPU Compute Time/p' "$WORK/{LOG_FILE}"
 
-if ! "$PYTHON" -c "import alignvar_edge" >/dev/null 2>&1; then
+if [ -z "$HAVE_AE" ]; then
     echo "engine: $WORK/model.engine, NOT CHECKED: alignvar-edge is not importable by $PYTHON, so there"
     echo "is no manifest, parity check or report yet. Install it (README.md, step 2), then run"
     echo "  alignvar-edge adopt $WORK/model.engine --like $HERE --log $WORK/{LOG_FILE} --precision $PRECISION --out $OUT"
@@ -298,8 +347,28 @@ exit "$STATUS"
 """
 
 
-def kit_readme(manifest: Manifest, precision: str, kit_precision: str) -> str:
-    """README.md of a kit: the exact steps on JetPack 6.1/6.2, with this kit's names and numbers."""
+def _data_rows(data: list[str] | tuple[str, ...]) -> str:
+    """File-table rows for the files that hold model.onnx's weights (export --external-data)."""
+    return "".join(f"| `{f}` | the weights of `{ONNX}`, which it reads from this file |\n" for f in data)
+
+
+def _cell(flags: str) -> str:
+    return "`" + _shown(flags) + "`" if flags and not flags.startswith("ERROR") else (
+        "(none)" if not flags else "not from this kit: " + flags[len("ERROR: "):])
+
+
+def _flags_table(manifest: Manifest, kit_precision: str) -> str:
+    """The trtexec flags per precision, TensorRT 10 and TensorRT 11, as the script has them."""
+    layers = f32_layers_of(manifest), half_layers_of(manifest)
+    flags = precision_flags(kit_precision, *layers)
+    typed = precision_flags(kit_precision, *layers, trt_major=STRONGLY_TYPED_MAJOR)
+    head = f"| precision | TensorRT {JETPACK_TRT_MAJOR} (JetPack 6.1/6.2) | TensorRT {STRONGLY_TYPED_MAJOR} |\n|---|---|---|\n"
+    return head + "\n".join(f"| {p} | {_cell(f)} | {_cell(typed[p])} |" for p, f in flags.items())
+
+
+def kit_readme(manifest: Manifest, precision: str, kit_precision: str, data: list[str] | tuple[str, ...] = ()) -> str:
+    """README.md of a kit: the exact steps on JetPack 6.1/6.2, with this kit's names and numbers;
+    `data`: the files holding its ONNX's external weights."""
     name = manifest.model.name or (manifest.config or {}).get("name") or "the model"
     c = input_contract(manifest) or {}
     flags = precision_flags(kit_precision, f32_layers_of(manifest), half_layers_of(manifest))
@@ -308,8 +377,7 @@ def kit_readme(manifest: Manifest, precision: str, kit_precision: str) -> str:
                 if p != "fp32" and flags.get(p) is not None and not flags[p].startswith("ERROR")), None)
     dla_example = (f"sh build_on_device.sh --precision {dla} --dla-core 0      # on DLA core 0, GPU fallback\n"
                    if dla else "")
-    table = "\n".join(f"| {p} | {'`' + _shown(f) + '`' if f and not f.startswith('ERROR') else ('(none)' if not f else 'not from this kit: ' + f[7:])} |"
-                      for p, f in flags.items())
+    table = _flags_table(manifest, kit_precision)
     f32 = manifest.extra.get(FP16_F32) or {}
     if (flags.get("fp16") or "ERROR").startswith("ERROR"):
         f32 = {}                      # this kit builds no fp16 engine: nothing to explain
@@ -337,7 +405,7 @@ Copy this whole directory to the device (e.g. `scp -r KIT jetson:~/`, KIT being 
 | file | what |
 |---|---|
 | `model.onnx` | the exported graph ({kit_precision}{', explicit Q/DQ' if kit_precision == 'int8' else ''}) |
-| `golden.safetensors` | held-out LR tiles with the reference tokens and SR tiles: the parity check |
+{_data_rows(data)}| `golden.safetensors` | held-out LR tiles with the reference tokens and SR tiles: the parity check |
 | `manifest.json` | what this kit holds (SHA-256 of every file, model config, input contract) |
 | `build_on_device.sh` | build with trtexec, adopt, check against golden, report (below) |
 | `trtexec.txt` | the plain trtexec command, for building by hand |
@@ -397,14 +465,13 @@ Python, about 6 MB); here, beside the copied `dist/alignvar_edge-*.whl`:
 sh build_on_device.sh                           # {precision}
 {dla_example}```
 
-trtexec flags per precision for this kit (TensorRT 10):
+trtexec flags per precision for this kit (TensorRT 11 builds strongly typed networks only: the graph's
+own types decide, so an fp16 engine there needs a kit made from an fp16 export, as its cell says):
 
-| precision | flags |
-|---|---|
 {table}
 {why_f32}
 The script first checks the kit: every file `manifest.json` lists against its SHA-256 there, and
-that trtexec is TensorRT 10; a file missing or corrupt, or another TensorRT, stops it in one line
+that trtexec is TensorRT 10 or later; a file missing or corrupt, or an older TensorRT, stops it in one line
 that names the file or the version, before any build. It then runs trtexec
 once to build the engine (reusing the timing cache
 `{TIMING_CACHE}` beside the output, so later builds are faster) and to time it; then
@@ -469,6 +536,60 @@ on TensorRT 8.4 and 10.x summary formats, and `adopt` is tested with such a log.
 """
 
 
+def engine_readme(manifest: Manifest, precision: str, kit_precision: str, dla_core: int | None,
+                  data: list[str] | tuple[str, ...] = (), has_log: bool = False) -> str:
+    """README.md of a TensorRT engine directory: the engine it holds, what it runs on, how to use it,
+    and how its build_on_device.sh rebuilds it (on its DLA core by default)."""
+    name = manifest.model.name or (manifest.config or {}).get("name") or "the model"
+    ex, c = manifest.extra, input_contract(manifest) or {}
+    on = f"DLA core {dla_core}" if dla_core is not None else "the GPU"
+    contract = (f"`{c.get('name')}` {c.get('dtype')} {c.get('layout')} {c.get('shape')}, {c.get('color_order')} "
+                f"in [0, 1], x{c.get('scale')}") if c else "see manifest.json"
+    log_row = f"| `{LOG_FILE}` | trtexec's whole output of the run that built and timed it |\n" if has_log else ""
+    bench = (f"alignvar-edge bench trtexec {LOG_FILE} --engine . --out ../report.json    # trtexec's timing as a "
+             "bench report\n" if has_log else "")
+    rebuild_dla = ("sh build_on_device.sh --dla-core none        # on the GPU\n" if dla_core is not None else
+                   "")
+    return f"""# TensorRT engine: {name} ({precision}, {on})
+
+This directory holds a TensorRT engine of `{name}`, {precision}, built with TensorRT
+{ex.get('tensorrt_version')} for {ex.get('gpu_name')} (compute capability {ex.get('compute_capability')}), to run
+on {on}. An engine runs only with the TensorRT version and GPU it was built for: elsewhere
+alignvar-edge refuses it and says so; rebuild it there (below). Its parity against the golden
+outputs: `alignvar-edge inspect .`; the whole path is in `docs/jetson.md` of alignvar-edge.
+
+| file | what |
+|---|---|
+| `{ENGINE}` | the engine |
+{log_row}| `model.onnx` | the graph it was built from ({kit_precision}), to rebuild it |
+{_data_rows(data)}| `golden.safetensors` | held-out LR tiles with the reference tokens and SR tiles: the parity check |
+| `manifest.json` | what this directory holds (SHA-256 of every file, TensorRT version, GPU, precision, DLA core) |
+| `build_on_device.sh` | rebuild, check and time it on this or another device (below) |
+| `{TRTEXEC_FILE}` | the plain trtexec command of a rebuild |
+
+Input contract: {contract}; whole images are cut into tiles and come back whole.
+
+## Use it (from inside this directory)
+
+```
+alignvar-edge selftest --engine .                  # tokens and PSNR against the golden outputs
+alignvar-edge upscale photo.png photo-x4.png --engine .
+{bench}```
+
+## Rebuild it (another TensorRT version or device)
+
+```
+sh build_on_device.sh                              # {precision} on {on}
+{rebuild_dla}```
+
+The script writes the new engine directory beside this one (`sh build_on_device.sh --help` for its
+options) and checks its files, trtexec's version, the build, the golden outputs and the timing as
+a build kit's does (docs/jetson.md of alignvar-edge). trtexec flags per precision for this graph:
+
+{_flags_table(manifest, kit_precision)}
+"""
+
+
 def write_build_files(root: Path, manifest: Manifest, precision: str, kit_precision: str,
                       workspace_mib: int | None, opt_level: int, dla_core: int | None = None) -> None:
     """trtexec.txt, build_on_device.sh and README.md into a kit or engine directory: how to
@@ -479,13 +600,17 @@ def write_build_files(root: Path, manifest: Manifest, precision: str, kit_precis
     (root / TRTEXEC_FILE).write_text(" ".join(trtexec_command(plan, workspace_mib=workspace_mib, opt_level=opt_level,
                                                               dla_core=dla_core)) + "\n")
     script = root / SCRIPT_FILE
-    # the files the script uses that this directory holds (a kit without golden outputs has none)
-    checked = tuple(f for f in (ONNX, GOLDEN_FILE) if (root / f).is_file())
+    # the files the script uses that this directory holds (a kit without golden outputs has none;
+    # trtexec reads the weights an ONNX keeps in another file beside it)
+    data = external_data_files(root / ONNX) if (root / ONNX).is_file() else []
+    checked = tuple(f for f in (ONNX, *data, GOLDEN_FILE) if (root / f).is_file())
     script.write_text(build_script(precision, kit_precision, workspace_mib, opt_level, f32_layers, half_layers,
                                    checked, dla_core))
     script.chmod(0o755)
-    (root / README_FILE).write_text(kit_readme(manifest, precision, kit_precision))
+    readme = (engine_readme(manifest, precision, kit_precision, dla_core, data, (root / LOG_FILE).is_file())
+              if manifest.kind == "engine" else kit_readme(manifest, precision, kit_precision, data))
+    (root / README_FILE).write_text(readme)
 
 
-__all__ = ["FP16_F32", "OBEYS", "README_FILE", "build_script", "f32_layers_of", "half_layers_of", "kit_readme",
-           "plan_of", "plan_record", "precision_flags", "write_build_files"]
+__all__ = ["FP16_F32", "OBEYS", "README_FILE", "build_script", "engine_readme", "f32_layers_of", "half_layers_of",
+           "kit_readme", "plan_of", "plan_record", "precision_flags", "write_build_files"]

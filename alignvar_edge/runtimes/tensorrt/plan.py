@@ -1,22 +1,55 @@
 """What to build: TensorRT builder flags per version and precision (the one place that knows about
-TRT 10 vs 11), the equivalent trtexec command and the engine directory's file names. Pure data and
-arithmetic: no TensorRT import, so the build kit uses it on a machine without TensorRT.
+TRT 10 vs 11), the equivalent trtexec command, the DLA rule, and the engine directory's file names
+(the ONNX copied with its external data). No TensorRT import, so the build kit uses it on a machine
+without TensorRT.
 """
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from alignvar_edge import recipes
 from alignvar_edge.errors import InputError
+from alignvar_edge.onnx_wire import external_locations
 
-__all__ = ["CACHE", "ENGINE", "MAX_ARG", "ONNX", "SCRIPT_FILE", "TRTEXEC_FILE", "network_plan", "precision_args",
-           "trt_major", "trtexec_command"]
+__all__ = ["CACHE", "DLA_CORES", "ENGINE", "MAX_ARG", "ONNX", "SCRIPT_FILE", "TRTEXEC_FILE", "check_dla_core",
+           "copy_onnx", "external_data_files", "network_plan", "precision_args", "trt_major", "trtexec_command"]
 
 ENGINE, ONNX, CACHE = "model.engine", "model.onnx", "alignvar-timing.cache"
 # Linux passes one command-line argument of at most 128 KiB (MAX_ARG_STRLEN), NUL included
 MAX_ARG = 128_000
 TRTEXEC_FILE, SCRIPT_FILE = "trtexec.txt", "build_on_device.sh"
+# the DLA cores a Jetson has (Orin AGX and NX 16GB: 0 and 1; NX 8GB: 0; Orin Nano: none)
+DLA_CORES = (0, 1)
+DLA_CORE_HELP = "a DLA core number, 0 or 1 (Orin AGX and NX 16GB; NX 8GB has core 0 only, Orin Nano none)"
+DLA_PRECISION_ERROR = "DLA runs fp16 and int8 only: add --precision fp16 (or int8)"
+
+
+def check_dla_core(dla_core: int | None, precision: str) -> None:
+    """The DLA core an engine is built or run on: one the device can have, at a precision DLA runs
+    (build_on_device.sh applies the same rule, from these constants)."""
+    if dla_core is None:
+        return
+    if dla_core not in DLA_CORES:
+        raise InputError(f"--dla-core takes {DLA_CORE_HELP}, not '{dla_core}'")
+    if precision == "fp32":
+        raise InputError(DLA_PRECISION_ERROR)
+
+
+def external_data_files(onnx_path: Path) -> list[str]:
+    """The files beside `onnx_path` that hold its external-data tensors (`export --external-data`),
+    as the graph names them (relative to it): an ONNX is whole only with them."""
+    return [loc for loc in external_locations(onnx_path.read_bytes()) if loc]
+
+
+def copy_onnx(onnx_path: Path, dest: Path) -> None:
+    """`onnx_path` as dest/ONNX, with its external-data files under the names the graph gives them."""
+    shutil.copy2(onnx_path, dest / ONNX)
+    for rel in external_data_files(onnx_path):
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(onnx_path.parent / rel, dest / rel)
 
 
 def network_plan(trt_major: int, precision: str, artifact_precision: str,

@@ -1,7 +1,7 @@
 """trtexec's log: the TensorRT version, device, precision flags, DLA core and timing statistics it
 reports, read from its text (with or without the `[date] [I]` prefixes). Used by `adopt` and by
-`bench trtexec`; no TensorRT needed. `check_log_describes` (and, for an engine directory,
-`check_log_matches_engine_dir`) refuse a log that is not of the engine it is read for.
+`bench trtexec`; no TensorRT needed. `other_file_named` and `check_log_describes` find a log that is
+not of the engine it is read for.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 from alignvar_edge.errors import InputError
 from alignvar_edge.manifest import sha256_file
 
-__all__ = ["other_file_named", "parse_trtexec_log", "read_trtexec_log"]
+__all__ = ["check_log_describes", "logged_precision", "other_file_named", "parse_trtexec_log", "read_trtexec_log"]
 
 _PREFIX = r"^(?:\[[^\]]*\]\s*)*"          # "[10/03/2024-10:47:59] [I] " or nothing
 _STATS = ("Latency", "Enqueue Time", "H2D Latency", "GPU Compute Time", "D2H Latency")
@@ -119,59 +119,36 @@ def logged_precision(parsed: dict[str, Any], graph_precision: str | None = None)
     return None
 
 
-def _same_version(a: str, b: str) -> bool:
-    """trtexec names three parts of the version (10.3.0), TensorRT's Python four (10.3.0.30)."""
-    return a == b or a.startswith(b + ".") or b.startswith(a + ".")
+def _on(dla_core: int | None) -> str:
+    return "the GPU" if dla_core is None else f"DLA core {dla_core}"
 
 
 def check_log_describes(parsed: dict[str, Any], log: str | Path, *, engine: Path | None = None,
                         onnx: Path | None = None, precision: str | None = None, dla_core: int | None = None,
-                        graph_precision: str | None = None, tensorrt_version: str | None = None,
-                        compute_capability: str | None = None, what: str = "--precision") -> None:
+                        check_dla: bool = True, graph_precision: str | None = None) -> None:
     """Refuse (InputError, one line naming `log`) a parsed trtexec log that contradicts what it is read
     for: its --saveEngine/--loadEngine or --onnx naming another file here than `engine` or `onnx`
-    (relative paths: to the current folder), its build's precision (`graph_precision`: the ONNX's, for
-    a --stronglyTyped build) or DLA core other than `precision` / `dla_core`, or another TensorRT
-    version or compute capability. What the log does not say is not held against it. `what` names
-    where `precision` and `dla_core` came from in the message (flags given, or an engine's manifest)."""
+    (`other_file_named`), or its build's precision (`graph_precision`: the ONNX's, for a
+    --stronglyTyped build) or DLA core (None: the GPU; `check_dla=False`: none given) other than the
+    --precision and --dla-core given. What the log does not say is not held against it."""
     flags = parsed.get("flags") or []
-    for prefixes, given, kind in ((("--saveEngine=", "--loadEngine="), engine, "engine"), (("--onnx=",), onnx, "ONNX")):
-        if given is None:
-            continue
-        for flag in (f for f in flags if f.startswith(prefixes)):
-            named = Path(flag.split("=", 1)[1])
-            if named.is_file() and not named.samefile(given) and sha256_file(named) != sha256_file(given):
-                raise InputError(f"--log {log} is trtexec's log of a run with '{named}' ({flag.split('=')[0]}), "
-                                 f"another {kind} than '{given}': pass the log of the trtexec run that built "
-                                 f"{engine if engine is not None else given}")
+    files = {flag: path for flags_of, path in ((("--saveEngine", "--loadEngine"), engine), (("--onnx",), onnx))
+             if path is not None for flag in flags_of}
+    other = other_file_named(parsed, files)
+    if other:
+        flag, named, given = other
+        kind, run = ("ONNX", "a build from") if flag == "--onnx" else \
+            ("engine", "a build into" if flag == "--saveEngine" else "a run of")
+        raise InputError(f"--log {log} is trtexec's log of {run} '{named}' ({flag}), another {kind} than '{given}': "
+                         f"pass the log of the trtexec run that built {engine if engine is not None else given}")
     logged = logged_precision(parsed, graph_precision)
     if precision and logged and precision != logged:
-        how = "--stronglyTyped, the ONNX's types" if parsed.get("precision") is None else f"--{logged}"
-        raise InputError(f"--log {log} is trtexec's log of a {logged} build ({how}), but {what} says {precision}: "
-                         "pass the log of this engine's build, or leave the flag out to take the log's")
-    if _built(parsed) and dla_core != parsed.get("dla_core"):
-        on = lambda core: "the GPU" if core is None else f"DLA core {core}"      # noqa: E731
-        flag = "no --useDLACore" if parsed.get("dla_core") is None else f"--useDLACore={parsed['dla_core']}"
-        raise InputError(f"--log {log} is trtexec's log of a build on {on(parsed.get('dla_core'))} ({flag}), but "
-                         f"{what.replace('--precision', '--dla-core')} says {on(dla_core)}: pass the log of this "
-                         "engine's build, or leave the flag out to take the log's")
-    for name, mine, key in (("TensorRT", tensorrt_version, "tensorrt_version"),
-                            ("compute capability", compute_capability, "compute_capability")):
-        theirs = parsed.get(key)
-        if mine and theirs and not _same_version(str(mine), str(theirs)):
-            raise InputError(f"--log {log} is of {name} {theirs}, the engine's is {mine}: pass the log of "
-                             "this engine's trtexec run")
-
-
-def check_log_matches_engine_dir(parsed: dict[str, Any], log: str | Path, engine_dir: str | Path,
-                                 manifest: Manifest) -> None:
-    """`check_log_describes` against a verified TensorRT engine directory (`adopt`'s or `build`'s):
-    its engine and ONNX files, precision, DLA core, TensorRT version and GPU, as its manifest records
-    them. For a reader of timings such as `bench trtexec ... --engine DIR`."""
-    from alignvar_edge.runtimes.tensorrt.plan import ENGINE, ONNX
-    root, ex = Path(engine_dir), manifest.extra
-    built = manifest.built_from
-    check_log_describes(parsed, log, engine=root / ENGINE, onnx=root / ONNX, precision=manifest.precision,
-                        dla_core=ex.get("dla_core"), graph_precision=(built.precision if built else None),
-                        tensorrt_version=ex.get("tensorrt_version"), compute_capability=ex.get("compute_capability"),
-                        what=f"the manifest of '{engine_dir}'")
+        how = next((f for f in flags if f in ("--int8", "--best", "--fp16", "--stronglyTyped")), "no --fp16 or --int8")
+        raise InputError(f"--log {log} is trtexec's log of a {logged} build ({how}), but --precision {precision} was "
+                         "given: leave --precision out to take the log's, or pass the log of this engine's build")
+    logged_dla = parsed.get("dla_core")
+    if check_dla and _built(parsed) and dla_core != logged_dla:
+        flag = "no --useDLACore" if logged_dla is None else f"--useDLACore={logged_dla}"
+        raise InputError(f"--log {log} is trtexec's log of a build on {_on(logged_dla)} ({flag}), but --dla-core "
+                         f"{dla_core} was given: leave --dla-core out to take the log's, or pass the log of this "
+                         "engine's build")
