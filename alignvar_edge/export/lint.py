@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FORBIDDEN_OPS", "TARGETS", "Finding", "forbidden_constructs", "lint_model"]
+__all__ = ["FORBIDDEN_OPS", "INT_COMPUTE", "TARGETS", "Finding", "forbidden_constructs", "lint_model"]
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 TARGETS = ("tensorrt-10.3", "openvino-npu", "coreml-ane")
@@ -42,6 +42,10 @@ TRT_OPSET_MAX = 20
 ANE_MAX_RANK = 5
 ANE_MAX_DIM = 16384
 NAMES_SHOWN = 6
+# integer compute on the ANE (rule, why, ane-notes.json pattern): one wording for this graph lint and
+# the Core ML package's own (runtimes/coreml/lint.py), which find the same ops (argmax, casts to int)
+INT_COMPUTE = ("int-compute", "integer tensors computed in the graph run off the ANE (Core ML uses int32; "
+               "int64 is converted)", "int64 tensors")
 
 
 @dataclass
@@ -257,8 +261,8 @@ def _lint_ane(model: Any, types: dict[str, Any], consts: dict[str, Any]) -> list
     ints = sorted({producer[name] for name, tt in types.items()
                    if tt.elem_type in INT_TYPES and name in producer})
     if ints:
-        out.append(Finding(T, "warning", "int-compute", "integer tensors computed in the graph run "
-                           "off the ANE (Core ML uses int32; int64 is converted)", ints, src("int64 tensors")))
+        rule, why, note = INT_COMPUTE
+        out.append(Finding(T, "warning", rule, why, ints, src(note)))
     gathers = [_node_name(n) for n in model.graph.node if n.op_type in ("Gather", "GatherElements", "GatherND")]
     if gathers:
         out.append(Finding(T, "warning", "gather", "Gather / embedding lookups were observed on the CPU",

@@ -85,7 +85,9 @@ def ane_lint(spec: Any, compute_units: str = "CPU_AND_NE") -> list[dict[str, Any
 
     from coremltools.proto import MIL_pb2          # a MIL tensor's dataType (not the I/O feature codes)
 
-    rank, large, gathers, fp32, dilated = [], [], [], [], []
+    from alignvar_edge.export.lint import INT_COMPUTE
+
+    rank, large, gathers, fp32, dilated, ints = [], [], [], [], [], []
     ops = _ops(spec)
     computing = sum(op.type not in ("const", "cast") for op in ops)
     consts = {o.name: op for op in ops if op.type == "const" for o in op.outputs}
@@ -99,6 +101,8 @@ def ane_lint(spec: Any, compute_units: str = "CPU_AND_NE") -> list[dict[str, Any
                 large.append(o.name)
             if tt.dataType == MIL_pb2.FLOAT32 and op.type not in ("const", "cast"):
                 fp32.append(o.name)
+            if tt.dataType in _int_types(MIL_pb2) and _computed(op):
+                ints.append(o.name)
         if op.type.startswith("gather"):
             gathers.append(op.outputs[0].name if op.outputs else op.type)
         if op.type == "conv" and any(d > 1 for d in _const_ints(op, "dilations", consts)):
@@ -110,6 +114,10 @@ def ane_lint(spec: Any, compute_units: str = "CPU_AND_NE") -> list[dict[str, Any
     if large:
         out.append({"level": "warning", "rule": "large-dim", "ops": large[:10], "count": len(large),
                     "why": f"an axis longer than {ANE_MAX_DIM}", "source": source("any axis > 16384")})
+    if ints:
+        rule, why, note = INT_COMPUTE
+        out.append({"level": "warning", "rule": rule, "ops": ints[:10], "count": len(ints), "why": why,
+                    "source": source(note)})
     if gathers:
         out.append({"level": "info", "rule": "gather", "ops": gathers[:10], "count": len(gathers),
                     "why": "gathers / embedding lookups were observed on the CPU",
@@ -129,6 +137,17 @@ def ane_lint(spec: Any, compute_units: str = "CPU_AND_NE") -> list[dict[str, Any
         out.append({"level": "info", "rule": "dilated-conv", "ops": dilated[:10], "count": len(dilated),
                     "why": "dilated convolutions reported off the ANE", "source": source("dilated")})
     return out
+
+
+def _int_types(mil: Any) -> set[int]:
+    """MIL's integer tensor types (the token argmax's int32, the casts to uint16 after it)."""
+    return {getattr(mil, t) for t in ("INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64")
+            if hasattr(mil, t)}
+
+
+def _computed(op: Any) -> bool:
+    """An op the program runs, not a constant (nor a compressed weight's `constexpr_*` unpacking)."""
+    return op.type != "const" and not op.type.startswith("constexpr_")
 
 
 def _const_ints(op: Any, name: str, consts: dict[str, Any]) -> list[int]:
