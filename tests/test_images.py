@@ -1240,3 +1240,27 @@ def test_upscale_writes_a_float_gray_tiff_back_with_16_bits_not_8(upscaled) -> N
         assert im.format == "TIFF" and im.mode == "I;16" and im.size == (28, 24)
         samples = np.asarray(im).astype(np.int64)
     assert (samples % 257 != 0).mean() > 0.5                    # finer steps than 8 bits carry
+
+
+def test_an_image_past_pillows_own_ceiling_says_that_the_flag_cannot_raise_it(tmp_path: Path) -> None:
+    """A 400 MP PNG with --max-megapixels 1000 was "too large to open safely" without saying that
+    no value of the flag opens it: Pillow refuses past twice its MAX_IMAGE_PIXELS (~179 MP)."""
+    _png_header_only(tmp_path / "bomb.png", 20000, 20000)
+    with pytest.raises(InputError, match=r"Pillow opens at most 179 MP \(max_megapixels / --max-megapixels "
+                                         r"cannot raise it\); downscale it or split it into tiles$"):
+        load_image(tmp_path / "bomb.png", max_megapixels=1000)
+
+
+def test_a_float_colour_tiff_is_refused_by_what_it_is_not_as_damaged(tmp_path: Path) -> None:
+    """tifffile reads a float32 RGB TIFF, which Pillow cannot open: it was called "not an image
+    Pillow can read, or its header is damaged", sending its user to look for damage."""
+    tifffile = pytest.importorskip("tifffile")
+    path = tmp_path / "rgbf.tif"
+    tifffile.imwrite(path, np.random.default_rng(0).random((24, 30, 3)).astype(np.float32), photometric="rgb")
+    with pytest.raises(InputError) as e:
+        load_image(path)
+    assert str(e.value) == (f"{path} is a 32-bit float RGB TIFF (3 samples a pixel), which is not supported; "
+                            "save it as a 16-bit TIFF or PNG")
+    (tmp_path / "junk.tif").write_bytes(b"II*\x00 not really")       # still damaged: said so
+    with pytest.raises(InputError, match="header is damaged"):
+        load_image(tmp_path / "junk.tif")

@@ -371,6 +371,23 @@ def test_options_the_chosen_pass_does_not_read_are_refused(export: Path, tmp_pat
     QuantizeOptions(method="percentile", percentile=99.0, target="tensorrt").validate()   # where they apply
 
 
+def test_a_pass_flag_typed_at_its_default_value_is_refused_where_it_is_not_read(export: Path, tmp_path: Path,
+                                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """`--min-token-agreement 0.99` (the default) with --target coreml was accepted where 0.999 was
+    refused: its user believed the 99% target held, and a 98.27% package was written."""
+    from alignvar_edge.cli import main
+
+    for extra, flag in ((["--target", "coreml", "--min-token-agreement", "0.99"], "--min-token-agreement"),
+                        (["--target", "openvino", "--val-tiles", "16"], "--val-tiles"),
+                        (["--precision", "fp16", "--method", "minmax"], "--method"),
+                        (["--percentile", "99.99"], "--percentile applies to --method percentile only")):
+        out = tmp_path / "q"
+        assert main(["quantize", str(export), *extra, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert flag in err and err.count("\n") == 1, err
+        assert not out.exists()
+
+
 def test_target_settings(tmp_path: Path) -> None:
     cpu = tmp_path / "cpuinfo"
     cpu.write_text("processor : 0\nflags : fpu sse avx2 fma\n")

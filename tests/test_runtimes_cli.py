@@ -276,3 +276,61 @@ def test_the_host_line_names_an_x86_cpus_family_and_model(tmp_path):
     arm = tmp_path / "arm"          # no family on ARM: the model name alone
     arm.write_text("processor\t: 0\nmodel name\t: ARMv8 Processor rev 1 (v8l)\nFeatures\t: fp asimd\n")
     assert cpu_words(cpu_info(arm)) == "ARMv8 Processor rev 1 (v8l)"
+
+
+def test_a_folder_run_skips_only_its_own_results_and_names_the_files_in_their_way(export, images, tmp_path,
+                                                                                  capsys):
+    """Any file at an output path counted as a finished output: an empty file, a photo of another
+    size and a non-image were "skipped" with exit 0, and stayed where the results belong."""
+    dst = tmp_path / "out"
+    argv = ["upscale", str(images), str(dst), "--engine", str(export), "--quiet"]
+    assert main(argv) == 0
+    assert main(argv) == 0                   # every output is a result: skipped, nothing redone
+    assert "skipping 4 finished output(s)" in capsys.readouterr().err
+    (dst / "gray.png").write_bytes(b"")
+    Image.new("RGB", (300, 300), (9, 9, 9)).save(dst / "astro.png")
+    (dst / "sub" / "alpha.png").write_bytes(b"a note, not an image")
+    assert main(argv) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and "3 file(s) in" in err[0] and "--force" in err[0], err
+    for named in (f"{dst / 'gray.png'} (empty)", f"{dst / 'astro.png'} (300x300, not the 68x52 result)",
+                  f"{dst / 'sub' / 'alpha.png'} (not an image)"):
+        assert named in err[0], err
+    assert (dst / "gray.png").read_bytes() == b"" and Image.open(dst / "astro.png").size == (300, 300)
+    assert main([*argv, "--force"]) == 0      # asked for by name: replaced
+    assert Image.open(dst / "astro.png").size == (68, 52) and Image.open(dst / "gray.png").size == (44, 36)
+
+
+def test_a_broken_symbolic_link_is_named_as_one(export, images, tmp_path, capsys):
+    link = tmp_path / "dlink"
+    link.symlink_to("nowhere")
+    for force in ([], ["--force"]):
+        assert main(["upscale", str(images), str(link), "--engine", str(export), "--quiet", *force]) == 2
+        err = capsys.readouterr().err
+        assert f"{link} is a broken symbolic link (to nowhere); remove it or choose another output" in err, err
+    assert main(["upscale", str(images / "astro.png"), str(link), "--engine", str(export), "--quiet"]) == 2
+    assert "is a broken symbolic link (to nowhere)" in capsys.readouterr().err
+    inp = tmp_path / "fin"
+    inp.mkdir()
+    (inp / "broken.png").symlink_to("gone.png")
+    Image.new("RGB", (5, 4)).save(inp / "ok.png")
+    assert main(["upscale", str(inp), str(tmp_path / "o"), "--engine", str(export), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"{inp / 'broken.png'} is a broken symbolic link (to gone.png); fix or remove the link" in err, err
+    assert (tmp_path / "o" / "ok.png").is_file()
+
+
+def test_upscale_errors_say_the_fix_and_exit_2(export, images, tmp_path, capsys):
+    src = str(images / "astro.png")
+    for argv, said in (
+            (["--engine", str(export), "--backend", "torch"],
+             f"--engine {export} is an ONNX export, not a model checkpoint: drop --backend torch (it runs on "
+             "onnxruntime), or pass a checkpoint for --backend torch"),
+            (["--engine", "alignvar-tiny", "--backend", "onnxruntime"],
+             "--engine alignvar-tiny is a model checkpoint, which runs on torch: drop --backend onnxruntime, or "
+             "export it first (`alignvar-edge export alignvar-tiny --out DIR`) and pass --engine DIR")):
+        assert main(["upscale", src, str(tmp_path / "o.png"), "--quiet", *argv]) == 2
+        err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+        assert len(err) == 1 and said in err[0], err
+    assert main(["upscale", src, f"{src}/x.png", "--engine", str(export), "--quiet"]) == 2
+    assert f"cannot write {src}/x.png: {src} is a file, where a folder is needed" in capsys.readouterr().err

@@ -565,3 +565,60 @@ def test_weight_compression_compresses_weights_not_folded_constants(tmp_path):
     users = {(op.type, k) for op in ops for k, v in op.inputs.items() for a in v.arguments if a.name in packed}
     assert ("linear", "weight") in users and ("conv", "weight") in users
     assert users == {("linear", "weight"), ("conv", "weight")}, users
+
+
+def test_the_package_lint_flags_the_integer_token_path_as_the_onnx_lint_does(package, pytestconfig):
+    """The package's `ane_lint` (what manifest.json, the README, inspect and selftest show) listed
+    only gathers, while the ONNX-level lint of the same model warned that the token argmax and its
+    casts compute integers off the ANE: the two now give one rule, with one wording."""
+    from _runtime_fixtures import cache_root, export_dir
+    import onnx
+
+    from alignvar_edge.export.lint import lint_model
+    from alignvar_edge.manifest import load_verified
+    from alignvar_edge.runtimes.coreml.lint import _ops
+    out, _ = package
+    found = {f["rule"]: f for f in load_verified(out).extra["ane_lint"]}
+    assert "int-compute" in found, found
+    ints = found["int-compute"]
+    made_by = {o.name: op.type for op in _ops(_read_package(out)) for o in op.outputs}
+    assert ints["level"] == "warning" and {made_by[n] for n in ints["ops"]} >= {"reduce_argmax", "cast"}
+    assert sum(made_by[n] == "reduce_argmax" for n in ints["ops"]) == 4        # one per scale of `micro`
+    graph = export_dir(sharp_model("micro"), cache_root(pytestconfig))
+    onnx_finding = next(f for f in lint_model(onnx.load(str(graph / "model.onnx"), load_external_data=False),
+                                              targets=["coreml-ane"]) if f.rule == "int-compute")
+    assert (ints["level"], ints["why"]) == (onnx_finding.severity, onnx_finding.message)
+    assert ints["source"] in onnx_finding.source
+
+
+def test_quantize_for_coreml_says_what_build_says(tmp_path, capsys, monkeypatch):
+    """`quantize --target coreml` wrote a package short of the selftest gate with exit 0 and no
+    warning, where `build` warns for the same package; and it said its fp16 package "quantizes
+    weights only" (it computes in fp16)."""
+    from alignvar_edge.cli import main
+    from alignvar_edge.manifest import ModelInfo, new_manifest, write_manifest
+    from alignvar_edge.model.checkpoint import checkpoint_source
+    ckpt = tmp_path / "ckpt"
+    sharp_model("micro").save_pretrained(str(ckpt))
+    export = tmp_path / "export"                 # an fp32 export naming its checkpoint: coreml converts that
+    export.mkdir()
+    (export / "model.onnx").write_bytes(b"graph")
+    write_manifest(export, new_manifest("onnx", "onnx", "single", "fp32",
+                                        ModelInfo(name="micro", source=checkpoint_source(ckpt))))
+    occupied = tmp_path / "occupied"            # refused before converting: the line before it is what counts
+    occupied.mkdir()
+    (occupied / "mine.txt").write_text("mine")
+    assert main(["quantize", str(export), "--precision", "fp16", "--target", "coreml", "--out", str(occupied)]) == 2
+    err = capsys.readouterr().err
+    assert "coreml fp16 needs no calibration set" in err and "weights only" not in err, err
+    real = coreml.fidelity_proxy
+
+    def short_proxy(*a, **k):
+        rep = real(*a, **k)
+        return {**rep, "tokens": {**rep["tokens"], "overall": 0.9827}}
+    monkeypatch.setattr(coreml, "fidelity_proxy", short_proxy)
+    assert main(["quantize", str(export), "--precision", "int8", "--target", "coreml",
+                 "--out", str(tmp_path / "q")]) == 0
+    err = capsys.readouterr().err
+    assert "coreml int8-weights compresses weights only: it needs no calibration set" in err, err
+    assert "warning: the build-time proxy is short of the selftest gate (99% tokens and 30 dB)" in err, err

@@ -18,12 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
-from alignvar_edge.errors import InputError
-from alignvar_edge.images.formats import IMAGE_EXTENSIONS
+from PIL import ExifTags, Image
+
+from alignvar_edge.errors import IMAGE_DECODE_ERRORS, InputError
+from alignvar_edge.images.formats import IMAGE_EXTENSIONS, open_quietly
 from alignvar_edge.images.read import DEFAULT_MAX_MEGAPIXELS, load_image
 
-__all__ = ["check_megapixels_flag", "list_images", "list_other_files", "read_images", "result_path", "skipped_list",
-           "usable_images"]
+__all__ = ["check_megapixels_flag", "list_images", "list_other_files", "not_a_result", "read_images", "result_path",
+           "skipped_list", "usable_images"]
 
 
 def list_images(folder: str | os.PathLike[str], extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> list[Path]:
@@ -46,6 +48,33 @@ def result_path(path: Path) -> Path:
     """Where `upscale` writes the result of the input `path` when it names no output file: the
     same name, as .png where results are not written in its format (GIF: 256 colours)."""
     return path if path.suffix.lower() in IMAGE_EXTENSIONS else path.with_suffix(".png")
+
+
+def not_a_result(src: Path, dst: Path, scale: int) -> str | None:
+    """Why the file `dst` is not `upscale`'s result of the image `src` at `scale` ("empty", "not an
+    image", "300x300, not the 256x192 result"), or None where it is one: a readable image of the
+    input's upright size times `scale` (results are written atomically, so one never stops short).
+    An input whose header cannot be read gives None: its own refusal comes when it is read."""
+    if dst.stat().st_size == 0:
+        return "empty"
+    try:
+        with open_quietly(src) as img:
+            w, h = img.size
+            if img.getexif().get(ExifTags.Base.Orientation, 1) in _TURNED:     # written upright
+                w, h = h, w
+    except (*IMAGE_DECODE_ERRORS, Image.DecompressionBombError):
+        return None
+    try:
+        with open_quietly(dst) as out:
+            got = out.size
+    except (*IMAGE_DECODE_ERRORS, Image.DecompressionBombError):
+        return "not an image"
+    want = (w * scale, h * scale)
+    return None if got == want else f"{got[0]}x{got[1]}, not the {want[0]}x{want[1]} result"
+
+
+# EXIF orientations that turn an image by a quarter: width and height trade places
+_TURNED = (5, 6, 7, 8)
 
 
 def _walk(root: Path) -> Iterator[Path]:

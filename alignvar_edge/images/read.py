@@ -39,6 +39,8 @@ def load_image(
     path = Path(path)
     if path.is_dir():
         raise InputError(f"{path} is a folder, not an image file; pass an image file path")
+    if (broken := broken_link(path)) is not None:
+        raise InputError(f"{broken}; fix or remove the link")
     if not path.exists():
         raise InputError(f"{path} does not exist; check the path")
     with warnings.catch_warnings():
@@ -47,12 +49,18 @@ def load_image(
         try:
             img = Image.open(path)
         except Image.DecompressionBombError as e:
+            # Pillow's own ceiling (twice its MAX_IMAGE_PIXELS), which our limit only lowers
+            ceiling = 2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6
+            raising = f" ({raise_limit} cannot raise it)" if raise_limit else ""
             raise InputError(
-                f"{path} is too large to open safely ({e}); downscale it or split it into tiles"
+                f"{path} is too large to open safely ({e}): Pillow opens at most {ceiling:.0f} MP{raising}; "
+                "downscale it or split it into tiles"
             ) from e
         except Image.UnidentifiedImageError as e:
             if path.stat().st_size == 0:
                 raise InputError(f"{path} is empty (0 bytes); re-export or remove it") from e
+            if (layout := sixteen_bit.unreadable_tiff_layout(path)) is not None:
+                raise InputError(f"{path} is a {layout}, which is not supported; save it as a 16-bit TIFF or PNG") from e
             raise InputError(
                 f"{path} is not an image Pillow can read, or its header is damaged "
                 "(zero size, unknown format); convert it to PNG or JPEG"
@@ -95,6 +103,14 @@ def _decode(
     if not np.isfinite(rgb).all():
         raise InputError(f"{path} contains NaN or infinite pixel values; fix the source image")
     return rgb, alpha
+
+
+def broken_link(path: Path) -> str | None:
+    """'PATH is a broken symbolic link (to TARGET)' where it is one, else None: such a path neither
+    exists nor can be written, and "does not exist" or "already exists" would both mislead."""
+    if path.is_symlink() and not path.exists():
+        return f"{path} is a broken symbolic link (to {os.readlink(path)})"
+    return None
 
 
 # what decoding damaged data raises: Pillow's TIFF reader adds TypeError (a directory without a size)

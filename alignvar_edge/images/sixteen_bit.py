@@ -118,6 +118,28 @@ def _tiff_rgb16_samples(path: Path, img: Image.Image) -> np.ndarray:
     return _unpremultiplied(samples) if associated else np.ascontiguousarray(samples)
 
 
+def unreadable_tiff_layout(path: Path) -> str | None:
+    """What a TIFF that Pillow cannot open holds, as tifffile reads its first page ("32-bit float
+    RGB TIFF"), for a refusal that names it; None where it is no TIFF, or tifffile cannot say."""
+    with open(path, "rb") as f:
+        if f.read(4) not in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+"):
+            return None
+    if not is_installed("tifffile"):
+        return None
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            dtype, photometric, samples = page.dtype, page.photometric, int(page.samplesperpixel)
+    except (*IMAGE_DECODE_ERRORS, RuntimeError, TypeError, AttributeError):
+        return None
+    if dtype is None:
+        return None
+    dtype = np.dtype(dtype)
+    kind = {"f": "float", "i": "signed integer", "u": "unsigned integer"}.get(dtype.kind, str(dtype))
+    colour = getattr(photometric, "name", str(photometric)).replace("MINISBLACK", "gray").replace("MINISWHITE", "gray")
+    return f"{dtype.itemsize * 8}-bit {kind} {colour} TIFF ({samples} sample{'s' if samples != 1 else ''} a pixel)"
+
+
 def _unpremultiplied(rgba: np.ndarray) -> np.ndarray:
     """Straight colours of premultiplied 16-bit RGBA (what Pillow makes of 8-bit RGBa)."""
     alpha = rgba[..., 3:].astype(np.float64)

@@ -69,6 +69,9 @@ class QuantizeOptions:
     sensitivity_tiles: int = SENSITIVITY_TILES   # calibration tiles each group is scored on
     int8_components: frozenset[str] = DEFAULT_INT8
     float_copy_weights: str = "int8"         # see Int8Recipe.float_copy_weights
+    # the attributes the user set explicitly (the CLI: flags typed, even at their default value),
+    # which `validate` refuses where the chosen pass does not read them
+    given: frozenset[str] = frozenset()
 
     def validate(self) -> None:
         if self.precision not in PRECISIONS:
@@ -82,14 +85,19 @@ class QuantizeOptions:
         # an option the chosen pass does not read is refused, not silently dropped: a user who asked
         # for fp32 float-copy weights or a stricter target must not believe they got it
         default = QuantizeOptions()
-        changed = [flag for attr, flag in _PASS_FLAGS if getattr(self, attr) != getattr(default, attr)]
+
+        def set_(attr: str) -> bool:
+            # `--min-token-agreement 0.99` where it is not read is refused like 0.999: its user believes
+            # the target held
+            return attr in self.given or getattr(self, attr) != getattr(default, attr)
+        changed = [flag for attr, flag in _PASS_FLAGS if set_(attr)]
         if quantized_in_build(self.target) and changed:
             raise ConfigError(f"{changed[0]} applies to --target onnxruntime|tensorrt only: --target "
                               f"{self.target} quantizes with its own tool")
         int8_only = [f for f in changed if f in _INT8_FLAGS]
         if self.precision != "int8" and int8_only:
             raise ConfigError(f"{int8_only[0]} applies to --precision int8 only")
-        if self.percentile != default.percentile and self.method != "percentile":
+        if set_("percentile") and self.method != "percentile":
             raise ConfigError("--percentile applies to --method percentile only")
 
 

@@ -33,15 +33,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--target", choices=quantize_targets(), default="onnxruntime",
                    help="tensorrt: symmetric int8 (zero points 0); onnxruntime: uint8 activations, "
                         "reduce_range on x86 without VNNI")
-    p.add_argument("--method", choices=METHODS, default="minmax", help="activation range statistic")
-    p.add_argument("--percentile", type=percent, default=99.99, help="for --method percentile")
-    p.add_argument("--min-token-agreement", type=fraction, default=0.99,
+    # the flags only some passes read default to None here, so that one typed at its default value
+    # is still known as given (and refused where it is not read: QuantizeOptions.given)
+    p.add_argument("--method", choices=METHODS, help="activation range statistic (default minmax)")
+    p.add_argument("--percentile", type=percent, help="for --method percentile (default 99.99)")
+    p.add_argument("--min-token-agreement", type=fraction,
                    help="fraction of tokens equal to the fp32 engine's (default 0.99)")
-    p.add_argument("--max-psnr-drop", type=nonneg_float, default=0.1,
+    p.add_argument("--max-psnr-drop", type=nonneg_float,
                    help="PSNR-Y loss vs HR relative to the fp32 engine, dB (default 0.1)")
     p.add_argument("--tiles", type=tile_count, default=DEFAULT_TILES,
                    help=f"calibration tiles (default {DEFAULT_TILES}, at most {MAX_TILES})")
-    p.add_argument("--val-tiles", type=tile_count, default=DEFAULT_VALIDATION_TILES,
+    p.add_argument("--val-tiles", type=tile_count,
                    help=f"validation tiles (default {DEFAULT_VALIDATION_TILES}, at most {MAX_TILES})")
     p.add_argument("--seed", type=nonneg_int, default=0)
     p.add_argument("--no-search", action="store_true",
@@ -50,12 +52,19 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     rr.add_argument("--reduce-range", dest="reduce_range", action="store_true", default=None,
                     help="7-bit weights (default: on for x86 CPUs without VNNI, onnxruntime target)")
     rr.add_argument("--no-reduce-range", dest="reduce_range", action="store_false")
-    p.add_argument("--float-copy-weights", choices=("int8", "fp32"), default="int8",
+    p.add_argument("--float-copy-weights", choices=("int8", "fp32"),
                    help="weights that int8 nodes share with nodes kept float: read dequantized from the one "
-                        "int8 copy (int8, smallest) or stored again in fp32 (larger, no run-time dequantize)")
+                        "int8 copy (int8, smallest; the default) or stored again in fp32 (larger, no run-time "
+                        "dequantize)")
     p.add_argument("--out", help="output directory (default: DIR-PRECISION-TARGET)")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=run_quantize)
+
+
+# flags whose argparse default is None (given when not None) -> the QuantizeOptions attribute they set
+_OPTIONAL_FLAGS = {"method": "method", "percentile": "percentile", "val_tiles": "val_tiles",
+                   "float_copy_weights": "float_copy_weights", "reduce_range": "reduce_range",
+                   "min_token_agreement": "fidelity", "max_psnr_drop": "fidelity"}
 
 
 def run_quantize(args: argparse.Namespace) -> int:
@@ -65,16 +74,22 @@ def run_quantize(args: argparse.Namespace) -> int:
     from alignvar_edge.manifest import read_manifest
     from alignvar_edge.quantize.artifact import QuantizeOptions, calibration_for, quantize_artifact
     from alignvar_edge.quantize.sensitivity import FidelityTarget
-    from alignvar_edge.recipes import engine_precision, quantized_in_build, recipe
-
+    from alignvar_edge.recipes import BACKEND, engine_precision, quantized_in_build, recipe
+    from alignvar_edge.runtimes.commands import engine_warnings
 
     out = args.out or f"{str(args.artifact).rstrip('/')}-{args.precision}-{args.target}"
+    d = QuantizeOptions()
+    # QuantizeOptions' attributes the user typed: both fidelity flags set its `fidelity`
+    given = {_OPTIONAL_FLAGS[name] for name in _OPTIONAL_FLAGS if getattr(args, name) is not None}
+    typed = lambda name, default: default if getattr(args, name) is None else getattr(args, name)  # noqa: E731
     opts = QuantizeOptions(
-        precision=args.precision, target=args.target, method=args.method, percentile=args.percentile,
-        calib=args.calib, tiles=args.tiles, val_tiles=args.val_tiles, seed=args.seed,
-        fidelity=FidelityTarget(args.min_token_agreement, args.max_psnr_drop),
+        precision=args.precision, target=args.target, method=typed("method", d.method),
+        percentile=typed("percentile", d.percentile), calib=args.calib, tiles=args.tiles,
+        val_tiles=typed("val_tiles", d.val_tiles), seed=args.seed,
+        fidelity=FidelityTarget(typed("min_token_agreement", d.fidelity.min_token_agreement),
+                                typed("max_psnr_drop", d.fidelity.max_psnr_drop)),
         search=not args.no_search, reduce_range=args.reduce_range,
-        float_copy_weights=args.float_copy_weights)
+        float_copy_weights=typed("float_copy_weights", d.float_copy_weights), given=frozenset(given))
     opts.validate()                 # before any work, also where no calibration set is made (coreml)
     say = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
     with warnings.catch_warnings():
@@ -85,12 +100,17 @@ def run_quantize(args: argparse.Namespace) -> int:
             precision = engine_precision(opts.target, opts.precision) or opts.precision
             if recipe(opts.target, precision).calibration:
                 cs = calibration_for(args.artifact, opts, say)
-            else:                                   # e.g. Core ML's int8 compresses weights only
+            else:
                 cs = None
-                say(f"{opts.target} {precision} quantizes weights only: no calibration set is used")
+                # Core ML's int8 compresses weights alone; its fp16 computes in fp16
+                weights = recipe(opts.target, precision).quantizer == BACKEND
+                say(f"{opts.target} {precision} {'compresses weights only: it ' if weights else ''}"
+                    "needs no calibration set")
             say(f"handing over to the {opts.target} backend ({precision})")
             path = runtimes.build(args.artifact, opts.target, precision=precision, calibration=cs, out=out,
                                   force=args.force)
+            for line in engine_warnings(read_manifest(path)):      # as `build` says them
+                say(line)
         else:
             path = quantize_artifact(args.artifact, out, opts, force=args.force, log=say, progress=bar)
     say(f"recorded in {path}/manifest.json (quantization, calibration, parity); "

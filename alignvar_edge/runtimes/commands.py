@@ -223,12 +223,8 @@ def run_build(args: argparse.Namespace) -> int:
         psnr = "" if par.psnr_db is None else f", PSNR {par.psnr_db} dB"
         note = f"; parity vs {par.reference or 'reference'}: tokens {par.tokens_pct}{psnr}"
     print(f"wrote {out} ({b.name} {m.precision}) in {time.perf_counter() - t0:.1f} s{note}")
-    if isinstance(m.parity, dict) and m.parity.get("short_of_gate"):    # Core ML: its proxy misses the gate
-        from alignvar_edge.runtimes.coreml.readme import SHORT_OF_GATE
-        _say(f"warning: {SHORT_OF_GATE.format(gate=m.parity['short_of_gate'])}")
-    for f in m.extra.get("ane_lint") or []:           # Core ML: what keeps work off the Neural Engine
-        if f["level"] != "info":
-            _say(f"{f['level']}: ANE lint `{f['rule']}` x{f['count']}: {f['why']}")
+    for line in engine_warnings(m):
+        _say(line)
     from alignvar_edge.export.inspect_artifact import tried_rungs
     from alignvar_edge.runtimes.openvino.backend import half_checked_in_f32
     tried = tried_rungs(m)              # from the manifest just written: no second pass over the files
@@ -240,6 +236,20 @@ def run_build(args: argparse.Namespace) -> int:
              f"{m.precision} units), so the build checked the engine in f32; run `alignvar-edge selftest --engine "
              f"{out}` on a machine that computes {m.precision}")
     return 0
+
+
+def engine_warnings(m: Manifest) -> list[str]:
+    """What a built engine's manifest says must reach the user who made it (`build`, and `quantize`
+    for a backend that quantizes in its build): a Core ML proxy short of the selftest gate, and the
+    ANE lint's findings above `info`."""
+    lines = []
+    if isinstance(m.parity, dict) and m.parity.get("short_of_gate"):    # Core ML: its proxy misses the gate
+        from alignvar_edge.runtimes.coreml.readme import SHORT_OF_GATE
+        lines.append(f"warning: {SHORT_OF_GATE.format(gate=m.parity['short_of_gate'])}")
+    for f in m.extra.get("ane_lint") or []:           # Core ML: what keeps work off the Neural Engine
+        if f["level"] != "info":
+            lines.append(f"{f['level']}: ANE lint `{f['rule']}` x{f['count']}: {f['why']}")
+    return lines
 
 
 def _calibration(args: argparse.Namespace) -> Any:
@@ -260,12 +270,16 @@ def _calibration(args: argparse.Namespace) -> Any:
 
 
 # ------------------------------------------------------------------------------------------------
-def _jobs(inp: Path, out: Path, force: bool) -> tuple[list[tuple[Path, Path]], int]:
-    """((input, output) pairs, finished outputs skipped); a folder maps to a folder with the same
-    relative paths. A folder run never reads its own output folder (when it lies inside the input)
-    and, without --force, skips outputs that already exist (each is written atomically, so an
-    existing one is finished): re-running an interrupted folder resumes it."""
+def _jobs(inp: Path, out: Path, force: bool) -> tuple[list[tuple[Path, Path]], list[tuple[Path, Path]]]:
+    """((input, output) pairs to do, pairs whose output exists); a folder maps to a folder with the
+    same relative paths. A folder run never reads its own output folder (when it lies inside the
+    input) and, without --force, leaves the outputs that exist to `_finished` to judge: re-running
+    an interrupted folder resumes it."""
     from alignvar_edge.images import READ_EXTENSIONS, list_images, result_path
+    from alignvar_edge.images.read import broken_link
+    for path, fix in ((out, "remove it or choose another output"), (inp, "fix or remove the link")):
+        if (broken := broken_link(path)) is not None:
+            raise InputError(f"{broken}; {fix}")
     if inp.is_dir():
         if out.exists() and not out.is_dir():
             raise InputError(f"{out} is a file; for a folder input pass an output folder")
@@ -287,9 +301,8 @@ def _jobs(inp: Path, out: Path, force: bool) -> tuple[list[tuple[Path, Path]], i
         _refuse_blocked(jobs)
         _refuse_unwritable(jobs)
         if force:
-            return jobs, 0
-        todo = [(s, d) for s, d in jobs if not d.exists()]
-        return todo, len(jobs) - len(todo)
+            return jobs, []
+        return [(s, d) for s, d in jobs if not d.exists()], [(s, d) for s, d in jobs if d.exists()]
     elif inp.is_file():
         if out.is_dir():
             jobs = [(inp, result_path(out / inp.name))]
@@ -306,7 +319,7 @@ def _jobs(inp: Path, out: Path, force: bool) -> tuple[list[tuple[Path, Path]], i
     if clash and not force:
         shown = ", ".join(clash[:3]) + (f" (+{len(clash) - 3} more)" if len(clash) > 3 else "")
         raise OutputExistsError(f"{len(clash)} output(s) already exist: {shown}; pass --force to replace them")
-    return jobs, 0
+    return jobs, []
 
 
 def _refuse_shared_outputs(jobs: list[tuple[Path, Path]]) -> None:
@@ -324,11 +337,74 @@ def _refuse_shared_outputs(jobs: list[tuple[Path, Path]]) -> None:
 
 def _refuse_blocked(jobs: list[tuple[Path, Path]]) -> None:
     """An output path that is a folder is no finished output: no image can be written there,
-    --force or not (`upscale a.png out/` where out/a.png is a folder, too)."""
+    --force or not (`upscale a.png out/` where out/a.png is a folder, too); nor one below a file
+    (`upscale a.png a.png/x.png`), nor a broken symbolic link."""
+    from alignvar_edge.images.read import broken_link
     blocked = [str(d) for _, d in jobs if d.is_dir()]
     if blocked:
         raise InputError(f"output path {blocked[0]} is a folder; move it away"
                          + (f" (and {len(blocked) - 1} more)" if len(blocked) > 1 else ""))
+    for _, dst in jobs:
+        if (broken := broken_link(dst)) is not None:
+            raise InputError(f"{broken}; remove it or choose another output")
+        if (file := _file_above(dst)) is not None:
+            raise InputError(f"cannot write {dst}: {file} is a file, where a folder is needed; choose another "
+                             "output path")
+
+
+def _file_above(path: Path) -> Path | None:
+    """The nearest existing path above `path` where that is a file, not a folder; None otherwise."""
+    for parent in path.parents:
+        if parent.exists():
+            return None if parent.is_dir() else parent
+    return None
+
+
+def _finished(existing: list[tuple[Path, Path]], engine: str, output: str) -> None:
+    """Refuse, naming them, the files in a folder run's output paths that are not results it would
+    have written (empty, not an image, or not the input's size times the engine's scale): a file
+    of the user's is not skipped as finished, and only --force, asked for by name, replaces it."""
+    from alignvar_edge.images.folders import not_a_result
+    scale = _engine_scale(engine)
+    foreign = [f"{dst} ({why})" for src, dst in existing if (why := not_a_result(src, dst, scale)) is not None]
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" (+{len(foreign) - 3} more)" if len(foreign) > 3 else "")
+        raise OutputExistsError(f"{len(foreign)} file(s) in {output} where this run writes its results are not "
+                                f"results of it: {shown}; pass --force to replace them, or move them away")
+
+
+def _engine_scale(engine: str) -> int:
+    """The scale of the engine `--engine` names, from its checkpoint's config or its manifest
+    (without loading it: a folder whose outputs are all finished needs no engine)."""
+    from alignvar_edge.runtimes.artifacts import is_checkpoint
+    if is_checkpoint(engine):
+        from alignvar_edge.model.checkpoint import load_config, resolve_checkpoint_dir
+        return int(load_config(resolve_checkpoint_dir(engine)).scale)
+    from alignvar_edge.manifest import read_manifest
+    from alignvar_edge.runtimes.base import config_from_manifest
+    return int(config_from_manifest(read_manifest(engine)).scale)
+
+
+def _check_backend_flag(engine: str, backend: str) -> None:
+    """`--backend` against what `--engine` is (a checkpoint runs on torch, an ONNX export on
+    onnxruntime or openvino, an engine on its own backend): one line with the fix, before loading."""
+    from alignvar_edge import runtimes
+    from alignvar_edge.errors import AlignVAREdgeError
+    if backend == "auto":
+        return
+    try:
+        found = runtimes.detect_backend(engine)
+    except AlignVAREdgeError:
+        return                                  # not an engine at all: the load says what it is
+    if found == backend or (found == "onnxruntime" and backend == "openvino"):    # OpenVINO reads ONNX too
+        return
+    if found == "torch":
+        raise InputError(f"--engine {engine} is a model checkpoint, which runs on torch: drop --backend {backend}, "
+                         f"or export it first (`alignvar-edge export {engine} --out DIR`) and pass --engine DIR")
+    what = "an ONNX export" if found == "onnxruntime" else f"a {found} engine"
+    raise InputError(f"--engine {engine} is {what}, not {'a model checkpoint' if backend == 'torch' else 'one for ' + backend}: "
+                     f"drop --backend {backend} (it runs on {found})"
+                     + (", or pass a checkpoint for --backend torch" if backend == "torch" else ""))
 
 
 def _refuse_unwritable(jobs: list[tuple[Path, Path]]) -> None:
@@ -382,11 +458,14 @@ def run_upscale(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if args.output.endswith(("/", os.sep)) and Path(args.input).is_file():
         output = result_path(output / Path(args.input).name)   # `upscale a.png out/`: into that folder
-    jobs, skipped = _jobs(Path(args.input), output, args.force)
+    jobs, existing = _jobs(Path(args.input), output, args.force)
+    _check_backend_flag(args.engine, args.backend)
+    if existing:
+        _finished(existing, args.engine, args.output)
     _check_quality(args.quality, jobs, args.output)
     _say_other_files(Path(args.input), Path(args.output))
-    if skipped:
-        _say(f"skipping {skipped} finished output(s) in {args.output} (pass --force to redo them)")
+    if existing:
+        _say(f"skipping {len(existing)} finished output(s) in {args.output} (pass --force to redo them)")
     if not jobs:
         _say(f"nothing to do: every output in {args.output} exists")
         return 0
