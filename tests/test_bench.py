@@ -260,12 +260,16 @@ def test_bench_outputs_never_replace_an_input_or_a_file_of_another_kind(
     monkeypatch.chdir(tmp_path)                 # where `--out -` would leave a file named '-'
     a = write_json(tmp_path / "a.json", json.loads(DOC_REPORT.read_text()))
     b = write_json(tmp_path / "b.json", {**json.loads(DOC_REPORT.read_text()), "label": "other"})
-    notes, other = tmp_path / "notes.md", tmp_path / "other.json"
+    notes, other, photo = tmp_path / "notes.md", tmp_path / "other.json", tmp_path / "photo.png"
     notes.write_text("my notes\n")
     other.write_text('{"x": 1}\n')
-    before = {p: p.read_bytes() for p in (a, b, notes, other)}
+    from PIL import Image
+    Image.new("RGB", (50, 40), (200, 120, 40)).save(photo)            # a PNG, but no plot of bench's
+    before = {p: p.read_bytes() for p in (a, b, notes, other, photo)}
     merge = ["bench", "merge", str(a), str(b)]
     cases = [merge + ["--md", str(b)],                                  # a report being merged
+             merge + ["--out", str(b)], merge + ["--out", str(a)],      # as --out too: it was replaced
+             merge + ["--plot", str(photo)],                            # someone's picture
              merge + ["--md", str(notes)], merge + ["--out", str(other)],
              merge + ["--out", str(tmp_path / "m.json"), "--plot", str(notes)],   # not a PNG: nothing written
              merge + ["--out", str(tmp_path / "m.json"), "--md", str(tmp_path / "m.json")],
@@ -285,10 +289,10 @@ def test_bench_outputs_never_replace_an_input_or_a_file_of_another_kind(
     monkeypatch.setattr(os, "access", lambda p, mode, **k: False if Path(p) == ro else real(p, mode, **k))
     assert cli.main(["bench", "bicubic", "--out", str(ro / "r.json")]) == 2
     assert f"--out {ro / 'r.json'}: the folder {ro} is not writable" in capsys.readouterr().err
-    # its own earlier outputs, and an input as --out (a merged report keeps its parts), are replaced
+    # its own earlier outputs are replaced
     outs = ["--out", str(tmp_path / "m.json"), "--md", str(tmp_path / "m.md"), "--plot", str(tmp_path / "m.png")]
     assert cli.main(merge + outs) == 0 and cli.main(merge + outs) == 0
-    assert cli.main(merge + ["--out", str(a)]) == 0 and len(read_report(a)["reports"]) == 2
+    assert len(read_report(tmp_path / "m.json")["reports"]) == 2
 
 
 def test_every_printed_figure_names_its_host_isa_and_threads(tmp_path: Path,
@@ -431,6 +435,109 @@ def test_device_bench_that_can_time_no_engine_fails_in_one_line(kit: Path, tmp_p
                                           "tensorrt-fp16: a TensorRT build kit, not an engine"), err
     report = read_report(tmp_path / "r.json")            # the report keeps the reason
     assert [e["status"] for e in report["engines"]] == ["unavailable"]
+
+
+def test_a_bench_that_could_time_none_of_its_engines_exits_3_on_every_path(
+        kit: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # the bench with PyTorch times its baselines, but not what was asked for: it exited 0 (docs: 3)
+    out = tmp_path / "r.json"
+    rc = cli.main(["bench", str(kit), "--reference", "preset:micro", "--runs", "1", "--warmup", "0", "--tiles", "1",
+                   "--image-size", "0", "--peak-n", "64", "--profile-runs", "0", "--threads", "1", "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 3 and err[-1].startswith("alignvar-edge bench: error: no engine could be timed here: "
+                                          "tensorrt-fp16: a TensorRT build kit, not an engine"), err
+    report = read_report(out)                    # written, with the baselines' numbers and the reason
+    assert {e["label"]: e["status"] for e in report["engines"]} == {
+        "pytorch-eager": "ok", "tensorrt-fp16": "unavailable", "bicubic": "ok"}
+
+
+def test_bench_refuses_an_engine_that_fails_verification_before_timing_anything(
+        micro_export: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # as upscale and selftest do; it timed everything, wrote a report with a failed row and exited 1
+    import shutil
+    edited = tmp_path / "edited"
+    shutil.copytree(micro_export, edited)
+    listed = next(iter(json.loads((edited / "manifest.json").read_text())["files"]))
+    with open(edited / listed, "ab") as fh:
+        fh.write(b" ")
+    for mode in ([], ["--no-reference"]):
+        rc = cli.main(["bench", str(micro_export), str(edited), "--runs", "1", "--threads", "1",
+                       "--out", str(tmp_path / "r.json"), *mode])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and len(err.splitlines()) == 1, (mode, err)
+        assert err.startswith(f"alignvar-edge bench: error: artifact '{edited}' failed verification: {listed} "
+                              "does not match"), err
+    assert not (tmp_path / "r.json").exists()
+
+
+TRTEXEC_LOGS = Path(__file__).resolve().parent / "data" / "trtexec"
+
+
+@pytest.fixture(scope="module")
+def trt_engine(kit: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The kit's engine as adopted from trtexec's log (fp16 on DLA core 0, TensorRT 10.3.0, Orin 8.7)."""
+    from alignvar_edge.runtimes.tensorrt.adopt import adopt
+    where = tmp_path_factory.mktemp("adopted")
+    engine = where / "my.engine"
+    engine.write_bytes(b"serialized engine bytes")
+    return adopt(engine, kit, where / "my-engine", log=TRTEXEC_LOGS / "trt10-orin-fp16-dla.log")
+
+
+def test_bench_trtexec_refuses_a_log_of_another_engine(trt_engine: Path, kit: Path, micro_export: Path,
+                                                       tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # the report row names --engine's engine (SHA-256, precision, DLA core): a log of another
+    # precision, core, TensorRT or GPU was labelled with it, and a TensorRT 8.4 log credited to this CPU
+    text = (TRTEXEC_LOGS / "trt10-orin-fp16-dla.log").read_text()
+    other = tmp_path / "other.engine"
+    other.write_bytes(b"another engine")
+    cases = {"precision int8": text.replace("--fp16", "--int8"),
+             "DLA core 1": text.replace("--useDLACore=0", "--useDLACore=1"),
+             "DLA core none": text.replace("--useDLACore=0 --allowGPUFallback", ""),
+             "compute capability 8.6": text.replace("Compute Capability: 8.7", "Compute Capability: 8.6"),
+             f"'{other}' (--saveEngine), another file than": text.replace(
+                 "/home/nvidia/kit-fp16-dla0.work/model.engine", str(other)),
+             "TensorRT version 8.4.0": (TRTEXEC_LOGS / "trt84-xavier.log").read_text(),
+             "has no '&&&& RUNNING TensorRT.trtexec' line": (TRTEXEC_LOGS / "pasted-no-prefix.log").read_text()}
+    out = tmp_path / "r.json"
+    for said, log_text in cases.items():
+        log = tmp_path / "t.log"
+        log.write_text(log_text)
+        rc = cli.main(["bench", "trtexec", str(log), "--engine", str(trt_engine), "--out", str(out)])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and len(err.splitlines()) == 1 and said in err, (said, err)
+        assert not out.exists()
+    log = tmp_path / "t.log"
+    log.write_text(text)
+    rc = cli.main(["bench", "trtexec", str(log), "--engine", str(micro_export), "--out", str(out)])
+    assert rc == 2 and "holds no TensorRT engine or build kit" in capsys.readouterr().err
+    # its own log (a copy of the engine named by --saveEngine is the same engine) and a kit's run
+    (tmp_path / "copy.engine").write_bytes((trt_engine / "model.engine").read_bytes())
+    log.write_text(text.replace("/home/nvidia/kit-fp16-dla0.work/model.engine", str(tmp_path / "copy.engine")))
+    assert cli.main(["bench", "trtexec", str(log), "--engine", str(trt_engine), "--out", str(out)]) == 0
+    assert read_report(out)["engines"][0]["engine_sha256"] == load_manifest(trt_engine).engine_sha256
+    assert cli.main(["bench", "trtexec", str(log), "--engine", str(kit), "--out", str(tmp_path / "k.json")]) == 0
+
+
+def load_manifest(root: Path) -> Any:
+    from alignvar_edge.manifest import load_verified
+    return load_verified(root)
+
+
+def test_bench_trtexec_needs_the_tiles_per_inference(trt_engine: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    # without --engine it assumed batch 1: per-tile figures 16x off for the kit's batch-16 engine
+    log, out = str(TRTEXEC_LOGS / "trt10-orin-fp16-dla.log"), tmp_path / "r.json"
+    rc = cli.main(["bench", "trtexec", log, "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "pass --engine DIR" in err and "or --batch N" in err, err
+    rc = cli.main(["bench", "trtexec", log, "--engine", str(trt_engine), "--batch", "16", "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and f"--batch 16: the engine in {trt_engine} takes 1 tile(s) per inference" in err, err
+    assert not out.exists()
+    assert cli.main(["bench", "trtexec", log, "--batch", "16", "--out", str(out)]) == 0
+    e = read_report(out)["engines"][0]
+    assert e["batch"] == 16 and e["latency"]["throughput"]["tiles_per_s"] == round(130.298 * 16, 3)
+    assert e["latency"]["per_tile_ms"]["p50"] == pytest.approx(7.16092 / 16, rel=1e-3)
 
 
 def test_merge_warns_when_fidelity_tiles_or_the_best_engine_gate_differ(tmp_path: Path) -> None:

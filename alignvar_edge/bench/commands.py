@@ -42,7 +42,7 @@ def register(sub: Any) -> None:
                     "fingerprint. `alignvar-edge bench merge A.json B.json ... --md M.md --plot M.png` "
                     "combines reports from several devices. Without PyTorch (a device install), "
                     "`--no-reference` times engine directories against the golden outputs they carry, "
-                    "and `alignvar-edge bench trtexec LOG [--engine DIR] --out R.json` imports "
+                    "and `alignvar-edge bench trtexec LOG --engine DIR --out R.json` imports "
                     "trtexec's timing summary; both reports merge with the others.")
     p.add_argument("engines", nargs="+", metavar="ENGINE", help=ENGINE_HELP)
     p.add_argument("--out", help="report JSON to write (required for a benchmark; optional for merge)")
@@ -90,8 +90,10 @@ def register(sub: Any) -> None:
                    help="no PyTorch: time engine directories and check them against their golden outputs "
                         "(automatic when PyTorch is not installed)")
     p.add_argument("--engine", dest="trt_engine", metavar="DIR",
-                   help="bench trtexec: the engine dir or kit the log belongs to (model, batch, parity)")
-    p.add_argument("--batch", type=batch_size, help="bench trtexec: tiles per inference (default: the engine's)")
+                   help="bench trtexec: the engine dir or kit the log belongs to (model, batch, parity); a log "
+                        "of another engine, precision, DLA core, TensorRT or GPU is refused")
+    p.add_argument("--batch", type=batch_size,
+                   help="bench trtexec: tiles per inference (default: the engine's; needed without --engine)")
     # `bench merge`, the device bench and `bench trtexec` share this parser; each refuses the flags
     # it does not read (_unread), rather than ignoring them
     p.set_defaults(func=run_bench_cmd, flag_defaults=tuple(
@@ -170,7 +172,21 @@ def run_bench_cmd(args: argparse.Namespace) -> int:
     for line in summary_lines(report):
         print(line.replace("**", ""))
     print(f"wrote {', '.join(p for p in (args.out, args.md, args.plot) if p)}")
-    return 1 if report["summary"]["failed"] else 0
+    return _exit_status(report)
+
+
+def _exit_status(report: dict[str, Any]) -> int:
+    """A bench's status once its report is written: 1 where an engine failed; 3, in one line
+    naming why, where none of the engines asked for could be timed here (the baselines are not
+    what was asked for: a script must not read "nothing measured" as success); else 0."""
+    if report["summary"]["failed"]:
+        return 1
+    engines = [e for e in report["engines"] if e["kind"] == "engine"]
+    if engines and all(e["status"] == "unavailable" for e in engines):
+        from alignvar_edge.errors import BackendUnavailableError
+        raise BackendUnavailableError("no engine could be timed here: " +
+                                      "; ".join(f"{e['label']}: {e['reason']}" for e in engines))
+    return 0
 
 
 def _refuse_unread(args: argparse.Namespace, reads: tuple[str, ...], mode: str, hint: str = "") -> None:
@@ -200,7 +216,8 @@ def run_device_bench(args: argparse.Namespace) -> int:
                          f"{args.out} --md REPORT.md` (with the reports of other devices)")
     if trtexec:
         if len(args.engines) != 2:
-            raise InputError("usage: alignvar-edge bench trtexec TRTEXEC.log [--engine DIR] --out R.json")
+            raise InputError("usage: alignvar-edge bench trtexec TRTEXEC.log --engine DIR --out R.json (or --batch N "
+                             "in place of --engine)")
         report = trtexec_report(args.engines[1], args.trt_engine, label=args.label, batch=args.batch)
     else:
         if not args.no_reference:
@@ -215,13 +232,7 @@ def run_device_bench(args: argparse.Namespace) -> int:
     if report["summary"].get("shared_load"):
         print(shared_line(report))
     print(f"wrote {args.out}")
-    unavailable = report["summary"]["unavailable"]
-    if len(unavailable) == len(report["engines"]):
-        # nothing timed: the report says why, but it holds no number, and a script must not read success
-        from alignvar_edge.errors import BackendUnavailableError
-        raise BackendUnavailableError("no engine could be timed here: " +
-                                      "; ".join(f"{label}: {why}" for label, why in unavailable.items()))
-    return 1 if report["summary"]["failed"] else 0
+    return _exit_status(report)
 
 
 def run_merge(paths: list[str], args: argparse.Namespace) -> int:

@@ -110,13 +110,14 @@ def bench_engine_dir(engines: list[str], runs: int = 20, warmup: int = 3, thread
         if not specs:
             raise InputError("the device bench times engine directories against their golden outputs; "
                              "name at least one (bicubic is a baseline of the bench with PyTorch)")
+    for spec in specs:
+        check_exists(spec)          # every one before any is timed
     host = _host()
     own = OwnLoad()
     threads = run_threads(threads, host)
     entries, first = [], None
     taken: set[str] = set()
     for spec in specs:
-        check_exists(spec)
         say(f"opening {spec.text}")
         # one label per row, as in the bench with PyTorch: the summary and `bench merge` key on it
         sub = _unique(open_subject(spec, threads=threads, spin=False), taken)
@@ -188,21 +189,88 @@ def _trtexec_host(device: str | None, compute_capability: str | None) -> dict[st
             "gpus": gpu, "jetson": None, "imported_by": here}
 
 
+def _three_parts(version: str) -> str:
+    """10.3.0.30 -> 10.3.0: trtexec's log knows three parts of the version, a build's manifest four."""
+    return ".".join(version.split(".")[:3])
+
+
+def _core(dla_core: int | None) -> str:
+    return "none" if dla_core is None else str(dla_core)
+
+
+def _check_log_is_of(t: dict[str, Any], manifest: Manifest, root: Path, log: Path) -> None:
+    """The log must be trtexec's run of the engine `root` holds (or of the kit's ONNX): the report
+    names that engine (its SHA-256, precision, DLA core, GPU), so a log of another engine, precision,
+    DLA core, TensorRT or GPU is refused where the log says which, as adopt refuses one."""
+    from alignvar_edge.runtimes.tensorrt.plan import ENGINE, ONNX
+    from alignvar_edge.runtimes.tensorrt.trtexec_log import other_file_named
+    fix = (f"pass the log of the trtexec run that timed the engine in {root}, or --engine the directory of "
+           "the engine it timed")
+    if manifest.backend != "tensorrt" and not manifest.tensorrt_kit:
+        raise InputError(f"--engine {root} holds no TensorRT engine or build kit (its manifest: {manifest.kind} "
+                         f"for {manifest.backend}); {fix}")
+    engine = manifest.kind == "engine" and not manifest.tensorrt_kit
+    if engine and not t.get("command"):
+        raise InputError(f"{log} has no '&&&& RUNNING TensorRT.trtexec' line (trtexec's command), so nothing ties it "
+                         f"to the engine in {root}: save trtexec's whole output (2>&1 | tee FILE), or leave --engine "
+                         "out and give --batch")
+    files = {"--onnx": root / ONNX}
+    if engine:
+        files.update({"--saveEngine": root / ENGINE, "--loadEngine": root / ENGINE})
+    other = other_file_named(t, {flag: f for flag, f in files.items() if f.is_file()})
+    if other:
+        flag, named, given = other
+        raise InputError(f"{log} is trtexec's log of '{named}' ({flag}), another file than '{given}'; {fix}")
+    if not engine:
+        return                  # a kit: the log's precision and device are the build's own
+    ex = manifest.extra
+    said = [("precision", t.get("precision"), manifest.precision),
+            ("TensorRT version", _three_parts(t.get("tensorrt_version") or ""),
+             _three_parts(str(ex.get("tensorrt_version") or ""))),
+            ("compute capability", t.get("compute_capability"), ex.get("compute_capability"))]
+    differ = [(what, in_log, in_dir) for what, in_log, in_dir in said if in_log and in_dir and in_log != in_dir]
+    # a build names the DLA core it used (none: the GPU), a run of a DLA engine names its core
+    if any(f.startswith("--onnx=") for f in t["flags"]) or t.get("dla_core") is not None:
+        if t.get("dla_core") != ex.get("dla_core"):
+            differ.append(("DLA core", _core(t.get("dla_core")), _core(ex.get("dla_core"))))
+    if differ:
+        what, in_log, in_dir = differ[0]
+        raise InputError(f"{log} timed an engine of {what} {in_log} (its trtexec command and header), and "
+                         f"the engine in {root} has {what} {in_dir}; {fix}")
+
+
 def trtexec_report(log: str | os.PathLike[str], engine_dir: str | os.PathLike[str] | None = None,
                    label: str | None = None, batch: int | None = None) -> dict[str, Any]:
     """A bench report from a trtexec log; `engine_dir` (an engine dir or kit) gives the model,
-    batch and build parity (tokens vs golden, from `adopt` or `build`)."""
+    batch and build parity (tokens vs golden, from `adopt` or `build`), and is checked to be what
+    the log timed. Without it, `batch` (tiles per inference) is needed for the per-tile figures."""
     path = Path(log)
     t = parse_trtexec_log(read_trtexec_log(path))
-    manifest = load_verified(engine_dir) if engine_dir is not None else None
+    manifest = None
+    if engine_dir is not None:
+        manifest = load_verified(engine_dir)
+        _check_log_is_of(t, manifest, Path(engine_dir), path)
     contract = (manifest.input_contract if manifest else None) or {}
-    b = int(batch or contract.get("batch") or 1)
+    engine_batch = contract.get("batch")
+    if batch and engine_batch and batch != engine_batch:
+        raise InputError(f"--batch {batch}: the engine in {engine_dir} takes {engine_batch} tile(s) per inference; "
+                         "leave --batch out")
+    b = batch or engine_batch
+    if not b:
+        raise InputError("bench trtexec needs the tiles per inference for its per-tile figures: pass --engine DIR "
+                         "(the engine directory the log timed) or --batch N")
+    b = int(b)
     model = _model_block(manifest)
     mp = model["sr_megapixels_per_tile"] or None       # unknown without --engine: no per-MP figures
     # an engine's manifest is the authority (adopt read the log, or the kit for a strongly typed build)
     precision = (manifest.precision if manifest and manifest.kind == "engine" else None) or t["precision"] or (
         manifest.precision if manifest else None)
-    dla = f", DLA core {t['dla_core']}" if t["dla_core"] is not None else ""
+    # what the log leaves unsaid (a run that names no DLA core, a log without trtexec's device
+    # lines) is the engine's, which _check_log_is_of found the log agrees with
+    ex = manifest.extra if manifest and manifest.kind == "engine" else {}
+    dla_core = t["dla_core"] if t["dla_core"] is not None else ex.get("dla_core")
+    device, cc = t.get("device") or ex.get("gpu_name"), t.get("compute_capability") or ex.get("compute_capability")
+    dla = f", DLA core {dla_core}" if dla_core is not None else ""
     lat = summary_from_percentiles(_per_call(t["latency_ms"]), None, b, mp)
     lat["source"] = "trtexec Latency (H2D + GPU compute + D2H per inference)"
     if "gpu_compute_time_ms" in t:
@@ -215,18 +283,18 @@ def trtexec_report(log: str | os.PathLike[str], engine_dir: str | os.PathLike[st
     # an engine's own parity (adopt/build against golden); a kit's is its export's, not the engine's
     parity = manifest.parity if manifest and manifest.kind == "engine" else None
     tokens = ((parity or {}).get("tokens") or {}).get("overall") if isinstance(parity, dict) else None
-    entry = {"label": f"tensorrt-{precision or 'fp32'}" + (f"-dla{t['dla_core']}" if dla else ""),
+    entry = {"label": f"tensorrt-{precision or 'fp32'}" + (f"-dla{dla_core}" if dla else ""),
              "backend": "tensorrt", "kind": "engine", "status": "ok", "reason": None,
              "path": str(engine_dir) if engine_dir else None, "precision": precision,
              # the engine file --engine holds (its manifest's hash): the one the log timed, where adopt took the log
              "engine_sha256": manifest.engine_sha256
              if manifest and manifest.kind == "engine" else None,
-             "device": (t.get("device") or "cuda") + dla, "artifact_bytes": None, "batch": b,
+             "device": (device or "cuda") + dla, "artifact_bytes": None, "batch": b,
              "latency": lat, "memory": None, "fidelity": None, "build_parity": parity,
              "meets_fidelity": None if tokens is None else bool(tokens >= 0.99)}
-    host = _trtexec_host(t.get("device"), t.get("compute_capability"))
+    host = _trtexec_host(device, cc)
     if "imported_by" in host and not label:
-        label = f"{t['device']} (trtexec log)"
+        label = f"{device} (trtexec log)"
     settings = {"runs": None, "warmup": None, "threads": None, "fidelity_tiles": None, "images": None,
                 "interleaved": False, "trtexec": {k: t.get(k) for k in ("command", "tensorrt_version",
                                                                       "total_host_walltime_s", "status")}}

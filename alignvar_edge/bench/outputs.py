@@ -10,17 +10,16 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from alignvar_edge.bench.render import plot_report, report_markdown
+from alignvar_edge.bench.render import is_bench_plot, plot_report, report_markdown
 from alignvar_edge.bench.schema import is_report, write_json
 from alignvar_edge.errors import InputError, OutputExistsError
 from alignvar_edge.fsmodes import unwritable_folder, write_text
 
 __all__ = ["check_targets", "write_outputs"]
 
-# the first bytes of what each target holds when an earlier bench wrote it (both Markdown titles,
-# the single report's and the merged one's, begin so)
+# the first bytes of a Markdown page an earlier bench wrote (both titles, the single report's and
+# the merged one's, begin so)
 _MD_TITLE = "# alignvar-edge benchmark"
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def _head(path: str, n: int) -> bytes:
@@ -49,15 +48,14 @@ def check_targets(out: str | None, md: str | None, plot: str | None, inputs: Seq
             raise InputError(f"{flag} {p}: the folder {folder} is not writable; choose another file")
         if not os.path.lexists(p):
             continue
-        if flag != "--out" and any(os.path.exists(i) and os.path.samefile(i, p) for i in inputs):
+        if any(os.path.exists(i) and os.path.samefile(i, p) for i in inputs):
             raise OutputExistsError(f"{flag} {p} is one of the reports being merged; choose another file")
         if os.path.isdir(p):
             raise OutputExistsError(f"{flag} {p} is a directory; name a file")
         ours = (is_report(p) if flag == "--out" else
-                _head(p, len(_MD_TITLE)) == _MD_TITLE.encode() if flag == "--md" else
-                _head(p, len(_PNG_SIGNATURE)) == _PNG_SIGNATURE)
+                _head(p, len(_MD_TITLE)) == _MD_TITLE.encode() if flag == "--md" else is_bench_plot(p))
         if not ours:
-            what = {"--out": "a bench report", "--md": "a bench Markdown report", "--plot": "a PNG"}[flag]
+            what = {"--out": "a bench report", "--md": "a bench Markdown report", "--plot": "a plot bench drew"}[flag]
             raise OutputExistsError(f"{flag} {p}: the file exists and is not {what}, so bench does not replace "
                                     "it; choose another file, or remove it yourself")
 

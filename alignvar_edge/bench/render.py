@@ -11,7 +11,8 @@ from alignvar_edge.errors import InputError
 from alignvar_edge.fsmodes import write_atomically
 from alignvar_edge.runtimes.base import precision_label
 
-__all__ = ["all_cores_line", "engine_rows", "plot_report", "pyplot", "report_markdown", "terminal_table"]
+__all__ = ["all_cores_line", "engine_rows", "is_bench_plot", "plot_report", "pyplot", "report_markdown",
+           "terminal_table"]
 
 # one engine entry flattened to the figures tables and plots show
 Row = dict[str, Any]
@@ -398,12 +399,30 @@ def _plain_log_ticks(ax: Any) -> None:
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
+# a PNG text chunk in every plot bench draws: --plot replaces a PNG that carries it, never another
+# picture (a photograph, someone's chart)
+_PLOT_MARK = ("alignvar-edge", "bench plot")
+
+
+def is_bench_plot(path: str | os.PathLike[str]) -> bool:
+    """Whether `path` is a PNG an earlier bench (or bench merge) drew."""
+    from PIL import Image
+
+    from alignvar_edge.errors import IMAGE_DECODE_ERRORS
+    try:
+        with Image.open(path) as im:        # reads the chunks before the pixels, not the pixels
+            return im.format == "PNG" and im.info.get(_PLOT_MARK[0]) == _PLOT_MARK[1]
+    except (*IMAGE_DECODE_ERRORS, Image.DecompressionBombError):
+        return False
+
+
 def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
     """Save atomically, then close the figure. The format is the path's extension (the temporary
-    file's is not), or matplotlib's default where it has none."""
+    file's is not), or matplotlib's default where it has none; a PNG carries the bench's mark."""
     import matplotlib.pyplot as plt
     fmt = Path(path).suffix[1:] or plt.rcParams["savefig.format"]
+    meta = dict([_PLOT_MARK]) if fmt.lower() == "png" else None
     try:
-        return write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=120, format=fmt))
+        return write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=120, format=fmt, metadata=meta))
     finally:
         plt.close(fig)

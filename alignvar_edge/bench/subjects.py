@@ -91,9 +91,10 @@ def parse_spec(text: str) -> EngineSpec:
 
 
 def check_exists(spec: EngineSpec) -> None:
-    """Fail fast (before minutes of measuring) on a path that is not there, or is neither a
-    checkpoint nor an artifact: its own message, where the reference search would only say that
-    no model could be told from the engines."""
+    """Fail fast (before minutes of measuring) on a path that is not there, is neither a checkpoint
+    nor an artifact, or is an artifact that fails verification (a file edited, missing or added):
+    its own message, as `upscale` and `selftest` refuse it, where the reference search would only
+    say that no model could be told from the engines, and the row would fail after the timing."""
     if spec.path is None:
         return
     p = Path(spec.path)
@@ -102,8 +103,8 @@ def check_exists(spec: EngineSpec) -> None:
             raise InputError(f"'{spec.path}' is a file, not an engine; to merge bench reports run "
                              f"`alignvar-edge bench merge {spec.path} ... --md MERGED.md`")
         if not (p / "config.json").is_file():             # a checkpoint: config.json + weights, no manifest
-            from alignvar_edge.manifest import read_manifest
-            read_manifest(p)          # not a directory, no manifest.json, a manifest that is not JSON
+            from alignvar_edge.manifest import load_verified
+            load_verified(p)          # not a directory, no manifest.json or not JSON, files not as it lists
         return
     from alignvar_edge.model.checkpoint import BUNDLED
     if spec.path not in BUNDLED:
