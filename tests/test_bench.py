@@ -518,6 +518,37 @@ def test_bench_trtexec_refuses_a_log_of_another_engine(trt_engine: Path, kit: Pa
     assert cli.main(["bench", "trtexec", str(log), "--engine", str(kit), "--out", str(tmp_path / "k.json")]) == 0
 
 
+def test_bench_trtexec_reads_a_logs_precision_and_dla_core_as_adopt_does(
+        trt_engine: Path, kit: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # a --stronglyTyped build is of the graph's precision (adopt knew; bench read "not said" and took
+    # the fp32 graph's build as the fp16 engine's), and a --loadEngine run's build flags say nothing
+    # (trtexec ignores them there; bench refused an fp16 engine's run given --int8)
+    from alignvar_edge.runtimes.tensorrt.adopt import adopt
+    text = (TRTEXEC_LOGS / "trt10-orin-fp16-dla.log").read_text()
+    typed = tmp_path / "typed.log"
+    typed.write_text(text.replace("--fp16", "--stronglyTyped"))
+    with pytest.raises(InputError, match=r"log of a fp32 build \(--stronglyTyped\), but --precision fp16 was given"):
+        adopt(trt_engine / "model.engine", kit, tmp_path / "a", log=typed, precision="fp16")
+    out = tmp_path / "r.json"
+    rc = cli.main(["bench", "trtexec", str(typed), "--engine", str(trt_engine), "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and f"{typed} timed an engine of precision fp32 (--stronglyTyped), and the engine in " \
+                       f"{trt_engine} has precision fp16" in err, err
+    assert not out.exists()
+    # the same log built on the GPU: adopt records an fp32 engine, and bench takes the log as its
+    gpu = tmp_path / "typed-gpu.log"
+    gpu.write_text(typed.read_text().replace(" --useDLACore=0 --allowGPUFallback", ""))
+    fp32 = adopt(trt_engine / "model.engine", kit, tmp_path / "fp32", log=gpu)
+    assert cli.main(["bench", "trtexec", str(gpu), "--engine", str(fp32), "--out", str(out)]) == 0
+    assert read_report(out)["engines"][0]["precision"] == "fp32"
+    run = tmp_path / "run.log"
+    run.write_text(text.replace("--onnx=/home/nvidia/kit/model.onnx --saveEngine=/home/nvidia/kit-fp16-dla0.work/"
+                                "model.engine", f"--loadEngine={trt_engine / 'model.engine'}")
+                   .replace("--fp16", "--int8"))
+    assert cli.main(["bench", "trtexec", str(run), "--engine", str(trt_engine), "--out", str(out)]) == 0, \
+        capsys.readouterr().err
+
+
 def load_manifest(root: Path) -> Any:
     from alignvar_edge.manifest import load_verified
     return load_verified(root)

@@ -901,6 +901,24 @@ def test_adopt_refuses_a_precision_or_dla_core_the_log_or_the_device_contradicts
     assert adopt(engine, kit, tmp_path / "y", log=log, precision="fp16", dla_core=0).is_dir()   # agreeing: fine
 
 
+def test_adopt_holds_a_run_logs_dla_core_against_the_one_given_not_its_build_flags(kit, tmp_path):
+    """A --loadEngine run names the DLA core it ran on (adopt takes it where --dla-core is not given),
+    so a --dla-core against it is refused as against a build's; the build flags such a run is given
+    trtexec ignores, so they contradict no --precision (bench trtexec reads a log the same way)."""
+    from alignvar_edge.runtimes.tensorrt.adopt import adopt
+    engine = tmp_path / "my.engine"
+    engine.write_bytes(b"engine")
+    run = tmp_path / "run.log"
+    run.write_text((LOGS / "trt10-orin-fp16-dla.log").read_text().replace(
+        "--onnx=/home/nvidia/kit/model.onnx --saveEngine=/home/nvidia/kit-fp16-dla0.work/model.engine",
+        f"--loadEngine={engine}").replace("--fp16 --useDLACore=0", "--int8 --useDLACore=1"))
+    with pytest.raises(InputError, match=re.escape(f"--log {run} is trtexec's log of a run on DLA core 1 "
+                                                   "(--useDLACore=1), but --dla-core 0 was given")):
+        adopt(engine, kit, tmp_path / "x", log=run, dla_core=0)
+    assert not (tmp_path / "x").exists()
+    assert adopt(engine, kit, tmp_path / "y", log=run, precision="fp16", dla_core=1).is_dir()
+
+
 def test_adopt_of_a_log_of_another_precision_than_the_kits_graph_names_the_log(kit, tmp_path):
     """An fp16 build's log against a kit whose graph carries int8 (Q/DQ): the refusal names the log and
     its flag, not a `build` the user did not run."""

@@ -189,11 +189,6 @@ def _trtexec_host(device: str | None, compute_capability: str | None) -> dict[st
             "gpus": gpu, "jetson": None, "imported_by": here}
 
 
-def _three_parts(version: str) -> str:
-    """10.3.0.30 -> 10.3.0: trtexec's log knows three parts of the version, a build's manifest four."""
-    return ".".join(version.split(".")[:3])
-
-
 def _core(dla_core: int | None) -> str:
     return "none" if dla_core is None else str(dla_core)
 
@@ -201,9 +196,9 @@ def _core(dla_core: int | None) -> str:
 def _check_log_is_of(t: dict[str, Any], manifest: Manifest, root: Path, log: Path) -> None:
     """The log must be trtexec's run of the engine `root` holds (or of the kit's ONNX): the report
     names that engine (its SHA-256, precision, DLA core, GPU), so a log of another engine, precision,
-    DLA core, TensorRT or GPU is refused where the log says which, as adopt refuses one."""
+    DLA core, TensorRT or GPU is refused where the log says which (`log_contradictions`, as adopt)."""
     from alignvar_edge.runtimes.tensorrt.plan import ENGINE, ONNX
-    from alignvar_edge.runtimes.tensorrt.trtexec_log import other_file_named
+    from alignvar_edge.runtimes.tensorrt.trtexec_log import log_contradictions, other_file_named
     fix = (f"pass the log of the trtexec run that timed the engine in {root}, or --engine the directory of "
            "the engine it timed")
     if manifest.backend != "tensorrt" and not manifest.tensorrt_kit:
@@ -223,20 +218,15 @@ def _check_log_is_of(t: dict[str, Any], manifest: Manifest, root: Path, log: Pat
         raise InputError(f"{log} is trtexec's log of '{named}' ({flag}), another file than '{given}'; {fix}")
     if not engine:
         return                  # a kit: the log's precision and device are the build's own
-    ex = manifest.extra
-    said = [("precision", t.get("precision"), manifest.precision),
-            ("TensorRT version", _three_parts(t.get("tensorrt_version") or ""),
-             _three_parts(str(ex.get("tensorrt_version") or ""))),
-            ("compute capability", t.get("compute_capability"), ex.get("compute_capability"))]
-    differ = [(what, in_log, in_dir) for what, in_log, in_dir in said if in_log and in_dir and in_log != in_dir]
-    # a build names the DLA core it used (none: the GPU), a run of a DLA engine names its core
-    if any(f.startswith("--onnx=") for f in t["flags"]) or t.get("dla_core") is not None:
-        if t.get("dla_core") != ex.get("dla_core"):
-            differ.append(("DLA core", _core(t.get("dla_core")), _core(ex.get("dla_core"))))
+    ex, built_from = manifest.extra, manifest.built_from
+    differ = log_contradictions(t, precision=manifest.precision, graph_precision=built_from.precision if built_from
+                                else None, tensorrt_version=ex.get("tensorrt_version"),
+                                compute_capability=ex.get("compute_capability"), dla_core=ex.get("dla_core"))
     if differ:
-        what, in_log, in_dir = differ[0]
-        raise InputError(f"{log} timed an engine of {what} {in_log} (its trtexec command and header), and "
-                         f"the engine in {root} has {what} {in_dir}; {fix}")
+        c = differ[0]
+        in_log, in_dir = (_core(c.logged), _core(c.expected)) if c.what == "DLA core" else (c.logged, c.expected)
+        raise InputError(f"{log} timed an engine of {c.what} {in_log} ({c.said_by}), and the engine in {root} has "
+                         f"{c.what} {in_dir}; {fix}")
 
 
 def trtexec_report(log: str | os.PathLike[str], engine_dir: str | os.PathLike[str] | None = None,

@@ -19,8 +19,8 @@ from alignvar_edge.runtimes.tensorrt import backend as T
 from alignvar_edge.runtimes.tensorrt.kit import (FP16_F32, LOG_FILE, f32_layers_of, half_layers_of, plan_record,
                                                  write_build_files)
 from alignvar_edge.runtimes.tensorrt.plan import ENGINE, check_dla_core, copy_onnx, network_plan, trt_major
-from alignvar_edge.runtimes.tensorrt.trtexec_log import (check_log_describes, logged_precision, parse_trtexec_log,
-                                                         read_trtexec_log)
+from alignvar_edge.runtimes.tensorrt.trtexec_log import (log_built, log_contradictions, logged_precision,
+                                                         other_file_named, parse_trtexec_log, read_trtexec_log)
 
 __all__ = ["adopt"]
 
@@ -43,8 +43,7 @@ def adopt(engine_file: str | Path, like: str | Path, out: str | Path, log: str |
     parsed = parse_trtexec_log(read_trtexec_log(log), timing=False) if log else {}
     if log:
         # the manifest takes precision, DLA core and layer precisions from the log: it must be this engine's
-        check_log_describes(parsed, log, engine=engine_file, onnx=onnx_path, precision=precision,
-                            dla_core=dla_core, check_dla=dla_core is not None, graph_precision=kit_precision)
+        _check_log_describes(parsed, log, engine_file, onnx_path, precision, dla_core, kit_precision)
     _warn_unset_layers(parsed)
     usable, _ = T.BACKEND.is_available()
     gpu = T.gpu_info(0) if usable else None
@@ -98,6 +97,29 @@ def adopt(engine_file: str | Path, like: str | Path, out: str | Path, log: str |
     return out
 
 
+def _check_log_describes(parsed: dict[str, Any], log: str | Path, engine: Path, onnx: Path, precision: str | None,
+                         dla_core: int | None, graph_precision: str) -> None:
+    """Refuse (InputError, one line naming `log`) a trtexec log that is not of this engine: its
+    --saveEngine/--loadEngine or --onnx naming another file here than `engine` or `onnx`, or a
+    precision or DLA core it says (`log_contradictions`) other than the --precision or --dla-core given."""
+    other = other_file_named(parsed, {"--saveEngine": engine, "--loadEngine": engine, "--onnx": onnx})
+    if other:
+        flag, named, given = other
+        kind, run = ("ONNX", "a build from") if flag == "--onnx" else \
+            ("engine", "a build into" if flag == "--saveEngine" else "a run of")
+        raise InputError(f"--log {log} is trtexec's log of {run} '{named}' ({flag}), another {kind} than '{given}': "
+                         f"pass the log of the trtexec run that built {engine}")
+    for c in log_contradictions(parsed, precision=precision, graph_precision=graph_precision, dla_core=dla_core,
+                                check_dla=dla_core is not None):
+        if c.what == "precision":
+            said, flag = f"a {c.logged} build", f"--precision {c.expected}"
+        else:
+            on = "the GPU" if c.logged is None else f"DLA core {c.logged}"
+            said, flag = f"a {'build' if log_built(parsed) else 'run'} on {on}", f"--dla-core {c.expected}"
+        raise InputError(f"--log {log} is trtexec's log of {said} ({c.said_by}), but {flag} was given: leave "
+                         f"{flag.split()[0]} out to take the log's, or pass the log of this engine's build")
+
+
 def _plan(major: int, precision: str, kit_precision: str, f32_layers: list[str], half_layers: list[str] | None,
           like: Path, origin: str | None) -> dict[str, Any]:
     """network_plan, whose refusal names where the precision came from (`origin`: the flag or the log)
@@ -119,7 +141,7 @@ def _warn_unset_layers(parsed: dict[str, Any]) -> None:
     layers otherwise): a build that set fewer than it was given did not compute as the kit planned."""
     flags = parsed.get("flags") or []
     spec = next((f.split("=", 1)[1] for f in flags if f.startswith("--layerPrecisions=")), None)
-    if not spec or not any(f.startswith("--onnx=") for f in flags):
+    if not spec or not log_built(parsed):
         return                                   # no precisions given, or no build in this log
     named = {item.rsplit(":", 1)[0].strip("'") for item in spec.split(",") if "*" not in item}
     unset = sorted(named - set(parsed.get("layers_set") or ()))

@@ -1,19 +1,21 @@
 """trtexec's log: the TensorRT version, device, precision flags, DLA core and timing statistics it
 reports, read from its text (with or without the `[date] [I]` prefixes). Used by `adopt` and by
-`bench trtexec`; no TensorRT needed. `other_file_named` and `check_log_describes` find a log that is
-not of the engine it is read for.
+`bench trtexec`; no TensorRT needed. `other_file_named` and `log_contradictions` find a log that is
+not of the engine it is read for; each caller words the refusal for what it was given.
 """
 from __future__ import annotations
 
 import re
 import shlex
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from alignvar_edge.errors import InputError
 from alignvar_edge.manifest import sha256_file
 
-__all__ = ["check_log_describes", "logged_precision", "other_file_named", "parse_trtexec_log", "read_trtexec_log"]
+__all__ = ["Contradiction", "log_built", "log_contradictions", "logged_precision", "other_file_named",
+           "parse_trtexec_log", "read_trtexec_log"]
 
 _PREFIX = r"^(?:\[[^\]]*\]\s*)*"          # "[10/03/2024-10:47:59] [I] " or nothing
 _STATS = ("Latency", "Enqueue Time", "H2D Latency", "GPU Compute Time", "D2H Latency")
@@ -74,11 +76,10 @@ def parse_trtexec_log(text: str, timing: bool = True) -> dict[str, Any]:
                          "whole output: trtexec ... 2>&1 | tee trtexec.log")
     cmd = shlex.split(found.get("command", ""))
     found["flags"] = [c for c in cmd[1:] if c.startswith("--")]
-    built = any(c.startswith("--onnx=") for c in cmd)     # --loadEngine: the flags say nothing
     # strongly typed: the ONNX's own types decide, so the flags say nothing (the kit's precision)
     found["precision"] = ("int8" if "--int8" in cmd or "--best" in cmd else
                           "fp16" if "--fp16" in cmd else
-                          None if "--stronglyTyped" in cmd else "fp32" if built else None)
+                          None if "--stronglyTyped" in cmd else "fp32" if log_built(found) else None)
     dla = [c.split("=", 1)[1] for c in cmd if c.startswith("--useDLACore=")]
     found["dla_core"] = int(dla[0]) if dla else None
     return found
@@ -104,51 +105,66 @@ def _trt_version(code: str) -> str:
     return f"{n // 1000}.{n // 100 % 10}.{n % 100}"
 
 
-def _built(parsed: dict[str, Any]) -> bool:
-    """Whether the log's command built an engine (from --onnx), so its flags say how it was built."""
+def _three_parts(version: str) -> str:
+    """10.3.0.30 -> 10.3.0: trtexec's log knows three parts of the version, a build's manifest four."""
+    return ".".join(version.split(".")[:3])
+
+
+def log_built(parsed: dict[str, Any]) -> bool:
+    """Whether the log's command built an engine (from --onnx), so its flags say how it was built
+    (a --loadEngine run ignores the build flags it is given)."""
     return any(f.startswith("--onnx=") for f in parsed.get("flags") or [])
 
 
 def logged_precision(parsed: dict[str, Any], graph_precision: str | None = None) -> str | None:
     """The precision the log's command built at: its flags', or for a `--stronglyTyped` build the
     ONNX's own (`graph_precision`); None where the log does not say (no build in it)."""
+    if not log_built(parsed):
+        return None
     if parsed.get("precision"):
         return str(parsed["precision"])
-    if _built(parsed) and "--stronglyTyped" in (parsed.get("flags") or []):
-        return graph_precision
-    return None
+    return graph_precision if "--stronglyTyped" in (parsed.get("flags") or []) else None
 
 
-def _on(dla_core: int | None) -> str:
-    return "the GPU" if dla_core is None else f"DLA core {dla_core}"
+@dataclass(frozen=True)
+class Contradiction:
+    """One fact of a trtexec log other than the one expected of the engine it is read for: `what`
+    ("precision", "TensorRT version", "compute capability", "DLA core"), `logged` and `expected`
+    (a DLA core: its number, None for the GPU), and `said_by`, the log's words that say it."""
+
+    what: str
+    logged: Any
+    expected: Any
+    said_by: str
 
 
-def check_log_describes(parsed: dict[str, Any], log: str | Path, *, engine: Path | None = None,
-                        onnx: Path | None = None, precision: str | None = None, dla_core: int | None = None,
-                        check_dla: bool = True, graph_precision: str | None = None) -> None:
-    """Refuse (InputError, one line naming `log`) a parsed trtexec log that contradicts what it is read
-    for: its --saveEngine/--loadEngine or --onnx naming another file here than `engine` or `onnx`
-    (`other_file_named`), or its build's precision (`graph_precision`: the ONNX's, for a
-    --stronglyTyped build) or DLA core (None: the GPU; `check_dla=False`: none given) other than the
-    --precision and --dla-core given. What the log does not say is not held against it."""
+_PRECISION_FLAGS = ("--int8", "--best", "--fp16", "--stronglyTyped")
+
+
+def log_contradictions(parsed: dict[str, Any], *, precision: str | None = None, graph_precision: str | None = None,
+                       tensorrt_version: str | None = None, compute_capability: str | None = None,
+                       dla_core: int | None = None, check_dla: bool = True) -> list[Contradiction]:
+    """What a parsed trtexec log says against the engine it is read for, in this order: its build's
+    precision (`logged_precision`: `graph_precision` for a --stronglyTyped build) against
+    `precision`; its TensorRT version (three parts) and compute capability; its DLA core against
+    `dla_core` (None: the GPU; `check_dla=False`: none expected), where it says one: a build names
+    the core it used (none: the GPU), a run names one with --useDLACore. What the log does not say,
+    or is not expected (None), contradicts nothing."""
     flags = parsed.get("flags") or []
-    files = {flag: path for flags_of, path in ((("--saveEngine", "--loadEngine"), engine), (("--onnx",), onnx))
-             if path is not None for flag in flags_of}
-    other = other_file_named(parsed, files)
-    if other:
-        flag, named, given = other
-        kind, run = ("ONNX", "a build from") if flag == "--onnx" else \
-            ("engine", "a build into" if flag == "--saveEngine" else "a run of")
-        raise InputError(f"--log {log} is trtexec's log of {run} '{named}' ({flag}), another {kind} than '{given}': "
-                         f"pass the log of the trtexec run that built {engine if engine is not None else given}")
+    found = []
     logged = logged_precision(parsed, graph_precision)
-    if precision and logged and precision != logged:
-        how = next((f for f in flags if f in ("--int8", "--best", "--fp16", "--stronglyTyped")), "no --fp16 or --int8")
-        raise InputError(f"--log {log} is trtexec's log of a {logged} build ({how}), but --precision {precision} was "
-                         "given: leave --precision out to take the log's, or pass the log of this engine's build")
+    if precision and logged and logged != precision:
+        how = next((f for f in flags if f in _PRECISION_FLAGS), "no --fp16 or --int8")
+        found.append(Contradiction("precision", logged, precision, how))
+    version = _three_parts(str(parsed.get("tensorrt_version") or ""))
+    if version and tensorrt_version and version != _three_parts(tensorrt_version):
+        found.append(Contradiction("TensorRT version", version, _three_parts(tensorrt_version),
+                                   "its '&&&& RUNNING TensorRT.trtexec' line"))
+    cc = parsed.get("compute_capability")
+    if cc and compute_capability and cc != compute_capability:
+        found.append(Contradiction("compute capability", cc, compute_capability, "its 'Compute Capability' line"))
     logged_dla = parsed.get("dla_core")
-    if check_dla and _built(parsed) and dla_core != logged_dla:
-        flag = "no --useDLACore" if logged_dla is None else f"--useDLACore={logged_dla}"
-        raise InputError(f"--log {log} is trtexec's log of a build on {_on(logged_dla)} ({flag}), but --dla-core "
-                         f"{dla_core} was given: leave --dla-core out to take the log's, or pass the log of this "
-                         "engine's build")
+    if check_dla and (log_built(parsed) or logged_dla is not None) and logged_dla != dla_core:
+        found.append(Contradiction("DLA core", logged_dla, dla_core,
+                                   "no --useDLACore" if logged_dla is None else f"--useDLACore={logged_dla}"))
+    return found
