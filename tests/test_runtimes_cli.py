@@ -297,7 +297,8 @@ def test_a_folder_run_skips_only_its_own_results_and_names_the_files_in_their_wa
                   f"{dst / 'sub' / 'alpha.png'} (not an image)"):
         assert named in err[0], err
     assert (dst / "gray.png").read_bytes() == b"" and Image.open(dst / "astro.png").size == (300, 300)
-    assert main([*argv, "--force"]) == 0      # asked for by name: replaced
+    assert main([*argv, "--force"]) == 0      # asked for by name: replaced, and said
+    assert f"replacing 3 file(s) in {dst} that were not results of this run (--force)" in capsys.readouterr().err
     assert Image.open(dst / "astro.png").size == (68, 52) and Image.open(dst / "gray.png").size == (44, 36)
 
 

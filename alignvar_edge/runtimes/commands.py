@@ -271,10 +271,10 @@ def _calibration(args: argparse.Namespace) -> Any:
 
 # ------------------------------------------------------------------------------------------------
 def _jobs(inp: Path, out: Path, force: bool) -> tuple[list[tuple[Path, Path]], list[tuple[Path, Path]]]:
-    """((input, output) pairs to do, pairs whose output exists); a folder maps to a folder with the
-    same relative paths. A folder run never reads its own output folder (when it lies inside the
-    input) and, without --force, leaves the outputs that exist to `_finished` to judge: re-running
-    an interrupted folder resumes it."""
+    """((input, output) pairs to do, pairs of a folder run whose output exists); a folder maps to a
+    folder with the same relative paths. A folder run never reads its own output folder (when it
+    lies inside the input) and leaves the outputs that exist to `_finished` to judge: without
+    --force, re-running an interrupted folder resumes it."""
     from alignvar_edge.images import READ_EXTENSIONS, list_images, result_path
     from alignvar_edge.images.read import broken_link
     for path, fix in ((out, "remove it or choose another output"), (inp, "fix or remove the link")):
@@ -300,9 +300,8 @@ def _jobs(inp: Path, out: Path, force: bool) -> tuple[list[tuple[Path, Path]], l
                 raise InputError(f"refusing to write onto the input {dst}; choose another output")
         _refuse_blocked(jobs)
         _refuse_unwritable(jobs)
-        if force:
-            return jobs, []
-        return [(s, d) for s, d in jobs if not d.exists()], [(s, d) for s, d in jobs if d.exists()]
+        existing = [(s, d) for s, d in jobs if d.exists()]
+        return (jobs if force else [(s, d) for s, d in jobs if not d.exists()]), existing
     elif inp.is_file():
         if out.is_dir():
             jobs = [(inp, result_path(out / inp.name))]
@@ -360,17 +359,22 @@ def _file_above(path: Path) -> Path | None:
     return None
 
 
-def _finished(existing: list[tuple[Path, Path]], engine: str, output: str) -> None:
-    """Refuse, naming them, the files in a folder run's output paths that are not results it would
-    have written (empty, not an image, or not the input's size times the engine's scale): a file
-    of the user's is not skipped as finished, and only --force, asked for by name, replaces it."""
+def _finished(existing: list[tuple[Path, Path]], engine: str, output: str, force: bool) -> None:
+    """The files in a folder run's output paths that are not results it would have written (empty,
+    not an image, or not the input's size times the engine's scale): a file of the user's is not
+    skipped as finished; it is named, and only --force replaces it (saying so)."""
     from alignvar_edge.images.folders import not_a_result
     scale = _engine_scale(engine)
     foreign = [f"{dst} ({why})" for src, dst in existing if (why := not_a_result(src, dst, scale)) is not None]
-    if foreign:
-        shown = ", ".join(foreign[:3]) + (f" (+{len(foreign) - 3} more)" if len(foreign) > 3 else "")
+    if not foreign:
+        if not force:
+            _say(f"skipping {len(existing)} finished output(s) in {output} (pass --force to redo them)")
+        return
+    shown = ", ".join(foreign[:3]) + (f" (+{len(foreign) - 3} more)" if len(foreign) > 3 else "")
+    if not force:
         raise OutputExistsError(f"{len(foreign)} file(s) in {output} where this run writes its results are not "
                                 f"results of it: {shown}; pass --force to replace them, or move them away")
+    _say(f"replacing {len(foreign)} file(s) in {output} that were not results of this run (--force): {shown}")
 
 
 def _engine_scale(engine: str) -> int:
@@ -460,12 +464,10 @@ def run_upscale(args: argparse.Namespace) -> int:
         output = result_path(output / Path(args.input).name)   # `upscale a.png out/`: into that folder
     jobs, existing = _jobs(Path(args.input), output, args.force)
     _check_backend_flag(args.engine, args.backend)
-    if existing:
-        _finished(existing, args.engine, args.output)
     _check_quality(args.quality, jobs, args.output)
     _say_other_files(Path(args.input), Path(args.output))
     if existing:
-        _say(f"skipping {len(existing)} finished output(s) in {args.output} (pass --force to redo them)")
+        _finished(existing, args.engine, args.output, args.force)
     if not jobs:
         _say(f"nothing to do: every output in {args.output} exists")
         return 0
