@@ -7,11 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from alignvar_edge.errors import ArtifactError
+from alignvar_edge.export.lint import ANE_MAX_DIM, ANE_MAX_RANK     # one limit for the ONNX and the package lint
 from alignvar_edge.runtimes.base import INPUT, SR, token_name
 
-__all__ = ["ANE_MAX_DIM", "ANE_MAX_RANK", "ANE_UNITS", "ane_lint", "validate_spec"]
-
-ANE_MAX_RANK, ANE_MAX_DIM = 5, 16384
+__all__ = ["ANE_UNITS", "ane_lint", "validate_spec"]
 
 
 def _ops(spec: Any) -> list[Any]:
