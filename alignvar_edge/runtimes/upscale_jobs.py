@@ -1,0 +1,124 @@
+"""Which files an `upscale` run reads and writes: (input, output) pairs for a file or a folder,
+refused before any work where an output would land on an input, on another input's output, on a
+folder, below a file, on a broken link or in a folder that cannot be written; and which files
+already at a folder run's output paths are not its results (`foreign_outputs`)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from alignvar_edge.errors import InputError, OutputExistsError
+
+__all__ = ["Job", "foreign_outputs", "own_output", "plan_jobs"]
+
+Job = tuple[Path, Path]          # (input image, output path)
+
+
+def plan_jobs(inp: Path, out: Path, force: bool) -> tuple[list[Job], list[Job]]:
+    """((input, output) pairs to do, pairs of a folder run whose output exists); a folder maps to a
+    folder with the same relative paths. A folder run never reads its own output folder (when it
+    lies inside the input) and leaves the outputs that exist to `foreign_outputs` to judge: without
+    --force, re-running an interrupted folder resumes it."""
+    from alignvar_edge.images import READ_EXTENSIONS, list_images, result_path
+    from alignvar_edge.images.read import broken_link
+    for path, fix in ((out, "remove it or choose another output"), (inp, "fix or remove the link")):
+        if (broken := broken_link(path)) is not None:
+            raise InputError(f"{broken}; {fix}")
+    if inp.is_dir():
+        if out.exists() and not out.is_dir():
+            raise InputError(f"{out} is a file; for a folder input pass an output folder")
+        if out.resolve() == inp.resolve():
+            raise InputError(f"the output folder {out} is the input folder; choose another output folder")
+        own = own_output(inp, out)
+        files = [f for f in list_images(inp, READ_EXTENSIONS) if own is None or own not in f.resolve().parents]
+        if not files:
+            raise InputError(f"no images ({', '.join(READ_EXTENSIONS)}) under {inp}"
+                             + (f" outside the output folder {out}" if own is not None else ""))
+        jobs = [(f, result_path(out / f.relative_to(inp))) for f in files]
+        _refuse_shared_outputs(jobs)
+        # an input folder inside the output (`upscale photos/small photos`) maps one input's output
+        # onto another input (small/small/a.png -> small/a.png): refused, as onto its own input
+        inputs = {f.resolve() for f in files}
+        for src, dst in jobs:
+            if dst.resolve() in inputs:
+                raise InputError(f"refusing to write onto the input {dst}; choose another output")
+        _refuse_blocked(jobs)
+        _refuse_unwritable(jobs)
+        existing = [(s, d) for s, d in jobs if d.exists()]
+        return (jobs if force else [(s, d) for s, d in jobs if not d.exists()]), existing
+    elif inp.is_file():
+        if out.is_dir():
+            jobs = [(inp, result_path(out / inp.name))]
+        else:
+            jobs = [(inp, out)]
+    else:
+        raise InputError(f"{inp} does not exist; pass an image file or a folder")
+    for src, dst in jobs:
+        if dst.exists() and src.resolve() == dst.resolve():
+            raise InputError(f"refusing to write onto the input {src}; choose another output")
+    _refuse_blocked(jobs)
+    _refuse_unwritable(jobs)
+    clash = [str(d) for _, d in jobs if d.exists()]
+    if clash and not force:
+        shown = ", ".join(clash[:3]) + (f" (+{len(clash) - 3} more)" if len(clash) > 3 else "")
+        raise OutputExistsError(f"{len(clash)} output(s) already exist: {shown}; pass --force to replace them")
+    return jobs, []
+
+
+def _refuse_shared_outputs(jobs: list[Job]) -> None:
+    """Two inputs of a folder with one output (`a.gif` and `a.png`: a GIF's result is a .png):
+    the second would replace the first's, or be skipped as finished. Names that differ in case
+    alone (`A.png` and `a.gif`) are one file where the output lies on macOS's, Windows's or a
+    memory card's file system, or is copied there later: refused on any."""
+    first: dict[str, tuple[Path, Path]] = {}
+    for src, dst in jobs:
+        other, other_dst = first.setdefault(str(dst).casefold(), (src, dst))
+        if other != src:
+            where = str(dst) if dst == other_dst else f"{other_dst} and {dst}, one file where case is not told apart"
+            raise InputError(f"{other} and {src} would both be written to {where}; rename one of them")
+
+
+def _refuse_blocked(jobs: list[Job]) -> None:
+    """An output path that is a folder is no finished output: no image can be written there,
+    --force or not (`upscale a.png out/` where out/a.png is a folder, too); nor one below a file
+    (`upscale a.png a.png/x.png`), nor a broken symbolic link."""
+    from alignvar_edge.images.read import broken_link
+    blocked = [str(d) for _, d in jobs if d.is_dir()]
+    if blocked:
+        raise InputError(f"output path {blocked[0]} is a folder; move it away"
+                         + (f" (and {len(blocked) - 1} more)" if len(blocked) > 1 else ""))
+    for _, dst in jobs:
+        if (broken := broken_link(dst)) is not None:
+            raise InputError(f"{broken}; remove it or choose another output")
+        if (file := _file_above(dst)) is not None:
+            raise InputError(f"cannot write {dst}: {file} is a file, where a folder is needed; choose another "
+                             "output path")
+
+
+def _file_above(path: Path) -> Path | None:
+    """The nearest existing path above `path` where that is a file, not a folder; None otherwise."""
+    for parent in path.parents:
+        if parent.exists():
+            return None if parent.is_dir() else parent
+    return None
+
+
+def _refuse_unwritable(jobs: list[Job]) -> None:
+    from alignvar_edge.fsmodes import unwritable_folder
+    for _, dst in jobs:
+        if (folder := unwritable_folder(dst)) is not None:
+            raise InputError(f"cannot write {dst}: the folder {folder} is not writable; choose another output")
+
+
+def own_output(inp: Path, out: Path) -> Path | None:
+    """The output folder, resolved, where it lies inside the input folder: its files are a run's
+    outputs, never inputs. None otherwise: an input folder inside the output is read whole."""
+    out_real = out.resolve()
+    return out_real if inp.resolve() in out_real.parents else None
+
+
+def foreign_outputs(existing: list[Job], scale: int) -> list[str]:
+    """The files at a folder run's output paths that are not results it would have written (empty,
+    not an image, not the input's size times `scale`), each as 'PATH (why)': a file of the user's is
+    never skipped as a finished output."""
+    from alignvar_edge.images.folders import not_a_result
+    return [f"{dst} ({why})" for src, dst in existing if (why := not_a_result(src, dst, scale)) is not None]
