@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from alignvar_edge.errors import ArtifactError
-from alignvar_edge.export.lint import ANE_MAX_DIM, ANE_MAX_RANK     # one limit for the ONNX and the package lint
+# one limit and one wording for the ONNX graph's lint and the package's
+from alignvar_edge.export.lint import ANE_MAX_DIM, ANE_MAX_RANK, INT_COMPUTE
 from alignvar_edge.runtimes.base import INPUT, SR, token_name
 
 __all__ = ["ANE_UNITS", "ane_lint", "validate_spec"]
@@ -83,8 +84,6 @@ def ane_lint(spec: Any, compute_units: str = "CPU_AND_NE") -> list[dict[str, Any
         return f"{f.get('source', '?')} (confidence {f.get('confidence', '?')})"
 
     from coremltools.proto import MIL_pb2          # a MIL tensor's dataType (not the I/O feature codes)
-
-    from alignvar_edge.export.lint import INT_COMPUTE
 
     rank, large, gathers, fp32, dilated, ints = [], [], [], [], [], []
     ops = _ops(spec)
