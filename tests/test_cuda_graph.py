@@ -291,7 +291,7 @@ def test_upscale_and_selftest_turn_cuda_graphs_off_on_torch_and_refuse_it_elsewh
     assert main(["selftest", "--backend", "openvino", "--no-cuda-graphs"]) == 2
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     # upscale first says that the checkpoint it was given runs on torch (--backend is the mistake there)
-    assert len(err) == 2 and "is a model checkpoint, which runs on torch: drop --backend onnxruntime" in err[0], err
+    assert len(err) == 2 and "is a model checkpoint, which runs on torch, not on onnxruntime" in err[0], err
     assert "--no-cuda-graphs applies to torch engines" in err[1], err
     assert not (tmp_path / "ort.png").exists() and len(torch_opens) == 2
 

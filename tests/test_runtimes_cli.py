@@ -321,15 +321,26 @@ def test_a_broken_symbolic_link_is_named_as_one(export, images, tmp_path, capsys
     assert (tmp_path / "o" / "ok.png").is_file()
 
 
+def test_the_python_api_refuses_a_backend_that_does_not_open_the_path_as_upscale_does(export):
+    from alignvar_edge import runtimes
+    from alignvar_edge.errors import InputError
+    for path, backend, said in ((export, "torch", "is an ONNX export, which runs on onnxruntime or openvino"),
+                                ("alignvar-tiny", "onnxruntime", "is a model checkpoint, which runs on torch")):
+        with pytest.raises(InputError, match=said):
+            runtimes.load(path, backend=backend)
+    with runtimes.load(export, backend="openvino", threads=1) as engine:      # OpenVINO reads ONNX exports
+        assert engine.backend == "openvino"
+
+
 def test_upscale_errors_say_the_fix_and_exit_2(export, images, tmp_path, capsys):
     src = str(images / "astro.png")
     for argv, said in (
             (["--engine", str(export), "--backend", "torch"],
-             f"--engine {export} is an ONNX export, not a model checkpoint: drop --backend torch (it runs on "
-             "onnxruntime), or pass a checkpoint for --backend torch"),
+             f"{export} is an ONNX export, which runs on onnxruntime or openvino, not on torch: use one of those "
+             "(or auto), or a model checkpoint for torch"),
             (["--engine", "alignvar-tiny", "--backend", "onnxruntime"],
-             "--engine alignvar-tiny is a model checkpoint, which runs on torch: drop --backend onnxruntime, or "
-             "export it first (`alignvar-edge export alignvar-tiny --out DIR`) and pass --engine DIR")):
+             "alignvar-tiny is a model checkpoint, which runs on torch, not on onnxruntime: use backend torch (or "
+             "auto), or export it first (`alignvar-edge export alignvar-tiny --out DIR`) and use DIR")):
         assert main(["upscale", src, str(tmp_path / "o.png"), "--quiet", *argv]) == 2
         err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
         assert len(err) == 1 and said in err[0], err

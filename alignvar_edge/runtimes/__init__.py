@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from alignvar_edge.errors import ArtifactError, BackendUnavailableError
+from alignvar_edge.errors import AlignVAREdgeError, ArtifactError, BackendUnavailableError, InputError
 from alignvar_edge.lazy import needs_host
 from alignvar_edge.recipes import BACKENDS, backend_name, recipe
 from alignvar_edge.runtimes.base import Backend, Engine
 
-__all__ = ["BACKENDS", "Backend", "BackendInfo", "Engine", "available_backends", "build",
+__all__ = ["BACKENDS", "Backend", "BackendInfo", "Engine", "available_backends", "build", "check_backend",
            "get_backend", "load"]
 
 # backend name (the recipe table's list) -> module under alignvar_edge.runtimes holding a `BACKEND`
@@ -76,13 +76,38 @@ def detect_backend(path: str | os.PathLike[str]) -> str:
     return str(backend)
 
 
+def check_backend(path: str | os.PathLike[str], backend: str) -> None:
+    """A backend named (not "auto") against what `path` is: a checkpoint runs on torch, an ONNX export
+    on onnxruntime or openvino, an engine directory on its own backend. One line with the fix, before
+    anything is loaded; a path that is none of these is left to the loading to name."""
+    if backend == "auto":
+        return
+    try:
+        found = detect_backend(path)
+    except AlignVAREdgeError:
+        return
+    from alignvar_edge.manifest import read_manifest
+    export = found == "onnxruntime" and read_manifest(path).kind == "onnx"
+    if found == backend or (export and backend == "openvino"):          # OpenVINO reads ONNX too
+        return
+    if found == "torch":
+        raise InputError(f"{path} is a model checkpoint, which runs on torch, not on {backend}: use backend torch "
+                         f"(or auto), or export it first (`alignvar-edge export {path} --out DIR`) and use DIR")
+    if export:
+        raise InputError(f"{path} is an ONNX export, which runs on onnxruntime or openvino, not on {backend}: use one "
+                         "of those (or auto)" + (", or a model checkpoint for torch" if backend == "torch" else ""))
+    raise InputError(f"{path} is a {found} engine, not one for {backend}: use backend {found} (or auto)")
+
+
 def load(engine_dir: str | os.PathLike[str], backend: str = "auto", device: str | None = None,
          **opts: Any) -> Engine:
     """Open an engine dir, an ONNX export dir or a checkpoint as an `Engine`.
 
-    backend="auto" follows the manifest (ONNX exports run on onnxruntime, checkpoints on torch).
+    backend="auto" follows the manifest (ONNX exports run on onnxruntime, checkpoints on torch); a
+    backend named must be one that opens `engine_dir` (`check_backend`).
     Extra keyword options go to the backend (e.g. threads=, batch=, parity=).
     """
+    check_backend(engine_dir, backend)
     name = detect_backend(engine_dir) if backend == "auto" else backend
     b = get_backend(name)
     ok, why = b.can_load()

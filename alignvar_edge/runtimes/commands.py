@@ -298,28 +298,6 @@ def _engine_scale(engine: str) -> int:
     return int(config_from_manifest(read_manifest(engine)).scale)
 
 
-def _check_backend_flag(engine: str, backend: str) -> None:
-    """`--backend` against what `--engine` is (a checkpoint runs on torch, an ONNX export on
-    onnxruntime or openvino, an engine on its own backend): one line with the fix, before loading."""
-    from alignvar_edge import runtimes
-    from alignvar_edge.errors import AlignVAREdgeError
-    if backend == "auto":
-        return
-    try:
-        found = runtimes.detect_backend(engine)
-    except AlignVAREdgeError:
-        return                                  # not an engine at all: the load says what it is
-    if found == backend or (found == "onnxruntime" and backend == "openvino"):    # OpenVINO reads ONNX too
-        return
-    if found == "torch":
-        raise InputError(f"--engine {engine} is a model checkpoint, which runs on torch: drop --backend {backend}, "
-                         f"or export it first (`alignvar-edge export {engine} --out DIR`) and pass --engine DIR")
-    what = "an ONNX export" if found == "onnxruntime" else f"a {found} engine"
-    raise InputError(f"--engine {engine} is {what}, not {'a model checkpoint' if backend == 'torch' else 'one for ' + backend}: "
-                     f"drop --backend {backend} (it runs on {found})"
-                     + (", or pass a checkpoint for --backend torch" if backend == "torch" else ""))
-
-
 def _require_option(engine: str, backend: str, option: str, what: str) -> None:
     """A backend-specific flag on an engine whose backend lacks it: one line, before any work (the
     backend's own list of load options decides, in CLI terms)."""
@@ -358,7 +336,7 @@ def run_upscale(args: argparse.Namespace) -> int:
     if args.output.endswith(("/", os.sep)) and Path(args.input).is_file():
         output = result_path(output / Path(args.input).name)   # `upscale a.png out/`: into that folder
     jobs, existing = plan_jobs(Path(args.input), output, args.force)
-    _check_backend_flag(args.engine, args.backend)
+    runtimes.check_backend(args.engine, args.backend)      # before any work
     _check_quality(args.quality, jobs, args.output)
     _say_other_files(Path(args.input), Path(args.output))
     if existing:
