@@ -48,6 +48,9 @@ class OneLineParser(argparse.ArgumentParser):
         """argparse's, except that arguments left over after a verb are the verb's error (`alignvar-edge
         VERB: error: unrecognized arguments: ...; see `alignvar-edge VERB --help``), not the top level's."""
         parsed, unread = self.parse_known_args(args, namespace)
+        if "--debug" in unread:             # the top-level flag, typed after the verb as often as before it
+            unread = [a for a in unread if a != "--debug"]
+            parsed.debug = True
         if unread:
             self.verb_parsers.get(getattr(parsed, "verb", None) or "", self).error(
                 f"unrecognized arguments: {' '.join(unread)}")

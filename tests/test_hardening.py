@@ -1145,6 +1145,15 @@ def test_an_argument_no_verb_reads_is_the_verbs_error(argv, capsys):
     assert _one_line_error(code, capsys.readouterr().err, "--bogus").startswith("alignvar-edge: error: ")
 
 
+def test_debug_after_the_verb_shows_the_traceback_as_before_it(tmp_path, capsys):
+    from alignvar_edge.errors import AlignVAREdgeError
+    missing = str(tmp_path / "nowhere")
+    assert cli.main(["info", missing]) == 2 and "nowhere" in capsys.readouterr().err      # one line, no traceback
+    for argv in (["--debug", "info", missing], ["info", missing, "--debug"]):
+        with pytest.raises(AlignVAREdgeError):
+            cli.main(argv)
+
+
 def test_a_batch_takes_1_to_max_batch():
     import argparse
     from alignvar_edge.argtypes import MAX_BATCH, MAX_TILES, batch_size
