@@ -199,6 +199,7 @@ def _watch_signals(flag: list[int], verb: str) -> dict[int, Any]:
     SIGTERM while cleaning up is ignored, so the cleanup finishes."""
     if threading.current_thread() is not threading.main_thread():
         return {}
+    _quiet_forked_children()
     previous: dict[int, Any] = {}
     for sig, default in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL)):
         if signal.getsignal(sig) is not default:
@@ -216,8 +217,31 @@ def _watch_signals(flag: list[int], verb: str) -> dict[int, Any]:
                 return
             flag.append(signum)
             raise KeyboardInterrupt
+        _OURS.add(on_signal)
         previous[sig] = signal.signal(sig, on_signal)
     return previous
+
+
+_OURS: set[Any] = set()          # the handlers _watch_signals installed
+
+
+def _quiet_forked_children() -> None:
+    """A process forked while the verb runs (OpenVINO's telemetry sends each event from one, and
+    kills it when the send hangs on a host without a network) gets the OS's handlers back: it dies
+    on SIGINT or SIGTERM as any program does, not with our KeyboardInterrupt's traceback."""
+    global _FORK_HOOKED
+    if _FORK_HOOKED:
+        return
+
+    def in_child() -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(sig) in _OURS:
+                signal.signal(sig, signal.SIG_DFL)
+    os.register_at_fork(after_in_child=in_child)
+    _FORK_HOOKED = True
+
+
+_FORK_HOOKED = False
 
 
 def run_as_program() -> NoReturn:

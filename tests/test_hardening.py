@@ -1154,6 +1154,23 @@ def test_debug_after_the_verb_shows_the_traceback_as_before_it(tmp_path, capsys)
             cli.main(argv)
 
 
+def test_a_process_forked_during_a_verb_dies_on_a_signal_without_a_traceback(capfd):
+    # OpenVINO's telemetry forks a sender per event and kills it when the send hangs (an offline host)
+    import multiprocessing
+    previous = cli._watch_signals([], "build")
+    try:
+        child = multiprocessing.get_context("fork").Process(target=time.sleep, args=(30,))
+        child.start()
+        time.sleep(0.5)
+        os.kill(child.pid, signal.SIGINT)
+        child.join(10)
+        assert child.exitcode == -signal.SIGINT
+        assert "Traceback" not in capfd.readouterr().err
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def test_a_batch_takes_1_to_max_batch():
     import argparse
     from alignvar_edge.argtypes import MAX_BATCH, MAX_TILES, batch_size
