@@ -134,6 +134,12 @@ def test_compare_reports_tokens_and_psnr_against_torch(export, images, tmp_path,
     assert res[0]["min_psnr_db"] == "inf" or res[0]["min_psnr_db"] >= 50
 
 
+def test_compare_reference_that_is_no_checkpoint_is_refused_naming_the_flag(export, images, capsys):
+    assert main(["compare", str(export), "--images", str(images), "--reference", str(export)]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and f"--reference {export} is not a model checkpoint" in err[0], err
+
+
 def test_compare_goes_on_past_an_engine_for_a_device_that_is_not_here(export, images, tmp_path, capsys):
     """An OpenVINO engine built for a GPU that this host lacks is refused at load: compare says so
     in its row and compares the rest, in the order given."""

@@ -445,6 +445,12 @@ def _compare_images(args: argparse.Namespace) -> tuple[list[tuple[str, Any]], li
 
 def _reference_source(args: argparse.Namespace, metas: list[Manifest]) -> str:
     if args.reference:
+        from alignvar_edge.runtimes.artifacts import is_checkpoint
+        if Path(args.reference).exists() and not is_checkpoint(args.reference):
+            raise InputError(f"--reference {args.reference} is not a model checkpoint: --reference takes the "
+                             "checkpoint the PyTorch reference runs (a bundled name such as "
+                             f"{DEFAULT_CHECKPOINT}, or a checkpoint folder); leave it out to take the one the "
+                             "engines' manifests name")
         return str(args.reference)
     from alignvar_edge.errors import ArtifactError
     from alignvar_edge.runtimes.artifacts import source_checkpoint
