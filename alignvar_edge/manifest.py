@@ -537,6 +537,10 @@ def _read_json(root: Path) -> dict[str, Any]:
     """manifest.json of `root` as parsed JSON of our schema version (ArtifactError otherwise)."""
     path = root / MANIFEST_FILE
     if not root.is_dir():
+        from alignvar_edge.model.bundled import BUNDLED
+        if str(root) in BUNDLED:          # a bundled model's name, where an artifact is expected
+            raise ArtifactError(f"'{root}' is a bundled model checkpoint, not an exported artifact; export it first "
+                                f"(`alignvar-edge export {root} --out DIR`) and pass DIR")
         raise ArtifactError(f"'{root}' is not a directory; pass an artifact directory made by "
                             "`alignvar-edge export`, `quantize` or `build`")
     if root.suffix.lower() == ".mlpackage" or (root / "Data" / "com.apple.CoreML").is_dir():

@@ -202,6 +202,10 @@ def s_inspect_checkpoint(tmp, exp, ck):
     return ["inspect", str(ck)]
 
 
+def s_build_bundled_name(tmp, exp, ck):
+    return ["build", "alignvar-tiny", "--target", "openvino", "--out", str(tmp / "ov")]
+
+
 def s_quantize_empty_calib(tmp, exp, ck):
     (tmp / "empty").mkdir()
     return ["quantize", str(exp), "--calib", str(tmp / "empty"), "--out", str(tmp / "q")]
@@ -240,6 +244,8 @@ FAULTS = [
     ("info-torch-file", s_info_torch_file, "convert VARSR's or VAR's with `alignvar-edge import", None),
     ("eval-weights-file", s_eval_weights_file, "is a file of a checkpoint; pass its folder", None),
     ("inspect-checkpoint", s_inspect_checkpoint, "is a model checkpoint, not an exported artifact; export it", None),
+    ("build-bundled-name", s_build_bundled_name, "'alignvar-tiny' is a bundled model checkpoint, not an exported "
+     "artifact; export it first", None),
     ("quantize-empty-calib-folder", s_quantize_empty_calib, "no images", c_no_q),
     ("quantize-unreadable-calib-folder", s_quantize_unreadable_calib, "no usable calibration image", c_no_q),
 ]
