@@ -284,6 +284,37 @@ def test_cli_prints_the_fidelity_table_and_refuses_to_clobber(export: Path, tmp_
     assert "does not exist" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("target", ["onnxruntime", "openvino"])
+def test_cli_refuses_a_bad_out_or_opset_in_one_line_before_any_calibration_work(
+        export: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], target: str) -> None:
+    """An existing --out, a foreign folder under --force, --out = the input and an opset-23 export
+    for int8 are each one stderr line, before the calibration set is made (and logged)."""
+    from alignvar_edge.cli import main
+    from alignvar_edge.manifest import read_manifest, write_manifest
+
+    src = tmp_path / "src"
+    shutil.copytree(export, src)
+    taken, foreign = tmp_path / "taken", tmp_path / "foreign"
+    taken.mkdir()
+    (taken / "x").write_text("x")
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    cases = [[str(src), "--out", str(taken)], [str(src), "--out", str(foreign), "--force"],
+             [str(src), "--out", str(src), "--force"]]
+    if target == "onnxruntime":
+        opset23 = tmp_path / "opset23"
+        shutil.copytree(export, opset23)
+        m = read_manifest(opset23)
+        m.opset = 23
+        write_manifest(opset23, m)
+        cases.append([str(opset23), "--out", str(tmp_path / "q23")])
+    for case in cases:
+        assert main(["quantize", *case, "--target", target, "--tiles", "4"]) == 2, case
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("alignvar-edge quantize: error: "), (case, err)
+    assert (foreign / "notes.txt").read_text() == "mine" and not (tmp_path / "q23").exists()
+
+
 def test_cli_prints_the_fidelity_table_for_an_engine_its_backend_quantized(
         export: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """--target openvino quantizes inside the backend's build: the screen shows the same table, from

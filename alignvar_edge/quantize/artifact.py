@@ -34,7 +34,7 @@ from alignvar_edge.quantize.calibration.sets import (DEFAULT_TILES, DEFAULT_VALI
                                             TileSplit, model_config, whole_calls)
 from alignvar_edge.quantize.fp16 import to_fp16
 from alignvar_edge.quantize.half_policy import HalfPolicy, search_half
-from alignvar_edge.quantize.int8 import Int8Builder, target_recipe
+from alignvar_edge.quantize.int8 import Int8Builder, check_opset_version, target_recipe
 from alignvar_edge.quantize.policy import COMPONENTS, DEFAULT_INT8, Policy
 from alignvar_edge.quantize.sensitivity import Evaluator, FidelityTarget, SearchResult, search
 from alignvar_edge.recipes import engine_precision, quantize_precisions, quantize_targets, quantized_in_build
@@ -201,11 +201,16 @@ def quantize_artifact(src: str | os.PathLike[str], out: str | os.PathLike[str], 
                           "calibration=calibration_for(src, opts))` (what `alignvar-edge quantize` does)")
     src = Path(src)
     m = load_verified(src)
+    opts.validate()
+    _check_source(src, m)
+    # every refusal before the calibration set is made (and logged): one line per error
+    check_out(out, force, source=src)
+    if opts.precision == "int8" and m.opset is not None:
+        check_opset_version(m.opset)
     cfg = model_config(m.config)
     t0 = time.perf_counter()
     cs = calibration_for(src, opts, log)
     model_path, input_name, batch, extra = _single_graph(src, m)
-    check_out(out, force, source=src)          # fail before minutes of calibration, not after
     if opts.precision == "int8":
         model, quant, result = _int8(model_path, cs, opts, input_name, batch, cfg.scale, log, progress, extra)
     else:

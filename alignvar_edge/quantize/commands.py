@@ -71,7 +71,7 @@ def run_quantize(args: argparse.Namespace) -> int:
     # verbs import their machinery when run: `--help` stays fast, and on a device install a host verb
     # is listed and says in one line what it needs
     from alignvar_edge import runtimes
-    from alignvar_edge.manifest import read_manifest
+    from alignvar_edge.manifest import check_out, load_verified, read_manifest
     from alignvar_edge.quantize.artifact import QuantizeOptions, calibration_for, quantize_artifact
     from alignvar_edge.quantize.sensitivity import FidelityTarget
     from alignvar_edge.recipes import BACKEND, engine_precision, quantized_in_build, recipe
@@ -98,6 +98,9 @@ def run_quantize(args: argparse.Namespace) -> int:
         warnings.filterwarnings("ignore", message="calibration: skipped")
         if quantized_in_build(opts.target):        # NNCF / coremltools quantize inside the backend's build
             precision = engine_precision(opts.target, opts.precision) or opts.precision
+            # --out refused before the calibration set is made and logged (one line per error)
+            load_verified(args.artifact)
+            check_out(out, args.force, source=args.artifact)
             if recipe(opts.target, precision).calibration:
                 cs = calibration_for(args.artifact, opts, say)
             else:

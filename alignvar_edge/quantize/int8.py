@@ -36,7 +36,7 @@ from alignvar_edge.lazy import lazy_import
 from alignvar_edge.quantize.calibration.ranges import METHODS, Progress, collect_ranges
 from alignvar_edge.quantize.policy import QUANT_OP_TYPES, Policy, QuantNode, classify
 
-__all__ = ["MAX_OPSET", "Int8Builder", "Int8Recipe", "check_opset", "target_recipe"]
+__all__ = ["MAX_OPSET", "Int8Builder", "Int8Recipe", "check_opset", "check_opset_version", "target_recipe"]
 
 ortq = lazy_import("onnxruntime.quantization")
 ortq_calibrate = lazy_import("onnxruntime.quantization.calibrate")
@@ -102,7 +102,12 @@ def target_recipe(target: str, method: str = "minmax", percentile: float = 99.99
 
 
 def check_opset(model: onnx.ModelProto) -> int:
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    return check_opset_version(next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0))
+
+
+def check_opset_version(opset: int) -> int:
+    """The opset a graph may have for onnxruntime's int8 quantizer (also read from a manifest, to
+    refuse before any calibration work)."""
     if opset > MAX_OPSET:
         raise ConfigError(f"the graph uses opset {opset}; onnxruntime's quantizer turns opset >= 23 graphs "
                           "(ONNX Attention) into invalid models. Re-export with --opset 18 or 20 and "
