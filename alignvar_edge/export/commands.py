@@ -33,7 +33,8 @@ def register(sub: Any) -> None:
     p.add_argument("--attention", choices=("explicit", "fused"), default="explicit",
                    help="attention in the graphs: explicit, plain ops (default: every target parses "
                         "them) or fused, one ONNX RMSNormalization, RotaryEmbedding and Attention "
-                        "(with its KV cache) per call (needs --opset 23; TensorRT >= 10.15)")
+                        "per call, the KV cache concatenated outside Attention (needs --opset 23; "
+                        "TensorRT >= 10.15)")
     p.add_argument("--prune", metavar="R[,R...]", default="",
                    help="token pruning (FastVAR-style, training-free): the share of tokens each of the "
                         "last scales leaves out, finest last, e.g. 0.5,0.75")
