@@ -223,7 +223,7 @@ def deploy(opts: DeployOptions, log: Log | None = None, progress: Progress | Non
             if s.status != "planned":
                 say(f"      skip {s.name}: {s.detail}")
                 continue
-            t0 = stage(f"build {s.name}")
+            t0 = stage(f"build {_build_label(s)}")
             try:
                 with _quiet_builders():
                     s.path = str(_build(s, export, tmp, model, calib, opts, say).relative_to(tmp))
@@ -387,8 +387,8 @@ def _build(s: Step, export: Path, tmp: Path, model: Any, calib: Any, opts: Deplo
         extra = {"float_groups": searched_float_groups(ort_int8)}
         say(f"      openvino int8: {len(extra['float_groups'])} module groups in float, as the onnxruntime "
             "int8 search chose")
-    from alignvar_edge.runtimes.half import build_auto, host_half
-    if s.precision == "fp32" and host_half(s.target, None):
+    from alignvar_edge.runtimes.half import build_auto
+    if _half_first(s):
         # fast half units here: the half engine if it keeps the tokens, else fp32 (named by what was built)
         path, s.built_precision = build_auto(src, s.target, lambda p: tmp / "engines" / f"{s.target}-{p}",
                                              log=lambda m: say(f"      {m}"), **extra)
@@ -396,6 +396,19 @@ def _build(s: Step, export: Path, tmp: Path, model: Any, calib: Any, opts: Deplo
     return Path(runtimes.build(src, s.target, precision=s.built_precision,
                                calibration=calib if r.calibration else None,
                                out=dest, **extra))
+
+
+def _half_first(s: Step) -> str | None:
+    """The half precision an fp32 step builds first on this host's fast half units (else None)."""
+    from alignvar_edge.runtimes.half import host_half
+    return host_half(s.target, None) if s.precision == "fp32" else None
+
+
+def _build_label(s: Step) -> str:
+    """The progress line's name of what a step builds: the half engine it tries first, if any, as
+    `build` says it (`openvino-bf16 (else fp32)`), not the fp32 it may not build."""
+    half = _half_first(s)
+    return f"{s.target}-{half} (else fp32)" if half else s.name
 
 
 def _build_detail(path: Path) -> str:

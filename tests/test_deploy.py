@@ -168,3 +168,14 @@ def test_the_host_extra_installs_what_deploy_writes_its_report_with() -> None:
     extras = tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert any(req.split(">")[0].split("=")[0].strip() == "matplotlib" for req in extras["host"])
     assert not any(req.startswith("matplotlib") for req in extras["device"])
+
+
+def test_the_build_progress_line_names_the_engine_the_step_builds(micro_export: Path, tmp_path: Path) -> None:
+    """On a host with fast half units an fp32 openvino step builds the half engine first: its
+    progress line names that precision, not fp32 (it read `build openvino-fp32` over a bf16 build)."""
+    lines: list[str] = []
+    res = deploy(_opts(tmp_path / "d", micro_export, targets="openvino"), log=lines.append)
+    step = next(s for s in res.report["deploy"]["steps"] if s["target"] == "openvino")
+    assert step["status"] == "built", step
+    label = next(ln for ln in lines if "] build openvino-" in ln)
+    assert f"] build openvino-{step['built_precision']}" in label, (label, step)
