@@ -300,20 +300,29 @@ def interrupted_at(step: int):
     return batches
 
 
-def test_interrupted_force_run_is_kept_once_it_saved_and_resume_goes_on(tmp_path: Path) -> None:
-    """Ctrl-C on a --force run that has saved a state: that run stays in --out (the CLI says
-    `--resume` continues it), and resuming ends where an uninterrupted run ends."""
+def test_interrupted_force_run_puts_the_old_run_back_even_after_it_saved(tmp_path: Path) -> None:
+    """Ctrl-C on a --force run, after the new run has saved a state: the run it was replacing comes
+    back as it was, and no hidden `.RUN.replaced-*` folder is left."""
+    out = tmp_path / "run"
+    train(opts(out, "vqvae", 2, seed=1), micro_batches())                  # the run being replaced
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(KeyboardInterrupt):
+        train(opts(out, "vqvae", 8, force=True, save_every=3), interrupted_at(5))
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert not list(tmp_path.glob(".run.replaced-*"))
+
+
+def test_interrupted_run_is_kept_once_it_saved_and_resume_goes_on(tmp_path: Path) -> None:
+    """Ctrl-C on a new run that has saved a state: that run stays in --out (the CLI says `--resume`
+    continues it), and resuming ends where an uninterrupted run ends."""
     import json
 
     from alignvar_edge.model.alignvar import load_pretrained
 
     out = tmp_path / "run"
-    train(opts(out, "vqvae", 2, seed=1), micro_batches())                  # the run being replaced
     with pytest.raises(KeyboardInterrupt):
-        train(opts(out, "vqvae", 8, force=True, save_every=3), interrupted_at(5))
-    assert json.loads((out / "run.json").read_text())["options"]["seed"] == 0
+        train(opts(out, "vqvae", 8, save_every=3), interrupted_at(5))
     assert json.loads((out / "state" / "state.json").read_text())["step"] == 3
-    assert not list(tmp_path.glob(".run.replaced-*"))
     # RUN/latest: the saved EMA weights as a checkpoint that eval loads while the run is stopped
     assert json.loads((out / "latest" / "training.json").read_text())["steps"] == 3
     ema = {k[len("ema."):]: v for k, v in load_file(str(out / "state" / "tensors.safetensors")).items()
@@ -348,6 +357,7 @@ def test_cli_stopped_by_max_minutes_says_how_to_go_on(tmp_path: Path, capsys) ->
         assert cli.main([*argv, *extra]) == 0
         out = capsys.readouterr().out
         assert "stopped by --max-minutes at step 1 of 4" in out and f"the same command and {says}" in out, out
+        assert "done:" not in out, out               # stopped, not done: one line says so
 
 
 def test_eval_of_run_latest_says_which_step_it_scored(tmp_path: Path, capsys) -> None:
@@ -473,6 +483,64 @@ def test_cli_second_ctrl_c_stops_at_once_keeping_the_last_save(tmp_path: Path, m
     assert "Ctrl-C again stops at once" in err and "interrupted; what the run has saved is kept" in err, err
     assert json.loads((out / "state" / "state.json").read_text())["step"] == 3   # the last save, not step 5
     assert not (out / "final").exists()
+
+
+@pytest.mark.parametrize("signums", [("SIGINT",), ("SIGINT", "SIGINT"), ("SIGTERM",)])
+def test_cli_signal_on_a_force_run_puts_the_old_run_back_and_says_so(
+        signums: tuple[str, ...], tmp_path: Path, monkeypatch, capfd) -> None:
+    """Ctrl-C (once or twice) or SIGTERM on `train --force`: the run it replaces comes back as it
+    was, and the line says so and that the same command starts over (not `--resume`, which the
+    restored run's options, or --force beside it, would refuse)."""
+    import signal
+
+    from alignvar_edge import cli
+    from alignvar_edge.train import trainer
+
+    out = tmp_path / "run"
+    train(opts(out, "vqvae", 2, batch=2, seed=1), micro_batches(2))               # the run being replaced
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    sent = [getattr(signal, name) for name in signums]
+    monkeypatch.setattr(trainer, "make_batches", lambda *a, **k: signalled_at(4, *sent))
+    argv = ["train", "vqvae", "--preset", "micro", "--out", str(out), "--steps", "8", "--batch", "2",
+            "--save-every", "3", "--force"]
+    assert cli.main(argv) == 128 + sent[-1]
+    err = capfd.readouterr().err
+    assert "the run --force was replacing is back in --out as it was; the same command starts the new run over" in err
+    assert "--resume" not in err, err
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert not list(tmp_path.glob(".run.replaced-*"))
+    monkeypatch.setattr(trainer, "make_batches", lambda *a, **k: micro_batches(2))
+    assert cli.main(argv) == 0                                                     # the advice works
+
+
+def test_ctrl_c_while_train_starts_up_says_to_run_the_same_command(tmp_path: Path) -> None:
+    """A Ctrl-C before the run has touched --out (here: while the trainer and torch are imported,
+    where an early Ctrl-C lands): --out is as it was, and the line says to run the command again,
+    not to --resume a run that does not exist."""
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    stop_at_import = textwrap.dedent("""
+        import os, signal, sys
+        class StopAtTrainer:
+            def find_spec(self, name, path=None, target=None):
+                if name == "alignvar_edge.train.trainer":
+                    os.kill(os.getpid(), signal.SIGINT)      # Ctrl-C while the trainer loads
+                return None
+        sys.meta_path.insert(0, StopAtTrainer())
+        from alignvar_edge import cli
+        sys.exit(cli.main(sys.argv[1:]))
+    """)
+    out = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-c", stop_at_import, "train", "vqvae", "--preset", "micro", "--out",
+                        str(out), "--steps", "4", "--batch", "2"], capture_output=True, text=True, timeout=300,
+                       preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert r.returncode == 130, r.stderr
+    assert r.stderr.strip().splitlines() == ["alignvar-edge train: interrupted; --out is as it was before; "
+                                             "run the same command again"], r.stderr
+    assert not out.exists()
 
 
 def test_signals_outside_the_cli_still_interrupt_at_once(tmp_path: Path) -> None:

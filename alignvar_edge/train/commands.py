@@ -57,8 +57,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         "the learning-rate schedule still follows --steps)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
     p.add_argument("--force", action="store_true", help="replace an existing run in --out")
-    p.set_defaults(func=run_train, on_interrupt="what the run has saved is kept in --out; "
-                                                "continue with the same command and --resume")
+    # an interrupt before train() starts (importing torch takes a while) has touched nothing
+    p.set_defaults(func=run_train, on_interrupt="--out is as it was before; run the same command again")
 
     e = sub.add_parser("eval", help="PSNR-Y / SSIM-Y of a checkpoint vs bicubic and the VQ ceiling",
                        description="Evaluate on held-out photographs: the model, bicubic and the VQ-VAE's "
@@ -86,8 +86,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def run_train(args: argparse.Namespace) -> int:
     from alignvar_edge.images import DEFAULT_MAX_MEGAPIXELS
     from alignvar_edge.model.checkpoint import TRAINING_FILE
-    from alignvar_edge.train.state import has_state
-    from alignvar_edge.train.trainer import TrainOptions, train
+    from alignvar_edge.train.trainer import TrainOptions, out_taken, train
 
     if args.steps < 1:
         raise InputError(f"--steps must be >= 1, got {args.steps}")
@@ -116,23 +115,37 @@ def run_train(args: argparse.Namespace) -> int:
                         decoder_latent=args.latent or "model", device=args.device, workers=args.workers,
                         max_minutes=args.max_minutes,
                         max_megapixels=args.max_megapixels or DEFAULT_MAX_MEGAPIXELS)
+    replacing = args.force and out_taken(args.out)
     try:
         final = train(opts)
     except KeyboardInterrupt:
-        if not has_state(args.out):     # stopped before its first save: train() left --out as it was
-            args.on_interrupt = ("the run had saved no training state yet, so --out is as it was before; "
-                                 "run the same command again")
+        args.on_interrupt = _after_interrupt(args.out, replacing, args.resume)
         raise
     made = json.loads((final / TRAINING_FILE).read_text())
-    signum = safe_stop.asked()
+    # a run that replaces another stops at once on a signal (train() puts the old run back), so a
+    # signal seen here is an earlier run's in this process
+    signum = None if replacing else safe_stop.asked()
     if made["steps"] < args.steps:
         why = "--max-minutes" if signum is None else signal.Signals(signum).name
         print(f"stopped by {why} at step {made['steps']} of {args.steps}: {final} holds that point; "
               "continue with the same command and --resume" + (" instead of --force" if args.force else ""))
-    if made["steps"] == args.steps or signum is None:
+    else:
         print(f"done: {final} (loss curve: {args.out / 'log.csv'})")
     # asked to stop, even where the last step then finished the run: a calling script stops too
     return 0 if signum is None else 128 + signum
+
+
+def _after_interrupt(out: Path, replacing: bool, resume: bool) -> str:
+    """What an interrupted `train` left in --out, and the command that goes on from there."""
+    from alignvar_edge.train.state import has_state
+
+    if replacing:
+        return ("the run --force was replacing is back in --out as it was; the same command starts the new run "
+                "over")
+    if has_state(out):
+        return "what the run has saved is kept in --out; continue with the same command" + ("" if resume else
+                                                                                            " and --resume")
+    return "the run had saved no training state yet, so --out is as it was before; run the same command again"
 
 
 def load_eval_images(spec: str, max_megapixels: float | None = None

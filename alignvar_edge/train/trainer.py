@@ -9,6 +9,7 @@ Batch b of a run is a pure function of (seed, b), so `--resume` continues bit fo
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import hashlib
@@ -274,7 +275,7 @@ def _prepare_out(opts: TrainOptions) -> Path | None:
         check_checkpoint_out(out / "final", True, "--resume")    # now, not after the run has trained
         return None
     aside = None
-    taken = out.exists() and (not out.is_dir() or any(out.iterdir()))
+    taken = out_taken(out)
     if taken and not opts.force:
         raise OutputExistsError(f"'{out}' already holds a run; pass --force to replace it, "
                                 "--resume to continue it, or choose another --out")
@@ -290,6 +291,11 @@ def _prepare_out(opts: TrainOptions) -> Path | None:
     out.mkdir(parents=True, exist_ok=True)
     fp_path.write_text(json.dumps(fingerprint, indent=1) + "\n")
     return aside
+
+
+def out_taken(out: Path) -> bool:
+    """Does --out hold anything (a run --force would replace, or something it refuses)?"""
+    return out.exists() and (not out.is_dir() or any(out.iterdir()))
 
 
 def _not_made_by_a_run(out: Path) -> list[str]:
@@ -321,7 +327,7 @@ def images_digest(images: str | None) -> str | None:
 
 
 def _finish_out(out: Path, aside: Path | None, ok: bool) -> None:
-    """After the run: drop the replaced run, or (the new run failed) put it back."""
+    """After the run: drop the replaced run, or (the new run failed or was interrupted) put it back."""
     if aside is None:
         return
     if ok:
@@ -351,13 +357,15 @@ def train(opts: TrainOptions, batches: Callable[[int], tuple[torch.Tensor, torch
     aside = _prepare_out(opts)
     warn_short_warmup(opts)
     try:
-        final = _run(opts, model, batches)
+        # a run that replaces another stops at once when asked: it is not kept (see below), so
+        # finishing its step would only delay putting the old run back
+        final = _run(opts, model, batches, stop_gracefully=aside is None)
     except KeyboardInterrupt:
-        # Ctrl-C / SIGTERM: a run that saved a state is the run now (--resume goes on from it), even
-        # where it replaces one; a run stopped before its first save leaves --out as it found it
-        saved = has_state(opts.out)
-        _finish_out(opts.out, aside, ok=saved)
-        if not saved and aside is None:
+        # Ctrl-C / SIGTERM: a --force run puts back the run it was replacing; otherwise a run that
+        # saved a state is kept (--resume goes on from it), and one stopped before its first save
+        # leaves --out as it found it
+        _finish_out(opts.out, aside, ok=False)
+        if aside is None and not has_state(opts.out):
             shutil.rmtree(opts.out, ignore_errors=True)
         raise
     except BaseException:
@@ -367,7 +375,8 @@ def train(opts: TrainOptions, batches: Callable[[int], tuple[torch.Tensor, torch
     return final
 
 
-def _run(opts: TrainOptions, model: AlignVAR, batches: Callable[[int], tuple[torch.Tensor, torch.Tensor]]) -> Path:
+def _run(opts: TrainOptions, model: AlignVAR, batches: Callable[[int], tuple[torch.Tensor, torch.Tensor]],
+         stop_gracefully: bool = True) -> Path:
     params = trainable_parameters(model, opts.stage)
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
@@ -406,7 +415,10 @@ def _run(opts: TrainOptions, model: AlignVAR, batches: Callable[[int], tuple[tor
     ahead = prefetch(batches, range(start, opts.steps), opts.workers)
     # Ctrl-C or SIGTERM from the CLI: the step in progress finishes and the run is saved there
     # (a second Ctrl-C stops at once, losing the steps since the last save)
-    with safe_stop.window("the run stops after this step and is saved there"):
+    window: contextlib.AbstractContextManager[None] = (
+        safe_stop.window("the run stops after this step and is saved there") if stop_gracefully
+        else contextlib.nullcontext())
+    with window:
         for step in bar:
             hr, lr_img = (t.to(device, non_blocking=True) for t in next(ahead))
             for g in opt.param_groups:
@@ -439,7 +451,7 @@ def _run(opts: TrainOptions, model: AlignVAR, batches: Callable[[int], tuple[tor
                              img_per_s=hr.shape[0] * (step + 1 - start) / (time.perf_counter() - t0))
                 _append_csv(log_path, stats)
                 bar.set_postfix({k: f"{v:.4g}" for k, v in stats.items() if k in ("loss", "psnr", "token_acc")})
-            if step + 1 < opts.steps and (safe_stop.asked() is not None
+            if step + 1 < opts.steps and ((stop_gracefully and safe_stop.asked() is not None)
                                           or (deadline is not None and time.perf_counter() > deadline)):
                 done = step + 1                 # out of time or asked to stop: save this point of the schedule
                 break
