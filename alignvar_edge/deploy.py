@@ -421,8 +421,12 @@ def _build_detail(path: Path) -> str:
     # an int8 ladder's last rung, or a Core ML package's build-time proxy
     short = (((m.quantization or {}).get("ladder") or [{}])[-1].get("short_of_gate")
              or (m.parity or {}).get("short_of_gate"))
+    # an engine of a quantize output compares with that output: the step's own figures vs fp32 follow
+    from alignvar_edge.quantize.records import validation_line
+    quantized = validation_line((m.parity or {}).get("quantize"))
     return f"build-time parity: tokens {par.tokens_pct} vs {par.reference or 'fp32'}" + (
-        f", SR PSNR {par.psnr_db} dB: short of the selftest gate ({short})" if short else "")
+        f", SR PSNR {par.psnr_db} dB: short of the selftest gate ({short})" if short else "") + (
+        f"; quantize step: {quantized}" if quantized else "")
 
 
 def _bench(steps: list[Step], tmp: Path, reference: tuple[Any, str, ModelSource], opts: DeployOptions, staged: Path | None,

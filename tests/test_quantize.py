@@ -128,6 +128,30 @@ def test_build_of_an_int8_export_without_its_precision_says_which_precision_in_o
     assert "quantize" not in err and not (tmp_path / "e").exists()
 
 
+def test_an_engine_of_an_int8_artifact_that_missed_its_target_says_so_against_fp32(
+        export: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The engine's own parity compares it with the int8 graph it copies (100%): `build` warns that
+    the quantize step missed its target vs fp32 and names --no-search, and the engine's manifest and
+    `inspect` carry that step's figures."""
+    from alignvar_edge.cli import main
+
+    src = quantize_artifact(export, tmp_path / "q", QuantizeOptions(search=False, **FAST))
+    val = load_verified(src).parity
+    assert val is not None and val["target_met"] is False      # the lively micro model's plain int8 misses 99%
+    eng = tmp_path / "e"
+    assert main(["build", str(src), "--target", "onnxruntime", "--precision", "int8", "--out", str(eng)]) == 0
+    err = capsys.readouterr().err
+    tokens = f"tokens {val['validation']['token_agreement']:.2%}"
+    warning = next(line for line in err.splitlines() if "warning:" in line)
+    assert "missed the quantize step's fidelity target" in warning and tokens in warning, warning
+    assert "--no-search" in warning
+    m = load_verified(eng)
+    assert m.parity["quantize"] == val and m.parity["target_met"] is False
+    assert main(["inspect", str(eng)]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("quantize "))
+    assert tokens in line and "target NOT met" in line and "fp32 engine" in line, line
+
+
 def test_inspect_shows_the_calibration_set_and_what_stayed_float(int8_ort: Path,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     """`inspect` of a quantized artifact names its calibration set (hash, source, images) and the

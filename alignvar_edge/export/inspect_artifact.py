@@ -191,17 +191,8 @@ def _parity_line(p: Any) -> str | None:
         return (f"{p.get('tiles')} tiles{where} vs {p.get('reference', 'PyTorch')}: tokens per scale [{per}], "
                 f"SR PSNR {p.get('psnr_db')} dB, "
                 f"max |diff| {p.get('max_abs_diff', float('nan')):.1e}")
-    val = p.get("validation")
-    if isinstance(val, dict):
-        tok = val.get("token_agreement")
-        tok_s = f"{tok:.2%}" if isinstance(tok, (int, float)) else "?"
-        return (f"{val.get('tiles')} validation tiles vs {p.get('reference', 'the fp32 engine')}: tokens {tok_s}, "
-                f"PSNR-Y drop {_fig(val.get('psnr_drop'), '+.3f')} dB, target {'met' if p.get('target_met') else 'NOT met'}")
-    return None
-
-
-def _fig(v: Any, spec: str) -> str:
-    return format(v, spec) if isinstance(v, (int, float)) else "?"
+    from alignvar_edge.quantize.records import validation_line
+    return validation_line(p)
 
 
 def _graph_facts_line(facts: dict[str, Any]) -> str | None:
@@ -262,6 +253,10 @@ def format_inspection(info: dict[str, Any]) -> str:
     parity = _parity_line(info.get("parity"))
     if parity:
         lines.append(f"parity     {parity}")
+    # an engine built from a quantize output: that step's fidelity against fp32, carried over
+    quantized = _parity_line((info.get("parity") or {}).get("quantize"))
+    if quantized:
+        lines.append(f"quantize   {quantized}")
     # a quantized artifact's or int8 engine's record: the calibration set and what stayed float
     from alignvar_edge.quantize.records import calibration_line, float_lines
     calib = calibration_line(info.get("calibration"))

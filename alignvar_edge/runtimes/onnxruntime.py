@@ -10,6 +10,7 @@ and the session options, so a deployment is one self-describing directory.
 from __future__ import annotations
 
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +161,7 @@ class OrtBackend(Backend):
                 raise ParityError(f"the built engine keeps {m.parity['tokens']['overall']:.2%} of the source's "
                                   f"tokens on held-out tiles (< {MIN_BUILD_TOKENS:.0%}); nothing was written. "
                                   "Try --device cpu or the default session options")
+            _carry_quantize_fidelity(src_manifest, m)
             m.extra["golden"] = ship_golden(src_manifest, Path(artifact_dir), tmp)
             write_manifest(tmp, m)
         return out
@@ -177,6 +179,20 @@ class OrtBackend(Backend):
             raise ArtifactError(f"'{engine_dir}' is an engine for {m.backend}; load it with that backend")
         session.update({k: v for k, v in opts.items() if v is not None})
         return OrtEngine(path, m, device, Path(engine_dir), **session)
+
+
+def _carry_quantize_fidelity(src: Manifest, m: Manifest) -> None:
+    """An engine of a quantize output keeps that step's fidelity against fp32 (its own parity
+    compares it with the quantized graph it copies) and warns where the step missed its target."""
+    from alignvar_edge.quantize.records import missed_target_warning, validation_line
+    if not validation_line(src.parity):
+        return
+    assert m.parity is not None
+    m.parity["quantize"] = src.parity
+    m.parity["target_met"] = src.parity["target_met"]        # type: ignore[index]
+    warning = missed_target_warning(src.parity, src.quantization)
+    if warning:
+        warnings.warn(f"the {m.precision} engine: {warning}", stacklevel=4)
 
 
 def ship_golden(src_manifest: Manifest | None, src_dir: Path, dest: Path) -> dict[str, Any] | None:
