@@ -619,6 +619,60 @@ def _photo_folder(tmp_path: Path) -> Path:
     return folder
 
 
+def test_a_broken_link_in_images_is_skipped_and_the_run_trains_and_resumes(tmp_path: Path, capsys) -> None:
+    """A dangling symbolic link in --images is skipped with the warning that names it (as `eval
+    --images` skips it), and the run trains; --resume finds the folder unchanged."""
+    from alignvar_edge import cli
+
+    folder = _photo_folder(tmp_path)
+    (folder / "broken.png").symlink_to(tmp_path / "nowhere.png")
+    out = tmp_path / "run"
+    argv = ["train", "vqvae", "--preset", "micro", "--out", str(out), "--batch", "2", "--warmup", "0",
+            "--images", str(folder)]
+    capsys.readouterr()
+    assert cli.main([*argv, "--steps", "1"]) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("alignvar-edge")]  # no bar
+    assert len(err) == 1 and "warning: skipping 1 image(s): broken.png (" in err[0], err
+    assert cli.main([*argv, "--steps", "2", "--resume"]) == 0
+
+
+def test_a_refused_run_prints_only_its_error(tmp_path: Path, capsys) -> None:
+    """A refused command prints one line, the error: what the run would have warned about (a short
+    warm-up, files skipped in --images) is said only once it starts."""
+    from alignvar_edge import cli
+
+    folder = _photo_folder(tmp_path)
+    (folder / "empty.png").write_bytes(b"")
+    out = tmp_path / "run"
+    base = ["train", "vqvae", "--preset", "micro", "--out", str(out), "--batch", "2", "--images", str(folder)]
+    assert cli.main([*base, "--steps", "2", "--save-every", "1"]) == 0
+    capsys.readouterr()
+    for extra, says in ((["--steps", "1", "--resume"], "has trained 2 steps, more than --steps 1"),
+                        (["--steps", "3"], "already holds a run")):
+        assert cli.main([*base, *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and says in err[0], err
+
+
+def test_out_that_is_a_file_or_someones_folder_is_not_called_a_run(tmp_path: Path, capsys) -> None:
+    """`--out` naming a file or a folder no run wrote: the line says what it is and to choose another
+    --out, never to pass --force or --resume (both would be refused)."""
+    from alignvar_edge import cli
+
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "a").write_text("x")
+    capsys.readouterr()
+    for out in (afile, foreign):
+        assert cli.main(["train", "vqvae", "--preset", "micro", "--out", str(out), "--steps", "1"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "choose another --out" in err[0] and "already holds a run" not in err[0], err
+        assert "pass --force" not in err[0] and "--resume" not in err[0], err
+    assert afile.read_text() == "x" and (foreign / "a").read_text() == "x"
+
+
 def test_training_images_are_held_as_their_codes_with_the_same_batches(tmp_path: Path, monkeypatch) -> None:
     """A folder of photos is held for the whole run: as 8-/16-bit codes, not 4-byte floats, and
     the crops are the floats load_image gives, bit for bit."""

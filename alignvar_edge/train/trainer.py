@@ -239,7 +239,7 @@ def warn_short_warmup(opts: TrainOptions) -> None:
     reaches --lr. Said once the run starts, so that a refused command still prints one line."""
     if opts.warmup >= opts.steps:
         warnings.warn(f"--warmup {opts.warmup} is not shorter than --steps {opts.steps}: the learning rate "
-                      f"never reaches --lr {opts.lr:g}; pass a smaller --warmup", stacklevel=3)
+                      f"never reaches --lr {opts.lr:g}; pass a smaller --warmup", stacklevel=4)
 
 
 def _prepare_out(opts: TrainOptions) -> Path | None:
@@ -277,6 +277,8 @@ def _prepare_out(opts: TrainOptions) -> Path | None:
     aside = None
     taken = out_taken(out)
     if taken and not opts.force:
+        # a file or someone's folder: neither --force nor --resume would take it, so say that instead
+        check_out(out, force=True)
         raise OutputExistsError(f"'{out}' already holds a run; pass --force to replace it, "
                                 "--resume to continue it, or choose another --out")
     check_out(out, force=True)      # ours to replace, and never inside an artifact (it would fail verification)
@@ -322,7 +324,11 @@ def images_digest(images: str | None) -> str | None:
     root = Path(images)
     h = hashlib.sha256()
     for path in list_images(root):
-        h.update(f"{path.relative_to(root).as_posix()}\0{path.stat().st_size}\n".encode())
+        try:
+            size = str(path.stat().st_size)
+        except OSError:             # a broken link: the dataset skips it, as it would a fixed one's size
+            size = "unreadable"
+        h.update(f"{path.relative_to(root).as_posix()}\0{size}\n".encode())
     return h.hexdigest()
 
 
@@ -351,15 +357,16 @@ def train(opts: TrainOptions, batches: Callable[[int], tuple[torch.Tensor, torch
                           "this model guides its tokens (cfg > 0) or refines its last scale; use the decoder stage")
     if not model.config.degradation:       # record the exact LR recipe for calibration and eval
         model.config.degradation = DegradationConfig(scale=model.config.scale).to_dict()
-    if batches is None:
-        batches = make_batches(opts.images, model.config, opts.batch, opts.seed, opts.max_megapixels)
+    # what the images say (files skipped) is said once the run starts: a refused command prints one line
+    with warnings.catch_warnings(record=True) as notices:
+        if batches is None:
+            batches = make_batches(opts.images, model.config, opts.batch, opts.seed, opts.max_megapixels)
     model.to(opts.torch_device())
     aside = _prepare_out(opts)
-    warn_short_warmup(opts)
     try:
         # a run that replaces another stops at once when asked: it is not kept (see below), so
         # finishing its step would only delay putting the old run back
-        final = _run(opts, model, batches, stop_gracefully=aside is None)
+        final = _run(opts, model, batches, stop_gracefully=aside is None, notices=notices)
     except KeyboardInterrupt:
         # Ctrl-C / SIGTERM: a --force run puts back the run it was replacing; otherwise a run that
         # saved a state is kept (--resume goes on from it), and one stopped before its first save
@@ -376,7 +383,7 @@ def train(opts: TrainOptions, batches: Callable[[int], tuple[torch.Tensor, torch
 
 
 def _run(opts: TrainOptions, model: AlignVAR, batches: Callable[[int], tuple[torch.Tensor, torch.Tensor]],
-         stop_gracefully: bool = True) -> Path:
+         stop_gracefully: bool = True, notices: list[warnings.WarningMessage] | None = None) -> Path:
     params = trainable_parameters(model, opts.stage)
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
@@ -401,6 +408,9 @@ def _run(opts: TrainOptions, model: AlignVAR, batches: Callable[[int], tuple[tor
         _trim_log(opts.out / "log.csv", start)
         usage[:] = True
         usage[torch.tensor(meta.get("unused_codes", []), dtype=torch.long, device=device)] = False
+    for notice in notices or ():            # every check has passed: the run starts here
+        warnings.warn_explicit(notice.message, notice.category, notice.filename, notice.lineno)
+    warn_short_warmup(opts)
     trained = {id(p) for p in params}
     for p in model.parameters():            # what the stage freezes builds no gradient
         p.requires_grad_(id(p) in trained)
