@@ -168,13 +168,51 @@ def test_resume_names_the_option_that_differs_and_refuses_force_beside_it(tmp_pa
 
     out = tmp_path / "run"
     train(opts(out, "vqvae", 4, save_every=2), micro_batches())
-    with pytest.raises(OutputExistsError, match="other options \\(lr was 0.003, now 0.002\\)"):
+    with pytest.raises(OutputExistsError, match="other options \\(started with --lr 0.003, now with --lr 0.002\\)"):
         train(opts(out, "vqvae", 4, lr=2e-3, resume=True), micro_batches())
     capsys.readouterr()
     assert cli.main(["train", "vqvae", "--preset", "micro", "--out", str(out), "--steps", "4", "--resume",
                      "--force"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "pass one of them" in err[0], err
+
+
+def test_resume_names_what_differs_by_its_flags(tmp_path: Path) -> None:
+    """The refusal says what the user typed, not Python values (`sca was None, now False`)."""
+    out = tmp_path / "run"
+    train(opts(out, "vqvae", 2, save_every=1), micro_batches())
+    folder = _photo_folder(tmp_path)
+    with pytest.raises(OutputExistsError) as e:
+        train(opts(out, "vqvae", 4, resume=True, sca=False, hcc_weight=0.3, images=str(folder),
+                   overrides={"hcc_rollout": "gumbel"}), micro_batches())
+    said = str(e.value)
+    for change in ("started without --no-sca, now with --no-sca", "started without --hcc-weight, now with --hcc-weight 0.3",
+                   f"started without --images, now with --images {folder}",
+                   "started without --hcc-rollout, now with --hcc-rollout gumbel"):
+        assert change in said, said
+    assert "None" not in said and "{" not in said, said
+
+
+def test_resume_takes_the_same_folders_written_another_way(vq_run: Path, tmp_path: Path, monkeypatch) -> None:
+    """--images and --init name folders: `./photos/`, an absolute path, or a relative path from
+    another working folder are the same options as the `photos` the run started with."""
+    import json
+    import os
+
+    _photo_folder(tmp_path)
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path)
+    init = os.path.relpath(vq_run / "final")
+    train(opts(Path("run"), "transformer", 1, batch=2, init=init, images="photos", save_every=1), micro_batches(2))
+    steps = 1
+    for where, run, images, init_as in (("", "run", "./photos/", f"./{init}/"),
+                                        ("", "run", str(tmp_path / "photos"), str(vq_run / "final")),
+                                        ("sub", "../run", "../photos", os.path.join("..", init))):
+        monkeypatch.chdir(tmp_path / where)
+        steps += 1
+        train(opts(Path(run), "transformer", steps, batch=2, init=init_as, images=images, resume=True,
+                   save_every=1), micro_batches(2))
+    assert json.loads((tmp_path / "run" / "final" / "training.json").read_text())["steps"] == steps
 
 
 def test_images_that_is_not_a_folder_is_refused_by_its_flag(tmp_path: Path) -> None:

@@ -259,15 +259,14 @@ def _prepare_out(opts: TrainOptions) -> Path | None:
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise CheckpointError(f"--resume: {fp_path} is not valid JSON ({e}); the run cannot be resumed: "
                                   "start it again with --force or choose another --out") from e
-        if not isinstance(old, dict) or old.get("options") != fingerprint["options"]:
-            was: dict[str, Any] = (old["options"] if isinstance(old, dict) and isinstance(old.get("options"), dict)
-                                   else {})
-            now: dict[str, Any] = fingerprint["options"]
-            # name what differs: the user must not have to diff run.json by hand
-            differ = "; ".join(f"{k} was {was.get(k)!r}, now {now.get(k)!r}" for k in sorted(set(was) | set(now))
-                               if was.get(k) != now.get(k))
-            raise OutputExistsError(f"--resume: '{out}' was trained with other options ({differ or fp_path}); "
-                                    "resume with the same options or start a new run directory")
+        was: dict[str, Any] = (old["options"] if isinstance(old, dict) and isinstance(old.get("options"), dict)
+                               else {})
+        # name what differs: the user must not have to diff run.json by hand
+        differ = option_differences(was, fingerprint["options"], old.get("cwd") if isinstance(old, dict) else None)
+        if not isinstance(old, dict) or differ:
+            raise OutputExistsError(f"--resume: '{out}' was trained with other options "
+                                    f"({'; '.join(differ) or fp_path}); resume with the same options or start a "
+                                    "new run directory")
         if "images_sha256" in old and old["images_sha256"] != digest:     # runs made before it: unchecked
             raise InputError(f"--resume: the image files in --images {opts.images} are not those '{out}' started "
                              "with (added, removed or resized), so its batches would differ; restore the folder "
@@ -291,8 +290,48 @@ def _prepare_out(opts: TrainOptions) -> Path | None:
         aside = out.with_name(f".{out.name}.replaced-{os.getpid()}")
         os.replace(out, aside)
     out.mkdir(parents=True, exist_ok=True)
+    fingerprint["cwd"] = os.getcwd()       # where --images and --init were given from (option_differences)
     fp_path.write_text(json.dumps(fingerprint, indent=1) + "\n")
     return aside
+
+
+# how --resume's refusal names an option: its flag (an option without one: its TrainOptions name)
+_FLAGS = {"preset": "--preset", "init": "--init", "images": "--images", "batch": "--batch", "lr": "--lr",
+          "warmup": "--warmup", "seed": "--seed", "hcc_weight": "--hcc-weight", "sca": "--no-sca",
+          "decoder_latent": "--latent", "max_megapixels": "--max-megapixels", "hcc_rollout": "--hcc-rollout",
+          "hcc_tau": "--hcc-tau", "cfg_negative": "--cfg-negative"}
+_PATH_OPTIONS = ("init", "images")
+
+
+def option_differences(was: dict[str, Any], now: dict[str, Any], was_cwd: str | None) -> list[str]:
+    """What differs between a run's recorded options and --resume's, each as the user gave it
+    ("started with --batch 2, now with --batch 8"). A path given another way (`./imgs/`, an absolute
+    path, from another folder) is the same option: relative paths are resolved from the folder each
+    command ran in (`was_cwd`; runs that did not record it: this one's)."""
+    def same(key: str, a: Any, b: Any) -> bool:
+        if a == b or key not in _PATH_OPTIONS or not (isinstance(a, str) and isinstance(b, str)):
+            return a == b
+        return Path(was_cwd or os.getcwd(), a).resolve() == Path(b).resolve()
+
+    over = set(was.get("overrides") or {}) | set(now.get("overrides") or {})
+
+    def given(key: str, value: Any) -> str:
+        if key == "sca" and value is not None:       # --no-sca, or the API's sca=True
+            return "with --no-sca" if value is False else f"with sca={value}"
+        flag = _FLAGS.get(key, f"overrides[{key!r}]" if key in over else key)
+        return f"without {flag}" if value is None else f"with {flag} {value}"
+
+    pairs = [(k, was.get(k), now.get(k)) for k in sorted((set(was) | set(now)) - {"overrides"})]
+    pairs += [(k, (was.get("overrides") or {}).get(k), (now.get("overrides") or {}).get(k)) for k in sorted(over)]
+    differ = []
+    for key, a, b in pairs:
+        if same(key, a, b):
+            continue
+        if key == "stage":
+            differ.append(f"started as the {a} stage, now the {b} stage")
+        else:
+            differ.append(f"started {given(key, a)}, now {given(key, b)}")
+    return differ
 
 
 def out_taken(out: Path) -> bool:
