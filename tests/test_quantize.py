@@ -8,6 +8,7 @@ has real work to do. The export is cached on disk (the dynamo exporter takes ~45
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -150,6 +151,40 @@ def test_an_engine_of_an_int8_artifact_that_missed_its_target_says_so_against_fp
     assert main(["inspect", str(eng)]) == 0
     line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("quantize "))
     assert tokens in line and "target NOT met" in line and "fp32 engine" in line, line
+
+
+def test_float_groups_from_another_export_or_other_weights_are_refused_and_the_source_is_recorded(
+        export: Path, int8_ort: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`build --float-groups-from` takes the search result of an int8 artifact quantized from this
+    very export only; another export (same weights) or other weights get one line naming the flag,
+    and an accepted build records the artifact's path and manifest hash."""
+    from alignvar_edge.cli import main
+    from alignvar_edge.manifest import read_manifest, write_manifest
+
+    def variant(name: str, weights: str | None) -> Path:
+        d = tmp_path / name
+        shutil.copytree(export, d)
+        g = onnx.load(str(d / "model.onnx"))
+        g.doc_string = name                      # another export: its graph's bytes differ
+        onnx.save(g, str(d / "model.onnx"))
+        m = read_manifest(d)
+        if weights:
+            m.model = dataclasses.replace(m.model, weights_sha256=weights)
+        write_manifest(d, m)
+        return d
+
+    build = ["--target", "openvino", "--precision", "int8", "--calib", "builtin", "--calib-tiles", "4",
+             "--float-groups-from", str(int8_ort)]
+    for src, what in ((variant("re-export", None), "another export"), (variant("other", "0" * 64), "other weights")):
+        assert main(["build", str(src), *build, "--out", str(tmp_path / f"e-{src.name}")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"--float-groups-from {int8_ort} was quantized from {what}" in err[0], err
+        assert not (tmp_path / f"e-{src.name}").exists()
+    eng = tmp_path / "ok"
+    assert main(["build", str(export), *build, "--out", str(eng)]) == 0
+    origin = load_verified(eng).extra["float_groups_from"]
+    assert origin["path"] == str(int8_ort)
+    assert origin["manifest_sha256"] == hashlib.sha256((int8_ort / "manifest.json").read_bytes()).hexdigest()
 
 
 def test_inspect_shows_the_calibration_set_and_what_stayed_float(int8_ort: Path,

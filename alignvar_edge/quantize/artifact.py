@@ -28,8 +28,8 @@ from alignvar_edge.errors import ArtifactError, ConfigError, InputError, ParityE
 from alignvar_edge.export import onnx_io
 from alignvar_edge.export.onnx_export import check_graph, graph_io
 from alignvar_edge.export.staged import make_session
-from alignvar_edge.manifest import (Manifest, artifact_dir, check_out, listed_file, load_verified, new_manifest,
-                                    recorded_path, write_manifest)
+from alignvar_edge.manifest import (MANIFEST_FILE, Manifest, artifact_dir, check_out, listed_file, load_verified,
+                                    new_manifest, recorded_path, sha256_file, write_manifest)
 from alignvar_edge.quantize.calibration.sets import (DEFAULT_TILES, DEFAULT_VALIDATION_TILES, CalibrationSet,
                                             TileSplit, model_config, whole_calls)
 from alignvar_edge.quantize.fp16 import to_fp16
@@ -111,7 +111,17 @@ _PASS_FLAGS = (("val_tiles", "--val-tiles"), ("method", "--method"), ("percentil
 _INT8_FLAGS = frozenset({"--method", "--percentile", "--reduce-range/--no-reduce-range", "--float-copy-weights"})
 
 
-def searched_float_groups(quantized_dir: str | os.PathLike[str]) -> list[str]:
+class FloatGroups(list[str]):
+    """Module groups an int8 artifact's search returned to float, with where they came from
+    (`origin`: the artifact's path and manifest SHA-256, the export and weights it was quantized
+    from), so a build can refuse groups of another model and record which artifact it read."""
+
+    def __init__(self, groups: Iterable[str], origin: dict[str, Any]) -> None:
+        super().__init__(groups)
+        self.origin = origin
+
+
+def searched_float_groups(quantized_dir: str | os.PathLike[str]) -> FloatGroups:
     """The module groups an int8 artifact keeps in float beyond the policy (its fidelity search's
     result), for another backend's int8 build to keep the same layers in float."""
     m = load_verified(quantized_dir)
@@ -119,7 +129,30 @@ def searched_float_groups(quantized_dir: str | os.PathLike[str]) -> list[str]:
     if m.precision != "int8" or q.get("format") != "onnx-qdq":
         raise InputError(f"'{quantized_dir}' is not an int8 ONNX artifact from `alignvar-edge quantize` "
                          f"(precision {m.precision}); pass one to take its float groups from")
-    return sorted((q.get("policy") or {}).get("float_groups") or [])
+    origin = {"path": recorded_path(Path(quantized_dir)),
+              "manifest_sha256": sha256_file(Path(quantized_dir) / MANIFEST_FILE),
+              "source_artifact": m.extra.get("source_artifact"),
+              "source_model_sha256": m.extra.get("source_model_sha256"),
+              "model": m.model.display_name, "weights_sha256": m.model.weights_sha256}
+    return FloatGroups(sorted((q.get("policy") or {}).get("float_groups") or []), origin)
+
+
+def check_float_groups_source(groups: Any, src: Manifest, src_dir: Path, graph_file: str) -> None:
+    """Refuse float groups searched on another model: the int8 artifact must have been quantized
+    from this very export (its graph's SHA-256), or at least from the same weights and config."""
+    origin = getattr(groups, "origin", None)
+    if not origin:           # a plain list from Python: nothing recorded to compare
+        return
+    same_graph = origin.get("source_model_sha256") == src.files.get(graph_file)
+    if same_graph:
+        return
+    mine, theirs = src.model.weights_sha256, origin.get("weights_sha256")
+    what = ("other weights" if mine and theirs and mine != theirs else
+            f"another export ({origin.get('source_artifact')}, not this one's {graph_file})")
+    raise InputError(f"--float-groups-from {origin['path']} was quantized from {what} (model "
+                     f"{origin.get('model')}; this export: {src.model.display_name}): its float groups fit that "
+                     f"model only. Quantize this export (`alignvar-edge quantize {recorded_path(src_dir)} "
+                     "--precision int8`) and pass its output")
 
 
 def _what(m: Any) -> str:

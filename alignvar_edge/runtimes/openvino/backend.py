@@ -627,7 +627,8 @@ class OpenVINOBackend(Backend):
                                 f", or --precision fp16 --device {device}" if precision == "bf16" else ""))
         preset = opts.pop("preset", "performance")
         check = opts.pop("check", True)
-        float_groups = frozenset(opts.pop("float_groups", None) or ())
+        searched: Any = opts.pop("float_groups", None) or ()
+        float_groups = frozenset(searched)
         min_tokens = float(opts.pop("min_token_agreement", 0.99))
         token_bf16 = opts.pop("token_bf16", None)       # None: where the build can judge it
         if opts:
@@ -636,12 +637,16 @@ class OpenVINOBackend(Backend):
         if float_groups and precision != "int8":
             raise InputError("float groups apply to --precision int8 only (the other precisions quantize "
                              "no activations)")
+        from alignvar_edge.quantize.artifact import check_float_groups_source
+        check_float_groups_source(searched, src, Path(artifact_dir), onnx_path.name)
         tiles, calib_info = check_calibration(calibration, config, needed=precision == "int8")
         batch = src.static_batch
         compress = precision == "fp16"
         extra = {"device": device, "compress_to_fp16": compress, "openvino": ov.get_version(),
                  "static_shapes": True, "vnni": has_vnni(),
                  "inference_precision_hint": inference_precision(precision, device)}
+        if getattr(searched, "origin", None):     # which int8 artifact's search the float groups are
+            extra["float_groups_from"] = searched.origin
         checking = check and device in self.devices()
         half = inference_precision(precision, device) != "f32"
         gate = recipes.recipe(self.name, precision)          # what selftest checks
