@@ -56,6 +56,10 @@ def tile_pairs(config: AlignVARConfig, n: int, seed: int = 0, split: str = "held
     # at 512 px): they are skipped, deterministically
     imgs = [img for img in load_photos(split, images) if img.shape[0] >= size and img.shape[1] >= size]
     if not imgs:
+        if isinstance(images, (str, os.PathLike)):       # a folder the user named with --images
+            raise InputError(f"no image of --images {os.fsdecode(images)} is at least {size}x{size} px (the HR "
+                             "tile); pass a folder of larger photographs, or leave --images out for the bundled "
+                             "held-out ones")
         raise InputError(f"no image is at least {size}x{size} (the HR tile); use larger images "
                          "or a model with a smaller tile")
     deg = degradation_for(config)
