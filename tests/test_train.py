@@ -619,6 +619,27 @@ def test_resume_refuses_up_front_to_replace_someones_file_in_final(tmp_path: Pat
     assert (out / "state" / "tensors.safetensors").read_bytes() == state      # nothing trained
 
 
+def test_resume_names_an_eval_result_in_final_as_one(tmp_path: Path, capsys) -> None:
+    """An `eval --json` result saved in RUN/final is alignvar-edge's, but of the weights --resume
+    replaces: the line calls it that and says where it is kept (beside RUN/final), where resuming works."""
+    from alignvar_edge import cli
+
+    out = tmp_path / "run"
+    argv = ["train", "vqvae", "--preset", "micro", "--out", str(out), "--batch", "2", "--warmup", "5",
+            "--save-every", "1"]
+    assert cli.main([*argv, "--steps", "2"]) == 0
+    report = out / "final" / "eval.json"
+    assert cli.main(["eval", str(out / "final"), "--max-side", "32", "--json", str(report)]) == 0
+    capsys.readouterr()
+    argv += ["--steps", "3", "--resume"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{report} is an eval result of the checkpoint that --resume replaces" in err[0], err
+    assert f"into '{out}' it is kept" in err[0] and "only what alignvar-edge wrote" not in err[0], err
+    report.rename(out / "eval.json")
+    assert cli.main(argv) == 0 and (out / "eval.json").is_file()
+
+
 def test_cli_refuses_a_preset_that_init_would_override(vq_run: Path, tmp_path: Path, capsys) -> None:
     """With --init the model is the checkpoint's: `--preset tiny32` must not be silently ignored."""
     from alignvar_edge import cli

@@ -271,6 +271,12 @@ def _prepare_out(opts: TrainOptions) -> Path | None:
             raise InputError(f"--resume: the image files in --images {opts.images} are not those '{out}' started "
                              "with (added, removed or resized), so its batches would differ; restore the folder "
                              "or start a new run directory")
+        results = _eval_results(out / "final")
+        if results:
+            # ours, but of the weights --resume replaces: neither deleted with them nor left beside new ones
+            raise OutputExistsError(f"--resume: {out / 'final' / results[0]} is an eval result of the checkpoint that "
+                                    f"--resume replaces; move it out of {out / 'final'} (into '{out}' it is kept) "
+                                    "and resume again")
         check_checkpoint_out(out / "final", True, "--resume")    # now, not after the run has trained
         return None
     aside = None
@@ -353,6 +359,14 @@ def _not_made_by_a_run(out: Path) -> list[str]:
                   or (p.is_file() and p.suffix == ".json" and is_own_result(str(p)))):
             stray.append(p.name)
     return stray
+
+
+def _eval_results(checkpoint: Path) -> list[str]:
+    """The `eval --json` results saved inside a checkpoint folder."""
+    if not checkpoint.is_dir():
+        return []
+    return sorted(p.name for p in checkpoint.iterdir()
+                  if p.name not in CHECKPOINT_FILES and p.suffix == ".json" and p.is_file() and is_own_result(str(p)))
 
 
 def images_digest(images: str | None) -> str | None:
