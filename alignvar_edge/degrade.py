@@ -55,9 +55,12 @@ class DegradationConfig:
     def __post_init__(self) -> None:
         # Accept lists (from JSON) but store tuples so the config stays hashable and frozen.
         for name in ("blur_sigma", "noise_sigma", "jpeg_quality", "downsample_modes"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
+            value = getattr(self, name)
+            if not isinstance(value, (list, tuple)):     # a config.json is input: `"jpeg_quality": 5`
+                raise ConfigError(f"{name} must be a list, got {value!r}")
+            object.__setattr__(self, name, tuple(value))
         if not isinstance(self.scale, int) or isinstance(self.scale, bool) or self.scale < 1:
-            raise ConfigError(f"degradation scale must be a positive integer, got {self.scale!r}")
+            raise ConfigError(f"scale must be a positive integer, got {self.scale!r}")
         _check_range("blur_sigma", self.blur_sigma, 0.0, 50.0)
         _check_range("noise_sigma", self.noise_sigma, 0.0, 255.0)
         _check_range("jpeg_quality", self.jpeg_quality, 1, 100)
@@ -66,9 +69,9 @@ class DegradationConfig:
         object.__setattr__(self, "jpeg_quality", tuple(int(q) for q in self.jpeg_quality))
         for name in ("blur_prob", "noise_prob", "jpeg_prob"):
             p = getattr(self, name)
-            if not 0.0 <= p <= 1.0:
-                raise ConfigError(f"{name} must be a probability in [0, 1], got {p}")
-        unknown = [m for m in self.downsample_modes if m not in _PIL_FILTERS]
+            if not _is_number(p) or not 0.0 <= p <= 1.0:
+                raise ConfigError(f"{name} must be a probability in [0, 1], got {p!r}")
+        unknown = [m for m in self.downsample_modes if not isinstance(m, str) or m not in _PIL_FILTERS]
         if not self.downsample_modes or unknown:
             raise ConfigError(
                 f"downsample_modes must be a non-empty subset of {DOWNSAMPLE_MODES}, "
@@ -107,8 +110,12 @@ class DegradationConfig:
         return cls(**data)
 
 
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def _check_range(name: str, r: tuple[Any, ...], lo: float, hi: float) -> None:
-    if len(r) != 2 or not all(isinstance(v, (int, float)) for v in r):
+    if len(r) != 2 or not all(_is_number(v) for v in r):
         raise ConfigError(f"{name} must be a (low, high) pair of numbers, got {r!r}")
     if not lo <= r[0] <= r[1] <= hi:
         raise ConfigError(f"{name} must satisfy {lo} <= low <= high <= {hi}, got {r!r}")

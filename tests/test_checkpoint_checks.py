@@ -129,3 +129,83 @@ def test_save_pretrained_overwrite_replaces_only_a_checkpoint(ckpt: Path, tmp_pa
     (tmp_path / "afile").write_text("x")
     with pytest.raises(CheckpointError, match="not a checkpoint directory"):
         model.save_pretrained(str(tmp_path / "afile"), overwrite=True)
+
+
+def _edit_config(ckpt: Path, **change: object) -> None:
+    cfg = json.loads((ckpt / "config.json").read_text())
+    for key, value in change.items():
+        if key.startswith("degradation_"):
+            cfg["degradation"][key.removeprefix("degradation_")] = value
+        else:
+            cfg[key] = value
+    (ckpt / "config.json").write_text(json.dumps(cfg))
+
+
+@pytest.mark.parametrize("change,says", [
+    ({"hcc_weight": -2}, "hcc_weight must be >= 0"),
+    ({"cond_drop": 2}, "cond_drop must be a probability in [0, 1], got 2"),
+    ({"vq_beta": -1}, "vq_beta must be >= 0"),
+    ({"norm_eps": 0}, "norm_eps must be > 0"),
+    ({"degradation_scale": 8}, "degradation.scale 8 differs from the model's scale 4"),
+    ({"degradation_jpeg_quality": [0, 200]}, "degradation: jpeg_quality must satisfy 1 <= low"),
+    ({"degradation_blur_prob": 7}, "degradation: blur_prob must be a probability in [0, 1], got 7"),
+    ({"degradation_blur_prob": "7"}, "degradation: blur_prob must be a probability in [0, 1], got '7'"),
+    ({"degradation_noise_sigma": 5}, "degradation: noise_sigma must be a list, got 5"),
+    ({"degradation_bogus": 1}, "degradation: unknown degradation setting(s) ['bogus']"),
+])
+@pytest.mark.parametrize("verb", [["info", "--no-flops"], ["eval", "--max-side", "64"],
+                                  ["train", "transformer", "--steps", "1", "--out", "RUN", "--init"]])
+def test_config_json_values_the_flags_refuse_are_refused_on_load(
+        ckpt: Path, tmp_path: Path, change: dict, says: str, verb: list[str],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A config.json value the model or training cannot use (the bounds of the flags of the same
+    names, a degradation block at another scale) is one line naming the file and the key, exit 2,
+    for every verb that loads the checkpoint, before any work."""
+    _edit_config(ckpt, **change)
+    argv = [str(tmp_path / "run") if a == "RUN" else a for a in verb]
+    assert cli([*argv, str(ckpt)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{ckpt / 'config.json'}: {says}" in err[0], err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_config_at_its_bounds_loads(ckpt: Path) -> None:
+    _edit_config(ckpt, hcc_weight=0, cond_drop=1, vq_beta=0, degradation_blur_prob=0)
+    model = load_pretrained(ckpt)
+    assert (model.config.hcc_weight, model.config.cond_drop) == (0, 1)
+
+
+def test_overrides_pass_the_same_validation_naming_the_key() -> None:
+    """The trainer's overrides (a preset's or an --init checkpoint's config with changes) go through
+    AlignVARConfig.validate too, and the error carries the key so a caller can name its flag."""
+    from alignvar_edge.model.config import AlignVARConfig, ConfigValueError
+
+    base = AlignVARConfig.from_preset("micro")
+    for change, key in (({"cond_drop": 5.0}, "cond_drop"), ({"hcc_weight": -0.1}, "hcc_weight"),
+                        ({"hcc_scale_weights": (1.0, -1.0, 1.0, 1.0)}, "hcc_scale_weights"),
+                        ({"bogus": 1}, "bogus")):
+        for make in (lambda: base.replace(**change), lambda: AlignVARConfig.from_preset("micro", **change)):
+            with pytest.raises(ConfigValueError) as e:
+                make()
+            assert e.value.key == key and key in e.value.detail
+
+
+def test_a_pickle_named_model_safetensors_says_what_it_is_and_never_runs(ckpt: Path, tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    import os
+    import torch
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    torch.save({"head.weight": Payload()}, ckpt / "model.safetensors")
+    assert cli(["info", "--no-flops", str(ckpt)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a PyTorch (pickle) file, not safetensors" in err[0]
+    assert "alignvar-edge import" in err[0] and not marker.exists()
+    (ckpt / "model.safetensors").write_bytes(b"")
+    assert cli(["info", "--no-flops", str(ckpt)]) == 2
+    assert "model.safetensors is empty (0 bytes)" in capsys.readouterr().err

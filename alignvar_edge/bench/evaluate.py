@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from alignvar_edge.degrade import DegradationConfig, degrade
+from alignvar_edge.degrade import degrade
 from alignvar_edge.errors import InputError
 from alignvar_edge.export.parity import psnr_y, ssim_y
 from alignvar_edge.model.alignvar import AlignVAR
@@ -110,11 +110,11 @@ def evaluate(model: AlignVAR, images: list[tuple[str, Any]], seed: int = 0,
     # every image is checked before any work; each is held as float only while it is scored (a
     # folder of 100 2K photographs is 3.3 GB as float32, 0.8 GB as the 8-bit codes it was read as)
     sizes = [_float_rgb(name, im).shape[:2] for name, im in images]
-    deg = DegradationConfig.from_dict(c.degradation) if c.degradation else DegradationConfig(scale=c.scale)
+    deg = c.lr_degradation()
     t_hr, t_lr = c.hr_size, c.lr_size
     tiled = variant_models(model) if ablations else {"model": model}
     if prune:
-        keep_counts(c.patch_nums, prune)
+        keep_counts(c.patch_nums, prune)          # export's rule: every ratio leaves a token out
         pruned = copy.copy(model)                 # the same weights; only the rollout's setting differs
         pruned.prune = tuple(prune)
         tiled["pruned"] = pruned

@@ -21,7 +21,7 @@ from alignvar_edge.fsmodes import publish_mode
 from alignvar_edge.lazy import lazy_import
 from alignvar_edge.manifest import ModelSource, sha256_file
 from alignvar_edge.model.bundled import BUNDLED, PRETRAINED_DIR
-from alignvar_edge.model.config import AlignVARConfig
+from alignvar_edge.model.config import AlignVARConfig, ConfigValueError
 
 # names, configs and sources need no PyTorch (a device install reads them); tensors do
 if TYPE_CHECKING:
@@ -94,11 +94,15 @@ def resolve_checkpoint_dir(name_or_dir: str | os.PathLike[str]) -> Path:
 
 
 def load_config(path: Path) -> AlignVARConfig:
+    """A checkpoint's config.json, typed and validated (AlignVARConfig.validate): a value the model
+    refuses is one line naming the file and the key, before any verb does work with it."""
     try:
         d = json.loads((path / CONFIG_FILE).read_text())
         if not isinstance(d, dict):
             raise TypeError("not a JSON object")
         return AlignVARConfig.from_dict(d)
+    except ConfigValueError as e:
+        raise CheckpointError(f"{path / CONFIG_FILE}: {e.detail}") from e
     except (json.JSONDecodeError, TypeError, ConfigError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path / CONFIG_FILE} is not a valid AlignVAR config: {e}") from e
 
@@ -136,8 +140,7 @@ def read_weights(path: Path, expected: dict[str, tuple[int, ...]], strict: bool 
     try:
         sd = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{weights} is not a readable safetensors file ({e}); "
-                              "re-download or re-export it") from e
+        raise unreadable_weights(weights, e) from e
     check_finite(sd, weights)
     return sd
 
@@ -191,7 +194,37 @@ def weights_header(path: Path) -> dict[str, tuple[int, ...]]:
         with safe_open(str(path), framework="pt") as f:
             return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path} is not a readable safetensors file ({e}); re-download or re-export it") from e
+        raise unreadable_weights(path, e) from e
+
+
+def file_kind(path: str | os.PathLike[str]) -> str | None:
+    """What a weights file is by its first bytes: 'empty', 'zip' (torch.save's format since 1.6),
+    'pickle' (a legacy torch.save), 'safetensors' (an 8-byte header length, then its JSON header),
+    else None."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(9)
+    except OSError:
+        return None
+    if not head:
+        return "empty"
+    if head[:4] == b"PK\x03\x04":
+        return "zip"
+    if head[:1] == b"\x80":              # pickle's PROTO opcode
+        return "pickle"
+    return "safetensors" if head[8:9] == b"{" else None
+
+
+def unreadable_weights(path: Path, error: Exception) -> CheckpointError:
+    """A checkpoint's weights file that safetensors cannot read, with the fix for what it is."""
+    kind = file_kind(path)
+    if kind in ("zip", "pickle"):
+        return CheckpointError(f"{path} is a PyTorch (pickle) file, not safetensors; it was not opened (pickles "
+                               "are never loaded here): convert VARSR's or VAR's files with `alignvar-edge import "
+                               "varsr|var ... --out DIR`, or write your model with save_pretrained")
+    if kind == "empty":
+        return CheckpointError(f"{path} is empty (0 bytes); re-download or re-export it")
+    return CheckpointError(f"{path} is not a readable safetensors file ({error}); re-download or re-export it")
 
 
 def check_finite(sd: dict[str, torch.Tensor], where: Path | str) -> None:

@@ -4,12 +4,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from alignvar_edge.degrade import DegradationConfig
 from alignvar_edge.errors import ConfigError
 
 PATCH_NUMS_256 = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
@@ -25,6 +27,17 @@ BOUNDS: dict[str, tuple[float, float]] = {
 }
 
 
+class ConfigValueError(ConfigError):
+    """One config key with a value the model refuses: `key` names it (a dotted path inside the
+    `degradation` block), `detail` says why without the config's name, so a caller can name its own
+    source: config.json (checkpoint.load_config) or a command-line flag (the trainer's overrides)."""
+
+    def __init__(self, config_name: str, key: str, detail: str):
+        super().__init__(f"config '{config_name}': {detail}")
+        self.key = key
+        self.detail = detail
+
+
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
@@ -37,6 +50,7 @@ LR_ENCODERS = ("strided", "controlnet")
 HCC_ROLLOUTS = ("teacher", "gumbel")       # where HCC's predictions come from (model/hcc.py)
 CFG_NEGATIVES = ("dropout", "degraded")     # what image CFG's negative label is trained on (trainer)
 ALPHA_PARAMS = ("clamp", "softplus")      # SCA alpha parametrisations (model/sca.py: alpha_from_raw)
+VAR_VQ_BETA = 0.25                         # VAR's and VARSR's VQVAE(beta=0.25): their commitment weight
 
 
 @dataclass
@@ -56,7 +70,7 @@ class AlignVARConfig:
     vq_using_sa: bool = True
     vq_vocab: int = 1024
     vq_cvae: int = 32
-    vq_beta: float = 0.02                  # VAR: 0.25; small CPU runs collapse with it (measured)
+    vq_beta: float = 0.02                  # VAR: VAR_VQ_BETA; small CPU runs collapse with it (measured)
     vq_phi_count: int = 4                  # partially shared phi convs (VAR: 4)
     vq_phi_ratio: float = 0.5              # phi(x) = (1-r) x + r conv(x)
     # Code HR minus bicubic(LR) and add bicubic(LR) back after decoding (off = pure VAR form).
@@ -177,18 +191,27 @@ class AlignVARConfig:
                   "tuple[int, ...]": isinstance(v, (list, tuple)) and all(_is_int(x) for x in v),
                   "dict[str, Any]": isinstance(v, dict)}.get(kind, True)
             if not ok:
-                raise ConfigError(f"config '{self.name}': {f.name} must be {kind}, got {v!r}")
+                raise ConfigValueError(str(self.name), f.name, f"{f.name} must be {kind}, got {v!r}")
         for name, (low, high) in BOUNDS.items():
             v = getattr(self, name)
             for x in (v if isinstance(v, (list, tuple)) else [v]):
                 if not low <= x <= high:
-                    raise ConfigError(f"config '{self.name}': {name} must lie in [{low}, {high}], got {x!r}")
+                    raise ConfigValueError(self.name, name, f"{name} must lie in [{low}, {high}], got {x!r}")
         if not 1 <= len(self.patch_nums) <= 64:
-            raise ConfigError(f"config '{self.name}': patch_nums must have 1 to 64 scales, got {len(self.patch_nums)}")
+            raise ConfigValueError(self.name, "patch_nums",
+                                   f"patch_nums must have 1 to 64 scales, got {len(self.patch_nums)}")
 
     def validate(self) -> None:
+        """Every value the model (and training) can work with: the one check of a config, run by the
+        constructor, so a config.json (checkpoint.load_config), a preset with overrides and
+        `replace(**changes)` (the trainer's flags on an --init checkpoint) all pass through it.
+        Refusals are ConfigValueError, naming the key."""
+        fields_ = {f.name for f in dataclasses.fields(self)}
+
         def bad(msg: str) -> None:
-            raise ConfigError(f"config '{self.name}': {msg}")
+            first = msg.split(" ", 1)[0].rstrip(":")
+            key = first if first.split(".")[0] in fields_ else ""
+            raise ConfigValueError(self.name, key, msg)
 
         if self.scale < 1:
             bad(f"scale must be >= 1, got {self.scale}")
@@ -261,6 +284,37 @@ class AlignVARConfig:
             bad(f"cfg must be >= 0, got {self.cfg}")
         if self.vq_phi_count < 1:
             bad("vq_phi_count must be >= 1")
+        # what the command-line flags of the same names refuse (argtypes: fraction, nonneg_float,
+        # positive_float), so a config.json or an override cannot train on what a flag may not
+        for name, ok, what in (("hcc_weight", self.hcc_weight >= 0, ">= 0 (0 turns HCC off)"),
+                               ("cond_drop", 0 <= self.cond_drop <= 1, "a probability in [0, 1]"),
+                               ("vq_beta", self.vq_beta >= 0, ">= 0"),
+                               ("norm_eps", self.norm_eps > 0, "> 0"),
+                               ("rope_base", self.rope_base > 0, "> 0")):
+            if not ok:
+                bad(f"{name} must be {what}, got {getattr(self, name)!r}")
+        if any(w < 0 for w in self.hcc_scale_weights):
+            bad(f"hcc_scale_weights must all be >= 0, got {list(self.hcc_scale_weights)}")
+        self._check_degradation(bad)
+
+    def _check_degradation(self, bad: Callable[[str], None]) -> None:
+        """The degradation block: values DegradationConfig accepts, at the model's own scale (the
+        LR it makes is what the model's LR tile is cut from)."""
+        try:
+            deg = self.lr_degradation()
+        except ConfigError as e:
+            bad(f"degradation: {e}")
+            return
+        if deg.scale != self.scale:
+            bad(f"degradation.scale {deg.scale} differs from the model's scale {self.scale}: the LR it "
+                f"makes would not fit the model's LR tile; set degradation.scale to {self.scale} or leave it out")
+
+    def lr_degradation(self) -> DegradationConfig:
+        """The HR -> LR degradation the model was trained with (the `degradation` block; the default
+        recipe where it records none), at the model's scale unless the block names one."""
+        d = dict(self.degradation)
+        d.setdefault("scale", self.scale)
+        return DegradationConfig.from_dict(d)
 
     # --- serialisation -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -272,11 +326,16 @@ class AlignVARConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> AlignVARConfig:
+    def check_keys(cls, d: dict[str, Any], name: str = "custom") -> None:
+        """Refuse keys that are not config fields (a typo would otherwise be a raw TypeError)."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ConfigError(f"unknown config keys {unknown}; valid keys: {sorted(known)}")
+            raise ConfigValueError(name, unknown[0], f"unknown config keys {unknown}; valid keys: {sorted(known)}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AlignVARConfig:
+        cls.check_keys(d, str(d.get("name", "custom")))
         return cls(**d)
 
     def to_json(self, path: str | Path | None = None) -> str:
@@ -295,12 +354,15 @@ class AlignVARConfig:
             raise ConfigError(f"config {path_or_text} is not valid JSON: {e}") from e
 
     def replace(self, **changes: Any) -> AlignVARConfig:
+        """A copy with `changes`, checked as a config.json is (check_keys, then validate)."""
+        self.check_keys(changes, self.name)
         return dataclasses.replace(self, **changes)
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> AlignVARConfig:
         if name not in PRESETS:
             raise ConfigError(f"unknown preset '{name}'; choose one of {sorted(PRESETS)}")
+        cls.check_keys(overrides, name)
         d = dict(PRESETS[name])
         d.update(overrides)
         return cls(name=name, **d)
@@ -312,7 +374,7 @@ def _var_preset(depth: int, hr_size: int) -> dict[str, Any]:
         hr_size=hr_size,
         patch_nums=PATCH_NUMS_256 if hr_size == 256 else PATCH_NUMS_512,
         vq_ch=160, vq_ch_mult=(1, 1, 2, 2, 4), vq_num_res_blocks=2, vq_norm_groups=32,
-        vq_vocab=4096, vq_cvae=32, vq_beta=0.25, residual_to_bicubic=False, decoder_lr=False,
+        vq_vocab=4096, vq_cvae=32, vq_beta=VAR_VQ_BETA, residual_to_bicubic=False, decoder_lr=False,
         depth=depth, width=64 * depth, heads=depth, lr_embed_ch=256, cfg=0.0,
     )
 
@@ -320,7 +382,7 @@ def _var_preset(depth: int, hr_size: int) -> dict[str, Any]:
 # The switches that make the network VARSR's (qyp2000/VARSR `VAR_RoPE` with its VQ-VAE).
 VARSR_SWITCHES: dict[str, Any] = dict(
     prefix="varsr", rope="varsr", rope_base=10000.0, lr_encoder="controlnet", vq_phi_last=False,
-    sca=False, abs_pos=False, residual_to_bicubic=False, decoder_lr=False, cfg=6.0, scale=4)
+    sca=False, abs_pos=False, residual_to_bicubic=False, decoder_lr=False, cfg=6.0, scale=4, vq_beta=VAR_VQ_BETA)
 
 
 PRESETS: dict[str, dict[str, Any]] = {

@@ -23,6 +23,7 @@ from typing import Any, BinaryIO, cast
 import torch
 
 from alignvar_edge.errors import CheckpointError
+from alignvar_edge.model.checkpoint import file_kind
 
 
 class Skipped:
@@ -177,11 +178,10 @@ def read_torch_file(path: str | os.PathLike[str]) -> Any:
                 mapped = None
             return _Unpickler(archive.read(pkl[0]), archive, prefix, fh, mapped).load()
     except zipfile.BadZipFile as e:
-        if _starts_as_zip(path):     # a zip whose end (or a member) is damaged: re-saving would not help
+        if file_kind(path) == "zip":     # a zip whose end (or a member) is damaged: re-saving would not help
             raise CheckpointError(f"'{path}' is a damaged or truncated PyTorch checkpoint ({e}); an interrupted "
                                   "download or copy? fetch the file again") from e
-        raise CheckpointError(f"'{path}' is not a PyTorch zip checkpoint (torch.save since 1.6); "
-                              "re-save it with a current PyTorch") from e
+        raise _not_a_torch_zip(path) from e
     except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError, AttributeError) as e:
         raise CheckpointError(f"cannot read '{path}': {e}; the file is damaged or not what torch.save writes: "
                               "fetch it again") from e
@@ -193,9 +193,16 @@ def read_torch_file(path: str | os.PathLike[str]) -> Any:
         raise CheckpointError(f"cannot read '{path}': {e}") from e
 
 
-def _starts_as_zip(path: str | os.PathLike[str]) -> bool:
-    try:
-        with open(path, "rb") as fh:
-            return fh.read(4) == b"PK\x03\x04"
-    except OSError:
-        return False
+def _not_a_torch_zip(path: str | os.PathLike[str]) -> CheckpointError:
+    """What to do with a file that is not torch.save's zip, by what it is instead."""
+    kind = file_kind(path)
+    if kind == "empty":
+        return CheckpointError(f"'{path}' is empty (0 bytes); an interrupted download or copy? fetch it again")
+    if kind == "safetensors":
+        return CheckpointError(f"'{path}' is a safetensors file, not a torch.save checkpoint: import converts "
+                               "VAR's and VARSR's .pth files; a folder with config.json and model.safetensors "
+                               "is a checkpoint already and needs no import")
+    return CheckpointError(f"'{path}' is not a PyTorch zip checkpoint (torch.save since 1.6); "
+                           "re-save it with a current PyTorch")
+
+
