@@ -277,6 +277,17 @@ def test_fp16_stored_weights_load_as_the_rounded_fp32_model(tmp_path) -> None:
         assert torch.equal(a, b.to(torch.float16).float()) if a.is_floating_point() else torch.equal(a, b), k
 
 
+def test_the_save_pretrained_method_stores_half_weights(tmp_path) -> None:
+    """docs/model.md's `model.save_pretrained(..., weights_dtype=torch.float16)` on the model itself."""
+    from safetensors import safe_open
+    model = micro_model(seed=2)
+    model.save_pretrained(tmp_path / "fp16", weights_dtype=torch.float16)
+    with safe_open(str(tmp_path / "fp16" / "model.safetensors"), "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
+    again = load_pretrained(tmp_path / "fp16")
+    assert torch.equal(again.head.weight, model.head.weight.half().float())
+
+
 def test_config_mismatch_is_reported(tmp_path) -> None:
     model = micro_model()
     save_pretrained(model, tmp_path / "ckpt")

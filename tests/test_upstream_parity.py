@@ -399,3 +399,73 @@ def test_an_args_pn_that_does_not_fit_the_shapes_gives_way_to_them() -> None:
     assert schedule(32, 10, 2240, {"pn": "1_2_3_4_6_9_13_18_24_32"}) == varsr_512
     with pytest.raises(CheckpointError, match="args.pn '1_2_4_8' does not fit.*--patch-nums"):
         schedule(8, 5, None, {"pn": "1_2_4_8"})
+
+
+def test_import_refuses_non_finite_upstream_weights_naming_file_and_tensor(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """What import writes every other verb accepts: a NaN in the upstream file is refused here."""
+    tree = read_torch_file(VARSR / "var.pth")
+    sd = {k: v.clone() for k, v in tree["trainer"]["var_wo_ddp"].items()}
+    sd["blocks.0.attn.proj.bias"].view(-1)[0] = float("nan")
+    bad = tmp_path / "nan1.pth"
+    torch.save(sd, bad)
+    line = _import_error(["varsr", "--var", str(bad), "--vae", str(VARSR / "vae.pth")], tmp_path / "out", capsys)
+    assert f"'{bad}'" in line and "tensor 'blocks.0.attn.proj.bias' holds 1 NaN/Inf" in line
+
+
+def test_import_of_a_safetensors_or_empty_file_says_what_it_is(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    vae = str(VARSR / "vae.pth")
+    line = _import_error(["varsr", "--var", str(VARSR / "reference.safetensors"), "--vae", vae],
+                         tmp_path / "out", capsys)
+    assert "reference.safetensors' is a safetensors file, not a torch.save checkpoint" in line
+    assert "re-save" not in line
+    empty = tmp_path / "empty.pth"
+    empty.write_bytes(b"")
+    line = _import_error(["varsr", "--var", str(empty), "--vae", vae], tmp_path / "out", capsys)
+    assert f"'{empty}' is empty (0 bytes)" in line and "re-save" not in line
+
+
+def test_imports_get_vars_commitment_weight(varsr_dir: Path, tmp_path: Path) -> None:
+    """VAR's and VARSR's VQVAE train with beta=0.25 (VAR models/vqvae.py: `beta=0.25`; VARSR builds
+    it with that default, and reference.json's vqvae constructor args name no other): fine-tuning
+    an imported VQ-VAE must not fall back to tiny's 0.02."""
+    assert json.loads((varsr_dir / "config.json").read_text())["vq_beta"] == 0.25
+    vae_sd = dict(read_torch_file(VARSR / "vae.pth")["trainer"]["vae_local"])
+    torch.save(vae_sd, tmp_path / "vae_raw.pth")
+    out = tmp_path / "var-vae"
+    assert cli(["import", "var", "--vae", str(tmp_path / "vae_raw.pth"), "--patch-nums", VAR_SCHEDULE,
+                "--out", str(out)]) == 0
+    assert json.loads((out / "config.json").read_text())["vq_beta"] == 0.25
+
+
+def test_info_names_a_preset_only_where_info_preset_takes_it(varsr_dir: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    firsts = {}
+    for checkpoint in (str(varsr_dir), "alignvar-tiny"):
+        capsys.readouterr()
+        assert cli(["info", "--no-flops", checkpoint]) == 0
+        first = firsts[checkpoint] = capsys.readouterr().out.splitlines()[0]
+        assert cli(["info", "--no-flops", "--json", str(tmp_path / "info.json"), checkpoint]) == 0
+        info = json.loads((tmp_path / "info.json").read_text())
+        if info["preset"] is None:
+            assert "preset" not in first.replace("not a preset", ""), first
+        else:
+            assert f"(preset {info['preset']})" in first
+            assert cli(["info", "--no-flops", "--preset", info["preset"]]) == 0
+    assert "(config 'varsr-import', not a preset)" in firsts[str(varsr_dir)]
+
+
+@torch.no_grad()
+def test_super_resolve_refines_with_the_engines_fixed_noise(varsr: AlignVAR, ref: dict[str, torch.Tensor]) -> None:
+    """Without `noise=`, eager refinement feeds the draw every engine feeds (numpy's PCG64(0), one
+    tile's draw repeated per tile), so it is deterministic and equals the engines; `noise=` still
+    gives another sample."""
+    lr = ref["lr"]
+    first = varsr.super_resolve(lr)
+    assert torch.equal(first, varsr.super_resolve(lr))
+    steps, cvae, p = varsr.config.refiner_steps, varsr.config.vq_cvae, varsr.config.latent_size
+    tile = np.random.default_rng(0).standard_normal((steps, p * p, cvae), dtype=np.float32)
+    pcg = torch.from_numpy(np.concatenate([tile] * lr.shape[0], axis=1))
+    assert torch.equal(first, varsr.super_resolve(lr, noise=pcg))
+    assert not torch.equal(first, varsr.super_resolve(lr, noise=torch.randn_like(pcg)))

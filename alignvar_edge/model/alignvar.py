@@ -306,8 +306,10 @@ class AlignVAR(nn.Module):
                       noise: torch.Tensor | None = None) -> torch.Tensor:
         """LR tile(s) (B, 3, lr, lr) in [0, 1] -> SR (B, 3, hr, hr) in [0, 1].
 
-        With VARSR's refiner, `refine` adds its residual, drawing the sampler's noise from torch's
-        generator unless `noise` (shape `config.noise_shape(B)`) is given. `color_fix` matches each
+        With VARSR's refiner, `refine` adds its residual; the sampler's noise is `noise` (shape
+        `config.noise_shape(B)`) or else the fixed draw every engine feeds (`config.refiner_noise`),
+        so the result is deterministic and equals the engines'. Pass `noise=torch.randn(...)` for a
+        fresh sample. `color_fix` matches each
         channel's mean and deviation to the LR image's (VARSR's AdaIN colour fix); by default it is on for
         VARSR-style models (whose test script applies it) and off otherwise.
         """
@@ -317,7 +319,8 @@ class AlignVAR(nn.Module):
         dtype = next(self.parameters()).dtype
         lr = lr_B3hw.clamp(0, 1).to(dtype)
         if refine and self.diffloss is not None and noise is None:
-            noise = torch.randn(self.config.noise_shape(lr.shape[0]), dtype=dtype, device=lr.device)
+            fixed = self.config.refiner_noise(lr.shape[0])
+            noise = torch.from_numpy(fixed).to(device=lr.device) if fixed is not None else None
         sr, _, _ = self.rollout(lr, noise.to(dtype) if refine and noise is not None else None)
         if color_fix:
             sr = adain_color_fix(sr, self.color_reference(lr))
@@ -371,8 +374,11 @@ class AlignVAR(nn.Module):
         """A bundled model name (e.g. 'alignvar-tiny') or a directory with config.json + safetensors."""
         return load_pretrained(name_or_dir)
 
-    def save_pretrained(self, out_dir: str, overwrite: bool = False) -> None:
-        save_pretrained(self, out_dir, overwrite=overwrite)
+    def save_pretrained(self, out_dir: str | os.PathLike[str], overwrite: bool = False,
+                        weights_dtype: torch.dtype | None = None) -> None:
+        """config.json + model.safetensors, atomically (checkpoint.save_pretrained): `weights_dtype=
+        torch.float16` stores half-size weights, widened back to float32 on load."""
+        save_pretrained(self, out_dir, overwrite=overwrite, weights_dtype=weights_dtype)
 
 
 def load_pretrained(name_or_dir: str | os.PathLike[str], strict: bool = True) -> AlignVAR:

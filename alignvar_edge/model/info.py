@@ -9,7 +9,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from alignvar_edge.model.alignvar import AlignVAR
-from alignvar_edge.model.config import AlignVARConfig
+from alignvar_edge.model.config import PRESETS, AlignVARConfig
 from alignvar_edge.model.rollout import ModelStages, run
 
 
@@ -57,11 +57,14 @@ def flops_per_tile(model: AlignVAR) -> dict[str, int]:
 
 def model_info(model: AlignVAR, with_flops: bool = True, name: str | None = None) -> dict[str, Any]:
     """What `info` shows: `name` is the model as the user named it (a bundled name or a checkpoint
-    path, as export and deploy record it), `preset` the architecture preset its config was made from."""
+    path, as export and deploy record it), `config_name` the name its config carries, and `preset`
+    that name where it is a preset (`info --preset` takes it), else None: an import's 'varsr-import'
+    or a Python-made 'custom' config is no preset."""
     c = model.config
     info: dict[str, Any] = {
         "name": name or c.name,
-        "preset": c.name,
+        "config_name": c.name,
+        "preset": c.name if c.name in PRESETS else None,
         "tile": {"lr": c.lr_size, "hr": c.hr_size, "scale": c.scale},
         "patch_nums": list(c.patch_nums),
         "latent": {"P": c.latent_size, "downsample": c.vq_downsample, "cvae": c.vq_cvae, "vocab": c.vq_vocab},
@@ -76,7 +79,9 @@ def model_info(model: AlignVAR, with_flops: bool = True, name: str | None = None
 
 
 def format_info(info: dict[str, Any]) -> str:
-    preset = f" (preset {info['preset']})" if info.get("preset", info["name"]) != info["name"] else ""
+    config_name = info.get("config_name", info["name"])
+    preset = ("" if config_name == info["name"] else f" (preset {config_name})" if info.get("preset") else
+              f" (config '{config_name}', not a preset)")
     lines = [f"model         {info['name']}{preset}",
              f"tile          LR {info['tile']['lr']} px -> SR {info['tile']['hr']} px (x{info['tile']['scale']})",
              f"scales        {info['patch_nums']}  (latent {info['latent']['P']}x{info['latent']['P']}, "

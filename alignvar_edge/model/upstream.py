@@ -25,8 +25,8 @@ import torch
 
 from alignvar_edge.errors import CheckpointError
 from alignvar_edge.model.alignvar import AlignVAR
-from alignvar_edge.model.checkpoint import LoadReport, match_state_dict
-from alignvar_edge.model.config import PATCH_NUMS_256, PATCH_NUMS_512, VARSR_SWITCHES, AlignVARConfig
+from alignvar_edge.model.checkpoint import LoadReport, check_finite, match_state_dict
+from alignvar_edge.model.config import PATCH_NUMS_256, PATCH_NUMS_512, VAR_VQ_BETA, VARSR_SWITCHES, AlignVARConfig
 from alignvar_edge.model.torch_files import Skipped, read_torch_file
 
 KNOWN_SCHEDULES = (PATCH_NUMS_256, PATCH_NUMS_512)
@@ -107,7 +107,11 @@ def network_state_dict(tree: Any, key: str, path: str | os.PathLike[str], kind: 
                                   f"{what}: pass it as {TRAINER_PARTS[other][1]} and the {what} checkpoint as {flag}")
         raise CheckpointError(f"'{path}' is not a {kind} checkpoint (no ckpt['trainer']['{key}'] and not a state "
                               f"dict of tensors): pass {kind}'s {what} checkpoint as {flag}")
-    return _unprefixed(_state_dict(sd, where), key, where), where
+    net = _unprefixed(_state_dict(sd, where), key, where)
+    # a NaN written into the checkpoint would be refused by every verb that loads it: refuse it here,
+    # naming the upstream file and tensor
+    check_finite(net, where)
+    return net, where
 
 
 def _count(sd: dict[str, torch.Tensor], pattern: str) -> int:
@@ -239,7 +243,7 @@ def var_vae_config(vae_sd: dict[str, torch.Tensor], patch_nums: tuple[int, ...],
     vq = vq_sizes(vae_sd, where)
     downsample = 2 ** (len(vq["vq_ch_mult"]) - 1)
     base = dict(vq, patch_nums=patch_nums, hr_size=patch_nums[-1] * downsample, scale=4, sca=False,
-                rope="none", abs_pos=True, name="var-import")
+                rope="none", abs_pos=True, vq_beta=VAR_VQ_BETA, name="var-import")
     base.update(overrides)
     return AlignVARConfig(**base)
 
