@@ -23,7 +23,9 @@ def test_parse_and_budget() -> None:
             parse_prune(bad)
     # the last two scales of (1, 2, 4, 8): 16 - 8 and 64 - 48 tokens forwarded
     assert keep_counts((1, 2, 4, 8), (0.5, 0.75)) == [None, None, 8, 16]
-    assert keep_counts((1, 2, 4, 8), (0.01,)) == [None, None, None, None]    # 0 tokens pruned: none
+    assert keep_counts((1, 2, 4, 8), (0.0, 0.5)) == [None, None, None, 32]    # 0: the scale unpruned
+    with pytest.raises(ConfigError, match=r"0\.01 of scale 3's 64 tokens is less than one token.*0\.0156"):
+        keep_counts((1, 2, 4, 8), (0.01,))                                   # 0 tokens: it would not prune
     with pytest.raises(ConfigError, match="at most 3"):
         keep_counts((1, 2, 4, 8), (0.1, 0.1, 0.1, 0.1))
 
@@ -230,3 +232,16 @@ def test_pivotal_selection_of_a_half_model_is_float32s():
     x = torch.randn(2, 1024, 64, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16)
     assert torch.equal(pivotal(x, 256), pivotal(x.float(), 256))
     assert torch.equal(pivotal(x.half(), 256), pivotal(x.half().float(), 256))
+
+
+def test_eval_and_the_pruning_api_refuse_a_ratio_export_refuses(capsys: pytest.CaptureFixture[str]) -> None:
+    """A ratio that leaves no token out is refused alike by export, eval --prune and `pruning()`,
+    before any work: eval would otherwise report an unpruned model as pruned (inf dB against itself)."""
+    assert cli.main(["eval", "alignvar-tiny", "--prune", "0.01", "--max-side", "64"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--prune 0.01: 0.01 of scale 5's 64 tokens is less than one token" in err[0]
+    model = micro_model()
+    with pytest.raises(ConfigError, match="less than one token"):
+        with pruning(model, (0.01,)):
+            pass
+    assert model.prune == ()

@@ -52,7 +52,11 @@ def pruning(model: Any, ratios: tuple[float, ...]) -> Iterator[None]:
 
 
 def keep_counts(patch_nums: tuple[int, ...], ratios: tuple[float, ...]) -> list[int | None]:
-    """Tokens each scale forwards: None where it is not pruned. Scale 0 is never pruned."""
+    """Tokens each scale forwards: None where it is not pruned (ratio 0). Scale 0 is never pruned.
+
+    The one rule for ratios (export, eval --prune and `pruning` all come here): a budget is a whole
+    count of tokens, so a ratio > 0 that leaves no token out is refused; the run would be unpruned
+    while the manifest, `inspect` and eval's table said pruned."""
     if len(ratios) >= len(patch_nums):
         raise ConfigError(f"--prune gives {len(ratios)} ratios for a model with {len(patch_nums)} scales; "
                           f"at most {len(patch_nums) - 1} (scale 0 has nothing to restore from)")
@@ -62,6 +66,10 @@ def keep_counts(patch_nums: tuple[int, ...], ratios: tuple[float, ...]) -> list[
         pruned = int(n * r)
         if pruned:
             keep[k] = n - pruned
+        elif r > 0:
+            raise ConfigError(f"--prune {','.join(f'{x:g}' for x in ratios)}: {r:g} of scale {k}'s {n} tokens is "
+                              f"less than one token, so nothing would be pruned there; give at least "
+                              f"{1 / n:.3g} (one token) or 0 to leave the scale unpruned")
     return keep
 
 
