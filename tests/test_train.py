@@ -581,6 +581,26 @@ def test_ctrl_c_while_train_starts_up_says_to_run_the_same_command(tmp_path: Pat
     assert not out.exists()
 
 
+def test_train_stage_help_lists_only_the_flags_the_stage_takes(capsys) -> None:
+    """`train STAGE --help` describes that stage and leaves out the flags it refuses; `train --help`
+    still lists them all."""
+    from alignvar_edge import cli
+
+    shown = {}
+    for stage in ("", "vqvae", "transformer", "decoder", "joint"):
+        assert cli.main(["train", *([stage] if stage else []), "--help"]) == 0
+        shown[stage] = capsys.readouterr().out
+    refused = {"vqvae": ["--latent"], "transformer": ["--latent", "--preset"],
+               "decoder": ["--preset", "--hcc-weight", "--hcc-rollout", "--hcc-tau", "--cfg-negative"],
+               "joint": ["--preset", "--latent", "--hcc-weight", "--hcc-rollout", "--hcc-tau", "--cfg-negative"]}
+    for stage, flags in refused.items():
+        assert all(f" {flag} " not in shown[stage] for flag in flags), (stage, shown[stage])
+        assert all(f" {flag} " in shown[""] for flag in flags)
+        assert " --out OUT " in shown[stage] and " --init INIT " in shown[stage]
+    assert " --latent " in shown["decoder"] and " --preset " in shown["vqvae"] and " --hcc-weight " in shown["transformer"]
+    assert len(set(shown.values())) == 5, "each stage's help is its own"
+
+
 def test_signals_outside_the_cli_still_interrupt_at_once(tmp_path: Path) -> None:
     """The library installs no handler: a Ctrl-C in train() raises KeyboardInterrupt as before."""
     import signal

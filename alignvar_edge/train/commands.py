@@ -14,14 +14,54 @@ from alignvar_edge.model.bundled import DEFAULT_CHECKPOINT
 from alignvar_edge.progress import stage
 
 
+# what `train STAGE --help` says the stage does
+STAGE_DESCRIPTIONS = {
+    "vqvae": "Train the VQ-VAE stage (the tokenizer and decoder): a new model of --preset (default tiny), or "
+             "the checkpoint --init names. The loss flags of the transformer stage given here go into the "
+             "model's config, for the transformer stage that starts from this run.",
+    "transformer": "Train the transformer on the frozen tokens of a VQ-VAE run (--init RUN/final), with "
+                   "per-scale cross-entropy + HCC, and SCA on.",
+    "decoder": "Fine-tune the VQ decoder on the latents the trained transformer (--init RUN/final) builds, "
+               "or on a zero latent (--latent zero: the equal-budget control).",
+    "joint": "Train the transformer and the decoder together on the L1 of the image the model's own greedy "
+             "rollout decodes to (--init RUN/final).",
+}
+# flags only some stages take (the others refuse them): `train STAGE --help` lists them only there
+STAGE_FLAGS = {"--preset": ("vqvae",), "--latent": ("decoder",),
+               **{f: ("vqvae", "transformer") for f in ("--hcc-weight", "--hcc-rollout", "--hcc-tau", "--cfg-negative")}}
+
+
+class _StageHelp(argparse.Action):
+    """-h/--help after a stage (`train decoder --help`): that stage's description and only the flags
+    it takes; before one, every flag."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS,
+                 default: str = argparse.SUPPRESS, help: str | None = None) -> None:
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        stage = getattr(namespace, "stage", None)
+        if stage in STAGE_DESCRIPTIONS:
+            parser.description = STAGE_DESCRIPTIONS[stage]
+            for action in parser._actions:
+                if any(stage not in STAGE_FLAGS.get(flag, (stage,)) for flag in action.option_strings):
+                    action.help = argparse.SUPPRESS
+        parser.print_help()
+        parser.exit()
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("train", help="train the VQ-VAE, the transformer, the decoder or the joint stage (CPU or CUDA)",
+                       add_help=False,
                        description="Train one stage. The VQ-VAE stage first; then the transformer on "
                                    "its frozen tokens (--init RUN/final), with CE + HCC and SCA on; then, "
                                    "optionally, the VQ decoder on the latents the trained transformer "
                                    "builds, or (joint) the transformer and the decoder together on the "
-                                   "L1 of the image its own greedy rollout decodes to (--init RUN/final).")
-    p.add_argument("stage", choices=("vqvae", "transformer", "decoder", "joint"))
+                                   "L1 of the image its own greedy rollout decodes to (--init RUN/final). "
+                                   "`train STAGE --help` lists the flags of one stage.")
+    p.add_argument("-h", "--help", action=_StageHelp, help="show this help (after STAGE: that stage's) and exit")
+    p.add_argument("stage", choices=tuple(STAGE_DESCRIPTIONS))
     p.add_argument("--preset", help="model preset for a new VQ-VAE run (default: tiny); with --init the "
                                     "checkpoint's own config is trained")
     p.add_argument("--init", help="checkpoint to start from (required for every stage after vqvae)")
