@@ -54,3 +54,26 @@ def test_bundled_fp32_engines_match_torch_on_odd_size_photos(backend, pytestconf
             assert up.shape == (4 * img.shape[0], 4 * img.shape[1], 3)
             assert psnr(ref_up, up) >= 50.0
             assert tiling.seam_ratio(up, ys, xs, engine.tile_size, engine.scale) < 1.5
+
+
+def test_a_torch_engine_says_the_batch_it_runs_its_contract_and_its_model_name(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`inspect` of a torch engine said `batch 1` (it runs 4 tiles per call), its manifest had no
+    input contract, and its model was named by the path it was built from."""
+    from alignvar_edge import runtimes
+    from alignvar_edge.cli import main
+    from alignvar_edge.manifest import load_verified
+
+    out = tmp_path / "tt"
+    assert main(["build", "alignvar-tiny", "--target", "torch", "--out", str(out)]) == 0
+    m = load_verified(out)
+    assert m.model.name == "alignvar-tiny" and m.input_contract is not None
+    assert m.input_contract["batch"] is None
+    capsys.readouterr()
+    assert main(["inspect", str(out)]) == 0
+    text = capsys.readouterr().out
+    with runtimes.load(out) as eng:
+        assert f"batch any ({eng.preferred_batch} tiles per call by default)" in text, text
+        assert m.input_contract["tile"] == eng.config.lr_size
+    assert "model      alignvar-tiny" in text
+    assert "batch dynamic" in text           # the input line: any batch is accepted

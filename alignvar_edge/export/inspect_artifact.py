@@ -96,7 +96,10 @@ def _engine_info(root: Path, m: Manifest) -> dict[str, Any]:
                    + ("" if _content_hashed(root) else _UNHASHED),
         **_common_info(root, m), "kind": "engine", "backend": m.backend,
         "device": extra.get("device") or extra.get("compute_units"),      # Core ML: its compute units
-        "batch": m.static_batch, "engine_files": dict(extra.get("files") or {}),
+        # an engine of any batch (torch eager) says so and how many tiles it runs per call
+        "batch": (f"any ({extra['tiles_per_call']} tiles per call by default)" if extra.get("tiles_per_call")
+                  else m.static_batch),
+        "engine_files": dict(extra.get("files") or {}),
         "built_from": (extra.get("source") or {}).get("path"),
         "split": extra.get("split"), "half_ladder": extra.get("half_ladder"), "tried": tried_rungs(m),
         "half_checked_in_f32": half_checked_in_f32(m),
