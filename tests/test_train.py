@@ -377,6 +377,21 @@ def test_interrupted_run_is_kept_once_it_saved_and_resume_goes_on(tmp_path: Path
     assert losses(out, "l1") == losses(tmp_path / "whole", "l1")
 
 
+def test_overrides_the_config_refuses_are_named_as_overrides(vq_run: Path, tmp_path: Path) -> None:
+    """TrainOptions(overrides=...) goes through the config's own check (the bounds the flags apply,
+    unknown keys), and the refusal names the override, not a config file; nothing is written."""
+    init = str(vq_run / "final")
+    for extra, says in ((dict(overrides={"cond_drop": 5.0}), r"overrides\['cond_drop'\]: cond_drop must be a probability"),
+                        (dict(overrides={"bogus": 1}), r"overrides\['bogus'\]: unknown config keys \['bogus'\]"),
+                        (dict(overrides={"cond_drop": 2.0}, init=init, preset="tiny"),
+                         r"overrides\['cond_drop'\]: cond_drop must be"),
+                        (dict(overrides={"hcc_tau": 0.0}, init=init, preset="tiny"), r"--hcc-tau: hcc_tau must be > 0")):
+        stage = "transformer" if "init" in extra else "vqvae"
+        with pytest.raises(InputError, match=says):
+            train(opts(tmp_path / "run", stage, 1, **extra), micro_batches())
+        assert not (tmp_path / "run").exists()
+
+
 def test_hcc_tau_without_a_gumbel_rollout_is_refused(vq_run: Path, tmp_path: Path) -> None:
     init = str(vq_run / "final")                          # micro: teacher-forced HCC
     with pytest.raises(InputError, match="--hcc-tau 0.5 is the temperature of --hcc-rollout gumbel"):
