@@ -202,6 +202,10 @@ def s_inspect_checkpoint(tmp, exp, ck):
     return ["inspect", str(ck)]
 
 
+def s_info_export(tmp, exp, ck):
+    return ["info", str(exp)]
+
+
 def s_build_bundled_name(tmp, exp, ck):
     return ["build", "alignvar-tiny", "--target", "openvino", "--out", str(tmp / "ov")]
 
@@ -244,6 +248,8 @@ FAULTS = [
     ("info-torch-file", s_info_torch_file, "convert VARSR's or VAR's with `alignvar-edge import", None),
     ("eval-weights-file", s_eval_weights_file, "is a file of a checkpoint; pass its folder", None),
     ("inspect-checkpoint", s_inspect_checkpoint, "is a model checkpoint, not an exported artifact; export it", None),
+    ("info-export", s_info_export, "is an artifact of alignvar-edge (an export or an engine: it has manifest.json), "
+     "not a model checkpoint", None),
     ("build-bundled-name", s_build_bundled_name, "'alignvar-tiny' is a bundled model checkpoint, not an exported "
      "artifact; export it first", None),
     ("quantize-empty-calib-folder", s_quantize_empty_calib, "no images", c_no_q),

@@ -19,7 +19,7 @@ from safetensors import SafetensorError, safe_open
 from alignvar_edge.errors import CheckpointError, ConfigError
 from alignvar_edge.fsmodes import publish_mode
 from alignvar_edge.lazy import lazy_import
-from alignvar_edge.manifest import ModelSource, sha256_file
+from alignvar_edge.manifest import MANIFEST_FILE, ModelSource, sha256_file
 from alignvar_edge.model.bundled import BUNDLED, PRETRAINED_DIR
 from alignvar_edge.model.config import AlignVARConfig, ConfigValueError
 
@@ -80,6 +80,11 @@ def resolve_checkpoint_dir(name_or_dir: str | os.PathLike[str]) -> Path:
         raise CheckpointError(f"no checkpoint directory at '{s}'; pass a directory with {CONFIG_FILE} "
                               f"and {WEIGHTS_FILE}, or a bundled model name: {', '.join(BUNDLED)}")
     for f in (CONFIG_FILE, WEIGHTS_FILE):
+        if not (path / f).is_file() and (path / MANIFEST_FILE).is_file():     # an export or an engine
+            raise CheckpointError(f"'{s}' is an artifact of alignvar-edge (an export or an engine: it has "
+                                  f"{MANIFEST_FILE}), not a model checkpoint; pass the checkpoint it was made from "
+                                  f"(`alignvar-edge inspect {s}` names it), or a bundled model name: "
+                                  f"{', '.join(BUNDLED)}")
         if not (path / f).is_file():
             # a training run's folder: its checkpoint is `final` inside it, or while it trains `latest`
             # (the EMA weights of its last save)
