@@ -242,8 +242,13 @@ def run_build(args: argparse.Namespace) -> int:
 def engine_warnings(m: Manifest) -> list[str]:
     """What a built engine's manifest says must reach the user who made it (`build`, and `quantize`
     for a backend that quantizes in its build): a Core ML proxy short of the selftest gate, and the
-    ANE lint's findings above `info`."""
+    ANE lint's findings above `info`, and the int8 source's missed fidelity target (its own parity
+    compares the engine with that source, not with fp32)."""
+    from alignvar_edge.quantize.records import missed_target_warning
     lines = []
+    missed = missed_target_warning((m.parity or {}).get("quantize"), m.quantization)
+    if missed:
+        lines.append(f"warning: the {m.precision} engine: {missed}")
     if isinstance(m.parity, dict) and m.parity.get("short_of_gate"):    # Core ML: its proxy misses the gate
         from alignvar_edge.runtimes.coreml.readme import SHORT_OF_GATE
         lines.append(f"warning: {SHORT_OF_GATE.format(gate=m.parity['short_of_gate'])}")

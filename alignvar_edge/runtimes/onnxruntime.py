@@ -10,7 +10,6 @@ and the session options, so a deployment is one self-describing directory.
 from __future__ import annotations
 
 import shutil
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -183,16 +182,14 @@ class OrtBackend(Backend):
 
 def _carry_quantize_fidelity(src: Manifest, m: Manifest) -> None:
     """An engine of a quantize output keeps that step's fidelity against fp32 (its own parity
-    compares it with the quantized graph it copies) and warns where the step missed its target."""
-    from alignvar_edge.quantize.records import missed_target_warning, validation_line
+    compares it with the quantized graph it copies); `build` warns where the step missed its target
+    (`runtimes.commands.engine_warnings`)."""
+    from alignvar_edge.quantize.records import validation_line
     if not validation_line(src.parity):
         return
     assert m.parity is not None
     m.parity["quantize"] = src.parity
     m.parity["target_met"] = src.parity["target_met"]        # type: ignore[index]
-    warning = missed_target_warning(src.parity, src.quantization)
-    if warning:
-        warnings.warn(f"the {m.precision} engine: {warning}", stacklevel=4)
 
 
 def ship_golden(src_manifest: Manifest | None, src_dir: Path, dest: Path) -> dict[str, Any] | None:
