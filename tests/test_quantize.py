@@ -583,3 +583,15 @@ def test_tile_counts_round_up_to_whole_calls_of_the_batch(tmp_path: Path,
     assert "rounded up to whole calls of the export's batch 4: 4 and 4" in capsys.readouterr().err
     calib = json.loads((out / "manifest.json").read_text())["calibration"]
     assert calib["tiles"] == 4 and calib["validation_tiles"] == 4
+
+
+def test_build_says_when_it_rounds_calib_tiles_up_to_whole_calls(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """`build --calib-tiles` asked for fewer tiles than whole calls says it rounds, as quantize does."""
+    import argparse
+    from alignvar_edge.export.onnx_export import export_onnx
+    from alignvar_edge.runtimes.commands import _calibration
+    src = export_onnx(lively_model(), tmp_path / "b4", graph="single", batch=4, n_tiles=4)
+    cs = _calibration(argparse.Namespace(source=str(src), calib="builtin", calib_tiles=3))
+    assert "--calib-tiles rounded up to whole calls of the export's batch 4: 4 (asked for 3)" in capsys.readouterr().err
+    assert len(cs.calibration) == 4

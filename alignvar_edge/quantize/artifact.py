@@ -31,7 +31,7 @@ from alignvar_edge.export.staged import make_session
 from alignvar_edge.manifest import (MANIFEST_FILE, Manifest, artifact_dir, check_out, listed_file, load_verified,
                                     new_manifest, recorded_path, sha256_file, write_manifest)
 from alignvar_edge.quantize.calibration.sets import (DEFAULT_TILES, DEFAULT_VALIDATION_TILES, CalibrationSet,
-                                            TileSplit, model_config, whole_calls)
+                                            TileSplit, model_config, rounding_note)
 from alignvar_edge.quantize.fp16 import to_fp16
 from alignvar_edge.quantize.half_policy import HalfPolicy, search_half
 from alignvar_edge.quantize.int8 import Int8Builder, check_opset_version, target_recipe
@@ -185,10 +185,9 @@ def calibration_for(src: str | os.PathLike[str], opts: QuantizeOptions,
     m = load_verified(Path(src))
     _check_source(Path(src), m)          # before the calibration set is made: the input is right
     batch = m.static_batch
-    tiles, val_tiles = whole_calls(opts.tiles, batch), whole_calls(opts.val_tiles, batch)
-    if (tiles, val_tiles) != (opts.tiles, opts.val_tiles):
-        log(f"calibration and validation tiles rounded up to whole calls of the export's batch {batch}: "
-            f"{tiles} and {val_tiles} (asked for {opts.tiles} and {opts.val_tiles})")
+    (tiles, val_tiles), note = rounding_note("calibration and validation tiles", (opts.tiles, opts.val_tiles), batch)
+    if note:
+        log(note)
     cs = calibration_set(opts.calib, model_config(m.config), tiles, val_tiles, opts.seed)
     log(f"calibration set {cs.hash[:12]}: {len(cs.calibration)} tiles from {cs.recipe['calibration_images']} "
         f"image(s), {len(cs.validation)} validation tiles from {cs.recipe['validation_images']}"

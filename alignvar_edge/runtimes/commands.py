@@ -259,7 +259,7 @@ def engine_warnings(m: Manifest) -> list[str]:
 
 
 def _calibration(args: argparse.Namespace) -> Any:
-    from alignvar_edge.quantize.calibration.sets import CalibrationSet, whole_calls
+    from alignvar_edge.quantize.calibration.sets import CalibrationSet, rounding_note
     from alignvar_edge.manifest import read_manifest
     from alignvar_edge.runtimes.artifacts import is_checkpoint
     n = args.calib_tiles or CALIB_TILES
@@ -269,7 +269,10 @@ def _calibration(args: argparse.Namespace) -> Any:
     else:
         from alignvar_edge.runtimes.base import config_from_manifest
         m = read_manifest(args.source)
-        config, n = config_from_manifest(m), whole_calls(n, m.static_batch)
+        config = config_from_manifest(m)
+        (n,), note = rounding_note("--calib-tiles", (n,), m.static_batch)
+        if note and args.calib_tiles:
+            _say(note)
     if args.calib == "builtin":
         return CalibrationSet.builtin(config, n=n)
     return CalibrationSet.from_folder(args.calib, config, n=n)

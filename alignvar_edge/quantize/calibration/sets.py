@@ -37,7 +37,7 @@ from alignvar_edge.model.config import AlignVARConfig
 from alignvar_edge.quantize.calibration.tiles import degradation_for
 from alignvar_edge.samples import sample_images
 
-__all__ = ["CalibrationSet", "TileSplit", "model_config"]
+__all__ = ["CalibrationSet", "TileSplit", "model_config", "rounding_note"]
 
 DEFAULT_TILES = 32
 DEFAULT_VALIDATION_TILES = 16
@@ -49,6 +49,16 @@ def whole_calls(n: int, batch: int) -> int:
     """n tiles rounded up to whole calls of a static-batch graph (the tile counts asked for are a
     minimum: a graph of batch 16 calibrates and validates on 16 tiles when 8 are asked for)."""
     return -(-n // batch) * batch
+
+
+def rounding_note(what: str, asked: tuple[int, ...], batch: int) -> tuple[tuple[int, ...], str | None]:
+    """The tile counts `asked` rounded up to whole calls (`whole_calls`), and the line that says so
+    where any changed ("`what` rounded up to whole calls of the export's batch 16: 16 (asked for 4)")."""
+    got = tuple(whole_calls(n, batch) for n in asked)
+    if got == asked:
+        return got, None
+    return got, (f"{what} rounded up to whole calls of the export's batch {batch}: "
+                 f"{' and '.join(map(str, got))} (asked for {' and '.join(map(str, asked))})")
 
 
 def full_batches(n: int, batch: int) -> range:
