@@ -206,6 +206,10 @@ def s_info_export(tmp, exp, ck):
     return ["info", str(exp)]
 
 
+def s_export_images_not_a_folder(tmp, exp, ck):
+    return ["export", str(ck), "--out", str(tmp / "x"), "--images", "nowhere-at-all"]
+
+
 def s_build_bundled_name(tmp, exp, ck):
     return ["build", "alignvar-tiny", "--target", "openvino", "--out", str(tmp / "ov")]
 
@@ -250,6 +254,7 @@ FAULTS = [
     ("inspect-checkpoint", s_inspect_checkpoint, "is a model checkpoint, not an exported artifact; export it", None),
     ("info-export", s_info_export, "is an artifact of alignvar-edge (an export or an engine: it has manifest.json), "
      "not a model checkpoint", None),
+    ("export-images-not-a-folder", s_export_images_not_a_folder, "--images nowhere-at-all is not a folder; pass a folder of images", None),
     ("build-bundled-name", s_build_bundled_name, "'alignvar-tiny' is a bundled model checkpoint, not an exported "
      "artifact; export it first", None),
     ("quantize-empty-calib-folder", s_quantize_empty_calib, "no images", c_no_q),

@@ -118,6 +118,8 @@ def usable_images(folder: str | os.PathLike[str], flag: str, limit: int | None =
     (counting usable ones), and the (name, reason) of each file skipped (one over `max_megapixels`
     too): the skipped are named in one warning; a folder with no usable image is refused in one line
     naming them. `stacklevel` points the warning at the caller's caller by default."""
+    if not Path(folder).is_dir():
+        raise InputError(f"{flag} {folder} is not a folder; pass a folder of images")
     skipped: list[tuple[str, str]] = []
     images = list(islice(read_images(folder, skipped, max_megapixels, raise_limit), limit))
     if not images:
