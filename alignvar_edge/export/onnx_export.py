@@ -231,20 +231,6 @@ def validate(model: AlignVAR, root: Path, graph: str, batches: list[np.ndarray],
                    scale=model.config.scale, session_load_s=round(load_s, 3))
 
 
-def _check_prune(patch_nums: tuple[int, ...], prune: tuple[float, ...]) -> None:
-    """Refuse a ratio that leaves no token out at its scale (a budget is a whole count of tokens):
-    the graphs would be unpruned while the manifest and `inspect` said pruned."""
-    keep = keep_counts(patch_nums, prune)          # refuses more ratios than scales
-    first = len(patch_nums) - len(prune)
-    for i, r in enumerate(prune):
-        k = first + i
-        if r > 0 and keep[k] is None:
-            n = patch_nums[k] ** 2
-            raise ConfigError(f"--prune {','.join(f'{x:g}' for x in prune)}: {r:g} of scale {k}'s {n} tokens is "
-                              f"less than one token, so nothing would be pruned there; give at least "
-                              f"{1 / n:.3g} (one token) or 0 to leave the scale unpruned")
-
-
 def _runtime_refused(e: Exception, graph: str, opset: int) -> ArtifactError | None:
     """ONNX Runtime refusing to load or run a graph that passed onnx.checker, as one line naming
     what the user can change (its version, the opset, the batch); None for any other error. The
@@ -307,7 +293,7 @@ def export_onnx(model: AlignVAR, out_dir: str | os.PathLike[str], graph: str = "
     if attention == "fused" and opset < FUSED_ATTENTION_OPSET:
         raise ConfigError(f"--attention fused needs --opset {FUSED_ATTENTION_OPSET} (ONNX Attention, RMSNormalization "
                           f"and RotaryEmbedding); at opset {opset} use --attention explicit")
-    _check_prune(model.config.patch_nums, prune)
+    keep_counts(model.config.patch_nums, prune)     # refuses a ratio before any work (its one rule)
     if not refine and not model.config.has_refiner:
         # refused, not dropped: the user would believe they had switched something off
         raise ConfigError(f"--no-refine applies to models with VARSR's diffusion refiner; "
