@@ -29,7 +29,7 @@ def run_demo(out: Path, image: str = "coffee", size: int = 256, force: bool = Fa
     from alignvar_edge.model.alignvar import load_pretrained
     from alignvar_edge.runtimes.torch_backend import TorchEngine
     from alignvar_edge.samples import sample_images
-    from alignvar_edge.degrade import DegradationConfig, degrade
+    from alignvar_edge.degrade import degrade
     from alignvar_edge.bench.evaluate import bicubic_upscale
 
     names = dict(sample_images("heldout"))
@@ -48,7 +48,7 @@ def run_demo(out: Path, image: str = "coffee", size: int = 256, force: bool = Fa
     s = min(size, hr.shape[0], hr.shape[1]) // c.scale * c.scale
     top, left = (hr.shape[0] - s) // 2, (hr.shape[1] - s) // 2
     hr = np.ascontiguousarray(hr[top:top + s, left:left + s], dtype=np.float32)
-    deg = DegradationConfig.from_dict(c.degradation) if c.degradation else DegradationConfig(scale=c.scale)
+    deg = c.lr_degradation()
     lr = degrade(hr, deg, seed=0)
 
     with TorchEngine.from_model(model, batch=16) as engine:

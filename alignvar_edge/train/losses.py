@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from alignvar_edge.degrade import DegradationConfig, item_seed, low_quality
+from alignvar_edge.degrade import item_seed, low_quality
 from alignvar_edge.model import AlignVAR, AlignVARConfig
 from alignvar_edge.model.alignvar import POSITIVE
 from alignvar_edge.model.hcc import greedy_straight_through, gumbel_straight_through, hcc_loss, split_scales
@@ -121,7 +121,7 @@ def negative_targets(hr: torch.Tensor, negative: torch.Tensor, config: AlignVARC
     VARSR's image CFG does; None ("dropout", VAR's null class: the negative label, same target)."""
     if config.cfg_negative != "degraded" or not bool(negative.any()):
         return None
-    deg = DegradationConfig.from_dict(config.degradation) if config.degradation else DegradationConfig(scale=config.scale)
+    deg = config.lr_degradation()
     base = int(torch.randint(0, 2**62, (1,), generator=gen))
     target = hr.clone()
     for i in negative.nonzero().flatten().tolist():

@@ -30,7 +30,6 @@ from tqdm import tqdm
 
 from alignvar_edge import safe_stop
 from alignvar_edge.cli_json import is_own_result
-from alignvar_edge.degrade import DegradationConfig
 from alignvar_edge.errors import CheckpointError, ConfigError, InputError, OutputExistsError
 from alignvar_edge.fsmodes import write_text
 from alignvar_edge.images import DEFAULT_MAX_MEGAPIXELS, list_images
@@ -231,7 +230,7 @@ def make_batches(images: str | None, config: AlignVARConfig, batch: int, seed: i
     """Batch b = dataset items b*batch .. b*batch+batch-1: a pure function of (seed, b)."""
     source = images if images is not None else sample_images("train")
     ds = ImageFolderDataset(source, crop=config.hr_size, scale=config.scale,
-                            degradation=DegradationConfig.from_dict(config.degradation),
+                            degradation=config.lr_degradation(),
                             seed=seed, samples_per_image=10**9, max_megapixels=max_megapixels)
 
     def get(b: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -426,7 +425,7 @@ def train(opts: TrainOptions, batches: Callable[[int], tuple[torch.Tensor, torch
         raise ConfigError(f"--init {opts.init}: the joint stage trains through the unguided greedy rollout, but "
                           "this model guides its tokens (cfg > 0) or refines its last scale; use the decoder stage")
     if not model.config.degradation:       # record the exact LR recipe for calibration and eval
-        model.config.degradation = DegradationConfig(scale=model.config.scale).to_dict()
+        model.config.degradation = model.config.lr_degradation().to_dict()
     # what the images say (files skipped) is said once the run starts: a refused command prints one line
     with warnings.catch_warnings(record=True) as notices:
         if batches is None:

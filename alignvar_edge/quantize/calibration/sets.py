@@ -34,7 +34,6 @@ from alignvar_edge.images.folders import read_images, skipped_list
 from alignvar_edge.images import DEFAULT_MAX_MEGAPIXELS, IMAGE_EXTENSIONS, list_images
 from alignvar_edge.manifest import sha256_file
 from alignvar_edge.model.config import AlignVARConfig
-from alignvar_edge.quantize.calibration.tiles import degradation_for
 from alignvar_edge.samples import sample_images
 
 __all__ = ["CalibrationSet", "TileSplit", "model_config", "rounding_note"]
@@ -157,7 +156,7 @@ class CalibrationSet:
         cfg = model_config(config)
         if n < 1 or n_val < 1:
             raise ConfigError(f"need at least one calibration and one validation tile, got n={n}, n_val={n_val}")
-        deg = degradation_for(cfg)        # the chain recorded in the checkpoint, or the trainer's default
+        deg = cfg.lr_degradation()        # the chain recorded in the checkpoint, or the trainer's default
         if deg.scale != cfg.scale:
             raise ConfigError(f"the recorded degradation scales by {deg.scale} but the model by {cfg.scale}")
         tile = cfg.hr_size

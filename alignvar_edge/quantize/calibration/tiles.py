@@ -12,22 +12,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from alignvar_edge.degrade import DegradationConfig, degrade, item_seed
+from alignvar_edge.degrade import degrade, item_seed
 from alignvar_edge.errors import InputError
 from alignvar_edge.images.folders import usable_images
 from alignvar_edge.model.config import AlignVARConfig
 from alignvar_edge.samples import sample_images
 
-__all__ = ["degradation_for", "load_photos", "lr_tiles", "tile_pairs", "tiles_hash"]
+__all__ = ["load_photos", "lr_tiles", "tile_pairs", "tiles_hash"]
 
 Images = str | os.PathLike[str] | Sequence[np.ndarray]
-
-
-def degradation_for(config: AlignVARConfig) -> DegradationConfig:
-    """The model's own degradation (config.degradation) or the default one, at the model's scale."""
-    d = dict(config.degradation)
-    d.setdefault("scale", config.scale)
-    return DegradationConfig.from_dict(d)
 
 
 def load_photos(split: str, images: Images | None) -> list[np.ndarray]:
@@ -62,7 +55,7 @@ def tile_pairs(config: AlignVARConfig, n: int, seed: int = 0, split: str = "held
                              "held-out ones")
         raise InputError(f"no image is at least {size}x{size} (the HR tile); use larger images "
                          "or a model with a smaller tile")
-    deg = degradation_for(config)
+    deg = config.lr_degradation()
     lrs, hrs = [], []
     for i in range(n):
         img = imgs[i % len(imgs)]
