@@ -595,3 +595,10 @@ def test_build_says_when_it_rounds_calib_tiles_up_to_whole_calls(tmp_path: Path,
     cs = _calibration(argparse.Namespace(source=str(src), calib="builtin", calib_tiles=3))
     assert "--calib-tiles rounded up to whole calls of the export's batch 4: 4 (asked for 3)" in capsys.readouterr().err
     assert len(cs.calibration) == 4
+
+
+def test_selftest_advice_for_a_failing_int8_engine_names_no_search_where_the_search_was_skipped() -> None:
+    from alignvar_edge.runtimes.selftest import _int8_fix
+    assert "--no-search: quantize again without it" in _int8_fix({"method": "minmax", "search": None})
+    for searched in ({"method": "minmax", "search": {"float_groups": []}}, {"tool": "nncf"}, None):
+        assert "--no-search" not in _int8_fix(searched) and "--min-token-agreement" in _int8_fix(searched)

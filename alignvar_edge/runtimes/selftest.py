@@ -182,11 +182,18 @@ def _check_and_time(engine: Any, lr: np.ndarray, sr: np.ndarray, tok: list[np.nd
     report["result"] = "FAIL" if missed else "PASS"
     if missed:          # a bare FAIL leaves the user guessing which gate, and by how much
         report["reason"] = (f"{' and '.join(missed)}, the gate for {report['backend']} {report['precision']}; "
-                            + ("an engine quantized beyond what the golden tiles hold: quantize again with a higher "
-                               "--min-token-agreement or more --val-tiles, or build fp16 / fp32"
-                               if report["precision"] == "int8" else
+                            + (_int8_fix(engine.metadata.quantization) if report["precision"] == "int8" else
                                "rebuild the engine (at a higher precision if it is a half or weight-compressed "
                                "one), or report it with this output"))
+
+
+def _int8_fix(quantization: dict[str, Any] | None) -> str:
+    """What to do about an int8 engine short of its gate: its quantize step without the fidelity
+    search (`--no-search`) first, else a stricter search."""
+    if isinstance(quantization, dict) and "search" in quantization and quantization["search"] is None:
+        return "its int8 graph was quantized with --no-search: quantize again without it, or build fp16 / fp32"
+    return ("an engine quantized beyond what the golden tiles hold: quantize again with a higher "
+            "--min-token-agreement or more --val-tiles, or build fp16 / fp32")
 
 
 def selftest_engine(engine_dir: str | os.PathLike[str], device: str | None = None, runs: int = 10,
