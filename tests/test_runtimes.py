@@ -159,7 +159,7 @@ def test_load_auto_detects_the_backend(export, built, tmp_path):
     sharp_model("micro").save_pretrained(str(ckpt))
     with runtimes.load(ckpt) as e:                      # a checkpoint is the torch engine
         assert e.backend == "torch"
-    with pytest.raises(ArtifactError, match="engine for openvino"):
+    with pytest.raises(InputError, match="is an openvino engine, not one for onnxruntime: use backend openvino"):
         runtimes.load(built["openvino"], backend="onnxruntime")
     with pytest.raises(ArtifactError, match="no manifest.json"):
         runtimes.load(tmp_path)

@@ -605,12 +605,18 @@ def test_quantize_for_coreml_says_what_build_says(tmp_path, capsys, monkeypatch)
     (export / "model.onnx").write_bytes(b"graph")
     write_manifest(export, new_manifest("onnx", "onnx", "single", "fp32",
                                         ModelInfo(name="micro", source=checkpoint_source(ckpt))))
-    occupied = tmp_path / "occupied"            # refused before converting: the line before it is what counts
-    occupied.mkdir()
-    (occupied / "mine.txt").write_text("mine")
-    assert main(["quantize", str(export), "--precision", "fp16", "--target", "coreml", "--out", str(occupied)]) == 2
+    from alignvar_edge import runtimes
+    from alignvar_edge.errors import InputError
+    real_build = runtimes.build
+
+    def stop(*a, **k):                           # the line before the conversion is what counts here
+        raise InputError("stopped before converting")
+    monkeypatch.setattr(runtimes, "build", stop)
+    assert main(["quantize", str(export), "--precision", "fp16", "--target", "coreml",
+                 "--out", str(tmp_path / "fp16")]) == 2
     err = capsys.readouterr().err
     assert "coreml fp16 needs no calibration set" in err and "weights only" not in err, err
+    monkeypatch.setattr(runtimes, "build", real_build)
     real = coreml.fidelity_proxy
 
     def short_proxy(*a, **k):

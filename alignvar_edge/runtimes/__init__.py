@@ -96,7 +96,8 @@ def check_backend(path: str | os.PathLike[str], backend: str) -> None:
     if export:
         raise InputError(f"{path} is an ONNX export, which runs on onnxruntime or openvino, not on {backend}: use one "
                          "of those (or auto)" + (", or a model checkpoint for torch" if backend == "torch" else ""))
-    raise InputError(f"{path} is a {found} engine, not one for {backend}: use backend {found} (or auto)")
+    article = "an" if found[0] in "aeiou" else "a"
+    raise InputError(f"{path} is {article} {found} engine, not one for {backend}: use backend {found} (or auto)")
 
 
 def load(engine_dir: str | os.PathLike[str], backend: str = "auto", device: str | None = None,
