@@ -108,8 +108,9 @@ def test_a_prune_ratio_below_one_token_is_refused(tmp_path: Path, capsys: pytest
     with pytest.raises(ConfigError, match=r"0\.05 of scale 2's 16 tokens is less than one token.*0\.0625"):
         ox.export_onnx(nano_model(), tmp_path / "a", batch=1, prune=(0.25, 0.05))
     assert list(tmp_path.iterdir()) == []
-    ox._check_prune((1, 2, 4), (0.25, 0.0625))         # one token at each: accepted
-    ox._check_prune((1, 2, 4), (0.0, 0.5))             # 0 leaves a scale unpruned
+    from alignvar_edge.model.pruning import keep_counts       # export's rule
+    assert keep_counts((1, 2, 4), (0.25, 0.0625)) == [None, 3, 15]     # one token at each: accepted
+    assert keep_counts((1, 2, 4), (0.0, 0.5)) == [None, None, 8]       # 0 leaves a scale unpruned
 
 
 def test_validation_images_are_recorded_and_shown_with_their_full_path(
