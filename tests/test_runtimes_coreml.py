@@ -628,6 +628,8 @@ def test_quantize_for_coreml_says_what_build_says(tmp_path, capsys, monkeypatch)
     err = capsys.readouterr().err
     assert "coreml int8-weights compresses weights only: it needs no calibration set" in err, err
     assert "warning: the build-time proxy is short of the selftest gate (99% tokens and 30 dB)" in err, err
+    from alignvar_edge.manifest import read_manifest
+    assert read_manifest(tmp_path / "q").model.name == "micro"    # the export's model, as export names it, not its path
 
 
 @pytest.mark.slow

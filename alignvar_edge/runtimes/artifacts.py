@@ -20,7 +20,7 @@ from alignvar_edge.manifest import (MANIFEST_FILE, BuiltFrom, Manifest, ModelInf
 from alignvar_edge.model.config import AlignVARConfig
 from alignvar_edge.runtimes.base import INPUT, SR, token_name
 
-__all__ = ["checkpoint_dir", "check_same_checkpoint", "source_checkpoint", "default_out",
+__all__ = ["checkpoint_dir", "check_same_checkpoint", "model_name", "source_checkpoint", "default_out",
            "engine_manifest", "graph_io", "is_checkpoint", "single_graph", "check_calibration"]
 
 
@@ -35,6 +35,15 @@ def is_checkpoint(path: str | os.PathLike[str]) -> bool:
     p = Path(s)
     return (p.is_dir() and (p / CONFIG_FILE).is_file() and (p / WEIGHTS_FILE).is_file()
             and not (p / MANIFEST_FILE).is_file())
+
+
+def model_name(source: str | os.PathLike[str]) -> str:
+    """The model's name as `export` gives it, for an engine built from `source`: an export's
+    recorded name (not the export's path), else the checkpoint as named (bundled name or path)."""
+    if is_checkpoint(source):
+        return str(source)
+    from alignvar_edge.manifest import read_manifest
+    return read_manifest(source).model.display_name
 
 
 def check_same_checkpoint(found: Path, model: ModelInfo) -> None:

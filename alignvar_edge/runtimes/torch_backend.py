@@ -16,10 +16,10 @@ import numpy as np
 
 from alignvar_edge.errors import ArtifactError, BackendUnavailableError, InputError
 from alignvar_edge.lazy import lazy_import
-from alignvar_edge.manifest import (Manifest, ModelInfo, ModelSource, contract, load_verified, new_manifest, read_manifest,
+from alignvar_edge.manifest import (Manifest, ModelInfo, ModelSource, contract, load_verified, new_manifest,
                                     recorded_path, write_manifest)
 from alignvar_edge.manifest import artifact_dir as staging_dir
-from alignvar_edge.runtimes.artifacts import checkpoint_dir, graph_io, is_checkpoint
+from alignvar_edge.runtimes.artifacts import checkpoint_dir, graph_io, is_checkpoint, model_name
 from alignvar_edge.runtimes.base import INPUT, SR, Backend, Engine, TensorSpec, token_name
 from alignvar_edge import recipes
 
@@ -132,7 +132,7 @@ class TorchBackend(Backend):
             # eager takes any batch (-1 in the graph, None in the contract); `open` feeds DEFAULT_BATCH
             # tiles per call unless told otherwise
             m = new_manifest("engine", "torch", "eager", precision,
-                             ModelInfo(name=_model_name(artifact_dir), source=checkpoint_source(src),
+                             ModelInfo(name=model_name(artifact_dir), source=checkpoint_source(src),
                                        config=config.to_dict()),
                              graphs={"eager": {"file": WEIGHTS_FILE, **graph_io(config, -1)}},
                              input_contract=contract(config.lr_size, config.scale, None),
@@ -169,14 +169,6 @@ class TorchBackend(Backend):
         model = load_pretrained(path)    # the engine dir holds config.json + weights
         return TorchEngine(model, m, self.check_device(device or m.extra.get("device", "cpu")),
                            precision or m.precision, batch, Path(path), cuda_graphs=graphs)
-
-
-def _model_name(source: Path) -> str:
-    """The model's name as `export` gives it: an export's recorded name (not the export's path),
-    else the checkpoint as named (bundled name or path)."""
-    if is_checkpoint(source):
-        return str(source)
-    return read_manifest(source).model.display_name
 
 
 BACKEND = TorchBackend()

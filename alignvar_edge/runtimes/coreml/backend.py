@@ -43,7 +43,7 @@ from alignvar_edge.manifest import artifact_dir as staging_dir
 from alignvar_edge.manifest import (Manifest, ModelInfo, ModelSource, listed_file, load_verified, new_manifest,
                                     recorded_path, write_manifest)
 from alignvar_edge.model.checkpoint import checkpoint_source, weights_sha256
-from alignvar_edge.runtimes.artifacts import checkpoint_dir, validation_tiles
+from alignvar_edge.runtimes.artifacts import checkpoint_dir, model_name, validation_tiles
 from alignvar_edge.runtimes.base import INPUT, SR, Backend, Engine, TensorSpec, config_from_manifest, token_name
 from alignvar_edge.runtimes.coreml.compress import compress
 from alignvar_edge.runtimes.coreml.ct import import_ct, quiet
@@ -486,7 +486,7 @@ class CoreMLBackend(Backend):
                      "source": {"path": recorded_path(src) if src else "in-memory model"},
                      "removed_passes": ["common::reduce_transposes"]}
             m = new_manifest("engine", self.name, "single", precision,
-                             ModelInfo(name=str(artifact_dir) if src else config.name, config=config.to_dict(),
+                             ModelInfo(name=model_name(artifact_dir) if src else config.name, config=config.to_dict(),
                                        source=checkpoint_source(src) if src else ModelSource.memory(),
                                        parameters=model.parameter_report(), weights_sha256=weights_sha256(model)),
                              graphs={"single": {"file": PACKAGE, **package_io(checks)}},
