@@ -441,6 +441,12 @@ def test_run_interrupted_before_its_first_save_leaves_out_as_it_was(tmp_path: Pa
     with pytest.raises(KeyboardInterrupt):                                  # a new run: nothing is left
         train(opts(tmp_path / "new", "vqvae", 8), interrupted_at(2))
     assert not (tmp_path / "new").exists()
+    for force in (False, True):                   # the user's empty folder stays, empty, flags or not
+        (tmp_path / "mine").mkdir()
+        with pytest.raises(KeyboardInterrupt):
+            train(opts(tmp_path / "mine", "vqvae", 8, force=force), interrupted_at(2))
+        assert (tmp_path / "mine").is_dir() and not any((tmp_path / "mine").iterdir())
+        (tmp_path / "mine").rmdir()
     # the CLI's line says what to do: the same command again (--resume would find nothing)
     monkeypatch.setattr(trainer, "make_batches", lambda *a, **k: interrupted_at(0))
     capsys.readouterr()
@@ -765,6 +771,23 @@ def test_out_that_is_a_file_or_someones_folder_is_not_called_a_run(tmp_path: Pat
         assert len(err) == 1 and "choose another --out" in err[0] and "already holds a run" not in err[0], err
         assert "pass --force" not in err[0] and "--resume" not in err[0], err
     assert afile.read_text() == "x" and (foreign / "a").read_text() == "x"
+
+
+def test_out_that_is_an_artifact_is_named_as_one(tmp_path: Path, capsys) -> None:
+    """`--out` naming an export: one line says it is an artifact, not a run, with or without --force,
+    and the export is left whole."""
+    from alignvar_edge import cli
+    from alignvar_edge.manifest import load_verified
+
+    export = tmp_path / "export"
+    assert cli.main(["export", "--preset", "micro", "--out", str(export), "--batch", "1", "--tiles", "1"]) == 0
+    capsys.readouterr()
+    for extra in ([], ["--force"]):
+        assert cli.main(["train", "vqvae", "--preset", "micro", "--out", str(export), "--steps", "1", *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "is an artifact alignvar-edge made" in err[0] and "choose another --out" in err[0], err
+        assert "already holds a run" not in err[0] and "pass --force" not in err[0], err
+    load_verified(export)
 
 
 def test_training_images_are_held_as_their_codes_with_the_same_batches(tmp_path: Path, monkeypatch) -> None:

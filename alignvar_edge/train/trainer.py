@@ -33,7 +33,7 @@ from alignvar_edge.cli_json import is_own_result
 from alignvar_edge.errors import CheckpointError, ConfigError, InputError, OutputExistsError
 from alignvar_edge.fsmodes import write_text
 from alignvar_edge.images import DEFAULT_MAX_MEGAPIXELS, list_images
-from alignvar_edge.manifest import RUN_FILE, check_out
+from alignvar_edge.manifest import MANIFEST_FILE, RUN_FILE, check_out
 from alignvar_edge.model import AlignVAR, AlignVARConfig
 from alignvar_edge.model.config import ConfigValueError
 from alignvar_edge.model.alignvar import load_pretrained
@@ -297,17 +297,21 @@ def _prepare_out(opts: TrainOptions) -> Path | None:
         return None
     aside = None
     taken = out_taken(out)
-    if taken and not opts.force:
-        # a file or someone's folder: neither --force nor --resume would take it, so say that instead
-        check_out(out, force=True)
-        raise OutputExistsError(f"'{out}' already holds a run; pass --force to replace it, "
-                                "--resume to continue it, or choose another --out")
-    check_out(out, force=True)      # ours to replace, and never inside an artifact (it would fail verification)
+    # a file, someone's folder, a folder inside an artifact: neither --force nor --resume would take
+    # it, so that is said first, whatever the flags
+    check_out(out, force=True)
     stray = _not_made_by_a_run(out) if taken else []
+    if MANIFEST_FILE in stray:
+        raise OutputExistsError(f"'{out}' is an artifact alignvar-edge made (it holds a {MANIFEST_FILE}), not a "
+                                "training run; a run does not replace it: choose another --out")
     if stray:
         more = f" and {len(stray) - 3} more" if len(stray) > 3 else ""
         raise OutputExistsError(f"'{out}' holds files a training run did not write ({', '.join(stray[:3])}{more}): "
-                                "--force would delete them; move them out of the folder, or choose another --out")
+                                + ("--force would delete them; " if opts.force else "")
+                                + "move them out of the folder, or choose another --out")
+    if taken and not opts.force:
+        raise OutputExistsError(f"'{out}' already holds a run; pass --force to replace it, "
+                                "--resume to continue it, or choose another --out")
     if taken:
         aside = out.with_name(f".{out.name}.replaced-{os.getpid()}")
         os.replace(out, aside)
@@ -412,6 +416,19 @@ def _finish_out(out: Path, aside: Path | None, ok: bool) -> None:
         os.replace(aside, out)
 
 
+def _undo_new_out(out: Path, out_was_there: bool) -> None:
+    """--out as it was before a run that saved nothing: gone where the run made it, else emptied
+    (it was empty: `_prepare_out` takes no other folder for a new run)."""
+    if not out_was_there:
+        shutil.rmtree(out, ignore_errors=True)
+        return
+    for p in out.iterdir():
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+
+
 def train(opts: TrainOptions, batches: Callable[[int], tuple[torch.Tensor, torch.Tensor]] | None = None) -> Path:
     """Run a stage; returns the final checkpoint directory. `batches(b)` -> (hr, lr) for batch b."""
     opts.validate()
@@ -431,6 +448,7 @@ def train(opts: TrainOptions, batches: Callable[[int], tuple[torch.Tensor, torch
         if batches is None:
             batches = make_batches(opts.images, model.config, opts.batch, opts.seed, opts.max_megapixels)
     model.to(opts.torch_device())
+    out_was_there = opts.out.is_dir()       # an empty folder of the user's: an interrupted run leaves it
     aside = _prepare_out(opts)
     try:
         # a run that replaces another stops at once when asked: it is not kept (see below), so
@@ -442,7 +460,7 @@ def train(opts: TrainOptions, batches: Callable[[int], tuple[torch.Tensor, torch
         # leaves --out as it found it
         _finish_out(opts.out, aside, ok=False)
         if aside is None and not has_state(opts.out):
-            shutil.rmtree(opts.out, ignore_errors=True)
+            _undo_new_out(opts.out, out_was_there)
         raise
     except BaseException:
         _finish_out(opts.out, aside, ok=False)
