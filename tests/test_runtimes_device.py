@@ -412,3 +412,32 @@ def test_an_engine_selftest_names_the_engine_file_it_checked(ort_dir):
     want = hashlib.sha256((ort_dir / "model.onnx").read_bytes()).hexdigest()
     assert r["result"] == "PASS" and r["engine_sha256"] == want
     assert f"engine    {want} (SHA-256)" in format_report(r).splitlines()
+
+
+def test_an_engine_the_runtime_cannot_compile_here_is_one_line_naming_it_and_the_fp32_fix(export, tmp_path):
+    """A bf16 engine built on a CPU with bf16 units, opened where oneDNN has fewer ISA extensions
+    (ONEDNN_MAX_CPU_ISA caps them, as on an older CPU): OpenVINO's compile error was a traceback
+    from `upscale` and `selftest --engine`; it is one line with the engine, the reason and the fix."""
+    import os
+    import subprocess
+    import sys
+
+    from alignvar_edge.runtimes.half import host_half
+    if host_half("openvino", "CPU") != "bf16":
+        pytest.skip("this CPU has no bf16 units (needs AVX512-BF16 or AMX) to build the bf16 engine on")
+    bf16 = runtimes.build(export, "openvino", "bf16", out=tmp_path / "bf16")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "in.png")
+    code = _BLOCK_TORCH + '''
+from alignvar_edge.cli import main
+sys.exit(main(sys.argv[1:]))
+'''
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p), "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    for argv in (["selftest", "--engine", str(bf16), "--threads", "1"],
+                 ["upscale", str(tmp_path / "in.png"), str(tmp_path / "out.png"), "--engine", str(bf16)]):
+        res = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, env=env, timeout=600)
+        err = res.stderr.strip()
+        assert res.returncode == 3 and len(err.splitlines()) == 1, err[-3000:]
+        assert err.startswith(f"alignvar-edge {argv[0]}: error: openvino cannot compile {bf16} here ("), err
+        assert err.endswith("an fp32 engine of the same export compiles where bf16 ones may not: build one on the "
+                            "host (`alignvar-edge build EXPORT --target openvino --precision fp32`) and use it here")
+    assert not (tmp_path / "out.png").exists()

@@ -114,7 +114,29 @@ def load(engine_dir: str | os.PathLike[str], backend: str = "auto", device: str 
     ok, why = b.can_load()
     if not ok:
         raise BackendUnavailableError(f"{b.name} is not usable here: {why}")
-    return b.load(_as_path(engine_dir), device=device, **opts)
+    try:
+        return b.load(_as_path(engine_dir), device=device, **opts)
+    except (NotImplementedError, RecursionError):       # RuntimeErrors of our own code, not of the runtime
+        raise
+    except RuntimeError as e:     # the runtime could not compile the engine for this device (OpenVINO's compile_model)
+        raise BackendUnavailableError(_compile_error(b.name, engine_dir, device, e)) from e
+
+
+def _compile_error(backend: str, engine_dir: str | os.PathLike[str], device: str | None, error: RuntimeError) -> str:
+    """One line: the engine, the runtime's own reason (its last line, without the C++ source
+    locations OpenVINO puts first) and what to try: an fp32 engine compiles where half ones may not."""
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip() and not ln.startswith("Exception from ")]
+    reason = (lines[-1] if lines else type(error).__name__).split(". ")[0].rstrip(".")
+    try:
+        from alignvar_edge.manifest import read_manifest
+        precision = read_manifest(engine_dir).precision
+    except (AlignVAREdgeError, OSError):
+        precision = None
+    fix = ("report it with this line and `alignvar-edge doctor`'s output" if precision in (None, "fp32") else
+           f"an fp32 engine of the same export compiles where {precision} ones may not: build one on the host "
+           f"(`alignvar-edge build EXPORT --target {backend} --precision fp32`) and use it here")
+    on = f" for device {device}" if device else ""
+    return f"{backend} cannot compile {engine_dir}{on} here ({reason}); {fix}"
 
 
 def build(artifact_dir: str | os.PathLike[str], target: str, precision: str | None = None,
