@@ -441,3 +441,28 @@ sys.exit(main(sys.argv[1:]))
         assert err.endswith("an fp32 engine of the same export compiles where bf16 ones may not: build one on the "
                             "host (`alignvar-edge build EXPORT --target openvino --precision fp32`) and use it here")
     assert not (tmp_path / "out.png").exists()
+
+
+def test_a_quantized_export_named_where_an_engine_is_wanted_gives_a_build_command_that_works(export, tmp_path):
+    """The build it suggests for an int8 export carries the export's precision (a plain
+    `--target onnxruntime` build of it is refused), and the other way names what --backend needs."""
+    import re
+    import shlex
+
+    from alignvar_edge.cli import main
+    from alignvar_edge.errors import ArtifactError
+    from alignvar_edge.quantize.artifact import QuantizeOptions, quantize_artifact
+    from alignvar_edge.runtimes.selftest import selftest_engine
+    int8 = quantize_artifact(export, tmp_path / "int8", QuantizeOptions(search=False, tiles=8, val_tiles=8))
+    with pytest.raises(ArtifactError) as err:
+        selftest_engine(int8, runs=1)
+    message = str(err.value)
+    assert message.endswith("or run `alignvar-edge selftest --backend onnxruntime` where PyTorch is installed "
+                            "(the host tools: pip install 'alignvar-edge[host]')"), message
+    build = re.search(r"`(alignvar-edge build [^`]+)`, on the host", message)
+    assert build is not None, message
+    argv = shlex.split(build.group(1))[1:]
+    assert argv == ["build", str(int8), "--target", "onnxruntime", "--precision", "int8"]
+    assert main([*argv, "--out", str(tmp_path / "engine")]) == 0
+    from alignvar_edge.manifest import read_manifest
+    assert read_manifest(tmp_path / "engine").precision == "int8"

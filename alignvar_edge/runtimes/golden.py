@@ -56,11 +56,12 @@ def engine_golden(root: Path, otherwise: str) -> Path:
         m = None
     if m is not None and GOLDEN_FILE in m.files:
         verify_files(root, m)       # listed but gone (a partial copy): that error names it and the fix
-    kind = m.kind if m is not None else None
-    if kind == "onnx":      # an export (fp32 or quantized): the engines built from it carry them
+    if m is not None and m.kind == "onnx":      # an export (fp32 or quantized): the engines built from it carry them
+        # a quantized export builds only at the precision its graph carries (recipes.exported_precision_error)
+        precision = f" --precision {m.precision}" if m.precision != "fp32" else ""
         raise ArtifactError(f"{root} is an ONNX export, which carries no {GOLDEN_FILE}: build an engine from it "
-                            f"(`alignvar-edge build {root} --target onnxruntime`, on the host) and use that"
-                            f"{otherwise}")
+                            f"(`alignvar-edge build {root} --target onnxruntime{precision}`, on the host) and use "
+                            f"that{otherwise}")
     raise ArtifactError(f"{root} carries no {GOLDEN_FILE}; rebuild it with this alignvar-edge "
                         f"(`alignvar-edge build` ships golden outputs){otherwise}")
 

@@ -214,7 +214,8 @@ def selftest_engine(engine_dir: str | os.PathLike[str], device: str | None = Non
         if (root / "config.json").is_file() and (root / "model.safetensors").is_file():
             load_golden(root)
         read_manifest(root)
-    f = engine_golden(root, ", or run `selftest --backend B` where the package's model is installed")
+    f = engine_golden(root, ", or run `alignvar-edge selftest --backend onnxruntime` where PyTorch is installed "
+                            "(the host tools: pip install 'alignvar-edge[host]')")
     lr, golden_sr, golden_tok, meta = read_golden(f)
     opts = _load_options({}, cuda_graphs, threads)
     with runtimes.load(root, device=device, **opts) as engine:
