@@ -466,3 +466,25 @@ def test_a_quantized_export_named_where_an_engine_is_wanted_gives_a_build_comman
     assert main([*argv, "--out", str(tmp_path / "engine")]) == 0
     from alignvar_edge.manifest import read_manifest
     assert read_manifest(tmp_path / "engine").precision == "int8"
+
+
+def test_selftest_backend_on_a_device_names_selftest_engine_which_works_there(ort_dir):
+    """The README's first command on a new device is `selftest --backend`; without PyTorch it says
+    that --backend needs the host tools and that a device checks a built engine with --engine."""
+    import os
+    import subprocess
+    import sys
+    code = _BLOCK_TORCH + '''
+from alignvar_edge.cli import main
+print("RC", [main(["selftest", "--backend", "onnxruntime"]), main(["selftest", "--backend", "torch"]),
+             main(["selftest", "--engine", sys.argv[1], "--runs", "1"])])
+'''
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    res = subprocess.run([sys.executable, "-c", code, str(ort_dir)], capture_output=True, text=True, env=env,
+                         timeout=600)
+    assert "RC [3, 3, 0]" in res.stdout, res.stderr[-3000:]
+    line = ("alignvar-edge selftest: error: --backend (it builds an engine from the package's model here) needs torch, "
+            "which a device install does not have; install the host tools: pip install 'alignvar-edge[host]'; on a "
+            "device, check an engine built on the host instead: alignvar-edge selftest --engine ENGINE_DIR")
+    assert res.stderr.splitlines().count(line) == 2, res.stderr
+    assert "Traceback" not in res.stderr and "RESULT    PASS" in res.stdout

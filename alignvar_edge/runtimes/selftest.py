@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from alignvar_edge.errors import BackendUnavailableError, CheckpointError, InputError
-from alignvar_edge.lazy import lazy_import
+from alignvar_edge.errors import BackendUnavailableError, CheckpointError, HostToolsError, InputError
+from alignvar_edge.lazy import import_host, lazy_import
 from alignvar_edge.manifest import sha256_file
 from alignvar_edge.model.bundled import DEFAULT_CHECKPOINT
 from alignvar_edge.recipes import recipe
@@ -93,6 +93,7 @@ def selftest(backend: str, model: str = DEFAULT_CHECKPOINT, device: str | None =
     from alignvar_edge import __version__, runtimes
     from alignvar_edge.model.checkpoint import resolve_checkpoint_dir
 
+    _require_pytorch()
     b = runtimes.get_backend(backend)
     ckpt = resolve_checkpoint_dir(model)
     lr, golden_sr, golden_tok = load_golden(ckpt)
@@ -146,6 +147,16 @@ def selftest(backend: str, model: str = DEFAULT_CHECKPOINT, device: str | None =
         return report
     finally:
         tmp.cleanup()
+
+
+def _require_pytorch() -> None:
+    """--backend builds its engine from the package's model, which needs PyTorch (the host tools); a
+    device install checks an engine built on the host instead, with `--engine`, which needs neither."""
+    try:
+        import_host("alignvar_edge.model.alignvar", "--backend (it builds an engine from the package's model here)")
+    except HostToolsError as e:
+        raise HostToolsError(f"{e}; on a device, check an engine built on the host instead: "
+                             "alignvar-edge selftest --engine ENGINE_DIR", name=e.name) from e
 
 
 def _load_options(report: dict[str, Any], cuda_graphs: bool | None, threads: int | None) -> dict[str, Any]:
