@@ -73,10 +73,24 @@ def _refuse_not_pixels(image: object) -> None:
     if isinstance(image, (str, bytes, os.PathLike)):
         raise InputError(f"got the path {os.fsdecode(image)!r}, not an image; load it first: "
                          "load_image(path)[0] (every bit kept) or PIL.Image.open(path)")
-    if isinstance(image, tuple) and len(image) == 2 and isinstance(image[0], np.ndarray) and image[0].ndim == 3 \
-            and (image[1] is None or isinstance(image[1], np.ndarray)):
+    if _is_load_image_pair(image):
         raise InputError("got load_image's (rgb, alpha) pair, not an image; pass its rgb array, with "
                          "the alpha as a 4th channel where there is one: np.dstack([rgb, alpha])")
+
+
+def _is_load_image_pair(image: object) -> bool:
+    return isinstance(image, tuple) and len(image) == 2 and isinstance(image[0], np.ndarray) \
+        and image[0].ndim == 3 and (image[1] is None or isinstance(image[1], np.ndarray))
+
+
+def refuse_one_image(images: object, where: str) -> None:
+    """One image (an array, a PIL image, a path or `load_image`'s pair) where an iterable of images
+    is due (`where`, e.g. "upscale_many"): iterating it would run each row, or each character of a
+    path, as an image of its own."""
+    if isinstance(images, (np.ndarray, Image.Image, str, bytes, os.PathLike)) or _is_load_image_pair(images):
+        kind = type(images).__name__ if not isinstance(images, tuple) else "load_image's (rgb, alpha) pair"
+        raise InputError(f"{where} takes an iterable of images, got one image ({kind}); pass a list, "
+                         f"{where}([image]), or call upscale(image)")
 
 
 def _pil_as_float(img: Image.Image) -> tuple[np.ndarray, Callable[[np.ndarray], object]]:

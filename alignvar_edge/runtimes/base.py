@@ -241,7 +241,16 @@ class Engine(abc.ABC):
         """`upscale` of each image, in order, each as soon as it is final (small images are read a
         few calls' worth ahead). Small images share calls instead of padding one each
         (`tiling.upscale_images`): a folder of thumbnails runs in full batches.
-        `progress(index, done, total)`: tiles of image `index` done."""
+        `progress(index, done, total)`: tiles of image `index` done.
+
+        `images` is an iterable of images (a list, a generator); one image is refused here, at
+        the call, not iterated row by row."""
+        from alignvar_edge.images.arrays import refuse_one_image
+        refuse_one_image(images, "upscale_many")
+        return self._upscale_many(images, overlap, progress)
+
+    def _upscale_many(self, images: Iterable[Any], overlap: int | None,
+                      progress: Callable[[int, int, int], None] | None) -> Iterator[Any]:
         from alignvar_edge.images import as_float_image
         from alignvar_edge.runtimes.tiling import upscale_images
         backs: list[Callable[[np.ndarray], Any]] = []
