@@ -488,3 +488,29 @@ print("RC", [main(["selftest", "--backend", "onnxruntime"]), main(["selftest", "
             "device, check an engine built on the host instead: alignvar-edge selftest --engine ENGINE_DIR")
     assert res.stderr.splitlines().count(line) == 2, res.stderr
     assert "Traceback" not in res.stderr and "RESULT    PASS" in res.stdout
+
+
+def test_doctor_on_a_device_does_not_advise_the_tensorrt_kit_build_it_cannot_run(export, tmp_path):
+    """Writing a TensorRT build kit needs the host tools (onnx): doctor's tensorrt line on a device
+    install leaves that advice out, and the build it named is indeed refused there."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from alignvar_edge.runtimes.tensorrt.backend import BACKEND
+    if BACKEND.is_available()[0] or BACKEND.version() is not None:
+        pytest.skip("TensorRT is installed here")
+    code = _BLOCK_TORCH + '''
+from alignvar_edge.cli import main
+main(["doctor", "--json", sys.argv[1]])
+print("RC", main(["build", sys.argv[3], "--target", "tensorrt", "--out", sys.argv[2]]))
+'''
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    res = subprocess.run([sys.executable, "-c", code, str(tmp_path / "d.json"), str(tmp_path / "kit"), str(export)],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert "RC 3" in res.stdout, res.stderr[-3000:]
+    (trt,) = [b for b in json.loads((tmp_path / "d.json").read_text())["backends"] if b["name"] == "tensorrt"]
+    assert trt["reason"].startswith("TensorRT is not installed") and "build" not in trt["reason"], trt["reason"]
+    assert "alignvar-edge build: error:" in res.stderr and "alignvar-edge[host]" in res.stderr
+    assert not (tmp_path / "kit").exists()

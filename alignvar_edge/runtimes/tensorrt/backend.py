@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from alignvar_edge.errors import ArtifactError, BackendUnavailableError, InputError
-from alignvar_edge.lazy import lazy_import
+from alignvar_edge.lazy import is_installed, lazy_import
 from alignvar_edge.manifest import artifact_dir as staging_dir
 from alignvar_edge.manifest import Manifest, listed_file, load_verified, new_manifest, recorded_path, write_manifest
 from alignvar_edge.runtimes.artifacts import engine_manifest, single_graph
@@ -46,7 +46,8 @@ torch = lazy_import("torch")      # CUDA buffers, where PyTorch has CUDA
 JETSON_RELEASE = "/etc/nv_tegra_release"      # present on every Jetson Linux (L4T) install
 NOT_INSTALLED = ("TensorRT is not installed (PyPI's tensorrt wheels only fetch from NVIDIA's index: use "
                  "JetPack on a Jetson, or pip's --extra-index-url https://pypi.nvidia.com on a CUDA "
-                 "machine); `build --target tensorrt` still writes an on-device build kit")
+                 "machine)")
+KIT_STILL_BUILDS = "; `build --target tensorrt` still writes an on-device build kit"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -320,7 +321,8 @@ class TensorRTBackend(Backend):
             return ("TensorRT is not importable by this Python: JetPack installs it for the system Python "
                     "(sudo apt install python3-libnvinfer); in a virtual environment, create it with "
                     "`python3 -m venv --system-site-packages`")
-        return NOT_INSTALLED
+        # the kit is built with the host tools (onnx): a device install cannot write one
+        return NOT_INSTALLED + (KIT_STILL_BUILDS if is_installed("onnx") else "")
 
     def is_available(self) -> tuple[bool, str]:
         ok, why = super().is_available()
