@@ -160,3 +160,15 @@ def test_fail_says_which_gate_missed_and_by_how_much(ckpt, tmp_path, capsys):
     gate = r["thresholds"]["token_agreement"]
     assert r["result"] == "FAIL" and r["reason"].startswith(f"tokens {share:.2%} < {gate * 100:g}%, the gate for torch fp32")
     assert f"RESULT    FAIL: {r['reason']}" in capsys.readouterr().out
+
+
+def test_the_report_shows_a_scale_that_lost_tokens_with_the_overall_figures_decimals(ckpt):
+    """One token of the last scale changed (1 of 2 x 8 x 8): that scale reads 99.22%, not a rounded 100%."""
+    from alignvar_edge.export.parity import token_agreement
+    r = st.selftest_engine(ckpt, runs=1)
+    _, _, golden = st.load_golden(ckpt)
+    ran = [t.copy() for t in golden]
+    ran[-1].flat[0] += 1
+    r["tokens"] = token_agreement(golden, ran)
+    line = next(ln for ln in st.format_report(r).splitlines() if ln.startswith("tokens "))
+    assert "per scale 100%/100%/100%/99.22%); tiles identical 50%" in line, line
