@@ -1264,3 +1264,20 @@ def test_a_float_colour_tiff_is_refused_by_what_it_is_not_as_damaged(tmp_path: P
     (tmp_path / "junk.tif").write_bytes(b"II*\x00 not really")       # still damaged: said so
     with pytest.raises(InputError, match="header is damaged"):
         load_image(tmp_path / "junk.tif")
+
+
+def test_a_float_file_outside_0_1_says_how_to_save_it_not_to_divide_it(tmp_path) -> None:
+    """A CLI user cannot "divide it by its full-scale value" (the array API's advice): a float TIFF
+    of 0..255 samples is told how float files are read and what to save instead, and that works."""
+    samples = np.arange(35, dtype=np.float32).reshape(5, 7) * 7
+    Image.fromarray(samples, mode="F").save(tmp_path / "f255.tif")
+    with pytest.raises(InputError) as err:
+        load_image(tmp_path / "f255.tif")
+    assert str(err.value) == (f"{tmp_path / 'f255.tif'}: floating-point image with values from 0 to 238, outside "
+                              "[0, 1]; float samples are read as 0 (black) to 1 (white): save it as an 8- or 16-bit "
+                              "PNG or TIFF (or as float scaled to [0, 1])")
+    Image.fromarray(samples.astype(np.uint8)).save(tmp_path / "f255.png")          # the advice, taken
+    rgb, _ = load_image(tmp_path / "f255.png")
+    np.testing.assert_allclose(rgb[..., 0], samples / 255, atol=1e-6)
+    with pytest.raises(InputError, match="divide it by its full-scale value"):      # an array's caller divides
+        as_float_image(samples)

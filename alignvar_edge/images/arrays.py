@@ -30,12 +30,13 @@ _INT_FULL_SCALE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 _RANGE_SLACK = 1.0 / 255.0
 
 
-def check_unit_range(x: np.ndarray) -> None:
-    """Refuse a float image whose finite values lie outside [0, 1] beyond rounding slack."""
+def check_unit_range(x: np.ndarray, fix: str = "divide it by its full-scale value (255 for 8-bit data) first") -> None:
+    """Refuse a float image whose finite values lie outside [0, 1] beyond rounding slack; `fix` is
+    what to do (an array's caller divides it; a file's user saves it again)."""
     finite = x[np.isfinite(x)]
     if finite.size and (finite.min() < -_RANGE_SLACK or finite.max() > 1.0 + _RANGE_SLACK):
         raise InputError(f"floating-point image with values from {finite.min():g} to {finite.max():g}, "
-                         "outside [0, 1]; divide it by its full-scale value (255 for 8-bit data) first")
+                         f"outside [0, 1]; {fix}")
 
 
 def as_float_image(image: object) -> tuple[np.ndarray, Callable[[np.ndarray], object]]:

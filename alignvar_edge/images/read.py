@@ -149,7 +149,9 @@ def _to_float_planes(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
         return _gray_to_rgb(gray / 65535.0), None
     if mode == "F":
         gray = np.asarray(img, dtype=np.float32)
-        check_unit_range(gray)
+        # a file's user cannot divide its samples: they save it again in a form that is read as is
+        check_unit_range(gray, "float samples are read as 0 (black) to 1 (white): save it as an 8- or 16-bit "
+                               "PNG or TIFF (or as float scaled to [0, 1])")
         return _gray_to_rgb(np.clip(gray, 0.0, 1.0)), None
     # P, CMYK (Pillow undoes Adobe's inverted CMYK), YCbCr, HSV, RGBX, RGBa ...: RGB(A)
     target = plain_mode(img)
