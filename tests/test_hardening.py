@@ -564,7 +564,7 @@ def test_python_m_keeps_the_interrupted_status_after_exec_code_was_interrupted(t
 # ---------------------------------------------------------------------------------------------
 # more CLI faults: engine for a backend that is not here, megapixel limit, renamed graph I/O
 # ---------------------------------------------------------------------------------------------
-def s_backend_not_here(backend):
+def s_export_on_backend(backend):
     def setup(tmp, exp, ck):
         _png(tmp / "in.png")
         return _up(tmp, exp, tmp / "in.png", "out.png", "--backend", backend)
@@ -660,8 +660,10 @@ MORE_FAULTS = [
     ("upscale-multi-page-tiff", s_multi_page_tiff, "pages.tif holds 3 frames", None),
     ("upscale-hint-on-onnxruntime", s_hint_on_onnxruntime, "--hint applies to OpenVINO engines", None),
     ("upscale-float-tiff-0-255", s_float_tiff_0_255, "f255.tif", None),
-    ("upscale-backend-tensorrt-not-here", s_backend_not_here("tensorrt"), "tensorrt", None),
-    ("upscale-backend-coreml-not-here", s_backend_not_here("coreml"), "coreml", None),
+    ("upscale-export-on-tensorrt", s_export_on_backend("tensorrt"), "an ONNX export, which runs on onnxruntime or "
+     "openvino, not on tensorrt", None),
+    ("upscale-export-on-coreml", s_export_on_backend("coreml"), "an ONNX export, which runs on onnxruntime or "
+     "openvino, not on coreml", None),
     ("upscale-over-megapixel-limit", s_megapixels, "megapixel", None),
     ("upscale-graph-wrong-opset", lambda t, e, c: _rewrite_graph(t, e, _wrong_opset), "cannot load", None),
     ("upscale-graph-output-dropped", lambda t, e, c: _rewrite_graph(t, e, _drop_output), "output", None),
