@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CPUINFO", "ISA_FLAGS", "cpu_info", "cpu_words", "has_vnni", "probe_command", "probe_file"]
+__all__ = ["CPUINFO", "ISA_FLAGS", "cpu_info", "cpu_words", "has_vnni", "probe_command", "probe_file", "usable_cores"]
 
 CPUINFO = "/proc/cpuinfo"
 # ISA features that decide kernel choice for our engines: x86 vector widths, int8 dot products
@@ -43,16 +43,21 @@ def probe_file(path: str | os.PathLike[str]) -> str | None:
         return None
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask; all of them where the OS has none)."""
+    try:
+        return len(os.sched_getaffinity(0))          # type: ignore[attr-defined]
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def cpu_info(cpuinfo: str | os.PathLike[str] = CPUINFO) -> dict[str, Any]:
     """CPU model, logical/physical/usable cores, ISA flags of interest, memory (`cpuinfo`: the
     /proc/cpuinfo to read, a fake one in tests)."""
     info: dict[str, Any] = {"model": None, "arch": platform.machine(), "logical_cores": os.cpu_count(),
                             "physical_cores": None, "usable_cores": None, "isa": [], "memory_gb": None,
                             "x86_family": None, "x86_model": None}
-    try:
-        info["usable_cores"] = len(os.sched_getaffinity(0))          # type: ignore[attr-defined]
-    except (AttributeError, OSError):
-        info["usable_cores"] = os.cpu_count()
+    info["usable_cores"] = usable_cores()
     text = probe_file(cpuinfo)
     if text:
         model = re.search(r"^(?:model name|Model|Hardware)\s*:\s*(.+)$", text, re.M)

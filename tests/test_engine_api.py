@@ -33,3 +33,35 @@ def test_upscale_many_of_a_list_of_one_image_is_that_image_upscaled(engine) -> N
     img = (np.random.default_rng(0).random((5, 6, 3)) * 255).astype(np.uint8)
     (out,) = engine.upscale_many([img])
     assert np.array_equal(out, engine.upscale(img))
+
+
+BAD_THREADS = [(-1, "an integer >= 1"), (0, "an integer >= 1"), ("2", "an integer >= 1"), (1.5, "an integer >= 1"),
+               (True, "an integer >= 1"), (10**6, "is more than the .* core")]
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+@pytest.mark.parametrize("threads,why", BAD_THREADS, ids=[repr(t) for t, _ in BAD_THREADS])
+def test_a_bad_thread_count_is_one_input_error_from_load_on_every_backend(micro_export, backend, threads, why) -> None:
+    """OpenVINO raised a multi-line C++ RuntimeError for -1, ONNX Runtime never returned from 10**6,
+    and both took 0, '2', 1.5 and True."""
+    with pytest.raises(InputError, match=rf"^threads={threads!r}(:| ).*{why}.*$"):
+        runtimes.load(micro_export, backend=backend, threads=threads)
+
+
+def test_onnxruntime_inter_threads_and_spin_are_checked_too(micro_export) -> None:
+    with pytest.raises(InputError, match=r"^inter_threads=-3: a thread count must be an integer >= 1"):
+        runtimes.load(micro_export, inter_threads=-3)
+    with pytest.raises(InputError, match=r"^onnxruntime spin must be True or False, got 'maybe'$"):
+        runtimes.load(micro_export, spin="maybe")
+    with runtimes.load(micro_export, threads=np.int64(1), spin=False) as e:      # a count read from a config
+        assert e.upscale(np.zeros((3, 3), np.uint8)).shape == (12, 12)
+
+
+def test_upscale_threads_past_the_cores_names_the_flag_and_writes_nothing(micro_export, tmp_path, capsys) -> None:
+    from alignvar_edge.cli import main
+    Image.new("RGB", (5, 4)).save(tmp_path / "a.png")
+    assert main(["upscale", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--engine", str(micro_export),
+                 "--threads", "100000", "--quiet"]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and "--threads 100000 is more than the" in err[0] and "pass --threads " in err[0], err
+    assert not (tmp_path / "b.png").exists()

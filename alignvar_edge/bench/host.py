@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from alignvar_edge.cpuinfo import cpu_info, cpu_words, probe_command, probe_file
-from alignvar_edge.errors import InputError
+from alignvar_edge.runtimes.base import check_thread_count
 
 __all__ = ["fingerprint", "gpu_info", "isa_word", "jetson_info", "short_label"]
 
@@ -117,10 +117,7 @@ def run_threads(threads: int | None, fp: dict[str, Any]) -> int:
     those cores are refused: the extra ones only wait for a core, so every figure would be inflated
     (and a GEMM peak at hundreds of threads takes minutes)."""
     cores = (fp.get("cpu") or {}).get("usable_cores") or os.cpu_count() or 1
-    if threads is not None and threads > cores:
-        raise InputError(f"--threads {threads} is more than the {cores} core(s) this process may use here; "
-                         f"pass --threads {cores} or fewer")
-    return int(threads or cores)
+    return check_thread_count(threads, "--threads", cores) or int(cores)
 
 
 def machine_words(fp: dict[str, Any]) -> str:

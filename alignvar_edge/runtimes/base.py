@@ -22,7 +22,7 @@ from alignvar_edge.manifest import Manifest
 from alignvar_edge.model.config import AlignVARConfig        # torch-free: a device may have no PyTorch
 from alignvar_edge.recipes import default_precision
 
-__all__ = ["Backend", "Engine", "TensorSpec", "config_from_manifest", "INPUT", "SR", "token_name"]
+__all__ = ["Backend", "Engine", "TensorSpec", "check_thread_count", "config_from_manifest", "INPUT", "SR", "token_name"]
 
 
 # (shape, dtype); a dimension of -1 is dynamic
@@ -79,6 +79,46 @@ def precision_label(precision: str | None, computed: str | None, expected: str |
         return f"{precision} ({ops}{computed})"
     # built so, and checked so: an fp16 OpenVINO engine on a CPU stores f16 weights and computes f32
     return f"{precision} ({computed} compute)" if precision in ("fp16", "bf16") and computed != nominal else precision
+
+
+# load options every backend that takes them reads the same way
+THREAD_OPTIONS = ("threads", "inter_threads")        # CPU thread counts
+FLAG_OPTIONS = ("spin", "parity", "cuda_graphs")     # True or False
+
+
+def check_thread_count(threads: object, name: str = "threads", cores: int | None = None,
+                       here: bool = True) -> int | None:
+    """A thread count for a runtime: None (its default) or an integer >= 1 and, for a runtime that
+    runs `here`, at most the `cores` this process may use (more only wait for one, and ONNX Runtime
+    starts each at load: threads=10**6 never returned). `name`: the load option, or the CLI flag."""
+    if threads is None:
+        return None
+    flag = name.startswith("--")
+    said = f"{name} {threads}" if flag else f"{name}={threads!r}"
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+        leave = "" if flag else ", or None for the runtime's default"
+        raise InputError(f"{said}: a thread count must be an integer >= 1{leave}")
+    if here:
+        if cores is None:
+            from alignvar_edge.cpuinfo import usable_cores
+            cores = usable_cores()
+        if threads > cores:
+            most = f"{name} {cores}" if flag else f"{name}={cores}"
+            raise InputError(f"{said} is more than the {cores} core(s) this process may use here; "
+                             f"pass {most} or fewer")
+    return int(threads)
+
+
+def check_load_options(backend: str, opts: dict[str, Any], here: bool = True) -> None:
+    """The thread counts and True/False flags among a backend's load options, before the runtime
+    sees them (OpenVINO raised a multi-line C++ error for threads=-1; ONNX Runtime took '2' and 1.5).
+    here=False: options recorded in an engine that runs elsewhere, on cores unknown here."""
+    for name in THREAD_OPTIONS:
+        check_thread_count(opts.get(name), name, here=here)
+    for name in FLAG_OPTIONS:
+        flag = opts.get(name)
+        if flag is not None and not isinstance(flag, bool):
+            raise InputError(f"{backend} {name} must be True or False, got {flag!r}")
 
 
 class Engine(abc.ABC):
@@ -358,6 +398,7 @@ class Backend(abc.ABC):
         if unknown:
             raise InputError(f"unknown {self.name} engine options {sorted(unknown)}; known: "
                              f"{', '.join(sorted(self.load_options)) or 'none'}")
+        check_load_options(self.name, opts)
         return self.open(engine_dir, device, **opts)
 
     @abc.abstractmethod

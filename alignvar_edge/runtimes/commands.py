@@ -16,6 +16,7 @@ from alignvar_edge.recipes import BACKENDS, OPTION_FLAGS, check_options, recipe
 from alignvar_edge.manifest import Manifest
 from alignvar_edge.model.bundled import DEFAULT_CHECKPOINT
 from alignvar_edge.runtimes.upscale_jobs import Job, foreign_outputs, own_output, plan_jobs
+from alignvar_edge.runtimes.base import check_thread_count
 
 BACKEND_CHOICES = ("auto", *BACKENDS)
 CALIB_TILES = 64        # `build --calib` tiles when --calib-tiles is not given
@@ -352,6 +353,7 @@ def run_upscale(args: argparse.Namespace) -> int:
     if not jobs:
         _say(f"nothing to do: every output in {args.output} exists")
         return 0
+    check_thread_count(args.threads, "--threads")         # as load would, named by its flag
     opts: dict[str, Any] = {"threads": args.threads} if args.threads else {}
     if args.hint:
         _require_option(args.engine, args.backend, "hint", "--hint applies to OpenVINO engines")

@@ -147,11 +147,7 @@ class TorchBackend(Backend):
         precision = opts.pop("precision", None)
         batch = int(opts.pop("batch", DEFAULT_BATCH))
         threads = opts.pop("threads", None)
-        graphs = opts.pop("cuda_graphs", None)
-        if graphs is not None and not isinstance(graphs, bool):
-            raise InputError(f"torch cuda_graphs must be True or False, got {graphs!r}")
-        if threads is not None and (not isinstance(threads, int) or threads < 1):
-            raise InputError(f"torch threads must be an integer >= 1, got {threads!r}")
+        graphs = opts.pop("cuda_graphs", None)      # it and threads are checked by Backend.load
         if threads:
             torch.set_num_threads(int(threads))     # process-wide in PyTorch: only when asked
         path: str | os.PathLike[str] = engine_dir
