@@ -45,6 +45,11 @@ def host_tools_error(what: str, package: str) -> HostToolsError:
                           "tools: pip install 'alignvar-edge[host]'", name=package)
 
 
+class EngineClosedError(AlignVAREdgeError, RuntimeError):
+    """A call on an engine after `close()`, or one that had tiles left when another thread closed
+    the engine: the program's order of calls, never the image's fault (not an InputError)."""
+
+
 class ParityError(AlignVAREdgeError):
     """An exported or built engine whose outputs do not match the PyTorch reference."""
 

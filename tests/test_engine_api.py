@@ -65,3 +65,23 @@ def test_upscale_threads_past_the_cores_names_the_flag_and_writes_nothing(micro_
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert len(err) == 1 and "--threads 100000 is more than the" in err[0] and "pass --threads " in err[0], err
     assert not (tmp_path / "b.png").exists()
+
+
+def test_a_closed_engine_is_a_lifecycle_error_not_bad_input_and_an_upscale_it_cut_short_says_so(micro_export) -> None:
+    """A closed engine raised InputError, a ValueError: a service answering those with "bad image"
+    blamed the user's photo for its own shutdown. close() waits for one engine call, not for a whole
+    upscale: closed between two of its calls (here by its own progress callback), the upscale stops."""
+    from alignvar_edge.errors import EngineClosedError
+    img = np.zeros((40, 40, 3), np.uint8)            # many tiles, one per call on this batch-1 export
+    e = runtimes.load(micro_export, threads=1)
+    seen: list[int] = []
+
+    def close_after_the_first_call(done: int, total: int) -> None:
+        seen.append(done)
+        e.close()
+    with pytest.raises(EngineClosedError, match=r"^this onnxruntime engine is closed; load it again$") as cut:
+        e.upscale(img, progress=close_after_the_first_call)
+    assert seen == [1] and not isinstance(cut.value, ValueError) and isinstance(cut.value, RuntimeError)
+    for call in (lambda: e.upscale(img), lambda: e.run(np.zeros((1, 3, 8, 8), np.float32))):
+        with pytest.raises(EngineClosedError):
+            call()

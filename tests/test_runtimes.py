@@ -15,7 +15,8 @@ import pytest
 
 from _runtime_fixtures import cache_root, export_dir, heldout_crops, sharp_model
 from alignvar_edge import runtimes
-from alignvar_edge.errors import ArtifactError, BackendUnavailableError, InputError, OutputExistsError
+from alignvar_edge.errors import (ArtifactError, BackendUnavailableError, EngineClosedError, InputError,
+                                  OutputExistsError)
 from alignvar_edge.export.parity import psnr
 from alignvar_edge.manifest import load_verified
 from alignvar_edge.runtimes import tiling
@@ -187,7 +188,7 @@ def test_several_engines_in_one_process_and_threads_agree(built, crops):
     finally:
         a.close()
         b.close()
-    with pytest.raises(InputError, match="closed"):
+    with pytest.raises(EngineClosedError, match="closed"):
         a.infer({"lr": np.zeros((1, 3, 8, 8), np.float32)})
 
 
@@ -229,8 +230,8 @@ def test_close_waits_for_the_call_in_flight_and_a_waiting_call_is_refused_in_one
     second_result = results["second"]
     # the second call either ran before close took the lock, or was refused in one line
     if not isinstance(second_result, dict):
-        assert isinstance(second_result, InputError) and "closed" in str(second_result)
-    with pytest.raises(InputError, match="engine is closed; load it again"):
+        assert isinstance(second_result, EngineClosedError) and "closed" in str(second_result)
+    with pytest.raises(EngineClosedError, match="engine is closed; load it again"):
         engine.infer({"lr": lr})
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from alignvar_edge.errors import ArtifactError, BackendUnavailableError, InputError
+from alignvar_edge.errors import ArtifactError, BackendUnavailableError, EngineClosedError, InputError
 from alignvar_edge.manifest import Manifest
 from alignvar_edge.model.config import AlignVARConfig        # torch-free: a device may have no PyTorch
 from alignvar_edge.recipes import default_precision
@@ -305,10 +305,13 @@ class Engine(abc.ABC):
 
     def check_open(self) -> None:
         if self._closed:
-            raise InputError(f"this {self.backend} engine is closed; load it again")
+            raise EngineClosedError(f"this {self.backend} engine is closed; load it again")
 
     def close(self) -> None:
-        """Release the engine once the call in flight (another thread's) has returned."""
+        """Release the engine once the engine call in flight (one `infer`: one batch of tiles, on
+        another thread) has returned. It does not wait for a whole `upscale`, `run` or
+        `upscale_many`: one with tiles left raises EngineClosedError at its next call, as any call
+        after close does. Stop and join the threads that use an engine before closing it."""
         with self._lock:
             if not self._closed:
                 self._closed = True
