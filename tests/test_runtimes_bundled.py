@@ -7,6 +7,8 @@ ONNX Runtime and OpenVINO fp32 engines upscale odd-size held-out photographs to 
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -77,3 +79,20 @@ def test_a_torch_engine_says_the_batch_it_runs_its_contract_and_its_model_name(
         assert m.input_contract["tile"] == eng.config.lr_size
     assert "model      alignvar-tiny" in text
     assert "batch dynamic" in text           # the input line: any batch is accepted
+
+
+def test_a_torch_engine_ships_golden_outputs_and_its_selftest_passes(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`build --target torch` tells the user to run `selftest --engine` on it, which failed: the torch
+    engine carried no golden.safetensors (every other backend's build ships one)."""
+    from alignvar_edge.cli import main
+    from alignvar_edge.manifest import load_verified
+    from alignvar_edge.runtimes.golden import GOLDEN_FILE
+
+    out = tmp_path / "te"
+    assert main(["build", "alignvar-tiny", "--target", "torch", "--out", str(out)]) == 0
+    assert f"selftest --engine {out}" in capsys.readouterr().out
+    assert GOLDEN_FILE in load_verified(out).files         # listed, so the engine still verifies
+    assert main(["selftest", "--engine", str(out), "--runs", "1", "--threads", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "tokens    100.00% agree with golden" in text and "RESULT    PASS" in text, text

@@ -21,6 +21,7 @@ from alignvar_edge.manifest import (Manifest, ModelInfo, ModelSource, contract, 
 from alignvar_edge.manifest import artifact_dir as staging_dir
 from alignvar_edge.runtimes.artifacts import checkpoint_dir, graph_io, is_checkpoint, model_name
 from alignvar_edge.runtimes.base import INPUT, SR, Backend, Engine, TensorSpec, token_name
+from alignvar_edge.runtimes.golden import copy_golden
 from alignvar_edge import recipes
 
 torch = lazy_import("torch")
@@ -138,6 +139,8 @@ class TorchBackend(Backend):
                              input_contract=contract(config.lr_size, config.scale, None),
                              extra={"source": {"path": recorded_path(src)}, "device": device,
                                     "tiles_per_call": DEFAULT_BATCH})
+            # what `selftest --engine` checks this engine against, as every other backend's build ships
+            m.extra["golden"] = copy_golden(None, src, tmp)
             write_manifest(tmp, m)
         return out
 
