@@ -85,3 +85,18 @@ def test_a_closed_engine_is_a_lifecycle_error_not_bad_input_and_an_upscale_it_cu
     for call in (lambda: e.upscale(img), lambda: e.run(np.zeros((1, 3, 8, 8), np.float32))):
         with pytest.raises(EngineClosedError):
             call()
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nan_or_inf_in_the_alpha_channel_is_refused_as_in_rgb(engine, bad) -> None:
+    """A NaN alpha pixel came back as a transparent hole (alpha 0.05 around it in a 0.7 image) and an
+    Inf one pushed its neighbours to 0.98, while the same values in RGB were refused."""
+    rgba = np.full((20, 20, 4), 0.5)
+    rgba[..., 3] = 0.7
+    assert np.allclose(engine.upscale(rgba)[..., 3], 0.7, atol=1e-3)     # a finite alpha comes back as it was
+    rgba[5, 5, 3] = bad
+    with pytest.raises(InputError, match=r"^the image's alpha channel contains NaN or Inf values$"):
+        engine.upscale(rgba)
+    rgba[5, 5, 3], rgba[5, 5, 0] = 0.7, bad
+    with pytest.raises(InputError, match=r"^the image contains NaN or Inf values$"):
+        engine.upscale(rgba)

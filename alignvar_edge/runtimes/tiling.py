@@ -97,9 +97,13 @@ def _check_rgb(image: np.ndarray) -> np.ndarray:
         raise InputError(f"the image has no pixels (shape {x.shape})")
     if not np.issubdtype(x.dtype, np.floating):
         raise InputError(f"expected a float image in [0, 1], got dtype {x.dtype}; divide by 255 first")
-    if not np.isfinite(x).all():
-        raise InputError("the image contains NaN or Inf values")
+    _refuse_non_finite(x, "the image")
     return np.clip(x.astype(np.float32, copy=False), 0.0, 1.0)
+
+
+def _refuse_non_finite(x: np.ndarray, what: str) -> None:
+    if not np.isfinite(x).all():
+        raise InputError(f"{what} contains NaN or Inf values")
 
 
 def _prepare(image: np.ndarray, tile: int, overlap: int | None
@@ -282,7 +286,9 @@ def _as_rgb(image: np.ndarray, scale: int) -> tuple[np.ndarray, Callable[[np.nda
         return np.repeat(g[..., None], 3, axis=2), gray
     if x.ndim == 3 and x.shape[2] == 4:
         _check_rgb(x[..., :3])
-        alpha = np.clip(np.nan_to_num(x[..., 3].astype(np.float32)), 0.0, 1.0)
+        # NaN alpha came back a transparent hole, Inf alpha pushed its neighbours to opaque
+        _refuse_non_finite(x[..., 3], "the image's alpha channel")
+        alpha = np.clip(x[..., 3].astype(np.float32), 0.0, 1.0)
         return x[..., :3], lambda rgb: np.concatenate(
             [rgb, upscale_plane_bicubic(alpha, scale)[..., None]], axis=2)
     if x.ndim == 3 and x.shape[2] == 3:
