@@ -514,3 +514,35 @@ print("RC", main(["build", sys.argv[3], "--target", "tensorrt", "--out", sys.arg
     assert trt["reason"].startswith("TensorRT is not installed") and "build" not in trt["reason"], trt["reason"]
     assert "alignvar-edge build: error:" in res.stderr and "alignvar-edge[host]" in res.stderr
     assert not (tmp_path / "kit").exists()
+
+
+def test_an_onnxruntime_engine_carries_a_readme_whose_commands_and_snippet_run(ort_dir, tmp_path, monkeypatch, capsys):
+    """What a device user receives with an ONNX Runtime engine: what to install and run, the graph's
+    I/O, and a plain onnxruntime call that gives what the engine gives (hashed like every file)."""
+    import re
+    import shlex
+
+    from alignvar_edge.cli import main
+    from alignvar_edge.manifest import read_manifest
+    text = (ort_dir / "README.md").read_text()
+    assert "README.md" in read_manifest(ort_dir).files
+    assert text.startswith("# ONNX Runtime engine: ") and "pip install 'alignvar-edge[device]'" in text
+    assert "| `model.onnx` | `lr` float32[1,3,8,8] | `sr` float32[1,3,32,32], `tokens_0` int64[" in text
+    # the commands, as printed, with DIR and the image paths filled in
+    Image.fromarray(np.full((8, 8, 3), 90, np.uint8)).save(tmp_path / "IN.png")
+    block = re.search(r"```\n(alignvar-edge selftest.*?)\n```", text, re.S)
+    assert block is not None, text
+    monkeypatch.chdir(tmp_path)
+    for line in block.group(1).splitlines():
+        argv = [str(ort_dir) if a == "DIR" else a for a in shlex.split(line)[1:]]
+        assert main(argv) == 0, capsys.readouterr().err
+    assert "RESULT    PASS" in capsys.readouterr().out and (tmp_path / "OUT.png").is_file()
+    # the plain onnxruntime snippet, run in the engine directory, gives the engine's own output
+    snippet = re.search(r"```python\n(.*?)```", text, re.S)
+    assert snippet is not None, text
+    monkeypatch.chdir(ort_dir)
+    scope: dict = {}
+    exec(snippet.group(1), scope)
+    with runtimes.load(ort_dir) as engine:
+        want = engine.infer({"lr": scope["tiles"]})["sr"]
+    np.testing.assert_array_equal(scope["sr"], want)

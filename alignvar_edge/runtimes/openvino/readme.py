@@ -7,9 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from alignvar_edge.manifest import Manifest, parity_figures
-
-README_FILE = "README.md"
+from alignvar_edge.manifest import Manifest
+from alignvar_edge.runtimes.readme import INPUT_LINE, README_FILE, checked_line, commands, extra_inputs_line
 
 __all__ = ["README_FILE", "engine_readme"]
 
@@ -38,20 +37,15 @@ def engine_readme(root: Path, m: Manifest, hints: dict[str, str], host: str) -> 
     device = str(m.extra.get("device") or "CPU")
     kind = device.split(".")[0].split(":")[0].upper()
     run_on = device if kind in ("CPU", "GPU", "NPU") else "CPU"      # AUTO & co.: shown on the CPU
-    par = parity_figures(m.parity)
-    checked = (f"Checked at build against {par.reference}: tokens {par.tokens_pct}, SR PSNR {par.psnr_db} dB."
-               if par else "Not checked at build: run `alignvar-edge selftest --engine DIR` on the device before "
-               "trusting it.")
     lr_name, lr_shape = io[files[0]][0][0]
     shape = tuple(int(d) for d in lr_shape[lr_shape.index("[") + 1:-1].split(","))
     other = [n for n, _ in io[files[0]][0][1:]]
     lines = [
         f"# OpenVINO engine: {m.model.name}, {m.precision}, built for {device}", "",
-        f"Built with OpenVINO {str(m.extra.get('openvino', '?')).split('-')[0]} on a CPU with {host}. {checked}",
-        "Input: RGB tiles in [0, 1], NCHW float32; each output tile is 4x the input tile "
-        "(`manifest.json: input_contract` has the tile, overlap and batch).", "",
-        "With alignvar-edge, which sets the hints below itself and checks every file's SHA-256:", "",
-        "```", "alignvar-edge selftest --engine DIR", "alignvar-edge upscale IN.png OUT.png --engine DIR", "```", "",
+        f"Built with OpenVINO {str(m.extra.get('openvino', '?')).split('-')[0]} on a CPU with {host}. "
+        f"{checked_line(m)}",
+        INPUT_LINE, "",
+        *commands("With alignvar-edge, which sets the hints below itself and checks every file's SHA-256:"),
         "## With OpenVINO alone", "",
         "Set `INFERENCE_PRECISION_HINT` yourself, as below. Without it OpenVINO computes in its device's "
         "default: bf16 on CPUs with AMX or AVX512-BF16, f16 on GPUs, which changes tokens of this model "
@@ -69,8 +63,7 @@ def engine_readme(root: Path, m: Manifest, hints: dict[str, str], host: str) -> 
         lines += [f"This engine is split: `{files[0]}` computes the tokens (keep it `f32`), `{files[1]}` the image "
                   f"from tensors `{files[0]}` hands on by name.", ""]
     if other:
-        lines += [f"Feed {', '.join(f'`{n}`' for n in other)} beside `{lr_name}`, by name, to every part that "
-                  "takes it: alignvar-edge feeds the fixed draw `runtimes.load(DIR).config.refiner_noise(batch)`.", ""]
+        lines += [extra_inputs_line(other, lr_name, ", to every part that takes it"), ""]
     else:
         # the NPU computes f16 whatever it is told; CPU and GPU compute what the hint says
         run = ["core = ov.Core()", "parts = ["]
