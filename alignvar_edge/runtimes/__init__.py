@@ -116,7 +116,7 @@ def load(engine_dir: str | os.PathLike[str], backend: str = "auto", device: str 
         raise BackendUnavailableError(f"{b.name} is not usable here: {why}")
     try:
         return b.load(_as_path(engine_dir), device=device, **opts)
-    except (NotImplementedError, RecursionError):       # RuntimeErrors of our own code, not of the runtime
+    except (AlignVAREdgeError, NotImplementedError, RecursionError):    # RuntimeErrors of ours, not the runtime's
         raise
     except RuntimeError as e:     # the runtime could not compile the engine for this device (OpenVINO's compile_model)
         raise BackendUnavailableError(_compile_error(b.name, engine_dir, device, e)) from e
