@@ -64,3 +64,8 @@ class HalfPrecisionError(ArtifactError):
 
 # What Pillow (and tifffile) raise while decoding damaged data: truncated streams, bad chunks, CRC errors.
 IMAGE_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError)
+
+
+def damaged_image_error(what: object, error: Exception) -> InputError:
+    """`what` (a path, or a PIL image's name) failed to decode with `error`: the one wording."""
+    return InputError(f"{what} is truncated or corrupt ({error}); re-download or re-export the file")

@@ -100,3 +100,23 @@ def test_nan_or_inf_in_the_alpha_channel_is_refused_as_in_rgb(engine, bad) -> No
     rgba[5, 5, 3], rgba[5, 5, 0] = 0.7, bad
     with pytest.raises(InputError, match=r"^the image contains NaN or Inf values$"):
         engine.upscale(rgba)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_a_truncated_or_closed_pil_image_is_one_input_error_naming_its_file(engine, tmp_path, fmt) -> None:
+    """Pillow decodes on first use, inside upscale: a truncated upload escaped as Pillow's own
+    OSError, and an image whose `with` block had ended as a bare AssertionError."""
+    pixels = (np.random.default_rng(0).random((96, 128, 3)) * 255).astype(np.uint8)   # headers well inside the half
+    whole, cut = tmp_path / f"whole.{fmt.lower()}", tmp_path / f"cut.{fmt.lower()}"
+    Image.fromarray(pixels).save(whole, fmt)
+    data = whole.read_bytes()
+    cut.write_bytes(data[:len(data) // 2])
+    with pytest.raises(InputError, match=rf"^{cut} is truncated or corrupt \(.*truncated.*\); re-download or re-export"):
+        engine.upscale(Image.open(cut))
+    with Image.open(whole) as closed:
+        pass
+    with pytest.raises(InputError, match=rf"^{whole}: its file was closed before its pixels were read; call \.load\(\)"):
+        engine.upscale(closed)
+    with Image.open(whole) as loaded:
+        loaded.load()                       # as the message says: then it works after the block
+    assert engine.upscale(loaded.crop((0, 0, 5, 4))).size == (20, 16)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from alignvar_edge.errors import InputError
+from alignvar_edge.errors import IMAGE_DECODE_ERRORS, InputError, damaged_image_error
 from alignvar_edge.images import sixteen_bit
 from alignvar_edge.images.formats import converted, plain_mode
 from alignvar_edge.lazy import lazy_import
@@ -94,10 +94,25 @@ def refuse_one_image(images: object, where: str) -> None:
                          f"{where}([image]), or call upscale(image)")
 
 
+def _decode(img: Image.Image) -> None:
+    """Pillow decodes an opened file's pixels on first use, so here: a truncated upload or a file
+    closed before its pixels were read is one InputError (Pillow raised OSError, or a bare
+    AssertionError for the closed file)."""
+    name = getattr(img, "filename", "") or "the PIL image"
+    if getattr(img, "tile", None) and getattr(img, "fp", True) is None:
+        raise InputError(f"{name}: its file was closed before its pixels were read; call .load() on the "
+                         "image inside its `with Image.open(...)` block, or pass it before the block ends")
+    try:
+        img.load()
+    except IMAGE_DECODE_ERRORS as e:
+        raise damaged_image_error(name, e) from e
+
+
 def _pil_as_float(img: Image.Image) -> tuple[np.ndarray, Callable[[np.ndarray], object]]:
     if sixteen_bit.is_rgb16(img):          # a PIL image cannot hold the other 8 bits: say so, not lose them silently
         warnings.warn(f"this PIL image of a 16-bit colour {img.format} holds 8 bits a sample, so its result "
                       "does too; pass load_image(path)'s float array to keep 16", stacklevel=4)
+    _decode(img)                           # after is_rgb16, which reads the undecoded tile
     if img.mode in _PIL_SIXTEEN_BIT:
         return _pil_sixteen_as_float(img)
     plain = plain_mode(img)

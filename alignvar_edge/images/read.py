@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from alignvar_edge.errors import IMAGE_DECODE_ERRORS, InputError
+from alignvar_edge.errors import IMAGE_DECODE_ERRORS, InputError, damaged_image_error
 from alignvar_edge.images import sixteen_bit
 from alignvar_edge.images.arrays import check_unit_range
 from alignvar_edge.images.formats import SIXTEEN_BIT_MODES, converted, plain_mode
@@ -88,7 +88,7 @@ def _decode(
     try:                # counting frames reads every directory of a TIFF
         frames = int(getattr(img, "n_frames", 1) or 1)
     except _DAMAGED as e:
-        raise _damaged(path, e) from e
+        raise damaged_image_error(path, e) from e
     # animations and multi-page files; not a camera JPEG's MPF extras (MPO: the first frame is the photo)
     if frames > 1 and img.format in _MULTI_FRAME_FORMATS:
         # only the first would be read, silently: refuse rather than lose the others
@@ -99,7 +99,7 @@ def _decode(
     except InputError as e:
         raise InputError(f"{path}: {e}") from e
     except _DAMAGED as e:
-        raise _damaged(path, e) from e
+        raise damaged_image_error(path, e) from e
     if not np.isfinite(rgb).all():
         raise InputError(f"{path} contains NaN or infinite pixel values; fix the source image")
     return rgb, alpha
@@ -115,10 +115,6 @@ def broken_link(path: Path) -> str | None:
 
 # what decoding damaged data raises: Pillow's TIFF reader adds TypeError (a directory without a size)
 _DAMAGED = (*IMAGE_DECODE_ERRORS, TypeError)
-
-
-def _damaged(path: Path, e: Exception) -> InputError:
-    return InputError(f"{path} is truncated or corrupt ({e}); re-download or re-export the file")
 
 
 def _planes(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
