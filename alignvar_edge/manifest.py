@@ -663,10 +663,13 @@ def load_verified(root: str | os.PathLike[str]) -> Manifest:
     return verify_files(root, Manifest.from_json(doc, where=Path(root) / MANIFEST_FILE))
 
 
-def check_out(out: str | os.PathLike[str], force: bool, source: str | os.PathLike[str] | None = None) -> None:
+def check_out(out: str | os.PathLike[str], force: bool, source: str | os.PathLike[str] | None = None,
+              replaces: str = MANIFEST_FILE) -> None:
     """May `out` be written? Yes if it does not exist. With force, only if it is ours to replace:
-    an empty folder, or a folder holding our manifest.json (export, quantize, build, deploy) or
-    run.json (a training run). Anything else (a file, a symlink, someone's folder) is refused.
+    an empty folder, or a folder holding the marker of what this verb makes (`replaces`): our
+    manifest.json for export, quantize, build and deploy, run.json for train. The other kind is
+    refused with or without force (an export never deletes a training run, nor train an artifact),
+    and so is anything else (a file, a symlink, someone's folder).
     Never the `source` artifact being read, nor a folder inside it or around it: --force would
     replace the input, and a folder inside an artifact fails its verification."""
     out = Path(out)
@@ -683,6 +686,7 @@ def check_out(out: str | os.PathLike[str], force: bool, source: str | os.PathLik
                                 "holds and would then fail verification: choose an --out outside it")
     if not os.path.lexists(out):
         return
+    _check_same_kind(out, replaces)         # before "pass --force": force would not take it either
     if not force:
         raise OutputExistsError(f"'{out}' already exists; pass --force to replace it or choose another --out")
     if out.is_symlink() or not out.is_dir():
@@ -701,6 +705,19 @@ def check_out(out: str | os.PathLike[str], force: bool, source: str | os.PathLik
             raise OutputExistsError(f"'{out}' holds files its {MANIFEST_FILE} does not list ({', '.join(stray[:3])}"
                                     f"{more}): alignvar-edge did not make them and --force would delete them; move "
                                     "them out of the folder, or remove it yourself")
+
+
+def _check_same_kind(out: Path, replaces: str) -> None:
+    """Refuse an `out` that holds the other kind of output than the verb makes: one wrong --out in a
+    pipeline's export step must not delete hours of resumable training state, nor train an engine."""
+    if out.is_symlink():
+        return                 # never replaced at all (check_out says so)
+    if replaces != RUN_FILE and _own_marker(out / RUN_FILE):
+        raise OutputExistsError(f"'{out}' is a training run (it holds a {RUN_FILE}), not an artifact; only train "
+                                "replaces it: choose another --out")
+    if replaces != MANIFEST_FILE and _own_marker(out / MANIFEST_FILE):
+        raise OutputExistsError(f"'{out}' is an artifact alignvar-edge made (it holds a {MANIFEST_FILE}), not a "
+                                "training run; a run does not replace it: choose another --out")
 
 
 # the keys every manifest.json / run.json we write has (any schema version): many projects keep a

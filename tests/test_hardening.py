@@ -861,6 +861,29 @@ def _foreign(path: Path) -> Path:
     return path
 
 
+def test_an_artifact_verb_never_replaces_a_training_run(export, tmp_path, capsys):
+    """export/quantize/build/deploy --force deleted a training run (its resumable state/, final/,
+    log.csv) when given its folder as --out, while train refuses an artifact: each kind of verb
+    replaces only its own kind."""
+    from alignvar_edge.errors import OutputExistsError
+    from alignvar_edge.manifest import check_out
+    run = tmp_path / "run"
+    assert cli.main(["train", "vqvae", "--preset", "micro", "--out", str(run), "--steps", "1", "--batch", "2",
+                     "--save-every", "1"]) == 0
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
+    assert Path("state") in before and Path("run.json") in before
+    capsys.readouterr()
+    for force in ([], ["--force"]):
+        code = cli.main(["build", str(export), "--target", "onnxruntime", "--out", str(run), *force])
+        line = _one_line_error(code, capsys.readouterr().err, "is a training run")
+        assert "choose another --out" in line and "pass --force" not in line, line
+    assert sorted(p.relative_to(run) for p in run.rglob("*")) == before
+    for force in (False, True):          # the one check export, quantize and deploy make too
+        with pytest.raises(OutputExistsError, match="is a training run"):
+            check_out(run, force=force)
+    check_out(run, force=True, replaces="run.json")
+
+
 def test_force_replaces_only_our_outputs(export, tmp_path, capsys):
     from alignvar_edge.errors import OutputExistsError
     from alignvar_edge.manifest import artifact_dir, check_out
@@ -873,8 +896,9 @@ def test_force_replaces_only_our_outputs(export, tmp_path, capsys):
         (tmp_path / ok).mkdir()
     (tmp_path / "art" / "manifest.json").write_text('{"schema_version": 1, "kind": "onnx", "files": {}}')
     (tmp_path / "run" / "run.json").write_text('{"options": {}}')
-    for ok in ("empty", "art", "run"):
+    for ok in ("empty", "art"):
         check_out(tmp_path / ok, force=True)
+    check_out(tmp_path / "run", force=True, replaces="run.json")       # train's
     # someone else's manifest.json / run.json (a web app's, a notebook's) does not make a folder ours
     for name, text in (("manifest.json", '{"name": "my app", "icons": []}'), ("manifest.json", "{}"),
                        ("run.json", "[1, 2]"), ("manifest.json", "not json")):

@@ -33,7 +33,7 @@ from alignvar_edge.cli_json import is_own_result
 from alignvar_edge.errors import CheckpointError, ConfigError, InputError, OutputExistsError
 from alignvar_edge.fsmodes import write_text
 from alignvar_edge.images import DEFAULT_MAX_MEGAPIXELS, list_images
-from alignvar_edge.manifest import MANIFEST_FILE, RUN_FILE, check_out
+from alignvar_edge.manifest import RUN_FILE, check_out
 from alignvar_edge.model import AlignVAR, AlignVARConfig
 from alignvar_edge.model.config import ConfigValueError
 from alignvar_edge.model.alignvar import load_pretrained
@@ -299,11 +299,8 @@ def _prepare_out(opts: TrainOptions) -> Path | None:
     taken = out_taken(out)
     # a file, someone's folder, a folder inside an artifact: neither --force nor --resume would take
     # it, so that is said first, whatever the flags
-    check_out(out, force=True)
+    check_out(out, force=True, replaces=RUN_FILE)
     stray = _not_made_by_a_run(out) if taken else []
-    if MANIFEST_FILE in stray:
-        raise OutputExistsError(f"'{out}' is an artifact alignvar-edge made (it holds a {MANIFEST_FILE}), not a "
-                                "training run; a run does not replace it: choose another --out")
     if stray:
         more = f" and {len(stray) - 3} more" if len(stray) > 3 else ""
         raise OutputExistsError(f"'{out}' holds files a training run did not write ({', '.join(stray[:3])}{more}): "
