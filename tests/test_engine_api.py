@@ -120,3 +120,13 @@ def test_a_truncated_or_closed_pil_image_is_one_input_error_naming_its_file(engi
     with Image.open(whole) as loaded:
         loaded.load()                       # as the message says: then it works after the block
     assert engine.upscale(loaded.crop((0, 0, 5, 4))).size == (20, 16)
+
+
+@pytest.mark.parametrize("order", [">", "<"])
+def test_sixteen_bit_arrays_of_either_byte_order_upscale_alike_and_keep_their_order(engine, order) -> None:
+    """Big-endian uint16 (FITS, np.frombuffer of network data) was refused as "must be ... uint16"
+    while big-endian floats were accepted."""
+    native = (np.random.default_rng(1).random((5, 7, 3)) * 65535).astype(np.uint16)
+    got = engine.upscale(native.astype(f"{order}u2"))
+    assert got.dtype == np.dtype(f"{order}u2")
+    assert np.array_equal(got.astype(np.uint16), engine.upscale(native))

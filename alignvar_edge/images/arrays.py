@@ -43,7 +43,7 @@ def as_float_image(image: object) -> tuple[np.ndarray, Callable[[np.ndarray], ob
     """An in-memory image -> (float32 HxW / HxWx1 / HxWx3 / HxWx4 in [0, 1], `back`), where
     `back(result)` turns a float result of the same layout into the caller's kind.
 
-    numpy uint8 (/255) and uint16 (/65535) come back in their dtype (rounded, clipped); float
+    numpy uint8 (/255) and uint16 (/65535, either byte order) come back in their dtype (rounded, clipped); float
     arrays (in [0, 1]) come back in their float dtype; a PIL image comes back as a PIL image of
     its mode (L, RGB, RGBA, LA, I;16 in either byte order, I with 16-bit values, F), or of the mode
     `upscale` writes its file back in (`plain_mode`: bilevel "1" as L, palette, CMYK and other
@@ -53,8 +53,11 @@ def as_float_image(image: object) -> tuple[np.ndarray, Callable[[np.ndarray], ob
         return _pil_as_float(image)
     _refuse_not_pixels(image)
     x = np.asarray(image)
-    if x.dtype in _INT_FULL_SCALE:
-        full = _INT_FULL_SCALE[x.dtype]
+    # in any byte order (FITS, some TIFF readers, np.frombuffer of network data give big-endian);
+    # the result comes back in the input's
+    native = x.dtype.newbyteorder("=") if x.dtype.kind == "u" else x.dtype
+    if native in _INT_FULL_SCALE:
+        full = _INT_FULL_SCALE[native]
         dt = x.dtype
 
         def to_int(r: np.ndarray) -> np.ndarray:
