@@ -447,6 +447,13 @@ def parity_figures(parity: Any) -> ParityFigures | None:
     return ParityFigures(float(tok), parity.get("psnr_db"), ref if isinstance(ref, str) else None)
 
 
+def token_share(agreement: float) -> str:
+    """A per-scale token agreement for a summary line, with the overall figure's decimals: "100%"
+    only when exact (rounded to whole percents, a scale at 99.6% read as 100% and hid the scale
+    that lost tokens)."""
+    return "100%" if agreement == 1 else f"{agreement:.2%}"
+
+
 def new_manifest(kind: str, backend: str, graph: str, precision: str, model: ModelInfo | Mapping[str, Any],
                  **fields: Any) -> Manifest:
     names = {f.name for f in dataclasses.fields(Manifest)} - {"kind", "backend", "graph", "precision", "model",

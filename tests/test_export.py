@@ -478,3 +478,13 @@ def test_without_batch_small_tiles_export_in_image_batches(tmp_path, capsys):
     d16 = AlignVARConfig.from_preset("d16")
     assert d16.hr_size > BATCHED_MAX_HR and default_batch(d16) == 1
     assert default_batch(AlignVARConfig.from_preset("tiny")) == IMAGE_BATCH
+
+
+def test_inspect_shows_a_scale_that_lost_tokens_with_decimals() -> None:
+    """A scale at 99.6% is not rounded to 100% beside the others: inspect's parity line gives it
+    the overall figure's decimals, as selftest does."""
+    from alignvar_edge.export.inspect_artifact import _parity_line
+
+    line = _parity_line({"tiles": 256, "tokens": {"per_scale": [1.0, 0.996, 0.9999], "overall": 0.998},
+                         "psnr_db": 58.7, "max_abs_diff": 0.01})
+    assert line is not None and "tokens per scale [100% 99.60% 99.99%]" in line, line

@@ -13,7 +13,8 @@ from typing import Any
 
 from alignvar_edge.errors import ArtifactError
 from alignvar_edge.export.lint import TARGETS, Finding, lint_model
-from alignvar_edge.manifest import CONTENT_KEY, MANIFEST_FILE, Manifest, input_contract, listed_file, load_verified
+from alignvar_edge.manifest import (CONTENT_KEY, MANIFEST_FILE, Manifest, input_contract, listed_file, load_verified,
+                                    token_share)
 from alignvar_edge.runtimes.openvino.backend import half_checked_in_f32
 from alignvar_edge.runtimes.tensorrt.kit import FP16_F32, plan_of
 
@@ -188,7 +189,7 @@ def _parity_line(p: Any) -> str | None:
         return None
     tokens = p.get("tokens")
     if isinstance(tokens, dict) and "per_scale" in tokens:
-        per = " ".join(f"{a:.0%}" for a in tokens["per_scale"])
+        per = " ".join(token_share(a) for a in tokens["per_scale"])
         # which photographs: a user's own --images folder or the bundled held-out samples
         where = f" of {p['tiles_source']} (seed {p.get('tiles_seed', 0)})" if p.get("tiles_source") else ""
         return (f"{p.get('tiles')} tiles{where} vs {p.get('reference', 'PyTorch')}: tokens per scale [{per}], "

@@ -22,7 +22,7 @@ import numpy as np
 
 from alignvar_edge.errors import BackendUnavailableError, CheckpointError, HostToolsError, InputError
 from alignvar_edge.lazy import import_host, lazy_import
-from alignvar_edge.manifest import sha256_file
+from alignvar_edge.manifest import sha256_file, token_share
 from alignvar_edge.model.bundled import DEFAULT_CHECKPOINT
 from alignvar_edge.recipes import recipe
 from alignvar_edge.runtimes.base import precision_label
@@ -300,7 +300,7 @@ def format_report(r: dict[str, Any]) -> str:
         lines.append(f"golden    shipped in the engine directory; reference: {r['golden_reference']}")
     if "tokens" in r:
         t = r["tokens"]
-        scales = "/".join(_share(a) for a in t["per_scale"])
+        scales = "/".join(token_share(a) for a in t["per_scale"])
         lines.append(f"tokens    {t['overall']:.2%} agree with golden (per scale {scales}); "
                      f"tiles identical {t['identical_samples']:.0%}")
         lines.append(f"image     SR PSNR vs golden {r['psnr_vs_golden_db']} dB")
@@ -313,12 +313,6 @@ def format_report(r: dict[str, Any]) -> str:
                      f"{', '.join(v['ane_lint']) or 'no findings'}")
     lines.append(f"RESULT    {r['result']}" + (f": {r['reason']}" if r.get("reason") else ""))
     return "\n".join(lines)
-
-
-def _share(a: float) -> str:
-    """A per-scale agreement with the overall figure's decimals: rounded to whole percents, 99.6%
-    read as 100% beside an overall 99.81% and hid the scale that lost the tokens."""
-    return "100%" if a == 1 else f"{a:.2%}"
 
 
 def main(argv: list[str] | None = None) -> int:     # python -m alignvar_edge.runtimes.selftest --golden DIR
