@@ -130,7 +130,8 @@ def test_build_without_tensorrt_writes_a_kit_for_the_device(export, tmp_path):
     assert {"README.md", "golden.safetensors"} <= files
     from alignvar_edge.manifest import load_verified
     m = load_verified(kit)
-    assert m.kind == "onnx" and m.extra["tensorrt_kit"]["reason"] == REASON
+    # what stopped the build, without "still writes a kit": this is that kit
+    assert m.kind == "onnx" and m.extra["tensorrt_kit"]["reason"] == REASON.removesuffix(trt_backend.KIT_STILL_BUILDS)
     with pytest.raises(ArtifactError, match="build kit"):
         trt_backend.BACKEND.load(kit)
     with runtimes.load(kit) as e:          # the kit is still a valid export: ONNX Runtime runs it
@@ -181,6 +182,19 @@ def _layers_set(layers: list[str]) -> str:
 @pytest.fixture(scope="module")
 def kit(export, tmp_path_factory) -> Path:
     return trt_backend.BACKEND.build(export, tmp_path_factory.mktemp("kit") / "kit", precision="fp16", kit=True)
+
+
+def test_the_kit_line_says_once_why_and_what_to_run(export, tmp_path, capsys):
+    """build's line for a kit: the reason, then the kit and its script; no reason nested in
+    parentheses that itself says a kit is still written."""
+    if AVAILABLE:
+        pytest.skip("TensorRT is available here: build makes a real engine")
+    from alignvar_edge import cli
+    assert cli.main(["build", str(export), "--target", "tensorrt", "--precision", "fp16", "--out",
+                     str(tmp_path / "k")]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith(REASON.removesuffix(trt_backend.KIT_STILL_BUILDS) + "; wrote a build kit to "), line
+    assert "still writes" not in line and "not usable here (" not in line, line
 
 
 def test_inspect_of_an_fp16_kit_names_the_engine_it_builds_not_the_graphs_precision(kit, export):

@@ -214,7 +214,7 @@ def run_build(args: argparse.Namespace) -> int:
     m = read_manifest(out)
     kit = m.extra.get("tensorrt_kit")
     if kit:
-        print(f"TensorRT is not usable here ({kit['reason']}); wrote a build kit to {out}: run "
+        print(f"{kit['reason']}; wrote a build kit to {out}: run "
               f"`sh {out}/build_on_device.sh` on the device (the plain trtexec command: {out}/trtexec.txt)")
         return 0
     par = parity_figures(m.parity)

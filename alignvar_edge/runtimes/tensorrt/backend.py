@@ -401,7 +401,9 @@ class TensorRTBackend(Backend):
             # the layer lists once, in FP16_F32; the trtexec command that spells them out is trtexec.txt
             extra[FP16_F32] = f32
             extra["tensorrt_kit"] = {"precision": precision, "plan": plan_record(plan, f32), "built_here": False,
-                                     "reason": why or "kit requested", "source": recorded_path(src_dir)}
+                                     # what stopped a build here; that a kit is still written is this kit
+                                     "reason": (why or "kit requested").removesuffix(KIT_STILL_BUILDS),
+                                     "source": recorded_path(src_dir)}
             m = new_manifest("onnx", src.backend or "onnx", src.graph or "single",
                              src.precision or "fp32", src.model, graphs=graphs,
                              opset=src.opset, quantization=src.quantization,
