@@ -59,6 +59,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from alignvar_edge import jsonsafe
 from alignvar_edge.errors import ArtifactError, OutputExistsError
 from alignvar_edge.fsmodes import publish_mode, write_text
 from alignvar_edge.jsonsafe import dumps
@@ -564,8 +565,8 @@ def _read_json(root: Path) -> dict[str, Any]:
         raise ArtifactError(f"'{root}' has no {MANIFEST_FILE}: it is not a finished artifact (an "
                             "interrupted run, or not made by alignvar-edge); re-run the command that makes it")
     try:
-        m = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        m = jsonsafe.loads(path.read_text())
+    except ValueError as e:           # also non-UTF-8, too deep, an integer too long (jsonsafe.loads)
         raise ArtifactError(f"{path} is not valid JSON ({e}); re-create the artifact") from e
     if not isinstance(m, dict) or m.get("schema_version") != SCHEMA_VERSION:
         raise ArtifactError(f"{path} has schema version {m.get('schema_version') if isinstance(m, dict) else '?'}, "
@@ -734,8 +735,8 @@ _MARKER_KEYS = {MANIFEST_FILE: ("schema_version", "kind", "files"), RUN_FILE: ("
 
 def _own_marker(path: Path) -> bool:
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError, UnicodeDecodeError):
+        data = jsonsafe.loads(path.read_text())
+    except (OSError, ValueError):
         return False
     return isinstance(data, dict) and all(k in data for k in _MARKER_KEYS[path.name])
 

@@ -209,3 +209,24 @@ def test_a_pickle_named_model_safetensors_says_what_it_is_and_never_runs(ckpt: P
     (ckpt / "model.safetensors").write_bytes(b"")
     assert cli(["info", "--no-flops", str(ckpt)]) == 2
     assert "model.safetensors is empty (0 bytes)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text,says", [
+    ('{"depth": ' + "9" * 400 + "}", "depth must lie in [1, 256], got 9999999999999999... (400 characters)"),
+    ('{"rope_base": ' + "9" * 400 + "}", "rope_base must be float, got 9999999999999999... (400 characters)"),
+    ('{"depth": ' + "9" * 5000 + "}", "not a valid AlignVAR config: it holds an integer of more than 4300 digits"),
+    ("[" * 100000 + "]" * 100000, "not a valid AlignVAR config: it is nested too deeply to read")])
+def test_a_hostile_config_json_is_one_line(ckpt: Path, text: str, says: str,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """A config.json nested 100,000 deep, or holding a huge integer (one a float cannot hold, or
+    longer than Python converts), gave a RecursionError / OverflowError / ValueError traceback."""
+    if text.startswith("{"):
+        cfg = json.loads((ckpt / "config.json").read_text())
+        key = text[2:text.index('"', 2)]
+        text = json.dumps(cfg).replace(f'"{key}": {json.dumps(cfg[key])}', text[1:-1])
+        assert len(text) > 400
+    (ckpt / "config.json").write_text(text)
+    capsys.readouterr()
+    assert cli(["info", str(ckpt), "--no-flops"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{ckpt / 'config.json'}" in err[0] and says in err[0], err

@@ -135,6 +135,13 @@ def s_manifest_not_json(tmp, exp, ck):
     return ["inspect", str(dst)]
 
 
+def s_manifest_nested_deep(tmp, exp, ck):
+    dst = _copy_export(tmp, exp)
+    (dst / "manifest.json").write_text('{"a":' * 50000 + "1" + "}" * 50000)     # json: RecursionError
+    _png(tmp / "in.png")
+    return ["upscale", str(tmp / "in.png"), str(tmp / "out.png"), "--engine", str(dst), "--quiet"]
+
+
 def s_load_manifest_not_json(tmp, exp, ck):
     dst = _copy_export(tmp, exp)
     (dst / "manifest.json").write_text("[1, 2")
@@ -241,6 +248,7 @@ FAULTS = [
     ("upscale-engine-truncated-onnx", s_load_truncated, "failed verification", None),
     ("inspect-manifest-not-json", s_manifest_not_json, "not valid JSON", None),
     ("upscale-engine-manifest-not-json", s_load_manifest_not_json, "not valid JSON", None),
+    ("upscale-engine-manifest-nested-deep", s_manifest_nested_deep, "not valid JSON (it is nested too deeply", None),
     ("info-unknown-preset", s_info_unknown_preset, "nosuch", None),
     ("export-unknown-preset", s_export_unknown_preset, "nosuch", None),
     ("info-missing-checkpoint", s_info_missing_ckpt, "no checkpoint directory", None),

@@ -166,12 +166,20 @@ def test_the_content_hash_survives_reformatting_but_not_a_changed_value(tmp_path
         load_verified(tmp_path / "a")
 
 
+# a RecursionError, and a ValueError advising sys.set_int_max_str_digits(), were tracebacks
+HOSTILE = ['{"a":' * 50000 + "1" + "}" * 50000,
+           json.dumps({**OLD_MANIFEST, "extra": {"batch": 0}}).replace('"batch": 0', '"batch": ' + "9" * 5000)]
+HOSTILE_SAYS = [r"not valid JSON \(it is nested too deeply to read\)",
+                r"not valid JSON \(it holds an integer of more than 4300 digits\)"]
+
+
 @pytest.mark.parametrize("raw, needle", [
     ("{not json", "not valid JSON"),
     (json.dumps({**OLD_MANIFEST, "schema_version": 2}), "schema version 2"),
     (json.dumps({**OLD_MANIFEST, "files": ["model.onnx"]}), "'files' of the wrong type"),
     (json.dumps({**OLD_MANIFEST, "kind": None}), "has no 'kind'"),
     (json.dumps({**OLD_MANIFEST, "model": {"provenance": {"kind": "stolen"}}}), "'model' entry that is not valid"),
+    *[(raw, needle) for raw, needle in zip(HOSTILE, HOSTILE_SAYS)],
 ])
 def test_a_broken_manifest_is_one_line_naming_the_file(tmp_path, raw, needle):
     root = tmp_path / "a"
@@ -180,6 +188,15 @@ def test_a_broken_manifest_is_one_line_naming_the_file(tmp_path, raw, needle):
     with pytest.raises(ArtifactError, match=needle) as e:
         read_manifest(root)
     assert "\n" not in str(e.value) and str(root / MANIFEST_FILE) in str(e.value)
+
+
+@pytest.mark.parametrize("raw", HOSTILE)
+def test_force_leaves_a_folder_with_a_hostile_manifest_alone(tmp_path, raw):
+    root = tmp_path / "a"
+    root.mkdir()
+    (root / MANIFEST_FILE).write_text(raw)
+    with pytest.raises(OutputExistsError, match="only replaces our own outputs"):
+        check_out(root, force=True)          # unreadable, so not ours: --force leaves it alone
 
 
 @pytest.mark.parametrize("source, sentence, reference", [

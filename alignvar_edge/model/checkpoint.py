@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 from safetensors import SafetensorError, safe_open
 
-from alignvar_edge.errors import CheckpointError, ConfigError
+from alignvar_edge import jsonsafe
+from alignvar_edge.errors import CheckpointError
 from alignvar_edge.fsmodes import publish_mode
 from alignvar_edge.lazy import lazy_import
 from alignvar_edge.manifest import MANIFEST_FILE, ModelSource, sha256_file
@@ -102,13 +103,13 @@ def load_config(path: Path) -> AlignVARConfig:
     """A checkpoint's config.json, typed and validated (AlignVARConfig.validate): a value the model
     refuses is one line naming the file and the key, before any verb does work with it."""
     try:
-        d = json.loads((path / CONFIG_FILE).read_text())
+        d = jsonsafe.loads((path / CONFIG_FILE).read_text())
         if not isinstance(d, dict):
             raise TypeError("not a JSON object")
         return AlignVARConfig.from_dict(d)
     except ConfigValueError as e:
         raise CheckpointError(f"{path / CONFIG_FILE}: {e.detail}") from e
-    except (json.JSONDecodeError, TypeError, ConfigError, UnicodeDecodeError) as e:
+    except (ValueError, TypeError) as e:    # ConfigError, and bad JSON of any kind (jsonsafe.loads)
         raise CheckpointError(f"{path / CONFIG_FILE} is not a valid AlignVAR config: {e}") from e
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from alignvar_edge import jsonsafe
 from alignvar_edge.degrade import DegradationConfig
 from alignvar_edge.errors import ConfigError
 
@@ -42,8 +43,20 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def _shown(v: Any) -> str:
+    """`v` as a refusal quotes it: a config.json's 400-digit integer is not printed whole."""
+    r = repr(v)
+    return r if len(r) <= 40 else f"{r[:16]}... ({len(r)} characters)"
+
+
 def _is_real(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    """A finite number a float holds (JSON's 400-digit integer is none: float() overflows)."""
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
 
 ROPES = ("scale", "varsr", "none")
 LR_ENCODERS = ("strided", "controlnet")
@@ -191,12 +204,12 @@ class AlignVARConfig:
                   "tuple[int, ...]": isinstance(v, (list, tuple)) and all(_is_int(x) for x in v),
                   "dict[str, Any]": isinstance(v, dict)}.get(kind, True)
             if not ok:
-                raise ConfigValueError(str(self.name), f.name, f"{f.name} must be {kind}, got {v!r}")
+                raise ConfigValueError(str(self.name), f.name, f"{f.name} must be {kind}, got {_shown(v)}")
         for name, (low, high) in BOUNDS.items():
             v = getattr(self, name)
             for x in (v if isinstance(v, (list, tuple)) else [v]):
                 if not low <= x <= high:
-                    raise ConfigValueError(self.name, name, f"{name} must lie in [{low}, {high}], got {x!r}")
+                    raise ConfigValueError(self.name, name, f"{name} must lie in [{low}, {high}], got {_shown(x)}")
         if not 1 <= len(self.patch_nums) <= 64:
             raise ConfigValueError(self.name, "patch_nums",
                                    f"patch_nums must have 1 to 64 scales, got {len(self.patch_nums)}")
@@ -292,7 +305,7 @@ class AlignVARConfig:
                                ("norm_eps", self.norm_eps > 0, "> 0"),
                                ("rope_base", self.rope_base > 0, "> 0")):
             if not ok:
-                bad(f"{name} must be {what}, got {getattr(self, name)!r}")
+                bad(f"{name} must be {what}, got {_shown(getattr(self, name))}")
         if any(w < 0 for w in self.hcc_scale_weights):
             bad(f"hcc_scale_weights must all be >= 0, got {list(self.hcc_scale_weights)}")
         self._check_degradation(bad)
@@ -349,9 +362,10 @@ class AlignVARConfig:
         s = str(path_or_text)
         text = s if s.lstrip().startswith("{") else Path(s).read_text()
         try:
-            return cls.from_dict(json.loads(text))
-        except json.JSONDecodeError as e:
+            d = jsonsafe.loads(text)
+        except ValueError as e:
             raise ConfigError(f"config {path_or_text} is not valid JSON: {e}") from e
+        return cls.from_dict(d)
 
     def replace(self, **changes: Any) -> AlignVARConfig:
         """A copy with `changes`, checked as a config.json is (check_keys, then validate)."""
