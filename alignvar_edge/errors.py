@@ -62,6 +62,11 @@ class HalfPrecisionError(ArtifactError):
     """A half-precision (bf16 / fp16) build missed the token / PSNR target; nothing was written."""
 
 
+class PrecisionWarning(UserWarning):
+    """An engine computes in another precision than its manifest records (OpenVINO picks a device's
+    default precision); importable here without OpenVINO, to filter it."""
+
+
 # What Pillow (and tifffile) raise while decoding damaged data: truncated streams, bad chunks, CRC errors.
 IMAGE_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError)
 

@@ -270,6 +270,9 @@ class Engine(abc.ABC):
 
         uint8 in -> uint8 out, uint16 -> uint16, float in [0, 1] -> the same float dtype, a PIL
         image -> a PIL image (`images.as_float_image`). Colour order RGB(A).
+        `overlap`: LR pixels tiles share (None: a quarter tile). `progress(done, total)`: called
+        after each engine call with the tiles done so far and the image's tile count.
+        An image the engine cannot take is an InputError; a closed engine, EngineClosedError.
         """
         from alignvar_edge.images import as_float_image
         from alignvar_edge.runtimes.tiling import upscale_image

@@ -54,7 +54,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from alignvar_edge.cpuinfo import has_vnni
-from alignvar_edge.errors import ArtifactError, BackendUnavailableError, HalfPrecisionError, InputError
+from alignvar_edge.errors import (ArtifactError, BackendUnavailableError, HalfPrecisionError, InputError,
+                                  PrecisionWarning)
 from alignvar_edge.lazy import lazy_import
 from alignvar_edge.manifest import Manifest, listed_file, load_verified, write_manifest
 from alignvar_edge.manifest import artifact_dir as staging_dir
@@ -92,10 +93,6 @@ _HINT_NAMES = {"float32": "f32", "f32": "f32", "bfloat16": "bf16", "bf16": "bf16
 
 def _device_kind(device: str) -> str:
     return device.split(".")[0].split(":")[0].upper()
-
-
-class PrecisionWarning(UserWarning):
-    """An engine computes in another precision than its manifest records."""
 
 
 def inference_precision(precision: str, device: str) -> str:
