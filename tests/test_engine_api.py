@@ -177,3 +177,13 @@ def test_an_installed_package_is_typed_for_its_users(tmp_path) -> None:
     assert revealed == ['"alignvar_edge.runtimes.base.Engine"', '"pathlib.Path"',
                         '"alignvar_edge.model.alignvar.AlignVAR"', '"pathlib.Path"'], run.stdout
     assert run.returncode == 0, run.stdout
+
+
+def test_an_onnxruntime_build_checks_the_session_options_it_records(micro_export, tmp_path) -> None:
+    """They are the engine's load options on its device: checked as load checks them (but not
+    against this host's cores), before anything is written."""
+    for bad, said in (({"threads": "2"}, r"^threads='2': a thread count must be an integer >= 1"),
+                      ({"spin": "maybe"}, r"^onnxruntime spin must be True or False")):
+        with pytest.raises(InputError, match=said):
+            runtimes.build(micro_export, "onnxruntime", out=tmp_path / "ort", **bad)
+        assert not (tmp_path / "ort").exists()

@@ -23,7 +23,7 @@ from alignvar_edge.manifest import artifact_dir as staging_dir
 from alignvar_edge.onnx_session import open_session
 from alignvar_edge.runtimes.artifacts import engine_manifest, parity_vs, single_graph, validation_tiles
 from alignvar_edge.runtimes.base import (SR, Backend, Engine, TensorSpec, input_roles,
-                                         config_from_manifest, token_name)
+                                         check_load_options, config_from_manifest, token_name)
 from alignvar_edge.runtimes.golden import GOLDEN_FILE, copy_golden, golden_entry, write_golden
 
 ort = lazy_import("onnxruntime")
@@ -137,6 +137,7 @@ class OrtBackend(Backend):
                      "optimization": opts.pop("optimization", "all"), "spin": opts.pop("spin", None)}
         if opts:
             raise InputError(f"unknown onnxruntime build options {sorted(opts)}")
+        check_load_options(self.name, sess_opts, here=False)      # recorded for the machine it runs on
         external = [f for f in src_manifest.files
                     if f != onnx_path.name and not f.endswith(".onnx") and not f.endswith(".json")]
         with staging_dir(out, force=force) as tmp:
