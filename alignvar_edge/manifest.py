@@ -584,11 +584,28 @@ def confined(root: str | os.PathLike[str], rel: Any) -> Path:
         raise ArtifactError(f"artifact '{root}' failed verification: {MANIFEST_FILE} names {rel!r}, which is "
                             "not a plain path inside the artifact directory; refusing it, re-create the artifact")
     path = root / rel
+    if _symlink_loop(path):
+        raise ArtifactError(f"artifact '{root}' failed verification: {rel} is a symlink loop (it leads back to "
+                            "itself, never to a file); refusing it, re-create the artifact")
     real, base = path.resolve(), root.resolve()
     if real == base or base not in real.parents:
         raise ArtifactError(f"artifact '{root}' failed verification: {rel} leads outside the artifact directory "
                             f"(to {real}, through a symlink); refusing it, re-create the artifact")
     return path
+
+
+def _symlink_loop(path: Path) -> bool:
+    """Does resolving `path` go round a loop of symlinks? (Path.resolve raises RuntimeError on
+    Python 3.11 and OSError(ELOOP) on 3.13: a traceback unless asked first.)"""
+    try:
+        path.resolve()
+    except RuntimeError:
+        return True
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            raise
+        return True
+    return False
 
 
 def listed_file(root: str | os.PathLike[str], manifest: Manifest, rel: Any) -> Path:
@@ -681,6 +698,9 @@ def check_out(out: str | os.PathLike[str], force: bool, source: str | os.PathLik
     Never the `source` artifact being read, nor a folder inside it or around it: --force would
     replace the input, and a folder inside an artifact fails its verification."""
     out = Path(out)
+    if _symlink_loop(out):
+        raise OutputExistsError(f"'{out}' leads into a symlink loop, not to a folder alignvar-edge made: remove "
+                                "it or choose another --out")
     if source is not None:
         o, s = out.resolve(), Path(source).resolve()
         if o == s or s in o.parents or o in s.parents:

@@ -1024,6 +1024,20 @@ def test_manifest_paths_outside_are_refused(export, tmp_path, capsys):
     _refused_everywhere(dst, "leads outside the artifact directory", tmp_path, capsys)
 
 
+def test_a_listed_file_that_is_a_symlink_loop_is_refused_in_one_line(export, tmp_path, capsys):
+    """model.onnx replaced by a link to itself: Path.resolve's RuntimeError('Symlink loop') was a
+    traceback in every verb; so was an --out that loops."""
+    dst = _copy_export(tmp_path, export)
+    (dst / "model.onnx").unlink()
+    (dst / "model.onnx").symlink_to("model.onnx")
+    _refused_everywhere(dst, "failed verification: model.onnx is a symlink loop", tmp_path, capsys)
+    (tmp_path / "loop").symlink_to("loop")
+    capsys.readouterr()
+    code = cli.main(["build", str(export), "--target", "onnxruntime", "--out", str(tmp_path / "loop"), "--force"])
+    _one_line_error(code, capsys.readouterr().err, "leads into a symlink loop")
+    assert (tmp_path / "loop").is_symlink()
+
+
 def _with_external_data(tmp: Path, exp: Path, location: str | None = None) -> Path:
     """A copy of the export whose weights live in model.onnx.data, hashes re-made (a valid
     artifact), or with every tensor's location rewritten to `location` afterwards."""
