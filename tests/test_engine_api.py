@@ -187,3 +187,14 @@ def test_an_onnxruntime_build_checks_the_session_options_it_records(micro_export
         with pytest.raises(InputError, match=said):
             runtimes.build(micro_export, "onnxruntime", out=tmp_path / "ort", **bad)
         assert not (tmp_path / "ort").exists()
+
+
+def test_load_of_a_mistyped_bundled_name_names_the_bundled_model(tmp_path) -> None:
+    """load opens bundled names, but a typo was told only to pass an artifact directory."""
+    from alignvar_edge.errors import ArtifactError
+    with pytest.raises(ArtifactError, match=r"^'alignvar-tiyn' is not a directory; did you mean the bundled model "
+                                            r"'alignvar-tiny'\? pass an engine directory .* or a bundled model name "
+                                            r"\(alignvar-tiny\)$"):
+        runtimes.load("alignvar-tiyn")
+    with pytest.raises(ArtifactError, match=r"is not a directory; pass an engine directory"):
+        runtimes.load(tmp_path / "nothing")

@@ -61,6 +61,8 @@ def detect_backend(path: str | os.PathLike[str]) -> str:
     from alignvar_edge.runtimes.artifacts import is_checkpoint
     if is_checkpoint(path):
         return "torch"
+    if not Path(path).is_dir():
+        raise ArtifactError(_nothing_to_load(path))
     m = read_manifest(path)
     if m.kind == "onnx":
         return "onnxruntime"
@@ -74,6 +76,17 @@ def detect_backend(path: str | os.PathLike[str]) -> str:
         raise ArtifactError(f"'{path}' is a {m.kind!r} artifact for backend {backend!r}, which "
                             "no runtime here loads; build an engine with `alignvar-edge build`")
     return str(backend)
+
+
+def _nothing_to_load(path: str | os.PathLike[str]) -> str:
+    """A path that is no directory, in the words of what `load` opens: a bundled model's name
+    among them (a mistyped one is named)."""
+    from difflib import get_close_matches
+    from alignvar_edge.model.bundled import BUNDLED
+    near = get_close_matches(os.fspath(path), BUNDLED, n=1)
+    meant = f"did you mean the bundled model '{near[0]}'? " if near else ""
+    return (f"'{path}' is not a directory; {meant}pass an engine directory (`alignvar-edge build`), an ONNX export "
+            f"(`alignvar-edge export`), a checkpoint directory or a bundled model name ({', '.join(BUNDLED)})")
 
 
 def check_backend(path: str | os.PathLike[str], backend: str) -> None:
