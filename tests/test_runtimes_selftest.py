@@ -172,3 +172,35 @@ def test_the_report_shows_a_scale_that_lost_tokens_with_the_overall_figures_deci
     r["tokens"] = token_agreement(golden, ran)
     line = next(ln for ln in st.format_report(r).splitlines() if ln.startswith("tokens "))
     assert "per scale 100%/100%/100%/99.22%); tiles identical 50%" in line, line
+
+
+class _Touch:
+    """A pickle that, if ever unpickled, creates the file `marker`."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import pathlib
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
+@pytest.mark.parametrize("content, says", [("text", "not a golden-outputs file alignvar-edge wrote"),
+                                           ("pickle", "is a PyTorch (pickle) file, not safetensors")])
+def test_a_corrupt_golden_file_whose_hash_matches_is_one_line(ckpt, tmp_path, capsys, content, says):
+    """golden.safetensors replaced (and its hash re-made, as a forger or a file corrupt when written
+    would have it) gave safetensors' 'header too large' traceback in selftest --engine; a pickle
+    named golden.safetensors is named as one and never run."""
+    import pickle
+
+    from alignvar_edge.manifest import read_manifest, write_manifest
+    eng, marker = tmp_path / "te", tmp_path / "PWNED"
+    assert main(["build", str(ckpt), "--target", "torch", "--out", str(eng)]) == 0
+    golden = eng / st.GOLDEN_FILE
+    golden.write_bytes(b"not safetensors\n" if content == "text" else pickle.dumps(_Touch(marker)))
+    write_manifest(eng, read_manifest(eng))                  # the hashes agree with the bad file
+    capsys.readouterr()
+    assert main(["selftest", "--engine", str(eng), "--runs", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{golden} " in err[0] and says in err[0], err
+    assert not marker.exists()

@@ -32,14 +32,23 @@ def write_golden(path: Path, lr: np.ndarray, sr: np.ndarray, tokens: list[np.nda
 
 
 def read_golden(f: Path) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], dict[str, str]]:
-    """(LR tiles, reference SR float32, reference tokens per scale int64, metadata) of a golden file."""
-    from safetensors import safe_open
+    """(LR tiles, reference SR float32, reference tokens per scale int64, metadata) of a golden file.
+    A file safetensors cannot read (a pickle named golden.safetensors, text, a cut copy whose hash
+    was re-made) or without the tensors `write_golden` writes is one ArtifactError naming it."""
+    from safetensors import SafetensorError, safe_open
     from safetensors.numpy import load_file
-    with safe_open(str(f), framework="numpy") as fh:
-        meta = dict(fh.metadata() or {})
-    d = load_file(str(f))
-    k = sorted(int(n.split("_")[1]) for n in d if n.startswith("tokens_"))
-    return d["lr"], d["sr"].astype(np.float32), [d[f"tokens_{i}"].astype(np.int64) for i in k], meta
+    try:
+        with safe_open(str(f), framework="numpy") as fh:
+            meta = dict(fh.metadata() or {})
+        d = load_file(str(f))
+        k = sorted(int(n.split("_")[1]) for n in d if n.startswith("tokens_"))
+        return d["lr"], d["sr"].astype(np.float32), [d[f"tokens_{i}"].astype(np.int64) for i in k], meta
+    except (SafetensorError, OSError, ValueError, KeyError) as e:
+        from alignvar_edge.model.checkpoint import file_kind
+        what = ("a PyTorch (pickle) file, not safetensors (it was not opened: pickles are never loaded here)"
+                if file_kind(f) in ("zip", "pickle") else f"not a golden-outputs file alignvar-edge wrote ({e})")
+        raise ArtifactError(f"{f} is {what}; copy the directory again from where it was made, or re-create "
+                            "it") from e
 
 
 def engine_golden(root: Path, otherwise: str) -> Path:
