@@ -6,11 +6,13 @@ renamed into place keeps that mode unless it is widened here first. One owner fo
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["umask", "publish_mode", "unwritable_folder", "write_atomically", "write_error", "write_text"]
+__all__ = ["as_write_error", "umask", "publish_mode", "unwritable_folder", "write_atomically", "write_error",
+           "write_text"]
 
 
 def umask() -> int:
@@ -54,6 +56,18 @@ def write_error(e: OSError, path: str | os.PathLike[str]) -> OSError:
     return OSError(e.errno, e.strerror or str(e), str(path))
 
 
+def as_write_error(e: BaseException, path: str | os.PathLike[str]) -> OSError | None:
+    """`e` as `write_error` about `path` where it is the file system's: an OSError, or the error of a
+    Rust library that wraps one and is no OSError (safetensors' SafetensorError: 'I/O error: No space
+    left on device (os error 28)'), so the CLI says it in its one line; None for any other error."""
+    if isinstance(e, OSError):
+        return write_error(e, path)
+    code = re.search(r"\(os error (\d+)\)", str(e))
+    if code is None:
+        return None
+    return OSError(int(code[1]), os.strerror(int(code[1])), str(path))
+
+
 def write_text(path: str | os.PathLike[str], text: str) -> Path:
     return write_atomically(path, lambda tmp: tmp.write_text(text))
 
@@ -71,8 +85,11 @@ def write_atomically(path: str | os.PathLike[str], write: Callable[[Path], objec
     try:
         try:
             write(Path(tmp))
-        except OSError as e:
-            raise write_error(e, p) from e
+        except Exception as e:
+            error = as_write_error(e, p)
+            if error is None:
+                raise
+            raise error from e
         publish_mode(tmp)          # mkstemp made it 0600: the file gets what the umask allows
         os.replace(tmp, p)
     except BaseException:

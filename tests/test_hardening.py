@@ -752,6 +752,26 @@ def test_a_report_that_cannot_be_written_is_reported_on_its_own_path(tmp_path, m
                                               "free some space or choose another output")
     assert list(tmp_path.iterdir()) == []                 # no report, no temporary file
 
+def test_a_safetensors_write_error_is_the_os_error_it_wraps(tmp_path) -> None:
+    """safetensors raises SafetensorError, no OSError, for the file system's errors ('I/O error: No
+    space left on device (os error 28)'): the CLI's one line never saw them (a traceback from
+    train's save_state); as_write_error gives the OSError back, about the output the user named."""
+    import errno
+
+    from safetensors import SafetensorError
+    from safetensors.numpy import save_file
+
+    from alignvar_edge import fsmodes
+    with pytest.raises(SafetensorError) as info:
+        save_file({"a": np.zeros(4, np.float32)}, str(tmp_path))          # a folder: EISDIR, from the library
+    error = fsmodes.as_write_error(info.value, tmp_path / "out")
+    assert isinstance(error, OSError) and error.errno == errno.EISDIR and error.filename == str(tmp_path / "out")
+    assert fsmodes.as_write_error(ValueError("no OS error in here"), tmp_path) is None
+    with pytest.raises(OSError) as raised:           # write_atomically (golden files) says it the same way
+        fsmodes.write_atomically(tmp_path / "g.safetensors", lambda tmp: save_file({}, str(tmp_path)))
+    assert raised.value.errno == errno.EISDIR and raised.value.filename == str(tmp_path / "g.safetensors")
+
+
 def test_a_folder_run_names_the_files_it_does_not_read(export, tmp_path, capsys) -> None:
     src = tmp_path / "in"
     src.mkdir()

@@ -18,7 +18,7 @@ from safetensors import SafetensorError, safe_open
 
 from alignvar_edge import jsonsafe
 from alignvar_edge.errors import CheckpointError
-from alignvar_edge.fsmodes import publish_mode
+from alignvar_edge.fsmodes import as_write_error, publish_mode
 from alignvar_edge.lazy import lazy_import
 from alignvar_edge.manifest import MANIFEST_FILE, ModelSource, sha256_file
 from alignvar_edge.model.bundled import BUNDLED, PRETRAINED_DIR
@@ -302,7 +302,10 @@ def save_pretrained(model: torch.nn.Module, out_dir: str | os.PathLike[str], ext
             (tmp / TRAINING_FILE).write_text(json.dumps(extra, indent=2, sort_keys=True) + "\n")
         publish_mode(tmp)             # mkdtemp made it 0700: the checkpoint gets what the umask allows
         _replace_dir(tmp, out)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        error = as_write_error(e, out)          # the checkpoint's folder, not the hidden temporary one
+        if error is None:
+            raise
+        raise error from e
     return out

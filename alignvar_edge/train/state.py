@@ -18,7 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from alignvar_edge.errors import CheckpointError
-from alignvar_edge.fsmodes import publish_mode
+from alignvar_edge.fsmodes import as_write_error, publish_mode
 
 STATE_DIR = "state"
 
@@ -58,9 +58,12 @@ def save_state(run_dir: Path, step: int, model: torch.nn.Module, ema: torch.nn.M
             os.replace(final, old)
         os.replace(tmp, final)
         shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        error = as_write_error(e, run_dir)      # the run's folder, not the hidden .state.* one
+        if error is None:
+            raise
+        raise error from e
 
 
 def has_state(run_dir: Path) -> bool:

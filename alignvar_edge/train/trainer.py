@@ -451,16 +451,14 @@ def train(opts: TrainOptions, batches: Callable[[int], tuple[torch.Tensor, torch
         # a run that replaces another stops at once when asked: it is not kept (see below), so
         # finishing its step would only delay putting the old run back
         final = _run(opts, model, batches, stop_gracefully=aside is None, notices=notices)
-    except KeyboardInterrupt:
-        # Ctrl-C / SIGTERM: a --force run puts back the run it was replacing; otherwise a run that
-        # saved a state is kept (--resume goes on from it), and one stopped before its first save
-        # leaves --out as it found it
+    except BaseException:
+        # Ctrl-C / SIGTERM, or an error (a full disk at the first save): a --force run puts back the
+        # run it was replacing; otherwise a run that saved a state is kept (--resume goes on from
+        # it), and one stopped before its first save leaves --out as it found it, so the same
+        # command runs again (a run.json alone would be refused by it, and by --resume)
         _finish_out(opts.out, aside, ok=False)
         if aside is None and not has_state(opts.out):
             _undo_new_out(opts.out, out_was_there)
-        raise
-    except BaseException:
-        _finish_out(opts.out, aside, ok=False)
         raise
     _finish_out(opts.out, aside, ok=True)
     return final
