@@ -61,7 +61,7 @@ from typing import Any
 
 from alignvar_edge import jsonsafe
 from alignvar_edge.errors import ArtifactError, OutputExistsError
-from alignvar_edge.fsmodes import publish_mode, write_text
+from alignvar_edge.fsmodes import publish_mode, write_error, write_text
 from alignvar_edge.jsonsafe import dumps
 from alignvar_edge.onnx_wire import external_locations
 
@@ -791,13 +791,32 @@ def artifact_dir(out: str | os.PathLike[str], force: bool = False) -> Iterator[P
     out = Path(out)
     check_out(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    except OSError as e:               # a read-only or full disk: about --out, not the hidden name
+        raise write_error(e, out) from e
     try:
         yield tmp
         if not (tmp / MANIFEST_FILE).is_file():
             raise ArtifactError(f"internal error: artifact for '{out}' was finished without a manifest")
         publish_mode(tmp)
         _publish(tmp, out, force)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not _writing_into(e, tmp):
+            raise                      # reading an input: its own name is the one to give
+        raise write_error(e, out) from e
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _writing_into(e: OSError, tmp: Path) -> bool:
+    """Did `e` come from writing into the temporary folder `tmp`? A full disk did (only writes fill
+    it, and its error names the source file where shutil.copy2 made it, or nothing at all); other
+    errors name a file inside `tmp` (as `filename2` where they name the source first)."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    inside = os.path.abspath(tmp)
+    return any(name and os.path.abspath(name).startswith(inside + os.sep)
+               for name in (e.filename2, e.filename) if isinstance(name, str))

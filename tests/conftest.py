@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -44,3 +46,25 @@ def one_torch_thread():
 def micro_export(pytestconfig: pytest.Config) -> Path:
     """The sharpened `micro` model's single-graph ONNX export (cached on disk between runs)."""
     return export_dir(sharp_model("micro"), cache_root(pytestconfig))
+
+
+@pytest.fixture()
+def small_disk(tmp_path: Path) -> Iterator[Callable[..., Path]]:
+    """`small_disk(size="3M", read_only=False)`: a file system of its own (tmpfs) under tmp_path, for
+    what a full or read-only disk does to a verb; skipped where mounting is not allowed (not root)."""
+    mounts: list[Path] = []
+
+    def mount(size: str = "3M", read_only: bool = False) -> Path:
+        mnt = tmp_path / f"disk{len(mounts)}"
+        mnt.mkdir()
+        opts = f"size={size}" + (",ro" if read_only else "")
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(mnt)], capture_output=True, text=True)
+        if r.returncode:
+            pytest.skip(f"cannot mount a small tmpfs here: {r.stderr.strip() or r.returncode}")
+        mounts.append(mnt)
+        return mnt
+    try:
+        yield mount
+    finally:
+        for mnt in mounts:
+            subprocess.run(["umount", str(mnt)], check=False)

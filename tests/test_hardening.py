@@ -772,6 +772,28 @@ def test_a_safetensors_write_error_is_the_os_error_it_wraps(tmp_path) -> None:
     assert raised.value.errno == errno.EISDIR and raised.value.filename == str(tmp_path / "g.safetensors")
 
 
+def test_a_build_onto_a_full_or_read_only_disk_names_the_output(export, small_disk, capsys) -> None:
+    """The line named the input (shutil.copy2's ENOSPC gives the source as `filename`) or the hidden
+    temporary folder (mkdtemp on a read-only disk), not the --out the user typed."""
+    full, ro = small_disk("1M"), small_disk("1M", read_only=True)
+    with open(full / "fill", "wb", buffering=0) as fh:       # to the last block
+        try:
+            while True:
+                fh.write(b"\0" * 4096)
+        except OSError:
+            pass
+    for out, says in ((full / "e1", "no space left on the device writing {out}; free some space or choose another "
+                                    "output"),
+                      (ro / "e1", "cannot write or read {out} (Read-only file system); choose another path or fix "
+                                  "its permissions")):
+        capsys.readouterr()
+        code = cli.main(["build", str(export), "--target", "onnxruntime", "--out", str(out), "--threads", "1"])
+        assert code == 1
+        line = _one_line_error(code, capsys.readouterr().err, says.format(out=out))
+        assert ".tmp-" not in line
+    assert sorted(p.name for p in full.iterdir()) == ["fill"] and list(ro.iterdir()) == []
+
+
 def test_a_folder_run_names_the_files_it_does_not_read(export, tmp_path, capsys) -> None:
     src = tmp_path / "in"
     src.mkdir()

@@ -890,28 +890,14 @@ def test_a_warmup_as_long_as_the_run_is_warned_about(tmp_path: Path) -> None:
         warn_short_warmup(opts(tmp_path / "b", "vqvae", 5, warmup=4))       # a ramp that ends: nothing said
 
 
-@pytest.fixture()
-def small_disk(tmp_path: Path):
-    """A 3 MB file system of its own (tmpfs): the micro run's first state (about 5 MB) does not fit."""
-    import subprocess
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3M", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if r.returncode:
-        pytest.skip(f"cannot mount a small tmpfs here: {r.stderr.strip() or r.returncode}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", str(mnt)], check=False)
-
-
-def test_a_full_disk_is_one_line_and_leaves_nothing_the_same_command_refuses(small_disk: Path, capsys) -> None:
+def test_a_full_disk_is_one_line_and_leaves_nothing_the_same_command_refuses(small_disk, capsys) -> None:
     """A full disk at the first save was a SafetensorError traceback (no OSError, so not the CLI's
     'no space left' line), and it left run.json + log.csv that the same command refused ('already
     holds a run') and --resume refused too ('holds no training state')."""
     from alignvar_edge import cli
 
-    out = small_disk / "run"
+    disk = small_disk("3M")                   # the micro run's first state (about 5 MB) does not fit
+    out = disk / "run"
     argv = ["train", "vqvae", "--preset", "micro", "--out", str(out), "--steps", "2", "--batch", "2", "--warmup", "1"]
     capsys.readouterr()
     for _ in range(2):                        # and again: the same error, not another one
@@ -920,4 +906,4 @@ def test_a_full_disk_is_one_line_and_leaves_nothing_the_same_command_refuses(sma
         lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("train vqvae:")]   # progress
         assert lines == [f"alignvar-edge train: error: no space left on the device writing {out}; free some space "
                          "or choose another output"], err
-        assert list(small_disk.iterdir()) == []
+        assert list(disk.iterdir()) == []
