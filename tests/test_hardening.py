@@ -1080,6 +1080,26 @@ def test_a_listed_file_that_is_a_symlink_loop_is_refused_in_one_line(export, tmp
     assert (tmp_path / "loop").is_symlink()
 
 
+def test_onnx_runtime_opens_an_artifact_whose_path_is_not_utf8(export, tmp_path, capsys):
+    """A folder named in another encoding (b'ex\\xffe p'): ONNX Runtime's constructor refused the
+    surrogate-escaped str with a pybind error the line blamed on the artifact ('re-export'); OpenVINO
+    ran it. Now ORT is given the graph's bytes, and a graph whose weights lie beside it (found only
+    by its path) is one line saying to rename the folder."""
+    odd = tmp_path / os.fsdecode(b"ex\xffe p")
+    shutil.copytree(export, odd)
+    _png(tmp_path / "in.png")
+    capsys.readouterr()
+    assert cli.main(_up(tmp_path, odd, tmp_path / "in.png", "o.png", "--backend", "onnxruntime", "--threads", "1")) == 0
+    assert cli.main(["build", str(odd), "--target", "onnxruntime", "--out", str(tmp_path / "eng"), "--threads", "1"]) == 0
+    load_verified(tmp_path / "eng")
+    data = tmp_path / os.fsdecode(b"data\xff")
+    shutil.copytree(_with_external_data(tmp_path, export), data)
+    from alignvar_edge import runtimes          # (the CLI's stderr escapes the odd byte; capsys's cannot)
+    with pytest.raises(ArtifactError, match=r"its path is not valid UTF-8, and the graph keeps its weights in files "
+                       r"beside it \(model.onnx.data\), which ONNX Runtime finds only by that path; rename the folder"):
+        runtimes.load(data, backend="onnxruntime", threads=1)
+
+
 def _with_external_data(tmp: Path, exp: Path, location: str | None = None) -> Path:
     """A copy of the export whose weights live in model.onnx.data, hashes re-made (a valid
     artifact), or with every tensor's location rewritten to `location` afterwards."""
