@@ -11,8 +11,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["as_write_error", "umask", "publish_mode", "unwritable_folder", "write_atomically", "write_error",
-           "write_text"]
+__all__ = ["as_write_error", "hidden_prefix", "umask", "publish_mode", "unwritable_folder", "write_atomically",
+           "write_error", "write_text"]
 
 
 def umask() -> int:
@@ -72,13 +72,26 @@ def write_text(path: str | os.PathLike[str], text: str) -> Path:
     return write_atomically(path, lambda tmp: tmp.write_text(text))
 
 
+NAME_MAX = 255         # bytes in one file name on the file systems we write to (ext4, XFS, APFS, NTFS)
+
+
+def hidden_prefix(name: str, after: int) -> str:
+    """`.NAME.`, the prefix of a hidden temporary sibling of the file or folder NAME, with NAME cut
+    (at a character) so that the prefix and the `after` bytes that follow it (mkstemp's 8 random
+    characters and its suffix, a pid...) still make a name the file system takes: any output name
+    it accepts must be writable, and `.NAME.xxxxxxxx.tmp` is 14 bytes longer than NAME."""
+    while len(os.fsencode(name)) + 2 + after > NAME_MAX and name:
+        name = name[:-1]
+    return f".{name}."
+
+
 def write_atomically(path: str | os.PathLike[str], write: Callable[[Path], object]) -> Path:
     """`write(tmp)` fills a hidden temporary file beside `path`, which then replaces `path` in one
     step with the modes the umask allows (a writer such as safetensors' makes its files 0600)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+        fd, tmp = tempfile.mkstemp(prefix=hidden_prefix(p.name, 8 + 4), suffix=".tmp", dir=p.parent)
         os.close(fd)
     except OSError as e:
         raise write_error(e, p) from e

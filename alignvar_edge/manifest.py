@@ -61,7 +61,7 @@ from typing import Any
 
 from alignvar_edge import jsonsafe
 from alignvar_edge.errors import ArtifactError, OutputExistsError
-from alignvar_edge.fsmodes import publish_mode, write_error, write_text
+from alignvar_edge.fsmodes import hidden_prefix, publish_mode, write_error, write_text
 from alignvar_edge.jsonsafe import dumps
 from alignvar_edge.onnx_wire import external_locations
 
@@ -766,7 +766,7 @@ def _publish(tmp: Path, out: Path, force: bool) -> None:
     there since we started. Without force the rename itself refuses an existing artifact."""
     check_out(out, force)
     if os.path.lexists(out):
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        old = out.with_name(f"{hidden_prefix(out.name, 4 + 10)}old-{os.getpid()}")
         os.replace(out, old)
         os.replace(tmp, out)
         shutil.rmtree(old, ignore_errors=True)
@@ -792,7 +792,7 @@ def artifact_dir(out: str | os.PathLike[str], force: bool = False) -> Iterator[P
     check_out(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=f"{hidden_prefix(out.name, 4 + 8)}tmp-", dir=out.parent))
     except OSError as e:               # a read-only or full disk: about --out, not the hidden name
         raise write_error(e, out) from e
     try:

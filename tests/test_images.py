@@ -1281,3 +1281,23 @@ def test_a_float_file_outside_0_1_says_how_to_save_it_not_to_divide_it(tmp_path)
     np.testing.assert_allclose(rgb[..., 0], samples / 255, atol=1e-6)
     with pytest.raises(InputError, match="divide it by its full-scale value"):      # an array's caller divides
         as_float_image(samples)
+
+
+@pytest.mark.parametrize("stem", ["M" * 251, "é" * 125])          # 255 and 254 bytes with ".png"
+def test_any_output_name_the_file_system_takes_is_written(tmp_path: Path, stem: str) -> None:
+    """A 242-255 byte output name failed with 'File name too long': the hidden temporary file
+    beside it (`.NAME.xxxxxxxx.tmp`) is 14 bytes longer than NAME."""
+    from alignvar_edge.fsmodes import write_text
+    from alignvar_edge.images import save_image
+    from alignvar_edge.manifest import artifact_dir
+
+    out = tmp_path / f"{stem}.png"
+    assert len(os.fsencode(out.name)) >= 254
+    save_image(out, np.zeros((4, 5, 3), np.float32))
+    save_image(out, np.ones((4, 5, 3), np.float32), overwrite=True)
+    assert np.asarray(Image.open(out)).min() == 255
+    write_text(tmp_path / f"{stem}.txt", "x")
+    for force in (False, True):              # with force, the old one is set aside, then removed
+        with artifact_dir(tmp_path / stem, force=force) as tmp:
+            (tmp / "manifest.json").write_text('{"schema_version": 1, "kind": "onnx", "files": {}}')
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, f"{stem}.txt", stem])

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from alignvar_edge.errors import InputError, OutputExistsError
-from alignvar_edge.fsmodes import publish_mode, write_error
+from alignvar_edge.fsmodes import hidden_prefix, publish_mode, write_error
 from alignvar_edge.images import png16, sixteen_bit
 from alignvar_edge.images.formats import IMAGE_EXTENSIONS
 from alignvar_edge.images.metadata import (METADATA_FORMATS, exif_with_png_text, fit_to_format, metadata_params,
@@ -91,7 +91,7 @@ def save_image(
     dpi, exif, xmp = fit_to_format(fmt, path, dpi, exif, xmp)
     params = {**metadata_params(fmt, icc_profile, exif, dpi, xmp, text), **encoder}
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp_name = tempfile.mkstemp(prefix=hidden_prefix(path.name, 8 + 4), suffix=".tmp", dir=path.parent)
     except OSError as e:
         raise write_error(e, path) from e
     tmp = Path(tmp_name)
