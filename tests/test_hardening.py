@@ -1100,6 +1100,19 @@ def test_onnx_runtime_opens_an_artifact_whose_path_is_not_utf8(export, tmp_path,
         runtimes.load(data, backend="onnxruntime", threads=1)
 
 
+def test_a_torch_build_names_the_users_weights_file_not_its_hidden_copy(ckpt, tmp_path, capsys):
+    """A pickle named model.safetensors: `build --target torch` named '.T.tmp-xxxx/model.safetensors',
+    a file gone once the run ends, where info, export and upscale name the checkpoint's own."""
+    src = tmp_path / "ck"
+    shutil.copytree(ckpt, src)
+    (src / "model.safetensors").write_bytes(pickle.dumps({"a": [0.0, 0.0]}))
+    capsys.readouterr()
+    code = cli.main(["build", str(src), "--target", "torch", "--out", str(tmp_path / "T")])
+    line = _one_line_error(code, capsys.readouterr().err,
+                           f"{src / 'model.safetensors'} is a PyTorch (pickle) file, not safetensors")
+    assert ".tmp-" not in line and not (tmp_path / "T").exists()
+
+
 def _with_external_data(tmp: Path, exp: Path, location: str | None = None) -> Path:
     """A copy of the export whose weights live in model.onnx.data, hashes re-made (a valid
     artifact), or with every tensor's location rewritten to `location` afterwards."""

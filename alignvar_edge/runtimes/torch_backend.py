@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from alignvar_edge.errors import ArtifactError, BackendUnavailableError, InputError
+from alignvar_edge.errors import ArtifactError, BackendUnavailableError, CheckpointError, InputError
 from alignvar_edge.lazy import lazy_import
 from alignvar_edge.manifest import (Manifest, ModelInfo, ModelSource, contract, load_verified, new_manifest,
                                     recorded_path, write_manifest)
@@ -129,7 +129,10 @@ class TorchBackend(Backend):
         with staging_dir(out, force=force) as tmp:
             for f in (CONFIG_FILE, WEIGHTS_FILE):
                 shutil.copy2(src / f, tmp / f)
-            load_pretrained(tmp)          # a build is proof: these exact files load as this model
+            try:
+                load_pretrained(tmp)      # a build is proof: these exact files load as this model
+            except CheckpointError as e:  # about the user's files, not the hidden copy that goes with the run
+                raise CheckpointError(str(e).replace(str(tmp), str(src))) from e
             # eager takes any batch (-1 in the graph, None in the contract); `open` feeds DEFAULT_BATCH
             # tiles per call unless told otherwise
             m = new_manifest("engine", "torch", "eager", precision,
