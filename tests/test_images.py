@@ -1301,3 +1301,18 @@ def test_any_output_name_the_file_system_takes_is_written(tmp_path: Path, stem: 
         with artifact_dir(tmp_path / stem, force=force) as tmp:
             (tmp / "manifest.json").write_text('{"schema_version": 1, "kind": "onnx", "files": {}}')
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, f"{stem}.txt", stem])
+
+
+def test_an_image_another_run_wrote_meanwhile_is_kept_and_named_so(tmp_path: Path) -> None:
+    """Two folder upscales into one folder: the loser was told '{out} already exists; pass --force
+    (overwrite=True)', as if it had been there before; it appeared while this run wrote it."""
+    from alignvar_edge.errors import OutputExistsError
+    from alignvar_edge.images import write
+
+    out, tmp = tmp_path / "p0.png", tmp_path / ".p0.png.x.tmp"
+    tmp.write_bytes(b"ours")
+    out.write_bytes(b"theirs")                      # published by the other run after our check
+    with pytest.raises(OutputExistsError, match=r"p0.png appeared while this run was writing it \(another run "
+                                                r"wrote it\); kept that one"):
+        write._publish(tmp, out, overwrite=False)
+    assert out.read_bytes() == b"theirs"

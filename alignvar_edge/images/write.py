@@ -247,18 +247,21 @@ def _publish(tmp: Path, path: Path, overwrite: bool) -> None:
     try:
         os.link(tmp, path)
     except FileExistsError as e:
-        raise OutputExistsError(
-            f"{path} already exists; pass --force (overwrite=True) to replace it"
-        ) from e
+        raise OutputExistsError(_appeared(path)) from e
     except OSError:
         # Filesystems without hard links (FAT, some network mounts): best effort.
         if path.exists():
-            raise OutputExistsError(
-                f"{path} already exists; pass --force (overwrite=True) to replace it"
-            ) from None
+            raise OutputExistsError(_appeared(path)) from None
         os.replace(tmp, path)
         return
     tmp.unlink()
+
+
+def _appeared(path: Path) -> str:
+    # checked absent before the image was encoded: another run (a second `upscale` into the same
+    # folder) wrote it since, and its image is kept
+    return (f"{path} appeared while this run was writing it (another run wrote it); kept that one: replace it "
+            "with --force (overwrite=True in Python)")
 
 
 def _same_file(a: Path, b: Path) -> bool:
