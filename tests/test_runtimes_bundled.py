@@ -96,3 +96,22 @@ def test_a_torch_engine_ships_golden_outputs_and_its_selftest_passes(
     assert main(["selftest", "--engine", str(out), "--runs", "1", "--threads", "1"]) == 0
     text = capsys.readouterr().out
     assert "tokens    100.00% agree with golden" in text and "RESULT    PASS" in text, text
+
+
+def test_an_engine_of_a_model_without_golden_outputs_says_how_to_make_them(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A checkpoint with no golden.safetensors builds an engine with none; selftest --engine then
+    names that checkpoint and the command that makes them, not 'rebuild it with this version'
+    (which would build the same engine again)."""
+    from alignvar_edge.cli import main
+    from alignvar_edge.model import AlignVAR, AlignVARConfig
+
+    ckpt = tmp_path / "ck"
+    AlignVAR(AlignVARConfig.from_preset("micro")).eval().save_pretrained(ckpt)
+    out = tmp_path / "te"
+    assert main(["build", str(ckpt), "--target", "torch", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["selftest", "--engine", str(out), "--runs", "1", "--threads", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has none; make them beside its weights" in err[0], err
+    assert f"selftest --golden {ckpt}" in err[0] and "rebuild it with this" not in err[0], err

@@ -71,6 +71,13 @@ def engine_golden(root: Path, otherwise: str) -> Path:
         raise ArtifactError(f"{root} is an ONNX export, which carries no {GOLDEN_FILE}: build an engine from it "
                             f"(`alignvar-edge build {root} --target onnxruntime{precision}`, on the host) and use "
                             f"that{otherwise}")
+    if m is not None and "golden" in m.extra and m.extra["golden"] is None:
+        # built by a version that ships golden outputs: the model it came from had none to ship
+        ckpt = m.model.source.reference or "CHECKPOINT_DIR"
+        raise ArtifactError(f"{root} carries no {GOLDEN_FILE}: the model it was built from "
+                            f"({m.model.source.describe()}) has none; make them beside its weights with "
+                            f"`python -m alignvar_edge.runtimes.selftest --golden {ckpt}` (on the host), then build "
+                            f"the engine again{otherwise}")
     raise ArtifactError(f"{root} carries no {GOLDEN_FILE}; rebuild it with this alignvar-edge "
                         f"(`alignvar-edge build` ships golden outputs){otherwise}")
 

@@ -214,7 +214,7 @@ def selftest_engine(engine_dir: str | os.PathLike[str], device: str | None = Non
 
     Needs only the engine's runtime (no PyTorch, no bundled model): what a device runs first."""
     from alignvar_edge import __version__, runtimes
-    from alignvar_edge.manifest import read_manifest
+    from alignvar_edge.manifest import MANIFEST_FILE, read_manifest
     root = Path(engine_dir)
     if not root.is_dir():
         raise InputError(f"--engine '{root}' {'is a file' if root.exists() else 'does not exist'}, not an engine "
@@ -222,7 +222,9 @@ def selftest_engine(engine_dir: str | os.PathLike[str], device: str | None = Non
     if not (root / GOLDEN_FILE).is_file():
         # a folder that is no artifact says so, and a checkpoint how to make its golden file, before
         # "no golden file" sends the user off to rebuild an engine
-        if (root / "config.json").is_file() and (root / "model.safetensors").is_file():
+        # (a torch engine holds weights and config too, but its manifest lists its files: not a checkpoint)
+        if ((root / "config.json").is_file() and (root / "model.safetensors").is_file()
+                and not (root / MANIFEST_FILE).is_file()):
             load_golden(root)
         read_manifest(root)
     f = engine_golden(root, ", or run `alignvar-edge selftest --backend onnxruntime` where PyTorch is installed "
