@@ -177,6 +177,11 @@ def _os_error_line(e: BaseException) -> str:
     if not isinstance(e, OSError) or not e.filename:
         return str(e)
     where = e.filename
+    if e.filename2:
+        # a copy or a move (shutil.copy2, os.replace): the first path is the source; a full or
+        # read-only disk or an existing target is the destination's; anything else names the pair
+        where = (e.filename2 if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EEXIST)
+                 else f"{e.filename} -> {e.filename2}")
     if e.errno == errno.ENOTDIR:
         return f"{where}: part of this path is a file, not a folder; choose another output path"
     if e.errno == errno.EEXIST:
@@ -184,7 +189,7 @@ def _os_error_line(e: BaseException) -> str:
         return f"{where} {what}; choose another output path"
     if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"cannot write or read {where} ({e.strerror}); choose another path or fix its permissions"
-    if e.errno == errno.ENOSPC:
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
         return f"no space left on the device writing {where}; free some space or choose another output"
     return f"{where}: {e.strerror or e}"
 

@@ -1488,3 +1488,19 @@ def test_openvino_int8_without_nncf_names_the_extra_that_installs_it(export, tmp
     assert r.returncode == 3 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert len(err) == 1 and "pip install 'alignvar-edge[openvino-int8]'" in err[0]
     assert not (tmp_path / "ov8").exists()
+
+
+def test_a_failed_copy_or_move_is_named_by_its_destination_where_the_disk_is_to_blame() -> None:
+    """shutil.copy2 and os.replace raise with the source as `filename` and the destination as
+    `filename2`: a full or read-only disk (or an existing target) is the destination's, and other
+    errors name both, never the input alone as if it were the output."""
+    import errno
+
+    from alignvar_edge import cli
+    for code, says in ((errno.ENOSPC, "no space left on the device writing out/model.onnx;"),
+                       (errno.EROFS, "cannot write or read out/model.onnx (x);"),
+                       (errno.EEXIST, "out/model.onnx already exists;"),
+                       (errno.EACCES, "cannot write or read in/model.onnx -> out/model.onnx (x);")):
+        line = cli._os_error_line(OSError(code, "x", "in/model.onnx", None, "out/model.onnx"))
+        assert line.startswith(says), (code, line)
+    assert cli._os_error_line(OSError(errno.ENOSPC, "x", "out/a")).startswith("no space left on the device writing out/a")
