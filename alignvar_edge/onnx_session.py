@@ -8,6 +8,7 @@ Needs only onnxruntime (the `device` extra), imported on first use.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,9 @@ def session_options(threads: int | None = None, inter_threads: int | None = None
         so.inter_op_num_threads = int(inter_threads)
     if spin is not None:
         so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
-    so.log_severity_level = 3          # warnings about unused initialisers etc. are noise here
+    # fatal only: warnings (unused initialisers) are noise here, and an error is also raised, which
+    # the caller turns into one line; logged too, it came first with ORT's C++ source paths
+    so.log_severity_level = 4
     return so
 
 
@@ -77,4 +80,18 @@ def open_session(model: str | os.PathLike[str] | bytes, providers: list[Any] | N
         return ort.InferenceSession(src, sess_options=so, providers=providers or [CPU])
     except Exception as e:  # ORT raises its own exception types for broken, truncated or invalid graphs
         what = "an in-memory model" if isinstance(model, bytes) else model
-        raise ArtifactError(f"ONNX Runtime cannot load {what}: {str(e).splitlines()[0]}; {fix}") from e
+        raise ArtifactError(f"ONNX Runtime cannot load {what}: {ort_reason(e)}; {fix}") from e
+
+
+# "[ONNXRuntimeError] : 1 : FAIL : " before each nested message, and ORT's "file.cc:123 Function "
+# (the C++ place it was raised at) before, or run into, the innermost one's text
+_ORT_STATUS = re.compile(r"\[ONNXRuntimeError\] : \d+ : \w+ : ")
+_CPP_PLACE = re.compile(r"(?:\S*/)?\w+\.(?:cc|cpp|h):\d+\s+(?:[A-Za-z_][\w:~]*(?:\([^)]*\))?\s+)?")
+
+
+def ort_reason(error: BaseException) -> str:
+    """ONNX Runtime's reason without its wrapping: the innermost status message, without the C++
+    source places in it."""
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    inner = _ORT_STATUS.split(text)[-1]
+    return " ".join(_CPP_PLACE.sub(" ", inner).split()).rstrip(".") or text

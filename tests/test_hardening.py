@@ -1504,3 +1504,32 @@ def test_a_failed_copy_or_move_is_named_by_its_destination_where_the_disk_is_to_
         line = cli._os_error_line(OSError(code, "x", "in/model.onnx", None, "out/model.onnx"))
         assert line.startswith(says), (code, line)
     assert cli._os_error_line(OSError(errno.ENOSPC, "x", "out/a")).startswith("no space left on the device writing out/a")
+
+
+def test_a_graph_onnx_runtime_refuses_is_one_line_with_its_reason_not_its_cpp_places(tmp_path, capfd) -> None:
+    """A graph whose external weights were cut short: ONNX Runtime logged its own coloured error
+    line (C++ file, line and function) before ours, and ours repeated those places; now its log is
+    silent and the line gives the innermost reason."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from alignvar_edge.errors import ArtifactError
+    from alignvar_edge.onnx_session import open_session
+
+    w = numpy_helper.from_array(np.arange(4096, dtype=np.float32).reshape(64, 64), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path), save_as_external_data=True, location="m.onnx.data", size_threshold=0)
+    open_session(path).run(None, {"x": np.ones((1, 64), np.float32)})          # whole, it runs
+    with open(tmp_path / "m.onnx.data", "r+b") as f:
+        f.truncate(1000)
+    capfd.readouterr()
+    with pytest.raises(ArtifactError) as info:
+        open_session(path)
+    line = str(info.value)
+    assert "out of bounds or can not be read in full; re-export the artifact" in line, line
+    assert ".cc:" not in line and "[ONNXRuntimeError]" not in line and "\n" not in line, line
+    assert capfd.readouterr().err == ""                    # ONNX Runtime's own log stays quiet
