@@ -46,6 +46,9 @@ is reshaped to the manifest's static input shape (and NPU computes in fp16 regar
 """
 from __future__ import annotations
 
+import errno
+import os
+import shutil
 import time
 from pathlib import Path
 from dataclasses import dataclass, replace
@@ -434,6 +437,20 @@ def _group_of(proto: Any) -> dict[str, str]:
     return _with_fused_successors(proto, {n: g for g, names in node_groups(proto).items() for n in names})
 
 
+def _save_ir(model: Any, xml: Path, compress: bool) -> None:
+    """ov.save_model, whose failed write is a bare RuntimeError ('basic_ios::clear: iostream error'):
+    as the OSError it is, a full disk or an unwritable folder, so the CLI names the --out it hit."""
+    try:
+        ov.save_model(model, str(xml), compress_to_fp16=compress)
+    except RuntimeError as e:
+        folder = xml.parent
+        if shutil.disk_usage(folder).free < 64 << 20:       # smaller than any IR of ours
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(xml)) from e
+        if not os.access(folder, os.W_OK):
+            raise OSError(errno.EACCES, os.strerror(errno.EACCES), str(xml)) from e
+        raise
+
+
 def _component_of(proto: Any) -> dict[str, str]:
     """ONNX node name -> INT8-policy component (`ffn`, `attn_linear`, ...): what bf16 islands select by."""
     from alignvar_edge.quantize.policy import classify
@@ -763,7 +780,7 @@ class OpenVINOBackend(Backend):
         if not rung.split:
             model, recipe = self._convert(onnx_path, precision, device, shape, feeds, preset, rung.policy, rewrites)
             _off_token_path(model, device, rewrites)
-            ov.save_model(model, str(tmp / XML), compress_to_fp16=compress)
+            _save_ir(model, tmp / XML, compress)
             return {"engine": XML}, recipe, None
         import tempfile
 
@@ -800,8 +817,8 @@ class OpenVINOBackend(Backend):
                     token, {n for n, c in component_of.items() if c in ISLAND_COMPONENTS})
                 facts["token_precision"] = "f32 + bf16 MLP matmuls"
             _off_token_path(image, device, rewrites)
-            ov.save_model(token, str(tmp / XML), compress_to_fp16=False)
-            ov.save_model(image, str(tmp / IMAGE_XML), compress_to_fp16=compress)
+            _save_ir(token, tmp / XML, False)
+            _save_ir(image, tmp / IMAGE_XML, compress)
         return {"engine": XML, "image": IMAGE_XML}, recipe, facts
 
     @staticmethod
