@@ -1316,3 +1316,13 @@ def test_an_image_another_run_wrote_meanwhile_is_kept_and_named_so(tmp_path: Pat
                                                 r"wrote it\); kept that one"):
         write._publish(tmp, out, overwrite=False)
     assert out.read_bytes() == b"theirs"
+
+
+def test_an_array_of_another_integer_dtype_is_told_the_conversion_that_keeps_its_values() -> None:
+    """int32 / int64 arrays were told `.astype(np.uint8)` whatever they held, which wraps a 16-bit
+    image's values around; the advice follows the values."""
+    for values, says in ((np.full((2, 2, 3), 200, np.int32), r"fit in 8 bits: convert with \.astype\(np\.uint8\)"),
+                         (np.full((2, 2, 3), 40000, np.int64), r"fit in 16 bits: convert with \.astype\(np\.uint16\)"),
+                         (np.full((2, 2, 3), -5, np.int16), r"span -5\.\.-5: scale them to floats in \[0, 1\]")):
+        with pytest.raises(InputError, match=f"got dtype {values.dtype}; its values {says}"):
+            as_float_image(values)

@@ -68,7 +68,21 @@ def as_float_image(image: object) -> tuple[np.ndarray, Callable[[np.ndarray], ob
         fdt = x.dtype
         return x, lambda r: np.asarray(r).astype(fdt, copy=False)
     raise InputError(f"images must be uint8, uint16 or float in [0, 1] numpy arrays or PIL images, "
-                     f"got dtype {x.dtype}; convert with .astype(np.uint8) or divide by the full-scale value")
+                     f"got dtype {x.dtype}; {_conversion_for(x)}")
+
+
+def _conversion_for(x: np.ndarray) -> str:
+    """The conversion that keeps every value of an array of another dtype: to uint8 only where its
+    values fit in 8 bits (a blanket .astype(np.uint8) wraps a 16-bit image's values around)."""
+    if np.issubdtype(x.dtype, np.integer) and x.size:
+        lo, hi = int(x.min()), int(x.max())
+        if lo >= 0 and hi <= 255:
+            return "its values fit in 8 bits: convert with .astype(np.uint8)"
+        if lo >= 0 and hi <= 65535:
+            return "its values fit in 16 bits: convert with .astype(np.uint16)"
+        return (f"its values span {lo}..{hi}: scale them to floats in [0, 1] "
+                "(subtract the black level, divide by the full-scale value)")
+    return "convert it to uint8 or uint16, or to floats in [0, 1] divided by its full-scale value"
 
 
 def _refuse_not_pixels(image: object) -> None:
