@@ -120,6 +120,12 @@ def load(engine_dir: str | os.PathLike[str], backend: str = "auto", device: str 
     backend="auto" follows the manifest (ONNX exports run on onnxruntime, checkpoints on torch); a
     backend named must be one that opens `engine_dir` (`check_backend`).
     Extra keyword options go to the backend (e.g. threads=, batch=, parity=).
+
+    Raises (each importable from `alignvar_edge`, with a one-line message): InputError for an
+    option that is wrong (unknown, threads out of range, a backend that cannot open this kind of
+    artifact); ArtifactError for a path that is no artifact, one that fails verification or one
+    the runtime refuses; BackendUnavailableError where the backend or device is not usable here,
+    or the runtime cannot compile the engine for this device.
     """
     check_backend(engine_dir, backend)
     name = detect_backend(engine_dir) if backend == "auto" else backend
