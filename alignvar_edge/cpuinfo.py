@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CPUINFO", "ISA_FLAGS", "cpu_info", "cpu_words", "has_vnni", "probe_command", "probe_file", "usable_cores"]
+__all__ = ["CPUINFO", "ISA_FEATURES", "ISA_FLAGS", "cpu_info", "cpu_words", "has_vnni", "isa_features",
+           "probe_command", "probe_file", "usable_cores"]
 
 CPUINFO = "/proc/cpuinfo"
 # ISA features that decide kernel choice for our engines: x86 vector widths, int8 dot products
@@ -23,6 +24,14 @@ CPUINFO = "/proc/cpuinfo"
 ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni",
              "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16",
              "asimd", "asimddp", "asimdhp", "sve", "i8mm", "bf16")
+# feature shown by `doctor` and used by the int8 and half choices -> the ISA_FLAGS that provide it.
+# VNNI leaves out amx_tile: that flag is AMX's register file, amx_int8 is its int8 dot product.
+ISA_FEATURES: dict[str, tuple[str, ...]] = {
+    "AMX": ("amx_bf16",),
+    "AVX512-BF16": ("avx512_bf16",),
+    "AVX512-FP16": ("avx512_fp16",),
+    "VNNI": ("avx512_vnni", "avx_vnni", "amx_int8"),
+}
 
 
 def probe_command(cmd: list[str], timeout: float = 5.0) -> str | None:
@@ -101,7 +110,12 @@ def cpu_words(info: dict[str, Any]) -> str:
     return str(name)
 
 
-_VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "amx_tile")
+def isa_features(isa: list[str] | None = None) -> dict[str, bool]:
+    """Which ISA_FEATURES this CPU has (`isa`: its flags; default: read /proc/cpuinfo)."""
+    if isa is None:
+        isa = cpu_info()["isa"]
+    have = set(isa)
+    return {f: any(x in have for x in flags) for f, flags in ISA_FEATURES.items()}
 
 
 def has_vnni(cpuinfo: str | os.PathLike[str] = CPUINFO) -> bool | None:
@@ -111,4 +125,4 @@ def has_vnni(cpuinfo: str | os.PathLike[str] = CPUINFO) -> bool | None:
         return None
     if probe_file(cpuinfo) is None:
         return None
-    return any(f in cpu_info(cpuinfo)["isa"] for f in _VNNI_FLAGS)
+    return isa_features(cpu_info(cpuinfo)["isa"])["VNNI"]

@@ -1,11 +1,13 @@
 """Host-aware half precision: ISA features, the (backend, device) table, the half-then-fp32 build."""
 from __future__ import annotations
 
+import platform
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from alignvar_edge.cpuinfo import ISA_FEATURES, has_vnni, isa_features
 from alignvar_edge.errors import HalfPrecisionError
 from alignvar_edge.runtimes import half
 
@@ -15,18 +17,29 @@ AVX2 = ["avx2", "fma", "f16c"]
 
 
 def test_isa_features_and_class_from_cpuinfo_flags() -> None:
-    assert half.isa_features(AMX) == {"AMX": True, "AVX512-BF16": True, "AVX512-FP16": False, "VNNI": True}
-    assert half.isa_class(half.isa_features(AMX)) == "AMX"
-    assert half.isa_class(half.isa_features(ZEN4)) == "AVX512-BF16"
-    assert half.isa_features(AVX2) == dict.fromkeys(half.ISA_FEATURES, False)
-    assert half.isa_class(half.isa_features(AVX2)) == "no half units"
+    assert isa_features(AMX) == {"AMX": True, "AVX512-BF16": True, "AVX512-FP16": False, "VNNI": True}
+    assert half.isa_class(isa_features(AMX)) == "AMX"
+    assert half.isa_class(isa_features(ZEN4)) == "AVX512-BF16"
+    assert isa_features(AVX2) == dict.fromkeys(ISA_FEATURES, False)
+    assert half.isa_class(isa_features(AVX2)) == "no half units"
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="has_vnni applies to x86 only")
+@pytest.mark.parametrize("flags", [AMX, ZEN4, AVX2, ["avx2", "avx_vnni"], ["avx512f", "amx_tile"]])
+def test_the_quantizer_and_doctor_agree_on_vnni(tmp_path: Path, flags: list[str]) -> None:
+    """has_vnni (the int8 recipe) and isa_features (doctor, the engine manifest) read one flag list:
+    AMX's tile registers alone (amx_tile, no amx_int8) once counted as VNNI to the quantizer only."""
+    cpu = tmp_path / "cpuinfo"
+    cpu.write_text(f"processor : 0\nflags : fpu sse {' '.join(flags)}\n")
+    assert has_vnni(cpu) is isa_features(flags)["VNNI"]
+    assert has_vnni(cpu) is any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
 
 
 @pytest.mark.parametrize(("backend", "device", "isa", "want"), [
     ("openvino", "CPU", AMX, "bf16"), ("openvino", None, ZEN4, "bf16"), ("openvino", "CPU", AVX2, None),
     ("openvino", "GPU.0", AVX2, "fp16"), ("openvino", "NPU", AVX2, "fp16"), ("onnxruntime", "cpu", AMX, None)])
 def test_host_half_table(backend: str, device: str | None, isa: list[str], want: str | None) -> None:
-    assert half.host_half(backend, device, half.isa_features(isa)) == want
+    assert half.host_half(backend, device, isa_features(isa)) == want
 
 
 def test_build_auto_keeps_fp32_when_half_misses(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -323,7 +323,8 @@ def test_engine_readme_tells_plain_openvino_the_hint_each_file_was_checked_with(
         m = json.loads((out / "manifest.json").read_text())
         assert "README.md" in m["files"] and m["extra"]["host_isa"].keys() >= {"AMX", "AVX512-BF16", "VNNI"}
         from alignvar_edge.export.inspect_artifact import format_inspection, inspect_artifact
-        from alignvar_edge.runtimes.half import isa_features, isa_phrase
+        from alignvar_edge.cpuinfo import isa_features
+        from alignvar_edge.runtimes.half import isa_phrase
         assert f"built and judged on a CPU with {isa_phrase(isa_features())}" in \
             format_inspection(inspect_artifact(out))
         text = (out / "README.md").read_text()

@@ -153,7 +153,8 @@ def isa_word(fp: dict[str, Any]) -> str | None:
     """The ISA class of the CPU a report was timed on, for telling apart machines one label names:
     its half-precision class (AMX, AVX512-BF16, AVX512-FP16), else its widest vector ISA (AVX-512,
     AVX2, ...); None where the report records no ISA (a trtexec log imported elsewhere)."""
-    from alignvar_edge.runtimes.half import HALF_CLASSES, isa_class, isa_features
+    from alignvar_edge.cpuinfo import isa_features
+    from alignvar_edge.runtimes.half import HALF_CLASSES, isa_class
     isa = (fp.get("cpu") or {}).get("isa") or []
     if not isa:
         return None

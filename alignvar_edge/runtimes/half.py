@@ -3,7 +3,7 @@ tries half first and keeps f32 when the half build misses the token / PSNR targe
 
 One row per (backend, device kind): the half precision it would use and the CPU features that
 make it fast (None: the device itself has half units). The ISA features come from /proc/cpuinfo
-(`cpuinfo.cpu_info`): OpenVINO's CPU plugin computes bf16 on AMX and AVX512-BF16 and, by
+(`cpuinfo.isa_features`): OpenVINO's CPU plugin computes bf16 on AMX and AVX512-BF16 and, by
 default, does so on those CPUs whatever the engine was checked for (see runtimes/openvino/backend.py).
 """
 from __future__ import annotations
@@ -13,33 +13,17 @@ from pathlib import Path
 from typing import Any
 
 from alignvar_edge import runtimes
-from alignvar_edge.cpuinfo import cpu_info
+from alignvar_edge.cpuinfo import isa_features
 from alignvar_edge.errors import HalfPrecisionError
 
-__all__ = ["FAST_HALF", "HALF_CLASSES", "ISA_FEATURES", "build_auto", "host_half", "isa_class", "isa_features",
-           "isa_phrase"]
+__all__ = ["FAST_HALF", "HALF_CLASSES", "build_auto", "host_half", "isa_class", "isa_phrase"]
 
-# feature shown by `doctor` -> /proc/cpuinfo flags that provide it
-ISA_FEATURES: dict[str, tuple[str, ...]] = {
-    "AMX": ("amx_bf16",),
-    "AVX512-BF16": ("avx512_bf16",),
-    "AVX512-FP16": ("avx512_fp16",),
-    "VNNI": ("avx512_vnni", "avx_vnni", "amx_int8"),
-}
 # (backend, device kind) -> (half precision, CPU features that make it fast; None = the device's own)
 FAST_HALF: dict[tuple[str, str], tuple[str, tuple[str, ...] | None]] = {
     ("openvino", "CPU"): ("bf16", ("AMX", "AVX512-BF16")),
     ("openvino", "GPU"): ("fp16", None),
     ("openvino", "NPU"): ("fp16", None),
 }
-
-
-def isa_features(isa: list[str] | None = None) -> dict[str, bool]:
-    """Which ISA_FEATURES this CPU has (`isa`: its flags; default: read /proc/cpuinfo)."""
-    if isa is None:
-        isa = cpu_info()["isa"]
-    have = set(isa)
-    return {f: any(x in have for x in flags) for f, flags in ISA_FEATURES.items()}
 
 
 def isa_phrase(features: dict[str, bool]) -> str:

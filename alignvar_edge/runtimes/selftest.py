@@ -76,8 +76,7 @@ def cached_export(ckpt: Path, log: Log) -> tuple[Path, float, bool]:
 
 
 def host_info() -> dict[str, Any]:
-    from alignvar_edge.cpuinfo import cpu_info, cpu_words
-    from alignvar_edge.runtimes.half import isa_features
+    from alignvar_edge.cpuinfo import cpu_info, cpu_words, isa_features
     return {"os": f"{platform.system()} {platform.release()}", "machine": platform.machine(),
             "cpu": cpu_words(cpu_info()), "cores": os.cpu_count(), "python": platform.python_version(),
             "isa_features": isa_features()}

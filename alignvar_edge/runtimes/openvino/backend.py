@@ -720,7 +720,8 @@ class OpenVINOBackend(Backend):
             # what a plain `core.compile_model` of each IR file needs, in the manifest and a README
             hints = _file_hints(m, device)
             m.extra["inference_precision_hint"] = hints[XML]
-            from alignvar_edge.runtimes.half import isa_features, isa_phrase
+            from alignvar_edge.cpuinfo import isa_features
+            from alignvar_edge.runtimes.half import isa_phrase
             m.extra["host_isa"] = isa_features()
             (tmp / README_FILE).write_text(engine_readme(tmp, m, hints, isa_phrase(m.extra["host_isa"])))
             write_manifest(tmp, m)
