@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CPUINFO", "ISA_FEATURES", "ISA_FLAGS", "cpu_info", "cpu_words", "has_vnni", "isa_features",
-           "probe_command", "probe_file", "usable_cores"]
+__all__ = ["CPUINFO", "ISA_FEATURES", "ISA_FLAGS", "cpu_info", "cpu_words", "has_vnni", "host_info",
+           "isa_features", "probe_command", "probe_file", "usable_cores"]
 
 CPUINFO = "/proc/cpuinfo"
 # ISA features that decide kernel choice for our engines: x86 vector widths, int8 dot products
@@ -126,3 +126,13 @@ def has_vnni(cpuinfo: str | os.PathLike[str] = CPUINFO) -> bool | None:
     if probe_file(cpuinfo) is None:
         return None
     return isa_features(cpu_info(cpuinfo)["isa"])["VNNI"]
+
+
+def host_info() -> dict[str, Any]:
+    """The host in brief, for `doctor` and selftest reports: OS, CPU in words, the cores this
+    process may use (the figure --threads is checked against, not the machine's count), Python
+    and the ISA features."""
+    info = cpu_info()
+    return {"os": f"{platform.system()} {platform.release()}", "machine": platform.machine(),
+            "cpu": cpu_words(info), "usable_cores": info["usable_cores"], "python": platform.python_version(),
+            "isa_features": isa_features(info["isa"])}

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +51,21 @@ def test_doctor_explains_unusable_backends_in_one_line_each(capsys):
     info = json.loads(capsys.readouterr().out)
     assert {b["name"] for b in info["backends"] if b["available"]} >= {"torch", "onnxruntime", "openvino"}
     assert set(info["host"]["isa_features"]) == {"AMX", "AVX512-BF16", "AVX512-FP16", "VNNI"}
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or (os.cpu_count() or 1) < 2, reason="needs CPU affinity, 2+ cores")
+def test_doctor_reports_the_cores_this_process_may_use_as_the_thread_check_does() -> None:
+    """Under taskset (or a container's CPU set) doctor once said "N cores" with N the machine's count,
+    and then --threads N was refused as more than the cores this process may use."""
+    code = ("import os, sys; os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})\n"
+            "from alignvar_edge.cli import main\n"
+            "sys.exit(main(['doctor', '--json']) or main(['doctor']))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    info = json.loads(out.stdout[:out.stdout.index("\n}") + 2])
+    assert info["host"]["usable_cores"] == 1 and "cores" not in info["host"]
+    head = next(ln for ln in out.stdout.splitlines() if ln.startswith("alignvar-edge "))
+    assert ", 1 usable cores, Python" in head, head
 
 
 def test_upscale_a_file_and_a_folder(export, images, tmp_path, capsys):

@@ -49,7 +49,7 @@ def test_torch_selftest_passes_and_prints_a_report(ckpt, capsys, tmp_path):
     text = capsys.readouterr().out
     assert "RESULT    PASS" in text and "tokens    100.00%" in text and "ms per tile" in text
     r = json.loads(out.read_text())
-    assert r["tokens"]["overall"] == 1.0 and r["host"]["cores"] >= 1
+    assert r["tokens"]["overall"] == 1.0 and r["host"]["usable_cores"] >= 1
     # the fingerprint engines record for these weights, so reports of one model compare equal
     from alignvar_edge.model.alignvar import load_pretrained
     from alignvar_edge.model.checkpoint import weights_sha256

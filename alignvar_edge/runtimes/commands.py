@@ -517,11 +517,11 @@ def run_compare(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------------
 def run_doctor(args: argparse.Namespace) -> int:
     from alignvar_edge import __version__, runtimes
-    from alignvar_edge.runtimes.selftest import host_info
+    from alignvar_edge.cpuinfo import host_info
     infos = runtimes.available_backends()
     host = host_info()
     lines = [f"alignvar-edge {__version__} on {host['os']} {host['machine']}, {host['cpu']}, "
-             f"{host['cores']} cores, Python {host['python']}"]
+             f"{host['usable_cores']} usable cores, Python {host['python']}"]
     w = max(len(i.name) for i in infos)
     for i in infos:
         ver = i.version or "not installed"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -20,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from alignvar_edge.cpuinfo import host_info
 from alignvar_edge.errors import BackendUnavailableError, CheckpointError, HostToolsError, InputError
 from alignvar_edge.lazy import import_host, lazy_import
 from alignvar_edge.manifest import sha256_file, token_share
@@ -73,13 +73,6 @@ def cached_export(ckpt: Path, log: Log) -> tuple[Path, float, bool]:
     t0 = time.perf_counter()
     export_onnx(load_pretrained(ckpt), out, graph="single", force=True, checkpoint=ckpt)
     return out, time.perf_counter() - t0, False
-
-
-def host_info() -> dict[str, Any]:
-    from alignvar_edge.cpuinfo import cpu_info, cpu_words, isa_features
-    return {"os": f"{platform.system()} {platform.release()}", "machine": platform.machine(),
-            "cpu": cpu_words(cpu_info()), "cores": os.cpu_count(), "python": platform.python_version(),
-            "isa_features": isa_features()}
 
 
 def selftest(backend: str, model: str = DEFAULT_CHECKPOINT, device: str | None = None,
@@ -287,7 +280,7 @@ def format_report(r: dict[str, Any]) -> str:
     h = r["host"]
     lines = [f"alignvar-edge {r['alignvar_edge']} selftest: {r['backend']} "
              f"{r.get('backend_version') or '(not installed)'} on {r.get('device', 'no device')}",
-             f"host      {h['os']} {h['machine']}, {h['cpu']}, {h['cores']} cores, Python {h['python']}",
+             f"host      {h['os']} {h['machine']}, {h['cpu']}, {h['usable_cores']} usable cores, Python {h['python']}",
              f"model     {r['model']} (weights {r['weights_sha256']}), precision "
              f"{precision_label(r['precision'], r.get('compute_precision'), r.get('expected_precision'))}, "
              f"{r['golden_tiles']} golden tiles"]
@@ -333,5 +326,5 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["cache_dir", "cached_export", "format_report", "host_info", "make_golden", "no_stale_report", "selftest",
+__all__ = ["cache_dir", "cached_export", "format_report", "make_golden", "no_stale_report", "selftest",
            "selftest_engine"]
