@@ -107,3 +107,19 @@ def test_bench_and_inspect_show_the_compute_precision() -> None:
                            "fp16_f32_layers": {"source": "token path", "layers": ["a", "b"]}})
     assert compute_precision(bare) is None
     assert compute_precision(manifest(extra={})) is None
+
+
+def test_one_reading_of_openvino_device_names() -> None:
+    """The backend, the engine README and the half choice all take a device's kind from devices.py."""
+    import subprocess
+    import sys
+    from alignvar_edge.runtimes.openvino.devices import device_kind
+    names = {None: "CPU", "": "CPU", "cpu": "CPU", "GPU.1": "GPU", "NPU": "NPU", "AUTO": "AUTO",
+             "HETERO:GPU.0,CPU": "HETERO", "MULTI:GPU,CPU": "MULTI"}
+    assert {d: device_kind(d) for d in names} == names
+    # half's choice of a device, without loading the OpenVINO backend module (or openvino)
+    code = ("import sys; from alignvar_edge.runtimes import half\n"
+            "print(half.host_half('openvino', 'gpu.1', {}), half.host_half('openvino', 'HETERO:GPU,CPU', {}),\n"
+            "      'alignvar_edge.runtimes.openvino.backend' in sys.modules, 'openvino' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["fp16", "None", "False", "False"]

@@ -15,6 +15,7 @@ from typing import Any
 from alignvar_edge import runtimes
 from alignvar_edge.cpuinfo import isa_features
 from alignvar_edge.errors import HalfPrecisionError
+from alignvar_edge.runtimes.openvino.devices import device_kind
 
 __all__ = ["FAST_HALF", "HALF_CLASSES", "build_auto", "host_half", "isa_class", "isa_phrase"]
 
@@ -44,8 +45,7 @@ def isa_class(features: dict[str, bool]) -> str:
 
 def host_half(backend: str, device: str | None, features: dict[str, bool] | None = None) -> str | None:
     """The half precision worth trying for this backend and device here, or None (keep f32)."""
-    kind = (device or "CPU").split(".")[0].split(":")[0].upper()
-    row = FAST_HALF.get((backend, kind))
+    row = FAST_HALF.get((backend, device_kind(device)))
     if row is None:
         return None
     precision, needs = row

@@ -67,6 +67,7 @@ from alignvar_edge.runtimes.artifacts import (check_calibration, engine_manifest
 from alignvar_edge.runtimes.base import (INPUT, NOISE, SR, Backend, Engine, TensorSpec, input_roles,
                                          config_from_manifest, is_token_name, token_name)
 from alignvar_edge.runtimes.onnxruntime import ship_golden
+from alignvar_edge.runtimes.openvino.devices import DEVICE_KINDS, HARDWARE_KINDS, VIRTUAL_DEVICES, device_kind
 from alignvar_edge.runtimes.openvino.readme import README_FILE, engine_readme
 from alignvar_edge import recipes
 
@@ -81,9 +82,6 @@ IMAGE_XML, IMAGE_BIN = "image.xml", "image.bin"      # a split engine's image su
 # build precision -> INFERENCE_PRECISION_HINT the engine compiles with (per device kind)
 HINTS = {"bf16": {"CPU": "bf16"}, "fp16": {"GPU": "f16", "NPU": "f16"}}
 PERFORMANCE_HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
-VIRTUAL_DEVICES = ("AUTO", "MULTI", "HETERO")        # they pick or combine hardware devices
-DEVICE_KINDS = ("CPU", "GPU", "NPU", *VIRTUAL_DEVICES)
-HARDWARE_KINDS = ("CPU", "GPU")                     # the ones that take INFERENCE_PRECISION_HINT
 # held-out tiles behind each rung's keep-or-refuse: 4 tiles (520 tokens of alignvar-tiny) passed
 # rungs at 99.2% that kept 97.4-98.8% of 32 tiles' tokens; 32 tiles cost well under a second here
 GATE_TILES = 32
@@ -94,13 +92,9 @@ ISLAND_GATE_TILES = 256
 _HINT_NAMES = {"float32": "f32", "f32": "f32", "bfloat16": "bf16", "bf16": "bf16", "float16": "f16", "f16": "f16"}
 
 
-def _device_kind(device: str) -> str:
-    return device.split(".")[0].split(":")[0].upper()
-
-
 def inference_precision(precision: str, device: str) -> str:
     """The INFERENCE_PRECISION_HINT an engine of this build precision uses on this device."""
-    return HINTS.get(precision, {}).get(_device_kind(device), "f32")
+    return HINTS.get(precision, {}).get(device_kind(device), "f32")
 
 
 def image_part_precision(m: Manifest, device: str) -> str:
@@ -110,7 +104,7 @@ def image_part_precision(m: Manifest, device: str) -> str:
     if m.precision == "int8":
         return _int8_image_precision(device)
     recorded = (m.extra.get("split") or {}).get("image_precision")
-    if recorded and _device_kind(device) == _device_kind(m.extra.get("device") or "CPU"):
+    if recorded and device_kind(device) == device_kind(m.extra.get("device")):
         return str(recorded)
     return inference_precision(m.precision or "fp32", device)
 
@@ -119,15 +113,15 @@ def whole_graph_precision(m: Manifest, device: str) -> str:
     """The hint a one-model engine compiles with: its precision's on the kind of device it was built
     (and checked) for, f32 on any other (a half whole graph is judged per device kind)."""
     hint = inference_precision(m.precision or "fp32", device)
-    built = _device_kind(str(m.extra.get("device") or "CPU"))
-    return hint if built == _device_kind(device) else "f32"
+    built = device_kind(m.extra.get("device"))
+    return hint if built == device_kind(device) else "f32"
 
 
 def compile_config(device: str, parity: bool, threads: int | None, hint: str | None,
                    precision: str = "fp32", inference: str | dict[str, str] | None = None) -> dict[str, Any]:
     """OpenVINO's compile properties; `inference` (an INFERENCE_PRECISION_HINT, or one per device
     kind for AUTO & co.) overrides the one the build `precision` implies."""
-    kind = _device_kind(device)
+    kind = device_kind(device)
     perf = (hint or "LATENCY").upper()
     if perf not in PERFORMANCE_HINTS:
         raise InputError(f"unknown OpenVINO performance hint {hint!r}; use one of "
@@ -165,13 +159,13 @@ class OpenVINOEngine(Engine):
             core.set_property({"CACHE_DIR": str(_cache_folder(cache_dir))})
         model = core.read_model(str(model_path))
         roles = input_roles([i.get_any_name() for i in model.inputs], model_path)
-        if _device_kind(device) == "NPU" or model.inputs[0].get_partial_shape().is_dynamic:
+        if device_kind(device) == "NPU" or model.inputs[0].get_partial_shape().is_dynamic:
             # the NPU compiles static shapes only; dynamic exports get the manifest's tile shape
             t = config.lr_size
             model.reshape({model.inputs[0].get_any_name(): [metadata.static_batch, 3, t, t]})
         # a split engine keeps the token path's float ops in f32; only its image suffix may compute in
         # half, in the half of the device that runs it (AUTO & co.: of each device they may pick)
-        kinds = HARDWARE_KINDS if _device_kind(device) in VIRTUAL_DEVICES else (_device_kind(device),)
+        kinds = HARDWARE_KINDS if device_kind(device) in VIRTUAL_DEVICES else (device_kind(device),)
         halves = {k: image_part_precision(metadata, k) if image_path else whole_graph_precision(metadata, k)
                   for k in kinds}
         self.compile_config = compile_config(device, parity, threads, hint, inference="f32" if image_path else halves)
@@ -359,7 +353,7 @@ def half_checked_in_f32(m: Manifest) -> bool:
     """A bf16 / fp16 engine none of whose ops computed that precision where its build checked it
     (a CPU without the units computes f32 under the hint): its parity says nothing of half arithmetic."""
     measured = m.extra.get("compute_precision")
-    hint = HINTS.get(m.precision or "", {}).get(_device_kind(m.extra.get("device") or "CPU"))
+    hint = HINTS.get(m.precision or "", {}).get(device_kind(m.extra.get("device")))
     if hint in (None, "f32") or not isinstance(measured, dict) or not measured:
         return False
     return not any(hint in _computed(counts) for counts in measured.values() if isinstance(counts, dict))
@@ -367,10 +361,10 @@ def half_checked_in_f32(m: Manifest) -> bool:
 
 def _ran_on(compiled: Any, device: str) -> str:
     """The kind of hardware device a compiled model runs on (the one AUTO & co. picked)."""
-    if _device_kind(device) not in VIRTUAL_DEVICES:
-        return _device_kind(device)
+    if device_kind(device) not in VIRTUAL_DEVICES:
+        return device_kind(device)
     try:
-        return _device_kind(str(compiled.get_property("EXECUTION_DEVICES")[0]))
+        return device_kind(str(compiled.get_property("EXECUTION_DEVICES")[0]))
     except (RuntimeError, IndexError, TypeError):
         return "CPU"
 
@@ -398,7 +392,7 @@ def _compiled_precision(compiled: Any, config: dict[str, Any], core: Any) -> str
         # (where it has the units), else in its default; devices without the property (NPU) compute as they do
         try:
             (ran,) = compiled.get_property("EXECUTION_DEVICES")
-            given = (config.get("DEVICE_PROPERTIES") or {}).get(_device_kind(ran), {})
+            given = (config.get("DEVICE_PROPERTIES") or {}).get(device_kind(ran), {})
             v = str(given.get("INFERENCE_PRECISION_HINT") or core.get_property(ran, "INFERENCE_PRECISION_HINT"))
         except (RuntimeError, ValueError, TypeError):
             return None
@@ -495,7 +489,7 @@ def _saturates_here(m: Manifest, device: str) -> bool:
     q = m.quantization or {}
     recipes_ = [q, *(q.get(p) for p in ("token_part", "image_part"))]
     unfixed = any(isinstance(r, dict) and r.get("overflow_fix") == "DISABLE" for r in recipes_)
-    return unfixed and _device_kind(device) in ("CPU", *VIRTUAL_DEVICES) and has_vnni() is False
+    return unfixed and device_kind(device) in ("CPU", *VIRTUAL_DEVICES) and has_vnni() is False
 
 
 def _int8_image_precision(device: str) -> str:
@@ -548,7 +542,7 @@ def _read_onnx(onnx_path: Path, rewrites: dict[str, int]) -> Any:
 def _off_token_path(model: Any, device: str, rewrites: dict[str, int]) -> None:
     """The CPU rewrites that round differently, on every op no token depends on. After NNCF: it
     calibrated the exported form, and the rewrite computes the same function."""
-    if _device_kind(device) != "CPU":
+    if device_kind(device) != "CPU":
         return
     from alignvar_edge.runtimes.openvino.rewrite import group_norm_channels_last, upsample_conv_as_deconvolution
     tokens = tuple(n for o in model.outputs for n in o.get_names() if is_token_name(n))
@@ -559,7 +553,7 @@ def _off_token_path(model: Any, device: str, rewrites: dict[str, int]) -> None:
 def _file_hints(m: Manifest, device: str) -> dict[str, str]:
     """IR file -> the INFERENCE_PRECISION_HINT the build checked it with (a split engine's token part:
     f32); for AUTO & co., those of the CPU."""
-    device = "CPU" if _device_kind(device) in VIRTUAL_DEVICES else device
+    device = "CPU" if device_kind(device) in VIRTUAL_DEVICES else device
     split = m.extra.get("split")
     if not split:
         return {XML: inference_precision(m.precision or "fp32", device)}
@@ -609,7 +603,7 @@ class OpenVINOBackend(Backend):
 
     def _check_kind(self, device: str) -> None:
         """A device name OpenVINO has no kind of (a typo) is one line naming the kinds there are."""
-        if _device_kind(device) not in DEVICE_KINDS:
+        if device_kind(device) not in DEVICE_KINDS:
             raise InputError(f"OpenVINO has no device {device}; pass --device "
                              f"{', '.join(DEVICE_KINDS[:-1])} or {DEVICE_KINDS[-1]} (present here: "
                              f"{', '.join(self.devices())})")
@@ -632,7 +626,7 @@ class OpenVINOBackend(Backend):
         device = (device or "CPU").upper()
         # an absent device is built unchecked (for another machine); a misspelt one would never run
         self._check_kind(device)
-        kind = _device_kind(device)
+        kind = device_kind(device)
         if precision in HINTS and kind not in HINTS[precision] and (precision == "bf16" or kind in VIRTUAL_DEVICES):
             # it would compute f32 there under a half label, or half unjudged where AUTO picks a half device
             raise InputError(f"OpenVINO computes {precision} on {' / '.join(HINTS[precision])}, not {device}: build "
@@ -666,7 +660,7 @@ class OpenVINOBackend(Backend):
         gate = recipes.recipe(self.name, precision)          # what selftest checks
         min_psnr = gate.psnr_db
         # bf16 islands are judged on the CPU that computes them, or not built
-        judged_here = checking and _device_kind(device) == "CPU" and _int8_image_precision(device) == "bf16"
+        judged_here = checking and device_kind(device) == "CPU" and _int8_image_precision(device) == "bf16"
         if token_bf16 and precision in ISLAND_PRECISIONS and not judged_here:
             raise InputError("--token-bf16 needs the build to run on the CPU that will compute bf16 (AVX512-BF16 "
                              "or AMX), where its tokens are checked; this build cannot: drop --token-bf16")
@@ -829,7 +823,7 @@ class OpenVINOBackend(Backend):
         """The IR for one precision (and INT8 scope); shape = (batch, LR tile side)."""
         batch, t = shape
         model = _read_onnx(onnx_path, rewrites)
-        if _device_kind(device) == "NPU":
+        if device_kind(device) == "NPU":
             model.reshape({model.inputs[0].get_any_name(): [batch, 3, t, t]})
         # the NNCF adapter needs the ONNX tool chain (a build host); an engine runs with openvino alone
         from alignvar_edge.runtimes.openvino.nncf import nncf_compress_weights, nncf_quantize
@@ -883,7 +877,7 @@ class OpenVINOBackend(Backend):
             raise ArtifactError(f"'{engine_dir}' is an engine for {m.backend}; load it with that backend")
         device = (device or "CPU").upper()
         self._check_kind(device)
-        if _device_kind(device) not in VIRTUAL_DEVICES and device not in self.devices():
+        if device_kind(device) not in VIRTUAL_DEVICES and device not in self.devices():
             raise BackendUnavailableError(f"OpenVINO device {device} is not present here (devices: "
                                           f"{', '.join(self.devices())}); run it where {device} is, or on CPU: "
                                           "`--device CPU` (upscale, selftest), `openvino@CPU:PATH` (bench)")

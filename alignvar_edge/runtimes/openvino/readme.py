@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from alignvar_edge.manifest import Manifest
+from alignvar_edge.runtimes.openvino.devices import VIRTUAL_DEVICES, device_kind
 from alignvar_edge.runtimes.readme import INPUT_LINE, README_FILE, checked_line, commands, extra_inputs_line
 
 __all__ = ["README_FILE", "engine_readme"]
@@ -35,8 +36,8 @@ def engine_readme(root: Path, m: Manifest, hints: dict[str, str], host: str) -> 
         rows.append(f"| `{f}` | `{hints[f]}` | " + ", ".join(f"`{n}` {s}" for n, s in ins) + " | "
                     + ", ".join(f"`{n}`" for n in outs) + " |")
     device = str(m.extra.get("device") or "CPU")
-    kind = device.split(".")[0].split(":")[0].upper()
-    run_on = device if kind in ("CPU", "GPU", "NPU") else "CPU"      # AUTO & co.: shown on the CPU
+    kind = device_kind(device)
+    run_on = "CPU" if kind in VIRTUAL_DEVICES else device      # AUTO & co.: shown on the CPU
     lr_name, lr_shape = io[files[0]][0][0]
     shape = tuple(int(d) for d in lr_shape[lr_shape.index("[") + 1:-1].split(","))
     other = [n for n, _ in io[files[0]][0][1:]]
@@ -56,7 +57,7 @@ def engine_readme(root: Path, m: Manifest, hints: dict[str, str], host: str) -> 
         lines += ["The NPU computes in f16 whatever it is told (the hints above are what a CPU or GPU would "
                   "need), so the token path is f16 there too: check its tokens on the NPU with "
                   "`alignvar-edge selftest --engine DIR`.", ""]
-    elif kind not in ("CPU", "GPU"):
+    elif kind in VIRTUAL_DEVICES:
         lines += [f"On `{device}`, give each hardware device its hint: `{{\"DEVICE_PROPERTIES\": {{\"CPU\": "
                   "{\"INFERENCE_PRECISION_HINT\": ...}}}`; the snippet below runs on the CPU.", ""]
     if len(files) > 1:
