@@ -50,6 +50,7 @@ import errno
 import hashlib
 import importlib.metadata
 import json
+import math
 import os
 import posixpath
 import shutil
@@ -453,6 +454,16 @@ def token_share(agreement: float) -> str:
     only when exact (rounded to whole percents, a scale at 99.6% read as 100% and hid the scale
     that lost tokens)."""
     return "100%" if agreement == 1 else f"{agreement:.2%}"
+
+
+def db_text(psnr_db: Any, places: int = 1) -> str:
+    """A PSNR in dB (without the unit) for a summary line or table, measured or as recorded: "inf"
+    where the images are identical (a float inf, or "inf" as a manifest records it), "–" where none
+    was measured (None), else `places` decimals (a NaN output reads "nan")."""
+    if psnr_db is None:
+        return "–"
+    v = float(psnr_db)
+    return "inf" if math.isinf(v) else f"{v:.{places}f}"
 
 
 def new_manifest(kind: str, backend: str, graph: str, precision: str, model: ModelInfo | Mapping[str, Any],

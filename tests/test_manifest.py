@@ -249,3 +249,23 @@ def test_parity_figures_reads_each_parity_form_and_none_where_nothing_was_measur
                     {"validation": {}}, {"tokens": {"overall": True}}, {"tokens": {"overall": "0.9"}},
                     {"tokens": [0.9], "validation": "x"}):
         assert parity_figures(nothing) is None, nothing
+
+
+def test_one_psnr_text_for_every_summary_and_per_scale_tokens_through_token_share() -> None:
+    """PSNR had three private formatters ("inf dB (identical)", "n/a", 1 or 2 decimals) and was printed
+    raw elsewhere (68.30512 dB); export parity's per-scale tokens printed 100.00% where every other
+    summary prints 100%."""
+    import math
+
+    from alignvar_edge.export.parity import ParityReport
+    from alignvar_edge.manifest import db_text
+    from alignvar_edge.runtimes.readme import checked_line
+    assert [db_text(v) for v in (None, "inf", math.inf, 68.30512, 9.96)] == ["–", "inf", "inf", "68.3", "10.0"]
+    assert db_text(68.30512, 2) == "68.31" and db_text(math.nan) == "nan"
+    report = ParityReport(tiles=2, tokens={"per_scale": [1.0, 0.9961], "overall": 0.998, "identical_samples": 0.5},
+                          psnr_db=math.inf, psnr_y_db=51.234, max_abs_diff=0.0)
+    assert report.summary() == ("2 tiles: token agreement per scale [k0=100%, k1=99.61%], overall 99.80%, "
+                                "identical samples 50%; SR PSNR inf dB (Y 51.2 dB), max |diff| 0.00e+00")
+    m = Manifest("openvino", "openvino", "single", "fp32", ModelInfo.from_json({"name": "micro", "config": CONFIG}),
+                 parity={"tokens": {"overall": 1.0}, "psnr_db": 68.30512, "reference": "golden"})
+    assert checked_line(m) == "Checked at build against golden: tokens 100.00%, SR PSNR 68.3 dB."

@@ -14,7 +14,7 @@ from typing import Any
 from alignvar_edge.errors import ArtifactError
 from alignvar_edge.export.lint import TARGETS, Finding, lint_model
 from alignvar_edge.manifest import (CONTENT_KEY, MANIFEST_FILE, Manifest, input_contract, listed_file, load_verified,
-                                    token_share)
+                                    db_text, token_share)
 from alignvar_edge.runtimes.openvino.backend import half_checked_in_f32
 from alignvar_edge.runtimes.tensorrt.kit import FP16_F32, plan_of
 
@@ -153,10 +153,10 @@ def _common_info(root: Path, m: Manifest) -> dict[str, Any]:
 def tried_rungs(m: Manifest) -> list[str]:
     """One line per rung a build tried (half precision or int8 ladder), the kept one last."""
     half, int8 = m.extra.get("half_ladder") or [], (m.quantization or {}).get("ladder") or []
-    lines = [f"{r['rung']}: tokens {r['token_agreement']:.2%}, SR PSNR {r['psnr_db']} dB"
+    lines = [f"{r['rung']}: tokens {r['token_agreement']:.2%}, SR PSNR {db_text(r['psnr_db'])} dB"
              + (f"; not kept: {r['refused']}" if r.get("refused") else "") for r in half]
     # an int8 ladder moves on only while a rung misses the token or the image target
-    lines += [f"{r['rung']}: tokens {r['token_agreement']:.2%}, SR PSNR {r['psnr_db']} dB"
+    lines += [f"{r['rung']}: tokens {r['token_agreement']:.2%}, SR PSNR {db_text(r['psnr_db'])} dB"
               + ("; not kept: below the token or image target" if i < len(int8) - 1 else "; kept")
               + (f", short of the selftest gate ({r['short_of_gate']}): selftest will fail it; build fp16 "
                  "or fp32 for a faithful image" if r.get("short_of_gate") else "")
@@ -193,7 +193,7 @@ def _parity_line(p: Any) -> str | None:
         # which photographs: a user's own --images folder or the bundled held-out samples
         where = f" of {p['tiles_source']} (seed {p.get('tiles_seed', 0)})" if p.get("tiles_source") else ""
         return (f"{p.get('tiles')} tiles{where} vs {p.get('reference', 'PyTorch')}: tokens per scale [{per}], "
-                f"SR PSNR {p.get('psnr_db')} dB, "
+                f"SR PSNR {db_text(p.get('psnr_db'))} dB, "
                 f"max |diff| {p.get('max_abs_diff', float('nan')):.1e}")
     from alignvar_edge.quantize.records import validation_line
     return validation_line(p)

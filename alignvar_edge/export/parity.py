@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from alignvar_edge.errors import ParityError
+from alignvar_edge.manifest import db_text, token_share
 
 __all__ = ["MIN_PSNR_DB", "REQUIRED_TOKEN_AGREEMENT", "ParityReport", "check_parity", "compare",
            "psnr", "psnr_y", "rgb_to_y", "ssim_y", "token_agreement"]
@@ -106,10 +107,10 @@ class ParityReport:
                 and self.psnr_db >= MIN_PSNR_DB)
 
     def summary(self) -> str:
-        scales = ", ".join(f"k{k}={a:.2%}" for k, a in enumerate(self.tokens["per_scale"]))
+        scales = ", ".join(f"k{k}={token_share(a)}" for k, a in enumerate(self.tokens["per_scale"]))
         return (f"{self.tiles} tiles: token agreement per scale [{scales}], overall "
                 f"{self.tokens['overall']:.2%}, identical samples {self.tokens['identical_samples']:.0%}; "
-                f"SR PSNR {_fmt_db(self.psnr_db)} (Y {_fmt_db(self.psnr_y_db)}), max |diff| "
+                f"SR PSNR {db_text(self.psnr_db)} dB (Y {db_text(self.psnr_y_db)} dB), max |diff| "
                 f"{self.max_abs_diff:.2e}")
 
     def to_json(self) -> dict[str, Any]:
@@ -120,10 +121,6 @@ class ParityReport:
         d["thresholds"] = {"token_agreement": REQUIRED_TOKEN_AGREEMENT, "min_psnr_db": MIN_PSNR_DB}
         d["passed"] = self.passed()
         return d
-
-
-def _fmt_db(v: float) -> str:
-    return "inf dB (identical)" if math.isinf(v) else f"{v:.1f} dB"
 
 
 def compare(ref_sr: np.ndarray, ref_tokens: Sequence[np.ndarray], sr: np.ndarray,

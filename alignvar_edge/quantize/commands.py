@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import warnings
 from typing import TYPE_CHECKING, Any
 
 from alignvar_edge.argtypes import MAX_TILES, fraction, nonneg_float, nonneg_int, percent, tile_count
+from alignvar_edge.manifest import db_text
 from alignvar_edge.progress import bar
 from alignvar_edge.recipes import quantize_precisions, quantize_targets
 from alignvar_edge.quantize.records import float_lines
@@ -123,14 +123,6 @@ def run_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
-def _db(v: Any) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, str) or (isinstance(v, float) and math.isinf(v)):
-        return "inf"
-    return f"{v:.2f}"
-
-
 def _fig(v: float | None, spec: str) -> str:
     return "–" if v is None else format(v, spec)
 
@@ -142,8 +134,8 @@ _COLUMNS = (f"{'graph':22s} {'tokens':>8s} {'same tiles':>10s} {'PSNR-Y/HR':>10s
 def _row(name: str, tok: float | None, same: float | None, p_hr: Any, drop: float | None, vs: Any,
          nbytes: int | None) -> str:
     """One graph's line; a figure its check did not measure (or a graph not written: no MB) shows '–'."""
-    return (f"{name:22s} {_fig(tok, '.2%'):>8s} {_fig(same, '.0%'):>10s} {_db(p_hr):>10s} "
-            f"{_fig(drop, '+.3f'):>8s} {_db(vs):>8s} {_fig(nbytes / 1e6 if nbytes else None, '.2f'):>7s}")
+    return (f"{name:22s} {_fig(tok, '.2%'):>8s} {_fig(same, '.0%'):>10s} {db_text(p_hr, 2):>10s} "
+            f"{_fig(drop, '+.3f'):>8s} {db_text(vs, 2):>8s} {_fig(nbytes / 1e6 if nbytes else None, '.2f'):>7s}")
 
 
 def fidelity_table(m: Manifest) -> str:

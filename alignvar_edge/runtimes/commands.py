@@ -210,7 +210,7 @@ def run_build(args: argparse.Namespace) -> int:
         else:
             out = runtimes.build(args.source, b.name, args.precision, calibration=calibration, out=args.out,
                                  device=args.device, force=args.force, **opts)
-    from alignvar_edge.manifest import parity_figures, read_manifest
+    from alignvar_edge.manifest import db_text, parity_figures, read_manifest
     m = read_manifest(out)
     kit = m.extra.get("tensorrt_kit")
     if kit:
@@ -222,7 +222,7 @@ def run_build(args: argparse.Namespace) -> int:
     note = (f"; not run here (no parity check): run `alignvar-edge selftest --engine {out}` on the device "
             "before trusting it")
     if par:
-        psnr = "" if par.psnr_db is None else f", PSNR {par.psnr_db} dB"
+        psnr = "" if par.psnr_db is None else f", PSNR {db_text(par.psnr_db)} dB"
         note = f"; parity vs {par.reference or 'reference'}: tokens {par.tokens_pct}{psnr}"
     print(f"wrote {out} ({b.name} {m.precision}) in {time.perf_counter() - t0:.1f} s{note}")
     for line in engine_warnings(m):
@@ -541,7 +541,7 @@ def run_doctor(args: argparse.Namespace) -> int:
 
 
 def run_adopt(args: argparse.Namespace) -> int:
-    from alignvar_edge.manifest import parity_figures, read_manifest
+    from alignvar_edge.manifest import db_text, parity_figures, read_manifest
     from alignvar_edge.runtimes.tensorrt.adopt import adopt
     out = adopt(args.engine, args.like, args.out, log=args.log, precision=args.precision,
                 dla_core=args.dla_core, force=args.force)
@@ -550,7 +550,7 @@ def run_adopt(args: argparse.Namespace) -> int:
     print(f"adopted {args.engine} as {out}: TensorRT {ex['tensorrt_version']}, {ex.get('gpu_name')} "
           f"(compute capability {ex['compute_capability']}), {m.precision}"
           + (f", DLA core {ex['dla_core']}" if ex.get("dla_core") is not None else ""))
-    print(f"parity vs golden: {par.tokens_pct} tokens, {par.psnr_db} dB" if par else
+    print(f"parity vs golden: {par.tokens_pct} tokens, {db_text(par.psnr_db)} dB" if par else
           f"not checked here (TensorRT does not run here): run `alignvar-edge selftest --engine {out}` on the device")
     return 0
 

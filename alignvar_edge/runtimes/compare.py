@@ -16,6 +16,7 @@ import numpy as np
 
 from alignvar_edge.errors import BackendUnavailableError, InputError
 from alignvar_edge.export.parity import psnr, psnr_y, ssim_y, token_agreement
+from alignvar_edge.manifest import db_text
 from alignvar_edge.runtimes import tiling
 from alignvar_edge.runtimes.base import Engine
 
@@ -140,7 +141,7 @@ def format_table(results: Sequence[EngineResult]) -> str:
         for im in r.images:
             rows.append((f"{r.engine} [{r.backend} {r.precision}]", f"{im.image} {im.size[1]}x{im.size[0]}",
                          str(im.tiles), f"{im.tiles_identical:.1%}", f"{im.tokens_overall:.2%}",
-                         _db(im.psnr_db), _db(im.psnr_y_db),
+                         db_text(im.psnr_db), db_text(im.psnr_y_db),
                          "n/a" if math.isnan(im.ssim_y) else f"{im.ssim_y:.4f}", f"{im.seam_ratio:.2f}"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
@@ -153,8 +154,4 @@ def format_summary(r: EngineResult) -> str:
     if r.unavailable:
         return f"{r.engine}: unavailable here: {r.unavailable}"
     return (f"{r.engine}: tiles identical {r.tiles_identical:.1%}, tokens {r.tokens_overall:.2%} agree, "
-            f"min PSNR {r.min_psnr_db:.1f} dB, {r.ms_per_tile:.1f} ms/tile")
-
-
-def _db(v: float) -> str:
-    return "n/a" if math.isnan(v) else ("inf" if math.isinf(v) else f"{v:.1f}")
+            f"min PSNR {db_text(r.min_psnr_db)} dB, {r.ms_per_tile:.1f} ms/tile")

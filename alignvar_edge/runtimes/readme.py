@@ -4,7 +4,7 @@ run it, and how to feed a graph's extra inputs. Each backend adds how to run its
 alignvar-edge (`openvino/readme.py`, `onnxruntime.engine_readme`)."""
 from __future__ import annotations
 
-from alignvar_edge.manifest import Manifest, parity_figures
+from alignvar_edge.manifest import Manifest, db_text, parity_figures
 
 __all__ = ["INPUT_LINE", "README_FILE", "checked_line", "commands", "extra_inputs_line"]
 
@@ -17,7 +17,7 @@ INPUT_LINE = ("Input: RGB tiles in [0, 1], NCHW float32; each output tile is 4x 
 def checked_line(m: Manifest) -> str:
     """The build's parity figures, or that the engine was not checked where it was built."""
     par = parity_figures(m.parity)
-    return (f"Checked at build against {par.reference}: tokens {par.tokens_pct}, SR PSNR {par.psnr_db} dB."
+    return (f"Checked at build against {par.reference}: tokens {par.tokens_pct}, SR PSNR {db_text(par.psnr_db)} dB."
             if par else "Not checked at build: run `alignvar-edge selftest --engine DIR` on the device before "
             "trusting it.")
 

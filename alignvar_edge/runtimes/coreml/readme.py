@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from alignvar_edge.manifest import Manifest
+from alignvar_edge.manifest import Manifest, db_text
 from alignvar_edge.recipes import recipe
 
 README_FILE = "README.md"
@@ -73,7 +73,7 @@ def package_readme(m: Manifest, io: dict[str, dict[str, Any]], package: str) -> 
                   + ", ".join(f"`{o}`" for o in f["ops"][:3]) for f in lint] or ["- nothing flagged"]
     golden = ex.get("golden") or None
     parity = m.parity or {}
-    proxy = (f"tokens {parity['tokens']['overall']:.2%}, SR PSNR {parity['psnr_db']} dB; "
+    proxy = (f"tokens {parity['tokens']['overall']:.2%}, SR PSNR {db_text(parity['psnr_db'])} dB; "
              f"{parity.get('reference', 'proxy')}." if isinstance(parity.get("tokens"), dict) else
              "none recorded for this precision.")
     if parity.get("short_of_gate"):
