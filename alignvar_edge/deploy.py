@@ -359,7 +359,7 @@ def _calib_sizes(opts: DeployOptions, export: Path) -> tuple[int, int]:
     """Calibration and validation tiles in whole calls of the export's static batch (a
     static-batch engine is fed whole batches only)."""
     from alignvar_edge.quantize.calibration.sets import DEFAULT_TILES, DEFAULT_VALIDATION_TILES, whole_calls
-    batch = read_manifest(export).static_batch or 1
+    batch = read_manifest(export).static_batch
     tiles, val = (8, 8) if opts.quick else (DEFAULT_TILES, DEFAULT_VALIDATION_TILES)
     return whole_calls(tiles, batch), whole_calls(val, batch)
 

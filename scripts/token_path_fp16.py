@@ -46,7 +46,7 @@ def main() -> int:
     ap.add_argument("--json")
     a = ap.parse_args()
     m = read_manifest(a.export)
-    config, batch = config_from_manifest(m), m.static_batch or 1
+    config, batch = config_from_manifest(m), m.static_batch
     n = -(-a.tiles // batch) * batch
     lr = lr_tiles(config, n, seed=0, split="heldout")
     model = onnx.load(str(Path(a.export) / "model.onnx"))

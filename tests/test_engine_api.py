@@ -198,3 +198,14 @@ def test_load_of_a_mistyped_bundled_name_names_the_bundled_model(tmp_path) -> No
         runtimes.load("alignvar-tiyn")
     with pytest.raises(ArtifactError, match=r"is not a directory; pass an engine directory"):
         runtimes.load(tmp_path / "nothing")
+
+
+def test_the_engine_says_whether_it_pads_calls_and_the_manifest_gives_the_graph_batch(engine, micro_export) -> None:
+    """`static_batch` meant two things: the manifest's graph batch (an int, 1 when none is fixed) and
+    the engine's "calls are padded to the batch" (a bool); the engine's is now `pads_to_batch`."""
+    from alignvar_edge.bench.image import engine_shape
+    from alignvar_edge.manifest import read_manifest
+    batch = read_manifest(micro_export).static_batch
+    assert engine.pads_to_batch is True and engine.batch == batch >= 1
+    assert engine.input_contract["batch"] == batch and engine_shape(engine)["static"] is True
+    assert not hasattr(engine, "static_batch")

@@ -73,7 +73,7 @@ def engine_shape(engine: Any) -> dict[str, Any]:
     whether a short call is padded to the batch (static-batch graphs) or just runs fewer tiles."""
     return {"tile": int(engine.tile_size), "batch": int(engine.batch),
             "parallel": int(getattr(engine, "parallel_requests", 1)),
-            "static": bool(getattr(engine, "static_batch", True))}
+            "static": bool(getattr(engine, "pads_to_batch", True))}
 
 
 class _CallCounter:

@@ -161,8 +161,9 @@ class Engine(abc.ABC):
         return b if b > 0 else getattr(self, "preferred_batch", 1)
 
     @property
-    def static_batch(self) -> bool:
-        """Whether every call runs exactly `batch` tiles (a short last call is padded)."""
+    def pads_to_batch(self) -> bool:
+        """Whether every call runs exactly `batch` tiles (a static-batch graph: a short last call is
+        padded). Not `Manifest.static_batch`, which is the graph's batch itself."""
         return self.input_spec[INPUT][0][0] > 0
 
     @property
@@ -172,7 +173,7 @@ class Engine(abc.ABC):
         tensor shapes and dtypes that `infer` checks."""
         from alignvar_edge.manifest import contract
         dtype = self.input_spec[INPUT][1]
-        c = contract(self.tile_size, self.scale, self.batch if self.static_batch else None, np.dtype(dtype).name)
+        c = contract(self.tile_size, self.scale, self.batch if self.pads_to_batch else None, np.dtype(dtype).name)
         c["batch"] = self.batch            # what run() and upscale() feed per call
         return c
 
@@ -245,7 +246,7 @@ class Engine(abc.ABC):
         for i in range(0, x.shape[0], b):
             chunk = x[i:i + b]
             chunks.append(chunk.shape[0])
-            if chunk.shape[0] < b and self.static_batch:
+            if chunk.shape[0] < b and self.pads_to_batch:
                 chunk = np.concatenate([chunk, np.repeat(chunk[-1:], b - chunk.shape[0], axis=0)])
             feeds = {INPUT: chunk}
             noise = self.config.refiner_noise(b) if NOISE in self.input_spec else None
