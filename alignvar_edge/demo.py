@@ -30,7 +30,7 @@ def run_demo(out: Path, image: str = "coffee", size: int = 256, force: bool = Fa
     from alignvar_edge.runtimes.torch_backend import TorchEngine
     from alignvar_edge.samples import sample_images
     from alignvar_edge.degrade import degrade
-    from alignvar_edge.bench.evaluate import bicubic_upscale
+    from alignvar_edge.model.matrices import bicubic_upscale
 
     names = dict(sample_images("heldout"))
     if image not in names:

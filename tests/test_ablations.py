@@ -187,12 +187,26 @@ def test_eval_refuses_a_max_side_below_the_tile_before_reading_any_image(tmp_pat
     assert len(err) == 1 and "--max-side 10 is below the model's 64 px HR tile" in err[0]
 
 
+def test_the_bicubic_baseline_runs_where_torch_cannot_be_imported() -> None:
+    """bench.fidelity's bicubic tiles (and the demo's) once imported bench.evaluate, and with it
+    PyTorch, the model and the ablations, for a numpy resize."""
+    import subprocess
+    import sys
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "import numpy as np\n"
+            "from alignvar_edge.bench.fidelity import bicubic_tiles\n"
+            "print(bicubic_tiles(np.full((2, 3, 4, 5), 0.25, np.float32), 4).shape)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "(2, 3, 16, 20)"
+
+
 def test_bicubic_upscale_is_pytorch_bicubic_and_fast() -> None:
     """The bicubic column is PyTorch's bicubic (align_corners=False, no antialias); a 128 px LR
     took 37 s as a three-operand einsum, 3/4 of `eval`'s time on 512 px photos."""
     import time
 
-    from alignvar_edge.bench.evaluate import bicubic_upscale
+    from alignvar_edge.model.matrices import bicubic_upscale
     lr = np.random.default_rng(0).random((128, 96, 3)).astype(np.float32)     # not square: no axis mix-up
     t0 = time.perf_counter()
     up = bicubic_upscale(lr, 4)

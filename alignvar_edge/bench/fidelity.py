@@ -48,5 +48,5 @@ def fidelity(sr: np.ndarray, tokens: Sequence[np.ndarray] | None, ref_sr: np.nda
 
 def bicubic_tiles(lr: np.ndarray, scale: int) -> np.ndarray:
     """The bicubic baseline on LR tiles (N, 3, h, w) -> (N, 3, sh, sw), the model's own kernel."""
-    from alignvar_edge.bench.evaluate import bicubic_upscale
+    from alignvar_edge.model.matrices import bicubic_upscale      # numpy only: no torch on a device
     return np.stack([bicubic_upscale(t.transpose(1, 2, 0), scale).transpose(2, 0, 1) for t in lr])

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from alignvar_edge.errors import ConfigError
-from alignvar_edge.model.resample import area_matrix
+from alignvar_edge.model.matrices import area_matrix
 
 __all__ = ["PivotalSelect", "gather_tokens", "keep_counts", "parse_prune", "pivotal", "pruning", "restore"]
 

@@ -257,7 +257,11 @@ def upscale_rgb(engine: TileRunner, image: np.ndarray, overlap: int | None = Non
 
 
 def upscale_plane_bicubic(plane: np.ndarray, scale: int) -> np.ndarray:
-    """HxW float plane (e.g. alpha) -> bicubic x`scale`, clipped to [0, 1]."""
+    """HxW float plane (e.g. alpha) -> bicubic x`scale`, clipped to [0, 1]. Pillow's kernel (a = -0.5),
+    as image tools and VARSR's conditioning resize (`model.resample.PILBicubicResize`); not the PyTorch
+    kernel (a = -0.75) of `model.matrices.bicubic_upscale`, the bench's baseline, which must be the
+    model's own. Alpha rides beside the model's RGB and is never scored against it; the kernels'
+    outputs differ, so sharing one would change what either returns."""
     from PIL import Image
     p = np.asarray(plane, np.float32)
     big = Image.fromarray(p).resize((p.shape[1] * scale, p.shape[0] * scale), Image.Resampling.BICUBIC)
