@@ -68,6 +68,18 @@ def test_no_import_cycles() -> None:
     assert not cycles, f"import cycles: {cycles}"
 
 
+def test_no_module_imports_another_modules_private_names() -> None:
+    """A helper two modules share is public where it is owned (the device bench once imported the
+    host runner's `_call_for` and `_unique`, merge the renderer's `_md_table` and `_save`)."""
+    found = []
+    for path in sorted(PKG.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("alignvar_edge"):
+                found += [f"{_module(path)}: {node.module}.{a.name}" for a in node.names
+                          if a.name.startswith("_") and not a.name.startswith("__")]
+    assert found == []
+
+
 def test_lazy_import_defers_the_import() -> None:
     code = ("import sys; from alignvar_edge.lazy import lazy_import; m = lazy_import('json.tool'); "
             "before = 'json.tool' in sys.modules; m.main; print(before, 'json.tool' in sys.modules)")

@@ -96,8 +96,8 @@ def bench_engine_dir(engines: list[str], runs: int = 20, warmup: int = 3, thread
     """Time engine directories and check them against their golden outputs; no PyTorch needed."""
     from alignvar_edge.bench.fidelity import fidelity
     from alignvar_edge.bench.memory import PeakRSS
-    from alignvar_edge.bench.runner import _call_for, _unique, precision_fields, rounds
-    from alignvar_edge.bench.subjects import BICUBIC, check_exists, open_subject, parse_spec
+    from alignvar_edge.bench.runner import precision_fields, rounds
+    from alignvar_edge.bench.subjects import BICUBIC, call_for, check_exists, open_subject, parse_spec, unique_label
     say = log or (lambda _m: None)
     if runs < 1 or warmup < 0:
         raise InputError(f"need --runs >= 1 and --warmup >= 0; got {runs}, {warmup}")
@@ -120,7 +120,7 @@ def bench_engine_dir(engines: list[str], runs: int = 20, warmup: int = 3, thread
     for spec in specs:
         say(f"opening {spec.text}")
         # one label per row, as in the bench with PyTorch: the summary and `bench merge` key on it
-        sub = _unique(open_subject(spec, threads=threads, spin=False), taken)
+        sub = unique_label(open_subject(spec, threads=threads, spin=False), taken)
         e: dict[str, Any] = {"label": sub.label, "backend": sub.backend, "kind": "engine", "status": sub.status,
                              "reason": sub.reason, "path": sub.path, "precision": sub.precision,
                              "device": sub.device, "artifact_bytes": sub.info.get("artifact_bytes"),
@@ -141,7 +141,7 @@ def bench_engine_dir(engines: list[str], runs: int = 20, warmup: int = 3, thread
                 sr, tok = eng.run(lr)
             fid = fidelity(sr, tok, gsr, gtok, None, eng.scale)
             fid["vs_reference"]["reference"] = meta.get("reference", "PyTorch")
-            call = _call_for(sub, lr, eng.scale)           # the runner's timed unit: one engine call
+            call = call_for(sub, lr, eng.scale)           # the runner's timed unit: one engine call
             for _ in range(warmup):
                 call()
             times = []

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from alignvar_edge.bench.host import isa_word, load_words, shared_load
-from alignvar_edge.bench.render import (_cell, _md_table, _plain_log_ticks, _save, engine_rows, flattered, host_words,
-                                        pyplot, threads_words)
+from alignvar_edge.bench.render import (engine_rows, figure_cell, flattered, host_words, markdown_table,
+                                        plain_log_ticks, pyplot, save_figure, threads_words)
 from alignvar_edge.bench.schema import DEVICE_REFERENCE, SCHEMA, SCHEMA_VERSION, ReportSchemaError, read_report
 from alignvar_edge.errors import InputError
 from alignvar_edge.manifest import default_overlap
@@ -221,7 +221,7 @@ def lineup(merged: dict[str, Any], key: str = "img_mps") -> list[list[str]]:
             cells.setdefault((r["model"], r["label"]), {})[r["device"]] = r.get(key)
     table = [["model", "engine", *devices]]
     for (model, label), by in sorted(cells.items()):
-        table.append([model, label, *(_cell(key, by.get(d)) for d in devices)])
+        table.append([model, label, *(figure_cell(key, by.get(d)) for d in devices)])
     return table
 
 
@@ -239,16 +239,16 @@ def merge_markdown(merged: dict[str, Any], plot: str | None = None) -> str:
             table.append([r["device"], r["model"], r["label"], r["precision"] or "–",
                           f"{r['status']}: {r['reason']}"] + [""] * (len(MERGED_COLUMNS) - 5))
         else:
-            table.append([str(r[k]) if k in ("device", "model") else _cell(k, r[k]) for _, k in MERGED_COLUMNS])
+            table.append([str(r[k]) if k in ("device", "model") else figure_cell(k, r[k]) for _, k in MERGED_COLUMNS])
     lines = ["# alignvar-edge benchmarks across devices", "",
              f"{len(merged['reports'])} report(s), schema version {merged['schema_version']}.", ""]
     for r in merged["reports"]:
         best = (r["summary"] or {}).get("best_cpu")
         lines.append(f"- **{r['label']}**: {host_words(r)}; {threads_words(r)}; peak "
-                     f"{_cell('gflops', (r.get('peak') or {}).get('gflops'))} GFLOP/s; model {r['model']['name']}; "
+                     f"{figure_cell('gflops', (r.get('peak') or {}).get('gflops'))} GFLOP/s; model {r['model']['name']}; "
                      f"{r['created']}"
                      + (f"; best CPU engine {best['label']} {best['speedup_vs_eager']:.2f}x eager" if best else ""))
-    lines += ["", _md_table(table)]
+    lines += ["", markdown_table(table)]
     if merged.get("warnings"):
         lines += ["", "**Not like for like:**", "", *(f"- {w}" for w in merged["warnings"])]
     lineups = [("speedup", "speed-up per tile vs that device's PyTorch eager"),
@@ -257,7 +257,7 @@ def merge_markdown(merged: dict[str, Any], plot: str | None = None) -> str:
         lineups += [("folder_mps", "SR MP/s of a folder of small images"),
                     ("folder_speedup", "folder vs that device's eager")]
     for key, title in lineups:
-        lines += ["", f"## Engine x device: {title}", "", _md_table(lineup(merged, key))]
+        lines += ["", f"## Engine x device: {title}", "", markdown_table(lineup(merged, key))]
     if plot:
         lines += ["", f"![latency per megapixel across devices]({plot})"]
     return "\n".join(lines) + "\n"
@@ -287,9 +287,9 @@ def plot_merged(merged: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     ax.invert_yaxis()
     ax.set_xscale("log")
     ax.set_xlabel("ms per megapixel of SR output (p50, log)")
-    _plain_log_ticks(ax)
+    plain_log_ticks(ax)
     from matplotlib.patches import Patch
     ax.legend(handles=[Patch(color=cmap(i % 10), label=d) for i, d in enumerate(devices)],
               fontsize=7, loc="lower right")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -11,8 +11,8 @@ from alignvar_edge.errors import InputError
 from alignvar_edge.fsmodes import write_atomically
 from alignvar_edge.runtimes.base import precision_label
 
-__all__ = ["all_cores_line", "engine_rows", "is_bench_plot", "plot_report", "pyplot", "report_markdown",
-           "terminal_table"]
+__all__ = ["all_cores_line", "engine_rows", "figure_cell", "is_bench_plot", "markdown_table", "plain_log_ticks",
+           "plot_report", "pyplot", "report_markdown", "save_figure", "terminal_table"]
 
 # one engine entry flattened to the figures tables and plots show
 Row = dict[str, Any]
@@ -102,7 +102,8 @@ def _shown(report: dict[str, Any], columns: list[tuple[str, str]]) -> list[tuple
     return [c for c in columns if c[1] not in _FOLDER_KEYS]
 
 
-def _cell(key: str, v: Any) -> str:
+def figure_cell(key: str, v: Any) -> str:
+    """One figure of an engine row (`engine_rows`) as every report and merged table shows it."""
     if key in ("label", "precision"):
         return str(v or "–")
     if key in ("p50", "p90", "p99"):
@@ -136,10 +137,10 @@ def _table(rows: list[Row], columns: list[tuple[str, str]]) -> list[list[str]]:
     out = [[h for h, _ in columns]]
     for r in rows:
         if r["status"] != "ok":
-            cells = [_cell("label", r["label"]), _cell("precision", r["precision"]),
+            cells = [figure_cell("label", r["label"]), figure_cell("precision", r["precision"]),
                      f"{r['status']}: {r['reason']}"] + [""] * (len(columns) - 3)
         else:
-            cells = [_cell(k, r[k]) for _, k in columns]
+            cells = [figure_cell(k, r[k]) for _, k in columns]
         out.append(cells)
     return out
 
@@ -180,7 +181,8 @@ def terminal_table(report: dict[str, Any], columns: list[tuple[str, str]] | None
     return "\n".join(lines)
 
 
-def _md_table(table: list[list[str]]) -> str:
+def markdown_table(table: list[list[str]]) -> str:
+    """Rows of cells (the first the header) as a Markdown table."""
     lines = ["| " + " | ".join(table[0]) + " |", "|" + "|".join("---" for _ in table[0]) + "|"]
     lines += ["| " + " | ".join(c.replace("|", "/") for c in r) + " |" for r in table[1:]]
     return "\n".join(lines)
@@ -311,7 +313,7 @@ def report_markdown(report: dict[str, Any], plot: str | None = None) -> str:
              + (f"{pk.get('library')}, {pk.get('threads')} thread(s); " if pk.get("library") else "")
              + f"{pk['method']})"
              + (f"; per dtype {pk['per_dtype_gflops']}" if pk.get("per_dtype_gflops") else ""),
-             "", _md_table(_table(engine_rows(report), _shown(report, COLUMNS))), ""]
+             "", markdown_table(_table(engine_rows(report), _shown(report, COLUMNS))), ""]
     lines += summary_lines(report)
     if plot:
         lines += ["", f"![latency and fidelity]({plot})"]
@@ -332,7 +334,7 @@ def report_markdown(report: dict[str, Any], plot: str | None = None) -> str:
                 cells += [_num(ms, "{:.2f}"), "–" if r.get(f"{s}_share") is None else f"{100 * r[f'{s}_share']:.1f}%",
                           _num(gf, "{:.1f}")]
             rows.append(cells)
-        lines += ["", "## Where the time goes (per tile, batch 1)", "", _md_table(rows)]
+        lines += ["", "## Where the time goes (per tile, batch 1)", "", markdown_table(rows)]
     backends = h.get("backends") or {}
     if backends:
         lines += ["", "## Backends on this host", ""]
@@ -372,7 +374,7 @@ def plot_report(report: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     ax1.set_xscale("log")
     ax1.set_xlabel("ms per tile (p50, whisker to p90; log)")
     ax1.set_title(f"{report['model']['name']} on {report['label']}", fontsize=9)
-    _plain_log_ticks(ax1)
+    plain_log_ticks(ax1)
     # right: speed-up bars, each labelled with its token agreement (points would overlap at 100%)
     ax2.barh(list(ys), [r["speedup"] or 0 for r in rows], color=colors)
     ax2.set_yticks(list(ys), ["" for _ in rows])
@@ -389,10 +391,11 @@ def plot_report(report: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     ax2.set_xlabel(f"speed-up vs PyTorch eager (p50)\ngreen: >= {gate:.0%} tokens, red: below, grey: baseline")
     ax2.set_xlim(0, 1.35 * max([r["speedup"] or 0 for r in rows] + [target or 0, 1]))
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def _plain_log_ticks(ax: Any) -> None:
+def plain_log_ticks(ax: Any) -> None:
+    """A log x axis labelled 1, 2, 5, 10, ... in plain numbers, as every bench plot has it."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
     ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:g}"))
@@ -416,7 +419,7 @@ def is_bench_plot(path: str | os.PathLike[str]) -> bool:
         return False
 
 
-def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
+def save_figure(fig: Any, path: str | os.PathLike[str]) -> Path:
     """Save atomically, then close the figure. The format is the path's extension (the temporary
     file's is not), or matplotlib's default where it has none; a PNG carries the bench's mark."""
     import matplotlib.pyplot as plt

@@ -32,8 +32,8 @@ from alignvar_edge.bench.memory import PeakRSS, traced_peak_mb
 from alignvar_edge.bench.peak import MAX_PEAK_N
 from alignvar_edge.bench.schema import SCHEMA, SCHEMA_VERSION
 from alignvar_edge.bench.stats import latency_summary
-from alignvar_edge.bench.subjects import (BICUBIC, EAGER, EngineSpec, Subject, artifact_bytes,
-                                          check_exists, open_subject, parse_spec)
+from alignvar_edge.bench.subjects import (BICUBIC, EAGER, EngineSpec, Subject, artifact_bytes, call_for,
+                                          check_exists, open_subject, parse_spec, spec_manifest, unique_label)
 from alignvar_edge.errors import AlignVAREdgeError, BackendUnavailableError, InputError
 from alignvar_edge.manifest import Manifest, ModelSource, default_overlap
 
@@ -129,13 +129,12 @@ def resolve_reference(reference: Any, specs: Sequence[EngineSpec]) -> tuple[Any,
         return reference.eval(), reference.config.name, ModelSource.memory()
     if isinstance(reference, str):
         return _from_text(reference)
-    from alignvar_edge.bench.subjects import _manifest
     from alignvar_edge.runtimes.artifacts import is_checkpoint
     tried = []
     for spec in specs:
         if spec.path and is_checkpoint(spec.path):
             return _from_text(spec.path)
-        for cand in _candidates(_manifest(spec.path) if spec.path else None):
+        for cand in _candidates(spec_manifest(spec.path) if spec.path else None):
             tried.append(cand)
             try:
                 return _from_text(cand)
@@ -173,19 +172,6 @@ def _guard(sub: Subject, what: str, fn: Callable[[], Any]) -> Any:
     except Exception as e:  # noqa: BLE001 - any runtime error is a finding about this engine
         sub.fail("failed", f"{what}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
     return None
-
-
-def _call_for(sub: Subject, lr: np.ndarray, scale: int) -> Callable[[], object]:
-    """One timed unit: an engine call on its batch, or bicubic on one tile."""
-    from alignvar_edge.runtimes.base import INPUT
-    if sub.backend == BICUBIC:
-        one = lr[:1]
-        return lambda: bicubic_tiles(one, scale)
-    eng = sub.engine
-    b = eng.batch
-    x = lr[:b] if lr.shape[0] >= b else np.concatenate([lr, np.repeat(lr[-1:], b - lr.shape[0], 0)])
-    feeds = {INPUT: np.ascontiguousarray(x, np.float32)}
-    return lambda: eng.infer(feeds)
 
 
 def rounds(runs: int, duration: float | None, clock: Callable[[], float] = time.perf_counter) -> Iterator[int]:
@@ -245,7 +231,7 @@ class _Measure:
 
     def measure(self, group: list[Subject]) -> None:
         live = [s for s in group if s.status == "ok"]
-        calls = {id(s): _call_for(s, self.lr, self.scale) for s in live}
+        calls = {id(s): call_for(s, self.lr, self.scale) for s in live}
         for s in live:
             s.info["batch"] = _batch_of(s)
         names = ", ".join(s.label for s in live)
@@ -313,8 +299,7 @@ class _Measure:
 
 def _specs_batch(specs: Sequence[EngineSpec]) -> int:
     """The most common static batch among the engines' manifests (PyTorch eager runs that)."""
-    from alignvar_edge.bench.subjects import _manifest
-    manifests = [_manifest(sp.path) if sp.path else None for sp in specs]
+    manifests = [spec_manifest(sp.path) if sp.path else None for sp in specs]
     found = [m.static_batch for m in manifests if m is not None and m.graphs]
     return max(set(found), key=found.count) if found else 1
 
@@ -392,14 +377,14 @@ def run_bench(engines: Sequence[str], reference: Any = None, options: BenchOptio
             every = [eager, bicubic]
             m.measure([eager])
             for spec in engine_specs:
-                sub = _unique(opened(spec), taken)
+                sub = unique_label(opened(spec), taken)
                 subjects.append(sub)
                 every.append(sub)
                 m.measure([sub])
                 _close(sub)
             m.measure([bicubic])
         else:
-            subjects = [_unique(opened(sp), taken) for sp in engine_specs]
+            subjects = [unique_label(opened(sp), taken) for sp in engine_specs]
             every = [eager, *subjects, bicubic]
             m.measure(every)
 
@@ -480,17 +465,6 @@ def _close(s: Subject) -> None:
             s.engine.close()
         finally:
             s.engine = None
-
-
-def _unique(s: Subject, taken: set[str]) -> Subject:
-    """Give `s` a label no other row has ('label#2', ...)."""
-    label, n = s.label, 1
-    while label in taken:
-        n += 1
-        label = f"{s.label}#{n}"
-    s.label = label
-    taken.add(label)
-    return s
 
 
 def precision_fields(s: Subject) -> dict[str, Any]:

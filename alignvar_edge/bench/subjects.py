@@ -14,12 +14,17 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
+from alignvar_edge.bench.fidelity import bicubic_tiles
 from alignvar_edge.errors import AlignVAREdgeError, InputError
 from alignvar_edge.manifest import Manifest
 
-__all__ = ["BICUBIC", "EAGER", "EngineSpec", "Subject", "artifact_bytes", "open_subject", "parse_spec"]
+__all__ = ["BICUBIC", "EAGER", "EngineSpec", "Subject", "artifact_bytes", "call_for", "open_subject", "parse_spec",
+           "spec_manifest", "unique_label"]
 
 BICUBIC, EAGER = "bicubic", "pytorch-eager"
 
@@ -125,7 +130,8 @@ def artifact_bytes(path: str | None) -> int | None:
     return sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else None
 
 
-def _manifest(path: str) -> Manifest | None:
+def spec_manifest(path: str) -> Manifest | None:
+    """The manifest of a subject's folder; None for a checkpoint or a folder without a readable one."""
     from alignvar_edge.manifest import read_manifest
     from alignvar_edge.runtimes.artifacts import is_checkpoint
     if is_checkpoint(path):
@@ -163,7 +169,7 @@ def open_subject(spec: EngineSpec, threads: int | None = None, spin: bool | None
     from alignvar_edge import runtimes
 
     assert spec.path is not None
-    manifest = _manifest(spec.path)
+    manifest = spec_manifest(spec.path)
     backend = _backend_for(spec, manifest)
     kit = (manifest.tensorrt_kit if manifest else None) or {}
     precision = kit.get("precision") or (manifest.precision if manifest else None) or ("fp32" if backend == "torch" else None)
@@ -201,3 +207,28 @@ def open_subject(spec: EngineSpec, threads: int | None = None, spin: bool | None
         sub.label = f"{backend}-{sub.precision}{mode}"
     sub.info["parallel_requests"] = sub.engine.parallel_requests
     return sub
+
+
+def call_for(sub: Subject, lr: np.ndarray, scale: int) -> Callable[[], object]:
+    """One timed unit of a subject (the host runner's and the device bench's alike): an engine call
+    on its batch, or bicubic on one tile."""
+    from alignvar_edge.runtimes.base import INPUT
+    if sub.backend == BICUBIC:
+        one = lr[:1]
+        return lambda: bicubic_tiles(one, scale)
+    eng = sub.engine
+    b = eng.batch
+    x = lr[:b] if lr.shape[0] >= b else np.concatenate([lr, np.repeat(lr[-1:], b - lr.shape[0], 0)])
+    feeds = {INPUT: np.ascontiguousarray(x, np.float32)}
+    return lambda: eng.infer(feeds)
+
+
+def unique_label(s: Subject, taken: set[str]) -> Subject:
+    """Give `s` a label no other row has ('label#2', ...)."""
+    label, n = s.label, 1
+    while label in taken:
+        n += 1
+        label = f"{s.label}#{n}"
+    s.label = label
+    taken.add(label)
+    return s

@@ -26,7 +26,7 @@ import onnx
 
 from alignvar_edge.errors import ConfigError
 from alignvar_edge.quantize.fp16 import to_fp16
-from alignvar_edge.quantize.policy import _list, _meta, classify, exact_nodes
+from alignvar_edge.quantize.policy import classify, exact_nodes, name_scopes
 from alignvar_edge.quantize.sensitivity import search
 
 __all__ = ["HALF_GROUPS", "HALF_PRECISIONS", "HalfPolicy", "half_candidate", "node_groups", "search_half"]
@@ -62,7 +62,7 @@ def node_groups(model: onnx.ModelProto) -> dict[str, set[str]]:
         if g:
             out[g].add(q.name)
     for idx, n in enumerate(model.graph.node):
-        scopes = _list(_meta(n).get("pkg.torch.onnx.name_scopes"))
+        scopes = name_scopes(n)
         if n.op_type == "Softmax":
             out["attention"].add(_name(n, idx))
         elif n.op_type in _NORM_OPS:

@@ -29,7 +29,7 @@ import onnx
 from alignvar_edge.errors import ConfigError
 
 __all__ = ["COMPONENTS", "DEFAULT_INT8", "EXACT_SCOPES", "QUANT_OP_TYPES", "TOKEN_PATH", "Policy", "QuantNode",
-           "classify", "exact_nodes"]
+           "classify", "exact_nodes", "name_scopes"]
 
 QUANT_OP_TYPES = ("MatMul", "Gemm", "Conv")
 
@@ -62,11 +62,16 @@ TOKEN_PATH = frozenset({"attn_linear", "ffn", "word_embed", "linear"})
 EXACT_SCOPES = ("con_embedding.resize", "select_pivotal")
 
 
+def name_scopes(node: onnx.NodeProto) -> list[str]:
+    """The PyTorch module scopes the exporter recorded on a node (its metadata), outermost first."""
+    return _list(_meta(node).get("pkg.torch.onnx.name_scopes"))
+
+
 def exact_nodes(model: onnx.ModelProto) -> set[str]:
     """Names of the nodes inside an EXACT_SCOPES module (by the exporter's scope metadata)."""
     out = set()
     for idx, n in enumerate(model.graph.node):
-        scopes = _list(_meta(n).get("pkg.torch.onnx.name_scopes"))
+        scopes = name_scopes(n)
         if any(sc == e or sc.startswith(e + ".") for sc in scopes for e in EXACT_SCOPES):
             out.add(n.name or f"{n.op_type}_{idx}")
     return out
