@@ -153,6 +153,48 @@ def test_an_engine_of_an_int8_artifact_that_missed_its_target_says_so_against_fp
     assert tokens in line and "target NOT met" in line and "fp32 engine" in line, line
 
 
+@pytest.fixture(scope="module")
+def int8_trt_missed(export: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tensorrt-target int8 artifact of the policy alone (--no-search), which misses its target."""
+    out = tmp_path_factory.mktemp("qt") / "int8-trt"
+    return quantize_artifact(export, out, QuantizeOptions(target="tensorrt", search=False, **FAST))
+
+
+def test_an_int8_graph_builds_only_for_the_runtime_it_was_quantized_for(
+        export: Path, int8_ort: Path, int8_trt_missed: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A TensorRT kit of an onnxruntime-target graph (asymmetric zero points, which TensorRT
+    rejects) and an onnxruntime engine of a tensorrt-target graph (judged on fake-quant, never on
+    ONNX Runtime's int8 kernels) are refused in one line naming the quantize command that fits."""
+    from alignvar_edge.cli import main
+    for src, target, why in ((int8_ort, "tensorrt", "zero points are not 0"),
+                             (int8_trt_missed, "onnxruntime", "never on onnxruntime's int8 kernels")):
+        out = tmp_path / target
+        assert main(["build", str(src), "--target", target, "--precision", "int8", "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"'{src}' was quantized for " in err[0] and why in err[0], err
+        assert f"`alignvar-edge quantize {export} --precision int8 --target {target}`" in err[0], err
+        assert not out.exists()
+    assert main(["build", str(int8_trt_missed), "--target", "tensorrt", "--precision", "int8", "--kit",
+                 "--out", str(tmp_path / "kit")]) == 0        # its own runtime takes it
+
+
+def test_a_tensorrt_kit_of_an_int8_artifact_that_missed_its_target_says_so(
+        int8_trt_missed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The kit's user cannot check the engine before the device: `build` warns there as it does
+    for an onnxruntime engine (one rule: engine_warnings), naming --no-search."""
+    from alignvar_edge.cli import main
+    val = load_verified(int8_trt_missed).parity
+    assert val is not None and val["target_met"] is False
+    kit = tmp_path / "kit"
+    assert main(["build", str(int8_trt_missed), "--target", "tensorrt", "--precision", "int8", "--kit",
+                 "--out", str(kit)]) == 0
+    warning = [line for line in capsys.readouterr().err.splitlines() if "warning:" in line]
+    assert len(warning) == 1 and "the int8 build kit: its source missed the quantize step's fidelity target" \
+        in warning[0], warning
+    assert f"tokens {val['validation']['token_agreement']:.2%}" in warning[0] and "--no-search" in warning[0]
+
+
 def test_float_groups_from_another_export_or_other_weights_are_refused_and_the_source_is_recorded(
         export: Path, int8_ort: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`build --float-groups-from` takes the search result of an int8 artifact quantized from this

@@ -21,7 +21,7 @@ from alignvar_edge.model.config import AlignVARConfig
 from alignvar_edge.runtimes.base import INPUT, SR, token_name
 
 __all__ = ["checkpoint_dir", "check_same_checkpoint", "model_name", "source_checkpoint", "default_out",
-           "engine_manifest", "graph_io", "is_checkpoint", "single_graph", "check_calibration"]
+           "engine_manifest", "graph_io", "check_quantized_for", "is_checkpoint", "single_graph", "check_calibration"]
 
 
 def is_checkpoint(path: str | os.PathLike[str]) -> bool:
@@ -144,6 +144,27 @@ def single_graph(artifact: str | os.PathLike[str]) -> tuple[Manifest, Path]:
     if not path.is_file():
         raise ArtifactError(f"'{root}' lists {entry['file']} but the file is missing; re-export")
     return m, path
+
+
+def check_quantized_for(m: Manifest, src_dir: Path, runtime: str) -> None:
+    """Refuse an int8 Q/DQ graph quantized for another runtime: TensorRT rejects the asymmetric zero
+    points of an onnxruntime-target graph, and a tensorrt-target graph was judged on fake-quant, never
+    on ONNX Runtime's int8 kernels. The fix is to quantize for `runtime` (one line naming the command)."""
+    q = m.quantization or {}
+    if q.get("format") != "onnx-qdq":
+        return
+    made_for = q.get("target_runtime") or (q.get("recipe") or {}).get("target")
+    if made_for in (None, runtime):
+        return
+    symmetric = bool((q.get("recipe") or {}).get("symmetric_activations"))
+    why = ("its activation zero points are not 0, and TensorRT takes symmetric int8 only"
+           if runtime == "tensorrt" and not symmetric else
+           f"its fidelity was judged on {str(q.get('judged_on') or made_for).split(' (')[0]}, never on "
+           f"{runtime}'s int8 kernels")
+    export = m.extra.get("source_artifact") or "EXPORT"
+    from alignvar_edge.recipes import recipe
+    raise InputError(f"'{recorded_path(src_dir)}' was quantized for {made_for} ({why}): run "
+                     f"`{recipe(runtime, 'int8').quantize_command(str(export))}` and build from its output")
 
 
 def graph_io(config: AlignVARConfig, batch: int) -> dict[str, list[dict[str, Any]]]:

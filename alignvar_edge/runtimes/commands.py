@@ -216,6 +216,8 @@ def run_build(args: argparse.Namespace) -> int:
     if kit:
         print(f"{kit['reason']}; wrote a build kit to {out}: run "
               f"`sh {out}/build_on_device.sh` on the device (the plain trtexec command: {out}/trtexec.txt)")
+        for line in engine_warnings(m):      # the kit's user cannot check the engine before the device
+            _say(line)
         return 0
     par = parity_figures(m.parity)
     # an engine for a device this host lacks (an NPU, say) is written without running once
@@ -241,15 +243,19 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def engine_warnings(m: Manifest) -> list[str]:
-    """What a built engine's manifest says must reach the user who made it (`build`, and `quantize`
-    for a backend that quantizes in its build): a Core ML proxy short of the selftest gate, and the
+    """What a built engine's (or TensorRT build kit's) manifest says must reach the user who made it
+    (`build`, and `quantize` for a backend that quantizes in its build): a Core ML proxy short of the selftest gate, and the
     ANE lint's findings above `info`, and the int8 source's missed fidelity target (its own parity
     compares the engine with that source, not with fp32)."""
     from alignvar_edge.quantize.records import missed_target_warning
     lines = []
-    missed = missed_target_warning((m.parity or {}).get("quantize"), m.quantization)
+    # an engine carries its quantize step's record under `quantize`; a TensorRT build kit, the
+    # quantize output plus scripts, carries it as its own parity
+    kit = m.tensorrt_kit
+    quantized = (m.parity or {}) if kit else (m.parity or {}).get("quantize")
+    missed = missed_target_warning(quantized, m.quantization)
     if missed:
-        lines.append(f"warning: the {m.precision} engine: {missed}")
+        lines.append(f"warning: the {m.precision} {'build kit' if kit else 'engine'}: {missed}")
     if isinstance(m.parity, dict) and m.parity.get("short_of_gate"):    # Core ML: its proxy misses the gate
         from alignvar_edge.runtimes.coreml.readme import SHORT_OF_GATE
         lines.append(f"warning: {SHORT_OF_GATE.format(gate=m.parity['short_of_gate'])}")

@@ -30,7 +30,7 @@ from alignvar_edge.errors import ArtifactError, BackendUnavailableError, InputEr
 from alignvar_edge.lazy import is_installed, lazy_import
 from alignvar_edge.manifest import artifact_dir as staging_dir
 from alignvar_edge.manifest import Manifest, listed_file, load_verified, new_manifest, recorded_path, write_manifest
-from alignvar_edge.runtimes.artifacts import engine_manifest, single_graph
+from alignvar_edge.runtimes.artifacts import check_quantized_for, engine_manifest, single_graph
 from alignvar_edge.runtimes.base import (INPUT, SR, Backend, Engine, TensorSpec, input_roles,
                                          config_from_manifest, token_name)
 from alignvar_edge.runtimes.onnxruntime import ship_golden
@@ -351,6 +351,7 @@ class TensorRTBackend(Backend):
               **opts: Any) -> Path:
         """An engine dir when TensorRT and a GPU are here; otherwise a build kit (see module doc)."""
         src, onnx_path = _source(Path(artifact_dir))
+        check_quantized_for(src, Path(artifact_dir), self.name)
         workspace = opts.pop("workspace_mib", None)
         opt_level = int(opts.pop("opt_level", 3))
         kit = opts.pop("kit", None)
