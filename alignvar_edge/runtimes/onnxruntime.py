@@ -21,7 +21,7 @@ from alignvar_edge.lazy import lazy_import
 from alignvar_edge.manifest import Manifest, listed_file, load_verified, write_manifest
 from alignvar_edge.manifest import artifact_dir as staging_dir
 from alignvar_edge.onnx_session import open_session
-from alignvar_edge.runtimes.artifacts import engine_manifest, parity_vs, single_graph, validation_tiles
+from alignvar_edge.runtimes.artifacts import check_quantized_for, engine_manifest, parity_vs, single_graph, validation_tiles
 from alignvar_edge.runtimes.base import (SR, Backend, Engine, TensorSpec, input_roles,
                                          check_load_options, config_from_manifest, token_name)
 from alignvar_edge.runtimes.golden import GOLDEN_FILE, copy_golden, golden_entry, write_golden
@@ -126,6 +126,7 @@ class OrtBackend(Backend):
               force: bool = False, **opts: Any) -> Path:
         """Copy the graph beside a manifest holding the session options; check it opens and runs."""
         src_manifest, onnx_path = single_graph(artifact_dir)
+        check_quantized_for(src_manifest, Path(artifact_dir), self.name)
         if precision != src_manifest.precision:
             if src_manifest.precision != "fp32":      # not `quantize --precision fp32`: no such thing
                 raise recipes.exported_precision_error(src_manifest.precision, precision)
