@@ -111,3 +111,21 @@ def test_an_unknown_engine_option_is_refused_in_one_place_naming_the_known(micro
         runtimes.load(micro_export, backend="onnxruntime", batch=4)
     for b in recipes.BACKENDS:
         assert isinstance(get_backend(b).load_options, frozenset)
+
+
+def test_a_gate_says_what_it_misses_and_in_which_words():
+    fp32, int8 = recipes.recipe("openvino", "fp32"), recipes.recipe("onnxruntime", "int8")
+    assert fp32.gate_words == "100% tokens and 50 dB" and int8.gate_words == "99% tokens and 30 dB"
+    assert int8.misses(0.99, 30.0) == [] and int8.misses(0.995, None) == []      # None: PSNR not measured
+    assert fp32.misses(0.9912, 49.5) == ["tokens 99.12% < 100%", "SR PSNR 49.50 dB < 50 dB"]
+    assert int8.misses(0.9712, 31.0) == ["tokens 97.12% < 99%"]
+
+
+def test_the_lower_precision_token_target_has_one_default():
+    # quantize's search, bench's "best engine" and the build gate of every lower precision start from
+    # the same share of tokens; fp32 alone asks all of them
+    from alignvar_edge.bench.runner import BenchOptions
+    from alignvar_edge.quantize.sensitivity import FidelityTarget
+    assert FidelityTarget().min_token_agreement == BenchOptions().min_token_agreement == 0.99
+    assert {r.tokens for r in recipes.RECIPES.values() if r.precision != "fp32"} == {0.99}
+    assert build_parser().parse_args(["bench", "ENGINE"]).min_token_agreement == 0.99

@@ -11,6 +11,7 @@ from alignvar_edge.errors import InputError
 from alignvar_edge.lazy import is_installed
 from alignvar_edge.model.bundled import DEFAULT_CHECKPOINT
 from alignvar_edge.progress import bar
+from alignvar_edge.recipes import DEFAULT_MIN_TOKENS
 
 ENGINE_HELP = ("[LABEL=][BACKEND[@DEVICE][+MODE]:]PATH or 'bicubic': an ONNX export, a built engine "
                "dir or a checkpoint (backend from its manifest unless given: torch, onnxruntime, openvino, "
@@ -79,8 +80,8 @@ def register(sub: Any) -> None:
     p.add_argument("--staged", help="a staged ONNX export of the same model: adds ONNX Runtime per-stage timing")
     p.add_argument("--profile-runs", type=nonneg_int, default=3, help="runs of the per-stage profile (0: none)")
     p.add_argument("--peak-n", type=positive_int, default=1024, help="side of the GEMM that measures the peak (default 1024)")
-    p.add_argument("--min-token-agreement", type=fraction, default=0.99,
-                   help="fidelity gate for 'best engine' (default 0.99)")
+    p.add_argument("--min-token-agreement", type=fraction, default=DEFAULT_MIN_TOKENS,
+                   help=f"fidelity gate for 'best engine' (default {DEFAULT_MIN_TOKENS:g})")
     p.add_argument("--target-speedup", type=positive_float, help="report whether the best CPU engine reaches this speed-up")
     p.add_argument("--sequential", action="store_true",
                    help="one engine in memory at a time, no interleaving (models too big to load together)")

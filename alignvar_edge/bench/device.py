@@ -32,6 +32,7 @@ from alignvar_edge.bench.schema import DEVICE_REFERENCE, SCHEMA, SCHEMA_VERSION
 from alignvar_edge.bench.stats import latency_summary, summary_from_percentiles
 from alignvar_edge.manifest import Manifest, ModelInfo, load_verified
 from alignvar_edge.errors import ArtifactError, InputError
+from alignvar_edge.recipes import DEFAULT_MIN_TOKENS
 from alignvar_edge.runtimes.tensorrt.trtexec_log import parse_trtexec_log, read_trtexec_log
 
 __all__ = ["bench_engine_dir", "trtexec_report"]
@@ -91,7 +92,7 @@ def _golden(root: Path) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], dict[
 # an engine directory, timed here
 # ------------------------------------------------------------------------------------------------
 def bench_engine_dir(engines: list[str], runs: int = 20, warmup: int = 3, threads: int | None = None,
-                     label: str | None = None, min_token_agreement: float = 0.99,
+                     label: str | None = None, min_token_agreement: float = DEFAULT_MIN_TOKENS,
                      log: Any = None, duration: float | None = None) -> dict[str, Any]:
     """Time engine directories and check them against their golden outputs; no PyTorch needed."""
     from alignvar_edge.bench.fidelity import fidelity
@@ -281,7 +282,7 @@ def trtexec_report(log: str | os.PathLike[str], engine_dir: str | os.PathLike[st
              if manifest and manifest.kind == "engine" else None,
              "device": (device or "cuda") + dla, "artifact_bytes": None, "batch": b,
              "latency": lat, "memory": None, "fidelity": None, "build_parity": parity,
-             "meets_fidelity": None if tokens is None else bool(tokens >= 0.99)}
+             "meets_fidelity": None if tokens is None else bool(tokens >= DEFAULT_MIN_TOKENS)}
     host = _trtexec_host(device, cc)
     if "imported_by" in host and not label:
         label = f"{device} (trtexec log)"
@@ -293,4 +294,4 @@ def trtexec_report(log: str | os.PathLike[str], engine_dir: str | os.PathLike[st
              "No fidelity measured here: trtexec runs random inputs. build_parity is the engine's check against "
              "the golden outputs when it was built or adopted (null for a kit); `alignvar-edge selftest --engine` "
              "measures it."]
-    return _report(manifest, [entry], settings, label, host, 0.99, notes)
+    return _report(manifest, [entry], settings, label, host, DEFAULT_MIN_TOKENS, notes)

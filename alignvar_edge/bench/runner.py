@@ -36,6 +36,7 @@ from alignvar_edge.bench.subjects import (BICUBIC, EAGER, EngineSpec, Subject, a
                                           check_exists, open_subject, parse_spec, spec_manifest, unique_label)
 from alignvar_edge.errors import AlignVAREdgeError, BackendUnavailableError, InputError
 from alignvar_edge.manifest import Manifest, ModelSource, default_overlap
+from alignvar_edge.recipes import DEFAULT_MIN_TOKENS
 
 __all__ = ["BenchOptions", "resolve_reference", "run_bench"]
 
@@ -56,7 +57,7 @@ class BenchOptions:
     peak_n: int = 1024
     profile_runs: int = 3             # 0: no per-stage profile
     staged: str | None = None         # staged ONNX export for ONNX Runtime per-stage timing
-    min_token_agreement: float = 0.99
+    min_token_agreement: float = DEFAULT_MIN_TOKENS
     target_speedup: float | None = None
     label: str | None = None
     spin: bool = False                # ORT busy-waiting would steal cores from the next engine

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from alignvar_edge.argtypes import MAX_TILES, fraction, nonneg_float, nonneg_int, percent, tile_count
 from alignvar_edge.manifest import db_text
 from alignvar_edge.progress import bar
-from alignvar_edge.recipes import quantize_precisions, quantize_targets
+from alignvar_edge.recipes import DEFAULT_MIN_TOKENS, quantize_precisions, quantize_targets
 from alignvar_edge.quantize.records import float_lines
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--method", choices=METHODS, help="activation range statistic (default minmax)")
     p.add_argument("--percentile", type=percent, help="for --method percentile (default 99.99)")
     p.add_argument("--min-token-agreement", type=fraction,
-                   help="fraction of tokens equal to the fp32 engine's (default 0.99)")
+                   help=f"fraction of tokens equal to the fp32 engine's (default {DEFAULT_MIN_TOKENS:g})")
     p.add_argument("--max-psnr-drop", type=nonneg_float,
                    help="PSNR-Y loss vs HR relative to the fp32 engine, dB (default 0.1)")
     p.add_argument("--tiles", type=tile_count, default=DEFAULT_TILES,

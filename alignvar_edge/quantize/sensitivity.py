@@ -33,6 +33,7 @@ from alignvar_edge.export.parity import psnr_y, rgb_to_y, token_agreement
 from alignvar_edge.onnx_session import open_session
 from alignvar_edge.quantize.calibration.ranges import with_float_outputs
 from alignvar_edge.quantize.calibration.sets import TileSplit
+from alignvar_edge.recipes import DEFAULT_MIN_TOKENS
 
 __all__ = ["Evaluator", "Fidelity", "FidelityTarget", "SearchResult", "search"]
 
@@ -44,7 +45,7 @@ PSNR_EPS_DB = 1e-3
 
 @dataclass(frozen=True)
 class FidelityTarget:
-    min_token_agreement: float = 0.99
+    min_token_agreement: float = DEFAULT_MIN_TOKENS
     max_psnr_drop: float = 0.1
 
     def to_dict(self) -> dict[str, float]:

@@ -28,7 +28,6 @@ from alignvar_edge.runtimes.golden import GOLDEN_FILE, copy_golden, golden_entry
 
 ort = lazy_import("onnxruntime")
 
-MIN_BUILD_TOKENS = 0.99      # a build with other session options may round differently, never more
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
              "tensorrt": "TensorrtExecutionProvider"}
 ENGINE_FILE = "model.onnx"
@@ -158,9 +157,9 @@ class OrtBackend(Backend):
             finally:
                 eng.close()
                 ref.close()
-            if m.parity["tokens"]["overall"] < MIN_BUILD_TOKENS:
+            if m.parity["tokens"]["overall"] < recipes.BUILD_MIN_TOKENS:
                 raise ParityError(f"the built engine keeps {m.parity['tokens']['overall']:.2%} of the source's "
-                                  f"tokens on held-out tiles (< {MIN_BUILD_TOKENS:.0%}); nothing was written. "
+                                  f"tokens on held-out tiles (< {recipes.BUILD_MIN_TOKENS:.0%}); nothing was written. "
                                   "Try --device cpu or the default session options")
             _carry_quantize_fidelity(src_manifest, m)
             m.extra["golden"] = ship_golden(src_manifest, Path(artifact_dir), tmp)

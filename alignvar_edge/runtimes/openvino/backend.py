@@ -30,11 +30,11 @@ Build (`ov.convert_model` from the exported ONNX, then `ov.save_model`):
                 calibrated on what the token part hands it, with its float ops in half where the
                 host computes half fast (bf16 on AMX / AVX512-BF16; `extra.split.image_precision`),
                 since OpenVINO compiles one precision per model. Ladder: if build-time parity
-                (held-out tiles vs ONNX Runtime fp32) misses `min_token_agreement` (0.99), the
-                build is redone with the token part unquantized and only the VQ decoder in int8
-                (it cannot change a token; 75% of alignvar-tiny's FLOPs). On alignvar-tiny, without
-                VNNI, the policy scope kept 92-97% of the tokens (by calibration set), the
-                decoder-only rung 100%.
+                (held-out tiles vs ONNX Runtime fp32) misses `min_token_agreement` (default: the
+                recipe's token gate, 99%), the build is redone with the token part unquantized and
+                only the VQ decoder in int8 (it cannot change a token; 75% of alignvar-tiny's
+                FLOPs). On alignvar-tiny, without VNNI, the policy scope kept 92-97% of the
+                tokens (by calibration set), the decoder-only rung 100%.
   int8-weights  `nncf.compress_weights` INT8 weight-only (no calibration data needed), the policy's float
                 ops (logits head, attention products, ...) left f32 as in int8.
 Load: CPU / GPU / NPU / AUTO. Every engine sets INFERENCE_PRECISION_HINT itself (f32 unless built
@@ -611,7 +611,8 @@ class OpenVINOBackend(Backend):
     def build(self, artifact_dir: Path, out: Path, precision: str = "fp32",
               calibration: Any = None, device: str | None = None, force: bool = False,
               **opts: Any) -> Path:
-        recipes.recipe(self.name, precision)     # an unknown precision: one line naming the known
+        # what selftest checks; an unknown precision: one line naming the known
+        gate = recipes.recipe(self.name, precision)
         src, onnx_path = single_graph(artifact_dir)
         if src.precision != "fp32":
             origin = src.extra.get("source_artifact") or "EXPORT"     # the fp32 export `quantize` read
@@ -637,7 +638,7 @@ class OpenVINOBackend(Backend):
         check = opts.pop("check", True)
         searched: Any = opts.pop("float_groups", None) or ()
         float_groups = frozenset(searched)
-        min_tokens = float(opts.pop("min_token_agreement", 0.99))
+        min_tokens = float(opts.pop("min_token_agreement", gate.tokens))
         token_bf16 = opts.pop("token_bf16", None)       # None: where the build can judge it
         if opts:
             raise InputError(f"unknown openvino build options {sorted(opts)}; known: preset, check, "
@@ -657,7 +658,6 @@ class OpenVINOBackend(Backend):
             extra["float_groups_from"] = searched.origin
         checking = check and device in self.devices()
         half = inference_precision(precision, device) != "f32"
-        gate = recipes.recipe(self.name, precision)          # what selftest checks
         min_psnr = gate.psnr_db
         # bf16 islands are judged on the CPU that computes them, or not built
         judged_here = checking and device_kind(device) == "CPU" and _int8_image_precision(device) == "bf16"
@@ -707,9 +707,9 @@ class OpenVINOBackend(Backend):
                 image_ok = psnr is None or psnr >= min_psnr
                 if tokens >= min_tokens and image_ok:
                     break
-                if rung == rungs[-1] and not (tokens >= gate.tokens and image_ok):
+                if rung == rungs[-1] and gate.misses(tokens, psnr):
                     # the most careful rung is kept, and says it will not pass selftest
-                    ladder[-1]["short_of_gate"] = f"{gate.tokens:.0%} tokens and {gate.psnr_db:g} dB"
+                    ladder[-1]["short_of_gate"] = gate.gate_words
             m.extra["golden"] = ship_golden(src, Path(artifact_dir), tmp)
             # what a plain `core.compile_model` of each IR file needs, in the manifest and a README
             hints = _file_hints(m, device)
