@@ -229,6 +229,26 @@ def test_float_groups_from_another_export_or_other_weights_are_refused_and_the_s
     assert origin["manifest_sha256"] == hashlib.sha256((int8_ort / "manifest.json").read_bytes()).hexdigest()
 
 
+def test_float_groups_from_an_engine_are_its_quantize_outputs_or_refused_naming_it(
+        export: Path, int8_ort: Path, tmp_path: Path) -> None:
+    """An onnxruntime engine of the quantize output copies its groups but not the export it came
+    from: its groups are read from that output (accepted for this export), and where that output
+    is gone the refusal asks for it, with no `None` for an unknown export."""
+    from alignvar_edge import runtimes
+    from alignvar_edge.quantize.artifact import check_float_groups_source, searched_float_groups
+    src = tmp_path / "q"
+    shutil.copytree(int8_ort, src)
+    eng = runtimes.build(src, "onnxruntime", "int8", out=tmp_path / "e")
+    groups, direct = searched_float_groups(eng), searched_float_groups(src)
+    assert list(groups) == list(direct) and groups.origin == direct.origin and groups.origin["path"] == str(src)
+    check_float_groups_source(groups, load_verified(export), export, "model.onnx")        # this very export
+    shutil.rmtree(src)
+    with pytest.raises(InputError) as e:
+        searched_float_groups(eng)
+    assert f"--float-groups-from {eng} is an engine (onnxruntime int8)" in str(e.value)
+    assert f"({src}) is not found here: pass the `alignvar-edge quantize` output" in str(e.value)
+
+
 def test_inspect_shows_the_calibration_set_and_what_stayed_float(int8_ort: Path,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     """`inspect` of a quantized artifact names its calibration set (hash, source, images) and the

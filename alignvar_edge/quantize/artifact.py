@@ -28,8 +28,8 @@ from alignvar_edge.errors import ArtifactError, ConfigError, InputError, ParityE
 from alignvar_edge.export import onnx_io
 from alignvar_edge.export.onnx_export import check_graph, graph_io
 from alignvar_edge.export.staged import make_session
-from alignvar_edge.manifest import (MANIFEST_FILE, Manifest, artifact_dir, check_out, listed_file, load_verified,
-                                    new_manifest, recorded_path, sha256_file, write_manifest)
+from alignvar_edge.manifest import (MANIFEST_FILE, BuiltFrom, Manifest, artifact_dir, check_out, listed_file,
+                                    load_verified, new_manifest, recorded_path, sha256_file, write_manifest)
 from alignvar_edge.quantize.calibration.sets import (DEFAULT_TILES, DEFAULT_VALIDATION_TILES, CalibrationSet,
                                             TileSplit, model_config, rounding_note)
 from alignvar_edge.quantize.fp16 import to_fp16
@@ -123,18 +123,36 @@ class FloatGroups(list[str]):
 
 def searched_float_groups(quantized_dir: str | os.PathLike[str]) -> FloatGroups:
     """The module groups an int8 artifact keeps in float beyond the policy (its fidelity search's
-    result), for another backend's int8 build to keep the same layers in float."""
+    result), for another backend's int8 build to keep the same layers in float. An engine built
+    from such an artifact stands for it, read where its manifest says it was built from."""
     m = load_verified(quantized_dir)
     q = m.quantization or {}
     if m.precision != "int8" or q.get("format") != "onnx-qdq":
         raise InputError(f"'{quantized_dir}' is not an int8 ONNX artifact from `alignvar-edge quantize` "
                          f"(precision {m.precision}); pass one to take its float groups from")
+    built = m.built_from if m.kind == "engine" else None
+    if built is not None and built.path:
+        # an engine copies its quantize output's groups but not which export that came from: read the output
+        return searched_float_groups(_quantize_output_of(Path(quantized_dir), m, built))
     origin = {"path": recorded_path(Path(quantized_dir)),
               "manifest_sha256": sha256_file(Path(quantized_dir) / MANIFEST_FILE),
               "source_artifact": m.extra.get("source_artifact"),
               "source_model_sha256": m.extra.get("source_model_sha256"),
               "model": m.model.display_name, "weights_sha256": m.model.weights_sha256}
     return FloatGroups(sorted((q.get("policy") or {}).get("float_groups") or []), origin)
+
+
+def _quantize_output_of(engine_dir: Path, m: Manifest, built: BuiltFrom) -> Path:
+    """The artifact an engine was built from, as its manifest records it, where it is still there
+    unchanged; otherwise one line asking for it."""
+    src = Path(str(built.path))
+    manifest = src / MANIFEST_FILE
+    if manifest.is_file() and sha256_file(manifest) == built.manifest_sha256:
+        return src
+    state = "changed since" if manifest.is_file() else "not found here"
+    raise InputError(f"--float-groups-from {engine_dir} is an engine ({m.backend} {m.precision}), and the artifact it "
+                     f"was built from ({built.path}) is {state}: pass the `alignvar-edge quantize` output the "
+                     "engine was built from")
 
 
 def check_float_groups_source(groups: Any, src: Manifest, src_dir: Path, graph_file: str) -> None:
@@ -148,7 +166,7 @@ def check_float_groups_source(groups: Any, src: Manifest, src_dir: Path, graph_f
         return
     mine, theirs = src.model.weights_sha256, origin.get("weights_sha256")
     what = ("other weights" if mine and theirs and mine != theirs else
-            f"another export ({origin.get('source_artifact')}, not this one's {graph_file})")
+            f"another export ({origin.get('source_artifact') or 'its graph'}, not this one's {graph_file})")
     raise InputError(f"--float-groups-from {origin['path']} was quantized from {what} (model "
                      f"{origin.get('model')}; this export: {src.model.display_name}): its float groups fit that "
                      f"model only. Quantize this export (`alignvar-edge quantize {recorded_path(src_dir)} "
