@@ -30,14 +30,14 @@ from pathlib import Path
 from typing import Any
 
 from alignvar_edge.errors import AlignVAREdgeError, InputError
-from alignvar_edge.recipes import ALIASES, BACKENDS, engine_precision, recipe
+from alignvar_edge.recipes import ALIASES, BACKENDS, DEPLOY_DEFAULT, deploy_precisions, engine_precision, recipe
 from alignvar_edge.manifest import ModelInfo, ModelSource, parity_figures, read_manifest
 from alignvar_edge.model.bundled import DEFAULT_CHECKPOINT
 
 __all__ = ["DeployOptions", "DeployResult", "Step", "deploy", "plan"]
 
 TARGETS = tuple(b for b in BACKENDS if b != "torch")      # torch is the reference, not a deployment
-PRECISIONS = ("fp32", "fp16", "int8")                     # what a user asks for; recipes.engine_precision maps it
+PRECISIONS = deploy_precisions()                          # what a user asks for; recipes.engine_precision maps it
 Log = Callable[[str], None]
 Progress = Callable[..., Iterable[Any]]
 
@@ -48,7 +48,7 @@ class DeployOptions:
     checkpoint: str | None = None
     preset: str | None = None
     targets: str = "auto"
-    precisions: tuple[str, ...] = ("fp32", "int8")
+    precisions: tuple[str, ...] = DEPLOY_DEFAULT
     calib: str = "builtin"
     force: bool = False
     quick: bool = False
@@ -64,7 +64,7 @@ class DeployOptions:
 
     @classmethod
     def from_args(cls, a: argparse.Namespace) -> DeployOptions:
-        precisions = tuple(p.strip() for p in a.precision.split(",") if p.strip()) if a.precision else ("fp32", "int8")
+        precisions = tuple(p.strip() for p in a.precision.split(",") if p.strip()) if a.precision else DEPLOY_DEFAULT
         return cls(out=a.out, checkpoint=a.checkpoint, preset=a.preset, targets=a.targets,
                    precisions=precisions, calib=a.calib, force=a.force, quick=a.quick, runs=a.runs,
                    warmup=a.warmup, threads=a.threads, staged=a.staged, seed=a.seed, export=a.export,

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 
 from alignvar_edge.errors import InputError
 
-__all__ = ["ALIASES", "BACKENDS", "BUILD_MIN_TOKENS", "CHECKPOINT", "DEFAULT_MIN_TOKENS", "EXPORT", "OPTION_FLAGS",
-           "PRECISIONS", "Recipe", "backend_name",
+__all__ = ["ALIASES", "BACKENDS", "BUILD_MIN_TOKENS", "CHECKPOINT", "DEFAULT_MIN_TOKENS", "DEPLOY_DEFAULT", "EXPORT",
+           "OPTION_FLAGS", "PRECISIONS", "Recipe", "backend_name", "deploy_precisions",
            "check_options", "default_precision", "where", "engine_precision", "exported_precision_error", "precisions",
            "quantize_precisions", "quantize_targets", "quantized_in_build", "recipe", "table_markdown"]
 
@@ -124,6 +124,7 @@ _TABLE = (
 RECIPES: dict[tuple[str, str], Recipe] = {(r.backend, r.precision): r for r in _TABLE}
 PRECISIONS = tuple(dict.fromkeys(r.precision for r in _TABLE))
 _DEFAULT = {"coreml": "fp16"}      # the Neural Engine computes in fp16; elsewhere fp32 is the reference
+DEPLOY_DEFAULT = ("fp32", "int8")   # what `deploy` builds when --precision is not given
 
 
 def backend_name(name: str) -> str:
@@ -183,6 +184,13 @@ def engine_precision(backend: str, requested: str) -> str | None:
     itself where the backend has it, Core ML's fp16 package for fp32; None where no row serves it."""
     b = backend_name(backend)
     return next((p for (rb, p), r in RECIPES.items() if rb == b and requested in r.serves), None)
+
+
+def deploy_precisions() -> tuple[str, ...]:
+    """What `deploy --precision` takes: every precision some row serves, but bf16. Nobody asks for it:
+    an fp32 request builds bf16 first where this host computes it fast, and fp32 where that misses
+    its target (runtimes.half.build_auto), so the host, not the user, picks it."""
+    return tuple(p for p in dict.fromkeys(p for r in _TABLE for p in r.serves) if p != "bf16")
 
 
 def quantize_precisions() -> tuple[str, ...]:

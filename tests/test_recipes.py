@@ -129,3 +129,19 @@ def test_the_lower_precision_token_target_has_one_default():
     assert FidelityTarget().min_token_agreement == BenchOptions().min_token_agreement == 0.99
     assert {r.tokens for r in recipes.RECIPES.values() if r.precision != "fp32"} == {0.99}
     assert build_parser().parse_args(["bench", "ENGINE"]).min_token_agreement == 0.99
+
+
+def test_deploy_takes_what_the_rows_serve_but_bf16(monkeypatch):
+    from alignvar_edge.deploy import DeployOptions
+    served = {p for r in recipes.RECIPES.values() for p in r.serves}
+    assert "bf16" in served and recipes.deploy_precisions() == ("fp32", "fp16", "int8")
+    with pytest.raises(InputError, match=r"unknown precision\(s\) bf16; choose from fp32, fp16, int8$"):
+        DeployOptions(out="x", precisions=("bf16",)).validate()
+    args = build_parser().parse_args(["deploy", "--out", "x"])
+    assert DeployOptions.from_args(args).precisions == DeployOptions(out="x").precisions == ("fp32", "int8")
+    # a request some row starts to serve is one deploy takes and its help names, with no second list
+    extra = recipes._row("onnxruntime", "fp8", recipes.EXPORT, recipes.QUANTIZE)
+    monkeypatch.setattr(recipes, "_TABLE", (*recipes._TABLE, extra))
+    assert recipes.deploy_precisions() == ("fp32", "fp16", "int8", "fp8")
+    deploy_help = next(a for a in build_parser()._actions if a.dest == "verb").choices["deploy"].format_help()
+    assert "comma list of fp32,fp16,int8,fp8 (default: fp32,int8)" in " ".join(deploy_help.split())

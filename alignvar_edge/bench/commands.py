@@ -11,7 +11,7 @@ from alignvar_edge.errors import InputError
 from alignvar_edge.lazy import is_installed
 from alignvar_edge.model.bundled import DEFAULT_CHECKPOINT
 from alignvar_edge.progress import bar
-from alignvar_edge.recipes import DEFAULT_MIN_TOKENS
+from alignvar_edge.recipes import DEFAULT_MIN_TOKENS, DEPLOY_DEFAULT, deploy_precisions
 
 ENGINE_HELP = ("[LABEL=][BACKEND[@DEVICE][+MODE]:]PATH or 'bicubic': an ONNX export, a built engine "
                "dir or a checkpoint (backend from its manifest unless given: torch, onnxruntime, openvino, "
@@ -114,8 +114,9 @@ def register(sub: Any) -> None:
                    help="auto (every backend that can build here) or a comma list of "
                         "onnxruntime,openvino,tensorrt,coreml")
     d.add_argument("--precision", default=None,
-                   help="comma list of fp32,fp16,int8 (default: fp32,int8); Core ML always gets its "
-                        "fp16 package (the Neural Engine computes in fp16) and int8 means weight-only there")
+                   help=f"comma list of {','.join(deploy_precisions())} (default: {','.join(DEPLOY_DEFAULT)}); "
+                        "Core ML always gets its fp16 package (the Neural Engine computes in fp16) and int8 "
+                        "means weight-only there")
     d.add_argument("--calib", default="builtin", metavar="builtin|DIR", help="calibration photographs")
     d.add_argument("--out", required=True, help="output directory (created atomically)")
     d.add_argument("--force", action="store_true", help="replace --out if it exists")
