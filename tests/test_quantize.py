@@ -444,7 +444,10 @@ def test_cli_prints_the_fidelity_table_for_an_engine_its_backend_quantized(
 
     out = tmp_path / "ov"
     assert main(["quantize", str(export), "--target", "openvino", "--out", str(out), "--tiles", "4"]) == 0
-    lines = capsys.readouterr().out.splitlines()
+    said = capsys.readouterr()
+    lines = said.out.splitlines()
+    # the validation split it is not judged on: the screen says why it is made at all
+    assert "judges its engine on its own held-out tiles, not on the validation split" in said.err, said.err
     parity = load_verified(out).parity
     assert lines[0] == f"build-time check: {parity['tiles']} tiles vs {parity['reference']}"
     written = next(line.split() for line in lines if line.startswith("int8 (written)"))
@@ -512,7 +515,11 @@ def test_options_the_chosen_pass_does_not_read_are_refused(export: Path, tmp_pat
                        (dict(target="openvino", fidelity=FidelityTarget(0.999, 0.1)), "--min-token-agreement"),
                        (dict(target="coreml", search=False), "--no-search"),
                        # the build judges its engine on its own held-out tiles: a validation split is unused
-                       (dict(target="openvino", val_tiles=4), "--val-tiles")):
+                       (dict(target="openvino", val_tiles=4), "--val-tiles"),
+                       # Core ML compresses weights alone and openvino fp16 takes no calibration set
+                       (dict(target="coreml", tiles=8), "--tiles applies where a calibration set is read"),
+                       (dict(target="coreml", precision="fp16", seed=1), "--seed"),
+                       (dict(target="openvino", precision="fp16", calib="/nonexistent"), "--calib")):
         with pytest.raises(ConfigError, match=flag):
             QuantizeOptions(**opts).validate()
     out = tmp_path / "fp16"
@@ -521,6 +528,7 @@ def test_options_the_chosen_pass_does_not_read_are_refused(export: Path, tmp_pat
     assert "--float-copy-weights applies to --precision int8 only" in capsys.readouterr().err
     assert not out.exists()
     QuantizeOptions(method="percentile", percentile=99.0, target="tensorrt").validate()   # where they apply
+    QuantizeOptions(target="openvino", tiles=8, calib="/elsewhere", seed=1).validate()     # NNCF calibrates
 
 
 def test_a_pass_flag_typed_at_its_default_value_is_refused_where_it_is_not_read(export: Path, tmp_path: Path,
@@ -531,6 +539,8 @@ def test_a_pass_flag_typed_at_its_default_value_is_refused_where_it_is_not_read(
 
     for extra, flag in ((["--target", "coreml", "--min-token-agreement", "0.99"], "--min-token-agreement"),
                         (["--target", "openvino", "--val-tiles", "16"], "--val-tiles"),
+                        (["--target", "coreml", "--calib", "builtin"], "--calib"),
+                        (["--target", "coreml", "--tiles", "32"], "--tiles"),
                         (["--precision", "fp16", "--method", "minmax"], "--method"),
                         (["--percentile", "99.99"], "--percentile applies to --method percentile only")):
         out = tmp_path / "q"

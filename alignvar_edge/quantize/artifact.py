@@ -38,6 +38,7 @@ from alignvar_edge.quantize.int8 import Int8Builder, check_opset_version, target
 from alignvar_edge.quantize.policy import COMPONENTS, DEFAULT_INT8, Policy
 from alignvar_edge.quantize.sensitivity import Evaluator, FidelityTarget, SearchResult, search
 from alignvar_edge.recipes import engine_precision, quantize_precisions, quantize_targets, quantized_in_build
+from alignvar_edge.recipes import recipe as backend_recipe
 
 __all__ = ["PRECISIONS", "TARGETS", "QuantizeOptions", "calibration_for", "calibration_set", "quantize_artifact"]
 
@@ -94,11 +95,23 @@ class QuantizeOptions:
         if quantized_in_build(self.target) and changed:
             raise ConfigError(f"{changed[0]} applies to --target onnxruntime|tensorrt only: --target "
                               f"{self.target} quantizes with its own tool")
+        unread = [flag for attr, flag in _CALIBRATION_FLAGS if set_(attr)]
+        if unread and not self.reads_calibration:
+            raise ConfigError(f"{unread[0]} applies where a calibration set is read: --target {self.target} "
+                              f"--precision {self.precision} uses none; leave it out")
         int8_only = [f for f in changed if f in _INT8_FLAGS]
         if self.precision != "int8" and int8_only:
             raise ConfigError(f"{int8_only[0]} applies to --precision int8 only")
         if set_("percentile") and self.method != "percentile":
             raise ConfigError("--percentile applies to --method percentile only")
+
+    @property
+    def reads_calibration(self) -> bool:
+        """Our ONNX pass always calibrates; a backend that quantizes in its build where its recipe
+        says so (OpenVINO int8: NNCF; Core ML compresses weights alone and fp16 builds take none)."""
+        if not quantized_in_build(self.target):
+            return True
+        return backend_recipe(self.target, engine_precision(self.target, self.precision) or self.precision).calibration
 
 
 # options read only by this package's own ONNX pass (not by openvino's or coreml's tools), with
@@ -108,6 +121,8 @@ _PASS_FLAGS = (("val_tiles", "--val-tiles"), ("method", "--method"), ("percentil
                ("reduce_range", "--reduce-range/--no-reduce-range"),
                ("float_copy_weights", "--float-copy-weights"), ("search", "--no-search"),
                ("fidelity", "--min-token-agreement/--max-psnr-drop"))
+# what picks the calibration set: refused where no calibration set is read (QuantizeOptions.reads_calibration)
+_CALIBRATION_FLAGS = (("calib", "--calib"), ("tiles", "--tiles"), ("seed", "--seed"))
 _INT8_FLAGS = frozenset({"--method", "--percentile", "--reduce-range/--no-reduce-range", "--float-copy-weights"})
 
 

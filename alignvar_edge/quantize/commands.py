@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                     "meets the token-agreement and PSNR-Y targets against the fp32 engine. fp16: half-"
                     "precision tensors, fp32 I/O. openvino/coreml targets go to their backends.")
     p.add_argument("artifact", metavar="DIR", help="fp32 export directory (alignvar-edge export)")
-    p.add_argument("--calib", default="builtin", metavar="builtin|FOLDER",
+    p.add_argument("--calib", metavar="builtin|FOLDER",
                    help="calibration photographs: the bundled sample set or a folder (default: builtin)")
     p.add_argument("--precision", choices=quantize_precisions(), default="int8")
     p.add_argument("--target", choices=quantize_targets(), default="onnxruntime",
@@ -41,11 +41,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help=f"fraction of tokens equal to the fp32 engine's (default {DEFAULT_MIN_TOKENS:g})")
     p.add_argument("--max-psnr-drop", type=nonneg_float,
                    help="PSNR-Y loss vs HR relative to the fp32 engine, dB (default 0.1)")
-    p.add_argument("--tiles", type=tile_count, default=DEFAULT_TILES,
+    p.add_argument("--tiles", type=tile_count,
                    help=f"calibration tiles (default {DEFAULT_TILES}, at most {MAX_TILES})")
     p.add_argument("--val-tiles", type=tile_count,
                    help=f"validation tiles (default {DEFAULT_VALIDATION_TILES}, at most {MAX_TILES})")
-    p.add_argument("--seed", type=nonneg_int, default=0)
+    p.add_argument("--seed", type=nonneg_int, help="picks the calibration and validation tiles (default 0)")
     p.add_argument("--no-search", action="store_true",
                    help="no mixed-precision search: write the policy's graph even if it misses the target")
     rr = p.add_mutually_exclusive_group()
@@ -62,7 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 # flags whose argparse default is None (given when not None) -> the QuantizeOptions attribute they set
-_OPTIONAL_FLAGS = {"method": "method", "percentile": "percentile", "val_tiles": "val_tiles",
+_OPTIONAL_FLAGS = {"calib": "calib", "tiles": "tiles", "seed": "seed", "method": "method", "percentile": "percentile", "val_tiles": "val_tiles",
                    "float_copy_weights": "float_copy_weights", "reduce_range": "reduce_range",
                    "min_token_agreement": "fidelity", "max_psnr_drop": "fidelity"}
 
@@ -84,8 +84,8 @@ def run_quantize(args: argparse.Namespace) -> int:
     typed = lambda name, default: default if getattr(args, name) is None else getattr(args, name)  # noqa: E731
     opts = QuantizeOptions(
         precision=args.precision, target=args.target, method=typed("method", d.method),
-        percentile=typed("percentile", d.percentile), calib=args.calib, tiles=args.tiles,
-        val_tiles=typed("val_tiles", d.val_tiles), seed=args.seed,
+        percentile=typed("percentile", d.percentile), calib=typed("calib", d.calib), tiles=typed("tiles", d.tiles),
+        val_tiles=typed("val_tiles", d.val_tiles), seed=typed("seed", d.seed),
         fidelity=FidelityTarget(typed("min_token_agreement", d.fidelity.min_token_agreement),
                                 typed("max_psnr_drop", d.fidelity.max_psnr_drop)),
         search=not args.no_search, reduce_range=args.reduce_range,
@@ -103,6 +103,9 @@ def run_quantize(args: argparse.Namespace) -> int:
             check_out(out, args.force, source=args.artifact)
             if recipe(opts.target, precision).calibration:
                 cs = calibration_for(args.artifact, opts, say)
+                say(f"the {opts.target} build judges its engine on its own held-out tiles, not on the validation "
+                    "split: those images are set aside so that the calibration tiles (and the set's hash) are "
+                    "the ones `quantize --target onnxruntime` picks from the same --calib, --tiles and --seed")
             else:
                 cs = None
                 # Core ML's int8 compresses weights alone; its fp16 computes in fp16
