@@ -112,6 +112,8 @@ def test_int8_artifact_passes_export_checks_and_records_recipe(int8_ort: Path, e
     assert m.calibration["hash"] == cs.hash             # the set can be rebuilt from the manifest
     r = m.quantization["recipe"]
     assert r["method"] == "minmax" and r["per_channel"] and r["weight_type"] == "int8"
+    assert r["percentile"] is None                      # minmax reads none: no 99.99 recorded as if it did
+    assert target_recipe("onnxruntime", "percentile", 99.9).to_dict()["percentile"] == 99.9
     assert r["reduce_range"] == (has_vnni() is False)
     assert m.extra["bytes"]["int8"] < m.extra["bytes"]["fp32"]
     assert m.graphs["model"]["inputs"][0] == {"name": "lr", "shape": [1, 3, 8, 8], "dtype": "float32"}

@@ -81,6 +81,8 @@ class Int8Recipe:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["op_types"] = list(self.op_types)
+        if self.method != "percentile":
+            d["percentile"] = None          # read by the percentile method only: no figure that played no part
         return d
 
 
