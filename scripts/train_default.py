@@ -21,7 +21,7 @@ import torch
 from alignvar_edge.model.alignvar import load_pretrained
 from alignvar_edge.model.bundled import BUNDLED
 from alignvar_edge.model.checkpoint import PRETRAINED_DIR, load_config, save_pretrained
-from alignvar_edge.runtimes.selftest import make_golden
+from alignvar_edge.runtimes.golden import make_golden
 from alignvar_edge.train.trainer import TrainOptions, train
 
 

@@ -105,8 +105,7 @@ def test_save_pretrained_stopped_while_replacing_keeps_the_old_checkpoint(ckpt: 
 
 
 def test_save_pretrained_overwrite_replaces_only_a_checkpoint(ckpt: Path, tmp_path: Path) -> None:
-    from alignvar_edge.model.checkpoint import CHECKPOINT_FILES
-    from alignvar_edge.runtimes.golden import GOLDEN_FILE
+    from alignvar_edge.model.checkpoint import CHECKPOINT_FILES, GOLDEN_FILE
     assert GOLDEN_FILE in CHECKPOINT_FILES            # make_golden writes it beside the weights
     model = load_pretrained(ckpt)
     # someone's folder: overwrite=True must not delete it to put a checkpoint there

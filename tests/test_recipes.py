@@ -11,7 +11,7 @@ from alignvar_edge import recipes
 from alignvar_edge.cli import build_parser, main
 from alignvar_edge.errors import InputError
 from alignvar_edge.runtimes import get_backend
-from alignvar_edge.runtimes import selftest as st
+from alignvar_edge.runtimes.golden import make_golden
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -74,7 +74,7 @@ def test_selftest_int8_on_onnxruntime_quantizes_first(tmp_path, monkeypatch, cap
     monkeypatch.setenv("ALIGNVAR_EDGE_CACHE", str(tmp_path / "cache"))
     ckpt = tmp_path / "micro"
     sharp_model("micro").save_pretrained(str(ckpt))
-    st.make_golden(ckpt, n=2)
+    make_golden(ckpt, n=2)
     out = tmp_path / "r.json"
     rc = main(["selftest", "--backend", "onnxruntime", "--precision", "int8", "--model", str(ckpt),
                "--runs", "1", "--json", str(out)])

@@ -242,7 +242,7 @@ def test_palette_builds_record_a_proxy_of_the_palettes_coreml_makes():
 @pytest.mark.skipif(sys.platform == "darwin", reason="Core ML predicts on macOS: selftest runs for real there")
 def test_selftest_engine_off_macos_says_built_only_like_selftest_backend(tmp_path, capsys):
     from alignvar_edge.cli import main
-    from alignvar_edge.runtimes.selftest import make_golden
+    from alignvar_edge.runtimes.golden import make_golden
     ckpt = tmp_path / "ckpt"
     sharp_model("micro").save_pretrained(str(ckpt))
     make_golden(ckpt)

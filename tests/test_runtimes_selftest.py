@@ -9,6 +9,7 @@ import pytest
 from _runtime_fixtures import cache_root, sharp_model
 from alignvar_edge.cli import main
 from alignvar_edge.errors import ArtifactError
+from alignvar_edge.runtimes import golden
 from alignvar_edge.runtimes import selftest as st
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def ckpt(tmp_path_factory):
     d = tmp_path_factory.mktemp("st") / "micro"
     sharp_model("micro").save_pretrained(str(d))
-    st.make_golden(d, n=2)
+    golden.make_golden(d, n=2)
     return d
 
 
@@ -27,6 +28,18 @@ def test_golden_file_is_small_and_complete(ckpt):
     assert f.stat().st_size < 64_000
     lr, sr, tok = st.load_golden(ckpt)
     assert lr.shape == (2, 3, 8, 8) and sr.shape == (2, 3, 32, 32) and len(tok) == 4
+
+
+def test_the_golden_command_the_errors_print_writes_them_beside_the_weights(tmp_path, capsys):
+    # `python -m alignvar_edge.runtimes.selftest --golden DIR`, as engine_golden / load_golden say it
+    from alignvar_edge.model.checkpoint import CHECKPOINT_FILES, GOLDEN_FILE
+    assert golden.GOLDEN_FILE is GOLDEN_FILE and GOLDEN_FILE in CHECKPOINT_FILES    # one name, one owner
+    d = tmp_path / "micro"
+    sharp_model("micro").save_pretrained(str(d))
+    assert st.main(["--golden", str(d)]) == 0
+    assert capsys.readouterr().out.strip() == str(d / "golden.safetensors")
+    lr, sr, tok = st.load_golden(d)            # made for these weights (their hash is in its metadata)
+    assert lr.shape == (4, 3, 8, 8) and sr.shape == (4, 3, 32, 32) and len(tok) == 4
 
 
 def test_missing_or_stale_golden_is_explained(tmp_path, ckpt):

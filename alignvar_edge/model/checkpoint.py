@@ -34,10 +34,12 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 TRAINING_FILE = "training.json"      # how it was made (`import` records the upstream files here)
 TORCH_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".tar")   # torch.save files: `import` converts them
-# what alignvar-edge writes into a checkpoint directory (golden.safetensors: the selftest's golden
-# outputs, runtimes.golden.GOLDEN_FILE, that make_golden writes beside the weights); replacing a
-# checkpoint may drop these, never anything else
-CHECKPOINT_FILES = (CONFIG_FILE, WEIGHTS_FILE, TRAINING_FILE, "golden.safetensors")
+# the selftest's golden outputs (runtimes/golden.py): beside the weights, where make_golden writes
+# them, and in every engine directory built from them
+GOLDEN_FILE = "golden.safetensors"
+# what alignvar-edge writes into a checkpoint directory; replacing a checkpoint may drop these,
+# never anything else
+CHECKPOINT_FILES = (CONFIG_FILE, WEIGHTS_FILE, TRAINING_FILE, GOLDEN_FILE)
 
 
 @dataclass

@@ -1,9 +1,11 @@
-"""Golden outputs: a few held-out LR tiles with the reference's tokens and SR tiles, shipped beside
-the bundled weights (`golden.safetensors`) and copied into every engine directory, so
-`selftest --engine` checks an engine on the device without the package's model or PyTorch.
+"""Golden outputs: a few held-out LR tiles with the reference's tokens and SR tiles, made on the host
+by `make_golden` beside a checkpoint's weights (`golden.safetensors`; the bundled model ships its
+own) and copied into every engine directory, so `selftest --engine` checks an engine on the device
+without the package's model or PyTorch.
 """
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -13,12 +15,29 @@ import numpy as np
 from alignvar_edge.errors import ArtifactError
 from alignvar_edge.fsmodes import write_atomically
 from alignvar_edge.manifest import Manifest, sha256_file
+from alignvar_edge.model.checkpoint import GOLDEN_FILE
 from alignvar_edge.runtimes.artifacts import source_checkpoint
 
-__all__ = ["GOLDEN_FILE", "copy_golden", "engine_golden", "golden_entry", "load_golden", "read_golden",
-           "write_golden"]
+__all__ = ["GOLDEN_FILE", "copy_golden", "engine_golden", "golden_entry", "load_golden", "make_golden",
+           "read_golden", "write_golden"]
 
-GOLDEN_FILE = "golden.safetensors"
+
+def make_golden(model_dir: str | os.PathLike[str], n: int = 4, seed: int = 0) -> Path:
+    """Write golden.safetensors for a checkpoint: held-out LR tiles, reference tokens and SR.
+    Host side: it runs the PyTorch model."""
+    import torch
+
+    from alignvar_edge.model.alignvar import load_pretrained
+    from alignvar_edge.model.checkpoint import resolve_checkpoint_dir
+    from alignvar_edge.quantize.calibration.tiles import lr_tiles
+    path = resolve_checkpoint_dir(model_dir)
+    model = load_pretrained(path)
+    lr = lr_tiles(model.config, n, seed=seed, split="heldout")
+    with torch.inference_mode():
+        sr, *tokens = model(torch.from_numpy(lr))
+    return write_golden(path / GOLDEN_FILE, lr, sr.numpy(), [t.numpy() for t in tokens],
+                        {"seed": str(seed), "split": "heldout", "reference": "PyTorch",
+                         "weights_sha256": sha256_file(path / "model.safetensors")})
 
 
 def write_golden(path: Path, lr: np.ndarray, sr: np.ndarray, tokens: list[np.ndarray],

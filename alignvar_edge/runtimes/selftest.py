@@ -2,7 +2,8 @@
 outputs shipped in the package, time it, and print a report a user can paste into an issue.
 
 Golden outputs (`golden.safetensors` beside the bundled weights) hold a few held-out LR tiles and
-the PyTorch reference's tokens and SR tiles for them, made once by `make_golden`.
+the PyTorch reference's tokens and SR tiles for them, made once by `golden.make_golden` (`main`
+below is its command line).
 """
 from __future__ import annotations
 
@@ -26,26 +27,11 @@ from alignvar_edge.manifest import sha256_file, token_share
 from alignvar_edge.model.bundled import DEFAULT_CHECKPOINT
 from alignvar_edge.recipes import recipe
 from alignvar_edge.runtimes.base import precision_label
-from alignvar_edge.runtimes.golden import GOLDEN_FILE, engine_golden, load_golden, read_golden, write_golden
+from alignvar_edge.runtimes.golden import GOLDEN_FILE, engine_golden, load_golden, make_golden, read_golden
 
-torch = lazy_import("torch")          # the golden outputs and the cached export need the host side
+torch = lazy_import("torch")          # the cached export needs the host side
 
 Log = Callable[[str], None]
-
-
-def make_golden(model_dir: str | os.PathLike[str], n: int = 4, seed: int = 0) -> Path:
-    """Write golden.safetensors for a checkpoint: held-out LR tiles, reference tokens and SR."""
-    from alignvar_edge.quantize.calibration.tiles import lr_tiles
-    from alignvar_edge.model.checkpoint import resolve_checkpoint_dir
-    from alignvar_edge.model.alignvar import load_pretrained
-    path = resolve_checkpoint_dir(model_dir)
-    model = load_pretrained(path)
-    lr = lr_tiles(model.config, n, seed=seed, split="heldout")
-    with torch.inference_mode():
-        sr, *tokens = model(torch.from_numpy(lr))
-    return write_golden(path / GOLDEN_FILE, lr, sr.numpy(), [t.numpy() for t in tokens],
-                        {"seed": str(seed), "split": "heldout", "reference": "PyTorch",
-                         "weights_sha256": sha256_file(path / "model.safetensors")})
 
 
 def _weights_sha256(ckpt: Path) -> str:
@@ -324,5 +310,4 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["cache_dir", "cached_export", "format_report", "make_golden", "no_stale_report", "selftest",
-           "selftest_engine"]
+__all__ = ["cache_dir", "cached_export", "format_report", "no_stale_report", "selftest", "selftest_engine"]
