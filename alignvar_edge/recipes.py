@@ -1,8 +1,8 @@
 """The recipe table: what each (backend, precision) pair is built from, and who quantizes it.
 
 `build`, `quantize`, `deploy` and `selftest` all ask this table; adding a precision to a backend is
-one row here plus that backend's own code. Plain data, no imports beyond the standard library, so a
-device install (no PyTorch) reads it too.
+one row here plus that backend's own code. Plain data, no imports beyond the standard library and
+errors.py, so a device install (no PyTorch) reads it too.
 
     source      what `build` takes: the fp32 ONNX export, or the checkpoint (torch, Core ML)
     quantizer   who makes the lower precision:

@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 
 from alignvar_edge.errors import ArtifactError, CheckpointError, InputError, host_tools_error
-from alignvar_edge.jsonsafe import dumps
 from alignvar_edge.manifest import (MANIFEST_FILE, BuiltFrom, Manifest, ModelInfo, listed_file, load_verified,
                                     new_manifest, read_manifest, recorded_path, sha256_file)
 from alignvar_edge.model.config import AlignVARConfig
@@ -33,8 +32,7 @@ def is_checkpoint(path: str | os.PathLike[str]) -> bool:
     if s in BUNDLED:
         return True
     p = Path(s)
-    return (p.is_dir() and (p / CONFIG_FILE).is_file() and (p / WEIGHTS_FILE).is_file()
-            and not (p / MANIFEST_FILE).is_file())
+    return p.is_dir() and (p / CONFIG_FILE).is_file() and (p / WEIGHTS_FILE).is_file()
 
 
 def model_name(source: str | os.PathLike[str]) -> str:
@@ -256,7 +254,3 @@ def parity_vs(reference: Any, engine: Any, tiles: np.ndarray, what: str) -> dict
     d.pop("passed", None)
     d["reference"] = what
     return d
-
-
-def dump_json(path: Path, data: Any) -> None:
-    path.write_text(dumps(data, sort_keys=True))

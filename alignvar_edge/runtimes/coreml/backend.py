@@ -100,7 +100,7 @@ def rollout_module(model: Any) -> Any:
     return CoreMLRollout(copy.deepcopy(model)).eval()
 
 
-def _register_alias(ct: Any) -> None:
+def _register_alias() -> None:
     """Identity converter for aten.alias (torch.export in torch 2.13 emits it)."""
     from coremltools.converters.mil.frontend.torch import ops as torch_ops
     from coremltools.converters.mil.frontend.torch.torch_op_registry import (_TORCH_OPS_REGISTRY,
@@ -187,7 +187,7 @@ def convert(model: Any, precision: str = "fp16", compute_units: str = "CPU_AND_N
         if method == "trace":
             src: Any = torch.jit.trace(module, (lr,), check_trace=False)
         elif method == "export":
-            _register_alias(ct)
+            _register_alias()
             src = torch.export.export(module, (lr,), strict=False).run_decompositions({})
         else:
             raise InputError(f"conversion method must be 'trace' or 'export', got '{method}'")
