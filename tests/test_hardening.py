@@ -1537,3 +1537,28 @@ def test_a_graph_onnx_runtime_refuses_is_one_line_with_its_reason_not_its_cpp_pl
     assert "out of bounds or can not be read in full; re-export the artifact" in line, line
     assert ".cc:" not in line and "[ONNXRuntimeError]" not in line and "\n" not in line, line
     assert capfd.readouterr().err == ""                    # ONNX Runtime's own log stays quiet
+
+
+def test_a_folder_run_skips_a_result_another_run_wrote_meanwhile(export, tmp_path, capsys, monkeypatch) -> None:
+    """Two folder upscales into one folder: an output that appeared after this run checked for it is
+    the other run's result, kept and skipped as a finished one is (the run went on failing)."""
+    from alignvar_edge import images
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("a.png", "b.png"):
+        Image.fromarray(np.zeros((5, 6, 3), np.uint8)).save(src / name)
+    real = images.save_image
+
+    def other_run_first(dst, *a, **kw):
+        if Path(dst).name == "b.png":
+            Path(dst).write_bytes(b"theirs")           # the other run publishes b.png meanwhile
+        return real(dst, *a, **kw)
+    monkeypatch.setattr(images, "save_image", other_run_first)
+    capsys.readouterr()
+    assert cli.main(["upscale", str(src), str(tmp_path / "out"), "--engine", str(export)]) == 0
+    err = capsys.readouterr().err
+    assert f"skipping: {tmp_path / 'out' / 'b.png'} was written by another run meanwhile; kept that one" in err, err
+    assert "upscaled 1 image(s) (1 written by another run meanwhile)" in err, err
+    assert (tmp_path / "out" / "b.png").read_bytes() == b"theirs"
+    assert Image.open(tmp_path / "out" / "a.png").size == (24, 20)

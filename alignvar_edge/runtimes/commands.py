@@ -375,6 +375,7 @@ def run_upscale(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         loaded: list[tuple[Path, Path, Any, int, Any]] = []  # (src, dst, alpha, bits, metadata): read, not saved
         unusable: list[str] = []                        # a folder run goes past files it cannot use
+        taken: list[Path] = []                          # ... and past results another run wrote meanwhile
 
         def images() -> Any:
             for i, (src, dst) in enumerate(jobs):
@@ -400,10 +401,20 @@ def run_upscale(args: argparse.Namespace) -> int:
             big_alpha = upscale_plane_bicubic(alpha, engine.scale) if alpha is not None else None
             dst.parent.mkdir(parents=True, exist_ok=True)
             quality = args.quality if output_format(dst) in QUALITY_FORMATS else None   # a folder's PNGs: none
-            save_image(dst, out, big_alpha, overwrite=args.force, input_path=src, bits=bits, quality=quality, **meta)
+            try:
+                save_image(dst, out, big_alpha, overwrite=args.force, input_path=src, bits=bits, quality=quality,
+                           **meta)
+            except OutputExistsError:
+                # checked absent when the run started: a second `upscale` into the same folder finished
+                # it first, so it is that run's result, as a finished one is skipped on a rerun
+                if len(jobs) == 1:
+                    raise
+                taken.append(dst)
+                _say(f"skipping: {dst} was written by another run meanwhile; kept that one")
         bar.close()
-    _say(f"upscaled {len(jobs) - len(unusable)} image(s) x{engine.scale} with {engine.backend} ({engine.device}) "
-         f"in {time.perf_counter() - t0:.1f} s -> {args.output}")
+    others = f" ({len(taken)} written by another run meanwhile)" if taken else ""
+    _say(f"upscaled {len(jobs) - len(unusable) - len(taken)} image(s){others} x{engine.scale} with {engine.backend} "
+         f"({engine.device}) in {time.perf_counter() - t0:.1f} s -> {args.output}")
     if unusable:
         raise InputError(f"{len(unusable)} file(s) could not be upscaled (listed above); fix or remove them and "
                          "run the same command again: the finished images are skipped")
