@@ -619,6 +619,12 @@ def _symlink_loop(path: Path) -> bool:
     return False
 
 
+def listed_bytes(root: str | os.PathLike[str], manifest: Manifest) -> int:
+    """Bytes of every file the artifact's manifest lists: its size as `inspect` and the quantize
+    table give it (the files it verifies, nothing put beside them)."""
+    return sum((Path(root) / f).stat().st_size for f in manifest.files)
+
+
 def listed_file(root: str | os.PathLike[str], manifest: Manifest, rel: Any) -> Path:
     """The path of `rel` inside a verified artifact, only if its manifest lists it (a folder such as
     a .mlpackage counts when files under it are listed): nothing unlisted is ever opened."""

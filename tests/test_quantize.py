@@ -443,6 +443,7 @@ def test_cli_prints_the_fidelity_table_for_an_engine_its_backend_quantized(
     """--target openvino quantizes inside the backend's build: the screen shows the same table, from
     the engine's build-time parity (it used to show the path alone)."""
     from alignvar_edge.cli import main
+    from alignvar_edge.export.inspect_artifact import inspect_artifact
 
     out = tmp_path / "ov"
     assert main(["quantize", str(export), "--target", "openvino", "--out", str(out), "--tiles", "4"]) == 0
@@ -455,6 +456,8 @@ def test_cli_prints_the_fidelity_table_for_an_engine_its_backend_quantized(
     written = next(line.split() for line in lines if line.startswith("int8 (written)"))
     assert written[2:4] == [f"{parity['tokens']['overall']:.2%}", f"{parity['tokens']['identical_samples']:.0%}"]
     assert written[6] == f"{parity['psnr_y_db']:.2f}"      # PSNR-Y vs the fp32 reference
+    # the engine's size: what quantizing it was for (its listed files, as inspect counts them)
+    assert written[7] == f"{inspect_artifact(out)['bytes_on_disk'] / 1e6:.2f}", written
     assert any(line.startswith("fp32 engine") for line in lines) and lines[-1] == str(out)
 
 

@@ -13,8 +13,8 @@ from typing import Any
 
 from alignvar_edge.errors import ArtifactError
 from alignvar_edge.export.lint import TARGETS, Finding, lint_model
-from alignvar_edge.manifest import (CONTENT_KEY, MANIFEST_FILE, Manifest, input_contract, listed_file, load_verified,
-                                    db_text, token_share)
+from alignvar_edge.manifest import (CONTENT_KEY, MANIFEST_FILE, Manifest, db_text, input_contract, listed_bytes,
+                                    listed_file, load_verified, token_share)
 from alignvar_edge.runtimes.openvino.backend import half_checked_in_f32
 from alignvar_edge.runtimes.tensorrt.kit import FP16_F32, plan_of
 
@@ -144,7 +144,7 @@ def _common_info(root: Path, m: Manifest) -> dict[str, Any]:
                   "scale_schedule": list(m.model.scale_schedule) if m.model.scale_schedule else None},
         "parameters": (m.model.parameters or {}).get("inference"), "parity": m.parity, "tools": m.tools,
         "created": m.created, "files_verified": len(m.files),
-        "bytes_on_disk": sum((root / f).stat().st_size for f in m.files),
+        "bytes_on_disk": listed_bytes(root, m),
         "input_contract": input_contract(m), "compute_precision": compute_precision(m),
         "graph_facts": m.graph_facts, "calibration": m.calibration, "quantization": m.quantization,
     }

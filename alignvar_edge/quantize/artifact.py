@@ -28,8 +28,9 @@ from alignvar_edge.errors import ArtifactError, ConfigError, InputError, ParityE
 from alignvar_edge.export import onnx_io
 from alignvar_edge.export.onnx_export import check_graph, graph_io
 from alignvar_edge.export.staged import make_session
-from alignvar_edge.manifest import (MANIFEST_FILE, BuiltFrom, Manifest, artifact_dir, check_out, listed_file,
-                                    load_verified, new_manifest, recorded_path, sha256_file, write_manifest)
+from alignvar_edge.manifest import (MANIFEST_FILE, BuiltFrom, Manifest, artifact_dir, check_out, listed_bytes,
+                                    listed_file, load_verified, new_manifest, recorded_path, sha256_file,
+                                    write_manifest)
 from alignvar_edge.quantize.calibration.sets import (DEFAULT_TILES, DEFAULT_VALIDATION_TILES, CalibrationSet,
                                             TileSplit, model_config, rounding_note)
 from alignvar_edge.quantize.fp16 import to_fp16
@@ -392,7 +393,7 @@ def _write(src: Path, out: Path, m: Manifest, model: onnx.ModelProto, model_path
            opts: QuantizeOptions, quant: dict[str, Any], result: SearchResult, cs: CalibrationSet,
            batch: int, elapsed: float, force: bool, log: Log) -> Path:
 
-    src_bytes = sum((src / f).stat().st_size for f in m.files)
+    src_bytes = listed_bytes(src, m)
     with artifact_dir(out, force=force) as tmp:
         path = tmp / "model.onnx"
         external = onnx_io.is_large(model)

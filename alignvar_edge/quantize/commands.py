@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from typing import TYPE_CHECKING, Any
 
 from alignvar_edge.argtypes import MAX_TILES, fraction, nonneg_float, nonneg_int, percent, tile_count
-from alignvar_edge.manifest import db_text
+from alignvar_edge.manifest import db_text, listed_bytes
 from alignvar_edge.progress import bar
 from alignvar_edge.recipes import DEFAULT_MIN_TOKENS, quantize_precisions, quantize_targets
 from alignvar_edge.quantize.records import float_lines
@@ -121,7 +122,7 @@ def run_quantize(args: argparse.Namespace) -> int:
             path = quantize_artifact(args.artifact, out, opts, force=args.force, log=say, progress=bar)
     say(f"recorded in {path}/manifest.json (quantization, calibration, parity); "
         f"`alignvar-edge inspect {path}` shows them")
-    print(fidelity_table(read_manifest(path)))
+    print(fidelity_table(read_manifest(path), path))
     print(path)
     return 0
 
@@ -141,10 +142,13 @@ def _row(name: str, tok: float | None, same: float | None, p_hr: Any, drop: floa
             f"{_fig(drop, '+.3f'):>8s} {db_text(vs, 2):>8s} {_fig(nbytes / 1e6 if nbytes else None, '.2f'):>7s}")
 
 
-def fidelity_table(m: Manifest) -> str:
+def fidelity_table(m: Manifest, root: str | os.PathLike[str] | None = None) -> str:
     """The end-of-run table, fp32 vs what was written, for every target: our ONNX pass's validation
-    split, or the build-time check of an engine its backend quantized (openvino, coreml)."""
-    return _engine_table(m) if m.kind == "engine" else _onnx_table(m)
+    split, or the build-time check of an engine its backend quantized (openvino, coreml), whose
+    size is its files' in `root` (the engine directory)."""
+    if m.kind != "engine":
+        return _onnx_table(m)
+    return _engine_table(m, None if root is None else listed_bytes(root, m))
 
 
 def _onnx_table(m: Manifest) -> str:
@@ -177,7 +181,7 @@ def _onnx_table(m: Manifest) -> str:
     return "\n".join(lines)
 
 
-def _engine_table(m: Manifest) -> str:
+def _engine_table(m: Manifest, nbytes: int | None) -> str:
     """fp32 vs the engine, from its build-time check: tokens and PSNR-Y against the fp32 reference
     (the check has no HR image, so no PSNR-Y/HR or drop), then the rungs its build tried."""
     from alignvar_edge.export.inspect_artifact import tried_rungs
@@ -189,5 +193,5 @@ def _engine_table(m: Manifest) -> str:
     lines = [f"build-time check: {par.get('tiles')} tiles vs {par.get('reference', 'the fp32 reference')}",
              _COLUMNS, _row("fp32 engine", 1.0, 1.0, None, 0.0, "inf", None),
              _row(f"{m.precision} (written)", tokens.get("overall"), tokens.get("identical_samples"), None, None,
-                  par.get("psnr_y_db"), None)]
+                  par.get("psnr_y_db"), nbytes)]
     return "\n".join(lines + [f"tried {t}" for t in tried_rungs(m)])
