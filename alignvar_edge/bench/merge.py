@@ -245,8 +245,8 @@ def merge_markdown(merged: dict[str, Any], plot: str | None = None) -> str:
     for r in merged["reports"]:
         best = (r["summary"] or {}).get("best_cpu")
         lines.append(f"- **{r['label']}**: {host_words(r)}; {threads_words(r)}; peak "
-                     f"{figure_cell('gflops', (r.get('peak') or {}).get('gflops'))} GFLOP/s; model {r['model']['name']}; "
-                     f"{r['created']}"
+                     f"{figure_cell('gflops', (r.get('peak') or {}).get('gflops'))} GFLOP/s; "
+                     f"model {r['model']['name']}; {r['created']}"
                      + (f"; best CPU engine {best['label']} {best['speedup_vs_eager']:.2f}x eager" if best else ""))
     lines += ["", markdown_table(table)]
     if merged.get("warnings"):

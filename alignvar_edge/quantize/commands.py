@@ -63,7 +63,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 # flags whose argparse default is None (given when not None) -> the QuantizeOptions attribute they set
-_OPTIONAL_FLAGS = {"calib": "calib", "tiles": "tiles", "seed": "seed", "method": "method", "percentile": "percentile", "val_tiles": "val_tiles",
+_OPTIONAL_FLAGS = {"calib": "calib", "tiles": "tiles", "seed": "seed", "method": "method", "percentile": "percentile",
+                   "val_tiles": "val_tiles",
                    "float_copy_weights": "float_copy_weights", "reduce_range": "reduce_range",
                    "min_token_agreement": "fidelity", "max_psnr_drop": "fidelity"}
 

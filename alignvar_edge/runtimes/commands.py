@@ -244,9 +244,9 @@ def run_build(args: argparse.Namespace) -> int:
 
 def engine_warnings(m: Manifest) -> list[str]:
     """What a built engine's (or TensorRT build kit's) manifest says must reach the user who made it
-    (`build`, and `quantize` for a backend that quantizes in its build): a Core ML proxy short of the selftest gate, and the
-    ANE lint's findings above `info`, and the int8 source's missed fidelity target (its own parity
-    compares the engine with that source, not with fp32)."""
+    (`build`, and `quantize` for a backend that quantizes in its build): a Core ML proxy short of the
+    selftest gate, the ANE lint's findings above `info`, and the int8 source's missed fidelity target
+    (its own parity compares the engine with that source, not with fp32)."""
     from alignvar_edge.quantize.records import missed_target_warning
     lines = []
     # an engine carries its quantize step's record under `quantize`; a TensorRT build kit, the

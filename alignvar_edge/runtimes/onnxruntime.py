@@ -21,7 +21,8 @@ from alignvar_edge.lazy import lazy_import
 from alignvar_edge.manifest import Manifest, listed_file, load_verified, write_manifest
 from alignvar_edge.manifest import artifact_dir as staging_dir
 from alignvar_edge.onnx_session import open_session
-from alignvar_edge.runtimes.artifacts import check_quantized_for, engine_manifest, parity_vs, single_graph, validation_tiles
+from alignvar_edge.runtimes.artifacts import (check_quantized_for, engine_manifest, parity_vs, single_graph,
+                                              validation_tiles)
 from alignvar_edge.runtimes.base import (SR, Backend, Engine, TensorSpec, input_roles,
                                          check_load_options, config_from_manifest, token_name)
 from alignvar_edge.runtimes.golden import GOLDEN_FILE, copy_golden, golden_entry, write_golden
@@ -249,6 +250,7 @@ def engine_readme(m: Manifest, ort_version: str) -> str:
     return "\n".join([*lines, "```python", "import numpy as np", "import onnxruntime as ort", "",
                       f'session = ort.InferenceSession("{ENGINE_FILE}", providers=["CPUExecutionProvider"])',
                       f"tiles = np.random.default_rng(0).random({shape}, dtype=np.float32)",
-                      f'outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, {{"{lr["name"]}": tiles}})))',
+                      f'feeds = {{"{lr["name"]}": tiles}}',
+                      "outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))",
                       'sr = outputs["sr"]                 # RGB in [0, 1]; tokens_k: each scale\'s codebook indices',
                       "```", ""])

@@ -24,8 +24,8 @@ def checked_line(m: Manifest) -> str:
 
 def commands(intro: str) -> list[str]:
     """`intro` ("With alignvar-edge, which ...:") and the commands that check and run the engine."""
-    return [intro, "", "```", "alignvar-edge selftest --engine DIR", "alignvar-edge upscale IN.png OUT.png --engine DIR",
-            "```", ""]
+    return [intro, "", "```", "alignvar-edge selftest --engine DIR",
+            "alignvar-edge upscale IN.png OUT.png --engine DIR", "```", ""]
 
 
 def extra_inputs_line(names: list[str], lr_name: str, where: str = "") -> str:
