@@ -141,6 +141,36 @@ def _seed_weights(model, seed, gains=None, extra=None):
             p.copy_(p.half().float())
 
 
+def _write_vae_layout(vae, sd, seed, vocab, path):
+    """Each state-dict entry's name, shape and seeding rule, in _seed_weights' order (a module's
+    weight then bias, modules in named_modules order: the state dict's own order), and its hash."""
+    import torch.nn as nn
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from varsr_test_vae import state_sha256
+    kinds = {}
+    for mname, m in vae.named_modules():
+        if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d)):
+            kinds[mname] = ('fan_in', 'bias')
+        elif isinstance(m, (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm2d)):
+            kinds[mname] = ('norm_weight', 'norm_bias')
+        elif isinstance(m, nn.Embedding):
+            kinds[mname] = ('embedding', None)
+    params = {name for name, _ in vae.named_parameters()}
+    entries = []
+    for name, t in sd.items():
+        mod, leaf = name.rsplit('.', 1) if '.' in name else ('', name)
+        if name not in params:
+            assert not t.any(), name            # a buffer the rule leaves at zero
+            entries.append([name, list(t.shape), 'zeros'])
+        else:
+            entries.append([name, list(t.shape), kinds[mod][0 if leaf == 'weight' else 1]])
+    layout = {'what': "VARSR VQVAE state dict (trainer.vae_local of varsr/vae.pth), in the order "
+                      "scripts/make_reference.py's _seed_weights drew it; scripts/varsr_test_vae.py draws it again",
+              'seed': seed, 'vocab': vocab, 'state_sha256': state_sha256(sd), 'entries': entries}
+    with open(path, 'w') as f:
+        f.write(json.dumps(layout, indent=0) + '\n')
+
+
 def _fp16_state(sd):
     return {k: (v.half() if v.is_floating_point() else v).clone() for k, v in sd.items()}
 
@@ -379,8 +409,12 @@ def worker_varsr(repo, out):
                                         'param_groups': [{'lr': 1e-4, 'params': [0]}]}},
                 'args': ap.Namespace(depth=2, pn='_'.join(map(str, VARSR_PN)), saln=False, anorm=True)},
                os.path.join(out, 'var.pth'))
-    torch.save({'epoch': 1, 'iter': 100, 'trainer': {'vae_local': _fp16_state(vae.state_dict())},
+    vae_sd = _fp16_state(vae.state_dict())
+    torch.save({'epoch': 1, 'iter': 100, 'trainer': {'vae_local': vae_sd},
                 'args': ap.Namespace(vocab=64)}, os.path.join(out, 'vae.pth'))
+    # vae.pth is not kept in the repository: its layout and hash are, and scripts/varsr_test_vae.py
+    # draws the same weights from them (the rule _seed_weights applied, per entry, in its order)
+    _write_vae_layout(vae, vae_sd, 1000 + seed, 64, os.path.join(out, 'vae_layout.json'))
 
     meta = {
         'seed': seed,

@@ -469,3 +469,24 @@ def test_super_resolve_refines_with_the_engines_fixed_noise(varsr: AlignVAR, ref
     pcg = torch.from_numpy(np.concatenate([tile] * lr.shape[0], axis=1))
     assert torch.equal(first, varsr.super_resolve(lr, noise=pcg))
     assert not torch.equal(first, varsr.super_resolve(lr, noise=torch.randn_like(pcg)))
+
+
+def test_the_drawn_vae_checkpoint_is_the_one_upstream_saved(tmp_path) -> None:
+    """vae.pth is drawn from its layout (scripts/varsr_test_vae.py), not kept: the drawn tensors hash
+    to what the upstream run saved, and a layout drawn with another seed is refused, not written."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("varsr_test_vae", Path(__file__).parent.parent / "scripts"
+                                                  / "varsr_test_vae.py")
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    layout = json.loads(script.LAYOUT.read_text())
+    sd = read_torch_file(VARSR / "vae.pth")["trainer"]["vae_local"]
+    assert script.state_sha256(dict(sd)) == layout["state_sha256"]
+    wrong = tmp_path / "layout.json"
+    wrong.write_text(json.dumps({**layout, "seed": layout["seed"] + 1}))
+    script.LAYOUT = wrong
+    with pytest.raises(SystemExit, match="not the recorded"):
+        script.write_vae(tmp_path / "vae.pth")
+    assert not (tmp_path / "vae.pth").exists()
