@@ -123,3 +123,15 @@ def test_one_reading_of_openvino_device_names() -> None:
             "      'alignvar_edge.runtimes.openvino.backend' in sys.modules, 'openvino' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["fp16", "None", "False", "False"]
+
+
+@pytest.mark.parametrize(("isa", "want"), [(AVX2, "fp32"), (AMX, "bf16")])
+def test_auto_precision_from_python_builds_what_a_plain_cli_build_does(
+        micro_export: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isa: list[str], want: str) -> None:
+    """runtimes.build(..., "auto") is the CLI's `build` without --precision: the host's fast half
+    first (kept where its build holds the tokens), fp32 where the host has no half units."""
+    from alignvar_edge import runtimes
+    from alignvar_edge.manifest import read_manifest
+    monkeypatch.setattr(half, "isa_features", lambda flags=None: isa_features(isa))
+    out = runtimes.build(micro_export, "openvino", "auto", out=tmp_path / "engine")
+    assert out == tmp_path / "engine" and read_manifest(out).precision == want

@@ -163,11 +163,21 @@ def build(artifact_dir: str | os.PathLike[str], target: str, precision: str | No
           device: str | None = None, force: bool = False, **opts: Any) -> Path:
     """Build an engine dir for `target` from an export (or, for torch/coreml, a checkpoint).
 
-    precision=None takes the backend's default (fp16 for Core ML, fp32 elsewhere).
+    precision=None takes the backend's default (fp16 for Core ML, fp32 elsewhere); "auto" does what
+    `alignvar-edge build` does without --precision: the half precision this host computes fast
+    (bf16 on an OpenVINO CPU with AMX or AVX512-BF16, fp16 on its GPU or NPU) where that build keeps
+    the tokens, else fp32; the backend's default where the host has no such half.
     """
     from alignvar_edge.manifest import check_out
     from alignvar_edge.runtimes.artifacts import default_out
     b = get_backend(target)
+    if precision == "auto":
+        from alignvar_edge.runtimes import half
+        if half.host_half(b.name, device):
+            return half.build_auto(_as_path(artifact_dir), b.name,
+                                   lambda p: Path(out) if out is not None else default_out(artifact_dir, b.name, p),
+                                   device=device, calibration=calibration, force=force, **opts)[0]
+        precision = None
     precision = recipe(b.name, precision).precision     # the default, or one line naming the known ones
     ok, why = b.can_build()
     if not ok:
