@@ -51,6 +51,21 @@ def varsr(varsr_dir: Path) -> AlignVAR:
     return AlignVAR.from_pretrained(str(varsr_dir))
 
 
+def upstream_causal_buffers(patch_nums: tuple[int, ...] | list[int], first: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """lvl_1L and attn_bias_for_masking as upstream's constructors register them (persistent
+    buffers, so every state_dict() they save holds them): VARSR's VAR_RoPE.__init__ (models/var.py,
+    "5. attention mask") and VAR's VAR.__init__ (models/var.py) both build
+        d  = [level of each position]: `first` positions at level 0, then pn*pn at level i for pn_i, i >= 1
+        dT = d.transpose(1, 2);  lvl_1L = dT[:, 0];  attn_bias_for_masking = where(d >= dT, 0, -inf)
+    `first` is VARSR's context_token, pn[-1]**2 + 1 (the LR tokens and the condition token), or VAR's
+    pn[0]**2. Transcribed from upstream, not taken from this package."""
+    d = torch.cat([torch.full((first,), 0)] + [torch.full((pn * pn,), i + 1) for i, pn in
+                                              enumerate(patch_nums[1:])]).view(1, -1, 1)
+    dT = d.transpose(1, 2)
+    L = d.shape[1]
+    return dT[:, 0].contiguous(), torch.where(d >= dT, 0.0, -torch.inf).reshape(1, 1, L, L).contiguous()
+
+
 def pinned_noise(model: AlignVAR, ref: dict[str, torch.Tensor]) -> torch.Tensor:
     """The noise upstream's sampler drew: x_T, then what each step but the last added."""
     steps = model.config.refiner_steps
@@ -87,6 +102,34 @@ def test_import_reads_the_sizes_upstream_was_built_with(varsr_dir: Path) -> None
     assert (cfg["refiner_width"], cfg["refiner_depth"]) == (diff["width"], diff["depth"])
     assert (cfg["vq_vocab"], cfg["vq_cvae"], cfg["vq_ch"]) == (vae["vocab_size"], vae["z_channels"], vae["ch"])
     assert cfg["cfg"] == up["autoregressive_infer_cfg"]["cfg"]
+
+
+def test_import_takes_the_causal_mask_every_upstream_file_holds(tmp_path: Path, varsr_dir: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """VARSR's state_dict() holds attn_bias_for_masking, -inf above the block diagonal by design.
+    var.pth was saved without it (tests/data/upstream/README.md), so it is put back here as upstream
+    builds it (upstream_causal_buffers); the lvl_1L upstream saved in var.pth checks that
+    construction. The file imports as the one without the mask; a NaN in a trained tensor beside
+    the mask is still refused."""
+    patch_nums = json.loads((VARSR / "reference.json").read_text())["configs"]["patch_nums"]
+    sd = dict(read_torch_file(VARSR / "var.pth")["trainer"]["var_wo_ddp"])
+    lvl_1L, mask = upstream_causal_buffers(patch_nums, patch_nums[-1] ** 2 + 1)
+    assert torch.equal(sd["lvl_1L"], lvl_1L)
+    sd["attn_bias_for_masking"] = mask
+    full = tmp_path / "var_full.pth"
+    torch.save({"trainer": {"var_wo_ddp": sd}}, full)
+    out = tmp_path / "full"
+    capsys.readouterr()
+    assert cli(["import", "varsr", "--var", str(full), "--vae", str(VARSR / "vae.pth"), "--out", str(out)]) == 0
+    assert "0 missing, 0 unexpected, 0 mismatched" in capsys.readouterr().out
+    assert (out / "config.json").read_text() == (varsr_dir / "config.json").read_text()
+    got, want = load_file(str(out / "model.safetensors")), load_file(str(varsr_dir / "model.safetensors"))
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in got)
+    sd["head.bias"] = sd["head.bias"].clone()
+    sd["head.bias"][3] = float("inf")
+    torch.save({"trainer": {"var_wo_ddp": sd}}, full)
+    line = _import_error(["varsr", "--var", str(full), "--vae", str(VARSR / "vae.pth")], tmp_path / "nan", capsys)
+    assert "tensor 'head.bias' holds 1 NaN/Inf" in line
 
 
 def test_import_cli_reports_a_clean_load(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -307,7 +350,9 @@ def test_import_var_refuses_a_transformer_of_another_architecture(tmp_path: Path
     width = sd["word_embed.weight"].shape[0]
     tokens = sum(p * p for p in (1, 2, 3, 4, 6, 9, 13, 18, 24, 32))
     var_layout = {k: v for k, v in sd.items() if not k.startswith(("con_embedding.", "diffloss.", "decoder_norm."))}
-    var_layout.update({"pos_start": torch.zeros(1, 1, width), "pos_1LC": torch.zeros(1, tokens, width)})
+    lvl_1L, mask = upstream_causal_buffers((1, 2, 3, 4, 6, 9, 13, 18, 24, 32), 1)       # VAR's, as VAR saves them
+    var_layout.update({"pos_start": torch.zeros(1, 1, width), "pos_1LC": torch.zeros(1, tokens, width),
+                       "lvl_1L": lvl_1L, "attn_bias_for_masking": mask})
     torch.save(dict(read_torch_file(VARSR / "vae.pth")["trainer"]["vae_local"]), tmp_path / "vae_raw.pth")
     vae = str(tmp_path / "vae_raw.pth")
     torch.save(var_layout, tmp_path / "var_layout.pth")

@@ -108,9 +108,10 @@ def network_state_dict(tree: Any, key: str, path: str | os.PathLike[str], kind: 
         raise CheckpointError(f"'{path}' is not a {kind} checkpoint (no ckpt['trainer']['{key}'] and not a state "
                               f"dict of tensors): pass {kind}'s {what} checkpoint as {flag}")
     net = _unprefixed(_state_dict(sd, where), key, where)
-    # a NaN written into the checkpoint would be refused by every verb that loads it: refuse it here,
-    # naming the upstream file and tensor
-    check_finite(net, where)
+    # a NaN written into a trained tensor would be refused by every verb that loads it: refuse it here,
+    # naming the upstream file and tensor. The constant buffers are dropped unread (the causal mask
+    # attn_bias_for_masking is -inf above its block diagonal in every file upstream saves).
+    check_finite({k: v for k, v in net.items() if not CONSTANT_BUFFERS.match(k)}, where)
     return net, where
 
 
@@ -175,7 +176,7 @@ def varsr_config(var_sd: dict[str, torch.Tensor], vae_sd: dict[str, torch.Tensor
         P = int(round((var_sd["pos_start"].shape[1] - 1) ** 0.5))
         scales = var_sd["lvl_embed.weight"].shape[0]
         mask = var_sd.get("attn_bias_for_masking")
-        tokens = mask.shape[-1] - P * P + 1 if mask is not None else None
+        tokens = mask.shape[-1] - P * P if mask is not None else None     # VARSR: L + P*P + 1 - 1
         # blocks alternate a same-width conv and a strided one that sets the next width
         n_blocks = _count(var_sd, r"con_embedding\.blocks\.(\d+)\.")
         enc = (var_sd["con_embedding.conv_in.weight"].shape[0],) + tuple(
