@@ -19,6 +19,9 @@ What it produces (under --out, default tests/data/upstream/):
   phi_indices.json                  which phi conv PhiPartiallyShared (VAR repo) picks
                                     for every scale, for n phis and K scales.
   varsr_d24_parameters.json         parameter counts of VARSR as published, from its classes.
+  varsr/color_fix.safetensors       VARSR's AdaIN colour fix (myutils/wavelet_color_fix.py) as its
+                                    test script applies it: the 8-bit form of sr_refined matched to
+                                    the LR resized to 512 px by Pillow.
 
 The upstream repositories are only imported and called; no upstream code is
 copied here.  Both repos ship a top-level package called ``models`` so each
@@ -492,6 +495,58 @@ def worker_var(repo, out, seed=0):
     assert len(ok_scales) >= 3, 'VQVAE tokens look degenerate'
 
 
+def _torchvision_transforms():
+    """torchvision's ToTensor and ToPILImage where torchvision is installed; else, for the colour fix
+    only, two stand-ins with their arithmetic (PIL uint8 / 255 in; float.mul(255).byte(), which
+    truncates, out). torchvision's PyPI wheels need a CUDA build of torch, which a CPU-only venv
+    lacks; the colour fix itself is upstream's code either way."""
+    try:
+        from torchvision import transforms
+        return transforms
+    except Exception:              # absent, or present but built against another torch
+        import types
+        from PIL import Image
+
+        class ToTensor:
+            def __call__(self, img):
+                return _to_tensor(img)
+
+        class ToPILImage:
+            def __call__(self, chw):
+                return Image.fromarray(chw.mul(255).byte().permute(1, 2, 0).numpy(), 'RGB')
+        transforms = types.ModuleType('torchvision.transforms')
+        transforms.ToTensor, transforms.ToPILImage = ToTensor, ToPILImage
+        package = types.ModuleType('torchvision')
+        package.transforms = transforms
+        sys.modules['torchvision'], sys.modules['torchvision.transforms'] = package, transforms
+        return transforms
+
+
+def worker_colorfix(repo, out):
+    """VARSR's colour fix, run as test_varsr.py runs it, on the SR images the varsr worker saved."""
+    torch = _setup_upstream(repo)
+    _torchvision_transforms()
+    import numpy as np
+    from PIL import Image
+    from safetensors.numpy import load_file, save_file
+    from myutils.wavelet_color_fix import adain_color_fix      # VARSR's own
+    ref = load_file(os.path.join(out, 'reference.safetensors'))
+    fixed = []
+    for sr, lr in zip(ref['sr_refined'].astype(np.float32), ref['lr']):
+        # test_varsr.py: numpy_to_pil(pt_to_numpy(sr)) rounds to 8 bits; the LR file resized to 512
+        target = Image.fromarray(np.round(sr.transpose(1, 2, 0) * 255).astype(np.uint8), 'RGB')
+        lr_u8 = np.round(lr.transpose(1, 2, 0) * 255).astype(np.uint8)
+        source = Image.fromarray(lr_u8, 'RGB').resize((512, 512))
+        fixed.append(np.asarray(adain_color_fix(target, source), np.uint8))
+    save_file({'sr_color_fixed': np.stack(fixed)}, os.path.join(out, 'color_fix.safetensors'),
+              metadata={'about': "VARSR's adain_color_fix(round(sr_refined * 255), Pillow resize of "
+                                 "round(lr * 255) to 512) per image, (2, 512, 512, 3) uint8",
+                        'upstream_commit': git_head(repo), 'torch_version': torch.__version__})
+    print('[colorfix] mean change per channel (levels):',
+          np.abs(np.stack(fixed).astype(np.float32) - np.round(ref['sr_refined'].astype(np.float32)
+                                                               .transpose(0, 2, 3, 1) * 255)).mean(axis=(0, 1, 2)))
+
+
 def worker_phi(repo, out):
     _setup_upstream(repo)
     import numpy as np
@@ -550,8 +605,9 @@ def main():
     p.add_argument('--varsr', required=True, help='checkout of github.com/qyp2000/VARSR')
     p.add_argument('--var', required=True, help='checkout of github.com/FoundationVision/VAR')
     p.add_argument('--out', default=os.path.join(REPO_ROOT, 'tests', 'data', 'upstream'))
-    p.add_argument('--only', choices=['varsr', 'var', 'phi', 'counts'], default=None)
-    p.add_argument('--_worker', choices=['varsr', 'var', 'phi', 'counts'], default=None, help=argparse.SUPPRESS)
+    p.add_argument('--only', choices=['varsr', 'var', 'phi', 'counts', 'colorfix'], default=None)
+    p.add_argument('--_worker', choices=['varsr', 'var', 'phi', 'counts', 'colorfix'], default=None,
+                   help=argparse.SUPPRESS)
     a = p.parse_args()
     out = os.path.abspath(a.out)
     if a._worker:
@@ -561,12 +617,15 @@ def main():
             worker_var(os.path.abspath(a.var), os.path.join(out, 'var'))
         elif a._worker == 'counts':
             worker_counts(os.path.abspath(a.varsr), out)
+        elif a._worker == 'colorfix':
+            worker_colorfix(os.path.abspath(a.varsr), os.path.join(out, 'varsr'))
         else:
             worker_phi(os.path.abspath(a.var), out)
         return
     os.makedirs(out, exist_ok=True)
     env = dict(os.environ, CUDA_VISIBLE_DEVICES='', PYTHONDONTWRITEBYTECODE='1')
-    for part in ('phi', 'varsr', 'var', 'counts'):   # var reuses the VQ-VAE weights varsr writes
+    # var reuses the VQ-VAE weights varsr writes; colorfix its SR images
+    for part in ('phi', 'varsr', 'var', 'counts', 'colorfix'):
         if a.only and part != a.only:
             continue
         cmd = [sys.executable, HERE, '--varsr', os.path.abspath(a.varsr), '--var', os.path.abspath(a.var),

@@ -125,7 +125,8 @@ def image_call(engine: Any, lr: np.ndarray, scale: int, overlap: int | None = No
         from alignvar_edge.runtimes.tiling import upscale_plane_bicubic
         return lambda: [upscale_plane_bicubic(lr[..., c], scale) for c in range(3)]
     from alignvar_edge.runtimes.tiling import upscale_rgb
-    return lambda: upscale_rgb(engine, lr, overlap=overlap)
+    # what `upscale` does, the colour fix of VARSR models included
+    return lambda: upscale_rgb(engine, lr, overlap=overlap, color_fix=engine.config.color_fix)
 
 
 def folder_call(engine: Any, lrs: list[np.ndarray], scale: int, overlap: int | None = None) -> Callable[[], object]:
@@ -135,7 +136,7 @@ def folder_call(engine: Any, lrs: list[np.ndarray], scale: int, overlap: int | N
         from alignvar_edge.runtimes.tiling import upscale_plane_bicubic
         return lambda: [[upscale_plane_bicubic(lr[..., c], scale) for c in range(3)] for lr in lrs]
     from alignvar_edge.runtimes.tiling import upscale_images
-    return lambda: list(upscale_images(engine, lrs, overlap))
+    return lambda: list(upscale_images(engine, lrs, overlap, color_fix=engine.config.color_fix))
 
 
 def image_summary(times_ms: list[float], side_hw: tuple[int, int], scale: int,

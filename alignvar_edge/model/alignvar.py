@@ -314,7 +314,7 @@ class AlignVAR(nn.Module):
         VARSR-style models (whose test script applies it) and off otherwise.
         """
         if color_fix is None:
-            color_fix = self.con_embedding is not None
+            color_fix = self.config.color_fix
         self.check_input(lr_B3hw)
         dtype = next(self.parameters()).dtype
         lr = lr_B3hw.clamp(0, 1).to(dtype)

@@ -1,9 +1,11 @@
-"""VARSR's AdaIN colour fix: give the SR image the per-channel mean and deviation of the LR image."""
+"""VARSR's AdaIN colour fix on tensors (`AlignVAR.super_resolve`): give the SR image the per-channel
+mean and deviation of the LR image. Engines apply the same fix to whole images with
+`images.color_fix`, torch-free."""
 from __future__ import annotations
 
 import torch
 
-EPS = 1e-5
+from alignvar_edge.images.color_fix import EPS
 
 
 def _mean_std(x_BCHW: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -171,6 +171,12 @@ class AlignVARConfig:
         return self.latent_size ** 2 + (0 if self.prefix == "varsr" else 1)
 
     @property
+    def color_fix(self) -> bool:
+        """Whether an SR image gets VARSR's AdaIN colour fix by default: for models with VARSR's LR
+        encoder, whose test script applies it to every output; AlignVAR's own models do not."""
+        return self.lr_encoder == "controlnet"
+
+    @property
     def has_refiner(self) -> bool:
         return self.refiner_width > 0
 

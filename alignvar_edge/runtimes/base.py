@@ -266,35 +266,42 @@ class Engine(abc.ABC):
         return np.concatenate(srs), [np.concatenate(tk) for tk in toks]
 
     def upscale(self, image: Any, overlap: int | None = None,
-                progress: Callable[[int, int], None] | None = None) -> Any:
+                progress: Callable[[int, int], None] | None = None, color_fix: bool | None = None) -> Any:
         """Any image HxW, HxWx1, HxWx3 or HxWx4 -> exactly 4x larger, same layout and kind.
 
         uint8 in -> uint8 out, uint16 -> uint16, float in [0, 1] -> the same float dtype, a PIL
         image -> a PIL image (`images.as_float_image`). Colour order RGB(A).
         `overlap`: LR pixels tiles share (None: a quarter tile). `progress(done, total)`: called
         after each engine call with the tiles done so far and the image's tile count.
+        `color_fix`: VARSR's AdaIN colour fix over the whole image (None: the model's default,
+        `config.color_fix`: on for VARSR models, as VARSR's own script applies it).
         An image the engine cannot take is an InputError; a closed engine, EngineClosedError.
         """
         from alignvar_edge.images import as_float_image
         from alignvar_edge.runtimes.tiling import upscale_image
         x, back = as_float_image(image)
-        return back(upscale_image(self, x, overlap=overlap, progress=progress))
+        return back(upscale_image(self, x, overlap=overlap, progress=progress,
+                                  color_fix=self._color_fix(color_fix)))
 
     def upscale_many(self, images: Iterable[Any], overlap: int | None = None,
-                     progress: Callable[[int, int, int], None] | None = None) -> Iterator[Any]:
+                     progress: Callable[[int, int, int], None] | None = None,
+                     color_fix: bool | None = None) -> Iterator[Any]:
         """`upscale` of each image, in order, each as soon as it is final (small images are read a
         few calls' worth ahead). Small images share calls instead of padding one each
         (`tiling.upscale_images`): a folder of thumbnails runs in full batches.
-        `progress(index, done, total)`: tiles of image `index` done.
+        `progress(index, done, total)`: tiles of image `index` done. `color_fix` as in `upscale`.
 
         `images` is an iterable of images (a list, a generator); one image is refused here, at
         the call, not iterated row by row."""
         from alignvar_edge.images.arrays import refuse_one_image
         refuse_one_image(images, "upscale_many")
-        return self._upscale_many(images, overlap, progress)
+        return self._upscale_many(images, overlap, progress, self._color_fix(color_fix))
+
+    def _color_fix(self, asked: bool | None) -> bool:
+        return self.config.color_fix if asked is None else bool(asked)
 
     def _upscale_many(self, images: Iterable[Any], overlap: int | None,
-                      progress: Callable[[int, int, int], None] | None) -> Iterator[Any]:
+                      progress: Callable[[int, int, int], None] | None, color_fix: bool) -> Iterator[Any]:
         from alignvar_edge.images import as_float_image
         from alignvar_edge.runtimes.tiling import upscale_images
         backs: list[Callable[[np.ndarray], Any]] = []
@@ -304,7 +311,7 @@ class Engine(abc.ABC):
                 x, back = as_float_image(image)
                 backs.append(back)
                 yield x
-        for out in upscale_images(self, floats(), overlap, progress):
+        for out in upscale_images(self, floats(), overlap, progress, color_fix):
             yield backs.pop(0)(out)
 
     def check_open(self) -> None:

@@ -77,6 +77,10 @@ def register(sub: Any) -> None:
     u.add_argument("--backend", choices=BACKEND_CHOICES, default="auto")
     u.add_argument("--device")
     u.add_argument("--overlap", type=nonneg_int, help="tile overlap in LR pixels (default: a quarter tile)")
+    u.add_argument("--color-fix", dest="color_fix", action=argparse.BooleanOptionalAction, default=None,
+                   help="VARSR's AdaIN colour fix over each whole image: match the output's per-channel mean "
+                        "and deviation to the input's (default: on for VARSR models, as VARSR's own script "
+                        "applies it, off for AlignVAR's)")
     u.add_argument("--threads", type=positive_int, help="threads for the runtime")
     u.add_argument("--hint", choices=("latency", "throughput"),
                    help="OpenVINO engines: 'throughput' runs several tile batches at once on parallel "
@@ -396,7 +400,8 @@ def run_upscale(args: argparse.Namespace) -> int:
                 loaded.append((src, dst, alpha, bits, meta))
                 yield rgb[..., 0] if gray else rgb
         # small images share the engine's calls (Engine.upscale_many); each is saved when final
-        for out in engine.upscale_many(images(), overlap=args.overlap, progress=_tile_ticker(bar)):
+        for out in engine.upscale_many(images(), overlap=args.overlap, progress=_tile_ticker(bar),
+                                       color_fix=args.color_fix):
             src, dst, alpha, bits, meta = loaded.pop(0)
             big_alpha = upscale_plane_bicubic(alpha, engine.scale) if alpha is not None else None
             dst.parent.mkdir(parents=True, exist_ok=True)

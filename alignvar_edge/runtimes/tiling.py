@@ -250,10 +250,19 @@ def _tiles_per_call(engine: TileRunner) -> int:
 
 
 def upscale_rgb(engine: TileRunner, image: np.ndarray, overlap: int | None = None,
-                progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-    """HxWx3 float in [0, 1] -> (4H)x(4W)x3 float32."""
+                progress: Callable[[int, int], None] | None = None, color_fix: bool = False) -> np.ndarray:
+    """HxWx3 float in [0, 1] -> (4H)x(4W)x3 float32. `color_fix`: VARSR's colour fix over the
+    whole result (`images.color_fix`; the engine's default is `config.color_fix`)."""
     img = np.asarray(image)
-    return _collect(iter_upscale_rgb(engine, img, overlap, progress), img.shape[:2], engine.scale)
+    sr = _collect(iter_upscale_rgb(engine, img, overlap, progress), img.shape[:2], engine.scale)
+    return _color_fixed(sr, img, engine.scale, color_fix)
+
+
+def _color_fixed(sr: np.ndarray, lr: np.ndarray, scale: int, color_fix: bool) -> np.ndarray:
+    if not color_fix:
+        return sr
+    from alignvar_edge.images.color_fix import color_fixed
+    return color_fixed(sr, lr, scale)
 
 
 def upscale_plane_bicubic(plane: np.ndarray, scale: int) -> np.ndarray:
@@ -269,13 +278,13 @@ def upscale_plane_bicubic(plane: np.ndarray, scale: int) -> np.ndarray:
 
 
 def upscale_image(engine: TileRunner, image: np.ndarray, overlap: int | None = None,
-                  progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+                  progress: Callable[[int, int], None] | None = None, color_fix: bool = False) -> np.ndarray:
     """HxW / HxWx1 (gray), HxWx3 (RGB) or HxWx4 (RGBA) -> 4x, same layout.
 
     Gray runs as RGB and returns the mean of the three output channels; alpha is bicubic.
     """
     rgb, finish = _as_rgb(image, engine.scale)
-    return finish(upscale_rgb(engine, rgb, overlap, progress))
+    return finish(upscale_rgb(engine, rgb, overlap, progress, color_fix))
 
 
 def _as_rgb(image: np.ndarray, scale: int) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
@@ -305,7 +314,8 @@ POOL_CALLS = 4
 
 
 def upscale_images(engine: TileRunner, images: Iterable[np.ndarray], overlap: int | None = None,
-                   progress: Callable[[int, int, int], None] | None = None) -> Iterator[np.ndarray]:
+                   progress: Callable[[int, int, int], None] | None = None,
+                   color_fix: bool = False) -> Iterator[np.ndarray]:
     """Each image's 4x result (layouts as `upscale_image`), in order, as soon as it is final.
 
     A static-batch engine pads an image's last call, so a folder of small images would pay a
@@ -339,7 +349,7 @@ def upscale_images(engine: TileRunner, images: Iterable[np.ndarray], overlap: in
     source = iter(images)
     for index in itertools.count():
         try:
-            item = _next_prepared(source, s, t, overlap)
+            item = _next_prepared(source, s, t, overlap, color_fix)
         except Exception:
             # an image that cannot be read or used: the pooled images before it are finished
             # first, so a folder run keeps (and on resume skips) everything read so far
@@ -360,15 +370,17 @@ def upscale_images(engine: TileRunner, images: Iterable[np.ndarray], overlap: in
     yield from run(final=True)
 
 
-def _next_prepared(source: Iterator[np.ndarray], scale: int, tile: int, overlap: int | None
+def _next_prepared(source: Iterator[np.ndarray], scale: int, tile: int, overlap: int | None, color_fix: bool
                    ) -> tuple[Callable[[np.ndarray], np.ndarray], np.ndarray, list[int], list[int],
                               tuple[int, int]] | None:
-    """The next image of `source` ready to cut: (finish, padded RGB, row starts, column starts,
-    size), or None at the end of `source` (a None *in* it is an unusable image: an error)."""
+    """The next image of `source` ready to cut: (finish: its SR RGB -> the result, padded RGB, row
+    starts, column starts, size), or None at the end of `source` (a None *in* it is an unusable
+    image: an error)."""
     for image in source:        # at most one
-        rgb, finish = _as_rgb(image, scale)
+        rgb, to_layout = _as_rgb(image, scale)
         img, _, ys, xs = _prepare(rgb, tile, overlap)
-        return finish, img, ys, xs, (rgb.shape[0], rgb.shape[1])
+        return (lambda sr: to_layout(_color_fixed(sr, rgb, scale, color_fix)),
+                img, ys, xs, (rgb.shape[0], rgb.shape[1]))
     return None
 
 
