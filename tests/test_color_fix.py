@@ -92,3 +92,17 @@ def test_alignvar_models_get_no_colour_fix() -> None:
         assert not engine.config.color_fix
         assert np.array_equal(engine.upscale(x), engine.upscale(x, color_fix=False))
         assert not np.array_equal(engine.upscale(x), engine.upscale(x, color_fix=True))
+
+
+def test_the_cli_applies_the_fix_by_default_and_drops_it_on_request(varsr_dir: Path, tmp_path: Path,
+                                                                    upstream: dict[str, np.ndarray]) -> None:
+    from alignvar_edge import runtimes
+    from alignvar_edge.cli import main as cli
+    u8 = np.round(upstream["lr"][1].transpose(1, 2, 0) * 255).astype(np.uint8)
+    Image.fromarray(u8, "RGB").save(tmp_path / "lr.png")
+    for flags, name in (([], "fixed.png"), (["--no-color-fix"], "raw.png")):
+        assert cli(["upscale", str(tmp_path / "lr.png"), str(tmp_path / name), "--engine", str(varsr_dir),
+                    "--threads", "1", "--quiet", *flags]) == 0
+    with runtimes.load(varsr_dir, backend="torch") as engine:
+        for name, fix in (("fixed.png", True), ("raw.png", False)):
+            assert np.array_equal(np.asarray(Image.open(tmp_path / name)), engine.upscale(u8, color_fix=fix))
