@@ -146,7 +146,8 @@ def test_image_input_when_asked(tmp_path):
     assert "input      lr uint8 image (CVPixelBuffer" in text and "in [0, 255]" in text
     assert "coreml engine, fp16, device CPU_AND_NE" in text
     assert "target     deployment target iOS17, ML Program spec valid" in text
-    assert "target     ANE lint info: fp32 x1 (fp32 tensors" in text
+    # the finding names the op as the program writes it (output = type), findable in Xcode's report
+    assert "target     info: ANE lint `fp32` x1: fp32 tensors" in text and "e.g. `lr__scaled__ = mul`" in text
     # its README: one 8-bit image tile per prediction, called as Xcode's generated class takes it
     readme = (out / "README.md").read_text()
     assert "| `lr` | input | image, RGB, 8 bits per channel (`CVPixelBuffer` / `CGImage`) | 8x8 pixels | 0..255" in readme
@@ -582,13 +583,34 @@ def test_the_package_lint_flags_the_integer_token_path_as_the_onnx_lint_does(pac
     assert "int-compute" in found, found
     ints = found["int-compute"]
     made_by = {o.name: op.type for op in _ops(_read_package(out)) for o in op.outputs}
-    assert ints["level"] == "warning" and {made_by[n] for n in ints["ops"]} >= {"reduce_argmax", "cast"}
-    assert sum(made_by[n] == "reduce_argmax" for n in ints["ops"]) == 4        # one per scale of `micro`
+    named = [n.split(" = ") for n in ints["ops"]]          # each op as `output = op_type`
+    assert all(made_by[name] == op_type for name, op_type in named), ints["ops"]
+    assert ints["level"] == "warning" and {t for _, t in named} >= {"reduce_argmax", "cast"}
+    assert sum(t == "reduce_argmax" for _, t in named) == 4        # one per scale of `micro`
+    assert all(made_by[g.split(" = ")[0]] == "gather" for g in found["gather"]["ops"])
     graph = export_dir(sharp_model("micro"), cache_root(pytestconfig))
     onnx_finding = next(f for f in lint_model(onnx.load(str(graph / "model.onnx"), load_external_data=False),
                                               targets=["coreml-ane"]) if f.rule == "int-compute")
     assert (ints["level"], ints["why"]) == (onnx_finding.severity, onnx_finding.message)
     assert ints["source"] in onnx_finding.source
+
+
+def test_the_integer_compute_rule_cites_core_ml_evidence_not_another_runtime():
+    """The int-compute warning cited an ONNX Runtime CoreML-EP pull request (int64<->int32 at
+    partition edges) with high confidence: about a different runtime, while these packages hold no
+    int64. Apple lists no ANE ops, so the rule is a heuristic, says so, and claims low confidence."""
+    import json
+    from pathlib import Path
+
+    from alignvar_edge.export.lint import INT_COMPUTE
+    _, why, pattern = INT_COMPUTE
+    notes = json.loads((Path(coreml.__file__).resolve().parents[2] / "data" / "ane-notes.json").read_text())
+    note = next(n for n in notes["known_fallbacks"] if n["pattern"] == pattern)
+    cited = {s.split(" ")[0].rstrip(";") for s in note["source"].split("; ")}
+    urls = {s["id"]: s.get("url", s.get("repo", "")) for s in notes["sources"]}
+    assert cited <= set(urls) and not any("onnxruntime" in urls[c] for c in cited), note["source"]
+    assert note["confidence"] == "low" and "heuristic" in note["why"] and "heuristic" in why
+    assert "int64" not in why
 
 
 def test_quantize_for_coreml_says_what_build_says(tmp_path, capsys, monkeypatch):

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from alignvar_edge.errors import ArtifactError
-from alignvar_edge.export.lint import TARGETS, Finding, lint_model
+from alignvar_edge.export.lint import TARGETS, Finding, lint_model, package_finding_text
 from alignvar_edge.manifest import (CONTENT_KEY, MANIFEST_FILE, Manifest, db_text, input_contract, listed_bytes,
                                     listed_file, load_verified, token_share)
 from alignvar_edge.runtimes.openvino.backend import half_checked_in_f32
@@ -117,7 +117,7 @@ def _target_facts(m: Manifest) -> list[str]:
         spec = extra.get("spec") or {}
         lines.append(f"deployment target {extra.get('deployment_target')}, ML Program spec "
                      f"{'valid' if spec.get('valid') else 'NOT valid'} ({spec.get('ops')} ops)")
-        lines += [f"ANE lint {f['level']}: {f['rule']} x{f['count']} ({f['why']})" for f in extra.get("ane_lint") or []]
+        lines += [package_finding_text(f) for f in extra.get("ane_lint") or []]
     elif m.backend == "tensorrt":
         adopted = extra.get("adopted") or {}
         lines.append(f"TensorRT {extra.get('tensorrt_version')} on {extra.get('gpu_name')} (compute capability "

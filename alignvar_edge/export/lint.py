@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FORBIDDEN_OPS", "INT_COMPUTE", "TARGETS", "Finding", "forbidden_constructs", "lint_model"]
+__all__ = ["FORBIDDEN_OPS", "INT_COMPUTE", "TARGETS", "Finding", "forbidden_constructs", "lint_model",
+           "package_finding_text"]
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 TARGETS = ("tensorrt-10.3", "openvino-npu", "coreml-ane")
@@ -43,9 +44,21 @@ ANE_MAX_RANK = 5
 ANE_MAX_DIM = 16384
 NAMES_SHOWN = 6
 # integer compute on the ANE (rule, why, ane-notes.json pattern): one wording for this graph lint and
-# the Core ML package's own (runtimes/coreml/lint.py), which find the same ops (argmax, casts to int)
-INT_COMPUTE = ("int-compute", "integer tensors computed in the graph run off the ANE (Core ML uses int32; "
-               "int64 is converted)", "int64 tensors")
+# the Core ML package's own (runtimes/coreml/lint.py), which find the same ops (argmax, casts to int).
+# A heuristic: Apple lists no ops for the ANE, so the words say so and point to the real placement.
+INT_COMPUTE = ("int-compute", "integer ops (token argmax, casts, index arithmetic) likely run on the CPU: "
+               "a heuristic (the ANE is reported to compute fp16 only; Apple lists no ANE ops); Xcode's "
+               "Performance report or MLComputePlan on a Mac shows where they run",
+               "integer compute (argmax, casts, index arithmetic)")
+OPS_NAMED = 2               # ops a Core ML package's finding names in a printed line
+
+
+def package_finding_text(finding: dict[str, Any]) -> str:
+    """A Core ML package's ANE-lint finding as build, quantize and inspect print it: its level,
+    rule, count and why, and its first ops as `output = op_type` so a user can find them."""
+    ops = ", ".join(f"`{o}`" for o in (finding.get("ops") or [])[:OPS_NAMED])
+    return (f"{finding['level']}: ANE lint `{finding['rule']}` x{finding['count']}: {finding['why']}"
+            + (f"; e.g. {ops}" if ops else ""))
 
 
 @dataclass

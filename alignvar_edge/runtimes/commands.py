@@ -251,6 +251,7 @@ def engine_warnings(m: Manifest) -> list[str]:
     (`build`, and `quantize` for a backend that quantizes in its build): a Core ML proxy short of the
     selftest gate, the ANE lint's findings above `info`, and the int8 source's missed fidelity target
     (its own parity compares the engine with that source, not with fp32)."""
+    from alignvar_edge.export.lint import package_finding_text
     from alignvar_edge.quantize.records import missed_target_warning
     lines = []
     # an engine carries its quantize step's record under `quantize`; a TensorRT build kit, the
@@ -265,7 +266,7 @@ def engine_warnings(m: Manifest) -> list[str]:
         lines.append(f"warning: {SHORT_OF_GATE.format(gate=m.parity['short_of_gate'])}")
     for f in m.extra.get("ane_lint") or []:           # Core ML: what keeps work off the Neural Engine
         if f["level"] != "info":
-            lines.append(f"{f['level']}: ANE lint `{f['rule']}` x{f['count']}: {f['why']}")
+            lines.append(package_finding_text(f))
     return lines
 
 

@@ -94,17 +94,17 @@ def ane_lint(spec: Any, compute_units: str = "CPU_AND_NE") -> list[dict[str, Any
             tt = o.type.tensorType
             dims = [d.constant.size for d in tt.dimensions if d.WhichOneof("dimension") == "constant"]
             if tt.rank > ANE_MAX_RANK:
-                rank.append(o.name)
+                rank.append(_op_text(op, o.name))
             if any(d > ANE_MAX_DIM for d in dims):
-                large.append(o.name)
+                large.append(_op_text(op, o.name))
             if tt.dataType == MIL_pb2.FLOAT32 and op.type not in ("const", "cast"):
-                fp32.append(o.name)
+                fp32.append(_op_text(op, o.name))
             if tt.dataType in _int_types(MIL_pb2) and _computed(op):
-                ints.append(o.name)
+                ints.append(_op_text(op, o.name))
         if op.type.startswith("gather"):
-            gathers.append(op.outputs[0].name if op.outputs else op.type)
+            gathers.append(_op_text(op, op.outputs[0].name if op.outputs else "?"))
         if op.type == "conv" and any(d > 1 for d in _const_ints(op, "dilations", consts)):
-            dilated.append(op.outputs[0].name)
+            dilated.append(_op_text(op, op.outputs[0].name))
     out = []
     if rank:
         out.append({"level": "error", "rule": "rank>5", "ops": rank[:10], "count": len(rank),
@@ -135,6 +135,13 @@ def ane_lint(spec: Any, compute_units: str = "CPU_AND_NE") -> list[dict[str, Any
         out.append({"level": "info", "rule": "dilated-conv", "ops": dilated[:10], "count": len(dilated),
                     "why": "dilated convolutions reported off the ANE", "source": source("dilated")})
     return out
+
+
+def _op_text(op: Any, output: str) -> str:
+    """An op as a user finds it: its output's name and its type, as the MIL text of the program
+    writes it (`tokens_0 = reduce_argmax`); an output name alone (`var_1361_cast_fp16_cast_uint16`
+    of a gather) can read as another op."""
+    return f"{output} = {op.type}"
 
 
 def _int_types(mil: Any) -> set[int]:
