@@ -431,24 +431,27 @@ def test_device_bench_that_can_time_no_engine_fails_in_one_line(kit: Path, tmp_p
     # a kit is not an engine: nothing is timed, and a script must not read success (it exited 0)
     rc = cli.main(["bench", str(kit), "--no-reference", "--runs", "1", "--out", str(tmp_path / "r.json")])
     err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 3 and err[-1].startswith("alignvar-edge bench: error: no engine could be timed here: "
-                                          "tensorrt-fp16: a TensorRT build kit, not an engine"), err
-    report = read_report(tmp_path / "r.json")            # the report keeps the reason
-    assert [e["status"] for e in report["engines"]] == ["unavailable"]
+    assert rc == 3 and err[-1].startswith("alignvar-edge bench: error: no engine could be timed here, so no "
+                                          "report was written: tensorrt-fp16: a TensorRT build kit, not an engine"), err
+    # nothing written, nothing said to be: a report of no timing would merge as a device's figures
+    assert not (tmp_path / "r.json").exists() and not [ln for ln in err if ln.startswith("wrote")]
 
 
 def test_a_bench_that_could_time_none_of_its_engines_exits_3_on_every_path(
         kit: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    # the bench with PyTorch times its baselines, but not what was asked for: it exited 0 (docs: 3)
+    # the bench with PyTorch would time its baselines, but not what was asked for: refused once the
+    # engines are open, before the baselines are timed, and nothing is written (it wrote the report)
     out = tmp_path / "r.json"
-    rc = cli.main(["bench", str(kit), "--reference", "preset:micro", "--runs", "1", "--warmup", "0", "--tiles", "1",
-                   "--image-size", "0", "--peak-n", "64", "--profile-runs", "0", "--threads", "1", "--out", str(out)])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 3 and err[-1].startswith("alignvar-edge bench: error: no engine could be timed here: "
-                                          "tensorrt-fp16: a TensorRT build kit, not an engine"), err
-    report = read_report(out)                    # written, with the baselines' numbers and the reason
-    assert {e["label"]: e["status"] for e in report["engines"]} == {
-        "pytorch-eager": "ok", "tensorrt-fp16": "unavailable", "bicubic": "ok"}
+    for sequential in ([], ["--sequential"]):      # one engine at a time: found after the timing
+        rc = cli.main(["bench", str(kit), "--reference", "preset:micro", "--runs", "1", "--warmup", "0", "--tiles",
+                       "1", "--image-size", "0", "--peak-n", "64", "--profile-runs", "0", "--threads", "1",
+                       "--out", str(out), "--md", str(tmp_path / "r.md"), *sequential])
+        captured = capsys.readouterr()
+        err = captured.err.strip().splitlines()
+        assert rc == 3 and err[-1].startswith("alignvar-edge bench: error: no engine could be timed here, so no report "
+                                              "was written: tensorrt-fp16: a TensorRT build kit, not an engine"), err
+        assert not list(tmp_path.iterdir()) and "wrote" not in captured.out
+        assert sequential or not any("timing pytorch-eager" in ln for ln in err), err
 
 
 def test_bench_refuses_an_engine_that_fails_verification_before_timing_anything(

@@ -33,7 +33,8 @@ from alignvar_edge.bench.peak import MAX_PEAK_N
 from alignvar_edge.bench.schema import SCHEMA, SCHEMA_VERSION
 from alignvar_edge.bench.stats import latency_summary
 from alignvar_edge.bench.subjects import (BICUBIC, EAGER, EngineSpec, Subject, artifact_bytes, call_for,
-                                          check_exists, open_subject, parse_spec, spec_manifest, unique_label)
+                                          check_exists, open_subject, parse_spec, spec_manifest, unique_label,
+                                          untimed_error)
 from alignvar_edge.errors import AlignVAREdgeError, BackendUnavailableError, InputError
 from alignvar_edge.manifest import Manifest, ModelSource, default_overlap
 from alignvar_edge.recipes import DEFAULT_MIN_TOKENS
@@ -69,6 +70,7 @@ class BenchOptions:
     image_overlap: int | None = None  # tile overlap of the whole-image timing (None: a quarter tile)
     folder_images: int = 0            # small images of the folder timing (0: none); as many rounds as image_runs
     folder_size: int = FOLDER_LR      # LR side of each of them
+    need_an_engine: bool = False      # refuse (before timing) where every engine asked for is unavailable
 
     def validate(self) -> None:
         if self.runs < 1 or self.warmup < 0 or self.tiles < 1:
@@ -387,6 +389,9 @@ def run_bench(engines: Sequence[str], reference: Any = None, options: BenchOptio
         else:
             subjects = [unique_label(opened(sp), taken) for sp in engine_specs]
             every = [eager, *subjects, bicubic]
+            untimed = untimed_error([(s.label, s.status, s.reason) for s in subjects])
+            if opts.need_an_engine and untimed:
+                raise untimed          # before minutes of timing the baselines for nothing
             m.measure(every)
 
         # profile

@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 
 from alignvar_edge.bench.fidelity import bicubic_tiles
-from alignvar_edge.errors import AlignVAREdgeError, InputError
+from alignvar_edge.errors import AlignVAREdgeError, BackendUnavailableError, InputError
 from alignvar_edge.manifest import Manifest
 
 __all__ = ["BICUBIC", "EAGER", "EngineSpec", "Subject", "artifact_bytes", "call_for", "open_subject", "parse_spec",
-           "spec_manifest", "unique_label"]
+           "spec_manifest", "unique_label", "untimed_error"]
 
 BICUBIC, EAGER = "bicubic", "pytorch-eager"
 
@@ -88,11 +88,16 @@ def parse_spec(text: str) -> EngineSpec:
                                  "requests on parallel streams) and torch+eager (no CUDA-graph replay)")
             hint, eager = ("throughput", False) if key == "openvino" else (None, True)
     elif colon and ("@" in prefix or plus):
-        raise InputError(f"unknown backend '{name}' in engine '{text}'; choose one of {', '.join(BACKENDS)}")
+        raise _unknown_backend(name, text)
     if not path:
         raise InputError(f"engine '{text}' names no path; use [LABEL=][BACKEND[@DEVICE][+MODE]:]PATH "
                          "or bicubic")
     return EngineSpec(text, label, backend, device, path, hint, eager)
+
+
+def _unknown_backend(name: str, text: str) -> InputError:
+    from alignvar_edge.recipes import BACKENDS
+    return InputError(f"unknown backend '{name}' in engine '{text}'; choose one of {', '.join(BACKENDS)}")
 
 
 def check_exists(spec: EngineSpec) -> None:
@@ -112,6 +117,10 @@ def check_exists(spec: EngineSpec) -> None:
             load_verified(p)          # not a directory, no manifest.json or not JSON, files not as it lists
         return
     from alignvar_edge.model.checkpoint import BUNDLED
+    prefix, colon, _ = spec.path.partition(":")
+    if spec.backend == "auto" and colon and prefix and "/" not in prefix and "\\" not in prefix:
+        # 'openvin:engines/x': a misspelt backend, not a path with a colon (no such path either)
+        raise _unknown_backend(prefix, spec.text)
     if spec.path not in BUNDLED:
         raise InputError(f"no engine at '{spec.path}' (from '{spec.text}'); pass an export, engine dir "
                          "or checkpoint made by alignvar-edge")
@@ -232,3 +241,13 @@ def unique_label(s: Subject, taken: set[str]) -> Subject:
     s.label = label
     taken.add(label)
     return s
+
+
+def untimed_error(engines: list[tuple[str, str, str | None]]) -> BackendUnavailableError | None:
+    """Where engines were asked for (label, status, reason each) and every one is unavailable here,
+    the one-line refusal, raised before any report is written: a report of no timed engine would be
+    merged as if it were a device's figures. None otherwise (a run of the baselines alone included)."""
+    if not engines or any(status != "unavailable" for _, status, _ in engines):
+        return None
+    return BackendUnavailableError("no engine could be timed here, so no report was written: "
+                                   + "; ".join(f"{label}: {reason}" for label, _, reason in engines))
