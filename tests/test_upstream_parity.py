@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -271,7 +272,8 @@ def _import_error(argv: list[str], out: Path, capsys: pytest.CaptureFixture[str]
     """The one error line of a refused import, which wrote nothing."""
     capsys.readouterr()
     assert cli(["import", *argv, "--out", str(out)]) == 2
-    err = [line for line in capsys.readouterr().err.splitlines() if not line.endswith(" s")]   # progress: "done in 0.5 s"
+    err = [line for line in capsys.readouterr().err.splitlines()        # progress: "done in 0.5 s", or a slow
+           if not line.endswith((" s", " ..."))]                         # step's start line "reading ... ..."
     assert len(err) == 1 and err[0].startswith("alignvar-edge import: error: "), err
     assert not out.exists()
     return err[0]
@@ -434,16 +436,47 @@ def test_a_tensor_reaching_past_its_storage_is_refused_not_grown(tmp_path: Path,
     assert str(bad) in line and "storage" in line and "fetch it again" in line
 
 
-def test_an_args_pn_that_does_not_fit_the_shapes_gives_way_to_them() -> None:
-    """VAR's args accept the shorthand pn='512'; a checkpoint saved with it (or a stale pn) is read
-    by its shapes, not as a one-scale schedule that then fails on every positional tensor."""
-    from alignvar_edge.errors import CheckpointError
-    from alignvar_edge.model.upstream import schedule
-    varsr_512 = (1, 2, 3, 4, 6, 9, 13, 18, 24, 32)
-    assert schedule(32, 10, 2240, {"pn": "512"}) == varsr_512
-    assert schedule(32, 10, 2240, {"pn": "1_2_3_4_6_9_13_18_24_32"}) == varsr_512
-    with pytest.raises(CheckpointError, match="args.pn '1_2_4_8' does not fit.*--patch-nums"):
-        schedule(8, 5, None, {"pn": "1_2_4_8"})
+def test_the_scale_schedule_is_the_one_the_tensors_lay_out_never_a_guess(tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """The schedule is read from the constant buffers upstream saves in every file (lvl_1L,
+    attn_bias_for_masking: built here as upstream builds them, upstream_causal_buffers), so another
+    10-scale schedule ending at 32 imports as laid out; an args.pn that is not that schedule, or a
+    file with neither buffer nor args.pn, is refused naming --patch-nums, and the flag as said imports.
+    VAR's resolution shorthand (pn='512') names no schedule and is passed over."""
+    sd = dict(read_torch_file(VARSR / "var.pth")["trainer"]["var_wo_ddp"])
+    vae, ok, out, ck = str(VARSR / "vae.pth"), tmp_path / "ok", tmp_path / "out", tmp_path / "var.pth"
+    other = (1, 2, 3, 4, 5, 7, 10, 14, 20, 32)
+    lvl_1L, mask = upstream_causal_buffers(other, 32 * 32 + 1)
+
+    def imported(tree: dict, *flags: str) -> list[int]:
+        torch.save(tree, ck)
+        shutil.rmtree(ok, ignore_errors=True)
+        assert cli(["import", "varsr", "--var", str(ck), "--vae", vae, "--out", str(ok), *flags]) == 0
+        return json.loads((ok / "config.json").read_text())["patch_nums"]
+
+    assert imported({"model": {**sd, "lvl_1L": lvl_1L}}) == list(other)
+    assert imported({"model": {**sd, "lvl_1L": lvl_1L, "attn_bias_for_masking": mask}}) == list(other)
+    no_lvl = {k: v for k, v in sd.items() if k != "lvl_1L"}
+    assert imported({"model": {**no_lvl, "attn_bias_for_masking": mask}}) == list(other)
+    assert imported({"trainer": {"var_wo_ddp": {**sd, "lvl_1L": lvl_1L}}, "args": {"pn": "512"}}) == list(other)
+
+    torch.save({"trainer": {"var_wo_ddp": {**sd, "lvl_1L": lvl_1L}}, "args": {"pn": "1_2_3_4_6_9_13_18_24_32"}}, ck)
+    line = _import_error(["varsr", "--var", str(ck), "--vae", vae], out, capsys)
+    assert "its args.pn 1,2,3,4,6,9,13,18,24,32 is not the schedule" in line
+    assert line.endswith("pass --patch-nums 1,2,3,4,5,7,10,14,20,32")
+    assert imported({"trainer": {"var_wo_ddp": {**sd, "lvl_1L": lvl_1L}}, "args": {"pn": "1_2_3_4_6_9_13_18_24_32"}},
+                    "--patch-nums", "1,2,3,4,5,7,10,14,20,32") == list(other)
+
+    torch.save({"model": no_lvl}, ck)
+    line = _import_error(["varsr", "--var", str(ck), "--vae", vae], out, capsys)
+    assert "cannot tell the scale schedule" in line and "no lvl_1L or attn_bias_for_masking" in line
+    assert line.endswith("--patch-nums, e.g. --patch-nums 1,2,3,4,6,9,13,18,24,32")
+    assert imported({"model": no_lvl}, "--patch-nums", "1,2,3,4,5,7,10,14,20,32") == list(other)
+    assert imported({"trainer": {"var_wo_ddp": no_lvl}, "args": {"pn": "1_2_3_4_5_7_10_14_20_32"}}) == list(other)
+
+    torch.save({"model": {**sd, "lvl_1L": upstream_causal_buffers((1, 2, 4, 32), 32 * 32 + 1)[0]}}, ck)
+    line = _import_error(["varsr", "--var", str(ck), "--vae", vae], out, capsys)
+    assert "lay out the schedule 1,2,4,32, but its other tensors fix 10 scales ending at 32" in line
 
 
 def test_import_refuses_non_finite_upstream_weights_naming_file_and_tensor(

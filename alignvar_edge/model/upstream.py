@@ -6,8 +6,9 @@ The files are read as upstream saves them, without unpickling code (model/torch_
     VAR    --var: a raw state dict (var_d16.pth); --vae: a raw state dict (vae_ch160v4096z32.pth); or both
            its trainer's ar-ckpt-*.pth: {'trainer': {'var_wo_ddp': ..., 'vae_local': ..., ...}, ...}
     either, wrapped as training frameworks save them: {'model': sd}, {'state_dict': sd, ...}, 'module.' keys
-The network's sizes are read from the tensors' shapes; the scale schedule from the checkpoint's
-`args.pn` when present, else from the sequence length its shapes imply, else from `patch_nums=`.
+The network's sizes are read from the tensors' shapes; the scale schedule from the levels its
+constant buffers lay out (lvl_1L, attn_bias_for_masking), else from its `args.pn`, else from
+`patch_nums=`; it is never guessed.
 
 Key mapping (everything else keeps upstream's name):
     class_emb.weight (VARSR: 2 rows, high / low quality)   -> quality_emb.weight
@@ -17,6 +18,7 @@ Key mapping (everything else keeps upstream's name):
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 from typing import Any
@@ -136,30 +138,98 @@ def vq_sizes(vae_sd: dict[str, torch.Tensor], where: str = "the VQ-VAE state dic
                               "as --vae") from e
 
 
-def schedule(p_last: int, scales: int, tokens: int | None, args: Any) -> tuple[int, ...]:
-    """The scale schedule: the checkpoint's args.pn, else the known schedule its shapes fit."""
-    def fits(pns: tuple[int, ...]) -> bool:
-        return pns[-1] == p_last and len(pns) == scales and (tokens is None or sum(p * p for p in pns) == tokens)
+def _csv(pns: tuple[int, ...]) -> str:
+    return ",".join(map(str, pns))
 
+
+def _args_pn(args: Any) -> tuple[int, ...] | None:
+    """The schedule a checkpoint's args.pn states; None where it has none, or VAR's resolution
+    shorthand ('256', '512'), which names no schedule."""
     pn = args.get("pn") if isinstance(args, (dict, Skipped)) else None
-    if isinstance(pn, str) and re.fullmatch(r"\d+([_-]\d+)*", pn):
-        named = tuple(int(p) for p in re.split(r"[_-]", pn))
-        if fits(named):         # VAR's shorthand ("256") or a stale value must not outrank the shapes
-            return named
-    for pns in KNOWN_SCHEDULES:
-        if fits(pns):
-            return pns
-    said = f", and args.pn {pn!r} does not fit them" if isinstance(pn, str) else ""
-    raise CheckpointError(f"cannot tell the scale schedule ({scales} scales ending at {p_last}{said}); pass "
-                          "--patch-nums explicitly, e.g. --patch-nums 1,2,3,4,6,9,13,18,24,32")
+    if isinstance(pn, str) and re.fullmatch(r"\d+([_-]\d+)+", pn):
+        return tuple(int(p) for p in re.split(r"[_-]", pn))
+    return None
 
 
-def _transformer_sizes(var_sd: dict[str, torch.Tensor], where: str = "the transformer state dict") -> dict[str, Any]:
+def _level_sizes(var_sd: dict[str, torch.Tensor]) -> dict[str, list[int]]:
+    """Tokens per level of the sequence, as each constant buffer upstream saves (VAR's and VARSR's
+    __init__) lays it out: lvl_1L holds each position's level; attn_bias_for_masking lets a
+    position see exactly the positions of its own level and below, so the distinct counts of what
+    the rows see are the levels' ends."""
+    sizes: dict[str, list[int]] = {}
+    lvl = var_sd.get("lvl_1L")
+    if lvl is not None:
+        flat = lvl.reshape(-1).long()
+        steps = flat.diff()
+        contiguous = flat.numel() > 0 and int(flat[0]) == 0 and bool(((steps == 0) | (steps == 1)).all())
+        sizes["lvl_1L"] = torch.bincount(flat).tolist() if contiguous else []
+    mask = var_sd.get("attn_bias_for_masking")
+    if mask is not None and mask.numel():
+        ends = torch.unique(torch.isfinite(mask.reshape(-1, mask.shape[-1])).sum(1))
+        sizes["attn_bias_for_masking"] = torch.diff(ends, prepend=ends.new_zeros(1)).tolist()
+    return sizes
+
+
+def laid_out(var_sd: dict[str, torch.Tensor], prefix: int, where: str) -> tuple[int, ...] | None:
+    """The scale schedule the checkpoint's constant buffers lay out (level 0 holds `prefix` tokens
+    besides scale 0: VARSR's P*P LR tokens), or None where it has neither buffer."""
+    found = {}
+    for name, sizes in _level_sizes(var_sd).items():
+        counts = [sizes[0] - prefix, *sizes[1:]] if sizes else []
+        pns = tuple(math.isqrt(max(n, 0)) for n in counts)
+        if not pns or any(p < 1 or p * p != n for p, n in zip(pns, counts)) or list(pns) != sorted(set(pns)):
+            raise CheckpointError(f"{where}: its {name} lays out no scale schedule (levels of {sizes[:12]} tokens): "
+                                  "the file is damaged or edited; pass the checkpoint as upstream saved it")
+        found[name] = pns
+    if len(set(found.values())) > 1:
+        raise CheckpointError(f"{where}: its lvl_1L and attn_bias_for_masking lay out different schedules "
+                              f"({' vs '.join(map(_csv, found.values()))}): the file is damaged or edited; pass the "
+                              "checkpoint as upstream saved it")
+    return next(iter(found.values()), None)
+
+
+def schedule(where: str, scales: int, laid: tuple[int, ...] | None, args: Any, last: int | None = None,
+             tokens: int | None = None) -> tuple[int, ...]:
+    """The scale schedule of a checkpoint, never guessed: the one its constant buffers lay out
+    (`laid`; upstream saves them in every file), else its args.pn. `scales`, `last` and `tokens`
+    are what its other tensors fix (the level embedding's rows, the last scale's side, the number
+    of positions)."""
+    shapes = f"{scales} scales" + (f" ending at {last}" if last else "") + (f", {tokens} tokens" if tokens else "")
+
+    def fits(pns: tuple[int, ...]) -> bool:
+        return (len(pns) == scales and last in (None, pns[-1]) and tokens in (None, sum(p * p for p in pns))
+                and laid in (None, pns))
+
+    pn = _args_pn(args)
+    if laid is not None:
+        if not fits(laid):
+            raise CheckpointError(f"{where}: its level buffers lay out the schedule {_csv(laid)}, but its other "
+                                  f"tensors fix {shapes}: the file is damaged or edited; pass the checkpoint as "
+                                  "upstream saved it")
+        if pn is not None and pn != laid:
+            raise CheckpointError(f"{where}: its args.pn {_csv(pn)} is not the schedule its lvl_1L and "
+                                  f"attn_bias_for_masking lay out ({_csv(laid)}); to import by the tensors, pass "
+                                  f"--patch-nums {_csv(laid)}")
+        return laid
+    if pn is not None and fits(pn):
+        return pn
+    said = f"its args.pn {_csv(pn)} does not fit its tensors ({shapes})" if pn else f"no args.pn schedule ({shapes})"
+    known = next((p for p in KNOWN_SCHEDULES if fits(p)), None)
+    example = f", e.g. --patch-nums {_csv(known)}" if known else ""
+    raise CheckpointError(f"cannot tell the scale schedule of {where}: it has no lvl_1L or attn_bias_for_masking "
+                          f"(upstream saves both) and {said}; pass the schedule it was trained on as --patch-nums"
+                          f"{example}")
+
+
+def _transformer_sizes(var_sd: dict[str, torch.Tensor], where: str = "the transformer state dict"
+                       ) -> tuple[dict[str, Any], int]:
+    """Config entries read from the transformer's shapes, and its number of scales (the level
+    embedding's rows)."""
     try:
         width, cvae = var_sd["word_embed.weight"].shape
         heads = var_sd["blocks.0.attn.scale_mul_1H11"].shape[1]
         return dict(width=width, heads=heads, depth=_count(var_sd, r"blocks\.(\d+)\."),
-                    mlp_ratio=var_sd["blocks.0.ffn.fc1.weight"].shape[0] / width)
+                    mlp_ratio=var_sd["blocks.0.ffn.fc1.weight"].shape[0] / width), var_sd["lvl_embed.weight"].shape[0]
     except KeyError as e:
         raise CheckpointError(f"{where} lacks {e}: not VAR/VARSR's transformer layout; pass the transformer "
                               "checkpoint as --var") from e
@@ -168,15 +238,12 @@ def _transformer_sizes(var_sd: dict[str, torch.Tensor], where: str = "the transf
 def varsr_config(var_sd: dict[str, torch.Tensor], vae_sd: dict[str, torch.Tensor], args: Any = None,
                  patch_nums: tuple[int, ...] | None = None, where: tuple[str, str] = ("the VARSR state dict",
                  "the VQ-VAE state dict"), **overrides: Any) -> AlignVARConfig:
-    """The config of a VARSR checkpoint, from its shapes (and args.pn when it carries one); `where`
+    """The config of a VARSR checkpoint, from its shapes (and its schedule, see schedule()); `where`
     names the transformer's and the VQ-VAE's files in errors."""
     vq = vq_sizes(vae_sd, where[1])
-    tf = _transformer_sizes(var_sd, where[0])
+    tf, scales = _transformer_sizes(var_sd, where[0])
     try:
         P = int(round((var_sd["pos_start"].shape[1] - 1) ** 0.5))
-        scales = var_sd["lvl_embed.weight"].shape[0]
-        mask = var_sd.get("attn_bias_for_masking")
-        tokens = mask.shape[-1] - P * P if mask is not None else None     # VARSR: L + P*P + 1 - 1
         # blocks alternate a same-width conv and a strided one that sets the next width
         n_blocks = _count(var_sd, r"con_embedding\.blocks\.(\d+)\.")
         enc = (var_sd["con_embedding.conv_in.weight"].shape[0],) + tuple(
@@ -186,7 +253,7 @@ def varsr_config(var_sd: dict[str, torch.Tensor], vae_sd: dict[str, torch.Tensor
     except KeyError as e:
         raise CheckpointError(f"{where[0]} lacks {e}: not VARSR's layout (a VAR checkpoint? use "
                               "`alignvar-edge import var`)") from e
-    pns = patch_nums or schedule(P, scales, tokens, args)
+    pns = patch_nums or schedule(where[0], scales, laid_out(var_sd, P * P, where[0]), args, last=P)
     downsample = 2 ** (len(vq["vq_ch_mult"]) - 1)
     cfg = dict(VARSR_SWITCHES, **vq, **tf, **refiner, lr_encoder_channels=enc, patch_nums=pns,
                hr_size=pns[-1] * downsample, name="varsr-import")
@@ -260,19 +327,18 @@ def import_var(var_path: str | os.PathLike[str] | None, vae_path: str | os.PathL
     var_sd: dict[str, torch.Tensor] = {}
     sizes: dict[str, Any] = {}
     if var_path is not None:
-        var_sd, _ = network_state_dict(read_torch_file(var_path), "var_wo_ddp", var_path, "VAR")
-        sizes = _transformer_sizes(var_sd, f"'{var_path}'")
+        var_tree = read_torch_file(var_path)
+        var_sd, where = network_state_dict(var_tree, "var_wo_ddp", var_path, "VAR")
+        sizes, scales = _transformer_sizes(var_sd, where)
         var_sd = {k: v for k, v in var_sd.items() if k != "class_emb.weight"}
-    if var_path is not None and "pos_1LC" not in var_sd:
-        raise CheckpointError(f"'{var_path}' has no pos_1LC (VAR's learned positions), so it is not VAR's "
-                              "transformer; a VARSR one? use `alignvar-edge import varsr`")
-    if patch_nums is None:
         if "pos_1LC" not in var_sd:
-            raise CheckpointError("VAR's VQ-VAE alone does not name its scale schedule; pass --patch-nums "
-                                  "(VAR 256 px: 1,2,3,4,5,6,8,10,13,16)")
-        L = var_sd["pos_1LC"].shape[1]
-        patch_nums = next((p for p in KNOWN_SCHEDULES if sum(x * x for x in p) == L), None)
+            raise CheckpointError(f"{where} has no pos_1LC (VAR's learned positions), so it is not VAR's "
+                                  "transformer; a VARSR one? use `alignvar-edge import varsr`")
         if patch_nums is None:
-            raise CheckpointError(f"no known scale schedule has {L} tokens; pass --patch-nums")
+            args = var_tree.get("args") if isinstance(var_tree, dict) else None
+            patch_nums = schedule(where, scales, laid_out(var_sd, 0, where), args, tokens=var_sd["pos_1LC"].shape[1])
+    if patch_nums is None:
+        raise CheckpointError("VAR's VQ-VAE alone does not name its scale schedule; pass --patch-nums "
+                              "(VAR 256 px: 1,2,3,4,5,6,8,10,13,16)")
     config = var_vae_config(vae_sd, patch_nums, f"'{vae_path}'", **sizes, **overrides)
     return _build(config, var_sd, vae_sd)
