@@ -635,6 +635,15 @@ def test_parse_spec() -> None:
             parse_spec(bad)
 
 
+def test_a_misspelt_backend_is_named_as_one_not_as_a_missing_path(micro_export: Path, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    rc = cli.main(["bench", f"openvin:{micro_export}", "--out", str(tmp_path / "r.json")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err == (f"alignvar-edge bench: error: unknown backend 'openvin' in engine 'openvin:{micro_export}'; "
+                               "choose one of torch, onnxruntime, openvino, tensorrt, coreml"), err
+    assert not (tmp_path / "r.json").exists()
+
+
 def test_statistics() -> None:
     p = percentiles([1.0, 2.0, 3.0, 4.0, 100.0])
     assert p["p50"] == 3.0 and p["min"] == 1.0 and p["max"] == 100.0 and 4.0 < p["p90"] < 100.0
