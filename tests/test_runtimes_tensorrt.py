@@ -126,7 +126,8 @@ def test_build_without_tensorrt_writes_a_kit_for_the_device(export, tmp_path):
     assert "PRECISION=fp16" in text and "--useDLACore=$DLA" in text
     # no searched half policy: the token path's float layers stay fp32 under --fp16
     assert 'fp16) FLAGS="--fp16 --noTF32 --precisionConstraints=obey --layerPrecisions=' in text
-    assert (kit / "trtexec.txt").read_text().startswith("trtexec --onnx=model.onnx")
+    assert (kit / "trtexec.txt").read_text().startswith(
+        '"$(command -v trtexec || echo /usr/src/tensorrt/bin/trtexec)" --onnx=model.onnx --saveEngine="../')
     assert {"README.md", "golden.safetensors"} <= files
     from alignvar_edge.manifest import load_verified
     m = load_verified(kit)
@@ -228,7 +229,12 @@ def test_kit_readme_and_golden_describe_this_kit(kit, export):
     from alignvar_edge.runtimes.golden import read_golden
     text = (kit / "README.md").read_text()
     for needle in ("JetPack 6.1 / 6.2", "TensorRT 10.3", "CUDA 12.6", "--system-site-packages",
-                   "pip install 'alignvar-edge[device]' 'numpy<2' 'cuda-python>=12.6.1,<13'",
+                   "pip install \"$(ls alignvar_edge-*.whl)[device]\" 'numpy<2' 'cuda-python>=12.6.1,<13'",
+                   "alignvar-edge is not published on PyPI",
+                   "pip download --platform manylinux2014_aarch64 --platform manylinux_2_28_aarch64 --python-version "
+                   "3.10 --implementation cp --only-binary=:all: \"$(ls dist/alignvar_edge-*.whl)[device]\"",
+                   "pip install --no-index --find-links ~/wheels \"$(ls ~/wheels/alignvar_edge-*.whl)[device]\"",
+                   ". ~/alignvar-venv/bin/activate\nsh build_on_device.sh ",
                    "python3-libnvinfer", "sh build_on_device.sh --precision fp16 --dla-core 0",
                    "alignvar-edge adopt ../my.engine --like . --log ../my.log", "bench merge",
                    "/usr/src/tensorrt/bin/trtexec --onnx=model.onnx --saveEngine=../my.engine $(sed ",
@@ -237,7 +243,6 @@ def test_kit_readme_and_golden_describe_this_kit(kit, export):
                    "`lr` float32 NCHW [1, 3, 8, 8], RGB in [0, 1]",
                    # what to copy, the wheel where the index has none, what success prints, the hand-back
                    "Copy this whole directory to the device", "python -m pip wheel --no-deps -w dist .",
-                   "pip install \"$(ls alignvar_edge-*.whl)[device]\" 'numpy<2' 'cuda-python>=12.6.1,<13'",
                    "`RESULT    PASS` and ends with `done: engine directory <engine>, parity <engine>-selftest.json",
                    # the script's default names (test_build_script_help_dla_cores_and_default_names)
                    "`<engine>/` (the engine directory: `<kit>-<precision>[-dlaN]`,\nor `<kit>-engine[-dlaN]` where "
@@ -365,6 +370,23 @@ def test_a_trtexec_log_read_on_its_own_device_keeps_that_machine(monkeypatch):
     assert elsewhere["imported_by"]["cpu"] == jetson["cpu"] and elsewhere["cpu"] == {}
 
 
+def test_the_install_lines_build_the_wheel_as_alignvar_edge_is_not_on_pypi():
+    """alignvar-edge is not published on PyPI: README.md and docs/jetson.md install it from a checkout or
+    its wheel, and the guide gives the offline recipe for a Jetson without internet (the kit's README:
+    test_kit_readme_and_golden_describe_this_kit)."""
+    repo = Path(__file__).parent.parent
+    readme, guide = ((repo / f).read_text() for f in ("README.md", "docs/jetson.md"))
+    for text in (readme, guide):
+        assert "pip install 'alignvar-edge[" not in text and "python -m pip wheel --no-deps -w dist ." in text
+        assert "pip install \"$(ls " in text
+    assert "not published there" in readme and "alignvar-edge is not published on PyPI" in guide
+    assert ("pip download --platform manylinux2014_aarch64 --platform manylinux_2_28_aarch64 --python-version 3.10 "
+            "--implementation cp --only-binary=:all: \"$(ls dist/alignvar_edge-*.whl)[device]\" 'numpy<2' "
+            "'cuda-python>=12.6.1,<13' -d wheels") in guide
+    assert ("pip install --no-index --find-links ~/wheels \"$(ls ~/wheels/alignvar_edge-*.whl)[device]\" 'numpy<2' "
+            "'cuda-python>=12.6.1,<13'") in guide
+
+
 def test_the_jetson_guide_merges_with_a_host_report_of_the_bundled_weights():
     """docs/jetson.md's `bench merge` example pairs the device report with a checked-in host report:
     one of other weights would be merged under a 'different weights' warning."""
@@ -425,7 +447,7 @@ def test_build_script_runs_adopt_selftest_and_bench_with_a_stand_in_trtexec(kit,
     assert (tmp_path / "eng-report.json").is_file()               # the timing, whatever parity says
     if not AVAILABLE:                                             # selftest needs TensorRT: its status
         assert res.returncode == 3 and "TensorRT is not installed" in res.stderr
-        assert "the parity check did not pass (exit 3" in res.stdout and "-selftest.json" not in res.stdout
+        assert "the parity check could not run here (exit 3, above)" in res.stdout and "did not pass" not in res.stdout
     no_ae = {**env, "PYTHON": "false"}                            # without alignvar-edge: instructions
     res = subprocess.run(["sh", script, "--out", str(tmp_path / "plain")], capture_output=True, text=True,
                          env=no_ae, timeout=300)
@@ -644,7 +666,8 @@ def test_write_build_files_takes_the_layers_from_the_manifest(tmp_path):
                      extra={"fp16_f32_layers": {"source": "token path", "layers": ["x", "y"], "half_layers": ["z"]}})
     write_build_files(tmp_path, m, "fp16", "fp32", None, 3)
     assert (tmp_path / "trtexec.txt").read_text() == (
-        "trtexec --onnx=model.onnx --saveEngine=model.engine --timingCacheFile=alignvar-timing.cache "
+        '"$(command -v trtexec || echo /usr/src/tensorrt/bin/trtexec)" --onnx=model.onnx '
+        '--saveEngine="../$(basename "$PWD").engine" --timingCacheFile=../alignvar-timing.cache '
         "--builderOptimizationLevel=3 --fp16 --noTF32 --precisionConstraints=obey --layerPrecisions=x:fp32,y:fp32\n")
     assert 'fp16) FLAGS="--fp16 --noTF32 --precisionConstraints=obey --layerPrecisions=x:fp32,y:fp32"; WHY11="fp16 ' \
         'needs a graph that carries fp16 there' in (tmp_path / "build_on_device.sh").read_text()
@@ -659,6 +682,12 @@ OLD_CMD = ("trtexec --onnx=model.onnx --saveEngine=model.engine --timingCacheFil
            "--layerPrecisions=node_a:fp32,node_b:fp32")
 OLD_PLAN = {"strongly_typed": False, "flags": ["FP16"], "tf32": False, "f32_layers": OLD_F32, "half_layers": OLD_HALF}
 OLD_OWNER = {"source": "token path", "layers": OLD_F32, "half_layers": OLD_HALF}
+
+
+def _flags(cmd: Path | str) -> list[str]:
+    """A trtexec command's build flags (those after the files it reads and writes), from a file or a string."""
+    text = cmd.read_text() if isinstance(cmd, Path) else cmd
+    return text.split("--builderOptimizationLevel=")[1].split()
 
 
 def _rewritten(src: Path, dst: Path, **extra) -> Path:
@@ -711,14 +740,14 @@ def test_manifests_of_the_older_layouts_read_the_same(kit, tmp_path):
         m = load_verified(out)
         assert m.extra["plan"] == {"strongly_typed": False, "flags": ["FP16"], "tf32": False, "obey_f32_layers": True}
         assert m.extra["fp16_f32_layers"]["layers"] == OLD_F32 and "trtexec" not in m.extra
-        assert (out / "trtexec.txt").read_text() == OLD_CMD + "\n"
+        assert _flags(out / "trtexec.txt") == _flags(OLD_CMD)
         assert f"{compute}: " in format_inspection(inspect_artifact(out))
     # an engine directory of the older layout: inspect and adopt --like read its lists
     eng = _rewritten(tmp_path / "twice-engine", tmp_path / "old-engine", plan=OLD_PLAN, fp16_f32_layers=OLD_OWNER,
                      trtexec=OLD_CMD)
     assert f"{compute}: token path, TF32 off" in format_inspection(inspect_artifact(eng)).splitlines()
     again = adopt(engine, eng, tmp_path / "again", log=kept)
-    assert (again / "trtexec.txt").read_text().startswith(OLD_CMD)
+    assert _flags(again / "trtexec.txt") == _flags(OLD_CMD)
     assert half_layers_of(load_verified(again)) == OLD_HALF
 
 
@@ -971,6 +1000,8 @@ def test_build_script_refuses_an_output_folder_of_someone_elses_before_building(
                          text=True, env=env)
     assert res.returncode == 2 and "holds files but no manifest.json or run.json of ours" in res.stderr, res.stderr
     assert res.stderr.startswith(f"build_on_device.sh: --out {mine}: ") and res.stderr.count("\n") == 1
+    # the script passes adopt's --force itself: its user has no such option to be told about
+    assert "--force" not in res.stderr and "this script only replaces our own outputs" in res.stderr, res.stderr
     assert not (tmp_path / "mydata.work").exists() and (mine / "notes.txt").read_text() == "precious"
     work = tmp_path / "eng.work"
     work.mkdir()
@@ -1011,3 +1042,122 @@ def test_an_engine_directory_describes_its_engine_and_rebuilds_beside_itself(kit
     res = subprocess.run(["sh", str(out / "build_on_device.sh")], capture_output=True, text=True,
                          env={**env, "PYTHON": "false"}, timeout=120)
     assert res.returncode == 0 and f"--out {tmp_path}/tiny-trt-fp16-dla0-engine\n" in res.stdout, res.stdout
+
+
+def test_the_kits_trtexec_txt_builds_beside_the_kit_which_still_verifies(kit, tmp_path):
+    """trtexec.txt, run by hand from inside the kit (`sh trtexec.txt`, as the build line says), writes
+    the engine and timing cache beside the kit, whose manifest lists every file it holds: the kit
+    still verifies and adopts the engine. It finds trtexec on PATH, else where JetPack puts it."""
+    import os
+    import shutil
+
+    from alignvar_edge.cli import main
+    from alignvar_edge.manifest import load_verified
+    copy = tmp_path / "tiny-trt"
+    shutil.copytree(kit, copy)
+    res = subprocess.run(["sh", "trtexec.txt"], capture_output=True, text=True, env=_stand_in_trtexec(tmp_path),
+                         cwd=copy)
+    assert res.returncode == 0, res.stderr
+    (tmp_path / "plain.log").write_text(res.stdout)
+    assert sorted(p.name for p in copy.iterdir()) == sorted(p.name for p in kit.iterdir())     # nothing added
+    load_verified(copy)
+    args = next(line for line in res.stdout.splitlines() if line.startswith("ARGS "))
+    assert "--saveEngine=../tiny-trt.engine --timingCacheFile=../alignvar-timing.cache " in args, args
+    assert (tmp_path / "tiny-trt.engine").read_text() == "engine"
+    cwd = os.getcwd()
+    os.chdir(copy)                                   # the kit README's commands run from inside the kit
+    try:
+        assert main(["adopt", "../tiny-trt.engine", "--like", ".", "--log", "../plain.log", "--out", "../eng"]) == 0
+    finally:
+        os.chdir(cwd)
+    assert load_verified(tmp_path / "eng").precision == "fp16"
+    no_trtexec = {**os.environ, "PATH": str(Path(shutil.which("sh") or "/bin/sh").parent)}
+    res = subprocess.run(["sh", "trtexec.txt"], capture_output=True, text=True, env=no_trtexec, cwd=copy)
+    assert res.returncode == 127 and "/usr/src/tensorrt/bin/trtexec" in res.stderr, res.stderr
+
+
+def _fake_tensorrt(tmp_path: Path) -> str:
+    """A folder holding a `tensorrt` module with JetPack 6's version and nothing else: TensorRT
+    installed where it cannot run (no TensorRT can run here), as on a Jetson without cuda-python."""
+    pkg = tmp_path / "fake-trt" / "tensorrt"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text('__version__ = "10.3.0.30"\n')
+    return str(pkg.parent)
+
+
+def test_a_device_without_the_cuda_binding_is_told_to_install_it_not_that_parity_failed(kit, tmp_path):
+    """TensorRT importable but no CUDA binding (cuda-python not installed): adopt names that reason
+    and its fix, not 'TensorRT does not run here, run selftest on the device' (this is the device),
+    and the script says the parity check could not run, not that it did not pass (exit 3)."""
+    import importlib.util
+    import os
+    import sys
+    if AVAILABLE or importlib.util.find_spec("cuda") is not None or torch.cuda.is_available():
+        pytest.skip("a usable TensorRT or a CUDA binding is installed here")
+    env = {**_stand_in_trtexec(tmp_path), "PYTHON": sys.executable, "HOME": str(tmp_path),
+           "PYTHONPATH": os.pathsep.join([_fake_tensorrt(tmp_path), *(p for p in sys.path if p)])}
+    out = tmp_path / "eng"
+    res = subprocess.run(["sh", str(kit / "build_on_device.sh"), "--out", str(out)], capture_output=True,
+                         text=True, env=env, timeout=300)
+    assert res.returncode == 3, res.stderr
+    adopted = next(line for line in res.stdout.splitlines() if line.startswith("not checked"))
+    assert adopted == ("not checked: TensorRT is installed but the runner has no CUDA binding: install cuda-python "
+                       "(pip install 'cuda-python>=12.6.1,<13') or PyTorch with CUDA; then run "
+                       f"`alignvar-edge selftest --engine {out}`"), adopted
+    last = res.stdout.strip().splitlines()[-1]
+    assert last == (f"done: engine directory {out}, bench report {out}-report.json; the parity check could not run "
+                    f"here (exit 3, above): fix what it names, then run: {sys.executable} -m alignvar_edge selftest "
+                    f"--engine {out} --json {out}-selftest.json"), last
+
+
+def test_build_script_names_the_venv_it_was_not_run_from(kit, tmp_path):
+    """alignvar-edge installed in the venv of the README's step 2 but the script run from a shell
+    where it is not active: stopped before the build, naming the command that activates it. With
+    alignvar-edge nowhere: a note before the build that it checks nothing, and at the end how to check."""
+    import sys
+    env = {**_stand_in_trtexec(tmp_path), "PYTHON": "false", "HOME": str(tmp_path)}
+    res = subprocess.run(["sh", str(kit / "build_on_device.sh"), "--out", str(tmp_path / "eng")],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 0 and res.stderr.startswith("note: alignvar-edge is not importable by false: this run "
+                                                         "builds and times the engine but checks nothing"), res.stderr
+    assert "activate the venv it\nis in ('. ~/alignvar-venv/bin/activate'" in res.stdout, res.stdout
+    venv_python = tmp_path / "alignvar-venv" / "bin" / "python"
+    venv_python.parent.mkdir(parents=True)
+    venv_python.write_text(f"#!/bin/sh\nPYTHONPATH='{Path(__file__).parent.parent}' exec '{sys.executable}' \"$@\"\n")
+    venv_python.chmod(0o755)
+    res = subprocess.run(["sh", str(kit / "build_on_device.sh"), "--out", str(tmp_path / "eng2")],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 2 and res.stderr == (
+        "build_on_device.sh: alignvar-edge is not importable by false, but it is installed in ~/alignvar-venv: run "
+        "this script again after '. ~/alignvar-venv/bin/activate' (or with "
+        f"PYTHON={venv_python} in front of 'sh')\n"), res.stderr
+    assert not (tmp_path / "eng2.work").exists()                      # trtexec never ran
+
+
+def test_an_engine_directory_links_the_kits_onnx_where_the_file_system_allows(export, tmp_path):
+    """Every engine directory carries the ONNX it rebuilds from (gigabytes for the large presets, on a
+    Jetson's small disk): a hard link to the kit's on one file system, a copy across two; each
+    directory verifies either way."""
+    import os
+
+    from alignvar_edge.manifest import load_verified
+    from alignvar_edge.runtimes.tensorrt.adopt import adopt
+    from alignvar_edge.runtimes.tensorrt.plan import copy_onnx
+    ext = _with_external_weights(export, tmp_path / "ext")
+    kit = trt_backend.BACKEND.build(ext, tmp_path / "kit", precision="fp16", kit=True)
+    engine = tmp_path / "my.engine"
+    engine.write_bytes(b"engine")
+    out = adopt(engine, kit, tmp_path / "adopted", log=LOGS / "trt10-orin-fp16-dla.log")
+    for name in ("model.onnx", "model.onnx.data"):
+        assert os.path.samefile(kit / name, ext / name) and os.path.samefile(out / name, kit / name), name
+    load_verified(kit)
+    load_verified(out)
+    other = Path("/dev/shm")
+    if not other.is_dir() or other.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("no second file system here to copy across")
+    import tempfile
+    with tempfile.TemporaryDirectory(dir=other) as d:
+        copy_onnx(kit / "model.onnx", Path(d))
+        for name in ("model.onnx", "model.onnx.data"):
+            assert (Path(d) / name).read_bytes() == (kit / name).read_bytes()
+            assert not os.path.samefile(Path(d) / name, kit / name)

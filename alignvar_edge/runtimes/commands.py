@@ -219,7 +219,8 @@ def run_build(args: argparse.Namespace) -> int:
     kit = m.extra.get("tensorrt_kit")
     if kit:
         print(f"{kit['reason']}; wrote a build kit to {out}: run "
-              f"`sh {out}/build_on_device.sh` on the device (the plain trtexec command: {out}/trtexec.txt)")
+              f"`sh {out}/build_on_device.sh` on the device (by hand: `sh trtexec.txt` from inside it, which "
+              "writes the engine beside it)")
         for line in engine_warnings(m):      # the kit's user cannot check the engine before the device
             _say(line)
         return 0
@@ -565,7 +566,7 @@ def run_doctor(args: argparse.Namespace) -> int:
 
 def run_adopt(args: argparse.Namespace) -> int:
     from alignvar_edge.manifest import db_text, parity_figures, read_manifest
-    from alignvar_edge.runtimes.tensorrt.adopt import adopt
+    from alignvar_edge.runtimes.tensorrt.adopt import adopt, why_not_checked
     out = adopt(args.engine, args.like, args.out, log=args.log, precision=args.precision,
                 dla_core=args.dla_core, force=args.force)
     m = read_manifest(out)
@@ -573,8 +574,7 @@ def run_adopt(args: argparse.Namespace) -> int:
     print(f"adopted {args.engine} as {out}: TensorRT {ex['tensorrt_version']}, {ex.get('gpu_name')} "
           f"(compute capability {ex['compute_capability']}), {m.precision}"
           + (f", DLA core {ex['dla_core']}" if ex.get("dla_core") is not None else ""))
-    print(f"parity vs golden: {par.tokens_pct} tokens, {db_text(par.psnr_db)} dB" if par else
-          f"not checked here (TensorRT does not run here): run `alignvar-edge selftest --engine {out}` on the device")
+    print(f"parity vs golden: {par.tokens_pct} tokens, {db_text(par.psnr_db)} dB" if par else why_not_checked(out))
     return 0
 
 

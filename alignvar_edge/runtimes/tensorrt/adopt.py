@@ -22,7 +22,7 @@ from alignvar_edge.runtimes.tensorrt.plan import ENGINE, check_dla_core, copy_on
 from alignvar_edge.runtimes.tensorrt.trtexec_log import (log_built, log_contradictions, logged_precision,
                                                          other_file_named, parse_trtexec_log, read_trtexec_log)
 
-__all__ = ["adopt"]
+__all__ = ["adopt", "why_not_checked"]
 
 
 def adopt(engine_file: str | Path, like: str | Path, out: str | Path, log: str | Path | None = None,
@@ -95,6 +95,19 @@ def adopt(engine_file: str | Path, like: str | Path, out: str | Path, log: str |
             m.parity = _check_against_golden(tmp, m)
         write_manifest(tmp, m)
     return out
+
+
+def why_not_checked(out: str | Path) -> str:
+    """What `adopt` says of an engine it did not check against the golden outputs: where TensorRT is
+    on this machine (or it is a Jetson) the reason it does not run, the one `doctor` and `selftest`
+    give, so the device's user fixes it here; elsewhere (a host) only that the device checks it."""
+    usable, why = T.BACKEND.is_available()
+    check = f"`alignvar-edge selftest --engine {out}`"
+    if usable:
+        return f"not checked: the kit it came from has no golden outputs ({GOLDEN_FILE})"
+    if T.BACKEND.version() is None and not Path(T.JETSON_RELEASE).is_file():
+        return f"not checked here (TensorRT does not run here): run {check} on the device"
+    return f"not checked: {why}; then run {check}"
 
 
 def _check_log_describes(parsed: dict[str, Any], log: str | Path, engine: Path, onnx: Path, precision: str | None,

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from alignvar_edge.errors import InputError
+from alignvar_edge.errors import BackendUnavailableError, InputError
 from alignvar_edge.manifest import MANIFEST_FILE as MANIFEST, Manifest, input_contract
 from alignvar_edge.recipes import precisions
 from alignvar_edge.runtimes.golden import GOLDEN_FILE
@@ -23,6 +23,8 @@ from alignvar_edge.runtimes.tensorrt.plan import (CACHE as TIMING_CACHE, DLA_COR
                                                   external_data_files, network_plan, precision_args, trtexec_command)
 
 README_FILE, LOG_FILE = "README.md", "trtexec.log"
+# the CLI's exit status where a backend cannot run here (selftest without a usable TensorRT)
+UNAVAILABLE_EXIT = BackendUnavailableError.exit_code
 # manifest.extra key: {"source": why, "layers": [ONNX node names] an FP16 build keeps in f32,
 # "half_layers": [the other float layers]}. The one place a kit or engine manifest keeps these
 # lists: its plan says only whether the build obeyed them (OBEYS), and the trtexec command that
@@ -34,6 +36,8 @@ OBEYS = "obey_f32_layers"
 _LISTS = ("f32_layers", "half_layers")
 # JetPack 6.1 and 6.2 (Jetson Linux 36.4.x): TensorRT 10.3, CUDA 12.6, Python 3.10, Ubuntu 22.04
 JETPACK_TRT_MAJOR = 10
+# the virtual environment README.md's step 2 installs alignvar-edge into, under the home directory
+DEVICE_VENV = "alignvar-venv"
 # the first TensorRT that builds strongly typed networks only (plan.network_plan): the script's other flags
 STRONGLY_TYPED_MAJOR = 11
 # what a kit whose graph cannot give an fp16 engine on TensorRT 11 asks of its host (jetson.md's commands)
@@ -242,9 +246,16 @@ in_kit() {{
 ! in_kit "$OUT" || die "--out $OUT is inside this kit, whose manifest lists every file it holds: pass a directory outside it"
 ! in_kit "$CACHE" || die "--timing-cache $CACHE is inside this kit, whose manifest lists every file it holds: pass a file outside it"
 # adopt replaces OUT (--force) only where it is an engine directory of ours, and only after the build:
-# refuse anything else now (alignvar-edge's own rule); the work folder holds this script's files only
+# refuse anything else now (alignvar-edge's own rule, whose words name the --force that this script,
+# not its user, passes); the work folder holds this script's files only
 HAVE_AE=""
 ! "$PYTHON" -c "import alignvar_edge" >/dev/null 2>&1 || HAVE_AE=1
+# installed as README.md's step 2 says, but run from a shell where that venv is not active: say so now,
+# not after a build that checks nothing
+VENV_PYTHON="${{HOME:-}}/{DEVICE_VENV}/bin/python"
+if [ -z "$HAVE_AE" ] && [ -x "$VENV_PYTHON" ] && "$VENV_PYTHON" -c "import alignvar_edge" >/dev/null 2>&1; then
+    die "alignvar-edge is not importable by $PYTHON, but it is installed in ~/{DEVICE_VENV}: run this script again after '. ~/{DEVICE_VENV}/bin/activate' (or with PYTHON=$VENV_PYTHON in front of 'sh')"
+fi
 if [ -n "$HAVE_AE" ]; then
     WHY=$("$PYTHON" -c 'import sys
 from alignvar_edge.errors import OutputExistsError
@@ -252,7 +263,7 @@ from alignvar_edge.manifest import check_out
 try:
     check_out(sys.argv[1], force=True)
 except OutputExistsError as e:
-    print(e)' "$OUT") || die "$PYTHON could not check --out $OUT"
+    print(str(e).replace("--force", "this script"))' "$OUT") || die "$PYTHON could not check --out $OUT"
     [ -z "$WHY" ] || die "--out $OUT: $WHY"
 fi
 for f in "$WORK"/* "$WORK"/.[!.]*; do
@@ -295,6 +306,7 @@ if [ -n "$V" ]; then
 fi
 mkdir -p "$WORK"
 
+[ -n "$HAVE_AE" ] || echo "note: alignvar-edge is not importable by $PYTHON: this run builds and times the engine but checks nothing (to check it too: install alignvar-edge, README.md step 2, and run this script with its venv active, or with PYTHON=<venv>/bin/python)" >&2
 echo "building $PRECISION${{DLA:+ on DLA core $DLA}} with $TRTEXEC (log: $WORK/{LOG_FILE})"
 # one trtexec run builds (reusing the timing cache) and then times the engine; the whole log is kept
 # shellcheck disable=SC2086 # FLAGS and DLA_FLAGS are lists of words
@@ -308,7 +320,8 @@ sed -n '/=== Performance summary ===/,/Total GPU Compute Time/p' "$WORK/{LOG_FIL
 
 if [ -z "$HAVE_AE" ]; then
     echo "engine: $WORK/model.engine, NOT CHECKED: alignvar-edge is not importable by $PYTHON, so there"
-    echo "is no manifest, parity check or report yet. Install it (README.md, step 2), then run"
+    echo "is no manifest, parity check or report yet. Install it (README.md, step 2), or activate the venv it"
+    echo "is in ('. ~/{DEVICE_VENV}/bin/activate'; or run this script with PYTHON=<venv>/bin/python), then run"
     echo "  alignvar-edge adopt $WORK/model.engine --like $HERE --log $WORK/{LOG_FILE} --precision $PRECISION --out $OUT"
     echo "  alignvar-edge selftest --engine $OUT"
     echo "  alignvar-edge bench trtexec $WORK/{LOG_FILE} --engine $OUT --out $OUT-report.json"
@@ -338,11 +351,15 @@ ae bench trtexec "$OUT/{LOG_FILE}" --engine "$OUT" --out "$OUT-report.json"
 rm -rf "$WORK"
 # parity: the engine against the golden outputs shipped in the kit; its status is the script's
 ae selftest --engine "$OUT" --json "$OUT-selftest.json" || STATUS=$?
-if [ "$STATUS" -eq 0 ]; then
-    echo "done: engine directory $OUT, parity $OUT-selftest.json, bench report $OUT-report.json"
-else
-    echo "done: engine directory $OUT, bench report $OUT-report.json; the parity check did not pass (exit $STATUS, above)"
-fi
+# selftest's status: 1 the engine failed the check, {UNAVAILABLE_EXIT} the check could not run here (TensorRT or
+# its CUDA binding unusable), another an error before any check
+case "$STATUS" in
+    0) echo "done: engine directory $OUT, parity $OUT-selftest.json, bench report $OUT-report.json"; exit 0 ;;
+    1) PARITY="the parity check did not pass (exit 1, above)" ;;
+    {UNAVAILABLE_EXIT}) PARITY="the parity check could not run here (exit {UNAVAILABLE_EXIT}, above): fix what it names, then run: $PYTHON -m alignvar_edge selftest --engine $OUT --json $OUT-selftest.json" ;;
+    *) PARITY="the parity check stopped with an error (exit $STATUS, above)" ;;
+esac
+echo "done: engine directory $OUT, bench report $OUT-report.json; $PARITY"
 exit "$STATUS"
 """
 
@@ -408,7 +425,7 @@ Copy this whole directory to the device (e.g. `scp -r KIT jetson:~/`, KIT being 
 {_data_rows(data)}| `golden.safetensors` | held-out LR tiles with the reference tokens and SR tiles: the parity check |
 | `manifest.json` | what this kit holds (SHA-256 of every file, model config, input contract) |
 | `build_on_device.sh` | build with trtexec, adopt, check against golden, report (below) |
-| `trtexec.txt` | the plain trtexec command, for building by hand |
+| `trtexec.txt` | the script's build as one trtexec command, for building by hand from inside this directory (below) |
 
 Input contract: {contract}.
 
@@ -432,19 +449,27 @@ highest power mode; `nvpmodel -q` shows the current one, which the report record
 
 ## 2. A Python environment that sees JetPack's TensorRT
 
+alignvar-edge is not published on PyPI: bring its wheel with the kit. On the host, in a checkout of
+alignvar-edge, `python -m pip wheel --no-deps -w dist .` writes it (pure Python, about 6 MB); copy
+`dist/alignvar_edge-*.whl` here, then, from the directory holding it:
+
 ```
 sudo apt install python3-venv
-python3 -m venv --system-site-packages ~/alignvar-venv
-. ~/alignvar-venv/bin/activate
-pip install 'alignvar-edge[device]' 'numpy<2' 'cuda-python>=12.6.1,<13'
+python3 -m venv --system-site-packages ~/{DEVICE_VENV}
+. ~/{DEVICE_VENV}/bin/activate
+pip install "$(ls alignvar_edge-*.whl)[device]" 'numpy<2' 'cuda-python>=12.6.1,<13'
 python -c "import tensorrt, cuda.bindings.runtime; print(tensorrt.__version__)"
 ```
 
-pip needs the package index (numpy, Pillow, safetensors, ONNX Runtime and cuda-python have
-aarch64 wheels there). Where the index has no `alignvar-edge`, bring its wheel with the kit: on
-the host, in a checkout of alignvar-edge, `python -m pip wheel --no-deps -w dist .` (pure
-Python, about 6 MB); here, beside the copied `dist/alignvar_edge-*.whl`:
-`pip install "$(ls alignvar_edge-*.whl)[device]" 'numpy<2' 'cuda-python>=12.6.1,<13'`.
+pip fetches the dependencies from PyPI (numpy, Pillow, safetensors, ONNX Runtime and cuda-python
+have aarch64 wheels there). Without internet here, download them on the host, beside `dist/`:
+
+```
+pip download --platform manylinux2014_aarch64 --platform manylinux_2_28_aarch64 --python-version 3.10 --implementation cp --only-binary=:all: "$(ls dist/alignvar_edge-*.whl)[device]" 'numpy<2' 'cuda-python>=12.6.1,<13' -d wheels
+```
+
+copy the `wheels` folder here, and in the venv install from it alone:
+`pip install --no-index --find-links ~/wheels "$(ls ~/wheels/alignvar_edge-*.whl)[device]" 'numpy<2' 'cuda-python>=12.6.1,<13'`.
 
 - `--system-site-packages`: TensorRT's Python bindings are the Debian package
   `python3-libnvinfer`, installed for the system Python 3.10; PyPI's `tensorrt` wheels are not
@@ -461,7 +486,12 @@ Python, about 6 MB); here, beside the copied `dist/alignvar_edge-*.whl`:
 
 ## 3. Build, check, time
 
+From inside this directory, in a shell where the venv of step 2 is active (a new shell, e.g. after
+`sudo jetson_clocks`, needs `. ~/{DEVICE_VENV}/bin/activate` again; without alignvar-edge the script only
+builds and times):
+
 ```
+. ~/{DEVICE_VENV}/bin/activate
 sh build_on_device.sh                           # {precision}
 {dla_example}```
 
@@ -522,7 +552,9 @@ alignvar-edge bench trtexec ../my.log --engine ../my-engine --out ../my-report.j
 ```
 
 The `sed` takes this kit's precision flags from `{TRTEXEC_FILE}` (the whole command, layer list
-included); add any trtexec flags you like. `adopt` takes the TensorRT version and GPU from `import
+included); add any trtexec flags you like. `sh {TRTEXEC_FILE}` alone runs the script's build: trtexec
+from `PATH`, else `/usr/src/tensorrt/bin/trtexec`, writing `../<this directory's name>.engine` and the
+timing cache `../{TIMING_CACHE}`, never a file inside the kit. `adopt` takes the TensorRT version and GPU from `import
 tensorrt` and the GPU when it can, else from the trtexec log (`--log`), and the precision and
 DLA core from the log's command line (a `--stronglyTyped` build: the kit's precision). A
 `--buildOnly` log will do for `adopt`; `bench trtexec` needs the timing run's.
@@ -565,7 +597,7 @@ outputs: `alignvar-edge inspect .`; the whole path is in `docs/jetson.md` of ali
 {_data_rows(data)}| `golden.safetensors` | held-out LR tiles with the reference tokens and SR tiles: the parity check |
 | `manifest.json` | what this directory holds (SHA-256 of every file, TensorRT version, GPU, precision, DLA core) |
 | `build_on_device.sh` | rebuild, check and time it on this or another device (below) |
-| `{TRTEXEC_FILE}` | the plain trtexec command of a rebuild |
+| `{TRTEXEC_FILE}` | the trtexec command of a rebuild: `sh {TRTEXEC_FILE}` from inside this directory writes `../<this directory's name>.engine` |
 
 Input contract: {contract}; whole images are cut into tiles and come back whole.
 
@@ -590,6 +622,21 @@ a build kit's does (docs/jetson.md of alignvar-edge). trtexec flags per precisio
 """
 
 
+# trtexec.txt runs from inside its directory (`sh trtexec.txt`, or pasted): trtexec from PATH, else where
+# JetPack puts it, as the script finds it; and it writes outside the directory, whose manifest lists
+# every file it holds (an engine or cache written inside would make it fail verification)
+HAND_TRTEXEC = '"$(command -v trtexec || echo /usr/src/tensorrt/bin/trtexec)"'
+HAND_ENGINE = '"../$(basename "$PWD").engine"'
+
+
+def hand_command(plan: dict[str, Any], workspace_mib: int | None, opt_level: int, dla_core: int | None) -> str:
+    """trtexec.txt: the script's build as one shell line, writing `../<this directory>.engine` and the
+    timing cache beside the directory."""
+    cmd = trtexec_command(plan, engine=HAND_ENGINE, cache=f"../{TIMING_CACHE}", workspace_mib=workspace_mib,
+                          opt_level=opt_level, dla_core=dla_core)
+    return " ".join([HAND_TRTEXEC, *cmd[1:]])
+
+
 def write_build_files(root: Path, manifest: Manifest, precision: str, kit_precision: str,
                       workspace_mib: int | None, opt_level: int, dla_core: int | None = None) -> None:
     """trtexec.txt, build_on_device.sh and README.md into a kit or engine directory: how to
@@ -597,8 +644,7 @@ def write_build_files(root: Path, manifest: Manifest, precision: str, kit_precis
     lists come from the manifest's FP16_F32, their one place."""
     f32_layers, half_layers = f32_layers_of(manifest), half_layers_of(manifest)
     plan = network_plan(JETPACK_TRT_MAJOR, precision, kit_precision, f32_layers, half_layers)
-    (root / TRTEXEC_FILE).write_text(" ".join(trtexec_command(plan, workspace_mib=workspace_mib, opt_level=opt_level,
-                                                              dla_core=dla_core)) + "\n")
+    (root / TRTEXEC_FILE).write_text(hand_command(plan, workspace_mib, opt_level, dla_core) + "\n")
     script = root / SCRIPT_FILE
     # the files the script uses that this directory holds (a kit without golden outputs has none;
     # trtexec reads the weights an ONNX keeps in another file beside it)

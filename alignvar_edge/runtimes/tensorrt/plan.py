@@ -5,6 +5,7 @@ without TensorRT.
 """
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
@@ -45,11 +46,21 @@ def external_data_files(onnx_path: Path) -> list[str]:
 
 
 def copy_onnx(onnx_path: Path, dest: Path) -> None:
-    """`onnx_path` as dest/ONNX, with its external-data files under the names the graph gives them."""
-    shutil.copy2(onnx_path, dest / ONNX)
+    """`onnx_path` as dest/ONNX, with its external-data files under the names the graph gives them:
+    hard links where the file system allows (every engine directory holds the ONNX it rebuilds from,
+    gigabytes for the large presets, and a Jetson's disk is small), else copies. A file of an
+    artifact is never written in place (each is verified against its SHA-256), so sharing one is safe."""
+    _link_or_copy(onnx_path, dest / ONNX)
     for rel in external_data_files(onnx_path):
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(onnx_path.parent / rel, dest / rel)
+        _link_or_copy(onnx_path.parent / rel, dest / rel)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:          # another file system, or one without hard links (FAT on an SD card)
+        shutil.copy2(src, dst)
 
 
 def network_plan(trt_major: int, precision: str, artifact_precision: str,
