@@ -479,6 +479,24 @@ def test_the_scale_schedule_is_the_one_the_tensors_lay_out_never_a_guess(tmp_pat
     assert "lay out the schedule 1,2,4,32, but its other tensors fix 10 scales ending at 32" in line
 
 
+def test_a_flag_that_does_not_fit_the_files_is_named_not_the_file(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """--patch-nums that the files' tensors do not fit is the flag's fault (the line says what the
+    file holds and to drop the flag), and --refiner-steps past the refiner's range is named by its
+    flag, not by the config field it sets."""
+    var, vae, out = str(VARSR / "var.pth"), str(VARSR / "vae.pth"), tmp_path / "out"
+    line = _import_error(["varsr", "--var", var, "--vae", vae, "--patch-nums", "1,2,3"], out, capsys)
+    assert f"--patch-nums 1,2,3 does not fit '{var}' (trainer.var_wo_ddp) (its tensors lay out " \
+           "1,2,3,4,6,9,13,18,24,32): drop --patch-nums" in line
+    no_lvl = {k: v for k, v in read_torch_file(VARSR / "var.pth")["trainer"]["var_wo_ddp"].items() if k != "lvl_1L"}
+    torch.save(no_lvl, tmp_path / "no_lvl.pth")
+    line = _import_error(["varsr", "--var", str(tmp_path / "no_lvl.pth"), "--vae", vae, "--patch-nums", "1,2,32"],
+                         out, capsys)
+    assert line.endswith("(its tensors fix 10 scales ending at 32): pass 10 scales ending at 32 as --patch-nums")
+    line = _import_error(["varsr", "--var", var, "--vae", vae, "--refiner-steps", "2000"], out, capsys)
+    assert "error: --refiner-steps: " in line and "2000" in line and "config" not in line
+
+
 def test_import_refuses_non_finite_upstream_weights_naming_file_and_tensor(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """What import writes every other verb accepts: a NaN in the upstream file is refused here."""

@@ -58,8 +58,13 @@ def _patch_nums(text: str) -> tuple[int, ...]:
     return pns
 
 
+# the config fields import's flags set, by flag: a value the config refuses is named by its flag
+IMPORT_FLAGS = {"refiner_steps": "--refiner-steps", "cfg": "--cfg"}
+
+
 def run_import(args: argparse.Namespace) -> int:
     from alignvar_edge.model.checkpoint import check_checkpoint_out, save_pretrained
+    from alignvar_edge.model.config import named_by_flags
     from alignvar_edge.model.upstream import import_var, import_varsr, refuse_unfit
 
     out: Path = args.out
@@ -69,7 +74,7 @@ def run_import(args: argparse.Namespace) -> int:
         overrides["cfg"] = args.cfg
     if args.kind == "varsr" and args.var is None:
         raise InputError("import varsr needs --var (the transformer checkpoint) as well as --vae")
-    with stage(f"reading the upstream {args.kind} checkpoint"):
+    with stage(f"reading the upstream {args.kind} checkpoint"), named_by_flags(overrides, IMPORT_FLAGS):
         if args.kind == "varsr":
             model, report = import_varsr(args.var, args.vae, args.patch_nums, **overrides)
         else:

@@ -1,10 +1,11 @@
 """AlignVAR configuration: one dataclass, JSON round-trip, named presets, validation."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import numpy as np
 
 from alignvar_edge import jsonsafe
 from alignvar_edge.degrade import DegradationConfig
-from alignvar_edge.errors import ConfigError
+from alignvar_edge.errors import ConfigError, InputError
 
 PATCH_NUMS_256 = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
 PATCH_NUMS_512 = (1, 2, 3, 4, 6, 9, 13, 18, 24, 32)
@@ -37,6 +38,19 @@ class ConfigValueError(ConfigError):
         super().__init__(f"config '{config_name}': {detail}")
         self.key = key
         self.detail = detail
+
+
+@contextlib.contextmanager
+def named_by_flags(given: Mapping[str, Any], flags: Mapping[str, str]) -> Iterator[None]:
+    """A value the caller's options set (`given`), refused by the config's own check: named by its
+    command-line flag (`flags`), or as `overrides['key']` (the Python API), not as a config file's."""
+    try:
+        yield
+    except ConfigValueError as e:
+        key = e.key.split(".")[0]
+        if key not in given:
+            raise
+        raise InputError(f"{flags.get(key, f'overrides[{key!r}]')}: {e.detail}") from e
 
 
 def _is_int(v: Any) -> bool:

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from alignvar_edge.errors import CheckpointError
+from alignvar_edge.errors import CheckpointError, InputError
 from alignvar_edge.model.alignvar import AlignVAR
 from alignvar_edge.model.checkpoint import LoadReport, check_finite, match_state_dict
 from alignvar_edge.model.config import PATCH_NUMS_256, PATCH_NUMS_512, VAR_VQ_BETA, VARSR_SWITCHES, AlignVARConfig
@@ -188,12 +188,12 @@ def laid_out(var_sd: dict[str, torch.Tensor], prefix: int, where: str) -> tuple[
     return next(iter(found.values()), None)
 
 
-def schedule(where: str, scales: int, laid: tuple[int, ...] | None, args: Any, last: int | None = None,
-             tokens: int | None = None) -> tuple[int, ...]:
+def schedule(where: str, scales: int, laid: tuple[int, ...] | None, args: Any, flag: tuple[int, ...] | None = None,
+             last: int | None = None, tokens: int | None = None) -> tuple[int, ...]:
     """The scale schedule of a checkpoint, never guessed: the one its constant buffers lay out
-    (`laid`; upstream saves them in every file), else its args.pn. `scales`, `last` and `tokens`
-    are what its other tensors fix (the level embedding's rows, the last scale's side, the number
-    of positions)."""
+    (`laid`; upstream saves them in every file), else its args.pn; --patch-nums (`flag`) where it
+    fits the tensors. `scales`, `last` and `tokens` are what its other tensors fix (the level
+    embedding's rows, the last scale's side, the number of positions)."""
     shapes = f"{scales} scales" + (f" ending at {last}" if last else "") + (f", {tokens} tokens" if tokens else "")
 
     def fits(pns: tuple[int, ...]) -> bool:
@@ -201,6 +201,14 @@ def schedule(where: str, scales: int, laid: tuple[int, ...] | None, args: Any, l
                 and laid in (None, pns))
 
     pn = _args_pn(args)
+    if flag is not None:
+        if fits(flag):
+            return flag
+        own = laid or (pn if pn is not None and fits(pn) else None)
+        told = (f"its tensors lay out {_csv(laid)}" if laid else f"its args.pn is {_csv(own)}" if own
+                else f"its tensors fix {shapes}")
+        raise InputError(f"--patch-nums {_csv(flag)} does not fit {where} ({told}): "
+                         + ("drop --patch-nums" if own else f"pass {shapes} as --patch-nums"))
     if laid is not None:
         if not fits(laid):
             raise CheckpointError(f"{where}: its level buffers lay out the schedule {_csv(laid)}, but its other "
@@ -253,7 +261,7 @@ def varsr_config(var_sd: dict[str, torch.Tensor], vae_sd: dict[str, torch.Tensor
     except KeyError as e:
         raise CheckpointError(f"{where[0]} lacks {e}: not VARSR's layout (a VAR checkpoint? use "
                               "`alignvar-edge import var`)") from e
-    pns = patch_nums or schedule(where[0], scales, laid_out(var_sd, P * P, where[0]), args, last=P)
+    pns = schedule(where[0], scales, laid_out(var_sd, P * P, where[0]), args, patch_nums, last=P)
     downsample = 2 ** (len(vq["vq_ch_mult"]) - 1)
     cfg = dict(VARSR_SWITCHES, **vq, **tf, **refiner, lr_encoder_channels=enc, patch_nums=pns,
                hr_size=pns[-1] * downsample, name="varsr-import")
@@ -334,9 +342,9 @@ def import_var(var_path: str | os.PathLike[str] | None, vae_path: str | os.PathL
         if "pos_1LC" not in var_sd:
             raise CheckpointError(f"{where} has no pos_1LC (VAR's learned positions), so it is not VAR's "
                                   "transformer; a VARSR one? use `alignvar-edge import varsr`")
-        if patch_nums is None:
-            args = var_tree.get("args") if isinstance(var_tree, dict) else None
-            patch_nums = schedule(where, scales, laid_out(var_sd, 0, where), args, tokens=var_sd["pos_1LC"].shape[1])
+        args = var_tree.get("args") if isinstance(var_tree, dict) else None
+        patch_nums = schedule(where, scales, laid_out(var_sd, 0, where), args, patch_nums,
+                              tokens=var_sd["pos_1LC"].shape[1])
     if patch_nums is None:
         raise CheckpointError("VAR's VQ-VAE alone does not name its scale schedule; pass --patch-nums "
                               "(VAR 256 px: 1,2,3,4,5,6,8,10,13,16)")

@@ -20,7 +20,7 @@ import os
 import shutil
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ from alignvar_edge.fsmodes import write_text
 from alignvar_edge.images import DEFAULT_MAX_MEGAPIXELS, list_images
 from alignvar_edge.manifest import RUN_FILE, check_out
 from alignvar_edge.model import AlignVAR, AlignVARConfig
-from alignvar_edge.model.config import ConfigValueError
+from alignvar_edge.model.config import named_by_flags
 from alignvar_edge.model.alignvar import load_pretrained
 from alignvar_edge.model.checkpoint import CHECKPOINT_FILES, check_checkpoint_out, save_pretrained
 from alignvar_edge.samples import sample_images
@@ -166,7 +166,7 @@ def build_model(opts: TrainOptions) -> AlignVAR:
         changes = dict(opts.overrides)
         changes.update({k: v for k, v in (("hcc_weight", opts.hcc_weight),) if v is not None})
         if changes:
-            with _named_by_option(changes):
+            with named_by_flags(changes, _FLAGS):
                 config = model.config.replace(**changes)
             if config.sca_gate != model.config.sca_gate or config.sca_exclude_radius != model.config.sca_exclude_radius:
                 sd = model.state_dict()
@@ -185,22 +185,9 @@ def build_model(opts: TrainOptions) -> AlignVAR:
         overrides["sca"] = opts.sca
     if opts.hcc_weight is not None:
         overrides["hcc_weight"] = opts.hcc_weight
-    with _named_by_option(overrides):
+    with named_by_flags(overrides, _FLAGS):
         config = AlignVARConfig.from_preset(opts.preset, **overrides)
     return AlignVAR(config)
-
-
-@contextlib.contextmanager
-def _named_by_option(given: dict[str, Any]) -> Iterator[None]:
-    """A value the run's options set (`given`), refused by the config's own check: named by its flag,
-    or as `overrides['key']` (the Python API), not as a config file's."""
-    try:
-        yield
-    except ConfigValueError as e:
-        key = e.key.split(".")[0]
-        if key not in given:
-            raise
-        raise InputError(f"{_FLAGS.get(key, f'overrides[{key!r}]')}: {e.detail}") from e
 
 
 def trainable_parameters(model: AlignVAR, stage: str) -> list[torch.nn.Parameter]:
