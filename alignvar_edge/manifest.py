@@ -680,17 +680,23 @@ def verify_files(root: str | os.PathLike[str], manifest: Manifest | None = None)
             problems.append(f"{rel} is missing")
         elif not isinstance(digest, str) or sha256_file(p) != digest:
             problems.append(f"{rel} does not match its recorded SHA-256 (truncated or edited)")
-    problems += [f"{rel} is not listed in {MANIFEST_FILE}" for rel in unlisted_files(root, files)]
+    stray = unlisted_files(root, files)
+    problems += [f"{rel} is not listed in {MANIFEST_FILE}" for rel in stray]
     for name, entry in m.graphs.items():
         graph_file = entry.get("file") if isinstance(entry, dict) else None
         if graph_file:
             confined(root, graph_file)
             if graph_file not in files and not any(f.startswith(f"{graph_file}/") for f in files):
                 problems.append(f"graph '{name}' is {graph_file}, which {MANIFEST_FILE} does not list")
-    if not problems:
+    if len(problems) == len(stray):           # no problem but files it does not list, if any
         for rel in files:
             if rel.endswith(".onnx"):
                 problems += _external_data_problems(root, rel, files)
+    if stray and len(problems) == len(stray):
+        # every listed file checks: the files written into it after it was made are the fault, not the copy
+        names = f"{', '.join(stray[:-1])} and {stray[-1]}" if len(stray) > 1 else stray[0]
+        raise ArtifactError(f"artifact '{root}' failed verification: {'; '.join(problems)}, while every file it "
+                            f"lists checks: remove {names} from it (never write files inside an artifact directory)")
     if problems:
         # a device gets its engines by copying: a file left out or cut short is fixed by copying again
         raise ArtifactError(f"artifact '{root}' failed verification: {'; '.join(problems)}. Copy the whole "

@@ -1071,6 +1071,14 @@ def test_the_kits_trtexec_txt_builds_beside_the_kit_which_still_verifies(kit, tm
     finally:
         os.chdir(cwd)
     assert load_verified(tmp_path / "eng").precision == "fp16"
+    # what an earlier kit's trtexec.txt wrote into it: refused, naming exactly what to remove
+    (copy / "model.engine").write_bytes(b"engine")
+    (copy / "alignvar-timing.cache").write_bytes(b"cache")
+    with pytest.raises(ArtifactError, match=r"every file it lists checks: remove alignvar-timing.cache and "
+                                            r"model.engine from it \(never write files inside"):
+        load_verified(copy)
+    for f in ("model.engine", "alignvar-timing.cache"):
+        (copy / f).unlink()
     no_trtexec = {**os.environ, "PATH": str(Path(shutil.which("sh") or "/bin/sh").parent)}
     res = subprocess.run(["sh", "trtexec.txt"], capture_output=True, text=True, env=no_trtexec, cwd=copy)
     assert res.returncode == 127 and "/usr/src/tensorrt/bin/trtexec" in res.stderr, res.stderr
