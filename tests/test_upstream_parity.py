@@ -310,8 +310,9 @@ def test_import_varsr_takes_bare_state_dicts(tmp_path: Path) -> None:
 def test_import_varsr_unwraps_what_training_frameworks_save(tmp_path: Path,
                                                              capsys: pytest.CaptureFixture[str]) -> None:
     """A state dict in one dict entry ({'model': ...}, {'state_dict': ..., 'optimizer': ...}) or under a
-    wrapper's key prefix (DDP's 'module.') imports as the bare one; two copies (a model and its EMA)
-    and bare files given the other way round are refused with one line naming the file and the fix."""
+    wrapper's key prefix (DDP's 'module.') imports as the bare one; two copies (a model and its EMA,
+    side by side, under two prefixes, or in the trainer beside var_wo_ddp) and bare files given the
+    other way round are refused with one line naming the file and the fix."""
     var_sd = dict(read_torch_file(VARSR / "var.pth")["trainer"]["var_wo_ddp"])
     vae_sd = dict(read_torch_file(VARSR / "vae.pth")["trainer"]["vae_local"])
     torch.save(vae_sd, tmp_path / "vae_raw.pth")
@@ -336,6 +337,10 @@ def test_import_varsr_unwraps_what_training_frameworks_save(tmp_path: Path,
     torch.save({"model": var_sd, "model_ema": var_sd}, ema)
     line = _import_error(["varsr", "--var", str(ema), "--vae", vae], tmp_path / "out", capsys)
     assert f"'{ema}' holds 2 state dicts ('model', 'model_ema'" in line and "pass that as --var" in line
+    torch.save({"trainer": {"var_wo_ddp": var_sd, "var_ema": var_sd}, "args": {}}, ema)      # an EMA beside it
+    line = _import_error(["varsr", "--var", str(ema), "--vae", vae], tmp_path / "out", capsys)
+    assert f"'{ema}' holds 2 state dicts ('var_wo_ddp', 'var_ema' in its trainer" in line
+    assert "torch.save(ckpt['trainer']['var_wo_ddp'], 'net.pth')) and pass that as --var" in line
     torch.save({**{f"model.{k}": v for k, v in var_sd.items()}, **{f"ema.{k}": v for k, v in var_sd.items()}}, ema)
     line = _import_error(["varsr", "--var", str(ema), "--vae", vae], tmp_path / "out", capsys)
     assert f"'{ema}' holds 2 copies of the transformer (key prefixes 'ema.', 'model.'" in line

@@ -80,6 +80,16 @@ def _unprefixed(sd: dict[str, torch.Tensor], key: str, where: str) -> dict[str, 
     return sd                       # the layout checks that follow name what is missing
 
 
+def _copies_error(path: str | os.PathLike[str], entries: list[str], key: str, in_trainer: bool) -> CheckpointError:
+    """`path` holds several state dicts (`entries` of ckpt, or of ckpt['trainer']) where one `key` network
+    was expected."""
+    parent = "ckpt['trainer']" if in_trainer else "ckpt"
+    return CheckpointError(f"'{path}' holds {len(entries)} state dicts ({', '.join(map(repr, entries))}"
+                           f"{' in its trainer' if in_trainer else ''}; a model and its EMA?): save the one to import "
+                           f"on its own (torch.save({parent}[{entries[0]!r}], 'net.pth')) and pass that as "
+                           f"{TRAINER_PARTS[key][1]}")
+
+
 def network_state_dict(tree: Any, key: str, path: str | os.PathLike[str], kind: str = "VARSR"
                        ) -> tuple[dict[str, torch.Tensor], str]:
     """The `key` network (TRAINER_PARTS) of a `kind` (VARSR or VAR) checkpoint as upstream or a
@@ -93,14 +103,16 @@ def network_state_dict(tree: Any, key: str, path: str | os.PathLike[str], kind: 
     if _is_state_dict(tree):
         sd, where = tree, f"'{path}'"
     elif isinstance(trainer, dict) and key in trainer:
+        # an EMA kept beside var_wo_ddp: which copy is meant is the user's call, as for two top-level copies
+        copies = [k for k, v in trainer.items() if k == key or (_is_state_dict(v) and _prefixes(v, ANCHORS[key]))]
+        if len(copies) > 1:
+            raise _copies_error(path, copies, key, in_trainer=True)
         sd, where = trainer[key], f"'{path}' (trainer.{key})"
     elif len(nested) == 1 and trainer is None:
         (entry, sd), = nested.items()
         where = f"'{path}' ({entry!r} entry)"
     elif nested and trainer is None:
-        raise CheckpointError(f"'{path}' holds {len(nested)} state dicts ({', '.join(map(repr, nested))}; a model "
-                              f"and its EMA?): save the one to import on its own (torch.save(ckpt[{next(iter(nested))!r}"
-                              f"], 'net.pth')) and pass that as {TRAINER_PARTS[key][1]}")
+        raise _copies_error(path, list(nested), key, in_trainer=False)
     else:
         what, flag = TRAINER_PARTS[key]
         other = next((k for k in TRAINER_PARTS if k != key and isinstance(trainer, dict) and k in trainer), None)
