@@ -158,9 +158,9 @@ def test_merge_table_plot_and_schema_refusal(report: dict[str, Any], tmp_path: P
     # rows line up by engine x device: one column per device
     from alignvar_edge.bench.merge import lineup
     grid = lineup(merged, "speedup")
-    assert grid[0] == ["model", "engine", a["label"], "jetson-orin (MAXN)"]
+    assert grid[0] == ["model", "engine", "precision", "batch", "on", a["label"], "jetson-orin (MAXN)"]
     ort_row = next(r for r in grid if r[1] == "onnxruntime-fp32")
-    assert ort_row[2] == ort_row[3] == f"{_entry(report, 'onnxruntime-fp32')['speedup_vs_eager']:.2f}x"
+    assert ort_row[5] == ort_row[6] == f"{_entry(report, 'onnxruntime-fp32')['speedup_vs_eager']:.2f}x"
     assert "## Engine x device: whole-image SR MP/s" in md
     old = copy.deepcopy(report)
     old["schema_version"] = SCHEMA_VERSION + 1
@@ -594,7 +594,8 @@ def test_a_third_run_of_one_device_merged_onto_a_merged_report_gets_its_own_colu
     merged = merge_reports([first, runs[2]])
     label = json.loads(DOC_REPORT.read_text())["label"]
     assert [r["label"] for r in merged["reports"]] == [label, f"{label} #2", f"{label} #3"]
-    assert lineup(merged, "speedup")[0] == ["model", "engine", label, f"{label} #2", f"{label} #3"]
+    assert lineup(merged, "speedup")[0] == ["model", "engine", "precision", "batch", "on", label, f"{label} #2",
+                                            f"{label} #3"]
 
 
 def test_one_default_label_on_cpus_of_other_isa_classes_gets_each_class(tmp_path: Path) -> None:
@@ -964,3 +965,34 @@ def test_the_peak_gemm_model_opens_in_the_oldest_onnxruntime_we_support() -> Non
     model = matmul_model((4, 4), np.ones((4, 4), np.float32))
     assert model.ir_version <= 10
     assert [(o.domain, o.version) for o in model.opset_import] == [("", 18)]
+
+
+def test_merge_lines_engines_up_by_what_ran_not_by_their_label(tmp_path: Path) -> None:
+    from alignvar_edge.bench.merge import lineup
+    a = json.loads((DOC_REPORT.parents[1] / "epyc-zen4-2core" / "b16-engines.json").read_text())
+    b = copy.deepcopy(a)
+    b["label"] = "other host"
+    byl = {e["label"]: e for e in b["engines"]}
+    byl["ov-int8"]["label"], byl["ort-b16"]["label"] = "openvino-int8", "onnxruntime-fp32"   # deploy's labels
+    byl["ov-bf16"].update(precision="int8", batch=1)                # one label, another engine
+    byl["ov-fp32"].update(status="unavailable", reason="not here")  # could not run on that host
+    for k in ("latency", "batch", "device"):
+        byl["ov-fp32"].pop(k)
+    merged = merge_reports([write_json(tmp_path / "a.json", a), write_json(tmp_path / "b.json", b)])
+    mp = {e["label"]: f"{e['latency']['per_megapixel_ms']['p50']:.0f}" for e in a["engines"]}
+    grid = lineup(merged, "ms_per_mp")      # a device report has this figure too: the first lineup
+    assert grid[0] == ["model", "engine", "precision", "batch", "on", a["label"], "other host"]
+    rows = {(r[1], r[2], r[3]): r[5:] for r in grid[1:]}
+    assert rows[("ov-int8 / openvino-int8", "int8", "16")] == [mp["ov-int8"], mp["ov-int8"]]
+    assert rows[("ort-b16 / onnxruntime-fp32", "fp32", "16")] == [mp["ort-b16"], mp["ort-b16"]]
+    assert rows[("ov-bf16", "bf16", "16")] == [mp["ov-bf16"], "–"]
+    assert rows[("ov-bf16", "int8", "1")] == ["–", mp["ov-bf16"]]
+    assert rows[("ov-fp32", "fp32", "16")] == [mp["ov-fp32"], "unavailable"]
+    assert len(grid) == 1 + 7
+    said = [w for w in merged["warnings"] if "one label names different engines" in w]
+    assert len(said) == 1 and "ov-bf16 (precision bf16/int8, batch 1/16)" in said[0], merged["warnings"]
+    from alignvar_edge.bench.merge import merge_markdown
+    from alignvar_edge.bench.render import report_markdown
+    # the batch of every row, in the merged table and in a report's own (eager's is its row's)
+    assert "| engine | precision | batch | p50 ms/tile |" in merge_markdown(merged)
+    assert "| pytorch-eager | fp32 | 16 | " in report_markdown(a)

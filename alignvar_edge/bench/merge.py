@@ -21,7 +21,8 @@ from alignvar_edge.bench.schema import DEVICE_REFERENCE, SCHEMA, SCHEMA_VERSION,
 from alignvar_edge.errors import InputError
 from alignvar_edge.manifest import default_overlap
 
-__all__ = ["lineup", "merge_markdown", "merge_reports", "merge_warnings", "plot_merged", "plot_rows"]
+__all__ = ["label_warnings", "lineup", "lineup_keys", "merge_markdown", "merge_reports", "merge_warnings", "plot_merged",
+           "plot_rows"]
 
 
 def _parts(report: dict[str, Any]) -> list[dict[str, Any]]:
@@ -69,11 +70,12 @@ def merge_reports(paths: Sequence[str | os.PathLike[str]]) -> dict[str, Any]:
     for r in parts:
         for row in engine_rows(r):
             rows.append({"device": r["label"], "model": r["model"]["name"],
+                         "weights_sha256": r["model"].get("weights_sha256"),
                          "tile_hr": r["model"]["tile"]["hr"], "created": r["created"], **row})
     return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "kind": "merged",
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "sources": [str(p) for p in paths], "reports": parts, "rows": rows,
-            "warnings": repeated + merge_warnings(parts)}
+            "warnings": repeated + merge_warnings(parts) + label_warnings(rows)}
 
 
 def _label_parts(r: dict[str, Any]) -> tuple[str, str | None, str]:
@@ -212,20 +214,113 @@ def _setting(report: dict[str, Any], key: str) -> Any:
     return value
 
 
-def lineup(merged: dict[str, Any], key: str = "img_mps") -> list[list[str]]:
-    """Engine x device: one row per (model, engine label), one column per device, cells `key`."""
-    devices = list(dict.fromkeys(r["device"] for r in merged["rows"]))
-    cells: dict[tuple[str, str], dict[str, Any]] = {}
-    for r in merged["rows"]:
+def _device_kind(backend: str, device: Any) -> str | None:
+    """The kind of device an engine ran on ('cpu', 'gpu', 'dla', 'npu', ...), from what its
+    runtime names it ('CPU', 'cuda:0', 'GPU.1', a trtexec log's GPU name); None where not recorded."""
+    if not device:
+        return None
+    d = str(device).lower()
+    if "dla" in d:
+        return "dla"
+    head = re.split(r"[:.,( ]", d, maxsplit=1)[0]
+    if head in ("cpu", "auto"):
+        return "cpu"
+    return "gpu" if head in ("cuda", "gpu") or backend == "tensorrt" else head
+
+
+def _what_ran(r: dict[str, Any]) -> tuple[Any, ...]:
+    """An engine row's identity across reports: backend, built precision, batch and device kind."""
+    return (r["backend"], r.get("built_precision") or r["precision"], r.get("batch"),
+            _device_kind(r["backend"], r.get("engine_device")))
+
+
+def _model_key(merged_rows: list[dict[str, Any]]) -> Any:
+    """(model, weights hash) of a row; the hash only where one model name has several recorded."""
+    hashes: dict[str, set[str]] = {}
+    for r in merged_rows:
+        if r.get("weights_sha256"):
+            hashes.setdefault(r["model"], set()).add(r["weights_sha256"])
+    return lambda r: (r["model"], r.get("weights_sha256") if len(hashes.get(r["model"], ())) > 1 else None)
+
+
+def lineup_keys(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """The engine x device row each merged row belongs to: the same engine (what ran, of the same
+    model and weights) lines up whatever its label on each device; one label that names different
+    engines gives a row each. A device with two engines of one identity tells them apart by label.
+    An engine that could not run (no batch or device recorded) joins the row of its backend and
+    precision that carries its label, or the only such row; else it gets a row of its own."""
+    model_of = _model_key(rows)
+    ident = [(model_of(r), _what_ran(r)) for r in rows]
+    per_device: dict[tuple[Any, ...], int] = {}
+    for r, i in zip(rows, ident):
         if r["status"] == "ok":
-            cells.setdefault((r["model"], r["label"]), {})[r["device"]] = r.get(key)
-    table = [["model", "engine", *devices]]
-    for (model, label), by in sorted(cells.items()):
-        table.append([model, label, *(figure_cell(key, by.get(d)) for d in devices)])
-    return table
+            at = (r["device"], *i)
+            per_device[at] = per_device.get(at, 0) + 1
+    twice = {i[1:] for i, n in per_device.items() if n > 1}
+    keys: list[tuple[Any, ...]] = [(*i, r["label"] if i in twice else None) if r["status"] == "ok" else ()
+                                   for r, i in zip(rows, ident)]
+    labels: dict[tuple[Any, ...], set[str]] = {}
+    devices: dict[tuple[Any, ...], set[str]] = {}
+    for r, k in zip(rows, keys):
+        if k:
+            labels.setdefault(k, set()).add(r["label"])
+            devices.setdefault(k, set()).add(r["device"])
+    for n, (r, (model, (backend, precision, _, _))) in enumerate(zip(rows, ident)):
+        if keys[n]:
+            continue
+        fits = [k for k in labels if k[0] == model and k[1][0] == backend and r["device"] not in devices[k]
+                and (precision is None or k[1][1] == precision)]
+        named = [k for k in fits if r["label"] in labels[k]]
+        keys[n] = named[0] if named else fits[0] if len(fits) == 1 else (model, (backend, precision, None, None),
+                                                                          r["label"])
+    return keys
+
+
+def label_warnings(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per model whose engine labels name different engines (backend, precision, batch,
+    device kind) in different reports, saying how they differ: the engine x device tables give each
+    its own row."""
+    seen: dict[str, dict[str, set[tuple[Any, ...]]]] = {}
+    for r, k in zip(rows, lineup_keys(rows)):
+        if r["status"] == "ok":
+            seen.setdefault(r["model"], {}).setdefault(r["label"], set()).add(k[1])
+    out = []
+    for model, by_label in seen.items():
+        differ = []
+        for label, whats in by_label.items():
+            if len(whats) > 1:
+                parts = [f"{name} {'/'.join(sorted({str(w[i]) for w in whats}))}"
+                         for i, name in enumerate(("backend", "precision", "batch", "on")) if len({w[i] for w in whats}) > 1]
+                differ.append(f"{label} ({', '.join(parts)})")
+        if differ:
+            out.append(f"{model}: one label names different engines across the reports, so each has its own row in "
+                       f"the engine x device tables: {'; '.join(differ)}")
+    return out
+
+
+def lineup(merged: dict[str, Any], key: str = "img_mps") -> list[list[str]]:
+    """Engine x device: one row per engine (what ran, see `lineup_keys`), one column per device,
+    cells `key`; an engine that could not run on a device says so (unavailable / failed)."""
+    rows = merged["rows"]
+    devices = list(dict.fromkeys(r["device"] for r in rows))
+    cells: dict[tuple[Any, ...], dict[str, str]] = {}
+    names: dict[tuple[Any, ...], list[str]] = {}
+    for r, k in zip(rows, lineup_keys(rows)):
+        names.setdefault(k, [])
+        if r["label"] not in names[k]:
+            names[k].append(r["label"])
+        cells.setdefault(k, {})[r["device"]] = figure_cell(key, r.get(key)) if r["status"] == "ok" else r["status"]
+    table = [["model", "engine", "precision", "batch", "on", *devices]]
+    body = []
+    for k, by in cells.items():
+        backend, precision, batch, kind = k[1]
+        body.append([k[0][0], " / ".join(names[k]), str(precision or "–"), str(batch or "–"), kind or "–",
+                     *(by.get(d, "–") for d in devices)])
+    return table + sorted(body)
 
 
 MERGED_COLUMNS = [("device", "device"), ("model", "model"), ("engine", "label"), ("precision", "precision"),
+                  ("batch", "batch"),
                   ("p50 ms/tile", "p50"), ("ms/MP", "ms_per_mp"), ("tiles/s", "tiles_per_s"),
                   ("% peak", "roofline"), ("vs eager", "speedup"),
                   ("image MP/s", "img_mps"), ("image vs eager", "img_speedup"), ("tokens", "tokens"),
@@ -251,7 +346,9 @@ def merge_markdown(merged: dict[str, Any], plot: str | None = None) -> str:
     lines += ["", markdown_table(table)]
     if merged.get("warnings"):
         lines += ["", "**Not like for like:**", "", *(f"- {w}" for w in merged["warnings"])]
-    lineups = [("speedup", "speed-up per tile vs that device's PyTorch eager"),
+    # ms per megapixel first: the one figure every report has (a device report has no eager)
+    lineups = [("ms_per_mp", "p50 ms per SR megapixel"),
+               ("speedup", "speed-up per tile vs that device's PyTorch eager"),
                ("img_mps", "whole-image SR MP/s"), ("img_speedup", "whole image vs that device's eager")]
     if any(r.get("folder_mps") for r in merged["rows"]):
         lineups += [("folder_mps", "SR MP/s of a folder of small images"),
@@ -291,5 +388,10 @@ def plot_merged(merged: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     from matplotlib.patches import Patch
     ax.legend(handles=[Patch(color=cmap(i % 10), label=d) for i, d in enumerate(devices)],
               fontsize=7, loc="lower right")
+    # an engine that could not run has no bar: it is named under the plot, not left out unsaid
+    untimed = [f"{r['label']} · {r['model']} on {r['device']}: {r['status']}" for r in merged["rows"]
+               if r["status"] != "ok"]
+    if untimed:
+        ax.set_title("no bar (not timed): " + "; ".join(untimed), fontsize=6, wrap=True, loc="left")
     fig.tight_layout()
     return save_figure(fig, path)

@@ -65,6 +65,8 @@ def engine_rows(report: dict[str, Any]) -> list[Row]:
         rows.append({
             "label": e["label"], "backend": e["backend"], "precision": precision,
             "status": e["status"], "reason": e.get("reason"), "kind": e["kind"],
+            # what ran, beside the label: `bench merge` lines engines up by these
+            "batch": e.get("batch"), "built_precision": e.get("precision"), "engine_device": e.get("device"),
             "p50": _get(lat, "per_tile_ms", "p50"), "p90": _get(lat, "per_tile_ms", "p90"),
             "p99": _get(lat, "per_tile_ms", "p99"), "ms_per_mp": _get(lat, "per_megapixel_ms", "p50"),
             "tiles_per_s": _get(lat, "throughput", "tiles_per_s"),
@@ -83,7 +85,7 @@ def engine_rows(report: dict[str, Any]) -> list[Row]:
 
 
 COLUMNS: list[tuple[str, str]] = [
-    ("engine", "label"), ("precision", "precision"), ("p50 ms/tile", "p50"), ("p90 ms", "p90"), ("p99 ms", "p99"),
+    ("engine", "label"), ("precision", "precision"), ("batch", "batch"), ("p50 ms/tile", "p50"), ("p90 ms", "p90"), ("p99 ms", "p99"),
     ("ms/MP", "ms_per_mp"), ("tiles/s", "tiles_per_s"), ("GFLOP/s", "gflops"), ("% peak", "roofline"),
     ("vs eager", "speedup"), ("image MP/s", "img_mps"), ("image vs eager", "img_speedup"),
     ("folder MP/s", "folder_mps"), ("folder vs eager", "folder_speedup"), ("tokens", "tokens"),
@@ -104,7 +106,7 @@ def _shown(report: dict[str, Any], columns: list[tuple[str, str]]) -> list[tuple
 
 def figure_cell(key: str, v: Any) -> str:
     """One figure of an engine row (`engine_rows`) as every report and merged table shows it."""
-    if key in ("label", "precision"):
+    if key in ("label", "precision", "batch"):
         return str(v or "–")
     if key in ("p50", "p90", "p99"):
         return _num(v, "{:.2f}")
