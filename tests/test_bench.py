@@ -843,6 +843,10 @@ def test_summary_says_when_no_engine_ran_rather_than_that_none_was_faithful():
     assert summary_lines(off_mac) == ["No engine ran here (see each row's reason), so none was timed or checked."]
     unfaithful = {**base, "engines": [{"label": "ort-int8", "kind": "engine", "status": "ok"}]}
     assert summary_lines(unfaithful) == ["No engine reached 99% token agreement with PyTorch eager."]
+    # `bench bicubic --reference M`: no engine asked for, none missing
+    baselines = {**base, "engines": [{"label": "pytorch-eager", "kind": "baseline", "status": "ok"},
+                                     {"label": "bicubic", "kind": "baseline", "status": "ok"}]}
+    assert summary_lines(baselines) == ["No engine was asked for: the baselines alone were timed."]
 
 
 def test_a_busy_machine_is_detected_and_a_multi_thread_run_on_it_is_called_flattering():
@@ -868,8 +872,11 @@ def test_a_busy_machine_is_detected_and_a_multi_thread_run_on_it_is_called_flatt
     assert two.startswith("Caution: the machine was shared (1-min load average 0.4 at the start, 3.35 at the "
                           "end, 1.2 of it the run's own, on 2 usable cores)")
     assert "ran 2 threads" in two and "--threads 1" in two
-    one = summary_lines({**report, "settings": {"threads": 1}})[-1]
+    one = summary_lines({**report, "settings": {"threads": 1, "interleaved": True}})[-1]
     assert one.startswith("Caution:") and "ratios of interleaved subjects hold" in one and "--threads" not in one
+    # timed one after another (a device report, --sequential): no ratio is protected from the load
+    apart = summary_lines({**report, "settings": {"threads": 1, "interleaved": False}})[-1]
+    assert "hold" not in apart and "not protected from the load" in apart, apart
     # no engine ratio to flatter: the engine could not run here, or a device report has no eager
     absent = [eager, {"label": "trt", "kind": "engine", "status": "unavailable"}]
     for engines in (absent, [{"label": "ov", "kind": "engine", "status": "ok"}]):

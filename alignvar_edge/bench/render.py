@@ -225,8 +225,10 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         out.append(line + ".")
     if not best and not gpu:
         ran = [e for e in report.get("engines", []) if e.get("kind") == "engine" and e.get("status") == "ok"]
+        asked = any(e.get("kind") == "engine" for e in report.get("engines", []))
         out.append(f"No engine reached {s['min_token_agreement']:.0%} token agreement with PyTorch eager."
-                   if ran else "No engine ran here (see each row's reason), so none was timed or checked.")
+                   if ran else "No engine ran here (see each row's reason), so none was timed or checked."
+                   if asked else "No engine was asked for: the baselines alone were timed.")
     if report.get("all_cores"):                  # deploy's second row
         out.append(all_cores_line(report["all_cores"]))
     if s.get("fp32_bound_speedup"):
@@ -266,8 +268,13 @@ def shared_line(report: dict[str, Any]) -> str:
     if flattered(report):
         return line + (f" and ran {threads} threads: the ratios against eager PyTorch are flattered. "
                        "Re-run with --threads 1 for ratios that hold.")
-    return line + ": absolute times are inflated" + (
-        "; the ratios of interleaved subjects hold." if len(report.get("engines", [])) > 1 else ".")
+    if len(report.get("engines", [])) < 2:
+        return line + ": absolute times are inflated."
+    if (report.get("settings") or {}).get("interleaved"):
+        return line + ": absolute times are inflated; the ratios of interleaved subjects hold."
+    # timed one after the other (a device report, --sequential): the load may have changed between them
+    return line + (": absolute times are inflated, and the engines were timed one after another, so the ratios "
+                   "between them are not protected from the load either; re-run on an idle machine.")
 
 
 def _whole_line(title: str, timing: dict[str, Any], threads: Any) -> str:

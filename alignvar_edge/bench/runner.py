@@ -457,7 +457,7 @@ def run_bench(engines: Sequence[str], reference: Any = None, options: BenchOptio
         "engines": entries,
         "summary": summary,
         "profile": profile,
-        "notes": _notes(host, entries),
+        "notes": _notes(host, entries, interleaved=not opts.sequential),
     }
     return report
 
@@ -578,7 +578,7 @@ def _whole_summary(what: str, eager: dict[str, Any], entries: list[dict[str, Any
                 "batch": best[what].get("batch"), "speedup_vs_eager": best[key]}}
 
 
-def _notes(host: dict[str, Any], entries: list[dict[str, Any]]) -> list[str]:
+def _notes(host: dict[str, Any], entries: list[dict[str, Any]], interleaved: bool = True) -> list[str]:
     notes = ["Latency: wall time of one engine call (Engine.infer) on the engine's static batch, "
              "divided by the batch; subjects interleaved round by round.",
              "Image: wall time of one whole LR image through Engine.upscale's tiling (overlapping tiles in "
@@ -596,8 +596,10 @@ def _notes(host: dict[str, Any], entries: list[dict[str, Any]]) -> list[str]:
              "tracemalloc (host-side numpy buffers only, not runtime-native memory)."]
     shared = shared_load(host)
     if shared:
-        notes.append(f"The machine was shared: {load_words(shared)}; absolute times are "
-                     "inflated, ratios between interleaved subjects are the robust figures. With more "
+        notes.append(f"The machine was shared: {load_words(shared)}; absolute times are inflated"
+                     + (", ratios between interleaved subjects are the robust figures. " if interleaved else
+                        ", and the engines were timed one after another (--sequential), so neither are the ratios "
+                        "between them. ") + "With more "
                      "runnable threads than cores, multi-threaded runs also measure contention (PyTorch's "
                      "OpenMP barriers suffer most): compare with --threads 1.")
     pruned = [f"{e['label']} ({','.join(str(r) for r in e['prune'])})" for e in entries if e.get("prune")]
