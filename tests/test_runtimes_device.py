@@ -526,7 +526,7 @@ def test_an_onnxruntime_engine_carries_a_readme_whose_commands_and_snippet_run(o
     from alignvar_edge.manifest import read_manifest
     text = (ort_dir / "README.md").read_text()
     assert "README.md" in read_manifest(ort_dir).files
-    assert text.startswith("# ONNX Runtime engine: ") and "pip install 'alignvar-edge[device]'" in text
+    assert text.startswith("# ONNX Runtime engine: ") and 'pip install "$(ls dist/alignvar_edge-*.whl)[device]"' in text
     assert "| `model.onnx` | `lr` float32[1,3,8,8] | `sr` float32[1,3,32,32], `tokens_0` int64[" in text
     # the commands, as printed, with DIR and the image paths filled in
     Image.fromarray(np.full((8, 8, 3), 90, np.uint8)).save(tmp_path / "IN.png")

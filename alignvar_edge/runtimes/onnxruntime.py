@@ -226,7 +226,7 @@ def engine_readme(m: Manifest, ort_version: str) -> str:
     what to run with alignvar-edge on the device, and the graph's I/O with a plain onnxruntime call,
     in the words every engine README shares (`runtimes/readme.py`)."""
     from alignvar_edge.quantize.records import validation_line
-    from alignvar_edge.runtimes.readme import INPUT_LINE, checked_line, commands, extra_inputs_line
+    from alignvar_edge.runtimes.readme import INPUT_LINE, checked_line, commands, device_install, extra_inputs_line
     graph = next(iter(m.graphs.values()))
     # a quantized graph's build parity is against itself: what it lost is its quantize step's record
     quantized = validation_line((m.parity or {}).get("quantize"))
@@ -238,7 +238,7 @@ def engine_readme(m: Manifest, ort_version: str) -> str:
     lines = [f"# ONNX Runtime engine: {m.model.name}, {m.precision}", "",
              f"Built with ONNX Runtime {ort_version}. {checked_line(m)}"
              + (f" Its {m.precision} graph, when quantized: {quantized}." if quantized else ""), INPUT_LINE, "",
-             *commands("With alignvar-edge (`pip install 'alignvar-edge[device]'`: ONNX Runtime, no PyTorch), "
+             *commands(f"With alignvar-edge ({device_install('device')}: ONNX Runtime, no PyTorch), "
                        "which checks every file's SHA-256 and tiles images of any size with overlap blending "
                        "(`runtimes.load(DIR).upscale(image)` in Python):"),
              "## With ONNX Runtime alone", "",

@@ -7,6 +7,7 @@ from typing import Any
 
 from alignvar_edge.manifest import Manifest, db_text
 from alignvar_edge.recipes import recipe
+from alignvar_edge.runtimes.readme import device_install
 
 README_FILE = "README.md"
 # a build whose Linux proxy misses the selftest gate: the build's output and the README say it
@@ -167,13 +168,13 @@ def package_readme(m: Manifest, io: dict[str, dict[str, Any]], package: str) -> 
         f"out['sr'].shape    # ({1 if image else batch}, 3, {sr_tile}, {sr_tile}), float32 RGB in [0, 1]",
         "```",
         "",
-        "Whole images with tiling and blending done for you (`pip install 'alignvar-edge[device,coreml]'`):",
+        f"Whole images with tiling and blending done for you ({device_install('device,coreml')}):",
         "`alignvar_edge.load('DIR').upscale(image)` in Python, or "
         "`alignvar-edge upscale photo.png photo-x4.png --engine DIR`.",
         "",
         "## Check it on the Mac",
         "",
-        "`alignvar-edge selftest --engine DIR` (macOS, `pip install 'alignvar-edge[device,coreml]'`) runs "
+        "`alignvar-edge selftest --engine DIR` (macOS, with alignvar-edge installed as above) runs "
         + (f"the {golden['tiles']} golden tiles" if golden else "the golden tiles (this directory has none: "
            "build from a checkpoint with golden outputs, such as `alignvar-tiny`)")
         + f" through Core ML and compares them with the reference: it passes at >= {gate.tokens:.0%} of the "
