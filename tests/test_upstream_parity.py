@@ -258,6 +258,45 @@ def test_var_vqvae_tokens_equal_upstream_on_ten_scales(tmp_path: Path) -> None:
     assert psnr((recon + 1) / 2, (ref["recon"].float() + 1) / 2) >= 45.0
 
 
+def test_vars_shared_and_non_shared_phi_layouts_import(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """VAR's VectorQuantizer2 also saves its φ as PhiNonShared (share_quant_resi=0: quant_resi.<i>.*,
+    one conv per tick) and PhiShared (share_quant_resi=1: quant_resi.qresi.*). The reference VQ-VAE's
+    4 partially shared convs written non-shared, conv i being the one VAR's PhiPartiallyShared picks
+    at scale i (phi_indices.json, recorded from upstream), give upstream's tokens at every scale; the
+    shared layout imports as one conv."""
+    vae_sd = dict(read_torch_file(VARSR / "vae.pth")["trainer"]["vae_local"])
+    rest = {k: v for k, v in vae_sd.items() if ".qresi_ls." not in k}
+    picked = json.loads((DATA / "phi_indices.json").read_text())["4"]["K"]["10"]
+    non_shared = dict(rest, **{f"quantize.quant_resi.{i}.{p}": vae_sd[f"quantize.quant_resi.qresi_ls.{j}.{p}"]
+                               for i, j in enumerate(picked) for p in ("weight", "bias")})
+    torch.save(non_shared, tmp_path / "vae_non_shared.pth")
+    out = tmp_path / "non_shared"
+    assert cli(["import", "var", "--vae", str(tmp_path / "vae_non_shared.pth"), "--patch-nums", VAR_SCHEDULE,
+                "--out", str(out)]) == 0
+    model = AlignVAR.from_pretrained(str(out))
+    assert model.config.vq_phi_count == 10
+    ref = load_file(str(DATA / "var" / "reference.safetensors"))
+    with torch.no_grad():
+        idx, _, _ = model.vae.quantize.quantize(model.vae.quant_conv(model.vae.encoder(ref["image"])))
+    for k, t in enumerate(idx):
+        assert torch.equal(t, ref[f"tokens_{k}"]), f"scale {k}: {(t == ref[f'tokens_{k}']).float().mean():.2%}"
+
+    shared = dict(rest, **{f"quantize.quant_resi.qresi.{p}": vae_sd[f"quantize.quant_resi.qresi_ls.0.{p}"]
+                           for p in ("weight", "bias")})
+    torch.save(shared, tmp_path / "vae_shared.pth")
+    capsys.readouterr()
+    assert cli(["import", "var", "--vae", str(tmp_path / "vae_shared.pth"), "--patch-nums", VAR_SCHEDULE,
+                "--out", str(tmp_path / "shared")]) == 0
+    assert "0 unexpected, 0 mismatched" in capsys.readouterr().out
+    model = AlignVAR.from_pretrained(str(tmp_path / "shared"))
+    assert model.config.vq_phi_count == 1
+    assert torch.equal(model.vae.quantize.quant_resi.qresi_ls[0].weight, shared["quantize.quant_resi.qresi.weight"])
+    torch.save(rest, tmp_path / "vae_no_phi.pth")
+    line = _import_error(["var", "--vae", str(tmp_path / "vae_no_phi.pth"), "--patch-nums", VAR_SCHEDULE],
+                         tmp_path / "out", capsys)
+    assert "vae_no_phi.pth' has no phi convs" in line
+
+
 def test_varsr_d24_parameters_equal_upstream_classes() -> None:
     from alignvar_edge.model.config import AlignVARConfig
     from alignvar_edge.model.info import meta_model

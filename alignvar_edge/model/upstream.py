@@ -13,6 +13,7 @@ constant buffers lay out (lvl_1L, attn_bias_for_masking), else from its `args.pn
 Key mapping (everything else keeps upstream's name):
     class_emb.weight (VARSR: 2 rows, high / low quality)   -> quality_emb.weight
     VQ-VAE keys                                            -> vae.<key>
+    VAR's shared / non-shared φ: quantize.quant_resi.qresi.* / .<i>.* -> quantize.quant_resi.qresi_ls.0.* / .<i>.*
     constant buffers attn_bias_for_masking, lvl_1L, *.zero_k_bias, ema_vocab_hit_SV -> dropped
     VAR's class_emb (1000 ImageNet classes + null)         -> dropped (no counterpart)
 """
@@ -122,11 +123,26 @@ def network_state_dict(tree: Any, key: str, path: str | os.PathLike[str], kind: 
         raise CheckpointError(f"'{path}' is not a {kind} checkpoint (no ckpt['trainer']['{key}'] and not a state "
                               f"dict of tensors): pass {kind}'s {what} checkpoint as {flag}")
     net = _unprefixed(_state_dict(sd, where), key, where)
+    if key == "vae_local":
+        net = _phi_partially_shared(net)
     # a NaN written into a trained tensor would be refused by every verb that loads it: refuse it here,
     # naming the upstream file and tensor. The constant buffers are dropped unread (the causal mask
     # attn_bias_for_masking is -inf above its block diagonal in every file upstream saves).
     check_finite({k: v for k, v in net.items() if not CONSTANT_BUFFERS.match(k)}, where)
     return net, where
+
+
+# VAR's VectorQuantizer2 keeps its φ convs in one of three layouts (its share_quant_resi 1, 0, else n):
+# PhiShared `quant_resi.qresi.*`, PhiNonShared `quant_resi.<i>.*` and PhiPartiallyShared
+# `quant_resi.qresi_ls.<i>.*`. All three pick a conv by the same ticks and argmin over their count,
+# so the first two are the third with 1 conv, or with one per tick.
+PHI_SHARED_OR_NOT = re.compile(r"^quantize\.quant_resi\.(?:qresi|(\d+))\.")
+
+
+def _phi_partially_shared(vae_sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`vae_sd` with VAR's shared or non-shared φ renamed to the partially shared layout."""
+    return {PHI_SHARED_OR_NOT.sub(lambda m: f"quantize.quant_resi.qresi_ls.{m.group(1) or 0}.", k): v
+            for k, v in vae_sd.items()}
 
 
 def _count(sd: dict[str, torch.Tensor], pattern: str) -> int:
@@ -141,6 +157,10 @@ def vq_sizes(vae_sd: dict[str, torch.Tensor], where: str = "the VQ-VAE state dic
         levels = _count(vae_sd, r"encoder\.down\.(\d+)\.")
         mult = tuple(vae_sd[f"encoder.down.{i}.block.0.conv1.weight"].shape[0] // ch for i in range(levels))
         vocab, cvae = vae_sd["quantize.embedding.weight"].shape
+        if not _count(vae_sd, r"quantize\.quant_resi\.qresi_ls\.(\d+)\."):
+            raise CheckpointError(f"{where} has no phi convs (quantize.quant_resi.*: a VQ-VAE built with "
+                                  "quant_resi=0), which alignvar-edge does not model; pass a VQ-VAE trained with "
+                                  "phi (VAR's and VARSR's published ones are)")
         return dict(vq_ch=ch, vq_ch_mult=mult, vq_num_res_blocks=_count(vae_sd, r"encoder\.down\.0\.block\.(\d+)\."),
                     vq_norm_groups=VQ_NORM_GROUPS, vq_using_sa="encoder.mid.attn_1.qkv.weight" in vae_sd,
                     vq_vocab=vocab, vq_cvae=cvae, vq_phi_count=_count(vae_sd, r"quantize\.quant_resi\.qresi_ls\.(\d+)\."),
