@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from alignvar_edge.bench.stats import percentiles, p99_omitted
+from alignvar_edge.bench.stats import percentiles, tails_omitted
 from alignvar_edge.errors import InputError
 
 __all__ = ["IMAGE_LR", "FOLDER_LR", "IMAGE_RUNS", "MAX_IMAGE_LR", "PER_RUN", "photo_lr", "folder_lrs", "engine_shape",
@@ -165,7 +165,5 @@ def _timing(times_ms: list[float], mp: float, what: str, geometry: dict[str, Any
     }
     if geometry:
         out.update(geometry)
-    why = p99_omitted(len(times_ms), "--image-runs 100")
-    if why:
-        out["p99_omitted"] = why
+    out.update(tails_omitted(len(times_ms), "--image-runs {n}"))
     return out

@@ -6,29 +6,29 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["latency_summary", "percentiles", "summary_from_percentiles", "P99_MIN_RUNS", "p99_omitted"]
+__all__ = ["latency_summary", "percentiles", "summary_from_percentiles", "TAIL_MIN_RUNS", "tails_omitted"]
 
 PERCENTILES = (50, 90, 99)
-# below this many samples the 99th percentile is an interpolation between the two slowest runs,
-# not a tail estimate: it is left out (with the reason) rather than printed as if it were one
-P99_MIN_RUNS = 100
+# below this many samples a tail percentile is an interpolation between the slowest runs, not a
+# tail estimate (p90 of 5 runs lies between the two slowest): it is left out (with the reason)
+# rather than printed as if it were one
+TAIL_MIN_RUNS = {90: 10, 99: 100}
 
 
-def p99_omitted(runs: int, flag: str = f"--runs {P99_MIN_RUNS} (or a --duration that gives as many)"
-                ) -> str | None:
-    """Why a report of `runs` timings has no p99 (None when it has one); `flag`: what sets them."""
-    if runs >= P99_MIN_RUNS:
-        return None
-    return f"p99 needs >= {P99_MIN_RUNS} runs, this run has {runs}; pass {flag}"
+def tails_omitted(runs: int, flag: str = "--runs {n} (or a --duration that gives as many)") -> dict[str, str]:
+    """Why a report of `runs` timings has no p90 / p99: {"p90_omitted": why, ...} (empty when it has
+    both); `flag`: what sets the runs, with {n} for how many are needed."""
+    return {f"p{p}_omitted": f"p{p} needs >= {n} runs, this run has {runs}; pass {flag.format(n=n)}"
+            for p, n in TAIL_MIN_RUNS.items() if runs < n}
 
 
 def percentiles(ms: Sequence[float]) -> dict[str, float]:
-    """p50/p90 (linear interpolation), p99 with >= P99_MIN_RUNS samples, min, mean and max (ms)."""
+    """p50, p90 and p99 (linear interpolation; the tails only from TAIL_MIN_RUNS samples on), min,
+    mean and max (ms)."""
     a = np.asarray(ms, dtype=np.float64)
     if a.size == 0:
         raise ValueError("no timings")
-    out = {f"p{p}": round(float(np.percentile(a, p)), 4) for p in PERCENTILES
-           if p != 99 or a.size >= P99_MIN_RUNS}
+    out = {f"p{p}": round(float(np.percentile(a, p)), 4) for p in PERCENTILES if a.size >= TAIL_MIN_RUNS.get(p, 0)}
     out.update(min=round(float(a.min()), 4), mean=round(float(a.mean()), 4), max=round(float(a.max()), 4))
     return out
 
@@ -44,9 +44,7 @@ def latency_summary(call_ms: Sequence[float], tiles_per_call: int, sr_megapixels
     out = summary_from_percentiles(percentiles(call_ms), len(call_ms), tiles_per_call,
                                    sr_megapixels_per_tile, flops_per_tile, peak_gflops)
     out["raw_call_ms"] = [round(float(t), 4) for t in call_ms]
-    why = p99_omitted(len(call_ms))
-    if why:
-        out["p99_omitted"] = why
+    out.update(tails_omitted(len(call_ms)))
     return out
 
 
