@@ -102,7 +102,39 @@ def check_report(report: Any, where: str = "report") -> dict[str, Any]:
         gaps = [k for k in ENGINE_KEYS if k not in e]
         if gaps or e.get("status") not in STATUSES:
             raise ReportSchemaError(f"{where}: engine entry {i} lacks {', '.join(gaps) or 'a valid status'}")
+        if e["status"] == "ok":
+            bad = _bad_figure(e)
+            if bad:
+                raise ReportSchemaError(f"{where}: engine entry {i} ({e['label']}) has {bad}; it is hand-edited or "
+                                        "truncated (pass report.json files written by `alignvar-edge bench`)")
     return report
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# the figures of an "ok" entry that tables sort on or format as numbers (None: not measured)
+_NUMBERS = ("speedup_vs_eager", "image_speedup_vs_eager", "folder_speedup_vs_eager", "artifact_bytes", "batch")
+
+
+def _bad_figure(e: dict[str, Any]) -> str | None:
+    """What is wrong with an "ok" entry's figures (None where nothing is): its latency (the timing
+    every ok entry has), its percentiles per tile and per megapixel, and the ratios merge shows."""
+    lat = e.get("latency")
+    if not isinstance(lat, dict) or not isinstance(lat.get("per_tile_ms"), dict):
+        return "status ok but no latency.per_tile_ms"
+    for part in ("per_tile_ms", "per_megapixel_ms", "per_call_ms"):
+        figures = lat.get(part)
+        if figures is None and part != "per_tile_ms":
+            continue
+        if not isinstance(figures, dict) or not _is_number(figures.get("p50")):
+            return f"no number at latency.{part}.p50"
+        wrong = [k for k, v in figures.items() if not _is_number(v)]
+        if wrong:
+            return f"latency.{part}.{wrong[0]} = {figures[wrong[0]]!r}, not a number"
+    wrong = [k for k in _NUMBERS if e.get(k) is not None and not _is_number(e[k])]
+    return f"{wrong[0]} = {e[wrong[0]]!r}, not a number" if wrong else None
 
 
 def read_report(path: str | os.PathLike[str]) -> dict[str, Any]:
