@@ -391,20 +391,26 @@ def test_import_varsr_unwraps_what_training_frameworks_save(tmp_path: Path,
 def test_import_var_refuses_a_transformer_of_another_architecture(tmp_path: Path,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     """VAR's layout (learned positions, no LR encoder or refiner) loads with only the LR path and the
-    quality labels missing; a tensor VAR does not have, or one of another shape, is refused."""
+    quality labels missing and its class embedding named as left out; a tensor VAR does not have, or
+    one of another shape, is refused."""
     sd = read_torch_file(VARSR / "var.pth")["trainer"]["var_wo_ddp"]
     width = sd["word_embed.weight"].shape[0]
     tokens = sum(p * p for p in (1, 2, 3, 4, 6, 9, 13, 18, 24, 32))
     var_layout = {k: v for k, v in sd.items() if not k.startswith(("con_embedding.", "diffloss.", "decoder_norm."))}
     lvl_1L, mask = upstream_causal_buffers((1, 2, 3, 4, 6, 9, 13, 18, 24, 32), 1)       # VAR's, as VAR saves them
     var_layout.update({"pos_start": torch.zeros(1, 1, width), "pos_1LC": torch.zeros(1, tokens, width),
-                       "lvl_1L": lvl_1L, "attn_bias_for_masking": mask})
+                       "lvl_1L": lvl_1L, "attn_bias_for_masking": mask,
+                       "class_emb.weight": torch.randn(1000 + 1, width)})         # ImageNet classes + null
     torch.save(dict(read_torch_file(VARSR / "vae.pth")["trainer"]["vae_local"]), tmp_path / "vae_raw.pth")
     vae = str(tmp_path / "vae_raw.pth")
     torch.save(var_layout, tmp_path / "var_layout.pth")
     assert cli(["import", "var", "--var", str(tmp_path / "var_layout.pth"), "--vae", vae,
                 "--out", str(tmp_path / "ok")]) == 0
-    assert "0 unexpected, 0 mismatched" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "0 unexpected, 0 mismatched" in said
+    # its class embedding is a trained tensor it leaves out: said by name, apart from the constants
+    assert "trained in the upstream file but not imported (no counterpart here): class_emb.weight (1001 rows" in said
+    assert "constant buffers dropped" in said and "dropped: " not in said
     for change in ({"decoder_norm.weight": torch.ones(width)},                       # not VAR's
                    {"head.weight": torch.zeros(7, width)}):                           # another shape
         bad = tmp_path / "var_other.pth"

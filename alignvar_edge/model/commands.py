@@ -63,9 +63,9 @@ IMPORT_FLAGS = {"refiner_steps": "--refiner-steps", "cfg": "--cfg"}
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from alignvar_edge.model.checkpoint import check_checkpoint_out, save_pretrained
+    from alignvar_edge.model.checkpoint import LoadReport, check_checkpoint_out, save_pretrained
     from alignvar_edge.model.config import named_by_flags
-    from alignvar_edge.model.upstream import import_var, import_varsr, refuse_unfit
+    from alignvar_edge.model.upstream import CONSTANT_BUFFERS, import_var, import_varsr, refuse_unfit
 
     out: Path = args.out
     check_checkpoint_out(out, args.force, "--force")        # before the (long) read of the files
@@ -84,12 +84,17 @@ def run_import(args: argparse.Namespace) -> int:
     with stage(f"writing {out}"):
         save_pretrained(model, out, extra={"imported_from": source}, overwrite=True)
     c = model.config
+    constants = [n for n in report.dropped if CONSTANT_BUFFERS.match(n)]
     print(f"imported {args.kind}: depth {c.depth}, width {c.width}, heads {c.heads}, "
           f"{c.num_scales} scales {list(c.patch_nums)}, {c.hr_size} px; "
           f"{len(report.missing)} missing, {len(report.unexpected)} unexpected, "
-          f"{len(report.mismatched)} mismatched, {len(report.dropped)} constant buffers dropped")
+          f"{len(report.mismatched)} mismatched, {len(constants)} constant buffers dropped")
     if report.missing:
-        print(f"not in the upstream files (left at initialisation, fine-tune before use): {report.summary()}")
+        print("not in the upstream files (left at initialisation, fine-tune before use): "
+              f"{LoadReport(missing=report.missing).summary()}")
+    for name in report.dropped:
+        if name not in constants:
+            print(f"trained in the upstream file but not imported (no counterpart here): {name}")
     print(f"wrote {out}")
     return 0
 

@@ -15,7 +15,7 @@ Key mapping (everything else keeps upstream's name):
     VQ-VAE keys                                            -> vae.<key>
     VAR's shared / non-shared φ: quantize.quant_resi.qresi.* / .<i>.* -> quantize.quant_resi.qresi_ls.0.* / .<i>.*
     constant buffers attn_bias_for_masking, lvl_1L, *.zero_k_bias, ema_vocab_hit_SV -> dropped
-    VAR's class_emb (1000 ImageNet classes + null)         -> dropped (no counterpart)
+    VAR's class_emb (1000 ImageNet classes + null)         -> dropped (no counterpart), listed apart
 """
 from __future__ import annotations
 
@@ -361,16 +361,18 @@ def import_var(var_path: str | os.PathLike[str] | None, vae_path: str | os.PathL
     """VAR's VQ-VAE (and, given --var, its transformer blocks) inside an AlignVAR.
 
     VAR is class-conditional and has no LR input: the LR embedding and quality embedding have no
-    counterpart and are reported missing; the VQ-VAE reproduces VAR's tokens exactly.
+    counterpart and are reported missing, VAR's class embedding is reported dropped; the VQ-VAE
+    reproduces VAR's tokens exactly.
     """
     vae_sd, _ = network_state_dict(read_torch_file(vae_path), "vae_local", vae_path, "VAR")
     var_sd: dict[str, torch.Tensor] = {}
     sizes: dict[str, Any] = {}
+    classes: torch.Tensor | None = None
     if var_path is not None:
         var_tree = read_torch_file(var_path)
         var_sd, where = network_state_dict(var_tree, "var_wo_ddp", var_path, "VAR")
         sizes, scales = _transformer_sizes(var_sd, where)
-        var_sd = {k: v for k, v in var_sd.items() if k != "class_emb.weight"}
+        classes = var_sd.pop("class_emb.weight", None)
         if "pos_1LC" not in var_sd:
             raise CheckpointError(f"{where} has no pos_1LC (VAR's learned positions), so it is not VAR's "
                                   "transformer; a VARSR one? use `alignvar-edge import varsr`")
@@ -381,4 +383,8 @@ def import_var(var_path: str | os.PathLike[str] | None, vae_path: str | os.PathL
         raise CheckpointError("VAR's VQ-VAE alone does not name its scale schedule; pass --patch-nums "
                               "(VAR 256 px: 1,2,3,4,5,6,8,10,13,16)")
     config = var_vae_config(vae_sd, patch_nums, f"'{vae_path}'", **sizes, **overrides)
-    return _build(config, var_sd, vae_sd)
+    model, report = _build(config, var_sd, vae_sd)
+    if classes is not None:         # a trained tensor of the user's file, so named apart from the constants
+        report.dropped.append(f"class_emb.weight ({classes.shape[0]} rows: VAR's classes + null; AlignVAR has "
+                              "no class input)")
+    return model, report
