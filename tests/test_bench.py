@@ -1011,3 +1011,11 @@ def test_merge_lines_engines_up_by_what_ran_not_by_their_label(tmp_path: Path) -
     # the batch of every row, in the merged table and in a report's own (eager's is its row's)
     assert "| engine | precision | batch | p50 ms/tile |" in merge_markdown(merged)
     assert "| pytorch-eager | fp32 | 16 | " in report_markdown(a)
+
+
+def test_bench_merge_help_is_merges_own(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["bench", "merge", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: alignvar-edge bench merge "), out
+    assert "--plot" in out and "--runs" not in out and "--threads" not in out, out
+    assert cli.main(["bench", "--help"]) == 0 and "--runs" in capsys.readouterr().out

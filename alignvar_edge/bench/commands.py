@@ -33,9 +33,33 @@ TRTEXEC_ONLY = ("trt_engine", "batch")
 TRTEXEC_FLAGS = ("out", "md", "plot", "label", *TRTEXEC_ONLY)
 
 
+def _merge_parser(prog: str) -> argparse.ArgumentParser:
+    """`bench merge`'s own usage: it shares the bench's parser (its first ENGINE is 'merge'), but
+    reads only these."""
+    m = argparse.ArgumentParser(
+        prog=f"{prog} merge", description="Merge bench reports (report.json of `bench`, `bench --no-reference`, "
+                                          "`bench trtexec`, `deploy`, or merged reports) from several devices "
+                                          "into one table, Markdown page and plot.")
+    m.add_argument("reports", nargs="+", metavar="REPORT.json", help="reports to merge")
+    m.add_argument("--out", help="merged report JSON to write")
+    m.add_argument("--md", help="the merged table as Markdown (printed on stdout when left out)")
+    m.add_argument("--plot", help="a PNG plot of ms per megapixel per device and engine")
+    return m
+
+
+class _Help(argparse.Action):
+    """-h/--help: bench's, or `bench merge`'s where the first ENGINE is 'merge'."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        engines = getattr(namespace, "engines", None) or []
+        (_merge_parser(parser.prog) if engines[:1] == ["merge"] else parser).print_help()
+        parser.exit()
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser(
-        "bench", help="latency, throughput, memory, FLOPs/roofline and fidelity of engines; `bench merge`",
+        "bench", add_help=False, help="latency, throughput, memory, FLOPs/roofline and fidelity of engines; `bench merge`",
         description="Benchmark engines against PyTorch eager (KV-cached) and bicubic in one interleaved "
                     "run: latency p50/p90/p99 per tile and per megapixel, throughput, peak memory, size, "
                     "parameters, FLOPs and achieved GFLOP/s against a GEMM peak measured in the same run, "
@@ -45,6 +69,8 @@ def register(sub: Any) -> None:
                     "`--no-reference` times engine directories against the golden outputs they carry, "
                     "and `alignvar-edge bench trtexec LOG --engine DIR --out R.json` imports "
                     "trtexec's timing summary; both reports merge with the others.")
+    p.add_argument("-h", "--help", action=_Help, nargs=0, help="show this help message and exit "
+                                                               "(`bench merge --help`: merge's)")
     p.add_argument("engines", nargs="+", metavar="ENGINE", help=ENGINE_HELP)
     p.add_argument("--out", help="report JSON to write (required for a benchmark; optional for merge)")
     p.add_argument("--md", help="also write the report as Markdown")
