@@ -1019,3 +1019,21 @@ def test_bench_merge_help_is_merges_own(capsys: pytest.CaptureFixture[str]) -> N
     assert out.startswith("usage: alignvar-edge bench merge "), out
     assert "--plot" in out and "--runs" not in out and "--threads" not in out, out
     assert cli.main(["bench", "--help"]) == 0 and "--runs" in capsys.readouterr().out
+
+
+def test_merge_compares_the_fidelity_photographs_by_content_not_by_path(report: dict[str, Any],
+                                                                        tmp_path: Path) -> None:
+    a = _idle(report)
+    h = a["settings"]["fidelity_tiles_sha256"]
+    assert len(h) == 64
+    # another seed crops other tiles: another hash (the path string alone said nothing)
+    other = run_bench(["bicubic"], reference=sharp_model("micro"), options=dataclasses.replace(QUICK, seed=1))
+    assert other["settings"]["fidelity_tiles_sha256"] != h
+    same_path = _idle(report)
+    same_path["label"], same_path["settings"]["fidelity_tiles_sha256"] = "b", other["settings"]["fidelity_tiles_sha256"]
+    moved = _idle(report)
+    moved["label"], moved["settings"]["images"] = "c", "/elsewhere/photos"     # one folder, another path
+    pa = write_json(tmp_path / "a.json", a)
+    warned = merge_reports([pa, write_json(tmp_path / "b.json", same_path)])["warnings"]
+    assert any(w.startswith("setting 'fidelity_tiles_sha256' differs") and f"b={h[:12]}" not in w for w in warned), warned
+    assert merge_reports([pa, write_json(tmp_path / "c.json", moved)])["warnings"] == []

@@ -105,7 +105,7 @@ def _label_isa_classes(parts: list[dict[str, Any]]) -> None:
 # (seed: which tiles fidelity is measured on; min_token_agreement: which engine is "best")
 _COMPARED_SETTINGS = ("threads", "runs", "duration_s", "warmup", "eager_batch", "interleaved", "image_lr",
                       "image_runs", "image_overlap", "folder_images", "folder_lr", "fidelity_tiles", "images",
-                      "seed", "min_token_agreement", "ort_spin")
+                      "fidelity_tiles_sha256", "seed", "min_token_agreement", "ort_spin")
 
 
 def merge_warnings(parts: list[dict[str, Any]]) -> list[str]:
@@ -135,7 +135,12 @@ def merge_warnings(parts: list[dict[str, Any]]) -> list[str]:
                    + "; ".join(f"{v}: {', '.join(w)}" for v, w in sorted(versions.items()))
                    + "): how a figure is measured may differ; re-run with one version for like-for-like rows")
     hosts = [r for r in parts if not _device_report(r)]
+    # the photographs fidelity was measured on: by their content where every report records it (one
+    # folder under two paths is the same; two folders under one relative path are not), else the path
+    hashed = all(_setting(r, "fidelity_tiles_sha256") for r in hosts)
     for key in _COMPARED_SETTINGS:
+        if key == ("images" if hashed else "fidelity_tiles_sha256"):
+            continue
         # a device report has only the timing settings, where it records them (trtexec's: none)
         seen = [(who(r), _setting(r, key)) for r in hosts] + [
             (who(r), _setting(r, key)) for r in parts
@@ -144,7 +149,7 @@ def merge_warnings(parts: list[dict[str, Any]]) -> list[str]:
         if key in _TIMING_SETTINGS and len(timed) <= 1:
             continue              # only a timing some reports skipped: one line below, not one per setting
         if len({repr(v) for _, v in seen}) > 1:
-            out.append(f"setting '{key}' differs: " + ", ".join(f"{k}={v}" for k, v in seen)
+            out.append(f"setting '{key}' differs: " + ", ".join(f"{k}={_short(v)}" for k, v in seen)
                        + "; re-run with the same settings for like-for-like rows")
     for key, what, flag in (("image_lr", "whole images", "--image-size"),
                             ("folder_images", "folders", "--folder-images")):
@@ -163,6 +168,11 @@ def merge_warnings(parts: list[dict[str, Any]]) -> list[str]:
                        + (f" at {threads} threads: its ratios against eager PyTorch are flattered; "
                           "re-run it with --threads 1" if flattered(r) else ": its absolute times are inflated"))
     return out
+
+
+def _short(value: Any) -> Any:
+    """A setting as a warning names it: a hash by its first 12 hex digits."""
+    return f"{value[:12]}…" if isinstance(value, str) and len(value) == 64 else value
 
 
 def _weights_line(name: str, reports: list[dict[str, Any]]) -> str | None:

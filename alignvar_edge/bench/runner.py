@@ -15,6 +15,7 @@ Order of work (each phase on every subject before the next phase):
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -450,6 +451,9 @@ def run_bench(engines: Sequence[str], reference: Any = None, options: BenchOptio
                      "folder_images": opts.folder_images or None,
                      "folder_lr": opts.folder_size if opts.folder_images else None,
                      "fidelity_tiles": opts.tiles, "images": opts.images or "bundled held-out photographs",
+                     # what the fidelity figures were measured on, whatever the folder's path: `bench merge`
+                     # compares this (the HR crops: exact on every platform; the LR is computed from them)
+                     "fidelity_tiles_sha256": hashlib.sha256(hr.tobytes()).hexdigest(),
                      "seed": opts.seed, "eager_batch": batch, "interleaved": not opts.sequential,
                      "ort_spin": opts.spin, "min_token_agreement": opts.min_token_agreement,
                      "target_speedup": opts.target_speedup},

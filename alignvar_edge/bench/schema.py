@@ -11,16 +11,41 @@ A report (kind "bench") is one run on one device:
                        own_load (the run's CPU seconds per second): other work = end - own_load
     model              name, source, weights_sha256 (the state-dict hash engine manifests record; merge
                        compares it), tile geometry, parameters per component, FLOPs per tile
-    settings           runs, warmup, threads, tiles, batch, interleaving, inputs
+    settings           runs, duration_s, warmup, threads, eager_batch, interleaved (subjects timed round
+                       by round; false: one after another), fidelity_tiles, seed, images (as typed),
+                       fidelity_tiles_sha256 (SHA-256 of the HR fidelity crops: what merge compares),
+                       image_lr/image_runs/image_overlap, folder_images/folder_lr (null: not timed),
+                       min_token_agreement, target_speedup, ort_spin; a device report: reference
+                       "golden outputs", and `bench trtexec`'s trtexec {command, tensorrt_version, ...}
     peak               measured fp32 GEMM peak (bench/peak.py)
     engines            list of engine entries (below), baselines included
     summary            best engine vs PyTorch eager, fidelity gate, target verdict; shared_load
                        (other work on the machine, when it was over half the cores) or null
     profile            where the time goes: FLOPs and measured time per stage
     notes              free-text caveats
+    deploy             (deploy's report.json) its steps, options and timings; all_cores: the
+                       second, all-core row {threads, load_average, best_cpu, image}
 An engine entry always has label, backend, kind ("engine" | "baseline"), status
-("ok" | "unavailable" | "failed") and reason (None when ok). Only "ok" entries carry numbers:
-latency (bench/stats.py), memory, artifact_bytes, fidelity, speedup_vs_eager.
+("ok" | "unavailable" | "failed") and reason (None when ok), and path, precision (as built),
+compute_precision / expected_precision (what the runtime computed in, what it was built and checked
+for; null where the runtime does not say), device, artifact_bytes. Only "ok" entries carry numbers
+(checked on reading: a hand-edited figure is one line):
+    batch              tiles per engine call
+    latency            (bench/stats.py) runs, tiles_per_call; per_call_ms, per_tile_ms and
+                       per_megapixel_ms, each {p50, p90, p99, min, mean, max} (p90 from 10 runs, p99
+                       from 100; below that p90_omitted / p99_omitted say why); raw_call_ms (every call,
+                       in run order); throughput {tiles_per_s, megapixels_per_s}; gflops_achieved,
+                       gflops_best, roofline_fraction (p50 vs the peak), roofline_fraction_best (min vs
+                       it), below_peak_x. trtexec's: source, gpu_compute_per_call_ms,
+                       trtexec_throughput_qps, and throughput from its qps
+    image, folder      (when timed; bench/image.py) sr_megapixels, runs, per_image_ms / per_folder_ms
+                       {p50, ...}, megapixels_per_s, raw_ms, batch, tiles, calls, the image sizes
+    memory             load_rss_mb, peak_delta_mb, python_heap_peak_mb, measured_on (GPU scripts:
+                       cuda_max_allocated_mb)
+    fidelity           vs_reference {token_agreement, psnr_y_db, ssim_y, reference}, vs_hr {psnr_y_db,
+                       ssim_y} (null in device reports)
+    build_parity       the engine's check at build/adopt time (tokens, psnr_db, reference, passed)
+    speedup_vs_eager, image_speedup_vs_eager, folder_speedup_vs_eager, meets_fidelity
 """
 from __future__ import annotations
 
