@@ -615,7 +615,7 @@ def test_one_default_label_on_cpus_of_other_isa_classes_gets_each_class(tmp_path
     merged = merge_reports(paths)
     labels = ["AMD EPYC, 2 cores, AVX2", "AMD EPYC, 2 cores, AVX512-BF16", "AMD EPYC, 2 cores, AVX-512"]
     assert [r["label"] for r in merged["reports"]] == labels
-    assert lineup(merged, "speedup")[0] == ["model", "engine", *labels]
+    assert lineup(merged, "speedup")[0] == ["model", "engine", "precision", "batch", "on", *labels]
     # merged again with one of its parts and a re-run on the AVX2 machine: the part once, the re-run '#2'
     rerun = copy.deepcopy(avx2)
     rerun["created"] = "2030-01-02T00:00:00+00:00"

@@ -233,7 +233,7 @@ def _refuse_unread(args: argparse.Namespace, reads: tuple[str, ...], mode: str, 
 def run_device_bench(args: argparse.Namespace) -> int:
     """`bench trtexec LOG` and `bench ENGINE... --no-reference`: reports without PyTorch."""
     from alignvar_edge.bench.device import bench_engine_dir, trtexec_report
-    from alignvar_edge.bench.render import p99_line, shared_line, terminal_table
+    from alignvar_edge.bench.render import shared_line, tail_lines, terminal_table
     from alignvar_edge.bench.schema import write_json
     trtexec = args.engines[0] == "trtexec"
     if trtexec:
@@ -259,8 +259,8 @@ def run_device_bench(args: argparse.Namespace) -> int:
         _refuse_untimed(report)
     write_json(args.out, report)
     print(terminal_table(report))
-    if p99_line(report):
-        print(p99_line(report))
+    for line in tail_lines(report):
+        print(line)
     if report["summary"].get("shared_load"):
         print(shared_line(report))
     print(f"wrote {args.out}")

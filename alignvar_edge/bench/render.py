@@ -238,22 +238,22 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
                    f"{threads} thread(s).")
     if s.get("target_verdict"):
         out.append(f"Speed-up target {s['target_speedup']:g}x: {s['target_verdict']}.")
-    if p99_line(report):
-        out.append(p99_line(report))
+    out += tail_lines(report)
     if s.get("shared_load"):
         out.append(shared_line(report))
     return out
 
 
-def p99_line(report: dict[str, Any]) -> str:
-    """A '–' under p90 / p99, said once each with what gives one; '' where every engine has both."""
+def tail_lines(report: dict[str, Any]) -> list[str]:
+    """A '–' under p90 / p99, said once each (a line each) with what gives one; none where every
+    engine has both."""
     said = []
     for p in ("p90", "p99"):
         omitted = next((e["latency"][f"{p}_omitted"] for e in report.get("engines", [])
                         if (e.get("latency") or {}).get(f"{p}_omitted")), None)
         if omitted:
             said.append(f"{p} –: {omitted}.")
-    return " ".join(said)
+    return said
 
 
 def flattered(report: dict[str, Any]) -> bool:
