@@ -58,6 +58,18 @@ def one_torch_thread():
 
 
 @pytest.fixture(scope="module")
+def varsr_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The reference VARSR checkpoints (tests/data/upstream/varsr, written by upstream's classes)
+    imported with `alignvar-edge import varsr`."""
+    from alignvar_edge.cli import main as cli
+    varsr = Path(__file__).parent / "data" / "upstream" / "varsr"
+    out = tmp_path_factory.mktemp("import") / "varsr"
+    assert cli(["import", "varsr", "--var", str(varsr / "var.pth"), "--vae", str(varsr / "vae.pth"),
+                "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
 def micro_export(pytestconfig: pytest.Config) -> Path:
     """The sharpened `micro` model's single-graph ONNX export (cached on disk between runs)."""
     return export_dir(sharp_model("micro"), cache_root(pytestconfig))

@@ -48,15 +48,6 @@ def test_the_colour_reference_is_the_lr_resized_by_pillow(upstream: dict[str, np
     assert np.allclose(color_fixed(sr, lr, 4), adain_color_fix(sr, reference / 255.0), atol=1e-6, rtol=0)
 
 
-@pytest.fixture(scope="module")
-def varsr_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from alignvar_edge.cli import main as cli
-    out = tmp_path_factory.mktemp("import") / "varsr"
-    assert cli(["import", "varsr", "--var", str(VARSR / "var.pth"), "--vae", str(VARSR / "vae.pth"),
-                "--out", str(out)]) == 0
-    return out
-
-
 def test_an_engine_upscales_a_varsr_image_as_the_model_does(varsr_dir: Path,
                                                             upstream: dict[str, np.ndarray]) -> None:
     """`upscale` of one 128 px image (one tile) equals `super_resolve`, whose colour fix is on

@@ -40,14 +40,6 @@ def ref() -> dict[str, torch.Tensor]:
 
 
 @pytest.fixture(scope="module")
-def varsr_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("import") / "varsr"
-    assert cli(["import", "varsr", "--var", str(VARSR / "var.pth"), "--vae", str(VARSR / "vae.pth"),
-                "--out", str(out)]) == 0
-    return out
-
-
-@pytest.fixture(scope="module")
 def varsr(varsr_dir: Path) -> AlignVAR:
     return AlignVAR.from_pretrained(str(varsr_dir))
 
