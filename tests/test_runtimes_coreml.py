@@ -677,3 +677,29 @@ def test_the_apple_doc_says_what_the_packages_of_alignvar_tiny_keep(precision, t
     assert f"| `{precision}`{' (default)' * (precision == 'fp16')} | {par.tokens_pct} | {par.psnr_db} dB | {mb} MB |" \
         in doc, (par.tokens_pct, par.psnr_db, mb)
     assert "no compressed package of `alignvar-tiny` is expected to pass `selftest`" in doc
+
+
+@pytest.mark.parametrize("precision, target_os, row", [
+    ("int8-weights", "iOS17", "| `fp16`, `int8-weights`, `paletteN` | `iOS17` (default) or later |"),
+    ("fp16", "iOS16", "| `fp16`, `int8-weights`, `paletteN` | `iOS16`, `macOS13` |"),
+    ("fp32", "macOS14", "| `fp32` | `iOS17` (default) or later |"),
+    ("fp32", "macOS13", "| `fp32` | `iOS16`, `macOS13` |")])
+def test_the_docs_integer_op_counts_hold_for_each_target_and_precision(precision, target_os, row, tmp_path):
+    """The docs said every package's token path has an int32 `reduce_argmax` and a uint16 `cast`
+    per scale (12 ops in alignvar-tiny): an iOS16 target has no cast (6), fp32 adds an int32 `add`
+    and `select` per scale (18). The runtimes table gives them per target and precision; each row
+    is what the lint finds in a package built so (per scale of `micro`, times alignvar-tiny's)."""
+    from pathlib import Path
+
+    from alignvar_edge.manifest import load_verified
+    from alignvar_edge.model.checkpoint import load_config, resolve_checkpoint_dir
+    model = sharp_model("micro")
+    out = runtimes.build("in-memory", "coreml", out=tmp_path / "e", model=model, precision=precision,
+                         target_os=target_os, proxy=False)
+    ints = next(f for f in load_verified(out).extra["ane_lint"] if f["rule"] == "int-compute")
+    per_scale, left = divmod(ints["count"], model.config.num_scales)
+    assert left == 0, ints
+    ops = ", ".join(f"`{o.split(' = ')[1]}`" for o in ints["ops"][:per_scale])      # scale 0's, in order
+    tiny_scales = load_config(resolve_checkpoint_dir("alignvar-tiny")).num_scales
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "runtimes.md").read_text()
+    assert f"{row} {ops} | {per_scale * tiny_scales} |" in doc, (ops, per_scale * tiny_scales)
