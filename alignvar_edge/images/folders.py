@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from PIL import ExifTags, Image
+from PIL import Image
 
 from alignvar_edge.errors import IMAGE_DECODE_ERRORS, InputError
-from alignvar_edge.images.formats import IMAGE_EXTENSIONS, open_quietly
+from alignvar_edge.images.formats import IMAGE_EXTENSIONS, open_quietly, upright_size
 from alignvar_edge.images.read import DEFAULT_MAX_MEGAPIXELS, load_image
 
 __all__ = ["check_megapixels_flag", "list_images", "list_other_files", "not_a_result", "read_images", "result_path",
@@ -59,9 +59,7 @@ def not_a_result(src: Path, dst: Path, scale: int) -> str | None:
         return "empty"
     try:
         with open_quietly(src) as img:
-            w, h = img.size
-            if img.getexif().get(ExifTags.Base.Orientation, 1) in _TURNED:     # written upright
-                w, h = h, w
+            w, h = upright_size(img)
     except (*IMAGE_DECODE_ERRORS, Image.DecompressionBombError):
         return None
     try:
@@ -71,10 +69,6 @@ def not_a_result(src: Path, dst: Path, scale: int) -> str | None:
         return "not an image"
     want = (w * scale, h * scale)
     return None if got == want else f"{got[0]}x{got[1]}, not the {want[0]}x{want[1]} result"
-
-
-# EXIF orientations that turn an image by a quarter: width and height trade places
-_TURNED = (5, 6, 7, 8)
 
 
 def _walk(root: Path) -> Iterator[Path]:

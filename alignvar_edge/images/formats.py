@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import warnings
 
-from PIL import Image
+from PIL import ExifTags, Image, TiffImagePlugin
 
 from alignvar_edge.errors import InputError
 from alignvar_edge.images import sixteen_bit
@@ -44,6 +44,24 @@ def open_quietly(path: str | os.PathLike[str]) -> Image.Image:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         return Image.open(path)
+
+
+def upright_size(img: Image.Image) -> tuple[int, int]:
+    """(width, height) of an opened image once `load_image` has turned it upright by its EXIF
+    orientation: the size its results have, divided by the scale (a PNG's EXIF may follow its
+    pixels, which are then decoded). A TIFF's stored size is its tags' (recent Pillow versions
+    report a TIFF's turned size already, and turn its pixels on load; other formats' size is the
+    stored one)."""
+    stored = img.size
+    if isinstance(img, TiffImagePlugin.TiffImageFile):
+        stored = (img.tag_v2.get(_TIFF_WIDTH, stored[0]), img.tag_v2.get(_TIFF_LENGTH, stored[1]))
+    turned = img.getexif().get(ExifTags.Base.Orientation, 1) in _TURNED
+    return (stored[1], stored[0]) if turned else (stored[0], stored[1])
+
+
+_TIFF_WIDTH, _TIFF_LENGTH = 256, 257
+# EXIF orientations that turn an image by a quarter: width and height trade places
+_TURNED = (5, 6, 7, 8)
 
 
 def file_layout(path: str | os.PathLike[str]) -> tuple[bool, int]:

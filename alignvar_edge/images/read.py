@@ -43,11 +43,17 @@ def load_image(
         raise InputError(f"{broken}; fix or remove the link")
     if not path.exists():
         raise InputError(f"{path} does not exist; check the path")
-    with warnings.catch_warnings():
+    # Opened as a file, not by name: Pillow maps a named, uncompressed gray TIFF into memory at its
+    # turned size where it has orientation 5 to 8, which scrambles its pixels (Pillow 13).
+    try:
+        f = open(path, "rb")
+    except OSError as e:                  # unreadable (permissions): Pillow would have raised the same
+        raise InputError(f"{path} cannot be opened as an image ({e}); check that it can be read") from e
+    with warnings.catch_warnings(), f:
         # We enforce our own limit below; Pillow's warning would only duplicate it.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
-            img = Image.open(path)
+            img = Image.open(f)
         except Image.DecompressionBombError as e:
             # Pillow's own ceiling (twice its MAX_IMAGE_PIXELS), which our limit only lowers
             ceiling = 2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6
@@ -74,7 +80,8 @@ def load_image(
 def _decode(
     path: Path, img: Image.Image, max_megapixels: float | None, raise_limit: str | None
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    # Image.open only parsed the header: size is known, pixels are not decoded yet.
+    # Image.open only parsed the header: size is known, pixels are not decoded yet (and must not
+    # be: a PNG's getexif, and so `upright_size`, may decode them)
     width, height = img.size
     if width <= 0 or height <= 0:
         raise InputError(f"{path} has no pixels ({width}x{height}); it is empty or damaged")

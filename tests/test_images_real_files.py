@@ -1,0 +1,66 @@
+"""Image files as cameras, scanners and editors write them: orientation of TIFFs and JPEGs,
+MinIsWhite gray, 32-bit integer samples, EXIF tag types, colour profiles, print resolution."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from alignvar_edge.images import load_image
+from alignvar_edge.images.folders import not_a_result
+
+tifffile = pytest.importorskip("tifffile")
+
+_ORIENTATION = 274
+# the EXIF orientations as numpy turns of the stored samples: what a viewer shows
+_TURN = {1: lambda x: x, 5: lambda x: x.swapaxes(0, 1), 6: lambda x: np.rot90(x, -1),
+         7: lambda x: np.rot90(x, 2).swapaxes(0, 1), 8: lambda x: np.rot90(x, 1)}
+
+
+def _stored(width: int, height: int, channels: int, bits: int) -> np.ndarray:
+    """HxWxC (or HxW) samples of `bits` with a gradient, so that a turn shows in them."""
+    full = 255 if bits == 8 else 65535
+    ramp = np.linspace(0, full, width * height).reshape(height, width)
+    samples = np.round(ramp).astype(np.uint8 if bits == 8 else np.uint16)
+    return samples if channels == 1 else np.repeat(samples[..., None], channels, axis=2)
+
+
+def _oriented_file(tmp_path: Path, kind: str, orientation: int, width: int = 12, height: int = 7) -> Path:
+    """A `kind` file ("jpeg", "tiff8", "tiff16-rgb", "tiff16-gray") stored width x height with
+    an EXIF (TIFF: its own tag) orientation."""
+    path = tmp_path / f"{kind}-{orientation}.{'jpg' if kind == 'jpeg' else 'tif'}"
+    if kind in ("jpeg", "tiff8"):
+        exif = Image.Exif()
+        exif[_ORIENTATION] = orientation
+        Image.fromarray(_stored(width, height, 3, 8)).save(path, exif=exif)
+    else:
+        rgb = kind == "tiff16-rgb"
+        tifffile.imwrite(path, _stored(width, height, 3 if rgb else 1, 16),
+                         photometric="rgb" if rgb else "minisblack",
+                         extratags=[(_ORIENTATION, "H", 1, orientation, True)])
+    return path
+
+
+@pytest.mark.parametrize("kind", ["jpeg", "tiff8", "tiff16-rgb", "tiff16-gray"])
+@pytest.mark.parametrize("orientation", [1, 5, 6, 7, 8])
+def test_a_finished_result_of_a_turned_image_is_recognised_as_one(tmp_path: Path, kind: str,
+                                                                  orientation: int) -> None:
+    """A TIFF with orientation 5 to 8 was turned twice by the resume check (recent Pillow
+    versions report a TIFF's turned size already), so a folder run's rerun called its own finished
+    result "not a result" and stopped. The reader and the check now take the size one way."""
+    src = _oriented_file(tmp_path, kind, orientation)
+    upright = (7, 12) if orientation >= 5 else (12, 7)         # stored 12x7; 5 to 8 trade the sides
+    rgb, _ = load_image(src)
+    assert (rgb.shape[1], rgb.shape[0]) == upright
+    # and turned right (a gray TIFF's pixels were scrambled by Pillow's memory map of the file)
+    bits = 16 if kind.startswith("tiff16") else 8
+    want = _TURN[orientation](_stored(12, 7, 1, bits)) / (65535.0 if bits == 16 else 255.0)
+    np.testing.assert_allclose(rgb[..., 1], want, atol=0.03 if kind == "jpeg" else 1e-6)
+    result = tmp_path / "result.png"
+    Image.new("RGB", (upright[0] * 4, upright[1] * 4)).save(result)
+    assert not_a_result(src, result, 4) is None
+    Image.new("RGB", (upright[1] * 4, upright[0] * 4)).save(result)
+    assert not_a_result(src, result, 4) == (f"{upright[1] * 4}x{upright[0] * 4}, not the "
+                                            f"{upright[0] * 4}x{upright[1] * 4} result")
