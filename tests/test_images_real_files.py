@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alignvar_edge.images import load_image
+from alignvar_edge.images import as_float_image, load_image
 from alignvar_edge.images.folders import not_a_result
 
 tifffile = pytest.importorskip("tifffile")
@@ -64,3 +64,22 @@ def test_a_finished_result_of_a_turned_image_is_recognised_as_one(tmp_path: Path
     Image.new("RGB", (upright[1] * 4, upright[0] * 4)).save(result)
     assert not_a_result(src, result, 4) == (f"{upright[1] * 4}x{upright[0] * 4}, not the "
                                             f"{upright[0] * 4}x{upright[1] * 4} result")
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_a_min_is_white_gray_tiff_is_read_as_it_is_displayed(tmp_path: Path, dtype: type) -> None:
+    """A 16-bit MinIsWhite TIFF (scanners, film and X-ray scans) was read as stored, so its
+    result was the picture's negative (Pillow inverts 8-bit ones itself, not 16-bit or float
+    ones). The file, and a PIL image of it, are read as displayed now; the result is plain gray."""
+    shown = np.linspace(0, 1, 9 * 13).reshape(9, 13)             # what a viewer shows
+    full = {np.uint8: 255, np.uint16: 65535, np.float32: 1}[dtype]
+    stored = (full - np.round(shown * full) if full > 1 else 1 - shown).astype(dtype)
+    tifffile.imwrite(tmp_path / "neg.tif", stored, photometric="miniswhite")
+    rgb, _ = load_image(tmp_path / "neg.tif")
+    np.testing.assert_allclose(rgb, np.repeat(shown[..., None], 3, axis=2), atol=0.5 / full + 1e-6)
+    with Image.open(tmp_path / "neg.tif") as img:
+        x, back = as_float_image(img)
+    np.testing.assert_allclose(np.squeeze(x), shown, atol=0.5 / full + 1e-6)
+    result = back(x)                                        # plain gray: Pillow writes it as MinIsBlack
+    assert isinstance(result, Image.Image)
+    np.testing.assert_allclose(np.asarray(result, np.float64) / full, shown, atol=0.5 / full + 1e-6)

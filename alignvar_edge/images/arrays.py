@@ -13,7 +13,7 @@ from PIL import Image
 
 from alignvar_edge.errors import IMAGE_DECODE_ERRORS, InputError, damaged_image_error
 from alignvar_edge.images import sixteen_bit
-from alignvar_edge.images.formats import converted, plain_mode
+from alignvar_edge.images.formats import converted, plain_mode, stored_as_negative
 from alignvar_edge.lazy import lazy_import
 
 if TYPE_CHECKING:
@@ -47,7 +47,8 @@ def as_float_image(image: object) -> tuple[np.ndarray, Callable[[np.ndarray], ob
     arrays (in [0, 1]) come back in their float dtype; a PIL image comes back as a PIL image of
     its mode (L, RGB, RGBA, LA, I;16 in either byte order, I with 16-bit values, F), or of the mode
     `upscale` writes its file back in (`plain_mode`: bilevel "1" as L, palette, CMYK and other
-    modes as RGB or RGBA).
+    modes as RGB or RGBA). A MinIsWhite TIFF's 16-bit or float gray is taken as it is displayed
+    (inverted), and its result is plain gray.
     """
     if isinstance(image, Image.Image):
         return _pil_as_float(image)
@@ -129,9 +130,13 @@ def _pil_as_float(img: Image.Image) -> tuple[np.ndarray, Callable[[np.ndarray], 
     if sixteen_bit.is_rgb16(img):          # a PIL image cannot hold the other 8 bits: say so, not lose them silently
         warnings.warn(f"this PIL image of a 16-bit colour {img.format} holds 8 bits a sample, so its result "
                       "does too; pass load_image(path)'s float array to keep 16", stacklevel=4)
+    negative = stored_as_negative(img)     # a MinIsWhite TIFF's 16-bit or float samples: shown inverted
     _decode(img)                           # after is_rgb16, which reads the undecoded tile
-    if img.mode in _PIL_SIXTEEN_BIT:
-        return _pil_sixteen_as_float(img)
+    x, back = _pil_sixteen_as_float(img) if img.mode in _PIL_SIXTEEN_BIT else _pil_plain_as_float(img)
+    return (np.float32(1.0) - x if negative else x), back
+
+
+def _pil_plain_as_float(img: Image.Image) -> tuple[np.ndarray, Callable[[np.ndarray], object]]:
     plain = plain_mode(img)
     # gray+alpha runs as RGBA (the engine takes gray, RGB or RGBA) and comes back as LA
     work = converted(img, "RGBA" if plain == "LA" else plain)

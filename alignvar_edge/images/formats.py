@@ -37,6 +37,17 @@ def plain_mode(img: Image.Image) -> str:
     return ("LA" if gray else "RGBA") if alpha else ("L" if gray else "RGB")
 
 
+def stored_as_negative(img: Image.Image) -> bool:
+    """A MinIsWhite TIFF (0 is white) of 16-bit or float gray samples, which Pillow hands over as
+    they are stored: the picture is their negative (Pillow inverts the 1- to 8-bit ones itself).
+    Asked before the image is turned upright: a turned copy has no TIFF tags."""
+    return (isinstance(img, TiffImagePlugin.TiffImageFile) and img.tag_v2.get(_TIFF_PHOTOMETRIC) == 0
+            and img.mode in (*SIXTEEN_BIT_MODES, "F"))
+
+
+_TIFF_PHOTOMETRIC = 262
+
+
 def open_quietly(path: str | os.PathLike[str]) -> Image.Image:
     """`Image.open`, without Pillow's decompression-bomb warning ("could be decompression bomb DOS
     attack") for an input between its 89 MP and the --max-megapixels the user raised: `load_image`

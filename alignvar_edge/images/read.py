@@ -19,7 +19,7 @@ from PIL import Image, ImageOps
 from alignvar_edge.errors import IMAGE_DECODE_ERRORS, InputError, damaged_image_error
 from alignvar_edge.images import sixteen_bit
 from alignvar_edge.images.arrays import check_unit_range
-from alignvar_edge.images.formats import SIXTEEN_BIT_MODES, converted, plain_mode
+from alignvar_edge.images.formats import SIXTEEN_BIT_MODES, converted, plain_mode, stored_as_negative
 
 # x4 SR multiplies the pixel count by 16: 24 MP in is 384 MP (~4.6 GB as float32 RGB) out.
 DEFAULT_MAX_MEGAPIXELS = 24.0
@@ -125,14 +125,17 @@ _DAMAGED = (*IMAGE_DECODE_ERRORS, TypeError)
 
 
 def _planes(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
-    """Pillow's pixels, upright, as float32 RGB and alpha (16-bit gray+alpha kept 16-bit)."""
+    """Pillow's pixels, upright and as displayed, as float32 RGB and alpha (16-bit gray+alpha kept
+    16-bit)."""
     la16 = sixteen_bit.read_la16_raw(img)
+    negative = stored_as_negative(img)
     img.load()
     img = ImageOps.exif_transpose(img)
     if la16:
         gray, alpha = sixteen_bit.la16_planes(img)
         return _gray_to_rgb(gray), alpha
-    return _to_float_planes(img)
+    rgb, alpha = _to_float_planes(img)
+    return (np.float32(1.0) - rgb if negative else rgb), alpha
 
 
 _MULTI_FRAME_FORMATS = ("GIF", "PNG", "WEBP", "TIFF")
