@@ -132,8 +132,8 @@ def _planes(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     img.load()
     img = ImageOps.exif_transpose(img)
     if la16:
-        gray, alpha = sixteen_bit.la16_planes(img)
-        return _gray_to_rgb(gray), alpha
+        gray, gray_alpha = sixteen_bit.la16_planes(img)
+        return _gray_to_rgb(gray), gray_alpha
     rgb, alpha = _to_float_planes(img)
     return (np.float32(1.0) - rgb if negative else rgb), alpha
 
