@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from alignvar_edge.errors import InputError
 from alignvar_edge.images import as_float_image, load_image
 from alignvar_edge.images.folders import not_a_result
 
@@ -83,3 +84,41 @@ def test_a_min_is_white_gray_tiff_is_read_as_it_is_displayed(tmp_path: Path, dty
     result = back(x)                                        # plain gray: Pillow writes it as MinIsBlack
     assert isinstance(result, Image.Image)
     np.testing.assert_allclose(np.asarray(result, np.float64) / full, shown, atol=0.5 / full + 1e-6)
+
+
+@pytest.mark.parametrize("values, says", [
+    ((29, 239), r"its values fit in 8 bits: save it with 8 bits a sample \(PNG or TIFF\)"),
+    ((0, 40000), r"its values fit in 16 bits: save it with 16 bits a sample"),
+    ((-3, 70000), r"its values span -3\.\.70000: scale them to 0\.\.65535 and save it as a 16-bit PNG or TIFF")])
+def test_32_bit_integer_images_are_refused_as_int32_arrays_are(tmp_path: Path, values: tuple[int, int],
+                                                              says: str) -> None:
+    """An int32 TIFF (or PIL mode I) of 8-bit values was read as 16-bit, divided by 65535: a near-black
+    result with no warning, where the same values as an int32 array are refused naming the
+    conversion. Both are refused now, by the values they hold, with the fix where the user is."""
+    samples = np.linspace(*values, 5 * 6).round().astype(np.int32).reshape(5, 6)
+    Image.fromarray(samples).save(tmp_path / "i32.tif")
+    with Image.open(tmp_path / "i32.tif") as img:
+        assert img.mode == "I"
+    with pytest.raises(InputError, match=f"i32.tif: 32-bit integer samples, which have no full scale to divide "
+                                         f"by; {says}"):
+        load_image(tmp_path / "i32.tif")
+    numpy_says = _ARRAY_CONVERSION[values]
+    with pytest.raises(InputError, match=f"got dtype int32; {numpy_says}"):
+        as_float_image(samples)
+    with pytest.raises(InputError, match=fr"mode I holds 32-bit integers.*pass np\.asarray\(image\) converted: "
+                                         f"{numpy_says}"):
+        as_float_image(Image.fromarray(samples))
+
+
+_ARRAY_CONVERSION = {(29, 239): r"its values fit in 8 bits: convert with \.astype\(np\.uint8\)",
+                     (0, 40000): r"its values fit in 16 bits: convert with \.astype\(np\.uint16\)",
+                     (-3, 70000): r"its values span -3\.\.70000: scale them to floats in \[0, 1\]"}
+
+
+def test_a_16_bit_gray_png_is_still_read_as_16_bit() -> None:
+    """Some Pillow versions open a 16-bit gray PNG as mode I: a PNG holds 16 bits at most."""
+    img = Image.fromarray(np.array([[0, 40000]], np.int32))
+    img.format = "PNG"
+    x, back = as_float_image(img)
+    np.testing.assert_allclose(x, [[0, 40000 / 65535]], atol=1e-7)
+    assert np.asarray(back(x)).tolist() == [[0, 40000]]

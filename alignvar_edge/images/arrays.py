@@ -13,7 +13,7 @@ from PIL import Image
 
 from alignvar_edge.errors import IMAGE_DECODE_ERRORS, InputError, damaged_image_error
 from alignvar_edge.images import sixteen_bit
-from alignvar_edge.images.formats import converted, plain_mode, stored_as_negative
+from alignvar_edge.images.formats import converted, holds_32_bit_integers, plain_mode, stored_as_negative
 from alignvar_edge.lazy import lazy_import
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ def as_float_image(image: object) -> tuple[np.ndarray, Callable[[np.ndarray], ob
 
     numpy uint8 (/255) and uint16 (/65535, either byte order) come back in their dtype (rounded, clipped); float
     arrays (in [0, 1]) come back in their float dtype; a PIL image comes back as a PIL image of
-    its mode (L, RGB, RGBA, LA, I;16 in either byte order, I with 16-bit values, F), or of the mode
+    its mode (L, RGB, RGBA, LA, I;16 in either byte order, I of a 16-bit PNG, F), or of the mode
     `upscale` writes its file back in (`plain_mode`: bilevel "1" as L, palette, CMYK and other
     modes as RGB or RGBA). A MinIsWhite TIFF's 16-bit or float gray is taken as it is displayed
     (inverted), and its result is plain gray.
@@ -72,16 +72,21 @@ def as_float_image(image: object) -> tuple[np.ndarray, Callable[[np.ndarray], ob
                      f"got dtype {x.dtype}; {_conversion_for(x)}")
 
 
+def fitting_bits(x: np.ndarray) -> int | None:
+    """8 or 16 where every value of a non-empty integer image fits unsigned integers of those bits
+    (the conversion that keeps them; a blanket .astype(np.uint8) wraps a 16-bit image's values
+    around), else None. Integers of other widths (int32 arrays, PIL mode I, int32 TIFFs) have no
+    full scale to divide by: they are refused, with this conversion."""
+    lo, hi = int(x.min()), int(x.max())
+    return None if lo < 0 or hi > 65535 else 8 if hi <= 255 else 16
+
+
 def _conversion_for(x: np.ndarray) -> str:
-    """The conversion that keeps every value of an array of another dtype: to uint8 only where its
-    values fit in 8 bits (a blanket .astype(np.uint8) wraps a 16-bit image's values around)."""
+    """The conversion that keeps every value of an array of another dtype (`fitting_bits`)."""
     if np.issubdtype(x.dtype, np.integer) and x.size:
-        lo, hi = int(x.min()), int(x.max())
-        if lo >= 0 and hi <= 255:
-            return "its values fit in 8 bits: convert with .astype(np.uint8)"
-        if lo >= 0 and hi <= 65535:
-            return "its values fit in 16 bits: convert with .astype(np.uint16)"
-        return (f"its values span {lo}..{hi}: scale them to floats in [0, 1] "
+        if bits := fitting_bits(x):
+            return f"its values fit in {bits} bits: convert with .astype(np.uint{bits})"
+        return (f"its values span {int(x.min())}..{int(x.max())}: scale them to floats in [0, 1] "
                 "(subtract the black level, divide by the full-scale value)")
     return "convert it to uint8 or uint16, or to floats in [0, 1] divided by its full-scale value"
 
@@ -148,13 +153,16 @@ def _pil_plain_as_float(img: Image.Image) -> tuple[np.ndarray, Callable[[np.ndar
     return x, to_pil
 
 
-# 16-bit gray in other byte orders, and "I" holding 16-bit values (as `load_image` reads it):
+# 16-bit gray in other byte orders, and "I" of a 16-bit PNG (as some Pillow versions open it):
 # Pillow's convert("RGB") clips these at 255, a white image. The numpy type each comes back in.
 _PIL_SIXTEEN_BIT = {"I;16B": ">u2", "I;16L": "<u2", "I": "=i4"}
 
 
 def _pil_sixteen_as_float(img: Image.Image) -> tuple[np.ndarray, Callable[[np.ndarray], object]]:
     raw = np.asarray(img)
+    if holds_32_bit_integers(img):         # as an int32 array is
+        raise InputError(f"this PIL image of mode I holds 32-bit integers, which have no full scale to divide "
+                         f"by; pass np.asarray(image) converted: {_conversion_for(raw)}")
     if raw.size and (raw.min() < 0 or raw.max() > 65535):
         raise InputError(f"32-bit integer image with values outside 0..65535 (mode {img.mode}); "
                          "convert it to 8- or 16-bit first")

@@ -16,7 +16,8 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 READ_EXTENSIONS = (*IMAGE_EXTENSIONS, ".gif")
 
 
-# Pillow modes of 16-bit grayscale files ("I" is how some Pillow versions open 16-bit PNGs)
+# Pillow modes of 16-bit grayscale files ("I" is how some Pillow versions open 16-bit PNGs;
+# `holds_32_bit_integers` tells other I images apart)
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")
 
 
@@ -46,6 +47,13 @@ def stored_as_negative(img: Image.Image) -> bool:
 
 
 _TIFF_PHOTOMETRIC = 262
+
+
+def holds_32_bit_integers(img: Image.Image) -> bool:
+    """Mode I of anything but a PNG (an int32 TIFF, a PIL image converted to I): 32-bit integers
+    with no full scale to divide by. A PNG holds 16 bits at most: some Pillow versions open a
+    16-bit gray one as I. Asked before the image is turned upright: a turned copy has no format."""
+    return img.mode == "I" and img.format != "PNG"
 
 
 def open_quietly(path: str | os.PathLike[str]) -> Image.Image:

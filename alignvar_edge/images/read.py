@@ -18,8 +18,9 @@ from PIL import Image, ImageOps
 
 from alignvar_edge.errors import IMAGE_DECODE_ERRORS, InputError, damaged_image_error
 from alignvar_edge.images import sixteen_bit
-from alignvar_edge.images.arrays import check_unit_range
-from alignvar_edge.images.formats import SIXTEEN_BIT_MODES, converted, plain_mode, stored_as_negative
+from alignvar_edge.images.arrays import check_unit_range, fitting_bits
+from alignvar_edge.images.formats import (SIXTEEN_BIT_MODES, converted, holds_32_bit_integers, plain_mode,
+                                          stored_as_negative)
 
 # x4 SR multiplies the pixel count by 16: 24 MP in is 384 MP (~4.6 GB as float32 RGB) out.
 DEFAULT_MAX_MEGAPIXELS = 24.0
@@ -128,8 +129,10 @@ def _planes(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     """Pillow's pixels, upright and as displayed, as float32 RGB and alpha (16-bit gray+alpha kept
     16-bit)."""
     la16 = sixteen_bit.read_la16_raw(img)
-    negative = stored_as_negative(img)
+    negative, wide = stored_as_negative(img), holds_32_bit_integers(img)
     img.load()
+    if wide:
+        _refuse_32_bit_integers(np.asarray(img))
     img = ImageOps.exif_transpose(img)
     if la16:
         gray, gray_alpha = sixteen_bit.la16_planes(img)
@@ -141,17 +144,22 @@ def _planes(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
 _MULTI_FRAME_FORMATS = ("GIF", "PNG", "WEBP", "TIFF")
 
 
+def _refuse_32_bit_integers(samples: np.ndarray) -> None:
+    """A file of 32-bit integer samples, refused as an int32 array is (`fitting_bits`): read as
+    16-bit, 8-bit values came out near black."""
+    bits = fitting_bits(samples)
+    fix = (f"its values fit in {bits} bits: save it with {bits} bits a sample (PNG or TIFF)" if bits else
+           f"its values span {int(samples.min())}..{int(samples.max())}: scale them to 0..65535 and save it "
+           "as a 16-bit PNG or TIFF")
+    raise InputError(f"32-bit integer samples, which have no full scale to divide by; {fix}")
+
+
 def _to_float_planes(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     """Any Pillow mode -> float32 RGB HxWx3 and optional alpha HxW, both in [0, 1]."""
     mode = img.mode
     if mode in SIXTEEN_BIT_MODES:
-        # 16-bit grayscale (PNG/TIFF). Mode "I" is int32 and may hold anything: accept 16-bit range.
+        # 16-bit grayscale (PNG/TIFF; mode I of a PNG, `holds_32_bit_integers` refused the others)
         gray = np.asarray(img).astype(np.float32)
-        if gray.size and (gray.min() < 0 or gray.max() > 65535):
-            raise InputError(
-                f"32-bit integer image with values outside 0..65535 (mode {mode}); "
-                "convert it to 8- or 16-bit first"
-            )
         return _gray_to_rgb(gray / 65535.0), None
     if mode == "F":
         gray = np.asarray(img, dtype=np.float32)
