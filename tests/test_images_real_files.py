@@ -11,6 +11,7 @@ from PIL import Image
 from alignvar_edge.errors import InputError
 from alignvar_edge.images import as_float_image, load_image
 from alignvar_edge.images.folders import not_a_result
+from alignvar_edge.lazy import is_installed
 
 tifffile = pytest.importorskip("tifffile")
 
@@ -122,3 +123,22 @@ def test_a_16_bit_gray_png_is_still_read_as_16_bit() -> None:
     x, back = as_float_image(img)
     np.testing.assert_allclose(x, [[0, 40000 / 65535]], atol=1e-7)
     assert np.asarray(back(x)).tolist() == [[0, 40000]]
+
+
+_DATA = Path(__file__).parent / "data" / "images"
+
+
+@pytest.mark.parametrize("name, compression", [("rgb16-lzw.tif", "LZW"), ("rgb16-zstd.tif", "ZSTD")])
+def test_a_16_bit_tiff_whose_compression_needs_imagecodecs_names_it_or_is_read(name: str, compression: str) -> None:
+    """Photoshop writes 16-bit TIFFs with LZW, which tifffile decodes through imagecodecs alone:
+    the refusal quoted tifffile and named no fix (a Zstandard one raised a bare ImportError). The
+    files were written by tifffile with imagecodecs (compression='lzw', predictor=True; 'zstd')."""
+    samples = (np.arange(5 * 6 * 3, dtype=np.uint64).reshape(5, 6, 3) * 719 % 65536).astype(np.uint16)
+    if is_installed("imagecodecs"):
+        rgb, _ = load_image(_DATA / name)
+        np.testing.assert_array_equal(np.round(rgb * 65535), samples)
+        return
+    with pytest.raises(InputError, match=fr"{name}: its {compression} compression needs the imagecodecs package to "
+                                         r"read this 16-bit colour TIFF: install it \(pip install imagecodecs\), "
+                                         "or save it as a 16-bit PNG"):
+        load_image(_DATA / name)

@@ -103,12 +103,18 @@ def _tiff_rgb16_samples(path: Path, img: Image.Image) -> np.ndarray:
     if not is_installed("tifffile"):
         raise InputError("a 16-bit colour TIFF, which Pillow reads with 8 bits; install tifffile "
                          "(pip install tifffile) to read all 16, or convert it to a 16-bit PNG")
+    compression = "its"
     try:
         with tifffile.TiffFile(path) as tif:
             page = tif.pages[0]
+            compression = f"its {getattr(page.compression, 'name', page.compression)}"
             samples = page.asarray()
             axes, photometric, extra = page.axes, int(page.photometric), tuple(page.extrasamples)
-    except (*IMAGE_DECODE_ERRORS, RuntimeError) as e:     # a damaged file, a codec tifffile lacks
+    # a damaged file; a codec tifffile lacks (LZW, Photoshop's default: KeyError; Zstandard: ImportError)
+    except (*IMAGE_DECODE_ERRORS, RuntimeError, ImportError) as e:
+        if not is_installed("imagecodecs") and (isinstance(e, ImportError) or "imagecodecs" in str(e)):
+            raise InputError(f"{compression} compression needs the imagecodecs package to read this 16-bit colour "
+                             "TIFF: install it (pip install imagecodecs), or save it as a 16-bit PNG") from e
         raise InputError(f"tifffile cannot read this 16-bit colour TIFF ({e}); convert it to a 16-bit PNG") from e
     if photometric != _TIFF_RGB or samples.dtype != np.uint16 or sorted(axes) != ["S", "X", "Y"]:
         raise InputError(f"16-bit TIFF of a layout read here as neither RGB nor RGBA (axes {axes}, "
