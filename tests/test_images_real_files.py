@@ -2,6 +2,7 @@
 MinIsWhite gray, 32-bit integer samples, EXIF tag types, colour profiles, print resolution."""
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 from PIL import Image
 
 from alignvar_edge.errors import InputError
-from alignvar_edge.images import as_float_image, load_image
+from alignvar_edge.images import as_float_image, file_metadata, load_image, save_image
 from alignvar_edge.images.folders import not_a_result
 from alignvar_edge.lazy import is_installed
 
@@ -142,3 +143,48 @@ def test_a_16_bit_tiff_whose_compression_needs_imagecodecs_names_it_or_is_read(n
                                          r"read this 16-bit colour TIFF: install it \(pip install imagecodecs\), "
                                          "or save it as a 16-bit PNG"):
         load_image(_DATA / name)
+
+
+def _tiff_entries(data: bytes, ifd: int) -> dict[int, tuple[int, int]]:
+    """{tag: (type, value or offset)} of the TIFF directory at `ifd` of `data` (a TIFF file, or an
+    EXIF block less its "Exif\\0\\0"), read by the TIFF specification here."""
+    order = "<" if data[:2] == b"II" else ">"
+    (count,) = struct.unpack_from(order + "H", data, ifd)
+    entries = [struct.unpack_from(order + "HHLL", data, ifd + 2 + 12 * i) for i in range(count)]
+    return {tag: (kind, value) for tag, kind, _, value in entries}
+
+
+def _exif_ifd_types(data: bytes) -> dict[int, int]:
+    """{tag: type} of the Exif directory of a TIFF structure."""
+    first = _tiff_entries(data, struct.unpack_from("<L" if data[:2] == b"II" else ">L", data, 4)[0])
+    return {tag: kind for tag, (kind, _) in _tiff_entries(data, first[0x8769][1]).items()}
+
+
+def _camera_exif() -> bytes:
+    """An EXIF block as cameras write it: Make, and an Exif directory holding a MakerNote and a
+    UserComment of type UNDEFINED (7) and an exposure time, laid out here byte by byte."""
+    maker, comment = b"CANON\0" + bytes(range(30)), b"ASCII\0\0\0hello"
+    exif_ifd = 8 + 2 + 12 * 2 + 4 + 6                  # after IFD0 and its "Canon\0"
+    data_at = exif_ifd + 2 + 12 * 3 + 4
+    ifd0 = struct.pack("<H", 2) + struct.pack("<HHLL", 0x010F, 2, 6, 8 + 2 + 24 + 4) \
+        + struct.pack("<HHLL", 0x8769, 4, 1, exif_ifd) + struct.pack("<L", 0) + b"Canon\0"
+    inner = struct.pack("<H", 3) + struct.pack("<HHLL", 0x829A, 5, 1, data_at) \
+        + struct.pack("<HHLL", 0x927C, 7, len(maker), data_at + 8) \
+        + struct.pack("<HHLL", 0x9286, 7, len(comment), data_at + 8 + len(maker)) + struct.pack("<L", 0)
+    return b"Exif\0\0II*\0" + struct.pack("<L", 8) + ifd0 + inner + struct.pack("<LL", 1, 250) + maker + comment
+
+
+@pytest.mark.parametrize("ext", ["jpg", "webp", "png", "tif"])
+def test_a_maker_note_and_user_comment_keep_their_exif_type(tmp_path: Path, ext: str) -> None:
+    """Pillow writes the Exif directory again from its values, typing bytes BYTE: a MakerNote and
+    a UserComment became BYTE (the EXIF standard types them UNDEFINED), so readers skipped them."""
+    exif = _camera_exif()
+    assert _exif_ifd_types(exif[6:])[0x927C] == 7                  # the input is as cameras write it
+    Image.new("RGB", (6, 4), (90, 120, 200)).save(tmp_path / "camera.jpg", exif=exif)
+    rgb, _ = load_image(tmp_path / "camera.jpg")
+    out = save_image(tmp_path / f"out.{ext}", rgb, **file_metadata(tmp_path / "camera.jpg", 1))
+    with Image.open(out) as img:
+        written = out.read_bytes() if ext == "tif" else img.info["exif"]
+    written = written[6:] if written.startswith(b"Exif\0\0") else written
+    types = _exif_ifd_types(written)
+    assert (types[0x927C], types[0x9286], types[0x829A]) == (7, 7, 5)   # UNDEFINED, UNDEFINED, RATIONAL

@@ -10,7 +10,7 @@ import re
 import struct
 import warnings
 from pathlib import Path
-from typing import TypedDict
+from typing import BinaryIO, TypedDict
 
 from PIL import ExifTags, Image, PngImagePlugin, TiffImagePlugin
 
@@ -137,7 +137,7 @@ def _carried_exif(exif: Image.Exif) -> bytes | None:
     if ExifTags.IFD.Exif in exif:         # get_ifd adds an empty one where there is none
         for tag in _PIXEL_DIMENSIONS:
             exif.get_ifd(ExifTags.IFD.Exif).pop(tag, None)
-    return exif.tobytes() if len(exif) else None
+    return exif_bytes(exif) if len(exif) else None
 
 
 # A TIFF's ImageDescription that is its layout, written by imaging software (tifffile's JSON
@@ -227,7 +227,7 @@ def exif_with_png_text(exif: bytes | None, text: dict[str, str]) -> bytes | None
     for key, tag in _PNG_TEXT_AS_EXIF:
         if text.get(key) and not out.get(tag):
             out[tag], added = text[key], True
-    return out.tobytes() if added else exif
+    return exif_bytes(out) if added else exif
 
 
 def _with_resolution(exif: bytes | None, dpi: tuple[float, float] | None, tags: dict[int, bytes]) -> bytes:
@@ -239,7 +239,51 @@ def _with_resolution(exif: bytes | None, dpi: tuple[float, float] | None, tags: 
     if dpi:
         out[_X_RESOLUTION], out[_Y_RESOLUTION], out[_RESOLUTION_UNIT] = dpi[0], dpi[1], 2
     out.update(tags)
-    return out.tobytes()
+    return exif_bytes(out)
+
+
+def exif_bytes(exif: Image.Exif) -> bytes:
+    """`exif` as bytes to write, its tags of the EXIF type UNDEFINED kept so (`keep_undefined_types`)."""
+    data = io.BytesIO(exif.tobytes())
+    keep_undefined_types(data, 6 if data.getvalue().startswith(b"Exif\0\0") else 0)
+    return data.getvalue()
+
+
+def keep_undefined_types(f: BinaryIO, start: int = 0) -> None:
+    """Give the tags of the Exif and GPS directories that the EXIF standard types UNDEFINED their
+    type back, in the TIFF structure at `start` of `f` (an EXIF block, or a TIFF file Pillow wrote):
+    Pillow writes those directories again from their values alone, and types bytes BYTE, which
+    breaks the standard for a maker note or a user comment (readers skip them, or cannot parse the
+    maker note). Both types are a byte a unit, so the type field alone changes."""
+    f.seek(start)
+    order = "<" if f.read(2) == b"II" else ">"
+
+    def read(fmt: str, at: int) -> tuple[int, ...]:
+        f.seek(start + at)
+        return struct.unpack(order + fmt, f.read(struct.calcsize(order + fmt)))
+
+    def entries(ifd: int) -> list[tuple[int, int, int]]:
+        """(tag, type, offset of the entry) of each entry of the directory at `ifd`."""
+        found = []
+        for at in range(ifd + 2, ifd + 2 + 12 * read("H", ifd)[0], 12):
+            tag, kind = read("HH", at)
+            found.append((tag, kind, at))
+        return found
+
+    for tag, _, at in entries(read("L", 4)[0]):
+        for inner, kind, inner_at in entries(read("L", at + 8)[0]) if tag in _UNDEFINED_TAGS else []:
+            if kind == _BYTE and inner in _UNDEFINED_TAGS[tag]:
+                f.seek(start + inner_at + 2)
+                f.write(struct.pack(order + "H", _UNDEFINED))
+
+
+_BYTE, _UNDEFINED = 1, 7
+# the tags the EXIF standard (2.32) types UNDEFINED, by the directory that holds them: Exif
+# (versions, components, MakerNote, UserComment, OECF, spatial frequency response, file source,
+# scene type, CFA pattern, device settings), GPS (processing method, area information)
+_UNDEFINED_TAGS: dict[int, tuple[int, ...]] = {
+    ExifTags.IFD.Exif: (0x9000, 0xA000, 0x9101, 0x927C, 0x9286, 0x8828, 0xA20C, 0xA300, 0xA301, 0xA302, 0xA40B),
+    ExifTags.IFD.GPSInfo: (0x001B, 0x001C)}
 
 
 def tiff16_exif(exif: bytes | None, xmp: bytes | None, path: Path) -> Image.Exif | None:

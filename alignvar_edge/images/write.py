@@ -21,8 +21,8 @@ from alignvar_edge.errors import InputError, OutputExistsError
 from alignvar_edge.fsmodes import hidden_prefix, publish_mode, write_error
 from alignvar_edge.images import png16, sixteen_bit
 from alignvar_edge.images.formats import IMAGE_EXTENSIONS
-from alignvar_edge.images.metadata import (METADATA_FORMATS, exif_with_png_text, fit_to_format, metadata_params,
-                                           png_metadata_chunks, tiff16_exif)
+from alignvar_edge.images.metadata import (METADATA_FORMATS, exif_with_png_text, fit_to_format, keep_undefined_types,
+                                           metadata_params, png_metadata_chunks, tiff16_exif)
 
 # formats Pillow writes 16-bit grayscale to; 16-bit gray+alpha and RGB(A) go to PNG alone (`_write_png16`)
 _SIXTEEN_BIT_FORMATS = ("PNG", "TIFF")
@@ -108,6 +108,9 @@ def save_image(
                 os.fsync(f.fileno())
         except OSError as e:
             raise write_error(e, path) from e
+        if fmt == "TIFF" and not tiff16 and params.get("exif"):
+            with open(tmp, "r+b") as f:           # Pillow's TIFF writer retypes them
+                keep_undefined_types(f)
         # mkstemp creates the file 0600; give it the mode a normal open() would have.
         publish_mode(tmp)
         _publish(tmp, path, overwrite)
