@@ -188,3 +188,24 @@ def test_a_maker_note_and_user_comment_keep_their_exif_type(tmp_path: Path, ext:
     written = written[6:] if written.startswith(b"Exif\0\0") else written
     types = _exif_ifd_types(written)
     assert (types[0x927C], types[0x9286], types[0x829A]) == (7, 7, 5)   # UNDEFINED, UNDEFINED, RATIONAL
+
+
+@pytest.mark.parametrize("ext", ["jpg", "tif", "webp", "png"])
+def test_300_dpi_of_a_png_is_1200_dpi_x4_exactly(tmp_path: Path, ext: str) -> None:
+    """A PNG holds 300 DPI as 11811 px/m (299.9994 DPI): x4 wrote 1199.9976 to the EXIF, beside the
+    JPEG's 1200 in its JFIF. A DPI within half a px/m step of a whole number is that number."""
+    Image.new("RGB", (6, 4)).save(tmp_path / "scan.png", dpi=(300, 300))
+    with Image.open(tmp_path / "scan.png") as img:
+        assert abs(img.info["dpi"][0] - 299.9994) < 1e-3        # as the file holds it
+    rgb, _ = load_image(tmp_path / "scan.png")
+    meta = file_metadata(tmp_path / "scan.png", 4)
+    out = save_image(tmp_path / f"out.{ext}", rgb, **{**meta, "text": {"Author": "Ana"}})
+    with Image.open(out) as img:
+        if ext in ("jpg", "tif"):
+            assert tuple(img.info["dpi"]) == (1200, 1200)
+        if ext == "png":                                        # its own whole px/m nearest 1200 DPI
+            assert tuple(img.info["dpi"]) == pytest.approx((round(1200 / 0.0254) * 0.0254,) * 2, abs=1e-9)
+        if ext != "png":
+            exif = img.getexif()
+            assert (exif[282], exif[283]) == (1200, 1200)
+            assert exif[282].denominator == 1

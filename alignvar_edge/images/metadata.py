@@ -115,9 +115,20 @@ def _dpi(img: Image.Image, exif: Image.Exif) -> tuple[float, float] | None:
             dpi = (float(exif[_X_RESOLUTION]) * per_inch, float(exif[_Y_RESOLUTION]) * per_inch)
         if dpi is None or not all(float(d) > 0 for d in dpi):     # 0, or a 0/0 rational: none given
             return None
-        return float(dpi[0]), float(dpi[1])
+        return _whole_dpi(float(dpi[0])), _whole_dpi(float(dpi[1]))
     except (TypeError, ValueError, ZeroDivisionError):   # a damaged resolution tag: text, not a number
         return None
+
+
+def _whole_dpi(dpi: float) -> float:
+    """`dpi`, the whole number it stands for where a field of whole pixels a metre (PNG, BMP)
+    cannot hold it: 300 DPI is stored as 11811 px/m, read back as 299.9994, which x4 wrote
+    1199.9976 DPI beside the JPEG's 1200. A step of that field is 0.0254 DPI."""
+    whole = round(dpi)
+    return float(whole) if abs(dpi - whole) <= _DPI_PER_PX_PER_M / 2 else dpi
+
+
+_DPI_PER_PX_PER_M = 0.0254
 
 
 # The EXIF tags of the first directory that describe the picture and still hold for the result:
