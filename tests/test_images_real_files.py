@@ -3,6 +3,7 @@ MinIsWhite gray, 32-bit integer samples, EXIF tag types, colour profiles, print 
 from __future__ import annotations
 
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -209,3 +210,22 @@ def test_300_dpi_of_a_png_is_1200_dpi_x4_exactly(tmp_path: Path, ext: str) -> No
             exif = img.getexif()
             assert (exif[282], exif[283]) == (1200, 1200)
             assert exif[282].denominator == 1
+
+
+def test_a_size_just_over_the_limit_is_shown_over_it(tmp_path: Path) -> None:
+    """4899x4899 is 24,000,201 pixels: the refusal said "24.0 MP, over the 24 MP limit"."""
+    _png_header(tmp_path / "b24.png", 4899, 4899)
+    with pytest.raises(InputError, match=r"b24\.png is 4899x4899 \(24\.0002 MP\), over the 24 MP limit"):
+        load_image(tmp_path / "b24.png")
+    _png_header(tmp_path / "b30.png", 6000, 5000)                     # plainly over: one decimal
+    with pytest.raises(InputError, match=r"\(30\.0 MP\), over the 24 MP limit"):
+        load_image(tmp_path / "b30.png")
+
+
+def _png_header(path: Path, width: int, height: int) -> None:
+    """A PNG whose header claims width x height, its pixels garbage: the limit is checked before
+    any pixel is read."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"garbage") + chunk(b"IEND", b""))

@@ -88,8 +88,7 @@ def _decode(
         raise InputError(f"{path} has no pixels ({width}x{height}); it is empty or damaged")
     megapixels = width * height / 1e6
     if max_megapixels is not None and megapixels > max_megapixels:
-        # two significant digits below 1 MP: a 0.012 MP image over a 0.01 MP limit is not "0.0 MP"
-        shown = f"{megapixels:.1f}" if megapixels >= 1 else f"{megapixels:.2g}"
+        shown = _shown_over(megapixels, max_megapixels)
         how = f", or raise the limit ({raise_limit})" if raise_limit else ""
         raise InputError(f"{path} is {width}x{height} ({shown} MP), over the {max_megapixels:g} MP "
                          f"limit; downscale or crop it{how}")
@@ -111,6 +110,17 @@ def _decode(
     if not np.isfinite(rgb).all():
         raise InputError(f"{path} contains NaN or infinite pixel values; fix the source image")
     return rgb, alpha
+
+
+def _shown_over(megapixels: float, limit: float) -> str:
+    """`megapixels` as a refusal shows it: one decimal, two significant digits below 1 MP (a 0.012
+    MP image over a 0.01 MP limit is not "0.0 MP"), and more where those would not show it over
+    `limit` (4899x4899 is "24.0002 MP", not "24.0 MP, over the 24 MP limit")."""
+    shown = f"{megapixels:.1f}" if megapixels >= 1 else f"{megapixels:.2g}"
+    digits = 3
+    while float(shown) <= limit and digits < 17:
+        shown, digits = f"{megapixels:.{digits}g}", digits + 1
+    return shown
 
 
 def broken_link(path: Path) -> str | None:
