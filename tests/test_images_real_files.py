@@ -3,6 +3,7 @@ MinIsWhite gray, 32-bit integer samples, EXIF tag types, colour profiles, print 
 from __future__ import annotations
 
 import struct
+import warnings
 import zlib
 from pathlib import Path
 
@@ -229,3 +230,35 @@ def _png_header(path: Path, width: int, height: int) -> None:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"garbage") + chunk(b"IEND", b""))
+
+
+def test_a_bmp_result_says_what_it_leaves_out(tmp_path: Path) -> None:
+    """A BMP holds its DPI alone: a Display P3 photo's profile (and its EXIF) were dropped in
+    silence, and the wide-gamut pixels are then shown as sRGB."""
+    rgb = np.full((4, 6, 3), 0.5, np.float32)
+    icc = bytes(16) + b"RGB " + bytes(108)
+    with pytest.warns(UserWarning, match=r"out\.bmp: its ICC profile, EXIF are left out: BMP cannot hold them "
+                                         r"\(save it as \.png or \.tif to keep them\)"):
+        save_image(tmp_path / "out.bmp", rgb, icc_profile=icc, exif=_camera_exif(), dpi=(300.0, 300.0))
+    with Image.open(tmp_path / "out.bmp") as img:
+        assert "icc_profile" not in img.info and round(img.info["dpi"][0]) == 300     # its DPI is kept
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                     # nothing to leave out: no warning
+        save_image(tmp_path / "plain.bmp", rgb, dpi=(300.0, 300.0))
+
+
+def test_a_cmyk_image_with_its_own_profile_is_said_to_be_converted_without_it(tmp_path: Path) -> None:
+    """A CMYK JPEG's embedded CMYK profile was dropped and its colours converted by Pillow's plain
+    formula, in silence."""
+    cmyk = Image.new("CMYK", (6, 4), (20, 200, 30, 10))
+    cmyk.save(tmp_path / "profiled.jpg", icc_profile=bytes(16) + b"CMYK" + bytes(108))
+    cmyk.save(tmp_path / "plain.jpg")
+    with pytest.warns(UserWarning, match=r"profiled\.jpg: its CMYK colours are converted to RGB by a plain formula, "
+                                         "not by its CMYK colour profile"):
+        load_image(tmp_path / "profiled.jpg")
+    with Image.open(tmp_path / "profiled.jpg") as img, \
+            pytest.warns(UserWarning, match="this CMYK PIL image is converted to RGB by a plain formula"):
+        as_float_image(img)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_image(tmp_path / "plain.jpg")

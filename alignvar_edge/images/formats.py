@@ -56,6 +56,13 @@ def holds_32_bit_integers(img: Image.Image) -> bool:
     return img.mode == "I" and img.format != "PNG"
 
 
+def unapplied_cmyk_profile(img: Image.Image) -> bool:
+    """A CMYK image with a CMYK colour profile of its own, which `converted` does not apply (its
+    RGB comes from Pillow's plain formula): the caller warns that its colours may shift."""
+    icc = img.info.get("icc_profile")
+    return img.mode == "CMYK" and isinstance(icc, bytes) and icc[16:20] == b"CMYK"
+
+
 def open_quietly(path: str | os.PathLike[str]) -> Image.Image:
     """`Image.open`, without Pillow's decompression-bomb warning ("could be decompression bomb DOS
     attack") for an input between its 89 MP and the --max-megapixels the user raised: `load_image`

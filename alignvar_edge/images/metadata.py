@@ -168,11 +168,21 @@ _JPEG_MAX_EXIF = 65533
 _JPEG_MAX_XMP = _JPEG_MAX_EXIF - len(b"http://ns.adobe.com/xap/1.0/\0")
 
 
-def fit_to_format(fmt: str, path: Path, dpi: tuple[float, float] | None, exif: bytes | None, xmp: bytes | None
+def fit_to_format(fmt: str, path: Path, dpi: tuple[float, float] | None, exif: bytes | None, xmp: bytes | None,
+                  icc_profile: bytes | None = None, text: dict[str, str] | None = None
                   ) -> tuple[tuple[float, float] | None, bytes | None, bytes | None]:
     """(dpi, exif, xmp) with each one `fmt` cannot hold left out (None), named in a warning for
-    `path` that says which format keeps it: an encoder would fail on it once the work is done.
-    The warnings point at `save_image`'s caller."""
+    `path` that says which format keeps it: an encoder would fail on it once the work is done, or
+    (a BMP, which holds its DPI alone) leave it out silently, a wide-gamut photo's colour profile
+    with it. The warnings point at `save_image`'s caller."""
+    if fmt not in METADATA_FORMATS:
+        lost = [what for what, value in (("ICC profile", icc_profile), ("EXIF", exif), ("XMP", xmp), ("text", text))
+                if value]
+        if lost:
+            them = "it" if len(lost) == 1 else "them"
+            warnings.warn(f"{path}: its {', '.join(lost)} {'is' if len(lost) == 1 else 'are'} left out: {fmt} cannot "
+                          f"hold {them} (save it as .png or .tif to keep {them})", stacklevel=3)
+        exif = xmp = None
     if dpi and max(dpi) > _MAX_DPI.get(fmt, max(dpi)):
         warnings.warn(f"{path}: {fmt} holds at most {_MAX_DPI[fmt]:.0f} DPI, not {max(dpi):.0f}: it is written "
                       "without one (save it as .tif to keep it)", stacklevel=3)

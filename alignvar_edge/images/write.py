@@ -88,7 +88,7 @@ def save_image(
         exif = exif_with_png_text(exif, text)
     exif_tags = tiff16_exif(exif, xmp, path) if tiff16 else None
     img = None if own else _to_pil(rgb, alpha, sixteen)
-    dpi, exif, xmp = fit_to_format(fmt, path, dpi, exif, xmp)
+    dpi, exif, xmp = fit_to_format(fmt, path, dpi, exif, xmp, icc_profile, text)
     params = {**metadata_params(fmt, icc_profile, exif, dpi, xmp, text), **encoder}
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=hidden_prefix(path.name, 8 + 4), suffix=".tmp", dir=path.parent)
