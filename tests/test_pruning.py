@@ -245,3 +245,45 @@ def test_eval_and_the_pruning_api_refuse_a_ratio_export_refuses(capsys: pytest.C
         with pruning(model, (0.01,)):
             pass
     assert model.prune == ()
+
+
+def test_a_pruned_engine_ships_the_pruned_golden_and_selftest_holds_it_to_them(tmp_path) -> None:
+    """A pruned engine's golden outputs are the pruned rollout's PyTorch outputs (the checkpoint's
+    own are the unpruned model's, whose last-scale tokens a pruned engine does not compute): the
+    self-test passes a correct pruned engine and fails one that computes the unpruned model."""
+    import shutil
+
+    from alignvar_edge import runtimes
+    from alignvar_edge.errors import ArtifactError
+    from alignvar_edge.manifest import read_manifest, write_manifest
+    from alignvar_edge.model.alignvar import load_pretrained
+    from alignvar_edge.runtimes import golden
+    from alignvar_edge.runtimes.selftest import selftest_engine
+    ckpt = tmp_path / "nano"
+    nano_model().save_pretrained(str(ckpt))
+    golden.make_golden(ckpt, n=2)                               # the unpruned model's, beside the weights
+    exports = {p: ox.export_onnx(load_pretrained(ckpt), tmp_path / f"ex{p}", prune=p, batch=1, n_tiles=1,
+                                 checkpoint=ckpt) for p in ((0.5,), ())}
+    pruned = runtimes.build(exports[(0.5,)], "onnxruntime", out=tmp_path / "pruned-ort")
+    m = read_manifest(pruned)
+    assert m.extra["golden"]["origin"] == "checkpoint nano, pruned 0.5"
+    _, _, unpruned_tok, _ = golden.read_golden(ckpt / golden.GOLDEN_FILE)
+    _, _, pruned_tok, meta = golden.read_golden(pruned / golden.GOLDEN_FILE)
+    assert meta["prune"] == "0.5" and not np.array_equal(pruned_tok[-1], unpruned_tok[-1])
+    report = selftest_engine(pruned, runs=1, threads=1)
+    assert report["result"] == "PASS" and report["tokens"]["overall"] == 1.0, report
+
+    # an engine computing the unpruned model, held to the pruned golden outputs: it fails
+    wrong = runtimes.build(exports[()], "onnxruntime", out=tmp_path / "wrong-ort")
+    shutil.copy2(pruned / golden.GOLDEN_FILE, wrong / golden.GOLDEN_FILE)
+    w = read_manifest(wrong)
+    w.extra["prune"] = [0.5]
+    write_manifest(wrong, w)
+    report = selftest_engine(wrong, runs=1, threads=1)
+    assert report["result"] == "FAIL" and report["tokens"]["overall"] < 1.0, report
+
+    # a pruned engine carrying the unpruned golden outputs (built before they followed the pruning)
+    shutil.copy2(ckpt / golden.GOLDEN_FILE, pruned / golden.GOLDEN_FILE)
+    write_manifest(pruned, m)
+    with pytest.raises(ArtifactError, match="outputs of the unpruned model.*pruned 0.5: build the engine again"):
+        selftest_engine(pruned, runs=1, threads=1)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -18,26 +18,37 @@ from alignvar_edge.manifest import Manifest, sha256_file
 from alignvar_edge.model.checkpoint import GOLDEN_FILE
 from alignvar_edge.runtimes.artifacts import source_checkpoint
 
-__all__ = ["GOLDEN_FILE", "copy_golden", "engine_golden", "golden_entry", "load_golden", "make_golden",
-           "read_golden", "write_golden"]
+__all__ = ["GOLDEN_FILE", "check_golden_prune", "copy_golden", "engine_golden", "golden_entry", "golden_prune",
+           "load_golden", "make_golden", "prune_text", "read_golden", "write_golden"]
 
 
-def make_golden(model_dir: str | os.PathLike[str], n: int = 4, seed: int = 0) -> Path:
+def make_golden(model_dir: str | os.PathLike[str], n: int = 4, seed: int = 0, prune: Sequence[float] = (),
+                out: Path | None = None) -> Path:
     """Write golden.safetensors for a checkpoint: held-out LR tiles, reference tokens and SR.
-    Host side: it runs the PyTorch model."""
+    Host side: it runs the PyTorch model. With `prune` ratios the rollout is the pruned one an
+    export with `--prune` computes (written to `out`, an engine directory's file: beside the
+    weights lives the unpruned model's)."""
     import torch
 
     from alignvar_edge.model.alignvar import load_pretrained
     from alignvar_edge.model.checkpoint import resolve_checkpoint_dir
+    from alignvar_edge.model.pruning import pruning
     from alignvar_edge.quantize.calibration.tiles import lr_tiles
     path = resolve_checkpoint_dir(model_dir)
     model = load_pretrained(path)
     lr = lr_tiles(model.config, n, seed=seed, split="heldout")
-    with torch.inference_mode():
+    with torch.inference_mode(), pruning(model, tuple(prune)):
         sr, *tokens = model(torch.from_numpy(lr))
-    return write_golden(path / GOLDEN_FILE, lr, sr.numpy(), [t.numpy() for t in tokens],
-                        {"seed": str(seed), "split": "heldout", "reference": "PyTorch",
-                         "weights_sha256": sha256_file(path / "model.safetensors")})
+    meta = {"seed": str(seed), "split": "heldout", "reference": "PyTorch",
+            "weights_sha256": sha256_file(path / "model.safetensors")}
+    if prune:
+        meta.update(reference=f"PyTorch, pruned {prune_text(prune)}", prune=prune_text(prune))
+    return write_golden(out or path / GOLDEN_FILE, lr, sr.numpy(), [t.numpy() for t in tokens], meta)
+
+
+def prune_text(ratios: Sequence[float] | None) -> str:
+    """Pruning ratios as reports and golden files write them ('0.5,0.75'; '' for none)."""
+    return ",".join(f"{float(r):g}" for r in ratios or ())
 
 
 def write_golden(path: Path, lr: np.ndarray, sr: np.ndarray, tokens: list[np.ndarray],
@@ -74,14 +85,16 @@ def engine_golden(root: Path, otherwise: str) -> Path:
     """The golden file an engine directory carries, or an ArtifactError saying how to get one;
     `otherwise` is the caller's alternative (", or run ...")."""
     f = root / GOLDEN_FILE
-    if f.is_file():
-        return f
     from alignvar_edge.errors import AlignVAREdgeError
     from alignvar_edge.manifest import read_manifest, verify_files
     try:
         m = read_manifest(root)
     except AlignVAREdgeError:
         m = None
+    if f.is_file():
+        if m is not None:
+            check_golden_prune(f, m)
+        return f
     if m is not None and GOLDEN_FILE in m.files:
         verify_files(root, m)       # listed but gone (a partial copy): that error names it and the fix
     if m is not None and m.kind == "onnx":      # an export (fp32 or quantized): the engines built from it carry them
@@ -116,16 +129,22 @@ def load_golden(model_dir: Path) -> tuple[np.ndarray, np.ndarray, list[np.ndarra
     return lr, sr, tokens
 
 
-def copy_golden(src_manifest: Manifest | None, src_dir: Path, dest: Path) -> dict[str, Any] | None:
+def copy_golden(src_manifest: Manifest | None, src_dir: Path, dest: Path,
+                prune: Sequence[float] | None = None) -> dict[str, Any] | None:
     """Put golden outputs for the model behind `src_dir` into an engine directory being built
     (`dest`), so `selftest --engine` checks the engine on the device without the package's model
     or PyTorch. Returns the manifest's `extra.golden` entry, or None when there is no golden file.
 
-    In order: a golden file the source already carries (a build kit or engine dir); the golden
-    file of the checkpoint the source was exported from (PyTorch outputs, weights checked). An fp32
-    ONNX export without either gets its own outputs in ONNX Runtime: `onnxruntime.ship_golden`."""
+    In order: a golden file the source already carries (a build kit or engine dir) made for the
+    same pruning; the golden file of the checkpoint the source was exported from (PyTorch outputs,
+    weights checked), or for a pruned source (`prune`, else its manifest's `extra.prune`) the pruned
+    rollout's PyTorch outputs made here: the checkpoint's own are the unpruned model's, whose tokens
+    a pruned engine does not compute. An fp32 ONNX export without either gets its own outputs in
+    ONNX Runtime: `onnxruntime.ship_golden`."""
+    if prune is None:
+        prune = (src_manifest.graph_facts.get("prune") if src_manifest else None) or ()
     out = dest / GOLDEN_FILE
-    if (src_dir / GOLDEN_FILE).is_file():
+    if (src_dir / GOLDEN_FILE).is_file() and golden_prune(src_dir / GOLDEN_FILE) == prune_text(prune):
         shutil.copy2(src_dir / GOLDEN_FILE, out)
         return golden_entry(out, f"copied from {src_dir}")
     ckpt: Path | None = src_dir                # src_manifest None: src_dir is the checkpoint
@@ -134,6 +153,12 @@ def copy_golden(src_manifest: Manifest | None, src_dir: Path, dest: Path) -> dic
             ckpt = source_checkpoint(src_manifest)
         except ImportError:                  # a build host without PyTorch: no checkpoint lookup
             ckpt = None
+    if ckpt is not None and prune:
+        try:
+            make_golden(ckpt, prune=prune, out=out)
+        except ImportError:                  # no PyTorch here to run the pruned rollout
+            return None
+        return golden_entry(out, f"checkpoint {ckpt.name}, pruned {prune_text(prune)}")
     if ckpt is not None and (ckpt / GOLDEN_FILE).is_file():
         try:
             load_golden(ckpt)
@@ -143,6 +168,22 @@ def copy_golden(src_manifest: Manifest | None, src_dir: Path, dest: Path) -> dic
             shutil.copy2(ckpt / GOLDEN_FILE, out)
             return golden_entry(out, f"checkpoint {ckpt.name}")
     return None
+
+
+def golden_prune(f: Path) -> str:
+    """The pruning a golden file's outputs were made with ('' for the unpruned model)."""
+    return read_golden(f)[3].get("prune", "")
+
+
+def check_golden_prune(f: Path, m: Manifest) -> None:
+    """An engine's golden outputs must come from the rollout it computes: a pruned engine held to
+    the unpruned model's tokens fails while correct (engines built before golden files said so)."""
+    want, have = prune_text(m.graph_facts.get("prune")), golden_prune(f)
+    if want != have:
+        made = f"the model pruned {have}" if have else "the unpruned model"
+        raise ArtifactError(f"{f} holds outputs of {made}, but {f.parent} computes "
+                            f"{'the model pruned ' + want if want else 'the unpruned model'}: build the engine "
+                            "again with this alignvar-edge (it ships the golden outputs of the rollout it builds)")
 
 
 def golden_entry(f: Path, origin: str) -> dict[str, Any]:

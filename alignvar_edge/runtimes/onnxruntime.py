@@ -25,7 +25,7 @@ from alignvar_edge.runtimes.artifacts import (check_quantized_for, engine_manife
                                               validation_tiles)
 from alignvar_edge.runtimes.base import (SR, Backend, Engine, TensorSpec, input_roles,
                                          check_load_options, config_from_manifest, token_name)
-from alignvar_edge.runtimes.golden import GOLDEN_FILE, copy_golden, golden_entry, write_golden
+from alignvar_edge.runtimes.golden import GOLDEN_FILE, copy_golden, golden_entry, prune_text, write_golden
 
 ort = lazy_import("onnxruntime")
 
@@ -207,9 +207,11 @@ def ship_golden(src_manifest: Manifest | None, src_dir: Path, dest: Path) -> dic
     with BACKEND.load(src_dir, threads=1) as ref:
         lr = validation_tiles(config_from_manifest(src_manifest), n=4, seed=0)
         sr, tokens = ref.run(lr)
-    write_golden(out, lr, sr, tokens, {"seed": "0", "split": "heldout",
-                                       "reference": "ONNX Runtime on the fp32 export (checked against "
-                                                    "PyTorch at export)"})
+    meta = {"seed": "0", "split": "heldout",
+            "reference": "ONNX Runtime on the fp32 export (checked against PyTorch at export)"}
+    if src_manifest.graph_facts.get("prune"):      # the export's own rollout: pruned as it is
+        meta["prune"] = prune_text(src_manifest.graph_facts["prune"])
+    write_golden(out, lr, sr, tokens, meta)
     return golden_entry(out, f"fp32 export {src_dir}")
 
 
