@@ -247,7 +247,20 @@ def test_eval_and_the_pruning_api_refuse_a_ratio_export_refuses(capsys: pytest.C
     assert model.prune == ()
 
 
-def test_a_pruned_engine_ships_the_pruned_golden_and_selftest_holds_it_to_them(tmp_path) -> None:
+@pytest.fixture(scope="module")
+def nano_exports(tmp_path_factory):
+    """A saved checkpoint with its (unpruned) golden file, and its exports pruned 0.5 and unpruned."""
+    from alignvar_edge.model.alignvar import load_pretrained
+    from alignvar_edge.runtimes import golden
+    root = tmp_path_factory.mktemp("nano-exports")
+    ckpt = root / "nano"
+    nano_model().save_pretrained(str(ckpt))
+    golden.make_golden(ckpt, n=2)                               # the unpruned model's, beside the weights
+    return ckpt, {p: ox.export_onnx(load_pretrained(ckpt), root / f"ex{p}", prune=p, batch=1, n_tiles=1,
+                                    checkpoint=ckpt) for p in ((0.5,), ())}
+
+
+def test_a_pruned_engine_ships_the_pruned_golden_and_selftest_holds_it_to_them(tmp_path, nano_exports) -> None:
     """A pruned engine's golden outputs are the pruned rollout's PyTorch outputs (the checkpoint's
     own are the unpruned model's, whose last-scale tokens a pruned engine does not compute): the
     self-test passes a correct pruned engine and fails one that computes the unpruned model."""
@@ -256,14 +269,9 @@ def test_a_pruned_engine_ships_the_pruned_golden_and_selftest_holds_it_to_them(t
     from alignvar_edge import runtimes
     from alignvar_edge.errors import ArtifactError
     from alignvar_edge.manifest import read_manifest, write_manifest
-    from alignvar_edge.model.alignvar import load_pretrained
     from alignvar_edge.runtimes import golden
     from alignvar_edge.runtimes.selftest import selftest_engine
-    ckpt = tmp_path / "nano"
-    nano_model().save_pretrained(str(ckpt))
-    golden.make_golden(ckpt, n=2)                               # the unpruned model's, beside the weights
-    exports = {p: ox.export_onnx(load_pretrained(ckpt), tmp_path / f"ex{p}", prune=p, batch=1, n_tiles=1,
-                                 checkpoint=ckpt) for p in ((0.5,), ())}
+    ckpt, exports = nano_exports
     pruned = runtimes.build(exports[(0.5,)], "onnxruntime", out=tmp_path / "pruned-ort")
     m = read_manifest(pruned)
     assert m.extra["golden"]["origin"] == "checkpoint nano, pruned 0.5"
@@ -287,3 +295,25 @@ def test_a_pruned_engine_ships_the_pruned_golden_and_selftest_holds_it_to_them(t
     write_manifest(pruned, m)
     with pytest.raises(ArtifactError, match="outputs of the unpruned model.*pruned 0.5: build the engine again"):
         selftest_engine(pruned, runs=1, threads=1)
+
+
+def test_torch_builds_a_pruned_export_pruned_at_its_batch_and_coreml_refuses_it(tmp_path, nano_exports, capsys) -> None:
+    from alignvar_edge import runtimes
+    from alignvar_edge.runtimes.artifacts import validation_tiles
+    from alignvar_edge.runtimes.selftest import selftest_engine
+    ckpt, exports = nano_exports
+    eng = runtimes.build(exports[(0.5,)], "torch", out=tmp_path / "pruned-torch")
+    m = load_verified(eng)
+    assert m.extra["prune"] == [0.5] and m.extra["tiles_per_call"] == 1
+    x = validation_tiles(nano_model().config, n=2, seed=3)
+    with runtimes.load(exports[(0.5,)]) as onnx_eng, runtimes.load(eng) as torch_eng:
+        assert torch_eng.batch == 1
+        (_, want), (_, got) = onnx_eng.run(x), torch_eng.run(x)
+    for a, b in zip(want, got):                  # the pruned graph's tokens, as ONNX Runtime runs it
+        np.testing.assert_array_equal(a, b)
+    assert selftest_engine(eng, runs=1, threads=1)["result"] == "PASS"
+    pytest.importorskip("coremltools", reason="coremltools is not installed")
+    assert cli.main(["build", str(exports[(0.5,)]), "--target", "coreml", "--out", str(tmp_path / "cml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is pruned (0.5)" in err and "`export --prune` is for the ONNX" in err, err
+    assert not (tmp_path / "cml").exists()

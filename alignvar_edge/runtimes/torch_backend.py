@@ -126,6 +126,11 @@ class TorchBackend(Backend):
         device = self.check_device(device)
         src = checkpoint_dir(artifact_dir, self.name)
         config = load_config(src)
+        # from an export: its rollout as it computes it (pruned or not) at its batch, the checkpoint's
+        # weights being those it was traced from (checkpoint_dir checks them)
+        export = None if is_checkpoint(artifact_dir) else load_verified(artifact_dir)
+        prune = list((export.graph_facts.get("prune") if export else None) or ())
+        batch = export.static_batch if export else DEFAULT_BATCH
         with staging_dir(out, force=force) as tmp:
             for f in (CONFIG_FILE, WEIGHTS_FILE):
                 shutil.copy2(src / f, tmp / f)
@@ -133,17 +138,17 @@ class TorchBackend(Backend):
                 load_pretrained(tmp)      # a build is proof: these exact files load as this model
             except CheckpointError as e:  # about the user's files, not the hidden copy that goes with the run
                 raise CheckpointError(str(e).replace(str(tmp), str(src))) from e
-            # eager takes any batch (-1 in the graph, None in the contract); `open` feeds DEFAULT_BATCH
-            # tiles per call unless told otherwise
+            # eager takes any batch (-1 in the graph, None in the contract); `open` feeds tiles_per_call
+            # tiles per call (the export's batch, else DEFAULT_BATCH) unless told otherwise
             m = new_manifest("engine", "torch", "eager", precision,
                              ModelInfo(name=model_name(artifact_dir), source=checkpoint_source(src),
                                        config=config.to_dict()),
                              graphs={"eager": {"file": WEIGHTS_FILE, **graph_io(config, -1)}},
                              input_contract=contract(config.lr_size, config.scale, None),
                              extra={"source": {"path": recorded_path(src)}, "device": device,
-                                    "tiles_per_call": DEFAULT_BATCH})
+                                    "tiles_per_call": batch, **({"prune": prune} if prune else {})})
             # what `selftest --engine` checks this engine against, as every other backend's build ships
-            m.extra["golden"] = copy_golden(None, src, tmp)
+            m.extra["golden"] = copy_golden(None, src, tmp, prune=prune)
             write_manifest(tmp, m)
         return out
 
@@ -151,7 +156,7 @@ class TorchBackend(Backend):
         from alignvar_edge.model.alignvar import load_pretrained
         from alignvar_edge.model.checkpoint import checkpoint_source
         precision = opts.pop("precision", None)
-        batch = int(opts.pop("batch", DEFAULT_BATCH))
+        batch = opts.pop("batch", None)
         threads = opts.pop("threads", None)
         graphs = opts.pop("cuda_graphs", None)      # it and threads are checked by Backend.load
         if threads:
@@ -163,14 +168,16 @@ class TorchBackend(Backend):
                                 ModelInfo(name=model.config.name, source=checkpoint_source(engine_dir, hashed=False),
                                           config=model.config.to_dict()),
                                 extra={"source": {"path": str(engine_dir)}})
-            return TorchEngine(model, meta, self.check_device(device), precision or "fp32", batch,
-                               cuda_graphs=graphs)
+            return TorchEngine(model, meta, self.check_device(device), precision or "fp32",
+                               int(batch or DEFAULT_BATCH), cuda_graphs=graphs)
         m = load_verified(path)
         if m.backend != "torch":
             raise ArtifactError(f"'{engine_dir}' is an engine for {m.backend}, not for torch")
         model = load_pretrained(path)    # the engine dir holds config.json + weights
+        model.prune = tuple(m.extra.get("prune") or ())     # built from a pruned export: its rollout
         return TorchEngine(model, m, self.check_device(device or m.extra.get("device", "cpu")),
-                           precision or m.precision, batch, Path(path), cuda_graphs=graphs)
+                           precision or m.precision, int(batch or m.extra.get("tiles_per_call") or DEFAULT_BATCH),
+                           Path(path), cuda_graphs=graphs)
 
 
 BACKEND = TorchBackend()

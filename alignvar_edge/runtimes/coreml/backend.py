@@ -43,13 +43,13 @@ from alignvar_edge.manifest import artifact_dir as staging_dir
 from alignvar_edge.manifest import (Manifest, ModelInfo, ModelSource, listed_file, load_verified, new_manifest,
                                     recorded_path, write_manifest)
 from alignvar_edge.model.checkpoint import checkpoint_source, weights_sha256
-from alignvar_edge.runtimes.artifacts import checkpoint_dir, model_name, validation_tiles
+from alignvar_edge.runtimes.artifacts import checkpoint_dir, is_checkpoint, model_name, validation_tiles
 from alignvar_edge.runtimes.base import INPUT, SR, Backend, Engine, TensorSpec, config_from_manifest, token_name
 from alignvar_edge.runtimes.coreml.compress import compress
 from alignvar_edge.runtimes.coreml.ct import import_ct, quiet
 from alignvar_edge.runtimes.coreml.lint import ane_lint, validate_spec
 from alignvar_edge.runtimes.coreml.readme import README_FILE, package_readme
-from alignvar_edge.runtimes.golden import copy_golden
+from alignvar_edge.runtimes.golden import copy_golden, prune_text
 
 PACKAGE = "model.mlpackage"
 COMPUTE_UNITS = ("CPU_AND_NE", "ALL", "CPU_ONLY", "CPU_AND_GPU")
@@ -400,6 +400,23 @@ class CoreMLEngine(Engine):
         self.model = None
 
 
+def _export_of(artifact_dir: Path) -> Manifest | None:
+    """The export manifest `artifact_dir` holds (None for a checkpoint). A pruned export is refused:
+    Core ML converts the checkpoint's PyTorch rollout, and its conversion does not carry token
+    pruning (its per-sample TopK selection and scatter back have not been converted nor checked
+    against the pruned rollout), so the engine would compute the unpruned model unannounced."""
+    from alignvar_edge.manifest import MANIFEST_FILE
+    if is_checkpoint(artifact_dir) or not (Path(artifact_dir) / MANIFEST_FILE).is_file():
+        return None
+    m = load_verified(artifact_dir)
+    if m.graph_facts.get("prune"):
+        raise InputError(f"'{artifact_dir}' is pruned ({prune_text(m.graph_facts['prune'])}), but Core ML converts the checkpoint's PyTorch "
+                         "rollout, whose conversion does not carry token pruning: `export --prune` is for the "
+                         "ONNX backends (onnxruntime, openvino, tensorrt) and torch; build Core ML from the "
+                         "checkpoint or from an export without --prune")
+    return m
+
+
 class CoreMLBackend(Backend):
     name = "coreml"
     module = "coremltools"
@@ -462,12 +479,15 @@ class CoreMLBackend(Backend):
             raise InputError(f"unknown coreml build options {sorted(opts)}; "
                              "known: batch, compute_units, image_input, target_os, method, proxy, half_policy")
         f32_groups = frozenset((half or {}).get("f32_groups") or ())
+        export = _export_of(artifact_dir)
         src = None
         if model is None:
             src = checkpoint_dir(artifact_dir, self.name)
             model = load_pretrained(src)
         config = model.config
-        batch = default_batch(config) if batch is None else int(batch)
+        if batch is None:       # an export's batch is what its user chose; else the model's default
+            batch = export.static_batch if export else default_batch(config)
+        batch = int(batch)
         ml = convert(model, "fp32" if precision == "fp32" else "fp16", compute_units, target, method,
                      batch=batch, image_input=image_input, f32_groups=f32_groups)
         ml, recipe = compress(ml, precision)
