@@ -59,3 +59,40 @@ def test_search_meets_the_target_from_all_half(export: Path) -> None:  # noqa: F
     assert result.fidelity.token_agreement >= 0.99 and result.fidelity.psnr_drop <= 0.1 + 1e-3
     assert policy.f32_groups == frozenset(result.float_groups)
     assert result.evaluations[0]["float_groups"] == 0      # started from the fastest assignment
+
+
+def test_the_fused_attention_ops_are_in_groups_so_all_groups_f32_is_the_fp32_graph(tmp_path: Path) -> None:
+    """The fused form's Attention, RotaryEmbedding, RMSNormalization and projection Einsums belong to
+    groups: with every group in f32 they compute in f32 and the candidate gives the fp32 tokens
+    (outside the groups they stayed fp16 under every policy, and the search could not recover)."""
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import shape_inference
+
+    from _runtime_fixtures import nano_model
+    from alignvar_edge.export import onnx_export as ox
+    from alignvar_edge.runtimes.artifacts import validation_tiles
+    art = ox.export_onnx(nano_model(), tmp_path / "fused", batch=1, n_tiles=1, opset=23, attention="fused")
+    m = _model(art)
+    fused = {n.name for n in m.graph.node if n.op_type in ("Attention", "RotaryEmbedding", "RMSNormalization", "Einsum")}
+    grouped = set().union(*node_groups(m).values())
+    assert fused and fused <= grouped
+    half = half_candidate(m, HalfPolicy("fp16", frozenset(HALF_GROUPS)))
+    types = {v.name: v.type.tensor_type.elem_type for v in shape_inference.infer_shapes(half).graph.value_info}
+    types.update({i.name: i.data_type for i in half.graph.initializer})
+    for n in half.graph.node:
+        if n.name in fused:
+            assert types.get(n.input[0]) == onnx.TensorProto.FLOAT, (n.op_type, n.name)
+    x = validation_tiles(nano_model().config, n=1, seed=1)
+
+    def tokens(model: onnx.ModelProto) -> list[np.ndarray]:
+        s = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        names = [o.name for o in s.get_outputs() if o.name.startswith("tokens")]
+        return s.run(names, {"lr": x})
+
+    assert _same_tokens(tokens(m), tokens(half))
+
+
+def _same_tokens(a: list, b: list) -> bool:
+    import numpy as np
+    return len(a) == len(b) > 0 and all(np.array_equal(x, y) for x, y in zip(a, b))

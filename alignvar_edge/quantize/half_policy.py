@@ -3,9 +3,10 @@
 Six groups, each a set of ONNX nodes of the exported graph:
 
   decoder_convs        VQ-VAE decoder, phi and LR-embedding convs
-  transformer_matmuls  attention / FFN / AdaLN linears and the token embedding
-  attention            attention score / value products and their Softmax
-  norms                normalisations and the reductions, powers and roots inside them
+  transformer_matmuls  attention / FFN / AdaLN linears and the token embedding (the fused form's Einsums)
+  attention            attention score / value products and their Softmax (the fused Attention and
+                       RotaryEmbedding)
+  norms                normalisations and the reductions, powers and roots inside them (RMSNormalization)
   logits_head          the logits head (its argmax decides the tokens)
   sca_bias             the SCA structural-guidance bias path
 
@@ -47,7 +48,11 @@ _COMPONENT_GROUP = {"vq_decoder": "decoder_convs", "phi": "decoder_convs", "lr_e
                     "linear": "transformer_matmuls", "attn_product": "attention", "head": "logits_head",
                     "sca": "sca_bias"}
 _NORM_OPS = frozenset({"LayerNormalization", "GroupNormalization", "InstanceNormalization", "ReduceMean",
-                       "ReduceL2", "ReduceSumSquare", "Pow", "Sqrt", "Reciprocal"})
+                       "ReduceL2", "ReduceSumSquare", "Pow", "Sqrt", "Reciprocal", "RMSNormalization"})
+# the fused attention form's own ops (`--attention fused`, opset 23): the attention core and its
+# rotary positions, and the per-head q/k/v and output projections written as Einsums. Outside a
+# group they would stay in half under every policy, so no search could recover their tokens
+_FUSED_OP_GROUP = {"Attention": "attention", "RotaryEmbedding": "attention", "Einsum": "transformer_matmuls"}
 
 
 def _name(n: onnx.NodeProto, idx: int) -> str:
@@ -65,6 +70,8 @@ def node_groups(model: onnx.ModelProto) -> dict[str, set[str]]:
         scopes = name_scopes(n)
         if n.op_type == "Softmax":
             out["attention"].add(_name(n, idx))
+        elif n.op_type in _FUSED_OP_GROUP:
+            out[_FUSED_OP_GROUP[n.op_type]].add(_name(n, idx))
         elif n.op_type in _NORM_OPS:
             out["norms"].add(_name(n, idx))
         elif any(s.startswith("sca_guidance") for s in scopes):
