@@ -348,8 +348,12 @@ class Manifest:
     @property
     def graph_facts(self) -> dict[str, Any]:
         """What the exported graph itself computes (token pruning, attention form): every artifact
-        made from this one (quantized graphs, engines) carries it in its `extra` too."""
-        return {k: self.extra[k] for k in ("prune", "attention") if self.extra.get(k)}
+        made from this one (quantized graphs, engines) carries it in its `extra` too. Ratios of 0 at
+        every scale (an export before they were dropped) prune nothing, so they are no pruning."""
+        facts = {k: self.extra[k] for k in ("prune", "attention") if self.extra.get(k)}
+        if not any(facts.get("prune") or ()):
+            facts.pop("prune", None)
+        return facts
 
     @property
     def engine_file(self) -> str | None:

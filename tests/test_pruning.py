@@ -317,3 +317,30 @@ def test_torch_builds_a_pruned_export_pruned_at_its_batch_and_coreml_refuses_it(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "is pruned (0.5)" in err and "`export --prune` is for the ONNX" in err, err
     assert not (tmp_path / "cml").exists()
+
+
+def test_ratios_of_zero_everywhere_are_no_pruning(tmp_path) -> None:
+    """`--prune 0` (or 0,0) leaves no token out: the export is the unpruned graph, and neither its
+    manifest nor inspect nor bench call it pruned (an older manifest's [0.0] included)."""
+    from alignvar_edge.export.inspect_artifact import format_inspection, inspect_artifact
+    from alignvar_edge.manifest import read_manifest, write_manifest
+    art = ox.export_onnx(nano_model(), tmp_path / "zero", prune=(0.0, 0.0), batch=1, n_tiles=1)
+    m = load_verified(art)
+    assert m.extra["prune"] == [] and "prune" not in m.graph_facts
+    assert "TopK" not in {n.op_type for n in __import__("onnx").load(str(art / "model.onnx")).graph.node}
+    m.extra["prune"] = [0.0]                                  # as exports before this wrote it
+    write_manifest(art, m)
+    assert "prune" not in read_manifest(art).graph_facts
+    assert "token pruning" not in format_inspection(inspect_artifact(art))
+    from alignvar_edge import runtimes
+    assert "prune" not in load_verified(runtimes.build(art, "onnxruntime", out=tmp_path / "ort")).extra
+
+
+def test_eval_with_ratios_of_zero_scores_no_pruned_variant() -> None:
+    from alignvar_edge.bench.evaluate import evaluate
+    from alignvar_edge.samples import sample_images
+    model = nano_model()
+    t = model.config.hr_size
+    image = dict(sample_images("heldout"))["coffee"][:t, :t]
+    result = evaluate(model, [("coffee", image)], prune=(0.0, 0.0))
+    assert result["prune"] == [] and "pruned" not in result["mean_psnr_y"]

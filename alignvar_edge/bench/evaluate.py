@@ -103,8 +103,9 @@ def evaluate(model: AlignVAR, images: list[tuple[str, Any]], seed: int = 0,
     deg = c.lr_degradation()
     t_hr, t_lr = c.hr_size, c.lr_size
     tiled = variant_models(model) if ablations else {"model": model}
+    keep_counts(c.patch_nums, prune)              # export's rule: every ratio leaves a token out
+    prune = prune if any(prune) else ()           # 0 everywhere prunes nothing, as export records it
     if prune:
-        keep_counts(c.patch_nums, prune)          # export's rule: every ratio leaves a token out
         pruned = copy.copy(model)                 # the same weights; only the rollout's setting differs
         pruned.prune = tuple(prune)
         tiled["pruned"] = pruned

@@ -490,7 +490,7 @@ def _entry(s: Subject, times_ms: list[float], mp: float, flops: int | None, peak
     e: dict[str, Any] = {"label": s.label, "backend": s.backend, "kind": s.kind, "status": s.status,
                          "reason": s.reason, "path": s.path, "precision": s.precision, "device": s.device}
     e.update(precision_fields(s))
-    e["prune"] = (s.manifest.extra.get("prune") if s.manifest else None) or None   # token pruning ratios
+    e["prune"] = (s.manifest.graph_facts.get("prune") if s.manifest else None) or None   # token pruning ratios
     size = s.info.get("artifact_bytes")
     e["artifact_bytes"] = size
     e["bytes_per_parameter"] = round(size / inference_params, 3) if size and s.backend != BICUBIC else None

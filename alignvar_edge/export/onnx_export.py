@@ -294,6 +294,8 @@ def export_onnx(model: AlignVAR, out_dir: str | os.PathLike[str], graph: str = "
         raise ConfigError(f"--attention fused needs --opset {FUSED_ATTENTION_OPSET} (ONNX Attention, RMSNormalization "
                           f"and RotaryEmbedding); at opset {opset} use --attention explicit")
     keep_counts(model.config.patch_nums, prune)     # refuses a ratio before any work (its one rule)
+    if not any(prune):      # 0 at every scale leaves no token out: the unpruned graph, recorded as such
+        prune = ()
     if not refine and not model.config.has_refiner:
         # refused, not dropped: the user would believe they had switched something off
         raise ConfigError(f"--no-refine applies to models with VARSR's diffusion refiner; "
