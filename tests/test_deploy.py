@@ -179,3 +179,18 @@ def test_the_build_progress_line_names_the_engine_the_step_builds(micro_export: 
     assert step["status"] == "built", step
     label = next(ln for ln in lines if "] build openvino-" in ln)
     assert f"] build openvino-{step['built_precision']}" in label, (label, step)
+
+
+def test_quick_help_states_the_tile_counts_quick_uses(capsys, monkeypatch) -> None:
+    """--quick's help says its tile counts are rounded up to whole calls of the batch, as they are
+    (deploy._calib_sizes, export's n_tiles): 16 of each at the default batch 16."""
+    from alignvar_edge.export.batch import default_batch
+    from alignvar_edge.model import AlignVARConfig
+    from alignvar_edge.quantize.calibration.sets import whole_calls
+    monkeypatch.setenv("COLUMNS", "400")
+    assert cli.main(["deploy", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert ("8 calibration and validation tiles and 2 export-validation tiles, each rounded up to whole calls of "
+            "the export's batch (16 of each at the default batch 16)") in text
+    b = default_batch(AlignVARConfig.from_preset("tiny"))
+    assert b == 16 and whole_calls(8, b) == whole_calls(2, b) == 16
