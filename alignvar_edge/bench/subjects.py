@@ -220,15 +220,14 @@ def open_subject(spec: EngineSpec, threads: int | None = None, spin: bool | None
 
 def call_for(sub: Subject, lr: np.ndarray, scale: int) -> Callable[[], object]:
     """One timed unit of a subject (the host runner's and the device bench's alike): an engine call
-    on its batch, or bicubic on one tile."""
-    from alignvar_edge.runtimes.base import INPUT
+    on its batch (with the feeds `upscale` gives it: VARSR's refiner noise too), or bicubic on one tile."""
     if sub.backend == BICUBIC:
         one = lr[:1]
         return lambda: bicubic_tiles(one, scale)
     eng = sub.engine
     b = eng.batch
     x = lr[:b] if lr.shape[0] >= b else np.concatenate([lr, np.repeat(lr[-1:], b - lr.shape[0], 0)])
-    feeds = {INPUT: np.ascontiguousarray(x, np.float32)}
+    feeds = eng.feeds_for(np.ascontiguousarray(x, np.float32))
     return lambda: eng.infer(feeds)
 
 

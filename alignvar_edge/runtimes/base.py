@@ -210,10 +210,23 @@ class Engine(abc.ABC):
         """Several raw inferences, results in order (one after another unless the engine overlaps them)."""
         return [self.infer(f) for f in feeds_list]
 
+    def feeds_for(self, tiles: np.ndarray) -> dict[str, np.ndarray]:
+        """The graph's feeds for one batch of LR tiles (engine.batch of them): the tiles and, where
+        the graph has VARSR's refiner, the fixed noise draw every engine and the export's parity
+        check feed (`config.refiner_noise`)."""
+        feeds = {INPUT: tiles}
+        if NOISE in self.input_spec:
+            noise = self.config.refiner_noise(self.batch)
+            if noise is not None:
+                feeds[NOISE] = noise
+        return feeds
+
     def _check_feeds(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         spec = self.input_spec
         if set(feeds) != set(spec):
-            raise InputError(f"{self.backend} engine expects inputs {sorted(spec)}, got {sorted(feeds)}")
+            hint = (f"; feed {NOISE!r} = engine.config.refiner_noise({self.batch}) (the refiner's fixed draw), "
+                    "or build the feeds with engine.feeds_for(tiles)" if NOISE in spec and NOISE not in feeds else "")
+            raise InputError(f"{self.backend} engine expects inputs {sorted(spec)}, got {sorted(feeds)}{hint}")
         out = {}
         for name, (shape, dtype) in spec.items():
             x = np.asarray(feeds[name])
@@ -248,11 +261,7 @@ class Engine(abc.ABC):
             chunks.append(chunk.shape[0])
             if chunk.shape[0] < b and self.pads_to_batch:
                 chunk = np.concatenate([chunk, np.repeat(chunk[-1:], b - chunk.shape[0], axis=0)])
-            feeds = {INPUT: chunk}
-            noise = self.config.refiner_noise(b) if NOISE in self.input_spec else None
-            if noise is not None:               # the same draw the export's parity check fed
-                feeds[NOISE] = noise
-            feeds_list.append(feeds)
+            feeds_list.append(self.feeds_for(chunk))
         srs: list[np.ndarray] = []
         toks: list[list[np.ndarray]] = [[] for _ in range(self.num_scales)]
         for n, out in zip(chunks, self.infer_many(feeds_list)):
