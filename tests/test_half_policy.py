@@ -61,10 +61,12 @@ def test_search_meets_the_target_from_all_half(export: Path) -> None:  # noqa: F
     assert result.evaluations[0]["float_groups"] == 0      # started from the fastest assignment
 
 
-def test_the_fused_attention_ops_are_in_groups_so_all_groups_f32_is_the_fp32_graph(tmp_path: Path) -> None:
+def test_the_fused_attention_ops_are_in_groups_and_fp16_of_a_fused_export_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The fused form's Attention, RotaryEmbedding, RMSNormalization and projection Einsums belong to
-    groups: with every group in f32 they compute in f32 and the candidate gives the fp32 tokens
-    (outside the groups they stayed fp16 under every policy, and the search could not recover)."""
+    groups: with every group in f32 they compute in f32 (outside the groups they stayed fp16 under
+    every policy). The elementwise ops around them still tip tiny's fused rollout, so the fp16 pass
+    refuses a fused export up front instead of searching to a miss."""
     import numpy as np
     import onnxruntime as ort
     from onnx import shape_inference
@@ -91,6 +93,14 @@ def test_the_fused_attention_ops_are_in_groups_so_all_groups_f32_is_the_fp32_gra
         return s.run(names, {"lr": x})
 
     assert _same_tokens(tokens(m), tokens(half))
+
+    # quantize --precision fp16 refuses the fused form before any calibration work, in one line
+    from alignvar_edge import cli
+    out = tmp_path / "fp16"
+    assert cli.main(["quantize", str(art), "--precision", "fp16", "--target", "onnxruntime", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "fused attention form" in err and "--attention explicit --opset 18" in err
+    assert "calibration" not in err and not out.exists()
 
 
 def _same_tokens(a: list, b: list) -> bool:

@@ -34,7 +34,7 @@ from alignvar_edge.manifest import (MANIFEST_FILE, BuiltFrom, Manifest, artifact
 from alignvar_edge.quantize.calibration.sets import (DEFAULT_TILES, DEFAULT_VALIDATION_TILES, CalibrationSet,
                                             TileSplit, model_config, rounding_note)
 from alignvar_edge.quantize.fp16 import to_fp16
-from alignvar_edge.quantize.half_policy import HalfPolicy, search_half
+from alignvar_edge.quantize.half_policy import HalfPolicy, check_half_form, search_half
 from alignvar_edge.quantize.int8 import Int8Builder, check_opset_version, target_recipe
 from alignvar_edge.quantize.policy import COMPONENTS, DEFAULT_INT8, Policy
 from alignvar_edge.quantize.sensitivity import Evaluator, FidelityTarget, SearchResult, search
@@ -273,6 +273,8 @@ def quantize_artifact(src: str | os.PathLike[str], out: str | os.PathLike[str], 
     check_out(out, force, source=src)
     if opts.precision == "int8" and m.opset is not None:
         check_opset_version(m.opset)
+    if opts.precision == "fp16":
+        check_half_form(m.graph_facts.get("attention"), str(src))
     cfg = model_config(m.config)
     t0 = time.perf_counter()
     cs = calibration_for(src, opts, log)
