@@ -1037,3 +1037,17 @@ def test_merge_compares_the_fidelity_photographs_by_content_not_by_path(report: 
     warned = merge_reports([pa, write_json(tmp_path / "b.json", same_path)])["warnings"]
     assert any(w.startswith("setting 'fidelity_tiles_sha256' differs") and f"b={h[:12]}" not in w for w in warned), warned
     assert merge_reports([pa, write_json(tmp_path / "c.json", moved)])["warnings"] == []
+
+
+def test_bench_refuses_a_backend_that_cannot_open_its_path_before_any_timing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # 'openvino+throughput:CHECKPOINT' (a typo'd backend) failed its row only after a whole bench
+    from _runtime_fixtures import sharp_model
+    ckpt = tmp_path / "micro"
+    sharp_model("micro").save_pretrained(str(ckpt))
+    for extra in ([], ["--no-reference"]):
+        rc = cli.main(["bench", f"x=openvino+throughput:{ckpt}", "--out", str(tmp_path / "out.json"), *extra])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and len(err.splitlines()) == 1, err
+        assert f"{ckpt} is a model checkpoint, which runs on torch, not on openvino" in err, err
+    assert not (tmp_path / "out.json").exists()

@@ -115,6 +115,8 @@ def check_exists(spec: EngineSpec) -> None:
         if not (p / "config.json").is_file():             # a checkpoint: config.json + weights, no manifest
             from alignvar_edge.manifest import load_verified
             load_verified(p)          # not a directory, no manifest.json or not JSON, files not as it lists
+        from alignvar_edge.runtimes import check_backend
+        check_backend(p, spec.backend)        # 'openvino:ORT-ENGINE': its row would fail after the timing
         return
     from alignvar_edge.model.checkpoint import BUNDLED
     prefix, colon, _ = spec.path.partition(":")
