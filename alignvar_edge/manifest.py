@@ -58,13 +58,16 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alignvar_edge import jsonsafe
 from alignvar_edge.errors import ArtifactError, OutputExistsError
 from alignvar_edge.fsmodes import hidden_prefix, publish_mode, write_error, write_text
 from alignvar_edge.jsonsafe import dumps
 from alignvar_edge.onnx_wire import external_locations
+
+if TYPE_CHECKING:
+    from alignvar_edge.model.config import AlignVARConfig
 
 MANIFEST_FILE = "manifest.json"
 RUN_FILE = "run.json"          # marks a training run directory (alignvar_edge.train)
@@ -493,33 +496,60 @@ def hash_files(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file() and p.name != MANIFEST_FILE and not finder_litter(p.name)}
 
 
-def contract(tile: int, scale: int, batch: int | None, dtype: str = "float32") -> dict[str, Any]:
+# what `upscale` does beyond the graph for a model with VARSR's colour fix (`config.color_fix`)
+COLOR_FIX_NOTE = ("`alignvar-edge upscale` gives each whole SR image the per-channel mean and standard deviation "
+                  "of the input image resized x{scale} with Pillow's bicubic filter (VARSR's AdaIN colour fix: "
+                  "`alignvar_edge.images.color_fix.color_fixed(sr, image, {scale})` on HxWx3 float images); the "
+                  "graph's `sr` tiles have none. Off: `alignvar-edge upscale --no-color-fix`, "
+                  "`engine.upscale(image, color_fix=False)`")
+
+
+def contract(tile: int, scale: int, batch: int | None, dtype: str = "float32",
+             config: AlignVARConfig | None = None, noise: bool = False) -> dict[str, Any]:
     """The input contract of an AlignVAR graph: `lr` RGB planes in [0, 1], NCHW, `dtype`, tiles of
     `tile` LR pixels (batch `batch`, None: dynamic); whole images are cut into tiles overlapping by
-    `overlap` LR pixels and blended (`runtimes/tiling.py`); `sr` is the same, `scale` x larger."""
+    `overlap` LR pixels and blended (`runtimes/tiling.py`); `sr` is the same, `scale` x larger.
+    With the model's `config`: `noise` (where the graph takes VARSR's refiner noise: its shape and
+    the fixed draw every engine feeds, as numpy code) and `color_fix` (what `upscale` adds, or None)."""
     n = batch if batch else -1
-    return {"name": "lr", "color_order": "RGB", "range": [0.0, 1.0], "layout": "NCHW", "dtype": dtype,
-            "shape": [n, 3, tile, tile], "tile": tile, "overlap": default_overlap(tile), "scale": scale,
-            "batch": batch,
-            "output": {"name": "sr", "color_order": "RGB", "range": [0.0, 1.0], "layout": "NCHW",
-                       "shape": [n, 3, tile * scale, tile * scale]},
-            "images": "Engine.upscale takes uint8/uint16/float [0, 1] arrays (HxW, HxWx1/3/4) or PIL "
-                      f"images of any size and returns the same kind, exactly x{scale} larger"}
+    c: dict[str, Any] = {
+        "name": "lr", "color_order": "RGB", "range": [0.0, 1.0], "layout": "NCHW", "dtype": dtype,
+        "shape": [n, 3, tile, tile], "tile": tile, "overlap": default_overlap(tile), "scale": scale,
+        "batch": batch,
+        "output": {"name": "sr", "color_order": "RGB", "range": [0.0, 1.0], "layout": "NCHW",
+                   "shape": [n, 3, tile * scale, tile * scale]},
+        "images": "Engine.upscale takes uint8/uint16/float [0, 1] arrays (HxW, HxWx1/3/4) or PIL "
+                  f"images of any size and returns the same kind, exactly x{scale} larger"}
+    if config is None:
+        return c
+    if noise and config.has_refiner:
+        steps, tokens, channels = config.noise_shape(batch or 1)
+        c["noise"] = {"name": "noise", "dtype": "float32", "shape": [steps, tokens if batch else -1, channels],
+                      "values": config.refiner_noise_code(batch or 1)}
+    c["color_fix"] = COLOR_FIX_NOTE.format(scale=scale) if config.color_fix else None
+    return c
 
 
 def input_contract(manifest: Manifest) -> dict[str, Any] | None:
     """The manifest's `input_contract`, or `contract` for an artifact whose single graph has an
-    `lr` input; None otherwise."""
+    `lr` input (and `noise`, VARSR's refiner's); None otherwise."""
     if manifest.input_contract is not None:
         return manifest.input_contract
     cfg = manifest.config or {}
     graph = manifest.single_graph_entry() if manifest.graph == "single" else None
-    lr = next((io for io in (graph or {}).get("inputs") or [] if io.get("name") == "lr"), None)
+    inputs = (graph or {}).get("inputs") or []
+    lr = next((io for io in inputs if io.get("name") == "lr"), None)
     if lr is None or "scale" not in cfg:
         return None
+    from alignvar_edge.model.config import AlignVARConfig
+    try:
+        config: AlignVARConfig | None = AlignVARConfig.from_dict(dict(cfg))
+    except (TypeError, ValueError):         # the loaders refuse such a config with its reason
+        config = None
     shape = list(lr["shape"])
     batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
-    return contract(int(shape[-1]), int(cfg["scale"]), batch, str(lr.get("dtype", "float32")))
+    return contract(int(shape[-1]), int(cfg["scale"]), batch, str(lr.get("dtype", "float32")), config,
+                    noise=any(io.get("name") == "noise" for io in inputs))
 
 
 # manifest.json cannot list its own hash among `files`: it carries the hash of the rest of its

@@ -3,6 +3,9 @@ calls an engine feeds it the fixed draw `upscale` feeds (`Engine.feeds_for`)."""
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,14 +17,16 @@ from alignvar_edge.errors import InputError
 
 @pytest.fixture(scope="module")
 def refiner_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A `micro` model with a refiner: its checkpoint (ckpt/) and its batch-2 export (exp/)."""
+    """A `micro` VARSR (its LR encoder, so its colour fix, and a refiner): its checkpoint (ckpt/) and its
+    batch-2 export (exp/)."""
     import torch
 
     from alignvar_edge.export.onnx_export import export_onnx
     from alignvar_edge.model.alignvar import AlignVAR
-    from alignvar_edge.model.config import AlignVARConfig
+    from alignvar_edge.model.config import VARSR_SWITCHES, AlignVARConfig
     torch.manual_seed(0)
-    cfg = AlignVARConfig.from_preset("micro", refiner_width=16, refiner_depth=1, refiner_steps=2)
+    cfg = AlignVARConfig.from_preset("micro", **{**VARSR_SWITCHES, "lr_encoder_channels": (8, 16, 32)},
+                                     refiner_width=16, refiner_depth=1, refiner_steps=2)
     model, root = AlignVAR(cfg).eval(), tmp_path_factory.mktemp("refiner")
     model.save_pretrained(root / "ckpt")
     return export_onnx(model, root / "exp", graph="single", batch=2)
@@ -46,3 +51,58 @@ def test_bench_times_a_refiner_engine_as_upscale_runs_it(refiner_export: Path, t
                 "--out", str(out)]) == 0
     rows = {r["label"]: r for r in json.loads(out.read_text())["engines"]}
     assert rows["ort"]["status"] == "ok" and rows["ort"]["latency"]["per_tile_ms"]["p50"] > 0
+
+
+def _python_block(readme: Path) -> str:
+    (code,) = re.findall(r"```python\n(.*?)```", readme.read_text(), re.S)
+    return code
+
+
+@pytest.mark.parametrize("target", ["onnxruntime", "openvino"])
+def test_engine_readme_names_the_noise_and_its_snippet_runs_as_written(refiner_export: Path, tmp_path: Path,
+                                                                       target: str) -> None:
+    """A refiner engine's manifest, input contract, inspect and README name `noise`, and the README's
+    "alone" snippet, run verbatim in the engine directory by a Python without alignvar-edge or PyTorch
+    imported, gives the tiles alignvar-edge's engine gives."""
+    pytest.importorskip(target)
+    from alignvar_edge.export.inspect_artifact import format_inspection, inspect_artifact
+    from alignvar_edge.manifest import read_manifest
+    out = runtimes.build(refiner_export, target, precision="fp32", out=tmp_path / "eng")
+    m = read_manifest(out)
+    assert [i["name"] for i in m.graphs["single"]["inputs"]] == ["lr", "noise"]
+    noise = m.input_contract["noise"]
+    assert noise["shape"] == [2, 128, 8]
+    assert "input      noise float32 [2, 128, 8]" in format_inspection(inspect_artifact(out))
+    script = (_python_block(out / "README.md") + "\nimport sys\nassert not any(n.split('.')[0] in ('torch', "
+              "'alignvar_edge') for n in sys.modules)\nnp.save(sys.argv[1], sr)\nnp.save(sys.argv[2], tiles "
+              "if 'tiles' in dir() else values['lr'])\n")
+    got, lr = tmp_path / "sr.npy", tmp_path / "lr.npy"
+    subprocess.run([sys.executable, "-c", script, str(got), str(lr)], cwd=out, check=True)
+    with runtimes.load(out) as e:
+        want, _ = e.run(np.load(lr))
+        assert e.input_contract == m.input_contract
+    np.testing.assert_allclose(np.load(got), want, atol=1e-6)
+
+
+def test_engine_readme_and_contract_say_upscale_adds_the_colour_fix(refiner_export: Path, tmp_path: Path) -> None:
+    """For a VARSR model `upscale` adds the colour fix to the graph's tiles: the README and the input
+    contract say so, and what they say reproduces `upscale`'s image from the colour-fix-free one."""
+    from alignvar_edge.images.color_fix import color_fixed
+    from alignvar_edge.manifest import read_manifest
+    out = runtimes.build(refiner_export, "onnxruntime", out=tmp_path / "eng")
+    note = read_manifest(out).input_contract["color_fix"]
+    assert "--no-color-fix" in note and "color_fix=False" in note and "color_fixed(sr, image, 4)" in note
+    assert f"Colour fix: {note}." in (out / "README.md").read_text()
+    image = np.random.default_rng(1).random((12, 10, 3), dtype=np.float32)
+    with runtimes.load(out) as e:
+        fixed, plain = e.upscale(image), e.upscale(image, color_fix=False)
+    assert np.abs(fixed - plain).max() > 0.05
+    np.testing.assert_allclose(fixed, color_fixed(plain, image, 4), atol=1e-6)
+
+
+def test_tensorrt_kit_readme_names_the_noise_and_the_colour_fix(refiner_export: Path, tmp_path: Path) -> None:
+    from alignvar_edge.manifest import read_manifest
+    kit = runtimes.build(refiner_export, "tensorrt", out=tmp_path / "kit")
+    text, c = (kit / "README.md").read_text(), read_manifest(kit).input_contract
+    assert "`noise` float32[2, 128, 8]" in text and c["noise"]["values"] in text
+    assert f"Colour fix: {c['color_fix']}." in text

@@ -251,6 +251,11 @@ def format_inspection(info: dict[str, Any]) -> str:
         lines.append(f"input      {c['name']} {c['dtype']} {c['layout']} {c['shape']}, {c['color_order']} in "
                      f"[{c['range'][0]:g}, {c['range'][1]:g}]; tile {c['tile']} px, overlap {c['overlap']}, "
                      f"scale x{c['scale']}, batch {c['batch'] or 'dynamic'}")
+        if c.get("noise"):         # VARSR's refiner: the fixed draw every engine feeds
+            n = c["noise"]
+            lines.append(f"input      {n['name']} {n['dtype']} {n['shape']}, the refiner's fixed draw: {n['values']}")
+        if c.get("color_fix"):
+            lines.append(f"colour fix {c['color_fix']}")
     facts = _graph_facts_line(info.get("graph_facts") or {})
     if facts:
         lines.append(f"graph      {facts}")

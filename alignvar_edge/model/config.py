@@ -207,6 +207,12 @@ class AlignVARConfig:
         tile = np.random.default_rng(seed).standard_normal(self.noise_shape(1), dtype=np.float32)
         return np.tile(tile, (1, batch, 1))
 
+    def refiner_noise_code(self, batch: int) -> str:
+        """`refiner_noise(batch)` as one numpy expression (numpy imported as np), for whoever feeds an
+        engine's graph without alignvar-edge: the manifest's input contract and the engine READMEs."""
+        return (f"np.tile(np.random.default_rng(0).standard_normal({self.noise_shape(1)}, dtype=np.float32), "
+                f"(1, {batch}, 1))")
+
     @property
     def tokens_len(self) -> int:
         return sum(p * p for p in self.patch_nums)

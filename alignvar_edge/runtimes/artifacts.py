@@ -17,10 +17,10 @@ from alignvar_edge.errors import ArtifactError, CheckpointError, InputError, hos
 from alignvar_edge.manifest import (MANIFEST_FILE, BuiltFrom, Manifest, ModelInfo, listed_file, load_verified,
                                     new_manifest, read_manifest, recorded_path, sha256_file)
 from alignvar_edge.model.config import AlignVARConfig
-from alignvar_edge.runtimes.base import INPUT, SR, token_name
+from alignvar_edge.runtimes.base import INPUT, NOISE, SR, token_name
 
 __all__ = ["checkpoint_dir", "check_same_checkpoint", "model_name", "source_checkpoint", "default_out",
-           "engine_manifest", "graph_io", "check_quantized_for", "is_checkpoint", "single_graph", "check_calibration"]
+           "engine_manifest", "graph_io", "takes_noise", "check_quantized_for", "is_checkpoint", "single_graph", "check_calibration"]
 
 
 def is_checkpoint(path: str | os.PathLike[str]) -> bool:
@@ -165,13 +165,23 @@ def check_quantized_for(m: Manifest, src_dir: Path, runtime: str) -> None:
                      f"`{recipe(runtime, 'int8').quantize_command(str(export))}` and build from its output")
 
 
-def graph_io(config: AlignVARConfig, batch: int) -> dict[str, list[dict[str, Any]]]:
-    """The single graph's inputs and outputs as manifest entries."""
+def graph_io(config: AlignVARConfig, batch: int, noise: bool = False) -> dict[str, list[dict[str, Any]]]:
+    """The single graph's inputs and outputs as manifest entries; `noise`: the graph takes VARSR's
+    refiner noise beside the tiles."""
     t, s = config.lr_size, config.hr_size
     outs = [{"name": SR, "shape": [batch, 3, s, s], "dtype": "float32"}]
     outs += [{"name": token_name(k), "shape": [batch, p * p], "dtype": "int64"}
              for k, p in enumerate(config.patch_nums)]
-    return {"inputs": [{"name": INPUT, "shape": [batch, 3, t, t], "dtype": "float32"}], "outputs": outs}
+    ins = [{"name": INPUT, "shape": [batch, 3, t, t], "dtype": "float32"}]
+    if noise:
+        ins.append({"name": NOISE, "shape": list(config.noise_shape(batch)), "dtype": "float32"})
+    return {"inputs": ins, "outputs": outs}
+
+
+def takes_noise(manifest: Manifest) -> bool:
+    """Whether an artifact's single graph takes VARSR's refiner noise (an export without
+    `--no-refine` of a model with a refiner, and everything built from it)."""
+    return any(io.get("name") == NOISE for io in (manifest.single_graph_entry() or {}).get("inputs") or [])
 
 
 def engine_manifest(source: Manifest, source_dir: Path, backend: str, precision: str,
@@ -179,7 +189,7 @@ def engine_manifest(source: Manifest, source_dir: Path, backend: str, precision:
                     **fields: Any) -> Manifest:
     """Manifest for an engine dir built from `source` (an export manifest)."""
     config = AlignVARConfig.from_dict(dict(source.config or {}))
-    graphs = {"single": {"file": files.get("engine", ""), **graph_io(config, batch)}}
+    graphs = {"single": {"file": files.get("engine", ""), **graph_io(config, batch, takes_noise(source))}}
     built = BuiltFrom(recorded_path(source_dir), source.backend, source.precision,
                       sha256_file(source_dir / MANIFEST_FILE) if (source_dir / MANIFEST_FILE).is_file() else None)
     ex = {"source": built.to_json(), "files": files, **source.graph_facts, **(extra or {})}

@@ -173,7 +173,8 @@ class Engine(abc.ABC):
         tensor shapes and dtypes that `infer` checks."""
         from alignvar_edge.manifest import contract
         dtype = self.input_spec[INPUT][1]
-        c = contract(self.tile_size, self.scale, self.batch if self.pads_to_batch else None, np.dtype(dtype).name)
+        c = contract(self.tile_size, self.scale, self.batch if self.pads_to_batch else None, np.dtype(dtype).name,
+                     self.config, noise=NOISE in self.input_spec)
         c["batch"] = self.batch            # what run() and upscale() feed per call
         return c
 

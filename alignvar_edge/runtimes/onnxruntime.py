@@ -228,7 +228,8 @@ def engine_readme(m: Manifest, ort_version: str) -> str:
     what to run with alignvar-edge on the device, and the graph's I/O with a plain onnxruntime call,
     in the words every engine README shares (`runtimes/readme.py`)."""
     from alignvar_edge.quantize.records import validation_line
-    from alignvar_edge.runtimes.readme import INPUT_LINE, checked_line, commands, device_install, extra_inputs_line
+    from alignvar_edge.runtimes.readme import (INPUT_LINE, checked_line, commands, device_install, extra_feed_lines,
+                                               model_notes)
     graph = next(iter(m.graphs.values()))
     # a quantized graph's build parity is against itself: what it lost is its quantize step's record
     quantized = validation_line((m.parity or {}).get("quantize"))
@@ -237,22 +238,22 @@ def engine_readme(m: Manifest, ort_version: str) -> str:
         return f"`{t['name']}` {t['dtype']}[{','.join(str(d) for d in t['shape'])}]"
     ins, outs = graph["inputs"], graph["outputs"]
     lr, others = ins[0], [t["name"] for t in ins[1:]]
-    lines = [f"# ONNX Runtime engine: {m.model.name}, {m.precision}", "",
-             f"Built with ONNX Runtime {ort_version}. {checked_line(m)}"
-             + (f" Its {m.precision} graph, when quantized: {quantized}." if quantized else ""), INPUT_LINE, "",
-             *commands(f"With alignvar-edge ({device_install('device')}: ONNX Runtime, no PyTorch), "
-                       "which checks every file's SHA-256 and tiles images of any size with overlap blending "
-                       "(`runtimes.load(DIR).upscale(image)` in Python):"),
-             "## With ONNX Runtime alone", "",
-             "| file | inputs | outputs |", "|---|---|---|",
-             f"| `{ENGINE_FILE}` | {', '.join(tensor(t) for t in ins)} | {', '.join(tensor(t) for t in outs)} |", ""]
-    if others:
-        return "\n".join([*lines, extra_inputs_line(others, lr["name"]), ""])
     shape = tuple(int(d) for d in lr["shape"])
-    return "\n".join([*lines, "```python", "import numpy as np", "import onnxruntime as ort", "",
-                      f'session = ort.InferenceSession("{ENGINE_FILE}", providers=["CPUExecutionProvider"])',
-                      f"tiles = np.random.default_rng(0).random({shape}, dtype=np.float32)",
-                      f'feeds = {{"{lr["name"]}": tiles}}',
-                      "outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))",
-                      'sr = outputs["sr"]                 # RGB in [0, 1]; tokens_k: each scale\'s codebook indices',
-                      "```", ""])
+    return "\n".join([
+        f"# ONNX Runtime engine: {m.model.name}, {m.precision}", "",
+        f"Built with ONNX Runtime {ort_version}. {checked_line(m)}"
+        + (f" Its {m.precision} graph, when quantized: {quantized}." if quantized else ""), INPUT_LINE,
+        *model_notes(m), "",
+        *commands(f"With alignvar-edge ({device_install('device')}: ONNX Runtime, no PyTorch), "
+                  "which checks every file's SHA-256 and tiles images of any size with overlap blending "
+                  "(`runtimes.load(DIR).upscale(image)` in Python):"),
+        "## With ONNX Runtime alone", "",
+        "| file | inputs | outputs |", "|---|---|---|",
+        f"| `{ENGINE_FILE}` | {', '.join(tensor(t) for t in ins)} | {', '.join(tensor(t) for t in outs)} |", "",
+        "```python", "import numpy as np", "import onnxruntime as ort", "",
+        f'session = ort.InferenceSession("{ENGINE_FILE}", providers=["CPUExecutionProvider"])',
+        f"tiles = np.random.default_rng(0).random({shape}, dtype=np.float32)",
+        f'feeds = {{"{lr["name"]}": tiles}}', *extra_feed_lines(m, others, "feeds"),
+        "outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))",
+        'sr = outputs["sr"]                 # RGB in [0, 1]; tokens_k: each scale\'s codebook indices',
+        "```", ""])

@@ -1,12 +1,13 @@
 """What every engine directory's README.md says the same way, whichever backend wrote it: whether
 the build checked the engine, the input contract in one line, the two alignvar-edge commands that
-run it, and how to feed a graph's extra inputs. Each backend adds how to run its files without
-alignvar-edge (`openvino/readme.py`, `onnxruntime.engine_readme`)."""
+run it, how to feed a graph's extra inputs and what `upscale` adds to the graph's output. Each
+backend adds how to run its files without alignvar-edge (`openvino/readme.py`,
+`onnxruntime.engine_readme`)."""
 from __future__ import annotations
 
-from alignvar_edge.manifest import Manifest, db_text, parity_figures
+from alignvar_edge.manifest import Manifest, db_text, input_contract, parity_figures
 
-__all__ = ["INPUT_LINE", "README_FILE", "checked_line", "commands", "device_install", "extra_inputs_line"]
+__all__ = ["INPUT_LINE", "README_FILE", "checked_line", "commands", "device_install", "extra_feed_lines", "model_notes"]
 
 README_FILE = "README.md"
 
@@ -34,7 +35,24 @@ def commands(intro: str) -> list[str]:
             "alignvar-edge upscale IN.png OUT.png --engine DIR", "```", ""]
 
 
-def extra_inputs_line(names: list[str], lr_name: str, where: str = "") -> str:
-    """How to feed the graph's inputs beside the tiles (the refiner's noise); `where`: to which parts."""
-    return (f"Feed {', '.join(f'`{n}`' for n in names)} beside `{lr_name}`, by name{where}: alignvar-edge "
-            "feeds the fixed draw `runtimes.load(DIR).config.refiner_noise(batch)`.")
+def model_notes(m: Manifest) -> list[str]:
+    """What feeding the graph by hand must add to INPUT_LINE for this model (`input_contract`): the
+    refiner noise its graph takes, and the colour fix alignvar-edge's `upscale` gives its images
+    (VARSR's); nothing for a model with neither."""
+    c = input_contract(m) or {}
+    notes = []
+    noise = c.get("noise")
+    if noise:
+        notes.append(f"The graph also takes `{noise['name']}` {noise['dtype']}{noise['shape']}, the sampler noise of "
+                     "VARSR's refiner: feed the fixed draw alignvar-edge feeds every engine, `" + noise["values"]
+                     + "` (numpy as np; `manifest.json: input_contract.noise`), to get the tiles alignvar-edge gets.")
+    if c.get("color_fix"):
+        notes.append(f"Colour fix: {c['color_fix']}.")
+    return notes
+
+
+def extra_feed_lines(m: Manifest, names: list[str], feeds: str) -> list[str]:
+    """Python lines that put the graph's inputs beside the tiles (`names`: the refiner's noise) into the
+    dict `feeds`, with the fixed draw `model_notes` states."""
+    noise = (input_contract(m) or {}).get("noise") or {}
+    return [f'{feeds}["{n}"] = {noise["values"]}   # the refiner\'s fixed draw' for n in names if n == noise.get("name")]

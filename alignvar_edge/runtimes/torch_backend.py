@@ -144,7 +144,7 @@ class TorchBackend(Backend):
                              ModelInfo(name=model_name(artifact_dir), source=checkpoint_source(src),
                                        config=config.to_dict()),
                              graphs={"eager": {"file": WEIGHTS_FILE, **graph_io(config, -1)}},
-                             input_contract=contract(config.lr_size, config.scale, None),
+                             input_contract=contract(config.lr_size, config.scale, None, config=config),
                              extra={"source": {"path": recorded_path(src)}, "device": device,
                                     "tiles_per_call": batch, **({"prune": prune} if prune else {})})
             # what `selftest --engine` checks this engine against, as every other backend's build ships

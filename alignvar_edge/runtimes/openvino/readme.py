@@ -9,7 +9,8 @@ from typing import Any
 
 from alignvar_edge.manifest import Manifest
 from alignvar_edge.runtimes.openvino.devices import VIRTUAL_DEVICES, device_kind
-from alignvar_edge.runtimes.readme import INPUT_LINE, README_FILE, checked_line, commands, extra_inputs_line
+from alignvar_edge.runtimes.readme import (INPUT_LINE, README_FILE, checked_line, commands, extra_feed_lines,
+                                           model_notes)
 
 __all__ = ["README_FILE", "engine_readme"]
 
@@ -45,7 +46,7 @@ def engine_readme(root: Path, m: Manifest, hints: dict[str, str], host: str) -> 
         f"# OpenVINO engine: {m.model.name}, {m.precision}, built for {device}", "",
         f"Built with OpenVINO {str(m.extra.get('openvino', '?')).split('-')[0]} on a CPU with {host}. "
         f"{checked_line(m)}",
-        INPUT_LINE, "",
+        INPUT_LINE, *model_notes(m), "",
         *commands("With alignvar-edge, which sets the hints below itself and checks every file's SHA-256:"),
         "## With OpenVINO alone", "",
         "Set `INFERENCE_PRECISION_HINT` yourself, as below. Without it OpenVINO computes in its device's "
@@ -63,22 +64,20 @@ def engine_readme(root: Path, m: Manifest, hints: dict[str, str], host: str) -> 
     if len(files) > 1:
         lines += [f"This engine is split: `{files[0]}` computes the tokens (keep it `f32`), `{files[1]}` the image "
                   f"from tensors `{files[0]}` hands on by name.", ""]
-    if other:
-        lines += [extra_inputs_line(other, lr_name, ", to every part that takes it"), ""]
-    else:
-        # the NPU computes f16 whatever it is told; CPU and GPU compute what the hint says
-        run = ["core = ov.Core()", "parts = ["]
-        run += [f'    core.compile_model("{f}", "{run_on}"'
-                + ("" if kind == "NPU" else f', {{"INFERENCE_PRECISION_HINT": "{hints[f]}"}}') + "),"
-                for f in files]
-        run += ["]"]
-        lines += ["```python", "import numpy as np", "import openvino as ov", "", *run,
-                  f"values = {{\"{lr_name}\": np.random.default_rng(0).random({shape}, dtype=np.float32)}}",
-                  "for part in parts:                 # each part reads its inputs by name",
-                  "    result = part({i.get_any_name(): values[i.get_any_name()] for i in part.inputs})",
-                  "    values.update({n: result[o] for o in part.outputs for n in o.get_names()})",
-                  "sr = values[\"sr\"]                  # RGB in [0, 1]; tokens_k: each scale's codebook indices",
-                  "```", ""]
+    # the NPU computes f16 whatever it is told; CPU and GPU compute what the hint says
+    run = ["core = ov.Core()", "parts = ["]
+    run += [f'    core.compile_model("{f}", "{run_on}"'
+            + ("" if kind == "NPU" else f', {{"INFERENCE_PRECISION_HINT": "{hints[f]}"}}') + "),"
+            for f in files]
+    run += ["]"]
+    lines += ["```python", "import numpy as np", "import openvino as ov", "", *run,
+              f"values = {{\"{lr_name}\": np.random.default_rng(0).random({shape}, dtype=np.float32)}}",
+              *extra_feed_lines(m, other, "values"),
+              "for part in parts:                 # each part reads its inputs by name",
+              "    result = part({i.get_any_name(): values[i.get_any_name()] for i in part.inputs})",
+              "    values.update({n: result[o] for o in part.outputs for n in o.get_names()})",
+              "sr = values[\"sr\"]                  # RGB in [0, 1]; tokens_k: each scale's codebook indices",
+              "```", ""]
     if m.precision == "int8":
         q = m.quantization or {}
         part = q.get("image_part")             # a split engine: its image part's recipe

@@ -18,6 +18,7 @@ from alignvar_edge.errors import BackendUnavailableError, InputError
 from alignvar_edge.manifest import MANIFEST_FILE as MANIFEST, Manifest, input_contract
 from alignvar_edge.recipes import precisions
 from alignvar_edge.runtimes.golden import GOLDEN_FILE
+from alignvar_edge.runtimes.readme import model_notes
 from alignvar_edge.runtimes.tensorrt.plan import (CACHE as TIMING_CACHE, DLA_CORE_HELP, DLA_CORES, DLA_PRECISION_ERROR,
                                                   ENGINE, MAX_ARG, ONNX, SCRIPT_FILE, TRTEXEC_FILE,
                                                   external_data_files, network_plan, precision_args, trtexec_command)
@@ -408,6 +409,7 @@ def kit_readme(manifest: Manifest, precision: str, kit_precision: str, data: lis
     contract = (f"`{c.get('name')}` {c.get('dtype')} {c.get('layout')} {c.get('shape')}, {c.get('color_order')} "
                 f"in [0, 1]; whole images are cut into {c.get('tile')} px tiles overlapping by "
                 f"{c.get('overlap')} px and come back x{c.get('scale')}") if c else "see manifest.json"
+    notes = "".join(f"\n\n{line}" for line in model_notes(manifest))
     return f"""# TensorRT build kit: {name} ({precision})
 
 This directory builds, checks and times the TensorRT engine of `{name}` on the device that will
@@ -427,7 +429,7 @@ Copy this whole directory to the device (e.g. `scp -r KIT jetson:~/`, KIT being 
 | `build_on_device.sh` | build with trtexec, adopt, check against golden, report (below) |
 | `trtexec.txt` | the script's build as one trtexec command, for building by hand from inside this directory (below) |
 
-Input contract: {contract}.
+Input contract: {contract}.{notes}
 
 ## 1. The device: JetPack 6.1 or 6.2
 
@@ -577,6 +579,7 @@ def engine_readme(manifest: Manifest, precision: str, kit_precision: str, dla_co
     on = f"DLA core {dla_core}" if dla_core is not None else "the GPU"
     contract = (f"`{c.get('name')}` {c.get('dtype')} {c.get('layout')} {c.get('shape')}, {c.get('color_order')} "
                 f"in [0, 1], x{c.get('scale')}") if c else "see manifest.json"
+    notes = "".join(f"\n\n{line}" for line in model_notes(manifest))
     log_row = f"| `{LOG_FILE}` | trtexec's whole output of the run that built and timed it |\n" if has_log else ""
     bench = (f"alignvar-edge bench trtexec {LOG_FILE} --engine . --out ../report.json    # trtexec's timing as a "
              "bench report\n" if has_log else "")
@@ -599,7 +602,7 @@ outputs: `alignvar-edge inspect .`; the whole path is in `docs/jetson.md` of ali
 | `build_on_device.sh` | rebuild, check and time it on this or another device (below) |
 | `{TRTEXEC_FILE}` | the trtexec command of a rebuild: `sh {TRTEXEC_FILE}` from inside this directory writes `../<this directory's name>.engine` |
 
-Input contract: {contract}; whole images are cut into tiles and come back whole.
+Input contract: {contract}; whole images are cut into tiles and come back whole.{notes}
 
 ## Use it (from inside this directory)
 
