@@ -106,3 +106,27 @@ def test_tensorrt_kit_readme_names_the_noise_and_the_colour_fix(refiner_export: 
     text, c = (kit / "README.md").read_text(), read_manifest(kit).input_contract
     assert "`noise` float32[2, 128, 8]" in text and c["noise"]["values"] in text
     assert f"Colour fix: {c['color_fix']}." in text
+
+
+def test_compare_holds_a_no_refine_export_to_the_model_without_its_refiner(refiner_export: Path,
+                                                                           tmp_path: Path) -> None:
+    """An export made with --no-refine computes the model without the refiner (its export parity
+    says so): compare runs the reference that way for it, and with the refiner for the other export,
+    and says which reference each row is against."""
+    from PIL import Image
+
+    from alignvar_edge.cli import main as cli
+    from alignvar_edge.export.onnx_export import export_onnx
+    from alignvar_edge.model.alignvar import load_pretrained
+    ckpt = refiner_export.parent / "ckpt"
+    plain = export_onnx(load_pretrained(ckpt), tmp_path / "norefine", graph="single", batch=2, refine=False)
+    (tmp_path / "img").mkdir()
+    rgb = (np.random.default_rng(3).random((12, 12, 3)) * 255).astype(np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "img" / "a.png")
+    out = tmp_path / "cmp.json"
+    assert cli(["compare", str(plain), str(refiner_export), "--reference", str(ckpt), "--images",
+                str(tmp_path / "img"), "--json", str(out)]) == 0
+    rows = {r["engine"]: r for r in json.loads(out.read_text())["engines"]}
+    for name in ("norefine", "exp"):
+        assert rows[name]["tokens_overall"] == 1.0 and rows[name]["min_psnr_db"] > 60, rows[name]
+    assert "without the refiner" in rows["norefine"]["reference"] and rows["exp"]["reference"] == "PyTorch"

@@ -26,7 +26,8 @@ class _Engine:
     def __init__(self, flip: frozenset[int] = frozenset()) -> None:
         self.flip, self.seen, self.closed = flip, 0, False
         self.tile_size, self.scale, self.backend, self.device = TILE, SCALE, "stand-in", "cpu"
-        self.config = SimpleNamespace(patch_nums=SCALES)
+        self.config = SimpleNamespace(patch_nums=SCALES, has_refiner=False)
+        self.refines = False           # no VARSR refiner: one reference for every engine
         self.metadata = SimpleNamespace(precision="int8")
 
     def run(self, tiles: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:

@@ -318,13 +318,20 @@ class AlignVAR(nn.Module):
         self.check_input(lr_B3hw)
         dtype = next(self.parameters()).dtype
         lr = lr_B3hw.clamp(0, 1).to(dtype)
-        if refine and self.diffloss is not None and noise is None:
-            fixed = self.config.refiner_noise(lr.shape[0])
-            noise = torch.from_numpy(fixed).to(device=lr.device) if fixed is not None else None
-        sr, _, _ = self.rollout(lr, noise.to(dtype) if refine and noise is not None else None)
+        if noise is None:
+            noise = self.engine_noise(lr, refine)
+        sr, _, _ = self.rollout(lr, noise.to(lr) if refine and noise is not None else None)
         if color_fix:
             sr = adain_color_fix(sr, self.color_reference(lr))
         return sr.float()
+
+    def engine_noise(self, lr_B3hw: torch.Tensor, refine: bool = True) -> torch.Tensor | None:
+        """The refiner noise every engine feeds with these tiles (`forward`'s second input): the fixed
+        draw `config.refiner_noise`, on the tiles' device and dtype, so PyTorch references (the torch
+        engine, golden outputs, compare) compute what the exported graphs do. None without a refiner,
+        or with `refine` off (an export made with --no-refine)."""
+        fixed = self.config.refiner_noise(lr_B3hw.shape[0]) if refine else None
+        return None if fixed is None else torch.from_numpy(fixed).to(lr_B3hw)
 
     def color_reference(self, lr_B3hw: torch.Tensor) -> torch.Tensor:
         """The LR image at the output size that the colour fix matches: VARSR's Pillow resize."""

@@ -83,7 +83,7 @@ def precision_label(precision: str | None, computed: str | None, expected: str |
 
 # load options every backend that takes them reads the same way
 THREAD_OPTIONS = ("threads", "inter_threads")        # CPU thread counts
-FLAG_OPTIONS = ("spin", "parity", "cuda_graphs")     # True or False
+FLAG_OPTIONS = ("spin", "parity", "cuda_graphs", "refine")     # True or False
 
 
 def check_thread_count(threads: object, name: str = "threads", cores: int | None = None,
@@ -177,6 +177,12 @@ class Engine(abc.ABC):
                      self.config, noise=NOISE in self.input_spec)
         c["batch"] = self.batch            # what run() and upscale() feed per call
         return c
+
+    @property
+    def refines(self) -> bool:
+        """Whether the engine runs VARSR's refiner: its graph takes the noise (an export made with
+        --no-refine, and its engines, do not)."""
+        return NOISE in self.input_spec
 
     @property
     def tile_size(self) -> int:

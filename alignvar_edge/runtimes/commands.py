@@ -526,10 +526,13 @@ def run_compare(args: argparse.Namespace) -> int:
             opened.callback(engine.close)
             engines.append((label, engine))
         reference = _reference_source(args, [e.metadata for _, e in engines] + [m for _, m in absent.values()])
-        ref = runtimes.load(reference, backend="torch")
-        opened.callback(ref.close)
+        # the model as each engine runs it: with VARSR's refiner, or without it (--no-refine exports)
+        refs = [runtimes.load(reference, backend="torch", refine=refine)
+                for refine in sorted({e.refines for _, e in engines} or {True}, reverse=True)]
+        for ref in refs:
+            opened.callback(ref.close)
         images, skipped = _compare_images(args)
-        ran = iter(compare_engines(engines, ref, images, progress=_say))
+        ran = iter(compare_engines(engines, refs, images, progress=_say))
         results = [absent[i][0] if i in absent else next(ran) for i in range(len(args.engines))]
     text = "\n".join([format_table(results)] + [format_summary(r) for r in results])
     emit(args.json, {"reference": reference, "images": [name for name, _ in images],

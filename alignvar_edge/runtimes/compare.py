@@ -10,7 +10,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -46,6 +46,7 @@ class EngineResult:
     images: list[ImageResult] = field(default_factory=list)
     ms_per_tile: float = 0.0
     unavailable: str | None = None    # why it could not run here (Core ML off macOS): no numbers
+    reference: str = "PyTorch"        # what its figures are against: the model as the engine runs it
 
     @property
     def tiles_identical(self) -> float:
@@ -82,29 +83,47 @@ def _run_timed(engine: Engine, tiles: np.ndarray) -> tuple[np.ndarray, list[np.n
     return sr, tok, (time.perf_counter() - t0) * 1e3
 
 
-def compare_engines(engines: Sequence[tuple[str, Engine]], reference: Engine,
+NO_REFINER = "PyTorch without the refiner (the engine's graph was exported with --no-refine)"
+
+
+def _reference_for(e: Engine, label: str, references: Sequence[Engine]) -> Engine:
+    """The reference that runs the model as `e` does: with VARSR's refiner or, for an export made
+    with --no-refine, without it (as that export's own parity check ran it)."""
+    for ref in references:
+        if ref.refines == e.refines:
+            return ref
+    runs = "with" if e.refines else "without"
+    raise InputError(f"engine {label} runs the model {runs} VARSR's refiner and no reference does: pass a torch "
+                     f"reference loaded with refine={e.refines}")
+
+
+def compare_engines(engines: Sequence[tuple[str, Engine]], reference: Engine | Sequence[Engine],
                     images: Sequence[tuple[str, np.ndarray]], overlap: int | None = None,
                     progress: Callable[[str], None] | None = None) -> list[EngineResult]:
-    """Every engine against `reference` on every image (HxWx3 float in [0, 1])."""
-
-    t = reference.tile_size
+    """Every engine against `reference` on every image (HxWx3 float in [0, 1]). Several references
+    (the model with and without VARSR's refiner): each engine against the one that runs as it does."""
+    references: list[Engine] = list(reference) if isinstance(reference, (list, tuple)) else [cast(Engine, reference)]
+    first = references[0]
+    t = first.tile_size
 
     def model(e: Engine) -> str:       # what must match for tiles and tokens to be compared at all
         return f"x{e.scale}, tile {e.tile_size}, scales {tuple(e.config.patch_nums)}"
     for label, e in engines:
-        if model(e) != model(reference):
+        if model(e) != model(first):
             raise InputError(f"engine {label} runs a different model ({model(e)}) than the reference "
-                             f"({model(reference)}); compare engines built from the same model, or pass "
+                             f"({model(first)}); compare engines built from the same model, or pass "
                              "its checkpoint as --reference")
-    results = [EngineResult(label, e.backend, str(e.metadata.precision), e.device)
-               for label, e in engines]
+    refs = [_reference_for(e, label, references) for label, e in engines]
+    results = [EngineResult(label, e.backend, str(e.metadata.precision), e.device,
+                            reference="PyTorch" if ref.refines or not ref.config.has_refiner else NO_REFINER)
+               for (label, e), ref in zip(engines, refs)]
+    used = {id(ref): ref for ref in refs}          # each reference runs once per image
     total_ms = [0.0] * len(engines)
     total_tiles = 0
     for name, img in images:
         tiles, ys, xs = tiling.extract_tiles(img, t, overlap)
         H, W = img.shape[:2]
-        ref_sr, ref_tok, _ = _run_timed(reference, tiles)
-        ref_img = tiling.blend_tiles(ref_sr, ys, xs, (H, W), t, reference.scale)
+        ref_out = {key: _reference_image(ref, tiles, ys, xs, (H, W)) for key, ref in used.items()}
         total_tiles += len(tiles)
         for idx, (label, e) in enumerate(engines):
             if results[idx].unavailable:
@@ -118,6 +137,7 @@ def compare_engines(engines: Sequence[tuple[str, Engine]], reference: Engine,
                 continue
             total_ms[idx] += ms
             out = tiling.blend_tiles(sr, ys, xs, (H, W), t, e.scale)
+            ref_tok, ref_img = ref_out[id(refs[idx])]
             agree = token_agreement(ref_tok, tok)
             a, b = ref_img.transpose(2, 0, 1), out.transpose(2, 0, 1)
             results[idx].images.append(ImageResult(
@@ -129,6 +149,13 @@ def compare_engines(engines: Sequence[tuple[str, Engine]], reference: Engine,
     for idx, r in enumerate(results):
         r.ms_per_tile = total_ms[idx] / max(1, total_tiles) if not r.unavailable else math.nan
     return results
+
+
+def _reference_image(ref: Engine, tiles: np.ndarray, ys: list[int], xs: list[int], size: tuple[int, int]
+                     ) -> tuple[list[np.ndarray], np.ndarray]:
+    """(tokens per scale, stitched SR image) of the reference on an image's tiles."""
+    sr, tok, _ = _run_timed(ref, tiles)
+    return tok, tiling.blend_tiles(sr, ys, xs, size, ref.tile_size, ref.scale)
 
 
 def format_table(results: Sequence[EngineResult]) -> str:
@@ -153,5 +180,6 @@ def format_summary(r: EngineResult) -> str:
     """One line per engine over all its images: tokens, identical tiles, worst PSNR, speed."""
     if r.unavailable:
         return f"{r.engine}: unavailable here: {r.unavailable}"
+    against = "" if r.reference == "PyTorch" else f" (against {r.reference})"
     return (f"{r.engine}: tiles identical {r.tiles_identical:.1%}, tokens {r.tokens_overall:.2%} agree, "
-            f"min PSNR {db_text(r.min_psnr_db)} dB, {r.ms_per_tile:.1f} ms/tile")
+            f"min PSNR {db_text(r.min_psnr_db)} dB, {r.ms_per_tile:.1f} ms/tile{against}")

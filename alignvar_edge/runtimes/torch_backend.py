@@ -35,7 +35,7 @@ class TorchEngine(Engine):
 
     def __init__(self, model: Any, metadata: Manifest, device: str = "cpu",
                  precision: str = "fp32", batch: int = DEFAULT_BATCH, engine_dir: Path | None = None,
-                 cuda_graphs: bool | None = None):
+                 cuda_graphs: bool | None = None, refine: bool = True):
         recipes.recipe("torch", precision)
         on_cuda = device.startswith("cuda")
         if cuda_graphs and not on_cuda:
@@ -48,6 +48,7 @@ class TorchEngine(Engine):
         set_attention_form(self.model, inference_form(device))
         self.precision = precision
         self.preferred_batch = max(1, int(batch))
+        self.refine = bool(refine)     # False: the rollout an export made with --no-refine computes
         # on CUDA the rollout replays as one captured graph unless turned off (cuda_graphs=False):
         # launch-bound at small batches: at paper size in fp16 an engine call took 99.6 ms as a
         # graph against 405.7 eager (medians) on an H200 (docs/runtimes.md)
@@ -58,24 +59,27 @@ class TorchEngine(Engine):
 
     @classmethod
     def from_model(cls, model: Any, device: str = "cpu", precision: str = "fp32",
-                   batch: int = DEFAULT_BATCH, cuda_graphs: bool | None = None) -> TorchEngine:
+                   batch: int = DEFAULT_BATCH, cuda_graphs: bool | None = None, refine: bool = True) -> TorchEngine:
         """Wrap an in-memory AlignVAR (e.g. the reference inside `compare`, or a test model)."""
         meta = new_manifest("engine", "torch", "eager", precision,
                             ModelInfo(name=model.config.name, source=ModelSource.memory(), config=model.config.to_dict()))
-        return cls(model, meta, device, precision, batch, cuda_graphs=cuda_graphs)
+        return cls(model, meta, device, precision, batch, cuda_graphs=cuda_graphs, refine=refine)
 
     @property
     def input_spec(self) -> dict[str, TensorSpec]:
         t = self.config.lr_size
         return {INPUT: ((-1, 3, t, t), np.dtype(np.float32))}
 
+    @property
+    def refines(self) -> bool:
+        return self.refine and self.config.has_refiner
+
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         torch = self._torch
         p = next(self.model.parameters())
         lr = torch.from_numpy(feeds[INPUT]).to(device=p.device, dtype=p.dtype)
-        noise = self.config.refiner_noise(lr.shape[0])      # what the exported graphs are fed
         with torch.inference_mode():
-            sr, *tokens = self._rollout(lr, None if noise is None else torch.from_numpy(noise).to(lr))
+            sr, *tokens = self._rollout(lr, self.model.engine_noise(lr, self.refine))   # what the graphs are fed
         out = {SR: sr.float().cpu().numpy()}
         out.update({token_name(k): t.cpu().numpy().astype(np.int64) for k, t in enumerate(tokens)})
         return out
@@ -89,7 +93,7 @@ class TorchBackend(Backend):
     module = "torch"
     distribution = "torch"
     extra = "host"
-    load_options = frozenset({"precision", "batch", "threads", "cuda_graphs"})
+    load_options = frozenset({"precision", "batch", "threads", "cuda_graphs", "refine"})
 
     def missing_reason(self, error: BaseException) -> str:
         # a device has no PyTorch by design: what it runs instead is an engine built on the host
@@ -159,6 +163,7 @@ class TorchBackend(Backend):
         batch = opts.pop("batch", None)
         threads = opts.pop("threads", None)
         graphs = opts.pop("cuda_graphs", None)      # it and threads are checked by Backend.load
+        refine = opts.pop("refine", None) is not False     # checked by Backend.load too
         if threads:
             torch.set_num_threads(int(threads))     # process-wide in PyTorch: only when asked
         path: str | os.PathLike[str] = engine_dir
@@ -169,7 +174,7 @@ class TorchBackend(Backend):
                                           config=model.config.to_dict()),
                                 extra={"source": {"path": str(engine_dir)}})
             return TorchEngine(model, meta, self.check_device(device), precision or "fp32",
-                               int(batch or DEFAULT_BATCH), cuda_graphs=graphs)
+                               int(batch or DEFAULT_BATCH), cuda_graphs=graphs, refine=refine)
         m = load_verified(path)
         if m.backend != "torch":
             raise ArtifactError(f"'{engine_dir}' is an engine for {m.backend}, not for torch")
@@ -177,7 +182,7 @@ class TorchBackend(Backend):
         model.prune = tuple(m.extra.get("prune") or ())     # built from a pruned export: its rollout
         return TorchEngine(model, m, self.check_device(device or m.extra.get("device", "cpu")),
                            precision or m.precision, int(batch or m.extra.get("tiles_per_call") or DEFAULT_BATCH),
-                           Path(path), cuda_graphs=graphs)
+                           Path(path), cuda_graphs=graphs, refine=refine)
 
 
 BACKEND = TorchBackend()
