@@ -675,7 +675,13 @@ def test_build_says_when_it_rounds_calib_tiles_up_to_whole_calls(tmp_path: Path,
 
 
 def test_selftest_advice_for_a_failing_int8_engine_names_no_search_where_the_search_was_skipped() -> None:
+    from alignvar_edge.manifest import ModelInfo, new_manifest
+    from alignvar_edge.recipes import recipe
     from alignvar_edge.runtimes.selftest import _int8_fix
-    assert "--no-search: quantize again without it" in _int8_fix({"method": "minmax", "search": None})
-    for searched in ({"method": "minmax", "search": {"float_groups": []}}, {"tool": "nncf"}, None):
-        assert "--no-search" not in _int8_fix(searched) and "--min-token-agreement" in _int8_fix(searched)
+
+    def fix(q: dict | None) -> str:
+        m = new_manifest("engine", "onnxruntime", "single", "int8", ModelInfo(name="m"), quantization=q)
+        return _int8_fix(m, recipe("onnxruntime", "int8"))
+    assert "--no-search: quantize again without it" in fix({"method": "minmax", "search": None})
+    for searched in ({"method": "minmax", "search": {"float_groups": []}}, None):
+        assert "--no-search" not in fix(searched) and "--min-token-agreement" in fix(searched)

@@ -617,6 +617,32 @@ def test_openvino_int8_that_misses_the_selftest_gate_says_so(export, tmp_path, m
     assert "selftest will fail it" in tried_rungs(read_manifest(out))[-1]
 
 
+def test_selftest_advice_for_a_failing_openvino_int8_engine_is_what_its_build_takes(export, tmp_path, monkeypatch,
+                                                                                   capsys):
+    # OpenVINO int8 is calibrated by the build (NNCF), whose flags are not quantize's search flags
+    # (quantize --target openvino refuses --min-token-agreement / --val-tiles): the advice names the
+    # build's, and the build takes them as printed
+    import dataclasses
+    import re
+
+    from alignvar_edge import recipes
+    from alignvar_edge.cli import main
+    from alignvar_edge.runtimes import selftest
+    real = recipes.recipe
+    out_of_reach = lambda *a, **k: dataclasses.replace(real(*a, **k), psnr_db=1e6)   # noqa: E731
+    monkeypatch.setattr(recipes, "recipe", out_of_reach)
+    monkeypatch.setattr(selftest, "recipe", out_of_reach)
+    build = ["build", str(export), "--target", "openvino", "--precision", "int8", "--calib", "builtin",
+             "--no-token-bf16", "--out"]
+    assert main([*build, str(tmp_path / "ov8"), "--calib-tiles", "8"]) == 0
+    assert main(["selftest", "--engine", str(tmp_path / "ov8"), "--runs", "1"]) == 1
+    reason = capsys.readouterr().out.split("RESULT")[-1]
+    assert "--min-token-agreement" not in reason and "--val-tiles" not in reason, reason
+    assert "calibrated by the openvino build on 8 tiles" in reason and "--calib-tiles (default 64)" in reason
+    advised = re.findall(r"--[a-z-]+", reason)
+    assert main([*build, str(tmp_path / "again"), "--calib-tiles", "16"]) == 0 and "--calib-tiles" in advised
+
+
 def test_openvino_int8_weights_keeps_the_policys_float_ops_float(export, tmp_path):
     # weight-only int8 follows the same policy as int8: the logits head (whose rounding flips greedy
     # choices: the bundled model kept 98.1% of its tokens, short of the 99% gate, with it in int8)

@@ -23,9 +23,9 @@ import numpy as np
 from alignvar_edge.cpuinfo import host_info
 from alignvar_edge.errors import BackendUnavailableError, CheckpointError, HostToolsError, InputError
 from alignvar_edge.lazy import import_host, lazy_import
-from alignvar_edge.manifest import sha256_file, token_share
+from alignvar_edge.manifest import Manifest, sha256_file, token_share
 from alignvar_edge.model.bundled import DEFAULT_CHECKPOINT
-from alignvar_edge.recipes import recipe
+from alignvar_edge.recipes import BACKEND, Recipe, recipe
 from alignvar_edge.runtimes.base import precision_label
 from alignvar_edge.runtimes.golden import GOLDEN_FILE, engine_golden, load_golden, make_golden, read_golden
 
@@ -169,15 +169,24 @@ def _check_and_time(engine: Any, lr: np.ndarray, sr: np.ndarray, tok: list[np.nd
     report["result"] = "FAIL" if missed else "PASS"
     if missed:          # a bare FAIL leaves the user guessing which gate, and by how much
         report["reason"] = (f"{' and '.join(missed)}, the gate for {report['backend']} {report['precision']}; "
-                            + (_int8_fix(engine.metadata.quantization) if report["precision"] == "int8" else
+                            + (_int8_fix(engine.metadata, r) if report["precision"] == "int8" else
                                "rebuild the engine (at a higher precision if it is a half or weight-compressed "
                                "one), or report it with this output"))
 
 
-def _int8_fix(quantization: dict[str, Any] | None) -> str:
-    """What to do about an int8 engine short of its gate: its quantize step without the fidelity
-    search (`--no-search`) first, else a stricter search."""
-    if isinstance(quantization, dict) and "search" in quantization and quantization["search"] is None:
+def _int8_fix(m: Manifest, r: Recipe) -> str:
+    """What to do about an int8 engine short of its gate, by who quantized it (the recipe table):
+    an ONNX Q/DQ graph's quantize step without the fidelity search (`--no-search`) first, else a
+    stricter search; an engine the build calibrated itself (OpenVINO's NNCF), whose build takes
+    none of the search's flags, a build on more calibration tiles."""
+    if r.quantizer == BACKEND:
+        from alignvar_edge.runtimes.commands import CALIB_TILES
+        tiles = (m.calibration or {}).get("tiles")
+        on = f" on {tiles} tiles" if tiles else ""
+        return (f"its int8 was calibrated by the {r.backend} build{on}: build it again on the host with more "
+                f"--calib-tiles (default {CALIB_TILES}) or --calib FOLDER of images like yours, or build fp16 / fp32")
+    q = m.quantization
+    if isinstance(q, dict) and "search" in q and q["search"] is None:
         return "its int8 graph was quantized with --no-search: quantize again without it, or build fp16 / fp32"
     return ("an engine quantized beyond what the golden tiles hold: quantize again with a higher "
             "--min-token-agreement or more --val-tiles, or build fp16 / fp32")
