@@ -59,7 +59,12 @@ class OutputExistsError(AlignVAREdgeError):
 
 
 class HalfPrecisionError(ArtifactError):
-    """A half-precision (bf16 / fp16) build missed the token / PSNR target; nothing was written."""
+    """A half-precision (bf16 / fp16) build missed the token / PSNR target; nothing was written.
+    `measured`: what it missed, without the advice (a build that falls back to fp32 says that)."""
+
+    def __init__(self, message: str, measured: str | None = None) -> None:
+        super().__init__(message)
+        self.measured = measured or message
 
 
 class PrecisionWarning(UserWarning):

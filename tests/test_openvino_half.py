@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from pathlib import Path
 
@@ -601,3 +602,24 @@ def test_auto_reports_f32_where_the_device_it_picked_has_no_units_for_the_half_h
     assert _compiled_precision(Auto(), config, Core(["FP32", "INT8"])) == "f32"
     assert _compiled_precision(Auto(), config, Core(["FP32", "BF16", "INT8"])) == "bf16"
     assert _compiled_precision(Auto(), {}, Core(["FP32", "BF16"])) == "f32"      # no hint: the device's default
+
+
+def test_a_plain_build_says_each_rung_it_checks_and_that_it_fell_back_to_fp32(  # noqa: F811
+        export: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A plain `build --target openvino` on a bf16 CPU checks rungs that take minutes on a large model:
+    each is named with its tile count before it runs, the island rung with its cost from the checks
+    before it and how to skip it; when every half rung misses, the fallback line says that fp32 is
+    being built and no longer tells the user to build it."""
+    if _default_cpu_precision() != "bf16":
+        pytest.skip("this CPU has no bf16 units (needs AVX512-BF16 or AMX): a plain build is fp32 alone")
+    from alignvar_edge.cli import main
+    from alignvar_edge.runtimes.openvino import backend as ovb
+    monkeypatch.setattr(ovb, "_half_problem", lambda *a: "is refused by the test")
+    assert main(["build", str(export), "--target", "openvino", "--out", str(tmp_path / "auto")]) == 0
+    err = capsys.readouterr().err
+    assert f"openvino bf16: checking rung 'whole graph' on {ovb.GATE_TILES} held-out tiles\n" in err
+    assert re.search(rf"checking rung 'image suffix, MLP matmuls bf16 [^']*' on {ovb.ISLAND_GATE_TILES} held-out "
+                     r"tiles, about \d+ (s|min) here \(--no-token-bf16 skips it\)", err), err
+    assert "openvino bf16 missed the target (OpenVINO CPU is refused by the test); nothing of it was kept: " \
+           "building fp32 instead" in err and "Build --precision fp32" not in err
+    assert json.loads((tmp_path / "auto" / "manifest.json").read_text())["precision"] == "fp32"

@@ -186,6 +186,8 @@ def run_build(args: argparse.Namespace) -> int:
     if "half_policy" in opts:
         from alignvar_edge.quantize.artifact import searched_half_policy
         opts["half_policy"] = searched_half_policy(args.half_policy_from)
+    if b.name == "openvino":        # its checked rungs can take minutes each on a large model: say each one
+        opts["rung_log"] = _say
     if b.checks_on_photos:          # a device install: one line now, not after a minute of building
         from alignvar_edge.runtimes.artifacts import require_validation_photos
         require_validation_photos()

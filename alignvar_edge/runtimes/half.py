@@ -64,5 +64,5 @@ def build_auto(source: Path, target: str, out_for: Callable[[str], Path], device
         try:
             return runtimes.build(source, target, half, out=out_for(half), device=device, **kw), half
         except HalfPrecisionError as e:
-            log(f"{target} {half} missed the target, building fp32: {e}")
+            log(f"{target} {half} missed the target ({e.measured}); nothing of it was kept: building fp32 instead")
     return runtimes.build(source, target, "fp32", out=out_for("fp32"), device=device, **kw), "fp32"

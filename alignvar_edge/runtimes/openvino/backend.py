@@ -50,6 +50,8 @@ import errno
 import os
 import shutil
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -60,7 +62,7 @@ from alignvar_edge.cpuinfo import has_vnni
 from alignvar_edge.errors import (ArtifactError, BackendUnavailableError, HalfPrecisionError, InputError,
                                   PrecisionWarning)
 from alignvar_edge.lazy import lazy_import
-from alignvar_edge.manifest import Manifest, listed_file, load_verified, write_manifest
+from alignvar_edge.manifest import Manifest, db_text, listed_file, load_verified, write_manifest
 from alignvar_edge.manifest import artifact_dir as staging_dir
 from alignvar_edge.runtimes.artifacts import (check_calibration, engine_manifest, parity_vs,
                                               single_graph, validation_tiles)
@@ -572,6 +574,29 @@ def _token_split(onnx_path: Path, required: bool) -> TokenSplit | None:
         return None
 
 
+class _RungPace:
+    """Progress of a build's rung checks through `log`: each check's rung and tile count before it
+    runs and, from the checks so far, what it will cost here (a VARSR tile costs ~100x a bundled
+    model's, and the island rung checks 8x the tiles: minutes, not seconds)."""
+
+    def __init__(self, what: str, log: Callable[[str], None]) -> None:
+        self.what, self.log = what, log
+        self.s_per_tile: float | None = None
+
+    @contextmanager
+    def check(self, rung: str, tiles: int, skip: str = "") -> Iterator[None]:
+        cost = f", about {_duration(self.s_per_tile * tiles)} here" if self.s_per_tile else ""
+        self.log(f"{self.what}: checking rung '{rung}' on {tiles} held-out tiles{cost}"
+                 + (f" ({skip})" if skip else ""))
+        t0 = time.perf_counter()
+        yield
+        self.s_per_tile = (time.perf_counter() - t0) / tiles
+
+
+def _duration(s: float) -> str:
+    return f"{s:.0f} s" if s < 90 else f"{s / 60:.0f} min"
+
+
 @dataclass(frozen=True)
 class _Rung:
     name: str
@@ -640,9 +665,10 @@ class OpenVINOBackend(Backend):
         float_groups = frozenset(searched)
         min_tokens = float(opts.pop("min_token_agreement", gate.tokens))
         token_bf16 = opts.pop("token_bf16", None)       # None: where the build can judge it
+        log: Callable[[str], None] = opts.pop("rung_log", None) or (lambda _m: None)    # each rung's check
         if opts:
             raise InputError(f"unknown openvino build options {sorted(opts)}; known: preset, check, "
-                             "float_groups, min_token_agreement, token_bf16")
+                             "float_groups, min_token_agreement, token_bf16, rung_log")
         if float_groups and precision != "int8":
             raise InputError("float groups apply to --precision int8 only (the other precisions quantize "
                              "no activations)")
@@ -673,6 +699,7 @@ class OpenVINOBackend(Backend):
             graph = _graph_only(onnx_path) if checking else None        # islands are built checked only
             group_of = _group_of(graph) if checking else {}     # read once: every rung's check uses it
             component_of = _component_of(graph) if islands else {}
+            pace = _RungPace(f"openvino {precision}", log)
             for rung in rungs:
                 rewrites: dict[str, int] = {}
                 files, recipe, split = self._write_ir(tmp, onnx_path, precision, device, (batch, config.lr_size),
@@ -682,9 +709,11 @@ class OpenVINOBackend(Backend):
                                     quantization=recipe, calibration=calib_info)
                 if not checking:
                     break
-                m.parity = self._check(tmp, files, m, Path(artifact_dir), device, group_of,
-                                       ISLAND_GATE_TILES if rung.token_bf16 else GATE_TILES)
+                n_tiles = ISLAND_GATE_TILES if rung.token_bf16 else GATE_TILES
+                with pace.check(rung.name, n_tiles, skip="--no-token-bf16 skips it" if rung.token_bf16 else ""):
+                    m.parity = self._check(tmp, files, m, Path(artifact_dir), device, group_of, n_tiles)
                 tokens = m.parity["tokens"]["overall"]
+                log(f"  tokens {tokens:.2%}, SR PSNR {db_text(m.parity.get('psnr_db'))} dB")
                 step = {"rung": rung.name, "token_agreement": round(tokens, 5), "psnr_db": m.parity.get("psnr_db")}
                 if half:              # half arithmetic: keep the tokens, or split, or write nothing
                     ladder.append(step)
@@ -695,7 +724,7 @@ class OpenVINOBackend(Backend):
                     step["refused"] = problem
                     if rung == rungs[-1]:
                         raise HalfPrecisionError(f"OpenVINO {device} {precision} {problem}; nothing was written. "
-                                                 "Build --precision fp32")
+                                                 "Build --precision fp32", measured=f"OpenVINO {device} {problem}")
                     continue
                 if recipe is None or rung.policy is None:
                     break
