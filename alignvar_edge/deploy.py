@@ -207,7 +207,7 @@ def deploy(opts: DeployOptions, log: Log | None = None, progress: Progress | Non
     with artifact_dir(out, force=opts.force) as tmp, staged_as(tmp, out):
         if opts.export:
             t0 = stage(f"reuse the export {opts.export} (checked against the model, copied in)")
-            export = _reuse_export(Path(opts.export), tmp / "export", model)
+            export = _reuse_export(Path(opts.export), tmp / "export", model, say)
         else:
             t0 = stage(f"export {name} to ONNX (single graph, validated against PyTorch)")
             export, batch_search = _export(model, tmp, name, source, opts, say)
@@ -326,13 +326,15 @@ def _export(model: Any, tmp: Path, name: str, source: ModelSource, opts: DeployO
                             "image_lr": IMAGE_LR, "measured_on": f"onnxruntime cpu, {threads} thread(s)"}
 
 
-def _reuse_export(src: Path, dest: Path, model: Any) -> Path:
-    """Copy a verified fp32 single-graph export of this very model (config and validation) into OUT."""
+def _reuse_export(src: Path, dest: Path, model: Any, say: Log) -> Path:
+    """Copy a verified fp32 single-graph export of this very model (config and validation) into OUT;
+    say where it is pruned (every engine built from it is, so their tokens differ from eager's)."""
     import shutil
 
     from alignvar_edge.errors import ArtifactError
     from alignvar_edge.manifest import load_verified
     from alignvar_edge.runtimes.base import config_from_manifest
+    from alignvar_edge.runtimes.golden import prune_text
     m = load_verified(src)
     if m.kind != "onnx" or m.graph != "single" or m.precision != "fp32":
         raise ArtifactError(f"'{src}' is a {m.precision} {m.graph} {m.kind} artifact; "
@@ -340,6 +342,10 @@ def _reuse_export(src: Path, dest: Path, model: Any) -> Path:
     if config_from_manifest(m).to_dict() != model.config.to_dict():
         raise ArtifactError(f"'{src}' was exported from another model configuration "
                             f"('{m.model.name}'); export this model instead (leave out --export)")
+    prune = m.graph_facts.get("prune")
+    if prune:
+        say(f"      the export is pruned ({prune_text(prune)}): every engine built from it leaves out tokens at the "
+            "last scales, so its tokens differ from PyTorch eager's by design; judge it on PSNR-Y/ref")
     shutil.copytree(src, dest)
     return dest
 

@@ -344,3 +344,66 @@ def test_eval_with_ratios_of_zero_scores_no_pruned_variant() -> None:
     image = dict(sample_images("heldout"))["coffee"][:t, :t]
     result = evaluate(model, [("coffee", image)], prune=(0.0, 0.0))
     assert result["prune"] == [] and "pruned" not in result["mean_psnr_y"]
+
+
+def _rollout_flops(model, prune) -> int:
+    """FLOPs a real rollout of one tile computes (real tensors, not the meta model bench counts on)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from alignvar_edge.model.rollout import run
+    lr = torch.from_numpy(lr_tiles(model.config, 1, seed=0))
+    with torch.no_grad(), pruning(model, prune), FlopCounterMode(display=False) as fc:
+        run(ModelStages(model), lr)
+    return int(fc.get_total_flops())
+
+
+def test_bench_counts_a_pruned_engines_flops_names_its_graph_and_says_it_is_pruned(tmp_path, nano_exports) -> None:
+    """A pruned engine's GFLOP/s and % peak count the FLOPs its pruned rollout computes; every entry
+    records the graph it ran (attention form, opset, pruning); the console table and the summary say
+    which engine is pruned and that its token gap is by design; a pruned staged profile's GFLOP/s
+    count the pruned stages; deploy --export says the export it reuses is pruned."""
+    from alignvar_edge import deploy, runtimes
+    from alignvar_edge.bench.device import bench_engine_dir
+    from alignvar_edge.bench.render import report_markdown, summary_lines, terminal_table
+    from alignvar_edge.bench.runner import BenchOptions, run_bench
+    from alignvar_edge.model.alignvar import load_pretrained
+    ckpt, exports = nano_exports
+    model = load_pretrained(ckpt)
+    staged = ox.export_onnx(model, tmp_path / "staged", graph="staged", prune=(0.5,), batch=1, n_tiles=1)
+    opts = BenchOptions(runs=2, warmup=0, tiles=2, threads=1, peak_n=256, profile_runs=1, image_size=0,
+                        staged=str(staged))
+    report = run_bench([f"pruned={exports[(0.5,)]}", f"plain={exports[()]}"], reference=model, options=opts)
+    e = {x["label"]: x for x in report["engines"]}
+    full, cut = _rollout_flops(model, ()), _rollout_flops(model, (0.5,))
+    assert cut < full
+    assert e["plain"]["flops_per_tile"] == full and e["pruned"]["flops_per_tile"] == cut
+    lat = e["pruned"]["latency"]
+    assert lat["gflops_achieved"] == pytest.approx(cut / lat["per_tile_ms"]["p50"] / 1e6, rel=0.01)
+    for label, prune in (("pruned", [0.5]), ("plain", None)):
+        assert (e[label]["attention"], e[label]["opset"], e[label]["prune"]) == ("explicit", 18, prune)
+    assert "| pruned | fp32 | 1 | explicit attention, opset 18, pruned 0.5 |" in report_markdown(report)
+
+    # the staged profile: the pruned scale's rate counts the FLOPs it computed
+    prof = report["profile"]
+    assert prof["pruned"] == {"ort_staged": [0.5]}
+    last = next(r for r in prof["stages"] if r["stage"] == f"scale_{model.config.num_scales - 1}")
+    saved = full - cut                                         # all of it at the one pruned scale
+    assert last["ort_staged_gflops_per_s"] == pytest.approx(
+        (last["gflops"] * 1e9 - saved) / (last["ort_staged_ms"] / 1e3) / 1e9, rel=0.02)
+    assert "ort_staged ran a rollout pruned 0.5" in report_markdown(report)
+
+    console = terminal_table(report)
+    assert console.splitlines()[-1].startswith("Token pruning: pruned (0.5) leave out tokens"), console
+    report["summary"]["best_cpu"] = None                        # as where no engine met the gate
+    said = [ln for ln in summary_lines(report) if ln.startswith("No engine reached")]
+    assert said and "(pruned is pruned: its tokens differ from the unpruned model's by design" in said[0], said
+
+    # a device report holds each engine to its own (pruned) golden outputs: no by-design note there
+    engine = runtimes.build(exports[(0.5,)], "onnxruntime", out=tmp_path / "ort")
+    dev = bench_engine_dir([str(engine)], runs=1, warmup=0, threads=1)
+    assert (dev["engines"][0]["attention"], dev["engines"][0]["prune"]) == ("explicit", [0.5])
+    assert "Token pruning" not in terminal_table(dev)
+
+    lines: list[str] = []
+    deploy._reuse_export(exports[(0.5,)], tmp_path / "reused", model, lines.append)
+    assert len(lines) == 1 and "the export is pruned (0.5)" in lines[0] and "by design" in lines[0], lines

@@ -97,7 +97,7 @@ def bench_engine_dir(engines: list[str], runs: int = 20, warmup: int = 3, thread
     """Time engine directories and check them against their golden outputs; no PyTorch needed."""
     from alignvar_edge.bench.fidelity import fidelity
     from alignvar_edge.bench.memory import PeakRSS
-    from alignvar_edge.bench.runner import precision_fields, rounds
+    from alignvar_edge.bench.runner import graph_fields, precision_fields, rounds
     from alignvar_edge.bench.subjects import BICUBIC, call_for, check_exists, open_subject, parse_spec, unique_label
     say = log or (lambda _m: None)
     if runs < 1 or warmup < 0:
@@ -125,7 +125,7 @@ def bench_engine_dir(engines: list[str], runs: int = 20, warmup: int = 3, thread
         e: dict[str, Any] = {"label": sub.label, "backend": sub.backend, "kind": "engine", "status": sub.status,
                              "reason": sub.reason, "path": sub.path, "precision": sub.precision,
                              "device": sub.device, "artifact_bytes": sub.info.get("artifact_bytes"),
-                             **precision_fields(sub)}
+                             **precision_fields(sub), **graph_fields(sub.manifest)}
         entries.append(e)
         if sub.engine is None:
             continue
@@ -251,6 +251,7 @@ def trtexec_report(log: str | os.PathLike[str], engine_dir: str | os.PathLike[st
         raise InputError("bench trtexec needs the tiles per inference for its per-tile figures: pass --engine DIR "
                          "(the engine directory the log timed) or --batch N")
     b = int(b)
+    from alignvar_edge.bench.runner import graph_fields
     model = _model_block(manifest)
     mp = model["sr_megapixels_per_tile"] or None       # unknown without --engine: no per-MP figures
     # an engine's manifest is the authority (adopt read the log, or the kit for a strongly typed build)
@@ -280,7 +281,7 @@ def trtexec_report(log: str | os.PathLike[str], engine_dir: str | os.PathLike[st
              # the engine file --engine holds (its manifest's hash): the one the log timed, where adopt took the log
              "engine_sha256": manifest.engine_sha256
              if manifest and manifest.kind == "engine" else None,
-             "device": (device or "cuda") + dla, "artifact_bytes": None, "batch": b,
+             "device": (device or "cuda") + dla, "artifact_bytes": None, "batch": b, **graph_fields(manifest),
              "latency": lat, "memory": None, "fidelity": None, "build_parity": parity,
              "meets_fidelity": None if tokens is None else bool(tokens >= DEFAULT_MIN_TOKENS)}
     host = _trtexec_host(device, cc)

@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from alignvar_edge.bench.host import isa_word, load_words, shared_load
-from alignvar_edge.bench.render import (engine_rows, figure_cell, flattered, host_words, markdown_table,
+from alignvar_edge.bench.render import (engine_rows, figure_cell, flattered, graph_words, host_words, markdown_table,
                                         plain_log_ticks, pyplot, save_figure, threads_words)
 from alignvar_edge.bench.schema import DEVICE_REFERENCE, SCHEMA, SCHEMA_VERSION, ReportSchemaError, read_report
 from alignvar_edge.errors import InputError
 from alignvar_edge.manifest import default_overlap
 
-__all__ = ["label_warnings", "lineup", "lineup_keys", "merge_markdown", "merge_reports", "merge_warnings", "plot_merged",
-           "plot_rows"]
+__all__ = ["graph_warnings", "label_warnings", "lineup", "lineup_keys", "merge_markdown", "merge_reports",
+           "merge_warnings", "plot_merged", "plot_rows"]
 
 
 def _parts(report: dict[str, Any]) -> list[dict[str, Any]]:
@@ -75,7 +75,7 @@ def merge_reports(paths: Sequence[str | os.PathLike[str]]) -> dict[str, Any]:
     return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "kind": "merged",
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "sources": [str(p) for p in paths], "reports": parts, "rows": rows,
-            "warnings": repeated + merge_warnings(parts) + label_warnings(rows)}
+            "warnings": repeated + merge_warnings(parts) + label_warnings(rows) + graph_warnings(rows)}
 
 
 def _label_parts(r: dict[str, Any]) -> tuple[str, str | None, str]:
@@ -308,6 +308,33 @@ def label_warnings(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def graph_warnings(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per engine x device row whose engines ran different graphs (attention form, opset,
+    token pruning) on different devices. Rows line up by what ran (`_what_ran`), not by the graph:
+    reports written before the graph was recorded have none, and keying on it would split their
+    engines from the same engines in newer reports; so the row stays one and the merge says how its
+    cells differ."""
+    graphs: dict[tuple[Any, ...], dict[str, tuple[Any, ...]]] = {}
+    names: dict[tuple[Any, ...], list[str]] = {}
+    for r, k in zip(rows, lineup_keys(rows)):
+        graph = (r.get("attention"), r.get("opset"), tuple(r.get("prune") or ()))
+        if r["status"] != "ok" or graph == (None, None, ()):
+            continue
+        graphs.setdefault(k, {})[r["device"]] = graph
+        names.setdefault(k, [])
+        if r["label"] not in names[k]:
+            names[k].append(r["label"])
+    out = []
+    for k, by_device in graphs.items():
+        if len(set(by_device.values())) > 1:
+            cells = "; ".join(f"{graph_words({'attention': a, 'opset': o, 'prune': p}) or 'not recorded'} on {d}"
+                              for d, (a, o, p) in by_device.items())
+            out.append(f"{k[0][0]}: {' / '.join(names[k])} ran different graphs across the devices ({cells}): its "
+                       "engine x device cells compare different graphs, not one engine on several devices; "
+                       "build every device's engine from one export")
+    return out
+
+
 def lineup(merged: dict[str, Any], key: str = "img_mps") -> list[list[str]]:
     """Engine x device: one row per engine (what ran, see `lineup_keys`), one column per device,
     cells `key`; an engine that could not run on a device says so (unavailable / failed)."""
@@ -330,7 +357,7 @@ def lineup(merged: dict[str, Any], key: str = "img_mps") -> list[list[str]]:
 
 
 MERGED_COLUMNS = [("device", "device"), ("model", "model"), ("engine", "label"), ("precision", "precision"),
-                  ("batch", "batch"),
+                  ("batch", "batch"), ("graph", "graph"),
                   ("p50 ms/tile", "p50"), ("ms/MP", "ms_per_mp"), ("tiles/s", "tiles_per_s"),
                   ("% peak", "roofline"), ("vs eager", "speedup"),
                   ("image MP/s", "img_mps"), ("image vs eager", "img_speedup"), ("tokens", "tokens"),

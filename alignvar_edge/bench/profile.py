@@ -19,6 +19,7 @@ import torch
 from alignvar_edge.export.staged import StagedRunner
 
 from alignvar_edge.model.rollout import ModelStages, run
+from alignvar_edge.runtimes.golden import prune_text
 
 __all__ = ["stage_profile", "staged_ort_times", "torch_stage_times"]
 
@@ -71,9 +72,13 @@ def _group(stage: str) -> str:
 
 
 def stage_profile(flops: dict[str, int], timings: dict[str, dict[str, float]],
-                  batch: dict[str, int] | None = None) -> dict[str, Any]:
-    """Per-stage and per-group rows: FLOPs share and, per timed source, ms per tile and share."""
+                  batch: dict[str, int] | None = None,
+                  pruned: dict[str, tuple[dict[str, int], list[float]]] | None = None) -> dict[str, Any]:
+    """Per-stage and per-group rows: FLOPs share and, per timed source, ms per tile and share.
+    `pruned` names the sources that ran a pruned rollout, with its FLOPs per stage and its ratios:
+    their GFLOP/s count what they computed, not the unpruned FLOPs of the GFLOP column."""
     batch = batch or {}
+    pruned = pruned or {}
     total_flops = sum(flops.values()) or 1
     per_tile = {src: {k: v / batch.get(src, 1) for k, v in t.items()} for src, t in timings.items()}
     totals = {src: sum(t.values()) or 1.0 for src, t in per_tile.items()}
@@ -85,7 +90,8 @@ def stage_profile(flops: dict[str, int], timings: dict[str, dict[str, float]],
                 ms = t[stage]
                 row[f"{src}_ms"] = round(ms, 3)
                 row[f"{src}_share"] = round(ms / totals[src], 4)
-                row[f"{src}_gflops_per_s"] = round(f / (ms / 1e3) / 1e9, 2) if ms > 0 else None
+                done = pruned[src][0][stage] if src in pruned else f
+                row[f"{src}_gflops_per_s"] = round(done / (ms / 1e3) / 1e9, 2) if ms > 0 else None
         rows.append(row)
     groups: dict[str, dict[str, Any]] = {}
     for row in rows:
@@ -96,6 +102,15 @@ def stage_profile(flops: dict[str, int], timings: dict[str, dict[str, float]],
             if f"{src}_ms" in row:
                 g[f"{src}_ms"] = round(g.get(f"{src}_ms", 0.0) + row[f"{src}_ms"], 3)
                 g[f"{src}_share"] = round(g.get(f"{src}_share", 0.0) + row[f"{src}_share"], 4)
+    for src in pruned:           # a group's rate, from the FLOPs that source computed in it
+        for g in groups.values():
+            group_ms = g.get(f"{src}_ms")
+            done = sum(f for stage, f in pruned[src][0].items() if _group(stage) == g["stage"])
+            g[f"{src}_gflops_per_s"] = round(done / (group_ms / 1e3) / 1e9, 2) if group_ms else None
     return {"sources": sorted(timings), "stages": rows, "groups": list(groups.values()),
-            "note": "ms per tile, median of the profile runs; shares are of each source's own total"}
+            "pruned": {src: ratios for src, (_, ratios) in pruned.items()},
+            "note": "ms per tile, median of the profile runs; shares are of each source's own total"
+                    + "".join(f"; {src} ran a rollout pruned {prune_text(ratios)}: its GFLOP/s "
+                              "count its pruned FLOPs, the GFLOP column the unpruned model's"
+                              for src, (_, ratios) in pruned.items())}
 

@@ -7,12 +7,15 @@ from pathlib import Path
 from typing import Any
 
 from alignvar_edge.bench.host import load_words, machine_words, short_label
+from alignvar_edge.bench.schema import DEVICE_REFERENCE
 from alignvar_edge.errors import InputError
 from alignvar_edge.fsmodes import write_atomically
 from alignvar_edge.runtimes.base import precision_label
+from alignvar_edge.runtimes.golden import prune_text
 
-__all__ = ["all_cores_line", "engine_rows", "figure_cell", "is_bench_plot", "markdown_table", "plain_log_ticks",
-           "plot_report", "pyplot", "report_markdown", "save_figure", "terminal_table"]
+__all__ = ["all_cores_line", "engine_rows", "figure_cell", "graph_words", "is_bench_plot", "markdown_table",
+           "plain_log_ticks", "pruning_note", "plot_report", "pyplot", "report_markdown", "save_figure",
+           "terminal_table"]
 
 # one engine entry flattened to the figures tables and plots show
 Row = dict[str, Any]
@@ -67,6 +70,9 @@ def engine_rows(report: dict[str, Any]) -> list[Row]:
             "status": e["status"], "reason": e.get("reason"), "kind": e["kind"],
             # what ran, beside the label: `bench merge` lines engines up by these
             "batch": e.get("batch"), "built_precision": e.get("precision"), "engine_device": e.get("device"),
+            # which graph ran (reports before these were recorded: None)
+            "attention": e.get("attention"), "opset": e.get("opset"), "prune": e.get("prune"),
+            "graph": graph_words(e),
             "p50": _get(lat, "per_tile_ms", "p50"), "p90": _get(lat, "per_tile_ms", "p90"),
             "p99": _get(lat, "per_tile_ms", "p99"), "ms_per_mp": _get(lat, "per_megapixel_ms", "p50"),
             "tiles_per_s": _get(lat, "throughput", "tiles_per_s"),
@@ -84,9 +90,18 @@ def engine_rows(report: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def graph_words(e: dict[str, Any]) -> str | None:
+    """The graph an engine entry ran, as tables show it ('fused attention, opset 23, pruned 0.5,0.75');
+    None where its report records none of it (a baseline, an older report)."""
+    parts = ([f"{e['attention']} attention"] if e.get("attention") else []) + (
+        [f"opset {e['opset']}"] if e.get("opset") else []) + (
+        [f"pruned {prune_text(e['prune'])}"] if e.get("prune") else [])
+    return ", ".join(parts) or None
+
+
 COLUMNS: list[tuple[str, str]] = [
-    ("engine", "label"), ("precision", "precision"), ("batch", "batch"), ("p50 ms/tile", "p50"), ("p90 ms", "p90"),
-    ("p99 ms", "p99"),
+    ("engine", "label"), ("precision", "precision"), ("batch", "batch"), ("graph", "graph"), ("p50 ms/tile", "p50"),
+    ("p90 ms", "p90"), ("p99 ms", "p99"),
     ("ms/MP", "ms_per_mp"), ("tiles/s", "tiles_per_s"), ("GFLOP/s", "gflops"), ("% peak", "roofline"),
     ("vs eager", "speedup"), ("image MP/s", "img_mps"), ("image vs eager", "img_speedup"),
     ("folder MP/s", "folder_mps"), ("folder vs eager", "folder_speedup"), ("tokens", "tokens"),
@@ -107,7 +122,7 @@ def _shown(report: dict[str, Any], columns: list[tuple[str, str]]) -> list[tuple
 
 def figure_cell(key: str, v: Any) -> str:
     """One figure of an engine row (`engine_rows`) as every report and merged table shows it."""
-    if key in ("label", "precision", "batch"):
+    if key in ("label", "precision", "batch", "graph"):
         return str(v or "–")
     if key in ("p50", "p90", "p99"):
         return _num(v, "{:.2f}")
@@ -162,11 +177,31 @@ def host_words(report: dict[str, Any]) -> str:
             + (f"; Jetson {h['jetson'].get('model')} ({h['jetson'].get('power_mode')})" if h.get("jetson") else ""))
 
 
+def _pruned(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The engines of a report that ran a pruned graph and were set against the unpruned PyTorch
+    model (a device report checks each engine against its own golden outputs, pruned as it is)."""
+    if (report.get("settings") or {}).get("reference") == DEVICE_REFERENCE:
+        return []
+    return [e for e in report.get("engines", []) if e.get("prune")]
+
+
+def pruning_note(engines: list[dict[str, Any]]) -> str | None:
+    """The line that says which of these engine entries, set against the unpruned PyTorch model, are
+    pruned and that their token gap is by design; None where none is."""
+    pruned = [f"{e['label']} ({prune_text(e['prune'])})" for e in engines if e.get("prune")]
+    if not pruned:
+        return None
+    return (f"Token pruning: {', '.join(pruned)} leave out tokens at the last scales, so their tokens differ from "
+            "the unpruned reference by design; their fidelity is the PSNR columns.")
+
+
 def terminal_table(report: dict[str, Any], columns: list[tuple[str, str]] | None = None) -> str:
     """A fixed-width table for the terminal (unavailable rows wrap their reason to one line), under
-    a line naming the model, the host and its ISA, and the thread count: printed figures are read
-    without the JSON beside them."""
-    cols = columns or _shown(report, [c for c in COLUMNS if c[1] not in ("p90", "ssim_ref", "ssim_hr", "gflops")])
+    a line naming the model, the host and its ISA, and the thread count, and over the pruning note
+    where an engine is pruned: printed figures are read without the JSON beside them."""
+    # the graph is the Markdown's column; the console says only which engines are pruned, under the table
+    cols = columns or _shown(report, [c for c in COLUMNS
+                                      if c[1] not in ("p90", "ssim_ref", "ssim_hr", "gflops", "graph")])
     table = _table(engine_rows(report), cols)
     ok_rows = [r for r, src in zip(table[1:], engine_rows(report)) if src["status"] == "ok"]
     widths = [max(len(r[i]) for r in [table[0], *ok_rows]) for i in range(len(cols))]
@@ -181,7 +216,8 @@ def terminal_table(report: dict[str, Any], columns: list[tuple[str, str]] | None
             lines.append("  ".join(c.rjust(w) if j >= 2 else c.ljust(w) for j, (c, w) in enumerate(zip(r, widths))))
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    note = pruning_note(_pruned(report))
+    return "\n".join(lines + ([note] if note else []))
 
 
 def markdown_table(table: list[list[str]]) -> str:
@@ -227,8 +263,9 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     if not best and not gpu:
         ran = [e for e in report.get("engines", []) if e.get("kind") == "engine" and e.get("status") == "ok"]
         asked = any(e.get("kind") == "engine" for e in report.get("engines", []))
-        out.append(f"No engine reached {s['min_token_agreement']:.0%} token agreement with PyTorch eager."
-                   if ran else "No engine ran here (see each row's reason), so none was timed or checked."
+        out.append(f"No engine reached {s['min_token_agreement']:.0%} token agreement with PyTorch eager"
+                   + _pruned_words(report) + "." if ran
+                   else "No engine ran here (see each row's reason), so none was timed or checked."
                    if asked else "No engine was asked for: the baselines alone were timed.")
     if report.get("all_cores"):                  # deploy's second row
         out.append(all_cores_line(report["all_cores"]))
@@ -242,6 +279,16 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     if s.get("shared_load"):
         out.append(shared_line(report))
     return out
+
+
+def _pruned_words(report: dict[str, Any]) -> str:
+    """What the 'no engine reached' line adds where pruned engines are among those that ran."""
+    pruned = [e["label"] for e in _pruned(report) if e.get("status") == "ok"]
+    if not pruned:
+        return ""
+    one = len(pruned) == 1
+    return (f" ({', '.join(pruned)} {'is' if one else 'are'} pruned: {'its' if one else 'their'} tokens differ from "
+            f"the unpruned model's by design; judge {'it' if one else 'them'} on PSNR-Y/ref)")
 
 
 def tail_lines(report: dict[str, Any]) -> list[str]:
@@ -349,6 +396,9 @@ def report_markdown(report: dict[str, Any], plot: str | None = None) -> str:
                           _num(gf, "{:.1f}")]
             rows.append(cells)
         lines += ["", "## Where the time goes (per tile, batch 1)", "", markdown_table(rows)]
+        lines += [f"\n{src} ran a rollout pruned {prune_text(ratios)}: its ms and GFLOP/s are the pruned graphs', "
+                  "its GFLOP/s count the FLOPs they compute; the GFLOP column is the unpruned model's."
+                  for src, ratios in (prof.get("pruned") or {}).items()]
     backends = h.get("backends") or {}
     if backends:
         lines += ["", "## Backends on this host", ""]

@@ -31,6 +31,7 @@ from alignvar_edge.bench.image import (FOLDER_LR, IMAGE_LR, IMAGE_RUNS, MAX_IMAG
 from alignvar_edge.bench.host import OwnLoad, load_words, shared_load
 from alignvar_edge.bench.memory import PeakRSS, traced_peak_mb
 from alignvar_edge.bench.peak import MAX_PEAK_N
+from alignvar_edge.bench.render import pruning_note
 from alignvar_edge.bench.schema import SCHEMA, SCHEMA_VERSION
 from alignvar_edge.bench.stats import latency_summary
 from alignvar_edge.bench.subjects import (BICUBIC, EAGER, EngineSpec, Subject, artifact_bytes, call_for,
@@ -40,7 +41,7 @@ from alignvar_edge.errors import AlignVAREdgeError, BackendUnavailableError, Inp
 from alignvar_edge.manifest import Manifest, ModelSource, default_overlap
 from alignvar_edge.recipes import DEFAULT_MIN_TOKENS
 
-__all__ = ["BenchOptions", "resolve_reference", "run_bench"]
+__all__ = ["BenchOptions", "graph_fields", "resolve_reference", "run_bench"]
 
 Log = Callable[[str], None]
 Progress = Callable[..., Iterable[Any]]
@@ -398,20 +399,34 @@ def run_bench(engines: Sequence[str], reference: Any = None, options: BenchOptio
         # profile
         flops = stage_flops(config)
         flops_total = sum(flops.values())
+        pruned_flops: dict[tuple[float, ...], dict[str, int]] = {}
+
+        def flops_of(prune: tuple[float, ...]) -> dict[str, int]:
+            """Per-stage FLOPs of the rollout pruned with `prune`, counted once per set of ratios."""
+            if prune not in pruned_flops:
+                pruned_flops[prune] = stage_flops(config, prune) if prune else flops
+            return pruned_flops[prune]
+
         profile = None
         if opts.profile_runs:
             say("per-stage profile")
             # eager already ran (fidelity, timing): no extra warm-up rollout
             timings = {"eager": torch_stage_times(model, lr[:1], opts.profile_runs, warmup=False)}
+            pruned = {}
             if opts.staged:
                 timings["ort_staged"] = staged_ort_times(opts.staged, lr, opts.profile_runs, threads)
-            profile = stage_profile(flops, timings)
+                staged_prune = graph_fields(spec_manifest(opts.staged))["prune"]
+                if staged_prune:
+                    pruned["ort_staged"] = (flops_of(tuple(staged_prune)), list(staged_prune))
+            profile = stage_profile(flops, timings, pruned=pruned)
         own.record(host)
 
         peak = in_run_peak(peak, m.gemm_ms, gemm_flops)
         mp = config.hr_size ** 2 / 1e6
         order = [eager, *subjects, bicubic]
-        entries = [_entry(s, m.times.get(id(s), []), mp, None if s.backend == BICUBIC else flops_total,
+        # a pruned engine's figures count the FLOPs of its pruned rollout, not the model's
+        entries = [_entry(s, m.times.get(id(s), []), mp, None if s.backend == BICUBIC else
+                          sum(flops_of(tuple(graph_fields(s.manifest)["prune"] or ())).values()),
                           peak["gflops"], model.parameter_report()["inference"]) for s in order]
         for s, e in zip(order, entries):
             shape = s.info.get("image_shape")
@@ -485,12 +500,24 @@ def precision_fields(s: Subject) -> dict[str, Any]:
             "expected_precision": s.info.get("expected_precision")}
 
 
+def graph_fields(manifest: Manifest | None) -> dict[str, Any]:
+    """What graph an engine runs, from its manifest: token pruning ratios, the attention form
+    ('explicit'/'fused') and the ONNX opset it was exported at (None where not recorded). Every
+    report's entry carries them: two engines of one backend and precision can run different graphs,
+    and `bench merge` warns where one row lines up such engines."""
+    facts = manifest.graph_facts if manifest else {}
+    attention = facts.get("attention")
+    return {"prune": facts.get("prune") or None,
+            "attention": attention.get("form") if isinstance(attention, dict) else None,
+            "opset": manifest.opset if manifest else None}
+
+
 def _entry(s: Subject, times_ms: list[float], mp: float, flops: int | None, peak: float,
            inference_params: int) -> dict[str, Any]:
     e: dict[str, Any] = {"label": s.label, "backend": s.backend, "kind": s.kind, "status": s.status,
                          "reason": s.reason, "path": s.path, "precision": s.precision, "device": s.device}
     e.update(precision_fields(s))
-    e["prune"] = (s.manifest.graph_facts.get("prune") if s.manifest else None) or None   # token pruning ratios
+    e.update(graph_fields(s.manifest))
     size = s.info.get("artifact_bytes")
     e["artifact_bytes"] = size
     e["bytes_per_parameter"] = round(size / inference_params, 3) if size and s.backend != BICUBIC else None
@@ -500,6 +527,7 @@ def _entry(s: Subject, times_ms: list[float], mp: float, flops: int | None, peak
     e["parallel_requests"] = s.info.get("parallel_requests", 1)
     e["load_s"] = s.info.get("load_s")
     e["latency"] = latency_summary(times_ms, e["batch"], mp, flops, peak)
+    e["flops_per_tile"] = flops          # what GFLOP/s and % peak count: a pruned engine's own
     e["memory"] = s.info.get("memory")
     e["fidelity"] = s.info.get("fidelity")
     if s.manifest and s.manifest.parity:
@@ -591,7 +619,8 @@ def _notes(host: dict[str, Any], entries: list[dict[str, Any]], interleaved: boo
              "A folder (when timed) "
              "runs through Engine.upscale_many's pooling, as `upscale DIR` does (reading and writing files "
              "not timed): small images share the engine's calls.",
-             "Roofline: achieved GFLOP/s = matmul+conv FLOPs per tile / p50 time per tile (and / the "
+             "Roofline: achieved GFLOP/s = matmul+conv FLOPs per tile (flops_per_tile: a pruned engine's are "
+             "those of its pruned rollout) / p50 time per tile (and / the "
              "fastest time: roofline_fraction_best), against the best fp32 GEMM timed in this run, before "
              "and between the rounds; int8/fp16 engines are set against the same fp32 peak.",
              "Memory: peak_delta_mb is the process RSS peak during the fidelity pass (one engine call per "
@@ -606,10 +635,9 @@ def _notes(host: dict[str, Any], entries: list[dict[str, Any]], interleaved: boo
                         "between them. ") + "With more "
                      "runnable threads than cores, multi-threaded runs also measure contention (PyTorch's "
                      "OpenMP barriers suffer most): compare with --threads 1.")
-    pruned = [f"{e['label']} ({','.join(str(r) for r in e['prune'])})" for e in entries if e.get("prune")]
+    pruned = pruning_note(entries)
     if pruned:
-        notes.append(f"Token pruning: {', '.join(pruned)} leave out tokens at the last scales, so their "
-                     "tokens differ from the unpruned reference by design; their fidelity is the PSNR columns.")
+        notes.append(pruned)
     stray = [e["label"] for e in entries if e["kind"] == "engine" and e.get("precision") == "fp32"
              and not e.get("prune")
              and (((e.get("fidelity") or {}).get("vs_reference") or {}).get("token_agreement") or 1.0) < 0.9]

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -20,12 +20,15 @@ def meta_model(config: AlignVARConfig) -> AlignVAR:
     return model.to("meta").eval()
 
 
-def stage_flops(config: AlignVARConfig) -> dict[str, int]:
+def stage_flops(config: AlignVARConfig, prune: Sequence[float] = ()) -> dict[str, int]:
     """FLOPs per stage of one tile's rollout (batch 1): `conditioning` (LR embedding, guidance,
     prefix), `scale_k` for each scale, `decoder`; counted by PyTorch's FlopCounterMode on a meta
     model. Matmuls and convolutions only (2 FLOPs per multiply-add); elementwise ops are not counted.
+    With `prune` ratios (an export's `extra.prune`) the pruned rollout is counted: a pruned scale
+    forwards only its budget of tokens, which attend to fewer keys.
     """
     meta = meta_model(config)
+    meta.prune = tuple(prune)
     c = config
     lr = torch.empty(1, 3, c.lr_size, c.lr_size, device="meta")
     out: dict[str, int] = {}
