@@ -25,9 +25,10 @@ __all__ = ["GOLDEN_FILE", "check_golden_prune", "copy_golden", "engine_golden", 
 def make_golden(model_dir: str | os.PathLike[str], n: int = 4, seed: int = 0, prune: Sequence[float] = (),
                 out: Path | None = None) -> Path:
     """Write golden.safetensors for a checkpoint: held-out LR tiles, reference tokens and SR.
-    Host side: it runs the PyTorch model. With `prune` ratios the rollout is the pruned one an
-    export with `--prune` computes (written to `out`, an engine directory's file: beside the
-    weights lives the unpruned model's)."""
+    Host side: it runs the PyTorch model as every engine does (`AlignVAR.engine_noise`: VARSR's
+    refiner on the fixed noise draw the exported graphs are fed). With `prune` ratios the rollout
+    is the pruned one an export with `--prune` computes (written to `out`, an engine directory's
+    file: beside the weights lives the unpruned model's)."""
     import torch
 
     from alignvar_edge.model.alignvar import load_pretrained
@@ -37,8 +38,10 @@ def make_golden(model_dir: str | os.PathLike[str], n: int = 4, seed: int = 0, pr
     path = resolve_checkpoint_dir(model_dir)
     model = load_pretrained(path)
     lr = lr_tiles(model.config, n, seed=seed, split="heldout")
+    x = torch.from_numpy(lr)
     with torch.inference_mode(), pruning(model, tuple(prune)):
-        sr, *tokens = model(torch.from_numpy(lr))
+        # as every engine runs it: VARSR's refiner on its fixed noise draw
+        sr, *tokens = model(x, model.engine_noise(x))
     meta = {"seed": str(seed), "split": "heldout", "reference": "PyTorch",
             "weights_sha256": sha256_file(path / "model.safetensors")}
     if prune:
