@@ -350,7 +350,8 @@ def test_adopt_a_hand_built_engine_and_import_its_timing(kit, tmp_path):
     assert r["model"]["name"] == "micro" and r["model"]["tile"] == {"lr": 8, "hr": 32, "scale": 4}
     write_json(tmp_path / "other.json", r)
     md = merge_markdown(merge_reports([rep, tmp_path / "other.json"]))
-    assert "| tensorrt-fp16-dla0 | fp16 | 7.16 |" in md
+    assert "| tensorrt-fp16-dla0 | fp16 | 1 | explicit attention, opset 18 | 7.16 |" in md
+    assert "| micro | tensorrt-fp16-dla0 | fp16 | 1 | dla | 6993 |" in md       # the engine x device row
     # imported on a machine that is not the log's Orin: the report says so and keeps no CPU of its own
     if "imported_by" in r["host"]:
         assert r["label"] == "Orin (trtexec log)" and r["host"]["cpu"] == {}
