@@ -26,8 +26,8 @@ from dataclasses import dataclass
 
 from alignvar_edge.errors import InputError
 
-__all__ = ["ALIASES", "BACKENDS", "BUILD_MIN_TOKENS", "CHECKPOINT", "DEFAULT_MIN_TOKENS", "DEPLOY_DEFAULT", "EXPORT",
-           "OPTION_FLAGS", "PRECISIONS", "Recipe", "backend_name", "deploy_precisions",
+__all__ = ["ALIASES", "BACKENDS", "BUILD_MIN_TOKENS", "CALIB_TILES", "CHECKPOINT", "DEFAULT_MIN_TOKENS", "DEPLOY_DEFAULT",
+           "EXPORT", "OPTION_FLAGS", "PRECISIONS", "Recipe", "backend_name", "deploy_precisions",
            "check_options", "default_precision", "where", "engine_precision", "exported_precision_error", "precisions",
            "quantize_precisions", "quantize_targets", "quantized_in_build", "recipe", "table_markdown"]
 
@@ -35,6 +35,7 @@ BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt", "coreml")
 ALIASES = {"ort": "onnxruntime", "ov": "openvino", "trt": "tensorrt", "pytorch": "torch"}
 CHECKPOINT, EXPORT = "checkpoint", "export"
 NONE, QUANTIZE, BACKEND, BUILDER = "none", "quantize", "backend", "builder"
+CALIB_TILES = 64        # `build --calib` tiles when --calib-tiles is not given
 # the share of tokens a lower precision must keep: its rows' gate, and the default target of
 # `quantize --min-token-agreement` and of bench's "best engine"
 DEFAULT_MIN_TOKENS = 0.99

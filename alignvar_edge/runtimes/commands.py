@@ -12,14 +12,13 @@ from alignvar_edge.argtypes import MAX_TILES, batch_size, nonneg_int, positive_f
 from alignvar_edge.cli_json import add_json_option, emit
 from alignvar_edge.errors import InputError, OutputExistsError
 from alignvar_edge import progress
-from alignvar_edge.recipes import BACKENDS, OPTION_FLAGS, check_options, recipe
+from alignvar_edge.recipes import BACKENDS, CALIB_TILES, OPTION_FLAGS, check_options, recipe
 from alignvar_edge.manifest import Manifest
 from alignvar_edge.model.bundled import DEFAULT_CHECKPOINT
 from alignvar_edge.runtimes.upscale_jobs import Job, foreign_outputs, own_output, plan_jobs
 from alignvar_edge.runtimes.base import check_thread_count
 
 BACKEND_CHOICES = ("auto", *BACKENDS)
-CALIB_TILES = 64        # `build --calib` tiles when --calib-tiles is not given
 
 
 def register(sub: Any) -> None:

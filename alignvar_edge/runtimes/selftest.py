@@ -25,7 +25,7 @@ from alignvar_edge.errors import BackendUnavailableError, CheckpointError, HostT
 from alignvar_edge.lazy import import_host, lazy_import
 from alignvar_edge.manifest import Manifest, sha256_file, token_share
 from alignvar_edge.model.bundled import DEFAULT_CHECKPOINT
-from alignvar_edge.recipes import BACKEND, Recipe, recipe
+from alignvar_edge.recipes import BACKEND, CALIB_TILES, Recipe, recipe
 from alignvar_edge.runtimes.base import precision_label
 from alignvar_edge.runtimes.golden import GOLDEN_FILE, engine_golden, load_golden, make_golden, read_golden
 
@@ -180,7 +180,6 @@ def _int8_fix(m: Manifest, r: Recipe) -> str:
     stricter search; an engine the build calibrated itself (OpenVINO's NNCF), whose build takes
     none of the search's flags, a build on more calibration tiles."""
     if r.quantizer == BACKEND:
-        from alignvar_edge.runtimes.commands import CALIB_TILES
         tiles = (m.calibration or {}).get("tiles")
         on = f" on {tiles} tiles" if tiles else ""
         return (f"its int8 was calibrated by the {r.backend} build{on}: build it again on the host with more "

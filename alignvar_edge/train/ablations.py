@@ -28,6 +28,10 @@ class TokensOff(nn.Module):
         self.model = model
         self.config = model.config
 
+    def engine_noise(self, lr_B3hw: torch.Tensor, refine: bool = True) -> torch.Tensor | None:
+        """What the torch engine feeds this variant: the wrapped model's noise (unused here)."""
+        return self.model.engine_noise(lr_B3hw, refine)
+
     def forward(self, lr_B3hw: torch.Tensor, noise_SNC: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         c = self.config                 # (the refiner's noise is unused: no tokens, nothing to refine)
         B = lr_B3hw.shape[0]
