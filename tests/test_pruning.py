@@ -388,8 +388,11 @@ def test_bench_counts_a_pruned_engines_flops_names_its_graph_and_says_it_is_prun
     assert prof["pruned"] == {"ort_staged": [0.5]}
     last = next(r for r in prof["stages"] if r["stage"] == f"scale_{model.config.num_scales - 1}")
     saved = full - cut                                         # all of it at the one pruned scale
-    assert last["ort_staged_gflops_per_s"] == pytest.approx(
-        (last["gflops"] * 1e9 - saved) / (last["ort_staged_ms"] / 1e3) / 1e9, rel=0.02)
+    # the report rounds a stage's GFLOP to 4 decimals and its ms to 3, the rate to 2: on this tiny
+    # model those roundings alone move the rate by a few per cent, so the check spans them
+    rates = [(last["gflops"] * 1e9 + dg * 0.5e5 - saved) / ((last["ort_staged_ms"] + dm * 5e-4) / 1e3) / 1e9
+             for dg in (-1, 1) for dm in (-1, 1)]
+    assert min(rates) - 0.005 <= last["ort_staged_gflops_per_s"] <= max(rates) + 0.005
     assert "ort_staged ran a rollout pruned 0.5" in report_markdown(report)
 
     console = terminal_table(report)
