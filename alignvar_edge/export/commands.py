@@ -40,7 +40,8 @@ def register(sub: Any) -> None:
                         "last scales leaves out, finest last, e.g. 0.5,0.75")
     p.add_argument("--batch", type=batch_size,
                    help="fixed batch of the graphs: tiles per call (default: 16 for SR tiles up to 64 px, "
-                        "where batches serve whole images faster, 1 for larger tiles; `deploy` measures)")
+                        "where batches serve OpenVINO's whole images faster (ONNX Runtime's run about as fast "
+                        "at batch 1), 1 for larger tiles; `deploy` measures)")
     p.add_argument("--tiles", type=tile_count, default=4,
                    help=f"validation tiles, at least (default 4, up to {MAX_TILES}): rounded up to whole "
                         "calls of the graphs' batch, so a plain export of 64 px SR tiles (batch 16) validates 16")
