@@ -169,13 +169,12 @@ def build(artifact_dir: str | os.PathLike[str], target: str, precision: str | No
     the tokens, else fp32; the backend's default where the host has no such half.
     """
     from alignvar_edge.manifest import check_out
-    from alignvar_edge.runtimes.artifacts import default_out
+    from alignvar_edge.runtimes.artifacts import default_out, out_for
     b = get_backend(target)
     if precision == "auto":
         from alignvar_edge.runtimes import half
         if half.host_half(b.name, device):
-            return half.build_auto(_as_path(artifact_dir), b.name,
-                                   lambda p: Path(out) if out is not None else default_out(artifact_dir, b.name, p),
+            return half.build_auto(_as_path(artifact_dir), b.name, out_for(artifact_dir, b.name, out),
                                    device=device, calibration=calibration, force=force, **opts)[0]
         precision = None
     precision = recipe(b.name, precision).precision     # the default, or one line naming the known ones

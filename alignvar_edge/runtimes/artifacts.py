@@ -8,6 +8,7 @@ model.safetensors, or a bundled name such as 'alignvar-tiny') is the torch backe
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from alignvar_edge.manifest import (MANIFEST_FILE, BuiltFrom, Manifest, ModelInf
 from alignvar_edge.model.config import AlignVARConfig
 from alignvar_edge.runtimes.base import INPUT, NOISE, SR, token_name
 
-__all__ = ["checkpoint_dir", "check_same_checkpoint", "model_name", "source_checkpoint", "default_out",
+__all__ = ["checkpoint_dir", "check_same_checkpoint", "model_name", "source_checkpoint", "default_out", "out_for",
            "engine_manifest", "graph_io", "takes_noise", "check_quantized_for", "is_checkpoint", "single_graph", "check_calibration"]
 
 
@@ -205,6 +206,13 @@ def default_out(artifact: str | os.PathLike[str], backend: str, precision: str) 
     base = p.name if p.is_dir() else str(artifact).replace("/", "_")
     parent = p.parent if p.is_dir() else Path(".")
     return parent / f"{base}-{backend}-{precision}"
+
+
+def out_for(artifact: str | os.PathLike[str], backend: str, out: str | os.PathLike[str] | None
+            ) -> Callable[[str], Path]:
+    """Where a build that ends at a precision only known then (half, else fp32) writes: `out` where
+    given, else the default directory of the precision it built."""
+    return lambda precision: Path(out) if out is not None else default_out(artifact, backend, precision)
 
 
 def check_calibration(calibration: Any, config: AlignVARConfig, needed: bool

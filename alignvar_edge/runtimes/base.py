@@ -218,12 +218,13 @@ class Engine(abc.ABC):
         return [self.infer(f) for f in feeds_list]
 
     def feeds_for(self, tiles: np.ndarray) -> dict[str, np.ndarray]:
-        """The graph's feeds for one batch of LR tiles (engine.batch of them): the tiles and, where
-        the graph has VARSR's refiner, the fixed noise draw every engine and the export's parity
-        check feed (`config.refiner_noise`)."""
+        """The graph's feeds for one call on LR tiles (N, 3, h, w): the tiles and, where the graph has
+        VARSR's refiner, the fixed noise draw every engine and the export's parity check feed
+        (`config.refiner_noise`), for as many tiles as the call holds (a dynamic-batch graph's last
+        call may hold fewer than `batch`)."""
         feeds = {INPUT: tiles}
         if NOISE in self.input_spec:
-            noise = self.config.refiner_noise(self.batch)
+            noise = self.config.refiner_noise(tiles.shape[0])
             if noise is not None:
                 feeds[NOISE] = noise
         return feeds

@@ -208,9 +208,8 @@ def run_build(args: argparse.Namespace) -> int:
     with progress.stage(f"writing the tensorrt {label} build kit" if writes_kit else f"building the {b.name} {label} engine"):
         if half:
             # fast half units here: half if its build keeps the tokens, else fp32
-            from alignvar_edge.runtimes.artifacts import default_out
-            out, _ = build_auto(Path(args.source), b.name,
-                                lambda p: Path(args.out or default_out(args.source, b.name, p)),
+            from alignvar_edge.runtimes.artifacts import out_for
+            out, _ = build_auto(Path(args.source), b.name, out_for(args.source, b.name, args.out),
                                 device=args.device, log=_say, calibration=calibration, force=args.force, **opts)
         else:
             out = runtimes.build(args.source, b.name, args.precision, calibration=calibration, out=args.out,
