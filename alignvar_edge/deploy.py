@@ -334,7 +334,7 @@ def _reuse_export(src: Path, dest: Path, model: Any, say: Log) -> Path:
     from alignvar_edge.errors import ArtifactError
     from alignvar_edge.manifest import load_verified
     from alignvar_edge.runtimes.base import config_from_manifest
-    from alignvar_edge.runtimes.golden import prune_text
+    from alignvar_edge.manifest import prune_text
     m = load_verified(src)
     if m.kind != "onnx" or m.graph != "single" or m.precision != "fp32":
         raise ArtifactError(f"'{src}' is a {m.precision} {m.graph} {m.kind} artifact; "

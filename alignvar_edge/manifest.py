@@ -55,7 +55,7 @@ import os
 import posixpath
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -304,6 +304,11 @@ _TOP_KEYS = ("schema_version", "kind", "backend", "graph", "precision", "model",
              "quantization", "calibration", "parity", "tools", "created", "input_contract", "extra")
 
 
+def prune_text(ratios: Sequence[float] | None) -> str:
+    """Pruning ratios as manifests' readers, reports and golden files write them ('0.5,0.75'; '' for none)."""
+    return ",".join(f"{float(r):g}" for r in ratios or ())
+
+
 @dataclass
 class Manifest:
     """A typed manifest.json. Mutable while a builder fills it (parity, extra), then written by
@@ -357,6 +362,12 @@ class Manifest:
         if not any(facts.get("prune") or ()):
             facts.pop("prune", None)
         return facts
+
+    @property
+    def attention_form(self) -> str | None:
+        """The exported graph's attention form ('explicit' or 'fused'); None where not recorded."""
+        attention = self.graph_facts.get("attention")
+        return attention.get("form") if isinstance(attention, dict) else None
 
     @property
     def engine_file(self) -> str | None:

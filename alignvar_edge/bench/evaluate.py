@@ -27,7 +27,7 @@ from alignvar_edge.model.alignvar import AlignVAR
 from alignvar_edge.model.config import AlignVARConfig
 from alignvar_edge.model.matrices import bicubic_upscale
 from alignvar_edge.runtimes.torch_backend import DEFAULT_BATCH, TorchEngine
-from alignvar_edge.model.pruning import keep_counts
+from alignvar_edge.model.pruning import effective_prune
 from alignvar_edge.manifest import default_overlap
 from alignvar_edge.runtimes.tiling import seam_ratio, tile_starts
 from alignvar_edge.train.ablations import NOT_APPLICABLE, VARIANTS, variant_models
@@ -103,8 +103,7 @@ def evaluate(model: AlignVAR, images: list[tuple[str, Any]], seed: int = 0,
     deg = c.lr_degradation()
     t_hr, t_lr = c.hr_size, c.lr_size
     tiled = variant_models(model) if ablations else {"model": model}
-    keep_counts(c.patch_nums, prune)              # export's rule: every ratio leaves a token out
-    prune = prune if any(prune) else ()           # 0 everywhere prunes nothing, as export records it
+    prune = effective_prune(c.patch_nums, prune)  # export's rule: every ratio leaves a token out
     if prune:
         pruned = copy.copy(model)                 # the same weights; only the rollout's setting differs
         pruned.prune = tuple(prune)

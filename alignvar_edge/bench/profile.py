@@ -19,7 +19,7 @@ import torch
 from alignvar_edge.export.staged import StagedRunner
 
 from alignvar_edge.model.rollout import ModelStages, run
-from alignvar_edge.runtimes.golden import prune_text
+from alignvar_edge.manifest import prune_text
 
 __all__ = ["stage_profile", "staged_ort_times", "torch_stage_times"]
 

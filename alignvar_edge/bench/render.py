@@ -11,7 +11,7 @@ from alignvar_edge.bench.schema import DEVICE_REFERENCE
 from alignvar_edge.errors import InputError
 from alignvar_edge.fsmodes import write_atomically
 from alignvar_edge.runtimes.base import precision_label
-from alignvar_edge.runtimes.golden import prune_text
+from alignvar_edge.manifest import prune_text
 
 __all__ = ["all_cores_line", "engine_rows", "figure_cell", "graph_words", "is_bench_plot", "markdown_table",
            "plain_log_ticks", "pruning_note", "plot_report", "pyplot", "report_markdown", "save_figure",

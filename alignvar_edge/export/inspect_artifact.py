@@ -14,7 +14,7 @@ from typing import Any
 from alignvar_edge.errors import ArtifactError
 from alignvar_edge.export.lint import TARGETS, Finding, lint_model, package_finding_text
 from alignvar_edge.manifest import (CONTENT_KEY, MANIFEST_FILE, Manifest, db_text, input_contract, listed_bytes,
-                                    listed_file, load_verified, token_share)
+                                    listed_file, load_verified, prune_text, token_share)
 from alignvar_edge.runtimes.openvino.backend import half_checked_in_f32
 from alignvar_edge.runtimes.tensorrt.kit import FP16_F32, plan_of
 
@@ -206,7 +206,7 @@ def _graph_facts_line(facts: dict[str, Any]) -> str | None:
     if isinstance(a, dict):
         parts.append(f"{a.get('form')} attention ({a.get('nodes_per_call')} nodes per call, {a.get('calls')} calls)")
     if facts.get("prune"):
-        parts.append("token pruning " + ",".join(f"{r:g}" for r in facts["prune"]) + " (last scales, finest last)")
+        parts.append(f"token pruning {prune_text(facts['prune'])} (last scales, finest last)")
     return "; ".join(parts) or None
 
 

@@ -32,7 +32,7 @@ from alignvar_edge.export.parity import ParityReport, check_parity, compare
 from alignvar_edge.export.staged import StagedRunner, make_session
 from alignvar_edge.model.alignvar import AlignVAR
 from alignvar_edge.model.checkpoint import checkpoint_source, training_stage, weights_sha256
-from alignvar_edge.model.pruning import keep_counts, pruning
+from alignvar_edge.model.pruning import effective_prune, pruning
 from alignvar_edge.model.transformer import ATTENTION_FORMS, attention_form
 from alignvar_edge.quantize.calibration.sets import whole_calls
 from alignvar_edge.quantize.calibration.tiles import lr_tiles, tiles_hash
@@ -293,9 +293,7 @@ def export_onnx(model: AlignVAR, out_dir: str | os.PathLike[str], graph: str = "
     if attention == "fused" and opset < FUSED_ATTENTION_OPSET:
         raise ConfigError(f"--attention fused needs --opset {FUSED_ATTENTION_OPSET} (ONNX Attention, RMSNormalization "
                           f"and RotaryEmbedding); at opset {opset} use --attention explicit")
-    keep_counts(model.config.patch_nums, prune)     # refuses a ratio before any work (its one rule)
-    if not any(prune):      # 0 at every scale leaves no token out: the unpruned graph, recorded as such
-        prune = ()
+    prune = effective_prune(model.config.patch_nums, prune)     # refuses a ratio before any work
     if not refine and not model.config.has_refiner:
         # refused, not dropped: the user would believe they had switched something off
         raise ConfigError(f"--no-refine applies to models with VARSR's diffusion refiner; "

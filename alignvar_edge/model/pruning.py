@@ -20,9 +20,11 @@ from typing import Any
 import torch
 
 from alignvar_edge.errors import ConfigError
+from alignvar_edge.manifest import prune_text
 from alignvar_edge.model.matrices import area_matrix
 
-__all__ = ["PivotalSelect", "gather_tokens", "keep_counts", "parse_prune", "pivotal", "pruning", "restore"]
+__all__ = ["PivotalSelect", "effective_prune", "gather_tokens", "keep_counts", "parse_prune", "pivotal", "pruning",
+           "restore"]
 
 
 def parse_prune(text: str | None) -> tuple[float, ...]:
@@ -67,10 +69,17 @@ def keep_counts(patch_nums: tuple[int, ...], ratios: tuple[float, ...]) -> list[
         if pruned:
             keep[k] = n - pruned
         elif r > 0:
-            raise ConfigError(f"--prune {','.join(f'{x:g}' for x in ratios)}: {r:g} of scale {k}'s {n} tokens is "
+            raise ConfigError(f"--prune {prune_text(ratios)}: {r:g} of scale {k}'s {n} tokens is "
                               f"less than one token, so nothing would be pruned there; give at least "
                               f"{1 / n:.3g} (one token) or 0 to leave the scale unpruned")
     return keep
+
+
+def effective_prune(patch_nums: tuple[int, ...], ratios: tuple[float, ...]) -> tuple[float, ...]:
+    """`ratios` checked by `keep_counts`' rule, as a run records them: () where they leave no token
+    out (0 at every scale is the unpruned model, and export and eval say so)."""
+    keep_counts(patch_nums, ratios)
+    return tuple(ratios) if any(ratios) else ()
 
 
 SCORE_LEVELS = 1024

@@ -274,7 +274,7 @@ def quantize_artifact(src: str | os.PathLike[str], out: str | os.PathLike[str], 
     if opts.precision == "int8" and m.opset is not None:
         check_opset_version(m.opset)
     if opts.precision == "fp16":
-        check_half_form(m.graph_facts.get("attention"), str(src))
+        check_half_form(m.attention_form, str(src))
     cfg = model_config(m.config)
     t0 = time.perf_counter()
     cs = calibration_for(src, opts, log)

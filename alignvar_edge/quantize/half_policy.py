@@ -80,14 +80,14 @@ def node_groups(model: onnx.ModelProto) -> dict[str, set[str]]:
     return out
 
 
-def check_half_form(attention: Any, source: str) -> None:
+def check_half_form(attention: str | None, source: str) -> None:
     """Refuse an fp16 ONNX pass of a fused-attention export (`attention`: its manifest's
-    `extra.attention`) before any calibration work. Its Attention, RotaryEmbedding and
+    `attention_form`) before any calibration work. Its Attention, RotaryEmbedding and
     RMSNormalization are in the groups, but the elementwise ops around them (AdaLN modulation, the
     projections' weight reshapes) stay fp16 in every policy, and they alone tip the fused rollout:
     tiny kept 96.2% of its tokens on 16 validation tiles with every group in f32, the explicit
     form 99.95% with every group in fp16."""
-    if isinstance(attention, dict) and attention.get("form") == "fused":
+    if attention == "fused":
         raise ConfigError(f"'{source}' has the fused attention form (ONNX Attention, RotaryEmbedding, "
                           "RMSNormalization; --attention fused), whose fp16 graph misses the token target "
                           "even with every half group in f32: re-export with --attention explicit --opset 18 "

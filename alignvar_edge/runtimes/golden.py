@@ -14,12 +14,12 @@ import numpy as np
 
 from alignvar_edge.errors import ArtifactError
 from alignvar_edge.fsmodes import write_atomically
-from alignvar_edge.manifest import Manifest, sha256_file
+from alignvar_edge.manifest import Manifest, prune_text, sha256_file
 from alignvar_edge.model.checkpoint import GOLDEN_FILE
 from alignvar_edge.runtimes.artifacts import source_checkpoint
 
 __all__ = ["GOLDEN_FILE", "check_golden_prune", "copy_golden", "engine_golden", "golden_entry", "golden_prune",
-           "load_golden", "make_golden", "prune_text", "read_golden", "write_golden"]
+           "load_golden", "make_golden", "read_golden", "write_golden"]
 
 
 def make_golden(model_dir: str | os.PathLike[str], n: int = 4, seed: int = 0, prune: Sequence[float] = (),
@@ -47,11 +47,6 @@ def make_golden(model_dir: str | os.PathLike[str], n: int = 4, seed: int = 0, pr
     if prune:
         meta.update(reference=f"PyTorch, pruned {prune_text(prune)}", prune=prune_text(prune))
     return write_golden(out or path / GOLDEN_FILE, lr, sr.numpy(), [t.numpy() for t in tokens], meta)
-
-
-def prune_text(ratios: Sequence[float] | None) -> str:
-    """Pruning ratios as reports and golden files write them ('0.5,0.75'; '' for none)."""
-    return ",".join(f"{float(r):g}" for r in ratios or ())
 
 
 def write_golden(path: Path, lr: np.ndarray, sr: np.ndarray, tokens: list[np.ndarray],

@@ -18,14 +18,14 @@ import numpy as np
 from alignvar_edge import recipes
 from alignvar_edge.errors import ArtifactError, BackendUnavailableError, InputError, ParityError
 from alignvar_edge.lazy import lazy_import
-from alignvar_edge.manifest import Manifest, listed_file, load_verified, write_manifest
+from alignvar_edge.manifest import Manifest, listed_file, load_verified, prune_text, write_manifest
 from alignvar_edge.manifest import artifact_dir as staging_dir
 from alignvar_edge.onnx_session import open_session
 from alignvar_edge.runtimes.artifacts import (check_quantized_for, engine_manifest, parity_vs, single_graph,
                                               validation_tiles)
 from alignvar_edge.runtimes.base import (SR, Backend, Engine, TensorSpec, input_roles,
                                          check_load_options, config_from_manifest, token_name)
-from alignvar_edge.runtimes.golden import GOLDEN_FILE, copy_golden, golden_entry, prune_text, write_golden
+from alignvar_edge.runtimes.golden import GOLDEN_FILE, copy_golden, golden_entry, write_golden
 
 ort = lazy_import("onnxruntime")
 

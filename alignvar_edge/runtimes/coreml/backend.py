@@ -41,7 +41,7 @@ from alignvar_edge.export.parity import compare
 from alignvar_edge.lazy import lazy_import
 from alignvar_edge.manifest import artifact_dir as staging_dir
 from alignvar_edge.manifest import (Manifest, ModelInfo, ModelSource, listed_file, load_verified, new_manifest,
-                                    recorded_path, write_manifest)
+                                    prune_text, recorded_path, write_manifest)
 from alignvar_edge.model.checkpoint import checkpoint_source, weights_sha256
 from alignvar_edge.runtimes.artifacts import checkpoint_dir, is_checkpoint, model_name, validation_tiles
 from alignvar_edge.runtimes.base import INPUT, SR, Backend, Engine, TensorSpec, config_from_manifest, token_name
@@ -49,7 +49,7 @@ from alignvar_edge.runtimes.coreml.compress import compress
 from alignvar_edge.runtimes.coreml.ct import import_ct, quiet
 from alignvar_edge.runtimes.coreml.lint import ane_lint, validate_spec
 from alignvar_edge.runtimes.coreml.readme import README_FILE, package_readme
-from alignvar_edge.runtimes.golden import copy_golden, prune_text
+from alignvar_edge.runtimes.golden import copy_golden
 
 PACKAGE = "model.mlpackage"
 COMPUTE_UNITS = ("CPU_AND_NE", "ALL", "CPU_ONLY", "CPU_AND_GPU")
