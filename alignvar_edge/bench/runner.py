@@ -72,7 +72,7 @@ class BenchOptions:
     image_overlap: int | None = None  # tile overlap of the whole-image timing (None: a quarter tile)
     folder_images: int = 0            # small images of the folder timing (0: none); as many rounds as image_runs
     folder_size: int = FOLDER_LR      # LR side of each of them
-    need_an_engine: bool = False      # refuse (before timing) where every engine asked for is unavailable
+    need_an_engine: bool = False      # refuse (before a report) where every engine asked for is unavailable
 
     def validate(self) -> None:
         if self.runs < 1 or self.warmup < 0 or self.tiles < 1:
@@ -205,6 +205,14 @@ def interleaved(subjects: list[Subject], calls: dict[int, Callable[[], object]],
         if after_round is not None:
             after_round()
     return times
+
+
+def _refuse_untimed(opts: BenchOptions, subjects: list[Subject]) -> None:
+    """Where asked (`need_an_engine`), the one-line refusal of a bench none of whose engines could run
+    here (`untimed_error`), before a report is made of it."""
+    untimed = untimed_error([(s.label, s.status, s.reason) for s in subjects])
+    if opts.need_an_engine and untimed:
+        raise untimed
 
 
 def _image_engine(sub: Subject) -> Any:
@@ -387,13 +395,12 @@ def run_bench(engines: Sequence[str], reference: Any = None, options: BenchOptio
                 every.append(sub)
                 m.measure([sub])
                 _close(sub)
+            _refuse_untimed(opts, subjects)
             m.measure([bicubic])
         else:
             subjects = [unique_label(opened(sp), taken) for sp in engine_specs]
             every = [eager, *subjects, bicubic]
-            untimed = untimed_error([(s.label, s.status, s.reason) for s in subjects])
-            if opts.need_an_engine and untimed:
-                raise untimed          # before minutes of timing the baselines for nothing
+            _refuse_untimed(opts, subjects)        # before minutes of timing the baselines for nothing
             m.measure(every)
 
         # profile
@@ -505,11 +512,10 @@ def graph_fields(manifest: Manifest | None) -> dict[str, Any]:
     ('explicit'/'fused') and the ONNX opset it was exported at (None where not recorded). Every
     report's entry carries them: two engines of one backend and precision can run different graphs,
     and `bench merge` warns where one row lines up such engines."""
-    facts = manifest.graph_facts if manifest else {}
-    attention = facts.get("attention")
-    return {"prune": facts.get("prune") or None,
-            "attention": attention.get("form") if isinstance(attention, dict) else None,
-            "opset": manifest.opset if manifest else None}
+    if manifest is None:
+        return {"prune": None, "attention": None, "opset": None}
+    return {"prune": manifest.graph_facts.get("prune") or None, "attention": manifest.attention_form,
+            "opset": manifest.opset}
 
 
 def _entry(s: Subject, times_ms: list[float], mp: float, flops: int | None, peak: float,
