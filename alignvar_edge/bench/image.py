@@ -120,23 +120,21 @@ def folder_geometry(lrs: list[np.ndarray], tile: int, batch: int, overlap: int |
 
 
 def image_call(engine: Any, lr: np.ndarray, scale: int, overlap: int | None = None) -> Callable[[], object]:
-    """One timed unit: the whole image through the engine's tiling (`engine is None`: bicubic)."""
+    """One timed unit: the whole image through `Engine.upscale`, what users call (its tiling, and the
+    colour fix of VARSR models); `engine is None`: bicubic."""
     if engine is None:
         from alignvar_edge.runtimes.tiling import upscale_plane_bicubic
         return lambda: [upscale_plane_bicubic(lr[..., c], scale) for c in range(3)]
-    from alignvar_edge.runtimes.tiling import upscale_rgb
-    # what `upscale` does, the colour fix of VARSR models included
-    return lambda: upscale_rgb(engine, lr, overlap=overlap, color_fix=engine.config.color_fix)
+    return lambda: engine.upscale(lr, overlap=overlap)
 
 
 def folder_call(engine: Any, lrs: list[np.ndarray], scale: int, overlap: int | None = None) -> Callable[[], object]:
-    """One timed unit: the whole folder through `upscale_many`'s pooling (`engine is None`: bicubic).
+    """One timed unit: the whole folder through `Engine.upscale_many`'s pooling (`engine is None`: bicubic).
     The engine side only: reading and writing the files is not timed."""
     if engine is None:
         from alignvar_edge.runtimes.tiling import upscale_plane_bicubic
         return lambda: [[upscale_plane_bicubic(lr[..., c], scale) for c in range(3)] for lr in lrs]
-    from alignvar_edge.runtimes.tiling import upscale_images
-    return lambda: list(upscale_images(engine, lrs, overlap, color_fix=engine.config.color_fix))
+    return lambda: list(engine.upscale_many(lrs, overlap))
 
 
 def image_summary(times_ms: list[float], side_hw: tuple[int, int], scale: int,

@@ -315,15 +315,13 @@ def graph_warnings(rows: list[dict[str, Any]]) -> list[str]:
     engines from the same engines in newer reports; so the row stays one and the merge says how its
     cells differ."""
     graphs: dict[tuple[Any, ...], dict[str, tuple[Any, ...]]] = {}
-    names: dict[tuple[Any, ...], list[str]] = {}
-    for r, k in zip(rows, lineup_keys(rows)):
+    keys = lineup_keys(rows)
+    for r, k in zip(rows, keys):
         graph = (r.get("attention"), r.get("opset"), tuple(r.get("prune") or ()))
         if r["status"] != "ok" or graph == (None, None, ()):
             continue
         graphs.setdefault(k, {})[r["device"]] = graph
-        names.setdefault(k, [])
-        if r["label"] not in names[k]:
-            names[k].append(r["label"])
+    names = _labels(rows, keys)
     out = []
     for k, by_device in graphs.items():
         if len(set(by_device.values())) > 1:
@@ -335,18 +333,26 @@ def graph_warnings(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def _labels(rows: list[dict[str, Any]], keys: list[tuple[Any, ...]]) -> dict[tuple[Any, ...], list[str]]:
+    """The labels each engine x device row's engines carry, in report order, each once."""
+    names: dict[tuple[Any, ...], list[str]] = {}
+    for r, k in zip(rows, keys):
+        names.setdefault(k, [])
+        if r["label"] not in names[k]:
+            names[k].append(r["label"])
+    return names
+
+
 def lineup(merged: dict[str, Any], key: str = "img_mps") -> list[list[str]]:
     """Engine x device: one row per engine (what ran, see `lineup_keys`), one column per device,
     cells `key`; an engine that could not run on a device says so (unavailable / failed)."""
     rows = merged["rows"]
     devices = list(dict.fromkeys(r["device"] for r in rows))
     cells: dict[tuple[Any, ...], dict[str, str]] = {}
-    names: dict[tuple[Any, ...], list[str]] = {}
-    for r, k in zip(rows, lineup_keys(rows)):
-        names.setdefault(k, [])
-        if r["label"] not in names[k]:
-            names[k].append(r["label"])
+    keys = lineup_keys(rows)
+    for r, k in zip(rows, keys):
         cells.setdefault(k, {})[r["device"]] = figure_cell(key, r.get(key)) if r["status"] == "ok" else r["status"]
+    names = _labels(rows, keys)
     table = [["model", "engine", "precision", "batch", "on", *devices]]
     body = []
     for k, by in cells.items():
