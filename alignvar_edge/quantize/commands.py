@@ -103,7 +103,7 @@ def run_quantize(args: argparse.Namespace) -> int:
             # --out refused before the calibration set is made and logged (one line per error)
             load_verified(args.artifact)
             check_out(out, args.force, source=args.artifact)
-            if recipe(opts.target, precision).calibration:
+            if opts.reads_calibration:
                 cs = calibration_for(args.artifact, opts, say)
                 say(f"the {opts.target} build judges its engine on its own held-out tiles, not on the validation "
                     "split: those images are set aside so that the calibration tiles (and the set's hash) are "
