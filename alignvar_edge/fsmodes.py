@@ -25,7 +25,8 @@ def publish_mode(path: str | os.PathLike[str]) -> None:
     """Give `path` (a file, or a folder and everything in it) the modes the umask allows.
 
     Folders get 0777 & ~umask, files 0666 & ~umask (plus x where the file already had it);
-    symlinks are left alone."""
+    symlinks are left alone, and so are files with other hard links: a mode is the inode's, so it
+    would change the other artifact's file too (an engine directory's ONNX linked to its export's)."""
     mask = umask()
     root = Path(path)
     items = [root] + (sorted(root.rglob("*")) if root.is_dir() and not root.is_symlink() else [])
@@ -35,7 +36,10 @@ def publish_mode(path: str | os.PathLike[str]) -> None:
         if p.is_dir():
             os.chmod(p, 0o777 & ~mask)
         else:
-            x = 0o111 if os.stat(p).st_mode & 0o100 else 0
+            st = os.stat(p)
+            if st.st_nlink > 1:
+                continue
+            x = 0o111 if st.st_mode & 0o100 else 0
             os.chmod(p, (0o666 | x) & ~mask)
 
 

@@ -1153,12 +1153,16 @@ def test_an_engine_directory_links_the_kits_onnx_where_the_file_system_allows(ex
     from alignvar_edge.runtimes.tensorrt.adopt import adopt
     from alignvar_edge.runtimes.tensorrt.plan import copy_onnx
     ext = _with_external_weights(export, tmp_path / "ext")
+    for name in ("model.onnx", "model.onnx.data"):       # a user's write-protected export
+        (ext / name).chmod(0o444)
     kit = trt_backend.BACKEND.build(ext, tmp_path / "kit", precision="fp16", kit=True)
     engine = tmp_path / "my.engine"
     engine.write_bytes(b"engine")
     out = adopt(engine, kit, tmp_path / "adopted", log=LOGS / "trt10-orin-fp16-dla.log")
     for name in ("model.onnx", "model.onnx.data"):
         assert os.path.samefile(kit / name, ext / name) and os.path.samefile(out / name, kit / name), name
+        # publishing the kit and the engine dir left the shared file's mode, the export's, as it was
+        assert (ext / name).stat().st_mode & 0o777 == 0o444, name
     load_verified(kit)
     load_verified(out)
     other = Path("/dev/shm")
