@@ -168,9 +168,6 @@ def _pil_sixteen_as_float(img: Image.Image) -> tuple[np.ndarray, Callable[[np.nd
     if holds_32_bit_integers(img):         # as an int32 array is
         raise InputError(f"this PIL image of mode I holds 32-bit integers, which have no full scale to divide "
                          f"by; pass np.asarray(image) converted: {_conversion_for(raw)}")
-    if raw.size and (raw.min() < 0 or raw.max() > 65535):
-        raise InputError(f"32-bit integer image with values outside 0..65535 (mode {img.mode}); "
-                         "convert it to 8- or 16-bit first")
     x, back = as_float_image(raw.astype(np.uint16))
 
     def to_pil(r: np.ndarray) -> Image.Image:

@@ -157,13 +157,14 @@ def vq_sizes(vae_sd: dict[str, torch.Tensor], where: str = "the VQ-VAE state dic
         levels = _count(vae_sd, r"encoder\.down\.(\d+)\.")
         mult = tuple(vae_sd[f"encoder.down.{i}.block.0.conv1.weight"].shape[0] // ch for i in range(levels))
         vocab, cvae = vae_sd["quantize.embedding.weight"].shape
-        if not _count(vae_sd, r"quantize\.quant_resi\.qresi_ls\.(\d+)\."):
+        phis = _count(vae_sd, r"quantize\.quant_resi\.qresi_ls\.(\d+)\.")
+        if not phis:
             raise CheckpointError(f"{where} has no phi convs (quantize.quant_resi.*: a VQ-VAE built with "
                                   "quant_resi=0), which alignvar-edge does not model; pass a VQ-VAE trained with "
                                   "phi (VAR's and VARSR's published ones are)")
         return dict(vq_ch=ch, vq_ch_mult=mult, vq_num_res_blocks=_count(vae_sd, r"encoder\.down\.0\.block\.(\d+)\."),
                     vq_norm_groups=VQ_NORM_GROUPS, vq_using_sa="encoder.mid.attn_1.qkv.weight" in vae_sd,
-                    vq_vocab=vocab, vq_cvae=cvae, vq_phi_count=_count(vae_sd, r"quantize\.quant_resi\.qresi_ls\.(\d+)\."),
+                    vq_vocab=vocab, vq_cvae=cvae, vq_phi_count=phis,
                     residual_to_bicubic=False, decoder_lr=False)
     except KeyError as e:
         raise CheckpointError(f"{where} lacks {e}: not VAR's VQ-VAE layout; pass the VQ-VAE checkpoint "

@@ -49,6 +49,9 @@ FP16_EXPORT_STEPS = ("on the host, 'alignvar-edge quantize EXPORT --calib builti
                      "build_on_device.sh here")
 
 
+# where the script and trtexec.txt find trtexec: on PATH, else where JetPack installs it
+TRTEXEC_LOOKUP = "$(command -v trtexec || echo /usr/src/tensorrt/bin/trtexec)"
+
 def precision_flags(kit_precision: str, f32_layers: list[str] | tuple[str, ...] = (),
                     half_layers: list[str] | None = None, trt_major: int = JETPACK_TRT_MAJOR) -> dict[str, str]:
     """precision -> trtexec flags for TensorRT `trt_major` (10: JetPack 6.1/6.2), or 'ERROR: why'
@@ -292,7 +295,7 @@ done <<EOF
 $LISTED
 EOF
 
-TRTEXEC=$(command -v trtexec || echo /usr/src/tensorrt/bin/trtexec)
+TRTEXEC={TRTEXEC_LOOKUP}
 [ -x "$TRTEXEC" ] || die "trtexec not found: on JetPack it is /usr/src/tensorrt/bin/trtexec (sudo apt install tensorrt)"
 # the flags above are TensorRT 10's; trtexec names its version first ("[TensorRT v100300]": 10.3.0)
 V=$("$TRTEXEC" --help 2>&1 | sed -n 's/.*TensorRT\\.trtexec \\[TensorRT v\\([0-9][0-9]*\\)\\].*/\\1/p' | head -n 1)
@@ -628,7 +631,7 @@ a build kit's does (docs/jetson.md of alignvar-edge). trtexec flags per precisio
 # trtexec.txt runs from inside its directory (`sh trtexec.txt`, or pasted): trtexec from PATH, else where
 # JetPack puts it, as the script finds it; and it writes outside the directory, whose manifest lists
 # every file it holds (an engine or cache written inside would make it fail verification)
-HAND_TRTEXEC = '"$(command -v trtexec || echo /usr/src/tensorrt/bin/trtexec)"'
+HAND_TRTEXEC = f'"{TRTEXEC_LOOKUP}"'
 HAND_ENGINE = '"../$(basename "$PWD").engine"'
 
 
