@@ -319,6 +319,19 @@ def test_torch_builds_a_pruned_export_pruned_at_its_batch_and_coreml_refuses_it(
     assert not (tmp_path / "cml").exists()
 
 
+def test_coreml_builds_an_unpruned_export_at_its_batch(tmp_path, nano_exports) -> None:
+    """A Core ML package built from an export takes the batch its user exported (here 1), not the
+    model's default; the export's files are verified once on the way."""
+    pytest.importorskip("coremltools", reason="coremltools is not installed")
+    from alignvar_edge import runtimes
+    from alignvar_edge.recipes import recipe
+    _, exports = nano_exports
+    assert load_verified(exports[()]).static_batch == 1
+    out = runtimes.build(exports[()], "coreml", out=tmp_path / "cml")
+    m = load_verified(out)
+    assert m.input_contract["batch"] == 1 and m.precision == recipe("coreml", None).precision
+
+
 def test_ratios_of_zero_everywhere_are_no_pruning(tmp_path) -> None:
     """`--prune 0` (or 0,0) leaves no token out: the export is the unpruned graph, and neither its
     manifest nor inspect nor bench call it pruned (an older manifest's [0.0] included)."""

@@ -20,7 +20,7 @@ from alignvar_edge.manifest import (MANIFEST_FILE, BuiltFrom, Manifest, ModelInf
 from alignvar_edge.model.config import AlignVARConfig
 from alignvar_edge.runtimes.base import INPUT, NOISE, SR, token_name
 
-__all__ = ["checkpoint_dir", "check_same_checkpoint", "model_name", "source_checkpoint", "default_out", "out_for",
+__all__ = ["checkpoint_and_export", "checkpoint_dir", "check_same_checkpoint", "model_name", "source_checkpoint", "default_out", "out_for",
            "engine_manifest", "graph_io", "takes_noise", "check_quantized_for", "is_checkpoint", "single_graph", "check_calibration"]
 
 
@@ -99,13 +99,19 @@ def source_checkpoint(manifest: Manifest, depth: int = 2) -> Path | None:
 
 
 def checkpoint_dir(source: str | os.PathLike[str], backend: str = "torch") -> Path:
-    """The PyTorch checkpoint behind `source`: itself, or the one an fp32 export's manifest names.
-    `backend` builds from it (torch, coreml): an export whose graph carries another precision (a
-    quantize output) is refused, since the build would silently drop that precision."""
+    """The PyTorch checkpoint behind `source` (see `checkpoint_and_export`)."""
+    return checkpoint_and_export(source, backend)[0]
+
+
+def checkpoint_and_export(source: str | os.PathLike[str], backend: str = "torch") -> tuple[Path, Manifest | None]:
+    """(The PyTorch checkpoint behind `source`: itself, or the one an fp32 export's manifest names;
+    that export's verified manifest, None for a checkpoint), its files hashed once. `backend` builds
+    from the checkpoint (torch, coreml): an export whose graph carries another precision (a quantize
+    output) is refused, since the build would silently drop that precision."""
     from alignvar_edge.model.checkpoint import resolve_checkpoint_dir
     from alignvar_edge.recipes import engine_precision, recipe
     if is_checkpoint(source):
-        return resolve_checkpoint_dir(source)
+        return resolve_checkpoint_dir(source), None
     m = load_verified(source)
     found = source_checkpoint(m)
     if found is None:
@@ -120,13 +126,14 @@ def checkpoint_dir(source: str | os.PathLike[str], backend: str = "torch") -> Pa
         raise InputError(f"'{source}' carries {m.precision} in its graph, but {backend} builds from the PyTorch "
                          f"checkpoint, not the graph, so nothing of that {m.precision} graph would carry over: build "
                          f"'{ckpt}' (or its fp32 export){how}")
-    return found
+    return found, m
 
 
-def single_graph(artifact: str | os.PathLike[str]) -> tuple[Manifest, Path]:
-    """(verified manifest, path of the single-graph ONNX) of an exported artifact."""
+def single_graph(artifact: str | os.PathLike[str], verified: Manifest | None = None) -> tuple[Manifest, Path]:
+    """(verified manifest, path of the single-graph ONNX) of an exported artifact; `verified`: its
+    manifest where the caller has already verified the files (they are not hashed again)."""
     root = Path(artifact)
-    m = load_verified(root)
+    m = verified or load_verified(root)
     if m.kind != "onnx":
         raise ArtifactError(f"'{root}' is a directory of kind '{m.kind}' ({m.backend}), not an "
                             "ONNX export; build engines from the output of `alignvar-edge export`")

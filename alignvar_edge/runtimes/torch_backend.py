@@ -19,7 +19,7 @@ from alignvar_edge.lazy import lazy_import
 from alignvar_edge.manifest import (Manifest, ModelInfo, ModelSource, contract, load_verified, new_manifest,
                                     recorded_path, write_manifest)
 from alignvar_edge.manifest import artifact_dir as staging_dir
-from alignvar_edge.runtimes.artifacts import checkpoint_dir, graph_io, is_checkpoint, model_name
+from alignvar_edge.runtimes.artifacts import checkpoint_and_export, graph_io, is_checkpoint, model_name
 from alignvar_edge.runtimes.base import INPUT, SR, Backend, Engine, TensorSpec, token_name
 from alignvar_edge.runtimes.golden import copy_golden
 from alignvar_edge import recipes
@@ -128,11 +128,10 @@ class TorchBackend(Backend):
         from alignvar_edge.model.alignvar import load_pretrained
         from alignvar_edge.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, checkpoint_source, load_config
         device = self.check_device(device)
-        src = checkpoint_dir(artifact_dir, self.name)
-        config = load_config(src)
         # from an export: its rollout as it computes it (pruned or not) at its batch, the checkpoint's
-        # weights being those it was traced from (checkpoint_dir checks them)
-        export = None if is_checkpoint(artifact_dir) else load_verified(artifact_dir)
+        # weights being those it was traced from (checkpoint_and_export checks them)
+        src, export = checkpoint_and_export(artifact_dir, self.name)
+        config = load_config(src)
         prune = list((export.graph_facts.get("prune") if export else None) or ())
         batch = export.static_batch if export else DEFAULT_BATCH
         with staging_dir(out, force=force) as tmp:

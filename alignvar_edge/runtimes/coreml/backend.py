@@ -43,7 +43,7 @@ from alignvar_edge.manifest import artifact_dir as staging_dir
 from alignvar_edge.manifest import (Manifest, ModelInfo, ModelSource, listed_file, load_verified, new_manifest,
                                     prune_text, recorded_path, write_manifest)
 from alignvar_edge.model.checkpoint import checkpoint_source, weights_sha256
-from alignvar_edge.runtimes.artifacts import checkpoint_dir, is_checkpoint, model_name, validation_tiles
+from alignvar_edge.runtimes.artifacts import checkpoint_and_export, model_name, validation_tiles
 from alignvar_edge.runtimes.base import INPUT, SR, Backend, Engine, TensorSpec, config_from_manifest, token_name
 from alignvar_edge.runtimes.coreml.compress import compress
 from alignvar_edge.runtimes.coreml.ct import import_ct, quiet
@@ -400,21 +400,16 @@ class CoreMLEngine(Engine):
         self.model = None
 
 
-def _export_of(artifact_dir: Path) -> Manifest | None:
-    """The export manifest `artifact_dir` holds (None for a checkpoint). A pruned export is refused:
-    Core ML converts the checkpoint's PyTorch rollout, and its conversion does not carry token
-    pruning (its per-sample TopK selection and scatter back have not been converted nor checked
-    against the pruned rollout), so the engine would compute the unpruned model unannounced."""
-    from alignvar_edge.manifest import MANIFEST_FILE
-    if is_checkpoint(artifact_dir) or not (Path(artifact_dir) / MANIFEST_FILE).is_file():
-        return None
-    m = load_verified(artifact_dir)
-    if m.graph_facts.get("prune"):
+def _refuse_pruned(artifact_dir: Path, m: Manifest | None) -> None:
+    """A pruned export (`m`, its verified manifest; None for a checkpoint) is refused: Core ML converts
+    the checkpoint's PyTorch rollout, and its conversion does not carry token pruning (its per-sample
+    TopK selection and scatter back have not been converted nor checked against the pruned rollout),
+    so the engine would compute the unpruned model unannounced."""
+    if m is not None and m.graph_facts.get("prune"):
         raise InputError(f"'{artifact_dir}' is pruned ({prune_text(m.graph_facts['prune'])}), but Core ML converts the checkpoint's PyTorch "
                          "rollout, whose conversion does not carry token pruning: `export --prune` is for the "
                          "ONNX backends (onnxruntime, openvino, tensorrt) and torch; build Core ML from the "
                          "checkpoint or from an export without --prune")
-    return m
 
 
 class CoreMLBackend(Backend):
@@ -479,10 +474,10 @@ class CoreMLBackend(Backend):
             raise InputError(f"unknown coreml build options {sorted(opts)}; "
                              "known: batch, compute_units, image_input, target_os, method, proxy, half_policy")
         f32_groups = frozenset((half or {}).get("f32_groups") or ())
-        export = _export_of(artifact_dir)
-        src = None
+        src, export = None, None
         if model is None:
-            src = checkpoint_dir(artifact_dir, self.name)
+            src, export = checkpoint_and_export(artifact_dir, self.name)
+            _refuse_pruned(artifact_dir, export)
             model = load_pretrained(src)
         config = model.config
         if batch is None:       # an export's batch is what its user chose; else the model's default

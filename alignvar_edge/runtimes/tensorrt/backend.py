@@ -432,7 +432,7 @@ def _source(path: Path) -> tuple[Manifest, Path]:
     if m.kind == "engine" and m.backend == "tensorrt":
         built = m.built_from
         return dataclasses.replace(m, precision=(built.precision if built else None) or m.precision), path / ONNX
-    return single_graph(path)
+    return single_graph(path, m)
 
 
 BACKEND = TensorRTBackend()
