@@ -569,7 +569,7 @@ def run_doctor(args: argparse.Namespace) -> int:
 
 def run_adopt(args: argparse.Namespace) -> int:
     from alignvar_edge.manifest import db_text, parity_figures, read_manifest
-    from alignvar_edge.runtimes.tensorrt.adopt import adopt, why_not_checked
+    from alignvar_edge.runtimes.tensorrt.adopt import adopt
     out = adopt(args.engine, args.like, args.out, log=args.log, precision=args.precision,
                 dla_core=args.dla_core, force=args.force)
     m = read_manifest(out)
@@ -577,7 +577,7 @@ def run_adopt(args: argparse.Namespace) -> int:
     print(f"adopted {args.engine} as {out}: TensorRT {ex['tensorrt_version']}, {ex.get('gpu_name')} "
           f"(compute capability {ex['compute_capability']}), {m.precision}"
           + (f", DLA core {ex['dla_core']}" if ex.get("dla_core") is not None else ""))
-    print(f"parity vs golden: {par.tokens_pct} tokens, {db_text(par.psnr_db)} dB" if par else why_not_checked(out))
+    print(f"parity vs golden: {par.tokens_pct} tokens, {db_text(par.psnr_db)} dB" if par else ex["adopted"]["unchecked"])
     return 0
 
 

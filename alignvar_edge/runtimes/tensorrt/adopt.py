@@ -22,7 +22,7 @@ from alignvar_edge.runtimes.tensorrt.plan import ENGINE, check_dla_core, copy_on
 from alignvar_edge.runtimes.tensorrt.trtexec_log import (log_built, log_contradictions, logged_precision,
                                                          other_file_named, parse_trtexec_log, read_trtexec_log)
 
-__all__ = ["adopt", "why_not_checked"]
+__all__ = ["adopt"]
 
 
 def adopt(engine_file: str | Path, like: str | Path, out: str | Path, log: str | Path | None = None,
@@ -45,7 +45,7 @@ def adopt(engine_file: str | Path, like: str | Path, out: str | Path, log: str |
         # the manifest takes precision, DLA core and layer precisions from the log: it must be this engine's
         _check_log_describes(parsed, log, engine_file, onnx_path, precision, dla_core, kit_precision)
     _warn_unset_layers(parsed)
-    usable, _ = T.BACKEND.is_available()
+    usable, why = T.BACKEND.is_available()
     gpu = T.gpu_info(0) if usable else None
     trt_version = T.BACKEND.version() if usable else parsed.get("tensorrt_version")
     cc = (gpu or {}).get("compute_capability") or parsed.get("compute_capability")
@@ -93,15 +93,17 @@ def adopt(engine_file: str | Path, like: str | Path, out: str | Path, log: str |
         write_build_files(tmp, m, precision, kit_precision, None, 3, dla_core)
         if usable and m.extra["golden"]:
             m.parity = _check_against_golden(tmp, m)
+        else:
+            m.extra["adopted"]["unchecked"] = _why_unchecked(usable, why, out)
         write_manifest(tmp, m)
     return out
 
 
-def why_not_checked(out: str | Path) -> str:
-    """What `adopt` says of an engine it did not check against the golden outputs: where TensorRT is
-    on this machine (or it is a Jetson) the reason it does not run, the one `doctor` and `selftest`
-    give, so the device's user fixes it here; elsewhere (a host) only that the device checks it."""
-    usable, why = T.BACKEND.is_available()
+def _why_unchecked(usable: bool, why: str, out: str | Path) -> str:
+    """What `adopt` records (and says) of an engine it did not check against the golden outputs
+    (`usable`, `why`: TensorRT's availability as adopt found it): where TensorRT is on this machine
+    (or it is a Jetson) the reason it does not run, the one `doctor` and `selftest` give, so the
+    device's user fixes it here; elsewhere (a host) only that the device checks it."""
     check = f"`alignvar-edge selftest --engine {out}`"
     if usable:
         return f"not checked: the kit it came from has no golden outputs ({GOLDEN_FILE})"
