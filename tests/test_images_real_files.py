@@ -247,17 +247,69 @@ def test_a_bmp_result_says_what_it_leaves_out(tmp_path: Path) -> None:
         save_image(tmp_path / "plain.bmp", rgb, dpi=(300.0, 300.0))
 
 
-def test_a_cmyk_image_with_its_own_profile_is_said_to_be_converted_without_it(tmp_path: Path) -> None:
-    """A CMYK JPEG's embedded CMYK profile was dropped and its colours converted by Pillow's plain
-    formula, in silence."""
+def _k_only_cmyk_profile() -> bytes:
+    """An ICC v2 CMYK output profile (CMYK -> Lab through an 8-bit table) whose colours follow K
+    alone: K 0 is white, K 255 black, L* linear in K between, and C, M, Y change nothing. Pillow's
+    plain formula would give C, M and Y their own colours."""
+    def s15(x: float) -> bytes:
+        return struct.pack(">i", round(x * 65536))
+    identity = b"".join(s15(v) for v in (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    ramp = bytes(range(256))
+    # a 2-point grid over C, M, Y, K (K varies fastest); Lab as lut8 encodes it: L* 0..100 -> 0..255, a*, b* 0 -> 128
+    grid = b"".join(bytes((0 if k else 255, 128, 128)) for _ in range(8) for k in (0, 1))
+    a2b0 = b"mft1" + bytes(4) + bytes((4, 3, 2, 0)) + identity + ramp * 4 + grid + ramp * 3
+    d50 = s15(0.9642) + s15(1.0) + s15(0.8249)
+    name = b"K only\0"
+    desc = b"desc" + bytes(4) + struct.pack(">I", len(name)) + name + bytes(4 + 4 + 2 + 1 + 67)
+    tags = [(b"A2B0", a2b0), (b"wtpt", b"XYZ " + bytes(4) + d50), (b"desc", desc)]
+    offset, table, data = 128 + 4 + 12 * len(tags), b"", b""
+    for sig, body in tags:
+        body += bytes(-len(body) % 4)
+        table += sig + struct.pack(">II", offset + len(data), len(body))
+        data += body
+    header = (struct.pack(">I", offset + len(data)) + bytes(4) + bytes((2, 0x10, 0, 0)) + b"prtrCMYKLab "
+              + bytes(12) + b"acsp" + bytes(28) + d50 + bytes(48))
+    return header + struct.pack(">I", len(tags)) + table + data
+
+
+def _srgb_of_lightness(lightness: float) -> float:
+    """The sRGB level (0..255) of a neutral of CIE lightness L* (a gray keeps its luminance Y from
+    D50 to D65): the CIE L* inverse, then the sRGB transfer curve."""
+    y = ((lightness + 16) / 116) ** 3 if lightness > 8 else lightness / 903.3
+    return 255 * (12.92 * y if y <= 0.0031308 else 1.055 * y ** (1 / 2.4) - 0.055)
+
+
+def test_a_cmyk_image_becomes_rgb_through_its_own_profile(tmp_path: Path) -> None:
+    """A CMYK file's embedded CMYK profile was dropped and its colours converted by Pillow's plain
+    formula (with a warning): a print file's numbers mean what its profile says."""
+    inks = [(200, 30, 10, 0), (0, 0, 0, 128), (255, 255, 255, 255), (0, 200, 0, 64)]
+    cmyk = Image.new("CMYK", (4, 1))
+    cmyk.putdata(inks)
+    cmyk.save(tmp_path / "profiled.tif", icc_profile=_k_only_cmyk_profile())
+    expected = [_srgb_of_lightness(100 * (1 - k / 255)) for *_, k in inks]     # 255, 118.4, 0, 184.3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                     # applied: nothing to warn about
+        rgb, alpha = load_image(tmp_path / "profiled.tif")
+        with Image.open(tmp_path / "profiled.tif") as img:
+            from_pil, _ = as_float_image(img)
+    assert alpha is None
+    for got in (rgb, from_pil):
+        np.testing.assert_allclose(got[0] * 255, np.repeat(np.array(expected)[:, None], 3, axis=1), atol=1.5)
+    # without the profile the same inks are colours (the plain formula): the profile made the difference
+    cmyk.save(tmp_path / "plain.tif")
+    plain, _ = load_image(tmp_path / "plain.tif")
+    assert np.ptp(plain[0, 0] * 255) > 100
+
+
+def test_a_cmyk_image_with_an_unreadable_profile_is_said_to_be_converted_without_it(tmp_path: Path) -> None:
     cmyk = Image.new("CMYK", (6, 4), (20, 200, 30, 10))
-    cmyk.save(tmp_path / "profiled.jpg", icc_profile=bytes(16) + b"CMYK" + bytes(108))
+    cmyk.save(tmp_path / "profiled.jpg", icc_profile=bytes(16) + b"CMYK" + bytes(108))     # a header, no profile
     cmyk.save(tmp_path / "plain.jpg")
-    with pytest.warns(UserWarning, match=r"profiled\.jpg: its CMYK colours are converted to RGB by a plain formula, "
-                                         "not by its CMYK colour profile"):
+    with pytest.warns(UserWarning, match=r"profiled\.jpg: its CMYK colour profile cannot be read, so its colours "
+                                         "are converted to RGB by a plain formula"):
         load_image(tmp_path / "profiled.jpg")
     with Image.open(tmp_path / "profiled.jpg") as img, \
-            pytest.warns(UserWarning, match="this CMYK PIL image is converted to RGB by a plain formula"):
+            pytest.warns(UserWarning, match="this CMYK PIL image's colour profile cannot be read"):
         as_float_image(img)
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -3,8 +3,10 @@ mode an image is upscaled in (gray stays gray, alpha stays alpha), and a file's 
 header alone (`file_layout`: what `upscale` writes back)."""
 from __future__ import annotations
 
+import io
 import os
 import warnings
+from typing import Any
 
 from PIL import ExifTags, Image, TiffImagePlugin
 
@@ -56,11 +58,47 @@ def holds_32_bit_integers(img: Image.Image) -> bool:
     return img.mode == "I" and img.format != "PNG"
 
 
-def unapplied_cmyk_profile(img: Image.Image) -> bool:
-    """A CMYK image with a CMYK colour profile of its own, which `converted` does not apply (its
-    RGB comes from Pillow's plain formula): the caller warns that its colours may shift."""
+def unreadable_cmyk_profile(img: Image.Image) -> bool:
+    """A CMYK image with a CMYK colour profile of its own that Little CMS cannot read (damaged, or
+    not a profile), so `converted` turns it to RGB by Pillow's plain formula: the caller warns that
+    its colours may shift."""
+    return _cmyk_icc(img) is not None and _cmyk_profile(img) is None
+
+
+def _cmyk_icc(img: Image.Image) -> bytes | None:
     icc = img.info.get("icc_profile")
-    return img.mode == "CMYK" and isinstance(icc, bytes) and icc[16:20] == b"CMYK"
+    # bytes 16-19 of an ICC header: the colour space of the data it describes
+    return icc if img.mode == "CMYK" and isinstance(icc, bytes) and icc[16:20] == b"CMYK" else None
+
+
+def _cmyk_profile(img: Image.Image) -> Any:
+    """The image's own CMYK profile as Little CMS reads it (an ImageCms.ImageCmsProfile), or None."""
+    icc = _cmyk_icc(img)
+    if icc is None:
+        return None
+    try:
+        # imported here: a Pillow built without Little CMS still reads every other image
+        from PIL import ImageCms
+        return ImageCms.ImageCmsProfile(io.BytesIO(icc))
+    except (ImportError, OSError, ValueError):        # Little CMS: OSError, "cannot open profile"
+        return None
+
+
+def _through_profile(img: Image.Image, profile: Any) -> Image.Image:
+    """A CMYK image in sRGB through its own profile, as an editor converts it (relative colorimetric
+    with black point compensation, Photoshop's default): a print file's CMYK numbers mean the colours
+    its profile gives them, which Pillow's plain formula does not know. sRGB is what an untagged
+    result is taken to be."""
+    from PIL import ImageCms
+    try:
+        out = ImageCms.profileToProfile(img, profile, ImageCms.createProfile("sRGB"), outputMode="RGB",
+                                        renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC,
+                                        flags=ImageCms.Flags.BLACKPOINTCOMPENSATION)
+    except ImageCms.PyCMSError as e:       # a profile lcms reads but cannot build a transform from
+        raise InputError(f"its CMYK colour profile cannot convert it to RGB ({e}); export it as RGB "
+                         "from the editor that made it") from e
+    assert out is not None                 # inPlace=False returns the new image
+    return out
 
 
 def open_quietly(path: str | os.PathLike[str]) -> Image.Image:
@@ -114,7 +152,10 @@ def bits_per_sample(path: str | os.PathLike[str]) -> int:
 
 
 def converted(img: Image.Image, mode: str) -> Image.Image:
-    """`img` in `mode`, refused in one line where Pillow has no conversion to it."""
+    """`img` in `mode`, refused in one line where Pillow has no conversion to it; a CMYK image with
+    its own profile becomes RGB(A) through that profile."""
+    if mode in ("RGB", "RGBA") and (profile := _cmyk_profile(img)) is not None:
+        img = _through_profile(img, profile)
     try:
         return img if img.mode == mode else img.convert(mode)
     except ValueError as e:
