@@ -97,3 +97,19 @@ def cache_root(pytestconfig: object, kind: str = "alignvar-runtimes") -> Path:
     if env:
         return Path(env)
     return Path(pytestconfig.cache.mkdir(kind))  # type: ignore[attr-defined]
+
+
+def with_external_weights(export: Path, dst: Path) -> Path:
+    """A copy of `export` whose weights live in model.onnx.data (as `export --external-data yes` writes
+    them), its manifest's hashes made again: a valid artifact."""
+    import shutil
+
+    import onnx
+
+    from alignvar_edge.manifest import read_manifest, write_manifest
+    shutil.copytree(export, dst)
+    model = onnx.load(str(dst / "model.onnx"))
+    onnx.save_model(model, str(dst / "model.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="model.onnx.data")
+    write_manifest(dst, read_manifest(dst))
+    return dst

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from _runtime_fixtures import cache_root, export_dir, sharp_model
+from _runtime_fixtures import cache_root, export_dir, sharp_model, with_external_weights
 from alignvar_edge import runtimes
 from alignvar_edge.errors import ArtifactError, BackendUnavailableError, InputError, OutputExistsError
 from alignvar_edge.manifest import new_manifest
@@ -881,22 +881,6 @@ def test_a_tensorrt_11_trtexec_builds_strongly_typed(kit, tmp_path):
     assert res.returncode in (0, 3), res.stderr                      # 3: selftest without TensorRT here
 
 
-def _with_external_weights(export: Path, dst: Path) -> Path:
-    """A copy of `export` whose weights live in model.onnx.data (as `export --external-data yes` writes
-    them), its manifest's hashes made again: a valid artifact."""
-    import shutil
-
-    import onnx
-
-    from alignvar_edge.manifest import read_manifest, write_manifest
-    shutil.copytree(export, dst)
-    model = onnx.load(str(dst / "model.onnx"))
-    onnx.save_model(model, str(dst / "model.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location="model.onnx.data")
-    write_manifest(dst, read_manifest(dst))
-    return dst
-
-
 def test_a_kit_and_its_engine_directory_carry_external_weights(export, tmp_path):
     """A large model's export keeps its weights in model.onnx.data: the kit, the script's checks and
     the adopted engine directory carry that file, or none of them would verify (or build)."""
@@ -904,7 +888,7 @@ def test_a_kit_and_its_engine_directory_carry_external_weights(export, tmp_path)
 
     from alignvar_edge.manifest import load_verified
     from alignvar_edge.runtimes.tensorrt.adopt import adopt
-    ext = _with_external_weights(export, tmp_path / "ext")
+    ext = with_external_weights(export, tmp_path / "ext")
     assert "model.onnx.data" in load_verified(ext).files
     kit = trt_backend.BACKEND.build(ext, tmp_path / "kit", precision="fp16", kit=True)
     m = load_verified(kit)                                           # every tensor's file is listed
@@ -1153,8 +1137,8 @@ def test_an_engine_directory_links_the_kits_onnx_where_the_file_system_allows(ex
 
     from alignvar_edge.manifest import load_verified
     from alignvar_edge.runtimes.tensorrt.adopt import adopt
-    from alignvar_edge.runtimes.tensorrt.plan import copy_onnx
-    ext = _with_external_weights(export, tmp_path / "ext")
+    from alignvar_edge.runtimes.artifacts import link_onnx
+    ext = with_external_weights(export, tmp_path / "ext")
     for name in ("model.onnx", "model.onnx.data"):       # a user's write-protected export
         (ext / name).chmod(0o444)
     kit = trt_backend.BACKEND.build(ext, tmp_path / "kit", precision="fp16", kit=True)
@@ -1172,7 +1156,7 @@ def test_an_engine_directory_links_the_kits_onnx_where_the_file_system_allows(ex
         pytest.skip("no second file system here to copy across")
     import tempfile
     with tempfile.TemporaryDirectory(dir=other) as d:
-        copy_onnx(kit / "model.onnx", Path(d))
+        link_onnx(kit / "model.onnx", Path(d), "model.onnx")
         for name in ("model.onnx", "model.onnx.data"):
             assert (Path(d) / name).read_bytes() == (kit / name).read_bytes()
             assert not os.path.samefile(Path(d) / name, kit / name)

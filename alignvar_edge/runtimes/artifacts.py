@@ -8,6 +8,7 @@ model.safetensors, or a bundled name such as 'alignvar-tiny') is the torch backe
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,12 @@ from alignvar_edge.errors import ArtifactError, CheckpointError, InputError, hos
 from alignvar_edge.manifest import (MANIFEST_FILE, BuiltFrom, Manifest, ModelInfo, listed_file, load_verified,
                                     new_manifest, read_manifest, recorded_path, sha256_file)
 from alignvar_edge.model.config import AlignVARConfig
+from alignvar_edge.onnx_wire import external_locations
 from alignvar_edge.runtimes.base import INPUT, NOISE, SR, token_name
 
 __all__ = ["checkpoint_and_export", "checkpoint_dir", "check_same_checkpoint", "model_name", "source_checkpoint", "default_out", "out_for",
-           "engine_manifest", "graph_io", "takes_noise", "check_quantized_for", "is_checkpoint", "single_graph", "check_calibration"]
+           "engine_manifest", "graph_io", "takes_noise", "check_quantized_for", "is_checkpoint", "single_graph", "check_calibration",
+           "external_data_files", "link_onnx"]
 
 
 def is_checkpoint(path: str | os.PathLike[str]) -> bool:
@@ -150,6 +153,31 @@ def single_graph(artifact: str | os.PathLike[str], verified: Manifest | None = N
     if not path.is_file():
         raise ArtifactError(f"'{root}' lists {entry['file']} but the file is missing; re-export")
     return m, path
+
+
+def external_data_files(onnx_path: Path) -> list[str]:
+    """The files beside `onnx_path` that hold its external-data tensors (`export --external-data`),
+    as the graph names them (relative to it): an ONNX is whole only with them."""
+    return [loc for loc in external_locations(onnx_path.read_bytes()) if loc]
+
+
+def link_onnx(onnx_path: Path, dest: Path, name: str) -> None:
+    """`onnx_path` as dest/`name`, with its external-data files under the names the graph gives them:
+    hard links where the file system allows (every engine directory holds the ONNX it runs or rebuilds
+    from, gigabytes for the large presets, and a Jetson's disk is small), else copies. A file of an
+    artifact is never written in place (each is verified against its SHA-256), so sharing one is safe;
+    publishing leaves a linked file's mode alone (`fsmodes.publish_mode`)."""
+    _link_or_copy(onnx_path, dest / name)
+    for rel in external_data_files(onnx_path):
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        _link_or_copy(onnx_path.parent / rel, dest / rel)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:          # another file system, or one without hard links (FAT on an SD card)
+        shutil.copy2(src, dst)
 
 
 def check_quantized_for(m: Manifest, src_dir: Path, runtime: str) -> None:

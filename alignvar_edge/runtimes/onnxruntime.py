@@ -4,12 +4,12 @@ Execution providers: CPU always; CUDA and TensorRT when this onnxruntime build h
 (device "auto" prefers TensorRT, then CUDA, then CPU; ORT falls back per node). Session options
 (`threads`, `inter_threads`, `optimization`, `spin`): `onnx_session`, which opens every session.
 
-An ONNX export directory loads directly; `build` makes an engine dir holding a copy of the graph
-and the session options, so a deployment is one self-describing directory.
+An ONNX export directory loads directly; `build` makes an engine dir holding the graph (a hard
+link to the export's where the file system allows) and the session options, so a deployment is
+one self-describing directory.
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +21,8 @@ from alignvar_edge.lazy import lazy_import
 from alignvar_edge.manifest import Manifest, listed_file, load_verified, prune_text, write_manifest
 from alignvar_edge.manifest import artifact_dir as staging_dir
 from alignvar_edge.onnx_session import open_session
-from alignvar_edge.runtimes.artifacts import (check_quantized_for, engine_manifest, parity_vs, single_graph,
-                                              validation_tiles)
+from alignvar_edge.runtimes.artifacts import (check_quantized_for, engine_manifest, link_onnx, parity_vs,
+                                              single_graph, validation_tiles)
 from alignvar_edge.runtimes.base import (SR, Backend, Engine, TensorSpec, input_roles,
                                          check_load_options, config_from_manifest, token_name)
 from alignvar_edge.runtimes.golden import GOLDEN_FILE, copy_golden, golden_entry, write_golden
@@ -124,7 +124,8 @@ class OrtBackend(Backend):
     def build(self, artifact_dir: Path, out: Path, precision: str = "fp32",
               calibration: np.ndarray | None = None, device: str | None = None,
               force: bool = False, **opts: Any) -> Path:
-        """Copy the graph beside a manifest holding the session options; check it opens and runs."""
+        """The graph (linked, else copied) beside a manifest holding the session options; check that
+        it opens and runs."""
         src_manifest, onnx_path = single_graph(artifact_dir)
         check_quantized_for(src_manifest, Path(artifact_dir), self.name)
         if precision != src_manifest.precision:
@@ -139,13 +140,8 @@ class OrtBackend(Backend):
         if opts:
             raise InputError(f"unknown onnxruntime build options {sorted(opts)}")
         check_load_options(self.name, sess_opts, here=False)      # recorded for the machine it runs on
-        external = [f for f in src_manifest.files
-                    if f != onnx_path.name and not f.endswith(".onnx") and not f.endswith(".json")]
         with staging_dir(out, force=force) as tmp:
-            shutil.copy2(onnx_path, tmp / ENGINE_FILE)
-            for f in external:            # external-data tensors referenced by the graph
-                (tmp / f).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(Path(artifact_dir) / f, tmp / f)
+            link_onnx(onnx_path, tmp, ENGINE_FILE)
             m = engine_manifest(src_manifest, Path(artifact_dir), self.name, precision,
                                 {"engine": ENGINE_FILE}, batch=src_manifest.static_batch,
                                 extra={"session": sess_opts, "device": device or "auto"})

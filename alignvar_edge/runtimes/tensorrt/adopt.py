@@ -11,14 +11,14 @@ from typing import Any
 from alignvar_edge.errors import InputError, ParityError
 from alignvar_edge.manifest import Manifest, artifact_dir, write_manifest
 from alignvar_edge.export.parity import psnr, token_agreement
-from alignvar_edge.runtimes.artifacts import engine_manifest
+from alignvar_edge.runtimes.artifacts import engine_manifest, link_onnx
 from alignvar_edge.recipes import recipe
 from alignvar_edge.runtimes.golden import GOLDEN_FILE, read_golden
 from alignvar_edge.runtimes.onnxruntime import ship_golden
 from alignvar_edge.runtimes.tensorrt import backend as T
 from alignvar_edge.runtimes.tensorrt.kit import (FP16_F32, LOG_FILE, f32_layers_of, half_layers_of, plan_record,
                                                  write_build_files)
-from alignvar_edge.runtimes.tensorrt.plan import ENGINE, check_dla_core, copy_onnx, network_plan, trt_major
+from alignvar_edge.runtimes.tensorrt.plan import ENGINE, ONNX, check_dla_core, network_plan, trt_major
 from alignvar_edge.runtimes.tensorrt.trtexec_log import (log_built, log_contradictions, logged_precision,
                                                          other_file_named, parse_trtexec_log, read_trtexec_log)
 
@@ -74,7 +74,7 @@ def adopt(engine_file: str | Path, like: str | Path, out: str | Path, log: str |
         plan["tf32"] = True                       # TensorRT's default: the log is what was built
     with artifact_dir(out, force=force) as tmp:
         shutil.copy2(engine_file, tmp / ENGINE)
-        copy_onnx(onnx_path, tmp)
+        link_onnx(onnx_path, tmp, ONNX)
         if log:
             shutil.copy2(log, tmp / LOG_FILE)
         # what an fp16 build of this model should keep in f32 (the rebuild files use it), the one

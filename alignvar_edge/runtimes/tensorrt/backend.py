@@ -30,12 +30,12 @@ from alignvar_edge.errors import ArtifactError, BackendUnavailableError, InputEr
 from alignvar_edge.lazy import is_installed, lazy_import
 from alignvar_edge.manifest import artifact_dir as staging_dir
 from alignvar_edge.manifest import Manifest, listed_file, load_verified, new_manifest, recorded_path, write_manifest
-from alignvar_edge.runtimes.artifacts import check_quantized_for, engine_manifest, single_graph
+from alignvar_edge.runtimes.artifacts import check_quantized_for, engine_manifest, link_onnx, single_graph
 from alignvar_edge.runtimes.base import (INPUT, SR, Backend, Engine, TensorSpec, input_roles,
                                          config_from_manifest, token_name)
 from alignvar_edge.runtimes.onnxruntime import ship_golden
 from alignvar_edge.runtimes.tensorrt.kit import FP16_F32, plan_record, write_build_files
-from alignvar_edge.runtimes.tensorrt.plan import CACHE, ENGINE, ONNX, SCRIPT_FILE, copy_onnx, network_plan, trt_major
+from alignvar_edge.runtimes.tensorrt.plan import CACHE, ENGINE, ONNX, SCRIPT_FILE, network_plan, trt_major
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -374,7 +374,7 @@ class TensorRTBackend(Backend):
         gpu = gpu_info(index)
         assert gpu is not None
         with staging_dir(out, force=force) as tmp:
-            copy_onnx(onnx_path, tmp)
+            link_onnx(onnx_path, tmp, ONNX)
             cache = tmp / CACHE
             prior = Path(artifact_dir) / CACHE
             if CACHE in src.files and prior.is_file():     # only a cache the manifest vouches for
@@ -396,7 +396,7 @@ class TensorRTBackend(Backend):
                    force: bool, why: str, f32: dict[str, Any]) -> Path:
         """The export plus trtexec.txt and build_on_device.sh: an ONNX artifact that also builds."""
         with staging_dir(out, force=force) as tmp:
-            copy_onnx(onnx_path, tmp)
+            link_onnx(onnx_path, tmp, ONNX)
             graphs = {name: {**g, "file": ONNX} for name, g in src.graphs.items()}
             extra = dict(src.extra)
             # the layer lists once, in FP16_F32; the trtexec command that spells them out is trtexec.txt

@@ -1,22 +1,17 @@
 """What to build: TensorRT builder flags per version and precision (the one place that knows about
-TRT 10 vs 11), the equivalent trtexec command, the DLA rule, and the engine directory's file names
-(the ONNX copied with its external data). No TensorRT import, so the build kit uses it on a machine
-without TensorRT.
+TRT 10 vs 11), the equivalent trtexec command, the DLA rule, and the engine directory's file names.
+No TensorRT import, so the build kit uses it on a machine without TensorRT.
 """
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 from alignvar_edge import recipes
 from alignvar_edge.errors import InputError
-from alignvar_edge.onnx_wire import external_locations
 
 __all__ = ["CACHE", "DLA_CORES", "ENGINE", "MAX_ARG", "ONNX", "SCRIPT_FILE", "TRTEXEC_FILE", "check_dla_core",
-           "copy_onnx", "external_data_files", "network_plan", "precision_args", "trt_major", "trtexec_command"]
+           "network_plan", "precision_args", "trt_major", "trtexec_command"]
 
 ENGINE, ONNX, CACHE = "model.engine", "model.onnx", "alignvar-timing.cache"
 # Linux passes one command-line argument of at most 128 KiB (MAX_ARG_STRLEN), NUL included
@@ -37,30 +32,6 @@ def check_dla_core(dla_core: int | None, precision: str) -> None:
         raise InputError(f"--dla-core takes {DLA_CORE_HELP}, not '{dla_core}'")
     if precision == "fp32":
         raise InputError(DLA_PRECISION_ERROR)
-
-
-def external_data_files(onnx_path: Path) -> list[str]:
-    """The files beside `onnx_path` that hold its external-data tensors (`export --external-data`),
-    as the graph names them (relative to it): an ONNX is whole only with them."""
-    return [loc for loc in external_locations(onnx_path.read_bytes()) if loc]
-
-
-def copy_onnx(onnx_path: Path, dest: Path) -> None:
-    """`onnx_path` as dest/ONNX, with its external-data files under the names the graph gives them:
-    hard links where the file system allows (every engine directory holds the ONNX it rebuilds from,
-    gigabytes for the large presets, and a Jetson's disk is small), else copies. A file of an
-    artifact is never written in place (each is verified against its SHA-256), so sharing one is safe."""
-    _link_or_copy(onnx_path, dest / ONNX)
-    for rel in external_data_files(onnx_path):
-        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-        _link_or_copy(onnx_path.parent / rel, dest / rel)
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:          # another file system, or one without hard links (FAT on an SD card)
-        shutil.copy2(src, dst)
 
 
 def network_plan(trt_major: int, precision: str, artifact_precision: str,
