@@ -152,3 +152,52 @@ def test_golden_outputs_of_a_refiner_model_are_what_its_engines_compute(refiner_
         got_sr, got_tokens = e.run(lr)
     assert all(np.array_equal(a, b) for a, b in zip(got_tokens, tokens))
     np.testing.assert_allclose(got_sr, sr, atol=2e-3)            # the golden SR is stored as float16
+
+
+@pytest.fixture(scope="module")
+def no_refine_export(refiner_export: Path) -> Path:
+    """The same checkpoint exported with --no-refine (its graph has no noise input)."""
+    from alignvar_edge.cli import main as cli
+    out = refiner_export.parent / "norefine"
+    assert cli(["export", str(refiner_export.parent / "ckpt"), "--out", str(out), "--batch", "2", "--tiles", "2",
+                "--no-refine"]) == 0
+    return out
+
+
+def test_torch_engine_of_a_no_refine_export_runs_without_the_refiner(no_refine_export: Path, tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """A torch engine built from an export made with --no-refine computes what that export's graph
+    computes (the refiner left out), and its golden outputs are of that model: its selftest passes,
+    as does that of the ONNX Runtime engine of the same export."""
+    from alignvar_edge.cli import main as cli
+    eng, ort = tmp_path / "torch", tmp_path / "ort"
+    assert cli(["build", str(no_refine_export), "--target", "torch", "--out", str(eng)]) == 0
+    assert cli(["build", str(no_refine_export), "--target", "onnxruntime", "--out", str(ort)]) == 0
+    with runtimes.load(eng) as t, runtimes.load(ort, threads=1) as o:
+        assert not t.refines and not o.refines
+        x = np.random.default_rng(0).random((2, 3, t.tile_size, t.tile_size), dtype=np.float32)
+        (got, _), (want, _) = t.run(x), o.run(x)
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    with runtimes.load(eng, refine=True) as t:       # still the user's to ask for
+        assert t.refines and np.abs(t.run(x)[0] - want).max() > 0.05
+    for engine in (eng, ort):
+        capsys.readouterr()
+        assert cli(["selftest", "--engine", str(engine), "--runs", "1", "--threads", "1"]) == 0
+        out = capsys.readouterr().out
+        assert "RESULT    PASS" in out and "reference: PyTorch, without the refiner" in out
+
+
+def test_bench_holds_a_no_refine_engine_to_the_model_without_its_refiner(refiner_export: Path,
+                                                                        no_refine_export: Path,
+                                                                        tmp_path: Path) -> None:
+    """bench --reference CHECKPOINT judges an engine of a --no-refine export against the model
+    without the refiner (and says so), the refiner engine against the model with it."""
+    from alignvar_edge.cli import main as cli
+    out = tmp_path / "bench.json"
+    assert cli(["bench", f"plain=onnxruntime:{no_refine_export}", f"refined=onnxruntime:{refiner_export}",
+                "--runs", "1", "--warmup", "0", "--tiles", "2", "--image-size", "0", "--profile-runs", "0",
+                "--threads", "1", "--reference", str(refiner_export.parent / "ckpt"), "--out", str(out)]) == 0
+    rows = {r["label"]: r["fidelity"]["vs_reference"] for r in json.loads(out.read_text())["engines"]}
+    for label in ("plain", "refined"):
+        assert rows[label]["token_agreement"] == 1.0 and rows[label]["psnr_y_db"] > 60, rows[label]
+    assert "without the refiner" in rows["plain"]["reference"] and "reference" not in rows["refined"]

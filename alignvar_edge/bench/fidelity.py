@@ -30,10 +30,14 @@ def _images(ref: np.ndarray, test: np.ndarray, scale: int) -> dict[str, Any]:
 
 
 def fidelity(sr: np.ndarray, tokens: Sequence[np.ndarray] | None, ref_sr: np.ndarray,
-             ref_tokens: Sequence[np.ndarray], hr: np.ndarray | None, scale: int) -> dict[str, Any]:
+             ref_tokens: Sequence[np.ndarray], hr: np.ndarray | None, scale: int,
+             reference: str | None = None) -> dict[str, Any]:
     """{"tiles", "vs_reference": tokens + images, "vs_hr": images}; tokens=None for baselines without,
-    hr=None where no HR tiles exist (golden outputs only: `vs_hr` is None)."""
+    hr=None where no HR tiles exist (golden outputs only: `vs_hr` is None); `reference` names what
+    made `ref_sr` where it is not the plain PyTorch model (`vs_reference.reference`)."""
     vs_ref = _images(ref_sr, sr, scale)
+    if reference is not None:
+        vs_ref["reference"] = reference
     vs_ref["max_abs_diff"] = round(float(np.max(np.abs(np.asarray(ref_sr, np.float64) - sr))), 6)
     if tokens is not None:
         agree = token_agreement(ref_tokens, tokens)

@@ -40,6 +40,8 @@ from alignvar_edge.bench.subjects import (BICUBIC, EAGER, EngineSpec, Subject, a
 from alignvar_edge.errors import AlignVAREdgeError, BackendUnavailableError, InputError
 from alignvar_edge.manifest import Manifest, ModelSource, default_overlap
 from alignvar_edge.recipes import DEFAULT_MIN_TOKENS
+from alignvar_edge.runtimes.base import Engine
+from alignvar_edge.runtimes.compare import NO_REFINER
 
 __all__ = ["BenchOptions", "graph_fields", "resolve_reference", "run_bench"]
 
@@ -229,8 +231,13 @@ class _Measure:
 
     def __init__(self, lr: np.ndarray, hr: np.ndarray, scale: int, opts: BenchOptions, prog: Progress, say: Log,
                  gemm: Callable[[], object], image: np.ndarray | None = None,
-                 folder: list[np.ndarray] | None = None):
+                 folder: list[np.ndarray] | None = None,
+                 unrefined: Callable[[], Engine] | None = None):
         self.lr, self.hr, self.scale = lr, hr, scale
+        # the reference for engines without VARSR's refiner (exports made with --no-refine): opened
+        # and run once, where such an engine is benched
+        self.unrefined = unrefined
+        self.unrefined_out: tuple[np.ndarray, list[np.ndarray]] | None = None
         self.image = image                   # the whole LR image timed through each engine's tiling
         self.image_times: dict[int, list[float]] = {}
         self.folder = folder                 # small LR images timed through each engine's pooling
@@ -265,7 +272,8 @@ class _Measure:
                 self.ref_sr, self.ref_tok = sr, tokens
             s.info["memory"] = {**p.result(), "load_rss_mb": s.info.get("load_rss_mb"),
                                 "python_heap_peak_mb": heap, "measured_on": f"fidelity pass ({len(self.lr)} tiles)"}
-            s.info["fidelity"] = fidelity(sr, tokens, self.ref_sr, self.ref_tok, self.hr, self.scale)
+            ref_sr, ref_tok, ref_name = self._reference_for(s)
+            s.info["fidelity"] = fidelity(sr, tokens, ref_sr, ref_tok, self.hr, self.scale, ref_name)
         for _ in self.prog(range(self.opts.warmup), desc="warm-up", unit="round"):
             for s in live:
                 _guard(s, "warm-up", calls[id(s)])
@@ -303,6 +311,17 @@ class _Measure:
         t0 = time.perf_counter()
         self.gemm()
         self.gemm_ms.append((time.perf_counter() - t0) * 1e3)
+
+    def _reference_for(self, s: Subject) -> tuple[np.ndarray, list[np.ndarray], str | None]:
+        """(SR, tokens, name) of the reference that runs the model as `s` does: eager's, or for an
+        engine whose graph leaves VARSR's refiner out, the model without it (as compare holds it)."""
+        assert self.ref_sr is not None
+        if s.engine is None or s.engine.refines or self.unrefined is None:
+            return self.ref_sr, self.ref_tok, None
+        if self.unrefined_out is None:
+            with self.unrefined() as ref:
+                self.unrefined_out = ref.run(self.lr)
+        return (*self.unrefined_out, NO_REFINER)
 
     def _fidelity_run(self, s: Subject) -> Callable[[], tuple[np.ndarray, Any]]:
         if s.backend == BICUBIC:
@@ -372,7 +391,9 @@ def run_bench(engines: Sequence[str], reference: Any = None, options: BenchOptio
         gemm, gemm_flops = gemm_call(opts.peak_n, peak["library"], peak["threads"])
         image = photo_lr(opts.image_size, photos) if opts.image_size else None
         folder = folder_lrs(opts.folder_size, opts.folder_images, photos) if opts.folder_images else None
-        m = _Measure(lr, hr, config.scale, opts, prog, say, gemm, image, folder)
+        m = _Measure(lr, hr, config.scale, opts, prog, say, gemm, image, folder,
+                     unrefined=(lambda: TorchEngine.from_model(model, batch=batch, refine=False))
+                     if config.has_refiner else None)
 
         def opened(spec: EngineSpec) -> Subject:
             say(f"opening {spec.text}")

@@ -16,19 +16,21 @@ from alignvar_edge.errors import ArtifactError
 from alignvar_edge.fsmodes import write_atomically
 from alignvar_edge.manifest import Manifest, prune_text, sha256_file
 from alignvar_edge.model.checkpoint import GOLDEN_FILE
-from alignvar_edge.runtimes.artifacts import source_checkpoint
+from alignvar_edge.runtimes.artifacts import source_checkpoint, takes_noise
+from alignvar_edge.runtimes.base import config_from_manifest
 
 __all__ = ["GOLDEN_FILE", "check_golden_prune", "copy_golden", "engine_golden", "golden_entry", "golden_prune",
            "load_golden", "make_golden", "read_golden", "write_golden"]
 
 
 def make_golden(model_dir: str | os.PathLike[str], n: int = 4, seed: int = 0, prune: Sequence[float] = (),
-                out: Path | None = None) -> Path:
+                out: Path | None = None, refine: bool = True) -> Path:
     """Write golden.safetensors for a checkpoint: held-out LR tiles, reference tokens and SR.
     Host side: it runs the PyTorch model as every engine does (`AlignVAR.engine_noise`: VARSR's
     refiner on the fixed noise draw the exported graphs are fed). With `prune` ratios the rollout
-    is the pruned one an export with `--prune` computes (written to `out`, an engine directory's
-    file: beside the weights lives the unpruned model's)."""
+    is the pruned one an export with `--prune` computes, with `refine` off the one an export with
+    `--no-refine` computes (either written to `out`, an engine directory's file: beside the weights
+    lives the whole model's)."""
     import torch
 
     from alignvar_edge.model.alignvar import load_pretrained
@@ -41,11 +43,13 @@ def make_golden(model_dir: str | os.PathLike[str], n: int = 4, seed: int = 0, pr
     x = torch.from_numpy(lr)
     with torch.inference_mode(), pruning(model, tuple(prune)):
         # as every engine runs it: VARSR's refiner on its fixed noise draw
-        sr, *tokens = model(x, model.engine_noise(x))
+        sr, *tokens = model(x, model.engine_noise(x, refine))
     meta = {"seed": str(seed), "split": "heldout", "reference": "PyTorch",
             "weights_sha256": sha256_file(path / "model.safetensors")}
     if prune:
         meta.update(reference=f"PyTorch, pruned {prune_text(prune)}", prune=prune_text(prune))
+    if not refine and model.config.has_refiner:
+        meta.update(reference=f"{meta['reference']}, without the refiner", refine="off")
     return write_golden(out or path / GOLDEN_FILE, lr, sr.numpy(), [t.numpy() for t in tokens], meta)
 
 
@@ -128,7 +132,7 @@ def load_golden(model_dir: Path) -> tuple[np.ndarray, np.ndarray, list[np.ndarra
 
 
 def copy_golden(src_manifest: Manifest | None, src_dir: Path, dest: Path,
-                prune: Sequence[float] | None = None) -> dict[str, Any] | None:
+                prune: Sequence[float] | None = None, refine: bool | None = None) -> dict[str, Any] | None:
     """Put golden outputs for the model behind `src_dir` into an engine directory being built
     (`dest`), so `selftest --engine` checks the engine on the device without the package's model
     or PyTorch. Returns the manifest's `extra.golden` entry, or None when there is no golden file.
@@ -137,12 +141,17 @@ def copy_golden(src_manifest: Manifest | None, src_dir: Path, dest: Path,
     same pruning; the golden file of the checkpoint the source was exported from (PyTorch outputs,
     weights checked), or for a pruned source (`prune`, else its manifest's `extra.prune`) the pruned
     rollout's PyTorch outputs made here: the checkpoint's own are the unpruned model's, whose tokens
-    a pruned engine does not compute. An fp32 ONNX export without either gets its own outputs in
-    ONNX Runtime: `onnxruntime.ship_golden`."""
+    a pruned engine does not compute; likewise with `refine` off (by default: where the source's
+    graph leaves out the refiner of a model that has one, an export made with --no-refine), the
+    outputs of the model without VARSR's refiner. An fp32 ONNX export without
+    either gets its own outputs in ONNX Runtime: `onnxruntime.ship_golden`."""
     if prune is None:
         prune = (src_manifest.graph_facts.get("prune") if src_manifest else None) or ()
+    if refine is None:
+        refine = (src_manifest is None or takes_noise(src_manifest)
+                  or not config_from_manifest(src_manifest).has_refiner)
     out = dest / GOLDEN_FILE
-    if (src_dir / GOLDEN_FILE).is_file() and golden_prune(src_dir / GOLDEN_FILE) == prune_text(prune):
+    if refine and (src_dir / GOLDEN_FILE).is_file() and golden_prune(src_dir / GOLDEN_FILE) == prune_text(prune):
         shutil.copy2(src_dir / GOLDEN_FILE, out)
         return golden_entry(out, f"copied from {src_dir}")
     ckpt: Path | None = src_dir                # src_manifest None: src_dir is the checkpoint
@@ -151,12 +160,13 @@ def copy_golden(src_manifest: Manifest | None, src_dir: Path, dest: Path,
             ckpt = source_checkpoint(src_manifest)
         except ImportError:                  # a build host without PyTorch: no checkpoint lookup
             ckpt = None
-    if ckpt is not None and prune:
+    if ckpt is not None and (prune or not refine):
         try:
-            make_golden(ckpt, prune=prune, out=out)
+            make_golden(ckpt, prune=prune, out=out, refine=refine)
         except ImportError:                  # no PyTorch here to run the pruned rollout
             return None
-        return golden_entry(out, f"checkpoint {ckpt.name}, pruned {prune_text(prune)}")
+        return golden_entry(out, f"checkpoint {ckpt.name}" + (f", pruned {prune_text(prune)}" if prune else "")
+                            + ("" if refine else ", without the refiner"))
     if ckpt is not None and (ckpt / GOLDEN_FILE).is_file():
         try:
             load_golden(ckpt)

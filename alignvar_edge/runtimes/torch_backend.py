@@ -134,6 +134,8 @@ class TorchBackend(Backend):
         config = load_config(src)
         prune = list((export.graph_facts.get("prune") if export else None) or ())
         batch = export.static_batch if export else DEFAULT_BATCH
+        # an export made with --no-refine computes the model without VARSR's refiner: so does its engine
+        unrefined = export is not None and export.extra.get("refine") is False and config.has_refiner
         with staging_dir(out, force=force) as tmp:
             for f in (CONFIG_FILE, WEIGHTS_FILE):
                 shutil.copy2(src / f, tmp / f)
@@ -149,9 +151,10 @@ class TorchBackend(Backend):
                              graphs={"eager": {"file": WEIGHTS_FILE, **graph_io(config, -1)}},
                              input_contract=contract(config.lr_size, config.scale, None, config=config),
                              extra={"source": {"path": recorded_path(src)}, "device": device,
-                                    "tiles_per_call": batch, **({"prune": prune} if prune else {})})
+                                    "tiles_per_call": batch, **({"prune": prune} if prune else {}),
+                                    **({"refine": False} if unrefined else {})})
             # what `selftest --engine` checks this engine against, as every other backend's build ships
-            m.extra["golden"] = copy_golden(None, src, tmp, prune=prune)
+            m.extra["golden"] = copy_golden(None, src, tmp, prune=prune, refine=not unrefined)
             write_manifest(tmp, m)
         return out
 
@@ -162,7 +165,7 @@ class TorchBackend(Backend):
         batch = opts.pop("batch", None)
         threads = opts.pop("threads", None)
         graphs = opts.pop("cuda_graphs", None)      # it and threads are checked by Backend.load
-        refine = opts.pop("refine", None) is not False     # checked by Backend.load too
+        refine = opts.pop("refine", None)                  # checked by Backend.load too
         if threads:
             torch.set_num_threads(int(threads))     # process-wide in PyTorch: only when asked
         path: str | os.PathLike[str] = engine_dir
@@ -173,7 +176,7 @@ class TorchBackend(Backend):
                                           config=model.config.to_dict()),
                                 extra={"source": {"path": str(engine_dir)}})
             return TorchEngine(model, meta, self.check_device(device), precision or "fp32",
-                               int(batch or DEFAULT_BATCH), cuda_graphs=graphs, refine=refine)
+                               int(batch or DEFAULT_BATCH), cuda_graphs=graphs, refine=refine is not False)
         m = load_verified(path)
         if m.backend != "torch":
             raise ArtifactError(f"'{engine_dir}' is an engine for {m.backend}, not for torch")
@@ -181,7 +184,9 @@ class TorchBackend(Backend):
         model.prune = tuple(m.extra.get("prune") or ())     # built from a pruned export: its rollout
         return TorchEngine(model, m, self.check_device(device or m.extra.get("device", "cpu")),
                            precision or m.precision, int(batch or m.extra.get("tiles_per_call") or DEFAULT_BATCH),
-                           Path(path), cuda_graphs=graphs, refine=refine)
+                           Path(path), cuda_graphs=graphs,
+                           # unless told otherwise, as built: without the refiner from a --no-refine export
+                           refine=m.extra.get("refine") is not False if refine is None else refine)
 
 
 BACKEND = TorchBackend()
