@@ -106,3 +106,33 @@ def test_the_fused_attention_ops_are_in_groups_and_fp16_of_a_fused_export_is_ref
 def _same_tokens(a: list, b: list) -> bool:
     import numpy as np
     return len(a) == len(b) > 0 and all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+@pytest.fixture(scope="module")
+def no_sca_export(pytestconfig: pytest.Config) -> Path:
+    """A micro model without SCA (as VARSR has none), exported once and cached."""
+    import torch
+    from _runtime_fixtures import cache_root, export_dir
+
+    from alignvar_edge.model.alignvar import AlignVAR
+    from alignvar_edge.model.config import AlignVARConfig
+    torch.manual_seed(0)
+    return export_dir(AlignVAR(AlignVARConfig.from_preset("micro", sca=False)).eval(), cache_root(pytestconfig))
+
+
+def test_fp16_quantize_lists_the_groups_the_graph_has(no_sca_export: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """A model without SCA has no SCA bias path: quantize's summary and the manifest's half policy
+    name the groups its graph has nodes in, never `sca_bias`; the policy reads back the same."""
+    from alignvar_edge.cli import main as cli
+    has = [g for g, nodes in node_groups(_model(no_sca_export)).items() if nodes]
+    assert "sca_bias" not in has and len(has) == 5
+    out = tmp_path / "fp16"
+    assert cli(["quantize", str(no_sca_export), "--precision", "fp16", "--no-search", "--tiles", "2",
+                "--val-tiles", "2", "--out", str(out)]) == 0
+    line = next(t for t in capsys.readouterr().out.splitlines() if t.startswith("compute precision per group:"))
+    listed = line.split(";")[0].removeprefix("compute precision per group: ").split(", ")
+    assert sorted(listed) == sorted(f"{g} fp16" for g in has)
+    recorded = read_manifest(out).quantization["half_policy"]
+    assert sorted(recorded["per_group"]) == sorted(has)
+    assert HalfPolicy.from_dict(recorded).per_group() == recorded["per_group"]

@@ -378,7 +378,7 @@ def _fp16(model_path: Path, cs: CalibrationSet, opts: QuantizeOptions, input_nam
                                                                          optimized=True, extra=extra),
                                      opts.fidelity, log=log)
     else:
-        policy = HalfPolicy("fp16")
+        policy = HalfPolicy.of_graph(src, "fp16")
         f = val.evaluate(to_fp16(src, FP16_KEEP_OPS, policy.f32_nodes(src))[0])
         result = SearchResult(f.meets(opts.fidelity), [], f, f)
     model, report = to_fp16(src, FP16_KEEP_OPS, policy.f32_nodes(src))

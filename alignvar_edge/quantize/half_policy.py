@@ -1,6 +1,7 @@
 """Half-precision (bf16 / fp16) policy per component group, searched by the token-fidelity loop.
 
-Six groups, each a set of ONNX nodes of the exported graph:
+Six groups, each a set of ONNX nodes of the exported graph (a graph has those its model has: one
+without SCA, such as VARSR, has no `sca_bias`, and a policy lists only the graph's groups):
 
   decoder_convs        VQ-VAE decoder, phi and LR-embedding convs
   transformer_matmuls  attention / FFN / AdaLN linears and the token embedding (the fused form's Einsums)
@@ -30,8 +31,8 @@ from alignvar_edge.quantize.fp16 import to_fp16
 from alignvar_edge.quantize.policy import classify, exact_nodes, name_scopes
 from alignvar_edge.quantize.sensitivity import search
 
-__all__ = ["HALF_GROUPS", "HALF_PRECISIONS", "HalfPolicy", "check_half_form", "half_candidate", "node_groups",
-           "search_half"]
+__all__ = ["HALF_GROUPS", "HALF_PRECISIONS", "HalfPolicy", "check_half_form", "graph_groups", "half_candidate",
+           "node_groups", "search_half"]
 
 HALF_PRECISIONS = ("bf16", "fp16")
 HALF_GROUPS: dict[str, str] = {
@@ -80,6 +81,11 @@ def node_groups(model: onnx.ModelProto) -> dict[str, set[str]]:
     return out
 
 
+def graph_groups(model: onnx.ModelProto) -> list[str]:
+    """The HALF_GROUPS groups this graph has nodes in (a model without SCA has no `sca_bias`)."""
+    return [g for g, nodes in node_groups(model).items() if nodes]
+
+
 def check_half_form(attention: str | None, source: str) -> None:
     """Refuse an fp16 ONNX pass of a fused-attention export (`attention`: its manifest's
     `attention_form`) before any calibration work. Its Attention, RotaryEmbedding and
@@ -96,20 +102,26 @@ def check_half_form(attention: str | None, source: str) -> None:
 
 @dataclass(frozen=True)
 class HalfPolicy:
-    """Compute precision per group: `precision` for every group except `f32_groups`."""
+    """Compute precision per group: `precision` for every group except `f32_groups`. `groups`: the
+    groups the graph has, which `per_group` (and the manifest's record) lists; `of_graph` reads them."""
 
     precision: str = "bf16"
     f32_groups: frozenset[str] = field(default_factory=frozenset)
+    groups: frozenset[str] = frozenset(HALF_GROUPS)
 
     def __post_init__(self) -> None:
         if self.precision not in HALF_PRECISIONS:
             raise ConfigError(f"half precision must be one of {', '.join(HALF_PRECISIONS)}, got {self.precision!r}")
-        unknown = set(self.f32_groups) - set(HALF_GROUPS)
+        unknown = (set(self.f32_groups) | set(self.groups)) - set(HALF_GROUPS)
         if unknown:
             raise ConfigError(f"unknown half groups {sorted(unknown)}; known: {', '.join(HALF_GROUPS)}")
 
+    @classmethod
+    def of_graph(cls, model: onnx.ModelProto, precision: str, f32_groups: frozenset[str] = frozenset()) -> HalfPolicy:
+        return cls(precision, f32_groups, frozenset(graph_groups(model)))
+
     def per_group(self) -> dict[str, str]:
-        return {g: "f32" if g in self.f32_groups else self.precision for g in HALF_GROUPS}
+        return {g: "f32" if g in self.f32_groups else self.precision for g in HALF_GROUPS if g in self.groups}
 
     def f32_nodes(self, model: onnx.ModelProto) -> set[str]:
         """Nodes this policy keeps in f32 (its f32 groups and the exact-arithmetic scopes)."""
@@ -121,7 +133,8 @@ class HalfPolicy:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> HalfPolicy:
-        return cls(str(d.get("precision", "bf16")), frozenset(d.get("f32_groups") or ()))
+        groups = frozenset(d.get("per_group") or HALF_GROUPS)      # older records listed every group
+        return cls(str(d.get("precision", "bf16")), frozenset(d.get("f32_groups") or ()), groups)
 
 
 def half_candidate(model: onnx.ModelProto, policy: HalfPolicy) -> onnx.ModelProto:
@@ -134,7 +147,7 @@ def search_half(model: onnx.ModelProto, precision: str, validation: Any, calibra
                 build: Callable[[onnx.ModelProto, HalfPolicy], Any] = half_candidate,
                 log: Callable[[str], None] = lambda _m: None) -> tuple[HalfPolicy, Any]:
     """The searched policy and the `SearchResult` (see the module docstring)."""
-    groups = [g for g, nodes in node_groups(model).items() if nodes]
-    result = search(lambda f32: build(model, HalfPolicy(precision, frozenset(f32))), groups,
+    groups = graph_groups(model)
+    result = search(lambda f32: build(model, HalfPolicy(precision, frozenset(f32), frozenset(groups))), groups,
                     validation, calibration, target, log=log, start=f"every group {precision}")
-    return HalfPolicy(precision, frozenset(result.float_groups)), result
+    return HalfPolicy(precision, frozenset(result.float_groups), frozenset(groups)), result
