@@ -594,6 +594,29 @@ def test_info_names_a_preset_only_where_info_preset_takes_it(varsr_dir: Path, tm
     assert "(config 'varsr-import', not a preset)" in firsts[str(varsr_dir)]
 
 
+def test_info_says_what_an_imported_varsr_is(varsr_dir: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """`info` on an imported VARSR names its LR encoder, RoPE, refiner (steps) and the colour fix
+    `upscale` adds, as its config.json holds them; the bundled model has neither refiner nor fix."""
+    saved = json.loads((varsr_dir / "config.json").read_text())
+    for checkpoint in (str(varsr_dir), "alignvar-tiny"):
+        capsys.readouterr()
+        assert cli(["info", "--no-flops", checkpoint, "--json", str(tmp_path / f"{len(checkpoint)}.json")]) == 0
+        text, info = capsys.readouterr().out, json.loads((tmp_path / f"{len(checkpoint)}.json").read_text())
+        if checkpoint == "alignvar-tiny":
+            assert info["refiner"] is None and info["color_fix"] is False
+            assert "refiner       none" in text and "colour fix    none" in text
+            continue
+        assert info["refiner"] == {"width": saved["refiner_width"], "depth": saved["refiner_depth"],
+                                   "steps": saved["refiner_steps"]} == {"width": 64, "depth": 2, "steps": 10}
+        assert info["color_fix"] is True
+        assert info["conditioning"] == {"lr_encoder": "controlnet", "lr_encoder_channels": saved["lr_encoder_channels"],
+                                        "prefix": "varsr", "rope": "varsr", "rope_base": 10000.0}
+        assert "refiner       on: diffusion MLP (width 64, depth 2)" in text and "in 10 sampling steps" in text
+        assert "colour fix    on by default" in text and "--no-color-fix" in text
+        assert "LR encoder    controlnet" in text and "RoPE          varsr" in text
+
+
 @torch.no_grad()
 def test_super_resolve_refines_with_the_engines_fixed_noise(varsr: AlignVAR, ref: dict[str, torch.Tensor]) -> None:
     """Without `noise=`, eager refinement feeds the draw every engine feeds (numpy's PCG64(0), one

@@ -73,12 +73,41 @@ def model_info(model: AlignVAR, with_flops: bool = True, name: str | None = None
         "latent": {"P": c.latent_size, "downsample": c.vq_downsample, "cvae": c.vq_cvae, "vocab": c.vq_vocab},
         "sequence": {"prefix": c.prefix_len, "tokens": c.tokens_len, "total": c.seq_len},
         "transformer": {"depth": c.depth, "width": c.width, "heads": c.heads, "sca": c.sca, "cfg": c.cfg},
+        "conditioning": {"lr_encoder": c.lr_encoder, "lr_encoder_channels": list(c.lr_encoder_channels),
+                         "prefix": c.prefix, "rope": c.rope, "rope_base": c.rope_base},
+        # VARSR's diffusion refiner on the last scale (None: the model has none)
+        "refiner": {"width": c.refiner_width, "depth": c.refiner_depth, "steps": c.refiner_steps}
+                   if c.has_refiner else None,
+        "color_fix": c.color_fix,           # what `upscale` adds by default
         "residual_to_bicubic": c.residual_to_bicubic,
         "parameters": model.parameter_report(),
     }
     if with_flops:
         info["flops_per_tile"] = flops_per_tile(model)
     return info
+
+
+# what each LR encoder and RoPE layout is (config.py's switches), in the words `info` prints
+_LR_ENCODERS = {"strided": "strided convs on the LR tile",
+                "controlnet": "VARSR's ControlNet conv stack on the LR resized to the output size (Pillow bicubic)"}
+_ROPES = {"scale": "2-D, scale-aligned centre positions", "varsr": "VARSR's 2-D grid", "none": "none"}
+
+
+def _architecture_lines(info: dict[str, Any]) -> list[str]:
+    """The LR encoder, RoPE, refiner and colour fix lines of `format_info` (older info JSON: none)."""
+    cond = info.get("conditioning")
+    if cond is None:
+        return []
+    widths = f" (widths {', '.join(map(str, cond['lr_encoder_channels']))})" if cond["lr_encoder_channels"] else ""
+    rope = _ROPES.get(cond["rope"], cond["rope"]) + (f", base {cond['rope_base']:g}" if cond["rope"] != "none" else "")
+    ref = info.get("refiner")
+    return [f"LR encoder    {cond['lr_encoder']}: {_LR_ENCODERS.get(cond['lr_encoder'], '')}{widths}; prefix {cond['prefix']}",
+            f"RoPE          {cond['rope']}: {rope}",
+            "refiner       " + (f"on: diffusion MLP (width {ref['width']}, depth {ref['depth']}) adds a residual at the "
+                                f"last scale in {ref['steps']} sampling steps (`export --no-refine` leaves it out)"
+                                if ref else "none"),
+            "colour fix    " + ("on by default: `upscale` matches each SR image's colour to the LR's "
+                                "(`--no-color-fix` turns it off)" if info.get("color_fix") else "none")]
 
 
 def format_info(info: dict[str, Any]) -> str:
@@ -93,6 +122,7 @@ def format_info(info: dict[str, Any]) -> str:
              f"{info['sequence']['tokens']}",
              "transformer   depth {depth}, width {width}, heads {heads}, SCA {sca}, cfg {cfg}".format(
                  **info["transformer"]),
+             *_architecture_lines(info),
              "parameters"]
     for k, v in info["parameters"].items():
         lines.append(f"  {k:<20}{v:>16,}")
