@@ -98,45 +98,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not debug:           # a warning is one line naming the verb, not a source excerpt
         warnings.showwarning = lambda message, *_a, **_k: print(
             f"alignvar-edge {args.verb}: warning: {message}", file=sys.stderr)
-    try:
-        code = int(args.func(args) or 0)
-        # printed text still in the buffer meets a closed pipe here, where it ends quietly, not at
-        # the interpreter's exit (a traceback-like message and exit status 120)
-        sys.stdout.flush()
-        return code
-    except KeyboardInterrupt:
-        return _interrupted(args, interrupted)
-    except BrokenPipeError:
-        return _reader_gone()
-    except Exception as e:
-        # Ctrl-C inside a library that wraps the KeyboardInterrupt in its own error (torch.onnx.export
-        # turns it into TorchExportError): still an interruption, not a crash.
-        if interrupted and not debug:
+    # an interrupted verb names the outputs it had already published (_interrupted)
+    with safe_stop.recording():
+        try:
+            code = int(args.func(args) or 0)
+            # printed text still in the buffer meets a closed pipe here, where it ends quietly, not at
+            # the interpreter's exit (a traceback-like message and exit status 120)
+            sys.stdout.flush()
+            return code
+        except KeyboardInterrupt:
             return _interrupted(args, interrupted)
-        if isinstance(e, AlignVAREdgeError):
-            if debug:
-                raise
-            print(f"alignvar-edge {args.verb}: error: {e}", file=sys.stderr)
-            return e.exit_code
-        if isinstance(e, ModuleNotFoundError) and host_package(e) and not debug:
-            error = host_tools_error("this verb", str(host_package(e)))
-            print(f"alignvar-edge {args.verb}: error: {error}", file=sys.stderr)
-            return error.exit_code
-        if isinstance(e, ModuleNotFoundError) and (e.name or "").split(".")[0] == "nncf" and not debug:
-            # the `openvino` extra runs engines; only building OpenVINO int8 ones needs NNCF
-            print(f"alignvar-edge {args.verb}: error: OpenVINO int8 builds need NNCF, which is not installed; "
-                  "pip install 'alignvar-edge[openvino-int8]'", file=sys.stderr)
-            return 3
-        if isinstance(e, (OSError, MemoryError)):
-            if debug:
-                raise
-            print(f"alignvar-edge {args.verb}: error: {_os_error_line(e)}", file=sys.stderr)
-            return 1
-        raise
-    finally:
-        warnings.showwarning = show
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        except BrokenPipeError:
+            return _reader_gone()
+        except Exception as e:
+            # Ctrl-C inside a library that wraps the KeyboardInterrupt in its own error (torch.onnx.export
+            # turns it into TorchExportError): still an interruption, not a crash.
+            if interrupted and not debug:
+                return _interrupted(args, interrupted)
+            if isinstance(e, AlignVAREdgeError):
+                if debug:
+                    raise
+                print(f"alignvar-edge {args.verb}: error: {e}", file=sys.stderr)
+                return e.exit_code
+            if isinstance(e, ModuleNotFoundError) and host_package(e) and not debug:
+                error = host_tools_error("this verb", str(host_package(e)))
+                print(f"alignvar-edge {args.verb}: error: {error}", file=sys.stderr)
+                return error.exit_code
+            if isinstance(e, ModuleNotFoundError) and (e.name or "").split(".")[0] == "nncf" and not debug:
+                # the `openvino` extra runs engines; only building OpenVINO int8 ones needs NNCF
+                print(f"alignvar-edge {args.verb}: error: OpenVINO int8 builds need NNCF, which is not installed; "
+                      "pip install 'alignvar-edge[openvino-int8]'", file=sys.stderr)
+                return 3
+            if isinstance(e, (OSError, MemoryError)):
+                if debug:
+                    raise
+                print(f"alignvar-edge {args.verb}: error: {_os_error_line(e)}", file=sys.stderr)
+                return 1
+            raise
+        finally:
+            warnings.showwarning = show
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def _empty_argument(argv: list[str]) -> str | None:
@@ -154,12 +156,22 @@ def _empty_argument(argv: list[str]) -> str | None:
 
 def _interrupted(args: Any, signals: list[int]) -> int:
     # a verb whose finished outputs survive (a folder upscale, training) says how to continue
-    kept = getattr(args, "on_interrupt", None) or "no partial output was kept"
+    kept = getattr(args, "on_interrupt", None) or _kept_line(safe_stop.kept())
     if signal.SIGTERM in signals:
         print(f"alignvar-edge {args.verb}: terminated (SIGTERM); {kept}", file=sys.stderr)
         return 128 + signal.SIGTERM
     print(f"alignvar-edge {args.verb}: interrupted; {kept}", file=sys.stderr)
     return 128 + signal.SIGINT
+
+
+def _kept_line(published: list[str]) -> str:
+    """What an interrupted verb kept: the outputs it had published in full (the signal came after
+    their rename, before the verb said so), and that nothing partial is left."""
+    if not published:
+        return "no partial output was kept"
+    names = ", ".join(f"'{p}'" for p in published)
+    was, are = ("was", "is") if len(published) == 1 else ("were", "are")
+    return f"{names} {was} complete before the interrupt and {are} kept; no partial output was kept"
 
 
 def _reader_gone() -> int:

@@ -11,6 +11,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from alignvar_edge import safe_stop
+
 __all__ = ["as_write_error", "hidden_prefix", "umask", "publish_mode", "unwritable_folder", "write_atomically",
            "write_error", "write_text"]
 
@@ -108,6 +110,7 @@ def write_atomically(path: str | os.PathLike[str], write: Callable[[Path], objec
                 raise
             raise error from e
         publish_mode(tmp)          # mkstemp made it 0600: the file gets what the umask allows
+        safe_stop.publishing(tmp, p)
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -60,7 +60,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from alignvar_edge import jsonsafe
+from alignvar_edge import jsonsafe, safe_stop
 from alignvar_edge.errors import ArtifactError, OutputExistsError
 from alignvar_edge.fsmodes import hidden_prefix, publish_mode, write_error, write_text
 from alignvar_edge.jsonsafe import dumps
@@ -868,6 +868,7 @@ def artifact_dir(out: str | os.PathLike[str], force: bool = False) -> Iterator[P
         if not (tmp / MANIFEST_FILE).is_file():
             raise ArtifactError(f"internal error: artifact for '{out}' was finished without a manifest")
         publish_mode(tmp)
+        safe_stop.publishing(tmp, out)       # an interrupted verb then names it, if the rename is done
         _publish(tmp, out, force)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -4,14 +4,21 @@ The CLI's signal handler asks `defer` first. Inside a `window` the first signal 
 and the loop stops at its next safe point (training: after the step in progress, saving the run
 there), so nothing it has done is lost; outside a window, or a second Ctrl-C, interrupts at once
 as before. Code that installs no handler (the library, tests) sees KeyboardInterrupt as always.
+
+What a stopped verb kept: while the CLI `records` a verb, every output it publishes (an artifact
+folder or a file, renamed into place) is noted just before the rename, so the interrupted line can
+name the ones that are in place, however close to the rename the signal came.
 """
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 
 _on_stop: str | None = None         # inside a window: what happens on a stop, for the handler's line
 _asked: int | None = None           # the signal that asked for the stop, since the last window opened
+# while the CLI records a verb: each output it publishes -> the (device, inode) of what is renamed there
+_published: dict[str, tuple[int, int]] | None = None
 
 
 @contextlib.contextmanager
@@ -39,3 +46,36 @@ def defer(signum: int) -> str | None:
 def asked() -> int | None:
     """The signal that asked the current (or last) window's loop to stop, or None."""
     return _asked
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[None]:
+    """While inside (the CLI, around one verb), `publishing` notes each output for `kept`."""
+    global _published
+    _published = {}
+    try:
+        yield
+    finally:
+        _published = None
+
+
+def publishing(staged: str | os.PathLike[str], out: str | os.PathLike[str]) -> None:
+    """Called just before `staged` (a finished file or folder) is renamed to `out`. A rename keeps
+    the inode, so `kept` knows whether it happened without being told again after it: a signal
+    right after the rename cannot fall between the rename and its record."""
+    if _published is not None:
+        st = os.stat(staged)
+        _published[os.fspath(out)] = (st.st_dev, st.st_ino)
+
+
+def kept() -> list[str]:
+    """The outputs this verb published that are in place now, as named when published."""
+    found = []
+    for out, inode in (_published or {}).items():
+        try:
+            st = os.stat(out)
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) == inode:
+            found.append(out)
+    return found

@@ -1,0 +1,86 @@
+"""What an interrupted verb says it kept: a Ctrl-C that comes right after an output was put in place
+(an artifact folder or a file), before the verb could say so, names that output; one that comes
+right before says that nothing was kept, and nothing is. The signal is sent at that moment by a
+wrapper around the publishing step (a real SIGINT through the CLI's own handler, not a race)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from _runtime_fixtures import cache_root, export_dir, sharp_model
+from alignvar_edge import cli, cli_json, manifest, safe_stop
+from alignvar_edge.manifest import load_verified
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(autouse=True)
+def python_sigint_handler():
+    """The CLI handles SIGINT only over Python's default handler, and a test run started in the
+    background of a shell without job control inherits it ignored: give the test the default."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def _sigint_around(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str, when: str) -> None:
+    """`owner.name` (a publishing step) sends this process SIGINT just `when` ('before', 'after') it runs."""
+    real: Callable[..., Any] = getattr(owner, name)
+
+    def with_sigint(*args: Any, **kwargs: Any) -> Any:
+        if when == "before":
+            os.kill(os.getpid(), signal.SIGINT)
+        result = real(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)       # the handler runs here, before the verb's next line
+        return result
+    monkeypatch.setattr(owner, name, with_sigint)
+
+
+def _last_line(capsys: pytest.CaptureFixture[str]) -> str:
+    return capsys.readouterr().err.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("when", ["after", "before"])
+def test_a_sigint_at_an_engines_publication_says_whether_it_was_kept(pytestconfig, tmp_path, monkeypatch,
+                                                                       capsys, when):
+    export = export_dir(sharp_model("micro"), cache_root(pytestconfig))
+    out = tmp_path / "ort"
+    _sigint_around(monkeypatch, manifest, "_publish", when)
+    code = cli.main(["build", str(export), "--target", "onnxruntime", "--threads", "1", "--out", str(out)])
+    assert code == 130
+    line = _last_line(capsys)
+    if when == "after":
+        assert line == (f"alignvar-edge build: interrupted; '{out}' was complete before the interrupt and is kept; "
+                        "no partial output was kept"), line
+        load_verified(out)
+    else:
+        assert line == "alignvar-edge build: interrupted; no partial output was kept", line
+        assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir()] == (["ort"] if when == "after" else [])   # no staging left
+
+
+def test_a_sigint_right_after_a_json_result_is_written_names_the_file(tmp_path, monkeypatch, capsys):
+    result = tmp_path / "info.json"
+    _sigint_around(monkeypatch, cli_json, "write_text", "after")
+    assert cli.main(["info", "--preset", "micro", "--json", str(result)]) == 130
+    assert _last_line(capsys) == (f"alignvar-edge info: interrupted; '{result}' was complete before the interrupt "
+                                  "and is kept; no partial output was kept")
+    assert json.loads(result.read_text())["alignvar_edge"]
+
+
+def test_outputs_are_recorded_only_while_the_cli_runs_a_verb(tmp_path):
+    from alignvar_edge.fsmodes import write_text
+    write_text(tmp_path / "a.txt", "a")                  # the library: nothing recorded, nothing grows
+    assert safe_stop.kept() == []
+    with safe_stop.recording():
+        write_text(tmp_path / "b.txt", "b")
+        write_text(tmp_path / "c.txt", "c")
+        (tmp_path / "c.txt").unlink()                    # no longer there: not kept
+        write_text(tmp_path / "b.txt", "b2")             # written again: named once
+        assert safe_stop.kept() == [str(tmp_path / "b.txt")]
+    assert safe_stop.kept() == []
