@@ -1322,3 +1322,33 @@ def test_an_array_of_another_integer_dtype_is_told_the_conversion_that_keeps_its
                          (np.full((2, 2, 3), -5, np.int16), r"span -5\.\.-5: scale them to floats in \[0, 1\]")):
         with pytest.raises(InputError, match=f"got dtype {values.dtype}; its values {says}"):
             as_float_image(values)
+
+
+def test_save_image_scales_uint16_and_uint8_from_their_own_full_scale(tmp_path: Path) -> None:
+    """uint16 arrays (what `upscale` returns for uint16 input) were read as floats in [0, 1] and
+    written all white; a uint8 array at bits=16 was written all 65535."""
+    rng = np.random.default_rng(5)
+    u16 = rng.integers(0, 65536, (6, 7, 3)).astype(np.uint16)
+    save_image(tmp_path / "a.png", u16)
+    np.testing.assert_array_equal(np.asarray(_read(tmp_path / "a.png")), np.round(u16 / 257.0))
+    save_image(tmp_path / "g.png", u16[..., 0].astype(">u2"))     # big-endian gray too
+    np.testing.assert_array_equal(np.asarray(_read(tmp_path / "g.png")), np.round(u16[..., 0] / 257.0))
+    save_image(tmp_path / "a16.png", u16, bits=16)
+    assert _png16_samples(tmp_path / "a16.png")[1].tolist() == u16.tolist()
+    u8 = rng.integers(0, 256, (6, 7, 3)).astype(np.uint8)
+    save_image(tmp_path / "b16.png", u8, u16[..., 0], bits=16)
+    np.testing.assert_array_equal(_png16_samples(tmp_path / "b16.png")[1],
+                                  np.dstack([u8.astype(np.int64) * 257, u16[..., 0]]))
+
+
+def test_save_image_refuses_other_dtypes_and_floats_outside_0_1_naming_the_argument(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"^save_image's rgb for .*c\.png: floating-point data with values from "
+                                         r".* outside \[0, 1\]; divide it by its full-scale value"):
+        save_image(tmp_path / "c.png", np.full((4, 4, 3), 2.5))
+    with pytest.raises(InputError, match=r"^save_image's rgb for .*d\.png must be uint8, uint16 or floats in "
+                                         r"\[0, 1\], got dtype int32; its values fit in 8 bits: convert with "
+                                         r"\.astype\(np\.uint8\)$"):
+        save_image(tmp_path / "d.png", np.zeros((4, 4, 3), np.int32))
+    with pytest.raises(InputError, match=r"^save_image's alpha .* got dtype int64; .* np\.asarray\(image, np\.uint16\)"):
+        save_image(tmp_path / "e.png", np.zeros((2, 2, 3)), [[300, 0], [0, 0]])    # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []

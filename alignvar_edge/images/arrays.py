@@ -31,13 +31,37 @@ _INT_FULL_SCALE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 _RANGE_SLACK = 1.0 / 255.0
 
 
-def check_unit_range(x: np.ndarray, fix: str = "divide it by its full-scale value (255 for 8-bit data) first") -> None:
+def check_unit_range(x: np.ndarray, fix: str = "divide it by its full-scale value (255 for 8-bit data) first",
+                     what: str = "floating-point image") -> None:
     """Refuse a float image whose finite values lie outside [0, 1] beyond rounding slack; `fix` is
-    what to do (an array's caller divides it; a file's user saves it again)."""
+    what to do (an array's caller divides it; a file's user saves it again), `what` names the data."""
     finite = x[np.isfinite(x)]
     if finite.size and (finite.min() < -_RANGE_SLACK or finite.max() > 1.0 + _RANGE_SLACK):
-        raise InputError(f"floating-point image with values from {finite.min():g} to {finite.max():g}, "
+        raise InputError(f"{what} with values from {finite.min():g} to {finite.max():g}, "
                          f"outside [0, 1]; {fix}")
+
+
+def full_scale(dtype: np.dtype) -> float | None:
+    """The sample value that means full intensity in an image array of `dtype`: 255 (uint8), 65535
+    (uint16, either byte order) or 1.0 (floats); None for a dtype images may not use."""
+    dt = np.dtype(dtype)
+    native = dt.newbyteorder("=") if dt.kind == "u" else dt
+    if native in _INT_FULL_SCALE:
+        return _INT_FULL_SCALE[native]
+    return 1.0 if dt.kind == "f" else None
+
+
+def checked_full_scale(x: np.ndarray, takes: str, floats: str = "floating-point image", given: object = None) -> float:
+    """`full_scale` of an image array, refused in one line where it has none (`takes`: which dtypes
+    the caller takes, followed by the conversion that keeps the values; `given`: what the caller
+    passed, where it is not `x` itself, e.g. a list) or where its floats (named `floats`) lie
+    outside [0, 1]."""
+    full = full_scale(x.dtype)
+    if full is None:
+        raise InputError(f"{takes}, got dtype {x.dtype}; {_conversion_for(x, given)}")
+    if full == 1.0:
+        check_unit_range(x, what=floats)
+    return full
 
 
 def as_float_image(image: object) -> tuple[np.ndarray, Callable[[np.ndarray], object]]:
@@ -57,20 +81,15 @@ def as_float_image(image: object) -> tuple[np.ndarray, Callable[[np.ndarray], ob
     x = np.asarray(image)
     # in any byte order (FITS, some TIFF readers, np.frombuffer of network data give big-endian);
     # the result comes back in the input's
-    native = x.dtype.newbyteorder("=") if x.dtype.kind == "u" else x.dtype
-    if native in _INT_FULL_SCALE:
-        full = _INT_FULL_SCALE[native]
-        dt = x.dtype
+    full = checked_full_scale(x, "images must be uint8, uint16 or float in [0, 1] numpy arrays or PIL images",
+                              given=image)
+    dt = x.dtype
+    if dt.kind == "f":
+        return x, lambda r: np.asarray(r).astype(dt, copy=False)
 
-        def to_int(r: np.ndarray) -> np.ndarray:
-            return np.round(np.clip(np.asarray(r, np.float32), 0.0, 1.0) * full).astype(dt)
-        return x.astype(np.float32) / np.float32(full), to_int
-    if np.issubdtype(x.dtype, np.floating):
-        check_unit_range(x)
-        fdt = x.dtype
-        return x, lambda r: np.asarray(r).astype(fdt, copy=False)
-    raise InputError(f"images must be uint8, uint16 or float in [0, 1] numpy arrays or PIL images, "
-                     f"got dtype {x.dtype}; {_conversion_for(x)}")
+    def to_int(r: np.ndarray) -> np.ndarray:
+        return np.round(np.clip(np.asarray(r, np.float32), 0.0, 1.0) * full).astype(dt)
+    return x.astype(np.float32) / np.float32(full), to_int
 
 
 def fitting_bits(x: np.ndarray) -> int | None:
@@ -82,11 +101,14 @@ def fitting_bits(x: np.ndarray) -> int | None:
     return None if lo < 0 or hi > 65535 else 8 if hi <= 255 else 16
 
 
-def _conversion_for(x: np.ndarray) -> str:
-    """The conversion that keeps every value of an array of another dtype (`fitting_bits`)."""
+def _conversion_for(x: np.ndarray, given: object = None) -> str:
+    """The conversion that keeps every value of an array of another dtype (`fitting_bits`);
+    `given`: what the caller passed, which may be no array (a list has no .astype)."""
     if np.issubdtype(x.dtype, np.integer) and x.size:
         if bits := fitting_bits(x):
-            return f"its values fit in {bits} bits: convert with .astype(np.uint{bits})"
+            how = (f".astype(np.uint{bits})" if given is None or isinstance(given, np.ndarray)
+                   else f"np.asarray(image, np.uint{bits})")
+            return f"its values fit in {bits} bits: convert with {how}"
         return (f"its values span {int(x.min())}..{int(x.max())}: scale them to floats in [0, 1] "
                 "(subtract the black level, divide by the full-scale value)")
     return "convert it to uint8 or uint16, or to floats in [0, 1] divided by its full-scale value"
@@ -95,6 +117,8 @@ def _conversion_for(x: np.ndarray) -> str:
 def _refuse_not_pixels(image: object) -> None:
     """A path, or `load_image`'s (rgb, alpha) pair, where pixels are due: numpy made a string
     array of the one and raised about an "inhomogeneous shape" on the other."""
+    if image is None:
+        raise InputError("got None, not an image; pass a numpy array or a PIL image")
     if isinstance(image, (str, bytes, os.PathLike)):
         raise InputError(f"got the path {os.fsdecode(image)!r}, not an image; load it first: "
                          "load_image(path)[0] (every bit kept) or PIL.Image.open(path)")

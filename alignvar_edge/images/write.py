@@ -20,6 +20,7 @@ from PIL import Image
 from alignvar_edge.errors import InputError, OutputExistsError
 from alignvar_edge.fsmodes import hidden_prefix, publish_mode, write_error
 from alignvar_edge.images import png16, sixteen_bit
+from alignvar_edge.images.arrays import checked_full_scale, full_scale
 from alignvar_edge.images.formats import IMAGE_EXTENSIONS
 from alignvar_edge.images.metadata import (METADATA_FORMATS, exif_with_png_text, fit_to_format, keep_undefined_types,
                                            metadata_params, png_metadata_chunks, tiff16_exif)
@@ -43,8 +44,11 @@ def save_image(
     xmp: bytes | None = None,
     text: dict[str, str] | None = None,
 ) -> Path:
-    """Write float RGB HxWx3 (or gray HxW) in [0,1], atomically; returns the path.
+    """Write RGB HxWx3 (or gray HxW, and an HxW `alpha`), atomically; returns the path.
 
+    Samples are uint8, uint16 or floats in [0, 1], as `Engine.upscale` returns them (each scaled
+    from its own full scale: 255, 65535 or 1); any other dtype, or floats outside [0, 1], is one
+    InputError naming the conversion.
     The format follows the extension. ``bits=16`` writes 16 bits a sample where the format holds
     them: gray to PNG and TIFF; gray+alpha to PNG; RGB and RGBA to PNG, and to TIFF through
     tifffile (a TIFF of these is 8-bit, with a warning, where Pillow alone writes it: gray+alpha,
@@ -280,8 +284,10 @@ def _squeezed(rgb: np.ndarray) -> np.ndarray:
 
 
 def _checked(rgb: np.ndarray, alpha: np.ndarray | None, path: Path) -> np.ndarray:
-    """`rgb` as HxW or HxWx3, refused where it, or its alpha, cannot be written."""
-    rgb = _squeezed(rgb)
+    """`rgb` as HxW or HxWx3, refused where it, or its alpha, cannot be written: a shape, a dtype
+    or values that `_rescaled` would turn into other pixels (a uint16 result read as floats was
+    written all white)."""
+    given, rgb = rgb, _squeezed(rgb)
     if not (rgb.ndim == 2 or (rgb.ndim == 3 and rgb.shape[2] == 3)):
         raise InputError(f"image data for {path} must be HxWx3 or HxW, got shape {rgb.shape}")
     if rgb.shape[0] == 0 or rgb.shape[1] == 0:
@@ -290,6 +296,10 @@ def _checked(rgb: np.ndarray, alpha: np.ndarray | None, path: Path) -> np.ndarra
         raise InputError(f"image data for {path} contains NaN or infinite values")
     if alpha is not None and np.shape(alpha) != rgb.shape[:2]:
         raise InputError(f"alpha shape {np.shape(alpha)} does not match image shape {rgb.shape[:2]}")
+    for name, plane, passed in (("rgb", rgb, given), ("alpha", alpha, alpha)):
+        if plane is not None:
+            checked_full_scale(np.asarray(plane), f"save_image's {name} for {path} must be uint8, uint16 or "
+                               "floats in [0, 1]", f"save_image's {name} for {path}: floating-point data", passed)
     return rgb
 
 
@@ -329,13 +339,18 @@ def _write_tiff16(f: BinaryIO, rgb: np.ndarray, alpha: np.ndarray | None, icc_pr
 
 
 def _to_uint8(x: np.ndarray) -> np.ndarray:
-    if x.dtype == np.uint8:
-        return np.ascontiguousarray(x)
-    return np.ascontiguousarray(np.round(np.clip(x.astype(np.float32), 0.0, 1.0) * 255.0), np.uint8)
+    return _rescaled(x, np.dtype(np.uint8), np.float32)
 
 
 def _to_uint16(x: np.ndarray) -> np.ndarray:
-    if x.dtype == np.uint16:
+    return _rescaled(x, np.dtype(np.uint16), np.float64)
+
+
+def _rescaled(x: np.ndarray, dtype: np.dtype, work: type[np.floating]) -> np.ndarray:
+    """Samples `_checked` took (uint8, uint16 or floats in [0, 1]) as `dtype`'s integers, full
+    scale to full scale (uint8 255 is uint16 65535), computed in `work` floats."""
+    if x.dtype == dtype:
         return np.ascontiguousarray(x)
-    scaled = np.round(np.clip(x.astype(np.float64), 0.0, 1.0) * 65535.0)
-    return np.ascontiguousarray(scaled, np.uint16)
+    full = full_scale(x.dtype) or 1.0                  # `_checked` refused dtypes without one
+    scaled = np.round(np.clip(x.astype(work) / work(full), 0.0, 1.0) * work(np.iinfo(dtype).max))
+    return np.ascontiguousarray(scaled, dtype)
