@@ -209,3 +209,17 @@ def test_the_engine_says_whether_it_pads_calls_and_the_manifest_gives_the_graph_
     assert engine.pads_to_batch is True and engine.batch == batch >= 1
     assert engine.input_contract["batch"] == batch and engine_shape(engine)["static"] is True
     assert not hasattr(engine, "static_batch")
+
+
+def test_run_refuses_integer_tiles_and_floats_outside_0_1_naming_lr_tiles(engine) -> None:
+    """uint8 tiles and tiles x10 were clipped to [0, 1] without a word: the model saw an almost
+    white tile, while upscale refused the same data."""
+    t = engine.tile_size
+    tiles = np.random.default_rng(2).random((2, 3, t, t), dtype=np.float32)
+    with pytest.raises(InputError, match=r"^Engine\.run's lr_tiles must be float32 in \[0, 1\], got dtype uint8; "
+                                         r"divide uint8 tiles by 255: lr_tiles\.astype\(np\.float32\) / 255$"):
+        engine.run((tiles * 255).astype(np.uint8))
+    with pytest.raises(InputError, match=r"^Engine\.run's lr_tiles with values from .* to .*, outside \[0, 1\]"):
+        engine.run(tiles * 10)
+    overshoot = tiles * np.float32(1 + 0.5 / 255)                  # a resampled tile's: clipped, as upscale's
+    assert np.array_equal(engine.run(overshoot)[0], engine.run(np.clip(overshoot, 0, 1))[0])

@@ -254,14 +254,7 @@ class Engine(abc.ABC):
         Chunks by the engine's batch; a short last chunk is padded by repeating its last tile
         (static-batch engines), and the padding is dropped from the results.
         """
-        x = np.asarray(lr_tiles, dtype=np.float32)
-        t = self.tile_size
-        if x.ndim != 4 or x.shape[1:] != (3, t, t):
-            raise InputError(f"expected LR tiles of shape (N, 3, {t}, {t}), got {x.shape}; "
-                             "use Engine.upscale for whole images")
-        if not np.isfinite(x).all():
-            raise InputError("LR tiles contain NaN or Inf; pass finite values in [0, 1]")
-        x = np.clip(x, 0.0, 1.0)
+        x = _checked_tiles(lr_tiles, self.tile_size)
         b = self.batch
         chunks, feeds_list = [], []
         for i in range(0, x.shape[0], b):
@@ -435,6 +428,26 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def open(self, engine_dir: Path, device: str | None = None, **opts: Any) -> Engine:
         """`load` after its option check: the backend's own loading."""
+
+
+def _checked_tiles(lr_tiles: np.ndarray, t: int) -> np.ndarray:
+    """`Engine.run`'s tiles as float32, refused unless they are (N, 3, t, t) floats in [0, 1]: uint8
+    tiles, or floats of another range, were clipped into an almost white tile without a word."""
+    from alignvar_edge.images.arrays import check_unit_range, full_scale
+    x = np.asarray(lr_tiles)
+    if x.ndim != 4 or x.shape[1:] != (3, t, t):
+        raise InputError(f"expected LR tiles of shape (N, 3, {t}, {t}), got {x.shape}; "
+                         "use Engine.upscale for whole images")
+    if x.dtype.kind != "f":
+        full = full_scale(x.dtype)
+        how = (f"divide {x.dtype} tiles by {full:g}: lr_tiles.astype(np.float32) / {full:g}" if full
+               else "convert them to floats in [0, 1] divided by their full-scale value")
+        raise InputError(f"Engine.run's lr_tiles must be float32 in [0, 1], got dtype {x.dtype}; {how}")
+    if not np.isfinite(x).all():
+        raise InputError("LR tiles contain NaN or Inf; pass finite values in [0, 1]")
+    check_unit_range(x, "Engine.run takes float32 in [0, 1]: divide them by their full-scale value "
+                     "(255 for 8-bit data) first", what="Engine.run's lr_tiles")
+    return np.clip(x.astype(np.float32, copy=False), 0.0, 1.0)
 
 
 def _fmt_shape(shape: tuple[int, ...]) -> str:
