@@ -223,3 +223,9 @@ def test_run_refuses_integer_tiles_and_floats_outside_0_1_naming_lr_tiles(engine
         engine.run(tiles * 10)
     overshoot = tiles * np.float32(1 + 0.5 / 255)                  # a resampled tile's: clipped, as upscale's
     assert np.array_equal(engine.run(overshoot)[0], engine.run(np.clip(overshoot, 0, 1))[0])
+
+
+def test_run_of_no_tiles_is_empty_results_of_the_right_shapes(engine) -> None:
+    t, s = engine.tile_size, engine.scale
+    sr, tokens = engine.run(np.zeros((0, 3, t, t), np.float32))
+    assert sr.shape == (0, 3, t * s, t * s) and [k.shape for k in tokens] == [(0, p * p) for p in engine.config.patch_nums]

@@ -254,7 +254,8 @@ class Engine(abc.ABC):
         Chunks by the engine's batch; a short last chunk is padded by repeating its last tile
         (static-batch engines), and the padding is dropped from the results.
         """
-        x = _checked_tiles(lr_tiles, self.tile_size)
+        t = self.tile_size
+        x = _checked_tiles(lr_tiles, t)
         b = self.batch
         chunks, feeds_list = [], []
         for i in range(0, x.shape[0], b):
