@@ -173,3 +173,33 @@ def test_exporting_a_vqvae_stage_checkpoint_warns_that_its_tokens_are_noise(
         assert "lies inside the input artifact" in err
         assert ("warning: " in err and "was written by `train vqvae`: its transformer is untrained" in err) == \
             (stage == "vqvae"), err
+
+
+def test_the_python_export_of_a_from_pretrained_model_records_its_checkpoint_as_the_cli_does(
+        run_dir: Path, exported: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`export(AlignVAR.from_pretrained(...), out)` recorded an "in-memory model": a later torch or
+    Core ML build could not find the checkpoint, and engines carried no golden outputs of PyTorch.
+    A name or directory is taken as the CLI takes it; weights changed after loading are another model."""
+    import torch
+
+    from alignvar_edge.errors import InputError
+    from alignvar_edge.export import onnx_export as ox
+    from alignvar_edge.manifest import read_manifest
+    from alignvar_edge.model.alignvar import AlignVAR
+
+    monkeypatch.setattr(ox, "export_graph", lambda spec, path, opset, ext: path.write_bytes(
+        (exported / "model.onnx").read_bytes()))
+    ckpt = run_dir / "final"
+    cli_made = read_manifest(exported)
+    model = AlignVAR.from_pretrained(ckpt)                  # a Path, as from_pretrained's hint says
+    for given, out in ((model, tmp_path / "a"), (str(ckpt), tmp_path / "b")):
+        made = read_manifest(ox.export_onnx(given, out, batch=1, n_tiles=1))
+        assert made.source == cli_made.source and made.source.kind == "checkpoint"
+        assert made.model.name == str(ckpt) == cli_made.model.name
+    with torch.no_grad():
+        model.head.bias.data += 1.0                        # fine-tuned after loading: not that checkpoint
+    assert ox._model_info(model, None, None).source.kind == "memory"
+    with pytest.raises(InputError, match=r"^export takes an AlignVAR model \(AlignVAR\.from_pretrained\('alignvar-tiny'\)\) "
+                                         r"or a bundled name or checkpoint directory, got int$"):
+        ox.export_onnx(42, tmp_path / "c")                 # type: ignore[arg-type]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from alignvar_edge.errors import ArtifactError, ConfigError
+from alignvar_edge.errors import ArtifactError, ConfigError, InputError
 from alignvar_edge.export.batch import default_batch
 from alignvar_edge.export.graphs import GraphSpec, graph_noise, specs_for
 from alignvar_edge.export.lint import forbidden_constructs
@@ -251,15 +251,30 @@ def _runtime_refused(e: Exception, graph: str, opset: int) -> ArtifactError | No
 def _model_info(model: AlignVAR, name: str | None, source: ModelSource | str | None,
                 checkpoint: str | os.PathLike[str] | None = None) -> ModelInfo:
     c = model.config
+    weights = weights_sha256(model)
+    if checkpoint is None and source is None and (loaded := model.pretrained_checkpoint(weights)):
+        given, checkpoint = loaded                 # from_pretrained's, as the CLI's export records it
+        name = name or given
     if checkpoint is not None:
         source = checkpoint_source(checkpoint)
     elif not isinstance(source, ModelSource):
         source = ModelSource.other(source) if source else ModelSource.memory(name)
     return ModelInfo(name=name or c.name, source=source, config=c.to_dict(), scale_schedule=tuple(c.patch_nums),
-                     parameters=model.parameter_report(), weights_sha256=weights_sha256(model))
+                     parameters=model.parameter_report(), weights_sha256=weights)
 
 
-def export_onnx(model: AlignVAR, out_dir: str | os.PathLike[str], graph: str = "single", batch: int | None = None,
+def _as_model(model: object) -> AlignVAR:
+    """`export`'s model: an AlignVAR, or a bundled name or checkpoint directory loaded as the CLI's
+    export loads it (`AlignVAR.from_pretrained`); anything else is one InputError."""
+    if isinstance(model, AlignVAR):
+        return model
+    if isinstance(model, (str, os.PathLike)):
+        return AlignVAR.from_pretrained(model)
+    raise InputError(f"export takes an AlignVAR model (AlignVAR.from_pretrained('alignvar-tiny')) or a bundled "
+                     f"name or checkpoint directory, got {type(model).__name__}")
+
+
+def export_onnx(model: AlignVAR | str | os.PathLike[str], out_dir: str | os.PathLike[str], graph: str = "single", batch: int | None = None,
                 opset: int = 18, n_tiles: int = 4, seed: int = 0, simplify: bool = False,
                 force: bool = False, external_data: bool | None = None, *, refine: bool = True,
                 model_name: str | None = None, attention: str = "explicit", prune: tuple[float, ...] = (),
@@ -267,6 +282,10 @@ def export_onnx(model: AlignVAR, out_dir: str | os.PathLike[str], graph: str = "
                 log: Log | None = None, checkpoint: str | os.PathLike[str] | None = None) -> Path:
     """Export, validate and publish an ONNX artifact directory; returns its path (see module doc).
 
+    `model`: an AlignVAR, or a bundled name or checkpoint directory (loaded by `AlignVAR.from_pretrained`).
+    A model from `from_pretrained`, weights unchanged, is recorded as that checkpoint (its files'
+    SHA-256s), as `checkpoint=` records one: torch and Core ML builds then find it, and engines
+    carry golden outputs of PyTorch.
     The model is moved to the CPU in fp32 eval mode (in place, as nn.Module.float() does): the
     graphs are fp32 and the reference rollout runs on the CPU next to ONNX Runtime.
     `batch`: the graphs' static batch, tiles per call; None: the model's default (export/batch.py).
@@ -280,6 +299,7 @@ def export_onnx(model: AlignVAR, out_dir: str | os.PathLike[str], graph: str = "
     """
 
     say = log or (lambda _msg: None)
+    model = _as_model(model)
     if graph not in ("single", "staged"):
         raise ConfigError(f"graph must be 'single' or 'staged', got {graph!r}")
     if opset not in SUPPORTED_OPSETS:

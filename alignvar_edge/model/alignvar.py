@@ -19,8 +19,9 @@ import torch
 from torch import nn
 
 from alignvar_edge.errors import InputError
+from alignvar_edge.model.bundled import BUNDLED
 from alignvar_edge.model.checkpoint import (load_config, match_state_dict, read_weights, resolve_checkpoint_dir,
-                                           save_pretrained)
+                                           save_pretrained, weights_sha256)
 from alignvar_edge.model.color_fix import adain_color_fix
 from alignvar_edge.model.conditioning import ControlNetEmbedding
 from alignvar_edge.model.config import AlignVARConfig
@@ -48,6 +49,8 @@ class AlignVAR(nn.Module):
     same_scale: torch.Tensor
     lvl_ids: torch.Tensor
     sca_reach: torch.Tensor
+    # set by from_pretrained: (the name or directory as given, the checkpoint, the weights' hash then)
+    _pretrained: tuple[str, str, str] | None = None
 
     def __init__(self, config: AlignVARConfig):
         super().__init__()
@@ -377,9 +380,24 @@ class AlignVAR(nn.Module):
     # checkpoints (files: model/checkpoint.py)
     # ------------------------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, name_or_dir: str) -> AlignVAR:
-        """A bundled model name (e.g. 'alignvar-tiny') or a directory with config.json + safetensors."""
-        return load_pretrained(name_or_dir)
+    def from_pretrained(cls, name_or_dir: str | os.PathLike[str]) -> AlignVAR:
+        """A bundled model name (e.g. 'alignvar-tiny') or a directory with config.json + safetensors.
+
+        The model remembers where it came from (`pretrained_checkpoint`), so that `export` records
+        that checkpoint, as the CLI's export does, while the weights are still the ones loaded."""
+        model = load_pretrained(name_or_dir)
+        given = os.fspath(name_or_dir)
+        where = given if given in BUNDLED else str(resolve_checkpoint_dir(name_or_dir).resolve())
+        model._pretrained = (given, where, weights_sha256(model))
+        return model
+
+    def pretrained_checkpoint(self, weights: str) -> tuple[str, str] | None:
+        """(the name or directory as given, the checkpoint: a bundled name or an absolute directory)
+        that `from_pretrained` loaded, while the model's weights are still those (`weights`: their
+        `weights_sha256` now; fine-tuned or converted weights are another model); else None."""
+        if self._pretrained is None or self._pretrained[2] != weights:
+            return None
+        return self._pretrained[0], self._pretrained[1]
 
     def save_pretrained(self, out_dir: str | os.PathLike[str], overwrite: bool = False,
                         weights_dtype: torch.dtype | None = None) -> None:
