@@ -2,6 +2,7 @@
 `load` refuse, and in which exception class, on a real ONNX Runtime engine of the `micro` model."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -229,3 +230,26 @@ def test_run_of_no_tiles_is_empty_results_of_the_right_shapes(engine) -> None:
     t, s = engine.tile_size, engine.scale
     sr, tokens = engine.run(np.zeros((0, 3, t, t), np.float32))
     assert sr.shape == (0, 3, t * s, t * s) and [k.shape for k in tokens] == [(0, p * p) for p in engine.config.patch_nums]
+
+
+@pytest.mark.parametrize("kwargs,said", [
+    ({"overlap": 1.9}, r"^overlap must be an integer in \[0, \d+\] LR pixels for tile \d+ \(or None: \d+\), got 1\.9$"),
+    ({"overlap": "2"}, r"^overlap must be an integer .* got '2'$"),
+    ({"overlap": True}, r"^overlap must be an integer .* got True$"),
+    ({"color_fix": "no"}, r"^color_fix must be True or False \(or None: the model's default\), got 'no'$")])
+def test_upscale_options_are_checked_not_coerced(engine, kwargs, said) -> None:
+    """overlap=1.9 ran as 1, and color_fix='no' turned the colour fix on (bool('no') is True)."""
+    img = np.zeros((20, 20, 3), np.uint8)
+    with pytest.raises(InputError, match=said):
+        engine.upscale(img, **kwargs)
+    with pytest.raises(InputError, match=said):
+        list(engine.upscale_many([img], **kwargs))
+    assert engine.upscale(img, overlap=np.int64(2), color_fix=False).shape == (80, 80, 3)
+
+
+@pytest.mark.parametrize("batch", [0, -1, 1.5, "4", True])
+def test_a_torch_batch_that_is_no_tile_count_is_one_input_error_from_load(batch) -> None:
+    """0 became 4, -1 became 1, and 1.5 and '4' were taken."""
+    with pytest.raises(InputError, match=rf"^torch batch \(tiles per call\) must be an integer >= 1, or None for the "
+                                         rf"default, got {re.escape(repr(batch))}$"):
+        runtimes.load("alignvar-tiny", batch=batch)

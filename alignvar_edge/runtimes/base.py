@@ -116,9 +116,18 @@ def check_load_options(backend: str, opts: dict[str, Any], here: bool = True) ->
     for name in THREAD_OPTIONS:
         check_thread_count(opts.get(name), name, here=here)
     for name in FLAG_OPTIONS:
-        flag = opts.get(name)
-        if flag is not None and not isinstance(flag, bool):
-            raise InputError(f"{backend} {name} must be True or False, got {flag!r}")
+        check_flag(opts.get(name), f"{backend} {name}")
+    batch = opts.get("batch")       # the torch engine's tiles per call: 0 became 4, -1 became 1, '4' was taken
+    if batch is not None and (isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1):
+        raise InputError(f"{backend} batch (tiles per call) must be an integer >= 1, or None for the default, "
+                         f"got {batch!r}")
+
+
+def check_flag(flag: object, said: str, none: str = "") -> None:
+    """A True/False option (`said`: how the message names it; `none`: what None means, where it is
+    allowed to mean something), refused in one line as anything else: bool('no') is True."""
+    if flag is not None and not isinstance(flag, bool):
+        raise InputError(f"{said} must be True or False{none}, got {flag!r}")
 
 
 class Engine(abc.ABC):
@@ -309,7 +318,8 @@ class Engine(abc.ABC):
         return self._upscale_many(images, overlap, progress, self._color_fix(color_fix))
 
     def _color_fix(self, asked: bool | None) -> bool:
-        return self.config.color_fix if asked is None else bool(asked)
+        check_flag(asked, "color_fix", " (or None: the model's default)")
+        return self.config.color_fix if asked is None else asked
 
     def _upscale_many(self, images: Iterable[Any], overlap: int | None,
                       progress: Callable[[int, int, int], None] | None, color_fix: bool) -> Iterator[Any]:

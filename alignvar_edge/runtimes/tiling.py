@@ -110,9 +110,12 @@ def _prepare(image: np.ndarray, tile: int, overlap: int | None
              ) -> tuple[np.ndarray, int, list[int], list[int]]:
     """(padded image, overlap, row starts, column starts) for an RGB image."""
     img = _check_rgb(image)
-    ov = default_overlap(tile) if overlap is None else int(overlap)
-    if not 0 <= ov < tile:
-        raise InputError(f"overlap must be in [0, {tile - 1}] LR pixels for tile {tile}, got {ov}")
+    ov = default_overlap(tile) if overlap is None else overlap
+    # an integer, not int() of one: 1.9 became 1, and '2' and True were taken
+    if isinstance(ov, bool) or not isinstance(ov, (int, np.integer)) or not 0 <= ov < tile:
+        raise InputError(f"overlap must be an integer in [0, {tile - 1}] LR pixels for tile {tile} (or None: "
+                         f"{default_overlap(tile)}), got {overlap!r}")
+    ov = int(ov)
     # mirror-pad dimensions smaller than one tile (results are cropped back)
     ph, pw = max(0, tile - img.shape[0]), max(0, tile - img.shape[1])
     if ph or pw:
