@@ -2,6 +2,7 @@
 `load` refuse, and in which exception class, on a real ONNX Runtime engine of the `micro` model."""
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 
@@ -253,3 +254,35 @@ def test_a_torch_batch_that_is_no_tile_count_is_one_input_error_from_load(batch)
     with pytest.raises(InputError, match=rf"^torch batch \(tiles per call\) must be an integer >= 1, or None for the "
                                          rf"default, got {re.escape(repr(batch))}$"):
         runtimes.load("alignvar-tiny", batch=batch)
+
+
+def test_bad_arguments_are_one_input_error_naming_them_not_a_traceback_from_inside(engine, micro_export) -> None:
+    """load(None) raised pathlib's TypeError, progress=5 "'int' object is not callable" after the
+    first engine call, upscale(None) spoke of "dtype object", and a list was told to call .astype."""
+    img = np.zeros((20, 20, 3), np.uint8)
+    with pytest.raises(InputError, match=r"^load takes an engine directory, an ONNX export or a checkpoint: a path "
+                                         r"or a bundled name such as 'alignvar-tiny', got NoneType$"):
+        runtimes.load(None)                                            # type: ignore[arg-type]
+    with pytest.raises(InputError, match=r"^build takes an export directory or a checkpoint: .* got int$"):
+        runtimes.build(3, "onnxruntime")                               # type: ignore[arg-type]
+    with pytest.raises(InputError, match=r"^progress must be a function, called as progress\(done, total\), or None; "
+                                         r"got 5$"):
+        engine.upscale(img, progress=5)                                # type: ignore[arg-type]
+    with pytest.raises(InputError, match=r"^progress must be a function, called as progress\(index, done, total\)"):
+        engine.upscale_many([img], progress=5)                         # type: ignore[arg-type]
+    with pytest.raises(InputError, match=r"^got None, not an image; pass a numpy array or a PIL image$"):
+        engine.upscale(None)
+    with pytest.raises(InputError, match=r"got dtype int64; its values fit in 8 bits: convert with "
+                                         r"np\.asarray\(image, np\.uint8\)$"):
+        engine.upscale([[1, 2], [3, 4]])
+
+
+def test_upscale_many_names_the_index_of_the_image_it_cannot_take_after_yielding_those_before(engine) -> None:
+    ok = np.zeros((20, 20, 3), np.uint8)
+    results = engine.upscale_many([ok, ok, np.zeros((5, 5, 7), np.uint8), ok])
+    assert [r.shape for r in itertools.islice(results, 2)] == [(80, 80, 3)] * 2
+    with pytest.raises(InputError, match=r"^image 2 \(from 0\) of upscale_many: expected an image HxW, HxWx1, HxWx3 "
+                                         r"or HxWx4, got shape \(5, 5, 7\)$"):
+        next(results)
+    with pytest.raises(InputError, match=r"^image 1 \(from 0\) of upscale_many: got None, not an image"):
+        list(engine.upscale_many([ok, None]))

@@ -127,6 +127,7 @@ def load(engine_dir: str | os.PathLike[str], backend: str = "auto", device: str 
     the runtime refuses; BackendUnavailableError where the backend or device is not usable here,
     or the runtime cannot compile the engine for this device.
     """
+    _check_path(engine_dir, "load", "an engine directory, an ONNX export or a checkpoint")
     check_backend(engine_dir, backend)
     name = detect_backend(engine_dir) if backend == "auto" else backend
     b = get_backend(name)
@@ -170,6 +171,7 @@ def build(artifact_dir: str | os.PathLike[str], target: str, precision: str | No
     """
     from alignvar_edge.manifest import check_out
     from alignvar_edge.runtimes.artifacts import default_out, out_for
+    _check_path(artifact_dir, "build", "an export directory or a checkpoint")
     b = get_backend(target)
     if precision == "auto":
         from alignvar_edge.runtimes import half
@@ -187,6 +189,13 @@ def build(artifact_dir: str | os.PathLike[str], target: str, precision: str | No
     with needs_host(f"building {b.name} engines"):       # e.g. OpenVINO's build reads the graph with onnx
         return b.build(_as_path(artifact_dir), Path(out), precision=precision, calibration=calibration,
                        device=device, force=force, **opts)
+
+
+def _check_path(p: object, where: str, takes: str) -> None:
+    """A path argument that is none (None from an unset config value was a bare TypeError from pathlib)."""
+    if not isinstance(p, (str, os.PathLike)):
+        raise InputError(f"{where} takes {takes}: a path or a bundled name such as 'alignvar-tiny', got "
+                         f"{type(p).__name__}")
 
 
 def _as_path(p: str | os.PathLike[str]) -> Path:

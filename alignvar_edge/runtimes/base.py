@@ -299,6 +299,7 @@ class Engine(abc.ABC):
         """
         from alignvar_edge.images import as_float_image
         from alignvar_edge.runtimes.tiling import upscale_image
+        _check_progress(progress, "progress(done, total)")
         x, back = as_float_image(image)
         return back(upscale_image(self, x, overlap=overlap, progress=progress,
                                   color_fix=self._color_fix(color_fix)))
@@ -314,7 +315,10 @@ class Engine(abc.ABC):
         `images` is an iterable of images (a list, a generator); one image is refused here, at
         the call, not iterated row by row."""
         from alignvar_edge.images.arrays import refuse_one_image
+        from alignvar_edge.runtimes.tiling import checked_overlap
         refuse_one_image(images, "upscale_many")
+        checked_overlap(overlap, self.tile_size)         # at the call, not as the first image's fault
+        _check_progress(progress, "progress(index, done, total)")
         return self._upscale_many(images, overlap, progress, self._color_fix(color_fix))
 
     def _color_fix(self, asked: bool | None) -> bool:
@@ -439,6 +443,13 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def open(self, engine_dir: Path, device: str | None = None, **opts: Any) -> Engine:
         """`load` after its option check: the backend's own loading."""
+
+
+def _check_progress(progress: object, called: str) -> None:
+    """`progress=` is called after each engine call (`called`: how); anything else failed there, a
+    bare TypeError from deep inside the tiling, after the first call's work."""
+    if progress is not None and not callable(progress):
+        raise InputError(f"progress must be a function, called as {called}, or None; got {progress!r}")
 
 
 def _checked_tiles(lr_tiles: np.ndarray, t: int) -> np.ndarray:

@@ -28,7 +28,7 @@ from alignvar_edge.manifest import default_overlap   # the overlap every input c
 
 __all__ = ["TileRunner", "default_overlap", "tile_starts", "blend_window", "upscale_rgb",
            "iter_upscale_rgb", "upscale_image", "upscale_images", "upscale_plane_bicubic", "extract_tiles",
-           "seam_ratio", "blend_tiles", "check_overlap_flag"]
+           "seam_ratio", "blend_tiles", "check_overlap_flag", "checked_overlap"]
 
 
 def check_overlap_flag(overlap: int | None, tile: int, whose: str) -> None:
@@ -106,16 +106,21 @@ def _refuse_non_finite(x: np.ndarray, what: str) -> None:
         raise InputError(f"{what} contains NaN or Inf values")
 
 
+def checked_overlap(overlap: object, tile: int) -> int:
+    """The LR pixels neighbouring tiles share: `overlap`, or `default_overlap` for None; an integer,
+    not int() of one (1.9 ran as 1, and '2' and True were taken), below the tile."""
+    ov = default_overlap(tile) if overlap is None else overlap
+    if isinstance(ov, bool) or not isinstance(ov, (int, np.integer)) or not 0 <= ov < tile:
+        raise InputError(f"overlap must be an integer in [0, {tile - 1}] LR pixels for tile {tile} (or None: "
+                         f"{default_overlap(tile)}), got {overlap!r}")
+    return int(ov)
+
+
 def _prepare(image: np.ndarray, tile: int, overlap: int | None
              ) -> tuple[np.ndarray, int, list[int], list[int]]:
     """(padded image, overlap, row starts, column starts) for an RGB image."""
     img = _check_rgb(image)
-    ov = default_overlap(tile) if overlap is None else overlap
-    # an integer, not int() of one: 1.9 became 1, and '2' and True were taken
-    if isinstance(ov, bool) or not isinstance(ov, (int, np.integer)) or not 0 <= ov < tile:
-        raise InputError(f"overlap must be an integer in [0, {tile - 1}] LR pixels for tile {tile} (or None: "
-                         f"{default_overlap(tile)}), got {overlap!r}")
-    ov = int(ov)
+    ov = checked_overlap(overlap, tile)
     # mirror-pad dimensions smaller than one tile (results are cropped back)
     ph, pw = max(0, tile - img.shape[0]), max(0, tile - img.shape[1])
     if ph or pw:
@@ -353,10 +358,12 @@ def upscale_images(engine: TileRunner, images: Iterable[np.ndarray], overlap: in
     for index in itertools.count():
         try:
             item = _next_prepared(source, s, t, overlap, color_fix)
-        except Exception:
+        except Exception as e:
             # an image that cannot be read or used: the pooled images before it are finished
             # first, so a folder run keeps (and on resume skips) everything read so far
             yield from run(final=True)
+            if isinstance(e, InputError):      # in a service's batch, the index is what finds it
+                raise InputError(f"image {index} (from 0) of upscale_many: {e}") from e
             raise
         if item is None:
             break
