@@ -550,6 +550,41 @@ def test_kit_carries_the_half_policy_as_layer_precisions(export, tmp_path):
     assert "--layerPrecisions" not in precision_flags("fp32")["fp32"]
 
 
+def test_a_build_from_a_kit_or_fp16_export_keeps_the_half_policy_it_records(export, tmp_path):
+    """Without --half-policy-from, a kit made from a kit keeps the f32 layers the first kit's half
+    policy chose (its manifest, plan, trtexec.txt and script), and an fp16 export's recorded
+    quantization.half_policy is taken over the token path."""
+    import onnx
+
+    from alignvar_edge.manifest import load_verified
+    from alignvar_edge.quantize.half_policy import HalfPolicy, node_groups
+    from alignvar_edge.quantize.token_path import token_path_float_nodes
+    from alignvar_edge.runtimes.tensorrt.kit import plan_of
+    model = onnx.load(str(export / "model.onnx"), load_external_data=False)
+    groups = node_groups(model)
+    want = sorted(groups["logits_head"])
+    assert want and set(want) != token_path_float_nodes(model)          # the two choices differ
+    policy = HalfPolicy("fp16", frozenset({"logits_head"}))
+    first = trt_backend.BACKEND.build(export, tmp_path / "first", precision="fp16", kit=True,
+                                      half_policy=policy.to_dict())
+    again = trt_backend.BACKEND.build(first, tmp_path / "again", precision="fp16", kit=True)
+    m = load_verified(again)
+    assert m.extra["fp16_f32_layers"] == load_verified(first).extra["fp16_f32_layers"]
+    assert m.extra["fp16_f32_layers"]["layers"] == want and "logits_head" in m.extra["fp16_f32_layers"]["source"]
+    assert plan_of(m)["f32_layers"] == want
+    spec = "--layerPrecisions=" + ",".join(f"{n}:fp32" for n in want)
+    for name in ("trtexec.txt", "build_on_device.sh"):          # the whole list, no other layer
+        assert spec in re.split(r'[\s"]', (again / name).read_text()), name
+    # given a policy, the build takes it over the recorded one
+    norms = HalfPolicy("fp16", frozenset({"norms"}))
+    other = trt_backend.BACKEND.build(first, tmp_path / "other", precision="fp16", kit=True, half_policy=norms.to_dict())
+    assert load_verified(other).extra["fp16_f32_layers"]["layers"] == sorted(norms.f32_nodes(model))
+    # an fp16 export's searched policy, as its manifest records it
+    searched = dataclasses.replace(load_verified(export), quantization={"half_policy": policy.to_dict()})
+    f32 = trt_backend.fp16_f32_layers(export / "model.onnx", recorded=searched)
+    assert f32["layers"] == sorted(policy.f32_nodes(model)) and "logits_head" in f32["source"]
+
+
 def test_the_default_fp16_layers_keep_the_token_path_in_f32(export):
     """Without a searched half policy an FP16 build keeps the token path's float layers in f32. In
     the fp16 ONNX simulation (the one the half search runs) those layers in f32 and every other

@@ -34,7 +34,7 @@ from alignvar_edge.runtimes.artifacts import check_quantized_for, engine_manifes
 from alignvar_edge.runtimes.base import (INPUT, SR, Backend, Engine, TensorSpec, input_roles,
                                          config_from_manifest, token_name)
 from alignvar_edge.runtimes.onnxruntime import ship_golden
-from alignvar_edge.runtimes.tensorrt.kit import FP16_F32, plan_record, write_build_files
+from alignvar_edge.runtimes.tensorrt.kit import FP16_F32, f32_layers_of, plan_record, write_build_files
 from alignvar_edge.runtimes.tensorrt.plan import CACHE, ENGINE, ONNX, SCRIPT_FILE, network_plan, trt_major
 
 if TYPE_CHECKING:
@@ -120,15 +120,23 @@ def build_engine(onnx_path: Path, plan: dict[str, Any], cache_path: Path,
     return bytes(serialized)
 
 
-def fp16_f32_layers(onnx_path: Path, half: Any = None) -> dict[str, Any]:
-    """The layers (ONNX node names) an FP16 build keeps in f32, and why: the searched half policy's
-    f32 groups (a HalfPolicy or its manifest dict) where one is given, else the token path's float
-    layers, so that an fp16 engine decides its tokens in f32 and computes the image in half."""
+def fp16_f32_layers(onnx_path: Path, half: Any = None, recorded: Manifest | None = None) -> dict[str, Any]:
+    """The layers (ONNX node names) an FP16 build keeps in f32, and why. The first choice made:
+    `half`, a searched half policy given for this build (a HalfPolicy or its manifest dict); what
+    `recorded`, the source's manifest, already chose (a kit's or engine's FP16_F32, which its script
+    and `adopt` build with, or the half policy an fp16 export's search recorded); else the token
+    path's float layers, so that an fp16 engine decides its tokens in f32 and computes the image in half."""
     import onnx
 
     from alignvar_edge.quantize.token_path import float_compute_nodes, token_path_float_nodes
     model = onnx.load(str(onnx_path), load_external_data=False)
     floats = float_compute_nodes(model)
+    if half is None and recorded is not None:
+        if isinstance(recorded.extra.get(FP16_F32), dict) or f32_layers_of(recorded):
+            kept = set(f32_layers_of(recorded))
+            source = (recorded.extra.get(FP16_F32) or {}).get("source") or "the source's plan"
+            return {"source": source, "layers": sorted(kept), "half_layers": sorted(set(floats.values()) - kept)}
+        half = (recorded.quantization or {}).get("half_policy")
     if half is None:
         source, f32 = "token path", token_path_float_nodes(model, floats)
     else:
@@ -360,7 +368,7 @@ class TensorRTBackend(Backend):
             raise InputError(f"unknown tensorrt build options {sorted(opts)}; known: workspace_mib, opt_level, kit, "
                              "half_policy")
         # what an FP16 flag must leave in f32; kept for every kit, whose script can build fp16 too
-        f32 = fp16_f32_layers(onnx_path, half)
+        f32 = fp16_f32_layers(onnx_path, half, recorded=src)
         f32_layers, half_layers = f32["layers"], f32["half_layers"]
         ok, why = self.is_available()
         if kit or not ok:
