@@ -834,10 +834,7 @@ def _publish(tmp: Path, out: Path, force: bool) -> None:
     there since we started. Without force the rename itself refuses an existing artifact."""
     check_out(out, force)
     if os.path.lexists(out):
-        old = out.with_name(f"{hidden_prefix(out.name, 4 + 10)}old-{os.getpid()}")
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
+        _replace(tmp, out)
         return
     try:
         os.rename(tmp, out)           # fails on an existing non-empty folder or a file
@@ -846,6 +843,21 @@ def _publish(tmp: Path, out: Path, force: bool) -> None:
             raise OutputExistsError(f"'{out}' appeared while this run was working (another run wrote it); "
                                     "kept that one: pass --force to replace it or choose another --out") from e
         raise
+
+
+def _replace(tmp: Path, out: Path) -> None:
+    """Put the finished `tmp` in place of our older `out`: the old one moved aside, `tmp` moved in,
+    the old one deleted, with SIGINT and SIGTERM held until it is done. Between the renames neither
+    is at `out`: a stop there deleted the new one as unfinished and left the old one hidden."""
+    old = out.with_name(f"{hidden_prefix(out.name, 4 + 10)}old-{os.getpid()}")
+    with safe_stop.held():
+        os.replace(out, old)
+        try:
+            os.replace(tmp, out)
+        except OSError:
+            os.replace(old, out)           # the old one back where it was
+            raise
+        shutil.rmtree(old, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -8,12 +8,18 @@ as before. Code that installs no handler (the library, tests) sees KeyboardInter
 What a stopped verb kept: while the CLI `records` a verb, every output it publishes (an artifact
 folder or a file, renamed into place) is noted just before the rename, so the interrupted line can
 name the ones that are in place, however close to the rename the signal came.
+
+A step that must not be cut in two (a replace: the old output moved aside, the new one moved in)
+runs `held`: SIGINT and SIGTERM wait until it is done.
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import threading
 from collections.abc import Iterator
+from typing import Any
 
 _on_stop: str | None = None         # inside a window: what happens on a stop, for the handler's line
 _asked: int | None = None           # the signal that asked for the stop, since the last window opened
@@ -46,6 +52,36 @@ def defer(signum: int) -> str | None:
 def asked() -> int | None:
     """The signal that asked the current (or last) window's loop to stop, or None."""
     return _asked
+
+
+# the stops `held` postpones: Ctrl-C and a polite kill (SIGKILL cannot be held by anyone)
+HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def held() -> Iterator[None]:
+    """SIGINT and SIGTERM that come during the block are acted on after it (their handlers then run,
+    as they would have), so its steps all happen or none (unless one raises). Python runs handlers
+    on the main thread only, whichever thread the signal reached, so there the handlers are swapped
+    for one that notes the signal: a signal mask holds it from the calling thread only, and a
+    process with other threads (ONNX Runtime's, PyTorch's) still got it. On another thread no stop
+    can land inside the block; nothing is swapped."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    came: list[int] = []
+    before: dict[signal.Signals, Any] = {}
+    try:
+        for sig in HELD_SIGNALS:
+            handler = signal.getsignal(sig)
+            if handler not in (signal.SIG_IGN, None):      # ignored stays ignored; None: not Python's to swap
+                before[sig] = signal.signal(sig, lambda signum, _frame: came.append(signum))
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+        for signum in dict.fromkeys(came):
+            signal.raise_signal(signum)                    # its own handler runs now, the block done
 
 
 @contextlib.contextmanager

@@ -84,3 +84,63 @@ def test_outputs_are_recorded_only_while_the_cli_runs_a_verb(tmp_path):
         write_text(tmp_path / "b.txt", "b2")             # written again: named once
         assert safe_stop.kept() == [str(tmp_path / "b.txt")]
     assert safe_stop.kept() == []
+
+
+def test_a_sigint_between_the_renames_of_a_forced_replace_loses_neither_artifact(tmp_path, monkeypatch):
+    """--force moves the old artifact aside, then the new one in: a SIGINT sent right after the
+    first rename waits for the second, so the new artifact is in place and the old one is gone,
+    never the new one deleted with the old one hidden beside it."""
+    from pathlib import Path
+
+    from alignvar_edge.manifest import new_manifest, write_manifest
+    out = tmp_path / "art"
+
+    def publish(tag: str) -> None:
+        with manifest.artifact_dir(out, force=True) as tmp:
+            (tmp / "model.onnx").write_text(tag)
+            write_manifest(tmp, new_manifest("onnx", "onnx", "single", "fp32", {"name": tag}))
+    publish("old")
+    real = os.replace
+
+    def sigint_once_moved_aside(src: Any, dst: Any) -> None:
+        real(src, dst)
+        if Path(src) == out:                            # the old artifact has just left `out`
+            os.kill(os.getpid(), signal.SIGINT)
+    monkeypatch.setattr(manifest.os, "replace", sigint_once_moved_aside)
+    with pytest.raises(KeyboardInterrupt):
+        publish("new")
+    monkeypatch.undo()
+    assert load_verified(out).model.name == "new" and (out / "model.onnx").read_text() == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["art"]          # no hidden old or staging folder
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler    # the handler back as it was
+
+
+def test_a_sigterm_between_the_renames_kills_only_after_the_new_artifact_is_in_place(tmp_path):
+    """The library with the OS's SIGTERM (no handler: it kills): sent right after the old artifact
+    was moved aside, the process dies once the new one is in place, not between the two."""
+    import subprocess
+    import sys
+    out = tmp_path / "art"
+    script = f"""
+import os, signal
+from alignvar_edge import manifest
+from alignvar_edge.manifest import new_manifest, write_manifest
+out = manifest.Path({str(out)!r})
+def publish(tag):
+    with manifest.artifact_dir(out, force=True) as tmp:
+        (tmp / "model.onnx").write_text(tag)
+        write_manifest(tmp, new_manifest("onnx", "onnx", "single", "fp32", {{"name": tag}}))
+publish("old")
+real = os.replace
+def sigterm_once_moved_aside(src, dst):
+    real(src, dst)
+    if manifest.Path(src) == out:
+        os.kill(os.getpid(), signal.SIGTERM)
+os.replace = sigterm_once_moved_aside
+publish("new")
+print("not killed")
+"""
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert res.returncode == -signal.SIGTERM and "not killed" not in res.stdout, (res.returncode, res.stderr)
+    assert load_verified(out).model.name == "new" and (out / "model.onnx").read_text() == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["art"]          # the old one deleted before it died
