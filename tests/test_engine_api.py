@@ -286,3 +286,12 @@ def test_upscale_many_names_the_index_of_the_image_it_cannot_take_after_yielding
         next(results)
     with pytest.raises(InputError, match=r"^image 1 \(from 0\) of upscale_many: got None, not an image"):
         list(engine.upscale_many([ok, None]))
+
+
+def test_a_premultiplied_gray_alpha_pil_image_comes_back_la_as_rgba_comes_back_rgba(engine) -> None:
+    """Mode La was refused ("convert it to RGB first", which drops the alpha) while RGBa was taken."""
+    rng = np.random.default_rng(4)
+    la = Image.fromarray(np.dstack([rng.integers(0, 256, (5, 6)), rng.integers(1, 256, (5, 6))]).astype(np.uint8), "LA")
+    got = engine.upscale(la.convert("La"))
+    assert got.mode == "LA" and got.size == (24, 20)
+    assert np.array_equal(np.asarray(got), np.asarray(engine.upscale(la.convert("La").convert("LA"))))

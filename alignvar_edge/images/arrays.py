@@ -172,8 +172,9 @@ def _pil_as_float(img: Image.Image) -> tuple[np.ndarray, Callable[[np.ndarray], 
 
 def _pil_plain_as_float(img: Image.Image) -> tuple[np.ndarray, Callable[[np.ndarray], object]]:
     plain = plain_mode(img)
-    # gray+alpha runs as RGBA (the engine takes gray, RGB or RGBA) and comes back as LA
-    work = converted(img, "RGBA" if plain == "LA" else plain)
+    # gray+alpha runs as RGBA (the engine takes gray, RGB or RGBA) and comes back as LA; premultiplied
+    # La converts to LA alone in Pillow (RGBa converts to RGBA itself), so it goes through LA first
+    work = converted(img.convert("LA") if img.mode == "La" else img, "RGBA" if plain == "LA" else plain)
     x, back = as_float_image(np.asarray(work))
 
     def to_pil(r: np.ndarray) -> Image.Image:
