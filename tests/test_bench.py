@@ -584,6 +584,22 @@ def test_bench_trtexec_needs_the_tiles_per_inference(trt_engine: Path, tmp_path:
     assert e["latency"]["per_tile_ms"]["p50"] == pytest.approx(7.16092 / 16, rel=1e-3)
 
 
+def test_bench_trtexec_names_a_log_without_a_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "g.log").write_text("[I] Engine built in 12.3 sec.\n")      # a --buildOnly log: nothing timed
+    rc = cli.main(["bench", "trtexec", str(tmp_path / "g.log"), "--batch", "1", "--out", str(tmp_path / "r.json")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert f"{tmp_path / 'g.log'}: no trtexec performance summary" in err, err
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_bench_trtexec_help_is_its_own(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["bench", "trtexec", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: alignvar-edge bench trtexec "), out
+    assert "LOG" in out and "--engine DIR" in out and "--runs" not in out and "--threads" not in out, out
+
+
 def test_merge_warns_when_fidelity_tiles_or_the_best_engine_gate_differ(tmp_path: Path) -> None:
     a = json.loads(DOC_REPORT.read_text())
     b = copy.deepcopy(a)

@@ -100,6 +100,9 @@ def test_every_verb_describes_itself() -> None:
     sub = next(a for a in parser._actions if a.dest == "verb")
     for verb, p in sub.choices.items():
         assert p.description and len(p.description) > 40, f"`alignvar-edge {verb} --help` has no description"
+        # a positional argument's help is all `--help` says of what to pass (`eval CHECKPOINT` had none)
+        bare = [a.dest for a in p._actions if not a.option_strings and not a.help]
+        assert bare == [], f"`alignvar-edge {verb} --help` says nothing of {bare}"
 
 
 def test_export_is_callable_as_the_api_says(tmp_path) -> None:

@@ -9,7 +9,7 @@ from alignvar_edge.argtypes import MAX_TILES, batch_size, fraction, nonneg_int, 
 from alignvar_edge.bench.image import FOLDER_LR, IMAGE_LR, IMAGE_RUNS
 from alignvar_edge.errors import InputError
 from alignvar_edge.lazy import is_installed
-from alignvar_edge.model.bundled import DEFAULT_CHECKPOINT
+from alignvar_edge.model.bundled import CHECKPOINT_HELP
 from alignvar_edge.progress import bar
 from alignvar_edge.recipes import DEFAULT_MIN_TOKENS, DEPLOY_DEFAULT, deploy_precisions
 
@@ -47,14 +47,34 @@ def _merge_parser(prog: str) -> argparse.ArgumentParser:
     return m
 
 
+def _trtexec_parser(prog: str) -> argparse.ArgumentParser:
+    """`bench trtexec`'s own usage: it shares the bench's parser too, and reads only these."""
+    t = argparse.ArgumentParser(
+        prog=f"{prog} trtexec", description="A bench report from a trtexec log's performance summary (no PyTorch "
+                                            "or TensorRT needed); it merges with the other reports.")
+    t.add_argument("log", metavar="LOG", help="trtexec's whole output, saved with `trtexec ... 2>&1 | tee FILE`")
+    t.add_argument("--out", required=True, help="report JSON to write")
+    t.add_argument("--engine", metavar="DIR", help=_ENGINE_HELP)
+    t.add_argument("--batch", help=_BATCH_HELP)
+    t.add_argument("--label", help=_LABEL_HELP)
+    return t
+
+
 class _Help(argparse.Action):
-    """-h/--help: bench's, or `bench merge`'s where the first ENGINE is 'merge'."""
+    """-h/--help: bench's, or `bench merge`'s / `bench trtexec`'s where the first ENGINE names one."""
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
                  option_string: str | None = None) -> None:
-        engines = getattr(namespace, "engines", None) or []
-        (_merge_parser(parser.prog) if engines[:1] == ["merge"] else parser).print_help()
+        first = (getattr(namespace, "engines", None) or [None])[0]
+        own = {"merge": _merge_parser, "trtexec": _trtexec_parser}.get(first)
+        (own(parser.prog) if own else parser).print_help()
         parser.exit()
+
+
+_LABEL_HELP = "device label for tables and merges (default: from the host)"
+_ENGINE_HELP = ("the engine dir or kit the log belongs to (model, batch, parity); a log of another engine, "
+                "precision, DLA core, TensorRT or GPU is refused")
+_BATCH_HELP = "tiles per inference (default: the engine's; needed without --engine)"
 
 
 def register(sub: Any) -> None:
@@ -111,16 +131,15 @@ def register(sub: Any) -> None:
     p.add_argument("--target-speedup", type=positive_float, help="report whether the best CPU engine reaches this speed-up")
     p.add_argument("--sequential", action="store_true",
                    help="one engine in memory at a time, no interleaving (models too big to load together)")
-    p.add_argument("--label", help="device label for tables and merges (default: from the host)")
+    p.add_argument("--label", help=_LABEL_HELP)
     p.add_argument("--seed", type=nonneg_int, default=0, help="fidelity tile crops")
     p.add_argument("--no-reference", action="store_true",
                    help="no PyTorch: time engine directories and check them against their golden outputs "
                         "(automatic when PyTorch is not installed)")
     p.add_argument("--engine", dest="trt_engine", metavar="DIR",
-                   help="bench trtexec: the engine dir or kit the log belongs to (model, batch, parity); a log "
-                        "of another engine, precision, DLA core, TensorRT or GPU is refused")
+                   help=f"bench trtexec: {_ENGINE_HELP}")
     p.add_argument("--batch", type=batch_size,
-                   help="bench trtexec: tiles per inference (default: the engine's; needed without --engine)")
+                   help=f"bench trtexec: {_BATCH_HELP}")
     # `bench merge`, the device bench and `bench trtexec` share this parser; each refuses the flags
     # it does not read (_unread), rather than ignoring them
     p.set_defaults(func=run_bench_cmd, flag_defaults=tuple(
@@ -134,7 +153,7 @@ def register(sub: Any) -> None:
                     "and bicubic, and write report.json/.md/.png. The output directory appears only "
                     "when everything is written.")
     d.add_argument("checkpoint", nargs="?", default=None,
-                   help=f"checkpoint directory or bundled name (default: {DEFAULT_CHECKPOINT})")
+                   help=CHECKPOINT_HELP)
     d.add_argument("--preset", help="random weights of a preset instead of a checkpoint (e.g. micro, tiny, d16)")
     d.add_argument("--targets", default="auto",
                    help="auto (every backend that can build here) or a comma list of "

@@ -236,7 +236,11 @@ def trtexec_report(log: str | os.PathLike[str], engine_dir: str | os.PathLike[st
     batch and build parity (tokens vs golden, from `adopt` or `build`), and is checked to be what
     the log timed. Without it, `batch` (tiles per inference) is needed for the per-tile figures."""
     path = Path(log)
-    t = parse_trtexec_log(read_trtexec_log(path))
+    text = read_trtexec_log(path)
+    try:
+        t = parse_trtexec_log(text)
+    except InputError as e:                # "no performance summary in the log": which log
+        raise InputError(f"{path}: {e}") from e
     manifest = None
     if engine_dir is not None:
         manifest = load_verified(engine_dir)

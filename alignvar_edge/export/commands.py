@@ -12,7 +12,7 @@ from alignvar_edge.argtypes import MAX_TILES, batch_size, nonneg_int, tile_count
 from alignvar_edge.cli_json import STDOUT, add_json_option, emit
 from alignvar_edge.errors import CheckpointError, ConfigError, OutputExistsError
 from alignvar_edge.manifest import ModelSource, read_manifest
-from alignvar_edge.model.bundled import DEFAULT_CHECKPOINT
+from alignvar_edge.model.bundled import CHECKPOINT_HELP, DEFAULT_CHECKPOINT
 
 
 
@@ -22,7 +22,7 @@ def register(sub: Any) -> None:
                                    "Runtime on held-out photographs against PyTorch (100% tokens, >= 60 dB), "
                                    "and write the graphs with manifest.json.")
     p.add_argument("checkpoint", nargs="?", default=None,
-                   help=f"checkpoint directory or bundled name (default: {DEFAULT_CHECKPOINT})")
+                   help=CHECKPOINT_HELP)
     p.add_argument("--preset", help="export a preset with seeded random weights instead (e.g. micro, "
                                     "tiny, d16, d24-512); the logits head is scaled x50 so greedy "
                                     "choices are as stable as a trained model's")

@@ -7,3 +7,5 @@ from pathlib import Path
 PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
 BUNDLED = ("alignvar-tiny",)
 DEFAULT_CHECKPOINT = BUNDLED[0]
+# the help of every verb's CHECKPOINT argument
+CHECKPOINT_HELP = f"checkpoint directory or bundled name (default: {DEFAULT_CHECKPOINT})"

@@ -7,7 +7,7 @@ from pathlib import Path
 from alignvar_edge.argtypes import int_at_least, nonneg_float
 from alignvar_edge.cli_json import add_json_option, emit
 from alignvar_edge.errors import InputError
-from alignvar_edge.model.bundled import DEFAULT_CHECKPOINT
+from alignvar_edge.model.bundled import CHECKPOINT_HELP, DEFAULT_CHECKPOINT
 from alignvar_edge.progress import stage
 
 
@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("info", help="model config, scale schedule, parameters and FLOPs per tile",
                        description="Show a model's config, scale schedule, sequence length, parameter "
                                    "counts per component and FLOPs per tile.")
-    p.add_argument("checkpoint", nargs="?", help=f"checkpoint directory or bundled name (default: {DEFAULT_CHECKPOINT})")
+    p.add_argument("checkpoint", nargs="?", help=CHECKPOINT_HELP)
     p.add_argument("--preset", help="describe a preset instead (random weights are never allocated)")
     p.add_argument("--no-flops", action="store_true", help="skip the FLOP count")
     add_json_option(p, "the model summary")

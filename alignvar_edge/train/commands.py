@@ -10,7 +10,7 @@ from alignvar_edge import safe_stop
 from alignvar_edge.argtypes import nonneg_float, nonneg_int, positive_float, positive_int
 from alignvar_edge.cli_json import add_json_option, emit
 from alignvar_edge.errors import InputError
-from alignvar_edge.model.bundled import DEFAULT_CHECKPOINT
+from alignvar_edge.model.bundled import CHECKPOINT_HELP, DEFAULT_CHECKPOINT
 from alignvar_edge.progress import stage
 
 
@@ -61,7 +61,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                                    "L1 of the image its own greedy rollout decodes to (--init RUN/final). "
                                    "`train STAGE --help` lists the flags of one stage.")
     p.add_argument("-h", "--help", action=_StageHelp, help="show this help (after STAGE: that stage's) and exit")
-    p.add_argument("stage", choices=tuple(STAGE_DESCRIPTIONS))
+    p.add_argument("stage", choices=tuple(STAGE_DESCRIPTIONS),
+                   help="the stage to train, in this order: vqvae, transformer, then decoder or joint")
     p.add_argument("--preset", help="model preset for a new VQ-VAE run (default: tiny); with --init the "
                                     "checkpoint's own config is trained")
     p.add_argument("--init", help="checkpoint to start from (required for every stage after vqvae)")
@@ -103,7 +104,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     e = sub.add_parser("eval", help="PSNR-Y / SSIM-Y of a checkpoint vs bicubic and the VQ ceiling",
                        description="Evaluate on held-out photographs: the model, bicubic and the VQ-VAE's "
                                    "own reconstruction (the token ceiling), PSNR-Y and SSIM-Y.")
-    e.add_argument("checkpoint", nargs="?", default=DEFAULT_CHECKPOINT)
+    e.add_argument("checkpoint", nargs="?", default=DEFAULT_CHECKPOINT, help=CHECKPOINT_HELP)
     e.add_argument("--images", default="builtin", help="folder of HR images, or 'builtin' (held-out samples)")
     e.add_argument("--seed", type=nonneg_int, default=0)
     e.add_argument("--max-side", type=positive_int, help="crop images to at most this many pixels per side")
