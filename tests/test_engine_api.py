@@ -165,19 +165,29 @@ def test_an_installed_package_is_typed_for_its_users(tmp_path) -> None:
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "venv")], check=True)
     site = subprocess.run([str(tmp_path / "venv" / "bin" / "python"), "-c", "import sysconfig; "
                            "print(sysconfig.get_paths()['purelib'])"], capture_output=True, text=True, check=True)
-    Path(site.stdout.strip(), "alignvar_edge.pth").write_text(f"{root}\n")
+    import sysconfig
+    # the package, and numpy and Pillow (their own types) from the environment running this test
+    Path(site.stdout.strip(), "alignvar_edge.pth").write_text(f"{root}\n{sysconfig.get_paths()['purelib']}\n")
     user = tmp_path / "service.py"
-    user.write_text("from alignvar_edge import AlignVAR, InputError, build, export, load\n"
+    user.write_text("from pathlib import Path\n"
+                    "import numpy as np\n"
+                    "from PIL import Image\n"
+                    "from alignvar_edge import AlignVAR, InputError, build, export, load\n"
                     "reveal_type(load('x'))\n"
                     "reveal_type(build('x', 'openvino'))\n"
-                    "reveal_type(AlignVAR.from_pretrained('alignvar-tiny'))\n"
-                    "reveal_type(export(AlignVAR.from_pretrained('alignvar-tiny'), 'out/tiny'))\n")
+                    "reveal_type(AlignVAR.from_pretrained(Path('alignvar-tiny')))\n"
+                    "reveal_type(export(AlignVAR.from_pretrained('alignvar-tiny'), 'out/tiny'))\n"
+                    "reveal_type(load('x').upscale(np.zeros((4, 4, 3), np.uint8)))\n"
+                    "reveal_type(load('x').upscale(Image.new('L', (4, 4))))\n"
+                    "reveal_type(next(load('x').upscale_many([Image.new('L', (4, 4))])))\n")
     run = subprocess.run([sys.executable, "-m", "mypy", "--cache-dir", str(tmp_path / "cache"), "--python-executable",
                           str(tmp_path / "venv" / "bin" / "python"), str(user)],
                          capture_output=True, text=True, cwd=tmp_path)
     revealed = [ln.split("Revealed type is ")[1] for ln in run.stdout.splitlines() if "Revealed type" in ln]
-    assert revealed == ['"alignvar_edge.runtimes.base.Engine"', '"pathlib.Path"',
-                        '"alignvar_edge.model.alignvar.AlignVAR"', '"pathlib.Path"'], run.stdout
+    assert revealed[:4] == ['"alignvar_edge.runtimes.base.Engine"', '"pathlib.Path"',
+                            '"alignvar_edge.model.alignvar.AlignVAR"', '"pathlib.Path"'], run.stdout
+    # the same kind back: an array for an array, a PIL image for a PIL image (was Any)
+    assert revealed[4].startswith('"numpy.ndarray[') and revealed[5:] == ['"PIL.Image.Image"'] * 2, run.stdout
     assert run.returncode == 0, run.stdout
 
 

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
@@ -21,6 +21,9 @@ from alignvar_edge.errors import ArtifactError, BackendUnavailableError, EngineC
 from alignvar_edge.manifest import Manifest
 from alignvar_edge.model.config import AlignVARConfig        # torch-free: a device may have no PyTorch
 from alignvar_edge.recipes import default_precision
+
+if TYPE_CHECKING:           # upscale's PIL overloads; PIL is imported only where a PIL image is passed
+    import PIL.Image
 
 __all__ = ["Backend", "Engine", "TensorSpec", "check_thread_count", "config_from_manifest", "INPUT", "SR", "token_name"]
 
@@ -285,6 +288,19 @@ class Engine(abc.ABC):
                     [np.zeros((0, p * p), np.int64) for p in self.config.patch_nums])
         return np.concatenate(srs), [np.concatenate(tk) for tk in toks]
 
+    @overload
+    def upscale(self, image: np.ndarray, overlap: int | None = None,
+                progress: Callable[[int, int], None] | None = None, color_fix: bool | None = None) -> np.ndarray: ...
+
+    @overload
+    def upscale(self, image: PIL.Image.Image, overlap: int | None = None,
+                progress: Callable[[int, int], None] | None = None,
+                color_fix: bool | None = None) -> PIL.Image.Image: ...
+
+    @overload
+    def upscale(self, image: Any, overlap: int | None = None,
+                progress: Callable[[int, int], None] | None = None, color_fix: bool | None = None) -> Any: ...
+
     def upscale(self, image: Any, overlap: int | None = None,
                 progress: Callable[[int, int], None] | None = None, color_fix: bool | None = None) -> Any:
         """Any image HxW, HxWx1, HxWx3 or HxWx4 -> exactly 4x larger, same layout and kind.
@@ -303,6 +319,21 @@ class Engine(abc.ABC):
         x, back = as_float_image(image)
         return back(upscale_image(self, x, overlap=overlap, progress=progress,
                                   color_fix=self._color_fix(color_fix)))
+
+    @overload
+    def upscale_many(self, images: Iterable[np.ndarray], overlap: int | None = None,
+                     progress: Callable[[int, int, int], None] | None = None,
+                     color_fix: bool | None = None) -> Iterator[np.ndarray]: ...
+
+    @overload
+    def upscale_many(self, images: Iterable[PIL.Image.Image], overlap: int | None = None,
+                     progress: Callable[[int, int, int], None] | None = None,
+                     color_fix: bool | None = None) -> Iterator[PIL.Image.Image]: ...
+
+    @overload
+    def upscale_many(self, images: Iterable[Any], overlap: int | None = None,
+                     progress: Callable[[int, int, int], None] | None = None,
+                     color_fix: bool | None = None) -> Iterator[Any]: ...
 
     def upscale_many(self, images: Iterable[Any], overlap: int | None = None,
                      progress: Callable[[int, int, int], None] | None = None,
