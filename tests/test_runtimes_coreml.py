@@ -171,9 +171,31 @@ def test_half_policy_op_selector_keeps_f32_groups_fp32():
     assert sel(plain) and sel(op("conv")) and sel(op("softmax"))
     assert all(fp16_op_selector(frozenset())(o) for o in (op("layer_norm"), head, argmax))
     assert not sel(argmax)          # the fp32 logits are compared in fp32, not rounded to fp16 first
-    per = group_precision("fp16", frozenset({"norms", "logits_head", "sca_bias"}))
+    from alignvar_edge.quantize.half_policy import HALF_GROUPS
+    per = group_precision("fp16", frozenset({"norms", "logits_head", "sca_bias"}), frozenset(HALF_GROUPS))
     assert per["norms"] == per["logits_head"] == "fp32" and per["decoder_convs"] == "fp16"
     assert per["sca_bias"] == "fp16"        # no MIL op type isolates it: it follows the package
+
+
+def test_a_package_lists_the_half_groups_its_model_has(package, tmp_path, pytestconfig):
+    """compute_precision_per_group (and the README) name the groups the model's ONNX graph has:
+    no sca_bias for a model without SCA, all six for one with it."""
+    import dataclasses
+
+    import onnx
+
+    from _runtime_fixtures import cache_root, export_dir
+    from alignvar_edge.export.random_model import random_model
+    from alignvar_edge.manifest import load_verified
+    from alignvar_edge.quantize.half_policy import HALF_GROUPS, graph_groups
+    plain = random_model(dataclasses.replace(sharp_model("micro").config, sca=False))
+    out = runtimes.build("in-memory", "coreml", out=tmp_path / "plain", model=plain, proxy=False,
+                         half_policy={"f32_groups": ["norms", "sca_bias"]})
+    per = load_verified(out).extra["compute_precision_per_group"]
+    graph = onnx.load(str(export_dir(plain, cache_root(pytestconfig)) / "model.onnx"), load_external_data=False)
+    assert sorted(per) == sorted(graph_groups(graph)) and "sca_bias" not in per and per["norms"] == "fp32"
+    assert "sca_bias" not in (out / "README.md").read_text()
+    assert sorted(load_verified(package[0]).extra["compute_precision_per_group"]) == sorted(HALF_GROUPS)
 
 
 def test_target_os_and_compute_units_are_checked_first_and_taken(tmp_path, capsys):

@@ -154,12 +154,20 @@ def fp16_op_selector(f32_groups: frozenset[str]) -> Callable[[Any], bool]:
     return select
 
 
-def group_precision(precision: str, f32_groups: frozenset[str]) -> dict[str, str]:
-    """What each half-policy group computes in, in a package converted with `fp16_op_selector`."""
+def model_groups(config: Any) -> frozenset[str]:
+    """The half-policy groups a model has parts in: all but `sca_bias` in a model without SCA, the
+    groups its ONNX graph has nodes in (half_policy.graph_groups, which reads a graph, not a model)."""
+    from alignvar_edge.quantize.half_policy import HALF_GROUPS
+    return frozenset(g for g in HALF_GROUPS if config.sca or g != "sca_bias")
+
+
+def group_precision(precision: str, f32_groups: frozenset[str], groups: frozenset[str]) -> dict[str, str]:
+    """What each half-policy group of the model (`groups`: `model_groups`) computes in, in a package
+    converted with `fp16_op_selector`."""
     from alignvar_edge.quantize.half_policy import HALF_GROUPS
     half = "fp32" if precision == "fp32" else "fp16"
     return {g: ("fp32" if g in f32_groups and (MIL_GROUP_OPS[g] or g == "logits_head") else half)
-            for g in HALF_GROUPS}
+            for g in HALF_GROUPS if g in groups}
 
 
 def convert(model: Any, precision: str = "fp16", compute_units: str = "CPU_AND_NE",
@@ -241,7 +249,8 @@ def describe(ml: Any, config: Any, precision: str, compute_units: str, image_inp
     from alignvar_edge import __version__
     c = package_contract(config, batch, image_input)
     t, s = config.lr_size, config.hr_size
-    kept = sorted(g for g, p in group_precision(precision, f32_groups).items() if p == "fp32") if (
+    kept = sorted(g for g, p in group_precision(precision, f32_groups, model_groups(config)).items()
+                  if p == "fp32") if (
         f32_groups and precision != "fp32") else []
     shown = precision + (f", {', '.join(kept)} in fp32" if kept else "")
     ml.short_description = (f"AlignVAR x{config.scale} super-resolution ({config.name}, {shown}) on "
@@ -495,7 +504,7 @@ class CoreMLBackend(Backend):
             extra = {"files": {"engine": PACKAGE}, "compute_units": compute_units,
                      "deployment_target": target, "conversion": method, "batch": batch,
                      "compute_precision": "fp32" if precision == "fp32" else "fp16",
-                     "compute_precision_per_group": group_precision(precision, f32_groups),
+                     "compute_precision_per_group": group_precision(precision, f32_groups, model_groups(config)),
                      "spec": checks, "ane_lint": lint, "image_input": image_input,
                      "user_defined_metadata": described,
                      "source": {"path": recorded_path(src) if src else "in-memory model"},
