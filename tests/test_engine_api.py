@@ -305,3 +305,23 @@ def test_a_premultiplied_gray_alpha_pil_image_comes_back_la_as_rgba_comes_back_r
     got = engine.upscale(la.convert("La"))
     assert got.mode == "LA" and got.size == (24, 20)
     assert np.array_equal(np.asarray(got), np.asarray(engine.upscale(la.convert("La").convert("LA"))))
+
+
+def test_help_on_export_shows_export_onnx_and_the_public_names_say_what_they_are() -> None:
+    """`help(export)` showed the package ("torch -> ONNX export ...") and its signature was
+    (*args, **kwargs); AlignVAR, Engine.tile_size, scale, num_scales, check_open and get_backend
+    had no docstring."""
+    import inspect
+    import pydoc
+
+    import alignvar_edge
+    from alignvar_edge.export.onnx_export import export_onnx
+    from alignvar_edge.runtimes.base import Backend, Engine
+
+    assert inspect.signature(alignvar_edge.export) == inspect.signature(export_onnx)
+    shown = pydoc.render_doc(alignvar_edge.export, renderer=pydoc.plaintext)
+    assert inspect.getdoc(export_onnx).splitlines()[0] in shown and "opset: 'int' = 18" in shown
+    undocumented = [f"{cls.__name__}.{n}" for cls in (Engine, Backend, alignvar_edge.AlignVAR) for n, v in vars(cls).items()
+                    if not n.startswith("_") and callable(f := (v.fget if isinstance(v, property) else v))
+                    and not inspect.getdoc(f)]
+    assert undocumented == [] and alignvar_edge.AlignVAR.__doc__ and runtimes.get_backend.__doc__

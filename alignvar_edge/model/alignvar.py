@@ -38,6 +38,14 @@ POSITIVE, NEGATIVE = 0, 1     # quality embedding rows: high-quality target / lo
 
 
 class AlignVAR(nn.Module):
+    """The AlignVAR x4 super-resolution model in PyTorch: VARSR's next-scale transformer on a
+    multi-scale VQ-VAE, with SCA (see the module docstring and docs/model.md).
+
+    Load one with `AlignVAR.from_pretrained("alignvar-tiny")` (or a checkpoint directory), hand it
+    to `export` for ONNX, or build one of a config: `AlignVAR(AlignVARConfig.from_preset("tiny"))`.
+    `super_resolve(lr_B3hw)` runs it on LR tiles in [0, 1]; `save_pretrained(dir)` writes a checkpoint.
+    """
+
     # submodules the config chooses (None where it leaves them out)
     lr_embed: LREmbed | None
     con_embedding: ControlNetEmbedding | None
@@ -134,6 +142,7 @@ class AlignVAR(nn.Module):
         return pair_tables(*rope_tables(torch.cat(pos), c.head_dim, c.rope_base))
 
     def rope(self, start: int, end: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The rotary (cos, sin) rows of sequence positions start..end; (None, None) without RoPE."""
         if self.rope_cos is None or self.rope_sin is None:
             return None, None
         return self.rope_cos[start:end], self.rope_sin[start:end]
@@ -143,6 +152,7 @@ class AlignVAR(nn.Module):
     # ------------------------------------------------------------------------------------------
     @property
     def use_cfg(self) -> bool:
+        """Whether the rollout runs VARSR's image CFG (config.cfg > 0): a negative half per batch."""
         return self.config.cfg > 0
 
     def condition(self, lr_B3hw: torch.Tensor, quality_B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -175,9 +185,11 @@ class AlignVAR(nn.Module):
         return x
 
     def logits(self, h_BlC: torch.Tensor, cond_BD: torch.Tensor) -> torch.Tensor:
+        """Codebook logits (B, l, vocab) of hidden states, through the AdaLN head."""
         return self.head(self.head_nm(h_BlC, cond_BD))
 
     def descriptors(self, guide_B1hw: torch.Tensor, k: int) -> torch.Tensor | None:
+        """SCA's structure descriptors of scale k from the LR guide; None for a model without SCA."""
         if self.sca_guidance is None:
             return None
         return self.sca_guidance.descriptors(guide_B1hw, self.config.patch_nums[k])
@@ -273,6 +285,7 @@ class AlignVAR(nn.Module):
         return res.reshape(B, l, -1).transpose(1, 2).reshape(B, -1, P, P)
 
     def decode(self, f_hat_BCPP: torch.Tensor, lr_B3hw: torch.Tensor) -> torch.Tensor:
+        """The VQ decoder: the summed latent (B, C, P, P) -> the SR image (B, 3, hr, hr)."""
         return self.vae.decode(f_hat_BCPP, lr_B3hw)
 
     def rollout(self, lr_B3hw: torch.Tensor, noise_SNC: torch.Tensor | None = None,
@@ -291,6 +304,7 @@ class AlignVAR(nn.Module):
     # user API
     # ------------------------------------------------------------------------------------------
     def check_input(self, lr_B3hw: torch.Tensor) -> None:
+        """Refuse, in one InputError, LR tiles that are not a finite float tensor (B, 3, lr, lr)."""
         c = self.config
         if not isinstance(lr_B3hw, torch.Tensor):
             raise InputError(f"expected a torch.Tensor of shape (B, 3, {c.lr_size}, {c.lr_size}), "
@@ -344,10 +358,12 @@ class AlignVAR(nn.Module):
 
     @torch.no_grad()
     def tokens(self, lr_B3hw: torch.Tensor) -> list[torch.Tensor]:
+        """The greedy rollout's token indices per scale (B, p_k^2), coarsest first, of LR tiles in [0, 1]."""
         self.check_input(lr_B3hw)
         return self.rollout(lr_B3hw.clamp(0, 1))[1]
 
     def parameter_report(self) -> dict[str, int]:
+        """Parameter counts per component, what inference uses, and the total (`info` prints them)."""
         def count(*mods: nn.Module | nn.Parameter | None) -> int:
             n = 0
             for m in mods:

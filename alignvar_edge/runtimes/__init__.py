@@ -39,6 +39,9 @@ class BackendInfo:
 
 
 def get_backend(name: str) -> Backend:
+    """The `Backend` of a name ("torch", "onnxruntime", "openvino", "tensorrt", "coreml", or an alias
+    `recipes.backend_name` knows), its module imported, its runtime not: `is_available()` says
+    whether it runs here. An unknown name is one InputError naming the known ones."""
     module = importlib.import_module(f"alignvar_edge.runtimes.{MODULES[backend_name(name)]}")
     backend: Backend = module.BACKEND
     return backend

@@ -198,14 +198,17 @@ class Engine(abc.ABC):
 
     @property
     def tile_size(self) -> int:
+        """The LR tile side the engine runs, in pixels: `run` takes (N, 3, tile_size, tile_size)."""
         return self.config.lr_size
 
     @property
     def scale(self) -> int:
+        """The upscaling factor (4): results are `scale` times the input's height and width."""
         return self.config.scale
 
     @property
     def num_scales(self) -> int:
+        """The model's token scales: `run` returns one token array per scale, coarsest first."""
         return self.config.num_scales
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -371,6 +374,7 @@ class Engine(abc.ABC):
             yield backs.pop(0)(out)
 
     def check_open(self) -> None:
+        """Raise EngineClosedError if `close` has been called; every engine call checks it."""
         if self._closed:
             raise EngineClosedError(f"this {self.backend} engine is closed; load it again")
 
@@ -411,6 +415,7 @@ class Backend(abc.ABC):
 
     @property
     def default_precision(self) -> str:
+        """The precision `build` makes without one named (recipes.default_precision)."""
         return default_precision(self.name)
 
     def import_module(self) -> Any:
@@ -421,6 +426,7 @@ class Backend(abc.ABC):
             raise BackendUnavailableError(f"{self.name} is not usable here: {self.missing_reason(e)}") from e
 
     def missing_reason(self, error: BaseException) -> str:
+        """One line on why the backend's package cannot be imported, and the pip command that installs it."""
         how = f"'alignvar-edge[{self.extra}]'" if self.extra else self.distribution or self.module
         return f"cannot import {self.module} ({type(error).__name__}: {error}); install it with `pip install {how}`"
 
@@ -433,12 +439,14 @@ class Backend(abc.ABC):
         return True, ""
 
     def version(self) -> str | None:
+        """The installed version of the backend's distribution, or None where it is not installed."""
         try:
             return importlib.metadata.version(self.distribution or self.module)
         except importlib.metadata.PackageNotFoundError:
             return None
 
     def devices(self) -> list[str]:
+        """The devices engines of this backend can run on here (e.g. "cpu", "cuda", OpenVINO's "GPU")."""
         return ["cpu"]
 
     def can_build(self) -> tuple[bool, str]:
@@ -450,6 +458,7 @@ class Backend(abc.ABC):
         return self.is_available()
 
     def require(self) -> Any:
+        """The backend's package, or BackendUnavailableError saying why it cannot run here."""
         ok, why = self.is_available()
         if not ok:
             raise BackendUnavailableError(f"{self.name} is not usable here: {why}")
