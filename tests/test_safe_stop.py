@@ -64,6 +64,29 @@ def test_a_sigint_at_an_engines_publication_says_whether_it_was_kept(pytestconfi
     assert [p.name for p in tmp_path.iterdir()] == (["ort"] if when == "after" else [])   # no staging left
 
 
+@pytest.mark.parametrize("when", ["after", "before"])
+def test_a_sigint_at_a_single_image_upscales_publication_says_whether_it_was_kept(pytestconfig, tmp_path,
+                                                                                 monkeypatch, capsys, when):
+    import numpy as np
+    from PIL import Image
+
+    from alignvar_edge.images import write
+    export = export_dir(sharp_model("micro"), cache_root(pytestconfig))
+    src, out = tmp_path / "lr.png", tmp_path / "sr.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(src)
+    _sigint_around(monkeypatch, write, "_publish", when)
+    code = cli.main(["upscale", str(src), str(out), "--engine", str(export), "--threads", "1", "--quiet"])
+    assert code == 130
+    line = _last_line(capsys)
+    if when == "after":
+        assert line == (f"alignvar-edge upscale: interrupted; '{out}' was complete before the interrupt and is kept; "
+                        "no partial output was kept"), line
+        assert Image.open(out).size == (48, 48)
+    else:
+        assert line == "alignvar-edge upscale: interrupted; no partial output was kept", line
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["lr.png", "sr.png"] if when == "after" else ["lr.png"])
+
+
 def test_a_sigint_right_after_a_json_result_is_written_names_the_file(tmp_path, monkeypatch, capsys):
     result = tmp_path / "info.json"
     _sigint_around(monkeypatch, cli_json, "write_text", "after")

@@ -17,6 +17,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image
 
+from alignvar_edge import safe_stop
 from alignvar_edge.errors import InputError, OutputExistsError
 from alignvar_edge.fsmodes import hidden_prefix, publish_mode, write_error
 from alignvar_edge.images import png16, sixteen_bit
@@ -117,6 +118,7 @@ def save_image(
                 keep_undefined_types(f)
         # mkstemp creates the file 0600; give it the mode a normal open() would have.
         publish_mode(tmp)
+        safe_stop.publishing(tmp, path)       # an interrupted verb then names it, if it is in place
         _publish(tmp, path, overwrite)
     except BaseException:
         tmp.unlink(missing_ok=True)
