@@ -229,3 +229,24 @@ def test_a_hostile_config_json_is_one_line(ckpt: Path, text: str, says: str,
     assert cli(["info", str(ckpt), "--no-flops"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"{ckpt / 'config.json'}" in err[0] and says in err[0], err
+
+
+@pytest.mark.parametrize("weights", ["theirs", "ours"])
+def test_force_never_replaces_a_folder_of_someone_elses_config_and_weights(ckpt: Path, tmp_path: Path, weights: str,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+    hf = tmp_path / "hf"                   # a Hugging Face snapshot: the same two file names, not ours
+    hf.mkdir()
+    (hf / "config.json").write_text('{"model_type": "bert", "hidden_size": 768}')
+    if weights == "theirs":
+        save_file({"embeddings.weight": torch.ones(4, 4)}, str(hf / "model.safetensors"), metadata={"format": "pt"})
+    else:                                  # our weights file copied in beside their config
+        shutil.copy(ckpt / "model.safetensors", hf / "model.safetensors")
+    before = {p.name: p.read_bytes() for p in hf.iterdir()}
+    # import refuses before reading its inputs, so the upstream file need not exist
+    assert cli(["import", "var", "--vae", str(tmp_path / "vae.pth"), "--out", str(hf), "--force"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "alignvar-edge did not write" in err[0] and "--force replaces only" in err[0]
+    with pytest.raises(CheckpointError, match="overwrite=True replaces only checkpoints alignvar-edge wrote"):
+        load_pretrained(ckpt).save_pretrained(str(hf), overwrite=True)
+    assert {p.name: p.read_bytes() for p in hf.iterdir()} == before

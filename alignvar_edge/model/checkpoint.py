@@ -40,6 +40,11 @@ GOLDEN_FILE = "golden.safetensors"
 # what alignvar-edge writes into a checkpoint directory; replacing a checkpoint may drop these,
 # never anything else
 CHECKPOINT_FILES = (CONFIG_FILE, WEIGHTS_FILE, TRAINING_FILE, GOLDEN_FILE)
+# how a checkpoint alignvar-edge wrote (save_pretrained, every version) is told from someone's
+# folder with files of the same names (a Hugging Face snapshot): its weights' metadata names us, and
+# its config.json has the keys every AlignVAR config has
+WEIGHTS_FORMAT = "alignvar-edge"
+_CONFIG_MARKER_KEYS = ("scale", "hr_size", "patch_nums", "depth", "width", "heads")
 
 
 @dataclass
@@ -255,11 +260,27 @@ def check_checkpoint_out(out: Path, overwrite: bool, switch: str) -> None:
     if out.is_symlink() or not out.is_dir() or not ((out / CONFIG_FILE).is_file() and (out / WEIGHTS_FILE).is_file()):
         raise CheckpointError(f"'{out}' is not a checkpoint directory ({CONFIG_FILE} + {WEIGHTS_FILE}); {switch} "
                               "replaces only checkpoints, so choose another directory")
+    if not own_checkpoint(out):
+        raise CheckpointError(f"'{out}' holds a {CONFIG_FILE} and {WEIGHTS_FILE} that alignvar-edge did not write "
+                              f"(not an AlignVAR config, or weights saved by another tool); {switch} replaces only "
+                              "checkpoints alignvar-edge wrote: remove it yourself or choose another directory")
     others = sorted(p.name for p in out.iterdir() if p.name not in CHECKPOINT_FILES)
     if others:
         raise CheckpointError(f"'{out}' holds files besides a checkpoint's ({', '.join(others[:3])}"
                               f"{', ...' if len(others) > 3 else ''}); {switch} replaces only what alignvar-edge "
                               "wrote, so move them or choose another directory")
+
+
+def own_checkpoint(path: Path) -> bool:
+    """Did alignvar-edge write the checkpoint at `path`? (WEIGHTS_FORMAT in its weights' metadata, the
+    AlignVAR keys in its config.json; reads the weights' header only.)"""
+    try:
+        config = jsonsafe.loads((path / CONFIG_FILE).read_text())
+        with safe_open(str(path / WEIGHTS_FILE), framework="pt") as f:
+            made_by = (f.metadata() or {}).get("format")
+    except (OSError, ValueError, SafetensorError):
+        return False
+    return made_by == WEIGHTS_FORMAT and isinstance(config, dict) and all(k in config for k in _CONFIG_MARKER_KEYS)
 
 
 def _replace_dir(new: Path, out: Path) -> None:
@@ -297,7 +318,7 @@ def save_pretrained(model: torch.nn.Module, out_dir: str | os.PathLike[str], ext
         sd = {k: (v.to(weights_dtype) if v.is_floating_point() else v).detach().contiguous().cpu()
               for k, v in model.state_dict().items()}
         save_file(sd, str(tmp / WEIGHTS_FILE),
-                  metadata={"format": "alignvar-edge", "weights_dtype": str(weights_dtype).removeprefix("torch.")})
+                  metadata={"format": WEIGHTS_FORMAT, "weights_dtype": str(weights_dtype).removeprefix("torch.")})
         cfg = cast(AlignVARConfig, model.config).to_dict()
         (tmp / CONFIG_FILE).write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
         if extra:
