@@ -5,6 +5,10 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 HOST_STAMP := $(VENV)/.installed-host
+# Editable installs in setuptools' compat mode: a plain path in site-packages, which mypy follows, so
+# that code outside the checkout type-checks against the package (the default import-hook finder
+# is invisible to mypy: every name of the package was Any there).
+EDITABLE := --config-settings editable_mode=compat
 # tensorrt-stubs depends on `tensorrt`, which PyPI cannot deliver (placeholder wheel that
 # downloads from NVIDIA's index). Install only the stubs, outside site-packages, for mypy.
 STUBS  := $(VENV)/typing-stubs
@@ -16,7 +20,7 @@ venv: $(STAMP)
 # Re-runs whenever the dependency declarations or the pins change.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q -c constraints.txt -e '.[all]'
+	$(PIP) install -q -c constraints.txt $(EDITABLE) -e '.[all]'
 	$(PIP) install -q --no-deps --upgrade --target $(STUBS) -c constraints.txt tensorrt-stubs
 	@# tensorrt-stubs 10.13.0.35.1 is not valid Python: parameters named `in`, a required parameter
 	@# after defaulted ones, and an import of tensorrt_libs (not shipped). Patch them so mypy parses.
@@ -33,7 +37,7 @@ test: venv
 # The demo needs the host side only (PyTorch, ONNX tooling): no test runner, type stubs or backends.
 $(HOST_STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q -c constraints.txt -e '.[host]'
+	$(PIP) install -q -c constraints.txt $(EDITABLE) -e '.[host]'
 	touch $@
 
 demo: $(HOST_STAMP)

@@ -153,7 +153,9 @@ def test_the_documented_errors_and_precision_warning_import_from_the_package_wit
 def test_an_installed_package_is_typed_for_its_users(tmp_path) -> None:
     """No py.typed marker: mypy treated the installed package as untyped (every name Any), and the
     lazy top-level names were Any even from the sources (the README's `export(model, ...)` was
-    "Module not callable"). Installed here as a .pth in a fresh venv, which mypy reads as an install."""
+    "Module not callable"). Installed here as a .pth in a fresh venv, which mypy reads as an install:
+    the path .pth that `make venv`'s editable install writes in setuptools' compat mode (its default
+    import-hook finder is invisible to mypy: "Cannot find implementation or library stub")."""
     import re
     import subprocess
     import sys
@@ -162,6 +164,9 @@ def test_an_installed_package_is_typed_for_its_users(tmp_path) -> None:
     # the wheel carries the marker: it is package data
     assert re.search(r'^alignvar_edge = \[.*"py\.typed"', (root / "pyproject.toml").read_text(), re.M)
     assert (root / "alignvar_edge" / "py.typed").is_file()
+    installs = re.findall(r"^\t\$\(PIP\) install .*-e .*$", (root / "Makefile").read_text(), re.M)
+    assert len(installs) == 2 and all("$(EDITABLE)" in ln for ln in installs), installs
+    assert re.search(r"^EDITABLE := --config-settings editable_mode=compat$", (root / "Makefile").read_text(), re.M)
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "venv")], check=True)
     site = subprocess.run([str(tmp_path / "venv" / "bin" / "python"), "-c", "import sysconfig; "
                            "print(sysconfig.get_paths()['purelib'])"], capture_output=True, text=True, check=True)
