@@ -107,6 +107,18 @@ def test_a_photo_over_the_size_limit_is_skipped_without_naming_a_flag_the_verb_l
         assert "max-megapixels" not in said and "max_megapixels" not in said, said
 
 
+def test_a_fifo_in_the_folder_is_skipped_with_a_warning_never_opened(tmp_path: Path) -> None:
+    """quantize --calib DIR hung in open() on a FIFO in the folder."""
+    from _fifo import fifo_fed_if_opened
+    for name in ("a.png", "b.png"):
+        _photo(tmp_path / name, 64, 64, 0)
+    with fifo_fed_if_opened(tmp_path / "z.png"), pytest.warns(UserWarning) as caught:
+        cs = CalibrationSet.from_folder(tmp_path, MICRO, n=2, n_val=1)
+    said = " ".join(str(w.message) for w in caught)
+    assert "z.png is a FIFO (named pipe), not an image file" in said, said
+    assert sorted(f["file"] for f in cs.summary()["files"]) == ["a.png", "b.png"]
+
+
 def test_single_image_folder_works_with_a_warning(tmp_path: Path) -> None:
     _photo(tmp_path / "one.png", 64, 64, 0)
     with pytest.warns(UserWarning, match="only 1 image"):

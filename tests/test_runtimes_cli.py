@@ -345,6 +345,24 @@ def test_a_broken_symbolic_link_is_named_as_one(export, images, tmp_path, capsys
     assert (tmp_path / "o" / "ok.png").is_file()
 
 
+def test_a_fifo_is_named_as_one_and_never_opened(export, tmp_path, capsys):
+    """A FIFO in an input folder hung the run in open() (nothing written, not even the good image),
+    and a FIFO given as the input was said not to exist."""
+    from _fifo import fifo_fed_if_opened
+    inp = tmp_path / "fin"
+    inp.mkdir()
+    Image.new("RGB", (5, 4)).save(inp / "a.png")
+    with fifo_fed_if_opened(inp / "b.png") as fifo:
+        assert main(["upscale", str(inp), str(tmp_path / "o"), "--engine", str(export), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert f"skipping: {fifo} is a FIFO (named pipe), not an image file; pass a regular file" in err, err
+        assert "1 file(s) could not be upscaled" in err and (tmp_path / "o" / "a.png").is_file()
+        assert main(["upscale", str(fifo), str(tmp_path / "o.png"), "--engine", str(export), "--quiet"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"alignvar-edge upscale: error: {fifo} is a FIFO (named pipe), not an image file or a "
+                       "folder; pass one of those"], err
+
+
 def test_the_python_api_refuses_a_backend_that_does_not_open_the_path_as_upscale_does(export):
     from alignvar_edge import runtimes
     from alignvar_edge.errors import InputError

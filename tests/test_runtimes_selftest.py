@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -103,14 +104,18 @@ def test_engine_selftests(backend, result, ckpt, pytestconfig, monkeypatch):
         assert np.isfinite(r["ms_per_tile_p50"])
 
 
-@pytest.mark.parametrize("what", ["file", "missing", "empty", "checkpoint"])
+@pytest.mark.parametrize("what", ["file", "missing", "empty", "checkpoint", "loop", "fifo"])
 def test_engine_that_is_no_engine_directory_says_so(tmp_path, capsys, ckpt, what):
     """`--engine photo.png` (or a folder that is no artifact) is named as such, not as an engine
     that lacks its golden file (which would send the user off to rebuild something); a checkpoint
     without golden outputs is told how to make them."""
     target = {"file": tmp_path / "photo.png", "missing": tmp_path / "nope", "empty": tmp_path / "empty",
-              "checkpoint": tmp_path / "ckpt"}[what]
-    if what == "file":
+              "checkpoint": tmp_path / "ckpt", "loop": tmp_path / "eloop", "fifo": tmp_path / "pipe"}[what]
+    if what == "loop":
+        target.symlink_to(target.name)
+    elif what == "fifo":
+        os.mkfifo(target)
+    elif what == "file":
         target.write_bytes(b"\x89PNG\r\n\x1a\n")
     elif what == "empty":
         target.mkdir()
@@ -122,7 +127,8 @@ def test_engine_that_is_no_engine_directory_says_so(tmp_path, capsys, ckpt, what
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(target) in err
     assert {"file": "is a file, not an engine directory", "missing": "does not exist, not an engine directory",
-            "empty": "no manifest.json",
+            "empty": "no manifest.json", "loop": "leads into a symlink loop",
+            "fifo": "is a FIFO (named pipe), not an engine directory",
             "checkpoint": "python -m alignvar_edge.runtimes.selftest --golden"}[what] in err
     assert what == "checkpoint" or "golden" not in err
 

@@ -22,7 +22,7 @@ from PIL import Image
 
 from alignvar_edge.errors import IMAGE_DECODE_ERRORS, InputError
 from alignvar_edge.images.formats import IMAGE_EXTENSIONS, open_quietly, upright_size
-from alignvar_edge.images.read import DEFAULT_MAX_MEGAPIXELS, load_image
+from alignvar_edge.images.read import DEFAULT_MAX_MEGAPIXELS, load_image, special_kind
 
 __all__ = ["check_megapixels_flag", "list_images", "list_other_files", "not_a_result", "read_images", "result_path",
            "skipped_list", "usable_images"]
@@ -57,6 +57,8 @@ def not_a_result(src: Path, dst: Path, scale: int) -> str | None:
     An input whose header cannot be read gives None: its own refusal comes when it is read."""
     if dst.stat().st_size == 0:
         return "empty"
+    if special_kind(src) is not None:       # opening it would wait for a writer; reading it refuses it
+        return None
     try:
         with open_quietly(src) as img:
             w, h = upright_size(img)

@@ -9,7 +9,9 @@ them: gray+alpha and RGB(A) PNGs are decoded by Pillow's codec with other raw mo
 """
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import warnings
 from pathlib import Path
 
@@ -42,6 +44,8 @@ def load_image(
         raise InputError(f"{path} is a folder, not an image file; pass an image file path")
     if (broken := broken_link(path)) is not None:
         raise InputError(f"{broken}; fix or remove the link")
+    if (kind := special_kind(path)) is not None:
+        raise InputError(f"{path} is {kind}, not an image file; pass a regular file")
     if not path.exists():
         raise InputError(f"{path} does not exist; check the path")
     # Opened as a file, not by name: Pillow maps a named, uncompressed gray TIFF into memory at its
@@ -128,11 +132,35 @@ def _shown_over(megapixels: float, limit: float) -> str:
 
 
 def broken_link(path: Path) -> str | None:
-    """'PATH is a broken symbolic link (to TARGET)' where it is one, else None: such a path neither
-    exists nor can be written, and "does not exist" or "already exists" would both mislead."""
-    if path.is_symlink() and not path.exists():
-        return f"{path} is a broken symbolic link (to {os.readlink(path)})"
-    return None
+    """'PATH is a broken symbolic link (to TARGET)' or 'PATH leads into a symlink loop' where it is
+    one, else None: such a path neither exists nor can be written, and "does not exist" or "already
+    exists" would both mislead."""
+    if not path.is_symlink() or path.exists():
+        return None
+    try:
+        os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return f"{path} leads into a symlink loop (it never reaches a file)"
+    return f"{path} is a broken symbolic link (to {os.readlink(path)})"
+
+
+# what a path can be besides a file or a folder, in words
+_SPECIAL_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+                  (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def special_kind(path: Path) -> str | None:
+    """What `path` is ('a FIFO (named pipe)', 'a socket', ...) where it is neither a file nor a folder,
+    else None: opening a FIFO waits for a writer, so one in a folder of images would hang the run,
+    and "does not exist" would mislead."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    return next((name for is_kind, name in _SPECIAL_KINDS if is_kind(mode)), "a special file")
 
 
 # what decoding damaged data raises: Pillow's TIFF reader adds TypeError (a directory without a size)

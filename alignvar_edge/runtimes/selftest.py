@@ -199,10 +199,13 @@ def selftest_engine(engine_dir: str | os.PathLike[str], device: str | None = Non
     Needs only the engine's runtime (no PyTorch, no bundled model): what a device runs first."""
     from alignvar_edge import __version__, runtimes
     from alignvar_edge.manifest import MANIFEST_FILE, read_manifest
+    from alignvar_edge.images.read import broken_link, special_kind
     root = Path(engine_dir)
     if not root.is_dir():
-        raise InputError(f"--engine '{root}' {'is a file' if root.exists() else 'does not exist'}, not an engine "
-                         "directory; pass the directory `alignvar-edge build` (or `adopt`) wrote")
+        kind = special_kind(root) or ("a file" if root.exists() else None)
+        what = broken_link(root) or (f"{root} is {kind}" if kind else f"{root} does not exist")
+        raise InputError(f"--engine {what}, not an engine directory; pass the directory `alignvar-edge build` "
+                         "(or `adopt`) wrote")
     if not (root / GOLDEN_FILE).is_file():
         # a folder that is no artifact says so, and a checkpoint how to make its golden file, before
         # "no golden file" sends the user off to rebuild an engine
