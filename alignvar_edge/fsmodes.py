@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from alignvar_edge import safe_stop
 
-__all__ = ["as_write_error", "hidden_prefix", "umask", "publish_mode", "unwritable_folder", "write_atomically",
-           "write_error", "write_text"]
+__all__ = ["as_write_error", "hidden_prefix", "umask", "publish_mode", "special_kind", "unwritable_folder",
+           "write_atomically", "write_error", "write_text"]
 
 
 def umask() -> int:
@@ -54,6 +55,24 @@ def unwritable_folder(path: str | os.PathLike[str]) -> Path | None:
         folder = folder.parent
     # a file in a folder's place is not this check's to explain: the write names it
     return None if not folder.is_dir() or os.access(folder, os.W_OK | os.X_OK) else folder
+
+
+# what a path can be besides a file or a folder, in words
+_SPECIAL_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+                  (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def special_kind(path: str | os.PathLike[str]) -> str | None:
+    """What `path` is ('a FIFO (named pipe)', 'a socket', ...) where it is neither a file nor a
+    folder, else None (also where it does not exist): opening a FIFO waits for a writer, and
+    "is missing" or "does not exist" would mislead."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    return next((name for is_kind, name in _SPECIAL_KINDS if is_kind(mode)), "a special file")
 
 
 def write_error(e: OSError, path: str | os.PathLike[str]) -> OSError:

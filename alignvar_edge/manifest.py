@@ -55,6 +55,7 @@ import os
 import posixpath
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -62,7 +63,7 @@ from typing import TYPE_CHECKING, Any
 
 from alignvar_edge import jsonsafe, safe_stop
 from alignvar_edge.errors import ArtifactError, OutputExistsError
-from alignvar_edge.fsmodes import hidden_prefix, publish_mode, write_error, write_text
+from alignvar_edge.fsmodes import hidden_prefix, publish_mode, special_kind, write_error, write_text
 from alignvar_edge.jsonsafe import dumps
 from alignvar_edge.onnx_wire import external_locations
 
@@ -707,6 +708,52 @@ def unlisted_files(root: Path, files: Mapping[str, Any]) -> list[str]:
     return sorted(on_disk - set(files))
 
 
+def _not_a_file(path: Path) -> str | None:
+    """Why a listed `path` is not the file its manifest lists ('is missing', 'is a folder, not a
+    file', 'is a FIFO (named pipe), not a file'); None where it is one."""
+    if path.is_file():
+        return None
+    if path.is_dir():
+        return "is a folder, not a file"
+    kind = special_kind(path)
+    return f"is {kind}, not a file" if kind else "is missing"
+
+
+def edited_files(root: Path, files: Mapping[str, Any]) -> list[str]:
+    """The files under `root` its manifest lists that no longer match their recorded SHA-256 (edited,
+    or replaced by someone's own): not what we made, so --force never deletes them. Only files
+    deleting `root` would delete: not one reached through a link (rmtree removes the link, not what
+    it leads to), nor one missing; files in a folder where a file was listed are `unlisted_files`."""
+    edited = []
+    for rel, digest in files.items():
+        try:
+            path = confined(root, rel)
+        except ArtifactError:            # a path leading outside: deleting `root` leaves it alone
+            continue
+        if path.is_file() and path.resolve() == root.resolve() / rel and _settled_sha256(path) != digest:
+            edited.append(rel)
+    return sorted(edited)
+
+
+# (device, inode, size, mtime, ctime) -> SHA-256 of the files check_out hashed: it checks an output
+# before the work and again at the rename, and an artifact's files can be gigabytes
+_SETTLED_DIGESTS: dict[tuple[int, ...], str] = {}
+
+
+def _settled_sha256(path: Path) -> str:
+    """`sha256_file`, hashed once per process while the file is unchanged (its stat is the key).
+    Kept only for a file unchanged for 2 s before it was hashed: a write within the file system's
+    clock tick keeps both times, and its new content would be taken for the old."""
+    st = path.stat()
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if key in _SETTLED_DIGESTS:
+        return _SETTLED_DIGESTS[key]
+    digest = sha256_file(path)
+    if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > 2_000_000_000:
+        _SETTLED_DIGESTS[key] = digest
+    return digest
+
+
 def verify_files(root: str | os.PathLike[str], manifest: Manifest | None = None) -> Manifest:
     """Trust nothing the manifest does not prove: it must list every file in the directory with its
     SHA-256 (an empty list proves nothing), every path must stay inside the directory (no `..`,
@@ -721,8 +768,8 @@ def verify_files(root: str | os.PathLike[str], manifest: Manifest | None = None)
     problems = []
     for rel, digest in files.items():
         p = confined(root, rel)
-        if not p.is_file():
-            problems.append(f"{rel} is missing")
+        if (not_a_file := _not_a_file(p)) is not None:
+            problems.append(f"{rel} {not_a_file}")
         elif not isinstance(digest, str) or sha256_file(p) != digest:
             problems.append(f"{rel} does not match its recorded SHA-256 (truncated or edited)")
     stray = unlisted_files(root, files)
@@ -762,7 +809,8 @@ def check_out(out: str | os.PathLike[str], force: bool, source: str | os.PathLik
     an empty folder, or a folder holding the marker of what this verb makes (`replaces`): our
     manifest.json for export, quantize, build and deploy, run.json for train. The other kind is
     refused with or without force (an export never deletes a training run, nor train an artifact),
-    and so is anything else (a file, a symlink, someone's folder).
+    and so is anything else (a file, a symlink, someone's folder), and our artifact holding a file it
+    does not list or a listed file changed since it was written (`_check_only_ours_inside`).
     Never the `source` artifact being read, nor a folder inside it or around it: --force would
     replace the input, and a folder inside an artifact fails its verification."""
     out = Path(out)
@@ -793,14 +841,30 @@ def check_out(out: str | os.PathLike[str], force: bool, source: str | os.PathLik
                                 "did not make it; --force only replaces our own outputs: remove it yourself or "
                                 "choose another --out")
     if _own_marker(out / MANIFEST_FILE):
-        # an artifact lists every file it holds: anything else was put there by someone else
-        files = json.loads((out / MANIFEST_FILE).read_text()).get("files")     # _own_marker parsed it
-        stray = unlisted_files(out, files if isinstance(files, dict) else {})
-        if stray:
-            more = f" and {len(stray) - 3} more" if len(stray) > 3 else ""
-            raise OutputExistsError(f"'{out}' holds files its {MANIFEST_FILE} does not list ({', '.join(stray[:3])}"
-                                    f"{more}): alignvar-edge did not make them and --force would delete them; move "
-                                    "them out of the folder, or remove it yourself")
+        _check_only_ours_inside(out)
+
+
+def _check_only_ours_inside(out: Path) -> None:
+    """Refuse our artifact `out` where it holds what someone else put there: a file its manifest does
+    not list (an artifact lists every file it holds), or a listed file changed since it was written."""
+    files = json.loads((out / MANIFEST_FILE).read_text()).get("files")     # _own_marker parsed it
+    files = files if isinstance(files, dict) else {}
+    stray = unlisted_files(out, files)
+    if stray:
+        raise OutputExistsError(f"'{out}' holds files its {MANIFEST_FILE} does not list ({_first_names(stray)}): "
+                                "alignvar-edge did not make them and --force would delete them; move them out of "
+                                "the folder, or remove it yourself")
+    edited = edited_files(out, files)
+    if edited:
+        raise OutputExistsError(f"'{out}' holds files changed since alignvar-edge wrote them ({_first_names(edited)}: "
+                                f"not the SHA-256 its {MANIFEST_FILE} records) and --force would delete them; move "
+                                "the changed files out of the folder, or remove it yourself")
+
+
+def _first_names(names: Sequence[str], shown: int = 3) -> str:
+    """'a, b, c and 2 more': the first few of a list of files, for a one-line message."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 def _check_same_kind(out: Path, replaces: str) -> None:

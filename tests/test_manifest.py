@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -128,6 +129,9 @@ def test_a_manifest_recording_only_the_config_still_has_its_scale_schedule(tmp_p
     (lambda root: (root / "model.onnx").unlink(), "model.onnx is missing"),
     (lambda root: (root / "extra.bin").write_bytes(b"x"), "extra.bin is not listed"),
     (lambda root: (root / "sub" / "notes.txt").write_text("changed"), "sub/notes.txt does not match"),
+    (lambda root: ((root / "model.onnx").unlink(), (root / "model.onnx").mkdir()), "model.onnx is a folder, not a file"),
+    (lambda root: ((root / "model.onnx").unlink(), os.mkfifo(root / "model.onnx")),
+     r"model.onnx is a FIFO \(named pipe\), not a file"),
 ])
 def test_tampered_or_missing_files_are_refused_in_one_line(tmp_path, edit, needle):
     _artifact(tmp_path / "a", ModelSource.preset("micro", 0))
@@ -135,6 +139,34 @@ def test_tampered_or_missing_files_are_refused_in_one_line(tmp_path, edit, needl
     with pytest.raises(ArtifactError, match=needle) as e:
         load_verified(tmp_path / "a")
     assert "\n" not in str(e.value)
+
+
+def test_force_keeps_a_listed_file_changed_since_it_was_written(tmp_path):
+    """--force deletes only what we made: a listed file edited (or replaced by someone's own) since
+    the artifact was written is named and kept, the new artifact is not published; moved out, the
+    rest is replaced. Checked again at the rename: an edit during the work is kept too."""
+    a = tmp_path / "a"
+    _artifact(a, ModelSource.preset("micro", 0))
+    check_out(a, force=True)                              # unchanged: ours to replace
+    (a / "sub" / "notes.txt").write_text("hallo")         # same size as "hello": only the hash tells
+    with pytest.raises(OutputExistsError, match=r"'.*a' holds files changed since alignvar-edge wrote them "
+                                                r"\(sub/notes.txt: not the SHA-256") as e:
+        check_out(a, force=True)
+    assert "\n" not in str(e.value) and "move the changed files out of the folder" in str(e.value)
+    with pytest.raises(OutputExistsError, match="changed since alignvar-edge wrote them"):
+        with artifact_dir(a, force=True) as tmp:          # the old one stays
+            (tmp / MANIFEST_FILE).write_text("{}")
+    assert (a / "sub" / "notes.txt").read_text() == "hallo" and not list(tmp_path.glob(".a.*"))
+    (a / "sub" / "notes.txt").rename(tmp_path / "notes.txt")        # as the message says: moved out
+    check_out(a, force=True)
+    (tmp_path / "notes.txt").rename(a / "sub" / "notes.txt")
+    (a / "sub" / "notes.txt").write_text("hello")
+    check_out(a, force=True)                              # the recorded content again: ours
+    with pytest.raises(OutputExistsError, match=r"sub/notes.txt: not the SHA-256"):
+        with artifact_dir(a, force=True) as tmp:          # edited while the new one was made
+            (a / "sub" / "notes.txt").write_text("mine!")
+            (tmp / MANIFEST_FILE).write_text("{}")
+    assert (a / "sub" / "notes.txt").read_text() == "mine!"
 
 
 @pytest.mark.parametrize("edit", [
