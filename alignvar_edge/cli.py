@@ -83,17 +83,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     if empty:
         print(empty, file=sys.stderr)
         return 2
-    parser = build_parser()
+    interrupted: list[int] = []
+    # watched before the parser is built: that imports every verb's module (tenths of a second), and
+    # a Ctrl-C then is the same one line as a Ctrl-C later
+    previous = _watch_signals(interrupted, _verb_in(argv))
     try:
+        return _parse_and_run(argv, interrupted)
+    except KeyboardInterrupt:       # before the verb ran (its own stops are _parse_and_run's): nothing to keep
+        return _interrupted(argparse.Namespace(verb=_verb_in(argv)), interrupted)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _verb_in(argv: Sequence[str]) -> str:
+    """The verb `argv` names (its first argument that is no option; no top-level option takes a
+    value), or '' where it names none."""
+    return next((a for a in argv if not a.startswith("-")), "")
+
+
+def _parse_and_run(argv: list[str], interrupted: list[int]) -> int:
+    try:
+        parser = build_parser()
         args = parser.parse_args(argv)
     except SystemExit as e:             # --help / --version (0) or a bad argument (2, one line)
         return e.code if isinstance(e.code, int) else 0 if e.code is None else 2
+    except Exception:
+        if interrupted:     # a Ctrl-C inside an import that wraps it in its own error (numpy's ImportError)
+            raise KeyboardInterrupt from None
+        raise
     debug = args.debug or os.environ.get("ALIGNVAR_EDGE_DEBUG") == "1"
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    interrupted: list[int] = []
-    previous = _watch_signals(interrupted, args.verb)
     show = warnings.showwarning
     if not debug:           # a warning is one line naming the verb, not a source excerpt
         warnings.showwarning = lambda message, *_a, **_k: print(
@@ -137,8 +159,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         finally:
             warnings.showwarning = show
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
 
 
 def _empty_argument(argv: list[str]) -> str | None:
@@ -148,7 +168,7 @@ def _empty_argument(argv: list[str]) -> str | None:
     if "" not in argv:
         return None
     i = argv.index("")
-    verb = next((a for a in argv[:i] if not a.startswith("-")), None)
+    verb = _verb_in(argv[:i])
     where = f"after '{argv[i - 1]}'" if i else "first"
     return (f"alignvar-edge{' ' + verb if verb else ''}: error: argument {i + 1} ({where}) is empty, "
             "perhaps an unset shell variable; give the path or value")
@@ -157,10 +177,11 @@ def _empty_argument(argv: list[str]) -> str | None:
 def _interrupted(args: Any, signals: list[int]) -> int:
     # a verb whose finished outputs survive (a folder upscale, training) says how to continue
     kept = getattr(args, "on_interrupt", None) or _kept_line(safe_stop.kept())
+    who = f"alignvar-edge {args.verb}" if args.verb else "alignvar-edge"
     if signal.SIGTERM in signals:
-        print(f"alignvar-edge {args.verb}: terminated (SIGTERM); {kept}", file=sys.stderr)
+        print(f"{who}: terminated (SIGTERM); {kept}", file=sys.stderr)
         return 128 + signal.SIGTERM
-    print(f"alignvar-edge {args.verb}: interrupted; {kept}", file=sys.stderr)
+    print(f"{who}: interrupted; {kept}", file=sys.stderr)
     return 128 + signal.SIGINT
 
 

@@ -167,3 +167,34 @@ print("not killed")
     assert res.returncode == -signal.SIGTERM and "not killed" not in res.stdout, (res.returncode, res.stderr)
     assert load_verified(out).model.name == "new" and (out / "model.onnx").read_text() == "new"
     assert [p.name for p in tmp_path.iterdir()] == ["art"]          # the old one deleted before it died
+
+
+@pytest.mark.parametrize("sig,wrapped", [(signal.SIGINT, False), (signal.SIGTERM, False), (signal.SIGINT, True)],
+                         ids=["SIGINT", "SIGTERM", "SIGINT-as-ImportError"])
+def test_a_stop_while_the_parser_is_built_is_the_same_one_line(tmp_path, sig, wrapped):
+    """Building the parser imports every verb's module (tenths of a second): a Ctrl-C then printed
+    a 30-line traceback, and a SIGTERM killed the process without a word; numpy, interrupted while
+    it imports, raises ImportError instead (`wrapped`). The signal is sent from the start of
+    build_parser, in a child process (the OS's SIGTERM would end the test run)."""
+    import subprocess
+    import sys
+    script = f"""
+import signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)
+signal.signal(signal.SIGTERM, signal.SIG_DFL)
+from alignvar_edge import cli
+real = cli.build_parser
+def stopped_while_building():
+    try:
+        signal.raise_signal({int(sig)})
+    except KeyboardInterrupt:
+        if {wrapped}:
+            raise ImportError("Error importing numpy") from None
+        raise
+    return real()
+cli.build_parser = stopped_while_building
+sys.exit(cli.main(["upscale", "small.png", "tt.png", "--threads", "1"]))
+"""
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    said = "interrupted" if sig == signal.SIGINT else "terminated (SIGTERM)"
+    assert (res.returncode, res.stderr) == (128 + sig, f"alignvar-edge upscale: {said}; no partial output was kept\n")
