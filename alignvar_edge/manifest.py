@@ -618,6 +618,8 @@ def _read_json(root: Path) -> dict[str, Any]:
     if not path.is_file() and (root / "config.json").is_file() and (root / "model.safetensors").is_file():
         raise ArtifactError(f"'{root}' is a model checkpoint, not an exported artifact; export it first "
                             f"(`alignvar-edge export {root} --out DIR`), or describe it with `alignvar-edge info {root}`")
+    if os.path.lexists(path):
+        _check_manifest_file(root, path)
     if not path.is_file():
         raise ArtifactError(f"'{root}' has no {MANIFEST_FILE}: it is not a finished artifact (an "
                             "interrupted run, or not made by alignvar-edge); re-run the command that makes it")
@@ -629,6 +631,16 @@ def _read_json(root: Path) -> dict[str, Any]:
         raise ArtifactError(f"{path} has schema version {m.get('schema_version') if isinstance(m, dict) else '?'}, "
                             f"this alignvar-edge reads version {SCHEMA_VERSION}; re-create the artifact")
     return m
+
+
+def _check_manifest_file(root: Path, path: Path) -> None:
+    """`root`'s manifest.json must be a file inside it, as every file it lists must be: a link to one
+    outside would make a file anyone can change there the proof of this artifact."""
+    confined(root, MANIFEST_FILE)          # a symlink loop, or a link leading outside
+    not_a_file = _not_a_file(path)
+    if not_a_file is not None and path.exists():     # a dangling link is no manifest.json: said below
+        raise ArtifactError(f"artifact '{root}' failed verification: {MANIFEST_FILE} {not_a_file}. Copy the whole "
+                            "directory again from where it was made, or re-create it")
 
 
 def confined(root: str | os.PathLike[str], rel: Any) -> Path:
@@ -886,6 +898,8 @@ _MARKER_KEYS = {MANIFEST_FILE: ("schema_version", "kind", "files"), RUN_FILE: ("
 
 
 def _own_marker(path: Path) -> bool:
+    if not path.is_file() or path.is_symlink():     # reading a FIFO waits for a writer; a link is someone's
+        return False
     try:
         data = jsonsafe.loads(path.read_text())
     except (OSError, ValueError):

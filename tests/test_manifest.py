@@ -169,6 +169,47 @@ def test_force_keeps_a_listed_file_changed_since_it_was_written(tmp_path):
     assert (a / "sub" / "notes.txt").read_text() == "mine!"
 
 
+def _manifest_linked_out(root: Path) -> None:
+    (root.parent / "elsewhere.json").write_bytes((root / MANIFEST_FILE).read_bytes())
+    (root / MANIFEST_FILE).unlink()
+    (root / MANIFEST_FILE).symlink_to(root.parent / "elsewhere.json")
+
+
+@pytest.mark.parametrize("make, needle", [
+    (_manifest_linked_out, "manifest.json leads outside the artifact directory (to {elsewhere}, through a symlink)"),
+    (lambda root: (root / MANIFEST_FILE).mkdir(), "manifest.json is a folder, not a file"),
+    (lambda root: os.mkfifo(root / MANIFEST_FILE), "manifest.json is a FIFO (named pipe), not a file"),
+    (lambda root: (root / MANIFEST_FILE).symlink_to(MANIFEST_FILE), "manifest.json is a symlink loop"),
+])
+def test_a_manifest_json_that_is_no_file_inside_the_artifact_is_refused_as_what_it_is(tmp_path, make, needle):
+    """The manifest is the artifact's proof: one linked from outside (which anyone may change there)
+    is refused as a listed file linked out is; a folder, FIFO or loop is named, not 'has no manifest.json'.
+    --force never reads a FIFO (it would wait for a writer) and never takes a linked manifest for ours."""
+    import threading
+    root = tmp_path / "a"
+    _artifact(root, ModelSource.preset("micro", 0))
+    if make is not _manifest_linked_out:
+        (root / MANIFEST_FILE).unlink()
+    make(root)
+    for read in (load_verified, read_manifest):
+        with pytest.raises(ArtifactError) as e:
+            read(root)
+        assert needle.format(elsewhere=tmp_path / "elsewhere.json") in str(e.value) and "\n" not in str(e.value)
+    refused: list[BaseException] = []
+
+    def force() -> None:
+        try:
+            check_out(root, force=True)
+        except OutputExistsError as err:
+            refused.append(err)
+    t = threading.Thread(target=force, daemon=True)
+    t.start()
+    t.join(20)
+    if t.is_alive():                                       # blocked opening the FIFO: let it go
+        os.close(os.open(root / MANIFEST_FILE, os.O_WRONLY | os.O_NONBLOCK))
+    assert not t.is_alive() and refused and "no manifest.json or run.json of ours" in str(refused[0])
+
+
 @pytest.mark.parametrize("edit", [
     lambda m: m.__setitem__("precision", "int8"),                          # what it claims to compute
     lambda m: m.__setitem__("parity", {"tokens": {"overall": 1.0}}),        # a result it never had
