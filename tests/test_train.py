@@ -907,3 +907,54 @@ def test_a_full_disk_is_one_line_and_leaves_nothing_the_same_command_refuses(sma
         assert lines == [f"alignvar-edge train: error: no space left on the device writing {out}; free some space "
                          "or choose another output"], err
         assert list(disk.iterdir()) == []
+
+
+@pytest.fixture
+def sigint_after_moving(monkeypatch):
+    """`moving(path)`: a real SIGINT is sent right after `path` is renamed away (between the two
+    renames of a replace), with Python's own SIGINT handler (a shell without job control may have
+    left it ignored)."""
+    import os
+    import signal
+    real = os.replace
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def moving(path: Path) -> None:
+        def replace(src, dst) -> None:
+            real(src, dst)
+            if Path(src) == path:
+                os.kill(os.getpid(), signal.SIGINT)
+        monkeypatch.setattr(os, "replace", replace)
+    yield moving
+    monkeypatch.undo()
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_a_sigint_between_the_renames_of_a_state_save_keeps_the_new_state(tmp_path: Path, sigint_after_moving) -> None:
+    """The state is replaced by moving the old one aside and the new one in: a Ctrl-C right after the
+    first rename waits for the second, so the state just saved is the one --resume finds (it was
+    deleted, the previous one left as .state.old)."""
+    import json
+
+    from alignvar_edge.train.state import save_state
+    model, ema = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    opt = torch.optim.AdamW(model.parameters())
+    save_state(tmp_path, 1, model, ema, opt, {})
+    sigint_after_moving(tmp_path / "state")
+    with pytest.raises(KeyboardInterrupt):
+        save_state(tmp_path, 2, model, ema, opt, {})
+    assert json.loads((tmp_path / "state" / "state.json").read_text())["step"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state"]
+
+
+def test_a_sigint_right_after_force_moves_the_old_run_aside_puts_it_back(tmp_path: Path, sigint_after_moving) -> None:
+    """train --force moves the old run aside before the new one starts: a Ctrl-C right after that
+    rename still finds it and puts it back as it was (it was left hidden as .RUN.replaced-*)."""
+    out = tmp_path / "run"
+    train(opts(out, "vqvae", 2, seed=1), micro_batches())                  # the run being replaced
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    sigint_after_moving(out)
+    with pytest.raises(KeyboardInterrupt):
+        train(opts(out, "vqvae", 4, force=True), micro_batches())
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]

@@ -299,9 +299,13 @@ def _prepare_out(opts: TrainOptions) -> Path | None:
     if taken:
         aside = out.with_name(f".{out.name}.replaced-{os.getpid()}")
         os.replace(out, aside)
-    out.mkdir(parents=True, exist_ok=True)
-    fingerprint["cwd"] = os.getcwd()       # where --images and --init were given from (option_differences)
-    fp_path.write_text(json.dumps(fingerprint, indent=1) + "\n")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fingerprint["cwd"] = os.getcwd()       # where --images and --init were given from (option_differences)
+        fp_path.write_text(json.dumps(fingerprint, indent=1) + "\n")
+    except BaseException:
+        _finish_out(out, aside, ok=False)      # a full disk: the old run back, not left hidden
+        raise
     return aside
 
 
@@ -395,7 +399,8 @@ def _finish_out(out: Path, aside: Path | None, ok: bool) -> None:
         return
     if ok:
         shutil.rmtree(aside, ignore_errors=True)
-    else:
+        return
+    with safe_stop.held():                 # a second Ctrl-C between the two must not leave it hidden
         shutil.rmtree(out, ignore_errors=True)
         os.replace(aside, out)
 
@@ -433,8 +438,14 @@ def train(opts: TrainOptions, batches: Callable[[int], tuple[torch.Tensor, torch
             batches = make_batches(opts.images, model.config, opts.batch, opts.seed, opts.max_megapixels)
     model.to(opts.torch_device())
     out_was_there = opts.out.is_dir()       # an empty folder of the user's: an interrupted run leaves it
-    aside = _prepare_out(opts)
+    aside: Path | None = None
+    prepared = False
     try:
+        # held: a stop right after the old run was moved aside waits until `aside` names it, then
+        # lands here, where the old run is put back (it was left hidden beside --out)
+        with safe_stop.held():
+            aside = _prepare_out(opts)
+            prepared = True
         # a run that replaces another stops at once when asked: it is not kept (see below), so
         # finishing its step would only delay putting the old run back
         final = _run(opts, model, batches, stop_gracefully=aside is None, notices=notices)
@@ -443,6 +454,8 @@ def train(opts: TrainOptions, batches: Callable[[int], tuple[torch.Tensor, torch
         # run it was replacing; otherwise a run that saved a state is kept (--resume goes on from
         # it), and one stopped before its first save leaves --out as it found it, so the same
         # command runs again (a run.json alone would be refused by it, and by --resume)
+        if not prepared:
+            raise                          # refused before --out was touched
         _finish_out(opts.out, aside, ok=False)
         if aside is None and not has_state(opts.out):
             _undo_new_out(opts.out, out_was_there)
