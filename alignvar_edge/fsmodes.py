@@ -5,6 +5,7 @@ renamed into place keeps that mode unless it is widened here first. One owner fo
 """
 from __future__ import annotations
 
+import errno
 import os
 import re
 import stat
@@ -77,8 +78,30 @@ def special_kind(path: str | os.PathLike[str]) -> str | None:
 
 def write_error(e: OSError, path: str | os.PathLike[str]) -> OSError:
     """An error of writing the hidden temporary file, told about the output the user named: a full
-    disk raises no file name at all, and the temporary name means nothing to them."""
-    return OSError(e.errno, e.strerror or str(e), str(path))
+    disk raises no file name at all, and the temporary name means nothing to them. A file too large
+    (EFBIG) gets what to do: the OS's words alone name no limit."""
+    reason = e.strerror or str(e)
+    if e.errno == errno.EFBIG:
+        reason = f"{reason} ({_too_large_advice()})"
+    return OSError(e.errno, reason, str(path))
+
+
+def _too_large_advice() -> str:
+    """Why a write got EFBIG, and the fix: this process's file-size limit (`ulimit -f`) where one is
+    set, else the file system's largest file (FAT32's 4 GiB)."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if soft == resource.RLIM_INFINITY:
+        return "larger than the file system takes (FAT32: 4 GiB); write it to another file system"
+    limit = next(f"{soft / 2**p:.0f} {unit}" for p, unit in ((30, "GiB"), (20, "MiB"), (10, "KiB"), (0, "bytes"))
+                 if soft >= 2**p or not p)
+    if hard == resource.RLIM_INFINITY:
+        fix = "raise it with `ulimit -f unlimited` and run the command again"
+    elif hard > soft:
+        fix = "raise it up to its hard limit (`ulimit -Hf` shows it) and run the command again"
+    else:                          # `ulimit -f N` in bash sets the hard limit too: only a new shell lifts it
+        fix = "it is also the hard limit, which this shell cannot raise: run the command from a shell without that limit"
+    return f"over the file-size limit of {limit} set with `ulimit -f` in the shell that ran it; {fix}"
 
 
 def as_write_error(e: BaseException, path: str | os.PathLike[str]) -> OSError | None:

@@ -972,9 +972,10 @@ def artifact_dir(out: str | os.PathLike[str], force: bool = False) -> Iterator[P
 
 def _writing_into(e: OSError, tmp: Path) -> bool:
     """Did `e` come from writing into the temporary folder `tmp`? A full disk did (only writes fill
-    it, and its error names the source file where shutil.copy2 made it, or nothing at all); other
+    it, and its error names the source file where shutil.copy2 made it, or nothing at all; so does a
+    file over a size limit); other
     errors name a file inside `tmp` (as `filename2` where they name the source first)."""
-    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         return True
     inside = os.path.abspath(tmp)
     return any(name and os.path.abspath(name).startswith(inside + os.sep)

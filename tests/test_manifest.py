@@ -342,3 +342,32 @@ def test_one_psnr_text_for_every_summary_and_per_scale_tokens_through_token_shar
     m = Manifest("openvino", "openvino", "single", "fp32", ModelInfo.from_json({"name": "micro", "config": CONFIG}),
                  parity={"tokens": {"overall": 1.0}, "psnr_db": 68.30512, "reference": "golden"})
     assert checked_line(m) == "Checked at build against golden: tokens 100.00%, SR PSNR 68.3 dB."
+
+
+def test_a_file_over_the_size_limit_names_the_limit_and_how_to_raise_it(tmp_path):
+    """EFBIG (`ulimit -f`) is a write error about the output the user named, with the limit and
+    the fix, as a full disk's is (it was the OS's bare 'File too large'); nothing partial is left."""
+    import resource
+
+    from alignvar_edge import cli
+    from alignvar_edge.fsmodes import write_text
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if hard != resource.RLIM_INFINITY and hard < 2**20:
+        pytest.skip(f"this shell's hard file-size limit ({hard} bytes) is too small to test under")
+    resource.setrlimit(resource.RLIMIT_FSIZE, (100 * 1024, hard))
+    try:
+        with pytest.raises(OSError) as file_error:
+            write_text(tmp_path / "big.txt", "x" * 200_000)
+        with pytest.raises(OSError) as artifact_error:
+            with artifact_dir(tmp_path / "art") as tmp:
+                (tmp / "model.onnx").write_bytes(b"x" * 200_000)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    fix = ("raise it with `ulimit -f unlimited` and run the command again" if hard == resource.RLIM_INFINITY
+           else "raise it up to its hard limit")
+    for error, out in ((file_error.value, "big.txt"), (artifact_error.value, "art")):
+        line = cli._os_error_line(error)
+        assert line.startswith(f"{tmp_path / out}: File too large (over the file-size limit of 100 KiB set with "
+                               "`ulimit -f` in the shell that ran it; "), line
+        assert fix in line and "\n" not in line
+    assert list(tmp_path.iterdir()) == []
