@@ -503,6 +503,36 @@ def test_build_script_stops_on_a_broken_kit_before_building(kit, tmp_path):
         env=env).stderr
 
 
+@pytest.mark.parametrize("layout", [dict(sort_keys=True, indent=4), dict(separators=(",", ":")),
+                                    dict(indent="\t", reverse=True)])
+def test_build_script_takes_a_kit_whose_manifest_was_only_reformatted(kit, tmp_path, layout):
+    """A manifest reformatted (indented otherwise, compact, keys in another order) is not edited:
+    inspect takes it, and so does the script, which checks every listed file as JSON reads them and
+    builds (it refused it as listing no model.onnx, 'copy the whole kit directory again')."""
+    import json
+    import shutil
+
+    from alignvar_edge.manifest import load_verified
+    from alignvar_edge.runtimes.tensorrt.kit import LISTED_FILES_AWK
+    copy = tmp_path / "kit"
+    shutil.copytree(kit, copy)
+    raw = json.loads((copy / "manifest.json").read_text())
+    if layout.pop("reverse", False):
+        raw = dict(reversed(list(raw.items())))
+    (copy / "manifest.json").write_text(json.dumps(raw, **layout))
+    load_verified(copy)                                           # inspect's and adopt's verdict: unchanged
+    listed = subprocess.run(["awk", LISTED_FILES_AWK, str(copy / "manifest.json")], capture_output=True,
+                            text=True, check=True).stdout
+    assert sorted(listed.splitlines()) == sorted(f"{sha} {name}" for name, sha in raw["files"].items())
+    res = subprocess.run(["sh", str(copy / "build_on_device.sh"), "--out", str(tmp_path / "eng")], capture_output=True,
+                         text=True, env={**_stand_in_trtexec(tmp_path), "PYTHON": "false"}, timeout=300)
+    assert res.returncode == 0 and (tmp_path / "eng.work" / "model.engine").read_text() == "engine", res.stderr
+    (copy / "model.onnx").write_bytes(b"edited")                 # and still checks each file
+    res = subprocess.run(["sh", str(copy / "build_on_device.sh"), "--out", str(tmp_path / "eng2")],
+                         capture_output=True, text=True, env={**_stand_in_trtexec(tmp_path), "PYTHON": "false"})
+    assert res.returncode == 2 and "model.onnx does not match its SHA-256" in res.stderr, res.stderr
+
+
 def test_build_script_refuses_a_trtexec_of_another_tensorrt_major(kit, tmp_path):
     """JetPack 6.0's trtexec (8.6) is named with what to do, before building; so is a TensorRT 11 one
     for fp16 from an fp32 graph (strongly typed networks only): the steps on the host that give a kit

@@ -148,6 +148,38 @@ def _script_case(precision: str, flags: str, typed: str) -> str:
     return f'FLAGS="{flags}"; WHY11="{why}"'
 
 
+# awk: "value key" for each string entry of the top-level object's "files" in a JSON file, read a
+# character at a time (POSIX awk: mawk, busybox); a key's \" \\ \/ escapes are read, others kept
+LISTED_FILES_AWK = r"""
+{ text = text $0 "\n" }
+END {
+    n = length(text); depth = 0; colon = 0; files = 0; key = ""
+    for (i = 1; i <= n; i++) {
+        c = substr(text, i, 1)
+        if (c == "\"") {
+            s = ""
+            for (i++; i <= n && (c = substr(text, i, 1)) != "\""; i++) {
+                if (c == "\\") { i++; c = substr(text, i, 1) }
+                s = s c
+            }
+            if (!colon) key = s
+            else if (files && depth == 2) print s, key
+            colon = 0
+        } else if (c == ":") colon = 1
+        else if (c == ",") colon = 0
+        else if (c == "{" || c == "[") {
+            depth++
+            if (depth == 2) files = (colon && key == "files" && c == "{")
+            colon = 0
+        } else if (c == "}" || c == "]") {
+            depth--
+            if (depth < 2) files = 0
+        }
+    }
+}
+"""
+
+
 def build_script(precision: str, kit_precision: str, workspace_mib: int | None, opt_level: int,
                  f32_layers: list[str] | tuple[str, ...] = (), half_layers: list[str] | None = None,
                  checked: tuple[str, ...] = (ONNX,), dla_core: int | None = None) -> str:
@@ -284,11 +316,13 @@ sha256() {{
     if command -v sha256sum >/dev/null 2>&1; then sha256sum "$1"; else shasum -a 256 "$1"; fi | cut -d' ' -f1
 }}
 [ -f "$HERE/{MANIFEST}" ] || die "{MANIFEST} is missing from $HERE: copy the whole kit directory again"
-LISTED=$(sed -n '/^  "files": {{/,/^  }}/s/^ *"\\([^"]*\\)": "\\([0-9a-f]\\{{64\\}}\\)".*/\\1 \\2/p' "$HERE/{MANIFEST}")
+# "SHA-256 path" lines from its top-level "files", however the JSON is laid out (inspect and adopt
+# take it reformatted: indented otherwise, compact, its keys in another order)
+LISTED=$(awk '{LISTED_FILES_AWK}' "$HERE/{MANIFEST}")
 for f in {checked_words}; do
-    echo "$LISTED" | grep -q "^$f " || die "{MANIFEST} in $HERE lists no $f: copy the whole kit directory again"
+    echo "$LISTED" | grep -q "^[0-9a-f]* $f\$" || die "{MANIFEST} in $HERE lists no $f: copy the whole kit directory again"
 done
-while read -r f want; do
+while read -r want f; do
     [ -n "$f" ] || continue
     [ -f "$HERE/$f" ] || die "$f is missing from $HERE: copy the whole kit directory again"
     [ "$(sha256 "$HERE/$f")" = "$want" ] || die "$HERE/$f does not match its SHA-256 in {MANIFEST} (corrupt or partly copied): copy the kit again"
