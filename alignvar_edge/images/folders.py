@@ -22,7 +22,8 @@ from PIL import Image
 
 from alignvar_edge.errors import IMAGE_DECODE_ERRORS, InputError
 from alignvar_edge.images.formats import IMAGE_EXTENSIONS, open_quietly, upright_size
-from alignvar_edge.images.read import DEFAULT_MAX_MEGAPIXELS, load_image, special_kind
+from alignvar_edge.fsmodes import special_kind
+from alignvar_edge.images.read import DEFAULT_MAX_MEGAPIXELS, load_image
 
 __all__ = ["check_megapixels_flag", "list_images", "list_other_files", "not_a_result", "read_images", "result_path",
            "skipped_list", "usable_images"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import os
-import stat
 import warnings
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from alignvar_edge.errors import IMAGE_DECODE_ERRORS, InputError, damaged_image_error
+from alignvar_edge.fsmodes import special_kind
 from alignvar_edge.images import sixteen_bit
 from alignvar_edge.images.arrays import check_unit_range, fitting_bits
 from alignvar_edge.images.formats import (SIXTEEN_BIT_MODES, converted, holds_32_bit_integers, plain_mode,
@@ -146,23 +146,6 @@ def broken_link(path: Path) -> str | None:
 
 
 # what a path can be besides a file or a folder, in words
-_SPECIAL_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
-                  (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
-
-
-def special_kind(path: Path) -> str | None:
-    """What `path` is ('a FIFO (named pipe)', 'a socket', ...) where it is neither a file nor a folder,
-    else None: opening a FIFO waits for a writer, so one in a folder of images would hang the run,
-    and "does not exist" would mislead."""
-    try:
-        mode = path.stat().st_mode
-    except OSError:
-        return None
-    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
-        return None
-    return next((name for is_kind, name in _SPECIAL_KINDS if is_kind(mode)), "a special file")
-
-
 # what decoding damaged data raises: Pillow's TIFF reader adds TypeError (a directory without a size)
 _DAMAGED = (*IMAGE_DECODE_ERRORS, TypeError)
 

@@ -19,7 +19,8 @@ def plan_jobs(inp: Path, out: Path, force: bool) -> tuple[list[Job], list[Job]]:
     lies inside the input) and leaves the outputs that exist to `foreign_outputs` to judge: without
     --force, re-running an interrupted folder resumes it."""
     from alignvar_edge.images import READ_EXTENSIONS, list_images, result_path
-    from alignvar_edge.images.read import broken_link, special_kind
+    from alignvar_edge.fsmodes import special_kind
+    from alignvar_edge.images.read import broken_link
     for path, fix in ((out, "remove it or choose another output"), (inp, "fix or remove the link")):
         if (broken := broken_link(path)) is not None:
             raise InputError(f"{broken}; {fix}")
