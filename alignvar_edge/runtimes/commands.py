@@ -45,7 +45,8 @@ def register(sub: Any) -> None:
                         "fidelity search returned to float (e.g. the `quantize --target onnxruntime` output)")
     p.add_argument("--half-policy-from", dest="half_policy_from", metavar="DIR",
                    help="tensorrt / coreml fp16: keep in fp32 the groups the fp16 search of this "
-                        "`quantize --precision fp16` artifact returned to f32")
+                        "`quantize --precision fp16` artifact returned to f32 (left out, tensorrt keeps what "
+                        "the source records, a kit's f32 layers or an fp16 export's policy, else the token path)")
     p.add_argument("--token-bf16", dest="token_bf16", action=argparse.BooleanOptionalAction, default=None,
                    help="openvino bf16 and int8 on a CPU with AVX512-BF16 or AMX: before keeping the token path "
                         "all f32, try its MLP matmuls in bf16, kept only if 256 held-out tiles keep >= 99%% of "
