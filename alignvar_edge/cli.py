@@ -283,12 +283,16 @@ _FORK_HOOKED = False
 
 
 def run_as_program() -> NoReturn:
-    """`python -m alignvar_edge` (how the TensorRT kit runs the CLI): main(), then exit with its status.
+    """The `alignvar-edge` command and `python -m alignvar_edge` (how the TensorRT kit runs the CLI):
+    main(), then exit with its status.
 
-    An interrupted verb leaves by os._exit, after it has cleaned up: CPython's `-m` runner kills
-    the process with SIGINT at its exit when a KeyboardInterrupt ever ended code that exec() or
-    eval() ran from a string (dataclasses and namedtuple make their methods so, and an export
-    imports many lazily), caught or not, so a SIGTERM's status 143 would read as "killed by SIGINT"."""
+    An interrupted verb leaves by os._exit, after it has cleaned up and said its line: the
+    interpreter's shutdown runs libraries' exit hooks (PyTorch's among them) with Python's own
+    SIGINT handler back, so the second press of a double Ctrl-C printed a traceback from one; and
+    CPython's `-m` runner kills the process with SIGINT at its exit when a KeyboardInterrupt ever
+    ended code that exec() or eval() ran from a string (dataclasses and namedtuple make their
+    methods so, and an export imports many lazily), caught or not, so a SIGTERM's status 143 would
+    read as "killed by SIGINT"."""
     code = main()
     if code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
         for stream in (sys.stdout, sys.stderr):

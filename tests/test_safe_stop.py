@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -198,3 +200,17 @@ sys.exit(cli.main(["upscale", "small.png", "tt.png", "--threads", "1"]))
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     said = "interrupted" if sig == signal.SIGINT else "terminated (SIGTERM)"
     assert (res.returncode, res.stderr) == (128 + sig, f"alignvar-edge upscale: {said}; no partial output was kept\n")
+
+
+def test_the_command_leaves_after_an_interrupt_without_the_interpreters_shutdown() -> None:
+    """A second Ctrl-C of a double tap landed in the interpreter's shutdown, in a library's exit hook
+    (PyTorch's), and printed its traceback under the one line: the command leaves an interrupted
+    verb by os._exit, a finished one through the normal shutdown."""
+    import importlib.metadata
+    hook = "import atexit; from alignvar_edge import cli; atexit.register(lambda: print('shutdown ran', flush=True)); "
+    for code, shuts_down in ((130, False), (143, False), (0, True), (2, True)):
+        out = subprocess.run([sys.executable, "-c", hook + f"cli.main = lambda: {code}; cli.run_as_program()"],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == code and ("shutdown ran" in out.stdout) == shuts_down, (code, out)
+    command = importlib.metadata.entry_points(group="console_scripts", name="alignvar-edge")
+    assert [c.value for c in command] == ["alignvar_edge.cli:run_as_program"]
