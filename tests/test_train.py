@@ -424,8 +424,9 @@ def test_eval_of_run_latest_says_which_step_it_scored(tmp_path: Path, capsys) ->
     capsys.readouterr()
     report = tmp_path / "eval.json"
     assert cli.main(["eval", str(out / "latest"), "--max-side", "32", "--json", str(report)]) == 0
-    assert f"{out / 'latest'}: vqvae stage at step 3 of 8" in capsys.readouterr().out
-    assert json.loads(report.read_text())["trained"] == {"stage": "vqvae", "steps": 3, "planned_steps": 8}
+    assert f"{out / 'latest'}: vqvae stage at step 3 of 8, batch 4" in capsys.readouterr().out
+    assert json.loads(report.read_text())["trained"] == {"stage": "vqvae", "steps": 3, "planned_steps": 8,
+                                                         "batch": 4, "images": "builtin"}
 
 
 def test_run_interrupted_before_its_first_save_leaves_out_as_it_was(tmp_path: Path, monkeypatch, capsys) -> None:

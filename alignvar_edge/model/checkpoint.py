@@ -20,7 +20,7 @@ from alignvar_edge import jsonsafe
 from alignvar_edge.errors import CheckpointError
 from alignvar_edge.fsmodes import as_write_error, publish_mode
 from alignvar_edge.lazy import lazy_import
-from alignvar_edge.manifest import MANIFEST_FILE, ModelSource, sha256_file
+from alignvar_edge.manifest import MANIFEST_FILE, RUN_FILE, ModelSource, sha256_file
 from alignvar_edge.model.bundled import BUNDLED, PRETRAINED_DIR
 from alignvar_edge.model.config import AlignVARConfig, ConfigValueError
 
@@ -182,6 +182,64 @@ def training_record(path: str | os.PathLike[str]) -> dict[str, Any]:
     except (OSError, ValueError, CheckpointError):
         return {}
     return made if isinstance(made, dict) else {}
+
+
+# where a lineage's stages are said to have trained on the built-in sample photographs (no --images)
+BUILTIN_IMAGES = "builtin"
+
+
+def training_lineage(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """What a checkpoint's training rests on, from its training.json: the stage, its steps (and
+    planned steps), batch, training images (a folder, or BUILTIN_IMAGES) and, for a decoder stage,
+    its latent; a stage started from --init holds the same of that checkpoint under "init", and so
+    on back to the first stage. An --init whose record is not where it was (moved, deleted, not
+    shipped with a bundled model, not written by `train`) is {"checkpoint": its path, "record":
+    "not found"}. {} where the checkpoint has no training record."""
+    return _stage_lineage(resolve_checkpoint_dir(path), set())
+
+
+def _stage_lineage(d: Path, seen: set[Path]) -> dict[str, Any]:
+    made = training_record(d)
+    options = made["options"] if isinstance(made.get("options"), dict) else {}
+    if not isinstance(made.get("stage"), str) or not isinstance(made.get("steps"), int):
+        return {}
+    seen.add(d.resolve())
+    cwd = _recorded_cwd(d)
+    stage: dict[str, Any] = {k: made[k] for k in ("stage", "steps", "planned_steps")
+                             if isinstance(made.get(k), (int, str))}
+    if isinstance(options.get("batch"), int):
+        stage["batch"] = options["batch"]
+    images = options.get("images")
+    stage["images"] = BUILTIN_IMAGES if images is None else str(_as_given_from(str(images), cwd))
+    if made["stage"] == "decoder" and isinstance(options.get("decoder_latent"), str):
+        stage["latent"] = options["decoder_latent"]
+    init = options.get("init")
+    if isinstance(init, str):
+        where = _init_dir(init, cwd)
+        # a relative --init from a folder the run did not record is not looked for from this one
+        earlier = _stage_lineage(where, seen) if where.is_absolute() and where.resolve() not in seen else {}
+        stage["init"] = {"checkpoint": str(where), **(earlier or {"record": "not found"})}
+    return stage
+
+
+def _recorded_cwd(d: Path) -> str | None:
+    """The folder a run's `train` command ran in (RUN/run.json beside RUN/final or RUN/latest): its
+    relative --init and --images are paths from there."""
+    try:
+        cwd = json.loads((d.parent / RUN_FILE).read_text()).get("cwd")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return cwd if isinstance(cwd, str) else None
+
+
+def _as_given_from(path: str, cwd: str | None) -> Path:
+    """A path as the run's command gave it, made absolute from the folder it ran in where known."""
+    return Path(cwd, path) if cwd is not None else Path(path)
+
+
+def _init_dir(init: str, cwd: str | None) -> Path:
+    """The checkpoint folder a run's --init named: a bundled name as `train` reads it, else the path."""
+    return PRETRAINED_DIR / init if init in BUNDLED else _as_given_from(init, cwd)
 
 
 def training_stage(path: str | os.PathLike[str]) -> str | None:

@@ -5,6 +5,7 @@ import argparse
 import json
 import signal
 from pathlib import Path
+from typing import Any
 
 from alignvar_edge import safe_stop
 from alignvar_edge.argtypes import nonneg_float, nonneg_int, positive_float, positive_int
@@ -210,7 +211,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from alignvar_edge.model.alignvar import load_pretrained
     from alignvar_edge.bench.evaluate import ablation_report, check_max_side, evaluate, format_eval
     from alignvar_edge.images.folders import check_megapixels_flag
-    from alignvar_edge.model.checkpoint import load_config, resolve_checkpoint_dir, training_record
+    from alignvar_edge.model.checkpoint import load_config, resolve_checkpoint_dir, training_lineage
     from alignvar_edge.model.pruning import parse_prune
     from alignvar_edge.runtimes.tiling import check_overlap_flag
 
@@ -220,9 +221,9 @@ def run_eval(args: argparse.Namespace) -> int:
     check_max_side(config, args.max_side)                            # before any loading
     check_overlap_flag(args.overlap, config.lr_size, "this model's")
     model = load_pretrained(args.checkpoint)
-    # which step of a run this is: RUN/latest moves on while the run trains
-    made = training_record(args.checkpoint)
-    trained = {k: made[k] for k in ("stage", "steps", "planned_steps") if isinstance(made.get(k), (int, str))}
+    # which step of a run this is (RUN/latest moves on while the run trains), and what every stage
+    # under it trained for and on: a figure means little without its budget and data
+    trained = training_lineage(args.checkpoint)
     with stage(f"evaluating {args.checkpoint}" + (" with ablations" if args.ablations else "")):
         images, unreadable = load_eval_images(args.images, args.max_megapixels)
         result = evaluate(model, images, seed=args.seed,
@@ -233,9 +234,29 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.ablations and model.sca_guidance is None:
         text += "\nsca_off: n/a (this model has no SCA)"
     payload = ablation_report(result, str(args.checkpoint)) if args.ablations else result
-    if "stage" in trained and "steps" in trained:
+    if trained:
         payload["trained"] = trained
-        of = f" of {trained['planned_steps']}" if "planned_steps" in trained else ""
-        text = f"{args.checkpoint}: {trained['stage']} stage at step {trained['steps']}{of}\n" + text
+        text = describe_lineage(str(args.checkpoint), trained) + "\n" + text
     emit(args.json, payload, text)
     return 0
+
+
+def describe_lineage(checkpoint: str, trained: dict[str, Any]) -> str:
+    """`training_lineage` as lines: the checkpoint's stage, then each stage it was started from."""
+    lines = [f"{checkpoint}: {describe_stage(trained)}"]
+    while "init" in trained:
+        trained = trained["init"]
+        lines.append(f"  from {trained['checkpoint']}: " + (describe_stage(trained) if "stage" in trained else
+                     "its training record was not found (moved, not shipped with a bundled model, or not made "
+                     "by `train`)"))
+    return "\n".join(lines)
+
+
+def describe_stage(stage: dict[str, Any]) -> str:
+    from alignvar_edge.model.checkpoint import BUILTIN_IMAGES
+
+    of = f" of {stage['planned_steps']}" if "planned_steps" in stage else ""
+    latent = f" (--latent {stage['latent']})" if "latent" in stage else ""
+    batch = f", batch {stage['batch']}" if "batch" in stage else ""
+    data = "the built-in sample photographs" if stage["images"] == BUILTIN_IMAGES else f"--images {stage['images']}"
+    return f"{stage['stage']} stage{latent} at step {stage['steps']}{of}{batch}, on {data}"

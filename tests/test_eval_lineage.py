@@ -1,0 +1,68 @@
+"""`eval` states what the figures rest on: every stage's steps, batch and training images, following
+--init back to the first stage, and says where an earlier stage's record is no longer there."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from alignvar_edge import cli
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _photos(folder: Path) -> Path:
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(folder / f"p{i}.png")
+    return folder
+
+
+def _train(*argv: str) -> None:
+    assert cli.main(["train", *argv, "--warmup", "0", "--save-every", "1000"]) == 0
+
+
+def _eval(checkpoint: str, report: Path, capsys) -> tuple[str, dict]:
+    capsys.readouterr()
+    assert cli.main(["eval", checkpoint, "--max-side", "64", "--json", str(report)]) == 0
+    return capsys.readouterr().out, json.loads(report.read_text())["trained"]
+
+
+def test_eval_states_every_stage_of_the_lineage_from_where_the_runs_were_trained(
+        tmp_path: Path, monkeypatch, capsys) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)                       # relative --images and --init, as a user types them
+    _photos(work / "mine")
+    _train("vqvae", "--preset", "micro", "--images", "mine", "--out", "runs/vq", "--steps", "3", "--batch", "2")
+    _train("decoder", "--init", "runs/vq/final", "--latent", "zero", "--out", "runs/dec", "--steps", "2",
+           "--batch", "3")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)                  # eval from another folder still finds the earlier stage
+    out, trained = _eval(str(work / "runs/dec/final"), tmp_path / "dec.json", capsys)
+    assert trained == {"stage": "decoder", "steps": 2, "planned_steps": 2, "batch": 3, "images": "builtin",
+                       "latent": "zero",
+                       "init": {"checkpoint": str(work / "runs/vq/final"), "stage": "vqvae", "steps": 3,
+                                "planned_steps": 3, "batch": 2, "images": str(work / "mine")}}
+    assert out.startswith(
+        f"{work / 'runs/dec/final'}: decoder stage (--latent zero) at step 2 of 2, batch 3, on the built-in sample "
+        f"photographs\n  from {work / 'runs/vq/final'}: vqvae stage at step 3 of 3, batch 2, on --images "
+        f"{work / 'mine'}\n"), out
+
+    (work / "runs/vq").rename(work / "runs/vq-moved")    # the earlier stage's record is gone: said so
+    out, trained = _eval(str(work / "runs/dec/final"), tmp_path / "moved.json", capsys)
+    assert trained["init"] == {"checkpoint": str(work / "runs/vq/final"), "record": "not found"}
+    assert f"  from {work / 'runs/vq/final'}: its training record was not found" in out, out
+
+
+def test_eval_of_the_bundled_model_states_its_budget_and_data(tmp_path: Path, capsys) -> None:
+    out, trained = _eval("alignvar-tiny", tmp_path / "tiny.json", capsys)
+    assert trained == {"stage": "transformer", "steps": 600, "batch": 12, "images": "builtin",
+                       "init": {"checkpoint": "runs/default/vqvae/final", "record": "not found"}}
+    assert out.startswith("alignvar-tiny: transformer stage at step 600, batch 12, on the built-in sample "
+                          "photographs\n  from runs/default/vqvae/final: its training record was not found"), out
