@@ -5,11 +5,12 @@
 #   together on the image of their own rollout ("joint"), and, the control, the decoder on a zero
 #   latent ("dec-zero").
 # The tokens' worth is a fine-tune's model PSNR-Y minus dec-zero's tokens_off PSNR-Y (eval JSON in
-# RUN_DIR/STAGE). On a 2-core CPU the runs go two at a time, at one thread each; a stage whose
-# partner has already finished (a rerun after a stop) trains alone, on the caller's OMP_NUM_THREADS
-# (default: every core). So when dec-zero finishes first, stop the run (Ctrl-C, or SIGTERM to the
-# script's whole process group: each training stage saves the step it is on; the script exits once
-# they have) and run the same command again: the transformer goes on with both cores.
+# RUN_DIR/STAGE); where a stage stopped early (--max-minutes) the summary gives each side's steps.
+# On a 2-core CPU the runs go two at a time, at one thread each; a stage whose partner has already
+# finished (a rerun after a stop) trains alone, on the caller's OMP_NUM_THREADS (default: every
+# core). So when dec-zero finishes first, stop the run (Ctrl-C, or SIGTERM to the script's whole
+# process group: each training stage saves the step it is on; the script exits once they have) and
+# run the same command again: the transformer goes on with both cores.
 # Usage: scripts/token_worth.sh RUN_DIR [VQ_STEPS TF_STEPS DEC_STEPS PRESET]
 # Environment: AE (the CLI, default .venv/bin/alignvar-edge), PY (python for the summary, default
 # .venv/bin/python), TRAIN_ARGS (appended to every train call, e.g. "--device cuda --workers 6").
@@ -49,11 +50,23 @@ evaluate tf dec joint dec-zero
 $py - "$run" <<'PY'
 import json, os, sys
 run = sys.argv[1]
+steps = {}                     # each stage's steps, as its training.json says (None: not recorded)
 for name in ("vqvae", "tf", "dec", "joint", "dec-zero"):     # stopped by --max-minutes: not the budget compared
     made = json.load(open(f"{run}/{name}/final/training.json")) if os.path.exists(f"{run}/{name}/final/training.json") else {}
+    steps[name] = made.get("steps")
     if made.get("steps", 0) < made.get("planned_steps", 0):
         print(f"{name} stopped at step {made['steps']} of {made['planned_steps']}, so the budgets below are not "
               "equal; run the same command again to finish it")
+
+
+def budget(name):
+    """How a fine-tune's budget compares with the control's: equal, or each side's steps."""
+    if steps[name] is not None and steps[name] == steps["dec-zero"]:
+        return "at equal fine-tune budget"
+    sides = [f"{n} {steps[n]} steps" if steps[n] is not None else f"{n} steps not recorded" for n in (name, "dec-zero")]
+    return f"at unequal fine-tune budgets ({' vs '.join(sides)})"
+
+
 for file, photos in (("eval.json", "the bundled held-out photographs"), ("eval-heldout.json", "HELDOUT")):
     if not os.path.exists(f"{run}/tf/{file}"):
         continue
@@ -63,6 +76,6 @@ for file, photos in (("eval.json", "the bundled held-out photographs"), ("eval-h
           f"{v['tf']['model']['psnr_y'] - v['tf']['tokens_off']['psnr_y']:+.2f} dB")
     for name in ("dec", "joint"):
         model = v[name]["model"]["psnr_y"]
-        print(f"  {name}: tokens' worth at equal fine-tune budget {model:.2f} - {control:.2f} = {model - control:+.2f} dB "
+        print(f"  {name}: tokens' worth {budget(name)} {model:.2f} - {control:.2f} = {model - control:+.2f} dB "
               f"PSNR-Y; over bicubic {model - v[name]['bicubic']['psnr_y']:+.2f} dB")
 PY

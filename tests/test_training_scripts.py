@@ -234,6 +234,11 @@ def test_token_worth_says_when_a_budget_was_cut(tmp_path):
                         "micro"], env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "joint stopped at step 4 of 8, so the budgets below are not equal" in r.stdout
+    # the figure of the stage cut short names each side's steps, never "equal"; the other keeps the claim
+    worth = {line.split(":")[0].strip(): line for line in r.stdout.splitlines() if "tokens' worth" in line}
+    assert worth["joint"].startswith("  joint: tokens' worth at unequal fine-tune budgets (joint 4 steps vs "
+                                     "dec-zero 8 steps) 26.00 - 26.00 = +0.00 dB PSNR-Y"), worth
+    assert worth["dec"].startswith("  dec: tokens' worth at equal fine-tune budget 26.00 - 26.00"), worth
 
 
 def _stub_env(tmp_path, **extra):
