@@ -145,7 +145,6 @@ def broken_link(path: Path) -> str | None:
     return f"{path} is a broken symbolic link (to {os.readlink(path)})"
 
 
-# what a path can be besides a file or a folder, in words
 # what decoding damaged data raises: Pillow's TIFF reader adds TypeError (a directory without a size)
 _DAMAGED = (*IMAGE_DECODE_ERRORS, TypeError)
 

@@ -320,7 +320,7 @@ sha256() {{
 # take it reformatted: indented otherwise, compact, its keys in another order)
 LISTED=$(awk '{LISTED_FILES_AWK}' "$HERE/{MANIFEST}")
 for f in {checked_words}; do
-    echo "$LISTED" | grep -q "^[0-9a-f]* $f\$" || die "{MANIFEST} in $HERE lists no $f: copy the whole kit directory again"
+    echo "$LISTED" | grep -q "^[0-9a-f]* $f$" || die "{MANIFEST} in $HERE lists no $f: copy the whole kit directory again"
 done
 while read -r want f; do
     [ -n "$f" ] || continue
