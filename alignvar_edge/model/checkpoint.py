@@ -203,7 +203,7 @@ def _stage_lineage(d: Path, seen: set[Path]) -> dict[str, Any]:
     options = made["options"] if isinstance(made.get("options"), dict) else {}
     if not isinstance(made.get("stage"), str) or not isinstance(made.get("steps"), int):
         return {}
-    seen.add(d.resolve())
+    seen.add(Path(os.path.realpath(d)))      # realpath: a symlink loop is a path, not an error
     cwd = _recorded_cwd(d)
     stage: dict[str, Any] = {k: made[k] for k in ("stage", "steps", "planned_steps")
                              if isinstance(made.get(k), (int, str))}
@@ -217,7 +217,8 @@ def _stage_lineage(d: Path, seen: set[Path]) -> dict[str, Any]:
     if isinstance(init, str):
         where = _init_dir(init, cwd)
         # a relative --init from a folder the run did not record is not looked for from this one
-        earlier = _stage_lineage(where, seen) if where.is_absolute() and where.resolve() not in seen else {}
+        earlier = (_stage_lineage(where, seen) if where.is_absolute() and Path(os.path.realpath(where)) not in seen
+                   else {})
         stage["init"] = {"checkpoint": str(where), **(earlier or {"record": "not found"})}
     return stage
 
