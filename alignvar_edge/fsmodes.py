@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import shutil
 import stat
 import tempfile
 from collections.abc import Callable
@@ -15,8 +16,8 @@ from pathlib import Path
 
 from alignvar_edge import safe_stop
 
-__all__ = ["as_write_error", "hidden_prefix", "umask", "publish_mode", "special_kind", "unwritable_folder",
-           "write_atomically", "write_error", "write_text"]
+__all__ = ["as_write_error", "hidden_prefix", "umask", "publish_mode", "replace_dir", "special_kind",
+           "unwritable_folder", "write_atomically", "write_error", "write_text"]
 
 
 def umask() -> int:
@@ -158,3 +159,23 @@ def write_atomically(path: str | os.PathLike[str], write: Callable[[Path], objec
         Path(tmp).unlink(missing_ok=True)
         raise
     return p
+
+
+def replace_dir(new: Path, out: Path, aside: Path | None = None) -> None:
+    """Put the finished folder `new` in `out`'s place. An `out` already there is moved to `aside` (by
+    default the hidden sibling `.OUT.old-PID`), `new` moved in, and only then the old one deleted; if
+    `new` cannot be moved in, the old one goes back. SIGINT and SIGTERM are held until it is done:
+    between the renames neither is at `out`, and a stop there lost the new one and hid the old one."""
+    aside = aside or out.with_name(f"{hidden_prefix(out.name, 4 + 10)}old-{os.getpid()}")
+    safe_stop.publishing(new, out)       # an interrupted verb then names it, if the rename is done
+    with safe_stop.held():
+        if not os.path.lexists(out):
+            os.replace(new, out)
+            return
+        os.replace(out, aside)
+        try:
+            os.replace(new, out)
+        except BaseException:
+            os.replace(aside, out)       # the old one back where it was
+            raise
+        shutil.rmtree(aside, ignore_errors=True)

@@ -61,9 +61,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from alignvar_edge import jsonsafe, safe_stop
+from alignvar_edge import jsonsafe
 from alignvar_edge.errors import ArtifactError, OutputExistsError
-from alignvar_edge.fsmodes import hidden_prefix, publish_mode, special_kind, write_error, write_text
+from alignvar_edge.fsmodes import hidden_prefix, publish_mode, replace_dir, special_kind, write_error, write_text
 from alignvar_edge.jsonsafe import dumps
 from alignvar_edge.onnx_wire import external_locations
 
@@ -911,31 +911,14 @@ def _publish(tmp: Path, out: Path, force: bool) -> None:
     """Rename the finished `tmp` to `out`, re-checking `out` now: another run may have published
     there since we started. Without force the rename itself refuses an existing artifact."""
     check_out(out, force)
-    if os.path.lexists(out):
-        _replace(tmp, out)
-        return
+    replacing = os.path.lexists(out)
     try:
-        os.rename(tmp, out)           # fails on an existing non-empty folder or a file
-    except OSError as e:
-        if e.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
+        replace_dir(tmp, out)
+    except OSError as e:              # a rename onto a non-empty folder or a file fails
+        if not replacing and e.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
             raise OutputExistsError(f"'{out}' appeared while this run was working (another run wrote it); "
                                     "kept that one: pass --force to replace it or choose another --out") from e
         raise
-
-
-def _replace(tmp: Path, out: Path) -> None:
-    """Put the finished `tmp` in place of our older `out`: the old one moved aside, `tmp` moved in,
-    the old one deleted, with SIGINT and SIGTERM held until it is done. Between the renames neither
-    is at `out`: a stop there deleted the new one as unfinished and left the old one hidden."""
-    old = out.with_name(f"{hidden_prefix(out.name, 4 + 10)}old-{os.getpid()}")
-    with safe_stop.held():
-        os.replace(out, old)
-        try:
-            os.replace(tmp, out)
-        except OSError:
-            os.replace(old, out)           # the old one back where it was
-            raise
-        shutil.rmtree(old, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -958,7 +941,6 @@ def artifact_dir(out: str | os.PathLike[str], force: bool = False) -> Iterator[P
         if not (tmp / MANIFEST_FILE).is_file():
             raise ArtifactError(f"internal error: artifact for '{out}' was finished without a manifest")
         publish_mode(tmp)
-        safe_stop.publishing(tmp, out)       # an interrupted verb then names it, if the rename is done
         _publish(tmp, out, force)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)

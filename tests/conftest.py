@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 from collections.abc import Callable, Iterator
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -95,3 +97,22 @@ def small_disk(tmp_path: Path) -> Iterator[Callable[..., Path]]:
     finally:
         for mnt in mounts:
             subprocess.run(["umount", str(mnt)], check=False)
+
+
+@pytest.fixture
+def sigint_after_moving(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Path], None]]:
+    """`sigint_after_moving(path)`: from then on, a real SIGINT is sent right after `path` is renamed
+    away by os.replace (between the two renames of a replace), with Python's own SIGINT handler (a
+    shell without job control may have left it ignored)."""
+    real = os.replace
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def moving(path: Path) -> None:
+        def replace(src: Any, dst: Any) -> None:
+            real(src, dst)
+            if Path(src) == path:
+                os.kill(os.getpid(), signal.SIGINT)
+        monkeypatch.setattr(os, "replace", replace)
+    yield moving
+    monkeypatch.undo()
+    signal.signal(signal.SIGINT, previous)

@@ -89,9 +89,11 @@ def test_save_pretrained_stopped_while_replacing_keeps_the_old_checkpoint(ckpt: 
     out = tmp_path / "run" / "final"
     save_pretrained(model, out, extra={"steps": 1})
     real = os.replace
+    staged: list[Path] = []
 
     def ctrl_c_on_publish(src, dst):
-        if Path(dst) == out and Path(src).name.startswith(".final."):   # the new one taking the old one's place
+        if Path(dst) == out and not staged:       # the new one taking the old one's place (not the old one back)
+            staged.append(Path(src))
             raise KeyboardInterrupt
         real(src, dst)
 
@@ -100,6 +102,23 @@ def test_save_pretrained_stopped_while_replacing_keeps_the_old_checkpoint(ckpt: 
         save_pretrained(model, out, extra={"steps": 2}, overwrite=True)
     monkeypatch.undo()
     assert json.loads((out / "training.json").read_text()) == {"steps": 1}
+    load_pretrained(out)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["final"]
+
+
+def test_a_sigint_between_the_renames_of_save_pretrained_keeps_the_new_checkpoint(
+        ckpt: Path, tmp_path: Path, sigint_after_moving) -> None:
+    """overwrite=True moves the old checkpoint aside, then the new one in: a real Ctrl-C right after
+    the first rename waits for the second, so the new checkpoint is in place and the old one gone
+    (it left no checkpoint at all: the new one deleted as unfinished, the old one hidden)."""
+    from alignvar_edge.model.checkpoint import save_pretrained
+    model = load_pretrained(ckpt)
+    out = tmp_path / "run" / "final"
+    save_pretrained(model, out, extra={"steps": 1})
+    sigint_after_moving(out)
+    with pytest.raises(KeyboardInterrupt):
+        save_pretrained(model, out, extra={"steps": 2}, overwrite=True)
+    assert json.loads((out / "training.json").read_text()) == {"steps": 2}
     load_pretrained(out)
     assert sorted(p.name for p in out.parent.iterdir()) == ["final"]
 

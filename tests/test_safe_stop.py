@@ -111,12 +111,10 @@ def test_outputs_are_recorded_only_while_the_cli_runs_a_verb(tmp_path):
     assert safe_stop.kept() == []
 
 
-def test_a_sigint_between_the_renames_of_a_forced_replace_loses_neither_artifact(tmp_path, monkeypatch):
+def test_a_sigint_between_the_renames_of_a_forced_replace_loses_neither_artifact(tmp_path, sigint_after_moving):
     """--force moves the old artifact aside, then the new one in: a SIGINT sent right after the
     first rename waits for the second, so the new artifact is in place and the old one is gone,
     never the new one deleted with the old one hidden beside it."""
-    from pathlib import Path
-
     from alignvar_edge.manifest import new_manifest, write_manifest
     out = tmp_path / "art"
 
@@ -125,16 +123,9 @@ def test_a_sigint_between_the_renames_of_a_forced_replace_loses_neither_artifact
             (tmp / "model.onnx").write_text(tag)
             write_manifest(tmp, new_manifest("onnx", "onnx", "single", "fp32", {"name": tag}))
     publish("old")
-    real = os.replace
-
-    def sigint_once_moved_aside(src: Any, dst: Any) -> None:
-        real(src, dst)
-        if Path(src) == out:                            # the old artifact has just left `out`
-            os.kill(os.getpid(), signal.SIGINT)
-    monkeypatch.setattr(manifest.os, "replace", sigint_once_moved_aside)
+    sigint_after_moving(out)                            # the old artifact has just left `out`
     with pytest.raises(KeyboardInterrupt):
         publish("new")
-    monkeypatch.undo()
     assert load_verified(out).model.name == "new" and (out / "model.onnx").read_text() == "new"
     assert [p.name for p in tmp_path.iterdir()] == ["art"]          # no hidden old or staging folder
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler    # the handler back as it was

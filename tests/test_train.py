@@ -910,27 +910,6 @@ def test_a_full_disk_is_one_line_and_leaves_nothing_the_same_command_refuses(sma
         assert list(disk.iterdir()) == []
 
 
-@pytest.fixture
-def sigint_after_moving(monkeypatch):
-    """`moving(path)`: a real SIGINT is sent right after `path` is renamed away (between the two
-    renames of a replace), with Python's own SIGINT handler (a shell without job control may have
-    left it ignored)."""
-    import os
-    import signal
-    real = os.replace
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    def moving(path: Path) -> None:
-        def replace(src, dst) -> None:
-            real(src, dst)
-            if Path(src) == path:
-                os.kill(os.getpid(), signal.SIGINT)
-        monkeypatch.setattr(os, "replace", replace)
-    yield moving
-    monkeypatch.undo()
-    signal.signal(signal.SIGINT, previous)
-
-
 def test_a_sigint_between_the_renames_of_a_state_save_keeps_the_new_state(tmp_path: Path, sigint_after_moving) -> None:
     """The state is replaced by moving the old one aside and the new one in: a Ctrl-C right after the
     first rename waits for the second, so the state just saved is the one --resume finds (it was

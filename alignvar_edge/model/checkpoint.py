@@ -18,7 +18,7 @@ from safetensors import SafetensorError, safe_open
 
 from alignvar_edge import jsonsafe
 from alignvar_edge.errors import CheckpointError
-from alignvar_edge.fsmodes import as_write_error, publish_mode
+from alignvar_edge.fsmodes import as_write_error, publish_mode, replace_dir
 from alignvar_edge.lazy import lazy_import
 from alignvar_edge.manifest import MANIFEST_FILE, RUN_FILE, ModelSource, sha256_file
 from alignvar_edge.model.bundled import BUNDLED, PRETRAINED_DIR
@@ -342,24 +342,6 @@ def own_checkpoint(path: Path) -> bool:
     return made_by == WEIGHTS_FORMAT and isinstance(config, dict) and all(k in config for k in _CONFIG_MARKER_KEYS)
 
 
-def _replace_dir(new: Path, out: Path) -> None:
-    """`new` becomes `out`. An old `out` is moved aside first and deleted only once `new` is in its
-    place: stopped at any point (Ctrl-C while RUN/final is rewritten), one whole checkpoint remains,
-    and `eval RUN/latest` beside a training run finds no half-deleted folder."""
-    if not out.exists():
-        os.replace(new, out)
-        return
-    aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-    os.replace(out, aside / out.name)
-    try:
-        os.replace(new, out)
-    except BaseException:
-        os.replace(aside / out.name, out)
-        shutil.rmtree(aside, ignore_errors=True)
-        raise
-    shutil.rmtree(aside, ignore_errors=True)
-
-
 def save_pretrained(model: torch.nn.Module, out_dir: str | os.PathLike[str], extra: dict[str, Any] | None = None,
                     overwrite: bool = False, weights_dtype: torch.dtype | None = None) -> Path:
     """Write config.json + model.safetensors atomically (temp sibling dir, then rename).
@@ -383,7 +365,10 @@ def save_pretrained(model: torch.nn.Module, out_dir: str | os.PathLike[str], ext
         if extra:
             (tmp / TRAINING_FILE).write_text(json.dumps(extra, indent=2, sort_keys=True) + "\n")
         publish_mode(tmp)             # mkdtemp made it 0700: the checkpoint gets what the umask allows
-        _replace_dir(tmp, out)
+        # an old `out` is deleted only once the new one is in its place: stopped at any point (Ctrl-C
+        # while RUN/final is rewritten), one whole checkpoint remains, and `eval RUN/latest` beside a
+        # training run finds no half-deleted folder
+        replace_dir(tmp, out)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
         error = as_write_error(e, out)          # the checkpoint's folder, not the hidden temporary one

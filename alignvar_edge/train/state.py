@@ -7,7 +7,6 @@ The state directory is replaced atomically: a run killed while saving keeps the 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -17,9 +16,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from alignvar_edge import safe_stop
 from alignvar_edge.errors import CheckpointError
-from alignvar_edge.fsmodes import as_write_error, publish_mode
+from alignvar_edge.fsmodes import as_write_error, publish_mode, replace_dir
 
 STATE_DIR = "state"
 
@@ -57,12 +55,7 @@ def save_state(run_dir: Path, step: int, model: torch.nn.Module, ema: torch.nn.M
         old = run_dir / ".state.old"
         if final.exists():
             shutil.rmtree(old, ignore_errors=True)     # a run killed while deleting it left part of one
-        # held: a stop between the renames deleted this state and left only the previous one
-        with safe_stop.held():
-            if final.exists():
-                os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, final, aside=old)      # killed between its renames: load_state reads `old`
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
         error = as_write_error(e, run_dir)      # the run's folder, not the hidden .state.* one
