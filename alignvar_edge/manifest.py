@@ -79,10 +79,32 @@ TRACKED_TOOLS = ("alignvar-edge", "torch", "numpy", "onnx", "onnxruntime", "onnx
 SOURCE_KINDS = ("bundled", "checkpoint", "upstream", "preset", "memory", "other")
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+# (device, inode, size, mtime) -> SHA-256 of the files hashed in this process: one command verifies an
+# artifact several times (build, load, --force's check before the work and at the rename), its files
+# can be gigabytes, and a graph hard-linked into an engine is one file in two artifacts. Not ctime:
+# linking bumps it, and a key with it hashed the linked graph again.
+_DIGESTS: dict[tuple[int, int, int, int], str] = {}
+# a write within the file system's clock tick (FAT's is 2 s) keeps the size and mtime: a file is
+# remembered only once it was unchanged that long, or new content would be taken for the old
+_SETTLED_NS = 2_000_000_000
+
+
+def sha256_file(path: Path) -> str:
+    """SHA-256 of the file at `path`; hashed once per process while its size and mtime are unchanged."""
+    st = os.stat(path)
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    digest = _DIGESTS.get(key)
+    if digest is None:
+        digest = _hash_contents(path)
+        if time.time_ns() - st.st_mtime_ns > _SETTLED_NS:
+            _DIGESTS[key] = digest
+    return digest
+
+
+def _hash_contents(path: Path) -> str:
     h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(chunk):
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
             h.update(block)
     return h.hexdigest()
 
@@ -742,28 +764,9 @@ def edited_files(root: Path, files: Mapping[str, Any]) -> list[str]:
             path = confined(root, rel)
         except ArtifactError:            # a path leading outside: deleting `root` leaves it alone
             continue
-        if path.is_file() and path.resolve() == root.resolve() / rel and _settled_sha256(path) != digest:
+        if path.is_file() and path.resolve() == root.resolve() / rel and sha256_file(path) != digest:
             edited.append(rel)
     return sorted(edited)
-
-
-# (device, inode, size, mtime, ctime) -> SHA-256 of the files check_out hashed: it checks an output
-# before the work and again at the rename, and an artifact's files can be gigabytes
-_SETTLED_DIGESTS: dict[tuple[int, ...], str] = {}
-
-
-def _settled_sha256(path: Path) -> str:
-    """`sha256_file`, hashed once per process while the file is unchanged (its stat is the key).
-    Kept only for a file unchanged for 2 s before it was hashed: a write within the file system's
-    clock tick keeps both times, and its new content would be taken for the old."""
-    st = path.stat()
-    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-    if key in _SETTLED_DIGESTS:
-        return _SETTLED_DIGESTS[key]
-    digest = sha256_file(path)
-    if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > 2_000_000_000:
-        _SETTLED_DIGESTS[key] = digest
-    return digest
 
 
 def verify_files(root: str | os.PathLike[str], manifest: Manifest | None = None) -> Manifest:

@@ -169,6 +169,60 @@ def test_force_keeps_a_listed_file_changed_since_it_was_written(tmp_path):
     assert (a / "sub" / "notes.txt").read_text() == "mine!"
 
 
+def _settled(path: Path, seconds_ago: int = 60) -> None:
+    """Give `path` an mtime `seconds_ago`, as a file written before this command ran has."""
+    when = os.stat(path).st_mtime_ns - seconds_ago * 10**9
+    os.utime(path, ns=(when, when))
+
+
+def _hashing_count(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """How often each file's contents are read to hash them, by name (the real hashing runs)."""
+    from alignvar_edge import manifest
+    counts: dict[str, int] = {}
+    real = manifest._hash_contents
+
+    def counted(path: Path) -> str:
+        counts[Path(path).name] = counts.get(Path(path).name, 0) + 1
+        return real(path)
+    monkeypatch.setattr(manifest, "_hash_contents", counted)
+    return counts
+
+
+def test_a_settled_file_is_hashed_once_per_process_also_when_hard_linked(tmp_path, monkeypatch):
+    """Verifying an artifact again (a build verifies its source up to six times), checking it for
+    --force, and a hard link to one of its files (a build links the graph into its engine, which
+    bumps the file's ctime) read an unchanged file once; its content changed (and so its mtime) is
+    read again and caught."""
+    from alignvar_edge.manifest import edited_files, hash_files
+    a = tmp_path / "a"
+    m = _artifact(a, ModelSource.preset("micro", 0))
+    _settled(a / "model.onnx")
+    counts = _hashing_count(monkeypatch)
+    for _ in range(3):
+        load_verified(a)
+    os.link(a / "model.onnx", tmp_path / "linked.onnx")
+    assert edited_files(a, m.files) == [] and load_verified(a) == m
+    assert hash_files(tmp_path)["linked.onnx"] == m.files["model.onnx"]
+    assert counts["model.onnx"] == 1 and "linked.onnx" not in counts
+    (a / "model.onnx").write_bytes(b"not really onnY")          # same size, a new mtime
+    with pytest.raises(ArtifactError, match="model.onnx does not match"):
+        load_verified(a)
+    assert edited_files(a, m.files) == ["model.onnx"]
+
+
+def test_a_file_changed_within_2_s_of_its_hash_is_hashed_again(tmp_path):
+    """A write within the file system's clock tick keeps the size and mtime: a file written just
+    now is not remembered, so its new content is still caught (mtime restored to the same ns here)."""
+    a = tmp_path / "a"
+    _artifact(a, ModelSource.preset("micro", 0))
+    load_verified(a)
+    st = os.stat(a / "model.onnx")
+    (a / "model.onnx").write_bytes(b"not really onnY")
+    os.utime(a / "model.onnx", ns=(st.st_atime_ns, st.st_mtime_ns))
+    with pytest.raises(ArtifactError, match="model.onnx does not match"):
+        load_verified(a)
+
+
 def _manifest_linked_out(root: Path) -> None:
     (root.parent / "elsewhere.json").write_bytes((root / MANIFEST_FILE).read_bytes())
     (root / MANIFEST_FILE).unlink()
