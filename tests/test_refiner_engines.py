@@ -201,3 +201,51 @@ def test_bench_holds_a_no_refine_engine_to_the_model_without_its_refiner(refiner
     for label in ("plain", "refined"):
         assert rows[label]["token_agreement"] == 1.0 and rows[label]["psnr_y_db"] > 60, rows[label]
     assert "without the refiner" in rows["plain"]["reference"] and "reference" not in rows["refined"]
+
+
+def test_engines_of_a_no_refine_export_away_from_its_checkpoint_keep_golden_outputs_of_that_model(
+        refiner_export: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A build kit of a --no-refine export, copied alone to its device (no checkpoint there), hands
+    on the golden outputs it carries (those of the model without the refiner) to the engine made
+    there; an ONNX Runtime engine of the export, built where the checkpoint is gone, ships its own
+    outputs marked as that model's: its selftest passes."""
+    import shutil
+
+    from alignvar_edge.cli import main as cli
+    from alignvar_edge.manifest import read_manifest
+    from alignvar_edge.runtimes.golden import golden_made_as
+    from alignvar_edge.runtimes.onnxruntime import ship_golden
+    ckpt, exp, kit, ort = (tmp_path / n for n in ("ckpt", "exp", "kit", "ort"))
+    shutil.copytree(refiner_export.parent / "ckpt", ckpt)
+    assert cli(["export", str(ckpt), "--out", str(exp), "--batch", "2", "--tiles", "2", "--no-refine"]) == 0
+    assert cli(["build", str(exp), "--target", "tensorrt", "--out", str(kit)]) == 0
+    assert golden_made_as(kit / "golden.safetensors") == ("", False)
+    shutil.rmtree(ckpt)
+    assert cli(["build", str(exp), "--target", "onnxruntime", "--out", str(ort)]) == 0
+    assert golden_made_as(ort / "golden.safetensors") == ("", False)
+    capsys.readouterr()
+    assert cli(["selftest", "--engine", str(ort), "--runs", "1", "--threads", "1"]) == 0
+    assert "RESULT    PASS" in capsys.readouterr().out
+    device = tmp_path / "device"
+    shutil.copytree(kit, device / "kit")
+    shutil.rmtree(exp)
+    (device / "engine").mkdir()
+    entry = ship_golden(read_manifest(device / "kit"), device / "kit", device / "engine")
+    assert entry is not None and entry["origin"].startswith("copied from")
+    assert (device / "engine" / "golden.safetensors").read_bytes() == (kit / "golden.safetensors").read_bytes()
+
+
+def test_an_engine_without_the_refiner_refuses_golden_outputs_of_the_model_with_it(
+        refiner_export: Path, no_refine_export: Path, tmp_path: Path) -> None:
+    """An engine of a --no-refine export whose golden outputs are the refined model's (as built
+    before they followed the refiner) is told to be built again, not failed against them."""
+    from alignvar_edge.cli import main as cli
+    from alignvar_edge.errors import ArtifactError
+    from alignvar_edge.runtimes.golden import engine_golden, make_golden
+    eng = tmp_path / "ort"
+    assert cli(["build", str(no_refine_export), "--target", "onnxruntime", "--out", str(eng)]) == 0
+    engine_golden(eng, "")          # its own: the model without the refiner
+    make_golden(refiner_export.parent / "ckpt", out=eng / "golden.safetensors")
+    with pytest.raises(ArtifactError, match="outputs of the unpruned model with VARSR's refiner, but .* computes the "
+                                            "unpruned model without VARSR's refiner: build the engine again"):
+        engine_golden(eng, "")

@@ -20,10 +20,10 @@ from alignvar_edge.manifest import (MANIFEST_FILE, BuiltFrom, Manifest, ModelInf
                                     new_manifest, read_manifest, recorded_path, sha256_file)
 from alignvar_edge.model.config import AlignVARConfig
 from alignvar_edge.onnx_wire import external_locations
-from alignvar_edge.runtimes.base import INPUT, NOISE, SR, token_name
+from alignvar_edge.runtimes.base import INPUT, NOISE, SR, config_from_manifest, token_name
 
 __all__ = ["checkpoint_and_export", "checkpoint_dir", "check_same_checkpoint", "model_name", "source_checkpoint", "default_out", "out_for",
-           "engine_manifest", "graph_io", "takes_noise", "check_quantized_for", "is_checkpoint", "single_graph", "check_calibration",
+           "engine_manifest", "graph_io", "takes_noise", "leaves_out_refiner", "check_quantized_for", "is_checkpoint", "single_graph", "check_calibration",
            "external_data_files", "link_onnx"]
 
 
@@ -218,6 +218,19 @@ def takes_noise(manifest: Manifest) -> bool:
     """Whether an artifact's single graph takes VARSR's refiner noise (an export without
     `--no-refine` of a model with a refiner, and everything built from it)."""
     return any(io.get("name") == NOISE for io in (manifest.single_graph_entry() or {}).get("inputs") or [])
+
+
+def leaves_out_refiner(manifest: Manifest) -> bool:
+    """Whether an artifact computes its model without the model's VARSR refiner: an export made with
+    `--no-refine` and a torch engine built from one (their `extra.refine` says so), or an engine or
+    quantized graph of such an export (its single graph takes no refiner noise)."""
+    if not config_from_manifest(manifest).has_refiner:
+        return False
+    recorded = manifest.extra.get("refine")
+    if recorded is not None:
+        return recorded is False
+    # a torch engine records only the refiner left out: its eager graph never takes the noise
+    return manifest.backend != "torch" and not takes_noise(manifest)
 
 
 def engine_manifest(source: Manifest, source_dir: Path, backend: str, precision: str,

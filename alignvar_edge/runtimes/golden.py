@@ -16,11 +16,10 @@ from alignvar_edge.errors import ArtifactError
 from alignvar_edge.fsmodes import write_atomically
 from alignvar_edge.manifest import Manifest, prune_text, sha256_file
 from alignvar_edge.model.checkpoint import GOLDEN_FILE
-from alignvar_edge.runtimes.artifacts import source_checkpoint, takes_noise
-from alignvar_edge.runtimes.base import config_from_manifest
+from alignvar_edge.runtimes.artifacts import leaves_out_refiner, source_checkpoint
 
-__all__ = ["GOLDEN_FILE", "check_golden_prune", "copy_golden", "engine_golden", "golden_entry", "golden_prune",
-           "load_golden", "make_golden", "read_golden", "write_golden"]
+__all__ = ["GOLDEN_FILE", "check_golden_rollout", "copy_golden", "engine_golden", "golden_entry", "golden_made_as",
+           "load_golden", "made_as_metadata", "make_golden", "read_golden", "write_golden"]
 
 
 def make_golden(model_dir: str | os.PathLike[str], n: int = 4, seed: int = 0, prune: Sequence[float] = (),
@@ -44,13 +43,18 @@ def make_golden(model_dir: str | os.PathLike[str], n: int = 4, seed: int = 0, pr
     with torch.inference_mode(), pruning(model, tuple(prune)):
         # as every engine runs it: VARSR's refiner on its fixed noise draw
         sr, *tokens = model(x, model.engine_noise(x, refine))
-    meta = {"seed": str(seed), "split": "heldout", "reference": "PyTorch",
-            "weights_sha256": sha256_file(path / "model.safetensors")}
-    if prune:
-        meta.update(reference=f"PyTorch, pruned {prune_text(prune)}", prune=prune_text(prune))
-    if not refine and model.config.has_refiner:
-        meta.update(reference=f"{meta['reference']}, without the refiner", refine="off")
+    refine = refine or not model.config.has_refiner
+    reference = ("PyTorch" + (f", pruned {prune_text(prune)}" if prune else "")
+                 + ("" if refine else ", without the refiner"))
+    meta = {"seed": str(seed), "split": "heldout", "reference": reference,
+            "weights_sha256": sha256_file(path / "model.safetensors"), **made_as_metadata(prune, refine)}
     return write_golden(out or path / GOLDEN_FILE, lr, sr.numpy(), [t.numpy() for t in tokens], meta)
+
+
+def made_as_metadata(prune: Sequence[float], refine: bool) -> dict[str, str]:
+    """The golden file's metadata on the rollout its outputs come from (read by `golden_made_as`):
+    the pruning, and the refiner left out."""
+    return {**({"prune": prune_text(prune)} if prune else {}), **({} if refine else {"refine": "off"})}
 
 
 def write_golden(path: Path, lr: np.ndarray, sr: np.ndarray, tokens: list[np.ndarray],
@@ -95,7 +99,7 @@ def engine_golden(root: Path, otherwise: str) -> Path:
         m = None
     if f.is_file():
         if m is not None:
-            check_golden_prune(f, m)
+            check_golden_rollout(f, m)
         return f
     if m is not None and GOLDEN_FILE in m.files:
         verify_files(root, m)       # listed but gone (a partial copy): that error names it and the fix
@@ -138,7 +142,7 @@ def copy_golden(src_manifest: Manifest | None, src_dir: Path, dest: Path,
     or PyTorch. Returns the manifest's `extra.golden` entry, or None when there is no golden file.
 
     In order: a golden file the source already carries (a build kit or engine dir) made for the
-    same pruning; the golden file of the checkpoint the source was exported from (PyTorch outputs,
+    same rollout (pruning, refiner); the golden file of the checkpoint the source was exported from (PyTorch outputs,
     weights checked), or for a pruned source (`prune`, else its manifest's `extra.prune`) the pruned
     rollout's PyTorch outputs made here: the checkpoint's own are the unpruned model's, whose tokens
     a pruned engine does not compute; likewise with `refine` off (by default: where the source's
@@ -148,10 +152,9 @@ def copy_golden(src_manifest: Manifest | None, src_dir: Path, dest: Path,
     if prune is None:
         prune = (src_manifest.graph_facts.get("prune") if src_manifest else None) or ()
     if refine is None:
-        refine = (src_manifest is None or takes_noise(src_manifest)
-                  or not config_from_manifest(src_manifest).has_refiner)
+        refine = src_manifest is None or not leaves_out_refiner(src_manifest)
     out = dest / GOLDEN_FILE
-    if refine and (src_dir / GOLDEN_FILE).is_file() and golden_prune(src_dir / GOLDEN_FILE) == prune_text(prune):
+    if (src_dir / GOLDEN_FILE).is_file() and golden_made_as(src_dir / GOLDEN_FILE) == (prune_text(prune), refine):
         shutil.copy2(src_dir / GOLDEN_FILE, out)
         return golden_entry(out, f"copied from {src_dir}")
     ckpt: Path | None = src_dir                # src_manifest None: src_dir is the checkpoint
@@ -178,20 +181,29 @@ def copy_golden(src_manifest: Manifest | None, src_dir: Path, dest: Path,
     return None
 
 
-def golden_prune(f: Path) -> str:
-    """The pruning a golden file's outputs were made with ('' for the unpruned model)."""
-    return read_golden(f)[3].get("prune", "")
+def golden_made_as(f: Path) -> tuple[str, bool]:
+    """(the pruning, '' for none; whether VARSR's refiner ran) of the rollout a golden file's outputs
+    come from, as `made_as_metadata` recorded it (a model without a refiner: True)."""
+    meta = read_golden(f)[3]
+    return meta.get("prune", ""), meta.get("refine") != "off"
 
 
-def check_golden_prune(f: Path, m: Manifest) -> None:
+def check_golden_rollout(f: Path, m: Manifest) -> None:
     """An engine's golden outputs must come from the rollout it computes: a pruned engine held to
-    the unpruned model's tokens fails while correct (engines built before golden files said so)."""
-    want, have = prune_text(m.graph_facts.get("prune")), golden_prune(f)
+    the unpruned model's tokens, or an engine without the refiner held to the refined model's
+    outputs, fails while correct (engines built before golden files said so)."""
+    want = prune_text(m.graph_facts.get("prune")), not leaves_out_refiner(m)
+    have = golden_made_as(f)
     if want != have:
-        made = f"the model pruned {have}" if have else "the unpruned model"
-        raise ArtifactError(f"{f} holds outputs of {made}, but {f.parent} computes "
-                            f"{'the model pruned ' + want if want else 'the unpruned model'}: build the engine "
-                            "again with this alignvar-edge (it ships the golden outputs of the rollout it builds)")
+        name_refiner = want[1] != have[1]
+        raise ArtifactError(f"{f} holds outputs of {_rollout_text(*have, name_refiner)}, but {f.parent} computes "
+                            f"{_rollout_text(*want, name_refiner)}: build the engine again with this alignvar-edge "
+                            "(it ships the golden outputs of the rollout it builds)")
+
+
+def _rollout_text(prune: str, refine: bool, name_refiner: bool) -> str:
+    model = f"the model pruned {prune}" if prune else "the unpruned model"
+    return model + ((" with VARSR's refiner" if refine else " without VARSR's refiner") if name_refiner else "")
 
 
 def golden_entry(f: Path, origin: str) -> dict[str, Any]:

@@ -18,14 +18,14 @@ import numpy as np
 from alignvar_edge import recipes
 from alignvar_edge.errors import ArtifactError, BackendUnavailableError, InputError, ParityError
 from alignvar_edge.lazy import lazy_import
-from alignvar_edge.manifest import Manifest, listed_file, load_verified, prune_text, write_manifest
+from alignvar_edge.manifest import Manifest, listed_file, load_verified, write_manifest
 from alignvar_edge.manifest import artifact_dir as staging_dir
 from alignvar_edge.onnx_session import open_session
-from alignvar_edge.runtimes.artifacts import (check_quantized_for, engine_manifest, link_onnx, parity_vs,
-                                              single_graph, validation_tiles)
+from alignvar_edge.runtimes.artifacts import (check_quantized_for, engine_manifest, leaves_out_refiner, link_onnx,
+                                              parity_vs, single_graph, validation_tiles)
 from alignvar_edge.runtimes.base import (SR, Backend, Engine, TensorSpec, input_roles,
                                          check_load_options, config_from_manifest, token_name)
-from alignvar_edge.runtimes.golden import GOLDEN_FILE, copy_golden, golden_entry, write_golden
+from alignvar_edge.runtimes.golden import GOLDEN_FILE, copy_golden, golden_entry, made_as_metadata, write_golden
 
 ort = lazy_import("onnxruntime")
 
@@ -203,10 +203,12 @@ def ship_golden(src_manifest: Manifest | None, src_dir: Path, dest: Path) -> dic
     with BACKEND.load(src_dir, threads=1) as ref:
         lr = validation_tiles(config_from_manifest(src_manifest), n=4, seed=0)
         sr, tokens = ref.run(lr)
+    # the export's own rollout: pruned as it is, without the refiner where it leaves it out
+    refine = not leaves_out_refiner(src_manifest)
     meta = {"seed": "0", "split": "heldout",
-            "reference": "ONNX Runtime on the fp32 export (checked against PyTorch at export)"}
-    if src_manifest.graph_facts.get("prune"):      # the export's own rollout: pruned as it is
-        meta["prune"] = prune_text(src_manifest.graph_facts["prune"])
+            "reference": "ONNX Runtime on the fp32 export (checked against PyTorch at export)"
+                         + ("" if refine else ", without the refiner"),
+            **made_as_metadata(src_manifest.graph_facts.get("prune") or (), refine)}
     write_golden(out, lr, sr, tokens, meta)
     return golden_entry(out, f"fp32 export {src_dir}")
 
