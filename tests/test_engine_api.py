@@ -303,6 +303,22 @@ def test_upscale_many_names_the_index_of_the_image_it_cannot_take_after_yielding
         list(engine.upscale_many([ok, None]))
 
 
+def test_the_cli_and_the_shared_tiling_say_an_images_error_without_upscale_manys_index(
+        engine, micro_export: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The index names an item of a Python caller's batch: `upscale FILE` names the file (it said
+    'image 0 (from 0) of upscale_many: ...' too), and so does the tiling bench shares."""
+    from alignvar_edge.cli import main as cli
+    from alignvar_edge.runtimes.tiling import upscale_images
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    assert cli(["upscale", str(bad), str(tmp_path / "out.png"), "--engine", str(micro_export), "--threads", "1"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"alignvar-edge upscale: error: {bad} is not an image Pillow can read, or its header is damaged (zero size, "
+        "unknown format); convert it to PNG or JPEG")
+    with pytest.raises(InputError, match=r"^expected an image HxW, HxWx1, HxWx3 or HxWx4, got shape \(5, 5, 7\)$"):
+        list(upscale_images(engine, [np.zeros((20, 20, 3), np.float32), np.zeros((5, 5, 7), np.float32)]))
+
+
 def test_a_premultiplied_gray_alpha_pil_image_comes_back_la_as_rgba_comes_back_rgba(engine) -> None:
     """Mode La was refused ("convert it to RGB first", which drops the alpha) while RGBa was taken."""
     rng = np.random.default_rng(4)

@@ -365,12 +365,13 @@ class Engine(abc.ABC):
         from alignvar_edge.runtimes.tiling import upscale_images
         backs: list[Callable[[np.ndarray], Any]] = []
 
-        def floats() -> Iterator[np.ndarray]:
-            for image in images:
-                x, back = as_float_image(image)
-                backs.append(back)
-                yield x
-        for out in upscale_images(self, floats(), overlap, progress, color_fix):
+        def floats(image: Any) -> np.ndarray:
+            x, back = as_float_image(image)
+            backs.append(back)
+            return x
+        # in a service's batch, the index is what finds the image it cannot take
+        for out in upscale_images(self, images, overlap, progress, color_fix, convert=floats,
+                                  name_item=lambda index: f"image {index} (from 0) of upscale_many"):
             yield backs.pop(0)(out)
 
     def check_open(self) -> None:

@@ -19,7 +19,7 @@ import itertools
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -321,9 +321,10 @@ def _as_rgb(image: np.ndarray, scale: int) -> tuple[np.ndarray, Callable[[np.nda
 POOL_CALLS = 4
 
 
-def upscale_images(engine: TileRunner, images: Iterable[np.ndarray], overlap: int | None = None,
+def upscale_images(engine: TileRunner, images: Iterable[Any], overlap: int | None = None,
                    progress: Callable[[int, int, int], None] | None = None,
-                   color_fix: bool = False) -> Iterator[np.ndarray]:
+                   color_fix: bool = False, convert: Callable[[Any], np.ndarray] = np.asarray,
+                   name_item: Callable[[int], str] | None = None) -> Iterator[np.ndarray]:
     """Each image's 4x result (layouts as `upscale_image`), in order, as soon as it is final.
 
     A static-batch engine pads an image's last call, so a folder of small images would pay a
@@ -332,6 +333,9 @@ def upscale_images(engine: TileRunner, images: Iterable[np.ndarray], overlap: in
     shared with the next images, and only the pool's last call is padded. Larger images stream
     as `upscale_image` does. Results are the same as one image at a time: each tile is computed
     alone by the model. `progress(index, done, total)`: tiles of image `index` done.
+    `convert(item)`: an item of `images` as a float image; with `name_item(index)`, an InputError
+    about an item (its conversion, its layout) starts with that name (an error `images` itself
+    raises, such as a reader's naming its file, is as it says).
     """
     s, t = engine.scale, engine.tile_size
     b = _tiles_per_call(engine)
@@ -357,17 +361,16 @@ def upscale_images(engine: TileRunner, images: Iterable[np.ndarray], overlap: in
     source = iter(images)
     for index in itertools.count():
         try:
-            item = _next_prepared(source, s, t, overlap, color_fix)
-        except Exception as e:
+            image = next(source, _END)
+            if image is _END:
+                break
+            finish, img, ys, xs, size_hw = _named(index, name_item,
+                                                  lambda: _prepared(convert(image), s, t, overlap, color_fix))
+        except Exception:
             # an image that cannot be read or used: the pooled images before it are finished
             # first, so a folder run keeps (and on resume skips) everything read so far
             yield from run(final=True)
-            if isinstance(e, InputError):      # in a service's batch, the index is what finds it
-                raise InputError(f"image {index} (from 0) of upscale_many: {e}") from e
             raise
-        if item is None:
-            break
-        finish, img, ys, xs, size_hw = item
         n = len(ys) * len(xs)
         if n > POOL_CALLS * b:
             yield from run(final=True)
@@ -380,18 +383,27 @@ def upscale_images(engine: TileRunner, images: Iterable[np.ndarray], overlap: in
     yield from run(final=True)
 
 
-def _next_prepared(source: Iterator[np.ndarray], scale: int, tile: int, overlap: int | None, color_fix: bool
-                   ) -> tuple[Callable[[np.ndarray], np.ndarray], np.ndarray, list[int], list[int],
-                              tuple[int, int]] | None:
-    """The next image of `source` ready to cut: (finish: its SR RGB -> the result, padded RGB, row
-    starts, column starts, size), or None at the end of `source` (a None *in* it is an unusable
-    image: an error)."""
-    for image in source:        # at most one
-        rgb, to_layout = _as_rgb(image, scale)
-        img, _, ys, xs = _prepare(rgb, tile, overlap)
-        return (lambda sr: to_layout(_color_fixed(sr, rgb, scale, color_fix)),
-                img, ys, xs, (rgb.shape[0], rgb.shape[1]))
-    return None
+_END = object()      # the end of `upscale_images`' source (a None *in* it is an unusable image: an error)
+
+
+def _named(index: int, name_item: Callable[[int], str] | None, work: Callable[[], Any]) -> Any:
+    """`work()`, its InputError about item `index` starting with the caller's name for the item."""
+    try:
+        return work()
+    except InputError as e:
+        if name_item is None:
+            raise
+        raise InputError(f"{name_item(index)}: {e}") from e
+
+
+def _prepared(image: np.ndarray, scale: int, tile: int, overlap: int | None, color_fix: bool
+              ) -> tuple[Callable[[np.ndarray], np.ndarray], np.ndarray, list[int], list[int], tuple[int, int]]:
+    """An image ready to cut: (finish: its SR RGB -> the result, padded RGB, row starts, column
+    starts, size)."""
+    rgb, to_layout = _as_rgb(image, scale)
+    img, _, ys, xs = _prepare(rgb, tile, overlap)
+    return (lambda sr: to_layout(_color_fixed(sr, rgb, scale, color_fix)),
+            img, ys, xs, (rgb.shape[0], rgb.shape[1]))
 
 
 @dataclass
