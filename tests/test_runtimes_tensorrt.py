@@ -615,6 +615,22 @@ def test_a_build_from_a_kit_or_fp16_export_keeps_the_half_policy_it_records(expo
     assert f32["layers"] == sorted(policy.f32_nodes(model)) and "logits_head" in f32["source"]
 
 
+def test_a_recorded_layer_list_is_taken_without_reading_the_graph(kit, tmp_path):
+    """A kit's or engine's manifest that records both lists is what a build from it keeps: the graph
+    (maybe gigabytes) is not read for them; an older manifest without the other float layers still
+    gets them from the graph, the same ones."""
+    from alignvar_edge.manifest import load_verified
+    from alignvar_edge.runtimes.tensorrt.kit import recorded_f32
+    m = load_verified(kit)
+    owner = m.extra["fp16_f32_layers"]
+    assert owner["layers"] and owner["half_layers"]
+    assert trt_backend.fp16_f32_layers(tmp_path / "not-read.onnx", recorded=m) == owner == recorded_f32(m)
+    older = dataclasses.replace(m, extra={**m.extra, "fp16_f32_layers": {"source": owner["source"],
+                                                                         "layers": owner["layers"]}})
+    assert recorded_f32(older)["half_layers"] is None
+    assert trt_backend.fp16_f32_layers(kit / "model.onnx", recorded=older) == owner
+
+
 def test_the_default_fp16_layers_keep_the_token_path_in_f32(export):
     """Without a searched half policy an FP16 build keeps the token path's float layers in f32. In
     the fp16 ONNX simulation (the one the half search runs) those layers in f32 and every other

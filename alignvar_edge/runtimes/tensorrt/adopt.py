@@ -16,8 +16,7 @@ from alignvar_edge.recipes import recipe
 from alignvar_edge.runtimes.golden import GOLDEN_FILE, read_golden
 from alignvar_edge.runtimes.onnxruntime import ship_golden
 from alignvar_edge.runtimes.tensorrt import backend as T
-from alignvar_edge.runtimes.tensorrt.kit import (FP16_F32, LOG_FILE, f32_layers_of, half_layers_of, plan_record,
-                                                 write_build_files)
+from alignvar_edge.runtimes.tensorrt.kit import FP16_F32, LOG_FILE, plan_record, recorded_f32, write_build_files
 from alignvar_edge.runtimes.tensorrt.plan import ENGINE, ONNX, check_dla_core, network_plan, trt_major
 from alignvar_edge.runtimes.tensorrt.trtexec_log import (log_built, log_contradictions, logged_precision,
                                                          other_file_named, parse_trtexec_log, read_trtexec_log)
@@ -64,8 +63,9 @@ def adopt(engine_file: str | Path, like: str | Path, out: str | Path, log: str |
     if dla_core is None:
         dla_core = parsed.get("dla_core")
     check_dla_core(dla_core, precision)
-    kit_f32, kit_half = f32_layers_of(src), half_layers_of(src)     # what a rebuild should ask for
-    f32_layers, half_layers = kit_f32, kit_half
+    # what a rebuild should ask for
+    f32 = recorded_f32(src) or {"source": "the kit's plan", "layers": [], "half_layers": None}
+    f32_layers, half_layers = f32["layers"], f32["half_layers"]
     flags = parsed.get("flags") or []
     if flags and not any(f.startswith("--layerPrecisions") for f in flags):
         f32_layers, half_layers = [], None        # built by hand without the kit's fp32 layers
@@ -80,7 +80,6 @@ def adopt(engine_file: str | Path, like: str | Path, out: str | Path, log: str |
         # what an fp16 build of this model should keep in f32 (the rebuild files use it), the one
         # place the lists are kept; "plan" says what this engine was built with, whether it kept
         # them (OBEYS) included. The command that built it is trtexec.log's, kept beside it.
-        f32 = src.extra.get(FP16_F32) or {"source": "the kit's plan", "layers": kit_f32, "half_layers": kit_half}
         extra = {"tensorrt_version": trt_version, "compute_capability": cc, "gpu_name": gpu_name,
                  "plan": plan_record(plan, f32), "device": "cuda:0", "dla_core": dla_core, FP16_F32: f32,
                  # the engine is files["model.engine"] (a copy; where it was built may not outlive this

@@ -34,7 +34,7 @@ from alignvar_edge.runtimes.artifacts import check_quantized_for, engine_manifes
 from alignvar_edge.runtimes.base import (INPUT, SR, Backend, Engine, TensorSpec, input_roles,
                                          config_from_manifest, token_name)
 from alignvar_edge.runtimes.onnxruntime import ship_golden
-from alignvar_edge.runtimes.tensorrt.kit import FP16_F32, f32_layers_of, plan_record, write_build_files
+from alignvar_edge.runtimes.tensorrt.kit import FP16_F32, plan_record, recorded_f32, write_build_files
 from alignvar_edge.runtimes.tensorrt.plan import CACHE, ENGINE, ONNX, SCRIPT_FILE, network_plan, trt_major
 
 if TYPE_CHECKING:
@@ -126,18 +126,19 @@ def fp16_f32_layers(onnx_path: Path, half: Any = None, recorded: Manifest | None
     `recorded`, the source's manifest, already chose (a kit's or engine's FP16_F32, which its script
     and `adopt` build with, or the half policy an fp16 export's search recorded); else the token
     path's float layers, so that an fp16 engine decides its tokens in f32 and computes the image in half."""
+    kept = recorded_f32(recorded) if half is None and recorded is not None else None
+    if kept is not None and kept["half_layers"] is not None:
+        return kept                        # both lists recorded: the graph need not be read
+    if half is None and kept is None and recorded is not None:
+        half = (recorded.quantization or {}).get("half_policy")      # an fp16 export's searched policy
     import onnx
 
     from alignvar_edge.quantize.token_path import float_compute_nodes, token_path_float_nodes
     model = onnx.load(str(onnx_path), load_external_data=False)
     floats = float_compute_nodes(model)
-    if half is None and recorded is not None:
-        if isinstance(recorded.extra.get(FP16_F32), dict) or f32_layers_of(recorded):
-            kept = set(f32_layers_of(recorded))
-            source = (recorded.extra.get(FP16_F32) or {}).get("source") or "the source's plan"
-            return {"source": source, "layers": sorted(kept), "half_layers": sorted(set(floats.values()) - kept)}
-        half = (recorded.quantization or {}).get("half_policy")
-    if half is None:
+    if kept is not None:                   # an older manifest kept no list of the other float layers
+        source, f32 = kept["source"], set(kept["layers"])
+    elif half is None:
         source, f32 = "token path", token_path_float_nodes(model, floats)
     else:
         from alignvar_edge.quantize.half_policy import HalfPolicy

@@ -107,6 +107,18 @@ def f32_layers_of(manifest: Manifest) -> list[str]:
     return list(_stored_plan(manifest).get("f32_layers") or [])
 
 
+def recorded_f32(manifest: Manifest) -> dict[str, Any] | None:
+    """What a kit's or engine's FP16 builds keep in f32, as FP16_F32 holds it ({"source", "layers",
+    "half_layers"}: None where older manifests kept no half list); None where the manifest records no
+    list (an export's), so the build chooses them."""
+    owner = manifest.extra.get(FP16_F32)
+    if not isinstance(owner, dict) and not f32_layers_of(manifest):
+        return None
+    source = owner.get("source") if isinstance(owner, dict) else None
+    return {"source": source or "the recorded plan", "layers": sorted(set(f32_layers_of(manifest))),
+            "half_layers": half_layers_of(manifest)}
+
+
 def plan_record(plan: dict[str, Any], f32: dict[str, Any]) -> dict[str, Any]:
     """`plan` (network_plan's) as a manifest records it beside `extra[FP16_F32] = f32`: without its
     layer lists, which FP16_F32 holds, and with OBEYS where it constrains them. A plan whose lists
@@ -700,4 +712,4 @@ def write_build_files(root: Path, manifest: Manifest, precision: str, kit_precis
 
 
 __all__ = ["FP16_F32", "OBEYS", "README_FILE", "build_script", "engine_readme", "f32_layers_of", "half_layers_of",
-           "kit_readme", "plan_of", "plan_record", "precision_flags", "write_build_files"]
+           "kit_readme", "plan_of", "plan_record", "precision_flags", "recorded_f32", "write_build_files"]
