@@ -19,7 +19,8 @@ from alignvar_edge.lazy import lazy_import
 from alignvar_edge.manifest import (Manifest, ModelInfo, ModelSource, contract, load_verified, new_manifest,
                                     recorded_path, write_manifest)
 from alignvar_edge.manifest import artifact_dir as staging_dir
-from alignvar_edge.runtimes.artifacts import checkpoint_and_export, graph_io, is_checkpoint, model_name
+from alignvar_edge.runtimes.artifacts import (checkpoint_and_export, graph_io, is_checkpoint, leaves_out_refiner,
+                                              model_name)
 from alignvar_edge.runtimes.base import INPUT, SR, Backend, Engine, TensorSpec, token_name
 from alignvar_edge.runtimes.golden import copy_golden
 from alignvar_edge import recipes
@@ -135,7 +136,7 @@ class TorchBackend(Backend):
         prune = list((export.graph_facts.get("prune") if export else None) or ())
         batch = export.static_batch if export else DEFAULT_BATCH
         # an export made with --no-refine computes the model without VARSR's refiner: so does its engine
-        unrefined = export is not None and export.extra.get("refine") is False and config.has_refiner
+        unrefined = export is not None and leaves_out_refiner(export)
         with staging_dir(out, force=force) as tmp:
             for f in (CONFIG_FILE, WEIGHTS_FILE):
                 shutil.copy2(src / f, tmp / f)
