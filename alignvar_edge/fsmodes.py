@@ -16,8 +16,8 @@ from pathlib import Path
 
 from alignvar_edge import safe_stop
 
-__all__ = ["as_write_error", "hidden_prefix", "umask", "publish_mode", "replace_dir", "special_kind",
-           "unwritable_folder", "write_atomically", "write_error", "write_text"]
+__all__ = ["as_write_error", "broken_link", "hidden_prefix", "umask", "publish_mode", "replace_dir", "special_kind",
+           "symlink_loop", "unwritable_folder", "write_atomically", "write_error", "write_text"]
 
 
 def umask() -> int:
@@ -75,6 +75,31 @@ def special_kind(path: str | os.PathLike[str]) -> str | None:
     if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
         return None
     return next((name for is_kind, name in _SPECIAL_KINDS if is_kind(mode)), "a special file")
+
+
+def symlink_loop(path: Path) -> bool:
+    """Does resolving `path` go round a loop of symlinks? (Path.resolve raises RuntimeError on
+    Python 3.11 and OSError(ELOOP) on 3.13: a traceback unless asked first.)"""
+    try:
+        path.resolve()
+    except RuntimeError:
+        return True
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            raise
+        return True
+    return False
+
+
+def broken_link(path: Path) -> str | None:
+    """'PATH is a broken symbolic link (to TARGET)' or 'PATH leads into a symlink loop' where it is
+    one, else None: such a path neither exists nor can be written, and "does not exist" or "already
+    exists" would both mislead."""
+    if not path.is_symlink() or path.exists():
+        return None
+    if symlink_loop(path):
+        return f"{path} leads into a symlink loop (it never reaches a file)"
+    return f"{path} is a broken symbolic link (to {os.readlink(path)})"
 
 
 def write_error(e: OSError, path: str | os.PathLike[str]) -> OSError:

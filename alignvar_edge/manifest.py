@@ -63,7 +63,8 @@ from typing import TYPE_CHECKING, Any
 
 from alignvar_edge import jsonsafe
 from alignvar_edge.errors import ArtifactError, OutputExistsError
-from alignvar_edge.fsmodes import hidden_prefix, publish_mode, replace_dir, special_kind, write_error, write_text
+from alignvar_edge.fsmodes import (hidden_prefix, publish_mode, replace_dir, special_kind, symlink_loop, write_error,
+                                   write_text)
 from alignvar_edge.jsonsafe import dumps
 from alignvar_edge.onnx_wire import external_locations
 
@@ -675,7 +676,7 @@ def confined(root: str | os.PathLike[str], rel: Any) -> Path:
         raise ArtifactError(f"artifact '{root}' failed verification: {MANIFEST_FILE} names {rel!r}, which is "
                             "not a plain path inside the artifact directory; refusing it, re-create the artifact")
     path = root / rel
-    if _symlink_loop(path):
+    if symlink_loop(path):
         raise ArtifactError(f"artifact '{root}' failed verification: {rel} is a symlink loop (it leads back to "
                             "itself, never to a file); refusing it, re-create the artifact")
     real, base = path.resolve(), root.resolve()
@@ -683,20 +684,6 @@ def confined(root: str | os.PathLike[str], rel: Any) -> Path:
         raise ArtifactError(f"artifact '{root}' failed verification: {rel} leads outside the artifact directory "
                             f"(to {real}, through a symlink); refusing it, re-create the artifact")
     return path
-
-
-def _symlink_loop(path: Path) -> bool:
-    """Does resolving `path` go round a loop of symlinks? (Path.resolve raises RuntimeError on
-    Python 3.11 and OSError(ELOOP) on 3.13: a traceback unless asked first.)"""
-    try:
-        path.resolve()
-    except RuntimeError:
-        return True
-    except OSError as e:
-        if e.errno != errno.ELOOP:
-            raise
-        return True
-    return False
 
 
 def listed_bytes(root: str | os.PathLike[str], manifest: Manifest) -> int:
@@ -829,7 +816,7 @@ def check_out(out: str | os.PathLike[str], force: bool, source: str | os.PathLik
     Never the `source` artifact being read, nor a folder inside it or around it: --force would
     replace the input, and a folder inside an artifact fails its verification."""
     out = Path(out)
-    if _symlink_loop(out):
+    if symlink_loop(out):
         raise OutputExistsError(f"'{out}' leads into a symlink loop, not to a folder alignvar-edge made: remove "
                                 "it or choose another --out")
     if source is not None:

@@ -9,7 +9,6 @@ them: gray+alpha and RGB(A) PNGs are decoded by Pillow's codec with other raw mo
 """
 from __future__ import annotations
 
-import errno
 import os
 import warnings
 from pathlib import Path
@@ -18,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from alignvar_edge.errors import IMAGE_DECODE_ERRORS, InputError, damaged_image_error
-from alignvar_edge.fsmodes import special_kind
+from alignvar_edge.fsmodes import broken_link, special_kind
 from alignvar_edge.images import sixteen_bit
 from alignvar_edge.images.arrays import check_unit_range, fitting_bits
 from alignvar_edge.images.formats import (SIXTEEN_BIT_MODES, converted, holds_32_bit_integers, plain_mode,
@@ -129,20 +128,6 @@ def _shown_over(megapixels: float, limit: float) -> str:
     while float(shown) <= limit and digits < 17:
         shown, digits = f"{megapixels:.{digits}g}", digits + 1
     return shown
-
-
-def broken_link(path: Path) -> str | None:
-    """'PATH is a broken symbolic link (to TARGET)' or 'PATH leads into a symlink loop' where it is
-    one, else None: such a path neither exists nor can be written, and "does not exist" or "already
-    exists" would both mislead."""
-    if not path.is_symlink() or path.exists():
-        return None
-    try:
-        os.stat(path)
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            return f"{path} leads into a symlink loop (it never reaches a file)"
-    return f"{path} is a broken symbolic link (to {os.readlink(path)})"
 
 
 # what decoding damaged data raises: Pillow's TIFF reader adds TypeError (a directory without a size)

@@ -199,8 +199,7 @@ def selftest_engine(engine_dir: str | os.PathLike[str], device: str | None = Non
     Needs only the engine's runtime (no PyTorch, no bundled model): what a device runs first."""
     from alignvar_edge import __version__, runtimes
     from alignvar_edge.manifest import MANIFEST_FILE, read_manifest
-    from alignvar_edge.fsmodes import special_kind
-    from alignvar_edge.images.read import broken_link
+    from alignvar_edge.fsmodes import broken_link, special_kind
     root = Path(engine_dir)
     if not root.is_dir():
         kind = special_kind(root) or ("a file" if root.exists() else None)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from alignvar_edge.errors import InputError, OutputExistsError
+from alignvar_edge.fsmodes import broken_link, special_kind, unwritable_folder
 
 __all__ = ["Job", "foreign_outputs", "own_output", "plan_jobs"]
 
@@ -19,8 +20,6 @@ def plan_jobs(inp: Path, out: Path, force: bool) -> tuple[list[Job], list[Job]]:
     lies inside the input) and leaves the outputs that exist to `foreign_outputs` to judge: without
     --force, re-running an interrupted folder resumes it."""
     from alignvar_edge.images import READ_EXTENSIONS, list_images, result_path
-    from alignvar_edge.fsmodes import special_kind
-    from alignvar_edge.images.read import broken_link
     for path, fix in ((out, "remove it or choose another output"), (inp, "fix or remove the link")):
         if (broken := broken_link(path)) is not None:
             raise InputError(f"{broken}; {fix}")
@@ -84,7 +83,6 @@ def _refuse_blocked(jobs: list[Job]) -> None:
     """An output path that is a folder is no finished output: no image can be written there,
     --force or not (`upscale a.png out/` where out/a.png is a folder, too); nor one below a file
     (`upscale a.png a.png/x.png`), nor a broken symbolic link."""
-    from alignvar_edge.images.read import broken_link
     blocked = [str(d) for _, d in jobs if d.is_dir()]
     if blocked:
         raise InputError(f"output path {blocked[0]} is a folder; move it away"
@@ -106,7 +104,6 @@ def _file_above(path: Path) -> Path | None:
 
 
 def _refuse_unwritable(jobs: list[Job]) -> None:
-    from alignvar_edge.fsmodes import unwritable_folder
     for _, dst in jobs:
         if (folder := unwritable_folder(dst)) is not None:
             raise InputError(f"cannot write {dst}: the folder {folder} is not writable; choose another output")
