@@ -853,17 +853,17 @@ def _check_only_ours_inside(out: Path) -> None:
     files = files if isinstance(files, dict) else {}
     stray = unlisted_files(out, files)
     if stray:
-        raise OutputExistsError(f"'{out}' holds files its {MANIFEST_FILE} does not list ({_first_names(stray)}): "
+        raise OutputExistsError(f"'{out}' holds files its {MANIFEST_FILE} does not list ({first_names(stray)}): "
                                 "alignvar-edge did not make them and --force would delete them; move them out of "
                                 "the folder, or remove it yourself")
     edited = edited_files(out, files)
     if edited:
-        raise OutputExistsError(f"'{out}' holds files changed since alignvar-edge wrote them ({_first_names(edited)}: "
+        raise OutputExistsError(f"'{out}' holds files changed since alignvar-edge wrote them ({first_names(edited)}: "
                                 f"not the SHA-256 its {MANIFEST_FILE} records) and --force would delete them; move "
                                 "the changed files out of the folder, or remove it yourself")
 
 
-def _first_names(names: Sequence[str], shown: int = 3) -> str:
+def first_names(names: Sequence[str], shown: int = 3) -> str:
     """'a, b, c and 2 more': the first few of a list of files, for a one-line message."""
     more = f" and {len(names) - shown} more" if len(names) > shown else ""
     return ", ".join(names[:shown]) + more

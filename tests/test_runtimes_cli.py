@@ -302,6 +302,20 @@ def test_the_host_line_names_an_x86_cpus_family_and_model(tmp_path):
     assert cpu_words(cpu_info(arm)) == "ARMv8 Processor rev 1 (v8l)"
 
 
+def test_more_files_in_a_folder_runs_way_than_it_shows_are_counted_as_every_list_is(export, images, tmp_path,
+                                                                                      capsys):
+    """Past the first three, the files in the way are counted in the words of every such list
+    ('a, b, c and 1 more', as --force's and train's refusals say it)."""
+    dst = tmp_path / "out"
+    outputs = [dst / "astro.png", dst / "gray-in-rgb.png", dst / "gray.png", dst / "sub" / "alpha.png"]
+    for path in outputs:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+    assert main(["upscale", str(images), str(dst), "--engine", str(export), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"not results of it: {outputs[0]} (empty), {outputs[1]} (empty), {outputs[2]} (empty) and 1 more; " in err
+
+
 def test_a_folder_run_skips_only_its_own_results_and_names_the_files_in_their_way(export, images, tmp_path,
                                                                                   capsys):
     """Any file at an output path counted as a finished output: an empty file, a photo of another

@@ -13,7 +13,7 @@ from alignvar_edge.cli_json import add_json_option, emit
 from alignvar_edge.errors import InputError, OutputExistsError
 from alignvar_edge import progress
 from alignvar_edge.recipes import BACKENDS, CALIB_TILES, OPTION_FLAGS, check_options, recipe
-from alignvar_edge.manifest import Manifest
+from alignvar_edge.manifest import Manifest, first_names
 from alignvar_edge.model.bundled import DEFAULT_CHECKPOINT
 from alignvar_edge.runtimes.upscale_jobs import Job, foreign_outputs, own_output, plan_jobs
 from alignvar_edge.runtimes.base import check_thread_count
@@ -301,7 +301,7 @@ def _finished(existing: list[Job], engine: str, output: str, force: bool) -> Non
         if not force:
             _say(f"skipping {len(existing)} finished output(s) in {output} (pass --force to redo them)")
         return
-    shown = ", ".join(foreign[:3]) + (f" (+{len(foreign) - 3} more)" if len(foreign) > 3 else "")
+    shown = first_names(foreign)
     if not force:
         raise OutputExistsError(f"{len(foreign)} file(s) in {output} where this run writes its results are not "
                                 f"results of it: {shown}; pass --force to replace them, or move them away")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from alignvar_edge.errors import InputError, OutputExistsError
 from alignvar_edge.fsmodes import broken_link, special_kind, unwritable_folder
+from alignvar_edge.manifest import first_names
 
 __all__ = ["Job", "foreign_outputs", "own_output", "plan_jobs"]
 
@@ -61,8 +62,8 @@ def plan_jobs(inp: Path, out: Path, force: bool) -> tuple[list[Job], list[Job]]:
     _refuse_unwritable(jobs)
     clash = [str(d) for _, d in jobs if d.exists()]
     if clash and not force:
-        shown = ", ".join(clash[:3]) + (f" (+{len(clash) - 3} more)" if len(clash) > 3 else "")
-        raise OutputExistsError(f"{len(clash)} output(s) already exist: {shown}; pass --force to replace them")
+        raise OutputExistsError(f"{len(clash)} output(s) already exist: {first_names(clash)}; pass --force to "
+                                "replace them")
     return jobs, []
 
 

@@ -33,7 +33,7 @@ from alignvar_edge.cli_json import is_own_result
 from alignvar_edge.errors import CheckpointError, ConfigError, InputError, OutputExistsError
 from alignvar_edge.fsmodes import write_text
 from alignvar_edge.images import DEFAULT_MAX_MEGAPIXELS, list_images
-from alignvar_edge.manifest import RUN_FILE, check_out
+from alignvar_edge.manifest import RUN_FILE, check_out, first_names
 from alignvar_edge.model import AlignVAR, AlignVARConfig
 from alignvar_edge.model.config import named_by_flags
 from alignvar_edge.model.alignvar import load_pretrained
@@ -289,8 +289,7 @@ def _prepare_out(opts: TrainOptions) -> Path | None:
     check_out(out, force=True, replaces=RUN_FILE)
     stray = _not_made_by_a_run(out) if taken else []
     if stray:
-        more = f" and {len(stray) - 3} more" if len(stray) > 3 else ""
-        raise OutputExistsError(f"'{out}' holds files a training run did not write ({', '.join(stray[:3])}{more}): "
+        raise OutputExistsError(f"'{out}' holds files a training run did not write ({first_names(stray)}): "
                                 + ("--force would delete them; " if opts.force else "")
                                 + "move them out of the folder, or choose another --out")
     if taken and not opts.force:
