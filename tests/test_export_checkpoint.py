@@ -203,3 +203,40 @@ def test_the_python_export_of_a_from_pretrained_model_records_its_checkpoint_as_
                                          r"or a bundled name or checkpoint directory, got int$"):
         ox.export_onnx(42, tmp_path / "c")                 # type: ignore[arg-type]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
+
+
+def test_a_from_pretrained_model_is_compared_with_its_checkpoint_when_exported_not_hashed_at_load(
+        run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every from_pretrained hashed the whole state dict (seconds at paper size) for export alone,
+    and a path given to export was hashed twice; now export compares the weights with the
+    checkpoint's: one written over since loading is not recorded as where these weights came from."""
+    import torch
+
+    from alignvar_edge.errors import ConfigError
+    from alignvar_edge.export import onnx_export as ox
+    from alignvar_edge.manifest import read_manifest
+    from alignvar_edge.model import alignvar, checkpoint
+    from alignvar_edge.model.alignvar import AlignVAR
+    hashed: list[str] = []
+
+    def counted(model: torch.nn.Module) -> str:
+        hashed.append(type(model).__name__)
+        return checkpoint.weights_sha256(model)
+    monkeypatch.setattr(alignvar, "weights_sha256", counted)
+    monkeypatch.setattr(ox, "weights_sha256", counted)
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(run_dir / "final", ckpt)
+    model = AlignVAR.from_pretrained(ckpt)
+    assert hashed == []
+    assert ox._model_info(model, None, None).source.path == str(ckpt.resolve())
+    hashed.clear()
+    made = read_manifest(ox.export_onnx(str(ckpt), tmp_path / "exp", batch=1, n_tiles=1))
+    assert made.source.kind == "checkpoint" and made.model.name == str(ckpt) and len(hashed) == 1
+    other = nano_model()
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.5)
+    save_pretrained(other, ckpt, overwrite=True)      # the checkpoint written over after loading
+    assert ox._model_info(model, None, None).source.kind == "memory"
+    with pytest.raises(ConfigError, match="opset 5 is not supported"):      # said before any loading
+        ox.export_onnx(str(tmp_path / "not-yet-trained"), tmp_path / "exp2", opset=5)

@@ -30,7 +30,7 @@ from alignvar_edge.export.lint import forbidden_constructs
 from alignvar_edge.manifest import ModelInfo, ModelSource, artifact_dir, check_out, listed_file, load_verified, new_manifest, write_manifest
 from alignvar_edge.export.parity import ParityReport, check_parity, compare
 from alignvar_edge.export.staged import StagedRunner, make_session
-from alignvar_edge.model.alignvar import AlignVAR
+from alignvar_edge.model.alignvar import AlignVAR, load_pretrained
 from alignvar_edge.model.checkpoint import checkpoint_source, training_stage, weights_sha256
 from alignvar_edge.model.pruning import effective_prune, pruning
 from alignvar_edge.model.transformer import ATTENTION_FORMS, attention_form
@@ -263,13 +263,14 @@ def _model_info(model: AlignVAR, name: str | None, source: ModelSource | str | N
                      parameters=model.parameter_report(), weights_sha256=weights)
 
 
-def _as_model(model: object) -> AlignVAR:
-    """`export`'s model: an AlignVAR, or a bundled name or checkpoint directory loaded as the CLI's
-    export loads it (`AlignVAR.from_pretrained`); anything else is one InputError."""
+def _as_model(model: object) -> tuple[AlignVAR, str | None]:
+    """(`export`'s model, the checkpoint it was loaded from here): an AlignVAR (None), or a bundled
+    name or checkpoint directory loaded as the CLI's export loads it (that name or directory);
+    anything else is one InputError."""
     if isinstance(model, AlignVAR):
-        return model
+        return model, None
     if isinstance(model, (str, os.PathLike)):
-        return AlignVAR.from_pretrained(model)
+        return load_pretrained(model), os.fspath(model)
     raise InputError(f"export takes an AlignVAR model (AlignVAR.from_pretrained('alignvar-tiny')) or a bundled "
                      f"name or checkpoint directory, got {type(model).__name__}")
 
@@ -282,10 +283,10 @@ def export_onnx(model: AlignVAR | str | os.PathLike[str], out_dir: str | os.Path
                 log: Log | None = None, checkpoint: str | os.PathLike[str] | None = None) -> Path:
     """Export, validate and publish an ONNX artifact directory; returns its path (see module doc).
 
-    `model`: an AlignVAR, or a bundled name or checkpoint directory (loaded by `AlignVAR.from_pretrained`).
-    A model from `from_pretrained`, weights unchanged, is recorded as that checkpoint (its files'
-    SHA-256s), as `checkpoint=` records one: torch and Core ML builds then find it, and engines
-    carry golden outputs of PyTorch.
+    `model`: an AlignVAR, or a bundled name or checkpoint directory (loaded, and recorded as
+    `checkpoint=` records one). A model from `from_pretrained` whose weights are still that
+    checkpoint's (loaded again here to compare) is recorded as that checkpoint (its files' SHA-256s):
+    torch and Core ML builds then find it, and engines carry golden outputs of PyTorch.
     The model is moved to the CPU in fp32 eval mode (in place, as nn.Module.float() does): the
     graphs are fp32 and the reference rollout runs on the CPU next to ONNX Runtime.
     `batch`: the graphs' static batch, tiles per call; None: the model's default (export/batch.py).
@@ -299,12 +300,14 @@ def export_onnx(model: AlignVAR | str | os.PathLike[str], out_dir: str | os.Path
     """
 
     say = log or (lambda _msg: None)
-    model = _as_model(model)
     if graph not in ("single", "staged"):
         raise ConfigError(f"graph must be 'single' or 'staged', got {graph!r}")
     if opset not in SUPPORTED_OPSETS:
         raise ConfigError(f"opset {opset} is not supported; choose one of {SUPPORTED_OPSETS} "
                           "(18 is the most portable; TensorRT 10.3 parses up to 20)")
+    model, loaded_from = _as_model(model)         # after the checks that need no model: loading takes time
+    if loaded_from is not None and checkpoint is None and source is None:
+        checkpoint, model_name = loaded_from, model_name or loaded_from     # as the CLI's export records it
     batch = default_batch(model.config) if batch is None else batch
     if batch < 1 or n_tiles < 1:
         raise ConfigError(f"batch and tiles must be >= 1, got batch={batch}, tiles={n_tiles}")

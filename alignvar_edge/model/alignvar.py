@@ -18,7 +18,7 @@ from typing import cast
 import torch
 from torch import nn
 
-from alignvar_edge.errors import InputError
+from alignvar_edge.errors import CheckpointError, InputError
 from alignvar_edge.model.bundled import BUNDLED
 from alignvar_edge.model.checkpoint import (load_config, match_state_dict, read_weights, resolve_checkpoint_dir,
                                            save_pretrained, weights_sha256)
@@ -57,8 +57,8 @@ class AlignVAR(nn.Module):
     same_scale: torch.Tensor
     lvl_ids: torch.Tensor
     sca_reach: torch.Tensor
-    # set by from_pretrained: (the name or directory as given, the checkpoint, the weights' hash then)
-    _pretrained: tuple[str, str, str] | None = None
+    # set by from_pretrained: (the name or directory as given, the checkpoint: bundled name or absolute directory)
+    _pretrained: tuple[str, str] | None = None
 
     def __init__(self, config: AlignVARConfig):
         super().__init__()
@@ -403,17 +403,22 @@ class AlignVAR(nn.Module):
         that checkpoint, as the CLI's export does, while the weights are still the ones loaded."""
         model = load_pretrained(name_or_dir)
         given = os.fspath(name_or_dir)
-        where = given if given in BUNDLED else str(resolve_checkpoint_dir(name_or_dir).resolve())
-        model._pretrained = (given, where, weights_sha256(model))
+        model._pretrained = (given, given if given in BUNDLED else str(resolve_checkpoint_dir(name_or_dir).resolve()))
         return model
 
     def pretrained_checkpoint(self, weights: str) -> tuple[str, str] | None:
         """(the name or directory as given, the checkpoint: a bundled name or an absolute directory)
-        that `from_pretrained` loaded, while the model's weights are still those (`weights`: their
-        `weights_sha256` now; fine-tuned or converted weights are another model); else None."""
-        if self._pretrained is None or self._pretrained[2] != weights:
+        that `from_pretrained` loaded, where that checkpoint's weights are still this model's
+        (`weights`: its `weights_sha256` now; weights fine-tuned or converted after loading, or a
+        checkpoint written over since, are another model); else None. The checkpoint is loaded
+        again to compare: export's cost (it takes minutes), not every load's."""
+        if self._pretrained is None:
             return None
-        return self._pretrained[0], self._pretrained[1]
+        try:
+            same = weights_sha256(load_pretrained(self._pretrained[1])) == weights
+        except CheckpointError:          # moved or deleted since
+            return None
+        return self._pretrained if same else None
 
     def save_pretrained(self, out_dir: str | os.PathLike[str], overwrite: bool = False,
                         weights_dtype: torch.dtype | None = None) -> None:
