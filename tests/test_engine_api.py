@@ -288,7 +288,7 @@ def test_bad_arguments_are_one_input_error_naming_them_not_a_traceback_from_insi
     with pytest.raises(InputError, match=r"^got None, not an image; pass a numpy array or a PIL image$"):
         engine.upscale(None)
     with pytest.raises(InputError, match=r"got dtype int64; its values fit in 8 bits: convert with "
-                                         r"np\.asarray\(image, np\.uint8\)$"):
+                                         r"np\.asarray\(x, np\.uint8\)$"):
         engine.upscale([[1, 2], [3, 4]])
 
 

@@ -114,8 +114,8 @@ def test_32_bit_integer_images_are_refused_as_int32_arrays_are(tmp_path: Path, v
         as_float_image(Image.fromarray(samples))
 
 
-_ARRAY_CONVERSION = {(29, 239): r"its values fit in 8 bits: convert with \.astype\(np\.uint8\)",
-                     (0, 40000): r"its values fit in 16 bits: convert with \.astype\(np\.uint16\)",
+_ARRAY_CONVERSION = {(29, 239): r"its values fit in 8 bits: convert with np\.asarray\(x, np\.uint8\)",
+                     (0, 40000): r"its values fit in 16 bits: convert with np\.asarray\(x, np\.uint16\)",
                      (-3, 70000): r"its values span -3\.\.70000: scale them to floats in \[0, 1\]"}
 
 

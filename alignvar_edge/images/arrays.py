@@ -51,14 +51,13 @@ def full_scale(dtype: np.dtype) -> float | None:
     return 1.0 if dt.kind == "f" else None
 
 
-def checked_full_scale(x: np.ndarray, takes: str, floats: str = "floating-point image", given: object = None) -> float:
+def checked_full_scale(x: np.ndarray, takes: str, floats: str = "floating-point image") -> float:
     """`full_scale` of an image array, refused in one line where it has none (`takes`: which dtypes
-    the caller takes, followed by the conversion that keeps the values; `given`: what the caller
-    passed, where it is not `x` itself, e.g. a list) or where its floats (named `floats`) lie
-    outside [0, 1]."""
+    the caller takes, followed by the conversion that keeps the values) or where its floats (named
+    `floats`) lie outside [0, 1]."""
     full = full_scale(x.dtype)
     if full is None:
-        raise InputError(f"{takes}, got dtype {x.dtype}; {_conversion_for(x, given)}")
+        raise InputError(f"{takes}, got dtype {x.dtype}; {_conversion_for(x)}")
     if full == 1.0:
         check_unit_range(x, what=floats)
     return full
@@ -81,8 +80,7 @@ def as_float_image(image: object) -> tuple[np.ndarray, Callable[[np.ndarray], ob
     x = np.asarray(image)
     # in any byte order (FITS, some TIFF readers, np.frombuffer of network data give big-endian);
     # the result comes back in the input's
-    full = checked_full_scale(x, "images must be uint8, uint16 or float in [0, 1] numpy arrays or PIL images",
-                              given=image)
+    full = checked_full_scale(x, "images must be uint8, uint16 or float in [0, 1] numpy arrays or PIL images")
     dt = x.dtype
     if dt.kind == "f":
         return x, lambda r: np.asarray(r).astype(dt, copy=False)
@@ -101,14 +99,12 @@ def fitting_bits(x: np.ndarray) -> int | None:
     return None if lo < 0 or hi > 65535 else 8 if hi <= 255 else 16
 
 
-def _conversion_for(x: np.ndarray, given: object = None) -> str:
-    """The conversion that keeps every value of an array of another dtype (`fitting_bits`);
-    `given`: what the caller passed, which may be no array (a list has no .astype)."""
+def _conversion_for(x: np.ndarray) -> str:
+    """The conversion that keeps every value of an array of another dtype (`fitting_bits`), in a
+    form that takes whatever was passed (a list has no .astype), an image or its alpha."""
     if np.issubdtype(x.dtype, np.integer) and x.size:
         if bits := fitting_bits(x):
-            how = (f".astype(np.uint{bits})" if given is None or isinstance(given, np.ndarray)
-                   else f"np.asarray(image, np.uint{bits})")
-            return f"its values fit in {bits} bits: convert with {how}"
+            return f"its values fit in {bits} bits: convert with np.asarray(x, np.uint{bits})"
         return (f"its values span {int(x.min())}..{int(x.max())}: scale them to floats in [0, 1] "
                 "(subtract the black level, divide by the full-scale value)")
     return "convert it to uint8 or uint16, or to floats in [0, 1] divided by its full-scale value"

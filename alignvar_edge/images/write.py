@@ -289,7 +289,7 @@ def _checked(rgb: np.ndarray, alpha: np.ndarray | None, path: Path) -> np.ndarra
     """`rgb` as HxW or HxWx3, refused where it, or its alpha, cannot be written: a shape, a dtype
     or values that `_rescaled` would turn into other pixels (a uint16 result read as floats was
     written all white)."""
-    given, rgb = rgb, _squeezed(rgb)
+    rgb = _squeezed(rgb)
     if not (rgb.ndim == 2 or (rgb.ndim == 3 and rgb.shape[2] == 3)):
         raise InputError(f"image data for {path} must be HxWx3 or HxW, got shape {rgb.shape}")
     if rgb.shape[0] == 0 or rgb.shape[1] == 0:
@@ -298,10 +298,10 @@ def _checked(rgb: np.ndarray, alpha: np.ndarray | None, path: Path) -> np.ndarra
         raise InputError(f"image data for {path} contains NaN or infinite values")
     if alpha is not None and np.shape(alpha) != rgb.shape[:2]:
         raise InputError(f"alpha shape {np.shape(alpha)} does not match image shape {rgb.shape[:2]}")
-    for name, plane, passed in (("rgb", rgb, given), ("alpha", alpha, alpha)):
+    for name, plane in (("rgb", rgb), ("alpha", alpha)):
         if plane is not None:
             checked_full_scale(np.asarray(plane), f"save_image's {name} for {path} must be uint8, uint16 or "
-                               "floats in [0, 1]", f"save_image's {name} for {path}: floating-point data", passed)
+                               "floats in [0, 1]", f"save_image's {name} for {path}: floating-point data")
     return rgb
 
 
