@@ -61,3 +61,24 @@ def test_an_onnxruntime_engine_on_another_file_system_copies_its_onnx(external):
             assert not os.path.samefile(out / name, external / name), name
             assert (out / name).read_bytes() == (external / name).read_bytes(), name
         _same_outputs(out, external)
+
+
+def test_the_data_files_linked_are_the_ones_the_manifest_lists_the_graph_is_not_read(external, tmp_path):
+    """link_onnx read the whole graph (up to 2 GiB with its weights inside) and parsed it to find
+    its data files, which the artifact's verified manifest lists: a graph it could not parse (here
+    bytes that are no ONNX) was an error, though linking needs none of its content."""
+    import shutil
+
+    from alignvar_edge.manifest import read_manifest, write_manifest
+    from alignvar_edge.runtimes.artifacts import link_onnx
+    art = tmp_path / "art"
+    shutil.copytree(external, art)
+    (art / "model.onnx").chmod(0o644)
+    (art / "model.onnx").write_bytes(b"not an onnx graph")
+    write_manifest(art, read_manifest(art))
+    for source in (load_verified(art), None):         # the caller's verified manifest, or the one beside it
+        dest = tmp_path / f"dest-{source is None}"
+        dest.mkdir()
+        link_onnx(art / "model.onnx", dest, "model.onnx", source)
+        assert sorted(os.listdir(dest)) == list(GRAPH_FILES)
+        assert all(os.path.samefile(dest / f, art / f) for f in GRAPH_FILES)

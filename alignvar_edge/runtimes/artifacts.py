@@ -24,7 +24,7 @@ from alignvar_edge.runtimes.base import INPUT, NOISE, SR, config_from_manifest, 
 
 __all__ = ["checkpoint_and_export", "checkpoint_dir", "check_same_checkpoint", "model_name", "source_checkpoint", "default_out", "out_for",
            "engine_manifest", "graph_io", "takes_noise", "leaves_out_refiner", "check_quantized_for", "is_checkpoint", "single_graph", "check_calibration",
-           "external_data_files", "link_onnx"]
+           "external_data_files", "link_onnx", "listed_data_files"]
 
 
 def is_checkpoint(path: str | os.PathLike[str]) -> bool:
@@ -161,15 +161,23 @@ def external_data_files(onnx_path: Path) -> list[str]:
     return [loc for loc in external_locations(onnx_path.read_bytes()) if loc]
 
 
-def link_onnx(onnx_path: Path, dest: Path, name: str) -> None:
-    """`onnx_path` as dest/`name`, with its external-data files under the names the graph gives them:
-    hard links where the file system allows (every engine directory holds the ONNX it runs or rebuilds
-    from, gigabytes for the large presets, and a Jetson's disk is small), else copies. A file of an
-    artifact is never written in place (each is verified against its SHA-256), so sharing one is safe;
-    publishing leaves a linked file's mode alone (`fsmodes.publish_mode`)."""
+def listed_data_files(m: Manifest, graph_file: str) -> list[str]:
+    """The files of an artifact (its manifest `m`, verified) that hold the external-data tensors of
+    its graph `graph_file`: `<graph_file>.data`, as export, quantize and every build name them."""
+    return [f for f in m.files if f == f"{graph_file}.data"]
+
+
+def link_onnx(onnx_path: Path, dest: Path, name: str, source: Manifest | None = None) -> None:
+    """`onnx_path` as dest/`name`, with its external-data files under their own names: hard links
+    where the file system allows (every engine directory holds the ONNX it runs or rebuilds from,
+    gigabytes for the large presets, and a Jetson's disk is small), else copies. A file of an
+    artifact is never written in place (each is verified against its SHA-256), so sharing one is
+    safe; publishing leaves a linked file's mode alone (`fsmodes.publish_mode`). The data files are
+    those the manifest of the graph's artifact lists (`source`, the caller's verified one, else read
+    from beside the graph): the graph itself, up to 2 GiB with its weights inside, is never read."""
+    m = source or read_manifest(onnx_path.parent)
     _link_or_copy(onnx_path, dest / name)
-    for rel in external_data_files(onnx_path):
-        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+    for rel in listed_data_files(m, onnx_path.name):
         _link_or_copy(onnx_path.parent / rel, dest / rel)
 
 

@@ -141,7 +141,7 @@ class OrtBackend(Backend):
             raise InputError(f"unknown onnxruntime build options {sorted(opts)}")
         check_load_options(self.name, sess_opts, here=False)      # recorded for the machine it runs on
         with staging_dir(out, force=force) as tmp:
-            link_onnx(onnx_path, tmp, ENGINE_FILE)
+            link_onnx(onnx_path, tmp, ENGINE_FILE, src_manifest)
             m = engine_manifest(src_manifest, Path(artifact_dir), self.name, precision,
                                 {"engine": ENGINE_FILE}, batch=src_manifest.static_batch,
                                 extra={"session": sess_opts, "device": device or "auto"})
