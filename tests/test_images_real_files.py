@@ -301,15 +301,22 @@ def test_a_cmyk_image_becomes_rgb_through_its_own_profile(tmp_path: Path) -> Non
     assert np.ptp(plain[0, 0] * 255) > 100
 
 
-def test_a_cmyk_image_with_an_unreadable_profile_is_said_to_be_converted_without_it(tmp_path: Path) -> None:
+def test_a_cmyk_image_with_an_unusable_profile_is_said_to_be_converted_without_it(tmp_path: Path) -> None:
     cmyk = Image.new("CMYK", (6, 4), (20, 200, 30, 10))
     cmyk.save(tmp_path / "profiled.jpg", icc_profile=bytes(16) + b"CMYK" + bytes(108))     # a header, no profile
     cmyk.save(tmp_path / "plain.jpg")
-    with pytest.warns(UserWarning, match=r"profiled\.jpg: its CMYK colour profile cannot be read, so its colours "
+    with pytest.warns(UserWarning, match=r"profiled\.jpg: its CMYK colour profile cannot be used, so its colours "
                                          "are converted to RGB by a plain formula"):
         load_image(tmp_path / "profiled.jpg")
+    # a profile Little CMS reads but cannot convert from (an sRGB one whose header says CMYK): the same
+    from PIL import ImageCms
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    cmyk.save(tmp_path / "relabelled.jpg", icc_profile=srgb[:16] + b"CMYK" + srgb[20:])
+    with pytest.warns(UserWarning, match=r"relabelled\.jpg: its CMYK colour profile cannot be used"):
+        rgb, _ = load_image(tmp_path / "relabelled.jpg")
+    np.testing.assert_array_equal(rgb, load_image(tmp_path / "plain.jpg")[0])
     with Image.open(tmp_path / "profiled.jpg") as img, \
-            pytest.warns(UserWarning, match="this CMYK PIL image's colour profile cannot be read"):
+            pytest.warns(UserWarning, match="this CMYK PIL image's colour profile cannot be used"):
         as_float_image(img)
     with warnings.catch_warnings():
         warnings.simplefilter("error")

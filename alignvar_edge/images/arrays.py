@@ -14,7 +14,7 @@ from PIL import Image
 from alignvar_edge.errors import IMAGE_DECODE_ERRORS, InputError, damaged_image_error
 from alignvar_edge.images import sixteen_bit
 from alignvar_edge.images.formats import (converted, holds_32_bit_integers, plain_mode, stored_as_negative,
-                                          unreadable_cmyk_profile)
+                                          unusable_cmyk_profile)
 from alignvar_edge.lazy import lazy_import
 
 if TYPE_CHECKING:
@@ -156,8 +156,8 @@ def _pil_as_float(img: Image.Image) -> tuple[np.ndarray, Callable[[np.ndarray], 
     if sixteen_bit.is_rgb16(img):          # a PIL image cannot hold the other 8 bits: say so, not lose them silently
         warnings.warn(f"this PIL image of a 16-bit colour {img.format} holds 8 bits a sample, so its result "
                       "does too; pass load_image(path)'s float array to keep 16", stacklevel=4)
-    if unreadable_cmyk_profile(img):
-        warnings.warn("this CMYK PIL image's colour profile cannot be read, so it is converted to RGB by a plain "
+    if unusable_cmyk_profile(img):
+        warnings.warn("this CMYK PIL image's colour profile cannot be used, so it is converted to RGB by a plain "
                       "formula and its colours may shift; pass it converted to RGB by the editor that made it "
                       "to keep them", stacklevel=4)
     negative = stored_as_negative(img)     # a MinIsWhite TIFF's 16-bit or float samples: shown inverted

@@ -58,11 +58,11 @@ def holds_32_bit_integers(img: Image.Image) -> bool:
     return img.mode == "I" and img.format != "PNG"
 
 
-def unreadable_cmyk_profile(img: Image.Image) -> bool:
-    """A CMYK image with a CMYK colour profile of its own that Little CMS cannot read (damaged, or
-    not a profile), so `converted` turns it to RGB by Pillow's plain formula: the caller warns that
-    its colours may shift."""
-    return _cmyk_icc(img) is not None and _cmyk_profile(img) is None
+def unusable_cmyk_profile(img: Image.Image) -> bool:
+    """A CMYK image with a CMYK colour profile of its own that Little CMS cannot read or convert
+    from (damaged, or not a profile), so `converted` turns it to RGB by Pillow's plain formula: the
+    caller warns that its colours may shift."""
+    return _cmyk_icc(img) is not None and _cmyk_to_srgb(img) is None
 
 
 def _cmyk_icc(img: Image.Image) -> bytes | None:
@@ -71,34 +71,25 @@ def _cmyk_icc(img: Image.Image) -> bytes | None:
     return icc if img.mode == "CMYK" and isinstance(icc, bytes) and icc[16:20] == b"CMYK" else None
 
 
-def _cmyk_profile(img: Image.Image) -> Any:
-    """The image's own CMYK profile as Little CMS reads it (an ImageCms.ImageCmsProfile), or None."""
+def _cmyk_to_srgb(img: Image.Image) -> Any:
+    """The transform from a CMYK image's own profile to sRGB (an ImageCms.ImageCmsTransform), as an
+    editor converts (relative colorimetric with black point compensation, Photoshop's default): a
+    print file's CMYK numbers mean the colours its profile gives them, which Pillow's plain formula
+    does not know. sRGB is what an untagged result is taken to be. None without a usable profile."""
     icc = _cmyk_icc(img)
     if icc is None:
         return None
     try:
         # imported here: a Pillow built without Little CMS still reads every other image
         from PIL import ImageCms
-        return ImageCms.ImageCmsProfile(io.BytesIO(icc))
-    except (ImportError, OSError, ValueError):        # Little CMS: OSError, "cannot open profile"
+    except ImportError:
         return None
-
-
-def _through_profile(img: Image.Image, profile: Any) -> Image.Image:
-    """A CMYK image in sRGB through its own profile, as an editor converts it (relative colorimetric
-    with black point compensation, Photoshop's default): a print file's CMYK numbers mean the colours
-    its profile gives them, which Pillow's plain formula does not know. sRGB is what an untagged
-    result is taken to be."""
-    from PIL import ImageCms
     try:
-        out = ImageCms.profileToProfile(img, profile, ImageCms.createProfile("sRGB"), outputMode="RGB",
-                                        renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC,
-                                        flags=ImageCms.Flags.BLACKPOINTCOMPENSATION)
-    except ImageCms.PyCMSError as e:       # a profile lcms reads but cannot build a transform from
-        raise InputError(f"its CMYK colour profile cannot convert it to RGB ({e}); export it as RGB "
-                         "from the editor that made it") from e
-    assert out is not None                 # inPlace=False returns the new image
-    return out
+        return ImageCms.buildTransform(ImageCms.ImageCmsProfile(io.BytesIO(icc)), ImageCms.createProfile("sRGB"),
+                                       "CMYK", "RGB", renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC,
+                                       flags=ImageCms.Flags.BLACKPOINTCOMPENSATION)
+    except (OSError, ValueError, ImageCms.PyCMSError):   # "cannot open profile", "cannot build transform"
+        return None
 
 
 def open_quietly(path: str | os.PathLike[str]) -> Image.Image:
@@ -154,8 +145,8 @@ def bits_per_sample(path: str | os.PathLike[str]) -> int:
 def converted(img: Image.Image, mode: str) -> Image.Image:
     """`img` in `mode`, refused in one line where Pillow has no conversion to it; a CMYK image with
     its own profile becomes RGB(A) through that profile."""
-    if mode in ("RGB", "RGBA") and (profile := _cmyk_profile(img)) is not None:
-        img = _through_profile(img, profile)
+    if mode in ("RGB", "RGBA") and (to_srgb := _cmyk_to_srgb(img)) is not None:
+        img = to_srgb.apply(img)
     try:
         return img if img.mode == mode else img.convert(mode)
     except ValueError as e:

@@ -21,7 +21,7 @@ from alignvar_edge.fsmodes import broken_link, special_kind
 from alignvar_edge.images import sixteen_bit
 from alignvar_edge.images.arrays import check_unit_range, fitting_bits
 from alignvar_edge.images.formats import (SIXTEEN_BIT_MODES, converted, holds_32_bit_integers, plain_mode,
-                                          stored_as_negative, unreadable_cmyk_profile)
+                                          stored_as_negative, unusable_cmyk_profile)
 
 # x4 SR multiplies the pixel count by 16: 24 MP in is 384 MP (~4.6 GB as float32 RGB) out.
 DEFAULT_MAX_MEGAPIXELS = 24.0
@@ -112,8 +112,8 @@ def _decode(
         raise damaged_image_error(path, e) from e
     if not np.isfinite(rgb).all():
         raise InputError(f"{path} contains NaN or infinite pixel values; fix the source image")
-    if unreadable_cmyk_profile(img):
-        warnings.warn(f"{path}: its CMYK colour profile cannot be read, so its colours are converted to RGB by "
+    if unusable_cmyk_profile(img):
+        warnings.warn(f"{path}: its CMYK colour profile cannot be used, so its colours are converted to RGB by "
                       "a plain formula and may shift; export it as RGB from the editor that made it to keep them",
                       stacklevel=3)
     return rgb, alpha
