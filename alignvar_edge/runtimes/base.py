@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, TypeGuard, overload
 
 import numpy as np
 
@@ -98,7 +98,7 @@ def check_thread_count(threads: object, name: str = "threads", cores: int | None
         return None
     flag = name.startswith("--")
     said = f"{name} {threads}" if flag else f"{name}={threads!r}"
-    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+    if not is_integer(threads) or threads < 1:
         leave = "" if flag else ", or None for the runtime's default"
         raise InputError(f"{said}: a thread count must be an integer >= 1{leave}")
     if here:
@@ -121,9 +121,15 @@ def check_load_options(backend: str, opts: dict[str, Any], here: bool = True) ->
     for name in FLAG_OPTIONS:
         check_flag(opts.get(name), f"{backend} {name}")
     batch = opts.get("batch")       # the torch engine's tiles per call: 0 became 4, -1 became 1, '4' was taken
-    if batch is not None and (isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1):
+    if batch is not None and (not is_integer(batch) or batch < 1):
         raise InputError(f"{backend} batch (tiles per call) must be an integer >= 1, or None for the default, "
                          f"got {batch!r}")
+
+
+def is_integer(x: object) -> TypeGuard[int | np.integer[Any]]:
+    """An int or a numpy integer, not a bool (True is an int to Python, and 1.0, '2' are no counts):
+    the one test an integer option passes before its range is checked."""
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
 
 
 def check_flag(flag: object, said: str, none: str = "") -> None:

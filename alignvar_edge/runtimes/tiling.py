@@ -25,6 +25,7 @@ import numpy as np
 
 from alignvar_edge.errors import InputError
 from alignvar_edge.manifest import default_overlap   # the overlap every input contract states
+from alignvar_edge.runtimes.base import is_integer
 
 __all__ = ["TileRunner", "default_overlap", "tile_starts", "blend_window", "upscale_rgb",
            "iter_upscale_rgb", "upscale_image", "upscale_images", "upscale_plane_bicubic", "extract_tiles",
@@ -110,7 +111,7 @@ def checked_overlap(overlap: object, tile: int) -> int:
     """The LR pixels neighbouring tiles share: `overlap`, or `default_overlap` for None; an integer,
     not int() of one (1.9 ran as 1, and '2' and True were taken), below the tile."""
     ov = default_overlap(tile) if overlap is None else overlap
-    if isinstance(ov, bool) or not isinstance(ov, (int, np.integer)) or not 0 <= ov < tile:
+    if not is_integer(ov) or not 0 <= ov < tile:
         raise InputError(f"overlap must be an integer in [0, {tile - 1}] LR pixels for tile {tile} (or None: "
                          f"{default_overlap(tile)}), got {overlap!r}")
     return int(ov)
