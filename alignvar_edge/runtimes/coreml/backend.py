@@ -242,16 +242,15 @@ def package_contract(config: Any, batch: int, image_input: bool) -> dict[str, An
 
 
 def describe(ml: Any, config: Any, precision: str, compute_units: str, image_input: bool,
-             batch: int = 1, f32_groups: frozenset[str] = frozenset()) -> dict[str, str]:
+             batch: int = 1, per_group: dict[str, str] | None = None) -> dict[str, str]:
     """What Xcode shows for the package: a description of the model, of every input and output,
     and user-defined metadata (the input contract: tile, overlap, scale, colour order, range, and
-    the compute units it was built for). Returns the metadata written."""
+    the compute units it was built for; `per_group`: `group_precision`, None: all in `precision`).
+    Returns the metadata written."""
     from alignvar_edge import __version__
     c = package_contract(config, batch, image_input)
     t, s = config.lr_size, config.hr_size
-    kept = sorted(g for g, p in group_precision(precision, f32_groups, model_groups(config)).items()
-                  if p == "fp32") if (
-        f32_groups and precision != "fp32") else []
+    kept = sorted(g for g, p in (per_group or {}).items() if p == "fp32") if precision != "fp32" else []
     shown = precision + (f", {', '.join(kept)} in fp32" if kept else "")
     ml.short_description = (f"AlignVAR x{config.scale} super-resolution ({config.name}, {shown}) on "
                             f"{t}x{t} RGB tiles; tile larger images with {c['overlap']} px overlap and blend "
@@ -495,7 +494,8 @@ class CoreMLBackend(Backend):
         ml = convert(model, "fp32" if precision == "fp32" else "fp16", compute_units, target, method,
                      batch=batch, image_input=image_input, f32_groups=f32_groups)
         ml, recipe = compress(ml, precision)
-        described = describe(ml, config, precision, compute_units, image_input, batch, f32_groups)
+        per_group = group_precision(precision, f32_groups, model_groups(config))
+        described = describe(ml, config, precision, compute_units, image_input, batch, per_group)
         spec = ml.get_spec()
         checks = validate_spec(spec, config, batch)
         lint = ane_lint(spec, compute_units)
@@ -504,7 +504,7 @@ class CoreMLBackend(Backend):
             extra = {"files": {"engine": PACKAGE}, "compute_units": compute_units,
                      "deployment_target": target, "conversion": method, "batch": batch,
                      "compute_precision": "fp32" if precision == "fp32" else "fp16",
-                     "compute_precision_per_group": group_precision(precision, f32_groups, model_groups(config)),
+                     "compute_precision_per_group": per_group,
                      "spec": checks, "ane_lint": lint, "image_input": image_input,
                      "user_defined_metadata": described,
                      "source": {"path": recorded_path(src) if src else "in-memory model"},
