@@ -94,20 +94,18 @@ _ROPES = {"scale": "2-D, scale-aligned centre positions", "varsr": "VARSR's 2-D 
 
 
 def _architecture_lines(info: dict[str, Any]) -> list[str]:
-    """The LR encoder, RoPE, refiner and colour fix lines of `format_info` (older info JSON: none)."""
-    cond = info.get("conditioning")
-    if cond is None:
-        return []
+    """The LR encoder, RoPE, refiner and colour fix lines of `format_info`."""
+    cond = info["conditioning"]
     widths = f" (widths {', '.join(map(str, cond['lr_encoder_channels']))})" if cond["lr_encoder_channels"] else ""
-    rope = _ROPES.get(cond["rope"], cond["rope"]) + (f", base {cond['rope_base']:g}" if cond["rope"] != "none" else "")
-    ref = info.get("refiner")
-    return [f"LR encoder    {cond['lr_encoder']}: {_LR_ENCODERS.get(cond['lr_encoder'], '')}{widths}; prefix {cond['prefix']}",
+    rope = _ROPES[cond["rope"]] + (f", base {cond['rope_base']:g}" if cond["rope"] != "none" else "")
+    ref = info["refiner"]
+    return [f"LR encoder    {cond['lr_encoder']}: {_LR_ENCODERS[cond['lr_encoder']]}{widths}; prefix {cond['prefix']}",
             f"RoPE          {cond['rope']}: {rope}",
             "refiner       " + (f"on: diffusion MLP (width {ref['width']}, depth {ref['depth']}) adds a residual at the "
                                 f"last scale in {ref['steps']} sampling steps (`export --no-refine` leaves it out)"
                                 if ref else "none"),
             "colour fix    " + ("on by default: `upscale` matches each SR image's colour to the LR's "
-                                "(`--no-color-fix` turns it off)" if info.get("color_fix") else "none")]
+                                "(`--no-color-fix` turns it off)" if info["color_fix"] else "none")]
 
 
 def format_info(info: dict[str, Any]) -> str:
