@@ -1,5 +1,6 @@
 """`eval` states what the figures rest on: every stage's steps, batch and training images, following
---init back to the first stage, and says where an earlier stage's record is no longer there."""
+--init back to the first stage (as recorded when each stage started from it), and says where an
+earlier stage's record is not known."""
 from __future__ import annotations
 
 import json
@@ -54,8 +55,19 @@ def test_eval_states_every_stage_of_the_lineage_from_where_the_runs_were_trained
         f"photographs\n  from {work / 'runs/vq/final'}: vqvae stage at step 3 of 3, batch 2, on --images "
         f"{work / 'mine'}\n"), out
 
-    (work / "runs/vq").rename(work / "runs/vq-moved")    # the earlier stage's record is gone: said so
-    out, trained = _eval(str(work / "runs/dec/final"), tmp_path / "moved.json", capsys)
+    # the earlier run moved, and another trained where it was: the stage recorded what it started from
+    (work / "runs/vq").rename(work / "runs/vq-moved")
+    monkeypatch.chdir(work)
+    _train("vqvae", "--preset", "micro", "--out", "runs/vq", "--steps", "1", "--batch", "1")
+    out, moved = _eval(str(work / "runs/dec/final"), tmp_path / "moved.json", capsys)
+    assert moved == trained
+    # a run saved before stages recorded their --init (its training.json without it): looked up, said so
+    record = work / "runs/dec/final/training.json"
+    made = json.loads(record.read_text())
+    del made["init_lineage"]
+    record.write_text(json.dumps(made))
+    (work / "runs/vq").rename(work / "runs/vq-second")
+    out, trained = _eval(str(work / "runs/dec/final"), tmp_path / "gone.json", capsys)
     assert trained["init"] == {"checkpoint": str(work / "runs/vq/final"), "record": "not found"}
     assert f"  from {work / 'runs/vq/final'}: its training record was not found" in out, out
 

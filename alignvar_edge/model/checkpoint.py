@@ -216,11 +216,19 @@ def _stage_lineage(d: Path, seen: set[Path]) -> dict[str, Any]:
     init = options.get("init")
     if isinstance(init, str):
         where = _init_dir(init, cwd)
-        # a relative --init from a folder the run did not record is not looked for from this one
-        earlier = (_stage_lineage(where, seen) if where.is_absolute() and Path(os.path.realpath(where)) not in seen
+        # what the earlier stage was when this one started from it (train records it: the earlier run
+        # may since have moved, resumed or been replaced), else where it is now; a relative --init
+        # from a folder the run did not record is not looked for from this one
+        recorded = made.get(INIT_LINEAGE)
+        earlier = (recorded if isinstance(recorded, dict) and recorded
+                   else _stage_lineage(where, seen) if where.is_absolute() and Path(os.path.realpath(where)) not in seen
                    else {})
         stage["init"] = {"checkpoint": str(where), **(earlier or {"record": "not found"})}
     return stage
+
+
+# training.json's record of the --init checkpoint's lineage as it was when the stage started from it
+INIT_LINEAGE = "init_lineage"
 
 
 def _recorded_cwd(d: Path) -> str | None:

@@ -37,7 +37,8 @@ from alignvar_edge.manifest import RUN_FILE, check_out, first_names
 from alignvar_edge.model import AlignVAR, AlignVARConfig
 from alignvar_edge.model.config import named_by_flags
 from alignvar_edge.model.alignvar import load_pretrained
-from alignvar_edge.model.checkpoint import CHECKPOINT_FILES, check_checkpoint_out, save_pretrained
+from alignvar_edge.model.checkpoint import (CHECKPOINT_FILES, INIT_LINEAGE, check_checkpoint_out, save_pretrained,
+                                           training_lineage)
 from alignvar_edge.samples import sample_images
 from alignvar_edge.train.losses import (decoder_loss, decoder_modules, joint_loss, negative_targets,
                                         transformer_loss, vqvae_loss)
@@ -565,9 +566,11 @@ LATEST_DIR = "latest"
 
 
 def _checkpoint(opts: TrainOptions, ema: AlignVAR, steps: int, name: str) -> Path:
-    return save_pretrained(ema, opts.out / name, overwrite=True,
-                           extra={"stage": opts.stage, "steps": steps, "planned_steps": opts.steps,
-                                  "options": opts.fingerprint()})
+    made: dict[str, Any] = {"stage": opts.stage, "steps": steps, "planned_steps": opts.steps,
+                            "options": opts.fingerprint()}
+    if opts.init is not None:       # what eval reports this run rests on, even after --init moves
+        made[INIT_LINEAGE] = training_lineage(opts.init)
+    return save_pretrained(ema, opts.out / name, overwrite=True, extra=made)
 
 
 @torch.no_grad()
