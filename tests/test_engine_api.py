@@ -240,6 +240,11 @@ def test_run_refuses_integer_tiles_and_floats_outside_0_1_naming_lr_tiles(engine
         engine.run(tiles * 10)
     overshoot = tiles * np.float32(1 + 0.5 / 255)                  # a resampled tile's: clipped, as upscale's
     assert np.array_equal(engine.run(overshoot)[0], engine.run(np.clip(overshoot, 0, 1))[0])
+    for bad in (np.nan, np.inf, -np.inf):                          # one value among finite ones in range
+        spoilt = tiles.copy()
+        spoilt[1, 2, t - 1, 0] = bad
+        with pytest.raises(InputError, match=r"^LR tiles contain NaN or Inf; pass finite values in \[0, 1\]$"):
+            engine.run(spoilt)
 
 
 def test_run_of_no_tiles_is_empty_results_of_the_right_shapes(engine) -> None:

@@ -512,10 +512,13 @@ def _checked_tiles(lr_tiles: np.ndarray, t: int) -> np.ndarray:
         how = (f"divide {x.dtype} tiles by {full:g}: lr_tiles.astype(np.float32) / {full:g}" if full
                else "convert them to floats in [0, 1] divided by their full-scale value")
         raise InputError(f"Engine.run's lr_tiles must be float32 in [0, 1], got dtype {x.dtype}; {how}")
-    if not np.isfinite(x).all():
-        raise InputError("LR tiles contain NaN or Inf; pass finite values in [0, 1]")
-    check_unit_range(x, "Engine.run takes float32 in [0, 1]: divide them by their full-scale value "
-                     "(255 for 8-bit data) first", what="Engine.run's lr_tiles")
+    if x.size:
+        lo, hi = x.min(), x.max()       # a NaN or an Inf shows in them: one pass each, no mask of every value
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise InputError("LR tiles contain NaN or Inf; pass finite values in [0, 1]")
+        if lo < 0 or hi > 1:            # check_unit_range's slack decides, and words, a refusal
+            check_unit_range(x, "Engine.run takes float32 in [0, 1]: divide them by their full-scale value "
+                             "(255 for 8-bit data) first", what="Engine.run's lr_tiles")
     return np.clip(x.astype(np.float32, copy=False), 0.0, 1.0)
 
 
