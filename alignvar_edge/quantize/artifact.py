@@ -377,11 +377,12 @@ def _fp16(model_path: Path, cs: CalibrationSet, opts: QuantizeOptions, input_nam
         policy, result = search_half(src, "fp16", val, lambda: Evaluator(str(model_path), sub, input_name, batch, scale,
                                                                          optimized=True, extra=extra),
                                      opts.fidelity, log=log)
+        model, report = to_fp16(src, FP16_KEEP_OPS, policy.f32_nodes(src))
     else:
         policy = HalfPolicy.of_graph(src, "fp16")
-        f = val.evaluate(to_fp16(src, FP16_KEEP_OPS, policy.f32_nodes(src))[0])
+        model, report = to_fp16(src, FP16_KEEP_OPS, policy.f32_nodes(src))
+        f = val.evaluate(model)          # the graph kept is the one judged
         result = SearchResult(f.meets(opts.fidelity), [], f, f)
-    model, report = to_fp16(src, FP16_KEEP_OPS, policy.f32_nodes(src))
     quant = {"format": "onnx-fp16", "io": "float32", "keep_fp32_ops": sorted(FP16_KEEP_OPS),
              "half_policy": policy.to_dict(), "fp16_nodes": report.fp16_nodes,
              "fp32_nodes": len(report.fp32_nodes), "casts": report.casts,
