@@ -650,7 +650,7 @@ def test_a_result_wider_than_webp_or_jpeg_hold_is_refused_before_any_work(tmp_pa
     from alignvar_edge.cli import main
     from alignvar_edge.runtimes import tiling
 
-    def no_work(engine, images, *args):
+    def no_work(engine, images, *args, **kwargs):
         for _ in images:
             raise AssertionError("the model ran")
         yield
