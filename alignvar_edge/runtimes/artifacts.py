@@ -231,8 +231,9 @@ def takes_noise(manifest: Manifest) -> bool:
 def leaves_out_refiner(manifest: Manifest) -> bool:
     """Whether an artifact computes its model without the model's VARSR refiner: an export made with
     `--no-refine` and a torch engine built from one (their `extra.refine` says so), or an engine or
-    quantized graph of such an export (its single graph takes no refiner noise)."""
-    if not config_from_manifest(manifest).has_refiner:
+    quantized graph of such an export (its single graph takes no refiner noise). A manifest that
+    records no model config (a stand-in made by hand) names no refiner to leave out."""
+    if not manifest.config or not config_from_manifest(manifest).has_refiner:
         return False
     recorded = manifest.extra.get("refine")
     if recorded is not None:
