@@ -74,7 +74,7 @@ def adopt(engine_file: str | Path, like: str | Path, out: str | Path, log: str |
         plan["tf32"] = True                       # TensorRT's default: the log is what was built
     with artifact_dir(out, force=force) as tmp:
         shutil.copy2(engine_file, tmp / ENGINE)
-        link_onnx(onnx_path, tmp, ONNX)
+        link_onnx(onnx_path, tmp, ONNX, src)
         if log:
             shutil.copy2(log, tmp / LOG_FILE)
         # what an fp16 build of this model should keep in f32 (the rebuild files use it), the one
