@@ -18,8 +18,10 @@ from typing import Any
 
 from alignvar_edge import __version__
 from alignvar_edge.bench.schema import is_report
+from alignvar_edge.errors import OutputExistsError
 from alignvar_edge.fsmodes import unwritable_folder, write_text
 from alignvar_edge.jsonsafe import dumps
+from alignvar_edge.manifest import check_outside_artifacts
 
 __all__ = ["STDOUT", "add_json_option", "emit", "is_own_result", "write_result"]
 
@@ -59,11 +61,12 @@ def json_target(text: str) -> str:
         # a benchmark report is the result of minutes of timing on some device: only bench replaces it
         raise argparse.ArgumentTypeError(f"{text} is a benchmark report (alignvar-edge bench), which this verb "
                                          "does not replace; choose another FILE")
+    if text != STDOUT:
+        try:
+            check_outside_artifacts(text, text)
+        except OutputExistsError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
     if text != STDOUT and os.path.isfile(text) and not is_own_result(text):
-        home = os.path.dirname(os.path.abspath(text))
-        if os.path.isfile(os.path.join(home, "manifest.json")):     # an export or engine directory
-            raise argparse.ArgumentTypeError(f"{text} is a file of the artifact in {home}; write the JSON "
-                                             "outside it")
         raise argparse.ArgumentTypeError(f"{text} exists and is not a result alignvar-edge wrote, so it is not "
                                          "replaced; choose another FILE, or remove it first")
     if text != STDOUT and (folder := unwritable_folder(text)) is not None:

@@ -10,7 +10,8 @@ directory only if `files` is non-empty, lists every file in it, each path stays 
 no absolute path, no symlink out), every graph file and ONNX external-data location is listed, and
 every hash matches; files are then opened through `listed_file` only. `check_out` is the one rule
 for replacing an output: --force replaces only an empty folder or one of ours (manifest.json or
-run.json), and `artifact_dir` re-checks it at the rename.
+run.json), and `artifact_dir` re-checks it at the rename; `check_outside_artifacts` is the one rule
+that no output of any verb (a folder, a report, an image) is written inside an artifact directory.
 
 Readers get a typed `Manifest` (`read_manifest`, `load_verified`), never the raw JSON. Schema
 (version 1; keys this version does not know are kept and written back unchanged):
@@ -825,11 +826,7 @@ def check_out(out: str | os.PathLike[str], force: bool, source: str | os.PathLik
             where = "is" if o == s else "lies inside" if s in o.parents else "holds"
             raise OutputExistsError(f"--out '{out}' {where} the input artifact '{source}'; writing there would "
                                     "replace or corrupt the input: choose an --out outside it")
-    # an artifact lists every file it holds: a folder written inside one makes it fail verification
-    inside = next((p for p in out.resolve().parents if _own_marker(p / MANIFEST_FILE)), None)
-    if inside is not None:
-        raise OutputExistsError(f"--out '{out}' lies inside the artifact '{inside}', which lists every file it "
-                                "holds and would then fail verification: choose an --out outside it")
+    check_outside_artifacts(out, f"--out '{out}'")
     if not os.path.lexists(out):
         return
     _check_same_kind(out, replaces)         # before "pass --force": force would not take it either
@@ -844,6 +841,33 @@ def check_out(out: str | os.PathLike[str], force: bool, source: str | os.PathLik
                                 "choose another --out")
     if _own_marker(out / MANIFEST_FILE):
         _check_only_ours_inside(out)
+
+
+def artifact_around(path: str | os.PathLike[str], itself: bool = False) -> Path | None:
+    """The artifact directory (a folder holding our manifest.json) that `path` lies inside, the
+    nearest one; with `itself`, `path` too where it is one. None where there is none."""
+    resolved = Path(path).resolve()
+    for folder in ([resolved] if itself else []) + list(resolved.parents):
+        # relative where shorter: an absolute path past PATH_MAX (a very deep working folder) opens nothing
+        probe = min(str(folder), os.path.relpath(folder), key=len)
+        try:
+            if _own_marker(Path(probe) / MANIFEST_FILE):
+                return folder
+        except OSError:            # an unsearchable folder: nothing can be written below it either
+            continue
+    return None
+
+
+def check_outside_artifacts(path: str | os.PathLike[str], named: str, itself: bool = False) -> None:
+    """Refuse an output `path` (`named` as the user gave it: "--json r.json") inside an artifact
+    directory, before any work: an artifact lists every file it holds, so a report or image written
+    there makes it fail verification wherever it is used afterwards. `itself`: `path` is a folder
+    to write into, refused where it is an artifact too."""
+    inside = artifact_around(path, itself)
+    if inside is not None:
+        where = "is" if inside == Path(path).resolve() else "lies inside"
+        raise OutputExistsError(f"{named} {where} the artifact '{inside}', which lists every file it holds "
+                                "and would then fail verification: write it outside that folder")
 
 
 def _check_only_ours_inside(out: Path) -> None:

@@ -116,6 +116,38 @@ def test_no_artifact_is_written_inside_another(tmp_path):
     check_out(tmp_path / "beside", force=False)            # a sibling is fine
 
 
+@pytest.mark.parametrize("argv, named", [
+    (["selftest", "--engine", "{art}", "--json", "{art}/selftest.json"], "--json: {art}/selftest.json lies"),
+    (["inspect", "{art}", "--json", "{art}/sub/i.json"], "--json: {art}/sub/i.json lies"),
+    (["compare", "{art}", "--json", "{art}/c.json"], "--json: {art}/c.json lies"),
+    (["info", "--json", "{art}/info.json"], "--json: {art}/info.json lies"),
+    (["bench", "{art}", "--no-reference", "--out", "{art}/r.json"], "--out {art}/r.json lies"),
+    (["bench", "{art}", "--out", "{tmp}/r.json", "--plot", "{art}/r.png"], "--plot {art}/r.png lies"),
+    (["upscale", "{tmp}/small.png", "{art}/o.png", "--engine", "{art}"], "output {art}/o.png lies"),
+    (["upscale", "{tmp}/small.png", "{art}/", "--engine", "{art}"], "output {art}/small.png lies"),
+    (["upscale", "{tmp}/photos", "{art}", "--engine", "{art}"], "output {art} is the artifact"),
+    (["upscale", "{tmp}/photos", "{art}/sub/x4", "--engine", "{art}"], "output {art}/sub/x4 lies"),
+    (["deploy", "--out", "{art}/d", "--quick"], "--out '{art}/d' lies"),
+])
+def test_no_verb_writes_its_output_inside_an_artifact(tmp_path, capsys, argv, named):
+    """A report or image written into an engine directory made it fail verification wherever it was
+    used afterwards: every verb refuses such an output before any work, naming it."""
+    from PIL import Image
+
+    from alignvar_edge.cli import main
+    art = tmp_path / "art"
+    _artifact(art, ModelSource.preset("micro", 0))
+    (tmp_path / "photos").mkdir()
+    for image in (tmp_path / "small.png", tmp_path / "photos" / "a.png"):
+        Image.new("RGB", (8, 8)).save(image)
+    listed = sorted(p.relative_to(art) for p in art.rglob("*"))
+    assert main([a.format(art=art, tmp=tmp_path) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert named.format(art=art) in err and f"the artifact '{art}'" in err and len(err.splitlines()) == 1
+    assert sorted(p.relative_to(art) for p in art.rglob("*")) == listed
+    assert load_verified(art).precision == "fp32"
+
+
 def test_a_manifest_recording_only_the_config_still_has_its_scale_schedule(tmp_path):
     """torch and Core ML engines (built from a checkpoint) record the config, not the schedule."""
     with artifact_dir(tmp_path / "engine") as tmp:

@@ -14,6 +14,7 @@ from alignvar_edge.bench.render import is_bench_plot, plot_report, report_markdo
 from alignvar_edge.bench.schema import is_report, write_json
 from alignvar_edge.errors import InputError, OutputExistsError
 from alignvar_edge.fsmodes import unwritable_folder, write_text
+from alignvar_edge.manifest import check_outside_artifacts
 
 __all__ = ["check_targets", "write_outputs"]
 
@@ -44,6 +45,7 @@ def check_targets(out: str | None, md: str | None, plot: str | None, inputs: Seq
             raise InputError(f"{flag} {p} is also {seen[key]}: give each output its own file")
         seen[key] = flag
     for flag, p in targets:
+        check_outside_artifacts(p, f"{flag} {p}")
         if (folder := unwritable_folder(p)) is not None:        # found now, not after minutes of timing
             raise InputError(f"{flag} {p}: the folder {folder} is not writable; choose another file")
         if not os.path.lexists(p):

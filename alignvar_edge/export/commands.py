@@ -5,12 +5,11 @@ import argparse
 import shlex
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from alignvar_edge.argtypes import MAX_TILES, batch_size, nonneg_int, tile_count
-from alignvar_edge.cli_json import STDOUT, add_json_option, emit
-from alignvar_edge.errors import CheckpointError, ConfigError, OutputExistsError
+from alignvar_edge.cli_json import add_json_option, emit
+from alignvar_edge.errors import CheckpointError, ConfigError
 from alignvar_edge.manifest import ModelSource, read_manifest
 from alignvar_edge.model.bundled import CHECKPOINT_HELP, DEFAULT_CHECKPOINT
 
@@ -111,14 +110,6 @@ def run_export(args: argparse.Namespace) -> int:
 def run_inspect(args: argparse.Namespace) -> int:
     from alignvar_edge.export.inspect_artifact import format_inspection, inspect_artifact
 
-    if args.json and args.json != STDOUT:
-        # the artifact lists every file it holds: a report written into it (or over its
-        # manifest.json) makes it fail verification everywhere it is used afterwards
-        root, target = Path(args.artifact).resolve(), Path(args.json).resolve()
-        if root in target.parents:
-            raise OutputExistsError(f"--json {args.json} lies inside the artifact '{args.artifact}', which lists "
-                                    "every file it holds and would then fail verification: write the report "
-                                    "outside it")
     info = inspect_artifact(args.artifact)
     emit(args.json, info, format_inspection(info))
     return 0

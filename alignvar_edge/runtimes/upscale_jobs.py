@@ -1,14 +1,15 @@
 """Which files an `upscale` run reads and writes: (input, output) pairs for a file or a folder,
 refused before any work where an output would land on an input, on another input's output, on a
-folder, below a file, on a broken link or in a folder that cannot be written; and which files
-already at a folder run's output paths are not its results (`foreign_outputs`)."""
+folder, below a file, on a broken link, inside an artifact directory or in a folder that cannot be
+written; and which files already at a folder run's output paths are not its results
+(`foreign_outputs`)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from alignvar_edge.errors import InputError, OutputExistsError
 from alignvar_edge.fsmodes import broken_link, special_kind, unwritable_folder
-from alignvar_edge.manifest import first_names
+from alignvar_edge.manifest import check_outside_artifacts, first_names
 
 __all__ = ["Job", "foreign_outputs", "own_output", "plan_jobs"]
 
@@ -26,6 +27,8 @@ def plan_jobs(inp: Path, out: Path, force: bool) -> tuple[list[Job], list[Job]]:
             raise InputError(f"{broken}; {fix}")
     if (kind := special_kind(inp)) is not None:
         raise InputError(f"{inp} is {kind}, not an image file or a folder; pass one of those")
+    # a folder run writes into `out`; a file's output lands in `out` where that is a folder
+    check_outside_artifacts(out, f"the output {out}", itself=inp.is_dir() or out.is_dir())
     if inp.is_dir():
         if out.exists() and not out.is_dir():
             raise InputError(f"{out} is a file; for a folder input pass an output folder")
