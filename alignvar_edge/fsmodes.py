@@ -16,8 +16,9 @@ from pathlib import Path
 
 from alignvar_edge import safe_stop
 
-__all__ = ["as_write_error", "broken_link", "hidden_prefix", "umask", "publish_mode", "replace_dir", "special_kind",
-           "symlink_loop", "unwritable_folder", "write_atomically", "write_error", "write_text"]
+__all__ = ["as_write_error", "broken_link", "hidden_prefix", "is_temporary_name", "umask", "publish_mode",
+           "replace_dir", "special_kind", "symlink_loop", "unwritable_folder", "write_atomically", "write_error",
+           "write_text"]
 
 
 def umask() -> int:
@@ -157,6 +158,18 @@ def hidden_prefix(name: str, after: int) -> str:
     while len(os.fsencode(name)) + 2 + after > NAME_MAX and name:
         name = name[:-1]
     return f".{name}."
+
+
+# our hidden temporaries: `hidden_prefix` (or `.NAME.`), then mkstemp's / mkdtemp's 8 random
+# characters (".tmp" after a file's), or a manifest folder's "tmp-" and its 8, or "old-PID" /
+# "replaced-PID" (a folder `replace_dir` or training set aside); a training run's `.state.old`
+_TEMPORARY_NAME = re.compile(r"\..*\.(?:[a-z0-9_]{8}(?:\.tmp)?|tmp-[a-z0-9_]{8}|(?:old|replaced)-\d+)|\.state\.old")
+
+
+def is_temporary_name(name: str) -> bool:
+    """Whether `name` is one of our hidden temporary files or folders: a listing of the user's files
+    leaves those out without naming them."""
+    return _TEMPORARY_NAME.fullmatch(name) is not None
 
 
 def write_atomically(path: str | os.PathLike[str], write: Callable[[Path], object]) -> Path:

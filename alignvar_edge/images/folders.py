@@ -1,6 +1,6 @@
 """Folders of images: which files in them are images (`list_images`, recursive, hidden files
-skipped), and reading a folder for figures or training, one rule for the files in it that cannot
-be used.
+skipped, symlinked folders followed once), and reading a folder for figures or training, one rule
+for the files in it that cannot be used.
 
 A run that reads a folder's pixels (training `--images`, calibration, `compare --images`) goes past
 a file it cannot read: the file is named, with its reason, in one warning line for all of them, and
@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 
@@ -22,27 +24,75 @@ from PIL import Image
 
 from alignvar_edge.errors import IMAGE_DECODE_ERRORS, InputError
 from alignvar_edge.images.formats import IMAGE_EXTENSIONS, open_quietly, upright_size
-from alignvar_edge.fsmodes import special_kind
+from alignvar_edge.fsmodes import is_temporary_name, special_kind
+from alignvar_edge.manifest import first_names
 from alignvar_edge.images.read import DEFAULT_MAX_MEGAPIXELS, load_image
 
-__all__ = ["check_megapixels_flag", "list_images", "list_other_files", "not_a_result", "read_images", "result_path",
-           "skipped_list", "usable_images"]
+__all__ = ["FolderListing", "check_megapixels_flag", "list_folder", "list_images", "list_other_files", "not_a_result",
+           "read_images", "result_path", "skipped_list", "usable_images"]
 
 
-def list_images(folder: str | os.PathLike[str], extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> list[Path]:
-    """Image files under ``folder`` (recursive, by extension, hidden files skipped), sorted.
-    ``extensions``: `upscale` passes `READ_EXTENSIONS`."""
+@dataclass
+class FolderListing:
+    """What is under a folder (`list_folder`), each list sorted by path under it."""
+    images: list[Path] = field(default_factory=list)
+    others: list[Path] = field(default_factory=list)    # files of other kinds
+    hidden: list[Path] = field(default_factory=list)    # hidden images and folders, not read
+    loops: list[Path] = field(default_factory=list)     # links to a folder they are in, not followed
+
+    def not_read(self, root: Path) -> list[str]:
+        """A clause for each kind of entry left out without a word otherwise (hidden ones, links
+        that loop), each naming the first few; for a folder run's lines and "no images" errors."""
+        said = []
+        if self.hidden:
+            said.append(f"not reading {len(self.hidden)} hidden image(s) or folder(s) ({_names(self.hidden, root)}): "
+                        "names that start with '.' are skipped; rename one to have it read")
+        if self.loops:
+            said.append(f"not following {len(self.loops)} symbolic link(s) back to a folder above them "
+                        f"({_names(self.loops, root)}): a loop, which would read that folder again")
+        return said
+
+
+def list_folder(folder: str | os.PathLike[str], extensions: tuple[str, ...] = IMAGE_EXTENSIONS,
+                skip: Path | None = None) -> FolderListing:
+    """The files under ``folder`` (recursive), by kind: images by ``extensions``, other files, the
+    hidden entries left out (never our own temporaries) and the links that loop. Symlinked folders
+    are followed, each real folder walked once: at its own path where the folder holds it, else
+    through the first link to it. ``skip``: a folder (a run's own output) whose files are not
+    read, reached through a link or not, nor linked one by one; unless it holds ``folder`` itself
+    (`upscale photos/small photos`), which is then read whole."""
     root = Path(folder)
     if not root.is_dir():
         raise InputError(f"{root} is not a folder; pass a folder of images")
-    found = [p for p in _walk(root) if p.suffix.lower() in extensions]
-    # Sort by path relative to root so the order does not depend on where the folder lives.
-    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+    found = FolderListing()
+    walked = {os.path.realpath(root)}
+    never = os.path.realpath(skip) if skip is not None else None
+    if never is not None and _is_within(os.path.realpath(root), never):
+        never = None
+    links = _walk_real(root, walked, never, extensions, found)
+    while links:            # a link's folder is walked after every real one: a real path wins
+        link = links.pop(0)
+        real = os.path.realpath(link)
+        if _is_within(os.path.realpath(link.parent), real):
+            found.loops.append(link)
+        elif real not in walked and not _is_within(real, never):
+            walked.add(real)
+            links += _walk_real(link, walked, never, extensions, found)
+    for listed in (found.images, found.others, found.hidden, found.loops):
+        # by path under root, so that the order does not depend on where the folder lives
+        listed.sort(key=lambda p: p.relative_to(root).as_posix())
+    return found
+
+
+def list_images(folder: str | os.PathLike[str], extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> list[Path]:
+    """Image files under ``folder`` (recursive, by extension, hidden files skipped, symlinked
+    folders followed once), sorted. ``extensions``: `upscale` passes `READ_EXTENSIONS`."""
+    return list_folder(folder, extensions).images
 
 
 def list_other_files(folder: str | os.PathLike[str], extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> list[Path]:
     """The files under ``folder`` that `list_images` leaves out (not hidden, another extension)."""
-    return sorted(p for p in _walk(Path(folder)) if p.suffix.lower() not in extensions)
+    return list_folder(folder, extensions).others
 
 
 def result_path(path: Path) -> Path:
@@ -53,9 +103,10 @@ def result_path(path: Path) -> Path:
 
 def not_a_result(src: Path, dst: Path, scale: int) -> str | None:
     """Why the file `dst` is not `upscale`'s result of the image `src` at `scale` ("empty", "not an
-    image", "300x300, not the 256x192 result"), or None where it is one: a readable image of the
-    input's upright size times `scale` (results are written atomically, so one never stops short).
-    An input whose header cannot be read gives None: its own refusal comes when it is read."""
+    image", "300x300, not the 256x192 result", "truncated or damaged"), or None where it is one: an
+    image of the input's upright size times `scale` that decodes whole (results are written
+    atomically, so one of ours never stops short; a copy, a full disk or a crash outside the tool
+    can). An input whose header cannot be read gives None: its own refusal comes when it is read."""
     if dst.stat().st_size == 0:
         return "empty"
     if special_kind(src) is not None:       # opening it would wait for a writer; reading it refuses it
@@ -65,22 +116,75 @@ def not_a_result(src: Path, dst: Path, scale: int) -> str | None:
             w, h = upright_size(img)
     except (*IMAGE_DECODE_ERRORS, Image.DecompressionBombError):
         return None
-    try:
-        with open_quietly(dst) as out:
-            got = out.size
-    except (*IMAGE_DECODE_ERRORS, Image.DecompressionBombError):
-        return "not an image"
     want = (w * scale, h * scale)
-    return None if got == want else f"{got[0]}x{got[1]}, not the {want[0]}x{want[1]} result"
+    with _no_pixel_ceiling():
+        try:
+            out = open_quietly(dst)
+        except IMAGE_DECODE_ERRORS:
+            return "not an image"
+        with out:
+            if out.size != want:
+                return f"{out.size[0]}x{out.size[1]}, not the {want[0]}x{want[1]} result"
+            # Decoded only now that its header has the result's size: a photo of another size costs
+            # no decoding, and a file decoded costs what the run's own result of it would.
+            try:
+                out.load()
+            except IMAGE_DECODE_ERRORS:
+                return "truncated or damaged: its pixels do not decode"
+    return None
 
 
-def _walk(root: Path) -> Iterator[Path]:
-    for dirpath, dirnames, filenames in os.walk(root):
-        # Hidden entries include our own in-progress temp files (".name.xxxx.tmp").
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+@contextmanager
+def _no_pixel_ceiling() -> Iterator[None]:
+    """Pillow's decompression-bomb ceiling (179 MP) lifted: a x4 result passes it from an 11 MP
+    photo on (Image.open refused the finished result as "not an image"), and an output is measured
+    against the result's size before a pixel of it is decoded."""
+    ceiling = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = ceiling
+
+
+def _walk_real(top: Path, walked: set[str], never: str | None, extensions: tuple[str, ...],
+               found: FolderListing) -> list[Path]:
+    """Sort the entries under `top` into `found`, going down its real subfolders (each one's real
+    path added to `walked`); returns the symlinked folders met, left for `list_folder` to follow."""
+    links: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(top):      # not followed here: os.walk lists links as folders
+        here = Path(dirpath)
+        down = []
+        for name in sorted(dirnames):
+            path = here / name
+            if name.startswith("."):
+                # hidden entries include our own temporaries (".name.xxxx.tmp", see is_temporary_name)
+                if not is_temporary_name(name):
+                    found.hidden.append(path)
+            elif path.is_symlink():
+                links.append(path)
+            elif (real := os.path.realpath(path)) != never and real not in walked:
+                walked.add(real)
+                down.append(name)
+        dirnames[:] = down
         for name in filenames:
-            if not name.startswith("."):
-                yield Path(dirpath) / name
+            path = here / name
+            is_image = path.suffix.lower() in extensions
+            if name.startswith("."):
+                if is_image and not is_temporary_name(name):
+                    found.hidden.append(path)
+            elif never is None or not path.is_symlink() or not _is_within(os.path.realpath(path), never):
+                (found.images if is_image else found.others).append(path)
+    return links
+
+
+def _is_within(path: str, folder: str | None) -> bool:
+    """Whether the real path `path` is `folder` or lies below it (never below no folder)."""
+    return folder is not None and (path == folder or path.startswith(folder.rstrip(os.sep) + os.sep))
+
+
+def _names(paths: Sequence[Path], root: Path) -> str:
+    return first_names([p.relative_to(root).as_posix() + ("/" if p.is_dir() else "") for p in paths])
 
 
 def read_images(folder: str | os.PathLike[str], skipped: list[tuple[str, str]],
@@ -122,8 +226,9 @@ def usable_images(folder: str | os.PathLike[str], flag: str, limit: int | None =
     if not images:
         why = (f"{len(skipped)} skipped: {skipped_list(skipped)}" if skipped
                else f"looked for {', '.join(IMAGE_EXTENSIONS)}")
-        raise InputError(f"no usable images in {flag} {folder} ({why}); pass a folder of readable photographs, "
-                         "or leave the flag out for the bundled held-out ones")
+        not_read = "".join(f"; {line}" for line in list_folder(folder).not_read(Path(folder)))
+        raise InputError(f"no usable images in {flag} {folder} ({why}){not_read}; pass a folder of readable "
+                         "photographs, or leave the flag out for the bundled held-out ones")
     if skipped:
         warnings.warn(f"skipping {len(skipped)} file(s) of {flag} {folder} that cannot be read: "
                       f"{skipped_list(skipped)}", stacklevel=stacklevel)

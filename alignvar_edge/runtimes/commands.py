@@ -15,7 +15,7 @@ from alignvar_edge import progress
 from alignvar_edge.recipes import BACKENDS, CALIB_TILES, OPTION_FLAGS, check_options, recipe
 from alignvar_edge.manifest import Manifest, first_names
 from alignvar_edge.model.bundled import DEFAULT_CHECKPOINT
-from alignvar_edge.runtimes.upscale_jobs import Job, foreign_outputs, own_output, plan_jobs
+from alignvar_edge.runtimes.upscale_jobs import Job, foreign_outputs, plan_jobs
 from alignvar_edge.runtimes.base import check_thread_count
 
 BACKEND_CHOICES = ("auto", *BACKENDS)
@@ -431,15 +431,18 @@ def run_upscale(args: argparse.Namespace) -> int:
 
 def _say_other_files(inp: Path, out: Path) -> None:
     """A folder run names what it does not read, so no file is left out silently."""
-    from alignvar_edge.images import READ_EXTENSIONS, list_other_files
+    from alignvar_edge.images import READ_EXTENSIONS
+    from alignvar_edge.images.folders import list_folder
     if not inp.is_dir():
         return
-    own = own_output(inp, out)
-    others = [p for p in list_other_files(inp, READ_EXTENSIONS) if own is None or own not in p.resolve().parents]
+    listing = list_folder(inp, READ_EXTENSIONS, skip=out)
+    others = listing.others
     if others:
         shown = ", ".join(str(p.relative_to(inp)) for p in others[:3]) + (" ..." if len(others) > 3 else "")
         _say(f"not reading {len(others)} file(s) of other kinds ({shown}); images are "
              f"{' '.join(READ_EXTENSIONS)}")
+    for line in listing.not_read(inp):
+        _say(line)
 
 
 def _progress(n_images: int, quiet: bool) -> Any:

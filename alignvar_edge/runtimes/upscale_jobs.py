@@ -18,10 +18,11 @@ Job = tuple[Path, Path]          # (input image, output path)
 
 def plan_jobs(inp: Path, out: Path, force: bool) -> tuple[list[Job], list[Job]]:
     """((input, output) pairs to do, pairs of a folder run whose output exists); a folder maps to a
-    folder with the same relative paths. A folder run never reads its own output folder (when it
-    lies inside the input) and leaves the outputs that exist to `foreign_outputs` to judge: without
+    folder with the same relative paths. A folder run never reads its own output folder (where it
+    lies inside the input, or a link in the input leads to it) and leaves the outputs that exist to `foreign_outputs` to judge: without
     --force, re-running an interrupted folder resumes it."""
-    from alignvar_edge.images import READ_EXTENSIONS, list_images, result_path
+    from alignvar_edge.images import READ_EXTENSIONS, result_path
+    from alignvar_edge.images.folders import list_folder
     for path, fix in ((out, "remove it or choose another output"), (inp, "fix or remove the link")):
         if (broken := broken_link(path)) is not None:
             raise InputError(f"{broken}; {fix}")
@@ -34,11 +35,12 @@ def plan_jobs(inp: Path, out: Path, force: bool) -> tuple[list[Job], list[Job]]:
             raise InputError(f"{out} is a file; for a folder input pass an output folder")
         if out.resolve() == inp.resolve():
             raise InputError(f"the output folder {out} is the input folder; choose another output folder")
-        own = own_output(inp, out)
-        files = [f for f in list_images(inp, READ_EXTENSIONS) if own is None or own not in f.resolve().parents]
+        listing = list_folder(inp, READ_EXTENSIONS, skip=out)
+        files = listing.images
         if not files:
-            raise InputError(f"no images ({', '.join(READ_EXTENSIONS)}) under {inp}"
-                             + (f" outside the output folder {out}" if own is not None else ""))
+            raise InputError("; ".join([f"no images ({', '.join(READ_EXTENSIONS)}) under {inp}"
+                                        + (f" outside the output folder {out}" if own_output(inp, out) else ""),
+                                        *listing.not_read(inp)]))
         jobs = [(f, result_path(out / f.relative_to(inp))) for f in files]
         _refuse_shared_outputs(jobs)
         # an input folder inside the output (`upscale photos/small photos`) maps one input's output

@@ -1,0 +1,178 @@
+"""What a folder run reads and what it counts as finished: symlinked folders (followed once, a loop
+named), hidden entries (named, never read, our temporaries never named), outputs that do not decode
+whole."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from _runtime_fixtures import cache_root, export_dir, sharp_model
+from alignvar_edge.cli import main
+from alignvar_edge.errors import InputError
+from alignvar_edge.images import save_image
+from alignvar_edge.images.folders import list_folder, not_a_result, usable_images
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def export(pytestconfig) -> Path:
+    return export_dir(sharp_model("micro"), cache_root(pytestconfig))
+
+
+def _png(path: Path, size: tuple[int, int] = (11, 9), seed: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
+def _lines(err: str) -> list[str]:
+    return [ln for ln in err.splitlines() if ln.strip()]
+
+
+def test_symlinked_folders_are_read_once_a_loop_is_named_and_the_output_never_read(export, tmp_path, capsys):
+    """os.walk's default left every symlinked folder out without a word (and a folder holding only
+    one had "no images"): they are followed now, each real folder once, a link back up named as
+    the loop it is, and the run's own output not read through a link either."""
+    photos = tmp_path / "photos"
+    _png(photos / "x.png", seed=1)
+    _png(photos / "y.png", seed=2)
+    inp = tmp_path / "in"
+    _png(inp / "a.png")
+    (inp / "linked").symlink_to("../photos")
+    (inp / "relinked").symlink_to("linked")       # the same real folder: read once, at the first link
+    (inp / "cycle").symlink_to("..")              # back up, above the input itself
+    out = inp / "x4"
+    (inp / "outlink").symlink_to("x4")            # the run's own output, through a link
+    argv = ["upscale", str(inp), str(out), "--engine", str(export), "--quiet"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert _files(out) == ["a.png", "linked/x.png", "linked/y.png"], err
+    loop = ("not following 1 symbolic link(s) back to a folder above them (cycle/): a loop, which would read "
+            "that folder again")
+    assert err.count(loop) == 1 and "upscaled 3 image(s)" in err, err
+    assert main(argv) == 0                        # the outputs, now there, are not read back as inputs
+    assert "skipping 3 finished output(s)" in capsys.readouterr().err
+    assert _files(out) == ["a.png", "linked/x.png", "linked/y.png"]
+
+    # an output folder outside the input, linked from it: its results would be read back, one
+    # folder deeper on every run
+    (tmp_path / "o2").mkdir()
+    (tmp_path / "in2").mkdir()
+    _png(tmp_path / "in2" / "a.png")
+    (tmp_path / "in2" / "results").symlink_to("../o2")
+    argv = ["upscale", str(tmp_path / "in2"), str(tmp_path / "o2"), "--engine", str(export), "--quiet"]
+    assert main(argv) == 0 and main(argv) == 0
+    assert _files(tmp_path / "o2") == ["a.png"]
+
+    only_link = tmp_path / "onlylink"
+    only_link.mkdir()
+    (only_link / "photos").symlink_to("../photos")
+    assert main(["upscale", str(only_link), str(tmp_path / "ol"), "--engine", str(export), "--quiet"]) == 0
+    assert _files(tmp_path / "ol") == ["photos/x.png", "photos/y.png"]
+
+
+def test_a_folder_is_read_at_its_own_path_before_a_link_to_it(tmp_path):
+    """Reached through a link and where it is, a folder is read once, at its own path (whatever the
+    names' order), so a folder run's outputs mirror the real tree."""
+    _png(tmp_path / "in" / "z" / "deep" / "a.png")
+    (tmp_path / "in" / "0").mkdir()
+    (tmp_path / "in" / "0" / "l").symlink_to("../z/deep")
+    (tmp_path / "in" / "b").symlink_to("z")
+    listing = list_folder(tmp_path / "in")
+    assert [p.relative_to(tmp_path / "in").as_posix() for p in listing.images] == ["z/deep/a.png"]
+    assert listing.loops == [] and listing.hidden == []
+
+
+def test_eval_and_compare_read_a_symlinked_folder_once_past_a_loop(tmp_path):
+    """`eval --images`, `compare --images` and training read folders through `usable_images`
+    (calibration through the same listing): a symlinked folder is read, a loop does not hang them."""
+    _png(tmp_path / "photos" / "x.png", seed=1)
+    _png(tmp_path / "in" / "a.png")
+    (tmp_path / "in" / "linked").symlink_to("../photos")
+    (tmp_path / "in" / "self").symlink_to(".")
+    images, skipped = usable_images(tmp_path / "in", "--images")
+    assert [name for name, _ in images] == ["a.png", "linked/x.png"] and skipped == []
+    np.testing.assert_allclose(images[1][1], np.asarray(Image.open(tmp_path / "photos" / "x.png")) / 255.0,
+                               atol=1e-6)
+
+
+def test_hidden_images_and_folders_are_named_never_read_and_our_temporaries_never_named(export, tmp_path,
+                                                                                        capsys):
+    """A hidden image or folder was skipped without a word, and a folder of only hidden images said
+    "no images"; they are named now (still not read: our own temporaries are hidden, and those are
+    never named)."""
+    inp = tmp_path / "in"
+    _png(inp / "a.png")
+    _png(inp / ".h.png")
+    _png(inp / ".dir" / "x.png")
+    _png(inp / ".a.png.tmp-abcd1234" / "x.png")            # an interrupted export's folder: ours
+    (inp / ".a.png.k2j4h6g8.tmp").write_bytes(b"partial")  # a killed save's file: ours
+    (inp / ".DS_Store").write_bytes(b"not an image")       # hidden, of another kind: not named
+    out = tmp_path / "out"
+    assert main(["upscale", str(inp), str(out), "--engine", str(export), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert ("not reading 2 hidden image(s) or folder(s) (.dir/, .h.png): names that start with '.' are skipped; "
+            "rename one to have it read") in err, err
+    assert "abcd1234" not in err and "k2j4h6g8" not in err and "DS_Store" not in err and _files(out) == ["a.png"], err
+
+    hidden_only = tmp_path / "hidden-only"
+    _png(hidden_only / ".a.png")
+    assert main(["upscale", str(hidden_only), str(tmp_path / "oh"), "--engine", str(export), "--quiet"]) == 2
+    err = _lines(capsys.readouterr().err)
+    assert len(err) == 1 and "no images (.png" in err[0] and f"under {hidden_only}; not reading 1 hidden image(s) " \
+        "or folder(s) (.a.png)" in err[0], err
+
+
+def test_a_truncated_output_is_no_finished_result(export, tmp_path, capsys):
+    """An output cut short outside the tool (a copy, a full network disk) kept its header, so the
+    resume check, which read only the size, skipped it as finished and the run exited 0."""
+    inp = tmp_path / "in"
+    for i in range(3):
+        _png(inp / f"img{i}.png", seed=i)
+    out = tmp_path / "out"
+    argv = ["upscale", str(inp), str(out), "--engine", str(export), "--quiet"]
+    assert main(argv) == 0
+    whole = (out / "img0.png").read_bytes()
+    (out / "img0.png").write_bytes(whole[:len(whole) * 2 // 3])
+    (out / "img1.png").write_bytes((out / "img1.png").read_bytes()[:100])
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = _lines(capsys.readouterr().err)
+    assert len(err) == 1 and f"{out / 'img0.png'} (truncated or damaged: its pixels do not decode), " \
+        f"{out / 'img1.png'} (truncated or damaged: its pixels do not decode); pass --force" in err[0], err
+    assert main([*argv, "--force"]) == 0
+    for i in range(3):
+        with Image.open(out / f"img{i}.png") as img:
+            img.load()
+            assert img.size == (44, 36)
+
+
+def test_a_truncated_jpeg_is_named_and_a_result_past_pillows_ceiling_is_one(tmp_path, monkeypatch):
+    src = _png(tmp_path / "src.png", size=(16, 12))
+    result = save_image(tmp_path / "r.jpg", np.random.default_rng(3).random((48, 64, 3)))
+    assert not_a_result(src, result, 4) is None
+    result.write_bytes(result.read_bytes()[:-len(result.read_bytes()) // 3])
+    assert not_a_result(src, result, 4) == "truncated or damaged: its pixels do not decode"
+    # Pillow refuses to open past twice its MAX_IMAGE_PIXELS (179 MP: a x4 result of an 11 MP photo):
+    # a finished result that large was "not an image"
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    whole = save_image(tmp_path / "r.png", np.zeros((48, 64, 3)))
+    assert not_a_result(src, whole, 4) is None and Image.MAX_IMAGE_PIXELS == 1000
+
+
+def test_eval_of_a_folder_of_hidden_images_says_they_were_not_read(tmp_path):
+    _png(tmp_path / ".a.png")
+    with pytest.raises(InputError) as e:
+        usable_images(tmp_path, "--images")
+    assert f"no usable images in --images {tmp_path} (looked for .png" in str(e.value)
+    assert "); not reading 1 hidden image(s) or folder(s) (.a.png): names that start with '.' are skipped; " \
+        "rename one to have it read; pass a folder of readable photographs" in str(e.value)
