@@ -39,14 +39,30 @@ class OneLineParser(argparse.ArgumentParser):
 
     # the verbs' own parsers (build_parser fills it): an argument no verb reads is reported by its verb's
     verb_parsers: Mapping[str, argparse.ArgumentParser] = {}
+    # the arguments being parsed (parse_args gives them to every verb's parser), for `error`'s advice
+    parsing: Sequence[str] = ()
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+        self.exit(2, f"{self.prog}: error: {message}{self._files_read_as_options()}; see `{self.prog} --help`\n")
+
+    def _files_read_as_options(self) -> str:
+        """Advice where an argument read as an option names a file (`upscale -dash.png out.png` says
+        'the following arguments are required: output'): the one way to pass it, for every verb."""
+        before_end = self.parsing[:self.parsing.index("--")] if "--" in self.parsing else self.parsing
+        files = [a for a in before_end if a.startswith("-") and a != "-" and a.split("=")[0] not in
+                 self._option_string_actions and os.path.lexists(a)]
+        if not files:
+            return ""
+        return (f" ({files[0]} is a file, read as an option because it starts with '-': write it as "
+                f"./{files[0]}, or put -- after the options and before the file names)")
 
     def parse_args(self, args: Sequence[str] | None = None,      # type: ignore[override]
                    namespace: argparse.Namespace | None = None) -> argparse.Namespace:
         """argparse's, except that arguments left over after a verb are the verb's error (`alignvar-edge
         VERB: error: unrecognized arguments: ...; see `alignvar-edge VERB --help``), not the top level's."""
+        for parser in (self, *self.verb_parsers.values()):
+            if isinstance(parser, OneLineParser):
+                parser.parsing = list(sys.argv[1:] if args is None else args)
         parsed, unread = self.parse_known_args(args, namespace)
         if "--debug" in unread:             # the top-level flag, typed after the verb as often as before it
             unread = [a for a in unread if a != "--debug"]

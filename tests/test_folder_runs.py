@@ -1,8 +1,9 @@
 """What a folder run reads and what it counts as finished: symlinked folders (followed once, a loop
 named), hidden entries (named, never read, our temporaries never named), outputs that do not decode
-whole."""
+whole; and a file name read as an option."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -167,6 +168,31 @@ def test_a_truncated_jpeg_is_named_and_a_result_past_pillows_ceiling_is_one(tmp_
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
     whole = save_image(tmp_path / "r.png", np.zeros((48, 64, 3)))
     assert not_a_result(src, whole, 4) is None and Image.MAX_IMAGE_PIXELS == 1000
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["upscale", "-dash.png", "out.png", "--engine", "E"], "the following arguments are required: output"),
+    (["info", "-dash.png"], "unrecognized arguments: -dash.png"),
+])
+def test_a_file_whose_name_starts_with_a_dash_gets_the_way_to_pass_it(argv, says, tmp_path, monkeypatch, capsys):
+    """`upscale -dash.png out.png` said only that the output was missing: a file name read as an
+    option is named, with the two ways to pass it; no file of that name, no advice."""
+    monkeypatch.chdir(tmp_path)
+    _png(tmp_path / "-dash.png")
+    assert main(argv) == 2
+    err = _lines(capsys.readouterr().err)
+    assert len(err) == 1 and f"error: {says} (-dash.png is a file, read as an option because it starts with '-': " \
+        "write it as ./-dash.png, or put -- after the options and before the file names); see" in err[0], err
+    os.remove("-dash.png")
+    assert main(argv) == 2 and "is a file" not in capsys.readouterr().err
+
+
+def test_the_advice_for_a_file_named_like_an_option_works_as_printed(export, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    _png(tmp_path / "-dash.png")
+    assert main(["upscale", "./-dash.png", "a.png", "--engine", str(export), "--quiet"]) == 0
+    assert main(["upscale", "--engine", str(export), "--quiet", "--", "-dash.png", "b.png"]) == 0
+    assert Image.open("a.png").size == Image.open("b.png").size == (44, 36)
 
 
 def test_eval_of_a_folder_of_hidden_images_says_they_were_not_read(tmp_path):
