@@ -47,7 +47,7 @@ class OneLineParser(argparse.ArgumentParser):
 
     def _files_read_as_options(self) -> str:
         """Advice where an argument read as an option names a file (`upscale -dash.png out.png` says
-        'the following arguments are required: output'): the one way to pass it, for every verb."""
+        'the following arguments are required: output'): the ways to pass it, for every verb."""
         before_end = self.parsing[:self.parsing.index("--")] if "--" in self.parsing else self.parsing
         files = [a for a in before_end if a.startswith("-") and a != "-" and a.split("=")[0] not in
                  self._option_string_actions and os.path.lexists(a)]
