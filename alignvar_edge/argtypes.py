@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import argparse
 import math
+import numbers
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeGuard
 
-__all__ = ["MAX_BATCH", "MAX_TILES", "batch_size", "fraction", "int_at_least", "nonneg_float", "nonneg_int", "percent", "positive_float",
-           "positive_int", "tile_count"]
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = ["MAX_BATCH", "MAX_TILES", "batch_size", "fraction", "int_at_least", "is_integer", "nonneg_float", "nonneg_int",
+           "percent", "positive_float", "positive_int", "tile_count"]
 
 # The most tiles a tile-count flag (--tiles, --val-tiles, --calib-tiles) takes. Every tile is cut,
 # degraded and held in memory with its HR crop before any engine runs, then run one by one: 1024
@@ -82,3 +87,10 @@ def fraction(text: str) -> float:
 
 def percent(text: str) -> float:
     return _finite(text, "a percentile in (0, 100]", lambda v: 0 < v <= 100)
+
+
+def is_integer(x: object) -> TypeGuard[int | np.integer[Any]]:
+    """An int or a numpy integer, not a bool (True is an int to Python, and 1.0, '2' are no counts):
+    the one test an integer option of the Python API passes before its range is checked (numpy's
+    integers are numbers.Integral, so numpy is not imported for it)."""
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)

@@ -13,10 +13,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeGuard, overload
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
+from alignvar_edge.argtypes import is_integer
 from alignvar_edge.errors import ArtifactError, BackendUnavailableError, EngineClosedError, InputError
 from alignvar_edge.manifest import Manifest
 from alignvar_edge.model.config import AlignVARConfig        # torch-free: a device may have no PyTorch
@@ -124,12 +125,6 @@ def check_load_options(backend: str, opts: dict[str, Any], here: bool = True) ->
     if batch is not None and (not is_integer(batch) or batch < 1):
         raise InputError(f"{backend} batch (tiles per call) must be an integer >= 1, or None for the default, "
                          f"got {batch!r}")
-
-
-def is_integer(x: object) -> TypeGuard[int | np.integer[Any]]:
-    """An int or a numpy integer, not a bool (True is an int to Python, and 1.0, '2' are no counts):
-    the one test an integer option passes before its range is checked."""
-    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
 
 
 def check_flag(flag: object, said: str, none: str = "") -> None:

@@ -25,7 +25,7 @@ import numpy as np
 
 from alignvar_edge.errors import InputError
 from alignvar_edge.manifest import default_overlap   # the overlap every input contract states
-from alignvar_edge.runtimes.base import is_integer
+from alignvar_edge.argtypes import is_integer
 
 __all__ = ["TileRunner", "default_overlap", "tile_starts", "blend_window", "upscale_rgb",
            "iter_upscale_rgb", "upscale_image", "upscale_images", "upscale_plane_bicubic", "extract_tiles",
