@@ -438,7 +438,7 @@ def _say_other_files(inp: Path, out: Path) -> None:
     listing = list_folder(inp, READ_EXTENSIONS, skip=out)
     others = listing.others
     if others:
-        shown = ", ".join(str(p.relative_to(inp)) for p in others[:3]) + (" ..." if len(others) > 3 else "")
+        shown = first_names([p.relative_to(inp).as_posix() for p in others])
         _say(f"not reading {len(others)} file(s) of other kinds ({shown}); images are "
              f"{' '.join(READ_EXTENSIONS)}")
     for line in listing.not_read(inp):
