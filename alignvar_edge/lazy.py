@@ -7,11 +7,16 @@ the device side), named at a module's top and imported on first use.
 So `import alignvar_edge.runtimes` imports none of them, and a module says what it depends on where
 its other imports are. A missing package raises the ordinary ImportError (ModuleNotFoundError with
 `.name`) at first use, which the backends turn into their "not installed" message.
+
+Importing this module also turns the runtimes' usage telemetry off for this process
+(`keep_runtimes_local`), before any of them is imported.
 """
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import ModuleType
@@ -19,11 +24,26 @@ from typing import Any
 
 from alignvar_edge.errors import host_tools_error
 
-__all__ = ["HOST_ONLY", "LazyModule", "host_package", "import_host", "is_installed", "lazy_import",
-           "needs_host"]
+__all__ = ["HOST_ONLY", "LazyModule", "host_package", "import_host", "is_installed", "keep_runtimes_local",
+           "lazy_import", "needs_host"]
 
 # packages of the `host` extra, which a device install (alignvar-edge[device]) does not have
 HOST_ONLY = ("torch", "onnx", "onnxscript", "skimage")
+
+
+def keep_runtimes_local() -> None:
+    """No usage telemetry from the runtimes in this process, and so nothing of theirs written into
+    $HOME, no network connection and no warnings of theirs where HOME is read-only. Per process: the
+    user's own consent settings are left as they are. Takes effect only before the runtime is first
+    imported (ONNX Runtime reads its switch once; OpenVINO binds its telemetry at import)."""
+    # ONNX Runtime's opt-out: no device ID in ~/.cache/Microsoft/DeveloperTools, no uploader, no events
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    # OpenVINO's opt-out (`opt_in_out --opt_out`) writes the user's consent for every program; without
+    # the openvino_telemetry package, openvino and nncf use their own no-op stand-ins, in this process only
+    sys.modules.setdefault("openvino_telemetry", None)      # type: ignore[arg-type]
+
+
+keep_runtimes_local()        # here: every import of a runtime comes after this module's
 
 
 class LazyModule(ModuleType):

@@ -184,6 +184,35 @@ def test_engines_upscale_selftest_and_bench_without_pytorch(ort_dir, ov_dir, pho
     assert all(b[3] > 0 for b in out["bench"])
 
 
+def test_running_engines_leaves_home_untouched_and_stderr_quiet(ort_dir, ov_dir, tmp_path):
+    """ONNX Runtime kept a device ID in ~/.cache/Microsoft and OpenVINO a usage counter in ~/intel
+    (and sent telemetry), with their own warnings where HOME could not be written: both are off for
+    the toolkit's process, and a user's explicit ORT_DISABLE_TELEMETRY is left as it is."""
+    import os
+    import subprocess
+    import sys
+    code = """
+import sys
+import numpy as np
+from alignvar_edge import load
+for engine_dir in sys.argv[1:]:
+    with load(engine_dir, threads=1) as engine:
+        engine.upscale(np.zeros((12, 10, 3), np.uint8))
+"""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("XDG_CACHE_HOME", "ORT_DISABLE_TELEMETRY")}
+    env.update(HOME=str(home), PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    res = subprocess.run([sys.executable, "-c", code, str(ort_dir), str(ov_dir)], capture_output=True,
+                         text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert list(home.rglob("*")) == [] and res.stderr == ""
+    res = subprocess.run([sys.executable, "-c", code, str(ort_dir)], capture_output=True, text=True,
+                         env={**env, "ORT_DISABLE_TELEMETRY": "0"}, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert (home / ".cache" / "Microsoft").is_dir()          # the runtime's own, asked for
+
+
 def test_cli_runs_device_verbs_without_pytorch(ort_dir, tmp_path):
     import json
     import os
