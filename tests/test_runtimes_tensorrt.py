@@ -503,6 +503,27 @@ def test_build_script_stops_on_a_broken_kit_before_building(kit, tmp_path):
         env=env).stderr
 
 
+def test_build_script_in_a_read_only_place_says_to_pass_out_and_timing_cache(kit, tmp_path, small_disk):
+    """A kit on a read-only disk stopped at `mkdir` with a bare 'Read-only file system' (the engine
+    directory and the timing cache go beside the kit by default): one line saying to pass --out and
+    --timing-cache on a writable disk, before the checks and the build; that advice then builds."""
+    import shutil
+    disk = small_disk("64M")
+    shutil.copytree(kit, disk / "kit")
+    subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+    script = str(disk / "kit" / "build_on_device.sh")
+    env = {**_stand_in_trtexec(tmp_path), "PYTHON": "false"}
+    res = subprocess.run(["sh", script], capture_output=True, text=True, env=env)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
+    assert f"{disk} is not writable; pass --out DIR and --timing-cache FILE on a writable disk" in res.stderr
+    res = subprocess.run(["sh", script, "--out", str(tmp_path / "eng"), "--timing-cache", str(disk / "t.cache")],
+                         capture_output=True, text=True, env=env)
+    assert res.returncode == 2 and f"cannot write the timing cache {disk}/t.cache" in res.stderr, res.stderr
+    res = subprocess.run(["sh", script, "--out", str(tmp_path / "eng")], capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert res.returncode == 0 and (tmp_path / "eng.work" / "model.engine").read_text() == "engine", res.stderr
+
+
 @pytest.mark.parametrize("layout", [dict(sort_keys=True, indent=4), dict(separators=(",", ":")),
                                     dict(indent="\t", reverse=True)])
 def test_build_script_takes_a_kit_whose_manifest_was_only_reformatted(kit, tmp_path, layout):

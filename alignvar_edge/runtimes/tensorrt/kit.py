@@ -286,14 +286,23 @@ fi
 WORK="$OUT.work"
 # a file written inside the kit fails its verification (the manifest lists every file), which adopt
 # finds only after the build: refuse such an --out or --timing-cache now (its nearest existing folder)
-in_kit() {{
+folder_of() {{
     d=$(dirname "$1")
     while [ ! -d "$d" ]; do d=$(dirname "$d"); done
-    case "$(cd "$d" && pwd -P)/" in "$(cd "$HERE" && pwd -P)/"*) return 0 ;; esac
+    echo "$d"
+}}
+in_kit() {{
+    case "$(cd "$(folder_of "$1")" && pwd -P)/" in "$(cd "$HERE" && pwd -P)/"*) return 0 ;; esac
     return 1
 }}
 ! in_kit "$OUT" || die "--out $OUT is inside this kit, whose manifest lists every file it holds: pass a directory outside it"
 ! in_kit "$CACHE" || die "--timing-cache $CACHE is inside this kit, whose manifest lists every file it holds: pass a file outside it"
+# both go beside the kit by default, which may be read-only (a mounted or copied-in kit): say so before
+# the long checks, not as mkdir's bare error
+D=$(folder_of "$OUT")
+[ -w "$D" ] || die "cannot write the engine directory $OUT (and its work folder $WORK): $D is not writable; pass --out DIR and --timing-cache FILE on a writable disk"
+D=$(folder_of "$CACHE")
+[ -w "$D" ] || die "cannot write the timing cache $CACHE: $D is not writable; pass --timing-cache FILE on a writable disk"
 # adopt replaces OUT (--force) only where it is an engine directory of ours, and only after the build:
 # refuse anything else now (alignvar-edge's own rule, whose words name the --force that this script,
 # not its user, passes); the work folder holds this script's files only
