@@ -98,6 +98,39 @@ def test_a_torch_engine_ships_golden_outputs_and_its_selftest_passes(
     assert "tokens    100.00% agree with golden" in text and "RESULT    PASS" in text, text
 
 
+def test_a_torch_engine_carries_a_readme_whose_commands_and_python_call_run(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """README.md says every engine directory carries a README.md for whoever receives it; the torch
+    engine had none. Its commands and its Python call, as printed, run on the engine."""
+    import re
+    import shlex
+
+    from PIL import Image
+
+    from alignvar_edge.cli import main
+    from alignvar_edge.manifest import load_verified
+
+    out = tmp_path / "te"
+    assert main(["build", "alignvar-tiny", "--target", "torch", "--out", str(out)]) == 0
+    assert "README.md" in load_verified(out).files                 # listed, so the engine still verifies
+    text = (out / "README.md").read_text()
+    assert text.startswith("# PyTorch engine: alignvar-tiny, fp32, built for cpu") and "needs PyTorch" in text
+    assert "Not checked at build: run `alignvar-edge selftest --engine DIR`" in text
+    Image.fromarray(np.full((20, 16, 3), 90, np.uint8)).save(tmp_path / "IN.png")
+    monkeypatch.chdir(tmp_path)
+    block = re.search(r"```\n(alignvar-edge selftest.*?)\n```", text, re.S)
+    assert block is not None, text
+    for line in block.group(1).splitlines():
+        argv = [str(out) if a == "DIR" else a for a in shlex.split(line)[1:]] + ["--threads", "1"]
+        assert main(argv) == 0, capsys.readouterr().err
+    assert "RESULT    PASS" in capsys.readouterr().out and Image.open("OUT.png").size == (64, 80)
+    snippet = re.search(r"```python\n(.*?)```", text, re.S)
+    assert snippet is not None, text
+    (tmp_path / "OUT.png").unlink()
+    exec(snippet.group(1).replace('"DIR"', repr(str(out))), {})
+    assert Image.open("OUT.png").size == (64, 80)
+
+
 def test_an_engine_of_a_model_without_golden_outputs_says_how_to_make_them(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A checkpoint with no golden.safetensors builds an engine with none; selftest --engine then

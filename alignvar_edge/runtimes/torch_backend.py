@@ -156,6 +156,8 @@ class TorchBackend(Backend):
                                     **({"refine": False} if unrefined else {})})
             # what `selftest --engine` checks this engine against, as every other backend's build ships
             m.extra["golden"] = copy_golden(None, src, tmp, prune=prune, refine=not unrefined)
+            from alignvar_edge.runtimes.readme import README_FILE
+            (tmp / README_FILE).write_text(engine_readme(m))
             write_manifest(tmp, m)
         return out
 
@@ -188,6 +190,29 @@ class TorchBackend(Backend):
                            Path(path), cuda_graphs=graphs,
                            # unless told otherwise, as built: without the refiner from a --no-refine export
                            refine=m.extra.get("refine") is not False if refine is None else refine)
+
+
+def engine_readme(m: Manifest) -> str:
+    """README.md of a torch engine directory: a checkpoint that PyTorch runs through alignvar-edge (there
+    is no graph to run without them), in the words every engine README shares (`runtimes/readme.py`)."""
+    from alignvar_edge.runtimes.readme import checked_line, commands, device_install
+    device = str(m.extra.get("device") or "cpu")
+    return "\n".join([
+        f"# PyTorch engine: {m.model.name}, {m.precision}, built for {device}", "",
+        "The model's checkpoint (`config.json`, `model.safetensors`), run in eager PyTorch: the machine that "
+        f"runs it needs PyTorch and alignvar-edge ({device_install('host')}). It runs on `{device}` unless "
+        f"`--device` (`load(DIR, device=...)`) names another: `cpu`, `cuda`, `cuda:N` or `mps`. {checked_line(m)}",
+        "`selftest --engine` checks it against the golden outputs it carries (`golden.safetensors`).", "",
+        *commands("With alignvar-edge, which checks every file's SHA-256 and tiles images of any size with "
+                  "overlap blending:"),
+        "In Python:", "",
+        "```python",
+        "from PIL import Image",
+        "from alignvar_edge import load",
+        "",
+        'with load("DIR") as engine:',
+        '    engine.upscale(Image.open("IN.png")).save("OUT.png")',
+        "```", ""])
 
 
 BACKEND = TorchBackend()
