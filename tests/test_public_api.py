@@ -144,3 +144,18 @@ def test_inspect_of_an_export_on_a_device_verifies_it_and_says_what_needs_onnx(t
     (out / "model.onnx").write_bytes((out / "model.onnx").read_bytes()[:-1])     # still verified first
     bad = _device_cli("inspect", str(out))
     assert bad.returncode != 0 and "model.onnx does not match" in bad.stderr
+
+
+@pytest.mark.parametrize("as_path", [False, True])
+def test_a_path_with_an_unexpanded_tilde_says_so_and_names_the_expanded_path(tmp_path, monkeypatch, as_path) -> None:
+    """load('~/engines/e') said "'~/engines/e' is not a directory" where the folder exists: the API
+    takes paths as they are (as open() does), and says so with the path to pass."""
+    from alignvar_edge import InputError, build, load
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "engines" / "e").mkdir(parents=True)
+    given = Path("~/engines/e") if as_path else "~/engines/e"
+    for call in (load, lambda p: build(p, "onnxruntime")):
+        with pytest.raises(InputError, match="'~' is not expanded") as e:
+            call(given)
+        assert f"pass '{tmp_path}/engines/e'" in str(e.value)
+    assert not Path("~").exists()                    # nothing made in the working folder either

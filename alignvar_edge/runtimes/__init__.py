@@ -195,10 +195,18 @@ def build(artifact_dir: str | os.PathLike[str], target: str, precision: str | No
 
 
 def _check_path(p: object, where: str, takes: str) -> None:
-    """A path argument that is none (None from an unset config value was a bare TypeError from pathlib)."""
+    """A path argument that is none (None from an unset config value was a bare TypeError from pathlib),
+    or one that names the home folder with a `~` that nothing expanded: like Python's own `open`, the
+    API takes paths as they are, and said such a path was 'not a directory' where it exists."""
     if not isinstance(p, (str, os.PathLike)):
         raise InputError(f"{where} takes {takes}: a path or a bundled name such as 'alignvar-tiny', got "
                          f"{type(p).__name__}")
+    text = os.fspath(p)
+    if isinstance(text, str) and text.startswith("~") and not os.path.lexists(text):
+        home = os.path.expanduser(text)
+        if home != text and os.path.exists(home):
+            raise InputError(f"'{text}': '~' is not expanded here (a shell expands it only at the start of a "
+                             f"word); pass '{home}' (os.path.expanduser('{text}') in Python)")
 
 
 def _as_path(p: str | os.PathLike[str]) -> Path:
