@@ -8,16 +8,17 @@ from __future__ import annotations
 import errno
 import os
 import re
+import secrets
 import shutil
 import stat
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from alignvar_edge import safe_stop
 
 __all__ = ["as_write_error", "broken_link", "hidden_prefix", "is_temporary_name", "umask", "publish_mode",
-           "replace_dir", "special_kind", "symlink_loop", "unwritable_folder", "write_atomically", "write_error",
+           "replace_dir", "special_kind", "symlink_loop", "temp_file_beside", "unwritable_folder", "write_atomically",
+           "write_error",
            "write_text"]
 
 
@@ -53,11 +54,13 @@ def unwritable_folder(path: str | os.PathLike[str]) -> Path | None:
     """The folder that would refuse the write of `path` (the nearest existing one above it, on a
     read-only mount or without write permission), else None. Checked before the work, so a long
     run does not end by failing to save; a full disk can still only show at the write."""
-    folder = Path(path).absolute().parent
+    # looked at as relative as `path` is: an absolute path past PATH_MAX (a very deep working folder)
+    # cannot be looked at; named absolute
+    folder = Path(path).parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     # a file in a folder's place is not this check's to explain: the write names it
-    return None if not folder.is_dir() or os.access(folder, os.W_OK | os.X_OK) else folder
+    return None if not folder.is_dir() or os.access(folder, os.W_OK | os.X_OK) else folder.absolute()
 
 
 # what a path can be besides a file or a folder, in words
@@ -160,7 +163,7 @@ def hidden_prefix(name: str, after: int) -> str:
     return f".{name}."
 
 
-# our hidden temporaries: `hidden_prefix` (or `.NAME.`), then mkstemp's / mkdtemp's 8 random
+# our hidden temporaries: `hidden_prefix` (or `.NAME.`), then `temp_file_beside`'s / mkdtemp's 8 random
 # characters (".tmp" after a file's), or a manifest folder's "tmp-" and its 8, or "old-PID" /
 # "replaced-PID" (a folder `replace_dir` or training set aside); a training run's `.state.old`
 _TEMPORARY_NAME = re.compile(r"\..*\.(?:[a-z0-9_]{8}(?:\.tmp)?|tmp-[a-z0-9_]{8}|(?:old|replaced)-\d+)|\.state\.old")
@@ -172,29 +175,43 @@ def is_temporary_name(name: str) -> bool:
     return _TEMPORARY_NAME.fullmatch(name) is not None
 
 
+def temp_file_beside(path: Path) -> tuple[int, Path]:
+    """A new hidden temporary file (0600, `.NAME.xxxxxxxx.tmp`) beside `path`, open for writing, and
+    its name, relative where `path` is: mkstemp makes it absolute, which no call can open past
+    PATH_MAX (a relative output in a very deep working folder)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = path.parent / f"{hidden_prefix(path.name, 8 + 4)}{secrets.token_hex(4)}.tmp"
+        try:
+            return os.open(tmp, flags, 0o600), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary file name", str(path.parent))
+
+
 def write_atomically(path: str | os.PathLike[str], write: Callable[[Path], object]) -> Path:
     """`write(tmp)` fills a hidden temporary file beside `path`, which then replaces `path` in one
     step with the modes the umask allows (a writer such as safetensors' makes its files 0600)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=hidden_prefix(p.name, 8 + 4), suffix=".tmp", dir=p.parent)
+        fd, tmp = temp_file_beside(p)
         os.close(fd)
     except OSError as e:
         raise write_error(e, p) from e
     try:
         try:
-            write(Path(tmp))
+            write(tmp)
         except Exception as e:
             error = as_write_error(e, p)
             if error is None:
                 raise
             raise error from e
-        publish_mode(tmp)          # mkstemp made it 0600: the file gets what the umask allows
+        publish_mode(tmp)          # made 0600: the file gets what the umask allows
         safe_stop.publishing(tmp, p)
         os.replace(tmp, p)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return p
 

@@ -1283,7 +1283,7 @@ def test_a_float_file_outside_0_1_says_how_to_save_it_not_to_divide_it(tmp_path)
 def test_any_output_name_the_file_system_takes_is_written(tmp_path: Path, stem: str) -> None:
     """A 242-255 byte output name failed with 'File name too long': the hidden temporary file
     beside it (`.NAME.xxxxxxxx.tmp`) is 14 bytes longer than NAME."""
-    from alignvar_edge.fsmodes import write_text
+    from alignvar_edge.fsmodes import unwritable_folder, write_text
     from alignvar_edge.images import save_image
     from alignvar_edge.manifest import artifact_dir
 
@@ -1354,3 +1354,23 @@ def test_save_image_refuses_other_dtypes_and_floats_outside_0_1_naming_the_argum
     with pytest.raises(InputError, match=r"^save_image's alpha .* got dtype int64; .* np\.asarray\(x, np\.uint16\)$"):
         save_image(tmp_path / "e.png", np.zeros((2, 2, 3)), [[300, 0], [0, 0]])    # type: ignore[arg-type]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_relative_output_in_a_working_folder_deeper_than_path_max_is_written(tmp_path, monkeypatch):
+    """mkstemp made the temporary file's name absolute, which no call opens past PATH_MAX: a relative
+    output in a very deep working folder failed with a raw 'File name too long' and a 4 kB path."""
+    from alignvar_edge.fsmodes import unwritable_folder, write_text
+    from alignvar_edge.images import save_image
+    monkeypatch.chdir(tmp_path)
+    level = "d" * 40
+    for _ in range(110):                      # 4.5 kB below tmp_path
+        os.mkdir(level)
+        os.chdir(level)
+    assert len(os.getcwd()) > os.pathconf("/", "PC_PATH_MAX")
+    assert unwritable_folder("out.png") is None and unwritable_folder("new/out.png") is None  # upscale's check
+    rgb = np.full((6, 5, 3), 0.5, np.float32)
+    save_image("out.png", rgb)
+    write_text("note.json", "{}")
+    assert sorted(os.listdir(".")) == ["note.json", "out.png"]      # and no temporary file left
+    with open("out.png", "rb") as f:
+        assert Image.open(f).size == (5, 6)

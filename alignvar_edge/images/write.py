@@ -8,7 +8,6 @@ are written at `DEFAULT_QUALITY` unless told (`quality_setting`, `check_quality`
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -19,7 +18,7 @@ from PIL import Image
 
 from alignvar_edge import safe_stop
 from alignvar_edge.errors import InputError, OutputExistsError
-from alignvar_edge.fsmodes import hidden_prefix, publish_mode, write_error
+from alignvar_edge.fsmodes import publish_mode, temp_file_beside, write_error
 from alignvar_edge.images import png16, sixteen_bit
 from alignvar_edge.images.arrays import checked_full_scale, full_scale
 from alignvar_edge.images.formats import IMAGE_EXTENSIONS
@@ -96,10 +95,9 @@ def save_image(
     dpi, exif, xmp = fit_to_format(fmt, path, dpi, exif, xmp, icc_profile, text)
     params = {**metadata_params(fmt, icc_profile, exif, dpi, xmp, text), **encoder}
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=hidden_prefix(path.name, 8 + 4), suffix=".tmp", dir=path.parent)
+        fd, tmp = temp_file_beside(path)
     except OSError as e:
         raise write_error(e, path) from e
-    tmp = Path(tmp_name)
     try:
         try:
             with os.fdopen(fd, "wb") as f:
@@ -116,7 +114,7 @@ def save_image(
         if fmt == "TIFF" and not tiff16 and params.get("exif"):
             with open(tmp, "r+b") as f:           # Pillow's TIFF writer retypes them
                 keep_undefined_types(f)
-        # mkstemp creates the file 0600; give it the mode a normal open() would have.
+        # the temporary file is made 0600; give it the mode a normal open() would have.
         publish_mode(tmp)
         safe_stop.publishing(tmp, path)       # an interrupted verb then names it, if it is in place
         _publish(tmp, path, overwrite)
