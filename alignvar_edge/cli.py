@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import io
 import os
 import signal
 import sys
@@ -308,7 +309,13 @@ def run_as_program() -> NoReturn:
     CPython's `-m` runner kills the process with SIGINT at its exit when a KeyboardInterrupt ever
     ended code that exec() or eval() ran from a string (dataclasses and namedtuple make their
     methods so, and an export imports many lazily), caught or not, so a SIGTERM's status 143 would
-    read as "killed by SIGINT"."""
+    read as "killed by SIGINT".
+
+    Its messages name paths as the file system holds them: in a locale that is not UTF-8 Python
+    decodes other bytes of a file name to lone surrogates, which stderr wrote as '\\udcc3' escapes
+    nobody can paste back; surrogateescape writes the name's own bytes (stdout already does)."""
+    if isinstance(sys.stderr, io.TextIOWrapper):
+        sys.stderr.reconfigure(errors="surrogateescape")
     code = main()
     if code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
         for stream in (sys.stdout, sys.stderr):

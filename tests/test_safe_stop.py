@@ -205,3 +205,14 @@ def test_the_command_leaves_after_an_interrupt_without_the_interpreters_shutdown
         assert out.returncode == code and ("shutdown ran" in out.stdout) == shuts_down, (code, out)
     command = importlib.metadata.entry_points(group="console_scripts", name="alignvar-edge")
     assert [c.value for c in command] == ["alignvar_edge.cli:run_as_program"]
+
+
+def test_messages_name_a_non_ascii_path_with_its_own_bytes_in_a_c_locale(tmp_path) -> None:
+    """In a locale that is not UTF-8 a file name's other bytes reach Python as lone surrogates, and
+    stderr printed them as '\\udcc3\\udcbc', a path nobody can paste back."""
+    missing = os.fsencode(tmp_path) + "/phötö ü.png".encode()
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0"}
+    out = subprocess.run([sys.executable, "-m", "alignvar_edge", "info", missing], env=env, capture_output=True,
+                         timeout=120)
+    assert out.returncode == 2, out
+    assert missing in out.stderr and b"\\udc" not in out.stderr, out.stderr
