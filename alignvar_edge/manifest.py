@@ -81,24 +81,26 @@ TRACKED_TOOLS = ("alignvar-edge", "torch", "numpy", "onnx", "onnxruntime", "onnx
 SOURCE_KINDS = ("bundled", "checkpoint", "upstream", "preset", "memory", "other")
 
 
-# (device, inode, size, mtime) -> SHA-256 of the files hashed in this process: one command verifies an
-# artifact several times (build, load, --force's check before the work and at the rename), its files
-# can be gigabytes, and a graph hard-linked into an engine is one file in two artifacts. Not ctime:
-# linking bumps it, and a key with it hashed the linked graph again.
-_DIGESTS: dict[tuple[int, int, int, int], str] = {}
-# a write within the file system's clock tick (FAT's is 2 s) keeps the size and mtime: a file is
-# remembered only once it was unchanged that long, or new content would be taken for the old
+# (device, inode, size, mtime, ctime) -> SHA-256 of the files hashed in this process: one command
+# verifies an artifact several times (build, load, --force's check before the work and at the
+# rename), and its files can be gigabytes. ctime is in the key: a write in place can keep the size
+# and have its mtime set back (os.utime), but every write or utime moves the ctime, which no one can
+# set; linking a graph into an engine moves it too, so that file is read once more.
+_DIGESTS: dict[tuple[int, int, int, int, int], str] = {}
+# a write within the file system's clock tick (FAT's 2 s; Linux's coarse clock a few ms) keeps every
+# time: a file is remembered only once its mtime and ctime are that old, or new content would be
+# taken for the old
 _SETTLED_NS = 2_000_000_000
 
 
 def sha256_file(path: Path) -> str:
-    """SHA-256 of the file at `path`; hashed once per process while its size and mtime are unchanged."""
+    """SHA-256 of the file at `path`; hashed once per process while its size, mtime and ctime hold."""
     st = os.stat(path)
-    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
     digest = _DIGESTS.get(key)
     if digest is None:
         digest = _hash_contents(path)
-        if time.time_ns() - st.st_mtime_ns > _SETTLED_NS:
+        if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > _SETTLED_NS:
             _DIGESTS[key] = digest
     return digest
 

@@ -201,12 +201,6 @@ def test_force_keeps_a_listed_file_changed_since_it_was_written(tmp_path):
     assert (a / "sub" / "notes.txt").read_text() == "mine!"
 
 
-def _settled(path: Path, seconds_ago: int = 60) -> None:
-    """Give `path` an mtime `seconds_ago`, as a file written before this command ran has."""
-    when = os.stat(path).st_mtime_ns - seconds_ago * 10**9
-    os.utime(path, ns=(when, when))
-
-
 def _hashing_count(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     """How often each file's contents are read to hash them, by name (the real hashing runs)."""
     from alignvar_edge import manifest
@@ -220,23 +214,26 @@ def _hashing_count(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     return counts
 
 
-def test_a_settled_file_is_hashed_once_per_process_also_when_hard_linked(tmp_path, monkeypatch):
-    """Verifying an artifact again (a build verifies its source up to six times), checking it for
-    --force, and a hard link to one of its files (a build links the graph into its engine, which
-    bumps the file's ctime) read an unchanged file once; its content changed (and so its mtime) is
-    read again and caught."""
+def test_a_file_is_hashed_once_per_process_while_it_holds_and_an_edit_in_place_is_caught(tmp_path, monkeypatch):
+    """Verifying an artifact again (a build verifies its source up to six times) and checking it for
+    --force read an unchanged file once; a hard link (a build links the graph into its engine)
+    moves its ctime, so it is read once more. An edit in place of the same size with its mtime set
+    back was taken for the old content in the same process (the key had no ctime): caught now."""
+    from alignvar_edge import manifest
     from alignvar_edge.manifest import edited_files, hash_files
+    monkeypatch.setattr(manifest, "_SETTLED_NS", 0)        # written just now: remembered at once here
     a = tmp_path / "a"
     m = _artifact(a, ModelSource.preset("micro", 0))
-    _settled(a / "model.onnx")
     counts = _hashing_count(monkeypatch)
     for _ in range(3):
         load_verified(a)
+    assert edited_files(a, m.files) == [] and counts["model.onnx"] == 1
     os.link(a / "model.onnx", tmp_path / "linked.onnx")
-    assert edited_files(a, m.files) == [] and load_verified(a) == m
-    assert hash_files(tmp_path)["linked.onnx"] == m.files["model.onnx"]
-    assert counts["model.onnx"] == 1 and "linked.onnx" not in counts
-    (a / "model.onnx").write_bytes(b"not really onnY")          # same size, a new mtime
+    assert load_verified(a) == m and hash_files(tmp_path)["linked.onnx"] == m.files["model.onnx"]
+    assert counts["model.onnx"] == 2 and "linked.onnx" not in counts
+    st = os.stat(a / "model.onnx")
+    (a / "model.onnx").write_bytes(b"not really onnY")          # same size
+    os.utime(a / "model.onnx", ns=(st.st_atime_ns, st.st_mtime_ns))
     with pytest.raises(ArtifactError, match="model.onnx does not match"):
         load_verified(a)
     assert edited_files(a, m.files) == ["model.onnx"]
