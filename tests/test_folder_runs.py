@@ -202,3 +202,33 @@ def test_eval_of_a_folder_of_hidden_images_says_they_were_not_read(tmp_path):
     assert f"no usable images in --images {tmp_path} (looked for .png" in str(e.value)
     assert "); not reading 1 hidden image(s) or folder(s) (.a.png): names that start with '.' are skipped; " \
         "rename one to have it read; pass a folder of readable photographs" in str(e.value)
+
+
+def test_eval_compare_and_calibration_say_what_they_left_out_beside_the_images_they_read(tmp_path):
+    """Only upscale named hidden images and link loops; eval's, compare's and --calib's listing left
+    them out without a word, and --calib's "holds no images" did not say some were hidden."""
+    from alignvar_edge.model.config import AlignVARConfig
+    from alignvar_edge.quantize.calibration.sets import CalibrationSet
+    photos = tmp_path / "photos"
+    _png(photos / "a.png", (64, 64))
+    _png(photos / ".b.png", (64, 64))
+    (photos / "loop").symlink_to("..")
+    with pytest.warns(UserWarning) as said:
+        images, _ = usable_images(photos, "--images")
+    assert [name for name, _ in images] == ["a.png"]
+    lines = [str(w.message) for w in said]
+    assert any(line.startswith(f"--images {photos}: not reading 1 hidden image(s) or folder(s) (.b.png)")
+               for line in lines), lines
+    assert any(line.startswith(f"--images {photos}: not following 1 symbolic link(s) back to a folder above them "
+                               "(loop/)") for line in lines), lines
+    config = AlignVARConfig.from_preset("micro")
+    with pytest.warns(UserWarning) as said:
+        CalibrationSet.from_folder(photos, config, n=1, n_val=1)
+    assert sorted(str(w.message).split(": ")[1][:22] for w in said) == ["not following 1 symbol",
+                                                                        "not reading 1 hidden i"]
+    assert all(str(w.message).startswith(f"calibration folder '{photos}': ") for w in said)
+    hidden = tmp_path / "hidden"
+    _png(hidden / ".c.png", (64, 64))
+    with pytest.raises(InputError, match=r"holds no images \(looked for .*\); not reading 1 hidden image\(s\) or "
+                                         r"folder\(s\) \(\.c\.png\).*; add photographs or use `builtin`"):
+        CalibrationSet.from_folder(hidden, config, n=1, n_val=1)

@@ -189,13 +189,19 @@ def _names(paths: Sequence[Path], root: Path) -> str:
 
 def read_images(folder: str | os.PathLike[str], skipped: list[tuple[str, str]],
                 max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
-                raise_limit: str | None = "--max-megapixels") -> Iterator[tuple[str, np.ndarray]]:
+                raise_limit: str | None = "--max-megapixels",
+                not_read: list[str] | None = None) -> Iterator[tuple[str, np.ndarray]]:
     """(name, HxWx3 float32 RGB) of each readable image under `folder` (recursive, sorted), read one
     at a time; a file that cannot be read is appended to `skipped` as (name, reason) instead. A
     name is the path under the folder: subfolders may hold files of the same name. `raise_limit`
-    is the flag that raises `max_megapixels` in the verb reading them (None where there is none)."""
+    is the flag that raises `max_megapixels` in the verb reading them (None where there is none).
+    `not_read` gets the clauses naming what the listing left out without a word otherwise (hidden
+    entries, links that loop: `FolderListing.not_read`), for the caller's one line."""
     root = Path(folder)
-    for path in list_images(root):
+    listing = list_folder(root)
+    if not_read is not None:
+        not_read.extend(listing.not_read(root))
+    for path in listing.images:
         name = path.relative_to(root).as_posix()
         try:
             rgb, _ = load_image(path, max_megapixels=max_megapixels, raise_limit=raise_limit)
@@ -222,13 +228,16 @@ def usable_images(folder: str | os.PathLike[str], flag: str, limit: int | None =
     if not Path(folder).is_dir():
         raise InputError(f"{flag} {folder} is not a folder; pass a folder of images")
     skipped: list[tuple[str, str]] = []
-    images = list(islice(read_images(folder, skipped, max_megapixels, raise_limit), limit))
+    left_out: list[str] = []
+    images = list(islice(read_images(folder, skipped, max_megapixels, raise_limit, left_out), limit))
     if not images:
         why = (f"{len(skipped)} skipped: {skipped_list(skipped)}" if skipped
                else f"looked for {', '.join(IMAGE_EXTENSIONS)}")
-        not_read = "".join(f"; {line}" for line in list_folder(folder).not_read(Path(folder)))
+        not_read = "".join(f"; {line}" for line in left_out)
         raise InputError(f"no usable images in {flag} {folder} ({why}){not_read}; pass a folder of readable "
                          "photographs, or leave the flag out for the bundled held-out ones")
+    for line in left_out:
+        warnings.warn(f"{flag} {folder}: {line}", stacklevel=stacklevel)
     if skipped:
         warnings.warn(f"skipping {len(skipped)} file(s) of {flag} {folder} that cannot be read: "
                       f"{skipped_list(skipped)}", stacklevel=stacklevel)

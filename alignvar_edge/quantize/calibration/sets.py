@@ -31,7 +31,7 @@ import numpy as np
 from alignvar_edge.degrade import DegradationConfig, degrade
 from alignvar_edge.errors import ConfigError, InputError
 from alignvar_edge.images.folders import read_images, skipped_list
-from alignvar_edge.images import DEFAULT_MAX_MEGAPIXELS, IMAGE_EXTENSIONS, list_images
+from alignvar_edge.images import DEFAULT_MAX_MEGAPIXELS, IMAGE_EXTENSIONS
 from alignvar_edge.manifest import sha256_file
 from alignvar_edge.model.config import AlignVARConfig
 from alignvar_edge.samples import sample_images
@@ -132,17 +132,20 @@ class CalibrationSet:
             what = "is a file, not a folder" if folder.exists() else "does not exist"
             raise InputError(f"calibration folder '{folder}' {what}; pass a folder of photographs "
                              "(--calib FOLDER) or `builtin`")
-        files = list_images(folder)
-        if not files:
-            raise InputError(f"calibration folder '{folder}' holds no images (looked for "
-                             f"{', '.join(IMAGE_EXTENSIONS)}); add photographs or use `builtin`")
         images: list[tuple[str, np.ndarray]] = []
         skipped: list[tuple[str, str]] = []
+        left_out: list[str] = []
         digests: dict[str, str] = {}
         # no calibrating verb has a flag that raises the limit
-        for name, rgb in read_images(folder, skipped, max_megapixels, raise_limit=None):
+        for name, rgb in read_images(folder, skipped, max_megapixels, raise_limit=None, not_read=left_out):
             images.append((name, rgb))
             digests[name] = sha256_file(folder / name)
+        if not images and not skipped:
+            raise InputError(f"calibration folder '{folder}' holds no images (looked for "
+                             f"{', '.join(IMAGE_EXTENSIONS)}){''.join(f'; {line}' for line in left_out)}; "
+                             "add photographs or use `builtin`")
+        for line in left_out:
+            warnings.warn(f"calibration folder '{folder}': {line}", stacklevel=2)
         return cls.from_images(images, config, n=n, seed=seed, n_val=n_val, source=str(folder),
                                skipped=skipped, file_sha256=digests)
 
