@@ -313,7 +313,7 @@ def test_more_files_in_a_folder_runs_way_than_it_shows_are_counted_as_every_list
         path.write_bytes(b"")
     assert main(["upscale", str(images), str(dst), "--engine", str(export), "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert f"not results of it: {outputs[0]} (empty), {outputs[1]} (empty), {outputs[2]} (empty) and 1 more; " in err
+    assert f"not finished results of it: {outputs[0]} (empty), {outputs[1]} (empty), {outputs[2]} (empty) and 1 more; " in err
 
 
 def test_a_folder_run_skips_only_its_own_results_and_names_the_files_in_their_way(export, images, tmp_path,
@@ -336,7 +336,7 @@ def test_a_folder_run_skips_only_its_own_results_and_names_the_files_in_their_wa
         assert named in err[0], err
     assert (dst / "gray.png").read_bytes() == b"" and Image.open(dst / "astro.png").size == (300, 300)
     assert main([*argv, "--force"]) == 0      # asked for by name: replaced, and said
-    assert f"replacing 3 file(s) in {dst} that were not results of this run (--force)" in capsys.readouterr().err
+    assert f"replacing 3 file(s) in {dst} that were not finished results of this run (--force)" in capsys.readouterr().err
     assert Image.open(dst / "astro.png").size == (68, 52) and Image.open(dst / "gray.png").size == (44, 36)
 
 

@@ -304,8 +304,8 @@ def _finished(existing: list[Job], engine: str, output: str, force: bool) -> Non
     shown = first_names(foreign)
     if not force:
         raise OutputExistsError(f"{len(foreign)} file(s) in {output} where this run writes its results are not "
-                                f"results of it: {shown}; pass --force to replace them, or move them away")
-    _say(f"replacing {len(foreign)} file(s) in {output} that were not results of this run (--force): {shown}")
+                                f"finished results of it: {shown}; pass --force to replace them, or move them away")
+    _say(f"replacing {len(foreign)} file(s) in {output} that were not finished results of this run (--force): {shown}")
 
 
 def _engine_scale(engine: str) -> int:
