@@ -729,14 +729,13 @@ def test_a_report_that_cannot_be_written_is_reported_on_its_own_path(tmp_path, m
     """`--json FILE` on a read-only or full disk: the one line names FILE, not the hidden temporary
     file (read-only), and not nothing at all (a full disk's error carries no file name)."""
     import errno
-    import tempfile
 
     from alignvar_edge import fsmodes
     target = tmp_path / "r.json"
 
-    def read_only(**kw):
+    def read_only(path):
         raise OSError(errno.EROFS, "Read-only file system", str(tmp_path / ".r.json.x1y2.tmp"))
-    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(fsmodes, "temp_file_beside", read_only)     # root writes past file modes here
     with pytest.raises(OSError) as info:
         fsmodes.write_text(target, "{}")
     assert cli._os_error_line(info.value) == (f"cannot write or read {target} (Read-only file system); "
