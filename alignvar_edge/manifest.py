@@ -105,6 +105,18 @@ def sha256_file(path: Path) -> str:
     return digest
 
 
+def hard_link(src: Path, dst: Path) -> None:
+    """`os.link(src, dst)`, keeping what this process knows of `src`'s SHA-256: the link moves the
+    file's ctime, which keys the cache, but not its bytes, and a build verifies the graph it linked
+    again (it was read again for each check in the next 2 s)."""
+    before = os.stat(src)
+    os.link(src, dst)
+    digest = _DIGESTS.get((before.st_dev, before.st_ino, before.st_size, before.st_mtime_ns, before.st_ctime_ns))
+    st = os.stat(src)
+    if digest is not None and (st.st_size, st.st_mtime_ns) == (before.st_size, before.st_mtime_ns):
+        _DIGESTS[(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)] = digest
+
+
 def _hash_contents(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:

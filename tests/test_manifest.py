@@ -217,7 +217,7 @@ def _hashing_count(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
 def test_a_file_is_hashed_once_per_process_while_it_holds_and_an_edit_in_place_is_caught(tmp_path, monkeypatch):
     """Verifying an artifact again (a build verifies its source up to six times) and checking it for
     --force read an unchanged file once; a hard link (a build links the graph into its engine)
-    moves its ctime, so it is read once more. An edit in place of the same size with its mtime set
+    moves its ctime, so it is read once more (not a build's own link: manifest.hard_link). An edit in place of the same size with its mtime set
     back was taken for the old content in the same process (the key had no ctime): caught now."""
     from alignvar_edge import manifest
     from alignvar_edge.manifest import edited_files, hash_files
@@ -231,6 +231,10 @@ def test_a_file_is_hashed_once_per_process_while_it_holds_and_an_edit_in_place_i
     os.link(a / "model.onnx", tmp_path / "linked.onnx")
     assert load_verified(a) == m and hash_files(tmp_path)["linked.onnx"] == m.files["model.onnx"]
     assert counts["model.onnx"] == 2 and "linked.onnx" not in counts
+    # the build's own link (manifest.hard_link) keeps the digest: no read again
+    manifest.hard_link(a / "model.onnx", tmp_path / "engine.onnx")
+    assert load_verified(a) == m and hash_files(tmp_path)["engine.onnx"] == m.files["model.onnx"]
+    assert counts["model.onnx"] == 2 and "engine.onnx" not in counts
     st = os.stat(a / "model.onnx")
     (a / "model.onnx").write_bytes(b"not really onnY")          # same size
     os.utime(a / "model.onnx", ns=(st.st_atime_ns, st.st_mtime_ns))

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from alignvar_edge.errors import ArtifactError, CheckpointError, InputError, host_tools_error
-from alignvar_edge.manifest import (MANIFEST_FILE, BuiltFrom, Manifest, ModelInfo, listed_file, load_verified,
-                                    new_manifest, read_manifest, recorded_path, sha256_file)
+from alignvar_edge.manifest import (MANIFEST_FILE, BuiltFrom, Manifest, ModelInfo, hard_link, listed_file,
+                                    load_verified, new_manifest, read_manifest, recorded_path, sha256_file)
 from alignvar_edge.model.config import AlignVARConfig
 from alignvar_edge.onnx_wire import external_locations
 from alignvar_edge.runtimes.base import INPUT, NOISE, SR, config_from_manifest, token_name
@@ -183,7 +183,7 @@ def link_onnx(onnx_path: Path, dest: Path, name: str, source: Manifest | None = 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
     try:
-        os.link(src, dst)
+        hard_link(src, dst)
     except OSError:          # another file system, or one without hard links (FAT on an SD card)
         shutil.copy2(src, dst)
 
