@@ -216,16 +216,18 @@ def write_atomically(path: str | os.PathLike[str], write: Callable[[Path], objec
     return p
 
 
-def replace_dir(new: Path, out: Path, aside: Path | None = None) -> None:
+def replace_dir(new: Path, out: Path, aside: Path | None = None, replace: bool = True) -> None:
     """Put the finished folder `new` in `out`'s place. An `out` already there is moved to `aside` (by
     default the hidden sibling `.OUT.old-PID`), `new` moved in, and only then the old one deleted; if
     `new` cannot be moved in, the old one goes back. SIGINT and SIGTERM are held until it is done:
-    between the renames neither is at `out`, and a stop there lost the new one and hid the old one."""
+    between the renames neither is at `out`, and a stop there lost the new one and hid the old one.
+    `replace=False`: the caller found no `out`, and one that appeared since (another run's) is kept:
+    the rename itself refuses it (OSError)."""
     aside = aside or out.with_name(f"{hidden_prefix(out.name, 4 + 10)}old-{os.getpid()}")
     safe_stop.publishing(new, out)       # an interrupted verb then names it, if the rename is done
     with safe_stop.held():
-        if not os.path.lexists(out):
-            os.replace(new, out)
+        if not replace or not os.path.lexists(out):
+            os.rename(new, out)          # onto a folder with files in it, or a file: refused
             return
         os.replace(out, aside)
         try:

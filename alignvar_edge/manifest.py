@@ -941,7 +941,7 @@ def _publish(tmp: Path, out: Path, force: bool) -> None:
     check_out(out, force)
     replacing = os.path.lexists(out)
     try:
-        replace_dir(tmp, out)
+        replace_dir(tmp, out, replace=replacing)
     except OSError as e:              # a rename onto a non-empty folder or a file fails
         if not replacing and e.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
             raise OutputExistsError(f"'{out}' appeared while this run was working (another run wrote it); "

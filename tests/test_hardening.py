@@ -1239,6 +1239,29 @@ def test_concurrent_publish_keeps_the_first(tmp_path):
     assert not t2.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["same"]
 
 
+def test_an_artifact_published_by_another_run_just_before_our_rename_is_kept(tmp_path, monkeypatch):
+    """Between the last check of --out and the rename another run may publish there: the rename itself
+    must refuse it. The shared replace moved it aside and deleted it (it re-checked --out itself)."""
+    from alignvar_edge import safe_stop
+    from alignvar_edge.errors import OutputExistsError
+    from alignvar_edge.manifest import artifact_dir, load_verified, new_manifest, write_manifest
+    out = tmp_path / "same"
+
+    def other_run_publishes(staged, where):
+        if Path(where) != out:                            # the manifest's own atomic write inside ours
+            return
+        out.mkdir()
+        (out / "model.onnx").write_text("theirs")
+        write_manifest(out, new_manifest("onnx", "onnx", "single", "fp32", {"name": "theirs"}))
+    monkeypatch.setattr(safe_stop, "publishing", other_run_publishes)    # called just before the rename
+    with pytest.raises(OutputExistsError, match="appeared while this run was working"):
+        with artifact_dir(out) as tmp:
+            (tmp / "model.onnx").write_text("ours")
+            write_manifest(tmp, new_manifest("onnx", "onnx", "single", "fp32", {"name": "ours"}))
+    assert load_verified(out).model.name == "theirs"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["same"]
+
+
 # ---------------------------------------------------------------------------------------------
 # (e) numeric flags are checked when parsed; --device is checked for the torch engine
 # ---------------------------------------------------------------------------------------------
