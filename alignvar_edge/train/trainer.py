@@ -38,7 +38,7 @@ from alignvar_edge.model import AlignVAR, AlignVARConfig
 from alignvar_edge.model.config import named_by_flags
 from alignvar_edge.model.alignvar import load_pretrained
 from alignvar_edge.model.checkpoint import (CHECKPOINT_FILES, INIT_LINEAGE, check_checkpoint_out, save_pretrained,
-                                           training_lineage)
+                                           training_lineage, training_record)
 from alignvar_edge.samples import sample_images
 from alignvar_edge.train.losses import (decoder_loss, decoder_modules, joint_loss, negative_targets,
                                         transformer_loss, vqvae_loss)
@@ -475,6 +475,7 @@ def _run(opts: TrainOptions, model: AlignVAR, batches: Callable[[int], tuple[tor
     for p in ema.parameters():
         p.requires_grad_(False)
     start = 0
+    lineage = _init_lineage(opts)          # before a resumed run's saves replace what it recorded
     device = opts.torch_device()
     # the run's own draws (dead-code restarts, quality labels, Gumbel noise), on the CPU whatever the device
     gen = torch.Generator().manual_seed(opts.seed + 7)
@@ -550,12 +551,12 @@ def _run(opts: TrainOptions, model: AlignVAR, batches: Callable[[int], tuple[tor
             if (step + 1) % opts.save_every == 0 and step + 1 < opts.steps:
                 save_state(opts.out, step + 1, model, ema, opt,
                            {"stage": opts.stage, "unused_codes": (~usage).nonzero().flatten().tolist()}, gen)
-                _checkpoint(opts, ema, step + 1, LATEST_DIR)
+                _checkpoint(opts, ema, step + 1, LATEST_DIR, lineage)
         bar.close()
         ahead.close()                    # a run stopped early: the threads drop the batches made ahead
         save_state(opts.out, done, model, ema, opt,
                    {"stage": opts.stage, "unused_codes": (~usage).nonzero().flatten().tolist()}, gen)
-        final = _checkpoint(opts, ema, done, "final")
+        final = _checkpoint(opts, ema, done, "final", lineage)
         shutil.rmtree(opts.out / LATEST_DIR, ignore_errors=True)          # final is now the newest
         return final
 
@@ -565,12 +566,26 @@ def _run(opts: TrainOptions, model: AlignVAR, batches: Callable[[int], tuple[tor
 LATEST_DIR = "latest"
 
 
-def _checkpoint(opts: TrainOptions, ema: AlignVAR, steps: int, name: str) -> Path:
+def _checkpoint(opts: TrainOptions, ema: AlignVAR, steps: int, name: str, lineage: dict[str, Any] | None) -> Path:
     made: dict[str, Any] = {"stage": opts.stage, "steps": steps, "planned_steps": opts.steps,
                             "options": opts.fingerprint()}
-    if opts.init is not None:       # what eval reports this run rests on, even after --init moves
-        made[INIT_LINEAGE] = training_lineage(opts.init)
+    if lineage is not None:         # what eval reports this run rests on, even after --init moves
+        made[INIT_LINEAGE] = lineage
     return save_pretrained(ema, opts.out / name, overwrite=True, extra=made)
+
+
+def _init_lineage(opts: TrainOptions) -> dict[str, Any] | None:
+    """The --init checkpoint's lineage as it was when the run started from it, once per run: a resumed
+    run keeps what it recorded at its first save (another run may have trained at --init since, or
+    --init be another run's RUN/latest that moved on)."""
+    if opts.init is None:
+        return None
+    if opts.resume:
+        for name in (LATEST_DIR, "final"):
+            kept = training_record(opts.out / name).get(INIT_LINEAGE)
+            if isinstance(kept, dict):
+                return kept
+    return training_lineage(opts.init)
 
 
 @torch.no_grad()
