@@ -243,17 +243,23 @@ def test_a_file_is_hashed_once_per_process_while_it_holds_and_an_edit_in_place_i
     assert edited_files(a, m.files) == ["model.onnx"]
 
 
-def test_a_file_changed_within_2_s_of_its_hash_is_hashed_again(tmp_path):
-    """A write within the file system's clock tick keeps the size and mtime: a file written just
-    now is not remembered, so its new content is still caught (mtime restored to the same ns here)."""
+def test_a_file_written_within_2_s_is_hashed_again_each_time(tmp_path, monkeypatch):
+    """A write within the file system's clock tick keeps every time stamp: a file written less than
+    2 s ago is not remembered (each check reads it), one older is (read once)."""
+    import time
+
+    from alignvar_edge import manifest
     a = tmp_path / "a"
     _artifact(a, ModelSource.preset("micro", 0))
+    counts = _hashing_count(monkeypatch)
     load_verified(a)
-    st = os.stat(a / "model.onnx")
-    (a / "model.onnx").write_bytes(b"not really onnY")
-    os.utime(a / "model.onnx", ns=(st.st_atime_ns, st.st_mtime_ns))
-    with pytest.raises(ArtifactError, match="model.onnx does not match"):
-        load_verified(a)
+    load_verified(a)
+    assert counts["model.onnx"] == 2                       # just written: not remembered
+    later = time.time_ns() + 3 * 10**9
+    monkeypatch.setattr(manifest.time, "time_ns", lambda: later)
+    load_verified(a)
+    load_verified(a)
+    assert counts["model.onnx"] == 3                       # 2 s old: read once more, then remembered
 
 
 def _manifest_linked_out(root: Path) -> None:
