@@ -767,7 +767,7 @@ def test_write_build_files_takes_the_layers_from_the_manifest(tmp_path):
     from alignvar_edge.runtimes.tensorrt.kit import write_build_files
     m = new_manifest("onnx", "onnx", "single", "fp32", {"name": "micro"},
                      extra={"fp16_f32_layers": {"source": "token path", "layers": ["x", "y"], "half_layers": ["z"]}})
-    write_build_files(tmp_path, m, "fp16", "fp32", None, 3)
+    write_build_files(tmp_path, m, "fp16", "fp32", None, 3, [])
     assert (tmp_path / "trtexec.txt").read_text() == (
         '"$(command -v trtexec || echo /usr/src/tensorrt/bin/trtexec)" --onnx=model.onnx '
         '--saveEngine="../$(basename "$PWD").engine" --timingCacheFile=../alignvar-timing.cache '
@@ -775,6 +775,20 @@ def test_write_build_files_takes_the_layers_from_the_manifest(tmp_path):
     assert 'fp16) FLAGS="--fp16 --noTF32 --precisionConstraints=obey --layerPrecisions=x:fp32,y:fp32"; WHY11="fp16 ' \
         'needs a graph that carries fp16 there' in (tmp_path / "build_on_device.sh").read_text()
     assert "Under `--fp16`, 2 layers stay fp32" in (tmp_path / "README.md").read_text()
+
+
+def test_write_build_files_names_the_data_files_it_is_given_the_graph_is_not_read(tmp_path):
+    """The data files are those link_onnx linked: write_build_files read and parsed the whole graph
+    (up to 2 GiB with its weights inside) again to find them, so bytes that are no ONNX failed."""
+    from alignvar_edge.runtimes.tensorrt.kit import write_build_files
+    (tmp_path / "model.onnx").write_bytes(b"not an onnx graph")
+    (tmp_path / "model.onnx.data").write_bytes(b"weights")
+    m = new_manifest("onnx", "onnx", "single", "fp32", {"name": "micro"},
+                     extra={"fp16_f32_layers": {"source": "token path", "layers": [], "half_layers": None}})
+    write_build_files(tmp_path, m, "fp16", "fp32", None, 3, ["model.onnx.data"])
+    assert "\nfor f in model.onnx model.onnx.data; do" in (tmp_path / "build_on_device.sh").read_text()
+    assert "| `model.onnx.data` | the weights of `model.onnx`, which it reads from this file |" in \
+        (tmp_path / "README.md").read_text()
 
 
 # Manifests as earlier versions wrote them, by hand: the layer lists in the plan as well as in

@@ -19,12 +19,11 @@ from alignvar_edge.errors import ArtifactError, CheckpointError, InputError, hos
 from alignvar_edge.manifest import (MANIFEST_FILE, BuiltFrom, Manifest, ModelInfo, hard_link, listed_file,
                                     load_verified, new_manifest, read_manifest, recorded_path, sha256_file)
 from alignvar_edge.model.config import AlignVARConfig
-from alignvar_edge.onnx_wire import external_locations
 from alignvar_edge.runtimes.base import INPUT, NOISE, SR, config_from_manifest, token_name
 
 __all__ = ["checkpoint_and_export", "checkpoint_dir", "check_same_checkpoint", "model_name", "source_checkpoint", "default_out", "out_for",
            "engine_manifest", "graph_io", "takes_noise", "leaves_out_refiner", "check_quantized_for", "is_checkpoint", "single_graph", "check_calibration",
-           "external_data_files", "link_onnx", "listed_data_files"]
+           "link_onnx", "listed_data_files"]
 
 
 def is_checkpoint(path: str | os.PathLike[str]) -> bool:
@@ -155,30 +154,27 @@ def single_graph(artifact: str | os.PathLike[str], verified: Manifest | None = N
     return m, path
 
 
-def external_data_files(onnx_path: Path) -> list[str]:
-    """The files beside `onnx_path` that hold its external-data tensors (`export --external-data`),
-    as the graph names them (relative to it): an ONNX is whole only with them."""
-    return [loc for loc in external_locations(onnx_path.read_bytes()) if loc]
-
-
 def listed_data_files(m: Manifest, graph_file: str) -> list[str]:
     """The files of an artifact (its manifest `m`, verified) that hold the external-data tensors of
     its graph `graph_file`: `<graph_file>.data`, as export, quantize and every build name them."""
     return [f for f in m.files if f == f"{graph_file}.data"]
 
 
-def link_onnx(onnx_path: Path, dest: Path, name: str, source: Manifest | None = None) -> None:
+def link_onnx(onnx_path: Path, dest: Path, name: str, source: Manifest | None = None) -> list[str]:
     """`onnx_path` as dest/`name`, with its external-data files under their own names: hard links
     where the file system allows (every engine directory holds the ONNX it runs or rebuilds from,
     gigabytes for the large presets, and a Jetson's disk is small), else copies. A file of an
     artifact is never written in place (each is verified against its SHA-256), so sharing one is
     safe; publishing leaves a linked file's mode alone (`fsmodes.publish_mode`). The data files are
     those the manifest of the graph's artifact lists (`source`, the caller's verified one, else read
-    from beside the graph): the graph itself, up to 2 GiB with its weights inside, is never read."""
+    from beside the graph): the graph itself, up to 2 GiB with its weights inside, is never read.
+    Returns the data files' names, as linked."""
     m = source or read_manifest(onnx_path.parent)
     _link_or_copy(onnx_path, dest / name)
-    for rel in listed_data_files(m, onnx_path.name):
+    data = listed_data_files(m, onnx_path.name)
+    for rel in data:
         _link_or_copy(onnx_path.parent / rel, dest / rel)
+    return data
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

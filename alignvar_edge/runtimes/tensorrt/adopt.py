@@ -74,7 +74,7 @@ def adopt(engine_file: str | Path, like: str | Path, out: str | Path, log: str |
         plan["tf32"] = True                       # TensorRT's default: the log is what was built
     with artifact_dir(out, force=force) as tmp:
         shutil.copy2(engine_file, tmp / ENGINE)
-        link_onnx(onnx_path, tmp, ONNX, src)
+        data = link_onnx(onnx_path, tmp, ONNX, src)
         if log:
             shutil.copy2(log, tmp / LOG_FILE)
         # what an fp16 build of this model should keep in f32 (the rebuild files use it), the one
@@ -89,7 +89,7 @@ def adopt(engine_file: str | Path, like: str | Path, out: str | Path, log: str |
         m = engine_manifest(src, like, "tensorrt", precision, {"engine": ENGINE}, batch=src.static_batch,
                             extra=extra)
         m.extra["golden"] = ship_golden(src, like, tmp)
-        write_build_files(tmp, m, precision, kit_precision, None, 3, dla_core)
+        write_build_files(tmp, m, precision, kit_precision, None, 3, data, dla_core)
         if usable and m.extra["golden"]:
             m.parity = _check_against_golden(tmp, m)
         else:

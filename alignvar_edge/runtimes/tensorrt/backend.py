@@ -383,7 +383,7 @@ class TensorRTBackend(Backend):
         gpu = gpu_info(index)
         assert gpu is not None
         with staging_dir(out, force=force) as tmp:
-            link_onnx(onnx_path, tmp, ONNX, src)
+            data = link_onnx(onnx_path, tmp, ONNX, src)
             cache = tmp / CACHE
             prior = Path(artifact_dir) / CACHE
             if CACHE in src.files and prior.is_file():     # only a cache the manifest vouches for
@@ -396,7 +396,7 @@ class TensorRTBackend(Backend):
             m = engine_manifest(src, Path(artifact_dir), self.name, precision, {"engine": ENGINE},
                                 batch=src.static_batch, extra=extra)
             m.extra["golden"] = ship_golden(src, Path(artifact_dir), tmp)
-            write_build_files(tmp, m, precision, src.precision or "fp32", workspace, opt_level)
+            write_build_files(tmp, m, precision, src.precision or "fp32", workspace, opt_level, data)
             write_manifest(tmp, m)
         return out
 
@@ -405,7 +405,7 @@ class TensorRTBackend(Backend):
                    force: bool, why: str, f32: dict[str, Any]) -> Path:
         """The export plus trtexec.txt and build_on_device.sh: an ONNX artifact that also builds."""
         with staging_dir(out, force=force) as tmp:
-            link_onnx(onnx_path, tmp, ONNX, src)
+            data = link_onnx(onnx_path, tmp, ONNX, src)
             graphs = {name: {**g, "file": ONNX} for name, g in src.graphs.items()}
             extra = dict(src.extra)
             # the layer lists once, in FP16_F32; the trtexec command that spells them out is trtexec.txt
@@ -419,7 +419,7 @@ class TensorRTBackend(Backend):
                              opset=src.opset, quantization=src.quantization,
                              calibration=src.calibration, parity=src.parity, extra=extra)
             extra["golden"] = ship_golden(src, src_dir, tmp)
-            write_build_files(tmp, m, precision, src.precision or "fp32", workspace, opt_level)
+            write_build_files(tmp, m, precision, src.precision or "fp32", workspace, opt_level, data)
             write_manifest(tmp, m)
         return out
 

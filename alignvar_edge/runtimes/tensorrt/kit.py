@@ -17,7 +17,6 @@ from typing import Any
 from alignvar_edge.errors import BackendUnavailableError, InputError
 from alignvar_edge.manifest import MANIFEST_FILE as MANIFEST, Manifest, input_contract
 from alignvar_edge.recipes import precisions
-from alignvar_edge.runtimes.artifacts import external_data_files
 from alignvar_edge.runtimes.golden import GOLDEN_FILE
 from alignvar_edge.runtimes.readme import model_notes
 from alignvar_edge.runtimes.tensorrt.plan import (CACHE as TIMING_CACHE, DLA_CORE_HELP, DLA_CORES, DLA_PRECISION_ERROR,
@@ -700,17 +699,17 @@ def hand_command(plan: dict[str, Any], workspace_mib: int | None, opt_level: int
 
 
 def write_build_files(root: Path, manifest: Manifest, precision: str, kit_precision: str,
-                      workspace_mib: int | None, opt_level: int, dla_core: int | None = None) -> None:
+                      workspace_mib: int | None, opt_level: int, data: list[str],
+                      dla_core: int | None = None) -> None:
     """trtexec.txt, build_on_device.sh and README.md into a kit or engine directory: how to
     (re)build it as recommended, on DLA core `dla_core` where the engine runs on one. The layer
-    lists come from the manifest's FP16_F32, their one place."""
+    lists come from the manifest's FP16_F32, their one place; `data`: the files beside the ONNX
+    that hold its external-data tensors, as `link_onnx` linked them (trtexec reads them too)."""
     f32_layers, half_layers = f32_layers_of(manifest), half_layers_of(manifest)
     plan = network_plan(JETPACK_TRT_MAJOR, precision, kit_precision, f32_layers, half_layers)
     (root / TRTEXEC_FILE).write_text(hand_command(plan, workspace_mib, opt_level, dla_core) + "\n")
     script = root / SCRIPT_FILE
-    # the files the script uses that this directory holds (a kit without golden outputs has none;
-    # trtexec reads the weights an ONNX keeps in another file beside it)
-    data = external_data_files(root / ONNX) if (root / ONNX).is_file() else []
+    # the files the script uses that this directory holds (a kit without golden outputs has none)
     checked = tuple(f for f in (ONNX, *data, GOLDEN_FILE) if (root / f).is_file())
     script.write_text(build_script(precision, kit_precision, workspace_mib, opt_level, f32_layers, half_layers,
                                    checked, dla_core))
