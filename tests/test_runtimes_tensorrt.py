@@ -1272,7 +1272,7 @@ def test_an_engine_directory_links_the_kits_onnx_where_the_file_system_allows(ex
         pytest.skip("no second file system here to copy across")
     import tempfile
     with tempfile.TemporaryDirectory(dir=other) as d:
-        link_onnx(kit / "model.onnx", Path(d), "model.onnx")
+        link_onnx(kit / "model.onnx", Path(d), "model.onnx", load_verified(kit))
         for name in ("model.onnx", "model.onnx.data"):
             assert (Path(d) / name).read_bytes() == (kit / name).read_bytes()
             assert not os.path.samefile(Path(d) / name, kit / name)

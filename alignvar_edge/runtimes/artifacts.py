@@ -23,7 +23,7 @@ from alignvar_edge.runtimes.base import INPUT, NOISE, SR, config_from_manifest, 
 
 __all__ = ["checkpoint_and_export", "checkpoint_dir", "check_same_checkpoint", "model_name", "source_checkpoint", "default_out", "out_for",
            "engine_manifest", "graph_io", "takes_noise", "leaves_out_refiner", "check_quantized_for", "is_checkpoint", "single_graph", "check_calibration",
-           "link_onnx", "listed_data_files"]
+           "link_onnx"]
 
 
 def is_checkpoint(path: str | os.PathLike[str]) -> bool:
@@ -154,24 +154,18 @@ def single_graph(artifact: str | os.PathLike[str], verified: Manifest | None = N
     return m, path
 
 
-def listed_data_files(m: Manifest, graph_file: str) -> list[str]:
-    """The files of an artifact (its manifest `m`, verified) that hold the external-data tensors of
-    its graph `graph_file`: `<graph_file>.data`, as export, quantize and every build name them."""
-    return [f for f in m.files if f == f"{graph_file}.data"]
-
-
-def link_onnx(onnx_path: Path, dest: Path, name: str, source: Manifest | None = None) -> list[str]:
+def link_onnx(onnx_path: Path, dest: Path, name: str, source: Manifest) -> list[str]:
     """`onnx_path` as dest/`name`, with its external-data files under their own names: hard links
     where the file system allows (every engine directory holds the ONNX it runs or rebuilds from,
     gigabytes for the large presets, and a Jetson's disk is small), else copies. A file of an
     artifact is never written in place (each is verified against its SHA-256), so sharing one is
-    safe; publishing leaves a linked file's mode alone (`fsmodes.publish_mode`). The data files are
-    those the manifest of the graph's artifact lists (`source`, the caller's verified one, else read
-    from beside the graph): the graph itself, up to 2 GiB with its weights inside, is never read.
-    Returns the data files' names, as linked."""
-    m = source or read_manifest(onnx_path.parent)
+    safe; publishing leaves a linked file's mode alone (`fsmodes.publish_mode`). The data file is
+    the one the verified manifest of the graph's artifact (`source`) lists, `<graph file>.data` as
+    export, quantize and every build name it: the graph itself, up to 2 GiB with its weights
+    inside, is never read. Returns the data files' names, as linked."""
+    data_file = f"{onnx_path.name}.data"
+    data = [data_file] if data_file in source.files else []
     _link_or_copy(onnx_path, dest / name)
-    data = listed_data_files(m, onnx_path.name)
     for rel in data:
         _link_or_copy(onnx_path.parent / rel, dest / rel)
     return data
