@@ -12,7 +12,7 @@ One module a job:
 from __future__ import annotations
 
 from alignvar_edge.images.arrays import as_float_image, check_unit_range, from_tensor, to_tensor
-from alignvar_edge.images.folders import list_images, list_other_files, result_path
+from alignvar_edge.images.folders import list_images, result_path
 from alignvar_edge.images.formats import IMAGE_EXTENSIONS, READ_EXTENSIONS, bits_per_sample, file_layout
 from alignvar_edge.images.metadata import Metadata, file_metadata, file_profile
 from alignvar_edge.images.read import DEFAULT_MAX_MEGAPIXELS, load_image
@@ -35,7 +35,6 @@ __all__ = [
     "file_profile",
     "from_tensor",
     "list_images",
-    "list_other_files",
     "load_image",
     "output_format",
     "quality_setting",

@@ -28,7 +28,7 @@ from alignvar_edge.fsmodes import is_temporary_name, special_kind
 from alignvar_edge.manifest import first_names
 from alignvar_edge.images.read import DEFAULT_MAX_MEGAPIXELS, load_image
 
-__all__ = ["FolderListing", "check_megapixels_flag", "list_folder", "list_images", "list_other_files", "not_a_result",
+__all__ = ["FolderListing", "check_megapixels_flag", "list_folder", "list_images", "not_a_result",
            "read_images", "result_path", "skipped_list", "usable_images"]
 
 
@@ -88,11 +88,6 @@ def list_images(folder: str | os.PathLike[str], extensions: tuple[str, ...] = IM
     """Image files under ``folder`` (recursive, by extension, hidden files skipped, symlinked
     folders followed once), sorted. ``extensions``: `upscale` passes `READ_EXTENSIONS`."""
     return list_folder(folder, extensions).images
-
-
-def list_other_files(folder: str | os.PathLike[str], extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> list[Path]:
-    """The files under ``folder`` that `list_images` leaves out (not hidden, another extension)."""
-    return list_folder(folder, extensions).others
 
 
 def result_path(path: Path) -> Path:

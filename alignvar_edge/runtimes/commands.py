@@ -357,10 +357,11 @@ def run_upscale(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if args.output.endswith(("/", os.sep)) and Path(args.input).is_file():
         output = result_path(output / Path(args.input).name)   # `upscale a.png out/`: into that folder
-    jobs, existing = plan_jobs(Path(args.input), output, args.force)
+    jobs, existing, left_out = plan_jobs(Path(args.input), output, args.force)
     runtimes.check_backend(args.engine, args.backend)      # before any work
     _check_quality(args.quality, jobs, args.output)
-    _say_other_files(Path(args.input), Path(args.output))
+    for line in left_out:
+        _say(line)
     if existing:
         _finished(existing, args.engine, args.output, args.force)
     if not jobs:
@@ -427,22 +428,6 @@ def run_upscale(args: argparse.Namespace) -> int:
         raise InputError(f"{len(unusable)} file(s) could not be upscaled (listed above); fix or remove them and "
                          "run the same command again: the finished images are skipped")
     return 0
-
-
-def _say_other_files(inp: Path, out: Path) -> None:
-    """A folder run names what it does not read, so no file is left out silently."""
-    from alignvar_edge.images import READ_EXTENSIONS
-    from alignvar_edge.images.folders import list_folder
-    if not inp.is_dir():
-        return
-    listing = list_folder(inp, READ_EXTENSIONS, skip=out)
-    others = listing.others
-    if others:
-        shown = first_names([p.relative_to(inp).as_posix() for p in others])
-        _say(f"not reading {len(others)} file(s) of other kinds ({shown}); images are "
-             f"{' '.join(READ_EXTENSIONS)}")
-    for line in listing.not_read(inp):
-        _say(line)
 
 
 def _progress(n_images: int, quiet: bool) -> Any:

@@ -11,16 +11,17 @@ from alignvar_edge.errors import InputError, OutputExistsError
 from alignvar_edge.fsmodes import broken_link, special_kind, unwritable_folder
 from alignvar_edge.manifest import check_outside_artifacts, first_names
 
-__all__ = ["Job", "foreign_outputs", "own_output", "plan_jobs"]
+__all__ = ["Job", "foreign_outputs", "plan_jobs"]
 
 Job = tuple[Path, Path]          # (input image, output path)
 
 
-def plan_jobs(inp: Path, out: Path, force: bool) -> tuple[list[Job], list[Job]]:
-    """((input, output) pairs to do, pairs of a folder run whose output exists); a folder maps to a
-    folder with the same relative paths. A folder run never reads its own output folder (where it
-    lies inside the input, or a link in the input leads to it) and leaves the outputs that exist to `foreign_outputs` to judge: without
-    --force, re-running an interrupted folder resumes it."""
+def plan_jobs(inp: Path, out: Path, force: bool) -> tuple[list[Job], list[Job], list[str]]:
+    """((input, output) pairs to do, pairs of a folder run whose output exists, the lines naming what
+    a folder run does not read, so no file is left out silently); a folder maps to a folder with the
+    same relative paths. A folder run never reads its own output folder (where it lies inside the
+    input, or a link in the input leads to it) and leaves the outputs that exist to
+    `foreign_outputs` to judge: without --force, re-running an interrupted folder resumes it."""
     from alignvar_edge.images import READ_EXTENSIONS, result_path
     from alignvar_edge.images.folders import list_folder
     for path, fix in ((out, "remove it or choose another output"), (inp, "fix or remove the link")):
@@ -52,7 +53,11 @@ def plan_jobs(inp: Path, out: Path, force: bool) -> tuple[list[Job], list[Job]]:
         _refuse_blocked(jobs)
         _refuse_unwritable(jobs)
         existing = [(s, d) for s, d in jobs if d.exists()]
-        return (jobs if force else [(s, d) for s, d in jobs if not d.exists()]), existing
+        others = ([f"not reading {len(listing.others)} file(s) of other kinds "
+                   f"({first_names([p.relative_to(inp).as_posix() for p in listing.others])}); images are "
+                   f"{' '.join(READ_EXTENSIONS)}"] if listing.others else [])
+        todo = jobs if force else [(s, d) for s, d in jobs if not d.exists()]
+        return todo, existing, others + listing.not_read(inp)
     elif inp.is_file():
         if out.is_dir():
             jobs = [(inp, result_path(out / inp.name))]
@@ -69,7 +74,7 @@ def plan_jobs(inp: Path, out: Path, force: bool) -> tuple[list[Job], list[Job]]:
     if clash and not force:
         raise OutputExistsError(f"{len(clash)} output(s) already exist: {first_names(clash)}; pass --force to "
                                 "replace them")
-    return jobs, []
+    return jobs, [], []
 
 
 def _refuse_shared_outputs(jobs: list[Job]) -> None:
