@@ -40,7 +40,8 @@ class OneLineParser(argparse.ArgumentParser):
 
     # the verbs' own parsers (build_parser fills it): an argument no verb reads is reported by its verb's
     verb_parsers: Mapping[str, argparse.ArgumentParser] = {}
-    # the arguments being parsed (parse_args gives them to every verb's parser), for `error`'s advice
+    # the arguments being parsed (parse_args sets them on the class, which every verb's parser is), for
+    # `error`'s advice
     parsing: Sequence[str] = ()
 
     def error(self, message: str) -> NoReturn:
@@ -61,9 +62,7 @@ class OneLineParser(argparse.ArgumentParser):
                    namespace: argparse.Namespace | None = None) -> argparse.Namespace:
         """argparse's, except that arguments left over after a verb are the verb's error (`alignvar-edge
         VERB: error: unrecognized arguments: ...; see `alignvar-edge VERB --help``), not the top level's."""
-        for parser in (self, *self.verb_parsers.values()):
-            if isinstance(parser, OneLineParser):
-                parser.parsing = list(sys.argv[1:] if args is None else args)
+        OneLineParser.parsing = list(sys.argv[1:] if args is None else args)     # every verb's parser reads it
         parsed, unread = self.parse_known_args(args, namespace)
         if "--debug" in unread:             # the top-level flag, typed after the verb as often as before it
             unread = [a for a in unread if a != "--debug"]

@@ -54,22 +54,23 @@ def is_own_result(path: str) -> bool:
 
 def json_target(text: str) -> str:
     """FILE must name a .json file: `info --json alignvar-tiny` would otherwise swallow the checkpoint."""
-    if text != STDOUT and not text.lower().endswith(".json"):
+    if text == STDOUT:
+        return text
+    if not text.lower().endswith(".json"):
         raise argparse.ArgumentTypeError(f"FILE must end in .json, got {text!r} (put positional "
                                          "arguments before a bare --json)")
-    if text != STDOUT and os.path.isfile(text) and is_report(text):
+    if os.path.isfile(text) and is_report(text):
         # a benchmark report is the result of minutes of timing on some device: only bench replaces it
         raise argparse.ArgumentTypeError(f"{text} is a benchmark report (alignvar-edge bench), which this verb "
                                          "does not replace; choose another FILE")
-    if text != STDOUT:
-        try:
-            check_outside_artifacts(text, text)
-        except OutputExistsError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
-    if text != STDOUT and os.path.isfile(text) and not is_own_result(text):
+    try:
+        check_outside_artifacts(text, text)
+    except OutputExistsError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if os.path.isfile(text) and not is_own_result(text):
         raise argparse.ArgumentTypeError(f"{text} exists and is not a result alignvar-edge wrote, so it is not "
                                          "replaced; choose another FILE, or remove it first")
-    if text != STDOUT and (folder := unwritable_folder(text)) is not None:
+    if (folder := unwritable_folder(text)) is not None:
         raise argparse.ArgumentTypeError(f"cannot write {text}: the folder {folder} is not writable; "
                                          "choose another FILE")
     return text
