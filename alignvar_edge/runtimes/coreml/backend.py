@@ -242,15 +242,15 @@ def package_contract(config: Any, batch: int, image_input: bool) -> dict[str, An
 
 
 def describe(ml: Any, config: Any, precision: str, compute_units: str, image_input: bool,
-             batch: int = 1, per_group: dict[str, str] | None = None) -> dict[str, str]:
+             batch: int, per_group: dict[str, str]) -> dict[str, str]:
     """What Xcode shows for the package: a description of the model, of every input and output,
     and user-defined metadata (the input contract: tile, overlap, scale, colour order, range, and
-    the compute units it was built for; `per_group`: `group_precision`, None: all in `precision`).
+    the compute units it was built for; `per_group`: what each group computes in, `group_precision`'s).
     Returns the metadata written."""
     from alignvar_edge import __version__
     c = package_contract(config, batch, image_input)
     t, s = config.lr_size, config.hr_size
-    kept = sorted(g for g, p in (per_group or {}).items() if p == "fp32") if precision != "fp32" else []
+    kept = sorted(g for g, p in per_group.items() if p == "fp32") if precision != "fp32" else []
     shown = precision + (f", {', '.join(kept)} in fp32" if kept else "")
     ml.short_description = (f"AlignVAR x{config.scale} super-resolution ({config.name}, {shown}) on "
                             f"{t}x{t} RGB tiles; tile larger images with {c['overlap']} px overlap and blend "
