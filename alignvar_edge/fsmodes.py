@@ -163,10 +163,11 @@ def hidden_prefix(name: str, after: int) -> str:
     return f".{name}."
 
 
-# our hidden temporaries: `hidden_prefix` (or `.NAME.`), then `temp_file_beside`'s / mkdtemp's 8 random
-# characters (".tmp" after a file's), or a manifest folder's "tmp-" and its 8, or "old-PID" /
-# "replaced-PID" (a folder `replace_dir` or training set aside); a training run's `.state.old`
-_TEMPORARY_NAME = re.compile(r"\..*\.(?:[a-z0-9_]{8}(?:\.tmp)?|tmp-[a-z0-9_]{8}|(?:old|replaced)-\d+)|\.state\.old")
+# our hidden temporaries: `hidden_prefix` (or `.state.`), then `temp_file_beside`'s / mkdtemp's 8 random
+# characters and ".tmp", or a manifest folder's "tmp-" and its 8, or "old-PID" / "replaced-PID" (a
+# folder `replace_dir` or training set aside); a training run's `.state.old`. The fixed parts keep a
+# user's `.my.holidays/` from being taken for one (8 letters after a dot)
+_TEMPORARY_NAME = re.compile(r"\..*\.(?:[a-z0-9_]{8}\.tmp|tmp-[a-z0-9_]{8}|(?:old|replaced)-\d+)|\.state\.old")
 
 
 def is_temporary_name(name: str) -> bool:

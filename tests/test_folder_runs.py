@@ -117,15 +117,19 @@ def test_hidden_images_and_folders_are_named_never_read_and_our_temporaries_neve
     _png(inp / "a.png")
     _png(inp / ".h.png")
     _png(inp / ".dir" / "x.png")
+    _png(inp / ".my.holidays" / "x.png")                   # a user's, though 8 letters follow its dot
     _png(inp / ".a.png.tmp-abcd1234" / "x.png")            # an interrupted export's folder: ours
+    _png(inp / ".ck.x7k2m9q1.tmp" / "x.png")               # an interrupted checkpoint save's folder: ours
     (inp / ".a.png.k2j4h6g8.tmp").write_bytes(b"partial")  # a killed save's file: ours
     (inp / ".DS_Store").write_bytes(b"not an image")       # hidden, of another kind: not named
     out = tmp_path / "out"
     assert main(["upscale", str(inp), str(out), "--engine", str(export), "--quiet"]) == 0
     err = capsys.readouterr().err
-    assert ("not reading 2 hidden image(s) or folder(s) (.dir/, .h.png): names that start with '.' are skipped; "
+    assert ("not reading 3 hidden image(s) or folder(s) (.dir/, .h.png, .my.holidays/): names that start with '.' "
+            "are skipped; "
             "rename one to have it read") in err, err
-    assert "abcd1234" not in err and "k2j4h6g8" not in err and "DS_Store" not in err and _files(out) == ["a.png"], err
+    assert "abcd1234" not in err and "k2j4h6g8" not in err and "x7k2m9q1" not in err and "DS_Store" not in err, err
+    assert _files(out) == ["a.png"], err
 
     hidden_only = tmp_path / "hidden-only"
     _png(hidden_only / ".a.png")

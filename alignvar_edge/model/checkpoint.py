@@ -18,7 +18,7 @@ from safetensors import SafetensorError, safe_open
 
 from alignvar_edge import jsonsafe
 from alignvar_edge.errors import CheckpointError
-from alignvar_edge.fsmodes import as_write_error, publish_mode, replace_dir
+from alignvar_edge.fsmodes import as_write_error, hidden_prefix, publish_mode, replace_dir
 from alignvar_edge.lazy import lazy_import
 from alignvar_edge.manifest import MANIFEST_FILE, RUN_FILE, ModelSource, sha256_file
 from alignvar_edge.model.bundled import BUNDLED, PRETRAINED_DIR
@@ -362,7 +362,7 @@ def save_pretrained(model: torch.nn.Module, out_dir: str | os.PathLike[str], ext
     out = Path(out_dir)
     check_checkpoint_out(out, overwrite, "overwrite=True")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=hidden_prefix(out.name, 8 + 4), suffix=".tmp", dir=out.parent))
     try:
         sd = {k: (v.to(weights_dtype) if v.is_floating_point() else v).detach().contiguous().cpu()
               for k, v in model.state_dict().items()}

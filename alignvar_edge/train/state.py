@@ -46,7 +46,7 @@ def save_state(run_dir: Path, step: int, model: torch.nn.Module, ema: torch.nn.M
     tensors["rng.torch"] = torch.get_rng_state()
     if gen is not None:
         tensors["rng.run"] = gen.get_state()
-    tmp = Path(tempfile.mkdtemp(prefix=".state.", dir=run_dir))
+    tmp = Path(tempfile.mkdtemp(prefix=".state.", suffix=".tmp", dir=run_dir))
     try:
         save_file(tensors, str(tmp / "tensors.safetensors"))
         (tmp / "state.json").write_text(json.dumps({"step": step, "optimizer": opt_meta, **meta}, indent=1))
