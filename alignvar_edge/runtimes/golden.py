@@ -19,7 +19,7 @@ from alignvar_edge.model.checkpoint import GOLDEN_FILE
 from alignvar_edge.runtimes.artifacts import leaves_out_refiner, source_checkpoint
 
 __all__ = ["GOLDEN_FILE", "check_golden_rollout", "copy_golden", "engine_golden", "golden_entry", "golden_made_as",
-           "load_golden", "made_as_metadata", "make_golden", "read_golden", "write_golden"]
+           "load_golden", "made_as_metadata", "make_golden", "read_golden", "rollout_text", "write_golden"]
 
 
 def make_golden(model_dir: str | os.PathLike[str], n: int = 4, seed: int = 0, prune: Sequence[float] = (),
@@ -44,11 +44,15 @@ def make_golden(model_dir: str | os.PathLike[str], n: int = 4, seed: int = 0, pr
         # as every engine runs it: VARSR's refiner on its fixed noise draw
         sr, *tokens = model(x, model.engine_noise(x, refine))
     refine = refine or not model.config.has_refiner
-    reference = ("PyTorch" + (f", pruned {prune_text(prune)}" if prune else "")
-                 + ("" if refine else ", without the refiner"))
-    meta = {"seed": str(seed), "split": "heldout", "reference": reference,
+    meta = {"seed": str(seed), "split": "heldout", "reference": "PyTorch" + rollout_text(prune, refine),
             "weights_sha256": sha256_file(path / "model.safetensors"), **made_as_metadata(prune, refine)}
     return write_golden(out or path / GOLDEN_FILE, lr, sr.numpy(), [t.numpy() for t in tokens], meta)
+
+
+def rollout_text(prune: Sequence[float], refine: bool) -> str:
+    """The rollout golden outputs come from, for their reference and origin: ", pruned X" and
+    ", without the refiner", as they apply ('' for the whole model with its refiner)."""
+    return (f", pruned {prune_text(prune)}" if prune else "") + ("" if refine else ", without the refiner")
 
 
 def made_as_metadata(prune: Sequence[float], refine: bool) -> dict[str, str]:
@@ -168,8 +172,7 @@ def copy_golden(src_manifest: Manifest | None, src_dir: Path, dest: Path,
             make_golden(ckpt, prune=prune, out=out, refine=refine)
         except ImportError:                  # no PyTorch here to run the pruned rollout
             return None
-        return golden_entry(out, f"checkpoint {ckpt.name}" + (f", pruned {prune_text(prune)}" if prune else "")
-                            + ("" if refine else ", without the refiner"))
+        return golden_entry(out, f"checkpoint {ckpt.name}" + rollout_text(prune, refine))
     if ckpt is not None and (ckpt / GOLDEN_FILE).is_file():
         try:
             load_golden(ckpt)

@@ -25,7 +25,8 @@ from alignvar_edge.runtimes.artifacts import (check_quantized_for, engine_manife
                                               parity_vs, single_graph, validation_tiles)
 from alignvar_edge.runtimes.base import (SR, Backend, Engine, TensorSpec, input_roles,
                                          check_load_options, config_from_manifest, token_name)
-from alignvar_edge.runtimes.golden import GOLDEN_FILE, copy_golden, golden_entry, made_as_metadata, write_golden
+from alignvar_edge.runtimes.golden import (GOLDEN_FILE, copy_golden, golden_entry, made_as_metadata, rollout_text,
+                                          write_golden)
 
 ort = lazy_import("onnxruntime")
 
@@ -204,11 +205,11 @@ def ship_golden(src_manifest: Manifest | None, src_dir: Path, dest: Path) -> dic
         lr = validation_tiles(config_from_manifest(src_manifest), n=4, seed=0)
         sr, tokens = ref.run(lr)
     # the export's own rollout: pruned as it is, without the refiner where it leaves it out
-    refine = not leaves_out_refiner(src_manifest)
+    refine, prune = not leaves_out_refiner(src_manifest), src_manifest.graph_facts.get("prune") or ()
     meta = {"seed": "0", "split": "heldout",
             "reference": "ONNX Runtime on the fp32 export (checked against PyTorch at export)"
-                         + ("" if refine else ", without the refiner"),
-            **made_as_metadata(src_manifest.graph_facts.get("prune") or (), refine)}
+                         + rollout_text(prune, refine),
+            **made_as_metadata(prune, refine)}
     write_golden(out, lr, sr, tokens, meta)
     return golden_entry(out, f"fp32 export {src_dir}")
 
