@@ -192,12 +192,14 @@ def test_running_engines_leaves_home_untouched_and_stderr_quiet(ort_dir, ov_dir,
     import subprocess
     import sys
     code = """
+import os
 import sys
 import numpy as np
 from alignvar_edge import load
 for engine_dir in sys.argv[1:]:
     with load(engine_dir, threads=1) as engine:
         engine.upscale(np.zeros((12, 10, 3), np.uint8))
+print(os.environ["ORT_DISABLE_TELEMETRY"])
 """
     home = tmp_path / "home"
     home.mkdir()
@@ -206,11 +208,13 @@ for engine_dir in sys.argv[1:]:
     res = subprocess.run([sys.executable, "-c", code, str(ort_dir), str(ov_dir)], capture_output=True,
                          text=True, env=env, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert list(home.rglob("*")) == [] and res.stderr == ""
+    assert list(home.rglob("*")) == [] and res.stderr == "" and res.stdout.split() == ["1"]
     res = subprocess.run([sys.executable, "-c", code, str(ort_dir)], capture_output=True, text=True,
                          env={**env, "ORT_DISABLE_TELEMETRY": "0"}, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert (home / ".cache" / "Microsoft").is_dir()          # the runtime's own, asked for
+    # the user's own choice stands (whether ONNX Runtime then writes into HOME is the runtime's affair
+    # and differs between hosts, so it is not asserted)
+    assert res.stdout.split() == ["0"]
 
 
 def test_cli_runs_device_verbs_without_pytorch(ort_dir, tmp_path):
