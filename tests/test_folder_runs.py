@@ -139,6 +139,58 @@ def test_hidden_images_and_folders_are_named_never_read_and_our_temporaries_neve
         "or folder(s) (.a.png)" in err[0], err
 
 
+def _unlistable(monkeypatch, folder: Path) -> None:
+    """`folder` cannot be listed, as a folder without read permission (which root could still
+    list, so it is stood in for whoever runs the tests)."""
+    scandir = os.scandir
+
+    def refusing(path="."):
+        if os.path.realpath(path) == os.path.realpath(folder):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return scandir(path)
+    monkeypatch.setattr(os, "scandir", refusing)
+
+
+def test_a_folder_that_cannot_be_listed_is_named_not_passed_over(export, tmp_path, capsys, monkeypatch):
+    """os.walk passes over a subfolder it cannot list without a word: a folder run upscaled the
+    rest and exited 0 as if that folder held nothing."""
+    inp = tmp_path / "in"
+    _png(inp / "a.png")
+    _png(inp / "locked" / "b.png")
+    _unlistable(monkeypatch, inp / "locked")
+    assert main(["upscale", str(inp), str(tmp_path / "out"), "--engine", str(export), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert ("cannot list 1 folder(s) (locked/ permission denied): their images are not read; give the user "
+            "running this read and search permission on them") in err, err
+    assert _files(tmp_path / "out") == ["a.png"]
+
+    _unlistable(monkeypatch, inp)
+    assert main(["upscale", str(inp), str(tmp_path / "o2"), "--engine", str(export), "--quiet"]) == 2
+    err = _lines(capsys.readouterr().err)
+    assert len(err) == 1 and "cannot list 1 folder(s) (./ permission denied)" in err[0], err
+
+
+def test_training_names_what_its_folder_leaves_out(tmp_path, monkeypatch):
+    """`train --images` read the folder through the same listing, but said nothing of the hidden
+    images, looping links and unlistable folders it left out (eval, compare and upscale named them)."""
+    from alignvar_edge.train.data import ImageFolderDataset
+    _png(tmp_path / "a.png", size=(40, 40))
+    _png(tmp_path / ".b.png", size=(40, 40))
+    (tmp_path / "self").symlink_to(".")
+    _png(tmp_path / "locked" / "c.png", size=(40, 40))
+    _unlistable(monkeypatch, tmp_path / "locked")
+    with pytest.warns(UserWarning) as caught:
+        ds = ImageFolderDataset(tmp_path, crop=32)
+    said = [str(w.message) for w in caught]
+    assert [n for n, _ in ds.images] == ["a.png"]
+    assert any("not reading 1 hidden image(s) or folder(s) (.b.png)" in s for s in said), said
+    assert any("not following 1 symbolic link(s) back to a folder above them (self/)" in s for s in said), said
+    assert any("cannot list 1 folder(s) (locked/ permission denied)" in s for s in said), said
+    (tmp_path / "a.png").unlink()
+    with pytest.raises(InputError, match=r"no usable images .*not reading 1 hidden image\(s\)"):
+        ImageFolderDataset(tmp_path, crop=32)
+
+
 def test_a_truncated_output_is_no_finished_result(export, tmp_path, capsys):
     """An output cut short outside the tool (a copy, a full network disk) kept its header, so the
     resume check, which read only the size, skipped it as finished and the run exited 0."""

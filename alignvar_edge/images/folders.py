@@ -1,5 +1,5 @@
 """Folders of images: which files in them are images (`list_images`, recursive, hidden files
-skipped, symlinked folders followed once), and reading a folder for figures or training, one rule
+skipped, symlinked folders followed once, folders that cannot be listed named), and reading a folder for figures or training, one rule
 for the files in it that cannot be used.
 
 A run that reads a folder's pixels (training `--images`, calibration, `compare --images`) goes past
@@ -39,6 +39,7 @@ class FolderListing:
     others: list[Path] = field(default_factory=list)    # files of other kinds
     hidden: list[Path] = field(default_factory=list)    # hidden images and folders, not read
     loops: list[Path] = field(default_factory=list)     # links to a folder they are in, not followed
+    unreadable: list[tuple[Path, str]] = field(default_factory=list)   # folders that could not be listed, why
 
     def not_read(self, root: Path) -> list[str]:
         """A clause for each kind of entry left out without a word otherwise (hidden ones, links
@@ -50,6 +51,10 @@ class FolderListing:
         if self.loops:
             said.append(f"not following {len(self.loops)} symbolic link(s) back to a folder above them "
                         f"({_names(self.loops, root)}): a loop, which would read that folder again")
+        if self.unreadable:
+            why = first_names([f"{_name(p, root, '/')} {reason.lower()}" for p, reason in self.unreadable])
+            said.append(f"cannot list {len(self.unreadable)} folder(s) ({why}): their images are not read; "
+                        "give the user running this read and search permission on them")
         return said
 
 
@@ -81,6 +86,7 @@ def list_folder(folder: str | os.PathLike[str], extensions: tuple[str, ...] = IM
     for listed in (found.images, found.others, found.hidden, found.loops):
         # by path under root, so that the order does not depend on where the folder lives
         listed.sort(key=lambda p: p.relative_to(root).as_posix())
+    found.unreadable.sort(key=lambda pr: pr[0].relative_to(root).as_posix())
     return found
 
 
@@ -147,7 +153,12 @@ def _walk_real(top: Path, walked: set[str], never: str | None, extensions: tuple
     """Sort the entries under `top` into `found`, going down its real subfolders (each one's real
     path added to `walked`); returns the symlinked folders met, left for `list_folder` to follow."""
     links: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(top):      # not followed here: os.walk lists links as folders
+
+    def cannot_list(error: OSError) -> None:
+        # os.walk passes over a folder it cannot list without a word; its images would go unread unsaid
+        found.unreadable.append((Path(error.filename) if error.filename else top, error.strerror or str(error)))
+
+    for dirpath, dirnames, filenames in os.walk(top, onerror=cannot_list):   # links not followed: listed as folders
         here = Path(dirpath)
         down = []
         for name in sorted(dirnames):
@@ -179,7 +190,13 @@ def _is_within(path: str, folder: str | None) -> bool:
 
 
 def _names(paths: Sequence[Path], root: Path) -> str:
-    return first_names([p.relative_to(root).as_posix() + ("/" if p.is_dir() else "") for p in paths])
+    return first_names([_name(p, root, "/" if p.is_dir() else "") for p in paths])
+
+
+def _name(path: Path, root: Path, tail: str) -> str:
+    """`path` as the user knows it under `root` ('.' for the folder itself), with `tail` after it."""
+    under = path.relative_to(root).as_posix()
+    return "./" if under == "." else under + tail
 
 
 def read_images(folder: str | os.PathLike[str], skipped: list[tuple[str, str]],

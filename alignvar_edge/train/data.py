@@ -92,6 +92,7 @@ class ImageFolderDataset(Dataset[SRSample]):
         self.epoch = 0
         self.skipped: list[tuple[str, str]] = []
         self.images: list[tuple[str, np.ndarray]] = []
+        self.not_read: list[str] = []          # what a folder's listing left out (hidden, loops, unlistable)
 
         what = self._collect(source, max_megapixels)
         too_small = [(n, a) for n, a in self.images if min(a.shape[:2]) < crop]
@@ -106,9 +107,12 @@ class ImageFolderDataset(Dataset[SRSample]):
             )
         if not usable:
             detail = f"; {len(self.skipped)} skipped: {self._skipped_list()}" if self.skipped else ""
+            detail += "".join(f"; {line}" for line in self.not_read)
             raise InputError(
                 f"no usable images in {what} (looked for {', '.join(IMAGE_EXTENSIONS)}){detail}"
             )
+        for line in self.not_read:
+            warnings.warn(f"{what}: {line}", stacklevel=2)
         if self.skipped:
             # one line for all of them, not a warning per file
             warnings.warn(f"skipping {len(self.skipped)} image(s): {self._skipped_list()}", stacklevel=2)
@@ -117,7 +121,7 @@ class ImageFolderDataset(Dataset[SRSample]):
     def _collect(self, source: Source, max_megapixels: float | None) -> str:
         if isinstance(source, (str, os.PathLike)):
             # one at a time: each is held compact, never the whole folder as floats
-            for name, rgb in read_images(source, self.skipped, max_megapixels):
+            for name, rgb in read_images(source, self.skipped, max_megapixels, not_read=self.not_read):
                 self.images.append((name, _compact(rgb)))
             return str(source)
         for i, item in enumerate(source):
