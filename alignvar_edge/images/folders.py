@@ -1,6 +1,6 @@
 """Folders of images: which files in them are images (`list_images`, recursive, hidden files
-skipped, symlinked folders followed once, folders that cannot be listed named), and reading a folder for figures or training, one rule
-for the files in it that cannot be used.
+skipped, symlinked folders followed once, folders that cannot be listed named), and reading a
+folder for figures or training, one rule for the files in it that cannot be used.
 
 A run that reads a folder's pixels (training `--images`, calibration, `compare --images`) goes past
 a file it cannot read: the file is named, with its reason, in one warning line for all of them, and
