@@ -4,6 +4,7 @@ validation and the ANE lint, and prediction says plainly that it needs macOS.
 from __future__ import annotations
 
 import copy
+import re
 import sys
 import time
 import warnings
@@ -425,7 +426,7 @@ def test_a_quantized_export_is_not_silently_built_as_fp16(tmp_path, capsys, monk
     assert f"'{int8}' carries int8 in its graph, but coreml builds from the PyTorch checkpoint" in err
     assert "build 'alignvar-tiny' (or its fp32 export) with --precision int8-weights" in err
     assert not (tmp_path / "e").exists()
-    with pytest.raises(InputError, match=f"with --precision fp16 --half-policy-from {fp16}"):
+    with pytest.raises(InputError, match=re.escape(f"with --precision fp16 --half-policy-from {fp16}")):
         checkpoint_dir(fp16, "coreml")
     with pytest.raises(InputError, match=r"torch builds from .* \(or its fp32 export\)$"):
         checkpoint_dir(int8, "torch")         # no torch int8 engine to suggest

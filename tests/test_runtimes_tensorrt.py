@@ -925,9 +925,9 @@ def test_adopt_refuses_a_log_of_another_engine_or_onnx(kit, tmp_path):
                      .replace("/home/nvidia/kit/model.onnx", str(onnx)))
         return f
 
-    with pytest.raises(InputError, match=f"'{other}' \\(--saveEngine\\), another engine than '{mine}'"):
+    with pytest.raises(InputError, match=re.escape(f"'{other}' (--saveEngine), another engine than '{mine}'")):
         adopt(mine, kit, tmp_path / "a", log=log_of(other, kit / "model.onnx"))
-    with pytest.raises(InputError, match=f"'{other_onnx}' \\(--onnx\\), another ONNX than"):
+    with pytest.raises(InputError, match=re.escape(f"'{other_onnx}' (--onnx), another ONNX than")):
         adopt(mine, kit, tmp_path / "b", log=log_of(mine, other_onnx))
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
     assert adopt(mine, kit, tmp_path / "c", log=log_of(mine, kit / "model.onnx")).is_dir()    # its own log
