@@ -16,6 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from alignvar_edge.model import AlignVAR
@@ -91,12 +92,22 @@ def heldout_crops(sizes: dict[str, tuple[int, int]]) -> dict[str, np.ndarray]:
     return out
 
 
-def cache_root(pytestconfig: object, kind: str = "alignvar-runtimes") -> Path:
-    """Where exports that outlive a test run are kept: $ALIGNVAR_TEST_CACHE, else pytest's cache."""
+# the run's base temporary folder, recorded by conftest's `run_temp` fixture (shared by xdist workers)
+RUN_TEMP = pytest.StashKey[Path]()
+
+
+def cache_root(pytestconfig: pytest.Config, kind: str = "alignvar-runtimes") -> Path:
+    """Where exports that outlive a test are kept: $ALIGNVAR_TEST_CACHE, else pytest's cache, else
+    (cache plugin off: `-p no:cacheprovider`) the run's base temporary folder, for this run only."""
     env = os.environ.get("ALIGNVAR_TEST_CACHE")
     if env:
         return Path(env)
-    return Path(pytestconfig.cache.mkdir(kind))  # type: ignore[attr-defined]
+    cache = getattr(pytestconfig, "cache", None)
+    if cache is not None:
+        return Path(cache.mkdir(kind))
+    root = pytestconfig.stash[RUN_TEMP] / kind
+    root.mkdir(exist_ok=True)
+    return root
 
 
 def with_external_weights(export: Path, dst: Path) -> Path:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _runtime_fixtures import cache_root, export_dir, sharp_model
+from _runtime_fixtures import RUN_TEMP, cache_root, export_dir, sharp_model
 
 # Under `pytest -n` every worker is one of several processes sharing the cores: one thread each, here
 # and in the CLI subprocesses the tests start, or PyTorch's spinning threads stall the other workers.
@@ -47,6 +47,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """SLOW_FILES first, in that order; the other files, and every file's own tests, keep theirs."""
     rank = {name: i for i, name in enumerate(SLOW_FILES)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def run_temp(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The run's base temporary folder, where `cache_root` keeps exports when pytest's cache plugin
+    is off; an xdist worker's is a folder of the run's, so the workers share theirs."""
+    base = tmp_path_factory.getbasetemp()
+    pytestconfig.stash[RUN_TEMP] = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    return pytestconfig.stash[RUN_TEMP]
 
 
 @pytest.fixture(scope="module")

@@ -51,6 +51,27 @@ def crops() -> dict[str, np.ndarray]:
     return heldout_crops(CROPS)
 
 
+def test_exports_are_cached_in_the_runs_temporary_folder_with_pytests_cache_plugin_off(tmp_path):
+    """A CI that turns the cache plugin off (`-p no:cacheprovider`, a read-only checkout) and sets no
+    $ALIGNVAR_TEST_CACHE: every test of a cached export errored in setup (no `pytestconfig.cache`)."""
+    import os
+    import subprocess
+    import sys
+    tests = Path(__file__).parent
+    (tmp_path / "test_probe.py").write_text(
+        "from _runtime_fixtures import cache_root\n\n\n"
+        "def test_probe(pytestconfig):\n    print('cache_root', cache_root(pytestconfig))\n")
+    env = {k: v for k, v in os.environ.items() if k != "ALIGNVAR_TEST_CACHE"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(tests), env.get("PYTHONPATH"))))
+    base = tmp_path / "base"
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "-p", "conftest",
+                          "--basetemp", str(base), "test_probe.py"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert f"cache_root {base / 'alignvar-runtimes'}\n" in run.stdout
+    assert (base / "alignvar-runtimes").is_dir()
+
+
 def test_available_backends_report_every_backend_with_a_reason():
     infos = {i.name: i for i in runtimes.available_backends()}
     assert set(infos) == {"torch", "onnxruntime", "openvino", "tensorrt", "coreml"}
