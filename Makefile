@@ -31,8 +31,9 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $@
 
 # Test files spread over the cores; at most 4 workers, since each holds its own models in memory.
+# -rs lists every skip with its reason, so that a CI log says what this host did not test.
 test: venv
-	$(PY) -m pytest -q --durations=20 -n auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder
+	$(PY) -m pytest -q -rs --durations=20 -n auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder
 
 # The demo needs the host side only (PyTorch, ONNX tooling): no test runner, type stubs or backends.
 $(HOST_STAMP): pyproject.toml constraints.txt

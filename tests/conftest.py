@@ -89,7 +89,9 @@ def micro_export(pytestconfig: pytest.Config) -> Path:
 @pytest.fixture()
 def small_disk(tmp_path: Path) -> Iterator[Callable[..., Path]]:
     """`small_disk(size="3M", read_only=False)`: a file system of its own (tmpfs) under tmp_path, for
-    what a full or read-only disk does to a verb; skipped where mounting is not allowed (not root)."""
+    what a full or read-only disk does to a verb; skipped where mounting is not allowed (not root).
+    A user namespace cannot stand in: the verbs run in this process, and unshare(CLONE_NEWUSER)
+    refuses a process with threads (PyTorch's) with EINVAL."""
     mounts: list[Path] = []
 
     def mount(size: str = "3M", read_only: bool = False) -> Path:
@@ -98,7 +100,9 @@ def small_disk(tmp_path: Path) -> Iterator[Callable[..., Path]]:
         opts = f"size={size}" + (",ro" if read_only else "")
         r = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(mnt)], capture_output=True, text=True)
         if r.returncode:
-            pytest.skip(f"cannot mount a small tmpfs here: {r.stderr.strip() or r.returncode}")
+            said = r.stderr.strip().splitlines()[0] if r.stderr.strip() else f"exit status {r.returncode}"
+            pytest.skip(f"cannot mount a small tmpfs here ({said}), so what a full or "
+                        "read-only disk does is not tested: run this test as root with CAP_SYS_ADMIN")
         mounts.append(mnt)
         return mnt
     try:
