@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
-from alignvar_edge import __version__, safe_stop
+from alignvar_edge import __version__, caller, safe_stop
 from alignvar_edge.errors import AlignVAREdgeError, host_tools_error
 from alignvar_edge.lazy import host_package
 
@@ -136,8 +136,9 @@ def _parse_and_run(argv: list[str], interrupted: list[int]) -> int:
     if not debug:           # a warning is one line naming the verb, not a source excerpt
         warnings.showwarning = lambda message, *_a, **_k: print(
             f"alignvar-edge {args.verb}: warning: {message}", file=sys.stderr)
-    # an interrupted verb names the outputs it had already published (_interrupted)
-    with safe_stop.recording():
+    # an interrupted verb names the outputs it had already published (_interrupted); its errors name
+    # options as its flags (caller.option)
+    with safe_stop.recording(), caller.command_line():
         try:
             code = int(args.func(args) or 0)
             # printed text still in the buffer meets a closed pipe here, where it ends quietly, not at

@@ -63,6 +63,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from alignvar_edge import jsonsafe
+from alignvar_edge.caller import option
 from alignvar_edge.errors import ArtifactError, OutputExistsError
 from alignvar_edge.fsmodes import (hidden_prefix, publish_mode, replace_dir, special_kind, symlink_loop, write_error,
                                    write_text)
@@ -833,28 +834,33 @@ def check_out(out: str | os.PathLike[str], force: bool, source: str | os.PathLik
     out = Path(out)
     if symlink_loop(out):
         raise OutputExistsError(f"'{out}' leads into a symlink loop, not to a folder alignvar-edge made: remove "
-                                "it or choose another --out")
+                                f"it or choose another {option('out')}")
     if source is not None:
         o, s = out.resolve(), Path(source).resolve()
         if o == s or s in o.parents or o in s.parents:
             where = "is" if o == s else "lies inside" if s in o.parents else "holds"
-            raise OutputExistsError(f"--out '{out}' {where} the input artifact '{source}'; writing there would "
-                                    "replace or corrupt the input: choose an --out outside it")
-    check_outside_artifacts(out, f"--out '{out}'")
+            raise OutputExistsError(f"{option('out', out)} {where} the input artifact '{source}'; writing there "
+                                    f"would replace or corrupt the input: choose an {option('out')} outside it")
+    check_outside_artifacts(out, option("out", out))
     if not os.path.lexists(out):
         return
     _check_same_kind(out, replaces)         # before "pass --force": force would not take it either
     if not force:
-        raise OutputExistsError(f"'{out}' already exists; pass --force to replace it or choose another --out")
+        raise OutputExistsError(f"'{out}' already exists; {_replace_or_choose()}")
     if out.is_symlink() or not out.is_dir():
-        raise OutputExistsError(f"'{out}' is not a folder alignvar-edge made; --force only replaces our own "
-                                "outputs: remove it yourself or choose another --out")
+        raise OutputExistsError(f"'{out}' is not a folder alignvar-edge made; {option('force', True)} only replaces "
+                                f"our own outputs: remove it yourself or choose another {option('out')}")
     if any(out.iterdir()) and not any(_own_marker(out / f) for f in OWN_MARKERS):
         raise OutputExistsError(f"'{out}' holds files but no {MANIFEST_FILE} or {RUN_FILE} of ours, so alignvar-edge "
-                                "did not make it; --force only replaces our own outputs: remove it yourself or "
-                                "choose another --out")
+                                f"did not make it; {option('force', True)} only replaces our own outputs: remove it "
+                                f"yourself or choose another {option('out')}")
     if _own_marker(out / MANIFEST_FILE):
         _check_only_ours_inside(out)
+
+
+def _replace_or_choose() -> str:
+    """What a run told that its output exists can do, in the caller's words (caller.option)."""
+    return f"pass {option('force', True)} to replace it or choose another {option('out')}"
 
 
 def artifact_around(path: str | os.PathLike[str], itself: bool = False) -> Path | None:
@@ -892,13 +898,13 @@ def _check_only_ours_inside(out: Path) -> None:
     stray = unlisted_files(out, files)
     if stray:
         raise OutputExistsError(f"'{out}' holds files its {MANIFEST_FILE} does not list ({first_names(stray)}): "
-                                "alignvar-edge did not make them and --force would delete them; move them out of "
-                                "the folder, or remove it yourself")
+                                f"alignvar-edge did not make them and {option('force', True)} would delete them; move "
+                                "them out of the folder, or remove it yourself")
     edited = edited_files(out, files)
     if edited:
         raise OutputExistsError(f"'{out}' holds files changed since alignvar-edge wrote them ({first_names(edited)}: "
-                                f"not the SHA-256 its {MANIFEST_FILE} records) and --force would delete them; move "
-                                "the changed files out of the folder, or remove it yourself")
+                                f"not the SHA-256 its {MANIFEST_FILE} records) and {option('force', True)} would "
+                                "delete them; move the changed files out of the folder, or remove it yourself")
 
 
 def first_names(names: Sequence[str], shown: int = 3) -> str:
@@ -914,10 +920,10 @@ def _check_same_kind(out: Path, replaces: str) -> None:
         return                 # never replaced at all (check_out says so)
     if replaces != RUN_FILE and _own_marker(out / RUN_FILE):
         raise OutputExistsError(f"'{out}' is a training run (it holds a {RUN_FILE}), not an artifact; only train "
-                                "replaces it: choose another --out")
+                                f"replaces it: choose another {option('out')}")
     if replaces != MANIFEST_FILE and _own_marker(out / MANIFEST_FILE):
         raise OutputExistsError(f"'{out}' is an artifact alignvar-edge made (it holds a {MANIFEST_FILE}), not a "
-                                "training run; a run does not replace it: choose another --out")
+                                f"training run; a run does not replace it: choose another {option('out')}")
 
 
 # the keys every manifest.json / run.json we write has (any schema version): many projects keep a
@@ -945,7 +951,7 @@ def _publish(tmp: Path, out: Path, force: bool) -> None:
     except OSError as e:              # a rename onto a non-empty folder or a file fails
         if not replacing and e.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
             raise OutputExistsError(f"'{out}' appeared while this run was working (another run wrote it); "
-                                    "kept that one: pass --force to replace it or choose another --out") from e
+                                    f"kept that one: {_replace_or_choose()}") from e
         raise
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from alignvar_edge.caller import option, python_call
 from alignvar_edge.errors import ArtifactError, ConfigError, InputError
 from alignvar_edge.export.batch import default_batch
 from alignvar_edge.export.graphs import GraphSpec, graph_noise, specs_for
@@ -156,7 +157,7 @@ def simplify_graph(path: Path, external_data: bool) -> None:
     with _quiet_exporter():
         slim = onnxslim.slim(str(path))
     if slim is None:
-        raise ArtifactError(f"onnxslim could not simplify {path.name}; export without --simplify")
+        raise ArtifactError(f"onnxslim could not simplify {path.name}; export without {option('simplify', True)}")
     data = path.with_name(path.name + ".data")
     if data.exists():
         data.unlink()
@@ -242,8 +243,9 @@ def _runtime_refused(e: Exception, graph: str, opset: int) -> ArtifactError | No
 
     reason = e.__cause__ if loading else e
     first = (str(reason).strip().splitlines() or [type(reason).__name__])[0]
-    what, fix = (("load", "export with --opset 18 (every runtime reads it) or upgrade onnxruntime") if loading else
-                 ("run", "a smaller --batch if it ran out of memory, else --opset 18 or another onnxruntime"))
+    portable = option("opset", 18)
+    what, fix = (("load", f"export with {portable} (every runtime reads it) or upgrade onnxruntime") if loading else
+                 ("run", f"a smaller {option('batch')} if it ran out of memory, else {portable} or another onnxruntime"))
     return ArtifactError(f"ONNX Runtime {onnxruntime.__version__} could not {what} the exported {graph} graph "
                          f"(opset {opset}) to check it against PyTorch: {first}; nothing was written: {fix}")
 
@@ -275,6 +277,7 @@ def _as_model(model: object) -> tuple[AlignVAR, str | None]:
                      f"name or checkpoint directory, got {type(model).__name__}")
 
 
+@python_call(out="out_dir", tiles="n_tiles")
 def export_onnx(model: AlignVAR | str | os.PathLike[str], out_dir: str | os.PathLike[str], graph: str = "single", batch: int | None = None,
                 opset: int = 18, n_tiles: int = 4, seed: int = 0, simplify: bool = False,
                 force: bool = False, external_data: bool | None = None, *, refine: bool = True,
@@ -310,18 +313,19 @@ def export_onnx(model: AlignVAR | str | os.PathLike[str], out_dir: str | os.Path
         checkpoint, model_name = loaded_from, model_name or loaded_from     # as the CLI's export records it
     batch = default_batch(model.config) if batch is None else batch
     if batch < 1 or n_tiles < 1:
-        raise ConfigError(f"batch and tiles must be >= 1, got batch={batch}, tiles={n_tiles}")
+        raise ConfigError(f"batch and tiles must be >= 1, got {option('batch', batch)}, {option('tiles', n_tiles)}")
     if attention not in ATTENTION_FORMS:
         raise ConfigError(f"attention must be one of {', '.join(ATTENTION_FORMS)}, got {attention!r}")
     if attention == "fused" and opset < FUSED_ATTENTION_OPSET:
-        raise ConfigError(f"--attention fused needs --opset {FUSED_ATTENTION_OPSET} (ONNX Attention, RMSNormalization "
-                          f"and RotaryEmbedding); at opset {opset} use --attention explicit")
+        raise ConfigError(f"{option('attention', 'fused')} needs {option('opset', FUSED_ATTENTION_OPSET)} (ONNX "
+                          f"Attention, RMSNormalization and RotaryEmbedding); at opset {opset} use "
+                          f"{option('attention', 'explicit')}")
     prune = effective_prune(model.config.patch_nums, prune)     # refuses a ratio before any work
     if not refine and not model.config.has_refiner:
         # refused, not dropped: the user would believe they had switched something off
-        raise ConfigError(f"--no-refine applies to models with VARSR's diffusion refiner; "
+        raise ConfigError(f"{option('refine', False)} applies to models with VARSR's diffusion refiner; "
                           f"'{model_name or model.config.name}' has none, so its graphs never refine: "
-                          "drop --no-refine")
+                          f"drop {option('refine', False)}")
     model = model.cpu().float().eval()
     info = _model_info(model, model_name, source, checkpoint)
     if info.source.kind == "checkpoint" and info.source.path and training_stage(info.source.path) == "vqvae":

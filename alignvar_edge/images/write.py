@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from alignvar_edge import safe_stop
+from alignvar_edge.caller import option, python_call
 from alignvar_edge.errors import InputError, OutputExistsError
 from alignvar_edge.fsmodes import publish_mode, temp_file_beside, write_error
 from alignvar_edge.images import png16, sixteen_bit
@@ -29,6 +30,7 @@ from alignvar_edge.images.metadata import (METADATA_FORMATS, exif_with_png_text,
 _SIXTEEN_BIT_FORMATS = ("PNG", "TIFF")
 
 
+@python_call(force="overwrite")
 def save_image(
     path: str | os.PathLike[str],
     rgb: np.ndarray,
@@ -75,7 +77,7 @@ def save_image(
     if path.is_dir():                    # os.replace would fail once the work is done, naming the temp file
         raise InputError(f"output path {path} is a folder; move it away or choose an image file path")
     if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path} already exists; pass --force (overwrite=True) to replace it")
+        raise OutputExistsError(f"{path} already exists; pass {option('force', True)} to replace it")
     if not path.parent.is_dir():
         raise InputError(f"output folder {path.parent} does not exist; create it first")
 
@@ -268,7 +270,7 @@ def _appeared(path: Path) -> str:
     # checked absent before the image was encoded: another run (a second `upscale` into the same
     # folder) wrote it since, and its image is kept
     return (f"{path} appeared while this run was writing it (another run wrote it); kept that one: replace it "
-            "with --force (overwrite=True in Python)")
+            f"with {option('force', True)}")
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, cast
 from safetensors import SafetensorError, safe_open
 
 from alignvar_edge import jsonsafe
+from alignvar_edge.caller import option, python_call
 from alignvar_edge.errors import CheckpointError
 from alignvar_edge.fsmodes import as_write_error, hidden_prefix, publish_mode, replace_dir
 from alignvar_edge.lazy import lazy_import
@@ -350,6 +351,7 @@ def own_checkpoint(path: Path) -> bool:
     return made_by == WEIGHTS_FORMAT and isinstance(config, dict) and all(k in config for k in _CONFIG_MARKER_KEYS)
 
 
+@python_call(force="overwrite")
 def save_pretrained(model: torch.nn.Module, out_dir: str | os.PathLike[str], extra: dict[str, Any] | None = None,
                     overwrite: bool = False, weights_dtype: torch.dtype | None = None) -> Path:
     """Write config.json + model.safetensors atomically (temp sibling dir, then rename).
@@ -360,7 +362,7 @@ def save_pretrained(model: torch.nn.Module, out_dir: str | os.PathLike[str], ext
     from safetensors.torch import save_file
     weights_dtype = weights_dtype or torch.float32
     out = Path(out_dir)
-    check_checkpoint_out(out, overwrite, "overwrite=True")
+    check_checkpoint_out(out, overwrite, option("force", True))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=hidden_prefix(out.name, 8 + 4), suffix=".tmp", dir=out.parent))
     try:

@@ -318,10 +318,12 @@ if [ -z "$HAVE_AE" ] && [ -x "$VENV_PYTHON" ] && "$VENV_PYTHON" -c "import align
 fi
 if [ -n "$HAVE_AE" ]; then
     WHY=$("$PYTHON" -c 'import sys
+from alignvar_edge.caller import command_line
 from alignvar_edge.errors import OutputExistsError
 from alignvar_edge.manifest import check_out
 try:
-    check_out(sys.argv[1], force=True)
+    with command_line():
+        check_out(sys.argv[1], force=True)
 except OutputExistsError as e:
     print(str(e).replace("--force", "this script"))' "$OUT") || die "$PYTHON could not check --out $OUT"
     [ -z "$WHY" ] || die "--out $OUT: $WHY"

@@ -1,0 +1,111 @@
+"""Errors name an option as their caller passes it: a keyword argument of the function called from
+Python (`force=True`, export's `out_dir=`), the flag on the command line (`--force`, `--out`), whose
+lines stay word for word as they were."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from alignvar_edge import AlignVAR, build, export
+from alignvar_edge.caller import command_line, option, python_call
+from alignvar_edge.cli import main
+from alignvar_edge.errors import CheckpointError, ConfigError, OutputExistsError
+from alignvar_edge.images.write import save_image
+
+
+@pytest.fixture(scope="module")
+def tiny() -> AlignVAR:
+    return AlignVAR.from_pretrained("alignvar-tiny")
+
+
+@pytest.fixture
+def taken(tmp_path: Path) -> Path:
+    """An output folder that exists and is someone's."""
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "mine.txt").write_text("mine")
+    return out
+
+
+def _cli_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    capsys.readouterr()
+    assert main(argv) == 2
+    return capsys.readouterr().err.strip()
+
+
+def test_export_from_python_names_its_keywords(tiny: AlignVAR, taken: Path, tmp_path: Path) -> None:
+    with pytest.raises(OutputExistsError) as e:
+        export(tiny, taken)
+    assert str(e.value) == f"'{taken}' already exists; pass force=True to replace it or choose another out_dir="
+    with pytest.raises(ConfigError) as e:
+        export(tiny, tmp_path / "fused", attention="fused")
+    assert str(e.value).startswith("attention='fused' needs opset=23 (") and \
+        str(e.value).endswith("at opset 18 use attention='explicit'"), e.value
+    with pytest.raises(ConfigError) as e:
+        export(tiny, tmp_path / "plain", refine=False)
+    assert str(e.value).startswith("refine=False applies to") and str(e.value).endswith("drop refine=False")
+    assert (taken / "mine.txt").read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+
+
+def test_build_from_python_names_its_keywords(taken: Path, tmp_path: Path) -> None:
+    source = tmp_path / "E"
+    source.mkdir()
+    with pytest.raises(OutputExistsError) as e:
+        build(source, "onnxruntime", out=source / "x")
+    assert str(e.value) == (f"out='{source / 'x'}' lies inside the input artifact '{source}'; writing there would "
+                            "replace or corrupt the input: choose an out= outside it")
+    with pytest.raises(OutputExistsError) as e:
+        build(source, "onnxruntime", out=taken)
+    assert str(e.value) == f"'{taken}' already exists; pass force=True to replace it or choose another out="
+    with pytest.raises(OutputExistsError) as e:
+        build(source, "onnxruntime", out=taken, force=True)
+    assert "force=True only replaces our own outputs" in str(e.value) and "--" not in str(e.value)
+
+
+def test_the_command_line_names_the_flags_word_for_word(taken: Path, tmp_path: Path, capsys) -> None:
+    source = tmp_path / "E"
+    source.mkdir()
+    assert _cli_error(capsys, ["build", str(source), "--target", "onnxruntime", "--out", str(source / "x")]) == (
+        f"alignvar-edge build: error: --out '{source / 'x'}' lies inside the input artifact '{source}'; writing "
+        "there would replace or corrupt the input: choose an --out outside it")
+    assert _cli_error(capsys, ["export", "alignvar-tiny", "--out", str(taken)]) == (
+        f"alignvar-edge export: error: '{taken}' already exists; pass --force to replace it or choose another --out")
+    assert _cli_error(capsys, ["export", "alignvar-tiny", "--out", str(tmp_path / "f"), "--attention", "fused"]) \
+        .startswith("alignvar-edge export: error: --attention fused needs --opset 23 (")
+
+
+def test_save_image_and_save_pretrained_name_overwrite_in_python_and_force_in_a_verb(tiny: AlignVAR,
+                                                                                     taken: Path) -> None:
+    image = taken / "x4.png"
+    image.write_bytes(b"theirs")
+    rgb = np.zeros((4, 4, 3), np.float32)
+    with pytest.raises(OutputExistsError, match=r"^\S+x4.png already exists; pass overwrite=True to replace it$"):
+        save_image(image, rgb)
+    with pytest.raises(CheckpointError, match="choose another directory or pass overwrite=True$"):
+        tiny.save_pretrained(taken)
+    with command_line():               # as `upscale` and `train` call them
+        with pytest.raises(OutputExistsError, match=r"already exists; pass --force to replace it$"):
+            save_image(image, rgb)
+        with pytest.raises(CheckpointError, match="--force replaces only checkpoints"):
+            tiny.save_pretrained(taken, overwrite=True)
+    assert image.read_bytes() == b"theirs" and (taken / "mine.txt").read_text() == "mine"
+
+
+def test_the_function_the_user_called_names_the_options() -> None:
+    @python_call(out="out_dir")
+    def inner() -> str:
+        return option("out")
+
+    @python_call()
+    def outer() -> str:
+        return inner()
+
+    assert inner() == "out_dir=" and outer() == "out="       # not the keyword of a function called inside
+    assert (option("force", True), option("refine", False), option("opset", 18), option("out", Path("a b"))) == \
+        ("force=True", "refine=False", "opset=18", "out='a b'")
+    with command_line():
+        assert inner() == "--out"
+        assert (option("force", True), option("refine", False), option("opset", 18), option("out", Path("a b")),
+                option("calib_tiles", 4)) == ("--force", "--no-refine", "--opset 18", "--out 'a b'", "--calib-tiles 4")
