@@ -941,7 +941,6 @@ def test_adopt_names_a_missing_or_unusable_log_and_how_to_save_one(kit, tmp_path
         adopt(engine, kit, tmp_path / "a", log=tmp_path / "no.log")
     if AVAILABLE:
         return                                     # the version and GPU come from TensorRT here
-    import re
     lines = (LOGS / "trt10-orin-fp16-dla.log").read_text().splitlines()
     for name, kept, missing in (("summary", lines[8:-1], "'&&&& RUNNING TensorRT.trtexec' line and no "
                                                         "'Compute Capability' line"),
