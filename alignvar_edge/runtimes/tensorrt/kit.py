@@ -619,7 +619,9 @@ alignvar-edge bench trtexec ../my.log --engine ../my-engine --out ../my-report.j
 The `sed` takes this kit's precision flags from `{TRTEXEC_FILE}` (the whole command, layer list
 included); add any trtexec flags you like. `sh {TRTEXEC_FILE}` alone runs the script's build: trtexec
 from `PATH`, else `/usr/src/tensorrt/bin/trtexec`, writing `../<this directory's name>.engine` and the
-timing cache `../{TIMING_CACHE}`, never a file inside the kit. `adopt` takes the TensorRT version and GPU from `import
+timing cache `../{TIMING_CACHE}`, never a file inside the kit. Where the folder above this one is
+not writable (a read-only copy), run the script with `--out DIR --timing-cache FILE` on a writable
+disk, or point the command above's `--saveEngine` and `tee` there. `adopt` takes the TensorRT version and GPU from `import
 tensorrt` and the GPU when it can, else from the trtexec log (`--log`), and the precision and
 DLA core from the log's command line (a `--stronglyTyped` build: the kit's precision). A
 `--buildOnly` log will do for `adopt`; `bench trtexec` needs the timing run's.
