@@ -21,6 +21,7 @@ from typing import Any, NoReturn
 
 from alignvar_edge import __version__, caller, safe_stop
 from alignvar_edge.errors import AlignVAREdgeError, host_tools_error
+from alignvar_edge.extras import install_command
 from alignvar_edge.lazy import host_package
 
 # modules with a `register(subparsers)` function, in the order their verbs are listed
@@ -166,7 +167,7 @@ def _parse_and_run(argv: list[str], interrupted: list[int]) -> int:
             if isinstance(e, ModuleNotFoundError) and (e.name or "").split(".")[0] == "nncf" and not debug:
                 # the `openvino` extra runs engines; only building OpenVINO int8 ones needs NNCF
                 print(f"alignvar-edge {args.verb}: error: OpenVINO int8 builds need NNCF, which is not installed; "
-                      "pip install 'alignvar-edge[openvino-int8]'", file=sys.stderr)
+                      f"{install_command('openvino-int8')}", file=sys.stderr)
                 return 3
             if isinstance(e, (OSError, MemoryError)):
                 if debug:

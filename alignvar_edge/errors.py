@@ -36,13 +36,25 @@ class BackendUnavailableError(AlignVAREdgeError):
 
 class HostToolsError(BackendUnavailableError, ImportError):
     """Something only the host tools do (PyTorch, onnx, scikit-image: the `host` extra), asked of a
-    device install (alignvar-edge[device]). An ImportError too: the missing import it stands for."""
+    device install (the `device` extra alone). An ImportError too: the missing import it stands for."""
 
 
 def host_tools_error(what: str, package: str) -> HostToolsError:
-    """`what` ('this verb', 'AlignVAR', ...) needs `package`, which is not installed: the one wording."""
-    return HostToolsError(f"{what} needs {package}, which a device install does not have; install the host "
-                          "tools: pip install 'alignvar-edge[host]'", name=package)
+    """`what` ('this verb', 'AlignVAR', ...) needs host package `package`, which is not installed, or
+    is installed but fails to import a module it needs (too old, or not the release for this
+    torch): the one wording of each, with the pip command that works here."""
+    from alignvar_edge.extras import install_command, pip_install, requirement_of
+    from alignvar_edge.lazy import installed_version, is_installed
+    if not is_installed(package):
+        return HostToolsError(f"{what} needs {package}, which a device install does not have; install the host "
+                              f"tools: {install_command('host')}", name=package)
+    dist, version = installed_version(package)
+    needed = requirement_of(dist)
+    torch = installed_version("torch")[1] if package != "torch" else None
+    against = f" or is not the release for the installed torch {torch}" if torch else ""
+    return HostToolsError(f"{what} needs {needed}; the installed {dist} {version or '(version unknown)'} fails "
+                          f"to import a module it needs: it is too old{against} (--debug shows which module); "
+                          f"install a matching one: {pip_install([needed], upgrade=True)}", name=package)
 
 
 class EngineClosedError(AlignVAREdgeError, RuntimeError):

@@ -14,6 +14,7 @@ Importing this module also turns the runtimes' usage telemetry off for this proc
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import importlib.util
 import os
 import sys
@@ -24,10 +25,10 @@ from typing import Any
 
 from alignvar_edge.errors import host_tools_error
 
-__all__ = ["HOST_ONLY", "LazyModule", "host_package", "import_host", "is_installed", "keep_runtimes_local",
-           "lazy_import", "needs_host"]
+__all__ = ["HOST_ONLY", "LazyModule", "host_package", "import_host", "installed_version", "is_installed",
+           "keep_runtimes_local", "lazy_import", "needs_host"]
 
-# packages of the `host` extra, which a device install (alignvar-edge[device]) does not have
+# packages of the `host` extra, which a device install (the `device` extra alone) does not have
 HOST_ONLY = ("torch", "onnx", "onnxscript", "skimage")
 
 
@@ -81,16 +82,36 @@ def is_installed(name: str) -> bool:
         return False
 
 
+def installed_version(package: str) -> tuple[str, str | None]:
+    """(the distribution that installs import package `package`, its version or None)."""
+    dists = importlib.metadata.packages_distributions().get(package) or [package]
+    try:
+        return dists[0], importlib.metadata.version(dists[0])
+    except importlib.metadata.PackageNotFoundError:
+        return dists[0], None
+
+
 def host_package(error: ImportError) -> str | None:
-    """The host-only package (torch, onnx, ...) whose absence `error` reports, or None."""
+    """The host-only package (torch, onnx, ...) that `error` is about, or None: the one it names
+    (missing, or missing a module of its own), else the innermost one whose code raised it (an
+    installed onnxscript that imports an absent onnx_ir)."""
     top = (error.name or "").split(".")[0]
-    return top if top in HOST_ONLY else None
+    if top in HOST_ONLY:
+        return top
+    raised_in = None
+    tb = error.__traceback__
+    while tb is not None:
+        module = str(tb.tb_frame.f_globals.get("__name__", "")).split(".")[0]
+        raised_in = module if module in HOST_ONLY else raised_in
+        tb = tb.tb_next
+    return raised_in
 
 
 @contextmanager
 def needs_host(what: str) -> Iterator[None]:
-    """Inside it, an import of a host-only package that is missing (a device install) raises
-    HostToolsError: `what` needs it, and the extra that installs it."""
+    """Inside it, an import of a host-only package that is missing (a device install), or installed
+    but unable to import what it needs (too old, or not for this torch), raises HostToolsError:
+    `what` needs it, and the pip command that installs one that works."""
     try:
         yield
     except ModuleNotFoundError as e:

@@ -7,6 +7,7 @@ download). Sources and licences: docs/sample-images.md.
 from __future__ import annotations
 
 import importlib.util
+import shlex
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -16,11 +17,15 @@ import numpy as np
 
 from alignvar_edge.errors import ConfigError, InputError
 from alignvar_edge.images import load_image
-from alignvar_edge.lazy import is_installed
+from alignvar_edge.extras import pip_install, requirement_of
+from alignvar_edge.lazy import installed_version, is_installed
 
 __all__ = ["SAMPLE_IMAGES", "SampleImage", "Split", "sample_images", "samples_installed"]
 
 Split = Literal["train", "heldout", "all"]
+
+# the other way to verbs that read the samples only when given no images (demo takes none)
+_OWN_FOLDER = "pass a folder of your own images where the verb takes one (--images, --calib)"
 
 
 @dataclass(frozen=True)
@@ -58,10 +63,9 @@ def _skimage_data_dir() -> Path:
     # Locate the folder without importing skimage.data (whose fetchers may try the network).
     spec = importlib.util.find_spec("skimage")
     if spec is None or spec.origin is None:
-        # a device install (alignvar-edge[device]) has no scikit-image: say where it comes from
+        # a device install (the `device` extra alone) has no scikit-image: say where it comes from
         raise InputError("scikit-image is not installed, and the bundled sample photographs come from its "
-                         "wheel; install the host tools: pip install 'alignvar-edge[host]', or pass a folder "
-                         "of your own images where the verb takes one (--images, --calib)")
+                         f"wheel; install it: {pip_install([requirement_of('scikit-image')])}, or {_OWN_FOLDER}")
     return Path(spec.origin).parent / "data"
 
 
@@ -69,10 +73,11 @@ def _skimage_data_dir() -> Path:
 def _load_sample(file: str) -> np.ndarray:
     path = _skimage_data_dir() / file
     if not path.is_file():
-        raise InputError(
-            f"sample image {path} is missing from the installed scikit-image; "
-            "reinstall it (pip install -c constraints.txt scikit-image) or use your own folder"
-        )
+        # a plain `pip install scikit-image` does nothing where it is installed
+        _, version = installed_version("skimage")
+        again = shlex.quote(f"scikit-image=={version}" if version else "scikit-image")
+        raise InputError(f"sample image {path} is missing from the installed scikit-image; reinstall it "
+                         f"(`pip install --force-reinstall --no-deps {again}`), or {_OWN_FOLDER}")
     rgb, _ = load_image(path)
     rgb.flags.writeable = False  # shared by the cache; callers get copies
     return rgb

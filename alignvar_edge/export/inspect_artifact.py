@@ -13,6 +13,7 @@ from typing import Any
 
 from alignvar_edge.errors import ArtifactError
 from alignvar_edge.export.lint import TARGETS, Finding, lint_model, package_finding_text
+from alignvar_edge.extras import pip_install, requirement_of
 from alignvar_edge.manifest import (CONTENT_KEY, MANIFEST_FILE, Manifest, db_text, input_contract, listed_bytes,
                                     listed_file, load_verified, prune_text, token_share)
 from alignvar_edge.runtimes.openvino.backend import half_checked_in_f32
@@ -31,7 +32,7 @@ def _graph_summary(root: Path, m: Manifest, entry: dict[str, Any]) -> dict[str, 
         # says the I/O; only the parse and the lints need the ONNX tool chain
         return {"file": entry["file"], "inputs": entry["inputs"], "outputs": entry["outputs"], "nodes": None,
                 "ops": None, "initializer_values": None, "bytes_on_disk": size, "opset": None, "lint": None,
-                "note": "ops and lints need the onnx package: pip install 'alignvar-edge[host]'"}
+                "note": f"ops and lints need the onnx package: {pip_install([requirement_of('onnx')])}"}
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # protobuf DecodeError and friends

@@ -19,6 +19,7 @@ import numpy as np
 
 from alignvar_edge.argtypes import is_integer
 from alignvar_edge.errors import ArtifactError, BackendUnavailableError, EngineClosedError, InputError
+from alignvar_edge.extras import install_command
 from alignvar_edge.manifest import Manifest
 from alignvar_edge.model.config import AlignVARConfig        # torch-free: a device may have no PyTorch
 from alignvar_edge.recipes import default_precision
@@ -408,8 +409,8 @@ class Backend(abc.ABC):
     name: str = ""
     module: str = ""          # the Python package the backend imports (lazily)
     distribution: str = ""    # the pip distribution that reports its version
-    # the alignvar-edge extra that installs it at the version this package is tested with (a bare
-    # `pip install torch` pulls a multi-GB CUDA build and no lower bound)
+    # the alignvar-edge extra whose requirements install it at a version this package works with
+    # (`extras.install_command`: torch from its CPU index, not PyPI's multi-GB CUDA build)
     extra: str = ""
     load_options: frozenset[str] = frozenset()   # keyword options `load` takes (threads=, batch=, ...)
     # its builds check the engine on the bundled held-out photographs (artifacts.validation_tiles)
@@ -429,8 +430,8 @@ class Backend(abc.ABC):
 
     def missing_reason(self, error: BaseException) -> str:
         """One line on why the backend's package cannot be imported, and the pip command that installs it."""
-        how = f"'alignvar-edge[{self.extra}]'" if self.extra else self.distribution or self.module
-        return f"cannot import {self.module} ({type(error).__name__}: {error}); install it with `pip install {how}`"
+        how = install_command(self.extra) if self.extra else f"`pip install {self.distribution or self.module}`"
+        return f"cannot import {self.module} ({type(error).__name__}: {error}); install it with {how}"
 
     def is_available(self) -> tuple[bool, str]:
         """(True, "") when engines can be built and run here, else (False, one-line reason)."""

@@ -15,6 +15,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +23,13 @@ import numpy as np
 
 from alignvar_edge.cpuinfo import host_info
 from alignvar_edge.errors import BackendUnavailableError, CheckpointError, HostToolsError, InputError
-from alignvar_edge.lazy import import_host, lazy_import
-from alignvar_edge.manifest import Manifest, sha256_file, token_share
+from alignvar_edge.extras import install_command
+from alignvar_edge.lazy import import_host
+from alignvar_edge.manifest import Manifest, sha256_file, token_share, tool_versions
 from alignvar_edge.model.bundled import DEFAULT_CHECKPOINT
 from alignvar_edge.recipes import BACKEND, CALIB_TILES, Recipe, recipe
 from alignvar_edge.runtimes.base import precision_label
 from alignvar_edge.runtimes.golden import GOLDEN_FILE, engine_golden, load_golden, make_golden, read_golden
-
-torch = lazy_import("torch")          # the cached export needs the host side
 
 Log = Callable[[str], None]
 
@@ -46,13 +46,29 @@ def cache_dir() -> Path:
     return Path(base)
 
 
+@lru_cache(maxsize=1)
+def source_digest() -> str:
+    """SHA-256 of the installed alignvar_edge's own .py files: `__version__` is the same for every
+    commit of a release, and an export made by other code must not stand in for this code's."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def export_cache_key(ckpt: Path) -> str:
+    """What makes one export differ from another: the weights, this code and the export tool chain."""
+    tools = tool_versions(("torch", "onnx", "onnxscript"))
+    parts = [sha256_file(ckpt / "model.safetensors"), source_digest(), *(f"{k}={v}" for k, v in sorted(tools.items()))]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
 def cached_export(ckpt: Path, log: Log) -> tuple[Path, float, bool]:
-    """The checkpoint's single-graph ONNX export, made once per weights/tool versions."""
-    from alignvar_edge import __version__
+    """The checkpoint's single-graph ONNX export, made once per weights, code and tool versions."""
     from alignvar_edge.export.onnx_export import export_onnx
     from alignvar_edge.model.alignvar import load_pretrained
-    key = hashlib.sha256(f"{sha256_file(ckpt / 'model.safetensors')}|{__version__}|{torch.__version__}".encode())
-    out = cache_dir() / "exports" / key.hexdigest()[:16]
+    out = cache_dir() / "exports" / export_cache_key(ckpt)
     if (out / "manifest.json").is_file():
         return out, 0.0, True
     log(f"exporting {ckpt.name} to ONNX (once; cached in {out.parent})")
@@ -95,7 +111,7 @@ def selftest(backend: str, model: str = DEFAULT_CHECKPOINT, device: str | None =
             engine_dir = runtimes.build(ckpt, "coreml", precision, out=Path(tmp.name) / "engine", device=device)
         else:
             export, export_s, cached = cached_export(ckpt, log)
-            report.update(export_s=round(export_s, 2), export_cached=cached)
+            report.update(export_s=round(export_s, 2), export_cached=cached, export_dir=str(export))
             if r.needs_quantize:            # the recipe builds from our quantized ONNX, not the export
                 from alignvar_edge.quantize.artifact import QuantizeOptions, quantize_artifact
                 log(f"quantizing the export for {b.name} {precision} (builtin calibration photos)")
@@ -215,7 +231,7 @@ def selftest_engine(engine_dir: str | os.PathLike[str], device: str | None = Non
             load_golden(root)
         read_manifest(root)
     f = engine_golden(root, ", or run `alignvar-edge selftest --backend onnxruntime` where PyTorch is installed "
-                            "(the host tools: pip install 'alignvar-edge[host]')")
+                            f"(the host tools: {install_command('host')})")
     lr, golden_sr, golden_tok, meta = read_golden(f)
     opts = _load_options({}, cuda_graphs, threads)
     with runtimes.load(root, device=device, **opts) as engine:
@@ -280,7 +296,8 @@ def format_report(r: dict[str, Any]) -> str:
              f"{precision_label(r['precision'], r.get('compute_precision'), r.get('expected_precision'))}, "
              f"{r['golden_tiles']} golden tiles"]
     if "export_s" in r:
-        lines.append(f"export    {r['export_s']} s" + (" (cached)" if r.get("export_cached") else ""))
+        lines.append(f"export    reused from the cache ({r['export_dir']}), made earlier by this same code"
+                     if r.get("export_cached") else f"export    {r['export_s']} s")
     if "build_s" in r:
         lines.append(f"build     {r['build_s']} s" + (f", load {r['load_s']} s" if "load_s" in r else ""))
     if r.get("engine_sha256"):
@@ -321,4 +338,5 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["cache_dir", "cached_export", "format_report", "no_stale_report", "selftest", "selftest_engine"]
+__all__ = ["cache_dir", "cached_export", "export_cache_key", "format_report", "no_stale_report", "selftest",
+           "selftest_engine", "source_digest"]

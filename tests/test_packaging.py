@@ -1,0 +1,142 @@
+"""What an installed alignvar-edge tells its user to install, read from its own metadata (it is not
+on PyPI), and what its self-test may reuse of an earlier install's work."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from alignvar_edge import extras
+from alignvar_edge.errors import HostToolsError, host_tools_error
+from alignvar_edge.lazy import import_host
+
+# requirements as setuptools writes them into METADATA, with bounds no release of ours states
+FAKE_REQUIRES = ["numpy>=1.26", 'torch>=9.1; extra == "host"', 'onnxscript>=9.6; extra == "host"',
+                 'openvino>=2099.1; extra == "openvino"', 'alignvar-edge[openvino]; extra == "openvino-int8"',
+                 'nncf>=9.12; extra == "openvino-int8"']
+
+
+def _dist_info(where: Path, name: str, version: str, requires: list[str] = ()) -> None:
+    d = where / f"{name.replace('-', '_')}-{version}.dist-info"
+    d.mkdir(parents=True)
+    lines = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}"]
+    (d / "METADATA").write_text("\n".join(lines + [f"Requires-Dist: {r}" for r in requires]) + "\n")
+
+
+@pytest.fixture
+def installed(tmp_path, monkeypatch) -> Path:
+    """A site folder ahead of the real one whose alignvar-edge metadata states FAKE_REQUIRES."""
+    site = tmp_path / "site"
+    _dist_info(site, "alignvar-edge", "0.1.0", FAKE_REQUIRES)
+    monkeypatch.syspath_prepend(str(site))
+    return site
+
+
+def test_install_advice_names_the_extras_own_requirements_from_the_metadata(installed) -> None:
+    from alignvar_edge.runtimes.openvino.backend import BACKEND as OPENVINO
+    why = OPENVINO.missing_reason(ModuleNotFoundError("No module named 'openvino'", name="openvino"))
+    assert why.endswith("install it with `pip install 'openvino>=2099.1'`"), why
+    # an extra that names another of ours is expanded, never sent to an index as alignvar-edge[...]
+    assert extras.install_command("openvino-int8") == "`pip install 'openvino>=2099.1' 'nncf>=9.12'`"
+    host = str(host_tools_error("this verb", "no_such_host_package"))
+    assert ("install the host tools: `pip install --extra-index-url https://download.pytorch.org/whl/cpu "
+            "'torch>=9.1' 'onnxscript>=9.6'`") in host, host
+    assert "PyTorch's CPU build" in host and "alignvar-edge[" not in host + why
+
+
+def test_without_metadata_the_advice_is_the_wheels_command(monkeypatch) -> None:
+    # a checkout on PYTHONPATH that was never installed has no metadata to read the extra from
+    monkeypatch.setattr(extras, "DISTRIBUTION", "alignvar-edge-never-installed")
+    assert extras.install_command("openvino").startswith('`pip install "$(ls dist/alignvar_edge-*.whl)[openvino]"`')
+
+
+def test_an_installed_host_package_missing_a_module_of_its_own_is_named_as_mismatched(installed) -> None:
+    # onnxscript 0.3 lacks torch 2.13's API module; 0.1 imports onnx_ir, which is absent: both are
+    # installed and too old, not missing (which would send a host to the device's advice)
+    package = installed / "onnxscript"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "needs_ir.py").write_text("import onnx_ir_absent_here\n")
+    _dist_info(installed, "onnxscript", "0.3.0")
+    real = {name: m for name, m in sys.modules.items() if name.split(".")[0] == "onnxscript"}
+    try:
+        for name in real:
+            del sys.modules[name]
+        for module in ("onnxscript._framework_apis.torch_2_99", "onnxscript.needs_ir"):
+            with pytest.raises(HostToolsError) as e:
+                import_host(module, "this verb")
+            text = str(e.value)
+            assert text.startswith("this verb needs onnxscript>=9.6; the installed onnxscript 0.3.0 fails to "), text
+            assert text.endswith("`pip install --upgrade 'onnxscript>=9.6'`") and "device install" not in text, text
+    finally:      # the stand-in leaves, the real onnxscript comes back for the tests after this one
+        for name in [name for name in sys.modules if name.split(".")[0] == "onnxscript"]:
+            del sys.modules[name]
+        sys.modules.update(real)
+
+
+def test_the_missing_sample_advice_reinstalls_the_installed_scikit_image(monkeypatch) -> None:
+    import importlib.metadata
+
+    from alignvar_edge import samples
+    from alignvar_edge.errors import InputError
+    with pytest.raises(InputError) as e:
+        samples._load_sample("no-such-sample.png")
+    want = f"`pip install --force-reinstall --no-deps scikit-image=={importlib.metadata.version('scikit-image')}`"
+    assert want in str(e.value) and "constraints.txt" not in str(e.value), e.value
+    assert "where the verb takes one (--images, --calib)" in str(e.value)
+
+
+def _selftest_key(package_parent: Path, ckpt: Path) -> str:
+    code = ("import sys; from pathlib import Path; from alignvar_edge.runtimes.selftest import export_cache_key; "
+            "print(export_cache_key(Path(sys.argv[1])))")
+    env = {**os.environ, "PYTHONPATH": str(package_parent)}
+    out = subprocess.run([sys.executable, "-c", code, str(ckpt)], env=env, cwd=package_parent, capture_output=True,
+                         text=True, check=True)
+    return out.stdout.strip()
+
+
+def test_the_selftest_export_cache_key_changes_with_the_installed_code(tmp_path) -> None:
+    import alignvar_edge
+    from alignvar_edge.model.bundled import DEFAULT_CHECKPOINT
+    from alignvar_edge.model.checkpoint import resolve_checkpoint_dir
+    from alignvar_edge.runtimes.selftest import export_cache_key
+    ckpt = resolve_checkpoint_dir(DEFAULT_CHECKPOINT)
+    other = tmp_path / "other-install"
+    shutil.copytree(Path(alignvar_edge.__file__).parent, other / "alignvar_edge",
+                    ignore=shutil.ignore_patterns("__pycache__", "pretrained"))
+    assert _selftest_key(other, ckpt) == export_cache_key(ckpt)            # the same code: the same export
+    with open(other / "alignvar_edge" / "degrade.py", "a") as fh:         # another commit of 0.1.0
+        fh.write("\n# changed\n")
+    assert _selftest_key(other, ckpt) != export_cache_key(ckpt)
+
+
+def test_an_export_cached_under_another_key_is_not_reused(tmp_path, monkeypatch) -> None:
+    import hashlib
+
+    import torch
+
+    from _runtime_fixtures import sharp_model
+    from alignvar_edge import __version__
+    from alignvar_edge.manifest import sha256_file
+    from alignvar_edge.runtimes import selftest as st
+    monkeypatch.setenv("ALIGNVAR_EDGE_CACHE", str(tmp_path / "cache"))
+    ckpt = tmp_path / "micro"
+    sharp_model("micro").save_pretrained(str(ckpt))
+    # where an earlier install of 0.1.0 (other code, same torch) left its export
+    old_key = hashlib.sha256(f"{sha256_file(ckpt / 'model.safetensors')}|{__version__}|{torch.__version__}".encode())
+    stale = tmp_path / "cache" / "exports" / old_key.hexdigest()[:16]
+    stale.mkdir(parents=True)
+    (stale / "manifest.json").write_text(json.dumps({"made_by": "another install"}))
+    out, _, cached = st.cached_export(ckpt, lambda _m: None)
+    assert not cached and out != stale and (out / "manifest.json").is_file()
+    assert st.cached_export(ckpt, lambda _m: None)[::2] == (out, True)     # this code's own export is reused
+    report = {"alignvar_edge": __version__, "backend": "onnxruntime", "host": {
+        "os": "Linux", "machine": "x86_64", "cpu": "cpu", "usable_cores": 1, "python": "3.11"},
+        "model": "m", "weights_sha256": "w", "precision": "fp32", "golden_tiles": 2, "export_s": 0.0,
+        "export_cached": True, "export_dir": str(out), "result": "PASS"}
+    assert f"export    reused from the cache ({out})" in st.format_report(report)
