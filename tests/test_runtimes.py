@@ -6,8 +6,10 @@ crops of the held-out photographs (astronaut, coffee, rocket), used directly as 
 """
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import signal
 import threading
 from pathlib import Path
 
@@ -171,6 +173,59 @@ def test_openvino_throughput_mode_runs_batches_in_parallel_with_the_same_pixels(
         b, tb = lat.run(tiles)
     np.testing.assert_array_equal(a, b)
     assert all(np.array_equal(x, y) for x, y in zip(ta, tb))
+
+
+# a service that loads an engine and then forks (gunicorn --preload, a fork pool): the child refuses the
+# inherited engine in one line, exits at once, and loads engines of its own
+_FORKED_CHILD = """
+import os, sys, concurrent.futures as cf, multiprocessing as mp
+import numpy as np
+from alignvar_edge import load
+from alignvar_edge.errors import EngineClosedError
+IMG = np.zeros((8, 8, 3), np.uint8)
+def init(path):
+    global ENGINE
+    ENGINE = load(path, backend="openvino", threads=1)   # replaces (frees) the inherited one
+def task(i):
+    return ENGINE.upscale(IMG).shape
+if __name__ == "__main__":
+    ENGINE = load(sys.argv[1], backend="openvino", threads=1)
+    ENGINE.upscale(IMG)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            ENGINE.upscale(IMG)
+        except EngineClosedError as e:
+            print("child:", e, flush=True)
+        ENGINE.close()
+        sys.exit(0)
+    print("child exit", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), flush=True)
+    with cf.ProcessPoolExecutor(1, mp_context=mp.get_context("fork"), initializer=init, initargs=(sys.argv[1],)) as ex:
+        print("pool", list(ex.map(task, range(2))), flush=True)
+    print("parent", ENGINE.upscale(IMG).shape)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no os.fork on this platform")
+def test_openvino_engine_inherited_by_a_forked_child_is_refused_and_the_child_exits(export, tmp_path):
+    import subprocess
+    import sys
+    script = tmp_path / "forked.py"
+    script.write_text(_FORKED_CHILD)
+    run = subprocess.Popen([sys.executable, str(script), str(export)], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:        # OpenVINO's own objects freed in the child waited forever for the parent's threads
+        stdout, stderr = run.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(run.pid, signal.SIGKILL)          # the hung child too
+        pytest.fail(f"a forked child hung: {run.communicate()[0]!r}")
+    assert run.returncode == 0, stderr
+    lines = stdout.splitlines()
+    assert lines[0] == ("child: this openvino engine was loaded before os.fork(), and OpenVINO cannot run it in "
+                        "the child process (its threads stayed in the parent): load OpenVINO engines after "
+                        "forking, in each worker (a pool's initializer; gunicorn without --preload), or start "
+                        "workers with spawn or forkserver")
+    assert lines[1:] == ["child exit 0", "pool [(32, 32, 3), (32, 32, 3)]", "parent (32, 32, 3)"]
 
 
 def test_load_auto_detects_the_backend(export, built, tmp_path):
