@@ -400,6 +400,14 @@ def test_openvino_cache_dir_is_keyed_on_the_engine_and_a_bad_one_is_one_line(exp
             runtimes.load(eng, cache_dir=str(bad))
 
 
+@pytest.mark.parametrize("bad", [123, b"/tmp/ov-cache", ""])
+def test_openvino_cache_dir_that_is_no_path_is_one_line(export, bad):
+    # pathlib's bare TypeError ("expected str, bytes or os.PathLike object, not int") named no option
+    with pytest.raises(InputError, match=re.escape("OpenVINO cache_dir must be a folder path (a str or "
+                                                   f"os.PathLike), or None for no cache; got {bad!r}")):
+        runtimes.load(export, backend="openvino", cache_dir=bad)
+
+
 def test_openvino_build_refuses_a_device_openvino_does_not_have(export, tmp_path):
     # an absent GPU / NPU is built unchecked for another machine; a misspelt device never runs anywhere
     with pytest.raises(InputError, match="OpenVINO has no device CUP; pass --device CPU, GPU, NPU, AUTO"):

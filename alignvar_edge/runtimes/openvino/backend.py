@@ -160,7 +160,7 @@ class OpenVINOEngine(Engine):
                  hint: str | None = None, cache_dir: str | None = None, image_path: Path | None = None):
         config = config_from_manifest(metadata)
         core = ov.Core()
-        if cache_dir:
+        if cache_dir is not None:
             core.set_property({"CACHE_DIR": str(_cache_folder(cache_dir))})
         model = core.read_model(str(model_path))
         roles = input_roles([i.get_any_name() for i in model.inputs], model_path)
@@ -410,10 +410,13 @@ def _ran_on(compiled: Any, device: str) -> str:
         return "CPU"
 
 
-def _cache_folder(cache_dir: str | Path) -> Path:
+def _cache_folder(cache_dir: object) -> Path:
     """OpenVINO's CACHE_DIR, made if missing. OpenVINO itself ignores one it cannot write (a file:
-    every load compiles again, silently) and fails on one it cannot create with a C++ trace."""
-    import os
+    every load compiles again, silently) and fails on one it cannot create with a C++ trace; pathlib
+    raised a bare TypeError for a number or bytes."""
+    if not isinstance(cache_dir, (str, os.PathLike)) or not isinstance(os.fspath(cache_dir), str) or not cache_dir:
+        raise InputError(f"OpenVINO cache_dir must be a folder path (a str or os.PathLike), or None for no cache; "
+                         f"got {cache_dir!r}")
     folder = Path(cache_dir)
     try:
         folder.mkdir(parents=True, exist_ok=True)
