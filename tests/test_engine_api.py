@@ -209,12 +209,16 @@ def test_an_onnxruntime_build_checks_the_session_options_it_records(micro_export
 def test_load_of_a_mistyped_bundled_name_names_the_bundled_model(tmp_path) -> None:
     """load opens bundled names, but a typo was told only to pass an artifact directory."""
     from alignvar_edge.errors import ArtifactError
-    with pytest.raises(ArtifactError, match=r"^'alignvar-tiyn' is not a directory; did you mean the bundled model "
+    with pytest.raises(ArtifactError, match=r"^'alignvar-tiyn' does not exist; did you mean the bundled model "
                                             r"'alignvar-tiny'\? pass an engine directory .* or a bundled model name "
                                             r"\(alignvar-tiny\)$"):
         runtimes.load("alignvar-tiyn")
-    with pytest.raises(ArtifactError, match=r"is not a directory; pass an engine directory"):
+    # a path that is not there says so, a file is no directory
+    with pytest.raises(ArtifactError, match=r"does not exist; pass an engine directory"):
         runtimes.load(tmp_path / "nothing")
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(ArtifactError, match=r"is not a directory; pass an engine directory"):
+        runtimes.load(tmp_path / "afile")
 
 
 def test_the_engine_says_whether_it_pads_calls_and_the_manifest_gives_the_graph_batch(engine, micro_export) -> None:

@@ -375,8 +375,37 @@ def test_openvino_device_that_is_absent_is_explained(built):
     with pytest.raises(BackendUnavailableError, match="NPU is not present"):
         runtimes.load(built["openvino"], device="NPU")
     # a device no machine has (a typo) is not sent to look for one
-    with pytest.raises(InputError, match="OpenVINO has no device CUP; pass --device CPU, GPU, NPU, AUTO"):
+    with pytest.raises(InputError, match="OpenVINO has no device CUP; its devices are CPU, GPU, NPU, AUTO"):
         runtimes.load(built["openvino"], device="cup")
+
+
+def test_device_advice_names_the_keyword_in_python_and_the_flag_on_the_command_line(export, tmp_path, capsys):
+    # a service calling load() was told to "use --device cpu", which it has no flag to pass
+    import onnxruntime
+    import torch
+    from alignvar_edge import cli
+    from alignvar_edge.runtimes.openvino.backend import BACKEND as OV
+    absent = next(d for d in ("NPU", "GPU") if d not in OV.devices())
+    python = [("alignvar-tiny", {"device": "bogus"}, "device='bogus' is not a torch device; use cpu"),
+              (export, {"backend": "openvino", "device": absent}, "or on CPU: device='CPU'$"),
+              (export, {"backend": "openvino", "device": "cup"}, "pass one of them, e.g. device='CPU'$")]
+    if not torch.cuda.is_available():
+        python.append(("alignvar-tiny", {"device": "cuda"}, "pass device='cpu' or run on a machine that has it"))
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        python.append((export, {"device": "cuda"}, "install onnxruntime-gpu for CUDA/TensorRT, or use device='cpu'$"))
+    for path, opts, said in python:
+        with pytest.raises((InputError, BackendUnavailableError), match=said):
+            runtimes.load(path, **opts)
+    from PIL import Image
+    Image.new("RGB", (8, 8)).save(tmp_path / "in.png")
+    flags = [(["alignvar-tiny", "--device", "bogus"], "--device bogus is not a torch device; use cpu"),
+             ([str(export), "--backend", "openvino", "--device", absent],
+              r"or on CPU: `--device CPU` \(upscale, selftest\), `openvino@CPU:PATH` \(bench\)$")]
+    for engine_args, said in flags:
+        capsys.readouterr()
+        code = cli.main(["upscale", str(tmp_path / "in.png"), str(tmp_path / "out.png"), "--engine", *engine_args,
+                         "--threads", "1", "--quiet"])
+        assert code != 0 and re.search(said, capsys.readouterr().err.strip())
 
 
 def test_openvino_cache_dir_is_keyed_on_the_engine_and_a_bad_one_is_one_line(export, built, tmp_path):
@@ -410,7 +439,7 @@ def test_openvino_cache_dir_that_is_no_path_is_one_line(export, bad):
 
 def test_openvino_build_refuses_a_device_openvino_does_not_have(export, tmp_path):
     # an absent GPU / NPU is built unchecked for another machine; a misspelt device never runs anywhere
-    with pytest.raises(InputError, match="OpenVINO has no device CUP; pass --device CPU, GPU, NPU, AUTO"):
+    with pytest.raises(InputError, match="OpenVINO has no device CUP; its devices are CPU, GPU, NPU, AUTO"):
         runtimes.build(export, "openvino", "fp32", out=tmp_path / "ov", device="cup")
     assert not (tmp_path / "ov").exists()
 

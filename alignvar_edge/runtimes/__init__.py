@@ -83,13 +83,14 @@ def detect_backend(path: str | os.PathLike[str]) -> str:
 
 
 def _nothing_to_load(path: str | os.PathLike[str]) -> str:
-    """A path that is no directory, in the words of what `load` opens: a bundled model's name
-    among them (a mistyped one is named)."""
+    """A path that is no directory (absent, or a file), in the words of what `load` opens: a bundled
+    model's name among them (a mistyped one is named)."""
     from difflib import get_close_matches
     from alignvar_edge.model.bundled import BUNDLED
     near = get_close_matches(os.fspath(path), BUNDLED, n=1)
     meant = f"did you mean the bundled model '{near[0]}'? " if near else ""
-    return (f"'{path}' is not a directory; {meant}pass an engine directory (`alignvar-edge build`), an ONNX export "
+    what = "is not a directory" if os.path.lexists(path) else "does not exist"     # a typo in a config's path
+    return (f"'{path}' {what}; {meant}pass an engine directory (`alignvar-edge build`), an ONNX export "
             f"(`alignvar-edge export`), a checkpoint directory or a bundled model name ({', '.join(BUNDLED)})")
 
 

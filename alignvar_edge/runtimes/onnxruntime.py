@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from alignvar_edge import recipes
+from alignvar_edge.caller import option
 from alignvar_edge.errors import ArtifactError, BackendUnavailableError, InputError, ParityError
 from alignvar_edge.lazy import lazy_import
 from alignvar_edge.manifest import Manifest, listed_file, load_verified, write_manifest
@@ -49,7 +50,7 @@ def providers_for(device: str | None) -> list[Any]:
     name = PROVIDERS[kind]
     if name not in have:
         raise BackendUnavailableError(f"this onnxruntime build has no {name} (it has {', '.join(have)}); "
-                                      "install onnxruntime-gpu for CUDA/TensorRT, or use --device cpu")
+                                      f"install onnxruntime-gpu for CUDA/TensorRT, or use {option('device', 'cpu')}")
     if kind == "cpu":
         return [name]
     opts = {"device_id": int(idx or 0)}
@@ -158,7 +159,7 @@ class OrtBackend(Backend):
             if m.parity["tokens"]["overall"] < recipes.BUILD_MIN_TOKENS:
                 raise ParityError(f"the built engine keeps {m.parity['tokens']['overall']:.2%} of the source's "
                                   f"tokens on held-out tiles (< {recipes.BUILD_MIN_TOKENS:.0%}); nothing was written. "
-                                  "Try --device cpu or the default session options")
+                                  f"Try {option('device', 'cpu')} or the default session options")
             _carry_quantize_fidelity(src_manifest, m)
             m.extra["golden"] = ship_golden(src_manifest, Path(artifact_dir), tmp)
             _write_readme(tmp, m)

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from alignvar_edge.caller import option
 from alignvar_edge.errors import ArtifactError, BackendUnavailableError, CheckpointError, InputError
 from alignvar_edge.lazy import lazy_import
 from alignvar_edge.manifest import (Manifest, ModelInfo, ModelSource, contract, load_verified, new_manifest,
@@ -113,11 +114,11 @@ class TorchBackend(Backend):
         """A torch device this machine has ('cpu', 'cuda', 'cuda:N', 'mps'), or one clear error."""
         d = (device or "cpu").strip().lower()
         if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", d):
-            raise InputError(f"--device {device!r} is not a torch device; use cpu, cuda, cuda:N or mps")
+            raise InputError(f"{option('device', device)} is not a torch device; use cpu, cuda, cuda:N or mps")
         have = self.devices()
         if (f"{d}:0" if d == "cuda" else d) not in have:
-            raise BackendUnavailableError(f"--device {d} is not available here (torch sees {', '.join(have)}); "
-                                          "pass --device cpu or run on a machine that has it")
+            raise BackendUnavailableError(f"{option('device', d)} is not available here (torch sees {', '.join(have)}); "
+                                          f"pass {option('device', 'cpu')} or run on a machine that has it")
         return d
 
     def build(self, artifact_dir: Path, out: Path, precision: str = "fp32",

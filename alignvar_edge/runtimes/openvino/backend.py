@@ -61,6 +61,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from alignvar_edge.caller import option
 from alignvar_edge.cpuinfo import has_vnni
 from alignvar_edge.errors import (ArtifactError, BackendUnavailableError, EngineClosedError, HalfPrecisionError,
                                   InputError, PrecisionWarning)
@@ -671,9 +672,9 @@ class OpenVINOBackend(Backend):
     def _check_kind(self, device: str) -> None:
         """A device name OpenVINO has no kind of (a typo) is one line naming the kinds there are."""
         if device_kind(device) not in DEVICE_KINDS:
-            raise InputError(f"OpenVINO has no device {device}; pass --device "
-                             f"{', '.join(DEVICE_KINDS[:-1])} or {DEVICE_KINDS[-1]} (present here: "
-                             f"{', '.join(self.devices())})")
+            raise InputError(f"OpenVINO has no device {device}; its devices are {', '.join(DEVICE_KINDS[:-1])} or "
+                             f"{DEVICE_KINDS[-1]} (present here: {', '.join(self.devices())}): pass one of them, "
+                             f"e.g. {option('device', 'CPU')}")
 
     def build(self, artifact_dir: Path, out: Path, precision: str = "fp32",
               calibration: Any = None, device: str | None = None, force: bool = False,
@@ -951,8 +952,15 @@ class OpenVINOBackend(Backend):
         if device_kind(device) not in VIRTUAL_DEVICES and device not in self.devices():
             raise BackendUnavailableError(f"OpenVINO device {device} is not present here (devices: "
                                           f"{', '.join(self.devices())}); run it where {device} is, or on CPU: "
-                                          "`--device CPU` (upscale, selftest), `openvino@CPU:PATH` (bench)")
+                                          f"{_on_cpu()}")
         return OpenVINOEngine(path, m, device, Path(engine_dir), **opts)
+
+
+def _on_cpu() -> str:
+    """How the caller asks for the CPU: the keyword in Python; on the command line the flag, or
+    bench's engine spec."""
+    said = option("device", "CPU")
+    return f"`{said}` (upscale, selftest), `openvino@CPU:PATH` (bench)" if said.startswith("--") else said
 
 
 BACKEND = OpenVINOBackend()
