@@ -228,6 +228,17 @@ def test_openvino_engine_inherited_by_a_forked_child_is_refused_and_the_child_ex
     assert lines[1:] == ["child exit 0", "pool [(32, 32, 3), (32, 32, 3)]", "parent (32, 32, 3)"]
 
 
+def test_threads_none_runs_on_the_count_the_build_recorded_and_selftest_says_so(built, capsys):
+    # built["onnxruntime"] was built with threads=1: its selftest latency said "the runtime's default threads"
+    from alignvar_edge.cli import main
+    with runtimes.load(built["onnxruntime"]) as e:
+        assert e.session.get_session_options().intra_op_num_threads == 1
+    assert main(["selftest", "--engine", str(built["onnxruntime"]), "--runs", "1"]) == 0
+    assert re.search(r"ms best, 1 thread \(recorded in the engine\)\n", capsys.readouterr().out)
+    assert main(["selftest", "--engine", str(built["onnxruntime"]), "--runs", "1", "--threads", "1"]) == 0
+    assert re.search(r"ms best, 1 thread\n", capsys.readouterr().out)
+
+
 def test_load_auto_detects_the_backend(export, built, tmp_path):
     with runtimes.load(export) as e:                    # an ONNX export runs on onnxruntime
         assert e.backend == "onnxruntime"

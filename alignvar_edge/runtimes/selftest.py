@@ -249,6 +249,9 @@ def selftest_engine(engine_dir: str | os.PathLike[str], device: str | None = Non
             "compute_precision": getattr(engine, "compute_precision", None),
             "expected_precision": getattr(engine, "expected_precision", None)}
         report.update(opts)
+        recorded = (m.extra.get("session") or {}).get("threads")     # what threads=None runs on
+        if recorded:
+            report["threads_recorded"] = recorded
         runs_here, why = b.is_available()
         log(f"running {len(lr)} golden tiles on {engine!r}" if runs_here else f"not running {root} here: {why}")
         try:
@@ -310,7 +313,10 @@ def format_report(r: dict[str, Any]) -> str:
         lines.append(f"tokens    {t['overall']:.2%} agree with golden (per scale {scales}); "
                      f"tiles identical {t['identical_samples']:.0%}")
         lines.append(f"image     SR PSNR vs golden {r['psnr_vs_golden_db']} dB")
-        threads = f"{r['threads']} thread{'s' if r['threads'] > 1 else ''}" if r.get("threads") else "the runtime's default threads"
+        # an ONNX Runtime engine built with `--threads` runs on that count unless told otherwise
+        n = r.get("threads") or r.get("threads_recorded")
+        threads = (f"{n} thread{'s' if n > 1 else ''}" + ("" if r.get("threads") else " (recorded in the engine)")
+                   if n else "the runtime's default threads")
         lines.append(f"latency   {r['ms_per_tile_p50']} ms per tile (median), {r['ms_per_tile_min']} ms best, "
                      f"{threads}" + (", CUDA graphs off" if r.get("cuda_graphs") is False else ""))
     if r.get("validation"):
