@@ -8,8 +8,9 @@ So `import alignvar_edge.runtimes` imports none of them, and a module says what 
 its other imports are. A missing package raises the ordinary ImportError (ModuleNotFoundError with
 `.name`) at first use, which the backends turn into their "not installed" message.
 
-Importing this module also turns the runtimes' usage telemetry off for this process
-(`keep_runtimes_local`), before any of them is imported.
+Importing this module also turns ONNX Runtime's usage telemetry off for this process
+(`keep_runtimes_local`), before it is imported; OpenVINO's is turned off where the toolkit first
+imports openvino or nncf (`keep_openvino_local`).
 """
 from __future__ import annotations
 
@@ -26,19 +27,26 @@ from typing import Any
 from alignvar_edge.errors import host_tools_error
 
 __all__ = ["HOST_ONLY", "LazyModule", "host_package", "import_host", "installed_version", "is_installed",
-           "keep_runtimes_local", "lazy_import", "needs_host"]
+           "keep_openvino_local", "keep_runtimes_local", "lazy_import", "needs_host"]
 
 # packages of the `host` extra, which a device install (the `device` extra alone) does not have
 HOST_ONLY = ("torch", "onnx", "onnxscript", "skimage")
 
 
 def keep_runtimes_local() -> None:
-    """No usage telemetry from the runtimes in this process, and so nothing of theirs written into
-    $HOME, no network connection and no warnings of theirs where HOME is read-only. Per process: the
-    user's own consent settings are left as they are. Takes effect only before the runtime is first
-    imported (ONNX Runtime reads its switch once; OpenVINO binds its telemetry at import)."""
+    """No usage telemetry from ONNX Runtime in this process, and so nothing of its written into
+    $HOME, no network connection and no warnings of its where HOME is read-only. Per process: the
+    user's own consent settings are left as they are. Takes effect only before onnxruntime is first
+    imported (it reads its switch once)."""
     # ONNX Runtime's opt-out: no device ID in ~/.cache/Microsoft/DeveloperTools, no uploader, no events
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+
+def keep_openvino_local() -> None:
+    """The same for OpenVINO and NNCF, called where the toolkit first imports them (the OpenVINO
+    backend's package, the bench's peak): not at `import alignvar_edge`, so that a program embedding
+    the toolkit that never runs OpenVINO can still import openvino_telemetry itself. Takes effect
+    only before openvino is first imported (it binds its telemetry at import)."""
     # OpenVINO's opt-out (`opt_in_out --opt_out`) writes the user's consent for every program; without
     # the openvino_telemetry package, openvino and nncf use their own no-op stand-ins, in this process only
     sys.modules.setdefault("openvino_telemetry", None)      # type: ignore[arg-type]

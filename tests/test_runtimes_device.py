@@ -223,6 +223,33 @@ print(os.environ["ORT_DISABLE_TELEMETRY"])
     assert res.stdout.split() == ["0"]
 
 
+def test_a_program_importing_the_toolkit_keeps_its_own_openvino_telemetry(ort_dir):
+    """OpenVINO's telemetry is off where the toolkit imports OpenVINO, not from `import load` on: a
+    service running ONNX Runtime engines got "import of openvino_telemetry halted; None in sys.modules"."""
+    import importlib.metadata
+    import subprocess
+    import sys
+    try:        # by its distribution: in this process the toolkit's stand-in hides the module
+        importlib.metadata.version("openvino-telemetry")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("openvino-telemetry is not installed here: nothing for the toolkit to leave importable")
+    code = """
+import sys
+import numpy as np
+from alignvar_edge import load, runtimes
+with load(sys.argv[1], threads=1) as engine:
+    engine.upscale(np.zeros((8, 8, 3), np.uint8))
+import openvino_telemetry
+print(openvino_telemetry.__name__)
+del sys.modules["openvino_telemetry"]
+runtimes.get_backend("openvino")           # the toolkit's OpenVINO: its telemetry off
+print(sys.modules["openvino_telemetry"])
+"""
+    res = subprocess.run([sys.executable, "-c", code, str(ort_dir)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.split() == ["openvino_telemetry", "None"]
+
+
 def test_cli_runs_device_verbs_without_pytorch(ort_dir, tmp_path):
     import json
     import os

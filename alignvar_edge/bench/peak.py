@@ -117,6 +117,8 @@ def _onnxruntime_matmul(a: np.ndarray, b: np.ndarray, threads: int | None) -> Ca
 
 
 def _openvino_matmul(a: np.ndarray, b: np.ndarray, threads: int | None) -> Callable[[], object]:
+    from alignvar_edge.lazy import keep_openvino_local
+    keep_openvino_local()
     import openvino as ov
     import openvino.opset13 as ops
     x = ops.parameter(list(a.shape), np.float32)
