@@ -355,3 +355,46 @@ def test_help_on_export_shows_export_onnx_and_the_public_names_say_what_they_are
                     if not n.startswith("_") and callable(f := (v.fget if isinstance(v, property) else v))
                     and not inspect.getdoc(f)]
     assert undocumented == [] and alignvar_edge.AlignVAR.__doc__ and runtimes.get_backend.__doc__
+
+
+def _peak_of(work) -> int:
+    """The most bytes Python and numpy held at once during `work()`, above what they held before."""
+    import tracemalloc
+    tracemalloc.start()
+    try:
+        work()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_upscale_memory_grows_with_the_image_by_its_result_alone(engine) -> None:
+    """Its peak was about 12x the uint8 result (a float32 result, float32 copies of the input and
+    three float32 temporaries of the conversion back), not the result plus the tile batch and a strip."""
+    rng = np.random.default_rng(2)
+    short, tall = ((rng.random((h, 40, 3)) * 255).astype(np.uint8) for h in (30, 150))
+    engine.upscale(short)                                # the runtime's first-call buffers, not the tiling's
+    grown = _peak_of(lambda: engine.upscale(tall)) - _peak_of(lambda: engine.upscale(short))
+    result_grown = 16 * 3 * 40 * (150 - 30)              # the uint8 result's bytes, 4x each way
+    assert grown < 1.5 * result_grown, (grown, result_grown)
+
+
+def test_upscale_refuses_an_image_over_max_megapixels_before_any_work_naming_the_keyword(engine) -> None:
+    """An upload of 20000x20000 was taken and failed 1.3 s later with numpy's MemoryError, after a
+    4.8 GB float copy of it."""
+    huge = np.broadcast_to(np.zeros(3, np.uint8), (20000, 20000, 3))       # no memory of its own
+    said = r"^the image is 20000x20000 \(400\.0 MP\), over the 24 MP limit; downscale or crop it, or raise the limit " \
+           r"\(max_megapixels=\)$"
+    def refused() -> None:
+        with pytest.raises(InputError, match=said):
+            engine.upscale(huge)
+    assert _peak_of(refused) < 1_000_000
+    with pytest.raises(InputError, match=r"^the image is 40x30 \(0\.0012 MP\), over the 0\.001 MP limit"):
+        engine.upscale(Image.new("RGB", (40, 30)), max_megapixels=0.001)
+    assert engine.upscale(np.zeros((30, 40), np.uint8), max_megapixels=None).shape == (120, 160)
+    with pytest.raises(InputError, match=r"^image 1 \(from 0\) of upscale_many: the image is 40x30 .*0\.001 MP limit"):
+        list(engine.upscale_many([np.zeros((3, 3), np.uint8), np.zeros((30, 40), np.uint8)], max_megapixels=0.001))
+    for bad in (0, -1, float("nan"), "24", True):
+        with pytest.raises(InputError, match=r"^max_megapixels must be a number of megapixels > 0, or None for no "
+                                             rf"limit; got {re.escape(repr(bad))}$"):
+            engine.upscale_many([], max_megapixels=bad)

@@ -185,3 +185,30 @@ def test_an_unusable_image_first_finishes_the_pooled_ones_before_it() -> None:
                                                                   smooth_image(9, 7, seed=2)]):
             got.append(out)
     assert [g.shape for g in got] == [(24, 24, 3)]
+
+
+class NearestRunner(OffsetRunner):
+    """Nearest x4 of each tile: every blend of overlapping tiles is a weighted mean of equal values."""
+
+    def run(self, lr: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        assert lr.dtype == np.float32 and lr.shape[1:] == (3, self.tile_size, self.tile_size)
+        self.calls.append(lr.shape[0])
+        return lr.repeat(self.scale, axis=2).repeat(self.scale, axis=3), []
+
+
+@pytest.mark.parametrize("dtype,full", [(np.uint8, 255), (np.dtype(">u2"), 65535)], ids=["uint8", "uint16-big-endian"])
+def test_upscale_samples_fills_the_result_in_its_own_dtype_strip_by_strip(dtype, full) -> None:
+    """Integer images are converted tile by tile and their result strip by strip (a whole float32
+    result and float32 copies of the input made the peak about 12x the result): nearest x4 of 8-
+    and 16-bit samples must come back as exactly those samples, over every strip and layout."""
+    from alignvar_edge.images.arrays import as_samples
+    rng = np.random.default_rng(5)
+    rgb = rng.integers(0, full + 1, (37, 29, 3)).astype(dtype)
+    for image in (rgb, rgb[..., 0], rgb[..., :1], np.dstack([rgb, rgb[..., 1]])):
+        r = NearestRunner(batch=2)
+        got = tiling.upscale_samples(r, as_samples(image))
+        assert got.dtype == image.dtype and len(r.calls) > 4            # many calls: many strips
+        want = image.repeat(4, axis=0).repeat(4, axis=1)
+        if image.ndim == 3 and image.shape[2] == 4:                  # alpha is bicubic, never the model's
+            want, got = want[..., :3], got[..., :3]
+        assert np.array_equal(got, want)

@@ -3,9 +3,12 @@ planes engines take, and back in the caller's kind (`as_float_image`); torch ten
 (`to_tensor`, `from_tensor`)."""
 from __future__ import annotations
 
+import math
+import numbers
 import os
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -63,6 +66,45 @@ def checked_full_scale(x: np.ndarray, takes: str, floats: str = "floating-point 
     return full
 
 
+# x4 SR multiplies the pixel count by 16: 24 MP in is 384 MP out (1.2 GB as 8-bit RGB, 4.6 GB as
+# float32 RGB, which the colour fix and the float functions of `runtimes.tiling` hold).
+DEFAULT_MAX_MEGAPIXELS = 24.0
+
+
+def checked_megapixels_limit(limit: object, said: str) -> float | None:
+    """A size limit in megapixels (`said`: how the caller names it): a finite number > 0, or None
+    for none; nan or a string would switch the limit off, or fail at the first image."""
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, numbers.Real) or not math.isfinite(limit) or limit <= 0:
+        raise InputError(f"{said} must be a number of megapixels > 0, or None for no limit; got {limit!r}")
+    return float(limit)
+
+
+def refuse_over_megapixels(name: str, width: int, height: int, max_megapixels: float | None,
+                           raise_limit: str | None) -> None:
+    """An image (`name`: its file, or "the image") of width x height pixels over `max_megapixels`
+    (None: no limit), refused in one line before any of it is decoded or allocated; `raise_limit`
+    names how the caller's user raises the limit (None: they cannot)."""
+    megapixels = width * height / 1e6
+    if max_megapixels is not None and megapixels > max_megapixels:
+        shown = _shown_over(megapixels, max_megapixels)
+        how = f", or raise the limit ({raise_limit})" if raise_limit else ""
+        raise InputError(f"{name} is {width}x{height} ({shown} MP), over the {max_megapixels:g} MP "
+                         f"limit; downscale or crop it{how}")
+
+
+def _shown_over(megapixels: float, limit: float) -> str:
+    """`megapixels` as a refusal shows it: one decimal, two significant digits below 1 MP (a 0.012
+    MP image over a 0.01 MP limit is not "0.0 MP"), and more where those would not show it over
+    `limit` (4899x4899 is "24.0002 MP", not "24.0 MP, over the 24 MP limit")."""
+    shown = f"{megapixels:.1f}" if megapixels >= 1 else f"{megapixels:.2g}"
+    digits = 3
+    while float(shown) <= limit and digits < 17:
+        shown, digits = f"{megapixels:.{digits}g}", digits + 1
+    return shown
+
+
 def as_float_image(image: object) -> tuple[np.ndarray, Callable[[np.ndarray], object]]:
     """An in-memory image -> (float32 HxW / HxWx1 / HxWx3 / HxWx4 in [0, 1], `back`), where
     `back(result)` turns a float result of the same layout into the caller's kind.
@@ -72,22 +114,53 @@ def as_float_image(image: object) -> tuple[np.ndarray, Callable[[np.ndarray], ob
     its mode (L, RGB, RGBA, LA, I;16 in either byte order, I of a 16-bit PNG, F), or of the mode
     `upscale` writes its file back in (`plain_mode`: bilevel "1" as L, palette, CMYK and other
     modes as RGB or RGBA). A MinIsWhite TIFF's 16-bit or float gray is taken as it is displayed
-    (inverted), and its result is plain gray.
+    (inverted), and its result is plain gray. `as_samples` is the same without whole-image floats.
     """
+    s = as_samples(image)
+    return s.to_float(s.samples), lambda r: s.finish(s.from_float(r))
+
+
+@dataclass(frozen=True)
+class Samples:
+    """An in-memory image as its own samples and the conversions `as_float_image` makes of the
+    whole of it, applied block by block instead (each is elementwise, so blocks give the same
+    values): tiling reads tiles and writes the result in strips, and no image-sized float copy
+    is made."""
+
+    samples: np.ndarray                                # uint8, uint16 or float; HxW, HxWx1, x3 or x4
+    to_float: Callable[[np.ndarray], np.ndarray]       # a block of them -> floats in [0, 1]
+    dtype: np.dtype                                    # the result's samples
+    from_float: Callable[[np.ndarray], np.ndarray]     # a float result block -> samples of `dtype`
+    finish: Callable[[np.ndarray], object]             # the whole result's samples -> the caller's kind
+
+
+def as_samples(image: object, max_megapixels: float | None = None, raise_limit: str | None = None) -> Samples:
+    """`as_float_image`'s image as its `Samples` (the same refusals, the same results); one over
+    `max_megapixels` is refused before its pixels are decoded or converted
+    (`refuse_over_megapixels`)."""
     if isinstance(image, Image.Image):
-        return _pil_as_float(image)
+        refuse_over_megapixels("the image", image.width, image.height, max_megapixels, raise_limit)
+        return _pil_samples(image)
     _refuse_not_pixels(image)
     x = np.asarray(image)
+    if x.ndim >= 2:                         # other shapes are refused by the layout's check
+        refuse_over_megapixels("the image", x.shape[1], x.shape[0], max_megapixels, raise_limit)
     # in any byte order (FITS, some TIFF readers, np.frombuffer of network data give big-endian);
     # the result comes back in the input's
     full = checked_full_scale(x, "images must be uint8, uint16 or float in [0, 1] numpy arrays or PIL images")
-    dt = x.dtype
-    if dt.kind == "f":
-        return x, lambda r: np.asarray(r).astype(dt, copy=False)
+    return Samples(x, _to_float(full), x.dtype, _from_float(full, x.dtype), lambda r: r)
 
-    def to_int(r: np.ndarray) -> np.ndarray:
-        return np.round(np.clip(np.asarray(r, np.float32), 0.0, 1.0) * full).astype(dt)
-    return x.astype(np.float32) / np.float32(full), to_int
+
+def _to_float(full: float) -> Callable[[np.ndarray], np.ndarray]:
+    if full == 1.0:
+        return np.asarray                   # as they are: tiling takes any float dtype
+    return lambda x: np.asarray(x).astype(np.float32) / np.float32(full)
+
+
+def _from_float(full: float, dt: np.dtype) -> Callable[[np.ndarray], np.ndarray]:
+    if dt.kind == "f":
+        return lambda r: np.asarray(r).astype(dt, copy=False)
+    return lambda r: np.round(np.clip(np.asarray(r, np.float32), 0.0, 1.0) * full).astype(dt)
 
 
 def fitting_bits(x: np.ndarray) -> int | None:
@@ -152,7 +225,7 @@ def _decode(img: Image.Image) -> None:
         raise damaged_image_error(name, e) from e
 
 
-def _pil_as_float(img: Image.Image) -> tuple[np.ndarray, Callable[[np.ndarray], object]]:
+def _pil_samples(img: Image.Image) -> Samples:
     if sixteen_bit.is_rgb16(img):          # a PIL image cannot hold the other 8 bits: say so, not lose them silently
         warnings.warn(f"this PIL image of a 16-bit colour {img.format} holds 8 bits a sample, so its result "
                       "does too; pass load_image(path)'s float array to keep 16", stacklevel=4)
@@ -162,21 +235,22 @@ def _pil_as_float(img: Image.Image) -> tuple[np.ndarray, Callable[[np.ndarray], 
                       "to keep them", stacklevel=4)
     negative = stored_as_negative(img)     # a MinIsWhite TIFF's 16-bit or float samples: shown inverted
     _decode(img)                           # after is_rgb16, which reads the undecoded tile
-    x, back = _pil_sixteen_as_float(img) if img.mode in _PIL_SIXTEEN_BIT else _pil_plain_as_float(img)
-    return (np.float32(1.0) - x if negative else x), back
+    s = _pil_sixteen_samples(img) if img.mode in _PIL_SIXTEEN_BIT else _pil_plain_samples(img)
+    if not negative:
+        return s
+    return Samples(np.float32(1.0) - s.to_float(s.samples), np.asarray, s.dtype, s.from_float, s.finish)
 
 
-def _pil_plain_as_float(img: Image.Image) -> tuple[np.ndarray, Callable[[np.ndarray], object]]:
+def _pil_plain_samples(img: Image.Image) -> Samples:
     plain = plain_mode(img)
     # gray+alpha runs as RGBA (the engine takes gray, RGB or RGBA) and comes back as LA; premultiplied
     # La converts to LA alone in Pillow (RGBa converts to RGBA itself), so it goes through LA first
     work = converted(img.convert("LA") if img.mode == "La" else img, "RGBA" if plain == "LA" else plain)
-    x, back = as_float_image(np.asarray(work))
+    s = as_samples(np.asarray(work))
 
     def to_pil(r: np.ndarray) -> Image.Image:
-        out = Image.fromarray(np.asarray(back(r)))
-        return converted(out, plain)
-    return x, to_pil
+        return converted(Image.fromarray(r), plain)
+    return Samples(s.samples, s.to_float, s.dtype, s.from_float, to_pil)
 
 
 # 16-bit gray in other byte orders, and "I" of a 16-bit PNG (as some Pillow versions open it):
@@ -184,17 +258,17 @@ def _pil_plain_as_float(img: Image.Image) -> tuple[np.ndarray, Callable[[np.ndar
 _PIL_SIXTEEN_BIT = {"I;16B": ">u2", "I;16L": "<u2", "I": "=i4"}
 
 
-def _pil_sixteen_as_float(img: Image.Image) -> tuple[np.ndarray, Callable[[np.ndarray], object]]:
+def _pil_sixteen_samples(img: Image.Image) -> Samples:
     raw = np.asarray(img)
     if holds_32_bit_integers(img):         # as an int32 array is
         raise InputError(f"this PIL image of mode I holds 32-bit integers, which have no full scale to divide "
                          f"by; pass np.asarray(image) converted: {_conversion_for(raw)}")
-    x, back = as_float_image(raw.astype(np.uint16))
+    s = as_samples(raw.astype(np.uint16))
 
     def to_pil(r: np.ndarray) -> Image.Image:
-        out = np.asarray(back(r)).astype(_PIL_SIXTEEN_BIT[img.mode])
+        out = r.astype(_PIL_SIXTEEN_BIT[img.mode])
         return Image.frombytes(img.mode, (out.shape[1], out.shape[0]), out.tobytes())
-    return x, to_pil
+    return Samples(s.samples, s.to_float, s.dtype, s.from_float, to_pil)
 
 
 def to_tensor(rgb_HWC: np.ndarray) -> torch.Tensor:

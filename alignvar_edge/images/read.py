@@ -19,12 +19,9 @@ from PIL import Image, ImageOps
 from alignvar_edge.errors import IMAGE_DECODE_ERRORS, InputError, damaged_image_error
 from alignvar_edge.fsmodes import broken_link, special_kind
 from alignvar_edge.images import sixteen_bit
-from alignvar_edge.images.arrays import check_unit_range, fitting_bits
+from alignvar_edge.images.arrays import DEFAULT_MAX_MEGAPIXELS, check_unit_range, fitting_bits, refuse_over_megapixels
 from alignvar_edge.images.formats import (SIXTEEN_BIT_MODES, converted, holds_32_bit_integers, plain_mode,
                                           stored_as_negative, unusable_cmyk_profile)
-
-# x4 SR multiplies the pixel count by 16: 24 MP in is 384 MP (~4.6 GB as float32 RGB) out.
-DEFAULT_MAX_MEGAPIXELS = 24.0
 
 
 def load_image(
@@ -89,12 +86,7 @@ def _decode(
     width, height = img.size
     if width <= 0 or height <= 0:
         raise InputError(f"{path} has no pixels ({width}x{height}); it is empty or damaged")
-    megapixels = width * height / 1e6
-    if max_megapixels is not None and megapixels > max_megapixels:
-        shown = _shown_over(megapixels, max_megapixels)
-        how = f", or raise the limit ({raise_limit})" if raise_limit else ""
-        raise InputError(f"{path} is {width}x{height} ({shown} MP), over the {max_megapixels:g} MP "
-                         f"limit; downscale or crop it{how}")
+    refuse_over_megapixels(str(path), width, height, max_megapixels, raise_limit)
     try:                # counting frames reads every directory of a TIFF
         frames = int(getattr(img, "n_frames", 1) or 1)
     except _DAMAGED as e:
@@ -117,17 +109,6 @@ def _decode(
                       "a plain formula and may shift; export it as RGB from the editor that made it to keep them",
                       stacklevel=3)
     return rgb, alpha
-
-
-def _shown_over(megapixels: float, limit: float) -> str:
-    """`megapixels` as a refusal shows it: one decimal, two significant digits below 1 MP (a 0.012
-    MP image over a 0.01 MP limit is not "0.0 MP"), and more where those would not show it over
-    `limit` (4899x4899 is "24.0002 MP", not "24.0 MP, over the 24 MP limit")."""
-    shown = f"{megapixels:.1f}" if megapixels >= 1 else f"{megapixels:.2g}"
-    digits = 3
-    while float(shown) <= limit and digits < 17:
-        shown, digits = f"{megapixels:.{digits}g}", digits + 1
-    return shown
 
 
 # what decoding damaged data raises: Pillow's TIFF reader adds TypeError (a directory without a size)

@@ -20,6 +20,7 @@ import numpy as np
 from alignvar_edge.argtypes import is_integer
 from alignvar_edge.errors import ArtifactError, BackendUnavailableError, EngineClosedError, InputError
 from alignvar_edge.extras import install_command
+from alignvar_edge.images.arrays import DEFAULT_MAX_MEGAPIXELS
 from alignvar_edge.manifest import Manifest
 from alignvar_edge.model.config import AlignVARConfig        # torch-free: a device may have no PyTorch
 from alignvar_edge.recipes import default_precision
@@ -295,19 +296,22 @@ class Engine(abc.ABC):
 
     @overload
     def upscale(self, image: np.ndarray, overlap: int | None = None,
-                progress: Callable[[int, int], None] | None = None, color_fix: bool | None = None) -> np.ndarray: ...
+                progress: Callable[[int, int], None] | None = None, color_fix: bool | None = None,
+                max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS) -> np.ndarray: ...
 
     @overload
     def upscale(self, image: PIL.Image.Image, overlap: int | None = None,
-                progress: Callable[[int, int], None] | None = None,
-                color_fix: bool | None = None) -> PIL.Image.Image: ...
+                progress: Callable[[int, int], None] | None = None, color_fix: bool | None = None,
+                max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS) -> PIL.Image.Image: ...
 
     @overload
     def upscale(self, image: Any, overlap: int | None = None,
-                progress: Callable[[int, int], None] | None = None, color_fix: bool | None = None) -> Any: ...
+                progress: Callable[[int, int], None] | None = None, color_fix: bool | None = None,
+                max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS) -> Any: ...
 
     def upscale(self, image: Any, overlap: int | None = None,
-                progress: Callable[[int, int], None] | None = None, color_fix: bool | None = None) -> Any:
+                progress: Callable[[int, int], None] | None = None, color_fix: bool | None = None,
+                max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS) -> Any:
         """Any image HxW, HxWx1, HxWx3 or HxWx4 -> exactly 4x larger, same layout and kind.
 
         uint8 in -> uint8 out, uint16 -> uint16, float in [0, 1] -> the same float dtype, a PIL
@@ -316,37 +320,44 @@ class Engine(abc.ABC):
         after each engine call with the tiles done so far and the image's tile count.
         `color_fix`: VARSR's AdaIN colour fix over the whole image (None: the model's default,
         `config.color_fix`: on for VARSR models, as VARSR's own script applies it).
+        `max_megapixels`: a larger image is refused before any work (None: no limit; the default is
+        the command line's). Memory besides the input and the result is a few strips of it.
         An image the engine cannot take is an InputError; a closed engine, EngineClosedError.
         """
-        from alignvar_edge.images import as_float_image
-        from alignvar_edge.runtimes.tiling import upscale_image
+        from alignvar_edge.images.arrays import as_samples
+        from alignvar_edge.runtimes.tiling import upscale_samples
         _check_progress(progress, "progress(done, total)")
-        x, back = as_float_image(image)
-        return back(upscale_image(self, x, overlap=overlap, progress=progress,
-                                  color_fix=self._color_fix(color_fix)))
+        samples = as_samples(image, *_size_limit(max_megapixels))
+        return samples.finish(upscale_samples(self, samples, overlap=overlap, progress=progress,
+                                              color_fix=self._color_fix(color_fix)))
 
     @overload
     def upscale_many(self, images: Iterable[np.ndarray], overlap: int | None = None,
                      progress: Callable[[int, int, int], None] | None = None,
-                     color_fix: bool | None = None) -> Iterator[np.ndarray]: ...
+                     color_fix: bool | None = None,
+                     max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS) -> Iterator[np.ndarray]: ...
 
     @overload
     def upscale_many(self, images: Iterable[PIL.Image.Image], overlap: int | None = None,
                      progress: Callable[[int, int, int], None] | None = None,
-                     color_fix: bool | None = None) -> Iterator[PIL.Image.Image]: ...
+                     color_fix: bool | None = None,
+                     max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS) -> Iterator[PIL.Image.Image]: ...
 
     @overload
     def upscale_many(self, images: Iterable[Any], overlap: int | None = None,
                      progress: Callable[[int, int, int], None] | None = None,
-                     color_fix: bool | None = None) -> Iterator[Any]: ...
+                     color_fix: bool | None = None,
+                     max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS) -> Iterator[Any]: ...
 
     def upscale_many(self, images: Iterable[Any], overlap: int | None = None,
                      progress: Callable[[int, int, int], None] | None = None,
-                     color_fix: bool | None = None) -> Iterator[Any]:
+                     color_fix: bool | None = None,
+                     max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS) -> Iterator[Any]:
         """`upscale` of each image, in order, each as soon as it is final (small images are read a
         few calls' worth ahead). Small images share calls instead of padding one each
         (`tiling.upscale_images`): a folder of thumbnails runs in full batches.
-        `progress(index, done, total)`: tiles of image `index` done. `color_fix` as in `upscale`.
+        `progress(index, done, total)`: tiles of image `index` done. `color_fix` and
+        `max_megapixels` (each image's) as in `upscale`.
 
         `images` is an iterable of images (a list, a generator); one image is refused here, at
         the call, not iterated row by row."""
@@ -355,24 +366,26 @@ class Engine(abc.ABC):
         refuse_one_image(images, "upscale_many")
         checked_overlap(overlap, self.tile_size)         # at the call, not as the first image's fault
         _check_progress(progress, "progress(index, done, total)")
-        return self._upscale_many(images, overlap, progress, self._color_fix(color_fix))
+        limit = _size_limit(max_megapixels)
+        return self._upscale_many(images, overlap, progress, self._color_fix(color_fix), limit)
 
     def _color_fix(self, asked: bool | None) -> bool:
         check_flag(asked, "color_fix", " (or None: the model's default)")
         return self.config.color_fix if asked is None else asked
 
     def _upscale_many(self, images: Iterable[Any], overlap: int | None,
-                      progress: Callable[[int, int, int], None] | None, color_fix: bool) -> Iterator[Any]:
-        from alignvar_edge.images import as_float_image
+                      progress: Callable[[int, int, int], None] | None, color_fix: bool,
+                      limit: tuple[float | None, str]) -> Iterator[Any]:
+        from alignvar_edge.images.arrays import Samples, as_samples
         from alignvar_edge.runtimes.tiling import upscale_images
         backs: list[Callable[[np.ndarray], Any]] = []
 
-        def floats(image: Any) -> np.ndarray:
-            x, back = as_float_image(image)
-            backs.append(back)
-            return x
+        def samples(image: Any) -> Samples:
+            s = as_samples(image, *limit)
+            backs.append(s.finish)
+            return s
         # in a service's batch, the index is what finds the image it cannot take
-        for out in upscale_images(self, images, overlap, progress, color_fix, convert=floats,
+        for out in upscale_images(self, images, overlap, progress, color_fix, convert=samples,
                                   name_item=lambda index: f"image {index} (from 0) of upscale_many"):
             yield backs.pop(0)(out)
 
@@ -486,6 +499,15 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def open(self, engine_dir: Path, device: str | None = None, **opts: Any) -> Engine:
         """`load` after its option check: the backend's own loading."""
+
+
+def _size_limit(max_megapixels: object) -> tuple[float | None, str]:
+    """`upscale`'s `max_megapixels`, checked, and how the caller raises it (`--max-megapixels` where
+    the command line calls)."""
+    from alignvar_edge.caller import option
+    from alignvar_edge.images.arrays import checked_megapixels_limit
+    said = option("max_megapixels")
+    return checked_megapixels_limit(max_megapixels, said.rstrip("=")), said
 
 
 def _check_progress(progress: object, called: str) -> None:

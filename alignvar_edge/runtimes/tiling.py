@@ -7,9 +7,11 @@ window that is 1 in its interior and falls as a raised cosine across the region 
 neighbour (1 on the image's own edges), so overlapping tiles cross-fade and every output pixel is
 a normalised weighted mean: no seams, no darkening.
 
-Memory: tiles are produced and consumed in raster order in batches of the engine's batch; the
-blend accumulator holds one tile-row strip (tile height x output width). A strip is finished as
-soon as the next tile row starts below it, so nothing image-sized is held besides the result.
+Memory: tiles are cut, converted to float32 and consumed in raster order in batches of the
+engine's batch; the blend accumulator holds one tile-row strip (tile height x output width). A
+strip is finished as soon as the next tile row starts below it and is written into the result in
+the result's own dtype (`upscale_samples`), so nothing image-sized is held besides the input and
+the result (a result in float is only made whole where the colour fix needs its statistics).
 Grayscale images run as RGB and come back gray; an alpha plane is upscaled separately (bicubic)
 and never fed to the model.
 """
@@ -19,7 +21,7 @@ import itertools
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -27,8 +29,11 @@ from alignvar_edge.errors import InputError
 from alignvar_edge.manifest import default_overlap   # the overlap every input contract states
 from alignvar_edge.argtypes import is_integer
 
+if TYPE_CHECKING:
+    from alignvar_edge.images.arrays import Samples
+
 __all__ = ["TileRunner", "default_overlap", "tile_starts", "blend_window", "upscale_rgb",
-           "iter_upscale_rgb", "upscale_image", "upscale_images", "upscale_plane_bicubic", "extract_tiles",
+           "iter_upscale_rgb", "upscale_image", "upscale_samples", "upscale_images", "upscale_plane_bicubic", "extract_tiles",
            "seam_ratio", "blend_tiles", "check_overlap_flag", "checked_overlap"]
 
 
@@ -90,15 +95,28 @@ def _ramp(n: int) -> np.ndarray:
     return np.sin(0.5 * np.pi * x) ** 2
 
 
-def _check_rgb(image: np.ndarray) -> np.ndarray:
+def _check_rgb(image: np.ndarray, integers: bool = False) -> np.ndarray:
+    """An RGB image, checked and not copied: floats, or `integers` too (samples that `Samples.to_float`
+    converts tile by tile, `_float_tiles`)."""
     x = np.asarray(image)
     if x.ndim != 3 or x.shape[2] != 3:
         raise InputError(f"expected an HxWx3 RGB image, got shape {x.shape}")
     if x.shape[0] < 1 or x.shape[1] < 1:
         raise InputError(f"the image has no pixels (shape {x.shape})")
-    if not np.issubdtype(x.dtype, np.floating):
+    if not integers and not np.issubdtype(x.dtype, np.floating):
         raise InputError(f"expected a float image in [0, 1], got dtype {x.dtype}; divide by 255 first")
-    _refuse_non_finite(x, "the image")
+    if np.issubdtype(x.dtype, np.floating):
+        _refuse_non_finite(x, "the image")
+    return x
+
+
+# a block of an image's samples -> floats in [0, 1] (`images.arrays.Samples.to_float`)
+FloatOf = Callable[[np.ndarray], np.ndarray]
+
+
+def _float_tiles(samples: np.ndarray, to_float: FloatOf | None) -> np.ndarray:
+    """Tiles cut from an image's samples, as the engine takes them: float32 clipped to [0, 1]."""
+    x = samples if to_float is None else to_float(samples)
     return np.clip(x.astype(np.float32, copy=False), 0.0, 1.0)
 
 
@@ -117,10 +135,10 @@ def checked_overlap(overlap: object, tile: int) -> int:
     return int(ov)
 
 
-def _prepare(image: np.ndarray, tile: int, overlap: int | None
+def _prepare(image: np.ndarray, tile: int, overlap: int | None, integers: bool = False
              ) -> tuple[np.ndarray, int, list[int], list[int]]:
-    """(padded image, overlap, row starts, column starts) for an RGB image."""
-    img = _check_rgb(image)
+    """(padded image, overlap, row starts, column starts) for an RGB image, its samples kept."""
+    img = _check_rgb(image, integers)
     ov = checked_overlap(overlap, tile)
     # mirror-pad dimensions smaller than one tile (results are cropped back)
     ph, pw = max(0, tile - img.shape[0]), max(0, tile - img.shape[1])
@@ -136,9 +154,9 @@ def extract_tiles(image: np.ndarray, tile: int, overlap: int | None = None
     return _cut(img, ys, xs, tile), ys, xs
 
 
-def _cut(img: np.ndarray, ys: list[int], xs: list[int], tile: int) -> np.ndarray:
+def _cut(img: np.ndarray, ys: list[int], xs: list[int], tile: int, to_float: FloatOf | None = None) -> np.ndarray:
     tiles = [img[y:y + tile, x:x + tile].transpose(2, 0, 1) for y in ys for x in xs]
-    return np.ascontiguousarray(np.stack(tiles), np.float32)
+    return np.ascontiguousarray(_float_tiles(np.stack(tiles), to_float))
 
 
 def seam_ratio(sr: np.ndarray, ys: list[int], xs: list[int], tile: int, scale: int) -> float:
@@ -173,9 +191,11 @@ def iter_upscale_rgb(engine: TileRunner, image: np.ndarray, overlap: int | None 
 
 
 def _stream(engine: TileRunner, img: np.ndarray, ys: list[int], xs: list[int], size_hw: tuple[int, int],
-            progress: Callable[[int, int], None] | None) -> Iterator[tuple[int, np.ndarray]]:
+            progress: Callable[[int, int], None] | None, to_float: FloatOf | None = None
+            ) -> Iterator[tuple[int, np.ndarray]]:
     """(y0, rows) strips of a prepared image's result: tiles run in batches and blended in turn."""
-    yield from _blend(_run_tiles(engine, img, ys, xs), ys, xs, size_hw, engine.tile_size, engine.scale, progress)
+    yield from _blend(_run_tiles(engine, img, ys, xs, to_float), ys, xs, size_hw, engine.tile_size, engine.scale,
+                      progress)
 
 
 def blend_tiles(sr_tiles: np.ndarray, ys: list[int], xs: list[int], size_hw: tuple[int, int],
@@ -209,18 +229,21 @@ def _blend(results: Iterable[tuple[tuple[int, int], np.ndarray]], ys: list[int],
     out_rows = H * s
 
     def flush(upto: int) -> Iterator[tuple[int, np.ndarray]]:
-        nonlocal acc, wsum, origin
+        nonlocal origin
         n = upto - origin
         if n <= 0:
             return
         rows = (acc[:n] / wsum[:n, :, None]).astype(np.float32)
-        # shift the strip up by n rows (the rest belongs to tiles still to come)
-        acc = np.concatenate([acc[n:], np.zeros((n, *acc.shape[1:]), acc.dtype)])
-        wsum = np.concatenate([wsum[n:], np.zeros((n, wsum.shape[1]), wsum.dtype)])
+        # shift the strip up by n rows in place (the rest belongs to tiles still to come): a new
+        # strip each time held two at once
+        for a in (acc, wsum):
+            a[:len(a) - n] = a[n:]
+            a[len(a) - n:] = 0
         y0 = origin
         origin = upto
         if y0 < out_rows:
-            yield y0, np.clip(rows[:min(n, out_rows - y0), :W * s], 0.0, 1.0)
+            kept = rows[:min(n, out_rows - y0), :W * s]
+            yield y0, np.clip(kept, 0.0, 1.0, out=kept)
 
     done = 0
     row_prev = 0
@@ -239,7 +262,7 @@ def _blend(results: Iterable[tuple[tuple[int, int], np.ndarray]], ys: list[int],
     yield from flush(Hp * s)
 
 
-def _run_tiles(engine: TileRunner, img: np.ndarray, ys: list[int], xs: list[int]
+def _run_tiles(engine: TileRunner, img: np.ndarray, ys: list[int], xs: list[int], to_float: FloatOf | None
                ) -> Iterator[tuple[tuple[int, int], np.ndarray]]:
     """Tiles in raster order, run in batches of the engine's batch (as many batches per call as it
     keeps in flight); yields ((i, j), SR tile)."""
@@ -249,7 +272,7 @@ def _run_tiles(engine: TileRunner, img: np.ndarray, ys: list[int], xs: list[int]
     for k in range(0, len(coords), b):
         chunk = coords[k:k + b]
         lr = np.stack([img[ys[i]:ys[i] + t, xs[j]:xs[j] + t].transpose(2, 0, 1) for i, j in chunk])
-        sr, _ = engine.run(lr)
+        sr, _ = engine.run(_float_tiles(lr, to_float))
         yield from zip(chunk, sr)
 
 
@@ -288,34 +311,118 @@ def upscale_plane_bicubic(plane: np.ndarray, scale: int) -> np.ndarray:
 
 def upscale_image(engine: TileRunner, image: np.ndarray, overlap: int | None = None,
                   progress: Callable[[int, int], None] | None = None, color_fix: bool = False) -> np.ndarray:
-    """HxW / HxWx1 (gray), HxWx3 (RGB) or HxWx4 (RGBA) -> 4x, same layout.
+    """HxW / HxWx1 (gray), HxWx3 (RGB) or HxWx4 (RGBA) float in [0, 1] -> 4x float32, same layout.
 
     Gray runs as RGB and returns the mean of the three output channels; alpha is bicubic.
     """
-    rgb, finish = _as_rgb(image, engine.scale)
-    return finish(upscale_rgb(engine, rgb, overlap, progress, color_fix))
+    return upscale_samples(engine, _float_samples(image), overlap, progress, color_fix)
 
 
-def _as_rgb(image: np.ndarray, scale: int) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
-    """(the RGB the model sees, `finish`: its 4x result -> the input's layout)."""
+def upscale_samples(engine: TileRunner, image: Samples, overlap: int | None = None,
+                    progress: Callable[[int, int], None] | None = None, color_fix: bool = False) -> np.ndarray:
+    """`upscale_image` of an image's samples (`images.arrays.as_samples`: uint8, uint16 or float),
+    as samples of its result's dtype. Tiles are converted to float as they are cut and each
+    finished strip is converted into the result, so the working set besides the input and the
+    result is the tile batch and a strip (`_upscaled`)."""
+    return _upscaled(engine, _prepared(image, engine.scale, engine.tile_size, overlap), progress, color_fix)
+
+
+def _upscaled(engine: TileRunner, prep: _Prepared, progress: Callable[[int, int], None] | None,
+              color_fix: bool) -> np.ndarray:
+    strips = _stream(engine, prep.padded, prep.ys, prep.xs, prep.size_hw, progress, prep.image.to_float)
+    if color_fix:           # the fix needs the whole result's statistics: it is held as float32 first
+        return prep.finish(_collect(strips, prep.size_hw, engine.scale), color_fix)
+    return prep.fill(strips)
+
+
+def _float_samples(image: np.ndarray) -> Samples:
+    """A float image in [0, 1] as `Samples` whose result is float32 (the float functions here)."""
+    from alignvar_edge.images.arrays import Samples
+    return Samples(np.asarray(image), np.asarray, np.dtype(np.float32), lambda r: np.asarray(r, np.float32),
+                   lambda r: r)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """The input's layout, which its result takes: gray is the mean of the model's three output
+    channels (HxW, or HxWx1 where `keep_dim`); alpha (float32 HxW in [0, 1]) is upscaled on its own."""
+
+    gray: bool = False
+    keep_dim: bool = False
+    alpha: np.ndarray | None = None
+
+    def shape(self, h: int, w: int) -> tuple[int, ...]:
+        if self.gray:
+            return (h, w, 1) if self.keep_dim else (h, w)
+        return (h, w, 3 if self.alpha is None else 4)
+
+    def rows(self, rgb: np.ndarray) -> np.ndarray:
+        """Rows of the model's RGB result in this layout, alpha apart."""
+        if not self.gray:
+            return rgb
+        out = rgb.mean(axis=2)
+        return out[..., None] if self.keep_dim else out
+
+
+def _as_rgb(image: np.ndarray, to_float: FloatOf, integers: bool) -> tuple[np.ndarray, _Layout]:
+    """(the RGB samples the model sees, the layout its result takes); `integers` as `_check_rgb`."""
     x = np.asarray(image)
     if x.ndim == 2 or (x.ndim == 3 and x.shape[2] == 1):
         g = x.reshape(x.shape[0], x.shape[1])
-
-        def gray(rgb: np.ndarray) -> np.ndarray:
-            out = rgb.mean(axis=2)
-            return out if x.ndim == 2 else out[..., None]
-        return np.repeat(g[..., None], 3, axis=2), gray
+        # the one plane seen three times, not copied
+        return np.broadcast_to(g[..., None], (*g.shape, 3)), _Layout(gray=True, keep_dim=x.ndim == 3)
     if x.ndim == 3 and x.shape[2] == 4:
-        _check_rgb(x[..., :3])
-        # NaN alpha came back a transparent hole, Inf alpha pushed its neighbours to opaque
-        _refuse_non_finite(x[..., 3], "the image's alpha channel")
-        alpha = np.clip(x[..., 3].astype(np.float32), 0.0, 1.0)
-        return x[..., :3], lambda rgb: np.concatenate(
-            [rgb, upscale_plane_bicubic(alpha, scale)[..., None]], axis=2)
+        _check_rgb(x[..., :3], integers)
+        if x.dtype.kind == "f":
+            # NaN alpha came back a transparent hole, Inf alpha pushed its neighbours to opaque
+            _refuse_non_finite(x[..., 3], "the image's alpha channel")
+        alpha = np.clip(np.asarray(to_float(x[..., 3]), np.float32), 0.0, 1.0)
+        return x[..., :3], _Layout(alpha=alpha)
     if x.ndim == 3 and x.shape[2] == 3:
-        return x, lambda rgb: rgb
+        return x, _Layout()
     raise InputError(f"expected an image HxW, HxWx1, HxWx3 or HxWx4, got shape {x.shape}")
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """An image ready to cut: its samples and their conversions, the RGB the model sees (and
+    padded, with its tile starts), and the layout its result takes."""
+
+    image: Samples
+    rgb: np.ndarray
+    layout: _Layout
+    padded: np.ndarray
+    ys: list[int]
+    xs: list[int]
+    scale: int
+
+    @property
+    def size_hw(self) -> tuple[int, int]:
+        return self.rgb.shape[0], self.rgb.shape[1]
+
+    def fill(self, strips: Iterable[tuple[int, np.ndarray]]) -> np.ndarray:
+        """The result, in its samples' dtype, each (y0, rows) strip of the SR RGB converted into it
+        as it comes."""
+        (h, w), s = self.size_hw, self.scale
+        out = np.empty(self.layout.shape(h * s, w * s), self.image.dtype)
+        body = out if self.layout.alpha is None else out[..., :3]
+        for y0, rows in strips:
+            body[y0:y0 + rows.shape[0]] = self.image.from_float(self.layout.rows(rows))
+        if self.layout.alpha is not None:
+            out[..., 3] = self.image.from_float(upscale_plane_bicubic(self.layout.alpha, s))
+        return out
+
+    def finish(self, sr: np.ndarray, color_fix: bool) -> np.ndarray:
+        """The result from the whole SR RGB (float), with the colour fix where asked."""
+        return self.fill([(0, _color_fixed(sr, self.image.to_float(self.rgb), self.scale, color_fix))])
+
+
+def _prepared(image: Samples, scale: int, tile: int, overlap: int | None) -> _Prepared:
+    # an integer result is made from integer samples (`as_samples`); a float one from floats only
+    integers = image.dtype.kind in "ui"
+    rgb, layout = _as_rgb(image.samples, image.to_float, integers)
+    padded, _, ys, xs = _prepare(rgb, tile, overlap, integers)
+    return _Prepared(image, rgb, layout, padded, ys, xs, scale)
 
 
 # Images of at most this many calls' tiles are pooled by `upscale_images`; larger ones stream.
@@ -324,7 +431,7 @@ POOL_CALLS = 4
 
 def upscale_images(engine: TileRunner, images: Iterable[Any], overlap: int | None = None,
                    progress: Callable[[int, int, int], None] | None = None,
-                   color_fix: bool = False, convert: Callable[[Any], np.ndarray] = np.asarray,
+                   color_fix: bool = False, convert: Callable[[Any], Samples] = _float_samples,
                    name_item: Callable[[int], str] | None = None) -> Iterator[np.ndarray]:
     """Each image's 4x result (layouts as `upscale_image`), in order, as soon as it is final.
 
@@ -332,9 +439,10 @@ def upscale_images(engine: TileRunner, images: Iterable[Any], overlap: int | Non
     mostly padded call each (a 32 x 32 LR image is 9 tiles of 16 px; at batch 16, 7 of 16 are padding).
     Images of up to POOL_CALLS calls' tiles are pooled instead: their tiles run in full calls
     shared with the next images, and only the pool's last call is padded. Larger images stream
-    as `upscale_image` does. Results are the same as one image at a time: each tile is computed
+    as `upscale_samples` does. Results are the same as one image at a time: each tile is computed
     alone by the model. `progress(index, done, total)`: tiles of image `index` done.
-    `convert(item)`: an item of `images` as a float image; with `name_item(index)`, an InputError
+    `convert(item)`: an item of `images` as `Samples` (default: a float image, float32 results);
+    results are samples of its dtype. With `name_item(index)`, an InputError
     about an item (its conversion, its layout) starts with that name (an error `images` itself
     raises, such as a reader's naming its file, is as it says).
     """
@@ -357,7 +465,8 @@ def upscale_images(engine: TileRunner, images: Iterable[Any], overlap: int | Non
             p = waiting.pop(0)
             if progress is not None:
                 progress(p.index, p.n, p.n)
-            yield p.finish(blend_tiles(np.stack(p.sr), p.ys, p.xs, p.size_hw, t, s))
+            prep = p.prep
+            yield prep.finish(blend_tiles(np.stack(p.sr), prep.ys, prep.xs, prep.size_hw, t, s), color_fix)
 
     source = iter(images)
     for index in itertools.count():
@@ -365,21 +474,20 @@ def upscale_images(engine: TileRunner, images: Iterable[Any], overlap: int | Non
             image = next(source, _END)
             if image is _END:
                 break
-            finish, img, ys, xs, size_hw = _named(index, name_item,
-                                                  lambda: _prepared(convert(image), s, t, overlap, color_fix))
+            prep = _named(index, name_item, lambda: _prepared(convert(image), s, t, overlap))
         except Exception:
             # an image that cannot be read or used: the pooled images before it are finished
             # first, so a folder run keeps (and on resume skips) everything read so far
             yield from run(final=True)
             raise
-        n = len(ys) * len(xs)
+        n = len(prep.ys) * len(prep.xs)
         if n > POOL_CALLS * b:
             yield from run(final=True)
             tick = None if progress is None else (lambda d, k, i=index: progress(i, d, k))
-            yield finish(_collect(_stream(engine, img, ys, xs, size_hw, tick), size_hw, s))
+            yield _upscaled(engine, prep, tick, color_fix)
             continue
-        waiting.append(_Pooled(index, finish, ys, xs, size_hw, n))
-        queue.extend(_cut(img, ys, xs, t))
+        waiting.append(_Pooled(index, prep, n))
+        queue.extend(_cut(prep.padded, prep.ys, prep.xs, t, prep.image.to_float))
         yield from run(final=False)
     yield from run(final=True)
 
@@ -397,25 +505,12 @@ def _named(index: int, name_item: Callable[[int], str] | None, work: Callable[[]
         raise InputError(f"{name_item(index)}: {e}") from e
 
 
-def _prepared(image: np.ndarray, scale: int, tile: int, overlap: int | None, color_fix: bool
-              ) -> tuple[Callable[[np.ndarray], np.ndarray], np.ndarray, list[int], list[int], tuple[int, int]]:
-    """An image ready to cut: (finish: its SR RGB -> the result, padded RGB, row starts, column
-    starts, size)."""
-    rgb, to_layout = _as_rgb(image, scale)
-    img, _, ys, xs = _prepare(rgb, tile, overlap)
-    return (lambda sr: to_layout(_color_fixed(sr, rgb, scale, color_fix)),
-            img, ys, xs, (rgb.shape[0], rgb.shape[1]))
-
-
 @dataclass
 class _Pooled:
     """An image in `upscale_images`' pool: where its tiles go and the SR tiles it has so far."""
 
     index: int
-    finish: Callable[[np.ndarray], np.ndarray]
-    ys: list[int]
-    xs: list[int]
-    size_hw: tuple[int, int]
+    prep: _Prepared
     n: int
     sr: list[np.ndarray] = field(default_factory=list)
 
