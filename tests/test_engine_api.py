@@ -398,3 +398,19 @@ def test_upscale_refuses_an_image_over_max_megapixels_before_any_work_naming_the
         with pytest.raises(InputError, match=r"^max_megapixels must be a number of megapixels > 0, or None for no "
                                              rf"limit; got {re.escape(repr(bad))}$"):
             engine.upscale_many([], max_megapixels=bad)
+
+
+@pytest.mark.parametrize("data", [np.random.default_rng(0).bytes(1_000_000), bytearray(b"\x89PNG\r\n"),
+                                  memoryview(b"GIF89a")], ids=["bytes", "bytearray", "memoryview"])
+def test_an_encoded_files_bytes_are_refused_in_one_short_line_saying_to_decode_them(engine, data) -> None:
+    """An upload's bytes were taken for a path, and the message quoted all of it (3.5 MB of text)."""
+    n = len(bytes(data))
+    with pytest.raises(InputError, match=rf"^got {n} bytes, not an image; decode them first: "
+                                         r"PIL\.Image\.open\(io\.BytesIO\(data\)\)$"):
+        engine.upscale(data)
+
+
+def test_a_long_path_is_quoted_cut_short() -> None:
+    from alignvar_edge.images import as_float_image
+    with pytest.raises(InputError, match=r"^got the path '(a/){100}'\.\.\. \(5000 characters\), not an image"):
+        as_float_image("a/" * 2500)

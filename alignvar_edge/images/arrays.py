@@ -9,7 +9,7 @@ import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeGuard
 
 import numpy as np
 from PIL import Image
@@ -183,17 +183,35 @@ def _conversion_for(x: np.ndarray) -> str:
     return "convert it to uint8 or uint16, or to floats in [0, 1] divided by its full-scale value"
 
 
+# the most characters of a path a refusal quotes: a service's upload taken for one was megabytes
+_PATH_SHOWN = 200
+
+
 def _refuse_not_pixels(image: object) -> None:
-    """A path, or `load_image`'s (rgb, alpha) pair, where pixels are due: numpy made a string
-    array of the one and raised about an "inhomogeneous shape" on the other."""
+    """A path, an encoded file's bytes, or `load_image`'s (rgb, alpha) pair, where pixels are due:
+    numpy made a string array of the first, a 1-D array of the bytes (of a bytearray or memoryview)
+    and raised about an "inhomogeneous shape" on the last."""
     if image is None:
         raise InputError("got None, not an image; pass a numpy array or a PIL image")
-    if isinstance(image, (str, bytes, os.PathLike)):
-        raise InputError(f"got the path {os.fsdecode(image)!r}, not an image; load it first: "
+    if _is_bytes(image):
+        raise InputError(f"got {memoryview(image).nbytes} bytes, not an image; decode them first: "
+                         "PIL.Image.open(io.BytesIO(data))")
+    if isinstance(image, (str, os.PathLike)):
+        path = os.fsdecode(image)
+        shown = repr(path) if len(path) <= _PATH_SHOWN else f"{path[:_PATH_SHOWN]!r}... ({len(path)} characters)"
+        raise InputError(f"got the path {shown}, not an image; load it first: "
                          "load_image(path)[0] (every bit kept) or PIL.Image.open(path)")
     if _is_load_image_pair(image):
         raise InputError("got load_image's (rgb, alpha) pair, not an image; pass its rgb array, with "
                          "the alpha as a 4th channel where there is one: np.dstack([rgb, alpha])")
+
+
+def _is_bytes(image: object) -> TypeGuard[bytes | bytearray | memoryview]:
+    """bytes, a bytearray, or a memoryview of bytes (an HTTP body, a file's contents); not a
+    memoryview of an array's pixels, which numpy reads with its shape and type."""
+    if isinstance(image, memoryview):
+        return image.ndim <= 1 and image.format in ("B", "b", "c")
+    return isinstance(image, (bytes, bytearray))
 
 
 def _is_load_image_pair(image: object) -> bool:
