@@ -414,3 +414,14 @@ def test_a_long_path_is_quoted_cut_short() -> None:
     from alignvar_edge.images import as_float_image
     with pytest.raises(InputError, match=r"^got the path '(a/){100}'\.\.\. \(5000 characters\), not an image"):
         as_float_image("a/" * 2500)
+
+
+def test_pickling_an_engine_says_to_load_one_in_each_worker(engine, micro_export) -> None:
+    """pickle raised the runtime's own TypeError: "cannot pickle '...InferenceSession' object" (ONNX
+    Runtime), "cannot pickle '_thread.lock' object" (torch)."""
+    import pickle
+    with pytest.raises(TypeError, match=rf"^a loaded onnxruntime engine cannot be pickled or sent to another "
+                                        rf"process; load it in each worker process instead: "
+                                        rf"alignvar_edge\.load\({re.escape(repr(str(micro_export)))}\) in the "
+                                        r"pool's initializer$"):
+        pickle.dumps(engine)

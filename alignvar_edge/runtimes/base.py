@@ -410,6 +410,13 @@ class Engine(abc.ABC):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def __reduce__(self) -> Any:
+        # a runtime's session, compiled model or GPU context lives in this process; pickle raised
+        # the runtime's own TypeError ("cannot pickle '_thread.lock' object" for torch)
+        path = repr(str(self.engine_dir)) if self.engine_dir else "path"
+        raise TypeError(f"a loaded {self.backend} engine cannot be pickled or sent to another process; load it in "
+                        f"each worker process instead: alignvar_edge.load({path}) in the pool's initializer")
+
     def __repr__(self) -> str:
         where = f" {self.engine_dir}" if self.engine_dir else ""
         return (f"<{type(self).__name__} {self.backend}/{self.device} "
