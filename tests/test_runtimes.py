@@ -63,7 +63,8 @@ def test_exports_are_cached_in_the_runs_temporary_folder_with_pytests_cache_plug
     (tmp_path / "test_probe.py").write_text(
         "from _runtime_fixtures import cache_root\n\n\n"
         "def test_probe(pytestconfig):\n    print('cache_root', cache_root(pytestconfig))\n")
-    env = {k: v for k, v in os.environ.items() if k != "ALIGNVAR_TEST_CACHE"}
+    # a run of its own: not taken for one of this run's xdist workers (whose base folder is shared)
+    env = {k: v for k, v in os.environ.items() if k != "ALIGNVAR_TEST_CACHE" and not k.startswith("PYTEST_XDIST")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(tests), env.get("PYTHONPATH"))))
     base = tmp_path / "base"
     run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "-p", "conftest",
