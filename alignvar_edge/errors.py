@@ -43,8 +43,7 @@ def host_tools_error(what: str, package: str) -> HostToolsError:
     """`what` ('this verb', 'AlignVAR', ...) needs host package `package`, which is not installed, or
     is installed but fails to import a module it needs (too old, or not the release for this
     torch): the one wording of each, with the pip command that works here."""
-    from alignvar_edge.extras import install_command, pip_install, requirement_of
-    from alignvar_edge.lazy import installed_version, is_installed
+    from alignvar_edge.extras import install_command, installed_version, is_installed, pip_install, requirement_of
     if not is_installed(package):
         return HostToolsError(f"{what} needs {package}, which a device install does not have; install the host "
                               f"tools: {install_command('host')}", name=package)

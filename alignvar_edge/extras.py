@@ -8,11 +8,12 @@ PyPI serves; a checkout run without an install has no metadata and gets the whee
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import re
 import shlex
 
-__all__ = ["DISTRIBUTION", "TORCH_CPU_INDEX", "extra_requirements", "install_command", "pip_install",
-           "requirement_of"]
+__all__ = ["DISTRIBUTION", "TORCH_CPU_INDEX", "device_install", "extra_requirements", "install_command",
+           "installed_version", "is_installed", "pip_install", "requirement_of"]
 
 DISTRIBUTION = "alignvar-edge"
 # PyPI's torch for Linux is a multi-GB CUDA build; this index holds the CPU build, for every OS
@@ -97,5 +98,27 @@ def install_command(extra: str) -> str:
     if requirements:
         return pip_install(requirements)
     # no metadata (a checkout on PYTHONPATH, never installed): the wheel's own command
-    from alignvar_edge.runtimes.readme import device_install
     return device_install(extra)
+
+
+def device_install(extras: str) -> str:
+    """How a device installs alignvar-edge with `extras`: from its wheel, as it is not on PyPI."""
+    return (f"`pip install \"$(ls dist/alignvar_edge-*.whl)[{extras}]\"`, the wheel built in an alignvar-edge "
+            "checkout with `python -m pip wheel --no-deps -w dist .` (alignvar-edge is not on PyPI)")
+
+
+def is_installed(name: str) -> bool:
+    """Whether `name` can be imported here, without importing it."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):      # a parent package missing, or a broken install
+        return False
+
+
+def installed_version(package: str) -> tuple[str, str | None]:
+    """(the distribution that installs import package `package`, its version or None)."""
+    dists = importlib.metadata.packages_distributions().get(package) or [package]
+    try:
+        return dists[0], importlib.metadata.version(dists[0])
+    except importlib.metadata.PackageNotFoundError:
+        return dists[0], None

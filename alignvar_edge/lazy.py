@@ -15,8 +15,6 @@ imports openvino or nncf (`keep_openvino_local`).
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
-import importlib.util
 import os
 import sys
 from collections.abc import Iterator
@@ -26,8 +24,8 @@ from typing import Any
 
 from alignvar_edge.errors import host_tools_error
 
-__all__ = ["HOST_ONLY", "LazyModule", "host_package", "import_host", "installed_version", "is_installed",
-           "keep_openvino_local", "keep_runtimes_local", "lazy_import", "needs_host"]
+__all__ = ["HOST_ONLY", "LazyModule", "host_package", "import_host", "keep_openvino_local", "keep_runtimes_local",
+           "lazy_import", "needs_host"]
 
 # packages of the `host` extra, which a device install (the `device` extra alone) does not have
 HOST_ONLY = ("torch", "onnx", "onnxscript", "skimage")
@@ -80,23 +78,6 @@ class LazyModule(ModuleType):
 def lazy_import(name: str) -> Any:
     """Module `name`, imported when first used (typed Any: annotate with a TYPE_CHECKING import)."""
     return LazyModule(name)
-
-
-def is_installed(name: str) -> bool:
-    """Whether `name` can be imported here, without importing it."""
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):      # a parent package missing, or a broken install
-        return False
-
-
-def installed_version(package: str) -> tuple[str, str | None]:
-    """(the distribution that installs import package `package`, its version or None)."""
-    dists = importlib.metadata.packages_distributions().get(package) or [package]
-    try:
-        return dists[0], importlib.metadata.version(dists[0])
-    except importlib.metadata.PackageNotFoundError:
-        return dists[0], None
 
 
 def host_package(error: ImportError) -> str | None:

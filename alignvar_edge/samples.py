@@ -18,7 +18,7 @@ import numpy as np
 from alignvar_edge.errors import ConfigError, InputError
 from alignvar_edge.images import load_image
 from alignvar_edge.extras import pip_install, requirement_of
-from alignvar_edge.lazy import installed_version, is_installed
+from alignvar_edge.extras import installed_version, is_installed
 
 __all__ = ["SAMPLE_IMAGES", "SampleImage", "Split", "sample_images", "samples_installed"]
 

@@ -941,7 +941,7 @@ def test_upscale_into_a_folder_whose_output_path_is_a_folder_is_refused_before_a
 
 
 def _has_tifffile() -> bool:
-    from alignvar_edge.lazy import is_installed
+    from alignvar_edge.extras import is_installed
     return is_installed("tifffile")
 
 

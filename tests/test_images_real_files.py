@@ -14,7 +14,7 @@ from PIL import Image
 from alignvar_edge.errors import InputError
 from alignvar_edge.images import as_float_image, file_metadata, load_image, save_image
 from alignvar_edge.images.folders import not_a_result
-from alignvar_edge.lazy import is_installed
+from alignvar_edge.extras import is_installed
 
 tifffile = pytest.importorskip("tifffile")
 

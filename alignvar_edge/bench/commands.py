@@ -8,7 +8,7 @@ from typing import Any
 from alignvar_edge.argtypes import MAX_TILES, batch_size, fraction, nonneg_int, positive_float, positive_int, tile_count
 from alignvar_edge.bench.image import FOLDER_LR, IMAGE_LR, IMAGE_RUNS
 from alignvar_edge.errors import InputError
-from alignvar_edge.lazy import is_installed
+from alignvar_edge.extras import is_installed
 from alignvar_edge.model.bundled import CHECKPOINT_HELP
 from alignvar_edge.progress import bar
 from alignvar_edge.recipes import DEFAULT_MIN_TOKENS, DEPLOY_DEFAULT, deploy_precisions

@@ -16,7 +16,8 @@ import numpy as np
 from PIL import ExifTags, Image, ImageFile, ImageOps, TiffImagePlugin
 
 from alignvar_edge.errors import IMAGE_DECODE_ERRORS, InputError
-from alignvar_edge.lazy import is_installed, lazy_import
+from alignvar_edge.extras import is_installed
+from alignvar_edge.lazy import lazy_import
 
 # 16-bit colour TIFFs alone: optional (the `host` extra has it through scikit-image)
 tifffile = lazy_import("tifffile")

@@ -228,8 +228,8 @@ def engine_readme(m: Manifest, ort_version: str) -> str:
     what to run with alignvar-edge on the device, and the graph's I/O with a plain onnxruntime call,
     in the words every engine README shares (`runtimes/readme.py`)."""
     from alignvar_edge.quantize.records import validation_line
-    from alignvar_edge.runtimes.readme import (INPUT_LINE, checked_line, commands, device_install, extra_feed_lines,
-                                               model_notes)
+    from alignvar_edge.extras import device_install
+    from alignvar_edge.runtimes.readme import INPUT_LINE, checked_line, commands, extra_feed_lines, model_notes
     graph = next(iter(m.graphs.values()))
     # a quantized graph's build parity is against itself: what it lost is its quantize step's record
     quantized = validation_line((m.parity or {}).get("quantize"))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from alignvar_edge.manifest import Manifest, db_text, input_contract, parity_figures
 
-__all__ = ["INPUT_LINE", "README_FILE", "checked_line", "commands", "device_install", "extra_feed_lines", "model_notes"]
+__all__ = ["INPUT_LINE", "README_FILE", "checked_line", "commands", "extra_feed_lines", "model_notes"]
 
 README_FILE = "README.md"
 
@@ -21,12 +21,6 @@ def checked_line(m: Manifest) -> str:
     return (f"Checked at build against {par.reference}: tokens {par.tokens_pct}, SR PSNR {db_text(par.psnr_db)} dB."
             if par else "Not checked at build: run `alignvar-edge selftest --engine DIR` on the device before "
             "trusting it.")
-
-
-def device_install(extras: str) -> str:
-    """How a device installs alignvar-edge with `extras`: from its wheel, as it is not on PyPI."""
-    return (f"`pip install \"$(ls dist/alignvar_edge-*.whl)[{extras}]\"`, the wheel built in an alignvar-edge "
-            "checkout with `python -m pip wheel --no-deps -w dist .` (alignvar-edge is not on PyPI)")
 
 
 def commands(intro: str) -> list[str]:

@@ -196,7 +196,8 @@ class TorchBackend(Backend):
 def engine_readme(m: Manifest) -> str:
     """README.md of a torch engine directory: a checkpoint that PyTorch runs through alignvar-edge (there
     is no graph to run without them), in the words every engine README shares (`runtimes/readme.py`)."""
-    from alignvar_edge.runtimes.readme import checked_line, commands, device_install
+    from alignvar_edge.extras import device_install
+    from alignvar_edge.runtimes.readme import checked_line, commands
     device = str(m.extra.get("device") or "cpu")
     return "\n".join([
         f"# PyTorch engine: {m.model.name}, {m.precision}, built for {device}", "",

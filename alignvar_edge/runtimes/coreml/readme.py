@@ -7,7 +7,7 @@ from typing import Any
 
 from alignvar_edge.manifest import Manifest, db_text
 from alignvar_edge.recipes import recipe
-from alignvar_edge.runtimes.readme import device_install
+from alignvar_edge.extras import device_install
 
 README_FILE = "README.md"
 # a build whose Linux proxy misses the selftest gate: the build's output and the README say it

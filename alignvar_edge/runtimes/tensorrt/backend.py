@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from alignvar_edge.errors import ArtifactError, BackendUnavailableError, InputError
-from alignvar_edge.lazy import is_installed, lazy_import
+from alignvar_edge.extras import is_installed
+from alignvar_edge.lazy import lazy_import
 from alignvar_edge.manifest import artifact_dir as staging_dir
 from alignvar_edge.manifest import Manifest, listed_file, load_verified, new_manifest, recorded_path, write_manifest
 from alignvar_edge.runtimes.artifacts import check_quantized_for, engine_manifest, link_onnx, single_graph
