@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
-import re
 import shlex
+from collections.abc import Sequence
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 __all__ = ["DISTRIBUTION", "TORCH_CPU_INDEX", "device_install", "extra_requirements", "install_command",
            "installed_version", "is_installed", "pip_install", "requirement_of"]
@@ -19,23 +22,18 @@ DISTRIBUTION = "alignvar-edge"
 # PyPI's torch for Linux is a multi-GB CUDA build; this index holds the CPU build, for every OS
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 
-_REQUIREMENT = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[([^\]]*)\])?\s*([^;]*)(?:;(.*))?$")
-_EXTRA_MARKER = re.compile(r"""extra\s*==\s*["']([^"']+)["']""")
+
+def _asked_by(req: Requirement, extra: str) -> bool:
+    """Whether `extra` adds `req` here: its marker holds with `extra` (the host's python_version and
+    sys_platform included) and not in the base install (a requirement of every install is not the extra's)."""
+    return req.marker is not None and req.marker.evaluate({"extra": extra}) and not req.marker.evaluate({"extra": ""})
 
 
-def _normalized(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def _parsed(requirement: str) -> tuple[str, list[str], str, str | None]:
-    """(name, its extras, its version specifier, the extra that asks for it or None)."""
-    m = _REQUIREMENT.match(requirement)
-    if m is None:
-        return requirement.strip(), [], "", None
-    name, extras, spec, marker = m.groups()
-    extra = _EXTRA_MARKER.search(marker or "")
-    return (name, [e.strip() for e in (extras or "").split(",") if e.strip()], spec.replace(" ", ""),
-            extra.group(1) if extra else None)
+def _unmarked(req: Requirement) -> str:
+    """`req` as pip takes it on a command line: `torch>=2.6`, `pkg @ URL`, without its marker."""
+    bare = Requirement(str(req))
+    bare.marker = None
+    return str(bare)
 
 
 def _declared() -> list[str] | None:
@@ -55,16 +53,15 @@ def extra_requirements(extra: str) -> list[str] | None:
     out: list[str] = []
 
     def add(wanted: str, seen: set[str]) -> None:
-        for req in declared:
-            name, extras, spec, asked_by = _parsed(req)
-            if asked_by != wanted:
+        for req in map(Requirement, declared):
+            if not _asked_by(req, wanted):
                 continue
-            if _normalized(name) == DISTRIBUTION:
-                for inner in extras:
+            if canonicalize_name(req.name) == DISTRIBUTION:
+                for inner in sorted(req.extras):
                     if inner not in seen:
                         add(inner, seen | {inner})
-            elif name + spec not in out:
-                out.append(name + spec)
+            elif _unmarked(req) not in out:
+                out.append(_unmarked(req))
 
     add(extra, {extra})
     return out
@@ -73,20 +70,20 @@ def extra_requirements(extra: str) -> list[str] | None:
 def requirement_of(package: str) -> str:
     """What alignvar-edge's metadata requires of distribution `package` (`onnxscript>=0.6`), in its
     base or any extra; the bare name where it states none."""
-    for req in _declared() or []:
-        name, _, spec, _ = _parsed(req)
-        if _normalized(name) == _normalized(package) and spec:
-            return name + spec
+    for req in map(Requirement, _declared() or []):
+        if canonicalize_name(req.name) == canonicalize_name(package) and (req.specifier or req.url):
+            return _unmarked(req)
     return package
 
 
-def pip_install(requirements: list[str], upgrade: bool = False) -> str:
-    """The pip command (in backticks) that installs `requirements`, taking torch from its CPU index."""
-    flags = ["--upgrade"] if upgrade else []
-    if any(_normalized(_parsed(r)[0]) == "torch" for r in requirements):
-        flags += ["--extra-index-url", TORCH_CPU_INDEX]
-    command = "`pip install " + " ".join(flags + [shlex.quote(r) for r in requirements]) + "`"
-    if "--extra-index-url" in flags:
+def pip_install(requirements: list[str], upgrade: bool = False, flags: Sequence[str] = ()) -> str:
+    """The pip command (in backticks) that installs `requirements` with pip's `flags`
+    (`--force-reinstall`), taking torch from its CPU index."""
+    options = (["--upgrade"] if upgrade else []) + list(flags)
+    if any(canonicalize_name(Requirement(r).name) == "torch" for r in requirements):
+        options += ["--extra-index-url", TORCH_CPU_INDEX]
+    command = "`pip install " + " ".join(options + [shlex.quote(r) for r in requirements]) + "`"
+    if "--extra-index-url" in options:
         return (command + " (that index gives PyTorch's CPU build; PyPI's own torch on Linux is a multi-GB "
                 "CUDA build: for a GPU, take the index pytorch.org names for your CUDA)")
     return command

@@ -4,7 +4,7 @@
 # working tree together pass the 64 MiB a call may carry, so this keeps only what our engines
 # use (the core, the CPU, AUTO and HETERO plugins, the ONNX and IR frontends, the Python
 # bindings), adds what `build` needs beside PyTorch (onnx without its test data, protobuf,
-# ml_dtypes, safetensors, tqdm: such a machine may lack them), and packs it with xz: about
+# ml_dtypes, safetensors, tqdm, packaging: such a machine may lack them), and packs it with xz: about
 # 25 MB, in .whl/ (ignored by git). Versions are constraints.txt's.
 #   bash scripts/pack_openvino_for_device.sh [PYTHON_VERSION, default 3.12]
 # The exporter needs onnxscript and this repo's PyTorch, so export here and carry it too:
@@ -24,7 +24,7 @@ python3 -m pip download -q --no-deps --only-binary=:all: --python-version "$pyve
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
   -d "$work/wheel" "openvino==$version" "openvino-telemetry==$telemetry" \
   "onnx==$(pin onnx)" "protobuf==$(pin protobuf)" "ml_dtypes==$(pin ml_dtypes)" \
-  "safetensors==$(pin safetensors)" "tqdm==$(pin tqdm)"
+  "safetensors==$(pin safetensors)" "tqdm==$(pin tqdm)" "packaging==$(pin packaging)"
 mkdir "$work/site"
 for w in "$work"/wheel/*.whl; do (cd "$work/site" && python3 -m zipfile -e "$w" .); done
 libs="$work/site/openvino/libs"

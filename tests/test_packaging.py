@@ -49,6 +49,23 @@ def test_install_advice_names_the_extras_own_requirements_from_the_metadata(inst
     assert "PyTorch's CPU build" in host and "alignvar-edge[" not in host + why
 
 
+def test_an_extras_requirements_follow_their_markers_on_this_host(tmp_path, monkeypatch) -> None:
+    here = sys.platform
+    _dist_info(tmp_path, "alignvar-edge", "0.1.0", [
+        'tomli>=1; python_version >= "3"',                                      # the base install's, no extra's
+        f'shared>=2; (extra == "openvino" or extra == "coreml") and sys_platform == "{here}"',
+        f'elsewhere>=3; extra == "openvino" and sys_platform != "{here}"',     # another host's
+        'ancient>=4; extra == "openvino" and python_version < "3"',
+        'wheel-at @ https://example.invalid/wheel_at-1.0-py3-none-any.whl ; extra == "openvino"',
+        'torch (>=2.6); extra == "host"'])
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert extras.extra_requirements("openvino") == [
+        "shared>=2", "wheel-at @ https://example.invalid/wheel_at-1.0-py3-none-any.whl"]
+    assert extras.extra_requirements("coreml") == ["shared>=2"]
+    assert extras.extra_requirements("host") == ["torch>=2.6"]
+    assert extras.requirement_of("torch") == "torch>=2.6"
+
+
 def test_without_metadata_the_advice_is_the_wheels_command(monkeypatch) -> None:
     # a checkout on PYTHONPATH that was never installed has no metadata to read the extra from
     monkeypatch.setattr(extras, "DISTRIBUTION", "alignvar-edge-never-installed")
