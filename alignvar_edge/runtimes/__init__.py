@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from alignvar_edge.caller import python_call
 from alignvar_edge.errors import AlignVAREdgeError, ArtifactError, BackendUnavailableError, InputError
 from alignvar_edge.lazy import needs_host
 from alignvar_edge.recipes import BACKENDS, backend_name, recipe
@@ -118,7 +117,6 @@ def check_backend(path: str | os.PathLike[str], backend: str) -> None:
     raise InputError(f"{path} is {article} {found} engine, not one for {backend}: use backend {found} (or auto)")
 
 
-@python_call()
 def load(engine_dir: str | os.PathLike[str], backend: str = "auto", device: str | None = None,
          **opts: Any) -> Engine:
     """Open an engine dir, an ONNX export dir or a checkpoint as an `Engine`.
@@ -165,7 +163,6 @@ def _compile_error(backend: str, engine_dir: str | os.PathLike[str], device: str
     return f"{backend} cannot compile {engine_dir}{on} here ({reason}); {fix}"
 
 
-@python_call()
 def build(artifact_dir: str | os.PathLike[str], target: str, precision: str | None = None,
           calibration: Any = None, out: str | os.PathLike[str] | None = None,
           device: str | None = None, force: bool = False, **opts: Any) -> Path:
