@@ -17,7 +17,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
 
-__all__ = ["command_line", "option", "python_call"]
+__all__ = ["command_line", "on_command_line", "option", "python_call"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -42,6 +42,13 @@ def command_line() -> Iterator[None]:
         yield
     finally:
         _caller.reset(token)
+
+
+def on_command_line() -> bool:
+    """Whether a verb is running (options are flags), not a Python call: for wording that differs
+    beyond the option's own name (where else the flag is given, a keyword's "or None")."""
+    caller = _caller.get()
+    return caller is not None and caller.cli
 
 
 def python_call(**names: str) -> Callable[[Callable[P, R]], Callable[P, R]]:

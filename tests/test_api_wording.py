@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from alignvar_edge import AlignVAR, build, export
-from alignvar_edge.caller import command_line, option, python_call
+from alignvar_edge.caller import command_line, on_command_line, option, python_call
 from alignvar_edge.cli import main
 from alignvar_edge.errors import CheckpointError, ConfigError, OutputExistsError
 from alignvar_edge.images.write import save_image
@@ -109,3 +109,14 @@ def test_the_function_the_user_called_names_the_options() -> None:
         assert inner() == "--out"
         assert (option("force", True), option("refine", False), option("opset", 18), option("out", Path("a b")),
                 option("calib_tiles", 4)) == ("--force", "--no-refine", "--opset 18", "--out 'a b'", "--calib-tiles 4")
+
+
+def test_on_command_line_tells_a_verb_from_a_python_call() -> None:
+    @python_call(out="out_dir")
+    def public() -> bool:
+        return on_command_line()
+
+    assert not on_command_line() and not public()
+    with command_line():               # a verb calling a public function is still the command line
+        assert on_command_line() and public()
+    assert not on_command_line()

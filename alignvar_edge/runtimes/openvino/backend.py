@@ -61,7 +61,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from alignvar_edge.caller import option
+from alignvar_edge.caller import on_command_line, option
 from alignvar_edge.cpuinfo import has_vnni
 from alignvar_edge.errors import (ArtifactError, BackendUnavailableError, EngineClosedError, HalfPrecisionError,
                                   InputError, PrecisionWarning)
@@ -960,7 +960,7 @@ def _on_cpu() -> str:
     """How the caller asks for the CPU: the keyword in Python; on the command line the flag, or
     bench's engine spec."""
     said = option("device", "CPU")
-    return f"`{said}` (upscale, selftest), `openvino@CPU:PATH` (bench)" if said.startswith("--") else said
+    return f"`{said}` (upscale, selftest), `openvino@CPU:PATH` (bench)" if on_command_line() else said
 
 
 BACKEND = OpenVINOBackend()
