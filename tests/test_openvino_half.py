@@ -203,15 +203,26 @@ def test_the_int8_island_rung_is_the_decoder_only_rung_plus_bf16_mlps() -> None:
         assert not any(r.token_bf16 for r in rungs("int8", groups, True, False, True))
     assert not any(r.token_bf16 for r in rungs("int8", frozenset(), True, False, False, islands=True))   # no split
 
-def test_token_bf16_is_refused_where_it_cannot_be_checked(export: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_token_bf16_is_refused_where_it_cannot_be_checked(export: Path, tmp_path: Path,  # noqa: F811
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from alignvar_edge import cli
     from alignvar_edge.errors import InputError
     from alignvar_edge.recipes import check_options
+    from alignvar_edge.runtimes.openvino import backend as ovb
     with pytest.raises(InputError, match="--token-bf16 applies to --target openvino --precision bf16\\|int8 only"):
         check_options("openvino", "fp32", ["token_bf16"])
     # unchecked (check=False; or a CPU without fast bf16), the islands could not be judged: asked
-    # for, one line and nothing written; by default, the split with an all-f32 token path
-    with pytest.raises(InputError, match="--token-bf16 needs the build to run on the CPU that will compute bf16"):
+    # for, one line in the caller's words and nothing written; by default, the split with an all-f32 token path
+    with pytest.raises(InputError, match=r"^token_bf16=True needs the build to run on the CPU that will compute bf16 "
+                                         r".*this build cannot: drop token_bf16=True$"):
         runtimes.build(export, "openvino", "bf16", out=tmp_path / "never", token_bf16=True, check=False)
+    monkeypatch.setattr(ovb, "_int8_image_precision", lambda _device: "f32")     # a CPU without bf16 units
+    capsys.readouterr()
+    assert cli.main(["build", str(export), "--target", "openvino", "--precision", "bf16", "--token-bf16",
+                     "--out", str(tmp_path / "never")]) != 0
+    assert re.search(r"--token-bf16 needs the build to run on the CPU that will compute bf16 .*this build cannot: "
+                     r"drop --token-bf16$", capsys.readouterr().err.strip())
     assert not (tmp_path / "never").exists()
     out = runtimes.build(export, "openvino", "bf16", out=tmp_path / "unchecked", check=False)
     assert json.loads((out / "manifest.json").read_text())["extra"]["split"]["token_precision"] == "f32"
@@ -223,14 +234,12 @@ def test_no_token_bf16_keeps_exact_tokens_and_asks_nothing_where_nothing_is_trie
     that computes it, where --no-token-bf16 leaves the island rung out. Where no islands would be
     tried (another target, fp32), the switch turned off asks for nothing and is not an error."""
     from alignvar_edge.cli import main
-    from alignvar_edge.runtimes.half import host_half
     from alignvar_edge.runtimes.openvino import backend as ovb
     # --token-bf16 turned on where it cannot apply is still one line naming where it does
     assert main(["build", str(export), "--target", "onnxruntime", "--token-bf16", "--out", str(tmp_path / "x")]) != 0
     assert not (tmp_path / "x").exists()
     assert main(["build", str(export), "--target", "onnxruntime", "--no-token-bf16", "--out", str(tmp_path / "o")]) == 0
     _as_on_a_bf16_cpu(monkeypatch)
-    assert host_half("openvino", None) == "bf16"
     real = ovb._half_problem
     monkeypatch.setattr(ovb, "_half_problem",          # the whole graph is refused whatever it keeps
                         lambda m, *a: real(m, *a) if m.extra.get("split") else "refused by the test")
@@ -400,18 +409,34 @@ def test_a_device_that_ignores_the_hint_is_not_blamed_on_parity_false(  # noqa: 
         runtimes.load(out, device="CPU", parity=False).close()
 
 
-def test_half_precision_for_a_device_that_does_not_compute_it_is_refused(export: Path, tmp_path: Path) -> None:  # noqa: F811
-    """bf16 is the CPU's half: for a GPU it wrote an f32 engine labelled bf16; for AUTO a half
-    engine judged on no device (AUTO may pick a CPU or a GPU)."""
-    import re
-
+def test_float_groups_off_int8_are_refused_in_the_callers_words(export: Path, tmp_path: Path) -> None:  # noqa: F811
     from alignvar_edge.errors import InputError
-    for precision, device, fix in (("bf16", "GPU", "--precision fp16 --device GPU"),
-                                   ("bf16", "AUTO", "--precision bf16 --device CPU (AUTO then runs it)"),
-                                   ("fp16", "AUTO", "--precision fp16 --device GPU or NPU")):
+    with pytest.raises(InputError, match=r"^float groups apply to precision='int8' only \(the other precisions"):
+        runtimes.build(export, "openvino", "fp32", out=tmp_path / "never", float_groups=frozenset({"logits_head"}))
+    assert not (tmp_path / "never").exists()
+
+
+def test_half_precision_for_a_device_that_does_not_compute_it_is_refused(
+        export: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+    """bf16 is the CPU's half: for a GPU it wrote an f32 engine labelled bf16; for AUTO a half
+    engine judged on no device (AUTO may pick a CPU or a GPU). The fix in the caller's words."""
+    from alignvar_edge import cli
+    from alignvar_edge.errors import InputError
+    for precision, device, fix, flags in (
+            ("bf16", "GPU", "precision='bf16' and device='CPU', or precision='fp16' and device='GPU'",
+             "--precision bf16 --device CPU, or --precision fp16 --device GPU"),
+            ("bf16", "AUTO", "precision='bf16' and device='CPU' (AUTO then runs it)",
+             "--precision bf16 --device CPU (AUTO then runs it)"),
+            ("fp16", "AUTO", "precision='fp16' and device='GPU' or 'NPU' (AUTO then runs it)",
+             "--precision fp16 --device GPU or NPU (AUTO then runs it)")):
         out = tmp_path / f"{precision}-{device}"
-        with pytest.raises(InputError, match=f"OpenVINO computes {precision} on .*, not {device}: build .*{re.escape(fix)}"):
+        with pytest.raises(InputError, match=f"OpenVINO computes {precision} on .*, not {device}: build {re.escape(fix)}$"):
             runtimes.build(export, "openvino", precision, out=out, device=device)
+        capsys.readouterr()
+        assert cli.main(["build", str(export), "--target", "openvino", "--precision", precision, "--device", device,
+                         "--out", str(out)]) != 0
+        assert re.search(f"OpenVINO computes {precision} on .*, not {device}: build {re.escape(flags)}$",
+                         capsys.readouterr().err.strip())
         assert not out.exists()
 
 

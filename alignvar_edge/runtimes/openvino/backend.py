@@ -699,9 +699,9 @@ class OpenVINOBackend(Backend):
         if precision in HINTS and kind not in HINTS[precision] and (precision == "bf16" or kind in VIRTUAL_DEVICES):
             # it would compute f32 there under a half label, or half unjudged where AUTO picks a half device
             raise InputError(f"OpenVINO computes {precision} on {' / '.join(HINTS[precision])}, not {device}: build "
-                             f"--precision {precision} --device {' or '.join(HINTS[precision])}"
+                             f"{_built_for(precision, list(HINTS[precision]))}"
                              + (" (AUTO then runs it)" if kind in VIRTUAL_DEVICES else
-                                f", or --precision fp16 --device {device}" if precision == "bf16" else ""))
+                                f", or {_built_for('fp16', [device])}" if precision == "bf16" else ""))
         preset = opts.pop("preset", "performance")
         check = opts.pop("check", True)
         searched: Any = opts.pop("float_groups", None) or ()
@@ -713,8 +713,8 @@ class OpenVINOBackend(Backend):
             raise InputError(f"unknown openvino build options {sorted(opts)}; known: preset, check, "
                              "float_groups, min_token_agreement, token_bf16, rung_log")
         if float_groups and precision != "int8":
-            raise InputError("float groups apply to --precision int8 only (the other precisions quantize "
-                             "no activations)")
+            raise InputError(f"float groups apply to {option('precision', 'int8')} only (the other precisions "
+                             "quantize no activations)")
         from alignvar_edge.quantize.artifact import check_float_groups_source
         check_float_groups_source(searched, src, Path(artifact_dir), onnx_path.name)
         tiles, calib_info = check_calibration(calibration, config, needed=precision == "int8")
@@ -731,8 +731,9 @@ class OpenVINOBackend(Backend):
         # bf16 islands are judged on the CPU that computes them, or not built
         judged_here = checking and device_kind(device) == "CPU" and _int8_image_precision(device) == "bf16"
         if token_bf16 and precision in ISLAND_PRECISIONS and not judged_here:
-            raise InputError("--token-bf16 needs the build to run on the CPU that will compute bf16 (AVX512-BF16 "
-                             "or AMX), where its tokens are checked; this build cannot: drop --token-bf16")
+            asked = option("token_bf16", True)
+            raise InputError(f"{asked} needs the build to run on the CPU that will compute bf16 (AVX512-BF16 "
+                             f"or AMX), where its tokens are checked; this build cannot: drop {asked}")
         islands = precision in ISLAND_PRECISIONS and judged_here and (token_bf16 is None or bool(token_bf16))
         with staging_dir(out, force=force) as tmp:
             ladder: list[dict[str, Any]] = []
@@ -954,6 +955,14 @@ class OpenVINOBackend(Backend):
                                           f"{', '.join(self.devices())}); run it where {device} is, or on CPU: "
                                           f"{_on_cpu()}")
         return OpenVINOEngine(path, m, device, Path(engine_dir), **opts)
+
+
+def _built_for(precision: str, devices: list[str]) -> str:
+    """How the caller builds `precision` for one of `devices`: "--precision fp16 --device GPU or NPU"
+    on the command line, "precision='fp16' and device='GPU' or 'NPU'" in Python."""
+    first, *others = devices
+    device = option("device", first) + "".join(f" or {d}" if on_command_line() else f" or {d!r}" for d in others)
+    return option("precision", precision) + (" " if on_command_line() else " and ") + device
 
 
 def _on_cpu() -> str:
