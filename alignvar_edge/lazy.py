@@ -19,6 +19,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from traceback import walk_tb
 from types import ModuleType
 from typing import Any
 
@@ -82,18 +83,16 @@ def lazy_import(name: str) -> Any:
 
 def host_package(error: ImportError) -> str | None:
     """The host-only package (torch, onnx, ...) that `error` is about, or None: the one it names
-    (missing, or missing a module of its own), else the innermost one whose code raised it (an
-    installed onnxscript that imports an absent onnx_ir)."""
+    (missing, or missing a module of its own), else the one whose code raised it (an installed
+    onnxscript that imports an absent onnx_ir). Only the raising frame counts: torch calling back
+    into code that imports an absent module of its own is no fault of torch's."""
     top = (error.name or "").split(".")[0]
     if top in HOST_ONLY:
         return top
-    raised_in = None
-    tb = error.__traceback__
-    while tb is not None:
-        module = str(tb.tb_frame.f_globals.get("__name__", "")).split(".")[0]
-        raised_in = module if module in HOST_ONLY else raised_in
-        tb = tb.tb_next
-    return raised_in
+    # CPython strips its import machinery's frames; importlib.import_module's own is not the raiser
+    tops = [str(frame.f_globals.get("__name__", "")).split(".")[0] for frame, _ in walk_tb(error.__traceback__)]
+    raised_in = next((module for module in reversed(tops) if module != "importlib"), None)
+    return raised_in if raised_in in HOST_ONLY else None
 
 
 @contextmanager

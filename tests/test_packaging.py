@@ -90,6 +90,13 @@ def test_an_installed_host_package_missing_a_module_of_its_own_is_named_as_misma
             text = str(e.value)
             assert text.startswith("this verb needs onnxscript>=9.6; the installed onnxscript 0.3.0 fails to "), text
             assert text.endswith("`pip install --upgrade 'onnxscript>=9.6'`") and "device install" not in text, text
+        # onnxscript calling back into other code that lacks a module of its own: not onnxscript's fault
+        (installed / "callback_target.py").write_text("import absent_outside_the_host_tools\n")
+        (package / "calls_back.py").write_text("import callback_target\n")
+        with pytest.raises(ModuleNotFoundError) as missing:
+            import_host("onnxscript.calls_back", "this verb")
+        assert not isinstance(missing.value, HostToolsError)
+        assert missing.value.name == "absent_outside_the_host_tools"
     finally:      # the stand-in leaves, the real onnxscript comes back for the tests after this one
         for name in [name for name in sys.modules if name.split(".")[0] == "onnxscript"]:
             del sys.modules[name]
