@@ -2,10 +2,7 @@
 on PyPI), and what its self-test may reuse of an earlier install's work."""
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -115,49 +112,27 @@ def test_the_missing_sample_advice_reinstalls_the_installed_scikit_image(monkeyp
     assert "where the verb takes one (--images, --calib)" in str(e.value)
 
 
-def _selftest_key(package_parent: Path, ckpt: Path) -> str:
-    code = ("import sys; from pathlib import Path; from alignvar_edge.runtimes.selftest import export_cache_key; "
-            "print(export_cache_key(Path(sys.argv[1])))")
-    env = {**os.environ, "PYTHONPATH": str(package_parent)}
-    out = subprocess.run([sys.executable, "-c", code, str(ckpt)], env=env, cwd=package_parent, capture_output=True,
-                         text=True, check=True)
-    return out.stdout.strip()
-
-
-def test_the_selftest_export_cache_key_changes_with_the_installed_code(tmp_path) -> None:
+def test_the_selftests_source_digest_changes_with_the_installed_code(tmp_path) -> None:
     import alignvar_edge
-    from alignvar_edge.model.bundled import DEFAULT_CHECKPOINT
-    from alignvar_edge.model.checkpoint import resolve_checkpoint_dir
-    from alignvar_edge.runtimes.selftest import export_cache_key
-    ckpt = resolve_checkpoint_dir(DEFAULT_CHECKPOINT)
-    other = tmp_path / "other-install"
-    shutil.copytree(Path(alignvar_edge.__file__).parent, other / "alignvar_edge",
-                    ignore=shutil.ignore_patterns("__pycache__", "pretrained"))
-    assert _selftest_key(other, ckpt) == export_cache_key(ckpt)            # the same code: the same export
-    with open(other / "alignvar_edge" / "degrade.py", "a") as fh:         # another commit of 0.1.0
+    from alignvar_edge.runtimes.selftest import source_digest
+    other = tmp_path / "other-install" / "alignvar_edge"
+    shutil.copytree(Path(alignvar_edge.__file__).parent, other, ignore=shutil.ignore_patterns("__pycache__", "pretrained"))
+    assert source_digest(other) == source_digest()               # the same code: the same export
+    with open(other / "degrade.py", "a") as fh:                 # another commit of 0.1.0
         fh.write("\n# changed\n")
-    assert _selftest_key(other, ckpt) != export_cache_key(ckpt)
+    source_digest.cache_clear()          # cached per process, where the code cannot change under it
+    assert source_digest(other) != source_digest()
 
 
-def test_an_export_cached_under_another_key_is_not_reused(tmp_path, monkeypatch) -> None:
-    import hashlib
-
-    import torch
-
+def test_the_selftests_own_export_is_made_once_and_then_reused(tmp_path, monkeypatch) -> None:
     from _runtime_fixtures import sharp_model
     from alignvar_edge import __version__
-    from alignvar_edge.manifest import sha256_file
     from alignvar_edge.runtimes import selftest as st
     monkeypatch.setenv("ALIGNVAR_EDGE_CACHE", str(tmp_path / "cache"))
     ckpt = tmp_path / "micro"
     sharp_model("micro").save_pretrained(str(ckpt))
-    # where an earlier install of 0.1.0 (other code, same torch) left its export
-    old_key = hashlib.sha256(f"{sha256_file(ckpt / 'model.safetensors')}|{__version__}|{torch.__version__}".encode())
-    stale = tmp_path / "cache" / "exports" / old_key.hexdigest()[:16]
-    stale.mkdir(parents=True)
-    (stale / "manifest.json").write_text(json.dumps({"made_by": "another install"}))
     out, _, cached = st.cached_export(ckpt, lambda _m: None)
-    assert not cached and out != stale and (out / "manifest.json").is_file()
+    assert not cached and (out / "manifest.json").is_file()
     assert st.cached_export(ckpt, lambda _m: None)[::2] == (out, True)     # this code's own export is reused
     report = {"alignvar_edge": __version__, "backend": "onnxruntime", "host": {
         "os": "Linux", "machine": "x86_64", "cpu": "cpu", "usable_cores": 1, "python": "3.11"},

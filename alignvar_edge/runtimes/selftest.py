@@ -46,11 +46,13 @@ def cache_dir() -> Path:
     return Path(base)
 
 
-@lru_cache(maxsize=1)
-def source_digest() -> str:
-    """SHA-256 of the installed alignvar_edge's own .py files: `__version__` is the same for every
-    commit of a release, and an export made by other code must not stand in for this code's."""
-    root = Path(__file__).resolve().parents[1]
+_PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+
+
+@lru_cache(maxsize=None)
+def source_digest(root: Path = _PACKAGE_ROOT) -> str:
+    """SHA-256 of the .py files of the alignvar_edge package at `root` (this installed one): `__version__`
+    is the same for every commit of a release, and an export made by other code must not stand in for this code's."""
     h = hashlib.sha256()
     for path in sorted(root.rglob("*.py")):
         h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
