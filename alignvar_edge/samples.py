@@ -7,7 +7,6 @@ download). Sources and licences: docs/sample-images.md.
 from __future__ import annotations
 
 import importlib.util
-import shlex
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -17,8 +16,7 @@ import numpy as np
 
 from alignvar_edge.errors import ConfigError, InputError
 from alignvar_edge.images import load_image
-from alignvar_edge.extras import pip_install, requirement_of
-from alignvar_edge.extras import installed_version, is_installed
+from alignvar_edge.extras import installed_version, is_installed, pip_install, requirement_of
 
 __all__ = ["SAMPLE_IMAGES", "SampleImage", "Split", "sample_images", "samples_installed"]
 
@@ -75,9 +73,10 @@ def _load_sample(file: str) -> np.ndarray:
     if not path.is_file():
         # a plain `pip install scikit-image` does nothing where it is installed
         _, version = installed_version("skimage")
-        again = shlex.quote(f"scikit-image=={version}" if version else "scikit-image")
+        again = pip_install([f"scikit-image=={version}" if version else "scikit-image"],
+                            flags=["--force-reinstall", "--no-deps"])
         raise InputError(f"sample image {path} is missing from the installed scikit-image; reinstall it "
-                         f"(`pip install --force-reinstall --no-deps {again}`), or {_OWN_FOLDER}")
+                         f"({again}), or {_OWN_FOLDER}")
     rgb, _ = load_image(path)
     rgb.flags.writeable = False  # shared by the cache; callers get copies
     return rgb

@@ -56,7 +56,6 @@ def crops() -> dict[str, np.ndarray]:
 def test_exports_are_cached_in_the_runs_temporary_folder_with_pytests_cache_plugin_off(tmp_path):
     """A CI that turns the cache plugin off (`-p no:cacheprovider`, a read-only checkout) and sets no
     $ALIGNVAR_TEST_CACHE: every test of a cached export errored in setup (no `pytestconfig.cache`)."""
-    import os
     import subprocess
     import sys
     tests = Path(__file__).parent
