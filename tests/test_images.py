@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import struct
 import zlib
 from pathlib import Path
@@ -612,6 +613,32 @@ def test_megapixel_limit_checked_before_decoding(tmp_path: Path) -> None:
     Image.new("RGB", (128, 96)).save(tmp_path / "small.png")      # 0.012 MP, not "0.0 MP"
     with pytest.raises(InputError, match=r"128x96 \(0\.012 MP\), over the 0\.01 MP limit"):
         load_image(tmp_path / "small.png", max_megapixels=0.01)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), 0, -1, "24", True])
+def test_every_reader_refuses_a_megapixel_limit_that_is_no_limit(tmp_path: Path, bad: object) -> None:
+    """nan compared false with every size: load_image read a 25 MP file under max_megapixels=nan, and a
+    folder's reader skipped each of its files for the limit's fault."""
+    from alignvar_edge.images.arrays import as_samples
+    from alignvar_edge.images.folders import read_images, usable_images
+    from alignvar_edge.quantize.calibration.sets import CalibrationSet
+    from alignvar_edge.train.data import ImageFolderDataset
+    _png_header_only(tmp_path / "big.png", 5000, 5000)
+    said = rf"^max_megapixels must be a number of megapixels > 0, or None for no limit; got {re.escape(repr(bad))}$"
+    with pytest.raises(InputError, match=said):
+        load_image(tmp_path / "big.png", max_megapixels=bad)
+    with pytest.raises(InputError, match=said):
+        as_samples(np.zeros((2, 2), np.uint8), max_megapixels=bad)
+    skipped: list[tuple[str, str]] = []
+    with pytest.raises(InputError, match=said):
+        next(read_images(tmp_path, skipped, max_megapixels=bad))
+    assert skipped == []
+    with pytest.raises(InputError, match=said):
+        usable_images(tmp_path, "--images", max_megapixels=bad)
+    with pytest.raises(InputError, match=said):
+        ImageFolderDataset(tmp_path, crop=16, max_megapixels=bad)
+    with pytest.raises(InputError, match=said):
+        CalibrationSet.from_folder(tmp_path, {}, max_megapixels=bad)
 
 
 def test_save_is_atomic_and_refuses_overwrite(tmp_path: Path) -> None:

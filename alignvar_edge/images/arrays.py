@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, TypeGuard
 import numpy as np
 from PIL import Image
 
+from alignvar_edge.caller import on_command_line, option
 from alignvar_edge.errors import IMAGE_DECODE_ERRORS, InputError, damaged_image_error
 from alignvar_edge.images import sixteen_bit
 from alignvar_edge.images.formats import (converted, holds_32_bit_integers, plain_mode, stored_as_negative,
@@ -71,12 +72,14 @@ def checked_full_scale(x: np.ndarray, takes: str, floats: str = "floating-point 
 DEFAULT_MAX_MEGAPIXELS = 24.0
 
 
-def checked_megapixels_limit(limit: object, said: str) -> float | None:
-    """A size limit in megapixels (`said`: how the caller names it): a finite number > 0, or None
-    for none; nan or a string would switch the limit off, or fail at the first image."""
+def checked_megapixels_limit(limit: object, said: str | None = None) -> float | None:
+    """A size limit in megapixels (`said`: how the caller names it; by default `max_megapixels`, or
+    its flag where a verb runs): a finite number > 0, or None for none; nan compared false and
+    switched the limit off, a string failed at the first image."""
     if limit is None:
         return None
     if isinstance(limit, bool) or not isinstance(limit, numbers.Real) or not math.isfinite(limit) or limit <= 0:
+        said = said or (option("max_megapixels") if on_command_line() else "max_megapixels")
         raise InputError(f"{said} must be a number of megapixels > 0, or None for no limit; got {limit!r}")
     return float(limit)
 
@@ -85,7 +88,9 @@ def refuse_over_megapixels(name: str, width: int, height: int, max_megapixels: f
                            raise_limit: str | None) -> None:
     """An image (`name`: its file, or "the image") of width x height pixels over `max_megapixels`
     (None: no limit), refused in one line before any of it is decoded or allocated; `raise_limit`
-    names how the caller's user raises the limit (None: they cannot)."""
+    names how the caller's user raises the limit (None: they cannot). The limit is checked here, where
+    every reader applies it (`checked_megapixels_limit`)."""
+    max_megapixels = checked_megapixels_limit(max_megapixels)
     megapixels = width * height / 1e6
     if max_megapixels is not None and megapixels > max_megapixels:
         shown = _shown_over(megapixels, max_megapixels)

@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from alignvar_edge.errors import IMAGE_DECODE_ERRORS, InputError
+from alignvar_edge.images.arrays import checked_megapixels_limit
 from alignvar_edge.images.formats import IMAGE_EXTENSIONS, open_quietly, upright_size
 from alignvar_edge.fsmodes import is_temporary_name, special_kind
 from alignvar_edge.manifest import first_names
@@ -209,6 +210,8 @@ def read_images(folder: str | os.PathLike[str], skipped: list[tuple[str, str]],
     is the flag that raises `max_megapixels` in the verb reading them (None where there is none).
     `not_read` gets the clauses naming what the listing left out without a word otherwise (hidden
     entries, links that loop: `FolderListing.not_read`), for the caller's one line."""
+    # here, not per file: a bad limit is the caller's fault, not a reason to skip every file
+    max_megapixels = checked_megapixels_limit(max_megapixels)
     root = Path(folder)
     listing = list_folder(root)
     if not_read is not None:
