@@ -404,9 +404,9 @@ def run_upscale(args: argparse.Namespace) -> int:
                 loaded.append((src, dst, alpha, bits, meta))
                 yield rgb[..., 0] if gray else rgb
         # small images share the engine's calls (Engine.upscale_many); each is saved when final
-        # read within the limit already: the same limit, so the engine never refuses them a second time
+        # max_megapixels=None: load_image applied the limit to each file already
         for out in engine.upscale_many(images(), overlap=args.overlap, progress=_tile_ticker(bar),
-                                       color_fix=args.color_fix, max_megapixels=limit):
+                                       color_fix=args.color_fix, max_megapixels=None):
             src, dst, alpha, bits, meta = loaded.pop(0)
             big_alpha = upscale_plane_bicubic(alpha, engine.scale) if alpha is not None else None
             dst.parent.mkdir(parents=True, exist_ok=True)
