@@ -212,3 +212,20 @@ def test_upscale_samples_fills_the_result_in_its_own_dtype_strip_by_strip(dtype,
         if image.ndim == 3 and image.shape[2] == 4:                  # alpha is bicubic, never the model's
             want, got = want[..., :3], got[..., :3]
         assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("color_fix", [False, True])
+def test_a_pooled_image_is_converted_whole_only_for_the_colour_fix(color_fix) -> None:
+    """A pooled image's finish converted the whole input to float32 before the colour fix, off or on,
+    looked at it: without the fix only tiles (and the alpha plane) are converted."""
+    import dataclasses
+    from alignvar_edge.images.arrays import Samples, as_samples
+    rgb = (smooth_image(9, 7) * 255).round().astype(np.uint8)
+    converted: list[tuple[int, ...]] = []
+
+    def recording(image: np.ndarray) -> Samples:
+        s = as_samples(image)
+        return dataclasses.replace(s, to_float=lambda block: converted.append(np.shape(block)) or s.to_float(block))
+    out = next(tiling.upscale_images(NearestRunner(batch=4), [rgb], color_fix=color_fix, convert=recording))
+    assert out.shape == (36, 28, 3) and out.dtype == np.uint8
+    assert (rgb.shape in converted) == color_fix, converted

@@ -414,7 +414,9 @@ class _Prepared:
 
     def finish(self, sr: np.ndarray, color_fix: bool) -> np.ndarray:
         """The result from the whole SR RGB (float), with the colour fix where asked."""
-        return self.fill([(0, _color_fixed(sr, self.image.to_float(self.rgb), self.scale, color_fix))])
+        if color_fix:       # the input as floats, whole, only where the fix reads its statistics
+            sr = _color_fixed(sr, self.image.to_float(self.rgb), self.scale, color_fix)
+        return self.fill([(0, sr)])
 
 
 def _prepared(image: Samples, scale: int, tile: int, overlap: int | None) -> _Prepared:
