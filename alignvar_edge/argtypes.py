@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["MAX_BATCH", "MAX_TILES", "batch_size", "fraction", "int_at_least", "is_integer", "nonneg_float", "nonneg_int",
+__all__ = ["DEFAULT_MAX_MEGAPIXELS", "MAX_BATCH", "MAX_TILES", "batch_size", "fraction", "int_at_least", "is_integer", "nonneg_float", "nonneg_int",
            "percent", "positive_float", "positive_int", "tile_count"]
 
 # The most tiles a tile-count flag (--tiles, --val-tiles, --calib-tiles) takes. Every tile is cut,
@@ -27,6 +27,12 @@ MAX_TILES = 1024
 # alignvar-tiny (16 px LR tiles), and its one validation call stays within MAX_TILES. `--batch
 # 100000` would otherwise trace and validate a graph with 100000 tiles per call until memory ran out.
 MAX_BATCH = 256
+
+# The largest input image (--max-megapixels, max_megapixels=), here beside the flags' other limits so
+# that `runtimes` takes it as a default without importing the images package. x4 SR multiplies the
+# pixel count by 16: 24 MP in is 384 MP out (1.2 GB as 8-bit RGB, 4.6 GB as float32 RGB, which the
+# colour fix and the float functions of `runtimes.tiling` hold).
+DEFAULT_MAX_MEGAPIXELS = 24.0
 
 
 def int_at_least(low: int) -> Callable[[str], int]:

@@ -150,6 +150,18 @@ def test_the_documented_errors_and_precision_warning_import_from_the_package_wit
     assert ovb.PrecisionWarning is alignvar_edge.PrecisionWarning       # what the engine warns with
 
 
+def test_importing_runtimes_leaves_the_image_readers_unloaded() -> None:
+    """A default argument (the megapixel limit) imported the whole images package (readers, writers,
+    folders, 16-bit codecs: 23 more modules in all) into every `import alignvar_edge.runtimes`; it is loaded
+    where an image is first converted."""
+    import subprocess
+    import sys
+    code = ("import sys, alignvar_edge.runtimes; "
+            "print(sorted(m for m in sys.modules if m.startswith('alignvar_edge.images')))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.split() == ["[]"]
+
+
 def test_an_installed_package_is_typed_for_its_users(tmp_path) -> None:
     """No py.typed marker: mypy treated the installed package as untyped (every name Any), and the
     lazy top-level names were Any even from the sources (the README's `export(model, ...)` was

@@ -67,11 +67,6 @@ def checked_full_scale(x: np.ndarray, takes: str, floats: str = "floating-point 
     return full
 
 
-# x4 SR multiplies the pixel count by 16: 24 MP in is 384 MP out (1.2 GB as 8-bit RGB, 4.6 GB as
-# float32 RGB, which the colour fix and the float functions of `runtimes.tiling` hold).
-DEFAULT_MAX_MEGAPIXELS = 24.0
-
-
 def checked_megapixels_limit(limit: object, said: str | None = None) -> float | None:
     """A size limit in megapixels (`said`: how the caller names it; by default `max_megapixels`, or
     its flag where a verb runs): a finite number > 0, or None for none; nan compared false and

@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from alignvar_edge.argtypes import DEFAULT_MAX_MEGAPIXELS
 from alignvar_edge.errors import IMAGE_DECODE_ERRORS, InputError, damaged_image_error
 from alignvar_edge.fsmodes import broken_link, special_kind
 from alignvar_edge.images import sixteen_bit
-from alignvar_edge.images.arrays import DEFAULT_MAX_MEGAPIXELS, check_unit_range, fitting_bits, refuse_over_megapixels
+from alignvar_edge.images.arrays import check_unit_range, fitting_bits, refuse_over_megapixels
 from alignvar_edge.images.formats import (SIXTEEN_BIT_MODES, converted, holds_32_bit_integers, plain_mode,
                                           stored_as_negative, unusable_cmyk_profile)
 

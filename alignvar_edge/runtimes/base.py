@@ -17,10 +17,9 @@ from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
-from alignvar_edge.argtypes import is_integer
+from alignvar_edge.argtypes import DEFAULT_MAX_MEGAPIXELS, is_integer
 from alignvar_edge.errors import ArtifactError, BackendUnavailableError, EngineClosedError, InputError
 from alignvar_edge.extras import install_command
-from alignvar_edge.images.arrays import DEFAULT_MAX_MEGAPIXELS
 from alignvar_edge.manifest import Manifest
 from alignvar_edge.model.config import AlignVARConfig        # torch-free: a device may have no PyTorch
 from alignvar_edge.recipes import default_precision
