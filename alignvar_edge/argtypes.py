@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["DEFAULT_MAX_MEGAPIXELS", "MAX_BATCH", "MAX_TILES", "batch_size", "fraction", "int_at_least", "is_integer", "nonneg_float", "nonneg_int",
-           "percent", "positive_float", "positive_int", "tile_count"]
+__all__ = ["DEFAULT_MAX_MEGAPIXELS", "MAX_BATCH", "MAX_TILES", "batch_size", "fraction", "int_at_least", "is_integer",
+           "nonneg_float", "nonneg_int", "percent", "positive_float", "positive_int", "tile_count"]
 
 # The most tiles a tile-count flag (--tiles, --val-tiles, --calib-tiles) takes. Every tile is cut,
 # degraded and held in memory with its HR crop before any engine runs, then run one by one: 1024
