@@ -290,3 +290,22 @@ def test_eval_compare_and_calibration_say_what_they_left_out_beside_the_images_t
     with pytest.raises(InputError, match=r"holds no images \(looked for .*\); not reading 1 hidden image\(s\) or "
                                          r"folder\(s\) \(\.c\.png\).*; add photographs or use `builtin`"):
         CalibrationSet.from_folder(hidden, config, n=1, n_val=1)
+
+
+def test_training_data_says_what_the_listing_left_out_at_the_callers_line(tmp_path):
+    """The training dataset says what a folder's listing left out as eval, compare and calibration do
+    (one rule, `said_not_read`): warned beside the images it read, at the caller's line; in its
+    no-usable-images error where none is left."""
+    from alignvar_edge.train.data import ImageFolderDataset
+    photos = tmp_path / "photos"
+    _png(photos / "a.png", (64, 64))
+    _png(photos / ".b.png", (64, 64))
+    with pytest.warns(UserWarning) as said:
+        ImageFolderDataset(photos, crop=16)
+    assert [str(w.message) for w in said] == [f"{photos}: not reading 1 hidden image(s) or folder(s) (.b.png): "
+                                              "names that start with '.' are skipped; rename one to have it read"]
+    assert said[0].filename == __file__
+    (photos / "a.png").unlink()
+    with pytest.raises(InputError, match=r"^no usable images in .*photos \(looked for .*\); not reading 1 hidden "
+                                         r"image\(s\) or folder\(s\) \(\.b\.png\): .* rename one to have it read$"):
+        ImageFolderDataset(photos, crop=16)

@@ -30,7 +30,7 @@ from alignvar_edge.manifest import first_names
 from alignvar_edge.images.read import DEFAULT_MAX_MEGAPIXELS, load_image
 
 __all__ = ["FolderListing", "check_megapixels_flag", "list_folder", "list_images", "not_a_result",
-           "read_images", "result_path", "skipped_list", "usable_images"]
+           "read_images", "result_path", "said_not_read", "skipped_list", "usable_images"]
 
 
 @dataclass
@@ -232,6 +232,17 @@ def skipped_list(skipped: Sequence[tuple[str, str]]) -> str:
     return "; ".join(f"{name} ({reason})" for name, reason in skipped)
 
 
+def said_not_read(not_read: Sequence[str], where: str, refused: bool, stacklevel: int = 2) -> str:
+    """What a folder's listing left out (`FolderListing.not_read`), said once: where the caller refuses
+    the folder (`refused`: nothing in it to use), the "; ..." clauses its error ends with; else each
+    clause warned as "`where`: clause" and "" returned (`stacklevel` as the caller's own warning's)."""
+    if refused:
+        return "".join(f"; {line}" for line in not_read)
+    for line in not_read:
+        warnings.warn(f"{where}: {line}", stacklevel=stacklevel + 1)
+    return ""
+
+
 def usable_images(folder: str | os.PathLike[str], flag: str, limit: int | None = None,
                   max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
                   raise_limit: str | None = "--max-megapixels", stacklevel: int = 3
@@ -245,14 +256,12 @@ def usable_images(folder: str | os.PathLike[str], flag: str, limit: int | None =
     skipped: list[tuple[str, str]] = []
     left_out: list[str] = []
     images = list(islice(read_images(folder, skipped, max_megapixels, raise_limit, left_out), limit))
+    not_read = said_not_read(left_out, f"{flag} {folder}", refused=not images, stacklevel=stacklevel)
     if not images:
         why = (f"{len(skipped)} skipped: {skipped_list(skipped)}" if skipped
                else f"looked for {', '.join(IMAGE_EXTENSIONS)}")
-        not_read = "".join(f"; {line}" for line in left_out)
         raise InputError(f"no usable images in {flag} {folder} ({why}){not_read}; pass a folder of readable "
                          "photographs, or leave the flag out for the bundled held-out ones")
-    for line in left_out:
-        warnings.warn(f"{flag} {folder}: {line}", stacklevel=stacklevel)
     if skipped:
         warnings.warn(f"skipping {len(skipped)} file(s) of {flag} {folder} that cannot be read: "
                       f"{skipped_list(skipped)}", stacklevel=stacklevel)

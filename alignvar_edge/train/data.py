@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 
 from alignvar_edge.degrade import DegradationConfig, degrade
 from alignvar_edge.errors import ConfigError, InputError
-from alignvar_edge.images.folders import read_images, skipped_list
+from alignvar_edge.images.folders import read_images, said_not_read, skipped_list
 from alignvar_edge.images import DEFAULT_MAX_MEGAPIXELS, IMAGE_EXTENSIONS
 
 __all__ = ["ImageFolderDataset", "SRSample", "prefetch"]
@@ -105,14 +105,12 @@ class ImageFolderDataset(Dataset[SRSample]):
                 f"the {crop} px training crop (the model's HR tile) is larger than every image in {what} "
                 f"(the largest short side is {biggest} px); use larger images, or a preset with a smaller tile"
             )
+        not_read = said_not_read(self.not_read, what, refused=not usable, stacklevel=2)
         if not usable:
             detail = f"; {len(self.skipped)} skipped: {self._skipped_list()}" if self.skipped else ""
-            detail += "".join(f"; {line}" for line in self.not_read)
             raise InputError(
-                f"no usable images in {what} (looked for {', '.join(IMAGE_EXTENSIONS)}){detail}"
+                f"no usable images in {what} (looked for {', '.join(IMAGE_EXTENSIONS)}){detail}{not_read}"
             )
-        for line in self.not_read:
-            warnings.warn(f"{what}: {line}", stacklevel=2)
         if self.skipped:
             # one line for all of them, not a warning per file
             warnings.warn(f"skipping {len(self.skipped)} image(s): {self._skipped_list()}", stacklevel=2)

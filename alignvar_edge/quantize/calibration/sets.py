@@ -30,7 +30,7 @@ import numpy as np
 
 from alignvar_edge.degrade import DegradationConfig, degrade
 from alignvar_edge.errors import ConfigError, InputError
-from alignvar_edge.images.folders import read_images, skipped_list
+from alignvar_edge.images.folders import read_images, said_not_read, skipped_list
 from alignvar_edge.images import DEFAULT_MAX_MEGAPIXELS, IMAGE_EXTENSIONS
 from alignvar_edge.manifest import sha256_file
 from alignvar_edge.model.config import AlignVARConfig
@@ -140,12 +140,12 @@ class CalibrationSet:
         for name, rgb in read_images(folder, skipped, max_megapixels, raise_limit=None, not_read=left_out):
             images.append((name, rgb))
             digests[name] = sha256_file(folder / name)
-        if not images and not skipped:
+        # with files skipped and none read, from_images refuses the folder naming them
+        holds_none = not images and not skipped
+        not_read = said_not_read(left_out, f"calibration folder '{folder}'", refused=holds_none, stacklevel=2)
+        if holds_none:
             raise InputError(f"calibration folder '{folder}' holds no images (looked for "
-                             f"{', '.join(IMAGE_EXTENSIONS)}){''.join(f'; {line}' for line in left_out)}; "
-                             "add photographs or use `builtin`")
-        for line in left_out:
-            warnings.warn(f"calibration folder '{folder}': {line}", stacklevel=2)
+                             f"{', '.join(IMAGE_EXTENSIONS)}){not_read}; add photographs or use `builtin`")
         return cls.from_images(images, config, n=n, seed=seed, n_val=n_val, source=str(folder),
                                skipped=skipped, file_sha256=digests)
 
