@@ -173,6 +173,8 @@ def _parse_and_run(argv: list[str], interrupted: list[int]) -> int:
                 if debug:
                     raise
                 print(f"alignvar-edge {args.verb}: error: {_os_error_line(e)}", file=sys.stderr)
+                # the run failed (a full disk, an I/O error): a path the user named that cannot be
+                # written is bad input, refused with 2 before any work (fsmodes.unwritable_folder)
                 return 1
             raise
         finally:

@@ -60,7 +60,21 @@ def unwritable_folder(path: str | os.PathLike[str]) -> Path | None:
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     # a file in a folder's place is not this check's to explain: the write names it
-    return None if not folder.is_dir() or os.access(folder, os.W_OK | os.X_OK) else folder.absolute()
+    if not folder.is_dir():
+        return None
+    return None if os.access(folder, os.W_OK | os.X_OK) and _can_create_in(folder) else folder.absolute()
+
+
+def _can_create_in(folder: Path) -> bool:
+    """Whether a file can be created in `folder`, tried rather than asked: os.access says yes to root
+    for a folder that takes no files (/proc, /sys)."""
+    try:
+        fd, probe = temp_file_beside(folder / "write-probe")
+    except OSError:
+        return False
+    os.close(fd)
+    probe.unlink(missing_ok=True)
+    return True
 
 
 # what a path can be besides a file or a folder, in words

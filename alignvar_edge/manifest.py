@@ -64,9 +64,9 @@ from typing import TYPE_CHECKING, Any
 
 from alignvar_edge import jsonsafe
 from alignvar_edge.caller import option
-from alignvar_edge.errors import ArtifactError, OutputExistsError
-from alignvar_edge.fsmodes import (hidden_prefix, publish_mode, replace_dir, special_kind, symlink_loop, write_error,
-                                   write_text)
+from alignvar_edge.errors import ArtifactError, InputError, OutputExistsError
+from alignvar_edge.fsmodes import (hidden_prefix, publish_mode, replace_dir, special_kind, symlink_loop,
+                                   unwritable_folder, write_error, write_text)
 from alignvar_edge.jsonsafe import dumps
 from alignvar_edge.onnx_wire import external_locations
 
@@ -842,6 +842,8 @@ def check_out(out: str | os.PathLike[str], force: bool, source: str | os.PathLik
             raise OutputExistsError(f"{option('out', out)} {where} the input artifact '{source}'; writing there "
                                     f"would replace or corrupt the input: choose an {option('out')} outside it")
     check_outside_artifacts(out, option("out", out))
+    if (folder := unwritable_folder(out)) is not None:       # now, not after the export or build
+        raise InputError(f"{option('out', out)}: the folder {folder} is not writable; choose another {option('out')}")
     if not os.path.lexists(out):
         return
     _check_same_kind(out, replaces)         # before "pass --force": force would not take it either

@@ -1508,6 +1508,31 @@ def test_an_unwritable_output_folder_is_refused_before_any_work(export, tmp_path
     assert list(ro.iterdir()) == []
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc, a folder that takes no new files")
+def test_a_folder_that_takes_no_files_is_refused_before_any_work(export, tmp_path, capsys, monkeypatch):
+    """/proc takes no new file, though os.access says it is writable to root: each verb's output
+    there is refused by trying, before any work, with exit 2 and its flag named (a bench ran to
+    its end and then lost its measurements with exit 1)."""
+    from alignvar_edge.fsmodes import unwritable_folder
+    assert unwritable_folder("/proc/x.json") == Path("/proc")
+    assert unwritable_folder("/proc/new/deeper/x.json") == Path("/proc")
+    assert unwritable_folder(tmp_path / "new" / "x.json") is None and list(tmp_path.iterdir()) == []   # no probe left
+    loads = []
+    import alignvar_edge.runtimes as rt
+    monkeypatch.setattr(rt, "load", lambda *a, **k: loads.append(a))
+    src = _png(tmp_path / "in.png")
+    for argv, said in ((_up(tmp_path, export, src, "/proc/x.png"), "cannot write /proc/x.png"),
+                       (["info", "--no-flops", "--json", "/proc/x.json"], "argument --json: cannot write /proc/x.json"),
+                       (["bench", "bicubic", "--out", "/proc/b.json"], "--out /proc/b.json"),
+                       (["bench", "bicubic", "--out", str(tmp_path / "b.json"), "--md", "/proc/new/b.md"],
+                        "--md /proc/new/b.md"),
+                       (["build", str(export), "--target", "onnxruntime", "--out", "/proc/E"], "--out '/proc/E'")):
+        assert cli.main(argv) == 2, argv
+        err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+        assert len(err) == 1 and said in err[0] and "the folder /proc is not writable; choose another" in err[0], err
+    assert not loads and not (tmp_path / "b.json").exists()
+
+
 def test_openvino_int8_without_nncf_names_the_extra_that_installs_it(export, tmp_path):
     """The `openvino` extra runs engines without NNCF; building int8 says which extra brings it."""
     pytest.importorskip("openvino")
