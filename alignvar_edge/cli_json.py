@@ -14,7 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from typing import Any
+from contextlib import contextmanager, suppress
+from typing import Any, Iterator
 
 from alignvar_edge import __version__
 from alignvar_edge.bench.schema import is_report
@@ -23,7 +24,7 @@ from alignvar_edge.fsmodes import unwritable_folder, write_text
 from alignvar_edge.jsonsafe import dumps
 from alignvar_edge.manifest import check_outside_artifacts
 
-__all__ = ["STDOUT", "add_json_option", "emit", "is_own_result", "write_result"]
+__all__ = ["STDOUT", "add_json_option", "emit", "is_own_result", "no_stale_result", "write_result"]
 
 STDOUT = "-"
 OWNER_KEY = "alignvar_edge"                # a result's first key: the version that wrote it
@@ -50,6 +51,24 @@ def is_own_result(path: str) -> bool:
     except (OSError, ValueError):
         return False
     return isinstance(data, dict) and (OWNER_KEY in data or all(k in data for k in EVAL_RESULT_KEYS))
+
+
+@contextmanager
+def no_stale_result(target: str | None, what: dict[str, Any]) -> Iterator[None]:
+    """A run that ends in an error replaces the result FILE (`--json FILE`) an earlier run left with
+    an ERROR result (`what` and the reason), so a stale verdict never outlives a failed re-run: CI
+    steps and scripts (the TensorRT kit's) read that file as this run's. Every verb with --json runs
+    inside this."""
+    try:
+        yield
+    except BaseException as e:
+        if target and target != STDOUT and (not os.path.exists(target) or is_own_result(target)):
+            try:
+                write_result(target, {**what, "result": "ERROR", "reason": str(e) or type(e).__name__})
+            except OSError:                          # cannot write it: at least no stale verdict
+                with suppress(OSError):
+                    os.unlink(target)
+        raise
 
 
 def json_target(text: str) -> str:

@@ -106,3 +106,58 @@ def test_every_result_names_its_writer_and_an_empty_file_is_taken(tmp_path, caps
     capsys.readouterr()
     assert main(["info", "alignvar-tiny", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == doc          # stdout and FILE: the same result
+
+
+def _stale_then_failed(verb_args: list[str], failing: list[str], target: Path, capsys) -> dict:
+    """Run `verb_args --json target` (a success), then `failing --json target` (an error): the
+    failed run's --json FILE, which must no longer hold the first run's result."""
+    assert main([*verb_args, "--json", str(target)]) == 0
+    earlier = json.loads(target.read_text())
+    assert "result" not in earlier
+    capsys.readouterr()
+    assert main([*failing, "--json", str(target)]) == 2
+    err = capsys.readouterr().err.strip()
+    doc = json.loads(target.read_text())
+    assert doc["result"] == "ERROR" and doc["reason"] in err and doc != earlier
+    assert not [p for p in target.parent.iterdir() if p.name.startswith(f".{target.name}.")]   # no temp file left
+    return doc
+
+
+def test_a_failed_info_replaces_its_earlier_json_file(tmp_path, capsys):
+    """`info nosuchdir --json FILE` left the earlier run's result (alignvar-tiny) in FILE."""
+    doc = _stale_then_failed(["info", "alignvar-tiny"], ["info", str(tmp_path / "nosuchdir")],
+                             tmp_path / "info.json", capsys)
+    assert doc["info"] == str(tmp_path / "nosuchdir") and "name" not in doc
+
+
+def test_a_failed_inspect_replaces_its_earlier_json_file(micro_export, tmp_path, capsys):
+    """An artifact that no longer verifies: its earlier `OK` verdict was left in FILE."""
+    import shutil
+    art = tmp_path / "art"
+    shutil.copytree(micro_export, art)
+    target = tmp_path / "inspect.json"
+    assert main(["inspect", str(art), "--json", str(target)]) == 0
+    assert json.loads(target.read_text())["verdict"].startswith("OK")
+    with open(art / "model.onnx", "ab") as fh:           # no longer the graph its manifest lists
+        fh.write(b"x")
+    capsys.readouterr()
+    assert main(["inspect", str(art), "--json", str(target)]) == 2
+    doc = json.loads(target.read_text())
+    assert doc["result"] == "ERROR" and doc["inspect"] == str(art) and "verdict" not in doc
+    assert doc["reason"] in capsys.readouterr().err
+
+
+def test_a_failed_eval_replaces_an_earlier_json_file(tmp_path, capsys):
+    doc = _stale_then_failed(["info", "alignvar-tiny"], ["eval", str(tmp_path / "nosuchdir")],
+                             tmp_path / "eval.json", capsys)
+    assert doc["eval"] == str(tmp_path / "nosuchdir")
+
+
+def test_a_failed_run_never_touches_a_file_no_verb_wrote(tmp_path):
+    """FILE was checked when the options were read; a file of the user's put there since is not ours."""
+    from alignvar_edge.cli_json import no_stale_result
+    mine = tmp_path / "mine.json"
+    mine.write_text('{"name": "tiny"}')
+    with pytest.raises(ValueError), no_stale_result(str(mine), {"info": "x"}):
+        raise ValueError("failed")
+    assert mine.read_text() == '{"name": "tiny"}'

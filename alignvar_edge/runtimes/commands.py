@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from alignvar_edge.argtypes import MAX_TILES, batch_size, nonneg_int, positive_float, positive_int, tile_count
-from alignvar_edge.cli_json import add_json_option, emit
+from alignvar_edge.cli_json import add_json_option, emit, no_stale_result
 from alignvar_edge.errors import InputError, OutputExistsError
 from alignvar_edge import progress
 from alignvar_edge.recipes import BACKENDS, CALIB_TILES, OPTION_FLAGS, check_options, recipe
@@ -496,7 +496,6 @@ def run_compare(args: argparse.Namespace) -> int:
     from alignvar_edge.errors import BackendUnavailableError
     from alignvar_edge.manifest import load_verified
     from alignvar_edge.runtimes.compare import EngineResult, compare_engines, format_summary, format_table
-    from alignvar_edge.runtimes.selftest import no_stale_report
     engines = []
     absent: dict[int, tuple[EngineResult, Manifest]] = {}     # position -> engines that cannot open here
     names = [Path(e).name for e in args.engines]
@@ -504,7 +503,7 @@ def run_compare(args: argparse.Namespace) -> int:
     # (runs/a/int8 and runs/b/int8 would otherwise be two rows called int8)
     labels = [e if names.count(n) > 1 else n for e, n in zip(args.engines, names)]
     # a failed run replaces an earlier --json FILE with an ERROR: its results are no longer current
-    with no_stale_report(args.json, {"compare": list(args.engines)}), ExitStack() as opened:
+    with no_stale_result(args.json, {"compare": list(args.engines)}), ExitStack() as opened:
         for i, (e, label) in enumerate(zip(args.engines, labels)):
             try:
                 engine = runtimes.load(e)
@@ -535,8 +534,9 @@ def run_compare(args: argparse.Namespace) -> int:
 def run_doctor(args: argparse.Namespace) -> int:
     from alignvar_edge import __version__, runtimes
     from alignvar_edge.cpuinfo import host_info
-    infos = runtimes.available_backends()
-    host = host_info()
+    with no_stale_result(args.json, {"doctor": True}):
+        infos = runtimes.available_backends()
+        host = host_info()
     lines = [f"alignvar-edge {__version__} on {host['os']} {host['machine']}, {host['cpu']}, "
              f"{host['usable_cores']} usable cores, Python {host['python']}"]
     w = max(len(i.name) for i in infos)
@@ -572,11 +572,11 @@ def run_adopt(args: argparse.Namespace) -> int:
 
 
 def run_selftest(args: argparse.Namespace) -> int:
-    from alignvar_edge.runtimes.selftest import format_report, no_stale_report, selftest, selftest_engine
+    from alignvar_edge.runtimes.selftest import format_report, selftest, selftest_engine
     graphs = None if args.cuda_graphs else False
     model = args.model or DEFAULT_CHECKPOINT
     what = {"engine": str(args.engine)} if args.engine else {"backend": args.backend, "model": model}
-    with no_stale_report(args.json, what):
+    with no_stale_result(args.json, what):
         target, backend = (args.engine, "auto") if args.engine else (model, args.backend)
         if graphs is False:
             _require_option(target, backend, "cuda_graphs", "--no-cuda-graphs applies to torch engines")

@@ -13,8 +13,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -264,23 +263,6 @@ def selftest_engine(engine_dir: str | os.PathLike[str], device: str | None = Non
     return report
 
 
-@contextmanager
-def no_stale_report(target: str | None, what: dict[str, Any]) -> Iterator[None]:
-    """A run that ends in an error replaces the report FILE (`--json FILE`) an earlier run left with
-    an ERROR report (`what` and the reason), so a stale PASS never outlives a failed re-run: scripts
-    such as the TensorRT kit's read that file as the engine's parity record."""
-    try:
-        yield
-    except BaseException as e:
-        from alignvar_edge.cli_json import STDOUT, write_result
-        if target and target != STDOUT:
-            try:
-                write_result(target, {**what, "result": "ERROR", "reason": str(e) or type(e).__name__})
-            except OSError:                          # cannot write it: at least no stale verdict
-                Path(target).unlink(missing_ok=True)
-        raise
-
-
 def _built_only(report: dict[str, Any], engine: Any, reason: str) -> dict[str, Any]:
     """The verdict for an engine that exists and was validated but cannot run on this host."""
     ex = engine.metadata.extra
@@ -346,5 +328,5 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["cache_dir", "cached_export", "export_cache_key", "format_report", "no_stale_report", "selftest",
+__all__ = ["cache_dir", "cached_export", "export_cache_key", "format_report", "selftest",
            "selftest_engine", "source_digest"]

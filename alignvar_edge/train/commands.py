@@ -9,7 +9,7 @@ from typing import Any
 
 from alignvar_edge import safe_stop
 from alignvar_edge.argtypes import nonneg_float, nonneg_int, positive_float, positive_int
-from alignvar_edge.cli_json import add_json_option, emit
+from alignvar_edge.cli_json import add_json_option, emit, no_stale_result
 from alignvar_edge.errors import InputError
 from alignvar_edge.model.bundled import CHECKPOINT_HELP, DEFAULT_CHECKPOINT
 from alignvar_edge.progress import stage
@@ -208,6 +208,14 @@ def load_eval_images(spec: str, max_megapixels: float | None = None
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    with no_stale_result(args.json, {"eval": str(args.checkpoint)}):
+        payload, text = _evaluated(args)
+    emit(args.json, payload, text)
+    return 0
+
+
+def _evaluated(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    """The eval verb's result and its text."""
     from alignvar_edge.model.alignvar import load_pretrained
     from alignvar_edge.bench.evaluate import ablation_report, check_max_side, evaluate, format_eval
     from alignvar_edge.images.folders import check_megapixels_flag
@@ -237,8 +245,7 @@ def run_eval(args: argparse.Namespace) -> int:
     if trained:
         payload["trained"] = trained
         text = describe_lineage(str(args.checkpoint), trained) + "\n" + text
-    emit(args.json, payload, text)
-    return 0
+    return payload, text
 
 
 def describe_lineage(checkpoint: str, trained: dict[str, Any]) -> str:
