@@ -95,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    _closed_streams_to_devnull()
     argv = list(sys.argv[1:] if argv is None else argv)
     empty = _empty_argument(argv)
     if empty:
@@ -111,6 +112,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _closed_streams_to_devnull() -> None:
+    """A stream the caller closed (`2>&-`, `>&-`: cron, daemons) is None in sys, and writing to it
+    failed (tqdm, flush) or went to stdout (print's fallback): it writes to os.devnull instead, on
+    its own descriptor, so no file opened later takes fd 1 or 2 and C libraries' messages with it."""
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        if getattr(sys, name) is not None:
+            continue
+        null = os.open(os.devnull, os.O_WRONLY)
+        if null != fd:
+            os.dup2(null, fd)
+            os.close(null)
+        setattr(sys, name, open(fd, "w", encoding="utf-8", errors="surrogateescape", closefd=False))
 
 
 def _verb_in(argv: Sequence[str]) -> str:

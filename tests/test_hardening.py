@@ -1533,6 +1533,27 @@ def test_a_folder_that_takes_no_files_is_refused_before_any_work(export, tmp_pat
     assert not loads and not (tmp_path / "b.json").exists()
 
 
+def _cli_with(closed: str, *args: str) -> subprocess.CompletedProcess:
+    """The CLI run by a shell that closes a stream first (`2>&-`, `>&-`), as cron and daemons do."""
+    return subprocess.run(["bash", "-c", f'"$@" {closed}', "_", sys.executable, "-m", "alignvar_edge", *args],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_a_closed_stdout_or_stderr_is_written_to_nowhere(export, tmp_path):
+    """With fd 2 closed, upscale and build failed with exit 1 and no word (tqdm wrote to None) and
+    print's stderr lines fell back to stdout; with fd 1 closed, flushing stdout was a traceback."""
+    src = _png(tmp_path / "in.png")
+    for extra in ((), ("--quiet",)):
+        out = tmp_path / f"out{len(extra)}.png"
+        r = _cli_with("2>&-", "upscale", str(src), str(out), "--engine", str(export), "--threads", "1", *extra)
+        assert r.returncode == 0 and out.is_file() and r.stdout == "", (r.returncode, r.stdout)
+    r = _cli_with("2>&-", "build", str(export), "--target", "onnxruntime", "--out", str(tmp_path / "E"),
+                  "--threads", "1")
+    assert r.returncode == 0 and (tmp_path / "E" / "manifest.json").is_file(), r.stdout
+    r = _cli_with(">&-", "info", "--no-flops", "--json")
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+
+
 def test_openvino_int8_without_nncf_names_the_extra_that_installs_it(export, tmp_path):
     """The `openvino` extra runs engines without NNCF; building int8 says which extra brings it."""
     pytest.importorskip("openvino")
