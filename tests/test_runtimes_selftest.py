@@ -223,3 +223,29 @@ def test_a_corrupt_golden_file_whose_hash_matches_is_one_line(ckpt, tmp_path, ca
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"{golden} " in err[0] and says in err[0], err
     assert not marker.exists()
+
+
+def test_the_export_cache_follows_xdg_and_names_its_variable_where_it_cannot_be_written(tmp_path, monkeypatch):
+    """An empty or relative XDG_CACHE_HOME is unset (the XDG spec), not the working folder, which got
+    a stray alignvar-edge/; a HOME where no cache can be made names ALIGNVAR_EDGE_CACHE, the way to
+    choose another folder (selftest has no output option)."""
+    from alignvar_edge.errors import InputError
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("ALIGNVAR_EDGE_CACHE", raising=False)
+    for xdg in ("", "relative"):
+        monkeypatch.setenv("XDG_CACHE_HOME", xdg)
+        assert st.cache_dir() == home / ".cache" / "alignvar-edge"
+    assert list(work.iterdir()) == []
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert st.cache_dir() == tmp_path / "xdg" / "alignvar-edge"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "a-file"))
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(InputError, match="set ALIGNVAR_EDGE_CACHE to a writable folder"):
+        st.cache_dir()
+    monkeypatch.setenv("ALIGNVAR_EDGE_CACHE", str(tmp_path / "mine"))
+    assert st.cache_dir() == tmp_path / "mine" and (tmp_path / "mine").is_dir()

@@ -23,6 +23,7 @@ import numpy as np
 from alignvar_edge.cpuinfo import host_info
 from alignvar_edge.errors import BackendUnavailableError, CheckpointError, HostToolsError, InputError
 from alignvar_edge.extras import install_command
+from alignvar_edge.fsmodes import unwritable_folder
 from alignvar_edge.lazy import import_host
 from alignvar_edge.manifest import Manifest, sha256_file, token_share, tool_versions
 from alignvar_edge.model.bundled import DEFAULT_CHECKPOINT
@@ -40,9 +41,21 @@ def _weights_sha256(ckpt: Path) -> str:
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("ALIGNVAR_EDGE_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "alignvar-edge")
-    return Path(base)
+    """Where selftest keeps its exports, made if missing: ALIGNVAR_EDGE_CACHE, else
+    $XDG_CACHE_HOME/alignvar-edge, else ~/.cache/alignvar-edge. An empty or relative XDG_CACHE_HOME
+    counts as unset (the XDG spec's rule), not as the working folder. selftest has no output option,
+    so a folder it cannot write names the variable that chooses another."""
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(os.environ.get("ALIGNVAR_EDGE_CACHE") or os.path.join(
+        xdg if os.path.isabs(xdg) else os.path.expanduser("~/.cache"), "alignvar-edge"))
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"cannot make the export cache {base} ({e.strerror or e}); set ALIGNVAR_EDGE_CACHE "
+                         "to a writable folder") from e
+    if unwritable_folder(base / "exports") is not None:
+        raise InputError(f"the export cache {base} is not writable; set ALIGNVAR_EDGE_CACHE to a writable folder")
+    return base
 
 
 _PACKAGE_ROOT = Path(__file__).resolve().parents[1]
