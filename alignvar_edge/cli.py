@@ -145,8 +145,9 @@ def _parse_and_run(argv: list[str], interrupted: list[int]) -> int:
             raise KeyboardInterrupt from None
         raise
     debug = args.debug or os.environ.get("ALIGNVAR_EDGE_DEBUG") == "1"
-    if not getattr(args, "func", None):
-        parser.print_help()
+    if not getattr(args, "func", None):         # a usage error: stdout stays empty for a script's reader
+        parser.print_usage(sys.stderr)
+        print(f"{parser.prog}: error: choose a verb ({parser.prog} --help lists them)", file=sys.stderr)
         return 2
     show = warnings.showwarning
     if not debug:           # a warning is one line naming the verb, not a source excerpt

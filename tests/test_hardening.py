@@ -1312,6 +1312,15 @@ def test_an_argument_no_verb_reads_is_the_verbs_error(argv, capsys):
     assert _one_line_error(code, capsys.readouterr().err, "--bogus").startswith("alignvar-edge: error: ")
 
 
+@pytest.mark.parametrize("argv", [[], ["--debug"]])
+def test_no_verb_is_a_usage_error_on_stderr(argv, capsys):
+    # it printed the whole help on stdout, where a script reads results, and exited 2
+    assert cli.main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.splitlines() == ["usage: alignvar-edge [-h] [--version] [--debug] VERB ...",
+                                              "alignvar-edge: error: choose a verb (alignvar-edge --help lists them)"]
+
+
 def test_debug_after_the_verb_shows_the_traceback_as_before_it(tmp_path, capsys):
     from alignvar_edge.errors import AlignVAREdgeError
     missing = str(tmp_path / "nowhere")
