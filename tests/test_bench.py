@@ -1100,3 +1100,18 @@ def test_merge_warns_where_one_engine_row_lines_up_different_graphs(tmp_path: Pa
     assert "explicit attention, opset 18, pruned 0.5,0.75 on other host" in ov, ov
     from alignvar_edge.bench.merge import merge_markdown
     assert "| ort-b16 | fp32 | 16 | fused attention, opset 23 |" in merge_markdown(merged)
+
+
+def test_a_merge_without_output_files_prints_its_markdown_as_its_help_says(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """`bench merge A.json B.json > devices.md` was refused ('needs at least one of --out, --md,
+    --plot'), though --md's help says the table is printed on stdout when it is left out."""
+    monkeypatch.chdir(tmp_path)
+    a = write_json(tmp_path / "a.json", json.loads(DOC_REPORT.read_text()))
+    b = write_json(tmp_path / "b.json", {**json.loads(DOC_REPORT.read_text()), "label": "other device"})
+    assert cli.main(["bench", "merge", str(a), str(b)]) == 0
+    printed = capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json"]          # no file written
+    assert "\n| other device | " in printed and "\n| device | model | engine |" in printed, printed
+    assert cli.main(["bench", "merge", str(a), str(b), "--md", str(tmp_path / "m.md")]) == 0
+    assert printed.strip() and printed.strip() in (tmp_path / "m.md").read_text()     # the page's table

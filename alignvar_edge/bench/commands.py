@@ -297,8 +297,6 @@ def run_merge(paths: list[str], args: argparse.Namespace) -> int:
     _refuse_unread(args, MERGE_FLAGS, "bench merge (which reads only --out, --md and --plot)")
     if not paths:
         raise InputError("bench merge needs report files: alignvar-edge bench merge A.json B.json --md out.md")
-    if not (args.out or args.md or args.plot):
-        raise InputError("bench merge needs at least one of --out, --md, --plot")
     from alignvar_edge.bench.outputs import check_targets
     check_targets(args.out, args.md, args.plot, paths)
     if args.plot:
