@@ -25,7 +25,8 @@ class _Engine:
 
     def __init__(self, flip: frozenset[int] = frozenset()) -> None:
         self.flip, self.seen, self.closed = flip, 0, False
-        self.tile_size, self.scale, self.backend, self.device = TILE, SCALE, "stand-in", "cpu"
+        # a backend that runs here: compare leaves out an engine whose backend cannot
+        self.tile_size, self.scale, self.backend, self.device = TILE, SCALE, "onnxruntime", "cpu"
         self.config = SimpleNamespace(patch_nums=SCALES, has_refiner=False)
         self.refines = False           # no VARSR refiner: one reference for every engine
         self.metadata = SimpleNamespace(precision="int8")
@@ -162,3 +163,21 @@ def test_compare_max_megapixels_limits_the_images_folder_and_nothing_else(tmp_pa
     assert main(["compare", "q", "--reference", "ref", "--max-megapixels", "50"]) == 2
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert len(err) == 1 and "--max-megapixels limits the files of --images" in err[0], err
+
+
+def test_the_reference_stops_with_the_last_engine_that_can_run() -> None:
+    """An engine that turns out not to run here (its first call raises) is not compared on the
+    images after it, and neither is the reference it alone needed: it ran on every image for nothing."""
+    from alignvar_edge.errors import BackendUnavailableError
+
+    class _Unavailable(_Engine):
+        def run(self, tiles: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+            raise BackendUnavailableError("needs a device that is not here")
+
+    rng = np.random.default_rng(0)
+    images = [(name, rng.random((TILE, TILE, 3), np.float32)) for name in ("one", "two", "three")]
+    reference, said = _Engine(), []
+    [res] = compare_engines([("gone", cast(Engine, _Unavailable()))], cast(Engine, reference), images,
+                            progress=said.append)
+    assert res.unavailable == "needs a device that is not here" and res.images == []
+    assert reference.seen == 1 and said == ["gone: one (1 tiles)"]      # the first image's one tile only

@@ -280,7 +280,8 @@ def test_selftest_engine_off_macos_says_built_only_like_selftest_backend(tmp_pat
         a = golden["tokens_0" if name == "tokens_K" else name]
         shape = "p²" if name == "tokens_K" else ", ".join(map(str, a.shape[1:]))
         assert f"`{name}` {a.dtype} ({len(a)}, {shape})" in readme, name
-    assert main(["selftest", "--engine", str(out)]) == 0
+    # exit 3, as for any check that cannot run here: BUILT-ONLY checked the files, not the model's outputs
+    assert main(["selftest", "--engine", str(out)]) == 3
     captured = capsys.readouterr()
     assert "BUILT-ONLY" in captured.out and "macOS only" in captured.out
     # the progress line says it is not run, not "running 4 golden tiles"
@@ -313,13 +314,38 @@ def test_compare_goes_on_past_an_engine_that_cannot_run_here(package, tmp_path, 
     (tmp_path / "img").mkdir()
     save_image(tmp_path / "img" / "a.png", np.random.default_rng(0).random((12, 10, 3), dtype=np.float32))
     report = tmp_path / "cmp.json"
+    # exit 3: an engine it was asked to compare was not compared (a script gating on it must not pass)
     assert main(["compare", str(out), str(ckpt), "--reference", str(ckpt), "--images", str(tmp_path / "img"),
-                 "--json", str(report)]) == 0
-    text = capsys.readouterr().out
-    assert "unavailable here: Core ML runs models on macOS only" in text and "ckpt: tiles identical 100.0%" in text
+                 "--json", str(report)]) == 3
+    captured = capsys.readouterr()
+    assert "eng: unavailable here: coremltools" in captured.out and "needs macOS" in captured.out
+    assert "ckpt: tiles identical 100.0%" in captured.out
+    # no progress line names the engine as if it ran, and one line says it did not
+    assert "eng: a.png" not in captured.err and "ckpt: a.png" in captured.err
+    assert "not comparing eng here:" in captured.err
     engines = {e["engine"]: e for e in json.loads(report.read_text())["engines"]}
     assert engines["eng"]["unavailable"] and engines["eng"]["tiles_identical"] is None
     assert engines["ckpt"]["unavailable"] is None and engines["ckpt"]["tiles_identical"] == 1.0
+
+
+@pytest.mark.skipif(sys.platform == "darwin", reason="Core ML predicts on macOS: it compares for real there")
+def test_compare_of_engines_that_cannot_run_here_runs_no_reference_and_exits_3(package, tmp_path, capsys):
+    """`compare CM` off macOS exited 0 after running the PyTorch reference on every image, for nothing."""
+    import json
+
+    from alignvar_edge.cli import main
+    out, _ = package
+    # a reference whose weights cannot load: a run that loads it stops with exit 2
+    broken = tmp_path / "broken"
+    sharp_model("micro").save_pretrained(str(broken))
+    (broken / "model.safetensors").write_bytes(b"not weights")
+    report = tmp_path / "cmp.json"
+    assert main(["compare", str(out), "--reference", str(broken), "--json", str(report)]) == 3
+    captured = capsys.readouterr()
+    said = [ln for ln in captured.err.splitlines() if ln.strip()]
+    assert len(said) == 1 and said[0].startswith("not comparing eng here:"), said     # no progress line
+    doc = json.loads(report.read_text())
+    assert [e["unavailable"] is not None for e in doc["engines"]] == [True] and doc["reference"] == str(broken)
 
 
 def test_package_readme_tells_an_app_developer_the_interface(package, tmp_path):

@@ -10,7 +10,7 @@ from typing import Any
 
 from alignvar_edge.argtypes import MAX_TILES, batch_size, nonneg_int, positive_float, positive_int, tile_count
 from alignvar_edge.cli_json import add_json_option, emit, no_stale_result
-from alignvar_edge.errors import InputError, OutputExistsError
+from alignvar_edge.errors import BackendUnavailableError, InputError, OutputExistsError
 from alignvar_edge import progress
 from alignvar_edge.recipes import BACKENDS, CALIB_TILES, OPTION_FLAGS, check_options, recipe
 from alignvar_edge.manifest import Manifest, first_names
@@ -493,7 +493,6 @@ def run_compare(args: argparse.Namespace) -> int:
     check_megapixels_flag(args.images, args.max_megapixels)
 
     from alignvar_edge import runtimes
-    from alignvar_edge.errors import BackendUnavailableError
     from alignvar_edge.manifest import load_verified
     from alignvar_edge.runtimes.compare import EngineResult, compare_engines, format_summary, format_table
     engines = []
@@ -513,21 +512,28 @@ def run_compare(args: argparse.Namespace) -> int:
                                           str(m.extra.get("device") or "-"), unavailable=str(err)), m)
                 continue
             opened.callback(engine.close)
+            runs_here, why = runtimes.get_backend(engine.backend).is_available()
+            if not runs_here:     # it loads, cannot run here (Core ML off macOS): no figures, no reference
+                _say(f"not comparing {label} here: {why}")
+                absent[i] = (EngineResult(label, engine.backend, str(engine.metadata.precision), str(engine.device),
+                                          unavailable=why), engine.metadata)
+                continue
             engines.append((label, engine))
         reference = _reference_source(args, [e.metadata for _, e in engines] + [m for _, m in absent.values()])
         # the model as each engine runs it: with VARSR's refiner, or without it (--no-refine exports)
         refs = [runtimes.load(reference, backend="torch", refine=refine)
-                for refine in sorted({e.refines for _, e in engines} or {True}, reverse=True)]
+                for refine in sorted({e.refines for _, e in engines}, reverse=True)]
         for ref in refs:
             opened.callback(ref.close)
         images, skipped = _compare_images(args)
-        ran = iter(compare_engines(engines, refs, images, progress=_say))
+        ran = iter(compare_engines(engines, refs, images, progress=_say) if engines else [])
         results = [absent[i][0] if i in absent else next(ran) for i in range(len(args.engines))]
     text = "\n".join([format_table(results)] + [format_summary(r) for r in results])
     emit(args.json, {"reference": reference, "images": [name for name, _ in images],
                      "skipped": [{"file": name, "reason": why} for name, why in skipped],
                      "engines": [r.to_json() for r in results]}, text)
-    return 0
+    # an engine asked for that could not run here: nothing was checked for it
+    return BackendUnavailableError.exit_code if any(r.unavailable for r in results) else 0
 
 
 # ------------------------------------------------------------------------------------------------
@@ -598,4 +604,5 @@ def run_selftest(args: argparse.Namespace) -> int:
             report = selftest(args.backend, model=model, device=args.device, precision=args.precision,
                               runs=args.runs, log=_say, cuda_graphs=graphs, threads=args.threads)
     emit(args.json, report, format_report(report))
-    return 0 if report["result"] in ("PASS", "BUILT-ONLY") else 1
+    # BUILT-ONLY: built and validated, but nothing ran here, so nothing was checked
+    return {"PASS": 0, "BUILT-ONLY": BackendUnavailableError.exit_code}.get(report["result"], 1)

@@ -117,17 +117,19 @@ def compare_engines(engines: Sequence[tuple[str, Engine]], reference: Engine | S
     results = [EngineResult(label, e.backend, str(e.metadata.precision), e.device,
                             reference="PyTorch" if ref.refines or not ref.config.has_refiner else NO_REFINER)
                for (label, e), ref in zip(engines, refs)]
-    used = {id(ref): ref for ref in refs}          # each reference runs once per image
     total_ms = [0.0] * len(engines)
     total_tiles = 0
     for name, img in images:
+        running = [idx for idx, r in enumerate(results) if not r.unavailable]
+        if not running:                            # no engine left to compare: no reference to run
+            break
         tiles, ys, xs = tiling.extract_tiles(img, t, overlap)
         H, W = img.shape[:2]
+        used = {id(refs[idx]): refs[idx] for idx in running}     # each reference runs once per image
         ref_out = {key: _reference_image(ref, tiles, ys, xs, (H, W)) for key, ref in used.items()}
         total_tiles += len(tiles)
-        for idx, (label, e) in enumerate(engines):
-            if results[idx].unavailable:
-                continue
+        for idx in running:
+            label, e = engines[idx]
             if progress:
                 progress(f"{label}: {name} ({len(tiles)} tiles)")
             try:
