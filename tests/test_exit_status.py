@@ -1,0 +1,55 @@
+"""The README's exit-status table is what the CLI does: the errors' exit codes, and the statuses
+cli.py returns for interruptions and a reader that went away."""
+from __future__ import annotations
+
+import argparse
+import inspect
+import re
+import signal
+from pathlib import Path
+
+from alignvar_edge import cli, errors
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def _table() -> dict[int, str]:
+    """status -> its row's text, from the table under '### Exit status'."""
+    section = README.read_text(encoding="utf-8").split("### Exit status", 1)[1].split("\n### ", 1)[0]
+    rows: dict[int, str] = {}
+    for line in section.splitlines():
+        cells = line.split(" | ")
+        if line.startswith("| ") and re.fullmatch(r"\| [\d, ]+", cells[0]):
+            for code in cells[0][2:].split(","):
+                rows[int(code)] = line
+    return rows
+
+
+def test_the_table_lists_every_status_and_no_other():
+    assert sorted(_table()) == [0, 1, 2, 3, 128 + signal.SIGINT, 128 + signal.SIGPIPE, 128 + signal.SIGTERM]
+
+
+def test_each_error_class_exits_with_the_status_its_row_names():
+    """An error's row is the one naming it, or its nearest base class the table names."""
+    rows = _table()
+    classes = [c for _, c in inspect.getmembers(errors, inspect.isclass) if issubclass(c, errors.AlignVAREdgeError)]
+    assert len(classes) >= 9
+    for cls in classes:
+        named = next(base for base in cls.__mro__ if any(f"`{base.__name__}`" in row for row in rows.values()))
+        row_code = next(code for code, row in rows.items() if f"`{named.__name__}`" in row)
+        assert cls.exit_code == row_code, (cls.__name__, named.__name__, row_code)
+
+
+def test_interruptions_and_a_gone_reader_exit_as_the_table_says(capsys):
+    rows = _table()
+    for signals, says in (([signal.SIGINT], "interrupted"), ([signal.SIGTERM], "interrupted")):
+        code = cli._interrupted(argparse.Namespace(verb="upscale"), signals)
+        assert says in rows[code]
+    assert "reader of stdout went away" in rows[cli._reader_gone()]
+
+
+def test_bad_input_and_no_verb_exit_2_as_the_table_says(tmp_path, capsys):
+    assert "bad input" in _table()[2]
+    assert cli.main(["info", str(tmp_path / "nosuchdir")]) == 2
+    assert cli.main(["info", "--no-such-flag"]) == 2
+    assert cli.main([]) == 2
