@@ -239,6 +239,29 @@ def test_threads_none_runs_on_the_count_the_build_recorded_and_selftest_says_so(
     assert re.search(r"ms best, 1 thread\n", capsys.readouterr().out)
 
 
+def test_an_engine_recording_more_threads_than_the_cores_here_runs_on_the_cores_and_says_so(export, tmp_path, capsys):
+    """`build --threads N` may record more than this host's cores (for the device the engine runs on)
+    and says so; a run here ran it on N, oversubscribed, without a word: capped, in one warning."""
+    import warnings
+    from alignvar_edge.cli import main
+    from alignvar_edge.cpuinfo import usable_cores
+    cores = usable_cores()
+    wide = cores + 3
+    assert main(["build", str(export), "--target", "onnxruntime", "--out", str(tmp_path / "E"), "--threads",
+                 str(wide)]) == 0
+    assert (f"alignvar-edge build: warning: --threads {wide} is more than the {cores} core(s) this process may use "
+            "here: recorded for the device the engine runs on") in capsys.readouterr().err
+    assert load_verified(tmp_path / "E").extra["session"]["threads"] == wide        # kept for that device
+    with pytest.warns(UserWarning, match=rf"records threads={wide}, more than the {cores} core\(s\) this process may "
+                                         rf"use here: it runs on {cores}$"):
+        with runtimes.load(tmp_path / "E") as e:
+            assert e.session.get_session_options().intra_op_num_threads == cores
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                    # a count the caller gives is theirs: no warning
+        with runtimes.load(tmp_path / "E", threads=1) as e:
+            assert e.session.get_session_options().intra_op_num_threads == 1
+
+
 def test_load_auto_detects_the_backend(export, built, tmp_path):
     with runtimes.load(export) as e:                    # an ONNX export runs on onnxruntime
         assert e.backend == "onnxruntime"

@@ -11,6 +11,7 @@ import importlib
 import importlib.metadata
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any, overload
 import numpy as np
 
 from alignvar_edge.argtypes import DEFAULT_MAX_MEGAPIXELS, is_integer
+from alignvar_edge.caller import option
 from alignvar_edge.errors import ArtifactError, BackendUnavailableError, EngineClosedError, InputError
 from alignvar_edge.extras import install_command
 from alignvar_edge.manifest import Manifest
@@ -112,6 +114,35 @@ def check_thread_count(threads: object, name: str = "threads", cores: int | None
             raise InputError(f"{said} is more than the {cores} core(s) this process may use here; "
                              f"pass {most} or fewer")
     return int(threads)
+
+
+def _over_cores(opts: dict[str, Any]) -> tuple[dict[str, int], int]:
+    """The thread counts among `opts` above the cores this process may use here, and those cores."""
+    from alignvar_edge.cpuinfo import usable_cores
+    cores = usable_cores()
+    return {name: int(n) for name in THREAD_OPTIONS if is_integer(n := opts.get(name)) and n > cores}, cores
+
+
+def say_recorded_for_elsewhere(opts: dict[str, Any]) -> None:
+    """`build` records thread counts for the device the engine runs on, which may have more cores than
+    this host: allowed, and said, since this host will run it on fewer (fit_recorded_threads)."""
+    over, cores = _over_cores(opts)
+    for name, n in over.items():
+        warnings.warn(f"{option(name, n)} is more than the {cores} core(s) this process may use here: recorded "
+                      "for the device the engine runs on; a host with fewer cores runs it on all of its own",
+                      stacklevel=2)
+
+
+def fit_recorded_threads(recorded: dict[str, Any], engine_dir: object, given: dict[str, Any]) -> dict[str, Any]:
+    """An engine's recorded session options, each thread count the caller does not `given` capped at
+    the cores this process may use, in one warning: more threads than cores only wait for one, and a
+    run on them was slower without a word."""
+    over, cores = _over_cores({k: v for k, v in recorded.items() if k not in given})
+    if over:
+        said = ", ".join(f"{name}={n}" for name, n in over.items())
+        warnings.warn(f"the engine '{engine_dir}' records {said}, more than the {cores} core(s) this process may "
+                      f"use here: it runs on {cores}", stacklevel=2)
+    return {**recorded, **dict.fromkeys(over, cores), **given}
 
 
 def check_load_options(backend: str, opts: dict[str, Any], here: bool = True) -> None:

@@ -25,7 +25,8 @@ from alignvar_edge.onnx_session import open_session
 from alignvar_edge.runtimes.artifacts import (check_quantized_for, engine_manifest, leaves_out_refiner, link_onnx,
                                               parity_vs, single_graph, validation_tiles)
 from alignvar_edge.runtimes.base import (SR, Backend, Engine, TensorSpec, input_roles,
-                                         check_load_options, config_from_manifest, token_name)
+                                         check_load_options, config_from_manifest, fit_recorded_threads,
+                                         say_recorded_for_elsewhere, token_name)
 from alignvar_edge.runtimes.golden import (GOLDEN_FILE, copy_golden, golden_entry, made_as_metadata, rollout_text,
                                           write_golden)
 
@@ -142,6 +143,7 @@ class OrtBackend(Backend):
         if opts:
             raise InputError(f"unknown onnxruntime build options {sorted(opts)}")
         check_load_options(self.name, sess_opts, here=False)      # recorded for the machine it runs on
+        say_recorded_for_elsewhere(sess_opts)
         with staging_dir(out, force=force) as tmp:
             link_onnx(onnx_path, tmp, ENGINE_FILE, src_manifest)
             m = engine_manifest(src_manifest, Path(artifact_dir), self.name, precision,
@@ -168,16 +170,16 @@ class OrtBackend(Backend):
 
     def open(self, engine_dir: Path, device: str | None = None, **opts: Any) -> OrtEngine:
         m = load_verified(engine_dir)
+        given = {k: v for k, v in opts.items() if v is not None}
         if m.kind == "onnx":
             m, path = single_graph(engine_dir)
-            session: dict[str, Any] = {}
+            session: dict[str, Any] = given
         elif m.backend == self.name:
             path = listed_file(engine_dir, m, m.engine_file)
-            session = dict(m.extra.get("session") or {})
+            session = fit_recorded_threads(dict(m.extra.get("session") or {}), engine_dir, given)
             device = device or m.extra.get("device")
         else:
             raise ArtifactError(f"'{engine_dir}' is an engine for {m.backend}; load it with that backend")
-        session.update({k: v for k, v in opts.items() if v is not None})
         return OrtEngine(path, m, device, Path(engine_dir), **session)
 
 

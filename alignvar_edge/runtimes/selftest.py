@@ -263,7 +263,8 @@ def selftest_engine(engine_dir: str | os.PathLike[str], device: str | None = Non
             "compute_precision": getattr(engine, "compute_precision", None),
             "expected_precision": getattr(engine, "expected_precision", None)}
         report.update(opts)
-        recorded = (m.extra.get("session") or {}).get("threads")     # what threads=None runs on
+        # what threads=None runs on: the engine's record, capped at the cores here (fit_recorded_threads)
+        recorded = (getattr(engine, "options", None) or {}).get("threads") if m.extra.get("session") else None
         if recorded:
             report["threads_recorded"] = recorded
         runs_here, why = b.is_available()
