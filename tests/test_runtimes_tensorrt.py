@@ -1275,3 +1275,40 @@ def test_an_engine_directory_links_the_kits_onnx_where_the_file_system_allows(ex
         for name in ("model.onnx", "model.onnx.data"):
             assert (Path(d) / name).read_bytes() == (kit / name).read_bytes()
             assert not os.path.samefile(Path(d) / name, kit / name)
+
+
+def test_a_kit_named_for_tensorrt_is_a_kit_with_no_tensorrt_engine_yet(kit, tmp_path, capsys):
+    """`bench tensorrt:KIT` and `upscale --engine KIT --backend tensorrt` said 'KIT is an ONNX export,
+    which runs on onnxruntime or openvino, not on tensorrt' with exit 2: a kit, and what is missing is
+    the engine (exit 3), as `bench KIT` says it."""
+    from alignvar_edge.cli import main
+    lines = {}
+    for spec in (str(kit), f"tensorrt:{kit}"):
+        assert main(["bench", spec, "--no-reference", "--runs", "1", "--out", str(tmp_path / "r.json")]) == 3
+        lines[spec] = capsys.readouterr().err.strip().splitlines()[-1]
+    assert lines[str(kit)] == lines[f"tensorrt:{kit}"] and "a TensorRT build kit, not an engine" in lines[str(kit)]
+    assert not (tmp_path / "r.json").exists()
+    from PIL import Image
+    Image.new("RGB", (12, 10)).save(tmp_path / "in.png")
+    assert main(["upscale", str(tmp_path / "in.png"), str(tmp_path / "out.png"), "--engine", str(kit),
+                 "--backend", "tensorrt"]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{kit} is a TensorRT build kit, not an engine: build it on the device with " \
+        f"`sh {kit}/build_on_device.sh`" in err[0] and "--backend onnxruntime" in err[0], err
+    assert "ONNX export" not in err[0] and not (tmp_path / "out.png").exists()
+    with pytest.raises(BackendUnavailableError, match=r"not an engine.*backend='onnxruntime'"):
+        runtimes.load(kit, backend="tensorrt")
+
+
+def test_selftest_of_a_kit_says_it_checked_the_onnx_not_a_tensorrt_engine(kit, tmp_path, capsys):
+    """It ran the kit's ONNX in ONNX Runtime (as upscale runs a kit) and said only 'RESULT PASS',
+    easily read on a Jetson as a TensorRT engine's pass."""
+    import json
+    from alignvar_edge.cli import main
+    target = tmp_path / "kit-selftest.json"
+    main(["selftest", "--engine", str(kit), "--runs", "1", "--threads", "1", "--json", str(target)])
+    result = capsys.readouterr().out.strip().splitlines()[-1]
+    assert result.startswith("RESULT ") and "for the kit's ONNX in onnxruntime, not a TensorRT engine" in result
+    doc = json.loads(target.read_text())
+    assert doc["backend"] == "onnxruntime" and doc["engine_sha256"] is None
+    assert doc["checked"].startswith("the kit's ONNX in onnxruntime, not a TensorRT engine") and doc["checked"] in result

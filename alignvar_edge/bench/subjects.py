@@ -116,7 +116,10 @@ def check_exists(spec: EngineSpec) -> None:
             from alignvar_edge.manifest import load_verified
             load_verified(p)          # not a directory, no manifest.json or not JSON, files not as it lists
         from alignvar_edge.runtimes import check_backend
-        check_backend(p, spec.backend)        # 'openvino:ORT-ENGINE': its row would fail after the timing
+        try:
+            check_backend(p, spec.backend)    # 'openvino:ORT-ENGINE': its row would fail after the timing
+        except BackendUnavailableError:       # 'tensorrt:KIT': its row says what a kit is, as for 'KIT'
+            pass
         return
     from alignvar_edge.model.checkpoint import BUNDLED
     prefix, colon, _ = spec.path.partition(":")
@@ -192,9 +195,9 @@ def open_subject(spec: EngineSpec, threads: int | None = None, spin: bool | None
     ok, why = b.is_available()
     if backend == "tensorrt" and kit:
         # the kit itself: whether or not TensorRT is here, there is no engine to time yet
-        sub.fail("unavailable", "a TensorRT build kit, not an engine: build it on the device with "
-                                f"`sh {spec.path}/build_on_device.sh` and bench the result (its ONNX "
-                                f"runs in ONNX Runtime anywhere: onnxruntime:{spec.path})")
+        from alignvar_edge.runtimes.tensorrt.kit import not_an_engine
+        sub.fail("unavailable", not_an_engine(spec.path, "bench the result") + " (its ONNX runs in ONNX Runtime "
+                                f"anywhere: onnxruntime:{spec.path})")
         return sub
     if not ok:
         sub.fail("unavailable", why)

@@ -96,7 +96,8 @@ def _nothing_to_load(path: str | os.PathLike[str]) -> str:
 def check_backend(path: str | os.PathLike[str], backend: str) -> None:
     """A backend named (not "auto") against what `path` is: a checkpoint runs on torch, an ONNX export
     on onnxruntime or openvino, an engine directory on its own backend. One line with the fix, before
-    anything is loaded; a path that is none of these is left to the loading to name."""
+    anything is loaded; a path that is none of these is left to the loading to name. A TensorRT build
+    kit named for tensorrt is a BackendUnavailableError: its engine is what is missing, not a fix of ours."""
     if backend == "auto":
         return
     try:
@@ -107,6 +108,12 @@ def check_backend(path: str | os.PathLike[str], backend: str) -> None:
     export = found == "onnxruntime" and read_manifest(path).kind == "onnx"
     if found == backend or (export and backend == "openvino"):          # OpenVINO reads ONNX too
         return
+    if export and backend == "tensorrt" and read_manifest(path).tensorrt_kit:
+        # the kit `build --target tensorrt` wrote where TensorRT is absent: what is missing is the engine
+        from alignvar_edge.caller import option
+        from alignvar_edge.runtimes.tensorrt.kit import not_an_engine
+        raise BackendUnavailableError(f"{path} is {not_an_engine(path, 'use the engine directory it writes')} "
+                                      f"(its ONNX runs in ONNX Runtime anywhere: {option('backend', 'onnxruntime')})")
     if found == "torch":
         raise InputError(f"{path} is a model checkpoint, which runs on torch, not on {backend}: use backend torch "
                          f"(or auto), or export it first (`alignvar-edge export {path} --out DIR`) and use DIR")

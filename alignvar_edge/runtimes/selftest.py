@@ -263,6 +263,10 @@ def selftest_engine(engine_dir: str | os.PathLike[str], device: str | None = Non
             "compute_precision": getattr(engine, "compute_precision", None),
             "expected_precision": getattr(engine, "expected_precision", None)}
         report.update(opts)
+        if m.tensorrt_kit:      # it runs as upscale runs a kit: its ONNX in ONNX Runtime, which no PASS may hide
+            from alignvar_edge.runtimes.tensorrt.kit import not_an_engine
+            report["checked"] = (f"the kit's ONNX in {b.name}, not a TensorRT engine: {root} is " + not_an_engine(
+                root, "check the engine directory it writes with `alignvar-edge selftest --engine`"))
         # what threads=None runs on: the engine's record, capped at the cores here (fit_recorded_threads)
         recorded = (getattr(engine, "options", None) or {}).get("threads") if m.extra.get("session") else None
         if recorded:
@@ -321,7 +325,8 @@ def format_report(r: dict[str, Any]) -> str:
         v = r["validation"]
         lines.append(f"package   spec valid: {v['valid']}, {v['ops']} ops; ANE lint: "
                      f"{', '.join(v['ane_lint']) or 'no findings'}")
-    lines.append(f"RESULT    {r['result']}" + (f": {r['reason']}" if r.get("reason") else ""))
+    lines.append(f"RESULT    {r['result']}" + (f": {r['reason']}" if r.get("reason") else "")
+                 + (f" for {r['checked']}" if r.get("checked") else ""))
     return "\n".join(lines)
 
 

@@ -11,6 +11,7 @@ golden outputs, whose status the script exits with). Which trtexec flags each pr
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,12 @@ def _shown(flags: str) -> str:
         elif w.startswith("--layerPrecisions="):
             words[i] = f"--layerPrecisions=<{w.count(':fp32')} layers>:fp32"
     return " ".join(words)
+
+
+def not_an_engine(kit: str | os.PathLike[str], then: str) -> str:
+    """A kit where an engine is asked for (bench, upscale, selftest, load): the one wording, with
+    what to do with the engine its script builds (`then`)."""
+    return f"a TensorRT build kit, not an engine: build it on the device with `sh {kit}/{SCRIPT_FILE}` and {then}"
 
 
 def _stored_plan(manifest: Manifest) -> dict[str, Any]:
@@ -727,4 +734,4 @@ def write_build_files(root: Path, manifest: Manifest, precision: str, kit_precis
 
 
 __all__ = ["FP16_F32", "OBEYS", "README_FILE", "build_script", "engine_readme", "f32_layers_of", "half_layers_of",
-           "kit_readme", "plan_of", "plan_record", "precision_flags", "recorded_f32", "write_build_files"]
+           "kit_readme", "not_an_engine", "plan_of", "plan_record", "precision_flags", "recorded_f32", "write_build_files"]
