@@ -116,33 +116,27 @@ def check_thread_count(threads: object, name: str = "threads", cores: int | None
     return int(threads)
 
 
-def _over_cores(opts: dict[str, Any]) -> tuple[dict[str, int], int]:
-    """The thread counts among `opts` above the cores this process may use here, and those cores."""
+def threads_here(session: dict[str, Any], engine_dir: object = None,
+                 given: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Session options to run with here: each thread count in `session` that the caller does not
+    `given` capped at the cores this process may use (more threads than cores only wait for one: a
+    run on them was slower without a word), said in one warning. `engine_dir`: the engine recording
+    `session`; None where `build` is recording it, which may be for a device with more cores."""
     from alignvar_edge.cpuinfo import usable_cores
+    given = given or {}
     cores = usable_cores()
-    return {name: int(n) for name in THREAD_OPTIONS if is_integer(n := opts.get(name)) and n > cores}, cores
-
-
-def say_recorded_for_elsewhere(opts: dict[str, Any]) -> None:
-    """`build` records thread counts for the device the engine runs on, which may have more cores than
-    this host: allowed, and said, since this host will run it on fewer (fit_recorded_threads)."""
-    over, cores = _over_cores(opts)
-    for name, n in over.items():
-        warnings.warn(f"{option(name, n)} is more than the {cores} core(s) this process may use here: recorded "
-                      "for the device the engine runs on; a host with fewer cores runs it on all of its own",
-                      stacklevel=2)
-
-
-def fit_recorded_threads(recorded: dict[str, Any], engine_dir: object, given: dict[str, Any]) -> dict[str, Any]:
-    """An engine's recorded session options, each thread count the caller does not `given` capped at
-    the cores this process may use, in one warning: more threads than cores only wait for one, and a
-    run on them was slower without a word."""
-    over, cores = _over_cores({k: v for k, v in recorded.items() if k not in given})
-    if over:
+    over = {name: int(n) for name in THREAD_OPTIONS
+            if name not in given and is_integer(n := session.get(name)) and n > cores}
+    if over and engine_dir is None:
+        said = " and ".join(option(name, n) for name, n in over.items())
+        warnings.warn(f"{said} is more than the {cores} core(s) this process may use here: recorded for the device "
+                      f"the engine runs on; a host with fewer cores runs it on all of its own, as this build's check "
+                      "does", stacklevel=2)
+    elif over:
         said = ", ".join(f"{name}={n}" for name, n in over.items())
         warnings.warn(f"the engine '{engine_dir}' records {said}, more than the {cores} core(s) this process may "
                       f"use here: it runs on {cores}", stacklevel=2)
-    return {**recorded, **dict.fromkeys(over, cores), **given}
+    return {**session, **dict.fromkeys(over, cores), **given}
 
 
 def check_load_options(backend: str, opts: dict[str, Any], here: bool = True) -> None:

@@ -25,8 +25,7 @@ from alignvar_edge.onnx_session import open_session
 from alignvar_edge.runtimes.artifacts import (check_quantized_for, engine_manifest, leaves_out_refiner, link_onnx,
                                               parity_vs, single_graph, validation_tiles)
 from alignvar_edge.runtimes.base import (SR, Backend, Engine, TensorSpec, input_roles,
-                                         check_load_options, config_from_manifest, fit_recorded_threads,
-                                         say_recorded_for_elsewhere, token_name)
+                                         check_load_options, config_from_manifest, threads_here, token_name)
 from alignvar_edge.runtimes.golden import (GOLDEN_FILE, copy_golden, golden_entry, made_as_metadata, rollout_text,
                                           write_golden)
 
@@ -143,14 +142,14 @@ class OrtBackend(Backend):
         if opts:
             raise InputError(f"unknown onnxruntime build options {sorted(opts)}")
         check_load_options(self.name, sess_opts, here=False)      # recorded for the machine it runs on
-        say_recorded_for_elsewhere(sess_opts)
+        check_opts = threads_here(sess_opts)                       # the build's check runs here
         with staging_dir(out, force=force) as tmp:
             link_onnx(onnx_path, tmp, ENGINE_FILE, src_manifest)
             m = engine_manifest(src_manifest, Path(artifact_dir), self.name, precision,
                                 {"engine": ENGINE_FILE}, batch=src_manifest.static_batch,
                                 extra={"session": sess_opts, "device": device or "auto"})
             # the engine proves itself: its session options against the source graph as exported
-            eng = OrtEngine(tmp / ENGINE_FILE, m, device, **sess_opts)
+            eng = OrtEngine(tmp / ENGINE_FILE, m, device, **check_opts)
             ref = self.load(Path(artifact_dir))
             try:
                 m.parity = parity_vs(ref, eng, validation_tiles(eng.config), "onnxruntime on the source artifact")
@@ -176,7 +175,7 @@ class OrtBackend(Backend):
             session: dict[str, Any] = given
         elif m.backend == self.name:
             path = listed_file(engine_dir, m, m.engine_file)
-            session = fit_recorded_threads(dict(m.extra.get("session") or {}), engine_dir, given)
+            session = threads_here(dict(m.extra.get("session") or {}), engine_dir, given)
             device = device or m.extra.get("device")
         else:
             raise ArtifactError(f"'{engine_dir}' is an engine for {m.backend}; load it with that backend")

@@ -267,7 +267,7 @@ def selftest_engine(engine_dir: str | os.PathLike[str], device: str | None = Non
             from alignvar_edge.runtimes.tensorrt.kit import not_an_engine
             report["checked"] = (f"the kit's ONNX in {b.name}, not a TensorRT engine: {root} is " + not_an_engine(
                 root, "check the engine directory it writes with `alignvar-edge selftest --engine`"))
-        # what threads=None runs on: the engine's record, capped at the cores here (fit_recorded_threads)
+        # what threads=None runs on: the engine's record, capped at the cores here (threads_here)
         recorded = (getattr(engine, "options", None) or {}).get("threads") if m.extra.get("session") else None
         if recorded:
             report["threads_recorded"] = recorded
