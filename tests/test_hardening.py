@@ -1646,3 +1646,28 @@ def test_a_folder_run_skips_a_result_another_run_wrote_meanwhile(export, tmp_pat
     assert "upscaled 1 image(s) (1 written by another run meanwhile)" in err, err
     assert (tmp_path / "out" / "b.png").read_bytes() == b"theirs"
     assert Image.open(tmp_path / "out" / "a.png").size == (24, 20)
+
+
+def test_a_folder_run_checks_each_output_folder_once_and_names_its_first_output(tmp_path, monkeypatch):
+    """Whether an output folder can be written was asked once per image, and each asking creates and
+    removes a probe file there: once per folder, the refusal naming the first output under it."""
+    from alignvar_edge import fsmodes
+    from alignvar_edge.runtimes import upscale_jobs
+    src, out = tmp_path / "in", tmp_path / "out"
+    (src / "sub").mkdir(parents=True)
+    for rel in ("a.png", "b.png", "c.png", "sub/d.png", "sub/e.png"):
+        _png(src / rel)
+    asked = []
+
+    def watched(path):                  # the real check, its question noted
+        asked.append(Path(path).relative_to(out).as_posix())
+        return fsmodes.unwritable_folder(path)
+    monkeypatch.setattr(upscale_jobs, "unwritable_folder", watched)
+    todo, _, _ = upscale_jobs.plan_jobs(src, out, force=False)
+    assert len(todo) == 5 and asked == ["a.png", "sub/d.png"], asked
+    # a read-only sub/ (root writes anywhere: stood in for)
+    monkeypatch.setattr(upscale_jobs, "unwritable_folder",
+                        lambda path: out / "sub" if Path(path).parent == out / "sub" else None)
+    with pytest.raises(InputError, match=re.escape(f"cannot write {out / 'sub' / 'd.png'}: the folder {out / 'sub'} "
+                                                   "is not writable; choose another output")):
+        upscale_jobs.plan_jobs(src, out, force=False)

@@ -115,7 +115,11 @@ def _file_above(path: Path) -> Path | None:
 
 
 def _refuse_unwritable(jobs: list[Job]) -> None:
+    # once per output folder, not per image: each check creates and removes a probe file there
+    first_output: dict[Path, Path] = {}
     for _, dst in jobs:
+        first_output.setdefault(dst.parent, dst)
+    for dst in first_output.values():
         if (folder := unwritable_folder(dst)) is not None:
             raise InputError(f"cannot write {dst}: the folder {folder} is not writable; choose another output")
 
