@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -225,10 +228,11 @@ def test_a_corrupt_golden_file_whose_hash_matches_is_one_line(ckpt, tmp_path, ca
     assert not marker.exists()
 
 
-def test_the_export_cache_follows_xdg_and_names_its_variable_where_it_cannot_be_written(tmp_path, monkeypatch):
+def test_the_export_cache_follows_xdg_and_names_its_variable_where_it_cannot_be_written(ckpt, tmp_path,
+                                                                                         monkeypatch):
     """An empty or relative XDG_CACHE_HOME is unset (the XDG spec), not the working folder, which got
     a stray alignvar-edge/; a HOME where no cache can be made names ALIGNVAR_EDGE_CACHE, the way to
-    choose another folder (selftest has no output option)."""
+    choose another folder (selftest has no output option), before any export."""
     from alignvar_edge.errors import InputError
     home, work = tmp_path / "home", tmp_path / "work"
     home.mkdir()
@@ -245,7 +249,30 @@ def test_the_export_cache_follows_xdg_and_names_its_variable_where_it_cannot_be_
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "a-file"))
     (tmp_path / "a-file").write_text("")
+    logged = []
     with pytest.raises(InputError, match="set ALIGNVAR_EDGE_CACHE to a writable folder"):
-        st.cache_dir()
+        st.cached_export(ckpt, logged.append)
+    assert logged == []                                     # nothing exported
     monkeypatch.setenv("ALIGNVAR_EDGE_CACHE", str(tmp_path / "mine"))
-    assert st.cache_dir() == tmp_path / "mine" and (tmp_path / "mine").is_dir()
+    assert st.cache_dir() == tmp_path / "mine"
+
+
+def test_a_read_only_cache_holding_the_export_is_reused(ckpt, tmp_path, monkeypatch):
+    """A pre-filled ALIGNVAR_EDGE_CACHE on a read-only disk was refused (exit 2) because the cache
+    was probed for writing before the export in it was looked for: it is used as it is; only an
+    export missing from it is refused, naming the variable, before any work."""
+    from alignvar_edge.errors import InputError
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("ALIGNVAR_EDGE_CACHE", str(cache))
+    made = cache / "exports" / st.export_cache_key(ckpt)
+    made.mkdir(parents=True)
+    (made / "manifest.json").write_text("{}")
+    # read-only, stood in for (root writes anywhere): every folder refuses a new file
+    monkeypatch.setattr(st, "unwritable_folder", lambda path: Path(path).parent)
+    logged = []
+    assert st.cached_export(ckpt, logged.append) == (made, 0.0, True)
+    shutil.rmtree(made)
+    with pytest.raises(InputError, match=re.escape(f"the export cache {cache} is not writable; set "
+                                                   "ALIGNVAR_EDGE_CACHE to a writable folder")):
+        st.cached_export(ckpt, logged.append)
+    assert logged == [] and not made.exists()                # nothing exported

@@ -41,21 +41,25 @@ def _weights_sha256(ckpt: Path) -> str:
 
 
 def cache_dir() -> Path:
-    """Where selftest keeps its exports, made if missing: ALIGNVAR_EDGE_CACHE, else
-    $XDG_CACHE_HOME/alignvar-edge, else ~/.cache/alignvar-edge. An empty or relative XDG_CACHE_HOME
-    counts as unset (the XDG spec's rule), not as the working folder. selftest has no output option,
-    so a folder it cannot write names the variable that chooses another."""
+    """Where selftest keeps its exports: ALIGNVAR_EDGE_CACHE, else $XDG_CACHE_HOME/alignvar-edge, else
+    ~/.cache/alignvar-edge. An empty or relative XDG_CACHE_HOME counts as unset (the XDG spec's rule),
+    not as the working folder. Made, and checked, only where an export is written (`cached_export`):
+    a read-only cache holding the export is used as it is."""
     xdg = os.environ.get("XDG_CACHE_HOME", "")
-    base = Path(os.environ.get("ALIGNVAR_EDGE_CACHE") or os.path.join(
+    return Path(os.environ.get("ALIGNVAR_EDGE_CACHE") or os.path.join(
         xdg if os.path.isabs(xdg) else os.path.expanduser("~/.cache"), "alignvar-edge"))
+
+
+def _check_writable_cache(base: Path, exports: Path) -> None:
+    """The `exports` folder of the cache `base`, made and writable before an export; selftest has no
+    output option, so a folder it cannot write names the variable that chooses another."""
     try:
-        base.mkdir(parents=True, exist_ok=True)
+        exports.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise InputError(f"cannot make the export cache {base} ({e.strerror or e}); set ALIGNVAR_EDGE_CACHE "
                          "to a writable folder") from e
-    if unwritable_folder(base / "exports") is not None:
+    if unwritable_folder(exports / "new") is not None:
         raise InputError(f"the export cache {base} is not writable; set ALIGNVAR_EDGE_CACHE to a writable folder")
-    return base
 
 
 _PACKAGE_ROOT = Path(__file__).resolve().parents[1]
@@ -82,9 +86,11 @@ def cached_export(ckpt: Path, log: Log) -> tuple[Path, float, bool]:
     """The checkpoint's single-graph ONNX export, made once per weights, code and tool versions."""
     from alignvar_edge.export.onnx_export import export_onnx
     from alignvar_edge.model.alignvar import load_pretrained
-    out = cache_dir() / "exports" / export_cache_key(ckpt)
+    base = cache_dir()
+    out = base / "exports" / export_cache_key(ckpt)
     if (out / "manifest.json").is_file():
         return out, 0.0, True
+    _check_writable_cache(base, out.parent)
     log(f"exporting {ckpt.name} to ONNX (once; cached in {out.parent})")
     t0 = time.perf_counter()
     export_onnx(load_pretrained(ckpt), out, graph="single", force=True, checkpoint=ckpt)
