@@ -391,6 +391,32 @@ def test_upscale_memory_grows_with_the_image_by_its_result_alone(engine) -> None
     assert grown < 1.5 * result_grown, (grown, result_grown)
 
 
+# 16 bits: heights past the 16-bit PNG writer's buffers, which grow to about 26 MB over its first MB
+@pytest.mark.parametrize("bits,short,tall", [(8, 40, 240), (16, 240, 400)])
+def test_cli_upscale_memory_grows_with_the_image_by_its_result_alone(micro_export, tmp_path, bits, short,
+                                                                     tall) -> None:
+    """The CLI handed the engine load_image's float32 RGB, so the whole result was held in float32 and
+    converted back: its peak grew by 12x the 8-bit result (38.7 MB for a 256x256 PNG), where
+    Engine.upscale of the file's samples grows by the result. Its output is what the float route wrote."""
+    from alignvar_edge.cli import main
+    from alignvar_edge.images import load_image, save_image
+    rng = np.random.default_rng(4)
+    full = 2 ** bits - 1
+    for h in (short, tall):
+        save_image(tmp_path / f"{h}.png", rng.integers(0, full + 1, (h, 160, 3)).astype(f"u{bits // 8}"), bits=bits)
+
+    def cli(h: int):
+        return lambda: main(["upscale", str(tmp_path / f"{h}.png"), str(tmp_path / f"out{h}.png"), "--engine",
+                             str(micro_export), "--quiet", "--force", "--threads", "1"])
+    cli(short)()                                # the first call's buffers
+    grown = _peak_of(cli(tall)) - _peak_of(cli(short))
+    result_grown = 16 * 3 * 160 * (tall - short) * bits // 8
+    assert grown < 1.5 * result_grown, (grown, result_grown)
+    with runtimes.load(micro_export, threads=1) as e:
+        save_image(tmp_path / "float-route.png", e.upscale(load_image(tmp_path / f"{short}.png")[0]), bits=bits)
+    assert np.array_equal(load_image(tmp_path / f"out{short}.png")[0], load_image(tmp_path / "float-route.png")[0])
+
+
 def test_upscale_refuses_an_image_over_max_megapixels_before_any_work_naming_the_keyword(engine) -> None:
     """An upload of 20000x20000 was taken and failed 1.3 s later with numpy's MemoryError, after a
     4.8 GB float copy of it."""

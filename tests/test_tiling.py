@@ -229,3 +229,14 @@ def test_a_pooled_image_is_converted_whole_only_for_the_colour_fix(color_fix) ->
     out = next(tiling.upscale_images(NearestRunner(batch=4), [rgb], color_fix=color_fix, convert=recording))
     assert out.shape == (36, 28, 3) and out.dtype == np.uint8
     assert (rgb.shape in converted) == color_fix, converted
+
+
+def test_a_16_bit_result_is_rounded_as_save_image_rounds_a_float_one() -> None:
+    """16-bit results were rounded from float32 (x * 65535 lands on the other side of a half in about
+    0.1% of samples), save_image's of a float result from float64: the CLI, given the file's 16-bit
+    samples, would have written other bytes than from its floats."""
+    from alignvar_edge.images.arrays import as_samples
+    x16 = np.random.default_rng(6).integers(0, 65536, (37, 29, 3)).astype(np.uint16)
+    floats = tiling.upscale_samples(OffsetRunner(), as_samples(x16.astype(np.float32) / np.float32(65535)))
+    want = np.round(np.clip(floats.astype(np.float64), 0.0, 1.0) * 65535).astype(np.uint16)
+    assert np.array_equal(tiling.upscale_samples(OffsetRunner(), as_samples(x16)), want)

@@ -148,7 +148,7 @@ def as_samples(image: object, max_megapixels: float | None = None, raise_limit: 
     # in any byte order (FITS, some TIFF readers, np.frombuffer of network data give big-endian);
     # the result comes back in the input's
     full = checked_full_scale(x, "images must be uint8, uint16 or float in [0, 1] numpy arrays or PIL images")
-    return Samples(x, _to_float(full), x.dtype, _from_float(full, x.dtype), lambda r: r)
+    return Samples(x, _to_float(full), x.dtype, _from_float(x.dtype), lambda r: r)
 
 
 def _to_float(full: float) -> Callable[[np.ndarray], np.ndarray]:
@@ -157,10 +157,24 @@ def _to_float(full: float) -> Callable[[np.ndarray], np.ndarray]:
     return lambda x: np.asarray(x).astype(np.float32) / np.float32(full)
 
 
-def _from_float(full: float, dt: np.dtype) -> Callable[[np.ndarray], np.ndarray]:
+def _from_float(dt: np.dtype) -> Callable[[np.ndarray], np.ndarray]:
     if dt.kind == "f":
         return lambda r: np.asarray(r).astype(dt, copy=False)
-    return lambda r: np.round(np.clip(np.asarray(r, np.float32), 0.0, 1.0) * full).astype(dt)
+    return lambda r: rescaled(np.asarray(r), dt)
+
+
+def rescaled(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Samples (uint8, uint16 or floats in [0, 1]) as `dtype`'s integers (uint8, or uint16 in either
+    byte order), full scale to full scale (uint8 255 is uint16 65535): computed in float32 for 8 bits,
+    in float64 for 16 (float32 rounds x * 65535 to the other side of a half in 0.1% of samples). An
+    integer result and `save_image` of a float one are the same samples."""
+    dtype = np.dtype(dtype)
+    if x.dtype == dtype:
+        return np.ascontiguousarray(x)
+    work = np.float32 if dtype.itemsize == 1 else np.float64
+    full = full_scale(x.dtype) or 1.0
+    scaled = np.round(np.clip(x.astype(work) / work(full), 0.0, 1.0) * work(np.iinfo(dtype).max))
+    return np.ascontiguousarray(scaled, dtype)
 
 
 def fitting_bits(x: np.ndarray) -> int | None:

@@ -112,6 +112,19 @@ def _decode(
     return rgb, alpha
 
 
+def file_samples(x: np.ndarray, bits: int) -> np.ndarray:
+    """`load_image`'s floats of a file of `bits`-bit samples as those samples, uint8 or uint16 (k / full
+    scale in float32 rounds back to k), which `Engine.upscale` turns into a result of the same kind
+    strip by strip; floats that are not such samples (a float TIFF's, a 16-bit negative's) as they are."""
+    dtype = np.dtype(np.uint8 if bits == 8 else np.uint16)
+    full = np.float32(np.iinfo(dtype).max)
+    samples = np.rint(x * full)
+    # the engine converts them back with the same division: exactly the floats it was given before
+    if not np.array_equal(samples / full, x):
+        return x
+    return samples.astype(dtype)
+
+
 # what decoding damaged data raises: Pillow's TIFF reader adds TypeError (a directory without a size)
 _DAMAGED = (*IMAGE_DECODE_ERRORS, TypeError)
 

@@ -21,7 +21,7 @@ from alignvar_edge.caller import option, python_call
 from alignvar_edge.errors import InputError, OutputExistsError
 from alignvar_edge.fsmodes import publish_mode, temp_file_beside, write_error
 from alignvar_edge.images import png16, sixteen_bit
-from alignvar_edge.images.arrays import checked_full_scale, full_scale
+from alignvar_edge.images.arrays import checked_full_scale, rescaled
 from alignvar_edge.images.formats import IMAGE_EXTENSIONS
 from alignvar_edge.images.metadata import (METADATA_FORMATS, exif_with_png_text, fit_to_format, keep_undefined_types,
                                            metadata_params, png_metadata_chunks, tiff16_exif)
@@ -152,6 +152,12 @@ def output_format(path: str | os.PathLike[str], alpha: bool = False, size: tuple
         raise InputError(f"{path} would be {size[0]}x{size[1]} pixels, {n / 2**30:.1f} GiB uncompressed, over the "
                          f"4 GiB a {fmt} file holds; save it as .png,{bigtiff} or crop the input")
     return fmt
+
+
+def written_bits(path: str | os.PathLike[str], bits: int, gray: bool = False, alpha: bool = False) -> int:
+    """The bits a sample `save_image` writes to `path` for samples of `bits`: 8 where the format, or
+    what is installed, has no 16-bit writer for the layout (`gray`, with `alpha`)."""
+    return 8 if _writer(output_format(path, alpha), bits, gray, alpha) == "pillow8" else 16
 
 
 def _writer(fmt: str, bits: int, gray: bool, alpha: bool) -> str:
@@ -287,7 +293,7 @@ def _squeezed(rgb: np.ndarray) -> np.ndarray:
 
 def _checked(rgb: np.ndarray, alpha: np.ndarray | None, path: Path) -> np.ndarray:
     """`rgb` as HxW or HxWx3, refused where it, or its alpha, cannot be written: a shape, a dtype
-    or values that `_rescaled` would turn into other pixels (a uint16 result read as floats was
+    or values that `rescaled` would turn into other pixels (a uint16 result read as floats was
     written all white)."""
     rgb = _squeezed(rgb)
     if not (rgb.ndim == 2 or (rgb.ndim == 3 and rgb.shape[2] == 3)):
@@ -341,18 +347,8 @@ def _write_tiff16(f: BinaryIO, rgb: np.ndarray, alpha: np.ndarray | None, icc_pr
 
 
 def _to_uint8(x: np.ndarray) -> np.ndarray:
-    return _rescaled(x, np.dtype(np.uint8), np.float32)
+    return rescaled(x, np.dtype(np.uint8))            # `_checked` refused dtypes without a full scale
 
 
 def _to_uint16(x: np.ndarray) -> np.ndarray:
-    return _rescaled(x, np.dtype(np.uint16), np.float64)
-
-
-def _rescaled(x: np.ndarray, dtype: np.dtype, work: type[np.floating]) -> np.ndarray:
-    """Samples `_checked` took (uint8, uint16 or floats in [0, 1]) as `dtype`'s integers, full
-    scale to full scale (uint8 255 is uint16 65535), computed in `work` floats."""
-    if x.dtype == dtype:
-        return np.ascontiguousarray(x)
-    full = full_scale(x.dtype) or 1.0                  # `_checked` refused dtypes without one
-    scaled = np.round(np.clip(x.astype(work) / work(full), 0.0, 1.0) * work(np.iinfo(dtype).max))
-    return np.ascontiguousarray(scaled, dtype)
+    return rescaled(x, np.dtype(np.uint16))

@@ -350,6 +350,8 @@ def run_upscale(args: argparse.Namespace) -> int:
     from alignvar_edge import runtimes
     from alignvar_edge.images import (DEFAULT_MAX_MEGAPIXELS, QUALITY_FORMATS, file_layout, file_metadata, load_image,
                                       output_format, result_path, save_image)
+    from alignvar_edge.images.read import file_samples
+    from alignvar_edge.images.write import written_bits
     from alignvar_edge.runtimes.tiling import check_overlap_flag, upscale_plane_bicubic
     if Path(args.input).is_dir():    # what Ctrl-C keeps: a folder run's finished images
         args.on_interrupt = ("images already finished are kept, the one in progress is not; "
@@ -402,7 +404,12 @@ def run_upscale(args: argparse.Namespace) -> int:
                     continue
                 bar.set_description(f"{src.name} ({i + 1}/{len(jobs)})")
                 loaded.append((src, dst, alpha, bits, meta))
-                yield rgb[..., 0] if gray else rgb
+                # the file's own samples: the result is made in their dtype, not held whole as float32
+                # (12x an 8-bit result); floats where the output keeps fewer bits than the file, so
+                # that their result is rounded once, as it always was
+                planes = rgb[..., 0] if gray else rgb
+                kept = written_bits(dst, bits, gray, alpha is not None) == bits
+                yield file_samples(planes, bits) if kept else planes
         # small images share the engine's calls (Engine.upscale_many); each is saved when final
         # max_megapixels=None: load_image applied the limit to each file already
         for out in engine.upscale_many(images(), overlap=args.overlap, progress=_tile_ticker(bar),
