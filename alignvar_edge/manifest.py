@@ -822,7 +822,7 @@ def load_verified(root: str | os.PathLike[str]) -> Manifest:
 
 
 def check_out(out: str | os.PathLike[str], force: bool, source: str | os.PathLike[str] | None = None,
-              replaces: str = MANIFEST_FILE) -> None:
+              replaces: str = MANIFEST_FILE, probe: bool = True) -> None:
     """May `out` be written? Yes if it does not exist. With force, only if it is ours to replace:
     an empty folder, or a folder holding the marker of what this verb makes (`replaces`): our
     manifest.json for export, quantize, build and deploy, run.json for train. The other kind is
@@ -830,7 +830,8 @@ def check_out(out: str | os.PathLike[str], force: bool, source: str | os.PathLik
     and so is anything else (a file, a symlink, someone's folder), and our artifact holding a file it
     does not list or a listed file changed since it was written (`_check_only_ours_inside`).
     Never the `source` artifact being read, nor a folder inside it or around it: --force would
-    replace the input, and a folder inside an artifact fails its verification."""
+    replace the input, and a folder inside an artifact fails its verification. `probe`: whether the
+    folder `out` goes into takes a file, tried before the work (False after it, as at the rename)."""
     out = Path(out)
     if symlink_loop(out):
         raise OutputExistsError(f"'{out}' leads into a symlink loop, not to a folder alignvar-edge made: remove "
@@ -842,7 +843,7 @@ def check_out(out: str | os.PathLike[str], force: bool, source: str | os.PathLik
             raise OutputExistsError(f"{option('out', out)} {where} the input artifact '{source}'; writing there "
                                     f"would replace or corrupt the input: choose an {option('out')} outside it")
     check_outside_artifacts(out, option("out", out))
-    if (folder := unwritable_folder(out)) is not None:       # now, not after the export or build
+    if probe and (folder := unwritable_folder(out)) is not None:       # now, not after the export or build
         raise InputError(f"{option('out', out)}: the folder {folder} is not writable; choose another {option('out')}")
     if not os.path.lexists(out):
         return
@@ -945,8 +946,9 @@ def _own_marker(path: Path) -> bool:
 
 def _publish(tmp: Path, out: Path, force: bool) -> None:
     """Rename the finished `tmp` to `out`, re-checking `out` now: another run may have published
-    there since we started. Without force the rename itself refuses an existing artifact."""
-    check_out(out, force)
+    there since we started. Without force the rename itself refuses an existing artifact. No write
+    probe: the work's own folder beside `out` was just made there."""
+    check_out(out, force, probe=False)
     replacing = os.path.lexists(out)
     try:
         replace_dir(tmp, out, replace=replacing)

@@ -1671,3 +1671,19 @@ def test_a_folder_run_checks_each_output_folder_once_and_names_its_first_output(
     with pytest.raises(InputError, match=re.escape(f"cannot write {out / 'sub' / 'd.png'}: the folder {out / 'sub'} "
                                                    "is not writable; choose another output")):
         upscale_jobs.plan_jobs(src, out, force=False)
+
+
+def test_an_artifact_is_published_without_a_second_write_probe_after_the_work(tmp_path, monkeypatch):
+    """check_out's write probe ran again at the rename, after the export or build: pointless (the work's
+    folder was just made beside the output) and a refusal there (exit 2) lost all the work."""
+    from alignvar_edge import manifest
+    out = tmp_path / "E"
+    with manifest.artifact_dir(out) as tmp:
+        (tmp / "manifest.json").write_text("{}")
+        # the probe failing once the work is done (stood in for: root writes anywhere)
+        monkeypatch.setattr(manifest, "unwritable_folder", lambda path: Path(path).parent)
+    assert (out / "manifest.json").read_text() == "{}"
+    with pytest.raises(InputError, match=re.escape(f"out='{tmp_path / 'F'}': the folder {tmp_path} is not "
+                                                   "writable; choose another out=")):
+        with manifest.artifact_dir(tmp_path / "F"):       # before the work, it is asked
+            pytest.fail("the work ran in a folder refused beforehand")

@@ -6,6 +6,7 @@ No fake TensorRT: the engine tests run only where `tensorrt` imports and a GPU i
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -1312,3 +1313,18 @@ def test_selftest_of_a_kit_says_it_checked_the_onnx_not_a_tensorrt_engine(kit, t
     doc = json.loads(target.read_text())
     assert doc["backend"] == "onnxruntime" and doc["engine_sha256"] is None
     assert doc["checked"].startswith("the kit's ONNX in onnxruntime, not a TensorRT engine") and doc["checked"] in result
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc, a folder that takes no new files")
+def test_build_script_names_an_output_folder_that_takes_no_file_before_building(kit, tmp_path):
+    """The script's check of --out caught only an output that exists: the folder that takes no file
+    (InputError, /proc where `[ -w ]` says yes to root) became a traceback and 'could not check --out'."""
+    import sys
+    env = {**_stand_in_trtexec(tmp_path), "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
+           "PYTHON": sys.executable}
+    res = subprocess.run(["sh", str(kit / "build_on_device.sh"), "--out", "/proc/alignvar-eng",
+                          "--timing-cache", str(tmp_path / "t.cache")], capture_output=True, text=True, env=env)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
+    assert res.stderr.startswith("build_on_device.sh: --out /proc/alignvar-eng: ") and "Traceback" not in res.stderr
+    assert res.stderr.endswith(": the folder /proc is not writable; choose another --out\n"), res.stderr
+    assert res.stderr.count("--out") == 2, res.stderr                       # named once, not twice

@@ -325,14 +325,15 @@ if [ -z "$HAVE_AE" ] && [ -x "$VENV_PYTHON" ] && "$VENV_PYTHON" -c "import align
 fi
 if [ -n "$HAVE_AE" ]; then
     WHY=$("$PYTHON" -c 'import sys
-from alignvar_edge.caller import command_line
-from alignvar_edge.errors import OutputExistsError
+from pathlib import Path
+from alignvar_edge.caller import command_line, option
+from alignvar_edge.errors import AlignVAREdgeError
 from alignvar_edge.manifest import check_out
-try:
-    with command_line():
+with command_line():
+    try:
         check_out(sys.argv[1], force=True)
-except OutputExistsError as e:
-    print(str(e).replace("--force", "this script"))' "$OUT") || die "$PYTHON could not check --out $OUT"
+    except AlignVAREdgeError as e:      # the line below names --out OUT already
+        print(str(e).removeprefix(option("out", Path(sys.argv[1])) + ": ").replace("--force", "this script"))' "$OUT") || die "$PYTHON could not check --out $OUT"
     [ -z "$WHY" ] || die "--out $OUT: $WHY"
 fi
 for f in "$WORK"/* "$WORK"/.[!.]*; do
