@@ -273,10 +273,7 @@ def selftest_engine(engine_dir: str | os.PathLike[str], device: str | None = Non
             from alignvar_edge.runtimes.tensorrt.kit import not_an_engine
             report["checked"] = (f"the kit's ONNX in {b.name}, not a TensorRT engine: {root} is " + not_an_engine(
                 root, "check the engine directory it writes with `alignvar-edge selftest --engine`"))
-        # what threads=None runs on: the engine's record, capped at the cores here (threads_here)
-        recorded = (getattr(engine, "options", None) or {}).get("threads") if m.extra.get("session") else None
-        if recorded:
-            report["threads_recorded"] = recorded
+        _threads_ran_on(report, engine)
         runs_here, why = b.is_available()
         log(f"running {len(lr)} golden tiles on {engine!r}" if runs_here else f"not running {root} here: {why}")
         try:
@@ -285,6 +282,18 @@ def selftest_engine(engine_dir: str | os.PathLike[str], device: str | None = Non
             return _built_only(report, engine, str(e))
         _check_and_time(engine, lr, sr, tok, golden_sr, golden_tok, runs, report)
     return report
+
+
+def _threads_ran_on(report: dict[str, Any], engine: Any) -> None:
+    """An engine recording its threads (`build --threads N`) runs on them where none are given, capped
+    at the cores here (`base.threads_here`): `threads` is the count it ran on, and `threads_recorded`
+    the engine's own where that differs."""
+    recorded = (engine.metadata.extra.get("session") or {}).get("threads")
+    if not recorded:
+        return
+    report["threads"] = ran_on = engine.options["threads"]
+    if recorded != ran_on:
+        report["threads_recorded"] = recorded
 
 
 def _built_only(report: dict[str, Any], engine: Any, reason: str) -> dict[str, Any]:
@@ -321,9 +330,8 @@ def format_report(r: dict[str, Any]) -> str:
         lines.append(f"tokens    {t['overall']:.2%} agree with golden (per scale {scales}); "
                      f"tiles identical {t['identical_samples']:.0%}")
         lines.append(f"image     SR PSNR vs golden {r['psnr_vs_golden_db']} dB")
-        # an ONNX Runtime engine built with `--threads` runs on that count unless told otherwise
-        n = r.get("threads") or r.get("threads_recorded")
-        threads = (f"{n} thread{'s' if n > 1 else ''}" + ("" if r.get("threads") else " (recorded in the engine)")
+        n, recorded = r.get("threads"), r.get("threads_recorded")
+        threads = (f"{n} thread{'s' if n > 1 else ''}" + (f" (the engine records {recorded})" if recorded else "")
                    if n else "the runtime's default threads")
         lines.append(f"latency   {r['ms_per_tile_p50']} ms per tile (median), {r['ms_per_tile_min']} ms best, "
                      f"{threads}" + (", CUDA graphs off" if r.get("cuda_graphs") is False else ""))
