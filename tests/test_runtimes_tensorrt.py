@@ -1328,3 +1328,21 @@ def test_build_script_names_an_output_folder_that_takes_no_file_before_building(
     assert res.stderr.startswith("build_on_device.sh: --out /proc/alignvar-eng: ") and "Traceback" not in res.stderr
     assert res.stderr.endswith(": the folder /proc is not writable; choose another --out\n"), res.stderr
     assert res.stderr.count("--out") == 2, res.stderr                       # named once, not twice
+
+
+def test_checking_a_backend_named_for_a_kit_reads_its_manifest_once(kit, monkeypatch):
+    """check_backend parsed the same manifest.json three times (once to detect, twice to judge)."""
+    from alignvar_edge import manifest
+    read, real_read = [], manifest.read_manifest
+
+    def watched(root):                  # the real reading, counted
+        read.append(root)
+        return real_read(root)
+    monkeypatch.setattr(manifest, "read_manifest", watched)
+    with pytest.raises(BackendUnavailableError, match="is a TensorRT build kit"):
+        runtimes.check_backend(kit, "tensorrt")
+    assert read == [kit]
+    read.clear()
+    with pytest.raises(InputError, match="is an ONNX export, which runs on onnxruntime or openvino, not on torch"):
+        runtimes.check_backend(kit, "torch")
+    assert read == [kit]

@@ -18,6 +18,7 @@ from typing import Any
 
 from alignvar_edge.errors import AlignVAREdgeError, ArtifactError, BackendUnavailableError, InputError
 from alignvar_edge.lazy import needs_host
+from alignvar_edge.manifest import Manifest
 from alignvar_edge.recipes import BACKENDS, backend_name, recipe
 from alignvar_edge.runtimes.base import Backend, Engine
 
@@ -60,15 +61,20 @@ def available_backends() -> list[BackendInfo]:
 def detect_backend(path: str | os.PathLike[str]) -> str:
     """Which backend opens `path`: a checkpoint -> torch, an ONNX export -> onnxruntime,
     an engine dir -> the backend its manifest names."""
+    return _detected(path)[0]
+
+
+def _detected(path: str | os.PathLike[str]) -> tuple[str, Manifest | None]:
+    """`detect_backend`'s answer, and the manifest it read (None for a checkpoint)."""
     from alignvar_edge.manifest import read_manifest
     from alignvar_edge.runtimes.artifacts import is_checkpoint
     if is_checkpoint(path):
-        return "torch"
+        return "torch", None
     if not Path(path).is_dir():
         raise ArtifactError(_nothing_to_load(path))
     m = read_manifest(path)
     if m.kind == "onnx":
-        return "onnxruntime"
+        return "onnxruntime", m
     backend = m.backend
     engines = Path(path) / "engines"
     if m.kind == "deploy" and engines.is_dir():
@@ -78,7 +84,7 @@ def detect_backend(path: str | os.PathLike[str]) -> str:
     if m.kind != "engine" or backend not in BACKENDS:
         raise ArtifactError(f"'{path}' is a {m.kind!r} artifact for backend {backend!r}, which "
                             "no runtime here loads; build an engine with `alignvar-edge build`")
-    return str(backend)
+    return str(backend), m
 
 
 def _nothing_to_load(path: str | os.PathLike[str]) -> str:
@@ -101,14 +107,13 @@ def check_backend(path: str | os.PathLike[str], backend: str) -> None:
     if backend == "auto":
         return
     try:
-        found = detect_backend(path)
+        found, m = _detected(path)
     except AlignVAREdgeError:
         return
-    from alignvar_edge.manifest import read_manifest
-    export = found == "onnxruntime" and read_manifest(path).kind == "onnx"
+    export = m is not None and m.kind == "onnx"
     if found == backend or (export and backend == "openvino"):          # OpenVINO reads ONNX too
         return
-    if export and backend == "tensorrt" and read_manifest(path).tensorrt_kit:
+    if export and backend == "tensorrt" and m is not None and m.tensorrt_kit:
         # the kit `build --target tensorrt` wrote where TensorRT is absent: what is missing is the engine
         from alignvar_edge.caller import option
         from alignvar_edge.runtimes.tensorrt.kit import not_an_engine
