@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
 from alignvar_edge import __version__, caller, safe_stop
-from alignvar_edge.errors import AlignVAREdgeError, host_tools_error
+from alignvar_edge.errors import AlignVAREdgeError, BackendUnavailableError, host_tools_error
 from alignvar_edge.extras import install_command
 from alignvar_edge.lazy import host_package
 
@@ -184,7 +184,7 @@ def _parse_and_run(argv: list[str], interrupted: list[int]) -> int:
                 # the `openvino` extra runs engines; only building OpenVINO int8 ones needs NNCF
                 print(f"alignvar-edge {args.verb}: error: OpenVINO int8 builds need NNCF, which is not installed; "
                       f"{install_command('openvino-int8')}", file=sys.stderr)
-                return 3
+                return BackendUnavailableError.exit_code
             if isinstance(e, (OSError, MemoryError)):
                 if debug:
                     raise
