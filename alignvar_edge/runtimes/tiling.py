@@ -11,7 +11,8 @@ Memory: tiles are cut, converted to float32 and consumed in raster order in batc
 engine's batch; the blend accumulator holds one tile-row strip (tile height x output width). A
 strip is finished as soon as the next tile row starts below it and is written into the result in
 the result's own dtype (`upscale_samples`), so nothing image-sized is held besides the input and
-the result (a result in float is only made whole where the colour fix needs its statistics).
+the result (a result in float is only made whole where the colour fix needs its statistics: float32,
+4x an 8-bit result, which the fix then converts strip by strip).
 Grayscale images run as RGB and come back gray; an alpha plane is upscaled separately (bicubic)
 and never fed to the model.
 """
@@ -413,10 +414,13 @@ class _Prepared:
         return out
 
     def finish(self, sr: np.ndarray, color_fix: bool) -> np.ndarray:
-        """The result from the whole SR RGB (float), with the colour fix where asked."""
-        if color_fix:       # the input as floats, whole, only where the fix reads its statistics
-            sr = _color_fixed(sr, self.image.to_float(self.rgb), self.scale, color_fix)
-        return self.fill([(0, sr)])
+        """The result from the whole SR RGB (float), with the colour fix where asked (its strips
+        converted into the result as they come)."""
+        if not color_fix:
+            return self.fill([(0, sr)])
+        # the input as floats, whole, only where the fix reads its statistics
+        from alignvar_edge.images.color_fix import color_fixed_strips
+        return self.fill(color_fixed_strips(sr, self.image.to_float(self.rgb), self.scale))
 
 
 def _prepared(image: Samples, scale: int, tile: int, overlap: int | None) -> _Prepared:
