@@ -100,9 +100,9 @@ class _CallCounter:
 def image_geometry(side_hw: tuple[int, int], tile: int, batch: int, overlap: int | None = None,
                    parallel: int = 1, static: bool = True) -> dict[str, Any]:
     """Tiles, inference calls and padded tiles one image costs at this tile, overlap and batch."""
-    from alignvar_edge.runtimes.tiling import default_overlap, upscale_rgb
+    from alignvar_edge.runtimes.tiling import default_overlap, upscale_image
     counter = _CallCounter(tile, batch, parallel, static)
-    upscale_rgb(counter, np.zeros((*side_hw, 3), np.float32), overlap)
+    upscale_image(counter, np.zeros((*side_hw, 3), np.float32), overlap)
     return {**counter.counts(), "overlap": default_overlap(tile) if overlap is None else overlap}
 
 

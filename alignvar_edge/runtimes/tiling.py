@@ -33,9 +33,9 @@ from alignvar_edge.argtypes import is_integer
 if TYPE_CHECKING:
     from alignvar_edge.images.arrays import Samples
 
-__all__ = ["TileRunner", "default_overlap", "tile_starts", "blend_window", "upscale_rgb",
-           "iter_upscale_rgb", "upscale_image", "upscale_samples", "upscale_images", "upscale_plane_bicubic", "extract_tiles",
-           "seam_ratio", "blend_tiles", "check_overlap_flag", "checked_overlap"]
+__all__ = ["TileRunner", "default_overlap", "tile_starts", "blend_window", "upscale_image", "upscale_samples",
+           "upscale_images", "upscale_plane_bicubic", "extract_tiles", "seam_ratio", "blend_tiles", "check_overlap_flag",
+           "checked_overlap"]
 
 
 def check_overlap_flag(overlap: int | None, tile: int, whose: str) -> None:
@@ -115,10 +115,9 @@ def _check_rgb(image: np.ndarray, integers: bool = False) -> np.ndarray:
 FloatOf = Callable[[np.ndarray], np.ndarray]
 
 
-def _float_tiles(samples: np.ndarray, to_float: FloatOf | None) -> np.ndarray:
+def _float_tiles(samples: np.ndarray, to_float: FloatOf) -> np.ndarray:
     """Tiles cut from an image's samples, as the engine takes them: float32 clipped to [0, 1]."""
-    x = samples if to_float is None else to_float(samples)
-    return np.clip(x.astype(np.float32, copy=False), 0.0, 1.0)
+    return np.clip(to_float(samples).astype(np.float32, copy=False), 0.0, 1.0)
 
 
 def _refuse_non_finite(x: np.ndarray, what: str) -> None:
@@ -152,10 +151,10 @@ def extract_tiles(image: np.ndarray, tile: int, overlap: int | None = None
                   ) -> tuple[np.ndarray, list[int], list[int]]:
     """All LR tiles (N, 3, tile, tile) in raster order, exactly as `upscale` cuts them."""
     img, _, ys, xs = _prepare(image, tile, overlap)
-    return _cut(img, ys, xs, tile), ys, xs
+    return _cut(img, ys, xs, tile, np.asarray), ys, xs
 
 
-def _cut(img: np.ndarray, ys: list[int], xs: list[int], tile: int, to_float: FloatOf | None = None) -> np.ndarray:
+def _cut(img: np.ndarray, ys: list[int], xs: list[int], tile: int, to_float: FloatOf) -> np.ndarray:
     tiles = [img[y:y + tile, x:x + tile].transpose(2, 0, 1) for y in ys for x in xs]
     return np.ascontiguousarray(_float_tiles(np.stack(tiles), to_float))
 
@@ -183,17 +182,8 @@ def seam_ratio(sr: np.ndarray, ys: list[int], xs: list[int], tile: int, scale: i
     return float(np.mean(edge) / max(np.mean(inner), 1e-12))
 
 
-def iter_upscale_rgb(engine: TileRunner, image: np.ndarray, overlap: int | None = None,
-                     progress: Callable[[int, int], None] | None = None
-                     ) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield (y0, rows) strips of the 4x result, top to bottom, as soon as each is final."""
-    img, _, ys, xs = _prepare(image, engine.tile_size, overlap)
-    yield from _stream(engine, img, ys, xs, np.shape(image)[:2], progress)
-
-
 def _stream(engine: TileRunner, img: np.ndarray, ys: list[int], xs: list[int], size_hw: tuple[int, int],
-            progress: Callable[[int, int], None] | None, to_float: FloatOf | None = None
-            ) -> Iterator[tuple[int, np.ndarray]]:
+            progress: Callable[[int, int], None] | None, to_float: FloatOf) -> Iterator[tuple[int, np.ndarray]]:
     """(y0, rows) strips of a prepared image's result: tiles run in batches and blended in turn."""
     yield from _blend(_run_tiles(engine, img, ys, xs, to_float), ys, xs, size_hw, engine.tile_size, engine.scale,
                       progress)
@@ -263,7 +253,7 @@ def _blend(results: Iterable[tuple[tuple[int, int], np.ndarray]], ys: list[int],
     yield from flush(Hp * s)
 
 
-def _run_tiles(engine: TileRunner, img: np.ndarray, ys: list[int], xs: list[int], to_float: FloatOf | None
+def _run_tiles(engine: TileRunner, img: np.ndarray, ys: list[int], xs: list[int], to_float: FloatOf
                ) -> Iterator[tuple[tuple[int, int], np.ndarray]]:
     """Tiles in raster order, run in batches of the engine's batch (as many batches per call as it
     keeps in flight); yields ((i, j), SR tile)."""
@@ -280,22 +270,6 @@ def _run_tiles(engine: TileRunner, img: np.ndarray, ys: list[int], xs: list[int]
 def _tiles_per_call(engine: TileRunner) -> int:
     """Tiles handed to `engine.run` at once: its batch times the batches it keeps in flight."""
     return max(1, engine.batch) * max(1, getattr(engine, "parallel_requests", 1))
-
-
-def upscale_rgb(engine: TileRunner, image: np.ndarray, overlap: int | None = None,
-                progress: Callable[[int, int], None] | None = None, color_fix: bool = False) -> np.ndarray:
-    """HxWx3 float in [0, 1] -> (4H)x(4W)x3 float32. `color_fix`: VARSR's colour fix over the
-    whole result (`images.color_fix`; the engine's default is `config.color_fix`)."""
-    img = np.asarray(image)
-    sr = _collect(iter_upscale_rgb(engine, img, overlap, progress), img.shape[:2], engine.scale)
-    return _color_fixed(sr, img, engine.scale, color_fix)
-
-
-def _color_fixed(sr: np.ndarray, lr: np.ndarray, scale: int, color_fix: bool) -> np.ndarray:
-    if not color_fix:
-        return sr
-    from alignvar_edge.images.color_fix import color_fixed
-    return color_fixed(sr, lr, scale)
 
 
 def upscale_plane_bicubic(plane: np.ndarray, scale: int) -> np.ndarray:
