@@ -6,6 +6,8 @@ run the same code with real engines.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 
@@ -107,19 +109,26 @@ def test_tiles_are_batched_up_to_the_engine_batch() -> None:
 def test_a_float_image_streams_its_memory_growing_by_its_result_alone() -> None:
     """Strips are blended one tile row at a time and written into the float32 result: nothing else
     image-sized is held, so the peak grows with the image by the result."""
-    import tracemalloc
     short, tall = smooth_image(64, 96), smooth_image(256, 96)
+    grown = _peak_growth(lambda image: tiling.upscale_image(NearestRunner(tile=16, batch=16), image), short, tall)
+    result_grown = 16 * tall[64:].nbytes
+    assert grown < 1.5 * result_grown, grown / result_grown
+
+
+def _peak_growth(upscale: Callable[[np.ndarray], object], short: np.ndarray, tall: np.ndarray) -> int:
+    """How much more Python and numpy held at once during `upscale(tall)` than `upscale(short)`
+    (short first once: the first call's buffers)."""
+    import tracemalloc
 
     def peak(image: np.ndarray) -> int:
         tracemalloc.start()
         try:
-            tiling.upscale_image(NearestRunner(tile=16, batch=16), image)
+            upscale(image)
             return tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()
     peak(short)
-    grown, result_grown = peak(tall) - peak(short), 16 * tall[64:].nbytes
-    assert grown < 1.5 * result_grown, grown / result_grown
+    return peak(tall) - peak(short)
 
 
 def test_blending_removes_seams_that_hard_stitching_shows() -> None:
@@ -253,18 +262,10 @@ def test_the_colour_fix_holds_the_float_result_and_little_besides() -> None:
     was 28x the uint8 result (355.6 MB at 512x512). Its statistics are summed strip by strip now and
     its strips converted into the result: the float32 result (4x), the reference's 8 bits and the
     result itself."""
-    import tracemalloc
     from alignvar_edge.images.arrays import as_samples
     rng = np.random.default_rng(7)
     short, tall = ((rng.random((h, 96, 3)) * 255).astype(np.uint8) for h in (64, 256))
-
-    def peak(image: np.ndarray) -> int:
-        tracemalloc.start()
-        try:
-            tiling.upscale_samples(NearestRunner(tile=16, batch=16), as_samples(image), color_fix=True)
-            return tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
-    peak(short)
-    grown, result_grown = peak(tall) - peak(short), 16 * tall[64:].size
+    grown = _peak_growth(lambda image: tiling.upscale_samples(NearestRunner(tile=16, batch=16), as_samples(image),
+                                                              color_fix=True), short, tall)
+    result_grown = 16 * tall[64:].size
     assert grown < 8 * result_grown, grown / result_grown
