@@ -173,8 +173,11 @@ def rescaled(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
         return np.ascontiguousarray(x)
     work = np.float32 if dtype.itemsize == 1 else np.float64
     full = full_scale(x.dtype) or 1.0
-    scaled = np.round(np.clip(x.astype(work) / work(full), 0.0, 1.0) * work(np.iinfo(dtype).max))
-    return np.ascontiguousarray(scaled, dtype)
+    # one working copy (called per strip of every integer result), never the caller's array
+    scaled = x / work(full) if full != 1.0 else x.astype(work)
+    scaled = np.clip(scaled, 0.0, 1.0, out=scaled)
+    scaled *= work(np.iinfo(dtype).max)
+    return np.ascontiguousarray(np.round(scaled, out=scaled), dtype)
 
 
 def fitting_bits(x: np.ndarray) -> int | None:

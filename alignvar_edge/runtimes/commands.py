@@ -409,7 +409,9 @@ def run_upscale(args: argparse.Namespace) -> int:
                 # that their result is rounded once, as it always was
                 planes = rgb[..., 0] if gray else rgb
                 kept = written_bits(dst, bits, gray, alpha is not None) == bits
-                yield file_samples(planes, bits) if kept else planes
+                samples = file_samples(planes, bits) if kept else planes
+                del rgb, planes         # a paused generator's locals stay alive: not the floats beside the samples
+                yield samples
         # small images share the engine's calls (Engine.upscale_many); each is saved when final
         # max_megapixels=None: load_image applied the limit to each file already
         for out in engine.upscale_many(images(), overlap=args.overlap, progress=_tile_ticker(bar),
@@ -428,6 +430,7 @@ def run_upscale(args: argparse.Namespace) -> int:
                     raise
                 taken.append(dst)
                 _say(f"skipping: {dst} was written by another run meanwhile; kept that one")
+            del out, big_alpha          # saved: not held while the next file is read
         bar.close()
     others = f" ({len(taken)} written by another run meanwhile)" if taken else ""
     _say(f"upscaled {len(jobs) - len(unusable) - len(taken)} image(s){others} x{engine.scale} with {engine.backend} "
