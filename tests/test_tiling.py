@@ -259,13 +259,13 @@ def test_a_16_bit_result_is_rounded_as_save_image_rounds_a_float_one() -> None:
 
 def test_the_colour_fix_holds_the_float_result_and_little_besides() -> None:
     """The fix held the float32 result, a float32 reference, and float64 copies of both: its peak
-    was 28x the uint8 result (355.6 MB at 512x512). Its statistics are summed strip by strip now and
-    its strips converted into the result: the float32 result (4x), the reference's 8 bits and the
-    result itself."""
+    was 28x the uint8 result (355.6 MB at 512x512), then 7.3x with its statistics summed strip by
+    strip but its resized reference made beside the float32 result (4.7x here). The reference's
+    statistics are taken before the float32 result exists now: it is all the peak grows by (4x)."""
     from alignvar_edge.images.arrays import as_samples
     rng = np.random.default_rng(7)
-    short, tall = ((rng.random((h, 96, 3)) * 255).astype(np.uint8) for h in (64, 256))
+    short, tall = ((rng.random((h, 384, 3)) * 255).astype(np.uint8) for h in (64, 256))
     grown = _peak_growth(lambda image: tiling.upscale_samples(NearestRunner(tile=16, batch=16), as_samples(image),
                                                               color_fix=True), short, tall)
     result_grown = 16 * tall[64:].size
-    assert grown < 8 * result_grown, grown / result_grown
+    assert grown < 4.4 * result_grown, grown / result_grown

@@ -18,6 +18,7 @@ EPS = 1e-5              # added to each channel's variance (VARSR's calc_mean_st
 _STRIP_BYTES = 1 << 20
 
 Floats = Callable[[np.ndarray], np.ndarray]     # rows of an image -> its float samples in [0, 1]
+Stats = tuple[np.ndarray, np.ndarray]           # per channel: mean, deviation (float64)
 
 
 def _strips(x_HWC: np.ndarray) -> range:
@@ -26,7 +27,7 @@ def _strips(x_HWC: np.ndarray) -> range:
     return range(0, x_HWC.shape[0], rows)
 
 
-def _mean_std(x_HWC: np.ndarray, floats: Floats = np.asarray) -> tuple[np.ndarray, np.ndarray]:
+def _mean_std(x_HWC: np.ndarray, floats: Floats = np.asarray) -> Stats:
     """Per-channel mean and deviation (unbiased, + EPS) of `floats(x_HWC)`, summed in float64 a
     strip at a time: the mean first, then the squared deviations from it, as numpy's var does."""
     rows = _strips(x_HWC)
@@ -49,8 +50,7 @@ def adain_color_fix(sr_HWC: np.ndarray, reference_HWC: np.ndarray) -> np.ndarray
     return _fixed_rows(sr_HWC, _mean_std(sr_HWC), _mean_std(reference_HWC))
 
 
-def _fixed_rows(sr_HWC: np.ndarray, sr_stats: tuple[np.ndarray, np.ndarray],
-                ref_stats: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+def _fixed_rows(sr_HWC: np.ndarray, sr_stats: Stats, ref_stats: Stats) -> np.ndarray:
     (sr_mean, sr_std), (ref_mean, ref_std) = sr_stats, ref_stats
     out = (sr_HWC.astype(np.float64) - sr_mean) / sr_std * ref_std + ref_mean
     return np.clip(out, 0.0, 1.0).astype(np.float32)
@@ -73,16 +73,20 @@ def color_reference(lr_HWC: np.ndarray, scale: int) -> np.ndarray:
 def color_fixed(sr_HWC: np.ndarray, lr_HWC: np.ndarray, scale: int) -> np.ndarray:
     """The SR image of `lr_HWC` with VARSR's colour fix toward that LR image."""
     out = np.empty(sr_HWC.shape, np.float32)
-    for y, rows in color_fixed_strips(sr_HWC, lr_HWC, scale):
+    for y, rows in fixed_strips(sr_HWC, reference_stats(lr_HWC, scale)):
         out[y:y + rows.shape[0]] = rows
     return out
 
 
-def color_fixed_strips(sr_HWC: np.ndarray, lr_HWC: np.ndarray, scale: int) -> Iterator[tuple[int, np.ndarray]]:
-    """`color_fixed` as (y0, rows) strips: the reference is held as 8-bit samples and every float
-    conversion is a strip's, so that besides `sr_HWC` the fix holds about a quarter of it."""
-    reference = _reference_u8(lr_HWC, scale)
-    sr_stats, ref_stats = _mean_std(sr_HWC), _mean_std(reference, _reference_floats)
-    del reference
+def reference_stats(lr_HWC: np.ndarray, scale: int) -> Stats:
+    """The statistics the fix gives the SR image of `lr_HWC`: `color_reference`'s, read from its
+    8-bit samples. Taken before the SR image exists, Pillow's resized reference is gone by then."""
+    return _mean_std(_reference_u8(lr_HWC, scale), _reference_floats)
+
+
+def fixed_strips(sr_HWC: np.ndarray, reference: Stats) -> Iterator[tuple[int, np.ndarray]]:
+    """`sr_HWC` fixed toward `reference` (`reference_stats`) as (y0, rows) strips: every float
+    conversion is a strip's, so besides `sr_HWC` the fix holds about a strip."""
+    sr_stats = _mean_std(sr_HWC)
     for y in (rows := _strips(sr_HWC)):
-        yield y, _fixed_rows(sr_HWC[y:y + rows.step], sr_stats, ref_stats)
+        yield y, _fixed_rows(sr_HWC[y:y + rows.step], sr_stats, reference)

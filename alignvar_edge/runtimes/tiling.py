@@ -306,7 +306,7 @@ def _upscaled(engine: TileRunner, prep: _Prepared, progress: Callable[[int, int]
               color_fix: bool) -> np.ndarray:
     strips = _stream(engine, prep.padded, prep.ys, prep.xs, prep.size_hw, progress, prep.image.to_float)
     if color_fix:           # the fix needs the whole result's statistics: it is held as float32 first
-        return prep.finish(_collect(strips, prep.size_hw, engine.scale), color_fix)
+        return prep.finish(lambda: _collect(strips, prep.size_hw, engine.scale), color_fix)
     return prep.fill(strips)
 
 
@@ -387,14 +387,16 @@ class _Prepared:
             out[..., 3] = self.image.from_float(upscale_plane_bicubic(self.layout.alpha, s))
         return out
 
-    def finish(self, sr: np.ndarray, color_fix: bool) -> np.ndarray:
-        """The result from the whole SR RGB (float), with the colour fix where asked (its strips
-        converted into the result as they come)."""
+    def finish(self, sr: Callable[[], np.ndarray], color_fix: bool) -> np.ndarray:
+        """The result from the whole SR RGB (float) that `sr()` makes, with the colour fix where
+        asked (its strips converted into the result as they come)."""
         if not color_fix:
-            return self.fill([(0, sr)])
-        # the input as floats, whole, only where the fix reads its statistics
-        from alignvar_edge.images.color_fix import color_fixed_strips
-        return self.fill(color_fixed_strips(sr, self.image.to_float(self.rgb), self.scale))
+            return self.fill([(0, sr())])
+        from alignvar_edge.images.color_fix import fixed_strips, reference_stats
+        # the reference's statistics before the SR exists: its resized reference never overlaps it
+        # (the input as floats, whole, only here)
+        reference = reference_stats(self.image.to_float(self.rgb), self.scale)
+        return self.fill(fixed_strips(sr(), reference))
 
 
 def _prepared(image: Samples, scale: int, tile: int, overlap: int | None) -> _Prepared:
@@ -446,7 +448,7 @@ def upscale_images(engine: TileRunner, images: Iterable[Any], overlap: int | Non
             if progress is not None:
                 progress(p.index, p.n, p.n)
             prep = p.prep
-            yield prep.finish(blend_tiles(np.stack(p.sr), prep.ys, prep.xs, prep.size_hw, t, s), color_fix)
+            yield prep.finish(lambda: blend_tiles(np.stack(p.sr), prep.ys, prep.xs, prep.size_hw, t, s), color_fix)
 
     source = iter(images)
     for index in itertools.count():
