@@ -48,6 +48,20 @@ def test_the_colour_reference_is_the_lr_resized_by_pillow(upstream: dict[str, np
     assert np.allclose(color_fixed(sr, lr, 4), adain_color_fix(sr, reference / 255.0), atol=1e-6, rtol=0)
 
 
+def test_the_statistics_summed_a_strip_at_a_time_are_numpys_of_the_whole_image() -> None:
+    """Mean and deviation (sample variance + EPS, as VARSR's calc_mean_std) of an image several
+    strips tall, its last strip short; the reference's 8-bit samples give their floats' statistics."""
+    from alignvar_edge.images.color_fix import EPS, _mean_std, _reference_floats, _strips
+    rng = np.random.default_rng(3)
+    x = (rng.random((2000, 64, 3)) * [0.2, 0.5, 1.0] + [0.7, 0.3, 0.0]).astype(np.float32)
+    u8 = (rng.random((2000, 64, 3)) * 255).astype(np.uint8)
+    assert len(_strips(x)) >= 3 and x.shape[0] % _strips(x).step
+    for (mean, std), floats in ((_mean_std(x), x), (_mean_std(u8, _reference_floats), u8 / np.float32(255))):
+        whole = floats.reshape(-1, 3).astype(np.float64)
+        np.testing.assert_allclose(mean, whole.mean(axis=0), rtol=0, atol=1e-12)
+        np.testing.assert_allclose(std, np.sqrt(whole.var(axis=0, ddof=1) + EPS), rtol=0, atol=1e-12)
+
+
 def test_an_engine_upscales_a_varsr_image_as_the_model_does(varsr_dir: Path,
                                                             upstream: dict[str, np.ndarray]) -> None:
     """`upscale` of one 128 px image (one tile) equals `super_resolve`, whose colour fix is on
