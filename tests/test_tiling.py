@@ -131,6 +131,30 @@ def _peak_growth(upscale: Callable[[np.ndarray], object], short: np.ndarray, tal
     return peak(tall) - peak(short)
 
 
+def test_a_files_samples_are_found_with_one_float_copy() -> None:
+    """The CLI hands `upscale_samples` the file's own samples (`file_samples`): a float that is k /
+    full in float32 becomes k, and any other float keeps the image float, even in its last row. The
+    check held two float copies and a boolean mask at once (2.25x the input's bytes); now one."""
+    import tracemalloc
+
+    from alignvar_edge.images.read import file_samples
+    rng = np.random.default_rng(5)
+    for bits, dtype in ((8, np.uint8), (16, np.uint16)):
+        k = rng.integers(0, np.iinfo(dtype).max + 1, (1000, 70, 3)).astype(dtype)
+        x = k.astype(np.float32) / np.float32(np.iinfo(dtype).max)
+        tracemalloc.start()
+        try:
+            got = file_samples(x, bits)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert got.dtype == dtype and np.array_equal(got, k)
+        # the input, one float copy, the samples and a few rows' check
+        assert peak < 1.15 * x.nbytes + got.nbytes, (peak - got.nbytes) / x.nbytes
+        x[-1, -1, -1] = np.nextafter(x[-1, -1, -1], np.float32(2))
+        assert file_samples(x, bits) is x
+
+
 def test_blending_removes_seams_that_hard_stitching_shows() -> None:
     img = smooth_image(40, 46, seed=1)
     tiles, ys, xs = tiling.extract_tiles(img, 8, 2)

@@ -118,11 +118,17 @@ def file_samples(x: np.ndarray, bits: int) -> np.ndarray:
     strip by strip; floats that are not such samples (a float TIFF's, a 16-bit negative's) as they are."""
     dtype = np.dtype(np.uint8 if bits == 8 else np.uint16)
     full = np.float32(np.iinfo(dtype).max)
-    samples = np.rint(x * full)
+    samples = x * full
+    np.rint(samples, out=samples)
     # the engine converts them back with the same division: exactly the floats it was given before
-    if not np.array_equal(samples / full, x):
+    # (checked a few rows at a time: no second image-sized float copy)
+    rows = _CHECKED_ROWS
+    if not all(np.array_equal(samples[y:y + rows] / full, x[y:y + rows]) for y in range(0, len(x), rows)):
         return x
     return samples.astype(dtype)
+
+
+_CHECKED_ROWS = 64      # rows of `file_samples`' round-trip check at once
 
 
 # what decoding damaged data raises: Pillow's TIFF reader adds TypeError (a directory without a size)
