@@ -771,7 +771,7 @@ def test_openvino_int8_falls_back_to_a_decoder_only_scope_below_the_token_target
     with runtimes.load(out) as e:
         sr, _ = e.run(lr_tiles(cfg, 2, seed=3))
         assert np.isfinite(sr).all()
-    with pytest.raises(InputError, match="int8 only"):
+    with pytest.raises(InputError, match="float groups apply to precision='int8' only"):
         runtimes.build(export, "openvino", precision="fp16", out=tmp_path / "x", float_groups=["a"])
 
 
