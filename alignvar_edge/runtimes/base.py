@@ -535,10 +535,9 @@ class Backend(abc.ABC):
 def _size_limit(max_megapixels: object) -> tuple[float | None, str]:
     """`upscale`'s `max_megapixels`, checked, and how the caller raises it (`--max-megapixels` where
     the command line calls)."""
-    from alignvar_edge.caller import on_command_line, option
+    from alignvar_edge.caller import option
     from alignvar_edge.images.arrays import checked_megapixels_limit
-    said = option("max_megapixels")
-    return checked_megapixels_limit(max_megapixels, said if on_command_line() else "max_megapixels"), said
+    return checked_megapixels_limit(max_megapixels), option("max_megapixels")
 
 
 def _check_progress(progress: object, called: str) -> None:
