@@ -117,7 +117,9 @@ FloatOf = Callable[[np.ndarray], np.ndarray]
 
 def _float_tiles(samples: np.ndarray, to_float: FloatOf) -> np.ndarray:
     """Tiles cut from an image's samples, as the engine takes them: float32 clipped to [0, 1]."""
-    return np.clip(to_float(samples).astype(np.float32, copy=False), 0.0, 1.0)
+    # to_float's result is a new array (of a new stack of tiles): clipped where it lies
+    f = np.asarray(to_float(samples)).astype(np.float32, copy=False)
+    return np.clip(f, 0.0, 1.0, out=f)
 
 
 def _refuse_non_finite(x: np.ndarray, what: str) -> None:
@@ -156,7 +158,7 @@ def extract_tiles(image: np.ndarray, tile: int, overlap: int | None = None
 
 def _cut(img: np.ndarray, ys: list[int], xs: list[int], tile: int, to_float: FloatOf) -> np.ndarray:
     tiles = [img[y:y + tile, x:x + tile].transpose(2, 0, 1) for y in ys for x in xs]
-    return np.ascontiguousarray(_float_tiles(np.stack(tiles), to_float))
+    return _float_tiles(np.stack(tiles), to_float)
 
 
 def seam_ratio(sr: np.ndarray, ys: list[int], xs: list[int], tile: int, scale: int) -> float:
@@ -347,7 +349,7 @@ def _as_rgb(image: np.ndarray, to_float: FloatOf, integers: bool) -> tuple[np.nd
         # the one plane seen three times, not copied
         return np.broadcast_to(g[..., None], (*g.shape, 3)), _Layout(gray=True, keep_dim=x.ndim == 3)
     if x.ndim == 3 and x.shape[2] == 4:
-        _check_rgb(x[..., :3], integers)
+        # the RGB part is checked with every image's, where it is prepared (_prepare)
         if x.dtype.kind == "f":
             # NaN alpha came back a transparent hole, Inf alpha pushed its neighbours to opaque
             _refuse_non_finite(x[..., 3], "the image's alpha channel")
