@@ -176,8 +176,8 @@ def _parse_and_run(argv: list[str], interrupted: list[int]) -> int:
                     raise
                 print(f"alignvar-edge {args.verb}: error: {e}", file=sys.stderr)
                 return e.exit_code
-            if isinstance(e, ModuleNotFoundError) and host_package(e) and not debug:
-                error = host_tools_error("this verb", str(host_package(e)))
+            if isinstance(e, ModuleNotFoundError) and not debug and (package := host_package(e)):
+                error = host_tools_error("this verb", package)
                 print(f"alignvar-edge {args.verb}: error: {error}", file=sys.stderr)
                 return error.exit_code
             if isinstance(e, ModuleNotFoundError) and (e.name or "").split(".")[0] == "nncf" and not debug:

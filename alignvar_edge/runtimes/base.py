@@ -535,7 +535,6 @@ class Backend(abc.ABC):
 def _size_limit(max_megapixels: object) -> tuple[float | None, str]:
     """`upscale`'s `max_megapixels`, checked, and how the caller raises it (`--max-megapixels` where
     the command line calls)."""
-    from alignvar_edge.caller import option
     from alignvar_edge.images.arrays import checked_megapixels_limit
     return checked_megapixels_limit(max_megapixels), option("max_megapixels")
 

@@ -119,13 +119,11 @@ def recorded_f32(manifest: Manifest) -> dict[str, Any] | None:
     list (an export's), so the build chooses them."""
     owner = manifest.extra.get(FP16_F32)
     layers = f32_layers_of(manifest)
-    if not isinstance(owner, dict):
-        if not layers:
-            return None
-        owner = {}                                # the oldest manifests: the plan's list only
-    half = owner.get("half_layers")
-    return {"source": owner.get("source") or "the recorded plan", "layers": sorted(set(layers)),
-            "half_layers": list(half) if half is not None else None}
+    if not isinstance(owner, dict) and not layers:
+        return None
+    source = owner.get("source") if isinstance(owner, dict) else None     # the oldest: the plan's list only
+    return {"source": source or "the recorded plan", "layers": sorted(set(layers)),
+            "half_layers": half_layers_of(manifest)}
 
 
 def plan_record(plan: dict[str, Any], f32: dict[str, Any]) -> dict[str, Any]:
