@@ -8,8 +8,8 @@ from typing import Any
 from alignvar_edge.manifest import Manifest, db_text
 from alignvar_edge.recipes import recipe
 from alignvar_edge.extras import device_install
+from alignvar_edge.runtimes.readme import README_FILE
 
-README_FILE = "README.md"
 # a build whose Linux proxy misses the selftest gate: the build's output and the README say it
 SHORT_OF_GATE = ("the build-time proxy is short of the selftest gate ({gate}): selftest on a Mac will likely fail "
                  "this package; build a higher precision (fp16, or more palette bits) for a faithful image")

@@ -19,12 +19,12 @@ from alignvar_edge.errors import BackendUnavailableError, InputError
 from alignvar_edge.manifest import MANIFEST_FILE as MANIFEST, Manifest, input_contract
 from alignvar_edge.recipes import precisions
 from alignvar_edge.runtimes.golden import GOLDEN_FILE
-from alignvar_edge.runtimes.readme import model_notes
+from alignvar_edge.runtimes.readme import README_FILE, model_notes
 from alignvar_edge.runtimes.tensorrt.plan import (CACHE as TIMING_CACHE, DLA_CORE_HELP, DLA_CORES, DLA_PRECISION_ERROR,
                                                   ENGINE, MAX_ARG, ONNX, SCRIPT_FILE, TRTEXEC_FILE,
                                                   network_plan, precision_args, trtexec_command)
 
-README_FILE, LOG_FILE = "README.md", "trtexec.log"
+LOG_FILE = "trtexec.log"
 # the CLI's exit status where a backend cannot run here (selftest without a usable TensorRT)
 UNAVAILABLE_EXIT = BackendUnavailableError.exit_code
 # manifest.extra key: {"source": why, "layers": [ONNX node names] an FP16 build keeps in f32,
