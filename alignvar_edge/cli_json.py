@@ -24,7 +24,7 @@ from alignvar_edge.fsmodes import unwritable_folder, write_text
 from alignvar_edge.jsonsafe import dumps
 from alignvar_edge.manifest import check_outside_artifacts
 
-__all__ = ["STDOUT", "add_json_option", "emit", "is_own_result", "no_stale_result", "write_result"]
+__all__ = ["STDOUT", "Result", "add_json_option", "is_own_result", "no_stale_result", "write_result"]
 
 STDOUT = "-"
 OWNER_KEY = "alignvar_edge"                # a result's first key: the version that wrote it
@@ -53,16 +53,50 @@ def is_own_result(path: str) -> bool:
     return isinstance(data, dict) and (OWNER_KEY in data or all(k in data for k in EVAL_RESULT_KEYS))
 
 
+class Result:
+    """Where a verb's result goes: printed as text or JSON, and written to a FILE target."""
+
+    def __init__(self, target: str | None) -> None:
+        self.target = target
+        self.written: str | None = None      # the JSON this run puts in FILE, once it starts writing it
+
+    def emit(self, payload: Any, text: str) -> None:
+        """Print `text`, or the JSON of `payload` in its place (target '-'); and write it to a FILE target.
+
+        FILE is written before anything is printed: a reader that closes stdout early (`| head -1`)
+        ends the printing, and must not cost the user the file they asked for."""
+        if self.target == STDOUT:
+            print(dumps(_stamped(payload)), end="")
+            return
+        if self.target:
+            self.written = dumps(_stamped(payload))
+            write_text(self.target, self.written)
+        print(text)
+
+    def in_file(self) -> bool:
+        """FILE holds this run's result (its write finished, whatever came after it)."""
+        if self.written is None or not self.target:
+            return False
+        try:
+            with open(self.target, encoding="utf-8") as fh:
+                return fh.read() == self.written
+        except (OSError, ValueError):
+            return False
+
+
 @contextmanager
-def no_stale_result(target: str | None, what: dict[str, Any]) -> Iterator[None]:
+def no_stale_result(target: str | None, what: dict[str, Any]) -> Iterator[Result]:
     """A run that ends in an error replaces the result FILE (`--json FILE`) an earlier run left with
     an ERROR result (`what` and the reason), so a stale verdict never outlives a failed re-run: CI
     steps and scripts (the TensorRT kit's) read that file as this run's. Every verb with --json runs
-    inside this."""
+    inside this and hands its result on through the `Result` it yields, so a failed write of FILE
+    (a full disk) counts as a failed run too; a FILE that holds this run's result is kept."""
+    result = Result(target)
     try:
-        yield
+        yield result
     except BaseException as e:
-        if target and target != STDOUT and (not os.path.exists(target) or is_own_result(target)):
+        if (target and target != STDOUT and not result.in_file()
+                and (not os.path.exists(target) or is_own_result(target))):
             try:
                 write_result(target, {**what, "result": "ERROR", "reason": str(e) or type(e).__name__})
             except OSError:                          # cannot write it: at least no stale verdict
@@ -99,16 +133,3 @@ def add_json_option(parser: argparse.ArgumentParser, what: str = "the result") -
     parser.add_argument("--json", nargs="?", const=STDOUT, default=None, metavar="FILE", type=json_target,
                         help=f"{what} as JSON: alone, on stdout instead of the text; with FILE, "
                              "written there as well as the text on stdout")
-
-
-def emit(target: str | None, payload: Any, text: str) -> None:
-    """Print `text`, or the JSON of `payload` in its place (target '-'); and write it to a FILE target.
-
-    FILE is written before anything is printed: a reader that closes stdout early (`| head -1`)
-    ends the printing, and must not cost the user the file they asked for."""
-    if target == STDOUT:
-        print(dumps(_stamped(payload)), end="")
-        return
-    if target:
-        write_result(target, payload)
-    print(text)

@@ -161,3 +161,23 @@ def test_a_failed_run_never_touches_a_file_no_verb_wrote(tmp_path):
     with pytest.raises(ValueError), no_stale_result(str(mine), {"info": "x"}):
         raise ValueError("failed")
     assert mine.read_text() == '{"name": "tiny"}'
+
+
+def test_a_result_file_that_cannot_be_written_leaves_no_earlier_result(small_disk, capsys):
+    """Writing FILE was outside the guard of failed runs: on a full disk `info X --json FILE` failed
+    and left the earlier run's result of another model in FILE, as if it were this run's."""
+    disk = small_disk("64K")
+    target = disk / "info.json"
+    assert main(["info", "--preset", "micro", "--json", str(target)]) == 0
+    assert json.loads(target.read_text())["name"] != "alignvar-tiny"
+    fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT)
+    with pytest.raises(OSError):                      # the disk is full now
+        while True:
+            os.write(fd, b"\0" * 4096)
+    os.close(fd)
+    capsys.readouterr()
+    assert main(["info", "alignvar-tiny", "--json", str(target)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"alignvar-edge info: error: no space left on the device writing {target}"), err
+    assert not target.exists() or json.loads(target.read_text())["result"] == "ERROR"
+    assert sorted(p.name for p in disk.iterdir()) == ["filler"] + (["info.json"] if target.exists() else [])

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from alignvar_edge.argtypes import MAX_TILES, batch_size, nonneg_int, tile_count
-from alignvar_edge.cli_json import add_json_option, emit, no_stale_result
+from alignvar_edge.cli_json import add_json_option, no_stale_result
 from alignvar_edge.errors import CheckpointError, ConfigError
 from alignvar_edge.manifest import ModelSource, read_manifest
 from alignvar_edge.model.bundled import CHECKPOINT_HELP, DEFAULT_CHECKPOINT
@@ -110,7 +110,7 @@ def run_export(args: argparse.Namespace) -> int:
 def run_inspect(args: argparse.Namespace) -> int:
     from alignvar_edge.export.inspect_artifact import format_inspection, inspect_artifact
 
-    with no_stale_result(args.json, {"inspect": str(args.artifact)}):
+    with no_stale_result(args.json, {"inspect": str(args.artifact)}) as result:
         info = inspect_artifact(args.artifact)
-    emit(args.json, info, format_inspection(info))
+        result.emit(info, format_inspection(info))
     return 0

@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from alignvar_edge.argtypes import int_at_least, nonneg_float
-from alignvar_edge.cli_json import add_json_option, emit, no_stale_result
+from alignvar_edge.cli_json import add_json_option, no_stale_result
 from alignvar_edge.errors import InputError
 from alignvar_edge.model.bundled import CHECKPOINT_HELP, DEFAULT_CHECKPOINT
 from alignvar_edge.progress import stage
@@ -112,7 +112,7 @@ def run_info(args: argparse.Namespace) -> int:
     from alignvar_edge.model.config import AlignVARConfig
     from alignvar_edge.model.info import format_info, meta_model, model_info
 
-    with no_stale_result(args.json, {"info": str(args.preset or args.checkpoint or DEFAULT_CHECKPOINT)}):
+    with no_stale_result(args.json, {"info": str(args.preset or args.checkpoint or DEFAULT_CHECKPOINT)}) as result:
         if args.preset and args.checkpoint:
             raise InputError("give either a checkpoint or --preset, not both")
         if args.preset:
@@ -121,5 +121,5 @@ def run_info(args: argparse.Namespace) -> int:
             model = load_pretrained(args.checkpoint or DEFAULT_CHECKPOINT)
         info = model_info(model, with_flops=not args.no_flops, name=None if args.preset else
                           str(args.checkpoint or DEFAULT_CHECKPOINT))
-    emit(args.json, info, format_info(info))
+        result.emit(info, format_info(info))
     return 0

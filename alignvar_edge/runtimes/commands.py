@@ -6,10 +6,10 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alignvar_edge.argtypes import MAX_TILES, batch_size, nonneg_int, positive_float, positive_int, tile_count
-from alignvar_edge.cli_json import add_json_option, emit, no_stale_result
+from alignvar_edge.cli_json import add_json_option, no_stale_result
 from alignvar_edge.errors import BackendUnavailableError, InputError, OutputExistsError
 from alignvar_edge import progress
 from alignvar_edge.recipes import BACKENDS, CALIB_TILES, OPTION_FLAGS, check_options, recipe
@@ -17,6 +17,9 @@ from alignvar_edge.manifest import Manifest, first_names
 from alignvar_edge.model.bundled import DEFAULT_CHECKPOINT
 from alignvar_edge.runtimes.upscale_jobs import Job, foreign_outputs, plan_jobs
 from alignvar_edge.runtimes.base import check_thread_count
+
+if TYPE_CHECKING:
+    from alignvar_edge.runtimes import BackendInfo
 
 BACKEND_CHOICES = ("auto", *BACKENDS)
 
@@ -512,7 +515,7 @@ def run_compare(args: argparse.Namespace) -> int:
     # (runs/a/int8 and runs/b/int8 would otherwise be two rows called int8)
     labels = [e if names.count(n) > 1 else n for e, n in zip(args.engines, names)]
     # a failed run replaces an earlier --json FILE with an ERROR: its results are no longer current
-    with no_stale_result(args.json, {"compare": list(args.engines)}), ExitStack() as opened:
+    with no_stale_result(args.json, {"compare": list(args.engines)}) as result, ExitStack() as opened:
         for i, (e, label) in enumerate(zip(args.engines, labels)):
             try:
                 engine = runtimes.load(e)
@@ -538,8 +541,8 @@ def run_compare(args: argparse.Namespace) -> int:
         images, skipped = _compare_images(args)
         ran = iter(compare_engines(engines, refs, images, progress=_say) if engines else [])
         results = [absent[i][0] if i in absent else next(ran) for i in range(len(args.engines))]
-    text = "\n".join([format_table(results)] + [format_summary(r) for r in results])
-    emit(args.json, {"reference": reference, "images": [name for name, _ in images],
+        text = "\n".join([format_table(results)] + [format_summary(r) for r in results])
+        result.emit({"reference": reference, "images": [name for name, _ in images],
                      "skipped": [{"file": name, "reason": why} for name, why in skipped],
                      "engines": [r.to_json() for r in results]}, text)
     # an engine asked for that could not run here: nothing was checked for it
@@ -550,9 +553,16 @@ def run_compare(args: argparse.Namespace) -> int:
 def run_doctor(args: argparse.Namespace) -> int:
     from alignvar_edge import __version__, runtimes
     from alignvar_edge.cpuinfo import host_info
-    with no_stale_result(args.json, {"doctor": True}):
+    with no_stale_result(args.json, {"doctor": True}) as result:
         infos = runtimes.available_backends()
         host = host_info()
+        result.emit({"alignvar_edge": __version__, "host": host, "backends": [vars(i) for i in infos]},
+                    _doctor_text(infos, host))
+    return 0
+
+
+def _doctor_text(infos: list[BackendInfo], host: dict[str, Any]) -> str:
+    from alignvar_edge import __version__
     lines = [f"alignvar-edge {__version__} on {host['os']} {host['machine']}, {host['cpu']}, "
              f"{host['usable_cores']} usable cores, Python {host['python']}"]
     w = max(len(i.name) for i in infos)
@@ -568,9 +578,7 @@ def run_doctor(args: argparse.Namespace) -> int:
                     "uses bf16 only where the tokens hold (the token path kept f32 if needed), --precision fp32 "
                     "stays f32"
                     if feats.get("AMX") or feats.get("AVX512-BF16") else ""))
-    emit(args.json, {"alignvar_edge": __version__, "host": host, "backends": [vars(i) for i in infos]},
-         "\n".join(lines))
-    return 0
+    return "\n".join(lines)
 
 
 def run_adopt(args: argparse.Namespace) -> int:
@@ -592,7 +600,7 @@ def run_selftest(args: argparse.Namespace) -> int:
     graphs = None if args.cuda_graphs else False
     model = args.model or DEFAULT_CHECKPOINT
     what = {"engine": str(args.engine)} if args.engine else {"backend": args.backend, "model": model}
-    with no_stale_result(args.json, what):
+    with no_stale_result(args.json, what) as result:
         target, backend = (args.engine, "auto") if args.engine else (model, args.backend)
         if graphs is False:
             _require_option(target, backend, "cuda_graphs", "--no-cuda-graphs applies to torch engines")
@@ -613,6 +621,6 @@ def run_selftest(args: argparse.Namespace) -> int:
         else:
             report = selftest(args.backend, model=model, device=args.device, precision=args.precision,
                               runs=args.runs, log=_say, cuda_graphs=graphs, threads=args.threads)
-    emit(args.json, report, format_report(report))
+        result.emit(report, format_report(report))
     # BUILT-ONLY: built and validated, but nothing ran here, so nothing was checked
     return {"PASS": 0, "BUILT-ONLY": BackendUnavailableError.exit_code}.get(report["result"], 1)

@@ -9,7 +9,7 @@ from typing import Any
 
 from alignvar_edge import safe_stop
 from alignvar_edge.argtypes import nonneg_float, nonneg_int, positive_float, positive_int
-from alignvar_edge.cli_json import add_json_option, emit, no_stale_result
+from alignvar_edge.cli_json import add_json_option, no_stale_result
 from alignvar_edge.errors import InputError
 from alignvar_edge.model.bundled import CHECKPOINT_HELP, DEFAULT_CHECKPOINT
 from alignvar_edge.progress import stage
@@ -208,9 +208,9 @@ def load_eval_images(spec: str, max_megapixels: float | None = None
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    with no_stale_result(args.json, {"eval": str(args.checkpoint)}):
+    with no_stale_result(args.json, {"eval": str(args.checkpoint)}) as result:
         payload, text = _evaluated(args)
-    emit(args.json, payload, text)
+        result.emit(payload, text)
     return 0
 
 
