@@ -15,10 +15,16 @@ from typing import Any
 
 from tqdm import tqdm
 
-__all__ = ["bar", "stage"]
+__all__ = ["bar", "note", "stage"]
 
 TICK_S = 0.5
 START_AFTER_S = 2.0      # a log hears of a step once it has taken this long
+
+
+def note(msg: str) -> None:
+    """A line for the user: on stderr, as every note and progress line (stdout carries results only),
+    flushed so that it stands in order with the bars and with stdout in a shared log."""
+    print(msg, file=sys.stderr, flush=True)
 
 
 def bar(it: Iterable[Any] | None = None, **kw: Any) -> Any:
@@ -48,12 +54,12 @@ def stage(label: str) -> Iterator[None]:
         stop.set()
         watcher.join()
         clock.close()
-    print(f"{label}: done in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+    note(f"{label}: done in {time.perf_counter() - t0:.1f} s")
 
 
 def _announce(label: str, stop: threading.Event) -> None:
     if not stop.wait(START_AFTER_S):
-        print(f"{label} ...", file=sys.stderr, flush=True)
+        note(f"{label} ...")
 
 
 def _tick(clock: Any, stop: threading.Event) -> None:

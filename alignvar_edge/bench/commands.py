@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 from alignvar_edge.argtypes import MAX_TILES, batch_size, fraction, nonneg_int, positive_float, positive_int, tile_count
@@ -10,7 +9,7 @@ from alignvar_edge.bench.image import FOLDER_LR, IMAGE_LR, IMAGE_RUNS
 from alignvar_edge.errors import InputError
 from alignvar_edge.extras import is_installed
 from alignvar_edge.model.bundled import CHECKPOINT_HELP
-from alignvar_edge.progress import bar
+from alignvar_edge.progress import bar, note
 from alignvar_edge.recipes import DEFAULT_MIN_TOKENS, DEPLOY_DEFAULT, deploy_precisions
 
 ENGINE_HELP = ("[LABEL=][BACKEND[@DEVICE][+MODE]:]PATH or 'bicubic': an ONNX export, a built engine "
@@ -188,7 +187,7 @@ def register(sub: Any) -> None:
 
 
 def _say(msg: str) -> None:
-    print(f"bench: {msg}", file=sys.stderr, flush=True)
+    note(f"bench: {msg}")
 
 
 def run_bench_cmd(args: argparse.Namespace) -> int:
@@ -305,7 +304,7 @@ def run_merge(paths: list[str], args: argparse.Namespace) -> int:
     if args.plot:
         plot_rows(merged)
     for w in merged["warnings"]:
-        print(f"bench merge: warning: {w}", file=sys.stderr)
+        note(f"bench merge: warning: {w}")
     if args.out:
         write_json(args.out, merged)
     if args.plot:
@@ -323,6 +322,6 @@ def run_merge(paths: list[str], args: argparse.Namespace) -> int:
 def run_deploy_cmd(args: argparse.Namespace) -> int:
     from alignvar_edge.deploy import DeployOptions, deploy
     opts = DeployOptions.from_args(args)
-    result = deploy(opts, log=lambda m: print(m, file=sys.stderr, flush=True), progress=bar)
+    result = deploy(opts, log=note, progress=bar)
     print(result.summary)
     return result.exit_code

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 import time
 from typing import Any
 
@@ -12,6 +11,7 @@ from alignvar_edge.cli_json import add_json_option, no_stale_result
 from alignvar_edge.errors import CheckpointError, ConfigError
 from alignvar_edge.manifest import ModelSource, read_manifest
 from alignvar_edge.model.bundled import CHECKPOINT_HELP, DEFAULT_CHECKPOINT
+from alignvar_edge.progress import note
 
 
 
@@ -100,7 +100,7 @@ def run_export(args: argparse.Namespace) -> int:
                       attention=args.attention, prune=parse_prune(args.prune),
                       n_tiles=args.tiles, seed=args.seed, simplify=args.simplify, force=args.force,
                       external_data=ext, model_name=name, source=source, tile_images=args.images,
-                      log=lambda msg: print(f"export: {msg}", file=sys.stderr))
+                      log=lambda msg: note(f"export: {msg}"))
     batch = read_manifest(out).static_batch
     print(f"wrote {out} ({args.graph} graph, opset {args.opset}, {args.attention} attention, batch {batch}) in "
           f"{time.perf_counter() - t0:.1f} s; inspect it with: alignvar-edge inspect {shlex.quote(str(out))}")

@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import warnings
 from typing import TYPE_CHECKING, Any
 
 from alignvar_edge.argtypes import MAX_TILES, fraction, nonneg_float, nonneg_int, percent, tile_count
 from alignvar_edge.manifest import db_text, listed_bytes
-from alignvar_edge.progress import bar
+from alignvar_edge.progress import bar, note
 from alignvar_edge.recipes import DEFAULT_MIN_TOKENS, quantize_precisions, quantize_targets
 from alignvar_edge.quantize.records import float_lines
 
@@ -93,7 +92,7 @@ def run_quantize(args: argparse.Namespace) -> int:
         search=not args.no_search, reduce_range=args.reduce_range,
         float_copy_weights=typed("float_copy_weights", d.float_copy_weights), given=frozenset(given))
     opts.validate()                 # before any work, also where no calibration set is made (coreml)
-    say = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
+    say = note
     with warnings.catch_warnings():
         # skipped calibration files are reported in the log line, not again as a warning; the
         # few-images warning has no log line and must reach the user

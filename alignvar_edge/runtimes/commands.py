@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -163,10 +162,6 @@ def register(sub: Any) -> None:
     s.set_defaults(func=run_selftest)
 
 
-def _say(msg: str) -> None:
-    print(msg, file=sys.stderr)
-
-
 # ------------------------------------------------------------------------------------------------
 def run_build(args: argparse.Namespace) -> int:
     from alignvar_edge import runtimes
@@ -190,7 +185,7 @@ def run_build(args: argparse.Namespace) -> int:
         from alignvar_edge.quantize.artifact import searched_half_policy
         opts["half_policy"] = searched_half_policy(args.half_policy_from)
     if b.name == "openvino":        # its checked rungs can take minutes each on a large model: say each one
-        opts["rung_log"] = _say
+        opts["rung_log"] = progress.note
     if b.checks_on_photos:          # a device install: one line now, not after a minute of building
         from alignvar_edge.runtimes.artifacts import require_validation_photos
         require_validation_photos()
@@ -214,7 +209,7 @@ def run_build(args: argparse.Namespace) -> int:
             # fast half units here: half if its build keeps the tokens, else fp32
             from alignvar_edge.runtimes.artifacts import out_for
             out, _ = build_auto(Path(args.source), b.name, out_for(args.source, b.name, args.out),
-                                device=args.device, log=_say, calibration=calibration, force=args.force, **opts)
+                                device=args.device, log=progress.note, calibration=calibration, force=args.force, **opts)
         else:
             out = runtimes.build(args.source, b.name, args.precision, calibration=calibration, out=args.out,
                                  device=args.device, force=args.force, **opts)
@@ -226,7 +221,7 @@ def run_build(args: argparse.Namespace) -> int:
               f"`sh {out}/build_on_device.sh` on the device (by hand: `sh trtexec.txt` from inside it, which "
               "writes the engine beside it)")
         for line in engine_warnings(m):      # the kit's user cannot check the engine before the device
-            _say(line)
+            progress.note(line)
         return 0
     par = parity_figures(m.parity)
     # an engine for a device this host lacks (an NPU, say) is written without running once
@@ -237,7 +232,7 @@ def run_build(args: argparse.Namespace) -> int:
         note = f"; parity vs {par.reference or 'reference'}: tokens {par.tokens_pct}{psnr}"
     print(f"wrote {out} ({b.name} {m.precision}) in {time.perf_counter() - t0:.1f} s{note}")
     for line in engine_warnings(m):
-        _say(line)
+        progress.note(line)
     from alignvar_edge.export.inspect_artifact import tried_rungs
     from alignvar_edge.runtimes.openvino.backend import half_checked_in_f32
     tried = tried_rungs(m)              # from the manifest just written: no second pass over the files
@@ -245,7 +240,7 @@ def run_build(args: argparse.Namespace) -> int:
     if len(tried) > 1 or (tried and "selftest will fail it" in tried[-1]):
         print("\n".join(f"  tried {t}" for t in tried))
     if half_checked_in_f32(m):
-        _say(f"note: {b.name} {m.extra.get('device') or ''} computed f32 here under the {m.precision} hint (no "
+        progress.note(f"note: {b.name} {m.extra.get('device') or ''} computed f32 here under the {m.precision} hint (no "
              f"{m.precision} units), so the build checked the engine in f32; run `alignvar-edge selftest --engine "
              f"{out}` on a machine that computes {m.precision}")
     return 0
@@ -289,7 +284,7 @@ def _calibration(args: argparse.Namespace) -> Any:
         config = config_from_manifest(m)
         (n,), note = rounding_note("--calib-tiles", (n,), m.static_batch)
         if note and args.calib_tiles:
-            _say(note)
+            progress.note(note)
     if args.calib == "builtin":
         return CalibrationSet.builtin(config, n=n)
     return CalibrationSet.from_folder(args.calib, config, n=n)
@@ -302,13 +297,13 @@ def _finished(existing: list[Job], engine: str, output: str, force: bool) -> Non
     foreign = foreign_outputs(existing, _engine_scale(engine))
     if not foreign:
         if not force:
-            _say(f"skipping {len(existing)} finished output(s) in {output} (pass --force to redo them)")
+            progress.note(f"skipping {len(existing)} finished output(s) in {output} (pass --force to redo them)")
         return
     shown = first_names(foreign)
     if not force:
         raise OutputExistsError(f"{len(foreign)} file(s) in {output} where this run writes its results are not "
                                 f"finished results of it: {shown}; pass --force to replace them, or move them away")
-    _say(f"replacing {len(foreign)} file(s) in {output} that were not finished results of this run (--force): {shown}")
+    progress.note(f"replacing {len(foreign)} file(s) in {output} that were not finished results of this run (--force): {shown}")
 
 
 def _engine_scale(engine: str) -> int:
@@ -366,11 +361,11 @@ def run_upscale(args: argparse.Namespace) -> int:
     runtimes.check_backend(args.engine, args.backend)      # before any work
     _check_quality(args.quality, jobs, args.output)
     for line in left_out:
-        _say(line)
+        progress.note(line)
     if existing:
         _finished(existing, args.engine, args.output, args.force)
     if not jobs:
-        _say(f"nothing to do: every output in {args.output} exists")
+        progress.note(f"nothing to do: every output in {args.output} exists")
         return 0
     check_thread_count(args.threads, "--threads")         # as load would, named by its flag
     opts: dict[str, Any] = {"threads": args.threads} if args.threads else {}
@@ -403,7 +398,7 @@ def run_upscale(args: argparse.Namespace) -> int:
                     if len(jobs) == 1:
                         raise
                     unusable.append(str(e))
-                    _say(f"skipping: {e}")
+                    progress.note(f"skipping: {e}")
                     continue
                 bar.set_description(f"{src.name} ({i + 1}/{len(jobs)})")
                 loaded.append((src, dst, alpha, bits, meta))
@@ -432,11 +427,11 @@ def run_upscale(args: argparse.Namespace) -> int:
                 if len(jobs) == 1:
                     raise
                 taken.append(dst)
-                _say(f"skipping: {dst} was written by another run meanwhile; kept that one")
+                progress.note(f"skipping: {dst} was written by another run meanwhile; kept that one")
             del out, big_alpha          # saved: not held while the next file is read
         bar.close()
     others = f" ({len(taken)} written by another run meanwhile)" if taken else ""
-    _say(f"upscaled {len(jobs) - len(unusable) - len(taken)} image(s){others} x{engine.scale} with {engine.backend} "
+    progress.note(f"upscaled {len(jobs) - len(unusable) - len(taken)} image(s){others} x{engine.scale} with {engine.backend} "
          f"({engine.device}) in {time.perf_counter() - t0:.1f} s -> {args.output}")
     if unusable:
         raise InputError(f"{len(unusable)} file(s) could not be upscaled (listed above); fix or remove them and "
@@ -527,7 +522,7 @@ def run_compare(args: argparse.Namespace) -> int:
             opened.callback(engine.close)
             runs_here, why = runtimes.get_backend(engine.backend).is_available()
             if not runs_here:     # it loads, cannot run here (Core ML off macOS): no figures, no reference
-                _say(f"not comparing {label} here: {why}")
+                progress.note(f"not comparing {label} here: {why}")
                 absent[i] = (EngineResult(label, engine.backend, str(engine.metadata.precision), str(engine.device),
                                           unavailable=why), engine.metadata)
                 continue
@@ -539,7 +534,7 @@ def run_compare(args: argparse.Namespace) -> int:
         for ref in refs:
             opened.callback(ref.close)
         images, skipped = _compare_images(args)
-        ran = iter(compare_engines(engines, refs, images, progress=_say) if engines else [])
+        ran = iter(compare_engines(engines, refs, images, progress=progress.note) if engines else [])
         results = [absent[i][0] if i in absent else next(ran) for i in range(len(args.engines))]
         text = "\n".join([format_table(results)] + [format_summary(r) for r in results])
         result.emit({"reference": reference, "images": [name for name, _ in images],
@@ -616,11 +611,11 @@ def run_selftest(args: argparse.Namespace) -> int:
             if given:
                 raise InputError(f"{' and '.join(given)} {'goes' if len(given) == 1 else 'go'} with --backend; "
                                  "an --engine was built from its own model, at its own precision")
-            report = selftest_engine(args.engine, device=args.device, runs=args.runs, log=_say, cuda_graphs=graphs,
+            report = selftest_engine(args.engine, device=args.device, runs=args.runs, log=progress.note, cuda_graphs=graphs,
                                      threads=args.threads)
         else:
             report = selftest(args.backend, model=model, device=args.device, precision=args.precision,
-                              runs=args.runs, log=_say, cuda_graphs=graphs, threads=args.threads)
+                              runs=args.runs, log=progress.note, cuda_graphs=graphs, threads=args.threads)
         result.emit(report, format_report(report))
     # BUILT-ONLY: built and validated, but nothing ran here, so nothing was checked
     return {"PASS": 0, "BUILT-ONLY": BackendUnavailableError.exit_code}.get(report["result"], 1)
