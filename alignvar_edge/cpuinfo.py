@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["CPUINFO", "ISA_FEATURES", "ISA_FLAGS", "cpu_info", "cpu_words", "has_vnni", "host_info",
-           "isa_features", "probe_command", "probe_file", "usable_cores"]
+           "is_jetson", "isa_features", "probe_command", "probe_file", "usable_cores"]
 
 CPUINFO = "/proc/cpuinfo"
 # ISA features that decide kernel choice for our engines: x86 vector widths, int8 dot products
@@ -50,6 +50,19 @@ def probe_file(path: str | os.PathLike[str]) -> str | None:
         return Path(path).read_text(errors="replace").replace("\x00", "").strip()
     except OSError:
         return None
+
+
+JETSON_RELEASE = "/etc/nv_tegra_release"      # present on every Jetson Linux (L4T) install
+DEVICE_TREE_MODEL = "/proc/device-tree/model"    # the board's name on ARM boards: "NVIDIA Jetson ..."
+
+
+def is_jetson() -> bool:
+    """Whether this is an NVIDIA Jetson: L4T's release file, or a device tree naming a Jetson (a
+    container on one may have another distribution's /etc)."""
+    if Path(JETSON_RELEASE).is_file():
+        return True
+    model = probe_file(DEVICE_TREE_MODEL)
+    return bool(model and "jetson" in model.lower())
 
 
 def usable_cores() -> int:

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from _runtime_fixtures import cache_root, export_dir, sharp_model, with_external_weights
-from alignvar_edge import runtimes
+from alignvar_edge import cpuinfo, runtimes
 from alignvar_edge.errors import ArtifactError, BackendUnavailableError, InputError, OutputExistsError
 from alignvar_edge.manifest import new_manifest
 from alignvar_edge.runtimes.tensorrt import backend as trt_backend
@@ -46,7 +46,8 @@ def test_unavailability_is_explained_in_one_line():
 def test_a_missing_tensorrt_on_a_jetson_points_at_the_system_packages(tmp_path, monkeypatch):
     b = trt_backend.BACKEND
     missing = ModuleNotFoundError("No module named 'tensorrt'")
-    monkeypatch.setattr(trt_backend, "JETSON_RELEASE", str(tmp_path / "nv_tegra_release"))
+    monkeypatch.setattr(cpuinfo, "JETSON_RELEASE", str(tmp_path / "nv_tegra_release"))
+    monkeypatch.setattr(cpuinfo, "DEVICE_TREE_MODEL", str(tmp_path / "model"))
     why = b.missing_reason(missing)                                        # not a Jetson: pip's index
     assert why.startswith("TensorRT is not installed (PyPI's tensorrt wheels only fetch from NVIDIA's index")
     # with the host tools (this test's venv) a build still writes the kit; a device's line: tests/test_runtimes_device.py
@@ -54,6 +55,21 @@ def test_a_missing_tensorrt_on_a_jetson_points_at_the_system_packages(tmp_path, 
     (tmp_path / "nv_tegra_release").write_text("# R36 (release), REVISION: 4.3\n")
     why = b.missing_reason(missing)
     assert "python3-libnvinfer" in why and "--system-site-packages" in why and "JetPack on a Jetson" not in why
+
+
+def test_a_jetson_is_one_rule_for_the_tensorrt_advice_and_the_host_fingerprint(tmp_path, monkeypatch):
+    """A Jetson whose /etc is not L4T's (a container's) but whose device tree names it: the fingerprint
+    called it a Jetson, the TensorRT advice sent its user to PyPI's index."""
+    from alignvar_edge.bench.host import jetson_info
+    monkeypatch.setattr(cpuinfo, "JETSON_RELEASE", str(tmp_path / "nv_tegra_release"))       # absent
+    monkeypatch.setattr(cpuinfo, "DEVICE_TREE_MODEL", str(tmp_path / "model"))
+    (tmp_path / "model").write_text("NVIDIA Jetson AGX Orin Developer Kit\x00")
+    assert jetson_info()["model"] == "NVIDIA Jetson AGX Orin Developer Kit"
+    why = trt_backend.BACKEND.missing_reason(ModuleNotFoundError("No module named 'tensorrt'"))
+    assert "python3-libnvinfer" in why and "JetPack on a Jetson" not in why
+    (tmp_path / "model").write_text("Raspberry Pi 4 Model B Rev 1.4\x00")
+    assert jetson_info() is None and not cpuinfo.is_jetson()
+    assert "JetPack on a Jetson" in trt_backend.BACKEND.missing_reason(ModuleNotFoundError("tensorrt"))
 
 
 def test_a_missing_cuda_binding_is_named_not_taken_for_a_missing_gpu():

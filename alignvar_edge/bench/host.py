@@ -12,6 +12,7 @@ import sys
 import time
 from typing import Any
 
+from alignvar_edge import cpuinfo
 from alignvar_edge.cpuinfo import cpu_info, cpu_words, probe_command, probe_file
 from alignvar_edge.runtimes.base import check_thread_count
 
@@ -33,10 +34,10 @@ def gpu_info() -> list[dict[str, Any]]:
 
 def jetson_info() -> dict[str, Any] | None:
     """Jetson model, L4T release and nvpmodel power mode; None when this is not a Jetson."""
-    release = probe_file("/etc/nv_tegra_release")
-    model = probe_file("/proc/device-tree/model")
-    if release is None and not (model and "jetson" in model.lower()):
+    if not cpuinfo.is_jetson():
         return None
+    release = probe_file(cpuinfo.JETSON_RELEASE)
+    model = probe_file(cpuinfo.DEVICE_TREE_MODEL)
     power = probe_command(["nvpmodel", "-q"])
     return {"model": model, "l4t_release": release.splitlines()[0] if release else None,
             "power_mode": " ".join(power.split()) if power else None,

@@ -8,6 +8,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from alignvar_edge.cpuinfo import is_jetson
 from alignvar_edge.errors import InputError, ParityError
 from alignvar_edge.manifest import Manifest, artifact_dir, write_manifest
 from alignvar_edge.export.parity import psnr, token_agreement
@@ -106,7 +107,7 @@ def _why_unchecked(usable: bool, why: str, out: str | Path) -> str:
     check = f"`alignvar-edge selftest --engine {out}`"
     if usable:
         return f"not checked: the kit it came from has no golden outputs ({GOLDEN_FILE})"
-    if T.BACKEND.version() is None and not Path(T.JETSON_RELEASE).is_file():
+    if T.BACKEND.version() is None and not is_jetson():
         return f"not checked here (TensorRT does not run here): run {check} on the device"
     return f"not checked: {why}; then run {check}"
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from alignvar_edge.cpuinfo import is_jetson
 from alignvar_edge.errors import ArtifactError, BackendUnavailableError, InputError
 from alignvar_edge.extras import is_installed
 from alignvar_edge.lazy import lazy_import
@@ -44,7 +45,6 @@ else:
     trt = lazy_import("tensorrt")
 torch = lazy_import("torch")      # CUDA buffers, where PyTorch has CUDA
 
-JETSON_RELEASE = "/etc/nv_tegra_release"      # present on every Jetson Linux (L4T) install
 NOT_INSTALLED = ("TensorRT is not installed (PyPI's tensorrt wheels only fetch from NVIDIA's index: use "
                  "JetPack on a Jetson, or pip's --extra-index-url https://pypi.nvidia.com on a CUDA "
                  "machine)")
@@ -326,7 +326,7 @@ class TensorRTBackend(Backend):
     def missing_reason(self, error: BaseException) -> str:
         if isinstance(error, ImportError) and "libnvinfer" in str(error):
             return f"TensorRT's Python bindings are present but libnvinfer is not ({error})"
-        if Path(JETSON_RELEASE).is_file():
+        if is_jetson():
             # on a Jetson the bindings are JetPack's Debian package, for the system Python only
             return ("TensorRT is not importable by this Python: JetPack installs it for the system Python "
                     "(sudo apt install python3-libnvinfer); in a virtual environment, create it with "
