@@ -223,6 +223,25 @@ def test_merge_refuses_a_hand_edited_report_in_one_line(edit: Any, tmp_path: Pat
     assert not (tmp_path / "m.json").exists()
 
 
+@pytest.mark.parametrize("text,says", [("[" * 100000 + "]" * 100000, "is nested too deeply to read"),
+                                       ('{"schema_version": ' + "9" * 5000 + "}", "holds an integer of more than")])
+def test_merge_refuses_a_hostile_report_or_out_in_one_line(text: str, says: str, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """A report nested 100,000 deep (json's RecursionError) or holding an integer longer than Python
+    converts was a traceback, both as a report to merge and as the --out bench decides it may replace."""
+    good = write_json(tmp_path / "good.json", json.loads(DOC_REPORT.read_text()))
+    hostile = tmp_path / "hostile.json"
+    hostile.write_text(text)
+    for argv, refusal in (([str(good), str(hostile), "--out", str(tmp_path / "m.json")], f"{hostile} is not valid "
+                           f"JSON (it {says}"),
+                          ([str(good), str(good), "--out", str(hostile)], f"--out {hostile}: the file exists and "
+                           "is not a bench report")):
+        rc = cli.main(["bench", "merge", *argv])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and len(err.splitlines()) == 1 and refusal in err, err
+    assert hostile.read_text() == text and not (tmp_path / "m.json").exists()
+
+
 def test_merge_tells_weights_apart_by_their_hash_not_their_path(tmp_path: Path) -> None:
     a = json.loads(DOC_REPORT.read_text())
     a["model"]["weights_sha256"] = "1" * 64

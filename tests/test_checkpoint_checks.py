@@ -269,3 +269,17 @@ def test_force_never_replaces_a_folder_of_someone_elses_config_and_weights(ckpt:
     with pytest.raises(CheckpointError, match="overwrite=True replaces only checkpoints alignvar-edge wrote"):
         load_pretrained(ckpt).save_pretrained(str(hf), overwrite=True)
     assert {p.name: p.read_bytes() for p in hf.iterdir()} == before
+
+
+@pytest.mark.parametrize("text", ["[" * 100000 + "]" * 100000, '{"stage": ' + "9" * 5000 + "}"])
+def test_a_hostile_training_or_run_json_reads_as_no_record(ckpt: Path, text: str) -> None:
+    """training.json and the run's run.json are read as jsonsafe reads them: one nested 100,000 deep
+    (a RecursionError) or with an integer longer than Python converts is no record, not a traceback."""
+    from alignvar_edge.manifest import RUN_FILE
+    from alignvar_edge.model.checkpoint import checkpoint_source, training_lineage, training_record
+    good = (ckpt / "training.json").read_text()
+    (ckpt.parent / RUN_FILE).write_text(text)               # the run folder the checkpoint sits in
+    assert training_lineage(ckpt)["stage"] == "transformer"  # its cwd unknown: --images as recorded
+    (ckpt / "training.json").write_text(text)
+    assert training_record(ckpt) == {} and training_lineage(ckpt) == {}
+    assert checkpoint_source(ckpt, hashed=False).kind == "checkpoint"

@@ -232,6 +232,16 @@ def test_resume_from_corrupt_state_is_refused(tmp_path: Path) -> None:
         train(opts(run, "vqvae", 4, resume=True), micro_batches())
 
 
+@pytest.mark.parametrize("name,says", [("run.json", "is not valid JSON"), ("state/state.json", "corrupt")])
+def test_resume_refuses_a_hostile_run_or_state_json(name: str, says: str, tmp_path: Path) -> None:
+    """run.json or the state's state.json nested 100,000 deep was a RecursionError traceback."""
+    run = tmp_path / "run"
+    train(opts(run, "vqvae", 2), micro_batches())
+    (run / name).write_text("[" * 100000 + "]" * 100000)
+    with pytest.raises(CheckpointError, match=f"{says}.*nested too deeply"):
+        train(opts(run, "vqvae", 4, resume=True), micro_batches())
+
+
 def test_decoder_stage_needs_a_transformer_and_a_known_latent(tmp_path: Path) -> None:
     for stage in ("decoder", "joint"):
         with pytest.raises(InputError, match="--init"):

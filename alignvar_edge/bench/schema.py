@@ -49,14 +49,13 @@ for; null where the runtime does not say), device, artifact_bytes. Only "ok" ent
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 from alignvar_edge.errors import InputError
 from alignvar_edge.fsmodes import write_text
-from alignvar_edge.jsonsafe import dumps
+from alignvar_edge.jsonsafe import dumps, loads
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "ReportSchemaError", "check_report", "read_report", "write_json"]
 
@@ -86,9 +85,8 @@ def write_json(path: str | os.PathLike[str], data: Any) -> Path:
 def is_report(path: str | os.PathLike[str]) -> bool:
     """Whether `path` holds a bench (or merged) report of any version: what only `bench` replaces."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (OSError, ValueError):
+        data = loads(Path(path).read_bytes())
+    except (OSError, ValueError):       # also too deep or an integer too long (jsonsafe.loads)
         return False
     return isinstance(data, dict) and data.get("schema") == SCHEMA
 
@@ -167,7 +165,7 @@ def read_report(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not p.is_file():
         raise InputError(f"no report at '{p}'; pass report.json files written by `alignvar-edge bench`")
     try:
-        data = json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        data = loads(p.read_bytes())
+    except ValueError as e:             # not JSON, not UTF-8, too deep, an integer too long (jsonsafe.loads)
         raise ReportSchemaError(f"{p} is not valid JSON ({e}); it is truncated or not a report") from e
     return check_report(data, str(p))

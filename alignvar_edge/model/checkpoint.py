@@ -168,7 +168,7 @@ def checkpoint_source(path: str | os.PathLike[str], hashed: bool = True) -> Mode
     if str(path) in BUNDLED:
         return ModelSource("bundled", name=str(path), path=str(d.resolve()), sha256=sha)
     try:
-        upstream = json.loads((d / TRAINING_FILE).read_text()).get("imported_from")
+        upstream = jsonsafe.loads((d / TRAINING_FILE).read_text()).get("imported_from")
     except (OSError, ValueError, AttributeError):
         upstream = None
     if isinstance(upstream, dict):
@@ -179,7 +179,7 @@ def checkpoint_source(path: str | os.PathLike[str], hashed: bool = True) -> Mode
 def training_record(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A checkpoint's training.json ({} where it has none, or none readable as a JSON object)."""
     try:
-        made = json.loads((resolve_checkpoint_dir(path) / TRAINING_FILE).read_text())
+        made = jsonsafe.loads((resolve_checkpoint_dir(path) / TRAINING_FILE).read_text())
     except (OSError, ValueError, CheckpointError):
         return {}
     return made if isinstance(made, dict) else {}
@@ -236,7 +236,7 @@ def _recorded_cwd(d: Path) -> str | None:
     """The folder a run's `train` command ran in (RUN/run.json beside RUN/final or RUN/latest): its
     relative --init and --images are paths from there."""
     try:
-        cwd = json.loads((d.parent / RUN_FILE).read_text()).get("cwd")
+        cwd = jsonsafe.loads((d.parent / RUN_FILE).read_text()).get("cwd")
     except (OSError, ValueError, AttributeError):
         return None
     return cwd if isinstance(cwd, str) else None

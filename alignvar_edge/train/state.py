@@ -16,6 +16,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from alignvar_edge import jsonsafe
 from alignvar_edge.errors import CheckpointError
 from alignvar_edge.fsmodes import as_write_error, publish_mode, replace_dir
 
@@ -75,9 +76,9 @@ def load_state(run_dir: Path, model: torch.nn.Module, ema: torch.nn.Module,
     if not (d / "state.json").is_file() and (run_dir / ".state.old" / "state.json").is_file():
         d = run_dir / ".state.old"          # killed between the two renames: the old state is whole
     try:
-        meta = json.loads((d / "state.json").read_text())
+        meta = jsonsafe.loads((d / "state.json").read_bytes())
         tensors = load_file(str(d / "tensors.safetensors"))
-    except (OSError, json.JSONDecodeError, SafetensorError) as e:
+    except (OSError, ValueError, SafetensorError) as e:     # ValueError: any bad JSON (jsonsafe.loads)
         raise CheckpointError(f"cannot resume from '{run_dir}': its training state is missing or corrupt "
                               f"({e}); start again without --resume (and with --force)") from e
     try:

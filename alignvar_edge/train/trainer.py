@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from alignvar_edge import safe_stop
+from alignvar_edge import jsonsafe, safe_stop
 from alignvar_edge.cli_json import is_own_result
 from alignvar_edge.errors import CheckpointError, ConfigError, InputError, OutputExistsError
 from alignvar_edge.fsmodes import write_text
@@ -259,8 +259,8 @@ def _prepare_out(opts: TrainOptions) -> Path | None:
         if not (out / STATE_DIR).exists() and not (out / ".state.old").exists():
             raise InputError(f"--resume: '{out}' holds no training state; start without --resume")
         try:
-            old = json.loads(fp_path.read_text()) if fp_path.exists() else None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            old = jsonsafe.loads(fp_path.read_bytes()) if fp_path.exists() else None
+        except ValueError as e:         # not JSON, not UTF-8, too deep, an integer too long (jsonsafe.loads)
             raise CheckpointError(f"--resume: {fp_path} is not valid JSON ({e}); the run cannot be resumed: "
                                   "start it again with --force or choose another --out") from e
         was: dict[str, Any] = (old["options"] if isinstance(old, dict) and isinstance(old.get("options"), dict)
