@@ -285,7 +285,7 @@ def test_kit_readme_and_golden_describe_this_kit(kit, export):
 
 def load_plan(kit: Path) -> dict:
     from alignvar_edge.manifest import load_verified
-    from alignvar_edge.runtimes.tensorrt.kit import plan_of
+    from alignvar_edge.runtimes.tensorrt.plan import plan_of
     return plan_of(load_verified(kit))
 
 
@@ -627,7 +627,7 @@ def test_a_build_from_a_kit_or_fp16_export_keeps_the_half_policy_it_records(expo
     from alignvar_edge.manifest import load_verified
     from alignvar_edge.quantize.half_policy import HalfPolicy, node_groups
     from alignvar_edge.quantize.token_path import token_path_float_nodes
-    from alignvar_edge.runtimes.tensorrt.kit import plan_of
+    from alignvar_edge.runtimes.tensorrt.plan import plan_of
     model = onnx.load(str(export / "model.onnx"), load_external_data=False)
     groups = node_groups(model)
     want = sorted(groups["logits_head"])
@@ -658,7 +658,7 @@ def test_a_recorded_layer_list_is_taken_without_reading_the_graph(kit, tmp_path)
     (maybe gigabytes) is not read for them; an older manifest without the other float layers still
     gets them from the graph, the same ones."""
     from alignvar_edge.manifest import load_verified
-    from alignvar_edge.runtimes.tensorrt.kit import recorded_f32
+    from alignvar_edge.runtimes.tensorrt.plan import recorded_f32
     m = load_verified(kit)
     owner = m.extra["fp16_f32_layers"]
     assert owner["layers"] and owner["half_layers"]
@@ -699,7 +699,7 @@ def test_the_default_fp16_layers_keep_the_token_path_in_f32(export):
 def test_adopt_keeps_the_f32_layers_and_takes_a_build_only_log(kit, tmp_path):
     from alignvar_edge.manifest import load_verified
     from alignvar_edge.runtimes.tensorrt.adopt import adopt
-    from alignvar_edge.runtimes.tensorrt.kit import f32_layers_of
+    from alignvar_edge.runtimes.tensorrt.plan import f32_layers_of
     real = (LOGS / "trt10-orin-fp16-dla.log").read_text()
     head = real.split("=== Performance summary ===")[0]     # everything before the timing run's summary
     as_kit = head.replace(head.split("\n")[0].split(" # ", 1)[1], (kit / "trtexec.txt").read_text().strip())
@@ -760,7 +760,7 @@ def test_a_kit_manifest_keeps_each_layer_list_once(kit):
 
 
 def test_a_manifest_plan_says_it_obeys_the_layer_lists_without_holding_them():
-    from alignvar_edge.runtimes.tensorrt.kit import plan_of, plan_record
+    from alignvar_edge.runtimes.tensorrt.plan import plan_of, plan_record
     f32 = {"source": "token path", "layers": ["a", "b"], "half_layers": ["c"]}
     plan = trt_plan.network_plan(10, "fp16", "fp32", ["b", "a"], ["c"])
     record = plan_record(plan, f32)
@@ -846,7 +846,8 @@ def test_manifests_of_the_older_layouts_read_the_same(kit, tmp_path):
     from alignvar_edge.export.inspect_artifact import format_inspection, inspect_artifact
     from alignvar_edge.manifest import load_verified
     from alignvar_edge.runtimes.tensorrt.adopt import adopt
-    from alignvar_edge.runtimes.tensorrt.kit import f32_layers_of, half_layers_of, kit_readme, plan_of
+    from alignvar_edge.runtimes.tensorrt.kit import kit_readme
+    from alignvar_edge.runtimes.tensorrt.plan import f32_layers_of, half_layers_of, plan_of
     old_kit = {"precision": "fp16", "plan": OLD_PLAN, "built_here": False, "reason": "kit requested",
                "source": "exports/micro", "trtexec": OLD_CMD}
     twice = _rewritten(kit, tmp_path / "twice", tensorrt_kit=old_kit, fp16_f32_layers=OLD_OWNER)

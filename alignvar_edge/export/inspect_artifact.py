@@ -17,7 +17,7 @@ from alignvar_edge.extras import pip_install, requirement_of
 from alignvar_edge.manifest import (CONTENT_KEY, MANIFEST_FILE, Manifest, db_text, input_contract, listed_bytes,
                                     listed_file, load_verified, prune_text, token_share)
 from alignvar_edge.runtimes.openvino.backend import half_checked_in_f32
-from alignvar_edge.runtimes.tensorrt.kit import FP16_F32, plan_of
+from alignvar_edge.runtimes.tensorrt.plan import FP16_F32, plan_of
 
 __all__ = ["format_inspection", "inspect_artifact"]
 

@@ -17,8 +17,9 @@ from alignvar_edge.recipes import recipe
 from alignvar_edge.runtimes.golden import GOLDEN_FILE, read_golden
 from alignvar_edge.runtimes.onnxruntime import ship_golden
 from alignvar_edge.runtimes.tensorrt import backend as T
-from alignvar_edge.runtimes.tensorrt.kit import FP16_F32, LOG_FILE, plan_record, recorded_f32, write_build_files
-from alignvar_edge.runtimes.tensorrt.plan import ENGINE, ONNX, check_dla_core, network_plan, trt_major
+from alignvar_edge.runtimes.tensorrt.kit import LOG_FILE, write_build_files
+from alignvar_edge.runtimes.tensorrt.plan import (ENGINE, FP16_F32, ONNX, check_dla_core, network_plan, plan_record,
+                                                  recorded_f32, trt_major)
 from alignvar_edge.runtimes.tensorrt.trtexec_log import (log_built, log_contradictions, logged_precision,
                                                          other_file_named, parse_trtexec_log, read_trtexec_log)
 

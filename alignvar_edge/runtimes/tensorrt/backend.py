@@ -36,8 +36,9 @@ from alignvar_edge.runtimes.artifacts import check_quantized_for, engine_manifes
 from alignvar_edge.runtimes.base import (INPUT, SR, Backend, Engine, TensorSpec, input_roles,
                                          config_from_manifest, token_name)
 from alignvar_edge.runtimes.onnxruntime import ship_golden
-from alignvar_edge.runtimes.tensorrt.kit import FP16_F32, plan_record, recorded_f32, write_build_files
-from alignvar_edge.runtimes.tensorrt.plan import CACHE, ENGINE, ONNX, SCRIPT_FILE, network_plan, trt_major
+from alignvar_edge.runtimes.tensorrt.kit import write_build_files
+from alignvar_edge.runtimes.tensorrt.plan import (CACHE, ENGINE, FP16_F32, ONNX, SCRIPT_FILE, network_plan, plan_record,
+                                                  recorded_f32, trt_major)
 
 if TYPE_CHECKING:
     import tensorrt as trt

@@ -21,21 +21,13 @@ from alignvar_edge.recipes import precisions
 from alignvar_edge.runtimes.golden import GOLDEN_FILE
 from alignvar_edge.runtimes.readme import README_FILE, model_notes
 from alignvar_edge.runtimes.tensorrt.plan import (CACHE as TIMING_CACHE, DLA_CORE_HELP, DLA_CORES, DLA_PRECISION_ERROR,
-                                                  ENGINE, MAX_ARG, ONNX, SCRIPT_FILE, TRTEXEC_FILE,
-                                                  network_plan, precision_args, trtexec_command)
+                                                  ENGINE, FP16_F32, MAX_ARG, ONNX, SCRIPT_FILE, TRTEXEC_FILE,
+                                                  f32_layers_of, half_layers_of, network_plan, precision_args,
+                                                  trtexec_command)
 
 LOG_FILE = "trtexec.log"
 # the CLI's exit status where a backend cannot run here (selftest without a usable TensorRT)
 UNAVAILABLE_EXIT = BackendUnavailableError.exit_code
-# manifest.extra key: {"source": why, "layers": [ONNX node names] an FP16 build keeps in f32,
-# "half_layers": [the other float layers]}. The one place a kit or engine manifest keeps these
-# lists: its plan says only whether the build obeyed them (OBEYS), and the trtexec command that
-# spells them out is trtexec.txt (rebuild) or trtexec.log (what was run), never the manifest.
-FP16_F32 = "fp16_f32_layers"
-# the plan key, in a manifest, that stands for the plan's "f32_layers" and "half_layers": true
-# where the build kept FP16_F32's layers in f32 (--precisionConstraints=obey --layerPrecisions)
-OBEYS = "obey_f32_layers"
-_LISTS = ("f32_layers", "half_layers")
 # JetPack 6.1 and 6.2 (Jetson Linux 36.4.x): TensorRT 10.3, CUDA 12.6, Python 3.10, Ubuntu 22.04
 JETPACK_TRT_MAJOR = 10
 # the virtual environment README.md's step 2 installs alignvar-edge into, under the home directory
@@ -89,70 +81,6 @@ def not_an_engine(kit: str | os.PathLike[str], then: str) -> str:
     """A kit where an engine is asked for (bench, upscale, selftest, load): the one wording, with
     what to do with the engine its script builds (`then`)."""
     return f"a TensorRT build kit, not an engine: build it on the device with `sh {kit}/{SCRIPT_FILE}` and {then}"
-
-
-def _stored_plan(manifest: Manifest) -> dict[str, Any]:
-    """The plan a kit (`tensorrt_kit.plan`) or engine (`plan`) manifest records, as stored."""
-    extra = manifest.extra
-    plan = (extra.get("tensorrt_kit") or {}).get("plan") or extra.get("plan")
-    return plan if isinstance(plan, dict) else {}
-
-
-def half_layers_of(manifest: Manifest) -> list[str] | None:
-    """The other float layers of a kit or engine (None in manifests written before they were kept)."""
-    half = (manifest.extra.get(FP16_F32) or {}).get("half_layers")
-    return list(half) if half is not None else None
-
-
-def f32_layers_of(manifest: Manifest) -> list[str]:
-    """The layers a kit's or engine's FP16 builds keep in f32 (see FP16_F32); the oldest manifests
-    carry them in their plan only."""
-    owner = manifest.extra.get(FP16_F32)
-    if isinstance(owner, dict):
-        return list(owner.get("layers") or [])
-    return list(_stored_plan(manifest).get("f32_layers") or [])
-
-
-def recorded_f32(manifest: Manifest) -> dict[str, Any] | None:
-    """What a kit's or engine's FP16 builds keep in f32, as FP16_F32 holds it ({"source", "layers",
-    "half_layers"}: None where older manifests kept no half list); None where the manifest records no
-    list (an export's), so the build chooses them."""
-    owner = manifest.extra.get(FP16_F32)
-    layers = f32_layers_of(manifest)
-    if not isinstance(owner, dict) and not layers:
-        return None
-    source = owner.get("source") if isinstance(owner, dict) else None     # the oldest: the plan's list only
-    return {"source": source or "the recorded plan", "layers": sorted(set(layers)),
-            "half_layers": half_layers_of(manifest)}
-
-
-def plan_record(plan: dict[str, Any], f32: dict[str, Any]) -> dict[str, Any]:
-    """`plan` (network_plan's) as a manifest records it beside `extra[FP16_F32] = f32`: without its
-    layer lists, which FP16_F32 holds, and with OBEYS where it constrains them. A plan whose lists
-    are not FP16_F32's could not be recorded that way: refused."""
-    record = {k: v for k, v in plan.items() if k not in _LISTS}
-    if plan.get("f32_layers"):
-        if (list(plan["f32_layers"]) != sorted(set(f32.get("layers") or ()))
-                or ("half_layers" in plan and list(plan["half_layers"]) != sorted(set(f32.get("half_layers") or ())))):
-            raise ValueError(f"the plan's layer lists are not the manifest's {FP16_F32}: it cannot be recorded")
-        record[OBEYS] = True
-    return record
-
-
-def plan_of(manifest: Manifest) -> dict[str, Any] | None:
-    """The plan a kit or engine was planned or built with, as `network_plan` returned it (layer
-    lists included, from FP16_F32), for `precision_args`, `trtexec_command` or a reader; None where
-    the manifest records none. Manifests written before OBEYS kept the lists in the plan itself."""
-    stored = _stored_plan(manifest)
-    if not stored:
-        return None
-    plan = {k: v for k, v in stored.items() if k != OBEYS}
-    if stored.get(OBEYS):
-        plan["f32_layers"] = f32_layers_of(manifest)
-        half = half_layers_of(manifest)
-        if half is not None:
-            plan["half_layers"] = half
-    return plan
 
 
 def _script_case(precision: str, flags: str, typed: str) -> str:
@@ -732,5 +660,5 @@ def write_build_files(root: Path, manifest: Manifest, precision: str, kit_precis
     (root / README_FILE).write_text(readme)
 
 
-__all__ = ["FP16_F32", "OBEYS", "README_FILE", "build_script", "engine_readme", "f32_layers_of", "half_layers_of",
-           "kit_readme", "not_an_engine", "plan_of", "plan_record", "precision_flags", "recorded_f32", "write_build_files"]
+__all__ = ["README_FILE", "build_script", "engine_readme", "kit_readme", "not_an_engine", "precision_flags",
+           "write_build_files"]

@@ -1,5 +1,6 @@
 """What to build: TensorRT builder flags per version and precision (the one place that knows about
-TRT 10 vs 11), the equivalent trtexec command, the DLA rule, and the engine directory's file names.
+TRT 10 vs 11), the equivalent trtexec command, the DLA rule, the engine directory's file names, and
+how a kit's or engine's manifest records its plan and layer lists (`plan_record`, `plan_of`).
 No TensorRT import, so the build kit uses it on a machine without TensorRT.
 """
 from __future__ import annotations
@@ -9,9 +10,11 @@ from typing import Any
 
 from alignvar_edge import recipes
 from alignvar_edge.errors import InputError
+from alignvar_edge.manifest import Manifest
 
-__all__ = ["CACHE", "DLA_CORES", "ENGINE", "MAX_ARG", "ONNX", "SCRIPT_FILE", "TRTEXEC_FILE", "check_dla_core",
-           "network_plan", "precision_args", "trt_major", "trtexec_command"]
+__all__ = ["CACHE", "DLA_CORES", "ENGINE", "FP16_F32", "MAX_ARG", "OBEYS", "ONNX", "SCRIPT_FILE", "TRTEXEC_FILE",
+           "check_dla_core", "f32_layers_of", "half_layers_of", "network_plan", "plan_of", "plan_record",
+           "precision_args", "recorded_f32", "trt_major", "trtexec_command"]
 
 ENGINE, ONNX, CACHE = "model.engine", "model.onnx", "alignvar-timing.cache"
 # Linux passes one command-line argument of at most 128 KiB (MAX_ARG_STRLEN), NUL included
@@ -21,6 +24,15 @@ TRTEXEC_FILE, SCRIPT_FILE = "trtexec.txt", "build_on_device.sh"
 DLA_CORES = (0, 1)
 DLA_CORE_HELP = "a DLA core number, 0 or 1 (Orin AGX and NX 16GB; NX 8GB has core 0 only, Orin Nano none)"
 DLA_PRECISION_ERROR = "DLA runs fp16 and int8 only: add --precision fp16 (or int8)"
+# manifest.extra key: {"source": why, "layers": [ONNX node names] an FP16 build keeps in f32,
+# "half_layers": [the other float layers]}. The one place a kit or engine manifest keeps these
+# lists: its plan says only whether the build obeyed them (OBEYS), and the trtexec command that
+# spells them out is trtexec.txt (rebuild) or trtexec.log (what was run), never the manifest.
+FP16_F32 = "fp16_f32_layers"
+# the plan key, in a manifest, that stands for the plan's "f32_layers" and "half_layers": true
+# where the build kept FP16_F32's layers in f32 (--precisionConstraints=obey --layerPrecisions)
+OBEYS = "obey_f32_layers"
+_LISTS = ("f32_layers", "half_layers")
 
 
 def check_dla_core(dla_core: int | None, precision: str) -> None:
@@ -105,3 +117,67 @@ def precision_args(plan: dict[str, Any]) -> list[str]:
 
 def trt_major(version: str) -> int:
     return int(version.split(".")[0])
+
+
+def _stored_plan(manifest: Manifest) -> dict[str, Any]:
+    """The plan a kit (`tensorrt_kit.plan`) or engine (`plan`) manifest records, as stored."""
+    extra = manifest.extra
+    plan = (extra.get("tensorrt_kit") or {}).get("plan") or extra.get("plan")
+    return plan if isinstance(plan, dict) else {}
+
+
+def half_layers_of(manifest: Manifest) -> list[str] | None:
+    """The other float layers of a kit or engine (None in manifests written before they were kept)."""
+    half = (manifest.extra.get(FP16_F32) or {}).get("half_layers")
+    return list(half) if half is not None else None
+
+
+def f32_layers_of(manifest: Manifest) -> list[str]:
+    """The layers a kit's or engine's FP16 builds keep in f32 (see FP16_F32); the oldest manifests
+    carry them in their plan only."""
+    owner = manifest.extra.get(FP16_F32)
+    if isinstance(owner, dict):
+        return list(owner.get("layers") or [])
+    return list(_stored_plan(manifest).get("f32_layers") or [])
+
+
+def recorded_f32(manifest: Manifest) -> dict[str, Any] | None:
+    """What a kit's or engine's FP16 builds keep in f32, as FP16_F32 holds it ({"source", "layers",
+    "half_layers"}: None where older manifests kept no half list); None where the manifest records no
+    list (an export's), so the build chooses them."""
+    owner = manifest.extra.get(FP16_F32)
+    layers = f32_layers_of(manifest)
+    if not isinstance(owner, dict) and not layers:
+        return None
+    source = owner.get("source") if isinstance(owner, dict) else None     # the oldest: the plan's list only
+    return {"source": source or "the recorded plan", "layers": sorted(set(layers)),
+            "half_layers": half_layers_of(manifest)}
+
+
+def plan_record(plan: dict[str, Any], f32: dict[str, Any]) -> dict[str, Any]:
+    """`plan` (network_plan's) as a manifest records it beside `extra[FP16_F32] = f32`: without its
+    layer lists, which FP16_F32 holds, and with OBEYS where it constrains them. A plan whose lists
+    are not FP16_F32's could not be recorded that way: refused."""
+    record = {k: v for k, v in plan.items() if k not in _LISTS}
+    if plan.get("f32_layers"):
+        if (list(plan["f32_layers"]) != sorted(set(f32.get("layers") or ()))
+                or ("half_layers" in plan and list(plan["half_layers"]) != sorted(set(f32.get("half_layers") or ())))):
+            raise ValueError(f"the plan's layer lists are not the manifest's {FP16_F32}: it cannot be recorded")
+        record[OBEYS] = True
+    return record
+
+
+def plan_of(manifest: Manifest) -> dict[str, Any] | None:
+    """The plan a kit or engine was planned or built with, as `network_plan` returned it (layer
+    lists included, from FP16_F32), for `precision_args`, `trtexec_command` or a reader; None where
+    the manifest records none. Manifests written before OBEYS kept the lists in the plan itself."""
+    stored = _stored_plan(manifest)
+    if not stored:
+        return None
+    plan = {k: v for k, v in stored.items() if k != OBEYS}
+    if stored.get(OBEYS):
+        plan["f32_layers"] = f32_layers_of(manifest)
+        half = half_layers_of(manifest)
+        if half is not None:
+            plan["half_layers"] = half
+    return plan
