@@ -502,6 +502,28 @@ def test_bench_refuses_an_engine_that_fails_verification_before_timing_anything(
     assert not (tmp_path / "r.json").exists()
 
 
+@pytest.mark.parametrize("folder", ["torch-engine", "export-with-config"])
+def test_an_engine_holding_a_config_json_is_verified_before_timing(
+        folder: str, micro_export: Path, tmp_path: Path) -> None:
+    # a config.json alone is no checkpoint: a torch engine (weights + config + manifest), or an
+    # export someone put a config.json into, is verified as every engine is
+    import shutil
+    from alignvar_edge.bench.subjects import check_exists
+    from alignvar_edge.errors import ArtifactError
+    if folder == "torch-engine":
+        eng = runtimes.build("alignvar-tiny", "torch", out=tmp_path / "eng")
+        with open(eng / "model.safetensors", "ab") as fh:
+            fh.write(b" ")
+        wrong = "model.safetensors does not match"
+    else:
+        eng = tmp_path / "eng"
+        shutil.copytree(micro_export, eng)
+        (eng / "config.json").write_text("{}")
+        wrong = "config.json is not listed"
+    with pytest.raises(ArtifactError, match=f"artifact '{eng}' failed verification: {wrong}"):
+        check_exists(parse_spec(str(eng)))
+
+
 TRTEXEC_LOGS = Path(__file__).resolve().parent / "data" / "trtexec"
 
 

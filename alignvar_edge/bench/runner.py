@@ -136,7 +136,7 @@ def resolve_reference(reference: Any, specs: Sequence[EngineSpec]) -> tuple[Any,
         return reference.eval(), reference.config.name, ModelSource.memory()
     if isinstance(reference, str):
         return _from_text(reference)
-    from alignvar_edge.runtimes.artifacts import is_checkpoint
+    from alignvar_edge.model.checkpoint import is_checkpoint
     tried = []
     for spec in specs:
         if spec.path and is_checkpoint(spec.path):

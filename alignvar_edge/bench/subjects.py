@@ -112,7 +112,8 @@ def check_exists(spec: EngineSpec) -> None:
         if p.is_file() and p.suffix.lower() == ".json":  # `bench A.json B.json` for `bench merge ...`
             raise InputError(f"'{spec.path}' is a file, not an engine; to merge bench reports run "
                              f"`alignvar-edge bench merge {spec.path} ... --md MERGED.md`")
-        if not (p / "config.json").is_file():             # a checkpoint: config.json + weights, no manifest
+        from alignvar_edge.model.checkpoint import is_checkpoint
+        if not is_checkpoint(p):          # a torch engine holds config.json too: verified like any engine
             from alignvar_edge.manifest import load_verified
             load_verified(p)          # not a directory, no manifest.json or not JSON, files not as it lists
         from alignvar_edge.runtimes import check_backend
@@ -147,7 +148,7 @@ def artifact_bytes(path: str | None) -> int | None:
 def spec_manifest(path: str) -> Manifest | None:
     """The manifest of a subject's folder; None for a checkpoint or a folder without a readable one."""
     from alignvar_edge.manifest import read_manifest
-    from alignvar_edge.runtimes.artifacts import is_checkpoint
+    from alignvar_edge.model.checkpoint import is_checkpoint
     if is_checkpoint(path):
         return None
     try:

@@ -69,6 +69,15 @@ class LoadReport:
         return "; ".join(parts) or "all keys matched"
 
 
+def is_checkpoint(path: str | os.PathLike[str]) -> bool:
+    """A bundled model name, or a directory with config.json + model.safetensors and no manifest
+    (an export or engine, a torch engine's copy of the weights included, is not a checkpoint)."""
+    p = Path(path)
+    if (p / MANIFEST_FILE).is_file():     # even a folder named as a bundled model is then an artifact
+        return False
+    return str(path) in BUNDLED or (p.is_dir() and (p / CONFIG_FILE).is_file() and (p / WEIGHTS_FILE).is_file())
+
+
 def resolve_checkpoint_dir(name_or_dir: str | os.PathLike[str]) -> Path:
     """A bundled model name or a directory holding config.json + model.safetensors."""
     s = str(name_or_dir)

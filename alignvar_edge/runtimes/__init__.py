@@ -67,7 +67,7 @@ def detect_backend(path: str | os.PathLike[str]) -> str:
 def _detected(path: str | os.PathLike[str]) -> tuple[str, Manifest | None]:
     """`detect_backend`'s answer, and the manifest it read (None for a checkpoint)."""
     from alignvar_edge.manifest import read_manifest
-    from alignvar_edge.runtimes.artifacts import is_checkpoint
+    from alignvar_edge.model.checkpoint import is_checkpoint
     if is_checkpoint(path):
         return "torch", None
     if not Path(path).is_dir():

@@ -18,24 +18,13 @@ import numpy as np
 from alignvar_edge.errors import ArtifactError, CheckpointError, InputError, host_tools_error
 from alignvar_edge.manifest import (MANIFEST_FILE, BuiltFrom, Manifest, ModelInfo, hard_link, listed_file,
                                     load_verified, new_manifest, read_manifest, recorded_path, sha256_file)
+from alignvar_edge.model.checkpoint import is_checkpoint
 from alignvar_edge.model.config import AlignVARConfig
 from alignvar_edge.runtimes.base import INPUT, NOISE, SR, config_from_manifest, token_name
 
 __all__ = ["checkpoint_and_export", "checkpoint_dir", "check_same_checkpoint", "model_name", "source_checkpoint", "default_out", "out_for",
-           "engine_manifest", "graph_io", "takes_noise", "leaves_out_refiner", "check_quantized_for", "is_checkpoint", "single_graph", "check_calibration",
+           "engine_manifest", "graph_io", "takes_noise", "leaves_out_refiner", "check_quantized_for", "single_graph", "check_calibration",
            "link_onnx"]
-
-
-def is_checkpoint(path: str | os.PathLike[str]) -> bool:
-    """A bundled model name, or a directory with config.json + model.safetensors and no manifest."""
-    s = str(path)
-    if (Path(s) / MANIFEST_FILE).is_file():    # an artifact or engine: no need to import the model
-        return False
-    from alignvar_edge.model.checkpoint import BUNDLED, CONFIG_FILE, WEIGHTS_FILE
-    if s in BUNDLED:
-        return True
-    p = Path(s)
-    return p.is_dir() and (p / CONFIG_FILE).is_file() and (p / WEIGHTS_FILE).is_file()
 
 
 def model_name(source: str | os.PathLike[str]) -> str:

@@ -273,7 +273,7 @@ def engine_warnings(m: Manifest) -> list[str]:
 def _calibration(args: argparse.Namespace) -> Any:
     from alignvar_edge.quantize.calibration.sets import CalibrationSet, rounding_note
     from alignvar_edge.manifest import read_manifest
-    from alignvar_edge.runtimes.artifacts import is_checkpoint
+    from alignvar_edge.model.checkpoint import is_checkpoint
     n = args.calib_tiles or CALIB_TILES
     if is_checkpoint(args.source):
         from alignvar_edge.model.checkpoint import load_config, resolve_checkpoint_dir
@@ -309,7 +309,7 @@ def _finished(existing: list[Job], engine: str, output: str, force: bool) -> Non
 def _engine_scale(engine: str) -> int:
     """The scale of the engine `--engine` names, from its checkpoint's config or its manifest
     (without loading it: a folder whose outputs are all finished needs no engine)."""
-    from alignvar_edge.runtimes.artifacts import is_checkpoint
+    from alignvar_edge.model.checkpoint import is_checkpoint
     if is_checkpoint(engine):
         from alignvar_edge.model.checkpoint import load_config, resolve_checkpoint_dir
         return int(load_config(resolve_checkpoint_dir(engine)).scale)
@@ -477,7 +477,7 @@ def _compare_images(args: argparse.Namespace) -> tuple[list[tuple[str, Any]], li
 
 def _reference_source(args: argparse.Namespace, metas: list[Manifest]) -> str:
     if args.reference:
-        from alignvar_edge.runtimes.artifacts import is_checkpoint
+        from alignvar_edge.model.checkpoint import is_checkpoint
         if Path(args.reference).exists() and not is_checkpoint(args.reference):
             raise InputError(f"--reference {args.reference} is not a model checkpoint: --reference takes the "
                              "checkpoint the PyTorch reference runs (a bundled name such as "

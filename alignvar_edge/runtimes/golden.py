@@ -15,7 +15,7 @@ import numpy as np
 from alignvar_edge.errors import ArtifactError
 from alignvar_edge.fsmodes import write_atomically
 from alignvar_edge.manifest import Manifest, prune_text, sha256_file
-from alignvar_edge.model.checkpoint import GOLDEN_FILE
+from alignvar_edge.model.checkpoint import GOLDEN_FILE, WEIGHTS_FILE
 from alignvar_edge.runtimes.artifacts import leaves_out_refiner, source_checkpoint
 
 __all__ = ["GOLDEN_FILE", "check_golden_rollout", "copy_golden", "engine_golden", "golden_entry", "golden_made_as",
@@ -45,7 +45,7 @@ def make_golden(model_dir: str | os.PathLike[str], n: int = 4, seed: int = 0, pr
         sr, *tokens = model(x, model.engine_noise(x, refine))
     refine = refine or not model.config.has_refiner
     meta = {"seed": str(seed), "split": "heldout", "reference": "PyTorch" + rollout_text(prune, refine),
-            "weights_sha256": sha256_file(path / "model.safetensors"), **made_as_metadata(prune, refine)}
+            "weights_sha256": sha256_file(path / WEIGHTS_FILE), **made_as_metadata(prune, refine)}
     return write_golden(out or path / GOLDEN_FILE, lr, sr.numpy(), [t.numpy() for t in tokens], meta)
 
 
@@ -132,8 +132,8 @@ def load_golden(model_dir: Path) -> tuple[np.ndarray, np.ndarray, list[np.ndarra
                             f"{model_dir}` (for the bundled model: reinstall alignvar-edge)")
     lr, sr, tokens, meta = read_golden(f)
     made_for = meta.get("weights_sha256")
-    if made_for and made_for != sha256_file(model_dir / "model.safetensors"):
-        raise ArtifactError(f"{f} was made for other weights than {model_dir / 'model.safetensors'}; "
+    if made_for and made_for != sha256_file(model_dir / WEIGHTS_FILE):
+        raise ArtifactError(f"{f} was made for other weights than {model_dir / WEIGHTS_FILE}; "
                             "regenerate it: python -m alignvar_edge.runtimes.selftest --golden "
                             f"{model_dir}")
     return lr, sr, tokens

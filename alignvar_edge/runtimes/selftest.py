@@ -27,6 +27,7 @@ from alignvar_edge.fsmodes import unwritable_folder
 from alignvar_edge.lazy import import_host
 from alignvar_edge.manifest import Manifest, sha256_file, token_share, tool_versions
 from alignvar_edge.model.bundled import DEFAULT_CHECKPOINT
+from alignvar_edge.model.checkpoint import WEIGHTS_FILE, is_checkpoint
 from alignvar_edge.recipes import BACKEND, CALIB_TILES, Recipe, recipe
 from alignvar_edge.runtimes.base import precision_label
 from alignvar_edge.runtimes.golden import GOLDEN_FILE, engine_golden, load_golden, make_golden, read_golden
@@ -78,7 +79,7 @@ def source_digest(root: Path = _PACKAGE_ROOT) -> str:
 def export_cache_key(ckpt: Path) -> str:
     """What makes one export differ from another: the weights, this code and the export tool chain."""
     tools = tool_versions(("torch", "onnx", "onnxscript"))
-    parts = [sha256_file(ckpt / "model.safetensors"), source_digest(), *(f"{k}={v}" for k, v in sorted(tools.items()))]
+    parts = [sha256_file(ckpt / WEIGHTS_FILE), source_digest(), *(f"{k}={v}" for k, v in sorted(tools.items()))]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
@@ -234,7 +235,7 @@ def selftest_engine(engine_dir: str | os.PathLike[str], device: str | None = Non
 
     Needs only the engine's runtime (no PyTorch, no bundled model): what a device runs first."""
     from alignvar_edge import __version__, runtimes
-    from alignvar_edge.manifest import MANIFEST_FILE, read_manifest
+    from alignvar_edge.manifest import read_manifest
     from alignvar_edge.fsmodes import broken_link, special_kind
     root = Path(engine_dir)
     if not root.is_dir():
@@ -246,8 +247,7 @@ def selftest_engine(engine_dir: str | os.PathLike[str], device: str | None = Non
         # a folder that is no artifact says so, and a checkpoint how to make its golden file, before
         # "no golden file" sends the user off to rebuild an engine
         # (a torch engine holds weights and config too, but its manifest lists its files: not a checkpoint)
-        if ((root / "config.json").is_file() and (root / "model.safetensors").is_file()
-                and not (root / MANIFEST_FILE).is_file()):
+        if is_checkpoint(root):
             load_golden(root)
         read_manifest(root)
     f = engine_golden(root, ", or run `alignvar-edge selftest --backend onnxruntime` where PyTorch is installed "

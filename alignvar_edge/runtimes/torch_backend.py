@@ -20,8 +20,8 @@ from alignvar_edge.lazy import lazy_import
 from alignvar_edge.manifest import (Manifest, ModelInfo, ModelSource, contract, load_verified, new_manifest,
                                     recorded_path, write_manifest)
 from alignvar_edge.manifest import artifact_dir as staging_dir
-from alignvar_edge.runtimes.artifacts import (checkpoint_and_export, graph_io, is_checkpoint, leaves_out_refiner,
-                                              model_name)
+from alignvar_edge.model.checkpoint import is_checkpoint
+from alignvar_edge.runtimes.artifacts import checkpoint_and_export, graph_io, leaves_out_refiner, model_name
 from alignvar_edge.runtimes.base import INPUT, SR, Backend, Engine, TensorSpec, token_name
 from alignvar_edge.runtimes.golden import copy_golden
 from alignvar_edge import recipes
