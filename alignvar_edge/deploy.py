@@ -32,7 +32,6 @@ from typing import Any
 from alignvar_edge.errors import AlignVAREdgeError, InputError
 from alignvar_edge.recipes import ALIASES, BACKENDS, DEPLOY_DEFAULT, deploy_precisions, engine_precision, recipe
 from alignvar_edge.manifest import ModelInfo, ModelSource, parity_figures, read_manifest
-from alignvar_edge.model.bundled import DEFAULT_CHECKPOINT
 
 __all__ = ["DeployOptions", "DeployResult", "Step", "deploy", "plan"]
 
@@ -74,8 +73,6 @@ class DeployOptions:
         bad = [p for p in self.precisions if p not in PRECISIONS]
         if bad or not self.precisions:
             raise InputError(f"unknown precision(s) {', '.join(bad) or '(none)'}; choose from {', '.join(PRECISIONS)}")
-        if self.checkpoint and self.preset:
-            raise InputError("pass either a checkpoint or --preset, not both")
         if self.calib != "builtin" and not Path(self.calib).is_dir():
             raise InputError(f"--calib '{self.calib}' is not a folder; pass a folder of photographs or builtin")
         if self.export and not Path(self.export).is_dir():
@@ -170,14 +167,8 @@ class DeployResult:
 def _load_model(opts: DeployOptions) -> tuple[Any, str, ModelSource]:
     if opts.model is not None:
         return opts.model.eval(), opts.model.config.name, ModelSource.memory()
-    if opts.preset:
-        from alignvar_edge.export.random_model import random_model
-        return (random_model(opts.preset, seed=opts.seed), f"{opts.preset}-random",
-                ModelSource.preset(opts.preset, opts.seed))
-    from alignvar_edge.model.alignvar import load_pretrained
-    from alignvar_edge.model.checkpoint import checkpoint_source
-    ckpt = opts.checkpoint or DEFAULT_CHECKPOINT
-    return load_pretrained(ckpt), ckpt, checkpoint_source(ckpt)
+    from alignvar_edge.export.random_model import load_model
+    return load_model(opts.checkpoint, opts.preset, opts.seed)
 
 
 def deploy(opts: DeployOptions, log: Log | None = None, progress: Progress | None = None) -> DeployResult:

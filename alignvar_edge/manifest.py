@@ -80,6 +80,7 @@ SCHEMA_VERSION = 1
 TRACKED_TOOLS = ("alignvar-edge", "torch", "numpy", "onnx", "onnxruntime", "onnxscript", "openvino",
                  "nncf", "coremltools", "tensorrt")
 SOURCE_KINDS = ("bundled", "checkpoint", "upstream", "preset", "memory", "other")
+PRESET_REFERENCE = "preset:"     # ModelSource.reference of seeded random weights: preset:NAME:SEED
 
 
 # (device, inode, size, mtime, ctime) -> SHA-256 of the files hashed in this process: one command
@@ -187,12 +188,25 @@ class ModelSource:
         """What loads these weights again: a checkpoint path or bundled name, `preset:NAME:SEED`
         for seeded random weights; None for a model that only existed in memory."""
         if self.kind == "preset":
-            return f"preset:{self.name}:{self.seed if self.seed is not None else 0}"
+            return f"{PRESET_REFERENCE}{self.name}:{self.seed if self.seed is not None else 0}"
         if self.kind in ("checkpoint", "upstream"):
             return self.path
         if self.kind == "bundled":
             return self.name
         return None
+
+    @classmethod
+    def from_reference(cls, text: str) -> ModelSource:
+        """The source `reference` wrote `text` for (no hashes: those are the checkpoint's own):
+        `preset:NAME[:SEED]`, a bundled model's name, or else a checkpoint's path."""
+        if text.startswith(PRESET_REFERENCE) or not text:
+            name, *seed = text[len(PRESET_REFERENCE):].split(":")
+            if not name or len(seed) > 1 or not all(s.isascii() and s.isdigit() for s in seed):
+                raise InputError(f"model reference '{text}' is neither a checkpoint nor preset:NAME[:SEED] "
+                                 f"with a whole-number SEED (e.g. {PRESET_REFERENCE}micro:0)")
+            return cls.preset(name, int(seed[0]) if seed else 0)
+        from alignvar_edge.model.bundled import BUNDLED     # names only (no model code)
+        return cls("bundled", name=text) if text in BUNDLED else cls("checkpoint", path=text)
 
     def describe(self) -> str:
         if self.kind == "preset":

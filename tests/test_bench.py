@@ -524,6 +524,17 @@ def test_an_engine_holding_a_config_json_is_verified_before_timing(
         check_exists(parse_spec(str(eng)))
 
 
+def test_a_reference_with_a_seed_that_is_no_number_is_one_line(
+        micro_export: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # it was a ValueError traceback from parsing 'preset:NAME:SEED' by hand
+    rc = cli.main(["bench", str(micro_export), "--reference", "preset:micro:abc", "--runs", "1", "--threads", "1",
+                   "--out", str(tmp_path / "r.json")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err == ("alignvar-edge bench: error: --reference: model reference 'preset:micro:abc' is neither "
+                               "a checkpoint nor preset:NAME[:SEED] with a whole-number SEED (e.g. preset:micro:0)"), err
+    assert not (tmp_path / "r.json").exists()
+
+
 TRTEXEC_LOGS = Path(__file__).resolve().parent / "data" / "trtexec"
 
 

@@ -488,3 +488,21 @@ def test_inspect_shows_a_scale_that_lost_tokens_with_decimals() -> None:
     line = _parity_line({"tiles": 256, "tokens": {"per_scale": [1.0, 0.996, 0.9999], "overall": 0.998},
                          "psnr_db": 58.7, "max_abs_diff": 0.01})
     assert line is not None and "tokens per scale [100% 99.60% 99.99%]" in line, line
+
+
+def test_export_deploy_and_bench_load_a_model_by_one_rule(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from alignvar_edge.export.random_model import load_model
+    from alignvar_edge.manifest import ModelSource
+    model, name, source = load_model(preset="micro", seed=3)
+    assert (name, source, model.config.name) == ("micro-random", ModelSource.preset("micro", 3), "micro")
+    model, name, source = load_model()                  # the bundled default, its files hashed
+    assert (name, source.kind, source.name, sorted(source.sha256)) == (
+        "alignvar-tiny", "bundled", "alignvar-tiny", ["config.json", "model.safetensors"])
+    assert load_model("alignvar-tiny", hashed=False)[2].sha256 == {}     # bench's reference: no proof needed
+    with pytest.raises(InputError, match=r"^pass either a checkpoint or preset=, not both$"):
+        load_model("alignvar-tiny", "micro")
+    for verb in ("export", "deploy"):
+        rc = cli.main([verb, "alignvar-tiny", "--preset", "micro", "--out", str(tmp_path / verb)])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and err == f"alignvar-edge {verb}: error: pass either a checkpoint or --preset, not both", err
+        assert not (tmp_path / verb).exists()

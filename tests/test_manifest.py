@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from alignvar_edge.errors import ArtifactError, OutputExistsError
+from alignvar_edge.errors import ArtifactError, InputError, OutputExistsError
 from alignvar_edge.manifest import (MANIFEST_FILE, Manifest, ModelInfo, ModelSource, artifact_dir, check_out,
                                     load_verified, new_manifest, parity_figures, read_manifest, write_manifest)
 
@@ -378,6 +378,25 @@ def test_force_leaves_a_folder_with_a_hostile_manifest_alone(tmp_path, raw):
 def test_provenance_sentence_and_reference(source, sentence, reference):
     assert source.describe() == sentence and source.reference == reference
     assert ModelSource.from_json(source.to_json()) == source
+
+
+@pytest.mark.parametrize("reference, kind, name, path, seed", [
+    ("preset:micro:3", "preset", "micro", None, 3),
+    ("preset:micro", "preset", "micro", None, 0),        # bench --reference may leave the seed out
+    ("alignvar-tiny", "bundled", "alignvar-tiny", None, None),
+    ("/runs/ck", "checkpoint", None, "/runs/ck", None),
+])
+def test_a_reference_reads_back_as_the_source_that_writes_it(reference, kind, name, path, seed):
+    source = ModelSource.from_reference(reference)
+    assert (source.kind, source.name, source.path, source.seed) == (kind, name, path, seed)
+    assert ModelSource.from_reference(source.reference) == source
+
+
+@pytest.mark.parametrize("reference", ["preset:micro:abc", "preset:micro:1:2", "preset:micro:-1", "preset:", ""])
+def test_a_reference_that_names_no_model_is_refused(reference):
+    with pytest.raises(InputError, match=f"^model reference '{reference}' is neither a checkpoint nor "
+                                         r"preset:NAME\[:SEED\] with a whole-number SEED \(e.g. preset:micro:0\)$"):
+        ModelSource.from_reference(reference)
 
 
 def test_the_sentence_is_never_read_back(tmp_path):

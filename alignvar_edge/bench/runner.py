@@ -37,6 +37,7 @@ from alignvar_edge.bench.stats import latency_summary
 from alignvar_edge.bench.subjects import (BICUBIC, EAGER, EngineSpec, Subject, artifact_bytes, call_for,
                                           check_exists, open_subject, parse_spec, spec_manifest, unique_label,
                                           untimed_error)
+from alignvar_edge.caller import option
 from alignvar_edge.errors import AlignVAREdgeError, BackendUnavailableError, InputError
 from alignvar_edge.manifest import Manifest, ModelSource, default_overlap
 from alignvar_edge.recipes import DEFAULT_MIN_TOKENS
@@ -108,14 +109,11 @@ class BenchOptions:
 # ------------------------------------------------------------------------------------------------
 def _from_text(text: str) -> tuple[Any, str, ModelSource]:
     """'preset:NAME[:SEED]' (random weights, as `export --preset`) or a checkpoint / bundled name."""
-    if text.startswith("preset:"):
-        from alignvar_edge.export.random_model import random_model
-        _, name, *seed = text.split(":")
-        s = int(seed[0]) if seed else 0
-        return random_model(name, seed=s), f"{name}-random", ModelSource.preset(name, s)
-    from alignvar_edge.model.alignvar import load_pretrained
-    from alignvar_edge.model.checkpoint import checkpoint_source
-    return load_pretrained(text), text, checkpoint_source(text, hashed=False)
+    from alignvar_edge.export.random_model import load_model
+    source = ModelSource.from_reference(text)
+    if source.kind == "preset":
+        return load_model(preset=source.name, seed=source.seed or 0)
+    return load_model(text, hashed=False)
 
 
 def _candidates(manifest: Manifest | None) -> list[str]:
@@ -135,7 +133,10 @@ def resolve_reference(reference: Any, specs: Sequence[EngineSpec]) -> tuple[Any,
     if reference is not None and not isinstance(reference, str):
         return reference.eval(), reference.config.name, ModelSource.memory()
     if isinstance(reference, str):
-        return _from_text(reference)
+        try:
+            return _from_text(reference)
+        except InputError as e:          # a reference that names no model: say which option took it
+            raise InputError(f"{option('reference')}: {e}") from e
     from alignvar_edge.model.checkpoint import is_checkpoint
     tried = []
     for spec in specs:

@@ -8,9 +8,8 @@ from typing import Any
 
 from alignvar_edge.argtypes import MAX_TILES, batch_size, nonneg_int, tile_count
 from alignvar_edge.cli_json import add_json_option, no_stale_result
-from alignvar_edge.errors import CheckpointError, ConfigError
-from alignvar_edge.manifest import ModelSource, read_manifest
-from alignvar_edge.model.bundled import CHECKPOINT_HELP, DEFAULT_CHECKPOINT
+from alignvar_edge.manifest import read_manifest
+from alignvar_edge.model.bundled import CHECKPOINT_HELP
 from alignvar_edge.progress import note
 
 
@@ -70,30 +69,12 @@ def register(sub: Any) -> None:
     q.set_defaults(func=run_inspect)
 
 
-def _load(args: argparse.Namespace) -> tuple[Any, str, ModelSource]:
-    """(model, name, where its weights came from) from --preset or a checkpoint."""
-    if args.preset:
-        if args.checkpoint:
-            raise ConfigError("pass either a checkpoint or --preset, not both")
-        from alignvar_edge.export.random_model import random_model
-        model = random_model(args.preset, seed=args.seed)
-        return model, f"{args.preset}-random", ModelSource.preset(args.preset, args.seed)
-    from alignvar_edge.model.alignvar import load_pretrained
-    ckpt = args.checkpoint or DEFAULT_CHECKPOINT
-    try:
-        model = load_pretrained(ckpt)
-    except CheckpointError as e:
-        hint = "" if args.checkpoint else " (or pass --preset NAME to export random weights)"
-        raise CheckpointError(f"{e}{hint}") from e
-    from alignvar_edge.model.checkpoint import checkpoint_source
-    return model, ckpt, checkpoint_source(ckpt)
-
-
 def run_export(args: argparse.Namespace) -> int:
     from alignvar_edge.export.onnx_export import export_onnx
+    from alignvar_edge.export.random_model import load_model
     from alignvar_edge.model.pruning import parse_prune
 
-    model, name, source = _load(args)
+    model, name, source = load_model(args.checkpoint, args.preset, args.seed)
     ext = {"auto": None, "yes": True, "no": False}[args.external_data]
     t0 = time.perf_counter()
     out = export_onnx(model, args.out, graph=args.graph, batch=args.batch, opset=args.opset, refine=args.refine,
