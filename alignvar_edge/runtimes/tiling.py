@@ -341,8 +341,8 @@ class _Layout:
         return out[..., None] if self.keep_dim else out
 
 
-def _as_rgb(image: np.ndarray, to_float: FloatOf, integers: bool) -> tuple[np.ndarray, _Layout]:
-    """(the RGB samples the model sees, the layout its result takes); `integers` as `_check_rgb`."""
+def _as_rgb(image: np.ndarray, to_float: FloatOf) -> tuple[np.ndarray, _Layout]:
+    """(the RGB samples the model sees, the layout its result takes)."""
     x = np.asarray(image)
     if x.ndim == 2 or (x.ndim == 3 and x.shape[2] == 1):
         g = x.reshape(x.shape[0], x.shape[1])
@@ -404,7 +404,7 @@ class _Prepared:
 def _prepared(image: Samples, scale: int, tile: int, overlap: int | None) -> _Prepared:
     # an integer result is made from integer samples (`as_samples`); a float one from floats only
     integers = image.dtype.kind in "ui"
-    rgb, layout = _as_rgb(image.samples, image.to_float, integers)
+    rgb, layout = _as_rgb(image.samples, image.to_float)
     padded, _, ys, xs = _prepare(rgb, tile, overlap, integers)
     return _Prepared(image, rgb, layout, padded, ys, xs, scale)
 
