@@ -306,6 +306,34 @@ def test_load_auto_detects_the_backend(export, built, tmp_path):
         runtimes.load(tmp_path)
 
 
+def test_every_backend_refuses_an_artifact_for_another_in_one_wording(export, tmp_path):
+    """Each backend's open refused another's engine in its own words (Core ML's: 'not a Core ML engine'),
+    where `load` had said check_backend's; Backend.load asks check_backend for all of them. With it: an
+    alias ('ort') is its backend, not 'not on ort', and a deploy output named for a backend says where
+    its engines are, not 'an engine for multi; load it with that backend'."""
+    from alignvar_edge.manifest import new_manifest, write_manifest
+    coreml = tmp_path / "coreml-engine"
+    coreml.mkdir()
+    write_manifest(coreml, new_manifest("engine", "coreml", "single", "fp16", {}))
+    for name in ("torch", "onnxruntime", "openvino", "tensorrt"):
+        with pytest.raises(InputError, match=f"coreml-engine is a coreml engine, not one for {name}: use backend "
+                                             r"coreml \(or auto\)$"):
+            runtimes.get_backend(name).load(coreml)
+    ort = tmp_path / "ort-engine"
+    ort.mkdir()
+    write_manifest(ort, new_manifest("engine", "onnxruntime", "single", "fp32", {}))
+    with pytest.raises(InputError, match="ort-engine is an onnxruntime engine, not one for coreml"):
+        runtimes.get_backend("coreml").load(ort)
+    with runtimes.load(export, backend="ort", threads=1) as e:
+        assert e.backend == "onnxruntime"
+    deployed = tmp_path / "deploy-out"
+    (deployed / "engines" / "onnxruntime-fp32").mkdir(parents=True)
+    write_manifest(deployed, new_manifest("deploy", "multi", "single", "fp32", {}))
+    with pytest.raises(ArtifactError, match="is the output of `deploy`; its engines are in .*: pass one of them "
+                                            r"\(onnxruntime-fp32\)"):
+        runtimes.load(deployed, backend="onnxruntime")
+
+
 def test_several_engines_in_one_process_and_threads_agree(built, crops):
     img = crops["rocket"][:11, :13]
     a, b = runtimes.load(built["onnxruntime"]), runtimes.load(built["openvino"])

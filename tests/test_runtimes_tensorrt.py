@@ -150,8 +150,8 @@ def test_build_without_tensorrt_writes_a_kit_for_the_device(export, tmp_path):
     m = load_verified(kit)
     # what stopped the build, without "still writes a kit": this is that kit
     assert m.kind == "onnx" and m.extra["tensorrt_kit"]["reason"] == REASON.removesuffix(trt_backend.KIT_STILL_BUILDS)
-    with pytest.raises(ArtifactError, match="build kit"):
-        trt_backend.BACKEND.load(kit)
+    with pytest.raises(BackendUnavailableError, match="is a TensorRT build kit, not an engine"):
+        trt_backend.BACKEND.load(kit)          # in runtimes.load's words
     with runtimes.load(kit) as e:          # the kit is still a valid export: ONNX Runtime runs it
         assert e.backend == "onnxruntime"
         assert e.run(np.zeros((1, 3, 8, 8), np.float32))[0].shape == (1, 3, 32, 32)

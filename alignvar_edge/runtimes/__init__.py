@@ -66,15 +66,28 @@ def detect_backend(path: str | os.PathLike[str]) -> str:
 
 def _detected(path: str | os.PathLike[str]) -> tuple[str, Manifest | None]:
     """`detect_backend`'s answer, and the manifest it read (None for a checkpoint)."""
+    m = _artifact_manifest(path)
+    return _backend_of(path, m), m
+
+
+def _artifact_manifest(path: str | os.PathLike[str]) -> Manifest | None:
+    """The manifest of the artifact at `path` (None for a checkpoint); ArtifactError where it is none."""
     from alignvar_edge.manifest import read_manifest
     from alignvar_edge.model.checkpoint import is_checkpoint
     if is_checkpoint(path):
-        return "torch", None
+        return None
     if not Path(path).is_dir():
         raise ArtifactError(_nothing_to_load(path))
-    m = read_manifest(path)
+    return read_manifest(path)
+
+
+def _backend_of(path: str | os.PathLike[str], m: Manifest | None) -> str:
+    """The backend that opens the artifact at `path` (`m`: its manifest, None for a checkpoint);
+    ArtifactError for one that none opens (a `deploy` output: its engines are named)."""
+    if m is None:
+        return "torch"
     if m.kind == "onnx":
-        return "onnxruntime", m
+        return "onnxruntime"
     backend = m.backend
     engines = Path(path) / "engines"
     if m.kind == "deploy" and engines.is_dir():
@@ -84,7 +97,7 @@ def _detected(path: str | os.PathLike[str]) -> tuple[str, Manifest | None]:
     if m.kind != "engine" or backend not in BACKENDS:
         raise ArtifactError(f"'{path}' is a {m.kind!r} artifact for backend {backend!r}, which "
                             "no runtime here loads; build an engine with `alignvar-edge build`")
-    return str(backend), m
+    return str(backend)
 
 
 def _nothing_to_load(path: str | os.PathLike[str]) -> str:
@@ -100,16 +113,21 @@ def _nothing_to_load(path: str | os.PathLike[str]) -> str:
 
 
 def check_backend(path: str | os.PathLike[str], backend: str) -> None:
-    """A backend named (not "auto") against what `path` is: a checkpoint runs on torch, an ONNX export
-    on onnxruntime or openvino, an engine directory on its own backend. One line with the fix, before
-    anything is loaded; a path that is none of these is left to the loading to name. A TensorRT build
-    kit named for tensorrt is a BackendUnavailableError: its engine is what is missing, not a fix of ours."""
+    """A backend named (not "auto"; an alias such as "ort" is its backend) against what `path` is: a
+    checkpoint runs on torch, an ONNX export on onnxruntime or openvino, an engine directory on its own
+    backend. One line with the fix, before anything is loaded: the one refusal of an artifact for another
+    backend, which `Backend.load` asks here too. A path that is no artifact is left to the loading to
+    name; an artifact no backend opens (a `deploy` output) is refused as `load` without a backend
+    refuses it. A TensorRT build kit named for tensorrt is a BackendUnavailableError: its engine is what
+    is missing, not a fix of ours."""
     if backend == "auto":
         return
+    backend = backend_name(backend)
     try:
-        found, m = _detected(path)
+        m = _artifact_manifest(path)
     except AlignVAREdgeError:
         return
+    found = _backend_of(path, m)
     export = m is not None and m.kind == "onnx"
     if found == backend or (export and backend == "openvino"):          # OpenVINO reads ONNX too
         return
@@ -144,13 +162,8 @@ def load(engine_dir: str | os.PathLike[str], backend: str = "auto", device: str 
     or the runtime cannot compile the engine for this device.
     """
     _check_path(engine_dir, "load", "an engine directory, an ONNX export or a checkpoint")
-    check_backend(engine_dir, backend)
-    name = detect_backend(engine_dir) if backend == "auto" else backend
-    b = get_backend(name)
-    ok, why = b.can_load()
-    if not ok:
-        raise BackendUnavailableError(f"{b.name} is not usable here: {why}")
-    try:
+    b = get_backend(detect_backend(engine_dir) if backend == "auto" else backend)
+    try:                                # Backend.load checks the backend against the path, then that it runs here
         return b.load(_as_path(engine_dir), device=device, **opts)
     except (AlignVAREdgeError, NotImplementedError, RecursionError):    # RuntimeErrors of ours, not the runtime's
         raise

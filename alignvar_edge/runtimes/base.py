@@ -506,10 +506,14 @@ class Backend(abc.ABC):
 
     def require(self) -> Any:
         """The backend's package, or BackendUnavailableError saying why it cannot run here."""
-        ok, why = self.is_available()
+        self._refuse_unless(self.is_available())
+        return self.import_module()
+
+    def _refuse_unless(self, usable: tuple[bool, str]) -> None:
+        """BackendUnavailableError where `usable` (is_available's or can_load's answer) says no."""
+        ok, why = usable
         if not ok:
             raise BackendUnavailableError(f"{self.name} is not usable here: {why}")
-        return self.import_module()
 
     @abc.abstractmethod
     def build(self, artifact_dir: Path, out: Path, precision: str = "fp32",
@@ -518,8 +522,13 @@ class Backend(abc.ABC):
         """Make an engine directory (with manifest.json) from an exported artifact."""
 
     def load(self, engine_dir: Path, device: str | None = None, **opts: Any) -> Engine:
-        """Open an engine directory made by `build` (some backends also open ONNX exports); an
-        option this backend does not take is one line naming the ones it does."""
+        """Open an engine directory made by `build` (some backends also open ONNX exports or
+        checkpoints). Refused in one line, in this order: an artifact for another backend
+        (`runtimes.check_backend`, so no backend's `open` repeats it), a backend that cannot load
+        here, an option this backend does not take (the ones it does are named)."""
+        from alignvar_edge.runtimes import check_backend        # the package imports this module
+        check_backend(engine_dir, self.name)
+        self._refuse_unless(self.can_load())
         unknown = set(opts) - self.load_options
         if unknown:
             raise InputError(f"unknown {self.name} engine options {sorted(unknown)}; known: "

@@ -173,12 +173,10 @@ class OrtBackend(Backend):
         if m.kind == "onnx":
             m, path = single_graph(engine_dir)
             session: dict[str, Any] = given
-        elif m.backend == self.name:
+        else:                             # an onnxruntime engine: Backend.load refused any other
             path = listed_file(engine_dir, m, m.engine_file)
             session = threads_here(dict(m.extra.get("session") or {}), engine_dir, given)
             device = device or m.extra.get("device")
-        else:
-            raise ArtifactError(f"'{engine_dir}' is an engine for {m.backend}; load it with that backend")
         return OrtEngine(path, m, device, Path(engine_dir), **session)
 
 

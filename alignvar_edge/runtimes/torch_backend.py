@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from alignvar_edge.caller import option
-from alignvar_edge.errors import ArtifactError, BackendUnavailableError, CheckpointError, InputError
+from alignvar_edge.errors import BackendUnavailableError, CheckpointError, InputError
 from alignvar_edge.lazy import lazy_import
 from alignvar_edge.manifest import (Manifest, ModelInfo, ModelSource, contract, load_verified, new_manifest,
                                     recorded_path, write_manifest)
@@ -181,9 +181,7 @@ class TorchBackend(Backend):
                                 extra={"source": {"path": str(engine_dir)}})
             return TorchEngine(model, meta, self.check_device(device), precision or "fp32",
                                int(batch or DEFAULT_BATCH), cuda_graphs=graphs, refine=refine is not False)
-        m = load_verified(path)
-        if m.backend != "torch":
-            raise ArtifactError(f"'{engine_dir}' is an engine for {m.backend}, not for torch")
+        m = load_verified(path)               # a torch engine: Backend.load refused any other
         model = load_pretrained(path)    # the engine dir holds config.json + weights
         model.prune = tuple(m.extra.get("prune") or ())     # built from a pruned export: its rollout
         return TorchEngine(model, m, self.check_device(device or m.extra.get("device", "cpu")),

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from alignvar_edge.errors import ArtifactError, BackendUnavailableError, ConfigError, InputError
+from alignvar_edge.errors import BackendUnavailableError, ConfigError, InputError
 from alignvar_edge import recipes
 from alignvar_edge.export.batch import default_batch
 from alignvar_edge.export.parity import compare
@@ -529,10 +529,7 @@ class CoreMLBackend(Backend):
         return out
 
     def open(self, engine_dir: Path, device: str | None = None, **opts: Any) -> CoreMLEngine:
-        m = load_verified(engine_dir)
-        if m.backend != self.name:
-            raise ArtifactError(f"'{engine_dir}' is not a Core ML engine ({m.backend}); "
-                                "build one with `alignvar-edge build CHECKPOINT --target coreml`")
+        m = load_verified(engine_dir)         # a Core ML engine: Backend.load refused any other
         units = compute_units_named(device or m.extra.get("compute_units", "CPU_AND_NE"))
         return CoreMLEngine(listed_file(engine_dir, m, m.engine_file), m, units, Path(engine_dir))
 

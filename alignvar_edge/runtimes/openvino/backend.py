@@ -940,14 +940,12 @@ class OpenVINOBackend(Backend):
         m = load_verified(engine_dir)
         if m.kind == "onnx":              # OpenVINO reads ONNX directly
             m, path = single_graph(engine_dir)
-        elif m.backend == self.name:
+        else:                             # an openvino engine: Backend.load refused any other
             path = listed_file(engine_dir, m, m.engine_file)
             image = (m.extra.get("files") or {}).get("image")
             if image:
                 opts["image_path"] = listed_file(engine_dir, m, image)
             device = device or m.extra.get("device")
-        else:
-            raise ArtifactError(f"'{engine_dir}' is an engine for {m.backend}; load it with that backend")
         device = (device or "CPU").upper()
         self._check_kind(device)
         if device_kind(device) not in VIRTUAL_DEVICES and device not in self.devices():

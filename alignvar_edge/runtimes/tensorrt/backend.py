@@ -426,13 +426,7 @@ class TensorRTBackend(Backend):
         return out
 
     def open(self, engine_dir: Path, device: str | None = None, **opts: Any) -> TensorRTEngine:
-        m = load_verified(engine_dir)
-        if m.kind == "onnx":
-            raise ArtifactError(f"'{engine_dir}' holds ONNX (a TensorRT build kit or an export), not a "
-                                f"TensorRT engine: run `sh {SCRIPT_FILE}` there, or "
-                                "`alignvar-edge build DIR --target tensorrt` on the device")
-        if m.backend != self.name:
-            raise ArtifactError(f"'{engine_dir}' is an engine for {m.backend}; load it with that backend")
+        m = load_verified(engine_dir)         # a TensorRT engine: Backend.load refused a kit, an export or another's
         return TensorRTEngine(listed_file(engine_dir, m, m.engine_file), m,
                               device or m.extra.get("device", "cuda:0"), Path(engine_dir))
 
