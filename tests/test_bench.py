@@ -92,6 +92,22 @@ def test_report_has_schema_engines_baselines_and_figures(report: dict[str, Any],
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
+def test_host_and_device_reports_share_one_envelope(report: dict[str, Any], micro_export: Path,
+                                                   tmp_path: Path) -> None:
+    """`bench merge` reads host and device reports alike: the same parts, model and summary keys
+    (schema.new_report / model_block build both), every gate through one rule (meets_fidelity)."""
+    from alignvar_edge.bench.device import bench_engine_dir
+    ort = runtimes.build(micro_export, "onnxruntime", out=tmp_path / "ort", threads=1)     # golden outputs in it
+    device = bench_engine_dir([str(ort)], runs=1, warmup=0, threads=1, min_token_agreement=1.0)
+    check_report(device)
+    assert list(device) == list(report) and list(device["model"]) == list(report["model"])
+    assert device["model"]["tile"] == report["model"]["tile"] and device["kind"] == report["kind"] == "bench"
+    assert set(report["summary"]) >= set(device["summary"])
+    (row,) = device["engines"]
+    assert row["meets_fidelity"] is (row["fidelity"]["vs_reference"]["token_agreement"] >= 1.0)
+    assert device["settings"]["min_token_agreement"] == device["summary"]["min_token_agreement"] == 1.0
+
+
 def test_unavailable_backends_are_reported_not_faked(report: dict[str, Any]) -> None:
     trt = _entry(report, "tensorrt-fp16")
     assert trt["status"] == "unavailable" and "TensorRT build kit, not an engine" in trt["reason"]

@@ -19,7 +19,6 @@ reported per-call latency, as Engine.infer's wall time is for the other engines.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import os
 import time
 from pathlib import Path
@@ -28,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from alignvar_edge.bench.host import OwnLoad, run_threads, shared_load
-from alignvar_edge.bench.schema import DEVICE_REFERENCE, SCHEMA, SCHEMA_VERSION
+from alignvar_edge.bench.schema import (DEVICE_REFERENCE, meets_fidelity, model_block, new_report,
+                                        status_reasons)
 from alignvar_edge.bench.stats import latency_summary, summary_from_percentiles
 from alignvar_edge.manifest import Manifest, ModelInfo, load_verified
 from alignvar_edge.errors import ArtifactError, InputError
@@ -47,34 +47,25 @@ _NOTE = ("Device report: no PyTorch baseline, GEMM peak or FLOP profile here; fi
 def _model_block(manifest: Manifest | None) -> dict[str, Any]:
     model = manifest.model if manifest else ModelInfo()
     cfg = model.config or {}
-    scale, hr = int(cfg.get("scale", 4)), int(cfg.get("hr_size", 0))
-    return {"name": model.display_name, "source": model.source.describe() if manifest else None,
-            "weights_sha256": model.weights_sha256,
-            "tile": {"lr": hr // scale if hr else None, "hr": hr, "scale": scale},
-            "patch_nums": list(cfg.get("patch_nums") or []), "sr_megapixels_per_tile": hr * hr / 1e6,
-            "parameters": model.parameters, "flops_per_tile": None, "flops_per_stage": None}
+    return model_block(model.display_name, model.source.describe() if manifest else None, model.weights_sha256,
+                       int(cfg.get("hr_size", 0)), int(cfg.get("scale", 4)), cfg.get("patch_nums") or [],
+                       model.parameters)
 
 
 def _report(manifest: Manifest | None, engines: list[dict[str, Any]], settings: dict[str, Any],
             label: str | None, host: dict[str, Any], min_tokens: float, notes: list[str]) -> dict[str, Any]:
-    from alignvar_edge.bench.host import short_label
     meeting = [e["label"] for e in engines if e.get("meets_fidelity")]
-    return {
-        "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "kind": "bench",
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "label": label or short_label(host), "host": host, "model": _model_block(manifest),
-        "settings": {**settings, "min_token_agreement": min_tokens, "reference": DEVICE_REFERENCE},
-        "peak": {"gflops": None, "method": "not measured (device report)"},
-        "engines": engines,
-        "summary": {"eager_p50_ms_per_tile": None, "min_token_agreement": min_tokens,
-                    "engines_meeting_fidelity": meeting,
-                    "unavailable": {e["label"]: e["reason"] for e in engines if e["status"] == "unavailable"},
-                    "failed": {e["label"]: e["reason"] for e in engines if e["status"] == "failed"},
-                    "best_cpu": None, "target_speedup": None, "target_met": None,
-                    "fp32_bound_ms_per_tile": None, "shared_load": shared_load(host)},
-        "profile": None,
-        "notes": notes,
-    }
+    return new_report(
+        label=label, host=host, model=_model_block(manifest),
+        settings={**settings, "min_token_agreement": min_tokens, "reference": DEVICE_REFERENCE},
+        peak={"gflops": None, "method": "not measured (device report)"},
+        engines=engines,
+        summary={"eager_p50_ms_per_tile": None, "min_token_agreement": min_tokens,
+                 "engines_meeting_fidelity": meeting,
+                 **status_reasons(engines),
+                 "best_cpu": None, "target_speedup": None, "target_met": None,
+                 "fp32_bound_ms_per_tile": None, "shared_load": shared_load(host)},
+        profile=None, notes=notes)
 
 
 def _host() -> dict[str, Any]:
@@ -156,7 +147,7 @@ def bench_engine_dir(engines: list[str], runs: int = 20, warmup: int = 3, thread
                      memory={**p.result(), "load_rss_mb": sub.info.get("load_rss_mb"),
                              "measured_on": f"golden pass ({len(lr)} tiles)"},
                      fidelity=fid, build_parity=sub.manifest.parity if sub.manifest else None,
-                     meets_fidelity=bool(fid["vs_reference"]["token_agreement"] >= min_token_agreement))
+                     meets_fidelity=meets_fidelity(fid["vs_reference"]["token_agreement"], min_token_agreement))
         finally:
             sub.engine.close()
     own.record(host)
@@ -287,7 +278,8 @@ def trtexec_report(log: str | os.PathLike[str], engine_dir: str | os.PathLike[st
              if manifest and manifest.kind == "engine" else None,
              "device": (device or "cuda") + dla, "artifact_bytes": None, "batch": b, **graph_fields(manifest),
              "latency": lat, "memory": None, "fidelity": None, "build_parity": parity,
-             "meets_fidelity": None if tokens is None else bool(tokens >= DEFAULT_MIN_TOKENS)}
+             # `bench trtexec` takes no --min-token-agreement: the default gate, which the report records
+             "meets_fidelity": meets_fidelity(tokens, DEFAULT_MIN_TOKENS)}
     host = _trtexec_host(device, cc)
     if "imported_by" in host and not label:
         label = f"{device} (trtexec log)"

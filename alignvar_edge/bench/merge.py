@@ -6,7 +6,6 @@ sizes; speed-ups are always within a device (against that device's PyTorch eager
 """
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
 import re
@@ -17,7 +16,7 @@ from typing import Any
 from alignvar_edge.bench.host import isa_word, load_words, shared_load
 from alignvar_edge.bench.render import (engine_rows, figure_cell, flattered, graph_words, host_words, markdown_table,
                                         plain_log_ticks, pyplot, save_figure, threads_words)
-from alignvar_edge.bench.schema import DEVICE_REFERENCE, SCHEMA, SCHEMA_VERSION, ReportSchemaError, read_report
+from alignvar_edge.bench.schema import DEVICE_REFERENCE, ReportSchemaError, read_report, report_header
 from alignvar_edge.errors import InputError
 from alignvar_edge.manifest import default_overlap
 
@@ -72,9 +71,7 @@ def merge_reports(paths: Sequence[str | os.PathLike[str]]) -> dict[str, Any]:
             rows.append({"device": r["label"], "model": r["model"]["name"],
                          "weights_sha256": r["model"].get("weights_sha256"),
                          "tile_hr": r["model"]["tile"]["hr"], "created": r["created"], **row})
-    return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "kind": "merged",
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "sources": [str(p) for p in paths], "reports": parts, "rows": rows,
+    return {**report_header("merged"), "sources": [str(p) for p in paths], "reports": parts, "rows": rows,
             "warnings": repeated + merge_warnings(parts) + label_warnings(rows) + graph_warnings(rows)}
 
 

@@ -14,7 +14,6 @@ Order of work (each phase on every subject before the next phase):
 """
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import os
 import time
@@ -32,7 +31,7 @@ from alignvar_edge.bench.host import OwnLoad, load_words, shared_load
 from alignvar_edge.bench.memory import PeakRSS, traced_peak_mb
 from alignvar_edge.bench.peak import MAX_PEAK_N
 from alignvar_edge.bench.render import pruning_note
-from alignvar_edge.bench.schema import SCHEMA, SCHEMA_VERSION
+from alignvar_edge.bench.schema import meets_fidelity, model_block, new_report, status_reasons
 from alignvar_edge.bench.stats import latency_summary
 from alignvar_edge.bench.subjects import (BICUBIC, EAGER, EngineSpec, Subject, artifact_bytes, call_for,
                                           check_exists, open_subject, parse_spec, spec_manifest, unique_label,
@@ -337,17 +336,34 @@ def _specs_batch(specs: Sequence[EngineSpec]) -> int:
     return max(set(found), key=found.count) if found else 1
 
 
+@dataclass
+class _Run:
+    """What one bench run measures with: the reference model, its baselines, the tiles and whole
+    images, the GEMM peak and the measurements; `subjects` are the engines, once opened."""
+    model: Any
+    name: str
+    source: ModelSource
+    batch: int                        # PyTorch eager's
+    eager: Subject
+    bicubic: Subject
+    hr: np.ndarray                    # the HR fidelity tiles (their hash is a setting)
+    peak: dict[str, Any]              # before the rounds (in_run_peak adds those timed between them)
+    gemm_flops: float
+    measure: _Measure
+    subjects: list[Subject]
+
+    @property
+    def config(self) -> Any:
+        return self.model.config
+
+
 def run_bench(engines: Sequence[str], reference: Any = None, options: BenchOptions | None = None,
               log: Log | None = None, progress: Progress | None = None) -> dict[str, Any]:
     """Measure `engines` (ENGINE specs, see subjects.py) plus PyTorch eager and bicubic."""
     import torch
 
-    from alignvar_edge.bench.host import fingerprint, run_threads, short_label
-    from alignvar_edge.bench.peak import gemm_call, in_run_peak, measure_peak
-    from alignvar_edge.bench.profile import stage_profile, staged_ort_times, torch_stage_times
-    from alignvar_edge.model.info import flop_groups, stage_flops
-    from alignvar_edge.quantize.calibration.tiles import load_photos, tile_pairs
-    from alignvar_edge.runtimes.torch_backend import DEFAULT_BATCH as TORCH_BATCH, TorchEngine
+    from alignvar_edge.bench.host import fingerprint, run_threads
+    from alignvar_edge.bench.peak import in_run_peak
 
     opts = options or BenchOptions()
     opts.validate()
@@ -364,150 +380,180 @@ def run_bench(engines: Sequence[str], reference: Any = None, options: BenchOptio
     threads = run_threads(opts.threads, host)
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
-    every: list[Subject] = []
+    every: list[Subject] = []         # what is open, closed whatever happens
     try:
-        model, model_name, model_source = resolve_reference(reference, specs)
-        config = model.config
-        if opts.image_size or opts.folder_images:
-            try:        # before any timing: tiling refuses an overlap of a whole tile or more
-                image_geometry((1, 1), config.lr_size, 1, opts.image_overlap)
-            except InputError as err:
-                raise InputError(f"--overlap: {err}") from err
-        say(f"reference: {model_name} ({model_source.describe()}); {threads} threads; "
-            f"{'one engine at a time' if opts.sequential else 'engines interleaved'}")
-        batch = opts.batch or _specs_batch(specs)
-        eager = Subject(EAGER, "torch", "baseline", precision="fp32", device="cpu",
-                        engine=TorchEngine.from_model(model, batch=batch))
-        # whole images: eager batches tiles as `upscale --backend torch` does
-        eager.info["image_engine"] = TorchEngine.from_model(model, batch=TORCH_BATCH)
-        eager.info["artifact_bytes"] = (artifact_bytes(model_name)
-                                        if model_source.kind in ("bundled", "checkpoint", "upstream") else None)
-        bicubic = Subject(BICUBIC, BICUBIC, "baseline", precision="fp32", device="cpu")
-        photos = load_photos("heldout", opts.images)        # decoded once for tiles, image and folder
-        lr, hr = tile_pairs(config, opts.tiles, seed=opts.seed, split="heldout", images=photos)
-        say(f"fidelity on {opts.tiles} held-out tile pairs "
-            f"({'folder ' + opts.images if opts.images else 'bundled photographs'})")
-        say(f"measuring the fp32 GEMM peak ({opts.peak_n}^3, {threads} threads)")
-        peak = measure_peak(opts.peak_n, threads=threads)
-        gemm, gemm_flops = gemm_call(opts.peak_n, peak["library"], peak["threads"])
-        image = photo_lr(opts.image_size, photos) if opts.image_size else None
-        folder = folder_lrs(opts.folder_size, opts.folder_images, photos) if opts.folder_images else None
-        m = _Measure(lr, hr, config.scale, opts, prog, say, gemm, image, folder,
-                     unrefined=(lambda: TorchEngine.from_model(model, batch=batch, refine=False))
-                     if config.has_refiner else None)
-
-        def opened(spec: EngineSpec) -> Subject:
-            say(f"opening {spec.text}")
-            sub = open_subject(spec, threads=threads, spin=opts.spin)
-            if sub.engine is not None and not _same_model(sub, config):
-                sub.fail("failed", f"built for model '{sub.engine.metadata.model.name}', not the reference "
-                                   f"'{model_name}'; pass the matching --reference")
-            return sub
-
-        engine_specs = [sp for sp in specs if sp.backend != BICUBIC]
-        subjects: list[Subject] = []
-        taken = {EAGER, BICUBIC}
-        if opts.sequential:
-            # big models: one engine in memory at a time (measured, then closed); no interleaving
-            every = [eager, bicubic]
-            m.measure([eager])
-            for spec in engine_specs:
-                sub = unique_label(opened(spec), taken)
-                subjects.append(sub)
-                every.append(sub)
-                m.measure([sub])
-                _close(sub)
-            _refuse_untimed(opts, subjects)
-            m.measure([bicubic])
-        else:
-            subjects = [unique_label(opened(sp), taken) for sp in engine_specs]
-            every = [eager, *subjects, bicubic]
-            _refuse_untimed(opts, subjects)        # before minutes of timing the baselines for nothing
-            m.measure(every)
-
-        # profile
-        flops = stage_flops(config)
-        flops_total = sum(flops.values())
-        pruned_flops: dict[tuple[float, ...], dict[str, int]] = {}
-
-        def flops_of(prune: tuple[float, ...]) -> dict[str, int]:
-            """Per-stage FLOPs of the rollout pruned with `prune`, counted once per set of ratios."""
-            if prune not in pruned_flops:
-                pruned_flops[prune] = stage_flops(config, prune) if prune else flops
-            return pruned_flops[prune]
-
-        profile = None
-        if opts.profile_runs:
-            say("per-stage profile")
-            # eager already ran (fidelity, timing): no extra warm-up rollout
-            timings = {"eager": torch_stage_times(model, lr[:1], opts.profile_runs, warmup=False)}
-            pruned = {}
-            if opts.staged:
-                timings["ort_staged"] = staged_ort_times(opts.staged, lr, opts.profile_runs, threads)
-                staged_prune = graph_fields(spec_manifest(opts.staged))["prune"]
-                if staged_prune:
-                    pruned["ort_staged"] = (flops_of(tuple(staged_prune)), list(staged_prune))
-            profile = stage_profile(flops, timings, pruned=pruned)
+        run = _prepare(reference, specs, opts, threads, say, prog)
+        _open_and_measure(run, specs, opts, threads, every, say)
+        flops_of = _pruned_flops(run.config)
+        profile = _profile(run, opts, threads, flops_of, say) if opts.profile_runs else None
         own.record(host)
-
-        peak = in_run_peak(peak, m.gemm_ms, gemm_flops)
-        mp = config.hr_size ** 2 / 1e6
-        order = [eager, *subjects, bicubic]
-        # a pruned engine's figures count the FLOPs of its pruned rollout, not the model's
-        entries = [_entry(s, m.times.get(id(s), []), mp, None if s.backend == BICUBIC else
-                          sum(flops_of(tuple(graph_fields(s.manifest)["prune"] or ())).values()),
-                          peak["gflops"], model.parameter_report()["inference"]) for s in order]
-        for s, e in zip(order, entries):
-            shape = s.info.get("image_shape")
-            if image is not None and e["status"] == "ok" and m.image_times.get(id(s)):
-                geo = shape and image_geometry(image.shape[:2], overlap=opts.image_overlap, **shape)
-                e["image"] = image_summary(m.image_times[id(s)], image.shape[:2], config.scale, geo)
-            if folder and e["status"] == "ok" and m.folder_times.get(id(s)):
-                geo = shape and folder_geometry(folder, overlap=opts.image_overlap, **shape)
-                e["folder"] = folder_summary(m.folder_times[id(s)], folder[0].shape[:2], len(folder),
-                                             config.scale, geo)
+        peak = in_run_peak(run.peak, run.measure.gemm_ms, run.gemm_flops)
+        entries = _entries(run, opts, flops_of, peak["gflops"])
     finally:
         for s in every:
             _close(s)
         torch.set_num_threads(old_threads)
+    return _report(run, opts, host, threads, peak, entries, flops_of(()), profile)
 
+
+def _prepare(reference: Any, specs: Sequence[EngineSpec], opts: BenchOptions, threads: int, say: Log,
+             prog: Progress) -> _Run:
+    """The reference model and its baselines, the held-out tiles and images, the GEMM peak."""
+    from alignvar_edge.bench.peak import gemm_call, measure_peak
+    from alignvar_edge.quantize.calibration.tiles import load_photos, tile_pairs
+    from alignvar_edge.runtimes.torch_backend import DEFAULT_BATCH as TORCH_BATCH, TorchEngine
+
+    model, model_name, model_source = resolve_reference(reference, specs)
+    config = model.config
+    if opts.image_size or opts.folder_images:
+        try:        # before any timing: tiling refuses an overlap of a whole tile or more
+            image_geometry((1, 1), config.lr_size, 1, opts.image_overlap)
+        except InputError as err:
+            raise InputError(f"--overlap: {err}") from err
+    say(f"reference: {model_name} ({model_source.describe()}); {threads} threads; "
+        f"{'one engine at a time' if opts.sequential else 'engines interleaved'}")
+    batch = opts.batch or _specs_batch(specs)
+    eager = Subject(EAGER, "torch", "baseline", precision="fp32", device="cpu",
+                    engine=TorchEngine.from_model(model, batch=batch))
+    # whole images: eager batches tiles as `upscale --backend torch` does
+    eager.info["image_engine"] = TorchEngine.from_model(model, batch=TORCH_BATCH)
+    eager.info["artifact_bytes"] = (artifact_bytes(model_name)
+                                    if model_source.kind in ("bundled", "checkpoint", "upstream") else None)
+    bicubic = Subject(BICUBIC, BICUBIC, "baseline", precision="fp32", device="cpu")
+    photos = load_photos("heldout", opts.images)        # decoded once for tiles, image and folder
+    lr, hr = tile_pairs(config, opts.tiles, seed=opts.seed, split="heldout", images=photos)
+    say(f"fidelity on {opts.tiles} held-out tile pairs "
+        f"({'folder ' + opts.images if opts.images else 'bundled photographs'})")
+    say(f"measuring the fp32 GEMM peak ({opts.peak_n}^3, {threads} threads)")
+    peak = measure_peak(opts.peak_n, threads=threads)
+    gemm, gemm_flops = gemm_call(opts.peak_n, peak["library"], peak["threads"])
+    image = photo_lr(opts.image_size, photos) if opts.image_size else None
+    folder = folder_lrs(opts.folder_size, opts.folder_images, photos) if opts.folder_images else None
+    m = _Measure(lr, hr, config.scale, opts, prog, say, gemm, image, folder,
+                 unrefined=(lambda: TorchEngine.from_model(model, batch=batch, refine=False))
+                 if config.has_refiner else None)
+    return _Run(model, model_name, model_source, batch, eager, bicubic, hr, peak, gemm_flops, m, [])
+
+
+def _open_and_measure(run: _Run, specs: Sequence[EngineSpec], opts: BenchOptions, threads: int,
+                      every: list[Subject], say: Log) -> None:
+    """Open the engines and measure them with the baselines: interleaved, or one engine in memory at
+    a time (--sequential). `every` holds what is open, for the caller to close."""
+    engine_specs = [sp for sp in specs if sp.backend != BICUBIC]
+    taken = {EAGER, BICUBIC}
+    eager, bicubic, m = run.eager, run.bicubic, run.measure
+    if opts.sequential:
+        # big models: one engine in memory at a time (measured, then closed); no interleaving
+        every[:] = [eager, bicubic]
+        m.measure([eager])
+        for spec in engine_specs:
+            sub = unique_label(_opened(spec, run, opts, threads, say), taken)
+            run.subjects.append(sub)
+            every.append(sub)
+            m.measure([sub])
+            _close(sub)
+        _refuse_untimed(opts, run.subjects)
+        m.measure([bicubic])
+    else:
+        run.subjects[:] = [unique_label(_opened(sp, run, opts, threads, say), taken) for sp in engine_specs]
+        every[:] = [eager, *run.subjects, bicubic]
+        _refuse_untimed(opts, run.subjects)        # before minutes of timing the baselines for nothing
+        m.measure(every)
+
+
+def _opened(spec: EngineSpec, run: _Run, opts: BenchOptions, threads: int, say: Log) -> Subject:
+    """An engine opened for the bench; one built for another model than the reference fails."""
+    say(f"opening {spec.text}")
+    sub = open_subject(spec, threads=threads, spin=opts.spin)
+    if sub.engine is not None and not _same_model(sub, run.config):
+        sub.fail("failed", f"built for model '{sub.engine.metadata.model.name}', not the reference "
+                           f"'{run.name}'; pass the matching --reference")
+    return sub
+
+
+def _pruned_flops(config: Any) -> Callable[[tuple[float, ...]], dict[str, int]]:
+    """Per-stage FLOPs of the rollout pruned with a set of ratios (() none), counted once per set."""
+    from alignvar_edge.model.info import stage_flops
+    counted: dict[tuple[float, ...], dict[str, int]] = {(): stage_flops(config)}
+
+    def flops_of(prune: tuple[float, ...]) -> dict[str, int]:
+        if prune not in counted:
+            counted[prune] = stage_flops(config, prune)
+        return counted[prune]
+    return flops_of
+
+
+def _profile(run: _Run, opts: BenchOptions, threads: int, flops_of: Callable[[tuple[float, ...]], dict[str, int]],
+             say: Log) -> dict[str, Any]:
+    """FLOPs and time per stage: PyTorch eager's, and a staged ONNX Runtime export's (--staged)."""
+    from alignvar_edge.bench.profile import stage_profile, staged_ort_times, torch_stage_times
+    say("per-stage profile")
+    lr = run.measure.lr
+    # eager already ran (fidelity, timing): no extra warm-up rollout
+    timings = {"eager": torch_stage_times(run.model, lr[:1], opts.profile_runs, warmup=False)}
+    pruned = {}
+    if opts.staged:
+        timings["ort_staged"] = staged_ort_times(opts.staged, lr, opts.profile_runs, threads)
+        staged_prune = graph_fields(spec_manifest(opts.staged))["prune"]
+        if staged_prune:
+            pruned["ort_staged"] = (flops_of(tuple(staged_prune)), list(staged_prune))
+    return stage_profile(flops_of(()), timings, pruned=pruned)
+
+
+def _entries(run: _Run, opts: BenchOptions, flops_of: Callable[[tuple[float, ...]], dict[str, int]],
+             peak_gflops: float) -> list[dict[str, Any]]:
+    """The report's rows, eager first and bicubic last, with their whole-image and folder timings."""
+    config, m = run.config, run.measure
+    image, folder = m.image, m.folder
+    mp = config.hr_size ** 2 / 1e6
+    order = [run.eager, *run.subjects, run.bicubic]
+    # a pruned engine's figures count the FLOPs of its pruned rollout, not the model's
+    entries = [_entry(s, m.times.get(id(s), []), mp, None if s.backend == BICUBIC else
+                      sum(flops_of(tuple(graph_fields(s.manifest)["prune"] or ())).values()),
+                      peak_gflops, run.model.parameter_report()["inference"]) for s in order]
+    for s, e in zip(order, entries):
+        shape = s.info.get("image_shape")
+        if image is not None and e["status"] == "ok" and m.image_times.get(id(s)):
+            geo = shape and image_geometry(image.shape[:2], overlap=opts.image_overlap, **shape)
+            e["image"] = image_summary(m.image_times[id(s)], image.shape[:2], config.scale, geo)
+        if folder and e["status"] == "ok" and m.folder_times.get(id(s)):
+            geo = shape and folder_geometry(folder, overlap=opts.image_overlap, **shape)
+            e["folder"] = folder_summary(m.folder_times[id(s)], folder[0].shape[:2], len(folder),
+                                         config.scale, geo)
+    return entries
+
+
+def _settings(run: _Run, opts: BenchOptions, threads: int) -> dict[str, Any]:
+    timed_whole = bool(opts.image_size or opts.folder_images)
+    return {"runs": opts.runs, "duration_s": opts.duration, "warmup": opts.warmup, "threads": threads,
+            "image_lr": opts.image_size or None,
+            "image_runs": opts.image_runs if timed_whole else None,
+            # the overlap used, not the flag: a default and the same value given are one setting
+            "image_overlap": (opts.image_overlap if opts.image_overlap is not None
+                              else default_overlap(run.config.lr_size)) if timed_whole else None,
+            "folder_images": opts.folder_images or None,
+            "folder_lr": opts.folder_size if opts.folder_images else None,
+            "fidelity_tiles": opts.tiles, "images": opts.images or "bundled held-out photographs",
+            # what the fidelity figures were measured on, whatever the folder's path: `bench merge`
+            # compares this (the HR crops: exact on every platform; the LR is computed from them)
+            "fidelity_tiles_sha256": hashlib.sha256(run.hr.tobytes()).hexdigest(),
+            "seed": opts.seed, "eager_batch": run.batch, "interleaved": not opts.sequential,
+            "ort_spin": opts.spin, "min_token_agreement": opts.min_token_agreement,
+            "target_speedup": opts.target_speedup}
+
+
+def _report(run: _Run, opts: BenchOptions, host: dict[str, Any], threads: int, peak: dict[str, Any],
+            entries: list[dict[str, Any]], flops: dict[str, int], profile: dict[str, Any] | None) -> dict[str, Any]:
     from alignvar_edge.model.checkpoint import weights_sha256
-    summary = _summary(entries, opts, flops_total, peak["gflops"])
+    from alignvar_edge.model.info import flop_groups
+    summary = _summary(entries, opts, sum(flops.values()), peak["gflops"])
     summary["shared_load"] = shared_load(host)
-    groups = flop_groups(flops)
-    report: dict[str, Any] = {
-        "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "kind": "bench",
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "label": opts.label or short_label(host),
-        "host": host,
-        "model": {"name": model_name, "source": model_source.describe(), "weights_sha256": weights_sha256(model),
-                  "tile": {"lr": config.lr_size, "hr": config.hr_size, "scale": config.scale},
-                  "patch_nums": list(config.patch_nums), "sr_megapixels_per_tile": mp,
-                  "parameters": model.parameter_report(),
-                  "flops_per_tile": groups, "flops_per_stage": flops},
-        "settings": {"runs": opts.runs, "duration_s": opts.duration, "warmup": opts.warmup, "threads": threads,
-                     "image_lr": opts.image_size or None,
-                     "image_runs": opts.image_runs if opts.image_size or opts.folder_images else None,
-                     # the overlap used, not the flag: a default and the same value given are one setting
-                     "image_overlap": (opts.image_overlap if opts.image_overlap is not None
-                                       else default_overlap(config.lr_size))
-                     if opts.image_size or opts.folder_images else None,
-                     "folder_images": opts.folder_images or None,
-                     "folder_lr": opts.folder_size if opts.folder_images else None,
-                     "fidelity_tiles": opts.tiles, "images": opts.images or "bundled held-out photographs",
-                     # what the fidelity figures were measured on, whatever the folder's path: `bench merge`
-                     # compares this (the HR crops: exact on every platform; the LR is computed from them)
-                     "fidelity_tiles_sha256": hashlib.sha256(hr.tobytes()).hexdigest(),
-                     "seed": opts.seed, "eager_batch": batch, "interleaved": not opts.sequential,
-                     "ort_spin": opts.spin, "min_token_agreement": opts.min_token_agreement,
-                     "target_speedup": opts.target_speedup},
-        "peak": peak,
-        "engines": entries,
-        "summary": summary,
-        "profile": profile,
-        "notes": _notes(host, entries, interleaved=not opts.sequential),
-    }
-    return report
+    config = run.config
+    model = model_block(run.name, run.source.describe(), weights_sha256(run.model), config.hr_size, config.scale,
+                        config.patch_nums, run.model.parameter_report(), flop_groups(flops), flops)
+    return new_report(label=opts.label, host=host, model=model, settings=_settings(run, opts, threads), peak=peak,
+                      engines=entries, summary=summary, profile=profile,
+                      notes=_notes(host, entries, interleaved=not opts.sequential))
 
 
 def _close(s: Subject) -> None:
@@ -580,7 +626,7 @@ def _summary(entries: list[dict[str, Any]], opts: BenchOptions, flops_total: flo
         if p50 and base:
             e["speedup_vs_eager"] = round(base / p50, 3)
         tok = ((e.get("fidelity") or {}).get("vs_reference") or {}).get("token_agreement")
-        e["meets_fidelity"] = None if tok is None else bool(tok >= opts.min_token_agreement)
+        e["meets_fidelity"] = meets_fidelity(tok, opts.min_token_agreement)
         if e["kind"] == "engine" and e["status"] == "ok" and e["meets_fidelity"]:
             rows.append(e)
     cpu = [e for e in rows if str(e.get("device") or "cpu").split(":")[0].split(".")[0].lower() in ("cpu", "auto")]
@@ -589,8 +635,7 @@ def _summary(entries: list[dict[str, Any]], opts: BenchOptions, flops_total: flo
         "eager_p50_ms_per_tile": base,
         "min_token_agreement": opts.min_token_agreement,
         "engines_meeting_fidelity": [e["label"] for e in rows],
-        "unavailable": {e["label"]: e["reason"] for e in entries if e["status"] == "unavailable"},
-        "failed": {e["label"]: e["reason"] for e in entries if e["status"] == "failed"},
+        **status_reasons(entries),
         "best_cpu": None, "target_speedup": opts.target_speedup, "target_met": None,
         # roofline bound: an fp32 engine cannot beat FLOPs / best measured GEMM rate per tile
         "fp32_bound_ms_per_tile": round(flops_total / peak_gflops / 1e6, 3) if peak_gflops else None,

@@ -49,7 +49,9 @@ for; null where the runtime does not say), device, artifact_bytes. Only "ok" ent
 """
 from __future__ import annotations
 
+import datetime as _dt
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +59,8 @@ from alignvar_edge.errors import InputError
 from alignvar_edge.fsmodes import write_text
 from alignvar_edge.jsonsafe import dumps, loads
 
-__all__ = ["SCHEMA", "SCHEMA_VERSION", "ReportSchemaError", "check_report", "read_report", "write_json"]
+__all__ = ["SCHEMA", "SCHEMA_VERSION", "ReportSchemaError", "check_report", "meets_fidelity", "model_block",
+           "new_report", "read_report", "report_header", "status_reasons", "write_json"]
 
 SCHEMA = "alignvar-edge.bench"
 SCHEMA_VERSION = 1
@@ -75,6 +78,45 @@ _SHAPES: dict[str, type | tuple[type, ...]] = {"host": dict, "model": dict, "set
 
 class ReportSchemaError(InputError):
     """A file that is not a benchmark report of the version this alignvar-edge reads."""
+
+
+def report_header(kind: str) -> dict[str, Any]:
+    """The keys every report, a bench run's or a merge's (`kind`), opens with."""
+    return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "kind": kind,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+
+
+def model_block(name: str, source: str | None, weights_sha256: str | None, hr: int, scale: int,
+                patch_nums: Sequence[int], parameters: Any, flops_per_tile: Any = None,
+                flops_per_stage: Any = None) -> dict[str, Any]:
+    """A report's `model`: what was benchmarked and its tile (`hr` 0: not known, as in a trtexec
+    report without --engine); FLOPs only where they were counted (not in device reports)."""
+    return {"name": name, "source": source, "weights_sha256": weights_sha256,
+            "tile": {"lr": hr // scale if hr else None, "hr": hr, "scale": scale},
+            "patch_nums": list(patch_nums), "sr_megapixels_per_tile": hr * hr / 1e6,
+            "parameters": parameters, "flops_per_tile": flops_per_tile, "flops_per_stage": flops_per_stage}
+
+
+def new_report(*, label: str | None, host: dict[str, Any], model: dict[str, Any], settings: dict[str, Any],
+               peak: dict[str, Any] | None, engines: list[dict[str, Any]], summary: dict[str, Any],
+               profile: Any, notes: list[str]) -> dict[str, Any]:
+    """A bench report (kind "bench"), host or device: every part TOP_KEYS names, so `bench merge`
+    reads both alike; `label` None: the host's short label."""
+    from alignvar_edge.bench.host import short_label
+    return {**report_header("bench"), "label": label or short_label(host), "host": host, "model": model,
+            "settings": settings, "peak": peak, "engines": engines, "summary": summary, "profile": profile,
+            "notes": notes}
+
+
+def status_reasons(engines: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
+    """A summary's `unavailable` and `failed`: each such row's label and reason."""
+    return {status: {e["label"]: e["reason"] for e in engines if e["status"] == status}
+            for status in ("unavailable", "failed")}
+
+
+def meets_fidelity(token_agreement: float | None, min_token_agreement: float) -> bool | None:
+    """An engine row's fidelity gate; None where no token agreement was measured (baselines, a kit)."""
+    return None if token_agreement is None else bool(token_agreement >= min_token_agreement)
 
 
 def write_json(path: str | os.PathLike[str], data: Any) -> Path:
