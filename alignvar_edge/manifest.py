@@ -67,6 +67,7 @@ from alignvar_edge.caller import option
 from alignvar_edge.errors import ArtifactError, InputError, OutputExistsError
 from alignvar_edge.fsmodes import (hidden_prefix, publish_mode, replace_dir, special_kind, symlink_loop,
                                    unwritable_folder, write_error, write_text)
+from alignvar_edge.graph_names import INPUT, NOISE, SR
 from alignvar_edge.jsonsafe import dumps
 from alignvar_edge.onnx_wire import external_locations
 
@@ -578,10 +579,10 @@ def contract(tile: int, scale: int, batch: int | None, dtype: str = "float32",
     the fixed draw every engine feeds, as numpy code) and `color_fix` (what `upscale` adds, or None)."""
     n = batch if batch else -1
     c: dict[str, Any] = {
-        "name": "lr", "color_order": "RGB", "range": [0.0, 1.0], "layout": "NCHW", "dtype": dtype,
+        "name": INPUT, "color_order": "RGB", "range": [0.0, 1.0], "layout": "NCHW", "dtype": dtype,
         "shape": [n, 3, tile, tile], "tile": tile, "overlap": default_overlap(tile), "scale": scale,
         "batch": batch,
-        "output": {"name": "sr", "color_order": "RGB", "range": [0.0, 1.0], "layout": "NCHW",
+        "output": {"name": SR, "color_order": "RGB", "range": [0.0, 1.0], "layout": "NCHW",
                    "shape": [n, 3, tile * scale, tile * scale]},
         "images": "Engine.upscale takes uint8/uint16/float [0, 1] arrays (HxW, HxWx1/3/4) or PIL "
                   f"images of any size and returns the same kind, exactly x{scale} larger"}
@@ -589,7 +590,7 @@ def contract(tile: int, scale: int, batch: int | None, dtype: str = "float32",
         return c
     if noise and config.has_refiner:
         steps, tokens, channels = config.noise_shape(batch or 1)
-        c["noise"] = {"name": "noise", "dtype": "float32", "shape": [steps, tokens if batch else -1, channels],
+        c["noise"] = {"name": NOISE, "dtype": "float32", "shape": [steps, tokens if batch else -1, channels],
                       "values": config.refiner_noise_code(batch or 1)}
     c["color_fix"] = COLOR_FIX_NOTE.format(scale=scale) if config.color_fix else None
     return c
@@ -603,7 +604,7 @@ def input_contract(manifest: Manifest) -> dict[str, Any] | None:
     cfg = manifest.config or {}
     graph = manifest.single_graph_entry() if manifest.graph == "single" else None
     inputs = (graph or {}).get("inputs") or []
-    lr = next((io for io in inputs if io.get("name") == "lr"), None)
+    lr = next((io for io in inputs if io.get("name") == INPUT), None)
     if lr is None or "scale" not in cfg:
         return None
     from alignvar_edge.model.config import AlignVARConfig
@@ -614,7 +615,7 @@ def input_contract(manifest: Manifest) -> dict[str, Any] | None:
     shape = list(lr["shape"])
     batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
     return contract(int(shape[-1]), int(cfg["scale"]), batch, str(lr.get("dtype", "float32")), config,
-                    noise=any(io.get("name") == "noise" for io in inputs))
+                    noise=any(io.get("name") == NOISE for io in inputs))
 
 
 # manifest.json cannot list its own hash among `files`: it carries the hash of the rest of its

@@ -41,7 +41,7 @@ def model_file(path: Path) -> Path:
 def ours(path: Path, threads: int, runs: int) -> float:
     """p50 ms per call of the OpenVINO engine, the way `alignvar-edge bench` times it."""
     from alignvar_edge import runtimes
-    from alignvar_edge.runtimes.base import INPUT
+    from alignvar_edge.graph_names import INPUT
     with runtimes.load(path, backend="openvino", threads=threads) as eng:
         t = eng.tile_size
         feeds = {INPUT: __import__("numpy").full((eng.batch, 3, t, t), 0.5, "float32")}

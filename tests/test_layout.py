@@ -97,3 +97,17 @@ def test_every_module_compiles_without_a_warning() -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             compile(path.read_text(), str(path), "exec")
+
+
+def test_only_the_documented_modules_below_runtimes_import_it() -> None:
+    """docs/architecture.md names the one module under the engines layer that reaches up into
+    `runtimes/` (export's inspect); the graph's input and output names are the core layer's
+    (`graph_names.py`), so quantize's token path no longer imports `runtimes.base` for `sr`."""
+    files = {_module(p): p for p in PKG.rglob("*.py")}
+    below = [m for m in files if not m.startswith(("alignvar_edge.runtimes", "alignvar_edge.bench",
+                                                    "alignvar_edge.cli", "alignvar_edge.deploy",
+                                                    "alignvar_edge.demo"))
+             and not m.endswith(".commands")]
+    reaching_up = sorted(m for m in below
+                         if any(t.startswith("alignvar_edge.runtimes") for t in _imports(files[m], set(files))))
+    assert set(reaching_up) <= {"alignvar_edge.export.inspect_artifact"}, reaching_up

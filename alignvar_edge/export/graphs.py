@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from alignvar_edge.graph_names import INPUT, NOISE, SR, token_name, token_names
 from alignvar_edge.model.alignvar import AlignVAR
 from alignvar_edge.model.pruning import keep_counts
 from alignvar_edge.model.rollout import Context, ModelStages, run
@@ -95,10 +96,6 @@ class DecodeGraph(nn.Module):
         return self.model.decode(f_hat, lr)
 
 
-def token_names(model: AlignVAR) -> list[str]:
-    return [f"tokens_{k}" for k in range(model.config.num_scales)]
-
-
 def example_lr(model: AlignVAR, batch: int) -> torch.Tensor:
     c = model.config
     return torch.rand(batch, 3, c.lr_size, c.lr_size, generator=torch.Generator().manual_seed(0))
@@ -111,12 +108,12 @@ def graph_noise(model: AlignVAR, batch: int, refine: bool = True) -> np.ndarray 
 
 def _noise_input(model: AlignVAR, batch: int, refine: bool) -> dict[str, torch.Tensor]:
     noise = graph_noise(model, batch, refine)
-    return {} if noise is None else {"noise": torch.from_numpy(noise)}
+    return {} if noise is None else {NOISE: torch.from_numpy(noise)}
 
 
 def single_spec(model: AlignVAR, batch: int, refine: bool = True) -> list[GraphSpec]:
-    inputs = {"lr": example_lr(model, batch), **_noise_input(model, batch, refine)}
-    return [GraphSpec("model", model, inputs, ["sr", *token_names(model)])]
+    inputs = {INPUT: example_lr(model, batch), **_noise_input(model, batch, refine)}
+    return [GraphSpec("model", model, inputs, [SR, *token_names(model.config.num_scales)])]
 
 
 class _StagedSpecs:
@@ -133,7 +130,7 @@ class _StagedSpecs:
     def start(self, lr: torch.Tensor) -> tuple[Context, torch.Tensor, torch.Tensor]:
         graph = CondGraph(self.model)
         cond, guide, state = graph(lr)
-        self.specs.append(GraphSpec("cond", graph, {"lr": lr}, ["cond", "guide", self.first]))
+        self.specs.append(GraphSpec("cond", graph, {INPUT: lr}, ["cond", "guide", self.first]))
         return Context(cond, guide), state, ModelStages(self.model).zero_latent(lr)
 
     def step(self, k: int, f_hat: torch.Tensor, kv: torch.Tensor, ctx: Context,
@@ -141,22 +138,22 @@ class _StagedSpecs:
         graph = StepGraph(self.model, k)
         inputs = {"f_hat": f_hat, self.first if k == 0 else "kv": kv, "cond": ctx.cond_BD, "guide": ctx.guide_B1hw,
                   **({"last_h": self.last_h} if graph.takes_h else {}),
-                  **({} if noise is None else {"noise": noise})}
-        outputs = [f"tokens_{k}", "f_hat_out"] + ([] if graph.last else ["kv_out"]) + (["h_out"] if graph.gives_h else [])
+                  **({} if noise is None else {NOISE: noise})}
+        outputs = [token_name(k), "f_hat_out"] + ([] if graph.last else ["kv_out"]) + (["h_out"] if graph.gives_h else [])
         self.specs.append(GraphSpec(f"step_{k}", graph, inputs, outputs))
         out = graph(*inputs.values())
         self.last_h = out[-1] if graph.gives_h else None
         return out[0], out[1], None if graph.last else out[2], None
 
     def finish(self, f_hat: torch.Tensor, lr: torch.Tensor) -> None:
-        self.specs.append(GraphSpec("decode", DecodeGraph(self.model), {"f_hat": f_hat, "lr": lr}, ["sr"]))
+        self.specs.append(GraphSpec("decode", DecodeGraph(self.model), {"f_hat": f_hat, INPUT: lr}, [SR]))
 
 
 @torch.no_grad()
 def staged_specs(model: AlignVAR, batch: int, refine: bool = True) -> list[GraphSpec]:
     """cond, step_0..step_{K-1}, decode, with example inputs from a real rollout of a random tile."""
     stages = _StagedSpecs(model)
-    noise = _noise_input(model, batch, refine).get("noise")
+    noise = _noise_input(model, batch, refine).get(NOISE)
     run(stages, example_lr(model, batch), noise)
     return stages.specs
 

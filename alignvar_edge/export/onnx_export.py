@@ -28,6 +28,7 @@ from alignvar_edge.errors import ArtifactError, ConfigError, InputError
 from alignvar_edge.export.batch import default_batch
 from alignvar_edge.export.graphs import GraphSpec, graph_noise, specs_for
 from alignvar_edge.export.lint import forbidden_constructs
+from alignvar_edge.graph_names import INPUT, NOISE
 from alignvar_edge.manifest import ModelInfo, ModelSource, artifact_dir, check_out, listed_file, load_verified, new_manifest, write_manifest
 from alignvar_edge.export.parity import ParityReport, check_parity, compare
 from alignvar_edge.export.staged import StagedRunner, make_session
@@ -193,9 +194,9 @@ def graph_io(path: Path) -> dict[str, list[dict[str, Any]]]:
 
 
 def run_single(session: Any, lr: np.ndarray, noise: np.ndarray | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
-    feeds = {"lr": np.ascontiguousarray(lr, dtype=np.float32)}
+    feeds = {INPUT: np.ascontiguousarray(lr, dtype=np.float32)}
     if noise is not None:
-        feeds["noise"] = noise
+        feeds[NOISE] = noise
     out = session.run(None, feeds)
     return out[0], list(out[1:])
 

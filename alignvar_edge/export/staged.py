@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from alignvar_edge.errors import ArtifactError, InputError
+from alignvar_edge.graph_names import INPUT, NOISE, token_name
 from alignvar_edge.manifest import load_verified
 from alignvar_edge.model import rollout
 from alignvar_edge.onnx_session import open_session
@@ -78,7 +79,7 @@ class StagedRunner:
 
     # the rollout's stages (alignvar_edge.model.rollout), one session each
     def start(self, lr: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray, np.ndarray]:
-        cond, guide, state = self._run("cond", {"lr": lr})
+        cond, guide, state = self._run("cond", {INPUT: lr})
         return (cond, guide), state, np.zeros(self.f_hat_shape, np.float32)
 
     def step(self, k: int, f_hat: np.ndarray, state: np.ndarray, ctx: tuple[np.ndarray, np.ndarray],
@@ -87,14 +88,14 @@ class StagedRunner:
         # step_0 of VARSR's layout names its state input `prefix`; both are cond's third output
         feeds = {"f_hat": f_hat, "kv": state, "prefix": state, "cond": cond, "guide": guide}
         if noise is not None:
-            feeds["noise"] = noise
+            feeds[NOISE] = noise
         if "last_h" in self.inputs[f"step_{k}"]:          # a pruned scale restores from the step before
             assert self._last_h is not None, "the step before a pruned scale hands on its hidden states"
             feeds["last_h"] = self._last_h
         out = dict(zip(self.outputs[f"step_{k}"], self._run(f"step_{k}", feeds)))
         self._last_h = out.get("h_out")
-        return out[f"tokens_{k}"], out["f_hat_out"], out.get("kv_out"), None
+        return out[token_name(k)], out["f_hat_out"], out.get("kv_out"), None
 
     def finish(self, f_hat: np.ndarray, lr: np.ndarray) -> np.ndarray:
-        (sr,) = self._run("decode", {"f_hat": f_hat, "lr": lr})
+        (sr,) = self._run("decode", {"f_hat": f_hat, INPUT: lr})
         return sr

@@ -30,6 +30,7 @@ import onnx
 
 from alignvar_edge.export.onnx_io import session_source
 from alignvar_edge.export.parity import psnr_y, rgb_to_y, token_agreement
+from alignvar_edge.graph_names import INPUT, SR
 from alignvar_edge.onnx_session import open_session
 from alignvar_edge.quantize.calibration.ranges import with_float_outputs
 from alignvar_edge.quantize.calibration.sets import TileSplit
@@ -125,7 +126,7 @@ def _outputs(sess: Any) -> tuple[str, list[str]]:
     outs = sess.get_outputs()
     tokens = [o.name for o in outs if o.type in ("tensor(int64)", "tensor(int32)")]
     floats = [o.name for o in outs if o.type.startswith("tensor(float")]
-    sr = "sr" if any(o.name == "sr" for o in outs) else floats[0]
+    sr = SR if any(o.name == SR for o in outs) else floats[0]
     return sr, tokens
 
 
@@ -139,7 +140,7 @@ class _Run:
 class Evaluator:
     """Runs candidates on one tile split and compares them with the fp32 graph's outputs."""
 
-    def __init__(self, fp32_model: onnx.ModelProto | str, tiles: TileSplit, input_name: str = "lr",
+    def __init__(self, fp32_model: onnx.ModelProto | str, tiles: TileSplit, input_name: str = INPUT,
                  batch: int = 1, border: int = 4, optimized: bool = True,
                  extra: dict[str, np.ndarray] | None = None) -> None:
         self.tiles, self.input_name, self.batch = tiles, input_name, batch

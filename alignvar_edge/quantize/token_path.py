@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import onnx
 
-from alignvar_edge.runtimes.base import SR
+from alignvar_edge.graph_names import SR
 
 __all__ = ["float_compute_nodes", "token_outputs", "token_path", "token_path_float_nodes"]
 

@@ -16,14 +16,15 @@ from typing import Any
 import numpy as np
 
 from alignvar_edge.errors import ArtifactError, CheckpointError, InputError, host_tools_error
+from alignvar_edge.graph_names import INPUT, NOISE, SR, token_name
 from alignvar_edge.manifest import (MANIFEST_FILE, BuiltFrom, Manifest, ModelInfo, hard_link, listed_file,
                                     load_verified, new_manifest, read_manifest, recorded_path, sha256_file)
 from alignvar_edge.model.checkpoint import is_checkpoint
 from alignvar_edge.model.config import AlignVARConfig
-from alignvar_edge.runtimes.base import INPUT, NOISE, SR, config_from_manifest, token_name
+from alignvar_edge.runtimes.base import config_from_manifest
 
 __all__ = ["checkpoint_and_export", "checkpoint_dir", "check_same_checkpoint", "model_name", "source_checkpoint", "default_out", "out_for",
-           "engine_manifest", "graph_io", "takes_noise", "leaves_out_refiner", "check_quantized_for", "single_graph", "check_calibration",
+           "engine_manifest", "single_graph_io", "takes_noise", "leaves_out_refiner", "check_quantized_for", "single_graph", "check_calibration",
            "link_onnx"]
 
 
@@ -188,7 +189,7 @@ def check_quantized_for(m: Manifest, src_dir: Path, runtime: str) -> None:
                      f"`{recipe(runtime, 'int8').quantize_command(str(export))}` and build from its output")
 
 
-def graph_io(config: AlignVARConfig, batch: int, noise: bool = False) -> dict[str, list[dict[str, Any]]]:
+def single_graph_io(config: AlignVARConfig, batch: int, noise: bool = False) -> dict[str, list[dict[str, Any]]]:
     """The single graph's inputs and outputs as manifest entries; `noise`: the graph takes VARSR's
     refiner noise beside the tiles."""
     t, s = config.lr_size, config.hr_size
@@ -226,7 +227,7 @@ def engine_manifest(source: Manifest, source_dir: Path, backend: str, precision:
                     **fields: Any) -> Manifest:
     """Manifest for an engine dir built from `source` (an export manifest)."""
     config = AlignVARConfig.from_dict(dict(source.config or {}))
-    graphs = {"single": {"file": files.get("engine", ""), **graph_io(config, batch, takes_noise(source))}}
+    graphs = {"single": {"file": files.get("engine", ""), **single_graph_io(config, batch, takes_noise(source))}}
     built = BuiltFrom(recorded_path(source_dir), source.backend, source.precision,
                       sha256_file(source_dir / MANIFEST_FILE) if (source_dir / MANIFEST_FILE).is_file() else None)
     ex = {"source": built.to_json(), "files": files, **source.graph_facts, **(extra or {})}

@@ -22,6 +22,7 @@ from alignvar_edge.argtypes import DEFAULT_MAX_MEGAPIXELS, is_integer
 from alignvar_edge.caller import option
 from alignvar_edge.errors import ArtifactError, BackendUnavailableError, EngineClosedError, InputError
 from alignvar_edge.extras import install_command
+from alignvar_edge.graph_names import INPUT, NOISE, SR, token_name
 from alignvar_edge.manifest import Manifest
 from alignvar_edge.model.config import AlignVARConfig        # torch-free: a device may have no PyTorch
 from alignvar_edge.recipes import default_precision
@@ -29,24 +30,11 @@ from alignvar_edge.recipes import default_precision
 if TYPE_CHECKING:           # upscale's PIL overloads; PIL is imported only where a PIL image is passed
     import PIL.Image
 
-__all__ = ["Backend", "Engine", "TensorSpec", "check_thread_count", "config_from_manifest", "INPUT", "SR", "token_name"]
+__all__ = ["Backend", "Engine", "TensorSpec", "check_thread_count", "config_from_manifest"]
 
 
 # (shape, dtype); a dimension of -1 is dynamic
 TensorSpec = tuple[tuple[int, ...], np.dtype]
-
-INPUT, SR = "lr", "sr"
-NOISE = "noise"          # the refiner's sampler noise (graphs exported with VARSR's refiner)
-
-
-def token_name(k: int) -> str:
-    return f"tokens_{k}"
-
-
-def is_token_name(name: str) -> bool:
-    """Whether `name` is a graph output `token_name` made."""
-    head, _, k = name.partition("_")
-    return head == "tokens" and k.isdigit()
 
 
 def input_roles(names: list[str], where: object) -> list[str]:

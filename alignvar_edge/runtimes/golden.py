@@ -14,6 +14,7 @@ import numpy as np
 
 from alignvar_edge.errors import ArtifactError
 from alignvar_edge.fsmodes import write_atomically
+from alignvar_edge.graph_names import INPUT, SR, token_name, token_scale
 from alignvar_edge.manifest import Manifest, prune_text, sha256_file
 from alignvar_edge.model.checkpoint import GOLDEN_FILE, WEIGHTS_FILE
 from alignvar_edge.runtimes.artifacts import leaves_out_refiner, source_checkpoint
@@ -65,9 +66,9 @@ def write_golden(path: Path, lr: np.ndarray, sr: np.ndarray, tokens: list[np.nda
                  metadata: dict[str, str]) -> Path:
     """The golden file format: lr float32, sr float16 (keeps the file small), tokens_k int32."""
     from safetensors.numpy import save_file
-    data: dict[str, np.ndarray] = {"lr": np.ascontiguousarray(lr, np.float32),
-                                   "sr": np.asarray(sr).astype(np.float16)}
-    data.update({f"tokens_{k}": np.asarray(t).astype(np.int32) for k, t in enumerate(tokens)})
+    data: dict[str, np.ndarray] = {INPUT: np.ascontiguousarray(lr, np.float32),
+                                   SR: np.asarray(sr).astype(np.float16)}
+    data.update({token_name(k): np.asarray(t).astype(np.int32) for k, t in enumerate(tokens)})
     return write_atomically(path, lambda tmp: save_file(data, str(tmp), metadata=metadata))
 
 
@@ -81,8 +82,8 @@ def read_golden(f: Path) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], dict
         with safe_open(str(f), framework="numpy") as fh:
             meta = dict(fh.metadata() or {})
         d = load_file(str(f))
-        k = sorted(int(n.split("_")[1]) for n in d if n.startswith("tokens_"))
-        return d["lr"], d["sr"].astype(np.float32), [d[f"tokens_{i}"].astype(np.int64) for i in k], meta
+        scales = sorted(k for k in map(token_scale, d) if k is not None)
+        return d[INPUT], d[SR].astype(np.float32), [d[token_name(k)].astype(np.int64) for k in scales], meta
     except (SafetensorError, ValueError, KeyError) as e:     # an OSError is the disk's, said as such
         from alignvar_edge.model.checkpoint import file_kind
         what = ("a PyTorch (pickle) file, not safetensors (it was not opened: pickles are never loaded here)"

@@ -18,14 +18,15 @@ import numpy as np
 from alignvar_edge import recipes
 from alignvar_edge.caller import option
 from alignvar_edge.errors import ArtifactError, BackendUnavailableError, InputError, ParityError
+from alignvar_edge.graph_names import SR, token_names
 from alignvar_edge.lazy import lazy_import
 from alignvar_edge.manifest import Manifest, listed_file, load_verified, write_manifest
 from alignvar_edge.manifest import artifact_dir as staging_dir
 from alignvar_edge.onnx_session import open_session
 from alignvar_edge.runtimes.artifacts import (check_quantized_for, engine_manifest, leaves_out_refiner, link_onnx,
                                               parity_vs, single_graph, validation_tiles)
-from alignvar_edge.runtimes.base import (SR, Backend, Engine, TensorSpec, input_roles,
-                                         check_load_options, config_from_manifest, threads_here, token_name)
+from alignvar_edge.runtimes.base import (Backend, Engine, TensorSpec, input_roles, check_load_options,
+                                         config_from_manifest, threads_here)
 from alignvar_edge.runtimes.golden import (GOLDEN_FILE, copy_golden, golden_entry, made_as_metadata, rollout_text,
                                           write_golden)
 
@@ -81,7 +82,7 @@ class OrtEngine(Engine):
         self._spec = {name: (tuple(d if isinstance(d, int) else -1 for d in i.shape),
                              np.dtype(_ORT_TYPES.get(i.type, np.float32)))
                       for name, i in zip(want_in, inputs)}
-        want = [SR] + [token_name(k) for k in range(config.num_scales)]
+        want = [SR, *token_names(config.num_scales)]
         names = [o.name for o in outputs]
         if len(names) != len(want):
             raise ArtifactError(f"{model_path} has outputs {names}; expected {want}")

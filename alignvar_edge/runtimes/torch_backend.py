@@ -16,13 +16,14 @@ import numpy as np
 
 from alignvar_edge.caller import option
 from alignvar_edge.errors import BackendUnavailableError, CheckpointError, InputError
+from alignvar_edge.graph_names import INPUT, SR, token_name
 from alignvar_edge.lazy import lazy_import
 from alignvar_edge.manifest import (Manifest, ModelInfo, ModelSource, contract, load_verified, new_manifest,
                                     recorded_path, write_manifest)
 from alignvar_edge.manifest import artifact_dir as staging_dir
 from alignvar_edge.model.checkpoint import is_checkpoint
-from alignvar_edge.runtimes.artifacts import checkpoint_and_export, graph_io, leaves_out_refiner, model_name
-from alignvar_edge.runtimes.base import INPUT, SR, Backend, Engine, TensorSpec, token_name
+from alignvar_edge.runtimes.artifacts import checkpoint_and_export, leaves_out_refiner, model_name, single_graph_io
+from alignvar_edge.runtimes.base import Backend, Engine, TensorSpec
 from alignvar_edge.runtimes.golden import copy_golden
 from alignvar_edge import recipes
 
@@ -150,7 +151,7 @@ class TorchBackend(Backend):
             m = new_manifest("engine", "torch", "eager", precision,
                              ModelInfo(name=model_name(artifact_dir), source=checkpoint_source(src),
                                        config=config.to_dict()),
-                             graphs={"eager": {"file": WEIGHTS_FILE, **graph_io(config, -1)}},
+                             graphs={"eager": {"file": WEIGHTS_FILE, **single_graph_io(config, -1)}},
                              input_contract=contract(config.lr_size, config.scale, None, config=config),
                              extra={"source": {"path": recorded_path(src)}, "device": device,
                                     "tiles_per_call": batch, **({"prune": prune} if prune else {}),

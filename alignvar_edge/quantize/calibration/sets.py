@@ -30,6 +30,7 @@ import numpy as np
 
 from alignvar_edge.degrade import DegradationConfig, degrade
 from alignvar_edge.errors import ConfigError, InputError
+from alignvar_edge.graph_names import INPUT
 from alignvar_edge.images.folders import read_images, said_not_read, skipped_list
 from alignvar_edge.images import DEFAULT_MAX_MEGAPIXELS, IMAGE_EXTENSIONS
 from alignvar_edge.manifest import sha256_file
@@ -218,7 +219,7 @@ class CalibrationSet:
         h.update(f"v{HASH_VERSION}".encode())
         return h.hexdigest()
 
-    def feeds(self, input_name: str = "lr", batch: int = 1, split: str = "calibration",
+    def feeds(self, input_name: str = INPUT, batch: int = 1, split: str = "calibration",
               extra: dict[str, np.ndarray] | None = None) -> list[dict[str, np.ndarray]]:
         """Input dicts for the single graph: {input_name: (batch,3,h,w) float32, **extra}."""
         tiles = self._split(split)

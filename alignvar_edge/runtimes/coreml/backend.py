@@ -38,13 +38,14 @@ from alignvar_edge.errors import BackendUnavailableError, ConfigError, InputErro
 from alignvar_edge import recipes
 from alignvar_edge.export.batch import default_batch
 from alignvar_edge.export.parity import compare
+from alignvar_edge.graph_names import INPUT, SR, token_name
 from alignvar_edge.lazy import lazy_import
 from alignvar_edge.manifest import artifact_dir as staging_dir
 from alignvar_edge.manifest import (Manifest, ModelInfo, ModelSource, listed_file, load_verified, new_manifest,
                                     prune_text, recorded_path, write_manifest)
 from alignvar_edge.model.checkpoint import checkpoint_source, weights_sha256
 from alignvar_edge.runtimes.artifacts import checkpoint_and_export, model_name, validation_tiles
-from alignvar_edge.runtimes.base import INPUT, SR, Backend, Engine, TensorSpec, config_from_manifest, token_name
+from alignvar_edge.runtimes.base import Backend, Engine, TensorSpec, config_from_manifest
 from alignvar_edge.runtimes.coreml.compress import compress
 from alignvar_edge.runtimes.coreml.ct import import_ct, quiet
 from alignvar_edge.runtimes.coreml.lint import ane_lint, validate_spec

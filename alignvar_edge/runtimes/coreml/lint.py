@@ -9,7 +9,7 @@ from typing import Any
 from alignvar_edge.errors import ArtifactError
 # one limit and one wording for the ONNX graph's lint and the package's
 from alignvar_edge.export.lint import ANE_MAX_DIM, ANE_MAX_RANK, INT_COMPUTE
-from alignvar_edge.runtimes.base import INPUT, SR, token_name
+from alignvar_edge.graph_names import INPUT, SR, token_names
 
 __all__ = ["ANE_UNITS", "ane_lint", "validate_spec"]
 
@@ -40,7 +40,7 @@ def validate_spec(spec: Any, config: Any, batch: int) -> dict[str, Any]:
                    else ins.get(f.name), "dtype": _feature_dtype(f)}
           for f in [*spec.description.input, *spec.description.output]}
     want_in = {INPUT: [batch, 3, config.lr_size, config.lr_size]}
-    want_out = [SR] + [token_name(k) for k in range(config.num_scales)]
+    want_out = [SR, *token_names(config.num_scales)]
     problems = []
     if ins != want_in:
         problems.append(f"inputs {ins} != {want_in}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from alignvar_edge.graph_names import INPUT, SR, token_scale
 from alignvar_edge.manifest import Manifest, db_text
 from alignvar_edge.recipes import recipe
 from alignvar_edge.extras import device_install
@@ -34,11 +35,12 @@ def _io_rows(io: dict[str, dict[str, Any]], inputs: list[str], image: bool, scal
                         f"{tile}x{tile} pixels | 0..255, scaled by 1/255 inside the model |")
         elif name in inputs:
             rows.append(f"| `{name}` | input | MLMultiArray {f['dtype']} | {shape} NCHW | RGB planes in [0, 1] |")
-        elif name == "sr":
+        elif name == SR:
             rows.append(f"| `{name}` | output | MLMultiArray {f['dtype']} | {shape} NCHW, {sr_tile}x{sr_tile} "
                         "per tile | RGB in [0, 1] (clip before converting to 8 bits) |")
         else:
-            k = int(name.rsplit("_", 1)[1])
+            k = token_scale(name)
+            assert k is not None, name          # validate_spec refuses any other output
             p = scales[k] if k < len(scales) else 0
             rows.append(f"| `{name}` | output | MLMultiArray {f['dtype']} | {shape} | codebook indices of "
                         f"scale {k + 1}/{len(scales)} ({p}x{p}, row-major), for checks against the golden outputs |")
@@ -66,7 +68,7 @@ def package_readme(m: Manifest, io: dict[str, dict[str, Any]], package: str) -> 
     cfg = m.config or {}
     scales = [int(p) for p in cfg.get("patch_nums") or []]
     units, target, precision = ex["compute_units"], ex["deployment_target"], m.precision
-    inputs = [n for n in io if n == "lr"]
+    inputs = [n for n in io if n == INPUT]
     gate = recipe("coreml", precision)
     per_group = ", ".join(f"{g} {p}" for g, p in sorted((ex.get("compute_precision_per_group") or {}).items()))
     lint = ex.get("ane_lint") or []

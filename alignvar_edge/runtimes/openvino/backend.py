@@ -65,13 +65,13 @@ from alignvar_edge.caller import on_command_line, option
 from alignvar_edge.cpuinfo import has_vnni
 from alignvar_edge.errors import (ArtifactError, BackendUnavailableError, EngineClosedError, HalfPrecisionError,
                                   InputError, PrecisionWarning)
+from alignvar_edge.graph_names import INPUT, NOISE, SR, is_token_name, token_names
 from alignvar_edge.lazy import lazy_import
 from alignvar_edge.manifest import Manifest, db_text, listed_file, load_verified, write_manifest
 from alignvar_edge.manifest import artifact_dir as staging_dir
 from alignvar_edge.runtimes.artifacts import (check_calibration, engine_manifest, parity_vs,
                                               single_graph, validation_tiles)
-from alignvar_edge.runtimes.base import (INPUT, NOISE, SR, Backend, Engine, TensorSpec, input_roles,
-                                         config_from_manifest, is_token_name, token_name)
+from alignvar_edge.runtimes.base import Backend, Engine, TensorSpec, config_from_manifest, input_roles
 from alignvar_edge.runtimes.onnxruntime import ship_golden
 from alignvar_edge.runtimes.openvino.devices import DEVICE_KINDS, HARDWARE_KINDS, VIRTUAL_DEVICES, device_kind
 from alignvar_edge.runtimes.openvino.readme import README_FILE, engine_readme
@@ -175,7 +175,7 @@ class OpenVINOEngine(Engine):
         halves = {k: image_part_precision(metadata, k) if image_path else whole_graph_precision(metadata, k)
                   for k in kinds}
         self.compile_config = compile_config(device, parity, threads, hint, inference="f32" if image_path else halves)
-        want = [SR] + [token_name(k) for k in range(config.num_scales)]
+        want = [SR, *token_names(config.num_scales)]
         self._parts = [_Part(core.compile_model(model, device, self.compile_config), want, not image_path,
                              self.compile_config)]
         if image_path:

@@ -20,8 +20,8 @@ import onnx
 from onnx.utils import Extractor
 
 from alignvar_edge.errors import ArtifactError
+from alignvar_edge.graph_names import SR
 from alignvar_edge.quantize.token_path import token_outputs, token_path
-from alignvar_edge.runtimes.base import SR
 
 __all__ = ["TokenSplit", "split_at_tokens"]
 

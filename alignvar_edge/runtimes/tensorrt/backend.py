@@ -29,12 +29,12 @@ import numpy as np
 from alignvar_edge.cpuinfo import is_jetson
 from alignvar_edge.errors import ArtifactError, BackendUnavailableError, InputError
 from alignvar_edge.extras import is_installed
+from alignvar_edge.graph_names import INPUT, SR, token_names
 from alignvar_edge.lazy import lazy_import
 from alignvar_edge.manifest import artifact_dir as staging_dir
 from alignvar_edge.manifest import Manifest, listed_file, load_verified, new_manifest, recorded_path, write_manifest
 from alignvar_edge.runtimes.artifacts import check_quantized_for, engine_manifest, link_onnx, single_graph
-from alignvar_edge.runtimes.base import (INPUT, SR, Backend, Engine, TensorSpec, input_roles,
-                                         config_from_manifest, token_name)
+from alignvar_edge.runtimes.base import Backend, Engine, TensorSpec, config_from_manifest, input_roles
 from alignvar_edge.runtimes.onnxruntime import ship_golden
 from alignvar_edge.runtimes.tensorrt.kit import write_build_files
 from alignvar_edge.runtimes.tensorrt.plan import (CACHE, ENGINE, FP16_F32, ONNX, SCRIPT_FILE, network_plan, plan_record,
@@ -285,7 +285,7 @@ class TensorRTEngine(Engine):
                 self._inputs[name] = (shape, dtype)
             else:
                 self._outputs.append(name)
-        want = [SR] + [token_name(k) for k in range(config.num_scales)]
+        want = [SR, *token_names(config.num_scales)]
         if sorted(self._outputs) != sorted(want) or list(self._inputs) != input_roles(list(self._inputs), engine_path):
             raise ArtifactError(f"engine I/O {list(self._inputs)} -> {self._outputs} is not the single "
                                 f"graph's ({INPUT} [, noise] -> {want}); rebuild from an alignvar-edge export")

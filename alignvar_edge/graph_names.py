@@ -1,0 +1,34 @@
+"""The names of an AlignVAR graph's inputs and outputs: `lr` [, `noise`] -> `sr`, `tokens_0..tokens_{K-1}`.
+
+One owner for every layer that makes a graph (export, quantize), describes it (the manifest's
+input contract) or runs it (runtimes): renaming or adding an input is one change here.
+"""
+from __future__ import annotations
+
+__all__ = ["INPUT", "NOISE", "SR", "is_token_name", "token_name", "token_names", "token_scale"]
+
+INPUT, SR = "lr", "sr"
+NOISE = "noise"          # the refiner's sampler noise (graphs exported with VARSR's refiner)
+
+_TOKENS = "tokens"
+
+
+def token_name(k: int) -> str:
+    """The output holding scale k's token indices."""
+    return f"{_TOKENS}_{k}"
+
+
+def token_names(num_scales: int) -> list[str]:
+    """Every scale's token output, coarsest first."""
+    return [token_name(k) for k in range(num_scales)]
+
+
+def token_scale(name: str) -> int | None:
+    """The scale k whose tokens output `name` is (`token_name(k)`); None for any other name."""
+    head, _, k = name.partition("_")
+    return int(k) if head == _TOKENS and k.isascii() and k.isdigit() else None
+
+
+def is_token_name(name: str) -> bool:
+    """Whether `name` is a graph output `token_name` made."""
+    return token_scale(name) is not None
