@@ -18,7 +18,7 @@ from alignvar_edge.model.hcc import hcc_loss, split_scales
 from alignvar_edge.model.info import meta_model
 from alignvar_edge.model.resample import resize_matrix
 from alignvar_edge.model.rollout import PER_LAYER, STACKED, KVLayout
-from alignvar_edge.model.rope import apply_rope, apply_rope_complex, pair_swap, pair_tables, rope_tables, scale_positions
+from alignvar_edge.model.rope import apply_rope, pair_swap, pair_tables, rope_tables, scale_positions
 from alignvar_edge.model.sca import SCAGuidance, affinity, sca_bias
 from alignvar_edge.model.transformer import MASK_VALUE, BlockCausal, SelfAttention, attention_form, softmax_attend
 from alignvar_edge.model.upstream import import_varsr
@@ -42,6 +42,14 @@ def test_resize_matrices_equal_interpolate(preset: str) -> None:
         ours = m @ x @ m.T
         ref = F.interpolate(x, size=(n_out, n_out), mode=kind)
         assert (ours - ref).abs().max().item() < 1e-5, (kind, n_in, n_out)
+
+
+def apply_rope_complex(x_BHLd: torch.Tensor, cos_Lh: torch.Tensor, sin_Lh: torch.Tensor) -> torch.Tensor:
+    """The reference with complex numbers: x_pair * exp(i * angle)."""
+    *lead, d = x_BHLd.shape
+    z = torch.view_as_complex(x_BHLd.double().reshape(*lead, d // 2, 2).contiguous())
+    rot = torch.polar(torch.ones_like(cos_Lh.double()), torch.atan2(sin_Lh.double(), cos_Lh.double()))
+    return torch.view_as_real(z * rot).reshape(*lead, d).to(x_BHLd.dtype)
 
 
 def test_rope_real_equals_complex() -> None:

@@ -65,10 +65,3 @@ def apply_rope(x_Ld: torch.Tensor, cos_Ld: torch.Tensor, sin_Ld: torch.Tensor, s
     """
     return x_Ld * cos_Ld + torch.matmul(x_Ld, swap_dd) * sin_Ld
 
-
-def apply_rope_complex(x_BHLd: torch.Tensor, cos_Lh: torch.Tensor, sin_Lh: torch.Tensor) -> torch.Tensor:
-    """Reference with complex numbers (tests only): x_pair * exp(i * angle)."""
-    *lead, d = x_BHLd.shape
-    z = torch.view_as_complex(x_BHLd.double().reshape(*lead, d // 2, 2).contiguous())
-    rot = torch.polar(torch.ones_like(cos_Lh.double()), torch.atan2(sin_Lh.double(), cos_Lh.double()))
-    return torch.view_as_real(z * rot).reshape(*lead, d).to(x_BHLd.dtype)

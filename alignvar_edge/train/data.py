@@ -58,7 +58,7 @@ Source = str | os.PathLike[str] | Sequence[tuple[str, np.ndarray]] | Sequence[np
 
 
 class ImageFolderDataset(Dataset[SRSample]):
-    """Random HR crops with their degraded LR, deterministic per (seed, epoch, index).
+    """Random HR crops with their degraded LR, deterministic per (seed, index).
 
     ``source`` is a folder (searched recursively) or in-memory images ((name, HxWx3) pairs or
     bare arrays). Item i is ``{"hr": 3xCxC, "lr": 3x(C/s)x(C/s), "name": str}``, float32 in
@@ -89,7 +89,6 @@ class ImageFolderDataset(Dataset[SRSample]):
             )
         self.crop, self.scale, self.seed, self.flips = crop, scale, seed, flips
         self.samples_per_image = samples_per_image
-        self.epoch = 0
         self.skipped: list[tuple[str, str]] = []
         self.images: list[tuple[str, np.ndarray]] = []
         self.not_read: list[str] = []          # what a folder's listing left out (hidden, loops, unlistable)
@@ -139,10 +138,6 @@ class ImageFolderDataset(Dataset[SRSample]):
     def _skipped_list(self) -> str:
         return skipped_list(self.skipped)
 
-    def set_epoch(self, epoch: int) -> None:
-        """Draw fresh crops and degradations for another epoch (still reproducible)."""
-        self.epoch = int(epoch)
-
     def __len__(self) -> int:
         return len(self.images) * self.samples_per_image
 
@@ -150,7 +145,8 @@ class ImageFolderDataset(Dataset[SRSample]):
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} samples")
         name, img = self.images[index % len(self.images)]
-        rng = np.random.default_rng(np.random.SeedSequence([self.seed, self.epoch, index]))
+        # the 0 was an epoch that never changed: kept, so every crop (and each trained model) stays the same
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, 0, index]))
         c = self.crop
         top = int(rng.integers(img.shape[0] - c + 1))
         left = int(rng.integers(img.shape[1] - c + 1))
