@@ -9,11 +9,14 @@ import numbers
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeGuard
 
+from alignvar_edge.caller import option
+from alignvar_edge.errors import InputError
+
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["DEFAULT_MAX_MEGAPIXELS", "MAX_BATCH", "MAX_TILES", "batch_size", "fraction", "int_at_least", "is_integer",
-           "nonneg_float", "nonneg_int", "percent", "positive_float", "positive_int", "tile_count"]
+__all__ = ["DEFAULT_MAX_MEGAPIXELS", "MAX_BATCH", "MAX_TILES", "batch_size", "check_fraction", "fraction",
+           "int_at_least", "is_integer", "nonneg_float", "nonneg_int", "percent", "positive_float", "positive_int", "tile_count"]
 
 # The most tiles a tile-count flag (--tiles, --val-tiles, --calib-tiles) takes. Every tile is cut,
 # degraded and held in memory with its HR crop before any engine runs, then run one by one: 1024
@@ -87,8 +90,23 @@ def nonneg_float(text: str) -> float:
     return _finite(text, "a finite number >= 0", lambda v: v >= 0)
 
 
+_FRACTION = "a number in [0, 1]"
+
+
+def _is_fraction(v: float) -> bool:
+    return 0 <= v <= 1
+
+
 def fraction(text: str) -> float:
-    return _finite(text, "a number in [0, 1]", lambda v: 0 <= v <= 1)
+    return _finite(text, _FRACTION, _is_fraction)
+
+
+def check_fraction(name: str, value: object, error: type[Exception] = InputError) -> float:
+    """Option `name` of a Python API call (an options dataclass, where the flag's `fraction` did not
+    check it): a finite number in [0, 1], or `error` naming it as the caller passes it."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not _is_fraction(float(value)):
+        raise error(f"{option(name, value)} must be {_FRACTION}")
+    return float(value)
 
 
 def percent(text: str) -> float:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from alignvar_edge.caller import option
 from alignvar_edge.errors import AlignVAREdgeError, InputError
 from alignvar_edge.recipes import ALIASES, BACKENDS, DEPLOY_DEFAULT, deploy_precisions, engine_precision, recipe
 from alignvar_edge.manifest import ModelInfo, ModelSource, parity_figures, read_manifest
@@ -74,17 +75,19 @@ class DeployOptions:
         if bad or not self.precisions:
             raise InputError(f"unknown precision(s) {', '.join(bad) or '(none)'}; choose from {', '.join(PRECISIONS)}")
         if self.calib != "builtin" and not Path(self.calib).is_dir():
-            raise InputError(f"--calib '{self.calib}' is not a folder; pass a folder of photographs or builtin")
+            raise InputError(f"{option('calib', self.calib)} is not a folder; pass a folder of photographs or "
+                             "builtin")
         if self.export and not Path(self.export).is_dir():
-            raise InputError(f"--export '{self.export}' is not a directory; pass an export made by "
+            raise InputError(f"{option('export', self.export)} is not a directory; pass an export made by "
                              "`alignvar-edge export` (or leave it out to export here)")
         if self.batch is not None and self.batch < 1:
-            raise InputError(f"--batch must be >= 1, got {self.batch}")
+            raise InputError(f"{option('batch', self.batch)} must be >= 1")
         if self.batch is not None and self.export:
-            raise InputError("--batch and --export conflict: a reused export keeps its own batch; "
-                             "leave one of them out")
+            raise InputError(f"{option('batch', self.batch)} and {option('export', self.export)} conflict: a reused "
+                             "export keeps its own batch; leave one of them out")
         if (self.runs is not None and self.runs < 1) or (self.warmup is not None and self.warmup < 0):
-            raise InputError("--runs must be >= 1 and --warmup >= 0")
+            raise InputError(f"runs must be >= 1 and warmup >= 0; got {option('runs', self.runs)}, "
+                             f"{option('warmup', self.warmup)}")
         if self.threads is not None:             # the bench refuses it too, but only after the builds
             from alignvar_edge.bench.host import run_threads
             from alignvar_edge.cpuinfo import cpu_info

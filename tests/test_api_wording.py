@@ -120,3 +120,34 @@ def test_on_command_line_tells_a_verb_from_a_python_call() -> None:
     with command_line():               # a verb calling a public function is still the command line
         assert on_command_line() and public()
     assert not on_command_line()
+
+
+def test_the_options_classes_name_their_fields_in_python_and_their_flags_in_a_verb(tmp_path: Path) -> None:
+    """BenchOptions, QuantizeOptions and DeployOptions validate what a Python caller set by its field
+    name (`min_token_agreement=1.5`); they spoke the CLI's flags (`--min-token-agreement`) to it."""
+    from alignvar_edge.bench.runner import BenchOptions
+    from alignvar_edge.deploy import DeployOptions
+    from alignvar_edge.errors import InputError
+    from alignvar_edge.quantize.artifact import QuantizeOptions
+    from alignvar_edge.quantize.sensitivity import FidelityTarget
+    cases = [(lambda: BenchOptions(min_token_agreement=1.5), InputError,
+              "min_token_agreement=1.5 must be a number in [0, 1]", "--min-token-agreement 1.5 must be"),
+             (lambda: BenchOptions(image_overlap=-1), InputError,
+              "image_overlap=-1 must be >= 0 LR pixels", "--overlap -1 must be"),
+             (lambda: BenchOptions(runs=0), InputError,
+              "runs must be >= 1, warmup >= 0 and tiles >= 1; got runs=0, warmup=3, tiles=8", "got --runs 0,"),
+             (lambda: QuantizeOptions(fidelity=FidelityTarget(min_token_agreement=float("nan"))), ConfigError,
+              "min_token_agreement=nan must be a number in [0, 1]", "--min-token-agreement nan must be"),
+             (lambda: QuantizeOptions(fidelity=FidelityTarget(max_psnr_drop=-1.0)), ConfigError,
+              "max_psnr_drop=-1.0 must be >= 0 dB", "--max-psnr-drop -1.0 must be"),
+             (lambda: DeployOptions(out=str(tmp_path / "d"), runs=0), InputError,
+              "runs must be >= 1 and warmup >= 0; got runs=0, warmup=None", "got --runs 0,"),
+             (lambda: DeployOptions(out=str(tmp_path / "d"), calib=str(tmp_path / "none")), InputError,
+              f"calib='{tmp_path / 'none'}' is not a folder", f"--calib {tmp_path / 'none'} is not a folder")]
+    for options, error, in_python, in_a_verb in cases:
+        with pytest.raises(error) as e:
+            options().validate()
+        assert str(e.value).startswith(in_python) and "--" not in str(e.value), e.value
+        with command_line(), pytest.raises(error) as e:
+            options().validate()
+        assert in_a_verb in str(e.value), e.value

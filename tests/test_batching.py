@@ -44,9 +44,9 @@ def test_time_per_call_feeds_full_batches() -> None:
 
 
 def test_deploy_batch_flag_is_checked(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="--batch must be >= 1"):
+    with pytest.raises(InputError, match="^batch=0 must be >= 1$"):
         DeployOptions(out=str(tmp_path / "d"), batch=0, targets="onnxruntime").validate()
-    with pytest.raises(InputError, match="--batch and --export conflict"):
+    with pytest.raises(InputError, match=f"^batch=4 and export='{tmp_path}' conflict"):
         DeployOptions(out=str(tmp_path / "d"), batch=4, export=str(tmp_path), targets="onnxruntime").validate()
 
 

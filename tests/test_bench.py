@@ -19,6 +19,7 @@ import pytest
 from _runtime_fixtures import sharp_model
 from alignvar_edge import cli, runtimes
 from alignvar_edge.bench.host import fingerprint
+from alignvar_edge.bench.image import FOLDER_LR, IMAGE_LR
 from alignvar_edge.bench.memory import PeakRSS
 from alignvar_edge.bench.merge import merge_reports
 from alignvar_edge.bench.runner import BenchOptions, run_bench
@@ -382,9 +383,12 @@ def test_flags_that_would_oversubscribe_the_cores_or_fill_memory_are_refused_bef
     assert cores
     bench = ["bench", "alignvar-tiny", "--out", str(tmp_path / "r.json")]
     cases = [(["--threads", str(cores + 1)], f"--threads {cores + 1} is more than the {cores} core(s)"),
-             (["--image-size", "100000"], "--image-size must be at most 1024 LR px"),
-             (["--folder-images", "100000"], "--folder-images x --folder-size^2 at most 1024^2"),
-             (["--peak-n", "100000"], "--peak-n from 64 to 8192")]
+             (["--image-size", "100000"], "must be at most 1024 LR px a side, and the folder's images x their "
+              "size^2 at most 1024^2 LR pixels (the images are held in memory); got --image-size 100000,"),
+             (["--folder-images", "100000"], "at most 1024^2 LR pixels (the images are held in memory); got "
+              f"--image-size {IMAGE_LR}, --folder-images 100000 x --folder-size {FOLDER_LR}^2"),
+             (["--peak-n", "100000"], "the peak's n from 64 to 8192 (three n x n fp32 matrices are held); got "
+              "--profile-runs 3, --peak-n 100000")]
     for flags, said in cases:
         rc = cli.main(bench + flags)
         err = capsys.readouterr().err.strip()

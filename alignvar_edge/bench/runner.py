@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from alignvar_edge.argtypes import check_fraction
 from alignvar_edge.bench.fidelity import bicubic_tiles, fidelity
 from alignvar_edge.bench.image import (FOLDER_LR, IMAGE_LR, IMAGE_RUNS, MAX_IMAGE_LR, PER_RUN, engine_shape,
                                        folder_call, folder_geometry, folder_lrs, folder_summary, image_call,
@@ -37,6 +38,7 @@ from alignvar_edge.bench.subjects import (BICUBIC, EAGER, EngineSpec, Subject, a
                                           check_exists, open_subject, parse_spec, spec_manifest, unique_label,
                                           untimed_error)
 from alignvar_edge.caller import option
+from alignvar_edge.caller import python_call
 from alignvar_edge.errors import AlignVAREdgeError, BackendUnavailableError, InputError
 from alignvar_edge.manifest import Manifest, ModelSource, default_overlap
 from alignvar_edge.recipes import DEFAULT_MIN_TOKENS
@@ -76,31 +78,35 @@ class BenchOptions:
     folder_size: int = FOLDER_LR      # LR side of each of them
     need_an_engine: bool = False      # refuse (before a report) where every engine asked for is unavailable
 
+    @python_call(overlap="image_overlap")           # --overlap's Python name
     def validate(self) -> None:
         if self.runs < 1 or self.warmup < 0 or self.tiles < 1:
-            raise InputError(f"need --runs >= 1, --warmup >= 0 and --tiles >= 1; got {self.runs}, "
-                             f"{self.warmup}, {self.tiles}")
+            raise InputError(f"runs must be >= 1, warmup >= 0 and tiles >= 1; got {option('runs', self.runs)}, "
+                             f"{option('warmup', self.warmup)}, {option('tiles', self.tiles)}")
         if self.threads is not None and self.threads < 1:
-            raise InputError(f"--threads must be >= 1, got {self.threads}")
-        if not 0.0 <= self.min_token_agreement <= 1.0:
-            raise InputError("--min-token-agreement must lie in [0, 1]")
+            raise InputError(f"{option('threads', self.threads)} must be >= 1")
+        check_fraction("min_token_agreement", self.min_token_agreement)
         if self.image_overlap is not None and self.image_overlap < 0:
-            raise InputError(f"--overlap must be >= 0 LR pixels, got {self.image_overlap}")
+            raise InputError(f"{option('overlap', self.image_overlap)} must be >= 0 LR pixels")
         if self.image_size < 0 or self.image_runs < 1:
-            raise InputError(f"need --image-size >= 0 (0: no whole-image timing) and --image-runs >= 1; "
-                             f"got {self.image_size}, {self.image_runs}")
+            raise InputError(f"the image size must be >= 0 (0: no whole-image timing) and its runs >= 1; got "
+                             f"{option('image_size', self.image_size)}, {option('image_runs', self.image_runs)}")
         if self.folder_images < 0 or self.folder_size < 1:
-            raise InputError(f"need --folder-images >= 0 (0: no folder timing) and --folder-size >= 1; "
-                             f"got {self.folder_images}, {self.folder_size}")
+            raise InputError(f"the folder's images must be >= 0 (0: no folder timing) and their size >= 1; got "
+                             f"{option('folder_images', self.folder_images)}, "
+                             f"{option('folder_size', self.folder_size)}")
         if self.duration is not None and not self.duration > 0:
-            raise InputError(f"--duration must be > 0 seconds, got {self.duration}")
+            raise InputError(f"{option('duration', self.duration)} must be > 0 seconds")
         if self.profile_runs < 0 or not 64 <= self.peak_n <= MAX_PEAK_N:
-            raise InputError(f"--profile-runs must be >= 0 and --peak-n from 64 to {MAX_PEAK_N} (three n x n "
-                             f"fp32 matrices are held); got {self.profile_runs}, {self.peak_n}")
+            raise InputError(f"the profile's runs must be >= 0 and the peak's n from 64 to {MAX_PEAK_N} (three n x n "
+                             f"fp32 matrices are held); got {option('profile_runs', self.profile_runs)}, "
+                             f"{option('peak_n', self.peak_n)}")
         if self.image_size > MAX_IMAGE_LR or self.folder_images * self.folder_size ** 2 > MAX_IMAGE_LR ** 2:
-            raise InputError(f"--image-size must be at most {MAX_IMAGE_LR} LR px, and --folder-images x "
-                             f"--folder-size^2 at most {MAX_IMAGE_LR}^2 LR pixels (the images are held in memory); "
-                             f"got {self.image_size}, {self.folder_images} x {self.folder_size}^2")
+            raise InputError(f"the whole image must be at most {MAX_IMAGE_LR} LR px a side, and the folder's images "
+                             f"x their size^2 at most {MAX_IMAGE_LR}^2 LR pixels (the images are held in memory); "
+                             f"got {option('image_size', self.image_size)}, "
+                             f"{option('folder_images', self.folder_images)} x "
+                             f"{option('folder_size', self.folder_size)}^2")
 
 
 # ------------------------------------------------------------------------------------------------

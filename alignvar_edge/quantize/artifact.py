@@ -24,6 +24,8 @@ import numpy as np
 
 import onnx
 
+from alignvar_edge.argtypes import check_fraction
+from alignvar_edge.caller import option
 from alignvar_edge.errors import ArtifactError, ConfigError, InputError, ParityError
 from alignvar_edge.export import onnx_io
 from alignvar_edge.export.onnx_export import check_graph, graph_io
@@ -80,10 +82,9 @@ class QuantizeOptions:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.target not in TARGETS:
             raise ConfigError(f"target must be one of {', '.join(TARGETS)}, got {self.target!r}")
-        if not 0.0 <= self.fidelity.min_token_agreement <= 1.0:
-            raise ConfigError("--min-token-agreement must lie in [0, 1]")
+        check_fraction("min_token_agreement", self.fidelity.min_token_agreement, ConfigError)
         if self.fidelity.max_psnr_drop < 0:
-            raise ConfigError("--max-psnr-drop must be >= 0 dB")
+            raise ConfigError(f"{option('max_psnr_drop', self.fidelity.max_psnr_drop)} must be >= 0 dB")
         # an option the chosen pass does not read is refused, not silently dropped: a user who asked
         # for fp32 float-copy weights or a stricter target must not believe they got it
         default = QuantizeOptions()
