@@ -22,8 +22,8 @@ from alignvar_edge.runtimes.golden import GOLDEN_FILE
 from alignvar_edge.runtimes.readme import README_FILE, model_notes
 from alignvar_edge.runtimes.tensorrt.plan import (CACHE as TIMING_CACHE, DLA_CORE_HELP, DLA_CORES, DLA_PRECISION_ERROR,
                                                   ENGINE, FP16_F32, MAX_ARG, ONNX, SCRIPT_FILE, TRTEXEC_FILE,
-                                                  f32_layers_of, half_layers_of, network_plan, precision_args,
-                                                  trtexec_command)
+                                                  base_args, dla_args, f32_layers_of, half_layers_of, network_plan,
+                                                  precision_args, trtexec_command)
 
 LOG_FILE = "trtexec.log"
 # the CLI's exit status where a backend cannot run here (selftest without a usable TensorRT)
@@ -139,7 +139,8 @@ def build_script(precision: str, kit_precision: str, workspace_mib: int | None, 
     typed = precision_flags(kit_precision, f32_layers, half_layers, STRONGLY_TYPED_MAJOR)
     cases = "\n".join(f"    {p}) {_script_case(p, f, typed[p])} ;;" for p, f in flags.items())
     checked_words = " ".join(checked)
-    workspace = f" --memPoolSize=workspace:{workspace_mib}M" if workspace_mib else ""
+    # trtexec's fixed flags from the plan module, the one spelling of them (trtexec.txt's too)
+    fixed = " ".join(base_args('"$HERE/model.onnx"', '"$WORK/model.engine"', '"$CACHE"', opt_level, workspace_mib))
     return f"""#!/bin/sh
 # Build, check and time the AlignVAR TensorRT engine on the device that will run it (an engine is
 # specific to the TensorRT version and the GPU). Steps and requirements: README.md beside this file.
@@ -202,7 +203,7 @@ if [ -n "$DLA" ]; then
         *) die "--dla-core takes {DLA_CORE_HELP}, not '$DLA'" ;;
     esac
     [ "$PRECISION" != fp32 ] || die "{DLA_PRECISION_ERROR}"
-    DLA_FLAGS="--useDLACore=$DLA --allowGPUFallback"
+    DLA_FLAGS="{" ".join(dla_args("$DLA"))}"
 fi
 
 # the default name says precision and DLA core, once: an engine directory named so rebuilds beside it
@@ -308,8 +309,7 @@ mkdir -p "$WORK"
 echo "building $PRECISION${{DLA:+ on DLA core $DLA}} with $TRTEXEC (log: $WORK/{LOG_FILE})"
 # one trtexec run builds (reusing the timing cache) and then times the engine; the whole log is kept
 # shellcheck disable=SC2086 # FLAGS and DLA_FLAGS are lists of words
-if ! "$TRTEXEC" --onnx="$HERE/model.onnx" --saveEngine="$WORK/model.engine" \\
-        --timingCacheFile="$CACHE" --builderOptimizationLevel={opt_level}{workspace} $FLAGS $DLA_FLAGS \\
+if ! "$TRTEXEC" {fixed} $FLAGS $DLA_FLAGS \\
         --warmUp=500 --duration="$DURATION" --useSpinWait >"$WORK/{LOG_FILE}" 2>&1; then
     tail -n 25 "$WORK/{LOG_FILE}" >&2
     die "trtexec failed; the whole log is $WORK/{LOG_FILE}"

@@ -13,8 +13,8 @@ from alignvar_edge.errors import InputError
 from alignvar_edge.manifest import Manifest
 
 __all__ = ["CACHE", "DLA_CORES", "ENGINE", "FP16_F32", "MAX_ARG", "OBEYS", "ONNX", "SCRIPT_FILE", "TRTEXEC_FILE",
-           "check_dla_core", "f32_layers_of", "half_layers_of", "network_plan", "plan_of", "plan_record",
-           "precision_args", "recorded_f32", "trt_major", "trtexec_command"]
+           "base_args", "check_dla_core", "dla_args", "f32_layers_of", "half_layers_of", "network_plan", "plan_of",
+           "plan_record", "precision_args", "recorded_f32", "trt_major", "trtexec_command"]
 
 ENGINE, ONNX, CACHE = "model.engine", "model.onnx", "alignvar-timing.cache"
 # Linux passes one command-line argument of at most 128 KiB (MAX_ARG_STRLEN), NUL included
@@ -90,13 +90,23 @@ def trtexec_command(plan: dict[str, Any], onnx: str = ONNX, engine: str = ENGINE
                     cache: str = CACHE, workspace_mib: int | None = None, opt_level: int = 3,
                     dla_core: int | None = None) -> list[str]:
     """The trtexec invocation equivalent to our build (on DLA core `dla_core`, GPU fallback on)."""
-    cmd = ["trtexec", f"--onnx={onnx}", f"--saveEngine={engine}", f"--timingCacheFile={cache}",
-           f"--builderOptimizationLevel={opt_level}", *precision_args(plan)]
+    cmd = ["trtexec", *base_args(onnx, engine, cache, opt_level, workspace_mib), *precision_args(plan)]
+    return cmd if dla_core is None else cmd + dla_args(dla_core)
+
+
+def base_args(onnx: str, engine: str, cache: str, opt_level: int, workspace_mib: int | None) -> list[str]:
+    """trtexec's flags of our build that no precision changes: its files, timing cache, optimisation
+    level and workspace; the build kit's script spells its build with them (shell words as `onnx`...)."""
+    args = [f"--onnx={onnx}", f"--saveEngine={engine}", f"--timingCacheFile={cache}",
+            f"--builderOptimizationLevel={opt_level}"]
     if workspace_mib:
-        cmd.append(f"--memPoolSize=workspace:{workspace_mib}M")
-    if dla_core is not None:
-        cmd += [f"--useDLACore={dla_core}", "--allowGPUFallback"]
-    return cmd
+        args.append(f"--memPoolSize=workspace:{workspace_mib}M")
+    return args
+
+
+def dla_args(dla_core: int | str) -> list[str]:
+    """trtexec's flags that run on DLA core `dla_core` (a number, or the script's "$DLA"), GPU fallback on."""
+    return [f"--useDLACore={dla_core}", "--allowGPUFallback"]
 
 
 def precision_args(plan: dict[str, Any]) -> list[str]:
