@@ -134,16 +134,16 @@ def test_compare_holds_a_no_refine_export_to_the_model_without_its_refiner(refin
 
 def test_golden_outputs_of_a_refiner_model_are_what_its_engines_compute(refiner_export: Path, tmp_path: Path,
                                                                         capsys: pytest.CaptureFixture[str]) -> None:
-    """The golden outputs `selftest --golden` makes beside a checkpoint run the refiner on the fixed
-    draw, as every engine does: the torch engine built from it passes its selftest, and the exported
-    graph (fed by ONNX Runtime) gives the golden tokens and image."""
+    """The golden outputs `python -m alignvar_edge.runtimes.golden` makes beside a checkpoint run the
+    refiner on the fixed draw, as every engine does: the torch engine built from it passes its
+    selftest, and the exported graph (fed by ONNX Runtime) gives the golden tokens and image."""
     import shutil
 
     from alignvar_edge.cli import main as cli
     from alignvar_edge.runtimes.golden import read_golden
     ckpt = tmp_path / "ckpt"
     shutil.copytree(refiner_export.parent / "ckpt", ckpt)
-    subprocess.run([sys.executable, "-m", "alignvar_edge.runtimes.selftest", "--golden", str(ckpt)], check=True)
+    subprocess.run([sys.executable, "-m", "alignvar_edge.runtimes.golden", str(ckpt)], check=True)
     assert cli(["build", str(ckpt), "--target", "torch", "--out", str(tmp_path / "eng")]) == 0
     assert cli(["selftest", "--engine", str(tmp_path / "eng"), "--runs", "1", "--threads", "1"]) == 0
     assert "RESULT    PASS" in capsys.readouterr().out

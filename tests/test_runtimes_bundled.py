@@ -147,4 +147,4 @@ def test_an_engine_of_a_model_without_golden_outputs_says_how_to_make_them(
     assert main(["selftest", "--engine", str(out), "--runs", "1", "--threads", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "has none; make them beside its weights" in err[0], err
-    assert f"selftest --golden {ckpt}" in err[0] and "rebuild it with this" not in err[0], err
+    assert f"python -m alignvar_edge.runtimes.golden {ckpt}" in err[0] and "rebuild it with this" not in err[0], err

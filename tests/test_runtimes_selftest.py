@@ -4,7 +4,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -34,16 +37,31 @@ def test_golden_file_is_small_and_complete(ckpt):
     assert lr.shape == (2, 3, 8, 8) and sr.shape == (2, 3, 32, 32) and len(tok) == 4
 
 
-def test_the_golden_command_the_errors_print_writes_them_beside_the_weights(tmp_path, capsys):
-    # `python -m alignvar_edge.runtimes.selftest --golden DIR`, as engine_golden / load_golden say it
+def test_the_golden_command_the_errors_print_writes_them_beside_the_weights(tmp_path):
+    # the command load_golden (and engine_golden) print, run as printed: a folder name with a space
+    # in it was two arguments to the shell, and the command printed its usage instead
     from alignvar_edge.model.checkpoint import CHECKPOINT_FILES, GOLDEN_FILE
     assert golden.GOLDEN_FILE is GOLDEN_FILE and GOLDEN_FILE in CHECKPOINT_FILES    # one name, one owner
-    d = tmp_path / "micro"
+    d = tmp_path / "my micro"
     sharp_model("micro").save_pretrained(str(d))
-    assert st.main(["--golden", str(d)]) == 0
-    assert capsys.readouterr().out.strip() == str(d / "golden.safetensors")
+    with pytest.raises(ArtifactError) as e:
+        st.load_golden(d)
+    command = shlex.split(re.search(r"`(python -m [^`]+)`", str(e.value)).group(1))
+    assert command[:3] == ["python", "-m", "alignvar_edge.runtimes.golden"], command
+    done = subprocess.run([sys.executable, *command[1:]], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(d / "golden.safetensors")
     lr, sr, tok = st.load_golden(d)            # made for these weights (their hash is in its metadata)
     assert lr.shape == (4, 3, 8, 8) and sr.shape == (4, 3, 32, 32) and len(tok) == 4
+
+
+def test_the_golden_command_refuses_anything_but_one_checkpoint_dir(tmp_path, capsys):
+    for argv in ([], ["--golden", str(tmp_path)], [str(tmp_path), str(tmp_path)]):
+        assert golden.main(argv) == 2
+        assert capsys.readouterr().err.strip() == "usage: python -m alignvar_edge.runtimes.golden CHECKPOINT_DIR"
+    assert golden.main([str(tmp_path / "none")]) == 2            # not a checkpoint: one line, exit 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and "none" in err, err
 
 
 def test_missing_or_stale_golden_is_explained(tmp_path, ckpt):
@@ -132,7 +150,7 @@ def test_engine_that_is_no_engine_directory_says_so(tmp_path, capsys, ckpt, what
     assert {"file": "is a file, not an engine directory", "missing": "does not exist, not an engine directory",
             "empty": "no manifest.json", "loop": "leads into a symlink loop",
             "fifo": "is a FIFO (named pipe), not an engine directory",
-            "checkpoint": "python -m alignvar_edge.runtimes.selftest --golden"}[what] in err
+            "checkpoint": "python -m alignvar_edge.runtimes.golden"}[what] in err
     assert what == "checkpoint" or "golden" not in err
 
 

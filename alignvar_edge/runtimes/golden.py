@@ -1,26 +1,37 @@
 """Golden outputs: a few held-out LR tiles with the reference's tokens and SR tiles, made on the host
 by `make_golden` beside a checkpoint's weights (`golden.safetensors`; the bundled model ships its
 own) and copied into every engine directory, so `selftest --engine` checks an engine on the device
-without the package's model or PyTorch.
+without the package's model or PyTorch. `GOLDEN_COMMAND CHECKPOINT_DIR` makes them on the host.
 """
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from alignvar_edge.errors import ArtifactError
+from alignvar_edge.errors import ArtifactError, CheckpointError
 from alignvar_edge.fsmodes import write_atomically
 from alignvar_edge.graph_names import INPUT, SR, token_name, token_scale
 from alignvar_edge.manifest import Manifest, prune_text, sha256_file
 from alignvar_edge.model.checkpoint import GOLDEN_FILE, WEIGHTS_FILE
 from alignvar_edge.runtimes.artifacts import leaves_out_refiner, source_checkpoint
 
-__all__ = ["GOLDEN_FILE", "check_golden_rollout", "copy_golden", "engine_golden", "golden_entry", "golden_made_as",
-           "load_golden", "made_as_metadata", "make_golden", "read_golden", "rollout_text", "write_golden"]
+__all__ = ["GOLDEN_COMMAND", "GOLDEN_FILE", "check_golden_rollout", "copy_golden", "engine_golden", "golden_command",
+           "golden_entry", "golden_made_as", "load_golden", "made_as_metadata", "make_golden", "read_golden",
+           "rollout_text", "write_golden"]
+
+# the host command that makes a checkpoint's golden outputs beside its weights (`main` below)
+GOLDEN_COMMAND = "python -m alignvar_edge.runtimes.golden"
+
+
+def golden_command(model_dir: str | os.PathLike[str]) -> str:
+    """`GOLDEN_COMMAND` for `model_dir`, as a shell takes it."""
+    return f"{GOLDEN_COMMAND} {shlex.quote(str(model_dir))}"
 
 
 def make_golden(model_dir: str | os.PathLike[str], n: int = 4, seed: int = 0, prune: Sequence[float] = (),
@@ -119,7 +130,7 @@ def engine_golden(root: Path, otherwise: str) -> Path:
         ckpt = m.model.source.reference or "CHECKPOINT_DIR"
         raise ArtifactError(f"{root} carries no {GOLDEN_FILE}: the model it was built from "
                             f"({m.model.source.describe()}) has none; make them beside its weights with "
-                            f"`python -m alignvar_edge.runtimes.selftest --golden {ckpt}` (on the host), then build "
+                            f"`{golden_command(ckpt)}` (on the host), then build "
                             f"the engine again{otherwise}")
     raise ArtifactError(f"{root} carries no {GOLDEN_FILE}; rebuild it with this alignvar-edge "
                         f"(`alignvar-edge build` ships golden outputs){otherwise}")
@@ -129,14 +140,13 @@ def load_golden(model_dir: Path) -> tuple[np.ndarray, np.ndarray, list[np.ndarra
     f = model_dir / GOLDEN_FILE
     if not f.is_file():
         raise ArtifactError(f"{f} is missing: the self-test needs golden outputs beside the weights; make "
-                            f"them from this checkpoint with `python -m alignvar_edge.runtimes.selftest --golden "
-                            f"{model_dir}` (for the bundled model: reinstall alignvar-edge)")
+                            f"them from this checkpoint with `{golden_command(model_dir)}` (for the bundled model: "
+                            "reinstall alignvar-edge)")
     lr, sr, tokens, meta = read_golden(f)
     made_for = meta.get("weights_sha256")
     if made_for and made_for != sha256_file(model_dir / WEIGHTS_FILE):
         raise ArtifactError(f"{f} was made for other weights than {model_dir / WEIGHTS_FILE}; "
-                            "regenerate it: python -m alignvar_edge.runtimes.selftest --golden "
-                            f"{model_dir}")
+                            f"regenerate it: {golden_command(model_dir)}")
     return lr, sr, tokens
 
 
@@ -214,3 +224,21 @@ def golden_entry(f: Path, origin: str) -> dict[str, Any]:
     lr, _, _, meta = read_golden(f)
     return {"file": GOLDEN_FILE, "tiles": int(lr.shape[0]), "reference": meta.get("reference", "PyTorch"),
             "origin": origin}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`GOLDEN_COMMAND CHECKPOINT_DIR`: golden outputs beside a checkpoint's weights (host side)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 1 or args[0].startswith("-"):
+        print(f"usage: {GOLDEN_COMMAND} CHECKPOINT_DIR", file=sys.stderr)
+        return 2
+    try:
+        print(make_golden(args[0]))
+    except CheckpointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -2,15 +2,14 @@
 outputs shipped in the package, time it, and print a report a user can paste into an issue.
 
 Golden outputs (`golden.safetensors` beside the bundled weights) hold a few held-out LR tiles and
-the PyTorch reference's tokens and SR tiles for them, made once by `golden.make_golden` (`main`
-below is its command line).
+the PyTorch reference's tokens and SR tiles for them, made once by `golden.make_golden`
+(`golden.GOLDEN_COMMAND` on the command line).
 """
 from __future__ import annotations
 
 import hashlib
 import os
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -21,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from alignvar_edge.cpuinfo import host_info
-from alignvar_edge.errors import BackendUnavailableError, CheckpointError, HostToolsError, InputError
+from alignvar_edge.errors import BackendUnavailableError, HostToolsError, InputError
 from alignvar_edge.extras import install_command
 from alignvar_edge.fsmodes import unwritable_folder
 from alignvar_edge.lazy import import_host
@@ -30,7 +29,7 @@ from alignvar_edge.model.bundled import DEFAULT_CHECKPOINT
 from alignvar_edge.model.checkpoint import WEIGHTS_FILE, is_checkpoint
 from alignvar_edge.recipes import BACKEND, CALIB_TILES, Recipe, recipe
 from alignvar_edge.runtimes.base import precision_label
-from alignvar_edge.runtimes.golden import GOLDEN_FILE, engine_golden, load_golden, make_golden, read_golden
+from alignvar_edge.runtimes.golden import GOLDEN_FILE, engine_golden, load_golden, read_golden
 
 Log = Callable[[str], None]
 
@@ -342,23 +341,6 @@ def format_report(r: dict[str, Any]) -> str:
     lines.append(f"RESULT    {r['result']}" + (f": {r['reason']}" if r.get("reason") else "")
                  + (f" for {r['checked']}" if r.get("checked") else ""))
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:     # python -m alignvar_edge.runtimes.selftest --golden DIR
-    args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) == 2 and args[0] == "--golden":
-        try:
-            print(make_golden(args[1]))
-        except CheckpointError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        return 0
-    print("usage: python -m alignvar_edge.runtimes.selftest --golden CHECKPOINT_DIR", file=sys.stderr)
-    return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
 
 
 __all__ = ["cache_dir", "cached_export", "export_cache_key", "format_report", "selftest",
