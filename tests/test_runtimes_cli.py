@@ -402,3 +402,22 @@ def test_upscale_errors_say_the_fix_and_exit_2(export, images, tmp_path, capsys)
         assert len(err) == 1 and said in err[0], err
     assert main(["upscale", src, f"{src}/x.png", "--engine", str(export), "--quiet"]) == 2
     assert f"cannot write {src}/x.png: {src} is a file, where a folder is needed" in capsys.readouterr().err
+
+
+def test_the_megapixel_limit_is_one_constant_in_every_help_and_default() -> None:
+    """--max-megapixels' default is DEFAULT_MAX_MEGAPIXELS where the flag is parsed (upscale, train),
+    and each help string says that constant, not a '24' of its own; compare and eval keep None
+    (not given: check_megapixels_flag refuses it without --images)."""
+    import argparse
+
+    from alignvar_edge.argtypes import DEFAULT_MAX_MEGAPIXELS
+    from alignvar_edge.cli import build_parser
+    parser = build_parser()
+    given = {"upscale": ["upscale", "a.png", "b.png"], "train": ["train", "vqvae", "--out", "r", "--steps", "1"],
+             "compare": ["compare", "E"], "eval": ["eval"]}
+    for verb, argv in given.items():
+        want = DEFAULT_MAX_MEGAPIXELS if verb in ("upscale", "train") else None
+        assert parser.parse_args(argv).max_megapixels == want, verb
+        subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        flag = next(a for a in subparsers.choices[verb]._actions if "--max-megapixels" in a.option_strings)
+        assert f"(default {DEFAULT_MAX_MEGAPIXELS:g}" in flag.help, (verb, flag.help)

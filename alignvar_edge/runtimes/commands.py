@@ -7,7 +7,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from alignvar_edge.argtypes import MAX_TILES, batch_size, nonneg_int, positive_float, positive_int, tile_count
+from alignvar_edge.argtypes import (DEFAULT_MAX_MEGAPIXELS, MAX_TILES, batch_size, nonneg_int, positive_float, positive_int,
+                                   tile_count)
 from alignvar_edge.cli_json import add_json_option, no_stale_result
 from alignvar_edge.errors import BackendUnavailableError, InputError, OutputExistsError
 from alignvar_edge import progress
@@ -94,7 +95,8 @@ def register(sub: Any) -> None:
                    help="JPEG and WebP outputs: 1 to 100 (default 95; JPEG keeps full-resolution colour, 4:4:4, "
                         "from 90 up, 4:2:0 below), or 'lossless' for WebP; refused where no output is .jpg or .webp")
     u.add_argument("--force", action="store_true", help="replace existing outputs")
-    u.add_argument("--max-megapixels", type=positive_float, default=None, help="refuse larger inputs (default 24)")
+    u.add_argument("--max-megapixels", type=positive_float, default=DEFAULT_MAX_MEGAPIXELS,
+                   help=f"refuse larger inputs (default {DEFAULT_MAX_MEGAPIXELS:g})")
     u.add_argument("--quiet", action="store_true", help="no progress bar")
     u.set_defaults(func=run_upscale)
 
@@ -111,7 +113,8 @@ def register(sub: Any) -> None:
                                                             "LR pixels per side (default 96)")
     c.add_argument("--limit", type=positive_int, help="use at most this many images")
     c.add_argument("--max-megapixels", type=positive_float,
-                   help="skip larger files in --images (default 24; each is read whole before --max-size crops it)")
+                   help=f"skip larger files in --images (default {DEFAULT_MAX_MEGAPIXELS:g}; each is read whole before "
+                        "--max-size crops it)")
     add_json_option(c, "the results")
     c.set_defaults(func=run_compare)
 
@@ -346,7 +349,7 @@ def _check_quality(quality: int | str | None, jobs: list[tuple[Path, Path]], out
 
 def run_upscale(args: argparse.Namespace) -> int:
     from alignvar_edge import runtimes
-    from alignvar_edge.images import (DEFAULT_MAX_MEGAPIXELS, QUALITY_FORMATS, file_layout, file_metadata, load_image,
+    from alignvar_edge.images import (QUALITY_FORMATS, file_layout, file_metadata, load_image,
                                       output_format, result_path, save_image)
     from alignvar_edge.images.read import file_samples
     from alignvar_edge.images.write import written_bits
@@ -375,7 +378,7 @@ def run_upscale(args: argparse.Namespace) -> int:
     if not args.cuda_graphs:
         _require_option(args.engine, args.backend, "cuda_graphs", "--no-cuda-graphs applies to torch engines")
         opts["cuda_graphs"] = False
-    limit = args.max_megapixels if args.max_megapixels is not None else DEFAULT_MAX_MEGAPIXELS
+    limit = args.max_megapixels
     with runtimes.load(args.engine, backend=args.backend, device=args.device, **opts) as engine:
         # the tile is the engine's: known only once it is open, still before any work
         check_overlap_flag(args.overlap, engine.tile_size, "this engine's")
@@ -459,8 +462,8 @@ def _compare_images(args: argparse.Namespace) -> tuple[list[tuple[str, Any]], li
     skipped: list[tuple[str, str]] = []
     if args.images:
         from alignvar_edge.images.folders import usable_images
-        from alignvar_edge.images import DEFAULT_MAX_MEGAPIXELS
-        # read only what is compared: --limit counts usable images
+        # read only what is compared: --limit counts usable images; no --max-megapixels (None, as
+        # check_megapixels_flag tells a flag given from none): the default
         imgs, skipped = usable_images(args.images, "--images", args.limit,
                                       args.max_megapixels or DEFAULT_MAX_MEGAPIXELS)
     else:
@@ -485,11 +488,13 @@ def _reference_source(args: argparse.Namespace, metas: list[Manifest]) -> str:
                              "engines' manifests name")
         return str(args.reference)
     from alignvar_edge.errors import ArtifactError
-    from alignvar_edge.runtimes.artifacts import source_checkpoint
+    from alignvar_edge.runtimes.artifacts import named_checkpoint, source_checkpoint
     for m in metas:
         ref = source_checkpoint(m)
         if ref is not None:
             return str(ref)
+    for m in metas:     # none is where it was recorded: say so where one was
+        named_checkpoint(m, "the engines", "pass --reference CHECKPOINT_DIR, that checkpoint where it is now")
     raise ArtifactError("the engines' manifests do not name the checkpoint they came from; "
                         "pass --reference CHECKPOINT_DIR")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from alignvar_edge import safe_stop
-from alignvar_edge.argtypes import nonneg_float, nonneg_int, positive_float, positive_int
+from alignvar_edge.argtypes import DEFAULT_MAX_MEGAPIXELS, nonneg_float, nonneg_int, positive_float, positive_int
 from alignvar_edge.cli_json import add_json_option, no_stale_result
 from alignvar_edge.errors import InputError
 from alignvar_edge.model.bundled import CHECKPOINT_HELP, DEFAULT_CHECKPOINT
@@ -68,9 +68,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                                     "checkpoint's own config is trained")
     p.add_argument("--init", help="checkpoint to start from (required for every stage after vqvae)")
     p.add_argument("--images", help="folder of training images (default: the built-in sample photographs)")
-    p.add_argument("--max-megapixels", type=positive_float,
-                   help="skip larger files in --images (default 24; every image is held in memory for the run, "
-                        "3 bytes a pixel for 8-bit files)")
+    p.add_argument("--max-megapixels", type=positive_float, default=DEFAULT_MAX_MEGAPIXELS,
+                   help=f"skip larger files in --images (default {DEFAULT_MAX_MEGAPIXELS:g}; every image is held in "
+                        "memory for the run, 3 bytes a pixel for 8-bit files)")
     p.add_argument("--out", required=True, type=Path, help="run directory")
     p.add_argument("--steps", required=True, type=positive_int)
     p.add_argument("--batch", type=positive_int, default=12)
@@ -110,7 +110,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     e.add_argument("--seed", type=nonneg_int, default=0)
     e.add_argument("--max-side", type=positive_int, help="crop images to at most this many pixels per side")
     e.add_argument("--max-megapixels", type=positive_float,
-                   help="skip larger files in --images (default 24; each is read whole before --max-side crops it)")
+                   help=f"skip larger files in --images (default {DEFAULT_MAX_MEGAPIXELS:g}; each is read whole before "
+                        "--max-side crops it)")
     e.add_argument("--ablations", action="store_true",
                    help="also score tokens_off (decoder on a zero latent) and sca_off (alpha = 0) on the "
                         "same tiles; --json then gives {\"variants\": {...}, ...}")
@@ -126,7 +127,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from alignvar_edge.images import DEFAULT_MAX_MEGAPIXELS
     from alignvar_edge.model.checkpoint import TRAINING_FILE
     from alignvar_edge.train.trainer import TrainOptions, out_taken, train
 
@@ -156,7 +156,7 @@ def run_train(args: argparse.Namespace) -> int:
                         save_every=args.save_every, resume=args.resume, force=args.force, overrides=overrides,
                         decoder_latent=args.latent or "model", device=args.device, workers=args.workers,
                         max_minutes=args.max_minutes,
-                        max_megapixels=args.max_megapixels or DEFAULT_MAX_MEGAPIXELS)
+                        max_megapixels=args.max_megapixels)
     replacing = args.force and out_taken(args.out)
     try:
         final = train(opts)
@@ -196,7 +196,6 @@ def load_eval_images(spec: str, max_megapixels: float | None = None
     those are skipped with one warning naming them (`image_folder.usable_images`, the rule of every
     folder run)."""
     from alignvar_edge.images.folders import usable_images
-    from alignvar_edge.images import DEFAULT_MAX_MEGAPIXELS
     from alignvar_edge.samples import sample_images
 
     if spec == "builtin":
