@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["CPUINFO", "ISA_FEATURES", "ISA_FLAGS", "cpu_info", "cpu_words", "has_vnni", "host_info",
-           "is_jetson", "isa_features", "probe_command", "probe_file", "usable_cores"]
+           "host_line", "is_jetson", "isa_features", "probe_command", "probe_file", "usable_cores"]
 
 CPUINFO = "/proc/cpuinfo"
 # ISA features that decide kernel choice for our engines: x86 vector widths, int8 dot products
@@ -149,3 +149,8 @@ def host_info() -> dict[str, Any]:
     return {"os": f"{platform.system()} {platform.release()}", "machine": platform.machine(),
             "cpu": cpu_words(info), "usable_cores": info["usable_cores"], "python": platform.python_version(),
             "isa_features": isa_features(info["isa"])}
+
+
+def host_line(host: dict[str, Any]) -> str:
+    """`host_info`'s host on one line, as doctor and selftest print it."""
+    return f"{host['os']} {host['machine']}, {host['cpu']}, {host['usable_cores']} usable cores, Python {host['python']}"

@@ -68,6 +68,21 @@ def test_doctor_reports_the_cores_this_process_may_use_as_the_thread_check_does(
     assert ", 1 usable cores, Python" in head, head
 
 
+def test_doctor_and_selftest_say_the_host_in_one_line(capsys) -> None:
+    """doctor's first line and selftest's `host` line are cpuinfo.host_line of the same host."""
+    from alignvar_edge.cli import main
+    from alignvar_edge.cpuinfo import host_info, host_line
+    host = {"os": "Linux 6.1", "machine": "aarch64", "cpu": "Cortex-A78AE", "usable_cores": 6, "python": "3.10.12"}
+    assert host_line(host) == "Linux 6.1 aarch64, Cortex-A78AE, 6 usable cores, Python 3.10.12"
+    capsys.readouterr()
+    assert main(["doctor"]) == 0
+    assert capsys.readouterr().out.splitlines()[0].endswith(f" on {host_line(host_info())}")
+    from alignvar_edge.runtimes.selftest import format_report
+    report = {"alignvar_edge": "0.1.0", "backend": "onnxruntime", "host": host, "model": "m", "weights_sha256": "0",
+              "precision": "fp32", "golden_tiles": 2, "result": "BUILT-ONLY"}
+    assert f"host      {host_line(host)}" in format_report(report).splitlines()
+
+
 def test_upscale_a_file_and_a_folder(export, images, tmp_path, capsys):
     out = tmp_path / "astro_x4.png"
     assert main(["upscale", str(images / "astro.png"), str(out), "--engine", str(export), "--quiet"]) == 0

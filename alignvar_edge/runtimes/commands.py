@@ -563,8 +563,8 @@ def run_doctor(args: argparse.Namespace) -> int:
 
 def _doctor_text(infos: list[BackendInfo], host: dict[str, Any]) -> str:
     from alignvar_edge import __version__
-    lines = [f"alignvar-edge {__version__} on {host['os']} {host['machine']}, {host['cpu']}, "
-             f"{host['usable_cores']} usable cores, Python {host['python']}"]
+    from alignvar_edge.cpuinfo import host_line
+    lines = [f"alignvar-edge {__version__} on {host_line(host)}"]
     w = max(len(i.name) for i in infos)
     for i in infos:
         ver = i.version or "not installed"

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from alignvar_edge.cpuinfo import host_info
+from alignvar_edge.cpuinfo import host_info, host_line
 from alignvar_edge.errors import BackendUnavailableError, HostToolsError, InputError
 from alignvar_edge.extras import install_command
 from alignvar_edge.fsmodes import unwritable_folder
@@ -310,7 +310,7 @@ def format_report(r: dict[str, Any]) -> str:
     h = r["host"]
     lines = [f"alignvar-edge {r['alignvar_edge']} selftest: {r['backend']} "
              f"{r.get('backend_version') or '(not installed)'} on {r.get('device', 'no device')}",
-             f"host      {h['os']} {h['machine']}, {h['cpu']}, {h['usable_cores']} usable cores, Python {h['python']}",
+             f"host      {host_line(h)}",
              f"model     {r['model']} (weights {r['weights_sha256']}), precision "
              f"{precision_label(r['precision'], r.get('compute_precision'), r.get('expected_precision'))}, "
              f"{r['golden_tiles']} golden tiles"]
