@@ -5,11 +5,13 @@ are converted by model/upstream.py, which reads them without running their pickl
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -174,8 +176,11 @@ def checkpoint_source(path: str | os.PathLike[str], hashed: bool = True) -> Mode
     SHA-256 of its files so that a use elsewhere can prove it is the same checkpoint."""
     d = resolve_checkpoint_dir(path)
     sha = {f: sha256_file(d / f) for f in (CONFIG_FILE, WEIGHTS_FILE)} if hashed else {}
-    if str(path) in BUNDLED:
-        return ModelSource("bundled", name=str(path), path=str(d.resolve()), sha256=sha)
+    # by name, or by the folder a name resolves to (a build hands on that): a bundled model is
+    # recorded by its name, never by the install path a reinstall or another machine does not have
+    name = str(path) if str(path) in BUNDLED else bundled_at(d)
+    if name is not None:
+        return ModelSource("bundled", name=name, path=str(d.resolve()), sha256=sha)
     try:
         upstream = jsonsafe.loads((d / TRAINING_FILE).read_text()).get("imported_from")
     except (OSError, ValueError, AttributeError):
@@ -183,6 +188,26 @@ def checkpoint_source(path: str | os.PathLike[str], hashed: bool = True) -> Mode
     if isinstance(upstream, dict):
         return ModelSource("upstream", path=str(d.resolve()), sha256=sha, upstream=upstream)
     return ModelSource("checkpoint", path=str(d.resolve()), sha256=sha)
+
+
+def bundled_at(d: str | os.PathLike[str]) -> str | None:
+    """The name of the bundled model whose folder in this installation `d` is, else None."""
+    here = Path(d).resolve()
+    return next((name for name in BUNDLED if (PRETRAINED_DIR / name).resolve() == here), None)
+
+
+def bundled_by_content(sha256: Mapping[str, str]) -> str | None:
+    """The name of the bundled model whose config.json and weights have these SHA-256s (an artifact
+    that recorded the bundled model by its install path, which a reinstall or another machine does
+    not have), else None."""
+    want = {f: sha256.get(f) for f in (CONFIG_FILE, WEIGHTS_FILE)}
+    return next((name for name in BUNDLED if _bundled_sha256(name) == want), None)
+
+
+@functools.lru_cache(maxsize=None)
+def _bundled_sha256(name: str) -> dict[str, str]:
+    d = PRETRAINED_DIR / name
+    return {f: sha256_file(d / f) if (d / f).is_file() else "missing" for f in (CONFIG_FILE, WEIGHTS_FILE)}
 
 
 def training_record(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -17,13 +17,14 @@ import numpy as np
 
 from alignvar_edge.errors import ArtifactError, CheckpointError, InputError, host_tools_error
 from alignvar_edge.graph_names import INPUT, NOISE, SR, token_name
-from alignvar_edge.manifest import (MANIFEST_FILE, BuiltFrom, Manifest, ModelInfo, hard_link, listed_file,
-                                    load_verified, new_manifest, read_manifest, recorded_path, sha256_file)
+from alignvar_edge.manifest import (MANIFEST_FILE, BuiltFrom, Manifest, ModelInfo, ModelSource, hard_link,
+                                    listed_file, load_verified, new_manifest, read_manifest, recorded_path, sha256_file)
 from alignvar_edge.model.checkpoint import is_checkpoint
 from alignvar_edge.model.config import AlignVARConfig
 from alignvar_edge.runtimes.base import config_from_manifest
 
-__all__ = ["checkpoint_and_export", "checkpoint_dir", "check_same_checkpoint", "model_name", "source_checkpoint", "default_out", "out_for",
+__all__ = ["checkpoint_and_export", "checkpoint_dir", "check_same_checkpoint", "model_name", "named_checkpoint",
+           "source_checkpoint", "default_out", "out_for",
            "engine_manifest", "single_graph_io", "takes_noise", "leaves_out_refiner", "check_quantized_for", "single_graph", "check_calibration",
            "link_onnx"]
 
@@ -62,12 +63,16 @@ def check_same_checkpoint(found: Path, model: ModelInfo) -> None:
                 "from this one")
 
 
-def source_checkpoint(manifest: Manifest, depth: int = 2) -> Path | None:
+def source_checkpoint(manifest: Manifest, depth: int = 2, gone: list[ModelSource] | None = None) -> Path | None:
     """The checkpoint an artifact came from, if its manifest (or its source's) names one; a
-    checkpoint found there whose content differs from the recorded one raises CheckpointError."""
-    from alignvar_edge.model.checkpoint import resolve_checkpoint_dir
+    checkpoint found there whose content differs from the recorded one raises CheckpointError. A
+    recorded path that is no checkpoint any more is the bundled model where its recorded SHA-256s
+    are the bundled model's (an older build recorded its install path), else it is added to `gone`."""
+    from alignvar_edge.model.checkpoint import bundled_by_content, resolve_checkpoint_dir
     src = manifest.source
     refs = [src.name if src.kind == "bundled" else src.path if src.kind in ("checkpoint", "upstream") else None]
+    if src.kind in ("checkpoint", "upstream") and src.path and not is_checkpoint(src.path):
+        refs[0] = bundled_by_content(src.sha256) or refs[0]
     built = manifest.built_from
     refs.append(built.path if built else None)
     for ref in refs:
@@ -82,12 +87,28 @@ def source_checkpoint(manifest: Manifest, depth: int = 2) -> Path | None:
             return path
         if depth > 0 and (Path(ref) / MANIFEST_FILE).is_file():
             try:
-                found = source_checkpoint(read_manifest(ref), depth - 1)
+                found = source_checkpoint(read_manifest(ref), depth - 1, gone)
             except ArtifactError:
                 found = None
             if found is not None:
                 return found
+        elif gone is not None and ref == src.path and not Path(ref).exists():
+            gone.append(src)
     return None
+
+
+def named_checkpoint(manifest: Manifest, what: str, how: str) -> Path | None:
+    """`source_checkpoint`; where it finds none because the checkpoint `what` came from is recorded
+    at a path that no longer exists, a CheckpointError that says so, and `how` to go on."""
+    gone: list[ModelSource] = []
+    found = source_checkpoint(manifest, gone=gone)
+    if found is None and gone:
+        from alignvar_edge.model.checkpoint import WEIGHTS_FILE
+        digest = gone[0].sha256.get(WEIGHTS_FILE)
+        proof = f" ({WEIGHTS_FILE} SHA-256 {digest[:12]})" if digest else ""
+        raise CheckpointError(f"the checkpoint {what} came from, '{gone[0].path}'{proof}, no longer exists there "
+                              f"(moved, renamed or deleted); {how}")
+    return found
 
 
 def checkpoint_dir(source: str | os.PathLike[str], backend: str = "torch") -> Path:
@@ -105,10 +126,10 @@ def checkpoint_and_export(source: str | os.PathLike[str], backend: str = "torch"
     if is_checkpoint(source):
         return resolve_checkpoint_dir(source), None
     m = load_verified(source)
-    found = source_checkpoint(m)
+    instead = "pass the checkpoint directory (or a bundled name such as 'alignvar-tiny') instead"
+    found = named_checkpoint(m, f"'{source}'", instead.replace("directory", "directory where it is now"))
     if found is None:
-        raise ArtifactError(f"'{source}' does not name the PyTorch checkpoint it came from; pass the "
-                            "checkpoint directory (or a bundled name such as 'alignvar-tiny') instead")
+        raise ArtifactError(f"'{source}' does not name the PyTorch checkpoint it came from; {instead}")
     if m.precision and m.precision != "fp32":
         own = engine_precision(backend, m.precision)
         how = f" with --precision {own}" if own else ""

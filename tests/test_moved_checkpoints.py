@@ -1,0 +1,57 @@
+"""Artifacts whose checkpoint moved: the bundled model recorded by name (or recognised by its
+content where an older build recorded its install path), and a moved checkpoint named as gone."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from alignvar_edge.cli import main as cli
+from alignvar_edge.manifest import read_manifest
+from alignvar_edge.model.checkpoint import PRETRAINED_DIR, checkpoint_source
+from alignvar_edge.runtimes.artifacts import source_checkpoint
+
+BUNDLED_DIR = PRETRAINED_DIR / "alignvar-tiny"
+
+
+def _torch_engine(ckpt: Path, out: Path) -> Path:
+    assert cli(["build", str(ckpt), "--target", "torch", "--out", str(out)]) == 0
+    return out
+
+
+def test_the_bundled_model_reached_by_its_folder_is_recorded_by_name() -> None:
+    # what `build alignvar-tiny --target torch` (and coreml) hands on: the name resolved to its folder
+    source = checkpoint_source(BUNDLED_DIR, hashed=False)
+    assert (source.kind, source.name, source.reference) == ("bundled", "alignvar-tiny", "alignvar-tiny")
+
+
+def test_an_engine_that_recorded_the_bundled_model_at_a_gone_path_finds_it_by_content(tmp_path: Path) -> None:
+    # an older build recorded the bundled model as a checkpoint at the install path: a copy of the
+    # bundled folder, then removed, is that manifest as a reinstall or another machine sees it
+    copy = tmp_path / "old-site" / "alignvar-tiny"
+    shutil.copytree(BUNDLED_DIR, copy)
+    engine = _torch_engine(copy, tmp_path / "torch")
+    assert read_manifest(engine).source.kind == "checkpoint"
+    shutil.rmtree(copy.parent)
+    assert source_checkpoint(read_manifest(engine)) == BUNDLED_DIR
+    assert cli(["compare", str(engine), "--limit", "1", "--max-size", "48"]) == 0
+
+
+def test_a_moved_checkpoint_is_named_as_gone_with_the_way_on(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    ckpt = tmp_path / "ck"
+    shutil.copytree(BUNDLED_DIR, ckpt)
+    (ckpt / "config.json").write_text((ckpt / "config.json").read_text() + "\n")   # not the bundled model's
+    engine = _torch_engine(ckpt, tmp_path / "torch")
+    moved = ckpt.rename(tmp_path / "ck-renamed")
+    capsys.readouterr()
+    assert cli(["compare", str(engine), "--limit", "1", "--max-size", "48"]) == 2
+    err = capsys.readouterr().err
+    assert f"'{ckpt}'" in err and "no longer exists" in err and "--reference" in err
+    assert "does not name" not in err
+    assert cli(["build", str(engine), "--target", "torch", "--out", str(tmp_path / "again")]) == 2
+    err = capsys.readouterr().err
+    assert f"'{ckpt}'" in err and "no longer exists" in err and "where it is now" in err
+    # the way on works as printed
+    assert cli(["compare", str(engine), "--limit", "1", "--max-size", "48", "--reference", str(moved)]) == 0
