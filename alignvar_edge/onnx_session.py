@@ -1,5 +1,5 @@
 """The one place that opens ONNX Runtime sessions: export parity, the staged host loop,
-calibration, the fidelity search and the onnxruntime backend all come here.
+calibration, the fidelity search, the onnxruntime backend and the bench's GEMM peak all come here.
 
 Session options are exposed: `threads` (intra-op), `inter_threads`, `optimization`
 (disable|basic|extended|all), `spin` (busy-wait between ops; off helps on a shared, loaded machine).

@@ -107,12 +107,9 @@ def matmul_model(a_shape: tuple[int, int], b: np.ndarray) -> Any:
 
 
 def _onnxruntime_matmul(a: np.ndarray, b: np.ndarray, threads: int | None) -> Callable[[], object]:
-    import onnxruntime as ort
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = int(threads or 0)
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(matmul_model(a.shape, b).SerializeToString(), options,
-                                   providers=["CPUExecutionProvider"])
+    from alignvar_edge.onnx_session import open_session
+    session = open_session(matmul_model(a.shape, b).SerializeToString(), threads=threads, inter_threads=1,
+                           fix="check its install with `alignvar-edge doctor`")
     return lambda: session.run(None, {"a": a})
 
 

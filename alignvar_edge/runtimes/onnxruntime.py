@@ -22,7 +22,7 @@ from alignvar_edge.graph_names import SR, token_names
 from alignvar_edge.lazy import lazy_import
 from alignvar_edge.manifest import Manifest, listed_file, load_verified, write_manifest
 from alignvar_edge.manifest import artifact_dir as staging_dir
-from alignvar_edge.onnx_session import open_session
+from alignvar_edge.onnx_session import CPU, open_session
 from alignvar_edge.runtimes.artifacts import (check_quantized_for, engine_manifest, leaves_out_refiner, link_onnx,
                                               parity_vs, single_graph, validation_tiles)
 from alignvar_edge.runtimes.base import (Backend, Engine, TensorSpec, input_roles, check_load_options,
@@ -32,7 +32,7 @@ from alignvar_edge.runtimes.golden import (GOLDEN_FILE, copy_golden, golden_entr
 
 ort = lazy_import("onnxruntime")
 
-PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
+PROVIDERS = {"cpu": CPU, "cuda": "CUDAExecutionProvider",
              "tensorrt": "TensorrtExecutionProvider"}
 ENGINE_FILE = "model.onnx"
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
