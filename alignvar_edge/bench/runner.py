@@ -37,8 +37,7 @@ from alignvar_edge.bench.stats import latency_summary
 from alignvar_edge.bench.subjects import (BICUBIC, EAGER, EngineSpec, Subject, artifact_bytes, call_for,
                                           check_exists, open_subject, parse_spec, spec_manifest, unique_label,
                                           untimed_error)
-from alignvar_edge.caller import option
-from alignvar_edge.caller import python_call
+from alignvar_edge.caller import option, python_call
 from alignvar_edge.errors import AlignVAREdgeError, BackendUnavailableError, InputError
 from alignvar_edge.manifest import Manifest, ModelSource, default_overlap
 from alignvar_edge.recipes import DEFAULT_MIN_TOKENS
