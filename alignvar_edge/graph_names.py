@@ -1,11 +1,15 @@
-"""The names of an AlignVAR graph's inputs and outputs: `lr` [, `noise`] -> `sr`, `tokens_0..tokens_{K-1}`.
+"""The names of AlignVAR's graphs: the forms an export takes (`GRAPH_FORMS`) and a graph's inputs
+and outputs, `lr` [, `noise`] -> `sr`, `tokens_0..tokens_{K-1}`.
 
 One owner for every layer that makes a graph (export, quantize), describes it (the manifest's
-input contract) or runs it (runtimes): renaming or adding an input is one change here.
+input contract) or runs it (runtimes): renaming or adding an input, or adding a form, is one change here.
 """
 from __future__ import annotations
 
-__all__ = ["INPUT", "NOISE", "SR", "is_token_name", "token_name", "token_names", "token_scale"]
+__all__ = ["GRAPH_FORMS", "INPUT", "NOISE", "SR", "is_token_name", "token_name", "token_names", "token_scale"]
+
+# single: one graph, the whole rollout unrolled; staged: cond, step_k and decode, driven by a host loop
+GRAPH_FORMS = ("single", "staged")
 
 INPUT, SR = "lr", "sr"
 NOISE = "noise"          # the refiner's sampler noise (graphs exported with VARSR's refiner)

@@ -28,3 +28,13 @@ def test_export_engine_manifest_and_contract_name_the_same_inputs_and_outputs() 
     assert spec.outputs == [o["name"] for o in io["outputs"]] == ["sr", *tokens]
     c = contract(cfg.lr_size, cfg.scale, 2, config=cfg, noise=True)
     assert (c["name"], c["noise"]["name"], c["output"]["name"]) == ("lr", "noise", "sr")
+
+
+def test_an_unknown_graph_form_is_refused_before_any_model_is_loaded(tmp_path) -> None:
+    import pytest
+
+    from alignvar_edge.errors import ConfigError
+    from alignvar_edge.export.onnx_export import export_onnx
+    with pytest.raises(ConfigError, match=r"^graph must be 'single' or 'staged', got 'tiled'$"):
+        export_onnx(str(tmp_path / "no such checkpoint"), tmp_path / "out", graph="tiled")
+    assert not (tmp_path / "out").exists()

@@ -8,6 +8,7 @@ from typing import Any
 
 from alignvar_edge.argtypes import MAX_TILES, batch_size, nonneg_int, tile_count
 from alignvar_edge.cli_json import add_json_option, no_stale_result
+from alignvar_edge.graph_names import GRAPH_FORMS
 from alignvar_edge.manifest import read_manifest
 from alignvar_edge.model.bundled import CHECKPOINT_HELP
 from alignvar_edge.progress import note
@@ -25,7 +26,7 @@ def register(sub: Any) -> None:
                                     "tiny, d16, d24-512); the logits head is scaled x50 so greedy "
                                     "choices are as stable as a trained model's")
     p.add_argument("--out", required=True, help="artifact directory to create")
-    p.add_argument("--graph", choices=("single", "staged"), default="single")
+    p.add_argument("--graph", choices=GRAPH_FORMS, default="single")
     p.add_argument("--opset", type=int, choices=(18, 20, 23), default=18,
                    help="18 (default, most portable), 20 (TensorRT 10.3's maximum) or 23")
     p.add_argument("--attention", choices=("explicit", "fused"), default="explicit",

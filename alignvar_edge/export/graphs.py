@@ -159,8 +159,5 @@ def staged_specs(model: AlignVAR, batch: int, refine: bool = True) -> list[Graph
 
 
 def specs_for(model: AlignVAR, graph: str, batch: int, refine: bool = True) -> list[GraphSpec]:
-    if graph == "single":
-        return single_spec(model, batch, refine)
-    if graph == "staged":
-        return staged_specs(model, batch, refine)
-    raise ValueError(f"graph must be 'single' or 'staged', got {graph!r}")
+    """The graphs of a form of `graph_names.GRAPH_FORMS` (`export_onnx` refuses any other)."""
+    return (single_spec if graph == "single" else staged_specs)(model, batch, refine)

@@ -28,7 +28,7 @@ from alignvar_edge.errors import ArtifactError, ConfigError, InputError
 from alignvar_edge.export.batch import default_batch
 from alignvar_edge.export.graphs import GraphSpec, graph_noise, specs_for
 from alignvar_edge.export.lint import forbidden_constructs
-from alignvar_edge.graph_names import INPUT, NOISE
+from alignvar_edge.graph_names import GRAPH_FORMS, INPUT, NOISE
 from alignvar_edge.manifest import ModelInfo, ModelSource, artifact_dir, check_out, listed_file, load_verified, new_manifest, write_manifest
 from alignvar_edge.export.parity import ParityReport, check_parity, compare
 from alignvar_edge.export.staged import StagedRunner, make_session
@@ -304,8 +304,8 @@ def export_onnx(model: AlignVAR | str | os.PathLike[str], out_dir: str | os.Path
     """
 
     say = log or (lambda _msg: None)
-    if graph not in ("single", "staged"):
-        raise ConfigError(f"graph must be 'single' or 'staged', got {graph!r}")
+    if graph not in GRAPH_FORMS:
+        raise ConfigError(f"graph must be {' or '.join(map(repr, GRAPH_FORMS))}, got {graph!r}")
     if opset not in SUPPORTED_OPSETS:
         raise ConfigError(f"opset {opset} is not supported; choose one of {SUPPORTED_OPSETS} "
                           "(18 is the most portable; TensorRT 10.3 parses up to 20)")
