@@ -53,5 +53,10 @@ def test_a_moved_checkpoint_is_named_as_gone_with_the_way_on(tmp_path: Path,
     assert cli(["build", str(engine), "--target", "torch", "--out", str(tmp_path / "again")]) == 2
     err = capsys.readouterr().err
     assert f"'{ckpt}'" in err and "no longer exists" in err and "where it is now" in err
+    # bench says it as compare does (it took the engine's name, then said it could not tell)
+    assert cli(["bench", str(engine), "--out", str(tmp_path / "bench.json"), "--runs", "1", "--tiles", "1",
+                "--image-size", "0", "--threads", "1"]) == 2
+    err = capsys.readouterr().err
+    assert f"'{ckpt}'" in err and "no longer exists" in err and "--reference" in err
     # the way on works as printed
     assert cli(["compare", str(engine), "--limit", "1", "--max-size", "48", "--reference", str(moved)]) == 0
