@@ -12,7 +12,6 @@ config, nor `--json report.json` a device's benchmark run.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from contextlib import contextmanager, suppress
 from typing import Any, Iterator
@@ -21,7 +20,7 @@ from alignvar_edge import __version__
 from alignvar_edge.bench.schema import is_report
 from alignvar_edge.errors import OutputExistsError
 from alignvar_edge.fsmodes import unwritable_folder, write_text
-from alignvar_edge.jsonsafe import dumps
+from alignvar_edge.jsonsafe import dumps, loads
 from alignvar_edge.manifest import check_outside_artifacts
 
 __all__ = ["STDOUT", "Result", "add_json_option", "is_own_result", "no_stale_result", "write_result"]
@@ -46,8 +45,8 @@ def is_own_result(path: str) -> bool:
     try:
         if os.path.getsize(path) == 0:
             return True
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
+        with open(path, "rb") as fh:
+            data = loads(fh.read())          # someone's file: a deep nesting is a ValueError too
     except (OSError, ValueError):
         return False
     return isinstance(data, dict) and (OWNER_KEY in data or all(k in data for k in EVAL_RESULT_KEYS))

@@ -181,3 +181,14 @@ def test_a_result_file_that_cannot_be_written_leaves_no_earlier_result(small_dis
     assert err[-1].startswith(f"alignvar-edge info: error: no space left on the device writing {target}"), err
     assert not target.exists() or json.loads(target.read_text())["result"] == "ERROR"
     assert sorted(p.name for p in disk.iterdir()) == ["filler"] + (["info.json"] if target.exists() else [])
+
+
+def test_a_deeply_nested_file_is_not_taken_for_a_result(tmp_path, capsys):
+    """Deciding whether FILE is a result was json.load: a file nested 100,000 deep was a
+    RecursionError traceback; it is someone else's file, refused in one line and left as it was."""
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    assert main(["info", "alignvar-tiny", "--json", str(deep)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert f"{deep} exists and is not a result alignvar-edge wrote, so it is not replaced" in err[-1], err
+    assert deep.read_text().startswith("[[[")
