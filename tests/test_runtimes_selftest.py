@@ -64,6 +64,16 @@ def test_the_golden_command_refuses_anything_but_one_checkpoint_dir(tmp_path, ca
     assert len(err.splitlines()) == 1 and err.startswith("error: ") and "none" in err, err
 
 
+def test_the_older_golden_command_says_where_it_moved(tmp_path):
+    """`python -m alignvar_edge.runtimes.selftest --golden DIR` (older docs) exited 0 having made nothing."""
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-m", "alignvar_edge.runtimes.selftest", "--golden", str(tmp_path)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "python -m alignvar_edge.runtimes.golden CHECKPOINT_DIR" in r.stderr, r
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_missing_or_stale_golden_is_explained(tmp_path, ckpt):
     with pytest.raises(ArtifactError, match="golden"):
         st.load_golden(tmp_path)

@@ -345,3 +345,9 @@ def format_report(r: dict[str, Any]) -> str:
 
 __all__ = ["cache_dir", "cached_export", "export_cache_key", "format_report", "selftest",
            "selftest_engine", "source_digest"]
+
+
+if __name__ == "__main__":     # older docs made golden outputs here: say where, rather than do nothing
+    from alignvar_edge.runtimes.golden import GOLDEN_COMMAND
+    raise SystemExit(f"golden outputs are made by `{GOLDEN_COMMAND} CHECKPOINT_DIR`; "
+                     "`alignvar-edge selftest --help` runs the checks")
