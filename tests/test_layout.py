@@ -88,6 +88,17 @@ def test_lazy_import_defers_the_import() -> None:
     assert out == ["False", "True"]
 
 
+def test_inspect_imports_no_backend_module_before_an_engine_of_it() -> None:
+    """export's inspect knew each backend's engine from the export layer: its module-top imports pulled in
+    the OpenVINO backend (975 lines) and the TensorRT kit. Each backend describes its own engine now
+    (`Backend.describe`), its module imported for an engine of it only."""
+    code = ("import sys, alignvar_edge.export.inspect_artifact; print(sorted(m for m in sys.modules if "
+            "m.startswith(('alignvar_edge.runtimes.openvino', 'alignvar_edge.runtimes.tensorrt', "
+            "'alignvar_edge.runtimes.coreml'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=PKG.parent)
+    assert out.stdout.strip() == "['alignvar_edge.runtimes.tensorrt', 'alignvar_edge.runtimes.tensorrt.plan']"
+
+
 def test_every_module_compiles_without_a_warning() -> None:
     """An invalid escape in a string ("\\$" in the TensorRT kit's script template) is a
     DeprecationWarning on 3.11 and a SyntaxWarning users see on 3.12+; `python -W error` refuses the

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from alignvar_edge.errors import ArtifactError
-from alignvar_edge.export.lint import TARGETS, Finding, lint_model, package_finding_text
+from alignvar_edge.export.lint import TARGETS, Finding, lint_model
 from alignvar_edge.extras import pip_install, requirement_of
 from alignvar_edge.manifest import (CONTENT_KEY, MANIFEST_FILE, Manifest, db_text, input_contract, listed_bytes,
                                     listed_file, load_verified, prune_text, token_share)
-from alignvar_edge.runtimes.openvino.backend import half_checked_in_f32
+from alignvar_edge.recipes import BACKENDS
 from alignvar_edge.runtimes.tensorrt.plan import FP16_F32, plan_of
 
 __all__ = ["format_inspection", "inspect_artifact"]
@@ -92,6 +92,8 @@ def _content_hashed(root: Path) -> bool:
 
 def _engine_info(root: Path, m: Manifest) -> dict[str, Any]:
     """An engine directory: what it was built from and checked against, what it computes in."""
+    from alignvar_edge.runtimes import get_backend         # its module, not its runtime
+    from alignvar_edge.runtimes.openvino.backend import half_checked_in_f32
     extra = m.extra
     return {
         "verdict": f"OK: engine ({m.backend}), every file listed in manifest.json matching its SHA-256"
@@ -105,33 +107,11 @@ def _engine_info(root: Path, m: Manifest) -> dict[str, Any]:
         "built_from": (extra.get("source") or {}).get("path"),
         "split": extra.get("split"), "half_ladder": extra.get("half_ladder"), "tried": tried_rungs(m),
         "half_checked_in_f32": half_checked_in_f32(m),
-        "ir_rewrites": extra.get("ir_rewrites"), "target": _target_facts(m),
+        "ir_rewrites": extra.get("ir_rewrites"),
+        # what it was made for and what was checked: each backend's own words
+        "target": get_backend(m.backend).describe(m) if m.backend in BACKENDS else [],
         "graphs": {},
     }
-
-
-def _target_facts(m: Manifest) -> list[str]:
-    """What a device engine was made for and what was checked, from its manifest: Core ML's
-    deployment target, spec check and ANE lint; TensorRT's version, GPU, DLA core and parity."""
-    extra, lines = m.extra, []
-    if m.backend == "coreml":
-        spec = extra.get("spec") or {}
-        lines.append(f"deployment target {extra.get('deployment_target')}, ML Program spec "
-                     f"{'valid' if spec.get('valid') else 'NOT valid'} ({spec.get('ops')} ops)")
-        lines += [package_finding_text(f) for f in extra.get("ane_lint") or []]
-    elif m.backend == "tensorrt":
-        adopted = extra.get("adopted") or {}
-        lines.append(f"TensorRT {extra.get('tensorrt_version')} on {extra.get('gpu_name')} (compute capability "
-                     f"{extra.get('compute_capability')})"
-                     + (f", DLA core {extra['dla_core']}" if extra.get("dla_core") is not None else "")
-                     + (f"; versions from the {adopted.get('versions_from')}" if adopted else ""))
-        if m.parity is None:
-            lines.append("not checked against the golden outputs yet: run `alignvar-edge selftest --engine` on the device")
-    elif m.backend == "openvino" and extra.get("host_isa"):
-        # its precisions were judged on this CPU: another ISA may compute them otherwise
-        from alignvar_edge.runtimes.half import isa_phrase
-        lines.append(f"built and judged on a CPU with {isa_phrase(extra['host_isa'])}")
-    return lines
 
 
 def _common_info(root: Path, m: Manifest) -> dict[str, Any]:

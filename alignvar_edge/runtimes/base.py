@@ -484,6 +484,11 @@ class Backend(abc.ABC):
         """The devices engines of this backend can run on here (e.g. "cpu", "cuda", OpenVINO's "GPU")."""
         return ["cpu"]
 
+    def describe(self, manifest: Manifest) -> list[str]:
+        """What an engine of this backend was made for and what was checked, from its manifest, as
+        `inspect` shows it (its 'target' lines): each backend owns its own; none by default."""
+        return []
+
     def can_build(self) -> tuple[bool, str]:
         """Whether `build` works here (Core ML builds on Linux; TensorRT writes a build kit)."""
         return self.is_available()

@@ -452,6 +452,15 @@ class CoreMLBackend(Backend):
     def devices(self) -> list[str]:
         return list(COMPUTE_UNITS) if sys.platform == "darwin" else []
 
+    def describe(self, manifest: Manifest) -> list[str]:
+        """Its deployment target, spec check and ANE lint, as recorded at build."""
+        from alignvar_edge.export.lint import package_finding_text
+        extra = manifest.extra
+        spec = extra.get("spec") or {}
+        return [f"deployment target {extra.get('deployment_target')}, ML Program spec "
+                f"{'valid' if spec.get('valid') else 'NOT valid'} ({spec.get('ops')} ops)",
+                *(package_finding_text(f) for f in extra.get("ane_lint") or [])]
+
     def build(self, artifact_dir: Path, out: Path, precision: str = "fp16",
               calibration: Any = None, device: str | None = None, force: bool = False,
               **opts: Any) -> Path:

@@ -669,6 +669,14 @@ class OpenVINOBackend(Backend):
     def devices(self) -> list[str]:
         return list(ov.Core().available_devices) + ["AUTO"]
 
+    def describe(self, manifest: Manifest) -> list[str]:
+        """The CPU its precisions were judged on: another ISA may compute them otherwise."""
+        isa = manifest.extra.get("host_isa")
+        if not isa:
+            return []
+        from alignvar_edge.runtimes.half import isa_phrase
+        return [f"built and judged on a CPU with {isa_phrase(isa)}"]
+
     def _check_kind(self, device: str) -> None:
         """A device name OpenVINO has no kind of (a typo) is one line naming the kinds there are."""
         if device_kind(device) not in DEVICE_KINDS:

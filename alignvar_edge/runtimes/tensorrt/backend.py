@@ -357,6 +357,19 @@ class TensorRTBackend(Backend):
         info = gpu_info(0)
         return ["cuda:0"] if info else []
 
+    def describe(self, manifest: Manifest) -> list[str]:
+        """Its TensorRT version, GPU and DLA core (and where adopt took them from), and whether it
+        was checked against the golden outputs yet."""
+        extra = manifest.extra
+        adopted = extra.get("adopted") or {}
+        lines = [f"TensorRT {extra.get('tensorrt_version')} on {extra.get('gpu_name')} (compute capability "
+                 f"{extra.get('compute_capability')})"
+                 + (f", DLA core {extra['dla_core']}" if extra.get("dla_core") is not None else "")
+                 + (f"; versions from the {adopted.get('versions_from')}" if adopted else "")]
+        if manifest.parity is None:
+            lines.append("not checked against the golden outputs yet: run `alignvar-edge selftest --engine` on the device")
+        return lines
+
     def build(self, artifact_dir: Path, out: Path, precision: str = "fp32",
               calibration: Any = None, device: str | None = None, force: bool = False,
               **opts: Any) -> Path:
