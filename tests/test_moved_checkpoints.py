@@ -60,3 +60,34 @@ def test_a_moved_checkpoint_is_named_as_gone_with_the_way_on(tmp_path: Path,
     assert f"'{ckpt}'" in err and "no longer exists" in err and "--reference" in err
     # the way on works as printed
     assert cli(["compare", str(engine), "--limit", "1", "--max-size", "48", "--reference", str(moved)]) == 0
+
+
+def _train(out: Path, stage: str, steps: int, **kw: object) -> None:
+    from alignvar_edge.model import AlignVARConfig
+    from alignvar_edge.train.trainer import TrainOptions, make_batches, train
+    base: dict = dict(preset="micro", batch=2, lr=3e-3, warmup=1, log_every=1, save_every=1, progress=False)
+    train(TrainOptions(stage=stage, out=out, steps=steps, **{**base, **kw}),
+          make_batches(None, AlignVARConfig.from_preset("micro"), 2, 0))
+
+
+@pytest.mark.filterwarnings("ignore:--warmup .* is not shorter than --steps")
+def test_resume_finds_a_renamed_init_by_its_content(tmp_path: Path) -> None:
+    import json
+
+    from alignvar_edge.errors import InputError, OutputExistsError
+    _train(tmp_path / "vqA", "vqvae", 1)
+    _train(tmp_path / "tf", "transformer", 1, init=str(tmp_path / "vqA" / "final"))
+    (tmp_path / "vqA").rename(tmp_path / "vqB")
+    _train(tmp_path / "tf", "transformer", 2, init=str(tmp_path / "vqB" / "final"), resume=True)
+    assert json.loads((tmp_path / "tf" / "final" / "training.json").read_text())["steps"] == 2
+    # other content under the new name is still another option
+    _train(tmp_path / "vqC", "vqvae", 1, seed=1)
+    with pytest.raises(OutputExistsError, match="started with --init"):
+        _train(tmp_path / "tf", "transformer", 3, init=str(tmp_path / "vqC" / "final"), resume=True)
+    # a run that did not record its --init's content (older versions): the gone path and the way on
+    run_file = tmp_path / "tf" / "run.json"
+    run = json.loads(run_file.read_text())
+    del run["init_sha256"]
+    run_file.write_text(json.dumps(run))
+    with pytest.raises(InputError, match=f"no longer at '{tmp_path / 'vqA' / 'final'}'.*put it back there"):
+        _train(tmp_path / "tf", "transformer", 3, init=str(tmp_path / "vqB" / "final"), resume=True)

@@ -37,8 +37,8 @@ from alignvar_edge.manifest import RUN_FILE, check_out, first_names
 from alignvar_edge.model import AlignVAR, AlignVARConfig
 from alignvar_edge.model.config import named_by_flags
 from alignvar_edge.model.alignvar import load_pretrained
-from alignvar_edge.model.checkpoint import (CHECKPOINT_FILES, INIT_LINEAGE, check_checkpoint_out, save_pretrained,
-                                           training_lineage, training_record)
+from alignvar_edge.model.checkpoint import (CHECKPOINT_FILES, INIT_LINEAGE, check_checkpoint_out, checkpoint_source,
+                                           save_pretrained, training_lineage, training_record)
 from alignvar_edge.samples import sample_images
 from alignvar_edge.train.losses import (decoder_loss, decoder_modules, joint_loss, negative_targets,
                                         transformer_loss, vqvae_loss)
@@ -255,6 +255,8 @@ def _prepare_out(opts: TrainOptions) -> Path | None:
     digest = images_digest(opts.images)
     if digest is not None:
         fingerprint["images_sha256"] = digest
+    if opts.init is not None:     # --resume finds a moved or renamed --init by it
+        fingerprint["init_sha256"] = dict(checkpoint_source(opts.init).sha256)
     if opts.resume:
         if not (out / STATE_DIR).exists() and not (out / ".state.old").exists():
             raise InputError(f"--resume: '{out}' holds no training state; start without --resume")
@@ -266,7 +268,12 @@ def _prepare_out(opts: TrainOptions) -> Path | None:
         was: dict[str, Any] = (old["options"] if isinstance(old, dict) and isinstance(old.get("options"), dict)
                                else {})
         # name what differs: the user must not have to diff run.json by hand
-        differ = option_differences(was, fingerprint["options"], old.get("cwd") if isinstance(old, dict) else None)
+        was_cwd = old.get("cwd") if isinstance(old, dict) else None
+        recorded_init = old.get("init_sha256") if isinstance(old, dict) else None
+        same_init = recorded_init is not None and recorded_init == fingerprint.get("init_sha256")
+        differ = option_differences(was, fingerprint["options"], was_cwd, same_init)
+        if recorded_init is None:      # else a moved --init is found by its content (same_init)
+            _check_init_still_there(out, was.get("init"), was_cwd, differ)
         if not isinstance(old, dict) or differ:
             raise OutputExistsError(f"--resume: '{out}' was trained with other options "
                                     f"({'; '.join(differ) or fp_path}); resume with the same options or start a "
@@ -317,12 +324,30 @@ _FLAGS = {"preset": "--preset", "init": "--init", "images": "--images", "batch":
 _PATH_OPTIONS = ("init", "images")
 
 
-def option_differences(was: dict[str, Any], now: dict[str, Any], was_cwd: str | None) -> list[str]:
+def _check_init_still_there(out: Path, init: Any, was_cwd: str | None, differ: list[str]) -> None:
+    """An --init that differs because the one the run started from is gone (its folder moved or
+    renamed), in a run that did not record its content to find it by: say that, and the way on."""
+    if not isinstance(init, str) or not any(d.startswith("started with --init") for d in differ):
+        return
+    from alignvar_edge.model.bundled import BUNDLED
+    where = Path(was_cwd or os.getcwd(), init)
+    if init not in BUNDLED and not where.exists():
+        raise InputError(f"--resume: '{out}' started from --init {init}, which is no longer at '{where}' (moved, "
+                         "renamed or deleted; this run did not record its content, so another path cannot be "
+                         "checked as the same checkpoint): put it back there and resume with the same --init, or "
+                         "start a new run directory")
+
+
+def option_differences(was: dict[str, Any], now: dict[str, Any], was_cwd: str | None,
+                       same_init: bool = False) -> list[str]:
     """What differs between a run's recorded options and --resume's, each as the user gave it
     ("started with --batch 2, now with --batch 8"). A path given another way (`./imgs/`, an absolute
     path, from another folder) is the same option: relative paths are resolved from the folder each
-    command ran in (`was_cwd`; runs that did not record it: this one's)."""
+    command ran in (`was_cwd`; runs that did not record it: this one's). `same_init`: the --init
+    checkpoints' files are the same (by SHA-256), wherever each was."""
     def same(key: str, a: Any, b: Any) -> bool:
+        if key == "init" and same_init:
+            return True
         if a == b or key not in _PATH_OPTIONS or not (isinstance(a, str) and isinstance(b, str)):
             return a == b
         return Path(was_cwd or os.getcwd(), a).resolve() == Path(b).resolve()
