@@ -91,3 +91,38 @@ def test_resume_finds_a_renamed_init_by_its_content(tmp_path: Path) -> None:
     run_file.write_text(json.dumps(run))
     with pytest.raises(InputError, match=f"no longer at '{tmp_path / 'vqA' / 'final'}'.*put it back there"):
         _train(tmp_path / "tf", "transformer", 3, init=str(tmp_path / "vqB" / "final"), resume=True)
+
+
+def _as_an_older_build(engine: Path) -> Path:
+    """The engine as a version before golden outputs shipped wrote it: no golden file, no record of one."""
+    from alignvar_edge.manifest import write_manifest
+    m = read_manifest(engine)
+    (engine / "golden.safetensors").unlink(missing_ok=True)
+    m.extra.pop("golden", None)
+    write_manifest(engine, m)
+    return engine
+
+
+def test_selftest_checks_an_older_torch_engine_of_the_bundled_model_against_its_golden_outputs(
+        tmp_path: Path) -> None:
+    from alignvar_edge.runtimes.selftest import selftest_engine
+    site = tmp_path / "old-site" / "alignvar-tiny"      # the install path an older build recorded
+    shutil.copytree(BUNDLED_DIR, site)
+    engine = _as_an_older_build(_torch_engine(site, tmp_path / "torch"))
+    report = selftest_engine(engine, runs=1, threads=1)
+    assert report["result"] == "PASS"
+    assert report["golden_file"] == str(BUNDLED_DIR / "golden.safetensors")
+
+
+def test_selftest_of_a_torch_engine_without_golden_outputs_says_how_to_rebuild_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ckpt = tmp_path / "ck"
+    shutil.copytree(BUNDLED_DIR, ckpt)
+    (ckpt / "config.json").write_text((ckpt / "config.json").read_text() + "\n")   # not the bundled model's
+    engine = _as_an_older_build(_torch_engine(ckpt, tmp_path / "torch"))
+    capsys.readouterr()
+    assert cli(["selftest", "--engine", str(engine), "--threads", "1"]) == 2
+    err = capsys.readouterr().err
+    assert f"`alignvar-edge build {ckpt} --target torch`" in err
+    # a torch engine is PyTorch itself, and the host tools are installed here: neither is offered
+    assert "--backend onnxruntime" not in err and "pip install" not in err

@@ -523,9 +523,8 @@ def test_a_quantized_export_named_where_an_engine_is_wanted_gives_a_build_comman
     with pytest.raises(ArtifactError) as err:
         selftest_engine(int8, runs=1)
     message = str(err.value)
-    assert re.search(r"or run `alignvar-edge selftest --backend onnxruntime` where PyTorch is installed "
-                     r"\(the host tools: `pip install --extra-index-url https://download\.pytorch\.org/whl/cpu "
-                     r"'torch>=[\d.]+'[^`]*` \(that index gives PyTorch's CPU build[^)]*\)\)$", message), message
+    # the host tools are installed here: the other way is this host's own check, with no install line
+    assert message.endswith(", or check this host's tools with `alignvar-edge selftest --backend onnxruntime`"), message
     build = re.search(r"`(alignvar-edge build [^`]+)`, on the host", message)
     assert build is not None, message
     argv = shlex.split(build.group(1))[1:]

@@ -125,6 +125,9 @@ def engine_golden(root: Path, otherwise: str) -> Path:
         raise ArtifactError(f"{root} is an ONNX export, which carries no {GOLDEN_FILE}: build an engine from it "
                             f"(`alignvar-edge build {root} --target onnxruntime{precision}`, on the host) and use "
                             f"that{otherwise}")
+    bundled = _bundled_golden(m) if m is not None and m.kind == "engine" else None
+    if bundled is not None:
+        return bundled
     if m is not None and "golden" in m.extra and m.extra["golden"] is None:
         # built by a version that ships golden outputs: the model it came from had none to ship
         ckpt = m.model.source.reference or "CHECKPOINT_DIR"
@@ -132,8 +135,34 @@ def engine_golden(root: Path, otherwise: str) -> Path:
                             f"({m.model.source.describe()}) has none; make them beside its weights with "
                             f"`{golden_command(ckpt)}` (on the host), then build "
                             f"the engine again{otherwise}")
-    raise ArtifactError(f"{root} carries no {GOLDEN_FILE}; rebuild it with this alignvar-edge "
-                        f"(`alignvar-edge build` ships golden outputs){otherwise}")
+    raise ArtifactError(f"{root} carries no {GOLDEN_FILE}; rebuild it with this alignvar-edge, which ships golden "
+                        f"outputs: {_rebuild_command(m)}{otherwise}")
+
+
+def _bundled_golden(m: Manifest) -> Path | None:
+    """The golden file of the bundled model an engine without one was built from (by the SHA-256s of
+    the checkpoint it records: an older build), where it holds the rollout the engine computes."""
+    from alignvar_edge.model.checkpoint import PRETRAINED_DIR, bundled_by_content
+    name = bundled_by_content(m.model.source.sha256)
+    f = PRETRAINED_DIR / name / GOLDEN_FILE if name else None
+    if f is None or not f.is_file():
+        return None
+    try:
+        check_golden_rollout(f, m)
+    except ArtifactError:       # a pruned or refiner-less engine: the bundled outputs are not its rollout
+        return None
+    return f
+
+
+def _rebuild_command(m: Manifest | None) -> str:
+    """`alignvar-edge build SOURCE --target BACKEND` for the engine `m` describes, from what it was
+    built from where that is still there, else the checkpoint it records."""
+    if m is None:
+        return "`alignvar-edge build`"
+    built = m.built_from.path if m.built_from else None
+    source = built if built and Path(built).exists() else m.model.source.reference or "CHECKPOINT_DIR"
+    precision = f" --precision {m.precision}" if m.precision and m.precision != "fp32" else ""
+    return f"`alignvar-edge build {shlex.quote(source)} --target {m.backend}{precision}`"
 
 
 def load_golden(model_dir: Path) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:

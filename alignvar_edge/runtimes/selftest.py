@@ -249,8 +249,9 @@ def selftest_engine(engine_dir: str | os.PathLike[str], device: str | None = Non
         if is_checkpoint(root):
             load_golden(root)
         read_manifest(root)
-    f = engine_golden(root, ", or run `alignvar-edge selftest --backend onnxruntime` where PyTorch is installed "
-                            f"(the host tools: {install_command('host')})")
+    f = engine_golden(root, _without_golden(root))
+    if f.parent != root:
+        log(f"{root} carries no {GOLDEN_FILE}; its weights are the bundled model's: checking it against {f}")
     lr, golden_sr, golden_tok, meta = read_golden(f)
     opts = _load_options({}, cuda_graphs, threads)
     with runtimes.load(root, device=device, **opts) as engine:
@@ -264,6 +265,8 @@ def selftest_engine(engine_dir: str | os.PathLike[str], device: str | None = Non
             "engine_sha256": m.engine_sha256,
             "precision": m.precision or "fp32", "golden_tiles": int(lr.shape[0]),
             "golden_reference": meta.get("reference", "PyTorch"), "device": engine.device,
+            # an older engine without its own: the bundled model's, which its weights are
+            **({"golden_file": str(f)} if f.parent != root else {}),
             # what the runtime computed (OpenVINO says), beside what the engine was built and checked for
             "compute_precision": getattr(engine, "compute_precision", None),
             "expected_precision": getattr(engine, "expected_precision", None)}
@@ -281,6 +284,25 @@ def selftest_engine(engine_dir: str | os.PathLike[str], device: str | None = Non
             return _built_only(report, engine, str(e))
         _check_and_time(engine, lr, sr, tok, golden_sr, golden_tok, runs, report)
     return report
+
+
+def _without_golden(root: Path) -> str:
+    """The other check of an engine without golden outputs, for `engine_golden`: the host's own
+    selftest, with the install line only where the host tools are missing. A torch engine is PyTorch
+    itself: its rebuild is the way."""
+    from alignvar_edge.errors import AlignVAREdgeError
+    from alignvar_edge.extras import is_installed
+    from alignvar_edge.lazy import HOST_ONLY
+    from alignvar_edge.manifest import read_manifest
+    try:
+        if read_manifest(root).backend == "torch":
+            return ""
+    except AlignVAREdgeError:
+        pass
+    if all(is_installed(p) for p in HOST_ONLY):
+        return ", or check this host's tools with `alignvar-edge selftest --backend onnxruntime`"
+    return (", or run `alignvar-edge selftest --backend onnxruntime` where PyTorch is installed (the host "
+            f"tools: {install_command('host')})")
 
 
 def _threads_ran_on(report: dict[str, Any], engine: Any) -> None:
@@ -322,7 +344,9 @@ def format_report(r: dict[str, Any]) -> str:
     if r.get("engine_sha256"):
         lines.append(f"engine    {r['engine_sha256']} (SHA-256)")
     if r.get("golden_reference"):
-        lines.append(f"golden    shipped in the engine directory; reference: {r['golden_reference']}")
+        where = (f"the bundled model's ({r['golden_file']}), whose weights the engine holds" if r.get("golden_file")
+                 else "shipped in the engine directory")
+        lines.append(f"golden    {where}; reference: {r['golden_reference']}")
     if "tokens" in r:
         t = r["tokens"]
         scales = "/".join(token_share(a) for a in t["per_scale"])
