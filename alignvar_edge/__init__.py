@@ -8,8 +8,8 @@ The public API, each name imported on first use (so `import alignvar_edge` needs
     build("out/tiny", "openvino", out="out/tiny-ov")            # an engine directory
     sr = load("out/tiny-ov").upscale(image)                     # any backend, uint8/float/PIL in and out
 
-The exception classes (`AlignVAREdgeError` and its subclasses, e.g. `InputError`) and
-`PrecisionWarning` are importable from here too; they need neither PyTorch nor a runtime.
+The exception classes (`AlignVAREdgeError` and its subclasses, e.g. `InputError`; `OutOfMemoryError`,
+a MemoryError) and `PrecisionWarning` are importable from here too; they need neither PyTorch nor a runtime.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from alignvar_edge.errors import (AlignVAREdgeError, ArtifactError, BackendUnavailableError, CheckpointError,
                                   ConfigError, EngineClosedError, HalfPrecisionError, HostToolsError, InputError,
-                                  OutputExistsError, ParityError, PrecisionWarning)
+                                  OutOfMemoryError, OutputExistsError, ParityError, PrecisionWarning)
 
 if TYPE_CHECKING:       # what the lazy names below are, for type checkers (the package ships py.typed)
     from alignvar_edge.export.onnx_export import export_onnx as export
@@ -38,8 +38,8 @@ _API: dict[str, tuple[str, str | None]] = {
 # a literal list: what `from alignvar_edge import *` and linters read (the lazy names, then the errors)
 __all__ = ["__version__", "AlignVAR", "AlignVARConfig", "build", "export", "load",
            "AlignVAREdgeError", "ArtifactError", "BackendUnavailableError", "CheckpointError", "ConfigError",
-           "EngineClosedError", "HalfPrecisionError", "HostToolsError", "InputError", "OutputExistsError",
-           "ParityError", "PrecisionWarning"]
+           "EngineClosedError", "HalfPrecisionError", "HostToolsError", "InputError", "OutOfMemoryError",
+           "OutputExistsError", "ParityError", "PrecisionWarning"]
 
 
 def __getattr__(name: str) -> Any:

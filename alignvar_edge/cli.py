@@ -8,6 +8,7 @@ on stderr with a non-zero exit code; `--debug` shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import atexit
 import errno
 import importlib
 import io
@@ -20,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
 from alignvar_edge import __version__, caller, safe_stop
-from alignvar_edge.errors import AlignVAREdgeError, BackendUnavailableError, host_tools_error
+from alignvar_edge.errors import AlignVAREdgeError, BackendUnavailableError, host_tools_error, out_of_memory
 from alignvar_edge.extras import install_command
 from alignvar_edge.lazy import host_package
 
@@ -185,7 +186,13 @@ def _parse_and_run(argv: list[str], interrupted: list[int]) -> int:
                 print(f"alignvar-edge {args.verb}: error: OpenVINO int8 builds need NNCF, which is not installed; "
                       f"{install_command('openvino-int8')}", file=sys.stderr)
                 return BackendUnavailableError.exit_code
-            if isinstance(e, (OSError, MemoryError)):
+            if (memory := out_of_memory(e)) is not None:       # a runtime's allocation failure too
+                if debug:
+                    raise
+                print(f"alignvar-edge {args.verb}: error: {memory}", file=sys.stderr)
+                _drop_torch_exit_log()
+                return 1
+            if isinstance(e, OSError):
                 if debug:
                     raise
                 print(f"alignvar-edge {args.verb}: error: {_os_error_line(e)}", file=sys.stderr)
@@ -195,6 +202,14 @@ def _parse_and_run(argv: list[str], interrupted: list[int]) -> int:
             raise
         finally:
             warnings.showwarning = show
+
+
+def _drop_torch_exit_log() -> None:
+    """PyTorch's exit hook tabulates its compile times for a log line nobody is shown; after running
+    out of memory its import of tabulate fails too, a traceback under the one error line."""
+    torch_utils = sys.modules.get("torch._dynamo.utils")
+    if torch_utils is not None and hasattr(torch_utils, "dump_compile_times"):
+        atexit.unregister(torch_utils.dump_compile_times)
 
 
 def _empty_argument(argv: list[str]) -> str | None:

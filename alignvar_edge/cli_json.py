@@ -18,7 +18,7 @@ from typing import Any, Iterator
 
 from alignvar_edge import __version__
 from alignvar_edge.bench.schema import is_report
-from alignvar_edge.errors import OutputExistsError
+from alignvar_edge.errors import OutputExistsError, out_of_memory
 from alignvar_edge.fsmodes import unwritable_folder, write_text
 from alignvar_edge.jsonsafe import dumps, loads
 from alignvar_edge.manifest import check_outside_artifacts
@@ -97,7 +97,8 @@ def no_stale_result(target: str | None, what: dict[str, Any]) -> Iterator[Result
         if (target and target != STDOUT and not result.in_file()
                 and (not os.path.exists(target) or is_own_result(target))):
             try:
-                write_result(target, {**what, "result": "ERROR", "reason": str(e) or type(e).__name__})
+                reason = str(out_of_memory(e) or e) or type(e).__name__
+                write_result(target, {**what, "result": "ERROR", "reason": reason})
             except OSError:                          # cannot write it: at least no stale verdict
                 with suppress(OSError):
                     os.unlink(target)

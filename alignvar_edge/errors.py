@@ -90,3 +90,62 @@ IMAGE_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, K
 def damaged_image_error(what: object, error: Exception) -> InputError:
     """`what` (a path, or a PIL image's name) failed to decode with `error`: the one wording."""
     return InputError(f"{what} is truncated or corrupt ({error}); re-download or re-export the file")
+
+
+class OutOfMemoryError(MemoryError):
+    """This process ran out of memory (a MemoryError, or a runtime's allocation failure that is
+    none): the system failing during the run, not bad input. Made by `out_of_memory` only."""
+
+
+# How the libraries say an allocation failed, lowercased (ONNX Runtime's arena, C++'s bad_alloc,
+# OpenVINO's allocator and its file mappings, the dynamic loader mapping a shared library).
+_ALLOCATION_FAILED = ("failed to allocate", "bad_alloc", "can't alloc", "cannot allocate memory",
+                      "failed to map segment from shared object", "resource temporarily unavailable")
+# ... and the failures that share those words but that no free memory cures
+_NOT_MEMORY = ("static tls", "not permitted", "permission denied")
+
+
+def _allocation_failure(e: BaseException) -> str | None:
+    """The library's own words where `e` says an allocation failed ('' for a bare MemoryError), else None."""
+    if isinstance(e, MemoryError):
+        return str(e)
+    if isinstance(e, OSError):        # EAGAIN of an OSError is a busy resource, not memory
+        import errno
+        return e.strerror or "" if e.errno == errno.ENOMEM else None
+    text = str(e)
+    lowered = text.lower()
+    if any(word in lowered for word in _NOT_MEMORY):
+        return None
+    at = min((i for i in map(lowered.find, _ALLOCATION_FAILED) if i >= 0), default=-1)
+    if at < 0:
+        return None
+    line_start = text.rfind("\n", 0, at) + 1
+    line = text[line_start:].splitlines()[0]
+    # a long line is mostly C++ source locations and signatures: keep the words from the failure on
+    return (line if len(line) <= 120 else text[at:].splitlines()[0]).strip()
+
+
+def _memory_limit() -> str:
+    """This process's address-space limit (`ulimit -v`, `prlimit --as`) where one is set, with its fix."""
+    try:
+        import resource
+    except ImportError:                  # not on POSIX
+        return ""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_AS)
+    if soft == resource.RLIM_INFINITY:
+        return ""
+    return (f"; this process may use at most {soft / 2**20:.0f} MiB of address space (its `ulimit -v`): "
+            "raise or lift that limit")
+
+
+def out_of_memory(e: BaseException, during: str = "") -> OutOfMemoryError | None:
+    """`e` as the one way alignvar-edge says it ran out of memory (`during`: 'loading onnxruntime',
+    ...), where `e` is a MemoryError or a library's allocation failure; None for any other error."""
+    if isinstance(e, OutOfMemoryError):
+        return e
+    detail = _allocation_failure(e)
+    if detail is None:
+        return None
+    return OutOfMemoryError(f"ran out of memory{' ' + during if during else ''}{f' ({detail})' if detail else ''}; "
+                            "close other programs, or use fewer or smaller tiles (an export or engine of a "
+                            f"smaller --batch) or a smaller image{_memory_limit()}")

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from alignvar_edge.caller import option, python_call
-from alignvar_edge.errors import ArtifactError, ConfigError, InputError
+from alignvar_edge.errors import ArtifactError, ConfigError, InputError, OutOfMemoryError, out_of_memory
 from alignvar_edge.export.batch import default_batch
 from alignvar_edge.export.graphs import GraphSpec, graph_noise, specs_for
 from alignvar_edge.export.lint import forbidden_constructs
@@ -233,20 +233,23 @@ def validate(model: AlignVAR, root: Path, graph: str, batches: list[np.ndarray],
                    scale=model.config.scale, session_load_s=round(load_s, 3))
 
 
-def _runtime_refused(e: Exception, graph: str, opset: int) -> ArtifactError | None:
+def _runtime_refused(e: Exception, graph: str, opset: int) -> ArtifactError | OutOfMemoryError | None:
     """ONNX Runtime refusing to load or run a graph that passed onnx.checker, as one line naming
-    what the user can change (its version, the opset, the batch); None for any other error. The
-    loader's own message names the temporary folder, which is gone, and says to re-export."""
+    what the user can change (its version, the opset), or running out of memory doing it; None for
+    any other error. The loader's own message names the temporary folder, which is gone, and says
+    to re-export."""
     loading = isinstance(e, ArtifactError) and e.__cause__ is not None
     if not loading and not type(e).__module__.startswith("onnxruntime"):
         return None
+    reason = (e.__cause__ or e) if loading else e
+    if (memory := out_of_memory(reason, f"checking the exported {graph} graph in ONNX Runtime")) is not None:
+        return memory
     import onnxruntime
 
-    reason = e.__cause__ if loading else e
     first = (str(reason).strip().splitlines() or [type(reason).__name__])[0]
     portable = option("opset", 18)
     what, fix = (("load", f"export with {portable} (every runtime reads it) or upgrade onnxruntime") if loading else
-                 ("run", f"a smaller {option('batch')} if it ran out of memory, else {portable} or another onnxruntime"))
+                 ("run", f"{portable} or another onnxruntime"))
     return ArtifactError(f"ONNX Runtime {onnxruntime.__version__} could not {what} the exported {graph} graph "
                          f"(opset {opset}) to check it against PyTorch: {first}; nothing was written: {fix}")
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from alignvar_edge.errors import AlignVAREdgeError, ArtifactError, BackendUnavailableError, InputError
+from alignvar_edge.errors import AlignVAREdgeError, ArtifactError, BackendUnavailableError, InputError, out_of_memory
 from alignvar_edge.lazy import needs_host
 from alignvar_edge.manifest import Manifest
 from alignvar_edge.recipes import BACKENDS, backend_name, recipe
@@ -159,7 +159,8 @@ def load(engine_dir: str | os.PathLike[str], backend: str = "auto", device: str 
     option that is wrong (unknown, threads out of range, a backend that cannot open this kind of
     artifact); ArtifactError for a path that is no artifact, one that fails verification or one
     the runtime refuses; BackendUnavailableError where the backend or device is not usable here,
-    or the runtime cannot compile the engine for this device.
+    or the runtime cannot compile the engine for this device; OutOfMemoryError (a MemoryError)
+    where loading the runtime or compiling the engine ran out of memory.
     """
     _check_path(engine_dir, "load", "an engine directory, an ONNX export or a checkpoint")
     b = get_backend(detect_backend(engine_dir) if backend == "auto" else backend)
@@ -168,6 +169,8 @@ def load(engine_dir: str | os.PathLike[str], backend: str = "auto", device: str 
     except (AlignVAREdgeError, NotImplementedError, RecursionError):    # RuntimeErrors of ours, not the runtime's
         raise
     except RuntimeError as e:     # the runtime could not compile the engine for this device (OpenVINO's compile_model)
+        if (memory := out_of_memory(e, f"compiling {engine_dir} with {b.name}")) is not None:
+            raise memory from e           # no other precision or device would help
         raise BackendUnavailableError(_compile_error(b.name, engine_dir, device, e)) from e
 
 

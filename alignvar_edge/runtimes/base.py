@@ -20,7 +20,7 @@ import numpy as np
 
 from alignvar_edge.argtypes import DEFAULT_MAX_MEGAPIXELS, is_integer
 from alignvar_edge.caller import option
-from alignvar_edge.errors import ArtifactError, BackendUnavailableError, EngineClosedError, InputError
+from alignvar_edge.errors import ArtifactError, BackendUnavailableError, EngineClosedError, InputError, out_of_memory
 from alignvar_edge.extras import install_command
 from alignvar_edge.graph_names import INPUT, NOISE, SR, token_name
 from alignvar_edge.manifest import Manifest
@@ -233,7 +233,12 @@ class Engine(abc.ABC):
         with self._lock:
             self.check_open()             # closed while this call waited for the one before it
             t0 = time.perf_counter()
-            out = self._infer(checked)
+            try:
+                out = self._infer(checked)
+            except Exception as e:        # a runtime's allocation failure (ONNX Runtime's arena) is no bug
+                if (memory := out_of_memory(e, f"running the {self.backend} engine")) is not None:
+                    raise memory from e
+                raise
             self.last_latency_ms = (time.perf_counter() - t0) * 1e3
         return out
 
@@ -458,6 +463,9 @@ class Backend(abc.ABC):
         try:
             return importlib.import_module(self.module)
         except Exception as e:   # noqa: BLE001 - a broken install must read as 'unavailable'
+            # an installed library the loader cannot map for want of memory is not missing
+            if (memory := out_of_memory(e, f"loading {self.module}")) is not None:
+                raise memory from e
             raise BackendUnavailableError(f"{self.name} is not usable here: {self.missing_reason(e)}") from e
 
     def missing_reason(self, error: BaseException) -> str:

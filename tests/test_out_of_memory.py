@@ -1,0 +1,150 @@
+"""Running out of memory, as a small board does, is one line and exit status 1 (the README's table):
+not a runtime's traceback, an empty line, 'not installed' or 'build an fp32 engine'. The memory
+caps are real (`prlimit --as`), set between what this host's own processes are measured to need
+before and after the step that must fail, so no fixed number decides it."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from alignvar_edge.cli import main
+from alignvar_edge.cli_json import no_stale_result
+from alignvar_edge.errors import OutOfMemoryError, out_of_memory
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+PRLIMIT = shutil.which("prlimit")
+needs_prlimit = pytest.mark.skipif(PRLIMIT is None, reason="prlimit (util-linux) is not installed, so no memory "
+                                   "cap can be set on a subprocess: install util-linux to run this test")
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+# prints this process's peak address space after importing the CLI ('cli'), the backend's library
+# ('lib') or loading the engine ('loaded'): what a cap must leave room for, or deny
+_PEAK = """
+import sys
+from alignvar_edge import cli, runtimes
+stage, engine = sys.argv[1:]
+if stage == "lib":
+    runtimes.get_backend(runtimes.detect_backend(engine)).import_module()
+if stage == "loaded":
+    runtimes.load(engine, threads=1)
+print(next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmPeak")))
+"""
+
+
+def _peak(stage: str, engine: Path) -> int:
+    r = subprocess.run([sys.executable, "-c", _PEAK, stage, str(engine)], capture_output=True, text=True, env=ENV)
+    assert r.returncode == 0, r.stderr
+    return int(r.stdout)
+
+
+@pytest.fixture(scope="module")
+def engines(micro_export: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("oom")
+    built = {}
+    for target, extra in (("onnxruntime", ["--threads", "1"]), ("openvino", ["--precision", "fp32"])):
+        built[target] = root / target
+        assert main(["build", str(micro_export), "--target", target, *extra, "--out", str(built[target])]) == 0
+    Image.fromarray(np.full((24, 24, 3), 90, np.uint8)).save(root / "in.png")
+    return built
+
+
+def _capped_upscale(cap: int, engine: Path, tmp_path: Path, image: Path | None = None) -> subprocess.CompletedProcess[str]:
+    out = tmp_path / "out.png"
+    r = subprocess.run([PRLIMIT or "prlimit", f"--as={cap}", sys.executable, "-m", "alignvar_edge", "upscale",
+                        str(image or engine.parent / "in.png"), str(out), "--engine", str(engine), "--threads", "1",
+                        "--quiet"],
+                       capture_output=True, text=True, env=ENV, timeout=300)
+    assert not out.exists()
+    return r
+
+
+def _says_out_of_memory(r: subprocess.CompletedProcess[str]) -> str:
+    assert r.returncode == 1, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    line = r.stderr.strip()
+    assert line.startswith("alignvar-edge upscale: error: ran out of memory"), line
+    assert "close other programs" in line and "ulimit -v" in line, line
+    return line
+
+
+@needs_prlimit
+def test_no_memory_to_load_onnxruntime_is_not_called_a_missing_package(engines, tmp_path):
+    ort = engines["onnxruntime"]
+    cli, loaded = _peak("cli", ort), _peak("loaded", ort)
+    assert loaded - cli > 20 * 2**20, "the engine's load needs too little memory here to cap between"
+    line = _says_out_of_memory(_capped_upscale((cli + loaded) // 2, ort, tmp_path))
+    assert "pip install" not in line and "not usable" not in line
+
+
+@needs_prlimit
+def test_no_memory_to_compile_an_openvino_engine_is_no_fp32_advice_and_exit_1(engines, tmp_path):
+    ov = engines["openvino"]
+    lib, loaded = _peak("lib", ov), _peak("loaded", ov)
+    assert loaded - lib > 40 * 2**20, "the compile needs too little memory here to cap between"
+    line = _says_out_of_memory(_capped_upscale((lib + loaded) // 2, ov, tmp_path))
+    assert "compiling" in line and "fp32" not in line and "cannot compile" not in line
+
+
+@needs_prlimit
+def test_a_bare_memory_error_is_a_line_that_says_out_of_memory_not_an_empty_one(engines, tmp_path):
+    """Decoding a 3000x3000 photo (27 MB, again for each copy) with 16 MiB to spare: Pillow raises a
+    MemoryError without a message."""
+    big = tmp_path / "big.png"
+    Image.fromarray(np.full((3000, 3000, 3), 90, np.uint8)).save(big)
+    ort = engines["onnxruntime"]
+    _says_out_of_memory(_capped_upscale(_peak("loaded", ort) + 16 * 2**20, ort, tmp_path, big))
+
+
+# loads the engine, then lets this process grow by a few pages only: ONNX Runtime's arena fails
+_RUN_OUT = """
+import resource, sys
+from alignvar_edge import runtimes
+import numpy as np
+engine = runtimes.load(sys.argv[1], threads=1)
+feeds = engine.feeds_for(np.full((engine.batch, 3, engine.tile_size, engine.tile_size), 0.5, np.float32))
+size = next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmSize"))
+resource.setrlimit(resource.RLIMIT_AS, (size + 2**16, resource.RLIM_INFINITY))
+try:
+    engine.infer(feeds)
+except MemoryError as e:
+    print(type(e).__name__, e)
+"""
+
+
+def test_onnxruntime_running_out_of_memory_mid_run_raises_out_of_memory_error(engines):
+    r = subprocess.run([sys.executable, "-c", _RUN_OUT, str(engines["onnxruntime"])], capture_output=True,
+                       text=True, env=ENV, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("OutOfMemoryError ran out of memory running the onnxruntime engine ("), r.stdout
+
+
+def test_a_bare_memory_error_and_the_runtimes_words_say_out_of_memory_and_other_errors_do_not():
+    bare = out_of_memory(MemoryError())
+    assert isinstance(bare, OutOfMemoryError) and str(bare).startswith("ran out of memory; close other programs")
+    assert "(" not in str(bare).split(";")[0]
+    ov = RuntimeError("Exception from src/inference/src/cpp/core.cpp:109:\n"
+                      "Can not create file mapping for 4, err=Cannot allocate memory\n")
+    assert str(out_of_memory(ov, "compiling E")).startswith(
+        "ran out of memory compiling E (Can not create file mapping for 4, err=Cannot allocate memory);")
+    # the loader's TLS shortage (a Jetson's libgomp) and a permission error are cured by no free memory
+    assert out_of_memory(ImportError("libgomp.so.1: cannot allocate memory in static TLS block")) is None
+    assert out_of_memory(ImportError("x.so: failed to map segment from shared object: Operation not permitted")) is None
+    assert out_of_memory(BlockingIOError(11, "Resource temporarily unavailable")) is None
+    assert out_of_memory(RuntimeError("the graph is invalid")) is None
+
+
+def test_a_json_result_of_a_run_out_of_memory_says_so(tmp_path):
+    target = tmp_path / "result.json"
+    with pytest.raises(MemoryError), no_stale_result(str(target), {"engine": "E"}):
+        raise MemoryError()
+    result = json.loads(target.read_text())
+    assert result["result"] == "ERROR" and result["reason"].startswith("ran out of memory; close other programs")
