@@ -15,6 +15,7 @@ import io
 import os
 import signal
 import sys
+import tempfile
 import threading
 import warnings
 from collections.abc import Mapping, Sequence
@@ -274,8 +275,16 @@ def _os_error_line(e: BaseException) -> str:
     if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"cannot write or read {where} ({e.strerror}); choose another path or fix its permissions"
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        if _in_temp_folder(where):     # scratch copies: no other output helps, another TMPDIR does
+            return (f"no space left on the device of the temporary folder {where} ($TMPDIR); free some space "
+                    "there or set TMPDIR to a folder on a disk with room (`TMPDIR=DIR alignvar-edge ...`)")
         return f"no space left on the device writing {where}; free some space or choose another output"
     return f"{where}: {e.strerror or e}"
+
+
+def _in_temp_folder(path: str) -> bool:
+    temp = os.path.realpath(tempfile.gettempdir())
+    return os.path.commonpath([temp, os.path.realpath(path)]) == temp
 
 
 def _watch_signals(flag: list[int], verb: str) -> dict[int, Any]:

@@ -19,6 +19,9 @@ otherwise saturate (logits error 9.9% vs 1.6%, measured on a toy rollout).
 """
 from __future__ import annotations
 
+import errno
+import os
+import shutil
 import tempfile
 from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
@@ -142,7 +145,7 @@ class Int8Builder:
         pre = self.tmp / "pre.onnx"
         on_disk = sum(p.stat().st_size for p in Path(model_path).parent.glob(Path(model_path).name + "*"))
         self.large = external or on_disk > onnx_io.LARGE
-        _pre_process(Path(model_path), pre, self.large)
+        _pre_process(Path(model_path), pre, self.large, on_disk)
         pre_model = _rename_biases(onnx.load(str(pre)))
         onnx_io.save(pre_model, pre, self.large)
         nodes = []
@@ -248,7 +251,7 @@ class Int8Builder:
         self.close()
 
 
-def _pre_process(src: Path, dst: Path, large: bool) -> None:
+def _pre_process(src: Path, dst: Path, large: bool, graph_bytes: int) -> None:
     import logging
 
 
@@ -257,13 +260,25 @@ def _pre_process(src: Path, dst: Path, large: bool) -> None:
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
+    # its optimizer logs its own failure as a traceback and goes on without it; a failure that
+    # counts raises after it, and says it in one line
+    optimizer = logging.getLogger("onnxruntime.quantization.shape_inference")
+    optimizer_level = optimizer.level
+    optimizer.setLevel(logging.CRITICAL)
     try:
         ortq.quant_pre_process(str(src), str(dst), skip_symbolic_shape=True, save_as_external_data=large,
                                all_tensors_to_one_file=True, external_data_location=f"{dst.name}.data")
     except Exception as e:  # onnxruntime raises bare Exceptions from its optimizer
+        # it writes only scratch copies of the graph, under $TMPDIR: a disk there that is full, or
+        # has no room for one copy (its C++ writer truncates a file it cannot finish), is no bad input
+        temp = tempfile.gettempdir()
+        if (isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
+                or shutil.disk_usage(temp).free < graph_bytes):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), temp) from e
         raise InputError(f"onnxruntime's quantization pre-processing failed on {src}: {e}") from e
     finally:
         root.setLevel(level)
+        optimizer.setLevel(optimizer_level)
 
 
 def _initializers(model: onnx.ModelProto) -> set[str]:

@@ -1,0 +1,29 @@
+"""A full $TMPDIR is the system failing (exit 1) and is named as the temporary folder, with the fix:
+not the input export blamed (exit 2 'bad input'), and no library traceback before the line."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+@pytest.mark.parametrize("filler", ["2M", "1M"])   # ONNX Runtime's write fails / its C++ writer truncates
+def test_quantize_with_a_full_temp_folder_names_it_and_exits_1(micro_export: Path, small_disk, tmp_path, filler):
+    temp = small_disk("3M")                       # the micro export (2.3 MB) fits once, not with the filler
+    subprocess.run(["fallocate", "-l", filler, str(temp / "filler")], check=True)
+    out = tmp_path / "q"
+    r = subprocess.run([sys.executable, "-m", "alignvar_edge", "quantize", str(micro_export), "--calib", "builtin",
+                        "--precision", "int8", "--target", "onnxruntime", "--tiles", "4", "--val-tiles", "4",
+                        "--no-search", "--out", str(out)],
+                       capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "TMPDIR": str(temp), "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr and "Optimization Failed" not in r.stderr, r.stderr
+    line = r.stderr.strip().splitlines()[-1]
+    assert line == (f"alignvar-edge quantize: error: no space left on the device of the temporary folder {temp} "
+                    "($TMPDIR); free some space there or set TMPDIR to a folder on a disk with room "
+                    "(`TMPDIR=DIR alignvar-edge ...`)"), line
+    assert not out.exists() and sorted(p.name for p in temp.iterdir()) == ["filler"]
