@@ -275,16 +275,17 @@ def _os_error_line(e: BaseException) -> str:
     if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"cannot write or read {where} ({e.strerror}); choose another path or fix its permissions"
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        if _in_temp_folder(where):     # scratch copies: no other output helps, another TMPDIR does
+        if _is_temp_folder(where):     # scratch copies (quantize's): no other output helps, another TMPDIR does
             return (f"no space left on the device of the temporary folder {where} ($TMPDIR); free some space "
                     "there or set TMPDIR to a folder on a disk with room (`TMPDIR=DIR alignvar-edge ...`)")
         return f"no space left on the device writing {where}; free some space or choose another output"
     return f"{where}: {e.strerror or e}"
 
 
-def _in_temp_folder(path: str) -> bool:
-    temp = os.path.realpath(tempfile.gettempdir())
-    return os.path.commonpath([temp, os.path.realpath(path)]) == temp
+def _is_temp_folder(path: str) -> bool:
+    """`path` is the temporary folder itself, which a verb names for its scratch files (an output
+    the user names below it is a path of its own)."""
+    return os.path.realpath(path) == os.path.realpath(tempfile.gettempdir())
 
 
 def _watch_signals(flag: list[int], verb: str) -> dict[int, Any]:

@@ -49,7 +49,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import shutil
 import threading
 import time
 import weakref
@@ -476,17 +475,41 @@ def _group_of(proto: Any) -> dict[str, str]:
     return _with_fused_successors(proto, {n: g for g, names in node_groups(proto).items() for n in names})
 
 
+def _c_errno() -> Any:
+    """This thread's C `errno` (a ctypes int), where the C library says where it is; else None."""
+    libc = ctypes.CDLL(None)
+    where = getattr(libc, "__errno_location", None) or getattr(libc, "__error", None)   # glibc/musl, macOS
+    if where is None:
+        return None
+    where.restype = ctypes.POINTER(ctypes.c_int)
+    return where().contents
+
+
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
 def _save_ir(model: Any, xml: Path, compress: bool) -> None:
     """ov.save_model, whose failed write is a bare RuntimeError ('basic_ios::clear: iostream error'):
-    as the OSError it is, a full disk or an unwritable folder, so the CLI names the --out it hit."""
+    as the OSError it is, so the CLI names the --out it hit and why. The C library's errno of the
+    failed write still holds the reason (a full disk, the file-size limit); where it does not, the
+    files it cut short (at the file-size limit) and the disk (no block left, not writable) tell."""
+    c_errno = _c_errno()
+    if c_errno is not None:
+        c_errno.value = 0                 # any write error found after the call is this call's
     try:
         ov.save_model(model, str(xml), compress_to_fp16=compress)
     except RuntimeError as e:
+        import resource
         folder = xml.parent
-        if shutil.disk_usage(folder).free < 64 << 20:       # smaller than any IR of ours
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(xml)) from e
-        if not os.access(folder, os.W_OK):
-            raise OSError(errno.EACCES, os.strerror(errno.EACCES), str(xml)) from e
+        code = c_errno.value if c_errno is not None else 0
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        written = [p.stat().st_size for p in (xml, xml.with_suffix(".bin")) if p.is_file()]
+        if code not in _WRITE_ERRNOS:
+            code = (errno.EFBIG if limit != resource.RLIM_INFINITY and any(size >= limit for size in written) else
+                    errno.ENOSPC if os.statvfs(folder).f_bavail == 0 else
+                    errno.EACCES if not os.access(folder, os.W_OK) else 0)
+        if code:
+            raise OSError(code, os.strerror(code), str(xml)) from e
         raise
 
 
