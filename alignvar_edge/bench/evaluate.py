@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
+from alignvar_edge.caller import option
 from alignvar_edge.degrade import degrade
 from alignvar_edge.errors import InputError
 from alignvar_edge.export.parity import psnr_y, ssim_y
@@ -91,10 +92,23 @@ def check_max_side(config: AlignVARConfig, max_side: int | None) -> None:
                          f"pass at least {config.hr_size}")
 
 
+# more whole HR tiles than this (about half a minute at one thread for the bundled model) get a
+# hint about max_side before the work
+MANY_TILES = 256
+
+
+def _scored_size(hw: tuple[int, ...], max_side: int | None, t_hr: int) -> tuple[int, int]:
+    """(H, W) of an image's centre crop that is scored: whole HR tiles, at most max_side a side."""
+    H, W = (side if max_side is None else min(side, max_side) for side in hw[:2])
+    return H // t_hr * t_hr, W // t_hr * t_hr
+
+
 def evaluate(model: AlignVAR, images: list[tuple[str, Any]], seed: int = 0,
              max_side: int | None = None, ablations: bool = False, prune: tuple[float, ...] = (),
-             overlap: int | None = None) -> dict[str, Any]:
-    """Score (name, HR image) pairs; an image is what `upscale` takes (`_float_rgb`)."""
+             overlap: int | None = None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Score (name, HR image) pairs; an image is what `upscale` takes (`_float_rgb`). `log` hears
+    a line per image as its work starts (and a hint where the images are large)."""
+    say = log or (lambda _msg: None)
     c = model.config
     check_max_side(c, max_side)
     # every image is checked before any work; each is held as float only while it is scored (a
@@ -119,13 +133,17 @@ def evaluate(model: AlignVAR, images: list[tuple[str, Any]], seed: int = 0,
     if len(small) == len(images):
         raise InputError(f"no image is at least {t_hr}x{t_hr} px, the model's HR tile "
                          f"({', '.join(skipped[:3])}{' ...' if len(skipped) > 3 else ''}); use larger images")
+    scored = {i: _scored_size(hw, max_side, t_hr) for i, hw in enumerate(sizes) if i not in small}
+    total = sum(H // t_hr * (W // t_hr) for H, W in scored.values())
+    if max_side is None and total > MANY_TILES:
+        side = 4 * t_hr
+        say(f"{total} tiles of {t_hr} px to score in {len(scored)} image(s), minutes on a CPU; "
+            f"{option('max_side', side)} scores the centre {side}x{side} px of each")
     scores: list[ImageScore] = []
-    for i, (name, image) in enumerate(images):
-        if i in small:
-            continue
+    for k, (i, (H, W)) in enumerate(scored.items(), 1):
+        name, image = images[i]
+        say(f"{name} ({k}/{len(scored)}): {W}x{H} px, {H // t_hr * (W // t_hr)} tiles")
         hr = _float_rgb(name, image)
-        H = (hr.shape[0] if max_side is None else min(hr.shape[0], max_side)) // t_hr * t_hr
-        W = (hr.shape[1] if max_side is None else min(hr.shape[1], max_side)) // t_hr * t_hr
         top, left = (hr.shape[0] - H) // 2, (hr.shape[1] - W) // 2
         hr = np.ascontiguousarray(hr[top:top + H, left:left + W], dtype=np.float32)
         lr = degrade(hr, deg, seed * 1000 + i)

@@ -12,7 +12,7 @@ from alignvar_edge.argtypes import DEFAULT_MAX_MEGAPIXELS, nonneg_float, nonneg_
 from alignvar_edge.cli_json import add_json_option, no_stale_result
 from alignvar_edge.errors import InputError
 from alignvar_edge.model.bundled import CHECKPOINT_HELP, DEFAULT_CHECKPOINT
-from alignvar_edge.progress import stage
+from alignvar_edge.progress import note, stage
 
 
 # what `train STAGE --help` says the stage does
@@ -234,7 +234,8 @@ def _evaluated(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     with stage(f"evaluating {args.checkpoint}" + (" with ablations" if args.ablations else "")):
         images, unreadable = load_eval_images(args.images, args.max_megapixels)
         result = evaluate(model, images, seed=args.seed,
-                          max_side=args.max_side, ablations=args.ablations, prune=prune, overlap=args.overlap)
+                          max_side=args.max_side, ablations=args.ablations, prune=prune, overlap=args.overlap,
+                          log=note)
     # a bare --json prints no warning text to its reader: the report itself names what it left out
     result["skipped_unreadable"] = [{"name": name, "reason": why} for name, why in unreadable]
     text = format_eval(result)
