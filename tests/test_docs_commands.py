@@ -48,6 +48,17 @@ def test_every_command_in_the_doc_parses(doc: Path, capsys: pytest.CaptureFixtur
     assert not wrong, "\n".join(wrong)
 
 
+def test_no_documented_train_command_warms_up_for_all_its_steps() -> None:
+    """README's `train decoder ... --steps 100` took the default --warmup 100: the tool's own warning
+    that the learning rate never reaches --lr, on a command the docs give."""
+    parser = build_parser()
+    trains = [(d.name, c) for d in DOCS for c in doc_commands(d) if c.split()[1] == "train"]
+    assert len(trains) >= 4
+    for doc, command in trains:
+        args = parser.parse_args(shlex.split(command)[1:])
+        assert args.warmup < args.steps, f"{doc}: {command}"
+
+
 # names the docs cite that belong to other tools (OpenVINO's runtime-info keys)
 FOREIGN_NAMES = {"disable_fp16_compression", "precise_0"}
 
