@@ -1363,3 +1363,23 @@ def test_checking_a_backend_named_for_a_kit_reads_its_manifest_once(kit, monkeyp
     with pytest.raises(InputError, match="is an ONNX export, which runs on onnxruntime or openvino, not on torch"):
         runtimes.check_backend(kit, "torch")
     assert read == [kit]
+
+
+def test_every_alignvar_edge_command_a_kit_readme_gives_parses(kit, export):
+    """The kit's README and TensorRT 11's fp16 refusal gave `alignvar-edge quantize --precision fp16
+    --target tensorrt`, without the export or --out: pasted, it failed on its arguments."""
+    import shlex
+
+    from alignvar_edge.cli import build_parser
+    with pytest.raises(InputError) as refused:
+        trt_plan.network_plan(11, "fp16", "fp32")
+    texts = [(kit / "README.md").read_text(), str(refused.value)]
+    # the commands to run (they write something), not the prose that names a verb ("written by `... build`")
+    commands = [c for text in texts for c in re.findall(r"[`'](alignvar-edge [^`']+)[`']", text) if "--out" in c]
+    assert any(" quantize " in c for c in commands), commands
+    for command in commands:
+        argv = shlex.split(command.replace("EXPORT", str(export)).replace("KIT", "kit"))[1:]
+        try:
+            build_parser().parse_args(argv)
+        except SystemExit:
+            pytest.fail(f"the README's command does not parse: {command}")

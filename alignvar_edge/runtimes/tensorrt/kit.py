@@ -399,8 +399,9 @@ def kit_readme(manifest: Manifest, precision: str, kit_precision: str, data: lis
     why_f32 = (f"\nUnder `--fp16`, {len(f32.get('layers') or [])} layers stay fp32 (`--layerPrecisions`, listed in full in "
                f"`{SCRIPT_FILE}`): {f32.get('source')}. "
                + ("The token path decides the tokens in fp32; the image (VQ decoder) computes in fp16. A "
-                  "searched half policy puts more in fp16: `alignvar-edge quantize --precision fp16 --target "
-                  "tensorrt`, then `build --half-policy-from`. " if f32.get("source") == "token path" else "")
+                  "searched half policy puts more in fp16: `alignvar-edge quantize EXPORT --calib builtin --precision fp16 "
+                  "--target tensorrt --out EXPORT-fp16`, then `alignvar-edge build EXPORT --target tensorrt --precision "
+                  "fp16 --half-policy-from EXPORT-fp16 --out KIT` (EXPORT: the export this kit came from). " if f32.get("source") == "token path" else "")
                + "`--noTF32` in every row: TensorRT computes fp32 layers in TF32 (fp16's mantissa) on "
                "Orin unless told not to.\n" if f32 else "")
     contract = (f"`{c.get('name')}` {c.get('dtype')} {c.get('layout')} {c.get('shape')}, {c.get('color_order')} "

@@ -72,8 +72,8 @@ def network_plan(trt_major: int, precision: str, artifact_precision: str,
         # strongly typed: the graph's own types decide; fp16 must already be in the ONNX
         if precision == "fp16" and artifact_precision != "fp16":
             raise InputError("TensorRT 11 builds strongly typed networks (no FP16 flag): build "
-                             "from an fp16 export (`alignvar-edge quantize --precision fp16 "
-                             "--target tensorrt`)")
+                             "from an fp16 export (`alignvar-edge quantize EXPORT --calib builtin --precision fp16 "
+                             "--target tensorrt --out EXPORT-fp16`)")
         return {"strongly_typed": True, "flags": [], "tf32": False}
     if precision == "fp16" and artifact_precision == "fp16":
         return {"strongly_typed": True, "flags": [], "tf32": False}
