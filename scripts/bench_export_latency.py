@@ -40,7 +40,7 @@ def main() -> int:
     from alignvar_edge.quantize.calibration.tiles import lr_tiles
     from alignvar_edge.export.onnx_export import export_onnx, run_single
     from alignvar_edge.export.random_model import random_model
-    from alignvar_edge.export.staged import make_session
+    from alignvar_edge.onnx_session import open_session
     from alignvar_edge.manifest import read_manifest
     from alignvar_edge.model.alignvar import load_pretrained
 
@@ -57,7 +57,7 @@ def main() -> int:
         art = export_onnx(model, Path(tmp.name) / "single", graph="single", batch=1, n_tiles=1)
     if args.threads:
         torch.set_num_threads(args.threads)
-    sess = make_session(art / "model.onnx", threads=args.threads)
+    sess = open_session(art / "model.onnx", threads=args.threads)
     batch = read_manifest(art).static_batch          # an --artifact's graph takes whole calls of its batch
     lr = lr_tiles(model.config, batch, seed=0)
     lr_t = torch.from_numpy(lr)

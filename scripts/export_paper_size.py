@@ -92,10 +92,10 @@ def ort_once(res: dict, out: Path, config: object) -> None:
     import numpy as np
 
     from alignvar_edge.quantize.calibration.tiles import lr_tiles
-    from alignvar_edge.export.staged import make_session
+    from alignvar_edge.onnx_session import open_session
 
     t0 = time.perf_counter()
-    sess = make_session(out / "model.onnx")
+    sess = open_session(out / "model.onnx")
     note(res, ort_load_s=round(time.perf_counter() - t0, 1), rss_after_ort_load_gb=round(peak_rss_gb(), 2))
     lr = lr_tiles(config, 1)  # type: ignore[arg-type]
     t0 = time.perf_counter()

@@ -31,7 +31,8 @@ from alignvar_edge.export import parity
 from alignvar_edge.export.inspect_artifact import format_inspection, inspect_artifact
 from alignvar_edge.export.lint import FORBIDDEN_OPS, lint_model
 from alignvar_edge.manifest import load_verified, read_manifest
-from alignvar_edge.export.staged import StagedRunner, make_session
+from alignvar_edge.export.staged import StagedRunner
+from alignvar_edge.onnx_session import open_session
 from alignvar_edge.model import AlignVARConfig
 from alignvar_edge.quantize.calibration.tiles import lr_tiles, tiles_hash
 
@@ -71,7 +72,7 @@ def test_single_graph_matches_pytorch(model, single_dir):
     assert m.parity["tiles"] == 4
     # fresh tiles (another seed) through an independent session
     lr = lr_tiles(model.config, 3, seed=7)
-    sess = make_session(single_dir / "model.onnx")
+    sess = open_session(single_dir / "model.onnx")
     ref_sr, ref_tok = reference(model, lr[:1])
     sr, tok = ox.run_single(sess, lr[:1])
     agree = parity.token_agreement(ref_tok, tok)
@@ -86,7 +87,7 @@ def test_staged_matches_pytorch_and_single(model, single_dir, staged_dir):
     assert set(m.graphs) == set(m.extra["stages"])
     assert m.extra["batch"] == 2 and m.graphs["cond"]["inputs"][0]["shape"] == [2, 3, 4, 4]
     runner = StagedRunner.load(staged_dir)
-    sess = make_session(single_dir / "model.onnx")
+    sess = open_session(single_dir / "model.onnx")
     for lr in lr_tiles(model.config, 4, seed=3).reshape(2, 2, 3, 4, 4):     # staged graphs: batch 2
         sr_s, tok_s = runner.run(lr)
         assert set(runner.last_timings) == set(runner.stages)

@@ -15,7 +15,8 @@ from alignvar_edge.export import onnx_export as ox
 from alignvar_edge.export import parity
 from alignvar_edge.manifest import load_verified
 from alignvar_edge.export.random_model import random_model
-from alignvar_edge.export.staged import StagedRunner, make_session
+from alignvar_edge.export.staged import StagedRunner
+from alignvar_edge.onnx_session import open_session
 from alignvar_edge.model.alignvar import load_pretrained
 from alignvar_edge.model.checkpoint import PRETRAINED_DIR, WEIGHTS_FILE
 from alignvar_edge.quantize.calibration.tiles import lr_tiles
@@ -56,7 +57,7 @@ def test_staged_equals_single(model, single_dir, staged_dir):
     w1, ws = (load_verified(d).model.weights_sha256 for d in (single_dir, staged_dir))
     assert w1 == ws, "the bundled checkpoint changed between the two exports; re-run"
     runner = StagedRunner.load(staged_dir)
-    sess = make_session(single_dir / "model.onnx")
+    sess = open_session(single_dir / "model.onnx")
     lr = lr_tiles(model.config, 2, seed=11)
     for tile in lr[:, None]:
         sr_1, tok_1 = ox.run_single(sess, tile)

@@ -100,12 +100,12 @@ def test_search_reaches_the_target_with_few_groups_in_float(int8_ort: Path, expo
 
 def test_int8_artifact_passes_export_checks_and_records_recipe(int8_ort: Path, export: Path) -> None:
     from alignvar_edge.export.onnx_export import check_graph
-    from alignvar_edge.export.staged import make_session
+    from alignvar_edge.onnx_session import open_session
 
     m = load_verified(int8_ort)
     path = int8_ort / "model.onnx"
     check_graph(path)                                      # onnx.checker full + forbidden constructs
-    sess = make_session(path)
+    sess = open_session(path)
     assert [o.name for o in sess.get_outputs()][0] == "sr"
     src = load_verified(export)
     cs = calibration_set("builtin", src.config, 8, 8, 0)

@@ -31,7 +31,8 @@ from alignvar_edge.export.lint import forbidden_constructs
 from alignvar_edge.graph_names import GRAPH_FORMS, INPUT, NOISE
 from alignvar_edge.manifest import ModelInfo, ModelSource, artifact_dir, check_out, listed_file, load_verified, new_manifest, write_manifest
 from alignvar_edge.export.parity import ParityReport, check_parity, compare
-from alignvar_edge.export.staged import StagedRunner, make_session
+from alignvar_edge.export.staged import StagedRunner
+from alignvar_edge.onnx_session import open_session
 from alignvar_edge.model.alignvar import AlignVAR, load_pretrained
 from alignvar_edge.model.checkpoint import checkpoint_source, training_stage, weights_sha256
 from alignvar_edge.model.pruning import effective_prune, pruning
@@ -212,7 +213,7 @@ def validate(model: AlignVAR, root: Path, graph: str, batches: list[np.ndarray],
 
     t0 = time.perf_counter()
     if graph == "single":
-        sess = make_session(root / "model.onnx")
+        sess = open_session(root / "model.onnx")
         run = lambda lr, noise: run_single(sess, lr, noise)  # noqa: E731
     else:
         runner = StagedRunner(root, model.config.num_scales)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -22,13 +21,7 @@ from alignvar_edge.manifest import load_verified
 from alignvar_edge.model import rollout
 from alignvar_edge.onnx_session import open_session
 
-__all__ = ["StagedRunner", "make_session"]
-
-
-def make_session(path: str | os.PathLike[str], providers: list[str] | None = None,
-                 threads: int | None = None) -> Any:
-    """An ONNX Runtime session (CPU unless providers say otherwise)."""
-    return open_session(path, providers, threads)
+__all__ = ["StagedRunner"]
 
 
 class StagedRunner:
@@ -39,7 +32,7 @@ class StagedRunner:
         root = Path(root)
         self.num_scales = num_scales
         self.stages = ["cond", *[f"step_{k}" for k in range(num_scales)], "decode"]
-        self.sessions = {s: make_session(root / f"{s}.onnx", providers, threads) for s in self.stages}
+        self.sessions = {s: open_session(root / f"{s}.onnx", providers, threads) for s in self.stages}
         self.inputs = {s: [i.name for i in sess.get_inputs()] for s, sess in self.sessions.items()}
         self.outputs = {s: [o.name for o in sess.get_outputs()] for s, sess in self.sessions.items()}
         self._last_h: np.ndarray | None = None     # a step's hidden states for a pruned next step

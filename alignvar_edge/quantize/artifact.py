@@ -29,7 +29,7 @@ from alignvar_edge.caller import option
 from alignvar_edge.errors import ArtifactError, ConfigError, InputError, ParityError
 from alignvar_edge.export import onnx_io
 from alignvar_edge.export.onnx_export import check_graph, graph_io
-from alignvar_edge.export.staged import make_session
+from alignvar_edge.onnx_session import open_session
 from alignvar_edge.manifest import (MANIFEST_FILE, BuiltFrom, Manifest, artifact_dir, check_out, listed_bytes,
                                     listed_file, load_verified, new_manifest, recorded_path, sha256_file,
                                     write_manifest)
@@ -403,7 +403,7 @@ def _write(src: Path, out: Path, m: Manifest, model: onnx.ModelProto, model_path
         external = onnx_io.is_large(model)
         onnx_io.save(model, path, external)
         check_graph(path)              # the export-time checks: onnx.checker (full) + forbidden constructs
-        make_session(path)             # and ONNX Runtime loads it
+        open_session(path)             # and ONNX Runtime loads it
         out_bytes = sum(p.stat().st_size for p in tmp.iterdir() if p.is_file())
         parity = {"reference": f"fp32 engine of {src.name} (onnxruntime CPU) on the validation split",
                   "target_met": result.met, "validation": result.fidelity.to_dict(),
