@@ -1,4 +1,5 @@
-"""torch -> ONNX export of the AlignVAR rollout (single and staged graphs), parity, manifest, lint.
+"""torch -> ONNX export of the AlignVAR rollout (single and staged graphs), parity, lint, inspect
+(the manifest each export writes is the core layer's `manifest.py`).
 
 Public names are imported lazily so that `alignvar-edge --help` and manifest-only users do not pay
 for importing torch and the exporter.
