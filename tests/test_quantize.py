@@ -21,6 +21,7 @@ import torch
 from _runtime_fixtures import cache_root, cached_export
 from torch import nn
 
+from alignvar_edge.caller import command_line
 from alignvar_edge.cpuinfo import has_vnni
 from alignvar_edge.errors import ConfigError, InputError, OutputExistsError
 from alignvar_edge.manifest import load_verified
@@ -515,7 +516,7 @@ def test_options_the_chosen_pass_does_not_read_are_refused(export: Path, tmp_pat
 
     for opts, flag in ((dict(precision="fp16", float_copy_weights="fp32"), "--float-copy-weights"),
                        (dict(precision="fp16", method="entropy"), "--method"),
-                       (dict(precision="fp16", reduce_range=False), "--reduce-range"),
+                       (dict(precision="fp16", reduce_range=False), "--no-reduce-range"),
                        (dict(percentile=99.0), "--percentile"),
                        (dict(target="openvino", fidelity=FidelityTarget(0.999, 0.1)), "--min-token-agreement"),
                        (dict(target="coreml", search=False), "--no-search"),
@@ -525,7 +526,7 @@ def test_options_the_chosen_pass_does_not_read_are_refused(export: Path, tmp_pat
                        (dict(target="coreml", tiles=8), "--tiles applies where a calibration set is read"),
                        (dict(target="coreml", precision="fp16", seed=1), "--seed"),
                        (dict(target="openvino", precision="fp16", calib="/nonexistent"), "--calib")):
-        with pytest.raises(ConfigError, match=flag):
+        with command_line(), pytest.raises(ConfigError, match=flag):        # as the verb words it
             QuantizeOptions(**opts).validate()
     out = tmp_path / "fp16"
     assert main(["quantize", str(export), "--precision", "fp16", "--float-copy-weights", "fp32",

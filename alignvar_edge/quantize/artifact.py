@@ -93,19 +93,29 @@ class QuantizeOptions:
             # `--min-token-agreement 0.99` where it is not read is refused like 0.999: its user believes
             # the target held
             return attr in self.given or getattr(self, attr) != getattr(default, attr)
-        changed = [flag for attr, flag in _PASS_FLAGS if set_(attr)]
+        changed = [attr for attr in _PASS_OPTIONS if set_(attr)]
         if quantized_in_build(self.target) and changed:
-            raise ConfigError(f"{changed[0]} applies to --target onnxruntime|tensorrt only: --target "
-                              f"{self.target} quantizes with its own tool")
-        unread = [flag for attr, flag in _CALIBRATION_FLAGS if set_(attr)]
+            own_pass = " or ".join(option("target", t) for t in TARGETS if not quantized_in_build(t))
+            raise ConfigError(f"{self._named(changed[0])} applies to {own_pass} only: "
+                              f"{option('target', self.target)} quantizes with its own tool")
+        unread = [attr for attr in _CALIBRATION_OPTIONS if set_(attr)]
         if unread and not self.reads_calibration:
-            raise ConfigError(f"{unread[0]} applies where a calibration set is read: --target {self.target} "
-                              f"--precision {self.precision} uses none; leave it out")
-        int8_only = [f for f in changed if f in _INT8_FLAGS]
+            raise ConfigError(f"{self._named(unread[0])} applies where a calibration set is read: "
+                              f"{option('target', self.target)} {option('precision', self.precision)} uses none; "
+                              "leave it out")
+        int8_only = [attr for attr in changed if attr in _INT8_OPTIONS]
         if self.precision != "int8" and int8_only:
-            raise ConfigError(f"{int8_only[0]} applies to --precision int8 only")
+            raise ConfigError(f"{self._named(int8_only[0])} applies to {option('precision', 'int8')} only")
         if set_("percentile") and self.method != "percentile":
-            raise ConfigError("--percentile applies to --method percentile only")
+            raise ConfigError(f"{option('percentile')} applies to {option('method', 'percentile')} only")
+
+    def _named(self, attr: str) -> str:
+        """Option `attr` as the caller spells it; a switch as it was set (--no-search, --no-reduce-range),
+        `fidelity` as the two options that set it."""
+        if attr == "fidelity":
+            return f"{option('min_token_agreement')}/{option('max_psnr_drop')}"
+        value = getattr(self, attr)
+        return option(attr, value) if isinstance(value, bool) else option(attr)
 
     @property
     def reads_calibration(self) -> bool:
@@ -116,16 +126,13 @@ class QuantizeOptions:
         return backend_recipe(self.target, engine_precision(self.target, self.precision) or self.precision).calibration
 
 
-# options read only by this package's own ONNX pass (not by openvino's or coreml's tools), with
-# their flags; the int8 ones are not read by the fp16 pass either. The validation split is the
-# search's judge: openvino and coreml builds judge on their own held-out tiles instead
-_PASS_FLAGS = (("val_tiles", "--val-tiles"), ("method", "--method"), ("percentile", "--percentile"),
-               ("reduce_range", "--reduce-range/--no-reduce-range"),
-               ("float_copy_weights", "--float-copy-weights"), ("search", "--no-search"),
-               ("fidelity", "--min-token-agreement/--max-psnr-drop"))
+# options read only by this package's own ONNX pass (not by openvino's or coreml's tools); the int8
+# ones are not read by the fp16 pass either. The validation split is the search's judge: openvino
+# and coreml builds judge on their own held-out tiles instead
+_PASS_OPTIONS = ("val_tiles", "method", "percentile", "reduce_range", "float_copy_weights", "search", "fidelity")
 # what picks the calibration set: refused where no calibration set is read (QuantizeOptions.reads_calibration)
-_CALIBRATION_FLAGS = (("calib", "--calib"), ("tiles", "--tiles"), ("seed", "--seed"))
-_INT8_FLAGS = frozenset({"--method", "--percentile", "--reduce-range/--no-reduce-range", "--float-copy-weights"})
+_CALIBRATION_OPTIONS = ("calib", "tiles", "seed")
+_INT8_OPTIONS = frozenset({"method", "percentile", "reduce_range", "float_copy_weights"})
 
 
 class FloatGroups(list[str]):
