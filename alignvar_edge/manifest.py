@@ -669,7 +669,8 @@ def _read_json(root: Path) -> dict[str, Any]:
                  "pass the engine directory it came from (the package with manifest.json and the golden outputs), "
                  "as `alignvar-edge build --target coreml` wrote it")
         raise ArtifactError(f"'{root}' is a Core ML package, not an engine directory: {where}")
-    if not path.is_file() and (root / "config.json").is_file() and (root / "model.safetensors").is_file():
+    from alignvar_edge.model.bundled import checkpoint_files_in
+    if not path.is_file() and checkpoint_files_in(root):
         raise ArtifactError(f"'{root}' is a model checkpoint, not an exported artifact; export it first "
                             f"(`alignvar-edge export {root} --out DIR`), or describe it with `alignvar-edge info {root}`")
     if os.path.lexists(path):

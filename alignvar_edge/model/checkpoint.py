@@ -24,7 +24,7 @@ from alignvar_edge.errors import CheckpointError
 from alignvar_edge.fsmodes import as_write_error, hidden_prefix, publish_mode, replace_dir
 from alignvar_edge.lazy import lazy_import
 from alignvar_edge.manifest import MANIFEST_FILE, RUN_FILE, ModelSource, sha256_file
-from alignvar_edge.model.bundled import BUNDLED, PRETRAINED_DIR
+from alignvar_edge.model.bundled import BUNDLED, CONFIG_FILE, PRETRAINED_DIR, WEIGHTS_FILE, checkpoint_files_in
 from alignvar_edge.model.config import AlignVARConfig, ConfigValueError
 
 # names, configs and sources need no PyTorch (a device install reads them); tensors do
@@ -33,8 +33,6 @@ if TYPE_CHECKING:
 else:
     torch = lazy_import("torch")
 
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
 TRAINING_FILE = "training.json"      # how it was made (`import` records the upstream files here)
 TORCH_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".tar")   # torch.save files: `import` converts them
 # the selftest's golden outputs (runtimes/golden.py): beside the weights, where make_golden writes
@@ -77,7 +75,7 @@ def is_checkpoint(path: str | os.PathLike[str]) -> bool:
     p = Path(path)
     if (p / MANIFEST_FILE).is_file():     # even a folder named as a bundled model is then an artifact
         return False
-    return str(path) in BUNDLED or (p.is_dir() and (p / CONFIG_FILE).is_file() and (p / WEIGHTS_FILE).is_file())
+    return str(path) in BUNDLED or checkpoint_files_in(p)
 
 
 def resolve_checkpoint_dir(name_or_dir: str | os.PathLike[str]) -> Path:
