@@ -507,3 +507,6 @@ def test_export_deploy_and_bench_load_a_model_by_one_rule(tmp_path: Path, capsys
         err = capsys.readouterr().err.strip()
         assert rc == 2 and err == f"alignvar-edge {verb}: error: pass either a checkpoint or --preset, not both", err
         assert not (tmp_path / verb).exists()
+    # info (a preset's shapes, no weights) refuses both by the same rule, in the same words
+    assert cli.main(["info", "alignvar-tiny", "--preset", "micro", "--no-flops"]) == 2
+    assert capsys.readouterr().err.strip() == "alignvar-edge info: error: pass either a checkpoint or --preset, not both"

@@ -6,11 +6,10 @@ import os
 import torch
 
 from alignvar_edge.caller import option
-from alignvar_edge.errors import CheckpointError, InputError
+from alignvar_edge.errors import CheckpointError
 from alignvar_edge.manifest import ModelSource
 from alignvar_edge.model.alignvar import AlignVAR, load_pretrained
-from alignvar_edge.model.bundled import DEFAULT_CHECKPOINT
-from alignvar_edge.model.checkpoint import checkpoint_source
+from alignvar_edge.model.checkpoint import checkpoint_source, chosen_checkpoint
 from alignvar_edge.model.config import AlignVARConfig
 
 __all__ = ["HEAD_GAIN", "load_model", "random_model"]
@@ -37,11 +36,9 @@ def load_model(checkpoint: str | os.PathLike[str] | None = None, preset: str | N
     """(model, name, where its weights came from) for `export`, `deploy` and `bench`: the preset with
     seeded random weights (named NAME-random), else the checkpoint, by default the bundled model.
     `hashed`: record the checkpoint's SHA-256s in the source (an artifact's proof of its weights)."""
-    if checkpoint and preset:
-        raise InputError(f"pass either a checkpoint or {option('preset')}, not both")
+    ckpt = chosen_checkpoint(checkpoint, preset)
     if preset:
         return random_model(preset, seed=seed), f"{preset}-random", ModelSource.preset(preset, seed)
-    ckpt = str(checkpoint or DEFAULT_CHECKPOINT)
     try:
         model = load_pretrained(ckpt)
     except CheckpointError as e:

@@ -20,11 +20,12 @@ from safetensors import SafetensorError, safe_open
 
 from alignvar_edge import jsonsafe
 from alignvar_edge.caller import option, python_call
-from alignvar_edge.errors import CheckpointError
+from alignvar_edge.errors import CheckpointError, InputError
 from alignvar_edge.fsmodes import as_write_error, hidden_prefix, publish_mode, replace_dir
 from alignvar_edge.lazy import lazy_import
 from alignvar_edge.manifest import MANIFEST_FILE, RUN_FILE, ModelSource, sha256_file
-from alignvar_edge.model.bundled import BUNDLED, CONFIG_FILE, PRETRAINED_DIR, WEIGHTS_FILE, checkpoint_files_in
+from alignvar_edge.model.bundled import (BUNDLED, CONFIG_FILE, DEFAULT_CHECKPOINT, PRETRAINED_DIR, WEIGHTS_FILE,
+                                         checkpoint_files_in)
 from alignvar_edge.model.config import AlignVARConfig, ConfigValueError
 
 # names, configs and sources need no PyTorch (a device install reads them); tensors do
@@ -76,6 +77,14 @@ def is_checkpoint(path: str | os.PathLike[str]) -> bool:
     if (p / MANIFEST_FILE).is_file():     # even a folder named as a bundled model is then an artifact
         return False
     return str(path) in BUNDLED or checkpoint_files_in(p)
+
+
+def chosen_checkpoint(checkpoint: str | os.PathLike[str] | None, preset: str | None) -> str:
+    """The checkpoint that a verb taking either a checkpoint or a preset loads where no preset is
+    given: `checkpoint`, by default the bundled model. Both given is refused: one would be ignored."""
+    if checkpoint and preset:
+        raise InputError(f"pass either a checkpoint or {option('preset')}, not both")
+    return str(checkpoint or DEFAULT_CHECKPOINT)
 
 
 def resolve_checkpoint_dir(name_or_dir: str | os.PathLike[str]) -> Path:

@@ -109,17 +109,16 @@ def run_demo_cmd(args: argparse.Namespace) -> int:
 
 def run_info(args: argparse.Namespace) -> int:
     from alignvar_edge.model.alignvar import load_pretrained
+    from alignvar_edge.model.checkpoint import chosen_checkpoint
     from alignvar_edge.model.config import AlignVARConfig
     from alignvar_edge.model.info import format_info, meta_model, model_info
 
     with no_stale_result(args.json, {"info": str(args.preset or args.checkpoint or DEFAULT_CHECKPOINT)}) as result:
-        if args.preset and args.checkpoint:
-            raise InputError("give either a checkpoint or --preset, not both")
-        if args.preset:
+        checkpoint = chosen_checkpoint(args.checkpoint, args.preset)
+        if args.preset:         # its shapes alone: no weights are drawn
             model = meta_model(AlignVARConfig.from_preset(args.preset))
         else:
-            model = load_pretrained(args.checkpoint or DEFAULT_CHECKPOINT)
-        info = model_info(model, with_flops=not args.no_flops, name=None if args.preset else
-                          str(args.checkpoint or DEFAULT_CHECKPOINT))
+            model = load_pretrained(checkpoint)
+        info = model_info(model, with_flops=not args.no_flops, name=None if args.preset else checkpoint)
         result.emit(info, format_info(info))
     return 0
