@@ -2,7 +2,8 @@
 and outputs, `lr` [, `noise`] -> `sr`, `tokens_0..tokens_{K-1}`.
 
 One owner for every layer that makes a graph (export, quantize), describes it (the manifest's
-input contract) or runs it (runtimes): renaming or adding an input, or adding a form, is one change here.
+input contract) or runs it (runtimes): renaming or adding an input is one change here. A new form
+is more: its graphs (export/graphs.py), and how each layer that branches on the form reads it.
 """
 from __future__ import annotations
 

@@ -112,6 +112,18 @@ def _all_graphs(*dirs):
             yield f, onnx.load(str(f))
 
 
+def test_each_graph_form_makes_its_own_graphs_and_no_other_form_gets_them(model):
+    """A form that is neither single nor staged (one added to GRAPH_FORMS without its graphs) got the
+    staged graphs under its own label: it is refused, and each form gets its graphs."""
+    from alignvar_edge.errors import ConfigError
+    from alignvar_edge.export.graphs import specs_for
+    assert [s.name for s in specs_for(model, "single", 1)] == ["model"]
+    k = model.config.num_scales
+    assert [s.name for s in specs_for(model, "staged", 1)] == ["cond", *(f"step_{i}" for i in range(k)), "decode"]
+    with pytest.raises(ConfigError, match=r"^no graphs are made for the form 'tiled'; forms with graphs: single, staged$"):
+        specs_for(model, "tiled", 1)
+
+
 def test_no_control_flow_random_complex_or_infinite(single_dir, staged_dir):
     for path, m in _all_graphs(single_dir, staged_dir):
         ops = {n.op_type for n in m.graph.node}

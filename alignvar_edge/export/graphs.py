@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from alignvar_edge.errors import ConfigError
 from alignvar_edge.graph_names import INPUT, NOISE, SR, token_name, token_names
 from alignvar_edge.model.alignvar import AlignVAR
 from alignvar_edge.model.pruning import keep_counts
@@ -158,6 +159,13 @@ def staged_specs(model: AlignVAR, batch: int, refine: bool = True) -> list[Graph
     return stages.specs
 
 
+# the graphs each form of graph_names.GRAPH_FORMS is made of: a form added there needs its row here
+_SPECS_OF_FORM = {"single": single_spec, "staged": staged_specs}
+
+
 def specs_for(model: AlignVAR, graph: str, batch: int, refine: bool = True) -> list[GraphSpec]:
-    """The graphs of a form of `graph_names.GRAPH_FORMS` (`export_onnx` refuses any other)."""
-    return (single_spec if graph == "single" else staged_specs)(model, batch, refine)
+    """The graphs of form `graph` (`export_onnx` refuses a form outside GRAPH_FORMS first)."""
+    if graph not in _SPECS_OF_FORM:      # never another form's graphs under this form's label
+        raise ConfigError(f"no graphs are made for the form {graph!r}; forms with graphs: "
+                          f"{', '.join(_SPECS_OF_FORM)}")
+    return _SPECS_OF_FORM[graph](model, batch, refine)
