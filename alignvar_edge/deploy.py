@@ -85,9 +85,11 @@ class DeployOptions:
         if self.batch is not None and self.export:
             raise InputError(f"{option('batch', self.batch)} and {option('export', self.export)} conflict: a reused "
                              "export keeps its own batch; leave one of them out")
-        if (self.runs is not None and self.runs < 1) or (self.warmup is not None and self.warmup < 0):
-            raise InputError(f"runs must be >= 1 and warmup >= 0; got {option('runs', self.runs)}, "
-                             f"{option('warmup', self.warmup)}")
+        # None: the bench's default; only the option that is wrong is named
+        if self.runs is not None and self.runs < 1:
+            raise InputError(f"{option('runs', self.runs)} must be >= 1")
+        if self.warmup is not None and self.warmup < 0:
+            raise InputError(f"{option('warmup', self.warmup)} must be >= 0")
         if self.threads is not None:             # the bench refuses it too, but only after the builds
             from alignvar_edge.bench.host import run_threads
             from alignvar_edge.cpuinfo import cpu_info
