@@ -1,5 +1,6 @@
-"""The names of AlignVAR's graphs: the forms an export takes (`GRAPH_FORMS`) and a graph's inputs
-and outputs, `lr` [, `noise`] -> `sr`, `tokens_0..tokens_{K-1}`.
+"""The names of AlignVAR's graphs: the forms an export takes (`GRAPH_FORMS`), a graph's inputs
+and outputs, `lr` [, `noise`] -> `sr`, `tokens_0..tokens_{K-1}`, and the staged form's graphs
+(`cond`, `step_k`, `decode`) with the state they hand on (`f_hat`, `kv`, ...).
 
 One owner for every layer that makes a graph (export, quantize), describes it (the manifest's
 input contract) or runs it (runtimes): renaming or adding an input is one change here. A new form
@@ -7,7 +8,9 @@ is more: its graphs (export/graphs.py), and how each layer that branches on the 
 """
 from __future__ import annotations
 
-__all__ = ["GRAPH_FORMS", "INPUT", "NOISE", "SR", "is_token_name", "token_name", "token_names", "token_scale"]
+__all__ = ["COND", "COND_GRAPH", "DECODE_GRAPH", "F_HAT", "F_HAT_OUT", "GRAPH_FORMS", "GUIDE", "H_OUT", "INPUT", "KV",
+           "KV_OUT", "LAST_H", "NOISE", "PREFIX", "SR", "is_token_name", "staged_graph_names", "step_name",
+           "token_name", "token_names", "token_scale"]
 
 # single: one graph, the whole rollout unrolled; staged: cond, step_k and decode, driven by a host loop
 GRAPH_FORMS = ("single", "staged")
@@ -16,6 +19,15 @@ INPUT, SR = "lr", "sr"
 NOISE = "noise"          # the refiner's sampler noise (graphs exported with VARSR's refiner)
 
 _TOKENS = "tokens"
+
+# the staged form: cond(lr) -> cond, guide, kv (prefix: VARSR's layout); step_k(f_hat, kv | prefix, cond,
+# guide [, last_h] [, noise]) -> tokens_k, f_hat_out [, kv_out] [, h_out]; decode(f_hat, lr) -> sr
+COND_GRAPH, DECODE_GRAPH = "cond", "decode"
+COND, GUIDE = "cond", "guide"            # the conditioning every step reads
+F_HAT, F_HAT_OUT = "f_hat", "f_hat_out"  # the latent summed over the scales so far
+KV, KV_OUT = "kv", "kv_out"              # the key/value cache, handed from one step to the next
+PREFIX = "prefix"                        # step 0's state where the LR tokens are a joint prefix (VARSR)
+LAST_H, H_OUT = "last_h", "h_out"        # hidden states handed to a pruned next scale
 
 
 def token_name(k: int) -> str:
@@ -37,3 +49,13 @@ def token_scale(name: str) -> int | None:
 def is_token_name(name: str) -> bool:
     """Whether `name` is a graph output `token_name` made."""
     return token_scale(name) is not None
+
+
+def step_name(k: int) -> str:
+    """The staged graph of scale k."""
+    return f"step_{k}"
+
+
+def staged_graph_names(num_scales: int) -> list[str]:
+    """The staged form's graphs in the order they run."""
+    return [COND_GRAPH, *(step_name(k) for k in range(num_scales)), DECODE_GRAPH]

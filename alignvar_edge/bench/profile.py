@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 from alignvar_edge.export.staged import StagedRunner
+from alignvar_edge.graph_names import COND_GRAPH, DECODE_GRAPH, step_name
 
 from alignvar_edge.model.rollout import ModelStages, run
 from alignvar_edge.manifest import prune_text
@@ -56,8 +57,8 @@ def staged_ort_times(artifact: str | Path, lr: np.ndarray, runs: int = 3,
 
     runner = StagedRunner.load(artifact, threads=threads)
     x = np.ascontiguousarray(lr[: runner.batch], np.float32)
-    rename: dict[str, str] = {"cond": "conditioning", "decode": "decoder"}
-    rename.update({f"step_{k}": f"scale_{k}" for k in range(runner.num_scales)})
+    rename: dict[str, str] = {COND_GRAPH: "conditioning", DECODE_GRAPH: "decoder"}
+    rename.update({step_name(k): f"scale_{k}" for k in range(runner.num_scales)})
 
     def once() -> dict[str, float]:
         runner.run(x)

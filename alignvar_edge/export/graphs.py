@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 from alignvar_edge.errors import ConfigError
-from alignvar_edge.graph_names import INPUT, NOISE, SR, token_name, token_names
+from alignvar_edge.graph_names import (COND, COND_GRAPH, DECODE_GRAPH, F_HAT, F_HAT_OUT, GUIDE, H_OUT, INPUT, KV,
+                                      KV_OUT, LAST_H, NOISE, PREFIX, SR, step_name, token_name, token_names)
 from alignvar_edge.model.alignvar import AlignVAR
 from alignvar_edge.model.pruning import keep_counts
 from alignvar_edge.model.rollout import Context, ModelStages, run
@@ -124,30 +125,30 @@ class _StagedSpecs:
     def __init__(self, model: AlignVAR):
         self.model = model
         self.num_scales = model.config.num_scales
-        self.first = "prefix" if model.joint_prefix else "kv"    # the state step 0 takes
+        self.first = PREFIX if model.joint_prefix else KV    # the state step 0 takes
         self.specs: list[GraphSpec] = []
         self.last_h: torch.Tensor | None = None      # handed to the next step when it is pruned
 
     def start(self, lr: torch.Tensor) -> tuple[Context, torch.Tensor, torch.Tensor]:
         graph = CondGraph(self.model)
         cond, guide, state = graph(lr)
-        self.specs.append(GraphSpec("cond", graph, {INPUT: lr}, ["cond", "guide", self.first]))
+        self.specs.append(GraphSpec(COND_GRAPH, graph, {INPUT: lr}, [COND, GUIDE, self.first]))
         return Context(cond, guide), state, ModelStages(self.model).zero_latent(lr)
 
     def step(self, k: int, f_hat: torch.Tensor, kv: torch.Tensor, ctx: Context,
              noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, None]:
         graph = StepGraph(self.model, k)
-        inputs = {"f_hat": f_hat, self.first if k == 0 else "kv": kv, "cond": ctx.cond_BD, "guide": ctx.guide_B1hw,
-                  **({"last_h": self.last_h} if graph.takes_h else {}),
+        inputs = {F_HAT: f_hat, self.first if k == 0 else KV: kv, COND: ctx.cond_BD, GUIDE: ctx.guide_B1hw,
+                  **({LAST_H: self.last_h} if graph.takes_h else {}),
                   **({} if noise is None else {NOISE: noise})}
-        outputs = [token_name(k), "f_hat_out"] + ([] if graph.last else ["kv_out"]) + (["h_out"] if graph.gives_h else [])
-        self.specs.append(GraphSpec(f"step_{k}", graph, inputs, outputs))
+        outputs = [token_name(k), F_HAT_OUT] + ([] if graph.last else [KV_OUT]) + ([H_OUT] if graph.gives_h else [])
+        self.specs.append(GraphSpec(step_name(k), graph, inputs, outputs))
         out = graph(*inputs.values())
         self.last_h = out[-1] if graph.gives_h else None
         return out[0], out[1], None if graph.last else out[2], None
 
     def finish(self, f_hat: torch.Tensor, lr: torch.Tensor) -> None:
-        self.specs.append(GraphSpec("decode", DecodeGraph(self.model), {"f_hat": f_hat, INPUT: lr}, [SR]))
+        self.specs.append(GraphSpec(DECODE_GRAPH, DecodeGraph(self.model), {F_HAT: f_hat, INPUT: lr}, [SR]))
 
 
 @torch.no_grad()

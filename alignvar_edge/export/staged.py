@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from alignvar_edge.errors import ArtifactError, InputError
-from alignvar_edge.graph_names import INPUT, NOISE, token_name
+from alignvar_edge.graph_names import (COND, COND_GRAPH, DECODE_GRAPH, F_HAT, F_HAT_OUT, GUIDE, H_OUT, INPUT, KV,
+                                      KV_OUT, LAST_H, NOISE, PREFIX, staged_graph_names, step_name, token_name)
 from alignvar_edge.manifest import load_verified
 from alignvar_edge.model import rollout
 from alignvar_edge.onnx_session import open_session
@@ -31,14 +32,14 @@ class StagedRunner:
                  providers: list[str] | None = None, threads: int | None = None):
         root = Path(root)
         self.num_scales = num_scales
-        self.stages = ["cond", *[f"step_{k}" for k in range(num_scales)], "decode"]
+        self.stages = staged_graph_names(num_scales)
         self.sessions = {s: open_session(root / f"{s}.onnx", providers, threads) for s in self.stages}
         self.inputs = {s: [i.name for i in sess.get_inputs()] for s, sess in self.sessions.items()}
         self.outputs = {s: [o.name for o in sess.get_outputs()] for s, sess in self.sessions.items()}
         self._last_h: np.ndarray | None = None     # a step's hidden states for a pruned next step
-        f_hat = self.sessions["step_0"].get_inputs()[0]
+        f_hat = self.sessions[step_name(0)].get_inputs()[0]
         self.f_hat_shape = tuple(int(d) for d in f_hat.shape)
-        self.batch = int(self.sessions["cond"].get_inputs()[0].shape[0])
+        self.batch = int(self.sessions[COND_GRAPH].get_inputs()[0].shape[0])
         self.last_timings: dict[str, float] = {}
 
     @classmethod
@@ -72,23 +73,24 @@ class StagedRunner:
 
     # the rollout's stages (alignvar_edge.model.rollout), one session each
     def start(self, lr: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray, np.ndarray]:
-        cond, guide, state = self._run("cond", {INPUT: lr})
+        cond, guide, state = self._run(COND_GRAPH, {INPUT: lr})
         return (cond, guide), state, np.zeros(self.f_hat_shape, np.float32)
 
     def step(self, k: int, f_hat: np.ndarray, state: np.ndarray, ctx: tuple[np.ndarray, np.ndarray],
              noise: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, None]:
         cond, guide = ctx
         # step_0 of VARSR's layout names its state input `prefix`; both are cond's third output
-        feeds = {"f_hat": f_hat, "kv": state, "prefix": state, "cond": cond, "guide": guide}
+        feeds = {F_HAT: f_hat, KV: state, PREFIX: state, COND: cond, GUIDE: guide}
         if noise is not None:
             feeds[NOISE] = noise
-        if "last_h" in self.inputs[f"step_{k}"]:          # a pruned scale restores from the step before
+        stage = step_name(k)
+        if LAST_H in self.inputs[stage]:          # a pruned scale restores from the step before
             assert self._last_h is not None, "the step before a pruned scale hands on its hidden states"
-            feeds["last_h"] = self._last_h
-        out = dict(zip(self.outputs[f"step_{k}"], self._run(f"step_{k}", feeds)))
-        self._last_h = out.get("h_out")
-        return out[token_name(k)], out["f_hat_out"], out.get("kv_out"), None
+            feeds[LAST_H] = self._last_h
+        out = dict(zip(self.outputs[stage], self._run(stage, feeds)))
+        self._last_h = out.get(H_OUT)
+        return out[token_name(k)], out[F_HAT_OUT], out.get(KV_OUT), None
 
     def finish(self, f_hat: np.ndarray, lr: np.ndarray) -> np.ndarray:
-        (sr,) = self._run("decode", {"f_hat": f_hat, INPUT: lr})
+        (sr,) = self._run(DECODE_GRAPH, {F_HAT: f_hat, INPUT: lr})
         return sr
