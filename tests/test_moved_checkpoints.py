@@ -38,6 +38,21 @@ def test_an_engine_that_recorded_the_bundled_model_at_a_gone_path_finds_it_by_co
     assert cli(["compare", str(engine), "--limit", "1", "--max-size", "48"]) == 0
 
 
+def test_the_bundled_model_is_recognised_by_its_files_as_they_are_now(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its SHA-256s were kept for the process: a bundled model changed in place (a reinstall of
+    another version) was still recognised by the content it no longer had."""
+    from alignvar_edge.model import checkpoint
+    install = tmp_path / "pretrained"
+    shutil.copytree(BUNDLED_DIR, install / "alignvar-tiny")
+    monkeypatch.setattr(checkpoint, "PRETRAINED_DIR", install)
+    recorded = checkpoint_source(BUNDLED_DIR).sha256
+    assert checkpoint.bundled_by_content(recorded) == "alignvar-tiny"
+    config = install / "alignvar-tiny" / "config.json"
+    config.write_text(config.read_text().replace("{", '{"edited": 1, ', 1))
+    assert checkpoint.bundled_by_content(recorded) is None
+
+
 def test_a_moved_checkpoint_is_named_as_gone_with_the_way_on(tmp_path: Path,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
     ckpt = tmp_path / "ck"
@@ -92,6 +107,28 @@ def test_resume_finds_a_renamed_init_by_its_content(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=f"no longer at '{tmp_path / 'vqA' / 'final'}'.*put it back there"):
         _train(tmp_path / "tf", "transformer", 3, init=str(tmp_path / "vqB" / "final"), resume=True)
 
+
+
+@pytest.mark.filterwarnings("ignore:--warmup .* is not shorter than --steps")
+def test_init_is_hashed_once_with_ctrl_c_acting_and_not_again_on_a_resume_from_the_same_path(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import signal
+
+    from alignvar_edge.train import trainer
+    # SIGINT's handler while --init is hashed: a stop held around it (a multi-GB checkpoint) is a swapped one
+    handlers = []
+    hash_init = trainer.checkpoint_source
+
+    def noting_the_handler(path: str, hashed: bool = True) -> object:
+        handlers.append(signal.getsignal(signal.SIGINT))
+        return hash_init(path, hashed)
+
+    _train(tmp_path / "vq", "vqvae", 1)
+    monkeypatch.setattr(trainer, "checkpoint_source", noting_the_handler)
+    _train(tmp_path / "tf", "transformer", 1, init=str(tmp_path / "vq" / "final"))
+    assert handlers == [signal.getsignal(signal.SIGINT)]
+    _train(tmp_path / "tf", "transformer", 2, init=str(tmp_path / "vq" / "final"), resume=True)
+    assert len(handlers) == 1         # the path it started from: nothing to find by content
 
 def _as_an_older_build(engine: Path) -> Path:
     """The engine as a version before golden outputs shipped wrote it: no golden file, no record of one."""

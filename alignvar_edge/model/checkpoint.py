@@ -5,7 +5,6 @@ are converted by model/upstream.py, which reads them without running their pickl
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -211,8 +210,8 @@ def bundled_by_content(sha256: Mapping[str, str]) -> str | None:
     return next((name for name in BUNDLED if _bundled_sha256(name) == want), None)
 
 
-@functools.lru_cache(maxsize=None)
 def _bundled_sha256(name: str) -> dict[str, str]:
+    # sha256_file remembers each file while its size and times hold: a changed install is read again
     d = PRETRAINED_DIR / name
     return {f: sha256_file(d / f) if (d / f).is_file() else "missing" for f in (CONFIG_FILE, WEIGHTS_FILE)}
 
