@@ -10,6 +10,7 @@ from alignvar_edge.argtypes import MAX_TILES, batch_size, nonneg_int, tile_count
 from alignvar_edge.cli_json import add_json_option, no_stale_result
 from alignvar_edge.graph_names import GRAPH_FORMS
 from alignvar_edge.manifest import read_manifest
+from alignvar_edge.model.config import ATTENTION_FORMS
 from alignvar_edge.model.bundled import CHECKPOINT_HELP
 from alignvar_edge.progress import note
 
@@ -29,7 +30,7 @@ def register(sub: Any) -> None:
     p.add_argument("--graph", choices=GRAPH_FORMS, default="single")
     p.add_argument("--opset", type=int, choices=(18, 20, 23), default=18,
                    help="18 (default, most portable), 20 (TensorRT 10.3's maximum) or 23")
-    p.add_argument("--attention", choices=("explicit", "fused"), default="explicit",
+    p.add_argument("--attention", choices=ATTENTION_FORMS, default="explicit",
                    help="attention in the graphs: explicit, plain ops (default: every target parses "
                         "them) or fused, one ONNX RMSNormalization, RotaryEmbedding and Attention "
                         "per call, the KV cache concatenated outside Attention (needs --opset 23; "

@@ -35,8 +35,9 @@ from alignvar_edge.export.staged import StagedRunner
 from alignvar_edge.onnx_session import open_session
 from alignvar_edge.model.alignvar import AlignVAR, load_pretrained
 from alignvar_edge.model.checkpoint import checkpoint_source, training_stage, weights_sha256
+from alignvar_edge.model.config import ATTENTION_FORMS
 from alignvar_edge.model.pruning import effective_prune, pruning
-from alignvar_edge.model.transformer import ATTENTION_FORMS, attention_form
+from alignvar_edge.model.transformer import attention_form
 from alignvar_edge.quantize.calibration.sets import whole_calls
 from alignvar_edge.quantize.calibration.tiles import lr_tiles, tiles_hash
 
@@ -301,7 +302,7 @@ def export_onnx(model: AlignVAR | str | os.PathLike[str], out_dir: str | os.Path
     `source`: where the weights came from (a `ModelSource`; a string is kept as the caller's words).
     `checkpoint`: the directory (or bundled name) the model was loaded from; its absolute path and
     file hashes are recorded, so later uses find that checkpoint and refuse a different one.
-    `attention`: the attention core's form in the graphs (model/transformer.ATTENTION_FORMS);
+    `attention`: the attention core's form in the graphs (model/config.ATTENTION_FORMS);
     "fused" is one ONNX RMSNormalization, RotaryEmbedding and Attention per call (opset 23).
     `prune`: token pruning ratios for the last scales, finest last (model/pruning.py); in staged graphs
     the step before a pruned scale hands its hidden states on (`h_out` -> `last_h`).

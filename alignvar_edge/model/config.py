@@ -77,6 +77,8 @@ LR_ENCODERS = ("strided", "controlnet")
 HCC_ROLLOUTS = ("teacher", "gumbel")       # where HCC's predictions come from (model/hcc.py)
 CFG_NEGATIVES = ("dropout", "degraded")     # what image CFG's negative label is trained on (trainer)
 ALPHA_PARAMS = ("clamp", "softplus")      # SCA alpha parametrisations (model/sca.py: alpha_from_raw)
+# the attention core's inference forms (model/transformer.py); here, torch-free, for export's --attention choices
+ATTENTION_FORMS = ("explicit", "fused")
 VAR_VQ_BETA = 0.25                         # VAR's and VARSR's VQVAE(beta=0.25): their commitment weight
 
 

@@ -25,12 +25,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from alignvar_edge.model.config import ATTENTION_FORMS
 from alignvar_edge.model.rope import apply_rope, pair_swap
 from alignvar_edge.model.sca import alpha_from_raw, raw_from_alpha, sca_bias
 
 MASK_VALUE = -1e4       # finite "minus infinity": exp underflows to exactly 0, fp16 stays finite
 MAX_LOGIT_SCALE = math.log(100.0)
-ATTENTION_FORMS = ("explicit", "fused")
 
 
 @dataclass(frozen=True)
