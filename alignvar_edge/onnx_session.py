@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from alignvar_edge.errors import ArtifactError, InputError
+from alignvar_edge.errors import ArtifactError, InputError, out_of_memory
 from alignvar_edge.lazy import lazy_import
 
 ort = lazy_import("onnxruntime")
@@ -73,13 +73,16 @@ def open_session(model: str | os.PathLike[str] | bytes, providers: list[Any] | N
                  threads: int | None = None, inter_threads: int | None = None, optimization: str = "all",
                  spin: bool | None = None, fix: str = "re-export the artifact") -> Any:
     """An InferenceSession on a model path or serialized bytes (CPU unless `providers` say
-    otherwise); a graph ONNX Runtime refuses is an ArtifactError that says `fix`."""
+    otherwise); a graph ONNX Runtime refuses is an ArtifactError that says `fix`, and no memory
+    to load it an OutOfMemoryError (no re-export cures that)."""
     so = session_options(threads, inter_threads, optimization, spin)
     src = model if isinstance(model, bytes) else _path_or_bytes(model)
     try:
         return ort.InferenceSession(src, sess_options=so, providers=providers or [CPU])
     except Exception as e:  # ORT raises its own exception types for broken, truncated or invalid graphs
         what = "an in-memory model" if isinstance(model, bytes) else model
+        if (memory := out_of_memory(e, f"loading {what} in ONNX Runtime")) is not None:
+            raise memory from e
         raise ArtifactError(f"ONNX Runtime cannot load {what}: {ort_reason(e)}; {fix}") from e
 
 

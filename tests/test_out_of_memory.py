@@ -127,6 +127,40 @@ def test_onnxruntime_running_out_of_memory_mid_run_raises_out_of_memory_error(en
     assert r.stdout.startswith("OutOfMemoryError ran out of memory running the onnxruntime engine ("), r.stdout
 
 
+# a graph with 64 MiB of weights, opened with 16 MiB to spare: ONNX Runtime's loader throws std::bad_alloc
+_LOAD_OUT = """
+import resource, sys
+import numpy as np
+from onnx import TensorProto, helper, numpy_helper, save
+from alignvar_edge.export.onnx_export import _runtime_refused
+from alignvar_edge.onnx_session import open_session
+weights = numpy_helper.from_array(np.ones((64, 2**18), np.float32), "w")
+graph = helper.make_graph([helper.make_node("Identity", ["w"], ["y"])], "g", [],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [weights])
+save(helper.make_model(graph), sys.argv[1])
+del weights, graph
+open_session(sys.argv[1], threads=1)       # ONNX Runtime's environment, made once per process
+size = next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmSize"))
+resource.setrlimit(resource.RLIMIT_AS, (size + 16 * 2**20, resource.RLIM_INFINITY))
+try:
+    open_session(sys.argv[1], threads=1)
+except Exception as e:
+    print(type(e).__name__, e)
+    print(_runtime_refused(e, "single", 18))
+"""
+
+
+def test_no_memory_to_load_a_graph_in_onnx_runtime_is_out_of_memory_not_re_export_advice(tmp_path):
+    r = subprocess.run([sys.executable, "-c", _LOAD_OUT, str(tmp_path / "big.onnx")], capture_output=True,
+                       text=True, env=ENV, timeout=120)
+    assert r.returncode == 0, r.stderr
+    loading, checking = r.stdout.splitlines()
+    assert loading.startswith(f"OutOfMemoryError ran out of memory loading {tmp_path / 'big.onnx'} in ONNX Runtime ("), loading
+    assert "bad_alloc" in loading and "re-export" not in loading, loading
+    # export's check says what it was doing, not which temporary file it was loading
+    assert checking.startswith("ran out of memory checking the exported single graph in ONNX Runtime ("), checking
+
+
 def test_a_bare_memory_error_and_the_runtimes_words_say_out_of_memory_and_other_errors_do_not():
     bare = out_of_memory(MemoryError())
     assert isinstance(bare, OutOfMemoryError) and str(bare).startswith("ran out of memory; close other programs")

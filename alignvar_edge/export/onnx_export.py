@@ -240,12 +240,15 @@ def _runtime_refused(e: Exception, graph: str, opset: int) -> ArtifactError | Ou
     what the user can change (its version, the opset), or running out of memory doing it; None for
     any other error. The loader's own message names the temporary folder, which is gone, and says
     to re-export."""
+    during = f"checking the exported {graph} graph in ONNX Runtime"
+    if isinstance(e, MemoryError):     # open_session's line names the temporary file, which is gone
+        return out_of_memory(e.__cause__ or e, during)
     loading = isinstance(e, ArtifactError) and e.__cause__ is not None
     if not loading and not type(e).__module__.startswith("onnxruntime"):
         return None
-    reason = (e.__cause__ or e) if loading else e
-    if (memory := out_of_memory(reason, f"checking the exported {graph} graph in ONNX Runtime")) is not None:
+    if not loading and (memory := out_of_memory(e, during)) is not None:
         return memory
+    reason = (e.__cause__ or e) if loading else e
     import onnxruntime
 
     first = (str(reason).strip().splitlines() or [type(reason).__name__])[0]
