@@ -5,6 +5,11 @@ do about it. The CLI prints such errors as one line and exits non-zero.
 """
 from __future__ import annotations
 
+try:        # imported now: loading its library under the very memory cap it reports can fail
+    import resource
+except ImportError:                      # not on POSIX
+    resource = None  # type: ignore[assignment]
+
 
 class AlignVAREdgeError(Exception):
     """Base class: a problem the user can fix (bad input, missing backend, broken artifact)."""
@@ -127,9 +132,7 @@ def _allocation_failure(e: BaseException) -> str | None:
 
 def _memory_limit() -> str:
     """This process's address-space limit (`ulimit -v`, `prlimit --as`) where one is set, with its fix."""
-    try:
-        import resource
-    except ImportError:                  # not on POSIX
+    if resource is None:
         return ""
     soft, _hard = resource.getrlimit(resource.RLIMIT_AS)
     if soft == resource.RLIM_INFINITY:

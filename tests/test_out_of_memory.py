@@ -176,6 +176,28 @@ def test_a_bare_memory_error_and_the_runtimes_words_say_out_of_memory_and_other_
     assert out_of_memory(RuntimeError("the graph is invalid")) is None
 
 
+# caps this process's address space at what it already maps (through libc: importing `resource` here
+# would load it before the cap, hiding what this checks), then says it ran out of memory
+_NO_ROOM_LEFT = """
+import ctypes
+from alignvar_edge.errors import out_of_memory
+class Limit(ctypes.Structure):
+    _fields_ = [("soft", ctypes.c_ulong), ("hard", ctypes.c_ulong)]
+size = next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmSize"))
+RLIMIT_AS, RLIM_INFINITY = 9, ctypes.c_ulong(-1).value
+assert ctypes.CDLL(None, use_errno=True).setrlimit(RLIMIT_AS, ctypes.byref(Limit(size, RLIM_INFINITY))) == 0
+print(out_of_memory(MemoryError()))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS is 9 on Linux only")
+def test_the_address_space_limit_is_named_even_with_no_room_left_to_load_a_library():
+    r = subprocess.run([sys.executable, "-c", _NO_ROOM_LEFT], capture_output=True, text=True, env=ENV, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("ran out of memory; close other programs"), r.stdout
+    assert "of address space (its `ulimit -v`): raise or lift that limit" in r.stdout, r.stdout
+
+
 def test_a_json_result_of_a_run_out_of_memory_says_so(tmp_path):
     target = tmp_path / "result.json"
     with pytest.raises(MemoryError), no_stale_result(str(target), {"engine": "E"}):
