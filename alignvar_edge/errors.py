@@ -103,41 +103,58 @@ class OutOfMemoryError(MemoryError):
 
 
 # How the libraries say an allocation failed, lowercased (ONNX Runtime's arena, C++'s bad_alloc,
-# OpenVINO's allocator and its file mappings, the dynamic loader mapping a shared library).
+# OpenVINO's allocator and its file mappings, the dynamic loader mapping a shared library, CUDA
+# through PyTorch and TensorRT).
 _ALLOCATION_FAILED = ("failed to allocate", "bad_alloc", "can't alloc", "cannot allocate memory",
-                      "failed to map segment from shared object", "resource temporarily unavailable")
+                      "failed to map segment from shared object", "out of memory")
 # ... and the failures that share those words but that no free memory cures
 _NOT_MEMORY = ("static tls", "not permitted", "permission denied")
+# pthread_create's EAGAIN: a thread's stack not fitting an address-space limit, else a limit on
+# processes or threads, which no free memory cures
+_NO_THREAD = "resource temporarily unavailable"
+# errors that are never an allocation failure, whatever their text: ours, and Python's own for a bug
+_NEVER_MEMORY = (AlignVAREdgeError, ValueError, TypeError, LookupError, AssertionError)
 
 
 def _allocation_failure(e: BaseException) -> str | None:
     """The library's own words where `e` says an allocation failed ('' for a bare MemoryError), else None."""
     if isinstance(e, MemoryError):
         return str(e)
+    if isinstance(e, _NEVER_MEMORY):
+        return None
     if isinstance(e, OSError):        # EAGAIN of an OSError is a busy resource, not memory
         import errno
         return e.strerror or "" if e.errno == errno.ENOMEM else None
     text = str(e)
     lowered = text.lower()
-    if any(word in lowered for word in _NOT_MEMORY):
+    # torch.OutOfMemoryError (CUDA's allocator, a RuntimeError) by its name: torch is not imported here
+    by_type = any(c.__name__ == "OutOfMemoryError" for c in type(e).__mro__)
+    if not by_type and any(word in lowered for word in _NOT_MEMORY):
         return None
-    at = min((i for i in map(lowered.find, _ALLOCATION_FAILED) if i >= 0), default=-1)
+    phrases = _ALLOCATION_FAILED + ((_NO_THREAD,) if _address_space_limit() is not None else ())
+    at = min((i for i in map(lowered.find, phrases) if i >= 0), default=-1)
     if at < 0:
-        return None
+        return text.strip().split("\n")[0] if by_type else None
     line_start = text.rfind("\n", 0, at) + 1
     line = text[line_start:].splitlines()[0]
     # a long line is mostly C++ source locations and signatures: keep the words from the failure on
     return (line if len(line) <= 120 else text[at:].splitlines()[0]).strip()
 
 
-def _memory_limit() -> str:
-    """This process's address-space limit (`ulimit -v`, `prlimit --as`) where one is set, with its fix."""
+def _address_space_limit() -> int | None:
+    """This process's address-space limit in bytes (`ulimit -v`, `prlimit --as`), None where none is set."""
     if resource is None:
-        return ""
+        return None
     soft, _hard = resource.getrlimit(resource.RLIMIT_AS)
-    if soft == resource.RLIM_INFINITY:
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def _memory_limit() -> str:
+    """This process's address-space limit where one is set, with its fix."""
+    limit = _address_space_limit()
+    if limit is None:
         return ""
-    return (f"; this process may use at most {soft / 2**20:.0f} MiB of address space (its `ulimit -v`): "
+    return (f"; this process may use at most {limit / 2**20:.0f} MiB of address space (its `ulimit -v`): "
             "raise or lift that limit")
 
 

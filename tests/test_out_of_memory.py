@@ -198,6 +198,48 @@ def test_the_address_space_limit_is_named_even_with_no_room_left_to_load_a_libra
     assert "of address space (its `ulimit -v`): raise or lift that limit" in r.stdout, r.stdout
 
 
+def test_our_errors_and_pythons_own_are_never_called_out_of_memory_whatever_their_words():
+    from alignvar_edge.errors import EngineClosedError, InputError
+    for error in (ValueError("x failed to allocate"), TypeError("bad_alloc"), KeyError("out of memory"),
+                  AssertionError("cannot allocate memory"), InputError("the image failed to allocate"),
+                  EngineClosedError("closed: out of memory")):
+        assert out_of_memory(error) is None, error
+
+    class Fail(Exception):       # how ONNX Runtime's own exceptions derive: from Exception, not RuntimeError
+        pass
+    assert isinstance(out_of_memory(Fail("Failed to allocate memory for requested buffer of size 4096")),
+                      OutOfMemoryError)
+
+
+def test_cuda_running_out_of_memory_through_pytorch_or_tensorrt_is_out_of_memory():
+    torch = pytest.importorskip("torch")
+    cuda = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of "
+                                  "7.44 GiB of which 1.02 GiB is free.")
+    assert str(out_of_memory(cuda, "exporting")).startswith(
+        "ran out of memory exporting (CUDA out of memory. Tried to allocate 2.00 GiB."), out_of_memory(cuda)
+    # recognised as the allocator's error class whatever its words
+    assert isinstance(out_of_memory(torch.OutOfMemoryError("allocator refused")), OutOfMemoryError)
+    trt = RuntimeError("[defaultAllocator.cpp::allocate::31] Error Code 1: Cuda Runtime (out of memory)")
+    assert isinstance(out_of_memory(trt), OutOfMemoryError)
+
+
+# a thread that cannot start (pthread_create's EAGAIN, in a library's words) with and without a memory cap
+_NO_THREAD = """
+from alignvar_edge.errors import out_of_memory
+print(out_of_memory(RuntimeError("pthread_create failed: Resource temporarily unavailable")) is not None)
+"""
+
+
+@needs_prlimit
+def test_a_thread_that_cannot_start_is_out_of_memory_only_under_an_address_space_limit():
+    """Without a limit on address space it is a limit on processes or threads, which no memory cures."""
+    capped = subprocess.run([PRLIMIT or "prlimit", "--as=8000000000", sys.executable, "-c", _NO_THREAD],
+                            capture_output=True, text=True, env=ENV, timeout=60)
+    uncapped = subprocess.run([PRLIMIT or "prlimit", "--as=unlimited", sys.executable, "-c", _NO_THREAD],
+                              capture_output=True, text=True, env=ENV, timeout=60)
+    assert (capped.stdout, uncapped.stdout) == ("True\n", "False\n"), (capped.stderr, uncapped.stderr)
+
+
 def test_a_json_result_of_a_run_out_of_memory_says_so(tmp_path):
     target = tmp_path / "result.json"
     with pytest.raises(MemoryError), no_stale_result(str(target), {"engine": "E"}):
