@@ -37,8 +37,8 @@ from alignvar_edge.manifest import RUN_FILE, check_out, first_names
 from alignvar_edge.model import AlignVAR, AlignVARConfig
 from alignvar_edge.model.config import named_by_flags
 from alignvar_edge.model.alignvar import load_pretrained
-from alignvar_edge.model.checkpoint import (CHECKPOINT_FILES, INIT_LINEAGE, check_checkpoint_out, checkpoint_source,
-                                           save_pretrained, training_lineage, training_record)
+from alignvar_edge.model.checkpoint import (CHECKPOINT_FILES, INIT_LINEAGE, _init_dir, check_checkpoint_out,
+                                           checkpoint_source, save_pretrained, training_lineage, training_record)
 from alignvar_edge.samples import sample_images
 from alignvar_edge.train.losses import (decoder_loss, decoder_modules, joint_loss, negative_targets,
                                         transformer_loss, vqvae_loss)
@@ -246,50 +246,79 @@ def warn_short_warmup(opts: TrainOptions) -> None:
                       f"never reaches --lr {opts.lr:g}; pass a smaller --warmup", stacklevel=4)
 
 
-def _prepare_out(opts: TrainOptions) -> Path | None:
-    """Make opts.out ready; with --force, the old run is moved aside (returned) and deleted only
-    once the new run has finished (`_finish_out`)."""
+def _init_sha256(init: str | None) -> dict[str, str] | None:
+    """The SHA-256s of the --init checkpoint's files, by which --resume finds it moved or renamed."""
+    return None if init is None else dict(checkpoint_source(init).sha256)
+
+
+def _check_resume(opts: TrainOptions) -> None:
+    """Refuse a --resume that would not continue the run in opts.out as it started. Reads only."""
+    out = opts.out
+    fp_path = out / RUN_FILE
+    if not (out / STATE_DIR).exists() and not (out / ".state.old").exists():
+        raise InputError(f"--resume: '{out}' holds no training state; start without --resume")
+    try:
+        old = jsonsafe.loads(fp_path.read_bytes()) if fp_path.exists() else None
+    except ValueError as e:         # not JSON, not UTF-8, too deep, an integer too long (jsonsafe.loads)
+        raise CheckpointError(f"--resume: {fp_path} is not valid JSON ({e}); the run cannot be resumed: "
+                              "start it again with --force or choose another --out") from e
+    run: dict[str, Any] = old if isinstance(old, dict) else {}
+    was: dict[str, Any] = run["options"] if isinstance(run.get("options"), dict) else {}
+    # name what differs: the user must not have to diff run.json by hand
+    was_cwd = run.get("cwd")
+    differ = option_differences(_without_init(was), _without_init(opts.fingerprint()), was_cwd)
+    differ += _init_differences(opts, was.get("init"), was_cwd, run.get("init_sha256"))
+    if not isinstance(old, dict) or differ:
+        raise OutputExistsError(f"--resume: '{out}' was trained with other options "
+                                f"({'; '.join(differ) or fp_path}); resume with the same options or start a "
+                                "new run directory")
+    if "images_sha256" in old and old["images_sha256"] != images_digest(opts.images):    # older runs: unchecked
+        raise InputError(f"--resume: the image files in --images {opts.images} are not those '{out}' started "
+                         "with (added, removed or resized), so its batches would differ; restore the folder "
+                         "or start a new run directory")
+    results = _eval_results(out / "final")
+    if results:
+        # ours, but of the weights --resume replaces: neither deleted with them nor left beside new ones
+        raise OutputExistsError(f"--resume: {out / 'final' / results[0]} is an eval result of the checkpoint that "
+                                f"--resume replaces; move it out of {out / 'final'} (into '{out}' it is kept) "
+                                "and resume again")
+    check_checkpoint_out(out / "final", True, "--resume")    # now, not after the run has trained
+
+
+def _without_init(options: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in options.items() if k != "init"}
+
+
+def _init_differences(opts: TrainOptions, was_init: Any, was_cwd: str | None, recorded_sha256: Any) -> list[str]:
+    """--init as option_differences names it, but a checkpoint moved or renamed since the run started
+    is the same --init where the run recorded its files' SHA-256s (hashed only where the paths
+    differ); a run that did not (older versions) names the path it no longer finds."""
+    differ = option_differences({"init": was_init}, {"init": opts.init}, was_cwd)
+    if not differ:
+        return []
+    if isinstance(recorded_sha256, dict):
+        return [] if _init_sha256(opts.init) == recorded_sha256 else differ
+    where = _init_dir(was_init, was_cwd) if isinstance(was_init, str) else None
+    if where is not None and not where.exists():
+        raise InputError(f"--resume: '{opts.out}' started from --init {was_init}, which is no longer at "
+                         f"'{where}' (moved, renamed or deleted; this run did not record its "
+                         "content, so another path cannot be checked as the same checkpoint): put it back there "
+                         "and resume with the same --init, or start a new run directory")
+    return differ
+
+
+def _prepare_out(opts: TrainOptions, init_sha256: dict[str, str] | None) -> Path | None:
+    """Make opts.out ready for a new run, recording `init_sha256` (hashed by the caller, before the
+    stop is held); with --force, the old run is moved aside (returned) and deleted only once the new
+    run has finished (`_finish_out`)."""
     out = opts.out
     fp_path = out / RUN_FILE
     fingerprint: dict[str, Any] = {"options": opts.fingerprint()}
     digest = images_digest(opts.images)
     if digest is not None:
         fingerprint["images_sha256"] = digest
-    if opts.init is not None:     # --resume finds a moved or renamed --init by it
-        fingerprint["init_sha256"] = dict(checkpoint_source(opts.init).sha256)
-    if opts.resume:
-        if not (out / STATE_DIR).exists() and not (out / ".state.old").exists():
-            raise InputError(f"--resume: '{out}' holds no training state; start without --resume")
-        try:
-            old = jsonsafe.loads(fp_path.read_bytes()) if fp_path.exists() else None
-        except ValueError as e:         # not JSON, not UTF-8, too deep, an integer too long (jsonsafe.loads)
-            raise CheckpointError(f"--resume: {fp_path} is not valid JSON ({e}); the run cannot be resumed: "
-                                  "start it again with --force or choose another --out") from e
-        was: dict[str, Any] = (old["options"] if isinstance(old, dict) and isinstance(old.get("options"), dict)
-                               else {})
-        # name what differs: the user must not have to diff run.json by hand
-        was_cwd = old.get("cwd") if isinstance(old, dict) else None
-        recorded_init = old.get("init_sha256") if isinstance(old, dict) else None
-        same_init = recorded_init is not None and recorded_init == fingerprint.get("init_sha256")
-        differ = option_differences(was, fingerprint["options"], was_cwd, same_init)
-        if recorded_init is None:      # else a moved --init is found by its content (same_init)
-            _check_init_still_there(out, was.get("init"), was_cwd, differ)
-        if not isinstance(old, dict) or differ:
-            raise OutputExistsError(f"--resume: '{out}' was trained with other options "
-                                    f"({'; '.join(differ) or fp_path}); resume with the same options or start a "
-                                    "new run directory")
-        if "images_sha256" in old and old["images_sha256"] != digest:     # runs made before it: unchecked
-            raise InputError(f"--resume: the image files in --images {opts.images} are not those '{out}' started "
-                             "with (added, removed or resized), so its batches would differ; restore the folder "
-                             "or start a new run directory")
-        results = _eval_results(out / "final")
-        if results:
-            # ours, but of the weights --resume replaces: neither deleted with them nor left beside new ones
-            raise OutputExistsError(f"--resume: {out / 'final' / results[0]} is an eval result of the checkpoint that "
-                                    f"--resume replaces; move it out of {out / 'final'} (into '{out}' it is kept) "
-                                    "and resume again")
-        check_checkpoint_out(out / "final", True, "--resume")    # now, not after the run has trained
-        return None
+    if init_sha256 is not None:     # --resume finds a moved or renamed --init by it
+        fingerprint["init_sha256"] = init_sha256
     aside = None
     taken = out_taken(out)
     # a file, someone's folder, a folder inside an artifact: neither --force nor --resume would take
@@ -324,30 +353,12 @@ _FLAGS = {"preset": "--preset", "init": "--init", "images": "--images", "batch":
 _PATH_OPTIONS = ("init", "images")
 
 
-def _check_init_still_there(out: Path, init: Any, was_cwd: str | None, differ: list[str]) -> None:
-    """An --init that differs because the one the run started from is gone (its folder moved or
-    renamed), in a run that did not record its content to find it by: say that, and the way on."""
-    if not isinstance(init, str) or not any(d.startswith("started with --init") for d in differ):
-        return
-    from alignvar_edge.model.bundled import BUNDLED
-    where = Path(was_cwd or os.getcwd(), init)
-    if init not in BUNDLED and not where.exists():
-        raise InputError(f"--resume: '{out}' started from --init {init}, which is no longer at '{where}' (moved, "
-                         "renamed or deleted; this run did not record its content, so another path cannot be "
-                         "checked as the same checkpoint): put it back there and resume with the same --init, or "
-                         "start a new run directory")
-
-
-def option_differences(was: dict[str, Any], now: dict[str, Any], was_cwd: str | None,
-                       same_init: bool = False) -> list[str]:
+def option_differences(was: dict[str, Any], now: dict[str, Any], was_cwd: str | None) -> list[str]:
     """What differs between a run's recorded options and --resume's, each as the user gave it
     ("started with --batch 2, now with --batch 8"). A path given another way (`./imgs/`, an absolute
     path, from another folder) is the same option: relative paths are resolved from the folder each
-    command ran in (`was_cwd`; runs that did not record it: this one's). `same_init`: the --init
-    checkpoints' files are the same (by SHA-256), wherever each was."""
+    command ran in (`was_cwd`; runs that did not record it: this one's)."""
     def same(key: str, a: Any, b: Any) -> bool:
-        if key == "init" and same_init:
-            return True
         if a == b or key not in _PATH_OPTIONS or not (isinstance(a, str) and isinstance(b, str)):
             return a == b
         return Path(was_cwd or os.getcwd(), a).resolve() == Path(b).resolve()
@@ -466,11 +477,16 @@ def train(opts: TrainOptions, batches: Callable[[int], tuple[torch.Tensor, torch
     aside: Path | None = None
     prepared = False
     try:
-        # held: a stop right after the old run was moved aside waits until `aside` names it, then
-        # lands here, where the old run is put back (it was left hidden beside --out)
-        with safe_stop.held():
-            aside = _prepare_out(opts)
+        if opts.resume:
+            _check_resume(opts)          # reads only: a stop during it has nothing to put back
             prepared = True
+        else:
+            init_sha256 = _init_sha256(opts.init)     # not held: a stop need not wait for a large --init
+            # held: a stop right after the old run was moved aside waits until `aside` names it, then
+            # lands here, where the old run is put back (it was left hidden beside --out)
+            with safe_stop.held():
+                aside = _prepare_out(opts, init_sha256)
+                prepared = True
         # a run that replaces another stops at once when asked: it is not kept (see below), so
         # finishing its step would only delay putting the old run back
         final = _run(opts, model, batches, stop_gracefully=aside is None, notices=notices)
