@@ -108,7 +108,6 @@ def test_resume_finds_a_renamed_init_by_its_content(tmp_path: Path) -> None:
         _train(tmp_path / "tf", "transformer", 3, init=str(tmp_path / "vqB" / "final"), resume=True)
 
 
-
 @pytest.mark.filterwarnings("ignore:--warmup .* is not shorter than --steps")
 def test_init_is_hashed_once_with_ctrl_c_acting_and_not_again_on_a_resume_from_the_same_path(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -129,6 +128,7 @@ def test_init_is_hashed_once_with_ctrl_c_acting_and_not_again_on_a_resume_from_t
     assert handlers == [signal.getsignal(signal.SIGINT)]
     _train(tmp_path / "tf", "transformer", 2, init=str(tmp_path / "vq" / "final"), resume=True)
     assert len(handlers) == 1         # the path it started from: nothing to find by content
+
 
 def _as_an_older_build(engine: Path) -> Path:
     """The engine as a version before golden outputs shipped wrote it: no golden file, no record of one."""
