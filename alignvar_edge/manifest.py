@@ -457,6 +457,12 @@ class Manifest:
             g = next(iter(self.graphs.values()))
         return g if isinstance(g, dict) else None
 
+    @property
+    def takes_noise(self) -> bool:
+        """Whether the single graph takes VARSR's refiner noise (an export without `--no-refine` of a
+        model with a refiner, and everything built from it)."""
+        return any(io.get("name") == NOISE for io in (self.single_graph_entry() or {}).get("inputs") or [])
+
     def to_json(self) -> dict[str, Any]:
         d = {**self.other}
         for f in dataclasses.fields(self):
@@ -615,7 +621,7 @@ def input_contract(manifest: Manifest) -> dict[str, Any] | None:
     shape = list(lr["shape"])
     batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
     return contract(int(shape[-1]), int(cfg["scale"]), batch, str(lr.get("dtype", "float32")), config,
-                    noise=any(io.get("name") == NOISE for io in inputs))
+                    noise=manifest.takes_noise)
 
 
 # manifest.json cannot list its own hash among `files`: it carries the hash of the rest of its

@@ -43,6 +43,18 @@ def test_feeds_for_gives_the_tiles_and_the_fixed_noise(refiner_export: Path) -> 
             e.infer({"lr": x})
 
 
+def test_quantize_feeds_a_refiner_graph_its_noise_by_name(refiner_export: Path, tmp_path: Path) -> None:
+    """quantize finds the noise input by its name (graph_names.NOISE, as engines do), not as the
+    graph's second input, and its quantized graph still takes it."""
+    from alignvar_edge.manifest import load_verified
+    from alignvar_edge.quantize.artifact import QuantizeOptions, quantize_artifact
+    out = quantize_artifact(refiner_export, tmp_path / "fp16", QuantizeOptions(precision="fp16", search=False,
+                                                                                tiles=2, val_tiles=2))
+    m = load_verified(out)
+    assert m.takes_noise and [i["name"] for i in m.single_graph_entry()["inputs"]] == ["lr", "noise"]
+    assert m.parity["validation"]["tiles"] == 2          # judged with the noise fed: it ran
+
+
 def test_bench_times_a_refiner_engine_as_upscale_runs_it(refiner_export: Path, tmp_path: Path) -> None:
     from alignvar_edge.cli import main as cli
     out = tmp_path / "bench.json"

@@ -29,6 +29,7 @@ from alignvar_edge.caller import option
 from alignvar_edge.errors import ArtifactError, ConfigError, InputError, ParityError
 from alignvar_edge.export import onnx_io
 from alignvar_edge.export.onnx_export import check_graph, graph_io
+from alignvar_edge.graph_names import NOISE
 from alignvar_edge.onnx_session import open_session
 from alignvar_edge.manifest import (MANIFEST_FILE, BuiltFrom, Manifest, artifact_dir, check_out, listed_bytes,
                                     listed_file, load_verified, new_manifest, recorded_path, sha256_file,
@@ -253,15 +254,13 @@ def _check_source(src: Path, m: Manifest) -> None:
                             "single graph: export with --graph single")
 
 
-def _single_graph(src: Path, m: Manifest) -> tuple[Path, str, int, dict[str, np.ndarray]]:
+def _single_graph(src: Path, m: Manifest) -> tuple[Path, int, dict[str, np.ndarray]]:
+    """The single graph's file, static batch, and the inputs fed beside the LR tiles (graph_names.INPUT)."""
     _check_source(src, m)
-    g = m.graphs["model"]
-    inp = g["inputs"][0]
     batch = m.static_batch
     # a graph with VARSR's refiner also takes the sampler's noise: the draw every engine feeds
-    noise = model_config(m.config).refiner_noise(batch) if len(g["inputs"]) > 1 else None
-    extra = {} if noise is None else {g["inputs"][1]["name"]: noise}
-    return listed_file(src, m, g["file"]), inp["name"], batch, extra
+    noise = model_config(m.config).refiner_noise(batch) if m.takes_noise else None
+    return listed_file(src, m, m.graphs["model"]["file"]), batch, {} if noise is None else {NOISE: noise}
 
 
 def quantize_artifact(src: str | os.PathLike[str], out: str | os.PathLike[str], opts: QuantizeOptions,
@@ -286,11 +285,11 @@ def quantize_artifact(src: str | os.PathLike[str], out: str | os.PathLike[str], 
     cfg = model_config(m.config)
     t0 = time.perf_counter()
     cs = calibration_for(src, opts, log)
-    model_path, input_name, batch, extra = _single_graph(src, m)
+    model_path, batch, extra = _single_graph(src, m)
     if opts.precision == "int8":
-        model, quant, result = _int8(model_path, cs, opts, input_name, batch, cfg.scale, log, progress, extra)
+        model, quant, result = _int8(model_path, cs, opts, batch, cfg.scale, log, progress, extra)
     else:
-        model, quant, result = _fp16(model_path, cs, opts, input_name, batch, cfg.scale, log, extra)
+        model, quant, result = _fp16(model_path, cs, opts, batch, cfg.scale, log, extra)
     if not result.met and opts.search:
         f = result.fidelity
         raise ParityError(
@@ -304,7 +303,7 @@ def quantize_artifact(src: str | os.PathLike[str], out: str | os.PathLike[str], 
     return _write(src, Path(out), m, model, model_path, opts, quant, result, cs, batch, elapsed, force, log)
 
 
-def _int8(model_path: Path, cs: CalibrationSet, opts: QuantizeOptions, input_name: str, batch: int,
+def _int8(model_path: Path, cs: CalibrationSet, opts: QuantizeOptions, batch: int,
           scale: int, log: Log, progress: Progress, extra: dict[str, np.ndarray]
           ) -> tuple[onnx.ModelProto, dict[str, Any], SearchResult]:
     recipe = target_recipe(opts.target, opts.method, opts.percentile, reduce_range=opts.reduce_range,
@@ -314,7 +313,7 @@ def _int8(model_path: Path, cs: CalibrationSet, opts: QuantizeOptions, input_nam
         f"{' (symmetric)' if recipe.symmetric_activations else ''}, per-channel int8 weights"
         f"{', reduce_range (no VNNI on this CPU)' if recipe.reduce_range and recipe.vnni is False else ''}"
         f"{', reduce_range' if recipe.reduce_range and recipe.vnni is not False else ''}")
-    feeds = cs.feeds(input_name, batch, extra=extra)
+    feeds = cs.feeds(batch=batch, extra=extra)
     # onnxruntime is judged on its real int8 kernels; TensorRT (absent here) on exact fake-quant
     optimized = opts.target == "onnxruntime"
     with Int8Builder(model_path, recipe, feeds, candidates=policy,
@@ -336,13 +335,13 @@ def _int8(model_path: Path, cs: CalibrationSet, opts: QuantizeOptions, input_nam
         def float_graph() -> onnx.ModelProto:
             return b.build(policy.with_float(frozenset(groups)))
 
-        val = Evaluator(str(model_path) if optimized else float_graph(), cs.validation, input_name, batch,
-                        scale, optimized, extra=extra)
+        val = Evaluator(str(model_path) if optimized else float_graph(), cs.validation, batch=batch,
+                        border=scale, optimized=optimized, extra=extra)
         k = max(batch, opts.sensitivity_tiles)     # at least one call of the static batch
         sub = TileSplit(cs.calibration.lr[:k], cs.calibration.hr[:k], cs.calibration.names[:k])
 
         def sens() -> Evaluator:             # only built when the search has to rank groups
-            return Evaluator(float_graph(), sub, input_name, batch, scale, optimized=False, extra=extra)
+            return Evaluator(float_graph(), sub, batch=batch, border=scale, optimized=False, extra=extra)
 
         def build(float_groups: frozenset[str]) -> onnx.ModelProto:
             return b.build(policy.with_float(float_groups))
@@ -372,17 +371,17 @@ def _int8(model_path: Path, cs: CalibrationSet, opts: QuantizeOptions, input_nam
     return model, quant, result
 
 
-def _fp16(model_path: Path, cs: CalibrationSet, opts: QuantizeOptions, input_name: str, batch: int,
+def _fp16(model_path: Path, cs: CalibrationSet, opts: QuantizeOptions, batch: int,
           scale: int, log: Log, extra: dict[str, np.ndarray]) -> tuple[onnx.ModelProto, dict[str, Any], SearchResult]:
     """fp16 per half-policy group (export/half_policy.py): from every group in fp16, the search
     returns the groups the validation split needs to f32."""
 
     src = onnx.load(str(model_path))
-    val = Evaluator(str(model_path), cs.validation, input_name, batch, scale, optimized=True, extra=extra)
+    val = Evaluator(str(model_path), cs.validation, batch=batch, border=scale, optimized=True, extra=extra)
     k = max(batch, opts.sensitivity_tiles)         # at least one call of the static batch
     sub = TileSplit(cs.calibration.lr[:k], cs.calibration.hr[:k], cs.calibration.names[:k])
     if opts.search:
-        policy, result = search_half(src, "fp16", val, lambda: Evaluator(str(model_path), sub, input_name, batch, scale,
+        policy, result = search_half(src, "fp16", val, lambda: Evaluator(str(model_path), sub, batch=batch, border=scale,
                                                                          optimized=True, extra=extra),
                                      opts.fidelity, log=log)
         model, report = to_fp16(src, FP16_KEEP_OPS, policy.f32_nodes(src))

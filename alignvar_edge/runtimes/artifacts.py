@@ -25,7 +25,7 @@ from alignvar_edge.runtimes.base import config_from_manifest
 
 __all__ = ["checkpoint_and_export", "checkpoint_dir", "check_same_checkpoint", "model_name", "named_checkpoint",
            "source_checkpoint", "default_out", "out_for",
-           "engine_manifest", "single_graph_io", "takes_noise", "leaves_out_refiner", "check_quantized_for", "single_graph", "check_calibration",
+           "engine_manifest", "single_graph_io", "leaves_out_refiner", "check_quantized_for", "single_graph", "check_calibration",
            "link_onnx"]
 
 
@@ -223,12 +223,6 @@ def single_graph_io(config: AlignVARConfig, batch: int, noise: bool = False) -> 
     return {"inputs": ins, "outputs": outs}
 
 
-def takes_noise(manifest: Manifest) -> bool:
-    """Whether an artifact's single graph takes VARSR's refiner noise (an export without
-    `--no-refine` of a model with a refiner, and everything built from it)."""
-    return any(io.get("name") == NOISE for io in (manifest.single_graph_entry() or {}).get("inputs") or [])
-
-
 def leaves_out_refiner(manifest: Manifest) -> bool:
     """Whether an artifact computes its model without the model's VARSR refiner: an export made with
     `--no-refine` and a torch engine built from one (their `extra.refine` says so), or an engine or
@@ -240,7 +234,7 @@ def leaves_out_refiner(manifest: Manifest) -> bool:
     if recorded is not None:
         return recorded is False
     # a torch engine records only the refiner left out: its eager graph never takes the noise
-    return manifest.backend != "torch" and not takes_noise(manifest)
+    return manifest.backend != "torch" and not manifest.takes_noise
 
 
 def engine_manifest(source: Manifest, source_dir: Path, backend: str, precision: str,
@@ -248,7 +242,7 @@ def engine_manifest(source: Manifest, source_dir: Path, backend: str, precision:
                     **fields: Any) -> Manifest:
     """Manifest for an engine dir built from `source` (an export manifest)."""
     config = AlignVARConfig.from_dict(dict(source.config or {}))
-    graphs = {"single": {"file": files.get("engine", ""), **single_graph_io(config, batch, takes_noise(source))}}
+    graphs = {"single": {"file": files.get("engine", ""), **single_graph_io(config, batch, source.takes_noise)}}
     built = BuiltFrom(recorded_path(source_dir), source.backend, source.precision,
                       sha256_file(source_dir / MANIFEST_FILE) if (source_dir / MANIFEST_FILE).is_file() else None)
     ex = {"source": built.to_json(), "files": files, **source.graph_facts, **(extra or {})}
