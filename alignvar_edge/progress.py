@@ -23,8 +23,11 @@ START_AFTER_S = 2.0      # a log hears of a step once it has taken this long
 
 def note(msg: str) -> None:
     """A line for the user: on stderr, as every note and progress line (stdout carries results only),
-    flushed so that it stands in order with the bars and with stdout in a shared log."""
-    print(msg, file=sys.stderr, flush=True)
+    flushed so that it stands in order with the bars and with stdout in a shared log. Through tqdm,
+    which clears a bar or a stage's clock on the terminal first and redraws it below: a plain print
+    landed after the clock's text (`evaluating X: 00:01coffee.png`)."""
+    tqdm.write(msg, file=sys.stderr)
+    sys.stderr.flush()
 
 
 def bar(it: Iterable[Any] | None = None, **kw: Any) -> Any:

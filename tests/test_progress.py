@@ -2,6 +2,8 @@
 never touches stdout."""
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from alignvar_edge.progress import stage
@@ -26,6 +28,43 @@ def test_a_failing_stage_adds_no_line_to_the_error(capsys):
         with stage("converting"):
             raise ValueError("boom")
     assert capsys.readouterr().err == ""
+
+
+_ON_A_TERMINAL = """
+import fcntl, struct, sys, termios, time
+fcntl.ioctl(2, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))   # a pty starts 0 columns wide
+from alignvar_edge.progress import note, stage
+with stage("evaluating X"):
+    time.sleep(1.2)
+    note("coffee.png (1/2)")
+    time.sleep(0.7)
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
+def test_a_note_inside_a_stage_on_a_terminal_is_a_line_of_its_own() -> None:
+    """On a terminal the stage's clock redraws `\\revaluating X: 00:01` in place: a note must clear it
+    first, not be written on after its text."""
+    import os
+    import pty
+    import subprocess
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-c", _ON_A_TERMINAL], stderr=follower, stdout=subprocess.DEVNULL)
+    os.close(follower)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:         # Linux: the terminal's other end closed
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(leader)
+    assert proc.wait(timeout=60) == 0
+    shown = [line.rsplit("\r", 1)[-1] for line in seen.decode().split("\r\n")]      # each line as it is left
+    assert "evaluating X: 00:0" in seen.decode()           # the clock did run on the terminal
+    assert "coffee.png (1/2)" in shown and shown[-2].startswith("evaluating X: done in "), seen
 
 
 def test_build_shows_its_stage(micro_export_for_progress, tmp_path, capsys):
