@@ -7,6 +7,7 @@ tiling, images, timing) is shared here, so a backend only says how to feed its r
 from __future__ import annotations
 
 import abc
+import contextlib
 import importlib
 import importlib.metadata
 import threading
@@ -233,14 +234,21 @@ class Engine(abc.ABC):
         with self._lock:
             self.check_open()             # closed while this call waited for the one before it
             t0 = time.perf_counter()
-            try:
+            with self._running():
                 out = self._infer(checked)
-            except Exception as e:        # a runtime's allocation failure (ONNX Runtime's arena) is no bug
-                if (memory := out_of_memory(e, f"running the {self.backend} engine")) is not None:
-                    raise memory from e
-                raise
             self.last_latency_ms = (time.perf_counter() - t0) * 1e3
         return out
+
+    @contextlib.contextmanager
+    def _running(self) -> Iterator[None]:
+        """Around the runtime running the engine: its allocation failure (ONNX Runtime's arena,
+        OpenVINO's allocator) is OutOfMemoryError, no bug; any other error passes as it is."""
+        try:
+            yield
+        except Exception as e:
+            if (memory := out_of_memory(e, f"running the {self.backend} engine")) is not None:
+                raise memory from e
+            raise
 
     @property
     def parallel_requests(self) -> int:

@@ -295,8 +295,9 @@ class OpenVINOEngine(Engine):
         with self._lock:
             self.check_open()             # closed while this call waited for the one before it
             t0 = time.perf_counter()
-            for part in self._parts:
-                part.run_async(values, self._requests)
+            with self._running():
+                for part in self._parts:
+                    part.run_async(values, self._requests)
             self.last_latency_ms = (time.perf_counter() - t0) * 1e3 / len(values)
         return [{name: v[name] for name in self._want} for v in values]
 
