@@ -196,19 +196,6 @@ class ModelSource:
             return self.name
         return None
 
-    @classmethod
-    def from_reference(cls, text: str) -> ModelSource:
-        """The source `reference` wrote `text` for (no hashes: those are the checkpoint's own):
-        `preset:NAME[:SEED]`, a bundled model's name, or else a checkpoint's path."""
-        if text.startswith(PRESET_REFERENCE) or not text:
-            name, *seed = text[len(PRESET_REFERENCE):].split(":")
-            if not name or len(seed) > 1 or not all(s.isascii() and s.isdigit() for s in seed):
-                raise InputError(f"model reference '{text}' is neither a checkpoint nor preset:NAME[:SEED] "
-                                 f"with a whole-number SEED (e.g. {PRESET_REFERENCE}micro:0)")
-            return cls.preset(name, int(seed[0]) if seed else 0)
-        from alignvar_edge.model.bundled import BUNDLED     # names only (no model code)
-        return cls("bundled", name=text) if text in BUNDLED else cls("checkpoint", path=text)
-
     def describe(self) -> str:
         if self.kind == "preset":
             return f"preset {self.name}, random weights, seed {self.seed}"
@@ -600,6 +587,19 @@ def contract(tile: int, scale: int, batch: int | None, dtype: str = "float32",
                       "values": config.refiner_noise_code(batch or 1)}
     c["color_fix"] = COLOR_FIX_NOTE.format(scale=scale) if config.color_fix else None
     return c
+
+
+def parse_preset_reference(text: str) -> tuple[str, int] | None:
+    """(NAME, SEED) of `preset:NAME[:SEED]`, the text `ModelSource.reference` writes for a preset (SEED
+    0 where left out); None for any other text: a checkpoint's path or a bundled model's name, which
+    load as checkpoints do. A malformed preset reference, or none at all, is refused."""
+    if text and not text.startswith(PRESET_REFERENCE):
+        return None
+    name, *seed = text[len(PRESET_REFERENCE):].split(":")
+    if not name or len(seed) > 1 or not all(s.isascii() and s.isdigit() for s in seed):
+        raise InputError(f"model reference '{text}' is neither a checkpoint nor preset:NAME[:SEED] "
+                         f"with a whole-number SEED (e.g. {PRESET_REFERENCE}micro:0)")
+    return name, int(seed[0]) if seed else 0
 
 
 def input_contract(manifest: Manifest) -> dict[str, Any] | None:

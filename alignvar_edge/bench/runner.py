@@ -39,7 +39,7 @@ from alignvar_edge.bench.subjects import (BICUBIC, EAGER, EngineSpec, Subject, a
                                           untimed_error)
 from alignvar_edge.caller import option, python_call
 from alignvar_edge.errors import AlignVAREdgeError, BackendUnavailableError, InputError
-from alignvar_edge.manifest import Manifest, ModelSource, default_overlap
+from alignvar_edge.manifest import Manifest, ModelSource, default_overlap, parse_preset_reference
 from alignvar_edge.recipes import DEFAULT_MIN_TOKENS
 from alignvar_edge.runtimes.base import Engine
 from alignvar_edge.runtimes.compare import NO_REFINER
@@ -114,9 +114,10 @@ class BenchOptions:
 def _from_text(text: str) -> tuple[Any, str, ModelSource]:
     """'preset:NAME[:SEED]' (random weights, as `export --preset`) or a checkpoint / bundled name."""
     from alignvar_edge.export.random_model import load_model
-    source = ModelSource.from_reference(text)
-    if source.kind == "preset":
-        return load_model(preset=source.name, seed=source.seed or 0)
+    preset = parse_preset_reference(text)
+    if preset is not None:
+        name, seed = preset
+        return load_model(preset=name, seed=seed)
     return load_model(text, hashed=False)
 
 
