@@ -24,13 +24,16 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 PRLIMIT = shutil.which("prlimit")
 needs_prlimit = pytest.mark.skipif(PRLIMIT is None, reason="prlimit (util-linux) is not installed, so no memory "
                                    "cap can be set on a subprocess: install util-linux to run this test")
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+# one malloc arena: each thread's own arena reserves 64 MiB of address space, which a cap counts
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MALLOC_ARENA_MAX": "1"}
 
-# prints this process's peak address space after importing the CLI ('cli'), the backend's library
-# ('lib') or loading the engine ('loaded'): what a cap must leave room for, or deny
+# prints this process's peak address space after importing what the upscale verb imports ('cli'),
+# the backend's library ('lib') or loading the engine ('loaded'): what a cap must leave room for, or deny
 _PEAK = """
 import sys
+import PIL.Image
 from alignvar_edge import cli, runtimes
+import alignvar_edge.runtimes.commands
 stage, engine = sys.argv[1:]
 if stage == "lib":
     runtimes.get_backend(runtimes.detect_backend(engine)).import_module()
@@ -109,7 +112,8 @@ def test_a_bare_memory_error_is_a_line_that_says_out_of_memory_not_an_empty_one(
     big = tmp_path / "big.png"
     Image.fromarray(np.full((3000, 3000, 3), 90, np.uint8)).save(big)
     ort = ort_engine
-    _says_out_of_memory(_capped_upscale(_peak("loaded", ort) + 16 * 2**20, ort, tmp_path, big))
+    line = _says_out_of_memory(_capped_upscale(_peak("loaded", ort) + 16 * 2**20, ort, tmp_path, big))
+    assert line.startswith("alignvar-edge upscale: error: ran out of memory; close other programs"), line
 
 
 # loads the engine, then lets this process grow by a few pages only: ONNX Runtime's arena fails
