@@ -212,13 +212,11 @@ def main() -> int:
     ap.add_argument("--md", help="also write Markdown")
     args = ap.parse_args()
 
-    import datetime as dt
-
     import torch
 
     from alignvar_edge.bench.host import fingerprint
-    from alignvar_edge.model.info import stage_flops
-    from alignvar_edge.bench.schema import SCHEMA, SCHEMA_VERSION, write_json
+    from alignvar_edge.model.info import flop_groups, stage_flops
+    from alignvar_edge.bench.schema import meets_fidelity, model_block, new_report, status_reasons, write_json
     from alignvar_edge.quantize.calibration.tiles import lr_tiles
     from alignvar_edge.export.random_model import random_model
     from alignvar_edge.recipes import DEFAULT_MIN_TOKENS
@@ -233,7 +231,7 @@ def main() -> int:
     model = random_model(args.preset, seed=0)
     c = model.config
     flops_stage = stage_flops(c)
-    flops = sum(flops_stage.values())
+    flops = flop_groups(flops_stage)["total"]
     mp = c.hr_size ** 2 / 1e6
     lr_np = lr_tiles(c, args.batch, seed=0)
     gen = torch.Generator().manual_seed(0)
@@ -304,38 +302,29 @@ def main() -> int:
     for e in entries:
         if e["status"] == "ok":
             e["speedup_vs_eager"] = round(eager_p50 / e["latency"]["per_tile_ms"]["p50"], 3)
-            tok = e["fidelity"]["vs_reference"]["token_agreement"]
-            e["meets_fidelity"] = None if tok is None else tok >= DEFAULT_MIN_TOKENS
+            e["meets_fidelity"] = meets_fidelity(e["fidelity"]["vs_reference"]["token_agreement"], DEFAULT_MIN_TOKENS)
     ok = [e for e in entries if e["status"] == "ok" and e.get("meets_fidelity")]
     best = min(ok, key=lambda e: e["latency"]["per_tile_ms"]["p50"]) if ok else None
-    report = {
-        "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "kind": "bench",
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "label": f"{gpu or str(device)} (PyTorch {torch.__version__})"
-                 + (f", batch {args.batch}" if args.batch > 1 else ""), "host": host,
-        "model": {"name": f"{args.preset}-random", "source": f"preset {args.preset}, random weights, seed 0",
-                  "tile": {"lr": c.lr_size, "hr": c.hr_size, "scale": c.scale}, "patch_nums": list(c.patch_nums),
-                  "sr_megapixels_per_tile": mp, "parameters": model.parameter_report(),
-                  "flops_per_tile": {"conditioning": flops_stage["conditioning"], "decoder": flops_stage["decoder"],
-                                     "scales": sum(v for k, v in flops_stage.items() if k.startswith("scale_")),
-                                     "total": flops},
-                  "flops_per_stage": flops_stage},
-        "settings": {"runs": args.runs, "warmup": args.warmup, "threads": torch.get_num_threads(),
-                     "fidelity_tiles": args.batch, "images": "bundled held-out photographs", "seed": 0,
-                     "eager_batch": args.batch, "interleaved": False, "min_token_agreement": DEFAULT_MIN_TOKENS,
-                     "target_speedup": None, "device": str(device)},
-        "peak": {"gflops": peaks.get("fp32", 0.0), "numpy_gflops": None, "torch_gflops": peaks.get("fp32"),
-                 "per_dtype_gflops": peaks, "method": "best of 5 square matmuls on the device (n=8192)"},
-        "engines": entries,
-        "summary": {"eager_p50_ms_per_tile": eager_p50, "min_token_agreement": DEFAULT_MIN_TOKENS,
-                    "engines_meeting_fidelity": [e["label"] for e in ok], "unavailable": {}, "failed": {},
-                    "best_cpu": None, "target_speedup": None, "target_met": None,
-                    "best_gpu": None if best is None else _best_gpu(best),
-                    "paper_s_per_512_image": PAPER_S},
-        "profile": None,
-        "notes": [f"The paper reports {PAPER_S} s per 512x512 image; one d24-512 tile is one such image.",
-                  "Random weights: speed is what is measured; token agreement is of fp16/bf16 against fp32."],
-    }
+    label = f"{gpu or str(device)} (PyTorch {torch.__version__})" + (f", batch {args.batch}" if args.batch > 1 else "")
+    report = new_report(
+        label=label, host=host,
+        model=model_block(f"{args.preset}-random", f"preset {args.preset}, random weights, seed 0", None, c.hr_size,
+                          c.scale, c.patch_nums, model.parameter_report(), flop_groups(flops_stage), flops_stage),
+        settings={"runs": args.runs, "warmup": args.warmup, "threads": torch.get_num_threads(),
+                  "fidelity_tiles": args.batch, "images": "bundled held-out photographs", "seed": 0,
+                  "eager_batch": args.batch, "interleaved": False, "min_token_agreement": DEFAULT_MIN_TOKENS,
+                  "target_speedup": None, "device": str(device)},
+        peak={"gflops": peaks.get("fp32", 0.0), "numpy_gflops": None, "torch_gflops": peaks.get("fp32"),
+              "per_dtype_gflops": peaks, "method": "best of 5 square matmuls on the device (n=8192)"},
+        engines=entries,
+        summary={"eager_p50_ms_per_tile": eager_p50, "min_token_agreement": DEFAULT_MIN_TOKENS,
+                 "engines_meeting_fidelity": [e["label"] for e in ok], **status_reasons(entries),
+                 "best_cpu": None, "target_speedup": None, "target_met": None,
+                 "best_gpu": None if best is None else _best_gpu(best),
+                 "paper_s_per_512_image": PAPER_S},
+        profile=None,
+        notes=[f"The paper reports {PAPER_S} s per 512x512 image; one d24-512 tile is one such image.",
+               "Random weights: speed is what is measured; token agreement is of fp16/bf16 against fp32."])
     write_json(args.out, report)
     if args.md:
         from alignvar_edge.fsmodes import write_text

@@ -795,12 +795,12 @@ def test_engine_model_check_reads_only_recorded_config_keys() -> None:
 
 def test_gpu_script_writes_a_mergeable_report_on_cpu(tmp_path: Path, report: dict[str, Any]) -> None:
     # scripts/gpu_bench.py is run for real on GPU machines; here its CPU smoke mode checks that its
-    # report passes the schema, renders, and merges beside a CPU bench report
+    # report passes the schema, renders, and merges beside a CPU bench report, in the same envelope
     import subprocess
     root = Path(__file__).resolve().parent.parent
     out = tmp_path / "g.json"
     res = subprocess.run([sys.executable, str(root / "scripts" / "gpu_bench.py"), "--preset", "micro",
-                          "--device", "cpu", "--dtypes", "bf16", "--runs", "2", "--warmup", "0",
+                          "--device", "cpu", "--dtypes", "fp16,bf16", "--runs", "2", "--warmup", "0",
                           "--out", str(out), "--md", str(tmp_path / "g.md")],
                          capture_output=True, text=True, timeout=600, env={"OMP_NUM_THREADS": "1",
                                                                             "PATH": "/usr/bin:/bin"})
@@ -809,6 +809,9 @@ def test_gpu_script_writes_a_mergeable_report_on_cpu(tmp_path: Path, report: dic
     check_report(g)
     labels = [e["label"] for e in g["engines"]]
     assert labels[0] == "pytorch-eager" and "torch-eager-bf16" in labels
+    # its summary names the rows it could not time, as a CPU report's does (it held none: {})
+    assert g["summary"]["unavailable"] == {"torch-eager-fp16": "fp16 matmuls on CPU are not a deployment path"}
+    assert set(g["model"]) == set(report["model"]) and g["model"]["flops_per_tile"]["total"] > 0
     md = (tmp_path / "g.md").read_text()
     # a 32 px tile is not the paper's 512x512 image: no comparison with its 0.43 s
     assert "Best GPU configuration" in md and "paper" not in md.split("## Backends")[0]
