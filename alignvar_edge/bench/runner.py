@@ -354,14 +354,14 @@ def _specs_batch(specs: Sequence[EngineSpec]) -> int:
 @dataclass
 class _Run:
     """What one bench run measures with: the reference model, its baselines, the tiles and whole
-    images, the GEMM peak and the measurements; `subjects` are the engines, once opened."""
+    images (`measure`), the GEMM peak and the measurements; `subjects` are the engines, each added
+    as it is opened (so that whatever happens, what was opened is closed)."""
     model: Any
     name: str
     source: ModelSource
     batch: int                        # PyTorch eager's
     eager: Subject
     bicubic: Subject
-    hr: np.ndarray                    # the HR fidelity tiles (their hash is a setting)
     peak: dict[str, Any]              # before the rounds (in_run_peak adds those timed between them)
     gemm_flops: float
     measure: _Measure
@@ -395,17 +395,17 @@ def run_bench(engines: Sequence[str], reference: Any = None, options: BenchOptio
     threads = run_threads(opts.threads, host)
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
-    every: list[Subject] = []         # what is open, closed whatever happens
+    run: _Run | None = None
     try:
         run = _prepare(reference, specs, opts, threads, say, prog)
-        _open_and_measure(run, specs, opts, threads, every, say)
+        _open_and_measure(run, specs, opts, threads, say)
         flops_of = _pruned_flops(run.config)
         profile = _profile(run, opts, threads, flops_of, say) if opts.profile_runs else None
         own.record(host)
         peak = in_run_peak(run.peak, run.measure.gemm_ms, run.gemm_flops)
         entries = _entries(run, opts, flops_of, peak["gflops"])
     finally:
-        for s in every:
+        for s in _open_subjects(run):
             _close(s)
         torch.set_num_threads(old_threads)
     return _report(run, opts, host, threads, peak, entries, flops_of(()), profile)
@@ -447,33 +447,34 @@ def _prepare(reference: Any, specs: Sequence[EngineSpec], opts: BenchOptions, th
     m = _Measure(lr, hr, config.scale, opts, prog, say, gemm, image, folder,
                  unrefined=(lambda: TorchEngine.from_model(model, batch=batch, refine=False))
                  if config.has_refiner else None)
-    return _Run(model, model_name, model_source, batch, eager, bicubic, hr, peak, gemm_flops, m, [])
+    return _Run(model, model_name, model_source, batch, eager, bicubic, peak, gemm_flops, m, [])
 
 
-def _open_and_measure(run: _Run, specs: Sequence[EngineSpec], opts: BenchOptions, threads: int,
-                      every: list[Subject], say: Log) -> None:
-    """Open the engines and measure them with the baselines: interleaved, or one engine in memory at
-    a time (--sequential). `every` holds what is open, for the caller to close."""
+def _open_subjects(run: _Run | None) -> list[Subject]:
+    """Eager, the engines and bicubic, in the order they are measured and reported."""
+    return [] if run is None else [run.eager, *run.subjects, run.bicubic]
+
+
+def _open_and_measure(run: _Run, specs: Sequence[EngineSpec], opts: BenchOptions, threads: int, say: Log) -> None:
+    """Open the engines (into run.subjects, for the caller to close) and measure them with the
+    baselines: interleaved, or one engine in memory at a time (--sequential)."""
     engine_specs = [sp for sp in specs if sp.backend != BICUBIC]
     taken = {EAGER, BICUBIC}
-    eager, bicubic, m = run.eager, run.bicubic, run.measure
+    m = run.measure
     if opts.sequential:
         # big models: one engine in memory at a time (measured, then closed); no interleaving
-        every[:] = [eager, bicubic]
-        m.measure([eager])
+        m.measure([run.eager])
         for spec in engine_specs:
-            sub = unique_label(_opened(spec, run, opts, threads, say), taken)
-            run.subjects.append(sub)
-            every.append(sub)
-            m.measure([sub])
-            _close(sub)
+            run.subjects.append(unique_label(_opened(spec, run, opts, threads, say), taken))
+            m.measure(run.subjects[-1:])
+            _close(run.subjects[-1])
         _refuse_untimed(opts, run.subjects)
-        m.measure([bicubic])
+        m.measure([run.bicubic])
     else:
-        run.subjects[:] = [unique_label(_opened(sp, run, opts, threads, say), taken) for sp in engine_specs]
-        every[:] = [eager, *run.subjects, bicubic]
+        for spec in engine_specs:
+            run.subjects.append(unique_label(_opened(spec, run, opts, threads, say), taken))
         _refuse_untimed(opts, run.subjects)        # before minutes of timing the baselines for nothing
-        m.measure(every)
+        m.measure(_open_subjects(run))
 
 
 def _opened(spec: EngineSpec, run: _Run, opts: BenchOptions, threads: int, say: Log) -> Subject:
@@ -551,7 +552,7 @@ def _settings(run: _Run, opts: BenchOptions, threads: int) -> dict[str, Any]:
             "fidelity_tiles": opts.tiles, "images": opts.images or "bundled held-out photographs",
             # what the fidelity figures were measured on, whatever the folder's path: `bench merge`
             # compares this (the HR crops: exact on every platform; the LR is computed from them)
-            "fidelity_tiles_sha256": hashlib.sha256(run.hr.tobytes()).hexdigest(),
+            "fidelity_tiles_sha256": hashlib.sha256(run.measure.hr.tobytes()).hexdigest(),
             "seed": opts.seed, "eager_batch": run.batch, "interleaved": not opts.sequential,
             "ort_spin": opts.spin, "min_token_agreement": opts.min_token_agreement,
             "target_speedup": opts.target_speedup}
