@@ -52,11 +52,12 @@ def _model_block(manifest: Manifest | None) -> dict[str, Any]:
                        model.parameters)
 
 
-def _report(manifest: Manifest | None, engines: list[dict[str, Any]], settings: dict[str, Any],
+def _report(model: dict[str, Any], engines: list[dict[str, Any]], settings: dict[str, Any],
             label: str | None, host: dict[str, Any], min_tokens: float, notes: list[str]) -> dict[str, Any]:
+    """A device report around its rows; `model`: `_model_block` of the engine's manifest."""
     meeting = [e["label"] for e in engines if e.get("meets_fidelity")]
     return new_report(
-        label=label, host=host, model=_model_block(manifest),
+        label=label, host=host, model=model,
         settings={**settings, "min_token_agreement": min_tokens, "reference": DEVICE_REFERENCE},
         peak={"gflops": None, "method": "not measured (device report)"},
         engines=engines,
@@ -153,7 +154,7 @@ def bench_engine_dir(engines: list[str], runs: int = 20, warmup: int = 3, thread
     own.record(host)
     settings = {"runs": runs, "duration_s": duration, "warmup": warmup, "threads": threads, "fidelity_tiles": None,
                 "images": None, "interleaved": False}
-    return _report(first, entries, settings, label, host, min_token_agreement, [_NOTE])
+    return _report(_model_block(first), entries, settings, label, host, min_token_agreement, [_NOTE])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -291,4 +292,4 @@ def trtexec_report(log: str | os.PathLike[str], engine_dir: str | os.PathLike[st
              "No fidelity measured here: trtexec runs random inputs. build_parity is the engine's check against "
              "the golden outputs when it was built or adopted (null for a kit); `alignvar-edge selftest --engine` "
              "measures it."]
-    return _report(manifest, [entry], settings, label, host, DEFAULT_MIN_TOKENS, notes)
+    return _report(model, [entry], settings, label, host, DEFAULT_MIN_TOKENS, notes)
