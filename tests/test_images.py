@@ -1169,6 +1169,38 @@ def test_png_text_and_xmp_are_carried_where_the_output_holds_them(tmp_path: Path
         save_image(tmp_path / "out16.tif", pixels, bits=16, **meta)
 
 
+def test_a_png_text_over_pillows_text_chunk_limit_is_written_so_that_the_output_opens(tmp_path: Path) -> None:
+    """A PNG with a 2 MB Author text (uncompressed tEXt, which Pillow reads) was upscaled to a PNG
+    whose text was compressed: Pillow refuses to decompress more than MAX_TEXT_CHUNK (1 MiB), so
+    neither Pillow nor alignvar-edge could open the result ("Decompressed data too large"). The
+    text is written as it can be read again; a long one under the limit is still compressed."""
+    from PIL import PngImagePlugin
+    big, long = "A" * 2_000_000, "B" * 5000
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Author", big)
+    info.add_text("Comment", long)
+    Image.new("RGB", (3, 2)).save(tmp_path / "in.png", pnginfo=info)
+    meta = file_metadata(tmp_path / "in.png", 4)
+    for name, bits in (("out.png", 8), ("out16.png", 16)):
+        save_image(tmp_path / name, np.zeros((8, 12, 3)), bits=bits, **meta)
+        with Image.open(tmp_path / name) as im:
+            assert (im.text["Author"], im.text["Comment"]) == (big, long)      # type: ignore[attr-defined]
+        assert load_image(tmp_path / name)[0].shape == (8, 12, 3)
+        chunks = dict(_chunk_kinds(tmp_path / name))
+        assert (chunks[b"Author"], chunks[b"Comment"]) == (b"tEXt", b"zTXt"), name
+
+
+def _chunk_kinds(path: Path) -> list[tuple[bytes, bytes]]:
+    """(keyword, chunk type) of each text chunk of a PNG file."""
+    data, at, found = path.read_bytes(), 8, []
+    while at < len(data):
+        length, kind = struct.unpack(">I4s", data[at:at + 8])
+        if kind in (b"tEXt", b"zTXt", b"iTXt"):
+            found.append((data[at + 8:at + 8 + length].split(b"\0", 1)[0], kind))
+        at += 12 + length
+    return found
+
+
 def test_png_author_copyright_and_description_go_to_the_exif_of_other_formats(tmp_path: Path) -> None:
     """A PNG upscaled to JPEG, WebP or TIFF lost its Author, Copyright and Description texts (only a
     PNG output holds text chunks). They now go to EXIF's Artist, Copyright and ImageDescription

@@ -226,10 +226,18 @@ def _png_info(text: dict[str, str] | None, xmp: bytes | None) -> PngImagePlugin.
         return None
     info = PngImagePlugin.PngInfo()
     for key, value in (text or {}).items():
-        info.add_text(key, value, zip=len(value) > 1024)     # long text compressed, as zTXt or iTXt
+        info.add_text(key, value, zip=_compressible_text(value))
     if xmp:
         info.add_itxt(_PNG_XMP, xmp.decode("utf-8", "replace"))
     return info
+
+
+def _compressible_text(value: str) -> bool:
+    """Whether a PNG text is written compressed (zTXt or iTXt): a long one, but none past Pillow's
+    MAX_TEXT_CHUNK (1 MiB), which it refuses to decompress on reading (the output would not open
+    again); it reads such a text uncompressed, as the input held it. Counted in UTF-8, at least
+    the bytes of the chunk's own encoding."""
+    return 1024 < len(value.encode("utf-8", "surrogatepass")) <= PngImagePlugin.MAX_TEXT_CHUNK
 
 
 # A PNG's keywords that name the picture's author, rights and subject, and their EXIF tags (as
