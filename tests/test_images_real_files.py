@@ -103,7 +103,7 @@ def test_32_bit_integer_images_are_refused_as_int32_arrays_are(tmp_path: Path, v
     Image.fromarray(samples).save(tmp_path / "i32.tif")
     with Image.open(tmp_path / "i32.tif") as img:
         assert img.mode == "I"
-    with pytest.raises(InputError, match=f"i32.tif: 32-bit integer samples, which have no full scale to divide "
+    with pytest.raises(InputError, match=f"i32.tif: 32-bit signed integer samples, which have no full scale to divide "
                                          f"by; {says}"):
         load_image(tmp_path / "i32.tif")
     numpy_says = _ARRAY_CONVERSION[values]
@@ -112,6 +112,16 @@ def test_32_bit_integer_images_are_refused_as_int32_arrays_are(tmp_path: Path, v
     with pytest.raises(InputError, match=fr"mode I holds 32-bit integers.*pass np\.asarray\(image\) converted: "
                                          f"{numpy_says}"):
         as_float_image(Image.fromarray(samples))
+
+
+def test_a_signed_16_bit_tiff_is_refused_as_what_it_holds(tmp_path: Path) -> None:
+    """A TIFF of signed 16-bit samples (Pillow opens it as mode I, as a 32-bit one) was refused as
+    "32-bit integer samples": the user looked for 32-bit samples the file does not have."""
+    tifffile = pytest.importorskip("tifffile")
+    tifffile.imwrite(tmp_path / "i16.tif", np.linspace(-32640, 32639, 5 * 6).astype(np.int16).reshape(5, 6))
+    with pytest.raises(InputError, match=r"i16\.tif: 16-bit signed integer samples, which have no full scale to "
+                                         r"divide by; its values span -32640\.\.32639: scale them to 0\.\.65535"):
+        load_image(tmp_path / "i16.tif")
 
 
 _ARRAY_CONVERSION = {(29, 239): r"its values fit in 8 bits: convert with np\.asarray\(x, np\.uint8\)",

@@ -142,7 +142,7 @@ def _planes(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     negative, wide = stored_as_negative(img), holds_32_bit_integers(img)
     img.load()
     if wide:
-        _refuse_32_bit_integers(np.asarray(img))
+        _refuse_wide_integers(np.asarray(img), _integer_samples(img))
     img = ImageOps.exif_transpose(img)
     if la16:
         gray, gray_alpha = sixteen_bit.la16_planes(img)
@@ -154,14 +154,27 @@ def _planes(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
 _MULTI_FRAME_FORMATS = ("GIF", "PNG", "WEBP", "TIFF")
 
 
-def _refuse_32_bit_integers(samples: np.ndarray) -> None:
-    """A file of 32-bit integer samples, refused as an int32 array is (`fitting_bits`): read as
-    16-bit, 8-bit values came out near black."""
+def _refuse_wide_integers(samples: np.ndarray, kind: str) -> None:
+    """A file of `kind` integer samples (Pillow's mode I), refused as an int32 array is
+    (`fitting_bits`): read as 16-bit, 8-bit values came out near black."""
     bits = fitting_bits(samples)
     fix = (f"its values fit in {bits} bits: save it with {bits} bits a sample (PNG or TIFF)" if bits else
            f"its values span {int(samples.min())}..{int(samples.max())}: scale them to 0..65535 and save it "
            "as a 16-bit PNG or TIFF")
-    raise InputError(f"32-bit integer samples, which have no full scale to divide by; {fix}")
+    raise InputError(f"{kind} integer samples, which have no full scale to divide by; {fix}")
+
+
+_TIFF_BITS_PER_SAMPLE, _TIFF_SAMPLE_FORMAT, _SIGNED = 258, 339, 2
+
+
+def _integer_samples(img: Image.Image) -> str:
+    """The file's integer samples in words ("16-bit signed", "32-bit"), from its TIFF tags where it
+    has them: Pillow opens signed 16-bit samples as mode I, 32-bit, too."""
+    tags = getattr(img, "tag_v2", {})
+    bits, kind = tags.get(_TIFF_BITS_PER_SAMPLE, (32,)), tags.get(_TIFF_SAMPLE_FORMAT, 1)
+    bits = bits[0] if isinstance(bits, tuple) else bits
+    kind = kind[0] if isinstance(kind, tuple) else kind
+    return f"{bits}-bit signed" if kind == _SIGNED else f"{bits}-bit"
 
 
 def _to_float_planes(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
