@@ -494,11 +494,12 @@ def train(opts: TrainOptions, batches: Callable[[int], tuple[torch.Tensor, torch
         # Ctrl-C / SIGTERM, or an error (a full disk at the first save): a --force run puts back the
         # run it was replacing; otherwise a run that saved a state is kept (--resume goes on from
         # it), and one stopped before its first save leaves --out as it found it, so the same
-        # command runs again (a run.json alone would be refused by it, and by --resume)
+        # command runs again (a run.json alone would be refused by it, and by --resume); a resumed
+        # run's folder is never this run's to undo, even where its state is unreadable
         if not prepared:
             raise                          # refused before --out was touched
         _finish_out(opts.out, aside, ok=False)
-        if aside is None and not has_state(opts.out):
+        if aside is None and not opts.resume and not has_state(opts.out):
             _undo_new_out(opts.out, out_was_there)
         raise
     _finish_out(opts.out, aside, ok=True)
