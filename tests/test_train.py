@@ -241,6 +241,7 @@ def test_resume_from_a_state_without_its_state_json_is_refused_and_deletes_nothi
         train(opts(run, "vqvae", 4, resume=True), micro_batches())
     assert sorted(p.relative_to(run) for p in run.rglob("*")) == kept and (run / "final").is_dir()
 
+
 @pytest.mark.parametrize("name,says", [("run.json", "is not valid JSON"), ("state/state.json", "corrupt")])
 def test_resume_refuses_a_hostile_run_or_state_json(name: str, says: str, tmp_path: Path) -> None:
     """run.json or the state's state.json nested 100,000 deep was a RecursionError traceback."""
