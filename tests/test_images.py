@@ -1227,9 +1227,11 @@ def test_png_author_copyright_and_description_go_to_the_exif_of_other_formats(tm
         assert not im.getexif()
 
 
-def test_a_gif_is_read_by_a_folder_run_as_by_a_file_run_and_written_as_png(upscaled, tmp_path: Path) -> None:
+def test_a_gif_is_read_by_a_folder_run_as_by_a_file_run_and_written_as_png(upscaled, tmp_path: Path,
+                                                                         capsys) -> None:
     """A file run upscaled a .gif; a folder run left it out as a file "of other kinds", and a file
-    run into a folder refused to write out/a.gif. Both now read it and write a .png."""
+    run into a folder refused to write out/a.gif. Both now read it and write a .png, and the
+    summary names that file (it said "-> out/", leaving the user to find the name)."""
     from alignvar_edge.cli import main
     src, dst = upscaled
     folder_result = load_image(dst / "palette.png")[0]
@@ -1237,6 +1239,9 @@ def test_a_gif_is_read_by_a_folder_run_as_by_a_file_run_and_written_as_png(upsca
     (tmp_path / "out").mkdir()
     for out in (tmp_path / "out", f"{tmp_path / 'new'}/"):
         assert main(["upscale", str(src / "palette.gif"), str(out), "--engine", "alignvar-tiny", "--quiet"]) == 0
+        summary = capsys.readouterr().err.splitlines()[-1]
+        assert summary.startswith("upscaled 1 image(s)") and summary.endswith(
+            f" -> {Path(out) / 'palette.png'}"), summary
     for written in (tmp_path / "out" / "palette.png", tmp_path / "new" / "palette.png"):
         np.testing.assert_array_equal(load_image(written)[0], folder_result)
 

@@ -434,8 +434,10 @@ def run_upscale(args: argparse.Namespace) -> int:
             del out, big_alpha          # saved: not held while the next file is read
         bar.close()
     others = f" ({len(taken)} written by another run meanwhile)" if taken else ""
+    # a file's result by its name, which `upscale a.png out/` chose
+    written = args.output if Path(args.input).is_dir() else str(jobs[0][1])
     progress.note(f"upscaled {len(jobs) - len(unusable) - len(taken)} image(s){others} x{engine.scale} with {engine.backend} "
-         f"({engine.device}) in {time.perf_counter() - t0:.1f} s -> {args.output}")
+         f"({engine.device}) in {time.perf_counter() - t0:.1f} s -> {written}")
     if unusable:
         raise InputError(f"{len(unusable)} file(s) could not be upscaled (listed above); fix or remove them and "
                          "run the same command again: the finished images are skipped")
