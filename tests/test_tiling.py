@@ -293,3 +293,28 @@ def test_the_colour_fix_holds_the_float_result_and_little_besides() -> None:
                                                               color_fix=True), short, tall)
     result_grown = 16 * tall[64:].size
     assert grown < 4.4 * result_grown, grown / result_grown
+
+
+def test_an_overlap_near_the_tile_is_said_with_the_tiles_it_costs(tmp_path, capsys, one_torch_thread) -> None:
+    """`upscale --overlap 15` on a 16 px tile (a stride of 1 px) took a 48x32 image 561 tiles, not
+    12: minutes instead of half a second, without a word. Where an --overlap takes at least 4x
+    the default's tiles, the run says so once, before that image's work, with the count."""
+    from PIL import Image
+
+    from alignvar_edge.cli import main
+    assert tiling.overlap_cost((32, 48), 16, 15) == (
+        "--overlap 15 leaves a stride of 1 px of this engine's 16 px tile: 561 tiles, 47x the 12 of the default "
+        "overlap (4) and as much longer; a smaller --overlap, or none, takes fewer")
+    assert tiling.overlap_cost((32, 48), 16, 8) is None          # 24 tiles: 2x, what a wider blend costs
+    assert tiling.overlap_cost((8, 8), 16, 15) is None           # one tile whatever the overlap
+    (tmp_path / "in").mkdir()
+    for name in ("a.png", "b.png"):
+        Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 40, 3), np.uint8)).save(tmp_path / "in" / name)
+    for overlap, said in (("12", True), ("8", False)):
+        out = tmp_path / f"out{overlap}"
+        assert main(["upscale", str(tmp_path / "in"), str(out), "--overlap", overlap, "--quiet", "--threads", "1"]) == 0
+        notes = [line for line in capsys.readouterr().err.splitlines() if "leaves a stride" in line]
+        assert notes == ([f"{tmp_path / 'in' / 'a.png'}: --overlap 12 leaves a stride of 4 px of this engine's 16 px "
+                          "tile: 49 tiles, 5x the 9 of the default overlap (4) and as much longer; a smaller "
+                          "--overlap, or none, takes fewer"] if said else []), notes
+        assert Image.open(out / "b.png").size == (160, 160)

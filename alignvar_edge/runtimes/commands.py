@@ -353,7 +353,7 @@ def run_upscale(args: argparse.Namespace) -> int:
                                       output_format, result_path, save_image)
     from alignvar_edge.images.read import file_samples
     from alignvar_edge.images.write import written_bits
-    from alignvar_edge.runtimes.tiling import check_overlap_flag, upscale_plane_bicubic
+    from alignvar_edge.runtimes.tiling import check_overlap_flag, overlap_cost, upscale_plane_bicubic
     if Path(args.input).is_dir():    # what Ctrl-C keeps: a folder run's finished images
         args.on_interrupt = ("images already finished are kept, the one in progress is not; "
                              "the same command again skips the finished ones")
@@ -387,6 +387,7 @@ def run_upscale(args: argparse.Namespace) -> int:
         loaded: list[tuple[Path, Path, Any, int, Any]] = []  # (src, dst, alpha, bits, metadata): read, not saved
         unusable: list[str] = []                        # a folder run goes past files it cannot use
         taken: list[Path] = []                          # ... and past results another run wrote meanwhile
+        costly_overlap: list[str] = []                  # said once a run, at the first image it slows
 
         def images() -> Any:
             for i, (src, dst) in enumerate(jobs):
@@ -403,6 +404,10 @@ def run_upscale(args: argparse.Namespace) -> int:
                     unusable.append(str(e))
                     progress.note(f"skipping: {e}")
                     continue
+                if args.overlap is not None and not costly_overlap and (
+                        cost := overlap_cost(rgb.shape[:2], engine.tile_size, args.overlap)):
+                    costly_overlap.append(cost)
+                    progress.note(f"{src}: {cost}")
                 bar.set_description(f"{src.name} ({i + 1}/{len(jobs)})")
                 loaded.append((src, dst, alpha, bits, meta))
                 # the file's own samples: the result is made in their dtype, not held whole as float32
