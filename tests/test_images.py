@@ -1201,6 +1201,31 @@ def _chunk_kinds(path: Path) -> list[tuple[bytes, bytes]]:
     return found
 
 
+def test_a_damaged_exif_is_said_once_naming_its_file(tmp_path: Path, capsys, one_torch_thread) -> None:
+    """A PNG whose EXIF block is damaged (`MM\\0*garbage`) gave Pillow's "Corrupt EXIF data" twice per
+    file in an upscale run (the EXIF was read when the pixels were and again for what the result
+    carries), naming no file: in a folder of hundreds the user could not find it. It is one line
+    naming the file, the EXIF read once; the image is still upscaled."""
+    from alignvar_edge.cli import main
+    (tmp_path / "in").mkdir()
+    buf = io.BytesIO()
+    Image.new("RGB", (6, 5), (200, 40, 10)).save(buf, format="PNG")
+    png = buf.getvalue()
+    (tmp_path / "in" / "bad.png").write_bytes(png[:33] + _png_chunk(b"eXIf", b"MM\0*garbage") + png[33:])
+    Image.new("RGB", (6, 5)).save(tmp_path / "in" / "good.png")
+    assert main(["upscale", str(tmp_path / "in"), str(tmp_path / "out"), "--quiet", "--threads", "1"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    exif_lines = [line for line in err if "EXIF" in line]
+    assert exif_lines == [f"alignvar-edge upscale: warning: {tmp_path / 'in' / 'bad.png'}: its EXIF is damaged "
+                          "(Corrupt EXIF data. Expecting to read 2 bytes but only got 0.) and is read only as far "
+                          "as it goes: without an orientation the picture is taken as upright; save the file "
+                          "again from an image editor to repair it"], err
+    assert _read(tmp_path / "out" / "bad.png").size == (24, 20)
+    with pytest.warns(UserWarning) as said:
+        load_image(tmp_path / "in" / "bad.png")
+    assert [str(w.message).split(":")[0] for w in said] == [str(tmp_path / "in" / "bad.png")]
+
+
 def test_png_author_copyright_and_description_go_to_the_exif_of_other_formats(tmp_path: Path) -> None:
     """A PNG upscaled to JPEG, WebP or TIFF lost its Author, Copyright and Description texts (only a
     PNG output holds text chunks). They now go to EXIF's Artist, Copyright and ImageDescription

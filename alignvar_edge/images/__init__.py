@@ -5,6 +5,7 @@ One module a job:
   formats      the extensions, the Pillow mode an image is upscaled in, a file's layout
   read         `load_image`: defensive decoding, 16 bits kept (with `sixteen_bit`)
   metadata     what an output carries beside its pixels (ICC, EXIF, XMP, DPI, PNG text)
+  exif         a file's EXIF, read once, a damaged one named with its file
   write        `save_image` and the output-format rules (with `png16` for 16-bit PNGs)
   arrays       numpy / PIL / torch images as float planes and back
   folders      listing a folder's images, and reading one for figures or training

@@ -115,7 +115,7 @@ def not_a_result(src: Path, dst: Path, scale: int) -> str | None:
         return None
     try:
         with open_quietly(src) as img:
-            w, h = upright_size(img)
+            w, h = upright_size(img, src)
     except (*IMAGE_DECODE_ERRORS, Image.DecompressionBombError):
         return None
     want = (w * scale, h * scale)

@@ -12,6 +12,7 @@ from PIL import ExifTags, Image, TiffImagePlugin
 
 from alignvar_edge.errors import InputError
 from alignvar_edge.images import sixteen_bit
+from alignvar_edge.images.exif import image_exif
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 # what `upscale` reads: those, and GIF (one frame), whose result is written as PNG (`result_path`)
@@ -101,7 +102,7 @@ def open_quietly(path: str | os.PathLike[str]) -> Image.Image:
         return Image.open(path)
 
 
-def upright_size(img: Image.Image) -> tuple[int, int]:
+def upright_size(img: Image.Image, path: str | os.PathLike[str]) -> tuple[int, int]:
     """(width, height) of an opened image once `load_image` has turned it upright by its EXIF
     orientation: the size its results have, divided by the scale (a PNG's EXIF may follow its
     pixels, which are then decoded). A TIFF's stored size is its tags' (recent Pillow versions
@@ -110,7 +111,7 @@ def upright_size(img: Image.Image) -> tuple[int, int]:
     stored = img.size
     if isinstance(img, TiffImagePlugin.TiffImageFile):
         stored = (img.tag_v2.get(_TIFF_WIDTH, stored[0]), img.tag_v2.get(_TIFF_LENGTH, stored[1]))
-    turned = img.getexif().get(ExifTags.Base.Orientation, 1) in _TURNED
+    turned = image_exif(img, path).get(ExifTags.Base.Orientation, 1) in _TURNED
     return (stored[1], stored[0]) if turned else (stored[0], stored[1])
 
 

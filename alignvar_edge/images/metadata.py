@@ -16,6 +16,7 @@ from PIL import ExifTags, Image, PngImagePlugin, TiffImagePlugin
 
 from alignvar_edge.errors import IMAGE_DECODE_ERRORS
 from alignvar_edge.images import png16
+from alignvar_edge.images.exif import image_exif
 from alignvar_edge.images.formats import image_layout, open_quietly
 
 
@@ -29,9 +30,13 @@ def file_profile(path: str | os.PathLike[str]) -> bytes | None:
 
 
 def _profile(img: Image.Image) -> bytes | None:
+    return _profile_for(img, image_layout(img)[0])
+
+
+def _profile_for(img: Image.Image, gray: bool) -> bytes | None:
     icc = img.info.get("icc_profile")
     # bytes 16-19 of an ICC header: the colour space of the data it describes
-    if not isinstance(icc, bytes) or len(icc) < 20 or icc[16:20] != (b"GRAY" if image_layout(img)[0] else b"RGB "):
+    if not isinstance(icc, bytes) or len(icc) < 20 or icc[16:20] != (b"GRAY" if gray else b"RGB "):
         return None
     return icc
 
@@ -52,18 +57,24 @@ def file_metadata(path: str | os.PathLike[str], scale: int = 1) -> Metadata:
     times `scale`, so that the result prints at the input's size, and a PNG's text (`_carried_text`:
     author, copyright, description, ...)."""
     with open_quietly(path) as img:
-        icc = _profile(img)               # from the header: getexif may decode the pixels
-        exif = img.getexif()              # (a PNG's EXIF may follow them)
-        dpi = _dpi(img, exif)
-        try:
-            carried = _carried_exif(exif)
-        except (*IMAGE_DECODE_ERRORS, struct.error, TypeError) as e:   # a maker's tag Pillow cannot write back
-            warnings.warn(f"{path}: its EXIF cannot be copied ({e}); the result is written without it",
-                          stacklevel=2)
-            carried = None
-        # a PNG's text may follow its pixels too; its XMP is one of its texts
-        text = dict(img.text) if isinstance(img, PngImagePlugin.PngImageFile) else {}
-        xmp = img.info.get("xmp") or text.get(_PNG_XMP, "").encode()
+        return image_metadata(img, path, image_layout(img)[0], scale)
+
+
+def image_metadata(img: Image.Image, path: str | os.PathLike[str], gray: bool, scale: int) -> Metadata:
+    """`file_metadata` of the opened file `path`, whose layout is `gray` or not (`image_layout`,
+    read from its header: decoding the pixels may change what it reads)."""
+    icc = _profile_for(img, gray)
+    exif = image_exif(img, path)          # a PNG's EXIF may follow its pixels, which it decodes
+    dpi = _dpi(img, exif)
+    try:
+        carried = _carried_exif(exif)
+    except (*IMAGE_DECODE_ERRORS, struct.error, TypeError) as e:   # a maker's tag Pillow cannot write back
+        warnings.warn(f"{path}: its EXIF cannot be copied ({e}); the result is written without it",
+                      stacklevel=3)
+        carried = None
+    # a PNG's text may follow its pixels too; its XMP is one of its texts
+    text = dict(img.text) if isinstance(img, PngImagePlugin.PngImageFile) else {}
+    xmp = img.info.get("xmp") or text.get(_PNG_XMP, "").encode()
     return {"icc_profile": icc, "exif": carried, "dpi": (dpi[0] * scale, dpi[1] * scale) if dpi else None,
             "xmp": _carried_xmp(xmp), "text": _carried_text(text)}
 

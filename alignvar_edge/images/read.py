@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +23,10 @@ from alignvar_edge.errors import IMAGE_DECODE_ERRORS, InputError, damaged_image_
 from alignvar_edge.fsmodes import broken_link, special_kind
 from alignvar_edge.images import sixteen_bit
 from alignvar_edge.images.arrays import check_unit_range, fitting_bits, refuse_over_megapixels
-from alignvar_edge.images.formats import (SIXTEEN_BIT_MODES, converted, holds_32_bit_integers, plain_mode,
-                                          stored_as_negative, unusable_cmyk_profile)
+from alignvar_edge.images.exif import image_exif
+from alignvar_edge.images.formats import (SIXTEEN_BIT_MODES, converted, holds_32_bit_integers, image_layout,
+                                          plain_mode, stored_as_negative, unusable_cmyk_profile)
+from alignvar_edge.images.metadata import Metadata, image_metadata
 
 
 def load_image(
@@ -37,6 +41,25 @@ def load_image(
     TIFFs where tifffile is installed (refused without it: Pillow would read 8 of their bits).
     """
     path = Path(path)
+    with _opened(path, raise_limit) as img:
+        return _decode(path, img, max_megapixels, raise_limit)
+
+
+def load_image_for_upscale(path: Path, max_megapixels: float | None, scale: int
+                           ) -> tuple[np.ndarray, np.ndarray | None, tuple[bool, int], Metadata]:
+    """`load_image`'s planes, the file's layout (`image_layout`) and what its result carries beside
+    its pixels (`image_metadata`, `scale` times its size), from one opening of the file: its EXIF
+    is read once, and a damaged one said once."""
+    with _opened(path, "max_megapixels / --max-megapixels") as img:
+        layout = image_layout(img)          # from the header: decoding changes what it reads
+        rgb, alpha = _decode(path, img, max_megapixels, "max_megapixels / --max-megapixels")
+        return rgb, alpha, layout, image_metadata(img, path, layout[0], scale)
+
+
+@contextmanager
+def _opened(path: Path, raise_limit: str | None) -> Iterator[Image.Image]:
+    """The image file `path` opened by Pillow (its header read, no pixels decoded), or refused in
+    one line naming it and the fix."""
     if path.is_dir():
         raise InputError(f"{path} is a folder, not an image file; pass an image file path")
     if (broken := broken_link(path)) is not None:
@@ -76,7 +99,7 @@ def load_image(
         except IMAGE_DECODE_ERRORS as e:
             raise InputError(f"{path} cannot be opened as an image ({e}); re-export the file") from e
         with img:
-            return _decode(path, img, max_megapixels, raise_limit)
+            yield img
 
 
 def _decode(
@@ -98,7 +121,7 @@ def _decode(
         raise InputError(f"{path} holds {frames} frames (an animation or a multi-page file); save the "
                          "frame you want as a PNG and pass that")
     try:
-        rgb, alpha = sixteen_bit.rgb16_planes(path, img) if sixteen_bit.is_rgb16(img) else _planes(img)
+        rgb, alpha = sixteen_bit.rgb16_planes(path, img) if sixteen_bit.is_rgb16(img) else _planes(path, img)
     except InputError as e:
         raise InputError(f"{path}: {e}") from e
     except _DAMAGED as e:
@@ -135,7 +158,7 @@ _CHECKED_ROWS = 64      # rows of `file_samples`' round-trip check at once
 _DAMAGED = (*IMAGE_DECODE_ERRORS, TypeError)
 
 
-def _planes(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+def _planes(path: Path, img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     """Pillow's pixels, upright and as displayed, as float32 RGB and alpha (16-bit gray+alpha kept
     16-bit)."""
     la16 = sixteen_bit.read_la16_raw(img)
@@ -143,6 +166,7 @@ def _planes(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     img.load()
     if wide:
         _refuse_wide_integers(np.asarray(img), _integer_samples(img))
+    image_exif(img, path)                   # exif_transpose reads what Pillow keeps of it
     img = ImageOps.exif_transpose(img)
     if la16:
         gray, gray_alpha = sixteen_bit.la16_planes(img)

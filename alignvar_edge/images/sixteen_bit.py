@@ -16,6 +16,7 @@ import numpy as np
 from PIL import ExifTags, Image, ImageFile, ImageOps, TiffImagePlugin
 
 from alignvar_edge.errors import IMAGE_DECODE_ERRORS, InputError
+from alignvar_edge.images.exif import image_exif
 from alignvar_edge.extras import is_installed
 from alignvar_edge.lazy import lazy_import
 
@@ -78,7 +79,7 @@ def rgb16_planes(path: Path, img: ImageFile.ImageFile) -> tuple[np.ndarray, np.n
     key_alpha = _key_alpha(samples, img.info.get("transparency"))
     if key_alpha is not None:
         samples = np.concatenate([samples, key_alpha[..., None]], axis=2)
-    planes = _upright(img, samples).astype(np.float32) / 65535.0
+    planes = _upright(img, samples, path).astype(np.float32) / 65535.0
     alpha = np.ascontiguousarray(planes[..., 3]) if planes.shape[2] == 4 else None
     return np.ascontiguousarray(planes[..., :3]), alpha
 
@@ -163,10 +164,10 @@ def _key_alpha(rgb16: np.ndarray, key: object) -> np.ndarray | None:
     return np.where(clear, 0, 65535).astype(np.uint16)
 
 
-def _upright(img: Image.Image, samples: np.ndarray) -> np.ndarray:
-    """HxWxC `samples` turned as `ImageOps.exif_transpose` turns `img`: Pillow's rule, applied to
-    an image of the pixels' indices, since Pillow has no 16-bit colour image to turn."""
-    orientation = img.getexif().get(ExifTags.Base.Orientation, 1)
+def _upright(img: Image.Image, samples: np.ndarray, path: Path) -> np.ndarray:
+    """HxWxC `samples` of the file `path` turned as `ImageOps.exif_transpose` turns `img`: Pillow's
+    rule, applied to an image of the pixels' indices, since Pillow has no 16-bit colour image to turn."""
+    orientation = image_exif(img, path).get(ExifTags.Base.Orientation, 1)
     if orientation == 1:
         return samples
     height, width, channels = samples.shape

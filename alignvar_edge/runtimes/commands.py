@@ -349,9 +349,8 @@ def _check_quality(quality: int | str | None, jobs: list[tuple[Path, Path]], out
 
 def run_upscale(args: argparse.Namespace) -> int:
     from alignvar_edge import runtimes
-    from alignvar_edge.images import (QUALITY_FORMATS, file_layout, file_metadata, load_image,
-                                      output_format, result_path, save_image)
-    from alignvar_edge.images.read import file_samples
+    from alignvar_edge.images import QUALITY_FORMATS, output_format, result_path, save_image
+    from alignvar_edge.images.read import file_samples, load_image_for_upscale
     from alignvar_edge.images.write import written_bits
     from alignvar_edge.runtimes.tiling import check_overlap_flag, overlap_cost, upscale_plane_bicubic
     if Path(args.input).is_dir():    # what Ctrl-C keeps: a folder run's finished images
@@ -392,12 +391,11 @@ def run_upscale(args: argparse.Namespace) -> int:
         def images() -> Any:
             for i, (src, dst) in enumerate(jobs):
                 try:
-                    rgb, alpha = load_image(src, max_megapixels=limit)
-                    gray, bits = file_layout(src)           # the file's layout is kept
+                    # the file's layout is kept, and its colours, EXIF and print size
+                    rgb, alpha, (gray, bits), meta = load_image_for_upscale(src, limit, engine.scale)
                     # e.g. alpha to .jpg, a WebP wider than it holds, a TIFF past 4 GiB: refused before the work
                     output_format(dst, alpha is not None, (rgb.shape[1] * engine.scale, rgb.shape[0] * engine.scale),
                                   gray=gray, bits=bits)
-                    meta = file_metadata(src, engine.scale)  # and its colours, EXIF and print size
                 except InputError as e:
                     if len(jobs) == 1:
                         raise
