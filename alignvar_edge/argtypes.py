@@ -15,8 +15,9 @@ from alignvar_edge.errors import InputError
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["DEFAULT_MAX_MEGAPIXELS", "MAX_BATCH", "MAX_TILES", "batch_size", "check_fraction", "fraction",
-           "int_at_least", "is_integer", "nonneg_float", "nonneg_int", "percent", "positive_float", "positive_int", "tile_count"]
+__all__ = ["DEFAULT_MAX_MEGAPIXELS", "MAX_BATCH", "MAX_TILES", "SEED_LIMIT", "batch_size", "check_fraction",
+           "check_seed", "fraction", "int_at_least", "is_integer", "nonneg_float", "nonneg_int", "percent",
+           "positive_float", "positive_int", "random_seed", "tile_count"]
 
 # The most tiles a tile-count flag (--tiles, --val-tiles, --calib-tiles) takes. Every tile is cut,
 # degraded and held in memory with its HR crop before any engine runs, then run one by one: 1024
@@ -36,6 +37,12 @@ MAX_BATCH = 256
 # pixel count by 16: 24 MP in is 384 MP out (1.2 GB as 8-bit RGB, 4.6 GB as float32 RGB, which the
 # colour fix and the float functions of `runtimes.tiling` hold).
 DEFAULT_MAX_MEGAPIXELS = 24.0
+
+# Seeds (every --seed, and TrainOptions.seed) are below this: PyTorch's generators take 64-bit seeds
+# (`torch.manual_seed(2**64)` raises "Overflow when unpacking long long", a traceback after the
+# run's checks), and one seed feeds PyTorch and numpy alike.
+SEED_LIMIT = 2**64
+_SEED_RANGE = "an integer from 0 to 2**64-1"
 
 
 def int_at_least(low: int) -> Callable[[str], int]:
@@ -76,6 +83,25 @@ def _one_to(high: int, why: str) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"must be an integer from 1 to {high} ({why}), got {text!r}")
         return v
     return parse
+
+
+def random_seed(text: str) -> int:
+    """A --seed flag's value, in SEED_LIMIT's range."""
+    try:
+        v = int(text)
+    except ValueError:
+        v = -1
+    if not 0 <= v < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be {_SEED_RANGE}, got {text!r}")
+    return v
+
+
+def check_seed(name: str, value: object, error: type[Exception] = InputError) -> int:
+    """Seed option `name` of a Python API call: an integer in SEED_LIMIT's range, or `error` naming it
+    as the caller passes it, in the flag's words."""
+    if not is_integer(value) or not 0 <= int(value) < SEED_LIMIT:
+        raise error(f"{option(name, value)} must be {_SEED_RANGE}")
+    return int(value)
 
 
 tile_count = _one_to(MAX_TILES, "tiles are all held in memory")   # a number of tiles

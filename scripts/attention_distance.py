@@ -17,6 +17,7 @@ import json
 import numpy as np
 import torch
 
+from alignvar_edge.argtypes import random_seed
 from alignvar_edge.degrade import DegradationConfig, degrade
 from alignvar_edge.model import AlignVAR
 from alignvar_edge.samples import sample_images
@@ -71,7 +72,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("checkpoint", nargs="?", default="alignvar-tiny")
     ap.add_argument("--max-side", type=int, default=256)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=random_seed, default=0)
     ap.add_argument("--option", action="append", default=[], help="config field=value for the last variant")
     args = ap.parse_args()
     model = AlignVAR.from_pretrained(args.checkpoint).eval()

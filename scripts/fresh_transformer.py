@@ -9,6 +9,7 @@ import argparse
 
 import torch
 
+from alignvar_edge.argtypes import random_seed
 from alignvar_edge.model.alignvar import AlignVAR
 
 
@@ -16,7 +17,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("checkpoint", help="checkpoint directory or bundled name whose VQ-VAE to keep")
     ap.add_argument("out", help="directory to write (save_pretrained)")
-    ap.add_argument("--seed", type=int, default=0, help="seed of the transformer's initialisation")
+    ap.add_argument("--seed", type=random_seed, default=0, help="seed of the transformer's initialisation")
     args = ap.parse_args()
     source = AlignVAR.from_pretrained(args.checkpoint)
     torch.manual_seed(args.seed)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from alignvar_edge.argtypes import random_seed
 from alignvar_edge.model.alignvar import load_pretrained
 from alignvar_edge.model.bundled import BUNDLED
 from alignvar_edge.model.checkpoint import PRETRAINED_DIR, load_config, save_pretrained
@@ -53,7 +54,7 @@ def main() -> None:
     ap.add_argument("--vq-batch", type=int, default=8)
     ap.add_argument("--tf-steps", type=int, default=1000)
     ap.add_argument("--tf-batch", type=int, default=12)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=random_seed, default=0)
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--install", action="store_true")
     ap.add_argument("--install-from", type=Path, help="install this trained checkpoint; no training")

@@ -1300,6 +1300,31 @@ BAD_FLAGS = [
 ]
 
 
+def _verbs_with_a_seed() -> list[str]:
+    return sorted(verb for verb, parser in cli.build_parser().verb_parsers.items()
+                  if "--seed" in parser._option_string_actions)
+
+
+SEED_VERBS = _verbs_with_a_seed()
+
+
+def test_the_seed_verbs_are_found():
+    assert {"train", "eval", "export", "quantize", "bench", "deploy"} <= set(SEED_VERBS)
+
+
+@pytest.mark.parametrize("verb", SEED_VERBS)
+def test_every_seed_flag_takes_pytorchs_range_only(verb, capsys, tmp_path, monkeypatch):
+    # train --seed 2**64 was a traceback from torch.manual_seed ('Overflow when unpacking long long')
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    for seed in (2**64, 10**20, -1):
+        code = cli.main([verb, "--seed", str(seed)])
+        line = _one_line_error(code, capsys.readouterr().err,
+                               f"argument --seed: must be an integer from 0 to 2**64-1, got '{seed}'")
+        assert code == 2 and line.startswith(f"alignvar-edge {verb}: error: "), line
+    assert sorted(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("argv", [["compare", "eng/ort", "--images", "fin", "--threads", "1"],
                                   ["upscale", "a", "b", "--bogus"], ["bench", "merge", "a.json", "--nope", "x"]])
 def test_an_argument_no_verb_reads_is_the_verbs_error(argv, capsys):

@@ -144,6 +144,17 @@ def test_resume_equals_uninterrupted(stage: str, vq_run: Path, tf_run: Path, tmp
         assert torch.equal(a[k], b[k]), k
 
 
+@pytest.mark.parametrize("stage", ["vqvae", "transformer"])
+def test_the_largest_seed_trains_and_one_past_it_is_refused_by_name(stage: str, vq_run: Path, tmp_path: Path) -> None:
+    # the run's own generators are seeded with seed + 7 and seed * 1000003 + step: past PyTorch's 2**64-1
+    init = {"init": str(vq_run / "final")} if stage == "transformer" else {}
+    train(opts(tmp_path / "top", stage, 2, seed=2**64 - 1, **init), micro_batches())
+    assert len(losses(tmp_path / "top", "step")) == 2
+    with pytest.raises(InputError, match=r"^seed=18446744073709551616 must be an integer from 0 to 2\*\*64-1$"):
+        train(opts(tmp_path / "past", stage, 2, seed=2**64, **init), micro_batches())
+    assert not (tmp_path / "past").exists()
+
+
 def test_existing_run_is_refused_without_force(vq_run: Path) -> None:
     with pytest.raises(OutputExistsError, match="--force"):
         train(opts(vq_run, "vqvae", 2), micro_batches())

@@ -299,3 +299,12 @@ def test_ablation_trains_its_variants_again_once_the_vqvae_they_started_from_cha
     trains = [c.split() for c in log.read_text().splitlines() if c.startswith("train ")]
     assert len(trains) == 2 and all("--force" in t for t in trains)
     assert r.stdout.count("changed since") == 2
+
+
+@pytest.mark.parametrize("script", ["attention_distance.py", "fresh_transformer.py", "train_default.py"])
+def test_a_scripts_seed_takes_the_clis_range(script):
+    # a seed past 2**64-1 reached torch.manual_seed: a traceback after the run had started
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / script), "--seed", str(2**64)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "argument --seed: must be an integer from 0 to 2**64-1, got '18446744073709551616'" in done.stderr

@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from alignvar_edge.argtypes import MAX_TILES, batch_size, fraction, nonneg_int, positive_float, positive_int, tile_count
+from alignvar_edge.argtypes import (MAX_TILES, batch_size, fraction, nonneg_int, positive_float, positive_int, random_seed,
+                                 tile_count)
 from alignvar_edge.bench.image import FOLDER_LR, IMAGE_LR, IMAGE_RUNS
 from alignvar_edge.errors import InputError
 from alignvar_edge.extras import is_installed
@@ -131,7 +132,7 @@ def register(sub: Any) -> None:
     p.add_argument("--sequential", action="store_true",
                    help="one engine in memory at a time, no interleaving (models too big to load together)")
     p.add_argument("--label", help=_LABEL_HELP)
-    p.add_argument("--seed", type=nonneg_int, default=0, help="fidelity tile crops")
+    p.add_argument("--seed", type=random_seed, default=0, help="fidelity tile crops")
     p.add_argument("--no-reference", action="store_true",
                    help="no PyTorch: time engine directories and check them against their golden outputs "
                         "(automatic when PyTorch is not installed)")
@@ -182,7 +183,7 @@ def register(sub: Any) -> None:
                    help="static batch of every engine (default: each of 1, 4, 8, 16 is exported and timed on "
                         "ONNX Runtime at the headline threads; the fastest for a 128x128 LR image's tiles is kept; "
                         "--quick: 16; SR tiles over 64 px: 1, with no search)")
-    d.add_argument("--seed", type=nonneg_int, default=0, help="--preset weights, tiles and calibration seed")
+    d.add_argument("--seed", type=random_seed, default=0, help="--preset weights, tiles and calibration seed")
     d.set_defaults(func=run_deploy_cmd)
 
 

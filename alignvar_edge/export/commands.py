@@ -6,7 +6,7 @@ import shlex
 import time
 from typing import Any
 
-from alignvar_edge.argtypes import MAX_TILES, batch_size, nonneg_int, tile_count
+from alignvar_edge.argtypes import MAX_TILES, batch_size, random_seed, tile_count
 from alignvar_edge.cli_json import add_json_option, no_stale_result
 from alignvar_edge.graph_names import GRAPH_FORMS
 from alignvar_edge.manifest import read_manifest
@@ -47,7 +47,7 @@ def register(sub: Any) -> None:
                         "calls of the graphs' batch, so a plain export of 64 px SR tiles (batch 16) validates 16")
     p.add_argument("--images", help="folder of photographs for the validation tiles "
                                     "(default: the bundled held-out samples)")
-    p.add_argument("--seed", type=nonneg_int, default=0, help="tile crops and --preset weights seed")
+    p.add_argument("--seed", type=random_seed, default=0, help="tile crops and --preset weights seed")
     p.add_argument("--simplify", action="store_true", help="simplify with onnxslim (re-validated)")
     p.add_argument("--external-data", choices=("auto", "yes", "no"), default="auto",
                    help="weights in a .onnx.data file (auto: above 1.8 GB of weights; "

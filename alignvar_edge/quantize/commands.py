@@ -6,7 +6,7 @@ import os
 import warnings
 from typing import TYPE_CHECKING, Any
 
-from alignvar_edge.argtypes import MAX_TILES, fraction, nonneg_float, nonneg_int, percent, tile_count
+from alignvar_edge.argtypes import MAX_TILES, fraction, nonneg_float, percent, random_seed, tile_count
 from alignvar_edge.manifest import db_text, listed_bytes
 from alignvar_edge.progress import bar, note
 from alignvar_edge.recipes import DEFAULT_MIN_TOKENS, quantize_precisions, quantize_targets
@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help=f"calibration tiles (default {DEFAULT_TILES}, at most {MAX_TILES})")
     p.add_argument("--val-tiles", type=tile_count,
                    help=f"validation tiles (default {DEFAULT_VALIDATION_TILES}, at most {MAX_TILES})")
-    p.add_argument("--seed", type=nonneg_int, help="picks the calibration and validation tiles (default 0)")
+    p.add_argument("--seed", type=random_seed, help="picks the calibration and validation tiles (default 0)")
     p.add_argument("--no-search", action="store_true",
                    help="no mixed-precision search: write the policy's graph even if it misses the target")
     rr = p.add_mutually_exclusive_group()

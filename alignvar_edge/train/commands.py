@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from alignvar_edge import safe_stop
-from alignvar_edge.argtypes import DEFAULT_MAX_MEGAPIXELS, nonneg_float, nonneg_int, positive_float, positive_int
+from alignvar_edge.argtypes import (DEFAULT_MAX_MEGAPIXELS, nonneg_float, nonneg_int, positive_float, positive_int,
+                                 random_seed)
 from alignvar_edge.cli_json import add_json_option, no_stale_result
 from alignvar_edge.errors import InputError
 from alignvar_edge.model.bundled import CHECKPOINT_HELP, DEFAULT_CHECKPOINT
@@ -76,7 +77,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--batch", type=positive_int, default=12)
     p.add_argument("--lr", type=positive_float, default=1e-3)
     p.add_argument("--warmup", type=nonneg_int, default=100, help="learning-rate warm-up steps (default 100)")
-    p.add_argument("--seed", type=nonneg_int, default=0)
+    p.add_argument("--seed", type=random_seed, default=0)
     p.add_argument("--hcc-weight", type=nonneg_float, help="HCC weight lambda (0 turns HCC off)")
     p.add_argument("--no-sca", action="store_true", help="train without SCA (ablation)")
     p.add_argument("--hcc-rollout", choices=("teacher", "gumbel"),
@@ -107,7 +108,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                                    "own reconstruction (the token ceiling), PSNR-Y and SSIM-Y.")
     e.add_argument("checkpoint", nargs="?", default=DEFAULT_CHECKPOINT, help=CHECKPOINT_HELP)
     e.add_argument("--images", default="builtin", help="folder of HR images, or 'builtin' (held-out samples)")
-    e.add_argument("--seed", type=nonneg_int, default=0)
+    e.add_argument("--seed", type=random_seed, default=0)
     e.add_argument("--max-side", type=positive_int, help="crop images to at most this many pixels per side")
     e.add_argument("--max-megapixels", type=positive_float,
                    help=f"skip larger files in --images (default {DEFAULT_MAX_MEGAPIXELS:g}; each is read whole before "

@@ -29,6 +29,7 @@ import torch
 from tqdm import tqdm
 
 from alignvar_edge import jsonsafe, safe_stop
+from alignvar_edge.argtypes import SEED_LIMIT, check_seed
 from alignvar_edge.cli_json import is_own_result
 from alignvar_edge.errors import CheckpointError, ConfigError, InputError, OutputExistsError
 from alignvar_edge.fsmodes import write_text
@@ -94,10 +95,11 @@ class TrainOptions:
         if self.decoder_latent not in DECODER_LATENTS:
             raise InputError(f"--latent must be one of {DECODER_LATENTS}, got {self.decoder_latent!r}")
         ints = {"--steps": (self.steps, 1), "--batch": (self.batch, 1), "--save-every": (self.save_every, 1),
-                "log_every": (self.log_every, 1), "warmup": (self.warmup, 0), "--seed": (self.seed, 0)}
+                "log_every": (self.log_every, 1), "warmup": (self.warmup, 0)}
         for flag, (v, low) in ints.items():
             if not isinstance(v, int) or v < low:
                 raise InputError(f"{flag} must be an integer >= {low}, got {v!r}")
+        check_seed("seed", self.seed)
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise InputError(f"--lr must be a finite number > 0, got {self.lr}")
         for flag, w in (("weight_decay", self.weight_decay), ("--hcc-weight", self.hcc_weight)):
@@ -454,6 +456,12 @@ def _undo_new_out(out: Path, out_was_there: bool) -> None:
             p.unlink(missing_ok=True)
 
 
+def _within_seed_range(n: int) -> int:
+    """A seed derived from the run's (its seed + 7, a step's), folded into what PyTorch takes: the
+    run's own seed may be as large as 2**64-1. Derived seeds already in range are unchanged."""
+    return n % SEED_LIMIT
+
+
 def train(opts: TrainOptions, batches: Callable[[int], tuple[torch.Tensor, torch.Tensor]] | None = None) -> Path:
     """Run a stage; returns the final checkpoint directory. `batches(b)` -> (hr, lr) for batch b."""
     opts.validate()
@@ -520,7 +528,7 @@ def _run(opts: TrainOptions, model: AlignVAR, batches: Callable[[int], tuple[tor
     lineage = _init_lineage(opts)          # before a resumed run's saves replace what it recorded
     device = opts.torch_device()
     # the run's own draws (dead-code restarts, quality labels, Gumbel noise), on the CPU whatever the device
-    gen = torch.Generator().manual_seed(opts.seed + 7)
+    gen = torch.Generator().manual_seed(_within_seed_range(opts.seed + 7))
     usage = torch.zeros(model.config.vq_vocab, dtype=torch.bool, device=device)   # codes used since the last restart
     if opts.resume:
         meta = load_state(opts.out, model, ema, opt, gen)
@@ -565,7 +573,7 @@ def _run(opts: TrainOptions, model: AlignVAR, batches: Callable[[int], tuple[tor
             elif opts.stage == "joint":
                 loss, stats = joint_loss(model, hr, lr_img)
             else:
-                gen.manual_seed(opts.seed * 1_000_003 + step)      # quality labels: pure function of step
+                gen.manual_seed(_within_seed_range(opts.seed * 1_000_003 + step))  # quality labels: a function of step
                 drop = torch.rand(hr.shape[0], generator=gen) < model.config.cond_drop   # drawn on the CPU
                 target_hr = negative_targets(hr, drop, model.config, gen)
                 loss, stats = transformer_loss(model, hr, lr_img, drop.long().to(device), gen, target_hr)
