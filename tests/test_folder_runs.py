@@ -309,3 +309,30 @@ def test_training_data_says_what_the_listing_left_out_at_the_callers_line(tmp_pa
     with pytest.raises(InputError, match=r"^no usable images in .*photos \(looked for .*\); not reading 1 hidden "
                                          r"image\(s\) or folder\(s\) \(\.b\.png\): .* rename one to have it read$"):
         ImageFolderDataset(photos, crop=16)
+
+
+def test_eval_compare_and_train_read_a_folder_as_upscale_does_and_name_what_they_leave_out(tmp_path) -> None:
+    """`upscale` read single-frame GIFs and named files of other kinds; eval, compare and train
+    (`usable_images`, `read_images`) passed over both without a word, and a folder of GIFs alone
+    was "no usable images ... (looked for .png, ..., .tiff)". One listing rule now: they read the
+    GIF and name the other files."""
+    import warnings
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.new("RGB", (96, 80), (10, 200, 30)).save(folder / "a.png")
+    Image.new("RGB", (128, 96), (200, 10, 30)).save(folder / "b.gif")
+    (folder / "notes.txt").write_text("shot list\n")
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        images, skipped = usable_images(folder, "--images")
+    assert [name for name, _ in images] == ["a.png", "b.gif"] and skipped == []
+    assert images[1][1].shape == (96, 128, 3)
+    assert [str(w.message) for w in said] == [
+        f"--images {folder}: not reading 1 file(s) of other kinds (notes.txt); images are "
+        ".png .jpg .jpeg .bmp .webp .tif .tiff .gif"]
+    (folder / "a.png").unlink()
+    (folder / "b.gif").unlink()
+    with pytest.raises(InputError, match=r"no usable images in --images .* \(looked for .png, .jpg, .jpeg, .bmp, "
+                                         r"\.webp, \.tif, \.tiff, \.gif\); not reading 1 file\(s\) of other kinds "
+                                         r"\(notes\.txt\)"):
+        usable_images(folder, "--images")

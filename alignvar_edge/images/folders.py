@@ -24,7 +24,7 @@ from PIL import Image
 
 from alignvar_edge.errors import IMAGE_DECODE_ERRORS, InputError
 from alignvar_edge.images.arrays import checked_megapixels_limit
-from alignvar_edge.images.formats import IMAGE_EXTENSIONS, open_quietly, upright_size
+from alignvar_edge.images.formats import IMAGE_EXTENSIONS, READ_EXTENSIONS, open_quietly, upright_size
 from alignvar_edge.fsmodes import is_temporary_name, special_kind
 from alignvar_edge.manifest import first_names
 from alignvar_edge.images.read import DEFAULT_MAX_MEGAPIXELS, load_image
@@ -41,11 +41,16 @@ class FolderListing:
     hidden: list[Path] = field(default_factory=list)    # hidden images and folders, not read
     loops: list[Path] = field(default_factory=list)     # links to a folder they are in, not followed
     unreadable: list[tuple[Path, str]] = field(default_factory=list)   # folders that could not be listed, why
+    extensions: tuple[str, ...] = READ_EXTENSIONS                       # what was taken for an image
 
     def not_read(self, root: Path) -> list[str]:
-        """A clause for each kind of entry left out without a word otherwise (hidden ones, links
-        that loop), each naming the first few; for a folder run's lines and "no images" errors."""
+        """A clause for each kind of entry left out without a word otherwise (files of other kinds,
+        hidden ones, links that loop), each naming the first few; for a folder run's lines and
+        "no images" errors."""
         said = []
+        if self.others:
+            said.append(f"not reading {len(self.others)} file(s) of other kinds ({_names(self.others, root)}); "
+                        f"images are {' '.join(self.extensions)}")
         if self.hidden:
             said.append(f"not reading {len(self.hidden)} hidden image(s) or folder(s) ({_names(self.hidden, root)}): "
                         "names that start with '.' are skipped; rename one to have it read")
@@ -59,7 +64,7 @@ class FolderListing:
         return said
 
 
-def list_folder(folder: str | os.PathLike[str], extensions: tuple[str, ...] = IMAGE_EXTENSIONS,
+def list_folder(folder: str | os.PathLike[str], extensions: tuple[str, ...] = READ_EXTENSIONS,
                 skip: Path | None = None) -> FolderListing:
     """The files under ``folder`` (recursive), by kind: images by ``extensions``, other files, the
     hidden entries left out (never our own temporaries) and the links that loop. Symlinked folders
@@ -70,7 +75,7 @@ def list_folder(folder: str | os.PathLike[str], extensions: tuple[str, ...] = IM
     root = Path(folder)
     if not root.is_dir():
         raise InputError(f"{root} is not a folder; pass a folder of images")
-    found = FolderListing()
+    found = FolderListing(extensions=extensions)
     walked = {os.path.realpath(root)}
     never = os.path.realpath(skip) if skip is not None else None
     if never is not None and _is_within(os.path.realpath(root), never):
@@ -91,9 +96,9 @@ def list_folder(folder: str | os.PathLike[str], extensions: tuple[str, ...] = IM
     return found
 
 
-def list_images(folder: str | os.PathLike[str], extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> list[Path]:
+def list_images(folder: str | os.PathLike[str], extensions: tuple[str, ...] = READ_EXTENSIONS) -> list[Path]:
     """Image files under ``folder`` (recursive, by extension, hidden files skipped, symlinked
-    folders followed once), sorted. ``extensions``: `upscale` passes `READ_EXTENSIONS`."""
+    folders followed once), sorted: what every folder run reads (single-frame GIFs included)."""
     return list_folder(folder, extensions).images
 
 
@@ -259,7 +264,7 @@ def usable_images(folder: str | os.PathLike[str], flag: str, limit: int | None =
     not_read = said_not_read(left_out, f"{flag} {folder}", refused=not images, stacklevel=stacklevel)
     if not images:
         why = (f"{len(skipped)} skipped: {skipped_list(skipped)}" if skipped
-               else f"looked for {', '.join(IMAGE_EXTENSIONS)}")
+               else f"looked for {', '.join(READ_EXTENSIONS)}")
         raise InputError(f"no usable images in {flag} {folder} ({why}){not_read}; pass a folder of readable "
                          "photographs, or leave the flag out for the bundled held-out ones")
     if skipped:

@@ -53,11 +53,8 @@ def plan_jobs(inp: Path, out: Path, force: bool) -> tuple[list[Job], list[Job], 
         _refuse_blocked(jobs)
         _refuse_unwritable(jobs)
         existing = [(s, d) for s, d in jobs if d.exists()]
-        others = ([f"not reading {len(listing.others)} file(s) of other kinds "
-                   f"({first_names([p.relative_to(inp).as_posix() for p in listing.others])}); images are "
-                   f"{' '.join(READ_EXTENSIONS)}"] if listing.others else [])
         todo = jobs if force else [(s, d) for s, d in jobs if not d.exists()]
-        return todo, existing, others + listing.not_read(inp)
+        return todo, existing, listing.not_read(inp)
     elif inp.is_file():
         if out.is_dir():
             jobs = [(inp, result_path(out / inp.name))]

@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 from alignvar_edge.degrade import DegradationConfig, degrade
 from alignvar_edge.errors import ConfigError, InputError
 from alignvar_edge.images.folders import read_images, said_not_read, skipped_list
-from alignvar_edge.images import DEFAULT_MAX_MEGAPIXELS, IMAGE_EXTENSIONS
+from alignvar_edge.images import DEFAULT_MAX_MEGAPIXELS, READ_EXTENSIONS
 
 __all__ = ["ImageFolderDataset", "SRSample", "prefetch"]
 
@@ -108,7 +108,7 @@ class ImageFolderDataset(Dataset[SRSample]):
         if not usable:
             detail = f"; {len(self.skipped)} skipped: {self._skipped_list()}" if self.skipped else ""
             raise InputError(
-                f"no usable images in {what} (looked for {', '.join(IMAGE_EXTENSIONS)}){detail}{not_read}"
+                f"no usable images in {what} (looked for {', '.join(READ_EXTENSIONS)}){detail}{not_read}"
             )
         if self.skipped:
             # one line for all of them, not a warning per file
