@@ -256,7 +256,7 @@ def _stage_lineage(d: Path, seen: set[Path]) -> dict[str, Any]:
         stage["latent"] = options["decoder_latent"]
     init = options.get("init")
     if isinstance(init, str):
-        where = _init_dir(init, cwd)
+        where = init_dir(init, cwd)
         # what the earlier stage was when this one started from it (train records it: the earlier run
         # may since have moved, resumed or been replaced), else where it is now; a relative --init
         # from a folder the run did not record is not looked for from this one
@@ -287,7 +287,7 @@ def _as_given_from(path: str, cwd: str | None) -> Path:
     return Path(cwd, path) if cwd is not None else Path(path)
 
 
-def _init_dir(init: str, cwd: str | None) -> Path:
+def init_dir(init: str, cwd: str | None) -> Path:
     """The checkpoint folder a run's --init named: a bundled name as `train` reads it, else the path."""
     return PRETRAINED_DIR / init if init in BUNDLED else _as_given_from(init, cwd)
 

@@ -38,7 +38,7 @@ from alignvar_edge.manifest import RUN_FILE, check_out, first_names
 from alignvar_edge.model import AlignVAR, AlignVARConfig
 from alignvar_edge.model.config import named_by_flags
 from alignvar_edge.model.alignvar import load_pretrained
-from alignvar_edge.model.checkpoint import (CHECKPOINT_FILES, INIT_LINEAGE, _init_dir, check_checkpoint_out,
+from alignvar_edge.model.checkpoint import (CHECKPOINT_FILES, INIT_LINEAGE, init_dir, check_checkpoint_out,
                                            checkpoint_source, save_pretrained, training_lineage, training_record)
 from alignvar_edge.samples import sample_images
 from alignvar_edge.train.losses import (decoder_loss, decoder_modules, joint_loss, negative_targets,
@@ -300,7 +300,7 @@ def _init_differences(opts: TrainOptions, was_init: Any, was_cwd: str | None, re
         return []
     if isinstance(recorded_sha256, dict):
         return [] if _init_sha256(opts.init) == recorded_sha256 else differ
-    where = _init_dir(was_init, was_cwd) if isinstance(was_init, str) else None
+    where = init_dir(was_init, was_cwd) if isinstance(was_init, str) else None
     if where is not None and not where.exists():
         raise InputError(f"--resume: '{opts.out}' started from --init {was_init}, which is no longer at "
                          f"'{where}' (moved, renamed or deleted; this run did not record its "
