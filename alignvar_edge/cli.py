@@ -24,6 +24,7 @@ from typing import Any, NoReturn
 from alignvar_edge import __version__, caller, safe_stop
 from alignvar_edge.errors import AlignVAREdgeError, BackendUnavailableError, host_tools_error, out_of_memory
 from alignvar_edge.extras import install_command
+from alignvar_edge.fsmodes import name_too_long
 from alignvar_edge.lazy import host_package
 
 # modules with a `register(subparsers)` function, in the order their verbs are listed
@@ -198,8 +199,9 @@ def _parse_and_run(argv: list[str], interrupted: list[int]) -> int:
                     raise
                 print(f"alignvar-edge {args.verb}: error: {_os_error_line(e)}", file=sys.stderr)
                 # the run failed (a full disk, an I/O error): a path the user named that cannot be
-                # written is bad input, refused with 2 before any work (fsmodes.unwritable_folder)
-                return 1
+                # written is bad input, refused with 2 before any work (fsmodes.unwritable_folder),
+                # as is a name no file can have, wherever it is met
+                return 2 if e.errno == errno.ENAMETOOLONG else 1
             raise
         finally:
             warnings.showwarning = show
@@ -267,6 +269,9 @@ def _os_error_line(e: BaseException) -> str:
         # read-only disk or an existing target is the destination's; anything else names the pair
         where = (e.filename2 if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EEXIST)
                  else f"{e.filename} -> {e.filename2}")
+    if e.errno == errno.ENAMETOOLONG:
+        named = (name_too_long(p) for p in (e.filename2, e.filename) if p)
+        return next((line for line in named if line), f"{where}: {e.strerror}; choose a shorter path")
     if e.errno == errno.ENOTDIR:
         return f"{where}: part of this path is a file, not a folder; choose another output path"
     if e.errno == errno.EEXIST:

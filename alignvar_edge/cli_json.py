@@ -18,7 +18,7 @@ from typing import Any, Iterator
 
 from alignvar_edge import __version__
 from alignvar_edge.bench.schema import is_report
-from alignvar_edge.errors import OutputExistsError, out_of_memory
+from alignvar_edge.errors import InputError, OutputExistsError, out_of_memory
 from alignvar_edge.fsmodes import unwritable_folder, write_text
 from alignvar_edge.jsonsafe import dumps, loads
 from alignvar_edge.manifest import check_outside_artifacts
@@ -123,7 +123,11 @@ def json_target(text: str) -> str:
     if os.path.isfile(text) and not is_own_result(text):
         raise argparse.ArgumentTypeError(f"{text} exists and is not a result alignvar-edge wrote, so it is not "
                                          "replaced; choose another FILE, or remove it first")
-    if (folder := unwritable_folder(text)) is not None:
+    try:
+        folder = unwritable_folder(text)
+    except InputError as e:             # a name too long: argparse would drop a ValueError's words
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if folder is not None:
         raise argparse.ArgumentTypeError(f"cannot write {text}: the folder {folder} is not writable; "
                                          "choose another FILE")
     return text

@@ -15,8 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from alignvar_edge import safe_stop
+from alignvar_edge.errors import InputError
 
-__all__ = ["as_write_error", "broken_link", "hidden_prefix", "is_temporary_name", "umask", "publish_mode",
+__all__ = ["as_write_error", "broken_link", "hidden_prefix", "is_temporary_name", "name_too_long", "umask",
+           "publish_mode",
            "replace_dir", "special_kind", "symlink_loop", "temp_file_beside", "unwritable_folder", "write_atomically",
            "write_error",
            "write_text"]
@@ -53,16 +55,42 @@ def publish_mode(path: str | os.PathLike[str]) -> None:
 def unwritable_folder(path: str | os.PathLike[str]) -> Path | None:
     """The folder that would refuse the write of `path` (the nearest existing one above it, on a
     read-only mount or without write permission), else None. Checked before the work, so a long
-    run does not end by failing to save; a full disk can still only show at the write."""
+    run does not end by failing to save; a full disk can still only show at the write. A name in
+    `path` too long for any folder there is InputError (`name_too_long`)."""
     # looked at as relative as `path` is: an absolute path past PATH_MAX (a very deep working folder)
     # cannot be looked at; named absolute
-    folder = Path(path).parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
+    folder = _nearest_existing_folder(Path(path))
+    if (too_long := name_too_long(path, folder)) is not None:
+        raise InputError(too_long)
     # a file in a folder's place is not this check's to explain: the write names it
     if not folder.is_dir():
         return None
     return None if os.access(folder, os.W_OK | os.X_OK) and _can_create_in(folder) else folder.absolute()
+
+
+def _nearest_existing_folder(path: Path) -> Path:
+    folder = path.parent
+    # os.path.exists: Path.exists raises for a name too long
+    while not os.path.exists(folder) and folder != folder.parent:
+        folder = folder.parent
+    return folder
+
+
+def name_too_long(path: str | os.PathLike[str], folder: Path | None = None) -> str | None:
+    """'PATH: its name 'NAME' is N bytes, ...; choose a shorter name' for the first name in `path`
+    longer than its file system takes (NAME_MAX, 255 bytes on most; `folder`: the nearest existing
+    one above it, whose file system that is), else None. Such a path can be neither read nor
+    written, and the OS's 'File name too long' says neither the limit nor what to do."""
+    folder = folder if folder is not None else _nearest_existing_folder(Path(path))
+    try:
+        limit = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = NAME_MAX
+    name = next((n for n in Path(path).parts if len(os.fsencode(n)) > limit), None)
+    if name is None:
+        return None
+    return (f"{path}: its name '{name}' is {len(os.fsencode(name))} bytes, more than the {limit} a file name can "
+            "have on this file system; choose a shorter name")
 
 
 def _can_create_in(folder: Path) -> bool:
