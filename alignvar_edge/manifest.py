@@ -467,8 +467,7 @@ class Manifest:
                     raise ArtifactError(f"{where} has no '{key}'; re-create the artifact")
                 return default
             if not isinstance(d[key], types):
-                raise ArtifactError(f"{where} has a '{key}' of the wrong type ({type(d[key]).__name__}); "
-                                    "re-create the artifact")
+                raise _wrong_type(where, key, d[key])
             return d[key]
         try:
             model = ModelInfo.from_json(d.get("model") or {})
@@ -688,10 +687,33 @@ def _read_json(root: Path) -> dict[str, Any]:
         m = jsonsafe.loads(path.read_text())
     except ValueError as e:           # also non-UTF-8, too deep, an integer too long (jsonsafe.loads)
         raise ArtifactError(f"{path} is not valid JSON ({e}); re-create the artifact") from e
-    if not isinstance(m, dict) or m.get("schema_version") != SCHEMA_VERSION:
-        raise ArtifactError(f"{path} has schema version {m.get('schema_version') if isinstance(m, dict) else '?'}, "
-                            f"this alignvar-edge reads version {SCHEMA_VERSION}; re-create the artifact")
+    if not isinstance(m, dict):
+        raise ArtifactError(f"{path} is not a JSON object (it holds {_json_kind(m)}); re-create the artifact")
+    version = m.get("schema_version")
+    if version is None:
+        raise ArtifactError(f"{path} has no 'schema_version'; re-create the artifact")
+    # by type first: the string "1" would be said as schema version 1 (true equals 1 to Python)
+    if isinstance(version, bool) or not isinstance(version, (int, float)):
+        raise _wrong_type(path, "schema_version", version)
+    if version != SCHEMA_VERSION:
+        raise ArtifactError(f"{path} has schema version {version}, this alignvar-edge reads version {SCHEMA_VERSION}; "
+                            "re-create the artifact")
     return m
+
+
+def _wrong_type(where: object, key: str, value: Any) -> ArtifactError:
+    """A manifest's `key` of the wrong type, named with its type, and with its value where that is
+    short: the string '1' and the number 1 print alike."""
+    shown = repr(value)
+    detail = f"{_json_kind(value)} {shown}" if len(shown) <= 40 else _json_kind(value)
+    return ArtifactError(f"{where} has a '{key}' of the wrong type ({detail}); re-create the artifact")
+
+
+def _json_kind(value: Any) -> str:
+    """What a parsed JSON value is, in JSON's words."""
+    kinds = ((bool, "a boolean"), (int, "a number"), (float, "a number"), (str, "a string"), (list, "a list"),
+             (dict, "an object"))
+    return "null" if value is None else next((name for t, name in kinds if isinstance(value, t)), type(value).__name__)
 
 
 def _check_manifest_file(root: Path, path: Path) -> None:

@@ -343,6 +343,12 @@ HOSTILE_SAYS = [r"not valid JSON \(it is nested too deeply to read\)",
 @pytest.mark.parametrize("raw, needle", [
     ("{not json", "not valid JSON"),
     (json.dumps({**OLD_MANIFEST, "schema_version": 2}), "schema version 2"),
+    # the string "1" read 'has schema version 1, this alignvar-edge reads version 1', and [] 'schema version ?'
+    (json.dumps({**OLD_MANIFEST, "schema_version": "1"}), r"has a 'schema_version' of the wrong type \(a string '1'\)"),
+    (json.dumps({**OLD_MANIFEST, "schema_version": True}), r"'schema_version' of the wrong type \(a boolean True\)"),
+    (json.dumps({k: v for k, v in OLD_MANIFEST.items() if k != "schema_version"}), "has no 'schema_version'"),
+    ("[]", r"is not a JSON object \(it holds a list\); re-create the artifact"),
+    ("null", r"is not a JSON object \(it holds null\); re-create the artifact"),
     (json.dumps({**OLD_MANIFEST, "files": ["model.onnx"]}), "'files' of the wrong type"),
     (json.dumps({**OLD_MANIFEST, "kind": None}), "has no 'kind'"),
     (json.dumps({**OLD_MANIFEST, "model": {"provenance": {"kind": "stolen"}}}), "'model' entry that is not valid"),
