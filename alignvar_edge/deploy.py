@@ -31,6 +31,7 @@ from typing import Any
 
 from alignvar_edge.caller import option
 from alignvar_edge.errors import AlignVAREdgeError, InputError
+from alignvar_edge.fsmodes import not_a_folder
 from alignvar_edge.recipes import ALIASES, BACKENDS, DEPLOY_DEFAULT, deploy_precisions, engine_precision, recipe
 from alignvar_edge.manifest import ModelInfo, ModelSource, parity_figures, read_manifest
 
@@ -74,11 +75,10 @@ class DeployOptions:
         bad = [p for p in self.precisions if p not in PRECISIONS]
         if bad or not self.precisions:
             raise InputError(f"unknown precision(s) {', '.join(bad) or '(none)'}; choose from {', '.join(PRECISIONS)}")
-        if self.calib != "builtin" and not Path(self.calib).is_dir():
-            raise InputError(f"{option('calib', self.calib)} is not a folder; pass a folder of photographs or "
-                             "builtin")
-        if self.export and not Path(self.export).is_dir():
-            raise InputError(f"{option('export', self.export)} is not a directory; pass an export made by "
+        if self.calib != "builtin" and (why := not_a_folder(self.calib)) is not None:
+            raise InputError(f"{option('calib', self.calib)} {why}; pass a folder of photographs or builtin")
+        if self.export and (why := not_a_folder(self.export)) is not None:
+            raise InputError(f"{option('export', self.export)} {why}; pass an export made by "
                              "`alignvar-edge export` (or leave it out to export here)")
         if self.batch is not None and self.batch < 1:
             raise InputError(f"{option('batch', self.batch)} must be >= 1")

@@ -17,8 +17,8 @@ from pathlib import Path
 from alignvar_edge import safe_stop
 from alignvar_edge.errors import InputError
 
-__all__ = ["as_write_error", "broken_link", "hidden_prefix", "is_temporary_name", "name_too_long", "umask",
-           "publish_mode",
+__all__ = ["as_write_error", "broken_link", "hidden_prefix", "is_temporary_name", "name_too_long", "not_a_folder",
+           "umask", "publish_mode",
            "replace_dir", "special_kind", "symlink_loop", "temp_file_beside", "unwritable_folder", "write_atomically",
            "write_error",
            "write_text"]
@@ -141,11 +141,30 @@ def broken_link(path: Path) -> str | None:
     """'PATH is a broken symbolic link (to TARGET)' or 'PATH leads into a symlink loop' where it is
     one, else None: such a path neither exists nor can be written, and "does not exist" or "already
     exists" would both mislead."""
+    clause = _broken_link_clause(path)
+    return None if clause is None else f"{path} {clause}"
+
+
+def _broken_link_clause(path: Path) -> str | None:
     if not path.is_symlink() or path.exists():
         return None
     if symlink_loop(path):
-        return f"{path} leads into a symlink loop (it never reaches a file)"
-    return f"{path} is a broken symbolic link (to {os.readlink(path)})"
+        return "leads into a symlink loop (it never reaches a file)"
+    return f"is a broken symbolic link (to {os.readlink(path)})"
+
+
+def not_a_folder(path: str | os.PathLike[str]) -> str | None:
+    """Why `path` is no folder, as what follows its name ('does not exist', 'is a file, not a
+    folder', 'is a FIFO (named pipe), not a folder', 'is a broken symbolic link (to T)'), or None
+    where it is one: a mistyped path is then said to be missing, not to hold no images."""
+    p = Path(path)
+    if p.is_dir():
+        return None
+    if (link := _broken_link_clause(p)) is not None:
+        return link
+    if not os.path.exists(p):
+        return "does not exist"
+    return f"is {special_kind(p) or 'a file'}, not a folder"
 
 
 def write_error(e: OSError, path: str | os.PathLike[str]) -> OSError:

@@ -65,7 +65,7 @@ from typing import TYPE_CHECKING, Any
 from alignvar_edge import jsonsafe
 from alignvar_edge.caller import option
 from alignvar_edge.errors import ArtifactError, InputError, OutputExistsError
-from alignvar_edge.fsmodes import (hidden_prefix, publish_mode, replace_dir, special_kind, symlink_loop,
+from alignvar_edge.fsmodes import (hidden_prefix, not_a_folder, publish_mode, replace_dir, special_kind, symlink_loop,
                                    unwritable_folder, write_error, write_text)
 from alignvar_edge.graph_names import INPUT, NOISE, SR
 from alignvar_edge.jsonsafe import dumps
@@ -665,7 +665,7 @@ def _read_json(root: Path) -> dict[str, Any]:
         if str(root) in BUNDLED:          # a bundled model's name, where an artifact is expected
             raise ArtifactError(f"'{root}' is a bundled model checkpoint, not an exported artifact; export it first "
                                 f"(`alignvar-edge export {root} --out DIR`) and pass DIR")
-        raise ArtifactError(f"'{root}' is not a directory; pass an artifact directory made by "
+        raise ArtifactError(f"'{root}' {not_a_folder(root)}; pass an artifact directory made by "
                             "`alignvar-edge export`, `quantize` or `build`")
     if root.suffix.lower() == ".mlpackage" or (root / "Data" / "com.apple.CoreML").is_dir():
         # checked first: on a Mac's case-insensitive disk the package's Manifest.json reads as ours

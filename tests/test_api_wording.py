@@ -158,7 +158,7 @@ def test_the_options_classes_name_their_fields_in_python_and_their_flags_in_a_ve
              (lambda: DeployOptions(out=str(tmp_path / "d"), warmup=-1), InputError,
               "warmup=-1 must be >= 0", "--warmup -1 must be >= 0"),
              (lambda: DeployOptions(out=str(tmp_path / "d"), calib=str(tmp_path / "none")), InputError,
-              f"calib='{tmp_path / 'none'}' is not a folder", f"--calib {tmp_path / 'none'} is not a folder")]
+              f"calib='{tmp_path / 'none'}' does not exist", f"--calib {tmp_path / 'none'} does not exist")]
     for options, error, in_python, in_a_verb in cases:
         with pytest.raises(error) as e:
             options().validate()

@@ -263,7 +263,16 @@ FAULTS = [
     ("inspect-checkpoint", s_inspect_checkpoint, "is a model checkpoint, not an exported artifact; export it", None),
     ("info-export", s_info_export, "is an artifact of alignvar-edge (an export or an engine: it has manifest.json), "
      "not a model checkpoint", None),
-    ("export-images-not-a-folder", s_export_images_not_a_folder, "--images nowhere-at-all is not a folder; pass a folder of images", None),
+    ("export-images-not-a-folder", s_export_images_not_a_folder,
+     "--images nowhere-at-all does not exist; pass a folder of images", None),
+    # a mistyped path was 'not a folder' or 'not a directory', as a file is: said missing, as upscale says
+    ("eval-images-missing", lambda tmp, exp, ck: ["eval", str(ck), "--images", "nowhere-at-all"],
+     "--images nowhere-at-all does not exist; pass a folder of PNG/JPEG files or 'builtin'", None),
+    ("compare-images-missing", lambda tmp, exp, ck: ["compare", str(exp), "--reference", str(ck), "--images",
+                                                  "nowhere-at-all"],
+     "--images nowhere-at-all does not exist; pass a folder of images", None),
+    ("inspect-missing", lambda tmp, exp, ck: ["inspect", "nowhere-at-all"],
+     "'nowhere-at-all' does not exist; pass an artifact directory made by", None),
     ("build-bundled-name", s_build_bundled_name, "'alignvar-tiny' is a bundled model checkpoint, not an exported "
      "artifact; export it first", None),
     ("quantize-empty-calib-folder", s_quantize_empty_calib, "no images", c_no_q),

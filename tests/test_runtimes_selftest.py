@@ -157,9 +157,10 @@ def test_engine_that_is_no_engine_directory_says_so(tmp_path, capsys, ckpt, what
     assert main(["selftest", "--engine", str(target)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(target) in err
-    assert {"file": "is a file, not an engine directory", "missing": "does not exist, not an engine directory",
+    assert {"file": "is a file, not a folder; pass the engine directory",
+            "missing": f"--engine {target} does not exist; pass the engine directory `alignvar-edge build`",
             "empty": "no manifest.json", "loop": "leads into a symlink loop",
-            "fifo": "is a FIFO (named pipe), not an engine directory",
+            "fifo": "is a FIFO (named pipe), not a folder; pass the engine directory",
             "checkpoint": "python -m alignvar_edge.runtimes.golden"}[what] in err
     assert what == "checkpoint" or "golden" not in err
 

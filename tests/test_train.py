@@ -229,8 +229,9 @@ def test_resume_takes_the_same_folders_written_another_way(vq_run: Path, tmp_pat
 
 def test_images_that_is_not_a_folder_is_refused_by_its_flag(tmp_path: Path) -> None:
     (tmp_path / "one.png").write_bytes(b"")
-    for images in (tmp_path / "missing", tmp_path / "one.png"):
-        with pytest.raises(InputError, match=re.escape(f"--images {images} is not a folder")):
+    # a mistyped folder was 'not a folder', as a file is
+    for images, why in ((tmp_path / "missing", "does not exist"), (tmp_path / "one.png", "is a file, not a folder")):
+        with pytest.raises(InputError, match=re.escape(f"--images {images} {why}; pass a folder of images")):
             train(opts(tmp_path / "run", "vqvae", 2, images=str(images)))
     assert not (tmp_path / "run").exists()
 

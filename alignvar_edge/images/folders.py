@@ -25,7 +25,7 @@ from PIL import Image
 from alignvar_edge.errors import IMAGE_DECODE_ERRORS, InputError
 from alignvar_edge.images.arrays import checked_megapixels_limit
 from alignvar_edge.images.formats import IMAGE_EXTENSIONS, READ_EXTENSIONS, open_quietly, upright_size
-from alignvar_edge.fsmodes import is_temporary_name, special_kind
+from alignvar_edge.fsmodes import is_temporary_name, not_a_folder, special_kind
 from alignvar_edge.manifest import first_names
 from alignvar_edge.images.read import DEFAULT_MAX_MEGAPIXELS, load_image
 
@@ -73,8 +73,8 @@ def list_folder(folder: str | os.PathLike[str], extensions: tuple[str, ...] = RE
     read, reached through a link or not, nor linked one by one; unless it holds ``folder`` itself
     (`upscale photos/small photos`), which is then read whole."""
     root = Path(folder)
-    if not root.is_dir():
-        raise InputError(f"{root} is not a folder; pass a folder of images")
+    if (why := not_a_folder(root)) is not None:
+        raise InputError(f"{root} {why}; pass a folder of images")
     found = FolderListing(extensions=extensions)
     walked = {os.path.realpath(root)}
     never = os.path.realpath(skip) if skip is not None else None
@@ -256,8 +256,8 @@ def usable_images(folder: str | os.PathLike[str], flag: str, limit: int | None =
     (counting usable ones), and the (name, reason) of each file skipped (one over `max_megapixels`
     too): the skipped are named in one warning; a folder with no usable image is refused in one line
     naming them. `stacklevel` points the warning at the caller's caller by default."""
-    if not Path(folder).is_dir():
-        raise InputError(f"{flag} {folder} is not a folder; pass a folder of images")
+    if (why := not_a_folder(folder)) is not None:
+        raise InputError(f"{flag} {folder} {why}; pass a folder of images")
     skipped: list[tuple[str, str]] = []
     left_out: list[str] = []
     images = list(islice(read_images(folder, skipped, max_megapixels, raise_limit, left_out), limit))

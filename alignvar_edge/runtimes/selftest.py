@@ -235,13 +235,10 @@ def selftest_engine(engine_dir: str | os.PathLike[str], device: str | None = Non
     Needs only the engine's runtime (no PyTorch, no bundled model): what a device runs first."""
     from alignvar_edge import __version__, runtimes
     from alignvar_edge.manifest import read_manifest
-    from alignvar_edge.fsmodes import broken_link, special_kind
+    from alignvar_edge.fsmodes import not_a_folder
     root = Path(engine_dir)
-    if not root.is_dir():
-        kind = special_kind(root) or ("a file" if root.exists() else None)
-        what = broken_link(root) or (f"{root} is {kind}" if kind else f"{root} does not exist")
-        raise InputError(f"--engine {what}, not an engine directory; pass the directory `alignvar-edge build` "
-                         "(or `adopt`) wrote")
+    if (why := not_a_folder(root)) is not None:
+        raise InputError(f"--engine {root} {why}; pass the engine directory `alignvar-edge build` (or `adopt`) wrote")
     if not (root / GOLDEN_FILE).is_file():
         # a folder that is no artifact says so, and a checkpoint how to make its golden file, before
         # "no golden file" sends the user off to rebuild an engine

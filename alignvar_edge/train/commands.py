@@ -12,6 +12,7 @@ from alignvar_edge.argtypes import (DEFAULT_MAX_MEGAPIXELS, nonneg_float, nonneg
                                  random_seed)
 from alignvar_edge.cli_json import add_json_option, no_stale_result
 from alignvar_edge.errors import InputError
+from alignvar_edge.fsmodes import not_a_folder
 from alignvar_edge.model.bundled import CHECKPOINT_HELP, DEFAULT_CHECKPOINT
 from alignvar_edge.progress import note, stage
 
@@ -201,8 +202,8 @@ def load_eval_images(spec: str, max_megapixels: float | None = None
 
     if spec == "builtin":
         return list(sample_images("heldout")), []
-    if not Path(spec).is_dir():
-        raise InputError(f"--images {spec} is not a folder; pass a folder of PNG/JPEG files or 'builtin'")
+    if (why := not_a_folder(spec)) is not None:
+        raise InputError(f"--images {spec} {why}; pass a folder of PNG/JPEG files or 'builtin'")
     images, unreadable = usable_images(spec, "--images", max_megapixels=max_megapixels or DEFAULT_MAX_MEGAPIXELS)
     return list(images), unreadable
 

@@ -32,7 +32,7 @@ from alignvar_edge import jsonsafe, safe_stop
 from alignvar_edge.argtypes import SEED_LIMIT, check_seed
 from alignvar_edge.cli_json import is_own_result
 from alignvar_edge.errors import CheckpointError, ConfigError, InputError, OutputExistsError
-from alignvar_edge.fsmodes import write_text
+from alignvar_edge.fsmodes import not_a_folder, write_text
 from alignvar_edge.images import DEFAULT_MAX_MEGAPIXELS, list_images
 from alignvar_edge.manifest import RUN_FILE, check_out, first_names
 from alignvar_edge.model import AlignVAR, AlignVARConfig
@@ -111,8 +111,8 @@ class TrainOptions:
             raise InputError(f"--max-minutes must be a finite number > 0, got {self.max_minutes}")
         if not (math.isfinite(self.max_megapixels) and self.max_megapixels > 0):
             raise InputError(f"--max-megapixels must be a finite number > 0, got {self.max_megapixels}")
-        if self.images is not None and not Path(self.images).is_dir():
-            raise InputError(f"--images {self.images} is not a folder; pass a folder of images, or leave --images "
+        if self.images is not None and (why := not_a_folder(self.images)) is not None:
+            raise InputError(f"--images {self.images} {why}; pass a folder of images, or leave --images "
                              "out to train on the built-in sample photographs")
         if not isinstance(self.workers, int) or self.workers < 0:
             raise InputError(f"--workers must be an integer >= 0, got {self.workers!r}")

@@ -30,6 +30,7 @@ import numpy as np
 
 from alignvar_edge.degrade import DegradationConfig, degrade
 from alignvar_edge.errors import ConfigError, InputError
+from alignvar_edge.fsmodes import not_a_folder
 from alignvar_edge.graph_names import INPUT
 from alignvar_edge.images.folders import read_images, said_not_read, skipped_list
 from alignvar_edge.images import DEFAULT_MAX_MEGAPIXELS, IMAGE_EXTENSIONS
@@ -129,8 +130,7 @@ class CalibrationSet:
                     max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS) -> CalibrationSet:
         """Tiles from every image under `path` (recursive); bad files are skipped and counted."""
         folder = Path(path)
-        if not folder.is_dir():
-            what = "is a file, not a folder" if folder.exists() else "does not exist"
+        if (what := not_a_folder(folder)) is not None:
             raise InputError(f"calibration folder '{folder}' {what}; pass a folder of photographs "
                              "(--calib FOLDER) or `builtin`")
         images: list[tuple[str, np.ndarray]] = []
