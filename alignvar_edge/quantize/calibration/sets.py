@@ -33,7 +33,7 @@ from alignvar_edge.errors import ConfigError, InputError
 from alignvar_edge.fsmodes import not_a_folder
 from alignvar_edge.graph_names import INPUT
 from alignvar_edge.images.folders import read_images, said_not_read, skipped_list
-from alignvar_edge.images import DEFAULT_MAX_MEGAPIXELS, IMAGE_EXTENSIONS
+from alignvar_edge.images import DEFAULT_MAX_MEGAPIXELS, READ_EXTENSIONS
 from alignvar_edge.manifest import sha256_file
 from alignvar_edge.model.config import AlignVARConfig
 from alignvar_edge.samples import sample_images
@@ -146,7 +146,7 @@ class CalibrationSet:
         not_read = said_not_read(left_out, f"calibration folder '{folder}'", refused=holds_none, stacklevel=2)
         if holds_none:
             raise InputError(f"calibration folder '{folder}' holds no images (looked for "
-                             f"{', '.join(IMAGE_EXTENSIONS)}){not_read}; add photographs or use `builtin`")
+                             f"{', '.join(READ_EXTENSIONS)}){not_read}; add photographs or use `builtin`")
         return cls.from_images(images, config, n=n, seed=seed, n_val=n_val, source=str(folder),
                                skipped=skipped, file_sha256=digests)
 
