@@ -154,8 +154,7 @@ def _parse_and_run(argv: list[str], interrupted: list[int]) -> int:
         return 2
     show = warnings.showwarning
     if not debug:           # a warning is one line naming the verb, not a source excerpt
-        warnings.showwarning = lambda message, *_a, **_k: print(
-            f"alignvar-edge {args.verb}: warning: {message}", file=sys.stderr)
+        warnings.showwarning = lambda message, *_a, **_k: _note(f"alignvar-edge {args.verb}: warning: {message}")
     # an interrupted verb names the outputs it had already published (_interrupted); its errors name
     # options as its flags (caller.option)
     with safe_stop.recording(), caller.command_line():
@@ -257,6 +256,11 @@ def _reader_gone() -> int:
     except OSError:
         pass
     return 128 + signal.SIGPIPE
+
+
+def _note(line: str) -> None:
+    from alignvar_edge.progress import note      # tqdm: imported once a verb has something to say
+    note(line)
 
 
 def _os_error_line(e: BaseException) -> str:

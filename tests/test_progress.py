@@ -67,6 +67,40 @@ def test_a_note_inside_a_stage_on_a_terminal_is_a_line_of_its_own() -> None:
     assert "coffee.png (1/2)" in shown and shown[-2].startswith("evaluating X: done in "), seen
 
 
+def test_a_warning_inside_a_stage_on_a_terminal_is_a_line_of_its_own(tmp_path) -> None:
+    """The CLI's warnings were a plain print: `eval --images` on a terminal showed
+    `\revaluating alignvar-tiny: 00:00alignvar-edge eval: warning: skipping 1 file(s) ...`."""
+    import os
+    import pty
+    import subprocess
+
+    import numpy as np
+    from PIL import Image
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    (tmp_path / "b.png").write_bytes(b"not a png")
+    script = ("import fcntl, struct, sys, termios\n"
+              "fcntl.ioctl(2, termios.TIOCSWINSZ, struct.pack('HHHH', 24, 80, 0, 0))\n"
+              "from alignvar_edge.cli import main\n"
+              f"sys.exit(main(['eval', 'alignvar-tiny', '--images', {str(tmp_path)!r}, '--max-side', '64']))\n")
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-c", script], stderr=follower, stdout=subprocess.DEVNULL)
+    os.close(follower)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(leader)
+    assert proc.wait(timeout=300) == 0, seen
+    shown = [line.rsplit("\r", 1)[-1] for line in seen.decode().split("\r\n")]
+    warned = [line for line in shown if "warning: skipping 1 file" in line]
+    assert warned and all(line.startswith("alignvar-edge eval: warning: ") for line in warned), seen
+
+
 def test_build_shows_its_stage(micro_export_for_progress, tmp_path, capsys):
     from alignvar_edge.cli import main
     assert main(["build", str(micro_export_for_progress), "--target", "onnxruntime", "--out", str(tmp_path / "e")]) == 0
