@@ -96,7 +96,7 @@ def resolve_checkpoint_dir(name_or_dir: str | os.PathLike[str]) -> Path:
                                   f"({path}); reinstall alignvar-edge")
         return path
     path = Path(s)
-    if path.is_file() and (path.parent / CONFIG_FILE).is_file() and (path.parent / WEIGHTS_FILE).is_file():
+    if path.is_file() and checkpoint_files_in(path.parent):
         raise CheckpointError(f"'{s}' is a file of a checkpoint; pass its folder '{path.parent}'")
     if path.is_file() and path.suffix.lower() in TORCH_SUFFIXES:
         raise CheckpointError(f"'{s}' is a PyTorch file, not a checkpoint directory (such files are never "
@@ -365,7 +365,7 @@ def check_checkpoint_out(out: Path, overwrite: bool, switch: str) -> None:
         return
     if not overwrite:
         raise CheckpointError(f"'{out}' already exists and is not empty; choose another directory or pass {switch}")
-    if out.is_symlink() or not out.is_dir() or not ((out / CONFIG_FILE).is_file() and (out / WEIGHTS_FILE).is_file()):
+    if out.is_symlink() or not checkpoint_files_in(out):
         raise CheckpointError(f"'{out}' is not a checkpoint directory ({CONFIG_FILE} + {WEIGHTS_FILE}); {switch} "
                               "replaces only checkpoints, so choose another directory")
     if not own_checkpoint(out):
