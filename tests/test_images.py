@@ -1205,25 +1205,39 @@ def test_a_damaged_exif_is_said_once_naming_its_file(tmp_path: Path, capsys, one
     """A PNG whose EXIF block is damaged (`MM\\0*garbage`) gave Pillow's "Corrupt EXIF data" twice per
     file in an upscale run (the EXIF was read when the pixels were and again for what the result
     carries), naming no file: in a folder of hundreds the user could not find it. It is one line
-    naming the file, the EXIF read once; the image is still upscaled."""
+    naming the file, the EXIF read once; the image is still upscaled. One whose damaged EXIF still
+    holds an orientation (6: a quarter turn) is turned, said once too (Pillow read it again on the
+    turned copy and repeated its warning bare), and not said to be taken as upright."""
     from alignvar_edge.cli import main
     (tmp_path / "in").mkdir()
     buf = io.BytesIO()
     Image.new("RGB", (6, 5), (200, 40, 10)).save(buf, format="PNG")
     png = buf.getvalue()
-    (tmp_path / "in" / "bad.png").write_bytes(png[:33] + _png_chunk(b"eXIf", b"MM\0*garbage") + png[33:])
+    # big-endian TIFF header, one IFD of 2 entries: Orientation 6, and an ImageDescription of 100
+    # bytes stored at 0xFFF0, past the end of the block
+    turned = (b"MM\0*" + struct.pack(">IH", 8, 2) + struct.pack(">HHIHH", 0x0112, 3, 1, 6, 0)
+              + struct.pack(">HHII", 0x010E, 2, 100, 0xFFF0) + struct.pack(">I", 0))
+    for name, exif in (("bad.png", b"MM\0*garbage"), ("turned.png", turned)):
+        (tmp_path / "in" / name).write_bytes(png[:33] + _png_chunk(b"eXIf", exif) + png[33:])
     Image.new("RGB", (6, 5)).save(tmp_path / "in" / "good.png")
     assert main(["upscale", str(tmp_path / "in"), str(tmp_path / "out"), "--quiet", "--threads", "1"]) == 0
     err = capsys.readouterr().err.splitlines()
-    exif_lines = [line for line in err if "EXIF" in line]
-    assert exif_lines == [f"alignvar-edge upscale: warning: {tmp_path / 'in' / 'bad.png'}: its EXIF is damaged "
-                          "(Corrupt EXIF data. Expecting to read 2 bytes but only got 0.) and is read only as far "
-                          "as it goes: without an orientation the picture is taken as upright; save the file "
-                          "again from an image editor to repair it"], err
+    fix = "save the file again from an image editor to repair it"
+    said = {name: [line for line in err if name in line] for name in ("bad.png", "turned.png")}
+    for name, lines in said.items():
+        assert len(lines) == 1, err
+        assert lines[0].startswith(f"alignvar-edge upscale: warning: {tmp_path / 'in' / name}: its EXIF is "
+                                   "damaged ("), err
+        assert lines[0].endswith(fix), err
+    assert "without an orientation the picture is taken as upright" in said["bad.png"][0]
+    assert "upright" not in said["turned.png"][0]
+    assert len([line for line in err if "warning" in line]) == 2, err          # no bare Pillow warning
     assert _read(tmp_path / "out" / "bad.png").size == (24, 20)
-    with pytest.warns(UserWarning) as said:
-        load_image(tmp_path / "in" / "bad.png")
-    assert [str(w.message).split(":")[0] for w in said] == [str(tmp_path / "in" / "bad.png")]
+    assert _read(tmp_path / "out" / "turned.png").size == (20, 24)
+    for name in ("bad.png", "turned.png"):
+        with pytest.warns(UserWarning) as warned:
+            load_image(tmp_path / "in" / name)
+        assert [str(w.message).split(":")[0] for w in warned] == [str(tmp_path / "in" / name)]
 
 
 def test_png_author_copyright_and_description_go_to_the_exif_of_other_formats(tmp_path: Path) -> None:

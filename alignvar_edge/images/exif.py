@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import warnings
 
-from PIL import Image
+from PIL import ExifTags, Image, ImageOps
 
 
 def image_exif(img: Image.Image, path: str | os.PathLike[str]) -> Image.Exif:
@@ -18,7 +18,18 @@ def image_exif(img: Image.Image, path: str | os.PathLike[str]) -> Image.Exif:
         exif = img.getexif()
     if caught:
         why = " ".join(str(caught[0].message).split())
-        warnings.warn(f"{path}: its EXIF is damaged ({why}) and is read only as far as it goes: without an "
-                      "orientation the picture is taken as upright; save the file again from an image editor to "
-                      "repair it", stacklevel=3)
+        upright = ("" if ExifTags.Base.Orientation in exif else
+                   ": without an orientation the picture is taken as upright")
+        warnings.warn(f"{path}: its EXIF is damaged ({why}) and is read only as far as it goes{upright}; save "
+                      "the file again from an image editor to repair it", stacklevel=3)
     return exif
+
+
+def exif_upright(img: Image.Image, path: str | os.PathLike[str]) -> Image.Image:
+    """`img` turned upright by its EXIF orientation (`ImageOps.exif_transpose`), a damaged EXIF
+    said once (`image_exif`): Pillow reads the EXIF again on the turned copy, and would repeat its
+    warnings, naming no file."""
+    image_exif(img, path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")     # said above, naming the file
+        return ImageOps.exif_transpose(img)

@@ -16,14 +16,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from alignvar_edge.argtypes import DEFAULT_MAX_MEGAPIXELS
 from alignvar_edge.errors import IMAGE_DECODE_ERRORS, InputError, damaged_image_error
 from alignvar_edge.fsmodes import broken_link, special_kind
 from alignvar_edge.images import sixteen_bit
 from alignvar_edge.images.arrays import check_unit_range, fitting_bits, refuse_over_megapixels
-from alignvar_edge.images.exif import image_exif
+from alignvar_edge.images.exif import exif_upright
 from alignvar_edge.images.formats import (SIXTEEN_BIT_MODES, converted, holds_32_bit_integers, image_layout,
                                           plain_mode, stored_as_negative, unusable_cmyk_profile)
 from alignvar_edge.images.metadata import Metadata, image_metadata
@@ -166,8 +166,7 @@ def _planes(path: Path, img: Image.Image) -> tuple[np.ndarray, np.ndarray | None
     img.load()
     if wide:
         _refuse_wide_integers(np.asarray(img), _integer_samples(img))
-    image_exif(img, path)                   # exif_transpose reads what Pillow keeps of it
-    img = ImageOps.exif_transpose(img)
+    img = exif_upright(img, path)
     if la16:
         gray, gray_alpha = sixteen_bit.la16_planes(img)
         return _gray_to_rgb(gray), gray_alpha
