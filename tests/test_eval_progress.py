@@ -1,5 +1,5 @@
 """eval says how far it has got, a line per image as upscale does, and points to --max-side before
-scoring large photographs (half a minute per 256 tiles at one thread, with no line otherwise)."""
+scoring large photographs (under half a minute per 256 tiles at one thread, with no line otherwise)."""
 from __future__ import annotations
 
 import os
@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from alignvar_edge.bench.evaluate import evaluate
 from alignvar_edge.cli import main
 from alignvar_edge.images import save_image
 from alignvar_edge.samples import sample_images
@@ -44,6 +46,37 @@ def test_eval_of_a_large_photograph_points_to_max_side_before_the_work(tmp_path:
     finally:
         p.send_signal(signal.SIGTERM)
         p.wait(timeout=60)
-    assert lines[-2:] == ["289 tiles of 64 px to score in 1 image(s) (256 take alignvar-tiny about half a minute "
+    assert lines[-2:] == ["289 tiles of 64 px to score in 1 image(s) (256 take alignvar-tiny under half a minute "
                           "at one thread); --max-side 256 scores the centre 256x256 px of each\n",
                           "big.png (1/1): 1088x1088 px, 289 tiles\n"], lines
+
+
+class _Stop(Exception):
+    """Raised by the log at an image's first line: the hint has been said, the work need not run."""
+
+
+def _hint_for(model, name: str, side: int) -> str:
+    said: list[str] = []
+
+    def log(line: str) -> None:
+        said.append(line)
+        if line.startswith("big ("):
+            raise _Stop
+    with pytest.raises(_Stop):
+        evaluate(model, [("big", np.full((side, side, 3), 0.5, np.float32))], log=log, name=name)
+    return said[0]
+
+
+def test_the_hint_names_the_model_evaluated_and_gives_tiny_s_time_only_to_tiny() -> None:
+    """The time of 256 tiles was measured on the `tiny` preset: a tiny-sized checkpoint is named with
+    it, another model is named with its preset instead of being given tiny's time."""
+    from alignvar_edge.model.alignvar import AlignVAR
+    from alignvar_edge.model.config import AlignVARConfig
+    tiny = AlignVAR(AlignVARConfig.from_preset("tiny")).eval()
+    assert _hint_for(tiny, "runs/mine/final", 1100) == (
+        "289 tiles of 64 px to score in 1 image(s) (256 take runs/mine/final under half a minute at one "
+        "thread); max_side=256 scores the centre 256x256 px of each")
+    micro = AlignVAR(AlignVARConfig.from_preset("micro")).eval()
+    assert _hint_for(micro, "runs/small/final", 550) == (
+        "289 tiles of 32 px to score in 1 image(s) (256 take alignvar-tiny under half a minute at one "
+        "thread; runs/small/final is a 'micro' model); max_side=128 scores the centre 128x128 px of each")

@@ -93,8 +93,20 @@ def check_max_side(config: AlignVARConfig, max_side: int | None) -> None:
 
 
 # more whole HR tiles than this get a hint about max_side before the work: 256 take the bundled model
-# about half a minute at one thread (a 1024x1024 photograph: 21 s on a 2-core Xeon), larger models longer
+# (the `tiny` preset) under half a minute at one thread (a 1024x1024 photograph: 21 s on a 2-core Xeon),
+# larger models longer
 MANY_TILES = 256
+TIMED_PRESET = "tiny"
+
+
+def _many_tiles_hint(config: AlignVARConfig, name: str, total: int, images: int) -> str:
+    """The line before a long evaluation: its tiles, what 256 of them cost, and how to score fewer. The
+    cost was measured on the `tiny` preset; another model is named with its preset, not given tiny's time."""
+    cost = (f"{MANY_TILES} take {name} under half a minute at one thread" if config.name == TIMED_PRESET else
+            f"{MANY_TILES} take alignvar-tiny under half a minute at one thread; {name} is a '{config.name}' model")
+    side = 4 * config.hr_size
+    return (f"{total} tiles of {config.hr_size} px to score in {images} image(s) ({cost}); "
+            f"{option('max_side', side)} scores the centre {side}x{side} px of each")
 
 
 def _scored_size(hw: tuple[int, ...], max_side: int | None, t_hr: int) -> tuple[int, int]:
@@ -105,9 +117,10 @@ def _scored_size(hw: tuple[int, ...], max_side: int | None, t_hr: int) -> tuple[
 
 def evaluate(model: AlignVAR, images: list[tuple[str, Any]], seed: int = 0,
              max_side: int | None = None, ablations: bool = False, prune: tuple[float, ...] = (),
-             overlap: int | None = None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+             overlap: int | None = None, log: Callable[[str], None] | None = None,
+             name: str = "this model") -> dict[str, Any]:
     """Score (name, HR image) pairs; an image is what `upscale` takes (`_float_rgb`). `log` hears
-    a line per image as its work starts (and a hint where the images are large)."""
+    a line per image as its work starts (and a hint, naming the model as `name`, where the images are large)."""
     say = log or (lambda _msg: None)
     c = model.config
     check_max_side(c, max_side)
@@ -136,9 +149,7 @@ def evaluate(model: AlignVAR, images: list[tuple[str, Any]], seed: int = 0,
     scored = {i: _scored_size(hw, max_side, t_hr) for i, hw in enumerate(sizes) if i not in small}
     total = sum(H // t_hr * (W // t_hr) for H, W in scored.values())
     if max_side is None and total > MANY_TILES:
-        side = 4 * t_hr
-        say(f"{total} tiles of {t_hr} px to score in {len(scored)} image(s) ({MANY_TILES} take alignvar-tiny about "
-            f"half a minute at one thread); {option('max_side', side)} scores the centre {side}x{side} px of each")
+        say(_many_tiles_hint(c, name, total, len(scored)))
     scores: list[ImageScore] = []
     for k, (i, (H, W)) in enumerate(scored.items(), 1):
         name, image = images[i]

@@ -237,7 +237,7 @@ def _evaluated(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
         images, unreadable = load_eval_images(args.images, args.max_megapixels)
         result = evaluate(model, images, seed=args.seed,
                           max_side=args.max_side, ablations=args.ablations, prune=prune, overlap=args.overlap,
-                          log=note)
+                          log=note, name=str(args.checkpoint))
     # a bare --json prints no warning text to its reader: the report itself names what it left out
     result["skipped_unreadable"] = [{"name": name, "reason": why} for name, why in unreadable]
     text = format_eval(result)
