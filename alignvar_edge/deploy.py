@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from alignvar_edge.argtypes import check_seed
 from alignvar_edge.caller import option
 from alignvar_edge.errors import AlignVAREdgeError, InputError
 from alignvar_edge.fsmodes import not_a_folder
@@ -82,6 +83,7 @@ class DeployOptions:
                              "`alignvar-edge export` (or leave it out to export here)")
         if self.batch is not None and self.batch < 1:
             raise InputError(f"{option('batch', self.batch)} must be >= 1")
+        check_seed("seed", self.seed)       # torch.manual_seed's range: a --preset's weights are seeded with it
         if self.batch is not None and self.export:
             raise InputError(f"{option('batch', self.batch)} and {option('export', self.export)} conflict: a reused "
                              "export keeps its own batch; leave one of them out")

@@ -1334,6 +1334,27 @@ def test_every_seed_flag_takes_pytorchs_range_only(verb, capsys, tmp_path, monke
     assert sorted(tmp_path.iterdir()) == []
 
 
+def test_every_seed_option_of_the_python_api_takes_pytorchs_range_only(tmp_path):
+    # DeployOptions(preset=..., seed=2**64) reached torch.manual_seed (a traceback after the export
+    # began); a negative seed reached numpy's SeedSequence in bench and quantize
+    from alignvar_edge.bench.runner import BenchOptions, run_bench
+    from alignvar_edge.deploy import DeployOptions, deploy
+    from alignvar_edge.errors import ConfigError
+    from alignvar_edge.quantize.artifact import QuantizeOptions, calibration_for
+    for seed in (2**64, -1):
+        refused = rf"^seed={seed} must be an integer from 0 to 2\*\*64-1$"
+        with pytest.raises(InputError, match=refused):
+            deploy(DeployOptions(out=str(tmp_path / "deploy"), preset="micro", seed=seed))
+        with pytest.raises(InputError, match=refused):
+            run_bench([], options=BenchOptions(seed=seed))
+        with pytest.raises(ConfigError, match=refused):
+            calibration_for(tmp_path / "export", QuantizeOptions(seed=seed))
+    assert sorted(tmp_path.iterdir()) == []
+    for largest in (DeployOptions(out=str(tmp_path / "d"), preset="micro", seed=2**64 - 1),
+                    BenchOptions(seed=2**64 - 1), QuantizeOptions(seed=2**64 - 1)):
+        largest.validate()
+
+
 @pytest.mark.parametrize("argv", [["compare", "eng/ort", "--images", "fin", "--threads", "1"],
                                   ["upscale", "a", "b", "--bogus"], ["bench", "merge", "a.json", "--nope", "x"]])
 def test_an_argument_no_verb_reads_is_the_verbs_error(argv, capsys):

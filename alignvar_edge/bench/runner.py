@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from alignvar_edge.argtypes import check_fraction
+from alignvar_edge.argtypes import check_fraction, check_seed
 from alignvar_edge.bench.fidelity import bicubic_tiles, fidelity
 from alignvar_edge.bench.image import (FOLDER_LR, IMAGE_LR, IMAGE_RUNS, MAX_IMAGE_LR, PER_RUN, engine_shape,
                                        folder_call, folder_geometry, folder_lrs, folder_summary, image_call,
@@ -85,6 +85,7 @@ class BenchOptions:
         if self.threads is not None and self.threads < 1:
             raise InputError(f"{option('threads', self.threads)} must be >= 1")
         check_fraction("min_token_agreement", self.min_token_agreement)
+        check_seed("seed", self.seed)
         if self.image_overlap is not None and self.image_overlap < 0:
             raise InputError(f"{option('overlap', self.image_overlap)} must be >= 0 LR pixels")
         if self.image_size < 0 or self.image_runs < 1:

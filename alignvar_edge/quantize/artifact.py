@@ -24,7 +24,7 @@ import numpy as np
 
 import onnx
 
-from alignvar_edge.argtypes import check_fraction
+from alignvar_edge.argtypes import check_fraction, check_seed
 from alignvar_edge.caller import option
 from alignvar_edge.errors import ArtifactError, ConfigError, InputError, ParityError
 from alignvar_edge.export import onnx_io
@@ -84,6 +84,7 @@ class QuantizeOptions:
         if self.target not in TARGETS:
             raise ConfigError(f"target must be one of {', '.join(TARGETS)}, got {self.target!r}")
         check_fraction("min_token_agreement", self.fidelity.min_token_agreement, ConfigError)
+        check_seed("seed", self.seed, ConfigError)
         if self.fidelity.max_psnr_drop < 0:
             raise ConfigError(f"{option('max_psnr_drop', self.fidelity.max_psnr_drop)} must be >= 0 dB")
         # an option the chosen pass does not read is refused, not silently dropped: a user who asked
