@@ -43,15 +43,38 @@ def test_feeds_for_gives_the_tiles_and_the_fixed_noise(refiner_export: Path) -> 
             e.infer({"lr": x})
 
 
+def _noise_first(export: Path, out: Path) -> Path:
+    """A copy of `export` whose graph (and manifest) list its inputs as [noise, lr]: an ONNX graph's
+    inputs are matched by name, so it runs as the export does, and only a feed by position breaks."""
+    import shutil
+
+    import onnx
+
+    from alignvar_edge.manifest import read_manifest, write_manifest
+    shutil.copytree(export, out)
+    m = read_manifest(out)
+    graph_file = out / m.single_graph_entry()["file"]
+    g = onnx.load(str(graph_file))
+    inputs = list(g.graph.input)
+    del g.graph.input[:]
+    g.graph.input.extend(inputs[::-1])
+    onnx.save(g, str(graph_file))
+    m.single_graph_entry()["inputs"].reverse()
+    write_manifest(out, m)
+    return out
+
+
 def test_quantize_feeds_a_refiner_graph_its_noise_by_name(refiner_export: Path, tmp_path: Path) -> None:
     """quantize finds the noise input by its name (graph_names.NOISE, as engines do), not as the
-    graph's second input, and its quantized graph still takes it."""
+    graph's second input: a graph whose first input is the noise quantizes, and its quantized graph
+    still takes it."""
     from alignvar_edge.manifest import load_verified
     from alignvar_edge.quantize.artifact import QuantizeOptions, quantize_artifact
-    out = quantize_artifact(refiner_export, tmp_path / "fp16", QuantizeOptions(precision="fp16", search=False,
-                                                                                tiles=2, val_tiles=2))
+    src = _noise_first(refiner_export, tmp_path / "noise-first")
+    out = quantize_artifact(src, tmp_path / "fp16", QuantizeOptions(precision="fp16", search=False,
+                                                                    tiles=2, val_tiles=2))
     m = load_verified(out)
-    assert m.takes_noise and [i["name"] for i in m.single_graph_entry()["inputs"]] == ["lr", "noise"]
+    assert m.takes_noise and [i["name"] for i in m.single_graph_entry()["inputs"]] == ["noise", "lr"]
     assert m.parity["validation"]["tiles"] == 2          # judged with the noise fed: it ran
 
 
