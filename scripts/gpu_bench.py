@@ -218,7 +218,8 @@ def main() -> int:
     from alignvar_edge.model.info import flop_groups, stage_flops
     from alignvar_edge.bench.schema import meets_fidelity, model_block, new_report, status_reasons, write_json
     from alignvar_edge.quantize.calibration.tiles import lr_tiles
-    from alignvar_edge.export.random_model import random_model
+    from alignvar_edge.export.random_model import load_model
+    from alignvar_edge.model.checkpoint import weights_sha256
     from alignvar_edge.recipes import DEFAULT_MIN_TOKENS
 
     device = torch.device(args.device)
@@ -228,10 +229,11 @@ def main() -> int:
         return 2
     dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
     wanted = ["fp32"] + [d for d in args.dtypes.split(",") if d and d != "fp32"]
-    model = random_model(args.preset, seed=0)
+    model, model_name, source = load_model(preset=args.preset, seed=0)
     c = model.config
     flops_stage = stage_flops(c)
-    flops = flop_groups(flops_stage)["total"]
+    flops_groups = flop_groups(flops_stage)
+    flops = flops_groups["total"]
     mp = c.hr_size ** 2 / 1e6
     lr_np = lr_tiles(c, args.batch, seed=0)
     gen = torch.Generator().manual_seed(0)
@@ -308,8 +310,8 @@ def main() -> int:
     label = f"{gpu or str(device)} (PyTorch {torch.__version__})" + (f", batch {args.batch}" if args.batch > 1 else "")
     report = new_report(
         label=label, host=host,
-        model=model_block(f"{args.preset}-random", f"preset {args.preset}, random weights, seed 0", None, c.hr_size,
-                          c.scale, c.patch_nums, model.parameter_report(), flop_groups(flops_stage), flops_stage),
+        model=model_block(model_name, source.describe(), weights_sha256(model), c.hr_size,
+                          c.scale, c.patch_nums, model.parameter_report(), flops_groups, flops_stage),
         settings={"runs": args.runs, "warmup": args.warmup, "threads": torch.get_num_threads(),
                   "fidelity_tiles": args.batch, "images": "bundled held-out photographs", "seed": 0,
                   "eager_batch": args.batch, "interleaved": False, "min_token_agreement": DEFAULT_MIN_TOKENS,

@@ -812,6 +812,11 @@ def test_gpu_script_writes_a_mergeable_report_on_cpu(tmp_path: Path, report: dic
     # its summary names the rows it could not time, as a CPU report's does (it held none: {})
     assert g["summary"]["unavailable"] == {"torch-eager-fp16": "fp16 matmuls on CPU are not a deployment path"}
     assert set(g["model"]) == set(report["model"]) and g["model"]["flops_per_tile"]["total"] > 0
+    # the weights it timed, named as an export of the same preset and seed names them
+    from alignvar_edge.export.random_model import random_model
+    from alignvar_edge.model.checkpoint import weights_sha256
+    assert g["model"]["source"] == "preset micro, random weights, seed 0"
+    assert g["model"]["weights_sha256"] == weights_sha256(random_model("micro", seed=0))
     md = (tmp_path / "g.md").read_text()
     # a 32 px tile is not the paper's 512x512 image: no comparison with its 0.43 s
     assert "Best GPU configuration" in md and "paper" not in md.split("## Backends")[0]
