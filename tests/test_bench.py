@@ -121,6 +121,15 @@ def test_unavailable_backends_are_reported_not_faked(report: dict[str, Any]) -> 
     assert "unavailable: " in report_markdown(report) and "unavailable: " in terminal_table(report)
 
 
+def test_a_staged_export_that_is_no_folder_is_said_as_what_it_is(tmp_path: Path) -> None:
+    """--staged said 'is not a directory' for a path that does not exist."""
+    with pytest.raises(InputError, match=r"^staged='.*absent' does not exist; pass a staged export"):
+        run_bench([], options=BenchOptions(staged=str(tmp_path / "absent")))
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(InputError, match=r"^staged='.*afile' is a file, not a folder; pass a staged export"):
+        run_bench([], options=BenchOptions(staged=str(tmp_path / "afile")))
+
+
 def test_fingerprint_fields() -> None:
     fp = fingerprint()
     cpu = fp["cpu"]

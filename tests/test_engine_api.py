@@ -2,6 +2,7 @@
 `load` refuse, and in which exception class, on a real ONNX Runtime engine of the `micro` model."""
 from __future__ import annotations
 
+import os
 import itertools
 import re
 from pathlib import Path
@@ -225,12 +226,20 @@ def test_load_of_a_mistyped_bundled_name_names_the_bundled_model(tmp_path) -> No
                                             r"'alignvar-tiny'\? pass an engine directory .* or a bundled model name "
                                             r"\(alignvar-tiny\)$"):
         runtimes.load("alignvar-tiyn")
-    # a path that is not there says so, a file is no directory
+    # a path that is not there says so, a file is no directory, a broken link (was 'is not a
+    # directory') and a FIFO are said as what they are
     with pytest.raises(ArtifactError, match=r"does not exist; pass an engine directory"):
         runtimes.load(tmp_path / "nothing")
     (tmp_path / "afile").write_text("")
-    with pytest.raises(ArtifactError, match=r"is not a directory; pass an engine directory"):
+    with pytest.raises(ArtifactError, match=r"afile' is a file, not a folder; pass an engine directory"):
         runtimes.load(tmp_path / "afile")
+    (tmp_path / "gone").symlink_to(tmp_path / "engine-moved")
+    with pytest.raises(ArtifactError, match=r"gone' is a broken symbolic link \(to .*engine-moved\); pass an engine"):
+        runtimes.load(tmp_path / "gone")
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(tmp_path / "pipe")
+        with pytest.raises(ArtifactError, match=r"pipe' is a FIFO \(named pipe\), not a folder; pass an engine"):
+            runtimes.load(tmp_path / "pipe")
 
 
 def test_the_engine_says_whether_it_pads_calls_and_the_manifest_gives_the_graph_batch(engine, micro_export) -> None:

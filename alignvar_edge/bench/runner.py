@@ -15,7 +15,6 @@ Order of work (each phase on every subject before the next phase):
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from alignvar_edge.bench.subjects import (BICUBIC, EAGER, EngineSpec, Subject, a
                                           untimed_error)
 from alignvar_edge.caller import option, python_call
 from alignvar_edge.errors import AlignVAREdgeError, BackendUnavailableError, InputError
+from alignvar_edge.fsmodes import not_a_folder
 from alignvar_edge.manifest import Manifest, ModelSource, default_overlap, parse_preset_reference
 from alignvar_edge.recipes import DEFAULT_MIN_TOKENS
 from alignvar_edge.runtimes.base import Engine
@@ -388,8 +388,8 @@ def run_bench(engines: Sequence[str], reference: Any = None, options: BenchOptio
     specs = [parse_spec(e) for e in engines]
     for spec in specs:
         check_exists(spec)
-    if opts.staged and not os.path.isdir(opts.staged):
-        raise InputError(f"--staged '{opts.staged}' is not a directory; pass a staged export "
+    if opts.staged and (why := not_a_folder(opts.staged)) is not None:
+        raise InputError(f"{option('staged', opts.staged)} {why}; pass a staged export "
                          "(`alignvar-edge export --graph staged`)")
     host = fingerprint()
     own = OwnLoad()

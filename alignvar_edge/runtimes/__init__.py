@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from alignvar_edge.errors import AlignVAREdgeError, ArtifactError, BackendUnavailableError, InputError, out_of_memory
+from alignvar_edge.fsmodes import not_a_folder
 from alignvar_edge.lazy import needs_host
 from alignvar_edge.manifest import Manifest
 from alignvar_edge.recipes import BACKENDS, backend_name, recipe
@@ -76,8 +77,8 @@ def _artifact_manifest(path: str | os.PathLike[str]) -> Manifest | None:
     from alignvar_edge.model.checkpoint import is_checkpoint
     if is_checkpoint(path):
         return None
-    if not Path(path).is_dir():
-        raise ArtifactError(_nothing_to_load(path))
+    if (why := not_a_folder(path)) is not None:
+        raise ArtifactError(_nothing_to_load(path, why))
     return read_manifest(path)
 
 
@@ -100,15 +101,14 @@ def _backend_of(path: str | os.PathLike[str], m: Manifest | None) -> str:
     return str(backend)
 
 
-def _nothing_to_load(path: str | os.PathLike[str]) -> str:
-    """A path that is no directory (absent, or a file), in the words of what `load` opens: a bundled
-    model's name among them (a mistyped one is named)."""
+def _nothing_to_load(path: str | os.PathLike[str], why: str) -> str:
+    """A path that is no directory (`why`: fsmodes.not_a_folder's words), in the words of what `load`
+    opens: a bundled model's name among them (a mistyped one is named)."""
     from difflib import get_close_matches
     from alignvar_edge.model.bundled import BUNDLED
     near = get_close_matches(os.fspath(path), BUNDLED, n=1)
     meant = f"did you mean the bundled model '{near[0]}'? " if near else ""
-    what = "is not a directory" if os.path.lexists(path) else "does not exist"     # a typo in a config's path
-    return (f"'{path}' {what}; {meant}pass an engine directory (`alignvar-edge build`), an ONNX export "
+    return (f"'{path}' {why}; {meant}pass an engine directory (`alignvar-edge build`), an ONNX export "
             f"(`alignvar-edge export`), a checkpoint directory or a bundled model name ({', '.join(BUNDLED)})")
 
 
