@@ -116,7 +116,7 @@ def main() -> int:
     if not args.speed_only:
         lr, hr = tile_pairs(config, whole_calls(args.eval_tiles, batch), seed=1, split="heldout")
         ev = Evaluator(str(fp32 / "model.onnx"), TileSplit(lr, hr, tuple(f"t{i}" for i in range(len(lr)))),
-                       "lr", batch=batch, border=config.scale)
+                       batch=batch, border=config.scale)
         for k, v in arts.items():
             if k != "fp32":
                 f = ev.evaluate(str(v / "model.onnx"))

@@ -34,9 +34,9 @@ def test_builtin_is_deterministic_and_splits_are_disjoint() -> None:
     val_imgs = {n.split("@")[0] for n in a.validation.names}
     assert not cal_imgs & val_imgs                        # no picture in both splits
     assert CalibrationSet.builtin(MICRO, n=6, n_val=3, seed=2).hash != a.hash
-    feeds = a.feeds("lr")
+    feeds = a.feeds()
     assert len(feeds) == 6 and feeds[0]["lr"].shape == (1, 3, 8, 8)
-    assert len(a.feeds("lr", batch=4)) == 1               # static batch: the short tail is dropped
+    assert len(a.feeds(batch=4)) == 1               # static batch: the short tail is dropped
     s = a.summary()
     assert s["hash"] == a.hash and s["skipped"] == 0 and s["degradation"]["scale"] == 4
 

@@ -52,9 +52,9 @@ def test_search_meets_the_target_from_all_half(export: Path) -> None:  # noqa: F
     m = _model(export)
     cfg = config_from_manifest(read_manifest(export))
     cs = CalibrationSet.builtin(cfg, n=4, seed=0, n_val=8)
-    val = Evaluator(str(export / "model.onnx"), cs.validation, "lr", 1, cfg.scale)
+    val = Evaluator(str(export / "model.onnx"), cs.validation, batch=1, border=cfg.scale)
     policy, result = search_half(m, "fp16", val, lambda: Evaluator(str(export / "model.onnx"), cs.calibration,
-                                                                   "lr", 1, cfg.scale), FidelityTarget())
+                                                                   batch=1, border=cfg.scale), FidelityTarget())
     assert result.met
     assert result.fidelity.token_agreement >= 0.99 and result.fidelity.psnr_drop <= 0.1 + 1e-3
     assert policy.f32_groups == frozenset(result.float_groups)

@@ -338,7 +338,7 @@ def test_entropy_and_percentile_give_their_own_ranges(export: Path) -> None:
     from alignvar_edge.quantize.int8 import Int8Builder
     from alignvar_edge.quantize.policy import Policy
 
-    feeds = calibration_set("builtin", load_verified(export).config, 3, 1, 0).feeds("lr")
+    feeds = calibration_set("builtin", load_verified(export).config, 3, 1, 0).feeds()
     with Int8Builder(export / "model.onnx", target_recipe("onnxruntime", "minmax"), feeds) as b:
         minmax = b.prepared.ranges
         pre = onnx.load(str(b.prepared.path))
@@ -581,7 +581,7 @@ def test_returning_groups_to_float_equals_never_quantizing_them(export: Path) ->
     from alignvar_edge.quantize.int8 import Int8Builder
     from alignvar_edge.quantize.policy import Policy
 
-    feeds = calibration_set("builtin", load_verified(export).config, 2, 1, 0).feeds("lr")
+    feeds = calibration_set("builtin", load_verified(export).config, 2, 1, 0).feeds()
     pol = Policy()
     with Int8Builder(export / "model.onnx", target_recipe("onnxruntime"), feeds) as b:
         groups = sorted({n.group for n in b.selected(pol)})

@@ -45,7 +45,7 @@ def test_search_reaches_the_target_on_the_bundled_tiny_model(tiny_export: Path, 
     # and it holds up on photographs the search never saw
     cfg = AlignVARConfig.from_dict(m.config)
     lr, hr = tile_pairs(cfg, 24, seed=1, split="heldout")
-    ev = Evaluator(str(tiny_export / "model.onnx"), TileSplit(lr, hr, tuple(map(str, range(len(lr))))), "lr")
+    ev = Evaluator(str(tiny_export / "model.onnx"), TileSplit(lr, hr, tuple(map(str, range(len(lr))))))
     f = ev.evaluate(str(out / "model.onnx"))
     assert f.token_agreement >= 0.98 and f.psnr_drop <= 0.1
     assert np.isfinite(f.psnr_y_hr) and m.extra["bytes"]["ratio"] < 0.8

@@ -140,10 +140,9 @@ class _Run:
 class Evaluator:
     """Runs candidates on one tile split and compares them with the fp32 graph's outputs."""
 
-    def __init__(self, fp32_model: onnx.ModelProto | str, tiles: TileSplit, input_name: str = INPUT,
-                 batch: int = 1, border: int = 4, optimized: bool = True,
+    def __init__(self, fp32_model: onnx.ModelProto | str, tiles: TileSplit, batch: int = 1, border: int = 4, optimized: bool = True,
                  extra: dict[str, np.ndarray] | None = None) -> None:
-        self.tiles, self.input_name, self.batch = tiles, input_name, batch
+        self.tiles, self.batch = tiles, batch
         self.extra = extra or {}             # further graph inputs, the same for every batch
         self.border, self.optimized = border, optimized
         # the reference runs like the candidates will, so rounding differences between optimized
@@ -167,7 +166,7 @@ class Evaluator:
         srs, toks, lgs = [], [], []
         for lr, _ in self.tiles.batches(self.batch):
             out = sess.run([sr_name, *tok_names, *logit_names],
-                           {self.input_name: np.ascontiguousarray(lr), **self.extra})
+                           {INPUT: np.ascontiguousarray(lr), **self.extra})
             srs.append(out[0].astype(np.float32))
             toks.append(out[1:1 + len(tok_names)])
             lgs.append(out[1 + len(tok_names):])

@@ -219,11 +219,11 @@ class CalibrationSet:
         h.update(f"v{HASH_VERSION}".encode())
         return h.hexdigest()
 
-    def feeds(self, input_name: str = INPUT, batch: int = 1, split: str = "calibration",
+    def feeds(self, batch: int = 1, split: str = "calibration",
               extra: dict[str, np.ndarray] | None = None) -> list[dict[str, np.ndarray]]:
-        """Input dicts for the single graph: {input_name: (batch,3,h,w) float32, **extra}."""
+        """Input dicts for the single graph: {INPUT: (batch,3,h,w) float32, **extra}."""
         tiles = self._split(split)
-        return [{input_name: np.ascontiguousarray(lr), **(extra or {})} for lr, _ in tiles.batches(batch)]
+        return [{INPUT: np.ascontiguousarray(lr), **(extra or {})} for lr, _ in tiles.batches(batch)]
 
     def _split(self, split: str) -> TileSplit:
         if split == "calibration":
