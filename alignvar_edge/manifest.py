@@ -67,7 +67,7 @@ from alignvar_edge.caller import option
 from alignvar_edge.errors import ArtifactError, InputError, OutputExistsError
 from alignvar_edge.fsmodes import (hidden_prefix, not_a_folder, publish_mode, replace_dir, special_kind, symlink_loop,
                                    unwritable_folder, write_error, write_text)
-from alignvar_edge.graph_names import INPUT, NOISE, SR
+from alignvar_edge.graph_names import INPUT, NOISE, SINGLE_GRAPH, SR
 from alignvar_edge.jsonsafe import dumps
 from alignvar_edge.onnx_wire import external_locations
 
@@ -438,8 +438,8 @@ class Manifest:
         return kit if isinstance(kit, dict) and kit else None
 
     def single_graph_entry(self) -> dict[str, Any] | None:
-        """The `graphs` entry of the single graph ('single', 'model', or the only one)."""
-        g = self.graphs.get("single") or self.graphs.get("model")
+        """The `graphs` entry of the single graph ('single', SINGLE_GRAPH, or the only one)."""
+        g = self.graphs.get("single") or self.graphs.get(SINGLE_GRAPH)
         if g is None and len(self.graphs) == 1:
             g = next(iter(self.graphs.values()))
         return g if isinstance(g, dict) else None

@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 from alignvar_edge.graph_names import (COND, COND_GRAPH, DECODE_GRAPH, F_HAT, F_HAT_OUT, GUIDE, H_OUT, INPUT, KV,
-                                      KV_OUT, LAST_H, NOISE, PREFIX, SR, step_name, token_name, token_names)
+                                      KV_OUT, LAST_H, NOISE, PREFIX, SINGLE_GRAPH, SR, step_name, token_name,
+                                      token_names)
 from alignvar_edge.model.alignvar import AlignVAR
 from alignvar_edge.model.pruning import keep_counts
 from alignvar_edge.model.rollout import Context, ModelStages, run
@@ -114,7 +115,7 @@ def _noise_input(model: AlignVAR, batch: int, refine: bool) -> dict[str, torch.T
 
 def single_spec(model: AlignVAR, batch: int, refine: bool = True) -> list[GraphSpec]:
     inputs = {INPUT: example_lr(model, batch), **_noise_input(model, batch, refine)}
-    return [GraphSpec("model", model, inputs, [SR, *token_names(model.config.num_scales)])]
+    return [GraphSpec(SINGLE_GRAPH, model, inputs, [SR, *token_names(model.config.num_scales)])]
 
 
 class _StagedSpecs:

@@ -29,7 +29,7 @@ from alignvar_edge.caller import option
 from alignvar_edge.errors import ArtifactError, ConfigError, InputError, ParityError
 from alignvar_edge.export import onnx_io
 from alignvar_edge.export.onnx_export import check_graph, graph_io
-from alignvar_edge.graph_names import NOISE
+from alignvar_edge.graph_names import NOISE, SINGLE_GRAPH
 from alignvar_edge.onnx_session import open_session
 from alignvar_edge.manifest import (MANIFEST_FILE, BuiltFrom, Manifest, artifact_dir, check_out, listed_bytes,
                                     listed_file, load_verified, new_manifest, recorded_path, sha256_file,
@@ -244,24 +244,26 @@ def calibration_for(src: str | os.PathLike[str], opts: QuantizeOptions,
     return cs
 
 
-def _check_source(src: Path, m: Manifest) -> None:
-    """Quantization starts from the fp32 single-graph export."""
+def _check_source(src: Path, m: Manifest) -> dict[str, Any]:
+    """Quantization starts from the fp32 single-graph export: its single graph's `graphs` entry."""
     if m.kind != "onnx" or m.precision != "fp32":
         kind = "ONNX" if m.kind == "onnx" else m.kind
         raise ArtifactError(f"'{src}' is an {m.precision} {kind} artifact; quantize an fp32 "
                             "ONNX export (`alignvar-edge export`)")
-    if m.graph != "single" or "model" not in m.graphs:
+    entry = m.single_graph_entry()
+    if m.graph != "single" or entry is None:
         raise ArtifactError(f"'{src}' holds the {m.graph} graph form; quantization works on the "
                             "single graph: export with --graph single")
+    return entry
 
 
 def _single_graph(src: Path, m: Manifest) -> tuple[Path, int, dict[str, np.ndarray]]:
     """The single graph's file, static batch, and the inputs fed beside the LR tiles (graph_names.INPUT)."""
-    _check_source(src, m)
+    entry = _check_source(src, m)
     batch = m.static_batch
     # a graph with VARSR's refiner also takes the sampler's noise: the draw every engine feeds
     noise = model_config(m.config).refiner_noise(batch) if m.takes_noise else None
-    return listed_file(src, m, m.graphs["model"]["file"]), batch, {} if noise is None else {NOISE: noise}
+    return listed_file(src, m, entry["file"]), batch, {} if noise is None else {NOISE: noise}
 
 
 def quantize_artifact(src: str | os.PathLike[str], out: str | os.PathLike[str], opts: QuantizeOptions,
@@ -417,7 +419,7 @@ def _write(src: Path, out: Path, m: Manifest, model: onnx.ModelProto, model_path
                   "initial_validation": result.initial.to_dict()}
         manifest = new_manifest(
             "onnx", "onnx", "single", opts.precision, m.model, opset=m.opset,
-            graphs={"model": {"file": "model.onnx", **graph_io(path)}},
+            graphs={SINGLE_GRAPH: {"file": "model.onnx", **graph_io(path)}},
             quantization={**quant, "target_runtime": opts.target}, calibration=cs.summary(), parity=parity,
             extra={**m.graph_facts, "batch": batch, "source_artifact": recorded_path(src), "source_model_sha256": m.files.get(
                 model_path.name), "bytes": {"fp32": src_bytes, opts.precision: out_bytes,
