@@ -470,6 +470,26 @@ def test_golden_outputs_come_from_the_checkpoint_when_the_export_names_one(tmp_p
         selftest_engine(bare)
 
 
+def test_selftest_of_an_engine_whose_golden_file_is_gone_hashes_its_files_once(ort_dir, tmp_path, monkeypatch):
+    """The golden file listed in the manifest but gone (a partial copy): engine_golden was asked twice,
+    once more for its advice, and verified (hashed) every file the engine lists both times."""
+    import shutil
+
+    from alignvar_edge import manifest
+    from alignvar_edge.errors import ArtifactError
+    from alignvar_edge.runtimes.golden import GOLDEN_FILE
+    from alignvar_edge.runtimes.selftest import selftest_engine
+    bare = tmp_path / "bare"
+    shutil.copytree(ort_dir, bare)
+    (bare / GOLDEN_FILE).unlink()
+    verified = []
+    verify_files = manifest.verify_files
+    monkeypatch.setattr(manifest, "verify_files", lambda *a, **k: verified.append(a[0]) or verify_files(*a, **k))
+    with pytest.raises(ArtifactError, match="golden.safetensors is missing. Copy the whole directory again"):
+        selftest_engine(bare)
+    assert verified == [bare]
+
+
 def test_an_engine_selftest_names_the_engine_file_it_checked(ort_dir):
     """A report brought back from a device says which engine gave its figures, not only its folder."""
     import hashlib

@@ -9,6 +9,7 @@ import os
 import shlex
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -103,9 +104,10 @@ def read_golden(f: Path) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], dict
                             "it") from e
 
 
-def engine_golden(root: Path, otherwise: str) -> Path:
+def engine_golden(root: Path, otherwise: str | Callable[[], str]) -> Path:
     """The golden file an engine directory carries, or an ArtifactError saying how to get one;
-    `otherwise` is the caller's alternative (", or run ...")."""
+    `otherwise` is the caller's alternative (", or run ..."), or what makes it: called only where a
+    refusal says it (a device's selftest looks up what is installed there and nowhere else)."""
     f = root / GOLDEN_FILE
     from alignvar_edge.errors import AlignVAREdgeError
     from alignvar_edge.manifest import read_manifest, verify_files
@@ -124,7 +126,7 @@ def engine_golden(root: Path, otherwise: str) -> Path:
         precision = f" --precision {m.precision}" if m.precision != "fp32" else ""
         raise ArtifactError(f"{root} is an ONNX export, which carries no {GOLDEN_FILE}: build an engine from it "
                             f"(`alignvar-edge build {root} --target onnxruntime{precision}`, on the host) and use "
-                            f"that{otherwise}")
+                            f"that{_said(otherwise)}")
     bundled = _bundled_golden(m) if m is not None and m.kind == "engine" else None
     if bundled is not None:
         return bundled
@@ -134,9 +136,13 @@ def engine_golden(root: Path, otherwise: str) -> Path:
         raise ArtifactError(f"{root} carries no {GOLDEN_FILE}: the model it was built from "
                             f"({m.model.source.describe()}) has none; make them beside its weights with "
                             f"`{golden_command(ckpt)}` (on the host), then build "
-                            f"the engine again{otherwise}")
+                            f"the engine again{_said(otherwise)}")
     raise ArtifactError(f"{root} carries no {GOLDEN_FILE}; rebuild it with this alignvar-edge, which ships golden "
-                        f"outputs: {_rebuild_command(m)}{otherwise}")
+                        f"outputs: {_rebuild_command(m)}{_said(otherwise)}")
+
+
+def _said(otherwise: str | Callable[[], str]) -> str:
+    return otherwise() if callable(otherwise) else otherwise
 
 
 def _bundled_golden(m: Manifest) -> Path | None:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from alignvar_edge.cpuinfo import host_info, host_line
-from alignvar_edge.errors import ArtifactError, BackendUnavailableError, HostToolsError, InputError
+from alignvar_edge.errors import BackendUnavailableError, HostToolsError, InputError
 from alignvar_edge.extras import install_command
 from alignvar_edge.fsmodes import unwritable_folder
 from alignvar_edge.lazy import import_host
@@ -246,10 +246,7 @@ def selftest_engine(engine_dir: str | os.PathLike[str], device: str | None = Non
         if is_checkpoint(root):
             load_golden(root)
         read_manifest(root)
-    try:
-        f = engine_golden(root, "")
-    except ArtifactError:     # asked again for its advice: what is installed is looked up only on this path
-        f = engine_golden(root, _without_golden(root))
+    f = engine_golden(root, lambda: _without_golden(root))
     if f.parent != root:
         log(f"{root} carries no {GOLDEN_FILE}; its weights are the bundled model's: checking it against {f}")
     lr, golden_sr, golden_tok, meta = read_golden(f)
