@@ -63,6 +63,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from alignvar_edge import jsonsafe
+from alignvar_edge.argtypes import SEED_LIMIT
 from alignvar_edge.caller import option
 from alignvar_edge.errors import ArtifactError, InputError, OutputExistsError
 from alignvar_edge.fsmodes import (hidden_prefix, not_a_folder, publish_mode, replace_dir, special_kind, symlink_loop,
@@ -595,9 +596,10 @@ def parse_preset_reference(text: str) -> tuple[str, int] | None:
     if text and not text.startswith(PRESET_REFERENCE):
         return None
     name, *seed = text[len(PRESET_REFERENCE):].split(":")
-    if not name or len(seed) > 1 or not all(s.isascii() and s.isdigit() for s in seed):
+    if (not name or len(seed) > 1 or not all(s.isascii() and s.isdigit() for s in seed)
+            or (seed and int(seed[0]) >= SEED_LIMIT)):
         raise InputError(f"model reference '{text}' is neither a checkpoint nor preset:NAME[:SEED] "
-                         f"with a whole-number SEED (e.g. {PRESET_REFERENCE}micro:0)")
+                         f"with a whole-number SEED below 2**64 (e.g. {PRESET_REFERENCE}micro:0)")
     return name, int(seed[0]) if seed else 0
 
 

@@ -560,7 +560,8 @@ def test_a_reference_with_a_seed_that_is_no_number_is_one_line(
                    "--out", str(tmp_path / "r.json")])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err == ("alignvar-edge bench: error: --reference: model reference 'preset:micro:abc' is neither "
-                               "a checkpoint nor preset:NAME[:SEED] with a whole-number SEED (e.g. preset:micro:0)"), err
+                               "a checkpoint nor preset:NAME[:SEED] with a whole-number SEED below 2**64 "
+                               "(e.g. preset:micro:0)"), err
     assert not (tmp_path / "r.json").exists()
 
 

@@ -398,10 +398,11 @@ def test_a_preset_reference_reads_back_as_the_preset_that_writes_it(reference, p
     assert parse_preset_reference(ModelSource.preset("micro", 3).reference) == ("micro", 3)
 
 
-@pytest.mark.parametrize("reference", ["preset:micro:abc", "preset:micro:1:2", "preset:micro:-1", "preset:", ""])
+@pytest.mark.parametrize("reference", ["preset:micro:abc", "preset:micro:1:2", "preset:micro:-1", "preset:", "",
+                                       f"preset:micro:{2**64}"])      # past the seeds PyTorch takes: a traceback
 def test_a_reference_that_names_no_model_is_refused(reference):
     with pytest.raises(InputError, match=f"^model reference '{reference}' is neither a checkpoint nor "
-                                         r"preset:NAME\[:SEED\] with a whole-number SEED \(e.g. preset:micro:0\)$"):
+                                         r"preset:NAME\[:SEED\] with a whole-number SEED below 2\*\*64 \(e.g. preset:micro:0\)$"):
         parse_preset_reference(reference)
 
 
