@@ -29,9 +29,13 @@ from alignvar_edge.images.formats import (SIXTEEN_BIT_MODES, converted, holds_32
 from alignvar_edge.images.metadata import Metadata, image_metadata
 
 
+# how a user raises the limit, where the caller gives no other way (the API's keyword, the CLI's flag)
+RAISE_LIMIT = "max_megapixels / --max-megapixels"
+
+
 def load_image(
     path: str | os.PathLike[str], max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
-    raise_limit: str | None = "max_megapixels / --max-megapixels",
+    raise_limit: str | None = RAISE_LIMIT,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Read an image file as (rgb float32 HxWx3 in [0,1], alpha float32 HxW or None).
 
@@ -50,9 +54,9 @@ def load_image_for_upscale(path: Path, max_megapixels: float | None, scale: int
     """`load_image`'s planes, the file's layout (`image_layout`) and what its result carries beside
     its pixels (`image_metadata`, `scale` times its size), from one opening of the file: its EXIF
     is read once, and a damaged one said once."""
-    with _opened(path, "max_megapixels / --max-megapixels") as img:
+    with _opened(path, RAISE_LIMIT) as img:
         layout = image_layout(img)          # from the header: decoding changes what it reads
-        rgb, alpha = _decode(path, img, max_megapixels, "max_megapixels / --max-megapixels")
+        rgb, alpha = _decode(path, img, max_megapixels, RAISE_LIMIT)
         return rgb, alpha, layout, image_metadata(img, path, layout[0], scale)
 
 
