@@ -115,9 +115,13 @@ def test_folder_skips_unreadable_and_small_files(tmp_path: Path) -> None:
     (tmp_path / "cut.png").write_bytes(data[: len(data) // 3])
     (tmp_path / "readme.txt").write_text("ignored: not an image extension")
 
-    with pytest.warns(UserWarning, match="skipping 3 image") as caught:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         ds = ImageFolderDataset(tmp_path, crop=64)
-    assert len([w for w in caught if "skipping" in str(w.message)]) == 1      # one line, not one per file
+    assert len([w for w in caught if "skipping 3 image" in str(w.message)]) == 1      # one line, not one per file
+    assert [str(w.message) for w in caught if "other kinds" in str(w.message)] == [
+        f"{tmp_path}: not reading 1 file(s) of other kinds (readme.txt); images are "
+        ".png .jpg .jpeg .bmp .webp .tif .tiff .gif"]                          # named, as every folder run names it
     assert [n for n, _ in ds.images] == ["a.png", "sub/b.jpg"]
     assert sorted(n for n, _ in ds.skipped) == ["broken.png", "cut.png", "tiny.png"]
     reasons = dict(ds.skipped)
@@ -132,7 +136,7 @@ def test_folder_errors(tmp_path: Path) -> None:
     (tmp_path / "x.txt").write_text("x")
     with pytest.raises(InputError, match="no usable images"):
         ImageFolderDataset(tmp_path)
-    with pytest.raises(InputError, match="not a folder"):
+    with pytest.raises(InputError, match="missing does not exist"):
         ImageFolderDataset(tmp_path / "missing")
 
     (tmp_path / "bad.png").write_text("x")

@@ -325,7 +325,7 @@ def test_fused_attention_call_has_no_glue(staged_dir):
     (["export", "--preset", "micro", "--out", "{tmp}/a", "--attention", "fused"], "needs --opset 23"),
     (["export", "--preset", "micro", "--out", "{tmp}/a", "--no-refine"], "--no-refine applies to models with"),
     (["inspect", "{tmp}/exists"], "no manifest.json"),
-    (["inspect", "{tmp}/missing"], "not a directory"),
+    (["inspect", "{tmp}/missing"], "does not exist"),
 ])
 def test_cli_errors_are_one_line(tmp_path, capsys, argv, needle):
     (tmp_path / "exists").mkdir()
