@@ -45,18 +45,28 @@ def stored_as_negative(img: Image.Image) -> bool:
     """A MinIsWhite TIFF (0 is white) of 16-bit or float gray samples, which Pillow hands over as
     they are stored: the picture is their negative (Pillow inverts the 1- to 8-bit ones itself).
     Asked before the image is turned upright: a turned copy has no TIFF tags."""
-    return (isinstance(img, TiffImagePlugin.TiffImageFile) and img.tag_v2.get(_TIFF_PHOTOMETRIC) == 0
+    return (isinstance(img, TiffImagePlugin.TiffImageFile) and img.tag_v2.get(TiffImagePlugin.PHOTOMETRIC_INTERPRETATION) == 0
             and img.mode in (*SIXTEEN_BIT_MODES, "F"))
 
 
-_TIFF_PHOTOMETRIC = 262
-
-
 def holds_32_bit_integers(img: Image.Image) -> bool:
-    """Mode I of anything but a PNG (an int32 TIFF, a PIL image converted to I): 32-bit integers
-    with no full scale to divide by. A PNG holds 16 bits at most: some Pillow versions open a
+    """Mode I of anything but a PNG (an int32 TIFF, a signed 16-bit one, a PIL image converted to I):
+    integers Pillow holds in 32 bits, with no full scale to divide by (`integer_samples` says which). A PNG holds 16 bits at most: some Pillow versions open a
     16-bit gray one as I. Asked before the image is turned upright: a turned copy has no format."""
     return img.mode == "I" and img.format != "PNG"
+
+
+def integer_samples(img: Image.Image) -> str:
+    """The file's integer samples in words ("16-bit signed", "32-bit"), from its TIFF tags where it
+    has them: Pillow opens signed 16-bit samples as mode I, 32-bit, too."""
+    tags = getattr(img, "tag_v2", {})
+    bits, kind = tags.get(TiffImagePlugin.BITSPERSAMPLE, (32,)), tags.get(TiffImagePlugin.SAMPLEFORMAT, 1)
+    bits = bits[0] if isinstance(bits, tuple) else bits
+    kind = kind[0] if isinstance(kind, tuple) else kind
+    return f"{bits}-bit signed" if kind == _SIGNED_INTEGERS else f"{bits}-bit"
+
+
+_SIGNED_INTEGERS = 2        # TIFF SampleFormat
 
 
 def unusable_cmyk_profile(img: Image.Image) -> bool:

@@ -25,7 +25,7 @@ from alignvar_edge.images import sixteen_bit
 from alignvar_edge.images.arrays import check_unit_range, fitting_bits, refuse_over_megapixels
 from alignvar_edge.images.exif import exif_upright
 from alignvar_edge.images.formats import (SIXTEEN_BIT_MODES, converted, holds_32_bit_integers, image_layout,
-                                          plain_mode, stored_as_negative, unusable_cmyk_profile)
+                                          integer_samples, plain_mode, stored_as_negative, unusable_cmyk_profile)
 from alignvar_edge.images.metadata import Metadata, image_metadata
 
 
@@ -169,7 +169,7 @@ def _planes(path: Path, img: Image.Image) -> tuple[np.ndarray, np.ndarray | None
     negative, wide = stored_as_negative(img), holds_32_bit_integers(img)
     img.load()
     if wide:
-        _refuse_wide_integers(np.asarray(img), _integer_samples(img))
+        _refuse_wide_integers(np.asarray(img), integer_samples(img))
     img = exif_upright(img, path)
     if la16:
         gray, gray_alpha = sixteen_bit.la16_planes(img)
@@ -189,19 +189,6 @@ def _refuse_wide_integers(samples: np.ndarray, kind: str) -> None:
            f"its values span {int(samples.min())}..{int(samples.max())}: scale them to 0..65535 and save it "
            "as a 16-bit PNG or TIFF")
     raise InputError(f"{kind} integer samples, which have no full scale to divide by; {fix}")
-
-
-_TIFF_BITS_PER_SAMPLE, _TIFF_SAMPLE_FORMAT, _SIGNED = 258, 339, 2
-
-
-def _integer_samples(img: Image.Image) -> str:
-    """The file's integer samples in words ("16-bit signed", "32-bit"), from its TIFF tags where it
-    has them: Pillow opens signed 16-bit samples as mode I, 32-bit, too."""
-    tags = getattr(img, "tag_v2", {})
-    bits, kind = tags.get(_TIFF_BITS_PER_SAMPLE, (32,)), tags.get(_TIFF_SAMPLE_FORMAT, 1)
-    bits = bits[0] if isinstance(bits, tuple) else bits
-    kind = kind[0] if isinstance(kind, tuple) else kind
-    return f"{bits}-bit signed" if kind == _SIGNED else f"{bits}-bit"
 
 
 def _to_float_planes(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:

@@ -29,7 +29,7 @@ _LA16_RAWMODE = "LA;16B"
 # high byte; the little-endian raw mode of the same size, reading the big-endian samples, keeps
 # their low byte instead (`_png_rgb16_samples`)
 _RGB16_LOW_BYTE = {"RGB;16B": "RGB;16L", "RGBA;16B": "RGBA;16L"}
-_TIFF_BITS_PER_SAMPLE, _TIFF_RGB = 258, 2
+_TIFF_RGB = 2              # PhotometricInterpretation
 # TIFF's ASCII tags of the first directory that tifffile writes as they are (`write_rgb16_tiff`)
 _TIFF_TEXT_TAGS = (270, 271, 272, 305, 306, 315, 316, 33432)
 
@@ -66,7 +66,7 @@ def la16_planes(raw: Image.Image) -> tuple[np.ndarray, np.ndarray]:
 def is_rgb16(img: Image.Image) -> TypeGuard[ImageFile.ImageFile]:
     """A 16-bit RGB or RGBA PNG (before it is decoded) or TIFF, which Pillow reads with 8 bits."""
     if isinstance(img, TiffImagePlugin.TiffImageFile):
-        bits = img.tag_v2.get(_TIFF_BITS_PER_SAMPLE)
+        bits = img.tag_v2.get(TiffImagePlugin.BITSPERSAMPLE)
         return img.mode in ("RGB", "RGBA") and 16 in (bits if isinstance(bits, tuple) else (bits,))
     return (isinstance(img, ImageFile.ImageFile) and img.format == "PNG" and len(img.tile) == 1
             and img.tile[0][3] in _RGB16_LOW_BYTE)
