@@ -26,11 +26,7 @@ def file_profile(path: str | os.PathLike[str]) -> bytes | None:
     holds them, so without it a Display P3 or Adobe RGB photo would be shown as sRGB, its colours
     dulled; a CMYK profile no longer applies to the RGB result and is dropped."""
     with open_quietly(path) as img:
-        return _profile(img)
-
-
-def _profile(img: Image.Image) -> bytes | None:
-    return _profile_for(img, image_layout(img)[0])
+        return _profile_for(img, image_layout(img)[0])
 
 
 def _profile_for(img: Image.Image, gray: bool) -> bytes | None:
