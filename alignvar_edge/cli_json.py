@@ -21,7 +21,7 @@ from alignvar_edge.bench.schema import is_report
 from alignvar_edge.errors import InputError, OutputExistsError, out_of_memory
 from alignvar_edge.fsmodes import unwritable_folder, write_text
 from alignvar_edge.jsonsafe import dumps, loads
-from alignvar_edge.manifest import check_outside_artifacts
+from alignvar_edge.outputs import check_outside_artifacts
 
 __all__ = ["STDOUT", "Result", "add_json_option", "is_own_result", "no_stale_result", "write_result"]
 

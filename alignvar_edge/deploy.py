@@ -181,13 +181,14 @@ def _load_model(opts: DeployOptions) -> tuple[Any, str, ModelSource]:
 def deploy(opts: DeployOptions, log: Log | None = None, progress: Progress | None = None) -> DeployResult:
     """Run the whole pipeline into opts.out (see the module docstring)."""
     from alignvar_edge.bench.outputs import write_outputs
-    from alignvar_edge.manifest import artifact_dir, new_manifest, staged_as, write_manifest
+    from alignvar_edge.manifest import new_manifest, staged_as, write_manifest
+    from alignvar_edge.outputs import artifact_dir
     from alignvar_edge.export.onnx_export import export_onnx
 
     opts.validate()
     say = log or (lambda _m: None)
     out = Path(opts.out)
-    from alignvar_edge.manifest import check_out
+    from alignvar_edge.outputs import check_out
     check_out(out, opts.force)               # before minutes of work, not after
     t_start = time.perf_counter()
     model, name, source = _load_model(opts)

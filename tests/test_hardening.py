@@ -929,7 +929,7 @@ def test_an_artifact_verb_never_replaces_a_training_run(export, tmp_path, capsys
     log.csv) when given its folder as --out, while train refuses an artifact: each kind of verb
     replaces only its own kind."""
     from alignvar_edge.errors import OutputExistsError
-    from alignvar_edge.manifest import check_out
+    from alignvar_edge.outputs import check_out
     run = tmp_path / "run"
     assert cli.main(["train", "vqvae", "--preset", "micro", "--out", str(run), "--steps", "1", "--batch", "2",
                      "--save-every", "1"]) == 0
@@ -949,7 +949,7 @@ def test_an_artifact_verb_never_replaces_a_training_run(export, tmp_path, capsys
 
 def test_force_replaces_only_our_outputs(export, tmp_path, capsys):
     from alignvar_edge.errors import OutputExistsError
-    from alignvar_edge.manifest import artifact_dir, check_out
+    from alignvar_edge.outputs import artifact_dir, check_out
     foreign = _foreign(tmp_path / "foreign")
     (tmp_path / "a-file").write_text("x")
     for bad in (foreign, tmp_path / "a-file"):
@@ -1229,7 +1229,8 @@ def test_build_torch_proves_the_checkpoint_loads(ckpt, tmp_path, capsys):
 # ---------------------------------------------------------------------------------------------
 def test_concurrent_publish_keeps_the_first(tmp_path):
     from alignvar_edge.errors import OutputExistsError
-    from alignvar_edge.manifest import artifact_dir, load_verified, new_manifest, write_manifest
+    from alignvar_edge.manifest import load_verified, new_manifest, write_manifest
+    from alignvar_edge.outputs import artifact_dir
     out = tmp_path / "same"
 
     def fill(tmp, tag):
@@ -1254,7 +1255,8 @@ def test_an_artifact_published_by_another_run_just_before_our_rename_is_kept(tmp
     must refuse it. The shared replace moved it aside and deleted it (it re-checked --out itself)."""
     from alignvar_edge import safe_stop
     from alignvar_edge.errors import OutputExistsError
-    from alignvar_edge.manifest import artifact_dir, load_verified, new_manifest, write_manifest
+    from alignvar_edge.manifest import load_verified, new_manifest, write_manifest
+    from alignvar_edge.outputs import artifact_dir
     out = tmp_path / "same"
 
     def other_run_publishes(staged, where):
@@ -1731,14 +1733,14 @@ def test_a_folder_run_checks_each_output_folder_once_and_names_its_first_output(
 def test_an_artifact_is_published_without_a_second_write_probe_after_the_work(tmp_path, monkeypatch):
     """check_out's write probe ran again at the rename, after the export or build: pointless (the work's
     folder was just made beside the output) and a refusal there (exit 2) lost all the work."""
-    from alignvar_edge import manifest
+    from alignvar_edge import outputs
     out = tmp_path / "E"
-    with manifest.artifact_dir(out) as tmp:
+    with outputs.artifact_dir(out) as tmp:
         (tmp / "manifest.json").write_text("{}")
         # the probe failing once the work is done (stood in for: root writes anywhere)
-        monkeypatch.setattr(manifest, "unwritable_folder", lambda path: Path(path).parent)
+        monkeypatch.setattr(outputs, "unwritable_folder", lambda path: Path(path).parent)
     assert (out / "manifest.json").read_text() == "{}"
     with pytest.raises(InputError, match=re.escape(f"out='{tmp_path / 'F'}': the folder {tmp_path} is not "
                                                    "writable; choose another out=")):
-        with manifest.artifact_dir(tmp_path / "F"):       # before the work, it is asked
+        with outputs.artifact_dir(tmp_path / "F"):       # before the work, it is asked
             pytest.fail("the work ran in a folder refused beforehand")

@@ -1388,7 +1388,7 @@ def test_any_output_name_the_file_system_takes_is_written(tmp_path: Path, stem: 
     beside it (`.NAME.xxxxxxxx.tmp`) is 14 bytes longer than NAME."""
     from alignvar_edge.fsmodes import write_text
     from alignvar_edge.images import save_image
-    from alignvar_edge.manifest import artifact_dir
+    from alignvar_edge.outputs import artifact_dir
 
     out = tmp_path / f"{stem}.png"
     assert len(os.fsencode(out.name)) >= 254

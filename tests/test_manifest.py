@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from alignvar_edge.errors import ArtifactError, InputError, OutputExistsError
-from alignvar_edge.manifest import (MANIFEST_FILE, Manifest, ModelInfo, ModelSource, artifact_dir, check_out,
-                                    load_verified, new_manifest, parity_figures, parse_preset_reference, read_manifest,
-                                    write_manifest)
+from alignvar_edge.manifest import (MANIFEST_FILE, Manifest, ModelInfo, ModelSource, load_verified, new_manifest,
+                                    parity_figures, parse_preset_reference, read_manifest, write_manifest)
+from alignvar_edge.outputs import artifact_dir, check_out
 
 CONFIG = {"name": "micro", "patch_nums": [1, 2, 4], "scale": 4, "hr_size": 32}
 

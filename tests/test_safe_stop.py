@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from _runtime_fixtures import cache_root, export_dir, sharp_model
-from alignvar_edge import cli, cli_json, manifest, safe_stop
+from alignvar_edge import cli, cli_json, outputs, safe_stop
 from alignvar_edge.manifest import load_verified
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -52,7 +52,7 @@ def test_a_sigint_at_an_engines_publication_says_whether_it_was_kept(pytestconfi
                                                                        capsys, when):
     export = export_dir(sharp_model("micro"), cache_root(pytestconfig))
     out = tmp_path / "ort"
-    _sigint_around(monkeypatch, manifest, "_publish", when)
+    _sigint_around(monkeypatch, outputs, "_publish", when)
     code = cli.main(["build", str(export), "--target", "onnxruntime", "--threads", "1", "--out", str(out)])
     assert code == 130
     line = _last_line(capsys)
@@ -119,7 +119,7 @@ def test_a_sigint_between_the_renames_of_a_forced_replace_loses_neither_artifact
     out = tmp_path / "art"
 
     def publish(tag: str) -> None:
-        with manifest.artifact_dir(out, force=True) as tmp:
+        with outputs.artifact_dir(out, force=True) as tmp:
             (tmp / "model.onnx").write_text(tag)
             write_manifest(tmp, new_manifest("onnx", "onnx", "single", "fp32", {"name": tag}))
     publish("old")
@@ -139,18 +139,18 @@ def test_a_sigterm_between_the_renames_kills_only_after_the_new_artifact_is_in_p
     out = tmp_path / "art"
     script = f"""
 import os, signal
-from alignvar_edge import manifest
+from alignvar_edge import outputs
 from alignvar_edge.manifest import new_manifest, write_manifest
-out = manifest.Path({str(out)!r})
+out = outputs.Path({str(out)!r})
 def publish(tag):
-    with manifest.artifact_dir(out, force=True) as tmp:
+    with outputs.artifact_dir(out, force=True) as tmp:
         (tmp / "model.onnx").write_text(tag)
         write_manifest(tmp, new_manifest("onnx", "onnx", "single", "fp32", {{"name": tag}}))
 publish("old")
 real = os.replace
 def sigterm_once_moved_aside(src, dst):
     real(src, dst)
-    if manifest.Path(src) == out:
+    if outputs.Path(src) == out:
         os.kill(os.getpid(), signal.SIGTERM)
 os.replace = sigterm_once_moved_aside
 publish("new")

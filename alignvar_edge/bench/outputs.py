@@ -14,7 +14,7 @@ from alignvar_edge.bench.render import is_bench_plot, plot_report, report_markdo
 from alignvar_edge.bench.schema import is_report, write_json
 from alignvar_edge.errors import InputError, OutputExistsError
 from alignvar_edge.fsmodes import unwritable_folder, write_text
-from alignvar_edge.manifest import check_outside_artifacts
+from alignvar_edge.outputs import check_outside_artifacts
 
 __all__ = ["check_targets", "write_outputs"]
 

@@ -29,7 +29,8 @@ from alignvar_edge.export.batch import default_batch
 from alignvar_edge.export.graphs import GraphSpec, graph_noise, specs_for
 from alignvar_edge.export.lint import forbidden_constructs
 from alignvar_edge.graph_names import GRAPH_FORMS, INPUT, NOISE
-from alignvar_edge.manifest import ModelInfo, ModelSource, artifact_dir, check_out, listed_file, load_verified, new_manifest, write_manifest
+from alignvar_edge.manifest import ModelInfo, ModelSource, listed_file, load_verified, new_manifest, write_manifest
+from alignvar_edge.outputs import artifact_dir, check_out
 from alignvar_edge.export.parity import ParityReport, check_parity, compare
 from alignvar_edge.export.staged import StagedRunner
 from alignvar_edge.onnx_session import open_session

@@ -31,9 +31,9 @@ from alignvar_edge.export import onnx_io
 from alignvar_edge.export.onnx_export import check_graph, graph_io
 from alignvar_edge.graph_names import NOISE, SINGLE_GRAPH
 from alignvar_edge.onnx_session import open_session
-from alignvar_edge.manifest import (MANIFEST_FILE, BuiltFrom, Manifest, artifact_dir, check_out, listed_bytes,
-                                    listed_file, load_verified, new_manifest, recorded_path, sha256_file,
-                                    write_manifest)
+from alignvar_edge.manifest import (MANIFEST_FILE, BuiltFrom, Manifest, listed_bytes, listed_file, load_verified,
+                                    new_manifest, recorded_path, sha256_file, write_manifest)
+from alignvar_edge.outputs import artifact_dir, check_out
 from alignvar_edge.quantize.calibration.sets import (DEFAULT_TILES, DEFAULT_VALIDATION_TILES, CalibrationSet,
                                             TileSplit, model_config, rounding_note)
 from alignvar_edge.quantize.fp16 import to_fp16

@@ -72,7 +72,8 @@ def run_quantize(args: argparse.Namespace) -> int:
     # verbs import their machinery when run: `--help` stays fast, and on a device install a host verb
     # is listed and says in one line what it needs
     from alignvar_edge import runtimes
-    from alignvar_edge.manifest import check_out, load_verified, read_manifest
+    from alignvar_edge.manifest import load_verified, read_manifest
+    from alignvar_edge.outputs import check_out
     from alignvar_edge.quantize.artifact import QuantizeOptions, calibration_for, quantize_artifact
     from alignvar_edge.quantize.sensitivity import FidelityTarget
     from alignvar_edge.recipes import BACKEND, engine_precision, quantized_in_build, recipe

@@ -201,7 +201,7 @@ def build(artifact_dir: str | os.PathLike[str], target: str, precision: str | No
     (bf16 on an OpenVINO CPU with AMX or AVX512-BF16, fp16 on its GPU or NPU) where that build keeps
     the tokens, else fp32; the backend's default where the host has no such half.
     """
-    from alignvar_edge.manifest import check_out
+    from alignvar_edge.outputs import check_out
     from alignvar_edge.runtimes.artifacts import default_out, out_for
     _check_path(artifact_dir, "build", "an export directory or a checkpoint")
     b = get_backend(target)

@@ -21,7 +21,7 @@ from alignvar_edge.errors import ArtifactError, BackendUnavailableError, InputEr
 from alignvar_edge.graph_names import SR, token_names
 from alignvar_edge.lazy import lazy_import
 from alignvar_edge.manifest import Manifest, listed_file, load_verified, write_manifest
-from alignvar_edge.manifest import artifact_dir as staging_dir
+from alignvar_edge.outputs import artifact_dir as staging_dir
 from alignvar_edge.onnx_session import CPU, open_session
 from alignvar_edge.runtimes.artifacts import (check_quantized_for, engine_manifest, leaves_out_refiner, link_onnx,
                                               parity_vs, single_graph, validation_tiles)

@@ -20,7 +20,7 @@ from alignvar_edge.graph_names import INPUT, SR, token_name
 from alignvar_edge.lazy import lazy_import
 from alignvar_edge.manifest import (Manifest, ModelInfo, ModelSource, contract, load_verified, new_manifest,
                                     recorded_path, write_manifest)
-from alignvar_edge.manifest import artifact_dir as staging_dir
+from alignvar_edge.outputs import artifact_dir as staging_dir
 from alignvar_edge.model.checkpoint import is_checkpoint
 from alignvar_edge.runtimes.artifacts import checkpoint_and_export, leaves_out_refiner, model_name, single_graph_io
 from alignvar_edge.runtimes.base import Backend, Engine, TensorSpec

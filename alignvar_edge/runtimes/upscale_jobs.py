@@ -9,7 +9,8 @@ from pathlib import Path
 
 from alignvar_edge.errors import InputError, OutputExistsError
 from alignvar_edge.fsmodes import broken_link, special_kind, unwritable_folder
-from alignvar_edge.manifest import check_outside_artifacts, first_names
+from alignvar_edge.manifest import first_names
+from alignvar_edge.outputs import check_outside_artifacts
 
 __all__ = ["Job", "foreign_outputs", "plan_jobs"]
 

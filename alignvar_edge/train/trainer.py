@@ -34,7 +34,8 @@ from alignvar_edge.cli_json import is_own_result
 from alignvar_edge.errors import CheckpointError, ConfigError, InputError, OutputExistsError
 from alignvar_edge.fsmodes import not_a_folder, write_text
 from alignvar_edge.images import DEFAULT_MAX_MEGAPIXELS, list_images
-from alignvar_edge.manifest import RUN_FILE, check_out, first_names
+from alignvar_edge.manifest import RUN_FILE, first_names
+from alignvar_edge.outputs import check_out
 from alignvar_edge.model import AlignVAR, AlignVARConfig
 from alignvar_edge.model.config import named_by_flags
 from alignvar_edge.model.alignvar import load_pretrained

@@ -40,7 +40,7 @@ from alignvar_edge.export.batch import default_batch
 from alignvar_edge.export.parity import compare
 from alignvar_edge.graph_names import INPUT, SR, token_name
 from alignvar_edge.lazy import lazy_import
-from alignvar_edge.manifest import artifact_dir as staging_dir
+from alignvar_edge.outputs import artifact_dir as staging_dir
 from alignvar_edge.manifest import (Manifest, ModelInfo, ModelSource, listed_file, load_verified, new_manifest,
                                     prune_text, recorded_path, write_manifest)
 from alignvar_edge.model.checkpoint import checkpoint_source, weights_sha256

@@ -67,7 +67,7 @@ from alignvar_edge.errors import (ArtifactError, BackendUnavailableError, Engine
 from alignvar_edge.graph_names import INPUT, NOISE, SR, is_token_name, token_names
 from alignvar_edge.lazy import lazy_import
 from alignvar_edge.manifest import Manifest, db_text, listed_file, load_verified, write_manifest
-from alignvar_edge.manifest import artifact_dir as staging_dir
+from alignvar_edge.outputs import artifact_dir as staging_dir
 from alignvar_edge.runtimes.artifacts import (check_calibration, engine_manifest, parity_vs,
                                               single_graph, validation_tiles)
 from alignvar_edge.runtimes.base import Backend, Engine, TensorSpec, config_from_manifest, input_roles

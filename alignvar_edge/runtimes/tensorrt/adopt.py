@@ -10,7 +10,8 @@ from typing import Any
 
 from alignvar_edge.cpuinfo import is_jetson
 from alignvar_edge.errors import InputError, ParityError
-from alignvar_edge.manifest import Manifest, artifact_dir, write_manifest
+from alignvar_edge.manifest import Manifest, write_manifest
+from alignvar_edge.outputs import artifact_dir
 from alignvar_edge.export.parity import psnr, token_agreement
 from alignvar_edge.runtimes.artifacts import engine_manifest, link_onnx
 from alignvar_edge.recipes import recipe

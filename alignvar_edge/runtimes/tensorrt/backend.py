@@ -31,7 +31,7 @@ from alignvar_edge.errors import ArtifactError, BackendUnavailableError, InputEr
 from alignvar_edge.extras import is_installed
 from alignvar_edge.graph_names import INPUT, SR, token_names
 from alignvar_edge.lazy import lazy_import
-from alignvar_edge.manifest import artifact_dir as staging_dir
+from alignvar_edge.outputs import artifact_dir as staging_dir
 from alignvar_edge.manifest import Manifest, listed_file, load_verified, new_manifest, recorded_path, write_manifest
 from alignvar_edge.runtimes.artifacts import check_quantized_for, engine_manifest, link_onnx, single_graph
 from alignvar_edge.runtimes.base import Backend, Engine, TensorSpec, config_from_manifest, input_roles

@@ -255,7 +255,7 @@ if [ -n "$HAVE_AE" ]; then
 from pathlib import Path
 from alignvar_edge.caller import command_line, option
 from alignvar_edge.errors import AlignVAREdgeError
-from alignvar_edge.manifest import check_out
+from alignvar_edge.outputs import check_out
 with command_line():
     try:
         check_out(sys.argv[1], force=True)

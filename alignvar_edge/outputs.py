@@ -1,0 +1,205 @@
+"""Output folders: where a verb's outputs go, and how they are published and replaced.
+
+Every directory the toolkit produces (exported ONNX graphs, quantized graphs, built engines,
+deploy runs) is made by `artifact_dir(...)`: files go into a hidden temporary sibling, the
+manifest (with the SHA-256 of every file) is written last, and only then is the directory renamed
+into place. A run killed half-way leaves a hidden `.NAME.tmp-*` directory and never a directory
+that looks complete.
+
+`check_out` is the one rule for replacing an output: --force replaces only an empty folder or one
+of ours (manifest.json or run.json), and `artifact_dir` re-checks it at the rename;
+`check_outside_artifacts` is the one rule that no output of any verb (a folder, a report, an image)
+is written inside an artifact directory. What an artifact holds and how it is verified is
+manifest.py's.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from alignvar_edge import jsonsafe
+from alignvar_edge.caller import option
+from alignvar_edge.errors import ArtifactError, InputError, OutputExistsError
+from alignvar_edge.fsmodes import hidden_prefix, publish_mode, replace_dir, symlink_loop, unwritable_folder, write_error
+from alignvar_edge.manifest import MANIFEST_FILE, OWN_MARKERS, RUN_FILE, edited_files, first_names, unlisted_files
+
+
+def check_out(out: str | os.PathLike[str], force: bool, source: str | os.PathLike[str] | None = None,
+              replaces: str = MANIFEST_FILE, probe: bool = True) -> None:
+    """May `out` be written? Yes if it does not exist. With force, only if it is ours to replace:
+    an empty folder, or a folder holding the marker of what this verb makes (`replaces`): our
+    manifest.json for export, quantize, build and deploy, run.json for train. The other kind is
+    refused with or without force (an export never deletes a training run, nor train an artifact),
+    and so is anything else (a file, a symlink, someone's folder), and our artifact holding a file it
+    does not list or a listed file changed since it was written (`_check_only_ours_inside`).
+    Never the `source` artifact being read, nor a folder inside it or around it: --force would
+    replace the input, and a folder inside an artifact fails its verification. `probe`: whether the
+    folder `out` goes into takes a file, tried before the work (False after it, as at the rename)."""
+    out = Path(out)
+    if symlink_loop(out):
+        raise OutputExistsError(f"'{out}' leads into a symlink loop, not to a folder alignvar-edge made: remove "
+                                f"it or choose another {option('out')}")
+    if source is not None:
+        o, s = out.resolve(), Path(source).resolve()
+        if o == s or s in o.parents or o in s.parents:
+            where = "is" if o == s else "lies inside" if s in o.parents else "holds"
+            raise OutputExistsError(f"{option('out', out)} {where} the input artifact '{source}'; writing there "
+                                    f"would replace or corrupt the input: choose an {option('out')} outside it")
+    check_outside_artifacts(out, option("out", out))
+    if probe and (folder := unwritable_folder(out)) is not None:       # now, not after the export or build
+        raise InputError(f"{option('out', out)}: the folder {folder} is not writable; choose another {option('out')}")
+    if not os.path.lexists(out):
+        return
+    _check_same_kind(out, replaces)         # before "pass --force": force would not take it either
+    if not force:
+        raise OutputExistsError(f"'{out}' already exists; {_replace_or_choose()}")
+    if out.is_symlink() or not out.is_dir():
+        raise OutputExistsError(f"'{out}' is not a folder alignvar-edge made; {option('force', True)} only replaces "
+                                f"our own outputs: remove it yourself or choose another {option('out')}")
+    if any(out.iterdir()) and not any(_own_marker(out / f) for f in OWN_MARKERS):
+        raise OutputExistsError(f"'{out}' holds files but no {MANIFEST_FILE} or {RUN_FILE} of ours, so alignvar-edge "
+                                f"did not make it; {option('force', True)} only replaces our own outputs: remove it "
+                                f"yourself or choose another {option('out')}")
+    if _own_marker(out / MANIFEST_FILE):
+        _check_only_ours_inside(out)
+
+
+def _replace_or_choose() -> str:
+    """What a run told that its output exists can do, in the caller's words (caller.option)."""
+    return f"pass {option('force', True)} to replace it or choose another {option('out')}"
+
+
+def artifact_around(path: str | os.PathLike[str], itself: bool = False) -> Path | None:
+    """The artifact directory (a folder holding our manifest.json) that `path` lies inside, the
+    nearest one; with `itself`, `path` too where it is one. None where there is none."""
+    resolved = Path(path).resolve()
+    for folder in ([resolved] if itself else []) + list(resolved.parents):
+        # relative where shorter: an absolute path past PATH_MAX (a very deep working folder) opens nothing
+        probe = min(str(folder), os.path.relpath(folder), key=len)
+        try:
+            if _own_marker(Path(probe) / MANIFEST_FILE):
+                return folder
+        except OSError:            # an unsearchable folder: nothing can be written below it either
+            continue
+    return None
+
+
+def check_outside_artifacts(path: str | os.PathLike[str], named: str, itself: bool = False) -> None:
+    """Refuse an output `path` (`named` as the user gave it: "--json r.json") inside an artifact
+    directory, before any work: an artifact lists every file it holds, so a report or image written
+    there makes it fail verification wherever it is used afterwards. `itself`: `path` is a folder
+    to write into, refused where it is an artifact too."""
+    inside = artifact_around(path, itself)
+    if inside is not None:
+        where = "is" if inside == Path(path).resolve() else "lies inside"
+        raise OutputExistsError(f"{named} {where} the artifact '{inside}', which lists every file it holds "
+                                "and would then fail verification: write it outside that folder")
+
+
+def _check_only_ours_inside(out: Path) -> None:
+    """Refuse our artifact `out` where it holds what someone else put there: a file its manifest does
+    not list (an artifact lists every file it holds), or a listed file changed since it was written."""
+    files = json.loads((out / MANIFEST_FILE).read_text()).get("files")     # _own_marker parsed it
+    files = files if isinstance(files, dict) else {}
+    stray = unlisted_files(out, files)
+    if stray:
+        raise OutputExistsError(f"'{out}' holds files its {MANIFEST_FILE} does not list ({first_names(stray)}): "
+                                f"alignvar-edge did not make them and {option('force', True)} would delete them; move "
+                                "them out of the folder, or remove it yourself")
+    edited = edited_files(out, files)
+    if edited:
+        raise OutputExistsError(f"'{out}' holds files changed since alignvar-edge wrote them ({first_names(edited)}: "
+                                f"not the SHA-256 its {MANIFEST_FILE} records) and {option('force', True)} would "
+                                "delete them; move the changed files out of the folder, or remove it yourself")
+
+
+def _check_same_kind(out: Path, replaces: str) -> None:
+    """Refuse an `out` that holds the other kind of output than the verb makes: one wrong --out in a
+    pipeline's export step must not delete hours of resumable training state, nor train an engine."""
+    if out.is_symlink():
+        return                 # never replaced at all (check_out says so)
+    if replaces != RUN_FILE and _own_marker(out / RUN_FILE):
+        raise OutputExistsError(f"'{out}' is a training run (it holds a {RUN_FILE}), not an artifact; only train "
+                                f"replaces it: choose another {option('out')}")
+    if replaces != MANIFEST_FILE and _own_marker(out / MANIFEST_FILE):
+        raise OutputExistsError(f"'{out}' is an artifact alignvar-edge made (it holds a {MANIFEST_FILE}), not a "
+                                f"training run; a run does not replace it: choose another {option('out')}")
+
+
+# the keys every manifest.json / run.json we write has (any schema version): many projects keep a
+# manifest.json of their own (web apps, extensions), and --force must not delete their folder
+_MARKER_KEYS = {MANIFEST_FILE: ("schema_version", "kind", "files"), RUN_FILE: ("options",)}
+
+
+def _own_marker(path: Path) -> bool:
+    if not path.is_file() or path.is_symlink():     # reading a FIFO waits for a writer; a link is someone's
+        return False
+    try:
+        data = jsonsafe.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and all(k in data for k in _MARKER_KEYS[path.name])
+
+
+def _publish(tmp: Path, out: Path, force: bool) -> None:
+    """Rename the finished `tmp` to `out`, re-checking `out` now: another run may have published
+    there since we started. Without force the rename itself refuses an existing artifact. No write
+    probe: the work's own folder beside `out` was just made there."""
+    check_out(out, force, probe=False)
+    replacing = os.path.lexists(out)
+    try:
+        replace_dir(tmp, out, replace=replacing)
+    except OSError as e:              # a rename onto a non-empty folder or a file fails
+        if not replacing and e.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
+            raise OutputExistsError(f"'{out}' appeared while this run was working (another run wrote it); "
+                                    f"kept that one: {_replace_or_choose()}") from e
+        raise
+
+
+@contextlib.contextmanager
+def artifact_dir(out: str | os.PathLike[str], force: bool = False) -> Iterator[Path]:
+    """Build an artifact in a temporary sibling; rename into place only if the block succeeds.
+
+    The block must call `write_manifest(tmp, manifest)` last. An existing `out` is replaced only
+    with force=True, only if it is ours (see `check_out`, checked before and again at the rename),
+    and only after the new artifact is complete. The result gets the umask's modes.
+    """
+    out = Path(out)
+    check_out(out, force)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f"{hidden_prefix(out.name, 4 + 8)}tmp-", dir=out.parent))
+    except OSError as e:               # a read-only or full disk: about --out, not the hidden name
+        raise write_error(e, out) from e
+    try:
+        yield tmp
+        if not (tmp / MANIFEST_FILE).is_file():
+            raise ArtifactError(f"internal error: artifact for '{out}' was finished without a manifest")
+        publish_mode(tmp)
+        _publish(tmp, out, force)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not _writing_into(e, tmp):
+            raise                      # reading an input: its own name is the one to give
+        raise write_error(e, out) from e
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _writing_into(e: OSError, tmp: Path) -> bool:
+    """Did `e` come from writing into the temporary folder `tmp`? A full disk did (only writes fill
+    it, and its error names the source file where shutil.copy2 made it, or nothing at all; so does a
+    file over a size limit); other
+    errors name a file inside `tmp` (as `filename2` where they name the source first)."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return True
+    inside = os.path.abspath(tmp)
+    return any(name and os.path.abspath(name).startswith(inside + os.sep)
+               for name in (e.filename2, e.filename) if isinstance(name, str))
