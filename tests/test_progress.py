@@ -41,15 +41,14 @@ with stage("evaluating X"):
 """
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
-def test_a_note_inside_a_stage_on_a_terminal_is_a_line_of_its_own() -> None:
-    """On a terminal the stage's clock redraws `\\revaluating X: 00:01` in place: a note must clear it
-    first, not be written on after its text."""
+def _on_a_terminal(script: str, timeout: float) -> tuple[str, list[str]]:
+    """What `python -c script` writes to stderr on a pseudo-terminal: all of it, and each line as it
+    is left on the screen (after its last carriage return)."""
     import os
     import pty
     import subprocess
     leader, follower = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-c", _ON_A_TERMINAL], stderr=follower, stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-c", script], stderr=follower, stdout=subprocess.DEVNULL)
     os.close(follower)
     seen = b""
     while True:
@@ -61,19 +60,23 @@ def test_a_note_inside_a_stage_on_a_terminal_is_a_line_of_its_own() -> None:
             break
         seen += chunk
     os.close(leader)
-    assert proc.wait(timeout=60) == 0
-    shown = [line.rsplit("\r", 1)[-1] for line in seen.decode().split("\r\n")]      # each line as it is left
-    assert "evaluating X: 00:0" in seen.decode()           # the clock did run on the terminal
+    assert proc.wait(timeout=timeout) == 0, seen
+    return seen.decode(), [line.rsplit("\r", 1)[-1] for line in seen.decode().split("\r\n")]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
+def test_a_note_inside_a_stage_on_a_terminal_is_a_line_of_its_own() -> None:
+    """On a terminal the stage's clock redraws `\\revaluating X: 00:01` in place: a note must clear it
+    first, not be written on after its text."""
+    seen, shown = _on_a_terminal(_ON_A_TERMINAL, timeout=60)
+    assert "evaluating X: 00:0" in seen           # the clock did run on the terminal
     assert "coffee.png (1/2)" in shown and shown[-2].startswith("evaluating X: done in "), seen
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
 def test_a_warning_inside_a_stage_on_a_terminal_is_a_line_of_its_own(tmp_path) -> None:
     """The CLI's warnings were a plain print: `eval --images` on a terminal showed
-    `\revaluating alignvar-tiny: 00:00alignvar-edge eval: warning: skipping 1 file(s) ...`."""
-    import os
-    import pty
-    import subprocess
-
+    `\\revaluating alignvar-tiny: 00:00alignvar-edge eval: warning: skipping 1 file(s) ...`."""
     import numpy as np
     from PIL import Image
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "a.png")
@@ -82,21 +85,7 @@ def test_a_warning_inside_a_stage_on_a_terminal_is_a_line_of_its_own(tmp_path) -
               "fcntl.ioctl(2, termios.TIOCSWINSZ, struct.pack('HHHH', 24, 80, 0, 0))\n"
               "from alignvar_edge.cli import main\n"
               f"sys.exit(main(['eval', 'alignvar-tiny', '--images', {str(tmp_path)!r}, '--max-side', '64']))\n")
-    leader, follower = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-c", script], stderr=follower, stdout=subprocess.DEVNULL)
-    os.close(follower)
-    seen = b""
-    while True:
-        try:
-            chunk = os.read(leader, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        seen += chunk
-    os.close(leader)
-    assert proc.wait(timeout=300) == 0, seen
-    shown = [line.rsplit("\r", 1)[-1] for line in seen.decode().split("\r\n")]
+    seen, shown = _on_a_terminal(script, timeout=300)
     warned = [line for line in shown if "warning: skipping 1 file" in line]
     assert warned and all(line.startswith("alignvar-edge eval: warning: ") for line in warned), seen
 
