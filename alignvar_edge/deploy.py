@@ -76,8 +76,11 @@ class DeployOptions:
         bad = [p for p in self.precisions if p not in PRECISIONS]
         if bad or not self.precisions:
             raise InputError(f"unknown precision(s) {', '.join(bad) or '(none)'}; choose from {', '.join(PRECISIONS)}")
-        if self.calib != "builtin" and (why := not_a_folder(self.calib)) is not None:
-            raise InputError(f"{option('calib', self.calib)} {why}; pass a folder of photographs or builtin")
+        if self.calib != "builtin":
+            if (why := not_a_folder(self.calib)) is not None:
+                raise InputError(f"{option('calib', self.calib)} {why}; pass a folder of photographs or builtin")
+            from alignvar_edge.quantize.calibration.sets import checked_calibration_folder
+            checked_calibration_folder(self.calib)      # a folder without images: now, not after the export
         if self.export and (why := not_a_folder(self.export)) is not None:
             raise InputError(f"{option('export', self.export)} {why}; pass an export made by "
                              "`alignvar-edge export` (or leave it out to export here)")

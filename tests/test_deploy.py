@@ -194,3 +194,19 @@ def test_quick_help_states_the_tile_counts_quick_uses(capsys, monkeypatch) -> No
             "the export's batch (16 of each at the default batch 16)") in text
     b = default_batch(AlignVARConfig.from_preset("tiny"))
     assert b == 16 and whole_calls(8, b) == whole_calls(2, b) == 16
+
+
+def test_a_calibration_folder_without_images_is_refused_before_the_export(tmp_path, capsys):
+    """`deploy --calib DIR` with no image in DIR exported and timed the batch first, then failed
+    minutes later when it calibrated."""
+    calib = tmp_path / "photos"
+    calib.mkdir()
+    (calib / "notes.txt").write_text("not an image")
+    out = tmp_path / "out"
+    code = cli.main(["deploy", "--preset", "micro", "--out", str(out), "--calib", str(calib), "--quick",
+                     "--threads", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert f"calibration folder '{calib}' holds no images (looked for .png" in err[0], err
+    assert "not reading 1 file(s) of other kinds (notes.txt)" in err[0], err
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["photos"]

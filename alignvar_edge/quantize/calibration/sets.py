@@ -32,7 +32,7 @@ from alignvar_edge.degrade import DegradationConfig, degrade
 from alignvar_edge.errors import ConfigError, InputError
 from alignvar_edge.fsmodes import not_a_folder
 from alignvar_edge.graph_names import INPUT
-from alignvar_edge.images.folders import read_images, said_not_read, skipped_list
+from alignvar_edge.images.folders import list_folder, read_images, said_not_read, skipped_list
 from alignvar_edge.images import DEFAULT_MAX_MEGAPIXELS, READ_EXTENSIONS
 from alignvar_edge.manifest import sha256_file
 from alignvar_edge.model.config import AlignVARConfig
@@ -101,6 +101,22 @@ def model_config(config: AlignVARConfig | Mapping[str, Any] | None) -> AlignVARC
     raise ConfigError(f"expected an AlignVAR config or its dict, got {type(config).__name__}")
 
 
+def checked_calibration_folder(path: str | os.PathLike[str]) -> Path:
+    """A --calib FOLDER that exists and lists image files, checked before any work (`deploy` asks
+    before its export and timing, not minutes later when it calibrates); else one line saying what
+    is there instead."""
+    folder = Path(path)
+    if (what := not_a_folder(folder)) is not None:
+        raise InputError(f"calibration folder '{folder}' {what}; pass a folder of photographs "
+                         "(--calib FOLDER) or `builtin`")
+    listing = list_folder(folder)
+    if not listing.images:
+        raise InputError(f"calibration folder '{folder}' holds no images (looked for "
+                         f"{', '.join(READ_EXTENSIONS)}){said_not_read(listing.not_read(folder), '', refused=True)}; "
+                         "add photographs or use `builtin`")
+    return folder
+
+
 class CalibrationSet:
     """Calibration and validation tiles for one model configuration (see the module docstring)."""
 
@@ -129,10 +145,7 @@ class CalibrationSet:
                     n: int = DEFAULT_TILES, seed: int = 0, n_val: int = DEFAULT_VALIDATION_TILES,
                     max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS) -> CalibrationSet:
         """Tiles from every image under `path` (recursive); bad files are skipped and counted."""
-        folder = Path(path)
-        if (what := not_a_folder(folder)) is not None:
-            raise InputError(f"calibration folder '{folder}' {what}; pass a folder of photographs "
-                             "(--calib FOLDER) or `builtin`")
+        folder = checked_calibration_folder(path)
         images: list[tuple[str, np.ndarray]] = []
         skipped: list[tuple[str, str]] = []
         left_out: list[str] = []
@@ -141,12 +154,9 @@ class CalibrationSet:
         for name, rgb in read_images(folder, skipped, max_megapixels, raise_limit=None, not_read=left_out):
             images.append((name, rgb))
             digests[name] = sha256_file(folder / name)
-        # with files skipped and none read, from_images refuses the folder naming them
-        holds_none = not images and not skipped
-        not_read = said_not_read(left_out, f"calibration folder '{folder}'", refused=holds_none, stacklevel=2)
-        if holds_none:
-            raise InputError(f"calibration folder '{folder}' holds no images (looked for "
-                             f"{', '.join(READ_EXTENSIONS)}){not_read}; add photographs or use `builtin`")
+        # checked_calibration_folder found image files: with all of them skipped, from_images refuses
+        # the folder naming them
+        said_not_read(left_out, f"calibration folder '{folder}'", refused=False, stacklevel=2)
         return cls.from_images(images, config, n=n, seed=seed, n_val=n_val, source=str(folder),
                                skipped=skipped, file_sha256=digests)
 
