@@ -122,14 +122,15 @@ def _from_text(text: str) -> tuple[Any, str, ModelSource]:
     return load_model(text, hashed=False)
 
 
-def _candidates(manifest: Manifest | None) -> list[str]:
-    """Reference specs an export's manifest implies: where its weights came from, then its name."""
+def _candidates(manifest: Manifest | None, gone: list[ModelSource]) -> list[str]:
+    """Reference specs an export's manifest implies: where its weights came from, then its name; a
+    recorded checkpoint that no longer exists is added to `gone` (`source_checkpoint`)."""
     if manifest is None:
         return []
     from alignvar_edge.model.checkpoint import bundled_at
     from alignvar_edge.runtimes.artifacts import source_checkpoint
     # first the checkpoint `compare` takes (found by content where it moved with the package)
-    found = source_checkpoint(manifest)
+    found = source_checkpoint(manifest, gone=gone)
     ref, name = manifest.source.reference, manifest.model.name
     return [c for c in ((bundled_at(found) or str(found)) if found else None, ref, name) if c]
 
@@ -148,21 +149,21 @@ def resolve_reference(reference: Any, specs: Sequence[EngineSpec]) -> tuple[Any,
         except InputError as e:          # a reference that names no model: say which option took it
             raise InputError(f"{option('reference')}: {e}") from e
     from alignvar_edge.model.checkpoint import is_checkpoint
-    from alignvar_edge.runtimes.artifacts import named_checkpoint
+    from alignvar_edge.runtimes.artifacts import gone_checkpoint
     tried = []
-    manifests = []
+    gone: list[ModelSource] = []
     for spec in specs:
         if spec.path and is_checkpoint(spec.path):
             return _from_text(spec.path)
-        manifests.append(spec_manifest(spec.path) if spec.path else None)
-        for cand in _candidates(manifests[-1]):
+        for cand in _candidates(spec_manifest(spec.path) if spec.path else None, gone):
             tried.append(cand)
             try:
                 return _from_text(cand)
             except (AlignVAREdgeError, OSError):
                 continue
-    for m in filter(None, manifests):     # a recorded checkpoint that is gone: said as compare says it
-        named_checkpoint(m, "the engines", f"pass {option('reference', 'CHECKPOINT')}, that checkpoint where it is now")
+    if gone:                 # a recorded checkpoint that is gone: said as compare says it
+        raise gone_checkpoint(gone[0], "the engines",
+                              f"pass {option('reference', 'CHECKPOINT')}, that checkpoint where it is now")
     raise InputError("cannot tell which PyTorch model these engines came from"
                      + (f" (tried {', '.join(tried)})" if tried else "")
                      + "; pass --reference CHECKPOINT (or preset:NAME[:SEED] for random-weight exports)")

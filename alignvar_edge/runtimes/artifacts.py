@@ -23,7 +23,8 @@ from alignvar_edge.model.checkpoint import is_checkpoint
 from alignvar_edge.model.config import AlignVARConfig
 from alignvar_edge.runtimes.base import config_from_manifest
 
-__all__ = ["checkpoint_and_export", "checkpoint_dir", "check_same_checkpoint", "model_name", "named_checkpoint",
+__all__ = ["checkpoint_and_export", "checkpoint_dir", "check_same_checkpoint", "gone_checkpoint", "model_name",
+           "named_checkpoint",
            "source_checkpoint", "default_out", "out_for",
            "engine_manifest", "single_graph_io", "leaves_out_refiner", "check_quantized_for", "single_graph", "check_calibration",
            "link_onnx"]
@@ -103,12 +104,17 @@ def named_checkpoint(manifest: Manifest, what: str, how: str) -> Path | None:
     gone: list[ModelSource] = []
     found = source_checkpoint(manifest, gone=gone)
     if found is None and gone:
-        from alignvar_edge.model.checkpoint import WEIGHTS_FILE
-        digest = gone[0].sha256.get(WEIGHTS_FILE)
-        proof = f" ({WEIGHTS_FILE} SHA-256 {digest[:12]})" if digest else ""
-        raise CheckpointError(f"the checkpoint {what} came from, '{gone[0].path}'{proof}, no longer exists there "
-                              f"(moved, renamed or deleted); {how}")
+        raise gone_checkpoint(gone[0], what, how)
     return found
+
+
+def gone_checkpoint(source: ModelSource, what: str, how: str) -> CheckpointError:
+    """The error for a checkpoint `source_checkpoint` found recorded at a path that no longer exists."""
+    from alignvar_edge.model.checkpoint import WEIGHTS_FILE
+    digest = source.sha256.get(WEIGHTS_FILE)
+    proof = f" ({WEIGHTS_FILE} SHA-256 {digest[:12]})" if digest else ""
+    return CheckpointError(f"the checkpoint {what} came from, '{source.path}'{proof}, no longer exists there "
+                           f"(moved, renamed or deleted); {how}")
 
 
 def checkpoint_dir(source: str | os.PathLike[str], backend: str = "torch") -> Path:

@@ -493,13 +493,14 @@ def _reference_source(args: argparse.Namespace, metas: list[Manifest]) -> str:
                              "engines' manifests name")
         return str(args.reference)
     from alignvar_edge.errors import ArtifactError
-    from alignvar_edge.runtimes.artifacts import named_checkpoint, source_checkpoint
+    from alignvar_edge.runtimes.artifacts import gone_checkpoint, source_checkpoint
+    gone: list[Any] = []
     for m in metas:
-        ref = source_checkpoint(m)
+        ref = source_checkpoint(m, gone=gone)
         if ref is not None:
             return str(ref)
-    for m in metas:     # none is where it was recorded: say so where one was
-        named_checkpoint(m, "the engines", "pass --reference CHECKPOINT_DIR, that checkpoint where it is now")
+    if gone:            # none is where it was recorded: say so where one was
+        raise gone_checkpoint(gone[0], "the engines", "pass --reference CHECKPOINT_DIR, that checkpoint where it is now")
     raise ArtifactError("the engines' manifests do not name the checkpoint they came from; "
                         "pass --reference CHECKPOINT_DIR")
 
