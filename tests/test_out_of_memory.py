@@ -88,21 +88,23 @@ def _says_out_of_memory(r: subprocess.CompletedProcess[str]) -> str:
     return line
 
 
+def _capped_between(before: str, engine: Path, gap_mib: int, tmp_path: Path) -> str:
+    """`upscale` capped halfway between the peaks of stage `before` and of the loaded engine (so the
+    step between them fails), which must lie at least `gap_mib` apart; its one out-of-memory line."""
+    low, loaded = _peak(before, engine), _peak("loaded", engine)
+    assert loaded - low > gap_mib * 2**20, f"the step after '{before}' needs too little memory here to cap between"
+    return _says_out_of_memory(_capped_upscale((low + loaded) // 2, engine, tmp_path))
+
+
 @needs_prlimit
 def test_no_memory_to_load_onnxruntime_is_not_called_a_missing_package(ort_engine, tmp_path):
-    ort = ort_engine
-    cli, loaded = _peak("cli", ort), _peak("loaded", ort)
-    assert loaded - cli > 20 * 2**20, "the engine's load needs too little memory here to cap between"
-    line = _says_out_of_memory(_capped_upscale((cli + loaded) // 2, ort, tmp_path))
+    line = _capped_between("cli", ort_engine, 20, tmp_path)
     assert "pip install" not in line and "not usable" not in line
 
 
 @needs_prlimit
 def test_no_memory_to_compile_an_openvino_engine_is_no_fp32_advice_and_exit_1(ov_engine, tmp_path):
-    ov = ov_engine
-    lib, loaded = _peak("lib", ov), _peak("loaded", ov)
-    assert loaded - lib > 40 * 2**20, "the compile needs too little memory here to cap between"
-    line = _says_out_of_memory(_capped_upscale((lib + loaded) // 2, ov, tmp_path))
+    line = _capped_between("lib", ov_engine, 40, tmp_path)
     assert "compiling" in line and "fp32" not in line and "cannot compile" not in line
 
 
