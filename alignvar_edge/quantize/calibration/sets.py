@@ -104,17 +104,25 @@ def model_config(config: AlignVARConfig | Mapping[str, Any] | None) -> AlignVARC
 def checked_calibration_folder(path: str | os.PathLike[str]) -> Path:
     """A --calib FOLDER that exists and lists image files, checked before any work (`deploy` asks
     before its export and timing, not minutes later when it calibrates); else one line saying what
-    is there instead."""
+    is there instead. (`from_folder` finds the same while it reads: one listing of the folder.)"""
+    folder = _existing_folder(path)
+    listing = list_folder(folder)
+    if not listing.images:
+        raise _holds_no_images(folder, listing.not_read(folder))
+    return folder
+
+
+def _existing_folder(path: str | os.PathLike[str]) -> Path:
     folder = Path(path)
     if (what := not_a_folder(folder)) is not None:
         raise InputError(f"calibration folder '{folder}' {what}; pass a folder of photographs "
                          "(--calib FOLDER) or `builtin`")
-    listing = list_folder(folder)
-    if not listing.images:
-        raise InputError(f"calibration folder '{folder}' holds no images (looked for "
-                         f"{', '.join(READ_EXTENSIONS)}){said_not_read(listing.not_read(folder), '', refused=True)}; "
-                         "add photographs or use `builtin`")
     return folder
+
+
+def _holds_no_images(folder: Path, not_read: Sequence[str]) -> InputError:
+    return InputError(f"calibration folder '{folder}' holds no images (looked for {', '.join(READ_EXTENSIONS)})"
+                      f"{said_not_read(not_read, '', refused=True)}; add photographs or use `builtin`")
 
 
 class CalibrationSet:
@@ -145,7 +153,7 @@ class CalibrationSet:
                     n: int = DEFAULT_TILES, seed: int = 0, n_val: int = DEFAULT_VALIDATION_TILES,
                     max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS) -> CalibrationSet:
         """Tiles from every image under `path` (recursive); bad files are skipped and counted."""
-        folder = checked_calibration_folder(path)
+        folder = _existing_folder(path)
         images: list[tuple[str, np.ndarray]] = []
         skipped: list[tuple[str, str]] = []
         left_out: list[str] = []
@@ -154,8 +162,9 @@ class CalibrationSet:
         for name, rgb in read_images(folder, skipped, max_megapixels, raise_limit=None, not_read=left_out):
             images.append((name, rgb))
             digests[name] = sha256_file(folder / name)
-        # checked_calibration_folder found image files: with all of them skipped, from_images refuses
-        # the folder naming them
+        # with files skipped and none read, from_images refuses the folder naming them
+        if not images and not skipped:
+            raise _holds_no_images(folder, left_out)
         said_not_read(left_out, f"calibration folder '{folder}'", refused=False, stacklevel=2)
         return cls.from_images(images, config, n=n, seed=seed, n_val=n_val, source=str(folder),
                                skipped=skipped, file_sha256=digests)
