@@ -21,7 +21,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
-from alignvar_edge import __version__, caller, safe_stop
+from alignvar_edge import __version__, caller, progress, safe_stop
 from alignvar_edge.errors import AlignVAREdgeError, BackendUnavailableError, host_tools_error, out_of_memory
 from alignvar_edge.extras import install_command
 from alignvar_edge.fsmodes import name_too_long
@@ -154,7 +154,8 @@ def _parse_and_run(argv: list[str], interrupted: list[int]) -> int:
         return 2
     show = warnings.showwarning
     if not debug:           # a warning is one line naming the verb, not a source excerpt
-        warnings.showwarning = lambda message, *_a, **_k: _note(f"alignvar-edge {args.verb}: warning: {message}")
+        warnings.showwarning = lambda message, *_a, **_k: progress.note(
+            f"alignvar-edge {args.verb}: warning: {message}")
     # an interrupted verb names the outputs it had already published (_interrupted); its errors name
     # options as its flags (caller.option)
     with safe_stop.recording(), caller.command_line():
@@ -256,11 +257,6 @@ def _reader_gone() -> int:
     except OSError:
         pass
     return 128 + signal.SIGPIPE
-
-
-def _note(line: str) -> None:
-    from alignvar_edge.progress import note      # tqdm: imported once a verb has something to say
-    note(line)
 
 
 def _os_error_line(e: BaseException) -> str:

@@ -62,13 +62,7 @@ def available_backends() -> list[BackendInfo]:
 def detect_backend(path: str | os.PathLike[str]) -> str:
     """Which backend opens `path`: a checkpoint -> torch, an ONNX export -> onnxruntime,
     an engine dir -> the backend its manifest names."""
-    return _detected(path)[0]
-
-
-def _detected(path: str | os.PathLike[str]) -> tuple[str, Manifest | None]:
-    """`detect_backend`'s answer, and the manifest it read (None for a checkpoint)."""
-    m = _artifact_manifest(path)
-    return _backend_of(path, m), m
+    return _backend_of(path, _artifact_manifest(path))
 
 
 def _artifact_manifest(path: str | os.PathLike[str]) -> Manifest | None:
