@@ -524,7 +524,7 @@ def _entries(run: _Run, opts: BenchOptions, flops_of: Callable[[tuple[float, ...
     config, m = run.config, run.measure
     image, folder = m.image, m.folder
     mp = config.hr_size ** 2 / 1e6
-    order = [run.eager, *run.subjects, run.bicubic]
+    order = _open_subjects(run)
     # a pruned engine's figures count the FLOPs of its pruned rollout, not the model's
     entries = [_entry(s, m.times.get(id(s), []), mp, None if s.backend == BICUBIC else
                       sum(flops_of(tuple(graph_fields(s.manifest)["prune"] or ())).values()),

@@ -67,14 +67,14 @@ def checked_full_scale(x: np.ndarray, takes: str, floats: str = "floating-point 
     return full
 
 
-def checked_megapixels_limit(limit: object, said: str | None = None) -> float | None:
-    """A size limit in megapixels (`said`: how the caller names it; by default `max_megapixels`, or
-    its flag where a verb runs): a finite number > 0, or None for none; nan compared false and
-    switched the limit off, a string failed at the first image."""
+def checked_megapixels_limit(limit: object) -> float | None:
+    """A size limit in megapixels (named `max_megapixels`, or its flag where a verb runs): a finite
+    number > 0, or None for none; nan compared false and switched the limit off, a string failed at
+    the first image."""
     if limit is None:
         return None
     if isinstance(limit, bool) or not isinstance(limit, numbers.Real) or not math.isfinite(limit) or limit <= 0:
-        said = said or (option("max_megapixels") if on_command_line() else "max_megapixels")
+        said = option("max_megapixels") if on_command_line() else "max_megapixels"
         raise InputError(f"{said} must be a number of megapixels > 0, or None for no limit; got {limit!r}")
     return float(limit)
 
