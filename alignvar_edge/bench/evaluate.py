@@ -152,9 +152,9 @@ def evaluate(model: AlignVAR, images: list[tuple[str, Any]], seed: int = 0,
         say(_many_tiles_hint(c, name, total, len(scored)))
     scores: list[ImageScore] = []
     for k, (i, (H, W)) in enumerate(scored.items(), 1):
-        name, image = images[i]
-        say(f"{name} ({k}/{len(scored)}): {W}x{H} px, {H // t_hr * (W // t_hr)} tiles")
-        hr = _float_rgb(name, image)
+        image_name, image = images[i]
+        say(f"{image_name} ({k}/{len(scored)}): {W}x{H} px, {H // t_hr * (W // t_hr)} tiles")
+        hr = _float_rgb(image_name, image)
         top, left = (hr.shape[0] - H) // 2, (hr.shape[1] - W) // 2
         hr = np.ascontiguousarray(hr[top:top + H, left:left + W], dtype=np.float32)
         lr = degrade(hr, deg, seed * 1000 + i)
@@ -177,7 +177,7 @@ def evaluate(model: AlignVAR, images: list[tuple[str, Any]], seed: int = 0,
         if hr_seams > 0:                   # a flat HR has no gradient at the borders to compare with
             seams /= hr_seams
         scores.append(ImageScore(
-            name, (W, H), psnr,
+            image_name, (W, H), psnr,
             {k: ssim_y(ref, v.transpose(2, 0, 1), border=c.scale) for k, v in recon.items()}, seams))
     kinds = [k for k in KINDS if k in scores[0].psnr]
     return {
