@@ -116,12 +116,15 @@ def test_32_bit_integer_images_are_refused_as_int32_arrays_are(tmp_path: Path, v
 
 def test_a_signed_16_bit_tiff_is_refused_as_what_it_holds(tmp_path: Path) -> None:
     """A TIFF of signed 16-bit samples (Pillow opens it as mode I, as a 32-bit one) was refused as
-    "32-bit integer samples": the user looked for 32-bit samples the file does not have."""
-    tifffile = pytest.importorskip("tifffile")
+    "32-bit integer samples": the user looked for 32-bit samples the file does not have; opened with
+    Pillow and handed to the API, it is named the same way."""
     tifffile.imwrite(tmp_path / "i16.tif", np.linspace(-32640, 32639, 5 * 6).astype(np.int16).reshape(5, 6))
     with pytest.raises(InputError, match=r"i16\.tif: 16-bit signed integer samples, which have no full scale to "
                                          r"divide by; its values span -32640\.\.32639: scale them to 0\.\.65535"):
         load_image(tmp_path / "i16.tif")
+    with Image.open(tmp_path / "i16.tif") as img, pytest.raises(InputError, match="mode I holds 16-bit signed "
+                                                                                   "integers, which have no full"):
+        as_float_image(img)
 
 
 _ARRAY_CONVERSION = {(29, 239): r"its values fit in 8 bits: convert with np\.asarray\(x, np\.uint8\)",

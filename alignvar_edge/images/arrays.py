@@ -17,8 +17,8 @@ from PIL import Image
 from alignvar_edge.caller import on_command_line, option
 from alignvar_edge.errors import IMAGE_DECODE_ERRORS, InputError, damaged_image_error
 from alignvar_edge.images import sixteen_bit
-from alignvar_edge.images.formats import (converted, holds_32_bit_integers, plain_mode, stored_as_negative,
-                                          unusable_cmyk_profile)
+from alignvar_edge.images.formats import (converted, holds_32_bit_integers, integer_samples, plain_mode,
+                                          stored_as_negative, unusable_cmyk_profile)
 from alignvar_edge.lazy import lazy_import
 
 if TYPE_CHECKING:
@@ -296,8 +296,8 @@ _PIL_SIXTEEN_BIT = {"I;16B": ">u2", "I;16L": "<u2", "I": "=i4"}
 def _pil_sixteen_samples(img: Image.Image) -> Samples:
     raw = np.asarray(img)
     if holds_32_bit_integers(img):         # as an int32 array is
-        raise InputError(f"this PIL image of mode I holds 32-bit integers, which have no full scale to divide "
-                         f"by; pass np.asarray(image) converted: {_conversion_for(raw)}")
+        raise InputError(f"this PIL image of mode I holds {integer_samples(img)} integers, which have no full "
+                         f"scale to divide by; pass np.asarray(image) converted: {_conversion_for(raw)}")
     s = as_samples(raw.astype(np.uint16))
 
     def to_pil(r: np.ndarray) -> Image.Image:
