@@ -1324,9 +1324,10 @@ def test_selftest_of_a_kit_says_it_checked_the_onnx_not_a_tensorrt_engine(kit, t
     import json
     from alignvar_edge.cli import main
     target = tmp_path / "kit-selftest.json"
-    main(["selftest", "--engine", str(kit), "--runs", "1", "--threads", "1", "--json", str(target)])
+    assert main(["selftest", "--engine", str(kit), "--runs", "1", "--threads", "1", "--json", str(target)]) == 0
     result = capsys.readouterr().out.strip().splitlines()[-1]
-    assert result.startswith("RESULT ") and "for the kit's ONNX in onnxruntime, not a TensorRT engine" in result
+    assert result.split()[:2] == ["RESULT", "PASS"], result
+    assert "for the kit's ONNX in onnxruntime, not a TensorRT engine" in result
     doc = json.loads(target.read_text())
     assert doc["backend"] == "onnxruntime" and doc["engine_sha256"] is None
     assert doc["checked"].startswith("the kit's ONNX in onnxruntime, not a TensorRT engine") and doc["checked"] in result
