@@ -66,8 +66,6 @@ def test_the_golden_command_refuses_anything_but_one_checkpoint_dir(tmp_path, ca
 
 def test_the_older_golden_command_says_where_it_moved(tmp_path):
     """`python -m alignvar_edge.runtimes.selftest --golden DIR` (older docs) exited 0 having made nothing."""
-    import subprocess
-    import sys
     r = subprocess.run([sys.executable, "-m", "alignvar_edge.runtimes.selftest", "--golden", str(tmp_path)],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and "python -m alignvar_edge.runtimes.golden CHECKPOINT_DIR" in r.stderr, r
