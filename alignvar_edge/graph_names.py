@@ -8,13 +8,14 @@ is more: its graphs (export/graphs.py), and how each layer that branches on the 
 """
 from __future__ import annotations
 
-__all__ = ["COND", "COND_GRAPH", "DECODE_GRAPH", "F_HAT", "F_HAT_OUT", "GRAPH_FORMS", "GUIDE", "H_OUT", "INPUT", "KV",
-           "KV_OUT", "LAST_H", "NOISE", "PREFIX", "SINGLE_GRAPH", "SR", "is_token_name", "staged_graph_names", "step_name",
-           "token_name", "token_names", "token_scale"]
+__all__ = ["COND", "COND_GRAPH", "DECODE_GRAPH", "ENGINE_GRAPH", "F_HAT", "F_HAT_OUT", "GRAPH_FORMS", "GUIDE", "H_OUT",
+           "INPUT", "KV", "KV_OUT", "LAST_H", "NOISE", "PREFIX", "SINGLE_GRAPH", "SR", "is_token_name",
+           "staged_graph_names", "step_name", "token_name", "token_names", "token_scale"]
 
 # single: one graph, the whole rollout unrolled; staged: cond, step_k and decode, driven by a host loop
 GRAPH_FORMS = ("single", "staged")
-SINGLE_GRAPH = "model"   # the single form's one graph: its key in a manifest's `graphs`
+SINGLE_GRAPH = "model"   # the single form's one graph: its key in an export's `graphs`
+ENGINE_GRAPH = "single"  # ... and in an engine's, which runs that graph (both are read: manifests on disk)
 
 INPUT, SR = "lr", "sr"
 NOISE = "noise"          # the refiner's sampler noise (graphs exported with VARSR's refiner)

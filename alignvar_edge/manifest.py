@@ -60,7 +60,7 @@ from alignvar_edge import jsonsafe
 from alignvar_edge.argtypes import SEED_LIMIT
 from alignvar_edge.errors import ArtifactError, InputError
 from alignvar_edge.fsmodes import not_a_folder, special_kind, symlink_loop, write_text
-from alignvar_edge.graph_names import INPUT, NOISE, SINGLE_GRAPH, SR
+from alignvar_edge.graph_names import ENGINE_GRAPH, INPUT, NOISE, SINGLE_GRAPH, SR
 from alignvar_edge.jsonsafe import dumps
 from alignvar_edge.onnx_wire import external_locations
 
@@ -431,8 +431,9 @@ class Manifest:
         return kit if isinstance(kit, dict) and kit else None
 
     def single_graph_entry(self) -> dict[str, Any] | None:
-        """The `graphs` entry of the single graph ('single', SINGLE_GRAPH, or the only one)."""
-        g = self.graphs.get("single") or self.graphs.get(SINGLE_GRAPH)
+        """The `graphs` entry of the single graph (an engine's ENGINE_GRAPH, an export's SINGLE_GRAPH, or
+        the only one)."""
+        g = self.graphs.get(ENGINE_GRAPH) or self.graphs.get(SINGLE_GRAPH)
         if g is None and len(self.graphs) == 1:
             g = next(iter(self.graphs.values()))
         return g if isinstance(g, dict) else None

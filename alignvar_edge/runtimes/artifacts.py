@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from alignvar_edge.errors import ArtifactError, CheckpointError, InputError, host_tools_error
-from alignvar_edge.graph_names import INPUT, NOISE, SR, token_name
+from alignvar_edge.graph_names import ENGINE_GRAPH, INPUT, NOISE, SR, token_name
 from alignvar_edge.manifest import (MANIFEST_FILE, BuiltFrom, Manifest, ModelInfo, ModelSource, hard_link,
                                     listed_file, load_verified, new_manifest, read_manifest, recorded_path, sha256_file)
 from alignvar_edge.model.checkpoint import is_checkpoint
@@ -248,7 +248,7 @@ def engine_manifest(source: Manifest, source_dir: Path, backend: str, precision:
                     **fields: Any) -> Manifest:
     """Manifest for an engine dir built from `source` (an export manifest)."""
     config = AlignVARConfig.from_dict(dict(source.config or {}))
-    graphs = {"single": {"file": files.get("engine", ""), **single_graph_io(config, batch, source.takes_noise)}}
+    graphs = {ENGINE_GRAPH: {"file": files.get("engine", ""), **single_graph_io(config, batch, source.takes_noise)}}
     built = BuiltFrom(recorded_path(source_dir), source.backend, source.precision,
                       sha256_file(source_dir / MANIFEST_FILE) if (source_dir / MANIFEST_FILE).is_file() else None)
     ex = {"source": built.to_json(), "files": files, **source.graph_facts, **(extra or {})}

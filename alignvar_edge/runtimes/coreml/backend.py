@@ -38,7 +38,7 @@ from alignvar_edge.errors import BackendUnavailableError, ConfigError, InputErro
 from alignvar_edge import recipes
 from alignvar_edge.export.batch import default_batch
 from alignvar_edge.export.parity import compare
-from alignvar_edge.graph_names import INPUT, SR, token_name
+from alignvar_edge.graph_names import ENGINE_GRAPH, INPUT, SR, token_name
 from alignvar_edge.lazy import lazy_import
 from alignvar_edge.outputs import artifact_dir as staging_dir
 from alignvar_edge.manifest import (Manifest, ModelInfo, ModelSource, listed_file, load_verified, new_manifest,
@@ -523,7 +523,7 @@ class CoreMLBackend(Backend):
                              ModelInfo(name=model_name(artifact_dir) if src else config.name, config=config.to_dict(),
                                        source=checkpoint_source(src) if src else ModelSource.memory(),
                                        parameters=model.parameter_report(), weights_sha256=weights_sha256(model)),
-                             graphs={"single": {"file": PACKAGE, **package_io(checks)}},
+                             graphs={ENGINE_GRAPH: {"file": PACKAGE, **package_io(checks)}},
                              quantization=recipe, extra=extra)
             if proxy and precision != "fp32":
                 m.parity = par = fidelity_proxy(model, validation_tiles(config), precision, f32_groups)
