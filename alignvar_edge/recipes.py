@@ -75,8 +75,9 @@ class Recipe:
             missed.append(f"SR PSNR {psnr_db:.2f} dB < {self.psnr_db:g} dB")
         return missed
 
-    def quantize_command(self, export: str = "EXPORT") -> str:
-        return f"alignvar-edge quantize {export} --precision {self.precision} --target {self.backend}"
+    def quantize_command(self, export: str = "EXPORT", out: str | None = None) -> str:
+        return (f"alignvar-edge quantize {export} --precision {self.precision} --target {self.backend}"
+                + (f" --out {out}" if out else ""))
 
 
 def exported_precision_error(artifact_precision: str, precision: str) -> InputError:

@@ -580,7 +580,7 @@ def test_build_script_refuses_a_trtexec_of_another_tensorrt_major(kit, tmp_path)
     bindir.mkdir()
     env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}", "PYTHON": "false"}
     for code, version, hint in (("8601", "8.6.1", "JetPack 6.1 or 6.2"),
-                                ("110000", "11.0.0", "'alignvar-edge quantize EXPORT --calib builtin --precision fp16 "
+                                ("110000", "11.0.0", "'alignvar-edge quantize EXPORT --precision fp16 "
                                                      "--target tensorrt --out EXPORT-fp16'")):
         (bindir / "trtexec").write_text(f'#!/bin/sh\necho "&&&& RUNNING TensorRT.trtexec [TensorRT v{code}] # trtexec $*"\n')
         (bindir / "trtexec").chmod(0o755)

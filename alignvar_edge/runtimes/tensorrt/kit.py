@@ -21,7 +21,7 @@ from alignvar_edge.recipes import precisions
 from alignvar_edge.runtimes.golden import GOLDEN_FILE
 from alignvar_edge.runtimes.readme import README_FILE, model_notes
 from alignvar_edge.runtimes.tensorrt.plan import (CACHE as TIMING_CACHE, DLA_CORE_HELP, DLA_CORES, DLA_PRECISION_ERROR,
-                                                  ENGINE, FP16_F32, MAX_ARG, ONNX, SCRIPT_FILE, TRTEXEC_FILE,
+                                                  ENGINE, FP16_EXPORT_COMMAND, FP16_F32, MAX_ARG, ONNX, SCRIPT_FILE, TRTEXEC_FILE,
                                                   base_args, dla_args, f32_layers_of, half_layers_of, network_plan,
                                                   precision_args, trtexec_command)
 
@@ -36,8 +36,8 @@ DEVICE_VENV = "alignvar-venv"
 STRONGLY_TYPED_MAJOR = 11
 # what a kit whose graph cannot give an fp16 engine on TensorRT 11 asks of its host (jetson.md's commands)
 # (quoted with ' as it goes into the script's double-quoted strings)
-FP16_EXPORT_STEPS = ("on the host, 'alignvar-edge quantize EXPORT --calib builtin --precision fp16 --target tensorrt "
-                     "--out EXPORT-fp16' (EXPORT: the fp32 export this kit came from), then 'alignvar-edge build "
+FP16_EXPORT_STEPS = (f"on the host, '{FP16_EXPORT_COMMAND}' (EXPORT: the fp32 export this kit came from), then "
+                     "'alignvar-edge build "
                      "EXPORT-fp16 --target tensorrt --precision fp16 --out KIT-fp16', and run KIT-fp16's "
                      "build_on_device.sh here")
 
@@ -399,9 +399,9 @@ def kit_readme(manifest: Manifest, precision: str, kit_precision: str, data: lis
     why_f32 = (f"\nUnder `--fp16`, {len(f32.get('layers') or [])} layers stay fp32 (`--layerPrecisions`, listed in full in "
                f"`{SCRIPT_FILE}`): {f32.get('source')}. "
                + ("The token path decides the tokens in fp32; the image (VQ decoder) computes in fp16. A "
-                  "searched half policy puts more in fp16: `alignvar-edge quantize EXPORT --calib builtin --precision fp16 "
-                  "--target tensorrt --out EXPORT-fp16`, then `alignvar-edge build EXPORT --target tensorrt --precision "
-                  "fp16 --half-policy-from EXPORT-fp16 --out KIT` (EXPORT: the export this kit came from). " if f32.get("source") == "token path" else "")
+                  f"searched half policy puts more in fp16: `{FP16_EXPORT_COMMAND}`, then `alignvar-edge build EXPORT "
+                  "--target tensorrt --precision fp16 --half-policy-from EXPORT-fp16 --out KIT` (EXPORT: the export "
+                  "this kit came from). " if f32.get("source") == "token path" else "")
                + "`--noTF32` in every row: TensorRT computes fp32 layers in TF32 (fp16's mantissa) on "
                "Orin unless told not to.\n" if f32 else "")
     contract = (f"`{c.get('name')}` {c.get('dtype')} {c.get('layout')} {c.get('shape')}, {c.get('color_order')} "

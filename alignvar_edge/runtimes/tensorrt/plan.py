@@ -46,6 +46,10 @@ def check_dla_core(dla_core: int | None, precision: str) -> None:
         raise InputError(DLA_PRECISION_ERROR)
 
 
+# the host command that makes the fp16 export a TensorRT 11 fp16 engine is built from
+FP16_EXPORT_COMMAND = recipes.recipe("tensorrt", "fp16").quantize_command("EXPORT", out="EXPORT-fp16")
+
+
 def network_plan(trt_major: int, precision: str, artifact_precision: str,
                  f32_layers: Iterable[str] = (), half_layers: Iterable[str] | None = None) -> dict[str, Any]:
     """{"strongly_typed": bool, "flags": [builder flag names], "tf32": False} for this TensorRT major
@@ -71,9 +75,8 @@ def network_plan(trt_major: int, precision: str, artifact_precision: str,
     if trt_major >= 11:
         # strongly typed: the graph's own types decide; fp16 must already be in the ONNX
         if precision == "fp16" and artifact_precision != "fp16":
-            raise InputError("TensorRT 11 builds strongly typed networks (no FP16 flag): build "
-                             "from an fp16 export (`alignvar-edge quantize EXPORT --calib builtin --precision fp16 "
-                             "--target tensorrt --out EXPORT-fp16`)")
+            raise InputError("TensorRT 11 builds strongly typed networks (no FP16 flag): build from an fp16 "
+                             f"export (`{FP16_EXPORT_COMMAND}`)")
         return {"strongly_typed": True, "flags": [], "tf32": False}
     if precision == "fp16" and artifact_precision == "fp16":
         return {"strongly_typed": True, "flags": [], "tf32": False}
