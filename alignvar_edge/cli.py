@@ -24,7 +24,7 @@ from typing import Any, NoReturn
 from alignvar_edge import __version__, caller, progress, safe_stop
 from alignvar_edge.errors import AlignVAREdgeError, BackendUnavailableError, host_tools_error, out_of_memory
 from alignvar_edge.extras import install_command
-from alignvar_edge.fsmodes import name_too_long
+from alignvar_edge.fsmodes import NO_SPACE, name_too_long
 from alignvar_edge.lazy import host_package
 
 # modules with a `register(subparsers)` function, in the order their verbs are listed
@@ -279,7 +279,7 @@ def _os_error_line(e: BaseException) -> str:
         return f"{where} {what}; choose another output path"
     if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"cannot write or read {where} ({e.strerror}); choose another path or fix its permissions"
-    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+    if e.errno in NO_SPACE:
         if _is_temp_folder(where):     # scratch copies (quantize's): no other output helps, another TMPDIR does
             return (f"no space left on the device of the temporary folder {where} ($TMPDIR); free some space "
                     "there or set TMPDIR to a folder on a disk with room (`TMPDIR=DIR alignvar-edge ...`)")

@@ -17,11 +17,15 @@ from pathlib import Path
 from alignvar_edge import safe_stop
 from alignvar_edge.errors import InputError
 
-__all__ = ["as_write_error", "broken_link", "hidden_prefix", "is_temporary_name", "name_too_long", "not_a_folder",
+__all__ = ["NO_SPACE", "WRITE_LIMITS", "as_write_error", "broken_link", "hidden_prefix", "is_temporary_name", "name_too_long", "not_a_folder",
            "umask", "publish_mode",
            "replace_dir", "special_kind", "symlink_loop", "temp_file_beside", "unwritable_folder", "write_atomically",
            "write_error",
            "write_text"]
+
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)          # the disk, or this user's quota on it, is full
+WRITE_LIMITS = (*NO_SPACE, errno.EFBIG)          # ... or a file passed the size limit (`ulimit -f`)
 
 
 def umask() -> int:

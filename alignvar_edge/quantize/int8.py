@@ -34,6 +34,7 @@ import onnx
 
 from alignvar_edge.cpuinfo import has_vnni
 from alignvar_edge.errors import ConfigError, InputError
+from alignvar_edge.fsmodes import NO_SPACE
 from alignvar_edge.export import onnx_io
 from alignvar_edge.lazy import lazy_import
 from alignvar_edge.quantize.calibration.ranges import METHODS, Progress, collect_ranges
@@ -272,7 +273,7 @@ def _pre_process(src: Path, dst: Path, large: bool, graph_bytes: int) -> None:
         # it writes only scratch copies of the graph, under $TMPDIR: a disk there that is full, or
         # has no room for one copy (its C++ writer truncates a file it cannot finish), is no bad input
         temp = tempfile.gettempdir()
-        if (isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
+        if (isinstance(e, OSError) and e.errno in NO_SPACE
                 or shutil.disk_usage(temp).free < graph_bytes):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), temp) from e
         raise InputError(f"onnxruntime's quantization pre-processing failed on {src}: {e}") from e

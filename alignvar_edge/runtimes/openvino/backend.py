@@ -64,6 +64,7 @@ from alignvar_edge.caller import on_command_line, option
 from alignvar_edge.cpuinfo import has_vnni
 from alignvar_edge.errors import (ArtifactError, BackendUnavailableError, EngineClosedError, HalfPrecisionError,
                                   InputError, PrecisionWarning)
+from alignvar_edge.fsmodes import WRITE_LIMITS
 from alignvar_edge.graph_names import INPUT, NOISE, SR, is_token_name, token_names
 from alignvar_edge.lazy import lazy_import
 from alignvar_edge.manifest import Manifest, db_text, listed_file, load_verified, write_manifest
@@ -486,9 +487,6 @@ def _c_errno() -> Any:
     return where().contents
 
 
-_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-
-
 def _save_ir(model: Any, xml: Path, compress: bool) -> None:
     """ov.save_model, whose failed write is a bare RuntimeError ('basic_ios::clear: iostream error'):
     as the OSError it is, so the CLI names the --out it hit and why. The C library's errno of the
@@ -505,7 +503,7 @@ def _save_ir(model: Any, xml: Path, compress: bool) -> None:
         code = c_errno.value if c_errno is not None else 0
         limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
         written = [p.stat().st_size for p in (xml, xml.with_suffix(".bin")) if p.is_file()]
-        if code not in _WRITE_ERRNOS:
+        if code not in WRITE_LIMITS:
             code = (errno.EFBIG if limit != resource.RLIM_INFINITY and any(size >= limit for size in written) else
                     errno.ENOSPC if os.statvfs(folder).f_bavail == 0 else
                     errno.EACCES if not os.access(folder, os.W_OK) else 0)
