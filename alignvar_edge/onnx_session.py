@@ -7,13 +7,14 @@ Needs only onnxruntime (the `device` extra), imported on first use.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-from pathlib import Path
 from typing import Any
 
 from alignvar_edge.errors import ArtifactError, InputError, out_of_memory
 from alignvar_edge.lazy import lazy_import
+from alignvar_edge.native_paths import native_path
 
 ort = lazy_import("onnxruntime")
 
@@ -45,30 +46,6 @@ def session_options(threads: int | None = None, inter_threads: int | None = None
     return so
 
 
-def _path_or_bytes(model: str | os.PathLike[str]) -> str | bytes:
-    """What ONNX Runtime is given for the file `model`: its path, or its bytes where the path is no
-    valid UTF-8 (a folder named in another encoding: Python holds it with surrogate escapes, which
-    ORT's constructor refuses with a pybind 'incompatible arguments' error). A graph whose weights
-    lie in files beside it needs its path to find them: that is one line saying to rename."""
-    path = str(model)
-    try:
-        path.encode("utf-8")
-        return path
-    except UnicodeEncodeError:
-        pass
-    from alignvar_edge.onnx_wire import external_locations
-    data = Path(path).read_bytes()
-    try:
-        beside = external_locations(data)
-    except ValueError:
-        beside = []          # malformed: ONNX Runtime's own error says so, about this file
-    if beside:
-        raise ArtifactError(f"ONNX Runtime cannot open {model}: its path is not valid UTF-8, and the graph keeps "
-                            f"its weights in files beside it ({beside[0]}), which ONNX Runtime finds only by that "
-                            "path; rename the folder (and any folder above it) to a UTF-8 name")
-    return data
-
-
 def open_session(model: str | os.PathLike[str] | bytes, providers: list[Any] | None = None,
                  threads: int | None = None, inter_threads: int | None = None, optimization: str = "all",
                  spin: bool | None = None, fix: str = "re-export the artifact") -> Any:
@@ -76,9 +53,11 @@ def open_session(model: str | os.PathLike[str] | bytes, providers: list[Any] | N
     otherwise); a graph ONNX Runtime refuses is an ArtifactError that says `fix`, and no memory
     to load it an OutOfMemoryError (no re-export cures that)."""
     so = session_options(threads, inter_threads, optimization, spin)
-    src = model if isinstance(model, bytes) else _path_or_bytes(model)
     try:
-        return ort.InferenceSession(src, sess_options=so, providers=providers or [CPU])
+        with contextlib.nullcontext(model) if isinstance(model, bytes) else native_path(model) as src:
+            return ort.InferenceSession(src, sess_options=so, providers=providers or [CPU])
+    except InputError:
+        raise
     except Exception as e:  # ORT raises its own exception types for broken, truncated or invalid graphs
         what = "an in-memory model" if isinstance(model, bytes) else model
         if (memory := out_of_memory(e, f"loading {what} in ONNX Runtime")) is not None:

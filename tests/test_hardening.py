@@ -1095,9 +1095,9 @@ def test_a_listed_file_that_is_a_symlink_loop_is_refused_in_one_line(export, tmp
 
 def test_onnx_runtime_opens_an_artifact_whose_path_is_not_utf8(export, tmp_path, capsys):
     """A folder named in another encoding (b'ex\\xffe p'): ONNX Runtime's constructor refused the
-    surrogate-escaped str with a pybind error the line blamed on the artifact ('re-export'); OpenVINO
-    ran it. Now ORT is given the graph's bytes, and a graph whose weights lie beside it (found only
-    by its path) is one line saying to rename the folder."""
+    surrogate-escaped str with a pybind error the line blamed on the artifact ('re-export'), and a
+    graph whose weights lie beside it could not be opened at all; OpenVINO ran both. Now ORT opens
+    the file through its folder's descriptor, which finds the weights beside it too."""
     odd = tmp_path / os.fsdecode(b"ex\xffe p")
     shutil.copytree(export, odd)
     _png(tmp_path / "in.png")
@@ -1105,12 +1105,55 @@ def test_onnx_runtime_opens_an_artifact_whose_path_is_not_utf8(export, tmp_path,
     assert cli.main(_up(tmp_path, odd, tmp_path / "in.png", "o.png", "--backend", "onnxruntime", "--threads", "1")) == 0
     assert cli.main(["build", str(odd), "--target", "onnxruntime", "--out", str(tmp_path / "eng"), "--threads", "1"]) == 0
     load_verified(tmp_path / "eng")
-    data = tmp_path / os.fsdecode(b"data\xff")
-    shutil.copytree(_with_external_data(tmp_path, export), data)
-    from alignvar_edge import runtimes          # (the CLI's stderr escapes the odd byte; capsys's cannot)
-    with pytest.raises(ArtifactError, match=r"its path is not valid UTF-8, and the graph keeps its weights in files "
-                       r"beside it \(model.onnx.data\), which ONNX Runtime finds only by that path; rename the folder"):
-        runtimes.load(data, backend="onnxruntime", threads=1)
+
+
+def test_export_writes_into_a_folder_whose_name_is_not_utf8(nano, tmp_path):
+    """The ONNX checker opens the graph by its name encoded as UTF-8: an export into a folder named
+    in another encoding ran to its end, then failed with a pybind TypeError traceback. With its
+    weights beside the graph (found only through the graph's folder), ONNX Runtime opens it too:
+    export's own parity check, and an engine loaded from it."""
+    from alignvar_edge import runtimes
+    from alignvar_edge.export.onnx_export import export_onnx
+    out = tmp_path / os.fsdecode(b"lat\xe9 dir") / "exp"
+    export_onnx(nano, out, graph="single", batch=1, n_tiles=1, external_data=True)
+    assert "model.onnx.data" in load_verified(out).files
+    with runtimes.load(out, backend="onnxruntime", threads=1) as engine:
+        assert engine.upscale(np.zeros((8, 8, 3), np.float32)).shape == (32, 32, 3)
+
+
+def _latin1_locale(tmp: Path) -> dict[str, str]:
+    """The environment of a Latin-1 locale compiled into `tmp` (skips where localedef cannot)."""
+    if shutil.which("localedef") is None:
+        pytest.skip("localedef is not installed: no Latin-1 locale to run under")
+    made = subprocess.run(["localedef", "-i", "en_US", "-f", "ISO-8859-1", str(tmp / "en_US.ISO-8859-1")],
+                          capture_output=True, text=True)
+    if not (tmp / "en_US.ISO-8859-1").is_dir():
+        pytest.skip(f"localedef could not compile en_US.ISO-8859-1 here: {made.stderr.strip()[:200]}")
+    return {**ENV, "LOCPATH": str(tmp), "LC_ALL": "en_US.ISO-8859-1", "PYTHONUTF8": "0",
+            "PYTHONCOERCECLOCALE": "0", "PYTHONIOENCODING": ""}
+
+
+def test_a_latin1_locale_runs_an_engine_in_a_folder_named_with_accents(export, tmp_path):
+    """Under a Latin-1 locale 'é' is one byte on disk and two in UTF-8, so a C++ library handed the
+    str looked for another file: `selftest --engine` of an intact ONNX Runtime engine in such a
+    folder said 'File doesn't exist; re-export the artifact'."""
+    env = _latin1_locale(tmp_path)
+    r = subprocess.run([sys.executable, "-c", "import sys; print(sys.getfilesystemencoding())"],
+                       capture_output=True, text=True, env=env)
+    if r.stdout.strip().lower().replace("-", "") not in ("iso88591", "latin1"):
+        pytest.skip(f"the locale did not take: file system encoding {r.stdout.strip()!r}")
+    folder = tmp_path / "ex"
+    engine = folder / "engine é"             # the CLI given the name in Latin-1 bytes, as a shell would
+    r = subprocess.run([sys.executable, "-m", "alignvar_edge.cli", "build", str(export), "--target", "onnxruntime",
+                        "--threads", "1", "--out", os.fsencode(str(folder)) + b"/engine \xe9"],
+                       capture_output=True, encoding="latin-1", env=env, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert (folder / os.fsdecode(b"engine \xe9")).is_dir() and not engine.exists()
+    r = subprocess.run([sys.executable, "-m", "alignvar_edge.cli", "selftest", "--engine",
+                        os.fsencode(str(folder)) + b"/engine \xe9", "--threads", "1"],
+                       capture_output=True, encoding="latin-1", env=env, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert "PASS" in r.stdout
 
 
 def test_a_torch_build_names_the_users_weights_file_not_its_hidden_copy(ckpt, tmp_path, capsys):

@@ -25,6 +25,7 @@ import torch
 
 from alignvar_edge.caller import option, python_call
 from alignvar_edge.errors import ArtifactError, ConfigError, InputError, OutOfMemoryError, out_of_memory
+from alignvar_edge.export import onnx_io
 from alignvar_edge.export.batch import default_batch
 from alignvar_edge.export.graphs import GraphSpec, graph_noise, specs_for
 from alignvar_edge.export.lint import forbidden_constructs
@@ -33,6 +34,7 @@ from alignvar_edge.manifest import ModelInfo, ModelSource, listed_file, load_ver
 from alignvar_edge.outputs import artifact_dir, check_out
 from alignvar_edge.export.parity import ParityReport, check_parity, compare
 from alignvar_edge.export.staged import StagedRunner
+from alignvar_edge.native_paths import native_path
 from alignvar_edge.onnx_session import open_session
 from alignvar_edge.model.alignvar import AlignVAR, load_pretrained
 from alignvar_edge.model.checkpoint import checkpoint_source, training_stage, weights_sha256
@@ -173,11 +175,12 @@ def check_graph(path: Path) -> None:
     import onnx
 
 
-    try:
-        onnx.checker.check_model(str(path), full_check=True)
-    except onnx.checker.ValidationError as e:
-        raise ArtifactError(f"onnx.checker rejects {path.name}: {str(e).splitlines()[0]}") from e
-    bad = forbidden_constructs(onnx.load(str(path), load_external_data=False), path.parent)
+    with native_path(path) as where:       # the checker and the weights' reader open files in C++
+        try:
+            onnx.checker.check_model(where, full_check=True)
+        except onnx.checker.ValidationError as e:
+            raise ArtifactError(f"onnx.checker rejects {path.name}: {str(e).splitlines()[0]}") from e
+        bad = forbidden_constructs(onnx.load(where, load_external_data=False), os.path.dirname(where))
     if bad:
         raise ArtifactError(f"{path.name} contains constructs edge runtimes cannot run: {'; '.join(bad)}")
 
@@ -417,8 +420,6 @@ def _node_counts(root: Path, specs: list[GraphSpec]) -> dict[str, int]:
 
 def load_onnx_models(artifact: str | os.PathLike[str]) -> dict[str, Any]:
     """Verify an exported artifact (manifest + SHA-256s) and load its graphs as ModelProtos."""
-    import onnx
-
     root = Path(artifact)
     m = load_verified(root)
     if m.kind != "onnx":
@@ -426,7 +427,9 @@ def load_onnx_models(artifact: str | os.PathLike[str]) -> dict[str, Any]:
     out = {}
     for name, g in m.graphs.items():
         try:
-            out[name] = onnx.load(str(listed_file(root, m, g["file"])))
+            out[name] = onnx_io.load(listed_file(root, m, g["file"]))
+        except InputError:                       # a folder name no ONNX library can open
+            raise
         except Exception as e:  # protobuf DecodeError and friends
             raise ArtifactError(f"{root / g['file']} cannot be parsed as ONNX ({e}); re-export") from e
     return out

@@ -8,15 +8,24 @@ temporary directory with its weights in an external-data file instead.
 from __future__ import annotations
 
 import contextlib
+import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import onnx
 
-__all__ = ["LARGE", "is_large", "save", "session_source"]
+from alignvar_edge.native_paths import native_path
+
+__all__ = ["LARGE", "is_large", "load", "save", "session_source"]
 
 LARGE = 1_500_000_000      # well under 2 GB: the graph itself and ORT's copies need room too
+
+
+def load(path: str | os.PathLike[str]) -> onnx.ModelProto:
+    """The graph at `path` with its weights, wherever they lie (beside it, under any folder name)."""
+    with native_path(path) as at:         # onnx reads external weights through a C++ helper
+        return onnx.load(at)
 
 
 def is_large(model: onnx.ModelProto) -> bool:

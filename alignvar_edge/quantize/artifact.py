@@ -379,7 +379,7 @@ def _fp16(model_path: Path, cs: CalibrationSet, opts: QuantizeOptions, batch: in
     """fp16 per half-policy group (export/half_policy.py): from every group in fp16, the search
     returns the groups the validation split needs to f32."""
 
-    src = onnx.load(str(model_path))
+    src = onnx_io.load(model_path)
     val = Evaluator(str(model_path), cs.validation, batch=batch, border=scale, optimized=True, extra=extra)
     k = max(batch, opts.sensitivity_tiles)         # at least one call of the static batch
     sub = TileSplit(cs.calibration.lr[:k], cs.calibration.hr[:k], cs.calibration.names[:k])

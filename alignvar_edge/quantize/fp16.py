@@ -25,6 +25,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 from alignvar_edge.export import onnx_io
+from alignvar_edge.native_paths import native_path
 
 __all__ = ["DEFAULT_KEEP_OPS", "Fp16Report", "float_tensors", "to_fp16"]
 
@@ -58,7 +59,8 @@ def _types(model: onnx.ModelProto) -> dict[str, int]:
         with tempfile.TemporaryDirectory(prefix="alignvar-fp16-") as tmp:
             src, dst = Path(tmp) / "m.onnx", Path(tmp) / "inferred.onnx"
             onnx_io.save(model, src, large=True)
-            onnx.shape_inference.infer_shapes_path(str(src), str(dst), check_type=False, strict_mode=False)
+            with native_path(src) as src_at, native_path(dst) as dst_at:     # $TMPDIR may be named in any encoding
+                onnx.shape_inference.infer_shapes_path(src_at, dst_at, check_type=False, strict_mode=False)
             inferred = onnx.load(str(dst), load_external_data=False)
     else:
         inferred = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False)

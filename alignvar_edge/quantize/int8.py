@@ -147,7 +147,7 @@ class Int8Builder:
         on_disk = sum(p.stat().st_size for p in Path(model_path).parent.glob(Path(model_path).name + "*"))
         self.large = external or on_disk > onnx_io.LARGE
         _pre_process(Path(model_path), pre, self.large, on_disk)
-        pre_model = _rename_biases(onnx.load(str(pre)))
+        pre_model = _rename_biases(onnx_io.load(pre))
         onnx_io.save(pre_model, pre, self.large)
         nodes = []
         for n in classify(pre_model):
@@ -183,7 +183,7 @@ class Int8Builder:
         """
         keep = {n.name for n in self.selected(policy)}
         if not keep:
-            return onnx.load(str(self.prepared.path))
+            return onnx_io.load(self.prepared.path)
         if self._widest is None:
             self._widest = self._quantize_static(sorted(keep))
             self._widest_names = keep
@@ -237,7 +237,7 @@ class Int8Builder:
             extra_options={"ActivationSymmetric": r.symmetric_activations, "WeightSymmetric": True,
                            "QDQKeepRemovableActivations": True,
                            "OpTypesToExcludeOutputQuantization": [] if r.quantize_outputs else list(r.op_types)})
-        model = onnx.load(str(out))
+        model = onnx_io.load(out)
         for f in self.tmp.glob("qdq.onnx*"):      # the model and any external-data file
             f.unlink()
         return self._only(model, set(names))

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from alignvar_edge.export import onnx_io
 from alignvar_edge.export.onnx_io import session_source
 from alignvar_edge.export.parity import psnr_y, rgb_to_y, token_agreement
 from alignvar_edge.graph_names import INPUT, SR
@@ -110,7 +111,7 @@ def _with_logits(model: onnx.ModelProto | str) -> tuple[onnx.ModelProto | str, l
     if not logits:
         return model, []
     if isinstance(model, str):
-        m = onnx.load(model)      # with its weights this time
+        m = onnx_io.load(model)      # with its weights this time
     return with_float_outputs(m, logits), logits
 
 

@@ -20,6 +20,7 @@ import onnx
 from onnx.utils import Extractor
 
 from alignvar_edge.errors import ArtifactError
+from alignvar_edge.export import onnx_io
 from alignvar_edge.graph_names import SR
 from alignvar_edge.quantize.token_path import token_outputs, token_path
 
@@ -41,7 +42,7 @@ class TokenSplit:
 
 def split_at_tokens(onnx_path: Path) -> TokenSplit:
     """The token part and the image part of a single graph (see the module docstring)."""
-    model = onnx.load(str(onnx_path))
+    model = onnx_io.load(onnx_path)
     g = model.graph
     outputs = [o.name for o in g.output]
     if SR not in outputs:
