@@ -11,7 +11,6 @@ import argparse
 import atexit
 import errno
 import importlib
-import io
 import os
 import signal
 import sys
@@ -21,7 +20,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
-from alignvar_edge import __version__, caller, progress, safe_stop
+from alignvar_edge import __version__, caller, console_text, progress, safe_stop
 from alignvar_edge.errors import AlignVAREdgeError, BackendUnavailableError, host_tools_error, out_of_memory
 from alignvar_edge.extras import install_command
 from alignvar_edge.fsmodes import NO_SPACE, name_too_long
@@ -360,11 +359,11 @@ def run_as_program() -> NoReturn:
     methods so, and an export imports many lazily), caught or not, so a SIGTERM's status 143 would
     read as "killed by SIGINT".
 
-    Its messages name paths as the file system holds them: in a locale that is not UTF-8 Python
-    decodes other bytes of a file name to lone surrogates, which stderr wrote as '\\udcc3' escapes
-    nobody can paste back; surrogateescape writes the name's own bytes (stdout already does)."""
-    if isinstance(sys.stderr, io.TextIOWrapper):
-        sys.stderr.reconfigure(errors="surrogateescape")
+    Its output is written whatever the console's encoding (`console_text`): a file name as the file
+    system holds it (stderr wrote a name's odd bytes as '\\udcc3' escapes nobody can paste back), and
+    a report's '–' under a legacy locale (it raised after the work was done)."""
+    console_text.tolerant(sys.stdout)
+    console_text.tolerant(sys.stderr)
     code = main()
     if code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
         for stream in (sys.stdout, sys.stderr):

@@ -7,6 +7,8 @@ import inspect
 import os
 import re
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -81,3 +83,17 @@ def test_an_output_name_too_long_is_bad_input_with_its_fix(argv, name, tmp_path,
     assert len(lines) == 1 and f"its name '{name}' is {len(name)} bytes, more than the {name_max} a file name can " \
         "have on this file system; choose a shorter name" in lines[0], lines
     assert sorted(os.listdir(tmp_path)) == ["in.png"]
+
+
+
+def test_a_report_prints_under_an_ascii_locale(tmp_path) -> None:
+    """Under LC_ALL=C without Python's UTF-8 mode the console is ASCII: `bench merge` wrote its
+    report, then raised UnicodeEncodeError on the table's '–' cells and exited 1; a file name's
+    own bytes still come out as they are."""
+    report = Path(__file__).resolve().parent.parent / "docs" / "results" / "epyc-zen5-2core" / "engines.json"
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0"}
+    out = subprocess.run([sys.executable, "-m", "alignvar_edge", "bench", "merge", str(report),
+                          "--out", os.fsencode(tmp_path) + b"/m\xe9rged.json"], env=env, capture_output=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-500:]
+    assert b"| - |" in out.stdout or b" - " in out.stdout, out.stdout[:500]
+    assert (tmp_path / os.fsdecode(b"m\xe9rged.json")).is_file()
