@@ -420,6 +420,36 @@ def test_merge_says_once_when_reports_come_from_different_alignvar_edge_versions
                       "like-for-like rows"]
 
 
+def test_merge_names_each_devices_runtime_versions_and_warns_where_they_differ(tmp_path: Path) -> None:
+    """Reports whose engines ran other torch / onnxruntime / openvino versions merged without a word,
+    and the merged Markdown named no runtime version."""
+    from alignvar_edge.bench.merge import RUNTIME_PACKAGES, merge_markdown, runtime_versions
+    a = json.loads(DOC_REPORT.read_text())
+    b = copy.deepcopy(a)
+    b["label"] = "jetson"
+    pa = write_json(tmp_path / "a.json", a)
+    assert not any("runtime" in w for w in merge_reports([pa, write_json(tmp_path / "b.json", b)])["warnings"])
+    b["host"]["backends"]["onnxruntime"]["version"] = "1.30.0"
+    # a runtime that only recorded another version, but ran no row there, is no difference
+    b["host"]["backends"]["openvino"]["version"] = "2025.0.0"
+    for e in b["engines"]:
+        if e["backend"] == "openvino":
+            e.update(status="unavailable", reason="not here")
+    merged = merge_reports([pa, write_json(tmp_path / "b.json", b)])
+    assert [w for w in merged["warnings"] if "runtime" in w] == [
+        f"runtime 'onnxruntime' differs: {a['label']}=1.32.0, jetson=1.30.0; re-run with the same versions for "
+        "like-for-like rows"]
+    md = merge_markdown(merged)
+    assert "1 thread(s); torch 2.13.0+cpu, onnxruntime 1.32.0, openvino 2026.4.1; peak" in md, md
+    assert "1 thread(s); torch 2.13.0+cpu, onnxruntime 1.30.0; peak" in md, md
+    # a device report records packages (`tools`), a trtexec report its log's TensorRT
+    trtexec = {"host": {"tools": {"torch": "2.11.0", "tensorrt": "8.6.1"}}, "settings": {"trtexec": {
+        "tensorrt_version": "10.3.0"}}, "engines": [{"backend": "tensorrt", "status": "ok"},
+                                                    {"backend": "torch", "status": "failed"}]}
+    assert runtime_versions(trtexec) == {"tensorrt": "10.3.0"}
+    assert RUNTIME_PACKAGES == {b: runtimes.get_backend(b).distribution for b in runtimes.BACKENDS}
+
+
 def test_bench_names_an_engine_path_that_is_not_an_engine_before_looking_for_its_model(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "notes").mkdir()

@@ -20,8 +20,8 @@ from alignvar_edge.bench.schema import DEVICE_REFERENCE, ReportSchemaError, read
 from alignvar_edge.errors import InputError
 from alignvar_edge.manifest import default_overlap
 
-__all__ = ["graph_warnings", "label_warnings", "lineup", "lineup_keys", "merge_markdown", "merge_reports",
-           "merge_warnings", "plot_merged", "plot_rows"]
+__all__ = ["RUNTIME_PACKAGES", "graph_warnings", "label_warnings", "lineup", "lineup_keys", "merge_markdown",
+           "merge_reports", "merge_warnings", "plot_merged", "plot_rows", "runtime_versions"]
 
 
 def _parts(report: dict[str, Any]) -> list[dict[str, Any]]:
@@ -131,6 +131,15 @@ def merge_warnings(parts: list[dict[str, Any]]) -> list[str]:
         out.append("the reports were written by different alignvar-edge versions ("
                    + "; ".join(f"{v}: {', '.join(w)}" for v, w in sorted(versions.items()))
                    + "): how a figure is measured may differ; re-run with one version for like-for-like rows")
+    # a runtime's version changes its kernels and fusions, so every figure of the engines it ran
+    ran: dict[str, list[tuple[str, str]]] = {}
+    for r in parts:
+        for package, version in runtime_versions(r).items():
+            ran.setdefault(package, []).append((who(r), version))
+    for package, seen in ran.items():
+        if len({v for _, v in seen}) > 1:
+            out.append(f"runtime '{package}' differs: " + ", ".join(f"{k}={v}" for k, v in seen)
+                       + "; re-run with the same versions for like-for-like rows")
     hosts = [r for r in parts if not _device_report(r)]
     # the photographs fidelity was measured on: by their content where every report records it (one
     # folder under two paths is the same; two folders under one relative path are not), else the path
@@ -165,6 +174,37 @@ def merge_warnings(parts: list[dict[str, Any]]) -> list[str]:
                        + (f" at {threads} threads: its ratios against eager PyTorch are flattered; "
                           "re-run it with --threads 1" if flattered(r) else ": its absolute times are inflated"))
     return out
+
+
+# the package each backend's engines run on, as a host's `tools` names it (its `backends` name the
+# backend); tests/test_bench.py holds it to each Backend's distribution
+RUNTIME_PACKAGES = {"torch": "torch", "onnxruntime": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt",
+                    "coreml": "coremltools"}
+
+
+def runtime_versions(report: dict[str, Any]) -> dict[str, str]:
+    """{package: version} of each runtime a report's timed rows ran on, as its host block records it
+    (a trtexec report's TensorRT: the log's); a runtime whose version was not recorded is left out."""
+    host, settings = report["host"], report.get("settings") or {}
+    backends, tools, trtexec = (part.get(k) if isinstance(part.get(k), dict) else {}
+                                for part, k in ((host, "backends"), (host, "tools"), (settings, "trtexec")))
+    ran = {e["backend"] for e in report["engines"] if e["status"] == "ok"}
+    out = {}
+    for backend, package in RUNTIME_PACKAGES.items():
+        if backend not in ran:
+            continue
+        recorded = backends.get(backend) if isinstance(backends.get(backend), dict) else {}
+        version = ((backend == "tensorrt" and trtexec.get("tensorrt_version")) or recorded.get("version")
+                   or tools.get(package))
+        if version:
+            out[package] = str(version)
+    return out
+
+
+def _runtime_words(report: dict[str, Any]) -> str:
+    """'; torch 2.13.0, onnxruntime 1.32.0': the runtimes a report's rows ran on ('' where none is recorded)."""
+    versions = runtime_versions(report)
+    return "; " + ", ".join(f"{p} {v}" for p, v in versions.items()) if versions else ""
 
 
 def _short(value: Any) -> Any:
@@ -379,7 +419,7 @@ def merge_markdown(merged: dict[str, Any], plot: str | None = None) -> str:
              f"{len(merged['reports'])} report(s), schema version {merged['schema_version']}.", ""]
     for r in merged["reports"]:
         best = (r["summary"] or {}).get("best_cpu")
-        lines.append(f"- **{r['label']}**: {host_words(r)}; {threads_words(r)}; peak "
+        lines.append(f"- **{r['label']}**: {host_words(r)}; {threads_words(r)}{_runtime_words(r)}; peak "
                      f"{figure_cell('gflops', (r.get('peak') or {}).get('gflops'))} GFLOP/s; "
                      f"model {r['model']['name']}; {r['created']}"
                      + (f"; best CPU engine {best['label']} {best['speedup_vs_eager']:.2f}x eager" if best else ""))
