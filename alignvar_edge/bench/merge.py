@@ -214,9 +214,10 @@ def _short(value: Any) -> Any:
 
 def _weights_line(name: str, reports: list[dict[str, Any]]) -> str | None:
     """Whether the reports of one model ran the same weights, by what each records: the state-dict
-    hash (the same checkpoint copied to another path is the same weights), else, in reports written
-    before the hash, the parameter count and where the weights were loaded from. None where they
-    agree; one line where they differ, or where nothing recorded can tell."""
+    hash (the same checkpoint copied to another path is the same weights), else, where every report
+    was written before the hash, the parameter count and where the weights were loaded from. None
+    where they agree; one line where they differ, or where nothing recorded can tell (a report
+    without the hash beside one with it included)."""
     models = [r["model"] for r in reports]
     # reports before the hash wrote a bundled checkpoint as 'checkpoint NAME', without '(bundled)'
     sources = [re.sub(r" \(bundled\)$", "", str(m.get("source"))) for m in models]
@@ -228,16 +229,18 @@ def _weights_line(name: str, reports: list[dict[str, Any]]) -> str | None:
     if len(hashes) > 1 or len(params) > 1 or presets:
         return (f"model {name} comes from different weights ({listed}): fidelity and speed-ups are not "
                 "comparable across these reports")
-    # a report without the hash is the same weights where it names the source of another report
-    hashed = {s for s, m in zip(sources, models) if m.get("weights_sha256")}
-    groups = {s for s, m in zip(sources, models) if not m.get("weights_sha256") and s not in hashed}
-    if len(groups) + bool(hashed) <= 1:
+    unhashed = [r["label"] for r in reports if not r["model"].get("weights_sha256")]
+    # reports without the hash (older ones) are taken as the same weights where they name one source;
+    # beside a hash, a source and parameter count prove nothing: one name and size can hold other
+    # weights (the bundled model saved again in fp16, a checkpoint retrained in place)
+    if not unhashed or (not hashes and len(set(sources)) == 1):
         return None
-    unhashed = [r["label"] for r, src in zip(reports, sources)
-                if not r["model"].get("weights_sha256") and src not in hashed]
+    why = ("and a source and parameter count cannot stand for the weights hash the others record (one checkpoint "
+           "name can hold other weights: a model saved again in place)" if hashes
+           else "and no source another report names")
     return (f"model {name}: whether the reports ran the same weights cannot be told ({listed}): "
-            f"{', '.join(unhashed)} recorded no weights hash (an older report) and no source another report "
-            "names; compare fidelity and speed-ups across these reports with care")
+            f"{', '.join(unhashed)} recorded no weights hash (an older report) {why}; compare fidelity and "
+            "speed-ups across these reports with care")
 
 
 # the settings a device report (`bench --no-reference`, `bench trtexec`) has
