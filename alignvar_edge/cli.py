@@ -14,7 +14,6 @@ import importlib
 import os
 import signal
 import sys
-import tempfile
 import threading
 import warnings
 from collections.abc import Mapping, Sequence
@@ -23,7 +22,7 @@ from typing import Any, NoReturn
 from alignvar_edge import __version__, caller, console_text, progress, safe_stop
 from alignvar_edge.errors import AlignVAREdgeError, BackendUnavailableError, host_tools_error, out_of_memory
 from alignvar_edge.extras import install_command
-from alignvar_edge.fsmodes import NO_SPACE, name_too_long
+from alignvar_edge.fsmodes import NO_SPACE, is_temp_folder, name_too_long
 from alignvar_edge.lazy import host_package
 
 # modules with a `register(subparsers)` function, in the order their verbs are listed
@@ -279,17 +278,11 @@ def _os_error_line(e: BaseException) -> str:
     if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"cannot write or read {where} ({e.strerror}); choose another path or fix its permissions"
     if e.errno in NO_SPACE:
-        if _is_temp_folder(where):     # scratch copies (quantize's): no other output helps, another TMPDIR does
+        if is_temp_folder(where):      # scratch copies (quantize's, a split build's): another TMPDIR helps
             return (f"no space left on the device of the temporary folder {where} ($TMPDIR); free some space "
                     "there or set TMPDIR to a folder on a disk with room (`TMPDIR=DIR alignvar-edge ...`)")
         return f"no space left on the device writing {where}; free some space or choose another output"
     return f"{where}: {e.strerror or e}"
-
-
-def _is_temp_folder(path: str) -> bool:
-    """`path` is the temporary folder itself, which a verb names for its scratch files (an output
-    the user names below it is a path of its own)."""
-    return os.path.realpath(path) == os.path.realpath(tempfile.gettempdir())
 
 
 def _watch_signals(flag: list[int], verb: str) -> dict[int, Any]:

@@ -11,15 +11,16 @@ import re
 import secrets
 import shutil
 import stat
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from alignvar_edge import safe_stop
 from alignvar_edge.errors import InputError
 
-__all__ = ["NO_SPACE", "WRITE_LIMITS", "as_write_error", "broken_link", "hidden_prefix", "is_temporary_name", "name_too_long", "not_a_folder",
+__all__ = ["NO_SPACE", "WRITE_LIMITS", "as_write_error", "broken_link", "hidden_prefix", "is_temp_folder", "is_temporary_name", "name_too_long", "not_a_folder",
            "umask", "publish_mode",
-           "replace_dir", "special_kind", "symlink_loop", "temp_file_beside", "unwritable_folder", "write_atomically",
+           "replace_dir", "special_kind", "symlink_loop", "temp_file_beside", "temp_folder_full", "unwritable_folder", "write_atomically",
            "write_error",
            "write_text"]
 
@@ -169,6 +170,21 @@ def not_a_folder(path: str | os.PathLike[str]) -> str | None:
     if not os.path.exists(p):
         return "does not exist"
     return f"is {special_kind(p) or 'a file'}, not a folder"
+
+
+def is_temp_folder(path: str | os.PathLike[str] | None) -> bool:
+    """`path` is the temporary folder itself ($TMPDIR), which an error names for the scratch files a
+    verb writes there (an output the user names below it is a path of its own)."""
+    return path is not None and os.path.realpath(path) == os.path.realpath(tempfile.gettempdir())
+
+
+def temp_folder_full(e: BaseException) -> OSError | None:
+    """`e`, raised writing scratch files under $TMPDIR, as the error that names the temporary folder
+    where the disk there is full (the CLI then says to free room there or set TMPDIR, not to free room
+    where the output goes); None for any other error."""
+    if isinstance(e, OSError) and e.errno in NO_SPACE:
+        return OSError(e.errno, e.strerror or os.strerror(e.errno), tempfile.gettempdir())
+    return None
 
 
 def write_error(e: OSError, path: str | os.PathLike[str]) -> OSError:

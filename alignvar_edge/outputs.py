@@ -26,7 +26,7 @@ from pathlib import Path
 from alignvar_edge import jsonsafe
 from alignvar_edge.caller import option
 from alignvar_edge.errors import ArtifactError, InputError, OutputExistsError
-from alignvar_edge.fsmodes import (WRITE_LIMITS, hidden_prefix, publish_mode, replace_dir, symlink_loop,
+from alignvar_edge.fsmodes import (WRITE_LIMITS, hidden_prefix, is_temp_folder, publish_mode, replace_dir, symlink_loop,
                                      unwritable_folder, write_error)
 from alignvar_edge.manifest import MANIFEST_FILE, OWN_MARKERS, RUN_FILE, edited_files, first_names, unlisted_files
 
@@ -199,8 +199,8 @@ def _writing_into(e: OSError, tmp: Path) -> bool:
     it, and its error names the source file where shutil.copy2 made it, or nothing at all; so does a
     file over a size limit); other
     errors name a file inside `tmp` (as `filename2` where they name the source first)."""
-    if e.errno in WRITE_LIMITS:
-        return True
+    if e.errno in WRITE_LIMITS:                 # ... unless it names $TMPDIR: scratch there (`temp_folder_full`)
+        return not is_temp_folder(e.filename)
     inside = os.path.abspath(tmp)
     return any(name and os.path.abspath(name).startswith(inside + os.sep)
                for name in (e.filename2, e.filename) if isinstance(name, str))

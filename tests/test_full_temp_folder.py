@@ -27,3 +27,23 @@ def test_quantize_with_a_full_temp_folder_names_it_and_exits_1(micro_export: Pat
                     "($TMPDIR); free some space there or set TMPDIR to a folder on a disk with room "
                     "(`TMPDIR=DIR alignvar-edge ...`)"), line
     assert not out.exists() and sorted(p.name for p in temp.iterdir()) == ["filler"]
+
+
+def test_an_openvino_split_build_with_a_full_temp_folder_names_it(micro_export: Path, small_disk, tmp_path):
+    """A split OpenVINO build (int8 here; bf16 on a CPU with bf16 units) writes its two parts as ONNX
+    scratch files under $TMPDIR: a full disk there was said to be the output's ('no space left on the
+    device writing OUT; free some space or choose another output'), on a disk with room."""
+    temp = small_disk("1M")                       # the micro export's parts (2.3 MB) do not fit
+    out = tmp_path / "ov"
+    r = subprocess.run([sys.executable, "-m", "alignvar_edge", "build", str(micro_export), "--target", "openvino",
+                        "--precision", "int8", "--calib", "builtin", "--calib-tiles", "4",
+                        "--out", str(out)],
+                       capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "TMPDIR": str(temp), "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr, r.stderr
+    line = r.stderr.strip().splitlines()[-1]
+    assert line == (f"alignvar-edge build: error: no space left on the device of the temporary folder {temp} "
+                    "($TMPDIR); free some space there or set TMPDIR to a folder on a disk with room "
+                    "(`TMPDIR=DIR alignvar-edge ...`)"), line
+    assert not out.exists() and list(temp.iterdir()) == []

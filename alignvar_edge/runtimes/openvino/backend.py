@@ -64,7 +64,7 @@ from alignvar_edge.caller import on_command_line, option
 from alignvar_edge.cpuinfo import has_vnni
 from alignvar_edge.errors import (ArtifactError, BackendUnavailableError, EngineClosedError, HalfPrecisionError,
                                   InputError, PrecisionWarning)
-from alignvar_edge.fsmodes import WRITE_LIMITS
+from alignvar_edge.fsmodes import WRITE_LIMITS, temp_folder_full
 from alignvar_edge.graph_names import INPUT, NOISE, SR, is_token_name, token_names
 from alignvar_edge.lazy import lazy_import
 from alignvar_edge.manifest import Manifest, db_text, listed_file, load_verified, write_manifest
@@ -893,7 +893,10 @@ class OpenVINOBackend(Backend):
                 paths[name] = Path(scratch) / f"{name}.onnx"
                 mine = onnx.ModelProto()
                 mine.CopyFrom(part)      # saving with external data moves the weights out of the proto
-                onnx.save(mine, str(paths[name]), save_as_external_data=True, location=f"{name}.onnx.data")
+                try:
+                    onnx.save(mine, str(paths[name]), save_as_external_data=True, location=f"{name}.onnx.data")
+                except OSError as e:
+                    raise temp_folder_full(e) or e from e
             token, image = _read_onnx(paths["token"], rewrites), _read_onnx(paths["image"], rewrites)
             if precision == "int8":
                 from alignvar_edge.runtimes.openvino.nncf import nncf_quantize
