@@ -1787,3 +1787,18 @@ def test_an_artifact_is_published_without_a_second_write_probe_after_the_work(tm
                                                    "writable; choose another out=")):
         with outputs.artifact_dir(tmp_path / "F"):       # before the work, it is asked
             pytest.fail("the work ran in a folder refused beforehand")
+
+
+def test_a_plot_says_nothing_about_a_home_it_cannot_write(tmp_path):
+    """With HOME unwritable (a service account, a read-only container) `bench --plot` and `bench
+    merge --plot` printed matplotlib's two lines about its config folder beside the verb's own."""
+    pytest.importorskip("matplotlib")
+    (tmp_path / "file").write_text("")
+    env = {k: v for k, v in ENV.items() if k not in ("MPLCONFIGDIR", "XDG_CONFIG_HOME", "XDG_CACHE_HOME")}
+    report = ROOT / "docs" / "results" / "epyc-zen5-2core" / "engines.json"
+    r = subprocess.run([sys.executable, "-m", "alignvar_edge", "bench", "merge", str(report), "--out",
+                        str(tmp_path / "m.json"), "--plot", str(tmp_path / "m.png")],
+                       capture_output=True, text=True, timeout=300, env={**env, "HOME": str(tmp_path / "file" / "home")})
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "m.png").stat().st_size > 0
+    assert "matplotlib" not in r.stderr.lower(), r.stderr

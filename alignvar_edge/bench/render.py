@@ -1,6 +1,7 @@
 """Reports as people read them: a terminal table, Markdown, and a PNG plot (matplotlib, Agg)."""
 from __future__ import annotations
 
+import logging
 import math
 import os
 from pathlib import Path
@@ -413,13 +414,20 @@ def report_markdown(report: dict[str, Any], plot: str | None = None) -> str:
 def pyplot() -> Any:
     """matplotlib.pyplot drawing off-screen (Agg), or one line saying how to get it: a device
     install (alignvar-edge[device]) has no matplotlib, and `bench merge --plot` may run there."""
+    # where HOME cannot hold its config and font cache, matplotlib makes a temporary folder (and
+    # removes it at exit) and logs two lines of advice about it: noise in a verb's output
+    log = logging.getLogger("matplotlib")
+    level = log.level
+    log.setLevel(logging.ERROR)
     try:
         import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
     except ModuleNotFoundError as e:
         raise InputError("--plot needs matplotlib, which is not installed here: pip install matplotlib "
                          "(the host extra has it), or leave out --plot") from e
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    finally:
+        log.setLevel(level)
     return plt
 
 
