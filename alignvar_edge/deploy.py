@@ -34,7 +34,7 @@ from alignvar_edge.caller import option
 from alignvar_edge.errors import AlignVAREdgeError, InputError
 from alignvar_edge.fsmodes import not_a_folder
 from alignvar_edge.recipes import ALIASES, BACKENDS, DEPLOY_DEFAULT, deploy_precisions, engine_precision, recipe
-from alignvar_edge.manifest import ModelInfo, ModelSource, parity_figures, read_manifest
+from alignvar_edge.manifest import Manifest, ModelInfo, ModelSource, parity_figures, read_manifest
 
 __all__ = ["DeployOptions", "DeployResult", "Step", "deploy", "plan"]
 
@@ -195,6 +195,7 @@ def deploy(opts: DeployOptions, log: Log | None = None, progress: Progress | Non
     check_out(out, opts.force)               # before minutes of work, not after
     t_start = time.perf_counter()
     model, name, source = _load_model(opts)
+    reused = _checked_export(Path(opts.export), model, source) if opts.export else None
     steps = plan(opts.target_list(), opts.precisions, opts.quick)
     n_build = sum(1 for s in steps if s.status == "planned")
     total = 3 + n_build + (1 if opts.staged else 0)
@@ -207,9 +208,9 @@ def deploy(opts: DeployOptions, log: Log | None = None, progress: Progress | Non
 
     batch_search: dict[str, Any] | None = None
     with artifact_dir(out, force=opts.force) as tmp, staged_as(tmp, out):
-        if opts.export:
+        if reused is not None:
             t0 = stage(f"reuse the export {opts.export} (checked against the model, copied in)")
-            export = _reuse_export(Path(opts.export), tmp / "export", model, say)
+            export = _reuse_export(Path(opts.export), reused, tmp / "export", say)
         else:
             t0 = stage(f"export {name} to ONNX (single graph, validated against PyTorch)")
             export, batch_search = _export(model, tmp, name, source, opts, say)
@@ -328,22 +329,45 @@ def _export(model: Any, tmp: Path, name: str, source: ModelSource, opts: DeployO
                             "image_lr": IMAGE_LR, "measured_on": f"onnxruntime cpu, {threads} thread(s)"}
 
 
-def _reuse_export(src: Path, dest: Path, model: Any, say: Log) -> Path:
-    """Copy a verified fp32 single-graph export of this very model (config and validation) into OUT;
-    say where it is pruned (every engine built from it is, so their tokens differ from eager's)."""
-    import shutil
-
+def _checked_export(src: Path, model: Any, source: ModelSource) -> Manifest:
+    """The verified manifest of --export, refused before any work unless it is an fp32 single-graph
+    export of this very model: its config, and its weights by the state-dict SHA-256 the export
+    recorded (an export of other weights would ship engines of two models side by side)."""
     from alignvar_edge.errors import ArtifactError
     from alignvar_edge.manifest import load_verified
+    from alignvar_edge.model.checkpoint import weights_sha256
     from alignvar_edge.runtimes.base import config_from_manifest
-    from alignvar_edge.manifest import prune_text
     m = load_verified(src)
+    given = option("export", src)
     if m.kind != "onnx" or m.graph != "single" or m.precision != "fp32":
-        raise ArtifactError(f"'{src}' is a {m.precision} {m.graph} {m.kind} artifact; "
-                            "--export needs an fp32 single-graph export (`alignvar-edge export`)")
+        raise ArtifactError(f"{given} is a {m.precision} {m.graph} {m.kind} artifact; "
+                            "it needs an fp32 single-graph export (`alignvar-edge export`)")
     if config_from_manifest(m).to_dict() != model.config.to_dict():
-        raise ArtifactError(f"'{src}' was exported from another model configuration "
-                            f"('{m.model.name}'); export this model instead (leave out --export)")
+        raise ArtifactError(f"{given} was exported from another model configuration "
+                            f"('{m.model.name}'); export this model instead (leave out {option('export')})")
+    recorded, mine = m.model.weights_sha256, weights_sha256(model)
+    if recorded != mine:
+        made = f"weights SHA-256 {recorded[:12]}" if recorded else "an older export that records no weights SHA-256"
+        raise ArtifactError(f"{given} was exported from {m.source.describe()} ({made}), not from the model to "
+                            f"deploy, {source.describe()} (weights SHA-256 {mine[:12]}): export this model "
+                            f"{_export_command(source)}and pass that, or leave out {option('export')} to export here")
+    return m
+
+
+def _export_command(source: ModelSource) -> str:
+    """The `export` command of the model `source` names, with a trailing space ('' where none loads it)."""
+    if source.kind == "preset":
+        return f"(`alignvar-edge export --preset {source.name} --seed {source.seed} --out DIR`) "
+    ref = source.reference
+    return f"(`alignvar-edge export {ref} --out DIR`) " if ref else ""
+
+
+def _reuse_export(src: Path, m: Manifest, dest: Path, say: Log) -> Path:
+    """Copy the export `_checked_export` verified (`m`, its manifest) into OUT; say where it is
+    pruned (every engine built from it is, so their tokens differ from eager's)."""
+    import shutil
+
+    from alignvar_edge.manifest import prune_text
     prune = m.graph_facts.get("prune")
     if prune:
         say(f"      the export is pruned ({prune_text(prune)}): every engine built from it leaves out tokens at the "

@@ -84,6 +84,31 @@ def test_reused_export_must_match_the_model(micro_export: Path, tmp_path: Path) 
     assert not (tmp_path / "d").exists()
 
 
+def test_a_reused_export_of_other_weights_is_refused_before_any_work(micro_export: Path, tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """The same config with one weight changed (a fine-tune of the exported model): the engines would
+    come from the export and Core ML from the checkpoint, so it is refused, naming both weights."""
+    import torch
+
+    from alignvar_edge.export.random_model import random_model
+    from alignvar_edge.model.checkpoint import save_pretrained, weights_sha256
+    tuned = random_model("micro")
+    with torch.no_grad():
+        tuned.head.bias[0] += 1.0
+    ckpt = save_pretrained(tuned, tmp_path / "tuned")
+    out = tmp_path / "d"
+    rc = cli.main(["deploy", str(ckpt), "--export", str(micro_export), "--out", str(out), "--quick",
+                   "--targets", "onnxruntime", "--precision", "fp32", "--threads", "1"])
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    recorded = read_manifest(micro_export).model.weights_sha256
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert f"--export '{micro_export}' was exported from" in err and f"weights SHA-256 {recorded[:12]}" in err
+    assert f"checkpoint {ckpt.resolve()} (weights SHA-256 {weights_sha256(tuned)[:12]})" in err, err
+    assert f"`alignvar-edge export {ckpt.resolve()} --out DIR`" in err and "leave out --export" in err
+    assert "[1/" not in captured.out and not out.exists()          # refused before any step
+
+
 def test_deploy_cli_error_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rc = cli.main(["deploy", "--preset", "micro", "--export", str(tmp_path / "none"), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip()
