@@ -94,3 +94,25 @@ def test_a_resumed_stage_keeps_the_lineage_it_started_from(tmp_path: Path, monke
                      "--batch", "1", "--warmup", "0", "--save-every", "1000", "--resume"]) == 0
     _, trained = _eval(str(tmp_path / "runs/dec/final"), tmp_path / "dec.json", capsys)
     assert trained["steps"] == 3 and (trained["init"]["steps"], trained["init"]["batch"]) == (3, 2), trained
+
+
+def test_a_stage_resumed_from_another_folder_names_the_folders_it_used(tmp_path: Path, monkeypatch, capsys) -> None:
+    """Relative --init and --images of a --resume run elsewhere were joined to the folder the run
+    started in (RUN/run.json's), naming folders that do not exist."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    _photos(work / "mine")
+    _train("vqvae", "--preset", "micro", "--images", "mine", "--out", "runs/vq", "--steps", "1", "--batch", "2")
+    # stopped by its time budget after its first step, then resumed from the parent folder
+    assert cli.main(["train", "decoder", "--init", "runs/vq/final", "--latent", "zero", "--images", "mine", "--out",
+                     "runs/dec", "--steps", "2", "--batch", "1", "--warmup", "0", "--max-minutes", "0.0001"]) == 0
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["train", "decoder", "--init", "work/runs/vq/final", "--latent", "zero", "--images", "work/mine",
+                     "--out", "work/runs/dec", "--steps", "2", "--batch", "1", "--warmup", "0", "--resume"]) == 0
+    monkeypatch.chdir(work)
+    out, trained = _eval("runs/dec/final", tmp_path / "dec.json", capsys)
+    assert (trained["steps"], trained["images"]) == (2, str(work / "mine")), trained
+    assert trained["init"]["checkpoint"] == str(work / "runs/vq/final") and trained["init"]["stage"] == "vqvae"
+    assert out.startswith(f"runs/dec/final: decoder stage (--latent zero) at step 2 of 2, batch 1, on --images "
+                          f"{work / 'mine'}\n  from {work / 'runs/vq/final'}: vqvae stage"), out

@@ -245,7 +245,7 @@ def _stage_lineage(d: Path, seen: set[Path]) -> dict[str, Any]:
     if not isinstance(made.get("stage"), str) or not isinstance(made.get("steps"), int):
         return {}
     seen.add(Path(os.path.realpath(d)))      # realpath: a symlink loop is a path, not an error
-    cwd = _recorded_cwd(d)
+    cwd = _recorded_cwd(d, made)
     stage: dict[str, Any] = {k: made[k] for k in ("stage", "steps", "planned_steps")
                              if isinstance(made.get(k), (int, str))}
     if isinstance(options.get("batch"), int):
@@ -270,11 +270,17 @@ def _stage_lineage(d: Path, seen: set[Path]) -> dict[str, Any]:
 
 # training.json's record of the --init checkpoint's lineage as it was when the stage started from it
 INIT_LINEAGE = "init_lineage"
+# training.json's record of the folder the `train` command that saved it ran in
+TRAINED_IN = "cwd"
 
 
-def _recorded_cwd(d: Path) -> str | None:
-    """The folder a run's `train` command ran in (RUN/run.json beside RUN/final or RUN/latest): its
-    relative --init and --images are paths from there."""
+def _recorded_cwd(d: Path, made: dict[str, Any]) -> str | None:
+    """The folder the `train` command that saved the checkpoint in `d` ran in (`made`: its training.json):
+    its relative --init and --images are paths from there. A resumed run's command may run elsewhere
+    than the one that started it; a checkpoint saved before training.json said (TRAINED_IN) falls back
+    on RUN/run.json beside RUN/final or RUN/latest, the starting command's folder."""
+    if isinstance(made.get(TRAINED_IN), str):
+        return str(made[TRAINED_IN])
     try:
         cwd = jsonsafe.loads((d.parent / RUN_FILE).read_text()).get("cwd")
     except (OSError, ValueError, AttributeError):

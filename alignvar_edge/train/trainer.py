@@ -39,8 +39,9 @@ from alignvar_edge.outputs import check_out
 from alignvar_edge.model import AlignVAR, AlignVARConfig
 from alignvar_edge.model.config import named_by_flags
 from alignvar_edge.model.alignvar import load_pretrained
-from alignvar_edge.model.checkpoint import (CHECKPOINT_FILES, INIT_LINEAGE, init_dir, check_checkpoint_out,
-                                           checkpoint_source, save_pretrained, training_lineage, training_record)
+from alignvar_edge.model.checkpoint import (CHECKPOINT_FILES, INIT_LINEAGE, TRAINED_IN, init_dir,
+                                           check_checkpoint_out, checkpoint_source, save_pretrained,
+                                           training_lineage, training_record)
 from alignvar_edge.samples import sample_images
 from alignvar_edge.train.losses import (decoder_loss, decoder_modules, joint_loss, negative_targets,
                                         transformer_loss, vqvae_loss)
@@ -618,8 +619,9 @@ LATEST_DIR = "latest"
 
 
 def _checkpoint(opts: TrainOptions, ema: AlignVAR, steps: int, name: str, lineage: dict[str, Any] | None) -> Path:
+    # the folder the options' relative paths are from: a --resume may run in another than run.json's
     made: dict[str, Any] = {"stage": opts.stage, "steps": steps, "planned_steps": opts.steps,
-                            "options": opts.fingerprint()}
+                            "options": opts.fingerprint(), TRAINED_IN: os.getcwd()}
     if lineage is not None:         # what eval reports this run rests on, even after --init moves
         made[INIT_LINEAGE] = lineage
     return save_pretrained(ema, opts.out / name, overwrite=True, extra=made)
