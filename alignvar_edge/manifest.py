@@ -630,6 +630,22 @@ def content_hash(doc: Mapping[str, Any]) -> str:
     return hashlib.sha256(dumps(rest, sort_keys=True).encode()).hexdigest()
 
 
+# what a manifest without its content hash leaves unproven (`inspect`, `bench`): a hand edit that
+# also drops the hash cannot be told from an older manifest
+UNHASHED = (f"{MANIFEST_FILE} carries no {CONTENT_KEY} (written by an older alignvar-edge, or edited by hand), "
+            "so its own fields (model, parity, I/O) are unverified")
+
+
+def recorded_content_hash(root: str | os.PathLike[str]) -> str | None:
+    """The content hash `root`'s manifest.json records (`load_verified` checks it where there is
+    one); None where it records none, or cannot be read."""
+    try:
+        value = jsonsafe.loads((Path(root) / MANIFEST_FILE).read_text()).get(CONTENT_KEY)
+    except (OSError, ValueError, AttributeError):      # AttributeError: JSON that is no object
+        return None
+    return value if isinstance(value, str) else None
+
+
 def write_manifest(root: Path, manifest: Manifest) -> None:
     manifest.files = hash_files(root)
     manifest.input_contract = input_contract(manifest)

@@ -89,7 +89,8 @@ def bench_engine_dir(engines: list[str], runs: int = 20, warmup: int = 3, thread
     """Time engine directories and check them against their golden outputs; no PyTorch needed."""
     from alignvar_edge.bench.fidelity import fidelity
     from alignvar_edge.bench.memory import PeakRSS
-    from alignvar_edge.bench.runner import graph_fields, precision_fields, rounds
+    from alignvar_edge.bench.render import unverified_note
+    from alignvar_edge.bench.runner import graph_fields, identity_fields, precision_fields, rounds
     from alignvar_edge.bench.subjects import BICUBIC, call_for, check_exists, open_subject, parse_spec, unique_label
     say = log or (lambda _m: None)
     if runs < 1 or warmup < 0:
@@ -117,7 +118,8 @@ def bench_engine_dir(engines: list[str], runs: int = 20, warmup: int = 3, thread
         e: dict[str, Any] = {"label": sub.label, "backend": sub.backend, "kind": "engine", "status": sub.status,
                              "reason": sub.reason, "path": sub.path, "precision": sub.precision,
                              "device": sub.device, "artifact_bytes": sub.info.get("artifact_bytes"),
-                             **precision_fields(sub), **graph_fields(sub.manifest)}
+                             **precision_fields(sub), **graph_fields(sub.manifest),
+                             **identity_fields(sub.path, sub.manifest)}
         entries.append(e)
         if sub.engine is None:
             continue
@@ -154,7 +156,8 @@ def bench_engine_dir(engines: list[str], runs: int = 20, warmup: int = 3, thread
     own.record(host)
     settings = {"runs": runs, "duration_s": duration, "warmup": warmup, "threads": threads, "fidelity_tiles": None,
                 "images": None, "interleaved": False}
-    return _report(_model_block(first), entries, settings, label, host, min_token_agreement, [_NOTE])
+    notes = [n for n in (_NOTE, unverified_note(entries)) if n]
+    return _report(_model_block(first), entries, settings, label, host, min_token_agreement, notes)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -247,7 +250,8 @@ def trtexec_report(log: str | os.PathLike[str], engine_dir: str | os.PathLike[st
         raise InputError("bench trtexec needs the tiles per inference for its per-tile figures: pass --engine DIR "
                          "(the engine directory the log timed) or --batch N")
     b = int(b)
-    from alignvar_edge.bench.runner import graph_fields
+    from alignvar_edge.bench.render import unverified_note
+    from alignvar_edge.bench.runner import graph_fields, identity_fields
     model = _model_block(manifest)
     mp = model["sr_megapixels_per_tile"] or None       # unknown without --engine: no per-MP figures
     # an engine's manifest is the authority (adopt read the log, or the kit for a strongly typed build)
@@ -278,6 +282,7 @@ def trtexec_report(log: str | os.PathLike[str], engine_dir: str | os.PathLike[st
              "engine_sha256": manifest.engine_sha256
              if manifest and manifest.kind == "engine" else None,
              "device": (device or "cuda") + dla, "artifact_bytes": None, "batch": b, **graph_fields(manifest),
+             **identity_fields(str(engine_dir) if engine_dir else None, manifest),
              "latency": lat, "memory": None, "fidelity": None, "build_parity": parity,
              # `bench trtexec` takes no --min-token-agreement: the default gate, which the report records
              "meets_fidelity": meets_fidelity(tokens, DEFAULT_MIN_TOKENS)}
@@ -292,4 +297,7 @@ def trtexec_report(log: str | os.PathLike[str], engine_dir: str | os.PathLike[st
              "No fidelity measured here: trtexec runs random inputs. build_parity is the engine's check against "
              "the golden outputs when it was built or adopted (null for a kit); `alignvar-edge selftest --engine` "
              "measures it."]
+    unverified = unverified_note([entry])
+    if unverified:
+        notes.append(unverified)
     return _report(model, [entry], settings, label, host, DEFAULT_MIN_TOKENS, notes)

@@ -20,7 +20,7 @@ from alignvar_edge.bench.schema import DEVICE_REFERENCE, ReportSchemaError, read
 from alignvar_edge.errors import InputError
 from alignvar_edge.manifest import default_overlap
 
-__all__ = ["RUNTIME_PACKAGES", "graph_warnings", "label_warnings", "lineup", "lineup_keys", "merge_markdown",
+__all__ = ["RUNTIME_PACKAGES", "build_warnings", "graph_warnings", "label_warnings", "lineup", "lineup_keys", "merge_markdown",
            "merge_reports", "merge_warnings", "plot_merged", "plot_rows", "runtime_versions"]
 
 
@@ -72,7 +72,8 @@ def merge_reports(paths: Sequence[str | os.PathLike[str]]) -> dict[str, Any]:
                          "weights_sha256": r["model"].get("weights_sha256"),
                          "tile_hr": r["model"]["tile"]["hr"], "created": r["created"], **row})
     return {**report_header("merged"), "sources": [str(p) for p in paths], "reports": parts, "rows": rows,
-            "warnings": repeated + merge_warnings(parts) + label_warnings(rows) + graph_warnings(rows)}
+            "warnings": repeated + merge_warnings(parts) + label_warnings(rows) + graph_warnings(rows)
+            + build_warnings(rows)}
 
 
 def _label_parts(r: dict[str, Any]) -> tuple[str, str | None, str]:
@@ -370,6 +371,36 @@ def graph_warnings(rows: list[dict[str, Any]]) -> list[str]:
             out.append(f"{k[0][0]}: {' / '.join(names[k])} ran different graphs across the devices ({cells}): its "
                        "engine x device cells compare different graphs, not one engine on several devices; "
                        "build every device's engine from one export")
+    return out
+
+
+# what tells one engine from another that lines up on its row: its files (another recipe, flag or
+# export gives others; a rebuild with the same command, the same) and what it computed in
+_BUILD = (("files_sha256", "files"), ("compute_precision", "compute precision"))
+
+
+def build_warnings(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per engine x device row whose engines are not one engine across the devices: other
+    files (`files_sha256`: an OpenVINO bf16 build and one made with --no-token-bf16 share the row
+    'openvino-bf16 | bf16 | 16') or another compute precision. What a report did not record (an older
+    report, an engine without a manifest) is not told apart."""
+    builds: dict[tuple[Any, ...], dict[str, dict[str, Any]]] = {}
+    keys = lineup_keys(rows)
+    for r, k in zip(rows, keys):
+        if r["status"] == "ok":
+            builds.setdefault(k, {})[r["device"]] = r
+    names = _labels(rows, keys)
+    out = []
+    for k, by_device in builds.items():
+        differ = []
+        for key, what in _BUILD:
+            if len({r.get(key) for r in by_device.values()} - {None}) > 1:
+                differ.append(f"{what} " + ", ".join(f"{_short(r.get(key)) or 'not recorded'} on {d}"
+                                                     for d, r in by_device.items()))
+        if differ:
+            out.append(f"{k[0][0]}: {' / '.join(names[k])} is not one engine across the devices ({'; '.join(differ)}): "
+                       "its engine x device cells do not time one engine on several devices; build every device's "
+                       "engine with one command from one export, and compare what each computed in")
     return out
 
 

@@ -12,11 +12,11 @@ from alignvar_edge.bench.schema import DEVICE_REFERENCE
 from alignvar_edge.errors import InputError
 from alignvar_edge.fsmodes import write_atomically
 from alignvar_edge.runtimes.base import precision_label
-from alignvar_edge.manifest import prune_text
+from alignvar_edge.manifest import UNHASHED, prune_text
 
 __all__ = ["all_cores_line", "engine_rows", "figure_cell", "graph_words", "is_bench_plot", "markdown_table",
            "plain_log_ticks", "pruning_note", "plot_report", "pyplot", "report_markdown", "save_figure",
-           "terminal_table"]
+           "terminal_table", "unverified_note"]
 
 # one engine entry flattened to the figures tables and plots show
 Row = dict[str, Any]
@@ -74,6 +74,8 @@ def engine_rows(report: dict[str, Any]) -> list[Row]:
             # which graph ran (reports before these were recorded: None)
             "attention": e.get("attention"), "opset": e.get("opset"), "prune": e.get("prune"),
             "graph": graph_words(e),
+            # which build ran and what it computed in (reports before these were recorded: None)
+            "files_sha256": e.get("files_sha256"), "compute_precision": e.get("compute_precision"),
             "p50": _get(lat, "per_tile_ms", "p50"), "p90": _get(lat, "per_tile_ms", "p90"),
             "p99": _get(lat, "per_tile_ms", "p99"), "ms_per_mp": _get(lat, "per_megapixel_ms", "p50"),
             "tiles_per_s": _get(lat, "throughput", "tiles_per_s"),
@@ -196,10 +198,21 @@ def pruning_note(engines: list[dict[str, Any]]) -> str | None:
             "the unpruned reference by design; their fidelity is the PSNR columns.")
 
 
+def unverified_note(engines: list[dict[str, Any]]) -> str | None:
+    """The line that names the engine entries whose manifest carries no content hash (their
+    `manifest_sha256` is null), so that what the report copies from it is unproven; None where none."""
+    named = [e["label"] for e in engines if "manifest_sha256" in e and e["manifest_sha256"] is None]
+    if not named:
+        return None
+    return (f"Unverified manifest: {', '.join(named)}: {UNHASHED}; the build_parity shown is as that manifest "
+            "states it. Re-create the engine to be sure.")
+
+
 def terminal_table(report: dict[str, Any], columns: list[tuple[str, str]] | None = None) -> str:
     """A fixed-width table for the terminal (unavailable rows wrap their reason to one line), under
     a line naming the model, the host and its ISA, and the thread count, and over the pruning note
-    where an engine is pruned: printed figures are read without the JSON beside them."""
+    where an engine is pruned and the unverified-manifest note where a manifest has no content hash:
+    printed figures are read without the JSON beside them."""
     # the graph is the Markdown's column; the console says only which engines are pruned, under the table
     cols = columns or _shown(report, [c for c in COLUMNS
                                       if c[1] not in ("p90", "ssim_ref", "ssim_hr", "gflops", "graph")])
@@ -217,8 +230,8 @@ def terminal_table(report: dict[str, Any], columns: list[tuple[str, str]] | None
             lines.append("  ".join(c.rjust(w) if j >= 2 else c.ljust(w) for j, (c, w) in enumerate(zip(r, widths))))
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))
-    note = pruning_note(_pruned(report))
-    return "\n".join(lines + ([note] if note else []))
+    notes = [n for n in (pruning_note(_pruned(report)), unverified_note(report.get("engines", []))) if n]
+    return "\n".join(lines + notes)
 
 
 def markdown_table(table: list[list[str]]) -> str:

@@ -15,6 +15,7 @@ Order of work (each phase on every subject before the next phase):
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from alignvar_edge.bench.image import (FOLDER_LR, IMAGE_LR, IMAGE_RUNS, MAX_IMAG
 from alignvar_edge.bench.host import OwnLoad, load_words, shared_load
 from alignvar_edge.bench.memory import PeakRSS, traced_peak_mb
 from alignvar_edge.bench.peak import MAX_PEAK_N
-from alignvar_edge.bench.render import pruning_note
+from alignvar_edge.bench.render import pruning_note, unverified_note
 from alignvar_edge.bench.schema import meets_fidelity, model_block, new_report, status_reasons
 from alignvar_edge.bench.stats import latency_summary
 from alignvar_edge.bench.subjects import (BICUBIC, EAGER, EngineSpec, Subject, artifact_bytes, call_for,
@@ -44,7 +45,7 @@ from alignvar_edge.recipes import DEFAULT_MIN_TOKENS
 from alignvar_edge.runtimes.base import Engine
 from alignvar_edge.runtimes.compare import NO_REFINER
 
-__all__ = ["BenchOptions", "graph_fields", "resolve_reference", "run_bench"]
+__all__ = ["BenchOptions", "files_sha256", "graph_fields", "identity_fields", "resolve_reference", "run_bench"]
 
 Log = Callable[[str], None]
 Progress = Callable[..., Iterable[Any]]
@@ -604,12 +605,39 @@ def graph_fields(manifest: Manifest | None) -> dict[str, Any]:
             "opset": manifest.opset}
 
 
+def identity_fields(path: str | None, manifest: Manifest | None) -> dict[str, Any]:
+    """Which artifact an engine entry timed, from its manifest: `manifest_sha256` (the content hash
+    its manifest.json records; null where it records none, so that the manifest's own fields,
+    build_parity included, are unverified), `files_sha256` (its graphs and weights, see
+    `files_sha256`: the same for a rebuild that wrote the same ones) and `built_from` (the export
+    it was built from, as `extra.source` records it). Nothing without a manifest (a checkpoint, a
+    baseline)."""
+    if manifest is None or path is None:
+        return {}
+    from alignvar_edge.manifest import recorded_content_hash
+    built = manifest.built_from
+    return {"manifest_sha256": recorded_content_hash(path), "files_sha256": files_sha256(manifest),
+            "built_from": built.to_json() if built else None}
+
+
+def files_sha256(manifest: Manifest) -> str:
+    """One SHA-256 over the SHA-256s a manifest lists for its graphs and weights: every file but its
+    README and golden outputs (reference data, whose safetensors header orders its metadata anew on
+    each write). A re-export or rebuild by the same command has the same one, where its manifest
+    differs (`created`, timings, and so `content_sha256`)."""
+    from alignvar_edge.model.checkpoint import GOLDEN_FILE
+    from alignvar_edge.runtimes.readme import README_FILE
+    computed = {f: h for f, h in manifest.files.items() if f not in (README_FILE, GOLDEN_FILE)}
+    return hashlib.sha256(json.dumps(computed, sort_keys=True).encode()).hexdigest()
+
+
 def _entry(s: Subject, times_ms: list[float], mp: float, flops: int | None, peak: float,
            inference_params: int) -> dict[str, Any]:
     e: dict[str, Any] = {"label": s.label, "backend": s.backend, "kind": s.kind, "status": s.status,
                          "reason": s.reason, "path": s.path, "precision": s.precision, "device": s.device}
     e.update(precision_fields(s))
     e.update(graph_fields(s.manifest))
+    e.update(identity_fields(s.path, s.manifest))
     size = s.info.get("artifact_bytes")
     e["artifact_bytes"] = size
     e["bytes_per_parameter"] = round(size / inference_params, 3) if size and s.backend != BICUBIC else None
@@ -726,9 +754,7 @@ def _notes(host: dict[str, Any], entries: list[dict[str, Any]], interleaved: boo
                         "between them. ") + "With more "
                      "runnable threads than cores, multi-threaded runs also measure contention (PyTorch's "
                      "OpenMP barriers suffer most): compare with --threads 1.")
-    pruned = pruning_note(entries)
-    if pruned:
-        notes.append(pruned)
+    notes += [n for n in (pruning_note(entries), unverified_note(entries)) if n]
     stray = [e["label"] for e in entries if e["kind"] == "engine" and e.get("precision") == "fp32"
              and not e.get("prune")
              and (((e.get("fidelity") or {}).get("vs_reference") or {}).get("token_agreement") or 1.0) < 0.9]

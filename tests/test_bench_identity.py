@@ -1,0 +1,121 @@
+"""Which engine a bench report timed: every entry opened from an artifact names it by its manifest
+(its files, its content hash, the export it was built from); `bench merge` warns where one engine x
+device row joins other builds or another compute precision; a manifest without its content hash is
+said, once, to leave what the report copies from it unverified."""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from _runtime_fixtures import sharp_model
+from alignvar_edge import runtimes
+from alignvar_edge.bench.merge import merge_reports
+from alignvar_edge.bench.schema import write_json
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
+UNVERIFIED = ("manifest.json carries no content_sha256 (written by an older alignvar-edge, or edited by hand), so "
+              "its own fields (model, parity, I/O) are unverified; the build_parity shown is as that manifest "
+              "states it. Re-create the engine to be sure.")
+
+
+def _content_hash(root: Path) -> str:
+    return json.loads((root / "manifest.json").read_text())["content_sha256"]
+
+
+def _without_content_hash(src: Path, dst: Path) -> Path:
+    """A copy of an artifact whose manifest.json has no content hash, as an older alignvar-edge wrote it."""
+    shutil.copytree(src, dst)
+    doc = json.loads((dst / "manifest.json").read_text())
+    del doc["content_sha256"]
+    (dst / "manifest.json").write_text(json.dumps(doc))
+    return dst
+
+
+@pytest.fixture(scope="module")
+def engines(micro_export: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """An ONNX Runtime engine of the micro export, its rebuild by the same call, and a copy of it whose
+    manifest has no content hash."""
+    root = tmp_path_factory.mktemp("identity")
+    built = {name: runtimes.build(micro_export, "onnxruntime", out=root / name, threads=1)
+             for name in ("ort", "again")}
+    return {**built, "old": _without_content_hash(built["ort"], root / "old")}
+
+
+def test_a_device_report_names_each_engine_by_its_manifest(micro_export: Path, engines: dict[str, Path]) -> None:
+    from alignvar_edge.bench.device import bench_engine_dir
+    from alignvar_edge.bench.render import terminal_table
+    report = bench_engine_dir([str(engines[k]) for k in ("ort", "again", "old")], runs=1, warmup=0, threads=1)
+    ort, again, old = report["engines"]
+    assert ort["manifest_sha256"] == _content_hash(engines["ort"])
+    # the export it was built from, by the SHA-256 of that export's manifest.json, as the build recorded it
+    assert ort["built_from"]["manifest_sha256"] == hashlib.sha256((micro_export / "manifest.json").read_bytes()).hexdigest()
+    assert ort["built_from"]["backend"] == "onnx" and ort["built_from"]["precision"] == "fp32"
+    # a rebuild by the same call writes the same files: one engine, whatever its manifest's `created`
+    assert again["files_sha256"] == ort["files_sha256"] and len(ort["files_sha256"]) == 64
+    # the unhashed copy: recorded as such, its parity copied as stated, and said once (JSON and console)
+    assert "manifest_sha256" in old and old["manifest_sha256"] is None and old["files_sha256"] == ort["files_sha256"]
+    assert old["build_parity"] == ort["build_parity"]
+    said = [n for n in report["notes"] if "content_sha256" in n]
+    assert said == [f"Unverified manifest: {old['label']}: {UNVERIFIED}"]
+    assert terminal_table(report).count("Unverified manifest") == 1
+
+
+def test_a_host_report_names_each_engine_and_says_an_unverified_manifest(micro_export: Path,
+                                                                       engines: dict[str, Path]) -> None:
+    from alignvar_edge.bench.render import report_markdown
+    from alignvar_edge.bench.runner import BenchOptions, run_bench
+    quick = BenchOptions(runs=1, warmup=0, tiles=1, threads=1, peak_n=128, profile_runs=0, image_size=0)
+    report = run_bench([str(micro_export), f"old={engines['old']}"], reference=sharp_model("micro"), options=quick)
+    by = {e["label"]: e for e in report["engines"]}
+    export, old = by["onnxruntime-fp32"], by["old"]
+    assert export["manifest_sha256"] == _content_hash(micro_export) and export["built_from"] is None
+    assert old["manifest_sha256"] is None and old["build_parity"]
+    # the baselines have no manifest: nothing to name, and nothing said to be unverified
+    assert "manifest_sha256" not in by["pytorch-eager"] and "manifest_sha256" not in by["bicubic"]
+    assert [n for n in report["notes"] if "content_sha256" in n] == [f"Unverified manifest: old: {UNVERIFIED}"]
+    assert f"- Unverified manifest: old: {UNVERIFIED}" in report_markdown(report)
+
+
+def _two_hosts() -> tuple[dict[str, Any], dict[str, Any]]:
+    a = json.loads((RESULTS / "epyc-zen4-2core" / "b16-engines.json").read_text())
+    b = copy.deepcopy(a)
+    b["label"] = "other host"
+    return a, b
+
+
+def _engine(report: dict[str, Any], label: str) -> dict[str, Any]:
+    return next(e for e in report["engines"] if e["label"] == label)
+
+
+def test_merge_warns_where_one_engine_row_joins_other_builds_or_compute_precisions(tmp_path: Path) -> None:
+    """A plain OpenVINO bf16 build and one made with --no-token-bf16 share the row 'openvino-bf16 |
+    bf16 | 16' (backend, precision, batch and device kind alike): the merge said nothing."""
+    a, b = _two_hosts()
+
+    def merged() -> list[str]:
+        paths = [write_json(tmp_path / "a.json", a), write_json(tmp_path / "b.json", b)]
+        return [w for w in merge_reports(paths)["warnings"] if "is not one engine" in w]
+    assert merged() == []                    # reports before the files were recorded: nothing to tell
+    for r in (a, b):
+        for e in r["engines"]:
+            e["files_sha256"] = "1" * 64     # a rebuild with the same command: the same files
+    assert merged() == []
+    _engine(b, "ov-bf16").update(files_sha256="2" * 64, compute_precision="bf16 image, f32 tokens")
+    _engine(a, "ov-bf16")["compute_precision"] = "bf16 image, f32 tokens with bf16 matmuls"
+    _engine(b, "ov-int8")["compute_precision"] = "f32"          # the same files, computed otherwise
+    tail = ("its engine x device cells do not time one engine on several devices; build every device's engine "
+            "with one command from one export, and compare what each computed in")
+    assert merged() == [
+        f"alignvar-tiny: ov-bf16 is not one engine across the devices (files 111111111111… on {a['label']}, "
+        f"222222222222… on other host; compute precision bf16 image, f32 tokens with bf16 matmuls on "
+        f"{a['label']}, bf16 image, f32 tokens on other host): {tail}",
+        f"alignvar-tiny: ov-int8 is not one engine across the devices (compute precision bf16 image, f32 tokens "
+        f"on {a['label']}, f32 on other host): {tail}"]
