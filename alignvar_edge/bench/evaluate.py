@@ -218,6 +218,14 @@ def ablation_report(result: dict[str, Any], checkpoint: str) -> dict[str, Any]:
             "per_image": result["images"]}
 
 
+def scored_model(model: AlignVAR, checkpoint: str) -> dict[str, Any]:
+    """The `model` of eval's JSON: the checkpoint as typed, where its weights were loaded from (its
+    path, or `(bundled)`) and their state-dict hash, as a bench report names its reference."""
+    from alignvar_edge.bench.schema import reference_model_block
+    from alignvar_edge.model.checkpoint import checkpoint_source
+    return reference_model_block(model, checkpoint, checkpoint_source(checkpoint, hashed=False).describe())
+
+
 def format_eval(result: dict[str, Any]) -> str:
     kinds = [k for k in KINDS if k in result["mean_ssim_y"]]
     images = result["images"]

@@ -32,7 +32,7 @@ from alignvar_edge.bench.host import OwnLoad, load_words, shared_load
 from alignvar_edge.bench.memory import PeakRSS, traced_peak_mb
 from alignvar_edge.bench.peak import MAX_PEAK_N
 from alignvar_edge.bench.render import pruning_note, unverified_note
-from alignvar_edge.bench.schema import meets_fidelity, model_block, new_report, status_reasons
+from alignvar_edge.bench.schema import meets_fidelity, new_report, reference_model_block, status_reasons
 from alignvar_edge.bench.stats import latency_summary
 from alignvar_edge.bench.subjects import (BICUBIC, EAGER, EngineSpec, Subject, artifact_bytes, call_for,
                                           check_exists, open_subject, parse_spec, spec_manifest, unique_label,
@@ -563,13 +563,9 @@ def _settings(run: _Run, opts: BenchOptions, threads: int) -> dict[str, Any]:
 
 def _report(run: _Run, opts: BenchOptions, host: dict[str, Any], threads: int, peak: dict[str, Any],
             entries: list[dict[str, Any]], flops: dict[str, int], profile: dict[str, Any] | None) -> dict[str, Any]:
-    from alignvar_edge.model.checkpoint import weights_sha256
-    from alignvar_edge.model.info import flop_groups
     summary = _summary(entries, opts, sum(flops.values()), peak["gflops"])
     summary["shared_load"] = shared_load(host)
-    config = run.config
-    model = model_block(run.name, run.source.describe(), weights_sha256(run.model), config.hr_size, config.scale,
-                        config.patch_nums, run.model.parameter_report(), flop_groups(flops), flops)
+    model = reference_model_block(run.model, run.name, run.source.describe(), flops)
     return new_report(label=opts.label, host=host, model=model, settings=_settings(run, opts, threads), peak=peak,
                       engines=entries, summary=summary, profile=profile,
                       notes=_notes(host, entries, interleaved=not opts.sequential))

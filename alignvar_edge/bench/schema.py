@@ -67,7 +67,7 @@ from alignvar_edge.fsmodes import write_text
 from alignvar_edge.jsonsafe import dumps, loads
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "ReportSchemaError", "check_report", "meets_fidelity", "model_block",
-           "new_report", "read_report", "report_header", "status_reasons", "write_json"]
+           "new_report", "read_report", "reference_model_block", "report_header", "status_reasons", "write_json"]
 
 SCHEMA = "alignvar-edge.bench"
 SCHEMA_VERSION = 1
@@ -102,6 +102,21 @@ def model_block(name: str, source: str | None, weights_sha256: str | None, hr: i
             "tile": {"lr": hr // scale if hr else None, "hr": hr, "scale": scale},
             "patch_nums": list(patch_nums), "sr_megapixels_per_tile": hr * hr / 1e6,
             "parameters": parameters, "flops_per_tile": flops_per_tile, "flops_per_stage": flops_per_stage}
+
+
+def reference_model_block(model: Any, name: str, source: str | None,
+                          flops_per_stage: dict[str, int] | None = None) -> dict[str, Any]:
+    """`model_block` of a PyTorch model measured here (bench's reference, the checkpoint `eval`
+    scores): its state-dict hash, where it was loaded from, its tile, scales and parameters, and its
+    FLOPs where they were counted (bench)."""
+    from alignvar_edge.model.checkpoint import weights_sha256
+    c = model.config
+    groups = None
+    if flops_per_stage:
+        from alignvar_edge.model.info import flop_groups
+        groups = flop_groups(flops_per_stage)
+    return model_block(name, source, weights_sha256(model), c.hr_size, c.scale, c.patch_nums,
+                       model.parameter_report(), groups, flops_per_stage)
 
 
 def new_report(*, label: str | None, host: dict[str, Any], model: dict[str, Any], settings: dict[str, Any],

@@ -218,7 +218,7 @@ def run_eval(args: argparse.Namespace) -> int:
 def _evaluated(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     """The eval verb's result and its text."""
     from alignvar_edge.model.alignvar import load_pretrained
-    from alignvar_edge.bench.evaluate import ablation_report, check_max_side, evaluate, format_eval
+    from alignvar_edge.bench.evaluate import ablation_report, check_max_side, evaluate, format_eval, scored_model
     from alignvar_edge.images.folders import check_megapixels_flag
     from alignvar_edge.model.checkpoint import load_config, resolve_checkpoint_dir, training_lineage
     from alignvar_edge.model.pruning import parse_prune
@@ -244,6 +244,7 @@ def _evaluated(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     if args.ablations and model.sca_guidance is None:
         text += "\nsca_off: n/a (this model has no SCA)"
     payload = ablation_report(result, str(args.checkpoint)) if args.ablations else result
+    payload["model"] = scored_model(model, str(args.checkpoint))        # which weights, in both forms
     if trained:
         payload["trained"] = trained
         text = describe_lineage(str(args.checkpoint), trained) + "\n" + text
