@@ -187,19 +187,23 @@ def runtime_versions(report: dict[str, Any]) -> dict[str, str]:
     """{package: version} of each runtime a report's timed rows ran on, as its host block records it
     (a trtexec report's TensorRT: the log's); a runtime whose version was not recorded is left out."""
     host, settings = report["host"], report.get("settings") or {}
-    backends, tools, trtexec = (part.get(k) if isinstance(part.get(k), dict) else {}
-                                for part, k in ((host, "backends"), (host, "tools"), (settings, "trtexec")))
+    backends, tools, trtexec = _block(host, "backends"), _block(host, "tools"), _block(settings, "trtexec")
     ran = {e["backend"] for e in report["engines"] if e["status"] == "ok"}
     out = {}
     for backend, package in RUNTIME_PACKAGES.items():
         if backend not in ran:
             continue
-        recorded = backends.get(backend) if isinstance(backends.get(backend), dict) else {}
-        version = ((backend == "tensorrt" and trtexec.get("tensorrt_version")) or recorded.get("version")
-                   or tools.get(package))
+        version = ((backend == "tensorrt" and trtexec.get("tensorrt_version"))
+                   or _block(backends, backend).get("version") or tools.get(package))
         if version:
             out[package] = str(version)
     return out
+
+
+def _block(parent: dict[str, Any], key: str) -> dict[str, Any]:
+    """`parent[key]` where it is an object, else {} (a report that does not record it)."""
+    value = parent.get(key)
+    return value if isinstance(value, dict) else {}
 
 
 def _runtime_words(report: dict[str, Any]) -> str:
