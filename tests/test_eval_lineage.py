@@ -86,12 +86,13 @@ def test_a_resumed_stage_keeps_the_lineage_it_started_from(tmp_path: Path, monke
     monkeypatch.chdir(tmp_path)
     _train("vqvae", "--preset", "micro", "--out", "runs/vq", "--steps", "3", "--batch", "2")
     # stopped by its time budget after its first step, its state saved
-    assert cli.main(["train", "decoder", "--init", "runs/vq/final", "--out", "runs/dec", "--steps", "3",
-                     "--batch", "1", "--warmup", "0", "--save-every", "1000", "--max-minutes", "0.0001"]) == 0
+    assert cli.main(["train", "decoder", "--init", "runs/vq/final", "--latent", "zero", "--out", "runs/dec",
+                     "--steps", "3", "--batch", "1", "--warmup", "0", "--save-every", "1000", "--max-minutes",
+                     "0.0001"]) == 0
     (tmp_path / "runs/vq").rename(tmp_path / "runs/vq-first")
     _train("vqvae", "--preset", "micro", "--out", "runs/vq", "--steps", "1", "--batch", "1")
-    assert cli.main(["train", "decoder", "--init", "runs/vq/final", "--out", "runs/dec", "--steps", "3",
-                     "--batch", "1", "--warmup", "0", "--save-every", "1000", "--resume"]) == 0
+    assert cli.main(["train", "decoder", "--init", "runs/vq/final", "--latent", "zero", "--out", "runs/dec",
+                     "--steps", "3", "--batch", "1", "--warmup", "0", "--save-every", "1000", "--resume"]) == 0
     _, trained = _eval(str(tmp_path / "runs/dec/final"), tmp_path / "dec.json", capsys)
     assert trained["steps"] == 3 and (trained["init"]["steps"], trained["init"]["batch"]) == (3, 2), trained
 

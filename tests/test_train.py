@@ -273,6 +273,29 @@ def test_decoder_stage_needs_a_transformer_and_a_known_latent(tmp_path: Path) ->
     assert not (tmp_path / "r").exists()
 
 
+def test_decoder_stage_on_an_untrained_transformers_latent_is_refused(vq_run: Path, tmp_path: Path, capsys) -> None:
+    """From a VQ-VAE run the decoder stage decoded the latent of a transformer no stage trained (and
+    it keeps the transformer frozen): noise, trained on without a word. --latent zero is the control
+    and needs no transformer; a checkpoint without a training record is taken as it is."""
+    from alignvar_edge import cli
+
+    init = str(vq_run / "final")
+    out = tmp_path / "dec"
+    assert cli.main(["train", "decoder", "--init", init, "--out", str(out), "--steps", "1", "--batch", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"--init {init} is a vqvae-stage checkpoint whose transformer no stage trained" in err[0]
+    assert f"`alignvar-edge train transformer --init {init} --out RUN`" in err[0] and "--latent zero" in err[0], err
+    assert not out.exists()
+    # a decoder stage on a zero latent from it has no trained transformer either
+    zero = train(opts(tmp_path / "zero", "decoder", 1, init=init, decoder_latent="zero"), micro_batches())
+    with pytest.raises(InputError, match="decoder-stage checkpoint whose transformer no stage trained"):
+        train(opts(out, "decoder", 1, init=str(zero)), micro_batches())
+    from alignvar_edge.model.alignvar import load_pretrained
+    from alignvar_edge.model.checkpoint import save_pretrained
+    unknown = save_pretrained(load_pretrained(init), tmp_path / "saved")        # from Python: no record
+    train(opts(tmp_path / "from-saved", "decoder", 1, init=str(unknown)), micro_batches())
+
+
 def test_transformer_stage_needs_vqvae(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="--init"):
         train(opts(tmp_path / "x", "transformer", 2), micro_batches())
@@ -768,6 +791,26 @@ def test_a_broken_link_in_images_is_skipped_and_the_run_trains_and_resumes(tmp_p
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("alignvar-edge")]  # no bar
     assert len(err) == 1 and "warning: skipping 1 image(s): broken.png (" in err[0], err
     assert cli.main([*argv, "--steps", "2", "--resume"]) == 0
+
+
+def test_fewer_photographs_than_a_batch_are_warned_about(tmp_path: Path, capsys) -> None:
+    """A folder with one photograph trained without a word: every batch held crops of it alone."""
+    import numpy as np
+    from PIL import Image
+
+    from alignvar_edge import cli
+    folder = tmp_path / "one"
+    folder.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(folder / "a.png")
+    argv = ["train", "vqvae", "--preset", "micro", "--steps", "1", "--warmup", "0", "--images", str(folder)]
+    capsys.readouterr()
+    for batch, said in (("2", True), ("1", False)):
+        assert cli.main([*argv, "--batch", batch, "--out", str(tmp_path / f"b{batch}")]) == 0
+        err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("alignvar-edge")]
+        assert err == ([f"alignvar-edge train: warning: --images {folder} holds 1 usable photograph, fewer than --batch 2: "
+                        "every batch repeats crops of the same ones, so the model fits them rather than photographs "
+                        "in general (expect other photographs to score worse in `eval`); add photographs, at least "
+                        "2"] if said else []), err
 
 
 def test_a_refused_run_prints_only_its_error(tmp_path: Path, capsys) -> None:

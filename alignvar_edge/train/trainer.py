@@ -224,12 +224,24 @@ def make_batches(images: str | None, config: AlignVARConfig, batch: int, seed: i
     ds = ImageFolderDataset(source, crop=config.hr_size, scale=config.scale,
                             degradation=config.lr_degradation(),
                             seed=seed, samples_per_image=10**9, max_megapixels=max_megapixels)
+    if images is not None:
+        _warn_few_photos(images, len(ds.images), batch)
 
     def get(b: int) -> tuple[torch.Tensor, torch.Tensor]:
         items = [ds[(b * batch + i) % len(ds)] for i in range(batch)]
         return torch.stack([it["hr"] for it in items]), torch.stack([it["lr"] for it in items])
 
     return get
+
+
+def _warn_few_photos(images: str, photos: int, batch: int) -> None:
+    """Fewer photographs in --images than a batch holds: every batch repeats crops of the same ones,
+    and the model fits those photographs rather than photographs in general."""
+    if photos < batch:
+        some = "1 usable photograph" if photos == 1 else f"{photos} usable photographs"
+        warnings.warn(f"--images {images} holds {some}, fewer than --batch {batch}: every batch repeats crops of "
+                      "the same ones, so the model fits them rather than photographs in general (expect other "
+                      f"photographs to score worse in `eval`); add photographs, at least {batch}", stacklevel=3)
 
 
 def lr_at(step: int, opts: TrainOptions) -> float:
@@ -248,6 +260,39 @@ def warn_short_warmup(opts: TrainOptions) -> None:
     if opts.warmup >= opts.steps:
         warnings.warn(f"--warmup {opts.warmup} is not shorter than --steps {opts.steps}: the learning rate "
                       f"never reaches --lr {opts.lr:g}; pass a smaller --warmup", stacklevel=4)
+
+
+# the stages that train the transformer
+TRANSFORMER_STAGES = ("transformer", "joint")
+
+
+def _never_trained_transformer(lineage: dict[str, Any]) -> bool:
+    """Whether a `training_lineage` shows that no stage trained the transformer: none back to the
+    first stage is a transformer or joint stage. A lineage that is not known to its first stage
+    (no training record: bundled, imported, saved from Python, moved) is not that."""
+    stage = lineage
+    while isinstance(stage.get("stage"), str):
+        if stage["stage"] in TRANSFORMER_STAGES:
+            return False
+        if "init" not in stage:
+            return True
+        stage = stage["init"]
+    return False
+
+
+def _check_trained_transformer(opts: TrainOptions) -> None:
+    """The decoder stage freezes the transformer and decodes the latent it builds: from a checkpoint
+    whose transformer no stage trained, that latent is noise for the whole run, and the decoder
+    learns to ignore it (the --latent zero control under another name). Refused before any work."""
+    if opts.stage != "decoder" or opts.decoder_latent != "model" or opts.init is None:
+        return
+    lineage = training_lineage(opts.init)
+    if _never_trained_transformer(lineage):
+        raise InputError(f"--init {opts.init} is a {lineage['stage']}-stage checkpoint whose transformer no stage "
+                         "trained: the decoder stage keeps the transformer frozen, so the latent it decodes would "
+                         f"be noise; train the transformer first (`alignvar-edge train transformer --init "
+                         f"{opts.init} --out RUN`) and pass RUN/final, or add --latent zero (the decoder on a zero "
+                         "latent, the control)")
 
 
 def _init_sha256(init: str | None) -> dict[str, str] | None:
@@ -467,6 +512,7 @@ def _within_seed_range(n: int) -> int:
 def train(opts: TrainOptions, batches: Callable[[int], tuple[torch.Tensor, torch.Tensor]] | None = None) -> Path:
     """Run a stage; returns the final checkpoint directory. `batches(b)` -> (hr, lr) for batch b."""
     opts.validate()
+    _check_trained_transformer(opts)
     torch.manual_seed(opts.seed)
     model = build_model(opts)
     if opts.stage == "transformer" and "hcc_tau" in opts.overrides and model.config.hcc_rollout != "gumbel":
