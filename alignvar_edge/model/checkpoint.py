@@ -26,6 +26,7 @@ from alignvar_edge.manifest import MANIFEST_FILE, RUN_FILE, ModelSource, sha256_
 from alignvar_edge.model.bundled import (BUNDLED, CONFIG_FILE, DEFAULT_CHECKPOINT, PRETRAINED_DIR, WEIGHTS_FILE,
                                          checkpoint_files_in)
 from alignvar_edge.model.config import AlignVARConfig, ConfigValueError
+from alignvar_edge.tensor_files import sort_header
 
 # names, configs and sources need no PyTorch (a device install reads them); tensors do
 if TYPE_CHECKING:
@@ -416,6 +417,7 @@ def save_pretrained(model: torch.nn.Module, out_dir: str | os.PathLike[str], ext
               for k, v in model.state_dict().items()}
         save_file(sd, str(tmp / WEIGHTS_FILE),
                   metadata={"format": WEIGHTS_FORMAT, "weights_dtype": str(weights_dtype).removeprefix("torch.")})
+        sort_header(tmp / WEIGHTS_FILE)
         cfg = cast(AlignVARConfig, model.config).to_dict()
         (tmp / CONFIG_FILE).write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
         if extra:

@@ -17,6 +17,7 @@ import numpy as np
 
 from alignvar_edge.errors import ArtifactError, CheckpointError
 from alignvar_edge.fsmodes import write_atomically
+from alignvar_edge.tensor_files import sort_header
 from alignvar_edge.graph_names import INPUT, SR, token_name, token_scale
 from alignvar_edge.manifest import Manifest, prune_text, sha256_file
 from alignvar_edge.model.checkpoint import GOLDEN_FILE, WEIGHTS_FILE
@@ -81,7 +82,10 @@ def write_golden(path: Path, lr: np.ndarray, sr: np.ndarray, tokens: list[np.nda
     data: dict[str, np.ndarray] = {INPUT: np.ascontiguousarray(lr, np.float32),
                                    SR: np.asarray(sr).astype(np.float16)}
     data.update({token_name(k): np.asarray(t).astype(np.int32) for k, t in enumerate(tokens)})
-    return write_atomically(path, lambda tmp: save_file(data, str(tmp), metadata=metadata))
+    def write(tmp: Path) -> None:
+        save_file(data, str(tmp), metadata=metadata)
+        sort_header(tmp)
+    return write_atomically(path, write)
 
 
 def read_golden(f: Path) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], dict[str, str]]:
