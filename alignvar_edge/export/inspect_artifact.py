@@ -5,7 +5,6 @@ parsed for its op histogram, I/O, parameter count and size on disk, and linted p
 """
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from pathlib import Path
@@ -14,8 +13,8 @@ from typing import Any
 from alignvar_edge.errors import ArtifactError
 from alignvar_edge.export.lint import TARGETS, Finding, lint_model
 from alignvar_edge.extras import pip_install, requirement_of
-from alignvar_edge.manifest import (CONTENT_KEY, MANIFEST_FILE, Manifest, db_text, input_contract, listed_bytes,
-                                    listed_file, load_verified, prune_text, token_share)
+from alignvar_edge.manifest import (UNHASHED, Manifest, db_text, input_contract, listed_bytes, listed_file,
+                                    load_verified, prune_text, recorded_content_hash, token_share)
 from alignvar_edge.recipes import BACKENDS
 from alignvar_edge.runtimes.tensorrt.plan import FP16_F32, plan_of
 
@@ -70,24 +69,17 @@ def inspect_artifact(artifact: str | os.PathLike[str]) -> dict[str, Any]:
     return {
         "verdict": f"OK: {len(m.files)} file(s) listed in the manifest, each inside the artifact directory and "
                    "matching its SHA-256; no unlisted file, every graph and external-data file listed"
-                   + ("" if _content_hashed(root) else _UNHASHED),
+                   + _unhashed_clause(root),
         **_common_info(root, m), "batch": m.extra.get("batch"), "graphs": graphs,
         # a TensorRT build kit: the engine it builds on the device has its own precision
         "kit": {"backend": "tensorrt", "precision": m.tensorrt_kit.get("precision")} if m.tensorrt_kit else None,
     }
 
 
-# A manifest without its content hash loads (older ones have none), so a hand edit that also
-# drops the hash cannot be told from an old manifest: the verdict must not vouch for its fields.
-_UNHASHED = (f"; but {MANIFEST_FILE} carries no {CONTENT_KEY} (written by an older alignvar-edge, or edited "
-             "by hand), so its own fields (model, parity, I/O) are unverified: re-export to be sure")
-
-
-def _content_hashed(root: Path) -> bool:
-    try:
-        return CONTENT_KEY in json.loads((root / MANIFEST_FILE).read_text())
-    except (OSError, ValueError):
-        return False
+def _unhashed_clause(root: Path) -> str:
+    """What the verdict must add where the manifest records no content hash: a hand edit that also
+    drops the hash cannot be told from an older manifest, so it vouches for the files only."""
+    return "" if recorded_content_hash(root) is not None else f"; but {UNHASHED}: re-export to be sure"
 
 
 def _engine_info(root: Path, m: Manifest) -> dict[str, Any]:
@@ -97,7 +89,7 @@ def _engine_info(root: Path, m: Manifest) -> dict[str, Any]:
     extra = m.extra
     return {
         "verdict": f"OK: engine ({m.backend}), every file listed in manifest.json matching its SHA-256"
-                   + ("" if _content_hashed(root) else _UNHASHED),
+                   + _unhashed_clause(root),
         **_common_info(root, m), "kind": "engine", "backend": m.backend,
         "device": extra.get("device") or extra.get("compute_units"),      # Core ML: its compute units
         # an engine of any batch (torch eager) says so and how many tiles it runs per call
