@@ -336,17 +336,18 @@ def _checked_export(src: Path, model: Any, source: ModelSource) -> Manifest:
     from alignvar_edge.errors import ArtifactError
     from alignvar_edge.manifest import load_verified
     from alignvar_edge.model.checkpoint import weights_sha256
-    from alignvar_edge.runtimes.base import config_from_manifest
+    from alignvar_edge.runtimes.artifacts import model_difference
     m = load_verified(src)
     given = option("export", src)
     if m.kind != "onnx" or m.graph != "single" or m.precision != "fp32":
         raise ArtifactError(f"{given} is a {m.precision} {m.graph} {m.kind} artifact; "
                             "it needs an fp32 single-graph export (`alignvar-edge export`)")
-    if config_from_manifest(m).to_dict() != model.config.to_dict():
+    recorded, mine = m.model.weights_sha256, weights_sha256(model)
+    differs = model_difference(m, model.config, mine)
+    if differs == "config":
         raise ArtifactError(f"{given} was exported from another model configuration "
                             f"('{m.model.name}'); export this model instead (leave out {option('export')})")
-    recorded, mine = m.model.weights_sha256, weights_sha256(model)
-    if recorded != mine:
+    if differs == "weights":
         made = f"weights SHA-256 {recorded[:12]}" if recorded else "an older export that records no weights SHA-256"
         raise ArtifactError(f"{given} was exported from {m.source.describe()} ({made}), not from the model to "
                             f"deploy, {source.describe()} (weights SHA-256 {mine[:12]}): export this model "

@@ -109,6 +109,33 @@ def test_a_reused_export_of_other_weights_is_refused_before_any_work(micro_expor
     assert "[1/" not in captured.out and not out.exists()          # refused before any step
 
 
+def test_the_core_ml_package_names_the_checkpoint_as_the_other_engines_do(micro_export: Path, tmp_path: Path) -> None:
+    """deploy hands Core ML the model it loaded: the package recorded an in-memory model, and its
+    README the config's name, while the ONNX Runtime engine beside it named the checkpoint."""
+    import dataclasses
+    import shutil
+
+    from alignvar_edge.manifest import write_manifest
+    from alignvar_edge.model.checkpoint import checkpoint_source, save_pretrained
+    ckpt = save_pretrained(sharp_model("micro"), tmp_path / "ckpt")
+    export = tmp_path / "export"            # as `export CKPT` records these weights: by the checkpoint
+    shutil.copytree(micro_export, export)
+    m = read_manifest(export)
+    m.model = dataclasses.replace(m.model, name=str(ckpt), source=checkpoint_source(ckpt))
+    write_manifest(export, m)
+    out = tmp_path / "d"
+    assert cli.main(["deploy", str(ckpt), "--export", str(export), "--out", str(out), "--quick", "--targets",
+                     "onnxruntime,coreml", "--precision", "fp32", "--threads", "1", "--runs", "1", "--warmup", "0"]) == 0
+    ort, package = (read_manifest(out / "engines" / e) for e in ("onnxruntime-fp32", "coreml-fp16"))
+    assert package.model.source == ort.model.source == checkpoint_source(ckpt)
+    assert package.model.name == ort.model.name == str(ckpt)
+    assert package.built_from is not None and package.built_from.path == str(ckpt.resolve())
+    titles = {e: (out / "engines" / e / "README.md").read_text().splitlines()[0]
+              for e in ("onnxruntime-fp32", "coreml-fp16")}
+    assert titles == {"onnxruntime-fp32": f"# ONNX Runtime engine: {ckpt}, fp32",
+                      "coreml-fp16": f"# AlignVAR x4 super-resolution for Core ML: {ckpt}, fp16"}, titles
+
+
 def test_deploy_cli_error_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rc = cli.main(["deploy", "--preset", "micro", "--export", str(tmp_path / "none"), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip()

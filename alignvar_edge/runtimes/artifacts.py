@@ -24,7 +24,7 @@ from alignvar_edge.model.config import AlignVARConfig
 from alignvar_edge.runtimes.base import config_from_manifest
 
 __all__ = ["checkpoint_and_export", "checkpoint_dir", "check_same_checkpoint", "gone_checkpoint", "model_name",
-           "named_checkpoint",
+           "model_difference", "named_checkpoint",
            "source_checkpoint", "default_out", "out_for",
            "engine_manifest", "single_graph_io", "leaves_out_refiner", "check_quantized_for", "single_graph", "check_calibration",
            "link_onnx"]
@@ -62,6 +62,15 @@ def check_same_checkpoint(found: Path, model: ModelInfo) -> None:
                 f"checkpoint '{found}' is not the one this artifact was made from: its weights hash to "
                 f"{got[:12]}, recorded {recorded[:12]}; pass that checkpoint (compare: --reference) or re-export "
                 "from this one")
+
+
+def model_difference(manifest: Manifest, config: AlignVARConfig, weights: str) -> str | None:
+    """What keeps an artifact from being one of the model with `config` and `weights` (its
+    `weights_sha256`): "config", "weights" (others, or an older manifest that records none), or
+    None where its manifest records that very model."""
+    if config_from_manifest(manifest).to_dict() != config.to_dict():
+        return "config"
+    return None if manifest.model.weights_sha256 == weights else "weights"
 
 
 def source_checkpoint(manifest: Manifest, depth: int = 2, gone: list[ModelSource] | None = None) -> Path | None:

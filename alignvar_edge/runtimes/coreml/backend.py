@@ -24,6 +24,7 @@ module run in float16 against float32 (the real figure comes from `selftest` on 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import platform
 import sys
@@ -41,10 +42,10 @@ from alignvar_edge.export.parity import compare
 from alignvar_edge.graph_names import ENGINE_GRAPH, INPUT, SR, token_name
 from alignvar_edge.lazy import lazy_import
 from alignvar_edge.outputs import artifact_dir as staging_dir
-from alignvar_edge.manifest import (Manifest, ModelInfo, ModelSource, listed_file, load_verified, new_manifest,
-                                    prune_text, recorded_path, write_manifest)
+from alignvar_edge.manifest import (MANIFEST_FILE, Manifest, ModelInfo, ModelSource, listed_file, load_verified,
+                                    new_manifest, prune_text, read_manifest, recorded_path, write_manifest)
 from alignvar_edge.model.checkpoint import checkpoint_source, weights_sha256
-from alignvar_edge.runtimes.artifacts import checkpoint_and_export, model_name, validation_tiles
+from alignvar_edge.runtimes.artifacts import checkpoint_and_export, model_difference, model_name, validation_tiles
 from alignvar_edge.runtimes.base import Backend, Engine, TensorSpec, config_from_manifest
 from alignvar_edge.runtimes.coreml.compress import compress
 from alignvar_edge.runtimes.coreml.ct import import_ct, quiet
@@ -409,6 +410,23 @@ class CoreMLEngine(Engine):
         self.model = None
 
 
+def _model_info(model: Any, artifact_dir: Path, src: Path | None) -> ModelInfo:
+    """The package's `model` entry: the checkpoint `src` converted, named as given; or, for a model
+    handed in (deploy) with an export of its very config and weights, that export's record (its
+    checkpoint and the checkpoint's SHA-256s), as every engine built from the export names it; else
+    an in-memory model."""
+    config, weights = model.config, weights_sha256(model)
+    own = ModelInfo(name=config.name, config=config.to_dict(), source=ModelSource.memory(),
+                    parameters=model.parameter_report(), weights_sha256=weights)
+    if src is not None:
+        return dataclasses.replace(own, name=model_name(artifact_dir), source=checkpoint_source(src))
+    if (Path(artifact_dir) / MANIFEST_FILE).is_file():
+        export = read_manifest(artifact_dir)
+        if model_difference(export, config, weights) is None:
+            return dataclasses.replace(own, name=export.model.name, source=export.model.source)
+    return own
+
+
 def _refuse_pruned(artifact_dir: Path, m: Manifest | None) -> None:
     """A pruned export (`m`, its verified manifest; None for a checkpoint) is refused: Core ML converts
     the checkpoint's PyTorch rollout, and its conversion does not carry token pruning (its per-sample
@@ -508,6 +526,7 @@ class CoreMLBackend(Backend):
         described = describe(ml, config, precision, compute_units, image_input, batch, per_group)
         spec = ml.get_spec()
         checks = validate_spec(spec, config, batch)
+        info = _model_info(model, artifact_dir, src)
         lint = ane_lint(spec, compute_units)
         with staging_dir(out, force=force) as tmp:
             ml.save(str(tmp / PACKAGE))
@@ -517,12 +536,9 @@ class CoreMLBackend(Backend):
                      "compute_precision_per_group": per_group,
                      "spec": checks, "ane_lint": lint, "image_input": image_input,
                      "user_defined_metadata": described,
-                     "source": {"path": recorded_path(src) if src else "in-memory model"},
+                     "source": {"path": recorded_path(src) if src else info.source.path or "in-memory model"},
                      "removed_passes": ["common::reduce_transposes"]}
-            m = new_manifest("engine", self.name, "single", precision,
-                             ModelInfo(name=model_name(artifact_dir) if src else config.name, config=config.to_dict(),
-                                       source=checkpoint_source(src) if src else ModelSource.memory(),
-                                       parameters=model.parameter_report(), weights_sha256=weights_sha256(model)),
+            m = new_manifest("engine", self.name, "single", precision, info,
                              graphs={ENGINE_GRAPH: {"file": PACKAGE, **package_io(checks)}},
                              quantization=recipe, extra=extra)
             if proxy and precision != "fp32":

@@ -83,7 +83,7 @@ def package_readme(m: Manifest, io: dict[str, dict[str, Any]], package: str) -> 
         proxy += f" Warning: {SHORT_OF_GATE.format(gate=parity['short_of_gate'])}."
     stride = tile - overlap
     n128 = ((128 - tile + stride - 1) // stride + 1) ** 2
-    name = str(cfg.get("name", m.model.name))
+    name = m.model.display_name      # the checkpoint as given, as the other engines' READMEs name it
     lr_swift = ("let out = try sr.prediction(input: AlignVARInput(lrWith: cgTile))   "
                 f"// a {tile}x{tile} CGImage; gray is converted to RGB, alpha is ignored"
                 if image else
