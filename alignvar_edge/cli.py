@@ -228,7 +228,7 @@ def _empty_argument(argv: list[str]) -> str | None:
 
 def _interrupted(args: Any, signals: list[int]) -> int:
     # a verb whose finished outputs survive (a folder upscale, training) says how to continue
-    kept = getattr(args, "on_interrupt", None) or _kept_line(safe_stop.kept())
+    kept = getattr(args, "on_interrupt", None) or _kept_line(safe_stop.kept(), safe_stop.error_records())
     who = f"alignvar-edge {args.verb}" if args.verb else "alignvar-edge"
     if signal.SIGTERM in signals:
         print(f"{who}: terminated (SIGTERM); {kept}", file=sys.stderr)
@@ -237,14 +237,19 @@ def _interrupted(args: Any, signals: list[int]) -> int:
     return 128 + signal.SIGINT
 
 
-def _kept_line(published: list[str]) -> str:
+def _kept_line(published: list[str], error_records: list[str]) -> str:
     """What an interrupted verb kept: the outputs it had published in full (the signal came after
-    their rename, before the verb said so), and that nothing partial is left."""
-    if not published:
-        return "no partial output was kept"
-    names = ", ".join(f"'{p}'" for p in published)
-    was, are = ("was", "is") if len(published) == 1 else ("were", "are")
-    return f"{names} {was} complete before the interrupt and {are} kept; no partial output was kept"
+    their rename, before the verb said so), and that nothing partial is left; and the result files
+    that now record the run as stopped (`--json FILE`)."""
+    line = "no partial output was kept"
+    if published:
+        names = ", ".join(f"'{p}'" for p in published)
+        was, are = ("was", "is") if len(published) == 1 else ("were", "are")
+        line = f"{names} {was} complete before the interrupt and {are} kept; {line}"
+    if error_records:
+        names = ", ".join(f"'{p}'" for p in error_records)
+        line += f"; {names} now record{'s' if len(error_records) == 1 else ''} this run as interrupted"
+    return line
 
 
 def _reader_gone() -> int:
@@ -312,7 +317,7 @@ def _watch_signals(flag: list[int], verb: str) -> dict[int, Any]:
                             "Ctrl-C again stops at once\n".encode())
                 return
             flag.append(signum)
-            raise KeyboardInterrupt
+            raise KeyboardInterrupt(signal.Signals(signum).name)      # named in a --json FILE's ERROR record
         _OURS.add(on_signal)
         previous[sig] = signal.signal(sig, on_signal)
     return previous

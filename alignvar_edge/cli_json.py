@@ -16,7 +16,7 @@ import os
 from contextlib import contextmanager, suppress
 from typing import Any, Iterator
 
-from alignvar_edge import __version__
+from alignvar_edge import __version__, safe_stop
 from alignvar_edge.bench.schema import is_report
 from alignvar_edge.errors import InputError, OutputExistsError, out_of_memory
 from alignvar_edge.fsmodes import unwritable_folder, write_text
@@ -97,12 +97,20 @@ def no_stale_result(target: str | None, what: dict[str, Any]) -> Iterator[Result
         if (target and target != STDOUT and not result.in_file()
                 and (not os.path.exists(target) or is_own_result(target))):
             try:
-                reason = str(out_of_memory(e) or e) or type(e).__name__
-                write_result(target, {**what, "result": "ERROR", "reason": reason})
+                write_result(target, {**what, "result": "ERROR", "reason": _failure(e)})
+                safe_stop.error_record(target)
             except OSError:                          # cannot write it: at least no stale verdict
                 with suppress(OSError):
                     os.unlink(target)
         raise
+
+
+def _failure(e: BaseException) -> str:
+    """Why the run failed, for its ERROR record: a stop names its signal where the CLI's handler
+    said which (SIGINT, SIGTERM)."""
+    if isinstance(e, KeyboardInterrupt):
+        return f"interrupted ({e})" if str(e) else "interrupted"
+    return str(out_of_memory(e) or e) or type(e).__name__
 
 
 def json_target(text: str) -> str:

@@ -25,6 +25,7 @@ _on_stop: str | None = None         # inside a window: what happens on a stop, f
 _asked: int | None = None           # the signal that asked for the stop, since the last window opened
 # while the CLI records a verb: each output it publishes -> the (device, inode) of what is renamed there
 _published: dict[str, tuple[int, int]] | None = None
+_error_records: list[str] = []      # result files that now say the stopped run failed (`error_record`)
 
 
 @contextlib.contextmanager
@@ -89,6 +90,7 @@ def recording() -> Iterator[None]:
     """While inside (the CLI, around one verb), `publishing` notes each output for `kept`."""
     global _published
     _published = {}
+    _error_records.clear()
     try:
         yield
     finally:
@@ -102,6 +104,19 @@ def publishing(staged: str | os.PathLike[str], out: str | os.PathLike[str]) -> N
     if _published is not None:
         st = os.stat(staged)
         _published[os.fspath(out)] = (st.st_dev, st.st_ino)
+
+
+def error_record(out: str | os.PathLike[str]) -> None:
+    """`out`, a result file, was just replaced by a record that the run failed (`--json FILE` of a
+    stopped run): not an output the verb kept, though it was published like one."""
+    if _published is not None:
+        _published.pop(os.fspath(out), None)
+        _error_records.append(os.fspath(out))
+
+
+def error_records() -> list[str]:
+    """The result files `error_record` noted since the CLI began recording this verb."""
+    return list(_error_records)
 
 
 def kept() -> list[str]:

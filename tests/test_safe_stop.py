@@ -98,6 +98,27 @@ def test_a_sigint_right_after_a_json_result_is_written_names_the_file(tmp_path, 
     assert json.loads(result.read_text())["alignvar_edge"]
 
 
+def test_a_sigint_before_a_json_result_says_the_file_records_the_interrupt(tmp_path, monkeypatch, capsys):
+    """A stopped run replaces its --json FILE with an ERROR record (no stale verdict outlives it):
+    the line said that FILE 'was complete before the interrupt and is kept', and the record's
+    reason was 'KeyboardInterrupt' for SIGINT and SIGTERM alike."""
+    result = tmp_path / "info.json"
+    result.write_text(json.dumps({"alignvar_edge": "0.0.1", "result": "an earlier run's"}))
+    real, calls = cli_json.write_text, []
+
+    def stopped_first(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args)
+        if len(calls) == 1:                       # the result itself: the stop lands before it
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(cli_json, "write_text", stopped_first)
+    assert cli.main(["info", "--preset", "micro", "--json", str(result)]) == 130
+    assert _last_line(capsys) == (f"alignvar-edge info: interrupted; no partial output was kept; '{result}' now "
+                                  "records this run as interrupted")
+    record = json.loads(result.read_text())
+    assert record["result"] == "ERROR" and record["reason"] == "interrupted (SIGINT)", record
+
+
 def test_outputs_are_recorded_only_while_the_cli_runs_a_verb(tmp_path):
     from alignvar_edge.fsmodes import write_text
     write_text(tmp_path / "a.txt", "a")                  # the library: nothing recorded, nothing grows
