@@ -208,7 +208,7 @@ def deploy(opts: DeployOptions, log: Log | None = None, progress: Progress | Non
 
     batch_search: dict[str, Any] | None = None
     with artifact_dir(out, force=opts.force) as tmp, staged_as(tmp, out):
-        if reused is not None:
+        if opts.export and reused is not None:          # checked before the staging folder was made
             t0 = stage(f"reuse the export {opts.export} (checked against the model, copied in)")
             export = _reuse_export(Path(opts.export), reused, tmp / "export", say)
         else:
