@@ -986,6 +986,28 @@ def test_a_full_disk_is_one_line_and_leaves_nothing_the_same_command_refuses(sma
         assert list(disk.iterdir()) == []
 
 
+def test_a_run_killed_before_its_first_save_is_told_to_start_over(tmp_path: Path, capsys) -> None:
+    """A SIGKILL during the first save leaves run.json, log.csv and a hidden state being written:
+    the same command said 'already holds a run; pass --force to replace it, --resume to continue it',
+    and --resume said 'start without --resume', one sending the user to the other."""
+    import shutil
+
+    from alignvar_edge import cli
+    out = tmp_path / "run"
+    argv = ["train", "vqvae", "--preset", "micro", "--out", str(out), "--steps", "2", "--batch", "2", "--warmup", "1"]
+    assert cli.main(argv) == 0
+    for p in out.iterdir():                   # what the kill leaves
+        if p.name not in ("run.json", "log.csv"):
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    (out / ".state.ab12cd34.tmp").mkdir()
+    capsys.readouterr()
+    assert cli.main([*argv, "--resume"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"alignvar-edge train: error: --resume: '{out}' holds a run that stopped before its first save, so there "
+        "is no training state to continue; start it over with --force")
+    assert cli.main([*argv, "--force"]) == 0
+
+
 def test_a_sigint_between_the_renames_of_a_state_save_keeps_the_new_state(tmp_path: Path, sigint_after_moving) -> None:
     """The state is replaced by moving the old one aside and the new one in: a Ctrl-C right after the
     first rename waits for the second, so the state just saved is the one --resume finds (it was

@@ -305,6 +305,9 @@ def _check_resume(opts: TrainOptions) -> None:
     out = opts.out
     fp_path = out / RUN_FILE
     if not (out / STATE_DIR).exists() and not (out / ".state.old").exists():
+        if fp_path.exists():        # started, and stopped (killed) before its first save
+            raise InputError(f"--resume: '{out}' holds a run that stopped before its first save, so there is "
+                             "no training state to continue; start it over with --force")
         raise InputError(f"--resume: '{out}' holds no training state; start without --resume")
     try:
         old = jsonsafe.loads(fp_path.read_bytes()) if fp_path.exists() else None
