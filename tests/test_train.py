@@ -1005,6 +1005,10 @@ def test_a_run_killed_before_its_first_save_is_told_to_start_over(tmp_path: Path
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"alignvar-edge train: error: --resume: '{out}' holds a run that stopped before its first save, so there "
         "is no training state to continue; start it over with --force")
+    assert cli.main(argv) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"alignvar-edge train: error: '{out}' holds a run that stopped before its first save; pass --force to "
+        "start it over, or choose another --out")
     assert cli.main([*argv, "--force"]) == 0
 
 
