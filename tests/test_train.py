@@ -1040,3 +1040,23 @@ def test_a_sigint_right_after_force_moves_the_old_run_aside_puts_it_back(tmp_pat
         train(opts(out, "vqvae", 4, force=True), micro_batches())
     assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_a_run_whose_working_folder_is_removed_mid_run_still_writes_final(tmp_path: Path, monkeypatch) -> None:
+    """The folder `train` was started from is read once, when the command starts: removed during the
+    run, every later save (RUN/latest, RUN/final) still records it, and final is written."""
+    import json
+    import shutil
+
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    get = micro_batches()
+
+    def batches(b: int):
+        if b == 2:
+            shutil.rmtree(work)           # the folder the command was started from goes away mid-run
+        return get(b)
+    final = train(opts(tmp_path / "run", "vqvae", 4, save_every=3), batches)
+    assert not work.exists()
+    assert json.loads((final / "training.json").read_text())["cwd"] == str(work)

@@ -364,7 +364,7 @@ def _init_differences(opts: TrainOptions, was_init: Any, was_cwd: str | None, re
     return differ
 
 
-def _prepare_out(opts: TrainOptions, init_sha256: dict[str, str] | None) -> Path | None:
+def _prepare_out(opts: TrainOptions, init_sha256: dict[str, str] | None, cwd: str | None) -> Path | None:
     """Make opts.out ready for a new run, recording `init_sha256` (hashed by the caller, before the
     stop is held); with --force, the old run is moved aside (returned) and deleted only once the new
     run has finished (`_finish_out`)."""
@@ -397,7 +397,7 @@ def _prepare_out(opts: TrainOptions, init_sha256: dict[str, str] | None) -> Path
         os.replace(out, aside)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        fingerprint["cwd"] = os.getcwd()       # where --images and --init were given from (option_differences)
+        fingerprint["cwd"] = cwd       # where --images and --init were given from (option_differences)
         fp_path.write_text(json.dumps(fingerprint, indent=1) + "\n")
     except BaseException:
         _finish_out(out, aside, ok=False)      # a full disk: the old run back, not left hidden
@@ -520,8 +520,19 @@ def _within_seed_range(n: int) -> int:
     return n % SEED_LIMIT
 
 
+def _working_folder() -> str | None:
+    """The folder this command runs in, or None where it cannot be read (removed before the start)."""
+    try:
+        return os.getcwd()
+    except OSError:
+        return None
+
+
 def train(opts: TrainOptions, batches: Callable[[int], tuple[torch.Tensor, torch.Tensor]] | None = None) -> Path:
     """Run a stage; returns the final checkpoint directory. `batches(b)` -> (hr, lr) for batch b."""
+    # read once, as the command starts: the folder may be removed while the run trains, and every
+    # save records it (TRAINED_IN: the folder this command's relative paths are from)
+    cwd = _working_folder()
     opts.validate()
     _check_trained_transformer(opts)
     torch.manual_seed(opts.seed)
@@ -552,11 +563,11 @@ def train(opts: TrainOptions, batches: Callable[[int], tuple[torch.Tensor, torch
             # held: a stop right after the old run was moved aside waits until `aside` names it, then
             # lands here, where the old run is put back (it was left hidden beside --out)
             with safe_stop.held():
-                aside = _prepare_out(opts, init_sha256)
+                aside = _prepare_out(opts, init_sha256, cwd)
                 prepared = True
         # a run that replaces another stops at once when asked: it is not kept (see below), so
         # finishing its step would only delay putting the old run back
-        final = _run(opts, model, batches, stop_gracefully=aside is None, notices=notices)
+        final = _run(opts, model, batches, cwd, stop_gracefully=aside is None, notices=notices)
     except BaseException:
         # Ctrl-C / SIGTERM, or an error (a full disk at the first save): a --force run puts back the
         # run it was replacing; otherwise a run that saved a state is kept (--resume goes on from
@@ -574,7 +585,7 @@ def train(opts: TrainOptions, batches: Callable[[int], tuple[torch.Tensor, torch
 
 
 def _run(opts: TrainOptions, model: AlignVAR, batches: Callable[[int], tuple[torch.Tensor, torch.Tensor]],
-         stop_gracefully: bool = True, notices: list[warnings.WarningMessage] | None = None) -> Path:
+         cwd: str | None, stop_gracefully: bool = True, notices: list[warnings.WarningMessage] | None = None) -> Path:
     params = trainable_parameters(model, opts.stage)
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
@@ -660,12 +671,12 @@ def _run(opts: TrainOptions, model: AlignVAR, batches: Callable[[int], tuple[tor
             if (step + 1) % opts.save_every == 0 and step + 1 < opts.steps:
                 save_state(opts.out, step + 1, model, ema, opt,
                            {"stage": opts.stage, "unused_codes": (~usage).nonzero().flatten().tolist()}, gen)
-                _checkpoint(opts, ema, step + 1, LATEST_DIR, lineage)
+                _checkpoint(opts, ema, step + 1, LATEST_DIR, lineage, cwd)
         bar.close()
         ahead.close()                    # a run stopped early: the threads drop the batches made ahead
         save_state(opts.out, done, model, ema, opt,
                    {"stage": opts.stage, "unused_codes": (~usage).nonzero().flatten().tolist()}, gen)
-        final = _checkpoint(opts, ema, done, "final", lineage)
+        final = _checkpoint(opts, ema, done, "final", lineage, cwd)
         shutil.rmtree(opts.out / LATEST_DIR, ignore_errors=True)          # final is now the newest
         return final
 
@@ -675,10 +686,12 @@ def _run(opts: TrainOptions, model: AlignVAR, batches: Callable[[int], tuple[tor
 LATEST_DIR = "latest"
 
 
-def _checkpoint(opts: TrainOptions, ema: AlignVAR, steps: int, name: str, lineage: dict[str, Any] | None) -> Path:
-    # the folder the options' relative paths are from: a --resume may run in another than run.json's
+def _checkpoint(opts: TrainOptions, ema: AlignVAR, steps: int, name: str, lineage: dict[str, Any] | None,
+                cwd: str | None) -> Path:
+    # the folder the options' relative paths are from (`cwd`, read as the command started): a --resume
+    # may run in another than run.json's
     made: dict[str, Any] = {"stage": opts.stage, "steps": steps, "planned_steps": opts.steps,
-                            "options": opts.fingerprint(), TRAINED_IN: os.getcwd()}
+                            "options": opts.fingerprint(), TRAINED_IN: cwd}
     if lineage is not None:         # what eval reports this run rests on, even after --init moves
         made[INIT_LINEAGE] = lineage
     return save_pretrained(ema, opts.out / name, overwrite=True, extra=made)
