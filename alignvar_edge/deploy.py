@@ -348,19 +348,25 @@ def _checked_export(src: Path, model: Any, source: ModelSource) -> Manifest:
         raise ArtifactError(f"{given} was exported from another model configuration "
                             f"('{m.model.name}'); export this model instead (leave out {option('export')})")
     if differs == "weights":
-        made = f"weights SHA-256 {recorded[:12]}" if recorded else "an older export that records no weights SHA-256"
-        raise ArtifactError(f"{given} was exported from {m.source.describe()} ({made}), not from the model to "
-                            f"deploy, {source.describe()} (weights SHA-256 {mine[:12]}): export this model "
-                            f"{_export_command(source)}and pass that, or leave out {option('export')} to export here")
+        command = _export_command(source)
+        if recorded is None:
+            # an older export: which weights it holds is not known, so neither is whether they differ
+            raise ArtifactError(f"{given} records no weights SHA-256, so it cannot be checked against "
+                                f"{source.describe()}: re-export with "
+                                + (f"`{command}`" if command else "this model") + f", or leave out {option('export')}")
+        raise ArtifactError(f"{given} was exported from {m.source.describe()} (weights SHA-256 {recorded[:12]}), "
+                            f"not from the model to deploy, {source.describe()} (weights SHA-256 {mine[:12]}): "
+                            "export this model " + (f"(`{command}`) " if command else "")
+                            + f"and pass that, or leave out {option('export')} to export here")
     return m
 
 
-def _export_command(source: ModelSource) -> str:
-    """The `export` command of the model `source` names, with a trailing space ('' where none loads it)."""
+def _export_command(source: ModelSource) -> str | None:
+    """The `export` command of the model `source` names (None where none loads it)."""
     if source.kind == "preset":
-        return f"(`alignvar-edge export --preset {source.name} --seed {source.seed} --out DIR`) "
+        return f"alignvar-edge export --preset {source.name} --seed {source.seed} --out DIR"
     ref = source.reference
-    return f"(`alignvar-edge export {ref} --out DIR`) " if ref else ""
+    return f"alignvar-edge export {ref} --out DIR" if ref else None
 
 
 def _reuse_export(src: Path, m: Manifest, dest: Path, say: Log) -> Path:

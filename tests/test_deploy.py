@@ -109,6 +109,31 @@ def test_a_reused_export_of_other_weights_is_refused_before_any_work(micro_expor
     assert "[1/" not in captured.out and not out.exists()          # refused before any step
 
 
+def test_a_reused_export_that_records_no_weights_hash_is_said_to_be_uncheckable(
+        micro_export: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An older export records no weights SHA-256: deploy cannot know whether it was exported from the
+    model to deploy, so it says that, not that it came from other weights; nothing is written."""
+    import dataclasses
+    import shutil
+
+    from alignvar_edge.manifest import write_manifest
+    from alignvar_edge.model.checkpoint import save_pretrained
+    ckpt = save_pretrained(sharp_model("micro"), tmp_path / "ckpt")
+    export = tmp_path / "old-export"
+    shutil.copytree(micro_export, export)
+    m = read_manifest(export)
+    m.model = dataclasses.replace(m.model, weights_sha256=None)
+    write_manifest(export, m)
+    out = tmp_path / "d"
+    rc = cli.main(["deploy", str(ckpt), "--export", str(export), "--out", str(out), "--quick",
+                   "--targets", "onnxruntime", "--precision", "fp32", "--threads", "1"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err == (f"alignvar-edge deploy: error: --export '{export}' records no weights SHA-256, so "
+                               f"it cannot be checked against checkpoint {ckpt.resolve()}: re-export with "
+                               f"`alignvar-edge export {ckpt.resolve()} --out DIR`, or leave out --export"), err
+    assert not out.exists()
+
+
 def test_the_core_ml_package_names_the_checkpoint_as_the_other_engines_do(micro_export: Path, tmp_path: Path) -> None:
     """deploy hands Core ML the model it loaded: the package recorded an in-memory model, and its
     README the config's name, while the ONNX Runtime engine beside it named the checkpoint."""
