@@ -22,11 +22,14 @@ _ASCII = {"–": "-", "—": "-", "−": "-", "×": "x", "…": "...", "≥": ">
 _ESCAPED_BYTES = range(0xDC80, 0xDD00)          # surrogateescape's stand-ins for undecodable bytes
 
 
-def _console_spelling(error: UnicodeError) -> tuple[bytes, int]:
+def _console_spelling(error: UnicodeError) -> tuple[str | bytes, int]:
     if not isinstance(error, UnicodeEncodeError):
         raise error
+    chars = error.object[error.start:error.end]
+    if "a".encode(error.encoding, "ignore") != b"a":       # UTF-16/32: no place for a name's raw bytes
+        return "".join("?" if ord(c) in _ESCAPED_BYTES else _ASCII.get(c, "?") for c in chars), error.end
     out = bytearray()
-    for char in error.object[error.start:error.end]:
+    for char in chars:
         code = ord(char)
         out += bytes([code - 0xDC00]) if code in _ESCAPED_BYTES else _ASCII.get(char, "?").encode("ascii")
     return bytes(out), error.end

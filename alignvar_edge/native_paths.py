@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 from collections.abc import Iterator
 
 from alignvar_edge.errors import InputError
 
-__all__ = ["native_path"]
+__all__ = ["check_temp_folder", "native_path", "opened_natively"]
 
 _FD_ALIASES = "/proc/self/fd"
 
@@ -28,23 +29,40 @@ def _opens_as_named(path: str) -> bool:
         return False
 
 
-@contextlib.contextmanager
-def native_path(path: str | os.PathLike[str]) -> Iterator[str]:
-    """`path` as a str a C++ library opens, for the duration of the block: `path` itself where its
-    UTF-8 is its file-system name, else the same file through its folder's descriptor. The file's
-    own name (ours are ASCII: model.onnx) must be one the library can spell; files it finds beside
-    it (external weights) are found through the same folder."""
+def opened_natively(path: str | os.PathLike[str]) -> tuple[str, int | None]:
+    """`path` as a str a C++ library opens, and the descriptor of the folder it goes through (None
+    where `path` itself serves), which the caller closes once the library is done with the path:
+    `path` itself where its UTF-8 is its file-system name, else the same file through its folder's
+    descriptor. The file's own name (ours are ASCII: model.onnx) must be one the library can spell;
+    files it finds beside it (external weights) are found through the same folder."""
     text = os.fspath(path)
     if _opens_as_named(text):
-        yield text
-        return
+        return text, None
     folder, name = os.path.split(os.path.abspath(text))
     if not (_opens_as_named(name) and os.path.isdir(_FD_ALIASES)):
         raise InputError(f"{path}: this name is not UTF-8 as the file system holds it, and the ONNX libraries "
                          "open files by UTF-8 names; rename it (and any folder above it) to a UTF-8 name, "
                          "or run in a UTF-8 locale (LC_ALL=C.UTF-8)")
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    return f"{_FD_ALIASES}/{fd}/{name}", fd
+
+
+@contextlib.contextmanager
+def native_path(path: str | os.PathLike[str]) -> Iterator[str]:
+    """`opened_natively(path)` for the duration of the block."""
+    at, fd = opened_natively(path)
     try:
-        yield f"{_FD_ALIASES}/{fd}/{name}"
+        yield at
     finally:
-        os.close(fd)
+        if fd is not None:
+            os.close(fd)
+
+
+def check_temp_folder(for_what: str) -> None:
+    """Refuse, before any work, a $TMPDIR the ONNX libraries cannot name: ONNX Runtime's quantizer
+    makes its own scratch folders there and opens them by UTF-8 names (`for_what`: 'int8 quantization')."""
+    temp = tempfile.gettempdir()
+    if not _opens_as_named(temp):
+        raise InputError(f"the temporary folder {temp} ($TMPDIR) is not named in UTF-8 as the file system holds "
+                         f"it, and ONNX Runtime's {for_what} opens its scratch files there by UTF-8 names; set "
+                         "TMPDIR to a folder with a UTF-8 name (`TMPDIR=DIR alignvar-edge ...`)")

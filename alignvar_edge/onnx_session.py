@@ -7,14 +7,14 @@ Needs only onnxruntime (the `device` extra), imported on first use.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import re
+import weakref
 from typing import Any
 
 from alignvar_edge.errors import ArtifactError, InputError, out_of_memory
 from alignvar_edge.lazy import lazy_import
-from alignvar_edge.native_paths import native_path
+from alignvar_edge.native_paths import opened_natively
 
 ort = lazy_import("onnxruntime")
 
@@ -53,16 +53,23 @@ def open_session(model: str | os.PathLike[str] | bytes, providers: list[Any] | N
     otherwise); a graph ONNX Runtime refuses is an ArtifactError that says `fix`, and no memory
     to load it an OutOfMemoryError (no re-export cures that)."""
     so = session_options(threads, inter_threads, optimization, spin)
+    src, folder = (model, None) if isinstance(model, bytes) else opened_natively(model)
     try:
-        with contextlib.nullcontext(model) if isinstance(model, bytes) else native_path(model) as src:
-            return ort.InferenceSession(src, sess_options=so, providers=providers or [CPU])
-    except InputError:
-        raise
-    except Exception as e:  # ORT raises its own exception types for broken, truncated or invalid graphs
+        session = ort.InferenceSession(src, sess_options=so, providers=providers or [CPU])
+    except BaseException as e:  # ORT raises its own exception types for broken, truncated or invalid graphs
+        if folder is not None:
+            os.close(folder)
+        if not isinstance(e, Exception):       # a Ctrl-C while it loads
+            raise
         what = "an in-memory model" if isinstance(model, bytes) else model
         if (memory := out_of_memory(e, f"loading {what} in ONNX Runtime")) is not None:
             raise memory from e
         raise ArtifactError(f"ONNX Runtime cannot load {what}: {ort_reason(e)}; {fix}") from e
+    if folder is not None:
+        # the session keeps the path it was given and opens it again (set_providers, a GPU provider's
+        # fallback to CPU): the folder it goes through stays open while the session lives
+        weakref.finalize(session, os.close, folder)
+    return session
 
 
 # "[ONNXRuntimeError] : 1 : FAIL : " before each nested message, and ORT's "file.cc:123 Function "

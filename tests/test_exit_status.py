@@ -95,5 +95,20 @@ def test_a_report_prints_under_an_ascii_locale(tmp_path) -> None:
     out = subprocess.run([sys.executable, "-m", "alignvar_edge", "bench", "merge", str(report),
                           "--out", os.fsencode(tmp_path) + b"/m\xe9rged.json"], env=env, capture_output=True, timeout=120)
     assert out.returncode == 0, out.stderr[-500:]
-    assert b"| - |" in out.stdout or b" - " in out.stdout, out.stdout[:500]
+    assert "–".encode() not in out.stdout and b"| - |" in out.stdout, out.stdout[:500]
     assert (tmp_path / os.fsdecode(b"m\xe9rged.json")).is_file()
+
+
+def test_an_error_line_names_a_file_by_its_own_bytes_on_any_console(tmp_path) -> None:
+    """stderr writes a file name's odd bytes as they are (its '\\udcff' escape could not be pasted
+    back), and a UTF-16 console, which has no place for a lone byte, gets '?' instead: it lost
+    sys.stderr and exited 1."""
+    missing = os.fsencode(tmp_path) + b"/no\xff"
+    out = subprocess.run([sys.executable, "-m", "alignvar_edge", "inspect", missing], capture_output=True, timeout=120,
+                         env={**os.environ, "LC_ALL": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0"})
+    assert out.returncode == 2 and missing in out.stderr, out.stderr
+    out = subprocess.run([sys.executable, "-m", "alignvar_edge", "inspect", missing], capture_output=True, timeout=120,
+                         env={**os.environ, "PYTHONIOENCODING": "utf-16"})
+    assert out.returncode == 2, out.stderr
+    line = out.stderr.decode("utf-16")
+    assert line.startswith("alignvar-edge inspect: error: ") and f"'{tmp_path}/no?' does not exist" in line, line

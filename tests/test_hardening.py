@@ -1107,18 +1107,40 @@ def test_onnx_runtime_opens_an_artifact_whose_path_is_not_utf8(export, tmp_path,
     load_verified(tmp_path / "eng")
 
 
-def test_export_writes_into_a_folder_whose_name_is_not_utf8(nano, tmp_path):
+def test_export_writes_into_a_folder_whose_name_is_not_utf8(nano, export, tmp_path):
     """The ONNX checker opens the graph by its name encoded as UTF-8: an export into a folder named
     in another encoding ran to its end, then failed with a pybind TypeError traceback. With its
     weights beside the graph (found only through the graph's folder), ONNX Runtime opens it too:
     export's own parity check, and an engine loaded from it."""
     from alignvar_edge import runtimes
     from alignvar_edge.export.onnx_export import export_onnx
+    from alignvar_edge.onnx_session import CPU, open_session
     out = tmp_path / os.fsdecode(b"lat\xe9 dir") / "exp"
-    export_onnx(nano, out, graph="single", batch=1, n_tiles=1, external_data=True)
+    export_onnx(nano, out, graph="single", batch=1, n_tiles=1, external_data=True, simplify=True)
     assert "model.onnx.data" in load_verified(out).files
     with runtimes.load(out, backend="onnxruntime", threads=1) as engine:
         assert engine.upscale(np.zeros((8, 8, 3), np.float32)).shape == (32, 32, 3)
+    # ORT opens a session's file again (set_providers, a GPU provider's fallback): through the same folder
+    session = open_session(out / "model.onnx", threads=1)
+    other = [open_session(export / "model.onnx", threads=1) for _ in range(2)]      # other descriptors
+    session.set_providers([CPU])
+    assert session.get_inputs()[0].shape == other[0].get_inputs()[0].shape
+
+
+def test_int8_quantization_refuses_a_temporary_folder_no_onnx_library_can_name(export, tmp_path, monkeypatch):
+    """ONNX Runtime's quantizer makes its scratch folders in $TMPDIR and opens them by UTF-8 names:
+    a TMPDIR named in another encoding failed minutes in, blaming the export, in several lines."""
+    import tempfile
+
+    from alignvar_edge.quantize.artifact import QuantizeOptions, quantize_artifact
+    odd = tmp_path / os.fsdecode(b"tmp\xff")
+    odd.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(odd))
+    with pytest.raises(InputError, match=re.escape(f"the temporary folder {odd} ($TMPDIR) is not named in UTF-8 ")
+                       + r".* set TMPDIR to a folder with a UTF-8 name"):
+        quantize_artifact(export, tmp_path / "q", QuantizeOptions(precision="int8", target="onnxruntime",
+                                                                  tiles=1, val_tiles=1, search=False))
+    assert not (tmp_path / "q").exists() and list(odd.iterdir()) == []
 
 
 def _latin1_locale(tmp: Path) -> dict[str, str]:

@@ -157,18 +157,16 @@ def export_graph(spec: GraphSpec, path: Path, opset: int, external_data: bool) -
 
 def simplify_graph(path: Path, external_data: bool) -> None:
     """onnxslim in place (re-validated afterwards like every graph)."""
-    import onnx
     import onnxslim
 
-    with _quiet_exporter():
-        slim = onnxslim.slim(str(path))
+    with _quiet_exporter(), native_path(path) as at:
+        slim = onnxslim.slim(at)
     if slim is None:
         raise ArtifactError(f"onnxslim could not simplify {path.name}; export without {option('simplify', True)}")
     data = path.with_name(path.name + ".data")
     if data.exists():
         data.unlink()
-    onnx.save_model(slim, str(path), save_as_external_data=external_data,
-                    location=data.name if external_data else None)
+    onnx_io.save(slim, path, large=external_data)
 
 
 def check_graph(path: Path) -> None:

@@ -42,8 +42,9 @@ def save(model: onnx.ModelProto, path: str | Path, large: bool | None = None) ->
         copy = onnx.ModelProto()
         copy.CopyFrom(model)
         model = copy
-    onnx.save_model(model, str(path), save_as_external_data=ext, all_tensors_to_one_file=True,
-                    location=f"{path.name}.data" if ext else None)
+    with native_path(path) as at:         # onnx writes external weights through a C++ helper
+        onnx.save_model(model, at, save_as_external_data=ext, all_tensors_to_one_file=True,
+                        location=f"{path.name}.data" if ext else None)
 
 
 def _tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:

@@ -19,9 +19,6 @@ otherwise saturate (logits error 9.9% vs 1.6%, measured on a toy rollout).
 """
 from __future__ import annotations
 
-import errno
-import os
-import shutil
 import tempfile
 from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
@@ -34,9 +31,10 @@ import onnx
 
 from alignvar_edge.cpuinfo import has_vnni
 from alignvar_edge.errors import ConfigError, InputError
-from alignvar_edge.fsmodes import NO_SPACE
+from alignvar_edge.fsmodes import temp_folder_full
 from alignvar_edge.export import onnx_io
 from alignvar_edge.lazy import lazy_import
+from alignvar_edge.native_paths import check_temp_folder, native_path
 from alignvar_edge.quantize.calibration.ranges import METHODS, Progress, collect_ranges
 from alignvar_edge.quantize.policy import QUANT_OP_TYPES, Policy, QuantNode, classify
 
@@ -134,6 +132,7 @@ class Int8Builder:
     def __init__(self, model_path: str | Path, recipe: Int8Recipe, feeds: Sequence[dict[str, np.ndarray]],
                  candidates: Policy | None = None, progress: Progress = iter) -> None:
         self.recipe = recipe
+        check_temp_folder("int8 quantization")
         self._tmp = tempfile.TemporaryDirectory(prefix="alignvar-quant-")
         self.tmp = Path(self._tmp.name)
         src = onnx.load(str(model_path), load_external_data=False)     # structure and metadata only
@@ -267,15 +266,14 @@ def _pre_process(src: Path, dst: Path, large: bool, graph_bytes: int) -> None:
     optimizer_level = optimizer.level
     optimizer.setLevel(logging.CRITICAL)
     try:
-        ortq.quant_pre_process(str(src), str(dst), skip_symbolic_shape=True, save_as_external_data=large,
-                               all_tensors_to_one_file=True, external_data_location=f"{dst.name}.data")
+        with native_path(src) as src_at:
+            ortq.quant_pre_process(src_at, str(dst), skip_symbolic_shape=True, save_as_external_data=large,
+                                   all_tensors_to_one_file=True, external_data_location=f"{dst.name}.data")
     except Exception as e:  # onnxruntime raises bare Exceptions from its optimizer
         # it writes only scratch copies of the graph, under $TMPDIR: a disk there that is full, or
         # has no room for one copy (its C++ writer truncates a file it cannot finish), is no bad input
-        temp = tempfile.gettempdir()
-        if (isinstance(e, OSError) and e.errno in NO_SPACE
-                or shutil.disk_usage(temp).free < graph_bytes):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), temp) from e
+        if (full := temp_folder_full(e, needed_bytes=graph_bytes)) is not None:
+            raise full from e
         raise InputError(f"onnxruntime's quantization pre-processing failed on {src}: {e}") from e
     finally:
         root.setLevel(level)

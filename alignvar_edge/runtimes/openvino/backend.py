@@ -64,6 +64,7 @@ from alignvar_edge.caller import on_command_line, option
 from alignvar_edge.cpuinfo import has_vnni
 from alignvar_edge.errors import (ArtifactError, BackendUnavailableError, EngineClosedError, HalfPrecisionError,
                                   InputError, PrecisionWarning)
+from alignvar_edge.export import onnx_io
 from alignvar_edge.fsmodes import WRITE_LIMITS, temp_folder_full
 from alignvar_edge.graph_names import INPUT, NOISE, SR, is_token_name, token_names
 from alignvar_edge.lazy import lazy_import
@@ -882,7 +883,6 @@ class OpenVINOBackend(Backend):
             return {"engine": XML}, recipe, None
         import tempfile
 
-        import onnx
         assert cut is not None
         recipe = None
         image_hint = _int8_image_precision(device) if precision == "int8" else inference_precision(precision, device)
@@ -891,12 +891,12 @@ class OpenVINOBackend(Backend):
             paths = {}
             for part, name in ((cut.token_part, "token"), (cut.image_part, "image")):
                 paths[name] = Path(scratch) / f"{name}.onnx"
-                mine = onnx.ModelProto()
-                mine.CopyFrom(part)      # saving with external data moves the weights out of the proto
                 try:
-                    onnx.save(mine, str(paths[name]), save_as_external_data=True, location=f"{name}.onnx.data")
+                    onnx_io.save(part, paths[name], large=True)        # weights beside it, in NAME.onnx.data
                 except OSError as e:
-                    raise temp_folder_full(e) or e from e
+                    if (full := temp_folder_full(e)) is not None:
+                        raise full from e
+                    raise
             token, image = _read_onnx(paths["token"], rewrites), _read_onnx(paths["image"], rewrites)
             if precision == "int8":
                 from alignvar_edge.runtimes.openvino.nncf import nncf_quantize
