@@ -31,6 +31,7 @@ from alignvar_edge.errors import ArtifactError, BackendUnavailableError, InputEr
 from alignvar_edge.extras import is_installed
 from alignvar_edge.graph_names import INPUT, SR, token_names
 from alignvar_edge.lazy import lazy_import
+from alignvar_edge.native_paths import native_path
 from alignvar_edge.outputs import artifact_dir as staging_dir
 from alignvar_edge.manifest import Manifest, listed_file, load_verified, new_manifest, recorded_path, write_manifest
 from alignvar_edge.runtimes.artifacts import check_quantized_for, engine_manifest, link_onnx, single_graph
@@ -93,7 +94,9 @@ def build_engine(onnx_path: Path, plan: dict[str, Any], cache_path: Path,
     flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if plan["strongly_typed"] else 0
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
+    with native_path(onnx_path) as at:            # its C++ opens the graph (and weights beside it) by UTF-8 name
+        parsed = parser.parse_from_file(at)
+    if not parsed:
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise ArtifactError(f"TensorRT {trt.__version__} cannot parse {onnx_path.name}: {errors}")
     config = builder.create_builder_config()
