@@ -324,12 +324,15 @@ def recorded_path(path: str | os.PathLike[str]) -> str:
 # ------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class BuiltFrom:
-    """An engine's `extra.source`: the artifact it was built from."""
+    """An engine's `extra.source`: the artifact it was built from. `files_sha256` is its
+    `graph_files_sha256`, the same for a re-export by the same command (its `manifest_sha256`, the
+    SHA-256 of its manifest.json, is not); None in engines built before it was recorded."""
 
     path: str | None = None
     backend: str | None = None
     precision: str | None = None
     manifest_sha256: str | None = None
+    files_sha256: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -546,6 +549,41 @@ def hash_files(root: Path) -> dict[str, str]:
     """SHA-256 of every file under root except the manifest itself (and Finder's litter)."""
     return {p.relative_to(root).as_posix(): sha256_file(p)
             for p in sorted(root.rglob("*")) if p.is_file() and p.name != MANIFEST_FILE and not finder_litter(p.name)}
+
+
+# backends whose engine file is compiled by a device, anew at each build: a TensorRT plan (its
+# tactics timed on the GPU that builds it), so that one command writes other bytes every time
+DEVICE_COMPILED = ("tensorrt",)
+# what a graph that is a folder (a Core ML package) writes with random identifiers at each save
+PACKAGE_MANIFEST = "Manifest.json"
+
+
+def graph_files(manifest: Manifest) -> list[str]:
+    """The files a manifest lists that hold what its artifact computes: each graph's file (`graphs`,
+    and an engine's `extra.files`: an OpenVINO split's second IR), their external data (an ONNX
+    graph's `.data`, an OpenVINO IR's `.bin`), and the files of a graph that is a folder (a Core ML
+    package) but its Manifest.json. Not README.md, the golden outputs (reference data, not what the
+    artifact computes) or build records (a TensorRT kit's trtexec.txt and build_on_device.sh, a
+    timing cache); none for an engine a device compiles (DEVICE_COMPILED)."""
+    if manifest.kind == "engine" and manifest.backend in DEVICE_COMPILED:
+        return []
+    named = {g.get("file") for g in manifest.graphs.values() if isinstance(g, dict)}
+    listed = manifest.extra.get("files")
+    named |= set(listed.values()) if isinstance(listed, dict) else set()
+    graphs = {str(f) for f in named if f}
+    data = {f"{g}.data" for g in graphs} | {f"{g.removesuffix('.xml')}.bin" for g in graphs if g.endswith(".xml")}
+    return [f for f in sorted(manifest.files) if f in graphs or f in data
+            or any(f.startswith(f"{g}/") and f != f"{g}/{PACKAGE_MANIFEST}" for g in graphs)]
+
+
+def graph_files_sha256(manifest: Manifest) -> str | None:
+    """One SHA-256 over the SHA-256s a manifest lists for its `graph_files`: the same for a
+    re-export or rebuild that wrote the same graphs, whose `created`, timings and so content hash
+    differ; None where it lists none (a TensorRT engine: what it was built from names it)."""
+    files = graph_files(manifest)
+    if not files:
+        return None
+    return hashlib.sha256(json.dumps({f: manifest.files[f] for f in files}, sort_keys=True).encode()).hexdigest()
 
 
 # what `upscale` does beyond the graph for a model with VARSR's colour fix (`config.color_fix`)

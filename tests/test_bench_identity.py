@@ -13,14 +13,16 @@ from typing import Any
 
 import pytest
 
-from _runtime_fixtures import sharp_model
+from _runtime_fixtures import sharp_model, with_external_weights
 from alignvar_edge import runtimes
 from alignvar_edge.bench.merge import merge_reports
 from alignvar_edge.bench.schema import write_json
+from alignvar_edge.manifest import graph_files, graph_files_sha256, read_manifest
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
+TRTEXEC_LOG = Path(__file__).resolve().parent / "data" / "trtexec" / "trt10-orin-fp16-dla.log"
 UNVERIFIED = ("manifest.json carries no content_sha256 (written by an older alignvar-edge, or edited by hand), so "
               "its own fields (model, parity, I/O) are unverified; the build_parity shown is as that manifest "
               "states it. Re-create the engine to be sure.")
@@ -58,6 +60,8 @@ def test_a_device_report_names_each_engine_by_its_manifest(micro_export: Path, e
     # the export it was built from, by the SHA-256 of that export's manifest.json, as the build recorded it
     assert ort["built_from"]["manifest_sha256"] == hashlib.sha256((micro_export / "manifest.json").read_bytes()).hexdigest()
     assert ort["built_from"]["backend"] == "onnx" and ort["built_from"]["precision"] == "fp32"
+    # ... and by its graph files, the same for the export made again by the same command
+    assert ort["built_from"]["files_sha256"] == graph_files_sha256(read_manifest(micro_export))
     # a rebuild by the same call writes the same files: one engine, whatever its manifest's `created`
     assert again["files_sha256"] == ort["files_sha256"] and len(ort["files_sha256"]) == 64
     # the unhashed copy: recorded as such, its parity copied as stated, and said once (JSON and console)
@@ -82,6 +86,40 @@ def test_a_host_report_names_each_engine_and_says_an_unverified_manifest(micro_e
     assert "manifest_sha256" not in by["pytorch-eager"] and "manifest_sha256" not in by["bicubic"]
     assert [n for n in report["notes"] if "content_sha256" in n] == [f"Unverified manifest: old: {UNVERIFIED}"]
     assert f"- Unverified manifest: old: {UNVERIFIED}" in report_markdown(report)
+
+
+def test_the_files_hash_is_of_graph_files_and_their_external_data(micro_export: Path, tmp_path: Path) -> None:
+    """files_sha256 covers the graphs and their external data only: a TensorRT kit's trtexec.txt and
+    build_on_device.sh are build records, so the kit hashes as the export whose graph it carries;
+    a TensorRT engine's plan is compiled by its GPU anew at each build, so it has none (what it was
+    built from names it)."""
+    from alignvar_edge.cli import main
+    from alignvar_edge.runtimes.tensorrt import backend as trt_backend
+    external = with_external_weights(micro_export, tmp_path / "external")
+    assert graph_files(read_manifest(external)) == ["model.onnx", "model.onnx.data"]
+    kit = trt_backend.BACKEND.build(micro_export, tmp_path / "kit", precision="fp16", kit=True)
+    listed = read_manifest(kit).files
+    assert {"trtexec.txt", "build_on_device.sh"} <= set(listed) and graph_files(read_manifest(kit)) == ["model.onnx"]
+    assert graph_files_sha256(read_manifest(kit)) == graph_files_sha256(read_manifest(micro_export))
+    engine = tmp_path / "my.engine"
+    engine.write_bytes(b"a plan built on the device")
+    assert main(["adopt", str(engine), "--like", str(kit), "--log", str(TRTEXEC_LOG), "--out", str(tmp_path / "e")]) == 0
+    adopted = read_manifest(tmp_path / "e")
+    assert "model.engine" in adopted.files and graph_files_sha256(adopted) is None
+    assert adopted.built_from is not None and adopted.built_from.files_sha256 == graph_files_sha256(read_manifest(kit))
+
+
+def test_a_core_ml_package_built_twice_has_one_files_hash(tmp_path: Path) -> None:
+    """The package's Manifest.json holds random identifiers, other at every save: two packages of one
+    command differ in it alone, and their files_sha256 leaves it out."""
+    pytest.importorskip("coremltools", reason="coremltools is not installed")
+    built = [read_manifest(runtimes.build("in-memory", "coreml", out=tmp_path / n, model=sharp_model("micro"),
+                                          proxy=False)) for n in ("a", "b")]
+    differ = [f for f in built[0].files if built[0].files[f] != built[1].files.get(f)]
+    assert differ == ["model.mlpackage/Manifest.json"]
+    assert "model.mlpackage/Manifest.json" not in graph_files(built[0])
+    assert "model.mlpackage/Data/com.apple.CoreML/model.mlmodel" in graph_files(built[0])
+    assert graph_files_sha256(built[0]) == graph_files_sha256(built[1]) is not None
 
 
 def _two_hosts() -> tuple[dict[str, Any], dict[str, Any]]:

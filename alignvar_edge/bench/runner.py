@@ -15,7 +15,6 @@ Order of work (each phase on every subject before the next phase):
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -45,7 +44,7 @@ from alignvar_edge.recipes import DEFAULT_MIN_TOKENS
 from alignvar_edge.runtimes.base import Engine
 from alignvar_edge.runtimes.compare import NO_REFINER
 
-__all__ = ["BenchOptions", "files_sha256", "graph_fields", "identity_fields", "resolve_reference", "run_bench"]
+__all__ = ["BenchOptions", "graph_fields", "identity_fields", "resolve_reference", "run_bench"]
 
 Log = Callable[[str], None]
 Progress = Callable[..., Iterable[Any]]
@@ -604,27 +603,17 @@ def graph_fields(manifest: Manifest | None) -> dict[str, Any]:
 def identity_fields(path: str | None, manifest: Manifest | None) -> dict[str, Any]:
     """Which artifact an engine entry timed, from its manifest: `manifest_sha256` (the content hash
     its manifest.json records; null where it records none, so that the manifest's own fields,
-    build_parity included, are unverified), `files_sha256` (its graphs and weights, see
-    `files_sha256`: the same for a rebuild that wrote the same ones) and `built_from` (the export
-    it was built from, as `extra.source` records it). Nothing without a manifest (a checkpoint, a
-    baseline)."""
+    build_parity included, are unverified), `files_sha256` (its graph files and their external data,
+    `manifest.graph_files_sha256`: the same for a rebuild that wrote the same ones; null for a
+    TensorRT engine, whose plan its GPU compiles anew at each build) and `built_from` (the export it
+    was built from, as `extra.source` records it, with that export's `files_sha256`). Nothing
+    without a manifest (a checkpoint, a baseline)."""
     if manifest is None or path is None:
         return {}
-    from alignvar_edge.manifest import recorded_content_hash
+    from alignvar_edge.manifest import graph_files_sha256, recorded_content_hash
     built = manifest.built_from
-    return {"manifest_sha256": recorded_content_hash(path), "files_sha256": files_sha256(manifest),
+    return {"manifest_sha256": recorded_content_hash(path), "files_sha256": graph_files_sha256(manifest),
             "built_from": built.to_json() if built else None}
-
-
-def files_sha256(manifest: Manifest) -> str:
-    """One SHA-256 over the SHA-256s a manifest lists for its graphs and weights: every file but its
-    README and golden outputs (reference data, whose safetensors header orders its metadata anew on
-    each write). A re-export or rebuild by the same command has the same one, where its manifest
-    differs (`created`, timings, and so `content_sha256`)."""
-    from alignvar_edge.model.checkpoint import GOLDEN_FILE
-    from alignvar_edge.runtimes.readme import README_FILE
-    computed = {f: h for f, h in manifest.files.items() if f not in (README_FILE, GOLDEN_FILE)}
-    return hashlib.sha256(json.dumps(computed, sort_keys=True).encode()).hexdigest()
 
 
 def _entry(s: Subject, times_ms: list[float], mp: float, flops: int | None, peak: float,

@@ -31,12 +31,13 @@ compute_precision / expected_precision (what the runtime computed in, what it wa
 for; null where the runtime does not say), device, artifact_bytes. An engine opened from an artifact
 (not a checkpoint) also names it by its manifest: manifest_sha256 (the content hash its manifest.json
 records; null where it records none: the manifest's own fields, build_parity included, are then
-unverified, and a note says so), files_sha256 (one SHA-256 over the SHA-256s the manifest lists for
-its graphs and weights, every file but README.md and the golden outputs: a rebuild that wrote the
-same has the same; `bench merge` warns where one engine x device row joins other files or another
-compute_precision) and built_from (the export it was built from: path, backend, precision,
-manifest_sha256; null for an export). Only "ok" entries carry numbers (checked on reading: a
-hand-edited figure is one line):
+unverified, and a note says so), files_sha256 (manifest.graph_files_sha256: one SHA-256 over the
+SHA-256s the manifest lists for its graph files and their external data, not README.md, the golden
+outputs or build records; a rebuild that wrote the same graphs has the same; null for a TensorRT
+engine, whose plan its GPU compiles anew) and built_from (the export it was built from: path,
+backend, precision, manifest_sha256, and files_sha256, that export's; null for an export). `bench
+merge` warns where one engine x device row joins other files or another compute_precision. Only "ok"
+entries carry numbers (checked on reading: a hand-edited figure is one line):
     batch              tiles per engine call
     latency            (bench/stats.py) runs, tiles_per_call; per_call_ms, per_tile_ms and
                        per_megapixel_ms, each {p50, p90, p99, min, mean, max} (p90 from 10 runs, p99

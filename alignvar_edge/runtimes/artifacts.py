@@ -17,8 +17,9 @@ import numpy as np
 
 from alignvar_edge.errors import ArtifactError, CheckpointError, InputError, host_tools_error
 from alignvar_edge.graph_names import ENGINE_GRAPH, INPUT, NOISE, SR, token_name
-from alignvar_edge.manifest import (MANIFEST_FILE, BuiltFrom, Manifest, ModelInfo, ModelSource, hard_link,
-                                    listed_file, load_verified, new_manifest, read_manifest, recorded_path, sha256_file)
+from alignvar_edge.manifest import (MANIFEST_FILE, BuiltFrom, Manifest, ModelInfo, ModelSource, graph_files_sha256,
+                                    hard_link, listed_file, load_verified, new_manifest, read_manifest, recorded_path,
+                                    sha256_file)
 from alignvar_edge.model.checkpoint import is_checkpoint
 from alignvar_edge.model.config import AlignVARConfig
 from alignvar_edge.runtimes.base import config_from_manifest
@@ -259,7 +260,8 @@ def engine_manifest(source: Manifest, source_dir: Path, backend: str, precision:
     config = AlignVARConfig.from_dict(dict(source.config or {}))
     graphs = {ENGINE_GRAPH: {"file": files.get("engine", ""), **single_graph_io(config, batch, source.takes_noise)}}
     built = BuiltFrom(recorded_path(source_dir), source.backend, source.precision,
-                      sha256_file(source_dir / MANIFEST_FILE) if (source_dir / MANIFEST_FILE).is_file() else None)
+                      sha256_file(source_dir / MANIFEST_FILE) if (source_dir / MANIFEST_FILE).is_file() else None,
+                      graph_files_sha256(source))
     ex = {"source": built.to_json(), "files": files, **source.graph_facts, **(extra or {})}
     fields.setdefault("opset", source.opset)
     fields.setdefault("quantization", source.quantization)
