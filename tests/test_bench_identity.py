@@ -1,7 +1,8 @@
 """Which engine a bench report timed: every entry opened from an artifact names it by its manifest
-(its files, its content hash, the export it was built from); `bench merge` warns where one engine x
-device row joins other builds or another compute precision; a manifest without its content hash is
-said, once, to leave what the report copies from it unverified."""
+(its graph files, its content hash, the export it was built from); `bench merge` warns where one
+engine x device row joins engines built from other graphs, or with other flags on like hardware, and
+notes what each device computed in; a manifest without its content hash is said, once, to leave what
+the report copies from it unverified."""
 from __future__ import annotations
 
 import copy
@@ -122,6 +123,72 @@ def test_a_core_ml_package_built_twice_has_one_files_hash(tmp_path: Path) -> Non
     assert graph_files_sha256(built[0]) == graph_files_sha256(built[1]) is not None
 
 
+def _not_one_build(merged: dict[str, Any]) -> list[str]:
+    return [w for w in merged["warnings"] if "is not one build" in w or "is not one engine" in w]
+
+
+def test_merging_cpus_that_compute_otherwise_notes_it_and_warns_of_no_other_build() -> None:
+    """One command's OpenVINO int8 engine computes f32 on an AVX2 EPYC and bf16 on an AVX512-BF16 one:
+    the merge called it 'not one engine' and told the user to build with one command, as they had."""
+    merged = merge_reports([RESULTS / "epyc-zen1-2core" / "deploy-quick-b16.json",
+                            RESULTS / "epyc-zen4-2core" / "b16-engines.json"])
+    assert _not_one_build(merged) == []
+    assert merged["notes"] == [
+        "alignvar-tiny: openvino-int8 / ov-int8 computed in f32 image, f32 tokens on AMD EPYC, 2 cores, AVX2; "
+        "bf16 image, f32 tokens on AMD EPYC, 2 cores, AVX512-BF16"]
+
+
+@pytest.fixture(scope="module")
+def simplified_engine(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An ONNX Runtime engine of the micro model exported with --simplify: other graphs of the same model."""
+    from alignvar_edge.export.onnx_export import export_onnx
+    root = tmp_path_factory.mktemp("simplified")
+    export = export_onnx(sharp_model("micro"), root / "export", graph="single", batch=1, simplify=True)
+    return runtimes.build(export, "onnxruntime", out=root / "ort", threads=1)
+
+
+def _device_report(engine: Path, label: str, path: Path) -> Path:
+    from alignvar_edge.bench.device import bench_engine_dir
+    report = bench_engine_dir([f"ort={engine}"], runs=1, warmup=0, threads=1, label=label)
+    return write_json(path, report)
+
+
+def test_merge_warns_where_one_row_joins_engines_built_from_other_exports(
+        engines: dict[str, Path], simplified_engine: Path, tmp_path: Path) -> None:
+    """The same build command run on each device from one export lines up without a word; an engine
+    built from another export of the same model (here: simplified) is not one engine with it."""
+    a = _device_report(engines["ort"], "device A", tmp_path / "a.json")
+    same = merge_reports([a, _device_report(engines["again"], "device B", tmp_path / "b.json")])
+    assert _not_one_build(same) == [] and same["notes"] == []
+    other = merge_reports([a, _device_report(simplified_engine, "device C", tmp_path / "c.json")])
+    sources = [r["source_sha256"] for r in other["rows"]]
+    assert len(set(sources)) == 2 and None not in sources
+    assert _not_one_build(other) == [
+        f"micro: ort is not one build across the devices (built from other graphs: {sources[0][:12]}… on device A, "
+        f"{sources[1][:12]}… on device C): its engine x device cells do not time one engine on several devices; "
+        "build every device's engine from one export with the same command and flags"]
+
+
+def test_merge_lines_up_tensorrt_engines_built_on_each_device_from_one_kit(micro_export: Path, tmp_path: Path) -> None:
+    """Every device builds its own TensorRT plan (other bytes each time): engines from one kit line up
+    without a word."""
+    from alignvar_edge.cli import main
+    from alignvar_edge.runtimes.tensorrt import backend as trt_backend
+    kit = trt_backend.BACKEND.build(micro_export, tmp_path / "kit", precision="fp16", kit=True)
+    reports = []
+    for device in ("orin-a", "orin-b"):
+        plan = tmp_path / f"{device}.engine"
+        plan.write_bytes(f"the plan {device} built".encode())
+        out, rep = tmp_path / device, tmp_path / f"{device}.json"
+        assert main(["adopt", str(plan), "--like", str(kit), "--log", str(TRTEXEC_LOG), "--out", str(out)]) == 0
+        assert main(["bench", "trtexec", str(TRTEXEC_LOG), "--engine", str(out), "--label", device,
+                     "--out", str(rep)]) == 0
+        reports.append(rep)
+    merged = merge_reports(reports)
+    assert [r["files_sha256"] for r in merged["rows"]] == [None, None]
+    assert _not_one_build(merged) == []
+
+
 def _two_hosts() -> tuple[dict[str, Any], dict[str, Any]]:
     a = json.loads((RESULTS / "epyc-zen4-2core" / "b16-engines.json").read_text())
     b = copy.deepcopy(a)
@@ -133,27 +200,30 @@ def _engine(report: dict[str, Any], label: str) -> dict[str, Any]:
     return next(e for e in report["engines"] if e["label"] == label)
 
 
-def test_merge_warns_where_one_engine_row_joins_other_builds_or_compute_precisions(tmp_path: Path) -> None:
+def test_merge_tells_engines_of_other_flags_apart_on_like_hardware_only(tmp_path: Path) -> None:
     """A plain OpenVINO bf16 build and one made with --no-token-bf16 share the row 'openvino-bf16 |
-    bf16 | 16' (backend, precision, batch and device kind alike): the merge said nothing."""
+    bf16 | 16': from one export, on two hosts of one CPU class, their files differ by the flag alone.
+    On CPUs of other classes the build itself picks other rungs, so files are not compared there."""
     a, b = _two_hosts()
 
-    def merged() -> list[str]:
-        paths = [write_json(tmp_path / "a.json", a), write_json(tmp_path / "b.json", b)]
-        return [w for w in merge_reports(paths)["warnings"] if "is not one engine" in w]
-    assert merged() == []                    # reports before the files were recorded: nothing to tell
+    def merged() -> dict[str, Any]:
+        return merge_reports([write_json(tmp_path / "a.json", a), write_json(tmp_path / "b.json", b)])
+    assert _not_one_build(merged()) == []        # reports before the files were recorded: nothing to tell
     for r in (a, b):
         for e in r["engines"]:
-            e["files_sha256"] = "1" * 64     # a rebuild with the same command: the same files
-    assert merged() == []
+            if e["kind"] == "engine":            # built from one export by one command
+                e.update(files_sha256="1" * 64, built_from={"path": "export", "files_sha256": "e" * 64})
+    assert _not_one_build(merged()) == []
     _engine(b, "ov-bf16").update(files_sha256="2" * 64, compute_precision="bf16 image, f32 tokens")
     _engine(a, "ov-bf16")["compute_precision"] = "bf16 image, f32 tokens with bf16 matmuls"
-    _engine(b, "ov-int8")["compute_precision"] = "f32"          # the same files, computed otherwise
-    tail = ("its engine x device cells do not time one engine on several devices; build every device's engine "
-            "with one command from one export, and compare what each computed in")
-    assert merged() == [
-        f"alignvar-tiny: ov-bf16 is not one engine across the devices (files 111111111111… on {a['label']}, "
-        f"222222222222… on other host; compute precision bf16 image, f32 tokens with bf16 matmuls on "
-        f"{a['label']}, bf16 image, f32 tokens on other host): {tail}",
-        f"alignvar-tiny: ov-int8 is not one engine across the devices (compute precision bf16 image, f32 tokens "
-        f"on {a['label']}, f32 on other host): {tail}"]
+    result = merged()
+    assert _not_one_build(result) == [
+        f"alignvar-tiny: ov-bf16 is not one build across the devices (other files on like hardware (AVX512-BF16): "
+        f"111111111111… on {a['label']}, 222222222222… on other host): its engine x device cells do not time one "
+        "engine on several devices; build every device's engine from one export with the same command and flags"]
+    assert result["notes"] == [f"alignvar-tiny: ov-bf16 computed in bf16 image, f32 tokens with bf16 matmuls on "
+                               f"{a['label']}; bf16 image, f32 tokens on other host"]
+    # the other host an AVX2 CPU: its build chose its own rungs, and only what it computed in is said
+    b["host"]["cpu"]["isa"] = [f for f in b["host"]["cpu"]["isa"] if not f.startswith("avx512")]
+    result = merged()
+    assert _not_one_build(result) == [] and len(result["notes"]) == 1

@@ -306,6 +306,8 @@ def run_merge(paths: list[str], args: argparse.Namespace) -> int:
         plot_rows(merged)
     for w in merged["warnings"]:
         note(f"bench merge: warning: {w}")
+    for n in merged["notes"]:
+        note(f"bench merge: note: {n}")
     if args.out:
         write_json(args.out, merged)
     if args.plot:

@@ -21,7 +21,7 @@ from alignvar_edge.errors import InputError
 from alignvar_edge.manifest import default_overlap
 
 __all__ = ["RUNTIME_PACKAGES", "build_warnings", "graph_warnings", "label_warnings", "lineup", "lineup_keys", "merge_markdown",
-           "merge_reports", "merge_warnings", "plot_merged", "plot_rows", "runtime_versions"]
+           "merge_reports", "merge_warnings", "plot_merged", "plot_rows", "precision_notes", "runtime_versions"]
 
 
 def _parts(report: dict[str, Any]) -> list[dict[str, Any]]:
@@ -71,9 +71,11 @@ def merge_reports(paths: Sequence[str | os.PathLike[str]]) -> dict[str, Any]:
             rows.append({"device": r["label"], "model": r["model"]["name"],
                          "weights_sha256": r["model"].get("weights_sha256"),
                          "tile_hr": r["model"]["tile"]["hr"], "created": r["created"], **row})
+    hardware = {r["label"]: _hardware(r) for r in parts}
     return {**report_header("merged"), "sources": [str(p) for p in paths], "reports": parts, "rows": rows,
             "warnings": repeated + merge_warnings(parts) + label_warnings(rows) + graph_warnings(rows)
-            + build_warnings(rows)}
+            + build_warnings(rows, hardware),
+            "notes": precision_notes(rows)}
 
 
 def _label_parts(r: dict[str, Any]) -> tuple[str, str | None, str]:
@@ -378,33 +380,75 @@ def graph_warnings(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-# what tells one engine from another that lines up on its row: its files (another recipe, flag or
-# export gives others; a rebuild with the same command, the same) and what it computed in
-_BUILD = (("files_sha256", "files"), ("compute_precision", "compute precision"))
+def _hardware(report: dict[str, Any]) -> tuple[Any, ...] | None:
+    """The hardware a report's engines were built and timed on, as far as a build's own choices go:
+    the CPU's ISA class (an OpenVINO bf16 or int8 build tries bf16 rungs only where the CPU has bf16
+    units, and may keep another), its GPUs and Jetson model; None where none is recorded."""
+    host = report["host"]
+    gpus = tuple(str(g.get("name")) for g in host.get("gpus") or () if isinstance(g, dict))
+    jetson = (host.get("jetson") or {}).get("model")
+    found = tuple(str(w) for w in (isa_word(host), *gpus, jetson) if w)
+    return found or None
 
 
-def build_warnings(rows: list[dict[str, Any]]) -> list[str]:
-    """One line per engine x device row whose engines are not one engine across the devices: other
-    files (`files_sha256`: an OpenVINO bf16 build and one made with --no-token-bf16 share the row
-    'openvino-bf16 | bf16 | 16') or another compute precision. What a report did not record (an older
-    report, an engine without a manifest) is not told apart."""
-    builds: dict[tuple[Any, ...], dict[str, dict[str, Any]]] = {}
+def _by_row(rows: list[dict[str, Any]]) -> tuple[dict[tuple[Any, ...], dict[str, dict[str, Any]]],
+                                                 dict[tuple[Any, ...], list[str]]]:
+    """The timed engines of each engine x device row by device, and each row's labels (`_labels`)."""
+    by: dict[tuple[Any, ...], dict[str, dict[str, Any]]] = {}
     keys = lineup_keys(rows)
     for r, k in zip(rows, keys):
         if r["status"] == "ok":
-            builds.setdefault(k, {})[r["device"]] = r
-    names = _labels(rows, keys)
+            by.setdefault(k, {})[r["device"]] = r
+    return by, _labels(rows, keys)
+
+
+def _on(values: dict[str, Any]) -> str:
+    """'1a2b3c4d5e6f… on A, 7a8b9c0d1e2f… on B': a value per device."""
+    return ", ".join(f"{_short(v)} on {d}" for d, v in values.items())
+
+
+def build_warnings(rows: list[dict[str, Any]], hardware: dict[str, tuple[Any, ...] | None]) -> list[str]:
+    """One line per engine x device row whose engines are not one build: built from other graphs
+    (`source_sha256`: another export, an export made again otherwise) on any devices, or, where the
+    sources agree, written as other files (`files_sha256`) on devices of one hardware class
+    (`hardware`: device label -> `_hardware`): another flag, as a plain OpenVINO bf16 build beside
+    one made with --no-token-bf16 on two AVX512-BF16 hosts. Files are not compared across hardware
+    classes, where a build's own choices differ (OpenVINO's bf16 rungs), nor where a device compiled
+    them (a TensorRT plan records none); what each device computed in is `precision_notes`' line.
+    What a report did not record (an older report, an engine without a manifest) is not told apart."""
+    by_row, names = _by_row(rows)
     out = []
-    for k, by_device in builds.items():
-        differ = []
-        for key, what in _BUILD:
-            if len({r.get(key) for r in by_device.values()} - {None}) > 1:
-                differ.append(f"{what} " + ", ".join(f"{_short(r.get(key)) or 'not recorded'} on {d}"
-                                                     for d, r in by_device.items()))
+    for k, by_device in by_row.items():
+        sources = {d: r["source_sha256"] for d, r in by_device.items() if r.get("source_sha256")}
+        differ = [f"built from other graphs: {_on(sources)}"] if len(set(sources.values())) > 1 else []
+        classes: dict[tuple[Any, ...], dict[str, str]] = {}
+        for d, r in by_device.items():
+            if r.get("files_sha256") and (cls := hardware.get(d)):
+                classes.setdefault(cls, {})[d] = r["files_sha256"]
+        if not differ:           # one source: other files on like hardware come of another flag
+            differ = [f"other files on like hardware ({', '.join(map(str, c))}): {_on(files)}"
+                      for c, files in classes.items() if len(set(files.values())) > 1]
         if differ:
-            out.append(f"{k[0][0]}: {' / '.join(names[k])} is not one engine across the devices ({'; '.join(differ)}): "
+            out.append(f"{k[0][0]}: {' / '.join(names[k])} is not one build across the devices ({'; '.join(differ)}): "
                        "its engine x device cells do not time one engine on several devices; build every device's "
-                       "engine with one command from one export, and compare what each computed in")
+                       "engine from one export with the same command and flags")
+    return out
+
+
+def precision_notes(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per engine x device row whose engines computed in other precisions on other devices:
+    a fact of each device, not another build (OpenVINO computes bf16 from the same files where the
+    CPU has bf16 units, f32 where it has none)."""
+    by_row, names = _by_row(rows)
+    out = []
+    for k, by_device in by_row.items():
+        computed: dict[str, list[str]] = {}
+        for d, r in by_device.items():
+            if r.get("compute_precision"):
+                computed.setdefault(str(r["compute_precision"]), []).append(d)
+        if len(computed) > 1:
+            out.append(f"{k[0][0]}: {' / '.join(names[k])} computed in "
+                       + "; ".join(f"{p} on {', '.join(ds)}" for p, ds in computed.items()))
     return out
 
 
@@ -464,6 +508,8 @@ def merge_markdown(merged: dict[str, Any], plot: str | None = None) -> str:
     lines += ["", markdown_table(table)]
     if merged.get("warnings"):
         lines += ["", "**Not like for like:**", "", *(f"- {w}" for w in merged["warnings"])]
+    if merged.get("notes"):
+        lines += ["", "**Notes:**", "", *(f"- {n}" for n in merged["notes"])]
     # ms per megapixel first: the one figure every report has (a device report has no eager)
     lineups = [("ms_per_mp", "p50 ms per SR megapixel"),
                ("speedup", "speed-up per tile vs that device's PyTorch eager"),

@@ -74,8 +74,10 @@ def engine_rows(report: dict[str, Any]) -> list[Row]:
             # which graph ran (reports before these were recorded: None)
             "attention": e.get("attention"), "opset": e.get("opset"), "prune": e.get("prune"),
             "graph": graph_words(e),
-            # which build ran and what it computed in (reports before these were recorded: None)
-            "files_sha256": e.get("files_sha256"), "compute_precision": e.get("compute_precision"),
+            # which build ran, what it was built from and what it computed in (reports before these
+            # were recorded: None)
+            "files_sha256": e.get("files_sha256"), "source_sha256": _source_sha256(e),
+            "compute_precision": e.get("compute_precision"),
             "p50": _get(lat, "per_tile_ms", "p50"), "p90": _get(lat, "per_tile_ms", "p90"),
             "p99": _get(lat, "per_tile_ms", "p99"), "ms_per_mp": _get(lat, "per_megapixel_ms", "p50"),
             "tiles_per_s": _get(lat, "throughput", "tiles_per_s"),
@@ -91,6 +93,17 @@ def engine_rows(report: dict[str, Any]) -> list[Row]:
             "size": e.get("artifact_bytes"), "meets": e.get("meets_fidelity"),
         })
     return rows
+
+
+def _source_sha256(e: dict[str, Any]) -> str | None:
+    """The graphs an engine entry was built from, by their `files_sha256`: the export's, as its
+    `built_from` records it (None in engines built before it was, or from a checkpoint), or its own
+    where it is the artifact itself (an export, a quantized graph, a TensorRT kit: `built_from` null);
+    None where the report records neither."""
+    if "built_from" not in e:
+        return None
+    built = e["built_from"]
+    return built.get("files_sha256") if isinstance(built, dict) else e.get("files_sha256")
 
 
 def graph_words(e: dict[str, Any]) -> str | None:

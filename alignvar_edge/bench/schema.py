@@ -36,8 +36,9 @@ SHA-256s the manifest lists for its graph files and their external data, not REA
 outputs or build records; a rebuild that wrote the same graphs has the same; null for a TensorRT
 engine, whose plan its GPU compiles anew) and built_from (the export it was built from: path,
 backend, precision, manifest_sha256, and files_sha256, that export's; null for an export). `bench
-merge` warns where one engine x device row joins other files or another compute_precision. Only "ok"
-entries carry numbers (checked on reading: a hand-edited figure is one line):
+merge` warns where one engine x device row joins engines built from other graphs, or other files on
+devices of one hardware class, and notes where their compute_precision differs. Only "ok" entries
+carry numbers (checked on reading: a hand-edited figure is one line):
     batch              tiles per engine call
     latency            (bench/stats.py) runs, tiles_per_call; per_call_ms, per_tile_ms and
                        per_megapixel_ms, each {p50, p90, p99, min, mean, max} (p90 from 10 runs, p99
