@@ -448,11 +448,27 @@ def test_merge_names_each_devices_runtime_versions_and_warns_where_they_differ(t
             e.update(status="unavailable", reason="not here")
     merged = merge_reports([pa, write_json(tmp_path / "b.json", b)])
     assert [w for w in merged["warnings"] if "runtime" in w] == [
-        f"runtime 'onnxruntime' differs: {a['label']}=1.32.0, jetson=1.30.0; re-run with the same versions for "
-        "like-for-like rows"]
+        f"runtime 'onnxruntime' differs on one platform (Linux x86_64, cpu engines): {a['label']}=1.32.0, "
+        "jetson=1.30.0; re-run with the same versions for like-for-like rows"] and merged["notes"] == []
     md = merge_markdown(merged)
     assert "1 thread(s); torch 2.13.0+cpu, onnxruntime 1.32.0, openvino 2026.4.1; peak" in md, md
     assert "1 thread(s); torch 2.13.0+cpu, onnxruntime 1.30.0; peak" in md, md
+    # a Jetson runs the releases of its JetPack: versions that differ from another platform's are
+    # said once, in a note, not as a warning per runtime; one release built for another device
+    # (a local tag: '+cpu') is no difference at all
+    b["host"]["jetson"] = {"model": "NVIDIA Jetson AGX Orin", "l4t_release": "R36.4.3", "power_mode": None}
+    b["host"]["backends"]["torch"]["version"] = "2.5.0a0+872d972e41.nv24.08"
+    merged = merge_reports([pa, write_json(tmp_path / "b.json", b)])
+    assert not [w for w in merged["warnings"] if "runtime" in w], merged["warnings"]
+    assert merged["notes"] == ["the devices ran other versions of torch, onnxruntime, on other platforms or kinds "
+                               "of device (each device's line names its own): a figure includes its runtime's "
+                               "version"]
+    assert "**Notes:**\n\n- the devices ran other versions of torch, onnxruntime" in merge_markdown(merged)
+    del b["host"]["jetson"]
+    b["host"]["backends"]["onnxruntime"]["version"] = "1.32.0"
+    b["host"]["backends"]["torch"]["version"] = "2.13.0"
+    merged = merge_reports([pa, write_json(tmp_path / "b.json", b)])
+    assert not [w for w in merged["warnings"] if "runtime" in w] and len(merged["notes"]) == 1
     # a device report records packages (`tools`), a trtexec report its log's TensorRT
     trtexec = {"host": {"tools": {"torch": "2.11.0", "tensorrt": "8.6.1"}}, "settings": {"trtexec": {
         "tensorrt_version": "10.3.0"}}, "engines": [{"backend": "tensorrt", "status": "ok"},

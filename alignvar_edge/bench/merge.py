@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,8 @@ from alignvar_edge.errors import InputError
 from alignvar_edge.manifest import default_overlap
 
 __all__ = ["RUNTIME_PACKAGES", "build_warnings", "graph_warnings", "label_warnings", "lineup", "lineup_keys", "merge_markdown",
-           "merge_reports", "merge_warnings", "plot_merged", "plot_rows", "precision_notes", "runtime_versions"]
+           "merge_reports", "merge_warnings", "plot_merged", "plot_rows", "precision_notes", "runtime_notes",
+           "runtime_versions", "runtime_warnings"]
 
 
 def _parts(report: dict[str, Any]) -> list[dict[str, Any]]:
@@ -75,7 +76,7 @@ def merge_reports(paths: Sequence[str | os.PathLike[str]]) -> dict[str, Any]:
     return {**report_header("merged"), "sources": [str(p) for p in paths], "reports": parts, "rows": rows,
             "warnings": repeated + merge_warnings(parts) + label_warnings(rows) + graph_warnings(rows)
             + build_warnings(rows, hardware),
-            "notes": precision_notes(rows)}
+            "notes": precision_notes(rows) + runtime_notes(parts)}
 
 
 def _label_parts(r: dict[str, Any]) -> tuple[str, str | None, str]:
@@ -134,15 +135,7 @@ def merge_warnings(parts: list[dict[str, Any]]) -> list[str]:
         out.append("the reports were written by different alignvar-edge versions ("
                    + "; ".join(f"{v}: {', '.join(w)}" for v, w in sorted(versions.items()))
                    + "): how a figure is measured may differ; re-run with one version for like-for-like rows")
-    # a runtime's version changes its kernels and fusions, so every figure of the engines it ran
-    ran: dict[str, list[tuple[str, str]]] = {}
-    for r in parts:
-        for package, version in runtime_versions(r).items():
-            ran.setdefault(package, []).append((who(r), version))
-    for package, seen in ran.items():
-        if len({v for _, v in seen}) > 1:
-            out.append(f"runtime '{package}' differs: " + ", ".join(f"{k}={v}" for k, v in seen)
-                       + "; re-run with the same versions for like-for-like rows")
+    out += runtime_warnings(parts, who)
     hosts = [r for r in parts if not _device_report(r)]
     # the photographs fidelity was measured on: by their content where every report records it (one
     # folder under two paths is the same; two folders under one relative path are not), else the path
@@ -200,6 +193,70 @@ def runtime_versions(report: dict[str, Any]) -> dict[str, str]:
         if version:
             out[package] = str(version)
     return out
+
+
+def _runtime_runs(report: dict[str, Any]) -> list[tuple[str, str, tuple[str, ...] | None, str | None]]:
+    """(package, version, platform, device kind) of each runtime a report's timed rows ran on, once
+    per kind of device its engines ran on there (`runtime_versions`, `_platform`, `_device_kind`)."""
+    versions, platform = runtime_versions(report), _platform(report)
+    kinds = {(RUNTIME_PACKAGES[e["backend"]], _device_kind(e["backend"], e.get("device"))) for e in report["engines"]
+             if e["status"] == "ok" and RUNTIME_PACKAGES.get(e["backend"]) in versions}
+    return [(package, versions[package], platform, kind) for package, kind in sorted(kinds, key=repr)]
+
+
+def _platform(report: dict[str, Any]) -> tuple[str, ...] | None:
+    """Which releases of a runtime a report's machine could run: a Jetson's are those of its JetPack,
+    another machine's those built for its OS and CPU architecture; None where not recorded (a
+    trtexec log imported elsewhere)."""
+    host = report["host"]
+    if host.get("jetson"):
+        return ("Jetson",)
+    system, arch = (host.get("os") or {}).get("system"), (host.get("cpu") or {}).get("arch")
+    return (str(system), str(arch)) if system and arch else None
+
+
+def _release(version: str) -> str:
+    """A version without its local tag ('2.13.0+cpu' -> '2.13.0'): the same release, built for another device."""
+    return version.split("+", 1)[0]
+
+
+def _release_groups(parts: list[dict[str, Any]], who: Callable[[dict[str, Any]], str]
+                    ) -> list[tuple[str, tuple[str, ...], str | None, list[tuple[str, str]]]]:
+    """(package, platform, device kind, [(report as `who` names it, version)]) for each group of reports
+    of one model (rows are compared within a model), platform and kind of device whose engines ran
+    other releases of one runtime."""
+    seen: dict[tuple[Any, ...], list[tuple[str, str]]] = {}
+    for r in parts:
+        for package, version, platform, kind in _runtime_runs(r):
+            if platform is not None:
+                seen.setdefault((package, platform, kind, r["model"]["name"]), []).append((who(r), version))
+    return [(package, platform, kind, ran) for (package, platform, kind, _), ran in seen.items()
+            if len({_release(v) for _, v in ran}) > 1]
+
+
+def runtime_warnings(parts: list[dict[str, Any]], who: Callable[[dict[str, Any]], str]) -> list[str]:
+    """One line per runtime whose release differs between reports of one platform and kind of device
+    (a runtime's version changes its kernels and fusions, so every figure of the engines it ran):
+    there the same release could have run. Across platforms (a Jetson's torch and TensorRT are its
+    JetPack's) or kinds of device (torch's CPU and CUDA builds) `runtime_notes` says it once."""
+    return [f"runtime '{package}' differs on one platform ({' '.join(platform)}, {kind or 'device'} engines): "
+            + ", ".join(f"{k}={v}" for k, v in ran) + "; re-run with the same versions for like-for-like rows"
+            for package, platform, kind, ran in _release_groups(parts, who)]
+
+
+def runtime_notes(parts: list[dict[str, Any]]) -> list[str]:
+    """One line naming the runtimes whose versions differ between the reports where no warning of
+    `runtime_warnings` names them: each device's line in the merged Markdown names its own."""
+    versions: dict[str, set[str]] = {}
+    for r in parts:
+        for package, version in runtime_versions(r).items():
+            versions.setdefault(package, set()).add(version)
+    warned = {group[0] for group in _release_groups(parts, lambda r: r["label"])}
+    differ = [p for p, v in versions.items() if len(v) > 1 and p not in warned]
+    if not differ:
+        return []
+    return [f"the devices ran other versions of {', '.join(differ)}, on other platforms or kinds of device (each "
+            "device's line names its own): a figure includes its runtime's version"]
 
 
 def _block(parent: dict[str, Any], key: str) -> dict[str, Any]:
