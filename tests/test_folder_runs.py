@@ -4,6 +4,7 @@ whole; and a file name read as an option."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -207,12 +208,69 @@ def test_a_truncated_output_is_no_finished_result(export, tmp_path, capsys):
     assert main(argv) == 2
     err = _lines(capsys.readouterr().err)
     assert len(err) == 1 and f"{out / 'img0.png'} (truncated or damaged: its pixels do not decode), " \
-        f"{out / 'img1.png'} (truncated or damaged: its pixels do not decode); pass --force" in err[0], err
+        f"{out / 'img1.png'} (truncated or damaged: its pixels do not decode); remove them" in err[0], err
     assert main([*argv, "--force"]) == 0
     for i in range(3):
         with Image.open(out / f"img{i}.png") as img:
             img.load()
             assert img.size == (44, 36)
+
+
+def test_removing_the_files_a_folder_run_names_redoes_those_alone(export, tmp_path, capsys):
+    """The refusal's only advice was --force, which redoes every image of the folder (minutes on a
+    300-frame folder for one bad file): removing the named file redoes that one alone."""
+    inp = tmp_path / "in"
+    for i in range(3):
+        _png(inp / f"img{i}.png", seed=i)
+    out = tmp_path / "out"
+    argv = ["upscale", str(inp), str(out), "--engine", str(export), "--quiet"]
+    assert main(argv) == 0
+    (out / "img1.png").write_bytes(b"")
+    kept = {name: (out / name).stat().st_mtime_ns for name in ("img0.png", "img2.png")}
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = _lines(capsys.readouterr().err)
+    assert err == [f"alignvar-edge upscale: error: 1 file(s) in {out} where this run writes its results are not "
+                   f"finished results of it: {out / 'img1.png'} (empty); remove them or move them away and run the "
+                   "same command again (only they are redone), or pass --force to redo every image"], err
+    (out / "img1.png").unlink()                   # as the line says
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "skipping 2 finished output(s)" in err and "upscaled 1 image(s)" in err, err
+    assert {name: (out / name).stat().st_mtime_ns for name in kept} == kept
+    with Image.open(out / "img1.png") as img:
+        assert img.size == (44, 36)
+
+
+def test_an_output_older_than_its_input_is_redone_not_skipped_as_finished(export, tmp_path, capsys):
+    """A frame extracted again (new content, same size) after its output was made: the resumed run
+    skipped its stale output as finished and kept it."""
+    inp = tmp_path / "in"
+    for i in range(4):
+        _png(inp / f"img{i}.png", seed=i)
+    out = tmp_path / "out"
+    argv = ["upscale", str(inp), str(out), "--engine", str(export), "--quiet"]
+    assert main(argv) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    made = time.time() - 3600                             # the outputs, an hour ago, of inputs older still
+    for name in before:
+        os.utime(out / name, (made, made))
+        os.utime(inp / name, (made - 60, made - 60))
+    _png(inp / "img1.png", seed=9)                        # new content, same size, saved now
+    os.utime(inp / "img2.png", (made + 1, made + 1))      # within a FAT disk's 2 s: no change told
+    future = time.time() + 86400                          # a camera's clock ahead, kept by a copy
+    os.utime(inp / "img3.png", (future, future))
+    capsys.readouterr()
+    assert main(argv) == 0
+    err = _lines(capsys.readouterr().err)
+    assert len(err) == 3 and err[2].startswith("upscaled 1 image(s)"), err
+    assert err[:2] == [f"redoing 1 output(s) in {out} whose input changed since they were written: {out / 'img1.png'}",
+                       f"skipping 3 finished output(s) in {out} (pass --force to redo them)"], err
+    assert (out / "img1.png").read_bytes() != before["img1.png"]
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != "img1.png"} == \
+        {name: data for name, data in before.items() if name != "img1.png"}
+    assert main(argv) == 0                                # now newer than its input: finished
+    assert f"skipping 4 finished output(s) in {out}" in capsys.readouterr().err
 
 
 def test_a_truncated_jpeg_is_named_and_a_result_past_pillows_ceiling_is_one(tmp_path, monkeypatch):

@@ -1580,16 +1580,17 @@ def test_folder_upscale_skips_its_output_and_resumes(export, tmp_path, capsys):
     # an interrupted run: one output missing, one finished; the next run only makes the missing one
     (out / "b.png").unlink()
     done = _sha(out / "a.png")
-    os.utime(out / "a.png", ns=(1, 1))
+    os.utime(inp / "a.png", ns=(1, 1))
+    os.utime(out / "a.png", ns=(2, 2))              # a marker, still newer than its input: finished
     assert cli.main(argv) == 0
     err = capsys.readouterr().err
     assert "skipping 1 finished output" in err and "upscaled 1 image(s)" in err, err
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == ["a.png", "b.png"]  # no x4/x4/
-    assert (out / "a.png").stat().st_mtime_ns == 1 and _sha(out / "a.png") == done
+    assert (out / "a.png").stat().st_mtime_ns == 2 and _sha(out / "a.png") == done
     # --force redoes every output, still reading only the two inputs
     assert cli.main([*argv, "--force"]) == 0
     assert "upscaled 2 image(s)" in capsys.readouterr().err
-    assert (out / "a.png").stat().st_mtime_ns != 1
+    assert (out / "a.png").stat().st_mtime_ns != 2
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == ["a.png", "b.png"]
 
 

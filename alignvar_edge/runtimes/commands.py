@@ -9,13 +9,14 @@ from typing import TYPE_CHECKING, Any
 
 from alignvar_edge.argtypes import (DEFAULT_MAX_MEGAPIXELS, MAX_TILES, batch_size, nonneg_int, positive_float, positive_int,
                                    tile_count)
+from alignvar_edge.caller import option
 from alignvar_edge.cli_json import add_json_option, no_stale_result
 from alignvar_edge.errors import BackendUnavailableError, InputError, OutputExistsError
 from alignvar_edge import progress
 from alignvar_edge.recipes import BACKENDS, CALIB_TILES, OPTION_FLAGS, check_options, recipe
 from alignvar_edge.manifest import Manifest, first_names
 from alignvar_edge.model.bundled import DEFAULT_CHECKPOINT
-from alignvar_edge.runtimes.upscale_jobs import Job, foreign_outputs, plan_jobs
+from alignvar_edge.runtimes.upscale_jobs import Job, changed_inputs, foreign_outputs, plan_jobs
 from alignvar_edge.runtimes.base import check_thread_count
 
 if TYPE_CHECKING:
@@ -294,19 +295,30 @@ def _calibration(args: argparse.Namespace) -> Any:
 
 
 # ------------------------------------------------------------------------------------------------
-def _finished(existing: list[Job], engine: str, output: str, force: bool) -> None:
-    """A folder run's outputs that exist: skipped where they are its results, else named, and only
-    --force replaces them (saying so)."""
+def _finished(existing: list[Job], engine: str, output: str, force: bool) -> list[Job]:
+    """A folder run's outputs that exist: skipped where they are its results of the inputs as they
+    are now, returned to be redone where their input changed since; any other file is named, and
+    only --force replaces it (saying so), or its removal, which redoes that one alone."""
     foreign = foreign_outputs(existing, _engine_scale(engine))
-    if not foreign:
-        if not force:
-            progress.note(f"skipping {len(existing)} finished output(s) in {output} (pass --force to redo them)")
-        return
     shown = first_names(foreign)
-    if not force:
+    if foreign and not force:
         raise OutputExistsError(f"{len(foreign)} file(s) in {output} where this run writes its results are not "
-                                f"finished results of it: {shown}; pass --force to replace them, or move them away")
-    progress.note(f"replacing {len(foreign)} file(s) in {output} that were not finished results of this run (--force): {shown}")
+                                f"finished results of it: {shown}; remove them or move them away and run the same "
+                                f"command again (only they are redone), or pass {option('force', True)} to redo "
+                                "every image")
+    if force:                        # every existing output is redone already
+        if foreign:
+            progress.note(f"replacing {len(foreign)} file(s) in {output} that were not finished results of this "
+                          f"run ({option('force', True)}): {shown}")
+        return []
+    changed = changed_inputs(existing)
+    if changed:
+        progress.note(f"redoing {len(changed)} output(s) in {output} whose input changed since they were written: "
+                      f"{first_names([str(dst) for _, dst in changed])}")
+    if len(existing) > len(changed):
+        progress.note(f"skipping {len(existing) - len(changed)} finished output(s) in {output} "
+                      f"(pass {option('force', True)} to redo them)")
+    return changed
 
 
 def _engine_scale(engine: str) -> int:
@@ -361,11 +373,12 @@ def run_upscale(args: argparse.Namespace) -> int:
         output = result_path(output / Path(args.input).name)   # `upscale a.png out/`: into that folder
     jobs, existing, left_out = plan_jobs(Path(args.input), output, args.force)
     runtimes.check_backend(args.engine, args.backend)      # before any work
-    _check_quality(args.quality, jobs, args.output)
     for line in left_out:
         progress.note(line)
-    if existing:
-        _finished(existing, args.engine, args.output, args.force)
+    redone = _finished(existing, args.engine, args.output, args.force) if existing else []
+    jobs += redone
+    replaced = {dst for _, dst in redone}       # results of an input's earlier content: written over
+    _check_quality(args.quality, jobs, args.output)
     if not jobs:
         progress.note(f"nothing to do: every output in {args.output} exists")
         return 0
@@ -425,8 +438,8 @@ def run_upscale(args: argparse.Namespace) -> int:
             dst.parent.mkdir(parents=True, exist_ok=True)
             quality = args.quality if output_format(dst) in QUALITY_FORMATS else None   # a folder's PNGs: none
             try:
-                save_image(dst, out, big_alpha, overwrite=args.force, input_path=src, bits=bits, quality=quality,
-                           **meta)
+                save_image(dst, out, big_alpha, overwrite=args.force or dst in replaced, input_path=src, bits=bits,
+                           quality=quality, **meta)
             except OutputExistsError:
                 # checked absent when the run started: a second `upscale` into the same folder finished
                 # it first, so it is that run's result, as a finished one is skipped on a rerun

@@ -2,9 +2,10 @@
 refused before any work where an output would land on an input, on another input's output, on a
 folder, below a file, on a broken link, inside an artifact directory or in a folder that cannot be
 written; and which files already at a folder run's output paths are not its results
-(`foreign_outputs`)."""
+(`foreign_outputs`), or results of an input that changed since (`changed_inputs`)."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from alignvar_edge.errors import InputError, OutputExistsError
@@ -12,7 +13,7 @@ from alignvar_edge.fsmodes import broken_link, special_kind, unwritable_folder
 from alignvar_edge.manifest import first_names
 from alignvar_edge.outputs import check_outside_artifacts
 
-__all__ = ["Job", "foreign_outputs", "plan_jobs"]
+__all__ = ["Job", "changed_inputs", "foreign_outputs", "plan_jobs"]
 
 Job = tuple[Path, Path]          # (input image, output path)
 
@@ -22,7 +23,8 @@ def plan_jobs(inp: Path, out: Path, force: bool) -> tuple[list[Job], list[Job], 
     a folder run does not read, so no file is left out silently); a folder maps to a folder with the
     same relative paths. A folder run never reads its own output folder (where it lies inside the
     input, or a link in the input leads to it) and leaves the outputs that exist to
-    `foreign_outputs` to judge: without --force, re-running an interrupted folder resumes it."""
+    `foreign_outputs` and `changed_inputs` to judge: without --force, re-running an interrupted
+    folder resumes it."""
     from alignvar_edge.images import READ_EXTENSIONS, result_path
     from alignvar_edge.images.folders import list_folder
     for path, fix in ((out, "remove it or choose another output"), (inp, "fix or remove the link")):
@@ -135,3 +137,18 @@ def foreign_outputs(existing: list[Job], scale: int) -> list[str]:
     never skipped as a finished output."""
     from alignvar_edge.images.folders import not_a_result
     return [f"{dst} ({why})" for src, dst in existing if (why := not_a_result(src, dst, scale)) is not None]
+
+
+# A FAT file system keeps times to 2 s, rounded down: an output written just after its input was
+# saved can read as older than it.
+_MTIME_SLACK_NS = 2_000_000_000
+
+
+def changed_inputs(existing: list[Job]) -> list[Job]:
+    """The pairs of a folder run whose input was modified after its output was written (a frame
+    extracted again, a photo edited): that output is the result of what the input held before, no
+    finished one. An input dated in the future (a camera's wrong clock, kept by a copy) says
+    nothing about when it changed: its output counts as finished."""
+    now = time.time_ns()
+    return [(src, dst) for src, dst in existing
+            if dst.stat().st_mtime_ns + _MTIME_SLACK_NS < src.stat().st_mtime_ns <= now]
