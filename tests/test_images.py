@@ -1434,9 +1434,9 @@ def test_save_image_scales_uint16_and_uint8_from_their_own_full_scale(tmp_path: 
     written all white; a uint8 array at bits=16 was written all 65535."""
     rng = np.random.default_rng(5)
     u16 = rng.integers(0, 65536, (6, 7, 3)).astype(np.uint16)
-    save_image(tmp_path / "a.png", u16)
+    save_image(tmp_path / "a.png", u16, bits=8)
     np.testing.assert_array_equal(np.asarray(_read(tmp_path / "a.png")), np.round(u16 / 257.0))
-    save_image(tmp_path / "g.png", u16[..., 0].astype(">u2"))     # big-endian gray too
+    save_image(tmp_path / "g.png", u16[..., 0].astype(">u2"), bits=8)     # big-endian gray too
     np.testing.assert_array_equal(np.asarray(_read(tmp_path / "g.png")), np.round(u16[..., 0] / 257.0))
     save_image(tmp_path / "a16.png", u16, bits=16)
     assert _png16_samples(tmp_path / "a16.png")[1].tolist() == u16.tolist()
@@ -1444,6 +1444,36 @@ def test_save_image_scales_uint16_and_uint8_from_their_own_full_scale(tmp_path: 
     save_image(tmp_path / "b16.png", u8, u16[..., 0], bits=16)
     np.testing.assert_array_equal(_png16_samples(tmp_path / "b16.png")[1],
                                   np.dstack([u8.astype(np.int64) * 257, u16[..., 0]]))
+
+
+def test_save_image_keeps_a_uint16_arrays_16_bits_and_warns_where_the_format_cannot(tmp_path: Path) -> None:
+    """`save_image(path, rgb)` of a uint16 array (`Engine.upscale` of a 16-bit image) wrote an 8-bit
+    PNG without a word unless bits=16 was passed, where `upscale` keeps 16 bits for the same file."""
+    import warnings
+    rng = np.random.default_rng(8)
+    u16 = rng.integers(0, 65536, (6, 7, 3)).astype(np.uint16)
+    u16[0, 0] = (0, 1, 65534)                                    # steps that 8 bits round away
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                            # where 16 bits are kept: no warning
+        save_image(tmp_path / "a.png", u16)
+        save_image(tmp_path / "a.tif", u16)
+        save_image(tmp_path / "g.tif", u16[..., 0].astype(">u2"))
+        save_image(tmp_path / "la.png", u16[..., 0], u16[..., 1])
+        save_image(tmp_path / "a8.png", u16, bits=8)              # 8 asked for: no warning either
+        save_image(tmp_path / "f.png", u16 / 65535.0)             # floats: 8 bits unless told, as before
+    kind, samples = _png16_samples(tmp_path / "a.png")
+    assert kind == (16, 2) and samples.tolist() == u16.tolist()     # 16-bit RGB, every sample
+    assert _png16_samples(tmp_path / "la.png")[1].tolist() == np.stack([u16[..., 0], u16[..., 1]], axis=2).tolist()
+    np.testing.assert_array_equal(np.round(load_image(tmp_path / "a.tif")[0] * 65535), u16)
+    np.testing.assert_array_equal(np.asarray(_read(tmp_path / "g.tif")), u16[..., 0])
+    assert bits_per_sample(tmp_path / "a8.png") == 8 and bits_per_sample(tmp_path / "f.png") == 8
+    for name in ("a.jpg", "a.webp", "a.bmp"):
+        with pytest.warns(UserWarning) as said:
+            save_image(tmp_path / name, u16)
+        assert [str(w.message) for w in said] == [f"{Image.registered_extensions()['.' + name[2:]]} holds 8 bits "
+                                                  f"a sample: {tmp_path / name} is written with 8 of its 16; save "
+                                                  "it as .png to keep 16"]
+        assert bits_per_sample(tmp_path / name) == 8
 
 
 def test_save_image_refuses_other_dtypes_and_floats_outside_0_1_naming_the_argument(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from alignvar_edge.caller import option, python_call
 from alignvar_edge.errors import InputError, OutputExistsError
 from alignvar_edge.fsmodes import publish_mode, temp_file_beside, write_error
 from alignvar_edge.images import png16, sixteen_bit
-from alignvar_edge.images.arrays import checked_full_scale, rescaled
+from alignvar_edge.images.arrays import checked_full_scale, full_scale, rescaled
 from alignvar_edge.images.formats import IMAGE_EXTENSIONS
 from alignvar_edge.images.metadata import (METADATA_FORMATS, exif_with_png_text, fit_to_format, keep_undefined_types,
                                            metadata_params, png_metadata_chunks, tiff16_exif)
@@ -39,7 +39,7 @@ def save_image(
     overwrite: bool = False,
     input_path: str | os.PathLike[str] | None = None,
     quality: int | str | None = None,
-    bits: int = 8,
+    bits: int | None = None,
     icc_profile: bytes | None = None,
     exif: bytes | None = None,
     dpi: tuple[float, float] | None = None,
@@ -51,10 +51,11 @@ def save_image(
     Samples are uint8, uint16 or floats in [0, 1], as `Engine.upscale` returns them (each scaled
     from its own full scale: 255, 65535 or 1); any other dtype, or floats outside [0, 1], is one
     InputError naming the conversion.
-    The format follows the extension. ``bits=16`` writes 16 bits a sample where the format holds
-    them: gray to PNG and TIFF; gray+alpha to PNG; RGB and RGBA to PNG, and to TIFF through
-    tifffile (a TIFF of these is 8-bit, with a warning, where Pillow alone writes it: gray+alpha,
-    or colour without tifffile); everything else is 8-bit. ``icc_profile``,
+    The format follows the extension. ``bits`` (8 or 16; default 16 for uint16 samples, 8 for
+    uint8 and floats) writes 16 bits a sample where the format holds them: gray to PNG and TIFF;
+    gray+alpha to PNG; RGB and RGBA to PNG, and to TIFF through tifffile (a TIFF of these is 8-bit,
+    with a warning, where Pillow alone writes it: gray+alpha, or colour without tifffile);
+    everything else is 8-bit, with a warning where the samples are uint16. ``icc_profile``,
     ``exif`` (bytes, as ``Image.Exif.tobytes`` gives) and ``dpi`` are written where the format
     holds them (PNG, JPEG, WebP, TIFF; WebP's DPI in its EXIF; BMP's DPI alone), and so is ``xmp``
     (bytes; not by tifffile, nor to a JPEG past its 65504 bytes, with a warning); ``text`` ({key:
@@ -65,7 +66,7 @@ def save_image(
     "lossless" for WebP; default `DEFAULT_QUALITY`. JPEG keeps full-resolution colour (4:4:4) from
     quality 90 up, halves it both ways (4:2:0) below.
     """
-    if bits not in (8, 16):
+    if bits not in (None, 8, 16):
         raise InputError(f"bits must be 8 or 16, got {bits!r}")
     path = Path(path)
     fmt = output_format(path, alpha is not None)
@@ -82,13 +83,14 @@ def save_image(
         raise InputError(f"output folder {path.parent} does not exist; create it first")
 
     rgb = _checked(rgb, alpha, path)
+    # uint16 samples are 16 bits the caller has (`Engine.upscale` of a 16-bit image): kept unless told
+    uint16 = full_scale(rgb.dtype) == np.iinfo(np.uint16).max
+    bits = bits if bits is not None else 16 if uint16 else 8
     output_format(path, alpha is not None, (rgb.shape[1], rgb.shape[0]), gray=rgb.ndim == 2, bits=bits)
     writer = _writer(fmt, bits, rgb.ndim == 2, alpha is not None)
-    if bits == 16 and fmt in _SIXTEEN_BIT_FORMATS and writer == "pillow8":
-        warnings.warn(f"tifffile is not installed, so {path} is written with 8 bits a sample; install "
-                      "tifffile (pip install tifffile) or save it as .png to keep 16" if rgb.ndim == 3 else
-                      f"Pillow cannot write 16-bit gray+alpha {fmt}: {path} is written with 8 bits; "
-                      "save it as .png to keep 16", stacklevel=2)
+    # floats at bits=16 to an 8-bit format are the CLI's choice of format for a 16-bit input: no warning
+    if bits == 16 and writer == "pillow8" and (fmt in _SIXTEEN_BIT_FORMATS or uint16):
+        warnings.warn(_eight_bits_only(path, fmt, rgb.ndim == 2), stacklevel=2)
     sixteen, own, tiff16 = writer != "pillow8", writer in ("png16", "tiff16"), writer == "tiff16"
     if text and fmt in METADATA_FORMATS and fmt != "PNG":
         exif = exif_with_png_text(exif, text)
@@ -124,6 +126,16 @@ def save_image(
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def _eight_bits_only(path: Path, fmt: str, gray: bool) -> str:
+    """Why 16-bit samples asked for are written to `path` with 8 bits, and how to keep 16."""
+    if fmt not in _SIXTEEN_BIT_FORMATS:
+        return f"{fmt} holds 8 bits a sample: {path} is written with 8 of its 16; save it as .png to keep 16"
+    if not gray:
+        return (f"tifffile is not installed, so {path} is written with 8 bits a sample; install tifffile "
+                "(pip install tifffile) or save it as .png to keep 16")
+    return f"Pillow cannot write 16-bit gray+alpha {fmt}: {path} is written with 8 bits; save it as .png to keep 16"
 
 
 def output_format(path: str | os.PathLike[str], alpha: bool = False, size: tuple[int, int] | None = None,
