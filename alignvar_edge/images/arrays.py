@@ -147,14 +147,21 @@ def as_samples(image: object, max_megapixels: float | None = None, raise_limit: 
         refuse_over_megapixels("the image", x.shape[1], x.shape[0], max_megapixels, raise_limit)
     # in any byte order (FITS, some TIFF readers, np.frombuffer of network data give big-endian);
     # the result comes back in the input's
-    full = checked_full_scale(x, "images must be uint8, uint16 or float in [0, 1] numpy arrays or PIL images")
-    return Samples(x, _to_float(full), x.dtype, _from_float(x.dtype), lambda r: r)
+    checked_full_scale(x, "images must be uint8, uint16 or float in [0, 1] numpy arrays or PIL images")
+    return Samples(x, unit_floats, x.dtype, _from_float(x.dtype), lambda r: r)
 
 
-def _to_float(full: float) -> Callable[[np.ndarray], np.ndarray]:
-    if full == 1.0:
-        return np.asarray                   # as they are: tiling takes any float dtype
-    return lambda x: np.asarray(x).astype(np.float32) / np.float32(full)
+def unit_floats(x: np.ndarray) -> np.ndarray:
+    """Samples (uint8, uint16 in either byte order, or floats) as floats in [0, 1]: integers as
+    float32 k / full scale, computed in float32 (what a file's reader and tiling's blocks give, bit
+    for bit); floats as they are (tiling takes any float dtype)."""
+    x = np.asarray(x)
+    full = full_scale(x.dtype)
+    if full is None or full == 1.0:
+        return x
+    floats = x.astype(np.float32)
+    floats /= np.float32(full)              # in place: one float copy, not two
+    return floats
 
 
 def _from_float(dt: np.dtype) -> Callable[[np.ndarray], np.ndarray]:

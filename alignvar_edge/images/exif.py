@@ -28,8 +28,13 @@ def image_exif(img: Image.Image, path: str | os.PathLike[str]) -> Image.Exif:
 def exif_upright(img: Image.Image, path: str | os.PathLike[str]) -> Image.Image:
     """`img` turned upright by its EXIF orientation (`ImageOps.exif_transpose`), a damaged EXIF
     said once (`image_exif`): Pillow reads the EXIF again on the turned copy, and would repeat its
-    warnings, naming no file."""
-    image_exif(img, path)
+    warnings, naming no file. An upright image is `img` itself: Pillow would copy it whole."""
+    if image_exif(img, path).get(ExifTags.Base.Orientation, 1) not in _TURNS:
+        return img
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")     # said above, naming the file
         return ImageOps.exif_transpose(img)
+
+
+# EXIF orientations other than upright (1), as `ImageOps.exif_transpose` turns them
+_TURNS = range(2, 9)

@@ -1,4 +1,6 @@
-"""Reading an image file as float32 HxWx3 RGB in [0, 1] plus an optional alpha plane.
+"""Reading an image file as float32 HxWx3 RGB in [0, 1] plus an optional alpha plane (`load_image`),
+or as the file's own 8- or 16-bit samples (`load_image_for_upscale`), decoded without an image-sized
+float copy.
 
 Loading is defensive because users point the tool at arbitrary folders: the size is checked from
 the header before any pixel is decoded, EXIF orientation is applied (the pixels are turned upright,
@@ -19,18 +21,19 @@ import numpy as np
 from PIL import Image
 
 from alignvar_edge.argtypes import DEFAULT_MAX_MEGAPIXELS
+from alignvar_edge.caller import option
 from alignvar_edge.errors import IMAGE_DECODE_ERRORS, InputError, damaged_image_error
 from alignvar_edge.fsmodes import broken_link, special_kind
 from alignvar_edge.images import sixteen_bit
-from alignvar_edge.images.arrays import check_unit_range, fitting_bits, refuse_over_megapixels
+from alignvar_edge.images.arrays import check_unit_range, fitting_bits, refuse_over_megapixels, unit_floats
 from alignvar_edge.images.exif import exif_upright
 from alignvar_edge.images.formats import (SIXTEEN_BIT_MODES, converted, holds_32_bit_integers, image_layout,
                                           integer_samples, plain_mode, stored_as_negative, unusable_cmyk_profile)
 from alignvar_edge.images.metadata import Metadata, image_metadata
 
 
-# how a user raises the limit, where the caller gives no other way (the API's keyword, the CLI's flag)
-RAISE_LIMIT = "max_megapixels / --max-megapixels"
+# `raise_limit`'s default: the caller's own option, named when a refusal is made (`_how_to_raise`)
+RAISE_LIMIT = "<the caller's max_megapixels option>"
 
 
 def load_image(
@@ -46,18 +49,33 @@ def load_image(
     """
     path = Path(path)
     with _opened(path, raise_limit) as img:
-        return _decode(path, img, max_megapixels, raise_limit)
+        planes, alpha = _decode(path, img, max_megapixels, raise_limit)
+    rgb = unit_floats(planes)
+    return (_gray_to_rgb(rgb) if rgb.ndim == 2 else rgb), _alpha_floats(alpha)
 
 
 def load_image_for_upscale(path: Path, max_megapixels: float | None, scale: int
                            ) -> tuple[np.ndarray, np.ndarray | None, tuple[bool, int], Metadata]:
-    """`load_image`'s planes, the file's layout (`image_layout`) and what its result carries beside
-    its pixels (`image_metadata`, `scale` times its size), from one opening of the file: its EXIF
-    is read once, and a damaged one said once."""
+    """The file's own samples (HxW gray or HxWx3 RGB: uint8 or uint16, floats for a float or
+    negative file; `unit_floats` gives `load_image`'s floats of them), its alpha as `load_image`
+    gives it, its layout (`image_layout`) and what its result carries beside its pixels
+    (`image_metadata`, `scale` times its size), from one opening of the file: its EXIF is read
+    once, and a damaged one said once. No image-sized float copy is made (a float32 one is 4x the
+    8-bit samples)."""
     with _opened(path, RAISE_LIMIT) as img:
         layout = image_layout(img)          # from the header: decoding changes what it reads
-        rgb, alpha = _decode(path, img, max_megapixels, RAISE_LIMIT)
-        return rgb, alpha, layout, image_metadata(img, path, layout[0], scale)
+        planes, alpha = _decode(path, img, max_megapixels, RAISE_LIMIT)
+        return planes, _alpha_floats(alpha), layout, image_metadata(img, path, layout[0], scale)
+
+
+def _alpha_floats(alpha: np.ndarray | None) -> np.ndarray | None:
+    return None if alpha is None else unit_floats(alpha)
+
+
+def _how_to_raise(raise_limit: str | None) -> str | None:
+    """How the user raises the size limit: `raise_limit`, or the caller's own option for
+    `RAISE_LIMIT` (`--max-megapixels` where a verb runs, `max_megapixels=` in Python)."""
+    return option("max_megapixels") if raise_limit == RAISE_LIMIT else raise_limit
 
 
 @contextmanager
@@ -86,7 +104,7 @@ def _opened(path: Path, raise_limit: str | None) -> Iterator[Image.Image]:
         except Image.DecompressionBombError as e:
             # Pillow's own ceiling (twice its MAX_IMAGE_PIXELS), which our limit only lowers
             ceiling = 2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6
-            raising = f" ({raise_limit} cannot raise it)" if raise_limit else ""
+            raising = f" ({how} cannot raise it)" if (how := _how_to_raise(raise_limit)) else ""
             raise InputError(
                 f"{path} is too large to open safely ({e}): Pillow opens at most {ceiling:.0f} MP{raising}; "
                 "downscale it or split it into tiles"
@@ -109,12 +127,13 @@ def _opened(path: Path, raise_limit: str | None) -> Iterator[Image.Image]:
 def _decode(
     path: Path, img: Image.Image, max_megapixels: float | None, raise_limit: str | None
 ) -> tuple[np.ndarray, np.ndarray | None]:
+    """The file's samples and alpha, as `_planes` gives them, or refused in one line naming it."""
     # Image.open only parsed the header: size is known, pixels are not decoded yet (and must not
     # be: a PNG's getexif, and so `upright_size`, may decode them)
     width, height = img.size
     if width <= 0 or height <= 0:
         raise InputError(f"{path} has no pixels ({width}x{height}); it is empty or damaged")
-    refuse_over_megapixels(str(path), width, height, max_megapixels, raise_limit)
+    refuse_over_megapixels(str(path), width, height, max_megapixels, _how_to_raise(raise_limit))
     try:                # counting frames reads every directory of a TIFF
         frames = int(getattr(img, "n_frames", 1) or 1)
     except _DAMAGED as e:
@@ -125,24 +144,27 @@ def _decode(
         raise InputError(f"{path} holds {frames} frames (an animation or a multi-page file); save the "
                          "frame you want as a PNG and pass that")
     try:
-        rgb, alpha = sixteen_bit.rgb16_planes(path, img) if sixteen_bit.is_rgb16(img) else _planes(path, img)
+        planes, alpha = sixteen_bit.rgb16_planes(path, img) if sixteen_bit.is_rgb16(img) else _planes(path, img)
     except InputError as e:
         raise InputError(f"{path}: {e}") from e
     except _DAMAGED as e:
         raise damaged_image_error(path, e) from e
-    if not np.isfinite(rgb).all():
+    if planes.dtype.kind == "f" and not np.isfinite(planes).all():
         raise InputError(f"{path} contains NaN or infinite pixel values; fix the source image")
     if unusable_cmyk_profile(img):
         warnings.warn(f"{path}: its CMYK colour profile cannot be used, so its colours are converted to RGB by "
                       "a plain formula and may shift; export it as RGB from the editor that made it to keep them",
                       stacklevel=3)
-    return rgb, alpha
+    return planes, alpha
 
 
 def file_samples(x: np.ndarray, bits: int) -> np.ndarray:
-    """`load_image`'s floats of a file of `bits`-bit samples as those samples, uint8 or uint16 (k / full
-    scale in float32 rounds back to k), which `Engine.upscale` turns into a result of the same kind
-    strip by strip; floats that are not such samples (a float TIFF's, a 16-bit negative's) as they are."""
+    """`load_image_for_upscale`'s planes of a file of `bits`-bit samples as those samples, uint8 or
+    uint16, which `Engine.upscale` turns into a result of the same kind strip by strip: integers as
+    they are, floats that are k / full scale in float32 as k; other floats (a float TIFF's, a 16-bit
+    negative's) as they are."""
+    if x.dtype.kind != "f":
+        return x
     dtype = np.dtype(np.uint8 if bits == 8 else np.uint16)
     full = np.float32(np.iinfo(dtype).max)
     samples = x * full
@@ -163,8 +185,8 @@ _DAMAGED = (*IMAGE_DECODE_ERRORS, TypeError)
 
 
 def _planes(path: Path, img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
-    """Pillow's pixels, upright and as displayed, as float32 RGB and alpha (16-bit gray+alpha kept
-    16-bit)."""
+    """Pillow's pixels, upright and as displayed, as the file's samples: HxW gray or HxWx3 RGB, and
+    alpha HxW (`_samples`; 16-bit gray+alpha kept 16-bit); a negative's as floats."""
     la16 = sixteen_bit.read_la16_raw(img)
     negative, wide = stored_as_negative(img), holds_32_bit_integers(img)
     img.load()
@@ -172,10 +194,9 @@ def _planes(path: Path, img: Image.Image) -> tuple[np.ndarray, np.ndarray | None
         _refuse_wide_integers(np.asarray(img), integer_samples(img))
     img = exif_upright(img, path)
     if la16:
-        gray, gray_alpha = sixteen_bit.la16_planes(img)
-        return _gray_to_rgb(gray), gray_alpha
-    rgb, alpha = _to_float_planes(img)
-    return (np.float32(1.0) - rgb if negative else rgb), alpha
+        return sixteen_bit.la16_planes(img)
+    planes, alpha = _samples(img)
+    return (np.float32(1.0) - unit_floats(planes) if negative else planes), alpha
 
 
 _MULTI_FRAME_FORMATS = ("GIF", "PNG", "WEBP", "TIFF")
@@ -191,29 +212,44 @@ def _refuse_wide_integers(samples: np.ndarray, kind: str) -> None:
     raise InputError(f"{kind} integer samples, which have no full scale to divide by; {fix}")
 
 
-def _to_float_planes(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
-    """Any Pillow mode -> float32 RGB HxWx3 and optional alpha HxW, both in [0, 1]."""
+def _samples(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    """Any Pillow mode -> HxW gray or HxWx3 RGB and optional alpha HxW: uint8, uint16 (16-bit gray)
+    or float32 in [0, 1] (float gray)."""
     mode = img.mode
     if mode in SIXTEEN_BIT_MODES:
-        # 16-bit grayscale (PNG/TIFF; mode I of a PNG, `holds_32_bit_integers` refused the others)
-        gray = np.asarray(img).astype(np.float32)
-        return _gray_to_rgb(gray / 65535.0), None
+        # 16-bit grayscale (PNG/TIFF; mode I of a PNG, `holds_32_bit_integers` refused the others),
+        # in native byte order: the result comes back in the samples' dtype
+        return np.asarray(img).astype(np.uint16), None
     if mode == "F":
         gray = np.asarray(img, dtype=np.float32)
         # a file's user cannot divide its samples: they save it again in a form that is read as is
         check_unit_range(gray, "float samples are read as 0 (black) to 1 (white): save it as an 8- or 16-bit "
                                "PNG or TIFF (or as float scaled to [0, 1])")
-        return _gray_to_rgb(np.clip(gray, 0.0, 1.0)), None
+        return np.clip(gray, 0.0, 1.0), None
     # P, CMYK (Pillow undoes Adobe's inverted CMYK), YCbCr, HSV, RGBX, RGBa ...: RGB(A)
     target = plain_mode(img)
-    arr = np.asarray(converted(img, target), dtype=np.float32) / 255.0
-    if target == "L":
-        return _gray_to_rgb(arr), None
+    arr = _pixels(converted(img, target))
+    if target in ("L", "RGB"):
+        return arr, None
     if target == "LA":
-        return _gray_to_rgb(arr[..., 0]), np.ascontiguousarray(arr[..., 1])
-    if target == "RGB":
-        return np.ascontiguousarray(arr), None
+        return np.ascontiguousarray(arr[..., 0]), np.ascontiguousarray(arr[..., 1])
     return np.ascontiguousarray(arr[..., :3]), np.ascontiguousarray(arr[..., 3])
+
+
+def _pixels(img: Image.Image) -> np.ndarray:
+    """`np.asarray(img)`, copied a few rows at a time: Pillow hands numpy the whole image's bytes,
+    joined from a list of its chunks (twice the samples at once, beside the Pillow image)."""
+    def rows(y: int) -> np.ndarray:
+        return np.asarray(img.crop((0, y, img.width, min(y + _PIXEL_ROWS, img.height))))
+    first = rows(0)
+    out = np.empty((img.height, *first.shape[1:]), first.dtype)
+    out[:_PIXEL_ROWS] = first
+    for y in range(_PIXEL_ROWS, img.height, _PIXEL_ROWS):
+        out[y:y + _PIXEL_ROWS] = rows(y)
+    return out
+
+
+_PIXEL_ROWS = 256       # rows of `_pixels`' copies
 
 
 def _gray_to_rgb(gray_HW: np.ndarray) -> np.ndarray:

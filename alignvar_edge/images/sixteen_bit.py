@@ -58,8 +58,9 @@ def _unpack_as(img: ImageFile.ImageFile, rawmode: str) -> None:
 
 
 def la16_planes(raw: Image.Image) -> tuple[np.ndarray, np.ndarray]:
-    """`read_la16_raw`'s RGBA of big-endian gray and alpha samples -> float32 gray and alpha."""
-    gray_alpha = np.asarray(raw).view(">u2").astype(np.float32) / 65535.0
+    """`read_la16_raw`'s RGBA of big-endian gray and alpha samples -> uint16 gray and alpha (native
+    byte order: the result comes back in the samples' dtype)."""
+    gray_alpha = np.asarray(raw).view(">u2").astype(np.uint16)
     return np.ascontiguousarray(gray_alpha[..., 0]), np.ascontiguousarray(gray_alpha[..., 1])
 
 
@@ -73,15 +74,16 @@ def is_rgb16(img: Image.Image) -> TypeGuard[ImageFile.ImageFile]:
 
 
 def rgb16_planes(path: Path, img: ImageFile.ImageFile) -> tuple[np.ndarray, np.ndarray | None]:
-    """A 16-bit RGB(A) PNG or TIFF -> float32 RGB and alpha (its own, or its PNG colour key's),
+    """A 16-bit RGB(A) PNG or TIFF -> uint16 RGB and alpha (its own, or its PNG colour key's),
     upright, every bit kept."""
     samples = _png_rgb16_samples(path, img) if img.format == "PNG" else _tiff_rgb16_samples(path, img)
     key_alpha = _key_alpha(samples, img.info.get("transparency"))
     if key_alpha is not None:
         samples = np.concatenate([samples, key_alpha[..., None]], axis=2)
-    planes = _upright(img, samples, path).astype(np.float32) / 65535.0
-    alpha = np.ascontiguousarray(planes[..., 3]) if planes.shape[2] == 4 else None
-    return np.ascontiguousarray(planes[..., :3]), alpha
+    samples = _upright(img, samples, path)
+    if samples.shape[2] == 3:
+        return samples, None
+    return np.ascontiguousarray(samples[..., :3]), np.ascontiguousarray(samples[..., 3])
 
 
 def _png_rgb16_samples(path: Path, img: ImageFile.ImageFile) -> np.ndarray:
@@ -96,7 +98,10 @@ def _png_rgb16_samples(path: Path, img: ImageFile.ImageFile) -> np.ndarray:
         _unpack_as(again, low_mode)
         again.load()
         low = np.asarray(again)
-    return (np.asarray(img).astype(np.uint16) << 8) | low
+    samples = np.asarray(img).astype(np.uint16)
+    samples <<= 8                   # in place: one uint16 copy of the image, not three
+    samples |= low
+    return samples
 
 
 def _tiff_rgb16_samples(path: Path, img: Image.Image) -> np.ndarray:

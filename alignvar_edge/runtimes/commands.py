@@ -362,6 +362,7 @@ def _check_quality(quality: int | str | None, jobs: list[tuple[Path, Path]], out
 def run_upscale(args: argparse.Namespace) -> int:
     from alignvar_edge import runtimes
     from alignvar_edge.images import QUALITY_FORMATS, output_format, result_path, save_image
+    from alignvar_edge.images.arrays import unit_floats
     from alignvar_edge.images.read import file_samples, load_image_for_upscale
     from alignvar_edge.images.write import written_bits
     from alignvar_edge.runtimes.tiling import check_overlap_flag, overlap_cost, upscale_plane_bicubic
@@ -424,10 +425,9 @@ def run_upscale(args: argparse.Namespace) -> int:
                 # the file's own samples: the result is made in their dtype, not held whole as float32
                 # (12x an 8-bit result); floats where the output keeps fewer bits than the file, so
                 # that their result is rounded once, as it always was
-                planes = rgb[..., 0] if gray else rgb
                 kept = written_bits(dst, bits, gray, alpha is not None) == bits
-                samples = file_samples(planes, bits) if kept else planes
-                del rgb, planes         # a paused generator's locals stay alive: not the floats beside the samples
+                samples = file_samples(rgb, bits) if kept else unit_floats(rgb)
+                del rgb                 # a paused generator's locals stay alive: not the floats beside the samples
                 yield samples
         # small images share the engine's calls (Engine.upscale_many); each is saved when final
         # max_megapixels=None: load_image applied the limit to each file already
