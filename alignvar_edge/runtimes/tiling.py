@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = ["TileRunner", "default_overlap", "tile_starts", "blend_window", "upscale_image", "upscale_samples",
            "upscale_images", "upscale_plane_bicubic", "extract_tiles", "seam_ratio", "blend_tiles", "check_overlap_flag",
-           "checked_overlap", "overlap_cost"]
+           "checked_overlap", "overlap_cost", "count_tiles", "tiles_per_call"]
 
 
 def check_overlap_flag(overlap: int | None, tile: int, whose: str) -> None:
@@ -50,10 +50,8 @@ def overlap_cost(size_hw: tuple[int, int], tile: int, overlap: int) -> str | Non
     """The line that says what a user's --overlap costs an image of `size_hw` (LR pixels), where it
     takes at least `_COSTLY_OVERLAP` times the tiles of the default overlap, else None: a stride of
     1 px took a 48x32 image 561 tiles, not 12 (minutes, not half a second), without a word."""
-    def count(ov: int) -> int:
-        return len(tile_starts(size_hw[0], tile, ov)) * len(tile_starts(size_hw[1], tile, ov))
     default = default_overlap(tile)
-    tiles, usual = count(overlap), count(default)
+    tiles, usual = count_tiles(size_hw, tile, overlap), count_tiles(size_hw, tile, default)
     if tiles < _COSTLY_OVERLAP * usual:
         return None
     return (f"--overlap {overlap} leaves a stride of {tile - overlap} px of this engine's {tile} px tile: "
@@ -62,6 +60,13 @@ def overlap_cost(size_hw: tuple[int, int], tile: int, overlap: int) -> str | Non
 
 
 _COSTLY_OVERLAP = 4
+
+
+def count_tiles(size_hw: tuple[int, int], tile: int, overlap: int | None) -> int:
+    """The tiles an image of `size_hw` (LR pixels) is cut into, as `upscale` cuts them (None: the
+    default overlap): what its run will take, said before the work."""
+    ov = checked_overlap(overlap, tile)
+    return len(tile_starts(size_hw[0], tile, ov)) * len(tile_starts(size_hw[1], tile, ov))
 
 
 class TileRunner(Protocol):
@@ -279,7 +284,7 @@ def _run_tiles(engine: TileRunner, img: np.ndarray, ys: list[int], xs: list[int]
     keeps in flight); yields ((i, j), SR tile)."""
     t = engine.tile_size
     coords = [(i, j) for i in range(len(ys)) for j in range(len(xs))]
-    b = _tiles_per_call(engine)
+    b = tiles_per_call(engine)
     for k in range(0, len(coords), b):
         chunk = coords[k:k + b]
         lr = np.stack([img[ys[i]:ys[i] + t, xs[j]:xs[j] + t].transpose(2, 0, 1) for i, j in chunk])
@@ -287,7 +292,7 @@ def _run_tiles(engine: TileRunner, img: np.ndarray, ys: list[int], xs: list[int]
         yield from zip(chunk, sr)
 
 
-def _tiles_per_call(engine: TileRunner) -> int:
+def tiles_per_call(engine: TileRunner) -> int:
     """Tiles handed to `engine.run` at once: its batch times the batches it keeps in flight."""
     return max(1, engine.batch) * max(1, getattr(engine, "parallel_requests", 1))
 
@@ -449,7 +454,7 @@ def upscale_images(engine: TileRunner, images: Iterable[Any], overlap: int | Non
     raises, such as a reader's naming its file, is as it says).
     """
     s, t = engine.scale, engine.tile_size
-    b = _tiles_per_call(engine)
+    b = tiles_per_call(engine)
     waiting: list[_Pooled] = []             # images whose tiles are queued or partly run, in order
     queue: list[np.ndarray] = []            # their LR tiles not yet run, in order
 
