@@ -2,7 +2,9 @@
 length (an OpenVINO int8 build, a Core ML conversion), so nothing sits silent for a minute.
 
 On a terminal both redraw in place; in a log (stderr not a TTY) a stage writes one line when it
-starts and one when it ends, and bars stay quiet. stdout is left alone (`--json` keeps it clean).
+starts and one when it ends, and bars stay quiet: counted work that may run for long (an image's
+tiles) says how far it has got there with `Pace`, a line at most every LOG_EVERY_S. stdout is left
+alone (`--json` keeps it clean).
 """
 from __future__ import annotations
 
@@ -15,10 +17,11 @@ from typing import Any
 
 from tqdm import tqdm
 
-__all__ = ["bar", "note", "stage"]
+__all__ = ["Pace", "bar", "duration", "in_log", "note", "stage"]
 
 TICK_S = 0.5
 START_AFTER_S = 2.0      # a log hears of a step once it has taken this long
+LOG_EVERY_S = 60.0       # ... and of counted work at most this often
 
 
 def note(msg: str) -> None:
@@ -68,3 +71,38 @@ def _announce(label: str, stop: threading.Event) -> None:
 def _tick(clock: Any, stop: threading.Event) -> None:
     while not stop.wait(TICK_S):
         clock.refresh()
+
+
+def in_log() -> bool:
+    """stderr is not a terminal (a file or a pipe: a script, nohup, cron, CI), where bars stay quiet."""
+    return not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())
+
+
+def duration(seconds: float) -> str:
+    """An estimate's size in the unit that reads best: `42 s`, `12 min`, `3.4 h`."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+class Pace:
+    """How far counted work has got, in a log: `update(done)` as it goes writes
+    `big.jpg: 4,160/166,800 tiles, 2 min in, about 80 min left` at most every LOG_EVERY_S (the time
+    left at the rate measured so far), never at the end (the caller's own line says that). On a
+    terminal (`log` False) the bar says it and this writes nothing."""
+
+    def __init__(self, label: str, total: int, unit: str, log: bool | None = None) -> None:
+        self.label, self.total, self.unit = label, total, unit
+        self.log = in_log() if log is None else log
+        self.t0 = self._said = time.monotonic()
+
+    def update(self, done: int) -> None:
+        now = time.monotonic()
+        if not self.log or done <= 0 or done >= self.total or now - self._said < LOG_EVERY_S:
+            return
+        self._said = now
+        elapsed = now - self.t0
+        left = elapsed / done * (self.total - done)
+        note(f"{self.label}: {done:,}/{self.total:,} {self.unit}, {duration(elapsed)} in, about {duration(left)} left")

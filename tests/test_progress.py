@@ -101,3 +101,19 @@ def test_build_shows_its_stage(micro_export_for_progress, tmp_path, capsys):
 def micro_export_for_progress(pytestconfig):
     from _runtime_fixtures import cache_root, export_dir, sharp_model
     return export_dir(sharp_model("micro"), cache_root(pytestconfig))
+
+
+def test_an_estimate_reads_in_seconds_minutes_or_hours():
+    from alignvar_edge.progress import duration
+    assert [duration(s) for s in (42, 89.4, 90, 3000, 5400, 12240)] == ["42 s", "89 s", "2 min", "50 min", "1.5 h", "3.4 h"]
+
+
+def test_pace_writes_in_a_log_only_and_never_the_end(capsys, monkeypatch):
+    import alignvar_edge.progress as progress
+    monkeypatch.setattr(progress, "LOG_EVERY_S", 0.0)
+    for log in (False, True):
+        pace = progress.Pace("big.jpg", 4, "tiles", log=log)
+        for done in range(1, 5):
+            pace.update(done)
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(",")[0] for line in lines] == ["big.jpg: 1/4 tiles", "big.jpg: 2/4 tiles", "big.jpg: 3/4 tiles"]

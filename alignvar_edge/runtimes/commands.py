@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import time
 from pathlib import Path
@@ -365,7 +366,8 @@ def run_upscale(args: argparse.Namespace) -> int:
     from alignvar_edge.images.arrays import unit_floats
     from alignvar_edge.images.read import file_samples, load_image_for_upscale
     from alignvar_edge.images.write import written_bits
-    from alignvar_edge.runtimes.tiling import check_overlap_flag, overlap_cost, upscale_plane_bicubic
+    from alignvar_edge.runtimes.tiling import (check_overlap_flag, count_tiles, overlap_cost, tiles_per_call,
+                                               upscale_plane_bicubic)
     if Path(args.input).is_dir():    # what Ctrl-C keeps: a folder run's finished images
         args.on_interrupt = ("images already finished are kept, the one in progress is not; "
                              "the same command again skips the finished ones")
@@ -401,6 +403,7 @@ def run_upscale(args: argparse.Namespace) -> int:
         unusable: list[str] = []                        # a folder run goes past files it cannot use
         taken: list[Path] = []                          # ... and past results another run wrote meanwhile
         costly_overlap: list[str] = []                  # said once a run, at the first image it slows
+        paces: list[_ImagePace] = []                    # by the index upscale_many gives each image
 
         def images() -> Any:
             for i, (src, dst) in enumerate(jobs):
@@ -420,7 +423,10 @@ def run_upscale(args: argparse.Namespace) -> int:
                         cost := overlap_cost(rgb.shape[:2], engine.tile_size, args.overlap)):
                     costly_overlap.append(cost)
                     progress.note(f"{src}: {cost}")
-                bar.set_description(f"{src.name} ({i + 1}/{len(jobs)})")
+                label = f"{src.name} ({i + 1}/{len(jobs)})"
+                bar.set_description(label)
+                tiles = count_tiles(rgb.shape[:2], engine.tile_size, args.overlap)
+                paces.append(_ImagePace(label, rgb.shape[:2], engine.scale, tiles, tiles_per_call(engine), args.quiet))
                 loaded.append((src, dst, alpha, bits, meta))
                 # the file's own samples: the result is made in their dtype, not held whole as float32
                 # (12x an 8-bit result); floats where the output keeps fewer bits than the file, so
@@ -431,7 +437,7 @@ def run_upscale(args: argparse.Namespace) -> int:
                 yield samples
         # small images share the engine's calls (Engine.upscale_many); each is saved when final
         # max_megapixels=None: load_image applied the limit to each file already
-        for out in engine.upscale_many(images(), overlap=args.overlap, progress=_tile_ticker(bar),
+        for out in engine.upscale_many(images(), overlap=args.overlap, progress=_tile_ticker(bar, paces),
                                        color_fix=args.color_fix, max_megapixels=None):
             src, dst, alpha, bits, meta = loaded.pop(0)
             big_alpha = upscale_plane_bicubic(alpha, engine.scale) if alpha is not None else None
@@ -466,11 +472,54 @@ def _progress(n_images: int, quiet: bool) -> Any:
                         bar_format="{desc} {percentage:3.0f}%|{bar}| {n:.2f}/{total} [{elapsed}<{remaining}]")
 
 
-def _tile_ticker(bar: Any) -> Any:
+def _tile_ticker(bar: Any, paces: list[_ImagePace]) -> Any:
     def tick(index: int, done: int, total: int) -> None:
         bar.n = index + done / total         # fractional progress within the image
         bar.refresh()
+        paces[index].update(done)
     return tick
+
+
+BIG_IMAGE_TILES = 2_000     # an image of this many tiles or more is announced before its work ...
+ESTIMATE_AFTER_CALLS = 8    # ... and timed over this many calls after its first (which may warm up)
+
+
+class _ImagePace:
+    """What one image's upscale takes. Said before its work where it is big (BIG_IMAGE_TILES) or where
+    stderr is a log (the bar's line there): its size in and out, tiles and engine calls; for a big
+    one, the time per call measured on its first calls and what the image will take at that pace;
+    in a log, how far it has got at most every progress.LOG_EVERY_S. A 24 MP photograph is about
+    167,000 tiles: an hour on a small CPU, which a bar's first ETA did not tell."""
+
+    def __init__(self, label: str, size_hw: tuple[int, int], scale: int, tiles: int, per_call: int,
+                 quiet: bool) -> None:
+        self.label, self.tiles, self.per_call = label, tiles, per_call
+        self.calls = math.ceil(tiles / per_call)
+        big = tiles >= BIG_IMAGE_TILES
+        self.estimate = big and not quiet
+        self.pace = progress.Pace(label, tiles, "tiles", log=progress.in_log() and not quiet)
+        self.first_call_s: float | None = None     # when the first call's tiles were all in
+        if big or self.pace.log:
+            h, w = size_hw
+            progress.note(f"{label}: {w}x{h} -> {w * scale}x{h * scale} ({w * h * scale * scale / 1e6:.3g} MP), "
+                          f"{tiles:,} tiles in {self.calls:,} calls")
+
+    def update(self, done: int) -> None:
+        if done % self.per_call and done < self.tiles:
+            return                  # a call's tiles are blended one by one: act once its last is in
+        self.pace.update(done)
+        calls = math.ceil(done / self.per_call)
+        if not self.estimate or calls >= self.calls:
+            return
+        now = time.monotonic()
+        if calls == 1:
+            self.first_call_s = now
+        elif calls == 1 + ESTIMATE_AFTER_CALLS and self.first_call_s is not None:
+            per_call = (now - self.first_call_s) / ESTIMATE_AFTER_CALLS
+            total = self.first_call_s - self.pace.t0 + per_call * (self.calls - 1)
+            progress.note(f"{self.label}: {per_call:.2f} s per call (calls 2 to {calls}): about "
+                          f"{progress.duration(total)} for its {self.calls:,} calls, "
+                          f"{progress.duration(total - (now - self.pace.t0))} left")
 
 
 # ------------------------------------------------------------------------------------------------
