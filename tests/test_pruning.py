@@ -421,5 +421,5 @@ def test_bench_counts_a_pruned_engines_flops_names_its_graph_and_says_it_is_prun
     assert "Token pruning" not in terminal_table(dev)
 
     lines: list[str] = []
-    deploy._reuse_export(exports[(0.5,)], tmp_path / "reused", model, lines.append)
+    deploy._reuse_export(exports[(0.5,)], load_verified(exports[(0.5,)]), tmp_path / "reused", lines.append)
     assert len(lines) == 1 and "the export is pruned (0.5)" in lines[0] and "by design" in lines[0], lines

@@ -64,7 +64,6 @@ from alignvar_edge.caller import on_command_line, option
 from alignvar_edge.cpuinfo import has_vnni
 from alignvar_edge.errors import (ArtifactError, BackendUnavailableError, EngineClosedError, HalfPrecisionError,
                                   InputError, PrecisionWarning)
-from alignvar_edge.export import onnx_io
 from alignvar_edge.fsmodes import WRITE_LIMITS, temp_folder_full
 from alignvar_edge.graph_names import INPUT, NOISE, SR, is_token_name, token_names
 from alignvar_edge.lazy import lazy_import
@@ -883,6 +882,7 @@ class OpenVINOBackend(Backend):
             return {"engine": XML}, recipe, None
         import tempfile
 
+        from alignvar_edge.export import onnx_io        # a build's: a device install has no onnx
         assert cut is not None
         recipe = None
         image_hint = _int8_image_precision(device) if precision == "int8" else inference_precision(precision, device)
