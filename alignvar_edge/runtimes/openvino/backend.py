@@ -67,6 +67,7 @@ from alignvar_edge.errors import (ArtifactError, BackendUnavailableError, Engine
 from alignvar_edge.fsmodes import WRITE_LIMITS, temp_folder_full
 from alignvar_edge.graph_names import INPUT, NOISE, SR, is_token_name, token_names
 from alignvar_edge.lazy import lazy_import
+from alignvar_edge.progress import duration
 from alignvar_edge.manifest import Manifest, db_text, listed_file, load_verified, write_manifest
 from alignvar_edge.outputs import artifact_dir as staging_dir
 from alignvar_edge.runtimes.artifacts import (check_calibration, engine_manifest, parity_vs,
@@ -650,16 +651,12 @@ class _RungPace:
 
     @contextmanager
     def check(self, rung: str, tiles: int, skip: str = "") -> Iterator[None]:
-        cost = f", about {_duration(self.s_per_tile * tiles)} here" if self.s_per_tile else ""
+        cost = f", about {duration(self.s_per_tile * tiles)} here" if self.s_per_tile else ""
         self.log(f"{self.what}: checking rung '{rung}' on {tiles} held-out tiles{cost}"
                  + (f" ({skip})" if skip else ""))
         t0 = time.perf_counter()
         yield
         self.s_per_tile = (time.perf_counter() - t0) / tiles
-
-
-def _duration(s: float) -> str:
-    return f"{s:.0f} s" if s < 90 else f"{s / 60:.0f} min"
 
 
 @dataclass(frozen=True)
