@@ -40,6 +40,17 @@ def _lines(err: str) -> list[str]:
     return [ln for ln in err.splitlines() if ln.strip()]
 
 
+def _finished_folder_run(export: Path, tmp_path: Path, images: int) -> tuple[Path, Path, list[str]]:
+    """A folder of `images` PNGs upscaled into tmp_path/out: (input folder, output folder, the argv)."""
+    inp = tmp_path / "in"
+    for i in range(images):
+        _png(inp / f"img{i}.png", seed=i)
+    out = tmp_path / "out"
+    argv = ["upscale", str(inp), str(out), "--engine", str(export), "--quiet"]
+    assert main(argv) == 0
+    return inp, out, argv
+
+
 def test_symlinked_folders_are_read_once_a_loop_is_named_and_the_output_never_read(export, tmp_path, capsys):
     """os.walk's default left every symlinked folder out without a word (and a folder holding only
     one had "no images"): they are followed now, each real folder once, a link back up named as
@@ -195,12 +206,7 @@ def test_training_names_what_its_folder_leaves_out(tmp_path, monkeypatch):
 def test_a_truncated_output_is_no_finished_result(export, tmp_path, capsys):
     """An output cut short outside the tool (a copy, a full network disk) kept its header, so the
     resume check, which read only the size, skipped it as finished and the run exited 0."""
-    inp = tmp_path / "in"
-    for i in range(3):
-        _png(inp / f"img{i}.png", seed=i)
-    out = tmp_path / "out"
-    argv = ["upscale", str(inp), str(out), "--engine", str(export), "--quiet"]
-    assert main(argv) == 0
+    inp, out, argv = _finished_folder_run(export, tmp_path, 3)
     whole = (out / "img0.png").read_bytes()
     (out / "img0.png").write_bytes(whole[:len(whole) * 2 // 3])
     (out / "img1.png").write_bytes((out / "img1.png").read_bytes()[:100])
@@ -219,12 +225,7 @@ def test_a_truncated_output_is_no_finished_result(export, tmp_path, capsys):
 def test_removing_the_files_a_folder_run_names_redoes_those_alone(export, tmp_path, capsys):
     """The refusal's only advice was --force, which redoes every image of the folder (minutes on a
     300-frame folder for one bad file): removing the named file redoes that one alone."""
-    inp = tmp_path / "in"
-    for i in range(3):
-        _png(inp / f"img{i}.png", seed=i)
-    out = tmp_path / "out"
-    argv = ["upscale", str(inp), str(out), "--engine", str(export), "--quiet"]
-    assert main(argv) == 0
+    inp, out, argv = _finished_folder_run(export, tmp_path, 3)
     (out / "img1.png").write_bytes(b"")
     kept = {name: (out / name).stat().st_mtime_ns for name in ("img0.png", "img2.png")}
     capsys.readouterr()
@@ -245,12 +246,7 @@ def test_removing_the_files_a_folder_run_names_redoes_those_alone(export, tmp_pa
 def test_an_output_older_than_its_input_is_redone_not_skipped_as_finished(export, tmp_path, capsys):
     """A frame extracted again (new content, same size) after its output was made: the resumed run
     skipped its stale output as finished and kept it."""
-    inp = tmp_path / "in"
-    for i in range(4):
-        _png(inp / f"img{i}.png", seed=i)
-    out = tmp_path / "out"
-    argv = ["upscale", str(inp), str(out), "--engine", str(export), "--quiet"]
-    assert main(argv) == 0
+    inp, out, argv = _finished_folder_run(export, tmp_path, 4)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     made = time.time() - 3600                             # the outputs, an hour ago, of inputs older still
     for name in before:
