@@ -334,3 +334,13 @@ def test_a_cmyk_image_with_an_unusable_profile_is_said_to_be_converted_without_i
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_image(tmp_path / "plain.jpg")
+
+def test_a_16_bit_negative_reaches_upscale_as_its_16_bit_samples(tmp_path: Path) -> None:
+    """upscale hands the engine a file's own samples, but a 16-bit MinIsWhite TIFF was turned positive
+    in float32: an image-sized float copy, and a float result where the file's samples are uint16."""
+    from alignvar_edge.images.read import load_image_for_upscale
+    stored = np.arange(9 * 13, dtype=np.uint16).reshape(9, 13) * 500
+    tifffile.imwrite(tmp_path / "neg.tif", stored, photometric="miniswhite")
+    planes, alpha, (gray, bits), _ = load_image_for_upscale(tmp_path / "neg.tif", None, 4)
+    assert (gray, bits, alpha) == (True, 16, None)
+    assert planes.dtype == np.uint16 and np.array_equal(planes, 65535 - stored)

@@ -25,7 +25,7 @@ from alignvar_edge.caller import option
 from alignvar_edge.errors import IMAGE_DECODE_ERRORS, InputError, damaged_image_error
 from alignvar_edge.fsmodes import broken_link, special_kind
 from alignvar_edge.images import sixteen_bit
-from alignvar_edge.images.arrays import check_unit_range, fitting_bits, refuse_over_megapixels, unit_floats
+from alignvar_edge.images.arrays import check_unit_range, fitting_bits, full_scale, refuse_over_megapixels, unit_floats
 from alignvar_edge.images.exif import exif_upright
 from alignvar_edge.images.formats import (SIXTEEN_BIT_MODES, converted, holds_32_bit_integers, image_layout,
                                           integer_samples, plain_mode, stored_as_negative, unusable_cmyk_profile)
@@ -161,8 +161,7 @@ def _decode(
 def file_samples(x: np.ndarray, bits: int) -> np.ndarray:
     """`load_image_for_upscale`'s planes of a file of `bits`-bit samples as those samples, uint8 or
     uint16, which `Engine.upscale` turns into a result of the same kind strip by strip: integers as
-    they are, floats that are k / full scale in float32 as k; other floats (a float TIFF's, a 16-bit
-    negative's) as they are."""
+    they are, floats that are k / full scale in float32 as k; other floats (a float TIFF's) as they are."""
     if x.dtype.kind != "f":
         return x
     dtype = np.dtype(np.uint8 if bits == 8 else np.uint16)
@@ -186,7 +185,7 @@ _DAMAGED = (*IMAGE_DECODE_ERRORS, TypeError)
 
 def _planes(path: Path, img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     """Pillow's pixels, upright and as displayed, as the file's samples: HxW gray or HxWx3 RGB, and
-    alpha HxW (`_samples`; 16-bit gray+alpha kept 16-bit); a negative's as floats."""
+    alpha HxW (`_samples`; 16-bit gray+alpha kept 16-bit); a negative's turned positive."""
     la16 = sixteen_bit.read_la16_raw(img)
     negative, wide = stored_as_negative(img), holds_32_bit_integers(img)
     img.load()
@@ -196,7 +195,9 @@ def _planes(path: Path, img: Image.Image) -> tuple[np.ndarray, np.ndarray | None
     if la16:
         return sixteen_bit.la16_planes(img)
     planes, alpha = _samples(img)
-    return (np.float32(1.0) - unit_floats(planes) if negative else planes), alpha
+    if negative:            # in the samples' own kind: a 16-bit negative stays 16-bit, no float copy
+        planes = planes.dtype.type(full_scale(planes.dtype)) - planes
+    return planes, alpha
 
 
 _MULTI_FRAME_FORMATS = ("GIF", "PNG", "WEBP", "TIFF")
