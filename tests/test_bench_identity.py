@@ -57,7 +57,7 @@ def test_a_device_report_names_each_engine_by_its_manifest(micro_export: Path, e
     from alignvar_edge.bench.render import terminal_table
     report = bench_engine_dir([str(engines[k]) for k in ("ort", "again", "old")], runs=1, warmup=0, threads=1)
     ort, again, old = report["engines"]
-    assert ort["manifest_sha256"] == _content_hash(engines["ort"])
+    assert ort["content_sha256"] == _content_hash(engines["ort"])
     # the export it was built from, by the SHA-256 of that export's manifest.json, as the build recorded it
     assert ort["built_from"]["manifest_sha256"] == hashlib.sha256((micro_export / "manifest.json").read_bytes()).hexdigest()
     assert ort["built_from"]["backend"] == "onnx" and ort["built_from"]["precision"] == "fp32"
@@ -66,7 +66,7 @@ def test_a_device_report_names_each_engine_by_its_manifest(micro_export: Path, e
     # a rebuild by the same call writes the same files: one engine, whatever its manifest's `created`
     assert again["files_sha256"] == ort["files_sha256"] and len(ort["files_sha256"]) == 64
     # the unhashed copy: recorded as such, its parity copied as stated, and said once (JSON and console)
-    assert "manifest_sha256" in old and old["manifest_sha256"] is None and old["files_sha256"] == ort["files_sha256"]
+    assert "content_sha256" in old and old["content_sha256"] is None and old["files_sha256"] == ort["files_sha256"]
     assert old["build_parity"] == ort["build_parity"]
     said = [n for n in report["notes"] if "content_sha256" in n]
     assert said == [f"Unverified manifest: {old['label']}: {UNVERIFIED}"]
@@ -81,10 +81,10 @@ def test_a_host_report_names_each_engine_and_says_an_unverified_manifest(micro_e
     report = run_bench([str(micro_export), f"old={engines['old']}"], reference=sharp_model("micro"), options=quick)
     by = {e["label"]: e for e in report["engines"]}
     export, old = by["onnxruntime-fp32"], by["old"]
-    assert export["manifest_sha256"] == _content_hash(micro_export) and export["built_from"] is None
-    assert old["manifest_sha256"] is None and old["build_parity"]
+    assert export["content_sha256"] == _content_hash(micro_export) and export["built_from"] is None
+    assert old["content_sha256"] is None and old["build_parity"]
     # the baselines have no manifest: nothing to name, and nothing said to be unverified
-    assert "manifest_sha256" not in by["pytorch-eager"] and "manifest_sha256" not in by["bicubic"]
+    assert "content_sha256" not in by["pytorch-eager"] and "content_sha256" not in by["bicubic"]
     assert [n for n in report["notes"] if "content_sha256" in n] == [f"Unverified manifest: old: {UNVERIFIED}"]
     assert f"- Unverified manifest: old: {UNVERIFIED}" in report_markdown(report)
 
@@ -124,7 +124,7 @@ def test_a_core_ml_package_built_twice_has_one_files_hash(tmp_path: Path) -> Non
 
 
 def _not_one_build(merged: dict[str, Any]) -> list[str]:
-    return [w for w in merged["warnings"] if "is not one build" in w or "is not one engine" in w]
+    return [w for w in merged["warnings"] if "is not one build" in w]
 
 
 def test_merging_cpus_that_compute_otherwise_notes_it_and_warns_of_no_other_build() -> None:

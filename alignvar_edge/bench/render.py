@@ -213,8 +213,8 @@ def pruning_note(engines: list[dict[str, Any]]) -> str | None:
 
 def unverified_note(engines: list[dict[str, Any]]) -> str | None:
     """The line that names the engine entries whose manifest carries no content hash (their
-    `manifest_sha256` is null), so that what the report copies from it is unproven; None where none."""
-    named = [e["label"] for e in engines if "manifest_sha256" in e and e["manifest_sha256"] is None]
+    `content_sha256` is null), so that what the report copies from it is unproven; None where none."""
+    named = [e["label"] for e in engines if "content_sha256" in e and e["content_sha256"] is None]
     if not named:
         return None
     return (f"Unverified manifest: {', '.join(named)}: {UNHASHED}; the build_parity shown is as that manifest "

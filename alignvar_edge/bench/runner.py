@@ -601,7 +601,7 @@ def graph_fields(manifest: Manifest | None) -> dict[str, Any]:
 
 
 def identity_fields(path: str | None, manifest: Manifest | None) -> dict[str, Any]:
-    """Which artifact an engine entry timed, from its manifest: `manifest_sha256` (the content hash
+    """Which artifact an engine entry timed, from its manifest: `content_sha256` (the content hash
     its manifest.json records; null where it records none, so that the manifest's own fields,
     build_parity included, are unverified), `files_sha256` (its graph files and their external data,
     `manifest.graph_files_sha256`: the same for a rebuild that wrote the same ones; null for a
@@ -612,7 +612,7 @@ def identity_fields(path: str | None, manifest: Manifest | None) -> dict[str, An
         return {}
     from alignvar_edge.manifest import graph_files_sha256, recorded_content_hash
     built = manifest.built_from
-    return {"manifest_sha256": recorded_content_hash(path), "files_sha256": graph_files_sha256(manifest),
+    return {"content_sha256": recorded_content_hash(path), "files_sha256": graph_files_sha256(manifest),
             "built_from": built.to_json() if built else None}
 
 

@@ -29,13 +29,14 @@ An engine entry always has label, backend, kind ("engine" | "baseline"), status
 ("ok" | "unavailable" | "failed") and reason (None when ok), and path, precision (as built),
 compute_precision / expected_precision (what the runtime computed in, what it was built and checked
 for; null where the runtime does not say), device, artifact_bytes. An engine opened from an artifact
-(not a checkpoint) also names it by its manifest: manifest_sha256 (the content hash its manifest.json
+(not a checkpoint) also names it by its manifest: content_sha256 (the content hash its manifest.json
 records; null where it records none: the manifest's own fields, build_parity included, are then
 unverified, and a note says so), files_sha256 (manifest.graph_files_sha256: one SHA-256 over the
 SHA-256s the manifest lists for its graph files and their external data, not README.md, the golden
 outputs or build records; a rebuild that wrote the same graphs has the same; null for a TensorRT
 engine, whose plan its GPU compiles anew) and built_from (the export it was built from: path,
-backend, precision, manifest_sha256, and files_sha256, that export's; null for an export). `bench
+backend, precision, manifest_sha256 (the SHA-256 of that export's manifest.json file), and files_sha256, that
+export's; null for an export). `bench
 merge` warns where one engine x device row joins engines built from other graphs, or other files on
 devices of one hardware class, and notes where their compute_precision differs. Only "ok" entries
 carry numbers (checked on reading: a hand-edited figure is one line):
