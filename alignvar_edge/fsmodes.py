@@ -178,15 +178,16 @@ def is_temp_folder(path: str | os.PathLike[str] | None) -> bool:
     return path is not None and os.path.realpath(path) == os.path.realpath(tempfile.gettempdir())
 
 
-def temp_folder_full(e: BaseException, needed_bytes: int = 0) -> OSError | None:
+def temp_folder_full(e: BaseException, short_of_room: bool = False) -> OSError | None:
     """`e`, raised writing scratch files under $TMPDIR, as the error that names the temporary folder
     where the disk there is full (the CLI then says to free room there or set TMPDIR, not to free room
-    where the output goes), or has less room than `needed_bytes` (a library that truncates a file it
-    cannot finish raises some other error); None for any other error."""
+    where the output goes), or where the caller found less room there before the work than it needs
+    (`short_of_room`: a library that truncates a file it cannot finish raises some other error, and
+    deletes its scratch, so the room is back by the time it has failed); None for any other error."""
     temp = tempfile.gettempdir()
     if isinstance(e, OSError) and e.errno in NO_SPACE:
         return OSError(e.errno, e.strerror or os.strerror(e.errno), temp)
-    if needed_bytes and shutil.disk_usage(temp).free < needed_bytes:
+    if short_of_room:
         return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), temp)
     return None
 

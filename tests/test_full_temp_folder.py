@@ -10,10 +10,14 @@ from pathlib import Path
 import pytest
 
 
-@pytest.mark.parametrize("filler", ["2M", "1M"])   # ONNX Runtime's write fails / its C++ writer truncates
-def test_quantize_with_a_full_temp_folder_names_it_and_exits_1(micro_export: Path, small_disk, tmp_path, filler):
-    temp = small_disk("3M")                       # the micro export (2.3 MB) fits once, not with the filler
-    subprocess.run(["fallocate", "-l", filler, str(temp / "filler")], check=True)
+# ONNX Runtime's write fails / its C++ writer truncates / an empty disk too small for the two copies it
+# holds at once (the room it had is back once it has failed: measured before)
+@pytest.mark.parametrize("disk, filler", [("3M", "2M"), ("3M", "1M"), ("2600k", None)])
+def test_quantize_with_a_full_temp_folder_names_it_and_exits_1(micro_export: Path, small_disk, tmp_path, disk,
+                                                              filler):
+    temp = small_disk(disk)                       # the micro export (2.3 MB) fits once, not with the filler or twice
+    if filler:
+        subprocess.run(["fallocate", "-l", filler, str(temp / "filler")], check=True)
     out = tmp_path / "q"
     r = subprocess.run([sys.executable, "-m", "alignvar_edge", "quantize", str(micro_export), "--calib", "builtin",
                         "--precision", "int8", "--target", "onnxruntime", "--tiles", "4", "--val-tiles", "4",
@@ -26,7 +30,7 @@ def test_quantize_with_a_full_temp_folder_names_it_and_exits_1(micro_export: Pat
     assert line == (f"alignvar-edge quantize: error: no space left on the device of the temporary folder {temp} "
                     "($TMPDIR); free some space there or set TMPDIR to a folder on a disk with room "
                     "(`TMPDIR=DIR alignvar-edge ...`)"), line
-    assert not out.exists() and sorted(p.name for p in temp.iterdir()) == ["filler"]
+    assert not out.exists() and sorted(p.name for p in temp.iterdir()) == (["filler"] if filler else [])
 
 
 def test_an_openvino_split_build_with_a_full_temp_folder_names_it(micro_export: Path, small_disk, tmp_path):

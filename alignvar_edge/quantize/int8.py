@@ -19,6 +19,7 @@ otherwise saturate (logits error 9.9% vs 1.6%, measured on a toy rollout).
 """
 from __future__ import annotations
 
+import shutil
 import tempfile
 from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
@@ -265,6 +266,9 @@ def _pre_process(src: Path, dst: Path, large: bool, graph_bytes: int) -> None:
     optimizer = logging.getLogger("onnxruntime.quantization.shape_inference")
     optimizer_level = optimizer.level
     optimizer.setLevel(logging.CRITICAL)
+    # measured before: it deletes its scratch when it fails, so the room is back afterwards; it
+    # holds two copies of the graph at once (the one it read, the one it writes)
+    short_of_room = shutil.disk_usage(tempfile.gettempdir()).free < 2 * graph_bytes
     try:
         with native_path(src) as src_at:
             ortq.quant_pre_process(src_at, str(dst), skip_symbolic_shape=True, save_as_external_data=large,
@@ -272,7 +276,7 @@ def _pre_process(src: Path, dst: Path, large: bool, graph_bytes: int) -> None:
     except Exception as e:  # onnxruntime raises bare Exceptions from its optimizer
         # it writes only scratch copies of the graph, under $TMPDIR: a disk there that is full, or
         # has no room for one copy (its C++ writer truncates a file it cannot finish), is no bad input
-        if (full := temp_folder_full(e, needed_bytes=graph_bytes)) is not None:
+        if (full := temp_folder_full(e, short_of_room)) is not None:
             raise full from e
         raise InputError(f"onnxruntime's quantization pre-processing failed on {src}: {e}") from e
     finally:
