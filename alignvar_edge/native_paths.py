@@ -58,11 +58,11 @@ def native_path(path: str | os.PathLike[str]) -> Iterator[str]:
             os.close(fd)
 
 
-def check_temp_folder(for_what: str) -> None:
-    """Refuse, before any work, a $TMPDIR the ONNX libraries cannot name: ONNX Runtime's quantizer
-    makes its own scratch folders there and opens them by UTF-8 names (`for_what`: 'int8 quantization')."""
+def check_temp_folder() -> None:
+    """Refuse, before any work, a $TMPDIR the ONNX libraries cannot name: ONNX Runtime's int8
+    quantizer makes its own scratch folders there and opens them by UTF-8 names."""
     temp = tempfile.gettempdir()
     if not _opens_as_named(temp):
         raise InputError(f"the temporary folder {temp} ($TMPDIR) is not named in UTF-8 as the file system holds "
-                         f"it, and ONNX Runtime's {for_what} opens its scratch files there by UTF-8 names; set "
+                         "it, and ONNX Runtime's int8 quantization opens its scratch files there by UTF-8 names; set "
                          "TMPDIR to a folder with a UTF-8 name (`TMPDIR=DIR alignvar-edge ...`)")

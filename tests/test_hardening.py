@@ -1129,18 +1129,20 @@ def test_export_writes_into_a_folder_whose_name_is_not_utf8(nano, export, tmp_pa
 
 def test_int8_quantization_refuses_a_temporary_folder_no_onnx_library_can_name(export, tmp_path, monkeypatch):
     """ONNX Runtime's quantizer makes its scratch folders in $TMPDIR and opens them by UTF-8 names:
-    a TMPDIR named in another encoding failed minutes in, blaming the export, in several lines."""
+    a TMPDIR named in another encoding failed minutes in, blaming the export, in several lines. It
+    is refused before any work: no calibration set is made first."""
     import tempfile
 
     from alignvar_edge.quantize.artifact import QuantizeOptions, quantize_artifact
     odd = tmp_path / os.fsdecode(b"tmp\xff")
     odd.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(odd))
+    said: list[str] = []
     with pytest.raises(InputError, match=re.escape(f"the temporary folder {odd} ($TMPDIR) is not named in UTF-8 ")
                        + r".* set TMPDIR to a folder with a UTF-8 name"):
         quantize_artifact(export, tmp_path / "q", QuantizeOptions(precision="int8", target="onnxruntime",
-                                                                  tiles=1, val_tiles=1, search=False))
-    assert not (tmp_path / "q").exists() and list(odd.iterdir()) == []
+                                                                  tiles=1, val_tiles=1, search=False), log=said.append)
+    assert not (tmp_path / "q").exists() and list(odd.iterdir()) == [] and said == []
 
 
 def _latin1_locale(tmp: Path) -> dict[str, str]:

@@ -31,6 +31,7 @@ from alignvar_edge.export import onnx_io
 from alignvar_edge.export.onnx_export import check_graph, graph_io
 from alignvar_edge.graph_names import NOISE, SINGLE_GRAPH
 from alignvar_edge.onnx_session import open_session
+from alignvar_edge.native_paths import check_temp_folder
 from alignvar_edge.manifest import (MANIFEST_FILE, BuiltFrom, Manifest, listed_bytes, listed_file, load_verified,
                                     new_manifest, recorded_path, sha256_file, write_manifest)
 from alignvar_edge.outputs import artifact_dir, check_out
@@ -281,8 +282,10 @@ def quantize_artifact(src: str | os.PathLike[str], out: str | os.PathLike[str], 
     _check_source(src, m)
     # every refusal before the calibration set is made (and logged): one line per error
     check_out(out, force, source=src)
-    if opts.precision == "int8" and m.opset is not None:
-        check_opset_version(m.opset)
+    if opts.precision == "int8":
+        check_temp_folder()
+        if m.opset is not None:
+            check_opset_version(m.opset)
     if opts.precision == "fp16":
         check_half_form(m.attention_form, str(src))
     cfg = model_config(m.config)

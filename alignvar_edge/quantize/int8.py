@@ -35,7 +35,7 @@ from alignvar_edge.errors import ConfigError, InputError
 from alignvar_edge.fsmodes import temp_folder_full
 from alignvar_edge.export import onnx_io
 from alignvar_edge.lazy import lazy_import
-from alignvar_edge.native_paths import check_temp_folder, native_path
+from alignvar_edge.native_paths import native_path
 from alignvar_edge.quantize.calibration.ranges import METHODS, Progress, collect_ranges
 from alignvar_edge.quantize.policy import QUANT_OP_TYPES, Policy, QuantNode, classify
 
@@ -133,7 +133,6 @@ class Int8Builder:
     def __init__(self, model_path: str | Path, recipe: Int8Recipe, feeds: Sequence[dict[str, np.ndarray]],
                  candidates: Policy | None = None, progress: Progress = iter) -> None:
         self.recipe = recipe
-        check_temp_folder("int8 quantization")
         self._tmp = tempfile.TemporaryDirectory(prefix="alignvar-quant-")
         self.tmp = Path(self._tmp.name)
         src = onnx.load(str(model_path), load_external_data=False)     # structure and metadata only
