@@ -166,7 +166,7 @@ def simplify_graph(path: Path, external_data: bool) -> None:
     data = path.with_name(path.name + ".data")
     if data.exists():
         data.unlink()
-    onnx_io.save(slim, path, large=external_data)
+    onnx_io.save(slim, path, large=external_data, keep=False)
 
 
 def check_graph(path: Path) -> None:

@@ -32,13 +32,14 @@ def is_large(model: onnx.ModelProto) -> bool:
     return model.ByteSize() > LARGE
 
 
-def save(model: onnx.ModelProto, path: str | Path, large: bool | None = None) -> None:
+def save(model: onnx.ModelProto, path: str | Path, large: bool | None = None, keep: bool = True) -> None:
     """Save as one file, or with weights in `<name>.data` beside it when the model is large.
 
-    The caller's model is left as it was (onnx moves tensors out of the proto it saves)."""
+    The caller's model is left as it was (onnx moves tensors out of the proto it saves), by saving a
+    copy; keep=False where the caller is done with it: no second copy of a large model in memory."""
     path = Path(path)
     ext = is_large(model) if large is None else large
-    if ext:
+    if ext and keep:
         copy = onnx.ModelProto()
         copy.CopyFrom(model)
         model = copy
