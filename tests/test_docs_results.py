@@ -193,3 +193,20 @@ def test_the_upsampling_rewrite_table_quotes_its_two_runs():
     flat = " ".join(text.split())
     assert f"{tile[0]:.2f}–{tile[1]:.2f}× eager per tile" in flat
     assert f"**{image[0]:.2f}–{image[1]:.2f}×** the PyTorch engine" in flat
+
+
+def test_the_zen5_table_quotes_its_two_runs_and_its_peak():
+    zen5 = RESULTS / "epyc-zen5-2core"
+    runs = [json.loads((zen5 / f).read_text()) for f in ("engines.json", "engines-reversed.json")]
+    text = _section("docs/benchmarks.md", "### The same engines on a Zen 5 EPYC", "- **Per tile**")
+    _two_run_table(text, runs, (
+        ("PyTorch eager (batch 4", "pytorch-eager"), ("ONNX Runtime fp32", "ort-fp32"),
+        ("OpenVINO bf16 split, token path f32", "ov-exact"), ("OpenVINO bf16, plain", "ov-plain"),
+        ("**OpenVINO int8, plain", "ov-int8")))
+    deploy = json.loads((zen5 / "deploy-quick.json").read_text())
+    parts = json.loads((zen5 / "parts-int8.json").read_text())
+    peaks = [r["peak"]["gflops"] for r in (*runs, deploy)] + [parts["peak_fp32_gflops"]]
+    assert f"peak {min(peaks):.0f}–{max(peaks):.0f} GFLOP/s in these" in text, peaks
+    best = next(e for e in deploy["engines"] if e["label"] == "openvino-int8")
+    notes = _section("docs/benchmarks.md", "### The same engines on a Zen 5 EPYC", "### The same engines on an AVX2")
+    assert f"{best['speedup_vs_eager']:.2f}× eager\n  per tile and {best['image_speedup_vs_eager']:.2f}× on the whole" in notes
