@@ -1234,6 +1234,11 @@ def test_a_damaged_exif_is_said_once_naming_its_file(tmp_path: Path, capsys, one
     assert len([line for line in err if "warning" in line]) == 2, err          # no bare Pillow warning
     assert _read(tmp_path / "out" / "bad.png").size == (24, 20)
     assert _read(tmp_path / "out" / "turned.png").size == (20, 24)
+    # resumed: the finished results are only looked at (their size, by the EXIF turn), not read
+    # again, and their inputs' EXIF was said when they were: nothing more to say
+    assert main(["upscale", str(tmp_path / "in"), str(tmp_path / "out"), "--quiet", "--threads", "1"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert not [line for line in err if "EXIF" in line] and any("skipping 3 finished" in line for line in err), err
     for name in ("bad.png", "turned.png"):
         with pytest.warns(UserWarning) as warned:
             load_image(tmp_path / "in" / name)

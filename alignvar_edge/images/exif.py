@@ -8,15 +8,17 @@ import warnings
 from PIL import ExifTags, Image, ImageOps
 
 
-def image_exif(img: Image.Image, path: str | os.PathLike[str]) -> Image.Exif:
+def image_exif(img: Image.Image, path: str | os.PathLike[str], say: bool = True) -> Image.Exif:
     """The EXIF of the opened file `path`, read once per opened image (Pillow keeps it: its
     `ImageOps.exif_transpose` gets the same). A damaged block is read as far as it goes, and
     Pillow's warnings about it, which name no file ("Corrupt EXIF data"), are said as one line
-    naming `path`: in a folder of hundreds the user could not tell which file it was."""
+    naming `path` (`say`: False where the file is not being read for its picture, but looked at:
+    said when it was, not again on each resumed run): in a folder of hundreds the user could not
+    tell which file it was."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         exif = img.getexif()
-    if caught:
+    if caught and say:
         why = " ".join(str(caught[0].message).split())
         upright = ("" if ExifTags.Base.Orientation in exif else
                    ": without an orientation the picture is taken as upright")

@@ -114,14 +114,14 @@ def open_quietly(path: str | os.PathLike[str]) -> Image.Image:
 
 def upright_size(img: Image.Image, path: str | os.PathLike[str]) -> tuple[int, int]:
     """(width, height) of an opened image once `load_image` has turned it upright by its EXIF
-    orientation: the size its results have, divided by the scale (a PNG's EXIF may follow its
+    orientation (a damaged EXIF is said where it is read, not here): the size its results have, divided by the scale (a PNG's EXIF may follow its
     pixels, which are then decoded). A TIFF's stored size is its tags' (recent Pillow versions
     report a TIFF's turned size already, and turn its pixels on load; other formats' size is the
     stored one)."""
     stored = img.size
     if isinstance(img, TiffImagePlugin.TiffImageFile):
         stored = (img.tag_v2.get(_TIFF_WIDTH, stored[0]), img.tag_v2.get(_TIFF_LENGTH, stored[1]))
-    turned = image_exif(img, path).get(ExifTags.Base.Orientation, 1) in _TURNED
+    turned = image_exif(img, path, say=False).get(ExifTags.Base.Orientation, 1) in _TURNED     # a look, not a read
     return (stored[1], stored[0]) if turned else (stored[0], stored[1])
 
 
