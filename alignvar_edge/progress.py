@@ -93,9 +93,9 @@ class Pace:
     left at the rate measured so far), never at the end (the caller's own line says that). On a
     terminal (`log` False) the bar says it and this writes nothing."""
 
-    def __init__(self, label: str, total: int, unit: str, log: bool | None = None) -> None:
+    def __init__(self, label: str, total: int, unit: str, log: bool) -> None:
         self.label, self.total, self.unit = label, total, unit
-        self.log = in_log() if log is None else log
+        self.log = log
         self.t0 = self._said = time.monotonic()
 
     def update(self, done: int) -> None:
