@@ -47,6 +47,8 @@ def test_upscale_reads_a_files_own_samples_without_an_image_sized_float_copy(tmp
     assert got.dtype == dtype and np.array_equal(got, samples)
     float_copy = samples.size * 4
     assert peak < samples.nbytes + 0.75 * float_copy, peak / samples.nbytes
+    if bits == 8:     # Pillow's pixels copied a few rows at a time: np.asarray's whole-image bytes came to 2.0x
+        assert peak < 1.9 * samples.nbytes, peak / samples.nbytes
     # load_image's floats are those samples, bit for bit
     assert np.array_equal(load_image(path)[0], unit_floats(samples))
 
