@@ -300,8 +300,9 @@ def _init_sha256(init: str | None) -> dict[str, str] | None:
     return None if init is None else dict(checkpoint_source(init).sha256)
 
 
-def _has_state(out: Path) -> bool:
-    """Whether the run in `out` saved a state --resume continues (a state being replaced counts)."""
+def _saved_a_state(out: Path) -> bool:
+    """Whether the run in `out` got as far as saving a state (a state being replaced counts), whole
+    or not: `has_state` says whether one is whole, for --resume to continue."""
     return (out / STATE_DIR).exists() or (out / ".state.old").exists()
 
 
@@ -309,7 +310,7 @@ def _check_resume(opts: TrainOptions) -> None:
     """Refuse a --resume that would not continue the run in opts.out as it started. Reads only."""
     out = opts.out
     fp_path = out / RUN_FILE
-    if not _has_state(out):
+    if not _saved_a_state(out):
         if fp_path.exists():        # started, and stopped (killed) before its first save
             raise InputError(f"--resume: '{out}' holds a run that stopped before its first save, so there is "
                              "no training state to continue; start it over with --force")
@@ -387,7 +388,7 @@ def _prepare_out(opts: TrainOptions, init_sha256: dict[str, str] | None, cwd: st
                                 + ("--force would delete them; " if opts.force else "")
                                 + "move them out of the folder, or choose another --out")
     if taken and not opts.force:
-        if not _has_state(out):
+        if not _saved_a_state(out):
             raise OutputExistsError(f"'{out}' holds a run that stopped before its first save; pass --force to "
                                     "start it over, or choose another --out")
         raise OutputExistsError(f"'{out}' already holds a run; pass --force to replace it, "
