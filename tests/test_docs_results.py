@@ -210,3 +210,29 @@ def test_the_zen5_table_quotes_its_two_runs_and_its_peak():
     best = next(e for e in deploy["engines"] if e["label"] == "openvino-int8")
     notes = _section("docs/benchmarks.md", "### The same engines on a Zen 5 EPYC", "### The same engines on an AVX2")
     assert f"{best['speedup_vs_eager']:.2f}× eager\n  per tile and {best['image_speedup_vs_eager']:.2f}× on the whole" in notes
+
+
+def test_the_zen5_island_sets_and_batch_sweep_quote_their_reports():
+    zen5 = RESULTS / "epyc-zen5-2core"
+    runs = [json.loads((zen5 / f).read_text()) for f in ("token-bf16-sets.json", "token-bf16-sets-reversed.json")]
+    debian = [json.loads((zen5 / f"token-bf16-sets-debian-{f}.json").read_text()) for f in ("heldout", "train")]
+    text = _section("docs/benchmarks.md", "- **More bf16 islands are not a lever", "```sh")
+    text = "\n".join(line.strip() for line in text.splitlines())      # the table sits in a list item
+
+    def tokens(report: dict, label: str) -> str:
+        return f"{next(e for e in report['engines'] if e['label'] == label)['fidelity']['vs_reference']['token_agreement']:.2%}"
+
+    for head, label in (("MLPs (a plain", "ffn"), ("MLPs and the output", "out"), ("MLPs and the q/k/v", "qkv"),
+                        ("MLPs and both", "all")):
+        row = _row(text, head)
+        engines = [next(e for e in r["engines"] if e["label"] == label) for r in runs]
+        assert row[2] == tokens(runs[0], label) == tokens(runs[1], label), head
+        if label != "all":
+            assert row[3] == " / ".join(tokens(d, label) for d in debian), head
+        assert row[4] == " / ".join(f"{_p50_ms(r, label):.2f}" for r in runs), head
+        assert row[5] == " / ".join(f"{e['image_speedup_vs_eager']:.2f}×" for e in engines), head
+    sweep = _section("docs/benchmarks.md", "- **The batch is not a lever", "- **More bf16")
+    parts = [list(json.loads((zen5 / f"parts-int8-b{b}.json").read_text())["parts"].values()) for b in (8, 16, 32, 64)]
+    for i, name in enumerate(("token part", "image part")):
+        quoted = " / ".join(f"{p[i]['ms_per_tile']:.2f}" for p in parts)
+        assert f"{name} {quoted} ms" in " ".join(sweep.split()), name

@@ -671,6 +671,8 @@ class _Rung:
 # the INT8-policy components (`_component_of`) whose matmuls a bf16 build runs as bf16 islands:
 # the MLPs only. Every transformer matmul in bf16 (q/k/v, projections, AdaLN and the embedding too)
 # kept 97.4% of held-out tiles' tokens on an AVX512-BF16 EPYC and 98.5-98.8% on an AMX Xeon
+# (the MLPs with only the q/k/v or only the output projection: 98.9-99.0% on some tile sets of
+# a Zen 5 EPYC, for 1-4% per tile; scripts/token_bf16_sets.py)
 ISLAND_COMPONENTS = frozenset({"ffn"})
 # the builds whose split engines have an f32 token part to put them in (bf16; int8 once its token
 # part stays float)
