@@ -236,3 +236,18 @@ def test_the_zen5_island_sets_and_batch_sweep_quote_their_reports():
     for i, name in enumerate(("token part", "image part")):
         quoted = " / ".join(f"{p[i]['ms_per_tile']:.2f}" for p in parts)
         assert f"{name} {quoted} ms" in " ".join(sweep.split()), name
+
+
+def test_the_readme_quotes_the_zen5_range_of_the_plain_int8_build():
+    zen5 = RESULTS / "epyc-zen5-2core"
+    labelled = [("engines.json", "ov-int8"), ("engines-reversed.json", "ov-int8"), ("deploy-quick.json", "openvino-int8"),
+                ("token-bf16-sets.json", "ffn"), ("token-bf16-sets-reversed.json", "ffn")]
+    engines = [next(e for e in json.loads((zen5 / f).read_text())["engines"] if e["label"] == label)
+               for f, label in labelled]
+    tile = [e["speedup_vs_eager"] for e in engines]
+    image = [e["image_speedup_vs_eager"] for e in engines]
+    row = next(ln for ln in (ROOT / "README.md").read_text().splitlines() if ln.startswith("| 2-core Zen 5 EPYC"))
+    assert f"{min(tile):.2f}–{max(tile):.2f}× eager per tile and {min(image):.2f}–{max(image):.2f}× the PyTorch" in row
+    assert f"{len(engines)} runs" in " ".join(row.replace("five", "5").split())
+    notes = _section("docs/benchmarks.md", "### The same engines on a Zen 5 EPYC", "- **Whole image**")
+    assert f"deploy`'s: {min(tile):.2f}–{max(tile):.2f}× per tile" in " ".join(notes.split())
