@@ -8,6 +8,7 @@ gives bit-identical output, and switching one stage off does not reshuffle the o
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 from collections.abc import Sequence
@@ -24,7 +25,9 @@ __all__ = [
     "DegradationConfig",
     "degrade",
     "degrade_batch",
+    "drawn",
     "gaussian_kernel",
+    "image_seed",
     "item_seed",
     "low_quality",
 ]
@@ -126,6 +129,34 @@ def item_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1, np.uint64)[0])
 
 
+def image_seed(seed: int, name: str) -> int:
+    """Seed of the image called ``name`` in a run seeded with ``seed``: its own, whatever else the
+    run scores (a folder's other files, their order, the ones skipped), so one photograph gets the
+    same LR in every folder, in `eval` as in `demo`."""
+    digest = int.from_bytes(hashlib.sha256(name.encode("utf-8", "surrogateescape")).digest()[:8], "little")
+    return item_seed(seed, digest)
+
+
+def _draws(config: DegradationConfig, seed: int) -> tuple[dict[str, Any], np.random.Generator]:
+    """What `degrade` draws for ``seed``: each stage's setting (None where the stage is off), and
+    the generator the noise itself is drawn from."""
+    rng_blur, rng_down, rng_noise, rng_jpeg = (
+        np.random.default_rng(child) for child in np.random.SeedSequence(int(seed)).spawn(4)
+    )
+    blur = float(rng_blur.uniform(*config.blur_sigma)) if rng_blur.random() < config.blur_prob else None
+    mode = config.downsample_modes[int(rng_down.integers(len(config.downsample_modes)))]
+    noise = float(rng_noise.uniform(*config.noise_sigma)) if rng_noise.random() < config.noise_prob else None
+    lo, hi = config.jpeg_quality
+    jpeg = int(rng_jpeg.integers(lo, hi + 1)) if rng_jpeg.random() < config.jpeg_prob else None
+    return {"blur_sigma": blur, "downsample": mode, "noise_sigma": noise, "jpeg_quality": jpeg}, rng_noise
+
+
+def drawn(config: DegradationConfig, seed: int) -> dict[str, Any]:
+    """The degradation ``degrade(hr, config, seed)`` applies: blur sigma (px), downsampling mode,
+    noise sigma (of 255) and JPEG quality, None for a stage the draw left out."""
+    return _draws(config, seed)[0]
+
+
 def degrade(hr_HWC: np.ndarray, config: DegradationConfig, seed: int) -> np.ndarray:
     """HR float HxWx3 in [0,1] -> LR float32 (H//s)x(W//s)x3 in [0,1], deterministic per seed.
 
@@ -136,25 +167,18 @@ def degrade(hr_HWC: np.ndarray, config: DegradationConfig, seed: int) -> np.ndar
     s = config.scale
     h, w = hr.shape[0] // s, hr.shape[1] // s
     hr = hr[: h * s, : w * s]
-    rng_blur, rng_down, rng_noise, rng_jpeg = (
-        np.random.default_rng(child) for child in np.random.SeedSequence(int(seed)).spawn(4)
-    )
+    draw, rng_noise = _draws(config, seed)
 
     x = hr
-    if rng_blur.random() < config.blur_prob:
-        x = _gaussian_blur(x, float(rng_blur.uniform(*config.blur_sigma)))
-
-    mode = config.downsample_modes[int(rng_down.integers(len(config.downsample_modes)))]
-    x = _resize(x, (h, w), mode)
-
-    if rng_noise.random() < config.noise_prob:
-        sigma = float(rng_noise.uniform(*config.noise_sigma)) / 255.0
+    if draw["blur_sigma"] is not None:
+        x = _gaussian_blur(x, draw["blur_sigma"])
+    x = _resize(x, (h, w), draw["downsample"])
+    if draw["noise_sigma"] is not None:
+        sigma = draw["noise_sigma"] / 255.0
         x = x + rng_noise.standard_normal(x.shape, dtype=np.float32) * np.float32(sigma)
         x = np.clip(x, 0.0, 1.0)
-
-    if rng_jpeg.random() < config.jpeg_prob:
-        lo, hi = config.jpeg_quality
-        x = _jpeg(x, int(rng_jpeg.integers(lo, hi + 1)))
+    if draw["jpeg_quality"] is not None:
+        x = _jpeg(x, draw["jpeg_quality"])
 
     return np.ascontiguousarray(np.clip(x, 0.0, 1.0), dtype=np.float32)
 

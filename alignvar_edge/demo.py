@@ -29,7 +29,7 @@ def run_demo(out: Path, image: str = "coffee", size: int = 256, force: bool = Fa
     from alignvar_edge.model.alignvar import load_pretrained
     from alignvar_edge.runtimes.torch_backend import TorchEngine
     from alignvar_edge.samples import sample_images
-    from alignvar_edge.degrade import degrade
+    from alignvar_edge.degrade import degrade, image_seed
     from alignvar_edge.model.matrices import bicubic_upscale
 
     names = dict(sample_images("heldout"))
@@ -49,7 +49,7 @@ def run_demo(out: Path, image: str = "coffee", size: int = 256, force: bool = Fa
     top, left = (hr.shape[0] - s) // 2, (hr.shape[1] - s) // 2
     hr = np.ascontiguousarray(hr[top:top + s, left:left + s], dtype=np.float32)
     deg = c.lr_degradation()
-    lr = degrade(hr, deg, seed=0)
+    lr = degrade(hr, deg, image_seed(0, image))      # the LR `eval` scores this photograph on (seed 0)
 
     with TorchEngine.from_model(model, batch=16) as engine:
         t0 = time.perf_counter()

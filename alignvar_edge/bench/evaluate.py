@@ -1,7 +1,8 @@
 """Evaluate an AlignVAR checkpoint on held-out photographs, as SR papers report it.
 
 For each HR photograph (cropped to whole tiles), the LR input is made by the checkpoint's own
-degradation with a fixed seed. Three reconstructions are scored with PSNR-Y and SSIM-Y (BT.601
+degradation, drawn from the run's seed and the image's name (`degrade.image_seed`: one photograph
+gets the same LR whatever else is scored beside it), and the draw is recorded per image. Three reconstructions are scored with PSNR-Y and SSIM-Y (BT.601
 luma, border of `scale` pixels cropped; scikit-image metrics):
   - the model's super-resolution (greedy rollout; overlapping tiles blended, as `upscale` does),
   - bicubic upsampling of the same LR,
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 
 from alignvar_edge.caller import option
-from alignvar_edge.degrade import degrade
+from alignvar_edge.degrade import degrade, drawn, image_seed
 from alignvar_edge.errors import InputError
 from alignvar_edge.export.parity import psnr_y, ssim_y
 from alignvar_edge.model.alignvar import AlignVAR
@@ -43,6 +44,8 @@ class ImageScore:
     psnr: dict[str, float]
     ssim: dict[str, float]
     seam_ratio_vs_hr: float          # the model's SR: see evaluate's "mean_seam_ratio_vs_hr"
+    degradation: dict[str, Any]      # what made its LR (`degrade.drawn`)
+    source_size: tuple[int, int]     # (W, H) of the photograph, whose centre `size` is scored
 
 
 def _tiles(x_CHW: torch.Tensor, t: int) -> torch.Tensor:
@@ -157,7 +160,8 @@ def evaluate(model: AlignVAR, images: list[tuple[str, Any]], seed: int = 0,
         hr = _float_rgb(image_name, image)
         top, left = (hr.shape[0] - H) // 2, (hr.shape[1] - W) // 2
         hr = np.ascontiguousarray(hr[top:top + H, left:left + W], dtype=np.float32)
-        lr = degrade(hr, deg, seed * 1000 + i)
+        image_draw = image_seed(seed, image_name)        # its own: not its place among the others
+        lr = degrade(hr, deg, image_draw)
         hr_t = torch.from_numpy(hr).permute(2, 0, 1)
         lr_t = torch.from_numpy(lr).permute(2, 0, 1)
         lr_tiles, hr_tiles = _tiles(lr_t, t_lr), _tiles(hr_t, t_hr)
@@ -178,7 +182,8 @@ def evaluate(model: AlignVAR, images: list[tuple[str, Any]], seed: int = 0,
             seams /= hr_seams
         scores.append(ImageScore(
             image_name, (W, H), psnr,
-            {k: ssim_y(ref, v.transpose(2, 0, 1), border=c.scale) for k, v in recon.items()}, seams))
+            {k: ssim_y(ref, v.transpose(2, 0, 1), border=c.scale) for k, v in recon.items()}, seams,
+            drawn(deg, image_draw), (sizes[i][1], sizes[i][0])))
     kinds = [k for k in KINDS if k in scores[0].psnr]
     return {
         "images": [s.__dict__ for s in scores],
@@ -237,7 +242,9 @@ def format_eval(result: dict[str, Any]) -> str:
              + "   (PSNR-Y dB / SSIM-Y)"]
     for s in images:
         cells = "".join(f"{s['psnr'][k]:>8.2f}/{s['ssim'][k]:.3f}" for k in kinds)
-        lines.append(f"{s['name']:<{nw}}{s['size'][0]:>{ww}}x{s['size'][1]:<{hw}}  {cells}")
+        whole = tuple(s.get("source_size") or s["size"])
+        of = "" if whole == tuple(s["size"]) else f"   (the centre of {whole[0]}x{whole[1]})"
+        lines.append(f"{s['name']:<{nw}}{s['size'][0]:>{ww}}x{s['size'][1]:<{hw}}  {cells}{of}")
     m, ss = result["mean_psnr_y"], result["mean_ssim_y"]
     lines.append(f"{'mean':<{nw}}{'':>{ww + 1 + hw}}  " + "".join(f"{m[k]:>8.2f}/{ss[k]:.3f}" for k in kinds))
     if "pruned_vs_model" in m:
