@@ -251,3 +251,31 @@ def test_the_readme_quotes_the_zen5_range_of_the_plain_int8_build():
     assert f"{len(engines)} runs" in " ".join(row.replace("five", "5").split())
     notes = _section("docs/benchmarks.md", "### The same engines on a Zen 5 EPYC", "- **Whole image**")
     assert f"deploy`'s: {min(tile):.2f}–{max(tile):.2f}× per tile" in " ".join(notes.split())
+
+
+def test_the_bundled_models_eval_figures_quote_their_reports():
+    """training.md's and the README's figures of the bundled model are its eval reports' (the LR of
+    each photograph drawn from its name)."""
+    held = json.loads((RESULTS / "bundled-eval" / "heldout-256.json").read_text())
+    untrained = json.loads((RESULTS / "bundled-eval" / "untrained-heldout-256.json").read_text())
+    debian = json.loads((RESULTS / "debian-heldout" / "alignvar-tiny.json").read_text())
+    text = (ROOT / "docs" / "training.md").read_text()
+    v = held["variants"]
+    for image in held["per_image"]:
+        p, s, u = image["psnr"], image["ssim"], untrained["images"][image["name"]]
+        cells = [f"{p[k]:.2f} / {s[k]:.3f}" for k in ("model", "bicubic", "vq_ceiling")]
+        assert _row(text, image["name"])[1:] == cells + [f"{u['psnr_y']:.2f} / {u['ssim_y']:.3f}"], image["name"]
+    mean = [f"{v[k]['psnr_y']:.2f} / {v[k]['ssim_y']:.3f}" for k in ("model", "bicubic", "vq_ceiling")]
+    assert _row(text, "**mean**")[1:] == mean + [f"{untrained['mean_psnr_y']:.2f} / {untrained['mean_ssim_y']:.3f}"]
+    components = _section("docs/training.md", "## What each component contributes", "Said plainly")
+    for name in ("model", "tokens_off", "sca_off", "bicubic", "vq_ceiling"):
+        assert _row(components, f"`{name}`")[2] == f"{v[name]['psnr_y']:.3f} / {v[name]['ssim_y']:.4f}", name
+    d = debian["variants"]
+    for head, name in (("model", "model"), ("`tokens_off`", "tokens_off"), ("bicubic", "bicubic"),
+                       ("VQ ceiling", "vq_ceiling")):
+        assert f"| {head} | {d[name]['psnr_y']:.2f} / {d[name]['ssim_y']:.3f} |" in text, head
+    gain, loss = v["model"]["psnr_y"] - v["bicubic"]["psnr_y"], d["model"]["psnr_y"] - d["bicubic"]["psnr_y"]
+    assert f"The model beats bicubic by {gain:.2f} dB PSNR-Y" in text
+    assert f"The bundled model is {-loss:.2f} dB below bicubic here" in text
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert f"(+{gain:.2f} dB PSNR-Y on three held-out photographs, −{-loss:.2f} dB on five others)" in readme
