@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CPUINFO", "ISA_FEATURES", "ISA_FLAGS", "cpu_info", "cpu_words", "has_vnni", "host_info",
-           "host_line", "is_jetson", "isa_features", "probe_command", "probe_file", "usable_cores"]
+__all__ = ["ARM_ISA_FEATURES", "CPUINFO", "ISA_FEATURES", "ISA_FLAGS", "cpu_info", "cpu_words", "has_vnni", "host_info",
+           "host_line", "is_jetson", "is_x86", "isa_features", "probe_command", "probe_file", "usable_cores"]
 
 CPUINFO = "/proc/cpuinfo"
 # ISA features that decide kernel choice for our engines: x86 vector widths, int8 dot products
@@ -31,6 +31,15 @@ ISA_FEATURES: dict[str, tuple[str, ...]] = {
     "AVX512-BF16": ("avx512_bf16",),
     "AVX512-FP16": ("avx512_fp16",),
     "VNNI": ("avx512_vnni", "avx_vnni", "amx_int8"),
+}
+# the same for an Arm CPU (Jetson, Apple silicon under Linux): NEON's int8 dot product and its
+# 8-bit matrix multiply, and its fp16 and bf16 arithmetic
+ARM_ISA_FEATURES: dict[str, tuple[str, ...]] = {
+    "NEON-DOT": ("asimddp",),
+    "I8MM": ("i8mm",),
+    "NEON-FP16": ("asimdhp",),
+    "BF16": ("bf16",),
+    "SVE": ("sve",),
 }
 
 
@@ -124,17 +133,24 @@ def cpu_words(info: dict[str, Any]) -> str:
 
 
 def isa_features(isa: list[str] | None = None) -> dict[str, bool]:
-    """Which ISA_FEATURES this CPU has (`isa`: its flags; default: read /proc/cpuinfo)."""
+    """Which ISA_FEATURES this CPU has (`isa`: its flags; default: read /proc/cpuinfo); an Arm CPU's
+    (NEON's `asimd` among its flags), which has none of those, by ARM_ISA_FEATURES instead."""
     if isa is None:
         isa = cpu_info()["isa"]
     have = set(isa)
-    return {f: any(x in have for x in flags) for f, flags in ISA_FEATURES.items()}
+    features = ARM_ISA_FEATURES if "asimd" in have else ISA_FEATURES
+    return {f: any(x in have for x in flags) for f, flags in features.items()}
+
+
+def is_x86() -> bool:
+    """Whether this machine is x86 (where VNNI, AMX and int8 saturation without them apply)."""
+    return platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
 
 
 def has_vnni(cpuinfo: str | os.PathLike[str] = CPUINFO) -> bool | None:
     """Whether int8 dot products are native (AVX-VNNI / AVX512-VNNI / AMX) on this x86 CPU; None
     where it does not apply (not x86) or cannot be read."""
-    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
+    if not is_x86():
         return None
     if probe_file(cpuinfo) is None:
         return None

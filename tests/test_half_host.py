@@ -135,3 +135,30 @@ def test_auto_precision_from_python_builds_what_a_plain_cli_build_does(
     monkeypatch.setattr(half, "isa_features", lambda flags=None: isa_features(isa))
     out = runtimes.build(micro_export, "openvino", "auto", out=tmp_path / "engine")
     assert out == tmp_path / "engine" and read_manifest(out).precision == want
+
+
+JETSON_ORIN = ["fp", "asimd", "evtstrm", "aes", "pmull", "sha1", "sha2", "crc32", "atomics", "fphp", "asimdhp",
+               "cpuid", "asimdrdm", "lrcpc", "dcpop", "asimddp", "uscat", "ilrcpc", "flagm", "paca", "pacg"]
+
+
+def test_an_arm_cpu_is_described_by_its_own_features() -> None:
+    """A Jetson's flags name NEON's dot product and fp16, not "none of AMX, AVX512-BF16, ..., VNNI"
+    (what doctor and every engine README said on one), and it is in no x86 half class."""
+    from alignvar_edge.cpuinfo import ARM_ISA_FEATURES
+    from alignvar_edge.runtimes.half import isa_phrase
+    features = isa_features(JETSON_ORIN)
+    assert set(features) == set(ARM_ISA_FEATURES)
+    assert features["NEON-DOT"] and features["NEON-FP16"] and not features["I8MM"]
+    assert isa_phrase(features).startswith("NEON-DOT, NEON-FP16 (without")
+    assert half.isa_class(features) == "no half units"
+
+
+@pytest.mark.parametrize(("vnni", "x86", "fix", "why"), [
+    (True, True, False, "CPU has VNNI/AMX"), (False, True, True, "CPU without VNNI/AMX"),
+    (None, True, True, "x86 CPU whose features could not be read"), (None, False, False, "not an x86 CPU")])
+def test_nncfs_overflow_fix_is_for_the_x86_cpus_that_saturate(vnni: bool | None, x86: bool, fix: bool,
+                                                               why: str) -> None:
+    """An Arm build once took the fix, recorded as needed on "a CPU without VNNI/AMX"."""
+    pytest.importorskip("nncf")
+    from alignvar_edge.runtimes.openvino.nncf import overflow_fix
+    assert overflow_fix(vnni, x86) == (fix, why)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from alignvar_edge.cpuinfo import has_vnni
+from alignvar_edge.cpuinfo import has_vnni, is_x86
 from alignvar_edge.lazy import lazy_import
 from alignvar_edge.quantize.policy import Policy, classify
 
@@ -23,7 +23,7 @@ nncf = lazy_import("nncf")
 onnx = lazy_import("onnx")
 ops = lazy_import("openvino.opset13")
 
-__all__ = ["IGNORED_TYPES", "ignored_scope_names", "nncf_compress_weights", "nncf_quantize", "tile_batches",
+__all__ = ["IGNORED_TYPES", "ignored_scope_names", "nncf_compress_weights", "nncf_quantize", "overflow_fix", "tile_batches",
            "widen_head_scales"]
 
 # Float-only op types: NNCF must not put quantizers on their inputs.
@@ -99,6 +99,16 @@ def tile_batches(tiles: np.ndarray, batch: int) -> list[np.ndarray]:
     return [tiles[i:i + batch] for i in full_batches(tiles.shape[0], batch)]
 
 
+def overflow_fix(vnni: bool | None, x86: bool) -> tuple[bool, str]:
+    """Whether NNCF's overflow fix is needed on this CPU, and why: x86 without VNNI/AMX saturates
+    int8 dot products, an Arm CPU's do not, and an x86 whose flags cannot be read is taken for one
+    that saturates. (`vnni`: `has_vnni()`; an engine built without the fix warns where it is
+    loaded on an x86 CPU that saturates.)"""
+    if vnni is not None:
+        return (False, "CPU has VNNI/AMX") if vnni else (True, "CPU without VNNI/AMX")
+    return (True, "x86 CPU whose features could not be read") if x86 else (False, "not an x86 CPU")
+
+
 def nncf_quantize(ov_model: Any, onnx_path: Path, items: list[Any], preset: str = "performance",
                   policy: Policy | None = None) -> tuple[Any, dict[str, Any]]:
     """INT8 activations + weights with NNCF (see the module docstring); returns (model, recipe).
@@ -107,7 +117,7 @@ def nncf_quantize(ov_model: Any, onnx_path: Path, items: list[Any], preset: str 
     policy = policy or Policy()
     names, why = ignored_scope_names(onnx_path, ov_model, policy)
     widened = widen_head_scales(ov_model)
-    overflow = not has_vnni()
+    overflow, reason = overflow_fix(has_vnni(), is_x86())
     # SmoothQuant off: it rescales activations and weights of float matmuls too (exact in theory,
     # not in fp32 rounding), which flipped 1.4% of alignvar-tiny's tokens with no op in int8
     adv = nncf.AdvancedQuantizationParameters(
@@ -120,7 +130,7 @@ def nncf_quantize(ov_model: Any, onnx_path: Path, items: list[Any], preset: str 
                           ignored_scope=scope, advanced_parameters=adv)
     recipe = {"tool": "nncf.quantize", "model_type": "TRANSFORMER", "preset": preset,
               "overflow_fix": "ENABLE" if overflow else "DISABLE",
-              "overflow_fix_reason": "CPU without VNNI/AMX" if overflow else "CPU has VNNI/AMX",
+              "overflow_fix_reason": reason,
               "subset_size": len(items), "ignored_types": IGNORED_TYPES, "smooth_quant": False,
               "ignored_ops": len(names), "ignored_by_component": _count(why.values()),
               "widened_head_scales": widened, "policy": policy.to_dict()}
