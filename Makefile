@@ -15,19 +15,21 @@ STUBS  := $(VENV)/typing-stubs
 
 .PHONY: venv test demo lint constraints clean-venv
 
+# The pins (constraints.txt) are for Python 3.11 or newer; an older one fails in pip's resolver with
+# a conflict that never names the Python, and a .venv made with one would be reused by every later run.
+NEEDS_311 := import sys; sys.exit(sys.version_info < (3, 11))
+CHECK_PYTHON = if test -x $(PY); then $(PY) -c '$(NEEDS_311)' || { echo "$(VENV) was made with $$($(PY) -V 2>&1); alignvar-edge needs Python 3.11 or newer: run make clean-venv, then make PYTHON=python3.11" >&2; exit 1; }; \
+	else $(PYTHON) -c '$(NEEDS_311)' 2>/dev/null || { echo "alignvar-edge needs Python 3.11 or newer; $(PYTHON) is $$($(PYTHON) -V 2>&1): pass PYTHON=python3.11 (or newer)" >&2; exit 1; }; fi
+
 venv: $(STAMP)
 
 # Re-runs whenever the dependency declarations or the pins change.
 $(STAMP): pyproject.toml constraints.txt
+	@$(CHECK_PYTHON)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -c constraints.txt $(EDITABLE) -e '.[all]'
 	$(PIP) install -q --no-deps --upgrade --target $(STUBS) -c constraints.txt tensorrt-stubs
-	@# tensorrt-stubs 10.13.0.35.1 is not valid Python: parameters named `in`, a required parameter
-	@# after defaulted ones, and an import of tensorrt_libs (not shipped). Patch them so mypy parses.
-	sed -i -E -e 's/\bin: list\[/in_: list[/g' \
-		-e 's/power: Weights = None, channel_axis: int\)/power: Weights = None, channel_axis: int = ...)/' \
-		$(STUBS)/tensorrt_bindings/tensorrt.pyi
-	sed -i -e '/^import tensorrt_libs as tensorrt_libs$$/d' $(STUBS)/tensorrt/__init__.pyi
+	$(PY) scripts/patch_tensorrt_stubs.py $(STUBS)          # so that mypy parses them
 	touch $@
 
 # Test files spread over the cores; at most 4 workers, since each holds its own models in memory.
@@ -37,6 +39,7 @@ test: venv
 
 # The demo needs the host side only (PyTorch, ONNX tooling): no test runner, type stubs or backends.
 $(HOST_STAMP): pyproject.toml constraints.txt
+	@$(CHECK_PYTHON)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -c constraints.txt $(EDITABLE) -e '.[host]'
 	touch $@
