@@ -45,6 +45,16 @@ def _blas_threads(threads: int | None) -> Iterator[None]:
         yield
 
 
+def _blas_limitable() -> bool:
+    """Whether numpy's BLAS threads can be set here: threadpoolctl is installed and controls the BLAS
+    numpy loaded (it has no controller for Apple's Accelerate, numpy's BLAS on macOS 14 and later)."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return False
+    return any(pool.get("user_api") == "blas" for pool in threadpool_info())
+
+
 def _torch_threads(threads: int | None) -> contextlib.AbstractContextManager[None]:
     import torch
 
@@ -143,8 +153,13 @@ def measure_peak(n: int = 1024, repeats: int = 3, threads: int | None = None) ->
     """
     flops = 2.0 * n ** 3
     counts = [threads] if not threads or threads <= 1 else [threads, 1]
+    libraries, left_out = _libraries(), {}
+    if threads and not _blas_limitable():
+        # its GEMM would run on every core it likes (or a matrix unit) under a one-thread label
+        libraries.remove("numpy")
+        left_out["numpy"] = "its BLAS threads cannot be set here (threadpoolctl controls none it loaded)"
     by: dict[str, float] = {}
-    for lib in _libraries():
+    for lib in libraries:
         for t in counts:
             fn = _matmul(lib, n, threads=t)
             with _limits(lib, t):
@@ -152,12 +167,13 @@ def measure_peak(n: int = 1024, repeats: int = 3, threads: int | None = None) ->
     best = max(by, key=lambda k: by[k])
     lib, count = best.split("/")
     return {"n": n, "repeats": repeats, "dtype": "float32", "by_config": by,
-            "numpy_gflops": max(v for k, v in by.items() if k.startswith("numpy")),
+            "numpy_gflops": max((v for k, v in by.items() if k.startswith("numpy")), default=None),
             "torch_gflops": max((v for k, v in by.items() if k.startswith("torch")), default=None),
             "gflops": by[best], "best_gflops": by[best], "library": lib,
             "threads": None if count == "defaultt" else int(count[:-1]),
-            "method": f"best of {repeats} {n}x{n}x{n} fp32 matmuls per library ({', '.join(_libraries())}) "
-                      f"and thread count ({', '.join(str(c) for c in counts)})"}
+            "method": f"best of {repeats} {n}x{n}x{n} fp32 matmuls per library ({', '.join(libraries)}) "
+                      f"and thread count ({', '.join(str(c) for c in counts)})",
+            **({"left_out": left_out} if left_out else {})}
 
 
 def gemm_call(n: int, library: str, threads: int | None = None) -> tuple[Callable[[], object], float]:
