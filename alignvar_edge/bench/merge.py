@@ -16,7 +16,7 @@ from typing import Any
 from alignvar_edge.bench.host import isa_word, load_words, shared_load
 from alignvar_edge.bench.render import (engine_rows, figure_cell, flattered, graph_words, host_words, markdown_table,
                                         plain_log_ticks, pyplot, save_figure, threads_words)
-from alignvar_edge.bench.schema import DEVICE_REFERENCE, ReportSchemaError, read_report, report_header
+from alignvar_edge.bench.schema import DEVICE_REFERENCE, ReportSchemaError, device_kind, read_report, report_header
 from alignvar_edge.errors import InputError
 from alignvar_edge.manifest import default_overlap
 
@@ -197,9 +197,9 @@ def runtime_versions(report: dict[str, Any]) -> dict[str, str]:
 
 def _runtime_runs(report: dict[str, Any]) -> list[tuple[str, str, tuple[str, ...] | None, str | None]]:
     """(package, version, platform, device kind) of each runtime a report's timed rows ran on, once
-    per kind of device its engines ran on there (`runtime_versions`, `_platform`, `_device_kind`)."""
+    per kind of device its engines ran on there (`runtime_versions`, `_platform`, `device_kind`)."""
     versions, platform = runtime_versions(report), _platform(report)
-    kinds = {(RUNTIME_PACKAGES[e["backend"]], _device_kind(e["backend"], e.get("device"))) for e in report["engines"]
+    kinds = {(RUNTIME_PACKAGES[e["backend"]], device_kind(e["backend"], e.get("device"))) for e in report["engines"]
              if e["status"] == "ok" and RUNTIME_PACKAGES.get(e["backend"]) in versions}
     return [(package, versions[package], platform, kind) for package, kind in sorted(kinds, key=repr)]
 
@@ -328,24 +328,10 @@ def _setting(report: dict[str, Any], key: str) -> Any:
     return value
 
 
-def _device_kind(backend: str, device: Any) -> str | None:
-    """The kind of device an engine ran on ('cpu', 'gpu', 'dla', 'npu', ...), from what its
-    runtime names it ('CPU', 'cuda:0', 'GPU.1', a trtexec log's GPU name); None where not recorded."""
-    if not device:
-        return None
-    d = str(device).lower()
-    if "dla" in d:
-        return "dla"
-    head = re.split(r"[:.,( ]", d, maxsplit=1)[0]
-    if head in ("cpu", "auto"):
-        return "cpu"
-    return "gpu" if head in ("cuda", "gpu") or backend == "tensorrt" else head
-
-
 def _what_ran(r: dict[str, Any]) -> tuple[Any, ...]:
     """An engine row's identity across reports: backend, built precision, batch and device kind."""
     return (r["backend"], r.get("built_precision") or r["precision"], r.get("batch"),
-            _device_kind(r["backend"], r.get("engine_device")))
+            device_kind(r["backend"], r.get("engine_device")))
 
 
 def _model_key(merged_rows: list[dict[str, Any]]) -> Any:

@@ -31,7 +31,7 @@ from alignvar_edge.bench.host import OwnLoad, load_words, shared_load
 from alignvar_edge.bench.memory import PeakRSS, traced_peak_mb
 from alignvar_edge.bench.peak import MAX_PEAK_N
 from alignvar_edge.bench.render import pruning_note, unverified_note
-from alignvar_edge.bench.schema import meets_fidelity, new_report, reference_model_block, status_reasons
+from alignvar_edge.bench.schema import device_kind, meets_fidelity, new_report, reference_model_block, status_reasons
 from alignvar_edge.bench.stats import latency_summary
 from alignvar_edge.bench.subjects import (BICUBIC, EAGER, EngineSpec, Subject, artifact_bytes, call_for,
                                           check_exists, open_subject, parse_spec, spec_manifest, unique_label,
@@ -647,6 +647,18 @@ def _tile_p50(e: dict[str, Any]) -> float | None:
     return lat["per_tile_ms"]["p50"] if lat else None
 
 
+# Core ML's compute units (CPU, GPU, Neural Engine) are parts of one Apple SoC beside the CPU that
+# eager PyTorch runs on: on a Mac the question "which engine is fastest here" takes them all in
+_SOC_BACKENDS = ("coreml",)
+
+
+def _in_best_cpu_choice(e: dict[str, Any]) -> bool:
+    """Whether an engine row competes for the summary's best CPU engine: it ran on this machine's
+    CPU (OpenVINO's AUTO included) or, through Core ML, on its Apple SoC's compute units; another
+    runtime's GPU, DLA or NPU does not."""
+    return e["backend"] in _SOC_BACKENDS or device_kind(e["backend"], e.get("device") or "cpu") == "cpu"
+
+
 def _summary(entries: list[dict[str, Any]], opts: BenchOptions, flops_total: float,
              peak_gflops: float) -> dict[str, Any]:
     eager = next(e for e in entries if e["label"] == EAGER)
@@ -660,7 +672,7 @@ def _summary(entries: list[dict[str, Any]], opts: BenchOptions, flops_total: flo
         e["meets_fidelity"] = meets_fidelity(tok, opts.min_token_agreement)
         if e["kind"] == "engine" and e["status"] == "ok" and e["meets_fidelity"]:
             rows.append(e)
-    cpu = [e for e in rows if str(e.get("device") or "cpu").split(":")[0].split(".")[0].lower() in ("cpu", "auto")]
+    cpu = [e for e in rows if _in_best_cpu_choice(e)]
     best = max(cpu, key=lambda e: e.get("speedup_vs_eager") or 0, default=None)
     out: dict[str, Any] = {
         "eager_p50_ms_per_tile": base,

@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -69,8 +70,9 @@ from alignvar_edge.errors import InputError
 from alignvar_edge.fsmodes import write_text
 from alignvar_edge.jsonsafe import dumps, loads
 
-__all__ = ["SCHEMA", "SCHEMA_VERSION", "ReportSchemaError", "check_report", "meets_fidelity", "model_block",
-           "new_report", "read_report", "reference_model_block", "report_header", "status_reasons", "write_json"]
+__all__ = ["SCHEMA", "SCHEMA_VERSION", "ReportSchemaError", "check_report", "device_kind", "meets_fidelity",
+           "model_block", "new_report", "read_report", "reference_model_block", "report_header", "status_reasons",
+           "write_json"]
 
 SCHEMA = "alignvar-edge.bench"
 SCHEMA_VERSION = 1
@@ -142,6 +144,21 @@ def status_reasons(engines: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
 def meets_fidelity(token_agreement: float | None, min_token_agreement: float) -> bool | None:
     """An engine row's fidelity gate; None where no token agreement was measured (baselines, a kit)."""
     return None if token_agreement is None else bool(token_agreement >= min_token_agreement)
+
+
+def device_kind(backend: str, device: Any) -> str | None:
+    """The kind of device an engine row ran on ('cpu', 'gpu', 'dla', 'npu', ...), from what its
+    runtime names it ('CPU', 'cuda:0', 'GPU.1', a trtexec log's GPU name; OpenVINO's AUTO is 'cpu',
+    Core ML's compute units their own name, 'cpu_and_ne'); None where not recorded."""
+    if not device:
+        return None
+    d = str(device).lower()
+    if "dla" in d:
+        return "dla"
+    head = re.split(r"[:.,( ]", d, maxsplit=1)[0]
+    if head in ("cpu", "auto"):
+        return "cpu"
+    return "gpu" if head in ("cuda", "gpu") or backend == "tensorrt" else head
 
 
 def write_json(path: str | os.PathLike[str], data: Any) -> Path:

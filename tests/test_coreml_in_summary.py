@@ -1,0 +1,75 @@
+"""Which engines bench's summary chooses its best engine among: those on this machine's CPU and, on a
+Mac, Core ML's (its compute units are parts of the same SoC); never another runtime's GPU. Core ML
+cannot run here, so the rule is held on report rows."""
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from alignvar_edge.bench.render import summary_lines
+from alignvar_edge.bench.runner import BenchOptions, _summary
+from alignvar_edge.bench.subjects import EAGER
+
+
+def _row(label: str, backend: str, device: str, tile_ms: float, image_ms: float,
+         tokens: float | None = 1.0, kind: str = "engine") -> dict[str, Any]:
+    """A timed report row: p50 per tile and per whole image, token agreement against eager."""
+    return {"label": label, "backend": backend, "kind": kind, "status": "ok", "device": device,
+            "latency": {"per_tile_ms": {"p50": tile_ms}},
+            "image": {"per_image_ms": {"p50": image_ms}, "megapixels_per_s": 0.262144 / image_ms * 1e3,
+                      "batch": 16, "lr": [128, 128], "sr": [512, 512]},
+            "fidelity": None if tokens is None else {"vs_reference": {"token_agreement": tokens}}}
+
+
+def _report(*engines: dict[str, Any]) -> dict[str, Any]:
+    """A report around `engines`, eager PyTorch on the CPU first, summarised as bench does."""
+    entries = [_row(EAGER, "torch", "cpu", 10.0, 1000.0, tokens=None, kind="baseline"), *engines]
+    summary = _summary(entries, BenchOptions(min_token_agreement=0.99), flops_total=1e9, peak_gflops=100.0)
+    return {"summary": summary, "engines": entries, "settings": {"threads": 1}, "model": {"tile": {"hr": 64}}}
+
+
+@pytest.mark.parametrize("units", ["CPU_AND_NE", "ALL", "CPU_ONLY", "CPU_AND_GPU"])
+def test_a_core_ml_engine_is_the_best_engine_on_a_mac(units: str) -> None:
+    report = _report(_row("onnxruntime-fp32", "onnxruntime", "cpu", 5.0, 500.0),
+                     _row("coreml-fp16", "coreml", units, 2.0, 250.0))
+    s = report["summary"]
+    assert s["engines_meeting_fidelity"] == ["onnxruntime-fp32", "coreml-fp16"]
+    assert s["best_cpu"]["label"] == "coreml-fp16" and s["best_cpu"]["speedup_vs_eager"] == 5.0
+    assert s["image"]["best_cpu"]["label"] == "coreml-fp16" and s["image"]["best_cpu"]["speedup_vs_eager"] == 4.0
+    lines = summary_lines(report)
+    assert lines[0].startswith("Best CPU engine at >= 99% token agreement: **coreml-fp16**, 2.00 ms/tile"), lines
+    assert not [ln for ln in lines if ln.startswith("No engine reached")], lines
+
+
+def test_the_only_faithful_engine_being_core_ml_is_not_reported_as_none():
+    # what the review saw on a Mac: Core ML at 100% tokens, the summary saying no engine reached 99%
+    report = _report(_row("onnxruntime-int8", "onnxruntime", "cpu", 4.0, 400.0, tokens=0.95),
+                     _row("coreml-fp16", "coreml", "CPU_AND_NE", 2.0, 250.0))
+    assert report["summary"]["best_cpu"]["label"] == "coreml-fp16"
+    assert report["summary"]["image"]["best_cpu"]["label"] == "coreml-fp16"
+    assert not [ln for ln in summary_lines(report) if ln.startswith("No engine reached")]
+
+
+@pytest.mark.parametrize("backend, device", [("torch", "cuda:0"), ("onnxruntime", "cuda"), ("openvino", "GPU.0"),
+                                             ("tensorrt", "NVIDIA H200"), ("openvino", "NPU")])
+def test_another_runtimes_gpu_stays_out_of_the_best_cpu_engine(backend: str, device: str) -> None:
+    report = _report(_row("cpu-engine", "onnxruntime", "CPU", 5.0, 500.0),
+                     _row("gpu-engine", backend, device, 1.0, 100.0))
+    s = report["summary"]
+    assert s["best_cpu"]["label"] == "cpu-engine" and s["image"]["best_cpu"]["label"] == "cpu-engine"
+    # OpenVINO's AUTO starts on the CPU: it competes, as before
+    auto = _report(_row("ov-auto", "openvino", "AUTO:GPU,CPU", 5.0, 500.0),
+                   _row("gpu-engine", backend, device, 1.0, 100.0))
+    assert auto["summary"]["best_cpu"]["label"] == "ov-auto"
+
+
+def test_no_line_says_no_engine_reached_the_gate_when_one_did_on_a_gpu():
+    report = _report(_row("onnxruntime-int8", "onnxruntime", "cpu", 4.0, 400.0, tokens=0.95),
+                     _row("trt-fp16", "tensorrt", "cuda:0", 1.0, 100.0))
+    s = report["summary"]
+    assert s["best_cpu"] is None and s["engines_meeting_fidelity"] == ["trt-fp16"]
+    lines = summary_lines(report)
+    assert lines[0] == ("At >= 99% token agreement: trt-fp16, none on this machine's CPU (no best CPU engine; each "
+                        "row has its speed-up).")
+    assert not [ln for ln in lines if ln.startswith("No engine reached")], lines
