@@ -455,8 +455,8 @@ def _build_detail(path: Path) -> str:
     if m.tensorrt_kit:
         return f"TensorRT build kit (trtexec.txt, build_on_device.sh): {m.tensorrt_kit.get('reason')}"
     par = parity_figures(m.parity)
-    if par is None:              # a Core ML package off macOS: converted and validated, never run here
-        return "not run here: no parity check"
+    if par is None:              # a Core ML package: converted and validated, never run by its build
+        return _unchecked_detail(m.backend)
     # an int8 ladder's last rung, or a Core ML package's build-time proxy
     short = (((m.quantization or {}).get("ladder") or [{}])[-1].get("short_of_gate")
              or (m.parity or {}).get("short_of_gate"))
@@ -466,6 +466,15 @@ def _build_detail(path: Path) -> str:
     return f"build-time parity: tokens {par.tokens_pct} vs {par.reference or 'fp32'}" + (
         f", SR PSNR {par.psnr_db} dB: short of the selftest gate ({short})" if short else "") + (
         f"; quantize step: {quantized}" if quantized else "")
+
+
+def _unchecked_detail(backend: str) -> str:
+    """The step's line for an engine its build never ran (a Core ML package; --quick skips even its
+    fp16 proxy): the bench checks its tokens where this machine runs it (Core ML on a Mac)."""
+    from alignvar_edge import runtimes
+    if runtimes.get_backend(backend).is_available()[0]:
+        return "no build-time parity check: the bench checks its tokens against PyTorch"
+    return "not run here: no parity check"
 
 
 def _bench(steps: list[Step], tmp: Path, reference: tuple[Any, str, ModelSource], opts: DeployOptions, staged: Path | None,

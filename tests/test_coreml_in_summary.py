@@ -1,12 +1,15 @@
 """Which engines bench's summary chooses its best engine among: those on this machine's CPU and, on a
 Mac, Core ML's (its compute units are parts of the same SoC); never another runtime's GPU. Core ML
-cannot run here, so the rule is held on report rows."""
+cannot run here, so the rule is held on report rows; deploy's line for a package its build never ran
+says what the bench then does with it."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from alignvar_edge import runtimes
 from alignvar_edge.bench.render import summary_lines
 from alignvar_edge.bench.runner import BenchOptions, _summary
 from alignvar_edge.bench.subjects import EAGER
@@ -73,3 +76,21 @@ def test_no_line_says_no_engine_reached_the_gate_when_one_did_on_a_gpu():
     assert lines[0] == ("At >= 99% token agreement: trt-fp16, none on this machine's CPU (no best CPU engine; each "
                         "row has its speed-up).")
     assert not [ln for ln in lines if ln.startswith("No engine reached")], lines
+
+
+def _coreml_engine_dir(root: Path) -> Path:
+    """An engine directory as a Core ML build without its proxy (`deploy --quick`) leaves it: no parity."""
+    from alignvar_edge.manifest import ModelInfo, new_manifest, write_manifest
+    root.mkdir()
+    write_manifest(root, new_manifest("engine", "coreml", "single", "fp16", ModelInfo(name="tiny")))
+    return root
+
+
+def test_deploy_says_the_bench_checks_a_core_ml_package_where_a_mac_runs_it(tmp_path, monkeypatch):
+    from alignvar_edge.deploy import _build_detail
+    engine = _coreml_engine_dir(tmp_path / "coreml-fp16")
+    coreml = runtimes.get_backend("coreml")
+    monkeypatch.setattr(coreml, "is_available", lambda: (True, ""))          # as on a Mac
+    assert _build_detail(engine) == "no build-time parity check: the bench checks its tokens against PyTorch"
+    monkeypatch.setattr(coreml, "is_available", lambda: (False, "running it needs macOS"))
+    assert _build_detail(engine) == "not run here: no parity check"
