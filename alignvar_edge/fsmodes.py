@@ -18,9 +18,11 @@ from pathlib import Path
 from alignvar_edge import safe_stop
 from alignvar_edge.errors import InputError
 
-__all__ = ["NO_SPACE", "WRITE_LIMITS", "as_write_error", "broken_link", "hidden_prefix", "is_temp_folder", "is_temporary_name", "name_too_long", "not_a_folder",
+__all__ = ["NO_SPACE", "WRITE_LIMITS", "as_write_error", "broken_link", "file_id", "hidden_prefix", "is_temp_folder",
+           "is_temporary_name", "lies_within", "name_too_long", "not_a_folder",
            "umask", "publish_mode",
-           "replace_dir", "special_kind", "symlink_loop", "temp_file_beside", "temp_folder_full", "unwritable_folder", "write_atomically",
+           "replace_dir", "same_file", "special_kind", "symlink_loop", "temp_file_beside", "temp_folder_full",
+           "unwritable_folder", "write_atomically",
            "write_error",
            "write_text"]
 
@@ -140,6 +142,40 @@ def symlink_loop(path: Path) -> bool:
             raise
         return True
     return False
+
+
+# One file can have two spellings: `Photos` and `photos` on a case-insensitive file system (macOS's
+# APFS, Windows's NTFS, a memory card's exFAT or FAT), `café` with é composed or decomposed on a
+# normalising one (APFS, HFS+), or a name reached through a bind mount. Path.resolve() keeps the
+# spelling it is given, so whether an output is an input is asked of the file itself.
+
+def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """Whether `a` and `b` name one file or folder: by the file itself (device and inode) where
+    both exist, however they are spelled; by their resolved paths where one does not exist yet."""
+    id_a, id_b = file_id(a), file_id(b)
+    if id_a is not None and id_b is not None:
+        return id_a == id_b
+    return Path(a).resolve() == Path(b).resolve()
+
+
+def lies_within(path: str | os.PathLike[str], folder: str | os.PathLike[str]) -> bool:
+    """Whether `path` (existing or not) is the folder `folder` or lies below it, however either is
+    spelled: its resolved path and each folder above it are asked whether they are `folder`; by
+    resolved paths where `folder` does not exist yet."""
+    resolved, target = Path(path).resolve(), file_id(folder)
+    if target is None:
+        return Path(folder).resolve() in (resolved, *resolved.parents)
+    return any(file_id(p) == target for p in (resolved, *resolved.parents))
+
+
+def file_id(path: str | os.PathLike[str]) -> tuple[int, int] | None:
+    """The file or folder `path` leads to, as (device, inode): equal for every spelling of one file;
+    None where there is none."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):          # missing, unreadable, a name too long, a NUL in it
+        return None
+    return st.st_dev, st.st_ino
 
 
 def broken_link(path: Path) -> str | None:

@@ -26,8 +26,8 @@ from pathlib import Path
 from alignvar_edge import jsonsafe
 from alignvar_edge.caller import option
 from alignvar_edge.errors import ArtifactError, InputError, OutputExistsError
-from alignvar_edge.fsmodes import (WRITE_LIMITS, hidden_prefix, is_temp_folder, publish_mode, replace_dir, symlink_loop,
-                                     unwritable_folder, write_error)
+from alignvar_edge.fsmodes import (WRITE_LIMITS, hidden_prefix, is_temp_folder, lies_within, publish_mode, replace_dir,
+                                     same_file, symlink_loop, unwritable_folder, write_error)
 from alignvar_edge.manifest import MANIFEST_FILE, OWN_MARKERS, RUN_FILE, edited_files, first_names, unlisted_files
 
 
@@ -46,12 +46,9 @@ def check_out(out: str | os.PathLike[str], force: bool, source: str | os.PathLik
     if symlink_loop(out):
         raise OutputExistsError(f"'{out}' leads into a symlink loop, not to a folder alignvar-edge made: remove "
                                 f"it or choose another {option('out')}")
-    if source is not None:
-        o, s = out.resolve(), Path(source).resolve()
-        if o == s or s in o.parents or o in s.parents:
-            where = "is" if o == s else "lies inside" if s in o.parents else "holds"
-            raise OutputExistsError(f"{option('out', out)} {where} the input artifact '{source}'; writing there "
-                                    f"would replace or corrupt the input: choose an {option('out')} outside it")
+    if source is not None and (where := _where_from_source(out, source)) is not None:
+        raise OutputExistsError(f"{option('out', out)} {where} the input artifact '{source}'; writing there "
+                                f"would replace or corrupt the input: choose an {option('out')} outside it")
     check_outside_artifacts(out, option("out", out))
     if probe and (folder := unwritable_folder(out)) is not None:       # now, not after the export or build
         raise InputError(f"{option('out', out)}: the folder {folder} is not writable; choose another {option('out')}")
@@ -69,6 +66,17 @@ def check_out(out: str | os.PathLike[str], force: bool, source: str | os.PathLik
                                 f"yourself or choose another {option('out')}")
     if _own_marker(out / MANIFEST_FILE):
         _check_only_ours_inside(out)
+
+
+def _where_from_source(out: Path, source: str | os.PathLike[str]) -> str | None:
+    """'is', 'lies inside' or 'holds': where the output `out` is from the `source` being read, told by
+    the folders themselves (`Tiny-Export` is `tiny-export` on a case-insensitive disk); None where
+    it is outside it."""
+    if same_file(out, source):
+        return "is"
+    if lies_within(out, source):
+        return "lies inside"
+    return "holds" if lies_within(source, out) else None
 
 
 def _replace_or_choose() -> str:

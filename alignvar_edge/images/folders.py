@@ -25,7 +25,7 @@ from PIL import Image
 from alignvar_edge.errors import IMAGE_DECODE_ERRORS, InputError
 from alignvar_edge.images.arrays import checked_megapixels_limit
 from alignvar_edge.images.formats import IMAGE_EXTENSIONS, READ_EXTENSIONS, open_quietly, upright_size
-from alignvar_edge.fsmodes import is_temporary_name, not_a_folder, special_kind
+from alignvar_edge.fsmodes import is_temporary_name, lies_within, not_a_folder, special_kind
 from alignvar_edge.manifest import first_names
 from alignvar_edge.images.read import DEFAULT_MAX_MEGAPIXELS, load_image
 
@@ -77,16 +77,14 @@ def list_folder(folder: str | os.PathLike[str], extensions: tuple[str, ...] = RE
         raise InputError(f"{root} {why}; pass a folder of images")
     found = FolderListing(extensions=extensions)
     walked = {os.path.realpath(root)}
-    never = os.path.realpath(skip) if skip is not None else None
-    if never is not None and _is_within(os.path.realpath(root), never):
-        never = None
+    never = skip if skip is not None and not lies_within(root, skip) else None
     links = _walk_real(root, walked, never, extensions, found)
     while links:            # a link's folder is walked after every real one: a real path wins
         link = links.pop(0)
         real = os.path.realpath(link)
         if _is_within(os.path.realpath(link.parent), real):
             found.loops.append(link)
-        elif real not in walked and not _is_within(real, never):
+        elif real not in walked and not _skipped(real, never):
             walked.add(real)
             links += _walk_real(link, walked, never, extensions, found)
     for listed in (found.images, found.others, found.hidden, found.loops):
@@ -154,7 +152,7 @@ def _no_pixel_ceiling() -> Iterator[None]:
         Image.MAX_IMAGE_PIXELS = ceiling
 
 
-def _walk_real(top: Path, walked: set[str], never: str | None, extensions: tuple[str, ...],
+def _walk_real(top: Path, walked: set[str], never: Path | None, extensions: tuple[str, ...],
                found: FolderListing) -> list[Path]:
     """Sort the entries under `top` into `found`, going down its real subfolders (each one's real
     path added to `walked`); returns the symlinked folders met, left for `list_folder` to follow."""
@@ -175,7 +173,7 @@ def _walk_real(top: Path, walked: set[str], never: str | None, extensions: tuple
                     found.hidden.append(path)
             elif path.is_symlink():
                 links.append(path)
-            elif (real := os.path.realpath(path)) != never and real not in walked:
+            elif not _skipped(path, never) and (real := os.path.realpath(path)) not in walked:
                 walked.add(real)
                 down.append(name)
         dirnames[:] = down
@@ -185,9 +183,15 @@ def _walk_real(top: Path, walked: set[str], never: str | None, extensions: tuple
             if name.startswith("."):
                 if is_image and not is_temporary_name(name):
                     found.hidden.append(path)
-            elif never is None or not path.is_symlink() or not _is_within(os.path.realpath(path), never):
+            elif never is None or not path.is_symlink() or not _skipped(path, never):
                 (found.images if is_image else found.others).append(path)
     return links
+
+
+def _skipped(path: str | os.PathLike[str], never: Path | None) -> bool:
+    """Whether `path` is the skipped folder `never` or lies below it, told by the folders themselves
+    (`Photos/out` is `photos/out` on a case-insensitive disk), never below no folder."""
+    return never is not None and lies_within(path, never)
 
 
 def _is_within(path: str, folder: str | None) -> bool:

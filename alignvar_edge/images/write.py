@@ -19,7 +19,7 @@ from PIL import Image
 from alignvar_edge import safe_stop
 from alignvar_edge.caller import option, python_call
 from alignvar_edge.errors import InputError, OutputExistsError
-from alignvar_edge.fsmodes import publish_mode, temp_file_beside, write_error
+from alignvar_edge.fsmodes import publish_mode, same_file, temp_file_beside, write_error
 from alignvar_edge.images import png16, sixteen_bit
 from alignvar_edge.images.arrays import checked_full_scale, full_scale, rescaled
 from alignvar_edge.images.formats import IMAGE_EXTENSIONS
@@ -71,7 +71,7 @@ def save_image(
     path = Path(path)
     fmt = output_format(path, alpha is not None)
     encoder = _encoder_params(fmt, quality, str(path))
-    if input_path is not None and _same_file(path, Path(input_path)):
+    if input_path is not None and same_file(path, input_path):
         raise InputError(
             f"refusing to write the result onto its own input {path}; choose another output path"
         )
@@ -289,12 +289,6 @@ def _appeared(path: Path) -> str:
     # folder) wrote it since, and its image is kept
     return (f"{path} appeared while this run was writing it (another run wrote it); kept that one: replace it "
             f"with {option('force', True)}")
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    if a.exists() and b.exists():
-        return os.path.samefile(a, b)
-    return a.resolve() == b.resolve()
 
 
 def _squeezed(rgb: np.ndarray) -> np.ndarray:

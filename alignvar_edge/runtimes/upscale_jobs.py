@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from alignvar_edge.errors import InputError, OutputExistsError
-from alignvar_edge.fsmodes import broken_link, special_kind, unwritable_folder
+from alignvar_edge.fsmodes import broken_link, file_id, lies_within, same_file, special_kind, unwritable_folder
 from alignvar_edge.manifest import first_names
 from alignvar_edge.outputs import check_outside_artifacts
 
@@ -37,7 +37,7 @@ def plan_jobs(inp: Path, out: Path, force: bool) -> tuple[list[Job], list[Job], 
     if inp.is_dir():
         if out.exists() and not out.is_dir():
             raise InputError(f"{out} is a file; for a folder input pass an output folder")
-        if out.resolve() == inp.resolve():
+        if same_file(out, inp):              # `Photos` and `photos` are one folder on a case-insensitive disk
             raise InputError(f"the output folder {out} is the input folder; choose another output folder")
         listing = list_folder(inp, READ_EXTENSIONS, skip=out)
         files = listing.images
@@ -49,9 +49,9 @@ def plan_jobs(inp: Path, out: Path, force: bool) -> tuple[list[Job], list[Job], 
         _refuse_shared_outputs(jobs)
         # an input folder inside the output (`upscale photos/small photos`) maps one input's output
         # onto another input (small/small/a.png -> small/a.png): refused, as onto its own input
-        inputs = {f.resolve() for f in files}
+        inputs = {file_id(f) for f in files}
         for src, dst in jobs:
-            if dst.resolve() in inputs:
+            if (dst_id := file_id(dst)) is not None and dst_id in inputs:
                 raise InputError(f"refusing to write onto the input {dst}; choose another output")
         _refuse_blocked(jobs)
         _refuse_unwritable(jobs)
@@ -66,7 +66,7 @@ def plan_jobs(inp: Path, out: Path, force: bool) -> tuple[list[Job], list[Job], 
     else:
         raise InputError(f"{inp} does not exist; pass an image file or a folder")
     for src, dst in jobs:
-        if dst.exists() and src.resolve() == dst.resolve():
+        if dst.exists() and same_file(src, dst):
             raise InputError(f"refusing to write onto the input {src}; choose another output")
     _refuse_blocked(jobs)
     _refuse_unwritable(jobs)
@@ -124,11 +124,10 @@ def _refuse_unwritable(jobs: list[Job]) -> None:
             raise InputError(f"cannot write {dst}: the folder {folder} is not writable; choose another output")
 
 
-def own_output(inp: Path, out: Path) -> Path | None:
-    """The output folder, resolved, where it lies inside the input folder: its files are a run's
-    outputs, never inputs. None otherwise: an input folder inside the output is read whole."""
-    out_real = out.resolve()
-    return out_real if inp.resolve() in out_real.parents else None
+def own_output(inp: Path, out: Path) -> bool:
+    """Whether the output folder lies inside the input folder: its files are a run's outputs, never
+    inputs. An input folder inside the output is read whole."""
+    return lies_within(out.resolve().parent, inp)
 
 
 def foreign_outputs(existing: list[Job], scale: int) -> list[str]:

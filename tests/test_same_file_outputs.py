@@ -1,0 +1,108 @@
+"""An output is refused where it is an input, however the two are spelled: on macOS's, Windows's and
+memory cards' file systems `Photos` and `photos` are one file. Linux's disks tell them apart, so a
+second name for the same file stands in: a hard link for a file, a bind mount for a folder. Either gives what such a disk gives the code: two paths
+whose resolved strings differ and that are one file."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from alignvar_edge.errors import InputError, OutputExistsError
+from alignvar_edge.images.folders import list_folder
+from alignvar_edge.outputs import check_out
+from alignvar_edge.runtimes.upscale_jobs import plan_jobs
+
+
+def _png(path: Path, seed: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (9, 11, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture()
+def second_name(tmp_path: Path) -> Iterator[Callable[[Path, str], Path]]:
+    """`second_name(folder, name)`: the existing `folder` also reached as tmp_path/name (a bind
+    mount), as `photos` reaches `Photos` on a case-insensitive disk; skipped where mounting is not
+    allowed (not root)."""
+    mounts: list[Path] = []
+
+    def bind(folder: Path, name: str) -> Path:
+        alias = tmp_path / name
+        alias.mkdir()
+        r = subprocess.run(["mount", "--bind", str(folder), str(alias)], capture_output=True, text=True)
+        if r.returncode:
+            said = r.stderr.strip().splitlines()[0] if r.stderr.strip() else f"exit status {r.returncode}"
+            pytest.skip(f"cannot bind-mount a folder here ({said}), so a folder with two names is not "
+                        "tested: run this test as root with CAP_SYS_ADMIN")
+        mounts.append(alias)
+        return alias
+    try:
+        yield bind
+    finally:
+        for alias in reversed(mounts):
+            subprocess.run(["umount", str(alias)], check=False)
+
+
+def test_an_output_file_that_is_its_input_by_another_name_is_refused_with_or_without_force(tmp_path):
+    """`upscale Photos/photo.png Photos/Photo.png` on a case-insensitive disk: the output is the input.
+    Without --force it was 'already exists ... pass --force', and --force wrote over the photograph."""
+    photo = _png(tmp_path / "Photos" / "photo.png")
+    other_spelling = tmp_path / "Photos" / "Photo.png"
+    os.link(photo, other_spelling)
+    for force in (False, True):
+        with pytest.raises(InputError, match=re.escape(f"refusing to write onto the input {photo}; choose another "
+                                                       "output")):
+            plan_jobs(photo, other_spelling, force=force)
+
+
+def test_a_folder_run_refuses_an_output_that_is_one_of_its_inputs_by_another_name(tmp_path):
+    """out/a.png is in/a.png by another name (on a case-insensitive disk: `upscale in IN/..`): a
+    finished output to skip, or with --force to replace, it was taken for; it is the input."""
+    photo = _png(tmp_path / "in" / "a.png")
+    (tmp_path / "out").mkdir()
+    other_spelling = tmp_path / "out" / "a.png"
+    os.link(photo, other_spelling)
+    for force in (False, True):
+        with pytest.raises(InputError, match=re.escape(f"refusing to write onto the input {other_spelling};")):
+            plan_jobs(tmp_path / "in", tmp_path / "out", force=force)
+
+
+def test_an_output_folder_that_is_the_input_folder_by_another_name_is_refused(tmp_path, second_name):
+    """`upscale Photos photos --force` replaced the photographs with their results."""
+    photos = tmp_path / "Photos"
+    _png(photos / "photo.png")
+    other_spelling = second_name(photos, "photos")
+    for force in (False, True):
+        with pytest.raises(InputError, match=re.escape(f"the output folder {other_spelling} is the input folder; "
+                                                       "choose another output folder")):
+            plan_jobs(photos, other_spelling, force=force)
+
+
+def test_a_folder_run_does_not_read_its_output_folder_inside_the_input_by_another_name(tmp_path, second_name):
+    """`upscale Photos photos/out` run twice: the second run read photos/out's results as inputs
+    (out/out/photo.png, an image 16 times the size)."""
+    photos = tmp_path / "Photos"
+    _png(photos / "photo.png")
+    _png(photos / "out" / "photo.png", seed=1)          # the first run's result
+    out = second_name(photos, "photos") / "out"
+    assert list_folder(photos, skip=out).images == [photos / "photo.png"]
+    todo, existing, _ = plan_jobs(photos, out, force=False)
+    assert (todo, existing) == ([], [(photos / "photo.png", out / "photo.png")])
+
+
+def test_check_out_refuses_the_source_artifact_by_another_name(tmp_path, second_name):
+    """`build tiny-export --out Tiny-Export --force` replaced the export with the engine; a folder
+    inside it or around it by another name is refused as the same spelling is."""
+    source = tmp_path / "parent" / "tiny-export"
+    source.mkdir(parents=True)
+    source_alias, parent_alias = second_name(source, "Tiny-Export"), second_name(tmp_path / "parent", "Parent")
+    for out, where in ((source_alias, "is"), (source_alias / "sub", "lies inside"), (parent_alias, "holds")):
+        with pytest.raises(OutputExistsError, match=re.escape(f"{out}' {where} the input artifact '{source}'")):
+            check_out(out, force=True, source=source)
