@@ -12,6 +12,7 @@ import secrets
 import shutil
 import stat
 import tempfile
+import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from alignvar_edge import safe_stop
 from alignvar_edge.errors import InputError
 
 __all__ = ["NO_SPACE", "WRITE_LIMITS", "as_write_error", "broken_link", "file_id", "hidden_prefix", "is_temp_folder",
-           "is_temporary_name", "lies_within", "name_too_long", "not_a_folder",
+           "is_temporary_name", "lies_within", "name_too_long", "not_a_folder", "not_told_apart", "one_name_on_any_disk",
            "umask", "publish_mode",
            "replace_dir", "same_file", "special_kind", "symlink_loop", "temp_file_beside", "temp_folder_full",
            "unwritable_folder", "write_atomically",
@@ -166,6 +167,25 @@ def lies_within(path: str | os.PathLike[str], folder: str | os.PathLike[str]) ->
     if target is None:
         return Path(folder).resolve() in (resolved, *resolved.parents)
     return any(file_id(p) == target for p in (resolved, *resolved.parents))
+
+
+def one_name_on_any_disk(path: str | os.PathLike[str]) -> str:
+    """`path` as the file systems that tell neither case nor Unicode normalisation apart see it:
+    two paths with one such name are one file there (`A.png` and `a.png`; `café.png` typed with é
+    composed and stored decomposed), on the disk written now or the one it is copied to later."""
+    # Unicode's canonical caseless match: folding case can undo the decomposition (NFD) before it
+    return unicodedata.normalize("NFD", unicodedata.normalize("NFD", os.fspath(path)).casefold())
+
+
+def not_told_apart(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> str:
+    """What makes two paths with one `one_name_on_any_disk` one file, in words for a refusal that
+    names both ('case is not told apart'): printed, names that differ in Unicode form look alike."""
+    forms = "an accented letter's composed and decomposed Unicode forms"
+    if unicodedata.normalize("NFD", os.fspath(a)) == unicodedata.normalize("NFD", os.fspath(b)):
+        return f"{forms} are not told apart (macOS)"
+    if os.fspath(a).casefold() == os.fspath(b).casefold():
+        return "case is not told apart"
+    return f"neither case nor {forms} are told apart (macOS)"
 
 
 def file_id(path: str | os.PathLike[str]) -> tuple[int, int] | None:

@@ -1,12 +1,15 @@
 """An output is refused where it is an input, however the two are spelled: on macOS's, Windows's and
 memory cards' file systems `Photos` and `photos` are one file. Linux's disks tell them apart, so a
-second name for the same file stands in: a hard link for a file, a bind mount for a folder. Either gives what such a disk gives the code: two paths
-whose resolved strings differ and that are one file."""
+second name for the same file stands in: a hard link for a file, a bind mount for a folder. Either
+gives what such a disk gives the code: two paths whose resolved strings differ and that are one
+file. Two inputs whose outputs differ only in case, or in how an accented letter is encoded (one
+name on macOS), are refused before any work."""
 from __future__ import annotations
 
 import os
 import re
 import subprocess
+import unicodedata
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -106,3 +109,32 @@ def test_check_out_refuses_the_source_artifact_by_another_name(tmp_path, second_
     for out, where in ((source_alias, "is"), (source_alias / "sub", "lies inside"), (parent_alias, "holds")):
         with pytest.raises(OutputExistsError, match=re.escape(f"{out}' {where} the input artifact '{source}'")):
             check_out(out, force=True, source=source)
+
+
+def test_inputs_whose_names_differ_only_in_unicode_form_are_refused_naming_both(tmp_path):
+    """`café.gif` with é decomposed and `café.png` with é composed are one output on macOS: the run
+    kept one result, called the other 'written by another run meanwhile', and exited 0."""
+    decomposed = _png(tmp_path / "in" / unicodedata.normalize("NFD", "café.gif"))
+    composed = _png(tmp_path / "in" / unicodedata.normalize("NFC", "café.png"))
+    with pytest.raises(InputError) as refused:
+        plan_jobs(tmp_path / "in", tmp_path / "out", force=False)
+    said = str(refused.value)
+    assert said.startswith(f"{decomposed} and {composed} would both be written to "), said
+    assert said.endswith("one file where an accented letter's composed and decomposed Unicode forms are not told "
+                         "apart (macOS); rename one of them"), said
+
+
+def test_inputs_whose_names_differ_in_case_and_unicode_form_are_refused(tmp_path):
+    upper = _png(tmp_path / "in" / unicodedata.normalize("NFD", "CAFÉ.gif"))
+    lower = _png(tmp_path / "in" / unicodedata.normalize("NFC", "café.png"))
+    with pytest.raises(InputError, match=re.escape(f"{upper} and {lower} would both be written to ")) as refused:
+        plan_jobs(tmp_path / "in", tmp_path / "out", force=False)
+    assert str(refused.value).endswith("one file where neither case nor an accented letter's composed and decomposed "
+                                       "Unicode forms are told apart (macOS); rename one of them"), refused.value
+
+
+def test_inputs_whose_names_differ_only_in_case_are_still_refused(tmp_path):
+    upper, lower = _png(tmp_path / "in" / "A.png"), _png(tmp_path / "in" / "a.gif")
+    with pytest.raises(InputError, match=re.escape(f"{upper} and {lower} would both be written to ")) as refused:
+        plan_jobs(tmp_path / "in", tmp_path / "out", force=False)
+    assert str(refused.value).endswith("one file where case is not told apart; rename one of them"), refused.value

@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 
 from alignvar_edge.errors import InputError, OutputExistsError
-from alignvar_edge.fsmodes import broken_link, file_id, lies_within, same_file, special_kind, unwritable_folder
+from alignvar_edge.fsmodes import (broken_link, file_id, lies_within, not_told_apart, one_name_on_any_disk, same_file,
+                                   special_kind, unwritable_folder)
 from alignvar_edge.manifest import first_names
 from alignvar_edge.outputs import check_outside_artifacts
 
@@ -80,13 +81,15 @@ def plan_jobs(inp: Path, out: Path, force: bool) -> tuple[list[Job], list[Job], 
 def _refuse_shared_outputs(jobs: list[Job]) -> None:
     """Two inputs of a folder with one output (`a.gif` and `a.png`: a GIF's result is a .png):
     the second would replace the first's, or be skipped as finished. Names that differ in case
-    alone (`A.png` and `a.gif`) are one file where the output lies on macOS's, Windows's or a
-    memory card's file system, or is copied there later: refused on any."""
+    alone (`A.png` and `a.gif`), or in how an accented letter is encoded (`café` composed and
+    decomposed), are one file where the output lies on macOS's (and for case, Windows's or a memory
+    card's) file system, or is copied there later: refused on any."""
     first: dict[str, tuple[Path, Path]] = {}
     for src, dst in jobs:
-        other, other_dst = first.setdefault(str(dst).casefold(), (src, dst))
+        other, other_dst = first.setdefault(one_name_on_any_disk(dst), (src, dst))
         if other != src:
-            where = str(dst) if dst == other_dst else f"{other_dst} and {dst}, one file where case is not told apart"
+            where = (str(dst) if dst == other_dst
+                     else f"{other_dst} and {dst}, one file where {not_told_apart(other_dst, dst)}")
             raise InputError(f"{other} and {src} would both be written to {where}; rename one of them")
 
 
