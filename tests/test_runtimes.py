@@ -175,6 +175,26 @@ def test_openvino_throughput_mode_runs_batches_in_parallel_with_the_same_pixels(
     assert all(np.array_equal(x, y) for x, y in zip(ta, tb))
 
 
+def test_a_closed_throughput_engine_is_freed(export, crops):
+    """A closed (or dropped) OpenVINO engine that ran batches in parallel is freed with its compiled
+    models and request threads: the asynchronous queue's callback held the engine's part, a loop
+    through OpenVINO's C++ that the collector cannot see (about 325 MB per closed engine, measured)."""
+    import gc
+    import weakref
+    img = next(iter(crops.values()))
+    for close in (True, False):
+        tp = runtimes.load(export, backend="openvino", threads=2, hint="throughput")
+        if tp.parallel_requests < 2:
+            pytest.skip("OpenVINO made one stream on this host (one usable core)")
+        tp.upscale(img)
+        parts = [weakref.ref(p) for p in tp._parts]
+        if close:
+            tp.close()
+        del tp
+        gc.collect()
+        assert [p() for p in parts] == [None] * len(parts), "closed" if close else "dropped"
+
+
 # a service that loads an engine and then forks (gunicorn --preload, a fork pool): the child refuses the
 # inherited engine in one line, exits at once, and loads engines of its own
 _FORKED_CHILD = """

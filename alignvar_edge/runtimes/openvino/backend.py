@@ -349,7 +349,7 @@ class _Part:
         self.compiled = compiled
         self.config = config           # what it was compiled with
         self.request = compiled.create_infer_request()
-        self.queue: Any = None
+        self.requests = [self.request]      # run_async's, made as a call first needs them
         self.inputs = [i.get_any_name() for i in compiled.inputs]
         # exports name their outputs sr / tokens_k; a whole graph from elsewhere maps by position,
         # a token part hands its other outputs on under their own names
@@ -360,18 +360,31 @@ class _Part:
             self.outputs.append((port, mine or fallback))
 
     def run_async(self, values: list[dict[str, np.ndarray]], requests: int) -> None:
-        """Run every item of `values` (name -> tensor, updated in place with the outputs)."""
-        def done(request: Any, i: int) -> None:
-            values[i].update({name: np.array(request.get_tensor(port).data) for port, name in self.outputs})
+        """Run every item of `values` (name -> tensor, updated in place with the outputs) on
+        `requests` infer requests at once, each started again as soon as its result is read.
+        Not an AsyncInferQueue: its callback runs Python on OpenVINO's threads, where a callback
+        holding the part kept every closed engine alive (a loop through C++ the collector cannot
+        see: about 325 MB and its threads per throughput engine, measured), and a queue whose last
+        reference dropped there joined its own thread (std::terminate, measured)."""
+        while len(self.requests) < requests:
+            self.requests.append(self.compiled.create_infer_request())
+        pool = self.requests[:requests]
+        running: list[int | None] = [None] * len(pool)
 
-        # one queue for the part's life: creating and dropping one per call let a worker thread
-        # drop the last reference and join itself under load (std::terminate, measured)
-        if self.queue is None:
-            self.queue = ov.AsyncInferQueue(self.compiled, requests)
-        self.queue.set_callback(done)
-        for i, v in enumerate(values):
-            self.queue.start_async({n: v[n] for n in self.inputs}, userdata=i)
-        self.queue.wait_all()
+        def collect(slot: int) -> None:
+            item = running[slot]
+            if item is not None:
+                pool[slot].wait()
+                values[item].update({name: np.array(pool[slot].get_tensor(port).data) for port, name in self.outputs})
+                running[slot] = None
+
+        for item, v in enumerate(values):
+            slot = item % len(pool)
+            collect(slot)
+            pool[slot].start_async({n: v[n] for n in self.inputs})
+            running[slot] = item
+        for slot in range(len(pool)):
+            collect(slot)
 
 
 def op_precision(op: Any) -> str:
