@@ -268,7 +268,7 @@ def test_run_refuses_integer_tiles_and_floats_outside_0_1_naming_lr_tiles(engine
     for bad in (np.nan, np.inf, -np.inf):                          # one value among finite ones in range
         spoilt = tiles.copy()
         spoilt[1, 2, t - 1, 0] = bad
-        with pytest.raises(InputError, match=r"^LR tiles contain NaN or Inf; pass finite values in \[0, 1\]$"):
+        with pytest.raises(InputError, match=r"^Engine\.run's lr_tiles contain NaN or Inf; pass finite values in \[0, 1\]$"):
             engine.run(spoilt)
 
 

@@ -921,3 +921,21 @@ def test_upscale_many_shares_calls_and_equals_upscale_one_at_a_time(pytestconfig
     assert len(pooled) == len(images)
     for got, want in zip(pooled, alone):
         assert got.dtype == np.uint8 and np.array_equal(got, want)
+
+
+@pytest.mark.parametrize(("fill", "dtype", "said"), [
+    (np.nan, np.float32, r"^calibration tiles contain NaN or Inf; pass finite values"),
+    (50.0, np.float32, r"^calibration tiles with values from 50 to 50, outside \[0, 1\]"),
+    (0, np.uint8, r"^calibration tiles must be float32 in \[0, 1\], got dtype uint8; divide "
+                  r"uint8 tiles by 255: calibration\.astype\(np\.float32\) / 255$")])
+def test_an_int8_build_refuses_calibration_tiles_outside_their_contract(export, tmp_path, fill, dtype, said):
+    """NaN or 0..255 calibration tiles built an int8 engine fitted to nothing (35 dB where the bundled
+    photographs give 49), which then passed selftest: they are refused before any work, as a wrong
+    shape is."""
+    from alignvar_edge.runtimes.base import config_from_manifest
+    t = config_from_manifest(load_verified(export)).lr_size
+    out = tmp_path / "never"
+    with pytest.raises(InputError, match=said):
+        runtimes.build(export, "openvino", precision="int8", calibration=np.full((4, 3, t, t), fill, dtype), out=out,
+                       check=False)
+    assert not out.exists()

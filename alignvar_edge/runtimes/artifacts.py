@@ -22,7 +22,7 @@ from alignvar_edge.manifest import (MANIFEST_FILE, BuiltFrom, Manifest, ModelInf
                                     sha256_file)
 from alignvar_edge.model.checkpoint import is_checkpoint
 from alignvar_edge.model.config import AlignVARConfig
-from alignvar_edge.runtimes.base import config_from_manifest
+from alignvar_edge.runtimes.base import checked_lr_tiles, config_from_manifest
 
 __all__ = ["checkpoint_and_export", "checkpoint_dir", "check_same_checkpoint", "gone_checkpoint", "model_name",
            "model_difference", "named_checkpoint",
@@ -303,10 +303,11 @@ def check_calibration(calibration: Any, config: AlignVARConfig, needed: bool
     if hasattr(calibration, "calibration") and hasattr(calibration, "hash"):   # CalibrationSet
         info = {"hash": calibration.hash, **dict(getattr(calibration, "summary", dict)())}
         calibration = calibration.calibration.lr
-    x = np.asarray(calibration, dtype=np.float32)
+    x = np.asarray(calibration)
     t = config.lr_size
     if x.ndim != 4 or x.shape[1:] != (3, t, t) or x.shape[0] < 1:
         raise InputError(f"calibration data must be LR tiles (N, 3, {t}, {t}), got shape {x.shape}")
+    x = checked_lr_tiles(x, t, what="calibration tiles", name="calibration")
     if not info:
         from alignvar_edge.quantize.calibration.tiles import tiles_hash
         info = {"hash": tiles_hash(x), "tiles": int(x.shape[0]), "source": "array"}

@@ -298,7 +298,7 @@ class Engine(abc.ABC):
         (static-batch engines), and the padding is dropped from the results.
         """
         t = self.tile_size
-        x = _checked_tiles(lr_tiles, t)
+        x = checked_lr_tiles(lr_tiles, t)
         b = self.batch
         chunks, feeds_list = [], []
         for i in range(0, x.shape[0], b):
@@ -564,9 +564,12 @@ def _check_progress(progress: object, called: str) -> None:
         raise InputError(f"progress must be a function, called as {called}, or None; got {progress!r}")
 
 
-def _checked_tiles(lr_tiles: np.ndarray, t: int) -> np.ndarray:
-    """`Engine.run`'s tiles as float32, refused unless they are (N, 3, t, t) floats in [0, 1]: uint8
-    tiles, or floats of another range, were clipped into an almost white tile without a word."""
+def checked_lr_tiles(lr_tiles: np.ndarray, t: int, what: str = "Engine.run's lr_tiles", name: str = "lr_tiles"
+                     ) -> np.ndarray:
+    """LR tiles as float32, refused unless they are (N, 3, t, t) finite floats in [0, 1] (`what`
+    names them: `Engine.run`'s, a build's calibration tiles; `name` is the argument's): uint8 tiles, or floats of another
+    range, were clipped into an almost white tile without a word, and NaN calibration tiles gave an
+    int8 engine whose every scale was fitted to nothing."""
     from alignvar_edge.images.arrays import check_unit_range, full_scale
     x = np.asarray(lr_tiles)
     if x.ndim != 4 or x.shape[1:] != (3, t, t):
@@ -574,16 +577,16 @@ def _checked_tiles(lr_tiles: np.ndarray, t: int) -> np.ndarray:
                          "use Engine.upscale for whole images")
     if x.dtype.kind != "f":
         full = full_scale(x.dtype)
-        how = (f"divide {x.dtype} tiles by {full:g}: lr_tiles.astype(np.float32) / {full:g}" if full
+        how = (f"divide {x.dtype} tiles by {full:g}: {name}.astype(np.float32) / {full:g}" if full
                else "convert them to floats in [0, 1] divided by their full-scale value")
-        raise InputError(f"Engine.run's lr_tiles must be float32 in [0, 1], got dtype {x.dtype}; {how}")
+        raise InputError(f"{what} must be float32 in [0, 1], got dtype {x.dtype}; {how}")
     if x.size:
         lo, hi = x.min(), x.max()       # a NaN or an Inf shows in them: one pass each, no mask of every value
         if not (np.isfinite(lo) and np.isfinite(hi)):
-            raise InputError("LR tiles contain NaN or Inf; pass finite values in [0, 1]")
+            raise InputError(f"{what} contain NaN or Inf; pass finite values in [0, 1]")
         if lo < 0 or hi > 1:            # check_unit_range's slack decides, and words, a refusal
-            check_unit_range(x, "Engine.run takes float32 in [0, 1]: divide them by their full-scale value "
-                             "(255 for 8-bit data) first", what="Engine.run's lr_tiles")
+            check_unit_range(x, "pass float32 in [0, 1]: divide them by their full-scale value (255 for 8-bit "
+                             "data) first", what=what)
     return np.clip(x.astype(np.float32, copy=False), 0.0, 1.0)
 
 
