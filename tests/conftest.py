@@ -31,7 +31,11 @@ SLOW_FILES = ("test_runtimes.py", "test_runtimes_coreml.py", "test_docs_quick.py
 def pytest_configure(config: pytest.Config) -> None:
     """The reference VARSR VQ-VAE checkpoint the parity tests import (8.9 MB of seeded weights) is
     drawn again from its recorded layout and hash, not kept in the repository
-    (scripts/varsr_test_vae.py; every xdist worker may write it, atomically, the same bytes)."""
+    (scripts/varsr_test_vae.py; every xdist worker may write it, atomically, the same bytes).
+    Ctrl-C is Python's default: a suite started in the background of a script (`nohup make test &`)
+    inherits SIGINT ignored, and the tests of what a verb does on Ctrl-C saw nothing arrive."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     vae = Path(__file__).parent / "data" / "upstream" / "varsr" / "vae.pth"
     if not vae.is_file():
         import importlib.util
@@ -115,10 +119,9 @@ def small_disk(tmp_path: Path) -> Iterator[Callable[..., Path]]:
 @pytest.fixture
 def sigint_after_moving(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Path], None]]:
     """`sigint_after_moving(path)`: from then on, a real SIGINT is sent right after `path` is renamed
-    away by os.replace (between the two renames of a replace), with Python's own SIGINT handler (a
-    shell without job control may have left it ignored)."""
+    away by os.replace (between the two renames of a replace); Python's own SIGINT handler is
+    the suite's (`pytest_configure`)."""
     real = os.replace
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def moving(path: Path) -> None:
         def replace(src: Any, dst: Any) -> None:
@@ -128,4 +131,3 @@ def sigint_after_moving(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[P
         monkeypatch.setattr(os, "replace", replace)
     yield moving
     monkeypatch.undo()
-    signal.signal(signal.SIGINT, previous)
