@@ -905,6 +905,16 @@ def test_openvino_int8_built_with_vnni_warns_on_a_cpu_without_it(export, tmp_pat
         said = [str(x.message) for x in w if issubclass(x.category, ovb.PrecisionWarning) and "VNNI" in str(x.message)]
         assert len(said) == warned, (here, said)
         assert all("rebuild it here" in line and f"selftest --engine {out}`" in line for line in said)
+        assert all("quantized for a CPU with VNNI or AMX" in line for line in said)
+    # built on an Arm host, which needs no fix: the warning on such an x86 CPU says where it was built
+    monkeypatch.setattr(ovn, "has_vnni", lambda: None)
+    monkeypatch.setattr(ovn, "is_x86", lambda: False)
+    arm = runtimes.build(export, "openvino", precision="int8", out=tmp_path / "ov8-arm",
+                         calibration=lr_tiles(cfg, 8, seed=0), check=False)
+    assert read_manifest(arm).quantization["image_part"]["overflow_fix_reason"] == "not an x86 CPU"
+    monkeypatch.setattr(ovb, "has_vnni", lambda: False)
+    with pytest.warns(ovb.PrecisionWarning, match=r"quantized for a CPU whose int8 does not saturate \(not an x86 CPU\)"):
+        runtimes.load(arm).close()
 
 
 def test_upscale_many_shares_calls_and_equals_upscale_one_at_a_time(pytestconfig) -> None:
@@ -939,3 +949,27 @@ def test_an_int8_build_refuses_calibration_tiles_outside_their_contract(export, 
         runtimes.build(export, "openvino", precision="int8", calibration=np.full((4, 3, t, t), fill, dtype), out=out,
                        check=False)
     assert not out.exists()
+
+
+def test_a_failed_parallel_call_leaves_the_engine_usable():
+    """One item of a throughput call failing (out of memory, Ctrl-C) left the others' requests
+    running, and every later call of the engine failed with 'Infer Request is busy'."""
+    ov = pytest.importorskip("openvino")
+    import openvino.opset13 as ops
+
+    from alignvar_edge.runtimes.openvino.backend import _Part
+    x = ops.parameter([1, 512, 512], np.float32, name="x")
+    y = x
+    for _ in range(8):                      # long enough that the first item still runs when the second fails
+        y = ops.matmul(y, ops.constant(np.full((512, 512), 1 / 512, np.float32)), False, False)
+    y.output(0).get_tensor().set_names({"sr"})
+    compiled = ov.Core().compile_model(ov.Model([y], [x]), "CPU", {"PERFORMANCE_HINT": "THROUGHPUT",
+                                                                   "INFERENCE_NUM_THREADS": "2"})
+    part = _Part(compiled, ["sr"], True, {})
+    good = [{"x": np.ones((1, 512, 512), np.float32)} for _ in range(3)]
+    with pytest.raises(RuntimeError):
+        part.run_async([dict(good[0]), {"x": np.zeros((1, 5, 5), np.float32)}, dict(good[1])], 2)
+    again = [dict(g) for g in good]
+    part.run_async(again, 2)
+    assert all(np.allclose(v["sr"], 1.0) for v in again)
+    assert np.allclose(part.request.infer({"x": good[0]["x"]})[0], 1.0)

@@ -46,6 +46,7 @@ is reshaped to the manifest's static input shape (and NPU computes in fp16 regar
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
@@ -196,8 +197,10 @@ class OpenVINOEngine(Engine):
         self._warn_of_unchecked_precision(metadata, device, parity, engine_dir or model_path)
         if _saturates_here(metadata, device):
             import warnings
-            warnings.warn(f"{engine_dir or model_path}: its int8 ops were quantized for a CPU with VNNI or AMX "
-                          "(NNCF's overflow fix off); this CPU has neither, so its int8 dot products may saturate "
+            built_for = ("a CPU whose int8 does not saturate (not an x86 CPU)" if _built_off_x86(metadata)
+                         else "a CPU with VNNI or AMX")
+            warnings.warn(f"{engine_dir or model_path}: its int8 ops were quantized for {built_for} "
+                          "(NNCF's overflow fix off); this CPU has neither VNNI nor AMX, so its int8 dot products may saturate "
                           "and change tokens: rebuild it here (build --precision int8) or check it with "
                           f"`alignvar-edge selftest --engine {engine_dir or model_path}`", PrecisionWarning, stacklevel=3)
         # throughput hint: as many requests in flight as OpenVINO made streams for
@@ -378,13 +381,23 @@ class _Part:
                 values[item].update({name: np.array(pool[slot].get_tensor(port).data) for port, name in self.outputs})
                 running[slot] = None
 
-        for item, v in enumerate(values):
-            slot = item % len(pool)
-            collect(slot)
-            pool[slot].start_async({n: v[n] for n in self.inputs})
-            running[slot] = item
-        for slot in range(len(pool)):
-            collect(slot)
+        try:
+            for item, v in enumerate(values):
+                slot = item % len(pool)
+                collect(slot)
+                pool[slot].start_async({n: v[n] for n in self.inputs})
+                running[slot] = item
+            for slot in range(len(pool)):
+                collect(slot)
+        except BaseException:
+            # a failed item (out of memory, Ctrl-C) leaves the others running: settle them, or the
+            # engine's next call finds its requests busy
+            for slot, busy in enumerate(running):
+                if busy is not None:
+                    pool[slot].cancel()
+                    with contextlib.suppress(Exception):
+                        pool[slot].wait()
+            raise
 
 
 def op_precision(op: Any) -> str:
@@ -564,12 +577,22 @@ def _half_problem(m: Manifest, min_tokens: float, min_psnr: float, hint: str) ->
     return None
 
 
-def _saturates_here(m: Manifest, device: str) -> bool:
-    """An int8 engine calibrated without NNCF's overflow fix (its build CPU had VNNI / AMX) about to
-    run on a CPU without them, whose int8 dot products saturate (the reason for the fix)."""
+def _nncf_recipes(m: Manifest) -> list[dict[str, Any]]:
+    """The NNCF recipes of an int8 engine: the whole graph's, or a split's two parts'."""
     q = m.quantization or {}
-    recipes_ = [q, *(q.get(p) for p in ("token_part", "image_part"))]
-    unfixed = any(isinstance(r, dict) and r.get("overflow_fix") == "DISABLE" for r in recipes_)
+    return [r for r in (q, q.get("token_part"), q.get("image_part")) if isinstance(r, dict) and "overflow_fix" in r]
+
+
+def _built_off_x86(m: Manifest) -> bool:
+    """An int8 engine built on a CPU that is not x86 (an Arm host), which needs no overflow fix."""
+    return any(r.get("built_on_x86") is False for r in _nncf_recipes(m))
+
+
+def _saturates_here(m: Manifest, device: str) -> bool:
+    """An int8 engine calibrated without NNCF's overflow fix (its build CPU had VNNI / AMX, or was
+    not x86) about to run on an x86 CPU without them, whose int8 dot products saturate (the reason
+    for the fix)."""
+    unfixed = any(r.get("overflow_fix") == "DISABLE" for r in _nncf_recipes(m))
     return unfixed and device_kind(device) in ("CPU", *VIRTUAL_DEVICES) and has_vnni() is False
 
 

@@ -130,7 +130,7 @@ def nncf_quantize(ov_model: Any, onnx_path: Path, items: list[Any], preset: str 
                           ignored_scope=scope, advanced_parameters=adv)
     recipe = {"tool": "nncf.quantize", "model_type": "TRANSFORMER", "preset": preset,
               "overflow_fix": "ENABLE" if overflow else "DISABLE",
-              "overflow_fix_reason": reason,
+              "overflow_fix_reason": reason, "built_on_x86": is_x86(),
               "subset_size": len(items), "ignored_types": IGNORED_TYPES, "smooth_quant": False,
               "ignored_ops": len(names), "ignored_by_component": _count(why.values()),
               "widened_head_scales": widened, "policy": policy.to_dict()}
