@@ -173,8 +173,10 @@ def one_name_on_any_disk(path: str | os.PathLike[str]) -> str:
     """`path` as the file systems that tell neither case nor Unicode normalisation apart see it:
     two paths with one such name are one file there (`A.png` and `a.png`; `café.png` typed with é
     composed and stored decomposed), on the disk written now or the one it is copied to later."""
-    # Unicode's canonical caseless match: folding case can undo the decomposition (NFD) before it
-    return unicodedata.normalize("NFD", unicodedata.normalize("NFD", os.fspath(path)).casefold())
+    # lower(), not casefold(): those file systems map case letter for letter, so `Straße` and
+    # `Strasse` are two files there (casefold makes ß "ss"); lowering can undo the decomposition
+    # (NFD) before it, hence the second one
+    return unicodedata.normalize("NFD", unicodedata.normalize("NFD", os.fspath(path)).lower())
 
 
 def not_told_apart(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> str:

@@ -138,3 +138,12 @@ def test_inputs_whose_names_differ_only_in_case_are_still_refused(tmp_path):
     with pytest.raises(InputError, match=re.escape(f"{upper} and {lower} would both be written to ")) as refused:
         plan_jobs(tmp_path / "in", tmp_path / "out", force=False)
     assert str(refused.value).endswith("one file where case is not told apart; rename one of them"), refused.value
+
+
+def test_names_that_only_full_case_folding_makes_one_are_two_outputs(tmp_path):
+    """`Straße.png` and `Strasse.gif` are two files on every case-insensitive disk (case is mapped
+    letter for letter there), and were refused as one: casefold() turns ß into "ss"."""
+    _png(tmp_path / "in" / "Straße.png")
+    _png(tmp_path / "in" / "Strasse.gif")
+    todo, done, _ = plan_jobs(tmp_path / "in", tmp_path / "out", force=False)
+    assert sorted(out.name for _, out in todo) == ["Strasse.png", "Straße.png"] and not done
