@@ -1,7 +1,7 @@
 """Which of the token path's matmuls can run as bf16 islands in an OpenVINO int8 build?
 
     PYTHONPATH=. python scripts/token_bf16_sets.py EXPORT_DIR --out-dir DIR \
-        [--sets "ffn,attn_out;ffn,attn_qkv;ffn,attn_out,attn_qkv"]
+        [--sets "ffn;ffn,attn_out;ffn,attn_qkv;ffn,attn_out,attn_qkv"]
 
 A plain int8 build runs the MLP matmuls (`ffn`) of its f32 token part in bf16 where 256 held-out
 tiles keep >= 99% of the tokens. This builds one engine per set of matmul kinds instead, with the
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +45,10 @@ def main() -> None:
         out = Path(args.out_dir) / kinds.replace(",", "+")
         shutil.rmtree(out, ignore_errors=True)
         backend.ISLAND_COMPONENTS = frozenset(kinds.split(","))
-        try:
-            cli(["build", args.export, "--target", "openvino", "--precision", "int8", "--calib", "builtin",
-                 "--out", str(out)])
-        except SystemExit as e:
-            if e.code:
-                raise
+        status = cli(["build", args.export, "--target", "openvino", "--precision", "int8", "--calib", "builtin",
+                      "--out", str(out)])
+        if status:                              # the build said why, in one line
+            sys.exit(status)
         m = load_verified(out)
         islands = (m.extra.get("split") or {}).get("token_bf16_matmuls", 0)
         print(f"{kinds}: tokens {m.parity['tokens']['overall']:.2%} on the build's tiles, "

@@ -21,15 +21,6 @@ from alignvar_edge.manifest import load_verified
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.fixture(autouse=True)
-def python_sigint_handler():
-    """The CLI handles SIGINT only over Python's default handler, and a test run started in the
-    background of a shell without job control inherits it ignored: give the test the default."""
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, previous)
-
-
 def _sigint_around(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str, when: str) -> None:
     """`owner.name` (a publishing step) sends this process SIGINT just `when` ('before', 'after') it runs."""
     real: Callable[..., Any] = getattr(owner, name)
