@@ -19,6 +19,7 @@ STUBS  := $(VENV)/typing-stubs
 # a conflict that never names the Python, and a .venv made with one would be reused by every later run.
 NEEDS_311 := import sys; sys.exit(sys.version_info < (3, 11))
 CHECK_PYTHON = if test -x $(PY); then $(PY) -c '$(NEEDS_311)' || { echo "$(VENV) was made with $$($(PY) -V 2>&1); alignvar-edge needs Python 3.11 or newer: run make clean-venv, then make PYTHON=python3.11" >&2; exit 1; }; \
+	elif ! command -v $(PYTHON) >/dev/null; then echo "$(PYTHON) not found: pass PYTHON=python3.11 (or newer)" >&2; exit 1; \
 	else $(PYTHON) -c '$(NEEDS_311)' 2>/dev/null || { echo "alignvar-edge needs Python 3.11 or newer; $(PYTHON) is $$($(PYTHON) -V 2>&1): pass PYTHON=python3.11 (or newer)" >&2; exit 1; }; fi
 
 venv: $(STAMP)
