@@ -1162,6 +1162,15 @@ def test_an_engine_directory_describes_its_engine_and_rebuilds_beside_itself(kit
     res = subprocess.run(["sh", str(out / "build_on_device.sh")], capture_output=True, text=True,
                          env={**env, "PYTHON": "false"}, timeout=120)
     assert res.returncode == 0 and f"--out {tmp_path}/tiny-trt-fp16-dla0-engine\n" in res.stdout, res.stdout
+    # a rebuild's own directory (<kit>-engine[-dlaN]) rebuilds without naming precision or core twice:
+    # it went to tiny-trt-int8-engine-int8 and tiny-trt-int8-engine-dla0-int8-dla0
+    rebuilt = tmp_path / "tiny-trt-fp16-engine-dla0"
+    shutil.copytree(out, rebuilt)
+    for args, want in (([], "tiny-trt-fp16-engine-dla0-rebuild"), (["--dla-core", "none"], "tiny-trt-fp16-engine"),
+                       (["--dla-core", "1"], "tiny-trt-fp16-engine-dla1")):
+        res = subprocess.run(["sh", str(rebuilt / "build_on_device.sh"), *args], capture_output=True, text=True,
+                             env={**env, "PYTHON": "false"}, timeout=120)
+        assert res.returncode == 0 and f"--out {tmp_path}/{want}\n" in res.stdout, (args, res.stdout)
 
 
 def test_the_kits_trtexec_txt_builds_beside_the_kit_which_still_verifies(kit, tmp_path):

@@ -206,9 +206,13 @@ if [ -n "$DLA" ]; then
     DLA_FLAGS="{" ".join(dla_args("$DLA"))}"
 fi
 
-# the default name says precision and DLA core, once: an engine directory named so rebuilds beside it
+# the default name says precision and DLA core, once: an engine directory named so rebuilds beside
+# it, and one named <kit>-engine[-dlaN] (a rebuild's) into <kit>-engine with its new core, or, on
+# the same core, into <itself>-rebuild
 SUFFIX="-$PRECISION${{DLA:+-dla$DLA}}"
 case "$HERE" in
+    *-engine|*-engine-dla[0-9]) BASE="${{HERE%-engine*}}-engine${{DLA:+-dla$DLA}}"
+        [ "$BASE" != "$HERE" ] || BASE="$HERE-rebuild" ;;
     *"$SUFFIX") BASE="$HERE-engine" ;;
     *-"$PRECISION") BASE="$HERE-engine${{DLA:+-dla$DLA}}" ;;
     *) BASE="$HERE$SUFFIX" ;;
