@@ -253,12 +253,26 @@ def test_the_readme_quotes_the_zen5_range_of_the_plain_int8_build():
     assert f"deploy`'s: {min(tile):.2f}–{max(tile):.2f}× per tile" in " ".join(notes.split())
 
 
+def _eval_draws(seed: int, names: list[str]) -> dict[str, dict]:
+    """Each photograph's degradation as `eval` draws it now for the bundled model: from the seed and
+    its name. A report whose LRs came from the earlier draw (seed * 1000 + its place) differs."""
+    from alignvar_edge import degrade
+    from alignvar_edge.model.checkpoint import load_config, resolve_checkpoint_dir
+    config = load_config(resolve_checkpoint_dir("alignvar-tiny")).lr_degradation()
+    return {name: degrade.drawn(config, degrade.image_seed(seed, name)) for name in names}
+
+
 def test_the_bundled_models_eval_figures_quote_their_reports():
     """training.md's and the README's figures of the bundled model are its eval reports' (the LR of
     each photograph drawn from its name)."""
     held = json.loads((RESULTS / "bundled-eval" / "heldout-256.json").read_text())
     untrained = json.loads((RESULTS / "bundled-eval" / "untrained-heldout-256.json").read_text())
     debian = json.loads((RESULTS / "debian-heldout" / "alignvar-tiny.json").read_text())
+    for report in (held, debian):
+        recorded = {image["name"]: image["degradation"] for image in report["per_image"]}
+        assert recorded == _eval_draws(report["seed"], list(recorded)), report["checkpoint"]
+    recorded = {name: image["degradation"] for name, image in untrained["images"].items()}
+    assert recorded == _eval_draws(untrained["seed"], list(recorded))
     text = (ROOT / "docs" / "training.md").read_text()
     v = held["variants"]
     for image in held["per_image"]:
@@ -271,11 +285,12 @@ def test_the_bundled_models_eval_figures_quote_their_reports():
     for name in ("model", "tokens_off", "sca_off", "bicubic", "vq_ceiling"):
         assert _row(components, f"`{name}`")[2] == f"{v[name]['psnr_y']:.3f} / {v[name]['ssim_y']:.4f}", name
     d = debian["variants"]
-    for head, name in (("model", "model"), ("`tokens_off`", "tokens_off"), ("bicubic", "bicubic"),
-                       ("VQ ceiling", "vq_ceiling")):
+    for head, name in (("model", "model"), ("`tokens_off`", "tokens_off"), ("`sca_off`", "sca_off"),
+                       ("bicubic", "bicubic"), ("VQ ceiling", "vq_ceiling")):
         assert f"| {head} | {d[name]['psnr_y']:.2f} / {d[name]['ssim_y']:.3f} |" in text, head
     gain, loss = v["model"]["psnr_y"] - v["bicubic"]["psnr_y"], d["model"]["psnr_y"] - d["bicubic"]["psnr_y"]
     assert f"The model beats bicubic by {gain:.2f} dB PSNR-Y" in text
     assert f"The bundled model is {-loss:.2f} dB below bicubic here" in text
     readme = " ".join((ROOT / "README.md").read_text().split())
     assert f"(+{gain:.2f} dB PSNR-Y on three held-out photographs, −{-loss:.2f} dB on five others)" in readme
+
