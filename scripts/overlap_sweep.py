@@ -8,7 +8,9 @@ Per overlap (LR pixels): `evaluate(overlap=...)` on the held-out photographs cro
 ratio, gradient energy across tile borders over the interior's, relative to the HR's), and the
 tiles a 128x128 LR image takes, which is what a whole image costs on any engine. With --engine,
 also the wall time of `Engine.upscale` on bench's 128x128 LR image (the centre square of the
-largest held-out photo), one thread, overlaps interleaved round by round, medians.
+largest held-out photo), one thread, overlaps interleaved round by round, medians. The JSON records
+the seed and each photograph's degradation as `eval` drew it (`draws`), so its figures say which LR
+they were measured on.
 """
 from __future__ import annotations
 
@@ -45,7 +47,7 @@ def main() -> None:
     if a.engine:
         result["timing"] = time_images(a.engine, overlaps, a.rounds)
     if not a.timing_only:
-        result["rows"] = fidelity(a.checkpoint, overlaps, images, a.max_side)
+        result["rows"], result["seed"], result["draws"] = fidelity(a.checkpoint, overlaps, images, a.max_side)
     with open(a.out, "w") as f:
         json.dump(result, f, indent=1)
 
@@ -68,7 +70,9 @@ def time_images(engine_dir: str, overlaps: list[int], rounds: int) -> dict:
     return out
 
 
-def fidelity(checkpoint: str, overlaps: list[int], images: list, max_side: int) -> list[dict]:
+def fidelity(checkpoint: str, overlaps: list[int], images: list,
+             max_side: int) -> tuple[list[dict], int, dict[str, dict]]:
+    """One row per overlap, the seed, and each photograph's degradation (the same at every overlap)."""
     model = load_pretrained(checkpoint)
     tile = model.config.lr_size
     rows = []
@@ -83,7 +87,7 @@ def fidelity(checkpoint: str, overlaps: list[int], images: list, max_side: int) 
                      "per_image_psnr_y": [round(p, 3) for p in per],
                      f"tiles_per_{IMAGE_LR}px_lr_image": tiles})
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "per_image_psnr_y"}), flush=True)
-    return rows
+    return rows, r["seed"], {s["name"]: s["degradation"] for s in r["images"]}
 
 
 if __name__ == "__main__":

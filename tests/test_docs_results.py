@@ -294,3 +294,20 @@ def test_the_bundled_models_eval_figures_quote_their_reports():
     readme = " ".join((ROOT / "README.md").read_text().split())
     assert f"(+{gain:.2f} dB PSNR-Y on three held-out photographs, −{-loss:.2f} dB on five others)" in readme
 
+
+def test_the_overlap_sweep_table_quotes_its_report():
+    """runtimes.md's overlap table is its sweep's, measured on the LRs `eval` draws now."""
+    sweep = json.loads((RESULTS / "epyc-2core" / "overlap-sweep.json").read_text())
+    assert sweep["draws"] == _eval_draws(sweep["seed"], list(sweep["draws"]))
+    text = _section("docs/runtimes.md", "- **Overlap is a speed knob.**", "- **A faint tile grid remains.**")
+    text = "\n".join(line.strip() for line in text.splitlines())          # the table is a list item's
+    rows = {r["overlap"]: r for r in sweep["rows"]}
+    for ov, r in rows.items():
+        seams = f"{r['seam_ratio_vs_hr']:.1f} (visible)" if ov == 0 else f"{r['seam_ratio_vs_hr']:.2f}"
+        head = f"{ov} (default)" if ov == 4 else f"{ov} |"
+        assert _row(text, head)[1:] == [str(r["tiles_per_128px_lr_image"]), f"{r['psnr_y']:.3f}",
+                                        f"{r['ssim_y']:.4f}", seams], ov
+    flat = " ".join(text.split())
+    assert f"(Bicubic: {rows[4]['bicubic_psnr_y']:.3f} dB" in flat
+    lost = (rows[4]["psnr_y"] - rows[2]["psnr_y"], rows[4]["ssim_y"] - rows[2]["ssim_y"])
+    assert f"`--overlap 2` gives up {lost[0]:.2f} dB PSNR-Y and {lost[1]:.3f} SSIM-Y" in flat
