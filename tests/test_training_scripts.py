@@ -19,12 +19,16 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _fetch_module():
-    spec = importlib.util.spec_from_file_location("fetch_debian_photos", ROOT / "scripts" / "fetch_debian_photos.py")
+def _script_module(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def _fetch_module():
+    return _script_module("fetch_debian_photos")
 
 
 def _deb(members: dict[str, bytes]) -> bytes:
@@ -308,3 +312,26 @@ def test_a_scripts_seed_takes_the_clis_range(script):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr
     assert "argument --seed: must be an integer from 0 to 2**64-1, got '18446744073709551616'" in done.stderr
+
+
+def test_attention_distance_measures_the_lr_eval_scores(monkeypatch):
+    """scripts/attention_distance.py measures "the held-out crops, degraded as eval does": its LR tiles
+    are those `evaluate` scores, each photograph's drawn from the seed and its name (the script drew
+    seed * 1000 + its place in the list, which eval no longer does)."""
+    import torch
+
+    from alignvar_edge.bench import evaluate as evaluation
+    from alignvar_edge.model import AlignVAR
+    from alignvar_edge.samples import sample_images
+    script = _script_module("attention_distance")
+    held = dict(sample_images("heldout"))
+    crops = [(name, held[name][:64, :64]) for name in ("rocket", "coffee")]     # one HR tile each
+    monkeypatch.setattr(script, "sample_images", lambda which: crops)
+    scored: list[np.ndarray] = []
+    degrade = evaluation.degrade
+    monkeypatch.setattr(evaluation, "degrade", lambda hr, deg, seed: scored.append(degrade(hr, deg, seed)) or scored[-1])
+    model = AlignVAR.from_pretrained("alignvar-tiny").eval()
+    evaluation.evaluate(model, crops, seed=3, max_side=64)
+    assert len(scored) == 2
+    tiles = script.lr_tiles(model, max_side=64, seed=3)
+    assert torch.equal(tiles, torch.from_numpy(np.stack(scored)).permute(0, 3, 1, 2))
