@@ -291,6 +291,10 @@ def test_the_bundled_models_eval_figures_quote_their_reports():
     gain, loss = v["model"]["psnr_y"] - v["bicubic"]["psnr_y"], d["model"]["psnr_y"] - d["bicubic"]["psnr_y"]
     assert f"The model beats bicubic by {gain:.2f} dB PSNR-Y" in text
     assert f"The bundled model is {-loss:.2f} dB below bicubic here" in text
+    below = d["bicubic"]["psnr_y"] - d["vq_ceiling"]["psnr_y"]       # the tiny32 tokenizer's comparison
+    assert below > 0
+    assert (f"tokenizer is {below:.2f} dB *below* bicubic there ({d['vq_ceiling']['psnr_y']:.2f} against "
+            f"{d['bicubic']['psnr_y']:.2f} dB") in " ".join(text.split())
     readme = " ".join((ROOT / "README.md").read_text().split())
     assert f"(+{gain:.2f} dB PSNR-Y on three held-out photographs, −{-loss:.2f} dB on five others)" in readme
 
