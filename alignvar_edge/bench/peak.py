@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from alignvar_edge.extras import pip_install, requirement_of
+
 __all__ = ["measure_peak"]
 
 
@@ -45,14 +47,16 @@ def _blas_threads(threads: int | None) -> Iterator[None]:
         yield
 
 
-def _blas_limitable() -> bool:
-    """Whether numpy's BLAS threads can be set here: threadpoolctl is installed and controls the BLAS
-    numpy loaded (it has no controller for Apple's Accelerate, numpy's BLAS on macOS 14 and later)."""
+def _blas_threads_unsettable() -> str | None:
+    """Why numpy's BLAS threads cannot be set here; None where threadpoolctl is installed and controls
+    the BLAS numpy loaded (it has no controller for Apple's Accelerate, numpy's BLAS on macOS 14 and later)."""
     try:
         from threadpoolctl import threadpool_info
     except ImportError:
-        return False
-    return any(pool.get("user_api") == "blas" for pool in threadpool_info())
+        return f"threadpoolctl is not installed: {pip_install([requirement_of('threadpoolctl')])}"
+    if any(pool.get("user_api") == "blas" for pool in threadpool_info()):
+        return None
+    return "its BLAS threads cannot be set here (threadpoolctl controls none it loaded)"
 
 
 def _torch_threads(threads: int | None) -> contextlib.AbstractContextManager[None]:
@@ -154,10 +158,11 @@ def measure_peak(n: int = 1024, repeats: int = 3, threads: int | None = None) ->
     flops = 2.0 * n ** 3
     counts = [threads] if not threads or threads <= 1 else [threads, 1]
     libraries, left_out = _libraries(), {}
-    if threads and not _blas_limitable():
+    unsettable = _blas_threads_unsettable() if threads else None
+    if unsettable:
         # its GEMM would run on every core it likes (or a matrix unit) under a one-thread label
         libraries.remove("numpy")
-        left_out["numpy"] = "its BLAS threads cannot be set here (threadpoolctl controls none it loaded)"
+        left_out["numpy"] = unsettable
     by: dict[str, float] = {}
     for lib in libraries:
         for t in counts:

@@ -404,6 +404,7 @@ def report_markdown(report: dict[str, Any], plot: str | None = None) -> str:
              f"- peak: {pk['gflops']:.1f} GFLOP/s fp32 GEMM ("
              + (f"{pk.get('library')}, {pk.get('threads')} thread(s); " if pk.get("library") else "")
              + f"{pk['method']})"
+             + "".join(f"; {lib} left out: {why}" for lib, why in (pk.get("left_out") or {}).items())
              + (f"; per dtype {pk['per_dtype_gflops']}" if pk.get("per_dtype_gflops") else ""),
              "", markdown_table(_table(engine_rows(report), _shown(report, COLUMNS))), ""]
     lines += summary_lines(report)
