@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from alignvar_edge import runtimes
-from alignvar_edge.bench.render import summary_lines
+from alignvar_edge.bench.render import all_cores_line, summary_lines
 from alignvar_edge.bench.runner import BenchOptions, _summary
 from alignvar_edge.bench.subjects import EAGER
 
@@ -41,8 +41,45 @@ def test_a_core_ml_engine_is_the_best_engine_on_a_mac(units: str) -> None:
     assert s["best_cpu"]["label"] == "coreml-fp16" and s["best_cpu"]["speedup_vs_eager"] == 5.0
     assert s["image"]["best_cpu"]["label"] == "coreml-fp16" and s["image"]["best_cpu"]["speedup_vs_eager"] == 4.0
     lines = summary_lines(report)
-    assert lines[0].startswith("Best CPU engine at >= 99% token agreement: **coreml-fp16**, 2.00 ms/tile"), lines
+    assert lines[0].startswith("Best CPU engine at >= 99% token agreement: **coreml-fp16**"), lines
     assert not [ln for ln in lines if ln.startswith("No engine reached")], lines
+
+
+@pytest.mark.parametrize("units", ["CPU_AND_NE", "ALL", "CPU_AND_GPU"])
+def test_a_core_ml_engine_beyond_the_cpu_is_named_with_its_compute_units_and_no_thread_count(units: str) -> None:
+    """A Neural Engine or GPU run read 'Best CPU engine ... coreml-fp16 ... 1 thread(s)': a thread
+    count it never took, on parts that are not the CPU. The lines name the units; the thread count
+    is eager's alone."""
+    report = _report(_row("onnxruntime-fp32", "onnxruntime", "cpu", 5.0, 500.0),
+                     _row("coreml-fp16", "coreml", units, 2.0, 250.0))
+    s = report["summary"]
+    assert s["best_cpu"]["compute_units"] == s["image"]["best_cpu"]["compute_units"] == units
+    best, image = summary_lines(report)[:2]
+    assert best == (f"Best CPU engine at >= 99% token agreement: **coreml-fp16** on {units}, 2.00 ms/tile, 5.00x "
+                    "PyTorch eager (100.00% tokens); PyTorch eager ran 1 thread(s), Core ML takes no thread count.")
+    assert image.startswith("Whole 512x512 SR image (") and f": **coreml-fp16** on {units} 1.049 MP/s" in image
+    assert image.endswith("(batch 16); PyTorch eager ran 1 thread(s), Core ML takes no thread count."), image
+    row = {"threads": 2, "load_average": 0.5, "best_cpu": s["best_cpu"], "image": s["image"]}
+    assert f"coreml-fp16 on {units} 5.00x PyTorch eager per tile, coreml-fp16 on {units} 4.00x" in all_cores_line(row)
+
+
+def test_a_core_ml_engine_on_the_cpu_claims_no_thread_count_either() -> None:
+    # the bench gives Core ML no thread count (it has none to set), CPU_ONLY included
+    report = _report(_row("coreml-fp16", "coreml", "CPU_ONLY", 2.0, 250.0))
+    assert report["summary"]["best_cpu"]["compute_units"] == "CPU_ONLY"
+    best, image = summary_lines(report)[:2]
+    assert best.startswith("Best CPU engine at >= 99% token agreement: **coreml-fp16**, 2.00 ms/tile"), best
+    assert best.endswith("; PyTorch eager ran 1 thread(s), Core ML takes no thread count."), best
+    assert ": **coreml-fp16** 1.049 MP/s" in image and image.endswith("Core ML takes no thread count."), image
+
+
+def test_a_cpu_runtime_keeps_its_thread_count_and_no_compute_units() -> None:
+    report = _report(_row("onnxruntime-fp32", "onnxruntime", "cpu", 5.0, 500.0))
+    s = report["summary"]
+    assert "compute_units" not in s["best_cpu"] and "compute_units" not in s["image"]["best_cpu"]
+    best, image = summary_lines(report)[:2]
+    assert best.endswith("**onnxruntime-fp32**, 5.00 ms/tile, 2.00x PyTorch eager (100.00% tokens), 1 thread(s)."), best
+    assert image.endswith("(batch 16), 1 thread(s)."), image
 
 
 def test_the_only_faithful_engine_being_core_ml_is_not_reported_as_none():

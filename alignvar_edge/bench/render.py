@@ -258,12 +258,11 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     s = report["summary"]
     out = []
     best = s.get("best_cpu")
-    if best:
-        out.append(f"Best CPU engine at >= {s['min_token_agreement']:.0%} token agreement: **{best['label']}**, "
-                   f"{best['p50_ms_per_tile']:.2f} ms/tile, {best['speedup_vs_eager']:.2f}x PyTorch eager "
-                   f"({best['token_agreement']:.2%} tokens), {(report.get('settings') or {}).get('threads')} "
-                   "thread(s).")
     threads = (report.get("settings") or {}).get("threads")
+    if best:
+        out.append(f"Best CPU engine at >= {s['min_token_agreement']:.0%} token agreement: **{best['label']}**"
+                   f"{_units_words(best)}, {best['p50_ms_per_tile']:.2f} ms/tile, {best['speedup_vs_eager']:.2f}x "
+                   f"PyTorch eager ({best['token_agreement']:.2%} tokens){_threads_tail(best, threads)}")
     img = s.get("image") or {}
     if img.get("best_cpu"):
         h, w = img["sr"]
@@ -360,12 +359,28 @@ def shared_line(report: dict[str, Any]) -> str:
                    "between them are not protected from the load either; re-run on an idle machine.")
 
 
+def _units_words(best: dict[str, Any]) -> str:
+    """Where a summary's best engine ran, said after its label where that is more than the CPU: a Core
+    ML engine's compute units (' on CPU_AND_NE'), so that no reader takes a Neural Engine or GPU run
+    for a CPU one."""
+    units = best.get("compute_units")
+    return f" on {units}" if units and units != "CPU_ONLY" else ""
+
+
+def _threads_tail(best: dict[str, Any], threads: Any) -> str:
+    """How a summary line about `best` ends: the run's thread count, which a Core ML engine (one with
+    `compute_units`) never takes, so there it is eager's alone."""
+    if "compute_units" in best:
+        return f"; PyTorch eager ran {threads} thread(s), Core ML takes no thread count."
+    return f", {threads} thread(s)."
+
+
 def _whole_line(title: str, timing: dict[str, Any], threads: Any) -> str:
     """The summary line of a whole-image (or folder) timing: its best CPU engine against eager."""
     b = timing["best_cpu"]
-    return (f"{title}: **{b['label']}** {b['mp_per_s']:.3f} MP/s at batch {b['batch']}, "
+    return (f"{title}: **{b['label']}**{_units_words(b)} {b['mp_per_s']:.3f} MP/s at batch {b['batch']}, "
             f"{b['speedup_vs_eager']:.2f}x PyTorch eager's {timing['eager_mp_per_s']:.3f} MP/s "
-            f"(batch {timing['eager_batch']}), {threads} thread(s).")
+            f"(batch {timing['eager_batch']}){_threads_tail(b, threads)}")
 
 
 def all_cores_line(row: dict[str, Any]) -> str:
@@ -374,9 +389,10 @@ def all_cores_line(row: dict[str, Any]) -> str:
     if not best:
         return f"All {row['threads']} cores (second row): no engine met the fidelity gate."
     line = (f"All {row['threads']} cores (second row, not the headline; load average {row.get('load_average')}): "
-            f"{best['label']} {best['speedup_vs_eager']:.2f}x PyTorch eager per tile")
+            f"{best['label']}{_units_words(best)} {best['speedup_vs_eager']:.2f}x PyTorch eager per tile")
     if img:
-        line += f", {img['label']} {img['speedup_vs_eager']:.2f}x on the whole image ({img['mp_per_s']:.3f} MP/s)"
+        line += (f", {img['label']}{_units_words(img)} {img['speedup_vs_eager']:.2f}x on the whole image "
+                 f"({img['mp_per_s']:.3f} MP/s)")
     return line + "."
 
 

@@ -659,6 +659,12 @@ def _in_best_cpu_choice(e: dict[str, Any]) -> bool:
     return e["backend"] in _SOC_BACKENDS or device_kind(e["backend"], e.get("device") or "cpu") == "cpu"
 
 
+def _compute_units(e: dict[str, Any]) -> dict[str, Any]:
+    """A summary's best engine's `compute_units` where it ran through Core ML (CPU_AND_NE, ALL, ...):
+    the report's lines then say where it ran, and claim no thread count for it (Core ML takes none)."""
+    return {"compute_units": e.get("device")} if e["backend"] in _SOC_BACKENDS else {}
+
+
 def _summary(entries: list[dict[str, Any]], opts: BenchOptions, flops_total: float,
              peak_gflops: float) -> dict[str, Any]:
     eager = next(e for e in entries if e["label"] == EAGER)
@@ -688,7 +694,8 @@ def _summary(entries: list[dict[str, Any]], opts: BenchOptions, flops_total: flo
     if best is not None:
         out["best_cpu"] = {"label": best["label"], "speedup_vs_eager": best.get("speedup_vs_eager"),
                            "p50_ms_per_tile": _tile_p50(best),
-                           "token_agreement": best["fidelity"]["vs_reference"]["token_agreement"]}
+                           "token_agreement": best["fidelity"]["vs_reference"]["token_agreement"],
+                           **_compute_units(best)}
     out["image"] = _whole_summary("image", eager, entries, cpu)
     out["folder"] = _whole_summary("folder", eager, entries, cpu)
     if opts.target_speedup:
@@ -723,7 +730,7 @@ def _whole_summary(what: str, eager: dict[str, Any], entries: list[dict[str, Any
             "eager_mp_per_s": ref["megapixels_per_s"], "eager_batch": ref.get("batch"),
             "best_cpu": None if best is None else {
                 "label": best["label"], "mp_per_s": best[what]["megapixels_per_s"],
-                "batch": best[what].get("batch"), "speedup_vs_eager": best[key]}}
+                "batch": best[what].get("batch"), "speedup_vs_eager": best[key], **_compute_units(best)}}
 
 
 def _notes(host: dict[str, Any], entries: list[dict[str, Any]], interleaved: bool = True) -> list[str]:
