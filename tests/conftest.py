@@ -102,11 +102,8 @@ def small_disk(tmp_path: Path) -> Iterator[Callable[..., Path]]:
         mnt = tmp_path / f"disk{len(mounts)}"
         mnt.mkdir()
         opts = f"size={size}" + (",ro" if read_only else "")
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(mnt)], capture_output=True, text=True)
-        if r.returncode:
-            said = r.stderr.strip().splitlines()[0] if r.stderr.strip() else f"exit status {r.returncode}"
-            pytest.skip(f"cannot mount a small tmpfs here ({said}), so what a full or "
-                        "read-only disk does is not tested: run this test as root with CAP_SYS_ADMIN")
+        _mount_or_skip(["-t", "tmpfs", "-o", opts, "tmpfs"], mnt, "a small tmpfs",
+                       "what a full or read-only disk does")
         mounts.append(mnt)
         return mnt
     try:
@@ -114,6 +111,36 @@ def small_disk(tmp_path: Path) -> Iterator[Callable[..., Path]]:
     finally:
         for mnt in mounts:
             subprocess.run(["umount", str(mnt)], check=False)
+
+
+@pytest.fixture()
+def second_name(tmp_path: Path) -> Iterator[Callable[[Path, str], Path]]:
+    """`second_name(folder, name)`: the existing `folder` also reached as tmp_path/name (a bind
+    mount), as `photos` reaches `Photos` on a case-insensitive disk; skipped where mounting is not
+    allowed (not root)."""
+    mounts: list[Path] = []
+
+    def bind(folder: Path, name: str) -> Path:
+        alias = tmp_path / name
+        alias.mkdir()
+        _mount_or_skip(["--bind", str(folder)], alias, "a folder (--bind)", "a folder with two names")
+        mounts.append(alias)
+        return alias
+    try:
+        yield bind
+    finally:
+        for alias in reversed(mounts):
+            subprocess.run(["umount", str(alias)], check=False)
+
+
+def _mount_or_skip(args: list[str], at: Path, what: str, untested: str) -> None:
+    """`mount ARGS AT`, or skip the test where mounting is not allowed (not root), saying what it
+    could not mount and what is therefore not tested."""
+    r = subprocess.run(["mount", *args, str(at)], capture_output=True, text=True)
+    if r.returncode:
+        said = r.stderr.strip().splitlines()[0] if r.stderr.strip() else f"exit status {r.returncode}"
+        pytest.skip(f"cannot mount {what} here ({said}), so {untested} is not tested: run this test as root "
+                    "with CAP_SYS_ADMIN")
 
 
 @pytest.fixture

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import unicodedata
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -27,30 +25,6 @@ def _png(path: Path, seed: int = 0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.random.default_rng(seed).integers(0, 256, (9, 11, 3), dtype=np.uint8)).save(path)
     return path
-
-
-@pytest.fixture()
-def second_name(tmp_path: Path) -> Iterator[Callable[[Path, str], Path]]:
-    """`second_name(folder, name)`: the existing `folder` also reached as tmp_path/name (a bind
-    mount), as `photos` reaches `Photos` on a case-insensitive disk; skipped where mounting is not
-    allowed (not root)."""
-    mounts: list[Path] = []
-
-    def bind(folder: Path, name: str) -> Path:
-        alias = tmp_path / name
-        alias.mkdir()
-        r = subprocess.run(["mount", "--bind", str(folder), str(alias)], capture_output=True, text=True)
-        if r.returncode:
-            said = r.stderr.strip().splitlines()[0] if r.stderr.strip() else f"exit status {r.returncode}"
-            pytest.skip(f"cannot bind-mount a folder here ({said}), so a folder with two names is not "
-                        "tested: run this test as root with CAP_SYS_ADMIN")
-        mounts.append(alias)
-        return alias
-    try:
-        yield bind
-    finally:
-        for alias in reversed(mounts):
-            subprocess.run(["umount", str(alias)], check=False)
 
 
 def test_an_output_file_that_is_its_input_by_another_name_is_refused_with_or_without_force(tmp_path):
