@@ -189,12 +189,16 @@ if engine.parallel_requests < 2:
 feeds = engine.feeds_for(np.full((engine.batch, 3, engine.tile_size, engine.tile_size), 0.5, np.float32))
 engine.infer_many([feeds] * 4)
 size = next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmSize"))
-resource.setrlimit(resource.RLIMIT_AS, (size, resource.getrlimit(resource.RLIMIT_AS)[1]))
+limit = resource.getrlimit(resource.RLIMIT_AS)
+resource.setrlimit(resource.RLIMIT_AS, (size, limit[1]))
 try:
-    engine.infer_many([feeds] * 8)
+    engine.infer_many([feeds] * 256)        # its results alone need memory the cap refuses
     print("ran")
 except MemoryError as e:
     print(type(e).__name__, e, flush=True)
+    resource.setrlimit(resource.RLIMIT_AS, limit)
+    engine.infer_many([feeds] * 4)          # room again: the engine's requests are free to run
+    print("usable after", flush=True)
 os._exit(0)
 """
 
@@ -208,6 +212,7 @@ def test_openvino_running_parallel_requests_out_of_memory_raises_out_of_memory_e
     if r.stdout.startswith("ran"):
         pytest.skip("OpenVINO ran the requests in memory it had already mapped, so no cap here makes them fail")
     assert r.stdout.startswith("OutOfMemoryError ran out of memory running the openvino engine"), r.stdout
+    assert r.stdout.splitlines()[-1] == "usable after", r.stdout    # no request left busy by the failed call
 
 
 def test_a_bare_memory_error_and_the_runtimes_words_say_out_of_memory_and_other_errors_do_not():
