@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from alignvar_edge.caller import option, python_call
+from alignvar_edge.caller import option, python_call, warn_caller
 from alignvar_edge.errors import ArtifactError, ConfigError, InputError, OutOfMemoryError, out_of_memory
 from alignvar_edge.export import onnx_io
 from alignvar_edge.export.batch import default_batch
@@ -340,9 +340,9 @@ def export_onnx(model: AlignVAR | str | os.PathLike[str], out_dir: str | os.Path
     model = model.cpu().float().eval()
     info = _model_info(model, model_name, source, checkpoint)
     if info.source.kind == "checkpoint" and info.source.path and training_stage(info.source.path) == "vqvae":
-        warnings.warn(f"'{info.source.path}' was written by `train vqvae`: its transformer is untrained, so the "
-                      "tokens this export computes are noise; export the final checkpoint of `train transformer` "
-                      "(or of a later stage) to deploy the model")
+        warn_caller(f"'{info.source.path}' was written by `train vqvae`: its transformer is untrained, so the "
+                    "tokens this export computes are noise; export the final checkpoint of `train transformer` "
+                    "(or of a later stage) to deploy the model")
     if info.source.path:
         # --force replaces a folder of ours (a training run holds run.json): never the one that
         # holds the checkpoint being exported, nor a folder written into the checkpoint

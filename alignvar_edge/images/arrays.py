@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 import numbers
 import os
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeGuard
@@ -14,7 +13,7 @@ from typing import TYPE_CHECKING, TypeGuard
 import numpy as np
 from PIL import Image
 
-from alignvar_edge.caller import on_command_line, option
+from alignvar_edge.caller import on_command_line, option, warn_caller
 from alignvar_edge.errors import IMAGE_DECODE_ERRORS, InputError, damaged_image_error
 from alignvar_edge.images import sixteen_bit
 from alignvar_edge.images.formats import (converted, holds_32_bit_integers, integer_samples, plain_mode,
@@ -269,12 +268,12 @@ def _decode(img: Image.Image) -> None:
 
 def _pil_samples(img: Image.Image) -> Samples:
     if sixteen_bit.is_rgb16(img):          # a PIL image cannot hold the other 8 bits: say so, not lose them silently
-        warnings.warn(f"this PIL image of a 16-bit colour {img.format} holds 8 bits a sample, so its result "
-                      "does too; pass load_image(path)'s float array to keep 16", stacklevel=4)
+        warn_caller(f"this PIL image of a 16-bit colour {img.format} holds 8 bits a sample, so its result "
+                    "does too; pass load_image(path)'s float array to keep 16")
     if unusable_cmyk_profile(img):
-        warnings.warn("this CMYK PIL image's colour profile cannot be used, so it is converted to RGB by a plain "
-                      "formula and its colours may shift; pass it converted to RGB by the editor that made it "
-                      "to keep them", stacklevel=4)
+        warn_caller("this CMYK PIL image's colour profile cannot be used, so it is converted to RGB by a plain "
+                    "formula and its colours may shift; pass it converted to RGB by the editor that made it "
+                    "to keep them")
     negative = stored_as_negative(img)     # a MinIsWhite TIFF's 16-bit or float samples: shown inverted
     _decode(img)                           # after is_rgb16, which reads the undecoded tile
     s = _pil_sixteen_samples(img) if img.mode in _PIL_SIXTEEN_BIT else _pil_plain_samples(img)

@@ -7,6 +7,8 @@ import warnings
 
 from PIL import ExifTags, Image, ImageOps
 
+from alignvar_edge.caller import warn_caller
+
 
 def image_exif(img: Image.Image, path: str | os.PathLike[str], say: bool = True) -> Image.Exif:
     """The EXIF of the opened file `path`, read once per opened image (Pillow keeps it: its
@@ -22,8 +24,8 @@ def image_exif(img: Image.Image, path: str | os.PathLike[str], say: bool = True)
         why = " ".join(str(caught[0].message).split())
         upright = ("" if ExifTags.Base.Orientation in exif else
                    ": without an orientation the picture is taken as upright")
-        warnings.warn(f"{path}: its EXIF is damaged ({why}) and is read only as far as it goes{upright}; save "
-                      "the file again from an image editor to repair it", stacklevel=3)
+        warn_caller(f"{path}: its EXIF is damaged ({why}) and is read only as far as it goes{upright}; save "
+                    "the file again from an image editor to repair it")
     return exif
 
 

@@ -11,7 +11,6 @@ with an error counting them, so that the same command finishes them once they ar
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ import numpy as np
 
 from PIL import Image
 
+from alignvar_edge.caller import warn_caller
 from alignvar_edge.errors import IMAGE_DECODE_ERRORS, InputError
 from alignvar_edge.images.arrays import checked_megapixels_limit
 from alignvar_edge.images.formats import IMAGE_EXTENSIONS, READ_EXTENSIONS, open_quietly, upright_size
@@ -241,39 +241,39 @@ def skipped_list(skipped: Sequence[tuple[str, str]]) -> str:
     return "; ".join(f"{name} ({reason})" for name, reason in skipped)
 
 
-def said_not_read(not_read: Sequence[str], where: str, refused: bool, stacklevel: int = 2) -> str:
+def said_not_read(not_read: Sequence[str], where: str, refused: bool) -> str:
     """What a folder's listing left out (`FolderListing.not_read`), said once: where the caller refuses
     the folder (`refused`: nothing in it to use), the "; ..." clauses its error ends with; else each
-    clause warned as "`where`: clause" and "" returned (`stacklevel` as the caller's own warning's)."""
+    clause warned as "`where`: clause" and "" returned."""
     if refused:
         return "".join(f"; {line}" for line in not_read)
     for line in not_read:
-        warnings.warn(f"{where}: {line}", stacklevel=stacklevel + 1)
+        warn_caller(f"{where}: {line}")
     return ""
 
 
 def usable_images(folder: str | os.PathLike[str], flag: str, limit: int | None = None,
                   max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
-                  raise_limit: str | None = "--max-megapixels", stacklevel: int = 3
+                  raise_limit: str | None = "--max-megapixels"
                   ) -> tuple[list[tuple[str, np.ndarray]], list[tuple[str, str]]]:
     """The readable images of the folder a flag (`flag`, e.g. "--images") names, at most `limit`
     (counting usable ones), and the (name, reason) of each file skipped (one over `max_megapixels`
     too): the skipped are named in one warning; a folder with no usable image is refused in one line
-    naming them. `stacklevel` points the warning at the caller's caller by default."""
+    naming them."""
     if (why := not_a_folder(folder)) is not None:
         raise InputError(f"{flag} {folder} {why}; pass a folder of images")
     skipped: list[tuple[str, str]] = []
     left_out: list[str] = []
     images = list(islice(read_images(folder, skipped, max_megapixels, raise_limit, left_out), limit))
-    not_read = said_not_read(left_out, f"{flag} {folder}", refused=not images, stacklevel=stacklevel)
+    not_read = said_not_read(left_out, f"{flag} {folder}", refused=not images)
     if not images:
         why = (f"{len(skipped)} skipped: {skipped_list(skipped)}" if skipped
                else f"looked for {', '.join(READ_EXTENSIONS)}")
         raise InputError(f"no usable images in {flag} {folder} ({why}){not_read}; pass a folder of readable "
                          "photographs, or leave the flag out for the bundled held-out ones")
     if skipped:
-        warnings.warn(f"skipping {len(skipped)} file(s) of {flag} {folder} that cannot be read: "
-                      f"{skipped_list(skipped)}", stacklevel=stacklevel)
+        warn_caller(f"skipping {len(skipped)} file(s) of {flag} {folder} that cannot be read: "
+                    f"{skipped_list(skipped)}")
     return images, skipped
 
 

@@ -8,12 +8,12 @@ import io
 import os
 import re
 import struct
-import warnings
 from pathlib import Path
 from typing import BinaryIO, TypedDict
 
 from PIL import ExifTags, Image, PngImagePlugin, TiffImagePlugin
 
+from alignvar_edge.caller import warn_caller
 from alignvar_edge.errors import IMAGE_DECODE_ERRORS
 from alignvar_edge.images import png16
 from alignvar_edge.images.exif import image_exif
@@ -65,8 +65,7 @@ def image_metadata(img: Image.Image, path: str | os.PathLike[str], gray: bool, s
     try:
         carried = _carried_exif(exif)
     except (*IMAGE_DECODE_ERRORS, struct.error, TypeError) as e:   # a maker's tag Pillow cannot write back
-        warnings.warn(f"{path}: its EXIF cannot be copied ({e}); the result is written without it",
-                      stacklevel=3)
+        warn_caller(f"{path}: its EXIF cannot be copied ({e}); the result is written without it")
         carried = None
     # a PNG's text may follow its pixels too; its XMP is one of its texts
     text = dict(img.text) if isinstance(img, PngImagePlugin.PngImageFile) else {}
@@ -187,20 +186,20 @@ def fit_to_format(fmt: str, path: Path, dpi: tuple[float, float] | None, exif: b
                 if value]
         if lost:
             them = "it" if len(lost) == 1 else "them"
-            warnings.warn(f"{path}: its {', '.join(lost)} {'is' if len(lost) == 1 else 'are'} left out: {fmt} cannot "
-                          f"hold {them} (save it as .png or .tif to keep {them})", stacklevel=3)
+            warn_caller(f"{path}: its {', '.join(lost)} {'is' if len(lost) == 1 else 'are'} left out: {fmt} cannot "
+                        f"hold {them} (save it as .png or .tif to keep {them})")
         exif = xmp = None
     if dpi and max(dpi) > _MAX_DPI.get(fmt, max(dpi)):
-        warnings.warn(f"{path}: {fmt} holds at most {_MAX_DPI[fmt]:.0f} DPI, not {max(dpi):.0f}: it is written "
-                      "without one (save it as .tif to keep it)", stacklevel=3)
+        warn_caller(f"{path}: {fmt} holds at most {_MAX_DPI[fmt]:.0f} DPI, not {max(dpi):.0f}: it is written "
+                    "without one (save it as .tif to keep it)")
         dpi = None
     if fmt == "JPEG" and exif and len(exif) > _JPEG_MAX_EXIF:
-        warnings.warn(f"{path}: its EXIF is {len(exif)} bytes, over the {_JPEG_MAX_EXIF} a JPEG holds: it is written "
-                      "without it (save it as .png or .tif to keep it)", stacklevel=3)
+        warn_caller(f"{path}: its EXIF is {len(exif)} bytes, over the {_JPEG_MAX_EXIF} a JPEG holds: it is written "
+                    "without it (save it as .png or .tif to keep it)")
         exif = None
     if fmt == "JPEG" and xmp and len(xmp) > _JPEG_MAX_XMP:
-        warnings.warn(f"{path}: its XMP is {len(xmp)} bytes, over the {_JPEG_MAX_XMP} a JPEG holds: it is written "
-                      "without it (save it as .png, .tif or .webp to keep it)", stacklevel=3)
+        warn_caller(f"{path}: its XMP is {len(xmp)} bytes, over the {_JPEG_MAX_XMP} a JPEG holds: it is written "
+                    "without it (save it as .png, .tif or .webp to keep it)")
         xmp = None
     return dpi, exif, xmp
 
@@ -332,9 +331,8 @@ def tiff16_exif(exif: bytes | None, xmp: bytes | None, path: Path) -> Image.Exif
         if tags.get_ifd(ExifTags.IFD.Exif) or tags.get_ifd(ExifTags.IFD.GPSInfo) else []
     lost += [("XMP", "XMP")] if xmp else []
     if lost:
-        warnings.warn(f"{path}: a 16-bit TIFF is written by tifffile, which writes no {' or '.join(a for a, _ in lost)}, "
-                      f"so it leaves out the input's {' and '.join(b for _, b in lost)}; save it as .png to keep them",
-                      stacklevel=3)
+        warn_caller(f"{path}: a 16-bit TIFF is written by tifffile, which writes no {' or '.join(a for a, _ in lost)}, "
+                    f"so it leaves out the input's {' and '.join(b for _, b in lost)}; save it as .png to keep them")
     return tags if exif else None
 
 

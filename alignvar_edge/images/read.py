@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from alignvar_edge.argtypes import DEFAULT_MAX_MEGAPIXELS
-from alignvar_edge.caller import option
+from alignvar_edge.caller import option, warn_caller
 from alignvar_edge.errors import IMAGE_DECODE_ERRORS, InputError, damaged_image_error
 from alignvar_edge.fsmodes import broken_link, special_kind
 from alignvar_edge.images import sixteen_bit
@@ -152,9 +152,8 @@ def _decode(
     if planes.dtype.kind == "f" and not np.isfinite(planes).all():
         raise InputError(f"{path} contains NaN or infinite pixel values; fix the source image")
     if unusable_cmyk_profile(img):
-        warnings.warn(f"{path}: its CMYK colour profile cannot be used, so its colours are converted to RGB by "
-                      "a plain formula and may shift; export it as RGB from the editor that made it to keep them",
-                      stacklevel=3)
+        warn_caller(f"{path}: its CMYK colour profile cannot be used, so its colours are converted to RGB by "
+                    "a plain formula and may shift; export it as RGB from the editor that made it to keep them")
     return planes, alpha
 
 

@@ -8,7 +8,6 @@ are written at `DEFAULT_QUALITY` unless told (`quality_setting`, `check_quality`
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import BinaryIO
@@ -17,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from alignvar_edge import safe_stop
-from alignvar_edge.caller import option, python_call
+from alignvar_edge.caller import option, python_call, warn_caller
 from alignvar_edge.errors import InputError, OutputExistsError
 from alignvar_edge.fsmodes import publish_mode, same_file, temp_file_beside, write_error
 from alignvar_edge.images import png16, sixteen_bit
@@ -90,7 +89,7 @@ def save_image(
     writer = _writer(fmt, bits, rgb.ndim == 2, alpha is not None)
     # floats at bits=16 to an 8-bit format are the CLI's choice of format for a 16-bit input: no warning
     if bits == 16 and writer == "pillow8" and (fmt in _SIXTEEN_BIT_FORMATS or uint16):
-        warnings.warn(_eight_bits_only(path, fmt, rgb.ndim == 2), stacklevel=2)
+        warn_caller(_eight_bits_only(path, fmt, rgb.ndim == 2))
     sixteen, own, tiff16 = writer != "pillow8", writer in ("png16", "tiff16"), writer == "tiff16"
     if text and fmt in METADATA_FORMATS and fmt != "PNG":
         exif = exif_with_png_text(exif, text)

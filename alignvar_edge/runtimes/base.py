@@ -12,7 +12,6 @@ import importlib
 import importlib.metadata
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
@@ -20,7 +19,7 @@ from typing import TYPE_CHECKING, Any, overload
 import numpy as np
 
 from alignvar_edge.argtypes import DEFAULT_MAX_MEGAPIXELS, is_integer
-from alignvar_edge.caller import option
+from alignvar_edge.caller import option, warn_caller
 from alignvar_edge.errors import ArtifactError, BackendUnavailableError, EngineClosedError, InputError, out_of_memory
 from alignvar_edge.extras import install_command
 from alignvar_edge.graph_names import INPUT, NOISE, SR, token_name
@@ -118,13 +117,13 @@ def threads_here(session: dict[str, Any], engine_dir: object = None,
             if name not in given and is_integer(n := session.get(name)) and n > cores}
     if over and engine_dir is None:
         said = " and ".join(option(name, n) for name, n in over.items())
-        warnings.warn(f"{said} is more than the {cores} core(s) this process may use here: recorded for the device "
-                      f"the engine runs on; a host with fewer cores runs it on all of its own, as this build's check "
-                      "does", stacklevel=2)
+        warn_caller(f"{said} is more than the {cores} core(s) this process may use here: recorded for the device "
+                    f"the engine runs on; a host with fewer cores runs it on all of its own, as this build's check "
+                    "does")
     elif over:
         said = ", ".join(f"{name}={n}" for name, n in over.items())
-        warnings.warn(f"the engine '{engine_dir}' records {said}, more than the {cores} core(s) this process may "
-                      f"use here: it runs on {cores}", stacklevel=2)
+        warn_caller(f"the engine '{engine_dir}' records {said}, more than the {cores} core(s) this process may "
+                    f"use here: it runs on {cores}")
     return {**session, **dict.fromkeys(over, cores), **given}
 
 

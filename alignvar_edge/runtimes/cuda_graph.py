@@ -9,10 +9,11 @@ capture owns static input buffers; each call copies its tiles in and copies the 
 from __future__ import annotations
 
 import threading
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from alignvar_edge.caller import warn_caller
 
 
 @dataclass
@@ -88,8 +89,7 @@ class GraphedRollout:
                 g = self._capture(self.model, lr.clone(), None if noise is None else noise.clone())
             except RuntimeError as err:          # e.g. an op that syncs with the host: run eagerly
                 self.failed = f"{type(err).__name__}: {err}".splitlines()[0]
-                warnings.warn(f"CUDA graph capture failed, running eagerly: {self.failed}", RuntimeWarning,
-                              stacklevel=2)
+                warn_caller(f"CUDA graph capture failed, running eagerly: {self.failed}", RuntimeWarning)
                 return tuple(self.model(lr, noise))
             self.graph = g
             self.captures += 1

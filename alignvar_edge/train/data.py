@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import warnings
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -14,6 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from alignvar_edge.caller import warn_caller
 from alignvar_edge.degrade import DegradationConfig, degrade
 from alignvar_edge.errors import ConfigError, InputError
 from alignvar_edge.images.folders import read_images, said_not_read, skipped_list
@@ -104,7 +104,7 @@ class ImageFolderDataset(Dataset[SRSample]):
                 f"the {crop} px training crop (the model's HR tile) is larger than every image in {what} "
                 f"(the largest short side is {biggest} px); use larger images, or a preset with a smaller tile"
             )
-        not_read = said_not_read(self.not_read, what, refused=not usable, stacklevel=2)
+        not_read = said_not_read(self.not_read, what, refused=not usable)
         if not usable:
             detail = f"; {len(self.skipped)} skipped: {self._skipped_list()}" if self.skipped else ""
             raise InputError(
@@ -112,7 +112,7 @@ class ImageFolderDataset(Dataset[SRSample]):
             )
         if self.skipped:
             # one line for all of them, not a warning per file
-            warnings.warn(f"skipping {len(self.skipped)} image(s): {self._skipped_list()}", stacklevel=2)
+            warn_caller(f"skipping {len(self.skipped)} image(s): {self._skipped_list()}")
         self.images = usable
 
     def _collect(self, source: Source, max_megapixels: float | None) -> str:

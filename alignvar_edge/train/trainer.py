@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from alignvar_edge import jsonsafe, safe_stop
 from alignvar_edge.argtypes import SEED_LIMIT, check_seed
+from alignvar_edge.caller import warn_caller
 from alignvar_edge.cli_json import is_own_result
 from alignvar_edge.errors import CheckpointError, ConfigError, InputError, OutputExistsError
 from alignvar_edge.fsmodes import not_a_folder, write_text
@@ -239,9 +240,9 @@ def _warn_few_photos(images: str, photos: int, batch: int) -> None:
     and the model fits those photographs rather than photographs in general."""
     if photos < batch:
         some = "1 usable photograph" if photos == 1 else f"{photos} usable photographs"
-        warnings.warn(f"--images {images} holds {some}, fewer than --batch {batch}: every batch repeats crops of "
-                      "the same ones, so the model fits them rather than photographs in general (expect other "
-                      f"photographs to score worse in `eval`); add photographs, at least {batch}", stacklevel=3)
+        warn_caller(f"--images {images} holds {some}, fewer than --batch {batch}: every batch repeats crops of "
+                    "the same ones, so the model fits them rather than photographs in general (expect other "
+                    f"photographs to score worse in `eval`); add photographs, at least {batch}")
 
 
 def lr_at(step: int, opts: TrainOptions) -> float:
@@ -258,8 +259,8 @@ def warn_short_warmup(opts: TrainOptions) -> None:
     """A warm-up the run ends inside (a short run with the default of 100): the learning rate never
     reaches --lr. Said once the run starts, so that a refused command still prints one line."""
     if opts.warmup >= opts.steps:
-        warnings.warn(f"--warmup {opts.warmup} is not shorter than --steps {opts.steps}: the learning rate "
-                      f"never reaches --lr {opts.lr:g}; pass a smaller --warmup", stacklevel=4)
+        warn_caller(f"--warmup {opts.warmup} is not shorter than --steps {opts.steps}: the learning rate "
+                    f"never reaches --lr {opts.lr:g}; pass a smaller --warmup")
 
 
 # the stages that train the transformer

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from alignvar_edge.caller import warn_caller
 from alignvar_edge.degrade import DegradationConfig, degrade
 from alignvar_edge.errors import ConfigError, InputError
 from alignvar_edge.fsmodes import not_a_folder
@@ -165,7 +165,7 @@ class CalibrationSet:
         # with files skipped and none read, from_images refuses the folder naming them
         if not images and not skipped:
             raise _holds_no_images(folder, left_out)
-        said_not_read(left_out, f"calibration folder '{folder}'", refused=False, stacklevel=2)
+        said_not_read(left_out, f"calibration folder '{folder}'", refused=False)
         return cls.from_images(images, config, n=n, seed=seed, n_val=n_val, source=str(folder),
                                skipped=skipped, file_sha256=digests)
 
@@ -196,13 +196,12 @@ class CalibrationSet:
                              f"{': ' + detail if detail else ''}); pass readable photographs of at "
                              f"least {tile}x{tile} px")
         if skipped:
-            warnings.warn(f"calibration: skipped {len(skipped)} file(s) in {source}: {skipped_list(skipped)}",
-                          stacklevel=2)
+            warn_caller(f"calibration: skipped {len(skipped)} file(s) in {source}: {skipped_list(skipped)}")
 
         calib_imgs, val_imgs, shared = _split_images(usable, seed)
         if len(calib_imgs) < min(n, 4):
-            warnings.warn(f"calibration: only {len(calib_imgs)} image(s) for {n} tiles; tiles repeat "
-                          "pictures with other crops, so statistics are less diverse", stacklevel=2)
+            warn_caller(f"calibration: only {len(calib_imgs)} image(s) for {n} tiles; tiles repeat "
+                        "pictures with other crops, so statistics are less diverse")
         # Stream ids keep the splits' crops and degradations independent (and disjoint when shared).
         cal = _cut_tiles(calib_imgs, n, tile, deg, seed, stream=1)
         val = _cut_tiles(val_imgs, n_val, tile, deg, seed, stream=2)

@@ -31,7 +31,7 @@ def load_photos(split: str, images: Images | None) -> list[np.ndarray]:
         return [img for _, img in sample_images(split)]  # type: ignore[arg-type]
     if isinstance(images, (str, os.PathLike)):
         # the verbs that read photographs this way (bench, export) keep the default size limit
-        found, _ = usable_images(images, "--images", raise_limit=None, stacklevel=4)
+        found, _ = usable_images(images, "--images", raise_limit=None)
         return [rgb for _, rgb in found]
     return [np.asarray(img, dtype=np.float32) for img in images]
 

@@ -61,7 +61,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from alignvar_edge.caller import on_command_line, option
+from alignvar_edge.caller import on_command_line, option, warn_caller
 from alignvar_edge.cpuinfo import has_vnni
 from alignvar_edge.errors import (ArtifactError, BackendUnavailableError, EngineClosedError, HalfPrecisionError,
                                   InputError, PrecisionWarning)
@@ -196,13 +196,12 @@ class OpenVINOEngine(Engine):
         self.compute_precision = self._effective_precision(core)
         self._warn_of_unchecked_precision(metadata, device, parity, engine_dir or model_path)
         if _saturates_here(metadata, device):
-            import warnings
             built_for = ("a CPU whose int8 does not saturate (not an x86 CPU)" if _built_off_x86(metadata)
                          else "a CPU with VNNI or AMX")
-            warnings.warn(f"{engine_dir or model_path}: its int8 ops were quantized for {built_for} "
-                          "(NNCF's overflow fix off); this CPU has neither VNNI nor AMX, so its int8 dot products may saturate "
-                          "and change tokens: rebuild it here (build --precision int8) or check it with "
-                          f"`alignvar-edge selftest --engine {engine_dir or model_path}`", PrecisionWarning, stacklevel=3)
+            warn_caller(f"{engine_dir or model_path}: its int8 ops were quantized for {built_for} "
+                        "(NNCF's overflow fix off); this CPU has neither VNNI nor AMX, so its int8 dot products may saturate "
+                        "and change tokens: rebuild it here (build --precision int8) or check it with "
+                        f"`alignvar-edge selftest --engine {engine_dir or model_path}`", PrecisionWarning)
         # throughput hint: as many requests in flight as OpenVINO made streams for
         self._requests = (int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
                           if self.compile_config["PERFORMANCE_HINT"] == "THROUGHPUT" else 1)
@@ -226,15 +225,14 @@ class OpenVINOEngine(Engine):
         """A PrecisionWarning where this device computes other than what the build checked: a default
         (parity=False), a device without the half units (f32 under the hint), or half arithmetic
         that the build never ran (its own device computed f32)."""
-        import warnings
         ran, expected = self.compute_precision, self.expected_precision
         selftest = f"`alignvar-edge selftest --engine {where}`"
         checked_f32 = half_checked_in_f32(m)
         if ran in (None, expected):
             if parity and checked_f32:
-                warnings.warn(f"{where}: OpenVINO {device} computes {expected}, which the build never checked (its "
-                              f"device computed f32 under the hint); check the engine here with {selftest} before "
-                              "trusting it", PrecisionWarning, stacklevel=4)
+                warn_caller(f"{where}: OpenVINO {device} computes {expected}, which the build never checked (its "
+                            f"device computed f32 under the hint); check the engine here with {selftest} before "
+                            "trusting it", PrecisionWarning)
             return
         if not parity:
             message = (f"computes in {ran} (its default) but the engine was built and checked for {expected}; open it "
@@ -249,7 +247,7 @@ class OpenVINOEngine(Engine):
             # rebuild here changes
             message = (f"computes in {ran} but the engine was built and checked for {expected}; this device does "
                        f"not compute that precision under the hint; check the engine here with {selftest}")
-        warnings.warn(f"{where}: OpenVINO {device} {message}", PrecisionWarning, stacklevel=4)
+        warn_caller(f"{where}: OpenVINO {device} {message}", PrecisionWarning)
 
     def _effective_precision(self, core: Any) -> str | None:
         """What the compiled model(s) compute in ('bf16 image, f32 tokens' for a split engine)."""

@@ -4,10 +4,10 @@ outside alignvar-edge (trtexec on the device), from the kit it was built from.
 from __future__ import annotations
 
 import shutil
-import warnings
 from pathlib import Path
 from typing import Any
 
+from alignvar_edge.caller import warn_caller
 from alignvar_edge.cpuinfo import is_jetson
 from alignvar_edge.errors import InputError, ParityError
 from alignvar_edge.manifest import Manifest, write_manifest
@@ -164,10 +164,10 @@ def _warn_unset_layers(parsed: dict[str, Any]) -> None:
     unset = sorted(named - set(parsed.get("layers_set") or ()))
     if unset:
         more = f" and {len(unset) - 1} more" if len(unset) > 1 else ""
-        warnings.warn(f"trtexec set {len(named) - len(unset)} of the {len(named)} layers --layerPrecisions names "
-                      f"(no 'Set layer {unset[0]} to precision' line{more} in its log): the others name no layer of "
-                      "its network (folded away, or named otherwise by its ONNX parser), so the flag constrained "
-                      "nothing there; `alignvar-edge selftest --engine` measures the tokens", RuntimeWarning, stacklevel=3)
+        warn_caller(f"trtexec set {len(named) - len(unset)} of the {len(named)} layers --layerPrecisions names "
+                    f"(no 'Set layer {unset[0]} to precision' line{more} in its log): the others name no layer of "
+                    "its network (folded away, or named otherwise by its ONNX parser), so the flag constrained "
+                    "nothing there; `alignvar-edge selftest --engine` measures the tokens", RuntimeWarning)
 
 
 def _check_against_golden(root: Path, manifest: Manifest) -> dict[str, Any]:
