@@ -340,8 +340,9 @@ def test_eval_table_columns_stay_in_line_with_long_names() -> None:
     """A name wider than the old 14-character column pushed its row's scores out from under their labels."""
     from alignvar_edge.bench.evaluate import format_eval
     row = {"psnr": {"model": 28.5, "bicubic": 27.25}, "ssim": {"model": 0.81, "bicubic": 0.8}}
-    result = {"images": [{"name": "a.png", "size": (512, 512), **row},
-                         {"name": "sunset_by_Aitzol_Berasategi.png", "size": (10240, 384), **row}],
+    result = {"images": [{"name": "a.png", "size": (512, 512), "source_size": (512, 512), **row},
+                         {"name": "sunset_by_Aitzol_Berasategi.png", "size": (10240, 384), "source_size": (10240, 384),
+                          **row}],
               "mean_psnr_y": {"model": 28.5, "bicubic": 27.25}, "mean_ssim_y": {"model": 0.81, "bicubic": 0.8},
               "overlap": 4, "mean_seam_ratio_vs_hr": 1.0}
     header, *rows = format_eval(result).splitlines()[:4]        # the header, two images and the mean

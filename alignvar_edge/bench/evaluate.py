@@ -2,8 +2,9 @@
 
 For each HR photograph (cropped to whole tiles), the LR input is made by the checkpoint's own
 degradation, drawn from the run's seed and the image's name (`degrade.image_seed`: one photograph
-gets the same LR whatever else is scored beside it), and the draw is recorded per image. Three reconstructions are scored with PSNR-Y and SSIM-Y (BT.601
-luma, border of `scale` pixels cropped; scikit-image metrics):
+gets the same LR whatever else is scored beside it), and the draw is recorded per image. Three
+reconstructions are scored with PSNR-Y and SSIM-Y (BT.601 luma, border of `scale` pixels cropped;
+scikit-image metrics):
   - the model's super-resolution (greedy rollout; overlapping tiles blended, as `upscale` does),
   - bicubic upsampling of the same LR,
   - the VQ-VAE's reconstruction of the HR from its own tokens: the ceiling a token model can reach.
@@ -242,7 +243,7 @@ def format_eval(result: dict[str, Any]) -> str:
              + "   (PSNR-Y dB / SSIM-Y)"]
     for s in images:
         cells = "".join(f"{s['psnr'][k]:>8.2f}/{s['ssim'][k]:.3f}" for k in kinds)
-        whole = tuple(s.get("source_size") or s["size"])
+        whole = tuple(s["source_size"])
         of = "" if whole == tuple(s["size"]) else f"   (the centre of {whole[0]}x{whole[1]})"
         lines.append(f"{s['name']:<{nw}}{s['size'][0]:>{ww}}x{s['size'][1]:<{hw}}  {cells}{of}")
     m, ss = result["mean_psnr_y"], result["mean_ssim_y"]
