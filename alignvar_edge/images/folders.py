@@ -82,7 +82,7 @@ def list_folder(folder: str | os.PathLike[str], extensions: tuple[str, ...] = RE
     while links:            # a link's folder is walked after every real one: a real path wins
         link = links.pop(0)
         real = os.path.realpath(link)
-        if _is_within(os.path.realpath(link.parent), real):
+        if lies_within(link.parent, real):        # a link to a folder above it: a loop
             found.loops.append(link)
         elif real not in walked and not _skipped(real, never):
             walked.add(real)
@@ -192,11 +192,6 @@ def _skipped(path: str | os.PathLike[str], never: Path | None) -> bool:
     """Whether `path` is the skipped folder `never` or lies below it, told by the folders themselves
     (`Photos/out` is `photos/out` on a case-insensitive disk), never below no folder."""
     return never is not None and lies_within(path, never)
-
-
-def _is_within(path: str, folder: str | None) -> bool:
-    """Whether the real path `path` is `folder` or lies below it (never below no folder)."""
-    return folder is not None and (path == folder or path.startswith(folder.rstrip(os.sep) + os.sep))
 
 
 def _names(paths: Sequence[Path], root: Path) -> str:
