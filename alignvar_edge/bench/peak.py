@@ -34,15 +34,12 @@ def _best_gflops(fn: Callable[[], object], flops: float, repeats: int) -> float:
 
 @contextlib.contextmanager
 def _blas_threads(threads: int | None) -> Iterator[None]:
-    """numpy's BLAS with `threads` threads when threadpoolctl is installed (else as imported)."""
+    """numpy's BLAS with `threads` threads (numpy is timed with a thread count only where
+    `_blas_threads_unsettable` found threadpoolctl controlling its BLAS)."""
     if not threads:
         yield
         return
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:          # optional: without it numpy keeps its import-time thread count
-        yield
-        return
+    from threadpoolctl import threadpool_limits
     with threadpool_limits(limits=int(threads), user_api="blas"):
         yield
 
