@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from alignvar_edge.argtypes import random_seed
-from alignvar_edge.degrade import degrade, image_seed
+from alignvar_edge.bench.evaluate import scored_pair
 from alignvar_edge.model import AlignVAR
 from alignvar_edge.samples import sample_images
 from alignvar_edge.train.ablations import sca_off
@@ -28,12 +28,9 @@ def lr_tiles(model: AlignVAR, max_side: int, seed: int) -> torch.Tensor:
     """Non-overlapping LR tiles of the held-out photographs, degraded as `eval` degrades them: the
     model's degradation, each photograph's draw from the seed and its name."""
     c = model.config
-    deg = c.lr_degradation()
     tiles = []
     for name, hr in sample_images("heldout"):
-        H, W = (min(n, max_side) // c.hr_size * c.hr_size for n in hr.shape[:2])
-        top, left = (hr.shape[0] - H) // 2, (hr.shape[1] - W) // 2
-        lr = degrade(np.ascontiguousarray(hr[top:top + H, left:left + W]), deg, image_seed(seed, name))
+        _, lr, _ = scored_pair(c, name, hr, seed, max_side)
         t = c.lr_size
         tiles += [lr[y:y + t, x:x + t] for y in range(0, lr.shape[0], t) for x in range(0, lr.shape[1], t)]
     return torch.from_numpy(np.stack(tiles)).permute(0, 3, 1, 2).contiguous()

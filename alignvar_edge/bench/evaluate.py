@@ -119,6 +119,18 @@ def _scored_size(hw: tuple[int, ...], max_side: int | None, t_hr: int) -> tuple[
     return H // t_hr * t_hr, W // t_hr * t_hr
 
 
+def scored_pair(config: AlignVARConfig, name: str, hr: np.ndarray, seed: int, max_side: int | None
+                ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """(HR, LR, the draw that made it) of one float photograph as `evaluate` scores it: its centre in
+    whole HR tiles, at most `max_side` a side, degraded by the model's recipe with the photograph's
+    own draw (its name's, not its place among the others)."""
+    H, W = _scored_size(hr.shape, max_side, config.hr_size)
+    top, left = (hr.shape[0] - H) // 2, (hr.shape[1] - W) // 2
+    hr = np.ascontiguousarray(hr[top:top + H, left:left + W], dtype=np.float32)
+    deg, draw = config.lr_degradation(), image_seed(seed, name)
+    return hr, degrade(hr, deg, draw), drawn(deg, draw)
+
+
 def evaluate(model: AlignVAR, images: list[tuple[str, Any]], seed: int = 0,
              max_side: int | None = None, ablations: bool = False, prune: tuple[float, ...] = (),
              overlap: int | None = None, log: Callable[[str], None] | None = None,
@@ -158,11 +170,7 @@ def evaluate(model: AlignVAR, images: list[tuple[str, Any]], seed: int = 0,
     for k, (i, (H, W)) in enumerate(scored.items(), 1):
         image_name, image = images[i]
         say(f"{image_name} ({k}/{len(scored)}): {W}x{H} px, {H // t_hr * (W // t_hr)} tiles")
-        hr = _float_rgb(image_name, image)
-        top, left = (hr.shape[0] - H) // 2, (hr.shape[1] - W) // 2
-        hr = np.ascontiguousarray(hr[top:top + H, left:left + W], dtype=np.float32)
-        image_draw = image_seed(seed, image_name)        # its own: not its place among the others
-        lr = degrade(hr, deg, image_draw)
+        hr, lr, image_draw = scored_pair(c, image_name, _float_rgb(image_name, image), seed, max_side)
         hr_t = torch.from_numpy(hr).permute(2, 0, 1)
         lr_t = torch.from_numpy(lr).permute(2, 0, 1)
         lr_tiles, hr_tiles = _tiles(lr_t, t_lr), _tiles(hr_t, t_hr)
@@ -184,7 +192,7 @@ def evaluate(model: AlignVAR, images: list[tuple[str, Any]], seed: int = 0,
         scores.append(ImageScore(
             image_name, (W, H), psnr,
             {k: ssim_y(ref, v.transpose(2, 0, 1), border=c.scale) for k, v in recon.items()}, seams,
-            drawn(deg, image_draw), (sizes[i][1], sizes[i][0])))
+            image_draw, (sizes[i][1], sizes[i][0])))
     kinds = [k for k in KINDS if k in scores[0].psnr]
     return {
         "images": [s.__dict__ for s in scores],
