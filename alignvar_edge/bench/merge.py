@@ -15,7 +15,7 @@ from typing import Any
 
 from alignvar_edge.bench.host import isa_word, load_words, shared_load
 from alignvar_edge.bench.render import (engine_rows, figure_cell, flattered, graph_words, host_words, markdown_table,
-                                        plain_log_ticks, pyplot, save_figure, threads_words)
+                                        plain_log_ticks, pyplot, save_figure, threads_words, units_words)
 from alignvar_edge.bench.schema import DEVICE_REFERENCE, ReportSchemaError, device_kind, read_report, report_header
 from alignvar_edge.errors import InputError
 from alignvar_edge.manifest import default_overlap
@@ -547,7 +547,7 @@ def merge_markdown(merged: dict[str, Any], plot: str | None = None) -> str:
         lines.append(f"- **{r['label']}**: {host_words(r)}; {threads_words(r)}{_runtime_words(r)}; peak "
                      f"{figure_cell('gflops', (r.get('peak') or {}).get('gflops'))} GFLOP/s; "
                      f"model {r['model']['name']}; {r['created']}"
-                     + (f"; best CPU engine {best['label']} {best['speedup_vs_eager']:.2f}x eager" if best else ""))
+                     + (f"; best CPU engine {best['label']}{units_words(best)} {best['speedup_vs_eager']:.2f}x eager" if best else ""))
     lines += ["", markdown_table(table)]
     if merged.get("warnings"):
         lines += ["", "**Not like for like:**", "", *(f"- {w}" for w in merged["warnings"])]

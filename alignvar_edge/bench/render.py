@@ -16,7 +16,7 @@ from alignvar_edge.manifest import UNHASHED, prune_text
 
 __all__ = ["all_cores_line", "engine_rows", "figure_cell", "graph_words", "is_bench_plot", "markdown_table",
            "plain_log_ticks", "pruning_note", "plot_report", "pyplot", "report_markdown", "save_figure",
-           "terminal_table", "unverified_note"]
+           "terminal_table", "units_words", "unverified_note"]
 
 # one engine entry flattened to the figures tables and plots show
 Row = dict[str, Any]
@@ -261,7 +261,7 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     threads = (report.get("settings") or {}).get("threads")
     if best:
         out.append(f"Best CPU engine at >= {s['min_token_agreement']:.0%} token agreement: **{best['label']}**"
-                   f"{_units_words(best)}, {best['p50_ms_per_tile']:.2f} ms/tile, {best['speedup_vs_eager']:.2f}x "
+                   f"{units_words(best)}, {best['p50_ms_per_tile']:.2f} ms/tile, {best['speedup_vs_eager']:.2f}x "
                    f"PyTorch eager ({best['token_agreement']:.2%} tokens){_threads_tail(best, threads)}")
     img = s.get("image") or {}
     if img.get("best_cpu"):
@@ -359,7 +359,7 @@ def shared_line(report: dict[str, Any]) -> str:
                    "between them are not protected from the load either; re-run on an idle machine.")
 
 
-def _units_words(best: dict[str, Any]) -> str:
+def units_words(best: dict[str, Any]) -> str:
     """Where a summary's best engine ran, said after its label where that is more than the CPU: a Core
     ML engine's compute units (' on CPU_AND_NE'), so that no reader takes a Neural Engine or GPU run
     for a CPU one."""
@@ -378,7 +378,7 @@ def _threads_tail(best: dict[str, Any], threads: Any) -> str:
 def _whole_line(title: str, timing: dict[str, Any], threads: Any) -> str:
     """The summary line of a whole-image (or folder) timing: its best CPU engine against eager."""
     b = timing["best_cpu"]
-    return (f"{title}: **{b['label']}**{_units_words(b)} {b['mp_per_s']:.3f} MP/s at batch {b['batch']}, "
+    return (f"{title}: **{b['label']}**{units_words(b)} {b['mp_per_s']:.3f} MP/s at batch {b['batch']}, "
             f"{b['speedup_vs_eager']:.2f}x PyTorch eager's {timing['eager_mp_per_s']:.3f} MP/s "
             f"(batch {timing['eager_batch']}){_threads_tail(b, threads)}")
 
@@ -389,9 +389,9 @@ def all_cores_line(row: dict[str, Any]) -> str:
     if not best:
         return f"All {row['threads']} cores (second row): no engine met the fidelity gate."
     line = (f"All {row['threads']} cores (second row, not the headline; load average {row.get('load_average')}): "
-            f"{best['label']}{_units_words(best)} {best['speedup_vs_eager']:.2f}x PyTorch eager per tile")
+            f"{best['label']}{units_words(best)} {best['speedup_vs_eager']:.2f}x PyTorch eager per tile")
     if img:
-        line += (f", {img['label']}{_units_words(img)} {img['speedup_vs_eager']:.2f}x on the whole image "
+        line += (f", {img['label']}{units_words(img)} {img['speedup_vs_eager']:.2f}x on the whole image "
                  f"({img['mp_per_s']:.3f} MP/s)")
     return line + "."
 
