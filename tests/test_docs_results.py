@@ -332,3 +332,18 @@ def test_the_zen5_fused_form_runs_are_quoted_as_measured():
     tokens = {f"{e['fidelity']['vs_reference']['token_agreement']:.2%}" for r in runs for e in r["engines"]
               if e["label"] in ("fused", "explicit")}
     assert tokens == {"99.12%"} and "99.12% of the bench's tokens" in text
+
+
+def test_the_leaner_fused_call_table_quotes_the_ratios_of_its_rounds():
+    """The after / before ratios of each round of the two runs: their median and quartiles (numpy's
+    default, linear), as the table quotes them."""
+    import numpy as np
+    text = _section("docs/benchmarks.md", "**The fused form at 12.7 nodes per call**", "Tokens 100%")
+    for runtime, head in (("ort", "ONNX Runtime 1.32.0"), ("ov", "OpenVINO 2026.4.1")):
+        cells = []
+        for name in ("attention-fused-lean.json", "attention-fused-lean-swapped.json"):
+            engines = {e["label"]: e for e in json.loads((RESULTS / "epyc-2core" / name).read_text())["engines"]}
+            after, before = (np.array(engines[f"{runtime}_{w}"]["latency"]["raw_call_ms"]) for w in ("after", "before"))
+            q1, q2, q3 = np.percentile(after / before, [25, 50, 75])
+            cells.append(f"{q2:.3f} (IQR {q1:.3f}–{q3:.3f})")
+        assert _row(text, head)[2:] == cells, head
