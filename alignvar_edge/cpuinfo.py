@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["ARM_ISA_FEATURES", "CPUINFO", "ISA_FEATURES", "ISA_FLAGS", "cpu_info", "cpu_words", "has_vnni", "host_info",
-           "host_line", "is_jetson", "is_x86", "isa_features", "probe_command", "probe_file", "usable_cores"]
+           "host_line", "is_jetson", "is_x86", "isa_features", "machine_detail", "probe_command", "probe_file", "usable_cores"]
 
 CPUINFO = "/proc/cpuinfo"
+CPU0 = "/sys/devices/system/cpu/cpu0"       # Linux's clock and cache facts of the first CPU
 # ISA features that decide kernel choice for our engines: x86 vector widths, int8 dot products
 # (VNNI / AMX), half/bf16 support; ARM's NEON/dot-product/fp16 for Jetson and Apple.
 ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni",
@@ -82,12 +83,14 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def cpu_info(cpuinfo: str | os.PathLike[str] = CPUINFO) -> dict[str, Any]:
-    """CPU model, logical/physical/usable cores, ISA flags of interest, memory (`cpuinfo`: the
-    /proc/cpuinfo to read, a fake one in tests)."""
+def cpu_info(cpuinfo: str | os.PathLike[str] = CPUINFO, cpu0: str | os.PathLike[str] = CPU0) -> dict[str, Any]:
+    """CPU model, logical/physical/usable cores, ISA flags of interest, memory, and what tells two
+    machines of one name apart: whether it is a virtual machine, its clock and its L2/L3 sizes
+    (`cpuinfo`, `cpu0`: the /proc/cpuinfo and /sys CPU folder to read, fakes in tests)."""
     info: dict[str, Any] = {"model": None, "arch": platform.machine(), "logical_cores": os.cpu_count(),
                             "physical_cores": None, "usable_cores": None, "isa": [], "memory_gb": None,
-                            "x86_family": None, "x86_model": None}
+                            "x86_family": None, "x86_model": None, "virtual_machine": None,
+                            "clock_mhz": None, "clock": None, "cache_kb": _cache_kb(cpu0)}
     info["usable_cores"] = usable_cores()
     text = probe_file(cpuinfo)
     if text:
@@ -101,6 +104,9 @@ def cpu_info(cpuinfo: str | os.PathLike[str] = CPUINFO) -> dict[str, Any]:
         flags = re.search(r"^(?:flags|Features)\s*:\s*(.+)$", text, re.M)
         have = set(flags.group(1).split()) if flags else set()
         info["isa"] = [f for f in ISA_FLAGS if f in have]
+        if is_x86():             # the CPUID bit a hypervisor sets; Arm's cpuinfo has no such flag
+            info["virtual_machine"] = "hypervisor" in have
+        info["clock_mhz"], info["clock"] = _clock(cpu0, text)
         cores = {(m.group(1), m.group(2)) for m in re.finditer(
             r"physical id\s*:\s*(\d+).*?core id\s*:\s*(\d+)", text, re.S)}
         info["physical_cores"] = len(cores) or None
@@ -122,6 +128,39 @@ def cpu_info(cpuinfo: str | os.PathLike[str] = CPUINFO) -> dict[str, Any]:
     if info["model"] is None:
         info["model"] = platform.processor() or None
     return info
+
+
+def _clock(cpu0: str | os.PathLike[str], text: str) -> tuple[int | None, str | None]:
+    """(MHz, 'max' or 'current'): cpufreq's maximum where Linux exposes it, else /proc/cpuinfo's
+    current clock (a VM's guest often has no cpufreq); (None, None) where neither is given."""
+    top = probe_file(Path(cpu0) / "cpufreq" / "cpuinfo_max_freq")
+    if top and top.isdigit():
+        return round(int(top) / 1000), "max"
+    now = re.search(r"^cpu MHz\s*:\s*([\d.]+)\s*$", text, re.M)
+    return (round(float(now.group(1))), "current") if now else (None, None)
+
+
+def _cache_kb(cpu0: str | os.PathLike[str]) -> dict[str, int] | None:
+    """{'L2': KB, 'L3': KB}: the size of each unified cache level the first CPU sees (one instance:
+    an L3 may be shared by many cores), from /sys; None where Linux does not say."""
+    sizes = {}
+    for index in sorted(Path(cpu0).glob("cache/index*")):
+        level, kind, size = (probe_file(index / f) for f in ("level", "type", "size"))
+        found = re.fullmatch(r"(\d+)([KM])", size or "")
+        if level in ("2", "3") and kind == "Unified" and found:
+            sizes[f"L{level}"] = int(found.group(1)) * (1024 if found.group(2) == "M" else 1)
+    return sizes or None
+
+
+def machine_detail(info: dict[str, Any]) -> str | None:
+    """`cpu_info`'s virtualisation, clock and cache sizes in words ('virtual machine, 2596 MHz
+    (current), L2 1 MB, L3 32 MB'); None where none was recorded (an older report, macOS)."""
+    words = ["virtual machine"] if info.get("virtual_machine") else []
+    if info.get("clock_mhz"):
+        words.append(f"{info['clock_mhz']} MHz ({info.get('clock')})")
+    words += [f"{level} {kb // 1024} MB" if kb % 1024 == 0 else f"{level} {kb} KB"
+              for level, kb in (info.get("cache_kb") or {}).items()]
+    return ", ".join(words) or None
 
 
 def cpu_words(info: dict[str, Any]) -> str:

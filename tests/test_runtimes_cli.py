@@ -307,7 +307,7 @@ def test_the_host_line_names_an_x86_cpus_family_and_model(tmp_path):
     fake = tmp_path / "cpuinfo"
     fake.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 23\nmodel\t\t: 1\n"
                     "model name\t: AMD EPYC\nstepping\t: 2\nflags\t\t: fpu sse4_2 avx avx2 fma f16c\n")
-    info = cpu_info(fake)
+    info = cpu_info(fake, tmp_path / "no-sys")        # this machine's /sys would add its caches
     assert (info["x86_family"], info["x86_model"]) == (23, 1)
     assert cpu_words(info) == "AMD EPYC (x86 family 23 model 1)"
     words = machine_words({"cpu": info, "os": {"platform": "Linux"}})
@@ -436,3 +436,33 @@ def test_the_megapixel_limit_is_one_constant_in_every_help_and_default() -> None
         subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
         flag = next(a for a in subparsers.choices[verb]._actions if "--max-megapixels" in a.option_strings)
         assert f"(default {DEFAULT_MAX_MEGAPIXELS:g}" in flag.help, (verb, flag.help)
+
+
+def test_the_host_line_says_a_virtual_machine_its_clock_and_caches_where_linux_does(tmp_path):
+    """Two hosts of one name ('AMD EPYC', 2 cores) differ by what a VM hides: the report says
+    whether it is one, the clock and the cache sizes, each only where Linux gives it."""
+    from alignvar_edge.bench.host import machine_words
+    from alignvar_edge.cpuinfo import cpu_info
+    fake = tmp_path / "cpuinfo"
+    fake.write_text("processor\t: 0\ncpu family\t: 26\nmodel\t\t: 2\nmodel name\t: AMD EPYC\n"
+                    "cpu MHz\t\t: 2596.096\nflags\t\t: fpu avx2 hypervisor avx512f\n")
+    cpu0 = tmp_path / "cpu0"
+    for n, (level, kind, size) in enumerate((("1", "Data", "48K"), ("2", "Unified", "1024K"),
+                                             ("3", "Unified", "32768K"))):
+        index = cpu0 / "cache" / f"index{n}"
+        index.mkdir(parents=True)
+        for name, value in (("level", level), ("type", kind), ("size", size)):
+            (index / name).write_text(value + "\n")
+    info = cpu_info(fake, cpu0)
+    if info["arch"] in ("x86_64", "AMD64"):
+        assert info["virtual_machine"] is True
+    assert (info["clock_mhz"], info["clock"], info["cache_kb"]) == (2596, "current", {"L2": 1024, "L3": 32768})
+    assert "L2 1 MB, L3 32 MB]" in machine_words({"cpu": info, "os": {"platform": "Linux"}})
+    (cpu0 / "cpufreq").mkdir()
+    (cpu0 / "cpufreq" / "cpuinfo_max_freq").write_text("3700000\n")          # kHz, as Linux writes it
+    assert cpu_info(fake, cpu0)["clock_mhz"] == 3700 and cpu_info(fake, cpu0)["clock"] == "max"
+    bare = tmp_path / "bare"             # a bare-metal CPU's cpuinfo, no /sys folder: nothing claimed
+    bare.write_text("processor\t: 0\ncpu family\t: 25\nmodel\t\t: 17\nmodel name\t: AMD EPYC\nflags\t\t: avx2\n")
+    info = cpu_info(bare, tmp_path / "none")
+    assert info["clock_mhz"] is None and info["cache_kb"] is None and not info["virtual_machine"]
+    assert machine_words({"cpu": info, "os": {"platform": "Linux"}}).startswith("AMD EPYC (x86 family 25 model 17), ")

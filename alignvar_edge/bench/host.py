@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from alignvar_edge import cpuinfo
-from alignvar_edge.cpuinfo import cpu_info, cpu_words, probe_command, probe_file
+from alignvar_edge.cpuinfo import cpu_info, cpu_words, machine_detail, probe_command, probe_file
 from alignvar_edge.runtimes.base import check_thread_count
 
 __all__ = ["fingerprint", "gpu_info", "isa_word", "jetson_info", "short_label"]
@@ -130,7 +130,8 @@ def machine_words(fp: dict[str, Any]) -> str:
         by = (fp["imported_by"].get("cpu") or {}).get("model") or "another machine"
         return f"{gpu.get('name')}{cc}, timed by trtexec there; its log imported on {by}"
     cpu = fp.get("cpu") or {}
-    return (f"{cpu_words(cpu)}, {cpu.get('usable_cores')} usable cores, ISA "
+    detail = machine_detail(cpu)
+    return (f"{cpu_words(cpu)}{f' [{detail}]' if detail else ''}, {cpu.get('usable_cores')} usable cores, ISA "
             f"{' '.join(cpu.get('isa') or []) or '–'}; {fp['os']['platform']}")
 
 
