@@ -17,12 +17,13 @@ from alignvar_edge.bench.host import isa_word, load_words, shared_load
 from alignvar_edge.bench.render import (engine_rows, figure_cell, flattered, graph_words, host_words, markdown_table,
                                         plain_log_ticks, pyplot, save_figure, threads_words, units_words)
 from alignvar_edge.bench.schema import DEVICE_REFERENCE, ReportSchemaError, device_kind, read_report, report_header
+from alignvar_edge.cpuinfo import cpu_words
 from alignvar_edge.errors import InputError
 from alignvar_edge.manifest import default_overlap
 
-__all__ = ["RUNTIME_PACKAGES", "build_warnings", "graph_warnings", "label_warnings", "lineup", "lineup_keys", "merge_markdown",
-           "merge_reports", "merge_warnings", "plot_merged", "plot_rows", "precision_notes", "runtime_notes",
-           "runtime_versions", "runtime_warnings"]
+__all__ = ["RUNTIME_PACKAGES", "build_warnings", "by_label_notes", "cpu_warnings", "graph_warnings", "label_warnings",
+           "lineup", "lineup_keys", "merge_markdown", "merge_reports", "merge_warnings", "plot_merged", "plot_rows",
+           "precision_notes", "runtime_notes", "runtime_versions", "runtime_warnings"]
 
 
 def _parts(report: dict[str, Any]) -> list[dict[str, Any]]:
@@ -36,7 +37,7 @@ def merge_reports(paths: Sequence[str | os.PathLike[str]]) -> dict[str, Any]:
     parts: list[dict[str, Any]] = []
     # a report given twice (the same file, a copy, or inside a merged report) is merged once: its
     # rows would otherwise appear again as a second device. What a merge adds to a label ('#2', the
-    # ISA class) is left out of the comparison.
+    # ISA class, the CPU) is left out of the comparison.
     where: dict[str, str] = {}
     repeated = []
     for p in paths:
@@ -48,7 +49,7 @@ def merge_reports(paths: Sequence[str | os.PathLike[str]]) -> dict[str, Any]:
                 continue
             where[text] = str(p)
             parts.append(r)
-    _label_isa_classes(parts)
+    _label_machines(parts)
     # one device may report several models; only a repeated (device, model) pair needs telling apart.
     # Labels a report already has are kept (a merged report's 'X #2' included), and a repeat takes
     # the first free number: two reports under one label would share one column of the lineups.
@@ -74,32 +75,90 @@ def merge_reports(paths: Sequence[str | os.PathLike[str]]) -> dict[str, Any]:
                          "tile_hr": r["model"]["tile"]["hr"], "created": r["created"], **row})
     hardware = {r["label"]: _hardware(r) for r in parts}
     return {**report_header("merged"), "sources": [str(p) for p in paths], "reports": parts, "rows": rows,
-            "warnings": repeated + merge_warnings(parts) + label_warnings(rows) + graph_warnings(rows)
-            + build_warnings(rows, hardware),
-            "notes": precision_notes(rows) + runtime_notes(parts)}
+            "warnings": repeated + cpu_warnings(parts) + merge_warnings(parts) + label_warnings(rows)
+            + graph_warnings(rows) + build_warnings(rows, hardware),
+            "notes": precision_notes(rows) + by_label_notes(rows) + runtime_notes(parts)}
 
 
-def _label_parts(r: dict[str, Any]) -> tuple[str, str | None, str]:
-    """A report's label as (label without what a merge adds, the CPU's ISA class, its '#2' or '')."""
-    word = isa_word(r["host"])
+def _label_parts(r: dict[str, Any]) -> tuple[str, str]:
+    """A report's label as (label without what a merge adds: its CPU's ISA class and CPU, `_label_machines`;
+    its '#2' or '')."""
     label = re.sub(r" #\d+$", "", str(r["label"]))
     num = str(r["label"])[len(label):]
-    return (label.removesuffix(f", {word}") if word else label), word, num
+    for word in (*_cpu_label_words(r), isa_word(r["host"])):          # added in this order, taken off in reverse
+        if word:
+            label = label.removesuffix(f", {word}")
+    return label, num
 
 
-def _label_isa_classes(parts: list[dict[str, Any]]) -> None:
-    """A default label names a CPU and its cores ('AMD EPYC, 2 cores'), not its ISA: where reports
-    under one label were timed on CPUs of different ISA classes, each label takes its class
-    ('AMD EPYC, 2 cores, AVX2'), so that the columns tell the machines apart. A label that already
-    has it (a merged report's) is compared without it; its '#2' is kept."""
+def _cpu(r: dict[str, Any]) -> tuple[str, Any, Any] | None:
+    """Which CPU a report was timed on, as far as it records it: (model name, x86 family, x86 model);
+    None where it records no CPU (a trtexec log imported on another machine)."""
+    cpu = r["host"].get("cpu") or {}
+    return (str(cpu["model"]), cpu.get("x86_family"), cpu.get("x86_model")) if cpu.get("model") else None
+
+
+def _cpu_label_words(r: dict[str, Any]) -> tuple[str, str]:
+    """The words a label may take to tell a report's CPU from others under one label: its name (with
+    its x86 family and model where recorded: `cpu_words`), or its family and model alone; none where
+    it records no CPU."""
+    cpu = r["host"].get("cpu") or {}
+    if not cpu.get("model"):
+        return "", ""
+    numbers = (f"x86 family {cpu['x86_family']} model {cpu['x86_model']}" if cpu.get("x86_family") is not None
+               else "family and model not recorded")
+    return cpu_words(cpu), numbers
+
+
+def _cpu_word(r: dict[str, Any], names_differ: bool) -> str:
+    """What tells a report's CPU apart in its label: its name where the CPUs under one label have other
+    names, else its family and model."""
+    name, numbers = _cpu_label_words(r)
+    return name if names_differ else numbers
+
+
+def _label_machines(parts: list[dict[str, Any]]) -> None:
+    """A default label names a CPU and its cores ('AMD EPYC, 2 cores'), not which CPU it is: where
+    reports under one label were timed on different CPUs, each label takes what tells them apart, so
+    that the columns tell the machines apart: the ISA class where the classes differ ('AMD EPYC, 2
+    cores, AVX2'), else the CPU's name or x86 family and model ('AMD EPYC, 2 cores, x86 family 26 model
+    2' beside '..., x86 family 25 model 17', or '..., family and model not recorded' for an older
+    report: a cloud VM often names its CPU only 'AMD EPYC'). A label that already has them (a merged
+    report's) is compared without them; its '#2' is kept."""
+    split = {id(r): _label_parts(r) for r in parts}
     classes: dict[str, set[str | None]] = {}
     for r in parts:
-        label, word, _ = _label_parts(r)
-        classes.setdefault(label, set()).add(word)
+        classes.setdefault(split[id(r)][0], set()).add(isa_word(r["host"]))
+    groups: dict[str, list[dict[str, Any]]] = {}
     for r in parts:
-        label, word, num = _label_parts(r)
-        if word and len(classes[label]) > 1:
-            r["label"] = f"{label}, {word}{num}"
+        label, word = split[id(r)][0], isa_word(r["host"])
+        groups.setdefault(f"{label}, {word}" if word and len(classes[label]) > 1 else label, []).append(r)
+    for label, group in groups.items():
+        cpus = {c for c in map(_cpu, group) if c}
+        names_differ = len({c[0] for c in cpus}) > 1
+        for r in group:
+            told = f"{label}, {_cpu_word(r, names_differ)}" if len(cpus) > 1 and _cpu(r) else label
+            r["label"] = told + split[id(r)][1]
+
+
+def cpu_warnings(parts: list[dict[str, Any]]) -> list[str]:
+    """One line per label that reports timed on different CPUs share (`_label_machines` has told their
+    columns apart): their figures are of different machines, not runs of one."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in parts:
+        if _cpu(r):
+            groups.setdefault(_label_parts(r)[0], []).append(r)
+    out = []
+    for label, group in groups.items():
+        if len({(isa_word(r["host"]), _cpu(r)) for r in group}) < 2:
+            continue
+        unrecorded = sum((r["host"].get("cpu") or {}).get("x86_family") is None for r in group)
+        out.append(f"the reports labelled '{label}' were timed on different CPUs"
+                   + (", or on CPUs that cannot be told the same (an older report records no x86 family and model)"
+                      if 0 < unrecorded < len(group) else "")
+                   + ", so each has a column of its own: " + ", ".join(f"'{r['label']}'" for r in group)
+                   + "; compare their figures as different machines, not as runs of one")
+    return out
 
 
 # settings that change what a figure means; two reports differing in one are not like for like
@@ -343,20 +402,30 @@ def _model_key(merged_rows: list[dict[str, Any]]) -> Any:
     return lambda r: (r["model"], r.get("weights_sha256") if len(hashes.get(r["model"], ())) > 1 else None)
 
 
+def _identities(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """(model and weights, what ran) of each merged row: the engine x device row it lines up in."""
+    model_of = _model_key(rows)
+    return [(model_of(r), _what_ran(r)) for r in rows]
+
+
+def _kinds_per_device(rows: list[dict[str, Any]], ident: list[tuple[Any, ...]]
+                      ) -> dict[tuple[Any, ...], list[str]]:
+    """The labels of the timed engines of each (device, model and weights, what ran)."""
+    kinds: dict[tuple[Any, ...], list[str]] = {}
+    for r, i in zip(rows, ident):
+        if r["status"] == "ok":
+            kinds.setdefault((r["device"], *i), []).append(r["label"])
+    return kinds
+
+
 def lineup_keys(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
     """The engine x device row each merged row belongs to: the same engine (what ran, of the same
     model and weights) lines up whatever its label on each device; one label that names different
     engines gives a row each. A device with two engines of one identity tells them apart by label.
     An engine that could not run (no batch or device recorded) joins the row of its backend and
     precision that carries its label, or the only such row; else it gets a row of its own."""
-    model_of = _model_key(rows)
-    ident = [(model_of(r), _what_ran(r)) for r in rows]
-    per_device: dict[tuple[Any, ...], int] = {}
-    for r, i in zip(rows, ident):
-        if r["status"] == "ok":
-            at = (r["device"], *i)
-            per_device[at] = per_device.get(at, 0) + 1
-    twice = {i[1:] for i, n in per_device.items() if n > 1}
+    ident = _identities(rows)
+    twice = {at[1:] for at, labels in _kinds_per_device(rows, ident).items() if len(labels) > 1}
     keys: list[tuple[Any, ...]] = [(*i, r["label"] if i in twice else None) if r["status"] == "ok" else ()
                                    for r, i in zip(rows, ident)]
     labels: dict[tuple[Any, ...], set[str]] = {}
@@ -374,6 +443,25 @@ def lineup_keys(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
         keys[n] = named[0] if named else fits[0] if len(fits) == 1 else (model, (backend, precision, None, None),
                                                                           r["label"])
     return keys
+
+
+def by_label_notes(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per device that timed several engines of one kind (backend, precision, batch, device
+    kind) where another device timed that kind too: `lineup_keys` cannot tell by what ran which of
+    them another device's engine is, so those rows line up by label, and an engine under another
+    label has a row of its own."""
+    kinds = _kinds_per_device(rows, _identities(rows))
+    out = []
+    for (device, model, what), labels in kinds.items():
+        others = [f"{', '.join(lab)} on {d}" for (d, *kind), lab in kinds.items()
+                  if kind == [model, what] and d != device]
+        if len(labels) > 1 and others:
+            backend, precision, batch, on = what
+            out.append(f"{model[0]}: {device} timed {len(labels)} engines of one kind ({backend} {precision}, batch "
+                       f"{batch}, on {on}): {', '.join(labels)}; rows of that kind line up across the devices by "
+                       f"label, not by what ran, so each engine of it on another device ({'; '.join(others)}) "
+                       "shares a row only with one of its label")
+    return out
 
 
 def label_warnings(rows: list[dict[str, Any]]) -> list[str]:
