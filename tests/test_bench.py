@@ -382,7 +382,7 @@ def test_every_printed_figure_names_its_host_isa_and_threads(tmp_path: Path,
             e["latency"]["p99_omitted"] = "p99 needs >= 100 runs, this run has 30; pass --runs 100"
     assert "p99 –: p99 needs >= 100 runs, this run has 30; pass --runs 100" in "\n".join(summary_lines(a))
     bound = next(ln for ln in summary_lines(a) if ln.startswith("fp32 roofline bound"))
-    assert bound.endswith("on this machine, 1 thread(s)."), bound
+    assert bound.endswith("for an fp32 engine, 1 thread(s).") and "as measured in this run" in bound, bound
     b = copy.deepcopy(a)
     b["label"], b["settings"]["threads"], b["host"]["cpu"]["isa"] = "xeon", 16, ["avx512_bf16", "amx_bf16"]
     pa, pb = write_json(tmp_path / "a.json", a), write_json(tmp_path / "b.json", b)
@@ -1051,7 +1051,7 @@ def test_a_busy_machine_is_detected_and_a_multi_thread_run_on_it_is_called_flatt
                           "end, 1.2 of it the run's own, on 2 usable cores)")
     assert "ran 2 threads" in two and "--threads 1" in two
     one = summary_lines({**report, "settings": {"threads": 1, "interleaved": True}})[-1]
-    assert one.startswith("Caution:") and "ratios of interleaved subjects hold" in one and "--threads" not in one
+    assert one.startswith("Caution:") and "protects the ratios only partly" in one and "--threads" not in one
     # timed one after another (a device report, --sequential): no ratio is protected from the load
     apart = summary_lines({**report, "settings": {"threads": 1, "interleaved": False}})[-1]
     assert "hold" not in apart and "not protected from the load" in apart, apart

@@ -191,8 +191,9 @@ def gemm_call(n: int, library: str, threads: int | None = None) -> tuple[Callabl
 
 def in_run_peak(peak: dict[str, Any], samples_ms: list[float], flops: float) -> dict[str, Any]:
     """Fold the per-round GEMM timings into the peak: `gflops` = `best_gflops` = the best GEMM
-    seen before or during the run (the hardware's demonstrated roof); the in-run median and worst
-    are kept to show how much the load varied."""
+    seen before or during the run (the hardware's demonstrated roof); the in-run median (the roof
+    under the load the engines' median times saw: the summary's median bound) and worst are kept
+    beside it, and show how much the load varied."""
     if not samples_ms:
         return peak
     g = sorted(flops / (ms / 1e3) / 1e9 for ms in samples_ms)

@@ -9,14 +9,16 @@ from typing import Any
 
 from alignvar_edge.bench.host import load_words, machine_words, short_label
 from alignvar_edge.bench.schema import DEVICE_REFERENCE
+from alignvar_edge.bench.stats import spread_bounds
 from alignvar_edge.errors import InputError
 from alignvar_edge.fsmodes import write_atomically
 from alignvar_edge.runtimes.base import precision_label
 from alignvar_edge.manifest import UNHASHED, prune_text
 
 __all__ = ["all_cores_line", "engine_rows", "figure_cell", "graph_words", "is_bench_plot", "markdown_table",
-           "plain_log_ticks", "pruning_note", "plot_report", "pyplot", "report_markdown", "save_figure",
-           "terminal_table", "units_words", "unverified_note"]
+           "plain_log_ticks", "pruning_note", "plot_report", "pyplot", "report_markdown", "roofline_line", "rounds_line",
+           "run_words", "save_figure", "shared_line", "spread_words", "terminal_table", "units_words",
+           "unverified_note"]
 
 # one engine entry flattened to the figures tables and plots show
 Row = dict[str, Any]
@@ -262,7 +264,8 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     if best:
         out.append(f"Best CPU engine at >= {s['min_token_agreement']:.0%} token agreement: **{best['label']}**"
                    f"{units_words(best)}, {best['p50_ms_per_tile']:.2f} ms/tile, {best['speedup_vs_eager']:.2f}x "
-                   f"PyTorch eager ({best['token_agreement']:.2%} tokens){_threads_tail(best, threads)}")
+                   f"PyTorch eager ({best['token_agreement']:.2%} tokens){_threads_tail(best, threads)}"
+                   + _spread_sentence(best))
     img = s.get("image") or {}
     if img.get("best_cpu"):
         h, w = img["sr"]
@@ -297,18 +300,85 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
                    + _pruned_words(report) + "." if ran
                    else "No engine ran here (see each row's reason), so none was timed or checked."
                    if asked else "No engine was asked for: the baselines alone were timed.")
+    spreads = rounds_line(report)
+    if spreads:
+        out.append(spreads)
     if report.get("all_cores"):                  # deploy's second row
         out.append(all_cores_line(report["all_cores"]))
     if s.get("fp32_bound_speedup"):
-        out.append(f"fp32 roofline bound: FLOPs / measured peak = {s['fp32_bound_ms_per_tile']:.2f} ms/tile, "
-                   f"i.e. at most {s['fp32_bound_speedup']:.2f}x eager for an fp32 engine on this machine, "
-                   f"{threads} thread(s).")
+        out.append(roofline_line(report))
     if s.get("target_verdict"):
         out.append(f"Speed-up target {s['target_speedup']:g}x: {s['target_verdict']}.")
     out += tail_lines(report)
     if s.get("shared_load"):
         out.append(shared_line(report))
     return out
+
+
+# the best GEMM of a run over the median of those between its rounds: 1.0-1.4 on idle 2-core hosts
+# (docs/results); beyond this, other work slowed most rounds and the bound at the best is loose
+_LOOSE_GEMM = 1.5
+
+
+def roofline_line(report: dict[str, Any]) -> str:
+    """The fp32 roofline bound as measured in this run: at the median GEMM rate between the rounds
+    (eager's p50 is a median under the same load) and at the best (the ceiling); a report written
+    before the median was recorded has only the latter."""
+    s = report["summary"]
+    threads = (report.get("settings") or {}).get("threads")
+    median = s.get("fp32_bound_speedup_median")
+    if not median:
+        return (f"fp32 roofline bound, as measured in this run: FLOPs / best GEMM rate = "
+                f"{s['fp32_bound_ms_per_tile']:.2f} ms/tile, i.e. at most {s['fp32_bound_speedup']:.2f}x eager "
+                f"for an fp32 engine, {threads} thread(s).")
+    line = (f"fp32 roofline bound, as measured in this run: FLOPs / GEMM rate = "
+            f"{s['fp32_bound_ms_per_tile_median']:.2f} ms/tile at the median GEMM between the rounds, "
+            f"{s['fp32_bound_ms_per_tile']:.2f} at the best: an fp32 engine at that rate would be {median:.2f}x "
+            f"eager at the median, at most {s['fp32_bound_speedup']:.2f}x at the best, {threads} thread(s).")
+    loose = s["fp32_bound_speedup"] / median          # = the best GEMM rate / the median
+    if loose >= _LOOSE_GEMM:
+        line += f" The best GEMM was {loose:.2f}x the median: the load varied, so the bound at the best is loose."
+    return line
+
+
+def spread_words(spread: dict[str, Any]) -> str:
+    """A ratio's per-round spread (stats.ratio_spread) as reports state it: '3.79–4.67x, IQR of 102 rounds'."""
+    return f"{_interval(spread)}, {spread_bounds(spread)[2]} of {spread['rounds']} rounds"
+
+
+def _interval(spread: dict[str, Any]) -> str:
+    low, high, _ = spread_bounds(spread)
+    return f"{low:.2f}–{high:.2f}x"
+
+
+def _spread_sentence(best: dict[str, Any]) -> str:
+    """What a summary line adds after its best engine's ratio: that ratio's per-round spread and the
+    engines this run does not tell it from; nothing where the report records no spread."""
+    spread = best.get("speedup_vs_eager_rounds")
+    if not spread:
+        return ""
+    peers = best.get("within_noise_of")
+    return f" Per round {spread_words(spread)}" + (f"; within the noise of {', '.join(peers)}" if peers else "") + "."
+
+
+# the ratios a report's rows carry, each with its per-round spread under `key`_rounds
+_RATIOS = (("speedup_vs_eager", "per tile"), ("image_speedup_vs_eager", "whole image"),
+           ("folder_speedup_vs_eager", "folder"))
+
+
+def rounds_line(report: dict[str, Any]) -> str | None:
+    """One line with every engine row's per-round spread of its ratios to eager (the table shows
+    the ratios of medians); None where fewer than two engine rows have one (the best engine's line
+    says its own)."""
+    engines = [e for e in report.get("engines", []) if e.get("kind") == "engine" and e.get("status") == "ok"]
+    parts = []
+    for key, what in _RATIOS:
+        rows = [(e["label"], e[f"{key}_rounds"]) for e in engines if e.get(f"{key}_rounds")]
+        if len(rows) >= 2:
+            _, _, kind = spread_bounds(rows[0][1])
+            parts.append(f"{what} ({kind} of {rows[0][1]['rounds']} rounds) "
+                         + ", ".join(f"{label} {_interval(sp)}" for label, sp in rows))
+    return ("Per round, eager's time / each engine's: " + "; ".join(parts) + ".") if parts else None
 
 
 def _pruned_words(report: dict[str, Any]) -> str:
@@ -353,10 +423,30 @@ def shared_line(report: dict[str, Any]) -> str:
     if len(report.get("engines", [])) < 2:
         return line + ": absolute times are inflated."
     if (report.get("settings") or {}).get("interleaved"):
-        return line + ": absolute times are inflated; the ratios of interleaved subjects hold."
+        spread = ((report.get("summary") or {}).get("best_cpu") or {}).get("speedup_vs_eager_rounds")
+        return line + (": absolute times are inflated, and interleaving protects the ratios only partly"
+                       + (f"; per round, {report['summary']['best_cpu']['label']}'s ratio to eager was "
+                          f"{spread_words(spread)}." if spread else "."))
     # timed one after the other (a device report, --sequential): the load may have changed between them
     return line + (": absolute times are inflated, and the engines were timed one after another, so the ratios "
                    "between them are not protected from the load either; re-run on an idle machine.")
+
+
+def run_words(report: dict[str, Any]) -> str:
+    """How many latency rounds a report timed, as its Markdown header says it: with --duration, the
+    rounds actually timed (`settings.rounds_timed`; in reports before it, the most any row was timed)
+    beside the budget and --runs, the minimum."""
+    st = report["settings"]
+    mode = "interleaved" if st.get("interleaved", True) else "sequential"
+    if not st.get("duration_s"):
+        return f"{st['runs']} {mode} rounds"
+    timed = st.get("rounds_timed") or max((e["latency"]["runs"] for e in report["engines"]
+                                           if isinstance((e.get("latency") or {}).get("runs"), int)), default=None)
+    budget = f"{st['duration_s']:g} s budget{'' if mode == 'interleaved' else ' each'}, at least {st['runs']}"
+    if not timed:
+        return f"{st['runs']} {mode} rounds (at least; {st['duration_s']:g} s budget)"
+    return (f"{timed} interleaved rounds timed ({budget})" if mode == "interleaved"
+            else f"up to {timed} sequential rounds per subject ({budget})")
 
 
 def units_words(best: dict[str, Any]) -> str:
@@ -380,7 +470,7 @@ def _whole_line(title: str, timing: dict[str, Any], threads: Any) -> str:
     b = timing["best_cpu"]
     return (f"{title}: **{b['label']}**{units_words(b)} {b['mp_per_s']:.3f} MP/s at batch {b['batch']}, "
             f"{b['speedup_vs_eager']:.2f}x PyTorch eager's {timing['eager_mp_per_s']:.3f} MP/s "
-            f"(batch {timing['eager_batch']}){_threads_tail(b, threads)}")
+            f"(batch {timing['eager_batch']}){_threads_tail(b, threads)}{_spread_sentence(b)}")
 
 
 def all_cores_line(row: dict[str, Any]) -> str:
@@ -409,8 +499,7 @@ def report_markdown(report: dict[str, Any], plot: str | None = None) -> str:
              f"{m['flops_per_tile']['conditioning'] / 1e9:.3f}, scales {m['flops_per_tile']['scales'] / 1e9:.3f}, "
              f"decoder {m['flops_per_tile']['decoder'] / 1e9:.3f})",
              f"- host: {host_words(report)}",
-             f"- run: {st['runs']} {'interleaved' if st.get('interleaved', True) else 'sequential'} rounds "
-             + (f"(at least; {st['duration_s']:g} s budget) " if st.get("duration_s") else "")
+             f"- run: {run_words(report)} "
              + (f"and {st['image_runs']} whole-image rounds ({st['image_lr']} px LR) " if st.get("image_lr") else "")
              + (f"and {st['image_runs']} folder rounds ({st['folder_images']} images, {st['folder_lr']} px LR) "
                 if st.get("folder_images") else "")

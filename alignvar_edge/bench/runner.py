@@ -8,8 +8,8 @@ Order of work (each phase on every subject before the next phase):
      is the reference), against eager and the HR tiles; around that pass the RSS high-water mark
      (reset first) and tracemalloc's peak. This pass is also every engine's first, warming call;
   4. latency: warm-up, then `runs` rounds in which every subject runs once, in rotating order,
-     so background load on a shared machine hits every engine alike (ratios stay fair even when
-     absolute times drift);
+     so background load on a shared machine hits every engine alike; what load still moves between
+     subjects within a round is the per-round spread of each ratio (stats.ratio_spread);
   5. profile: FLOPs and time per stage (PyTorch eager stages; ONNX Runtime staged graphs if given).
 """
 from __future__ import annotations
@@ -30,9 +30,9 @@ from alignvar_edge.bench.image import (FOLDER_LR, IMAGE_LR, IMAGE_RUNS, MAX_IMAG
 from alignvar_edge.bench.host import OwnLoad, load_words, shared_load
 from alignvar_edge.bench.memory import PeakRSS, traced_peak_mb
 from alignvar_edge.bench.peak import MAX_PEAK_N
-from alignvar_edge.bench.render import pruning_note, unverified_note
+from alignvar_edge.bench.render import pruning_note, spread_words, unverified_note
 from alignvar_edge.bench.schema import device_kind, meets_fidelity, new_report, reference_model_block, status_reasons
-from alignvar_edge.bench.stats import latency_summary
+from alignvar_edge.bench.stats import latency_summary, ratio_spread, separated, spread_bounds
 from alignvar_edge.bench.subjects import (BICUBIC, EAGER, EngineSpec, Subject, artifact_bytes, call_for,
                                           check_exists, open_subject, parse_spec, spec_manifest, unique_label,
                                           untimed_error)
@@ -265,6 +265,7 @@ class _Measure:
         self.ref_tok: list[np.ndarray] = []
         self.opts, self.prog, self.say = opts, prog, say
         self.times: dict[int, list[float]] = {}
+        self.rounds_timed = 0                # the most latency rounds any subject was timed
 
     def measure(self, group: list[Subject]) -> None:
         live = [s for s in group if s.status == "ok"]
@@ -298,8 +299,9 @@ class _Measure:
         o = self.opts
         self.say(f"timing {names}: " + (f"{o.duration:g} s and at least {o.runs} rounds" if o.duration
                                           else f"{o.runs} rounds"))
-        self.times.update(interleaved(live, calls, rounds(o.runs, o.duration), self.prog, "timing",
-                                      after_round=self._time_gemm))
+        timed = interleaved(live, calls, rounds(o.runs, o.duration), self.prog, "timing", after_round=self._time_gemm)
+        self.times.update(timed)
+        self.rounds_timed = max([self.rounds_timed, *map(len, timed.values())])
         ov = self.opts.image_overlap
         for s in live:
             eng = _image_engine(s)          # its shape, while it is open: what the call counts depend on
@@ -405,7 +407,7 @@ def run_bench(engines: Sequence[str], reference: Any = None, options: BenchOptio
         profile = _profile(run, opts, threads, flops_of, say) if opts.profile_runs else None
         own.record(host)
         peak = in_run_peak(run.peak, run.measure.gemm_ms, run.gemm_flops)
-        entries = _entries(run, opts, flops_of, peak["gflops"])
+        entries = _entries(run, opts, flops_of, peak)
     finally:
         for s in _open_subjects(run):
             _close(s)
@@ -519,7 +521,7 @@ def _profile(run: _Run, opts: BenchOptions, threads: int, flops_of: Callable[[tu
 
 
 def _entries(run: _Run, opts: BenchOptions, flops_of: Callable[[tuple[float, ...]], dict[str, int]],
-             peak_gflops: float) -> list[dict[str, Any]]:
+             peak: dict[str, Any]) -> list[dict[str, Any]]:
     """The report's rows, eager first and bicubic last, with their whole-image and folder timings."""
     config, m = run.config, run.measure
     image, folder = m.image, m.folder
@@ -528,7 +530,7 @@ def _entries(run: _Run, opts: BenchOptions, flops_of: Callable[[tuple[float, ...
     # a pruned engine's figures count the FLOPs of its pruned rollout, not the model's
     entries = [_entry(s, m.times.get(id(s), []), mp, None if s.backend == BICUBIC else
                       sum(flops_of(tuple(graph_fields(s.manifest)["prune"] or ())).values()),
-                      peak_gflops, run.model.parameter_report()["inference"]) for s in order]
+                      peak, run.model.parameter_report()["inference"]) for s in order]
     for s, e in zip(order, entries):
         shape = s.info.get("image_shape")
         if image is not None and e["status"] == "ok" and m.image_times.get(id(s)):
@@ -543,7 +545,8 @@ def _entries(run: _Run, opts: BenchOptions, flops_of: Callable[[tuple[float, ...
 
 def _settings(run: _Run, opts: BenchOptions, threads: int) -> dict[str, Any]:
     timed_whole = bool(opts.image_size or opts.folder_images)
-    return {"runs": opts.runs, "duration_s": opts.duration, "warmup": opts.warmup, "threads": threads,
+    return {"runs": opts.runs, "duration_s": opts.duration, "rounds_timed": run.measure.rounds_timed,
+            "warmup": opts.warmup, "threads": threads,
             "image_lr": opts.image_size or None,
             "image_runs": opts.image_runs if timed_whole else None,
             # the overlap used, not the flag: a default and the same value given are one setting
@@ -562,7 +565,7 @@ def _settings(run: _Run, opts: BenchOptions, threads: int) -> dict[str, Any]:
 
 def _report(run: _Run, opts: BenchOptions, host: dict[str, Any], threads: int, peak: dict[str, Any],
             entries: list[dict[str, Any]], flops: dict[str, int], profile: dict[str, Any] | None) -> dict[str, Any]:
-    summary = _summary(entries, opts, sum(flops.values()), peak["gflops"])
+    summary = _summary(entries, opts, sum(flops.values()), peak["gflops"], _median_gflops(peak))
     summary["shared_load"] = shared_load(host)
     model = reference_model_block(run.model, run.name, run.source.describe(), flops)
     return new_report(label=opts.label, host=host, model=model, settings=_settings(run, opts, threads), peak=peak,
@@ -616,7 +619,13 @@ def identity_fields(path: str | None, manifest: Manifest | None) -> dict[str, An
             "built_from": built.to_json() if built else None}
 
 
-def _entry(s: Subject, times_ms: list[float], mp: float, flops: int | None, peak: float,
+def _median_gflops(peak: dict[str, Any]) -> float | None:
+    """The median rate of the GEMMs timed between the rounds (None where none was): the roof under
+    the load the engines' median times saw."""
+    return (peak.get("in_run") or {}).get("median_gflops")
+
+
+def _entry(s: Subject, times_ms: list[float], mp: float, flops: int | None, peak: dict[str, Any],
            inference_params: int) -> dict[str, Any]:
     e: dict[str, Any] = {"label": s.label, "backend": s.backend, "kind": s.kind, "status": s.status,
                          "reason": s.reason, "path": s.path, "precision": s.precision, "device": s.device}
@@ -631,7 +640,7 @@ def _entry(s: Subject, times_ms: list[float], mp: float, flops: int | None, peak
     e["batch"] = s.info.get("batch", 1)
     e["parallel_requests"] = s.info.get("parallel_requests", 1)
     e["load_s"] = s.info.get("load_s")
-    e["latency"] = latency_summary(times_ms, e["batch"], mp, flops, peak)
+    e["latency"] = latency_summary(times_ms, e["batch"], mp, flops, peak["gflops"], _median_gflops(peak))
     e["flops_per_tile"] = flops          # what GFLOP/s and % peak count: a pruned engine's own
     e["memory"] = s.info.get("memory")
     e["fidelity"] = s.info.get("fidelity")
@@ -666,7 +675,10 @@ def _compute_units(e: dict[str, Any]) -> dict[str, Any]:
 
 
 def _summary(entries: list[dict[str, Any]], opts: BenchOptions, flops_total: float,
-             peak_gflops: float) -> dict[str, Any]:
+             peak_gflops: float, median_gflops: float | None = None) -> dict[str, Any]:
+    """Speed-ups against eager (set on every timed entry, with their per-round spreads where the
+    subjects were interleaved), the best CPU engine and the engines it is not told from, the fp32
+    roofline bound at the run's best and median GEMM rates, and the target's verdict."""
     eager = next(e for e in entries if e["label"] == EAGER)
     base = _tile_p50(eager)
     rows = []
@@ -678,6 +690,8 @@ def _summary(entries: list[dict[str, Any]], opts: BenchOptions, flops_total: flo
         e["meets_fidelity"] = meets_fidelity(tok, opts.min_token_agreement)
         if e["kind"] == "engine" and e["status"] == "ok" and e["meets_fidelity"]:
             rows.append(e)
+    paired = not opts.sequential
+    _set_round_spreads("speedup_vs_eager", eager, entries, _tile_ms, paired)
     cpu = [e for e in rows if _in_best_cpu_choice(e)]
     best = max(cpu, key=lambda e: e.get("speedup_vs_eager") or 0, default=None)
     out: dict[str, Any] = {
@@ -687,25 +701,88 @@ def _summary(entries: list[dict[str, Any]], opts: BenchOptions, flops_total: flo
         **status_reasons(entries),
         "best_cpu": None, "target_speedup": opts.target_speedup, "target_met": None,
         # roofline bound: an fp32 engine cannot beat FLOPs / best measured GEMM rate per tile
-        "fp32_bound_ms_per_tile": round(flops_total / peak_gflops / 1e6, 3) if peak_gflops else None,
+        "fp32_bound_ms_per_tile": _bound_ms(flops_total, peak_gflops),
     }
     if base and out["fp32_bound_ms_per_tile"]:
         out["fp32_bound_speedup"] = round(base / out["fp32_bound_ms_per_tile"], 2)
+        if median_gflops:
+            # the same at the GEMMs' median rate between the rounds: set against eager's median
+            # under that load, not the best GEMM of a quiet moment
+            out["fp32_bound_ms_per_tile_median"] = _bound_ms(flops_total, median_gflops)
+            out["fp32_bound_speedup_median"] = round(base / out["fp32_bound_ms_per_tile_median"], 2)
     if best is not None:
         out["best_cpu"] = {"label": best["label"], "speedup_vs_eager": best.get("speedup_vs_eager"),
                            "p50_ms_per_tile": _tile_p50(best),
                            "token_agreement": best["fidelity"]["vs_reference"]["token_agreement"],
-                           **_compute_units(best)}
-    out["image"] = _whole_summary("image", eager, entries, cpu)
-    out["folder"] = _whole_summary("folder", eager, entries, cpu)
+                           **_compute_units(best), **_beside_best(best, cpu, "speedup_vs_eager", _tile_ms)}
+    out["image"] = _whole_summary("image", eager, entries, cpu, paired)
+    out["folder"] = _whole_summary("folder", eager, entries, cpu, paired)
     if opts.target_speedup:
-        got = (out["best_cpu"] or {}).get("speedup_vs_eager") or 0.0
-        out["target_met"] = got >= opts.target_speedup
-        out["target_verdict"] = (
-            f"met: {got:.2f}x >= {opts.target_speedup:g}x" if out["target_met"] else
-            f"missed: best {got:.2f}x vs {opts.target_speedup:g}x target ({got / opts.target_speedup:.0%} of it; "
-            f"the best engine would need to be {opts.target_speedup / got if got else float('inf'):.2f}x faster)")
+        out.update(_target(opts.target_speedup, out["best_cpu"] or {}))
     return out
+
+
+def _bound_ms(flops: float, gflops: float | None) -> float | None:
+    """The fastest a tile of `flops` FLOPs can run at `gflops` GFLOP/s (ms)."""
+    return round(flops / gflops / 1e6, 3) if gflops else None
+
+
+def _target(target: float, best: dict[str, Any]) -> dict[str, Any]:
+    """--target-speedup's verdict on the best CPU engine (`best`, a summary's best_cpu or {}):
+    met or missed, and where the target lies within its per-round spread, that one run does not
+    settle which."""
+    got = best.get("speedup_vs_eager") or 0.0
+    met = got >= target
+    verdict = (f"met: {got:.2f}x >= {target:g}x" if met else
+               f"missed: best {got:.2f}x vs {target:g}x target ({got / target:.0%} of it; "
+               f"the best engine would need to be {target / got if got else float('inf'):.2f}x faster)")
+    spread, within = best.get("speedup_vs_eager_rounds"), False
+    if spread is not None:
+        low, high, _ = spread_bounds(spread)
+        within = low <= target <= high
+        if within:
+            verdict += (f"; but {target:g}x lies within its per-round spread ({spread_words(spread)}): "
+                        "not settled by this run")
+    return {"target_met": met, "target_verdict": verdict, "target_within_spread": within}
+
+
+def _tile_ms(e: dict[str, Any]) -> list[float]:
+    """An entry's time per tile in each timed round, in round order (its raw call times / its batch)."""
+    lat = e.get("latency") or {}
+    return [t / lat["tiles_per_call"] for t in lat.get("raw_call_ms") or []]
+
+
+def _whole_ms(what: str) -> Callable[[dict[str, Any]], list[float]]:
+    """An entry's time of the whole image (or folder, `what`) in each timed round, in round order."""
+    return lambda e: (e.get(what) or {}).get("raw_ms") or []
+
+
+def _set_round_spreads(key: str, eager: dict[str, Any], entries: list[dict[str, Any]],
+                       times: Callable[[dict[str, Any]], list[float]], paired: bool) -> None:
+    """Beside each entry's ratio `key` (eager's p50 / its own), `key`_rounds: the per-round spread of
+    eager's time / its own (`ratio_spread`), where the subjects were timed in the same rounds."""
+    if not paired:
+        return
+    for e in entries:
+        spread = ratio_spread(times(eager), times(e)) if e is not eager and e.get(key) else None
+        if spread is not None:
+            e[f"{key}_rounds"] = spread
+
+
+def _beside_best(best: dict[str, Any], rivals: list[dict[str, Any]], key: str,
+                 times: Callable[[dict[str, Any]], list[float]]) -> dict[str, Any]:
+    """What a summary's best entry records beside its ratio `key`: that ratio's per-round spread and
+    `within_noise_of`, the rivals it is not told from beyond one run's noise (`separated`); nothing
+    where its ratio has no per-round spread (subjects timed one after another)."""
+    spread = best.get(f"{key}_rounds")
+    if spread is None:
+        return {}
+
+    def told_apart(other: dict[str, Any]) -> bool:
+        theirs, paired = other.get(f"{key}_rounds"), ratio_spread(times(other), times(best))
+        return theirs is not None and paired is not None and separated(spread, theirs, paired)
+    return {"speedup_vs_eager_rounds": spread,
+            "within_noise_of": [e["label"] for e in rivals if e is not best and e.get(key) and not told_apart(e)]}
 
 
 def _whole_p50(e: dict[str, Any], what: str) -> float | None:
@@ -713,9 +790,10 @@ def _whole_p50(e: dict[str, Any], what: str) -> float | None:
 
 
 def _whole_summary(what: str, eager: dict[str, Any], entries: list[dict[str, Any]],
-                   fit_cpu: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """Speed-ups of the whole image (or folder, `what`) against eager's (set on every timed entry)
-    and the best CPU engine by its MP/s among those meeting the fidelity gate."""
+                   fit_cpu: list[dict[str, Any]], paired: bool = True) -> dict[str, Any] | None:
+    """Speed-ups of the whole image (or folder, `what`) against eager's (set on every timed entry,
+    with their per-round spreads where `paired`) and the best CPU engine by its MP/s among those
+    meeting the fidelity gate."""
     base = _whole_p50(eager, what)
     if not base:
         return None
@@ -724,13 +802,15 @@ def _whole_summary(what: str, eager: dict[str, Any], entries: list[dict[str, Any
         p50 = _whole_p50(e, what)
         if p50:
             e[key] = round(base / p50, 3)
+    _set_round_spreads(key, eager, entries, _whole_ms(what), paired)
     best = max((e for e in fit_cpu if _whole_p50(e, what)), key=lambda e: e[key], default=None)
     ref = eager[what]
     return {**{k: ref[k] for k in ("lr", "sr", "images", "image_lr", "image_sr") if k in ref},
             "eager_mp_per_s": ref["megapixels_per_s"], "eager_batch": ref.get("batch"),
             "best_cpu": None if best is None else {
                 "label": best["label"], "mp_per_s": best[what]["megapixels_per_s"],
-                "batch": best[what].get("batch"), "speedup_vs_eager": best[key], **_compute_units(best)}}
+                "batch": best[what].get("batch"), "speedup_vs_eager": best[key], **_compute_units(best),
+                **_beside_best(best, fit_cpu, key, _whole_ms(what))}}
 
 
 def _notes(host: dict[str, Any], entries: list[dict[str, Any]], interleaved: bool = True) -> list[str]:
@@ -745,7 +825,8 @@ def _notes(host: dict[str, Any], entries: list[dict[str, Any]], interleaved: boo
              "Roofline: achieved GFLOP/s = matmul+conv FLOPs per tile (flops_per_tile: a pruned engine's are "
              "those of its pruned rollout) / p50 time per tile (and / the "
              "fastest time: roofline_fraction_best), against the best fp32 GEMM timed in this run, before "
-             "and between the rounds; int8/fp16 engines are set against the same fp32 peak.",
+             "and between the rounds, and (roofline_fraction_median) p50 against the median of those timed "
+             "between the rounds, under the same load; int8/fp16 engines are set against the same fp32 peak.",
              "Memory: peak_delta_mb is the process RSS peak during the fidelity pass (one engine call per "
              "batch of tiles) above the RSS before it; load_rss_mb the RSS growth when the engine was opened "
              "(the first engine of a runtime also pays for loading its library); python_heap_peak_mb is "
@@ -753,7 +834,9 @@ def _notes(host: dict[str, Any], entries: list[dict[str, Any]], interleaved: boo
     shared = shared_load(host)
     if shared:
         notes.append(f"The machine was shared: {load_words(shared)}; absolute times are inflated"
-                     + (", ratios between interleaved subjects are the robust figures. " if interleaved else
+                     + (", and interleaving protects the ratios between subjects only partly: the per-round "
+                        "spread of each ratio (speedup_vs_eager_rounds) says how much the load still moved it. "
+                        if interleaved else
                         ", and the engines were timed one after another (--sequential), so neither are the ratios "
                         "between them. ") + "With more "
                      "runnable threads than cores, multi-threaded runs also measure contention (PyTorch's "

@@ -11,16 +11,23 @@ A report (kind "bench") is one run on one device:
                        own_load (the run's CPU seconds per second): other work = end - own_load
     model              name, source, weights_sha256 (the state-dict hash engine manifests record; merge
                        compares it), tile geometry, parameters per component, FLOPs per tile
-    settings           runs, duration_s, warmup, threads, eager_batch, interleaved (subjects timed round
+    settings           runs (--runs), duration_s, rounds_timed (the latency rounds actually timed: more
+                       than runs with --duration; --sequential: the most any subject got), warmup,
+                       threads, eager_batch, interleaved (subjects timed round
                        by round; false: one after another), fidelity_tiles, seed, images (as typed),
                        fidelity_tiles_sha256 (SHA-256 of the HR fidelity crops: what merge compares),
                        image_lr/image_runs/image_overlap, folder_images/folder_lr (null: not timed),
                        min_token_agreement, target_speedup, ort_spin; a device report: reference
                        "golden outputs", and `bench trtexec`'s trtexec {command, tensorrt_version, ...}
-    peak               measured fp32 GEMM peak (bench/peak.py)
+    peak               measured fp32 GEMM peak (bench/peak.py): gflops, the best of all; in_run {samples,
+                       median_gflops, best_gflops, worst_gflops} of the GEMMs timed between the rounds
     engines            list of engine entries (below), baselines included
     summary            best engine vs PyTorch eager, fidelity gate, target verdict; shared_load
-                       (other work on the machine, when it was over half the cores) or null
+                       (other work on the machine, when it was over half the cores) or null;
+                       best_cpu (and image/folder best_cpu) with speedup_vs_eager_rounds and
+                       within_noise_of (the engines one run does not tell it from);
+                       target_within_spread; fp32_bound_ms_per_tile / fp32_bound_speedup at the best
+                       GEMM rate, and each _median at the in-run median GEMM rate
     profile            where the time goes: FLOPs and measured time per stage
     notes              free-text caveats
     deploy             (deploy's report.json) its steps, options and timings; all_cores: the
@@ -46,8 +53,9 @@ carry numbers (checked on reading: a hand-edited figure is one line):
                        from 100; below that p90_omitted / p99_omitted say why); raw_call_ms (every call,
                        in run order); throughput {tiles_per_s, megapixels_per_s}; gflops_achieved,
                        gflops_best, roofline_fraction (p50 vs the peak), roofline_fraction_best (min vs
-                       it), below_peak_x. trtexec's: source, gpu_compute_per_call_ms,
-                       trtexec_throughput_qps, and throughput from its qps
+                       it), roofline_fraction_median (p50 vs the in-run median GEMM), below_peak_x.
+                       trtexec's: source, gpu_compute_per_call_ms, trtexec_throughput_qps, and
+                       throughput from its qps
     image, folder      (when timed; bench/image.py) sr_megapixels, runs, per_image_ms / per_folder_ms
                        {p50, ...}, megapixels_per_s, raw_ms, batch, tiles, calls, the image sizes
     memory             load_rss_mb, peak_delta_mb, python_heap_peak_mb, measured_on (GPU scripts:
@@ -55,7 +63,10 @@ carry numbers (checked on reading: a hand-edited figure is one line):
     fidelity           vs_reference {token_agreement, psnr_y_db, ssim_y, reference}, vs_hr {psnr_y_db,
                        ssim_y} (null in device reports)
     build_parity       the engine's check at build/adopt time (tokens, psnr_db, reference, passed)
-    speedup_vs_eager, image_speedup_vs_eager, folder_speedup_vs_eager, meets_fidelity
+    speedup_vs_eager, image_speedup_vs_eager, folder_speedup_vs_eager (eager's p50 / the entry's), each
+                       with its _rounds (interleaved subjects): {rounds, p25, p50, p75, min, max} of
+                       eager's time / the entry's in each round (bench/stats.py ratio_spread)
+    meets_fidelity
 """
 from __future__ import annotations
 
