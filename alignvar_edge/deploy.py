@@ -9,6 +9,7 @@
 Output (created in a hidden temporary sibling and renamed into place at the end, so a directory
 at --out is always complete):
     OUT/manifest.json        kind "deploy": the plan, each step's outcome and time, file hashes
+                             (`inspect OUT` verifies them and each artifact inside: manifest.verified_parts)
     OUT/report.{json,md,png} the benchmark
     OUT/export/              fp32 single-graph ONNX (+ export-staged/ with --staged)
     OUT/quantized/T-P/       Q/DQ or fp16 ONNX artifacts (inputs of the ORT / TensorRT builds)
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import shlex
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -546,6 +548,10 @@ def _plan_lines(steps: list[Step]) -> list[str]:
 def _append_plan(md: Path, steps: list[Step]) -> None:
     rows = ["", "## Deploy plan", "", "| engine | status | seconds | detail |", "|---|---|---|---|"]
     rows += [f"| {s.name} | {s.status} | {s.seconds:.0f} | {s.detail.replace('|', '/')} |" for s in steps]
+    # whoever receives the folder (on a board, say) learns the one command that checks it whole
+    rows += ["", "Check this folder wherever it is copied: `alignvar-edge inspect DIR` (DIR: this folder) verifies "
+             "every file its manifest.json lists, report.json included, and each export and engine inside it; it "
+             "exits 0 when all are intact, and 2 naming the file that is not."]
     md.write_text(md.read_text() + "\n".join(rows) + "\n")
 
 
@@ -555,5 +561,5 @@ def format_summary(out: Path, steps: list[Step], report: dict[str, Any], timings
              terminal_table(report), ""]
     lines += [ln.replace("**", "") for ln in summary_lines(report)]
     lines.append(f"deploy finished in {timings.get('total_s', 0):.0f} s: {out}/report.md, report.json, "
-                 "report.png, engines/")
+                 f"report.png, engines/; `alignvar-edge inspect {shlex.quote(str(out))}` verifies it whole, and any copy of it")
     return "\n".join(lines)

@@ -674,6 +674,15 @@ UNHASHED = (f"{MANIFEST_FILE} carries no {CONTENT_KEY} (written by an older alig
             "so its own fields (model, parity, I/O) are unverified")
 
 
+def unverified_caution(root: str | os.PathLike[str]) -> str | None:
+    """The one line `inspect`, `selftest` and `upscale` say where `root`'s manifest.json records no
+    content hash: UNHASHED and what to do. None where it records one, or where `root` has no
+    manifest.json (a checkpoint: its own files are the model)."""
+    if not (Path(root) / MANIFEST_FILE).is_file() or recorded_content_hash(root) is not None:
+        return None
+    return f"{UNHASHED}: re-create it to be sure"
+
+
 def recorded_content_hash(root: str | os.PathLike[str]) -> str | None:
     """The content hash `root`'s manifest.json records (`load_verified` checks it where there is
     one); None where it records none, or cannot be read."""
@@ -911,7 +920,28 @@ def verify_files(root: str | os.PathLike[str], manifest: Manifest | None = None)
 def load_verified(root: str | os.PathLike[str]) -> Manifest:
     doc = _read_json(Path(root))          # parsed once: its own content hash, then its fields
     _check_content(Path(root), doc)
-    return verify_files(root, Manifest.from_json(doc, where=Path(root) / MANIFEST_FILE))
+    m = verify_files(root, Manifest.from_json(doc, where=Path(root) / MANIFEST_FILE))
+    if m.kind == "deploy":                # its own hashes skip the manifests of the artifacts inside it
+        verified_parts(root, m)
+    return m
+
+
+def verified_parts(root: str | os.PathLike[str], manifest: Manifest) -> dict[str, Manifest]:
+    """The artifacts inside a `deploy` output (its export, quantized graphs and engines: each folder
+    holding a manifest.json), by path inside `root`, each verified as `load_verified` verifies it: the
+    deploy manifest hashes their files but not their manifests. A file it lists in a subfolder that
+    no such folder holds (its manifest.json deleted) fails the whole output."""
+    root = Path(root)
+    # by name as listed: on a case-insensitive disk a Core ML package's Manifest.json would match too
+    parts = sorted(p.parent.relative_to(root).as_posix() for p in root.rglob("*")
+                   if p.name == MANIFEST_FILE and p.parent != root)
+    orphans = [f for f in manifest.files if "/" in f and not any(f.startswith(f"{part}/") for part in parts)]
+    if orphans:
+        lie = "lies" if len(orphans) == 1 else "lie"
+        raise ArtifactError(f"artifact '{root}' failed verification: {first_names(orphans)} {lie} in no artifact "
+                            f"folder of it (the {MANIFEST_FILE} of its folder is missing). Copy the whole directory "
+                            "again from where it was made, or re-create it")
+    return {part: load_verified(root / part) for part in parts}
 
 
 def first_names(names: Sequence[str], shown: int = 3) -> str:

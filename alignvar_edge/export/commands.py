@@ -59,14 +59,17 @@ def register(sub: Any) -> None:
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=run_export)
 
-    q = sub.add_parser("inspect", help="summarise and verify an exported artifact or an engine, lint graphs per target",
+    q = sub.add_parser("inspect", help="summarise and verify an export, an engine or a deploy output, lint "
+                                       "graphs per target",
                        description="Verify an artifact against its manifest (every file listed, hashed and "
                                    "inside the folder), then show its model, input contract, graphs, ops, "
                                    "parameters, size and parity, and the ops each target (TensorRT 10.3, "
                                    "OpenVINO NPU, Core ML/ANE) may reject, by node name. For an engine: "
                                    "what it was built from, its build-time parity, the precision each "
-                                   "component computes in and the layouts its build tried.")
-    q.add_argument("artifact", help="artifact directory (made by `alignvar-edge export`, `quantize` or `build`)")
+                                   "component computes in and the layouts its build tried. For a deploy "
+                                   "output: the whole folder, each engine inside it included.")
+    q.add_argument("artifact", help="artifact directory (made by `alignvar-edge export`, `quantize`, `build` "
+                                    "or `deploy`)")
     add_json_option(q, "the summary")
     q.set_defaults(func=run_inspect)
 

@@ -13,8 +13,8 @@ from typing import Any
 from alignvar_edge.errors import ArtifactError
 from alignvar_edge.export.lint import TARGETS, Finding, lint_model
 from alignvar_edge.extras import pip_install, requirement_of
-from alignvar_edge.manifest import (UNHASHED, Manifest, db_text, input_contract, listed_bytes, listed_file,
-                                    load_verified, prune_text, recorded_content_hash, token_share)
+from alignvar_edge.manifest import (MANIFEST_FILE, Manifest, db_text, input_contract, listed_bytes, listed_file,
+                                    load_verified, prune_text, token_share, unverified_caution, verified_parts)
 from alignvar_edge.recipes import BACKENDS
 from alignvar_edge.runtimes.tensorrt.plan import FP16_F32, plan_of
 
@@ -63,8 +63,11 @@ def inspect_artifact(artifact: str | os.PathLike[str]) -> dict[str, Any]:
     m = load_verified(root)
     if m.kind == "engine":
         return _engine_info(root, m)
+    if m.kind == "deploy":
+        return _deploy_info(root, m)
     if m.kind != "onnx":
-        raise ArtifactError(f"'{root}' is an artifact of kind '{m.kind}'; inspect reads exports and engines")
+        raise ArtifactError(f"'{root}' is an artifact of kind '{m.kind}'; inspect reads exports, engines and "
+                            "deploy outputs")
     graphs = {name: _graph_summary(root, m, entry) for name, entry in m.graphs.items()}
     return {
         "verdict": f"OK: {len(m.files)} file(s) listed in the manifest, each inside the artifact directory and "
@@ -79,7 +82,38 @@ def inspect_artifact(artifact: str | os.PathLike[str]) -> dict[str, Any]:
 def _unhashed_clause(root: Path) -> str:
     """What the verdict must add where the manifest records no content hash: a hand edit that also
     drops the hash cannot be told from an older manifest, so it vouches for the files only."""
-    return "" if recorded_content_hash(root) is not None else f"; but {UNHASHED}: re-export to be sure"
+    caution = unverified_caution(root)
+    return f"; but {caution}" if caution else ""
+
+
+def _deploy_info(root: Path, m: Manifest) -> dict[str, Any]:
+    """A `deploy` output, verified whole (load_verified: every file it lists, report.json included,
+    and each artifact inside it against its own manifest): what it holds and what its bench found."""
+    parts = verified_parts(root, m)         # verified by load_verified already: here for their manifests
+    unverified = [rel for rel in parts if unverified_caution(root / rel)]
+    caution = unverified_caution(root / unverified[0]) if unverified else None
+    # the bench labels each engine by its step's name; its folder is the step's path
+    steps = [s for s in m.extra.get("steps") or [] if isinstance(s, dict)]
+    label = {s["path"]: f"{s.get('target')}-{s.get('built_precision')}" for s in steps if s.get("path")}
+    return {
+        "verdict": f"OK: deploy output, every file listed in {MANIFEST_FILE} matching its SHA-256 (report.json "
+                   f"included), and each of the {len(parts)} artifact(s) inside it against its own {MANIFEST_FILE} "
+                   "(its content hash and files)"
+                   + _unhashed_clause(root) + (f"; but in {', '.join(unverified)}, {caution}" if caution else ""),
+        "kind": "deploy", "path": str(root), "precision": m.precision, "model": _model_info(m),
+        "created": m.created, "tools": m.tools, "files_verified": len(m.files), "bytes_on_disk": listed_bytes(root, m),
+        "artifacts": {rel: _part_info(pm, (m.parity or {}).get(label.get(rel, "")), rel in unverified)
+                      for rel, pm in parts.items()},
+        "steps": steps,
+    }
+
+
+def _part_info(m: Manifest, bench: Any, unverified: bool) -> dict[str, Any]:
+    """One artifact of a deploy output: what it is, and for an engine what the deploy's bench found."""
+    kit = m.tensorrt_kit
+    return {"kind": m.kind, "backend": m.backend, "graph": m.graph,
+            "precision": kit.get("precision") if kit else m.precision, "tensorrt_kit": bool(kit),
+            "bench": bench if isinstance(bench, dict) else None, "manifest_unverified": unverified}
 
 
 def _engine_info(root: Path, m: Manifest) -> dict[str, Any]:
@@ -106,15 +140,19 @@ def _engine_info(root: Path, m: Manifest) -> dict[str, Any]:
     }
 
 
+def _model_info(m: Manifest) -> dict[str, Any]:
+    return {"name": m.model.name, "source": m.source.describe(),
+            # the record that proves which checkpoint it was (path and file hashes) and the
+            # hash of the weights themselves: the sentence alone names a path, not its content
+            "provenance": m.source.to_json(), "weights_sha256": m.model.weights_sha256,
+            "scale_schedule": list(m.model.scale_schedule) if m.model.scale_schedule else None}
+
+
 def _common_info(root: Path, m: Manifest) -> dict[str, Any]:
     """What exports and engines both show: the model, parity, files, input contract, precision."""
     return {
         "path": str(root), "graph": m.graph, "precision": m.precision, "opset": m.opset,
-        "model": {"name": m.model.name, "source": m.source.describe(),
-                  # the record that proves which checkpoint it was (path and file hashes) and the
-                  # hash of the weights themselves: the sentence alone names a path, not its content
-                  "provenance": m.source.to_json(), "weights_sha256": m.model.weights_sha256,
-                  "scale_schedule": list(m.model.scale_schedule) if m.model.scale_schedule else None},
+        "model": _model_info(m),
         "parameters": (m.model.parameters or {}).get("inference"), "parity": m.parity, "tools": m.tools,
         "created": m.created, "files_verified": len(m.files),
         "bytes_on_disk": listed_bytes(root, m),
@@ -205,6 +243,8 @@ _REWRITES = {"argmax": "argmax as reductions (exact)",
 
 
 def format_inspection(info: dict[str, Any]) -> str:
+    if info.get("kind") == "deploy":
+        return _deploy_text(info)
     what = (f"{info['backend']} engine, {info['precision']}, device {info['device']}" if info.get("kind") == "engine"
             else f"{info['graph']} graph, {info['precision']}, opset {info['opset']}")
     if info.get("kit"):                 # the graph's precision is not the engine's (an fp16 kit holds fp32 ONNX)
@@ -291,6 +331,48 @@ def format_inspection(info: dict[str, Any]) -> str:
         lines.append("lint is advisory (published operator tables and notes, alignvar_edge/data/); "
                      "build on the target to be sure")
     return "\n".join(lines)
+
+
+def _deploy_text(info: dict[str, Any]) -> str:
+    """A deploy output: the verdict, the model, one line per artifact inside it, the steps it skipped
+    or failed (their reasons are the plan's)."""
+    lines = [f"verdict    {info['verdict']}",
+             f"artifact   {info['path']}  (deploy output, precisions {info['precision']})",
+             f"model      {info['model']['name']}", *_source_lines(info["model"]),
+             f"files      {info['files_verified']} verified (SHA-256), {info['bytes_on_disk'] / 1e6:.2f} MB on disk"]
+    for rel, part in info["artifacts"].items():
+        lines.append(f"contains   {rel}  ({_part_words(part)})" + _bench_words(part.get("bench"))
+                     + ("; its manifest is unverified" if part["manifest_unverified"] else ""))
+    lines += [f"step       {s.get('target')}-{s.get('built_precision')} {s.get('status')}: {s.get('detail')}"
+              for s in info["steps"] if s.get("status") in ("skipped", "failed")]
+    lines.append("tools      " + ", ".join(f"{k} {v}" for k, v in sorted(info["tools"].items())))
+    if info["artifacts"]:
+        first = os.path.join(info["path"], next(iter(info["artifacts"])))
+        lines.append(f"details    of each folder above: alignvar-edge inspect {first} (and so on); the benchmark: "
+                     f"{os.path.join(info['path'], 'report.md')}")
+    return "\n".join(lines)
+
+
+def _part_words(part: dict[str, Any]) -> str:
+    if part["tensorrt_kit"]:
+        return f"TensorRT build kit, {part['precision']}"
+    if part["kind"] == "engine":
+        return f"{part['backend']} engine, {part['precision']}"
+    return f"{part['graph']} graph, {part['precision']}"
+
+
+def _bench_words(bench: dict[str, Any] | None) -> str:
+    """What the deploy's bench found for an engine: its tokens against PyTorch and the gate, or its
+    status where it did not run (unavailable where the deploy ran, failed)."""
+    if not bench:
+        return ""
+    if bench.get("status") != "ok":
+        return f": the deploy's bench: {bench.get('status')}"
+    tokens = bench.get("token_agreement")
+    meets = bench.get("meets_gate")
+    gate = "meets the gate" if meets is True else "misses the gate" if meets is False else ""
+    return (f": bench tokens {tokens:.2%} vs PyTorch" if isinstance(tokens, (int, float)) else ": benched") + (
+        f", {gate}" if gate else "")
 
 
 def _counts(v: Any) -> str:
