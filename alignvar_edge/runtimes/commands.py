@@ -15,7 +15,7 @@ from alignvar_edge.cli_json import add_json_option, no_stale_result
 from alignvar_edge.errors import BackendUnavailableError, InputError, OutputExistsError
 from alignvar_edge import progress
 from alignvar_edge.recipes import BACKENDS, CALIB_TILES, OPTION_FLAGS, check_options, recipe
-from alignvar_edge.manifest import Manifest, first_names
+from alignvar_edge.manifest import Manifest, first_names, unverified_caution
 from alignvar_edge.model.bundled import DEFAULT_CHECKPOINT
 from alignvar_edge.runtimes.upscale_jobs import Job, changed_inputs, foreign_outputs, plan_jobs
 from alignvar_edge.runtimes.base import check_thread_count
@@ -395,6 +395,9 @@ def run_upscale(args: argparse.Namespace) -> int:
         opts["cuda_graphs"] = False
     limit = args.max_megapixels
     with runtimes.load(args.engine, backend=args.backend, device=args.device, **opts) as engine:
+        caution = unverified_caution(args.engine)       # its precision and model are its manifest's word only
+        if caution:
+            progress.note(f"caution: {args.engine}: {caution}")
         # the tile is the engine's: known only once it is open, still before any work
         check_overlap_flag(args.overlap, engine.tile_size, "this engine's")
         bar = _progress(len(jobs), args.quiet)

@@ -24,7 +24,7 @@ from alignvar_edge.errors import BackendUnavailableError, HostToolsError, InputE
 from alignvar_edge.extras import install_command
 from alignvar_edge.fsmodes import unwritable_folder
 from alignvar_edge.lazy import import_host
-from alignvar_edge.manifest import Manifest, sha256_file, token_share, tool_versions
+from alignvar_edge.manifest import Manifest, sha256_file, token_share, tool_versions, unverified_caution
 from alignvar_edge.model.bundled import DEFAULT_CHECKPOINT
 from alignvar_edge.model.checkpoint import WEIGHTS_FILE, is_checkpoint
 from alignvar_edge.recipes import BACKEND, CALIB_TILES, Recipe, recipe
@@ -268,6 +268,9 @@ def selftest_engine(engine_dir: str | os.PathLike[str], device: str | None = Non
             "compute_precision": getattr(engine, "compute_precision", None),
             "expected_precision": getattr(engine, "expected_precision", None)}
         report.update(opts)
+        caution = unverified_caution(root)
+        if caution:             # the precision and model above are the manifest's word only
+            report["manifest_unverified"] = caution
         if m.tensorrt_kit:      # it runs as upscale runs a kit: its ONNX in ONNX Runtime, which no PASS may hide
             from alignvar_edge.runtimes.tensorrt.kit import not_an_engine
             report["checked"] = (f"the kit's ONNX in {b.name}, not a TensorRT engine: {root} is " + not_an_engine(
@@ -359,7 +362,10 @@ def format_report(r: dict[str, Any]) -> str:
         v = r["validation"]
         lines.append(f"package   spec valid: {v['valid']}, {v['ops']} ops; ANE lint: "
                      f"{', '.join(v['ane_lint']) or 'no findings'}")
-    lines.append(f"RESULT    {r['result']}" + (f": {r['reason']}" if r.get("reason") else "")
+    if r.get("manifest_unverified"):
+        lines.append(f"caution   {r['manifest_unverified']}")
+    lines.append(f"RESULT    {r['result']}" + (" (manifest unverified)" if r.get("manifest_unverified") else "")
+                 + (f": {r['reason']}" if r.get("reason") else "")
                  + (f" for {r['checked']}" if r.get("checked") else ""))
     return "\n".join(lines)
 
