@@ -161,6 +161,32 @@ def test_the_core_ml_package_names_the_checkpoint_as_the_other_engines_do(micro_
                       "coreml-fp16": f"# AlignVAR x4 super-resolution for Core ML: {ckpt}, fp16"}, titles
 
 
+def test_deploys_core_ml_package_carries_the_checkpoints_golden_outputs(micro_export: Path, tmp_path: Path) -> None:
+    """deploy's package shipped no golden file (its README saying 'build from a checkpoint with golden
+    outputs, such as alignvar-tiny' of one built from alignvar-tiny), where `build CKPT --target coreml`
+    ships the checkpoint's: selftest on a Mac then needed the checkout's copy."""
+    import dataclasses
+    import shutil
+
+    from alignvar_edge.manifest import write_manifest
+    from alignvar_edge.model.checkpoint import checkpoint_source, save_pretrained
+    from alignvar_edge.runtimes.golden import make_golden
+    ckpt = save_pretrained(sharp_model("micro"), tmp_path / "ckpt")
+    make_golden(ckpt)
+    export = tmp_path / "export"
+    shutil.copytree(micro_export, export)
+    m = read_manifest(export)
+    m.model = dataclasses.replace(m.model, name=str(ckpt), source=checkpoint_source(ckpt))
+    write_manifest(export, m)
+    out = tmp_path / "d"
+    assert cli.main(["deploy", str(ckpt), "--export", str(export), "--out", str(out), "--quick", "--targets",
+                     "coreml", "--threads", "1", "--runs", "1", "--warmup", "0"]) == 0
+    package = out / "engines" / "coreml-fp16"
+    assert (package / "golden.safetensors").read_bytes() == (ckpt / "golden.safetensors").read_bytes()
+    assert read_manifest(package).extra["golden"]["tiles"] > 0
+    assert "this directory has none" not in (package / "README.md").read_text()
+
+
 def test_deploy_cli_error_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rc = cli.main(["deploy", "--preset", "micro", "--export", str(tmp_path / "none"), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip()

@@ -415,16 +415,32 @@ def _model_info(model: Any, artifact_dir: Path, src: Path | None) -> ModelInfo:
     handed in (deploy) with an export of its very config and weights, that export's record (its
     checkpoint and the checkpoint's SHA-256s), as every engine built from the export names it; else
     an in-memory model."""
-    config, weights = model.config, weights_sha256(model)
-    own = ModelInfo(name=config.name, config=config.to_dict(), source=ModelSource.memory(),
-                    parameters=model.parameter_report(), weights_sha256=weights)
+    own = ModelInfo(name=model.config.name, config=model.config.to_dict(), source=ModelSource.memory(),
+                    parameters=model.parameter_report(), weights_sha256=weights_sha256(model))
     if src is not None:
         return dataclasses.replace(own, name=model_name(artifact_dir), source=checkpoint_source(src))
-    if (Path(artifact_dir) / MANIFEST_FILE).is_file():
-        export = read_manifest(artifact_dir)
-        if model_difference(export, config, weights) is None:
-            return dataclasses.replace(own, name=export.model.name, source=export.model.source)
-    return own
+    export = _export_of(model, artifact_dir)
+    return own if export is None else dataclasses.replace(own, name=export.model.name, source=export.model.source)
+
+
+def _export_of(model: Any, artifact_dir: Path) -> Manifest | None:
+    """The manifest of `artifact_dir` where it is an export of the handed-in `model`'s very config and
+    weights (deploy hands in the model it exported); None otherwise."""
+    if not (Path(artifact_dir) / MANIFEST_FILE).is_file():
+        return None
+    export = read_manifest(artifact_dir)
+    return export if model_difference(export, model.config, weights_sha256(model)) is None else None
+
+
+def _golden(model: Any, artifact_dir: Path, src: Path | None, dest: Path) -> dict[str, Any] | None:
+    """The golden outputs of the package's rollout, put into `dest` (`copy_golden`): the checkpoint
+    `src`'s, or for a handed-in model (deploy) those of the checkpoint its export came from. Core ML
+    converts the checkpoint's PyTorch rollout, unpruned and with its refiner, whatever the export left
+    out; None for a model with no checkpoint behind it."""
+    if src is not None:
+        return copy_golden(None, src, dest)
+    export = _export_of(model, artifact_dir)
+    return None if export is None else copy_golden(export, Path(artifact_dir), dest, prune=(), refine=True)
 
 
 def _refuse_pruned(artifact_dir: Path, m: Manifest | None) -> None:
@@ -548,7 +564,7 @@ class CoreMLBackend(Backend):
                     # the proxy already misses what `selftest` holds this package to on a Mac: say so
                     # now, not after it is shipped (palette4 of alignvar-tiny keeps ~79% of the tokens)
                     par["short_of_gate"] = gate.gate_words
-            extra["golden"] = copy_golden(None, src, tmp) if src else None
+            extra["golden"] = _golden(model, artifact_dir, src, tmp)
             m.input_contract = package_contract(config, batch, image_input)
             (tmp / README_FILE).write_text(package_readme(m, checks["io"], PACKAGE))
             write_manifest(tmp, m)
