@@ -9,7 +9,9 @@ A small pass of our own (onnxconverter-common is not a dependency):
   feed and read float32 exactly as with the fp32 graph;
 - float initializers (and Constant nodes) become fp16 when every consumer is fp16, stay fp32 when
   none is, and otherwise stay fp32 with a Cast for the fp16 consumers; values beyond the fp16
-  range are clipped to +-65504 (counted in the report) rather than becoming inf;
+  range are clipped to +-65504 (counted in the report) rather than becoming inf. An op that only
+  moves constant values (a weight's Transpose, say) follows the same rule, so a weight that only
+  f32 nodes read (the logits head's, kept f32) stays f32 and is not rounded to half;
 - attributes that name a float dtype follow their node (Cast `to`, ConstantOfShape `value`);
   Resize's `roi` / `scales` inputs stay fp32, as the ONNX spec requires.
 
@@ -18,7 +20,7 @@ storage, fp32 arithmetic); accelerators (CUDA, TensorRT, NPUs) compute in half.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,6 +41,10 @@ _FP32_SLOTS = {("Resize", 1), ("Resize", 2)}
 _DROP_METADATA = {"pkg.torch.onnx.stack_trace", "pkg.torch.onnx.fx_node"}
 # ops whose float inputs may be of any type (no Cast needed in front of them)
 _ANY_INPUT_OPS = {"Cast", "Shape", "Size"}
+# ops that move or select values without arithmetic: fed by constants alone, they hold a constant
+# (a weight transposed for its MatMul), whose precision is its consumers' (_constants_follow_consumers)
+_LAYOUT_OPS = frozenset({"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Concat", "Slice",
+                         "Gather", "Expand", "Tile", "Split"})
 
 
 @dataclass
@@ -100,6 +106,7 @@ def to_fp16(model: onnx.ModelProto, keep_ops: Iterable[str] = DEFAULT_KEEP_OPS,
         return touches and n.op_type not in keep_ops and n.name not in keep_nodes
 
     in_half = {id(n): half(n) for n in compute}
+    _constants_follow_consumers(g, compute, in_half, is_float, consts | set(const_nodes))
     for n in compute:
         if any(is_float(x) for x in [*n.input, *n.output] if x):
             if in_half[id(n)]:
@@ -120,8 +127,7 @@ def to_fp16(model: onnx.ModelProto, keep_ops: Iterable[str] = DEFAULT_KEEP_OPS,
     for n in compute:
         for k, i in enumerate(n.input):
             if i and is_float(i) and n.op_type not in _ANY_INPUT_OPS:
-                need = FLOAT if (n.op_type, k) in _FP32_SLOTS or not in_half[id(n)] else HALF
-                wants.setdefault(i, set()).add(need)
+                wants.setdefault(i, set()).add(_wanted(n, k, in_half))
     for name in consts | set(const_nodes):
         if is_float(name):
             home[name] = HALF if wants.get(name) == {HALF} else FLOAT
@@ -168,7 +174,7 @@ def to_fp16(model: onnx.ModelProto, keep_ops: Iterable[str] = DEFAULT_KEEP_OPS,
             continue
         for k, i in enumerate(n.input):
             if i and is_float(i) and n.op_type not in _ANY_INPUT_OPS:
-                need = FLOAT if (n.op_type, k) in _FP32_SLOTS or not in_half[id(n)] else HALF
+                need = _wanted(n, k, in_half)
                 if home.get(i, FLOAT) != need:
                     n.input[k] = cast(i, need)
         new_nodes.append(n)
@@ -198,6 +204,37 @@ def to_fp16(model: onnx.ModelProto, keep_ops: Iterable[str] = DEFAULT_KEEP_OPS,
     # intermediate types changed: let consumers re-infer them
     del g.value_info[:]
     return m, report
+
+
+def _wanted(n: onnx.NodeProto, k: int, in_half: dict[int, bool]) -> int:
+    """The precision node n reads its k-th float input in."""
+    return FLOAT if (n.op_type, k) in _FP32_SLOTS or not in_half[id(n)] else HALF
+
+
+def _constants_follow_consumers(g: onnx.GraphProto, compute: list[onnx.NodeProto], in_half: dict[int, bool],
+                                is_float: Callable[[str], bool], constants: set[str]) -> None:
+    """Layout ops fed by constants alone compute in half only where every consumer of their output
+    reads half, as a constant is converted (in_half updated in place): otherwise a weight that only
+    f32 nodes read was rounded to half by its Transpose and cast back, and those nodes computed on
+    half weights."""
+    held = set(constants)                    # tensors that hold constant values
+    layout = []
+    for n in compute:                        # graph order is topological
+        if n.op_type in _LAYOUT_OPS and all(i in held for i in n.input if i and is_float(i)) \
+                and any(is_float(i) for i in n.input if i):
+            held.update(n.output)
+            layout.append(n)
+    readers: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
+    for n in compute:
+        for k, i in enumerate(n.input):
+            if i and n.op_type not in _ANY_INPUT_OPS:
+                readers.setdefault(i, []).append((n, k))
+    outputs = {o.name for o in g.output}
+    for n in reversed(layout):               # consumers first, so a chain of layout ops follows its end
+        if in_half[id(n)]:
+            in_half[id(n)] = all(o not in outputs and all(_wanted(r, k, in_half) == HALF
+                                                          for r, k in readers.get(o, []))
+                                 for o in n.output if is_float(o))
 
 
 def _half_tensor(t: onnx.TensorProto, report: Fp16Report) -> onnx.TensorProto:
