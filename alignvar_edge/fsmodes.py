@@ -22,7 +22,8 @@ from alignvar_edge.errors import InputError
 __all__ = ["NO_SPACE", "WRITE_LIMITS", "as_write_error", "broken_link", "file_id", "hidden_prefix", "is_temp_folder",
            "is_temporary_name", "lies_within", "name_too_long", "not_a_folder", "not_told_apart", "one_name_on_any_disk",
            "umask", "publish_mode",
-           "replace_dir", "same_file", "special_kind", "symlink_loop", "temp_file_beside", "temp_folder_full",
+           "replace_dir", "same_file", "special_kind", "starts_with", "symlink_loop", "temp_file_beside",
+           "temp_folder_full",
            "unwritable_folder", "write_atomically",
            "write_error",
            "write_text"]
@@ -129,6 +130,22 @@ def special_kind(path: str | os.PathLike[str]) -> str | None:
     if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
         return None
     return next((name for is_kind, name in _SPECIAL_KINDS if is_kind(mode)), "a special file")
+
+
+def starts_with(path: str | os.PathLike[str], head: bytes) -> bool:
+    """Whether `path` is a file (a link followed) whose first bytes are `head`; False for anything
+    else, a FIFO or device included (opened without waiting for a writer, and never read), and for
+    what cannot be read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return False
+    try:
+        return stat.S_ISREG(os.fstat(fd).st_mode) and os.read(fd, len(head)) == head
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def symlink_loop(path: Path) -> bool:

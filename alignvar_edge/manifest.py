@@ -59,7 +59,7 @@ from typing import TYPE_CHECKING, Any
 from alignvar_edge import jsonsafe
 from alignvar_edge.argtypes import SEED_LIMIT
 from alignvar_edge.errors import ArtifactError, InputError
-from alignvar_edge.fsmodes import not_a_folder, special_kind, symlink_loop, write_text
+from alignvar_edge.fsmodes import not_a_folder, special_kind, starts_with, symlink_loop, write_text
 from alignvar_edge.graph_names import ENGINE_GRAPH, INPUT, NOISE, SINGLE_GRAPH, SR
 from alignvar_edge.jsonsafe import dumps
 from alignvar_edge.onnx_wire import external_locations
@@ -70,6 +70,9 @@ if TYPE_CHECKING:
 MANIFEST_FILE = "manifest.json"
 RUN_FILE = "run.json"          # marks a training run directory (alignvar_edge.train)
 OWN_MARKERS = (MANIFEST_FILE, RUN_FILE)
+# the keys every manifest.json / run.json we write has (any schema version): many projects keep a
+# manifest.json of their own (web apps, extensions), and --force must not delete their folder
+MARKER_KEYS = {MANIFEST_FILE: ("schema_version", "kind", "files"), RUN_FILE: ("options",)}
 SCHEMA_VERSION = 1
 TRACKED_TOOLS = ("alignvar-edge", "torch", "numpy", "onnx", "onnxruntime", "onnxscript", "openvino",
                  "nncf", "coremltools", "tensorrt")
@@ -538,17 +541,29 @@ def new_manifest(kind: str, backend: str, graph: str, precision: str, model: Mod
     return Manifest(kind, backend, graph, precision, ModelInfo.from_json(model), **fields)
 
 
-def finder_litter(name: str) -> bool:
+# how the files Finder writes begin: its own .DS_Store, and AppleDouble's magic number (._NAME)
+_DS_STORE_HEAD, _APPLE_DOUBLE_HEAD = b"\0\0\0\1Bud1", b"\0\5\26\7"
+
+
+def finder_litter(path: Path) -> bool:
     """Files macOS writes into any folder it shows or copies (Finder's .DS_Store, AppleDouble ._*
-    on non-Apple volumes): never part of an artifact, never opened, so neither hashed nor refused.
-    Without this an engine copied to a Mac and opened in Finder fails verification."""
-    return name == ".DS_Store" or name.startswith("._")
+    on non-Apple volumes): never part of an artifact, so neither hashed nor refused. Told by their
+    first bytes as well as their names: a file saved as `._notes.txt`, or random bytes named
+    .DS_Store, is an unlisted file like any other, which --force never deletes. Without this an
+    engine copied to a Mac and opened in Finder fails verification."""
+    if path.name == ".DS_Store":
+        head = _DS_STORE_HEAD
+    elif path.name.startswith("._"):
+        head = _APPLE_DOUBLE_HEAD
+    else:
+        return False
+    return not path.is_symlink() and starts_with(path, head)
 
 
 def hash_files(root: Path) -> dict[str, str]:
     """SHA-256 of every file under root except the manifest itself (and Finder's litter)."""
     return {p.relative_to(root).as_posix(): sha256_file(p)
-            for p in sorted(root.rglob("*")) if p.is_file() and p.name != MANIFEST_FILE and not finder_litter(p.name)}
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name != MANIFEST_FILE and not finder_litter(p)}
 
 
 # backends whose engine file is compiled by a device, anew at each build: a TensorRT plan (its
@@ -701,9 +716,15 @@ def write_manifest(root: Path, manifest: Manifest) -> None:
     write_text(root / MANIFEST_FILE, dumps(doc, sort_keys=True))
 
 
-def _check_content(root: Path, doc: Mapping[str, Any]) -> None:
+def content_edited(doc: Mapping[str, Any]) -> bool:
+    """Whether a manifest's JSON no longer matches the content hash it records (False where it
+    records none: an older manifest cannot tell)."""
     recorded = doc.get(CONTENT_KEY)
-    if recorded is not None and recorded != content_hash(doc):
+    return recorded is not None and recorded != content_hash(doc)
+
+
+def _check_content(root: Path, doc: Mapping[str, Any]) -> None:
+    if content_edited(doc):
         raise ArtifactError(f"artifact '{root}' failed verification: {root / MANIFEST_FILE} was edited after it "
                             f"was written (its content does not match its {CONTENT_KEY}). Re-create it; never "
                             "edit files inside an artifact directory")
@@ -843,8 +864,38 @@ def unlisted_files(root: Path, files: Mapping[str, Any]) -> list[str]:
     """The files under `root` that its manifest's `files` do not list (manifests and Finder's
     litter aside): not ours, so verification refuses them and --force never deletes them."""
     on_disk = {p.relative_to(root).as_posix() for p in root.rglob("*")
-               if (p.is_file() or p.is_symlink()) and p.name != MANIFEST_FILE and not finder_litter(p.name)}
+               if (p.is_file() or p.is_symlink()) and p.name != MANIFEST_FILE and not finder_litter(p)}
     return sorted(on_disk - set(files))
+
+
+def manifests_under(root: Path) -> list[Path]:
+    """The manifest.json files under `root`, its own included (a deploy folder holds one per
+    artifact). By name as listed, not a glob: on a case-insensitive disk a Core ML package's
+    Manifest.json would match too."""
+    return sorted(p for p in root.rglob("*") if p.name == MANIFEST_FILE)
+
+
+def edited_manifests(root: Path) -> list[str]:
+    """The manifest.json files under `root` (`manifests_under`) that are not as alignvar-edge wrote
+    them: their JSON no longer matches the content hash it records, or is no manifest of ours at
+    all. A manifest cannot list itself among `files`, so this is what keeps --force from deleting a
+    hand-edited one. One without the hash but with our keys (written before the hash existed)
+    cannot be told from ours, and counts as ours. Not one reached through a link: deleting `root`
+    removes the link only."""
+    return [p.relative_to(root).as_posix() for p in manifests_under(root)
+            if p.is_file() and not p.is_symlink() and not _as_written(p)]
+
+
+def _as_written(manifest: Path) -> bool:
+    try:
+        doc = jsonsafe.loads(manifest.read_text())
+    except (OSError, ValueError):       # not text, not JSON, nested too deeply: we never wrote it so
+        return False
+    if not isinstance(doc, dict):
+        return False
+    if doc.get(CONTENT_KEY) is None:
+        return all(k in doc for k in MARKER_KEYS[MANIFEST_FILE])
+    return not content_edited(doc)
 
 
 def _not_a_file(path: Path) -> str | None:
@@ -932,9 +983,7 @@ def verified_parts(root: str | os.PathLike[str], manifest: Manifest) -> dict[str
     deploy manifest hashes their files but not their manifests. A file it lists in a subfolder that
     no such folder holds (its manifest.json deleted) fails the whole output."""
     root = Path(root)
-    # by name as listed: on a case-insensitive disk a Core ML package's Manifest.json would match too
-    parts = sorted(p.parent.relative_to(root).as_posix() for p in root.rglob("*")
-                   if p.name == MANIFEST_FILE and p.parent != root)
+    parts = sorted(p.parent.relative_to(root).as_posix() for p in manifests_under(root) if p.parent != root)
     orphans = [f for f in manifest.files if "/" in f and not any(f.startswith(f"{part}/") for part in parts)]
     if orphans:
         lie = "lies" if len(orphans) == 1 else "lie"

@@ -28,7 +28,8 @@ from alignvar_edge.caller import option
 from alignvar_edge.errors import ArtifactError, InputError, OutputExistsError
 from alignvar_edge.fsmodes import (WRITE_LIMITS, hidden_prefix, is_temp_folder, lies_within, publish_mode, replace_dir,
                                      same_file, symlink_loop, unwritable_folder, write_error)
-from alignvar_edge.manifest import MANIFEST_FILE, OWN_MARKERS, RUN_FILE, edited_files, first_names, unlisted_files
+from alignvar_edge.manifest import (MANIFEST_FILE, MARKER_KEYS, OWN_MARKERS, RUN_FILE, edited_files, edited_manifests,
+                                    first_names, unlisted_files)
 
 
 def check_out(out: str | os.PathLike[str], force: bool, source: str | os.PathLike[str] | None = None,
@@ -113,7 +114,8 @@ def check_outside_artifacts(path: str | os.PathLike[str], named: str, itself: bo
 
 def _check_only_ours_inside(out: Path) -> None:
     """Refuse our artifact `out` where it holds what someone else put there: a file its manifest does
-    not list (an artifact lists every file it holds), or a listed file changed since it was written."""
+    not list (an artifact lists every file it holds), or a listed file changed since it was written,
+    a manifest.json included (its own, or a deploy's engine's: `edited_manifests`)."""
     files = json.loads((out / MANIFEST_FILE).read_text()).get("files")     # _own_marker parsed it
     files = files if isinstance(files, dict) else {}
     stray = unlisted_files(out, files)
@@ -121,11 +123,15 @@ def _check_only_ours_inside(out: Path) -> None:
         raise OutputExistsError(f"'{out}' holds files its {MANIFEST_FILE} does not list ({first_names(stray)}): "
                                 f"alignvar-edge did not make them and {option('force', True)} would delete them; move "
                                 "them out of the folder, or remove it yourself")
-    edited = edited_files(out, files)
+    edited = sorted(edited_files(out, files) + edited_manifests(out))
     if edited:
+        # its own manifest.json moved out, the folder would no longer be ours to replace at all
+        fix = (f"copy what you added to {MANIFEST_FILE} elsewhere, then remove the folder yourself or choose another "
+               f"{option('out')}" if MANIFEST_FILE in edited else
+               "move the changed files out of the folder, or remove it yourself")
         raise OutputExistsError(f"'{out}' holds files changed since alignvar-edge wrote them ({first_names(edited)}: "
-                                f"not the SHA-256 its {MANIFEST_FILE} records) and {option('force', True)} would "
-                                "delete them; move the changed files out of the folder, or remove it yourself")
+                                f"not the SHA-256 recorded when it wrote them) and {option('force', True)} would "
+                                f"delete them; {fix}")
 
 
 def _check_same_kind(out: Path, replaces: str) -> None:
@@ -141,11 +147,6 @@ def _check_same_kind(out: Path, replaces: str) -> None:
                                 f"training run; a run does not replace it: choose another {option('out')}")
 
 
-# the keys every manifest.json / run.json we write has (any schema version): many projects keep a
-# manifest.json of their own (web apps, extensions), and --force must not delete their folder
-_MARKER_KEYS = {MANIFEST_FILE: ("schema_version", "kind", "files"), RUN_FILE: ("options",)}
-
-
 def _own_marker(path: Path) -> bool:
     if not path.is_file() or path.is_symlink():     # reading a FIFO waits for a writer; a link is someone's
         return False
@@ -153,7 +154,7 @@ def _own_marker(path: Path) -> bool:
         data = jsonsafe.loads(path.read_text())
     except (OSError, ValueError):
         return False
-    return isinstance(data, dict) and all(k in data for k in _MARKER_KEYS[path.name])
+    return isinstance(data, dict) and all(k in data for k in MARKER_KEYS[path.name])
 
 
 def _publish(tmp: Path, out: Path, force: bool) -> None:

@@ -979,7 +979,7 @@ def test_force_replaces_only_our_outputs(export, tmp_path, capsys):
     assert cli.main(["build", str(export), "--target", "onnxruntime", "--out", str(ours)]) == 0
     (ours / "notes").mkdir()
     (ours / "notes" / "results.txt").write_text("measured by hand")
-    (ours / ".DS_Store").write_bytes(b"\0")                       # Finder's litter does not count
+    (ours / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")             # Finder's litter does not count
     capsys.readouterr()
     code = cli.main(["build", str(export), "--target", "onnxruntime", "--out", str(ours), "--force"])
     _one_line_error(code, capsys.readouterr().err, "does not list (notes/results.txt)")

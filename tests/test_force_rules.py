@@ -1,0 +1,153 @@
+"""What --force may replace, and what it must keep: a manifest.json edited by hand (an artifact's own,
+or an engine's inside a deploy folder), and a file under a Finder name that Finder did not write.
+
+Model: the `micro` preset with seeded random weights (see _runtime_fixtures), exported once and
+cached; the engine is its ONNX Runtime build.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from _runtime_fixtures import cache_root, export_dir, sharp_model
+from alignvar_edge import cli, runtimes
+from alignvar_edge.errors import ArtifactError, OutputExistsError
+from alignvar_edge.manifest import MANIFEST_FILE, ModelInfo, ModelSource, load_verified, new_manifest, write_manifest
+from alignvar_edge.outputs import artifact_dir, check_out
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+# what Finder writes begins so (Apple's AppleDouble format; Finder's .DS_Store "Bud1" header)
+APPLE_DOUBLE = b"\x00\x05\x16\x07\x00\x02\x00\x00" + b"Mac OS X        "
+DS_STORE = b"\x00\x00\x00\x01Bud1" + b"\x00" * 24
+
+
+@pytest.fixture(scope="module")
+def export(pytestconfig: pytest.Config) -> Path:
+    return export_dir(sharp_model("micro"), cache_root(pytestconfig))
+
+
+@pytest.fixture(scope="module")
+def ort_dir(export: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return runtimes.build(export, "onnxruntime", out=tmp_path_factory.mktemp("force") / "ort", threads=1)
+
+
+def _error(code: int, err: str) -> str:
+    """The one line a refused command prints."""
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1 and ": error: " in lines[0] and "Traceback" not in err, err
+    return lines[0]
+
+
+def _edit_manifest(root: Path, keep_hash: bool = True) -> None:
+    """A note added to `root`'s manifest.json by hand, its content hash kept (or dropped, as an older
+    manifest lacks it)."""
+    doc = json.loads((root / MANIFEST_FILE).read_text())
+    doc["extra"]["my_note"] = "measured on the bench PSU at 5.1 V"
+    if not keep_hash:
+        doc.pop("content_sha256")
+    (root / MANIFEST_FILE).write_text(json.dumps(doc, indent=2))
+
+
+def test_force_keeps_a_hand_edited_manifest_as_it_keeps_an_edited_readme(export: Path, tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "F1"
+    build = ["build", str(export), "--target", "onnxruntime", "--out", str(out)]
+    assert cli.main(build) == 0
+    _edit_manifest(out)
+    edited = (out / MANIFEST_FILE).read_text()
+    capsys.readouterr()
+    line = _error(cli.main([*build, "--force"]), capsys.readouterr().err)
+    assert f"'{out}' holds files changed since alignvar-edge wrote them (manifest.json: not the SHA-256" in line
+    # moving its own manifest out would leave a folder no longer ours: the fix says what works
+    assert "copy what you added to manifest.json elsewhere, then remove the folder yourself or choose another --out" \
+        in line
+    assert (out / MANIFEST_FILE).read_text() == edited
+    # a manifest without the hash (written before it existed) cannot be told from ours: replaced as before
+    _edit_manifest(out, keep_hash=False)
+    assert cli.main([*build, "--force"]) == 0
+    assert "my_note" not in (out / MANIFEST_FILE).read_text()
+
+
+def _engine_inside(root: Path) -> None:
+    """An artifact at `root` holding an engine artifact at engines/x, as a deploy folder does."""
+    model = ModelInfo(name="micro-random", source=ModelSource.preset("micro", 0),
+                      config={"name": "micro", "patch_nums": [1, 2, 4], "scale": 4, "hr_size": 32},
+                      scale_schedule=(1, 2, 4))
+    with artifact_dir(root) as tmp:
+        engine = tmp / "engines" / "x"
+        engine.mkdir(parents=True)
+        (engine / "model.xml").write_text("<net/>")
+        write_manifest(engine, new_manifest("engine", "openvino", "single", "int8", model))
+        (tmp / "report.md").write_text("# report")
+        write_manifest(tmp, new_manifest("deploy", "", "single", "", model))
+
+
+def test_force_keeps_an_engine_manifest_edited_inside_a_deploy_folder(tmp_path: Path) -> None:
+    out = tmp_path / "K"
+    _engine_inside(out)
+    check_out(out, force=True)                                   # as written: ours to replace
+    nested = out / "engines" / "x" / MANIFEST_FILE
+    _edit_manifest(out / "engines" / "x")
+    with pytest.raises(OutputExistsError, match=r"holds files changed since alignvar-edge wrote them "
+                                                r"\(engines/x/manifest.json: not the SHA-256") as e:
+        check_out(out, force=True)
+    assert "\n" not in str(e.value) and "move the changed files out of the folder" in str(e.value)
+    with pytest.raises(OutputExistsError, match="engines/x/manifest.json"):
+        with artifact_dir(out, force=True) as tmp:               # checked again at the rename: the old one stays
+            (tmp / MANIFEST_FILE).write_text("{}")
+    assert "my_note" in nested.read_text()
+    nested.rename(tmp_path / "kept.json")                        # as the message says: moved out
+    check_out(out, force=True)
+    nested.write_text("not JSON: no manifest alignvar-edge wrote")
+    with pytest.raises(OutputExistsError, match=r"\(engines/x/manifest.json: not the SHA-256"):
+        check_out(out, force=True)
+    (tmp_path / "kept.json").replace(nested)
+    _edit_manifest(out / "engines" / "x", keep_hash=False)       # an older engine's: as before
+    check_out(out, force=True)
+
+
+@pytest.mark.parametrize("name, content", [
+    ("._Important-Report.pdf", os.urandom(200_000)),
+    ("._model-notes.txt", b"notes\n"),
+    (".DS_Store", b"my notes, not Finder's"),
+    (".DS_Store", APPLE_DOUBLE),                 # AppleDouble's bytes under Finder's other name
+    ("._model.onnx", DS_STORE),
+])
+def test_a_file_under_a_finder_name_that_finder_did_not_write_is_verified_and_kept(
+        ort_dir: Path, tmp_path: Path, name: str, content: bytes) -> None:
+    art = tmp_path / "engine"
+    shutil.copytree(ort_dir, art)
+    (art / name).write_bytes(content)
+    with pytest.raises(ArtifactError, match=rf"{name} is not listed in manifest.json"):
+        load_verified(art)
+    with pytest.raises(OutputExistsError, match=rf"does not list \({name}\)"):
+        check_out(art, force=True)
+    assert (art / name).read_bytes() == content
+
+
+def test_what_finder_writes_is_still_ignored_and_a_link_under_its_name_is_not(ort_dir: Path, tmp_path: Path) -> None:
+    mac = tmp_path / "on-a-mac"
+    shutil.copytree(ort_dir, mac)
+    (mac / ".DS_Store").write_bytes(DS_STORE)
+    (mac / "._model.onnx").write_bytes(APPLE_DOUBLE + os.urandom(4096))      # a resource fork of any size
+    assert load_verified(mac).backend == "onnxruntime"
+    check_out(mac, force=True)
+    (tmp_path / "real.DS_Store").write_bytes(DS_STORE)
+    (mac / ".DS_Store").unlink()
+    (mac / ".DS_Store").symlink_to(tmp_path / "real.DS_Store")        # Finder writes no link
+    with pytest.raises(ArtifactError, match=r"\.DS_Store is not listed"):
+        load_verified(mac)
+
+
+def test_a_finder_name_that_is_a_fifo_is_never_opened(tmp_path: Path) -> None:
+    """Telling Finder's files by their bytes must not wait on a FIFO for a writer."""
+    from alignvar_edge.fsmodes import starts_with
+    os.mkfifo(tmp_path / "._x")
+    assert not starts_with(tmp_path / "._x", b"\x00\x05\x16\x07")
+    (tmp_path / "._y").write_bytes(APPLE_DOUBLE)
+    assert starts_with(tmp_path / "._y", b"\x00\x05\x16\x07") and not starts_with(tmp_path / "._y", b"\x00\x00")
