@@ -1,5 +1,6 @@
 """What --force may replace, and what it must keep: a manifest.json edited by hand (an artifact's own,
-or an engine's inside a deploy folder), and a file under a Finder name that Finder did not write.
+or an engine's inside a deploy folder), a file under a Finder name that Finder did not write, and a
+bench report that may be the only copy of another machine's figures.
 
 Model: the `micro` preset with seeded random weights (see _runtime_fixtures), exported once and
 cached; the engine is its ONNX Runtime build.
@@ -10,6 +11,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -151,3 +153,82 @@ def test_a_finder_name_that_is_a_fifo_is_never_opened(tmp_path: Path) -> None:
     assert not starts_with(tmp_path / "._x", b"\x00\x05\x16\x07")
     (tmp_path / "._y").write_bytes(APPLE_DOUBLE)
     assert starts_with(tmp_path / "._y", b"\x00\x05\x16\x07") and not starts_with(tmp_path / "._y", b"\x00\x00")
+
+
+def _bench(engine: Path, out: Path, *more: str) -> list[str]:
+    return ["bench", str(engine), "--no-reference", "--runs", "2", "--warmup", "0", "--threads", "1",
+            "--out", str(out), *more]
+
+
+def _on_another_machine(report: Path, **cpu: Any) -> str:
+    doc = json.loads(report.read_text())
+    doc["host"]["cpu"].update(cpu)
+    report.write_text(json.dumps(doc))
+    return report.read_text()
+
+
+def test_bench_replaces_only_this_machines_report_without_force(ort_dir: Path, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    mine, theirs, merged = tmp_path / "mine.json", tmp_path / "theirs.json", tmp_path / "merged.json"
+    assert cli.main(_bench(ort_dir, mine)) == 0
+    first = mine.read_text()
+    assert cli.main(_bench(ort_dir, mine)) == 0 and mine.read_text() != first      # this machine's: replaced
+    shutil.copy(mine, theirs)
+    kept = _on_another_machine(theirs, x86_family=999, x86_model=999)
+    capsys.readouterr()
+    line = _error(cli.main(_bench(ort_dir, theirs)), capsys.readouterr().err)
+    assert f"--out {theirs} is a report timed on another machine (" in line
+    assert "other x86 family, x86 model)" in line and "pass --force to replace it, or choose another file" in line
+    assert theirs.read_text() == kept
+    zen4 = Path(__file__).resolve().parents[1] / "docs" / "results" / "epyc-zen4-2core" / "b16-engines.json"
+    assert cli.main(["bench", "merge", str(mine), str(zen4), "--out", str(merged)]) == 0
+    merged_text = merged.read_text()
+    capsys.readouterr()
+    line = _error(cli.main(_bench(ort_dir, merged)), capsys.readouterr().err)
+    assert f"--out {merged} is a merged report" in line and "--force" in line
+    assert merged.read_text() == merged_text
+    assert cli.main(_bench(ort_dir, theirs, "--force")) == 0
+    assert json.loads(theirs.read_text())["host"]["cpu"]["x86_model"] == json.loads(first)["host"]["cpu"]["x86_model"]
+
+
+def test_bench_merge_replaces_a_merged_report_but_not_one_runs_without_force(tmp_path: Path,
+                                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    results = Path(__file__).resolve().parents[1] / "docs" / "results"
+    zen4, zen5 = results / "epyc-zen4-2core" / "b16-engines.json", results / "epyc-zen5-2core" / "engines.json"
+    single, merged = tmp_path / "single.json", tmp_path / "merged.json"
+    shutil.copy(zen4, single)
+    merge = ["bench", "merge", str(zen4), str(zen5), "--out"]
+    capsys.readouterr()
+    line = _error(cli.main([*merge, str(single)]), capsys.readouterr().err)
+    assert f"--out {single} is a report of one run, not a merged report" in line and "pass --force to replace it" in line
+    assert single.read_bytes() == zen4.read_bytes()
+    assert cli.main([*merge, str(merged)]) == 0
+    assert cli.main([*merge, str(merged)]) == 0                     # an earlier merge: replaced as before
+    assert cli.main([*merge, str(single), "--force"]) == 0
+    assert json.loads(single.read_text())["kind"] == "merged"
+
+
+def test_bench_trtexec_replaces_an_earlier_import_of_its_device_but_not_another_devices(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A trtexec log's report is of the log's device, not of the machine that imports it: a log of
+    that device imported again replaces it, one of another device needs --force."""
+    orin = Path(__file__).resolve().parent / "data" / "trtexec" / "trt10-orin-fp16-dla.log"
+    out = tmp_path / "r.json"
+    trtexec = ["bench", "trtexec", str(orin), "--batch", "16", "--out", str(out)]
+    assert cli.main(trtexec) == 0
+    assert cli.main(trtexec) == 0                                   # the same device: replaced
+    doc = json.loads(out.read_text())
+    doc["host"]["gpus"][0]["name"] = "Jetson AGX Xavier"
+    out.write_text(json.dumps(doc))
+    kept = out.read_text()
+    capsys.readouterr()
+    line = _error(cli.main(trtexec), capsys.readouterr().err)
+    assert f"--out {out} is a report timed on another machine (" in line and ": other GPUs)" in line
+    assert out.read_text() == kept
+    assert cli.main([*trtexec, "--force"]) == 0 and "Xavier" not in out.read_text()
+    # nor does a bench of this machine replace the Orin's figures
+    assert cli.main(trtexec) == 0
+    capsys.readouterr()
+    line = _error(cli.main(["bench", str(tmp_path / "no-engine"), "--no-reference", "--out", str(out)]),
+                  capsys.readouterr().err)
+    assert "is a report timed on another machine" in line

@@ -20,17 +20,17 @@ ENGINE_HELP = ("[LABEL=][BACKEND[@DEVICE][+MODE]:]PATH or 'bicubic': an ONNX exp
                "--threads N, N streams of one thread). torch+eager runs the torch engine on a CUDA device "
                "without replaying each call as one CUDA graph (torch@cuda+eager:PATH). "
                "PyTorch eager and bicubic baselines are always included. "
-               "`bench merge A.json B.json ...` merges reports instead (its flags: --out, --md, --plot).")
+               "`bench merge A.json B.json ...` merges reports instead (its flags: --out, --md, --plot, --force).")
 
 
 # the flags `bench merge` reads
-MERGE_FLAGS = ("out", "md", "plot")
+MERGE_FLAGS = ("out", "md", "plot", "force")
 # the flags the device bench reads (`bench ENGINE --no-reference`, or any bench where PyTorch is not
 # installed; --md and --plot are refused there with their own hint) and `bench trtexec`
-DEVICE_FLAGS = ("out", "md", "plot", "runs", "warmup", "duration", "threads", "label", "min_token_agreement",
-                "no_reference")
+DEVICE_FLAGS = ("out", "md", "plot", "force", "runs", "warmup", "duration", "threads", "label",
+                "min_token_agreement", "no_reference")
 TRTEXEC_ONLY = ("trt_engine", "batch")
-TRTEXEC_FLAGS = ("out", "md", "plot", "label", *TRTEXEC_ONLY)
+TRTEXEC_FLAGS = ("out", "md", "plot", "force", "label", *TRTEXEC_ONLY)
 
 
 def _merge_parser(prog: str) -> argparse.ArgumentParser:
@@ -44,6 +44,7 @@ def _merge_parser(prog: str) -> argparse.ArgumentParser:
     m.add_argument("--out", help="merged report JSON to write")
     m.add_argument("--md", help="the merged table as Markdown (printed on stdout when left out)")
     m.add_argument("--plot", help="a PNG plot of ms per megapixel per device and engine")
+    m.add_argument("--force", action="store_true", help=_MERGE_FORCE_HELP)
     return m
 
 
@@ -57,6 +58,7 @@ def _trtexec_parser(prog: str) -> argparse.ArgumentParser:
     t.add_argument("--engine", metavar="DIR", help=_ENGINE_HELP)
     t.add_argument("--batch", help=_BATCH_HELP)
     t.add_argument("--label", help=_LABEL_HELP)
+    t.add_argument("--force", action="store_true", help=_FORCE_HELP)
     return t
 
 
@@ -75,6 +77,9 @@ _LABEL_HELP = "device label for tables and merges (default: from the host)"
 _ENGINE_HELP = ("the engine dir or kit the log belongs to (model, batch, parity); a log of another engine, "
                 "precision, DLA core, TensorRT or GPU is refused")
 _BATCH_HELP = "tiles per inference (default: the engine's; needed without --engine)"
+_FORCE_HELP = ("let --out replace a merged report, or a report timed on another machine (without it, only an "
+               "earlier report of this machine)")
+_MERGE_FORCE_HELP = "let --out replace a report of one run (without it, only an earlier merged report)"
 
 
 def register(sub: Any) -> None:
@@ -95,6 +100,7 @@ def register(sub: Any) -> None:
     p.add_argument("--out", help="report JSON to write (required for a benchmark; optional for merge)")
     p.add_argument("--md", help="also write the report as Markdown")
     p.add_argument("--plot", help="also write a PNG plot")
+    p.add_argument("--force", action="store_true", help=f"{_FORCE_HELP}; merge: {_MERGE_FORCE_HELP}")
     p.add_argument("--reference", help="the PyTorch model: checkpoint dir, bundled name, or "
                                        "preset:NAME[:SEED] for random-weight exports (default: from the manifests)")
     p.add_argument("--images", help="folder of HR photographs for the fidelity tiles and the timed image and folder "
@@ -197,8 +203,10 @@ def run_bench_cmd(args: argparse.Namespace) -> int:
     from alignvar_edge.bench.render import pyplot, summary_lines, terminal_table
     if not args.out:
         raise InputError("bench needs --out REPORT.json (the report is the result)")
-    from alignvar_edge.bench.outputs import check_targets
-    check_targets(args.out, args.md, args.plot)     # before minutes of measuring
+    from alignvar_edge.bench.outputs import check_same_machine, check_targets
+    check_targets(args.out, args.md, args.plot, force=args.force)     # before minutes of measuring
+    if args.engines[0] != "trtexec":             # a log's device is known once it is read
+        check_same_machine(args.out, args.force)
     if args.engines[0] == "trtexec" or args.no_reference or not is_installed("torch"):
         return run_device_bench(args)
     _refuse_unread(args, tuple(dest for dest, _, _ in args.flag_defaults if dest not in TRTEXEC_ONLY),
@@ -253,15 +261,18 @@ def _refuse_unread(args: argparse.Namespace, reads: tuple[str, ...], mode: str, 
 def run_device_bench(args: argparse.Namespace) -> int:
     """`bench trtexec LOG` and `bench ENGINE... --no-reference`: reports without PyTorch."""
     from alignvar_edge.bench.device import bench_engine_dir, trtexec_report
+    from alignvar_edge.bench.outputs import check_same_machine
     from alignvar_edge.bench.render import shared_line, tail_lines, terminal_table
     from alignvar_edge.bench.schema import write_json
     trtexec = args.engines[0] == "trtexec"
     if trtexec:
-        _refuse_unread(args, TRTEXEC_FLAGS, "bench trtexec (which reads only --out, --engine, --batch and --label)")
+        _refuse_unread(args, TRTEXEC_FLAGS, "bench trtexec (which reads only --out, --force, --engine, --batch and "
+                       "--label)")
     else:
         _refuse_unread(args, DEVICE_FLAGS, "the device bench (engines timed against their golden outputs, no "
-                       "PyTorch), which reads only --out, --runs, --warmup, --duration, --threads, --label and "
-                       "--min-token-agreement", ", or run the bench where PyTorch is installed, without --no-reference")
+                       "PyTorch), which reads only --out, --force, --runs, --warmup, --duration, --threads, --label "
+                       "and --min-token-agreement",
+                       ", or run the bench where PyTorch is installed, without --no-reference")
     if args.md or args.plot:
         raise InputError("device reports are JSON only: render them with `alignvar-edge bench merge "
                          f"{args.out} --md REPORT.md` (with the reports of other devices)")
@@ -270,6 +281,7 @@ def run_device_bench(args: argparse.Namespace) -> int:
             raise InputError("usage: alignvar-edge bench trtexec TRTEXEC.log --engine DIR --out R.json (or --batch N "
                              "in place of --engine)")
         report = trtexec_report(args.engines[1], args.trt_engine, label=args.label, batch=args.batch)
+        check_same_machine(args.out, args.force, report["host"])
     else:
         if not args.no_reference:
             _say("PyTorch is not installed: timing the engines against their golden outputs (--no-reference)")
@@ -294,11 +306,11 @@ def run_merge(paths: list[str], args: argparse.Namespace) -> int:
     from alignvar_edge.bench.render import pyplot
     from alignvar_edge.fsmodes import write_text
     from alignvar_edge.bench.schema import write_json
-    _refuse_unread(args, MERGE_FLAGS, "bench merge (which reads only --out, --md and --plot)")
+    _refuse_unread(args, MERGE_FLAGS, "bench merge (which reads only --out, --md, --plot and --force)")
     if not paths:
         raise InputError("bench merge needs report files: alignvar-edge bench merge A.json B.json --md out.md")
     from alignvar_edge.bench.outputs import check_targets
-    check_targets(args.out, args.md, args.plot, paths)
+    check_targets(args.out, args.md, args.plot, paths, force=args.force)
     if args.plot:
         pyplot()                # before writing anything: all the outputs asked for, or none
     merged = merge_reports(paths)

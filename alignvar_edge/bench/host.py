@@ -16,7 +16,7 @@ from alignvar_edge import cpuinfo
 from alignvar_edge.cpuinfo import cpu_info, cpu_words, machine_detail, probe_command, probe_file
 from alignvar_edge.runtimes.base import check_thread_count
 
-__all__ = ["fingerprint", "gpu_info", "isa_word", "jetson_info", "short_label"]
+__all__ = ["fingerprint", "gpu_info", "isa_word", "jetson_info", "machine_differences", "short_label"]
 
 def gpu_info() -> list[dict[str, Any]]:
     """NVIDIA GPUs from nvidia-smi (name, driver, memory, power limit); empty when none."""
@@ -144,6 +144,36 @@ def short_label(fp: dict[str, Any]) -> str:
     name = (cpu.get("model") or cpu.get("arch") or "unknown CPU").replace("(R)", "").replace("(TM)", "")
     cores = cpu.get("usable_cores") or cpu.get("logical_cores")
     return f"{' '.join(name.split())}, {cores} cores" if cores else name
+
+
+# what tells one machine from another in a fingerprint's CPU (the hostname is never recorded):
+# its key -> what a message calls it
+_CPU_IDENTITY = (("model", "CPU name"), ("arch", "CPU architecture"), ("x86_family", "x86 family"),
+                 ("x86_model", "x86 model"), ("logical_cores", "logical core count"))
+
+
+def _machine(fp: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a fingerprint that name its machine, by what a message calls them: the CPU,
+    the OS build, the GPUs and the Jetson model; those a report does not record (an older one, a
+    trtexec log's, which records no CPU) are left out."""
+    cpu, system = fp.get("cpu"), fp.get("os")
+    cpu, system = cpu if isinstance(cpu, dict) else {}, system if isinstance(system, dict) else {}
+    out = {word: cpu[key] for key, word in _CPU_IDENTITY if key in cpu}
+    if "platform" in system:
+        out["OS platform"] = system["platform"]
+    if isinstance(fp.get("gpus"), list):
+        out["GPUs"] = sorted(str(g.get("name")) for g in fp["gpus"] if isinstance(g, dict))
+    if "jetson" in fp:
+        out["Jetson model"] = fp["jetson"].get("model") if isinstance(fp["jetson"], dict) else None
+    return out
+
+
+def machine_differences(fp: dict[str, Any], here: dict[str, Any]) -> list[str]:
+    """What tells the machine of fingerprint `fp` (a report's `host`) from that of `here`, in words
+    ('x86 model', 'OS platform'); empty where every field `fp` records is the same: one machine, as
+    far as a report can tell."""
+    theirs, ours = _machine(fp), _machine(here)
+    return [word for word, value in theirs.items() if word in ours and ours[word] != value]
 
 
 # the widest vector ISA, where a CPU has no half units (isa_class): flag -> its name in labels

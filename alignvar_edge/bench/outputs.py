@@ -2,35 +2,38 @@
 
 Each file is written to a temporary sibling and renamed into place, so a reader (or a crash) never
 sees half a file. `check_targets` refuses, before any measuring or writing, a target that would
-replace something that is not an earlier output of its kind.
+replace something that is not an earlier output of its kind, or (without --force) a report that
+may be the only copy of another machine's figures.
 """
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from alignvar_edge.bench.render import is_bench_plot, plot_report, report_markdown
 from alignvar_edge.bench.schema import is_report, write_json
+from alignvar_edge.caller import option
 from alignvar_edge.errors import InputError, OutputExistsError
-from alignvar_edge.fsmodes import unwritable_folder, write_text
+from alignvar_edge.fsmodes import starts_with, unwritable_folder, write_text
+from alignvar_edge.jsonsafe import loads
 from alignvar_edge.outputs import check_outside_artifacts
 
-__all__ = ["check_targets", "write_outputs"]
+__all__ = ["check_same_machine", "check_targets", "write_outputs"]
 
 # the first bytes of a Markdown page an earlier bench wrote (both titles, the single report's and
 # the merged one's, begin so)
 _MD_TITLE = "# alignvar-edge benchmark"
 
 
-def _head(path: str, n: int) -> bytes:
-    with open(path, "rb") as fh:
-        return fh.read(n)
-
-
-def check_targets(out: str | None, md: str | None, plot: str | None, inputs: Sequence[str] = ()) -> None:
+def check_targets(out: str | None, md: str | None, plot: str | None, inputs: Sequence[str] = (),
+                  force: bool = False) -> None:
     """--out/--md/--plot replace an earlier bench output of their kind, never another file (a report
-    being merged, notes, some other tool's JSON), and no two of them name one file."""
+    being merged, notes, some other tool's JSON), and no two of them name one file. Without `force`,
+    a bench's --out replaces no merged report and a merge's no report of one run (`_check_kind`);
+    which machine a report is of, `check_same_machine` decides. `inputs`: the reports a `bench merge`
+    reads (none for a bench)."""
     for flag, p in (("--out", out), ("--md", md), ("--plot", plot)):
         if p == "-":                  # other verbs' `--json -`; here it would be a file named '-'
             raise InputError(f"{flag} - : bench writes its outputs to files, not to stdout; name a file "
@@ -55,11 +58,48 @@ def check_targets(out: str | None, md: str | None, plot: str | None, inputs: Seq
         if os.path.isdir(p):
             raise OutputExistsError(f"{flag} {p} is a directory; name a file")
         ours = (is_report(p) if flag == "--out" else
-                _head(p, len(_MD_TITLE)) == _MD_TITLE.encode() if flag == "--md" else is_bench_plot(p))
+                starts_with(p, _MD_TITLE.encode()) if flag == "--md" else is_bench_plot(p))
         if not ours:
             what = {"--out": "a bench report", "--md": "a bench Markdown report", "--plot": "a plot bench drew"}[flag]
             raise OutputExistsError(f"{flag} {p}: the file exists and is not {what}, so bench does not replace "
                                     "it; choose another file, or remove it yourself")
+        if flag == "--out" and not force:
+            _check_kind(p, merging=bool(inputs))
+
+
+def _replace_or_choose() -> str:
+    return f"pass {option('force', True)} to replace it, or choose another file"
+
+
+def _check_kind(path: str, merging: bool) -> None:
+    """A merge replaces only a merged report (its reports make it again), never a report of one run,
+    which may be the only copy of a device's figures; a bench never replaces a merged report."""
+    merged = loads(Path(path).read_bytes()).get("kind") == "merged"      # is_report has parsed it: a dict
+    if merging and not merged:
+        raise OutputExistsError(f"--out {path} is a report of one run, not a merged report: merging over it would "
+                                f"lose its measurements; {_replace_or_choose()}")
+    if merged and not merging:
+        raise OutputExistsError(f"--out {path} is a merged report (`bench merge`'s), not an earlier report of a "
+                                f"bench; {_replace_or_choose()}")
+
+
+def check_same_machine(out: str, force: bool, host: dict[str, Any] | None = None) -> None:
+    """Without `force`, refuse an --out holding a report of one run timed on another machine than
+    `host`, the one the report being written is of (None: this machine; `bench trtexec`'s: its log's
+    device, known once the log is read): perhaps the only copy of that machine's figures. A report
+    of the same machine (`machine_differences` finds nothing) is replaced as an earlier output."""
+    if force or not os.path.isfile(out) or not is_report(out):     # check_targets has said what else it may be
+        return
+    from alignvar_edge.bench.host import fingerprint, machine_differences
+    report = loads(Path(out).read_bytes())
+    theirs = report.get("host")
+    if report.get("kind") == "merged" or not isinstance(theirs, dict):
+        return
+    differ = machine_differences(theirs, host if host is not None else fingerprint(with_backends=False))
+    if differ:
+        raise OutputExistsError(f"--out {out} is a report timed on another machine ({report.get('label')}: other "
+                                f"{', '.join(differ)}), perhaps the only copy of its figures; "
+                                f"{_replace_or_choose()}")
 
 
 def write_outputs(report: dict[str, Any], out: str | None, md: str | None, plot: str | None) -> None:
