@@ -1,5 +1,6 @@
-"""What a quantized artifact says it computes in, against what its graph holds: fp16 weights that
-only f32 nodes read kept in f32."""
+"""What a quantized artifact says it computes in, against what its graph holds: the PSNR-Y drop
+judged as printed, the target named wherever "met" is, and fp16 weights that only f32 nodes read
+kept in f32."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,11 +10,90 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from test_quantize import FAST, export, int8_ort  # noqa: F401  (fixtures)
 from test_quantize_bundled import tiny_export  # noqa: F401  (fixture)
 
 from alignvar_edge.manifest import load_verified
+from alignvar_edge.quantize.artifact import QuantizeOptions, quantize_artifact
 from alignvar_edge.quantize.fp16 import to_fp16
 from alignvar_edge.quantize.half_policy import HalfPolicy, node_groups
+from alignvar_edge.quantize.sensitivity import Fidelity, FidelityTarget, search
+from alignvar_edge.recipes import recipe
+
+
+def _fidelity(drop: float) -> Fidelity:
+    return Fidelity(tiles=16, token_agreement=1.0, per_scale=[1.0], identical_samples=1.0, psnr_y_hr=25.0 - drop,
+                    psnr_y_hr_fp32=25.0, psnr_y_vs_fp32=60.0, mse_vs_fp32=0.0, mse_hr_fp32=0.003)
+
+
+class _Fixed:
+    """A validation split whose every candidate has one fidelity."""
+
+    def __init__(self, f: Fidelity) -> None:
+        self.f = f
+
+    def evaluate(self, _model: object) -> Fidelity:
+        return self.f
+
+
+def _verdict_line(drop: float, max_drop: float) -> str:
+    lines: list[str] = []
+    search(lambda _groups: onnx.ModelProto(), [], _Fixed(_fidelity(drop)), _Fixed(_fidelity(drop)),  # type: ignore[arg-type]
+           FidelityTarget(0.0, max_drop), log=lines.append)
+    return lines[0]
+
+
+def test_the_psnr_drop_is_judged_as_printed_and_recorded_without_a_hidden_tolerance() -> None:
+    """--max-psnr-drop 0 took drops up to 0.001 dB as met (0.0003 and 0.0008 met, 0.0012 missed,
+    all printed +0.001). Now a drop meets the target where its recorded figure does, and two lines
+    that print the same figure get the same verdict."""
+    assert _verdict_line(0.0008, 0.0).endswith("PSNR-Y drop +0.0008 dB -> misses the target")
+    assert _verdict_line(0.0003, 0.0).endswith("-> misses the target")
+    assert _verdict_line(-0.0003, 0.0).endswith("PSNR-Y drop -0.0003 dB -> meets the target")
+    for max_drop in (0.0, 0.0008, 0.001, 0.1):
+        verdicts: dict[str, set[bool]] = {}
+        for drop in np.linspace(max_drop - 0.0003, max_drop + 0.0003, 601):
+            f = _fidelity(float(drop))
+            line = _verdict_line(float(drop), max_drop)
+            shown = line.split("PSNR-Y drop ")[1].split(" dB")[0]
+            verdicts.setdefault(shown, set()).add(line.endswith("meets the target"))
+            recorded = f.to_dict()["psnr_drop"]
+            assert f.meets(FidelityTarget(0.0, max_drop)) == (recorded <= max_drop), (drop, recorded)
+        assert all(len(v) == 1 for v in verdicts.values()), verdicts
+
+
+def test_met_names_its_target_and_build_warns_where_it_is_looser_than_selftests_gate(
+        export: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+    """A quantize output judged at --min-token-agreement 0 'met' its target; its engine's README,
+    `inspect` and the build say which target, and the build warns that selftest's gate for the
+    engine (99% tokens) is stricter."""
+    from alignvar_edge.cli import main
+
+    src = quantize_artifact(export, tmp_path / "q", QuantizeOptions(
+        search=False, fidelity=FidelityTarget(min_token_agreement=0.0), **FAST))
+    assert load_verified(src).parity["target"] == {"min_token_agreement": 0.0, "max_psnr_drop": 0.1}
+    named = "target: tokens >= 0%, PSNR-Y drop <= 0.1 dB: met"
+    eng = tmp_path / "e"
+    assert main(["build", str(src), "--target", "onnxruntime", "--precision", "int8", "--out", str(eng)]) == 0
+    err = capsys.readouterr().err
+    warning = next(line for line in err.splitlines() if "warning:" in line)
+    gate = recipe("onnxruntime", "int8")
+    assert "looser target (tokens >= 0%, PSNR-Y drop <= 0.1 dB)" in warning, warning
+    assert f"onnxruntime int8 ({gate.gate_words})" in warning and "--min-token-agreement 0.99 or more" in warning, warning
+    assert named in (eng / "README.md").read_text()
+    assert main(["inspect", str(eng)]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("quantize "))
+    assert line.endswith(named), line
+
+
+def test_an_engine_of_a_default_target_has_no_looser_target_warning(
+        int8_ort: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+    from alignvar_edge.cli import main
+
+    assert main(["build", str(int8_ort), "--target", "onnxruntime", "--precision", "int8",
+                 "--out", str(tmp_path / "e")]) == 0
+    assert "warning:" not in capsys.readouterr().err
+    assert "target: tokens >= 99%, PSNR-Y drop <= 0.1 dB: met" in (tmp_path / "e" / "README.md").read_text()
 
 
 def _transposed_weight_graph(w: np.ndarray) -> onnx.ModelProto:

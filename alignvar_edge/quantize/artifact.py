@@ -41,6 +41,7 @@ from alignvar_edge.quantize.fp16 import to_fp16
 from alignvar_edge.quantize.half_policy import HalfPolicy, check_half_form, search_half
 from alignvar_edge.quantize.int8 import Int8Builder, check_opset_version, target_recipe
 from alignvar_edge.quantize.policy import COMPONENTS, DEFAULT_INT8, Policy
+from alignvar_edge.quantize.records import drop_text, target_words
 from alignvar_edge.quantize.sensitivity import Evaluator, FidelityTarget, SearchResult, search
 from alignvar_edge.recipes import engine_precision, quantize_precisions, quantize_targets, quantized_in_build
 from alignvar_edge.recipes import recipe as backend_recipe
@@ -299,10 +300,9 @@ def quantize_artifact(src: str | os.PathLike[str], out: str | os.PathLike[str], 
     if not result.met and opts.search:
         f = result.fidelity
         raise ParityError(
-            f"{opts.precision} for {opts.target} misses the target (tokens >= "
-            f"{opts.fidelity.min_token_agreement:.2%}, PSNR-Y drop <= {opts.fidelity.max_psnr_drop} dB) "
+            f"{opts.precision} for {opts.target} misses the target ({target_words(opts.fidelity.to_dict())}) "
             f"even with {len(result.float_groups)} group(s) in float: tokens {f.token_agreement:.2%}, "
-            f"drop {f.psnr_drop:+.3f} dB on {f.tiles} validation tiles. Nothing was written; loosen the "
+            f"drop {drop_text(f.judged_drop)} dB on {f.tiles} validation tiles. Nothing was written; loosen the "
             "target" + (", try another --method or more --tiles, or use --precision fp16"
                         if opts.precision == "int8" else " or keep the fp32 export"))
     elapsed = time.perf_counter() - t0
@@ -353,7 +353,8 @@ def _int8(model_path: Path, cs: CalibrationSet, opts: QuantizeOptions, batch: in
             return b.build(policy.with_float(float_groups))
 
         if opts.search:
-            log(f"checking the validation split ({len(cs.validation)} tiles) against the target")
+            log(f"checking the validation split ({len(cs.validation)} tiles) against the target: "
+                f"{target_words(opts.fidelity.to_dict())}")
             result = search(build, groups, val, sens, opts.fidelity, sizes,
                             progress=lambda it: progress(it, desc="sensitivity", unit="group"), log=log)
         else:
@@ -418,7 +419,7 @@ def _write(src: Path, out: Path, m: Manifest, model: onnx.ModelProto, model_path
         open_session(path)             # and ONNX Runtime loads it
         out_bytes = sum(p.stat().st_size for p in tmp.iterdir() if p.is_file())
         parity = {"reference": f"fp32 engine of {src.name} (onnxruntime CPU) on the validation split",
-                  "target_met": result.met, "validation": result.fidelity.to_dict(),
+                  "target": opts.fidelity.to_dict(), "target_met": result.met, "validation": result.fidelity.to_dict(),
                   "initial_validation": result.initial.to_dict()}
         manifest = new_manifest(
             "onnx", "onnx", "single", opts.precision, m.model, opset=m.opset,

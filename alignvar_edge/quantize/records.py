@@ -1,11 +1,35 @@
-"""A manifest's quantization and calibration records in words, for `quantize`'s table and
-`inspect` alike (one wording for both)."""
+"""A manifest's quantization and calibration records in words, for `quantize`'s table and log,
+`inspect`, the engine READMEs and `build`'s warnings alike (one wording for all)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["calibration_line", "float_lines", "missed_target_warning", "validation_line"]
+from alignvar_edge.caller import option
+
+if TYPE_CHECKING:
+    from alignvar_edge.recipes import Recipe
+
+__all__ = ["PSNR_DROP_DECIMALS", "calibration_line", "drop_text", "float_lines", "looser_target_warning",
+           "missed_target_warning", "target_words", "validation_line"]
+
+# The PSNR-Y drop is judged, recorded and printed at this many decimals (0.0001 dB), so two lines
+# showing the same figure never get opposite verdicts (sensitivity.Fidelity.judged_drop)
+PSNR_DROP_DECIMALS = 4
+
+
+def drop_text(v: Any) -> str:
+    """A PSNR-Y drop as it is judged: '+0.0008'."""
+    return _fig(v, f"+.{PSNR_DROP_DECIMALS}f")
+
+
+def target_words(target: Mapping[str, Any] | None) -> str:
+    """A fidelity target as a user reads it: 'tokens >= 99%, PSNR-Y drop <= 0.1 dB'."""
+    if not isinstance(target, Mapping) or "min_token_agreement" not in target:
+        return "not recorded"
+    tokens = target["min_token_agreement"]
+    share = _fig(tokens * 100 if isinstance(tokens, (int, float)) else None, "g")
+    return f"tokens >= {share}%, PSNR-Y drop <= {_fig(target.get('max_psnr_drop'), 'g')} dB"
 
 
 def float_lines(q: Mapping[str, Any]) -> list[str]:
@@ -37,13 +61,14 @@ def calibration_line(cal: Mapping[str, Any] | None) -> str | None:
 
 def validation_line(p: Mapping[str, Any] | None) -> str | None:
     """A quantize output's fidelity record (`parity`: vs the fp32 engine on the validation split)
-    in one line, target met or not; None for any other parity record."""
+    in one line, with the target it was judged against and whether it met it; None for any other
+    parity record."""
     if not isinstance(p, Mapping) or not isinstance(p.get("validation"), Mapping):
         return None
     val = p["validation"]
     return (f"{val.get('tiles')} validation tiles vs {p.get('reference', 'the fp32 engine')}: tokens "
-            f"{_fig(val.get('token_agreement'), '.2%')}, PSNR-Y drop {_fig(val.get('psnr_drop'), '+.3f')} dB, "
-            f"target {'met' if p.get('target_met') else 'NOT met'}")
+            f"{_fig(val.get('token_agreement'), '.2%')}, PSNR-Y drop {drop_text(val.get('psnr_drop'))} dB; "
+            f"target: {target_words(p.get('target'))}: {'met' if p.get('target_met') else 'NOT met'}")
 
 
 def missed_target_warning(quantized: Mapping[str, Any] | None, quantization: Mapping[str, Any] | None) -> str | None:
@@ -55,6 +80,20 @@ def missed_target_warning(quantized: Mapping[str, Any] | None, quantization: Map
     fix = ("quantize again with more --tiles, another --method or --precision fp16" if searched else
            "it was quantized with --no-search: quantize again without it")
     return f"its source missed the quantize step's fidelity target ({validation_line(quantized)}); {fix}"
+
+
+def looser_target_warning(quantization: Mapping[str, Any] | None, gate: Recipe) -> str | None:
+    """What an engine built from a quantize output must say when that output was judged against a
+    looser token target than the gate `selftest --engine` applies to the engine's precision (the
+    recipe table's row): met there, it may still fail here. None where the target is as strict."""
+    target = (quantization or {}).get("target")
+    tokens = target.get("min_token_agreement") if isinstance(target, Mapping) else None
+    if not isinstance(tokens, (int, float)) or tokens >= gate.tokens:
+        return None
+    return (f"its source was quantized to a looser target ({target_words(target)}) than the gate `selftest "
+            f"--engine` applies to {gate.backend} {gate.precision} ({gate.gate_words}), so selftest may fail it; "
+            f"quantize again with {option('min_token_agreement', f'{gate.tokens:g}')} or more for an engine that "
+            "passes it")
 
 
 def _fig(v: Any, spec: str) -> str:

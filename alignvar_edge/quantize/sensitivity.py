@@ -2,7 +2,9 @@
 
 Fidelity is judged the way an autoregressive model needs: token agreement with the fp32
 ONNX engine over every scale, and the PSNR-Y loss against the HR ground truth relative to the fp32
-engine (`psnr_drop = PSNR_Y(fp32) - PSNR_Y(candidate)`, both vs HR, pooled over the tiles).
+engine (`psnr_drop = PSNR_Y(fp32) - PSNR_Y(candidate)`, both vs HR, pooled over the tiles). A
+target holds where `token_agreement >= min_token_agreement` and the drop, rounded to 0.0001 dB as
+it is recorded and printed, is `<= max_psnr_drop`: no tolerance beyond that rounding.
 
 The search (`search`) starts from the policy's full int8 graph. If the validation split misses
 the target, every module group (the per-scale copies of one linear or conv) is scored on its own:
@@ -35,14 +37,13 @@ from alignvar_edge.graph_names import INPUT, SR
 from alignvar_edge.onnx_session import open_session
 from alignvar_edge.quantize.calibration.ranges import with_float_outputs
 from alignvar_edge.quantize.calibration.sets import TileSplit
+from alignvar_edge.quantize.records import PSNR_DROP_DECIMALS, drop_text
 from alignvar_edge.recipes import DEFAULT_MIN_TOKENS
 
 __all__ = ["Evaluator", "Fidelity", "FidelityTarget", "SearchResult", "search"]
 
 Log = Callable[[str], None]
 Progress = Callable[[Iterable[Any]], Iterable[Any]]
-# a fully float graph differs from the exported one only by fused Add/MatMul rounding
-PSNR_EPS_DB = 1e-3
 
 
 @dataclass(frozen=True)
@@ -73,9 +74,17 @@ class Fidelity:
     def psnr_drop(self) -> float:
         return self.psnr_y_hr_fp32 - self.psnr_y_hr
 
+    @property
+    def judged_drop(self) -> float:
+        """The drop as it is judged, recorded and printed (records.PSNR_DROP_DECIMALS): no tolerance
+        beyond that rounding (a fully float candidate gives exactly the fp32 engine's image: 0)."""
+        return round(self.psnr_drop, PSNR_DROP_DECIMALS) + 0.0      # + 0.0: no '-0.0000'
+
+    def meets_psnr(self, t: FidelityTarget) -> bool:
+        return self.judged_drop <= t.max_psnr_drop
+
     def meets(self, t: FidelityTarget) -> bool:
-        return (self.token_agreement >= t.min_token_agreement
-                and self.psnr_drop <= t.max_psnr_drop + PSNR_EPS_DB)
+        return self.token_agreement >= t.min_token_agreement and self.meets_psnr(t)
 
     def score(self, t: FidelityTarget, tokens: bool = True, psnr: bool = True) -> float:
         """Share of the broken criteria's budgets this candidate uses (see the module docstring)."""
@@ -89,9 +98,8 @@ class Fidelity:
         return s
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["psnr_drop"] = self.psnr_drop
-        return {k: round(v, 6) if isinstance(v, float) else v for k, v in d.items()}
+        d = {k: round(v, 6) if isinstance(v, float) else v for k, v in asdict(self).items()}
+        return {**d, "psnr_drop": self.judged_drop}
 
 
 def _with_logits(model: onnx.ModelProto | str) -> tuple[onnx.ModelProto | str, list[str]]:
@@ -223,8 +231,8 @@ def search(build: Callable[[frozenset[str]], onnx.ModelProto], groups: Sequence[
     def check(float_groups: Sequence[str], what: str) -> Fidelity:
         f = validation.evaluate(build(frozenset(float_groups)))
         steps.append({"float_groups": len(float_groups), "what": what, "met": f.meets(target),
-                      "token_agreement": round(f.token_agreement, 6), "psnr_drop": round(f.psnr_drop, 4)})
-        log(f"  {what}: tokens {f.token_agreement:.2%}, PSNR-Y drop {f.psnr_drop:+.3f} dB -> "
+                      "token_agreement": round(f.token_agreement, 6), "psnr_drop": f.judged_drop})
+        log(f"  {what}: tokens {f.token_agreement:.2%}, PSNR-Y drop {drop_text(f.judged_drop)} dB -> "
             f"{'meets' if f.meets(target) else 'misses'} the target")
         return f
 
@@ -235,7 +243,7 @@ def search(build: Callable[[frozenset[str]], onnx.ModelProto], groups: Sequence[
     if not isinstance(calibration, Evaluator) and callable(calibration):
         calibration = calibration()
     broke_tokens = initial.token_agreement < target.min_token_agreement
-    broke_psnr = initial.psnr_drop > target.max_psnr_drop + PSNR_EPS_DB
+    broke_psnr = not initial.meets_psnr(target)
     log(f"ranking {len(groups)} module groups by sensitivity on {len(calibration.tiles)} calibration tiles "
         f"({' and '.join(x for x, b in (('tokens', broke_tokens), ('PSNR', broke_psnr)) if b)})")
     scores: dict[str, dict[str, Any]] = {}
@@ -245,7 +253,7 @@ def search(build: Callable[[frozenset[str]], onnx.ModelProto], groups: Sequence[
         raw[g] = f.score(target, broke_tokens, broke_psnr)
         scores[g] = {"score": round(raw[g], 6), "logit_err": round(f.logit_err, 6),
                      "token_agreement": round(f.token_agreement, 6),
-                     "psnr_drop": round(f.psnr_drop, 4),
+                     "psnr_drop": f.judged_drop,
                      "psnr_y_vs_fp32": round(f.psnr_y_vs_fp32, 2),
                      "nodes": (group_sizes or {}).get(g, 1)}
     ranking = sorted(groups, key=lambda g: (-raw[g], g))

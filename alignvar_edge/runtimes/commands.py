@@ -255,17 +255,24 @@ def engine_warnings(m: Manifest) -> list[str]:
     """What a built engine's (or TensorRT build kit's) manifest says must reach the user who made it
     (`build`, and `quantize` for a backend that quantizes in its build): a Core ML proxy short of the
     selftest gate, the ANE lint's findings above `info`, and the int8 source's missed fidelity target
-    (its own parity compares the engine with that source, not with fp32)."""
+    (its own parity compares the engine with that source, not with fp32) or its target looser than
+    the gate selftest applies to the engine."""
     from alignvar_edge.export.lint import package_finding_text
-    from alignvar_edge.quantize.records import missed_target_warning
+    from alignvar_edge.quantize.records import looser_target_warning, missed_target_warning
     lines = []
     # an engine carries its quantize step's record under `quantize`; a TensorRT build kit, the
     # quantize output plus scripts, carries it as its own parity
     kit = m.tensorrt_kit
     quantized = (m.parity or {}) if kit else (m.parity or {}).get("quantize")
+    what = f"the {m.precision} {'build kit' if kit else 'engine'}"
     missed = missed_target_warning(quantized, m.quantization)
     if missed:
-        lines.append(f"warning: the {m.precision} {'build kit' if kit else 'engine'}: {missed}")
+        lines.append(f"warning: {what}: {missed}")
+    elif quantized:
+        gate = recipe(m.backend, (kit or {}).get("precision") or m.precision)
+        looser = looser_target_warning(m.quantization, gate)
+        if looser:
+            lines.append(f"warning: {what}: {looser}")
     if isinstance(m.parity, dict) and m.parity.get("short_of_gate"):    # Core ML: its proxy misses the gate
         from alignvar_edge.runtimes.coreml.readme import SHORT_OF_GATE
         lines.append(f"warning: {SHORT_OF_GATE.format(gate=m.parity['short_of_gate'])}")
