@@ -1,6 +1,6 @@
-"""What a quantized artifact says it computes in, against what its graph holds: the PSNR-Y drop
-judged as printed, the target named wherever "met" is, and fp16 weights that only f32 nodes read
-kept in f32."""
+"""What a quantized artifact says it computes in, against what its graph holds: float nodes on int8
+weights, the PSNR-Y drop judged as printed, the target named wherever "met" is, and fp16 weights
+that only f32 nodes read kept in f32."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,8 +17,60 @@ from alignvar_edge.manifest import load_verified
 from alignvar_edge.quantize.artifact import QuantizeOptions, quantize_artifact
 from alignvar_edge.quantize.fp16 import to_fp16
 from alignvar_edge.quantize.half_policy import HalfPolicy, node_groups
+from alignvar_edge.quantize.records import float_lines
 from alignvar_edge.quantize.sensitivity import Fidelity, FidelityTarget, search
 from alignvar_edge.recipes import recipe
+
+
+def _float_nodes_on_int8_weights(model: onnx.ModelProto) -> int:
+    """MatMul/Gemm/Conv nodes whose activation is float (no DequantizeLinear in front) but whose
+    weight is DequantizeLinear of a stored int8 tensor: f32 compute on int8-rounded weights."""
+    g = model.graph
+    int8 = {i.name for i in g.initializer if i.data_type == TensorProto.INT8}
+    producer = {o: n for n in g.node for o in n.output}
+
+    def dequantized(x: str) -> onnx.NodeProto | None:
+        p = producer.get(x)
+        return p if p is not None and p.op_type == "DequantizeLinear" else None
+
+    count = 0
+    for n in g.node:
+        if n.op_type in ("MatMul", "Gemm", "Conv"):
+            act, weight = dequantized(n.input[0]), dequantized(n.input[1])
+            count += act is None and weight is not None and weight.input[0] in int8
+    return count
+
+
+def test_float_nodes_that_read_int8_weights_are_counted_and_said(export: Path, tmp_path: Path) -> None:  # noqa: F811
+    """By default the coarse-scale copies kept float by policy read the int8 weight their finer
+    copies share: the record counts them as the graph has them, and the words say so; with
+    --float-copy-weights fp32 none does, and the words claim nothing."""
+    plain = quantize_artifact(export, tmp_path / "int8", QuantizeOptions(search=False, **FAST))
+    m = load_verified(plain)
+    on_int8 = _float_nodes_on_int8_weights(onnx.load(str(plain / "model.onnx")))
+    coarse = m.quantization["float_by_policy"]["coarse_scales"]
+    assert on_int8 > 0 and sum(v["int8_weights"] for v in m.quantization["float_by_policy"].values()) == on_int8
+    words = "all" if coarse["int8_weights"] == coarse["nodes"] else coarse["int8_weights"]
+    assert f"coarse_scales ({coarse['nodes']}; {words}: f32 compute, int8 weights)" in float_lines(m.quantization)[0]
+
+    copies = quantize_artifact(export, tmp_path / "fp32-copies",
+                               QuantizeOptions(search=False, float_copy_weights="fp32", **FAST))
+    q = load_verified(copies).quantization
+    assert _float_nodes_on_int8_weights(onnx.load(str(copies / "model.onnx"))) == 0
+    assert all(v["int8_weights"] == 0 for v in q["float_by_policy"].values())
+    assert "int8 weights" not in float_lines(q)[0]
+
+
+def test_groups_the_search_returned_to_float_hold_float_weights(int8_ort: Path) -> None:  # noqa: F811
+    """A group returned to float takes all its copies with it, so its weight is stored in fp32 again:
+    the graph's float nodes on int8 weights are those the policy's record counts, none of the
+    search's."""
+    q = load_verified(int8_ort).quantization
+    assert q["float_by_search"], "the lively micro model's policy graph misses 99%: the search returns groups"
+    assert all(s["int8_weights"] == 0 for s in q["float_by_search"])
+    on_int8 = _float_nodes_on_int8_weights(onnx.load(str(int8_ort / "model.onnx")))
+    assert on_int8 == sum(v["int8_weights"] for v in q["float_by_policy"].values())
+    assert "int8 weights" not in float_lines(q)[1]
 
 
 def _fidelity(drop: float) -> Fidelity:
@@ -152,3 +204,15 @@ def test_the_f32_logits_head_of_an_fp16_graph_reads_f32_weights(tiny_export: Pat
                 assert p.op_type != "Cast", (n.name, p.name)
                 x = p.input[0]
             assert inits[x].data_type == TensorProto.FLOAT, (n.name, x)
+
+
+def test_a_record_from_before_the_count_does_not_call_its_coarse_copies_plain_float() -> None:
+    """An artifact quantized before the count was recorded: its coarse-scale copies read int8
+    weights wherever their finer copies were int8 (--float-copy-weights int8, the default), and
+    `inspect` must not call them plain float; with fp32 copies they were."""
+    old = {"float_by_policy": {"coarse_scales": {"nodes": 49}, "head": {"nodes": 6}},
+           "recipe": {"float_copy_weights": "int8"}}
+    line = float_lines(old)[0]
+    assert "coarse_scales (49; f32 compute, int8 weights where their finer copies are int8 (not counted))" in line
+    assert "head (6)" in line
+    assert "int8 weights" not in float_lines({**old, "recipe": {"float_copy_weights": "fp32"}})[0]

@@ -267,7 +267,7 @@ def test_inspect_shows_the_calibration_set_and_what_stayed_float(int8_ort: Path,
                             f"{cal['calibration_images']} image(s)")
     assert f"{len(cal['files'])} file(s) named in manifest.json" in calib
     by_policy = next(line for line in lines if line.startswith("float      by policy:"))
-    assert all(f"{c} ({v['nodes']})" in by_policy for c, v in q["float_by_policy"].items())
+    assert all(f"{c} ({v['nodes']}" in by_policy for c, v in q["float_by_policy"].items())
     by_search = next(line for line in lines if line.startswith("float      by search:"))
     groups = [s["group"] for s in q["float_by_search"]]
     assert groups and all(f"{g} (score" in by_search for g in groups)

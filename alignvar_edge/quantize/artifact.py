@@ -39,7 +39,7 @@ from alignvar_edge.quantize.calibration.sets import (DEFAULT_TILES, DEFAULT_VALI
                                             TileSplit, model_config, rounding_note)
 from alignvar_edge.quantize.fp16 import to_fp16
 from alignvar_edge.quantize.half_policy import HalfPolicy, check_half_form, search_half
-from alignvar_edge.quantize.int8 import Int8Builder, check_opset_version, target_recipe
+from alignvar_edge.quantize.int8 import Int8Builder, check_opset_version, int8_weight_readers, target_recipe
 from alignvar_edge.quantize.policy import COMPONENTS, DEFAULT_INT8, Policy
 from alignvar_edge.quantize.records import drop_text, target_words
 from alignvar_edge.quantize.sensitivity import Evaluator, FidelityTarget, SearchResult, search
@@ -363,11 +363,16 @@ def _int8(model_path: Path, cs: CalibrationSet, opts: QuantizeOptions, batch: in
         final_policy = policy.with_float(frozenset(result.float_groups))
         model = build(frozenset(result.float_groups))
         by_policy = Counter(r for r in (policy.why_float(n) for n in b.nodes) if r is not None)
+        # float nodes that compute on the int8 weight their int8 copies share (--float-copy-weights int8)
+        on_int8 = {n.name for n in b.nodes if not final_policy.selects(n)} & int8_weight_readers(model)
+        int8_weights = Counter(policy.why_float(n) for n in b.nodes if n.name in on_int8)
+        searched_on_int8 = Counter(n.group for n in selected if n.name in on_int8)
         quant = {
             "format": "onnx-qdq", "recipe": recipe.to_dict(), "policy": final_policy.to_dict(),
             "int8_nodes": sum(1 for n in b.nodes if final_policy.selects(n)),
-            "float_by_policy": {c: {"nodes": k, "what": COMPONENTS[c]} for c, k in sorted(by_policy.items())},
-            "float_by_search": [{"group": g, **result.scores.get(g, {}),
+            "float_by_policy": {c: {"nodes": k, "int8_weights": int8_weights[c], "what": COMPONENTS[c]}
+                                for c, k in sorted(by_policy.items())},
+            "float_by_search": [{"group": g, **result.scores.get(g, {}), "int8_weights": searched_on_int8[g],
                                  "why": "ranked by its token/PSNR error budget share; returning it "
                                         "helped the validation split reach the target"}
                                 for g in result.float_groups],

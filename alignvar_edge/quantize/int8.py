@@ -39,7 +39,8 @@ from alignvar_edge.native_paths import native_path
 from alignvar_edge.quantize.calibration.ranges import METHODS, Progress, collect_ranges
 from alignvar_edge.quantize.policy import QUANT_OP_TYPES, Policy, QuantNode, classify
 
-__all__ = ["MAX_OPSET", "Int8Builder", "Int8Recipe", "check_opset", "check_opset_version", "target_recipe"]
+__all__ = ["MAX_OPSET", "Int8Builder", "Int8Recipe", "check_opset", "check_opset_version", "int8_weight_readers",
+           "target_recipe"]
 
 ortq = lazy_import("onnxruntime.quantization")
 ortq_calibrate = lazy_import("onnxruntime.quantization.calibrate")
@@ -203,9 +204,7 @@ class Int8Builder:
         reading it dequantized (weight-only int8 for that copy: the weight is stored once, in
         int8; an fp32 duplicate made the d16 artifact 73% of fp32 instead of ~21%); a weight no
         int8 node uses is restored in fp32."""
-        inits = _initializers(model)
-        dq_of_init = {n.output[0] for n in model.graph.node
-                      if n.op_type == "DequantizeLinear" and n.input[0] in inits}
+        dq_of_init = _dequantized_initializers(model)
         int8_weights = ({i for n in model.graph.node if n.name in keep for i in n.input[1:2] if i in dq_of_init}
                         if self.recipe.float_copy_weights == "int8" else set())
         _to_float(model, set(self._float_inputs) - keep, self._float_inputs, int8_weights)
@@ -285,6 +284,21 @@ def _pre_process(src: Path, dst: Path, large: bool, graph_bytes: int) -> None:
 
 def _initializers(model: onnx.ModelProto) -> set[str]:
     return {i.name for i in model.graph.initializer}
+
+
+def _dequantized_initializers(model: onnx.ModelProto) -> set[str]:
+    """Outputs of the DequantizeLinear nodes that read a stored (int8) initializer: weights."""
+    inits = _initializers(model)
+    return {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits}
+
+
+def int8_weight_readers(model: onnx.ModelProto) -> set[str]:
+    """Names of the MatMul/Gemm/Conv nodes of a Q/DQ model that read a weight dequantized from an
+    int8 initializer: the int8 nodes, and the float ones computing on an int8 weight they share
+    (Int8Recipe.float_copy_weights "int8")."""
+    weights = _dequantized_initializers(model)
+    return {n.name for n in model.graph.node
+            if n.op_type in QUANT_OP_TYPES and any(i in weights for i in n.input[:2])}
 
 
 def _to_float(model: onnx.ModelProto, names: set[str],

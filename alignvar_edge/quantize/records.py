@@ -34,12 +34,28 @@ def target_words(target: Mapping[str, Any] | None) -> str:
 
 def float_lines(q: Mapping[str, Any]) -> list[str]:
     """What an int8 Q/DQ artifact keeps in float: by policy (component and node count) and by the
-    search (group, its score and node count), as the manifest's `quantization` entry records it."""
-    pol = ", ".join(f"{c} ({v['nodes']})" for c, v in (q.get("float_by_policy") or {}).items())
+    search (group, its score and node count), as the manifest's `quantization` entry records it.
+    A float node that reads its weight dequantized from the int8 copy its int8 twins share computes
+    in f32 on int8-rounded weights, and the words say how many do."""
+    shared = ((q.get("recipe") or {}).get("float_copy_weights") or "int8") == "int8"
+    pol = ", ".join(f"{c} ({v['nodes']}{_int8_weights(v, shared and c == 'coarse_scales')})"
+                    for c, v in (q.get("float_by_policy") or {}).items())
     srch = q.get("float_by_search") or []
     return [f"float by policy: {pol or 'nothing'}",
-            "float by search: " + (", ".join(f"{s['group']} (score {s.get('score')}, {s.get('nodes')} nodes)"
-                                             for s in srch) or "nothing")]
+            "float by search: " + (", ".join(f"{s['group']} (score {s.get('score')}, {s.get('nodes')} nodes"
+                                             f"{_int8_weights(s)})" for s in srch) or "nothing")]
+
+
+def _int8_weights(entry: Mapping[str, Any], may_share: bool = False) -> str:
+    """'; 47: f32 compute, int8 weights' for the nodes of a float entry that read int8 weights, ''
+    where none does. A record from before the count: the coarse-scale copies (`may_share`) read the
+    int8 weight of their finer copies wherever those were int8, which it does not say."""
+    if "int8_weights" not in entry:
+        return "; f32 compute, int8 weights where their finer copies are int8 (not counted)" if may_share else ""
+    k = entry["int8_weights"]
+    if not k:
+        return ""
+    return f"; {'all' if k == entry.get('nodes') else k}: f32 compute, int8 weights"
 
 
 def calibration_line(cal: Mapping[str, Any] | None) -> str | None:
