@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 # field numbers of onnx.proto
-MODEL_GRAPH = 7
+MODEL_IR_VERSION, MODEL_GRAPH, MODEL_OPSET_IMPORT = 1, 7, 8
+OPSET_DOMAIN, OPSET_VERSION = 1, 2
 GRAPH_NODE, GRAPH_INITIALIZER, GRAPH_SPARSE_INITIALIZER = 1, 5, 15
 NODE_ATTRIBUTE = 5
 ATTR_T, ATTR_G, ATTR_TENSORS, ATTR_GRAPHS = 5, 6, 10, 11
@@ -70,6 +71,21 @@ def _graph_tensors(graph: bytes) -> Iterator[bytes]:
                         yield av
                     elif af in (ATTR_G, ATTR_GRAPHS) and isinstance(av, bytes):
                         yield from _graph_tensors(av)
+
+
+def model_versions(model_bytes: bytes) -> tuple[int, dict[str, int]]:
+    """(IR version, {opset domain: version}) of an ONNX file, as a runtime checks them before it
+    loads it; the default domain is ''. Raises ValueError on a malformed file."""
+    ir, opsets = 0, {}
+    for field, value in _fields(model_bytes):
+        if field == MODEL_IR_VERSION and isinstance(value, int):
+            ir = value
+        elif field == MODEL_OPSET_IMPORT and isinstance(value, bytes):
+            entry = dict(_fields(value))
+            domain, version = entry.get(OPSET_DOMAIN, b""), entry.get(OPSET_VERSION, 0)
+            if isinstance(domain, bytes) and isinstance(version, int):
+                opsets[domain.decode("utf-8", "replace")] = version
+    return ir, opsets
 
 
 def external_locations(model_bytes: bytes) -> list[str]:
