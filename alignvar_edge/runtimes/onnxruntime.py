@@ -219,17 +219,73 @@ BACKEND = OrtBackend()
 
 
 def _write_readme(root: Path, m: Manifest) -> None:
+    from alignvar_edge.onnx_wire import model_versions
     from alignvar_edge.runtimes.readme import README_FILE
-    (root / README_FILE).write_text(engine_readme(m, str(ort.__version__)))
+    ir, opsets = model_versions((root / ENGINE_FILE).read_bytes())
+    (root / README_FILE).write_text(engine_readme(m, str(ort.__version__), (ir, _default_opset(opsets))))
 
 
-def engine_readme(m: Manifest, ort_version: str) -> str:
-    """README.md of an ONNX Runtime engine directory (`m`: its manifest before the files are hashed):
-    what to run with alignvar-edge on the device, and the graph's I/O with a plain onnxruntime call,
-    in the words every engine README shares (`runtimes/readme.py`)."""
+def _default_opset(opsets: dict[str, int]) -> int:
+    """The ONNX (default domain) opset among a graph's opset imports; ONNX Runtime's own domains
+    (com.microsoft, ...) come with every release that reads the graph."""
+    return opsets.get("", opsets.get("ai.onnx", 0))
+
+
+# ONNX Runtime's compatibility table (onnxruntime.ai/docs/reference/compatibility.html), row by row
+# from the oldest: a release and the newest ONNX opset and IR version it reads
+_ORT_READS = (("1.0", 11, 6), ("1.1", 11, 6), ("1.2", 11, 6), ("1.3", 12, 7), ("1.4", 12, 7), ("1.5", 12, 7),
+              ("1.6", 13, 7), ("1.7", 13, 7), ("1.8", 14, 7), ("1.9", 15, 8), ("1.10", 15, 8), ("1.11", 16, 8),
+              ("1.12", 17, 8), ("1.13", 17, 8), ("1.14", 18, 8), ("1.15", 19, 8), ("1.16", 19, 9), ("1.17", 20, 9),
+              ("1.18", 21, 10), ("1.19", 21, 10), ("1.20", 21, 10))
+
+
+def runtime_line(ort_version: str, ir_version: int, opset: int) -> str:
+    """What a deployer needs of the ONNX Runtime on the device: the graph's IR version and opset,
+    the oldest release `_ORT_READS` says reads them (and what the one before it reads), and the
+    release it was built and checked with."""
+    first = next((i for i, (_, max_opset, max_ir) in enumerate(_ORT_READS)
+                  if ir_version <= max_ir and opset <= max_opset), None)
+    if first is None:
+        said = (f"by ONNX Runtime's compatibility table no release up to {_ORT_READS[-1][0]} reads it "
+                f"({_reads_up_to(_ORT_READS[-1])}): check the release you deploy with "
+                "`alignvar-edge selftest --engine DIR`")
+    else:
+        said = (f"ONNX Runtime {_ORT_READS[first][0]} or later reads it (ONNX Runtime's compatibility table"
+                + (f": {_reads_up_to(_ORT_READS[first - 1])}" if first else "") + ")")
+    return (f"The graph is ONNX IR version {ir_version}, opset {opset}: {said}. Built and checked with ONNX Runtime "
+            f"{ort_version}.")
+
+
+def _reads_up_to(row: tuple[str, int, int]) -> str:
+    release, max_opset, max_ir = row
+    return f"{release} reads up to IR version {max_ir}, opset {max_opset}"
+
+
+def _int8_note(m: Manifest) -> list[str]:
+    """An onnxruntime int8 graph's CPU assumption (its quantize recipe: VNNI, reduce_range)."""
+    r = ((m.quantization or {}).get("recipe") or {}) if m.precision == "int8" else {}
+    if r.get("target") != "onnxruntime":
+        return []
+    from alignvar_edge.runtimes.readme import int8_cpu_note
+    if r.get("reduce_range"):
+        return [int8_cpu_note("Its int8 weights are 7-bit (`reduce_range`)", None), ""]
+    built = {True: "a CPU with VNNI", False: "a CPU without VNNI",
+             None: "a CPU that is no x86 or whose features could not be read"}
+    return [int8_cpu_note(f"Its int8 graph was quantized on {built.get(r.get('vnni'))}, with 8-bit weights "
+                          "(`reduce_range` off)",
+                          "quantize it again with `--reduce-range` (`alignvar-edge quantize EXPORT --precision int8 "
+                          "--target onnxruntime --reduce-range`, the default on such a CPU) and build from that"), ""]
+
+
+def engine_readme(m: Manifest, ort_version: str, graph_versions: tuple[int, int]) -> str:
+    """README.md of an ONNX Runtime engine directory (`m`: its manifest before the files are hashed;
+    `graph_versions`: its graph's IR version and ONNX opset): what to run with alignvar-edge on the
+    device, and the graph's I/O with a plain onnxruntime call, in the words every engine README
+    shares (`runtimes/readme.py`)."""
     from alignvar_edge.quantize.records import validation_line
     from alignvar_edge.extras import device_install
-    from alignvar_edge.runtimes.readme import INPUT_LINE, checked_line, commands, extra_feed_lines, model_notes
+    from alignvar_edge.runtimes.readme import (INPUT_LINE, checked_line, commands, extra_feed_lines, file_checks,
+                                               golden_check, model_notes, whole_images)
     graph = next(iter(m.graphs.values()))
     # a quantized graph's build parity is against itself: what it lost is its quantize step's record
     quantized = validation_line((m.parity or {}).get("quantize"))
@@ -241,7 +297,7 @@ def engine_readme(m: Manifest, ort_version: str) -> str:
     shape = tuple(int(d) for d in lr["shape"])
     return "\n".join([
         f"# ONNX Runtime engine: {m.model.name}, {m.precision}", "",
-        f"Built with ONNX Runtime {ort_version}. {checked_line(m)}"
+        f"{runtime_line(ort_version, *graph_versions)} {checked_line(m)}"
         + (f" Its {m.precision} graph, when quantized: {quantized}." if quantized else ""), INPUT_LINE,
         *model_notes(m), "",
         *commands(f"With alignvar-edge ({device_install('device')}: ONNX Runtime, no PyTorch), "
@@ -256,4 +312,5 @@ def engine_readme(m: Manifest, ort_version: str) -> str:
         f'feeds = {{"{lr["name"]}": tiles}}', *extra_feed_lines(m, others, "feeds"),
         "outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))",
         'sr = outputs["sr"]                 # RGB in [0, 1]; tokens_k: each scale\'s codebook indices',
-        "```", ""])
+        "```", "", *_int8_note(m),
+        *whole_images(m), *golden_check(m, "onnxruntime", m.precision), *file_checks()])

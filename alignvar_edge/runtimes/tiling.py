@@ -22,7 +22,7 @@ import itertools
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import numpy as np
 
@@ -33,9 +33,9 @@ from alignvar_edge.argtypes import is_integer
 if TYPE_CHECKING:
     from alignvar_edge.images.arrays import Samples
 
-__all__ = ["TileRunner", "default_overlap", "tile_starts", "blend_window", "upscale_image", "upscale_samples",
-           "upscale_images", "upscale_plane_bicubic", "extract_tiles", "seam_ratio", "blend_tiles", "check_overlap_flag",
-           "checked_overlap", "overlap_cost", "count_tiles", "tiles_per_call"]
+__all__ = ["PAD_MODE", "RAMP_OFFSET", "TileRunner", "default_overlap", "tile_starts", "blend_window", "upscale_image",
+           "upscale_samples", "upscale_images", "upscale_plane_bicubic", "extract_tiles", "seam_ratio", "blend_tiles",
+           "check_overlap_flag", "checked_overlap", "overlap_cost", "count_tiles", "tiles_per_call"]
 
 
 def check_overlap_flag(overlap: int | None, tile: int, whose: str) -> None:
@@ -112,10 +112,15 @@ def blend_window(starts: list[int], tile: int, index: int, scale: int) -> np.nda
     return w
 
 
+# where a ramp of n weights samples sin^2: at (i + RAMP_OFFSET) / n, half a pixel in, so no weight
+# is exactly 0 and the ramps of two tiles that share the same overlap sum to exactly 1 (engine
+# READMEs state it: runtimes/readme.py)
+RAMP_OFFSET: Final = 0.5
+
+
 def _ramp(n: int) -> np.ndarray:
-    # sin^2 rising from ~0 to ~1; offsets by half a pixel so no weight is exactly 0 and the
-    # ramps of two tiles that share the same overlap sum to exactly 1
-    x = (np.arange(n) + 0.5) / n
+    # sin^2 rising from ~0 to ~1
+    x = (np.arange(n) + RAMP_OFFSET) / n
     return np.sin(0.5 * np.pi * x) ** 2
 
 
@@ -522,7 +527,11 @@ class _Pooled:
     sr: list[np.ndarray] = field(default_factory=list)
 
 
+# how a side shorter than a tile is padded (bottom and right only), as numpy's np.pad names it:
+# 'symmetric' repeats the edge pixel then mirrors; numpy tiles it for pads larger than the image
+# (a 1x1 image becomes a constant tile). Engine READMEs state it (runtimes/readme.py)
+PAD_MODE: Final = "symmetric"
+
+
 def _mirror_pad(img: np.ndarray, ph: int, pw: int) -> np.ndarray:
-    # 'symmetric' repeats the edge pixel then mirrors; numpy tiles it for pads larger than the
-    # image (a 1x1 image becomes a constant tile)
-    return np.pad(img, ((0, ph), (0, pw), (0, 0)), mode="symmetric")
+    return np.pad(img, ((0, ph), (0, pw), (0, 0)), mode=PAD_MODE)

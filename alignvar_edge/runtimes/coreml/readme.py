@@ -9,7 +9,7 @@ from alignvar_edge.graph_names import INPUT, SR, token_scale
 from alignvar_edge.manifest import Manifest, db_text
 from alignvar_edge.recipes import recipe
 from alignvar_edge.extras import device_install
-from alignvar_edge.runtimes.readme import README_FILE
+from alignvar_edge.runtimes.readme import README_FILE, file_checks, golden_check, whole_images
 
 # a build whose Linux proxy misses the selftest gate: the build's output and the README say it
 SHORT_OF_GATE = ("the build-time proxy is short of the selftest gate ({gate}): selftest on a Mac will likely fail "
@@ -63,7 +63,7 @@ def package_readme(m: Manifest, io: dict[str, dict[str, Any]], package: str) -> 
     files are hashed); `io` is `validate_spec`'s features of the package."""
     ex, c = m.extra, m.input_contract or {}
     image = bool(ex.get("image_input"))
-    tile, overlap, scale, batch = int(c["tile"]), int(c["overlap"]), int(c["scale"]), int(ex["batch"])
+    tile, scale, batch = int(c["tile"]), int(c["scale"]), int(ex["batch"])
     sr_tile = tile * scale
     cfg = m.config or {}
     scales = [int(p) for p in cfg.get("patch_nums") or []]
@@ -81,8 +81,6 @@ def package_readme(m: Manifest, io: dict[str, dict[str, Any]], package: str) -> 
              "none recorded for this precision.")
     if parity.get("short_of_gate"):
         proxy += f" Warning: {SHORT_OF_GATE.format(gate=parity['short_of_gate'])}."
-    stride = tile - overlap
-    n128 = ((128 - tile + stride - 1) // stride + 1) ** 2
     name = m.model.display_name      # the checkpoint as given, as the other engines' READMEs name it
     lr_swift = ("let out = try sr.prediction(input: AlignVARInput(lrWith: cgTile))   "
                 f"// a {tile}x{tile} CGImage; gray is converted to RGB, alpha is ignored"
@@ -96,12 +94,8 @@ def package_readme(m: Manifest, io: dict[str, dict[str, Any]], package: str) -> 
              f"| `{package}` | the Core ML model (ML Program); drag it into Xcode |",
              "| `manifest.json` | everything on this page as data, and the SHA-256 of every file |"]
     if golden:
-        n = golden["tiles"]
-        # the golden file format (runtimes/golden.py), spelled out for a reader in Swift
-        files.append(f"| `{golden['file']}` | {n} LR tiles with the reference ({golden['reference']}) SR tiles and "
-                     f"tokens; safetensors (an 8-byte little-endian header length, a JSON header, raw little-endian "
-                     f"arrays): `lr` float32 ({n}, 3, {tile}, {tile}), `sr` float16 ({n}, 3, {sr_tile}, {sr_tile}), "
-                     f"`tokens_K` int32 ({n}, p²) |")
+        files.append(f"| `{golden['file']}` | {golden['tiles']} LR tiles with the reference ({golden['reference']}) SR "
+                     "tiles and tokens (below: Check it without alignvar-edge) |")
     files.append(f"| `{README_FILE}` | this page |")
     return "\n".join([
         f"# AlignVAR x{scale} super-resolution for Core ML: {name}, {precision}",
@@ -116,32 +110,18 @@ def package_readme(m: Manifest, io: dict[str, dict[str, Any]], package: str) -> 
         "",
         *files,
         "",
-        "Check that nothing was lost or changed on the way (any OS): `alignvar-edge inspect DIR` verifies every "
-        "SHA-256 in `manifest.json` and names the file that is missing, altered or not listed. Without "
-        "alignvar-edge: `shasum -a 256` each file under this directory and compare with `files` in "
-        "`manifest.json`.",
-        "",
+        *file_checks(),
         "## Inputs and outputs",
         "",
         *_io_rows(io, inputs, image, scales, tile, sr_tile),
         "",
         (f"One prediction takes one {tile}x{tile} tile." if image or batch == 1 else
-         f"One prediction takes {batch} tiles: pad the last batch of an image by repeating a tile.")
+         f"One prediction takes {batch} tiles (the last batch of an image: Whole images, below).")
         + " Core ML may return arrays with padded strides: read them through `MLShapedArray<Float>(out.sr)` "
         "(or `strides`), not the raw data pointer. The same facts are in the package's user-defined "
         "metadata (keys `com.alignvar-edge.*`), which Xcode shows.",
         "",
-        "## Whole images",
-        "",
-        f"Cut the LR image into {tile}x{tile} tiles overlapping by {overlap} px (start offsets 0, {stride}, "
-        f"{2 * stride}, ...; the last tile of a row or column aligned to the image edge; a side shorter than "
-        f"{tile} px mirror-padded), run them, and blend the {sr_tile}x{sr_tile} SR tiles with weights that are 1 "
-        "inside a tile and fall as sin² across the region shared with a neighbour (1 on the image's own "
-        f"edges), dividing by the summed weights. The result is exactly x{scale}. A 128x128 photo is {n128} tiles"
-        + ("." if image else f", {-(-n128 // batch)} predictions.")
-        + " Feed RGB: convert gray to RGB (and average the output's channels back), and upscale an alpha "
-        "channel separately (the alignvar-edge Engine resamples it bicubically).",
-        "",
+        *whole_images(m, 1 if image else batch),
         "## Swift",
         "",
         "Rename `model.mlpackage` to the class name you want (e.g. `AlignVAR.mlpackage`) and add it to the "
@@ -182,9 +162,9 @@ def package_readme(m: Manifest, io: dict[str, dict[str, Any]], package: str) -> 
         + f" through Core ML and compares them with the reference: it passes at >= {gate.tokens:.0%} of the "
         f"tokens equal (all scales together; it prints each scale's) and SR PSNR >= {gate.psnr_db:g} dB, and times the package; "
         + ", ".join(f"`--device {u}`" for u in _SWIFT_UNITS if u != units)
-        + " try the other compute units. In an app, compare the `tokens_K` outputs of the golden tiles with "
-        "the golden file's tokens (the fraction equal is the token agreement).",
+        + " try the other compute units.",
         "",
+        *golden_check(m, "coreml", precision, 1 if image else batch),
         f"Measured at build time, without Core ML: {proxy}",
         "",
         "## Neural Engine",

@@ -10,7 +10,7 @@ from typing import Any
 from alignvar_edge.manifest import Manifest
 from alignvar_edge.runtimes.openvino.devices import VIRTUAL_DEVICES, device_kind
 from alignvar_edge.runtimes.readme import (INPUT_LINE, README_FILE, checked_line, commands, extra_feed_lines,
-                                           model_notes)
+                                           file_checks, golden_check, int8_cpu_note, model_notes, whole_images)
 
 __all__ = ["README_FILE", "engine_readme"]
 
@@ -42,10 +42,11 @@ def engine_readme(root: Path, m: Manifest, hints: dict[str, str], host: str) -> 
     lr_name, lr_shape = io[files[0]][0][0]
     shape = tuple(int(d) for d in lr_shape[lr_shape.index("[") + 1:-1].split(","))
     other = [n for n, _ in io[files[0]][0][1:]]
+    release = str(m.extra.get("openvino", "?")).split("-")[0]
     lines = [
         f"# OpenVINO engine: {m.model.name}, {m.precision}, built for {device}", "",
-        f"Built with OpenVINO {str(m.extra.get('openvino', '?')).split('-')[0]} on a CPU with {host}. "
-        f"{checked_line(m)}",
+        f"Built with OpenVINO {release} on a CPU with {host}; older OpenVINO releases were not checked with it: "
+        f"check the one you deploy (`alignvar-edge selftest --engine DIR`). {checked_line(m)}",
         INPUT_LINE, *model_notes(m), "",
         *commands("With alignvar-edge, which sets the hints below itself and checks every file's SHA-256:"),
         "## With OpenVINO alone", "",
@@ -82,11 +83,12 @@ def engine_readme(root: Path, m: Manifest, hints: dict[str, str], host: str) -> 
         q = m.quantization or {}
         part = q.get("image_part")             # a split engine: its image part's recipe
         fix = (part if isinstance(part, dict) else q).get("overflow_fix", "?")
-        lines += [f"Its int8 ops were calibrated with NNCF's overflow fix {fix} for the build CPU; on a CPU "
-                  "without VNNI or AMX, an engine built with DISABLE may saturate its int8 dot products: "
-                  "rebuild it there (alignvar-edge warns when it loads one on such a CPU)."]
+        lines += [int8_cpu_note(f"Its int8 ops were calibrated with NNCF's overflow fix {fix} for the build CPU",
+                                "rebuild it there (alignvar-edge warns when it loads one on such a CPU)"
+                                if fix == "DISABLE" else None)]
         if len(files) > 1:
             lines += [f"`{files[1]}`'s float ops may take the fast half of the CPU it runs on (`bf16` with AMX "
                       "or AVX512-BF16, else `f32`): they cannot change a token."]
         lines.append("")
+    lines += [*whole_images(m), *golden_check(m, "openvino", m.precision), *file_checks()]
     return "\n".join(lines)

@@ -19,7 +19,7 @@ from alignvar_edge.errors import BackendUnavailableError, InputError
 from alignvar_edge.manifest import MANIFEST_FILE as MANIFEST, Manifest, input_contract
 from alignvar_edge.recipes import precisions
 from alignvar_edge.runtimes.golden import GOLDEN_FILE
-from alignvar_edge.runtimes.readme import README_FILE, model_notes
+from alignvar_edge.runtimes.readme import README_FILE, file_checks, golden_check, model_notes, whole_images
 from alignvar_edge.runtimes.tensorrt.plan import (CACHE as TIMING_CACHE, DLA_CORE_HELP, DLA_CORES, DLA_PRECISION_ERROR,
                                                   ENGINE, FP16_EXPORT_COMMAND, FP16_F32, MAX_ARG, ONNX, SCRIPT_FILE, TRTEXEC_FILE,
                                                   base_args, dla_args, f32_layers_of, half_layers_of, network_plan,
@@ -565,6 +565,7 @@ tensorrt` and the GPU when it can, else from the trtexec log (`--log`), and the 
 DLA core from the log's command line (a `--stronglyTyped` build: the kit's precision). A
 `--buildOnly` log will do for `adopt`; `bench trtexec` needs the timing run's.
 
+{_shared_sections(manifest, precision)}
 ## Verified where
 
 Written and checked on a Linux x86-64 machine without TensorRT: the script passes `shellcheck`,
@@ -626,7 +627,14 @@ options) and checks its files, trtexec's version, the build, the golden outputs 
 a build kit's does (docs/jetson.md of alignvar-edge). trtexec flags per precision for this graph:
 
 {_flags_table(manifest, kit_precision)}
-"""
+
+{_shared_sections(manifest, precision)}"""
+
+
+def _shared_sections(manifest: Manifest, precision: str) -> str:
+    """What every engine README says the same way (`runtimes/readme.py`): whole images, the golden
+    check of the engine this directory builds, and the file checks."""
+    return "\n".join([*whole_images(manifest), *golden_check(manifest, "tensorrt", precision), *file_checks()])
 
 
 # trtexec.txt runs from inside its directory (`sh trtexec.txt`, or pasted): trtexec from PATH, else where

@@ -1,0 +1,246 @@
+"""Every engine directory's README.md lets an integrator without alignvar-edge (C++ on a device)
+reproduce `upscale` and check the engine: how whole images are cut, run and blended (held to
+`runtimes/tiling.py`'s constants and behaviour, not re-implemented), the oldest runtime that reads
+the graph, the golden outputs' format and pass criterion, the file checks with standard tools, and
+what an int8 graph's calibration assumed of the CPU."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from alignvar_edge import runtimes
+from alignvar_edge.manifest import Manifest, read_manifest
+from alignvar_edge.recipes import recipe
+from alignvar_edge.runtimes import readme, tiling
+
+
+@pytest.fixture(scope="module")
+def ort_engine(micro_export: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An ONNX Runtime fp32 engine of the micro export, with golden outputs."""
+    return runtimes.build(micro_export, "onnxruntime", out=tmp_path_factory.mktemp("ort") / "eng")
+
+
+@pytest.fixture(scope="module")
+def trt_kit(micro_export: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A TensorRT build kit of the micro export (written without TensorRT)."""
+    return runtimes.build(micro_export, "tensorrt", out=tmp_path_factory.mktemp("trt") / "kit")
+
+
+def _section(text: str, title: str) -> str:
+    """The body of a README's `## title` section (up to the next `## `)."""
+    parts = re.split(r"^## ", text, flags=re.M)
+    found = [p for p in parts if p.startswith(title + "\n")]
+    assert found, f"no section '## {title}' in:\n{text}"
+    return found[0]
+
+
+def _tensorrt_engine_readme(kit: Path) -> str:
+    """The README of a TensorRT engine directory adopted from `kit` (no TensorRT here: the kit's
+    manifest as an engine's)."""
+    from alignvar_edge.runtimes.tensorrt.kit import engine_readme
+    m = read_manifest(kit)
+    m = dataclasses.replace(m, kind="engine", backend="tensorrt",
+                            extra={**m.extra, "tensorrt_version": "10.3.0", "gpu_name": "Orin",
+                                   "compute_capability": "8.7"})
+    return engine_readme(m, "fp32", "fp32", None)
+
+
+def test_every_engine_readme_says_how_upscale_makes_whole_images(ort_engine: Path, trt_kit: Path,
+                                                                 micro_export: Path, tmp_path: Path) -> None:
+    """The ONNX Runtime, OpenVINO, TensorRT and Core ML READMEs all carry the one "Whole images" section,
+    with this engine's tile, overlap and batch, and its rules are tiling's: the pad mode, where tiles
+    start, the window's sampling and where two ramps meet."""
+    m = read_manifest(ort_engine)
+    c = m.input_contract
+    t, ov, s = c["tile"], c["overlap"], c["scale"]
+    dirs = [ort_engine, trt_kit]
+    if _installed("openvino"):
+        dirs.append(runtimes.build(micro_export, "openvino", out=tmp_path / "ov", check=False))
+    if _installed("coremltools"):
+        from _runtime_fixtures import sharp_model
+        dirs.append(runtimes.build("in-memory", "coreml", out=tmp_path / "cm", model=sharp_model("micro"), proxy=False))
+    texts = [((d / "README.md").read_text(), read_manifest(d)) for d in dirs]
+    texts.append((_tensorrt_engine_readme(trt_kit), read_manifest(trt_kit)))
+    for text, of in texts:
+        assert "\n".join(readme.whole_images(of)) in text, of.backend
+        assert "mirror-padded" not in text, of.backend      # the ambiguous word the section replaces
+        batch = of.input_contract["batch"]
+        assert (f"{batch} per call, the last call padded by repeating its last tile" in text) == (batch > 1)
+    body = _section(texts[0][0], "Whole images")
+    # the pad: numpy's mode as tiling pads, OpenCV's name for it, bottom and right only
+    assert f'mode="{tiling.PAD_MODE}"' in body and "BORDER_REFLECT`, not its default `BORDER_REFLECT_101`" in body
+    assert "padded at its end (bottom, right)" in body
+    image = np.random.default_rng(0).random((3, 5, 3)).astype(np.float32)
+    tiles, _, _ = tiling.extract_tiles(image, t, ov)
+    padded = np.pad(image, ((0, t - 3), (0, t - 5), (0, 0)), mode=tiling.PAD_MODE)
+    np.testing.assert_array_equal(tiles[0], padded.transpose(2, 0, 1))
+    assert not np.array_equal(tiles[0], np.pad(image, ((0, t - 3), (0, t - 5), (0, 0)), mode="reflect")
+                              .transpose(2, 0, 1))
+    # where tiles start: the README's formula is tiling's, for every side length
+    st = t - ov
+    assert f"`min(i * {st}, L - {t})` for i = 0 .. ceil((L - {t}) / {st})" in body
+    for side in range(t, 6 * t):
+        said = sorted({min(i * st, side - t) for i in range(math.ceil((side - t) / st) + 1)})
+        assert said == tiling.tile_starts(side, t, ov), side
+    # the window: sin² sampled at (i + RAMP_OFFSET) / n, the smaller where a tile's two ramps meet
+    assert f"sin²(π/2 · (i + {tiling.RAMP_OFFSET:g}) / n)" in body and "the smaller weight holds" in body
+    starts = tiling.tile_starts(t + st + 1, t, ov)            # the last tile moved back: ramps meet
+    assert len(starts) == 3
+
+    def ramp(n: int) -> np.ndarray:
+        return np.sin(np.pi / 2 * (np.arange(n) + tiling.RAMP_OFFSET) / n) ** 2
+    left, right = (starts[0] + t - starts[1]) * s, (starts[1] + t - starts[2]) * s
+    assert left + right > t * s
+    want = np.ones(t * s)
+    want[:left] = ramp(left)
+    want[t * s - right:] = np.minimum(want[t * s - right:], ramp(right)[::-1])
+    np.testing.assert_allclose(tiling.blend_window(starts, t, 1, s), want, atol=0)
+    # gray: the mean of the three channels the model returns, not a luma
+    assert "gray takes the mean of the three channels (not a luma)" in body
+    gray = np.random.default_rng(1).random((11, 9)).astype(np.float32)
+    with runtimes.load(ort_engine, threads=1) as e:
+        np.testing.assert_allclose(e.upscale(gray), e.upscale(np.stack([gray] * 3, axis=2)).mean(axis=2),
+                                   atol=1e-6)
+
+
+def _installed(module: str) -> bool:
+    import importlib.util
+    return importlib.util.find_spec(module) is not None
+
+
+def test_the_ort_readme_names_the_graph_versions_and_the_oldest_runtime_that_reads_them(ort_engine: Path) -> None:
+    """The graph's IR version and opset, read from the file, and the oldest ONNX Runtime that reads them
+    by ONNX Runtime's compatibility table: IR version 10 needs 1.18 (1.17.3 refuses it: 'max supported
+    IR version: 9'), 1.18.1 and 1.20.1 read it."""
+    import onnx
+
+    from alignvar_edge.onnx_wire import model_versions
+    from alignvar_edge.runtimes.onnxruntime import runtime_line
+    graph = onnx.load(str(ort_engine / "model.onnx"), load_external_data=False)
+    opset = next(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx"))
+    assert model_versions((ort_engine / "model.onnx").read_bytes()) == (
+        graph.ir_version, {o.domain: o.version for o in graph.opset_import})
+    text = (ort_engine / "README.md").read_text()
+    assert f"The graph is ONNX IR version {graph.ir_version}, opset {opset}: ONNX Runtime " in text
+    assert runtime_line("1.32.0", 10, 18) == (
+        "The graph is ONNX IR version 10, opset 18: ONNX Runtime 1.18 or later reads it (ONNX Runtime's "
+        "compatibility table: 1.17 reads up to IR version 9, opset 20). Built and checked with ONNX Runtime 1.32.0.")
+    assert "ONNX Runtime 1.16 or later reads it" in runtime_line("1.32.0", 9, 18)
+    assert "ONNX Runtime 1.17 or later reads it" in runtime_line("1.32.0", 9, 20)
+    assert "no release up to 1.20 reads it" in runtime_line("1.32.0", 10, 22)
+
+
+@pytest.mark.skipif(not _installed("openvino"), reason="OpenVINO is not installed")
+def test_the_openvino_readme_says_older_releases_were_not_checked(micro_export: Path, tmp_path: Path) -> None:
+    import openvino as ov
+    out = runtimes.build(micro_export, "openvino", out=tmp_path / "ov", check=False)
+    first = (out / "README.md").read_text().split("\n")[2]
+    assert first.startswith(f"Built with OpenVINO {ov.__version__.split('-')[0]} on a CPU with ")
+    assert "older OpenVINO releases were not checked with it" in first
+
+
+def _safetensors_header(path: Path) -> dict[str, dict]:
+    raw = path.read_bytes()
+    n = struct.unpack("<Q", raw[:8])[0]
+    return {k: v for k, v in json.loads(raw[8:8 + n]).items() if k != "__metadata__"}
+
+
+def test_every_readme_with_golden_outputs_says_how_to_check_them_by_hand(ort_engine: Path, trt_kit: Path) -> None:
+    """The golden file's tensors as the file itself declares them, how to run them on a fixed batch,
+    that the engine's int64 tokens are compared by value, and the gate selftest holds the engine to."""
+    for root, backend, text in ((ort_engine, "onnxruntime", (ort_engine / "README.md").read_text()),
+                                (trt_kit, "tensorrt", (trt_kit / "README.md").read_text())):
+        body = _section(text, "Check it without alignvar-edge")
+        head = _safetensors_header(root / "golden.safetensors")
+        n = head["lr"]["shape"][0]
+        for name in ("lr", "sr"):
+            assert f"| `{name}` | {head[name]['dtype']} | ({', '.join(map(str, head[name]['shape']))}) |" in body
+        tokens = sorted((k for k in head if k.startswith("tokens_")), key=lambda k: int(k.split("_")[1]))
+        assert {head[k]["dtype"] for k in tokens} == {"I32"}
+        assert (f"| `{tokens[0]}` .. `{tokens[-1]}` | I32 | "
+                + ", ".join(f"({', '.join(map(str, head[k]['shape']))})" for k in tokens) + " |") in body
+        assert "the engine's tokens are int64: compare values" in body
+        gate = recipe(backend, "fp32")
+        assert gate.tokens == 1.0 and "all the tokens (every scale together)" in body
+        assert f"is at least {gate.psnr_db:g} dB" in body and "10 · log10(1 / mean((sr - golden sr)²))" in body
+        assert f"Run the {n} tiles" in body
+    # a batch bigger than the golden tiles: pad by repeating, keep the first n
+    m = read_manifest(ort_engine)
+    m16 = dataclasses.replace(m, input_contract={**m.input_contract, "batch": 16}, precision="int8")
+    body = "\n".join(readme.golden_check(m16, "onnxruntime", "int8"))
+    n = m.extra["golden"]["tiles"]
+    assert (f"Run the {n} tiles as one call, padded to the engine's batch of 16 by repeating the last tile, and keep "
+            f"the first {n} of each output") in body
+    assert "at least 99% of all the tokens" in body and "at least 30 dB" in body
+
+
+def test_every_readme_says_how_to_check_its_files_with_standard_tools(ort_engine: Path, trt_kit: Path,
+                                                                      tmp_path: Path) -> None:
+    """The README's two shell lines, run as written in the directory: every listed file checks out, and
+    the second prints manifest.json's content_sha256, which a hand edit no longer matches."""
+    for tool in ("jq", "sha256sum", "grep", "bash"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed")
+    for root in (ort_engine, trt_kit):
+        block = _section((root / "README.md").read_text(), "Check the files").split("```\n")[1]
+        files_line, content_line = block.strip().split("\n")
+        assert (files_line, content_line) == (readme.FILES_COMMAND, readme.CONTENT_COMMAND)
+        copy = shutil.copytree(root, tmp_path / root.name)
+        checked = subprocess.run(["bash", "-c", files_line], cwd=copy, capture_output=True, text=True, check=True)
+        listed = json.loads((copy / "manifest.json").read_text())["files"]
+        assert sorted(checked.stdout.split("\n")[:-1]) == sorted(f"{f}: OK" for f in listed)
+
+        def content() -> str:
+            out = subprocess.run(["bash", "-c", content_line], cwd=copy, capture_output=True, text=True, check=True)
+            return out.stdout.split()[0]
+        doc = json.loads((copy / "manifest.json").read_text())
+        assert content() == doc["content_sha256"]
+        text = (copy / "manifest.json").read_text()
+        (copy / "manifest.json").write_text(text.replace('"precision": "fp32"', '"precision": "int8"'))
+        assert content() != doc["content_sha256"]
+
+
+def _ort_int8_readme(ort_engine: Path, vnni: bool | None, reduce_range: bool | None) -> str:
+    """The README of an int8 engine whose quantize step ran the onnxruntime recipe for a CPU with or
+    without VNNI (`quantize.int8.target_recipe`, as `quantize` records it)."""
+    from alignvar_edge.quantize.int8 import target_recipe
+    from alignvar_edge.runtimes.onnxruntime import engine_readme
+    m: Manifest = read_manifest(ort_engine)
+    r = target_recipe("onnxruntime", vnni=vnni, reduce_range=reduce_range).to_dict()
+    return engine_readme(dataclasses.replace(m, precision="int8", quantization={"recipe": r}), "1.32.0", (10, 18))
+
+
+def test_an_ort_int8_readme_names_the_cpu_its_quantization_assumed(ort_engine: Path, micro_export: Path,
+                                                                    tmp_path: Path) -> None:
+    """Quantized on a VNNI CPU (8-bit weights): the README says so and what to do on x86 without VNNI,
+    in the words OpenVINO's int8 README uses for the same rule; quantized with reduce_range: any CPU."""
+    from alignvar_edge.cli import build_parser
+    vnni = _ort_int8_readme(ort_engine, True, None)
+    shared = "; on an x86 CPU without VNNI or AMX its int8 dot products may saturate, which costs fidelity: "
+    assert ("Its int8 graph was quantized on a CPU with VNNI, with 8-bit weights (`reduce_range` off)" + shared) in vnni
+    (command,) = re.findall(r"`(alignvar-edge quantize [^`]+)`", vnni)
+    assert "--reduce-range" in command
+    args = build_parser().parse_args(command.replace("EXPORT", str(micro_export)).split()[1:])
+    assert args.reduce_range is True and args.target == "onnxruntime"
+    seven = _ort_int8_readme(ort_engine, False, None)       # a CPU without VNNI: reduce_range by default
+    assert ("Its int8 weights are 7-bit (`reduce_range`), as an x86 CPU without VNNI or AMX needs: it runs on "
+            "any CPU.") in seven and shared not in seven
+    assert shared not in (ort_engine / "README.md").read_text()          # fp32: nothing to say
+    if _installed("openvino"):
+        from alignvar_edge.cpuinfo import isa_features
+        from alignvar_edge.runtimes.half import isa_phrase
+        from alignvar_edge.runtimes.openvino.readme import engine_readme
+        out = runtimes.build(micro_export, "openvino", out=tmp_path / "ov", check=False)
+        m = read_manifest(out)
+        ov8 = engine_readme(out, dataclasses.replace(m, precision="int8", quantization={"overflow_fix": "DISABLE"}),
+                            {"model.xml": "f32"}, isa_phrase(isa_features()))
+        assert shared in ov8 and "overflow fix DISABLE" in ov8
