@@ -136,6 +136,14 @@ def test_met_names_its_target_and_build_warns_where_it_is_looser_than_selftests_
     assert main(["inspect", str(eng)]) == 0
     line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("quantize "))
     assert line.endswith(named), line
+    # a TensorRT build kit's manifest is its ONNX graph's: the warning takes TensorRT's gate (the
+    # check read the 'onnx' backend's and the build exited 2 after writing the kit)
+    trt = quantize_artifact(export, tmp_path / "q-trt", QuantizeOptions(
+        target="tensorrt", search=False, fidelity=FidelityTarget(min_token_agreement=0.0), **FAST))
+    capsys.readouterr()
+    assert main(["build", str(trt), "--target", "tensorrt", "--precision", "int8", "--out", str(tmp_path / "k")]) == 0
+    kit = next(line for line in capsys.readouterr().err.splitlines() if "warning:" in line)
+    assert f"tensorrt int8 ({recipe('tensorrt', 'int8').gate_words})" in kit, kit
 
 
 def test_an_engine_of_a_default_target_has_no_looser_target_warning(

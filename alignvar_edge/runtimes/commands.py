@@ -269,7 +269,8 @@ def engine_warnings(m: Manifest) -> list[str]:
     if missed:
         lines.append(f"warning: {what}: {missed}")
     elif quantized:
-        gate = recipe(m.backend, (kit or {}).get("precision") or m.precision)
+        # a kit's manifest is its ONNX graph's (backend 'onnx'): its engine is TensorRT's, gated as such
+        gate = recipe("tensorrt" if kit else m.backend, (kit or {}).get("precision") or m.precision)
         looser = looser_target_warning(m.quantization, gate)
         if looser:
             lines.append(f"warning: {what}: {looser}")
