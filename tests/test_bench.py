@@ -16,10 +16,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from _bench_reports import another_run
 from _runtime_fixtures import sharp_model
 from alignvar_edge import cli, runtimes
 from alignvar_edge.bench.host import fingerprint
 from alignvar_edge.bench.image import FOLDER_LR, IMAGE_LR
+from alignvar_edge.bench.integrity import made_again
 from alignvar_edge.bench.memory import PeakRSS
 from alignvar_edge.bench.merge import merge_reports
 from alignvar_edge.bench.runner import BenchOptions, run_bench
@@ -150,7 +152,7 @@ def _idle(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_merge_table_plot_and_schema_refusal(report: dict[str, Any], tmp_path: Path) -> None:
-    a, b = _idle(report), _idle(report)
+    a, b = _idle(report), another_run(_idle(report))
     b["label"] = "jetson-orin (MAXN)"
     pa, pb = write_json(tmp_path / "a.json", a), write_json(tmp_path / "b.json", b)
     merged = merge_reports([pa, pb])
@@ -163,7 +165,7 @@ def test_merge_table_plot_and_schema_refusal(report: dict[str, Any], tmp_path: P
     md = (tmp_path / "m.md").read_text()
     assert "jetson-orin (MAXN)" in md and "unavailable: " in md and "m.png" in md
     # a merged report merges again (as its parts); a re-run on the same device gets '#2'
-    rerun = copy.deepcopy(a)
+    rerun = another_run(a, 3.0)
     rerun["created"] = "2030-01-01T00:00:00+00:00"
     again = merge_reports([tmp_path / "m.json", write_json(tmp_path / "rerun.json", rerun)])
     assert len(again["reports"]) == 3
@@ -175,7 +177,7 @@ def test_merge_table_plot_and_schema_refusal(report: dict[str, Any], tmp_path: P
     said = [w for w in once["warnings"] if "merged once" in w]
     assert len(said) == 3 and said[0].startswith(f"{pa} repeats the report of {a['label']}"), said
     # one device reporting two models is one device: no suffix
-    c = _idle(report)
+    c = another_run(_idle(report), 3.0)
     c["model"]["name"] = "d16-random"
     two = merge_reports([pa, write_json(tmp_path / "c.json", c)])
     assert {(r["device"], r["model"]) for r in two["rows"]} == {(a["label"], a["model"]["name"]),
@@ -325,7 +327,7 @@ def test_bench_outputs_never_replace_an_input_or_a_file_of_another_kind(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)                 # where `--out -` would leave a file named '-'
     a = write_json(tmp_path / "a.json", json.loads(DOC_REPORT.read_text()))
-    b = write_json(tmp_path / "b.json", {**json.loads(DOC_REPORT.read_text()), "label": "other"})
+    b = write_json(tmp_path / "b.json", {**another_run(json.loads(DOC_REPORT.read_text())), "label": "other"})
     notes, other, photo = tmp_path / "notes.md", tmp_path / "other.json", tmp_path / "photo.png"
     notes.write_text("my notes\n")
     other.write_text('{"x": 1}\n')
@@ -446,6 +448,7 @@ def test_merge_names_each_devices_runtime_versions_and_warns_where_they_differ(t
     for e in b["engines"]:
         if e["backend"] == "openvino":
             e.update(status="unavailable", reason="not here")
+    b = made_again(b)                           # its summary without them, as the bench wrote it
     merged = merge_reports([pa, write_json(tmp_path / "b.json", b)])
     assert [w for w in merged["warnings"] if "runtime" in w] == [
         f"runtime 'onnxruntime' differs on one platform (Linux x86_64, cpu engines): {a['label']}=1.32.0, "
@@ -500,7 +503,7 @@ def test_merge_plot_of_reports_without_a_timed_engine_is_one_line_and_writes_not
     for e in r["engines"]:
         e.update(status="unavailable", reason="not here")
         e.pop("latency", None)
-    pr = write_json(tmp_path / "r.json", r)
+    pr = write_json(tmp_path / "r.json", made_again(r))
     outs = ["--out", str(tmp_path / "m.json"), "--md", str(tmp_path / "m.md"), "--plot", str(tmp_path / "m.png")]
     assert cli.main(["bench", "merge", str(pr), *outs]) == 2
     err = capsys.readouterr().err.strip()
@@ -752,7 +755,7 @@ def test_a_third_run_of_one_device_merged_onto_a_merged_report_gets_its_own_colu
     from alignvar_edge.bench.merge import lineup
     runs = []
     for i in range(3):                          # three runs on one machine, no --label: one default label
-        r = json.loads(DOC_REPORT.read_text())
+        r = another_run(json.loads(DOC_REPORT.read_text()), i + 2)
         r["created"] = f"2030-01-0{i + 1}T00:00:00+00:00"
         runs.append(write_json(tmp_path / f"run{i}.json", r))
     first = write_json(tmp_path / "m.json", merge_reports(runs[:2]))
@@ -769,7 +772,7 @@ def test_one_default_label_on_cpus_of_other_isa_classes_gets_each_class(tmp_path
     avx2 = json.loads(DOC_REPORT.read_text())
     zen4 = json.loads((DOC_REPORT.parents[1] / "epyc-zen4-2core" / "b16-engines.json").read_text())
     assert avx2["label"] == zen4["label"] == "AMD EPYC, 2 cores"           # one CPU name, one core count
-    avx512 = copy.deepcopy(zen4)                # an AVX-512 CPU without half units
+    avx512 = another_run(zen4)                  # an AVX-512 CPU without half units
     avx512["host"]["cpu"]["isa"] = [f for f in zen4["host"]["cpu"]["isa"] if f != "avx512_bf16"]
     avx512["created"] = "2030-01-01T00:00:00+00:00"
     assert [isa_word(r["host"]) for r in (avx2, zen4, avx512)] == ["AVX2", "AVX512-BF16", "AVX-512"]
@@ -779,7 +782,7 @@ def test_one_default_label_on_cpus_of_other_isa_classes_gets_each_class(tmp_path
     assert [r["label"] for r in merged["reports"]] == labels
     assert lineup(merged, "speedup")[0] == ["model", "engine", "precision", "batch", "on", *labels]
     # merged again with one of its parts and a re-run on the AVX2 machine: the part once, the re-run '#2'
-    rerun = copy.deepcopy(avx2)
+    rerun = another_run(avx2)
     rerun["created"] = "2030-01-02T00:00:00+00:00"
     again = merge_reports([write_json(tmp_path / "m.json", merged), paths[0], write_json(tmp_path / "r.json", rerun)])
     assert [r["label"] for r in again["reports"]] == [*labels, "AMD EPYC, 2 cores, AVX2 #2"]
@@ -1067,11 +1070,11 @@ def test_merge_warns_on_settings_of_reports_that_share_a_label_and_not_on_a_defa
     a = json.loads((DOC_REPORT.parents[1] / "epyc-avx512bf16-2core" / "shared-condition-b16.json").read_text())
     assert a["settings"]["image_lr"] and a["model"]["tile"]["lr"] == 16
     a["settings"]["image_overlap"] = None       # written before the overlap used was recorded
-    b = copy.deepcopy(a)
+    b = another_run(a)
     b["label"], b["settings"]["image_overlap"] = "other", 4      # the default, a quarter tile, given
     merged = merge_reports([write_json(tmp_path / "a.json", a), write_json(tmp_path / "b.json", b)])
     assert not any("image_overlap" in w for w in merged["warnings"]), merged["warnings"]
-    c = copy.deepcopy(a)                        # the same device label, another model and thread count
+    c = another_run(a, 3.0)                     # the same device label, another model and thread count
     c["model"]["name"], c["settings"]["threads"] = "d16-random", a["settings"]["threads"] + 3
     warned = merge_reports([write_json(tmp_path / "a.json", a), write_json(tmp_path / "c.json", c)])["warnings"]
     assert any("different models" in w for w in warned)
@@ -1083,7 +1086,7 @@ def test_merge_names_a_skipped_image_timing_once_and_a_busy_multi_thread_report(
     a = json.loads((DOC_REPORT.parents[1] / "epyc-avx512bf16-2core" / "shared-condition-b16.json").read_text())
     a["host"]["cpu"]["usable_cores"] = 2
     a["host"]["load_average"], a["host"]["load_average_end"] = [0.1, 0.1, 0.1], [0.2, 0.1, 0.1]
-    b = copy.deepcopy(a)
+    b = another_run(a)
     b["label"] = "busy"
     b["settings"].update(threads=2, image_lr=None, image_runs=None, image_overlap=None)
     b["host"]["load_average_end"] = [2.4, 1.0, 0.5]
@@ -1163,6 +1166,7 @@ def test_merge_lines_engines_up_by_what_ran_not_by_their_label(tmp_path: Path) -
     byl["ov-fp32"].update(status="unavailable", reason="not here")  # could not run on that host
     for k in ("latency", "batch", "device"):
         byl["ov-fp32"].pop(k)
+    b = made_again(b)                           # its summary as the bench wrote it with those engines
     merged = merge_reports([write_json(tmp_path / "a.json", a), write_json(tmp_path / "b.json", b)])
     mp = {e["label"]: f"{e['latency']['per_megapixel_ms']['p50']:.0f}" for e in a["engines"]}
     grid = lineup(merged, "ms_per_mp")      # a device report has this figure too: the first lineup
@@ -1199,9 +1203,9 @@ def test_merge_compares_the_fidelity_photographs_by_content_not_by_path(report: 
     # another seed crops other tiles: another hash (the path string alone said nothing)
     other = run_bench(["bicubic"], reference=sharp_model("micro"), options=dataclasses.replace(QUICK, seed=1))
     assert other["settings"]["fidelity_tiles_sha256"] != h
-    same_path = _idle(report)
+    same_path = another_run(_idle(report))
     same_path["label"], same_path["settings"]["fidelity_tiles_sha256"] = "b", other["settings"]["fidelity_tiles_sha256"]
-    moved = _idle(report)
+    moved = another_run(_idle(report))
     moved["label"], moved["settings"]["images"] = "c", "/elsewhere/photos"     # one folder, another path
     pa = write_json(tmp_path / "a.json", a)
     warned = merge_reports([pa, write_json(tmp_path / "b.json", same_path)])["warnings"]
@@ -1228,7 +1232,7 @@ def test_merge_warns_where_one_engine_row_lines_up_different_graphs(tmp_path: Pa
     row ran different graphs on different devices (fused vs explicit attention, another opset,
     pruning), the merge says so, naming each device's graph; reports that record no graph do not."""
     a = json.loads((DOC_REPORT.parents[1] / "epyc-zen4-2core" / "b16-engines.json").read_text())
-    b = copy.deepcopy(a)
+    b = another_run(a)
     b["label"] = "other host"
     same = merge_reports([write_json(tmp_path / "a.json", a), write_json(tmp_path / "b.json", b)])
     assert not [w for w in same["warnings"] if "different graphs" in w]        # an older report: none recorded
@@ -1255,7 +1259,7 @@ def test_a_merge_without_output_files_prints_its_markdown_as_its_help_says(
     --plot'), though --md's help says the table is printed on stdout when it is left out."""
     monkeypatch.chdir(tmp_path)
     a = write_json(tmp_path / "a.json", json.loads(DOC_REPORT.read_text()))
-    b = write_json(tmp_path / "b.json", {**json.loads(DOC_REPORT.read_text()), "label": "other device"})
+    b = write_json(tmp_path / "b.json", {**another_run(json.loads(DOC_REPORT.read_text())), "label": "other device"})
     assert cli.main(["bench", "merge", str(a), str(b)]) == 0
     printed = capsys.readouterr().out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json"]          # no file written

@@ -5,7 +5,6 @@ notes what each device computed in; a manifest without its content hash is said,
 the report copies from it unverified."""
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import shutil
@@ -14,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from _bench_reports import another_run
 from _runtime_fixtures import sharp_model, with_external_weights
 from alignvar_edge import runtimes
 from alignvar_edge.bench.merge import merge_reports
@@ -191,7 +191,7 @@ def test_merge_lines_up_tensorrt_engines_built_on_each_device_from_one_kit(micro
 
 def _two_hosts() -> tuple[dict[str, Any], dict[str, Any]]:
     a = json.loads((RESULTS / "epyc-zen4-2core" / "b16-engines.json").read_text())
-    b = copy.deepcopy(a)
+    b = another_run(a)
     b["label"] = "other host"
     return a, b
 

@@ -5,10 +5,13 @@ several engines of one kind, whose rows line up by label, says so in a note."""
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 from pathlib import Path
 from typing import Any
 
+from _bench_reports import another_run
+from alignvar_edge.bench.integrity import made_again
 from alignvar_edge.bench.merge import lineup, merge_reports
 from alignvar_edge.bench.schema import write_json
 
@@ -16,11 +19,12 @@ RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
 ZEN4 = RESULTS / "epyc-zen4-2core" / "b16-engines.json"          # an older report: no x86 family and model
 ZEN5 = RESULTS / "epyc-zen5-2core" / "engines.json"              # x86 family 26 model 2
 LABEL = "AMD EPYC, 2 cores"
+_RUNS = itertools.count(1)
 
 
 def _zen5(created: str = "2030-01-01T00:00:00+00:00", **cpu: Any) -> dict[str, Any]:
     """The Zen 5 report as if written at `created` (another run) on a CPU with the fields `cpu` sets."""
-    r = json.loads(ZEN5.read_text())
+    r = another_run(json.loads(ZEN5.read_text()), 1 + next(_RUNS) / 100)
     r["created"] = created
     r["host"]["cpu"].update(cpu)
     return r
@@ -88,7 +92,7 @@ def _with_int8_engines(label: str, engines: list[str], created: str) -> dict[str
     r["label"] = label
     eager, int8 = (next(e for e in r["engines"] if e["label"] == name) for name in ("pytorch-eager", "ov-int8"))
     r["engines"] = [eager] + [{**copy.deepcopy(int8), "label": name} for name in engines]
-    return r
+    return made_again(r)
 
 
 def _by_label_notes(merged: dict[str, Any]) -> list[str]:

@@ -399,6 +399,7 @@ def test_a_device_report_records_its_own_load_and_merges_with_a_host_report_in_o
     import json
 
     from alignvar_edge.bench.device import bench_engine_dir
+    from alignvar_edge.bench.integrity import made_again
     from alignvar_edge.bench.merge import merge_reports
     from alignvar_edge.bench.schema import write_json
     device = bench_engine_dir([str(ort_dir)], runs=2, warmup=0, threads=1, label="phone")
@@ -410,6 +411,7 @@ def test_a_device_report_records_its_own_load_and_merges_with_a_host_report_in_o
     for r in (pc, device):
         r["host"]["load_average"] = r["host"]["load_average_end"] = None
     pc["settings"].update({k: device["settings"][k] for k in ("threads", "runs", "warmup", "duration_s")})
+    pc = made_again(pc)                     # its figures per megapixel of that model's tile
     warned = merge_reports([write_json(tmp_path / "pc.json", pc), write_json(tmp_path / "d.json", device)])["warnings"]
     assert [w for w in warned if "device report" in w] == [
         "phone: device report(s), timed without PyTorch (engines one at a time, or trtexec): no eager, peak, "

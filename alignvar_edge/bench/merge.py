@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from alignvar_edge.bench.host import isa_word, load_words, shared_load
+from alignvar_edge.bench.integrity import check_figures
 from alignvar_edge.bench.render import (engine_rows, figure_cell, flattered, graph_words, host_words, markdown_table,
                                         plain_log_ticks, pyplot, save_figure, threads_words, units_words)
 from alignvar_edge.bench.schema import DEVICE_REFERENCE, ReportSchemaError, device_kind, read_report, report_header
 from alignvar_edge.cpuinfo import cpu_words
 from alignvar_edge.errors import InputError
-from alignvar_edge.manifest import default_overlap
+from alignvar_edge.manifest import CONTENT_KEY, default_overlap
 
 __all__ = ["RUNTIME_PACKAGES", "build_warnings", "by_label_notes", "cpu_warnings", "graph_warnings", "label_warnings",
            "lineup", "lineup_keys", "merge_markdown", "merge_reports", "merge_warnings", "plot_merged", "plot_rows",
@@ -35,19 +36,25 @@ def merge_reports(paths: Sequence[str | os.PathLike[str]]) -> dict[str, Any]:
     if not paths:
         raise ReportSchemaError("bench merge needs at least one report.json")
     parts: list[dict[str, Any]] = []
-    # a report given twice (the same file, a copy, or inside a merged report) is merged once: its
-    # rows would otherwise appear again as a second device. What a merge adds to a label ('#2', the
-    # ISA class, the CPU) is left out of the comparison.
-    where: dict[str, str] = {}
+    # a report given twice (the same file, a copy under another label or time, or inside a merged
+    # report) is merged once: its rows would otherwise appear again as a second device
+    seen: dict[str, tuple[str, dict[str, Any]]] = {}
+    timings: dict[str, tuple[str, dict[str, Any]]] = {}
     repeated = []
     for p in paths:
-        for r in _parts(read_report(p)):
-            text = json.dumps({**r, "label": _label_parts(r)[0]}, sort_keys=True)
-            if text in where:
-                repeated.append(f"{p} repeats the report of {r['label']} ({r['created']}) in {where[text]}: "
-                                "merged once")
+        report = read_report(p)
+        check_figures(report, str(p))
+        for r in _parts(report):
+            r = {k: v for k, v in r.items() if k != CONTENT_KEY}     # merging relabels it: the merged report's covers it
+            measured, raw = _measurement(r), _raw_timings(r)
+            if measured in seen:
+                repeated.append(_repeat_line(p, r, *seen[measured]))
                 continue
-            where[text] = str(p)
+            if raw is not None and raw in timings:
+                _refuse_other_host(p, r, *timings[raw])
+            seen[measured] = (str(p), r)
+            if raw is not None:
+                timings[raw] = (str(p), r)
             parts.append(r)
     _label_machines(parts)
     # one device may report several models; only a repeated (device, model) pair needs telling apart.
@@ -78,6 +85,50 @@ def merge_reports(paths: Sequence[str | os.PathLike[str]]) -> dict[str, Any]:
             "warnings": repeated + cpu_warnings(parts) + merge_warnings(parts) + label_warnings(rows)
             + graph_warnings(rows) + build_warnings(rows, hardware),
             "notes": precision_notes(rows) + by_label_notes(rows) + runtime_notes(parts)}
+
+
+def _raw_timings(r: dict[str, Any]) -> str | None:
+    """Every timed engine's raw timings (of its calls, whole image and folder), in report order: two
+    runs never share them. None where the report keeps none (trtexec's, an older report's)."""
+    raw = [[(e.get(part) or {}).get(key) for part, key in (("latency", "raw_call_ms"), ("image", "raw_ms"),
+                                                            ("folder", "raw_ms"))]
+           for e in r["engines"] if e["status"] == "ok"]
+    return json.dumps(raw) if any(any(t) for t in raw) else None
+
+
+def _measurement(r: dict[str, Any]) -> str:
+    """What one run measured: its host fingerprint and raw timings, whatever its label and time say;
+    a report without raw timings by all its content but those."""
+    raw = _raw_timings(r)
+    if raw is None:
+        return json.dumps({k: v for k, v in r.items() if k not in ("label", "created")}, sort_keys=True)
+    return json.dumps({"host": r["host"], "raw": raw}, sort_keys=True)
+
+
+def _repeat_line(path: str | os.PathLike[str], r: dict[str, Any], first: str, earlier: dict[str, Any]) -> str:
+    """The warning for a report that repeats one merged already (the same measurement), naming the
+    label and time a copy was given where they differ."""
+    told = [f"as '{r['label']}'"] if _label_parts(r)[0] != _label_parts(earlier)[0] else []
+    told += [f"dated {r['created']}"] if r["created"] != earlier["created"] else []
+    return (f"{path} repeats the report of {earlier['label']} ({earlier['created']}) in {first}"
+            + (f" ({', '.join(told)}: the same raw timings on the same host)" if told else "") + ": merged once")
+
+
+def _refuse_other_host(path: str | os.PathLike[str], r: dict[str, Any], first: str, earlier: dict[str, Any]) -> None:
+    """Two reports with the raw timings of one run but other hosts: one of them was edited."""
+    raise ReportSchemaError(f"{path} holds the raw timings of every engine of {first} ({earlier['label']}) on another "
+                            f"host (it differs in {', '.join(_fields_differing(earlier['host'], r['host']))}): one of "
+                            "them was edited after it was written; merge reports as `alignvar-edge bench` wrote them")
+
+
+def _fields_differing(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    """The keys (dotted, into nested objects) whose values differ between two JSON objects."""
+    out = []
+    for k in sorted(set(a) | set(b)):
+        x, y = a.get(k), b.get(k)
+        if x != y:
+            out += _fields_differing(x, y, f"{prefix}{k}.") if isinstance(x, dict) and isinstance(y, dict) else [prefix + k]
+    return out
 
 
 def _label_parts(r: dict[str, Any]) -> tuple[str, str]:

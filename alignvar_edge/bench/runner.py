@@ -44,7 +44,7 @@ from alignvar_edge.recipes import DEFAULT_MIN_TOKENS
 from alignvar_edge.runtimes.base import Engine
 from alignvar_edge.runtimes.compare import NO_REFINER
 
-__all__ = ["BenchOptions", "graph_fields", "identity_fields", "resolve_reference", "run_bench"]
+__all__ = ["BenchOptions", "graph_fields", "identity_fields", "resolve_reference", "run_bench", "summary_again"]
 
 Log = Callable[[str], None]
 Progress = Callable[..., Iterable[Any]]
@@ -675,7 +675,7 @@ def _compute_units(e: dict[str, Any]) -> dict[str, Any]:
 
 
 def _summary(entries: list[dict[str, Any]], opts: BenchOptions, flops_total: float,
-             peak_gflops: float, median_gflops: float | None = None) -> dict[str, Any]:
+             peak_gflops: float | None, median_gflops: float | None = None) -> dict[str, Any]:
     """Speed-ups against eager (set on every timed entry, with their per-round spreads where the
     subjects were interleaved), the best CPU engine and the engines it is not told from, the fp32
     roofline bound at the run's best and median GEMM rates, and the target's verdict."""
@@ -720,6 +720,25 @@ def _summary(entries: list[dict[str, Any]], opts: BenchOptions, flops_total: flo
     if opts.target_speedup:
         out.update(_target(opts.target_speedup, out["best_cpu"] or {}))
     return out
+
+
+def summary_again(report: dict[str, Any]) -> dict[str, Any] | None:
+    """A report's ratios to eager and its summary made again from its own entries, settings, FLOPs
+    and peak, as `_report` made them: what reading a report checks its stored ones against. The
+    ratios (and their per-round spreads) are set anew on `report["engines"]`, in place: pass a copy.
+    None, and no ratios, where the report timed no PyTorch eager (a device report)."""
+    entries = report["engines"]
+    for e in entries:                   # a ratio `_summary` would not set again must not stay behind
+        for key in [k for k in e if k.endswith(("speedup_vs_eager", "speedup_vs_eager_rounds"))]:
+            del e[key]
+    if not any(e["label"] == EAGER for e in entries):
+        return None
+    settings, peak = report["settings"], report.get("peak") or {}
+    opts = BenchOptions(min_token_agreement=settings.get("min_token_agreement", DEFAULT_MIN_TOKENS),
+                        sequential=not settings.get("interleaved", True),
+                        target_speedup=settings.get("target_speedup"))
+    flops = sum((report["model"].get("flops_per_stage") or {}).values())
+    return _summary(entries, opts, flops, peak.get("gflops"), _median_gflops(peak))
 
 
 def _bound_ms(flops: float, gflops: float | None) -> float | None:

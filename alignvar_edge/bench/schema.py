@@ -5,6 +5,10 @@ A report (kind "bench") is one run on one device:
     schema_version     int (SCHEMA_VERSION); merging refuses reports of another version
     kind               "bench" | "merged"
     created            ISO-8601 UTC
+    content_sha256     SHA-256 of the rest of the report as a reader parses it (manifest.content_hash), written
+                       last by `write_json`; reading verifies it where present (older reports have none), so a
+                       careless edit is refused in one line. A merged report's covers its parts (theirs are
+                       left out: merging relabels them)
     label              device label for tables (default from the host fingerprint)
     host               fingerprint (bench/host.py): CPU model, cores, ISA, OS, GPU/Jetson, backends;
                        load_average / load_average_end (1-min, 5, 15 at the start and the end) and
@@ -46,7 +50,9 @@ backend, precision, manifest_sha256 (the SHA-256 of that export's manifest.json 
 export's; null for an export). `bench
 merge` warns where one engine x device row joins engines built from other graphs, or other files on
 devices of one hardware class, and notes where their compute_precision differs. Only "ok" entries
-carry numbers (checked on reading: a hand-edited figure is one line):
+carry numbers (their types checked on reading: a hand-edited figure is one line; `bench merge` also
+makes again every figure that follows from the raw timings, bench/integrity.py, and refuses a report
+that contradicts itself):
     batch              tiles per engine call
     latency            (bench/stats.py) runs, tiles_per_call; per_call_ms, per_tile_ms and
                        per_megapixel_ms, each {p50, p90, p99, min, mean, max} (p90 from 10 runs, p99
@@ -75,13 +81,14 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from alignvar_edge.errors import InputError
 from alignvar_edge.fsmodes import write_text
 from alignvar_edge.jsonsafe import dumps, loads
+from alignvar_edge.manifest import CONTENT_KEY, content_hash
 
-__all__ = ["SCHEMA", "SCHEMA_VERSION", "ReportSchemaError", "check_report", "device_kind", "meets_fidelity",
+__all__ = ["SCHEMA", "SCHEMA_VERSION", "ReportSchemaError", "check_report", "device_kind", "is_number", "meets_fidelity",
            "model_block", "new_report", "read_report", "reference_model_block", "report_header", "status_reasons",
            "write_json"]
 
@@ -173,7 +180,12 @@ def device_kind(backend: str, device: Any) -> str | None:
 
 
 def write_json(path: str | os.PathLike[str], data: Any) -> Path:
-    """Write JSON atomically: a temporary sibling renamed over `path` (readers never see half a file)."""
+    """Write JSON atomically: a temporary sibling renamed over `path` (readers never see half a file).
+    A report (bench or merged) is written with its content hash (CONTENT_KEY) over what a reader
+    parses, which `read_report` verifies."""
+    if isinstance(data, dict) and data.get("schema") == SCHEMA:
+        data = loads(dumps(data))
+        data[CONTENT_KEY] = content_hash(data)
     return write_text(path, dumps(data))
 
 
@@ -228,7 +240,8 @@ def check_report(report: Any, where: str = "report") -> dict[str, Any]:
     return report
 
 
-def _is_number(v: Any) -> bool:
+def is_number(v: Any) -> TypeGuard[int | float]:
+    """Whether a report's value is a number (JSON's true and false are not)."""
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
@@ -246,16 +259,18 @@ def _bad_figure(e: dict[str, Any]) -> str | None:
         figures = lat.get(part)
         if figures is None and part != "per_tile_ms":
             continue
-        if not isinstance(figures, dict) or not _is_number(figures.get("p50")):
+        if not isinstance(figures, dict) or not is_number(figures.get("p50")):
             return f"no number at latency.{part}.p50"
-        wrong = [k for k, v in figures.items() if not _is_number(v)]
+        wrong = [k for k, v in figures.items() if not is_number(v)]
         if wrong:
             return f"latency.{part}.{wrong[0]} = {figures[wrong[0]]!r}, not a number"
-    wrong = [k for k in _NUMBERS if e.get(k) is not None and not _is_number(e[k])]
+    wrong = [k for k in _NUMBERS if e.get(k) is not None and not is_number(e[k])]
     return f"{wrong[0]} = {e[wrong[0]]!r}, not a number" if wrong else None
 
 
 def read_report(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The report at `path`, checked (`check_report`) and, where it records its content hash,
+    verified against it; ReportSchemaError naming the file otherwise."""
     p = Path(path)
     if not p.is_file():
         raise InputError(f"no report at '{p}'; pass report.json files written by `alignvar-edge bench`")
@@ -263,4 +278,9 @@ def read_report(path: str | os.PathLike[str]) -> dict[str, Any]:
         data = loads(p.read_bytes())
     except ValueError as e:             # not JSON, not UTF-8, too deep, an integer too long (jsonsafe.loads)
         raise ReportSchemaError(f"{p} is not valid JSON ({e}); it is truncated or not a report") from e
-    return check_report(data, str(p))
+    report = check_report(data, str(p))
+    recorded = report.get(CONTENT_KEY)
+    if recorded is not None and recorded != content_hash(report):
+        raise ReportSchemaError(f"{p} was edited after it was written (its content does not match its {CONTENT_KEY}); "
+                                "merge reports as `alignvar-edge bench` wrote them, or run the bench again")
+    return report
