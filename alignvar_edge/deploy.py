@@ -552,7 +552,7 @@ def _append_plan(md: Path, steps: list[Step]) -> None:
     rows += ["", "Check this folder wherever it is copied: `alignvar-edge inspect DIR` (DIR: this folder) verifies "
              "every file its manifest.json lists, report.json included, and each export and engine inside it; it "
              "exits 0 when all are intact, and 2 naming the file that is not."]
-    md.write_text(md.read_text() + "\n".join(rows) + "\n")
+    md.write_text(md.read_text(encoding="utf-8") + "\n".join(rows) + "\n", encoding="utf-8")
 
 
 def format_summary(out: Path, steps: list[Step], report: dict[str, Any], timings: dict[str, float]) -> str:

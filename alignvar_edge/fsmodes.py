@@ -308,7 +308,8 @@ def as_write_error(e: BaseException, path: str | os.PathLike[str]) -> OSError | 
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> Path:
-    return write_atomically(path, lambda tmp: tmp.write_text(text))
+    # UTF-8 whatever the locale: reports and READMEs hold ×, – and π, which a latin-1 locale cannot encode
+    return write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 NAME_MAX = 255         # bytes in one file name on the file systems we write to (ext4, XFS, APFS, NTFS)

@@ -276,10 +276,12 @@ def test_selftest_engine_off_macos_says_built_only_like_selftest_backend(tmp_pat
     from safetensors.numpy import load_file
     golden = load_file(str(out / "golden.safetensors"))
     readme = (out / "README.md").read_text()
-    for name in ("lr", "sr", "tokens_K"):
-        a = golden["tokens_0" if name == "tokens_K" else name]
-        shape = "p²" if name == "tokens_K" else ", ".join(map(str, a.shape[1:]))
-        assert f"`{name}` {a.dtype} ({len(a)}, {shape})" in readme, name
+    codes = {"float32": "F32", "float16": "F16", "int32": "I32"}          # safetensors' dtype names
+    for name in ("lr", "sr"):
+        a = golden[name]
+        assert f"| `{name}` | {codes[str(a.dtype)]} | ({len(a)}, {', '.join(map(str, a.shape[1:]))}) |" in readme, name
+    tokens = golden["tokens_0"]
+    assert f"| `tokens_0` .. `tokens_" in readme and f"| {codes[str(tokens.dtype)]} | ({len(tokens)}, " in readme
     # exit 3, as for any check that cannot run here: BUILT-ONLY checked the files, not the model's outputs
     assert main(["selftest", "--engine", str(out)]) == 3
     captured = capsys.readouterr()

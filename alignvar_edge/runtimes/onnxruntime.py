@@ -220,9 +220,9 @@ BACKEND = OrtBackend()
 
 def _write_readme(root: Path, m: Manifest) -> None:
     from alignvar_edge.onnx_wire import model_versions
-    from alignvar_edge.runtimes.readme import README_FILE
+    from alignvar_edge.runtimes.readme import write_readme
     ir, opsets = model_versions((root / ENGINE_FILE).read_bytes())
-    (root / README_FILE).write_text(engine_readme(m, str(ort.__version__), (ir, _default_opset(opsets))))
+    write_readme(root, engine_readme(m, str(ort.__version__), (ir, _default_opset(opsets))))
 
 
 def _default_opset(opsets: dict[str, int]) -> int:

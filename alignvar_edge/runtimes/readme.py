@@ -8,15 +8,25 @@ without it (`int8_cpu_note`). Each backend adds how to run its files without ali
 (`openvino/readme.py`, `onnxruntime.engine_readme`, `coreml/readme.py`, `tensorrt/kit.py`)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from alignvar_edge.graph_names import INPUT, SR, token_name
 from alignvar_edge.manifest import CONTENT_KEY, MANIFEST_FILE, Manifest, db_text, input_contract, parity_figures
 from alignvar_edge.recipes import recipe
 from alignvar_edge.runtimes.tiling import PAD_MODE, RAMP_OFFSET, count_tiles, tile_starts
 
 __all__ = ["CONTENT_COMMAND", "FILES_COMMAND", "INPUT_LINE", "README_FILE", "checked_line", "commands",
-           "extra_feed_lines", "file_checks", "golden_check", "int8_cpu_note", "model_notes", "whole_images"]
+           "extra_feed_lines", "file_checks", "golden_check", "int8_cpu_note", "model_notes", "whole_images",
+           "write_readme"]
 
 README_FILE = "README.md"
+
+
+def write_readme(root: Path, text: str) -> Path:
+    """An engine directory's README.md, in UTF-8 whatever the locale (its recipe writes ², π and ×)."""
+    path = Path(root) / README_FILE
+    path.write_text(text, encoding="utf-8")
+    return path
 
 INPUT_LINE = ("Input: RGB tiles in [0, 1], NCHW float32; each output tile is 4x the input tile "
               "(`manifest.json: input_contract` has the tile, overlap and batch; whole images: the section "
@@ -71,6 +81,8 @@ def whole_images(m: Manifest, batch: int | None = None) -> list[str]:
     step as `runtimes/tiling.py` and the image conversions do it, with this engine's tile, overlap,
     scale and `batch` (None: the input contract's), so that code of one's own gives its result."""
     c = input_contract(m) or {}
+    if "tile" not in c:                  # a manifest that records no input contract: nothing to say
+        return []
     t, ov, s = int(c["tile"]), int(c["overlap"]), int(c["scale"])
     b = batch if batch is not None else c.get("batch")
     steps = [

@@ -50,7 +50,8 @@ from alignvar_edge.runtimes.base import Backend, Engine, TensorSpec, config_from
 from alignvar_edge.runtimes.coreml.compress import compress
 from alignvar_edge.runtimes.coreml.ct import import_ct, quiet
 from alignvar_edge.runtimes.coreml.lint import ane_lint, validate_spec
-from alignvar_edge.runtimes.coreml.readme import README_FILE, package_readme
+from alignvar_edge.runtimes.coreml.readme import package_readme
+from alignvar_edge.runtimes.readme import write_readme
 from alignvar_edge.runtimes.golden import copy_golden
 
 PACKAGE = "model.mlpackage"
@@ -566,7 +567,7 @@ class CoreMLBackend(Backend):
                     par["short_of_gate"] = gate.gate_words
             extra["golden"] = _golden(model, artifact_dir, src, tmp)
             m.input_contract = package_contract(config, batch, image_input)
-            (tmp / README_FILE).write_text(package_readme(m, checks["io"], PACKAGE))
+            write_readme(tmp, package_readme(m, checks["io"], PACKAGE))
             write_manifest(tmp, m)
         return out
 

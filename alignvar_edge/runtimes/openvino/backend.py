@@ -76,7 +76,8 @@ from alignvar_edge.runtimes.artifacts import (check_calibration, engine_manifest
 from alignvar_edge.runtimes.base import Backend, Engine, TensorSpec, config_from_manifest, input_roles
 from alignvar_edge.runtimes.onnxruntime import ship_golden
 from alignvar_edge.runtimes.openvino.devices import DEVICE_KINDS, HARDWARE_KINDS, VIRTUAL_DEVICES, device_kind
-from alignvar_edge.runtimes.openvino.readme import README_FILE, engine_readme
+from alignvar_edge.runtimes.openvino.readme import engine_readme
+from alignvar_edge.runtimes.readme import write_readme
 from alignvar_edge import recipes
 
 ov = lazy_import("openvino")
@@ -853,7 +854,7 @@ class OpenVINOBackend(Backend):
             from alignvar_edge.cpuinfo import isa_features
             from alignvar_edge.runtimes.half import isa_phrase
             m.extra["host_isa"] = isa_features()
-            (tmp / README_FILE).write_text(engine_readme(tmp, m, hints, isa_phrase(m.extra["host_isa"])))
+            write_readme(tmp, engine_readme(tmp, m, hints, isa_phrase(m.extra["host_isa"])))
             write_manifest(tmp, m)
         return out
 

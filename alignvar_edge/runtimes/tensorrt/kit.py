@@ -19,7 +19,7 @@ from alignvar_edge.errors import BackendUnavailableError, InputError
 from alignvar_edge.manifest import MANIFEST_FILE as MANIFEST, Manifest, input_contract
 from alignvar_edge.recipes import precisions
 from alignvar_edge.runtimes.golden import GOLDEN_FILE
-from alignvar_edge.runtimes.readme import README_FILE, file_checks, golden_check, model_notes, whole_images
+from alignvar_edge.runtimes.readme import README_FILE, file_checks, golden_check, model_notes, whole_images, write_readme
 from alignvar_edge.runtimes.tensorrt.plan import (CACHE as TIMING_CACHE, DLA_CORE_HELP, DLA_CORES, DLA_PRECISION_ERROR,
                                                   ENGINE, FP16_EXPORT_COMMAND, FP16_F32, MAX_ARG, ONNX, SCRIPT_FILE, TRTEXEC_FILE,
                                                   base_args, dla_args, f32_layers_of, half_layers_of, network_plan,
@@ -670,7 +670,7 @@ def write_build_files(root: Path, manifest: Manifest, precision: str, kit_precis
     script.chmod(0o755)
     readme = (engine_readme(manifest, precision, kit_precision, dla_core, data, (root / LOG_FILE).is_file())
               if manifest.kind == "engine" else kit_readme(manifest, precision, kit_precision, data))
-    (root / README_FILE).write_text(readme)
+    write_readme(root, readme)
 
 
 __all__ = ["README_FILE", "build_script", "engine_readme", "kit_readme", "not_an_engine", "precision_flags",
