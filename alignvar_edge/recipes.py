@@ -1,8 +1,8 @@
 """The recipe table: what each (backend, precision) pair is built from, and who quantizes it.
 
 `build`, `quantize`, `deploy` and `selftest` all ask this table; adding a precision to a backend is
-one row here plus that backend's own code. Plain data, no imports beyond the standard library and
-errors.py, so a device install (no PyTorch) reads it too.
+one row here plus that backend's own code. Plain data, no imports beyond the standard library,
+errors.py and caller.py, so a device install (no PyTorch) reads it too.
 
     source      what `build` takes: the fp32 ONNX export, or the checkpoint (torch, Core ML)
     quantizer   who makes the lower precision:
@@ -21,9 +21,10 @@ errors.py, so a device install (no PyTorch) reads it too.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+from alignvar_edge.caller import option
 from alignvar_edge.errors import InputError
 
 __all__ = ["ALIASES", "BACKENDS", "BUILD_MIN_TOKENS", "CALIB_TILES", "CHECKPOINT", "DEFAULT_MIN_TOKENS", "DEPLOY_DEFAULT",
@@ -151,16 +152,18 @@ def recipe(backend: str, precision: str | None = None) -> Recipe:
     b = backend_name(backend)
     p = precision or default_precision(b)
     if (b, p) not in RECIPES:
-        raise InputError(f"{b} precision must be one of {', '.join(precisions(b))}, got '{p}'")
+        raise InputError(f"{b} has no {option('precision', p)}; choose one of {', '.join(precisions(b))}")
     return RECIPES[(b, p)]
 
 
-def check_options(backend: str, precision: str | None, given: Iterable[str]) -> None:
-    """A build option (OPTION_FLAGS) that this pair does not take is one line naming where it applies."""
+def check_options(backend: str, precision: str | None, given: Mapping[str, object]) -> None:
+    """A build option (OPTION_FLAGS) that this pair does not take is one line naming where it applies,
+    by the flag as typed: a switch given False by its "--no-" form."""
     r = recipe(backend, precision)
-    for option in given:
-        if option not in r.options:
-            raise InputError(f"{OPTION_FLAGS[option]} applies to {where(option)} only")
+    for name, value in given.items():
+        if name not in r.options:
+            flag = OPTION_FLAGS[name]
+            raise InputError(f"{'--no-' + flag[2:] if value is False else flag} applies to {where(name)} only")
 
 
 def calibrating_builds() -> str:

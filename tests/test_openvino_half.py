@@ -231,14 +231,15 @@ def test_token_bf16_is_refused_where_it_cannot_be_checked(export: Path, tmp_path
 def test_no_token_bf16_keeps_exact_tokens_and_asks_nothing_where_nothing_is_tried(
         export: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
     """Without --precision the options are checked against the build tried first: bf16 on a CPU
-    that computes it, where --no-token-bf16 leaves the island rung out. Where no islands would be
-    tried (another target, fp32), the switch turned off asks for nothing and is not an error."""
+    that computes it, where --no-token-bf16 leaves the island rung out. Where no host's build would try
+    islands (another target), the switch turned off is refused as the switch turned on is."""
     from alignvar_edge.cli import main
     from alignvar_edge.runtimes.openvino import backend as ovb
     # --token-bf16 turned on where it cannot apply is still one line naming where it does
     assert main(["build", str(export), "--target", "onnxruntime", "--token-bf16", "--out", str(tmp_path / "x")]) != 0
     assert not (tmp_path / "x").exists()
-    assert main(["build", str(export), "--target", "onnxruntime", "--no-token-bf16", "--out", str(tmp_path / "o")]) == 0
+    assert main(["build", str(export), "--target", "onnxruntime", "--no-token-bf16", "--out", str(tmp_path / "o")]) == 2
+    assert not (tmp_path / "o").exists()
     _as_on_a_bf16_cpu(monkeypatch)
     real = ovb._half_problem
     monkeypatch.setattr(ovb, "_half_problem",          # the whole graph is refused whatever it keeps

@@ -47,7 +47,7 @@ def test_who_quantizes(backend, precision, needs_quantize):
 
 
 def test_an_unknown_pair_is_one_line_naming_what_the_backend_takes():
-    with pytest.raises(InputError, match=r"^tensorrt precision must be one of fp32, fp16, int8, got 'bf16'$"):
+    with pytest.raises(InputError, match=r"^tensorrt has no precision='bf16'; choose one of fp32, fp16, int8$"):
         recipes.recipe("trt", "bf16")
     with pytest.raises(InputError, match="unknown backend 'tflite'"):
         recipes.recipe("tflite")

@@ -14,7 +14,8 @@ from alignvar_edge.caller import option
 from alignvar_edge.cli_json import add_json_option, no_stale_result
 from alignvar_edge.errors import BackendUnavailableError, InputError, OutputExistsError
 from alignvar_edge import progress
-from alignvar_edge.recipes import BACKENDS, CALIB_TILES, OPTION_FLAGS, check_options, recipe
+from alignvar_edge.recipes import (BACKENDS, CALIB_TILES, OPTION_FLAGS, check_options, default_precision, precisions,
+                                   recipe)
 from alignvar_edge.manifest import Manifest, first_names, unverified_caution
 from alignvar_edge.model.bundled import DEFAULT_CHECKPOINT
 from alignvar_edge.runtimes.upscale_jobs import Job, changed_inputs, foreign_outputs, plan_jobs
@@ -24,6 +25,11 @@ if TYPE_CHECKING:
     from alignvar_edge.runtimes import BackendInfo
 
 BACKEND_CHOICES = ("auto", *BACKENDS)
+# Core ML's palettized precisions, as build's help lists them: 'palette2|4|6|8'
+PALETTES = "palette" + "|".join(p.removeprefix("palette") for p in precisions("coreml") if p.startswith("palette"))
+# --device of the verbs that run an engine
+RUN_DEVICE_HELP = ("the device the engine runs on, named as `build --device` names it (torch: cpu, cuda[:N] or mps); "
+                   "default: the one it was built for (torch from a checkpoint: cpu)")
 
 
 def register(sub: Any) -> None:
@@ -33,8 +39,8 @@ def register(sub: Any) -> None:
                                    "output; torch and Core ML from a checkpoint (or an export naming it). "
                                    "Without TensorRT, --target tensorrt writes a build kit for the device.")
     p.add_argument("source", help="export directory, checkpoint directory or bundled name")
-    p.add_argument("--target", required=True, choices=BACKEND_CHOICES[1:])
-    p.add_argument("--precision", help="fp32 | fp16 | bf16 (OpenVINO CPU) | int8 | int8-weights | paletteN "
+    p.add_argument("--target", required=True, choices=BACKEND_CHOICES[1:], help="the backend to build for")
+    p.add_argument("--precision", help=f"fp32 | fp16 | bf16 (OpenVINO CPU) | int8 | int8-weights | {PALETTES} "
                                        "(Core ML); default fp32 (Core ML: fp16), or half where this host has "
                                        "fast half units and the half build keeps the tokens")
     p.add_argument("--calib", help="INT8 calibration: 'builtin' or a folder of images")
@@ -79,8 +85,10 @@ def register(sub: Any) -> None:
                                   "or a path ending in /); for a folder: the output folder")
     u.add_argument("--engine", default=DEFAULT_CHECKPOINT,
                    help=f"engine dir, export dir or checkpoint (default: the bundled {DEFAULT_CHECKPOINT}, torch)")
-    u.add_argument("--backend", choices=BACKEND_CHOICES, default="auto")
-    u.add_argument("--device")
+    u.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
+                   help="the runtime that runs --engine (default %(default)s: the one its manifest names; torch "
+                        "for a checkpoint)")
+    u.add_argument("--device", help=RUN_DEVICE_HELP)
     u.add_argument("--overlap", type=nonneg_int, help="tile overlap in LR pixels (default: a quarter tile)")
     u.add_argument("--color-fix", dest="color_fix", action=argparse.BooleanOptionalAction, default=None,
                    help="VARSR's AdaIN colour fix over each whole image: match the output's per-channel mean "
@@ -148,13 +156,15 @@ def register(sub: Any) -> None:
                                    "(--backend) or take a built one (--engine), check it against golden "
                                    "outputs, time it and print a shareable report.")
     which = s.add_mutually_exclusive_group(required=True)
-    which.add_argument("--backend", choices=BACKEND_CHOICES[1:])
+    which.add_argument("--backend", choices=BACKEND_CHOICES[1:],
+                       help="build an engine of this backend from --model here, then check and time it")
     which.add_argument("--engine", metavar="DIR", help="a built engine directory (carries golden.safetensors); "
                                                        "needs only its runtime, no PyTorch")
     s.add_argument("--model", help=f"with --backend: bundled name or checkpoint with golden.safetensors "
                                    f"(default {DEFAULT_CHECKPOINT})")
-    s.add_argument("--precision")
-    s.add_argument("--device")
+    s.add_argument("--precision", help=f"with --backend: the engine's precision, as `build --precision` takes it "
+                                       f"(default {default_precision('torch')}; Core ML: {default_precision('coreml')})")
+    s.add_argument("--device", help=RUN_DEVICE_HELP)
     s.add_argument("--runs", type=positive_int, default=10, help="timed runs (default 10)")
     s.add_argument("--threads", type=positive_int,
                    help="CPU threads for the engine (onnxruntime, openvino, torch), at most the usable cores; "
@@ -174,13 +184,17 @@ def run_build(args: argparse.Namespace) -> int:
     opts: dict[str, Any] = {}
     # backend build options: which (backend, precision) takes which is the recipe table's to say
     given = {opt: getattr(args, flag.lstrip("-").replace("-", "_")) for opt, flag in OPTION_FLAGS.items()}
-    from alignvar_edge.runtimes.half import build_auto, host_half
+    from alignvar_edge.runtimes.half import build_auto, half_somewhere, host_half
     half = args.precision is None and host_half(b.name, args.device)
     # without --precision: the options of the half build it tries first (its fp32 fallback ignores them)
     first = args.precision or half or None
     takes = recipe(b.name, first).options
-    # None: not given; a switch turned off (--no-token-bf16) where it does not apply asks for nothing
-    given = {opt: value for opt, value in given.items() if value is not None and (value is not False or opt in takes)}
+    # a switch turned off (--no-token-bf16) asks for nothing where this host's build does not take it but
+    # the same command's build on a host with half units would (one command for every host); where no
+    # host's would (another target, an explicit --precision), it is refused as any flag left unread
+    elsewhere = recipe(b.name, args.precision or half_somewhere(b.name, args.device) or None).options
+    given = {opt: value for opt, value in given.items()
+             if value is not None and (value is not False or opt in takes or opt not in elsewhere)}   # None: not given
     check_options(b.name, first, given)
     opts.update(given)
     if "float_groups" in opts:
@@ -351,6 +365,21 @@ def _require_option(engine: str, backend: str, option: str, what: str) -> None:
         raise InputError(f"{what}; {engine} runs on {name}")
 
 
+# the engines --no-cuda-graphs changes: any other would run as it does without it
+NO_CUDA_GRAPHS = "--no-cuda-graphs applies to torch engines on a CUDA device only"
+
+
+def _require_cuda_device(engine: str, backend: str, device: str | None) -> None:
+    """--no-cuda-graphs on an engine that replays no CUDA graph (another backend, torch on the CPU):
+    one line, before any work."""
+    _require_option(engine, backend, "cuda_graphs", NO_CUDA_GRAPHS)
+    from alignvar_edge.runtimes.torch_backend import BACKEND as TORCH
+    runs_on = TORCH.runs_on(engine, device)
+    if not runs_on.startswith("cuda"):
+        raise InputError(f"{NO_CUDA_GRAPHS}; {engine} runs on torch on {runs_on} here: drop --no-cuda-graphs, "
+                         "or pass --device cuda on a machine with a CUDA GPU")
+
+
 def _quality_arg(text: str) -> int | str:
     from alignvar_edge.images import quality_setting       # the rule is the image writer's
     try:
@@ -399,7 +428,7 @@ def run_upscale(args: argparse.Namespace) -> int:
         _require_option(args.engine, args.backend, "hint", "--hint applies to OpenVINO engines")
         opts["hint"] = args.hint
     if not args.cuda_graphs:
-        _require_option(args.engine, args.backend, "cuda_graphs", "--no-cuda-graphs applies to torch engines")
+        _require_cuda_device(args.engine, args.backend, args.device)
         opts["cuda_graphs"] = False
     limit = args.max_megapixels
     with runtimes.load(args.engine, backend=args.backend, device=args.device, **opts) as engine:
@@ -682,7 +711,7 @@ def run_selftest(args: argparse.Namespace) -> int:
     with no_stale_result(args.json, what) as result:
         target, backend = (args.engine, "auto") if args.engine else (model, args.backend)
         if graphs is False:
-            _require_option(target, backend, "cuda_graphs", "--no-cuda-graphs applies to torch engines")
+            _require_cuda_device(target, backend, args.device)
         if args.threads:
             _require_option(target, backend, "threads", "--threads applies to engines that run on CPU threads "
                             "(onnxruntime, openvino, torch)")

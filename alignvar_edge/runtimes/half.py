@@ -17,7 +17,7 @@ from alignvar_edge.cpuinfo import isa_features
 from alignvar_edge.errors import HalfPrecisionError
 from alignvar_edge.runtimes.openvino.devices import device_kind
 
-__all__ = ["FAST_HALF", "HALF_CLASSES", "build_auto", "host_half", "isa_class", "isa_phrase"]
+__all__ = ["FAST_HALF", "HALF_CLASSES", "build_auto", "half_somewhere", "host_half", "isa_class", "isa_phrase"]
 
 # (backend, device kind) -> (half precision, CPU features that make it fast; None = the device's own)
 FAST_HALF: dict[tuple[str, str], tuple[str, tuple[str, ...] | None]] = {
@@ -41,6 +41,13 @@ HALF_CLASSES = ("AMX", "AVX512-BF16", "AVX512-FP16")
 def isa_class(features: dict[str, bool]) -> str:
     """The row of the benchmark table a CPU belongs to: AMX, AVX512-BF16, AVX512-FP16 or other."""
     return next((f for f in HALF_CLASSES if features.get(f)), "no half units")
+
+
+def half_somewhere(backend: str, device: str | None) -> str | None:
+    """The half precision a plain build for this backend and device tries on a host that computes it
+    fast (`host_half` says whether this one does), or None where no host's plain build is half."""
+    row = FAST_HALF.get((backend, device_kind(device)))
+    return None if row is None else row[0]
 
 
 def host_half(backend: str, device: str | None, features: dict[str, bool] | None = None) -> str | None:

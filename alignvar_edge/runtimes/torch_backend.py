@@ -19,7 +19,7 @@ from alignvar_edge.errors import BackendUnavailableError, CheckpointError, Input
 from alignvar_edge.graph_names import INPUT, SR, token_name
 from alignvar_edge.lazy import lazy_import
 from alignvar_edge.manifest import (Manifest, ModelInfo, ModelSource, contract, load_verified, new_manifest,
-                                    recorded_path, write_manifest)
+                                    read_manifest, recorded_path, write_manifest)
 from alignvar_edge.outputs import artifact_dir as staging_dir
 from alignvar_edge.model.checkpoint import is_checkpoint
 from alignvar_edge.runtimes.artifacts import checkpoint_and_export, leaves_out_refiner, model_name, single_graph_io
@@ -122,6 +122,13 @@ class TorchBackend(Backend):
                                           f"pass {option('device', 'cpu')} or run on a machine that has it")
         return d
 
+    def runs_on(self, engine_dir: str | os.PathLike[str], device: str | None = None) -> str:
+        """The device an engine opened from `engine_dir` (a checkpoint or a torch engine) runs on:
+        `device`, else the one a built engine records, else the CPU."""
+        if device is None and not is_checkpoint(engine_dir):
+            device = read_manifest(engine_dir).extra.get("device")
+        return self.check_device(device)
+
     def build(self, artifact_dir: Path, out: Path, precision: str = "fp32",
               calibration: np.ndarray | None = None, device: str | None = None,
               force: bool = False, **opts: Any) -> Path:
@@ -180,12 +187,12 @@ class TorchBackend(Backend):
                                 ModelInfo(name=model.config.name, source=checkpoint_source(engine_dir, hashed=False),
                                           config=model.config.to_dict()),
                                 extra={"source": {"path": str(engine_dir)}})
-            return TorchEngine(model, meta, self.check_device(device), precision or "fp32",
+            return TorchEngine(model, meta, self.runs_on(engine_dir, device), precision or "fp32",
                                int(batch or DEFAULT_BATCH), cuda_graphs=graphs, refine=refine is not False)
         m = load_verified(path)               # a torch engine: Backend.load refused any other
         model = load_pretrained(path)    # the engine dir holds config.json + weights
         model.prune = tuple(m.extra.get("prune") or ())     # built from a pruned export: its rollout
-        return TorchEngine(model, m, self.check_device(device or m.extra.get("device", "cpu")),
+        return TorchEngine(model, m, self.runs_on(path, device),
                            precision or m.precision, int(batch or m.extra.get("tiles_per_call") or DEFAULT_BATCH),
                            Path(path), cuda_graphs=graphs,
                            # unless told otherwise, as built: without the refiner from a --no-refine export
