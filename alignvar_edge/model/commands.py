@@ -8,6 +8,7 @@ from alignvar_edge.argtypes import int_at_least, nonneg_float
 from alignvar_edge.cli_json import add_json_option, no_stale_result
 from alignvar_edge.errors import InputError
 from alignvar_edge.model.bundled import CHECKPOINT_HELP, DEFAULT_CHECKPOINT
+from alignvar_edge.model.config import AlignVARConfig
 from alignvar_edge.progress import stage
 
 
@@ -25,9 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                        description="Degrade a held-out sample photograph, upscale it x4 with the bundled "
                                    "model and compare with bicubic (PSNR-Y / SSIM-Y).")
     d.add_argument("--out", type=Path, default=Path("demo-out"), help="output folder (default: demo-out)")
-    d.add_argument("--image", default="coffee", help="held-out sample: astronaut, coffee or rocket")
+    d.add_argument("--image", default="coffee", help="held-out sample: astronaut, coffee or rocket (default %(default)s)")
     d.add_argument("--size", type=int, default=256, help="HR crop side in pixels (default 256)")
-    d.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT)
+    d.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help=f"the model that upscales it: {CHECKPOINT_HELP}")
     d.add_argument("--force", action="store_true", help="replace files in --out")
     d.set_defaults(func=run_demo_cmd)
 
@@ -41,8 +42,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     i.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
     i.add_argument("--patch-nums", type=_patch_nums, help="scale schedule, e.g. 1,2,3,4,6,9,13,18,24,32, "
                                                            "when the files do not tell it")
-    i.add_argument("--refiner-steps", type=int_at_least(1), default=10,
-                   help="VARSR refiner's sampling steps (default 10)")
+    # None: not given, so that `import var` (no refiner) refuses it even at VARSR's value
+    i.add_argument("--refiner-steps", type=int_at_least(1),
+                   help=f"varsr only: its diffusion refiner's sampling steps (default {AlignVARConfig.refiner_steps}, "
+                        "as VARSR samples)")
     i.add_argument("--cfg", type=nonneg_float, help="image CFG weight at the last scale (VARSR's test script: 6.0)")
     i.add_argument("--force", action="store_true", help="replace an existing checkpoint directory")
     i.set_defaults(func=run_import)
@@ -68,8 +71,10 @@ def run_import(args: argparse.Namespace) -> int:
     from alignvar_edge.model.upstream import CONSTANT_BUFFERS, import_var, import_varsr, refuse_unfit
 
     out: Path = args.out
+    if args.kind == "var" and args.refiner_steps is not None:
+        raise InputError("--refiner-steps applies to `import varsr` only: VAR has no refiner; drop --refiner-steps")
     check_checkpoint_out(out, args.force, "--force")        # before the (long) read of the files
-    overrides = {"refiner_steps": args.refiner_steps} if args.kind == "varsr" else {}
+    overrides = {"refiner_steps": args.refiner_steps} if args.refiner_steps is not None else {}
     if args.cfg is not None:
         overrides["cfg"] = args.cfg
     if args.kind == "varsr" and args.var is None:
