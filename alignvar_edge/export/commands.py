@@ -27,7 +27,9 @@ def register(sub: Any) -> None:
                                     "tiny, d16, d24-512); the logits head is scaled x50 so greedy "
                                     "choices are as stable as a trained model's")
     p.add_argument("--out", required=True, help="artifact directory to create")
-    p.add_argument("--graph", choices=GRAPH_FORMS, default="single")
+    p.add_argument("--graph", choices=GRAPH_FORMS, default="single",
+                   help="single: the whole rollout in one static graph; staged: a conditioning graph, one graph "
+                        "per scale with explicit KV inputs and outputs, and a decoder graph (default %(default)s)")
     p.add_argument("--opset", type=int, choices=(18, 20, 23), default=18,
                    help="18 (default, most portable), 20 (TensorRT 10.3's maximum) or 23")
     p.add_argument("--attention", choices=ATTENTION_FORMS, default="explicit",
@@ -47,10 +49,11 @@ def register(sub: Any) -> None:
                         "calls of the graphs' batch, so a plain export of 64 px SR tiles (batch 16) validates 16")
     p.add_argument("--images", help="folder of photographs for the validation tiles "
                                     "(default: the bundled held-out samples)")
-    p.add_argument("--seed", type=random_seed, default=0, help="tile crops and --preset weights seed")
+    p.add_argument("--seed", type=random_seed, default=0,
+                   help="seed of the validation tiles' crops and of --preset's weights (default %(default)s)")
     p.add_argument("--simplify", action="store_true", help="simplify with onnxslim (re-validated)")
     p.add_argument("--external-data", choices=("auto", "yes", "no"), default="auto",
-                   help="weights in a .onnx.data file (auto: above 1.8 GB of weights; "
+                   help="weights in a .onnx.data file (default %(default)s: above 1.8 GB of weights; "
                         "ONNX's protobuf limit is 2 GB)")
     p.add_argument("--no-refine", dest="refine", action="store_false",
                    help="leave VARSR's diffusion refiner out of the graphs (tokens only at the last scale); "

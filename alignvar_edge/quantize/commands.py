@@ -29,10 +29,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("artifact", metavar="DIR", help="fp32 export directory (alignvar-edge export)")
     p.add_argument("--calib", metavar="builtin|FOLDER",
                    help="calibration photographs: the bundled sample set or a folder (default: builtin)")
-    p.add_argument("--precision", choices=quantize_precisions(), default="int8")
+    p.add_argument("--precision", choices=quantize_precisions(), default="int8",
+                   help="int8: calibrated, with the fidelity search; fp16: half-precision tensors (default %(default)s)")
     p.add_argument("--target", choices=quantize_targets(), default="onnxruntime",
-                   help="tensorrt: symmetric int8 (zero points 0); onnxruntime: uint8 activations, "
-                        "reduce_range on x86 without VNNI")
+                   help="the backend that builds the result (default %(default)s). tensorrt: symmetric int8 "
+                        "(zero points 0); onnxruntime: uint8 activations, reduce_range on x86 without VNNI")
     # the flags only some passes read default to None here, so that one typed at its default value
     # is still known as given (and refused where it is not read: QuantizeOptions.given)
     p.add_argument("--method", choices=METHODS, help="activation range statistic (default minmax)")
@@ -52,7 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     rr = p.add_mutually_exclusive_group()
     rr.add_argument("--reduce-range", dest="reduce_range", action="store_true", default=None,
                     help="7-bit weights (default: on for x86 CPUs without VNNI, onnxruntime target)")
-    rr.add_argument("--no-reduce-range", dest="reduce_range", action="store_false")
+    rr.add_argument("--no-reduce-range", dest="reduce_range", action="store_false",
+                    help="8-bit weights, also where --reduce-range is the default")
     p.add_argument("--float-copy-weights", choices=("int8", "fp32"),
                    help="weights that int8 nodes share with nodes kept float: read dequantized from the one "
                         "int8 copy (int8, smallest; the default) or stored again in fp32 (larger, no run-time "

@@ -29,6 +29,8 @@ STAGE_DESCRIPTIONS = {
     "joint": "Train the transformer and the decoder together on the L1 of the image the model's own greedy "
              "rollout decodes to (--init RUN/final).",
 }
+# what the loss flags default to: the trained model's own config
+_CONFIG_DEFAULT = "default: the model config's, --init's or --preset's"
 # flags only some stages take (the others refuse them): `train STAGE --help` lists them only there
 STAGE_FLAGS = {"--preset": ("vqvae",), "--latent": ("decoder",),
                **{f: ("vqvae", "transformer") for f in ("--hcc-weight", "--hcc-rollout", "--hcc-tau", "--cfg-negative")}}
@@ -74,18 +76,25 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help=f"skip larger files in --images (default {DEFAULT_MAX_MEGAPIXELS:g}; every image is held in "
                         "memory for the run, 3 bytes a pixel for 8-bit files)")
     p.add_argument("--out", required=True, type=Path, help="run directory")
-    p.add_argument("--steps", required=True, type=positive_int)
-    p.add_argument("--batch", type=positive_int, default=12)
-    p.add_argument("--lr", type=positive_float, default=1e-3)
+    p.add_argument("--steps", required=True, type=positive_int,
+                   help="optimizer steps of the whole run (the learning-rate schedule spans them)")
+    p.add_argument("--batch", type=positive_int, default=12, help="training crops per step (default %(default)s)")
+    p.add_argument("--lr", type=positive_float, default=1e-3,
+                   help="peak learning rate, reached after --warmup, then cosine decay (default %(default)g)")
     p.add_argument("--warmup", type=nonneg_int, default=100, help="learning-rate warm-up steps (default 100)")
-    p.add_argument("--seed", type=random_seed, default=0)
-    p.add_argument("--hcc-weight", type=nonneg_float, help="HCC weight lambda (0 turns HCC off)")
+    p.add_argument("--seed", type=random_seed, default=0,
+                   help="seed of the run's random draws: initialisation, crops, degradations (default %(default)s)")
+    p.add_argument("--hcc-weight", type=nonneg_float,
+                   help=f"HCC weight lambda (0 turns HCC off; {_CONFIG_DEFAULT})")
     p.add_argument("--no-sca", action="store_true", help="train without SCA (ablation)")
     p.add_argument("--hcc-rollout", choices=("teacher", "gumbel"),
-                   help="HCC on teacher-forced predictions or on a free-running Gumbel rollout (docs/model.md)")
-    p.add_argument("--hcc-tau", type=positive_float, help="Gumbel-softmax temperature of --hcc-rollout gumbel")
+                   help="HCC on teacher-forced predictions or on a free-running Gumbel rollout (docs/model.md; "
+                        f"{_CONFIG_DEFAULT})")
+    p.add_argument("--hcc-tau", type=positive_float,
+                   help=f"Gumbel-softmax temperature of --hcc-rollout gumbel ({_CONFIG_DEFAULT})")
     p.add_argument("--cfg-negative", choices=("dropout", "degraded"),
-                   help="image CFG's negative label: random condition dropout, or trained on degraded images")
+                   help="image CFG's negative label: random condition dropout, or trained on degraded images "
+                        f"({_CONFIG_DEFAULT})")
     p.add_argument("--latent", choices=("model", "zero"),
                    help="decoder stage: decode the transformer's own latent (default), or a zero latent "
                         "(the equal-budget control that says what the tokens are worth)")
@@ -95,7 +104,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--device", default="auto",
                    help="cpu, cuda or cuda:N (default auto: CUDA where this torch has it, else the CPU)")
     p.add_argument("--workers", type=nonneg_int, default=0,
-                   help="threads that prepare the next batches while the device trains (a GPU wants 4-8)")
+                   help="threads that prepare the next batches while the device trains (default %(default)s: the "
+                        "training thread makes them; a GPU wants 4-8)")
     p.add_argument("--max-minutes", type=positive_float,
                    help="stop after the step that passes this much wall time, saving the run (--resume goes on; "
                         "the learning-rate schedule still follows --steps)")
@@ -108,9 +118,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                        description="Evaluate on held-out photographs: the model, bicubic and the VQ-VAE's "
                                    "own reconstruction (the token ceiling), PSNR-Y and SSIM-Y.")
     e.add_argument("checkpoint", nargs="?", default=DEFAULT_CHECKPOINT, help=CHECKPOINT_HELP)
-    e.add_argument("--images", default="builtin", help="folder of HR images, or 'builtin' (held-out samples)")
-    e.add_argument("--seed", type=random_seed, default=0)
-    e.add_argument("--max-side", type=positive_int, help="crop images to at most this many pixels per side")
+    e.add_argument("--images", default="builtin",
+                   help="folder of HR images, or 'builtin' (the held-out samples; the default)")
+    e.add_argument("--seed", type=random_seed, default=0,
+                   help="draws each photograph's degradation, with its name (default %(default)s)")
+    e.add_argument("--max-side", type=positive_int,
+                   help="score at most this many HR pixels per side of each photograph's centre, in whole HR tiles "
+                        "(default: the whole photograph; compare's --max-size counts LR pixels)")
     e.add_argument("--max-megapixels", type=positive_float,
                    help=f"skip larger files in --images (default {DEFAULT_MAX_MEGAPIXELS:g}; each is read whole before "
                         "--max-side crops it)")
