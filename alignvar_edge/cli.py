@@ -92,7 +92,17 @@ def build_parser() -> argparse.ArgumentParser:
             if host_package(e):             # a device install (no host extra): no host verbs
                 continue
             raise
+    for verb_parser in sub.choices.values():
+        _positionals_named_as_shown(verb_parser)
     return parser
+
+
+def _positionals_named_as_shown(parser: argparse.ArgumentParser) -> None:
+    """argparse's errors name a positional of choices by its dest ('required: kind') where its usage and
+    help show the choices ('{varsr,var}'): they become its metavar, so errors name it as the help does."""
+    for action in parser._actions:
+        if not action.option_strings and action.choices and action.metavar is None:
+            action.metavar = "{" + ",".join(map(str, action.choices)) + "}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
