@@ -22,12 +22,20 @@ What it produces (under --out, default tests/data/upstream/):
   varsr/color_fix.safetensors       VARSR's AdaIN colour fix (myutils/wavelet_color_fix.py) as its
                                     test script applies it: the 8-bit form of sr_refined matched to
                                     the LR resized to 512 px by Pillow.
+  varsr/cfg1.safetensors            the reference model, LR and sampler noise run again at cfg 1.0
+                                    (the last scale's weight 1: DiffLoss samples unguided): tokens, SR.
+  varsr/clamp.safetensors           the same at cfg 6 with one head's scale_mul above the attention
+                                    clamp (log 100), the refiner off: that tensor, tokens, SR.
+  varsr/cases.json                  what those two runs are, their margins and checks.
 
 The upstream repositories are only imported and called; no upstream code is
 copied here.  Both repos ship a top-level package called ``models`` so each
 part runs in its own subprocess with the matching repo on ``sys.path``.
 Everything runs on CPU, with fixed seeds; weights are rounded to fp16
 precision before running so the fp16 checkpoints reproduce the run exactly.
+The files are byte for byte the same on every rerun with the same torch: the
+upstream that ran is recorded by repository and commit (never the checkout's
+path) and safetensors metadata is one key of sorted JSON.
 
 Rerun (needs a venv with torch, numpy, scipy, huggingface_hub, safetensors,
 pillow, scikit-image):
@@ -39,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -70,6 +79,15 @@ def git_head(path):
         return subprocess.check_output(['git', '-C', path, 'rev-parse', 'HEAD'], text=True).strip()
     except Exception as e:  # pragma: no cover
         return f'unknown ({e})'
+
+
+UPSTREAM_REPOSITORIES = {'VARSR': 'github.com/qyp2000/VARSR', 'VAR': 'github.com/FoundationVision/VAR'}
+
+
+def upstream_source(name, path):
+    """Which upstream ran: its repository and commit (not the local checkout's path, so that the
+    files do not depend on where it lies)."""
+    return {name: {'repository': UPSTREAM_REPOSITORIES[name], 'commit': git_head(path)}}
 
 
 # ----------------------------------------------------------------------------- helpers used in workers
@@ -174,6 +192,12 @@ def _write_vae_layout(vae, sd, seed, vocab, path):
         f.write(json.dumps(layout, indent=0) + '\n')
 
 
+def one_key_metadata(meta):
+    """A safetensors header's metadata as one key, 'reference', holding sorted JSON: safetensors
+    writes the keys of its metadata in hash-map order, which changes from run to run."""
+    return {'reference': json.dumps(meta, sort_keys=True)}
+
+
 def _fp16_state(sd):
     return {k: (v.half() if v.is_floating_point() else v).clone() for k, v in sd.items()}
 
@@ -184,7 +208,10 @@ def _margin(logits):
     return top[..., 0] - top[..., 1]
 
 
-# ----------------------------------------------------------------------------- VARSR worker
+# ----------------------------------------------------------------------------- VARSR: shared pieces
+VARSR_B = 2
+
+
 def _to_tensor(img):
     """PIL RGB -> float CHW in [0,1], same as torchvision ToTensor."""
     import numpy as np
@@ -192,62 +219,54 @@ def _to_tensor(img):
     return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).float().div(255)
 
 
-def worker_varsr(repo, out):
+def _setup_varsr(repo):
+    """`_setup_upstream` for VARSR, its own dist.py told to run on the CPU."""
     torch = _setup_upstream(repo)
-    import argparse as ap
-    from PIL import Image
     import dist as up_dist                                   # VARSR's own dist.py
     setattr(up_dist, '__device', 'cpu')
     assert str(up_dist.get_device()) == 'cpu', up_dist.get_device()
-    import models.var as up_var
-    import models.diffusion.gaussian_diffusion as up_gd
-    from models.vqvae import VQVAE
-    from models.var import VAR_RoPE, ControlNetConditioningEmbedding
-    from models.diffusion.diffloss import DiffLoss
-    from safetensors.torch import save_file
+    return torch
 
-    os.makedirs(out, exist_ok=True)
-    B = 2
-    # ---- inputs, exactly like VARSR's test loader: LR -> PIL resize to 512 -> ToTensor*2-1
+
+def _varsr_inputs():
+    """lr (B,3,128,128) and the cond upstream is fed, exactly like VARSR's test loader: LR -> PIL
+    resize to 512 -> ToTensor*2-1; the label of every image (0, high quality)."""
+    import torch
+    from PIL import Image
     hr = _photos(512)
     lr_pil = [im.resize((128, 128), Image.BICUBIC) for im in hr]
     lr = torch.stack([_to_tensor(im) for im in lr_pil])
     cond = torch.stack([_to_tensor(im.resize((512, 512))) for im in lr_pil]) * 2 - 1
-    label_B = torch.zeros(B, dtype=torch.long)
+    return lr, cond, torch.zeros(VARSR_B, dtype=torch.long)
 
-    # ---- models (upstream classes, upstream constructor args)
+
+def _varsr_models():
+    """The tiny VARSR: upstream classes, upstream constructor args, eval mode, unseeded weights."""
+    import torch
+    from models.vqvae import VQVAE
+    from models.var import VAR_RoPE, ControlNetConditioningEmbedding
+    from models.diffusion.diffloss import DiffLoss
     torch.manual_seed(0)
     vae = VQVAE(**VAE_KW, v_patch_nums=VARSR_PN)
     var = VAR_RoPE(vae_local=vae, patch_nums=VARSR_PN, **VAR_KW)
     var.con_embedding = ControlNetConditioningEmbedding(*CON_EMB_ARGS.values())
     var.diffloss = DiffLoss(**DIFF_KW)
     vae.eval(); var.eval()
+    return vae, var
 
-    def extra(name, p, gen):
-        import math
-        if name == 'pos_start':
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.3); return True
-        if name.endswith('scale_mul_1H11'):   # attention temperature (log), ~ x6..x8
-            p.copy_(math.log(ATTN_TEMP) + torch.randn(p.shape, generator=gen) * 0.2); return True
-        if name.endswith('q_bias') or name.endswith('v_bias'):
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.05); return True
-        if name == 'class_emb.weight':
-            # row 1 (the CFG 'null' class) = row 0 + small perturbation: otherwise the
-            # position-independent class difference, amplified by cfg=6, picks one token everywhere
-            p[1:].copy_(p[:1] + torch.randn(p[1:].shape, generator=gen) * CLASS_DELTA); return True
-        return False
 
-    var_gains = {'con_embedding': 1.7, 'con_embedding.conv_out': 2.0,
-                 'head': 15.0, 'head_nm.ada_lin': 1.0, 'word_embed': 2.0,
-                 'blocks.0.attn.proj': 2.0, 'blocks.1.attn.proj': 2.0,
-                 'blocks.0.ada_lin': 2.0, 'blocks.1.ada_lin': 2.0,
-                 'diffloss.net.final_layer.linear': 1.0}
+def _varsr_runner(vae, var, label_B):
+    """`run(cond, seed, ...)`: one `autoregressive_infer_cfg` call -> (image, record).
 
-    def seed_all(seed):
-        _seed_weights(vae, 1000 + seed)
-        _seed_weights(var, seed, gains=var_gains, extra=extra)
-
-    # ---- capture hooks (wrappers only; upstream code untouched)
+    Capture hooks, wrappers only (upstream code untouched): the record holds the guided logits and
+    tokens of every scale, the raw logits, f_hat, the sampler's noise (x_T whole, then the first-half
+    rows of each step's draw) and the refiner's output. Switches: `zero_refiner` (diffloss.sample
+    returns zeros), `skip_decoder`, `cfg`, and `noise` = (x_T, steps): rows the sampler's own draws
+    take in their first B*32*32 rows (the positive half, the rows upstream keeps)."""
+    import torch
+    import models.var as up_var
+    import models.diffusion.gaussian_diffusion as up_gd
+    B = VARSR_B
     rec = {}
     orig_sample = up_var.sample_with_top_k_top_p_
 
@@ -284,14 +303,20 @@ def worker_varsr(repo, out):
         if rec.get('zero_refiner'):
             return torch.zeros(z.shape[0], DIFF_KW['target_channels'])
         real_randn, real_randn_like = torch.randn, torch.randn_like
+        given = rec.get('noise')
 
         def randn(*s, **kk):
             x = real_randn(*s, **kk)
+            if given is not None:
+                x[:given[0].shape[0]] = given[0]
             rec['noise_init'] = x.clone()
             return x
 
         def randn_like(x, *aa, **kk):
             n = real_randn_like(x, *aa, **kk)
+            if given is not None:
+                step = given[1][len(rec['noise_steps'])]
+                n[:step.shape[0]] = step
             rec['noise_steps'].append(n[: n.shape[0] // 2].clone())
             return n
         torch.randn, torch.randn_like = randn, randn_like
@@ -305,23 +330,72 @@ def worker_varsr(repo, out):
         return outp
     var.diffloss.sample = rec_diff_sample
 
-    def run(c, seed, zero_refiner=False, skip_decoder=False):
+    def run(c, seed, zero_refiner=False, skip_decoder=False, cfg=INFER_KW['cfg'], noise=None):
         rec.clear()
         rec.update(guided_logits=[], tokens=[], raw_logits=[], noise_steps=[],
-                   zero_refiner=zero_refiner, skip_decoder=skip_decoder)
+                   zero_refiner=zero_refiner, skip_decoder=skip_decoder, noise=noise)
         torch.manual_seed(seed)
         with torch.no_grad():
-            img = var.autoregressive_infer_cfg(B=B, lr_inp=c.clone(), label_B=label_B, **INFER_KW)
+            img = var.autoregressive_infer_cfg(B=B, lr_inp=c.clone(), label_B=label_B, **dict(INFER_KW, cfg=cfg))
         assert len(rec['tokens']) == len(VARSR_PN), len(rec['tokens'])
         return img, dict(rec)
+    return run
 
-    def margins(r):
-        g = [float(_margin(l).min()) for l in r['guided_logits']]
-        u = []
-        for si, l in enumerate(r['raw_logits']):
-            l = l[:, -1:] if si == 0 else l
-            u.append(float(_margin(l).min()))
-        return g, u
+
+def _margins(r):
+    """Min top1-top2 margin per scale: of the guided logits, and of the positive half's raw ones."""
+    g = [float(_margin(l).min()) for l in r['guided_logits']]
+    u = []
+    for si, l in enumerate(r['raw_logits']):
+        l = l[:, -1:] if si == 0 else l
+        u.append(float(_margin(l).min()))
+    return g, u
+
+
+def _positive_residual(diff_out):
+    """diffloss.sample's output (2*B*L, C) -> the residual upstream adds to f_hat (B, C, P, P):
+    its reshape, then the first (positive) half."""
+    P = VARSR_PN[-1]
+    L = P * P
+    return diff_out.reshape(2 * VARSR_B, L, -1).chunk(2, dim=0)[0].reshape(VARSR_B, L, -1) \
+        .transpose(1, 2).reshape(VARSR_B, DIFF_KW['target_channels'], P, P)
+
+
+# ----------------------------------------------------------------------------- VARSR worker
+def worker_varsr(repo, out):
+    torch = _setup_varsr(repo)
+    import argparse as ap
+    from safetensors.torch import save_file
+
+    os.makedirs(out, exist_ok=True)
+    B = VARSR_B
+    lr, cond, label_B = _varsr_inputs()
+    vae, var = _varsr_models()
+
+    def extra(name, p, gen):
+        if name == 'pos_start':
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.3); return True
+        if name.endswith('scale_mul_1H11'):   # attention temperature (log), ~ x6..x8
+            p.copy_(math.log(ATTN_TEMP) + torch.randn(p.shape, generator=gen) * 0.2); return True
+        if name.endswith('q_bias') or name.endswith('v_bias'):
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.05); return True
+        if name == 'class_emb.weight':
+            # row 1 (the CFG 'null' class) = row 0 + small perturbation: otherwise the
+            # position-independent class difference, amplified by cfg=6, picks one token everywhere
+            p[1:].copy_(p[:1] + torch.randn(p[1:].shape, generator=gen) * CLASS_DELTA); return True
+        return False
+
+    var_gains = {'con_embedding': 1.7, 'con_embedding.conv_out': 2.0,
+                 'head': 15.0, 'head_nm.ada_lin': 1.0, 'word_embed': 2.0,
+                 'blocks.0.attn.proj': 2.0, 'blocks.1.attn.proj': 2.0,
+                 'blocks.0.ada_lin': 2.0, 'blocks.1.ada_lin': 2.0,
+                 'diffloss.net.final_layer.linear': 1.0}
+
+    def seed_all(seed):
+        _seed_weights(vae, 1000 + seed)
+        _seed_weights(var, seed, gains=var_gains, extra=extra)
+
+    run = _varsr_runner(vae, var, label_B)
 
     # ---- seed search
     search = []
@@ -329,7 +403,7 @@ def worker_varsr(repo, out):
     for seed in range(MAX_SEEDS):
         seed_all(seed)
         _, r = run(cond, seed, zero_refiner=True, skip_decoder=True)
-        g, u = margins(r)
+        g, u = _margins(r)
         distinct_last = [int(t.unique().numel()) for t in r['tokens'][-1]]
         _, rf = run(torch.flip(cond, dims=[-1]), seed, zero_refiner=True, skip_decoder=True)
         n_flip = sum(int((a != b).sum()) for a, b in zip(r['tokens'], rf['tokens']))
@@ -351,12 +425,9 @@ def worker_varsr(repo, out):
     # ---- reference run (refined) + run with the refiner residual forced to zero
     sr_refined, r = run(cond, seed)
     toks = [t.clone() for t in r['tokens']]
-    g_marg, u_marg = margins(r)
+    g_marg, u_marg = _margins(r)
     B1024 = B * VARSR_PN[-1] ** 2
-    diff_out = r['diff_out']                                    # (2*B*1024, 16)
-    L = VARSR_PN[-1] ** 2
-    resid = diff_out.reshape(2 * B, L, -1).chunk(2, dim=0)[0].reshape(B, L, -1) \
-        .transpose(1, 2).reshape(B, 16, VARSR_PN[-1], VARSR_PN[-1])
+    resid = _positive_residual(r['diff_out'])                  # from (2*B*1024, 16)
     f_hat_refined = r['f_hat']
     noise_init = r['noise_init']
     noise_steps = torch.stack(r['noise_steps'])
@@ -440,7 +511,7 @@ def worker_varsr(repo, out):
                                    'q_bias/v_bias N(0,.0025); all rounded to fp16',
                     'diffloss_sample_cfg (t = cfg * si/(K-1) at the last scale)': INFER_KW['cfg']},
         'var_pth_dropped_keys': dropped,
-        'upstream': {'VARSR': {'path': repo, 'commit': git_head(repo)}},
+        'upstream': upstream_source('VARSR', repo),
         'torch_version': torch.__version__,
         'tensors': {
             'lr': '(2,3,128,128) f32: uint8/255 of the PIL LR (HR 512 centre-crop of skimage astronaut, coffee; HR.resize(128, BICUBIC))',
@@ -459,6 +530,121 @@ def worker_varsr(repo, out):
     print(f'[varsr] unguided margins per scale={["%.3g" % m for m in u_marg]}')
 
 
+# ----------------------------------------------------------------------------- VARSR: two more cases
+CLAMP_PARAM = 'blocks.0.attn.scale_mul_1H11'
+CLAMP_HEAD = 0
+CLAMP_LOG_SCALE = 6.90625       # log(1000), fp16-exact: above upstream's clamp_max(log(100))
+
+
+def _trained_state(path, key):
+    """The float state dict `trainer[key]` of one of our VARSR-style checkpoints."""
+    import torch
+    if not os.path.isfile(path):
+        raise SystemExit(f'{path} does not exist: run the varsr part first (or scripts/varsr_test_vae.py '
+                         'for vae.pth)')
+    sd = torch.load(path, map_location='cpu', weights_only=False)['trainer'][key]   # our own output
+    return {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
+
+
+def worker_cases(repo, out):
+    """varsr/'s model, inputs and sampler noise (the rows upstream keeps) run again by upstream in
+    two more settings: cfg 1.0, where the last scale's weight is 1 and DiffLoss.sample takes its
+    unguided branch on both CFG halves; and one attention head's scale_mul above the clamp."""
+    torch = _setup_varsr(repo)
+    from safetensors.torch import load_file, save_file
+    vae, var = _varsr_models()
+    vae.load_state_dict(_trained_state(os.path.join(out, 'vae.pth'), 'vae_local'))
+    missing, unexpected = var.load_state_dict(_trained_state(os.path.join(out, 'var.pth'), 'var_wo_ddp'),
+                                              strict=False)
+    assert missing == ['attn_bias_for_masking'] and not unexpected, (missing, unexpected)  # its constructor's
+    with open(os.path.join(out, 'reference.json')) as f:
+        seed = json.load(f)['seed']
+    ref = load_file(os.path.join(out, 'reference.safetensors'))
+    lr, cond, label_B = _varsr_inputs()
+    assert torch.equal(lr, ref['lr'])
+    run = _varsr_runner(vae, var, label_B)
+    noise = (ref['noise_init'], ref['noise_steps'])
+
+    def tokens(r):
+        return {f'tokens_{k}': t.long().contiguous() for k, t in enumerate(r['tokens'])}
+
+    # the checkpoints and the fed noise give the reference run back, bit for bit
+    sr, r = run(cond, seed, noise=noise)
+    assert all(torch.equal(t, ref[f'tokens_{k}']) for k, t in enumerate(r['tokens']))
+    assert torch.equal(sr.half(), ref['sr_refined'])
+
+    # ---- cfg 1.0
+    sr1, r1 = run(cond, seed, cfg=1.0, noise=noise)
+    rows = noise[0].shape[0]
+    assert r1['diff_cfg'] == 1.0 and r1['noise_init'].shape[0] == 2 * rows     # the unguided branch
+    g1, _ = _margins(r1)
+    cfg1_changed = [int((a != ref[f'tokens_{k}']).sum()) for k, a in enumerate(r1['tokens'])]
+    save_file({**tokens(r1), 'sr_refined': sr1.half().contiguous()}, os.path.join(out, 'cfg1.safetensors'))
+
+    # ---- a head's attention scale above the clamp
+    param = var.get_parameter(CLAMP_PARAM)
+    attn = var.get_submodule(CLAMP_PARAM.rsplit('.', 1)[0])
+    assert CLAMP_LOG_SCALE > attn.max_scale_mul and float(torch.tensor(CLAMP_LOG_SCALE).half()) == CLAMP_LOG_SCALE
+    trained = param.detach().clone()
+    upstream_bound = attn.max_scale_mul
+
+    def run_with_head(value, bound=upstream_bound):
+        """The run without refiner, head CLAMP_HEAD's log scale set to `value`, upstream's bound on
+        it (an attribute of its attention module) set to `bound`; both put back after."""
+        with torch.no_grad():
+            param[0, CLAMP_HEAD] = value
+        attn.max_scale_mul = bound
+        try:
+            return run(cond, seed, zero_refiner=True)
+        finally:
+            attn.max_scale_mul = upstream_bound
+            with torch.no_grad():
+                param.copy_(trained)
+
+    src, rc = run_with_head(CLAMP_LOG_SCALE)
+    as_run = trained.clone()
+    as_run[0, CLAMP_HEAD] = CLAMP_LOG_SCALE
+    gc, _ = _margins(rc)
+
+    def changed(other):
+        return sum(int((a != b).sum()) for a, b in zip(other[1]['tokens'], rc['tokens']))
+    clamp_checks = {      # runs not stored: what the case tells apart
+        'tokens_changed_at_var_pths_scale': changed(run_with_head(trained[0, CLAMP_HEAD])),
+        'tokens_changed_with_the_bound_at_log_20': changed(run_with_head(CLAMP_LOG_SCALE, math.log(20))),
+        'tokens_changed_without_the_bound': changed(run_with_head(CLAMP_LOG_SCALE, math.inf)),
+    }
+    save_file({CLAMP_PARAM: as_run.contiguous(), **tokens(rc), 'sr_plain': src.half().contiguous()},
+              os.path.join(out, 'clamp.safetensors'))
+
+    meta = {
+        'what': "varsr/'s checkpoints, inputs and seed run again through upstream's autoregressive_infer_cfg, "
+                "the sampler's own draws taking reference.safetensors' noise_init and noise_steps in their "
+                'first B*32*32 rows (the rows upstream keeps); that gives reference.safetensors back bit for bit',
+        'seed': seed,
+        'cfg1': {'autoregressive_infer_cfg': {**INFER_KW, 'cfg': 1.0},
+                 'diffloss_sample': 'cfg == 1.0: unguided on both halves (2*B*32*32 rows drawn), first half kept',
+                 'guided_margin_min_per_scale': g1, 'tokens_differing_from_cfg_6_per_scale': cfg1_changed},
+        'clamp': {'parameter': CLAMP_PARAM, 'head': CLAMP_HEAD, 'log_scale': CLAMP_LOG_SCALE,
+                  'upstream_bound': upstream_bound, 'refiner': 'diffloss.sample returning zeros',
+                  'guided_margin_min_per_scale': gc, 'checks': clamp_checks},
+        'upstream': upstream_source('VARSR', repo), 'torch_version': torch.__version__,
+        'tensors': {
+            'cfg1.safetensors tokens_k': '(2,p_k^2) int64: guided greedy tokens at cfg 1.0',
+            'cfg1.safetensors sr_refined': '(2,3,512,512) f16: the image, refined with the fed noise, in [0,1]',
+            f'clamp.safetensors {CLAMP_PARAM}': f'(1,2,1,1) f32: the parameter as run: var.pth\'s, head '
+                                               f'{CLAMP_HEAD} set to log_scale',
+            'clamp.safetensors tokens_k': '(2,p_k^2) int64: guided greedy tokens (cfg 6) with that parameter',
+            'clamp.safetensors sr_plain': '(2,3,512,512) f16: the image without the refiner, in [0,1]',
+        },
+    }
+    with open(os.path.join(out, 'cases.json'), 'w') as f:
+        json.dump(meta, f, indent=1)
+    print(f'[cases] cfg 1: min guided margin {min(g1):.3e}, tokens differing from cfg 6 {cfg1_changed}')
+    print(f'[cases] clamp: min guided margin {min(gc):.3e}, checks {clamp_checks}')
+    assert min(g1) >= MARGIN_MIN and min(gc) >= MARGIN_MIN, (g1, gc)
+    assert all(v > 0 for v in clamp_checks.values()), clamp_checks
+
+
 # ----------------------------------------------------------------------------- VAR worker
 def worker_var(repo, out, seed=0):
     torch = _setup_upstream(repo)
@@ -468,9 +654,7 @@ def worker_var(repo, out, seed=0):
     torch.manual_seed(0)
     vae = VQVAE(**VAE_KW, v_patch_nums=VAR_PN).eval()
     # the same weights as VARSR's VQ-VAE (same layout): one 9 MB file serves both references
-    varsr_vae = torch.load(os.path.join(out, '..', 'varsr', 'vae.pth'), map_location='cpu',
-                           weights_only=False)       # our own output, written by worker_varsr
-    vae.load_state_dict({k: v.float() for k, v in varsr_vae['trainer']['vae_local'].items()})
+    vae.load_state_dict(_trained_state(os.path.join(out, '..', 'varsr', 'vae.pth'), 'vae_local'))
     image = torch.stack([_to_tensor(im) for im in _photos(256)]) * 2 - 1
     with torch.no_grad():
         idx = vae.img_to_idxBl(image)
@@ -484,7 +668,7 @@ def worker_var(repo, out, seed=0):
     meta = {'weights': "varsr/vae.pth's trainer.vae_local (fp16), loaded into VAR's VQVAE class",
             'configs': {'vqvae': {**VAE_KW, 'v_patch_nums': list(VAR_PN)}},
             'distinct_tokens_per_scale_per_image': distinct, 'scales_with_ge_8_distinct': ok_scales,
-            'upstream': {'VAR': {'path': repo, 'commit': git_head(repo)}}, 'torch_version': torch.__version__,
+            'upstream': upstream_source('VAR', repo), 'torch_version': torch.__version__,
             'tensors': {'image': '(2,3,256,256) f32 in [-1,1]: skimage astronaut, coffee centre-crop, PIL bicubic',
                         'tokens_k': '(2,p_k^2) int64 from vae.img_to_idxBl(image)',
                         'recon': '(2,3,256,256) f16 from vae.idxBl_to_img(tokens, same_shape=True, last_one=True)'}}
@@ -539,9 +723,10 @@ def worker_colorfix(repo, out):
         source = Image.fromarray(lr_u8, 'RGB').resize((512, 512))
         fixed.append(np.asarray(adain_color_fix(target, source), np.uint8))
     save_file({'sr_color_fixed': np.stack(fixed)}, os.path.join(out, 'color_fix.safetensors'),
-              metadata={'about': "VARSR's adain_color_fix(round(sr_refined * 255), Pillow resize of "
-                                 "round(lr * 255) to 512) per image, (2, 512, 512, 3) uint8",
-                        'upstream_commit': git_head(repo), 'torch_version': torch.__version__})
+              metadata=one_key_metadata({
+                  'about': "VARSR's adain_color_fix(round(sr_refined * 255), Pillow resize of "
+                           "round(lr * 255) to 512) per image, (2, 512, 512, 3) uint8",
+                  'upstream': upstream_source('VARSR', repo), 'torch_version': torch.__version__}))
     print('[colorfix] mean change per channel (levels):',
           np.abs(np.stack(fixed).astype(np.float32) - np.round(ref['sr_refined'].astype(np.float32)
                                                                .transpose(0, 2, 3, 1) * 255)).mean(axis=(0, 1, 2)))
@@ -600,13 +785,16 @@ def worker_counts(repo, out):
 
 
 # ----------------------------------------------------------------------------- driver
+PARTS = ('phi', 'varsr', 'var', 'counts', 'colorfix', 'cases')     # in the order they run
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--varsr', required=True, help='checkout of github.com/qyp2000/VARSR')
     p.add_argument('--var', required=True, help='checkout of github.com/FoundationVision/VAR')
     p.add_argument('--out', default=os.path.join(REPO_ROOT, 'tests', 'data', 'upstream'))
-    p.add_argument('--only', choices=['varsr', 'var', 'phi', 'counts', 'colorfix'], default=None)
-    p.add_argument('--_worker', choices=['varsr', 'var', 'phi', 'counts', 'colorfix'], default=None,
+    p.add_argument('--only', choices=PARTS, default=None)
+    p.add_argument('--_worker', choices=PARTS, default=None,
                    help=argparse.SUPPRESS)
     a = p.parse_args()
     out = os.path.abspath(a.out)
@@ -619,13 +807,15 @@ def main():
             worker_counts(os.path.abspath(a.varsr), out)
         elif a._worker == 'colorfix':
             worker_colorfix(os.path.abspath(a.varsr), os.path.join(out, 'varsr'))
+        elif a._worker == 'cases':
+            worker_cases(os.path.abspath(a.varsr), os.path.join(out, 'varsr'))
         else:
             worker_phi(os.path.abspath(a.var), out)
         return
     os.makedirs(out, exist_ok=True)
     env = dict(os.environ, CUDA_VISIBLE_DEVICES='', PYTHONDONTWRITEBYTECODE='1')
-    # var reuses the VQ-VAE weights varsr writes; colorfix its SR images
-    for part in ('phi', 'varsr', 'var', 'counts', 'colorfix'):
+    # var and cases reuse the weights varsr writes; colorfix its SR images, cases its noise
+    for part in PARTS:
         if a.only and part != a.only:
             continue
         cmd = [sys.executable, HERE, '--varsr', os.path.abspath(a.varsr), '--var', os.path.abspath(a.var),

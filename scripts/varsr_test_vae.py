@@ -17,6 +17,7 @@ import argparse
 import hashlib
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import torch
@@ -78,7 +79,13 @@ def write_vae(out: str | os.PathLike[str] = DEFAULT_OUT) -> Path:
     # the layout of VARSR's training checkpoints (its trainer's state and the run's argparse args)
     ckpt = {"epoch": 1, "iter": 100, "trainer": {"vae_local": sd},
             "args": argparse.Namespace(vocab=int(layout["vocab"]))}
-    write_atomically(out, lambda tmp: torch.save(ckpt, tmp))
+    with tempfile.TemporaryDirectory() as folder:
+        # torch.save names the archive's records after the file: saved under out's own name, the
+        # bytes are those of torch.save(ckpt, out), which make_reference.py's vae.pth is
+        named = Path(folder) / out.name
+        torch.save(ckpt, named)
+        data = named.read_bytes()
+    write_atomically(out, lambda tmp: tmp.write_bytes(data))
     return out
 
 
