@@ -274,12 +274,15 @@ class AlignVAR(nn.Module):
         assert self.decoder_norm is not None and self.diffloss is not None
         B, l = idx_Bl.shape
         chosen = self.word_embed(self.vae.quantize.embedding(idx_Bl))
-        if self.use_cfg:
+        # the reference samples without guidance exactly when its weight is 1: then it denoises both
+        # CFG halves row by row and keeps the positive one, which is the positive rows' own sample
+        guidance = t if self.use_cfg and t != 1.0 else None
+        if guidance is None:
+            h_BlC = h_BlC[:B]
+        else:
             chosen = torch.cat([chosen, chosen])
         z = self.decoder_norm(h_BlC + chosen)
         z = z.reshape(-1, z.shape[-1])
-        # the reference samples without guidance exactly when its weight is 1
-        guidance = t if self.use_cfg and t != 1.0 else None
         res = self.diffloss.sample(z, noise_SNC, guidance)                    # B*l, Cvae
         P = self.config.latent_size
         return res.reshape(B, l, -1).transpose(1, 2).reshape(B, -1, P, P)
