@@ -754,3 +754,14 @@ def test_reference_files_name_upstream_by_repository_and_commit() -> None:
     for source in sources:
         assert set(source) == {"repository", "commit"}, source
         assert f"https://{source['repository']} @ {source['commit']}" in readme
+
+
+def test_the_guidance_weight_is_computed_in_varsrs_order() -> None:
+    """VARSR ramps the weight as `ratio = si / (K - 1)`, then `t = cfg * ratio` (models/var.py):
+    cfg * k / (K - 1) differs from that in the last bit for 4228 of the (cfg, k) pairs of cfg in
+    0.00..10.00 with K = 6 or 10, e.g. cfg 0.03 at scale 3 of 10."""
+    from alignvar_edge.model.rollout import guidance_weight
+    assert 0.03 * 3 / 9 != 0.03 * (3 / 9)                       # the pair is one where the orders differ
+    assert guidance_weight(0.03, 3, 10) == 0.03 * (3 / 9)
+    assert all(guidance_weight(cfg / 100, k, n) == cfg / 100 * (k / (n - 1))
+               for cfg in range(0, 1001, 7) for n in (6, 10) for k in range(n))

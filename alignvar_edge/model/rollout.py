@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
     from alignvar_edge.model.alignvar import AlignVAR
 
-__all__ = ["PER_LAYER", "STACKED", "Context", "FreeRunning", "KVLayout", "ModelStages", "Stages", "run"]
+__all__ = ["PER_LAYER", "STACKED", "Context", "FreeRunning", "KVLayout", "ModelStages", "Stages", "guidance_weight", "run"]
 
 
 @dataclass
@@ -43,6 +43,13 @@ class Context:
     cond_BD: torch.Tensor      # (B2, C) AdaLN condition; B2 = 2B with CFG (positive, negative), 1 without
     guide_B1hw: torch.Tensor   # (B, 1, h, w) SCA structural guidance (LR Laplacian)
 
+
+
+def guidance_weight(cfg: float, k: int, num_scales: int) -> float:
+    """Classifier-free guidance's weight at scale k, ramping from 0 to `cfg` at the last scale, in
+    VARSR's order of operations (cfg times the scale's ratio): cfg * k / (K - 1) differs from it in
+    the last bit for some values (cfg 0.03 at scale 3 of 10), which can tip an argmax."""
+    return cfg * (k / (num_scales - 1))
 
 class Stages(Protocol):
     """The three stages of one rollout implementation (the staged export's graphs)."""
@@ -164,7 +171,7 @@ class ModelStages:
         m, c = self.model, self.model.config
         B = f_hat_BCPP.shape[0]
         h_BlC, logits, state = self.scale(k, f_hat_BCPP, state, ctx, m.use_cfg)
-        t = c.cfg * k / (c.num_scales - 1)
+        t = guidance_weight(c.cfg, k, c.num_scales)
         if m.use_cfg:
             logits = (1 + t) * logits[:B] - t * logits[B:]
         idx = torch.argmax(logits, dim=-1)
