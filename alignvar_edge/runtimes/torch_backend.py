@@ -165,8 +165,8 @@ class TorchBackend(Backend):
                                     **({"refine": False} if unrefined else {})})
             # what `selftest --engine` checks this engine against, as every other backend's build ships
             m.extra["golden"] = copy_golden(None, src, tmp, prune=prune, refine=not unrefined)
-            from alignvar_edge.runtimes.readme import README_FILE
-            (tmp / README_FILE).write_text(engine_readme(m))
+            from alignvar_edge.runtimes.readme import write_readme
+            write_readme(tmp, engine_readme(m))
             write_manifest(tmp, m)
         return out
 
