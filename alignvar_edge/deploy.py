@@ -52,7 +52,9 @@ class DeployOptions:
     checkpoint: str | None = None
     preset: str | None = None
     targets: str = "auto"
-    precisions: tuple[str, ...] = DEPLOY_DEFAULT
+    # None: DEPLOY_DEFAULT, its fp32 step built half first where this host computes half fast (the
+    # quick choice); fp32 asked for by name is f32, as `build --precision fp32`
+    precisions: tuple[str, ...] | None = None
     calib: str = "builtin"
     force: bool = False
     quick: bool = False
@@ -68,15 +70,20 @@ class DeployOptions:
 
     @classmethod
     def from_args(cls, a: argparse.Namespace) -> DeployOptions:
-        precisions = tuple(p.strip() for p in a.precision.split(",") if p.strip()) if a.precision else DEPLOY_DEFAULT
+        precisions = tuple(p.strip() for p in a.precision.split(",") if p.strip()) if a.precision else None
         return cls(out=a.out, checkpoint=a.checkpoint, preset=a.preset, targets=a.targets,
                    precisions=precisions, calib=a.calib, force=a.force, quick=a.quick, runs=a.runs,
                    warmup=a.warmup, threads=a.threads, staged=a.staged, seed=a.seed, export=a.export,
                    batch=a.batch)
 
+    @property
+    def requested(self) -> tuple[str, ...]:
+        """The precisions to build: those given, else DEPLOY_DEFAULT."""
+        return DEPLOY_DEFAULT if self.precisions is None else self.precisions
+
     def validate(self) -> None:
-        bad = [p for p in self.precisions if p not in PRECISIONS]
-        if bad or not self.precisions:
+        bad = [p for p in self.requested if p not in PRECISIONS]
+        if bad or not self.requested:
             raise InputError(f"unknown precision(s) {', '.join(bad) or '(none)'}; choose from {', '.join(PRECISIONS)}")
         if self.calib != "builtin":
             if (why := not_a_folder(self.calib)) is not None:
@@ -124,6 +131,7 @@ class Step:
     precision: str                  # the requested precision
     built_precision: str            # what the backend builds (Core ML int8 = int8-weights)
     skip: str | None = None
+    half_first: bool = False        # an fp32 step of the default plan: the host's fast half precision first
     status: str = "planned"         # planned | built | kit (a TensorRT build kit) | skipped | failed
     detail: str = ""
     seconds: float = 0.0
@@ -134,8 +142,9 @@ class Step:
         return f"{self.target}-{self.built_precision}"
 
 
-def plan(targets: list[str], precisions: tuple[str, ...], quick: bool) -> list[Step]:
-    """Every (target, precision) pair with the rule that decides it (see docs/benchmarks.md)."""
+def plan(targets: list[str], precisions: tuple[str, ...], quick: bool, half_first: bool = False) -> list[Step]:
+    """Every (target, precision) pair with the rule that decides it (see docs/benchmarks.md);
+    `half_first`: fp32 steps try the host's fast half precision first (deploy's default plan)."""
     from alignvar_edge import runtimes
     steps: list[Step] = []
     for t in targets:
@@ -148,7 +157,7 @@ def plan(targets: list[str], precisions: tuple[str, ...], quick: bool) -> list[S
             if ep is None or ep in built:
                 continue
             built.add(ep)
-            s = Step(t, p, ep)
+            s = Step(t, p, ep, half_first=half_first and p == "fp32")
             if quick and t == "coreml" and ep != "fp16":
                 s.skip = "skipped in --quick (a second Core ML conversion); run without --quick"
             elif quick and t != "onnxruntime" and recipe(t, ep).needs_quantize:
@@ -198,7 +207,7 @@ def deploy(opts: DeployOptions, log: Log | None = None, progress: Progress | Non
     t_start = time.perf_counter()
     model, name, source = _load_model(opts)
     reused = _checked_export(Path(opts.export), model, source) if opts.export else None
-    steps = plan(opts.target_list(), opts.precisions, opts.quick)
+    steps = plan(opts.target_list(), opts.requested, opts.quick, half_first=opts.precisions is None)
     n_build = sum(1 for s in steps if s.status == "planned")
     total = 3 + n_build + (1 if opts.staged else 0)
     counter = iter(range(1, total + 1))
@@ -251,7 +260,7 @@ def deploy(opts: DeployOptions, log: Log | None = None, progress: Progress | Non
         write_outputs(report, str(tmp / "report.json"), str(tmp / "report.md"), str(tmp / "report.png"))
         _append_plan(tmp / "report.md", steps)
         timings["total_s"] = round(time.perf_counter() - t_start, 1)
-        m = new_manifest("deploy", "multi", "single", ",".join(opts.precisions),
+        m = new_manifest("deploy", "multi", "single", ",".join(opts.requested),
                          ModelInfo(name=name, source=source, config=model.config.to_dict()),
                          parity={s: e for s, e in _parity(report).items()},
                          extra={"steps": [_step_json(s) for s in steps], "timings_s": timings,
@@ -440,9 +449,9 @@ def _build(s: Step, export: Path, tmp: Path, model: Any, calib: Any, opts: Deplo
 
 
 def _half_first(s: Step) -> str | None:
-    """The half precision an fp32 step builds first on this host's fast half units (else None)."""
+    """The half precision a step builds first on this host's fast half units (else None)."""
     from alignvar_edge.runtimes.half import host_half
-    return host_half(s.target, None) if s.precision == "fp32" else None
+    return host_half(s.target, None) if s.half_first else None
 
 
 def _build_label(s: Step) -> str:
@@ -534,7 +543,7 @@ def _step_json(s: Step) -> dict[str, Any]:
 
 
 def _opts_json(o: DeployOptions) -> dict[str, Any]:
-    return {"targets": o.targets, "precisions": list(o.precisions), "calib": o.calib, "quick": o.quick,
+    return {"targets": o.targets, "precisions": list(o.requested), "calib": o.calib, "quick": o.quick,
             "runs": o.runs, "warmup": o.warmup, "threads": o.threads, "staged": o.staged, "seed": o.seed,
             "export": o.export, "batch": o.batch}
 

@@ -138,7 +138,7 @@ def test_deploy_takes_what_the_rows_serve_but_bf16(monkeypatch):
     with pytest.raises(InputError, match=r"unknown precision\(s\) bf16; choose from fp32, fp16, int8$"):
         DeployOptions(out="x", precisions=("bf16",)).validate()
     args = build_parser().parse_args(["deploy", "--out", "x"])
-    assert DeployOptions.from_args(args).precisions == DeployOptions(out="x").precisions == ("fp32", "int8")
+    assert DeployOptions.from_args(args).requested == DeployOptions(out="x").requested == ("fp32", "int8")
     # a request some row starts to serve is one deploy takes and its help names, with no second list
     extra = recipes._row("onnxruntime", "fp8", recipes.EXPORT, recipes.QUANTIZE)
     monkeypatch.setattr(recipes, "_TABLE", (*recipes._TABLE, extra))

@@ -166,8 +166,10 @@ def register(sub: Any) -> None:
                         "onnxruntime,openvino,tensorrt,coreml")
     d.add_argument("--precision", default=None,
                    help=f"comma list of {','.join(deploy_precisions())} (default: {','.join(DEPLOY_DEFAULT)}); "
-                        "Core ML always gets its fp16 package (the Neural Engine computes in fp16) and int8 "
-                        "means weight-only there")
+                        "without --precision, OpenVINO's fp32 step builds bf16 first on a CPU with fast bf16 units "
+                        "(kept where the tokens hold, as `build` without --precision), while a --precision that "
+                        "names fp32 builds f32; Core ML always gets its fp16 package (the Neural Engine computes "
+                        "in fp16) and int8 means weight-only there")
     d.add_argument("--calib", default="builtin", metavar="builtin|DIR", help="calibration photographs")
     d.add_argument("--out", required=True, help="output directory (created atomically)")
     d.add_argument("--force", action="store_true", help="replace --out if it exists")
@@ -180,7 +182,8 @@ def register(sub: Any) -> None:
     d.add_argument("--warmup", type=nonneg_int, help="bench warm-up rounds (default 2; --quick 1)")
     d.add_argument("--threads", type=positive_int,
                    help="threads for every engine in the headline bench (default 1, the fair figure on a "
-                        "shared host; an all-core run is then added as a second, labelled row)")
+                        "shared host); without --threads a second, all-core row follows; --threads N (even 1) "
+                        "skips it")
     d.add_argument("--staged", action="store_true",
                    help="also export the staged graphs and profile ONNX Runtime per stage")
     d.add_argument("--export", help="reuse an fp32 single-graph export of the same model (copied into --out) "
