@@ -4,6 +4,7 @@ machine that imports it, bench flags a run would not read are refused, and the n
 (`bench merge`, `bench trtexec`) name themselves in their errors."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -90,3 +91,59 @@ def test_deploy_help_says_what_precision_and_threads_do() -> None:
             "where the tokens hold, as `build` without --precision), while a --precision that names fp32 builds "
             "f32") in text, text
     assert "without --threads a second, all-core row follows; --threads N (even 1) skips it" in text, text
+
+
+# ------------------------------------------------------------------------------------------------
+# bench trtexec: a log that names no device
+# ------------------------------------------------------------------------------------------------
+def test_bench_trtexec_refuses_a_log_naming_no_device_without_label(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "t.json"
+    rc = cli.main(["bench", "trtexec", str(NO_DEVICE_LOG), "--batch", "16", "--out", str(out)])
+    line = _one_line(rc, capsys.readouterr().err)
+    assert line.startswith(f"alignvar-edge bench: error: {NO_DEVICE_LOG} names no device ") and "--label" in line
+    assert not out.exists()
+
+
+def test_bench_trtexec_labels_a_log_naming_no_device_as_label_says(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "t.json"
+    rc = cli.main(["bench", "trtexec", str(NO_DEVICE_LOG), "--batch", "16", "--label", "Xavier", "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    report = json.loads(out.read_text())
+    # the importing machine is kept as the one that imported it, never as the device
+    assert report["label"] == "Xavier" and report["host"]["cpu"] == {} and "imported_by" in report["host"]
+    assert [g["name"] for g in report["host"]["gpus"]] == ["Xavier"]
+    # the log names no precision: the row invents none
+    (engine,) = report["engines"]
+    assert engine["label"] == "tensorrt" and engine["precision"] is None
+    merged = tmp_path / "m.json"
+    assert cli.main(["bench", "merge", str(CPU_REPORT), str(out), "--out", str(merged)]) == 0
+    capsys.readouterr()
+    rows = json.loads(merged.read_text())["rows"]
+    assert [r["device"] for r in rows if r["label"] == "tensorrt"] == ["Xavier"]
+    # a log of another device under one --out is not replaced without --force
+    rc = cli.main(["bench", "trtexec", str(NO_DEVICE_LOG), "--batch", "16", "--label", "Nano", "--out", str(out)])
+    assert "is a report timed on another machine" in _one_line(rc, capsys.readouterr().err)
+    assert json.loads(out.read_text())["label"] == "Xavier"
+
+
+# ------------------------------------------------------------------------------------------------
+# the nested verbs name themselves
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("verb, operand", [("merge", str(CPU_REPORT)), ("trtexec", "t.log"), (None, "bicubic")])
+def test_an_unknown_flag_names_the_nested_verb_and_its_help(verb: str | None, operand: str,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    rc = cli.main(["bench", *([verb] if verb else []), operand, "--bogus"])
+    who = f"alignvar-edge bench{f' {verb}' if verb else ''}"
+    assert _one_line(rc, capsys.readouterr().err) == (f"{who}: error: unrecognized arguments: --bogus; "
+                                                      f"see `{who} --help`")
+
+
+@pytest.mark.parametrize("argv", [[], ["--out", "t.json"]])
+def test_bench_trtexec_without_log_names_the_log_first(argv: list[str], tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    rc = cli.main(["bench", "trtexec", *argv])
+    line = _one_line(rc, capsys.readouterr().err)
+    assert line.startswith("alignvar-edge bench: error: bench trtexec reads one LOG, trtexec's saved output "
+                           "(none given): alignvar-edge bench trtexec LOG "), line

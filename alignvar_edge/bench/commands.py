@@ -34,10 +34,10 @@ TRTEXEC_FLAGS = ("out", "md", "plot", "force", "label", *TRTEXEC_ONLY)
 
 
 def _merge_parser(prog: str) -> argparse.ArgumentParser:
-    """`bench merge`'s own usage: it shares the bench's parser (its first ENGINE is 'merge'), but
-    reads only these."""
+    """`bench merge`'s own usage (`prog`: 'alignvar-edge bench merge'): it shares the bench's parser
+    (its first ENGINE is 'merge'), but reads only these."""
     m = argparse.ArgumentParser(
-        prog=f"{prog} merge", description="Merge bench reports (report.json of `bench`, `bench --no-reference`, "
+        prog=prog, description="Merge bench reports (report.json of `bench`, `bench --no-reference`, "
                                           "`bench trtexec`, `deploy`, or merged reports) from several devices "
                                           "into one table, Markdown page and plot.")
     m.add_argument("reports", nargs="+", metavar="REPORT.json", help="reports to merge")
@@ -51,7 +51,7 @@ def _merge_parser(prog: str) -> argparse.ArgumentParser:
 def _trtexec_parser(prog: str) -> argparse.ArgumentParser:
     """`bench trtexec`'s own usage: it shares the bench's parser too, and reads only these."""
     t = argparse.ArgumentParser(
-        prog=f"{prog} trtexec", description="A bench report from a trtexec log's performance summary (no PyTorch "
+        prog=prog, description="A bench report from a trtexec log's performance summary (no PyTorch "
                                             "or TensorRT needed); it merges with the other reports.")
     t.add_argument("log", metavar="LOG", help="trtexec's whole output, saved with `trtexec ... 2>&1 | tee FILE`")
     t.add_argument("--out", required=True, help="report JSON to write")
@@ -62,13 +62,33 @@ def _trtexec_parser(prog: str) -> argparse.ArgumentParser:
     return t
 
 
+# the verbs nested in `bench` (its first ENGINE names one) -> their own usage
+_NESTED = {"merge": _merge_parser, "trtexec": _trtexec_parser}
+
+
+class _Engines(argparse.Action):
+    """The ENGINE operands. Where the first names a nested verb, the parser takes that verb's name,
+    so that its errors and help are the nested verb's: `alignvar-edge bench merge: error: ...; see
+    `alignvar-edge bench merge --help``, not bench's."""
+
+    def __init__(self, *args: Any, verb_prog: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.verb_prog = verb_prog          # 'alignvar-edge bench'
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, values)
+        parser.prog = f"{self.verb_prog} {values[0]}" if values[0] in _NESTED else self.verb_prog
+
+
 class _Help(argparse.Action):
-    """-h/--help: bench's, or `bench merge`'s / `bench trtexec`'s where the first ENGINE names one."""
+    """-h/--help: bench's, or `bench merge`'s / `bench trtexec`'s where the first ENGINE names one
+    (_Engines has given the parser its name)."""
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
                  option_string: str | None = None) -> None:
         first = (getattr(namespace, "engines", None) or [None])[0]
-        own = {"merge": _merge_parser, "trtexec": _trtexec_parser}.get(first)
+        own = _NESTED.get(first)
         (own(parser.prog) if own else parser).print_help()
         parser.exit()
 
@@ -96,7 +116,7 @@ def register(sub: Any) -> None:
                     "trtexec's timing summary; both reports merge with the others.")
     p.add_argument("-h", "--help", action=_Help, nargs=0, help="show this help message and exit "
                                                                "(`bench merge --help`: merge's)")
-    p.add_argument("engines", nargs="+", metavar="ENGINE", help=ENGINE_HELP)
+    p.add_argument("engines", nargs="+", metavar="ENGINE", help=ENGINE_HELP, action=_Engines, verb_prog=p.prog)
     p.add_argument("--out", help="report JSON to write (required for a benchmark; optional for merge)")
     p.add_argument("--md", help="also write the report as Markdown")
     p.add_argument("--plot", help="also write a PNG plot")
@@ -203,14 +223,15 @@ def _say(msg: str) -> None:
 def run_bench_cmd(args: argparse.Namespace) -> int:
     if args.engines[0] == "merge":
         return run_merge(args.engines[1:], args)
+    if args.engines[0] == "trtexec":
+        return run_trtexec(args.engines[1:], args)
     from alignvar_edge.bench.render import pyplot, summary_lines, terminal_table
     if not args.out:
         raise InputError("bench needs --out REPORT.json (the report is the result)")
     from alignvar_edge.bench.outputs import check_same_machine, check_targets
     check_targets(args.out, args.md, args.plot, force=args.force)     # before minutes of measuring
-    if args.engines[0] != "trtexec":             # a log's device is known once it is read
-        check_same_machine(args.out, args.force)
-    if args.engines[0] == "trtexec" or args.no_reference or not is_installed("torch"):
+    check_same_machine(args.out, args.force)
+    if args.no_reference or not is_installed("torch"):
         return run_device_bench(args)
     _refuse_unread(args, tuple(dest for dest, _, _ in args.flag_defaults if dest not in TRTEXEC_ONLY),
                    "a bench of engines (they are flags of `alignvar-edge bench trtexec LOG`)")
@@ -262,43 +283,57 @@ def _refuse_unread(args: argparse.Namespace, reads: tuple[str, ...], mode: str, 
 
 
 def run_device_bench(args: argparse.Namespace) -> int:
-    """`bench trtexec LOG` and `bench ENGINE... --no-reference`: reports without PyTorch."""
-    from alignvar_edge.bench.device import bench_engine_dir, trtexec_report
-    from alignvar_edge.bench.outputs import check_same_machine
-    from alignvar_edge.bench.render import shared_line, tail_lines, terminal_table
-    from alignvar_edge.bench.schema import write_json
-    trtexec = args.engines[0] == "trtexec"
-    if trtexec:
-        _refuse_unread(args, TRTEXEC_FLAGS, "bench trtexec (which reads only --out, --force, --engine, --batch and "
-                       "--label)")
-    else:
-        _refuse_unread(args, DEVICE_FLAGS, "the device bench (engines timed against their golden outputs, no "
-                       "PyTorch), which reads only --out, --force, --runs, --warmup, --duration, --threads, --label "
-                       "and --min-token-agreement",
-                       ", or run the bench where PyTorch is installed, without --no-reference")
+    """`bench ENGINE... --no-reference`: engines timed against their golden outputs, without PyTorch."""
+    from alignvar_edge.bench.device import bench_engine_dir
+    _refuse_unread(args, DEVICE_FLAGS, "the device bench (engines timed against their golden outputs, no "
+                   "PyTorch), which reads only --out, --force, --runs, --warmup, --duration, --threads, --label "
+                   "and --min-token-agreement",
+                   ", or run the bench where PyTorch is installed, without --no-reference")
+    _refuse_renderings(args)
+    if not args.no_reference:
+        _say("PyTorch is not installed: timing the engines against their golden outputs (--no-reference)")
+    report = bench_engine_dir(args.engines, runs=args.runs, warmup=args.warmup, threads=args.threads,
+                              label=args.label, min_token_agreement=args.min_token_agreement, log=_say,
+                              duration=args.duration)
+    _refuse_untimed(report)
+    return _write_device_report(args.out, report)
+
+
+def run_trtexec(logs: list[str], args: argparse.Namespace) -> int:
+    """`bench trtexec LOG`: a report from trtexec's performance summary, of the log's device."""
+    from alignvar_edge.bench.device import trtexec_report
+    from alignvar_edge.bench.outputs import check_same_machine, check_targets
+    if len(logs) != 1:                  # named first: without it nothing else can be judged
+        raise InputError(f"bench trtexec reads one LOG, trtexec's saved output ({len(logs) or 'none'} given): "
+                         "alignvar-edge bench trtexec LOG --engine DIR --out R.json (or --batch N in place of --engine)")
+    _refuse_unread(args, TRTEXEC_FLAGS, "bench trtexec (which reads only --out, --force, --engine, --batch and "
+                   "--label)")
+    if not args.out:
+        raise InputError("bench trtexec needs --out REPORT.json (the report is the result)")
+    _refuse_renderings(args)
+    check_targets(args.out, args.md, args.plot, force=args.force)
+    report = trtexec_report(logs[0], args.trt_engine, label=args.label, batch=args.batch)
+    check_same_machine(args.out, args.force, report["host"])       # the log's device, known once it is read
+    return _write_device_report(args.out, report)
+
+
+def _refuse_renderings(args: argparse.Namespace) -> None:
     if args.md or args.plot:
         raise InputError("device reports are JSON only: render them with `alignvar-edge bench merge "
                          f"{args.out} --md REPORT.md` (with the reports of other devices)")
-    if trtexec:
-        if len(args.engines) != 2:
-            raise InputError("usage: alignvar-edge bench trtexec TRTEXEC.log --engine DIR --out R.json (or --batch N "
-                             "in place of --engine)")
-        report = trtexec_report(args.engines[1], args.trt_engine, label=args.label, batch=args.batch)
-        check_same_machine(args.out, args.force, report["host"])
-    else:
-        if not args.no_reference:
-            _say("PyTorch is not installed: timing the engines against their golden outputs (--no-reference)")
-        report = bench_engine_dir(args.engines, runs=args.runs, warmup=args.warmup, threads=args.threads,
-                                  label=args.label, min_token_agreement=args.min_token_agreement, log=_say,
-                                  duration=args.duration)
-        _refuse_untimed(report)
-    write_json(args.out, report)
+
+
+def _write_device_report(out: str, report: dict[str, Any]) -> int:
+    """Write a report made without PyTorch and print its table, as the bench does."""
+    from alignvar_edge.bench.render import shared_line, tail_lines, terminal_table
+    from alignvar_edge.bench.schema import write_json
+    write_json(out, report)
     print(terminal_table(report))
     for line in tail_lines(report):
         print(line)
     if report["summary"].get("shared_load"):
         print(shared_line(report))
-    print(f"wrote {args.out}")
+    print(f"wrote {out}")
     return _exit_status(report)
 
 

@@ -30,6 +30,7 @@ from alignvar_edge.bench.host import OwnLoad, run_threads, shared_load
 from alignvar_edge.bench.schema import (DEVICE_REFERENCE, meets_fidelity, model_block, new_report,
                                         status_reasons)
 from alignvar_edge.bench.stats import latency_summary, summary_from_percentiles
+from alignvar_edge.caller import option
 from alignvar_edge.manifest import Manifest, ModelInfo, load_verified
 from alignvar_edge.errors import ArtifactError, InputError
 from alignvar_edge.recipes import DEFAULT_MIN_TOKENS
@@ -169,20 +170,34 @@ def _per_call(stats: dict[str, float]) -> dict[str, float]:
     return out
 
 
-def _trtexec_host(device: str | None, compute_capability: str | None) -> dict[str, Any]:
+def _trtexec_host(device: str | None, compute_capability: str | None, label: str | None,
+                  log: Path) -> dict[str, Any]:
     """The machine a trtexec log was timed on: this one where its GPU or Jetson is the log's device;
     else only what the log says, with this machine's fingerprint kept as the one that imported it
-    (a log copied back to a workstation must not be reported as timed on the workstation's CPU)."""
+    (a log copied back to a workstation must not be reported as timed on the workstation's CPU).
+    A log that names no device (its summary copied without trtexec's device lines) is of the
+    device `label` names: never this machine, which may only have imported it."""
     here = _host()
     if not device:
-        return here
-    gpu = [{"name": device, "compute_capability": compute_capability}]
+        if not label:
+            raise InputError(f"{log} names no device (no 'Selected Device' line), and this machine only imports it: "
+                             f"pass {option('label')} with the device trtexec ran on, or the log of trtexec's whole "
+                             "output (2>&1 | tee FILE), which names it")
+        return _log_device({"name": label, "compute_capability": compute_capability,
+                            "named_by": "the report's label (the log names no device)"}, here)
+    gpu = {"name": device, "compute_capability": compute_capability}
     names = [str(g.get("name") or "") for g in here.get("gpus") or []]
     names.append(str((here.get("jetson") or {}).get("model") or ""))
     if any(n and (device.lower() in n.lower() or n.lower() in device.lower()) for n in names):
-        return {**here, "gpus": here.get("gpus") or gpu}
+        return {**here, "gpus": here.get("gpus") or [gpu]}
+    return _log_device(gpu, here)
+
+
+def _log_device(gpu: dict[str, Any], here: dict[str, Any]) -> dict[str, Any]:
+    """The host block of a log's device other than this machine: its GPU as the log (or --label)
+    names it, and `here` as the machine that imported the log."""
     return {"cpu": {}, "os": {"platform": "not recorded (timed by trtexec on the log's device)"}, "python": None,
-            "gpus": gpu, "jetson": None, "imported_by": here}
+            "gpus": [gpu], "jetson": None, "imported_by": here}
 
 
 def _core(dla_core: int | None) -> str:
@@ -275,7 +290,8 @@ def trtexec_report(log: str | os.PathLike[str], engine_dir: str | os.PathLike[st
     # an engine's own parity (adopt/build against golden); a kit's is its export's, not the engine's
     parity = manifest.parity if manifest and manifest.kind == "engine" else None
     tokens = ((parity or {}).get("tokens") or {}).get("overall") if isinstance(parity, dict) else None
-    entry = {"label": f"tensorrt-{precision or 'fp32'}" + (f"-dla{dla_core}" if dla else ""),
+    # a log that names no precision (a --loadEngine run, an older log) is not given one
+    entry = {"label": "tensorrt" + (f"-{precision}" if precision else "") + (f"-dla{dla_core}" if dla else ""),
              "backend": "tensorrt", "kind": "engine", "status": "ok", "reason": None,
              "path": str(engine_dir) if engine_dir else None, "precision": precision,
              # the engine file --engine holds (its manifest's hash): the one the log timed, where adopt took the log
@@ -286,7 +302,7 @@ def trtexec_report(log: str | os.PathLike[str], engine_dir: str | os.PathLike[st
              "latency": lat, "memory": None, "fidelity": None, "build_parity": parity,
              # `bench trtexec` takes no --min-token-agreement: the default gate, which the report records
              "meets_fidelity": meets_fidelity(tokens, DEFAULT_MIN_TOKENS)}
-    host = _trtexec_host(device, cc)
+    host = _trtexec_host(device, cc, label, path)
     if "imported_by" in host and not label:
         label = f"{device} (trtexec log)"
     settings = {"runs": None, "warmup": None, "threads": None, "fidelity_tiles": None, "images": None,
