@@ -12,7 +12,9 @@ import pytest
 
 from _runtime_fixtures import sharp_model
 from alignvar_edge import cli
+from alignvar_edge.bench.runner import BenchOptions
 from alignvar_edge.deploy import DeployOptions, deploy
+from alignvar_edge.errors import InputError
 from alignvar_edge.manifest import read_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -126,6 +128,36 @@ def test_bench_trtexec_labels_a_log_naming_no_device_as_label_says(tmp_path: Pat
     rc = cli.main(["bench", "trtexec", str(NO_DEVICE_LOG), "--batch", "16", "--label", "Nano", "--out", str(out)])
     assert "is a report timed on another machine" in _one_line(rc, capsys.readouterr().err)
     assert json.loads(out.read_text())["label"] == "Xavier"
+
+
+# ------------------------------------------------------------------------------------------------
+# bench flags a run would not read
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("flags, line", [
+    (["--staged", "ES", "--profile-runs", "0"],
+     "--staged applies to a per-stage profile only: --profile-runs 0 runs none; leave one of them out"),
+    (["--folder-size", "16"], "--folder-size applies to --folder-images only"),
+    (["--image-size", "0", "--overlap", "2"],
+     "--overlap applies to the whole-image and folder timings only: --image-size 0 times no image, and no "
+     "--folder-images is given"),
+    (["--image-size", "0", "--image-runs", "3"],
+     "--image-runs applies to the whole-image and folder timings only: --image-size 0 times no image, and no "
+     "--folder-images is given"),
+])
+def test_bench_refuses_a_flag_the_run_would_not_read(flags: list[str], line: str, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "b.json"
+    rc = cli.main(["bench", "bicubic", *flags, "--out", str(out)])
+    assert _one_line(rc, capsys.readouterr().err) == f"alignvar-edge bench: error: {line}"
+    assert not out.exists()
+
+
+def test_bench_options_name_an_unread_option_as_python_passes_it() -> None:
+    with pytest.raises(InputError, match=r"^image_overlap= applies to the whole-image and folder timings only: "
+                                         r"image_size=0 times no image, and no folder_images= is given$"):
+        BenchOptions(image_size=0, image_overlap=2).validate()
+    # read where a folder is timed
+    BenchOptions(image_size=0, image_overlap=2, image_runs=3, folder_images=2, folder_size=8).validate()
 
 
 # ------------------------------------------------------------------------------------------------

@@ -107,6 +107,24 @@ class BenchOptions:
                              f"got {option('image_size', self.image_size)}, "
                              f"{option('folder_images', self.folder_images)} x "
                              f"{option('folder_size', self.folder_size)}^2")
+        self._refuse_unread()
+
+    def _refuse_unread(self) -> None:
+        """An option this run would not read is refused, not dropped: its user believes it was timed.
+        (One left at its default cannot be told from one not given, and changes nothing either way.)"""
+        if self.staged and not self.profile_runs:
+            raise InputError(f"{option('staged')} applies to a per-stage profile only: "
+                             f"{option('profile_runs', 0)} runs none; leave one of them out")
+        if self.folder_size != FOLDER_LR and not self.folder_images:
+            raise InputError(f"{option('folder_size')} applies to {option('folder_images')} only")
+        if self.image_size or self.folder_images:
+            return
+        whole = (f"the whole-image and folder timings only: {option('image_size', 0)} times no image, and no "
+                 f"{option('folder_images')} is given")
+        if self.image_overlap is not None:
+            raise InputError(f"{option('overlap')} applies to {whole}")
+        if self.image_runs != IMAGE_RUNS:
+            raise InputError(f"{option('image_runs')} applies to {whole}")
 
 
 # ------------------------------------------------------------------------------------------------
