@@ -34,7 +34,7 @@ from typing import Any
 from alignvar_edge.argtypes import check_seed
 from alignvar_edge.caller import option
 from alignvar_edge.errors import AlignVAREdgeError, InputError
-from alignvar_edge.fsmodes import not_a_folder
+from alignvar_edge.fsmodes import not_a_folder, write_text
 from alignvar_edge.recipes import ALIASES, BACKENDS, DEPLOY_DEFAULT, deploy_precisions, engine_precision, recipe
 from alignvar_edge.manifest import Manifest, ModelInfo, ModelSource, parity_figures, read_manifest
 
@@ -561,7 +561,7 @@ def _append_plan(md: Path, steps: list[Step]) -> None:
     rows += ["", "Check this folder wherever it is copied: `alignvar-edge inspect DIR` (DIR: this folder) verifies "
              "every file its manifest.json lists, report.json included, and each export and engine inside it; it "
              "exits 0 when all are intact, and 2 naming the file that is not."]
-    md.write_text(md.read_text(encoding="utf-8") + "\n".join(rows) + "\n", encoding="utf-8")
+    write_text(md, md.read_text(encoding="utf-8") + "\n".join(rows) + "\n")
 
 
 def format_summary(out: Path, steps: list[Step], report: dict[str, Any], timings: dict[str, float]) -> str:

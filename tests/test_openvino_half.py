@@ -211,7 +211,7 @@ def test_token_bf16_is_refused_where_it_cannot_be_checked(export: Path, tmp_path
     from alignvar_edge.recipes import check_options
     from alignvar_edge.runtimes.openvino import backend as ovb
     with pytest.raises(InputError, match="--token-bf16 applies to --target openvino --precision bf16\\|int8 only"):
-        check_options("openvino", "fp32", ["token_bf16"])
+        check_options("openvino", "fp32", {"token_bf16": True})
     # unchecked (check=False; or a CPU without fast bf16), the islands could not be judged: asked
     # for, one line in the caller's words and nothing written; by default, the split with an all-f32 token path
     with pytest.raises(InputError, match=r"^token_bf16=True needs the build to run on the CPU that will compute bf16 "

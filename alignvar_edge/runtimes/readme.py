@@ -23,10 +23,10 @@ README_FILE = "README.md"
 
 
 def write_readme(root: Path, text: str) -> Path:
-    """An engine directory's README.md, in UTF-8 whatever the locale (its recipe writes ², π and ×)."""
-    path = Path(root) / README_FILE
-    path.write_text(text, encoding="utf-8")
-    return path
+    """An engine directory's README.md (in UTF-8 whatever the locale, as `fsmodes.write_text` writes:
+    its recipe writes ², π and ×)."""
+    from alignvar_edge.fsmodes import write_text
+    return write_text(Path(root) / README_FILE, text)
 
 INPUT_LINE = ("Input: RGB tiles in [0, 1], NCHW float32; each output tile is 4x the input tile "
               "(`manifest.json: input_contract` has the tile, overlap and batch; whole images: the section "
