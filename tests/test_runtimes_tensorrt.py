@@ -381,10 +381,10 @@ def test_a_trtexec_log_read_on_its_own_device_keeps_that_machine(monkeypatch):
     jetson = {"cpu": {"model": "ARMv8 Processor rev 1 (v8l)", "usable_cores": 6}, "os": {"platform": "Linux"},
               "gpus": [], "jetson": {"model": "NVIDIA Jetson AGX Orin Developer Kit"}}
     monkeypatch.setattr(device, "_host", lambda: dict(jetson))
-    here = device._trtexec_host("Orin", "8.7")
+    here = device._trtexec_host("Orin", "8.7", None, Path("orin.log"))
     assert "imported_by" not in here and here["cpu"] == jetson["cpu"]
     assert here["gpus"] == [{"name": "Orin", "compute_capability": "8.7"}]
-    elsewhere = device._trtexec_host("NVIDIA A100-SXM4-80GB", "8.0")
+    elsewhere = device._trtexec_host("NVIDIA A100-SXM4-80GB", "8.0", None, Path("a100.log"))
     assert elsewhere["imported_by"]["cpu"] == jetson["cpu"] and elsewhere["cpu"] == {}
 
 
