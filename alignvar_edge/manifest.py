@@ -887,15 +887,22 @@ def edited_manifests(root: Path) -> list[str]:
 
 
 def _as_written(manifest: Path) -> bool:
+    doc = own_marker(manifest)
+    return doc is not None and not content_edited(doc)
+
+
+def own_marker(path: Path) -> dict[str, Any] | None:
+    """`path` (a manifest.json or run.json, `OWN_MARKERS`) parsed, where it is a marker we may have
+    written: a plain file holding a JSON object with that file's `MARKER_KEYS`. None otherwise: a
+    link (someone's), a FIFO (reading it waits for a writer), not text, not JSON, JSON nested too
+    deeply, or someone's own manifest.json. Whether it is as written is `content_edited`'s."""
+    if not path.is_file() or path.is_symlink():
+        return None
     try:
-        doc = jsonsafe.loads(manifest.read_text())
-    except (OSError, ValueError):       # not text, not JSON, nested too deeply: we never wrote it so
-        return False
-    if not isinstance(doc, dict):
-        return False
-    if doc.get(CONTENT_KEY) is None:
-        return all(k in doc for k in MARKER_KEYS[MANIFEST_FILE])
-    return not content_edited(doc)
+        doc = jsonsafe.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) and all(k in doc for k in MARKER_KEYS[path.name]) else None
 
 
 def _not_a_file(path: Path) -> str | None:
@@ -969,12 +976,19 @@ def verify_files(root: str | os.PathLike[str], manifest: Manifest | None = None)
 
 
 def load_verified(root: str | os.PathLike[str]) -> Manifest:
+    """`root`'s manifest, once its own content hash and every file it lists check out, and for a
+    deploy output each artifact inside it (`load_verified_parts` also hands those back)."""
+    return load_verified_parts(root)[0]
+
+
+def load_verified_parts(root: str | os.PathLike[str]) -> tuple[Manifest, dict[str, Manifest]]:
+    """`load_verified`, with the artifacts inside a deploy output that it verified on the way
+    (`verified_parts`; none for any other kind), so a caller that shows them verifies them once."""
     doc = _read_json(Path(root))          # parsed once: its own content hash, then its fields
     _check_content(Path(root), doc)
     m = verify_files(root, Manifest.from_json(doc, where=Path(root) / MANIFEST_FILE))
-    if m.kind == "deploy":                # its own hashes skip the manifests of the artifacts inside it
-        verified_parts(root, m)
-    return m
+    # its own hashes skip the manifests of the artifacts inside it
+    return m, (verified_parts(root, m) if m.kind == "deploy" else {})
 
 
 def verified_parts(root: str | os.PathLike[str], manifest: Manifest) -> dict[str, Manifest]:

@@ -16,20 +16,19 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from alignvar_edge import jsonsafe
 from alignvar_edge.caller import option
 from alignvar_edge.errors import ArtifactError, InputError, OutputExistsError
 from alignvar_edge.fsmodes import (WRITE_LIMITS, hidden_prefix, is_temp_folder, lies_within, publish_mode, replace_dir,
                                      same_file, symlink_loop, unwritable_folder, write_error)
-from alignvar_edge.manifest import (MANIFEST_FILE, MARKER_KEYS, OWN_MARKERS, RUN_FILE, edited_files, edited_manifests,
-                                    first_names, unlisted_files)
+from alignvar_edge.manifest import (MANIFEST_FILE, OWN_MARKERS, RUN_FILE, edited_files, edited_manifests, first_names,
+                                    own_marker, unlisted_files)
 
 
 def check_out(out: str | os.PathLike[str], force: bool, source: str | os.PathLike[str] | None = None,
@@ -61,12 +60,12 @@ def check_out(out: str | os.PathLike[str], force: bool, source: str | os.PathLik
     if out.is_symlink() or not out.is_dir():
         raise OutputExistsError(f"'{out}' is not a folder alignvar-edge made; {option('force', True)} only replaces "
                                 f"our own outputs: remove it yourself or choose another {option('out')}")
-    if any(out.iterdir()) and not any(_own_marker(out / f) for f in OWN_MARKERS):
+    if any(out.iterdir()) and not any(own_marker(out / f) for f in OWN_MARKERS):
         raise OutputExistsError(f"'{out}' holds files but no {MANIFEST_FILE} or {RUN_FILE} of ours, so alignvar-edge "
                                 f"did not make it; {option('force', True)} only replaces our own outputs: remove it "
                                 f"yourself or choose another {option('out')}")
-    if _own_marker(out / MANIFEST_FILE):
-        _check_only_ours_inside(out)
+    if (doc := own_marker(out / MANIFEST_FILE)) is not None:
+        _check_only_ours_inside(out, doc)
 
 
 def _where_from_source(out: Path, source: str | os.PathLike[str]) -> str | None:
@@ -93,7 +92,7 @@ def artifact_around(path: str | os.PathLike[str], itself: bool = False) -> Path 
         # relative where shorter: an absolute path past PATH_MAX (a very deep working folder) opens nothing
         probe = min(str(folder), os.path.relpath(folder), key=len)
         try:
-            if _own_marker(Path(probe) / MANIFEST_FILE):
+            if own_marker(Path(probe) / MANIFEST_FILE) is not None:
                 return folder
         except OSError:            # an unsearchable folder: nothing can be written below it either
             continue
@@ -112,11 +111,12 @@ def check_outside_artifacts(path: str | os.PathLike[str], named: str, itself: bo
                                 "and would then fail verification: write it outside that folder")
 
 
-def _check_only_ours_inside(out: Path) -> None:
-    """Refuse our artifact `out` where it holds what someone else put there: a file its manifest does
-    not list (an artifact lists every file it holds), or a listed file changed since it was written,
-    a manifest.json included (its own, or a deploy's engine's: `edited_manifests`)."""
-    files = json.loads((out / MANIFEST_FILE).read_text()).get("files")     # _own_marker parsed it
+def _check_only_ours_inside(out: Path, manifest: dict[str, Any]) -> None:
+    """Refuse our artifact `out` (`manifest`: its manifest.json, parsed) where it holds what someone
+    else put there: a file its manifest does not list (an artifact lists every file it holds), or a
+    listed file changed since it was written, a manifest.json included (its own, or a deploy's
+    engine's: `edited_manifests`)."""
+    files = manifest.get("files")
     files = files if isinstance(files, dict) else {}
     stray = unlisted_files(out, files)
     if stray:
@@ -139,22 +139,12 @@ def _check_same_kind(out: Path, replaces: str) -> None:
     pipeline's export step must not delete hours of resumable training state, nor train an engine."""
     if out.is_symlink():
         return                 # never replaced at all (check_out says so)
-    if replaces != RUN_FILE and _own_marker(out / RUN_FILE):
+    if replaces != RUN_FILE and own_marker(out / RUN_FILE) is not None:
         raise OutputExistsError(f"'{out}' is a training run (it holds a {RUN_FILE}), not an artifact; only train "
                                 f"replaces it: choose another {option('out')}")
-    if replaces != MANIFEST_FILE and _own_marker(out / MANIFEST_FILE):
+    if replaces != MANIFEST_FILE and own_marker(out / MANIFEST_FILE) is not None:
         raise OutputExistsError(f"'{out}' is an artifact alignvar-edge made (it holds a {MANIFEST_FILE}), not a "
                                 f"training run; a run does not replace it: choose another {option('out')}")
-
-
-def _own_marker(path: Path) -> bool:
-    if not path.is_file() or path.is_symlink():     # reading a FIFO waits for a writer; a link is someone's
-        return False
-    try:
-        data = jsonsafe.loads(path.read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and all(k in data for k in MARKER_KEYS[path.name])
 
 
 def _publish(tmp: Path, out: Path, force: bool) -> None:
