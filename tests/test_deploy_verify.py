@@ -116,3 +116,22 @@ def test_the_report_names_the_command_that_checks_the_folder(deployed: Path,
     assert "Check this folder wherever it is copied: `alignvar-edge inspect DIR` (DIR: this folder)" in md
     rc, out, err = _inspect(capsys, str(deployed))         # and the command it names works
     assert rc == 0 and out.startswith("verdict    OK: deploy output"), err
+
+
+def test_inspect_verifies_each_artifact_inside_once(deployed: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """The artifacts that verifying the output verified are the ones inspect shows: not verified
+    again (each is every file hashed and its manifest parsed)."""
+    from collections import Counter
+
+    from alignvar_edge import manifest
+    verified: Counter[str] = Counter()
+    load = manifest.load_verified
+
+    def counted(root: Any) -> Any:
+        verified[Path(root).relative_to(deployed).as_posix()] += 1
+        return load(root)
+    monkeypatch.setattr(manifest, "load_verified", counted)
+    rc, out, err = _inspect(capsys, str(deployed))
+    assert rc == 0, err
+    assert verified == {"export": 1, ENGINE: 1, "engines/tensorrt-fp32": 1}, verified

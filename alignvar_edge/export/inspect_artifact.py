@@ -14,7 +14,7 @@ from alignvar_edge.errors import ArtifactError
 from alignvar_edge.export.lint import TARGETS, Finding, lint_model
 from alignvar_edge.extras import pip_install, requirement_of
 from alignvar_edge.manifest import (MANIFEST_FILE, Manifest, db_text, input_contract, listed_bytes, listed_file,
-                                    load_verified, prune_text, token_share, unverified_caution, verified_parts)
+                                    load_verified_parts, prune_text, token_share, unverified_caution)
 from alignvar_edge.recipes import BACKENDS
 from alignvar_edge.runtimes.tensorrt.plan import FP16_F32, plan_of
 
@@ -60,11 +60,11 @@ def _graph_summary(root: Path, m: Manifest, entry: dict[str, Any]) -> dict[str, 
 def inspect_artifact(artifact: str | os.PathLike[str]) -> dict[str, Any]:
     """Verified summary of an exported ONNX artifact directory (raises ArtifactError if broken)."""
     root = Path(artifact)
-    m = load_verified(root)
+    m, parts = load_verified_parts(root)
     if m.kind == "engine":
         return _engine_info(root, m)
     if m.kind == "deploy":
-        return _deploy_info(root, m)
+        return _deploy_info(root, m, parts)
     if m.kind != "onnx":
         raise ArtifactError(f"'{root}' is an artifact of kind '{m.kind}'; inspect reads exports, engines and "
                             "deploy outputs")
@@ -86,10 +86,10 @@ def _unhashed_clause(root: Path) -> str:
     return f"; but {caution}" if caution else ""
 
 
-def _deploy_info(root: Path, m: Manifest) -> dict[str, Any]:
-    """A `deploy` output, verified whole (load_verified: every file it lists, report.json included,
-    and each artifact inside it against its own manifest): what it holds and what its bench found."""
-    parts = verified_parts(root, m)         # verified by load_verified already: here for their manifests
+def _deploy_info(root: Path, m: Manifest, parts: dict[str, Manifest]) -> dict[str, Any]:
+    """A `deploy` output verified whole (`load_verified_parts`: every file it lists, report.json
+    included, and each artifact inside it against its own manifest, `parts`, by path inside `root`):
+    what it holds and what its bench found."""
     unverified = [rel for rel in parts if unverified_caution(root / rel)]
     caution = unverified_caution(root / unverified[0]) if unverified else None
     # the bench labels each engine by its step's name; its folder is the step's path
