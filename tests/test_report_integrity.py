@@ -13,7 +13,8 @@ import pytest
 
 from _bench_reports import another_run
 from alignvar_edge import cli
-from alignvar_edge.bench.integrity import check_figures
+from alignvar_edge.bench import runner
+from alignvar_edge.bench.integrity import check_figures, made_again
 from alignvar_edge.bench.merge import merge_reports
 from alignvar_edge.bench.schema import ReportSchemaError, is_report, read_report, write_json
 
@@ -24,6 +25,13 @@ OLD = RESULTS / "epyc-2core" / "tiny-t1.json"              # an older report: no
 
 def _zen5() -> dict[str, Any]:
     return json.loads(ZEN5.read_text())
+
+
+def _current() -> dict[str, Any]:
+    """The Zen 5 report as this version's bench writes it: its summary chosen by today's rules."""
+    report = made_again(_zen5())
+    assert report["summary"]["rules"] == runner.SUMMARY_RULES
+    return report
 
 
 def _engine(report: dict[str, Any], label: str) -> dict[str, Any]:
@@ -81,7 +89,7 @@ def test_the_reviewers_forgery_is_refused_naming_the_file_engine_and_figure(
 ])
 def test_a_figure_edited_by_one_percent_is_refused(what: str, edit: Callable[[dict[str, Any]], None],
                                                    tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    report = _zen5()
+    report = _current()
     edit(report)
     path = write_json(tmp_path / "edited.json", report)        # its content hash made anew: the figures tell it
     err = _merge_error([path], tmp_path, capsys)
@@ -90,6 +98,55 @@ def test_a_figure_edited_by_one_percent_is_refused(what: str, edit: Callable[[di
 
 def _scale(block: dict[str, Any], key: str) -> None:
     block[key] = round(block[key] * 1.01, 6)
+
+
+def _mac(tile_ms_factor: float = 1 / 3) -> dict[str, Any]:
+    """The Zen 5 report as a Mac's: its ov-plain row a Core ML engine on the Neural Engine, faster than
+    any CPU engine (its raw timings `tile_ms_factor` of ov-plain's), figures made again."""
+    mac = _zen5()
+    coreml = _engine(mac, "ov-plain")
+    coreml.update(label="coreml-fp16", backend="coreml", device="CPU_AND_NE")
+    for part, key in (("latency", "raw_call_ms"), ("image", "raw_ms")):
+        coreml[part][key] = [round(t * tile_ms_factor, 4) for t in coreml[part][key]]
+    return made_again(mac)
+
+
+def test_a_report_whose_summary_chose_by_earlier_rules_reads_and_its_arithmetic_is_checked(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Before Core ML could be the best engine, a Mac's summary named the best CPU engine beside a
+    faster Core ML one; remaking its choices by today's rules refused such a report as edited."""
+    assert _mac()["summary"]["best_cpu"]["label"] == "coreml-fp16"          # today's rules
+    with monkeypatch.context() as m:                 # the rules before: Core ML rows do not compete
+        m.setattr(runner, "_SOC_BACKENDS", ())
+        older = _mac()
+    del older["summary"]["rules"]                     # written before summaries recorded their rules
+    assert older["summary"]["best_cpu"]["label"] == older["summary"]["image"]["best_cpu"]["label"] == "ov-int8"
+    assert len(merge_reports([write_json(tmp_path / "mac.json", older)])["reports"]) == 1
+    # its figures still follow from the engines it names: an edited one is refused
+    edited = copy.deepcopy(older)
+    _scale(edited["summary"]["best_cpu"], "speedup_vs_eager")
+    with pytest.raises(ReportSchemaError, match=r"summary.best_cpu.speedup_vs_eager is .* but the engines' timings"):
+        check_figures(edited, "mac.json")
+    edited = copy.deepcopy(older)
+    _scale(edited["summary"]["image"]["best_cpu"], "mp_per_s")
+    with pytest.raises(ReportSchemaError, match=r"summary.image.best_cpu.mp_per_s is "):
+        check_figures(edited, "mac.json")
+    _scale(_engine(older, "coreml-fp16"), "speedup_vs_eager")         # and every ratio from its p50s
+    with pytest.raises(ReportSchemaError, match=r"engine coreml-fp16: speedup_vs_eager is "):
+        check_figures(older, "mac.json")
+
+
+def test_a_choice_edited_in_a_report_of_todays_rules_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same summary, every figure agreeing with the engine it names, under today's rules: the
+    faster Core ML engine was left out of the choice, so it was edited."""
+    with monkeypatch.context() as m:
+        m.setattr(runner, "_SOC_BACKENDS", ())
+        edited = _mac()
+    assert edited["summary"]["rules"] == runner.SUMMARY_RULES
+    with pytest.raises(ReportSchemaError, match=r"summary.best_cpu.label is 'ov-int8', but the engines' timings give "
+                                                r"'coreml-fp16'; was it edited"):
+        check_figures(edited, "mac.json")
+    check_figures(_mac(), "mac.json")
 
 
 def test_a_per_round_spread_follows_from_the_raw_timings(tmp_path: Path) -> None:

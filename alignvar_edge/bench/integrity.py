@@ -10,6 +10,10 @@ Made again by the functions that made it, from the report's own data:
     ratios      each entry's speed-ups against eager and their per-round spreads, the summary's eager
                 p50, best engine (per tile, whole image, folder), fp32 bound and target verdict
                 (runner.summary_again); none in a device report, which timed no eager
+The summary's choices (which engine is best, which it is not told from, the target's verdict) are
+checked only in a report whose summary chose by today's rules (runner.SUMMARY_RULES): one written
+under earlier rules keeps the engines it named, and their figures are made again from those
+engines' own, so that a change of the rules never makes an honest older report read as edited.
 A stored figure is compared with the one made again within the rounding a report is written with
 (TOLERANCE). This tells an edit that left a report contradicting itself (a p50 divided by 4 beside
 its raw timings); a report is a record, not a proof: one whose every figure was made again from
@@ -23,7 +27,7 @@ from decimal import Decimal
 from typing import Any
 
 from alignvar_edge.bench.image import folder_summary, image_summary
-from alignvar_edge.bench.runner import summary_again
+from alignvar_edge.bench.runner import RULED_FIELDS, made_by_these_rules, summary_again
 from alignvar_edge.bench.schema import ReportSchemaError, is_number
 from alignvar_edge.bench.stats import latency_summary, summary_from_percentiles
 
@@ -51,8 +55,9 @@ _SUMMARY = ("eager_p50_ms_per_tile", "best_cpu", "image", "folder", "fp32_bound_
 
 def made_again(report: dict[str, Any]) -> dict[str, Any]:
     """A copy of a bench report (not a merged one) with every figure that follows from its raw
-    timings made again from them, and its ratios to eager and summary from those."""
-    return _ratios_again(_timings_again(report))
+    timings made again from them, and its ratios to eager and summary from those, its choices by
+    today's rules (as a bench of this version writes it)."""
+    return _ratios_again(_timings_again(report), keep_choices=False)
 
 
 def check_figures(report: dict[str, Any], where: str) -> None:
@@ -62,7 +67,10 @@ def check_figures(report: dict[str, Any], where: str) -> None:
     for part in report["reports"] if report.get("kind") == "merged" else [report]:
         label = f"{where} ({part['label']})" if part is not report else where
         try:
-            wrong = _timing_contradiction(part, _timings_again(part)) or _ratio_contradiction(part, _ratios_again(part))
+            current = made_by_these_rules(part)
+            wrong = (_timing_contradiction(part, _timings_again(part))
+                     or _ratio_contradiction(part, _ratios_again(part, keep_choices=not current),
+                                             () if current else RULED_FIELDS))
         except (TypeError, ValueError, KeyError, IndexError, ZeroDivisionError) as e:
             raise ReportSchemaError(f"{label}: its figures cannot be made again from its raw timings ({e!r}); it is "
                                     "truncated or hand-edited (pass report.json files written by `alignvar-edge "
@@ -110,10 +118,11 @@ def _update(stored: dict[str, Any], again: dict[str, Any]) -> None:
         stored[key] = figures
 
 
-def _ratios_again(report: dict[str, Any]) -> dict[str, Any]:
-    """A copy of `report` whose ratios to eager and summary are made again from its entries' timings."""
+def _ratios_again(report: dict[str, Any], keep_choices: bool) -> dict[str, Any]:
+    """A copy of `report` whose ratios to eager and summary are made again from its entries' timings
+    (`keep_choices`: the best engines it names kept, runner.summary_again)."""
     out = copy.deepcopy(report)
-    summary = summary_again(out)
+    summary = summary_again(out, keep_choices)
     if summary is not None:
         out["summary"] = {**(out.get("summary") or {}), **summary}
     return out
@@ -140,17 +149,17 @@ def _timing_contradiction(stored: dict[str, Any], again: dict[str, Any]) -> str 
     return None
 
 
-def _ratio_contradiction(stored: dict[str, Any], again: dict[str, Any]) -> str | None:
+def _ratio_contradiction(stored: dict[str, Any], again: dict[str, Any], unchecked: tuple[str, ...]) -> str | None:
     """The first ratio to eager or summary figure `stored` holds that `again` (`_ratios_again`) does
-    not, in words; None where there is none."""
+    not, in words, but for the summary's fields named `unchecked`; None where there is none."""
     for e, e2 in zip(stored["engines"], again["engines"]):
         for key in _RATIOS:
             wrong = _differs(e.get(key), e2.get(key), key, "the engines' timings")
             if wrong:
                 return f"engine {e['label']}: {wrong}"
-    for key in _SUMMARY:
+    for key in (k for k in _SUMMARY if k not in unchecked):
         wrong = _differs((stored.get("summary") or {}).get(key), (again.get("summary") or {}).get(key),
-                         f"summary.{key}", "the engines' timings")
+                         f"summary.{key}", "the engines' timings", unchecked=unchecked)
         if wrong:
             return wrong
     return None
@@ -170,18 +179,19 @@ def _decimals(t: Any) -> int:
     return -exponent if isinstance(exponent, int) and exponent < 0 else 0
 
 
-def _differs(stored: Any, again: Any, path: str, basis: str, slack: float = 0.0) -> str | None:
+def _differs(stored: Any, again: Any, path: str, basis: str, slack: float = 0.0,
+             unchecked: tuple[str, ...] = ()) -> str | None:
     """Where a stored figure (a number, a label, or a dict or list of them) differs from the one made
     again from `basis` (beyond TOLERANCE, widened by `slack`), in words; a figure the report does not
-    hold (an older report's) is not compared."""
+    hold (an older report's), or held under a key named `unchecked`, is not compared."""
     if stored is None:
         return None
     if isinstance(stored, dict) and isinstance(again, dict):
-        return next((w for k, v in stored.items() if (w := _differs(v, again.get(k), f"{path}.{k}", basis, slack))),
-                    None)
+        return next((w for k, v in stored.items() if k not in unchecked
+                     and (w := _differs(v, again.get(k), f"{path}.{k}", basis, slack, unchecked))), None)
     if isinstance(stored, list) and isinstance(again, list) and len(stored) == len(again):
         return next((w for i, (a, b) in enumerate(zip(stored, again))
-                     if (w := _differs(a, b, f"{path}[{i}]", basis, slack))), None)
+                     if (w := _differs(a, b, f"{path}[{i}]", basis, slack, unchecked))), None)
     if is_number(stored) and is_number(again):
         rel, absolute = TOLERANCE
         if abs(stored - again) <= (rel + slack) * abs(again) + absolute:

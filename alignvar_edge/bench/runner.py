@@ -44,7 +44,8 @@ from alignvar_edge.recipes import DEFAULT_MIN_TOKENS
 from alignvar_edge.runtimes.base import Engine
 from alignvar_edge.runtimes.compare import NO_REFINER
 
-__all__ = ["BenchOptions", "graph_fields", "identity_fields", "resolve_reference", "run_bench", "summary_again"]
+__all__ = ["RULED_FIELDS", "SUMMARY_RULES", "BenchOptions", "graph_fields", "identity_fields", "made_by_these_rules",
+           "resolve_reference", "run_bench", "summary_again"]
 
 Log = Callable[[str], None]
 Progress = Callable[..., Iterable[Any]]
@@ -692,11 +693,46 @@ def _compute_units(e: dict[str, Any]) -> dict[str, Any]:
     return {"compute_units": e.get("device")} if e["backend"] in _SOC_BACKENDS else {}
 
 
+# The version of the rules a summary chooses by: which rows compete for its best engine (per tile,
+# whole image, folder) and how the best is picked, which rivals it is not told from
+# (within_noise_of), and the target's verdict. A summary records it (`rules`). Bump it whenever one
+# of those rules changes: reading a report (integrity.check_figures) checks its choices only where
+# they were made by these rules, so a report written under earlier ones is not called edited.
+SUMMARY_RULES = 1
+# a summary's figures that follow from those rules beyond which engines it names (a report of other
+# rules keeps its choices, and these with them)
+RULED_FIELDS = ("within_noise_of", "target_met", "target_within_spread")
+
+
+def made_by_these_rules(report: dict[str, Any]) -> bool:
+    """Whether a report's summary chose by SUMMARY_RULES (reports before the field: no)."""
+    return (report.get("summary") or {}).get("rules") == SUMMARY_RULES
+
+
+def _choices(summary: dict[str, Any]) -> dict[str, str | None]:
+    """The labels of the best engines a summary names, per tile (best_cpu), whole image and folder."""
+    def label(block: Any) -> str | None:
+        return block.get("label") if isinstance(block, dict) else None
+    return {"best_cpu": label(summary.get("best_cpu")),
+            **{what: label((summary.get(what) or {}).get("best_cpu")) for what in ("image", "folder")}}
+
+
+def _best(where: str, rivals: list[dict[str, Any]], by: Callable[[dict[str, Any]], Any],
+          entries: list[dict[str, Any]], chosen: dict[str, str | None] | None) -> dict[str, Any] | None:
+    """The best of `rivals` by `by`; where `chosen` is given (a report of other rules), the entry it
+    names for `where` instead, chosen or not by today's rules."""
+    if chosen is None:
+        return max(rivals, key=by, default=None)
+    return next((e for e in entries if e["label"] == chosen.get(where)), None)
+
+
 def _summary(entries: list[dict[str, Any]], opts: BenchOptions, flops_total: float,
-             peak_gflops: float | None, median_gflops: float | None = None) -> dict[str, Any]:
+             peak_gflops: float | None, median_gflops: float | None = None,
+             chosen: dict[str, str | None] | None = None) -> dict[str, Any]:
     """Speed-ups against eager (set on every timed entry, with their per-round spreads where the
     subjects were interleaved), the best CPU engine and the engines it is not told from, the fp32
-    roofline bound at the run's best and median GEMM rates, and the target's verdict."""
+    roofline bound at the run's best and median GEMM rates, and the target's verdict. `chosen`
+    (`_choices` of a report of other rules): the best engines it named, kept instead of chosen."""
     eager = next(e for e in entries if e["label"] == EAGER)
     base = _tile_p50(eager)
     rows = []
@@ -711,8 +747,9 @@ def _summary(entries: list[dict[str, Any]], opts: BenchOptions, flops_total: flo
     paired = not opts.sequential
     _set_round_spreads("speedup_vs_eager", eager, entries, _tile_ms, paired)
     cpu = [e for e in rows if _in_best_cpu_choice(e)]
-    best = max(cpu, key=lambda e: e.get("speedup_vs_eager") or 0, default=None)
+    best = _best("best_cpu", cpu, lambda e: e.get("speedup_vs_eager") or 0, entries, chosen)
     out: dict[str, Any] = {
+        "rules": SUMMARY_RULES,
         "eager_p50_ms_per_tile": base,
         "min_token_agreement": opts.min_token_agreement,
         "engines_meeting_fidelity": [e["label"] for e in rows],
@@ -733,17 +770,19 @@ def _summary(entries: list[dict[str, Any]], opts: BenchOptions, flops_total: flo
                            "p50_ms_per_tile": _tile_p50(best),
                            "token_agreement": best["fidelity"]["vs_reference"]["token_agreement"],
                            **_compute_units(best), **_beside_best(best, cpu, "speedup_vs_eager", _tile_ms)}
-    out["image"] = _whole_summary("image", eager, entries, cpu, paired)
-    out["folder"] = _whole_summary("folder", eager, entries, cpu, paired)
+    out["image"] = _whole_summary("image", eager, entries, cpu, paired, chosen)
+    out["folder"] = _whole_summary("folder", eager, entries, cpu, paired, chosen)
     if opts.target_speedup:
         out.update(_target(opts.target_speedup, out["best_cpu"] or {}))
     return out
 
 
-def summary_again(report: dict[str, Any]) -> dict[str, Any] | None:
+def summary_again(report: dict[str, Any], keep_choices: bool = False) -> dict[str, Any] | None:
     """A report's ratios to eager and its summary made again from its own entries, settings, FLOPs
     and peak, as `_report` made them: what reading a report checks its stored ones against. The
     ratios (and their per-round spreads) are set anew on `report["engines"]`, in place: pass a copy.
+    `keep_choices`: the best engines the report names are kept, not chosen again (a report of other
+    rules, `made_by_these_rules`), and their figures made again from those engines' own.
     None, and no ratios, where the report timed no PyTorch eager (a device report)."""
     entries = report["engines"]
     for e in entries:                   # a ratio `_summary` would not set again must not stay behind
@@ -756,7 +795,8 @@ def summary_again(report: dict[str, Any]) -> dict[str, Any] | None:
                         sequential=not settings.get("interleaved", True),
                         target_speedup=settings.get("target_speedup"))
     flops = sum((report["model"].get("flops_per_stage") or {}).values())
-    return _summary(entries, opts, flops, peak.get("gflops"), _median_gflops(peak))
+    chosen = _choices(report.get("summary") or {}) if keep_choices else None
+    return _summary(entries, opts, flops, peak.get("gflops"), _median_gflops(peak), chosen)
 
 
 def _bound_ms(flops: float, gflops: float | None) -> float | None:
@@ -827,10 +867,11 @@ def _whole_p50(e: dict[str, Any], what: str) -> float | None:
 
 
 def _whole_summary(what: str, eager: dict[str, Any], entries: list[dict[str, Any]],
-                   fit_cpu: list[dict[str, Any]], paired: bool = True) -> dict[str, Any] | None:
+                   fit_cpu: list[dict[str, Any]], paired: bool = True,
+                   chosen: dict[str, str | None] | None = None) -> dict[str, Any] | None:
     """Speed-ups of the whole image (or folder, `what`) against eager's (set on every timed entry,
     with their per-round spreads where `paired`) and the best CPU engine by its MP/s among those
-    meeting the fidelity gate."""
+    meeting the fidelity gate (or the one `chosen` names, `_summary`)."""
     base = _whole_p50(eager, what)
     if not base:
         return None
@@ -840,7 +881,7 @@ def _whole_summary(what: str, eager: dict[str, Any], entries: list[dict[str, Any
         if p50:
             e[key] = round(base / p50, 3)
     _set_round_spreads(key, eager, entries, _whole_ms(what), paired)
-    best = max((e for e in fit_cpu if _whole_p50(e, what)), key=lambda e: e[key], default=None)
+    best = _best(what, [e for e in fit_cpu if _whole_p50(e, what)], lambda e: e[key], entries, chosen)
     ref = eager[what]
     return {**{k: ref[k] for k in ("lr", "sr", "images", "image_lr", "image_sr") if k in ref},
             "eager_mp_per_s": ref["megapixels_per_s"], "eager_batch": ref.get("batch"),

@@ -26,7 +26,9 @@ A report (kind "bench") is one run on one device:
     peak               measured fp32 GEMM peak (bench/peak.py): gflops, the best of all; in_run {samples,
                        median_gflops, best_gflops, worst_gflops} of the GEMMs timed between the rounds
     engines            list of engine entries (below), baselines included
-    summary            best engine vs PyTorch eager, fidelity gate, target verdict; shared_load
+    summary            best engine vs PyTorch eager, fidelity gate, target verdict; rules (the version of
+                       the rules it chose its best engines by, runner.SUMMARY_RULES; none in a device
+                       report or one written before it); shared_load
                        (other work on the machine, when it was over half the cores) or null;
                        best_cpu (and image/folder best_cpu) with speedup_vs_eager_rounds and
                        within_noise_of (the engines one run does not tell it from);
