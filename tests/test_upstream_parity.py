@@ -757,11 +757,34 @@ def test_reference_files_name_upstream_by_repository_and_commit() -> None:
 
 
 def test_the_guidance_weight_is_computed_in_varsrs_order() -> None:
-    """VARSR ramps the weight as `ratio = si / (K - 1)`, then `t = cfg * ratio` (models/var.py):
-    cfg * k / (K - 1) differs from that in the last bit for 4228 of the (cfg, k) pairs of cfg in
-    0.00..10.00 with K = 6 or 10, e.g. cfg 0.03 at scale 3 of 10."""
+    """Pins VARSR's formula, not data: VARSR ramps the weight as `ratio = si / (K - 1)`, then
+    `t = cfg * ratio` (models/var.py), and cfg * k / (K - 1) differs from that in the last bit for
+    4228 of the (cfg, k) pairs of cfg in 0.00..10.00 with K = 6 or 10, e.g. cfg 0.03 at scale 3 of 10.
+    No upstream run tells the orders apart: torch rounds the weight to float32 when it scales the
+    float32 logits, and both orders round to the same float32 t and 1 + t for every cfg of up to four
+    decimals in 0..20 (K = 2..16), so the logits are bit for bit the same; where a contrived cfg does
+    split them (the next test's), no margin of the reference model moves by more than 1.5e-5, less
+    than ours differ from upstream's by float rounding at those scales (up to 6.9e-5 and 1.8e-4,
+    measured), so an argmax the order could tip is one that rounding already decides."""
     from alignvar_edge.model.rollout import guidance_weight
     assert 0.03 * 3 / 9 != 0.03 * (3 / 9)                       # the pair is one where the orders differ
     assert guidance_weight(0.03, 3, 10) == 0.03 * (3 / 9)
     assert all(guidance_weight(cfg / 100, k, n) == cfg / 100 * (k / (n - 1))
                for cfg in range(0, 1001, 7) for n in (6, 10) for k in range(n))
+
+
+@torch.no_grad()
+def test_the_rollout_guides_with_guidance_weight(tmp_path: Path, ref: dict[str, torch.Tensor],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the test above, the rollout's order is VARSR's: its guided logits follow guidance_weight.
+    At this cfg the two orders round to different float32 weights at scales 3 and 6 of 10, so the
+    other order in its place changes those scales' logits and no others."""
+    cfg = 6.0000003576278695
+    f32 = np.float32
+    assert [k for k in range(10) if f32(cfg * k / 9) != f32(cfg * (k / 9))] == [3, 6]
+    model = _import_varsr(tmp_path / "split", "--cfg", repr(cfg))
+    assert model.config.cfg == cfg
+    _, _, logits = model.rollout(ref["lr"][:1])
+    monkeypatch.setattr("alignvar_edge.model.rollout.guidance_weight", lambda c, k, n: c * k / (n - 1))
+    _, _, other = model.rollout(ref["lr"][:1])
+    assert [k for k, (a, b) in enumerate(zip(logits, other)) if not torch.equal(a, b)] == [3, 6]
