@@ -47,8 +47,9 @@ class Context:
 
 def guidance_weight(cfg: float, k: int, num_scales: int) -> float:
     """Classifier-free guidance's weight at scale k, ramping from 0 to `cfg` at the last scale, in
-    VARSR's order of operations (cfg times the scale's ratio): cfg * k / (K - 1) differs from it in
-    the last bit for some values (cfg 0.03 at scale 3 of 10), which can tip an argmax."""
+    VARSR's order of operations (cfg times the scale's ratio). cfg * k / (K - 1) differs from it in
+    the last bit of the float64 for some values (cfg 0.03 at scale 3 of 10); the logits it scales are
+    float32, where the two rarely differ, but the formula is upstream's."""
     return cfg * (k / (num_scales - 1))
 
 class Stages(Protocol):
