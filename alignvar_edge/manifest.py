@@ -50,6 +50,7 @@ import json
 import math
 import os
 import posixpath
+import shlex
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -689,13 +690,43 @@ UNHASHED = (f"{MANIFEST_FILE} carries no {CONTENT_KEY} (written by an older alig
             "so its own fields (model, parity, I/O) are unverified")
 
 
-def unverified_caution(root: str | os.PathLike[str]) -> str | None:
+def unverified_caution(root: str | os.PathLike[str], deploy: str | os.PathLike[str] | None = None) -> str | None:
     """The one line `inspect`, `selftest` and `upscale` say where `root`'s manifest.json records no
-    content hash: UNHASHED and what to do. None where it records one, or where `root` has no
+    content hash: UNHASHED and the command that re-creates it (`deploy`: the deploy output `root`
+    lies in, which is re-created whole). None where it records one, or where `root` has no
     manifest.json (a checkpoint: its own files are the model)."""
     if not (Path(root) / MANIFEST_FILE).is_file() or recorded_content_hash(root) is not None:
         return None
-    return f"{UNHASHED}: re-create it to be sure"
+    return f"{UNHASHED}: to be sure, {_remake(Path(deploy if deploy is not None else root))}"
+
+
+def _remake(root: Path) -> str:
+    """How to re-create the artifact at `root`, replacing it: an engine or build kit is rebuilt from
+    its source (`rebuild_command`); an export, quantize or deploy output is made again by its verb,
+    whose options only the user knows."""
+    again = f"with `--out {shlex.quote(str(root))} --force`"
+    try:
+        m = read_manifest(root)
+    except ArtifactError:            # unreadable now: the loader says so where it is used
+        return f"re-run the command that made it {again}"
+    if m.kind == "engine" or m.tensorrt_kit:
+        return f"rebuild it: `{rebuild_command(m, root)}`"
+    if m.kind == "deploy":           # said of an artifact inside it too: "it" would be that one
+        return f"re-run the `alignvar-edge deploy` that made the deploy output {again}"
+    return f"re-run the `alignvar-edge {'quantize' if m.quantization else 'export'}` that made it {again}"
+
+
+def rebuild_command(m: Manifest, out: str | os.PathLike[str] | None = None) -> str:
+    """`alignvar-edge build SOURCE --target BACKEND` for the engine or TensorRT build kit `m`
+    describes, from what it was built from where that is still there, else the checkpoint it
+    records; with `out`, the folder it replaces (`--out OUT --force`)."""
+    kit = m.tensorrt_kit
+    built = kit.get("source") if kit else m.built_from.path if m.built_from else None
+    source = built if isinstance(built, str) and Path(built).exists() else m.model.source.reference or "CHECKPOINT_DIR"
+    backend, precision = ("tensorrt", kit.get("precision")) if kit else (m.backend, m.precision)
+    flags = f" --precision {precision}" if precision and precision != "fp32" else ""
+    flags += f" --out {shlex.quote(str(out))} --force" if out is not None else ""
+    return f"alignvar-edge build {shlex.quote(source)} --target {backend}{flags}"
 
 
 def recorded_content_hash(root: str | os.PathLike[str]) -> str | None:

@@ -98,16 +98,32 @@ def test_an_engine_whose_manifest_is_gone_fails_the_output(copy: Path) -> None:
         load_verified(copy)
 
 
-def test_an_engine_manifest_without_its_content_hash_is_said_unverified(copy: Path,
+def test_an_engine_manifest_without_its_content_hash_is_said_unverified(deployed: Path, tmp_path: Path,
                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """... with the command that re-creates it: the deploy, which makes the engines inside it (a
+    build into the engine's folder would be refused, inside an artifact), its folder quoted."""
+    copy = Path(shutil.copytree(deployed, tmp_path / "my kit"))
     _rewrite(copy / ENGINE / "manifest.json", lambda doc: doc.pop("content_sha256"))
     rc, out, err = _inspect(capsys, str(copy))
     assert rc == 0, err
     assert out.splitlines()[0].endswith(
         f"; but in {ENGINE}, manifest.json carries no content_sha256 (written by an older alignvar-edge, or edited by "
-        "hand), so its own fields (model, parity, I/O) are unverified: re-create it to be sure"), out
+        "hand), so its own fields (model, parity, I/O) are unverified: to be sure, re-run the `alignvar-edge deploy` "
+        f"that made the deploy output with `--out '{copy}' --force`"), out
     assert f"contains   {ENGINE}  (onnxruntime engine, fp32): bench tokens 100.00% vs PyTorch, meets the gate; its " \
            "manifest is unverified" in out.splitlines()
+
+
+def test_the_details_line_names_a_command_that_runs_where_the_path_has_a_space(
+        deployed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import shlex
+    copy = Path(shutil.copytree(deployed, tmp_path / "my kit"))
+    rc, out, err = _inspect(capsys, str(copy))
+    (details,) = [ln for ln in out.splitlines() if ln.startswith("details ")]
+    command = shlex.split(details.split("above: ")[1].split(" (and so on)")[0])
+    assert rc == 0 and command == ["alignvar-edge", "inspect", str(copy / "engines/onnxruntime-fp32")], details
+    rc, out, err = _inspect(capsys, *command[2:])
+    assert rc == 0 and out.startswith("verdict    OK: engine (onnxruntime)"), err
 
 
 def test_the_report_names_the_command_that_checks_the_folder(deployed: Path,

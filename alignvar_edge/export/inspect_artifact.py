@@ -6,6 +6,7 @@ parsed for its op histogram, I/O, parameter count and size on disk, and linted p
 from __future__ import annotations
 
 import os
+import shlex
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -91,7 +92,8 @@ def _deploy_info(root: Path, m: Manifest, parts: dict[str, Manifest]) -> dict[st
     included, and each artifact inside it against its own manifest, `parts`, by path inside `root`):
     what it holds and what its bench found."""
     unverified = [rel for rel in parts if unverified_caution(root / rel)]
-    caution = unverified_caution(root / unverified[0]) if unverified else None
+    # the artifacts inside are made by the deploy, which makes them again
+    caution = unverified_caution(root / unverified[0], deploy=root) if unverified else None
     # the bench labels each engine by its step's name; its folder is the step's path
     steps = [s for s in m.extra.get("steps") or [] if isinstance(s, dict)]
     label = {s["path"]: f"{s.get('target')}-{s.get('built_precision')}" for s in steps if s.get("path")}
@@ -347,7 +349,7 @@ def _deploy_text(info: dict[str, Any]) -> str:
               for s in info["steps"] if s.get("status") in ("skipped", "failed")]
     lines.append("tools      " + ", ".join(f"{k} {v}" for k, v in sorted(info["tools"].items())))
     if info["artifacts"]:
-        first = os.path.join(info["path"], next(iter(info["artifacts"])))
+        first = shlex.quote(os.path.join(info["path"], next(iter(info["artifacts"]))))
         lines.append(f"details    of each folder above: alignvar-edge inspect {first} (and so on); the benchmark: "
                      f"{os.path.join(info['path'], 'report.md')}")
     return "\n".join(lines)

@@ -19,7 +19,7 @@ from alignvar_edge.errors import ArtifactError, CheckpointError
 from alignvar_edge.fsmodes import write_atomically
 from alignvar_edge.tensor_files import sort_header
 from alignvar_edge.graph_names import INPUT, SR, token_name, token_scale
-from alignvar_edge.manifest import Manifest, prune_text, sha256_file
+from alignvar_edge.manifest import Manifest, prune_text, rebuild_command, sha256_file
 from alignvar_edge.model.checkpoint import GOLDEN_FILE, WEIGHTS_FILE
 from alignvar_edge.runtimes.artifacts import leaves_out_refiner, source_checkpoint
 
@@ -165,14 +165,8 @@ def _bundled_golden(m: Manifest) -> Path | None:
 
 
 def _rebuild_command(m: Manifest | None) -> str:
-    """`alignvar-edge build SOURCE --target BACKEND` for the engine `m` describes, from what it was
-    built from where that is still there, else the checkpoint it records."""
-    if m is None:
-        return "`alignvar-edge build`"
-    built = m.built_from.path if m.built_from else None
-    source = built if built and Path(built).exists() else m.model.source.reference or "CHECKPOINT_DIR"
-    precision = f" --precision {m.precision}" if m.precision and m.precision != "fp32" else ""
-    return f"`alignvar-edge build {shlex.quote(source)} --target {m.backend}{precision}`"
+    """`alignvar-edge build SOURCE --target BACKEND` for the engine `m` describes (`rebuild_command`)."""
+    return f"`{rebuild_command(m)}`" if m is not None else "`alignvar-edge build`"
 
 
 def load_golden(model_dir: Path) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
