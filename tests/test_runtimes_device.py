@@ -422,6 +422,26 @@ def test_a_device_report_records_its_own_load_and_merges_with_a_host_report_in_o
     assert any(w.startswith("setting 'runs' differs") for w in warned), warned
 
 
+def test_a_device_bench_of_engines_of_two_models_is_refused_and_one_of_one_model_merges(ort_dir, tmp_path, capsys,
+                                                                                        pytestconfig):
+    """A report holds one model block, whose tile `bench merge` makes every engine's ms/MP again by: a
+    bench of a micro and a tiny engine was written (exit 0), then refused by `bench merge` as edited."""
+    import json
+
+    from alignvar_edge.cli import main
+    tiny = export_dir(sharp_model("tiny"), cache_root(pytestconfig))
+    other, out = runtimes.build(tiny, "onnxruntime", out=tmp_path / "tiny", threads=1), tmp_path / "r.json"
+    bench = ["bench", "--no-reference", "--runs", "2", "--warmup", "0", "--threads", "1", "--out", str(out)]
+    assert main([*bench, str(ort_dir), str(other)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"alignvar-edge bench: error: {ort_dir} (micro, 32x32 SR tile) and {other} (tiny, "
+                   "64x64 SR tile) are engines of different models; one model per report: bench each model on its own")
+    assert not out.exists()
+    assert main([*bench, str(ort_dir), str(ort_dir)]) == 0                  # two engines of one model
+    assert [e["label"] for e in json.loads(out.read_text())["engines"]] == ["onnxruntime-fp32", "onnxruntime-fp32#2"]
+    assert main(["bench", "merge", str(out), "--md", str(tmp_path / "m.md")]) == 0
+
+
 def test_device_bench_prints_its_host_isa_threads_and_why_p99_is_empty(ort_dir, tmp_path, capsys):
     from alignvar_edge.cli import main
     from alignvar_edge.cpuinfo import cpu_info, cpu_words

@@ -107,6 +107,7 @@ def bench_engine_dir(engines: list[str], runs: int = 20, warmup: int = 3, thread
                              "name at least one (bicubic is a baseline of the bench with PyTorch)")
     for spec in specs:
         check_exists(spec)          # every one before any is timed
+    _check_one_model(specs)
     host = _host()
     own = OwnLoad()
     threads = run_threads(threads, host)
@@ -159,6 +160,34 @@ def bench_engine_dir(engines: list[str], runs: int = 20, warmup: int = 3, thread
                 "images": None, "interleaved": False}
     notes = [n for n in (_NOTE, unverified_note(entries)) if n]
     return _report(_model_block(first), entries, settings, label, host, min_token_agreement, notes)
+
+
+def _check_one_model(specs: list[Any]) -> None:
+    """A report holds one model block, whose tile `bench merge` reads every engine's per-megapixel
+    figures by: engines of different models (name, weights, tile or scales, as their manifests record
+    them) are refused before any is timed, where the report would carry only the first one's."""
+    from alignvar_edge.bench.subjects import spec_manifest
+    first: tuple[str, dict[str, Any]] | None = None
+    for spec in specs:
+        manifest = spec_manifest(spec.path) if spec.path else None
+        if manifest is None:
+            continue
+        block = _model_block(manifest)
+        model = {k: block[k] for k in ("name", "weights_sha256", "tile", "patch_nums")}
+        if first is None:
+            first = spec.text, model
+        elif model != first[1]:
+            raise InputError(f"{first[0]} ({_model_words(first[1], model)}) and {spec.text} "
+                             f"({_model_words(model, first[1])}) are engines of different models; one model per "
+                             "report: bench each model on its own")
+
+
+def _model_words(model: dict[str, Any], other: dict[str, Any]) -> str:
+    """A model as `_check_one_model` names it: its name and SR tile, and its weights where those agree."""
+    hr = model["tile"]["hr"]
+    words = f"{model['name']}, {hr}x{hr} SR tile"
+    same = (model["name"], model["tile"]) == (other["name"], other["tile"])
+    return words + (f", weights {str(model['weights_sha256'])[:12]}" if same else "")
 
 
 # ------------------------------------------------------------------------------------------------
