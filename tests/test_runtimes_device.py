@@ -443,17 +443,24 @@ def test_a_device_bench_of_engines_of_two_models_is_refused_and_one_of_one_model
 
 
 def test_device_bench_prints_its_host_isa_threads_and_why_p99_is_empty(ort_dir, tmp_path, capsys):
+    import json
+
     from alignvar_edge.cli import main
-    from alignvar_edge.cpuinfo import cpu_info, cpu_words
+    from alignvar_edge.cpuinfo import cpu_info, cpu_words, machine_detail
     out = tmp_path / "r.json"
     assert main(["bench", str(ort_dir), "--no-reference", "--runs", "2", "--warmup", "0", "--threads", "1",
                  "--out", str(out)]) == 0
     text = capsys.readouterr().out.splitlines()
     isa = " ".join(cpu_info()["isa"]) or "–"
     assert f"ISA {isa};" in text[0] and text[0].endswith("; 1 thread(s)"), text[0]
-    # model, host, ISA, threads, as the host bench: the host once, not its default label before it
-    model = cpu_words(cpu_info())          # the x86 family and model too: a VM may say only "AMD EPYC"
-    assert f" on {model}" in text[0] and text[0].count(model) == 1, text[0]      # then a VM's clock and caches
+    # model, host, ISA, threads, as the host bench: the host once, not its default label before it;
+    # the CPU with its x86 family and model (a VM may say only "AMD EPYC"), then in brackets a VM's
+    # clock and caches as the report records them (a current clock moves between two readings)
+    cpu = json.loads(out.read_text())["host"]["cpu"]
+    detail = machine_detail(cpu)
+    host = cpu_words(cpu) + (f" [{detail}]" if detail else "")
+    assert f" on {host}, {cpu['usable_cores']} usable cores, " in text[0], text[0]
+    assert text[0].count(cpu_words(cpu)) == 1, text[0]
     assert "p99 –: p99 needs >= 100 runs, this run has 2; pass --runs 100 (or a --duration that gives as many)." in text
 
 
