@@ -1,8 +1,9 @@
 """Every engine directory's README.md lets an integrator without alignvar-edge (C++ on a device)
 reproduce `upscale` and check the engine: how whole images are cut, run and blended (held to
-`runtimes/tiling.py`'s constants and behaviour, not re-implemented), the oldest runtime that reads
-the graph, the golden outputs' format and pass criterion, the file checks with standard tools, and
-what an int8 graph's calibration assumed of the CPU."""
+`runtimes/tiling.py`'s constants and behaviour, and followed by code written from the section's
+words alone, whose image must be `upscale`'s), the oldest runtime that reads the graph, the golden
+outputs' format and pass criterion, the file checks with standard tools, and what an int8 graph's
+calibration assumed of the CPU."""
 from __future__ import annotations
 
 import dataclasses
@@ -217,6 +218,24 @@ def test_the_ort_readme_names_the_graph_versions_and_the_oldest_runtime_that_rea
     assert "ONNX Runtime 1.16 or later reads it" in runtime_line("1.32.0", 9, 18)
     assert "ONNX Runtime 1.17 or later reads it" in runtime_line("1.32.0", 9, 20)
     assert "no release up to 1.20 reads it" in runtime_line("1.32.0", 10, 22)
+
+
+def test_a_quantized_graph_imports_only_the_domains_its_nodes_use(micro_export: Path, tmp_path: Path) -> None:
+    """A runtime checks every opset import before it loads a graph, used or not, and the README's oldest
+    ONNX Runtime answers for the default domain: the int8 graph imports nothing else (ONNX Runtime's
+    pre-processing had added ai.onnx.ml 5, ai.onnx.preview, com.microsoft.nchwc and five more)."""
+    import onnx
+
+    from alignvar_edge.quantize.artifact import QuantizeOptions, quantize_artifact
+    q = quantize_artifact(micro_export, tmp_path / "q", QuantizeOptions(search=False, tiles=8, val_tiles=8))
+    graph = onnx.load(str(q / "model.onnx"), load_external_data=False)
+    used = {n.domain for n in graph.graph.node}
+    opset = read_manifest(micro_export).opset
+    assert "QuantizeLinear" in {n.op_type for n in graph.graph.node} and used == {""}
+    assert [(o.domain, o.version) for o in graph.opset_import] == [("", opset)]
+    engine = runtimes.build(q, "onnxruntime", "int8", out=tmp_path / "eng", threads=1)
+    assert f"The graph is ONNX IR version {graph.ir_version}, opset {opset}: ONNX Runtime " in (
+        engine / "README.md").read_text()
 
 
 @pytest.mark.skipif(not _installed("openvino"), reason="OpenVINO is not installed")

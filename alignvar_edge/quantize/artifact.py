@@ -411,6 +411,31 @@ def _fp16(model_path: Path, cs: CalibrationSet, opts: QuantizeOptions, batch: in
     return model, quant, result
 
 
+def _drop_unused_opsets(model: onnx.ModelProto) -> None:
+    """Keep only the opset imports a node uses (and the default domain's), in place. ONNX Runtime's
+    pre-processing saves the graph importing every domain it knows (ai.onnx.ml 5, ai.onnx.preview,
+    com.microsoft.nchwc, ...), and a runtime checks each import's version before it loads a graph,
+    used or not: the ONNX Runtime an engine's README names (`runtimes.onnxruntime.runtime_line`)
+    answers for the default domain only. Computation is untouched."""
+    used = {"", "ai.onnx"} | _node_domains(model.graph)
+    for f in model.functions:
+        used |= {f.domain} | {n.domain for n in f.node}
+    keep = [o for o in model.opset_import if o.domain in used]
+    del model.opset_import[:]
+    model.opset_import.extend(keep)
+
+
+def _node_domains(graph: onnx.GraphProto) -> set[str]:
+    """The domains of a graph's nodes, its subgraphs' (If, Loop, Scan) included."""
+    domains = set()
+    for node in graph.node:
+        domains.add(node.domain)
+        for a in node.attribute:
+            for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                domains |= _node_domains(g)
+    return domains
+
+
 def _write(src: Path, out: Path, m: Manifest, model: onnx.ModelProto, model_path: Path,
            opts: QuantizeOptions, quant: dict[str, Any], result: SearchResult, cs: CalibrationSet,
            batch: int, elapsed: float, force: bool, log: Log) -> Path:
@@ -419,6 +444,7 @@ def _write(src: Path, out: Path, m: Manifest, model: onnx.ModelProto, model_path
     with artifact_dir(out, force=force) as tmp:
         path = tmp / "model.onnx"
         external = onnx_io.is_large(model)
+        _drop_unused_opsets(model)
         onnx_io.save(model, path, external)
         check_graph(path)              # the export-time checks: onnx.checker (full) + forbidden constructs
         open_session(path)             # and ONNX Runtime loads it

@@ -226,8 +226,13 @@ def _write_readme(root: Path, m: Manifest) -> None:
 
 
 def _default_opset(opsets: dict[str, int]) -> int:
-    """The ONNX (default domain) opset among a graph's opset imports; ONNX Runtime's own domains
-    (com.microsoft, ...) come with every release that reads the graph."""
+    """The ONNX (default domain) opset among a graph's opset imports, which `runtime_line` judges by
+    ONNX Runtime's compatibility table. A runtime checks every import's version before it loads a
+    graph, used by a node or not: 1.18.1, 1.20.1 and 1.32.0 refuse an unused ai.onnx.ml 6 and load
+    ai.onnx.ml 5 (the table's own ai.onnx.ml column, 4 for 1.18 to 1.20, counts kernels). The graphs
+    we write import the default domain alone: `quantize` drops the imports no node uses that ONNX
+    Runtime's pre-processing adds (ai.onnx.ml 5, ai.onnx.preview, com.microsoft.nchwc, ...); an older
+    quantize output still carries them, and 1.18.1 and 1.20.1 load it (checked)."""
     return opsets.get("", opsets.get("ai.onnx", 0))
 
 
