@@ -162,9 +162,11 @@ def _seed_weights(model, seed, gains=None, extra=None):
             p.copy_(p.half().float())
 
 
-def _write_vae_layout(vae, sd, seed, vocab, path):
+def _write_vae_layout(vae, sd, seed, vocab, checkpoint, path):
     """Each state-dict entry's name, shape and seeding rule, in _seed_weights' order (a module's
-    weight then bias, modules in named_modules order: the state dict's own order), and its hash."""
+    weight then bias, modules in named_modules order: the state dict's own order), its hash, and the
+    SHA-256 of the checkpoint file holding it (which the drawn file must equal, with the same torch)."""
+    import hashlib
     import torch.nn as nn
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from varsr_test_vae import state_sha256
@@ -185,9 +187,12 @@ def _write_vae_layout(vae, sd, seed, vocab, path):
             entries.append([name, list(t.shape), 'zeros'])
         else:
             entries.append([name, list(t.shape), kinds[mod][0 if leaf == 'weight' else 1]])
+    with open(checkpoint, 'rb') as f:
+        file_sha256 = hashlib.sha256(f.read()).hexdigest()
     layout = {'what': "VARSR VQVAE state dict (trainer.vae_local of varsr/vae.pth), in the order "
                       "scripts/make_reference.py's _seed_weights drew it; scripts/varsr_test_vae.py draws it again",
-              'seed': seed, 'vocab': vocab, 'state_sha256': state_sha256(sd), 'entries': entries}
+              'seed': seed, 'vocab': vocab, 'state_sha256': state_sha256(sd),
+              'file_sha256': file_sha256, 'entries': entries}
     with open(path, 'w') as f:
         f.write(json.dumps(layout, indent=0) + '\n')
 
@@ -484,11 +489,11 @@ def worker_varsr(repo, out):
                 'args': ap.Namespace(depth=2, pn='_'.join(map(str, VARSR_PN)), saln=False, anorm=True)},
                os.path.join(out, 'var.pth'))
     vae_sd = _fp16_state(vae.state_dict())
-    torch.save({'epoch': 1, 'iter': 100, 'trainer': {'vae_local': vae_sd},
-                'args': ap.Namespace(vocab=64)}, os.path.join(out, 'vae.pth'))
+    vae_pth = os.path.join(out, 'vae.pth')
+    torch.save({'epoch': 1, 'iter': 100, 'trainer': {'vae_local': vae_sd}, 'args': ap.Namespace(vocab=64)}, vae_pth)
     # vae.pth is not kept in the repository: its layout and hash are, and scripts/varsr_test_vae.py
     # draws the same weights from them (the rule _seed_weights applied, per entry, in its order)
-    _write_vae_layout(vae, vae_sd, 1000 + seed, 64, os.path.join(out, 'vae_layout.json'))
+    _write_vae_layout(vae, vae_sd, 1000 + seed, 64, vae_pth, os.path.join(out, 'vae_layout.json'))
 
     meta = {
         'seed': seed,

@@ -7,9 +7,11 @@ by `scripts/make_reference.py` (`_seed_weights`: one torch.Generator walks the m
 conv/linear weights N(0, 1/fan_in), biases N(0, 0.05), norm affine 1 + N(0, 0.1) / N(0, 0.1),
 embeddings N(0, 0.5), all rounded to fp16). Those 8.9 MB of weights follow from the seed and the
 module layout alone, so the repository keeps the layout (`vae_layout.json`: each state-dict entry's
-name, shape and rule, in the order the generator drew them, and the SHA-256 of the tensors upstream
-saved) and this script draws them again, bit for bit, in the checkpoint format VARSR saves. It
-refuses to write weights whose hash differs from the recorded one.
+name, shape and rule, in the order the generator drew them, the SHA-256 of the tensors upstream
+saved and that of the file) and this script draws them again, bit for bit, in the checkpoint format
+VARSR saves. It refuses to write weights whose hash differs from the recorded one; the file's bytes
+(which the tests compare with the recorded file hash) are torch.save's, so they hold for the torch
+that made the reference.
 """
 from __future__ import annotations
 

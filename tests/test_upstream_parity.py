@@ -712,14 +712,21 @@ def test_the_drawn_vae_checkpoint_is_the_one_upstream_saved(tmp_path) -> None:
     assert not (tmp_path / "vae.pth").exists()
 
 
-def test_the_drawn_vae_checkpoint_is_laid_out_as_torch_saves_it_under_its_name(tmp_path: Path) -> None:
-    """torch.save names an archive's records after its file; drawn through a temporary file, they took
-    that file's name, so the drawn vae.pth and make_reference.py's differed in bytes."""
+def test_the_drawn_vae_checkpoint_is_byte_for_byte_the_file_upstream_saved(tmp_path: Path) -> None:
+    """make_reference.py records the SHA-256 of the vae.pth it saved; the drawn file has the same bytes
+    (torch.save names an archive's records after its file: drawn through a temporary file, they took
+    that file's name). torch.save's format is torch's own, so the bytes hold for the torch that ran."""
+    import hashlib
     import zipfile
 
+    layout = json.loads(_vae_script().LAYOUT.read_text())
     out = _vae_script().write_vae(tmp_path / "vae.pth")
     with zipfile.ZipFile(out) as archive:
         assert {name.split("/")[0] for name in archive.namelist()} == {"vae"}
+    ran = json.loads((VARSR / "reference.json").read_text())["torch_version"]
+    if ran.split("+")[0] != torch.__version__.split("+")[0]:
+        pytest.skip(f"the reference ran torch {ran}, this is {torch.__version__}: torch.save's bytes may differ")
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == layout["file_sha256"]
 
 
 def test_reference_files_name_upstream_by_repository_and_commit() -> None:
