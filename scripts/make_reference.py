@@ -35,10 +35,12 @@ Everything runs on CPU, with fixed seeds; weights are rounded to fp16
 precision before running so the fp16 checkpoints reproduce the run exactly.
 The files are byte for byte the same on every rerun with the same torch: the
 upstream that ran is recorded by repository and commit (never the checkout's
-path) and safetensors metadata is one key of sorted JSON.
+path) and safetensors metadata is one key of sorted JSON.  The commits are
+pinned (UPSTREAM): --varsr and --var must be git checkouts at exactly those
+commits, without local changes, or the script refuses to run.
 
 Rerun (needs a venv with torch, numpy, scipy, huggingface_hub, safetensors,
-pillow, scikit-image):
+pillow, scikit-image; tests/data/upstream/README.md has the clone and checkout):
 
     python scripts/make_reference.py --varsr /path/to/qyp2000/VARSR \
         --var /path/to/FoundationVision/VAR --out tests/data/upstream
@@ -74,20 +76,54 @@ CLASS_DELTA = 0.05
 ATTN_TEMP = 16.0
 
 
-def git_head(path):
+# The upstream commits the reference data comes from: the only ones this script runs (a checkout at
+# another commit, or with changes to its files, is refused), and the ones the data records.
+UPSTREAM = {
+    'VARSR': {'repository': 'github.com/qyp2000/VARSR', 'commit': 'eca07cecaf42c020cb7aa4cd594928c659ad7ce3'},
+    'VAR': {'repository': 'github.com/FoundationVision/VAR', 'commit': '78b95394fc5896192e3a003e4b295f8ea743c48f'},
+}
+FLAGS = {'VARSR': '--varsr', 'VAR': '--var'}
+
+
+def refuse(message, status=2):
+    """A one-line error, no traceback; exit status 2 (as for a wrong argument) unless told."""
+    print(f'make_reference.py: error: {message}', file=sys.stderr)
+    raise SystemExit(status)
+
+
+def _git(path, *args):
+    """`git -C path args` -> its stdout, or None where git fails (no .git, not a repository)."""
     try:
-        return subprocess.check_output(['git', '-C', path, 'rev-parse', 'HEAD'], text=True).strip()
-    except Exception as e:  # pragma: no cover
-        return f'unknown ({e})'
+        done = subprocess.run(['git', '-C', path, *args], capture_output=True, text=True)
+    except FileNotFoundError:
+        refuse('git is not installed: it tells which upstream commit --varsr and --var hold')
+    return done.stdout.strip() if done.returncode == 0 else None
 
 
-UPSTREAM_REPOSITORIES = {'VARSR': 'github.com/qyp2000/VARSR', 'VAR': 'github.com/FoundationVision/VAR'}
+def check_checkout(name, path):
+    """Refuse unless `path` is a git checkout of upstream `name` at its pinned commit, without local
+    changes to its tracked files (untracked ones, e.g. downloaded weights, are not run)."""
+    flag, commit = FLAGS[name], UPSTREAM[name]['commit']
+    url = f'https://{UPSTREAM[name]["repository"]}'
+    if not os.path.isdir(path):
+        refuse(f'{flag} {path}: no such folder; git clone {url} {path} && git -C {path} checkout {commit}')
+    # a folder inside another repository (an unpacked download) would report that repository's HEAD
+    if _git(path, 'rev-parse', '--show-toplevel') != os.path.realpath(path):
+        refuse(f'{flag} {path}: not a git checkout (a download keeps no commit); pass a clone instead: '
+               f'git clone {url} {name} && git -C {name} checkout {commit}')
+    head = _git(path, 'rev-parse', '--verify', '--quiet', 'HEAD')
+    if head != commit:
+        refuse(f'{flag} {path}: at {head or "no commit"}, not the pinned {commit}; '
+               f'run git -C {path} checkout {commit}')
+    if _git(path, 'status', '--porcelain', '--untracked-files=no') != '':
+        refuse(f'{flag} {path}: has local changes to its files (git -C {path} status); '
+               f'put them aside (git -C {path} stash) and run git -C {path} checkout {commit}')
 
 
-def upstream_source(name, path):
+def upstream_source(name):
     """Which upstream ran: its repository and commit (not the local checkout's path, so that the
     files do not depend on where it lies)."""
-    return {name: {'repository': UPSTREAM_REPOSITORIES[name], 'commit': git_head(path)}}
+    return {name: dict(UPSTREAM[name])}
 
 
 # ----------------------------------------------------------------------------- helpers used in workers
@@ -516,7 +552,7 @@ def worker_varsr(repo, out):
                                    'q_bias/v_bias N(0,.0025); all rounded to fp16',
                     'diffloss_sample_cfg (t = cfg * si/(K-1) at the last scale)': INFER_KW['cfg']},
         'var_pth_dropped_keys': dropped,
-        'upstream': upstream_source('VARSR', repo),
+        'upstream': upstream_source('VARSR'),
         'torch_version': torch.__version__,
         'tensors': {
             'lr': '(2,3,128,128) f32: uint8/255 of the PIL LR (HR 512 centre-crop of skimage astronaut, coffee; HR.resize(128, BICUBIC))',
@@ -544,9 +580,6 @@ CLAMP_LOG_SCALE = 6.90625       # log(1000), fp16-exact: above upstream's clamp_
 def _trained_state(path, key):
     """The float state dict `trainer[key]` of one of our VARSR-style checkpoints."""
     import torch
-    if not os.path.isfile(path):
-        raise SystemExit(f'{path} does not exist: run the varsr part first (or scripts/varsr_test_vae.py '
-                         'for vae.pth)')
     sd = torch.load(path, map_location='cpu', weights_only=False)['trainer'][key]   # our own output
     return {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
 
@@ -632,7 +665,7 @@ def worker_cases(repo, out):
         'clamp': {'parameter': CLAMP_PARAM, 'head': CLAMP_HEAD, 'log_scale': CLAMP_LOG_SCALE,
                   'upstream_bound': upstream_bound, 'refiner': 'diffloss.sample returning zeros',
                   'guided_margin_min_per_scale': gc, 'checks': clamp_checks},
-        'upstream': upstream_source('VARSR', repo), 'torch_version': torch.__version__,
+        'upstream': upstream_source('VARSR'), 'torch_version': torch.__version__,
         'tensors': {
             'cfg1.safetensors tokens_k': '(2,p_k^2) int64: guided greedy tokens at cfg 1.0',
             'cfg1.safetensors sr_refined': '(2,3,512,512) f16: the image, refined with the fed noise, in [0,1]',
@@ -673,7 +706,7 @@ def worker_var(repo, out, seed=0):
     meta = {'weights': "varsr/vae.pth's trainer.vae_local (fp16), loaded into VAR's VQVAE class",
             'configs': {'vqvae': {**VAE_KW, 'v_patch_nums': list(VAR_PN)}},
             'distinct_tokens_per_scale_per_image': distinct, 'scales_with_ge_8_distinct': ok_scales,
-            'upstream': upstream_source('VAR', repo), 'torch_version': torch.__version__,
+            'upstream': upstream_source('VAR'), 'torch_version': torch.__version__,
             'tensors': {'image': '(2,3,256,256) f32 in [-1,1]: skimage astronaut, coffee centre-crop, PIL bicubic',
                         'tokens_k': '(2,p_k^2) int64 from vae.img_to_idxBl(image)',
                         'recon': '(2,3,256,256) f16 from vae.idxBl_to_img(tokens, same_shape=True, last_one=True)'}}
@@ -731,7 +764,7 @@ def worker_colorfix(repo, out):
               metadata=one_key_metadata({
                   'about': "VARSR's adain_color_fix(round(sr_refined * 255), Pillow resize of "
                            "round(lr * 255) to 512) per image, (2, 512, 512, 3) uint8",
-                  'upstream': upstream_source('VARSR', repo), 'torch_version': torch.__version__}))
+                  'upstream': upstream_source('VARSR'), 'torch_version': torch.__version__}))
     print('[colorfix] mean change per channel (levels):',
           np.abs(np.stack(fixed).astype(np.float32) - np.round(ref['sr_refined'].astype(np.float32)
                                                                .transpose(0, 2, 3, 1) * 255)).mean(axis=(0, 1, 2)))
@@ -760,7 +793,7 @@ def worker_phi(repo, out):
     with open(os.path.join(out, 'phi_indices.json'), 'w') as f:
         json.dump({**res, '_about': 'n (number of phi convs) -> "K" -> K (number of scales) -> index of the '
                    'phi selected by VAR models.quant.PhiPartiallyShared at scale si=0..K-1 (argument si/(K-1)); '
-                   f'VAR commit {git_head(repo)}'}, f, indent=1)
+                   f'VAR commit {UPSTREAM["VAR"]["commit"]}'}, f, indent=1)
     print('[phi] n=4:', res['4']['K'])
 
 
@@ -785,18 +818,36 @@ def worker_counts(repo, out):
               'VQVAE': sum(p.numel() for p in vae.parameters())}
     with open(os.path.join(out, 'varsr_d24_parameters.json'), 'w') as f:
         json.dump({**counts, '_about': "parameters of VARSR's test-script model (depth 24, width 1536, "
-                   f"VQ-VAE ch160 V4096 z32, 512 px), VARSR commit {git_head(repo)}"}, f, indent=1)
+                   f"VQ-VAE ch160 V4096 z32, 512 px), VARSR commit {UPSTREAM['VARSR']['commit']}"}, f, indent=1)
     print('[counts]', counts)
 
 
 # ----------------------------------------------------------------------------- driver
 PARTS = ('phi', 'varsr', 'var', 'counts', 'colorfix', 'cases')     # in the order they run
+# what a part reads that the varsr part writes (under --out): there for --only, or refused
+READS = {'var': ('varsr/vae.pth',), 'colorfix': ('varsr/reference.safetensors',),
+         'cases': ('varsr/vae.pth', 'varsr/var.pth', 'varsr/reference.json', 'varsr/reference.safetensors')}
+
+
+def check_inputs(part, out):
+    """Refuse `--only part` where a file it reads from the varsr part is missing, naming how to make it:
+    vae.pth is not kept in the repository, its layout is, and scripts/varsr_test_vae.py draws it."""
+    for name in READS.get(part, ()):
+        path = os.path.join(out, name)
+        if os.path.isfile(path):
+            continue
+        if name == 'varsr/vae.pth':
+            refuse(f'{path} does not exist (--only {part} reads it; the repository keeps its layout, not '
+                   f'the file): draw it first, from {REPO_ROOT}: '
+                   f'PYTHONPATH=. python scripts/varsr_test_vae.py --out {path}')
+        refuse(f'{path} does not exist (--only {part} reads it): run --only varsr first, or no --only')
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--varsr', required=True, help='checkout of github.com/qyp2000/VARSR')
-    p.add_argument('--var', required=True, help='checkout of github.com/FoundationVision/VAR')
+    for name, flag in FLAGS.items():
+        p.add_argument(flag, required=True, help=f'git checkout of https://{UPSTREAM[name]["repository"]} '
+                                                  f'at commit {UPSTREAM[name]["commit"]}')
     p.add_argument('--out', default=os.path.join(REPO_ROOT, 'tests', 'data', 'upstream'))
     p.add_argument('--only', choices=PARTS, default=None)
     p.add_argument('--_worker', choices=PARTS, default=None,
@@ -817,6 +868,10 @@ def main():
         else:
             worker_phi(os.path.abspath(a.var), out)
         return
+    check_checkout('VARSR', os.path.abspath(a.varsr))
+    check_checkout('VAR', os.path.abspath(a.var))
+    if a.only:
+        check_inputs(a.only, out)
     os.makedirs(out, exist_ok=True)
     env = dict(os.environ, CUDA_VISIBLE_DEVICES='', PYTHONDONTWRITEBYTECODE='1')
     # var and cases reuse the weights varsr writes; colorfix its SR images, cases its noise
@@ -826,7 +881,9 @@ def main():
         cmd = [sys.executable, HERE, '--varsr', os.path.abspath(a.varsr), '--var', os.path.abspath(a.var),
                '--out', out, '--_worker', part]
         print(f'== {part}: {" ".join(cmd)}', flush=True)
-        subprocess.run(cmd, check=True, env=env)
+        status = subprocess.run(cmd, env=env).returncode
+        if status:               # the part has said why (its traceback is above): no second one here
+            refuse(f'the {part} part failed (exit status {status}); its output above says why', status)
     print('== summary')
     total = 0
     for root, _, files in os.walk(out):

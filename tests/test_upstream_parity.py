@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -25,7 +28,8 @@ from alignvar_edge.model.rollout import PER_LAYER, STACKED, KVLayout
 from alignvar_edge.model.torch_files import Skipped, read_torch_file
 from alignvar_edge.model.vqvae import PhiPartiallyShared
 
-DATA = Path(__file__).parent / "data" / "upstream"
+REPO = Path(__file__).parent.parent
+DATA = REPO / "tests" / "data" / "upstream"
 VARSR = DATA / "varsr"
 VAR_SCHEDULE = "1,2,3,4,5,6,8,10,13,16"
 # Upstream's images are stored fp16, whose rounding alone holds agreement to 79.3-79.4 dB (VARSR's
@@ -685,16 +689,20 @@ def test_super_resolve_refines_with_the_engines_fixed_noise(varsr: AlignVAR, ref
     assert not torch.equal(first, varsr.super_resolve(lr, noise=torch.randn_like(pcg)))
 
 
-def _vae_script() -> ModuleType:
-    """scripts/varsr_test_vae.py, which draws the reference VQ-VAE checkpoint."""
+def _script(name: str) -> ModuleType:
+    """scripts/<name>.py as a module: varsr_test_vae draws the reference VQ-VAE checkpoint,
+    make_reference runs upstream to write the reference data."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("varsr_test_vae", Path(__file__).parent.parent / "scripts"
-                                                  / "varsr_test_vae.py")
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
     assert spec is not None and spec.loader is not None
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     return script
+
+
+def _vae_script() -> ModuleType:
+    return _script("varsr_test_vae")
 
 
 def test_the_drawn_vae_checkpoint_is_the_one_upstream_saved(tmp_path) -> None:
@@ -729,6 +737,96 @@ def test_the_drawn_vae_checkpoint_is_byte_for_byte_the_file_upstream_saved(tmp_p
     assert hashlib.sha256(out.read_bytes()).hexdigest() == layout["file_sha256"]
 
 
+def _checkout(folder: Path) -> str:
+    """A git repository at `folder` with one commit, as a stand-in for an upstream clone: its HEAD."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(folder), "-c", "user.name=t", "-c", "user.email=t@example.com",
+                               "-c", "commit.gpgsign=false", *args], check=True, capture_output=True,
+                              text=True).stdout.strip()
+    (folder / "models").mkdir(parents=True)
+    (folder / "models" / "__init__.py").write_text("")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-q", "-m", "upstream")
+    return git("rev-parse", "HEAD")
+
+
+def _refusal(script: ModuleType, argv: list[str], monkeypatch: pytest.MonkeyPatch,
+             capsys: pytest.CaptureFixture[str]) -> str:
+    """make_reference.py's one-line refusal of `argv` (exit status 2, no traceback)."""
+    monkeypatch.setattr("sys.argv", ["make_reference.py", *argv])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        script.main()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    return err.strip()
+
+
+@pytest.fixture
+def pinned_checkouts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[ModuleType, Path, Path]:
+    """make_reference.py with its pinned commits set to two stand-in checkouts' HEADs."""
+    script = _script("make_reference")
+    varsr, var = tmp_path / "VARSR", tmp_path / "VAR"
+    monkeypatch.setitem(script.UPSTREAM, "VARSR", {**script.UPSTREAM["VARSR"], "commit": _checkout(varsr)})
+    monkeypatch.setitem(script.UPSTREAM, "VAR", {**script.UPSTREAM["VAR"], "commit": _checkout(var)})
+    return script, varsr, var
+
+
+def test_regeneration_runs_only_the_pinned_upstream_commits(
+        tmp_path: Path, pinned_checkouts: tuple[ModuleType, Path, Path], monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The data records the pinned commits, so make_reference.py runs only those: a folder that is no
+    git checkout (a download: its commit unknown), a checkout at another commit or with changed files is
+    refused in one line naming it and the checkout to make. A clean checkout at the pin passes (here up
+    to the missing vae.pth --only var reads), untracked files (downloaded weights) included."""
+    script, varsr, var = pinned_checkouts
+    pin = script.UPSTREAM["VARSR"]["commit"]
+
+    def refusal(varsr_path: Path) -> str:
+        return _refusal(script, ["--varsr", str(varsr_path), "--var", str(var), "--only", "var",
+                                 "--out", str(tmp_path / "out")], monkeypatch, capsys)
+
+    download = tmp_path / "download"
+    shutil.copytree(varsr / "models", download / "models")
+    assert refusal(download) == (f"make_reference.py: error: --varsr {download}: not a git checkout (a download "
+                                 "keeps no commit); pass a clone instead: git clone https://github.com/qyp2000/VARSR "
+                                 f"VARSR && git -C VARSR checkout {pin}")
+    (varsr / "weights.pth").write_bytes(b"untracked")
+    assert "vae.pth does not exist" in refusal(varsr)
+    other = "0" * 40
+    monkeypatch.setitem(script.UPSTREAM, "VARSR", {**script.UPSTREAM["VARSR"], "commit": other})
+    assert refusal(varsr) == (f"make_reference.py: error: --varsr {varsr}: at {pin}, not the pinned {other}; "
+                              f"run git -C {varsr} checkout {other}")
+    monkeypatch.setitem(script.UPSTREAM, "VARSR", {**script.UPSTREAM["VARSR"], "commit": pin})
+    (varsr / "models" / "__init__.py").write_text("changed = True\n")
+    assert refusal(varsr) == (f"make_reference.py: error: --varsr {varsr}: has local changes to its files "
+                              f"(git -C {varsr} status); put them aside (git -C {varsr} stash) and run "
+                              f"git -C {varsr} checkout {pin}")
+
+
+def test_only_var_or_cases_without_the_drawn_vae_names_the_command_that_draws_it(
+        tmp_path: Path, pinned_checkouts: tuple[ModuleType, Path, Path], monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """vae.pth is not kept in the repository: --only var and --only cases, which read it, refuse in one
+    line before running upstream, with the command that draws it, and that command draws it."""
+    import shlex
+
+    script, varsr, var = pinned_checkouts
+    out = tmp_path / "out"
+    vae = out / "varsr" / "vae.pth"
+    for part in ("var", "cases"):
+        line = _refusal(script, ["--varsr", str(varsr), "--var", str(var), "--only", part, "--out", str(out)],
+                        monkeypatch, capsys)
+        assert line.startswith(f"make_reference.py: error: {vae} does not exist (--only {part} reads it;"), line
+    env_var, python, *args = shlex.split(line.split(f"from {REPO}: ")[1])
+    assert (env_var, python) == ("PYTHONPATH=.", "python")
+    subprocess.run([sys.executable, *args], cwd=REPO, env={**os.environ, "PYTHONPATH": "."}, check=True,
+                   capture_output=True)
+    assert vae.is_file()
+    script.check_inputs("var", str(out))
+
+
 def test_reference_files_name_upstream_by_repository_and_commit() -> None:
     """What make_reference.py writes depends on upstream's code, not on where its checkout lay: every
     record of the upstream that ran is its repository and commit, those tests/data/upstream/README.md
@@ -758,9 +856,12 @@ def test_reference_files_name_upstream_by_repository_and_commit() -> None:
     for record in records:
         walk(record)
     assert len(sources) >= 4                     # varsr, var, cases, the colour fix
+    pins = _script("make_reference").UPSTREAM.values()
     for source in sources:
-        assert set(source) == {"repository", "commit"}, source
+        assert source in pins, source
         assert f"https://{source['repository']} @ {source['commit']}" in readme
+    for pin in pins:                             # the regeneration steps check out the pinned commits
+        assert f"checkout {pin['commit']}" in readme
 
 
 def test_the_guidance_weight_is_computed_in_varsrs_order() -> None:
