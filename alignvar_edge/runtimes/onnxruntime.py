@@ -251,9 +251,10 @@ def runtime_line(ort_version: str, ir_version: int, opset: int) -> str:
     first = next((i for i, (_, max_opset, max_ir) in enumerate(_ORT_READS)
                   if ir_version <= max_ir and opset <= max_opset), None)
     if first is None:
-        said = (f"by ONNX Runtime's compatibility table no release up to {_ORT_READS[-1][0]} reads it "
-                f"({_reads_up_to(_ORT_READS[-1])}): check the release you deploy with "
-                "`alignvar-edge selftest --engine DIR`")
+        # past the table's last row, not past every release: the one that built it read it
+        said = (f"that is newer than ONNX Runtime's compatibility table lists ({_reads_up_to(_ORT_READS[-1])}), "
+                f"so a release after {_ORT_READS[-1][0]} is needed: {ort_version}, which built it, reads it; check "
+                "the release you deploy with `alignvar-edge selftest --engine DIR`")
     else:
         said = (f"ONNX Runtime {_ORT_READS[first][0]} or later reads it (ONNX Runtime's compatibility table"
                 + (f": {_reads_up_to(_ORT_READS[first - 1])}" if first else "") + ")")
