@@ -181,9 +181,10 @@ def isa_features(isa: list[str] | None = None) -> dict[str, bool]:
     return {f: any(x in have for x in flags) for f, flags in features.items()}
 
 
-def is_x86() -> bool:
-    """Whether this machine is x86 (where VNNI, AMX and int8 saturation without them apply)."""
-    return platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+def is_x86(arch: str | None = None) -> bool:
+    """Whether this machine (or a CPU of architecture `arch`, as `cpu_info` records it) is x86 (where
+    VNNI, AMX and int8 saturation without them apply)."""
+    return (platform.machine() if arch is None else arch).lower() in ("x86_64", "amd64", "i386", "i686")
 
 
 def has_vnni(cpuinfo: str | os.PathLike[str] = CPUINFO) -> bool | None:

@@ -1,7 +1,8 @@
-"""`bench merge` and the machines behind its columns: reports of one label timed on different CPUs
-(another x86 family and model, another CPU name, or a report that records none) get columns told
-apart by what differs, with a warning, and '#2' stays a second report of one CPU; a device with
-several engines of one kind, whose rows line up by label, says so in a note."""
+"""`bench merge` and the machines behind its columns: reports of one label timed on different machines
+(another x86 family and model, another CPU name, a report that records none, other GPUs; never
+another kernel or C library: `host.machine_identity`, the one rule a bench's --out reads too) get
+columns told apart by what differs, with a warning, and '#2' stays a second report of one machine;
+a device with several engines of one kind, whose rows line up by label, says so in a note."""
 from __future__ import annotations
 
 import copy
@@ -35,7 +36,7 @@ def _labels(merged: dict[str, Any]) -> list[str]:
 
 
 def _cpu_warnings(merged: dict[str, Any]) -> list[str]:
-    return [w for w in merged["warnings"] if "were timed on different CPUs" in w]
+    return [w for w in merged["warnings"] if "were timed on different machines" in w]
 
 
 def test_the_zen4_and_zen5_reports_get_a_column_each_not_a_second_run_of_one(tmp_path: Path) -> None:
@@ -46,8 +47,8 @@ def test_the_zen4_and_zen5_reports_get_a_column_each_not_a_second_run_of_one(tmp
     assert _labels(merged) == columns
     assert lineup(merged, "speedup")[0] == ["model", "engine", "precision", "batch", "on", *columns]
     assert _cpu_warnings(merged) == [
-        f"the reports labelled '{LABEL}' were timed on different CPUs, or on CPUs that cannot be told the same (an "
-        "older report records no x86 family and model), so each has a column of its own: "
+        f"the reports labelled '{LABEL}' were timed on different machines, or on machines that cannot be told the "
+        "same (an older report records no x86 family and model), so each has a column of its own: "
         f"'{columns[0]}', '{columns[1]}'; compare their figures as different machines, not as runs of one"]
     # merged again with one of its parts: the part once, the columns as they were
     again = merge_reports([write_json(tmp_path / "m.json", merged), ZEN5])
@@ -83,6 +84,38 @@ def test_one_given_label_on_cpus_of_other_names_takes_each_cpus_name(tmp_path: P
     assert _labels(merged) == ["edge-box, AMD EPYC 9B45 (x86 family 26 model 2)",
                                "edge-box, AMD EPYC 9B14 (x86 family 25 model 17)"]
     assert len(_cpu_warnings(merged)) == 1
+
+
+def test_an_arm_report_beside_an_x86_one_is_not_said_to_record_no_x86_family(tmp_path: Path) -> None:
+    """An Arm CPU has no x86 family and model: the warning said an older report recorded none."""
+    arm = _zen5(model="Neoverse-V2", arch="aarch64", x86_family=None, x86_model=None,
+                isa=["asimd", "asimddp", "asimdhp", "bf16", "i8mm", "sve"])
+    merged = merge_reports([write_json(tmp_path / "arm.json", arm), write_json(tmp_path / "x86.json", _zen5())])
+    assert _labels(merged) == [f"{LABEL}, SVE", f"{LABEL}, AVX512-BF16"]
+    assert _cpu_warnings(merged) == [
+        f"the reports labelled '{LABEL}' were timed on different machines, so each has a column of its own: "
+        f"'{LABEL}, SVE', '{LABEL}, AVX512-BF16'; compare their figures as different machines, not as runs of one"]
+
+
+def _on(report: dict[str, Any], **host: Any) -> dict[str, Any]:
+    report["host"].update(host)
+    return report
+
+
+def test_a_kernel_update_is_the_same_machine_and_another_gpu_is_another(tmp_path: Path) -> None:
+    """What tells machines apart is `machine_identity`: the OS's system, not its release or C library;
+    the GPUs' names."""
+    later = _on(_zen5("2030-01-02T00:00:00+00:00"), os={"system": "Linux", "release": "6.19.2",
+                                                         "platform": "Linux-6.19.2-x86_64-with-glibc2.41"})
+    merged = merge_reports([write_json(tmp_path / "a.json", _zen5()), write_json(tmp_path / "b.json", later)])
+    assert _labels(merged) == [LABEL, f"{LABEL} #2"] and _cpu_warnings(merged) == []
+    gpu = _on(_zen5("2030-01-03T00:00:00+00:00"), gpus=[{"name": "NVIDIA L4"}])
+    merged = merge_reports([write_json(tmp_path / "a.json", _zen5()), write_json(tmp_path / "c.json", gpu)])
+    assert _labels(merged) == [f"{LABEL}, GPUs none", f"{LABEL}, GPUs NVIDIA L4"]
+    assert len(_cpu_warnings(merged)) == 1
+    # merged again with one of its parts: the part once, the columns as they were
+    again = merge_reports([write_json(tmp_path / "m.json", merged), tmp_path / "c.json"])
+    assert _labels(again) == _labels(merged) and sum("merged once" in w for w in again["warnings"]) == 1
 
 
 def _with_int8_engines(label: str, engines: list[str], created: str) -> dict[str, Any]:

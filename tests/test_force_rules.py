@@ -160,9 +160,9 @@ def _bench(engine: Path, out: Path, *more: str) -> list[str]:
             "--out", str(out), *more]
 
 
-def _on_another_machine(report: Path, **cpu: Any) -> str:
+def _on_another_machine(report: Path, block: str = "cpu", **fields: Any) -> str:
     doc = json.loads(report.read_text())
-    doc["host"]["cpu"].update(cpu)
+    doc["host"][block].update(fields)
     report.write_text(json.dumps(doc))
     return report.read_text()
 
@@ -173,12 +173,17 @@ def test_bench_replaces_only_this_machines_report_without_force(ort_dir: Path, t
     assert cli.main(_bench(ort_dir, mine)) == 0
     first = mine.read_text()
     assert cli.main(_bench(ort_dir, mine)) == 0 and mine.read_text() != first      # this machine's: replaced
+    # written before a kernel and C library update: still this machine's (its OS's system is)
+    _on_another_machine(mine, "os", release="5.15.0-old", platform="Linux-5.15.0-old-x86_64-with-glibc2.31")
+    assert cli.main(_bench(ort_dir, mine)) == 0 and json.loads(mine.read_text())["host"]["os"]["release"] != "5.15.0-old"
     shutil.copy(mine, theirs)
     kept = _on_another_machine(theirs, x86_family=999, x86_model=999)
     capsys.readouterr()
     line = _error(cli.main(_bench(ort_dir, theirs)), capsys.readouterr().err)
-    assert f"--out {theirs} is a report timed on another machine (" in line
-    assert "other x86 family, x86 model)" in line and "pass --force to replace it, or choose another file" in line
+    cpu, label = json.loads(first)["host"]["cpu"], json.loads(first)["label"]
+    assert (f"--out {theirs} is a report timed on another machine ('{label}': x86 family 999 where this run has "
+            f"{cpu['x86_family']}; x86 model 999 where this run has {cpu['x86_model']}), perhaps the only copy of its "
+            "figures; pass --force to replace it, or choose another file") in line, line
     assert theirs.read_text() == kept
     zen4 = Path(__file__).resolve().parents[1] / "docs" / "results" / "epyc-zen4-2core" / "b16-engines.json"
     assert cli.main(["bench", "merge", str(mine), str(zen4), "--out", str(merged)]) == 0
@@ -218,12 +223,14 @@ def test_bench_trtexec_replaces_an_earlier_import_of_its_device_but_not_another_
     assert cli.main(trtexec) == 0
     assert cli.main(trtexec) == 0                                   # the same device: replaced
     doc = json.loads(out.read_text())
+    gpu = doc["host"]["gpus"][0]["name"]
     doc["host"]["gpus"][0]["name"] = "Jetson AGX Xavier"
     out.write_text(json.dumps(doc))
     kept = out.read_text()
     capsys.readouterr()
     line = _error(cli.main(trtexec), capsys.readouterr().err)
-    assert f"--out {out} is a report timed on another machine (" in line and ": other GPUs)" in line
+    assert f"--out {out} is a report timed on another machine (" in line
+    assert f": GPUs Jetson AGX Xavier where this run has {gpu})" in line, line
     assert out.read_text() == kept
     assert cli.main([*trtexec, "--force"]) == 0 and "Xavier" not in out.read_text()
     # nor does a bench of this machine replace the Orin's figures

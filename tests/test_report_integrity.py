@@ -220,7 +220,7 @@ def test_one_measurement_under_another_label_or_time_is_merged_once(copy_of: Cal
     assert [r["label"] for r in merged["reports"]] == [_zen5()["label"]]
     said = [w for w in merged["warnings"] if "merged once" in w]
     assert len(said) == 1 and said[0].startswith(f"{path} repeats the report of {_zen5()['label']}"), said
-    assert "the same raw timings on the same host" in said[0]
+    assert "the same raw timings on the same machine" in said[0]
     # another run of that machine is a second column
     rerun = write_json(tmp_path / "rerun.json", another_run(_zen5()))
     assert len(merge_reports([ZEN5, path, rerun])["reports"]) == 2
@@ -231,5 +231,31 @@ def test_one_measurement_on_another_host_is_refused(tmp_path: Path, capsys: pyte
     moved["label"], moved["host"]["cpu"]["model"] = "xeon-lab", "Intel Xeon Platinum 8480+"
     path = write_json(tmp_path / "moved.json", moved)
     err = _merge_error([ZEN5, path], tmp_path, capsys)
-    assert (f"{path} holds the raw timings of every engine of {ZEN5} ({_zen5()['label']}) on another host (it "
-            "differs in cpu.model): one of them was edited after it was written") in err, err
+    assert (f"{path} holds the raw timings of every engine of {ZEN5} ({_zen5()['label']}), timed on another "
+            f"machine: CPU name Intel Xeon Platinum 8480+ where {ZEN5} has AMD EPYC; one of them was edited after it "
+            "was written") in err, err
+    # what does not tell machines apart (a kernel update, the load) is one machine: the run merged once
+    again = _zen5()
+    again["label"], again["host"]["os"]["release"], again["host"]["load_average"] = "later", "7.0.1", [9.0, 9.0, 9.0]
+    merged = merge_reports([ZEN5, write_json(tmp_path / "again.json", again)])
+    assert len(merged["reports"]) == 1 and [w for w in merged["warnings"] if "merged once" in w]
+
+
+def test_one_trtexec_log_imported_on_two_machines_is_merged_once(tmp_path: Path) -> None:
+    """A report without raw timings (trtexec's) is one measurement by its content, not by the machine
+    that imported the log (`imported_by`): imported on a laptop and a workstation it merged twice."""
+    from alignvar_edge.bench.device import trtexec_report
+    log = Path(__file__).resolve().parent / "data" / "trtexec" / "trt10-orin-fp16-dla.log"
+    here, laptop = trtexec_report(log, batch=16), trtexec_report(log, batch=16)
+    assert "imported_by" in here["host"]
+    laptop["created"] = "2030-01-01T00:00:00+00:00"
+    laptop["host"]["imported_by"]["cpu"].update(model="Intel Core i7-12700", x86_family=6, x86_model=151)
+    merged = merge_reports([write_json(tmp_path / "here.json", here), write_json(tmp_path / "laptop.json", laptop)])
+    assert [r["label"] for r in merged["reports"]] == [here["label"]]
+    assert [w for w in merged["warnings"] if "merged once" in w] == [
+        f"{tmp_path / 'laptop.json'} repeats the report of {here['label']} ({here['created']}) in "
+        f"{tmp_path / 'here.json'} (dated 2030-01-01T00:00:00+00:00: the same figures on the same machine): merged once"]
+    # another log of that device is another measurement
+    other = trtexec_report(log, batch=16)
+    other["engines"][0]["latency"]["per_call_ms"] = {k: v * 2 for k, v in other["engines"][0]["latency"]["per_call_ms"].items()}
+    assert len(merge_reports([tmp_path / "here.json", write_json(tmp_path / "o.json", made_again(other))])["reports"]) == 2

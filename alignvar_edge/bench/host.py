@@ -13,10 +13,11 @@ import time
 from typing import Any
 
 from alignvar_edge import cpuinfo
-from alignvar_edge.cpuinfo import cpu_info, cpu_words, machine_detail, probe_command, probe_file
+from alignvar_edge.cpuinfo import cpu_info, cpu_words, is_x86, machine_detail, probe_command, probe_file
 from alignvar_edge.runtimes.base import check_thread_count
 
-__all__ = ["fingerprint", "gpu_info", "isa_word", "jetson_info", "machine_differences", "short_label"]
+__all__ = ["MACHINE_FIELDS", "fingerprint", "gpu_info", "identity_words", "isa_word", "jetson_info",
+           "machine_differences", "machine_identity", "short_label"]
 
 def gpu_info() -> list[dict[str, Any]]:
     """NVIDIA GPUs from nvidia-smi (name, driver, memory, power limit); empty when none."""
@@ -146,21 +147,28 @@ def short_label(fp: dict[str, Any]) -> str:
     return f"{' '.join(name.split())}, {cores} cores" if cores else name
 
 
-# what tells one machine from another in a fingerprint's CPU (the hostname is never recorded):
-# its key -> what a message calls it
+# what tells one machine from another in a fingerprint (the hostname is never recorded), in the order
+# a merged report's labels take them: its CPU's (key -> what a message calls it), then the OS's
+# system, the GPUs' names and the Jetson model
 _CPU_IDENTITY = (("model", "CPU name"), ("arch", "CPU architecture"), ("x86_family", "x86 family"),
                  ("x86_model", "x86 model"), ("logical_cores", "logical core count"))
+MACHINE_FIELDS = (*(word for _, word in _CPU_IDENTITY), "OS", "GPUs", "Jetson model")
+_X86_ONLY = ("x86_family", "x86_model")
 
 
-def _machine(fp: dict[str, Any]) -> dict[str, Any]:
-    """The fields of a fingerprint that name its machine, by what a message calls them: the CPU,
-    the OS build, the GPUs and the Jetson model; those a report does not record (an older one, a
-    trtexec log's, which records no CPU) are left out."""
+def machine_identity(fp: dict[str, Any]) -> dict[str, Any]:
+    """What names the machine of a fingerprint (a report's `host`), by what a message calls each
+    field (MACHINE_FIELDS): the CPU's name, architecture, x86 family and model (an x86 CPU's only) and
+    logical core count, the OS's system (Linux, Darwin, Windows: not its release or C library, which
+    an update changes), the GPUs' names and the Jetson model. The one rule for "the same machine": a
+    bench's --out and `bench merge` read it alike. A field a report does not record (an older one; a
+    trtexec log's, which records no CPU) is left out."""
     cpu, system = fp.get("cpu"), fp.get("os")
     cpu, system = cpu if isinstance(cpu, dict) else {}, system if isinstance(system, dict) else {}
-    out = {word: cpu[key] for key, word in _CPU_IDENTITY if key in cpu}
-    if "platform" in system:
-        out["OS platform"] = system["platform"]
+    x86 = is_x86(str(cpu.get("arch") or ""))
+    out = {word: cpu[key] for key, word in _CPU_IDENTITY if key in cpu and (x86 or key not in _X86_ONLY)}
+    if "system" in system:
+        out["OS"] = system["system"]
     if isinstance(fp.get("gpus"), list):
         out["GPUs"] = sorted(str(g.get("name")) for g in fp["gpus"] if isinstance(g, dict))
     if "jetson" in fp:
@@ -168,12 +176,20 @@ def _machine(fp: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def machine_differences(fp: dict[str, Any], here: dict[str, Any]) -> list[str]:
-    """What tells the machine of fingerprint `fp` (a report's `host`) from that of `here`, in words
-    ('x86 model', 'OS platform'); empty where every field `fp` records is the same: one machine, as
-    far as a report can tell."""
-    theirs, ours = _machine(fp), _machine(here)
-    return [word for word, value in theirs.items() if word in ours and ours[word] != value]
+def identity_words(value: Any) -> str:
+    """A `machine_identity` value in words: GPUs' names joined, 'none' for no GPU or an unknown value."""
+    if isinstance(value, list):
+        return ", ".join(map(str, value)) or "none"
+    return "none" if value is None else str(value)
+
+
+def machine_differences(fp: dict[str, Any], other: dict[str, Any], other_name: str) -> list[str]:
+    """What tells the machine of fingerprint `fp` (a report's `host`) from that of `other`, called
+    `other_name`, with both values ('x86 model 17 where this run has 2'); empty where every field both
+    record (`machine_identity`) is the same: one machine, as far as the reports can tell."""
+    theirs, ours = machine_identity(fp), machine_identity(other)
+    return [f"{word} {identity_words(value)} where {other_name} has {identity_words(ours[word])}"
+            for word, value in theirs.items() if word in ours and ours[word] != value]
 
 
 # the widest vector ISA, where a CPU has no half units (isa_class): flag -> its name in labels

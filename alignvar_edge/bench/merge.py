@@ -13,12 +13,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from alignvar_edge.bench.host import isa_word, load_words, shared_load
+from alignvar_edge.bench.host import (MACHINE_FIELDS, identity_words, isa_word, load_words, machine_differences,
+                                      machine_identity, shared_load)
 from alignvar_edge.bench.integrity import check_figures
 from alignvar_edge.bench.render import (engine_rows, figure_cell, flattered, graph_words, host_words, markdown_table,
                                         plain_log_ticks, pyplot, save_figure, threads_words, units_words)
 from alignvar_edge.bench.schema import DEVICE_REFERENCE, ReportSchemaError, device_kind, read_report, report_header
-from alignvar_edge.cpuinfo import cpu_words
+from alignvar_edge.cpuinfo import cpu_words, is_x86
 from alignvar_edge.errors import InputError
 from alignvar_edge.manifest import CONTENT_KEY, default_overlap
 
@@ -39,22 +40,18 @@ def merge_reports(paths: Sequence[str | os.PathLike[str]]) -> dict[str, Any]:
     # a report given twice (the same file, a copy under another label or time, or inside a merged
     # report) is merged once: its rows would otherwise appear again as a second device
     seen: dict[str, tuple[str, dict[str, Any]]] = {}
-    timings: dict[str, tuple[str, dict[str, Any]]] = {}
     repeated = []
     for p in paths:
         report = read_report(p)
         check_figures(report, str(p))
         for r in _parts(report):
             r = {k: v for k, v in r.items() if k != CONTENT_KEY}     # merging relabels it: the merged report's covers it
-            measured, raw = _measurement(r), _raw_timings(r)
+            measured = _measurement(r)
             if measured in seen:
+                _refuse_other_machine(p, r, *seen[measured])
                 repeated.append(_repeat_line(p, r, *seen[measured]))
                 continue
-            if raw is not None and raw in timings:
-                _refuse_other_host(p, r, *timings[raw])
             seen[measured] = (str(p), r)
-            if raw is not None:
-                timings[raw] = (str(p), r)
             parts.append(r)
     _label_machines(parts)
     # one device may report several models; only a repeated (device, model) pair needs telling apart.
@@ -97,12 +94,15 @@ def _raw_timings(r: dict[str, Any]) -> str | None:
 
 
 def _measurement(r: dict[str, Any]) -> str:
-    """What one run measured: its host fingerprint and raw timings, whatever its label and time say;
-    a report without raw timings by all its content but those."""
+    """What one run measured, whatever its label and time say: its raw timings (no two runs share
+    them); a report without raw timings (trtexec's, an older one) by all its content but those and
+    its host, of which only its machine (`machine_identity`) counts: a log imported on two machines
+    (`imported_by`) is one measurement."""
     raw = _raw_timings(r)
     if raw is None:
-        return json.dumps({k: v for k, v in r.items() if k not in ("label", "created")}, sort_keys=True)
-    return json.dumps({"host": r["host"], "raw": raw}, sort_keys=True)
+        rest = {k: v for k, v in r.items() if k not in ("label", "created", "host")}
+        return json.dumps({**rest, "machine": machine_identity(r["host"])}, sort_keys=True)
+    return raw
 
 
 def _repeat_line(path: str | os.PathLike[str], r: dict[str, Any], first: str, earlier: dict[str, Any]) -> str:
@@ -110,25 +110,18 @@ def _repeat_line(path: str | os.PathLike[str], r: dict[str, Any], first: str, ea
     label and time a copy was given where they differ."""
     told = [f"as '{r['label']}'"] if _label_parts(r)[0] != _label_parts(earlier)[0] else []
     told += [f"dated {r['created']}"] if r["created"] != earlier["created"] else []
+    same = "raw timings" if _raw_timings(r) is not None else "figures"
     return (f"{path} repeats the report of {earlier['label']} ({earlier['created']}) in {first}"
-            + (f" ({', '.join(told)}: the same raw timings on the same host)" if told else "") + ": merged once")
+            + (f" ({', '.join(told)}: the same {same} on the same machine)" if told else "") + ": merged once")
 
 
-def _refuse_other_host(path: str | os.PathLike[str], r: dict[str, Any], first: str, earlier: dict[str, Any]) -> None:
-    """Two reports with the raw timings of one run but other hosts: one of them was edited."""
-    raise ReportSchemaError(f"{path} holds the raw timings of every engine of {first} ({earlier['label']}) on another "
-                            f"host (it differs in {', '.join(_fields_differing(earlier['host'], r['host']))}): one of "
-                            "them was edited after it was written; merge reports as `alignvar-edge bench` wrote them")
-
-
-def _fields_differing(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
-    """The keys (dotted, into nested objects) whose values differ between two JSON objects."""
-    out = []
-    for k in sorted(set(a) | set(b)):
-        x, y = a.get(k), b.get(k)
-        if x != y:
-            out += _fields_differing(x, y, f"{prefix}{k}.") if isinstance(x, dict) and isinstance(y, dict) else [prefix + k]
-    return out
+def _refuse_other_machine(path: str | os.PathLike[str], r: dict[str, Any], first: str, earlier: dict[str, Any]) -> None:
+    """Two reports with the raw timings of one run but other machines: one of them was edited."""
+    differ = machine_differences(r["host"], earlier["host"], first)
+    if differ:
+        raise ReportSchemaError(f"{path} holds the raw timings of every engine of {first} ({earlier['label']}), timed "
+                                f"on another machine: {'; '.join(differ)}; one of them was edited after it was "
+                                "written: merge reports as `alignvar-edge bench` wrote them")
 
 
 def _label_parts(r: dict[str, Any]) -> tuple[str, str]:
@@ -136,46 +129,41 @@ def _label_parts(r: dict[str, Any]) -> tuple[str, str]:
     its '#2' or '')."""
     label = re.sub(r" #\d+$", "", str(r["label"]))
     num = str(r["label"])[len(label):]
-    for word in (*_cpu_label_words(r), isa_word(r["host"])):          # added in this order, taken off in reverse
+    words = _machine_label_words(r).values() if _machine(r) else ()
+    for word in (*words, isa_word(r["host"])):          # added in this order, taken off in reverse
         if word:
             label = label.removesuffix(f", {word}")
     return label, num
 
 
-def _cpu(r: dict[str, Any]) -> tuple[str, Any, Any] | None:
-    """Which CPU a report was timed on, as far as it records it: (model name, x86 family, x86 model);
-    None where it records no CPU (a trtexec log imported on another machine)."""
-    cpu = r["host"].get("cpu") or {}
-    return (str(cpu["model"]), cpu.get("x86_family"), cpu.get("x86_model")) if cpu.get("model") else None
+def _machine(r: dict[str, Any]) -> str | None:
+    """Which machine a report was timed on (`machine_identity`), as a key; None where it records no CPU
+    (a trtexec log imported on another machine), whose labels are left as they are."""
+    return json.dumps(machine_identity(r["host"]), sort_keys=True) if (r["host"].get("cpu") or {}).get("model") else None
 
 
-def _cpu_label_words(r: dict[str, Any]) -> tuple[str, str]:
-    """The words a label may take to tell a report's CPU from others under one label: its name (with
-    its x86 family and model where recorded: `cpu_words`), or its family and model alone; none where
-    it records no CPU."""
-    cpu = r["host"].get("cpu") or {}
-    if not cpu.get("model"):
-        return "", ""
+def _machine_label_words(r: dict[str, Any]) -> dict[str, str]:
+    """The word a label may take for each field of a report's machine that tells it from others under
+    one label (MACHINE_FIELDS): the CPU's name (with its x86 family and model where recorded:
+    `cpu_words`), its x86 family and model ('family and model not recorded' for an older report), else
+    the field and its value ('OS Darwin', 'GPUs NVIDIA L4')."""
+    cpu, identity = r["host"].get("cpu") or {}, machine_identity(r["host"])
     numbers = (f"x86 family {cpu['x86_family']} model {cpu['x86_model']}" if cpu.get("x86_family") is not None
                else "family and model not recorded")
-    return cpu_words(cpu), numbers
-
-
-def _cpu_word(r: dict[str, Any], names_differ: bool) -> str:
-    """What tells a report's CPU apart in its label: its name where the CPUs under one label have other
-    names, else its family and model."""
-    name, numbers = _cpu_label_words(r)
-    return name if names_differ else numbers
+    words = {field: f"{field} {identity_words(identity[field]) if field in identity else 'not recorded'}"
+             for field in MACHINE_FIELDS}
+    return {**words, "CPU name": cpu_words(cpu), "x86 family": numbers, "x86 model": numbers}
 
 
 def _label_machines(parts: list[dict[str, Any]]) -> None:
-    """A default label names a CPU and its cores ('AMD EPYC, 2 cores'), not which CPU it is: where
-    reports under one label were timed on different CPUs, each label takes what tells them apart, so
-    that the columns tell the machines apart: the ISA class where the classes differ ('AMD EPYC, 2
-    cores, AVX2'), else the CPU's name or x86 family and model ('AMD EPYC, 2 cores, x86 family 26 model
-    2' beside '..., x86 family 25 model 17', or '..., family and model not recorded' for an older
-    report: a cloud VM often names its CPU only 'AMD EPYC'). A label that already has them (a merged
-    report's) is compared without them; its '#2' is kept."""
+    """A default label names a CPU and its cores ('AMD EPYC, 2 cores'), not which machine it is: where
+    reports under one label were timed on different machines (`machine_identity`), each label takes
+    what tells them apart, so that the columns tell the machines apart: the ISA class where the classes
+    differ ('AMD EPYC, 2 cores, AVX2'), else the first field of their machines that differs: the CPU's
+    name or x86 family and model ('AMD EPYC, 2 cores, x86 family 26 model 2' beside '..., x86 family
+    25 model 17', or '..., family and model not recorded' for an older report: a cloud VM often names
+    its CPU only 'AMD EPYC'), else the field and its value ('..., GPUs NVIDIA L4'). A label that
+    already has them (a merged report's) is compared without them; its '#2' is kept."""
     split = {id(r): _label_parts(r) for r in parts}
     classes: dict[str, set[str | None]] = {}
     for r in parts:
@@ -185,28 +173,37 @@ def _label_machines(parts: list[dict[str, Any]]) -> None:
         label, word = split[id(r)][0], isa_word(r["host"])
         groups.setdefault(f"{label}, {word}" if word and len(classes[label]) > 1 else label, []).append(r)
     for label, group in groups.items():
-        cpus = {c for c in map(_cpu, group) if c}
-        names_differ = len({c[0] for c in cpus}) > 1
+        timed = [r for r in group if _machine(r)]
+        field = _first_difference(timed)
         for r in group:
-            told = f"{label}, {_cpu_word(r, names_differ)}" if len(cpus) > 1 and _cpu(r) else label
+            told = f"{label}, {_machine_label_words(r)[field]}" if field and _machine(r) else label
             r["label"] = told + split[id(r)][1]
 
 
+def _first_difference(reports: list[dict[str, Any]]) -> str | None:
+    """The first field (MACHINE_FIELDS) whose value differs between the machines of `reports`, a field
+    one records and another does not included; None where they are one machine."""
+    identities = [machine_identity(r["host"]) for r in reports]
+    return next((f for f in MACHINE_FIELDS if len({repr(i.get(f, "not recorded")) for i in identities}) > 1), None)
+
+
 def cpu_warnings(parts: list[dict[str, Any]]) -> list[str]:
-    """One line per label that reports timed on different CPUs share (`_label_machines` has told their
-    columns apart): their figures are of different machines, not runs of one."""
+    """One line per label that reports timed on different machines share (`_label_machines` has told
+    their columns apart): their figures are of different machines, not runs of one."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in parts:
-        if _cpu(r):
+        if _machine(r):
             groups.setdefault(_label_parts(r)[0], []).append(r)
     out = []
     for label, group in groups.items():
-        if len({(isa_word(r["host"]), _cpu(r)) for r in group}) < 2:
+        if len({(isa_word(r["host"]), _machine(r)) for r in group}) < 2:
             continue
-        unrecorded = sum((r["host"].get("cpu") or {}).get("x86_family") is None for r in group)
-        out.append(f"the reports labelled '{label}' were timed on different CPUs"
-                   + (", or on CPUs that cannot be told the same (an older report records no x86 family and model)"
-                      if 0 < unrecorded < len(group) else "")
+        # an Arm CPU has no x86 family and model to record: only an x86 report can lack them
+        x86 = [r for r in group if is_x86(str((r["host"].get("cpu") or {}).get("arch") or ""))]
+        unrecorded = sum((r["host"].get("cpu") or {}).get("x86_family") is None for r in x86)
+        out.append(f"the reports labelled '{label}' were timed on different machines"
+                   + (", or on machines that cannot be told the same (an older report records no x86 family and "
+                      "model)" if 0 < unrecorded < len(x86) else "")
                    + ", so each has a column of its own: " + ", ".join(f"'{r['label']}'" for r in group)
                    + "; compare their figures as different machines, not as runs of one")
     return out

@@ -87,7 +87,8 @@ def check_same_machine(out: str, force: bool, host: dict[str, Any] | None = None
     """Without `force`, refuse an --out holding a report of one run timed on another machine than
     `host`, the one the report being written is of (None: this machine; `bench trtexec`'s: its log's
     device, known once the log is read): perhaps the only copy of that machine's figures. A report
-    of the same machine (`machine_differences` finds nothing) is replaced as an earlier output."""
+    of the same machine (`machine_differences` finds nothing: a kernel or C library update is not
+    another machine) is replaced as an earlier output."""
     if force or not os.path.isfile(out) or not is_report(out):     # check_targets has said what else it may be
         return
     from alignvar_edge.bench.host import fingerprint, machine_differences
@@ -95,11 +96,10 @@ def check_same_machine(out: str, force: bool, host: dict[str, Any] | None = None
     theirs = report.get("host")
     if report.get("kind") == "merged" or not isinstance(theirs, dict):
         return
-    differ = machine_differences(theirs, host if host is not None else fingerprint(with_backends=False))
+    differ = machine_differences(theirs, host if host is not None else fingerprint(with_backends=False), "this run")
     if differ:
-        raise OutputExistsError(f"--out {out} is a report timed on another machine ({report.get('label')}: other "
-                                f"{', '.join(differ)}), perhaps the only copy of its figures; "
-                                f"{_replace_or_choose()}")
+        raise OutputExistsError(f"--out {out} is a report timed on another machine ('{report.get('label')}': "
+                                f"{'; '.join(differ)}), perhaps the only copy of its figures; {_replace_or_choose()}")
 
 
 def write_outputs(report: dict[str, Any], out: str | None, md: str | None, plot: str | None) -> None:
