@@ -347,3 +347,24 @@ def test_the_leaner_fused_call_table_quotes_the_ratios_of_its_rounds():
             q1, q2, q3 = np.percentile(after / before, [25, 50, 75])
             cells.append(f"{q2:.3f} (IQR {q1:.3f}–{q3:.3f})")
         assert _row(text, head)[2:] == cells, head
+
+
+def test_the_spread_of_best_over_median_gemm_quoted_for_quiet_runs_is_the_reports():
+    """The roofline row's 'best GEMM / median GEMM' range for the one-thread reports of docs/results
+    taken at a 1-minute load under 3, from each report's own in-run GEMM figures."""
+    ratios, two_threads = [], []
+    for path in RESULTS.rglob("*.json"):
+        report = json.loads(path.read_text())
+        peak = report.get("peak") if isinstance(report, dict) else None
+        in_run = (peak or {}).get("in_run") if isinstance(peak, dict) else None
+        if not isinstance(in_run, dict) or not in_run.get("median_gflops"):
+            continue
+        ratio = peak["gflops"] / in_run["median_gflops"]
+        load = (report["host"].get("load_average") or [None])[0]
+        if report["settings"].get("threads") == 1 and load is not None and load < 3:
+            ratios.append(ratio)
+        elif report["settings"].get("threads") == 2 and load is not None and load < 1:
+            two_threads.append(ratio)
+    row = " ".join(_section("docs/benchmarks.md", "| roofline |", "\n").split())
+    assert f"({min(ratios):.1f}–{max(ratios):.1f}× in the one-thread reports" in row, (min(ratios), max(ratios))
+    assert f"a two-thread run on an idle host reached {max(two_threads):.2f}×" in row, two_threads

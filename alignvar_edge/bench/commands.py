@@ -57,7 +57,8 @@ def _trtexec_parser(prog: str) -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="report JSON to write")
     t.add_argument("--engine", metavar="DIR", help=_ENGINE_HELP)
     t.add_argument("--batch", help=_BATCH_HELP)
-    t.add_argument("--label", help=_LABEL_HELP)
+    t.add_argument("--label", help="device label (default: the device the log names, 'NAME (trtexec log)'; "
+                                   "needed where the log names none)")
     t.add_argument("--force", action="store_true", help=_FORCE_HELP)
     return t
 
