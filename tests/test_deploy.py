@@ -134,20 +134,31 @@ def test_a_reused_export_that_records_no_weights_hash_is_said_to_be_uncheckable(
     assert not out.exists()
 
 
-def test_the_core_ml_package_names_the_checkpoint_as_the_other_engines_do(micro_export: Path, tmp_path: Path) -> None:
-    """deploy hands Core ML the model it loaded: the package recorded an in-memory model, and its
-    README the config's name, while the ONNX Runtime engine beside it named the checkpoint."""
+def _checkpoint_and_its_export(micro_export: Path, tmp_path: Path, golden: bool = False) -> tuple[Path, Path]:
+    """A checkpoint of the sharp micro model (with its golden outputs where `golden`) and a copy of
+    the micro export whose manifest names it, as `export CKPT` records these weights."""
     import dataclasses
     import shutil
 
     from alignvar_edge.manifest import write_manifest
     from alignvar_edge.model.checkpoint import checkpoint_source, save_pretrained
+    from alignvar_edge.runtimes.golden import make_golden
     ckpt = save_pretrained(sharp_model("micro"), tmp_path / "ckpt")
-    export = tmp_path / "export"            # as `export CKPT` records these weights: by the checkpoint
+    if golden:
+        make_golden(ckpt)
+    export = tmp_path / "export"
     shutil.copytree(micro_export, export)
     m = read_manifest(export)
     m.model = dataclasses.replace(m.model, name=str(ckpt), source=checkpoint_source(ckpt))
     write_manifest(export, m)
+    return ckpt, export
+
+
+def test_the_core_ml_package_names_the_checkpoint_as_the_other_engines_do(micro_export: Path, tmp_path: Path) -> None:
+    """deploy hands Core ML the model it loaded: the package recorded an in-memory model, and its
+    README the config's name, while the ONNX Runtime engine beside it named the checkpoint."""
+    from alignvar_edge.model.checkpoint import checkpoint_source
+    ckpt, export = _checkpoint_and_its_export(micro_export, tmp_path)
     out = tmp_path / "d"
     assert cli.main(["deploy", str(ckpt), "--export", str(export), "--out", str(out), "--quick", "--targets",
                      "onnxruntime,coreml", "--precision", "fp32", "--threads", "1", "--runs", "1", "--warmup", "0"]) == 0
@@ -165,19 +176,7 @@ def test_deploys_core_ml_package_carries_the_checkpoints_golden_outputs(micro_ex
     """deploy's package shipped no golden file (its README saying 'build from a checkpoint with golden
     outputs, such as alignvar-tiny' of one built from alignvar-tiny), where `build CKPT --target coreml`
     ships the checkpoint's: selftest on a Mac then needed the checkout's copy."""
-    import dataclasses
-    import shutil
-
-    from alignvar_edge.manifest import write_manifest
-    from alignvar_edge.model.checkpoint import checkpoint_source, save_pretrained
-    from alignvar_edge.runtimes.golden import make_golden
-    ckpt = save_pretrained(sharp_model("micro"), tmp_path / "ckpt")
-    make_golden(ckpt)
-    export = tmp_path / "export"
-    shutil.copytree(micro_export, export)
-    m = read_manifest(export)
-    m.model = dataclasses.replace(m.model, name=str(ckpt), source=checkpoint_source(ckpt))
-    write_manifest(export, m)
+    ckpt, export = _checkpoint_and_its_export(micro_export, tmp_path, golden=True)
     out = tmp_path / "d"
     assert cli.main(["deploy", str(ckpt), "--export", str(export), "--out", str(out), "--quick", "--targets",
                      "coreml", "--threads", "1", "--runs", "1", "--warmup", "0"]) == 0
