@@ -963,12 +963,16 @@ def edited_files(root: Path, files: Mapping[str, Any]) -> list[str]:
     return sorted(edited)
 
 
-def verify_files(root: str | os.PathLike[str], manifest: Manifest | None = None) -> Manifest:
+def verify_files(root: str | os.PathLike[str], manifest: Manifest | None = None,
+                 hashed: Mapping[str, str] | None = None) -> Manifest:
     """Trust nothing the manifest does not prove: it must list every file in the directory with its
     SHA-256 (an empty list proves nothing), every path must stay inside the directory (no `..`,
     no absolute path, no symlink out), every graph file and every ONNX external-data location must
-    be one of the listed files, and each listed file must match its hash."""
+    be one of the listed files, and each listed file must match its hash. `hashed`: the SHA-256 of
+    files in `root` that the caller has just checked against their content (a deploy output's
+    manifest, for an artifact inside it), compared instead of hashing those files again."""
     root = Path(root)
+    hashed = hashed or {}
     m = manifest if manifest is not None else read_manifest(root)
     files = m.files
     if not files:
@@ -979,7 +983,7 @@ def verify_files(root: str | os.PathLike[str], manifest: Manifest | None = None)
         p = confined(root, rel)
         if (not_a_file := _not_a_file(p)) is not None:
             problems.append(f"{rel} {not_a_file}")
-        elif not isinstance(digest, str) or sha256_file(p) != digest:
+        elif not isinstance(digest, str) or (hashed.get(rel) or sha256_file(p)) != digest:
             problems.append(f"{rel} does not match its recorded SHA-256 (truncated or edited)")
     stray = unlisted_files(root, files)
     problems += [f"{rel} is not listed in {MANIFEST_FILE}" for rel in stray]
@@ -1006,18 +1010,20 @@ def verify_files(root: str | os.PathLike[str], manifest: Manifest | None = None)
     return m
 
 
-def load_verified(root: str | os.PathLike[str]) -> Manifest:
+def load_verified(root: str | os.PathLike[str], hashed: Mapping[str, str] | None = None) -> Manifest:
     """`root`'s manifest, once its own content hash and every file it lists check out, and for a
-    deploy output each artifact inside it (`load_verified_parts` also hands those back)."""
-    return load_verified_parts(root)[0]
+    deploy output each artifact inside it (`load_verified_parts` also hands those back); `hashed`
+    as `verify_files` takes it."""
+    return load_verified_parts(root, hashed)[0]
 
 
-def load_verified_parts(root: str | os.PathLike[str]) -> tuple[Manifest, dict[str, Manifest]]:
+def load_verified_parts(root: str | os.PathLike[str],
+                        hashed: Mapping[str, str] | None = None) -> tuple[Manifest, dict[str, Manifest]]:
     """`load_verified`, with the artifacts inside a deploy output that it verified on the way
     (`verified_parts`; none for any other kind), so a caller that shows them verifies them once."""
     doc = _read_json(Path(root))          # parsed once: its own content hash, then its fields
     _check_content(Path(root), doc)
-    m = verify_files(root, Manifest.from_json(doc, where=Path(root) / MANIFEST_FILE))
+    m = verify_files(root, Manifest.from_json(doc, where=Path(root) / MANIFEST_FILE), hashed)
     # its own hashes skip the manifests of the artifacts inside it
     return m, (verified_parts(root, m) if m.kind == "deploy" else {})
 
@@ -1025,8 +1031,10 @@ def load_verified_parts(root: str | os.PathLike[str]) -> tuple[Manifest, dict[st
 def verified_parts(root: str | os.PathLike[str], manifest: Manifest) -> dict[str, Manifest]:
     """The artifacts inside a `deploy` output (its export, quantized graphs and engines: each folder
     holding a manifest.json), by path inside `root`, each verified as `load_verified` verifies it: the
-    deploy manifest hashes their files but not their manifests. A file it lists in a subfolder that
-    no such folder holds (its manifest.json deleted) fails the whole output."""
+    deploy manifest hashes their files but not their manifests. `manifest` is the output's, its files
+    already verified (`verify_files`): a part's listed files are compared with its digests, not hashed
+    again. A file it lists in a subfolder that no such folder holds (its manifest.json deleted) fails
+    the whole output."""
     root = Path(root)
     parts = sorted(p.parent.relative_to(root).as_posix() for p in manifests_under(root) if p.parent != root)
     orphans = [f for f in manifest.files if "/" in f and not any(f.startswith(f"{part}/") for part in parts)]
@@ -1035,7 +1043,14 @@ def verified_parts(root: str | os.PathLike[str], manifest: Manifest) -> dict[str
         raise ArtifactError(f"artifact '{root}' failed verification: {first_names(orphans)} {lie} in no artifact "
                             f"folder of it (the {MANIFEST_FILE} of its folder is missing). Copy the whole directory "
                             "again from where it was made, or re-create it")
-    return {part: load_verified(root / part) for part in parts}
+    # the deploy manifest's digests were just checked against the files: a part compares its own with them
+    return {part: load_verified(root / part, _digests_under(manifest.files, part)) for part in parts}
+
+
+def _digests_under(files: Mapping[str, Any], folder: str) -> dict[str, str]:
+    """The digests `files` records for the files in `folder`, by path inside it."""
+    return {rel.removeprefix(f"{folder}/"): digest for rel, digest in files.items()
+            if rel.startswith(f"{folder}/") and isinstance(digest, str)}
 
 
 def first_names(names: Sequence[str], shown: int = 3) -> str:

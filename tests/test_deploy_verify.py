@@ -134,20 +134,33 @@ def test_the_report_names_the_command_that_checks_the_folder(deployed: Path,
     assert rc == 0 and out.startswith("verdict    OK: deploy output"), err
 
 
-def test_inspect_verifies_each_artifact_inside_once(deployed: Path, monkeypatch: pytest.MonkeyPatch,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    """The artifacts that verifying the output verified are the ones inspect shows: not verified
-    again (each is every file hashed and its manifest parsed)."""
+def test_inspect_hashes_each_file_of_the_output_once(deployed: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """Each artifact inside is verified once, and its files, which the deploy manifest has just
+    hashed, are compared with that manifest's digests instead of being hashed again."""
     from collections import Counter
 
     from alignvar_edge import manifest
-    verified: Counter[str] = Counter()
-    load = manifest.load_verified
+    hashed: Counter[str] = Counter()
+    sha256_file = manifest.sha256_file
 
-    def counted(root: Any) -> Any:
-        verified[Path(root).relative_to(deployed).as_posix()] += 1
-        return load(root)
-    monkeypatch.setattr(manifest, "load_verified", counted)
+    def counted(path: Path) -> str:
+        hashed[Path(path).relative_to(deployed).as_posix()] += 1
+        return sha256_file(path)
+    monkeypatch.setattr(manifest, "sha256_file", counted)
     rc, out, err = _inspect(capsys, str(deployed))
     assert rc == 0, err
-    assert verified == {"export": 1, ENGINE: 1, "engines/tensorrt-fp32": 1}, verified
+    listed = json.loads((deployed / "manifest.json").read_text())["files"]
+    assert any(rel.startswith(f"{ENGINE}/") for rel in listed)
+    assert hashed == Counter(list(listed)), hashed
+
+
+def test_an_engine_file_edited_and_rehashed_in_the_output_manifest_fails_its_engine(copy: Path) -> None:
+    """The engine's own manifest still holds its files: a file whose new digest only the deploy
+    manifest records (re-written after the edit) is named against the engine's record."""
+    from alignvar_edge.manifest import read_manifest, write_manifest
+    (copy / ENGINE / "README.md").write_text("edited on the board\n")
+    write_manifest(copy, read_manifest(copy))
+    with pytest.raises(ArtifactError, match=f"artifact '{copy / ENGINE}' failed verification: README.md does not "
+                                            "match its recorded SHA-256"):
+        load_verified(copy)
