@@ -473,7 +473,7 @@ def _build_detail(path: Path) -> str:
              or (m.parity or {}).get("short_of_gate"))
     # an engine of a quantize output compares with that output: the step's own figures vs fp32 follow
     from alignvar_edge.quantize.records import validation_line
-    quantized = validation_line((m.parity or {}).get("quantize"))
+    quantized = validation_line((m.parity or {}).get("quantize"), (m.quantization or {}).get("target"))
     return f"build-time parity: tokens {par.tokens_pct} vs {par.reference or 'fp32'}" + (
         f", SR PSNR {par.psnr_db} dB: short of the selftest gate ({short})" if short else "") + (
         f"; quantize step: {quantized}" if quantized else "")

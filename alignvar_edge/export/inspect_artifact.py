@@ -195,7 +195,7 @@ def compute_precision(m: Manifest) -> dict[str, Any] | None:
     return None
 
 
-def _parity_line(p: Any) -> str | None:
+def _parity_line(p: Any, quantization: Any = None) -> str | None:
     """One line for either parity record: an export's (vs PyTorch, per scale) or a quantize
     output's (vs the fp32 engine, on the validation split)."""
     if not isinstance(p, dict):
@@ -209,7 +209,7 @@ def _parity_line(p: Any) -> str | None:
                 f"SR PSNR {db_text(p.get('psnr_db'))} dB, "
                 f"max |diff| {p.get('max_abs_diff', float('nan')):.1e}")
     from alignvar_edge.quantize.records import validation_line
-    return validation_line(p)
+    return validation_line(p, (quantization or {}).get("target"))
 
 
 def _graph_facts_line(facts: dict[str, Any]) -> str | None:
@@ -274,11 +274,11 @@ def format_inspection(info: dict[str, Any]) -> str:
     facts = _graph_facts_line(info.get("graph_facts") or {})
     if facts:
         lines.append(f"graph      {facts}")
-    parity = _parity_line(info.get("parity"))
+    parity = _parity_line(info.get("parity"), info.get("quantization"))
     if parity:
         lines.append(f"parity     {parity}")
     # an engine built from a quantize output: that step's fidelity against fp32, carried over
-    quantized = _parity_line((info.get("parity") or {}).get("quantize"))
+    quantized = _parity_line((info.get("parity") or {}).get("quantize"), info.get("quantization"))
     if quantized:
         lines.append(f"quantize   {quantized}")
     # a quantized artifact's or int8 engine's record: the calibration set and what stayed float

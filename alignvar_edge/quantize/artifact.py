@@ -450,7 +450,7 @@ def _write(src: Path, out: Path, m: Manifest, model: onnx.ModelProto, model_path
         open_session(path)             # and ONNX Runtime loads it
         out_bytes = sum(p.stat().st_size for p in tmp.iterdir() if p.is_file())
         parity = {"reference": f"fp32 engine of {src.name} (onnxruntime CPU) on the validation split",
-                  "target": opts.fidelity.to_dict(), "target_met": result.met, "validation": result.fidelity.to_dict(),
+                  "target_met": result.met, "validation": result.fidelity.to_dict(),
                   "initial_validation": result.initial.to_dict()}
         manifest = new_manifest(
             "onnx", "onnx", "single", opts.precision, m.model, opset=m.opset,

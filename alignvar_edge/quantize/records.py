@@ -75,16 +75,16 @@ def calibration_line(cal: Mapping[str, Any] | None) -> str | None:
     return line
 
 
-def validation_line(p: Mapping[str, Any] | None) -> str | None:
+def validation_line(p: Mapping[str, Any] | None, target: Mapping[str, Any] | None) -> str | None:
     """A quantize output's fidelity record (`parity`: vs the fp32 engine on the validation split)
-    in one line, with the target it was judged against and whether it met it; None for any other
-    parity record."""
+    in one line, with the target it was judged against (`target`: the manifest's
+    `quantization.target`, which records it) and whether it met it; None for any other parity record."""
     if not isinstance(p, Mapping) or not isinstance(p.get("validation"), Mapping):
         return None
     val = p["validation"]
     return (f"{val.get('tiles')} validation tiles vs {p.get('reference', 'the fp32 engine')}: tokens "
             f"{_fig(val.get('token_agreement'), '.2%')}, PSNR-Y drop {drop_text(val.get('psnr_drop'))} dB; "
-            f"target: {target_words(p.get('target'))}: {'met' if p.get('target_met') else 'NOT met'}")
+            f"target: {target_words(target)}: {'met' if p.get('target_met') else 'NOT met'}")
 
 
 def missed_target_warning(quantized: Mapping[str, Any] | None, quantization: Mapping[str, Any] | None) -> str | None:
@@ -95,7 +95,8 @@ def missed_target_warning(quantized: Mapping[str, Any] | None, quantization: Map
     searched = (quantization or {}).get("search") is not None
     fix = ("quantize again with more --tiles, another --method or --precision fp16" if searched else
            "it was quantized with --no-search: quantize again without it")
-    return f"its source missed the quantize step's fidelity target ({validation_line(quantized)}); {fix}"
+    line = validation_line(quantized, (quantization or {}).get("target"))
+    return f"its source missed the quantize step's fidelity target ({line}); {fix}"
 
 
 def looser_target_warning(quantization: Mapping[str, Any] | None, gate: Recipe) -> str | None:

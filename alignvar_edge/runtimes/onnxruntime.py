@@ -186,7 +186,7 @@ def _carry_quantize_fidelity(src: Manifest, m: Manifest) -> None:
     compares it with the quantized graph it copies); `build` warns where the step missed its target
     (`runtimes.commands.engine_warnings`)."""
     from alignvar_edge.quantize.records import validation_line
-    if not validation_line(src.parity):
+    if not validation_line(src.parity, None):
         return
     assert m.parity is not None
     m.parity["quantize"] = src.parity
@@ -294,7 +294,7 @@ def engine_readme(m: Manifest, ort_version: str, graph_versions: tuple[int, int]
                                                golden_check, model_notes, whole_images)
     graph = next(iter(m.graphs.values()))
     # a quantized graph's build parity is against itself: what it lost is its quantize step's record
-    quantized = validation_line((m.parity or {}).get("quantize"))
+    quantized = validation_line((m.parity or {}).get("quantize"), (m.quantization or {}).get("target"))
 
     def tensor(t: dict[str, Any]) -> str:
         return f"`{t['name']}` {t['dtype']}[{','.join(str(d) for d in t['shape'])}]"
