@@ -192,7 +192,7 @@ class TorchBackend(Backend):
         m = load_verified(path)               # a torch engine: Backend.load refused any other
         model = load_pretrained(path)    # the engine dir holds config.json + weights
         model.prune = tuple(m.extra.get("prune") or ())     # built from a pruned export: its rollout
-        return TorchEngine(model, m, self.runs_on(path, device),
+        return TorchEngine(model, m, self.check_device(device or m.extra.get("device")),   # as runs_on, read once
                            precision or m.precision, int(batch or m.extra.get("tiles_per_call") or DEFAULT_BATCH),
                            Path(path), cuda_graphs=graphs,
                            # unless told otherwise, as built: without the refiner from a --no-refine export
