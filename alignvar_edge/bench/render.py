@@ -434,14 +434,14 @@ def shared_line(report: dict[str, Any]) -> str:
 
 def run_words(report: dict[str, Any]) -> str:
     """How many latency rounds a report timed, as its Markdown header says it: with --duration, the
-    rounds actually timed (`settings.rounds_timed`; in reports before it, the most any row was timed)
-    beside the budget and --runs, the minimum."""
+    rounds actually timed (the most any row was timed: its latency.runs) beside the budget and --runs,
+    the minimum."""
     st = report["settings"]
     mode = "interleaved" if st.get("interleaved", True) else "sequential"
     if not st.get("duration_s"):
         return f"{st['runs']} {mode} rounds"
-    timed = st.get("rounds_timed") or max((e["latency"]["runs"] for e in report["engines"]
-                                           if isinstance((e.get("latency") or {}).get("runs"), int)), default=None)
+    timed = max((e["latency"]["runs"] for e in report["engines"]
+                 if isinstance((e.get("latency") or {}).get("runs"), int)), default=None)
     budget = f"{st['duration_s']:g} s budget{'' if mode == 'interleaved' else ' each'}, at least {st['runs']}"
     if not timed:
         return f"{st['runs']} {mode} rounds (at least; {st['duration_s']:g} s budget)"

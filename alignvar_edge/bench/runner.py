@@ -284,7 +284,6 @@ class _Measure:
         self.ref_tok: list[np.ndarray] = []
         self.opts, self.prog, self.say = opts, prog, say
         self.times: dict[int, list[float]] = {}
-        self.rounds_timed = 0                # the most latency rounds any subject was timed
 
     def measure(self, group: list[Subject]) -> None:
         live = [s for s in group if s.status == "ok"]
@@ -320,7 +319,6 @@ class _Measure:
                                           else f"{o.runs} rounds"))
         timed = interleaved(live, calls, rounds(o.runs, o.duration), self.prog, "timing", after_round=self._time_gemm)
         self.times.update(timed)
-        self.rounds_timed = max([self.rounds_timed, *map(len, timed.values())])
         ov = self.opts.image_overlap
         for s in live:
             eng = _image_engine(s)          # its shape, while it is open: what the call counts depend on
@@ -564,8 +562,7 @@ def _entries(run: _Run, opts: BenchOptions, flops_of: Callable[[tuple[float, ...
 
 def _settings(run: _Run, opts: BenchOptions, threads: int) -> dict[str, Any]:
     timed_whole = bool(opts.image_size or opts.folder_images)
-    return {"runs": opts.runs, "duration_s": opts.duration, "rounds_timed": run.measure.rounds_timed,
-            "warmup": opts.warmup, "threads": threads,
+    return {"runs": opts.runs, "duration_s": opts.duration, "warmup": opts.warmup, "threads": threads,
             "image_lr": opts.image_size or None,
             "image_runs": opts.image_runs if timed_whole else None,
             # the overlap used, not the flag: a default and the same value given are one setting

@@ -15,9 +15,8 @@ A report (kind "bench") is one run on one device:
                        own_load (the run's CPU seconds per second): other work = end - own_load
     model              name, source, weights_sha256 (the state-dict hash engine manifests record; merge
                        compares it), tile geometry, parameters per component, FLOPs per tile
-    settings           runs (--runs), duration_s, rounds_timed (the latency rounds actually timed: more
-                       than runs with --duration; --sequential: the most any subject got), warmup,
-                       threads, eager_batch, interleaved (subjects timed round
+    settings           runs (--runs), duration_s (--duration: the rounds actually timed are each
+                       row's latency.runs), warmup, threads, eager_batch, interleaved (subjects timed round
                        by round; false: one after another), fidelity_tiles, seed, images (as typed),
                        fidelity_tiles_sha256 (SHA-256 of the HR fidelity crops: what merge compares),
                        image_lr/image_runs/image_overlap, folder_images/folder_lr (null: not timed),
