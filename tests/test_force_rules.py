@@ -196,6 +196,21 @@ def test_bench_replaces_only_this_machines_report_without_force(ort_dir: Path, t
     assert json.loads(theirs.read_text())["host"]["cpu"]["x86_model"] == json.loads(first)["host"]["cpu"]["x86_model"]
 
 
+def test_bench_reads_an_earlier_report_once_per_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before measuring, `bench --out R.json` asks of an existing R.json whether it is a report, which
+    kind, and which machine's: each check parses it once (a report may be megabytes of raw timings)."""
+    from alignvar_edge.bench.outputs import check_same_machine, check_targets
+    zen4 = Path(__file__).resolve().parents[1] / "docs" / "results" / "epyc-zen4-2core" / "b16-engines.json"
+    out = tmp_path / "r.json"
+    shutil.copy(zen4, out)
+    reads: list[Path] = []
+    read_bytes = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: reads.append(self) or read_bytes(self))
+    check_targets(str(out), None, None)
+    check_same_machine(str(out), force=False, host=json.loads(zen4.read_text())["host"])    # its own machine
+    assert [p for p in reads if p.name == out.name] == [out, out]
+
+
 def test_bench_merge_replaces_a_merged_report_but_not_one_runs_without_force(tmp_path: Path,
                                                                             capsys: pytest.CaptureFixture[str]) -> None:
     results = Path(__file__).resolve().parents[1] / "docs" / "results"

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
+from alignvar_edge.bench.host import fingerprint, machine_differences
 from alignvar_edge.bench.render import is_bench_plot, plot_report, report_markdown
-from alignvar_edge.bench.schema import is_report, write_json
+from alignvar_edge.bench.schema import existing_report, write_json
 from alignvar_edge.caller import option
 from alignvar_edge.errors import InputError, OutputExistsError
 from alignvar_edge.fsmodes import starts_with, unwritable_folder, write_text
-from alignvar_edge.jsonsafe import loads
 from alignvar_edge.outputs import check_outside_artifacts
 
 __all__ = ["check_same_machine", "check_targets", "write_outputs"]
@@ -57,24 +56,25 @@ def check_targets(out: str | None, md: str | None, plot: str | None, inputs: Seq
             raise OutputExistsError(f"{flag} {p} is one of the reports being merged; choose another file")
         if os.path.isdir(p):
             raise OutputExistsError(f"{flag} {p} is a directory; name a file")
-        ours = (is_report(p) if flag == "--out" else
+        report = existing_report(p) if flag == "--out" else None
+        ours = (report is not None if flag == "--out" else
                 starts_with(p, _MD_TITLE.encode()) if flag == "--md" else is_bench_plot(p))
         if not ours:
             what = {"--out": "a bench report", "--md": "a bench Markdown report", "--plot": "a plot bench drew"}[flag]
             raise OutputExistsError(f"{flag} {p}: the file exists and is not {what}, so bench does not replace "
                                     "it; choose another file, or remove it yourself")
-        if flag == "--out" and not force:
-            _check_kind(p, merging=bool(inputs))
+        if report is not None and not force:
+            _check_kind(p, report, merging=bool(inputs))
 
 
 def _replace_or_choose() -> str:
     return f"pass {option('force', True)} to replace it, or choose another file"
 
 
-def _check_kind(path: str, merging: bool) -> None:
+def _check_kind(path: str, report: dict[str, Any], merging: bool) -> None:
     """A merge replaces only a merged report (its reports make it again), never a report of one run,
     which may be the only copy of a device's figures; a bench never replaces a merged report."""
-    merged = loads(Path(path).read_bytes()).get("kind") == "merged"      # is_report has parsed it: a dict
+    merged = report.get("kind") == "merged"
     if merging and not merged:
         raise OutputExistsError(f"--out {path} is a report of one run, not a merged report: merging over it would "
                                 f"lose its measurements; {_replace_or_choose()}")
@@ -89,12 +89,10 @@ def check_same_machine(out: str, force: bool, host: dict[str, Any] | None = None
     device, known once the log is read): perhaps the only copy of that machine's figures. A report
     of the same machine (`machine_differences` finds nothing: a kernel or C library update is not
     another machine) is replaced as an earlier output."""
-    if force or not os.path.isfile(out) or not is_report(out):     # check_targets has said what else it may be
-        return
-    from alignvar_edge.bench.host import fingerprint, machine_differences
-    report = loads(Path(out).read_bytes())
-    theirs = report.get("host")
-    if report.get("kind") == "merged" or not isinstance(theirs, dict):
+    # not a file, or not a report: check_targets has said what else it may be
+    report = existing_report(out) if not force and os.path.isfile(out) else None
+    theirs = (report or {}).get("host")
+    if report is None or report.get("kind") == "merged" or not isinstance(theirs, dict):
         return
     differ = machine_differences(theirs, host if host is not None else fingerprint(with_backends=False), "this run")
     if differ:

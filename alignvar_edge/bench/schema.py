@@ -190,13 +190,19 @@ def write_json(path: str | os.PathLike[str], data: Any) -> Path:
     return write_text(path, dumps(data))
 
 
-def is_report(path: str | os.PathLike[str]) -> bool:
-    """Whether `path` holds a bench (or merged) report of any version: what only `bench` replaces."""
+def existing_report(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The bench (or merged) report of any version that `path` holds, parsed once, unchecked; None if
+    it is missing, unreadable or not one: what only `bench` replaces."""
     try:
         data = loads(Path(path).read_bytes())
     except (OSError, ValueError):       # also too deep or an integer too long (jsonsafe.loads)
-        return False
-    return isinstance(data, dict) and data.get("schema") == SCHEMA
+        return None
+    return data if isinstance(data, dict) and data.get("schema") == SCHEMA else None
+
+
+def is_report(path: str | os.PathLike[str]) -> bool:
+    """Whether `path` holds a bench (or merged) report of any version (`existing_report`)."""
+    return existing_report(path) is not None
 
 
 def check_report(report: Any, where: str = "report") -> dict[str, Any]:
