@@ -31,7 +31,7 @@ from alignvar_edge.bench.runner import RULED_FIELDS, made_by_these_rules, summar
 from alignvar_edge.bench.schema import ReportSchemaError, is_number
 from alignvar_edge.bench.stats import latency_summary, summary_from_percentiles
 
-__all__ = ["TOLERANCE", "check_figures", "made_again"]
+__all__ = ["RAW_TIMINGS", "TOLERANCE", "check_figures", "made_again"]
 
 # a stored figure and the one made again agree within TOLERANCE (relative, absolute): figures are
 # written rounded to 3-6 decimals. One made again from raw timings also differs by the raw timings' own
@@ -41,7 +41,8 @@ TOLERANCE = (1e-3, 1e-3)
 _TIMED = {"latency": ("runs", "per_call_ms", "per_tile_ms", "per_megapixel_ms", "throughput"),
           "image": ("runs", "sr_megapixels", "per_image_ms", "megapixels_per_s"),
           "folder": ("runs", "sr_megapixels", "per_folder_ms", "megapixels_per_s")}
-_RAW = {"latency": "raw_call_ms", "image": "raw_ms", "folder": "raw_ms"}
+# each timed part's raw timings, in run order (merge tells two runs apart by them)
+RAW_TIMINGS = {"latency": "raw_call_ms", "image": "raw_ms", "folder": "raw_ms"}
 # the percentile figures of each timed part, whose order is checked
 _PERCENTILES = {"latency": ("per_call_ms", "per_tile_ms", "per_megapixel_ms"), "image": ("per_image_ms",),
                 "folder": ("per_folder_ms",)}
@@ -135,9 +136,9 @@ def _timing_contradiction(stored: dict[str, Any], again: dict[str, Any]) -> str 
         if e["status"] != "ok":
             continue
         for part, keys in _TIMED.items():
-            raw = (e.get(part) or {}).get(_RAW[part])
+            raw = (e.get(part) or {}).get(RAW_TIMINGS[part])
             slack = _slack(raw) if raw else 0.0
-            basis = f"its {'' if part == 'latency' else part + ' '}{_RAW[part]}" if raw else "its per-call figures"
+            basis = f"its {'' if part == 'latency' else part + ' '}{RAW_TIMINGS[part]}" if raw else "its per-call figures"
             order = [f"{part}.{key} {o}" for key in _PERCENTILES[part]
                      if (o := _out_of_order((e.get(part) or {}).get(key) or {}))]
             values = [] if slack is None or not isinstance(e.get(part), dict) else [

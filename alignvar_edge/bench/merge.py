@@ -15,7 +15,7 @@ from typing import Any
 
 from alignvar_edge.bench.host import (MACHINE_FIELDS, identity_words, isa_word, load_words, machine_differences,
                                       machine_identity, shared_load)
-from alignvar_edge.bench.integrity import check_figures
+from alignvar_edge.bench.integrity import RAW_TIMINGS, check_figures
 from alignvar_edge.bench.render import (engine_rows, figure_cell, flattered, graph_words, host_words, markdown_table,
                                         plain_log_ticks, pyplot, save_figure, threads_words, units_words)
 from alignvar_edge.bench.schema import DEVICE_REFERENCE, ReportSchemaError, device_kind, read_report, report_header
@@ -87,8 +87,7 @@ def merge_reports(paths: Sequence[str | os.PathLike[str]]) -> dict[str, Any]:
 def _raw_timings(r: dict[str, Any]) -> str | None:
     """Every timed engine's raw timings (of its calls, whole image and folder), in report order: two
     runs never share them. None where the report keeps none (trtexec's, an older report's)."""
-    raw = [[(e.get(part) or {}).get(key) for part, key in (("latency", "raw_call_ms"), ("image", "raw_ms"),
-                                                            ("folder", "raw_ms"))]
+    raw = [[(e.get(part) or {}).get(key) for part, key in RAW_TIMINGS.items()]
            for e in r["engines"] if e["status"] == "ok"]
     return json.dumps(raw) if any(any(t) for t in raw) else None
 
