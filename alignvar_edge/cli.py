@@ -156,6 +156,8 @@ def _parse_and_run(argv: list[str], interrupted: list[int]) -> int:
             raise KeyboardInterrupt from None
         raise
     debug = args.debug or os.environ.get("ALIGNVAR_EDGE_DEBUG") == "1"
+    if args.verb in parser.verb_parsers:        # a nested verb (`bench merge`) has renamed its parser
+        args.who = parser.verb_parsers[args.verb].prog
     if not getattr(args, "func", None):         # a usage error: stdout stays empty for a script's reader
         parser.print_usage(sys.stderr)
         print(f"{parser.prog}: error: choose a verb ({parser.prog} --help lists them)", file=sys.stderr)
@@ -163,7 +165,7 @@ def _parse_and_run(argv: list[str], interrupted: list[int]) -> int:
     show = warnings.showwarning
     if not debug:           # a warning is one line naming the verb, not a source excerpt
         warnings.showwarning = lambda message, *_a, **_k: progress.note(
-            f"alignvar-edge {args.verb}: warning: {message}")
+            f"{_who(args)}: warning: {message}")
     # an interrupted verb names the outputs it had already published (_interrupted); its errors name
     # options as its flags (caller.option)
     with safe_stop.recording(), caller.command_line():
@@ -185,27 +187,27 @@ def _parse_and_run(argv: list[str], interrupted: list[int]) -> int:
             if isinstance(e, AlignVAREdgeError):
                 if debug:
                     raise
-                print(f"alignvar-edge {args.verb}: error: {e}", file=sys.stderr)
+                print(f"{_who(args)}: error: {e}", file=sys.stderr)
                 return e.exit_code
             if isinstance(e, ModuleNotFoundError) and not debug and (package := host_package(e)):
                 error = host_tools_error("this verb", package)
-                print(f"alignvar-edge {args.verb}: error: {error}", file=sys.stderr)
+                print(f"{_who(args)}: error: {error}", file=sys.stderr)
                 return error.exit_code
             if isinstance(e, ModuleNotFoundError) and (e.name or "").split(".")[0] == "nncf" and not debug:
                 # the `openvino` extra runs engines; only building OpenVINO int8 ones needs NNCF
-                print(f"alignvar-edge {args.verb}: error: OpenVINO int8 builds need NNCF, which is not installed; "
+                print(f"{_who(args)}: error: OpenVINO int8 builds need NNCF, which is not installed; "
                       f"{install_command('openvino-int8')}", file=sys.stderr)
                 return BackendUnavailableError.exit_code
             if (memory := out_of_memory(e)) is not None:       # a runtime's allocation failure too
                 if debug:
                     raise
-                print(f"alignvar-edge {args.verb}: error: {memory}", file=sys.stderr)
+                print(f"{_who(args)}: error: {memory}", file=sys.stderr)
                 _drop_torch_exit_log()
                 return 1
             if isinstance(e, OSError):
                 if debug:
                     raise
-                print(f"alignvar-edge {args.verb}: error: {_os_error_line(e)}", file=sys.stderr)
+                print(f"{_who(args)}: error: {_os_error_line(e)}", file=sys.stderr)
                 # the run failed (a full disk, an I/O error): a path the user named that cannot be
                 # written is bad input, refused with 2 before any work (fsmodes.unwritable_folder),
                 # as is a name no file can have, wherever it is met
@@ -236,10 +238,16 @@ def _empty_argument(argv: list[str]) -> str | None:
             "perhaps an unset shell variable; give the path or value")
 
 
+def _who(args: argparse.Namespace) -> str:
+    """The command that speaks in messages: its parser's name after parsing (`alignvar-edge bench
+    merge`), else the verb typed."""
+    return getattr(args, "who", None) or ("alignvar-edge " + args.verb if args.verb else "alignvar-edge")
+
+
 def _interrupted(args: Any, signals: list[int]) -> int:
     # a verb whose finished outputs survive (a folder upscale, training) says how to continue
     kept = getattr(args, "on_interrupt", None) or _kept_line(safe_stop.kept(), safe_stop.error_records())
-    who = f"alignvar-edge {args.verb}" if args.verb else "alignvar-edge"
+    who = _who(args)
     if signal.SIGTERM in signals:
         print(f"{who}: terminated (SIGTERM); {kept}", file=sys.stderr)
         return 128 + signal.SIGTERM

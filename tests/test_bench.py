@@ -247,7 +247,7 @@ def test_merge_refuses_a_hand_edited_report_in_one_line(edit: Any, tmp_path: Pat
                    "--out", str(tmp_path / "m.json"), "--md", str(tmp_path / "m.md")])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1, err
-    assert err.startswith("alignvar-edge bench: error: ") and str(pb) in err and "hand-edited" in err
+    assert err.startswith("alignvar-edge bench merge: error: ") and str(pb) in err and "hand-edited" in err
     assert not (tmp_path / "m.json").exists()
 
 
@@ -520,7 +520,7 @@ def test_merge_refuses_a_bench_flag_it_would_ignore_in_one_line(flags: list[str]
     err = capsys.readouterr().err.strip()
     named = [f for f in flags if f.startswith("--")]
     assert rc == 2 and len(err.splitlines()) == 1, err
-    assert err.startswith(f"alignvar-edge bench: error: {', '.join(named)} ") and "bench merge" in err, err
+    assert err.startswith(f"alignvar-edge bench merge: error: {', '.join(named)} ") and "bench merge" in err, err
     assert not (tmp_path / "m.json").exists()
     assert cli.main(["bench", "merge", str(DOC_REPORT), "--out", str(tmp_path / "m.json")]) == 0
 
@@ -540,7 +540,8 @@ def test_bench_refuses_a_flag_its_mode_would_ignore_in_one_line(mode: str, flags
     err = capsys.readouterr().err.strip()
     named = [f for f in flags if f.startswith("--")]
     assert rc == 2 and len(err.splitlines()) == 1, err
-    assert err.startswith(f"alignvar-edge bench: error: {', '.join(named)} ") and "leave" in err, err
+    who = "alignvar-edge bench trtexec" if mode == "trtexec" else "alignvar-edge bench"
+    assert err.startswith(f"{who}: error: {', '.join(named)} ") and "leave" in err, err
     assert not (tmp_path / "r.json").exists()
 
 
@@ -1080,6 +1081,18 @@ def test_merge_warns_on_settings_of_reports_that_share_a_label_and_not_on_a_defa
     assert any("different models" in w for w in warned)
     threads = [w for w in warned if w.startswith("setting 'threads' differs")]
     assert threads and f"({'d16-random'})={a['settings']['threads'] + 3}" in threads[0], warned
+
+
+def test_merge_warnings_on_the_command_line_name_the_command(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    a = json.loads((DOC_REPORT.parents[1] / "epyc-avx512bf16-2core" / "shared-condition-b16.json").read_text())
+    c = another_run(a, 3.0)
+    c["model"]["name"] = "d16-random"
+    rc = cli.main(["bench", "merge", str(write_json(tmp_path / "a.json", a)), str(write_json(tmp_path / "c.json", c)),
+                   "--md", str(tmp_path / "m.md")])
+    warned = [line for line in capsys.readouterr().err.splitlines() if "warning:" in line]
+    assert rc == 0 and any("different models" in w for w in warned), warned
+    assert all(w.startswith("alignvar-edge bench merge: warning: ") for w in warned), warned
 
 
 def test_merge_names_a_skipped_image_timing_once_and_a_busy_multi_thread_report(tmp_path: Path) -> None:

@@ -103,7 +103,7 @@ def test_bench_trtexec_refuses_a_log_naming_no_device_without_label(tmp_path: Pa
     out = tmp_path / "t.json"
     rc = cli.main(["bench", "trtexec", str(NO_DEVICE_LOG), "--batch", "16", "--out", str(out)])
     line = _one_line(rc, capsys.readouterr().err)
-    assert line.startswith(f"alignvar-edge bench: error: {NO_DEVICE_LOG} names no device ") and "--label" in line
+    assert line.startswith(f"alignvar-edge bench trtexec: error: {NO_DEVICE_LOG} names no device ") and "--label" in line
     assert not out.exists()
 
 
@@ -177,5 +177,5 @@ def test_bench_trtexec_without_log_names_the_log_first(argv: list[str], tmp_path
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     rc = cli.main(["bench", "trtexec", *argv])
     line = _one_line(rc, capsys.readouterr().err)
-    assert line.startswith("alignvar-edge bench: error: bench trtexec reads one LOG, trtexec's saved output "
+    assert line.startswith("alignvar-edge bench trtexec: error: reads one LOG, trtexec's saved output "
                            "(none given): alignvar-edge bench trtexec LOG "), line

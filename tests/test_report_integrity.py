@@ -42,7 +42,7 @@ def _merge_error(paths: list[Path], tmp_path: Path, capsys: pytest.CaptureFixtur
     """`bench merge PATHS` refused in one line (exit 2), with nothing written; that line."""
     rc = cli.main(["bench", "merge", *map(str, paths), "--out", str(tmp_path / "m.json"), "--md", str(tmp_path / "m.md")])
     err = capsys.readouterr().err.strip()
-    assert rc == 2 and len(err.splitlines()) == 1 and err.startswith("alignvar-edge bench: error: "), err
+    assert rc == 2 and len(err.splitlines()) == 1 and err.startswith("alignvar-edge bench merge: error: "), err
     assert not (tmp_path / "m.json").exists() and not (tmp_path / "m.md").exists()
     return err
 

@@ -305,12 +305,12 @@ def run_trtexec(logs: list[str], args: argparse.Namespace) -> int:
     from alignvar_edge.bench.device import trtexec_report
     from alignvar_edge.bench.outputs import check_same_machine, check_targets
     if len(logs) != 1:                  # named first: without it nothing else can be judged
-        raise InputError(f"bench trtexec reads one LOG, trtexec's saved output ({len(logs) or 'none'} given): "
+        raise InputError(f"reads one LOG, trtexec's saved output ({len(logs) or 'none'} given): "
                          "alignvar-edge bench trtexec LOG --engine DIR --out R.json (or --batch N in place of --engine)")
     _refuse_unread(args, TRTEXEC_FLAGS, "bench trtexec (which reads only --out, --force, --engine, --batch and "
                    "--label)")
     if not args.out:
-        raise InputError("bench trtexec needs --out REPORT.json (the report is the result)")
+        raise InputError("needs --out REPORT.json (the report is the result)")
     _refuse_renderings(args)
     check_targets(args.out, args.md, args.plot, force=args.force)
     report = trtexec_report(logs[0], args.trt_engine, label=args.label, batch=args.batch)
@@ -347,7 +347,7 @@ def run_merge(paths: list[str], args: argparse.Namespace) -> int:
     from alignvar_edge.bench.schema import write_json
     _refuse_unread(args, MERGE_FLAGS, "bench merge (which reads only --out, --md, --plot and --force)")
     if not paths:
-        raise InputError("bench merge needs report files: alignvar-edge bench merge A.json B.json --md out.md")
+        raise InputError("needs report files: alignvar-edge bench merge A.json B.json --md out.md")
     from alignvar_edge.bench.outputs import check_targets
     check_targets(args.out, args.md, args.plot, paths, force=args.force)
     if args.plot:
@@ -356,9 +356,9 @@ def run_merge(paths: list[str], args: argparse.Namespace) -> int:
     if args.plot:
         plot_rows(merged)
     for w in merged["warnings"]:
-        note(f"bench merge: warning: {w}")
+        note(f"alignvar-edge bench merge: warning: {w}")
     for n in merged["notes"]:
-        note(f"bench merge: note: {n}")
+        note(f"alignvar-edge bench merge: note: {n}")
     if args.out:
         write_json(args.out, merged)
     if args.plot:
