@@ -151,7 +151,7 @@ def register(sub: Any) -> None:
     p.add_argument("--threads", type=positive_int,
                    help="threads for every engine, at most the usable cores (default: all usable cores)")
     p.add_argument("--staged", help="a staged ONNX export of the same model: adds ONNX Runtime per-stage timing")
-    p.add_argument("--profile-runs", type=nonneg_int, default=3, help="runs of the per-stage profile (0: none)")
+    p.add_argument("--profile-runs", type=nonneg_int, default=3, help="runs of the per-stage profile (0: none; default %(default)s)")
     p.add_argument("--peak-n", type=positive_int, default=1024, help="side of the GEMM that measures the peak (default 1024)")
     p.add_argument("--min-token-agreement", type=fraction, default=DEFAULT_MIN_TOKENS,
                    help=f"fidelity gate for 'best engine' (default {DEFAULT_MIN_TOKENS:g})")
@@ -159,7 +159,7 @@ def register(sub: Any) -> None:
     p.add_argument("--sequential", action="store_true",
                    help="one engine in memory at a time, no interleaving (models too big to load together)")
     p.add_argument("--label", help=_LABEL_HELP)
-    p.add_argument("--seed", type=random_seed, default=0, help="fidelity tile crops")
+    p.add_argument("--seed", type=random_seed, default=0, help="seed of the fidelity tile crops (default %(default)s)")
     p.add_argument("--no-reference", action="store_true",
                    help="no PyTorch: time engine directories and check them against their golden outputs "
                         "(automatic when PyTorch is not installed)")
@@ -184,14 +184,14 @@ def register(sub: Any) -> None:
     d.add_argument("--preset", help="random weights of a preset instead of a checkpoint (e.g. micro, tiny, d16)")
     d.add_argument("--targets", default="auto",
                    help="auto (every backend that can build here) or a comma list of "
-                        "onnxruntime,openvino,tensorrt,coreml")
+                        "onnxruntime,openvino,tensorrt,coreml (default: %(default)s)")
     d.add_argument("--precision", default=None,
                    help=f"comma list of {','.join(deploy_precisions())} (default: {','.join(DEPLOY_DEFAULT)}); "
                         "without --precision, OpenVINO's fp32 step builds bf16 first on a CPU with fast bf16 units "
                         "(kept where the tokens hold, as `build` without --precision), while a --precision that "
                         "names fp32 builds f32; Core ML always gets its fp16 package (the Neural Engine computes "
                         "in fp16) and int8 means weight-only there")
-    d.add_argument("--calib", default="builtin", metavar="builtin|DIR", help="calibration photographs")
+    d.add_argument("--calib", default="builtin", metavar="builtin|DIR", help="calibration photographs: the bundled sample set or a folder (default: %(default)s)")
     d.add_argument("--out", required=True, help="output directory (created atomically)")
     d.add_argument("--force", action="store_true", help="replace --out if it exists")
     d.add_argument("--quick", action="store_true",
@@ -213,7 +213,7 @@ def register(sub: Any) -> None:
                    help="static batch of every engine (default: each of 1, 4, 8, 16 is exported and timed on "
                         "ONNX Runtime at the headline threads; the fastest for a 128x128 LR image's tiles is kept; "
                         "--quick: 16; SR tiles over 64 px: 1, with no search)")
-    d.add_argument("--seed", type=random_seed, default=0, help="--preset weights, tiles and calibration seed")
+    d.add_argument("--seed", type=random_seed, default=0, help="--preset weights, tiles and calibration seed (default %(default)s)")
     d.set_defaults(func=run_deploy_cmd)
 
 
