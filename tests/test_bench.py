@@ -204,6 +204,12 @@ def test_merge_table_plot_and_schema_refusal(report: dict[str, Any], tmp_path: P
         merge_reports([pa, po])
 
 
+def _who(argv: list[str]) -> str:
+    """The command an error line names: the verb, or bench's nested verb (`bench merge`)."""
+    nested = argv[0] == "bench" and len(argv) > 1 and argv[1] in ("merge", "trtexec")
+    return "alignvar-edge " + " ".join(argv[:2] if nested else argv[:1])
+
+
 def test_cli_errors_are_one_line_and_nonzero(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                              report: dict[str, Any]) -> None:
     cases = [
@@ -221,7 +227,7 @@ def test_cli_errors_are_one_line_and_nonzero(tmp_path: Path, capsys: pytest.Capt
         rc = cli.main(argv)
         err = capsys.readouterr().err.strip()
         assert rc != 0, argv
-        assert len(err.splitlines()) == 1 and err.startswith(f"alignvar-edge {argv[0]}: error: "), (argv, err)
+        assert len(err.splitlines()) == 1 and err.startswith(f"{_who(argv)}: error: "), (argv, err)
     assert not (tmp_path / "d").exists() and not (tmp_path / "r.json").exists()
 
 
@@ -346,7 +352,7 @@ def test_bench_outputs_never_replace_an_input_or_a_file_of_another_kind(
     for argv in cases:
         rc = cli.main(argv)
         err = capsys.readouterr().err.strip()
-        assert rc == 2 and len(err.splitlines()) == 1 and err.startswith("alignvar-edge bench: error: --"), (argv, err)
+        assert rc == 2 and len(err.splitlines()) == 1 and err.startswith(f"{_who(argv)}: error: --"), (argv, err)
     assert {p: p.read_bytes() for p in before} == before and not (tmp_path / "m.json").exists()
     assert not (tmp_path / "-").exists()
     # a folder that cannot be written is found before the bench measures for minutes (root may write

@@ -92,7 +92,7 @@ def test_a_plot_without_matplotlib_is_one_line_and_writes_nothing(tmp_path) -> N
     report = str(Path(__file__).resolve().parent.parent / "docs/results/epyc-2core/tiny-t1.json")
     out = _device_cli("bench", "merge", report, "--out", str(tmp_path / "m.json"), "--plot", str(tmp_path / "m.png"))
     assert out.returncode == 2, out.stderr
-    assert out.stderr.strip() == ("alignvar-edge bench: error: --plot needs matplotlib, which is not installed "
+    assert out.stderr.strip() == ("alignvar-edge bench merge: error: --plot needs matplotlib, which is not installed "
                                   "here: pip install matplotlib (the host extra has it), or leave out --plot")
     assert list(tmp_path.iterdir()) == []
 
