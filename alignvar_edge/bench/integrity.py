@@ -28,7 +28,7 @@ from typing import Any
 
 from alignvar_edge.bench.image import folder_summary, image_summary
 from alignvar_edge.bench.runner import RULED_FIELDS, made_by_these_rules, summary_again
-from alignvar_edge.bench.schema import ReportSchemaError, is_number
+from alignvar_edge.bench.schema import ROUNDS, SPEEDUPS, ReportSchemaError, is_number
 from alignvar_edge.bench.stats import latency_summary, summary_from_percentiles
 
 __all__ = ["RAW_TIMINGS", "TOLERANCE", "check_figures", "made_again"]
@@ -49,7 +49,7 @@ _PERCENTILES = {"latency": ("per_call_ms", "per_tile_ms", "per_megapixel_ms"), "
 _ORDER = ("min", "p50", "p90", "p99", "max")
 _TAILS = ("p90", "p99")
 # the ratios of an entry, and the summary's figures, made again from the entries' timings
-_RATIOS = tuple(f"{what}speedup_vs_eager{rounds}" for what in ("", "image_", "folder_") for rounds in ("", "_rounds"))
+_RATIOS = tuple(key + rounds for key in SPEEDUPS for rounds in ("", ROUNDS))
 _SUMMARY = ("eager_p50_ms_per_tile", "best_cpu", "image", "folder", "fp32_bound_ms_per_tile", "fp32_bound_speedup",
             "fp32_bound_ms_per_tile_median", "fp32_bound_speedup_median", "target_met", "target_within_spread")
 

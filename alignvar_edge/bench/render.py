@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from alignvar_edge.bench.host import load_words, machine_words, short_label
-from alignvar_edge.bench.schema import DEVICE_REFERENCE
+from alignvar_edge.bench.schema import DEVICE_REFERENCE, ROUNDS, SPEEDUPS
 from alignvar_edge.bench.stats import spread_bounds
 from alignvar_edge.errors import InputError
 from alignvar_edge.fsmodes import write_atomically
@@ -361,19 +361,14 @@ def _spread_sentence(best: dict[str, Any]) -> str:
     return f" Per round {spread_words(spread)}" + (f"; within the noise of {', '.join(peers)}" if peers else "") + "."
 
 
-# the ratios a report's rows carry, each with its per-round spread under `key`_rounds
-_RATIOS = (("speedup_vs_eager", "per tile"), ("image_speedup_vs_eager", "whole image"),
-           ("folder_speedup_vs_eager", "folder"))
-
-
 def rounds_line(report: dict[str, Any]) -> str | None:
     """One line with every engine row's per-round spread of its ratios to eager (the table shows
     the ratios of medians); None where fewer than two engine rows have one (the best engine's line
     says its own)."""
     engines = [e for e in report.get("engines", []) if e.get("kind") == "engine" and e.get("status") == "ok"]
     parts = []
-    for key, what in _RATIOS:
-        rows = [(e["label"], e[f"{key}_rounds"]) for e in engines if e.get(f"{key}_rounds")]
+    for key, what in SPEEDUPS.items():
+        rows = [(e["label"], e[key + ROUNDS]) for e in engines if e.get(key + ROUNDS)]
         if len(rows) >= 2:
             _, _, kind = spread_bounds(rows[0][1])
             parts.append(f"{what} ({kind} of {rows[0][1]['rounds']} rounds) "

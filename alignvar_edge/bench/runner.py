@@ -31,7 +31,7 @@ from alignvar_edge.bench.host import OwnLoad, load_words, shared_load
 from alignvar_edge.bench.memory import PeakRSS, traced_peak_mb
 from alignvar_edge.bench.peak import MAX_PEAK_N
 from alignvar_edge.bench.render import pruning_note, spread_words, unverified_note
-from alignvar_edge.bench.schema import device_kind, meets_fidelity, new_report, reference_model_block, status_reasons
+from alignvar_edge.bench.schema import ROUNDS, SPEEDUPS, device_kind, meets_fidelity, new_report, reference_model_block, status_reasons
 from alignvar_edge.bench.stats import latency_summary, ratio_spread, separated, spread_bounds
 from alignvar_edge.bench.subjects import (BICUBIC, EAGER, EngineSpec, Subject, artifact_bytes, call_for,
                                           check_exists, open_subject, parse_spec, spec_manifest, unique_label,
@@ -783,7 +783,7 @@ def summary_again(report: dict[str, Any], keep_choices: bool = False) -> dict[st
     None, and no ratios, where the report timed no PyTorch eager (a device report)."""
     entries = report["engines"]
     for e in entries:                   # a ratio `_summary` would not set again must not stay behind
-        for key in [k for k in e if k.endswith(("speedup_vs_eager", "speedup_vs_eager_rounds"))]:
+        for key in [k for k in e if k.removesuffix(ROUNDS) in SPEEDUPS]:
             del e[key]
     if not any(e["label"] == EAGER for e in entries):
         return None
@@ -840,7 +840,7 @@ def _set_round_spreads(key: str, eager: dict[str, Any], entries: list[dict[str, 
     for e in entries:
         spread = ratio_spread(times(eager), times(e)) if e is not eager and e.get(key) else None
         if spread is not None:
-            e[f"{key}_rounds"] = spread
+            e[key + ROUNDS] = spread
 
 
 def _beside_best(best: dict[str, Any], rivals: list[dict[str, Any]], key: str,
@@ -848,12 +848,12 @@ def _beside_best(best: dict[str, Any], rivals: list[dict[str, Any]], key: str,
     """What a summary's best entry records beside its ratio `key`: that ratio's per-round spread and
     `within_noise_of`, the rivals it is not told from beyond one run's noise (`separated`); nothing
     where its ratio has no per-round spread (subjects timed one after another)."""
-    spread = best.get(f"{key}_rounds")
+    spread = best.get(key + ROUNDS)
     if spread is None:
         return {}
 
     def told_apart(other: dict[str, Any]) -> bool:
-        theirs, paired = other.get(f"{key}_rounds"), ratio_spread(times(other), times(best))
+        theirs, paired = other.get(key + ROUNDS), ratio_spread(times(other), times(best))
         return theirs is not None and paired is not None and separated(spread, theirs, paired)
     return {"speedup_vs_eager_rounds": spread,
             "within_noise_of": [e["label"] for e in rivals if e is not best and e.get(key) and not told_apart(e)]}

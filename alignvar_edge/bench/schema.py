@@ -252,8 +252,13 @@ def is_number(v: Any) -> TypeGuard[int | float]:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+# an entry's ratios to eager (eager's p50 / the entry's), each with its per-round spread under
+# key + ROUNDS, and the words tables give them
+SPEEDUPS = {"speedup_vs_eager": "per tile", "image_speedup_vs_eager": "whole image",
+            "folder_speedup_vs_eager": "folder"}
+ROUNDS = "_rounds"
 # the figures of an "ok" entry that tables sort on or format as numbers (None: not measured)
-_NUMBERS = ("speedup_vs_eager", "image_speedup_vs_eager", "folder_speedup_vs_eager", "artifact_bytes", "batch")
+_NUMBERS = (*SPEEDUPS, "artifact_bytes", "batch")
 
 
 def _bad_figure(e: dict[str, Any]) -> str | None:
