@@ -44,13 +44,13 @@ class Context:
     guide_B1hw: torch.Tensor   # (B, 1, h, w) SCA structural guidance (LR Laplacian)
 
 
-
 def guidance_weight(cfg: float, k: int, num_scales: int) -> float:
     """Classifier-free guidance's weight at scale k, ramping from 0 to `cfg` at the last scale, in
     VARSR's order of operations (cfg times the scale's ratio). cfg * k / (K - 1) differs from it in
     the last bit of the float64 for some values (cfg 0.03 at scale 3 of 10); the logits it scales are
     float32, where the two rarely differ, but the formula is upstream's."""
     return cfg * (k / (num_scales - 1))
+
 
 class Stages(Protocol):
     """The three stages of one rollout implementation (the staged export's graphs)."""
