@@ -75,7 +75,7 @@ class OneLineParser(argparse.ArgumentParser):
         return parsed
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> OneLineParser:
     parser = OneLineParser(
         prog="alignvar-edge",
         description="AlignVAR super-resolution from PyTorch to the edge: export, quantize, build, run, bench.")
