@@ -403,8 +403,8 @@ def run_upscale(args: argparse.Namespace) -> int:
     from alignvar_edge.images.arrays import unit_floats
     from alignvar_edge.images.read import file_samples, load_image_for_upscale
     from alignvar_edge.images.write import written_bits
-    from alignvar_edge.runtimes.tiling import (check_overlap_flag, count_tiles, overlap_cost, tiles_per_call,
-                                               upscale_plane_bicubic)
+    from alignvar_edge.runtimes.tiling import (check_overlap_flag, count_tiles, fill_transparent, overlap_cost,
+                                               tiles_per_call, upscale_plane_bicubic)
     if Path(args.input).is_dir():    # what Ctrl-C keeps: a folder run's finished images
         args.on_interrupt = ("images already finished are kept, the one in progress is not; "
                              "the same command again skips the finished ones")
@@ -468,6 +468,8 @@ def run_upscale(args: argparse.Namespace) -> int:
                 tiles = count_tiles(rgb.shape[:2], engine.tile_size, args.overlap)
                 paces.append(_ImagePace(label, rgb.shape[:2], engine.scale, tiles, tiles_per_call(engine), args.quiet))
                 loaded.append((src, dst, alpha, bits, meta))
+                if alpha is not None:   # the engine gets the RGB alone: filled under alpha 0 as Engine.upscale fills it
+                    rgb = fill_transparent(rgb, alpha)
                 # the file's own samples: the result is made in their dtype, not held whole as float32
                 # (12x an 8-bit result); floats where the output keeps fewer bits than the file, so
                 # that their result is rounded once, as it always was

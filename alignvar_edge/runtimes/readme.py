@@ -87,7 +87,11 @@ def whole_images(m: Manifest, batch: int | None = None) -> list[str]:
     b = batch if batch is not None else c.get("batch")
     steps = [
         "Samples: the image as float32 RGB in [0, 1] (8-bit: k / 255; 16-bit: k / 65535). A gray image runs as "
-        "R = G = B; an alpha channel never enters the graph (the last step).",
+        "R = G = B; an alpha channel never enters the graph (the last step), but pixels whose alpha is 0 first take "
+        "the colour of the visible ones around them: halve the image level by level, each pixel of a level the mean "
+        "of the visible pixels of its 2x2 block (none where it has none); then from the coarsest level back, each "
+        "pixel with none takes, along each axis, 3/4 of the coarser pixel that holds it and 1/4 of the one next "
+        "nearest (the edge one repeated past the edge), rounded to whole samples in an 8- or 16-bit image.",
         f"Pad: a side shorter than {t} px is padded at its end (bottom, right) to {t} px, {_PAD_WORDS[PAD_MODE]}.",
         _tiles_step(t, ov, b), _blend_step(t, ov, s),
         *(["Colour fix (above): on the whole RGB result of the blend."] if c.get("color_fix") else []),

@@ -14,7 +14,9 @@ the result's own dtype (`upscale_samples`), so nothing image-sized is held besid
 the result (a result in float is only made whole where the colour fix needs its statistics: float32,
 4x an 8-bit result, which the fix then converts strip by strip).
 Grayscale images run as RGB and come back gray; an alpha plane is upscaled separately (bicubic)
-and never fed to the model.
+and never fed to the model. The colour under fully transparent pixels is replaced first by that of
+the visible pixels around them (`fill_transparent`): editors leave black there, and the model,
+which sees each tile's neighbourhood, bled it into the visible edge as a dark fringe.
 """
 from __future__ import annotations
 
@@ -33,7 +35,8 @@ from alignvar_edge.argtypes import is_integer
 if TYPE_CHECKING:
     from alignvar_edge.images.arrays import Samples
 
-__all__ = ["PAD_MODE", "RAMP_OFFSET", "TileRunner", "default_overlap", "tile_starts", "blend_window", "upscale_image",
+__all__ = ["PAD_MODE", "RAMP_OFFSET", "TileRunner", "default_overlap", "fill_transparent", "tile_starts",
+           "blend_window", "upscale_image",
            "upscale_samples", "upscale_images", "upscale_plane_bicubic", "extract_tiles", "seam_ratio", "blend_tiles",
            "check_overlap_flag", "checked_overlap", "overlap_cost", "count_tiles", "tiles_per_call"]
 
@@ -382,7 +385,7 @@ def _as_rgb(image: np.ndarray, to_float: FloatOf) -> tuple[np.ndarray, _Layout]:
             # NaN alpha came back a transparent hole, Inf alpha pushed its neighbours to opaque
             _refuse_non_finite(x[..., 3], "the image's alpha channel")
         alpha = np.clip(np.asarray(to_float(x[..., 3]), np.float32), 0.0, 1.0)
-        return x[..., :3], _Layout(alpha=alpha)
+        return fill_transparent(x[..., :3], alpha), _Layout(alpha=alpha)
     if x.ndim == 3 and x.shape[2] == 3:
         return x, _Layout()
     raise InputError(f"expected an image HxW, HxWx1, HxWx3 or HxWx4, got shape {x.shape}")
@@ -525,6 +528,71 @@ class _Pooled:
     prep: _Prepared
     n: int
     sr: list[np.ndarray] = field(default_factory=list)
+
+
+def fill_transparent(samples: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """`samples` (HxW or HxWxC, in their own dtype) with the colour of each pixel whose `alpha` is 0
+    replaced by that of the visible pixels around it, so that what editors leave under transparency
+    (black, most often) does not reach the model, whose result near an edge depends on the pixels
+    across it. A pull-push fill: each 2x2 block's mean of its visible pixels, level by level, then
+    from the coarsest level back each hidden pixel takes its level's bilinear 2x upsampling of the
+    next. O(pixels); besides the copy returned, its arrays are a quarter of the image or smaller.
+    An image with no pixel of alpha 0 (or no visible one) is `samples` itself, bit for bit."""
+    hidden = np.asarray(alpha) == 0
+    if not hidden.any() or hidden.all():
+        return samples
+    out = np.array(samples)                 # a copy, writable, in the samples' dtype
+    _fill(out if out.ndim == 3 else out[..., None], hidden)
+    return out
+
+
+def _fill(level: np.ndarray, hidden: np.ndarray) -> None:
+    """Fill `level`'s (HxWxC) `hidden` pixels in place (`fill_transparent`)."""
+    coarse, coarse_hidden = _pulled(level, hidden)
+    if coarse_hidden.any():
+        _fill(coarse, coarse_hidden)
+    for dy, dx in itertools.product((0, 1), (0, 1)):
+        where, phase = hidden[dy::2, dx::2], level[dy::2, dx::2]
+        for r0 in range(0, where.shape[0], _FILL_ROWS):      # a strip at a time: no level-sized floats
+            strip = where[r0:r0 + _FILL_ROWS]
+            if strip.any():
+                up = _upsampled_rows(coarse, r0, r0 + len(strip), dy, dx)[:, :strip.shape[1]]
+                phase[r0:r0 + len(strip)][strip] = _as_dtype(up[strip], level.dtype)
+
+
+_FILL_ROWS = 64
+
+
+def _pulled(level: np.ndarray, hidden: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(each 2x2 block's mean of its visible pixels as float32, the blocks with none), the last
+    row or column of an odd side a block of its own."""
+    h2, w2 = -(-hidden.shape[0] // 2), -(-hidden.shape[1] // 2)
+    sums = np.zeros((h2, w2, level.shape[2]), np.float32)
+    counts = np.zeros((h2, w2), np.float32)
+    for dy, dx in itertools.product((0, 1), (0, 1)):
+        seen = ~hidden[dy::2, dx::2]
+        h, w = seen.shape
+        sums[:h, :w] += np.where(seen[..., None], level[dy::2, dx::2], 0)
+        counts[:h, :w] += seen
+    sums /= np.maximum(counts, 1)[..., None]
+    return sums, counts == 0
+
+
+def _upsampled_rows(coarse: np.ndarray, r0: int, r1: int, dy: int, dx: int) -> np.ndarray:
+    """Rows r0:r1 of the pixels (dy::2, dx::2) of `coarse` upsampled 2x bilinearly: 3/4 of the
+    nearest coarse pixel and 1/4 of the next nearest, along each axis (the edge one past the edge)."""
+    rows = 0.75 * coarse[r0:r1] + 0.25 * coarse[_nearest_after(np.arange(r0, r1), dy, len(coarse))]
+    return 0.75 * rows + 0.25 * rows[:, _nearest_after(np.arange(rows.shape[1]), dx, rows.shape[1])]
+
+
+def _nearest_after(i: np.ndarray, d: int, n: int) -> np.ndarray:
+    """The coarse index second nearest to fine pixel 2i + d: the one before (d = 0) or after, kept in [0, n)."""
+    return np.clip(i + (1 if d else -1), 0, n - 1)
+
+
+def _as_dtype(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Float values as `dtype`: integers rounded (each is a mean of samples, so in range)."""
+    return np.rint(values).astype(dtype) if dtype.kind in "ui" else values.astype(dtype)
 
 
 # how a side shorter than a tile is padded (bottom and right only), as numpy's np.pad names it:
