@@ -1201,13 +1201,16 @@ def _chunk_kinds(path: Path) -> list[tuple[bytes, bytes]]:
     return found
 
 
-def test_a_damaged_exif_is_said_once_naming_its_file(tmp_path: Path, capsys, one_torch_thread) -> None:
+@pytest.mark.parametrize("ext", ["png", "jpg"])
+def test_a_damaged_exif_is_said_once_naming_its_file(tmp_path: Path, capsys, one_torch_thread, ext) -> None:
     """A PNG whose EXIF block is damaged (`MM\\0*garbage`) gave Pillow's "Corrupt EXIF data" twice per
     file in an upscale run (the EXIF was read when the pixels were and again for what the result
     carries), naming no file: in a folder of hundreds the user could not find it. It is one line
     naming the file, the EXIF read once; the image is still upscaled. One whose damaged EXIF still
     holds an orientation (6: a quarter turn) is turned, said once too (Pillow read it again on the
-    turned copy and repeated its warning bare), and not said to be taken as upright."""
+    turned copy and repeated its warning bare), and not said to be taken as upright. A JPEG's
+    EXIF is read by Pillow inside Image.open: its warnings came out bare, and the line naming the
+    file never did."""
     from alignvar_edge.cli import main
     (tmp_path / "in").mkdir()
     buf = io.BytesIO()
@@ -1217,29 +1220,32 @@ def test_a_damaged_exif_is_said_once_naming_its_file(tmp_path: Path, capsys, one
     # bytes stored at 0xFFF0, past the end of the block
     turned = (b"MM\0*" + struct.pack(">IH", 8, 2) + struct.pack(">HHIHH", 0x0112, 3, 1, 6, 0)
               + struct.pack(">HHII", 0x010E, 2, 100, 0xFFF0) + struct.pack(">I", 0))
-    for name, exif in (("bad.png", b"MM\0*garbage"), ("turned.png", turned)):
-        (tmp_path / "in" / name).write_bytes(png[:33] + _png_chunk(b"eXIf", exif) + png[33:])
-    Image.new("RGB", (6, 5)).save(tmp_path / "in" / "good.png")
+    for name, exif in ((f"bad.{ext}", b"MM\0*garbage"), (f"turned.{ext}", turned)):
+        if ext == "png":
+            (tmp_path / "in" / name).write_bytes(png[:33] + _png_chunk(b"eXIf", exif) + png[33:])
+        else:
+            Image.new("RGB", (6, 5), (200, 40, 10)).save(tmp_path / "in" / name, exif=b"Exif\0\0" + exif)
+    Image.new("RGB", (6, 5)).save(tmp_path / "in" / f"good.{ext}")
     assert main(["upscale", str(tmp_path / "in"), str(tmp_path / "out"), "--quiet", "--threads", "1"]) == 0
     err = capsys.readouterr().err.splitlines()
     fix = "save the file again from an image editor to repair it"
-    said = {name: [line for line in err if name in line] for name in ("bad.png", "turned.png")}
+    said = {name: [line for line in err if name in line] for name in (f"bad.{ext}", f"turned.{ext}")}
     for name, lines in said.items():
         assert len(lines) == 1, err
         assert lines[0].startswith(f"alignvar-edge upscale: warning: {tmp_path / 'in' / name}: its EXIF is "
                                    "damaged ("), err
         assert lines[0].endswith(fix), err
-    assert "without an orientation the picture is taken as upright" in said["bad.png"][0]
-    assert "upright" not in said["turned.png"][0]
+    assert "without an orientation the picture is taken as upright" in said[f"bad.{ext}"][0]
+    assert "upright" not in said[f"turned.{ext}"][0]
     assert len([line for line in err if "warning" in line]) == 2, err          # no bare Pillow warning
-    assert _read(tmp_path / "out" / "bad.png").size == (24, 20)
-    assert _read(tmp_path / "out" / "turned.png").size == (20, 24)
+    assert _read(tmp_path / "out" / f"bad.{ext}").size == (24, 20)
+    assert _read(tmp_path / "out" / f"turned.{ext}").size == (20, 24)
     # resumed: the finished results are only looked at (their size, by the EXIF turn), not read
     # again, and their inputs' EXIF was said when they were: nothing more to say
     assert main(["upscale", str(tmp_path / "in"), str(tmp_path / "out"), "--quiet", "--threads", "1"]) == 0
     err = capsys.readouterr().err.splitlines()
     assert not [line for line in err if "EXIF" in line] and any("skipping 3 finished" in line for line in err), err
-    for name in ("bad.png", "turned.png"):
+    for name in (f"bad.{ext}", f"turned.{ext}"):
         with pytest.warns(UserWarning) as warned:
             load_image(tmp_path / "in" / name)
         assert [str(w.message).split(":")[0] for w in warned] == [str(tmp_path / "in" / name)]

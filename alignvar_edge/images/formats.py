@@ -12,7 +12,7 @@ from PIL import ExifTags, Image, TiffImagePlugin
 
 from alignvar_edge.errors import InputError
 from alignvar_edge.images import sixteen_bit
-from alignvar_edge.images.exif import image_exif
+from alignvar_edge.images.exif import image_exif, open_image
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 # what `upscale` reads: those, and GIF (one frame), whose result is written as PNG (`result_path`)
@@ -103,13 +103,14 @@ def _cmyk_to_srgb(img: Image.Image) -> Any:
         return None
 
 
-def open_quietly(path: str | os.PathLike[str]) -> Image.Image:
+def open_quietly(path: str | os.PathLike[str], say: bool = False) -> Image.Image:
     """`Image.open`, without Pillow's decompression-bomb warning ("could be decompression bomb DOS
     attack") for an input between its 89 MP and the --max-megapixels the user raised: `load_image`
-    has applied our own limit."""
+    has applied our own limit. A damaged EXIF it reads is said naming `path` where `say` (a look at
+    the file, not a read of its picture, says nothing: `open_image`)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        return Image.open(path)
+        return open_image(path, path, say)
 
 
 def upright_size(img: Image.Image, path: str | os.PathLike[str]) -> tuple[int, int]:

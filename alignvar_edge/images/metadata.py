@@ -52,7 +52,7 @@ def file_metadata(path: str | os.PathLike[str], scale: int = 1) -> Metadata:
     `_carried_xmp`: not its orientation, since `load_image` turned the pixels upright), the DPI
     times `scale`, so that the result prints at the input's size, and a PNG's text (`_carried_text`:
     author, copyright, description, ...)."""
-    with open_quietly(path) as img:
+    with open_quietly(path, say=True) as img:
         return image_metadata(img, path, image_layout(img)[0], scale)
 
 

@@ -26,7 +26,7 @@ from alignvar_edge.errors import IMAGE_DECODE_ERRORS, InputError, damaged_image_
 from alignvar_edge.fsmodes import broken_link, special_kind
 from alignvar_edge.images import sixteen_bit
 from alignvar_edge.images.arrays import check_unit_range, fitting_bits, full_scale, refuse_over_megapixels, unit_floats
-from alignvar_edge.images.exif import exif_upright
+from alignvar_edge.images.exif import exif_upright, open_image
 from alignvar_edge.images.formats import (SIXTEEN_BIT_MODES, converted, holds_32_bit_integers, image_layout,
                                           integer_samples, plain_mode, stored_as_negative, unusable_cmyk_profile)
 from alignvar_edge.images.metadata import Metadata, image_metadata
@@ -100,7 +100,7 @@ def _opened(path: Path, raise_limit: str | None) -> Iterator[Image.Image]:
         # We enforce our own limit below; Pillow's warning would only duplicate it.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
-            img = Image.open(f)
+            img = open_image(f, path)
         except Image.DecompressionBombError as e:
             # Pillow's own ceiling (twice its MAX_IMAGE_PIXELS), which our limit only lowers
             ceiling = 2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6
