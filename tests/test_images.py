@@ -194,6 +194,28 @@ def test_a_tiff_without_a_resolution_gets_none_not_4_dpi(tmp_path: Path) -> None
         assert 282 not in out.tag_v2                                  # XResolution: none written
 
 
+@pytest.mark.parametrize(("resolution", "dpi"), [({282: 1.0, 283: 1.0, 296: 1}, None), ({282: 300.0, 283: 300.0}, 1200.0),
+                                               ({282: 100.0, 283: 100.0, 296: 3}, 1016.0), ({0x010F: "Cam"}, None)],
+                         ids=["unit-1-none", "no-unit-inch", "centimetre", "no-resolution"])
+def test_a_jpegs_dpi_is_its_exifs_by_the_exif_units(tmp_path: Path, resolution: dict[int, object],
+                                                   dpi: float | None) -> None:
+    """Pillow's DPI of a JPEG whose JFIF header gives none is made from its EXIF: ResolutionUnit 1
+    (no unit, an aspect ratio) was taken for inches, 4 DPI written to the x4 JPEG and PNG; an EXIF
+    without a unit or a resolution gave 72, so 288 written. Now no DPI where the EXIF gives none,
+    as for a TIFF; inches where it gives no unit (the EXIF default)."""
+    exif = Image.Exif()
+    exif.update(resolution)
+    Image.new("RGB", (3, 2)).save(tmp_path / "in.jpg", exif=exif)
+    meta = file_metadata(tmp_path / "in.jpg", 4)
+    assert meta["dpi"] == (None if dpi is None else pytest.approx((dpi, dpi)))
+    with Image.open(save_image(tmp_path / "out.png", np.zeros((8, 12, 3)), **meta)) as out:
+        assert out.info.get("dpi") == (None if dpi is None else pytest.approx((dpi, dpi), rel=1e-4))
+    with Image.open(save_image(tmp_path / "out.jpg", np.zeros((8, 12, 3)), **meta)) as out:
+        # the JFIF header's (Pillow reads the EXIF's too, and makes 72 of none)
+        assert out.info["jfif_unit"] == (0 if dpi is None else 1)
+        assert out.info["jfif_density"] == ((1, 1) if dpi is None else (round(dpi), round(dpi)))
+
+
 def test_a_resolution_tag_that_is_not_a_number_is_no_dpi(tmp_path: Path) -> None:
     """EXIF resolution tags holding text (a damaged or odd file whose pixels are fine) raised
     ValueError from float(), a traceback that ended a folder run."""

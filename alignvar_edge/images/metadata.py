@@ -11,7 +11,7 @@ import struct
 from pathlib import Path
 from typing import BinaryIO, TypedDict
 
-from PIL import ExifTags, Image, PngImagePlugin, TiffImagePlugin
+from PIL import ExifTags, Image, JpegImagePlugin, PngImagePlugin, TiffImagePlugin
 
 from alignvar_edge.caller import warn_caller
 from alignvar_edge.errors import IMAGE_DECODE_ERRORS
@@ -105,9 +105,12 @@ def _carried_xmp(xmp: object) -> bytes | None:
     return _XMP_LAYOUT_ELEMENT.sub(b"", _XMP_LAYOUT_ATTRIBUTE.sub(b"", xmp))
 
 
-# EXIF resolution tags and their unit (2: inch, the default; 3: centimetre)
+# EXIF resolution tags and their unit (2: inch, the default; 3: centimetre; 1: none, an aspect
+# ratio alone, so no DPI)
 _X_RESOLUTION, _Y_RESOLUTION, _RESOLUTION_UNIT = 282, 283, 296
 _PER_INCH = {2: 1.0, 3: 2.54}
+# a JPEG's JFIF density units that are a resolution (1: inch, 2: centimetre; 0: an aspect ratio)
+_JFIF_RESOLUTION_UNITS = (1, 2)
 
 
 def _dpi(img: Image.Image, exif: Image.Exif) -> tuple[float, float] | None:
@@ -115,6 +118,10 @@ def _dpi(img: Image.Image, exif: Image.Exif) -> tuple[float, float] | None:
     dpi = img.info.get("dpi")
     if isinstance(img, TiffImagePlugin.TiffImageFile) and _X_RESOLUTION not in img.tag_v2:
         dpi = None                        # Pillow's (1, 1) for a TIFF that gives none: 4 DPI written
+    if isinstance(img, JpegImagePlugin.JpegImageFile) and img.info.get("jfif_unit") not in _JFIF_RESOLUTION_UNITS:
+        # Pillow's from the EXIF: its unit 1 (none) taken for inches, 4 DPI written for 1:1, and 72
+        # where the EXIF has no resolution or no unit; the EXIF is read below, by its own rules
+        dpi = None
     try:
         if dpi is None and _X_RESOLUTION in exif and _Y_RESOLUTION in exif:
             per_inch = _PER_INCH.get(exif.get(_RESOLUTION_UNIT, 2), 0.0)
