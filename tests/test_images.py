@@ -5,6 +5,7 @@ import io
 import os
 import re
 import struct
+import warnings
 import zlib
 from pathlib import Path
 
@@ -1189,6 +1190,56 @@ def test_png_text_and_xmp_are_carried_where_the_output_holds_them(tmp_path: Path
     with pytest.warns(UserWarning, match=r"out16\.tif: a 16-bit TIFF is written by tifffile, which writes no XMP, "
                                          r"so it leaves out the input's XMP; save it as \.png"):
         save_image(tmp_path / "out16.tif", pixels, bits=16, **meta)
+
+
+def _png_with_chunks(path: Path, chunks: bytes, icc: bytes | None = None) -> Path:
+    """A 3x2 RGB PNG with `chunks` (whole chunks) right after its header."""
+    buf = io.BytesIO()
+    Image.new("RGB", (3, 2), (90, 120, 200)).save(buf, format="PNG", icc_profile=icc)
+    path.write_bytes(buf.getvalue()[:33] + chunks + buf.getvalue()[33:])
+    return path
+
+
+# a linear PNG (gamma 1.0) with wide primaries (white point, red, green, blue x and y, times 100000)
+_LINEAR = (_png_chunk(b"gAMA", struct.pack(">I", 100000))
+           + _png_chunk(b"cHRM", struct.pack(">8I", 34570, 35850, 73470, 26530, 15960, 84040, 3660, 100)))
+_SRGB = _png_chunk(b"sRGB", b"\0") + _png_chunk(b"gAMA", struct.pack(">I", 45455))
+
+
+def test_a_pngs_gamma_primaries_and_srgb_chunks_go_on_to_png_outputs(tmp_path: Path) -> None:
+    """A PNG's gAMA, cHRM and sRGB chunks (how its samples code colours, where no ICC profile says)
+    were dropped: a linear PNG's x4 PNG was shown as sRGB, far too dark."""
+    for name, chunks in (("linear.png", _LINEAR), ("srgb.png", _SRGB)):
+        src = _png_with_chunks(tmp_path / name, chunks)
+        with Image.open(src) as im:
+            want = {k: im.info.get(k) for k in ("gamma", "chromaticity", "srgb")}
+        assert want["gamma"] is not None
+        meta = file_metadata(src, 4)
+        for bits in (8, 16):                                  # Pillow's writer, and the 16-bit one's chunks
+            out = save_image(tmp_path / f"{bits}-{name}", np.full((8, 12, 3), 0.5), bits=bits, **meta)
+            with Image.open(out) as im:
+                assert {k: im.info.get(k) for k in want} == want, (out, im.info)
+
+
+def test_a_pngs_colour_chunks_left_out_by_another_format_are_named_where_they_say_more_than_srgb(
+        tmp_path: Path) -> None:
+    linear = file_metadata(_png_with_chunks(tmp_path / "linear.png", _LINEAR), 4)
+    for ext, fmt in (("jpg", "JPEG"), ("tif", "TIFF"), ("webp", "WEBP"), ("bmp", "BMP")):
+        with pytest.warns(UserWarning, match=rf"^{re.escape(str(tmp_path))}/out\.{ext}: its PNG gAMA \(gamma 1\) and "
+                                             r"cHRM \(primaries other than sRGB's\), which say how its colours are "
+                                             rf"coded, are left out: {fmt} cannot hold them \(save it as \.png to keep "
+                                             r"them\)$"):
+            save_image(tmp_path / f"out.{ext}", np.zeros((8, 12, 3)), **linear)
+    # sRGB (what the other formats assume), or an ICC profile that goes along, which overrides them
+    from PIL import ImageCms
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    quiet = [_png_with_chunks(tmp_path / "srgb.png", _SRGB), _png_with_chunks(tmp_path / "icc.png", _LINEAR, icc)]
+    for src in quiet:
+        meta = file_metadata(src, 4)
+        assert meta["png_colour"]
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            save_image(tmp_path / f"{src.stem}.jpg", np.zeros((8, 12, 3)), **meta)
 
 
 def test_a_png_text_over_pillows_text_chunk_limit_is_written_so_that_the_output_opens(tmp_path: Path) -> None:

@@ -44,6 +44,7 @@ class Metadata(TypedDict):
     dpi: tuple[float, float] | None
     xmp: bytes | None
     text: dict[str, str] | None
+    png_colour: dict[str, bytes] | None
 
 
 def file_metadata(path: str | os.PathLike[str], scale: int = 1) -> Metadata:
@@ -51,7 +52,7 @@ def file_metadata(path: str | os.PathLike[str], scale: int = 1) -> Metadata:
     ICC profile (`file_profile`), the EXIF and the XMP that describe the picture (`_carried_exif`,
     `_carried_xmp`: not its orientation, since `load_image` turned the pixels upright), the DPI
     times `scale`, so that the result prints at the input's size, and a PNG's text (`_carried_text`:
-    author, copyright, description, ...)."""
+    author, copyright, description, ...) and its colour chunks (`png_colour`: gamma, primaries, sRGB)."""
     with open_quietly(path, say=True) as img:
         return image_metadata(img, path, image_layout(img)[0], scale)
 
@@ -71,7 +72,44 @@ def image_metadata(img: Image.Image, path: str | os.PathLike[str], gray: bool, s
     text = dict(img.text) if isinstance(img, PngImagePlugin.PngImageFile) else {}
     xmp = img.info.get("xmp") or text.get(_PNG_XMP, "").encode()
     return {"icc_profile": icc, "exif": carried, "dpi": (dpi[0] * scale, dpi[1] * scale) if dpi else None,
-            "xmp": _carried_xmp(xmp), "text": _carried_text(text)}
+            "xmp": _carried_xmp(xmp), "text": _carried_text(text), "png_colour": png_colour(img)}
+
+
+def png_colour(img: Image.Image) -> dict[str, bytes] | None:
+    """A PNG's gAMA, cHRM and sRGB chunks ({type: data}), which say how its samples code colours
+    where no ICC profile does (a linear PNG's gamma 1.0, say), from what Pillow reads of them."""
+    if not isinstance(img, PngImagePlugin.PngImageFile):
+        return None
+    info, chunks = img.info, {}
+    if "gamma" in info:
+        chunks["gAMA"] = struct.pack(">I", round(info["gamma"] * _PNG_UNIT))
+    if "chromaticity" in info:
+        chunks["cHRM"] = struct.pack(">8I", *(round(v * _PNG_UNIT) for v in info["chromaticity"]))
+    if "srgb" in info:
+        chunks["sRGB"] = bytes([info["srgb"]])
+    return chunks or None
+
+
+# a PNG's gamma and chromaticities are stored times 100000; sRGB's, as the PNG specification gives
+# them beside its sRGB chunk (gamma 1/2.2; white point, red, green, blue x and y)
+_PNG_UNIT = 100_000
+_SRGB_GAMMA = 45455
+_SRGB_CHROMATICITY = (31270, 32900, 64000, 33000, 30000, 60000, 15000, 6000)
+
+
+def _png_colour_lost(chunks: dict[str, bytes] | None, icc_profile: bytes | None) -> list[str]:
+    """The colour chunks (`png_colour`) a format without them loses, each with what it says: none
+    where an ICC profile, which overrides them, goes along, where the sRGB chunk says the colours
+    are sRGB (what the other formats assume), or where they are sRGB's own values."""
+    if not chunks or icc_profile or "sRGB" in chunks:
+        return []
+    lost = []
+    if "gAMA" in chunks and abs((gamma := struct.unpack(">I", chunks["gAMA"])[0]) - _SRGB_GAMMA) > _PNG_UNIT // 1000:
+        lost.append(f"gAMA (gamma {gamma / _PNG_UNIT:g})")
+    if "cHRM" in chunks and any(abs(a - b) > _PNG_UNIT // 1000
+                                for a, b in zip(struct.unpack(">8I", chunks["cHRM"]), _SRGB_CHROMATICITY)):
+        lost.append("cHRM (primaries other than sRGB's)")
+    return lost
 
 
 # The PNG text key of XMP; and ImageMagick's copies of profiles as PNG text: EXIF (read as the
@@ -182,12 +220,20 @@ _JPEG_MAX_XMP = _JPEG_MAX_EXIF - len(b"http://ns.adobe.com/xap/1.0/\0")
 
 
 def fit_to_format(fmt: str, path: Path, dpi: tuple[float, float] | None, exif: bytes | None, xmp: bytes | None,
-                  icc_profile: bytes | None = None, text: dict[str, str] | None = None
+                  icc_profile: bytes | None = None, text: dict[str, str] | None = None,
+                  png_colour: dict[str, bytes] | None = None
                   ) -> tuple[tuple[float, float] | None, bytes | None, bytes | None]:
     """(dpi, exif, xmp) with each one `fmt` cannot hold left out (None), named in a warning for
     `path` that says which format keeps it: an encoder would fail on it once the work is done, or
     (a BMP, which holds its DPI alone) leave it out silently, a wide-gamut photo's colour profile
-    with it. The warnings point at `save_image`'s caller."""
+    with it. The warnings point at `save_image`'s caller. A PNG's colour chunks that say more than
+    sRGB (`_png_colour_lost`) are named where `fmt` is not PNG, the one format that holds them."""
+    if fmt != "PNG" and (lost_colour := _png_colour_lost(png_colour, icc_profile)):
+        them = "it" if len(lost_colour) == 1 else "them"
+        one = len(lost_colour) == 1
+        warn_caller(f"{path}: its PNG {' and '.join(lost_colour)}, which {'says' if one else 'say'} how its colours "
+                    f"are coded, {'is' if one else 'are'} left out: {fmt} cannot hold {them} (save it as .png to keep "
+                    f"{them})")
     if fmt not in METADATA_FORMATS:
         lost = [what for what, value in (("ICC profile", icc_profile), ("EXIF", exif), ("XMP", xmp), ("text", text))
                 if value]
@@ -216,7 +262,8 @@ METADATA_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF")
 
 
 def metadata_params(fmt: str, icc_profile: bytes | None, exif: bytes | None, dpi: tuple[float, float] | None,
-                    xmp: bytes | None = None, text: dict[str, str] | None = None) -> dict[str, object]:
+                    xmp: bytes | None = None, text: dict[str, str] | None = None,
+                    png_colour: dict[str, bytes] | None = None) -> dict[str, object]:
     """Pillow's save keywords that write this metadata in the fields `fmt` has for it."""
     if fmt == "BMP":                      # its print size alone (else Pillow's 96 DPI is written)
         return {"dpi": dpi} if dpi else {}
@@ -226,18 +273,23 @@ def metadata_params(fmt: str, icc_profile: bytes | None, exif: bytes | None, dpi
     params = {"icc_profile": icc_profile, "dpi": dpi,
               "exif": _with_resolution(exif, dpi, tags) if exif or tags or (dpi and fmt == "WEBP") else None,
               "xmp": xmp if fmt in ("JPEG", "WEBP") else None,
-              "pnginfo": _png_info(text, xmp) if fmt == "PNG" else None}
+              "pnginfo": _png_info(text, xmp, png_colour) if fmt == "PNG" else None}
     return {k: v for k, v in params.items() if v}
 
 
 _XMP = 700
 
 
-def _png_info(text: dict[str, str] | None, xmp: bytes | None) -> PngImagePlugin.PngInfo | None:
-    """`text` (international text, iTXt, kept so with its language) and `xmp` as PNG text chunks."""
-    if not text and not xmp:
+def _png_info(text: dict[str, str] | None, xmp: bytes | None,
+              png_colour: dict[str, bytes] | None = None) -> PngImagePlugin.PngInfo | None:
+    """`text` (international text, iTXt, kept so with its language) and `xmp` as PNG text chunks,
+    and the colour chunks (`png_colour`; Pillow writes them before the palette and the pixels, and
+    no sRGB where it writes an ICC profile, which the PNG specification says overrides it)."""
+    if not text and not xmp and not png_colour:
         return None
     info = PngImagePlugin.PngInfo()
+    for kind, data in (png_colour or {}).items():
+        info.add(kind.encode("ascii"), data)
     for key, value in (text or {}).items():
         info.add_text(key, value, zip=_compressible_text(value))
     if xmp:

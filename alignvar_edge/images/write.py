@@ -44,6 +44,7 @@ def save_image(
     dpi: tuple[float, float] | None = None,
     xmp: bytes | None = None,
     text: dict[str, str] | None = None,
+    png_colour: dict[str, bytes] | None = None,
 ) -> Path:
     """Write RGB HxWx3 (or gray HxW, and an HxW `alpha`), atomically; returns the path.
 
@@ -59,7 +60,9 @@ def save_image(
     holds them (PNG, JPEG, WebP, TIFF; WebP's DPI in its EXIF; BMP's DPI alone), and so is ``xmp``
     (bytes; not by tifffile, nor to a JPEG past its 65504 bytes, with a warning); ``text`` ({key:
     value}: a PNG's text chunks, `file_metadata`) to PNG, and its author, copyright and description
-    to the EXIF of the other formats that hold one. ``input_path`` is the image the
+    to the EXIF of the other formats that hold one; ``png_colour`` (a PNG's gAMA, cHRM and sRGB
+    chunks, `file_metadata`) to PNG alone, with a warning where another format leaves out what
+    they say beyond sRGB. ``input_path`` is the image the
     data came from: writing onto it is refused even with ``overwrite=True``, since a failed run
     would destroy the source. ``quality`` (JPEG and WebP alone, `quality_setting`): 1 to 100, or
     "lossless" for WebP; default `DEFAULT_QUALITY`. JPEG keeps full-resolution colour (4:4:4) from
@@ -95,8 +98,8 @@ def save_image(
         exif = exif_with_png_text(exif, text)
     exif_tags = tiff16_exif(exif, xmp, path) if tiff16 else None
     img = None if own else _to_pil(rgb, alpha, sixteen)
-    dpi, exif, xmp = fit_to_format(fmt, path, dpi, exif, xmp, icc_profile, text)
-    params = {**metadata_params(fmt, icc_profile, exif, dpi, xmp, text), **encoder}
+    dpi, exif, xmp = fit_to_format(fmt, path, dpi, exif, xmp, icc_profile, text, png_colour)
+    params = {**metadata_params(fmt, icc_profile, exif, dpi, xmp, text, png_colour), **encoder}
     try:
         fd, tmp = temp_file_beside(path)
     except OSError as e:
