@@ -183,6 +183,22 @@ def test_exif_and_dpi_are_carried_with_the_orientation_applied(tmp_path: Path) -
                                              288.0)
 
 
+def test_an_adobe_rgb_photos_interoperability_index_is_kept_in_every_format(tmp_path: Path) -> None:
+    """A camera's Adobe RGB JPEG says so with ColorSpace 'uncalibrated' and the Interoperability
+    index 'R03', without an ICC profile. A TIFF output kept the first and lost the second: Pillow's
+    TIFF writer wrote the pointer to its directory as a number that pointed at other bytes."""
+    exif = Image.Exif()
+    exif[0x010F] = "Camera"
+    exif[0x8769] = {0xA001: 0xFFFF, 0xA005: {1: "R03"}}        # ColorSpace uncalibrated; its Interop directory
+    Image.new("RGB", (3, 2)).save(tmp_path / "in.jpg", exif=exif)
+    meta = file_metadata(tmp_path / "in.jpg", 4)
+    for ext in ("tif", "jpg", "png", "webp"):
+        with Image.open(save_image(tmp_path / f"out.{ext}", np.zeros((8, 12, 3)), **meta)) as out:
+            written = out.getexif()
+            assert written.get_ifd(0x8769).get(0xA001) == 0xFFFF, ext
+            assert written.get_ifd(0xA005) == {1: "R03"}, ext
+
+
 def test_a_tiff_without_a_resolution_gets_none_not_4_dpi(tmp_path: Path) -> None:
     """Pillow reports (1, 1) DPI for a TIFF with no resolution tags: its x4 result said 4 DPI, a
     print 4 times the size of its input's on a 72 DPI default. A TIFF that gives one keeps it x4."""

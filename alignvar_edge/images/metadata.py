@@ -270,8 +270,9 @@ def metadata_params(fmt: str, icc_profile: bytes | None, exif: bytes | None, dpi
     if fmt not in METADATA_FORMATS:
         return {}
     tags = {_XMP: xmp} if xmp and fmt == "TIFF" else {}      # a TIFF's XMP is a tag of its directory
+    written = _with_resolution(exif, dpi, tags) if exif or tags or (dpi and fmt == "WEBP") else None
     params = {"icc_profile": icc_profile, "dpi": dpi,
-              "exif": _with_resolution(exif, dpi, tags) if exif or tags or (dpi and fmt == "WEBP") else None,
+              "exif": _with_interop_nested(written) if written and fmt == "TIFF" else written,
               "xmp": xmp if fmt in ("JPEG", "WEBP") else None,
               "pnginfo": _png_info(text, xmp, png_colour) if fmt == "PNG" else None}
     return {k: v for k, v in params.items() if v}
@@ -334,6 +335,19 @@ def _with_resolution(exif: bytes | None, dpi: tuple[float, float] | None, tags: 
         out[_X_RESOLUTION], out[_Y_RESOLUTION], out[_RESOLUTION_UNIT] = dpi[0], dpi[1], 2
     out.update(tags)
     return exif_bytes(out)
+
+
+def _with_interop_nested(exif: bytes) -> Image.Exif:
+    """`exif` for Pillow's TIFF writer, its Interoperability directory (an Adobe RGB photo's index
+    'R03', which says its colours are Adobe RGB where no ICC profile does) held inside the Exif
+    directory: the writer writes that directory from its values, and wrote the pointer to the
+    Interoperability one as a number, an offset into the EXIF block, which in the TIFF points at
+    other bytes."""
+    out = Image.Exif()
+    out.load(exif)
+    if ExifTags.IFD.Exif in out and ExifTags.IFD.Interop in (inner := out.get_ifd(ExifTags.IFD.Exif)):
+        inner[ExifTags.IFD.Interop] = out.get_ifd(ExifTags.IFD.Interop)
+    return out
 
 
 def exif_bytes(exif: Image.Exif) -> bytes:
