@@ -1416,6 +1416,24 @@ def test_a_folders_inputs_whose_outputs_differ_in_case_alone_are_refused_before_
     assert not (tmp_path / "out").exists()
 
 
+def test_every_output_clash_of_a_folder_is_named_in_the_one_refusal(tmp_path: Path, monkeypatch, capsys) -> None:
+    """The first clash alone was refused: renaming one pair, the next run refused the next pair."""
+    from alignvar_edge.cli import main
+    _no_engine(monkeypatch)
+    (tmp_path / "in").mkdir()
+    names = ("IMG.JPG", "IMG.jpg", "a.gif", "a.png", "b.png", "c.gif", "c.png", "d.gif", "d.png", "e.gif", "e.png")
+    for name in names:
+        Image.new("RGB", (3, 2)).save(tmp_path / "in" / name, format="PNG")
+    assert main(["upscale", str(tmp_path / "in"), str(tmp_path / "out"), "--quiet"]) == 2
+    src, out = tmp_path / "in", tmp_path / "out"
+    assert capsys.readouterr().err == (
+        f"alignvar-edge upscale: error: {src / 'IMG.JPG'} and {src / 'IMG.jpg'} would both be written to "
+        f"{out / 'IMG.JPG'} and {out / 'IMG.jpg'}, one file where case is not told apart; {src / 'a.gif'} and "
+        f"{src / 'a.png'} would both be written to {out / 'a.png'}; {src / 'c.gif'} and {src / 'c.png'} would both "
+        f"be written to {out / 'c.png'}; and 2 more such output(s); rename them so that no two share an output\n")
+    assert not out.exists()
+
+
 def test_an_animated_gif_is_refused_by_a_file_run_and_named_by_a_folder_run(tmp_path: Path, capsys,
                                                                             one_torch_thread) -> None:
     from alignvar_edge.cli import main

@@ -83,14 +83,37 @@ def _refuse_shared_outputs(jobs: list[Job]) -> None:
     the second would replace the first's, or be skipped as finished. Names that differ in case
     alone (`A.png` and `a.gif`), or in how an accented letter is encoded (`café` composed and
     decomposed), are one file where the output lies on macOS's (and for case, Windows's or a memory
-    card's) file system, or is copied there later: refused on any."""
-    first: dict[str, tuple[Path, Path]] = {}
-    for src, dst in jobs:
-        other, other_dst = first.setdefault(one_name_on_any_disk(dst), (src, dst))
-        if other != src:
-            where = (str(dst) if dst == other_dst
-                     else f"{other_dst} and {dst}, one file where {not_told_apart(other_dst, dst)}")
-            raise InputError(f"{other} and {src} would both be written to {where}; rename one of them")
+    card's) file system, or is copied there later: refused on any. Every such clash is named in the
+    one refusal (the first `_CLASHES_SHOWN`, then how many more): one a run, renamed one at a time,
+    took a run for each."""
+    sharing: dict[str, list[Job]] = {}
+    for job in jobs:
+        sharing.setdefault(one_name_on_any_disk(job[1]), []).append(job)
+    clashes = [_clash(group) for group in sharing.values() if len(group) > 1]
+    if not clashes:
+        return
+    more = len(clashes) - _CLASHES_SHOWN
+    pair = len(clashes) == 1 and sum(len(g) for g in sharing.values() if len(g) > 1) == 2
+    raise InputError("; ".join(clashes[:_CLASHES_SHOWN]) + (f"; and {more} more such output(s)" if more > 0 else "")
+                     + ("; rename one of them" if pair else "; rename them so that no two share an output"))
+
+
+_CLASHES_SHOWN = 3
+
+
+def _clash(group: list[Job]) -> str:
+    """'A and B would both be written to OUT' for inputs sharing one output, or outputs that are one
+    file where the output lies ('OUT1 and OUT2, one file where case is not told apart')."""
+    outputs = list(dict.fromkeys(dst for _, dst in group))
+    where = (str(outputs[0]) if len(outputs) == 1 else
+             f"{_listed(outputs)}, one file where {not_told_apart(outputs[0], outputs[-1])}")
+    return f"{_listed([src for src, _ in group])} would {'both' if len(group) == 2 else 'all'} be written to {where}"
+
+
+def _listed(paths: list[Path]) -> str:
+    """'a and b', 'a, b and c'."""
+    names = [str(p) for p in paths]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def _refuse_blocked(jobs: list[Job]) -> None:
