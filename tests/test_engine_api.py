@@ -358,6 +358,33 @@ def test_a_premultiplied_gray_alpha_pil_image_comes_back_la_as_rgba_comes_back_r
     assert np.array_equal(np.asarray(got), np.asarray(engine.upscale(la.convert("La").convert("LA"))))
 
 
+def test_a_pil_image_whose_exif_says_to_turn_it_is_taken_as_held_with_one_line_saying_how_to_turn_it(
+        engine, tmp_path) -> None:
+    """`engine.upscale(Image.open("phone.jpg"))` of a photo with EXIF orientation 6 came back sideways
+    without a word. It is still taken as held (as documented); the warning names the two ways to
+    have it upright. Upright, or turned by the caller, nothing is said."""
+    import warnings
+
+    from PIL import ImageOps
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (8, 5), (90, 30, 200)).save(tmp_path / "phone.jpg", exif=exif)
+    Image.new("RGB", (8, 5)).save(tmp_path / "upright.jpg", exif=Image.Exif())
+    with Image.open(tmp_path / "phone.jpg") as phone:
+        with pytest.warns(UserWarning) as said:
+            assert engine.upscale(phone).size == (32, 20)                 # as held: not turned
+        assert [str(w.message) for w in said] == [
+            "this PIL image has EXIF orientation 6, which viewers apply and upscale does not: its result is the "
+            "pixels as held, not as shown; pass PIL.ImageOps.exif_transpose(image), or "
+            "alignvar_edge.images.load_image(path)'s array, to have it upright"]
+        assert said[0].filename == __file__                                 # the caller's own line
+        turned = ImageOps.exif_transpose(phone)
+    with warnings.catch_warnings(), Image.open(tmp_path / "upright.jpg") as upright:
+        warnings.simplefilter("error")
+        assert engine.upscale(turned).size == (20, 32)
+        engine.upscale(upright)
+
+
 def test_help_on_export_shows_export_onnx_and_the_public_names_say_what_they_are() -> None:
     """`help(export)` showed the package ("torch -> ONNX export ...") and its signature was
     (*args, **kwargs); AlignVAR, Engine.tile_size, scale, num_scales, check_open and get_backend

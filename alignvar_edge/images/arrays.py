@@ -16,6 +16,7 @@ from PIL import Image
 from alignvar_edge.caller import on_command_line, option, warn_caller
 from alignvar_edge.errors import IMAGE_DECODE_ERRORS, InputError, damaged_image_error
 from alignvar_edge.images import sixteen_bit
+from alignvar_edge.images.exif import exif_turn
 from alignvar_edge.images.formats import (converted, holds_32_bit_integers, integer_samples, plain_mode,
                                           stored_as_negative, unusable_cmyk_profile)
 from alignvar_edge.lazy import lazy_import
@@ -276,10 +277,21 @@ def _pil_samples(img: Image.Image) -> Samples:
                     "to keep them")
     negative = stored_as_negative(img)     # a MinIsWhite TIFF's 16-bit or float samples: shown inverted
     _decode(img)                           # after is_rgb16, which reads the undecoded tile
+    _say_turn_not_applied(img)
     s = _pil_sixteen_samples(img) if img.mode in _PIL_SIXTEEN_BIT else _pil_plain_samples(img)
     if not negative:
         return s
     return Samples(np.float32(1.0) - s.to_float(s.samples), np.asarray, s.dtype, s.from_float, s.finish)
+
+
+def _say_turn_not_applied(img: Image.Image) -> None:
+    """A PIL image whose EXIF says to turn it (a phone photo straight from `Image.open`) is taken
+    as held, as documented: its result came back sideways without a word. The line names no file,
+    so that a batch of them is said once (warnings' default: once per text and caller's line)."""
+    if (turn := exif_turn(img, getattr(img, "filename", "") or "the PIL image")) is not None:
+        warn_caller(f"this PIL image has EXIF orientation {turn}, which viewers apply and upscale does not: its "
+                    "result is the pixels as held, not as shown; pass PIL.ImageOps.exif_transpose(image), or "
+                    "alignvar_edge.images.load_image(path)'s array, to have it upright")
 
 
 def _pil_plain_samples(img: Image.Image) -> Samples:

@@ -58,11 +58,19 @@ def _say_damaged(path: str | os.PathLike[str], caught: list[warnings.WarningMess
                 "the file again from an image editor to repair it")
 
 
+def exif_turn(img: Image.Image, path: str | os.PathLike[str]) -> int | None:
+    """The EXIF orientation that turns or flips `img` to show it (2 to 8, as
+    `ImageOps.exif_transpose` applies them), None where it is shown as held (none, 1, or a value
+    no viewer applies)."""
+    orientation = image_exif(img, path).get(ExifTags.Base.Orientation, 1)
+    return orientation if orientation in _TURNS else None
+
+
 def exif_upright(img: Image.Image, path: str | os.PathLike[str]) -> Image.Image:
     """`img` turned upright by its EXIF orientation (`ImageOps.exif_transpose`), a damaged EXIF
     said once (`image_exif`): Pillow reads the EXIF again on the turned copy, and would repeat its
     warnings, naming no file. An upright image is `img` itself: Pillow would copy it whole."""
-    if image_exif(img, path).get(ExifTags.Base.Orientation, 1) not in _TURNS:
+    if exif_turn(img, path) is None:
         return img
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")     # said above, naming the file
