@@ -202,3 +202,11 @@ def test_a_bench_with_a_duration_records_the_rounds_it_timed_and_each_ratios_spr
     assert ort["image_speedup_vs_eager_rounds"]["rounds"] == 2
     assert ort["latency"]["roofline_fraction_median"] > 0
     assert report["summary"]["fp32_bound_speedup_median"] > 0
+
+
+def test_the_roofline_fraction_at_the_best_is_taken_from_the_fastest_call() -> None:
+    # calls of 2 tiles: 10, 12, 8, 11, 9 ms, so 5 ms a tile at the median and 4 at the fastest; 1 GFLOP a tile
+    # is 200 GFLOP/s at the median and 250 at the fastest, against a 400 GFLOP/s GEMM
+    lat = latency_summary([10.0, 12.0, 8.0, 11.0, 9.0], 2, 0.25, flops_per_tile=1e9, peak_gflops=400.0)
+    assert (lat["gflops_achieved"], lat["gflops_best"]) == (200.0, 250.0)
+    assert (lat["roofline_fraction"], lat["roofline_fraction_best"]) == (0.5, 0.625)
