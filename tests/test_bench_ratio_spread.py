@@ -68,13 +68,28 @@ def test_a_ratio_spread_is_the_quartiles_of_the_per_round_ratios() -> None:
     assert ratio_spread([10, 20], [5]) is None and ratio_spread([], []) is None
 
 
+def _spread(lo: float, hi: float) -> dict[str, Any]:
+    """A spread of 10 rounds whose IQR is lo..hi."""
+    return {"rounds": 10, "p25": lo, "p50": (lo + hi) / 2, "p75": hi, "min": lo - 1, "max": hi + 1}
+
+
 def test_separated_needs_disjoint_intervals_and_a_consistent_paired_comparison() -> None:
-    def spread(lo: float, hi: float) -> dict[str, Any]:
-        return {"rounds": 10, "p25": lo, "p50": (lo + hi) / 2, "p75": hi, "min": lo - 1, "max": hi + 1}
-    best, other = spread(4.0, 5.0), spread(3.0, 3.5)
-    assert separated(best, other, spread(1.1, 1.4))
-    assert not separated(best, spread(3.0, 4.2), spread(1.1, 1.4))        # the intervals overlap
-    assert not separated(best, other, spread(0.9, 1.4))                    # the other was faster in some rounds
+    best, other = _spread(4.0, 5.0), _spread(3.0, 3.5)
+    assert separated(best, other, _spread(1.1, 1.4))
+    assert not separated(best, _spread(3.0, 4.2), _spread(1.1, 1.4))      # the intervals overlap
+    assert not separated(best, other, _spread(0.9, 1.4))                  # the other was faster in some rounds
+
+
+def test_intervals_that_meet_and_rounds_that_tie_do_not_separate() -> None:
+    best, other, faster = _spread(4.0, 5.0), _spread(3.0, 3.5), _spread(1.1, 1.4)
+    assert separated(best, other, faster)
+    # the other's IQR ends where the best's begins: both hold 4.0x, so they are not told apart
+    assert not separated(best, _spread(3.0, 4.0), faster)
+    # the other's time / the best's per round: equal in 4 of 10 rounds (p25 exactly 1.000), more after:
+    # the best was not faster throughout its interval
+    tied = ratio_spread([10, 10, 10, 10, 11, 12, 12, 13, 13, 14], [10] * 10)
+    assert tied is not None and tied["p25"] == 1.0
+    assert not separated(best, other, tied)
 
 
 def test_every_row_records_its_per_round_spread_and_the_best_names_who_it_is_not_told_from() -> None:
