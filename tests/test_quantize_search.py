@@ -70,3 +70,18 @@ def test_nothing_to_do_when_the_policy_graph_meets_the_target() -> None:
     cal = FakeEvaluator()
     res = search(build, sorted(FLIPS), FakeEvaluator(), cal, FidelityTarget(0.95, 0.2))
     assert res.met and res.float_groups == [] and cal.calls == 0
+
+
+def test_a_token_agreement_equal_to_the_target_meets_it() -> None:
+    """--min-token-agreement 0.99 is met by 99.00% of the tokens, as --max-psnr-drop is met by a drop
+    equal to it: the policy graph at exactly the target needs no group in float."""
+    class AtTheTarget(FakeEvaluator):
+        def evaluate(self, model: Any) -> Fidelity:
+            f = super().evaluate(model)
+            f.token_agreement = 0.99 if not model else 1.0
+            return f
+
+    cal = FakeEvaluator()
+    res = search(build, sorted(FLIPS), AtTheTarget(), cal, FidelityTarget(0.99, 0.1))
+    assert res.initial.token_agreement == 0.99
+    assert res.met and res.float_groups == [] and cal.calls == 0
