@@ -1,6 +1,7 @@
 """HCC on free-running rollouts: a deviation at scale j reaches scale j+1's input and is penalised."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from alignvar_edge.errors import ConfigError
 from alignvar_edge.model import AlignVAR, AlignVARConfig
 from alignvar_edge.model.alignvar import POSITIVE
 from alignvar_edge.model.hcc import gumbel_straight_through, hcc_loss
+from alignvar_edge.train.losses import transformer_loss
 from alignvar_edge.train.trainer import TrainOptions, make_batches, train
 
 J = 1      # the scale that deviates
@@ -72,6 +74,27 @@ def test_gumbel_straight_through_is_a_one_hot_draw() -> None:
     assert torch.equal(y.sum(-1), torch.ones(1, 4000)) and set(y.unique().tolist()) == {0.0, 1.0}
     freq = y.mean(1)[0]
     assert (freq - torch.softmax(logits[0, 0], -1)).abs().max() < 0.03      # Gumbel-max samples softmax
+
+
+def test_the_default_scale_weights_are_one_over_k_in_the_loss_and_in_training() -> None:
+    """docs/model.md: w_k = 1/K where hcc_scale_weights is left empty, as it is for every preset."""
+    model, lr, idx, quality = setup()
+    q, K = model.vae.quantize, len(idx)
+    g = torch.Generator().manual_seed(1)
+    probs = [torch.softmax(torch.randn(*i.shape, model.config.vq_vocab, generator=g), -1) for i in idx]
+    with torch.no_grad():
+        assert hcc_loss(probs, idx, q).item() == pytest.approx(hcc_loss(probs, idx, q, [1.0 / K] * K).item(), rel=1e-6)
+    # the transformer stage's loss, with the config left empty and with 1/K spelled out
+    assert model.config.hcc_scale_weights == () and model.config.hcc_weight > 0
+    spelled = AlignVAR(dataclasses.replace(model.config, hcc_scale_weights=(1.0 / K,) * K)).eval()
+    spelled.load_state_dict(model.state_dict())
+    g = torch.Generator().manual_seed(0)          # setup()'s draw: its LR and the HR it took the tokens of
+    lr, hr = torch.rand(2, 3, 8, 8, generator=g), torch.rand(2, 3, 32, 32, generator=g)
+    with torch.no_grad():
+        default, explicit = (transformer_loss(m, hr, lr, quality)[1] for m in (model, spelled))
+    assert default["hcc"] > 0
+    assert default["hcc"] == pytest.approx(explicit["hcc"], rel=1e-6)
+    assert default["loss"] == pytest.approx(explicit["loss"], rel=1e-6)
 
 
 def test_hcc_config_fields() -> None:
