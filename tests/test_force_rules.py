@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import onnx
 import pytest
 
 from _runtime_fixtures import cache_root, export_dir, sharp_model
@@ -73,6 +74,32 @@ def test_force_keeps_a_hand_edited_manifest_as_it_keeps_an_edited_readme(export:
     _edit_manifest(out, keep_hash=False)
     assert cli.main([*build, "--force"]) == 0
     assert "my_note" not in (out / MANIFEST_FILE).read_text()
+
+
+def _edit_listed(path: Path) -> None:
+    """A listed file edited by hand: a note added to a README, or to a graph's metadata."""
+    if path.suffix == ".onnx":
+        graph = onnx.load(str(path))
+        onnx.helper.set_model_props(graph, {"my_note": "sliced for the NPU by hand"})
+        onnx.save(graph, str(path))
+    else:
+        path.write_text(path.read_text() + "\nMeasured on the bench PSU at 5.1 V.\n")
+
+
+@pytest.mark.parametrize("verb, name", [("build", "README.md"), ("build", "model.onnx"), ("export", "model.onnx")])
+def test_force_keeps_a_listed_file_edited_by_hand(export: Path, ort_dir: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str], verb: str, name: str) -> None:
+    """Not only a manifest: any file the artifact lists, changed since it was written, stops --force."""
+    out = tmp_path / verb
+    shutil.copytree(ort_dir if verb == "build" else export, out)
+    _edit_listed(out / name)
+    edited = (out / name).read_bytes()
+    args = (["build", str(export), "--target", "onnxruntime"] if verb == "build" else ["export", "--preset", "micro"])
+    capsys.readouterr()
+    line = _error(cli.main([*args, "--out", str(out), "--force"]), capsys.readouterr().err)
+    assert f"'{out}' holds files changed since alignvar-edge wrote them ({name}: not the SHA-256" in line, line
+    assert "move the changed files out of the folder, or remove it yourself" in line, line
+    assert (out / name).read_bytes() == edited
 
 
 def _engine_inside(root: Path) -> None:
