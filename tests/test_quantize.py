@@ -408,6 +408,25 @@ def test_cli_prints_the_fidelity_table_and_refuses_to_clobber(export: Path, tmp_
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_cli_refuses_a_target_the_search_cannot_reach_and_writes_nothing(export: Path, tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """Every token and no PSNR-Y lost: the elementwise ops outside the groups stay fp16 with every
+    group returned to f32, so the search ends short of the target (here +0.0008 dB); the run says
+    which target in one line, exits 2 and leaves no artifact that a build would take for one that met it."""
+    from alignvar_edge.cli import main
+
+    out = tmp_path / "q16"
+    code = main(["quantize", str(export), "--precision", "fp16", "--min-token-agreement", "1.0",
+                 "--max-psnr-drop", "0", "--tiles", "4", "--val-tiles", "4", "--out", str(out)])
+    err = capsys.readouterr().err.splitlines()
+    errors = [line for line in err if ": error: " in line]
+    assert code == 2 and len(errors) == 1 and errors[0] == err[-1], err
+    assert errors[0].startswith("alignvar-edge quantize: error: fp16 for onnxruntime misses the target "
+                                "(tokens >= 100%, PSNR-Y drop <= 0 dB) even with "), errors[0]
+    assert "Nothing was written" in errors[0]
+    assert list(tmp_path.iterdir()) == []                       # nor a hidden half-written folder
+
+
 @pytest.mark.parametrize("target", ["onnxruntime", "openvino"])
 def test_cli_refuses_a_bad_out_or_opset_in_one_line_before_any_calibration_work(
         export: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], target: str) -> None:
