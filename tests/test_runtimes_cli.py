@@ -300,6 +300,34 @@ def test_build_says_when_its_only_rung_misses_the_selftest_gate(export, tmp_path
     assert "short of the selftest gate (99% tokens and 1e+06 dB): selftest will fail it" in said
 
 
+class _LosesFinestTokens:
+    """An engine whose finest scale's tokens all differ from what it computed: as one whose
+    session options or device broke the rollout would give."""
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    def __getattr__(self, name):
+        return getattr(self.engine, name)
+
+    def run(self, tiles):
+        sr, tokens = self.engine.run(tiles)
+        return sr, [*tokens[:-1], tokens[-1] + 1]
+
+
+def test_an_onnxruntime_build_that_loses_tokens_is_refused_and_writes_nothing(export, tmp_path, capsys, monkeypatch):
+    from alignvar_edge.runtimes import onnxruntime as backend
+    measure = backend.parity_vs
+    monkeypatch.setattr(backend, "parity_vs", lambda ref, eng, tiles, what: measure(ref, _LosesFinestTokens(eng),
+                                                                                    tiles, what))
+    out = tmp_path / "ort"
+    assert main(["build", str(export), "--target", "onnxruntime", "--out", str(out)]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and err[0].startswith("alignvar-edge build: error: the built engine keeps "), err
+    assert "of the source's tokens on held-out tiles (< 99%); nothing was written. Try --device cpu" in err[0], err
+    assert list(tmp_path.iterdir()) == []                       # nor a hidden half-written folder
+
+
 def test_the_host_line_names_an_x86_cpus_family_and_model(tmp_path):
     """A VM's CPU is often only "AMD EPYC": the family and model numbers tell its generation."""
     from alignvar_edge.bench.host import machine_words
