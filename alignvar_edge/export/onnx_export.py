@@ -12,13 +12,15 @@ the dynamo exporter (static shapes, batch fixed), then, inside a temporary artif
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 import torch
@@ -57,24 +59,42 @@ Log = Callable[[str], None]
 _DTYPES = {1: "float32", 6: "int32", 7: "int64", 9: "bool", 10: "float16", 11: "float64", 16: "bfloat16"}
 
 
+# One export at a time in a process: torch.export traces through process-wide state (dynamo's, and
+# the logger levels `_quiet_exporter` sets), and an export changes the model it is given (fp32 on
+# the CPU, its attention form, its pruning). Two exports in two threads both failed in torch.export.
+_EXPORTING = threading.RLock()
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _one_at_a_time(function: Callable[P, R]) -> Callable[P, R]:
+    """`function` under `_EXPORTING`: calls from several threads run one after the other."""
+    @functools.wraps(function)
+    def serialised(*args: P.args, **kwargs: P.kwargs) -> R:
+        with _EXPORTING:
+            return function(*args, **kwargs)
+    return serialised
+
+
 @contextlib.contextmanager
 def _quiet_exporter() -> Iterator[None]:
-    """Silence the exporter's progress lines and third-party warnings (torchvision missing, ...)."""
+    """Silence the exporter's log lines and third-party warnings (torchvision missing, ...) through
+    its loggers' levels; its progress lines are off by its own `verbose=False`. sys.stdout is left
+    alone: it is every thread's, and redirecting it lost their output. Under `_EXPORTING`, so the
+    levels put back are the ones from before any export."""
     names = ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "onnx_ir", "torch.fx")
-    loggers = [logging.getLogger(n) for n in names]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(open(os.devnull, "w")) as sink:
-            warnings.simplefilter("ignore")
-            try:
+    with _EXPORTING:
+        loggers = [logging.getLogger(n) for n in names]
+        levels = [lg.level for lg in loggers]
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
                 yield
-            finally:
-                sink.close()
-    finally:
-        for lg, lvl in zip(loggers, levels):
-            lg.setLevel(lvl)
+        finally:
+            for lg, lvl in zip(loggers, levels):
+                lg.setLevel(lvl)
 
 
 def _light_optimize(ir_model: Any) -> None:
@@ -289,6 +309,7 @@ def _as_model(model: object) -> tuple[AlignVAR, str | None]:
 
 
 @python_call(out="out_dir", tiles="n_tiles")
+@_one_at_a_time
 def export_onnx(model: AlignVAR | str | os.PathLike[str], out_dir: str | os.PathLike[str], graph: str = "single", batch: int | None = None,
                 opset: int = 18, n_tiles: int = 4, seed: int = 0, simplify: bool = False,
                 force: bool = False, external_data: bool | None = None, *, refine: bool = True,
@@ -311,6 +332,7 @@ def export_onnx(model: AlignVAR | str | os.PathLike[str], out_dir: str | os.Path
     "fused" is one ONNX RMSNormalization, RotaryEmbedding and Attention per call (opset 23).
     `prune`: token pruning ratios for the last scales, finest last (model/pruning.py); in staged graphs
     the step before a pruned scale hands its hidden states on (`h_out` -> `last_h`).
+    Exports in one process run one at a time: a call from another thread waits for the one running.
     """
 
     say = log or (lambda _msg: None)
