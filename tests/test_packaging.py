@@ -1,12 +1,15 @@
 """What an installed alignvar-edge tells its user to install, read from its own metadata (it is not
-on PyPI), and what its self-test may reuse of an earlier install's work."""
+on PyPI), the oldest releases it declares it works with, and what its self-test may reuse of an
+earlier install's work."""
 from __future__ import annotations
 
 import shutil
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 from alignvar_edge import extras
 from alignvar_edge.errors import HostToolsError, host_tools_error
@@ -16,6 +19,41 @@ from alignvar_edge.lazy import import_host
 FAKE_REQUIRES = ["numpy>=1.26", 'torch>=9.1; extra == "host"', 'onnxscript>=9.6; extra == "host"',
                  'openvino>=2099.1; extra == "openvino"', 'alignvar-edge[openvino]; extra == "openvino-int8"',
                  'nncf>=9.12; extra == "openvino-int8"']
+
+
+ROOT = Path(__file__).resolve().parent.parent
+# (where it is declared, package) -> the floor the code needs, and what needs it; an older release
+# fails there (each measured with every other dependency at its floor: scripts/check_floors.sh)
+FLOORS = {
+    ("host", "onnxruntime"): ("1.27", "onnxruntime.quantization's TensorData (quantize --precision int8)"),
+    ("host", "onnxscript"): ("0.6", "the exporter API of torch 2.13"),
+    ("device", "onnxruntime"): ("1.18", "the exported graphs' ONNX IR version 10"),
+}
+
+
+def _declared() -> dict[str, list[Requirement]]:
+    """pyproject.toml's requirements: the base install's as 'base', then each extra's."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return {"base": list(map(Requirement, project["dependencies"])),
+            **{extra: [Requirement(r) for r in reqs] for extra, reqs in project["optional-dependencies"].items()}}
+
+
+def test_each_floor_is_the_release_the_code_needs() -> None:
+    declared = _declared()
+    for (where, package), (floor, needs) in FLOORS.items():
+        [req] = [r for r in declared[where] if r.name == package]
+        assert str(req.specifier) == f">={floor}", f"{where} {req}: {needs} needs {package}>={floor}"
+
+
+def test_the_constraints_pin_releases_every_declared_range_allows() -> None:
+    pins = {Requirement(ln).name.lower(): Requirement(ln) for ln in (ROOT / "constraints.txt").read_text().splitlines()
+            if ln.strip() and not ln.startswith("#")}
+    for where, reqs in _declared().items():
+        for req in reqs:
+            pin = pins.get(req.name.lower())
+            if pin is not None and req.specifier:
+                [exact] = pin.specifier
+                assert req.specifier.contains(exact.version), f"constraints.txt {pin} is outside {where}'s {req}"
 
 
 def _dist_info(where: Path, name: str, version: str, requires: list[str] = ()) -> None:
