@@ -28,6 +28,7 @@ FLOORS = {
     ("host", "onnxruntime"): ("1.27", "onnxruntime.quantization's TensorData (quantize --precision int8)"),
     ("host", "onnxscript"): ("0.6", "the exporter API of torch 2.13"),
     ("device", "onnxruntime"): ("1.18", "the exported graphs' ONNX IR version 10"),
+    ("openvino", "openvino"): ("2024.4", "building and running engines (2024.x: its ops in openvino.runtime)"),
 }
 
 

@@ -18,10 +18,10 @@ import numpy as np
 from alignvar_edge.cpuinfo import has_vnni, is_x86
 from alignvar_edge.lazy import lazy_import
 from alignvar_edge.quantize.policy import Policy, classify
+from alignvar_edge.runtimes.openvino.opset import opset13
 
 nncf = lazy_import("nncf")
 onnx = lazy_import("onnx")
-ops = lazy_import("openvino.opset13")
 
 __all__ = ["IGNORED_TYPES", "ignored_scope_names", "nncf_compress_weights", "nncf_quantize", "overflow_fix", "tile_batches",
            "widen_head_scales"]
@@ -76,6 +76,7 @@ def widen_head_scales(ov_model: Any) -> int:
     ("Requested output shape ... is incompatible"). Random-init models, whose head scales are
     all equal and fold to a scalar, do not show it. Returns the number of constants widened.
     """
+    ops = opset13()
     n = 0
     for op in ov_model.get_ordered_ops():
         if op.get_type_name() != "Multiply":

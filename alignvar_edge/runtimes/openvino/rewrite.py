@@ -33,7 +33,10 @@ from typing import Any
 
 import numpy as np
 import openvino as ov
-import openvino.opset13 as ops
+
+from alignvar_edge.runtimes.openvino.opset import opset13
+
+ops = opset13()
 
 __all__ = ["argmax_as_reductions", "bf16_islands", "group_norm_channels_last", "matmul_in_bf16",
            "upsample_conv_as_deconvolution"]
