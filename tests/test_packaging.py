@@ -28,6 +28,7 @@ FLOORS = {
     ("host", "onnx"): ("1.19", "onnx.utils.Extractor cutting the graph where its tokens end (OpenVINO builds)"),
     ("host", "onnxruntime"): ("1.27", "onnxruntime.quantization's TensorData (quantize --precision int8)"),
     ("host", "onnxscript"): ("0.6", "the exporter API of torch 2.13"),
+    ("host", "tifffile"): ("2024.5.22", "imwrite(iccprofile=) (16-bit colour TIFF outputs)"),
     ("device", "onnxruntime"): ("1.18", "the exported graphs' ONNX IR version 10"),
     ("openvino", "openvino"): ("2024.4", "building and running engines (2024.x: its ops in openvino.runtime)"),
 }
