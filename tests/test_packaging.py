@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # (where it is declared, package) -> the floor the code needs, and what needs it; an older release
 # fails there (each measured with every other dependency at its floor: scripts/check_floors.sh)
 FLOORS = {
+    ("base", "pillow"): ("11.1", "ImageCms.Flags, a TIFF's EXIF orientation, a JPEG output's XMP"),
     ("host", "onnx"): ("1.19", "onnx.utils.Extractor cutting the graph where its tokens end (OpenVINO builds)"),
     ("host", "onnxruntime"): ("1.27", "onnxruntime.quantization's TensorData (quantize --precision int8)"),
     ("host", "onnxscript"): ("0.6", "the exporter API of torch 2.13"),
