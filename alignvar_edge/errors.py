@@ -44,21 +44,31 @@ class HostToolsError(BackendUnavailableError, ImportError):
     device install (the `device` extra alone). An ImportError too: the missing import it stands for."""
 
 
+# host packages whose release must match torch's: its ONNX exporter imports their API for its own release
+_FOLLOW_TORCH = ("onnx", "onnxscript")
+
+
 def host_tools_error(what: str, package: str) -> HostToolsError:
     """`what` ('this verb', 'AlignVAR', ...) needs host package `package`, which is not installed, or
-    is installed but fails to import a module it needs (too old, or not the release for this
-    torch): the one wording of each, with the pip command that works here."""
-    from alignvar_edge.extras import install_command, installed_version, is_installed, pip_install, requirement_of
+    is a release older than alignvar-edge asks, or is installed but fails to import a module it needs
+    (too old, or not the release for this torch): the one wording of each, with the pip command that
+    works here."""
+    from alignvar_edge.extras import (install_command, installed_version, is_installed, older_than_required,
+                                      pip_install, requirement_of)
     if not is_installed(package):
         return HostToolsError(f"{what} needs {package}, which a device install does not have; install the host "
                               f"tools: {install_command('host')}", name=package)
     dist, version = installed_version(package)
     needed = requirement_of(dist)
-    torch = installed_version("torch")[1] if package != "torch" else None
+    upgrade = pip_install([needed], upgrade=True)
+    if older_than_required(package):
+        return HostToolsError(f"{what} needs {needed}; the installed {dist} {version} is older: install a newer "
+                              f"one: {upgrade}", name=package)
+    torch = installed_version("torch")[1] if package in _FOLLOW_TORCH else None
     against = f" or is not the release for the installed torch {torch}" if torch else ""
     return HostToolsError(f"{what} needs {needed}; the installed {dist} {version or '(version unknown)'} fails "
                           f"to import a module it needs: it is too old{against} (--debug shows which module); "
-                          f"install a matching one: {pip_install([needed], upgrade=True)}", name=package)
+                          f"install a matching one: {upgrade}", name=package)
 
 
 class EngineClosedError(AlignVAREdgeError, RuntimeError):

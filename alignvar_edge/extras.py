@@ -14,9 +14,10 @@ from collections.abc import Sequence
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
 
 __all__ = ["DISTRIBUTION", "TORCH_CPU_INDEX", "device_install", "extra_requirements", "install_command",
-           "installed_version", "is_installed", "pip_install", "requirement_of"]
+           "installed_version", "is_installed", "older_than_required", "pip_install", "requirement_of"]
 
 DISTRIBUTION = "alignvar-edge"
 # PyPI's torch for Linux is a multi-GB CUDA build; this index holds the CPU build, for every OS
@@ -74,6 +75,19 @@ def requirement_of(package: str) -> str:
         if canonicalize_name(req.name) == canonicalize_name(package) and (req.specifier or req.url):
             return _unmarked(req)
     return package
+
+
+def older_than_required(package: str) -> bool:
+    """Whether the installed distribution of import package `package` is a release that alignvar-edge's
+    metadata rules out (onnxslim 0.1.26 where it asks onnxslim>=0.1.27); False where either is unknown."""
+    dist, version = installed_version(package)
+    needed = Requirement(requirement_of(dist))
+    if version is None or not needed.specifier:
+        return False
+    try:
+        return not needed.specifier.contains(Version(version), prereleases=True)
+    except InvalidVersion:          # a version PEP 440 cannot read: no claim on it either way
+        return False
 
 
 def pip_install(requirements: list[str], upgrade: bool = False, flags: Sequence[str] = ()) -> str:

@@ -30,6 +30,7 @@ FLOORS = {
     ("host", "onnxruntime"): ("1.27", "onnxruntime.quantization's TensorData (quantize --precision int8)"),
     ("host", "onnxscript"): ("0.6", "the exporter API of torch 2.13"),
     ("host", "tifffile"): ("2024.5.22", "imwrite(iccprofile=) (16-bit colour TIFF outputs)"),
+    ("host", "onnxslim"): ("0.1.27", "slim() without onnx.mapping, which onnx 1.19 dropped (export --simplify)"),
     ("device", "onnxruntime"): ("1.18", "the exported graphs' ONNX IR version 10"),
     ("openvino", "openvino"): ("2024.4", "building and running engines (2024.x: its ops in openvino.runtime)"),
 }
@@ -127,7 +128,8 @@ def test_an_installed_host_package_missing_a_module_of_its_own_is_named_as_misma
             with pytest.raises(HostToolsError) as e:
                 import_host(module, "this verb")
             text = str(e.value)
-            assert text.startswith("this verb needs onnxscript>=9.6; the installed onnxscript 0.3.0 fails to "), text
+            # older than the metadata asks: said so, not guessed from the import that failed
+            assert text.startswith("this verb needs onnxscript>=9.6; the installed onnxscript 0.3.0 is older: "), text
             assert text.endswith("`pip install --upgrade 'onnxscript>=9.6'`") and "device install" not in text, text
         # onnxscript calling back into other code that lacks a module of its own: not onnxscript's fault
         (installed / "callback_target.py").write_text("import absent_outside_the_host_tools\n")
@@ -181,3 +183,52 @@ def test_the_selftests_own_export_is_made_once_and_then_reused(tmp_path, monkeyp
         "model": "m", "weights_sha256": "w", "precision": "fp32", "golden_tiles": 2, "export_s": 0.0,
         "export_cached": True, "export_dir": str(out), "result": "PASS"}
     assert f"export    reused from the cache ({out})" in st.format_report(report)
+
+
+@pytest.fixture
+def stand_in_onnxslim(installed, monkeypatch):
+    """A function that installs an onnxslim of `version` whose slim() runs `body`, in place of the real one,
+    under alignvar-edge metadata that asks onnxslim>=0.1.27 of the host."""
+    with (next(installed.glob("alignvar_edge-*.dist-info")) / "METADATA").open("a") as metadata:
+        metadata.write('Requires-Dist: onnxslim>=0.1.27; extra == "host"\n')
+    for name in [name for name in sys.modules if name.split(".")[0] == "onnxslim"]:
+        monkeypatch.delitem(sys.modules, name)
+
+    def install(version: str, body: str) -> None:
+        (installed / "onnxslim").mkdir()
+        (installed / "onnxslim" / "__init__.py").write_text(f"def slim(path):\n    {body}\n")
+        _dist_info(installed, "onnxslim", version)
+    return install
+
+
+def test_export_simplify_names_an_onnxslim_older_than_the_floor(stand_in_onnxslim, tmp_path) -> None:
+    # onnxslim 0.1.26 and older lack slim() or import onnx.mapping: a traceback, or advice to change onnx
+    from alignvar_edge.export.onnx_export import simplify_graph
+    stand_in_onnxslim("0.1.26", "raise AssertionError('an old onnxslim was run')")
+    with pytest.raises(HostToolsError) as e:
+        simplify_graph(tmp_path / "model.onnx", external_data=False)
+    assert str(e.value) == ("simplify=True needs onnxslim>=0.1.27; the installed onnxslim 0.1.26 is older: install "
+                            "a newer one: `pip install --upgrade 'onnxslim>=0.1.27'`")
+    assert e.value.name == "onnxslim" and e.value.exit_code == 3
+
+
+def test_export_simplify_blames_onnxslim_not_onnx_for_a_module_onnxslim_imports(stand_in_onnxslim, tmp_path) -> None:
+    # onnxslim 0.1.20-0.1.26 import onnx.mapping (gone from onnx 1.19): the CLI named onnx, which was fine
+    from alignvar_edge.export.onnx_export import simplify_graph
+    stand_in_onnxslim("0.1.27", "import onnx.mapping")
+    (tmp_path / "model.onnx").write_bytes(b"")
+    with pytest.raises(HostToolsError) as e:
+        simplify_graph(tmp_path / "model.onnx", external_data=False)
+    assert str(e.value).startswith("simplify=True needs onnxslim>=0.1.27; the installed onnxslim 0.1.27 fails to "
+                                   "import a module it needs"), e.value
+    assert "torch" not in str(e.value) and "onnx>" not in str(e.value) and e.value.name == "onnxslim"
+
+
+def test_export_simplify_without_onnxslim_names_it(stand_in_onnxslim, tmp_path, monkeypatch) -> None:
+    from alignvar_edge.export.onnx_export import simplify_graph
+    monkeypatch.setitem(sys.modules, "onnxslim", None)          # not installed
+    with pytest.raises(HostToolsError) as e:
+        simplify_graph(tmp_path / "model.onnx", external_data=False)
+    assert str(e.value).startswith("simplify=True needs onnxslim, which a device install does not have; install "
+                                   "the host tools: `pip install "), e.value
+    assert e.value.name == "onnxslim"

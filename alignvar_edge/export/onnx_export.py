@@ -26,9 +26,11 @@ import numpy as np
 import torch
 
 from alignvar_edge.caller import option, python_call, warn_caller
-from alignvar_edge.errors import ArtifactError, ConfigError, InputError, OutOfMemoryError, out_of_memory
+from alignvar_edge.errors import (ArtifactError, ConfigError, InputError, OutOfMemoryError, host_tools_error,
+                                  out_of_memory)
 from alignvar_edge.export import onnx_io
 from alignvar_edge.export.batch import default_batch
+from alignvar_edge.extras import older_than_required
 from alignvar_edge.export.graphs import GraphSpec, graph_noise, specs_for
 from alignvar_edge.export.lint import forbidden_constructs
 from alignvar_edge.graph_names import GRAPH_FORMS, INPUT, NOISE
@@ -176,11 +178,22 @@ def export_graph(spec: GraphSpec, path: Path, opset: int, external_data: bool) -
 
 
 def simplify_graph(path: Path, external_data: bool) -> None:
-    """onnxslim in place (re-validated afterwards like every graph)."""
-    import onnxslim
-
+    """onnxslim in place (re-validated afterwards like every graph). A missing onnxslim, or one older
+    than alignvar-edge asks (0.1.26 and older lack `slim` or import onnx.mapping, which onnx 1.19
+    dropped), is one HostToolsError naming onnxslim: a module onnxslim fails to import is its fault,
+    not onnx's."""
+    simplify = option("simplify", True)
+    try:
+        import onnxslim
+    except ImportError as e:
+        raise host_tools_error(simplify, "onnxslim") from e
+    if older_than_required("onnxslim"):
+        raise host_tools_error(simplify, "onnxslim")
     with _quiet_exporter(), native_path(path) as at:
-        slim = onnxslim.slim(at)
+        try:
+            slim = onnxslim.slim(at)
+        except ModuleNotFoundError as e:       # onnxslim's own import of what it needs failed
+            raise host_tools_error(simplify, "onnxslim") from e
     if slim is None:
         raise ArtifactError(f"onnxslim could not simplify {path.name}; export without {option('simplify', True)}")
     data = path.with_name(path.name + ".data")
