@@ -637,9 +637,32 @@ def _handed_on(token_model: Any, boundary: tuple[str, ...],
 def _read_onnx(onnx_path: Path, rewrites: dict[str, int]) -> Any:
     """`ov.convert_model`, then the exact rewrites every IR we build gets; counts them in `rewrites`."""
     from alignvar_edge.runtimes.openvino.rewrite import argmax_as_reductions
-    model = ov.convert_model(str(onnx_path))
+    with _pytorch_probe_unsaid():
+        model = ov.convert_model(str(onnx_path))
     rewrites["argmax"] = rewrites.get("argmax", 0) + argmax_as_reductions(model)
     return model
+
+
+@contextmanager
+def _pytorch_probe_unsaid() -> Iterator[None]:
+    """OpenVINO 2025.0-2026.1's convert_model first tries any file as a PyTorch model where torch
+    imports (torch.jit.load, then torch.export.load). On our ONNX files both fail, and torch says so
+    as if the export were damaged: a 13-line traceback ('PytorchStreamReader failed ... checkpoint
+    file is corrupted') and torch.jit.load's deprecation warning. 2026.2 looks at the file first. No
+    option of convert_model skips the probe, and Core.read_model, which makes none, also skips the
+    conversion passes (attention and GELU fusions) that the rewrites and NNCF scopes were measured
+    on; so the probe's words are dropped here, for this call alone."""
+    import logging
+    import warnings
+    probe_log = logging.getLogger("torch.export")
+    level = probe_log.level
+    probe_log.setLevel(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"`torch\.jit\.load` is deprecated", category=DeprecationWarning)
+            yield
+    finally:
+        probe_log.setLevel(level)
 
 
 def _off_token_path(model: Any, device: str, rewrites: dict[str, int]) -> None:
