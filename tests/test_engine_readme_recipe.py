@@ -126,12 +126,45 @@ def _recipe_of(body: str) -> dict[str, Any]:
     return {"tile": tile, "stride": stride, "scale": scale, "offset": offset, "batch": int(calls[1]) if calls else 1}
 
 
+def _filled_as_the_readme_says(rgb: np.ndarray, alpha: np.ndarray, body: str) -> np.ndarray:
+    """Step 1's fill of the colour under alpha 0 of 8-bit `rgb`, written from its words: the visible
+    pixels, how an odd side is halved, the unweighted mean and the bilinear upsampling's alignment."""
+    for words in ("the visible ones (alpha > 0)", "one of ceil(H / 2) x ceil(W / 2) (on an odd side the last row or "
+                  "column makes blocks of its own, 1 px across)", "the plain mean of the pixels of its 2x2 block "
+                  "that have a colour", "weighted neither by alpha nor by how many image pixels each stands for",
+                  "pixel k takes 3/4 of coarser pixel k // 2 and 1/4 of coarser pixel k // 2 - 1 for even k, "
+                  "k // 2 + 1 for odd k (the edge pixel again past an edge)", "rounded to whole samples (to "
+                  "nearest, ties to even)"):
+        assert words in body, words
+    levels = [(rgb.astype(np.float64), alpha > 0)]
+    while not levels[-1][1].all():                          # halve until every pixel has a colour
+        colour, has = levels[-1]
+        h, w = has.shape
+        sums, counts = np.zeros((-(-h // 2), -(-w // 2), 3)), np.zeros((-(-h // 2), -(-w // 2)))
+        for y, x in zip(*np.nonzero(has)):
+            sums[y // 2, x // 2] += colour[y, x]
+            counts[y // 2, x // 2] += 1
+        levels.append((sums / np.maximum(counts, 1)[..., None], counts > 0))
+
+    def taps(k: int, n: int) -> list[tuple[float, int]]:
+        return [(0.75, k // 2), (0.25, min(max(k // 2 + (1 if k % 2 else -1), 0), n - 1))]
+    for (colour, has), (coarse, _) in reversed(list(zip(levels, levels[1:]))):     # from the coarsest back
+        for y, x in zip(*np.nonzero(~has)):
+            colour[y, x] = sum(wy * wx * coarse[cy, cx] for wy, cy in taps(y, coarse.shape[0])
+                               for wx, cx in taps(x, coarse.shape[1]))
+    return np.where((alpha > 0)[..., None], rgb, np.round(levels[0][0])).astype(np.uint8)
+
+
 def _upscale_as_the_readme_says(image: np.ndarray, body: str, run: Any) -> np.ndarray:
-    """An 8-bit RGB image upscaled by the steps of a README's "Whole images" section, written from its
-    words (not from tiling.py): `run(tiles)` is one call of the graph, NCHW float32 in, SR tiles out."""
+    """An 8-bit RGB or RGBA image upscaled by the steps of a README's "Whole images" section, written
+    from its words (not from tiling.py): `run(tiles)` is one call of the graph, NCHW float32 in, SR
+    tiles out."""
     r = _recipe_of(body)
     t, s = r["tile"], r["scale"]
-    x = image.astype(np.float32) / 255                                         # 1. samples
+    rgb, alpha = image[..., :3], image[..., 3] if image.shape[2] == 4 else None
+    if alpha is not None:
+        rgb = _filled_as_the_readme_says(rgb, alpha, body)
+    x = rgb.astype(np.float32) / 255                                           # 1. samples
     H, W = x.shape[:2]
 
     def mirrored(n: int, k: int) -> int:                                       # 2. pad: row k >= n copies ...
@@ -167,14 +200,19 @@ def _upscale_as_the_readme_says(image: np.ndarray, body: str, run: Any) -> np.nd
         total[y * s:(y + t) * s, c * s:(c + t) * s] += tile_sr.transpose(1, 2, 0) * w[..., None]
         wsum[y * s:(y + t) * s, c * s:(c + t) * s] += w
     out = np.clip((total / wsum[..., None])[:H * s, :W * s], 0, 1)
-    return np.round(out * 255).astype(np.uint8)                                 # 5. out: 8 bits
+    if alpha is not None:                                                        # 5. out: alpha on its own
+        assert f"`Image.resize((W * {s}, H * {s}), Image.BICUBIC)` resizes a float image" in body
+        from PIL import Image
+        plane = Image.fromarray(alpha.astype(np.float32) / 255, mode="F").resize((W * s, H * s), Image.BICUBIC)
+        out = np.dstack([out, np.clip(np.asarray(plane), 0, 1)])
+    return np.round(out * 255).astype(np.uint8)                                 # 8 bits
 
 
 def test_code_written_from_the_readme_gives_upscales_image(ort_engine: Path) -> None:
     """The "Whole images" steps, followed by code of one's own around a plain ONNX Runtime session,
     give `upscale`'s image to within the 1 level of 255 the README promises, at sizes that pad, move
-    a last tile back and need several tile rows: where tiling.py and the README's words part, this
-    fails."""
+    a last tile back and need several tile rows, RGB and RGBA with transparent pixels: where tiling.py
+    and the README's words part, this fails."""
     import onnxruntime as ort
     body = _section((ort_engine / "README.md").read_text(), "Whole images")
     options = ort.SessionOptions()
@@ -190,6 +228,18 @@ def test_code_written_from_the_readme_gives_upscales_image(ort_engine: Path) -> 
             image = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
             ours, theirs = _upscale_as_the_readme_says(image, body, run), engine.upscale(image)
             assert ours.shape == theirs.shape == (size[0] * 4, size[1] * 4, 3)
+            assert np.abs(ours.astype(int) - theirs.astype(int)).max() <= 1, (size, ours.astype(int) - theirs)
+        # transparent pixels: the colour under them filled from the visible ones, as the words say, on odd
+        # sides, over holes that take several levels to fill, beside faint (alpha 1) and unequal alphas
+        for size in ((21, 21), (23, 17), (30, 14), (5, 3)):
+            image = rng.integers(0, 256, (*size, 4), dtype=np.uint8)
+            image[..., 3] = rng.choice([0, 1, 90, 255], size)
+            image[1:9, 2:12, 3] = 0
+            image[image[..., 3] == 0, :3] = 0                  # black under transparency, as editors leave it
+            filled = _filled_as_the_readme_says(image[..., :3], image[..., 3], body)
+            assert np.array_equal(filled, tiling.fill_transparent(image[..., :3], image[..., 3] / 255)), size
+            ours, theirs = _upscale_as_the_readme_says(image, body, run), engine.upscale(image)
+            assert ours.shape == theirs.shape == (size[0] * 4, size[1] * 4, 4)
             assert np.abs(ours.astype(int) - theirs.astype(int)).max() <= 1, (size, ours.astype(int) - theirs)
 
 
