@@ -7,7 +7,8 @@ Progress and notes go to stderr either way, so `--json | jq` always reads one JS
 written atomically (a reader never sees half of it), and before the text: a closed stdout cannot lose it.
 Every result names the version that wrote it (`"alignvar_edge"`), and an existing FILE is replaced
 only when it is such a result (or empty): `--json model/config.json` must not cost a checkpoint its
-config, nor `--json report.json` a device's benchmark run.
+config, nor `--json report.json` a device's benchmark run. That is asked when the option is read and
+again as FILE is renamed into place: a file written there while the verb ran is kept.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from contextlib import contextmanager, suppress
 from typing import Any, Iterator
 
 from alignvar_edge import __version__, safe_stop
+from alignvar_edge.caller import option
 from alignvar_edge.bench.schema import is_report
 from alignvar_edge.errors import InputError, OutputExistsError, out_of_memory
 from alignvar_edge.fsmodes import unwritable_folder, write_text
@@ -38,6 +40,27 @@ def _stamped(payload: Any) -> Any:
 def write_result(target: str, payload: Any) -> None:
     """A verb's JSON result into FILE, atomically, with the version that wrote it."""
     write_text(target, dumps(_stamped(payload)))
+
+
+def _not_replaced(path: str) -> str | None:
+    """Why FILE `path` is not a file a result may replace, as what follows its name, with what to do
+    ('is a benchmark report ...'); None where it is none (missing, empty, or an earlier result)."""
+    if not os.path.isfile(path):
+        return None
+    if is_report(path):
+        # a benchmark report is the result of minutes of timing on some device: only bench replaces it
+        return "is a benchmark report (alignvar-edge bench), which this verb does not replace; choose another FILE"
+    if not is_own_result(path):
+        return ("exists and is not a result alignvar-edge wrote, so it is not replaced; choose another FILE, or "
+                "remove it first")
+    return None
+
+
+def _still_replaceable(path: str) -> None:
+    """`_not_replaced` asked again as FILE is renamed into place (`write_text`'s recheck)."""
+    if (why := _not_replaced(path)) is not None:
+        raise OutputExistsError(f"{option('json', path)} {why} (it was written there while this run was working, "
+                                "and is kept)")
 
 
 def is_own_result(path: str) -> bool:
@@ -67,9 +90,13 @@ class Result:
         if self.target == STDOUT:
             print(dumps(_stamped(payload)), end="")
             return
-        if self.target:
+        if (target := self.target):
             self.written = dumps(_stamped(payload))
-            write_text(self.target, self.written)
+            try:
+                write_text(target, self.written, recheck=lambda: _still_replaceable(target))
+            except OutputExistsError:
+                print(text)          # the result, though FILE was taken meanwhile: the error line says so
+                raise
         print(text)
 
     def in_file(self) -> bool:
@@ -120,17 +147,12 @@ def json_target(text: str) -> str:
     if not text.lower().endswith(".json"):
         raise argparse.ArgumentTypeError(f"FILE must end in .json, got {text!r} (put positional "
                                          "arguments before a bare --json)")
-    if os.path.isfile(text) and is_report(text):
-        # a benchmark report is the result of minutes of timing on some device: only bench replaces it
-        raise argparse.ArgumentTypeError(f"{text} is a benchmark report (alignvar-edge bench), which this verb "
-                                         "does not replace; choose another FILE")
     try:
         check_outside_artifacts(text, text)
     except OutputExistsError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
-    if os.path.isfile(text) and not is_own_result(text):
-        raise argparse.ArgumentTypeError(f"{text} exists and is not a result alignvar-edge wrote, so it is not "
-                                         "replaced; choose another FILE, or remove it first")
+    if (why := _not_replaced(text)) is not None:
+        raise argparse.ArgumentTypeError(f"{text} {why}")
     try:
         folder = unwritable_folder(text)
     except InputError as e:             # a name too long: argparse would drop a ValueError's words

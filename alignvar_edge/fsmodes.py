@@ -307,9 +307,9 @@ def as_write_error(e: BaseException, path: str | os.PathLike[str]) -> OSError | 
     return OSError(int(code[1]), os.strerror(int(code[1])), str(path))
 
 
-def write_text(path: str | os.PathLike[str], text: str) -> Path:
+def write_text(path: str | os.PathLike[str], text: str, recheck: Callable[[], None] | None = None) -> Path:
     # UTF-8 whatever the locale: reports and READMEs hold ×, – and π, which a latin-1 locale cannot encode
-    return write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), recheck)
 
 
 NAME_MAX = 255         # bytes in one file name on the file systems we write to (ext4, XFS, APFS, NTFS)
@@ -352,9 +352,13 @@ def temp_file_beside(path: Path) -> tuple[int, Path]:
     raise FileExistsError(errno.EEXIST, "no free temporary file name", str(path.parent))
 
 
-def write_atomically(path: str | os.PathLike[str], write: Callable[[Path], object]) -> Path:
+def write_atomically(path: str | os.PathLike[str], write: Callable[[Path], object],
+                     recheck: Callable[[], None] | None = None) -> Path:
     """`write(tmp)` fills a hidden temporary file beside `path`, which then replaces `path` in one
-    step with the modes the umask allows (a writer such as safetensors' makes its files 0600)."""
+    step with the modes the umask allows (a writer such as safetensors' makes its files 0600).
+    `recheck`: the caller's rule for replacing `path`, asked again just before the rename, as
+    `outputs.artifact_dir` asks `check_out` again for a folder: a file written there since the caller
+    first asked (by the user, or another run) is kept where the rule raises, and nothing is renamed."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -371,6 +375,8 @@ def write_atomically(path: str | os.PathLike[str], write: Callable[[Path], objec
                 raise
             raise error from e
         publish_mode(tmp)          # made 0600: the file gets what the umask allows
+        if recheck is not None:
+            recheck()
         safe_stop.publishing(tmp, p)
         os.replace(tmp, p)
     except BaseException:

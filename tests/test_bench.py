@@ -1285,3 +1285,45 @@ def test_a_merge_without_output_files_prints_its_markdown_as_its_help_says(
     assert "\n| other device | " in printed and "\n| device | model | engine |" in printed, printed
     assert cli.main(["bench", "merge", str(a), str(b), "--md", str(tmp_path / "m.md")]) == 0
     assert printed.strip() and printed.strip() in (tmp_path / "m.md").read_text()     # the page's table
+
+
+@pytest.mark.parametrize("taken", ["--out", "--md"])
+def test_a_file_written_to_a_bench_output_while_it_measured_is_kept(taken: str, tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str],
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """--out and --md were free when the bench began. The user's notes written to one of them while it
+    measured (--out) or while its Markdown was being rendered (--md, after the JSON was written) are
+    kept, in one line naming the file (exit 2): they were replaced, exit 0. A target taken before the
+    writing starts leaves none written; the figures are printed either way."""
+    import alignvar_edge.bench.outputs as outputs
+    import alignvar_edge.bench.runner as runner
+
+    out, md = tmp_path / "R.json", tmp_path / "R.md"
+    notes = {"--out": (out, '{"my": "precious notes"}'), "--md": (md, "# my notes\n")}[taken]
+    report = json.loads(DOC_REPORT.read_text())
+    report["host"] = fingerprint(with_backends=False)              # timed here, as a bench's report is
+
+    def measured(*_args: Any, **_kwargs: Any) -> dict[str, Any]:
+        if taken == "--out":
+            notes[0].write_text(notes[1])
+        return report
+
+    markdown = outputs.report_markdown
+
+    def rendered(*args: Any, **kwargs: Any) -> str:
+        if taken == "--md":
+            notes[0].write_text(notes[1])
+        return markdown(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "run_bench", measured)
+    monkeypatch.setattr(outputs, "report_markdown", rendered)
+    assert cli.main(["bench", "bicubic", "--out", str(out), "--md", str(md)]) == 2
+    printed, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and f"{taken} {notes[0]}" in lines[0] and "while this run was working" in lines[0], lines
+    assert notes[0].read_text() == notes[1]
+    assert "onnxruntime-fp32" in printed                          # the figures are not lost
+    if taken == "--out":
+        assert not md.exists()
+    else:
+        assert read_report(out)["label"] == report["label"]

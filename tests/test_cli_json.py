@@ -192,3 +192,27 @@ def test_a_deeply_nested_file_is_not_taken_for_a_result(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert f"{deep} exists and is not a result alignvar-edge wrote, so it is not replaced" in err[-1], err
     assert deep.read_text().startswith("[[[")
+
+
+@pytest.mark.parametrize("content", ['{"my": "precious notes"}',
+                                     json.dumps({"schema": "alignvar-edge.bench", "schema_version": 1, "kind": "bench"})],
+                         ids=["a user's file", "a benchmark report"])
+def test_a_file_written_to_the_json_file_while_the_verb_ran_is_kept(content, tmp_path, capsys, monkeypatch):
+    """FILE was free when --json was read; the user's file (or a bench report) put there while the
+    verb ran is kept, in one line naming it (exit 2), and the result still reaches stdout."""
+    import alignvar_edge.cli_json as cli_json
+
+    target = tmp_path / "S.json"
+    dumps = cli_json.dumps
+
+    def written_meanwhile(payload, *args, **kwargs):     # the result is ready: the user writes FILE now
+        target.write_text(content)
+        return dumps(payload, *args, **kwargs)
+
+    monkeypatch.setattr(cli_json, "dumps", written_meanwhile)
+    assert main(["doctor", "--json", str(target)]) == 2
+    out, err = capsys.readouterr()
+    err = err.strip().splitlines()
+    assert len(err) == 1 and f"--json {target}" in err[0] and "while this run was working, and is kept" in err[0], err
+    assert target.read_text() == content
+    assert "onnxruntime" in out                  # doctor's text: the result is not lost

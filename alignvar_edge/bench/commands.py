@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import Any
 
 from alignvar_edge.argtypes import (MAX_TILES, batch_size, fraction, nonneg_int, positive_float, positive_int, random_seed,
                                  tile_count)
 from alignvar_edge.bench.image import FOLDER_LR, IMAGE_LR, IMAGE_RUNS
-from alignvar_edge.errors import InputError
+from alignvar_edge.errors import InputError, OutputExistsError
 from alignvar_edge.extras import is_installed
 from alignvar_edge.model.bundled import CHECKPOINT_HELP
 from alignvar_edge.progress import bar, note
@@ -248,13 +249,27 @@ def run_bench_cmd(args: argparse.Namespace) -> int:
                         image_overlap=args.overlap, folder_images=args.folder_images,
                         folder_size=args.folder_size, need_an_engine=True)
     report = run_bench(args.engines, reference=args.reference, options=opts, log=_say, progress=bar)
-    from alignvar_edge.bench.outputs import write_outputs
-    write_outputs(report, args.out, args.md, args.plot)
-    print(terminal_table(report))
-    for line in summary_lines(report):
-        print(line.replace("**", ""))
+    from alignvar_edge.bench.outputs import rechecked, write_outputs
+
+    def show() -> None:
+        print(terminal_table(report))
+        for line in summary_lines(report):
+            print(line.replace("**", ""))
+    _written(lambda: write_outputs(report, args.out, args.md, args.plot,
+                                   rechecked(args.out, args.md, args.plot, force=args.force)), show)
     print(f"wrote {', '.join(p for p in (args.out, args.md, args.plot) if p)}")
     return _exit_status(report)
+
+
+def _written(write: Callable[[], None], show: Callable[[], None]) -> None:
+    """`write` a report's files, then `show` it; shown all the same where a file written to one of
+    them while the bench ran is kept (the refusal then names it): minutes of timing are not lost."""
+    try:
+        write()
+    except OutputExistsError:
+        show()
+        raise
+    show()
 
 
 def _refuse_untimed(report: dict[str, Any]) -> None:
@@ -297,13 +312,14 @@ def run_device_bench(args: argparse.Namespace) -> int:
                               label=args.label, min_token_agreement=args.min_token_agreement, log=_say,
                               duration=args.duration)
     _refuse_untimed(report)
-    return _write_device_report(args.out, report)
+    from alignvar_edge.bench.outputs import rechecked
+    return _write_device_report(args.out, report, rechecked(args.out, None, None, force=args.force))
 
 
 def run_trtexec(logs: list[str], args: argparse.Namespace) -> int:
     """`bench trtexec LOG`: a report from trtexec's performance summary, of the log's device."""
     from alignvar_edge.bench.device import trtexec_report
-    from alignvar_edge.bench.outputs import check_same_machine, check_targets
+    from alignvar_edge.bench.outputs import check_same_machine, check_targets, rechecked
     if len(logs) != 1:                  # named first: without it nothing else can be judged
         raise InputError(f"reads one LOG, trtexec's saved output ({len(logs) or 'none'} given): "
                          "alignvar-edge bench trtexec LOG --engine DIR --out R.json (or --batch N in place of --engine)")
@@ -315,7 +331,8 @@ def run_trtexec(logs: list[str], args: argparse.Namespace) -> int:
     check_targets(args.out, args.md, args.plot, force=args.force)
     report = trtexec_report(logs[0], args.trt_engine, label=args.label, batch=args.batch)
     check_same_machine(args.out, args.force, report["host"])       # the log's device, known once it is read
-    return _write_device_report(args.out, report)
+    return _write_device_report(args.out, report, rechecked(args.out, None, None, force=args.force,
+                                                            host=report["host"]))
 
 
 def _refuse_renderings(args: argparse.Namespace) -> None:
@@ -324,16 +341,18 @@ def _refuse_renderings(args: argparse.Namespace) -> None:
                          f"{args.out} --md REPORT.md` (with the reports of other devices)")
 
 
-def _write_device_report(out: str, report: dict[str, Any]) -> int:
+def _write_device_report(out: str, report: dict[str, Any], recheck: Callable[[], None]) -> int:
     """Write a report made without PyTorch and print its table, as the bench does."""
     from alignvar_edge.bench.render import shared_line, tail_lines, terminal_table
     from alignvar_edge.bench.schema import write_json
-    write_json(out, report)
-    print(terminal_table(report))
-    for line in tail_lines(report):
-        print(line)
-    if report["summary"].get("shared_load"):
-        print(shared_line(report))
+
+    def show() -> None:
+        print(terminal_table(report))
+        for line in tail_lines(report):
+            print(line)
+        if report["summary"].get("shared_load"):
+            print(shared_line(report))
+    _written(lambda: write_json(out, report, recheck), show)
     print(f"wrote {out}")
     return _exit_status(report)
 
@@ -348,8 +367,9 @@ def run_merge(paths: list[str], args: argparse.Namespace) -> int:
     _refuse_unread(args, MERGE_FLAGS, "bench merge (which reads only --out, --md, --plot and --force)")
     if not paths:
         raise InputError("needs report files: alignvar-edge bench merge A.json B.json --md out.md")
-    from alignvar_edge.bench.outputs import check_targets
+    from alignvar_edge.bench.outputs import check_targets, rechecked
     check_targets(args.out, args.md, args.plot, paths, force=args.force)
+    recheck = rechecked(args.out, args.md, args.plot, paths, force=args.force)
     if args.plot:
         pyplot()                # before writing anything: all the outputs asked for, or none
     merged = merge_reports(paths)
@@ -359,14 +379,15 @@ def run_merge(paths: list[str], args: argparse.Namespace) -> int:
         note(f"alignvar-edge bench merge: warning: {w}")
     for n in merged["notes"]:
         note(f"alignvar-edge bench merge: note: {n}")
+    recheck()                   # before any file: one written meanwhile leaves none of these written
     if args.out:
-        write_json(args.out, merged)
+        write_json(args.out, merged, recheck)
     if args.plot:
         plot_merged(merged, args.plot)
     text = merge_markdown(merged, os.path.relpath(args.plot, os.path.dirname(os.path.abspath(args.md)))
                           if args.plot and args.md else None)
     if args.md:
-        write_text(args.md, text)
+        write_text(args.md, text, recheck)
     # on stdout without its title: from the devices (host, ISA, threads of each) on
     print(text.split("\n\n", 2)[-1] if not args.md else f"merged {len(merged['reports'])} report(s) into "
           f"{', '.join(p for p in (args.out, args.md, args.plot) if p)}")

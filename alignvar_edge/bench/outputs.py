@@ -3,12 +3,13 @@
 Each file is written to a temporary sibling and renamed into place, so a reader (or a crash) never
 sees half a file. `check_targets` refuses, before any measuring or writing, a target that would
 replace something that is not an earlier output of its kind, or (without --force) a report that
-may be the only copy of another machine's figures.
+may be the only copy of another machine's figures; `rechecked` asks it again when the outputs are
+written, before any of them and as each is renamed in (a file written there meanwhile is kept).
 """
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from alignvar_edge.bench.host import fingerprint, machine_differences
@@ -19,7 +20,7 @@ from alignvar_edge.errors import InputError, OutputExistsError
 from alignvar_edge.fsmodes import starts_with, unwritable_folder, write_text
 from alignvar_edge.outputs import check_outside_artifacts
 
-__all__ = ["check_same_machine", "check_targets", "write_outputs"]
+__all__ = ["check_same_machine", "check_targets", "rechecked", "write_outputs"]
 
 # the first bytes of a Markdown page an earlier bench wrote (both titles, the single report's and
 # the merged one's, begin so)
@@ -100,11 +101,31 @@ def check_same_machine(out: str, force: bool, host: dict[str, Any] | None = None
                                 f"{'; '.join(differ)}), perhaps the only copy of its figures; {_replace_or_choose()}")
 
 
-def write_outputs(report: dict[str, Any], out: str | None, md: str | None, plot: str | None) -> None:
+def rechecked(out: str | None, md: str | None, plot: str | None, inputs: Sequence[str] = (), force: bool = False,
+              host: dict[str, Any] | None = None) -> Callable[[], None]:
+    """`check_targets` (and for a report of one run `check_same_machine`, `host` as there) asked again
+    when the outputs are written: a target written while this run worked (a user's notes, a merged
+    report, another machine's report) is kept, refused in one line saying so."""
+    def recheck() -> None:
+        try:
+            check_targets(out, md, plot, inputs, force)
+            if out and not inputs:
+                check_same_machine(out, force, host)
+        except OutputExistsError as e:
+            raise OutputExistsError(f"{e} (it was written there while this run was working, and is kept)") from None
+    return recheck
+
+
+def write_outputs(report: dict[str, Any], out: str | None, md: str | None, plot: str | None,
+                  recheck: Callable[[], None] | None = None) -> None:
+    """`recheck` (`rechecked`): asked before any file is written, so a target taken meanwhile leaves
+    none written, and again as each file is renamed into place."""
+    if recheck is not None:
+        recheck()
     if out:
-        write_json(out, report)
+        write_json(out, report, recheck)
     if plot:
         plot_report(report, plot)
     if md:
         rel = os.path.relpath(plot, os.path.dirname(os.path.abspath(md))) if plot else None
-        write_text(md, report_markdown(report, rel))
+        write_text(md, report_markdown(report, rel), recheck)

@@ -80,7 +80,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeGuard
 
@@ -180,14 +180,14 @@ def device_kind(backend: str, device: Any) -> str | None:
     return "gpu" if head in ("cuda", "gpu") or backend == "tensorrt" else head
 
 
-def write_json(path: str | os.PathLike[str], data: Any) -> Path:
+def write_json(path: str | os.PathLike[str], data: Any, recheck: Callable[[], None] | None = None) -> Path:
     """Write JSON atomically: a temporary sibling renamed over `path` (readers never see half a file).
     A report (bench or merged) is written with its content hash (CONTENT_KEY) over what a reader
-    parses, which `read_report` verifies."""
+    parses, which `read_report` verifies. `recheck`: as `fsmodes.write_atomically`'s."""
     if isinstance(data, dict) and data.get("schema") == SCHEMA:
         data = loads(dumps(data))
         data[CONTENT_KEY] = content_hash(data)
-    return write_text(path, dumps(data))
+    return write_text(path, dumps(data), recheck)
 
 
 def existing_report(path: str | os.PathLike[str]) -> dict[str, Any] | None:
