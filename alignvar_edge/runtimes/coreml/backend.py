@@ -245,10 +245,11 @@ def package_contract(config: Any, batch: int, image_input: bool) -> dict[str, An
 
 
 def describe(ml: Any, config: Any, precision: str, compute_units: str, image_input: bool,
-             batch: int, per_group: dict[str, str]) -> dict[str, str]:
+             batch: int, per_group: dict[str, str], model: ModelInfo) -> dict[str, str]:
     """What Xcode shows for the package: a description of the model, of every input and output,
     and user-defined metadata (the input contract: tile, overlap, scale, colour order, range, and
-    the compute units it was built for; `per_group`: what each group computes in, `group_precision`'s).
+    the compute units it was built for; `per_group`: what each group computes in, `group_precision`'s;
+    which weights these are: `model`, the manifest's entry, its name as given and weights' SHA-256).
     Returns the metadata written."""
     from alignvar_edge import __version__
     c = package_contract(config, batch, image_input)
@@ -258,8 +259,11 @@ def describe(ml: Any, config: Any, precision: str, compute_units: str, image_inp
     ml.short_description = (f"AlignVAR x{config.scale} super-resolution ({config.name}, {shown}) on "
                             f"{t}x{t} RGB tiles; tile larger images with {c['overlap']} px overlap and blend "
                             "(see user-defined metadata)")
-    ml.author = f"alignvar-edge {__version__}"
-    ml.version = str(__version__)
+    # the converter, not the weights' maker (unknown here); the version field names the weights, whose
+    # version the tool's is not; the licence is left to the weights' owners
+    ml.author = "alignvar-edge (the converter; the weights are those com.alignvar-edge.checkpoint names)"
+    weights = model.weights_sha256 or "unknown"
+    ml.version = f"weights {weights[:12]}"
     ml.input_description[INPUT] = (
         f"one {t}x{t} RGB tile (8-bit image, scaled to [0, 1] inside the model)" if image_input else
         f"one LR tile, float32 (1, 3, {t}, {t}), NCHW, RGB planes in [0, 1]" if batch == 1 else
@@ -270,7 +274,8 @@ def describe(ml: Any, config: Any, precision: str, compute_units: str, image_inp
     for k, p in enumerate(config.patch_nums):
         ml.output_description[token_name(k)] = (f"token indices of scale {k + 1}/{config.num_scales} "
                                                 f"({p}x{p}), for checks against golden outputs")
-    meta = {"model": str(config.name), "precision": precision, "compute_units": compute_units,
+    meta = {"model": str(config.name), "checkpoint": model.display_name, "weights_sha256": weights,
+            "version": str(__version__), "precision": precision, "compute_units": compute_units,
             "tile": str(t), "overlap": str(c["overlap"]), "scale": str(config.scale),
             "sr_tile": str(s), "batch": str(batch), "color_order": "RGB",
             "range": f"{c['range'][0]:g}..{c['range'][1]:g}", "layout": "image" if image_input else "NCHW",
@@ -540,10 +545,10 @@ class CoreMLBackend(Backend):
                      batch=batch, image_input=image_input, f32_groups=f32_groups)
         ml, recipe = compress(ml, precision)
         per_group = group_precision(precision, f32_groups, model_groups(config))
-        described = describe(ml, config, precision, compute_units, image_input, batch, per_group)
+        info = _model_info(model, artifact_dir, src)
+        described = describe(ml, config, precision, compute_units, image_input, batch, per_group, info)
         spec = ml.get_spec()
         checks = validate_spec(spec, config, batch)
-        info = _model_info(model, artifact_dir, src)
         lint = ane_lint(spec, compute_units)
         with staging_dir(out, force=force) as tmp:
             ml.save(str(tmp / PACKAGE))

@@ -1,0 +1,58 @@
+"""What Xcode shows of a Core ML package (its spec's metadata, read back with coremltools on Linux)
+tells which weights it holds: two checkpoints of one configuration give packages told apart by the
+checkpoint's name as given and the weights' SHA-256 the manifest records, with alignvar-edge's
+version under its own key."""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from _runtime_fixtures import sharp_model
+from alignvar_edge import __version__, runtimes
+from alignvar_edge.manifest import load_verified
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+pytest.importorskip("coremltools", reason="coremltools is not installed")
+
+PREFIX = "com.alignvar-edge."
+
+
+def _metadata(engine: Path) -> Any:
+    """The package's spec metadata (author, version, licence, user-defined keys) as Xcode reads it."""
+    import coremltools as ct
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ct.models.MLModel(str(engine / "model.mlpackage"), skip_model_load=True).get_spec().description.metadata
+
+
+@pytest.fixture(scope="module")
+def two_packages(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[str, Path]]:
+    """(the checkpoint as given, its package) for two checkpoints of `micro` with different weights."""
+    root = tmp_path_factory.mktemp("cm-meta")
+    built = []
+    for seed in (0, 1):
+        ckpt = root / f"micro-seed{seed}"
+        sharp_model("micro", seed=seed).save_pretrained(str(ckpt))
+        built.append((str(ckpt), runtimes.build(str(ckpt), "coreml", out=root / f"eng{seed}", proxy=False)))
+    return built
+
+
+def test_two_checkpoints_give_packages_xcode_tells_apart(two_packages: list[tuple[str, Path]]) -> None:
+    metas = [_metadata(engine) for _, engine in two_packages]
+    for (given, engine), meta in zip(two_packages, metas):
+        ud, m = meta.userDefined, load_verified(engine)
+        assert ud[PREFIX + "checkpoint"] == given == m.model.display_name
+        # the manifest's record of the weights, not a second hash of another kind
+        assert ud[PREFIX + "weights_sha256"] == m.model.weights_sha256 and len(m.model.weights_sha256) == 64
+        assert meta.versionString == f"weights {m.model.weights_sha256[:12]}"
+        assert ud[PREFIX + "version"] == __version__ and ud[PREFIX + "model"] == "micro"
+        assert m.extra["user_defined_metadata"]["weights_sha256"] == m.model.weights_sha256
+        # the converter is named as the converter; no licence is claimed for weights it did not make
+        assert meta.author.startswith("alignvar-edge (the converter;") and meta.license == ""
+    a, b = (dict(meta.userDefined) for meta in metas)
+    assert {k for k in a if a[k] != b.get(k)} == {PREFIX + "checkpoint", PREFIX + "weights_sha256"}
+    assert metas[0].versionString != metas[1].versionString
