@@ -56,3 +56,16 @@ def test_two_checkpoints_give_packages_xcode_tells_apart(two_packages: list[tupl
     a, b = (dict(meta.userDefined) for meta in metas)
     assert {k for k in a if a[k] != b.get(k)} == {PREFIX + "checkpoint", PREFIX + "weights_sha256"}
     assert metas[0].versionString != metas[1].versionString
+
+
+def test_the_description_points_to_the_readme_section_that_holds_the_blend(two_packages: list[tuple[str, Path]]
+                                                                            ) -> None:
+    """The description sends the app developer to the recipe's one owner, the README's "Whole images"
+    (the metadata holds no blending rule to see), and that README is in the directory beside the package."""
+    _, engine = two_packages[0]
+    text = _metadata(engine).shortDescription
+    assert text.endswith('blend as README.md, shipped beside this package, says in "Whole images"'), text
+    assert "user-defined metadata" not in text
+    readme = (engine / "README.md").read_text()
+    assert "\n## Whole images\n" in readme and "Blend: along each axis" in readme
+    assert "README.md" in load_verified(engine).files         # listed and hashed with the package

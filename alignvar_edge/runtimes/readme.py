@@ -15,8 +15,8 @@ from alignvar_edge.manifest import CONTENT_KEY, MANIFEST_FILE, Manifest, db_text
 from alignvar_edge.recipes import recipe
 from alignvar_edge.runtimes.tiling import PAD_MODE, RAMP_OFFSET, count_tiles, tile_starts
 
-__all__ = ["CONTENT_COMMAND", "FILES_COMMAND", "INPUT_LINE", "README_FILE", "checked_line", "commands",
-           "extra_feed_lines", "file_checks", "golden_check", "int8_cpu_note", "model_notes", "whole_images",
+__all__ = ["CONTENT_COMMAND", "FILES_COMMAND", "INPUT_LINE", "README_FILE", "WHOLE_IMAGES", "checked_line",
+           "commands", "extra_feed_lines", "file_checks", "golden_check", "int8_cpu_note", "model_notes", "whole_images",
            "write_readme"]
 
 README_FILE = "README.md"
@@ -69,6 +69,10 @@ def extra_feed_lines(m: Manifest, names: list[str], feeds: str) -> list[str]:
     return [f'{feeds}["{n}"] = {noise["values"]}   # the refiner\'s fixed draw' for n in names if n == noise.get("name")]
 
 
+# the title of the section `whole_images` writes (a Core ML package's description points to it)
+WHOLE_IMAGES = "Whole images"
+
+
 # numpy's np.pad mode that tiling pads a short side with (`tiling.PAD_MODE`), in the words of
 # OpenCV, whose default border (BORDER_REFLECT_101) repeats no edge pixel and so differs
 _PAD_WORDS = {"symmetric": "mirrored with the edge pixel repeated (`np.pad(..., mode=\"symmetric\")`; OpenCV "
@@ -109,7 +113,7 @@ def whole_images(m: Manifest, batch: int | None = None) -> list[str]:
     ]
     n128 = count_tiles((128, 128), t, ov)
     calls = f" in {-(-n128 // b)} calls" if b and b > 1 else ""
-    return ["## Whole images", "",
+    return [f"## {WHOLE_IMAGES}", "",
             "What `alignvar-edge upscale` does around the graph, so that code of your own gives its image (to "
             "within 1 level of 255):", "",
             *(f"{i}. {step}" for i, step in enumerate(steps, 1)), "",

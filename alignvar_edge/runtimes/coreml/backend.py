@@ -51,7 +51,7 @@ from alignvar_edge.runtimes.coreml.compress import compress
 from alignvar_edge.runtimes.coreml.ct import import_ct, quiet
 from alignvar_edge.runtimes.coreml.lint import ane_lint, validate_spec
 from alignvar_edge.runtimes.coreml.readme import package_readme
-from alignvar_edge.runtimes.readme import write_readme
+from alignvar_edge.runtimes.readme import README_FILE, WHOLE_IMAGES, write_readme
 from alignvar_edge.runtimes.golden import copy_golden
 
 PACKAGE = "model.mlpackage"
@@ -257,8 +257,8 @@ def describe(ml: Any, config: Any, precision: str, compute_units: str, image_inp
     kept = sorted(g for g, p in per_group.items() if p == "fp32") if precision != "fp32" else []
     shown = precision + (f", {', '.join(kept)} in fp32" if kept else "")
     ml.short_description = (f"AlignVAR x{config.scale} super-resolution ({config.name}, {shown}) on "
-                            f"{t}x{t} RGB tiles; tile larger images with {c['overlap']} px overlap and blend "
-                            "(see user-defined metadata)")
+                            f"{t}x{t} RGB tiles; tile larger images with {c['overlap']} px overlap and blend as "
+                            f"{README_FILE}, shipped beside this package, says in \"{WHOLE_IMAGES}\"")
     # the converter, not the weights' maker (unknown here); the version field names the weights, whose
     # version the tool's is not; the licence is left to the weights' owners
     ml.author = "alignvar-edge (the converter; the weights are those com.alignvar-edge.checkpoint names)"
