@@ -497,11 +497,23 @@ def test_16_bit_colour_tiff_without_tifffile_is_8_bit_with_a_warning_naming_the_
     monkeypatch.setattr(sixteen_bit, "is_installed", lambda name: name != "tifffile")
     rgb = np.random.default_rng(3).random((5, 6, 3))
     with pytest.warns(UserWarning, match=r"^tifffile is not installed, so \S*out\.tif is written with 8 bits a "
-                                         r"sample; install tifffile \(pip install tifffile\) or save it as \.png"):
+                                         r"sample; install it \(`pip install 'tifffile>=[0-9.]+'`\) or save it as \.png"):
         save_image(tmp_path / "out.tif", rgb, bits=16)
     out = _read(tmp_path / "out.tif")
     assert out.mode == "RGB" and bits_per_sample(tmp_path / "out.tif") == 8
     np.testing.assert_array_equal(np.asarray(out), np.round(rgb * 255))
+
+
+def test_16_bit_colour_tiff_with_a_tifffile_too_old_is_8_bit_with_a_warning_naming_the_upgrade(
+        tmp_path: Path, monkeypatch) -> None:
+    # tifffile before 2024.5.22 has no `iccprofile` argument: the write crashed with a TypeError
+    from alignvar_edge.images import sixteen_bit
+    monkeypatch.setattr(sixteen_bit, "older_than_required", lambda name: name == "tifffile")
+    rgb = np.random.default_rng(3).random((5, 6, 3))
+    with pytest.warns(UserWarning, match=r"^tifffile \S+ is older than tifffile>=[0-9.]+, so \S*out\.tif is written "
+                                         r"with 8 bits a sample; install it \(`pip install --upgrade 'tifffile>="):
+        save_image(tmp_path / "out.tif", rgb, bits=16)
+    assert bits_per_sample(tmp_path / "out.tif") == 8
 
 
 def test_a_16_bit_colour_tiff_keeps_every_bit_with_tifffile_and_is_refused_without(tmp_path: Path,
@@ -530,8 +542,8 @@ def test_a_16_bit_colour_tiff_keeps_every_bit_with_tifffile_and_is_refused_witho
     assert np.abs(got * 65535 - rgba[..., :3]).max() <= 1.01 and alpha is not None
     np.testing.assert_array_equal(np.round(alpha * 65535), rgba[..., 3])
     monkeypatch.setattr(sixteen_bit, "is_installed", lambda name: name != "tifffile")
-    with pytest.raises(InputError, match=r"^\S*le\.tif: a 16-bit colour TIFF, which Pillow reads with 8 bits; "
-                                         r"install tifffile \(pip install tifffile\)"):
+    with pytest.raises(InputError, match=r"^\S*le\.tif: a 16-bit colour TIFF, which Pillow reads with 8 bits, "
+                                         r"and tifffile is not installed: install it \(`pip install 'tifffile>=[0-9.]+'`\)"):
         load_image(tmp_path / "le.tif")
 
 
@@ -754,7 +766,7 @@ def test_a_tiff_or_bmp_past_4_gib_is_refused_before_any_work(tmp_path: Path, mon
     assert output_format(tmp_path / "a.tif", size=big, bits=16) == "TIFF"       # tifffile writes BigTIFF
     monkeypatch.setattr(sixteen_bit, "can_write_rgb16_tiff", lambda: False)    # then written 8-bit: 4.0 GiB
     with pytest.raises(InputError, match=r"4\.0 GiB uncompressed, over the 4 GiB a TIFF file holds; save it as "
-                                         r"\.png, or install tifffile \(pip install tifffile\), which writes it as "
+                                         r"\.png, or install tifffile \(`pip install (--upgrade )?'tifffile>=[0-9.]+'`\), which writes it as "
                                          r"BigTIFF, or crop the input$"):
         output_format(tmp_path / "a.tif", size=big, bits=16)
 

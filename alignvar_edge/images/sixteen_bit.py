@@ -17,7 +17,7 @@ from PIL import ExifTags, Image, ImageFile, ImageOps, TiffImagePlugin
 
 from alignvar_edge.errors import IMAGE_DECODE_ERRORS, InputError
 from alignvar_edge.images.exif import image_exif
-from alignvar_edge.extras import is_installed
+from alignvar_edge.extras import installed_version, is_installed, older_than_required, pip_install, requirement_of
 from alignvar_edge.lazy import lazy_import
 
 # 16-bit colour TIFFs alone: optional (the `host` extra has it through scikit-image)
@@ -107,9 +107,9 @@ def _png_rgb16_samples(path: Path, img: ImageFile.ImageFile) -> np.ndarray:
 def _tiff_rgb16_samples(path: Path, img: Image.Image) -> np.ndarray:
     """HxWx3 or 4 uint16 samples of a 16-bit RGB(A) TIFF, read with tifffile; Pillow's mode says
     which extra sample is alpha (RGBA) and which are not (RGB)."""
-    if not is_installed("tifffile"):
-        raise InputError("a 16-bit colour TIFF, which Pillow reads with 8 bits; install tifffile "
-                         "(pip install tifffile) to read all 16, or convert it to a 16-bit PNG")
+    if (missing := tifffile_missing()) is not None:
+        raise InputError(f"a 16-bit colour TIFF, which Pillow reads with 8 bits, and {missing}: "
+                         f"install it ({install_tifffile()}) to read all 16, or convert it to a 16-bit PNG")
     compression = "its"
     try:
         with tifffile.TiffFile(path) as tif:
@@ -186,7 +186,22 @@ def _upright(img: Image.Image, samples: np.ndarray, path: Path) -> np.ndarray:
 
 def can_write_rgb16_tiff() -> bool:
     """Whether `write_rgb16_tiff` can run here: tifffile is optional (Pillow has no 16-bit RGB mode)."""
-    return is_installed("tifffile")
+    return tifffile_missing() is None
+
+
+def tifffile_missing() -> str | None:
+    """Why 16-bit colour TIFFs cannot be read or written here ('tifffile is not installed', or its
+    release is older than the one whose API they use); None where they can (`install_tifffile`)."""
+    if not is_installed("tifffile"):
+        return "tifffile is not installed"
+    if older_than_required("tifffile"):
+        return f"tifffile {installed_version('tifffile')[1]} is older than {requirement_of('tifffile')}"
+    return None
+
+
+def install_tifffile() -> str:
+    """The pip command that gives the tifffile 16-bit colour TIFFs need."""
+    return pip_install([requirement_of("tifffile")], upgrade=is_installed("tifffile"))
 
 
 def write_rgb16_tiff(f: BinaryIO, size: tuple[int, int, int], strip: Callable[[int, int], np.ndarray],

@@ -135,8 +135,8 @@ def _eight_bits_only(path: Path, fmt: str, gray: bool) -> str:
     if fmt not in _SIXTEEN_BIT_FORMATS:
         return f"{fmt} holds 8 bits a sample: {path} is written with 8 of its 16; save it as .png to keep 16"
     if not gray:
-        return (f"tifffile is not installed, so {path} is written with 8 bits a sample; install tifffile "
-                "(pip install tifffile) or save it as .png to keep 16")
+        return (f"{sixteen_bit.tifffile_missing()}, so {path} is written with 8 bits a sample; "
+                f"install it ({sixteen_bit.install_tifffile()}) or save it as .png to keep 16")
     return f"Pillow cannot write 16-bit gray+alpha {fmt}: {path} is written with 8 bits; save it as .png to keep 16"
 
 
@@ -161,7 +161,7 @@ def output_format(path: str | os.PathLike[str], alpha: bool = False, size: tuple
         raise InputError(f"{path} would be {size[0]}x{size[1]} pixels, over the {_MAX_SIDE[fmt]} a side that "
                          f"{fmt} holds; save it as .png or .tif, or crop the input")
     if size is not None and (n := _file_bytes(fmt, size, alpha, gray, bits)) > _MAX_FILE_BYTES:
-        bigtiff = (" or install tifffile (pip install tifffile), which writes it as BigTIFF,"
+        bigtiff = (f" or install tifffile ({sixteen_bit.install_tifffile()}), which writes it as BigTIFF,"
                    if fmt == "TIFF" and bits == 16 and not gray else "")
         raise InputError(f"{path} would be {size[0]}x{size[1]} pixels, {n / 2**30:.1f} GiB uncompressed, over the "
                          f"4 GiB a {fmt} file holds; save it as .png,{bigtiff} or crop the input")
