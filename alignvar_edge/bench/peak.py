@@ -128,7 +128,9 @@ def _openvino_matmul(a: np.ndarray, b: np.ndarray, threads: int | None) -> Calla
     from alignvar_edge.lazy import keep_openvino_local
     keep_openvino_local()
     import openvino as ov
-    import openvino.opset13 as ops
+
+    from alignvar_edge.runtimes.openvino.opset import opset13
+    ops = opset13()
     x = ops.parameter(list(a.shape), np.float32)
     config: dict[str, object] = {"INFERENCE_PRECISION_HINT": "f32"}      # an fp32 roof, on bf16 CPUs too
     if threads:
