@@ -1,7 +1,8 @@
-"""What Xcode shows of a Core ML package (its spec's metadata, read back with coremltools on Linux)
-tells which weights it holds: two checkpoints of one configuration give packages told apart by the
-checkpoint's name as given and the weights' SHA-256 the manifest records, with alignvar-edge's
-version under its own key."""
+"""What an app developer is told about a Core ML package: what Xcode shows of it (its spec's metadata,
+read back with coremltools on Linux) tells which weights it holds, two checkpoints of one
+configuration told apart by the checkpoint's name as given and the weights' SHA-256 the manifest
+records, with alignvar-edge's version under its own key; its description points to the README's
+blend; and the README and docs/apple.md say how to take pixels out of a UIImage / CGImage."""
 from __future__ import annotations
 
 import warnings
@@ -69,3 +70,29 @@ def test_the_description_points_to_the_readme_section_that_holds_the_blend(two_p
     readme = (engine / "README.md").read_text()
     assert "\n## Whole images\n" in readme and "Blend: along each axis" in readme
     assert "README.md" in load_verified(engine).files         # listed and hashed with the package
+
+
+def _words(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_the_readme_and_apple_doc_say_how_to_take_pixels_from_a_uiimage(two_packages: list[tuple[str, Path]]
+                                                                          ) -> None:
+    """Upright by imageOrientation, in the image's own colour space (the samples as `upscale` gives a file's),
+    straight alpha through vImage both ways; the image input's alpha and colour where it has one. The
+    package's README carries the section and docs/apple.md its every line, so the two cannot drift."""
+    from alignvar_edge.runtimes.coreml.readme import from_apple_image
+    _, engine = two_packages[0]
+    readme = (engine / "README.md").read_text()
+    section = "\n".join(from_apple_image(False))
+    assert section in readme and "## From a UIImage / CGImage" in section
+    for words in ("UIImage.imageOrientation", "own `colorSpace`", "samples as stored, not converted to sRGB",
+                  "vImageUnpremultiplyData_RGBA8888", "before step 1", "vImagePremultiplyData_RGBA8888",
+                  "ICC profile back"):
+        assert words in section, words
+    assert "--image-input" not in section                  # a float package has no image input to speak of
+    image = "\n".join(from_apple_image(True))
+    assert "drops its alpha" in image and "kCVPixelFormatType_32BGRA" in image
+    doc = _words((Path(__file__).resolve().parent.parent / "docs" / "apple.md").read_text())
+    for line in from_apple_image(True)[2:]:
+        assert _words(line) in doc, line

@@ -15,7 +15,7 @@ from alignvar_edge.runtimes.readme import README_FILE, file_checks, golden_check
 SHORT_OF_GATE = ("the build-time proxy is short of the selftest gate ({gate}): selftest on a Mac will likely fail "
                  "this package; build a higher precision (fp16, or more palette bits) for a faithful image")
 
-__all__ = ["README_FILE", "SHORT_OF_GATE", "package_readme"]
+__all__ = ["README_FILE", "SHORT_OF_GATE", "from_apple_image", "package_readme"]
 
 # a deployment target and the releases of the other OS that share its Core ML version (the
 # --target-os names): a Mac developer reads "iOS17" as no statement about their macOS
@@ -56,6 +56,35 @@ def _also(target: str) -> str:
     older = f"{os_name}{min(int(t[len(os_name):]) for t in _SAME_CORE_ML if t.startswith(os_name))}"
     return (f": loads on {os_name} {target[len(os_name):]} and {other} or later; an older OS refuses it"
             + (f", so build with `--target-os {older}` for one" if target != older else ""))
+
+
+def from_apple_image(image_input: bool) -> list[str]:
+    """The "From a UIImage / CGImage" section: how an app gets the samples that "Whole images" starts
+    from out of Apple's image types, and its result back into one, as `upscale` treats a file
+    (images/read.py: turned upright, an RGB file's samples as stored, its ICC profile written back);
+    with `image_input`, also what the package's image input does with alpha and colour."""
+    lines = [
+        "## From a UIImage / CGImage", "",
+        "`alignvar-edge upscale` turns a file upright by its EXIF orientation, gives the model an RGB file's "
+        "samples as stored, not converted to sRGB, and writes the file's ICC profile back on the result. "
+        "To give the model the same:", "",
+        "- Upright: `UIImage.cgImage` holds the pixels unturned: apply `UIImage.imageOrientation` (a rotation or "
+        "mirror in the transform of the `CGContext` you draw the image into).",
+        "- Colour: make that `CGContext` with the image's own `colorSpace` (where its model is RGB), not a fixed "
+        "sRGB one, which would convert a Display P3 photo's samples; make the result's `CGImage` in the same colour space.",
+        "- Alpha: an 8-bit RGBA `CGContext` holds premultiplied alpha (`CGImageAlphaInfo.premultipliedLast`), "
+        "while the steps of \"Whole images\" take straight alpha: un-premultiply "
+        "(`vImageUnpremultiplyData_RGBA8888`) before step 1, and premultiply the result "
+        "(`vImagePremultiplyData_RGBA8888`) before making a `CGImage` of it.",
+    ]
+    if image_input:
+        lines.append(
+            "- The image input (`--image-input`): Core ML gives the model each tile's R, G and B (0..255) and "
+            "drops its alpha, without un-premultiplying it or filling the colour under transparency: cut the tiles "
+            "from the image after step 1 (straight alpha, colour filled). Fill `CVPixelBuffer`s "
+            "(`kCVPixelFormatType_32BGRA`) with them rather than passing `CGImage`s, which Core ML converts to the "
+            "model's pixels by rules this kit has not checked (colour spaces included).")
+    return [*lines, ""]
 
 
 def package_readme(m: Manifest, io: dict[str, dict[str, Any]], package: str) -> str:
@@ -122,6 +151,7 @@ def package_readme(m: Manifest, io: dict[str, dict[str, Any]], package: str) -> 
         "metadata (keys `com.alignvar-edge.*`), which Xcode shows.",
         "",
         *whole_images(m, 1 if image else batch),
+        *from_apple_image(image),
         "## Swift",
         "",
         "Rename `model.mlpackage` to the class name you want (e.g. `AlignVAR.mlpackage`) and add it to the "
