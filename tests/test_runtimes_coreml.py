@@ -822,3 +822,25 @@ def test_quiet_coremltools_leaves_other_threads_stdout_and_sys_stderr_as_they_we
         t.join()
     assert sys.stderr is stderr
     assert capsys.readouterr().out == "heartbeat\n"
+
+
+def test_a_stop_while_coremltools_saves_the_package_leaves_nothing_in_the_temporary_folder(tmp_path, monkeypatch):
+    """Ctrl-C (or SIGTERM, which the CLI raises as KeyboardInterrupt too) while coremltools loads the
+    package it has just saved: no .mlpackage is left in $TMPDIR. Its own temporary one was, since its
+    clean-up at exit is registered only once the model is made; it now goes into a folder of ours."""
+    import tempfile
+
+    import coremltools
+
+    temp = tmp_path / "TMP"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+
+    class StoppedWhileLoading(coremltools.models.MLModel):
+        def __init__(self, *_args, **_kwargs):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(coremltools.models, "MLModel", StoppedWhileLoading)
+    with pytest.raises(KeyboardInterrupt):
+        coreml.convert(sharp_model("micro"))
+    assert not list(temp.rglob("*.mlpackage")) and not list(temp.glob("alignvar-coreml-*"))

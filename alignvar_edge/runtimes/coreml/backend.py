@@ -26,9 +26,12 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import os
 import platform
 import sys
+import tempfile
 import warnings
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -210,15 +213,25 @@ def convert(model: Any, precision: str = "fp16", compute_units: str = "CPU_AND_N
                                                             for k in range(c.num_scales)]
     lr_input = (ct.ImageType(name=INPUT, shape=tuple(lr.shape), scale=1 / 255.0, color_layout=ct.colorlayout.RGB)
                 if image_input else ct.TensorType(name=INPUT, shape=tuple(lr.shape), dtype=np.float32))
-    with quiet():
-        ml = ct.convert(
-            src, inputs=[lr_input],
-            outputs=outputs, convert_to="mlprogram",
-            compute_precision=ct.precision.FLOAT32 if precision == "fp32" else (
-                ct.transform.FP16ComputePrecision(op_selector=fp16_op_selector(f32_groups)) if f32_groups
-                else ct.precision.FLOAT16),
-            compute_units=getattr(ct.ComputeUnit, compute_units),
-            minimum_deployment_target=getattr(ct.target, target), pass_pipeline=pipeline)
+    # the converted package goes into a folder of ours: coremltools' own temporary one, made in $TMPDIR
+    # before its clean-up at exit was registered, outlived a stop during its saving. Removed on an
+    # error or a stop here, and otherwise with the model (or at exit)
+    scratch = tempfile.TemporaryDirectory(prefix="alignvar-coreml-")
+    try:
+        with quiet():
+            ml = ct.convert(
+                src, inputs=[lr_input],
+                outputs=outputs, convert_to="mlprogram",
+                compute_precision=ct.precision.FLOAT32 if precision == "fp32" else (
+                    ct.transform.FP16ComputePrecision(op_selector=fp16_op_selector(f32_groups)) if f32_groups
+                    else ct.precision.FLOAT16),
+                compute_units=getattr(ct.ComputeUnit, compute_units),
+                minimum_deployment_target=getattr(ct.target, target), pass_pipeline=pipeline,
+                package_dir=os.path.join(scratch.name, "converted.mlpackage"))
+    except BaseException:
+        scratch.cleanup()
+        raise
+    weakref.finalize(ml, scratch.cleanup)
     return ml
 
 
