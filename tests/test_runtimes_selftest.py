@@ -291,9 +291,7 @@ def test_a_read_only_cache_holding_the_export_is_reused(ckpt, tmp_path, monkeypa
     from alignvar_edge.errors import InputError
     cache = tmp_path / "cache"
     monkeypatch.setenv("ALIGNVAR_EDGE_CACHE", str(cache))
-    made = cache / "exports" / st.export_cache_key(ckpt)
-    made.mkdir(parents=True)
-    (made / "manifest.json").write_text("{}")
+    made = _cached_artifact(cache, ckpt)
     # read-only, stood in for (root writes anywhere): every folder refuses a new file
     monkeypatch.setattr(st, "unwritable_folder", lambda path: Path(path).parent)
     logged = []
@@ -303,3 +301,73 @@ def test_a_read_only_cache_holding_the_export_is_reused(ckpt, tmp_path, monkeypa
                                                    "ALIGNVAR_EDGE_CACHE to a writable folder")):
         st.cached_export(ckpt, logged.append)
     assert logged == [] and not made.exists()                # nothing exported
+
+
+def _cached_artifact(cache: Path, ckpt: Path) -> Path:
+    """A small artifact that passes verification, where selftest looks for `ckpt`'s export in `cache`."""
+    from alignvar_edge.manifest import ModelInfo, new_manifest, write_manifest
+    from alignvar_edge.outputs import artifact_dir
+    made = cache / "exports" / st.export_cache_key(ckpt)
+    made.parent.mkdir(parents=True, exist_ok=True)
+    with artifact_dir(made) as tmp:
+        (tmp / "model.onnx").write_bytes(b"stands in for the export")
+        write_manifest(tmp, new_manifest("onnx", "onnx", "single", "fp32", ModelInfo(config={"name": "micro"})))
+    return made
+
+
+def _exports_counted(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """export_onnx stood in for by one that makes a verified artifact: the folders it was asked for."""
+    import alignvar_edge.export.onnx_export as onnx_export
+    from alignvar_edge.manifest import ModelInfo, new_manifest, write_manifest
+    from alignvar_edge.outputs import artifact_dir
+    asked: list[Path] = []
+
+    def export_onnx(_model, out, **_kwargs):
+        asked.append(Path(out))
+        with artifact_dir(out) as tmp:
+            (tmp / "model.onnx").write_bytes(b"made again")
+            write_manifest(tmp, new_manifest("onnx", "onnx", "single", "fp32", ModelInfo(config={"name": "micro"})))
+        return Path(out)
+
+    monkeypatch.setattr(onnx_export, "export_onnx", export_onnx)
+    return asked
+
+
+def test_a_damaged_cached_export_is_made_again_with_a_warning(ckpt, tmp_path, monkeypatch):
+    """The export cache is selftest's own: an entry whose model.onnx was cut short failed every later
+    selftest with advice meant for a user's artifact ('Copy the whole directory again ...'). It is
+    made again, said in one warning naming it."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("ALIGNVAR_EDGE_CACHE", str(cache))
+    made = _cached_artifact(cache, ckpt)
+    (made / "model.onnx").write_bytes(b"stands in")                  # cut short
+    asked = _exports_counted(monkeypatch)
+    with pytest.warns(UserWarning, match=re.escape(f"selftest's cached export {made} failed verification")):
+        out, _seconds, cached = st.cached_export(ckpt, lambda _m: None)
+    assert (out, cached, asked) == (made, False, [made])
+    assert (made / "model.onnx").read_bytes() == b"made again"
+
+
+def test_leftovers_of_a_killed_selftest_are_removed_where_no_run_is_making_them(ckpt, tmp_path, monkeypatch):
+    """A selftest killed (SIGKILL) while exporting left a hidden `.KEY.tmp-*` folder in the cache for
+    good. The next one that makes an entry removes such a folder where the entry's lock is free (no
+    live run makes it): its own entry's, and a free one's; not one whose lock a live run holds, nor
+    one with no lock file (an older version's run, which takes no lock, may be making it)."""
+    import fcntl
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("ALIGNVAR_EDGE_CACHE", str(cache))
+    exports = cache / "exports"
+    key = st.export_cache_key(ckpt)
+    leftovers = {name: exports / f".{name}.tmp-abcd1234" for name in (key, "free", "live", "older")}
+    for name, folder in leftovers.items():
+        folder.mkdir(parents=True)
+        (folder / "model.onnx").write_bytes(b"half")
+        if name != "older":
+            (exports / f".{name}.lock").touch()
+    asked = _exports_counted(monkeypatch)
+    with open(exports / ".live.lock") as live:
+        fcntl.flock(live, fcntl.LOCK_EX)                          # a run making "live" now
+        assert st.cached_export(ckpt, lambda _m: None)[0] == exports / key
+    assert asked == [exports / key]
+    assert sorted(name for name, folder in leftovers.items() if folder.exists()) == ["live", "older"]

@@ -7,24 +7,29 @@ the PyTorch reference's tokens and SR tiles for them, made once by `golden.make_
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
+import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from alignvar_edge.caller import warn_caller
 from alignvar_edge.cpuinfo import host_info, host_line
-from alignvar_edge.errors import BackendUnavailableError, HostToolsError, InputError
+from alignvar_edge.errors import ArtifactError, BackendUnavailableError, HostToolsError, InputError
 from alignvar_edge.extras import install_command
-from alignvar_edge.fsmodes import unwritable_folder
+from alignvar_edge.fsmodes import is_temporary_name, unwritable_folder
 from alignvar_edge.lazy import import_host
-from alignvar_edge.manifest import Manifest, sha256_file, token_share, tool_versions, unverified_caution
+from alignvar_edge.manifest import (MANIFEST_FILE, Manifest, load_verified, sha256_file, token_share, tool_versions,
+                                    unverified_caution)
 from alignvar_edge.model.bundled import DEFAULT_CHECKPOINT
 from alignvar_edge.model.checkpoint import WEIGHTS_FILE, is_checkpoint
 from alignvar_edge.recipes import BACKEND, CALIB_TILES, Recipe, recipe
@@ -83,18 +88,94 @@ def export_cache_key(ckpt: Path) -> str:
 
 
 def cached_export(ckpt: Path, log: Log) -> tuple[Path, float, bool]:
-    """The checkpoint's single-graph ONNX export, made once per weights, code and tool versions."""
+    """The checkpoint's single-graph ONNX export, made once per weights, code and tool versions.
+
+    The cache is the tool's own, so nothing in it is the user's to repair: an entry that fails
+    verification is made again, with a warning, and what a killed run left of one is removed
+    (`_remove_leftovers`). One selftest makes an entry at a time; another waits, then uses it."""
     from alignvar_edge.export.onnx_export import export_onnx
     from alignvar_edge.model.alignvar import load_pretrained
     base = cache_dir()
     out = base / "exports" / export_cache_key(ckpt)
-    if (out / "manifest.json").is_file():
+    if _verified(out):
         return out, 0.0, True
     _check_writable_cache(base, out.parent)
-    log(f"exporting {ckpt.name} to ONNX (once; cached in {out.parent})")
-    t0 = time.perf_counter()
-    export_onnx(load_pretrained(ckpt), out, graph="single", force=True, checkpoint=ckpt)
+    with _making(out, log):
+        if _verified(out):                   # another selftest made it while this one waited
+            return out, 0.0, True
+        if os.path.lexists(out):
+            warn_caller(f"selftest's cached export {out} failed verification (damaged, or changed since it was "
+                        "made); it is made again")
+            shutil.rmtree(out)
+        log(f"exporting {ckpt.name} to ONNX (once; cached in {out.parent})")
+        t0 = time.perf_counter()
+        export_onnx(load_pretrained(ckpt), out, graph="single", force=True, checkpoint=ckpt)
     return out, time.perf_counter() - t0, False
+
+
+def _verified(entry: Path) -> bool:
+    """Whether the cache's `entry` is there and passes verification as an artifact."""
+    if not (entry / MANIFEST_FILE).is_file():
+        return False
+    try:
+        load_verified(entry)
+    except ArtifactError:
+        return False
+    return True
+
+
+def _lock_file(entry: Path) -> Path:
+    return entry.with_name(f".{entry.name}.lock")
+
+
+@contextlib.contextmanager
+def _making(entry: Path, log: Log) -> Iterator[None]:
+    """Hold the lock file of the cache's `entry` (`.KEY.lock` beside it) while it is made, and remove
+    the leftovers of killed runs first. The OS lets go of a lock when its process ends however it
+    ends (SIGKILL too), so a lock no one holds means no run is making that entry. Where the file
+    system takes no locks (some network mounts) the entry is made without one, and nothing removed."""
+    with open(_lock_file(entry), "a") as lock:
+        if _locked(lock, entry, log):
+            _remove_leftovers(entry.parent, made_here=entry.name)
+        yield
+
+
+def _locked(lock: Any, entry: Path, log: Log) -> bool:
+    """Take the lock of the open lock file `lock`, waiting for a run that holds it; False where this
+    file system takes no locks."""
+    try:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"waiting for another selftest that is exporting the same model into {entry.parent}")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+    except OSError:
+        return False
+    return True
+
+
+def _remove_leftovers(exports: Path, made_here: str) -> None:
+    """Remove the hidden folders in `exports` that runs killed while making an entry left (the
+    export's `.KEY.tmp-*`, a replaced entry's `.KEY.old-PID`) where no live run is making that entry:
+    its lock is free, or held here (`made_here`, the entry this run makes). One whose entry has no
+    lock file was left by an older version, which took none: a run of it may be working there now,
+    so it is left alone."""
+    for leftover in exports.iterdir():
+        if not is_temporary_name(leftover.name):
+            continue
+        key = leftover.name[1:].split(".", 1)[0]
+        if key == made_here or _lock_is_free(exports / f".{key}.lock"):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _lock_is_free(path: Path) -> bool:
+    """Whether the lock file `path` exists and no process holds its lock."""
+    try:
+        with open(path, "r") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:                  # missing, held (BlockingIOError), or no locks on this file system
+        return False
+    return True
 
 
 def selftest(backend: str, model: str = DEFAULT_CHECKPOINT, device: str | None = None,
