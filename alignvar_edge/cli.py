@@ -380,6 +380,7 @@ def run_as_program() -> NoReturn:
     a report's '–' under a legacy locale (it raised after the work was done)."""
     console_text.tolerant(sys.stdout)
     console_text.tolerant(sys.stderr)
+    safe_stop.ignored_at_exit()      # before main(): a stop in the shutdown after a finished verb changes nothing
     code = main()
     if code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
         for stream in (sys.stdout, sys.stderr):

@@ -11,9 +11,13 @@ name the ones that are in place, however close to the rename the signal came.
 
 A step that must not be cut in two (a replace: the old output moved aside, the new one moved in)
 runs `held`: SIGINT and SIGTERM wait until it is done.
+
+Once the verb has ended, what is left is Python's own exit (`ignored_at_exit`): a stop then changes
+nothing, and is ignored.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import signal
@@ -83,6 +87,29 @@ def held() -> Iterator[None]:
             signal.signal(sig, handler)
         for signum in dict.fromkeys(came):
             signal.raise_signal(signum)                    # its own handler runs now, the block done
+
+
+def ignored_at_exit() -> None:
+    """From the interpreter's exit on, SIGINT and SIGTERM are ignored: the verb has ended and said
+    what it did, and what is left is Python tearing itself down, after it has put the OS's default
+    handlers back. After a `deploy` that takes 2 s (garbage collection of PyTorch's and the runtimes'
+    objects), and a Ctrl-C there ended the process with 130 and no line, its outputs complete. The
+    command registers this before the verb runs: atexit runs the last registered first, so it runs
+    after what libraries register while the verb runs (multiprocessing joining its workers), where a
+    stop still works."""
+    global _exit_hooked
+    if not _exit_hooked:
+        _exit_hooked = True
+        atexit.register(_ignore_stops)
+
+
+_exit_hooked = False
+
+
+def _ignore_stops() -> None:
+    for sig in HELD_SIGNALS:
+        # SIG_IGN, which Python's exit keeps, where a handler of Python's is put back to the default
+        signal.signal(sig, signal.SIG_IGN)
 
 
 @contextlib.contextmanager

@@ -228,3 +228,27 @@ def test_messages_name_a_non_ascii_path_with_its_own_bytes_in_a_c_locale(tmp_pat
                          timeout=120)
     assert out.returncode == 2, out
     assert missing in out.stderr and b"\\udc" not in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_stop_in_the_shutdown_after_a_finished_verb_changes_nothing(sig) -> None:
+    """Once a verb has ended (`deploy finished ...` printed), Python's shutdown puts the OS's default
+    handlers back and then collects every object (2 s after a deploy): a Ctrl-C there killed the
+    process (130, no line) with its outputs complete. It is ignored: the status is the verb's. The
+    signal is sent as Python clears the command's own module, late in that shutdown."""
+    script = f"""
+import os, signal, sys, time
+from alignvar_edge import cli
+
+class StopInTheShutdown:
+    def __del__(self):
+        os.kill(os.getpid(), {int(sig)})
+        time.sleep(0.2)
+        os.write(1, b"still here")
+
+stop = StopInTheShutdown()
+sys.argv = ["alignvar-edge", "--version"]
+cli.run_as_program()
+"""
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert (res.returncode, res.stderr) == (0, "") and res.stdout.endswith("still here"), res
