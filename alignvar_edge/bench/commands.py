@@ -261,7 +261,7 @@ def run_bench_cmd(args: argparse.Namespace) -> int:
     return _exit_status(report)
 
 
-def _written(write: Callable[[], None], show: Callable[[], None]) -> None:
+def _written(write: Callable[[], object], show: Callable[[], None]) -> None:
     """`write` a report's files, then `show` it; shown all the same where a file written to one of
     them while the bench ran is kept (the refusal then names it): minutes of timing are not lost."""
     try:
