@@ -7,7 +7,6 @@ are in `alignvar_edge.quantize`; this adapter lives with the backend whose IR it
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 
 from alignvar_edge.cpuinfo import has_vnni, is_x86
 from alignvar_edge.lazy import lazy_import
+from alignvar_edge.muted import muted
 from alignvar_edge.quantize.policy import Policy, classify
 from alignvar_edge.runtimes.openvino.opset import opset13
 
@@ -140,13 +140,14 @@ def nncf_quantize(ov_model: Any, onnx_path: Path, items: list[Any], preset: str 
 
 @contextlib.contextmanager
 def _quiet_nncf() -> Iterator[None]:
-    """NNCF prints tables and progress bars on stdout; builds report their own summary."""
-    nncf.set_log_level(logging.ERROR)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
+    """NNCF prints tables and progress bars on stdout (rich, with no setting that turns them off);
+    builds report their own summary."""
+    with muted("stdout"):           # one at a time: NNCF's log level is process-wide too
+        nncf.set_log_level(logging.ERROR)
+        try:
             yield
-    finally:
-        nncf.set_log_level(logging.INFO)
+        finally:
+            nncf.set_log_level(logging.INFO)
 
 
 def nncf_compress_weights(ov_model: Any, onnx_path: Path, policy: Policy | None = None) -> tuple[Any, dict[str, Any]]:
