@@ -232,3 +232,15 @@ def test_export_simplify_without_onnxslim_names_it(stand_in_onnxslim, tmp_path, 
     assert str(e.value).startswith("simplify=True needs onnxslim, which a device install does not have; install "
                                    "the host tools: `pip install "), e.value
     assert e.value.name == "onnxslim"
+
+
+def test_export_simplify_without_onnxslim_is_refused_before_any_tracing(stand_in_onnxslim, tmp_path,
+                                                                        monkeypatch) -> None:
+    # the refusal came after the graphs were traced and checked: minutes on a paper-size model
+    from alignvar_edge.export import onnx_export
+    from alignvar_edge.export.random_model import random_model
+    monkeypatch.setitem(sys.modules, "onnxslim", None)
+    monkeypatch.setattr(onnx_export, "export_graph", lambda *a, **k: pytest.fail("traced before the refusal"))
+    with pytest.raises(HostToolsError) as e:
+        onnx_export.export_onnx(random_model("micro", seed=0), tmp_path / "x", simplify=True)
+    assert e.value.name == "onnxslim" and not (tmp_path / "x").exists()

@@ -177,18 +177,23 @@ def export_graph(spec: GraphSpec, path: Path, opset: int, external_data: bool) -
         prog.save(str(path), external_data=external_data)
 
 
-def simplify_graph(path: Path, external_data: bool) -> None:
-    """onnxslim in place (re-validated afterwards like every graph). A missing onnxslim, or one older
-    than alignvar-edge asks (0.1.26 and older lack `slim` or import onnx.mapping, which onnx 1.19
-    dropped), is one HostToolsError naming onnxslim: a module onnxslim fails to import is its fault,
-    not onnx's."""
-    simplify = option("simplify", True)
+def _onnxslim() -> Any:
+    """onnxslim, imported; a missing one, or one older than alignvar-edge asks (0.1.26 and older lack
+    `slim` or import onnx.mapping, which onnx 1.19 dropped), is one HostToolsError naming onnxslim."""
     try:
         import onnxslim
     except ImportError as e:
-        raise host_tools_error(simplify, "onnxslim") from e
+        raise host_tools_error(option("simplify", True), "onnxslim") from e
     if older_than_required("onnxslim"):
-        raise host_tools_error(simplify, "onnxslim")
+        raise host_tools_error(option("simplify", True), "onnxslim")
+    return onnxslim
+
+
+def simplify_graph(path: Path, external_data: bool) -> None:
+    """onnxslim in place (re-validated afterwards like every graph). A module onnxslim fails to
+    import while it works is its fault, not onnx's: a HostToolsError naming onnxslim too."""
+    simplify = option("simplify", True)
+    onnxslim = _onnxslim()
     with _quiet_exporter(), native_path(path) as at:
         try:
             slim = onnxslim.slim(at)
@@ -367,6 +372,8 @@ def export_onnx(model: AlignVAR | str | os.PathLike[str], out_dir: str | os.Path
                           f"Attention, RMSNormalization and RotaryEmbedding); at opset {opset} use "
                           f"{option('attention', 'explicit')}")
     prune = effective_prune(model.config.patch_nums, prune)     # refuses a ratio before any work
+    if simplify:
+        _onnxslim()                 # before the minutes of tracing that would end in its refusal
     if not refine and not model.config.has_refiner:
         # refused, not dropped: the user would believe they had switched something off
         raise ConfigError(f"{option('refine', False)} applies to models with VARSR's diffusion refiner; "
