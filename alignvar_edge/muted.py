@@ -1,15 +1,18 @@
 """Output that third-party tools print on our streams, muted: coremltools' tqdm bars on stderr,
-NNCF's rich tables and bars on stdout. The streams are the process's, not a thread's, so one mute
-at a time: two at once in two threads each put back what the other had swapped in, and the
-process's stream was left a StringIO."""
+NNCF's rich tables and bars on stdout, the exporter's and OpenVINO's PyTorch probe's log lines and
+warnings. Streams, logger levels and warning filters are the process's, not a thread's, so one
+block at a time: two at once in two threads each put back what the other had set, and left the
+process's stream a StringIO, a logger at CRITICAL, or every warning ignored."""
 from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import threading
-from collections.abc import Iterator
+import warnings
+from collections.abc import Iterator, Sequence
 
-__all__ = ["muted"]
+__all__ = ["muted", "quieted"]
 
 _SWAPPING = threading.RLock()
 
@@ -21,3 +24,24 @@ def muted(stream: str) -> Iterator[None]:
     redirect = {"stdout": contextlib.redirect_stdout, "stderr": contextlib.redirect_stderr}[stream]
     with _SWAPPING, redirect(io.StringIO()):
         yield
+
+
+@contextlib.contextmanager
+def quieted(loggers: Sequence[str], level: int, warning: str | None = None) -> Iterator[None]:
+    """`loggers` at `level` and warnings ignored for the block: those whose message matches the
+    regular expression `warning` at its start, or every one where it is None. One block at a time,
+    as `muted`'s: each puts back the levels and filters it found."""
+    with _SWAPPING:
+        found = [(lg, lg.level) for lg in map(logging.getLogger, loggers)]
+        for lg, _ in found:
+            lg.setLevel(level)
+        try:
+            with warnings.catch_warnings():
+                if warning is None:
+                    warnings.simplefilter("ignore")
+                else:
+                    warnings.filterwarnings("ignore", message=warning)
+                yield
+        finally:
+            for lg, was in found:
+                lg.setLevel(was)

@@ -50,3 +50,25 @@ def test_muted_blocks_in_two_threads_put_the_stream_back(stream: str) -> None:
     before = getattr(sys, stream)
     _overlapping(lambda: muted(stream))
     assert getattr(sys, stream) is before
+
+
+def test_an_export_and_an_openvino_conversion_at_once_leave_loggers_and_warnings_as_they_were() -> None:
+    # the exporter's quiet and the OpenVINO probe's each set torch.export's level and the warning
+    # filters under their own lock or none: overlapping, one put back the other's, and every warning
+    # in the process stayed ignored (the tool's own UserWarnings with them)
+    import logging
+    import warnings
+
+    from alignvar_edge.export.onnx_export import _quiet_exporter
+    from alignvar_edge.runtimes.openvino.backend import _pytorch_probe_unsaid
+
+    probe_log = logging.getLogger("torch.export")
+    level, filters = probe_log.level, list(warnings.filters)
+    blocks = iter([_quiet_exporter, _pytorch_probe_unsaid])
+    lock = threading.Lock()
+
+    def next_block() -> AbstractContextManager[object]:
+        with lock:
+            return next(blocks)()
+    _overlapping(next_block)
+    assert probe_log.level == level and warnings.filters == filters

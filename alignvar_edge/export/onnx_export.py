@@ -17,7 +17,6 @@ import logging
 import os
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -45,6 +44,7 @@ from alignvar_edge.model.checkpoint import checkpoint_source, training_stage, we
 from alignvar_edge.model.config import ATTENTION_FORMS
 from alignvar_edge.model.pruning import effective_prune, pruning
 from alignvar_edge.model.transformer import attention_form
+from alignvar_edge.muted import quieted
 from alignvar_edge.quantize.calibration.sets import whole_calls
 from alignvar_edge.quantize.calibration.tiles import lr_tiles, tiles_hash
 
@@ -82,21 +82,12 @@ def _one_at_a_time(function: Callable[P, R]) -> Callable[P, R]:
 def _quiet_exporter() -> Iterator[None]:
     """Silence the exporter's log lines and third-party warnings (torchvision missing, ...) through
     its loggers' levels; its progress lines are off by its own `verbose=False`. sys.stdout is left
-    alone: it is every thread's, and redirecting it lost their output. Under `_EXPORTING`, so the
-    levels put back are the ones from before any export."""
+    alone: it is every thread's, and redirecting it lost their output. The levels and filters are
+    set and put back as every mute's (`muted.quieted`), so an OpenVINO build's at the same time
+    cannot leave them changed."""
     names = ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "onnx_ir", "torch.fx")
-    with _EXPORTING:
-        loggers = [logging.getLogger(n) for n in names]
-        levels = [lg.level for lg in loggers]
-        for lg in loggers:
-            lg.setLevel(logging.ERROR)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                yield
-        finally:
-            for lg, lvl in zip(loggers, levels):
-                lg.setLevel(lvl)
+    with _EXPORTING, quieted(names, logging.ERROR):
+        yield
 
 
 def _light_optimize(ir_model: Any) -> None:

@@ -653,16 +653,10 @@ def _pytorch_probe_unsaid() -> Iterator[None]:
     conversion passes (attention and GELU fusions) that the rewrites and NNCF scopes were measured
     on; so the probe's words are dropped here, for this call alone."""
     import logging
-    import warnings
-    probe_log = logging.getLogger("torch.export")
-    level = probe_log.level
-    probe_log.setLevel(logging.CRITICAL)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r"`torch\.jit\.load` is deprecated", category=DeprecationWarning)
-            yield
-    finally:
-        probe_log.setLevel(level)
+
+    from alignvar_edge.muted import quieted
+    with quieted(("torch.export",), logging.CRITICAL, r"`torch\.jit\.load` is deprecated"):
+        yield
 
 
 def _off_token_path(model: Any, device: str, rewrites: dict[str, int]) -> None:
