@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from alignvar_edge.bench.host import load_words, machine_words, short_label
-from alignvar_edge.bench.schema import DEVICE_REFERENCE, ROUNDS, SPEEDUPS
+from alignvar_edge.bench.schema import DEVICE_REFERENCE, ROUNDS, SPEEDUP_OF, SPEEDUPS
 from alignvar_edge.bench.stats import spread_bounds
 from alignvar_edge.errors import InputError
 from alignvar_edge.fsmodes import write_atomically
@@ -84,10 +84,10 @@ def engine_rows(report: dict[str, Any]) -> list[Row]:
             "p99": _get(lat, "per_tile_ms", "p99"), "ms_per_mp": _get(lat, "per_megapixel_ms", "p50"),
             "tiles_per_s": _get(lat, "throughput", "tiles_per_s"),
             "gflops": lat.get("gflops_achieved"), "roofline": lat.get("roofline_fraction"),
-            "speedup": e.get("speedup_vs_eager"),
-            "img_mps": _get(e.get("image"), "megapixels_per_s"), "img_speedup": e.get("image_speedup_vs_eager"),
+            "speedup": e.get(SPEEDUP_OF["tile"]),
+            "img_mps": _get(e.get("image"), "megapixels_per_s"), "img_speedup": e.get(SPEEDUP_OF["image"]),
             "folder_mps": _get(e.get("folder"), "megapixels_per_s"),
-            "folder_speedup": e.get("folder_speedup_vs_eager"),
+            "folder_speedup": e.get(SPEEDUP_OF["folder"]),
             "tokens": _get(fid, "vs_reference", "token_agreement"),
             "psnr_ref": _get(fid, "vs_reference", "psnr_y_db"), "ssim_ref": _get(fid, "vs_reference", "ssim_y"),
             "psnr_hr": _get(fid, "vs_hr", "psnr_y_db"), "ssim_hr": _get(fid, "vs_hr", "ssim_y"),
@@ -404,7 +404,7 @@ def flattered(report: dict[str, Any]) -> bool:
     eager timing (a device report, or no engine timed) has no such ratio."""
     threads = (report.get("settings") or {}).get("threads")
     return (isinstance(threads, int) and threads > 1
-            and any(e.get("kind") == "engine" and e.get("speedup_vs_eager") for e in report.get("engines", [])))
+            and any(e.get("kind") == "engine" and e.get(SPEEDUP_OF["tile"]) for e in report.get("engines", [])))
 
 
 def shared_line(report: dict[str, Any]) -> str:

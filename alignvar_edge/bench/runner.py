@@ -31,7 +31,7 @@ from alignvar_edge.bench.host import OwnLoad, load_words, shared_load
 from alignvar_edge.bench.memory import PeakRSS, traced_peak_mb
 from alignvar_edge.bench.peak import MAX_PEAK_N
 from alignvar_edge.bench.render import pruning_note, spread_words, unverified_note
-from alignvar_edge.bench.schema import ROUNDS, SPEEDUPS, device_kind, meets_fidelity, new_report, reference_model_block, status_reasons
+from alignvar_edge.bench.schema import ROUNDS, SPEEDUP_OF, SPEEDUPS, device_kind, meets_fidelity, new_report, reference_model_block, status_reasons
 from alignvar_edge.bench.stats import latency_summary, ratio_spread, separated, spread_bounds
 from alignvar_edge.bench.subjects import (BICUBIC, EAGER, EngineSpec, Subject, artifact_bytes, call_for,
                                           check_exists, open_subject, parse_spec, spec_manifest, unique_label,
@@ -736,15 +736,15 @@ def _summary(entries: list[dict[str, Any]], opts: BenchOptions, flops_total: flo
     for e in entries:
         p50 = _tile_p50(e)
         if p50 and base:
-            e["speedup_vs_eager"] = round(base / p50, 3)
+            e[SPEEDUP_OF["tile"]] = round(base / p50, 3)
         tok = ((e.get("fidelity") or {}).get("vs_reference") or {}).get("token_agreement")
         e["meets_fidelity"] = meets_fidelity(tok, opts.min_token_agreement)
         if e["kind"] == "engine" and e["status"] == "ok" and e["meets_fidelity"]:
             rows.append(e)
     paired = not opts.sequential
-    _set_round_spreads("speedup_vs_eager", eager, entries, _tile_ms, paired)
+    _set_round_spreads(SPEEDUP_OF["tile"], eager, entries, _tile_ms, paired)
     cpu = [e for e in rows if _in_best_cpu_choice(e)]
-    best = _best("best_cpu", cpu, lambda e: e.get("speedup_vs_eager") or 0, entries, chosen)
+    best = _best("best_cpu", cpu, lambda e: e.get(SPEEDUP_OF["tile"]) or 0, entries, chosen)
     out: dict[str, Any] = {
         "rules": SUMMARY_RULES,
         "eager_p50_ms_per_tile": base,
@@ -763,10 +763,10 @@ def _summary(entries: list[dict[str, Any]], opts: BenchOptions, flops_total: flo
             out["fp32_bound_ms_per_tile_median"] = _bound_ms(flops_total, median_gflops)
             out["fp32_bound_speedup_median"] = round(base / out["fp32_bound_ms_per_tile_median"], 2)
     if best is not None:
-        out["best_cpu"] = {"label": best["label"], "speedup_vs_eager": best.get("speedup_vs_eager"),
+        out["best_cpu"] = {"label": best["label"], "speedup_vs_eager": best.get(SPEEDUP_OF["tile"]),
                            "p50_ms_per_tile": _tile_p50(best),
                            "token_agreement": best["fidelity"]["vs_reference"]["token_agreement"],
-                           **_compute_units(best), **_beside_best(best, cpu, "speedup_vs_eager", _tile_ms)}
+                           **_compute_units(best), **_beside_best(best, cpu, SPEEDUP_OF["tile"], _tile_ms)}
     out["image"] = _whole_summary("image", eager, entries, cpu, paired, chosen)
     out["folder"] = _whole_summary("folder", eager, entries, cpu, paired, chosen)
     if opts.target_speedup:
@@ -872,7 +872,7 @@ def _whole_summary(what: str, eager: dict[str, Any], entries: list[dict[str, Any
     base = _whole_p50(eager, what)
     if not base:
         return None
-    key = f"{what}_speedup_vs_eager"
+    key = SPEEDUP_OF[what]
     for e in entries:
         p50 = _whole_p50(e, what)
         if p50:

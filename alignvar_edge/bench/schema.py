@@ -257,6 +257,7 @@ def is_number(v: Any) -> TypeGuard[int | float]:
 SPEEDUPS = {"speedup_vs_eager": "per tile", "image_speedup_vs_eager": "whole image",
             "folder_speedup_vs_eager": "folder"}
 ROUNDS = "_rounds"
+SPEEDUP_OF = dict(zip(("tile", "image", "folder"), SPEEDUPS))      # the timed part -> its ratio's key
 # the figures of an "ok" entry that tables sort on or format as numbers (None: not measured)
 _NUMBERS = (*SPEEDUPS, "artifact_bytes", "batch")
 
