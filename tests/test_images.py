@@ -1637,3 +1637,14 @@ def test_a_relative_output_in_a_working_folder_deeper_than_path_max_is_written(t
     assert sorted(os.listdir(".")) == ["note.json", "out.png"]      # and no temporary file left
     with open("out.png", "rb") as f:
         assert Image.open(f).size == (5, 6)
+
+
+def test_a_tifffile_older_than_the_writers_floor_still_reads_16_bit_colour_tiffs(tmp_path: Path, monkeypatch) -> None:
+    # the floor is imwrite's (its iccprofile argument); reading uses calls every release has
+    tifffile = pytest.importorskip("tifffile")
+    from alignvar_edge.images import sixteen_bit
+    rgb = np.random.default_rng(5).integers(0, 65536, (4, 5, 3)).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "c.tif", rgb, photometric="rgb")
+    monkeypatch.setattr(sixteen_bit, "older_than_required", lambda name: name == "tifffile")
+    got, _ = load_image(tmp_path / "c.tif")
+    np.testing.assert_array_equal(np.round(got * 65535), rgb)

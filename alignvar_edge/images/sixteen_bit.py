@@ -107,8 +107,8 @@ def _png_rgb16_samples(path: Path, img: ImageFile.ImageFile) -> np.ndarray:
 def _tiff_rgb16_samples(path: Path, img: Image.Image) -> np.ndarray:
     """HxWx3 or 4 uint16 samples of a 16-bit RGB(A) TIFF, read with tifffile; Pillow's mode says
     which extra sample is alpha (RGBA) and which are not (RGB)."""
-    if (missing := tifffile_missing()) is not None:
-        raise InputError(f"a 16-bit colour TIFF, which Pillow reads with 8 bits, and {missing}: "
+    if not is_installed("tifffile"):        # any release reads them: the floor is imwrite's (`tifffile_missing`)
+        raise InputError("a 16-bit colour TIFF, which Pillow reads with 8 bits, and tifffile is not installed: "
                          f"install it ({install_tifffile()}) to read all 16, or convert it to a 16-bit PNG")
     compression = "its"
     try:
@@ -190,8 +190,8 @@ def can_write_rgb16_tiff() -> bool:
 
 
 def tifffile_missing() -> str | None:
-    """Why 16-bit colour TIFFs cannot be read or written here ('tifffile is not installed', or its
-    release is older than the one whose API they use); None where they can (`install_tifffile`)."""
+    """Why 16-bit colour TIFFs cannot be written here ('tifffile is not installed', or its release is
+    older than the first whose imwrite takes an ICC profile); None where they can (`install_tifffile`)."""
     if not is_installed("tifffile"):
         return "tifffile is not installed"
     if older_than_required("tifffile"):
