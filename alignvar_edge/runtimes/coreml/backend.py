@@ -287,7 +287,8 @@ def describe(ml: Any, config: Any, precision: str, compute_units: str, image_inp
     for k, p in enumerate(config.patch_nums):
         ml.output_description[token_name(k)] = (f"token indices of scale {k + 1}/{config.num_scales} "
                                                 f"({p}x{p}), for checks against golden outputs")
-    meta = {"model": str(config.name), "checkpoint": model.display_name, "weights_sha256": weights,
+    # the checkpoint's name, not its path: the metadata ships inside every app (the manifest keeps the path)
+    meta = {"model": str(config.name), "checkpoint": Path(model.display_name).name, "weights_sha256": weights,
             "version": str(__version__), "precision": precision, "compute_units": compute_units,
             "tile": str(t), "overlap": str(c["overlap"]), "scale": str(config.scale),
             "sr_tile": str(s), "batch": str(batch), "color_order": "RGB",
