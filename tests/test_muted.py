@@ -10,9 +10,11 @@ from contextlib import AbstractContextManager
 import pytest
 
 
-def _overlapping(block: Callable[[], AbstractContextManager[object]]) -> None:
+def _overlapping(block: Callable[[], AbstractContextManager[object]], meanwhile: Callable[[], object] = lambda: None
+                 ) -> None:
     """Two threads in `block`, the second entering while the first is inside and leaving after it
-    (where the second has to wait for the first, the waits time out, as they should)."""
+    (where the second has to wait for the first, the waits time out, as they should); the second
+    calls `meanwhile` once the first is inside, before its own block."""
     first_inside, second_inside, first_left = threading.Event(), threading.Event(), threading.Event()
 
     def first() -> None:
@@ -23,6 +25,7 @@ def _overlapping(block: Callable[[], AbstractContextManager[object]]) -> None:
 
     def second() -> None:
         first_inside.wait()
+        meanwhile()
         with block():
             second_inside.set()
             first_left.wait(0.5)
@@ -41,6 +44,17 @@ def test_two_openvino_int8_quantizations_at_once_leave_stdout_as_it_was() -> Non
     stdout = sys.stdout
     _overlapping(_quiet_nncf)
     assert sys.stdout is stdout
+
+
+def test_quiet_coremltools_leaves_other_threads_stdout_and_sys_stderr_as_they_were(capsys) -> None:
+    """The second block put back the first's StringIO as sys.stderr, which swallowed every later
+    line; and a line another thread prints while coremltools is quiet reaches stdout."""
+    from alignvar_edge.runtimes.coreml.ct import quiet
+
+    stderr = sys.stderr
+    _overlapping(quiet, meanwhile=lambda: print("heartbeat"))
+    assert sys.stderr is stderr
+    assert capsys.readouterr().out == "heartbeat\n"
 
 
 @pytest.mark.parametrize("stream", ["stdout", "stderr"])

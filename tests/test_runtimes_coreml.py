@@ -791,39 +791,6 @@ def test_the_docs_integer_op_counts_hold_for_each_target_and_precision(precision
     assert f"{row} {ops} | {per_scale * tiny_scales} |" in doc, (ops, per_scale * tiny_scales)
 
 
-def test_quiet_coremltools_leaves_other_threads_stdout_and_sys_stderr_as_they_were(capsys):
-    """`quiet` blocks in two threads, the second entering while the first is inside and leaving after
-    it: sys.stderr is the one from before both afterwards (the second put back the first's StringIO,
-    which swallowed every later line), and a line another thread prints meanwhile reaches stdout."""
-    import threading
-
-    from alignvar_edge.runtimes.coreml.ct import quiet
-
-    stderr = sys.stderr
-    first_inside, second_inside, first_left = threading.Event(), threading.Event(), threading.Event()
-
-    def first() -> None:
-        with quiet():
-            first_inside.set()
-            second_inside.wait(0.5)      # times out where the second waits for this one, as it should
-        first_left.set()
-
-    def second() -> None:
-        first_inside.wait()
-        print("heartbeat")               # while the first is inside: stdout is not coremltools' to silence
-        with quiet():
-            second_inside.set()
-            first_left.wait(0.5)
-
-    threads = [threading.Thread(target=first), threading.Thread(target=second)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert sys.stderr is stderr
-    assert capsys.readouterr().out == "heartbeat\n"
-
-
 def test_a_stop_while_coremltools_saves_the_package_leaves_nothing_in_the_temporary_folder(tmp_path, monkeypatch):
     """Ctrl-C (or SIGTERM, which the CLI raises as KeyboardInterrupt too) while coremltools loads the
     package it has just saved: no .mlpackage is left in $TMPDIR. Its own temporary one was, since its
