@@ -90,13 +90,14 @@ def held() -> Iterator[None]:
 
 
 def ignored_at_exit() -> None:
-    """From the interpreter's exit on, SIGINT and SIGTERM are ignored: the verb has ended and said
-    what it did, and what is left is Python tearing itself down, after it has put the OS's default
-    handlers back. After a `deploy` that takes 2 s (garbage collection of PyTorch's and the runtimes'
-    objects), and a Ctrl-C there ended the process with 130 and no line, its outputs complete. The
-    command registers this before the verb runs: atexit runs the last registered first, so it runs
-    after what libraries register while the verb runs (multiprocessing joining its workers), where a
-    stop still works."""
+    """From the interpreter's exit on, SIGINT is ignored: the verb has ended and said what it did,
+    and what is left is Python tearing itself down, after it has put the OS's default handlers back.
+    After a `deploy` that takes 2 s (garbage collection of PyTorch's and the runtimes' objects), and
+    a Ctrl-C there ended the process with 130 and no line, its outputs complete. SIGTERM keeps its
+    default: a supervisor's (timeout, systemd, docker stop) still ends a teardown that hangs in a
+    library's destructor, as Ctrl-\ does at a terminal. The command registers this before the verb
+    runs: atexit runs the last registered first, so it runs after what libraries register while the
+    verb runs (multiprocessing joining its workers), where a stop still works."""
     global _exit_hooked
     if not _exit_hooked:
         _exit_hooked = True
@@ -107,9 +108,8 @@ _exit_hooked = False
 
 
 def _ignore_stops() -> None:
-    for sig in HELD_SIGNALS:
-        # SIG_IGN, which Python's exit keeps, where a handler of Python's is put back to the default
-        signal.signal(sig, signal.SIG_IGN)
+    # SIG_IGN, which Python's exit keeps, where a handler of Python's is put back to the default
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @contextlib.contextmanager
