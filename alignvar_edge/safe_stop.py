@@ -95,7 +95,7 @@ def ignored_at_exit() -> None:
     After a `deploy` that takes 2 s (garbage collection of PyTorch's and the runtimes' objects), and
     a Ctrl-C there ended the process with 130 and no line, its outputs complete. SIGTERM keeps its
     default: a supervisor's (timeout, systemd, docker stop) still ends a teardown that hangs in a
-    library's destructor, as Ctrl-\ does at a terminal. The command registers this before the verb
+    library's destructor, as Ctrl-\\ does at a terminal. The command registers this before the verb
     runs: atexit runs the last registered first, so it runs after what libraries register while the
     verb runs (multiprocessing joining its workers), where a stop still works."""
     global _exit_hooked
