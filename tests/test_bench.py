@@ -1287,6 +1287,30 @@ def test_a_merge_without_output_files_prints_its_markdown_as_its_help_says(
     assert printed.strip() and printed.strip() in (tmp_path / "m.md").read_text()     # the page's table
 
 
+def test_a_file_written_to_the_plot_while_it_was_drawn_is_kept(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The user's file written at --plot while the plot was drawn (after the JSON was written) is kept,
+    in one line naming it (exit 2): it was replaced by the PNG, exit 0."""
+    pytest.importorskip("matplotlib")
+    import alignvar_edge.bench.outputs as outputs
+    import alignvar_edge.bench.runner as runner
+
+    out, png = tmp_path / "R.json", tmp_path / "R.png"
+    report = json.loads(DOC_REPORT.read_text())
+    report["host"] = fingerprint(with_backends=False)
+    monkeypatch.setattr(runner, "run_bench", lambda *_a, **_k: report)
+    plot = outputs.plot_report
+
+    def drawn(*args: Any, **kwargs: Any) -> Any:
+        png.write_bytes(b"my own picture")
+        return plot(*args, **kwargs)
+    monkeypatch.setattr(outputs, "plot_report", drawn)
+    assert cli.main(["bench", "bicubic", "--out", str(out), "--plot", str(png)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and f"--plot {png}" in lines[0] and "while this run was working" in lines[0], lines
+    assert png.read_bytes() == b"my own picture"
+
+
 @pytest.mark.parametrize("taken", ["--out", "--md"])
 def test_a_file_written_to_a_bench_output_while_it_measured_is_kept(taken: str, tmp_path: Path,
                                                                     capsys: pytest.CaptureFixture[str],

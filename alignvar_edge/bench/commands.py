@@ -383,7 +383,7 @@ def run_merge(paths: list[str], args: argparse.Namespace) -> int:
     if args.out:
         write_json(args.out, merged, recheck)
     if args.plot:
-        plot_merged(merged, args.plot)
+        plot_merged(merged, args.plot, recheck)
     text = merge_markdown(merged, os.path.relpath(args.plot, os.path.dirname(os.path.abspath(args.md)))
                           if args.plot and args.md else None)
     if args.md:

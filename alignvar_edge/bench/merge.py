@@ -712,7 +712,8 @@ def plot_rows(merged: dict[str, Any]) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (r["device"], r["model"], r["ms_per_mp"]))
 
 
-def plot_merged(merged: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+def plot_merged(merged: dict[str, Any], path: str | os.PathLike[str], recheck: Callable[[], None] | None = None
+                ) -> Path:
     """One horizontal bar per (device, engine): p50 ms per SR megapixel, log scale, colour per device."""
     plt = pyplot()
 
@@ -736,4 +737,4 @@ def plot_merged(merged: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     if untimed:
         ax.set_title("no bar (not timed): " + "; ".join(untimed), fontsize=6, wrap=True, loc="left")
     fig.tight_layout()
-    return save_figure(fig, path)
+    return save_figure(fig, path, recheck)

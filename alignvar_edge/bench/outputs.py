@@ -125,7 +125,7 @@ def write_outputs(report: dict[str, Any], out: str | None, md: str | None, plot:
     if out:
         write_json(out, report, recheck)
     if plot:
-        plot_report(report, plot)
+        plot_report(report, plot, recheck)
     if md:
         rel = os.path.relpath(plot, os.path.dirname(os.path.abspath(md))) if plot else None
         write_text(md, report_markdown(report, rel), recheck)

@@ -5,6 +5,7 @@ import logging
 import math
 import os
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from alignvar_edge.bench.host import load_words, machine_words, short_label
@@ -562,7 +563,8 @@ def pyplot() -> Any:
     return plt
 
 
-def plot_report(report: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+def plot_report(report: dict[str, Any], path: str | os.PathLike[str], recheck: Callable[[], None] | None = None
+                ) -> Path:
     """Left: p50 ms per tile (p90 whisker, log scale); right: speed-up vs token agreement."""
     plt = pyplot()
 
@@ -594,7 +596,7 @@ def plot_report(report: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     ax2.set_xlabel(f"speed-up vs PyTorch eager (p50)\ngreen: >= {gate:.0%} tokens, red: below, grey: baseline")
     ax2.set_xlim(0, 1.35 * max([r["speedup"] or 0 for r in rows] + [target or 0, 1]))
     fig.tight_layout()
-    return save_figure(fig, path)
+    return save_figure(fig, path, recheck)
 
 
 def plain_log_ticks(ax: Any) -> None:
@@ -622,13 +624,14 @@ def is_bench_plot(path: str | os.PathLike[str]) -> bool:
         return False
 
 
-def save_figure(fig: Any, path: str | os.PathLike[str]) -> Path:
-    """Save atomically, then close the figure. The format is the path's extension (the temporary
-    file's is not), or matplotlib's default where it has none; a PNG carries the bench's mark."""
+def save_figure(fig: Any, path: str | os.PathLike[str], recheck: Callable[[], None] | None = None) -> Path:
+    """Save atomically (`recheck`: as `write_atomically`'s), then close the figure. The format is the
+    path's extension (the temporary file's is not), or matplotlib's default where it has none; a PNG
+    carries the bench's mark."""
     import matplotlib.pyplot as plt
     fmt = Path(path).suffix[1:] or plt.rcParams["savefig.format"]
     meta = dict([_PLOT_MARK]) if fmt.lower() == "png" else None
     try:
-        return write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=120, format=fmt, metadata=meta))
+        return write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=120, format=fmt, metadata=meta), recheck)
     finally:
         plt.close(fig)
