@@ -8,6 +8,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -359,15 +360,18 @@ def test_leftovers_of_a_killed_selftest_are_removed_where_no_run_is_making_them(
     monkeypatch.setenv("ALIGNVAR_EDGE_CACHE", str(cache))
     exports = cache / "exports"
     key = st.export_cache_key(ckpt)
-    leftovers = {name: exports / f".{name}.tmp-abcd1234" for name in (key, "free", "live", "older")}
+    leftovers = {name: exports / f".{name}.tmp-abcd1234" for name in (key, "free", "live", "older", "fresh")}
     for name, folder in leftovers.items():
         folder.mkdir(parents=True)
         (folder / "model.onnx").write_bytes(b"half")
         if name != "older":
             (exports / f".{name}.lock").touch()
+        if name != "fresh":            # untouched for two hours; a fresh one may be another machine's live run
+            two_hours_ago = time.time() - 7200
+            os.utime(folder, (two_hours_ago, two_hours_ago))
     asked = _exports_counted(monkeypatch)
     with open(exports / ".live.lock") as live:
         fcntl.flock(live, fcntl.LOCK_EX)                          # a run making "live" now
         assert st.cached_export(ckpt, lambda _m: None)[0] == exports / key
     assert asked == [exports / key]
-    assert sorted(name for name, folder in leftovers.items() if folder.exists()) == ["live", "older"]
+    assert sorted(name for name, folder in leftovers.items() if folder.exists()) == ["fresh", "live", "older"]

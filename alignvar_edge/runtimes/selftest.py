@@ -159,20 +159,27 @@ def _remove_leftovers(exports: Path, made_here: str) -> None:
     export's `.KEY.tmp-*`, a replaced entry's `.KEY.old-PID`) where no live run is making that entry:
     its lock is free, or held here (`made_here`, the entry this run makes). One whose entry has no
     lock file was left by an older version, which took none: a run of it may be working there now,
-    so it is left alone."""
+    so it is left alone. Only folders untouched for `_STALE_S` go: a cache shared between machines
+    whose locks are each machine's own (an NFS mount with local locks) shows another machine's
+    live run as free."""
+    now = time.time()
     for leftover in exports.iterdir():
-        if not is_temporary_name(leftover.name):
+        if not is_temporary_name(leftover.name) or now - leftover.stat().st_mtime < _STALE_S:
             continue
         key = leftover.name[1:].split(".", 1)[0]
         if key == made_here or _lock_is_free(exports / f".{key}.lock"):
             shutil.rmtree(leftover, ignore_errors=True)
 
 
+_STALE_S = 3600.0
+
+
 def _lock_is_free(path: Path) -> bool:
-    """Whether the lock file `path` exists and no process holds its lock."""
+    """Whether the lock file `path` exists and no process holds its lock. Asked as a shared lock,
+    which a file opened for reading can take on NFS too (an exclusive one needs it open for writing)."""
     try:
         with open(path, "r") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except OSError:                  # missing, held (BlockingIOError), or no locks on this file system
         return False
     return True
