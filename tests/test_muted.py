@@ -15,17 +15,19 @@ def _overlapping(block: Callable[[], AbstractContextManager[object]], meanwhile:
     """Two threads in `block`, the second entering while the first is inside and leaving after it
     (where the second has to wait for the first, the waits time out, as they should); the second
     calls `meanwhile` once the first is inside, before its own block."""
-    first_inside, second_inside, first_left = threading.Event(), threading.Event(), threading.Event()
+    first_inside, second_entering, second_inside, first_left = (threading.Event() for _ in range(4))
 
     def first() -> None:
         with block():
             first_inside.set()
+            second_entering.wait()          # on a loaded machine too: the second is at its block's door
             second_inside.wait(0.5)
         first_left.set()
 
     def second() -> None:
         first_inside.wait()
         meanwhile()
+        second_entering.set()
         with block():
             second_inside.set()
             first_left.wait(0.5)
