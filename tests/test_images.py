@@ -183,6 +183,27 @@ def test_exif_and_dpi_are_carried_with_the_orientation_applied(tmp_path: Path) -
                                              288.0)
 
 
+def test_phone_photos_as_pil_images_in_one_upscale_many_call_are_warned_about_once(tmp_path: Path,
+                                                                                    one_torch_thread) -> None:
+    """PIL images whose EXIF says to turn them are taken as held, with one line saying how to turn
+    them: it came once per image (each image's EXIF is read inside warnings.catch_warnings, which
+    makes Python forget what it has shown), so a folder of 500 phone photos printed 500 lines. A
+    batch says it once, whatever orientations its photos have."""
+    from alignvar_edge import runtimes
+    _phone_photo(tmp_path / "six.jpg")
+    with Image.open(tmp_path / "six.jpg") as six:
+        exif = six.getexif()
+        exif[0x0112] = 8
+        six.save(tmp_path / "eight.jpg", exif=exif.tobytes())
+    with runtimes.load("alignvar-tiny") as engine, warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("default")                       # Python's own: once per text and line
+        photos = [Image.open(tmp_path / name) for name in ("six.jpg", "six.jpg", "eight.jpg")]
+        assert [im.size for im in engine.upscale_many(photos)] == [(32, 16)] * 3     # as held
+        for im in photos:
+            im.close()
+    assert [str(w.message).split(",")[0] for w in said] == ["this PIL image has EXIF orientation 6"]
+
+
 def test_an_adobe_rgb_photos_interoperability_index_is_kept_in_every_format(tmp_path: Path) -> None:
     """A camera's Adobe RGB JPEG says so with ColorSpace 'uncalibrated' and the Interoperability
     index 'R03', without an ICC profile. A TIFF output kept the first and lost the second: Pillow's

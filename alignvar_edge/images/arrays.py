@@ -134,13 +134,15 @@ class Samples:
     finish: Callable[[np.ndarray], object]             # the whole result's samples -> the caller's kind
 
 
-def as_samples(image: object, max_megapixels: float | None = None, raise_limit: str | None = None) -> Samples:
+def as_samples(image: object, max_megapixels: float | None = None, raise_limit: str | None = None,
+               batch_said: set[str] | None = None) -> Samples:
     """`as_float_image`'s image as its `Samples` (the same refusals, the same results); one over
     `max_megapixels` is refused before its pixels are decoded or converted
-    (`refuse_over_megapixels`)."""
+    (`refuse_over_megapixels`). `batch_said`: one set for all the images of one batch
+    (`upscale_many`), so that what is said of an image of it is said once for the batch."""
     if isinstance(image, Image.Image):
         refuse_over_megapixels("the image", image.width, image.height, max_megapixels, raise_limit)
-        return _pil_samples(image)
+        return _pil_samples(image, set() if batch_said is None else batch_said)
     _refuse_not_pixels(image)
     x = np.asarray(image)
     if x.ndim >= 2:                         # other shapes are refused by the layout's check
@@ -267,7 +269,7 @@ def _decode(img: Image.Image) -> None:
         raise damaged_image_error(name, e) from e
 
 
-def _pil_samples(img: Image.Image) -> Samples:
+def _pil_samples(img: Image.Image, batch_said: set[str]) -> Samples:
     if sixteen_bit.is_rgb16(img):          # a PIL image cannot hold the other 8 bits: say so, not lose them silently
         warn_caller(f"this PIL image of a 16-bit colour {img.format} holds 8 bits a sample, so its result "
                     "does too; pass load_image(path)'s float array to keep 16")
@@ -277,18 +279,22 @@ def _pil_samples(img: Image.Image) -> Samples:
                     "to keep them")
     negative = stored_as_negative(img)     # a MinIsWhite TIFF's 16-bit or float samples: shown inverted
     _decode(img)                           # after is_rgb16, which reads the undecoded tile
-    _say_turn_not_applied(img)
+    _say_turn_not_applied(img, batch_said)
     s = _pil_sixteen_samples(img) if img.mode in _PIL_SIXTEEN_BIT else _pil_plain_samples(img)
     if not negative:
         return s
     return Samples(np.float32(1.0) - s.to_float(s.samples), np.asarray, s.dtype, s.from_float, s.finish)
 
 
-def _say_turn_not_applied(img: Image.Image) -> None:
+def _say_turn_not_applied(img: Image.Image, batch_said: set[str]) -> None:
     """A PIL image whose EXIF says to turn it (a phone photo straight from `Image.open`) is taken
-    as held, as documented: its result came back sideways without a word. The line names no file,
-    so that a batch of them is said once (warnings' default: once per text and caller's line)."""
-    if (turn := exif_turn(img, getattr(img, "filename", "") or "the PIL image")) is not None:
+    as held, as documented: its result came back sideways without a word. Said once a batch
+    (`as_samples`), whatever orientations its images have: the line is the same advice for each.
+    Warnings' own once per text and line does not hold here: reading each image's EXIF enters
+    `warnings.catch_warnings`, which makes Python forget what it has shown."""
+    turn = exif_turn(img, getattr(img, "filename", "") or "the PIL image")    # a damaged EXIF said for each
+    if turn is not None and "turn" not in batch_said:
+        batch_said.add("turn")
         warn_caller(f"this PIL image has EXIF orientation {turn}, which viewers apply and upscale does not: its "
                     "result is the pixels as held, not as shown; pass PIL.ImageOps.exif_transpose(image), or "
                     "alignvar_edge.images.load_image(path)'s array, to have it upright")

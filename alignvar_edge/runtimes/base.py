@@ -403,9 +403,10 @@ class Engine(abc.ABC):
         from alignvar_edge.images.arrays import Samples, as_samples
         from alignvar_edge.runtimes.tiling import upscale_images
         backs: list[Callable[[np.ndarray], Any]] = []
+        said: set[str] = set()              # a warning about its images, once for the call
 
         def samples(image: Any) -> Samples:
-            s = as_samples(image, *limit)
+            s = as_samples(image, *limit, batch_said=said)
             backs.append(s.finish)
             return s
         # in a service's batch, the index is what finds the image it cannot take
