@@ -127,32 +127,38 @@ def _recipe_of(body: str) -> dict[str, Any]:
 
 
 def _filled_as_the_readme_says(rgb: np.ndarray, alpha: np.ndarray, body: str) -> np.ndarray:
-    """Step 1's fill of the colour under alpha 0 of 8-bit `rgb`, written from its words: the visible
-    pixels, how an odd side is halved, the unweighted mean and the bilinear upsampling's alignment."""
+    """Step 1's fill of the colour under alpha 0 of 8- or 16-bit `rgb`, written from its words: the visible
+    pixels, how an odd side is halved, the unweighted mean, the bilinear upsampling's alignment, and the
+    arithmetic of both in float32, in the order the words give."""
     for words in ("the visible ones (alpha > 0)", "one of ceil(H / 2) x ceil(W / 2) (on an odd side the last row or "
                   "column makes blocks of its own, 1 px across)", "the plain mean of the pixels of its 2x2 block "
                   "that have a colour", "weighted neither by alpha nor by how many image pixels each stands for",
+                  "their sum in float32, added top left, top right, bottom left, bottom right, divided by their count",
                   "pixel k takes 3/4 of coarser pixel k // 2 and 1/4 of coarser pixel k // 2 - 1 for even k, "
-                  "k // 2 + 1 for odd k (the edge pixel again past an edge)", "rounded to whole samples (to "
-                  "nearest, ties to even)"):
+                  "k // 2 + 1 for odd k (the edge pixel again past an edge)", "in float32 and rows first: "
+                  "`0.75 * a + 0.25 * b` of the two coarser rows (a the nearer), then the same of the two columns of "
+                  "that (each product and sum rounded to float32)", "The coarser levels are kept in float32",
+                  "rounded to whole samples (to nearest, ties to even)"):
         assert words in body, words
-    levels = [(rgb.astype(np.float64), alpha > 0)]
+    f32 = np.float32
+    levels = [(rgb.astype(f32), alpha > 0)]
     while not levels[-1][1].all():                          # halve until every pixel has a colour
         colour, has = levels[-1]
         h, w = has.shape
-        sums, counts = np.zeros((-(-h // 2), -(-w // 2), 3)), np.zeros((-(-h // 2), -(-w // 2)))
-        for y, x in zip(*np.nonzero(has)):
+        sums, counts = np.zeros((-(-h // 2), -(-w // 2), 3), f32), np.zeros((-(-h // 2), -(-w // 2)), f32)
+        for y, x in zip(*np.nonzero(has)):                  # raster order: a block's TL, TR, BL, BR
             sums[y // 2, x // 2] += colour[y, x]
             counts[y // 2, x // 2] += 1
         levels.append((sums / np.maximum(counts, 1)[..., None], counts > 0))
 
-    def taps(k: int, n: int) -> list[tuple[float, int]]:
-        return [(0.75, k // 2), (0.25, min(max(k // 2 + (1 if k % 2 else -1), 0), n - 1))]
+    def taps(k: int, n: int) -> list[int]:                  # the nearer coarser pixel, then the other
+        return [k // 2, min(max(k // 2 + (1 if k % 2 else -1), 0), n - 1)]
     for (colour, has), (coarse, _) in reversed(list(zip(levels, levels[1:]))):     # from the coarsest back
         for y, x in zip(*np.nonzero(~has)):
-            colour[y, x] = sum(wy * wx * coarse[cy, cx] for wy, cy in taps(y, coarse.shape[0])
-                               for wx, cx in taps(x, coarse.shape[1]))
-    return np.where((alpha > 0)[..., None], rgb, np.round(levels[0][0])).astype(np.uint8)
+            (a, b), (c, d) = taps(y, coarse.shape[0]), taps(x, coarse.shape[1])
+            rows = f32(0.75) * coarse[a, [c, d]] + f32(0.25) * coarse[b, [c, d]]
+            colour[y, x] = f32(0.75) * rows[0] + f32(0.25) * rows[1]
+    return np.where((alpha > 0)[..., None], rgb, np.round(levels[0][0])).astype(rgb.dtype)
 
 
 def _upscale_as_the_readme_says(image: np.ndarray, body: str, run: Any) -> np.ndarray:
@@ -215,6 +221,17 @@ def test_code_written_from_the_readme_gives_upscales_image(ort_engine: Path) -> 
     and the README's words part, this fails."""
     import onnxruntime as ort
     body = _section((ort_engine / "README.md").read_text(), "Whole images")
+    # the fill's arithmetic as the words give it: in float64, or columns first, a sample of one of these
+    # 8-bit images and of several 16-bit ones rounds the other way
+    for dtype in (np.uint8, np.uint16):
+        draw = np.random.default_rng(1)
+        for _ in range(80):
+            h, w = draw.integers(2, 20, 2)
+            rgb = draw.integers(0, np.iinfo(dtype).max + 1, (h, w, 3), dtype=dtype)
+            alpha = (draw.random((h, w)) < draw.uniform(0.2, 0.9)).astype(np.float32)
+            if alpha.any():
+                assert np.array_equal(_filled_as_the_readme_says(rgb, alpha, body),
+                                      tiling.fill_transparent(rgb, alpha)), (dtype, h, w)
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(str(ort_engine / "model.onnx"), options, providers=["CPUExecutionProvider"])

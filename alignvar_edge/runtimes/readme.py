@@ -96,13 +96,16 @@ def whole_images(m: Manifest, batch: int | None = None) -> list[str]:
         "visible pixel is left as it is): halve the image level by level, a level of H x W pixels giving one of "
         "ceil(H / 2) x ceil(W / 2) (on an odd side the last row or column makes blocks of its own, 1 px across), "
         "each pixel the plain mean of the pixels of its 2x2 block that have a colour (in the image: the visible "
-        "ones; weighted neither by alpha nor by how many image pixels each stands for), and without a colour where "
+        "ones; weighted neither by alpha nor by how many image pixels each stands for): their sum in float32, added "
+        "top left, top right, bottom left, bottom right, divided by their count; and without a colour where "
         "none has one, until a level has no pixel without; then from the coarsest level back, each pixel without a "
         "colour (in the image: alpha 0) takes the next level's bilinear 2x upsampling with pixel centres aligned "
         "(PyTorch's `interpolate(scale_factor=2, mode=\"bilinear\", align_corners=False)`, the extra last row or "
         "column of an odd side dropped): along each axis, pixel k takes 3/4 of coarser pixel k // 2 and 1/4 of "
-        "coarser pixel k // 2 - 1 for even k, k // 2 + 1 for odd k (the edge pixel again past an edge), in float; "
-        "in an 8- or 16-bit image the result is rounded to whole samples (to nearest, ties to even).",
+        "coarser pixel k // 2 - 1 for even k, k // 2 + 1 for odd k (the edge pixel again past an edge), in float32 "
+        "and rows first: `0.75 * a + 0.25 * b` of the two coarser rows (a the nearer), then the same of the two "
+        "columns of that (each product and sum rounded to float32). The coarser levels are kept in float32; in an "
+        "8- or 16-bit image the result is rounded to whole samples (to nearest, ties to even).",
         f"Pad: a side shorter than {t} px is padded at its end (bottom, right) to {t} px, {_PAD_WORDS[PAD_MODE]}.",
         _tiles_step(t, ov, b), _blend_step(t, ov, s),
         *(["Colour fix (above): on the whole RGB result of the blend."] if c.get("color_fix") else []),
