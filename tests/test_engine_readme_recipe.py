@@ -232,6 +232,15 @@ def test_code_written_from_the_readme_gives_upscales_image(ort_engine: Path) -> 
             if alpha.any():
                 assert np.array_equal(_filled_as_the_readme_says(rgb, alpha, body),
                                       tiling.fill_transparent(rgb, alpha)), (dtype, h, w)
+    # a few small holes, at edges too, which the fill fills from the pixels around them alone
+    draw = np.random.default_rng(2)
+    for _ in range(30):
+        rgb = draw.integers(0, 256, (61, 64, 3), dtype=np.uint8)
+        alpha = np.ones((61, 64), np.float32)
+        for _ in range(draw.integers(1, 4)):
+            y, x = draw.integers(0, 61), draw.integers(0, 64)
+            alpha[y:y + draw.integers(1, 8), x:x + draw.integers(1, 8)] = 0
+        assert np.array_equal(_filled_as_the_readme_says(rgb, alpha, body), tiling.fill_transparent(rgb, alpha))
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(str(ort_engine / "model.onnx"), options, providers=["CPUExecutionProvider"])
