@@ -633,7 +633,7 @@ def _hidden_groups(hidden: np.ndarray) -> list[_Box] | None:
     while todo:
         y0, y1, x0, x1 = todo.pop()
         part = hidden[y0:y1, x0:x1]
-        rows, cols = _bands(part.any(axis=1)), _bands(part.any(axis=0))
+        rows, cols = _bands(np.any(part, axis=1)), _bands(np.any(part, axis=0))
         if len(rows) > 1:
             todo += [(y0 + a, y0 + b, x0, x1) for a, b in rows]
         elif len(cols) > 1:
