@@ -3,7 +3,9 @@ on PyPI), the oldest releases it declares it works with, and what its self-test 
 earlier install's work."""
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -59,6 +61,46 @@ def test_the_constraints_pin_releases_every_declared_range_allows() -> None:
             if pin is not None and req.specifier:
                 [exact] = pin.specifier
                 assert req.specifier.contains(exact.version), f"constraints.txt {pin} is outside {where}'s {req}"
+
+
+def _floors_asked(tmp_path: Path, pyproject: str) -> subprocess.CompletedProcess[str]:
+    """scripts/check_floors.sh on `pyproject` up to its first pip command, which fails: a venv made
+    before, whose python is this one (it has packaging) and whose pip refuses everything."""
+    checkout, bin_ = tmp_path / "checkout", tmp_path / "work" / "venv" / "bin"
+    (checkout / "scripts").mkdir(parents=True)
+    bin_.mkdir(parents=True)
+    shutil.copy(ROOT / "scripts" / "check_floors.sh", checkout / "scripts")
+    (checkout / "pyproject.toml").write_text(pyproject)
+    for name, body in (("python", f'exec "{sys.executable}" "$@"'), ("pip", "exit 1")):
+        (bin_ / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_ / name).chmod(0o755)
+    return subprocess.run(["bash", str(checkout / "scripts" / "check_floors.sh"), str(tmp_path / "work")],
+                          env={**os.environ, "PYTHON": sys.executable}, capture_output=True, text=True, timeout=120)
+
+
+def test_check_floors_installs_each_passs_floors_whatever_the_requirements_form(tmp_path) -> None:
+    # an upper bound or the package's own extras beside the floor were skipped; the host's
+    # onnxruntime>=1.27 hid the device's >=1.18, which no pass installed
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    for plain, other_form in (('"numpy>=1.26"', '"numpy>=1.26,<9"'), ('"tifffile>=', '"tifffile[all] >= ')):
+        assert plain in pyproject
+        pyproject = pyproject.replace(plain, other_form)
+    run = _floors_asked(tmp_path, pyproject)
+    assert run.returncode == 2 and "check_floors: pip wheel failed" in run.stdout, run.stdout + run.stderr
+    [host] = [ln.split(": ")[1].split() for ln in run.stdout.splitlines() if ln.startswith("host pass, floors asked: ")]
+    [device] = [ln.split(": ")[1].split() for ln in run.stdout.splitlines() if ln.startswith("device pass, floors asked: ")]
+    assert {"torch==2.13.0", "numpy==1.26", "tifffile==2024.5.22", "onnxruntime==1.27", "nncf==2.12"} <= set(host)
+    assert {"numpy==1.26", "pillow==11.1", "onnxruntime==1.18", "openvino==2024.4"} <= set(device)
+    assert not any(pin.startswith(("torch==", "onnx==", "nncf==")) for pin in device), device
+
+
+def test_check_floors_refuses_a_requirement_without_a_lower_bound(tmp_path) -> None:
+    pyproject = (ROOT / "pyproject.toml").read_text().replace('"safetensors>=0.4"', '"safetensors<9"')
+    run = _floors_asked(tmp_path, pyproject)
+    assert run.returncode == 2 and "floors asked" not in run.stdout, run.stdout
+    assert run.stderr.strip().splitlines() == [
+        f"check_floors: {tmp_path / 'checkout' / 'pyproject.toml'}: the base install's requirement 'safetensors<9' has "
+        "no >= lower bound, so no floor to install: give it one (the oldest release that works)"], run.stderr
 
 
 def _dist_info(where: Path, name: str, version: str, requires: list[str] = ()) -> None:
