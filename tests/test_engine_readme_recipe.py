@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from alignvar_edge import runtimes
+from alignvar_edge.images.transparency import fill_transparent
 from alignvar_edge.manifest import Manifest, read_manifest
 from alignvar_edge.recipes import recipe
 from alignvar_edge.runtimes import readme, tiling
@@ -231,7 +232,7 @@ def test_code_written_from_the_readme_gives_upscales_image(ort_engine: Path) -> 
             alpha = (draw.random((h, w)) < draw.uniform(0.2, 0.9)).astype(np.float32)
             if alpha.any():
                 assert np.array_equal(_filled_as_the_readme_says(rgb, alpha, body),
-                                      tiling.fill_transparent(rgb, alpha)), (dtype, h, w)
+                                      fill_transparent(rgb, alpha)), (dtype, h, w)
     # a few small holes, at edges too, which the fill fills from the pixels around them alone
     draw = np.random.default_rng(2)
     for _ in range(30):
@@ -240,7 +241,7 @@ def test_code_written_from_the_readme_gives_upscales_image(ort_engine: Path) -> 
         for _ in range(draw.integers(1, 4)):
             y, x = draw.integers(0, 61), draw.integers(0, 64)
             alpha[y:y + draw.integers(1, 8), x:x + draw.integers(1, 8)] = 0
-        assert np.array_equal(_filled_as_the_readme_says(rgb, alpha, body), tiling.fill_transparent(rgb, alpha))
+        assert np.array_equal(_filled_as_the_readme_says(rgb, alpha, body), fill_transparent(rgb, alpha))
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(str(ort_engine / "model.onnx"), options, providers=["CPUExecutionProvider"])
@@ -263,7 +264,7 @@ def test_code_written_from_the_readme_gives_upscales_image(ort_engine: Path) -> 
             image[1:9, 2:12, 3] = 0
             image[image[..., 3] == 0, :3] = 0                  # black under transparency, as editors leave it
             filled = _filled_as_the_readme_says(image[..., :3], image[..., 3], body)
-            assert np.array_equal(filled, tiling.fill_transparent(image[..., :3], image[..., 3] / 255)), size
+            assert np.array_equal(filled, fill_transparent(image[..., :3], image[..., 3] / 255)), size
             ours, theirs = _upscale_as_the_readme_says(image, body, run), engine.upscale(image)
             assert ours.shape == theirs.shape == (size[0] * 4, size[1] * 4, 4)
             assert np.abs(ours.astype(int) - theirs.astype(int)).max() <= 1, (size, ours.astype(int) - theirs)

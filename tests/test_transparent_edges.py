@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from alignvar_edge import runtimes
-from alignvar_edge.runtimes.tiling import fill_transparent
+from alignvar_edge.images.transparency import fill_transparent
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -403,7 +403,8 @@ def run_upscale(args: argparse.Namespace) -> int:
     from alignvar_edge.images.arrays import unit_floats
     from alignvar_edge.images.read import file_samples, load_image_for_upscale
     from alignvar_edge.images.write import written_bits
-    from alignvar_edge.runtimes.tiling import (check_overlap_flag, count_tiles, fill_transparent, overlap_cost,
+    from alignvar_edge.images.transparency import fill_transparent
+    from alignvar_edge.runtimes.tiling import (check_overlap_flag, count_tiles, overlap_cost,
                                                tiles_per_call, upscale_plane_bicubic)
     if Path(args.input).is_dir():    # what Ctrl-C keeps: a folder run's finished images
         args.on_interrupt = ("images already finished are kept, the one in progress is not; "
