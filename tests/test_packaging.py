@@ -4,6 +4,7 @@ earlier install's work."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from alignvar_edge import extras
 from alignvar_edge.errors import HostToolsError, host_tools_error
@@ -25,8 +27,12 @@ FAKE_REQUIRES = ["numpy>=1.26", 'torch>=9.1; extra == "host"', 'onnxscript>=9.6;
 
 
 ROOT = Path(__file__).resolve().parent.parent
+# what scripts/check_floors.sh installs at its floors: every >= bound here is a FLOORS row or a
+# NOT_MEASURED entry, and nothing without a >= bound (the script has no floor to install for it)
+AT_FLOORS = ("base", "host", "device", "openvino", "openvino-int8")
 # (where it is declared, package) -> the floor the code needs, and what needs it; an older release
-# fails there (each measured with every other dependency at its floor: scripts/check_floors.sh)
+# fails there (each measured with every other dependency at its floor: scripts/check_floors.sh).
+# README's "Oldest releases" paragraph names each.
 FLOORS = {
     ("base", "pillow"): ("11.1", "ImageCms.Flags, a TIFF's EXIF orientation, a JPEG output's XMP"),
     ("host", "onnx"): ("1.19", "onnx.utils.Extractor cutting the graph where its tokens end (OpenVINO builds)"),
@@ -36,6 +42,20 @@ FLOORS = {
     ("host", "onnxslim"): ("0.1.27", "slim() without onnx.mapping, which onnx 1.19 dropped (export --simplify)"),
     ("device", "onnxruntime"): ("1.18", "the exported graphs' ONNX IR version 10"),
     ("openvino", "openvino"): ("2024.4", "building and running engines (2024.x: its ops in openvino.runtime)"),
+}
+# bounds nobody measured a failure below; check_floors.sh installs them too. The word says why the
+# bound is where it is: initial (set when the dependency came, never lowered), security (above what
+# the code needs: CVE-2025-32434), inherited (the floor of a package that brings it anyway)
+NOT_MEASURED = {
+    ("base", "numpy"): ("1.26", "initial"),
+    ("base", "safetensors"): ("0.4", "initial"),
+    ("base", "tqdm"): ("4.60", "initial"),
+    ("base", "packaging"): ("22", "initial"),
+    ("host", "torch"): ("2.6", "security"),
+    ("host", "scikit-image"): ("0.22", "initial"),
+    ("host", "matplotlib"): ("3.7", "initial"),
+    ("host", "threadpoolctl"): ("3.5", "inherited"),
+    ("openvino-int8", "nncf"): ("2.12", "initial"),        # 2.11.0 builds int8 engines with OpenVINO 2024.4 too
 }
 # declared packages constraints.txt does not pin, and why
 NOT_PINNED = {"tensorrt": "NVIDIA's index or JetPack, never PyPI, from which `make venv` installs the pins"}
@@ -55,6 +75,30 @@ def test_each_floor_is_the_release_the_code_needs() -> None:
     for (where, package), (floor, needs) in FLOORS.items():
         [req] = [r for r in declared[where] if r.name == package]
         assert str(req.specifier) == f">={floor}", f"{where} {req}: {needs} needs {package}>={floor}"
+
+
+def test_every_lower_bound_is_a_measured_floor_or_said_to_be_unmeasured() -> None:
+    listed = {key: version for key, (version, _) in {**FLOORS, **NOT_MEASURED}.items()}
+    assert not FLOORS.keys() & NOT_MEASURED.keys()
+    bounds: dict[tuple[str, str], str] = {}
+    for where in AT_FLOORS:
+        for req in _declared()[where]:
+            lower = [s.version for s in req.specifier if s.operator == ">="]
+            assert lower, f"{where}'s {req} has no >= lower bound: scripts/check_floors.sh has no floor to install"
+            bounds[(where, canonicalize_name(req.name))] = max(lower, key=Version)
+    for key, version in bounds.items():
+        assert listed.get(key) == version, (f"{key[0]} {key[1]}>={version}: measure it (a FLOORS row saying what "
+                                            f"needs it, and README) or add it to NOT_MEASURED with why")
+    assert bounds.keys() == listed.keys(), f"no longer declared: {sorted(listed.keys() - bounds.keys())}"
+
+
+def test_the_readme_names_every_measured_floor() -> None:
+    readme = (ROOT / "README.md").read_text()
+    [paragraph] = re.findall(r"^Oldest releases: .*?(?=\n\n)", readme, flags=re.M | re.S)
+    words = re.sub(r"\s+", "", paragraph).lower()                 # 'ONNX\nRuntime 1.18' -> 'onnxruntime1.18'
+    unsaid = [f"{package} {floor}" for (_, package), (floor, _) in FLOORS.items()
+              if not re.search(re.escape(f"{package}{floor}") + r"(?!\.?\d)", words)]    # not 2024.4.0
+    assert not unsaid, f"README's 'Oldest releases' paragraph does not name {unsaid}"
 
 
 def test_the_constraints_pin_every_declared_package_in_its_range() -> None:
