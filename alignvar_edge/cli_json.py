@@ -21,7 +21,7 @@ from alignvar_edge import __version__, safe_stop
 from alignvar_edge.caller import option
 from alignvar_edge.bench.schema import is_report
 from alignvar_edge.errors import InputError, OutputExistsError, out_of_memory
-from alignvar_edge.fsmodes import unwritable_folder, write_text
+from alignvar_edge.fsmodes import unwritable_folder, write_text, written_meanwhile
 from alignvar_edge.jsonsafe import dumps, loads
 from alignvar_edge.outputs import check_outside_artifacts
 
@@ -59,8 +59,7 @@ def _not_replaced(path: str) -> str | None:
 def _still_replaceable(path: str) -> None:
     """`_not_replaced` asked again as FILE is renamed into place (`write_text`'s recheck)."""
     if (why := _not_replaced(path)) is not None:
-        raise OutputExistsError(f"{option('json', path)} {why} (it was written there while this run was working, "
-                                "and is kept)")
+        raise written_meanwhile(f"{option('json', path)} {why}")
 
 
 def is_own_result(path: str) -> bool:

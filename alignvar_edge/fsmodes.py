@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from alignvar_edge import safe_stop
-from alignvar_edge.errors import InputError
+from alignvar_edge.errors import InputError, OutputExistsError
 
 __all__ = ["NO_SPACE", "WRITE_LIMITS", "as_write_error", "broken_link", "file_id", "hidden_prefix", "is_temp_folder",
            "is_temporary_name", "lies_within", "name_too_long", "not_a_folder", "not_told_apart", "one_name_on_any_disk",
@@ -383,6 +383,12 @@ def write_atomically(path: str | os.PathLike[str], write: Callable[[Path], objec
         tmp.unlink(missing_ok=True)
         raise
     return p
+
+
+def written_meanwhile(refusal: str) -> OutputExistsError:
+    """A `recheck`'s refusal of `write_atomically`: `refusal` says why the file is not replaced, and
+    that it was written there while this run worked, and is kept."""
+    return OutputExistsError(f"{refusal} (it was written there while this run was working, and is kept)")
 
 
 def replace_dir(new: Path, out: Path, aside: Path | None = None, replace: bool = True) -> None:

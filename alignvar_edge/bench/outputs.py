@@ -17,7 +17,7 @@ from alignvar_edge.bench.render import is_bench_plot, plot_report, report_markdo
 from alignvar_edge.bench.schema import existing_report, write_json
 from alignvar_edge.caller import option
 from alignvar_edge.errors import InputError, OutputExistsError
-from alignvar_edge.fsmodes import starts_with, unwritable_folder, write_text
+from alignvar_edge.fsmodes import starts_with, unwritable_folder, write_text, written_meanwhile
 from alignvar_edge.outputs import check_outside_artifacts
 
 __all__ = ["check_same_machine", "check_targets", "rechecked", "write_outputs"]
@@ -112,7 +112,7 @@ def rechecked(out: str | None, md: str | None, plot: str | None, inputs: Sequenc
             if out and not inputs:
                 check_same_machine(out, force, host)
         except OutputExistsError as e:
-            raise OutputExistsError(f"{e} (it was written there while this run was working, and is kept)") from None
+            raise written_meanwhile(str(e)) from None
     return recheck
 
 
