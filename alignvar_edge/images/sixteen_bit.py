@@ -16,7 +16,7 @@ import numpy as np
 from PIL import ExifTags, Image, ImageFile, ImageOps, TiffImagePlugin
 
 from alignvar_edge.errors import IMAGE_DECODE_ERRORS, InputError
-from alignvar_edge.images.exif import image_exif
+from alignvar_edge.images.exif import exif_turn
 from alignvar_edge.extras import installed_version, is_installed, older_than_required, pip_install, requirement_of
 from alignvar_edge.lazy import lazy_import
 
@@ -172,8 +172,8 @@ def _key_alpha(rgb16: np.ndarray, key: object) -> np.ndarray | None:
 def _upright(img: Image.Image, samples: np.ndarray, path: Path) -> np.ndarray:
     """HxWxC `samples` of the file `path` turned as `ImageOps.exif_transpose` turns `img`: Pillow's
     rule, applied to an image of the pixels' indices, since Pillow has no 16-bit colour image to turn."""
-    orientation = image_exif(img, path).get(ExifTags.Base.Orientation, 1)
-    if orientation == 1:
+    orientation = exif_turn(img, path)
+    if orientation is None:
         return samples
     height, width, channels = samples.shape
     index = Image.fromarray(np.arange(height * width, dtype=np.int32).reshape(height, width))
