@@ -204,6 +204,23 @@ def test_phone_photos_as_pil_images_in_one_upscale_many_call_are_warned_about_on
     assert [str(w.message).split(",")[0] for w in said] == ["this PIL image has EXIF orientation 6"]
 
 
+def test_16_bit_and_cmyk_pil_images_in_one_upscale_many_call_are_warned_about_once(tmp_path: Path,
+                                                                                    one_torch_thread) -> None:
+    """A PIL image of a 16-bit colour PNG (8 bits a sample in PIL) or a CMYK one with an unusable
+    profile is said once per batch, as the orientation is: each line came once per image."""
+    from alignvar_edge import runtimes
+    _png16(tmp_path / "c16.png", np.full((4, 4, 3), 1000, np.uint16))
+    Image.new("CMYK", (4, 4), (20, 200, 30, 10)).save(tmp_path / "cmyk.jpg", icc_profile=bytes(16) + b"CMYK" + bytes(108))
+    with runtimes.load("alignvar-tiny") as engine, warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("default")                       # Python's own: once per text and line
+        images = [Image.open(tmp_path / name) for name in ("c16.png", "cmyk.jpg") * 3]
+        assert len(list(engine.upscale_many(images))) == 6
+        for im in images:
+            im.close()
+    assert sorted(str(w.message).split(" holds")[0].split(" colour profile")[0] for w in said) == \
+        ["this CMYK PIL image's", "this PIL image of a 16-bit colour PNG"]
+
+
 def test_an_adobe_rgb_photos_interoperability_index_is_kept_in_every_format(tmp_path: Path) -> None:
     """A camera's Adobe RGB JPEG says so with ColorSpace 'uncalibrated' and the Interoperability
     index 'R03', without an ICC profile. A TIFF output kept the first and lost the second: Pillow's

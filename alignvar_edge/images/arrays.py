@@ -271,12 +271,12 @@ def _decode(img: Image.Image) -> None:
 
 def _pil_samples(img: Image.Image, batch_said: set[str]) -> Samples:
     if sixteen_bit.is_rgb16(img):          # a PIL image cannot hold the other 8 bits: say so, not lose them silently
-        warn_caller(f"this PIL image of a 16-bit colour {img.format} holds 8 bits a sample, so its result "
-                    "does too; pass load_image(path)'s float array to keep 16")
+        _say_once_a_batch(batch_said, "16-bit", f"this PIL image of a 16-bit colour {img.format} holds 8 bits a "
+                          "sample, so its result does too; pass load_image(path)'s float array to keep 16")
     if unusable_cmyk_profile(img):
-        warn_caller("this CMYK PIL image's colour profile cannot be used, so it is converted to RGB by a plain "
-                    "formula and its colours may shift; pass it converted to RGB by the editor that made it "
-                    "to keep them")
+        _say_once_a_batch(batch_said, "cmyk", "this CMYK PIL image's colour profile cannot be used, so it is "
+                          "converted to RGB by a plain formula and its colours may shift; pass it converted to "
+                          "RGB by the editor that made it to keep them")
     negative = stored_as_negative(img)     # a MinIsWhite TIFF's 16-bit or float samples: shown inverted
     _decode(img)                           # after is_rgb16, which reads the undecoded tile
     _say_turn_not_applied(img, batch_said)
@@ -288,16 +288,23 @@ def _pil_samples(img: Image.Image, batch_said: set[str]) -> Samples:
 
 def _say_turn_not_applied(img: Image.Image, batch_said: set[str]) -> None:
     """A PIL image whose EXIF says to turn it (a phone photo straight from `Image.open`) is taken
-    as held, as documented: its result came back sideways without a word. Said once a batch
-    (`as_samples`), whatever orientations its images have: the line is the same advice for each.
-    Warnings' own once per text and line does not hold here: reading each image's EXIF enters
-    `warnings.catch_warnings`, which makes Python forget what it has shown."""
+    as held, as documented: its result came back sideways without a word. Said once a batch,
+    whatever orientations its images have."""
     turn = exif_turn(img, getattr(img, "filename", "") or "the PIL image")    # a damaged EXIF said for each
-    if turn is not None and "turn" not in batch_said:
-        batch_said.add("turn")
-        warn_caller(f"this PIL image has EXIF orientation {turn}, which viewers apply and upscale does not: its "
-                    "result is the pixels as held, not as shown; pass PIL.ImageOps.exif_transpose(image), or "
-                    "alignvar_edge.images.load_image(path)'s array, to have it upright")
+    if turn is not None:
+        _say_once_a_batch(batch_said, "turn", f"this PIL image has EXIF orientation {turn}, which viewers apply and "
+                          "upscale does not: its result is the pixels as held, not as shown; pass "
+                          "PIL.ImageOps.exif_transpose(image), or alignvar_edge.images.load_image(path)'s array, "
+                          "to have it upright")
+
+
+def _say_once_a_batch(batch_said: set[str], what: str, line: str) -> None:
+    """`line` said for the first image of a batch it concerns (`as_samples`): the advice is the same
+    for each. Warnings' own once per text and line does not hold here: reading each image's EXIF
+    enters `warnings.catch_warnings`, which makes Python forget what it has shown."""
+    if what not in batch_said:
+        batch_said.add(what)
+        warn_caller(line)
 
 
 def _pil_plain_samples(img: Image.Image) -> Samples:
