@@ -376,9 +376,9 @@ def run_merge(paths: list[str], args: argparse.Namespace) -> int:
     if args.plot:
         plot_rows(merged)
     for w in merged["warnings"]:
-        note(f"alignvar-edge bench merge: warning: {w}")
+        note(f"{args.who}: warning: {w}")     # the CLI names the nested verb that speaks
     for n in merged["notes"]:
-        note(f"alignvar-edge bench merge: note: {n}")
+        note(f"{args.who}: note: {n}")
     recheck()                   # before any file: one written meanwhile leaves none of these written
     if args.out:
         write_json(args.out, merged, recheck)
