@@ -73,6 +73,29 @@ def test_an_image_with_no_fully_transparent_pixel_upscales_as_its_rgb_alone(engi
         np.testing.assert_array_equal(engine.upscale(np.dstack([rgb, alpha]))[..., :3], alone)
 
 
+def test_alpha_that_is_data_leaves_the_colour_under_it_to_the_model(engine, tmp_path: Path) -> None:
+    """A mask or packed texture's colour under alpha 0 is the image's own: with `alpha_is_data` (the
+    CLI's --alpha-is-data) the model sees the RGB as it is, and its result is the RGB's alone, in the
+    API, in a batch and from the CLI. Without it that colour is replaced (red under alpha 0 here)."""
+    from alignvar_edge.cli import main
+    from alignvar_edge.errors import InputError
+    rgba = _disc((255, 0, 0))
+    alone = engine.upscale(np.ascontiguousarray(rgba[..., :3]))
+    np.testing.assert_array_equal(engine.upscale(rgba, alpha_is_data=True)[..., :3], alone)
+    [batched] = engine.upscale_many([rgba], alpha_is_data=True)
+    np.testing.assert_array_equal(batched[..., :3], alone)
+    assert np.abs(engine.upscale(rgba)[..., :3].astype(int) - alone).max() > 100      # filled by default
+    Image.fromarray(rgba).save(tmp_path / "mask.png")
+    Image.fromarray(np.ascontiguousarray(rgba[..., :3])).save(tmp_path / "rgb.png")
+    for name, flags in (("mask.png", ["--alpha-is-data"]), ("rgb.png", [])):
+        assert main(["upscale", str(tmp_path / name), str(tmp_path / f"x4-{name}"), "--engine", "alignvar-tiny",
+                     "--quiet", *flags]) == 0
+    with Image.open(tmp_path / "x4-mask.png") as kept, Image.open(tmp_path / "x4-rgb.png") as plain:
+        np.testing.assert_array_equal(np.asarray(kept)[..., :3], np.asarray(plain))
+    with pytest.raises(InputError, match="^alpha_is_data= must be True or False, got 'yes'"):
+        engine.upscale(rgba, alpha_is_data="yes")
+
+
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
 def test_the_fill_keeps_visible_pixels_and_gives_hidden_ones_their_colour(dtype) -> None:
     full = 1.0 if dtype == np.float32 else np.iinfo(dtype).max

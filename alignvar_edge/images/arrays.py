@@ -132,6 +132,9 @@ class Samples:
     dtype: np.dtype                                    # the result's samples
     from_float: Callable[[np.ndarray], np.ndarray]     # a float result block -> samples of `dtype`
     finish: Callable[[np.ndarray], object]             # the whole result's samples -> the caller's kind
+    # the colour under alpha 0 is not the image's (coverage: filled before the model, `fill_transparent`);
+    # False where the alpha is data (a mask, a packed texture) and that colour is kept
+    alpha_is_coverage: bool = True
 
 
 def as_samples(image: object, max_megapixels: float | None = None, raise_limit: str | None = None,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import dataclasses
 import importlib
 import importlib.metadata
 import threading
@@ -29,6 +30,8 @@ from alignvar_edge.recipes import default_precision
 
 if TYPE_CHECKING:           # upscale's PIL overloads; PIL is imported only where a PIL image is passed
     import PIL.Image
+
+    from alignvar_edge.images.arrays import Samples
 
 __all__ = ["Backend", "Engine", "TensorSpec", "check_thread_count", "config_from_manifest"]
 
@@ -321,21 +324,25 @@ class Engine(abc.ABC):
     @overload
     def upscale(self, image: np.ndarray, overlap: int | None = None,
                 progress: Callable[[int, int], None] | None = None, color_fix: bool | None = None,
-                max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS) -> np.ndarray: ...
+                max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
+                alpha_is_data: bool = False) -> np.ndarray: ...
 
     @overload
     def upscale(self, image: PIL.Image.Image, overlap: int | None = None,
                 progress: Callable[[int, int], None] | None = None, color_fix: bool | None = None,
-                max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS) -> PIL.Image.Image: ...
+                max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
+                alpha_is_data: bool = False) -> PIL.Image.Image: ...
 
     @overload
     def upscale(self, image: Any, overlap: int | None = None,
                 progress: Callable[[int, int], None] | None = None, color_fix: bool | None = None,
-                max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS) -> Any: ...
+                max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
+                alpha_is_data: bool = False) -> Any: ...
 
     def upscale(self, image: Any, overlap: int | None = None,
                 progress: Callable[[int, int], None] | None = None, color_fix: bool | None = None,
-                max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS) -> Any:
+                max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
+                alpha_is_data: bool = False) -> Any:
         """Any image HxW, HxWx1, HxWx3 or HxWx4 -> exactly 4x larger, same layout and kind.
 
         uint8 in -> uint8 out, uint16 -> uint16, float in [0, 1] -> the same float dtype, a PIL
@@ -346,12 +353,16 @@ class Engine(abc.ABC):
         `config.color_fix`: on for VARSR models, as VARSR's own script applies it).
         `max_megapixels`: a larger image is refused before any work (None: no limit; the default is
         the command line's). Memory besides the input and the result is a few strips of it.
+        `alpha_is_data`: the alpha channel is data (a mask, a packed texture), not coverage: the
+        colour under alpha 0 reaches the model as it is. By default it is first replaced by that of
+        the visible pixels around it (editors leave black there, which bled into the edges).
         An image the engine cannot take is an InputError; a closed engine, EngineClosedError.
         """
         from alignvar_edge.images.arrays import as_samples
         from alignvar_edge.runtimes.tiling import upscale_samples
         _check_progress(progress, "progress(done, total)")
-        samples = as_samples(image, *_size_limit(max_megapixels))
+        check_flag(alpha_is_data, option("alpha_is_data"))
+        samples = _alpha_read(as_samples(image, *_size_limit(max_megapixels)), alpha_is_data)
         return samples.finish(upscale_samples(self, samples, overlap=overlap, progress=progress,
                                               color_fix=self._color_fix(color_fix)))
 
@@ -359,29 +370,33 @@ class Engine(abc.ABC):
     def upscale_many(self, images: Iterable[np.ndarray], overlap: int | None = None,
                      progress: Callable[[int, int, int], None] | None = None,
                      color_fix: bool | None = None,
-                     max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS) -> Iterator[np.ndarray]: ...
+                     max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
+                     alpha_is_data: bool = False) -> Iterator[np.ndarray]: ...
 
     @overload
     def upscale_many(self, images: Iterable[PIL.Image.Image], overlap: int | None = None,
                      progress: Callable[[int, int, int], None] | None = None,
                      color_fix: bool | None = None,
-                     max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS) -> Iterator[PIL.Image.Image]: ...
+                     max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
+                     alpha_is_data: bool = False) -> Iterator[PIL.Image.Image]: ...
 
     @overload
     def upscale_many(self, images: Iterable[Any], overlap: int | None = None,
                      progress: Callable[[int, int, int], None] | None = None,
                      color_fix: bool | None = None,
-                     max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS) -> Iterator[Any]: ...
+                     max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
+                     alpha_is_data: bool = False) -> Iterator[Any]: ...
 
     def upscale_many(self, images: Iterable[Any], overlap: int | None = None,
                      progress: Callable[[int, int, int], None] | None = None,
                      color_fix: bool | None = None,
-                     max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS) -> Iterator[Any]:
+                     max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
+                     alpha_is_data: bool = False) -> Iterator[Any]:
         """`upscale` of each image, in order, each as soon as it is final (small images are read a
         few calls' worth ahead). Small images share calls instead of padding one each
         (`tiling.upscale_images`): a folder of thumbnails runs in full batches.
-        `progress(index, done, total)`: tiles of image `index` done. `color_fix` and
-        `max_megapixels` (each image's) as in `upscale`.
+        `progress(index, done, total)`: tiles of image `index` done. `color_fix`,
+        `max_megapixels` (each image's) and `alpha_is_data` as in `upscale`.
 
         `images` is an iterable of images (a list, a generator); one image is refused here, at
         the call, not iterated row by row."""
@@ -391,7 +406,8 @@ class Engine(abc.ABC):
         checked_overlap(overlap, self.tile_size)         # at the call, not as the first image's fault
         _check_progress(progress, "progress(index, done, total)")
         limit = _size_limit(max_megapixels)
-        return self._upscale_many(images, overlap, progress, self._color_fix(color_fix), limit)
+        check_flag(alpha_is_data, option("alpha_is_data"))
+        return self._upscale_many(images, overlap, progress, self._color_fix(color_fix), limit, bool(alpha_is_data))
 
     def _color_fix(self, asked: bool | None) -> bool:
         check_flag(asked, "color_fix", " (or None: the model's default)")
@@ -399,14 +415,14 @@ class Engine(abc.ABC):
 
     def _upscale_many(self, images: Iterable[Any], overlap: int | None,
                       progress: Callable[[int, int, int], None] | None, color_fix: bool,
-                      limit: tuple[float | None, str]) -> Iterator[Any]:
-        from alignvar_edge.images.arrays import Samples, as_samples
+                      limit: tuple[float | None, str], alpha_is_data: bool) -> Iterator[Any]:
+        from alignvar_edge.images.arrays import as_samples
         from alignvar_edge.runtimes.tiling import upscale_images
         backs: list[Callable[[np.ndarray], Any]] = []
         said: set[str] = set()              # a warning about its images, once for the call
 
         def samples(image: Any) -> Samples:
-            s = as_samples(image, *limit, batch_said=said)
+            s = _alpha_read(as_samples(image, *limit, batch_said=said), alpha_is_data)
             backs.append(s.finish)
             return s
         # in a service's batch, the index is what finds the image it cannot take
@@ -555,6 +571,11 @@ def _size_limit(max_megapixels: object) -> tuple[float | None, str]:
     the command line calls)."""
     from alignvar_edge.images.arrays import checked_megapixels_limit
     return checked_megapixels_limit(max_megapixels), option("max_megapixels")
+
+
+def _alpha_read(samples: Samples, alpha_is_data: bool) -> Samples:
+    """`samples` with their alpha read as `alpha_is_data` says (`Samples.alpha_is_coverage`)."""
+    return dataclasses.replace(samples, alpha_is_coverage=False) if alpha_is_data else samples
 
 
 def _check_progress(progress: object, called: str) -> None:

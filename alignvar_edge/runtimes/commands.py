@@ -94,6 +94,10 @@ def register(sub: Any) -> None:
                    help="VARSR's AdaIN colour fix over each whole image: match the output's per-channel mean "
                         "and deviation to the input's (default: on for VARSR models, as VARSR's own script "
                         "applies it, off for AlignVAR's)")
+    u.add_argument("--alpha-is-data", action="store_true",
+                   help="the alpha channel is data (a mask, a packed texture), not coverage: the colour under "
+                        "alpha 0 is upscaled as it is (default: replaced first by that of the visible pixels "
+                        "around it, so that an editor's black there does not fringe the edges)")
     u.add_argument("--threads", type=positive_int, help="threads for the runtime")
     u.add_argument("--hint", choices=("latency", "throughput"),
                    help="OpenVINO engines: 'throughput' runs several tile batches at once on parallel "
@@ -469,8 +473,8 @@ def run_upscale(args: argparse.Namespace) -> int:
                 tiles = count_tiles(rgb.shape[:2], engine.tile_size, args.overlap)
                 paces.append(_ImagePace(label, rgb.shape[:2], engine.scale, tiles, tiles_per_call(engine), args.quiet))
                 loaded.append((src, dst, alpha, bits, meta))
-                if alpha is not None:   # the engine gets the RGB alone: filled under alpha 0 as Engine.upscale fills it
-                    rgb = fill_transparent(rgb, alpha)
+                if alpha is not None and not args.alpha_is_data:
+                    rgb = fill_transparent(rgb, alpha)      # the engine gets the RGB alone: as Engine.upscale fills it
                 # the file's own samples: the result is made in their dtype, not held whole as float32
                 # (12x an 8-bit result); floats where the output keeps fewer bits than the file, so
                 # that their result is rounded once, as it always was

@@ -373,7 +373,7 @@ class _Layout:
         return out[..., None] if self.keep_dim else out
 
 
-def _as_rgb(image: np.ndarray, to_float: FloatOf) -> tuple[np.ndarray, _Layout]:
+def _as_rgb(image: np.ndarray, to_float: FloatOf, alpha_is_coverage: bool) -> tuple[np.ndarray, _Layout]:
     """(the RGB samples the model sees, the layout its result takes)."""
     x = np.asarray(image)
     if x.ndim == 2 or (x.ndim == 3 and x.shape[2] == 1):
@@ -386,7 +386,8 @@ def _as_rgb(image: np.ndarray, to_float: FloatOf) -> tuple[np.ndarray, _Layout]:
             # NaN alpha came back a transparent hole, Inf alpha pushed its neighbours to opaque
             _refuse_non_finite(x[..., 3], "the image's alpha channel")
         alpha = np.clip(np.asarray(to_float(x[..., 3]), np.float32), 0.0, 1.0)
-        return fill_transparent(x[..., :3], alpha), _Layout(alpha=alpha)
+        rgb = fill_transparent(x[..., :3], alpha) if alpha_is_coverage else x[..., :3]
+        return rgb, _Layout(alpha=alpha)
     if x.ndim == 3 and x.shape[2] == 3:
         return x, _Layout()
     raise InputError(f"expected an image HxW, HxWx1, HxWx3 or HxWx4, got shape {x.shape}")
@@ -436,7 +437,7 @@ class _Prepared:
 def _prepared(image: Samples, scale: int, tile: int, overlap: int | None) -> _Prepared:
     # an integer result is made from integer samples (`as_samples`); a float one from floats only
     integers = image.dtype.kind in "ui"
-    rgb, layout = _as_rgb(image.samples, image.to_float)
+    rgb, layout = _as_rgb(image.samples, image.to_float, image.alpha_is_coverage)
     padded, _, ys, xs = _prepare(rgb, tile, overlap, integers)
     return _Prepared(image, rgb, layout, padded, ys, xs, scale)
 
