@@ -16,6 +16,7 @@ errors.py and caller.py, so a device install (no PyTorch) reads it too.
     serves      the precisions a user asks `deploy` for that this row answers (Core ML's Neural
                 Engine computes in fp16, so an fp32 request gets the fp16 package)
     options     the backend build options this pair takes (`build --kit`, `--batch`, ...)
+    qdq         an int8 row our ONNX pass quantizes: the Q/DQ graph it makes for the backend (QDQ_KINDS)
     tokens, psnr_db  what an engine of this precision must keep against the golden outputs
                 (`Recipe.misses` judges it, `Recipe.gate_words` says it)
 """
@@ -28,9 +29,10 @@ from alignvar_edge.caller import option
 from alignvar_edge.errors import InputError
 
 __all__ = ["ALIASES", "BACKENDS", "BUILD_MIN_TOKENS", "CALIB_TILES", "CHECKPOINT", "DEFAULT_MIN_TOKENS", "DEPLOY_DEFAULT",
-           "EXPORT", "OPTION_FLAGS", "PRECISIONS", "Recipe", "backend_name", "deploy_precisions",
+           "EXPORT", "OPTION_FLAGS", "PRECISIONS", "QDQ_KINDS", "Recipe", "backend_name", "deploy_precisions",
            "check_options", "default_precision", "where", "engine_precision", "exported_precision_error", "precisions",
-           "quantize_precisions", "quantize_targets", "quantized_in_build", "recipe", "table_markdown"]
+           "qdq_kind", "qdq_targets", "quantize_precisions", "quantize_targets", "quantized_in_build", "recipe",
+           "table_markdown"]
 
 BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt", "coreml")
 ALIASES = {"ort": "onnxruntime", "ov": "openvino", "trt": "tensorrt", "pytorch": "torch"}
@@ -44,6 +46,14 @@ DEFAULT_MIN_TOKENS = 0.99
 # with the golden outputs: rounding may differ there even for fp32, whose golden gate is 1.0 (the
 # engine still has to pass that gate in selftest), so the build refuses only below this bar.
 BUILD_MIN_TOKENS = DEFAULT_MIN_TOKENS
+# The int8 Q/DQ graph `alignvar-edge quantize` makes for a backend (its int8 row's `qdq`; quantize/int8.py
+# holds each kind's settings), in the words `quantize --help` says it:
+QDQ_KINDS = {
+    # for ONNX Runtime's CPU int8 kernels, which quantize's fidelity search runs here
+    "asymmetric": "uint8 activations, reduce_range on x86 without VNNI",
+    # zero points 0, as TensorRT requires; quantize never runs that runtime, so it judges exact fake-quant
+    "symmetric": "symmetric int8 (zero points 0)",
+}
 
 
 @dataclass(frozen=True)
@@ -57,11 +67,18 @@ class Recipe:
     options: frozenset[str] = frozenset()
     tokens: float = DEFAULT_MIN_TOKENS
     psnr_db: float = 30.0
+    qdq: str | None = None
 
     @property
     def needs_quantize(self) -> bool:
         """The build input is `alignvar-edge quantize`'s output, not the fp32 export."""
         return self.quantizer == QUANTIZE
+
+    @property
+    def judged_as_fake_quant(self) -> bool:
+        """quantize's fidelity search cannot run this row's int8 graph on the kernels its engine runs
+        (TensorRT's): it judges the Q/DQ arithmetic computed literally instead."""
+        return self.qdq == "symmetric"
 
     @property
     def gate_words(self) -> str:
@@ -97,11 +114,18 @@ _BACKEND_OPTIONS = {"tensorrt": {"kit"}, "coreml": {"target_os", "image_input", 
 
 
 def _row(backend: str, precision: str, source: str, quantizer: str = NONE, calibration: bool = False,
-         serves: tuple[str, ...] | None = None, options: tuple[str, ...] = ()) -> Recipe:
+         serves: tuple[str, ...] | None = None, options: tuple[str, ...] = (), qdq: str | None = None) -> Recipe:
+    # an int8 row of our ONNX pass without its Q/DQ kind was offered by `quantize --target` and refused
+    # once calibration had started: the table cannot hold one
+    ours = quantizer == QUANTIZE and precision == "int8"
+    if (qdq in QDQ_KINDS) != ours:
+        raise ValueError(f"recipes: the {backend} {precision} row " + (
+            f"is quantized by `alignvar-edge quantize`: give it qdq= one of {', '.join(QDQ_KINDS)}" if ours else
+            "takes no qdq=: only an int8 row that `alignvar-edge quantize` makes has a Q/DQ kind"))
     tokens, psnr = {"fp32": (1.0, 50.0), "fp16": (DEFAULT_MIN_TOKENS, 35.0),
                     "bf16": (DEFAULT_MIN_TOKENS, 35.0)}.get(precision, (DEFAULT_MIN_TOKENS, 30.0))
     return Recipe(backend, precision, source, quantizer, calibration, (precision,) if serves is None else serves,
-                  frozenset(options) | _BACKEND_OPTIONS.get(backend, set()), tokens, psnr)
+                  frozenset(options) | _BACKEND_OPTIONS.get(backend, set()), tokens, psnr, qdq)
 
 
 _TABLE = (
@@ -110,7 +134,7 @@ _TABLE = (
     _row("torch", "bf16", CHECKPOINT, BUILDER),
     _row("onnxruntime", "fp32", EXPORT),
     _row("onnxruntime", "fp16", EXPORT, QUANTIZE),
-    _row("onnxruntime", "int8", EXPORT, QUANTIZE),
+    _row("onnxruntime", "int8", EXPORT, QUANTIZE, qdq="asymmetric"),
     _row("openvino", "fp32", EXPORT),
     _row("openvino", "fp16", EXPORT, BUILDER),
     _row("openvino", "bf16", EXPORT, BUILDER, options=("token_bf16",)),
@@ -118,7 +142,7 @@ _TABLE = (
     _row("openvino", "int8-weights", EXPORT, BACKEND, serves=()),
     _row("tensorrt", "fp32", EXPORT),
     _row("tensorrt", "fp16", EXPORT, BUILDER, options=("half_policy",)),
-    _row("tensorrt", "int8", EXPORT, QUANTIZE),
+    _row("tensorrt", "int8", EXPORT, QUANTIZE, qdq="symmetric"),
     _row("coreml", "fp32", CHECKPOINT, serves=()),
     _row("coreml", "fp16", CHECKPOINT, BUILDER, serves=("fp32", "fp16"), options=("half_policy",)),
     _row("coreml", "int8-weights", CHECKPOINT, BACKEND, serves=("int8",)),
@@ -208,6 +232,17 @@ def quantize_targets() -> tuple[str, ...]:
     return tuple(b for b in BACKENDS if any(r.quantizer in (QUANTIZE, BACKEND) and r.backend == b for r in _TABLE))
 
 
+def qdq_kind(backend: str) -> str | None:
+    """The int8 Q/DQ graph `alignvar-edge quantize` makes for `backend` (QDQ_KINDS); None where it makes none."""
+    row = RECIPES.get((backend_name(backend), "int8"))
+    return row.qdq if row else None
+
+
+def qdq_targets() -> tuple[str, ...]:
+    """The backends `alignvar-edge quantize` makes an int8 Q/DQ graph for."""
+    return tuple(b for b in BACKENDS if qdq_kind(b))
+
+
 def quantized_in_build(backend: str) -> bool:
     """`quantize --target B` hands the job to B's build (NNCF, coremltools) instead of our ONNX pass."""
     int8 = engine_precision(backend, "int8")
@@ -224,7 +259,8 @@ def table_markdown() -> str:
         source = "fp32 ONNX export" if r.source == EXPORT else "checkpoint"
         if r.needs_quantize:
             source = f"`quantize --precision {r.precision} --target {r.backend}` output"
-        rows.append(f"| {r.backend} | {r.precision} | {source} | {quantizer[r.quantizer]} | "
+        by = quantizer[r.quantizer] + (f" ({r.qdq} Q/DQ)" if r.qdq else "")
+        rows.append(f"| {r.backend} | {r.precision} | {source} | {by} | "
                     f"{'yes' if r.calibration else ''} | {', '.join(r.serves)} | "
                     f"{', '.join(OPTION_FLAGS[o] for o in sorted(r.options))} |")
     return "\n".join(rows) + "\n"

@@ -39,7 +39,8 @@ from alignvar_edge.quantize.calibration.sets import (DEFAULT_TILES, DEFAULT_VALI
                                             TileSplit, model_config, rounding_note)
 from alignvar_edge.quantize.fp16 import to_fp16
 from alignvar_edge.quantize.half_policy import HalfPolicy, check_half_form, search_half
-from alignvar_edge.quantize.int8 import Int8Builder, check_opset_version, int8_weight_readers, target_recipe
+from alignvar_edge.quantize.int8 import (Int8Builder, check_opset_version, int8_weight_readers, qdq_kind_of,
+                                         target_recipe)
 from alignvar_edge.quantize.policy import COMPONENTS, DEFAULT_INT8, Policy
 from alignvar_edge.quantize.records import drop_text, target_words
 from alignvar_edge.quantize.sensitivity import Evaluator, FidelityTarget, SearchResult, search
@@ -83,8 +84,11 @@ class QuantizeOptions:
     def validate(self) -> None:
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.target not in TARGETS:
-            raise ConfigError(f"target must be one of {', '.join(TARGETS)}, got {self.target!r}")
+        targets = quantize_targets()
+        if self.target not in targets:
+            raise ConfigError(f"target must be one of {', '.join(targets)}, got {self.target!r}")
+        if self.precision == "int8" and not quantized_in_build(self.target):
+            qdq_kind_of(self.target)        # a target with no Q/DQ kind: refused now, not after calibrating
         check_fraction("min_token_agreement", self.fidelity.min_token_agreement, ConfigError)
         check_seed("seed", self.seed, ConfigError)
         if self.fidelity.max_psnr_drop < 0:
@@ -99,7 +103,7 @@ class QuantizeOptions:
             return attr in self.given or getattr(self, attr) != getattr(default, attr)
         changed = [attr for attr in _PASS_OPTIONS if set_(attr)]
         if quantized_in_build(self.target) and changed:
-            own_pass = " or ".join(option("target", t) for t in TARGETS if not quantized_in_build(t))
+            own_pass = " or ".join(option("target", t) for t in targets if not quantized_in_build(t))
             raise ConfigError(f"{self._named(changed[0])} applies to {own_pass} only: "
                               f"{option('target', self.target)} quantizes with its own tool")
         unread = [attr for attr in _CALIBRATION_OPTIONS if set_(attr)]
@@ -320,8 +324,8 @@ def _int8(model_path: Path, cs: CalibrationSet, opts: QuantizeOptions, batch: in
         f"{', reduce_range (no VNNI on this CPU)' if recipe.reduce_range and recipe.vnni is False else ''}"
         f"{', reduce_range' if recipe.reduce_range and recipe.vnni is not False else ''}")
     feeds = cs.feeds(batch=batch, extra=extra)
-    # onnxruntime is judged on its real int8 kernels; TensorRT (absent here) on exact fake-quant
-    optimized = opts.target == "onnxruntime"
+    # judged on the runtime's real int8 kernels where they run here (ONNX Runtime's), else on exact fake-quant
+    optimized = not backend_recipe(opts.target, "int8").judged_as_fake_quant
     with Int8Builder(model_path, recipe, feeds, candidates=policy,
                      progress=lambda it: progress(it, desc="calibrating", unit="tile")) as b:
         selected = b.selected(policy)
@@ -378,7 +382,7 @@ def _int8(model_path: Path, cs: CalibrationSet, opts: QuantizeOptions, batch: in
                                 for g in result.float_groups],
             "target": opts.fidelity.to_dict(), "search": result.to_dict() if opts.search else None,
             "judged_on": "onnxruntime CPU int8 kernels" if optimized else
-                         "onnxruntime fake-quant (Q/DQ computed literally; TensorRT not available here)",
+                         f"onnxruntime fake-quant (Q/DQ computed literally; quantize never runs {opts.target})",
         }
     return model, quant, result
 

@@ -9,11 +9,17 @@ from typing import TYPE_CHECKING, Any
 from alignvar_edge.argtypes import MAX_TILES, fraction, nonneg_float, percent, random_seed, tile_count
 from alignvar_edge.manifest import db_text, listed_bytes
 from alignvar_edge.progress import bar, note
-from alignvar_edge.recipes import DEFAULT_MIN_TOKENS, quantize_precisions, quantize_targets
+from alignvar_edge.recipes import (DEFAULT_MIN_TOKENS, QDQ_KINDS, qdq_kind, qdq_targets, quantize_precisions,
+                                   quantize_targets, quantized_in_build)
 from alignvar_edge.quantize.records import drop_text, float_lines, target_words
 
 if TYPE_CHECKING:
     from alignvar_edge.manifest import Manifest
+
+
+def _own_quantizers() -> list[str]:
+    """The targets that quantize in their own build (NNCF, coremltools), not in our ONNX pass."""
+    return [t for t in quantize_targets() if quantized_in_build(t)]
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -25,15 +31,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         description="Quantize an fp32 ONNX export. int8: explicit Q/DQ calibrated on LR tiles degraded "
                     "like the training data; module groups return to float until the validation split "
                     "meets the token-agreement and PSNR-Y targets against the fp32 engine. fp16: half-"
-                    "precision tensors, fp32 I/O. openvino/coreml targets go to their backends.")
+                    f"precision tensors, fp32 I/O. {'/'.join(_own_quantizers())} targets go to their backends.")
     p.add_argument("artifact", metavar="DIR", help="fp32 export directory (alignvar-edge export)")
     p.add_argument("--calib", metavar="builtin|FOLDER",
                    help="calibration photographs: the bundled sample set or a folder (default: builtin)")
     p.add_argument("--precision", choices=quantize_precisions(), default="int8",
                    help="int8: calibrated, with the fidelity search; fp16: half-precision tensors (default %(default)s)")
     p.add_argument("--target", choices=quantize_targets(), default="onnxruntime",
-                   help="the backend that builds the result (default %(default)s). tensorrt: symmetric int8 "
-                        "(zero points 0); onnxruntime: uint8 activations, reduce_range on x86 without VNNI")
+                   help="the backend that builds the result (default %(default)s). "
+                        + "; ".join(f"{t}: {QDQ_KINDS[str(qdq_kind(t))]}" for t in qdq_targets()))
     # the flags only some passes read default to None here, so that one typed at its default value
     # is still known as given (and refused where it is not read: QuantizeOptions.given)
     p.add_argument("--method", choices=METHODS, help="activation range statistic (default minmax)")
@@ -52,7 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="no mixed-precision search: write the policy's graph even if it misses the target")
     rr = p.add_mutually_exclusive_group()
     rr.add_argument("--reduce-range", dest="reduce_range", action="store_true", default=None,
-                    help="7-bit weights (default: on for x86 CPUs without VNNI, onnxruntime target)")
+                    help="7-bit weights (default: on for x86 CPUs without VNNI, "
+                         f"{' and '.join(t for t in qdq_targets() if qdq_kind(t) == 'asymmetric')} target)")
     rr.add_argument("--no-reduce-range", dest="reduce_range", action="store_false",
                     help="8-bit weights, also where --reduce-range is the default")
     p.add_argument("--float-copy-weights", choices=("int8", "fp32"),

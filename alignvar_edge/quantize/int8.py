@@ -12,10 +12,11 @@ Pipeline (one `Int8Builder` per source graph and calibration set):
 4. `build(policy)` makes a Q/DQ model for one policy in seconds, which the fidelity search
    (`sensitivity.py`) calls many times.
 
-Target settings: `tensorrt` gets symmetric int8 activations and weights (all zero points 0, as
-TensorRT requires); `onnxruntime` gets uint8 asymmetric activations and int8 symmetric per-channel
-weights, with `reduce_range` (7-bit weights) on x86 CPUs without VNNI, where the int8 kernels
-otherwise saturate (logits error 9.9% vs 1.6%, measured on a toy rollout).
+Target settings, by the Q/DQ kind the recipe table names for the target (`recipes.qdq_kind`):
+`symmetric` (tensorrt) is int8 activations and weights, all zero points 0, as TensorRT requires;
+`asymmetric` (onnxruntime) is uint8 asymmetric activations and int8 symmetric per-channel weights,
+with `reduce_range` (7-bit weights) on x86 CPUs without VNNI, where the int8 kernels otherwise
+saturate (logits error 9.9% vs 1.6%, measured on a toy rollout).
 """
 from __future__ import annotations
 
@@ -38,9 +39,10 @@ from alignvar_edge.lazy import lazy_import
 from alignvar_edge.native_paths import native_path
 from alignvar_edge.quantize.calibration.ranges import METHODS, Progress, collect_ranges
 from alignvar_edge.quantize.policy import QUANT_OP_TYPES, Policy, QuantNode, classify
+from alignvar_edge.recipes import qdq_kind, qdq_targets, quantize_targets, quantized_in_build
 
 __all__ = ["MAX_OPSET", "Int8Builder", "Int8Recipe", "check_opset", "check_opset_version", "int8_weight_readers",
-           "target_recipe"]
+           "qdq_kind_of", "target_recipe"]
 
 ortq = lazy_import("onnxruntime.quantization")
 ortq_calibrate = lazy_import("onnxruntime.quantization.calibrate")
@@ -94,10 +96,7 @@ def target_recipe(target: str, method: str = "minmax", percentile: float = 99.99
                   vnni: bool | None = None, reduce_range: bool | None = None,
                   float_copy_weights: str = "int8") -> Int8Recipe:
     """The int8 settings a target needs (see the module docstring); `reduce_range` overrides."""
-    if target not in ("onnxruntime", "tensorrt"):
-        raise ConfigError(f"ONNX Q/DQ int8 is built for 'onnxruntime' or 'tensorrt', not {target!r} "
-                          "(openvino and coreml quantize through their own backends)")
-    if target == "tensorrt":
+    if qdq_kind_of(target) == "symmetric":
         return Int8Recipe(target, method, percentile, reduce_range=bool(reduce_range),
                           activation_type="int8", symmetric_activations=True, quantize_outputs=False,
                           vnni=None, float_copy_weights=float_copy_weights)
@@ -105,6 +104,17 @@ def target_recipe(target: str, method: str = "minmax", percentile: float = 99.99
     rr = (vnni is False) if reduce_range is None else reduce_range
     return Int8Recipe(target, method, percentile, reduce_range=rr, vnni=vnni,
                       float_copy_weights=float_copy_weights)
+
+
+def qdq_kind_of(target: str) -> str:
+    """The Q/DQ kind the recipe table names for `target`; ConfigError naming the targets that have one
+    where it names none (before any calibration work: `QuantizeOptions.validate` asks it too)."""
+    kind = qdq_kind(target) if target in quantize_targets() else None
+    if kind is None:
+        own = " and ".join(t for t in quantize_targets() if quantized_in_build(t))
+        raise ConfigError(f"ONNX Q/DQ int8 is built for {' or '.join(map(repr, qdq_targets()))}, not {target!r}"
+                          + (f" ({own} quantize through their own backends)" if own else ""))
+    return kind
 
 
 def check_opset(model: onnx.ModelProto) -> int:
