@@ -29,13 +29,16 @@ from alignvar_edge.caller import option
 from alignvar_edge.errors import InputError
 
 __all__ = ["ALIASES", "BACKENDS", "BUILD_MIN_TOKENS", "CALIB_TILES", "CHECKPOINT", "DEFAULT_MIN_TOKENS", "DEPLOY_DEFAULT",
-           "EXPORT", "OPTION_FLAGS", "PRECISIONS", "QDQ_KINDS", "Recipe", "backend_name", "deploy_precisions",
+           "EXPORT", "EXPORT_READERS", "OPTION_FLAGS", "PRECISIONS", "QDQ_KINDS", "Recipe", "backend_name", "deploy_precisions",
            "check_options", "default_precision", "where", "engine_precision", "exported_precision_error", "precisions",
            "qdq_kind", "qdq_targets", "quantize_precisions", "quantize_targets", "quantized_in_build", "recipe",
            "table_markdown"]
 
 BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt", "coreml")
 ALIASES = {"ort": "onnxruntime", "ov": "openvino", "trt": "tensorrt", "pytorch": "torch"}
+# the backends whose engines open an ONNX export as it is, without a build (`load`, `upscale --engine
+# EXPORT --backend B`, `bench B:EXPORT`); backend "auto" opens one on the first
+EXPORT_READERS = ("onnxruntime", "openvino")
 CHECKPOINT, EXPORT = "checkpoint", "export"
 NONE, QUANTIZE, BACKEND, BUILDER = "none", "quantize", "backend", "builder"
 CALIB_TILES = 64        # `build --calib` tiles when --calib-tiles is not given

@@ -20,6 +20,7 @@ from alignvar_edge.errors import AlignVAREdgeError, ArtifactError, BackendUnavai
 from alignvar_edge.fsmodes import not_a_folder
 from alignvar_edge.lazy import needs_host
 from alignvar_edge.manifest import Manifest
+from alignvar_edge import recipes
 from alignvar_edge.recipes import BACKENDS, backend_name, recipe
 from alignvar_edge.runtimes.base import Backend, Engine
 
@@ -60,8 +61,8 @@ def available_backends() -> list[BackendInfo]:
 
 
 def detect_backend(path: str | os.PathLike[str]) -> str:
-    """Which backend opens `path`: a checkpoint -> torch, an ONNX export -> onnxruntime,
-    an engine dir -> the backend its manifest names."""
+    """Which backend opens `path`: a checkpoint -> torch, an ONNX export -> the first of
+    `recipes.EXPORT_READERS` (onnxruntime), an engine dir -> the backend its manifest names."""
     return _backend_of(path, _artifact_manifest(path))
 
 
@@ -82,7 +83,7 @@ def _backend_of(path: str | os.PathLike[str], m: Manifest | None) -> str:
     if m is None:
         return "torch"
     if m.kind == "onnx":
-        return "onnxruntime"
+        return recipes.EXPORT_READERS[0]
     backend = m.backend
     engines = Path(path) / "engines"
     if m.kind == "deploy" and engines.is_dir():
@@ -108,7 +109,7 @@ def _nothing_to_load(path: str | os.PathLike[str], why: str) -> str:
 
 def check_backend(path: str | os.PathLike[str], backend: str) -> None:
     """A backend named (not "auto"; an alias such as "ort" is its backend) against what `path` is: a
-    checkpoint runs on torch, an ONNX export on onnxruntime or openvino, an engine directory on its own
+    checkpoint runs on torch, an ONNX export on `recipes.EXPORT_READERS`, an engine directory on its own
     backend. One line with the fix, before anything is loaded: the one refusal of an artifact for another
     backend, which `Backend.load` asks here too. A path that is no artifact is left to the loading to
     name; an artifact no backend opens (a `deploy` output) is refused as `load` without a backend
@@ -123,7 +124,8 @@ def check_backend(path: str | os.PathLike[str], backend: str) -> None:
         return
     found = _backend_of(path, m)
     export = m is not None and m.kind == "onnx"
-    if found == backend or (export and backend == "openvino"):          # OpenVINO reads ONNX too
+    readers = recipes.EXPORT_READERS            # read here, as the refusal below names them
+    if found == backend or (export and backend in readers):
         return
     if export and backend == "tensorrt" and m is not None and m.tensorrt_kit:
         # the kit `build --target tensorrt` wrote where TensorRT is absent: what is missing is the engine
@@ -135,8 +137,9 @@ def check_backend(path: str | os.PathLike[str], backend: str) -> None:
         raise InputError(f"{path} is a model checkpoint, which runs on torch, not on {backend}: use backend torch "
                          f"(or auto), or export it first (`alignvar-edge export {path} --out DIR`) and use DIR")
     if export:
-        raise InputError(f"{path} is an ONNX export, which runs on onnxruntime or openvino, not on {backend}: use one "
-                         "of those (or auto)" + (", or a model checkpoint for torch" if backend == "torch" else ""))
+        raise InputError(f"{path} is an ONNX export, which runs on {' or '.join(readers)}, not on {backend}: use "
+                         + ("that" if len(readers) == 1 else "one of those") + " (or auto)"
+                         + (", or a model checkpoint for torch" if backend == "torch" else ""))
     article = "an" if found[0] in "aeiou" else "a"
     raise InputError(f"{path} is {article} {found} engine, not one for {backend}: use backend {found} (or auto)")
 

@@ -151,7 +151,8 @@ class OrtBackend(Backend):
                                 extra={"session": sess_opts, "device": device or "auto"})
             # the engine proves itself: its session options against the source graph as exported
             eng = OrtEngine(tmp / ENGINE_FILE, m, device, **check_opts)
-            ref = self.load(Path(artifact_dir))
+            # the reference is ONNX Runtime's own, not a subclass's (another backend on ORT checks against it)
+            ref = BACKEND.load(Path(artifact_dir))
             try:
                 m.parity = parity_vs(ref, eng, validation_tiles(eng.config), "onnxruntime on the source artifact")
                 m.extra["providers"] = eng.providers

@@ -1,0 +1,47 @@
+"""What a backend is and can do is declared in one place (the recipe table, and its `Backend` class),
+and every verb reads that: a new target is fully supported or the tests say what it lacks."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from alignvar_edge import recipes, runtimes
+from alignvar_edge.errors import InputError
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def test_the_backends_that_open_an_export_are_one_list_for_the_check_and_its_words(micro_export, monkeypatch):
+    """runtimes.check_backend let OpenVINO open an export by its name and said "onnxruntime or openvino"
+    in a second spelling: a backend added to one was missing from the other."""
+    monkeypatch.setattr(recipes, "EXPORT_READERS", ("onnxruntime",))
+    with pytest.raises(InputError, match=rf"^{micro_export} is an ONNX export, which runs on onnxruntime, not on "
+                                         r"openvino: use that \(or auto\)$"):
+        runtimes.check_backend(micro_export, "openvino")
+    runtimes.check_backend(micro_export, "onnxruntime")
+
+
+@pytest.mark.parametrize("backend", ["tensorrt", "coreml"])
+def test_the_reliability_page_quotes_the_refusal_of_an_export_as_the_code_words_it(micro_export, backend):
+    with pytest.raises(InputError) as refused:
+        runtimes.check_backend(micro_export, backend)
+    said = str(refused.value).replace(str(micro_export), "export/")
+    assert f"`{said}` (exit 2)" in (DOCS / "reliability.md").read_text()
+
+
+def test_a_backend_on_onnx_runtime_checks_its_build_against_onnx_runtime_itself(micro_export, tmp_path):
+    """OrtBackend.build loaded its parity reference with `self.load`: a backend built on it (ONNX Runtime
+    with another execution provider) checked its engine against itself, under its own name."""
+    from alignvar_edge.runtimes.onnxruntime import OrtBackend
+    opened = []
+
+    class OnOrt(OrtBackend):
+        def open(self, engine_dir, device=None, **opts):
+            opened.append(Path(engine_dir))
+            return super().open(engine_dir, device, **opts)
+
+    OnOrt().build(micro_export, tmp_path / "engine")
+    assert opened == []
