@@ -124,3 +124,26 @@ def with_external_weights(export: Path, dst: Path) -> Path:
                     location="model.onnx.data")
     write_manifest(dst, read_manifest(dst))
     return dst
+
+
+def add_backend(monkeypatch: pytest.MonkeyPatch, name: str, rows: tuple[object, ...] = (),
+                backend: object = None, reads_exports: bool = False) -> None:
+    """A new target as a contributor adds it, for one test: `name` among the recipe table's backends
+    with its `rows` (recipes._row results), its `Backend` instance in a runtime module of its own (the
+    ONNX Runtime module where none is given), and among the backends that open an export."""
+    import sys
+    import types
+
+    from alignvar_edge import recipes, runtimes
+    monkeypatch.setattr(recipes, "BACKENDS", (*recipes.BACKENDS, name))
+    monkeypatch.setattr(recipes, "_TABLE", (*recipes._TABLE, *rows))
+    monkeypatch.setattr(recipes, "RECIPES", {**recipes.RECIPES, **{(r.backend, r.precision): r for r in rows}})
+    if reads_exports:
+        monkeypatch.setattr(recipes, "EXPORT_READERS", (*recipes.EXPORT_READERS, name))
+    module = "onnxruntime"
+    if backend is not None:
+        module = f"test_backend_{name}"
+        holder = types.ModuleType(f"alignvar_edge.runtimes.{module}")
+        holder.BACKEND = backend                                  # type: ignore[attr-defined]
+        monkeypatch.setitem(sys.modules, holder.__name__, holder)
+    monkeypatch.setitem(runtimes.MODULES, name, module)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from _runtime_fixtures import add_backend
 from alignvar_edge import recipes, runtimes
 from alignvar_edge.errors import InputError
 
@@ -45,3 +46,21 @@ def test_a_backend_on_onnx_runtime_checks_its_build_against_onnx_runtime_itself(
 
     OnOrt().build(micro_export, tmp_path / "engine")
     assert opened == []
+
+
+def test_bench_gives_an_engine_the_threads_and_spin_its_backend_declares(micro_export, monkeypatch):
+    """bench and deploy passed --threads to the backends named onnxruntime and openvino only: an engine of
+    ONNX Runtime with another execution provider ran on every core while the report said 1 thread."""
+    from alignvar_edge.bench.subjects import open_subject, parse_spec
+    from alignvar_edge.runtimes.onnxruntime import OrtBackend
+
+    class OnOrt(OrtBackend):
+        name = "xnnpack"
+    add_backend(monkeypatch, "xnnpack", backend=OnOrt(), reads_exports=True)
+    sub = open_subject(parse_spec(f"xnnpack:{micro_export}"), threads=1, spin=False)
+    try:
+        assert sub.status == "ok", sub.reason
+        assert sub.engine.options["threads"] == 1 and sub.engine.options["spin"] is False
+    finally:
+        if sub.engine is not None:
+            sub.engine.close()

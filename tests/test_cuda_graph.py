@@ -312,12 +312,12 @@ def test_bench_opens_torch_eager_as_its_own_engine(torch_opens):
     sub = open_subject(parse_spec("torch@cpu+eager:alignvar-tiny"), threads=1)
     try:
         assert sub.status == "ok" and sub.label == "torch-fp32-eager"
-        assert torch_opens == [{"cuda_graphs": False}]
+        assert torch_opens == [{"threads": 1, "cuda_graphs": False}]     # the bench's threads, as every engine
     finally:
         sub.engine.close()
     sub = open_subject(parse_spec("torch@cpu:alignvar-tiny"), threads=1)
     sub.engine.close()
-    assert torch_opens[1] == {} and sub.label == "torch-fp32"
+    assert torch_opens[1] == {"threads": 1} and sub.label == "torch-fp32"
 
 
 def test_upscale_many_of_mixed_sizes_through_one_graph_gives_eagers_pixels():

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from _runtime_fixtures import cache_root, export_dir, sharp_model
+from _runtime_fixtures import add_backend, cache_root, export_dir, sharp_model
 from alignvar_edge import recipes
 from alignvar_edge.cli import build_parser, main
 from alignvar_edge.errors import InputError
@@ -147,17 +147,6 @@ def test_deploy_takes_what_the_rows_serve_but_bf16(monkeypatch):
     assert "comma list of fp32,fp16,int8,fp8 (default: fp32,int8)" in " ".join(deploy_help.split())
 
 
-def _add_backend(monkeypatch, *rows, module="onnxruntime"):
-    """A new backend as a contributor adds it: its recipe `rows`, its engines held by the runtime
-    `module` (under alignvar_edge.runtimes)."""
-    from alignvar_edge import runtimes
-    name = rows[0].backend
-    monkeypatch.setattr(recipes, "BACKENDS", (*recipes.BACKENDS, name))
-    monkeypatch.setattr(recipes, "_TABLE", (*recipes._TABLE, *rows))
-    monkeypatch.setattr(recipes, "RECIPES", {**recipes.RECIPES, **{(r.backend, r.precision): r for r in rows}})
-    monkeypatch.setitem(runtimes.MODULES, name, module)
-
-
 def test_an_int8_row_of_our_onnx_pass_cannot_leave_out_its_qdq_kind():
     with pytest.raises(ValueError, match=r"the xnnpack int8 row is quantized by `alignvar-edge quantize`: give it "
                                          r"qdq= one of asymmetric, symmetric$"):
@@ -172,8 +161,9 @@ def test_a_new_qdq_target_is_quantized_planned_and_offered_as_its_row_says(monke
     from alignvar_edge.deploy import plan
     from alignvar_edge.quantize.artifact import QuantizeOptions
     from alignvar_edge.quantize.int8 import target_recipe
-    _add_backend(monkeypatch, recipes._row("xnnpack", "fp32", recipes.EXPORT),
-                 recipes._row("xnnpack", "int8", recipes.EXPORT, recipes.QUANTIZE, qdq="asymmetric"))
+    add_backend(monkeypatch, "xnnpack", (recipes._row("xnnpack", "fp32", recipes.EXPORT),
+                                         recipes._row("xnnpack", "int8", recipes.EXPORT, recipes.QUANTIZE,
+                                                      qdq="asymmetric")))
     QuantizeOptions(precision="int8", target="xnnpack").validate()
     r = target_recipe("xnnpack", vnni=True)
     assert r.target == "xnnpack" and r.to_dict() == {**target_recipe("onnxruntime", vnni=True).to_dict(),
@@ -189,8 +179,8 @@ def test_a_new_qdq_target_is_quantized_planned_and_offered_as_its_row_says(monke
 def test_int8_for_a_target_without_a_qdq_kind_is_refused_before_calibrating(monkeypatch):
     from alignvar_edge.errors import ConfigError
     from alignvar_edge.quantize.artifact import QuantizeOptions
-    _add_backend(monkeypatch, recipes._row("xnnpack", "fp32", recipes.EXPORT),
-                 recipes._row("xnnpack", "fp16", recipes.EXPORT, recipes.QUANTIZE))
+    add_backend(monkeypatch, "xnnpack", (recipes._row("xnnpack", "fp32", recipes.EXPORT),
+                                         recipes._row("xnnpack", "fp16", recipes.EXPORT, recipes.QUANTIZE)))
     QuantizeOptions(precision="fp16", target="xnnpack").validate()
     with pytest.raises(ConfigError, match=r"^ONNX Q/DQ int8 is built for 'onnxruntime' or 'tensorrt', not 'xnnpack' "
                                           r"\(openvino and coreml quantize through their own backends\)$"):

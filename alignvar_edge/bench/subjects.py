@@ -169,14 +169,12 @@ def _backend_for(spec: EngineSpec, manifest: Manifest | None) -> str:
 
 def _load_opts(backend: str, threads: int | None, spin: bool | None, hint: str | None = None,
                eager: bool = False) -> dict[str, Any]:
-    """Thread settings per backend so every engine gets the same cores, and the spec's mode."""
-    if backend == "onnxruntime":
-        return {"threads": threads, "spin": spin}
-    if backend == "openvino":
-        return {**({"threads": threads} if threads else {}), **({"hint": hint} if hint else {})}
-    if backend == "torch" and eager:
-        return {"cuda_graphs": False}
-    return {}
+    """The bench's settings that this backend's engines take, as its `load_options` declare them: every
+    engine on the same threads (the report says them), ONNX Runtime's spin, and the spec's mode."""
+    from alignvar_edge import runtimes
+    takes = runtimes.get_backend(backend).load_options
+    wanted = {"threads": threads, "spin": spin, "hint": hint, "cuda_graphs": False if eager else None}
+    return {name: value for name, value in wanted.items() if value is not None and name in takes}
 
 
 def open_subject(spec: EngineSpec, threads: int | None = None, spin: bool | None = False) -> Subject:
