@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from _typing_user import mypy_as_a_user
 from alignvar_edge import runtimes
 from alignvar_edge.errors import InputError
 
@@ -170,9 +171,6 @@ def test_an_installed_package_is_typed_for_its_users(tmp_path) -> None:
     the path .pth that `make venv`'s editable install writes in setuptools' compat mode (its default
     import-hook finder is invisible to mypy: "Cannot find implementation or library stub")."""
     import re
-    import subprocess
-    import sys
-    pytest.importorskip("mypy", reason="mypy is in the dev extra (`make venv` installs it)")
     root = Path(__file__).resolve().parent.parent
     # the wheel carries the marker: it is package data
     assert re.search(r'^alignvar_edge = \[.*"py\.typed"', (root / "pyproject.toml").read_text(), re.M)
@@ -180,12 +178,6 @@ def test_an_installed_package_is_typed_for_its_users(tmp_path) -> None:
     installs = re.findall(r"^\t\$\(PIP\) install .*-e .*$", (root / "Makefile").read_text(), re.M)
     assert len(installs) == 2 and all("$(EDITABLE)" in ln for ln in installs), installs
     assert re.search(r"^EDITABLE := --config-settings editable_mode=compat$", (root / "Makefile").read_text(), re.M)
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "venv")], check=True)
-    site = subprocess.run([str(tmp_path / "venv" / "bin" / "python"), "-c", "import sysconfig; "
-                           "print(sysconfig.get_paths()['purelib'])"], capture_output=True, text=True, check=True)
-    import sysconfig
-    # the package, and numpy and Pillow (their own types) from the environment running this test
-    Path(site.stdout.strip(), "alignvar_edge.pth").write_text(f"{root}\n{sysconfig.get_paths()['purelib']}\n")
     user = tmp_path / "service.py"
     user.write_text("from pathlib import Path\n"
                     "import numpy as np\n"
@@ -198,9 +190,7 @@ def test_an_installed_package_is_typed_for_its_users(tmp_path) -> None:
                     "reveal_type(load('x').upscale(np.zeros((4, 4, 3), np.uint8)))\n"
                     "reveal_type(load('x').upscale(Image.new('L', (4, 4))))\n"
                     "reveal_type(next(load('x').upscale_many([Image.new('L', (4, 4))])))\n")
-    run = subprocess.run([sys.executable, "-m", "mypy", "--cache-dir", str(tmp_path / "cache"), "--python-executable",
-                          str(tmp_path / "venv" / "bin" / "python"), str(user)],
-                         capture_output=True, text=True, cwd=tmp_path)
+    run = mypy_as_a_user(tmp_path, [user])
     revealed = [ln.split("Revealed type is ")[1] for ln in run.stdout.splitlines() if "Revealed type" in ln]
     assert revealed[:4] == ['"alignvar_edge.runtimes.base.Engine"', '"pathlib.Path"',
                             '"alignvar_edge.model.alignvar.AlignVAR"', '"pathlib.Path"'], run.stdout
