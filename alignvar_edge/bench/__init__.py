@@ -9,11 +9,15 @@ alignvar_edge/deploy.py); the report format is documented in bench/schema.py.
 """
 from __future__ import annotations
 
-from typing import Any
-
-__all__ = ["SCHEMA_VERSION", "BenchOptions", "merge_reports", "read_report", "run_bench"]
+from typing import TYPE_CHECKING, Any
 
 from alignvar_edge.bench.schema import SCHEMA_VERSION, read_report
+
+if TYPE_CHECKING:       # what the lazy names below are, for type checkers (the package ships py.typed)
+    from alignvar_edge.bench.merge import merge_reports
+    from alignvar_edge.bench.runner import BenchOptions, run_bench
+
+__all__ = ["SCHEMA_VERSION", "BenchOptions", "merge_reports", "read_report", "run_bench"]
 
 
 def __getattr__(name: str) -> Any:

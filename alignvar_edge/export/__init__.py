@@ -10,9 +10,13 @@ import importlib
 import inspect
 import sys
 import types
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alignvar_edge.lazy import import_host
+
+if TYPE_CHECKING:       # what the lazy names below are, for type checkers (the package ships py.typed)
+    from alignvar_edge.export.onnx_export import export_onnx, load_onnx_models
+    from alignvar_edge.export.staged import StagedRunner
 
 __all__ = ["StagedRunner", "export_onnx", "load_onnx_models"]
 
