@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
 import numpy as np
 
@@ -29,15 +29,26 @@ from alignvar_edge.model.config import AlignVARConfig        # torch-free: a dev
 from alignvar_edge.recipes import default_precision
 
 if TYPE_CHECKING:           # upscale's PIL overloads; PIL is imported only where a PIL image is passed
+    import numpy.typing as npt
     import PIL.Image
 
     from alignvar_edge.images.arrays import Samples
+    from alignvar_edge.runtimes.tiling import ImagesProgress, TileProgress
 
-__all__ = ["Backend", "Engine", "TensorSpec", "check_thread_count", "config_from_manifest"]
+__all__ = ["Backend", "Engine", "SupportsArray", "TensorSpec", "check_thread_count", "config_from_manifest"]
 
 
 # (shape, dtype); a dimension of -1 is dynamic
 TensorSpec = tuple[tuple[int, ...], np.dtype]
+
+_Sample = TypeVar("_Sample", bound=np.generic)     # an array's sample type, which upscale keeps
+
+
+class SupportsArray(Protocol):
+    """An image numpy converts (`np.asarray`) besides a numpy array: a CPU torch tensor, for one;
+    `upscale` returns a numpy array for it. Paths and a file's bytes are none: refused."""
+
+    def __array__(self) -> np.ndarray: ...
 
 
 def input_roles(names: list[str], where: object) -> list[str]:
@@ -322,31 +333,32 @@ class Engine(abc.ABC):
         return np.concatenate(srs), [np.concatenate(tk) for tk in toks]
 
     @overload
-    def upscale(self, image: np.ndarray, overlap: int | None = None,
-                progress: Callable[[int, int], None] | None = None, color_fix: bool | None = None,
+    def upscale(self, image: npt.NDArray[_Sample], overlap: int | None = None,
+                progress: TileProgress | None = None, color_fix: bool | None = None,
                 max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
-                alpha_is_data: bool = False) -> np.ndarray: ...
+                alpha_is_data: bool = False) -> npt.NDArray[_Sample]: ...
 
     @overload
     def upscale(self, image: PIL.Image.Image, overlap: int | None = None,
-                progress: Callable[[int, int], None] | None = None, color_fix: bool | None = None,
+                progress: TileProgress | None = None, color_fix: bool | None = None,
                 max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
                 alpha_is_data: bool = False) -> PIL.Image.Image: ...
 
     @overload
-    def upscale(self, image: Any, overlap: int | None = None,
-                progress: Callable[[int, int], None] | None = None, color_fix: bool | None = None,
+    def upscale(self, image: SupportsArray, overlap: int | None = None,
+                progress: TileProgress | None = None, color_fix: bool | None = None,
                 max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
-                alpha_is_data: bool = False) -> Any: ...
+                alpha_is_data: bool = False) -> np.ndarray: ...
 
-    def upscale(self, image: Any, overlap: int | None = None,
-                progress: Callable[[int, int], None] | None = None, color_fix: bool | None = None,
+    def upscale(self, image: object, overlap: int | None = None,
+                progress: TileProgress | None = None, color_fix: bool | None = None,
                 max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
                 alpha_is_data: bool = False) -> Any:
         """Any image HxW, HxWx1, HxWx3 or HxWx4 -> exactly 4x larger, same layout and kind.
 
         uint8 in -> uint8 out, uint16 -> uint16, float in [0, 1] -> the same float dtype, a PIL
-        image -> a PIL image (`images.as_float_image`). Colour order RGB(A).
+        image -> a PIL image (`images.as_float_image`), another array numpy converts (a CPU torch
+        tensor) -> a numpy array. Colour order RGB(A).
         `overlap`: LR pixels tiles share (None: a quarter tile). `progress(done, total)`: called
         after each engine call with the tiles done so far and the image's tile count.
         `color_fix`: VARSR's AdaIN colour fix over the whole image (None: the model's default,
@@ -367,28 +379,35 @@ class Engine(abc.ABC):
                                               color_fix=self._color_fix(color_fix)))
 
     @overload
-    def upscale_many(self, images: Iterable[np.ndarray], overlap: int | None = None,
-                     progress: Callable[[int, int, int], None] | None = None,
+    def upscale_many(self, images: Iterable[npt.NDArray[_Sample]], overlap: int | None = None,
+                     progress: ImagesProgress | None = None,
                      color_fix: bool | None = None,
                      max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
-                     alpha_is_data: bool = False) -> Iterator[np.ndarray]: ...
+                     alpha_is_data: bool = False) -> Iterator[npt.NDArray[_Sample]]: ...
 
     @overload
     def upscale_many(self, images: Iterable[PIL.Image.Image], overlap: int | None = None,
-                     progress: Callable[[int, int, int], None] | None = None,
+                     progress: ImagesProgress | None = None,
                      color_fix: bool | None = None,
                      max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
                      alpha_is_data: bool = False) -> Iterator[PIL.Image.Image]: ...
 
     @overload
-    def upscale_many(self, images: Iterable[Any], overlap: int | None = None,
-                     progress: Callable[[int, int, int], None] | None = None,
+    def upscale_many(self, images: Iterable[SupportsArray], overlap: int | None = None,
+                     progress: ImagesProgress | None = None,
                      color_fix: bool | None = None,
                      max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
-                     alpha_is_data: bool = False) -> Iterator[Any]: ...
+                     alpha_is_data: bool = False) -> Iterator[np.ndarray]: ...
 
-    def upscale_many(self, images: Iterable[Any], overlap: int | None = None,
-                     progress: Callable[[int, int, int], None] | None = None,
+    @overload       # a batch of both kinds: each result the kind of its image
+    def upscale_many(self, images: Iterable[PIL.Image.Image | SupportsArray], overlap: int | None = None,
+                     progress: ImagesProgress | None = None,
+                     color_fix: bool | None = None,
+                     max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
+                     alpha_is_data: bool = False) -> Iterator[np.ndarray | PIL.Image.Image]: ...
+
+    def upscale_many(self, images: Iterable[object], overlap: int | None = None,
+                     progress: ImagesProgress | None = None,
                      color_fix: bool | None = None,
                      max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
                      alpha_is_data: bool = False) -> Iterator[Any]:
@@ -413,8 +432,8 @@ class Engine(abc.ABC):
         check_flag(asked, "color_fix", " (or None: the model's default)")
         return self.config.color_fix if asked is None else asked
 
-    def _upscale_many(self, images: Iterable[Any], overlap: int | None,
-                      progress: Callable[[int, int, int], None] | None, color_fix: bool,
+    def _upscale_many(self, images: Iterable[object], overlap: int | None,
+                      progress: ImagesProgress | None, color_fix: bool,
                       limit: tuple[float | None, str], alpha_is_data: bool) -> Iterator[Any]:
         from alignvar_edge.images.arrays import as_samples
         from alignvar_edge.runtimes.tiling import upscale_images

@@ -36,10 +36,15 @@ from alignvar_edge.argtypes import is_integer
 if TYPE_CHECKING:
     from alignvar_edge.images.arrays import Samples
 
-__all__ = ["PAD_MODE", "RAMP_OFFSET", "TileRunner", "default_overlap", "tile_starts",
-           "blend_window", "upscale_image",
+__all__ = ["PAD_MODE", "RAMP_OFFSET", "ImagesProgress", "TileProgress", "TileRunner", "default_overlap",
+           "tile_starts", "blend_window", "upscale_image",
            "upscale_samples", "upscale_images", "upscale_plane_bicubic", "extract_tiles", "seam_ratio", "blend_tiles",
            "check_overlap_flag", "checked_overlap", "overlap_cost", "count_tiles", "tiles_per_call"]
+
+# progress callbacks: what they return is ignored (typeshed's convention), so that a progress bar's
+# `update`, which returns something, can be passed as it is
+TileProgress = Callable[[int, int], object]             # (tiles done, tiles of the image)
+ImagesProgress = Callable[[int, int, int], object]      # (index of the image, tiles done, its tiles)
 
 
 def check_overlap_flag(overlap: int | None, tile: int, whose: str) -> None:
@@ -217,7 +222,7 @@ def seam_ratio(sr: np.ndarray, ys: list[int], xs: list[int], tile: int, scale: i
 
 
 def _stream(engine: TileRunner, img: np.ndarray, ys: list[int], xs: list[int], size_hw: tuple[int, int],
-            progress: Callable[[int, int], None] | None, to_float: FloatOf) -> Iterator[tuple[int, np.ndarray]]:
+            progress: TileProgress | None, to_float: FloatOf) -> Iterator[tuple[int, np.ndarray]]:
     """(y0, rows) strips of a prepared image's result: tiles run in batches and blended in turn."""
     yield from _blend(_run_tiles(engine, img, ys, xs, to_float), ys, xs, size_hw, engine.tile_size, engine.scale,
                       progress)
@@ -240,7 +245,7 @@ def _collect(strips: Iterable[tuple[int, np.ndarray]], size_hw: tuple[int, int],
 
 def _blend(results: Iterable[tuple[tuple[int, int], np.ndarray]], ys: list[int], xs: list[int],
            size_hw: tuple[int, int], t: int, s: int,
-           progress: Callable[[int, int], None] | None) -> Iterator[tuple[int, np.ndarray]]:
+           progress: TileProgress | None) -> Iterator[tuple[int, np.ndarray]]:
     """Weighted accumulation of SR tiles (raster order) into finished row strips."""
     # the last tile ends at the (mirror-padded) image's edge
     (H, W), (Hp, Wp) = size_hw, (ys[-1] + t, xs[-1] + t)
@@ -319,7 +324,7 @@ def upscale_plane_bicubic(plane: np.ndarray, scale: int) -> np.ndarray:
 
 
 def upscale_image(engine: TileRunner, image: np.ndarray, overlap: int | None = None,
-                  progress: Callable[[int, int], None] | None = None, color_fix: bool = False) -> np.ndarray:
+                  progress: TileProgress | None = None, color_fix: bool = False) -> np.ndarray:
     """HxW / HxWx1 (gray), HxWx3 (RGB) or HxWx4 (RGBA) float in [0, 1] -> 4x float32, same layout.
 
     Gray runs as RGB and returns the mean of the three output channels; alpha is bicubic.
@@ -328,7 +333,7 @@ def upscale_image(engine: TileRunner, image: np.ndarray, overlap: int | None = N
 
 
 def upscale_samples(engine: TileRunner, image: Samples, overlap: int | None = None,
-                    progress: Callable[[int, int], None] | None = None, color_fix: bool = False) -> np.ndarray:
+                    progress: TileProgress | None = None, color_fix: bool = False) -> np.ndarray:
     """`upscale_image` of an image's samples (`images.arrays.as_samples`: uint8, uint16 or float),
     as samples of its result's dtype. Tiles are converted to float as they are cut and each
     finished strip is converted into the result, so the working set besides the input and the
@@ -336,7 +341,7 @@ def upscale_samples(engine: TileRunner, image: Samples, overlap: int | None = No
     return _upscaled(engine, _prepared(image, engine.scale, engine.tile_size, overlap), progress, color_fix)
 
 
-def _upscaled(engine: TileRunner, prep: _Prepared, progress: Callable[[int, int], None] | None,
+def _upscaled(engine: TileRunner, prep: _Prepared, progress: TileProgress | None,
               color_fix: bool) -> np.ndarray:
     strips = _stream(engine, prep.padded, prep.ys, prep.xs, prep.size_hw, progress, prep.image.to_float)
     if color_fix:           # the fix needs the whole result's statistics: it is held as float32 first
@@ -447,7 +452,7 @@ POOL_CALLS = 4
 
 
 def upscale_images(engine: TileRunner, images: Iterable[Any], overlap: int | None = None,
-                   progress: Callable[[int, int, int], None] | None = None,
+                   progress: ImagesProgress | None = None,
                    color_fix: bool = False, convert: Callable[[Any], Samples] = _float_samples,
                    name_item: Callable[[int], str] | None = None) -> Iterator[np.ndarray]:
     """Each image's 4x result (layouts as `upscale_image`), in order, as soon as it is final.
