@@ -47,7 +47,8 @@ from alignvar_edge.runtimes.compare import NO_REFINER
 __all__ = ["RULED_FIELDS", "SUMMARY_RULES", "BenchOptions", "graph_fields", "identity_fields", "made_by_these_rules",
            "resolve_reference", "run_bench", "summary_again"]
 
-Log = Callable[[str], None]
+# `log=`: called with each line to say; what it returns is ignored, so any function of a str fits
+Log = Callable[[str], object]
 Progress = Callable[..., Iterable[Any]]
 # config keys that change what an engine computes (training-only keys and the name do not)
 _IGNORED_CONFIG_KEYS = {"name", "hcc_weight", "cond_drop", "degradation"}

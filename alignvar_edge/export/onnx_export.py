@@ -56,7 +56,8 @@ FUSED_ATTENTION_OPSET = 23     # ONNX Attention, RMSNormalization and RotaryEmbe
 # Above this many bytes of weights, a graph keeps them in `<file>.data`: protobuf's limit is 2 GiB,
 # and the graph also holds folded constants (resampling matrices, rotary tables) besides weights.
 EXTERNAL_DATA_BYTES = 1_800_000_000
-Log = Callable[[str], None]
+# `log=`: called with each line to say; what it returns is ignored, so any function of a str fits
+Log = Callable[[str], object]
 
 _DTYPES = {1: "float32", 6: "int32", 7: "int64", 9: "bool", 10: "float16", 11: "float64", 16: "bfloat16"}
 
