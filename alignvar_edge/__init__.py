@@ -53,5 +53,8 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    # the lazy names too, so that completion in a REPL or notebook offers them
-    return sorted({*globals(), *_API})
+    # what completion in a REPL or notebook should offer: the public names (the lazy ones too) and
+    # the submodules, not what this module imports for itself (Any, TYPE_CHECKING, annotations)
+    import pkgutil
+    submodules = (m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+    return sorted({*__all__, *submodules})

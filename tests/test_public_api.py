@@ -29,6 +29,18 @@ def test_top_level_names_are_the_documented_api() -> None:
     assert {"AlignVAR", "AlignVARConfig", "build", "export", "load", "__version__"} <= set(dir(alignvar_edge))
 
 
+def test_dir_of_the_package_lists_its_public_names_and_submodules_only() -> None:
+    """dir() returned the module's globals: completion offered `Any`, `TYPE_CHECKING` and
+    `annotations`, which the package imports for itself."""
+    import importlib.util
+    listed = set(dir(alignvar_edge))
+    assert set(alignvar_edge.__all__) | {"runtimes", "images", "bench", "samples"} <= listed
+    assert not {"Any", "TYPE_CHECKING", "annotations"} & listed
+    # every other name is a submodule that `import alignvar_edge.<name>` finds
+    for name in listed - set(alignvar_edge.__all__):
+        assert importlib.util.find_spec(f"alignvar_edge.{name}") is not None, name
+
+
 def test_importing_the_package_and_its_config_needs_no_torch() -> None:
     code = ("import sys, alignvar_edge, alignvar_edge.model, alignvar_edge.runtimes.base; "
             "print('torch' in sys.modules)")
