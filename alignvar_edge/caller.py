@@ -16,7 +16,7 @@ import functools
 import os
 import sys
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from types import FrameType
@@ -97,37 +97,76 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 # Warnings already shown, per module they were attributed to: what its __warningregistry__ holds
 # for warnings.warn, but bounded, since a text that names a path is new for every file written
 _SHOWN_LIMIT = 256
-_shown: dict[str, dict[Any, Any]] = {}
+
+
+@dataclass
+class _Shown:
+    """The texts shown in one module under one list of filters: the list itself, held (a
+    `catch_warnings` block puts a copy in its place and the original back), and its entries; not
+    Python's version number, which every block bumps on entering and leaving: the package enters one
+    to read each image's EXIF, and a notebook's loop over photos was told the same thing at the
+    same line for each."""
+
+    filters: Sequence[Any] = ()
+    entries: tuple[Any, ...] = ()
+    keys: dict[tuple[str, type[Warning], int], None] = field(default_factory=dict)
+
+    def under(self, filters: Sequence[Any]) -> None:
+        """Forget what was shown where the filters are another list or hold other entries, as
+        Python forgets what it has shown when a filter is added or a block entered."""
+        entries = tuple(filters)
+        if filters is not self.filters or entries != self.entries:
+            self.filters, self.entries, self.keys = filters, entries, {}
+
+
+_shown: dict[str, _Shown] = {}
 
 
 def warn_caller(message: str, category: type[Warning] = UserWarning) -> None:
     """Warn `message` at the caller's own line: the first frame outside this package, however many
     of the package's frames lie between (a counted stacklevel breaks whenever a call path gains one,
     and python_call's wrapper is one). Filters, catch_warnings and the "default" action's once per
-    text and line behave as for warnings.warn; a text already shown is forgotten once
-    _SHOWN_LIMIT newer ones were shown in that module, so a service that warns about each file it
-    writes holds no more. (3.12's warnings.warn(skip_file_prefixes=) finds the same frame, but
-    records each text in the module's __warningregistry__ for good.)"""
+    text and line (the "module" action's once per text) behave as for warnings.warn (`_Shown`); a
+    text already shown is forgotten once _SHOWN_LIMIT newer ones were shown in that module, so a
+    service that warns about each file it writes holds no more.
+    (3.12's warnings.warn(skip_file_prefixes=) finds the same frame, but records each text in the
+    module's __warningregistry__ for good.)"""
     frame = _callers_frame()
     if frame is None:       # no caller's code on this stack: where warnings.warn puts it then
         filename, lineno, module = "sys", 1, "sys"
     else:
         filename, lineno = frame.f_code.co_filename, frame.f_lineno
         module = frame.f_globals.get("__name__", "<string>")
-    shown = _shown.setdefault(module, {})
-    # no module_globals, as warnings.warn passes none: `python -c`'s loader has no source to give
-    warnings.warn_explicit(message, category, filename, lineno, module=module, registry=shown)
-    _forget_oldest(shown)
-
-
-def _forget_oldest(shown: dict[Any, Any]) -> None:
-    """Keep the newest _SHOWN_LIMIT texts, and "version" (the filters' that they were shown under).
-    The keys are copied at once and popped, since another thread may be warning here too."""
-    if len(shown) <= _SHOWN_LIMIT + 1:
+    shown = _shown.setdefault(module, _Shown())
+    shown.under(warnings.filters)
+    action = _action(message, category, module, lineno)
+    key = (message, category, 0 if action == "module" else lineno)
+    if action in ("default", "module") and key in shown.keys:
         return
-    older = [key for key in list(shown) if key != "version"][:-_SHOWN_LIMIT]
-    for key in older:
-        shown.pop(key, None)
+    # no module_globals, as warnings.warn passes none: `python -c`'s loader has no source to give;
+    # no registry: the once per line is kept above, "once" in Python's own registry of it
+    warnings.warn_explicit(message, category, filename, lineno, module=module, registry=None)
+    if action in ("default", "module"):
+        shown.keys[key] = None
+        _forget_oldest(shown.keys)
+
+
+def _action(message: str, category: type[Warning], module: str, lineno: int) -> str:
+    """The action of the first of `warnings.filters` that matches, as warnings.warn_explicit picks it."""
+    for action, text, kind, where, line in warnings.filters:
+        if ((text is None or text.match(message)) and issubclass(category, kind)
+                and (where is None or where.match(module)) and (line == 0 or line == lineno)):
+            return str(action)
+    return str(getattr(warnings, "defaultaction", "default"))     # not in typeshed, in every CPython
+
+
+def _forget_oldest(keys: dict[Any, None]) -> None:
+    """Keep the newest _SHOWN_LIMIT texts. The keys are copied at once and popped, since another
+    thread may be warning here too."""
+    if len(keys) <= _SHOWN_LIMIT:
+        return
+    for key in list(keys)[:-_SHOWN_LIMIT]:
+        keys.pop(key, None)
 
 
 def _callers_frame() -> FrameType | None:

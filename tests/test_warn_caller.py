@@ -87,3 +87,27 @@ def test_a_warning_naming_each_file_written_holds_bounded_memory_and_is_still_sa
         assert said["count"] == 1200
         _save_all(tmp_path, range(1199, 1200))
         assert said["count"] == 1200                    # the same text at the same line: said once
+
+
+def test_a_warning_is_said_once_at_a_line_though_the_package_enters_catch_warnings_between(tmp_path: Path) -> None:
+    """Reading each PIL image's EXIF enters warnings.catch_warnings, which bumps the filters' version
+    and made Python forget what it had shown: a notebook's loop over phone photos opened with
+    Image.open was told of each one's orientation at the same line. Once per text and line holds
+    while the filters hold the same entries; a filter added since, or "always", says it again."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (8, 6)).save(tmp_path / "six.jpg", exif=exif.tobytes())
+    with runtimes.load("alignvar-tiny", backend="torch") as engine, Image.open(tmp_path / "six.jpg") as photo:
+        def orientation_lines(times: int) -> int:
+            with warnings.catch_warnings(record=True) as said:
+                warnings.simplefilter("default")
+                for _ in range(times):
+                    engine.upscale(photo)
+            return sum("EXIF orientation 6" in str(w.message) for w in said)
+        assert orientation_lines(3) == 1
+        assert orientation_lines(1) == 1            # new filters: said again, as Python says it
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            for _ in range(2):
+                engine.upscale(photo)
+        assert sum("EXIF orientation 6" in str(w.message) for w in said) == 2
