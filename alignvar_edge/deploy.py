@@ -35,12 +35,12 @@ from alignvar_edge.argtypes import check_seed
 from alignvar_edge.caller import option
 from alignvar_edge.errors import AlignVAREdgeError, InputError
 from alignvar_edge.fsmodes import not_a_folder, write_text
-from alignvar_edge.recipes import ALIASES, BACKENDS, DEPLOY_DEFAULT, deploy_precisions, engine_precision, recipe
+from alignvar_edge.recipes import ALIASES, DEPLOY_DEFAULT, deploy_precisions, deploy_targets, engine_precision, recipe
 from alignvar_edge.manifest import Manifest, ModelInfo, ModelSource, parity_figures, read_manifest
 
 __all__ = ["DeployOptions", "DeployResult", "Step", "deploy", "plan"]
 
-TARGETS = tuple(b for b in BACKENDS if b != "torch")      # torch is the reference, not a deployment
+TARGETS = deploy_targets()
 PRECISIONS = deploy_precisions()                          # what a user asks for; recipes.engine_precision maps it
 Log = Callable[[str], None]
 Progress = Callable[..., Iterable[Any]]

@@ -29,7 +29,8 @@ from alignvar_edge.caller import option
 from alignvar_edge.errors import InputError
 
 __all__ = ["ALIASES", "BACKENDS", "BUILD_MIN_TOKENS", "CALIB_TILES", "CHECKPOINT", "DEFAULT_MIN_TOKENS", "DEPLOY_DEFAULT",
-           "EXPORT", "EXPORT_READERS", "OPTION_FLAGS", "PRECISIONS", "QDQ_KINDS", "Recipe", "backend_name", "deploy_precisions",
+           "EXPORT", "EXPORT_READERS", "OPTION_FLAGS", "PRECISIONS", "QDQ_KINDS", "Recipe", "backend_name",
+           "deploy_precisions", "deploy_targets",
            "check_options", "default_precision", "where", "engine_precision", "exported_precision_error", "precisions",
            "qdq_kind", "qdq_targets", "quantize_precisions", "quantize_targets", "quantized_in_build", "recipe",
            "table_markdown"]
@@ -223,6 +224,11 @@ def deploy_precisions() -> tuple[str, ...]:
     an fp32 request builds bf16 first where this host computes it fast, and fp32 where that misses
     its target (runtimes.half.build_auto), so the host, not the user, picks it."""
     return tuple(p for p in dict.fromkeys(p for r in _TABLE for p in r.serves) if p != "bf16")
+
+
+def deploy_targets() -> tuple[str, ...]:
+    """What `deploy --targets` takes: every backend but torch, which is the reference, not a deployment."""
+    return tuple(b for b in BACKENDS if b != "torch")
 
 
 def quantize_precisions() -> tuple[str, ...]:

@@ -64,3 +64,22 @@ def test_bench_gives_an_engine_the_threads_and_spin_its_backend_declares(micro_e
     finally:
         if sub.engine is not None:
             sub.engine.close()
+
+
+def test_help_and_refusals_list_the_backends_the_table_and_backends_declare(monkeypatch, capsys):
+    """deploy --targets, bench's ENGINE and selftest --threads' refusal listed backends by hand: a new
+    one was missing from each until someone found the list (as deploy --precision's was, once)."""
+    from alignvar_edge.cli import build_parser, main
+    from alignvar_edge.runtimes.onnxruntime import OrtBackend
+
+    class OnOrt(OrtBackend):
+        name = "xnnpack"
+    add_backend(monkeypatch, "xnnpack", (recipes._row("xnnpack", "fp32", recipes.EXPORT),), backend=OnOrt())
+    verbs = next(a for a in build_parser()._actions if a.dest == "verb").choices
+    deploy_help, bench_help = (" ".join(verbs[v].format_help().split()) for v in ("deploy", "bench"))
+    assert "comma list of onnxruntime,openvino,tensorrt,coreml,xnnpack (default: auto)" in deploy_help
+    assert "unless given: torch, onnxruntime, openvino, tensorrt, coreml, xnnpack)" in bench_help
+    assert main(["selftest", "--backend", "tensorrt", "--threads", "1"]) == 2
+    assert ("--threads applies to engines whose backend takes a thread count (torch, onnxruntime, openvino, "
+            "xnnpack); ") in capsys.readouterr().err
+

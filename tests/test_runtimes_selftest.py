@@ -116,7 +116,8 @@ def test_threads_reach_the_engine_and_the_report_and_are_refused_where_they_mean
     assert main(["selftest", "--backend", "tensorrt", "--threads", "1"]) == 2
     assert main(["selftest", "--engine", str(ckpt), "--threads", "100000"]) == 2
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
-    assert len(err) == 2 and "--threads applies to engines that run on CPU threads" in err[0], err
+    assert len(err) == 2 and "--threads applies to engines whose backend takes a thread count (torch, onnxruntime, " \
+                             "openvino); " in err[0], err
     assert "--threads 100000 is more than the" in err[1] and len(opened) == 2, err
 
 

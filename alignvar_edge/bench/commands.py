@@ -12,16 +12,20 @@ from alignvar_edge.errors import InputError, OutputExistsError
 from alignvar_edge.extras import is_installed
 from alignvar_edge.model.bundled import CHECKPOINT_HELP
 from alignvar_edge.progress import bar, note
-from alignvar_edge.recipes import DEFAULT_MIN_TOKENS, DEPLOY_DEFAULT, deploy_precisions
+from alignvar_edge import recipes
+from alignvar_edge.recipes import DEFAULT_MIN_TOKENS, DEPLOY_DEFAULT, deploy_precisions, deploy_targets
 
-ENGINE_HELP = ("[LABEL=][BACKEND[@DEVICE][+MODE]:]PATH or 'bicubic': an ONNX export, a built engine "
-               "dir or a checkpoint (backend from its manifest unless given: torch, onnxruntime, openvino, "
-               "tensorrt, coreml). openvino+throughput opens OpenVINO with its throughput hint: whole "
-               "images run their tile batches as asynchronous requests on parallel streams (with "
-               "--threads N, N streams of one thread). torch+eager runs the torch engine on a CUDA device "
-               "without replaying each call as one CUDA graph (torch@cuda+eager:PATH). "
-               "PyTorch eager and bicubic baselines are always included. "
-               "`bench merge A.json B.json ...` merges reports instead (its flags: --out, --md, --plot, --force).")
+
+def _engine_help() -> str:
+    """ENGINE's help, naming the backends the recipe table lists."""
+    return ("[LABEL=][BACKEND[@DEVICE][+MODE]:]PATH or 'bicubic': an ONNX export, a built engine "
+            f"dir or a checkpoint (backend from its manifest unless given: {', '.join(recipes.BACKENDS)}). "
+            "openvino+throughput opens OpenVINO with its throughput hint: whole "
+            "images run their tile batches as asynchronous requests on parallel streams (with "
+            "--threads N, N streams of one thread). torch+eager runs the torch engine on a CUDA device "
+            "without replaying each call as one CUDA graph (torch@cuda+eager:PATH). "
+            "PyTorch eager and bicubic baselines are always included. "
+            "`bench merge A.json B.json ...` merges reports instead (its flags: --out, --md, --plot, --force).")
 
 
 # the flags `bench merge` reads
@@ -118,7 +122,7 @@ def register(sub: Any) -> None:
                     "trtexec's timing summary; both reports merge with the others.")
     p.add_argument("-h", "--help", action=_Help, nargs=0, help="show this help message and exit "
                                                                "(`bench merge --help`: merge's)")
-    p.add_argument("engines", nargs="+", metavar="ENGINE", help=ENGINE_HELP, action=_Engines, verb_prog=p.prog)
+    p.add_argument("engines", nargs="+", metavar="ENGINE", help=_engine_help(), action=_Engines, verb_prog=p.prog)
     p.add_argument("--out", help="report JSON to write (required for a benchmark; optional for merge)")
     p.add_argument("--md", help="also write the report as Markdown")
     p.add_argument("--plot", help="also write a PNG plot")
@@ -184,8 +188,8 @@ def register(sub: Any) -> None:
                    help=CHECKPOINT_HELP)
     d.add_argument("--preset", help="random weights of a preset instead of a checkpoint (e.g. micro, tiny, d16)")
     d.add_argument("--targets", default="auto",
-                   help="auto (every backend that can build here) or a comma list of "
-                        "onnxruntime,openvino,tensorrt,coreml (default: %(default)s)")
+                   help=f"auto (every backend that can build here) or a comma list of {','.join(deploy_targets())} "
+                        "(default: %(default)s)")
     d.add_argument("--precision", default=None,
                    help=f"comma list of {','.join(deploy_precisions())} (default: {','.join(DEPLOY_DEFAULT)}); "
                         "without --precision, OpenVINO's fp32 step builds bf16 first on a CPU with fast bf16 units "

@@ -24,8 +24,8 @@ from alignvar_edge import recipes
 from alignvar_edge.recipes import BACKENDS, backend_name, recipe
 from alignvar_edge.runtimes.base import Backend, Engine
 
-__all__ = ["BACKENDS", "Backend", "BackendInfo", "Engine", "available_backends", "build", "check_backend",
-           "get_backend", "load"]
+__all__ = ["BACKENDS", "Backend", "BackendInfo", "Engine", "available_backends", "backends_taking", "build",
+           "check_backend", "get_backend", "load"]
 
 # backend name (the recipe table's list) -> module under alignvar_edge.runtimes holding a `BACKEND`
 MODULES: dict[str, str] = {"torch": "torch_backend", "onnxruntime": "onnxruntime", "openvino": "openvino.backend",
@@ -48,6 +48,11 @@ def get_backend(name: str) -> Backend:
     module = importlib.import_module(f"alignvar_edge.runtimes.{MODULES[backend_name(name)]}")
     backend: Backend = module.BACKEND
     return backend
+
+
+def backends_taking(load_option: str) -> tuple[str, ...]:
+    """The backends whose engines take `load_option` (threads, hint, ...), as each Backend declares it."""
+    return tuple(b for b in recipes.BACKENDS if load_option in get_backend(b).load_options)
 
 
 def available_backends() -> list[BackendInfo]:

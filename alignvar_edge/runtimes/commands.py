@@ -15,7 +15,7 @@ from alignvar_edge.cli_json import add_json_option, no_stale_result
 from alignvar_edge.errors import BackendUnavailableError, InputError, OutputExistsError
 from alignvar_edge import progress
 from alignvar_edge.recipes import (BACKENDS, CALIB_TILES, OPTION_FLAGS, check_options, default_precision, precisions,
-                                   recipe)
+                                   recipe, where)
 from alignvar_edge.manifest import Manifest, first_names, unverified_caution
 from alignvar_edge.model.bundled import DEFAULT_CHECKPOINT
 from alignvar_edge.runtimes.upscale_jobs import Job, changed_inputs, foreign_outputs, plan_jobs
@@ -47,9 +47,10 @@ def register(sub: Any) -> None:
     p.add_argument("--calib-tiles", type=tile_count,
                    help=f"calibration tiles (default {CALIB_TILES}, at most {MAX_TILES})")
     p.add_argument("--out", help="engine directory (default: SOURCE-TARGET-PRECISION beside SOURCE)")
-    p.add_argument("--device", help="onnxruntime: auto|cpu|cuda[:N]|tensorrt; openvino: CPU|GPU|NPU|AUTO; "
+    from alignvar_edge.runtimes.onnxruntime import DEVICES as ORT_DEVICES
+    p.add_argument("--device", help=f"onnxruntime: {'|'.join(ORT_DEVICES)}; openvino: CPU|GPU|NPU|AUTO; "
                                     "tensorrt: cuda:N; coreml: compute units (CPU_AND_NE, ALL, ...)")
-    p.add_argument("--threads", type=positive_int, help="onnxruntime intra-op threads recorded in the engine")
+    p.add_argument("--threads", type=positive_int, help=f"{where('threads')}: intra-op threads recorded in the engine")
     p.add_argument("--target-os", dest="target_os", help="Core ML minimum deployment target (default iOS17)")
     p.add_argument("--float-groups-from", dest="float_groups_from", metavar="DIR",
                    help="openvino int8: also keep in float the module groups that this int8 ONNX artifact's "
@@ -171,8 +172,8 @@ def register(sub: Any) -> None:
     s.add_argument("--device", help=RUN_DEVICE_HELP)
     s.add_argument("--runs", type=positive_int, default=10, help="timed runs (default 10)")
     s.add_argument("--threads", type=positive_int,
-                   help="CPU threads for the engine (onnxruntime, openvino, torch), at most the usable cores; "
-                        "default: the runtime's own (every core), a latency a busy host makes noisy. "
+                   help="CPU threads for the engine, where its backend takes a thread count, at most the usable "
+                        "cores; default: the runtime's own (every core), a latency a busy host makes noisy. "
                         "`bench --threads` compares engines")
     s.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
                    help="torch on a CUDA device: run each call eagerly instead of replaying it as one "
@@ -720,8 +721,9 @@ def run_selftest(args: argparse.Namespace) -> int:
         if graphs is False:
             _require_cuda_device(target, backend, args.device)
         if args.threads:
-            _require_option(target, backend, "threads", "--threads applies to engines that run on CPU threads "
-                            "(onnxruntime, openvino, torch)")
+            from alignvar_edge import runtimes
+            _require_option(target, backend, "threads", "--threads applies to engines whose backend takes a "
+                            f"thread count ({', '.join(runtimes.backends_taking('threads'))})")
             from alignvar_edge.bench.host import run_threads
             from alignvar_edge.cpuinfo import cpu_info
             run_threads(args.threads, {"cpu": cpu_info()})        # more threads than cores: refused

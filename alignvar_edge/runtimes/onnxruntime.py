@@ -34,20 +34,22 @@ ort = lazy_import("onnxruntime")
 
 PROVIDERS = {"cpu": CPU, "cuda": "CUDAExecutionProvider",
              "tensorrt": "TensorrtExecutionProvider"}
+# the device names `providers_for` takes: auto, then each provider's (a GPU's with its index)
+DEVICES = ("auto", *(kind if kind == "cpu" else f"{kind}[:N]" for kind in PROVIDERS))
 ENGINE_FILE = "model.onnx"
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
               "tensor(int32)": np.int32, "tensor(double)": np.float64}
 
 
 def providers_for(device: str | None) -> list[Any]:
-    """Execution providers for a device name: auto | cpu | cuda[:N] | tensorrt[:N]."""
+    """Execution providers for a device name (DEVICES: auto | cpu | cuda[:N] | tensorrt[:N])."""
     have = ort.get_available_providers()
     dev = (device or "auto").lower()
     if dev == "auto":
         return [p for p in (PROVIDERS["tensorrt"], PROVIDERS["cuda"]) if p in have] + [PROVIDERS["cpu"]]
     kind, _, idx = dev.partition(":")
     if kind not in PROVIDERS:
-        raise InputError(f"onnxruntime device must be auto, cpu, cuda[:N] or tensorrt[:N], got '{device}'")
+        raise InputError(f"onnxruntime device must be {', '.join(DEVICES[:-1])} or {DEVICES[-1]}, got '{device}'")
     name = PROVIDERS[kind]
     if name not in have:
         raise BackendUnavailableError(f"this onnxruntime build has no {name} (it has {', '.join(have)}); "
