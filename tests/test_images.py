@@ -927,13 +927,14 @@ def test_a_camera_jpeg_with_extra_frames_is_one_photo_and_an_animation_is_refuse
         load_image(tmp_path / "anim.gif")
 
 
-@pytest.mark.parametrize("mode", ["I;16B", "I;16L"])
+@pytest.mark.parametrize("mode", ["I;16B", "I;16L", "I;16N"])
 def test_a_sixteen_bit_pil_image_keeps_its_values_and_mode(mode: str) -> None:
     """A big-endian 16-bit TIFF opens as I;16B: its values are 16-bit, not 8-bit ones to clip at
-    255 (which made the image white). (Mode I holds 32-bit integers: refused as int32 arrays are,
+    255 (which made the image white); so are native-order ones (I;16N, from Image.frombuffer of a
+    camera's buffer). (Mode I holds 32-bit integers: refused as int32 arrays are,
     `tests/test_images_real_files.py`.)"""
     g = np.array([[0, 257, 30000], [40000, 65535, 1234]], np.uint16)
-    img = Image.frombytes(mode, (3, 2), g.astype(">u2" if mode == "I;16B" else "<u2").tobytes())
+    img = Image.frombytes(mode, (3, 2), g.astype({"I;16B": ">u2", "I;16L": "<u2", "I;16N": "=u2"}[mode]).tobytes())
     assert img.mode == mode
     x, back = as_float_image(img)
     assert x.shape == (2, 3)                                 # gray stays one plane

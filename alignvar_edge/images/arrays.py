@@ -324,7 +324,7 @@ def _pil_plain_samples(img: Image.Image) -> Samples:
 
 # 16-bit gray in other byte orders, and "I" of a 16-bit PNG (as some Pillow versions open it):
 # Pillow's convert("RGB") clips these at 255, a white image. The numpy type each comes back in.
-_PIL_SIXTEEN_BIT = {"I;16B": ">u2", "I;16L": "<u2", "I": "=i4"}
+_PIL_SIXTEEN_BIT = {"I;16B": ">u2", "I;16L": "<u2", "I;16N": "=u2", "I": "=i4"}
 
 
 def _pil_sixteen_samples(img: Image.Image) -> Samples:

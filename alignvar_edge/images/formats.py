@@ -21,7 +21,7 @@ READ_EXTENSIONS = (*IMAGE_EXTENSIONS, ".gif")
 
 # Pillow modes of 16-bit grayscale files ("I" is how some Pillow versions open 16-bit PNGs;
 # `holds_32_bit_integers` tells other I images apart)
-SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 
 # gray modes an image is upscaled in (`plain_mode`): `upscale` writes these back gray
