@@ -9,10 +9,16 @@ import pytest
 from _runtime_fixtures import add_backend
 from alignvar_edge import recipes, runtimes
 from alignvar_edge.errors import InputError
+from alignvar_edge.runtimes.onnxruntime import OrtBackend
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+class Xnnpack(OrtBackend):
+    """A target as a contributor prototyped it: ONNX Runtime with another execution provider."""
+    name = "xnnpack"
 
 
 def test_the_backends_that_open_an_export_are_one_list_for_the_check_and_its_words(micro_export, monkeypatch):
@@ -36,7 +42,6 @@ def test_the_reliability_page_quotes_the_refusal_of_an_export_as_the_code_words_
 def test_a_backend_on_onnx_runtime_checks_its_build_against_onnx_runtime_itself(micro_export, tmp_path):
     """OrtBackend.build loaded its parity reference with `self.load`: a backend built on it (ONNX Runtime
     with another execution provider) checked its engine against itself, under its own name."""
-    from alignvar_edge.runtimes.onnxruntime import OrtBackend
     opened = []
 
     class OnOrt(OrtBackend):
@@ -52,11 +57,7 @@ def test_bench_gives_an_engine_the_threads_and_spin_its_backend_declares(micro_e
     """bench and deploy passed --threads to the backends named onnxruntime and openvino only: an engine of
     ONNX Runtime with another execution provider ran on every core while the report said 1 thread."""
     from alignvar_edge.bench.subjects import open_subject, parse_spec
-    from alignvar_edge.runtimes.onnxruntime import OrtBackend
-
-    class OnOrt(OrtBackend):
-        name = "xnnpack"
-    add_backend(monkeypatch, "xnnpack", backend=OnOrt(), reads_exports=True)
+    add_backend(monkeypatch, "xnnpack", backend=Xnnpack(), reads_exports=True)
     sub = open_subject(parse_spec(f"xnnpack:{micro_export}"), threads=1, spin=False)
     try:
         assert sub.status == "ok", sub.reason
@@ -70,11 +71,7 @@ def test_help_and_refusals_list_the_backends_the_table_and_backends_declare(monk
     """deploy --targets, bench's ENGINE and selftest --threads' refusal listed backends by hand: a new
     one was missing from each until someone found the list (as deploy --precision's was, once)."""
     from alignvar_edge.cli import build_parser, main
-    from alignvar_edge.runtimes.onnxruntime import OrtBackend
-
-    class OnOrt(OrtBackend):
-        name = "xnnpack"
-    add_backend(monkeypatch, "xnnpack", (recipes._row("xnnpack", "fp32", recipes.EXPORT),), backend=OnOrt())
+    add_backend(monkeypatch, "xnnpack", (recipes._row("xnnpack", "fp32", recipes.EXPORT),), backend=Xnnpack())
     verbs = next(a for a in build_parser()._actions if a.dest == "verb").choices
     deploy_help, bench_help = (" ".join(verbs[v].format_help().split()) for v in ("deploy", "bench"))
     assert "comma list of onnxruntime,openvino,tensorrt,coreml,xnnpack (default: auto)" in deploy_help
@@ -83,3 +80,13 @@ def test_help_and_refusals_list_the_backends_the_table_and_backends_declare(monk
     assert ("--threads applies to engines whose backend takes a thread count (torch, onnxruntime, openvino, "
             "xnnpack); ") in capsys.readouterr().err
 
+
+
+def test_merge_names_the_runtime_a_new_backends_rows_ran_on(monkeypatch):
+    """bench merge's runtime of each backend was a hand copy of the Backends' distributions: the rows of
+    a backend missing from it were merged without their runtime's version."""
+    from alignvar_edge.bench.merge import runtime_versions
+    add_backend(monkeypatch, "xnnpack", backend=Xnnpack())
+    report = {"host": {"backends": {"xnnpack": {"version": "1.32.0"}}},
+              "engines": [{"backend": "xnnpack", "status": "ok"}]}
+    assert runtime_versions(report) == {"onnxruntime": "1.32.0"}

@@ -442,7 +442,7 @@ def test_merge_says_once_when_reports_come_from_different_alignvar_edge_versions
 def test_merge_names_each_devices_runtime_versions_and_warns_where_they_differ(tmp_path: Path) -> None:
     """Reports whose engines ran other torch / onnxruntime / openvino versions merged without a word,
     and the merged Markdown named no runtime version."""
-    from alignvar_edge.bench.merge import RUNTIME_PACKAGES, merge_markdown, runtime_versions
+    from alignvar_edge.bench.merge import merge_markdown, runtime_versions
     a = json.loads(DOC_REPORT.read_text())
     b = copy.deepcopy(a)
     b["label"] = "jetson"
@@ -483,7 +483,6 @@ def test_merge_names_each_devices_runtime_versions_and_warns_where_they_differ(t
         "tensorrt_version": "10.3.0"}}, "engines": [{"backend": "tensorrt", "status": "ok"},
                                                     {"backend": "torch", "status": "failed"}]}
     assert runtime_versions(trtexec) == {"tensorrt": "10.3.0"}
-    assert RUNTIME_PACKAGES == {b: runtimes.get_backend(b).distribution for b in runtimes.BACKENDS}
 
 
 def test_bench_names_an_engine_path_that_is_not_an_engine_before_looking_for_its_model(

@@ -23,9 +23,9 @@ from alignvar_edge.cpuinfo import cpu_words, is_x86
 from alignvar_edge.errors import InputError
 from alignvar_edge.manifest import CONTENT_KEY, default_overlap
 
-__all__ = ["RUNTIME_PACKAGES", "build_warnings", "by_label_notes", "cpu_warnings", "graph_warnings", "label_warnings",
+__all__ = ["build_warnings", "by_label_notes", "cpu_warnings", "graph_warnings", "label_warnings",
            "lineup", "lineup_keys", "merge_markdown", "merge_reports", "merge_warnings", "plot_merged", "plot_rows",
-           "precision_notes", "runtime_notes", "runtime_versions", "runtime_warnings"]
+           "precision_notes", "runtime_notes", "runtime_packages", "runtime_versions", "runtime_warnings"]
 
 
 def _parts(report: dict[str, Any]) -> list[dict[str, Any]]:
@@ -278,10 +278,11 @@ def merge_warnings(parts: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-# the package each backend's engines run on, as a host's `tools` names it (its `backends` name the
-# backend); tests/test_bench.py holds it to each Backend's distribution
-RUNTIME_PACKAGES = {"torch": "torch", "onnxruntime": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt",
-                    "coreml": "coremltools"}
+def runtime_packages() -> dict[str, str]:
+    """The package each backend's engines run on (its Backend's distribution), as a host's `tools` names
+    it (its `backends` name the backend)."""
+    from alignvar_edge import recipes, runtimes
+    return {b: runtimes.get_backend(b).distribution for b in recipes.BACKENDS}
 
 
 def runtime_versions(report: dict[str, Any]) -> dict[str, str]:
@@ -291,7 +292,7 @@ def runtime_versions(report: dict[str, Any]) -> dict[str, str]:
     backends, tools, trtexec = _block(host, "backends"), _block(host, "tools"), _block(settings, "trtexec")
     ran = {e["backend"] for e in report["engines"] if e["status"] == "ok"}
     out = {}
-    for backend, package in RUNTIME_PACKAGES.items():
+    for backend, package in runtime_packages().items():
         if backend not in ran:
             continue
         version = ((backend == "tensorrt" and trtexec.get("tensorrt_version"))
@@ -304,9 +305,9 @@ def runtime_versions(report: dict[str, Any]) -> dict[str, str]:
 def _runtime_runs(report: dict[str, Any]) -> list[tuple[str, str, tuple[str, ...] | None, str | None]]:
     """(package, version, platform, device kind) of each runtime a report's timed rows ran on, once
     per kind of device its engines ran on there (`runtime_versions`, `_platform`, `device_kind`)."""
-    versions, platform = runtime_versions(report), _platform(report)
-    kinds = {(RUNTIME_PACKAGES[e["backend"]], device_kind(e["backend"], e.get("device"))) for e in report["engines"]
-             if e["status"] == "ok" and RUNTIME_PACKAGES.get(e["backend"]) in versions}
+    versions, platform, packages = runtime_versions(report), _platform(report), runtime_packages()
+    kinds = {(packages[e["backend"]], device_kind(e["backend"], e.get("device"))) for e in report["engines"]
+             if e["status"] == "ok" and packages.get(e["backend"]) in versions}
     return [(package, versions[package], platform, kind) for package, kind in sorted(kinds, key=repr)]
 
 
