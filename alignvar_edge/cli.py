@@ -210,8 +210,8 @@ def _parse_and_run(argv: list[str], interrupted: list[int]) -> int:
                 print(f"{_who(args)}: error: {_os_error_line(e)}", file=sys.stderr)
                 # the run failed (a full disk, an I/O error): a path the user named that cannot be
                 # written is bad input, refused with 2 before any work (fsmodes.unwritable_folder),
-                # as is a name no file can have, wherever it is met
-                return 2 if e.errno == errno.ENAMETOOLONG else 1
+                # as is a name no file can have, wherever it is met, and a host with no writable temp folder
+                return 2 if e.errno == errno.ENAMETOOLONG or _no_temporary_folder(e) else 1
             raise
         finally:
             warnings.showwarning = show
@@ -282,6 +282,9 @@ def _reader_gone() -> int:
 
 def _os_error_line(e: BaseException) -> str:
     """One line for an error of the file system: the path, what is wrong, and what to do."""
+    if _no_temporary_folder(e):
+        return (f"no writable temporary folder, which PyTorch and the builds need ({e.strerror or e}); set TMPDIR to "
+                "a writable folder (`TMPDIR=DIR alignvar-edge ...`)")
     if not isinstance(e, OSError) or not e.filename:
         return str(e)
     where = e.filename
@@ -306,6 +309,12 @@ def _os_error_line(e: BaseException) -> str:
                     "there or set TMPDIR to a folder on a disk with room (`TMPDIR=DIR alignvar-edge ...`)")
         return f"no space left on the device writing {where}; free some space or choose another output"
     return f"{where}: {e.strerror or e}"
+
+
+def _no_temporary_folder(e: BaseException) -> bool:
+    """Python's tempfile found no folder it can write in ($TMPDIR, /tmp, ... all read-only: a
+    container's read-only root); it names the candidates in a message, not as a filename."""
+    return isinstance(e, FileNotFoundError) and not e.filename and "No usable temporary directory" in str(e)
 
 
 def _watch_signals(flag: list[int], verb: str) -> dict[int, Any]:

@@ -51,3 +51,19 @@ def test_an_openvino_split_build_with_a_full_temp_folder_names_it(micro_export: 
                     "($TMPDIR); free some space there or set TMPDIR to a folder on a disk with room "
                     "(`TMPDIR=DIR alignvar-edge ...`)"), line
     assert not out.exists() and list(temp.iterdir()) == []
+
+
+def test_a_host_verb_with_no_writable_temp_folder_says_to_set_tmpdir_and_exits_2(tmp_path: Path) -> None:
+    """A container with a read-only root has no writable /tmp: `export` (PyTorch finds its cache
+    folder there) ended in Python's own "[Errno 2] No usable temporary directory found in [...]",
+    exit 1, naming no fix. Every temp candidate unwritable here: /proc takes no files."""
+    code = ("import sys, tempfile; tempfile._candidate_tempdir_list = lambda: ['/proc']\n"
+            "from alignvar_edge.cli import main\n"
+            f"sys.exit(main(['export', 'alignvar-tiny', '--out', {str(tmp_path / 'e')!r}]))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                       env={k: v for k, v in os.environ.items() if k != "TMPDIR"} | {"OMP_NUM_THREADS": "1"})
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip() == ("alignvar-edge export: error: no writable temporary folder, which PyTorch and the "
+                                "builds need (No usable temporary directory found in ['/proc']); set TMPDIR to a "
+                                "writable folder (`TMPDIR=DIR alignvar-edge ...`)")
+    assert not (tmp_path / "e").exists()
