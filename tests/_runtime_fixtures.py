@@ -136,6 +136,7 @@ def add_backend(monkeypatch: pytest.MonkeyPatch, name: str, rows: tuple[object, 
 
     from alignvar_edge import recipes, runtimes
     monkeypatch.setattr(recipes, "BACKENDS", (*recipes.BACKENDS, name))
+    monkeypatch.setattr(runtimes, "BACKENDS", recipes.BACKENDS)
     monkeypatch.setattr(recipes, "_TABLE", (*recipes._TABLE, *rows))
     monkeypatch.setattr(recipes, "RECIPES", {**recipes.RECIPES, **{(r.backend, r.precision): r for r in rows}})
     if reads_exports:

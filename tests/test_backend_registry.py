@@ -90,3 +90,62 @@ def test_merge_names_the_runtime_a_new_backends_rows_ran_on(monkeypatch):
     report = {"host": {"backends": {"xnnpack": {"version": "1.32.0"}}},
               "engines": [{"backend": "xnnpack", "status": "ok"}]}
     assert runtime_versions(report) == {"onnxruntime": "1.32.0"}
+
+
+# backends whose engines take no thread count, and why: every other one runs on bench's and deploy's --threads
+NO_THREADS = {"tensorrt": "it runs on a GPU (or DLA)", "coreml": "Core ML schedules its compute units itself"}
+
+
+def _story_row(module: str) -> str:
+    """Where docs/architecture.md's table of backends names the code of a runtime module."""
+    return f"`runtimes/{module.split('.')[0]}/`" if "." in module else f"`runtimes/{module}.py`"
+
+
+def _missing(name: str) -> list[str]:
+    """What the backend `name` of the recipe table lacks, each with where to add it."""
+    if name not in runtimes.MODULES:
+        return ["its runtime: the module holding its `BACKEND`, named in runtimes.MODULES "
+                "(alignvar_edge/runtimes/__init__.py)"]
+    b, missing = runtimes.get_backend(name), []
+    if b.name != name:
+        missing.append(f"its name: {type(b).__name__}.name is {b.name!r}")
+    if not (b.module and b.distribution):
+        missing.append("the package it imports and the distribution that versions it (Backend.module, distribution)")
+    rows = [r for r in recipes.RECIPES.values() if r.backend == name]
+    if (name, recipes.default_precision(name)) not in recipes.RECIPES:
+        missing.append(f"its rows in recipes._TABLE, one for its default precision "
+                       f"({recipes.default_precision(name)}; recipes._DEFAULT sets another)")
+    if "threads" not in b.load_options and (name not in NO_THREADS or any("threads" in r.options for r in rows)):
+        missing.append("a thread count: 'threads' in its Backend's load_options (bench and deploy time every engine "
+                       "on --threads; build --threads records it), or an entry in NO_THREADS here saying why not")
+    stories = (DOCS / "architecture.md").read_text().split("## Where each backend's story lives", 1)[1]
+    if _story_row(runtimes.MODULES[name]) not in stories.split("\n## ", 1)[0]:
+        missing.append(f"its row in docs/architecture.md's 'Where each backend's story lives' "
+                       f"({_story_row(runtimes.MODULES[name])})")
+    return missing
+
+
+def test_every_backend_in_the_table_has_everything_a_backend_needs():
+    assert {b: m for b in recipes.BACKENDS if (m := _missing(b))} == {}
+
+
+def test_a_backend_added_in_part_is_told_what_it_lacks(monkeypatch, capsys):
+    """The prototype's first run: a name in the table without its runtime made doctor crash with a KeyError
+    traceback; with its runtime, what it still lacks is named."""
+    from alignvar_edge.cli import main
+    monkeypatch.setattr(recipes, "BACKENDS", (*recipes.BACKENDS, "xnnpack"))
+    monkeypatch.setattr(runtimes, "BACKENDS", recipes.BACKENDS)
+    assert _missing("xnnpack") == ["its runtime: the module holding its `BACKEND`, named in runtimes.MODULES "
+                                   "(alignvar_edge/runtimes/__init__.py)"]
+    assert main(["doctor"]) == 3
+    assert capsys.readouterr().err == ("alignvar-edge doctor: error: xnnpack is not usable here: this alignvar-edge "
+                                       "has no runtime module for it (alignvar_edge.runtimes.MODULES names none)\n")
+
+    class Threadless(Xnnpack):
+        load_options = frozenset()
+    add_backend(monkeypatch, "xnnpack", backend=Threadless())
+    said = _missing("xnnpack")
+    assert len(said) == 3, said
+    assert said[0].startswith("its rows in recipes._TABLE, one for its default precision (fp32;")
+    assert said[1].startswith("a thread count: 'threads' in its Backend's load_options")
+    assert said[2].endswith("'Where each backend's story lives' (`runtimes/test_backend_xnnpack.py`)")

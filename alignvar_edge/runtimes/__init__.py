@@ -45,7 +45,11 @@ def get_backend(name: str) -> Backend:
     """The `Backend` of a name ("torch", "onnxruntime", "openvino", "tensorrt", "coreml", or an alias
     `recipes.backend_name` knows), its module imported, its runtime not: `is_available()` says
     whether it runs here. An unknown name is one InputError naming the known ones."""
-    module = importlib.import_module(f"alignvar_edge.runtimes.{MODULES[backend_name(name)]}")
+    key = backend_name(name)
+    if key not in MODULES:          # in the recipe table, without its runtime (doctor raised a bare KeyError)
+        raise BackendUnavailableError(f"{key} is not usable here: this alignvar-edge has no runtime module for it "
+                                      "(alignvar_edge.runtimes.MODULES names none)")
+    module = importlib.import_module(f"alignvar_edge.runtimes.{MODULES[key]}")
     backend: Backend = module.BACKEND
     return backend
 
