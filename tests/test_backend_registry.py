@@ -8,7 +8,7 @@ import pytest
 
 from _runtime_fixtures import add_backend
 from alignvar_edge import recipes, runtimes
-from alignvar_edge.errors import InputError
+from alignvar_edge.errors import ArtifactError, InputError
 from alignvar_edge.runtimes.onnxruntime import OrtBackend
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -149,3 +149,24 @@ def test_a_backend_added_in_part_is_told_what_it_lacks(monkeypatch, capsys):
     assert said[0].startswith("its rows in recipes._TABLE, one for its default precision (fp32;")
     assert said[1].startswith("a thread count: 'threads' in its Backend's load_options")
     assert said[2].endswith("'Where each backend's story lives' (`runtimes/test_backend_xnnpack.py`)")
+
+
+@pytest.mark.parametrize("backend", recipes.BACKENDS)
+def test_a_tampered_engine_of_every_backend_is_refused(backend, micro_export, tmp_path):
+    """Each backend's own `open` is held to the manifest's hashes (a prototype's open that read its
+    manifest unverified ran an edited engine), not only the backends a list named."""
+    import shutil
+    b = runtimes.get_backend(backend)
+    for usable, why in (b.can_build(), b.can_load()):
+        if not usable:
+            pytest.skip(f"{backend} engines cannot be built and loaded here: {why}")
+    source = micro_export if recipes.recipe(backend).source == recipes.EXPORT else "alignvar-tiny"
+    built = runtimes.build(source, backend, out=tmp_path / "engine")
+    copy = shutil.copytree(built, tmp_path / "copy")      # a copy: an engine's graph may be a hard link to the export
+    weights = max((p for p in copy.rglob("*") if p.is_file() and p.name != "manifest.json"),
+                  key=lambda p: p.stat().st_size)
+    with open(weights, "r+b") as f:
+        f.seek(weights.stat().st_size // 2)
+        f.write(b"\x00\x01\x02\x03")
+    with pytest.raises(ArtifactError, match="SHA-256"):
+        runtimes.load(copy)
