@@ -316,8 +316,8 @@ def test_upscale_many_names_the_index_of_the_image_it_cannot_take_after_yielding
     ok = np.zeros((20, 20, 3), np.uint8)
     results = engine.upscale_many([ok, ok, np.zeros((5, 5, 7), np.uint8), ok])
     assert [r.shape for r in itertools.islice(results, 2)] == [(80, 80, 3)] * 2
-    with pytest.raises(InputError, match=r"^image 2 \(from 0\) of upscale_many: expected an image HxW, HxWx1, HxWx3 "
-                                         r"or HxWx4, got shape \(5, 5, 7\)$"):
+    with pytest.raises(InputError, match=r"^image 2 \(from 0\) of upscale_many: expected an image HxW, HxWx1, "
+                                         r"HxWx2 \(gray and alpha\), HxWx3 or HxWx4, got shape \(5, 5, 7\)$"):
         next(results)
     with pytest.raises(InputError, match=r"^image 1 \(from 0\) of upscale_many: got None, not an image"):
         list(engine.upscale_many([ok, None]))
@@ -335,7 +335,8 @@ def test_the_cli_and_the_shared_tiling_say_an_images_error_without_upscale_manys
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"alignvar-edge upscale: error: {bad} is not an image Pillow can read, or its header is damaged (zero size, "
         "unknown format); convert it to PNG or JPEG")
-    with pytest.raises(InputError, match=r"^expected an image HxW, HxWx1, HxWx3 or HxWx4, got shape \(5, 5, 7\)$"):
+    with pytest.raises(InputError, match=r"^expected an image HxW, HxWx1, HxWx2 \(gray and alpha\), HxWx3 or HxWx4, "
+                                         r"got shape \(5, 5, 7\)$"):
         list(upscale_images(engine, [np.zeros((20, 20, 3), np.float32), np.zeros((5, 5, 7), np.float32)]))
 
 

@@ -93,7 +93,7 @@ def test_bad_inputs_are_refused_with_a_reason() -> None:
     with pytest.raises(InputError, match="NaN"):
         tiling.upscale_image(r, np.full((9, 9, 3), np.nan, np.float32))
     with pytest.raises(InputError, match="shape"):
-        tiling.upscale_image(r, np.zeros((9, 9, 2), np.float32))
+        tiling.upscale_image(r, np.zeros((9, 9, 5), np.float32))
     with pytest.raises(InputError, match="no pixels"):
         tiling.upscale_image(r, np.zeros((0, 9, 3), np.float32))
     with pytest.raises(InputError, match="overlap"):
@@ -210,7 +210,7 @@ def test_an_unusable_image_first_finishes_the_pooled_ones_before_it() -> None:
     def images():
         yield smooth_image(6, 6, seed=1)
         yield smooth_image(9, 7, seed=2)
-        yield np.zeros((4, 4, 2), np.float32)                 # no such layout
+        yield np.zeros((4, 4, 5), np.float32)                 # no such layout
     got = []
     with pytest.raises(InputError, match="HxWx4"):
         for out in tiling.upscale_images(OffsetRunner(batch=4), images()):     # 3 tiles wait in the pool
@@ -320,3 +320,24 @@ def test_an_overlap_near_the_tile_is_said_with_the_tiles_it_costs(tmp_path, caps
                           "tile: 49 tiles, 5x the 9 of the default overlap (4) and as much longer; a smaller "
                           "--overlap, or none, takes fewer"] if said else []), notes
         assert Image.open(out / "b.png").size == (160, 160)
+
+
+def test_a_gray_and_alpha_array_upscales_as_its_pil_image_does() -> None:
+    """`np.asarray` of a PIL LA image is HxWx2: it was refused ("expected an image HxW, HxWx1, HxWx3
+    or HxWx4") though the LA image itself is taken. Its gray is the gray image's result, its alpha the
+    alpha plane's bicubic, the layout kept; a channels-first array is told how to turn it."""
+    from PIL import Image
+
+    from alignvar_edge import runtimes
+    r = OffsetRunner()
+    gray, alpha = smooth_image(9, 7)[..., 0], np.linspace(0.2, 1.0, 63, dtype=np.float32).reshape(9, 7)
+    out = tiling.upscale_image(r, np.dstack([gray, alpha]))
+    assert out.shape == (36, 28, 2)
+    np.testing.assert_array_equal(out[..., 0], tiling.upscale_image(r, gray))
+    np.testing.assert_array_equal(out[..., 1], tiling.upscale_plane_bicubic(alpha, 4))
+    la = Image.fromarray(np.dstack([np.full((9, 7), 90, np.uint8), np.full((9, 7), 200, np.uint8)]), "LA")
+    with runtimes.load("alignvar-tiny") as engine:
+        np.testing.assert_array_equal(np.asarray(engine.upscale(la)), engine.upscale(np.asarray(la)))
+    with pytest.raises(InputError, match=r"got shape \(3, 9, 7\); its channels come first: pass "
+                                         r"x\.transpose\(1, 2, 0\) \(HxWx3\)$"):
+        tiling.upscale_image(r, np.zeros((3, 9, 7), np.float32))

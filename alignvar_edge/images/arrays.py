@@ -312,9 +312,9 @@ def _say_once_a_batch(batch_said: set[str], what: str, line: str) -> None:
 
 def _pil_plain_samples(img: Image.Image) -> Samples:
     plain = plain_mode(img)
-    # gray+alpha runs as RGBA (the engine takes gray, RGB or RGBA) and comes back as LA; premultiplied
-    # La converts to LA alone in Pillow (RGBa converts to RGBA itself), so it goes through LA first
-    work = converted(img.convert("LA") if img.mode == "La" else img, "RGBA" if plain == "LA" else plain)
+    # premultiplied La converts to LA alone in Pillow (RGBa converts to RGBA itself), so it goes
+    # through LA first; gray+alpha runs as an array's HxWx2 does (gray the mean of the result's RGB)
+    work = converted(img.convert("LA") if img.mode == "La" else img, plain)
     s = as_samples(np.asarray(work))
 
     def to_pil(r: np.ndarray) -> Image.Image:

@@ -354,7 +354,7 @@ class Engine(abc.ABC):
                 progress: TileProgress | None = None, color_fix: bool | None = None,
                 max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
                 alpha_is_data: bool = False) -> Any:
-        """Any image HxW, HxWx1, HxWx3 or HxWx4 -> exactly 4x larger, same layout and kind.
+        """Any image HxW, HxWx1, HxWx2 (gray, alpha), HxWx3 or HxWx4 -> exactly 4x larger, same layout and kind.
 
         uint8 in -> uint8 out, uint16 -> uint16, float in [0, 1] -> the same float dtype, a PIL
         image -> a PIL image (`images.as_float_image`), another array numpy converts (a CPU torch

@@ -359,16 +359,16 @@ def _float_samples(image: np.ndarray) -> Samples:
 @dataclass(frozen=True)
 class _Layout:
     """The input's layout, which its result takes: gray is the mean of the model's three output
-    channels (HxW, or HxWx1 where `keep_dim`); alpha (float32 HxW in [0, 1]) is upscaled on its own."""
+    channels (HxW, or HxWx1 where `keep_dim`, HxWx2 with alpha); alpha (float32 HxW in [0, 1]) is
+    upscaled on its own, the last channel."""
 
     gray: bool = False
     keep_dim: bool = False
     alpha: np.ndarray | None = None
 
     def shape(self, h: int, w: int) -> tuple[int, ...]:
-        if self.gray:
-            return (h, w, 1) if self.keep_dim else (h, w)
-        return (h, w, 3 if self.alpha is None else 4)
+        channels = (1 if self.gray else 3) + (self.alpha is not None)
+        return (h, w) if channels == 1 and not self.keep_dim else (h, w, channels)
 
     def rows(self, rgb: np.ndarray) -> np.ndarray:
         """Rows of the model's RGB result in this layout, alpha apart."""
@@ -381,21 +381,34 @@ class _Layout:
 def _as_rgb(image: np.ndarray, to_float: FloatOf, alpha_is_coverage: bool) -> tuple[np.ndarray, _Layout]:
     """(the RGB samples the model sees, the layout its result takes)."""
     x = np.asarray(image)
-    if x.ndim == 2 or (x.ndim == 3 and x.shape[2] == 1):
-        g = x.reshape(x.shape[0], x.shape[1])
+    channels = x.shape[2] if x.ndim == 3 else 1 if x.ndim == 2 else 0
+    if channels not in (1, 2, 3, 4):
+        raise InputError(f"expected an image HxW, HxWx1, HxWx2 (gray and alpha), HxWx3 or HxWx4, got shape "
+                         f"{x.shape}{_channels_first(x)}")
+    colour, alpha = (x, None) if channels in (1, 3) else (x[..., :-1], _alpha_plane(x[..., -1], to_float))
+    if alpha is not None and alpha_is_coverage:
+        colour = fill_transparent(colour, alpha)
+    if channels <= 2:
+        g = colour.reshape(x.shape[0], x.shape[1])
         # the one plane seen three times, not copied
-        return np.broadcast_to(g[..., None], (*g.shape, 3)), _Layout(gray=True, keep_dim=x.ndim == 3)
-    if x.ndim == 3 and x.shape[2] == 4:
-        # the RGB part is checked with every image's, where it is prepared (_prepare)
-        if x.dtype.kind == "f":
-            # NaN alpha came back a transparent hole, Inf alpha pushed its neighbours to opaque
-            _refuse_non_finite(x[..., 3], "the image's alpha channel")
-        alpha = np.clip(np.asarray(to_float(x[..., 3]), np.float32), 0.0, 1.0)
-        rgb = fill_transparent(x[..., :3], alpha) if alpha_is_coverage else x[..., :3]
-        return rgb, _Layout(alpha=alpha)
-    if x.ndim == 3 and x.shape[2] == 3:
-        return x, _Layout()
-    raise InputError(f"expected an image HxW, HxWx1, HxWx3 or HxWx4, got shape {x.shape}")
+        return np.broadcast_to(g[..., None], (*g.shape, 3)), _Layout(gray=True, keep_dim=x.ndim == 3, alpha=alpha)
+    return colour, _Layout(alpha=alpha)
+
+
+def _alpha_plane(samples: np.ndarray, to_float: FloatOf) -> np.ndarray:
+    """An image's alpha channel as float32 in [0, 1] (its colour is checked with every image's, where
+    it is prepared: `_prepare`)."""
+    if samples.dtype.kind == "f":
+        # NaN alpha came back a transparent hole, Inf alpha pushed its neighbours to opaque
+        _refuse_non_finite(samples, "the image's alpha channel")
+    return np.clip(np.asarray(to_float(samples), np.float32), 0.0, 1.0)
+
+
+def _channels_first(x: np.ndarray) -> str:
+    """The fix for an array whose channels come first (a tensor's CHW), else ''."""
+    if x.ndim == 3 and x.shape[0] in (1, 2, 3, 4) and x.shape[2] > 4:
+        return f"; its channels come first: pass x.transpose(1, 2, 0) (HxWx{x.shape[0]})"
+    return ""
 
 
 @dataclass(frozen=True)
@@ -420,11 +433,11 @@ class _Prepared:
         as it comes."""
         (h, w), s = self.size_hw, self.scale
         out = np.empty(self.layout.shape(h * s, w * s), self.image.dtype)
-        body = out if self.layout.alpha is None else out[..., :3]
+        body = out if self.layout.alpha is None else out[..., :-1]
         for y0, rows in strips:
             body[y0:y0 + rows.shape[0]] = self.image.from_float(self.layout.rows(rows))
         if self.layout.alpha is not None:
-            out[..., 3] = self.image.from_float(upscale_plane_bicubic(self.layout.alpha, s))
+            out[..., -1] = self.image.from_float(upscale_plane_bicubic(self.layout.alpha, s))
         return out
 
     def finish(self, sr: Callable[[], np.ndarray], color_fix: bool) -> np.ndarray:
