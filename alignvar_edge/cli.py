@@ -17,7 +17,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeGuard
 
 from alignvar_edge import __version__, caller, console_text, progress, safe_stop
 from alignvar_edge.errors import AlignVAREdgeError, BackendUnavailableError, host_tools_error, out_of_memory
@@ -311,7 +311,7 @@ def _os_error_line(e: BaseException) -> str:
     return f"{where}: {e.strerror or e}"
 
 
-def _no_temporary_folder(e: BaseException) -> bool:
+def _no_temporary_folder(e: BaseException) -> TypeGuard[FileNotFoundError]:
     """Python's tempfile found no folder it can write in ($TMPDIR, /tmp, ... all read-only: a
     container's read-only root); it names the candidates in a message, not as a filename."""
     return isinstance(e, FileNotFoundError) and not e.filename and "No usable temporary directory" in str(e)
