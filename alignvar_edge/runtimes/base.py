@@ -360,7 +360,8 @@ class Engine(abc.ABC):
         image -> a PIL image (`images.as_float_image`), another array numpy converts (a CPU torch
         tensor) -> a numpy array. Colour order RGB(A).
         `overlap`: LR pixels tiles share (None: a quarter tile). `progress(done, total)`: called
-        after each engine call with the tiles done so far and the image's tile count.
+        as each tile is blended, with the tiles done so far and the image's tile count (the tiles
+        of one engine call come one after another as the call returns: `batch` at a time).
         `color_fix`: VARSR's AdaIN colour fix over the whole image (None: the model's default,
         `config.color_fix`: on for VARSR models, as VARSR's own script applies it).
         `max_megapixels`: a larger image is refused before any work (None: no limit; the default is
@@ -414,7 +415,8 @@ class Engine(abc.ABC):
         """`upscale` of each image, in order, each as soon as it is final (small images are read a
         few calls' worth ahead). Small images share calls instead of padding one each
         (`tiling.upscale_images`): a folder of thumbnails runs in full batches.
-        `progress(index, done, total)`: tiles of image `index` done. `color_fix`,
+        `progress(index, done, total)`: tiles of image `index` done (an image small
+        enough to share calls with others is said once, done). `color_fix`,
         `max_megapixels` (each image's) and `alpha_is_data` as in `upscale`.
 
         `images` is an iterable of images (a list, a generator); one image is refused here, at
@@ -598,7 +600,7 @@ def _alpha_read(samples: Samples, alpha_is_data: bool) -> Samples:
 
 
 def _check_progress(progress: object, called: str) -> None:
-    """`progress=` is called after each engine call (`called`: how); anything else failed there, a
+    """`progress=` is called as tiles are done (`called`: how); anything else failed there, a
     bare TypeError from deep inside the tiling, after the first call's work."""
     if progress is not None and not callable(progress):
         raise InputError(f"progress must be a function, called as {called}, or None; got {progress!r}")
