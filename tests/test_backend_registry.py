@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from _runtime_fixtures import add_backend
+from _runtime_fixtures import add_backend, sharp_model
 from alignvar_edge import recipes, runtimes
 from alignvar_edge.errors import ArtifactError, InputError
 from alignvar_edge.runtimes.onnxruntime import OrtBackend
@@ -160,7 +160,10 @@ def test_a_tampered_engine_of_every_backend_is_refused(backend, micro_export, tm
     for usable, why in (b.can_build(), b.can_load()):
         if not usable:
             pytest.skip(f"{backend} engines cannot be built and loaded here: {why}")
-    source = micro_export if recipes.recipe(backend).source == recipes.EXPORT else "alignvar-tiny"
+    source = micro_export
+    if recipes.recipe(backend).source == recipes.CHECKPOINT:
+        source = tmp_path / "micro"
+        sharp_model("micro").save_pretrained(str(source))
     built = runtimes.build(source, backend, out=tmp_path / "engine")
     copy = shutil.copytree(built, tmp_path / "copy")      # a copy: an engine's graph may be a hard link to the export
     weights = max((p for p in copy.rglob("*") if p.is_file() and p.name != "manifest.json"),
