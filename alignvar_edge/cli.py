@@ -21,9 +21,9 @@ from typing import Any, NoReturn, TypeGuard
 
 from alignvar_edge import __version__, caller, console_text, progress, safe_stop
 from alignvar_edge.errors import AlignVAREdgeError, BackendUnavailableError, host_tools_error, out_of_memory
-from alignvar_edge.extras import install_command
 from alignvar_edge.fsmodes import NO_SPACE, is_temp_folder, name_too_long
 from alignvar_edge.lazy import host_package
+from alignvar_edge.recipes import tool_of
 
 # modules with a `register(subparsers)` function, in the order their verbs are listed
 COMMAND_MODULES = (
@@ -193,10 +193,9 @@ def _parse_and_run(argv: list[str], interrupted: list[int]) -> int:
                 error = host_tools_error("this verb", package)
                 print(f"{_who(args)}: error: {error}", file=sys.stderr)
                 return error.exit_code
-            if isinstance(e, ModuleNotFoundError) and (e.name or "").split(".")[0] == "nncf" and not debug:
-                # the `openvino` extra runs engines; only building OpenVINO int8 ones needs NNCF
-                print(f"{_who(args)}: error: OpenVINO int8 builds need NNCF, which is not installed; "
-                      f"{install_command('openvino-int8')}", file=sys.stderr)
+            if isinstance(e, ModuleNotFoundError) and (tool := tool_of(e)) is not None and not debug:
+                # a backend's extra runs engines; some builds need a tool of their own (NNCF): the recipe's
+                print(f"{_who(args)}: error: {tool.missing()}", file=sys.stderr)
                 return BackendUnavailableError.exit_code
             if (memory := out_of_memory(e)) is not None:       # a runtime's allocation failure too
                 if debug:

@@ -165,10 +165,11 @@ def plan(targets: list[str], precisions: tuple[str, ...], quick: bool, half_firs
                 s.skip = (f"skipped in --quick: {t} {ep} needs its own calibration pass "
                           f"(`{recipe(t, ep).quantize_command()}`); run without --quick")
             steps.append(s)
-        if not ok:
-            for s in steps:
-                if s.target == t:
-                    s.skip = f"cannot build here: {why}"
+        for s in (s for s in steps if s.target == t):
+            # an absent backend, or a tool the row's build needs beyond it (NNCF): the recipe's own line
+            tool = None if not ok else recipe(t, s.built_precision).missing_tool()
+            if not ok or tool is not None:
+                s.skip = f"cannot build here: {why if tool is None else tool.missing()}"
     for s in steps:
         if s.skip:
             s.status = "skipped"

@@ -2,7 +2,8 @@
 
 `build`, `quantize`, `deploy` and `selftest` all ask this table; adding a precision to a backend is
 one row here plus that backend's own code. Plain data, no imports beyond the standard library,
-errors.py and caller.py, so a device install (no PyTorch) reads it too.
+errors.py and caller.py (extras.py when a missing tool's install line is said), so a device
+install (no PyTorch) reads it too.
 
     source      what `build` takes: the fp32 ONNX export, or the checkpoint (torch, Core ML)
     quantizer   who makes the lower precision:
@@ -19,9 +20,12 @@ errors.py and caller.py, so a device install (no PyTorch) reads it too.
     qdq         an int8 row our ONNX pass quantizes: the Q/DQ graph it makes for the backend (QDQ_KINDS)
     tokens, psnr_db  what an engine of this precision must keep against the golden outputs
                 (`Recipe.misses` judges it, `Recipe.gate_words` says it)
+    tool        a package the build needs beyond the backend's runtime (TOOLS: NNCF for OpenVINO
+                int8), which an install may lack: deploy skips the row then, and a build says so
 """
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -29,8 +33,8 @@ from alignvar_edge.caller import option
 from alignvar_edge.errors import InputError
 
 __all__ = ["ALIASES", "BACKENDS", "BUILD_MIN_TOKENS", "CALIB_TILES", "CHECKPOINT", "DEFAULT_MIN_TOKENS", "DEPLOY_DEFAULT",
-           "EXPORT", "EXPORT_READERS", "OPTION_FLAGS", "PRECISIONS", "QDQ_KINDS", "Recipe", "backend_name",
-           "deploy_precisions", "deploy_targets",
+           "EXPORT", "EXPORT_READERS", "OPTION_FLAGS", "PRECISIONS", "QDQ_KINDS", "Recipe", "TOOLS", "Tool",
+           "backend_name", "deploy_precisions", "deploy_targets", "tool_of",
            "check_options", "default_precision", "where", "engine_precision", "exported_precision_error", "precisions",
            "qdq_kind", "qdq_targets", "quantize_precisions", "quantize_targets", "quantized_in_build", "recipe",
            "table_markdown"]
@@ -61,6 +65,37 @@ QDQ_KINDS = {
 
 
 @dataclass(frozen=True)
+class Tool:
+    """A package some builds need beyond their backend's runtime, installed by an extra of its own
+    (the `openvino` extra runs engines; only building OpenVINO int8 ones needs NNCF)."""
+
+    module: str         # its import name
+    name: str           # as its users know it
+    extra: str          # the alignvar-edge extra that installs it
+    builds: str         # the builds that need it, in words
+
+    def installed(self) -> bool:
+        """Whether it is installed here (found, not imported: NNCF's import takes seconds)."""
+        try:
+            return importlib.util.find_spec(self.module) is not None
+        except (ImportError, ValueError):       # a broken or stand-in entry in sys.modules
+            return False
+
+    def missing(self) -> str:
+        """The one line that says it is not installed, with the pip command that installs it here."""
+        from alignvar_edge.extras import install_command     # packaging: only when said
+        return f"{self.builds} need {self.name}, which is not installed; {install_command(self.extra)}"
+
+
+TOOLS = {"nncf": Tool("nncf", "NNCF", "openvino-int8", "OpenVINO int8 builds")}
+
+
+def tool_of(error: ImportError) -> Tool | None:
+    """The tool (TOOLS) whose absence `error` is: an import of it, or of one of its modules, that failed."""
+    return TOOLS.get((error.name or "").split(".")[0])
+
+
+@dataclass(frozen=True)
 class Recipe:
     backend: str
     precision: str
@@ -72,6 +107,11 @@ class Recipe:
     tokens: float = DEFAULT_MIN_TOKENS
     psnr_db: float = 30.0
     qdq: str | None = None
+    tool: Tool | None = None
+
+    def missing_tool(self) -> Tool | None:
+        """The tool this row's build needs that is not installed here, or None."""
+        return self.tool if self.tool is not None and not self.tool.installed() else None
 
     @property
     def needs_quantize(self) -> bool:
@@ -118,7 +158,8 @@ _BACKEND_OPTIONS = {"tensorrt": {"kit"}, "coreml": {"target_os", "image_input", 
 
 
 def _row(backend: str, precision: str, source: str, quantizer: str = NONE, calibration: bool = False,
-         serves: tuple[str, ...] | None = None, options: tuple[str, ...] = (), qdq: str | None = None) -> Recipe:
+         serves: tuple[str, ...] | None = None, options: tuple[str, ...] = (), qdq: str | None = None,
+         tool: str | None = None) -> Recipe:
     # an int8 row of our ONNX pass without its Q/DQ kind was offered by `quantize --target` and refused
     # once calibration had started: the table cannot hold one
     ours = quantizer == QUANTIZE and precision == "int8"
@@ -129,7 +170,8 @@ def _row(backend: str, precision: str, source: str, quantizer: str = NONE, calib
     tokens, psnr = {"fp32": (1.0, 50.0), "fp16": (DEFAULT_MIN_TOKENS, 35.0),
                     "bf16": (DEFAULT_MIN_TOKENS, 35.0)}.get(precision, (DEFAULT_MIN_TOKENS, 30.0))
     return Recipe(backend, precision, source, quantizer, calibration, (precision,) if serves is None else serves,
-                  frozenset(options) | _BACKEND_OPTIONS.get(backend, set()), tokens, psnr, qdq)
+                  frozenset(options) | _BACKEND_OPTIONS.get(backend, set()), tokens, psnr, qdq,
+                  None if tool is None else TOOLS[tool])
 
 
 _TABLE = (
@@ -142,8 +184,8 @@ _TABLE = (
     _row("openvino", "fp32", EXPORT),
     _row("openvino", "fp16", EXPORT, BUILDER),
     _row("openvino", "bf16", EXPORT, BUILDER, options=("token_bf16",)),
-    _row("openvino", "int8", EXPORT, BACKEND, calibration=True, options=("float_groups", "token_bf16")),
-    _row("openvino", "int8-weights", EXPORT, BACKEND, serves=()),
+    _row("openvino", "int8", EXPORT, BACKEND, calibration=True, options=("float_groups", "token_bf16"), tool="nncf"),
+    _row("openvino", "int8-weights", EXPORT, BACKEND, serves=(), tool="nncf"),
     _row("tensorrt", "fp32", EXPORT),
     _row("tensorrt", "fp16", EXPORT, BUILDER, options=("half_policy",)),
     _row("tensorrt", "int8", EXPORT, QUANTIZE, qdq="symmetric"),

@@ -7,13 +7,14 @@ TensorRT build kit is written (TensorRT cannot run here, which the report must s
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from _runtime_fixtures import sharp_model
-from alignvar_edge import cli, runtimes
+from alignvar_edge import cli, recipes, runtimes
 from alignvar_edge.deploy import DeployOptions, deploy, plan
 from alignvar_edge.errors import ArtifactError, OutputExistsError
 from alignvar_edge.manifest import load_verified, read_manifest
@@ -75,6 +76,27 @@ def test_plan_skips_with_reasons() -> None:
     assert steps["coreml-fp16"].built_precision == "fp16" and steps["coreml-int8-weights"].status == "skipped"
     full = {s.name: s for s in plan(["coreml"], ("fp32", "int8"), quick=False)}
     assert full["coreml-int8-weights"].status == "planned"
+
+
+def test_a_target_whose_build_tool_is_not_installed_is_skipped_with_its_install_line(
+        micro_export: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An install with the `openvino` extra but not `openvino-int8` (no NNCF): its OpenVINO int8 step
+    ran, failed with "ModuleNotFoundError: No module named 'nncf'" and deploy exited 1. A tool that is
+    not installed makes the target not buildable here, as an absent backend does: skipped, with the
+    line `build` says (the recipe's), and deploy exits 0."""
+    pytest.importorskip("openvino")
+    monkeypatch.setitem(sys.modules, "nncf", None)          # an install without NNCF
+    missing = recipes.TOOLS["nncf"].missing()
+    assert missing.startswith("OpenVINO int8 builds need NNCF, which is not installed; `pip install ")
+    planned = {s.name: s for s in plan(["openvino"], ("fp32", "int8"), quick=False)}
+    assert planned["openvino-int8"].status == "skipped" and planned["openvino-fp32"].status == "planned"
+    assert planned["openvino-int8"].detail == f"cannot build here: {missing}"
+    res = deploy(_opts(tmp_path / "d", micro_export, targets="openvino", precisions=("fp32", "int8")))
+    steps = {s.name: s for s in res.steps}
+    assert res.exit_code == 0, res.summary
+    assert steps["openvino-fp32"].status == "built" and steps["openvino-int8"].status == "skipped"
+    row = next(ln.split(None, 2) for ln in res.summary.splitlines() if ln.strip().startswith("openvino-int8 "))
+    assert row == ["openvino-int8", "skipped", f"cannot build here: {missing}"], res.summary
 
 
 def test_reused_export_must_match_the_model(micro_export: Path, tmp_path: Path) -> None:
