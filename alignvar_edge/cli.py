@@ -17,7 +17,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any, NoReturn, TypeGuard
+from typing import Any, NoReturn
 
 from alignvar_edge import __version__, caller, console_text, progress, safe_stop
 from alignvar_edge.errors import AlignVAREdgeError, BackendUnavailableError, host_tools_error, out_of_memory
@@ -203,14 +203,15 @@ def _parse_and_run(argv: list[str], interrupted: list[int]) -> int:
                 print(f"{_who(args)}: error: {memory}", file=sys.stderr)
                 _drop_torch_exit_log()
                 return 1
-            if isinstance(e, OSError):
+            if isinstance(e, OSError) or _no_temporary_folder(e):
                 if debug:
                     raise
                 print(f"{_who(args)}: error: {_os_error_line(e)}", file=sys.stderr)
                 # the run failed (a full disk, an I/O error): a path the user named that cannot be
                 # written is bad input, refused with 2 before any work (fsmodes.unwritable_folder),
                 # as is a name no file can have, wherever it is met, and a host with no writable temp folder
-                return 2 if e.errno == errno.ENAMETOOLONG or _no_temporary_folder(e) else 1
+                misnamed = isinstance(e, OSError) and e.errno == errno.ENAMETOOLONG
+                return 2 if misnamed or _no_temporary_folder(e) else 1
             raise
         finally:
             warnings.showwarning = show
@@ -281,9 +282,9 @@ def _reader_gone() -> int:
 
 def _os_error_line(e: BaseException) -> str:
     """One line for an error of the file system: the path, what is wrong, and what to do."""
-    if _no_temporary_folder(e):
-        return (f"no writable temporary folder, which PyTorch and the builds need ({e.strerror or e}); set TMPDIR to "
-                "a writable folder (`TMPDIR=DIR alignvar-edge ...`)")
+    if (missing := _no_temporary_folder(e)) is not None:
+        return (f"no writable temporary folder, which PyTorch and the builds need ({missing.strerror or missing}); "
+                "set TMPDIR to a writable folder (`TMPDIR=DIR alignvar-edge ...`)")
     if not isinstance(e, OSError) or not e.filename:
         return str(e)
     where = e.filename
@@ -310,10 +311,15 @@ def _os_error_line(e: BaseException) -> str:
     return f"{where}: {e.strerror or e}"
 
 
-def _no_temporary_folder(e: BaseException) -> TypeGuard[FileNotFoundError]:
-    """Python's tempfile found no folder it can write in ($TMPDIR, /tmp, ... all read-only: a
-    container's read-only root); it names the candidates in a message, not as a filename."""
-    return isinstance(e, FileNotFoundError) and not e.filename and "No usable temporary directory" in str(e)
+def _no_temporary_folder(e: BaseException | None) -> FileNotFoundError | None:
+    """Python's tempfile's error where it found no folder it can write in ($TMPDIR, /tmp, ... all
+    read-only: a container's read-only root), raised or the cause of what was (torch.onnx.export wraps
+    it in its own error), else None. It names the candidates in a message, not as a filename."""
+    while e is not None:
+        if isinstance(e, FileNotFoundError) and not e.filename and "No usable temporary directory" in str(e):
+            return e
+        e = e.__cause__ or e.__context__
+    return None
 
 
 def _watch_signals(flag: list[int], verb: str) -> dict[int, Any]:

@@ -63,7 +63,21 @@ def test_a_host_verb_with_no_writable_temp_folder_says_to_set_tmpdir_and_exits_2
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                        env={k: v for k, v in os.environ.items() if k != "TMPDIR"} | {"OMP_NUM_THREADS": "1"})
     assert r.returncode == 2, r.stderr
-    assert r.stderr.strip() == ("alignvar-edge export: error: no writable temporary folder, which PyTorch and the "
-                                "builds need (No usable temporary directory found in ['/proc']); set TMPDIR to a "
-                                "writable folder (`TMPDIR=DIR alignvar-edge ...`)")
+    assert "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == (
+        "alignvar-edge export: error: no writable temporary folder, which PyTorch and the builds need (No usable "
+        "temporary directory found in ['/proc']); set TMPDIR to a writable folder (`TMPDIR=DIR alignvar-edge ...`)")
     assert not (tmp_path / "e").exists()
+
+
+def test_no_writable_temp_folder_is_found_behind_the_error_that_wraps_it() -> None:
+    """torch.onnx.export imports torch.export on first use, inside its own error handling: Python's
+    error reached the CLI as the cause of a TorchExportError, a traceback."""
+    from alignvar_edge.cli import _os_error_line
+    try:
+        try:
+            raise FileNotFoundError(2, "No usable temporary directory found in ['/proc']")
+        except FileNotFoundError as inner:
+            raise RuntimeError("Failed to export the model with torch.export.") from inner
+    except RuntimeError as wrapped:
+        assert _os_error_line(wrapped).startswith("no writable temporary folder, which PyTorch and the builds need")
