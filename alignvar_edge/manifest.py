@@ -377,6 +377,11 @@ class Manifest:
     schema_version: int = SCHEMA_VERSION
     other: dict[str, Any] = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        # the fields' own repr is thousands of characters (the config, every file's hash): a notebook's wall
+        return (f"<Manifest {self.kind} {self.backend} {self.precision} {self.model.display_name!r}, "
+                f"{len(self.files)} file(s), created {self.created}>")
+
     @property
     def config(self) -> Mapping[str, Any] | None:
         return self.model.config

@@ -45,6 +45,13 @@ def test_round_trip_keeps_every_field(tmp_path):
     assert raw["model"]["source"] == "checkpoint /ck" and raw["schema_version"] == 1
 
 
+def test_a_manifests_repr_is_one_short_line_saying_what_it_is(tmp_path):
+    """`engine.metadata` in a notebook printed the whole dataclass: about 5000 characters, the config
+    and every file's hash."""
+    m = _artifact(tmp_path / "a", ModelSource.preset("micro", 0), created="2026-12-07T10:00:00+00:00")
+    assert repr(m) == "<Manifest onnx onnx fp32 'micro-random', 2 file(s), created 2026-12-07T10:00:00+00:00>"
+
+
 def test_unknown_keys_are_kept(tmp_path):
     _artifact(tmp_path / "a", ModelSource.preset("micro", 3))
     path = tmp_path / "a" / MANIFEST_FILE
