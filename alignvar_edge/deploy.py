@@ -85,11 +85,8 @@ class DeployOptions:
         bad = [p for p in self.requested if p not in PRECISIONS]
         if bad or not self.requested:
             raise InputError(f"unknown precision(s) {', '.join(bad) or '(none)'}; choose from {', '.join(PRECISIONS)}")
-        if self.calib != "builtin":
-            if (why := not_a_folder(self.calib)) is not None:
-                raise InputError(f"{option('calib', self.calib)} {why}; pass a folder of photographs or builtin")
-            from alignvar_edge.quantize.calibration.sets import checked_calibration_folder
-            checked_calibration_folder(self.calib)      # a folder without images: now, not after the export
+        from alignvar_edge.quantize.calibration.sets import check_calib
+        check_calib(self.calib)             # a folder without images: now, not after the export
         if self.export and (why := not_a_folder(self.export)) is not None:
             raise InputError(f"{option('export', self.export)} {why}; pass an export made by "
                              "`alignvar-edge export` (or leave it out to export here)")

@@ -29,12 +29,12 @@ import importlib.util
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from alignvar_edge.caller import option
+from alignvar_edge.caller import on_command_line, option
 from alignvar_edge.errors import InputError
 
 __all__ = ["ALIASES", "BACKENDS", "BUILD_MIN_TOKENS", "CALIB_TILES", "CHECKPOINT", "DEFAULT_MIN_TOKENS", "DEPLOY_DEFAULT",
            "EXPORT", "EXPORT_READERS", "OPTION_FLAGS", "PRECISIONS", "QDQ_KINDS", "Recipe", "TOOLS", "Tool",
-           "backend_name", "deploy_precisions", "deploy_targets", "tool_of",
+           "backend_name", "deploy_precisions", "deploy_targets", "quantize_out", "tool_of",
            "check_options", "default_precision", "where", "engine_precision", "exported_precision_error", "precisions",
            "qdq_kind", "qdq_targets", "quantize_precisions", "quantize_targets", "quantized_in_build", "recipe",
            "table_markdown"]
@@ -140,6 +140,21 @@ class Recipe:
     def quantize_command(self, export: str = "EXPORT", out: str | None = None) -> str:
         return (f"alignvar-edge quantize {export} --precision {self.precision} --target {self.backend}"
                 + (f" --out {out}" if out else ""))
+
+    def quantize_call(self, export: str = "EXPORT") -> str:
+        """`quantize_command` from Python: one line to paste, into the folder the command writes by default."""
+        return (f"from alignvar_edge.quantize import QuantizeOptions, quantize_artifact; quantize_artifact({export!r}, "
+                f"{quantize_out(export, self.precision, self.backend)!r}, "
+                f"QuantizeOptions(precision={self.precision!r}, target={self.backend!r}))")
+
+    def quantize_step(self, export: str = "EXPORT") -> str:
+        """How the caller makes this row's build input: the command in a verb, the call from Python."""
+        return self.quantize_command(export) if on_command_line() else self.quantize_call(export)
+
+
+def quantize_out(export: str, precision: str, target: str) -> str:
+    """Where `alignvar-edge quantize` writes without --out: EXPORT-PRECISION-TARGET."""
+    return f"{export.rstrip('/')}-{precision}-{target}"
 
 
 def exported_precision_error(artifact_precision: str, precision: str) -> InputError:

@@ -4,7 +4,8 @@ as the docs say passes `mypy --strict`, and code that misuses it fails there, be
 The names of `alignvar_edge.export` and `alignvar_edge.bench` were Any (lazy module attributes
 without TYPE_CHECKING imports), so a misspelled keyword or a wrong result type passed; `upscale`
 had a catch-all overload, so a path or a file's bytes passed and the result was Any; `progress=`
-took only functions returning None, so a progress bar's `update` (bool | None) failed."""
+took only functions returning None, so a progress bar's `update` (bool | None) failed.
+`alignvar_edge.quantize`'s lazy names are typed the same way."""
 from __future__ import annotations
 
 import re
@@ -26,6 +27,7 @@ from PIL import Image
 from alignvar_edge import AlignVAR, export, load
 from alignvar_edge.bench import BenchOptions, merge_reports, read_report, run_bench
 from alignvar_edge.export import StagedRunner, export_onnx
+from alignvar_edge.quantize import FidelityTarget, QuantizeOptions, quantize_artifact
 
 
 class Bar:
@@ -43,6 +45,12 @@ def ship(model: AlignVAR, bar: Bar) -> Path:
     assert_type(export(model, "out/tiny"), Path)
     assert_type(StagedRunner("out/staged", num_scales=4), StagedRunner)
     return export_onnx(model, "out/staged", graph="staged", log=bar.write)
+
+
+def quantize(bar: Bar) -> Path:
+    opts = QuantizeOptions(precision="int8", target="onnxruntime", tiles=16, val_tiles=8,
+                           fidelity=FidelityTarget(min_token_agreement=0.99, max_psnr_drop=0.1))
+    return quantize_artifact("out/tiny", "out/tiny-int8", opts, force=True, log=bar.write)
 
 
 def measure(bar: Bar) -> dict[str, Any]:
@@ -75,6 +83,7 @@ from pathlib import Path
 from alignvar_edge import AlignVAR, load
 from alignvar_edge.bench import BenchOptions, run_bench
 from alignvar_edge.export import export_onnx
+from alignvar_edge.quantize import QuantizeOptions, quantize_artifact
 
 
 def misuse(model: AlignVAR, upload: bytes) -> None:
@@ -86,6 +95,8 @@ def misuse(model: AlignVAR, upload: bytes) -> None:
     export_onnx(model, "out/tiny", grahp="staged")                # FAILS call-arg
     BenchOptions(runz=3)                                          # FAILS call-arg
     report: str = run_bench(["out/tiny"])                         # FAILS assignment
+    QuantizeOptions(tilez=16)                                     # FAILS call-arg
+    done: str = quantize_artifact("out/tiny", "out/q", QuantizeOptions())   # FAILS assignment
 """
 
 

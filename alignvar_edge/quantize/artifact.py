@@ -25,7 +25,7 @@ import numpy as np
 import onnx
 
 from alignvar_edge.argtypes import check_fraction, check_seed
-from alignvar_edge.caller import option
+from alignvar_edge.caller import option, python_call
 from alignvar_edge.errors import ArtifactError, ConfigError, InputError, ParityError
 from alignvar_edge.export import onnx_io
 from alignvar_edge.export.onnx_export import check_graph, graph_io
@@ -36,7 +36,7 @@ from alignvar_edge.manifest import (MANIFEST_FILE, BuiltFrom, Manifest, listed_b
                                     new_manifest, recorded_path, sha256_file, write_manifest)
 from alignvar_edge.outputs import artifact_dir, check_out
 from alignvar_edge.quantize.calibration.sets import (DEFAULT_TILES, DEFAULT_VALIDATION_TILES, CalibrationSet,
-                                            TileSplit, model_config, rounding_note)
+                                            TileSplit, check_calib, model_config, rounding_note)
 from alignvar_edge.quantize.fp16 import to_fp16
 from alignvar_edge.quantize.half_policy import HalfPolicy, check_half_form, search_half
 from alignvar_edge.quantize.int8 import (Int8Builder, check_opset_version, int8_weight_readers, qdq_kind_of,
@@ -52,7 +52,7 @@ __all__ = ["PRECISIONS", "TARGETS", "QuantizeOptions", "calibration_for", "calib
 PRECISIONS = quantize_precisions()
 TARGETS = quantize_targets()
 SENSITIVITY_TILES = 8
-Log = Callable[[str], None]
+Log = Callable[[str], object]      # its result is ignored (a progress bar's write returns one)
 Progress = Callable[..., Iterable[Any]]
 
 # FP16 escalation: each rung keeps more in fp32 until the validation split meets the target
@@ -232,6 +232,7 @@ def calibration_for(src: str | os.PathLike[str], opts: QuantizeOptions,
                     log: Log = lambda _m: None) -> CalibrationSet:
     """The options checked, and the calibration set they name for the export at `src` (logged)."""
     opts.validate()
+    check_calib(opts.calib)             # a folder that is not there: named as the caller passes `calib`
     m = load_verified(Path(src))
     _check_source(Path(src), m)          # before the calibration set is made: the input is right
     batch = m.static_batch
@@ -259,7 +260,7 @@ def _check_source(src: Path, m: Manifest) -> dict[str, Any]:
     entry = m.single_graph_entry()
     if m.graph != "single" or entry is None:
         raise ArtifactError(f"'{src}' holds the {m.graph} graph form; quantization works on the "
-                            "single graph: export with --graph single")
+                            f"single graph: export with {option('graph', 'single')}")
     return entry
 
 
@@ -272,15 +273,20 @@ def _single_graph(src: Path, m: Manifest) -> tuple[Path, int, dict[str, np.ndarr
     return listed_file(src, m, entry["file"]), batch, {} if noise is None else {NOISE: noise}
 
 
+@python_call()
 def quantize_artifact(src: str | os.PathLike[str], out: str | os.PathLike[str], opts: QuantizeOptions,
                       force: bool = False, log: Log = lambda _m: None,
                       progress: Progress = lambda it, **_k: it) -> Path:
-    """Quantize the export at `src` into a new artifact directory `out` (see the module docstring)."""
+    """Quantize the fp32 single-graph export at `src` into a new artifact directory `out`, what
+    `alignvar-edge quantize` does for `opts.target` onnxruntime or tensorrt (see the module
+    docstring); `build(out, opts.target, precision=opts.precision)` makes its engine. `log` takes
+    each progress line, `progress` wraps the calibration and search loops (tqdm's signature)."""
     if quantized_in_build(opts.target):
         precision = engine_precision(opts.target, opts.precision) or opts.precision
         raise ConfigError(f"{opts.target} quantizes with its own tool: build with "
-                          f"`alignvar_edge.runtimes.build(src, '{opts.target}', '{precision}', "
-                          "calibration=calibration_for(src, opts))` (what `alignvar-edge quantize` does)")
+                          f"`alignvar_edge.build(src, '{opts.target}', '{precision}', "
+                          "calibration=alignvar_edge.quantize.calibration_for(src, opts))` "
+                          "(what `alignvar-edge quantize` does)")
     src = Path(src)
     m = load_verified(src)
     opts.validate()
@@ -307,7 +313,8 @@ def quantize_artifact(src: str | os.PathLike[str], out: str | os.PathLike[str], 
             f"{opts.precision} for {opts.target} misses the target ({target_words(opts.fidelity.to_dict())}) "
             f"even with {len(result.float_groups)} group(s) in float: tokens {f.token_agreement:.2%}, "
             f"drop {drop_text(f.judged_drop)} dB on {f.tiles} validation tiles. Nothing was written; loosen the "
-            "target" + (", try another --method or more --tiles, or use --precision fp16"
+            "target" + (f", try another {option('method')} or more {option('tiles')}, or use "
+                        f"{option('precision', 'fp16')}"
                         if opts.precision == "int8" else " or keep the fp32 export"))
     elapsed = time.perf_counter() - t0
     return _write(src, Path(out), m, model, model_path, opts, quant, result, cs, batch, elapsed, force, log)
@@ -334,7 +341,7 @@ def _int8(model_path: Path, cs: CalibrationSet, opts: QuantizeOptions, batch: in
             # strips them) AdaLN, the SCA path and the coarsest scales cannot be told apart
             log("warning: the graph carries no module scopes (simplified with onnxslim, or edited): the "
                 "policy falls back to graph structure and quantizes AdaLN, the SCA path and the coarsest "
-                "scales too; quantize an export made without --simplify")
+                f"scales too; quantize an export made without {option('simplify', True)}")
         sizes = dict(Counter(n.group for n in selected))
         groups = sorted(sizes)
         log(f"policy: {len(selected)} MatMul/Gemm/Conv nodes in {len(groups)} module groups to int8; "

@@ -86,10 +86,10 @@ def run_quantize(args: argparse.Namespace) -> int:
     from alignvar_edge.outputs import check_out
     from alignvar_edge.quantize.artifact import QuantizeOptions, calibration_for, quantize_artifact
     from alignvar_edge.quantize.sensitivity import FidelityTarget
-    from alignvar_edge.recipes import BACKEND, engine_precision, quantized_in_build, recipe
+    from alignvar_edge.recipes import BACKEND, engine_precision, quantize_out, quantized_in_build, recipe
     from alignvar_edge.runtimes.commands import engine_warnings
 
-    out = args.out or f"{str(args.artifact).rstrip('/')}-{args.precision}-{args.target}"
+    out = args.out or quantize_out(str(args.artifact), args.precision, args.target)
     d = QuantizeOptions()
     # QuantizeOptions' attributes the user typed: both fidelity flags set its `fidelity`
     given = {_OPTIONAL_FLAGS[name] for name in _OPTIONAL_FLAGS if getattr(args, name) is not None}

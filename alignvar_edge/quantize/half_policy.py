@@ -26,6 +26,7 @@ from typing import Any
 
 import onnx
 
+from alignvar_edge.caller import option
 from alignvar_edge.errors import ConfigError
 from alignvar_edge.quantize.fp16 import to_fp16
 from alignvar_edge.quantize.policy import classify, exact_nodes, name_scopes
@@ -95,9 +96,9 @@ def check_half_form(attention: str | None, source: str) -> None:
     form 99.95% with every group in fp16."""
     if attention == "fused":
         raise ConfigError(f"'{source}' has the fused attention form (ONNX Attention, RotaryEmbedding, "
-                          "RMSNormalization; --attention fused), whose fp16 graph misses the token target "
-                          "even with every half group in f32: re-export with --attention explicit --opset 18 "
-                          "and quantize that, or build this export at fp32")
+                          f"RMSNormalization; {option('attention', 'fused')}), whose fp16 graph misses the token "
+                          f"target even with every half group in f32: re-export with {option('attention', 'explicit')} "
+                          f"{option('opset', 18)} and quantize that, or build this export at fp32")
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,7 @@ def half_candidate(model: onnx.ModelProto, policy: HalfPolicy) -> onnx.ModelProt
 
 def search_half(model: onnx.ModelProto, precision: str, validation: Any, calibration: Any, target: Any,
                 build: Callable[[onnx.ModelProto, HalfPolicy], Any] = half_candidate,
-                log: Callable[[str], None] = lambda _m: None) -> tuple[HalfPolicy, Any]:
+                log: Callable[[str], object] = lambda _m: None) -> tuple[HalfPolicy, Any]:
     """The searched policy and the `SearchResult` (see the module docstring)."""
     groups = graph_groups(model)
     result = search(lambda f32: build(model, HalfPolicy(precision, frozenset(f32), frozenset(groups))), groups,

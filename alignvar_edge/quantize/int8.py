@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from alignvar_edge.caller import option
 from alignvar_edge.cpuinfo import has_vnni
 from alignvar_edge.errors import ConfigError, InputError
 from alignvar_edge.fsmodes import temp_folder_full
@@ -126,8 +127,8 @@ def check_opset_version(opset: int) -> int:
     refuse before any calibration work)."""
     if opset > MAX_OPSET:
         raise ConfigError(f"the graph uses opset {opset}; onnxruntime's quantizer turns opset >= 23 graphs "
-                          "(ONNX Attention) into invalid models. Re-export with --opset 18 or 20 and "
-                          "quantize that")
+                          f"(ONNX Attention) into invalid models. Re-export with {option('opset', 18)} or 20 "
+                          "and quantize that")
     return opset
 
 

@@ -93,8 +93,8 @@ def missed_target_warning(quantized: Mapping[str, Any] | None, quantization: Map
     if not isinstance(quantized, Mapping) or quantized.get("target_met") is not False:
         return None
     searched = (quantization or {}).get("search") is not None
-    fix = ("quantize again with more --tiles, another --method or --precision fp16" if searched else
-           "it was quantized with --no-search: quantize again without it")
+    fix = (f"quantize again with more {option('tiles')}, another {option('method')} or {option('precision', 'fp16')}"
+           if searched else f"it was quantized with {option('search', False)}: quantize again without it")
     line = validation_line(quantized, (quantization or {}).get("target"))
     return f"its source missed the quantize step's fidelity target ({line}); {fix}"
 

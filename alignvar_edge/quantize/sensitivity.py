@@ -42,7 +42,7 @@ from alignvar_edge.recipes import DEFAULT_MIN_TOKENS
 
 __all__ = ["Evaluator", "Fidelity", "FidelityTarget", "SearchResult", "search"]
 
-Log = Callable[[str], None]
+Log = Callable[[str], object]
 Progress = Callable[[Iterable[Any]], Iterable[Any]]
 
 

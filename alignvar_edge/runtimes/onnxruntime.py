@@ -136,7 +136,8 @@ class OrtBackend(Backend):
         if precision != src_manifest.precision:
             if src_manifest.precision != "fp32":      # not `quantize --precision fp32`: no such thing
                 raise recipes.exported_precision_error(src_manifest.precision, precision)
-            hint = (f"run `{recipes.recipe(self.name, precision).quantize_command(str(artifact_dir))}` first and build "
+            # the command in a verb, the Python call from Python
+            hint = (f"run `{recipes.recipe(self.name, precision).quantize_step(str(artifact_dir))}` first and build "
                     "from its output")
             raise InputError(f"onnxruntime runs the graph as exported ({src_manifest.precision}); "
                              f"for {precision} {hint}")

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from alignvar_edge.caller import warn_caller
+from alignvar_edge.caller import option, warn_caller
 from alignvar_edge.degrade import DegradationConfig, degrade
 from alignvar_edge.errors import ConfigError, InputError
 from alignvar_edge.fsmodes import not_a_folder
@@ -99,6 +99,16 @@ def model_config(config: AlignVARConfig | Mapping[str, Any] | None) -> AlignVARC
         if isinstance(d, Mapping):
             return AlignVARConfig.from_dict(dict(d))
     raise ConfigError(f"expected an AlignVAR config or its dict, got {type(config).__name__}")
+
+
+def check_calib(calib: str) -> None:
+    """The `calib` option (`builtin` or a folder of photographs), checked before any work: a folder
+    that exists and lists images, else one line naming the option as the caller passes it."""
+    if calib == "builtin":
+        return
+    if (why := not_a_folder(calib)) is not None:
+        raise InputError(f"{option('calib', calib)} {why}; pass a folder of photographs or builtin")
+    checked_calibration_folder(calib)
 
 
 def checked_calibration_folder(path: str | os.PathLike[str]) -> Path:
