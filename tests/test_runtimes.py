@@ -241,10 +241,9 @@ def test_openvino_engine_inherited_by_a_forked_child_is_refused_and_the_child_ex
         pytest.fail(f"a forked child hung: {run.communicate()[0]!r}")
     assert run.returncode == 0, stderr
     lines = stdout.splitlines()
-    assert lines[0] == ("child: this openvino engine was loaded before os.fork(), and OpenVINO cannot run it in "
-                        "the child process (its threads stayed in the parent): load OpenVINO engines after "
-                        "forking, in each worker (a pool's initializer; gunicorn without --preload), or start "
-                        "workers with spawn or forkserver")
+    assert lines[0] == ("child: this openvino engine was loaded before os.fork(), and openvino engines cannot run "
+                        "in a forked child: load engines after forking, in each worker (a pool's initializer; "
+                        "gunicorn without --preload), or start workers with spawn or forkserver")
     assert lines[1:] == ["child exit 0", "pool [(32, 32, 3), (32, 32, 3)]", "parent (32, 32, 3)"]
 
 

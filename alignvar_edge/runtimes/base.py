@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import ctypes
 import dataclasses
 import importlib
 import importlib.metadata
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
@@ -170,6 +173,9 @@ class Engine(abc.ABC):
     """
 
     backend: str = ""
+    # whether an engine loaded before os.fork() runs in the child and lets it exit: True only where
+    # measured; the others are refused there (`_after_fork_in_child`)
+    survives_fork: bool = False
 
     def __init__(self, metadata: Manifest, config: AlignVARConfig, device: str,
                  engine_dir: Path | None = None):
@@ -180,6 +186,8 @@ class Engine(abc.ABC):
         self.last_latency_ms: float | None = None
         self._lock = threading.Lock()
         self._closed = False
+        self._forked = False           # loaded before os.fork() in a parent, and refused here
+        _ENGINES.add(self)
 
     # --- what a backend provides -------------------------------------------------------------
     @property
@@ -452,7 +460,13 @@ class Engine(abc.ABC):
             yield backs.pop(0)(out)
 
     def check_open(self) -> None:
-        """Raise EngineClosedError if `close` has been called; every engine call checks it."""
+        """Raise EngineClosedError if `close` has been called, or the engine was loaded before this
+        process forked and its backend does not survive that; every engine call checks it."""
+        if self._forked:
+            raise EngineClosedError(
+                f"this {self.backend} engine was loaded before os.fork(), and {self.backend} engines cannot run in "
+                "a forked child: load engines after forking, in each worker (a pool's initializer; gunicorn "
+                "without --preload), or start workers with spawn or forkserver")
         if self._closed:
             raise EngineClosedError(f"this {self.backend} engine is closed; load it again")
 
@@ -465,6 +479,17 @@ class Engine(abc.ABC):
             if not self._closed:
                 self._closed = True
                 self._release()
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child: a new lock, since one that a parent's thread held at the fork stays held
+        here. An engine that does not survive the fork is refused (`check_open`) and its runtime's
+        objects are never freed here: their destructors wait for threads only the parent has (an
+        ONNX Runtime session's pool, OpenVINO's streams), and the child hung at its exit."""
+        self._lock = threading.Lock()
+        if self.survives_fork or self._closed:
+            return
+        _INHERITED.append(dict(vars(self)))
+        self._closed = self._forked = True
 
     def __enter__(self) -> Engine:
         return self
@@ -483,6 +508,22 @@ class Engine(abc.ABC):
         where = f" {self.engine_dir}" if self.engine_dir else ""
         return (f"<{type(self).__name__} {self.backend}/{self.device} "
                 f"{self.metadata.precision or '?'} batch={self.batch}{where}>")
+
+
+# engines loaded in this process, and the runtime objects of those a fork handed down, which are
+# kept until the process ends: not freed even at interpreter shutdown
+_ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
+_INHERITED: list[dict[str, Any]] = []
+ctypes.pythonapi.Py_IncRef(ctypes.py_object(_INHERITED))
+
+
+def _engines_after_fork_in_child() -> None:
+    for engine in list(_ENGINES):
+        engine._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_engines_after_fork_in_child)
 
 
 class Backend(abc.ABC):

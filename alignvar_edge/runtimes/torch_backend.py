@@ -35,6 +35,9 @@ DEFAULT_BATCH = 4          # tiles per call when none is given (eager takes any 
 
 class TorchEngine(Engine):
     backend = "torch"
+    # on CPU an engine loaded before os.fork() runs in the child, and the child exits (measured);
+    # a CUDA or Metal context does not carry over (set per engine in __init__)
+    survives_fork = True
 
     def __init__(self, model: Any, metadata: Manifest, device: str = "cpu",
                  precision: str = "fp32", batch: int = DEFAULT_BATCH, engine_dir: Path | None = None,
@@ -45,6 +48,7 @@ class TorchEngine(Engine):
             raise InputError(f"cuda_graphs=True needs a CUDA device, not {device!r}: pass device='cuda' "
                              "or leave cuda_graphs unset")
         super().__init__(metadata, model.config, device, engine_dir)
+        self.survives_fork = device == "cpu"
         self._torch = torch
         self.model = model.eval().to(device=device, dtype=getattr(torch, DTYPES[precision]))
         from alignvar_edge.model.transformer import inference_form, set_attention_form

@@ -50,9 +50,7 @@ import contextlib
 import ctypes
 import errno
 import os
-import threading
 import time
-import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -63,8 +61,8 @@ import numpy as np
 
 from alignvar_edge.caller import on_command_line, option, warn_caller
 from alignvar_edge.cpuinfo import has_vnni
-from alignvar_edge.errors import (ArtifactError, BackendUnavailableError, EngineClosedError, HalfPrecisionError,
-                                  InputError, PrecisionWarning)
+from alignvar_edge.errors import (ArtifactError, BackendUnavailableError, HalfPrecisionError, InputError,
+                                  PrecisionWarning)
 from alignvar_edge.fsmodes import WRITE_LIMITS, temp_folder_full
 from alignvar_edge.graph_names import INPUT, NOISE, SR, is_token_name, token_names
 from alignvar_edge.lazy import lazy_import
@@ -215,8 +213,6 @@ class OpenVINOEngine(Engine):
         made = {name for part in self._parts for _, name in part.outputs}
         if not set(want) <= made:
             raise ArtifactError(f"{model_path} computes {sorted(made & set(want))}; expected {want}")
-        self._forked = False
-        _LOADED.add(self)
 
     @property
     def input_spec(self) -> dict[str, TensorSpec]:
@@ -308,40 +304,6 @@ class OpenVINOEngine(Engine):
     def _release(self) -> None:
         self._parts = []
         self.compiled = None
-
-    def check_open(self) -> None:
-        if self._forked:
-            raise EngineClosedError(
-                "this openvino engine was loaded before os.fork(), and OpenVINO cannot run it in the child "
-                "process (its threads stayed in the parent): load OpenVINO engines after forking, in each worker "
-                "(a pool's initializer; gunicorn without --preload), or start workers with spawn or forkserver")
-        super().check_open()
-
-    def _disown_after_fork(self) -> None:
-        """In a forked child: unusable (`check_open`), and its OpenVINO objects never freed here, since
-        their destructors wait for threads that only the parent has (the child hung at exit, a pool
-        worker died in std::terminate). A closed engine has none, and stays merely closed."""
-        if self._closed:
-            return
-        _INHERITED.extend(self._parts)
-        self._parts, self.compiled = [], None
-        self._lock = threading.Lock()     # one a parent's thread held at the fork stays held here
-        self._closed = self._forked = True
-
-
-# engines loaded in this process, and those a fork handed down, kept alive until it ends
-_LOADED: weakref.WeakSet[OpenVINOEngine] = weakref.WeakSet()
-_INHERITED: list[_Part] = []
-ctypes.pythonapi.Py_IncRef(ctypes.py_object(_INHERITED))     # not freed even at interpreter shutdown
-
-
-def _disown_inherited_engines() -> None:
-    for engine in list(_LOADED):
-        engine._disown_after_fork()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_disown_inherited_engines)
 
 
 class _Part:
