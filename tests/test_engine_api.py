@@ -89,6 +89,11 @@ def test_a_closed_engine_is_a_lifecycle_error_not_bad_input_and_an_upscale_it_cu
     for call in (lambda: e.upscale(img), lambda: e.run(np.zeros((1, 3, 8, 8), np.float32))):
         with pytest.raises(EngineClosedError):
             call()
+    # a notebook shows the engine closed, and `with` it refuses at once, not at the first call inside
+    assert repr(e) == f"<OrtEngine onnxruntime/cpu fp32 batch=1 {micro_export} (closed)>"
+    with pytest.raises(EngineClosedError, match=r"^this onnxruntime engine is closed; load it again$"):
+        with e:
+            pass
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])

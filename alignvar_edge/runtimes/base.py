@@ -492,6 +492,7 @@ class Engine(abc.ABC):
         self._closed = self._forked = True
 
     def __enter__(self) -> Engine:
+        self.check_open()       # `with engine:` after close: said here, not at the first call inside
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -505,9 +506,9 @@ class Engine(abc.ABC):
                         f"each worker process instead: alignvar_edge.load({path}) in the pool's initializer")
 
     def __repr__(self) -> str:
-        where = f" {self.engine_dir}" if self.engine_dir else ""
+        where = f" {self.engine_dir}" if self.engine_dir else f" from {self.metadata.source.describe()}"
         return (f"<{type(self).__name__} {self.backend}/{self.device} "
-                f"{self.metadata.precision or '?'} batch={self.batch}{where}>")
+                f"{self.metadata.precision or '?'} batch={self.batch}{where}{' (closed)' if self._closed else ''}>")
 
 
 # engines loaded in this process, and the runtime objects of those a fork handed down, which are
