@@ -50,6 +50,7 @@ import json
 import math
 import os
 import posixpath
+import re
 import shlex
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -133,6 +134,12 @@ def tool_versions(names: tuple[str, ...] = TRACKED_TOOLS) -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             continue
     return out
+
+
+def shown_name(path: str) -> str:
+    """The last part of a path written with either separator: what an exported graph's stack
+    traces name a file of no module by."""
+    return re.split(r"[\\/]", path.rstrip("\\/"))[-1] or path
 
 
 def default_overlap(tile: int) -> int:

@@ -137,6 +137,23 @@ def test_no_control_flow_random_complex_or_infinite(single_dir, staged_dir):
                 assert np.isfinite(c).all(), path.name
 
 
+def test_graphs_name_no_path_of_the_build_host(single_dir, staged_dir):
+    """The exporter's per-node stack traces named the venv's site-packages, the project folder and
+    the user in every graph (and every engine built from one); they now name module files only,
+    which the quantization policy still reads (`/sca.py` frames)."""
+    import sysconfig
+    host = {sysconfig.get_paths()["purelib"], str(Path(torch.__file__).resolve().parent.parent),
+            str(Path(__file__).resolve().parent.parent), str(single_dir.parent), str(staged_dir.parent)}
+    traces = []
+    for path, m in _all_graphs(single_dir, staged_dir):
+        props = [*m.metadata_props, *m.graph.metadata_props, *(p for n in m.graph.node for p in n.metadata_props)]
+        leaks = {(p.key, h) for p in props for h in host if h in p.value}
+        assert not leaks, (path.name, sorted(leaks)[:3])
+        traces += [p.value for n in m.graph.node for p in n.metadata_props if p.key == ox.STACK_TRACE]
+    assert any('File "alignvar_edge/model/' in t for t in traces)
+    assert any('File "torch/nn/modules/' in t for t in traces)
+
+
 def test_io_names_shapes_dtypes(single_dir, staged_dir):
     m = read_manifest(single_dir)
     g = m.graphs["model"]

@@ -15,6 +15,8 @@ import contextlib
 import functools
 import logging
 import os
+import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -33,7 +35,8 @@ from alignvar_edge.extras import older_than_required
 from alignvar_edge.export.graphs import GraphSpec, graph_noise, specs_for
 from alignvar_edge.export.lint import forbidden_constructs
 from alignvar_edge.graph_names import GRAPH_FORMS, INPUT, NOISE
-from alignvar_edge.manifest import ModelInfo, ModelSource, listed_file, load_verified, new_manifest, write_manifest
+from alignvar_edge.manifest import (ModelInfo, ModelSource, listed_file, load_verified, new_manifest, shown_name,
+                                    write_manifest)
 from alignvar_edge.outputs import artifact_dir, check_out
 from alignvar_edge.export.parity import ParityReport, check_parity, compare
 from alignvar_edge.export.staged import StagedRunner
@@ -126,6 +129,43 @@ def _weight_view(node: Any) -> bool:
     return data is not None and data.const_value is not None and len(data.uses()) == 1
 
 
+# the exporter's per-node trace (`pkg.torch.onnx.stack_trace`): `File "/abs/path.py", line N, in f` frames
+STACK_TRACE = "pkg.torch.onnx.stack_trace"
+_TRACE_FILE = re.compile(r'File "([^"]+)"')
+
+
+def _portable_stack_traces(ir_model: Any) -> None:
+    """Name each file in the nodes' stack traces by its module (`torch/nn/modules/conv.py`), not by
+    its path on this machine: the traces named the build host's venv, project folder and user in
+    every graph and every engine built from it. The traces are kept, path-free, because the
+    quantization policy reads them (`/sca.py`, `/resample.py` frames; quantize/policy.py)."""
+    import onnx_ir as ir
+
+    by_module = _module_files()
+
+    def portable(match: re.Match[str]) -> str:
+        path = match.group(1)
+        return f'File "{by_module.get(path) or shown_name(path)}"'
+
+    for node in ir.traversal.RecursiveGraphIterator(ir_model.graph):
+        trace = node.metadata_props.get(STACK_TRACE)
+        if trace:
+            node.metadata_props[STACK_TRACE] = _TRACE_FILE.sub(portable, trace)
+
+
+def _module_files() -> dict[str, str]:
+    """Each imported module's source file -> that file named from its import root, as its module
+    name spells it (`alignvar_edge.model.sca` -> `alignvar_edge/model/sca.py`)."""
+    out = {}
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if not isinstance(file, str) or name == "__main__":
+            continue
+        base = shown_name(file)
+        out[file] = name.replace(".", "/") + ("/" + base if base.startswith("__init__.") else os.path.splitext(base)[1])
+    return out
+
+
 def attention_scope(model: Any) -> list[Any]:
     """The graph nodes traced from the transformer's attention modules (torch name scope a block's
     `.attn`), in graph order: from the q/k/v projection to the output projection, every call."""
@@ -166,6 +206,7 @@ def export_graph(spec: GraphSpec, path: Path, opset: int, external_data: bool) -
                                  output_names=spec.outputs, optimize=False, verbose=False)
         assert prog is not None                       # dynamo=True always returns the program
         _light_optimize(prog.model)
+        _portable_stack_traces(prog.model)
         prog.save(str(path), external_data=external_data)
 
 
