@@ -4,12 +4,17 @@ fields each output format has for them (`metadata_params`), or left out with a w
 format cannot hold them (`fit_to_format`)."""
 from __future__ import annotations
 
+import base64
+import binascii
 import io
 import os
 import re
 import struct
+import uuid
 from pathlib import Path
 from typing import BinaryIO, TypedDict
+from xml.dom import minidom
+from xml.parsers import expat
 
 from PIL import ExifTags, Image, JpegImagePlugin, PngImagePlugin, TiffImagePlugin
 
@@ -50,7 +55,8 @@ class Metadata(TypedDict):
 def file_metadata(path: str | os.PathLike[str], scale: int = 1) -> Metadata:
     """What `upscale` writes beside the pixels of `path`'s result, `scale` times its size: the
     ICC profile (`file_profile`), the EXIF and the XMP that describe the picture (`_carried_exif`,
-    `_carried_xmp`: not its orientation, since `load_image` turned the pixels upright), the DPI
+    `_carried_xmp`: not its orientation, since `load_image` turned the pixels upright, nor its
+    previews: the EXIF's thumbnail and maker note, the XMP's thumbnails), the DPI
     times `scale`, so that the result prints at the input's size, and a PNG's text (`_carried_text`:
     author, copyright, description, ...) and its colour chunks (`png_colour`: gamma, primaries, sRGB)."""
     with open_quietly(path, say=True) as img:
@@ -72,7 +78,7 @@ def image_metadata(img: Image.Image, path: str | os.PathLike[str], gray: bool, s
     text = dict(img.text) if isinstance(img, PngImagePlugin.PngImageFile) else {}
     xmp = img.info.get("xmp") or text.get(_PNG_XMP, "").encode()
     return {"icc_profile": icc, "exif": carried, "dpi": (dpi[0] * scale, dpi[1] * scale) if dpi else None,
-            "xmp": _carried_xmp(xmp), "text": _carried_text(text), "png_colour": png_colour(img)}
+            "xmp": _carried_xmp(xmp, path), "text": _carried_text(text), "png_colour": png_colour(img)}
 
 
 def png_colour(img: Image.Image) -> dict[str, bytes] | None:
@@ -124,23 +130,125 @@ def _carried_text(text: dict[str, str]) -> dict[str, str] | None:
     return carried or None
 
 
-# XMP properties that describe the input's pixels, as `_carried_exif` leaves their EXIF tags out:
-# the orientation, the width and height, the resolution (the output has its own); as attributes
-# (tiff:Orientation="6") or elements (<tiff:Orientation>6</tiff:Orientation>)
-_XMP_LAYOUT = (rb"(?:tiff:(?:Orientation|ImageWidth|ImageLength|XResolution|YResolution|ResolutionUnit)"
-               rb"|exif:(?:PixelXDimension|PixelYDimension))")
-_XMP_LAYOUT_ATTRIBUTE = re.compile(rb"\s" + _XMP_LAYOUT + rb"\s*=\s*(?:\"[^\"]*\"|'[^']*')")
-_XMP_LAYOUT_ELEMENT = re.compile(rb"<(" + _XMP_LAYOUT + rb")\s*>[^<]*</\1\s*>")
+# XMP namespaces (`xap` is the older prefix of the first, and the same namespace)
+_XMP_BASIC = "http://ns.adobe.com/xap/1.0/"
+_XMP_IMAGE = "http://ns.adobe.com/xap/1.0/g/img/"
+_XMP_MEDIA = "http://ns.adobe.com/xap/1.0/mm/"
+_XMP_TIFF = "http://ns.adobe.com/tiff/1.0/"
+_XMP_EXIF = "http://ns.adobe.com/exif/1.0/"
+# XMP properties an output does not carry: those that describe the input's pixels, as
+# `_carried_exif` leaves their EXIF tags out (the orientation, the width and height, the
+# resolution: the output has its own), and its previews (xmp:Thumbnails, whose xmpGImg:image is
+# a JPEG of the input, perhaps before it was edited), as the EXIF's thumbnail is left out
+_XMP_DROPPED = {
+    *((_XMP_TIFF, name) for name in ("Orientation", "ImageWidth", "ImageLength", "XResolution", "YResolution",
+                                     "ResolutionUnit")),
+    (_XMP_EXIF, "PixelXDimension"), (_XMP_EXIF, "PixelYDimension"),
+    (_XMP_BASIC, "Thumbnails"), (_XMP_IMAGE, "image")}
+_XMP_INSTANCE_ID = (_XMP_MEDIA, "InstanceID")
 
 
-def _carried_xmp(xmp: object) -> bytes | None:
+def _carried_xmp(xmp: object, path: str | os.PathLike[str]) -> bytes | None:
+    """The XMP packet `xmp` of the file `path` as its result carries it: less `_XMP_DROPPED` and
+    any other image it embeds (`_embedded_image`), as attributes (tiff:Orientation="6") or
+    elements, by their namespace whatever their prefix, and with a new xmpMM:InstanceID: the
+    result is a new instance of the same document (its DocumentID and History kept), as an
+    editor's save makes one. A packet that is not well-formed XML cannot be read for what it
+    embeds: it is left out, with a warning."""
+    packet = _xmp_bytes(xmp)
+    if packet is None:
+        return None
+    try:
+        doc = _xmp_document(packet)
+    except (expat.ExpatError, ValueError) as e:
+        warn_caller(f"{path}: its XMP cannot be copied ({e}); the result is written without it (save the file "
+                    "again from an image editor to repair it)")
+        return None
+    # the root element, between the packet's processing instructions (<?xpacket ...?>)
+    for node in doc.childNodes:
+        if isinstance(node, minidom.Element):
+            _carry_xmp_properties(node, doc)
+    return "".join(node.toxml() for node in doc.childNodes).encode("utf-8")   # no XML declaration
+
+
+def _xmp_bytes(xmp: object) -> bytes | None:
+    """`xmp` as the packet's bytes, as Pillow gives them by format; None where there is none."""
     if isinstance(xmp, tuple) and len(xmp) == 1:      # a TIFF's tag, as some Pillow versions give it
         xmp = xmp[0]
     if isinstance(xmp, str):
         xmp = xmp.encode()
-    if not isinstance(xmp, bytes) or not xmp.strip(b"\0 \t\r\n"):
+    if not isinstance(xmp, bytes) or not (packet := xmp.strip(b"\0 \t\r\n")):   # a TIFF's tag may end in NULs
         return None
-    return _XMP_LAYOUT_ELEMENT.sub(b"", _XMP_LAYOUT_ATTRIBUTE.sub(b"", xmp))
+    return packet
+
+
+def _xmp_document(packet: bytes) -> minidom.Document:
+    """`packet` parsed, its prefixes and layout kept for writing it back; refused (ValueError)
+    where it declares a document type: XMP has none, and its entities would be expanded."""
+    def refuse(*_: object) -> None:
+        raise ValueError("it declares a document type, which XMP does not use")
+    check = expat.ParserCreate()
+    check.StartDoctypeDeclHandler = refuse
+    check.Parse(packet, True)
+    return minidom.parseString(packet)
+
+
+def _carry_xmp_properties(element: minidom.Element, doc: minidom.Document) -> None:
+    """Drop `_XMP_DROPPED` and embedded images from `element` of `doc` and those under it, and
+    renew its xmpMM:InstanceID, in place."""
+    for attr in list(element.attributes.values()):
+        name = (attr.namespaceURI, attr.localName)
+        if name in _XMP_DROPPED or _embedded_image(attr.value):
+            element.removeAttributeNode(attr)
+        elif name == _XMP_INSTANCE_ID:
+            attr.value = _new_instance_id()
+    for child in list(element.childNodes):
+        if not isinstance(child, minidom.Element):
+            continue
+        name = (child.namespaceURI, child.localName)
+        if name in _XMP_DROPPED or _embedded_image(_own_text(child)):
+            element.removeChild(child)
+        elif name == _XMP_INSTANCE_ID:
+            for text in list(child.childNodes):
+                child.removeChild(text)
+            child.appendChild(doc.createTextNode(_new_instance_id()))
+        else:
+            _carry_xmp_properties(child, doc)
+
+
+def _new_instance_id() -> str:
+    return f"xmp.iid:{uuid.uuid4()}"          # as Adobe's applications write one
+
+
+def _own_text(element: minidom.Element) -> str:
+    """The text directly inside `element` (not inside its child elements)."""
+    return "".join(node.data for node in element.childNodes if isinstance(node, minidom.Text))
+
+
+# The first bytes of the image (and video) files an XMP property may hold in base64: JPEG, PNG,
+# GIF, TIFF, WebP, JPEG 2000, JPEG XL, Photoshop; and ISO media's "ftyp" at byte 4 (HEIF, AVIF,
+# MP4). Google's cameras keep the photo before its portrait blur (GImage:Data) and a depth map
+# (GDepth:Data) so.
+_IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"II*\0", b"MM\0*", b"\0\0\0\x0cjP  ", b"\xff\x0a",
+                     b"\0\0\0\x0cJXL ", b"8BPS")
+# base64 characters decoded to tell: 12 bytes
+_BASE64_HEAD = 16
+
+
+def _embedded_image(value: str) -> bool:
+    """Whether `value` is base64 of an image file, told by the file's own first bytes (a preview
+    of the input, which an output must not carry: it shows other pixels than the output's), or a
+    data URI of one ("data:image/jpeg;base64,...")."""
+    if value.lstrip().startswith("data:"):
+        value = value.partition(",")[2]
+    head = "".join(value[:4 * _BASE64_HEAD].split())[:_BASE64_HEAD]    # XMP breaks base64 into lines
+    if len(head) < _BASE64_HEAD:
+        return False
+    try:
+        data = base64.b64decode(head, validate=True)
+    except binascii.Error:
+        return False
+    return data.startswith(_IMAGE_SIGNATURES) or data[4:8] == b"ftyp" or (data[:4], data[8:]) == (b"RIFF", b"WEBP")
 
 
 # EXIF resolution tags and their unit (2: inch, the default; 3: centimetre; 1: none, an aspect
@@ -189,6 +297,12 @@ _DPI_PER_PX_PER_M = 0.0254
 _PICTURE_TAGS = (270, 271, 272, 305, 306, 315, 316, 33432, ExifTags.IFD.Exif, ExifTags.IFD.GPSInfo)
 # the Exif directory's record of the input's width and height
 _PIXEL_DIMENSIONS = (0xA002, 0xA003)
+# The camera maker's own block: no output carries it. It holds previews of the input (a Nikon's
+# JPEG preview, a Pentax's), serial numbers and shutter counts; and most makers' (Canon, Sony,
+# Olympus, Panasonic) point at their values by offsets into the input's EXIF, which Pillow lays out
+# anew (less the orientation, the thumbnail): copied, they point at other bytes. The camera
+# settings every reader shows (exposure, ISO, lens, focal length) are in the Exif directory.
+_MAKER_NOTE = 0x927C
 
 
 def _carried_exif(exif: Image.Exif) -> bytes | None:
@@ -197,7 +311,7 @@ def _carried_exif(exif: Image.Exif) -> bytes | None:
     if _LAYOUT_DESCRIPTION.match(str(exif.get(_DESCRIPTION, ""))):
         del exif[_DESCRIPTION]
     if ExifTags.IFD.Exif in exif:         # get_ifd adds an empty one where there is none
-        for tag in _PIXEL_DIMENSIONS:
+        for tag in (*_PIXEL_DIMENSIONS, _MAKER_NOTE):
             exif.get_ifd(ExifTags.IFD.Exif).pop(tag, None)
     return exif_bytes(exif) if len(exif) else None
 

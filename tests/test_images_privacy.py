@@ -1,0 +1,128 @@
+"""What an `upscale` output must not carry of its input: previews of other pixels (XMP thumbnails,
+images embedded in the XMP, a maker note's preview). Inputs are built with Pillow here, as
+cameras and editors lay them out."""
+from __future__ import annotations
+
+import base64
+import io
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, PngImagePlugin
+
+from alignvar_edge.images import file_metadata, save_image
+
+_XMP_NS = {"rdf": "http://www.w3.org/1999/02/22-rdf-syntax-ns#", "xmpMM": "http://ns.adobe.com/xap/1.0/mm/",
+           "dc": "http://purl.org/dc/elements/1.1/", "stEvt": "http://ns.adobe.com/xap/1.0/sType/ResourceEvent#"}
+_EDITED_XMP = (
+    '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta xmlns:x="adobe:ns:meta/">'
+    '<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description rdf:about="" '
+    'xmlns:xmpMM="http://ns.adobe.com/xap/1.0/mm/" xmlns:stEvt="http://ns.adobe.com/xap/1.0/sType/ResourceEvent#" '
+    'xmlns:photoshop="http://ns.adobe.com/photoshop/1.0/" xmlns:dc="http://purl.org/dc/elements/1.1/" '
+    'photoshop:History="Redacted a face; original at /Users/jane/witness.CR3" '
+    'xmpMM:InstanceID="xmp.iid:INPUT-INSTANCE">'
+    '<dc:creator><rdf:Seq><rdf:li>Jane Doe</rdf:li></rdf:Seq></dc:creator>'
+    '<xmpMM:DocumentID>xmp.did:ORIGINAL-DOC-1234</xmpMM:DocumentID>'
+    '<xmpMM:History><rdf:Seq><rdf:li stEvt:action="saved" stEvt:instanceID="xmp.iid:abc"/></rdf:Seq></xmpMM:History>'
+    '</rdf:Description></rdf:RDF></x:xmpmeta><?xpacket end="w"?>')
+
+
+def _image_base64(fmt: str, lines: bool = False) -> str:
+    """A small picture as `fmt`, in base64 (broken into lines of 76, as XMP writers break it)."""
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(buf, format=fmt)
+    text = base64.b64encode(buf.getvalue()).decode()
+    return "\n".join(text[i:i + 76] for i in range(0, len(text), 76)) if lines else text
+
+
+def _written_xmp(path: Path) -> ET.Element:
+    with Image.open(path) as im:
+        return ET.fromstring(im.info["xmp"])
+
+
+def test_previews_in_the_xmp_are_not_carried(tmp_path: Path) -> None:
+    """The XMP's thumbnail (a JPEG of the input before it was edited) went into every output,
+    as did other images the XMP embeds (a phone's photo before its portrait blur, its depth map,
+    a data URI),
+    though the EXIF's thumbnail is left out. The packet is parsed: the old `xap` prefixes are the
+    same namespaces, and so is a tiff namespace under another prefix, whose orientation went on."""
+    xmp = (
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        '<rdf:Description rdf:about="" xmlns:xap="http://ns.adobe.com/xap/1.0/" '
+        'xmlns:xapGImg="http://ns.adobe.com/xap/1.0/g/img/" xmlns:dc="http://purl.org/dc/elements/1.1/" '
+        'xmlns:GImage="http://ns.google.com/photos/1.0/image/" xmlns:GDepth="http://ns.google.com/photos/1.0/depthmap/" '
+        'xmlns:t="http://ns.adobe.com/tiff/1.0/" t:Orientation="6" xmlns:ex="http://example.com/ns/" '
+        f'ex:Preview="data:image/png;base64,{_image_base64("PNG")}" '
+        f'GImage:Mime="image/jpeg" GImage:Data="{_image_base64("JPEG")}">'
+        '<xap:Thumbnails><rdf:Alt><rdf:li rdf:parseType="Resource"><xapGImg:format>JPEG</xapGImg:format>'
+        f'<xapGImg:image>{_image_base64("JPEG", lines=True)}</xapGImg:image></rdf:li></rdf:Alt></xap:Thumbnails>'
+        f'<GDepth:Data>{_image_base64("PNG", lines=True)}</GDepth:Data>'
+        '<dc:rights><rdf:Alt><rdf:li xml:lang="x-default">© Jane Doe</rdf:li></rdf:Alt></dc:rights>'
+        '</rdf:Description></rdf:RDF></x:xmpmeta>')
+    Image.new("RGB", (4, 4)).save(tmp_path / "in.jpg", xmp=xmp.encode())
+    save_image(tmp_path / "out.jpg", np.zeros((16, 16, 3)), **file_metadata(tmp_path / "in.jpg", 4))
+    description = _written_xmp(tmp_path / "out.jpg").find(".//rdf:Description", _XMP_NS)
+    assert description is not None
+    assert description.attrib == {"{http://www.w3.org/1999/02/22-rdf-syntax-ns#}about": "",
+                                  "{http://ns.google.com/photos/1.0/image/}Mime": "image/jpeg"}
+    assert [child.tag for child in description] == ["{http://purl.org/dc/elements/1.1/}rights"]
+    assert "© Jane Doe" in "".join(description.itertext())
+    written = (tmp_path / "out.jpg").read_bytes()
+    assert b"/9j/" not in written and b"iVBORw0KGgo" not in written     # no JPEG or PNG in base64 anywhere
+
+
+def test_xmp_of_a_result_is_a_new_instance_of_the_same_document(tmp_path: Path) -> None:
+    """The result claimed to be the input's very instance (its xmpMM:InstanceID unchanged), though
+    it is another file with other pixels: it gets a new InstanceID, as an editor's save gives one,
+    as an attribute or an element; its DocumentID and History stay the input's."""
+    as_element = _EDITED_XMP.replace(' xmpMM:InstanceID="xmp.iid:INPUT-INSTANCE">',
+                                     '><xmpMM:InstanceID>xmp.iid:INPUT-INSTANCE</xmpMM:InstanceID>')
+    for name, packet in (("attribute.png", _EDITED_XMP), ("element.png", as_element)):
+        info = PngImagePlugin.PngInfo()
+        info.add_itxt("XML:com.adobe.xmp", packet)
+        Image.new("RGB", (4, 4)).save(tmp_path / name, pnginfo=info)
+        out = save_image(tmp_path / f"x4-{name}", np.zeros((16, 16, 3)), **file_metadata(tmp_path / name, 4))
+        description = _written_xmp(out).find(".//rdf:Description", _XMP_NS)
+        assert description is not None
+        instance = description.get(f"{{{_XMP_NS['xmpMM']}}}InstanceID") or \
+            description.findtext("xmpMM:InstanceID", namespaces=_XMP_NS)
+        assert instance and instance.startswith("xmp.iid:") and instance != "xmp.iid:INPUT-INSTANCE", name
+        assert description.findtext("xmpMM:DocumentID", namespaces=_XMP_NS) == "xmp.did:ORIGINAL-DOC-1234"
+        events = description.findall("xmpMM:History/rdf:Seq/rdf:li", _XMP_NS)
+        assert [e.get(f"{{{_XMP_NS['stEvt']}}}instanceID") for e in events] == ["xmp.iid:abc"]
+
+
+@pytest.mark.parametrize(("packet", "why"), [
+    (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">',
+     "no element found"),                                                       # cut off
+    (b'<!DOCTYPE x [<!ENTITY a "aaaaaaaaaa">]><x:xmpmeta xmlns:x="adobe:ns:meta/">&a;</x:xmpmeta>',
+     "it declares a document type, which XMP does not use")], ids=["cut-off", "doctype"])
+def test_xmp_that_cannot_be_parsed_is_left_out_with_a_warning(tmp_path: Path, packet: bytes, why: str) -> None:
+    """An XMP packet that is not XML (or declares entities to expand) cannot be searched for the
+    previews it holds: it was copied as it was; it is left out, in one line naming the file."""
+    Image.new("RGB", (4, 4)).save(tmp_path / "in.jpg", xmp=packet)
+    with pytest.warns(UserWarning, match=rf"in\.jpg: its XMP cannot be copied \({why}.*\); the result is written "
+                                         r"without it \(save the file again from an image editor to repair it\)"):
+        meta = file_metadata(tmp_path / "in.jpg", 4)
+    assert meta["xmp"] is None
+
+
+def test_a_maker_note_and_its_preview_are_not_carried(tmp_path: Path) -> None:
+    """A camera's maker note (here a Nikon's, holding its JPEG preview of the shot) was copied byte
+    for byte into every output: a picture of other pixels than the output's, beside serial numbers.
+    The Exif directory's camera settings stay."""
+    preview = io.BytesIO()
+    Image.new("RGB", (16, 16), (250, 0, 0)).save(preview, format="JPEG")
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110] = "NIKON CORPORATION", "NIKON Z 6"
+    exif[0x8769] = {0x829A: 0.004, 0x927C: b"Nikon\0\x02\x10\0\0" + preview.getvalue()}
+    Image.new("RGB", (4, 4)).save(tmp_path / "in.jpg", exif=exif.tobytes())
+    assert preview.getvalue() in (tmp_path / "in.jpg").read_bytes()
+    out = save_image(tmp_path / "out.png", np.zeros((16, 16, 3)), **file_metadata(tmp_path / "in.jpg", 4))
+    assert preview.getvalue()[:64] not in out.read_bytes()
+    with Image.open(out) as im:
+        written = im.getexif()
+    assert (written[0x010F], written[0x0110]) == ("NIKON CORPORATION", "NIKON Z 6")
+    assert written.get_ifd(0x8769) == {0x829A: pytest.approx(0.004)}
