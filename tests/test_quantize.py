@@ -180,6 +180,11 @@ def test_an_int8_graph_builds_only_for_the_runtime_it_was_quantized_for(
         assert not out.exists()
     assert main(["build", str(int8_trt_missed), "--target", "tensorrt", "--precision", "int8", "--kit",
                  "--out", str(tmp_path / "kit")]) == 0        # its own runtime takes it
+    # from Python, the call that fits, not the command
+    from alignvar_edge import build
+    with pytest.raises(InputError, match=r"never on onnxruntime's int8 kernels\): run `from alignvar_edge\.quantize "
+                                         r"import QuantizeOptions, quantize_artifact; quantize_artifact\("):
+        build(int8_trt_missed, "onnxruntime", precision="int8", out=tmp_path / "py")
 
 
 def test_a_tensorrt_kit_of_an_int8_artifact_that_missed_its_target_says_so(

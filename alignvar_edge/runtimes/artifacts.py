@@ -223,7 +223,7 @@ def check_quantized_for(m: Manifest, src_dir: Path, runtime: str) -> None:
     export = m.extra.get("source_artifact") or "EXPORT"
     from alignvar_edge.recipes import recipe
     raise InputError(f"'{recorded_path(src_dir)}' was quantized for {made_for} ({why}): run "
-                     f"`{recipe(runtime, 'int8').quantize_command(str(export))}` and build from its output")
+                     f"`{recipe(runtime, 'int8').quantize_step(str(export))}` and build from its output")
 
 
 def single_graph_io(config: AlignVARConfig, batch: int, noise: bool = False) -> dict[str, list[dict[str, Any]]]:
