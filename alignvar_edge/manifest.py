@@ -137,8 +137,8 @@ def tool_versions(names: tuple[str, ...] = TRACKED_TOOLS) -> dict[str, str]:
 
 
 def shown_name(path: str) -> str:
-    """The last part of a path written with either separator: what an exported graph's stack
-    traces name a file of no module by."""
+    """The last part of a path written with either separator: how a redacted manifest names a
+    folder of the build host (`redact`), and an exported graph's stack traces a file of no module."""
     return re.split(r"[\\/]", path.rstrip("\\/"))[-1] or path
 
 
@@ -162,6 +162,8 @@ class ModelSource:
     path       the checkpoint directory, absolute (relative only in old manifests)
     sha256     {file name: SHA-256} of the checkpoint's config.json and model.safetensors
     upstream   what the import recorded: {"kind": "varsr"|"var", "var": path, "vae": path}
+    redacted   recorded without the build host's folders (`without_paths`): a checkpoint by its
+               folder name (`name`) and its files' SHA-256s, with no `path`
     """
 
     kind: str
@@ -171,6 +173,7 @@ class ModelSource:
     seed: int | None = None
     upstream: Mapping[str, Any] | None = None
     text: str | None = None
+    redacted: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in SOURCE_KINDS:
@@ -188,10 +191,18 @@ class ModelSource:
     def other(cls, text: str) -> ModelSource:
         return cls("other", text=text)
 
+    def without_paths(self) -> ModelSource:
+        """This source as a redacted engine records it: a checkpoint by its folder name and its
+        files' SHA-256s, an import's upstream files by their names; no folder of the build host."""
+        upstream = {k: shown_name(v) if isinstance(v, str) else v for k, v in (self.upstream or {}).items()}
+        name = self.name or (shown_name(self.path) if self.path else None)
+        return dataclasses.replace(self, name=name, path=None, upstream=upstream or None, redacted=True)
+
     @property
     def reference(self) -> str | None:
         """What loads these weights again: a checkpoint path or bundled name, `preset:NAME:SEED`
-        for seeded random weights; None for a model that only existed in memory."""
+        for seeded random weights; None for a model that only existed in memory (or whose
+        checkpoint's path was left out: `without_paths`)."""
         if self.kind == "preset":
             return f"{PRESET_REFERENCE}{self.name}:{self.seed if self.seed is not None else 0}"
         if self.kind in ("checkpoint", "upstream"):
@@ -206,18 +217,20 @@ class ModelSource:
         if self.kind == "bundled":
             return f"checkpoint {self.name} (bundled)"
         if self.kind == "checkpoint":
-            return f"checkpoint {self.path}"
+            return f"checkpoint {self.path or self.name}"
         if self.kind == "upstream":
             up = self.upstream or {}
             files = ", ".join(str(up[k]) for k in ("var", "vae") if up.get(k))
-            return f"checkpoint {self.path}, imported from {up.get('kind', 'upstream')}" + (f" ({files})" if files else "")
+            return (f"checkpoint {self.path or self.name}, imported from {up.get('kind', 'upstream')}"
+                    + (f" ({files})" if files else ""))
         if self.kind == "memory":
             return "in-memory model" + (f" {self.name}" if self.name else "")
         return self.text or "unknown"
 
     def to_json(self) -> dict[str, Any]:
         d = {"kind": self.kind, "name": self.name, "path": self.path, "sha256": dict(self.sha256) or None,
-             "seed": self.seed, "upstream": dict(self.upstream) if self.upstream else None, "text": self.text}
+             "seed": self.seed, "upstream": dict(self.upstream) if self.upstream else None, "text": self.text,
+             "redacted": self.redacted or None}
         return {k: v for k, v in d.items() if v is not None}
 
     @classmethod
@@ -227,7 +240,8 @@ class ModelSource:
             raise ValueError(f"provenance kind {kind!r} is not one of {SOURCE_KINDS}")
         seed = d.get("seed")
         return cls(kind, name=d.get("name"), path=d.get("path"), sha256=dict(d.get("sha256") or {}),
-                   seed=int(seed) if seed is not None else None, upstream=d.get("upstream"), text=d.get("text"))
+                   seed=int(seed) if seed is not None else None, upstream=d.get("upstream"), text=d.get("text"),
+                   redacted=d.get("redacted") is True)
 
     @classmethod
     def from_legacy(cls, sentence: Any, checkpoint: Any) -> ModelSource:
@@ -331,6 +345,95 @@ def recorded_path(path: str | os.PathLike[str]) -> str:
 
 
 # ------------------------------------------------------------------------------------------------
+# redaction: an engine to ship records nothing of the build host's folders and calibration photos
+# ------------------------------------------------------------------------------------------------
+# Inside `redacting()`: each path a manifest left out -> the name shown in its place, for the whole
+# build, so that a field filled in after the manifest was made (the golden file's origin) is cleaned too.
+_REDACTING: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("redacting", default=None)
+# how a redacted manifest names the calibration photos' folder (and a parity check's --tile-images)
+REDACTED_FOLDER = "folder (redacted)"
+# calibration sources that name no folder (quantize/calibration/sets.py: the bundled photographs'
+# `builtin:SPLIT`, in-memory images, LR tiles given as an array)
+_FOLDERLESS_SOURCES = ("images", "array")
+
+
+@contextlib.contextmanager
+def redacting() -> Iterator[None]:
+    """Within it, every manifest made or written is redacted (`redact`): `build --redact`."""
+    token = _REDACTING.set({})
+    try:
+        yield
+    finally:
+        _REDACTING.reset(token)
+
+
+def redact(m: Manifest, hidden: dict[str, str] | None = None) -> None:
+    """Leave out of `m`, in place, what it records of the build host's folders and of the
+    calibration photos, none of which a device reads (docs/export.md, "What an engine records"):
+    the checkpoint is named by its folder name (its files' SHA-256s and the weights' hash stay), the
+    artifact it was built from by nothing (its manifest's SHA-256 stays), the calibration set by its
+    hash and counts (no folder, no file names, no per-file SHA-256s). Any other string naming a path
+    so left out (the golden file's origin) names it as the record does. `hidden` gathers those paths
+    (path -> name shown) across one build; `m.redacted` says it was done."""
+    hidden = {} if hidden is None else hidden
+    source, name = m.model.source, m.model.name
+    for path in (source.path, *(source.upstream or {}).values()):
+        _hide(hidden, path)
+    if name and name != shown_name(name):          # a checkpoint named by its path, as given
+        _hide(hidden, name)
+        name = shown_name(name)
+    m.model = dataclasses.replace(m.model, name=name, source=source.without_paths())
+    for owner, key in ((m.extra.get("source"), "path"), (m.extra.get("tensorrt_kit"), "source"),
+                       (m.extra, "source_artifact")):
+        if isinstance(owner, dict) and owner.get(key):
+            _hide(hidden, owner[key])
+            owner[key] = None
+    if m.calibration:           # a copy: the source's manifest may hold the same dict
+        m.calibration = {k: v for k, v in m.calibration.items() if k not in ("files", "skipped_files")}
+        _hide_folder(hidden, m.calibration, "source")
+    if m.parity:
+        m.parity = dict(m.parity)
+        _hide_folder(hidden, m.parity, "tiles_source")      # an export's --tile-images (a kit carries it)
+    m.extra.update(_scrubbed(m.extra, hidden))    # the same dict: a builder adds to it after this
+    m.parity, m.calibration = _scrubbed(m.parity, hidden), _scrubbed(m.calibration, hidden)
+    m.quantization = _scrubbed(m.quantization, hidden)
+
+
+def _hide(hidden: dict[str, str], path: Any, shown: str | None = None) -> None:
+    if isinstance(path, str) and path:
+        hidden[path] = shown or shown_name(path)
+
+
+def _hide_folder(hidden: dict[str, str], record: dict[str, Any], key: str) -> None:
+    """`record[key]`, a folder of the user's photographs, as REDACTED_FOLDER."""
+    value = record.get(key)
+    if isinstance(value, str) and not value.startswith(("builtin:", "sample:")) and value not in _FOLDERLESS_SOURCES:
+        _hide(hidden, value, REDACTED_FOLDER)
+        record[key] = REDACTED_FOLDER
+
+
+def _scrubbed(value: Any, hidden: Mapping[str, str]) -> Any:
+    """`value` (JSON) with every path of `hidden` in its strings replaced by its name, longest first."""
+    if isinstance(value, str):
+        for path in sorted(hidden, key=len, reverse=True):
+            value = value.replace(path, hidden[path])
+        return value
+    if isinstance(value, dict):
+        return {k: _scrubbed(v, hidden) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrubbed(v, hidden) for v in value]
+    return value
+
+
+def _redact_if_asked(m: Manifest) -> None:
+    """Redact `m` inside `redacting()`, and always where it inherits a redacted model record (an
+    engine built from a redacted kit or engine stays redacted)."""
+    hidden = _REDACTING.get()
+    if hidden is not None or m.redacted:
+        redact(m, hidden)
+
+
+# ------------------------------------------------------------------------------------------------
 # the manifest
 # ------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -396,6 +499,11 @@ class Manifest:
     @property
     def source(self) -> ModelSource:
         return self.model.source
+
+    @property
+    def redacted(self) -> bool:
+        """Whether it was made without the build host's folders and calibration file names (`redact`)."""
+        return self.model.source.redacted
 
     @property
     def static_batch(self) -> int:
@@ -551,7 +659,9 @@ def new_manifest(kind: str, backend: str, graph: str, precision: str, model: Mod
     unknown = set(fields) - names
     if unknown:
         raise ValueError(f"unknown manifest fields {sorted(unknown)}")
-    return Manifest(kind, backend, graph, precision, ModelInfo.from_json(model), **fields)
+    m = Manifest(kind, backend, graph, precision, ModelInfo.from_json(model), **fields)
+    _redact_if_asked(m)          # at birth: a README written from it names no path either
+    return m
 
 
 # how the files Finder writes begin: its own .DS_Store, and AppleDouble's magic number (._NAME)
@@ -752,6 +862,7 @@ def recorded_content_hash(root: str | os.PathLike[str]) -> str | None:
 
 
 def write_manifest(root: Path, manifest: Manifest) -> None:
+    _redact_if_asked(manifest)   # again: fields filled in since it was made
     manifest.files = hash_files(root)
     manifest.input_contract = input_contract(manifest)
     doc = json.loads(dumps(manifest.to_json(), sort_keys=True))      # as a reader will parse it

@@ -147,7 +147,8 @@ def _model_info(m: Manifest) -> dict[str, Any]:
             # the record that proves which checkpoint it was (path and file hashes) and the
             # hash of the weights themselves: the sentence alone names a path, not its content
             "provenance": m.source.to_json(), "weights_sha256": m.model.weights_sha256,
-            "scale_schedule": list(m.model.scale_schedule) if m.model.scale_schedule else None}
+            "scale_schedule": list(m.model.scale_schedule) if m.model.scale_schedule else None,
+            "redacted": m.redacted}
 
 
 def _common_info(root: Path, m: Manifest) -> dict[str, Any]:
@@ -231,6 +232,9 @@ def _source_lines(model: dict[str, Any]) -> list[str]:
     lines += [f"sha256     {f} {h}" for f, h in sorted(sha.items())]
     if model.get("weights_sha256"):
         lines.append(f"sha256     weights as loaded (state dict) {model['weights_sha256']}")
+    if model.get("redacted"):
+        lines.append("redacted   built with --redact: the checkpoint by its folder name and SHA-256s, the calibration "
+                     "set by its hash and counts; no folder of the build host, no calibration file names")
     return lines
 
 

@@ -10,6 +10,7 @@ tensorrt or coremltools; only the backend module that needs one does, when asked
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from typing import Any
 from alignvar_edge.errors import AlignVAREdgeError, ArtifactError, BackendUnavailableError, InputError, out_of_memory
 from alignvar_edge.fsmodes import not_a_folder
 from alignvar_edge.lazy import needs_host
-from alignvar_edge.manifest import Manifest
+from alignvar_edge.manifest import Manifest, redacting
 from alignvar_edge import recipes
 from alignvar_edge.recipes import BACKENDS, backend_name, recipe
 from alignvar_edge.runtimes.base import Backend, Engine
@@ -199,14 +200,23 @@ def _compile_error(backend: str, engine_dir: str | os.PathLike[str], device: str
 
 def build(artifact_dir: str | os.PathLike[str], target: str, precision: str | None = None,
           calibration: Any = None, out: str | os.PathLike[str] | None = None,
-          device: str | None = None, force: bool = False, **opts: Any) -> Path:
+          device: str | None = None, force: bool = False, *, redact: bool = False, **opts: Any) -> Path:
     """Build an engine dir for `target` from an export (or, for torch/coreml, a checkpoint).
 
     precision=None takes the backend's default (fp16 for Core ML, fp32 elsewhere); "auto" does what
     `alignvar-edge build` does without --precision: the half precision this host computes fast
     (bf16 on an OpenVINO CPU with AMX or AVX512-BF16, fp16 on its GPU or NPU) where that build keeps
     the tokens, else fp32; the backend's default where the host has no such half.
+    `redact`: as `build --redact`, for engines shipped to others: the checkpoint recorded by its
+    folder name and SHA-256s, the calibration set by its hash and counts, no folder of this machine.
     """
+    with redacting() if redact else contextlib.nullcontext():
+        return _build(artifact_dir, target, precision, calibration, out, device, force, **opts)
+
+
+def _build(artifact_dir: str | os.PathLike[str], target: str, precision: str | None,
+           calibration: Any, out: str | os.PathLike[str] | None, device: str | None, force: bool,
+           **opts: Any) -> Path:
     from alignvar_edge.outputs import check_out
     from alignvar_edge.runtimes.artifacts import default_out, out_for
     _check_path(artifact_dir, "build", "an export directory or a checkpoint")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import time
@@ -72,6 +73,10 @@ def register(sub: Any) -> None:
                    help="coreml: tiles per prediction (default: 16 for SR tiles up to 64 px, so a 512 px "
                         "photo of alignvar-tiny takes 8 predictions, not 121; 1 for larger tiles and "
                         "with --image-input)")
+    p.add_argument("--redact", action="store_true",
+                   help="for engines shipped to others: record the checkpoint by its folder name and SHA-256s and "
+                        "the calibration set by its hash and counts, leaving out this machine's folders and the "
+                        "calibration photos' file names (inspect says so)")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=run_build)
 
@@ -228,7 +233,9 @@ def run_build(args: argparse.Namespace) -> int:
     label = args.precision or (f"{half} (else fp32)" if half else b.default_precision)
     # TensorRT without TensorRT here writes a kit for the device: say so, not "building"
     writes_kit = b.name == "tensorrt" and (opts.get("kit") or not b.is_available()[0])
-    with progress.stage(f"writing the tensorrt {label} build kit" if writes_kit else f"building the {b.name} {label} engine"):
+    from alignvar_edge.manifest import redacting
+    with (progress.stage(f"writing the tensorrt {label} build kit" if writes_kit else f"building the {b.name} {label} engine"),
+          redacting() if args.redact else contextlib.nullcontext()):
         if half:
             # fast half units here: half if its build keeps the tokens, else fp32
             from alignvar_edge.runtimes.artifacts import out_for

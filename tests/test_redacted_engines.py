@@ -1,0 +1,94 @@
+"""`build --redact`: engines shipped to others record the checkpoint by its folder name and SHA-256s
+and the calibration set by its hash and counts, and no folder of the build host (its user, its
+project) nor any calibration photo's file name, in any file of the engine directory."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from _runtime_fixtures import nano_model
+from alignvar_edge import runtimes
+from alignvar_edge.cli import main as cli
+from alignvar_edge.manifest import read_manifest, sha256_file
+from alignvar_edge.runtimes.artifacts import engine_manifest
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+PHOTOS = ("jane_doe_passport_scan.png", "patient_4711_xray.png", "home_123_main_st.png")
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A build host's folders: a checkpoint in a user's project, its export, and calibration photos
+    whose file names are private."""
+    root = tmp_path_factory.mktemp("host")
+    ckpt = root / "home" / "jane.doe" / "acme-secret-project" / "ckpt"
+    nano_model().save_pretrained(ckpt)
+    photos = root / "private_calib"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for name in PHOTOS:
+        Image.fromarray((rng.random((40, 40, 3)) * 255).astype(np.uint8)).save(photos / name)
+    assert cli(["export", str(ckpt), "--out", str(root / "export")]) == 0
+    return root
+
+
+def _private_words(host: Path) -> list[str]:
+    return [str(host), "jane.doe", "acme-secret-project", "private_calib", *(Path(p).stem for p in PHOTOS)]
+
+
+def _leaks(engine: Path, words: list[str]) -> list[str]:
+    return [f"{f.relative_to(engine)}: {w}" for f in sorted(engine.rglob("*")) if f.is_file()
+            for w in words if w.encode() in f.read_bytes()]
+
+
+@pytest.mark.parametrize("build", [
+    ["--target", "onnxruntime"],
+    ["--target", "torch"],
+    ["--target", "tensorrt", "--kit"],
+    ["--target", "openvino", "--precision", "int8", "--calib", "{photos}"],
+], ids=lambda b: "-".join(b[1:4:2]))
+def test_a_redacted_engine_names_no_folder_of_the_host_and_no_calibration_photo(host: Path, build: list[str]) -> None:
+    if build[1] == "openvino":
+        pytest.importorskip("nncf", reason="OpenVINO int8 calibrates with NNCF")
+    ckpt = host / "home" / "jane.doe" / "acme-secret-project" / "ckpt"
+    out = host / f"redacted-{build[1]}"
+    args = [a.replace("{photos}", str(host / "private_calib")) for a in build]
+    assert cli(["build", str(host / "export"), *args, "--out", str(out), "--redact", "--force"]) == 0
+    assert _leaks(out, _private_words(host)) == []
+    m = read_manifest(out)
+    assert m.redacted and m.model.name == "ckpt" and m.source.describe() == "checkpoint ckpt"
+    # what proves which checkpoint it was stays: its files' SHA-256s
+    assert dict(m.source.sha256) == {f: sha256_file(ckpt / f) for f in ("config.json", "model.safetensors")}
+    assert (out / "README.md").read_text().splitlines()[0].endswith(("ckpt, fp32", "ckpt, int8, built for CPU",
+                                                                     "ckpt (fp32)", "ckpt, fp32, built for cpu"))
+    if build[1] == "openvino":       # the set by its hash and counts
+        cal = m.calibration or {}
+        assert len(cal["hash"]) == 64 and cal["images"] == 3 and cal["tiles"] > 0 and "files" not in cal
+
+
+def test_inspect_and_selftest_name_the_checkpoint_by_its_folder_name(host: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    out = host / "redacted-inspect"
+    assert runtimes.build(host / "export", "onnxruntime", out=out, redact=True) == out      # the Python API
+    capsys.readouterr()
+    assert cli(["inspect", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert "redacted   built with --redact" in shown and "source     checkpoint ckpt" in shown
+    assert cli(["selftest", "--engine", str(out), "--runs", "1"]) == 0
+    shown = capsys.readouterr().out
+    assert "model     ckpt engine" in shown and "jane.doe" not in shown
+
+
+def test_an_engine_made_from_a_redacted_kit_stays_redacted(host: Path) -> None:
+    """As `adopt` on the device makes the TensorRT engine of a redacted kit, outside `--redact`."""
+    kit = host / "redacted-kit"
+    assert cli(["build", str(host / "export"), "--target", "tensorrt", "--kit", "--out", str(kit), "--redact"]) == 0
+    source = read_manifest(kit)
+    m = engine_manifest(source, kit, "tensorrt", "fp32", {"engine": "model.engine"}, batch=source.static_batch)
+    assert m.redacted and m.model.name == "ckpt" and m.extra["source"]["path"] is None
+    assert str(host) not in json.dumps(m.to_json())
