@@ -1,19 +1,24 @@
 """What an `upscale` output must not carry of its input: previews of other pixels (XMP thumbnails,
-images embedded in the XMP, a maker note's preview). Inputs are built with Pillow here, as
-cameras and editors lay them out."""
+images embedded in the XMP, a maker note's preview), and with --strip-metadata anything personal
+(EXIF, XMP, PNG text), while its colour profile and print size stay. Inputs are built with Pillow
+here, as cameras and editors lay them out."""
 from __future__ import annotations
 
 import base64
 import io
+import struct
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, PngImagePlugin
+from PIL import Image, ImageCms, PngImagePlugin
 
 from alignvar_edge.images import file_metadata, save_image
 
+# what the inputs hold that says who made them, where, with what and from what
+_SECRETS = (b"Jane Doe", b"SN-0123456789", b"janes-macbook", b"1 Main St", b"witness.CR3", b"ORIGINAL-DOC",
+            b"patient 12345")
 _XMP_NS = {"rdf": "http://www.w3.org/1999/02/22-rdf-syntax-ns#", "xmpMM": "http://ns.adobe.com/xap/1.0/mm/",
            "dc": "http://purl.org/dc/elements/1.1/", "stEvt": "http://ns.adobe.com/xap/1.0/sType/ResourceEvent#"}
 _EDITED_XMP = (
@@ -27,6 +32,67 @@ _EDITED_XMP = (
     '<xmpMM:DocumentID>xmp.did:ORIGINAL-DOC-1234</xmpMM:DocumentID>'
     '<xmpMM:History><rdf:Seq><rdf:li stEvt:action="saved" stEvt:instanceID="xmp.iid:abc"/></rdf:Seq></xmpMM:History>'
     '</rdf:Description></rdf:RDF></x:xmpmeta><?xpacket end="w"?>')
+
+
+def _personal_exif() -> Image.Exif:
+    """A camera's and an editor's EXIF: author, computer, body serial, user comment, GPS, a maker note."""
+    exif = Image.Exif()
+    exif[0x010F], exif[0x013B], exif[0x013C] = "Canon", "Jane Doe", "janes-macbook.local"
+    exif[0x8769] = {0xA431: "SN-0123456789", 0x9286: b"ASCII\0\0\0home: 1 Main St", 0x927C: b"Canon\0SN-0123456789"}
+    exif[0x8825] = {1: "N", 2: (48.0, 51.0, 24.0)}
+    return exif
+
+
+def _srgb_profile() -> bytes:
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def _personal_inputs(folder: Path) -> None:
+    """a.jpg, b.png, c.webp, d.tif at 72 DPI with an ICC profile, `_personal_exif` and `_EDITED_XMP`;
+    the PNG with text chunks and a gamma of 1.0 too."""
+    pixels = Image.fromarray(np.linspace(0, 255, 6 * 8 * 3).reshape(6, 8, 3).astype(np.uint8))
+    exif, xmp, icc = _personal_exif(), _EDITED_XMP.encode(), _srgb_profile()
+    pixels.save(folder / "a.jpg", exif=exif.tobytes(), xmp=xmp, icc_profile=icc, dpi=(72, 72), quality=95)
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Author", "Jane Doe")
+    info.add_text("Comment", "patient 12345")
+    info.add_itxt("XML:com.adobe.xmp", _EDITED_XMP)
+    info.add(b"gAMA", struct.pack(">I", 100000))
+    pixels.save(folder / "b.png", exif=exif.tobytes(), pnginfo=info, icc_profile=icc, dpi=(72, 72))
+    pixels.save(folder / "c.webp", exif=exif.tobytes(), xmp=xmp, icc_profile=icc, lossless=True)
+    exif[700] = xmp                                               # a TIFF's XMP is a tag of its directory
+    pixels.save(folder / "d.tif", exif=exif.tobytes(), icc_profile=icc, dpi=(72, 72))
+
+
+def test_upscale_strip_metadata_writes_the_colour_profile_and_print_size_alone(tmp_path: Path,
+                                                                               one_torch_thread) -> None:
+    """A server had no way to write results without the input's GPS, serial numbers, author,
+    computer name, edit history and PNG comments: `upscale` kept them all. --strip-metadata keeps
+    the ICC profile, a PNG's gamma and the DPI x4 in the format's own field (WebP has none: its
+    DPI would be EXIF), and writes no EXIF, XMP or text."""
+    from alignvar_edge.cli import main
+    (tmp_path / "in").mkdir()
+    _personal_inputs(tmp_path / "in")
+    for name in ("a.jpg", "b.png", "c.webp", "d.tif"):                   # the inputs hold every secret
+        held = (tmp_path / "in" / name).read_bytes()
+        assert all(secret in held for secret in _SECRETS if name == "b.png" or secret != b"patient 12345"), name
+    assert main(["upscale", str(tmp_path / "in"), str(tmp_path / "out"), "--engine", "alignvar-tiny",
+                 "--strip-metadata", "--quiet"]) == 0
+    for name in ("a.jpg", "b.png", "c.webp", "d.tif"):
+        written = (tmp_path / "out" / name).read_bytes()
+        assert [s for s in _SECRETS if s in written] == [], name
+        with Image.open(tmp_path / "in" / name) as im:
+            icc = im.info["icc_profile"]
+        with Image.open(tmp_path / "out" / name) as im:
+            assert im.size == (32, 24) and im.info["icc_profile"] == icc, name
+            assert "xmp" not in im.info and 700 not in im.getexif(), name
+            if im.format == "TIFF":               # its own tags: layout and resolution, no EXIF directory
+                assert not {0x8769, 0x8825, 0x010F, 0x013B, 0x013C} & set(im.getexif()), name
+            else:
+                assert "exif" not in im.info, name
+            assert im.info.get("dpi") == (None if im.format == "WEBP" else pytest.approx((288, 288), rel=1e-4)), name
+            if im.format == "PNG":
+                assert im.info["gamma"] == 1.0 and im.text == {}              # type: ignore[attr-defined]
 
 
 def _image_base64(fmt: str, lines: bool = False) -> str:

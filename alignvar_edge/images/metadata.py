@@ -1,7 +1,8 @@
 """What an output carries beside its pixels: read from the input (`file_metadata`: the ICC
-profile, the EXIF and XMP that describe the picture, the DPI, a PNG's text) and written in the
-fields each output format has for them (`metadata_params`), or left out with a warning where the
-format cannot hold them (`fit_to_format`)."""
+profile, the EXIF and XMP that describe the picture, the DPI, a PNG's text; `stripped_metadata`:
+the colour profile and print size alone) and written in the fields each output format has for
+them (`metadata_params`), or left out with a warning where the format cannot hold them
+(`fit_to_format`)."""
 from __future__ import annotations
 
 import base64
@@ -79,6 +80,16 @@ def image_metadata(img: Image.Image, path: str | os.PathLike[str], gray: bool, s
     xmp = img.info.get("xmp") or text.get(_PNG_XMP, "").encode()
     return {"icc_profile": icc, "exif": carried, "dpi": (dpi[0] * scale, dpi[1] * scale) if dpi else None,
             "xmp": _carried_xmp(xmp, path), "text": _carried_text(text), "png_colour": png_colour(img)}
+
+
+def stripped_metadata(meta: Metadata, fmt: str) -> Metadata:
+    """`meta` less everything that can say who made the picture, where, with what or from what
+    (`upscale --strip-metadata`): no EXIF (camera, serial numbers, GPS, author, ...), no XMP (edit
+    history, document IDs, ...), no PNG text. Kept is what shows the pixels as they are meant: the
+    ICC profile and a PNG's colour chunks, and the DPI where `fmt` has a field of its own for it
+    (WebP's is its EXIF's, so it goes too). The orientation is in the pixels already."""
+    return {"icc_profile": meta["icc_profile"], "png_colour": meta["png_colour"],
+            "dpi": None if fmt in _DPI_IN_EXIF_ALONE else meta["dpi"], "exif": None, "xmp": None, "text": None}
 
 
 def png_colour(img: Image.Image) -> dict[str, bytes] | None:
@@ -373,6 +384,7 @@ def fit_to_format(fmt: str, path: Path, dpi: tuple[float, float] | None, exif: b
 
 # formats Pillow writes an ICC profile, EXIF and DPI to (WebP's DPI: in its EXIF alone)
 METADATA_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF")
+_DPI_IN_EXIF_ALONE = ("WEBP",)
 
 
 def metadata_params(fmt: str, icc_profile: bytes | None, exif: bytes | None, dpi: tuple[float, float] | None,
@@ -384,7 +396,7 @@ def metadata_params(fmt: str, icc_profile: bytes | None, exif: bytes | None, dpi
     if fmt not in METADATA_FORMATS:
         return {}
     tags = {_XMP: xmp} if xmp and fmt == "TIFF" else {}      # a TIFF's XMP is a tag of its directory
-    written = _with_resolution(exif, dpi, tags) if exif or tags or (dpi and fmt == "WEBP") else None
+    written = _with_resolution(exif, dpi, tags) if exif or tags or (dpi and fmt in _DPI_IN_EXIF_ALONE) else None
     params = {"icc_profile": icc_profile, "dpi": dpi,
               "exif": _with_interop_nested(written) if written and fmt == "TIFF" else written,
               "xmp": xmp if fmt in ("JPEG", "WEBP") else None,

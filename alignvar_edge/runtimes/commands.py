@@ -114,6 +114,10 @@ def register(sub: Any) -> None:
     u.add_argument("--quality", type=_quality_arg, metavar="1-100|lossless",
                    help="JPEG and WebP outputs: 1 to 100 (default 95; JPEG keeps full-resolution colour, 4:4:4, "
                         "from 90 up, 4:2:0 below), or 'lossless' for WebP; refused where no output is .jpg or .webp")
+    u.add_argument("--strip-metadata", action="store_true",
+                   help="write the colour profile alone (ICC; a PNG's gamma, primaries and sRGB) and the DPI x4 "
+                        "where the format has a field of its own for it (not WebP): no EXIF, XMP or PNG text, so no "
+                        "camera, serial numbers, GPS, author or edit history (default: they are kept)")
     u.add_argument("--force", action="store_true", help="replace existing outputs")
     u.add_argument("--max-megapixels", type=positive_float, default=DEFAULT_MAX_MEGAPIXELS,
                    help=f"refuse larger inputs (default {DEFAULT_MAX_MEGAPIXELS:g})")
@@ -413,6 +417,7 @@ def run_upscale(args: argparse.Namespace) -> int:
     from alignvar_edge import runtimes
     from alignvar_edge.images import QUALITY_FORMATS, output_format, result_path, save_image
     from alignvar_edge.images.arrays import unit_floats
+    from alignvar_edge.images.metadata import stripped_metadata
     from alignvar_edge.images.read import file_samples, load_image_for_upscale
     from alignvar_edge.images.write import written_bits
     from alignvar_edge.images.transparency import fill_transparent
@@ -498,6 +503,8 @@ def run_upscale(args: argparse.Namespace) -> int:
             big_alpha = upscale_plane_bicubic(alpha, engine.scale) if alpha is not None else None
             dst.parent.mkdir(parents=True, exist_ok=True)
             quality = args.quality if output_format(dst) in QUALITY_FORMATS else None   # a folder's PNGs: none
+            if args.strip_metadata:
+                meta = stripped_metadata(meta, output_format(dst))
             try:
                 save_image(dst, out, big_alpha, overwrite=args.force or dst in replaced, input_path=src, bits=bits,
                            quality=quality, **meta)
