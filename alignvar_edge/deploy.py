@@ -67,6 +67,7 @@ class DeployOptions:
     export: str | None = None       # reuse this fp32 single-graph export of the same model
     bench_tiles: int | None = None
     batch: int | None = None        # static batch of every engine; None: measured (see _export)
+    redact: bool = False            # engines as `build --redact` makes them (the rest of the output keeps all)
 
     @classmethod
     def from_args(cls, a: argparse.Namespace) -> DeployOptions:
@@ -74,7 +75,7 @@ class DeployOptions:
         return cls(out=a.out, checkpoint=a.checkpoint, preset=a.preset, targets=a.targets,
                    precisions=precisions, calib=a.calib, force=a.force, quick=a.quick, runs=a.runs,
                    warmup=a.warmup, threads=a.threads, staged=a.staged, seed=a.seed, export=a.export,
-                   batch=a.batch)
+                   batch=a.batch, redact=a.redact)
 
     @property
     def requested(self) -> tuple[str, ...]:
@@ -436,15 +437,17 @@ def _build(s: Step, export: Path, tmp: Path, model: Any, calib: Any, opts: Deplo
         extra = {"float_groups": searched_float_groups(ort_int8)}
         say(f"      openvino int8: {len(extra['float_groups'])} module groups in float, as the onnxruntime "
             "int8 search chose")
+    from alignvar_edge.manifest import redacting
     from alignvar_edge.runtimes.half import build_auto
-    if _half_first(s):
-        # fast half units here: the half engine if it keeps the tokens, else fp32 (named by what was built)
-        path, s.built_precision = build_auto(src, s.target, lambda p: tmp / "engines" / f"{s.target}-{p}",
-                                             log=lambda m: say(f"      {m}"), **extra)
-        return Path(path)
-    return Path(runtimes.build(src, s.target, precision=s.built_precision,
-                               calibration=calib if r.calibration else None,
-                               out=dest, **extra))
+    with redacting() if opts.redact else contextlib.nullcontext():      # the engine only: it is what ships
+        if _half_first(s):
+            # fast half units here: the half engine if it keeps the tokens, else fp32 (named by what was built)
+            path, s.built_precision = build_auto(src, s.target, lambda p: tmp / "engines" / f"{s.target}-{p}",
+                                                 log=lambda m: say(f"      {m}"), **extra)
+            return Path(path)
+        return Path(runtimes.build(src, s.target, precision=s.built_precision,
+                                   calibration=calib if r.calibration else None,
+                                   out=dest, **extra))
 
 
 def _half_first(s: Step) -> str | None:
@@ -544,7 +547,7 @@ def _step_json(s: Step) -> dict[str, Any]:
 def _opts_json(o: DeployOptions) -> dict[str, Any]:
     return {"targets": o.targets, "precisions": list(o.requested), "calib": o.calib, "quick": o.quick,
             "runs": o.runs, "warmup": o.warmup, "threads": o.threads, "staged": o.staged, "seed": o.seed,
-            "export": o.export, "batch": o.batch}
+            "export": o.export, "batch": o.batch, "redact": o.redact}
 
 
 def _plan_lines(steps: list[Step]) -> list[str]:

@@ -92,3 +92,18 @@ def test_an_engine_made_from_a_redacted_kit_stays_redacted(host: Path) -> None:
     m = engine_manifest(source, kit, "tensorrt", "fp32", {"engine": "model.engine"}, batch=source.static_batch)
     assert m.redacted and m.model.name == "ckpt" and m.extra["source"]["path"] is None
     assert str(host) not in json.dumps(m.to_json())
+
+
+def test_deploy_redact_ships_redacted_engines_and_keeps_the_rest(host: Path) -> None:
+    """deploy --redact: its engines as `build --redact` makes them, from a quantize output that
+    records the calibration photos; that output, on the host, keeps them."""
+    ckpt, out = host / "home" / "jane.doe" / "acme-secret-project" / "ckpt", host / "deployed"
+    assert cli(["deploy", str(ckpt), "--export", str(host / "export"), "--out", str(out), "--redact", "--quick",
+                "--targets", "onnxruntime", "--precision", "int8", "--calib", str(host / "private_calib"),
+                "--threads", "1", "--runs", "1", "--warmup", "0"]) == 0
+    engine = out / "engines" / "onnxruntime-int8"
+    assert _leaks(engine, _private_words(host)) == []
+    m = read_manifest(engine)
+    assert m.redacted and m.model.name == "ckpt" and "files" not in (m.calibration or {})
+    assert (m.calibration or {}).get("hash") == read_manifest(out / "quantized" / "onnxruntime-int8").calibration["hash"]
+    assert {f["file"] for f in read_manifest(out / "quantized" / "onnxruntime-int8").calibration["files"]} <= set(PHOTOS)

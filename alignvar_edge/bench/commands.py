@@ -219,6 +219,9 @@ def register(sub: Any) -> None:
                         "ONNX Runtime at the headline threads; the fastest for a 128x128 LR image's tiles is kept; "
                         "--quick: 16; SR tiles over 64 px: 1, with no search)")
     d.add_argument("--seed", type=random_seed, default=0, help="--preset weights, tiles and calibration seed (default %(default)s)")
+    d.add_argument("--redact", action="store_true",
+                   help="build the engines as `build --redact` does, to ship them to others (the export, the "
+                        "quantize outputs and the reports beside them keep every path)")
     d.set_defaults(func=run_deploy_cmd)
 
 
