@@ -86,7 +86,8 @@ PRESET_REFERENCE = "preset:"     # ModelSource.reference of seeded random weight
 # verifies an artifact several times (build, load, --force's check before the work and at the
 # rename), and its files can be gigabytes. ctime is in the key: a write in place can keep the size
 # and have its mtime set back (os.utime), but every write or utime moves the ctime, which no one can
-# set; linking a graph into an engine moves it too, so that file is read once more.
+# set (where the file system keeps one: `_ctime_is_kept`); linking a graph into an engine moves it
+# too, so that file is read once more.
 _DIGESTS: dict[tuple[int, int, int, int, int], str] = {}
 # a write within the file system's clock tick (FAT's 2 s; Linux's coarse clock a few ms) keeps every
 # time: a file is remembered only once its mtime and ctime are that old, or new content would be
@@ -95,15 +96,24 @@ _SETTLED_NS = 2_000_000_000
 
 
 def sha256_file(path: Path) -> str:
-    """SHA-256 of the file at `path`; hashed once per process while its size, mtime and ctime hold."""
+    """SHA-256 of the file at `path`; hashed once per process while its size, mtime and ctime hold,
+    where its ctime is its own (`_ctime_is_kept`)."""
     st = os.stat(path)
     key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
     digest = _DIGESTS.get(key)
     if digest is None:
         digest = _hash_contents(path)
-        if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > _SETTLED_NS:
+        if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > _SETTLED_NS and _ctime_is_kept(st):
             _DIGESTS[key] = digest
     return digest
+
+
+def _ctime_is_kept(st: os.stat_result) -> bool:
+    """Whether `st`'s ctime can tell a change the mtime hides. FAT and exFAT keep none: their ctime
+    reads as the mtime, so setting the mtime back after an edit in place sets both back. A file whose
+    two times are equal is hashed at every check; elsewhere that is a file written and not touched
+    since (a `cp` copy), which costs a read, never a wrong answer."""
+    return st.st_ctime_ns != st.st_mtime_ns
 
 
 def hard_link(src: Path, dst: Path) -> None:
@@ -114,7 +124,8 @@ def hard_link(src: Path, dst: Path) -> None:
     os.link(src, dst)
     digest = _DIGESTS.get((before.st_dev, before.st_ino, before.st_size, before.st_mtime_ns, before.st_ctime_ns))
     st = os.stat(src)
-    if digest is not None and (st.st_size, st.st_mtime_ns) == (before.st_size, before.st_mtime_ns):
+    unchanged = (st.st_size, st.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    if digest is not None and unchanged and _ctime_is_kept(st):
         _DIGESTS[(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)] = digest
 
 

@@ -251,6 +251,28 @@ def test_a_file_is_hashed_once_per_process_while_it_holds_and_an_edit_in_place_i
     assert edited_files(a, m.files) == ["model.onnx"]
 
 
+def test_where_ctime_reads_as_mtime_an_edit_in_place_with_mtime_set_back_is_caught(tmp_path, monkeypatch):
+    """FAT and exFAT keep no ctime (it reads as the mtime): an edit in place of the same size with its
+    mtime set back (rsync --inplace, an update agent, then cp -p's times) left the whole cache key as
+    it was, and a long-running process took the new bytes for the old. Such a file is read at every check."""
+    from alignvar_edge import manifest
+    a = tmp_path / "a"
+    _artifact(a, ModelSource.preset("micro", 0))
+    graph = a / "model.onnx"
+    real_stat = os.stat
+
+    def fat_stat(path, *args, **kwargs):          # the graph as a FAT volume shows it, all along
+        st = real_stat(path, *args, **kwargs)
+        if os.fspath(path) != os.fspath(graph):
+            return st
+        return os.stat_result(tuple(st), {"st_mtime_ns": 10**18, "st_ctime_ns": 10**18})
+    monkeypatch.setattr(manifest.os, "stat", fat_stat)
+    load_verified(a)
+    graph.write_bytes(b"not really onnY")            # same size, same times
+    with pytest.raises(ArtifactError, match="model.onnx does not match"):
+        load_verified(a)
+
+
 def test_a_file_written_within_2_s_is_hashed_again_each_time(tmp_path, monkeypatch):
     """A write within the file system's clock tick keeps every time stamp: a file written less than
     2 s ago is not remembered (each check reads it), one older is (read once)."""
