@@ -897,8 +897,37 @@ def _check_content(root: Path, doc: Mapping[str, Any]) -> None:
 
 def read_manifest(root: str | os.PathLike[str]) -> Manifest:
     """The typed manifest of `root` (not yet verified against the files: `load_verified` does)."""
-    doc = _read_json(Path(root))
+    with readable(root):
+        doc = _read_json(Path(root))
     return Manifest.from_json(doc, where=Path(root) / MANIFEST_FILE)
+
+
+@contextlib.contextmanager
+def readable(root: str | os.PathLike[str]) -> Iterator[None]:
+    """Within it, a file or folder of the artifact at `root` this user may not read (a folder made
+    under umask 077 and extracted by root, run as another user) is one ArtifactError naming it
+    (`unreadable`), whoever met it; permission errors elsewhere (a cache being written) pass."""
+    try:
+        yield
+    except PermissionError as e:
+        if not isinstance(e.filename, str) or not _within(e.filename, root):
+            raise
+        raise unreadable(Path(e.filename)) from e
+
+
+def _within(path: str, root: str | os.PathLike[str]) -> bool:
+    """Whether `path` is `root` or lies inside it, as written (nothing resolved: it may not be readable)."""
+    path, top = os.path.abspath(path), os.path.abspath(root)
+    return path == top or path.startswith(top.rstrip(os.sep) + os.sep)
+
+
+def unreadable(path: Path) -> ArtifactError:
+    """The one line for a `path` this user may not read: the folder on the way to it that cannot be
+    searched where there is one (its files' own names then mean nothing: a probe of a path the artifact
+    does not even hold was named), else `path` itself."""
+    blocked = next((f for f in reversed(path.parents) if os.path.isdir(f) and not os.access(f, os.X_OK)), path)
+    what = f"the folder {blocked}" if os.path.isdir(blocked) else str(blocked)
+    return ArtifactError(f"cannot read {what}: permission denied: make it readable by the user running this")
 
 
 def _read_json(root: Path) -> dict[str, Any]:
@@ -1104,10 +1133,13 @@ def verify_files(root: str | os.PathLike[str], manifest: Manifest | None = None,
     no absolute path, no symlink out), every graph file and every ONNX external-data location must
     be one of the listed files, and each listed file must match its hash. `hashed`: the SHA-256 of
     files in `root` that the caller has just checked against their content (a deploy output's
-    manifest, for an artifact inside it), compared instead of hashing those files again."""
-    root = Path(root)
-    hashed = hashed or {}
-    m = manifest if manifest is not None else read_manifest(root)
+    manifest, for an artifact inside it), compared instead of hashing those files again. A file or
+    folder of it this user may not read is named as such (`readable`)."""
+    with readable(root):
+        return _verify_files(Path(root), manifest if manifest is not None else read_manifest(root), hashed or {})
+
+
+def _verify_files(root: Path, m: Manifest, hashed: Mapping[str, str]) -> Manifest:
     files = m.files
     if not files:
         raise ArtifactError(f"artifact '{root}' failed verification: {MANIFEST_FILE} lists no files, so it "
@@ -1155,7 +1187,8 @@ def load_verified_parts(root: str | os.PathLike[str],
                         hashed: Mapping[str, str] | None = None) -> tuple[Manifest, dict[str, Manifest]]:
     """`load_verified`, with the artifacts inside a deploy output that it verified on the way
     (`verified_parts`; none for any other kind), so a caller that shows them verifies them once."""
-    doc = _read_json(Path(root))          # parsed once: its own content hash, then its fields
+    with readable(root):
+        doc = _read_json(Path(root))          # parsed once: its own content hash, then its fields
     _check_content(Path(root), doc)
     m = verify_files(root, Manifest.from_json(doc, where=Path(root) / MANIFEST_FILE), hashed)
     # its own hashes skip the manifests of the artifacts inside it

@@ -165,6 +165,22 @@ def test_engine_that_is_no_engine_directory_says_so(tmp_path, capsys, ckpt, what
     assert what == "checkpoint" or "golden" not in err
 
 
+def test_a_deploy_output_is_told_where_its_engines_are_as_load_tells_it(tmp_path, capsys):
+    """`selftest --engine DEPLOY_OUTPUT` said to rebuild it with `build ... --target multi`, which no
+    build takes, where `load` and `upscale --engine` name the engines inside it: now selftest gives
+    their line."""
+    from alignvar_edge import runtimes
+    from alignvar_edge.manifest import new_manifest, write_manifest
+    deployed = tmp_path / "dep"
+    (deployed / "engines" / "onnxruntime-fp32").mkdir(parents=True)
+    write_manifest(deployed, new_manifest("deploy", "multi", "single", "fp32", {}))
+    with pytest.raises(ArtifactError, match=r"is the output of `deploy`; its engines are in .*\(onnxruntime-fp32\)$") as e:
+        runtimes.load(deployed)
+    capsys.readouterr()
+    assert main(["selftest", "--engine", str(deployed)]) == 2
+    assert capsys.readouterr().err.strip() == f"alignvar-edge selftest: error: {e.value}"
+
+
 @pytest.mark.parametrize("flags", [["--model", "alignvar-tiny"], ["--precision", "fp16"],
                                    ["--precision", "fp16", "--model", "x"]])
 def test_engine_selftest_refuses_the_model_or_precision_of_a_backend_selftest(ckpt, capsys, flags):

@@ -20,7 +20,7 @@ from typing import Any
 from alignvar_edge.errors import AlignVAREdgeError, ArtifactError, BackendUnavailableError, InputError, out_of_memory
 from alignvar_edge.fsmodes import not_a_folder
 from alignvar_edge.lazy import needs_host
-from alignvar_edge.manifest import Manifest, redacting
+from alignvar_edge.manifest import Manifest, readable, redacting
 from alignvar_edge import recipes
 from alignvar_edge.recipes import BACKENDS, backend_name, recipe
 from alignvar_edge.runtimes.base import Backend, Engine
@@ -164,21 +164,23 @@ def load(engine_dir: str | os.PathLike[str], backend: str = "auto", device: str 
 
     Raises (each importable from `alignvar_edge`, with a one-line message): InputError for an
     option that is wrong (unknown, threads out of range, a backend that cannot open this kind of
-    artifact); ArtifactError for a path that is no artifact, one that fails verification or one
-    the runtime refuses; BackendUnavailableError where the backend or device is not usable here,
-    or the runtime cannot compile the engine for this device; OutOfMemoryError (a MemoryError)
-    where loading the runtime or compiling the engine ran out of memory.
+    artifact); ArtifactError for a path that is no artifact, one that fails verification, one with
+    a file this user may not read, or one the runtime refuses; BackendUnavailableError where the
+    backend or device is not usable here, or the runtime cannot compile the engine for this device;
+    OutOfMemoryError (a MemoryError) where loading the runtime or compiling the engine ran out of
+    memory.
     """
     _check_path(engine_dir, "load", "an engine directory, an ONNX export or a checkpoint")
-    b = get_backend(detect_backend(engine_dir) if backend == "auto" else backend)
-    try:                                # Backend.load checks the backend against the path, then that it runs here
-        return b.load(_as_path(engine_dir), device=device, **opts)
-    except (AlignVAREdgeError, NotImplementedError, RecursionError):    # RuntimeErrors of ours, not the runtime's
-        raise
-    except RuntimeError as e:     # the runtime could not compile the engine for this device (OpenVINO's compile_model)
-        if (memory := out_of_memory(e, f"compiling {engine_dir} with {b.name}")) is not None:
-            raise memory from e           # no other precision or device would help
-        raise BackendUnavailableError(_compile_error(b.name, engine_dir, device, e)) from e
+    with readable(engine_dir):          # a file of it this user may not read, named as every verb names it
+        b = get_backend(detect_backend(engine_dir) if backend == "auto" else backend)
+        try:                            # Backend.load checks the backend against the path, then that it runs here
+            return b.load(_as_path(engine_dir), device=device, **opts)
+        except (AlignVAREdgeError, NotImplementedError, RecursionError):    # RuntimeErrors of ours, not the runtime's
+            raise
+        except RuntimeError as e:     # the runtime could not compile it for this device (OpenVINO's compile_model)
+            if (memory := out_of_memory(e, f"compiling {engine_dir} with {b.name}")) is not None:
+                raise memory from e           # no other precision or device would help
+            raise BackendUnavailableError(_compile_error(b.name, engine_dir, device, e)) from e
 
 
 def _compile_error(backend: str, engine_dir: str | os.PathLike[str], device: str | None, error: RuntimeError) -> str:

@@ -28,8 +28,8 @@ from alignvar_edge.errors import ArtifactError, BackendUnavailableError, HostToo
 from alignvar_edge.extras import install_command
 from alignvar_edge.fsmodes import is_temporary_name, unwritable_folder
 from alignvar_edge.lazy import import_host
-from alignvar_edge.manifest import (MANIFEST_FILE, Manifest, load_verified, sha256_file, token_share, tool_versions,
-                                    unverified_caution)
+from alignvar_edge.manifest import (MANIFEST_FILE, Manifest, load_verified, readable, sha256_file, token_share,
+                                    tool_versions, unverified_caution)
 from alignvar_edge.model.bundled import DEFAULT_CHECKPOINT
 from alignvar_edge.model.checkpoint import WEIGHTS_FILE, is_checkpoint
 from alignvar_edge.recipes import BACKEND, CALIB_TILES, Recipe, recipe
@@ -322,24 +322,25 @@ def selftest_engine(engine_dir: str | os.PathLike[str], device: str | None = Non
 
     Needs only the engine's runtime (no PyTorch, no bundled model): what a device runs first."""
     from alignvar_edge import __version__, runtimes
-    from alignvar_edge.manifest import read_manifest
     from alignvar_edge.fsmodes import not_a_folder
     root = Path(engine_dir)
     if (why := not_a_folder(root)) is not None:
         raise InputError(f"--engine {root} {why}; pass the engine directory `alignvar-edge build` (or `adopt`) wrote")
-    if not (root / GOLDEN_FILE).is_file():
-        # a folder that is no artifact says so, and a checkpoint how to make its golden file, before
-        # "no golden file" sends the user off to rebuild an engine
-        # (a torch engine holds weights and config too, but its manifest lists its files: not a checkpoint)
-        if is_checkpoint(root):
-            load_golden(root)
-        read_manifest(root)
-    f = engine_golden(root, lambda: _without_golden(root))
-    if f.parent != root:
-        log(f"{root} carries no {GOLDEN_FILE}; its weights are the bundled model's: checking it against {f}")
-    lr, golden_sr, golden_tok, meta = read_golden(f)
+    with readable(root):
+        if not (root / GOLDEN_FILE).is_file():
+            # a folder that is no engine says so (a deploy output names its engines, as `load` does), and a
+            # checkpoint how to make its golden file, before "no golden file" sends the user off to rebuild
+            # (a torch engine holds weights and config too, but its manifest lists its files: not a checkpoint)
+            if is_checkpoint(root):
+                load_golden(root)
+            runtimes.detect_backend(root)
     opts = _load_options({}, cuda_graphs, threads)
+    # loaded, so verified, before its golden file is read: safetensors says a file it may not read is missing
     with runtimes.load(root, device=device, **opts) as engine:
+        f = engine_golden(root, lambda: _without_golden(root))
+        if f.parent != root:
+            log(f"{root} carries no {GOLDEN_FILE}; its weights are the bundled model's: checking it against {f}")
+        lr, golden_sr, golden_tok, meta = read_golden(f)
         b = runtimes.get_backend(engine.backend)
         m = engine.metadata
         report: dict[str, Any] = {
