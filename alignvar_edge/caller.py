@@ -97,19 +97,22 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 # Warnings already shown, per module they were attributed to: what its __warningregistry__ holds
 # for warnings.warn, but bounded, since a text that names a path is new for every file written
 _SHOWN_LIMIT = 256
+_Key = tuple[str, type[Warning], int]          # a text, its category, its line (0: any line)
 
 
 @dataclass
 class _Shown:
-    """The texts shown in one module under one list of filters: the list itself, held (a
-    `catch_warnings` block puts a copy in its place and the original back), and its entries; not
-    Python's version number, which every block bumps on entering and leaving: the package enters one
-    to read each image's EXIF, and a notebook's loop over photos was told the same thing at the
-    same line for each."""
+    """The texts shown under one list of filters (in one module, or the whole program for "once"):
+    the list itself, held (a `catch_warnings` block puts a copy in its place and the original back),
+    and its entries; not Python's version number, which every block bumps on entering and leaving:
+    the package enters one to read each image's EXIF, and a notebook's loop over photos was told the
+    same thing at the same line for each. So a filter call that leaves the list as it was (a notebook
+    cell's `warnings.simplefilter("default")` run again, which removes its entry and puts it back)
+    does not make a text said again, where warnings.warn would say it again."""
 
     filters: Sequence[Any] = ()
     entries: tuple[Any, ...] = ()
-    keys: dict[tuple[str, type[Warning], int], None] = field(default_factory=dict)
+    keys: dict[_Key, None] = field(default_factory=dict)
 
     def under(self, filters: Sequence[Any]) -> None:
         """Forget what was shown where the filters are another list or hold other entries, as
@@ -120,15 +123,20 @@ class _Shown:
 
 
 _shown: dict[str, _Shown] = {}
+# what the "once" action has shown: once in the whole program, as Python's once-registry keeps it
+# (which every catch_warnings block clears: `-W once` said an orientation for each photo)
+_shown_once = _Shown()
 
 
 def warn_caller(message: str, category: type[Warning] = UserWarning) -> None:
     """Warn `message` at the caller's own line: the first frame outside this package, however many
     of the package's frames lie between (a counted stacklevel breaks whenever a call path gains one,
-    and python_call's wrapper is one). Filters, catch_warnings and the "default" action's once per
-    text and line (the "module" action's once per text) behave as for warnings.warn (`_Shown`); a
-    text already shown is forgotten once _SHOWN_LIMIT newer ones were shown in that module, so a
-    service that warns about each file it writes holds no more.
+    and python_call's wrapper is one). Filters and catch_warnings apply as to warnings.warn, and
+    what was shown is kept as its actions keep it: "default" once per text and line, "module" once per
+    text in a module, "once" once per text in the program; but it is forgotten when the filters
+    change, not whenever a catch_warnings block is entered (`_Shown`). A text already shown is
+    forgotten once _SHOWN_LIMIT newer ones were shown in that module, so a service that warns about
+    each file it writes holds no more.
     (3.12's warnings.warn(skip_file_prefixes=) finds the same frame, but records each text in the
     module's __warningregistry__ for good.)"""
     frame = _callers_frame()
@@ -137,27 +145,48 @@ def warn_caller(message: str, category: type[Warning] = UserWarning) -> None:
     else:
         filename, lineno = frame.f_code.co_filename, frame.f_lineno
         module = frame.f_globals.get("__name__", "<string>")
-    shown = _shown.setdefault(module, _Shown())
-    shown.under(warnings.filters)
+    here = _shown.setdefault(module, _Shown())
+    for memory in (here, _shown_once):
+        memory.under(warnings.filters)
     action = _action(message, category, module, lineno)
-    key = (message, category, 0 if action == "module" else lineno)
-    if action in ("default", "module") and key in shown.keys:
+    key = _shown_key(action, message, category, lineno)
+    memory = _shown_once if action == "once" else here
+    if key is not None and key in memory.keys:
         return
     # no module_globals, as warnings.warn passes none: `python -c`'s loader has no source to give;
-    # no registry: the once per line is kept above, "once" in Python's own registry of it
+    # no registry: what was shown is kept above
     warnings.warn_explicit(message, category, filename, lineno, module=module, registry=None)
-    if action in ("default", "module"):
-        shown.keys[key] = None
-        _forget_oldest(shown.keys)
+    if key is not None:
+        memory.keys[key] = None
+        _forget_oldest(memory.keys)
+
+
+def _shown_key(action: str, message: str, category: type[Warning], lineno: int) -> _Key | None:
+    """What `action` remembers of a warning it shows: the text and category, with the line for
+    "default" (0 for "module" and "once"); None for the actions that remember nothing."""
+    if action == "default":
+        return message, category, lineno
+    return (message, category, 0) if action in ("module", "once") else None
 
 
 def _action(message: str, category: type[Warning], module: str, lineno: int) -> str:
     """The action of the first of `warnings.filters` that matches, as warnings.warn_explicit picks it."""
     for action, text, kind, where, line in warnings.filters:
-        if ((text is None or text.match(message)) and issubclass(category, kind)
-                and (where is None or where.match(module)) and (line == 0 or line == lineno)):
+        if (_filter_matches(text, message) and issubclass(category, kind) and _filter_matches(where, module)
+                and (line == 0 or line == lineno)):
             return str(action)
     return str(getattr(warnings, "defaultaction", "default"))     # not in typeshed, in every CPython
+
+
+def _filter_matches(pattern: Any, text: str) -> bool:
+    """A filter's message or module against `text`, as CPython's C warnings module compares them
+    (`check_matched`): None matches any, a plain str only the same text (Python's own filter of
+    DeprecationWarning in `__main__` is one), anything else by its .match()."""
+    if pattern is None:
+        return True
+    if type(pattern) is str:            # exactly str, as PyUnicode_CheckExact: a subclass is matched
+        return pattern == text
+    return bool(pattern.match(text))
 
 
 def _forget_oldest(keys: dict[Any, None]) -> None:

@@ -15,7 +15,8 @@ import tifffile
 from PIL import Image
 
 from alignvar_edge import runtimes
-from alignvar_edge.images import save_image
+from alignvar_edge.caller import warn_caller
+from alignvar_edge.images import as_float_image, save_image
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -111,3 +112,44 @@ def test_a_warning_is_said_once_at_a_line_though_the_package_enters_catch_warnin
             for _ in range(2):
                 engine.upscale(photo)
         assert sum("EXIF orientation 6" in str(w.message) for w in said) == 2
+
+
+def _phone_photo(path: Path) -> Path:
+    """A JPEG whose EXIF orientation 6 says to turn it: a PIL image of it is warned about."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (8, 6)).save(path, exif=exif.tobytes())
+    return path
+
+
+@pytest.mark.parametrize(("action", "lines"), [("once", 1), ("module", 1), ("default", 2), ("always", 4)])
+def test_each_action_says_a_text_as_often_as_python_though_the_package_enters_catch_warnings(
+        tmp_path: Path, action: str, lines: int) -> None:
+    """Python keeps what "once" has shown in a registry that every catch_warnings block clears, and
+    reading a PIL image's EXIF enters one: `python -W once` told a loop over a phone photo its
+    orientation each time. Each action says it as Python does where no block lies between: "once"
+    and "module" once, "default" once per line, "always" each time."""
+    with Image.open(_phone_photo(tmp_path / "six.jpg")) as photo, warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter(action)
+        for _ in range(2):
+            as_float_image(photo)
+            as_float_image(photo)               # another line
+    assert sum("EXIF orientation 6" in str(w.message) for w in said) == lines
+
+
+@pytest.mark.parametrize("field", ["message", "module"])
+def test_a_filter_of_plain_text_matches_that_text_alone_as_for_warnings_warn(field: str) -> None:
+    """CPython's own filters hold a plain str where a pattern goes (its DeprecationWarning filter's
+    module, '__main__'), and compares such a str whole: warn_caller called its .match() and raised
+    AttributeError. A str message or module now ignores that text alone, not the texts it begins."""
+    def shown(plain: str) -> list[str]:        # with an "ignore" filter holding `plain` as its `field`
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            where = {"message": (plain, None), "module": (None, plain)}[field]
+            warnings.filters.insert(0, ("ignore", where[0], UserWarning, where[1], 0))
+            warn_caller("hush")
+            warnings.warn("hush", stacklevel=1)
+        return [str(w.message) for w in said]
+    ours = "hush" if field == "message" else __name__
+    assert shown(ours) == []
+    assert shown(ours[:-1]) == ["hush"] * 2          # warn_caller's and warnings.warn's: a regex would match
