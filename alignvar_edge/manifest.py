@@ -1107,7 +1107,24 @@ def _not_a_file(path: Path) -> str | None:
     if path.is_dir():
         return "is a folder, not a file"
     kind = special_kind(path)
-    return f"is {kind}, not a file" if kind else "is missing"
+    return f"is {kind}, not a file" if kind else MISSING
+
+
+MISSING = "is missing"
+# the files a build shares with the artifact it is built from by a hard link, where the file system
+# allows (`runtimes.artifacts.link_onnx`): an ONNX graph and its external data. An archive of several
+# artifacts (tar of a deploy output) holds such a file once, and its other names as links to it
+HARD_LINKED = (".onnx", ".onnx.data")
+
+
+def _missing(rel: str) -> str:
+    """What verification says of a listed file `rel` that is missing: for one a build may have shared
+    by a hard link (HARD_LINKED), how an archive loses it and how to pack the folder so it does not."""
+    if not rel.endswith(HARD_LINKED):
+        return f"{rel} {MISSING}"
+    return (f"{rel} {MISSING} (an archive may have held it as a hard link to a file outside this folder, which "
+            "extracting the folder alone cannot make: extract the whole archive, or pack the folder on its own, "
+            "`tar -czf DIR.tgz -C PARENT DIR`)")
 
 
 def edited_files(root: Path, files: Mapping[str, Any]) -> list[str]:
@@ -1148,7 +1165,7 @@ def _verify_files(root: Path, m: Manifest, hashed: Mapping[str, str]) -> Manifes
     for rel, digest in files.items():
         p = confined(root, rel)
         if (not_a_file := _not_a_file(p)) is not None:
-            problems.append(f"{rel} {not_a_file}")
+            problems.append(_missing(rel) if not_a_file == MISSING else f"{rel} {not_a_file}")
         elif not isinstance(digest, str) or (hashed.get(rel) or sha256_file(p)) != digest:
             problems.append(f"{rel} does not match its recorded SHA-256 (truncated or edited)")
     stray = unlisted_files(root, files)

@@ -1,8 +1,10 @@
-"""Artifacts copied to a device the ways people copy them: a copy only its maker may read is refused
-in one line saying what happened and what to do."""
+"""Artifacts copied to a device the ways people copy them: one folder out of an archive of several
+(whose ONNX graphs a build shares by hard links), and a copy only its maker may read. Each is
+refused in one line saying what happened and what to do, and the fix it names works."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -13,12 +15,73 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from _runtime_fixtures import sharp_model
+from _runtime_fixtures import cache_root, export_dir, sharp_model
+from alignvar_edge import runtimes
 from alignvar_edge.cli import main
 from alignvar_edge.errors import ArtifactError
+from alignvar_edge.manifest import HARD_LINKED, load_verified
 from alignvar_edge.runtimes import golden
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def built(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding an export and the onnxruntime engine built from it, whose graph is a hard
+    link to the export's (as a deploy output holds them)."""
+    base = tmp_path_factory.mktemp("copies")
+    shutil.copytree(export_dir(sharp_model("micro"), cache_root(pytestconfig)), base / "export")
+    runtimes.build(base / "export", "onnxruntime", out=base / "engine", threads=1)
+    return base
+
+
+def _error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    """The one line a verb refusing with exit status 2 says."""
+    capsys.readouterr()
+    assert main(list(argv)) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    return line
+
+
+def _tar(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["tar", *map(str, args)], cwd=cwd, capture_output=True, text=True)
+
+
+def test_one_engine_extracted_from_an_archive_of_several_is_told_how_to_pack_it(built, tmp_path, capsys):
+    """tar holds a file with two names once and the second name as a link to the first: one engine
+    extracted alone from an archive of a deploy output lacks its model.onnx, and 'copy the whole
+    directory again' was all verification said, though it had been. The refusal says it of the files
+    a build shares by a hard link only, and the packing the engine README gives arrives whole."""
+    if shutil.which("tar") is None:
+        pytest.skip("tar is not installed")
+    engine = built / "engine"
+    linked = sorted(p.name for p in engine.iterdir() if p.stat().st_nlink > 1)
+    assert linked == ["model.onnx"] and all(name.endswith(HARD_LINKED) for name in linked)
+    assert _tar("-czf", tmp_path / "rel.tgz", "export", "engine", cwd=built).returncode == 0
+    device = tmp_path / "device"
+    device.mkdir()
+    res = _tar("-xzf", tmp_path / "rel.tgz", "engine", cwd=device)
+    assert res.returncode != 0 and "Cannot hard link to" in res.stderr, res.stderr
+    line = _error(capsys, "inspect", str(device / "engine"))
+    assert ("model.onnx is missing (an archive may have held it as a hard link to a file outside this folder, which "
+            "extracting the folder alone cannot make: extract the whole archive, or pack the folder on its own, "
+            "`tar -czf DIR.tgz -C PARENT DIR`)") in line, line
+    partial = shutil.copytree(engine, tmp_path / "partial")        # a file no build shares
+    (partial / "README.md").unlink()
+    line = _error(capsys, "inspect", str(partial))
+    assert "README.md is missing. Copy the whole directory again" in line and "archive" not in line, line
+    # the engine README's two ways: the folder packed on its own, or every name in full
+    text = (engine / "README.md").read_text()
+    alone = re.search(r"`(tar -czf DIR\.tgz -C PARENT DIR)`", text)
+    assert alone and "GNU tar's `--hard-dereference`" in text, text
+    packed = alone.group(1).replace("DIR", "engine").replace("PARENT", str(built)).split()[1:]
+    assert _tar(*packed, cwd=tmp_path).returncode == 0
+    assert _tar("--hard-dereference", "-czf", tmp_path / "full.tgz", "export", "engine", cwd=built).returncode == 0
+    for archive in ("engine.tgz", "full.tgz"):
+        to = tmp_path / archive.split(".")[0]
+        to.mkdir()
+        assert _tar("-xzf", tmp_path / archive, "engine", cwd=to).returncode == 0
+        load_verified(to / "engine")
 
 
 # what each verb and `load` say of an engine, run as another user where this one is root (who reads

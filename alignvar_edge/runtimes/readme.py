@@ -3,9 +3,10 @@ the build checked the engine, the input contract in one line, the two alignvar-e
 run it, how to feed a graph's extra inputs and what `upscale` adds to the graph's output; how
 `upscale` makes whole images from the graph's tiles (`whole_images`, as `runtimes/tiling.py` does
 it), how to check the engine against its golden outputs (`golden_check`) and its files
-(`file_checks`) without alignvar-edge, and what an int8 graph calibrated for VNNI risks on a CPU
-without it (`int8_cpu_note`). Each backend adds how to run its files without alignvar-edge
-(`openvino/readme.py`, `onnxruntime.engine_readme`, `coreml/readme.py`, `tensorrt/kit.py`)."""
+(`file_checks`) without alignvar-edge, how to copy it (`copying`), and what an int8 graph
+calibrated for VNNI risks on a CPU without it (`int8_cpu_note`). Each backend adds how to run its
+files without alignvar-edge (`openvino/readme.py`, `onnxruntime.engine_readme`, `coreml/readme.py`,
+`tensorrt/kit.py`)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,8 +17,8 @@ from alignvar_edge.recipes import recipe
 from alignvar_edge.runtimes.tiling import PAD_MODE, RAMP_OFFSET, count_tiles, tile_starts
 
 __all__ = ["CONTENT_COMMAND", "FILES_COMMAND", "INPUT_LINE", "README_FILE", "WHOLE_IMAGES", "checked_line",
-           "commands", "extra_feed_lines", "file_checks", "golden_check", "int8_cpu_note", "model_notes", "whole_images",
-           "write_readme"]
+           "commands", "copying", "extra_feed_lines", "file_checks", "golden_check", "int8_cpu_note", "model_notes",
+           "whole_images", "write_readme"]
 
 README_FILE = "README.md"
 
@@ -213,7 +214,8 @@ CONTENT_COMMAND = f"grep -v '^  \"{CONTENT_KEY}\": ' {MANIFEST_FILE} | sha256sum
 
 
 def file_checks() -> list[str]:
-    """The "Check the files" section: how to verify an engine directory with standard tools."""
+    """The "Check the files" section: how to verify an engine directory with standard tools; then
+    `copying`."""
     return [
         "## Check the files", "",
         "`alignvar-edge inspect DIR` checks every file against the SHA-256 that `manifest.json` lists, and "
@@ -222,7 +224,20 @@ def file_checks() -> list[str]:
         "```", FILES_COMMAND, CONTENT_COMMAND, "```", "",
         f"The first checks every file the manifest lists (not that nothing was added). The second prints the "
         f"SHA-256 of `manifest.json` without its `{CONTENT_KEY}` line, which must equal that line's value: a "
-        "manifest edited by hand no longer does.", ""]
+        "manifest edited by hand no longer does.", "", *copying()]
+
+
+def copying() -> list[str]:
+    """The "Copy it" section: how to copy or pack an engine directory so that every file it lists
+    arrives, the ONNX graphs a build shares by hard links (`manifest.HARD_LINKED`) included."""
+    return [
+        "## Copy it", "",
+        "Copy the whole directory: `rsync -a` and `scp -r` need nothing more. A build shares an ONNX graph (and "
+        "its `.data`) by a hard link where it can: the export's file is every engine's built from it. An archive "
+        "of several folders (`tar -czf rel.tgz DEPLOY_OUTPUT`) holds such a file once and its other names as links "
+        "to it, so a folder extracted alone from it can lack that file (tar: `Cannot hard link to ...`). Pack this "
+        "directory on its own, `tar -czf DIR.tgz -C PARENT DIR`, or an archive of several with GNU tar's "
+        "`--hard-dereference`, which holds every name in full.", ""]
 
 
 def int8_cpu_note(calibrated: str, remedy: str | None) -> str:

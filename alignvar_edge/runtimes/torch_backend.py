@@ -207,7 +207,7 @@ def engine_readme(m: Manifest) -> str:
     """README.md of a torch engine directory: a checkpoint that PyTorch runs through alignvar-edge (there
     is no graph to run without them), in the words every engine README shares (`runtimes/readme.py`)."""
     from alignvar_edge.extras import device_install
-    from alignvar_edge.runtimes.readme import checked_line, commands
+    from alignvar_edge.runtimes.readme import checked_line, commands, copying
     device = str(m.extra.get("device") or "cpu")
     return "\n".join([
         f"# PyTorch engine: {m.model.name}, {m.precision}, built for {device}", "",
@@ -224,7 +224,7 @@ def engine_readme(m: Manifest) -> str:
         "",
         'with load("DIR") as engine:',
         '    engine.upscale(Image.open("IN.png")).save("OUT.png")',
-        "```", ""])
+        "```", "", *copying()])
 
 
 BACKEND = TorchBackend()
