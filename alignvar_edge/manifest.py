@@ -1127,6 +1127,31 @@ def _missing(rel: str) -> str:
             "`tar -czf DIR.tgz -C PARENT DIR`)")
 
 
+# git's test for a text file it may convert: no NUL byte in its first 8000 bytes; and the largest
+# file read whole to see whether its line endings were converted
+_TEXT_HEAD, _TEXT_LIMIT = 8000, 64 << 20
+
+
+def _crlf_converted(path: Path, digest: str) -> bool:
+    """Whether the listed file at `path`, which does not match `digest`, is the recorded file with its
+    line endings turned into CRLF (a git checkout with core.autocrlf): a text file holding CRLF whose
+    bytes with CRLF turned back into LF match."""
+    if path.stat().st_size > _TEXT_LIMIT:
+        return False
+    data = path.read_bytes()
+    if b"\0" in data[:_TEXT_HEAD] or b"\r\n" not in data:
+        return False
+    return hashlib.sha256(data.replace(b"\r\n", b"\n")).hexdigest() == digest
+
+
+CONVERTED_FIX = "add `* -text` to .gitattributes, or copy it without conversion"
+
+
+def _and_list(names: Sequence[str]) -> str:
+    """'a', 'a and b', 'a, b and c': names in a sentence."""
+    return f"{', '.join(names[:-1])} and {names[-1]}" if len(names) > 1 else names[0]
+
+
 def edited_files(root: Path, files: Mapping[str, Any]) -> list[str]:
     """The files under `root` its manifest lists that no longer match their recorded SHA-256 (edited,
     or replaced by someone's own): not what we made, so --force never deletes them. Only files
@@ -1161,13 +1186,20 @@ def _verify_files(root: Path, m: Manifest, hashed: Mapping[str, str]) -> Manifes
     if not files:
         raise ArtifactError(f"artifact '{root}' failed verification: {MANIFEST_FILE} lists no files, so it "
                             "proves nothing; re-create the artifact with the command that made it")
-    problems = []
+    problems: list[str] = []
+    converted: list[str] = []
     for rel, digest in files.items():
         p = confined(root, rel)
         if (not_a_file := _not_a_file(p)) is not None:
             problems.append(_missing(rel) if not_a_file == MISSING else f"{rel} {not_a_file}")
         elif not isinstance(digest, str) or (hashed.get(rel) or sha256_file(p)) != digest:
-            problems.append(f"{rel} does not match its recorded SHA-256 (truncated or edited)")
+            if isinstance(digest, str) and _crlf_converted(p, digest):
+                converted.append(rel)
+            else:
+                problems.append(f"{rel} does not match its recorded SHA-256 (truncated or edited)")
+    if converted:
+        problems.append(f"the line endings of {_and_list(converted)} were converted to CRLF (git core.autocrlf?), "
+                        f"so {'it does' if len(converted) == 1 else 'they do'} not match the recorded SHA-256")
     stray = unlisted_files(root, files)
     problems += [f"{rel} is not listed in {MANIFEST_FILE}" for rel in stray]
     for name, entry in m.graphs.items():
@@ -1180,16 +1212,19 @@ def _verify_files(root: Path, m: Manifest, hashed: Mapping[str, str]) -> Manifes
         for rel in files:
             if rel.endswith(".onnx"):
                 problems += _external_data_problems(root, rel, files)
+    if converted and len(problems) == 1:        # copying again as before would convert them again
+        raise ArtifactError(f"artifact '{root}' failed verification: {problems[0]}: {CONVERTED_FIX}")
     if stray and len(problems) == len(stray):
         # every listed file checks: the files written into it after it was made are the fault, not the copy
-        names = f"{', '.join(stray[:-1])} and {stray[-1]}" if len(stray) > 1 else stray[0]
         raise ArtifactError(f"artifact '{root}' failed verification: {'; '.join(problems)}, while every file it "
-                            f"lists checks: remove {names} from it (never write files inside an artifact directory)")
+                            f"lists checks: remove {_and_list(stray)} from it (never write files inside an artifact "
+                            "directory)")
     if problems:
         # a device gets its engines by copying: a file left out or cut short is fixed by copying again
         raise ArtifactError(f"artifact '{root}' failed verification: {'; '.join(problems)}. Copy the whole "
                             "directory again from where it was made, or re-create it; never edit files inside "
-                            "an artifact directory")
+                            "an artifact directory" + (f"; where line endings were converted, {CONVERTED_FIX}"
+                                                       if converted else ""))
     return m
 
 

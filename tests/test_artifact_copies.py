@@ -1,6 +1,7 @@
 """Artifacts copied to a device the ways people copy them: one folder out of an archive of several
-(whose ONNX graphs a build shares by hard links), and a copy only its maker may read. Each is
-refused in one line saying what happened and what to do, and the fix it names works."""
+(whose ONNX graphs a build shares by hard links), a copy only its maker may read, and a git checkout
+that converts line endings. Each is refused in one line saying what happened and what to do, and
+the fix it names works."""
 from __future__ import annotations
 
 import json
@@ -20,7 +21,7 @@ from alignvar_edge import runtimes
 from alignvar_edge.cli import main
 from alignvar_edge.errors import ArtifactError
 from alignvar_edge.manifest import HARD_LINKED, load_verified
-from alignvar_edge.runtimes import golden
+from alignvar_edge.runtimes import golden, readme
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -154,3 +155,42 @@ def test_a_copy_only_its_maker_may_read_is_named_by_every_verb_as_load_names_it(
         for verb in ("inspect", "selftest", "upscale"):
             assert seen[verb] == [2, f"alignvar-edge {verb}: error: {line}"], seen
         assert seen["load"] == [ArtifactError.__name__, line], seen
+
+
+def _git(*args: str | Path, cwd: Path) -> None:
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *map(str, args)], cwd=cwd,
+                   check=True, capture_output=True)
+
+
+def test_a_git_checkout_that_converted_line_endings_says_so_and_its_manifest_checks_by_hand(built, tmp_path, capsys):
+    """A checkout with core.autocrlf=true writes README.md (and manifest.json) with CRLF: every verb said
+    'truncated or edited' and to copy it again, which converts them again. The refusal names the
+    conversion and its fix, which works; and the README's check of manifest.json by hand gives its
+    recorded content hash for the CRLF manifest.json the tool accepts, as the tool does."""
+    if shutil.which("git") is None or shutil.which("bash") is None:
+        pytest.skip("git or bash is not installed")
+    repo = tmp_path / "repo"
+    shutil.copytree(built / "engine", repo / "engine")
+    _git("init", "-q", cwd=repo)
+    _git("-c", "core.autocrlf=false", "add", "engine", cwd=repo)
+    _git("commit", "-qm", "engine", cwd=repo)
+    _git("clone", "-q", "-c", "core.autocrlf=true", repo, tmp_path / "crlf", cwd=tmp_path)
+    engine = tmp_path / "crlf" / "engine"
+    assert b"\r\n" in (engine / "README.md").read_bytes() and b"\r\n" in (engine / "manifest.json").read_bytes()
+    assert _error(capsys, "inspect", str(engine)) == (
+        f"alignvar-edge inspect: error: artifact '{engine}' failed verification: the line endings of README.md were "
+        "converted to CRLF (git core.autocrlf?), so it does not match the recorded SHA-256: add `* -text` to "
+        ".gitattributes, or copy it without conversion")
+    # the manifest.json converted too is not what fails: the tool reads its JSON, and so does the check by hand
+    (engine / "README.md").write_bytes((built / "engine" / "README.md").read_bytes())
+    load_verified(engine)
+    recorded = json.loads((engine / "manifest.json").read_text())["content_sha256"]
+    by_hand = subprocess.run(["bash", "-c", readme.CONTENT_COMMAND], cwd=engine, capture_output=True, text=True,
+                             check=True).stdout.split()[0]
+    assert by_hand == recorded
+    # the fix it names
+    (repo / ".gitattributes").write_text("* -text\n")
+    _git("add", ".gitattributes", cwd=repo)
+    _git("commit", "-qm", "no conversion", cwd=repo)
+    _git("clone", "-q", "-c", "core.autocrlf=true", repo, tmp_path / "kept", cwd=tmp_path)
+    load_verified(tmp_path / "kept" / "engine")

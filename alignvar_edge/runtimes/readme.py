@@ -208,9 +208,10 @@ def _output_dtype(m: Manifest, name: str) -> str | None:
 
 # the commands `file_checks` gives: every listed file against its SHA-256, and manifest.json's own
 # hash, which is the SHA-256 of its text without the line that records it (`manifest.content_hash`
-# of the JSON as `write_manifest` spells it: sorted keys, 2-space indent, so that line is never last)
+# of the JSON as `write_manifest` spells it: sorted keys, 2-space indent, so that line is never last).
+# Its line endings are taken as LF: the tool reads its JSON, so a CRLF copy (core.autocrlf) passes both
 FILES_COMMAND = f"""jq -r '.files|to_entries[]|"\\(.value)  \\(.key)"' {MANIFEST_FILE} | sha256sum -c"""
-CONTENT_COMMAND = f"grep -v '^  \"{CONTENT_KEY}\": ' {MANIFEST_FILE} | sha256sum"
+CONTENT_COMMAND = f"tr -d '\\r' < {MANIFEST_FILE} | grep -v '^  \"{CONTENT_KEY}\": ' | sha256sum"
 
 
 def file_checks() -> list[str]:
