@@ -9,8 +9,8 @@ is more: its graphs (export/graphs.py), and how each layer that branches on the 
 from __future__ import annotations
 
 __all__ = ["COND", "COND_GRAPH", "DECODE_GRAPH", "ENGINE_GRAPH", "F_HAT", "F_HAT_OUT", "GRAPH_FORMS", "GUIDE", "H_OUT",
-           "INPUT", "KV", "KV_OUT", "LAST_H", "NOISE", "PREFIX", "SINGLE_GRAPH", "SR", "is_token_name",
-           "staged_graph_names", "step_name", "token_name", "token_names", "token_scale"]
+           "INPUT", "KV", "KV_OUT", "LAST_H", "NOISE", "PREFIX", "SINGLE_GRAPH", "SR", "STACK_TRACE",
+           "is_token_name", "staged_graph_names", "step_name", "token_name", "token_names", "token_scale"]
 
 # single: one graph, the whole rollout unrolled; staged: cond, step_k and decode, driven by a host loop
 GRAPH_FORMS = ("single", "staged")
@@ -30,6 +30,10 @@ F_HAT, F_HAT_OUT = "f_hat", "f_hat_out"  # the latent summed over the scales so 
 KV, KV_OUT = "kv", "kv_out"              # the key/value cache, handed from one step to the next
 PREFIX = "prefix"                        # step 0's state where the LR tokens are a joint prefix (VARSR)
 LAST_H, H_OUT = "last_h", "h_out"        # hidden states handed to a pruned next scale
+
+# a node's metadata key for the exporter's stack trace: export makes its files module-relative,
+# quantize's policy reads its frames (`/sca.py`), fp16 drops it from the nodes it rewrites
+STACK_TRACE = "pkg.torch.onnx.stack_trace"
 
 
 def token_name(k: int) -> str:

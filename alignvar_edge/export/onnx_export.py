@@ -34,7 +34,7 @@ from alignvar_edge.export.batch import default_batch
 from alignvar_edge.extras import older_than_required
 from alignvar_edge.export.graphs import GraphSpec, graph_noise, specs_for
 from alignvar_edge.export.lint import forbidden_constructs
-from alignvar_edge.graph_names import GRAPH_FORMS, INPUT, NOISE
+from alignvar_edge.graph_names import GRAPH_FORMS, INPUT, NOISE, STACK_TRACE
 from alignvar_edge.manifest import (ModelInfo, ModelSource, listed_file, load_verified, new_manifest, shown_name,
                                     write_manifest)
 from alignvar_edge.outputs import artifact_dir, check_out
@@ -129,8 +129,7 @@ def _weight_view(node: Any) -> bool:
     return data is not None and data.const_value is not None and len(data.uses()) == 1
 
 
-# the exporter's per-node trace (`pkg.torch.onnx.stack_trace`): `File "/abs/path.py", line N, in f` frames
-STACK_TRACE = "pkg.torch.onnx.stack_trace"
+# the exporter's per-node trace (STACK_TRACE): `File "/abs/path.py", line N, in f` frames
 _TRACE_FILE = re.compile(r'File "([^"]+)"')
 
 

@@ -27,6 +27,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 from alignvar_edge.export import onnx_io
+from alignvar_edge.graph_names import STACK_TRACE
 from alignvar_edge.native_paths import native_path
 
 __all__ = ["DEFAULT_KEEP_OPS", "Fp16Report", "float_tensors", "to_fp16"]
@@ -38,7 +39,7 @@ FP16_MAX = 65504.0
 DEFAULT_KEEP_OPS = frozenset({"ReduceL2", "ReduceSumSquare", "Pow", "Sqrt", "Reciprocal", "ArgMax"})
 # inputs that must stay float32 whatever T is: (op_type, input index)
 _FP32_SLOTS = {("Resize", 1), ("Resize", 2)}
-_DROP_METADATA = {"pkg.torch.onnx.stack_trace", "pkg.torch.onnx.fx_node"}
+_DROP_METADATA = {STACK_TRACE, "pkg.torch.onnx.fx_node"}
 # ops whose float inputs may be of any type (no Cast needed in front of them)
 _ANY_INPUT_OPS = {"Cast", "Shape", "Size"}
 # ops that move or select values without arithmetic: fed by constants alone, they hold a constant

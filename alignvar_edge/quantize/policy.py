@@ -27,6 +27,7 @@ from typing import Any
 import onnx
 
 from alignvar_edge.errors import ConfigError
+from alignvar_edge.graph_names import STACK_TRACE
 
 __all__ = ["COMPONENTS", "DEFAULT_INT8", "EXACT_SCOPES", "QUANT_OP_TYPES", "TOKEN_PATH", "Policy", "QuantNode",
            "classify", "exact_nodes", "name_scopes"]
@@ -196,7 +197,7 @@ def classify(model: onnx.ModelProto) -> list[QuantNode]:
         md = _meta(n)
         scopes = _list(md.get("pkg.torch.onnx.name_scopes"))
         classes = _list(md.get("pkg.torch.onnx.class_hierarchy"))
-        trace = md.get("pkg.torch.onnx.stack_trace", "")
+        trace = md.get(STACK_TRACE, "")
         inputs_named = [i for i in n.input[:2] if i in consts]
         if len(scopes) >= 2:
             scope = scopes[-2]
