@@ -186,9 +186,9 @@ def test_exif_and_dpi_are_carried_with_the_orientation_applied(tmp_path: Path) -
 def test_phone_photos_as_pil_images_in_one_upscale_many_call_are_warned_about_once(tmp_path: Path,
                                                                                     one_torch_thread) -> None:
     """PIL images whose EXIF says to turn them are taken as held, with one line saying how to turn
-    them: it came once per image (each image's EXIF is read inside warnings.catch_warnings, which
-    makes Python forget what it has shown), so a folder of 500 phone photos printed 500 lines. A
-    batch says it once, whatever orientations its photos have."""
+    them: it came once per image, so a folder of 500 phone photos printed 500 lines. A batch says it
+    once, whatever orientations its photos have, and under "always" too: warnings' own once per text
+    and line is not what gives one line."""
     from alignvar_edge import runtimes
     _phone_photo(tmp_path / "six.jpg")
     with Image.open(tmp_path / "six.jpg") as six:
@@ -196,7 +196,7 @@ def test_phone_photos_as_pil_images_in_one_upscale_many_call_are_warned_about_on
         exif[0x0112] = 8
         six.save(tmp_path / "eight.jpg", exif=exif.tobytes())
     with runtimes.load("alignvar-tiny") as engine, warnings.catch_warnings(record=True) as said:
-        warnings.simplefilter("default")                       # Python's own: once per text and line
+        warnings.simplefilter("always")
         photos = [Image.open(tmp_path / name) for name in ("six.jpg", "six.jpg", "eight.jpg")]
         assert [im.size for im in engine.upscale_many(photos)] == [(32, 16)] * 3     # as held
         for im in photos:
@@ -206,19 +206,22 @@ def test_phone_photos_as_pil_images_in_one_upscale_many_call_are_warned_about_on
 
 def test_16_bit_and_cmyk_pil_images_in_one_upscale_many_call_are_warned_about_once(tmp_path: Path,
                                                                                     one_torch_thread) -> None:
-    """A PIL image of a 16-bit colour PNG (8 bits a sample in PIL) or a CMYK one with an unusable
-    profile is said once per batch, as the orientation is: each line came once per image."""
+    """A PIL image of a 16-bit colour PNG or TIFF (8 bits a sample in PIL) or a CMYK one with an
+    unusable profile is said once per batch, as the orientation is, under "always" too: each line came
+    once per image. The 16-bit line names no one format: it stands for the PNGs and TIFFs alike."""
     from alignvar_edge import runtimes
     _png16(tmp_path / "c16.png", np.full((4, 4, 3), 1000, np.uint16))
+    tifffile = pytest.importorskip("tifffile")
+    tifffile.imwrite(tmp_path / "c16.tif", np.full((4, 4, 3), 1000, np.uint16), photometric="rgb")
     Image.new("CMYK", (4, 4), (20, 200, 30, 10)).save(tmp_path / "cmyk.jpg", icc_profile=bytes(16) + b"CMYK" + bytes(108))
     with runtimes.load("alignvar-tiny") as engine, warnings.catch_warnings(record=True) as said:
-        warnings.simplefilter("default")                       # Python's own: once per text and line
-        images = [Image.open(tmp_path / name) for name in ("c16.png", "cmyk.jpg") * 3]
+        warnings.simplefilter("always")
+        images = [Image.open(tmp_path / name) for name in ("c16.png", "cmyk.jpg", "c16.tif") * 2]
         assert len(list(engine.upscale_many(images))) == 6
         for im in images:
             im.close()
     assert sorted(str(w.message).split(" holds")[0].split(" colour profile")[0] for w in said) == \
-        ["this CMYK PIL image's", "this PIL image of a 16-bit colour PNG"]
+        ["a PIL image of a 16-bit colour or gray+alpha file", "this CMYK PIL image's"]
 
 
 def test_an_adobe_rgb_photos_interoperability_index_is_kept_in_every_format(tmp_path: Path) -> None:
@@ -585,10 +588,17 @@ def test_a_16_bit_colour_tiff_keeps_every_bit_with_tifffile_and_is_refused_witho
         load_image(tmp_path / "le.tif")
 
 
-def test_a_pil_image_of_a_16_bit_colour_png_warns_that_it_holds_8_bits(tmp_path: Path) -> None:
-    _png16(tmp_path / "c16.png", np.full((2, 3, 3), 1000, np.uint16))
-    with Image.open(tmp_path / "c16.png") as img, pytest.warns(UserWarning, match="16-bit colour PNG holds 8 bits"):
+@pytest.mark.parametrize("channels", [2, 3])
+def test_a_pil_image_of_a_16_bit_colour_or_gray_and_alpha_png_warns_that_it_holds_8_bits(
+        tmp_path: Path, channels: int) -> None:
+    """Pillow opens a 16-bit gray+alpha PNG as 8-bit RGBA: its upscale came back 8-bit without a
+    word, where the file's own upscale keeps 16 bits, as for 16-bit colour."""
+    _png16(tmp_path / "16.png", np.full((2, 3, channels), 1000, np.uint16))
+    with Image.open(tmp_path / "16.png") as img, pytest.warns(UserWarning) as said:
         as_float_image(img)
+    assert [str(w.message) for w in said] == [
+        "a PIL image of a 16-bit colour or gray+alpha file holds 8 bits a sample, as Pillow reads it, so its "
+        "result does too; pass load_image(path)'s float array to keep 16"]
 
 
 def test_grayscale_and_la(tmp_path: Path) -> None:

@@ -106,8 +106,9 @@ def _shown_over(megapixels: float, limit: float) -> str:
 
 
 def as_float_image(image: object) -> tuple[np.ndarray, Callable[[np.ndarray], object]]:
-    """An in-memory image -> (float32 HxW / HxWx1 / HxWx3 / HxWx4 in [0, 1], `back`), where
-    `back(result)` turns a float result of the same layout into the caller's kind.
+    """An in-memory image -> (float32 HxW / HxWx1 (gray), HxWx2 (gray and alpha), HxWx3 (RGB) or
+    HxWx4 (RGBA) in [0, 1], `back`), where `back(result)` turns a float result of the same layout
+    into the caller's kind.
 
     numpy uint8 (/255) and uint16 (/65535, either byte order) come back in their dtype (rounded, clipped); float
     arrays (in [0, 1]) come back in their float dtype; a PIL image comes back as a PIL image of
@@ -127,7 +128,7 @@ class Samples:
     values): tiling reads tiles and writes the result in strips, and no image-sized float copy
     is made."""
 
-    samples: np.ndarray                                # uint8, uint16 or float; HxW, HxWx1, x3 or x4
+    samples: np.ndarray                                # uint8, uint16 or float; HxW, HxWx1, x2, x3 or x4
     to_float: Callable[[np.ndarray], np.ndarray]       # a block of them -> floats in [0, 1]
     dtype: np.dtype                                    # the result's samples
     from_float: Callable[[np.ndarray], np.ndarray]     # a float result block -> samples of `dtype`
@@ -273,15 +274,18 @@ def _decode(img: Image.Image) -> None:
 
 
 def _pil_samples(img: Image.Image, batch_said: set[str]) -> Samples:
-    if sixteen_bit.is_rgb16(img):          # a PIL image cannot hold the other 8 bits: say so, not lose them silently
-        _say_once_a_batch(batch_said, "16-bit", f"this PIL image of a 16-bit colour {img.format} holds 8 bits a "
-                          "sample, so its result does too; pass load_image(path)'s float array to keep 16")
+    # a PIL image cannot hold the other 8 bits: say so, not lose them silently (one line for a batch
+    # of PNGs and TIFFs alike)
+    if sixteen_bit.is_rgb16(img) or sixteen_bit.is_la16(img):
+        _say_once_a_batch(batch_said, "16-bit", "a PIL image of a 16-bit colour or gray+alpha file holds 8 bits a "
+                          "sample, as Pillow reads it, so its result does too; pass load_image(path)'s float array "
+                          "to keep 16")
     if unusable_cmyk_profile(img):
         _say_once_a_batch(batch_said, "cmyk", "this CMYK PIL image's colour profile cannot be used, so it is "
                           "converted to RGB by a plain formula and its colours may shift; pass it converted to "
                           "RGB by the editor that made it to keep them")
     negative = stored_as_negative(img)     # a MinIsWhite TIFF's 16-bit or float samples: shown inverted
-    _decode(img)                           # after is_rgb16, which reads the undecoded tile
+    _decode(img)                           # after is_rgb16 and is_la16, which read the undecoded tile
     _say_turn_not_applied(img, batch_said)
     s = _pil_sixteen_samples(img) if img.mode in _PIL_SIXTEEN_BIT else _pil_plain_samples(img)
     if not negative:
@@ -303,8 +307,8 @@ def _say_turn_not_applied(img: Image.Image, batch_said: set[str]) -> None:
 
 def _say_once_a_batch(batch_said: set[str], what: str, line: str) -> None:
     """`line` said for the first image of a batch it concerns (`as_samples`): the advice is the same
-    for each. Warnings' own once per text and line does not hold here: reading each image's EXIF
-    enters `warnings.catch_warnings`, which makes Python forget what it has shown."""
+    for each, so a folder of 500 photos gets one line whatever the filters ("always" too) and
+    whatever its images' orientations (each a text of its own to warnings' once per text)."""
     if what not in batch_said:
         batch_said.add(what)
         warn_caller(line)
