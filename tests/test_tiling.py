@@ -6,6 +6,7 @@ run the same code with real engines.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import numpy as np
@@ -339,5 +340,22 @@ def test_a_gray_and_alpha_array_upscales_as_its_pil_image_does() -> None:
     with runtimes.load("alignvar-tiny") as engine:
         np.testing.assert_array_equal(np.asarray(engine.upscale(la)), engine.upscale(np.asarray(la)))
     with pytest.raises(InputError, match=r"got shape \(3, 9, 7\); its channels come first: pass "
-                                         r"x\.transpose\(1, 2, 0\) \(HxWx3\)$"):
+                                         r"np\.asarray\(x\)\.transpose\(1, 2, 0\) \(HxWx3\)$"):
         tiling.upscale_image(r, np.zeros((3, 9, 7), np.float32))
+
+
+@pytest.mark.parametrize(("shape", "fix"), [((3, 9, 7), "np.asarray(x).transpose(1, 2, 0)"),
+                                            ((1, 3, 9, 7), "np.asarray(x)[0].transpose(1, 2, 0)"),
+                                            ((1, 9, 7, 3), "x[0]")])
+def test_a_tensor_of_another_layout_is_told_a_fix_that_runs_on_it(shape: tuple[int, ...], fix: str) -> None:
+    """The channels-first refusal said to pass x.transpose(1, 2, 0), a TypeError on a torch tensor
+    (which upscale takes), and a 1x3xHxW batch of one image got no fix at all. The fix named, run on
+    the tensor, gives the image in its layout."""
+    import torch
+    x = torch.rand(shape)
+    with pytest.raises(InputError) as refused:
+        tiling.upscale_image(OffsetRunner(), x)
+    named = re.search(r": pass (.+?)( \(HxWx\d\))?$", str(refused.value))
+    assert named is not None and named[1] == fix, str(refused.value)
+    fixed = eval(named[1], {"np": np, "x": x})           # the message's own words, run
+    assert tiling.upscale_image(OffsetRunner(), fixed).shape == (36, 28, 3)

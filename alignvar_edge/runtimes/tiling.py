@@ -325,7 +325,8 @@ def upscale_plane_bicubic(plane: np.ndarray, scale: int) -> np.ndarray:
 
 def upscale_image(engine: TileRunner, image: np.ndarray, overlap: int | None = None,
                   progress: TileProgress | None = None, color_fix: bool = False) -> np.ndarray:
-    """HxW / HxWx1 (gray), HxWx3 (RGB) or HxWx4 (RGBA) float in [0, 1] -> 4x float32, same layout.
+    """HxW / HxWx1 (gray), HxWx2 (gray and alpha), HxWx3 (RGB) or HxWx4 (RGBA) float in [0, 1] ->
+    4x float32, same layout.
 
     Gray runs as RGB and returns the mean of the three output channels; alpha is bicubic.
     """
@@ -384,7 +385,7 @@ def _as_rgb(image: np.ndarray, to_float: FloatOf, alpha_is_coverage: bool) -> tu
     channels = x.shape[2] if x.ndim == 3 else 1 if x.ndim == 2 else 0
     if channels not in (1, 2, 3, 4):
         raise InputError(f"expected an image HxW, HxWx1, HxWx2 (gray and alpha), HxWx3 or HxWx4, got shape "
-                         f"{x.shape}{_channels_first(x)}")
+                         f"{x.shape}{_layout_fix(x)}")
     colour, alpha = (x, None) if channels in (1, 3) else (x[..., :-1], _alpha_plane(x[..., -1], to_float))
     if alpha is not None and alpha_is_coverage:
         colour = fill_transparent(colour, alpha)
@@ -404,10 +405,16 @@ def _alpha_plane(samples: np.ndarray, to_float: FloatOf) -> np.ndarray:
     return np.clip(np.asarray(to_float(samples), np.float32), 0.0, 1.0)
 
 
-def _channels_first(x: np.ndarray) -> str:
-    """The fix for an array whose channels come first (a tensor's CHW), else ''."""
-    if x.ndim == 3 and x.shape[0] in (1, 2, 3, 4) and x.shape[2] > 4:
-        return f"; its channels come first: pass x.transpose(1, 2, 0) (HxWx{x.shape[0]})"
+def _layout_fix(x: np.ndarray) -> str:
+    """The fix for a tensor's layout: channels first (CHW), or one image in a batch (1xCxHxW,
+    1xHxWxC), else ''. Named through np.asarray: a torch tensor's transpose takes two dimensions."""
+    batched = x.ndim == 4 and x.shape[0] == 1
+    one = x[0] if batched else x
+    if one.ndim == 3 and one.shape[0] in (1, 2, 3, 4) and one.shape[2] > 4:
+        where = "one image in a batch, its channels first" if batched else "its channels come first"
+        return f"; {where}: pass np.asarray(x){'[0]' if batched else ''}.transpose(1, 2, 0) (HxWx{one.shape[0]})"
+    if batched and one.ndim == 3 and one.shape[2] in (1, 2, 3, 4):
+        return "; one image in a batch: pass x[0]"
     return ""
 
 
