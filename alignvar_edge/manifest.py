@@ -394,11 +394,20 @@ def redact(m: Manifest, hidden: dict[str, str] | None = None) -> None:
         _hide(hidden, name)
         name = shown_name(name)
     m.model = dataclasses.replace(m.model, name=name, source=source.without_paths())
-    for owner, key in ((m.extra.get("source"), "path"), (m.extra.get("tensorrt_kit"), "source"),
-                       (m.extra, "source_artifact")):
+    if m.extra.get("source_artifact"):
+        _hide(hidden, m.extra["source_artifact"])
+        m.extra["source_artifact"] = None
+    # an artifact's path left out: the export (or quantize output) built from, a kit's source, the
+    # int8 artifact whose searched float groups an OpenVINO int8 build kept (its SHA-256s stay)
+    for record, key in (("source", "path"), ("tensorrt_kit", "source"), ("float_groups_from", "path")):
+        owner = m.extra.get(record)
         if isinstance(owner, dict) and owner.get(key):
             _hide(hidden, owner[key])
-            owner[key] = None
+            m.extra[record] = {**owner, key: None}      # a copy: the caller's FloatGroups holds that dict
+    groups_from = m.extra.get("float_groups_from")
+    if isinstance(groups_from, dict):        # the export it was quantized from, its model as typed: by name
+        for key in ("source_artifact", "model"):
+            _hide(hidden, groups_from.get(key))
     if m.calibration:           # a copy: the source's manifest may hold the same dict
         m.calibration = {k: v for k, v in m.calibration.items() if k not in ("files", "skipped_files")}
         _hide_folder(hidden, m.calibration, "source")

@@ -71,6 +71,28 @@ def test_a_redacted_engine_names_no_folder_of_the_host_and_no_calibration_photo(
         assert len(cal["hash"]) == 64 and cal["images"] == 3 and cal["tiles"] > 0 and "files" not in cal
 
 
+def test_a_redacted_openvino_int8_engine_names_not_the_int8_artifact_of_its_float_groups(host: Path) -> None:
+    """deploy --redact hands the onnxruntime int8 search's float groups to the OpenVINO int8 build
+    (`build --float-groups-from DIR --redact` too): the engine recorded that artifact's path."""
+    pytest.importorskip("nncf", reason="OpenVINO int8 calibrates with NNCF")
+    from alignvar_edge.quantize.artifact import FloatGroups, searched_float_groups
+    from alignvar_edge.quantize.calibration import CalibrationSet
+    quantized = host / "home" / "jane.doe" / "acme-secret-project" / "q-int8"
+    assert cli(["quantize", str(host / "export"), "--precision", "int8", "--no-search", "--tiles", "16",
+                "--val-tiles", "16", "--out", str(quantized), "--force"]) == 0
+    searched = searched_float_groups(quantized)
+    groups = FloatGroups(["sca_bias"], searched.origin)         # as a search that kept SCA's bias in float
+    cfg = runtimes.load(host / "export").config
+    out = runtimes.build(host / "export", "openvino", precision="int8", out=host / "redacted-openvino-groups",
+                         calibration=CalibrationSet.from_folder(host / "private_calib", cfg, n=16, n_val=16),
+                         float_groups=groups, redact=True, force=True)
+    assert _leaks(out, _private_words(host)) == []
+    recorded = read_manifest(out).extra["float_groups_from"]
+    # which artifact it was stays provable: its manifest's SHA-256
+    assert recorded["path"] is None and recorded["manifest_sha256"] == sha256_file(quantized / "manifest.json")
+    assert groups.origin["path"] == str(quantized)          # the caller's groups keep where they came from
+
+
 def test_inspect_and_selftest_name_the_checkpoint_by_its_folder_name(host: Path,
                                                                      capsys: pytest.CaptureFixture[str]) -> None:
     out = host / "redacted-inspect"
