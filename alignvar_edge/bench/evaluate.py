@@ -32,7 +32,7 @@ from alignvar_edge.model.matrices import bicubic_upscale
 from alignvar_edge.runtimes.torch_backend import DEFAULT_BATCH, TorchEngine
 from alignvar_edge.model.pruning import effective_prune
 from alignvar_edge.manifest import default_overlap
-from alignvar_edge.runtimes.tiling import seam_ratio, tile_starts
+from alignvar_edge.runtimes.tiling import colour_and_alpha, seam_ratio, tile_starts
 from alignvar_edge.train.ablations import NOT_APPLICABLE, VARIANTS, variant_models
 
 KINDS = (*VARIANTS, "pruned", "pruned_vs_model")     # what a result may score, in table order
@@ -73,20 +73,17 @@ def vq_reconstruct(model: AlignVAR, lr_NC: torch.Tensor, hr_NC: torch.Tensor,
 
 
 def _float_rgb(name: str, image: object) -> np.ndarray:
-    """An image as `upscale` takes it (uint8, uint16 or float in [0, 1]; gray, RGB or RGBA; a PIL
-    image) -> the float RGB that is scored: gray as three equal channels, alpha left out (the
-    model never sees it). A uint8 array read as float would score -40 dB, not fail."""
+    """An image as `upscale` takes it (uint8, uint16 or float in [0, 1]; gray, gray and alpha, RGB
+    or RGBA; a PIL image) -> the float RGB that is scored: gray as three equal channels, alpha left
+    out (the model never sees it). A uint8 array read as float would score -40 dB, not fail."""
     from alignvar_edge.images import as_float_image
     try:
         x, _ = as_float_image(image)
+        colour, _ = colour_and_alpha(x)
     except InputError as e:
         raise InputError(f"image {name!r}: {e}") from e
-    if x.ndim == 2:
-        x = x[..., None]
-    if x.ndim != 3 or x.shape[2] not in (1, 3, 4):
-        raise InputError(f"image {name!r} has shape {x.shape}; pass HxW or HxWx1 (gray), HxWx3 (RGB) "
-                         "or HxWx4 (RGBA)")
-    return np.repeat(x, 3, axis=2) if x.shape[2] == 1 else x[..., :3]
+    colour = colour.reshape(*colour.shape[:2], -1)          # gray HxW as HxWx1
+    return np.repeat(colour, 3, axis=2) if colour.shape[2] == 1 else colour
 
 
 def check_max_side(config: AlignVARConfig, max_side: int | None) -> None:

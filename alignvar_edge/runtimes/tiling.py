@@ -379,17 +379,26 @@ class _Layout:
         return out[..., None] if self.keep_dim else out
 
 
-def _as_rgb(image: np.ndarray, to_float: FloatOf, alpha_is_coverage: bool) -> tuple[np.ndarray, _Layout]:
-    """(the RGB samples the model sees, the layout its result takes)."""
+def colour_and_alpha(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """An image's colour samples (HxW, HxWx1 or HxWx3) and its alpha's (HxW, None where it has none)
+    for each layout an image may have: HxW or HxWx1 (gray), HxWx2 (gray and alpha), HxWx3 (RGB),
+    HxWx4 (RGBA); any other is refused in one line."""
     x = np.asarray(image)
     channels = x.shape[2] if x.ndim == 3 else 1 if x.ndim == 2 else 0
     if channels not in (1, 2, 3, 4):
         raise InputError(f"expected an image HxW, HxWx1, HxWx2 (gray and alpha), HxWx3 or HxWx4, got shape "
                          f"{x.shape}{_layout_fix(x)}")
-    colour, alpha = (x, None) if channels in (1, 3) else (x[..., :-1], _alpha_plane(x[..., -1], to_float))
+    return (x, None) if channels in (1, 3) else (x[..., :-1], x[..., -1])
+
+
+def _as_rgb(image: np.ndarray, to_float: FloatOf, alpha_is_coverage: bool) -> tuple[np.ndarray, _Layout]:
+    """(the RGB samples the model sees, the layout its result takes)."""
+    x = np.asarray(image)
+    colour, alpha_samples = colour_and_alpha(x)
+    alpha = None if alpha_samples is None else _alpha_plane(alpha_samples, to_float)
     if alpha is not None and alpha_is_coverage:
         colour = fill_transparent(colour, alpha)
-    if channels <= 2:
+    if colour.ndim == 2 or colour.shape[2] == 1:
         g = colour.reshape(x.shape[0], x.shape[1])
         # the one plane seen three times, not copied
         return np.broadcast_to(g[..., None], (*g.shape, 3)), _Layout(gray=True, keep_dim=x.ndim == 3, alpha=alpha)
