@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import struct
+import warnings
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -192,3 +193,76 @@ def test_a_maker_note_and_its_preview_are_not_carried(tmp_path: Path) -> None:
         written = im.getexif()
     assert (written[0x010F], written[0x0110]) == ("NIKON CORPORATION", "NIKON Z 6")
     assert written.get_ifd(0x8769) == {0x829A: pytest.approx(0.004)}
+
+
+def _xmp_with_title(title: str) -> bytes:
+    """An XMP packet whose dc:title holds `title` (XML)."""
+    return ('<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta xmlns:x="adobe:ns:meta/">'
+            '<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description rdf:about="" '
+            f'xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:title>{title}</dc:title></rdf:Description></rdf:RDF>'
+            '</x:xmpmeta><?xpacket end="w"?>').encode()
+
+
+_XMP_LEFT_OUT = "its XMP cannot be copied"
+
+
+def test_a_deeply_nested_xmp_is_left_out_and_the_file_upscaled(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                               one_torch_thread) -> None:
+    """A 15 KB JPEG whose dc:title nests 2000 elements stopped `upscale` with a RecursionError
+    traceback, exit 1 (a folder run stopped there, and again on resume): its XMP is left out in
+    the one-line warning that names the file, and the picture upscaled."""
+    from alignvar_edge.cli import main
+    Image.new("RGB", (8, 8)).save(tmp_path / "deep.jpg", xmp=_xmp_with_title("<a>" * 2000 + "x" + "</a>" * 2000))
+    assert main(["upscale", str(tmp_path / "deep.jpg"), str(tmp_path / "out.jpg"), "--engine", "alignvar-tiny",
+                 "--quiet"]) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert warned == [f"alignvar-edge upscale: warning: {tmp_path / 'deep.jpg'}: {_XMP_LEFT_OUT} (it nests elements "
+                      "more than 64 deep); the result is written without it (save the file again from an image "
+                      "editor to repair it)"]
+    with Image.open(tmp_path / "out.jpg") as im:
+        assert im.size == (32, 32) and "xmp" not in im.info
+
+
+@pytest.mark.parametrize(("title", "why"), [
+    ("<a/>" * 25_000, "it holds more than 20000 elements"),
+    ("x" * 1_100_000, r"it is \d+ bytes, over the 1048576 that are read")], ids=["elements", "bytes"])
+def test_an_xmp_past_the_bounds_is_left_out_with_a_warning(tmp_path: Path, title: str, why: str) -> None:
+    """Parsing a packet of 1 MB took seconds and 100 MB of memory, for each file of a folder: one
+    of more elements or bytes than a real XMP holds is left out before it is parsed into a tree."""
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("XML:com.adobe.xmp", _xmp_with_title(title).decode())
+    Image.new("RGB", (4, 4)).save(tmp_path / "in.png", pnginfo=info)
+    with pytest.warns(UserWarning, match=rf"in\.png: {_XMP_LEFT_OUT} \({why}\); the result is written without it"):
+        assert file_metadata(tmp_path / "in.png", 4)["xmp"] is None
+
+
+def test_a_long_xmp_within_the_bounds_is_carried(tmp_path: Path) -> None:
+    """The bounds leave real packets alone: Photoshop's DocumentAncestors grows to thousands of
+    entries, nested a few elements deep."""
+    ancestors = "".join(f"<rdf:li>xmp.did:{i:032x}</rdf:li>" for i in range(5000))
+    packet = _xmp_with_title(f"<rdf:Bag>{ancestors}</rdf:Bag>")
+    assert len(packet) > 200_000
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("XML:com.adobe.xmp", packet.decode())
+    Image.new("RGB", (4, 4)).save(tmp_path / "in.png", pnginfo=info)
+    carried = file_metadata(tmp_path / "in.png", 4)["xmp"]
+    assert carried is not None and len(ET.fromstring(carried).findall(".//rdf:li", _XMP_NS)) == 5000
+
+
+@pytest.mark.parametrize("codec", ["utf-16", "utf-16-le", "utf-16-be", "utf-32"])
+def test_a_utf16_or_utf32_xmp_is_carried(tmp_path: Path, codec: str) -> None:
+    """XMP may be UTF-16 or UTF-32 (with or without a byte-order mark): trimming NULs as padding
+    cut a UTF-16LE packet's last '>' in half, and every one was left out as 'unclosed token'. It
+    is carried, written in UTF-8, as a TIFF tag padded with a NUL too."""
+    packet = _EDITED_XMP.encode(codec)
+    Image.new("RGB", (4, 4)).save(tmp_path / "in.jpg", xmp=packet)
+    exif = Image.Exif()
+    exif[700] = packet + b"\0"
+    Image.new("RGB", (4, 4)).save(tmp_path / "in.tif", exif=exif.tobytes())
+    for name in ("in.jpg", "in.tif"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            carried = file_metadata(tmp_path / name, 4)["xmp"]
+        assert carried is not None, name
+        assert ET.fromstring(carried).findtext(".//xmpMM:DocumentID", namespaces=_XMP_NS) == \
+            "xmp.did:ORIGINAL-DOC-1234", name

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import codecs
 import io
 import os
 import re
 import struct
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, TypedDict
 from xml.dom import minidom
@@ -160,26 +162,27 @@ _XMP_INSTANCE_ID = (_XMP_MEDIA, "InstanceID")
 
 
 def _carried_xmp(xmp: object, path: str | os.PathLike[str]) -> bytes | None:
-    """The XMP packet `xmp` of the file `path` as its result carries it: less `_XMP_DROPPED` and
-    any other image it embeds (`_embedded_image`), as attributes (tiff:Orientation="6") or
-    elements, by their namespace whatever their prefix, and with a new xmpMM:InstanceID: the
-    result is a new instance of the same document (its DocumentID and History kept), as an
-    editor's save makes one. A packet that is not well-formed XML cannot be read for what it
-    embeds: it is left out, with a warning."""
+    """The XMP packet `xmp` of the file `path` as its result carries it, in UTF-8: less
+    `_XMP_DROPPED` and any other image it embeds (`_embedded_image`), as attributes
+    (tiff:Orientation="6") or elements, by their namespace whatever their prefix, and with a new
+    xmpMM:InstanceID: the result is a new instance of the same document (its DocumentID and History kept), as an editor's save makes one. A packet that
+    is not well-formed XML, or past `_XMP_MAX_BYTES`, `_XMP_MAX_DEPTH` or `_XMP_MAX_ELEMENTS`,
+    cannot be read for what it embeds: it is left out, with a warning."""
     packet = _xmp_bytes(xmp)
     if packet is None:
         return None
     try:
-        doc = _xmp_document(packet)
-    except (expat.ExpatError, ValueError) as e:
+        text = _xmp_text(packet)
+        if not text:                                    # padding alone
+            return None
+        doc = _xmp_document(text)
+    except (expat.ExpatError, ValueError) as e:         # UnicodeDecodeError is a ValueError
         warn_caller(f"{path}: its XMP cannot be copied ({e}); the result is written without it (save the file "
                     "again from an image editor to repair it)")
         return None
-    # the root element, between the packet's processing instructions (<?xpacket ...?>)
-    for node in doc.childNodes:
-        if isinstance(node, minidom.Element):
-            _carry_xmp_properties(node, doc)
-    return "".join(node.toxml() for node in doc.childNodes).encode("utf-8")   # no XML declaration
+    _carry_xmp_properties(doc, _new_instance_id)
+    # no XML declaration; minidom writes the tree by recursion, which `_XMP_MAX_DEPTH` bounds
+    return "".join(node.toxml() for node in doc.childNodes).encode("utf-8")
 
 
 def _xmp_bytes(xmp: object) -> bytes | None:
@@ -188,43 +191,98 @@ def _xmp_bytes(xmp: object) -> bytes | None:
         xmp = xmp[0]
     if isinstance(xmp, str):
         xmp = xmp.encode()
-    if not isinstance(xmp, bytes) or not (packet := xmp.strip(b"\0 \t\r\n")):   # a TIFF's tag may end in NULs
-        return None
-    return packet
+    return xmp if isinstance(xmp, bytes) and xmp else None
 
 
-def _xmp_document(packet: bytes) -> minidom.Document:
-    """`packet` parsed, its prefixes and layout kept for writing it back; refused (ValueError)
-    where it declares a document type: XMP has none, and its entities would be expanded."""
+def _xmp_text(packet: bytes) -> str:
+    """`packet` decoded in its encoding (`_xmp_encoding`), less the padding around it (a TIFF's
+    tag may end in NULs, an odd one past a UTF-16 packet's last character), and refused
+    (ValueError) past `_XMP_MAX_BYTES`. Padding is cut in whole characters: a UTF-16LE packet
+    ends in the NUL of its last ">"."""
+    if len(packet) > _XMP_MAX_BYTES:
+        raise ValueError(f"it is {len(packet)} bytes, over the {_XMP_MAX_BYTES} that are read")
+    codec, unit = _xmp_encoding(packet)
+    if not any(tail := packet[len(packet) - len(packet) % unit:]):
+        packet = packet[:len(packet) - len(tail)]
+    return packet.decode(codec).strip("\0 \t\r\n")
+
+
+def _xmp_encoding(packet: bytes) -> tuple[str, int]:
+    """The codec of `packet` and the bytes of its code unit: by its byte-order mark, else by where
+    the zero bytes of its first characters fall ('<' is 3C 00 in UTF-16LE, 00 3C in UTF-16BE), as
+    XML 1.0 (appendix F) tells it; UTF-8 otherwise. An XMP packet may be UTF-8, UTF-16 or UTF-32."""
+    for bom, codec, unit in _XMP_BOMS:
+        if packet.startswith(bom):
+            return codec, unit
+    return _XMP_ZERO_BYTES.get(tuple(byte == 0 for byte in packet[:4]), ("utf-8", 1))
+
+
+# byte-order marks and the codecs that read them (UTF-32LE's starts with UTF-16LE's: first)
+_XMP_BOMS = ((codecs.BOM_UTF32_LE, "utf-32", 4), (codecs.BOM_UTF32_BE, "utf-32", 4),
+             (codecs.BOM_UTF8, "utf-8-sig", 1), (codecs.BOM_UTF16_LE, "utf-16", 2), (codecs.BOM_UTF16_BE, "utf-16", 2))
+# which of the first four bytes are zero, by encoding, where no byte-order mark says
+_XMP_ZERO_BYTES: dict[tuple[bool, ...], tuple[str, int]] = {
+    (True, True, True, False): ("utf-32-be", 4), (False, True, True, True): ("utf-32-le", 4),
+    (True, False, True, False): ("utf-16-be", 2), (False, True, False, True): ("utf-16-le", 2)}
+# What of a packet is parsed: real ones nest a dozen elements deep, and a long one (Photoshop's
+# DocumentAncestors) holds thousands; past these it is left out. A packet nested 2000 deep
+# stopped `upscale` (RecursionError), and one of 1 MB took seconds and 100 MB to parse.
+_XMP_MAX_BYTES = 1 << 20
+_XMP_MAX_DEPTH = 64
+_XMP_MAX_ELEMENTS = 20_000
+
+
+def _xmp_document(text: str) -> minidom.Document:
+    """`text` parsed, its prefixes and layout kept for writing it back; refused (ValueError)
+    where it declares a document type (XMP has none, and its entities would be expanded) or nests
+    or holds more elements than `_XMP_MAX_DEPTH` and `_XMP_MAX_ELEMENTS`, which expat, whose
+    stack is not Python's, tells before the tree is built."""
     def refuse(*_: object) -> None:
         raise ValueError("it declares a document type, which XMP does not use")
+    depth = elements = 0
+
+    def start(*_: object) -> None:
+        nonlocal depth, elements
+        depth, elements = depth + 1, elements + 1
+        if depth > _XMP_MAX_DEPTH:
+            raise ValueError(f"it nests elements more than {_XMP_MAX_DEPTH} deep")
+        if elements > _XMP_MAX_ELEMENTS:
+            raise ValueError(f"it holds more than {_XMP_MAX_ELEMENTS} elements")
+
+    def end(*_: object) -> None:
+        nonlocal depth
+        depth -= 1
     check = expat.ParserCreate()
     check.StartDoctypeDeclHandler = refuse
-    check.Parse(packet, True)
-    return minidom.parseString(packet)
+    check.StartElementHandler, check.EndElementHandler = start, end
+    check.Parse(text, True)               # as text: an encoding it declares was its bytes', and is read
+    return minidom.parseString(text)
 
 
-def _carry_xmp_properties(element: minidom.Element, doc: minidom.Document) -> None:
-    """Drop `_XMP_DROPPED` and embedded images from `element` of `doc` and those under it, and
-    renew its xmpMM:InstanceID, in place."""
-    for attr in list(element.attributes.values()):
-        name = (attr.namespaceURI, attr.localName)
-        if name in _XMP_DROPPED or _embedded_image(attr.value):
-            element.removeAttributeNode(attr)
-        elif name == _XMP_INSTANCE_ID:
-            attr.value = _new_instance_id()
-    for child in list(element.childNodes):
-        if not isinstance(child, minidom.Element):
-            continue
-        name = (child.namespaceURI, child.localName)
-        if name in _XMP_DROPPED or _embedded_image(_own_text(child)):
-            element.removeChild(child)
-        elif name == _XMP_INSTANCE_ID:
-            for text in list(child.childNodes):
-                child.removeChild(text)
-            child.appendChild(doc.createTextNode(_new_instance_id()))
-        else:
-            _carry_xmp_properties(child, doc)
+def _carry_xmp_properties(doc: minidom.Document, instance_id: Callable[[], str]) -> None:
+    """Drop `_XMP_DROPPED` and embedded images from the elements of `doc`, and renew its
+    xmpMM:InstanceID (to `instance_id()`), in place; element by element, without recursion."""
+    elements = [node for node in doc.childNodes if isinstance(node, minidom.Element)]   # between <?xpacket?>s
+    while elements:
+        element = elements.pop()
+        for attr in list(element.attributes.values()):
+            name = (attr.namespaceURI, attr.localName)
+            if name in _XMP_DROPPED or _embedded_image(attr.value):
+                element.removeAttributeNode(attr)
+            elif name == _XMP_INSTANCE_ID:
+                attr.value = instance_id()
+        for child in list(element.childNodes):
+            if not isinstance(child, minidom.Element):
+                continue
+            name = (child.namespaceURI, child.localName)
+            if name in _XMP_DROPPED or _embedded_image(_own_text(child)):
+                element.removeChild(child)
+            elif name == _XMP_INSTANCE_ID:
+                for text in list(child.childNodes):
+                    child.removeChild(text)
+                child.appendChild(doc.createTextNode(instance_id()))
+            else:
+                elements.append(child)
 
 
 def _new_instance_id() -> str:
