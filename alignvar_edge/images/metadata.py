@@ -66,12 +66,20 @@ def file_metadata(path: str | os.PathLike[str], scale: int = 1) -> Metadata:
         return image_metadata(img, path, image_layout(img)[0], scale)
 
 
-def image_metadata(img: Image.Image, path: str | os.PathLike[str], gray: bool, scale: int) -> Metadata:
+def image_metadata(img: Image.Image, path: str | os.PathLike[str], gray: bool, scale: int,
+                   stripped_for: str | None = None) -> Metadata:
     """`file_metadata` of the opened file `path`, whose layout is `gray` or not (`image_layout`,
-    read from its header: decoding the pixels may change what it reads)."""
-    icc = _profile_for(img, gray)
-    exif = image_exif(img, path)          # a PNG's EXIF may follow its pixels, which it decodes
+    read from its header: decoding the pixels may change what it reads). `stripped_for`: the
+    output format of `upscale --strip-metadata`, whose result carries the colour profile and print
+    size alone (`stripped_metadata`): the EXIF, XMP and text it drops are not parsed for copying,
+    so a damaged one is not said, nor can it stop the run."""
+    exif = image_exif(img, path)          # read anyway: the orientation; a PNG's EXIF may follow its pixels
     dpi = _dpi(img, exif)
+    kept: Metadata = {"icc_profile": _profile_for(img, gray), "png_colour": png_colour(img),
+                      "dpi": (dpi[0] * scale, dpi[1] * scale) if dpi else None, "exif": None, "xmp": None,
+                      "text": None}
+    if stripped_for is not None:
+        return stripped_metadata(kept, stripped_for)
     try:
         carried = _carried_exif(exif)
     except (*IMAGE_DECODE_ERRORS, struct.error, TypeError) as e:   # a maker's tag Pillow cannot write back
@@ -80,8 +88,8 @@ def image_metadata(img: Image.Image, path: str | os.PathLike[str], gray: bool, s
     # a PNG's text may follow its pixels too; its XMP is one of its texts
     text = dict(img.text) if isinstance(img, PngImagePlugin.PngImageFile) else {}
     xmp = img.info.get("xmp") or text.get(_PNG_XMP, "").encode()
-    return {"icc_profile": icc, "exif": carried, "dpi": (dpi[0] * scale, dpi[1] * scale) if dpi else None,
-            "xmp": _carried_xmp(xmp, path), "text": _carried_text(text), "png_colour": png_colour(img)}
+    return {**kept, "exif": carried, "xmp": _carried_xmp(xmp, path),
+            "text": _carried_text(text)}
 
 
 def stripped_metadata(meta: Metadata, fmt: str) -> Metadata:

@@ -417,7 +417,6 @@ def run_upscale(args: argparse.Namespace) -> int:
     from alignvar_edge import runtimes
     from alignvar_edge.images import QUALITY_FORMATS, output_format, result_path, save_image
     from alignvar_edge.images.arrays import unit_floats
-    from alignvar_edge.images.metadata import stripped_metadata
     from alignvar_edge.images.read import file_samples, load_image_for_upscale
     from alignvar_edge.images.write import written_bits
     from alignvar_edge.images.transparency import fill_transparent
@@ -466,8 +465,10 @@ def run_upscale(args: argparse.Namespace) -> int:
         def images() -> Any:
             for i, (src, dst) in enumerate(jobs):
                 try:
-                    # the file's layout is kept, and its colours, EXIF and print size
-                    rgb, alpha, (gray, bits), meta = load_image_for_upscale(src, limit, engine.scale)
+                    # the file's layout is kept, and its colours, EXIF and print size; with
+                    # --strip-metadata its colours and print size alone, the rest not even parsed
+                    stripped_for = output_format(dst) if args.strip_metadata else None
+                    rgb, alpha, (gray, bits), meta = load_image_for_upscale(src, limit, engine.scale, stripped_for)
                     # e.g. alpha to .jpg, a WebP wider than it holds, a TIFF past 4 GiB: refused before the work
                     output_format(dst, alpha is not None, (rgb.shape[1] * engine.scale, rgb.shape[0] * engine.scale),
                                   gray=gray, bits=bits)
@@ -503,8 +504,6 @@ def run_upscale(args: argparse.Namespace) -> int:
             big_alpha = upscale_plane_bicubic(alpha, engine.scale) if alpha is not None else None
             dst.parent.mkdir(parents=True, exist_ok=True)
             quality = args.quality if output_format(dst) in QUALITY_FORMATS else None   # a folder's PNGs: none
-            if args.strip_metadata:
-                meta = stripped_metadata(meta, output_format(dst))
             try:
                 save_image(dst, out, big_alpha, overwrite=args.force or dst in replaced, input_path=src, bits=bits,
                            quality=quality, **meta)
