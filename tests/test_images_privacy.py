@@ -287,3 +287,25 @@ def test_a_utf16_or_utf32_xmp_is_carried(tmp_path: Path, codec: str) -> None:
         assert carried is not None, name
         assert ET.fromstring(carried).findtext(".//xmpMM:DocumentID", namespaces=_XMP_NS) == \
             "xmp.did:ORIGINAL-DOC-1234", name
+
+
+def _instance_id(path: Path) -> str | None:
+    description = _written_xmp(path).find(".//rdf:Description", _XMP_NS)
+    assert description is not None
+    return description.get(f"{{{_XMP_NS['xmpMM']}}}InstanceID")
+
+
+def test_the_same_command_writes_the_same_bytes(tmp_path: Path, one_torch_thread) -> None:
+    """The result's new InstanceID was random: the same command wrote other bytes on each run
+    (reproducible outputs and content-hash caches broke). It is derived from the input and what
+    made the result: the same again, another for another input or option."""
+    from alignvar_edge.cli import main
+    (tmp_path / "in").mkdir()
+    for name, grey in (("a.jpg", 40), ("b.jpg", 200)):                  # the same XMP, other pixels
+        Image.new("RGB", (8, 8), (grey,) * 3).save(tmp_path / "in" / name, xmp=_EDITED_XMP.encode())
+    for out, extra in (("out1", []), ("out2", []), ("out3", ["--overlap", "1"])):
+        assert main(["upscale", str(tmp_path / "in"), str(tmp_path / out), "--engine", "alignvar-tiny", "--quiet",
+                     *extra]) == 0
+    assert (tmp_path / "out1" / "a.jpg").read_bytes() == (tmp_path / "out2" / "a.jpg").read_bytes()
+    ids = {_instance_id(tmp_path / out / name) for out in ("out1", "out3") for name in ("a.jpg", "b.jpg")}
+    assert len(ids) == 4 and "xmp.iid:INPUT-INSTANCE" not in ids, ids

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import binascii
 import codecs
+import functools
 import io
 import os
 import re
@@ -26,6 +27,7 @@ from alignvar_edge.errors import IMAGE_DECODE_ERRORS
 from alignvar_edge.images import png16
 from alignvar_edge.images.exif import image_exif
 from alignvar_edge.images.formats import image_layout, open_quietly
+from alignvar_edge.manifest import sha256_file
 
 
 def file_profile(path: str | os.PathLike[str]) -> bytes | None:
@@ -67,12 +69,14 @@ def file_metadata(path: str | os.PathLike[str], scale: int = 1) -> Metadata:
 
 
 def image_metadata(img: Image.Image, path: str | os.PathLike[str], gray: bool, scale: int,
-                   stripped_for: str | None = None) -> Metadata:
+                   stripped_for: str | None = None, made_by: str = "") -> Metadata:
     """`file_metadata` of the opened file `path`, whose layout is `gray` or not (`image_layout`,
     read from its header: decoding the pixels may change what it reads). `stripped_for`: the
     output format of `upscale --strip-metadata`, whose result carries the colour profile and print
     size alone (`stripped_metadata`): the EXIF, XMP and text it drops are not parsed for copying,
-    so a damaged one is not said, nor can it stop the run."""
+    so a damaged one is not said, nor can it stop the run. `made_by`: what makes the result beside
+    the input and `scale` (the engine and its options), which the XMP's new InstanceID is derived
+    from (`_instance_id`)."""
     exif = image_exif(img, path)          # read anyway: the orientation; a PNG's EXIF may follow its pixels
     dpi = _dpi(img, exif)
     kept: Metadata = {"icc_profile": _profile_for(img, gray), "png_colour": png_colour(img),
@@ -88,7 +92,7 @@ def image_metadata(img: Image.Image, path: str | os.PathLike[str], gray: bool, s
     # a PNG's text may follow its pixels too; its XMP is one of its texts
     text = dict(img.text) if isinstance(img, PngImagePlugin.PngImageFile) else {}
     xmp = img.info.get("xmp") or text.get(_PNG_XMP, "").encode()
-    return {**kept, "exif": carried, "xmp": _carried_xmp(xmp, path),
+    return {**kept, "exif": carried, "xmp": _carried_xmp(xmp, path, f"x{scale} {made_by}"),
             "text": _carried_text(text)}
 
 
@@ -169,11 +173,12 @@ _XMP_DROPPED = {
 _XMP_INSTANCE_ID = (_XMP_MEDIA, "InstanceID")
 
 
-def _carried_xmp(xmp: object, path: str | os.PathLike[str]) -> bytes | None:
+def _carried_xmp(xmp: object, path: str | os.PathLike[str], made_by: str) -> bytes | None:
     """The XMP packet `xmp` of the file `path` as its result carries it, in UTF-8: less
     `_XMP_DROPPED` and any other image it embeds (`_embedded_image`), as attributes
     (tiff:Orientation="6") or elements, by their namespace whatever their prefix, and with a new
-    xmpMM:InstanceID: the result is a new instance of the same document (its DocumentID and History kept), as an editor's save makes one. A packet that
+    xmpMM:InstanceID (`_instance_id` of `path` and `made_by`): the result is a new instance of the
+    same document (its DocumentID and History kept), as an editor's save makes one. A packet that
     is not well-formed XML, or past `_XMP_MAX_BYTES`, `_XMP_MAX_DEPTH` or `_XMP_MAX_ELEMENTS`,
     cannot be read for what it embeds: it is left out, with a warning."""
     packet = _xmp_bytes(xmp)
@@ -188,7 +193,8 @@ def _carried_xmp(xmp: object, path: str | os.PathLike[str]) -> bytes | None:
         warn_caller(f"{path}: its XMP cannot be copied ({e}); the result is written without it (save the file "
                     "again from an image editor to repair it)")
         return None
-    _carry_xmp_properties(doc, _new_instance_id)
+    # the input is hashed once, where the packet has an InstanceID to renew
+    _carry_xmp_properties(doc, functools.cache(lambda: _instance_id(path, made_by)))
     # no XML declaration; minidom writes the tree by recursion, which `_XMP_MAX_DEPTH` bounds
     return "".join(node.toxml() for node in doc.childNodes).encode("utf-8")
 
@@ -293,8 +299,16 @@ def _carry_xmp_properties(doc: minidom.Document, instance_id: Callable[[], str])
                 elements.append(child)
 
 
-def _new_instance_id() -> str:
-    return f"xmp.iid:{uuid.uuid4()}"          # as Adobe's applications write one
+def _instance_id(path: str | os.PathLike[str], made_by: str) -> str:
+    """The result's xmpMM:InstanceID, as Adobe's applications write one: a UUID derived from the
+    input file's content and `made_by`, so that the same command writes the same bytes (a random
+    one broke reproducible outputs and content-hash caches), while another input, engine or
+    option gives another."""
+    return f"xmp.iid:{uuid.uuid5(_INSTANCE_NAMESPACE, f'{sha256_file(Path(path))} {made_by}')}"
+
+
+# the namespace of `_instance_id`'s UUIDs: a fixed one of alignvar-edge's own (another changes every ID)
+_INSTANCE_NAMESPACE = uuid.UUID("5b0f3c8e-2a71-4d0e-9a63-0c7b1f4e8d25")
 
 
 def _own_text(element: minidom.Element) -> str:

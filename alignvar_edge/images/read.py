@@ -54,18 +54,18 @@ def load_image(
     return (_gray_to_rgb(rgb) if rgb.ndim == 2 else rgb), _alpha_floats(alpha)
 
 
-def load_image_for_upscale(path: Path, max_megapixels: float | None, scale: int, stripped_for: str | None = None
-                           ) -> tuple[np.ndarray, np.ndarray | None, tuple[bool, int], Metadata]:
+def load_image_for_upscale(path: Path, max_megapixels: float | None, scale: int, stripped_for: str | None = None,
+                           made_by: str = "") -> tuple[np.ndarray, np.ndarray | None, tuple[bool, int], Metadata]:
     """The file's own samples (HxW gray or HxWx3 RGB: uint8 or uint16, floats for a float or
     negative file; `unit_floats` gives `load_image`'s floats of them), its alpha as `load_image`
     gives it, its layout (`image_layout`) and what its result carries beside its pixels
-    (`image_metadata`, `scale` times its size; `stripped_for` as there), from one
+    (`image_metadata`, `scale` times its size; `stripped_for` and `made_by` as there), from one
     opening of the file: its EXIF is read once, and a damaged one said once. No image-sized float
     copy is made (a float32 one is 4x the 8-bit samples)."""
     with _opened(path, RAISE_LIMIT) as img:
         layout = image_layout(img)          # from the header: decoding changes what it reads
         planes, alpha = _decode(path, img, max_megapixels, RAISE_LIMIT)
-        meta = image_metadata(img, path, layout[0], scale, stripped_for)
+        meta = image_metadata(img, path, layout[0], scale, stripped_for, made_by)
         return planes, _alpha_floats(alpha), layout, meta
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import math
 import os
 import time
@@ -461,6 +462,7 @@ def run_upscale(args: argparse.Namespace) -> int:
         taken: list[Path] = []                          # ... and past results another run wrote meanwhile
         costly_overlap: list[str] = []                  # said once a run, at the first image it slows
         paces: list[_ImagePace] = []                    # by the index upscale_many gives each image
+        made_by = _made_by(engine, args)
 
         def images() -> Any:
             for i, (src, dst) in enumerate(jobs):
@@ -468,7 +470,8 @@ def run_upscale(args: argparse.Namespace) -> int:
                     # the file's layout is kept, and its colours, EXIF and print size; with
                     # --strip-metadata its colours and print size alone, the rest not even parsed
                     stripped_for = output_format(dst) if args.strip_metadata else None
-                    rgb, alpha, (gray, bits), meta = load_image_for_upscale(src, limit, engine.scale, stripped_for)
+                    rgb, alpha, (gray, bits), meta = load_image_for_upscale(src, limit, engine.scale, stripped_for,
+                                                                            made_by)
                     # e.g. alpha to .jpg, a WebP wider than it holds, a TIFF past 4 GiB: refused before the work
                     output_format(dst, alpha is not None, (rgb.shape[1] * engine.scale, rgb.shape[0] * engine.scale),
                                   gray=gray, bits=bits)
@@ -525,6 +528,18 @@ def run_upscale(args: argparse.Namespace) -> int:
         raise InputError(f"{len(unusable)} file(s) could not be upscaled (listed above); fix or remove them and "
                          "run the same command again: the finished images are skipped")
     return 0
+
+
+def _made_by(engine: Any, args: argparse.Namespace) -> str:
+    """What makes `upscale`'s results beside their inputs, as text with no path or date: the
+    engine (backend, precision, model, the SHA-256s of its weights and files) and the options that
+    change the pixels written. A result's XMP InstanceID is derived from it and the input's content:
+    the same command writes the same bytes, another engine or option another ID."""
+    m = engine.metadata
+    return json.dumps({"backend": engine.backend, "precision": m.precision, "model": m.model.display_name,
+                       "weights": m.model.weights_sha256, "checkpoint": dict(m.source.sha256), "files": m.files,
+                       "overlap": args.overlap, "color_fix": args.color_fix, "alpha_is_data": args.alpha_is_data,
+                       "quality": args.quality}, sort_keys=True)
 
 
 def _progress(n_images: int, quiet: bool) -> Any:
