@@ -10,6 +10,8 @@ The public API, each name imported on first use (so `import alignvar_edge` needs
 
 The exception classes (`AlignVAREdgeError` and its subclasses, e.g. `InputError`; `OutOfMemoryError`,
 a MemoryError) and `PrecisionWarning` are importable from here too; they need neither PyTorch nor a runtime.
+The subpackages the docs import from (`alignvar_edge.images`, `.runtimes`, ...) are attributes too,
+each imported on first use.
 """
 from __future__ import annotations
 
@@ -35,6 +37,9 @@ _API: dict[str, tuple[str, str | None]] = {
     "build": ("alignvar_edge.runtimes", "build"),
     "load": ("alignvar_edge.runtimes", "load"),
 }
+# the subpackages and modules the docs import from: what dir() offers besides __all__, and attributes
+# before they are imported (`alignvar_edge.images.load_image` after `import alignvar_edge`)
+_SUBMODULES = ("bench", "export", "images", "model", "quantize", "runtimes", "samples", "train")
 # a literal list: what `from alignvar_edge import *` and linters read (the lazy names, then the errors)
 __all__ = ["__version__", "AlignVAR", "AlignVARConfig", "build", "export", "load",
            "AlignVAREdgeError", "ArtifactError", "BackendUnavailableError", "CheckpointError", "ConfigError",
@@ -43,9 +48,9 @@ __all__ = ["__version__", "AlignVAR", "AlignVARConfig", "build", "export", "load
 
 
 def __getattr__(name: str) -> Any:
-    if name in _API:
+    if name in _API or name in _SUBMODULES:
         from alignvar_edge.lazy import import_host
-        module, attr = _API[name]
+        module, attr = _API.get(name, (f"alignvar_edge.{name}", None))
         # AlignVAR and export need PyTorch: on a device install, one error naming the host extra
         found = import_host(module, f"alignvar_edge.{name}")
         return found if attr is None else getattr(found, attr)
@@ -54,7 +59,6 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     # what completion in a REPL or notebook should offer: the public names (the lazy ones too) and
-    # the submodules, not what this module imports for itself (Any, TYPE_CHECKING, annotations)
-    import pkgutil
-    submodules = (m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
-    return sorted({*__all__, *submodules})
+    # the documented subpackages, not what this module imports for itself (Any, TYPE_CHECKING,
+    # annotations) nor the package's internal modules (muted, jsonsafe, ...)
+    return sorted({*__all__, *_SUBMODULES})
