@@ -1375,6 +1375,26 @@ def test_checking_a_backend_named_for_a_kit_reads_its_manifest_once(kit, monkeyp
     assert read == [kit]
 
 
+def test_int8_from_the_fp32_export_names_how_to_quantize_that_export_in_the_callers_words(export, tmp_path):
+    """The refusal named `alignvar-edge quantize EXPORT ...`, a placeholder and a command, from Python
+    too: the build knows the export's path. The kit's table, read on the device, keeps the command."""
+    from alignvar_edge.caller import command_line
+    with pytest.raises(InputError) as e:
+        runtimes.build(export, "tensorrt", "int8", out=tmp_path / "k")
+    said = str(e.value)
+    assert said.startswith("TensorRT INT8 uses explicit Q/DQ: build from the output of `from alignvar_edge.quantize "
+                           f"import QuantizeOptions, quantize_artifact; quantize_artifact({str(export)!r}, "), said
+    assert "EXPORT" not in said and "alignvar-edge" not in said
+    with command_line(), pytest.raises(InputError) as e:
+        runtimes.build(export, "tensorrt", "int8", out=tmp_path / "k")
+    assert str(e.value) == ("TensorRT INT8 uses explicit Q/DQ: build from the output of "
+                            f"`alignvar-edge quantize {export} --precision int8 --target tensorrt`")
+    assert not (tmp_path / "k").exists()
+    from alignvar_edge.runtimes.tensorrt.kit import precision_flags
+    assert precision_flags("fp32")["int8"] == ("ERROR: TensorRT INT8 uses explicit Q/DQ: build from the output of "
+                                               "'alignvar-edge quantize EXPORT --precision int8 --target tensorrt'")
+
+
 def test_every_alignvar_edge_command_a_kit_readme_gives_parses(kit, export):
     """The kit's README and TensorRT 11's fp16 refusal gave `alignvar-edge quantize --precision fp16
     --target tensorrt`, without the export or --out: pasted, it failed on its arguments."""

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from alignvar_edge import recipes
 from alignvar_edge.cpuinfo import is_jetson
 from alignvar_edge.errors import ArtifactError, BackendUnavailableError, InputError
 from alignvar_edge.extras import is_installed
@@ -39,7 +40,7 @@ from alignvar_edge.runtimes.base import Backend, Engine, TensorSpec, config_from
 from alignvar_edge.runtimes.onnxruntime import ship_golden
 from alignvar_edge.runtimes.tensorrt.kit import write_build_files
 from alignvar_edge.runtimes.tensorrt.plan import (CACHE, ENGINE, FP16_F32, ONNX, SCRIPT_FILE, network_plan, plan_record,
-                                                  recorded_f32, trt_major)
+                                                  quantize_first, recorded_f32, trt_major)
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -379,6 +380,7 @@ class TensorRTBackend(Backend):
         """An engine dir when TensorRT and a GPU are here; otherwise a build kit (see module doc)."""
         src, onnx_path = _source(Path(artifact_dir))
         check_quantized_for(src, Path(artifact_dir), self.name)
+        _check_quantized(src, Path(artifact_dir), precision)
         workspace = opts.pop("workspace_mib", None)
         opt_level = int(opts.pop("opt_level", 3))
         kit = opts.pop("kit", None)
@@ -445,6 +447,15 @@ class TensorRTBackend(Backend):
         m = load_verified(engine_dir)         # a TensorRT engine: Backend.load refused a kit, an export or another's
         return TensorRTEngine(listed_file(engine_dir, m, m.engine_file), m,
                               device or m.extra.get("device", "cuda:0"), Path(engine_dir))
+
+
+def _check_quantized(src: Manifest, artifact_dir: Path, precision: str) -> None:
+    """A Q/DQ precision built from the fp32 export itself: how to quantize this export first, by its
+    path, in the caller's words (the command in a verb, the call from Python). From a kit or an
+    engine, whose export is not here, `network_plan` says it."""
+    r = recipes.recipe("tensorrt", precision)
+    if r.needs_quantize and src.kind == "onnx" and not src.tensorrt_kit and src.precision == "fp32":
+        raise quantize_first(r, r.quantize_step(str(artifact_dir)))
 
 
 def _source(path: Path) -> tuple[Manifest, Path]:
