@@ -73,6 +73,11 @@ def test_plan_skips_with_reasons() -> None:
     steps = {s.name: s for s in plan(["onnxruntime", "tensorrt", "coreml"], ("fp32", "int8"), quick=True)}
     assert steps["onnxruntime-int8"].status == "planned"
     assert steps["tensorrt-int8"].status == "skipped" and "--quick" in steps["tensorrt-int8"].detail
+    # the rule's own reason (its int8 is judged on fake-quant), not "needs its own calibration pass"
+    assert steps["tensorrt-int8"].detail == (
+        "skipped in --quick: quantize judges tensorrt int8 on fake-quant only (Q/DQ computed literally), never on "
+        "tensorrt's own int8 kernels, so a first look leaves it out; run without --quick, or "
+        "`alignvar-edge quantize EXPORT --precision int8 --target tensorrt`")
     assert steps["coreml-fp16"].built_precision == "fp16" and steps["coreml-int8-weights"].status == "skipped"
     full = {s.name: s for s in plan(["coreml"], ("fp32", "int8"), quick=False)}
     assert full["coreml-int8-weights"].status == "planned"
