@@ -419,6 +419,13 @@ def redact(m: Manifest, hidden: dict[str, str] | None = None) -> None:
     m.quantization = _scrubbed(m.quantization, hidden)
 
 
+def paths_replaced(text: str, shown: Mapping[str, str]) -> str:
+    """`text` with each path of `shown` replaced by what it maps to, longest first, as `redact`
+    replaces in a manifest's other strings the paths it left out: for a file a redacted engine
+    ships (trtexec's log, which echoes its command line)."""
+    return str(_scrubbed(text, shown))
+
+
 def _hide(hidden: dict[str, str], path: Any, shown: str | None = None) -> None:
     if isinstance(path, str) and path:
         hidden[path] = shown or shown_name(path)

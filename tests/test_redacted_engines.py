@@ -116,6 +116,33 @@ def test_an_engine_made_from_a_redacted_kit_stays_redacted(host: Path) -> None:
     assert str(host) not in json.dumps(m.to_json())
 
 
+def test_an_engine_adopted_from_a_redacted_kit_keeps_trtexecs_log_without_the_devices_folders(
+        host: Path, tmp_path: Path) -> None:
+    """trtexec echoes its command line, which build_on_device.sh gives absolute paths: the kit's, its
+    work folder's and the timing cache's beside them (in the user's home folder). A stand-in log in
+    trtexec's format, as the script writes it (no TensorRT here)."""
+    from alignvar_edge.runtimes.tensorrt.adopt import adopt
+    home = host / "home" / "jane.doe"
+    kit, work = home / "kit", home / "kit-fp16.work"
+    assert cli(["build", str(host / "export"), "--target", "tensorrt", "--kit", "--out", str(kit), "--redact"]) == 0
+    work.mkdir()
+    (work / "model.engine").write_bytes(b"engine")
+    text = (Path(__file__).parent / "data" / "trtexec" / "trt10-orin-fp16-dla.log").read_text()
+    log = work / "trtexec.log"
+    log.write_text(text.replace("/home/nvidia/kit/", f"{kit}/").replace("/home/nvidia/kit-fp16-dla0.work/", f"{work}/")
+                   .replace("/home/nvidia/", f"{home}/"))
+    assert f"--onnx={kit}/model.onnx" in log.read_text()            # the stand-in names the device's folders
+    out = adopt(work / "model.engine", kit, tmp_path / "adopted", log=log)
+    assert read_manifest(out).redacted and _leaks(out, _private_words(host)) == []
+    assert _leaks(out, [str(tmp_path)]) == []       # the device's folder of the engine itself (selftest's hint)
+    kept = (out / "trtexec.log").read_text()
+    assert ("--onnx=kit/model.onnx --saveEngine=kit-fp16.work/model.engine --timingCacheFile=alignvar-timing.cache"
+            in kept)
+    # what reads the log still does: the engine's timing for a bench report
+    assert cli(["bench", "trtexec", str(out / "trtexec.log"), "--engine", str(out), "--out",
+                str(tmp_path / "report.json")]) == 0
+
+
 def test_deploy_redact_ships_redacted_engines_and_keeps_the_rest(host: Path) -> None:
     """deploy --redact: its engines as `build --redact` makes them, from a quantize output that
     records the calibration photos; that output, on the host, keeps them."""

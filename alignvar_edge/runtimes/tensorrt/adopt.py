@@ -3,6 +3,7 @@ outside alignvar-edge (trtexec on the device), from the kit it was built from.
 """
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 from alignvar_edge.caller import warn_caller
 from alignvar_edge.cpuinfo import is_jetson
 from alignvar_edge.errors import InputError, ParityError
-from alignvar_edge.manifest import Manifest, write_manifest
+from alignvar_edge.manifest import Manifest, redacting, shown_name, write_manifest
 from alignvar_edge.outputs import artifact_dir
 from alignvar_edge.export.parity import psnr, token_agreement
 from alignvar_edge.runtimes.artifacts import engine_manifest, link_onnx
@@ -18,7 +19,7 @@ from alignvar_edge.recipes import recipe
 from alignvar_edge.runtimes.golden import GOLDEN_FILE, read_golden
 from alignvar_edge.runtimes.onnxruntime import ship_golden
 from alignvar_edge.runtimes.tensorrt import backend as T
-from alignvar_edge.runtimes.tensorrt.kit import LOG_FILE, write_build_files
+from alignvar_edge.runtimes.tensorrt.kit import LOG_FILE, copy_log, write_build_files
 from alignvar_edge.runtimes.tensorrt.plan import (ENGINE, FP16_F32, ONNX, check_dla_core, network_plan, plan_record,
                                                   recorded_f32, trt_major)
 from alignvar_edge.runtimes.tensorrt.trtexec_log import (log_built, log_contradictions, logged_precision,
@@ -75,11 +76,11 @@ def adopt(engine_file: str | Path, like: str | Path, out: str | Path, log: str |
     plan = _plan(trt_major(trt_version), precision, kit_precision, f32_layers, half_layers, like, origin)
     if flags and "--noTF32" not in flags:
         plan["tf32"] = True                       # TensorRT's default: the log is what was built
-    with artifact_dir(out, force=force) as tmp:
+    # an engine of a redacted kit is redacted (engine_manifest); within `redacting()` the kit's folder is
+    # also left out of what is recorded after the manifest is made (the golden file's origin)
+    with redacting() if src.redacted else contextlib.nullcontext(), artifact_dir(out, force=force) as tmp:
         shutil.copy2(engine_file, tmp / ENGINE)
         data = link_onnx(onnx_path, tmp, ONNX, src)
-        if log:
-            shutil.copy2(log, tmp / LOG_FILE)
         # what an fp16 build of this model should keep in f32 (the rebuild files use it), the one
         # place the lists are kept; "plan" says what this engine was built with, whether it kept
         # them (OBEYS) included. The command that built it is trtexec.log's, kept beside it.
@@ -91,12 +92,14 @@ def adopt(engine_file: str | Path, like: str | Path, out: str | Path, log: str |
                              "versions_from": "this machine" if usable else "trtexec log"}}
         m = engine_manifest(src, like, "tensorrt", precision, {"engine": ENGINE}, batch=src.static_batch,
                             extra=extra)
+        if log:
+            copy_log(log, tmp, m.redacted)
         m.extra["golden"] = ship_golden(src, like, tmp)
         write_build_files(tmp, m, precision, kit_precision, None, 3, data, dla_core)
         if usable and m.extra["golden"]:
             m.parity = _check_against_golden(tmp, m)
         else:
-            m.extra["adopted"]["unchecked"] = _why_unchecked(usable, why, out)
+            m.extra["adopted"]["unchecked"] = _why_unchecked(usable, why, shown_name(str(out)) if m.redacted else out)
         write_manifest(tmp, m)
     return out
 

@@ -12,11 +12,14 @@ golden outputs, whose status the script exits with). Which trtexec flags each pr
 from __future__ import annotations
 
 import os
+import posixpath
+import re
+import shutil
 from pathlib import Path
 from typing import Any
 
 from alignvar_edge.errors import BackendUnavailableError, InputError
-from alignvar_edge.manifest import MANIFEST_FILE as MANIFEST, Manifest, input_contract
+from alignvar_edge.manifest import MANIFEST_FILE as MANIFEST, Manifest, input_contract, paths_replaced, shown_name
 from alignvar_edge.recipes import precisions
 from alignvar_edge.runtimes.golden import GOLDEN_FILE
 from alignvar_edge.runtimes.readme import README_FILE, file_checks, golden_check, model_notes, whole_images, write_readme
@@ -24,6 +27,7 @@ from alignvar_edge.runtimes.tensorrt.plan import (CACHE as TIMING_CACHE, DLA_COR
                                                   ENGINE, FP16_EXPORT_COMMAND, FP16_F32, MAX_ARG, ONNX, SCRIPT_FILE, TRTEXEC_FILE,
                                                   base_args, dla_args, f32_layers_of, half_layers_of, network_plan,
                                                   precision_args, trtexec_command)
+from alignvar_edge.runtimes.tensorrt.trtexec_log import parse_trtexec_log, read_trtexec_log
 
 LOG_FILE = "trtexec.log"
 # the CLI's exit status where a backend cannot run here (selftest without a usable TensorRT)
@@ -652,6 +656,38 @@ def hand_command(plan: dict[str, Any], workspace_mib: int | None, opt_level: int
     return " ".join([HAND_TRTEXEC, *cmd[1:]])
 
 
+def copy_log(log: str | os.PathLike[str], root: Path, redacted: bool) -> None:
+    """trtexec's log `log` into the engine directory `root` as LOG_FILE: as it is, or for a redacted
+    engine without the device's folders that its command line names (trtexec echoes it, and
+    build_on_device.sh's names the kit, its work folder and the timing cache by absolute paths)."""
+    if not redacted:
+        shutil.copy2(log, root / LOG_FILE)
+        return
+    text = read_trtexec_log(log)
+    command = parse_trtexec_log(text, timing=False).get("command", "")
+    (root / LOG_FILE).write_text(paths_replaced(text, _folders_shown(command)))
+
+
+def _folders_shown(command: str) -> dict[str, str]:
+    """Each folder of a file trtexec's echoed command line names (the program's, each `--flag=FILE`'s)
+    -> how a redacted log shows it: by its name (`kit`, `kit-fp16.work`), as a redacted manifest names
+    a folder; but a folder holding another one named (the home folder above the kit, where the timing
+    cache lies by default) would name the user, so its files are shown by their names alone. The line
+    is the arguments joined by spaces, unquoted: it is split before each `--`, so that a folder with
+    a space in its name stays whole."""
+    program, *args = re.split(r" (?=--)", command.strip())
+    files = [program, *(a.split("=", 1)[1] for a in args if "=" in a)]
+    folders = {posixpath.dirname(f.strip()) for f in files}
+    folders = {f for f in folders if f not in ("", "/") and posixpath.basename(f) not in (".", "..")}
+    shown: dict[str, str] = {}
+    for folder in folders:
+        if any(other.startswith(folder + "/") for other in folders):
+            shown[folder + "/"] = ""
+        else:
+            shown[folder] = shown_name(folder)
+    return shown
+
+
 def write_build_files(root: Path, manifest: Manifest, precision: str, kit_precision: str,
                       workspace_mib: int | None, opt_level: int, data: list[str],
                       dla_core: int | None = None) -> None:
@@ -673,5 +709,5 @@ def write_build_files(root: Path, manifest: Manifest, precision: str, kit_precis
     write_readme(root, readme)
 
 
-__all__ = ["README_FILE", "build_script", "engine_readme", "kit_readme", "not_an_engine", "precision_flags",
+__all__ = ["README_FILE", "build_script", "copy_log", "engine_readme", "kit_readme", "not_an_engine", "precision_flags",
            "write_build_files"]
