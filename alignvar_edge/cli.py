@@ -20,10 +20,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
 from alignvar_edge import __version__, caller, console_text, progress, safe_stop
-from alignvar_edge.errors import AlignVAREdgeError, BackendUnavailableError, host_tools_error, out_of_memory
+from alignvar_edge.errors import AlignVAREdgeError, host_tools_error, out_of_memory
 from alignvar_edge.fsmodes import NO_SPACE, is_temp_folder, name_too_long
 from alignvar_edge.lazy import host_package
-from alignvar_edge.recipes import tool_of
 
 # modules with a `register(subparsers)` function, in the order their verbs are listed
 COMMAND_MODULES = (
@@ -193,10 +192,6 @@ def _parse_and_run(argv: list[str], interrupted: list[int]) -> int:
                 error = host_tools_error("this verb", package)
                 print(f"{_who(args)}: error: {error}", file=sys.stderr)
                 return error.exit_code
-            if isinstance(e, ModuleNotFoundError) and (tool := tool_of(e)) is not None and not debug:
-                # a backend's extra runs engines; some builds need a tool of their own (NNCF): the recipe's
-                print(f"{_who(args)}: error: {tool.missing()}", file=sys.stderr)
-                return BackendUnavailableError.exit_code
             if (memory := out_of_memory(e)) is not None:       # a runtime's allocation failure too
                 if debug:
                     raise

@@ -30,11 +30,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from alignvar_edge.caller import on_command_line, option
-from alignvar_edge.errors import InputError
+from alignvar_edge.errors import BackendUnavailableError, InputError
 
 __all__ = ["ALIASES", "BACKENDS", "BUILD_MIN_TOKENS", "CALIB_TILES", "CHECKPOINT", "DEFAULT_MIN_TOKENS", "DEPLOY_DEFAULT",
            "EXPORT", "EXPORT_READERS", "OPTION_FLAGS", "PRECISIONS", "QDQ_KINDS", "Recipe", "TOOLS", "Tool",
-           "backend_name", "deploy_precisions", "deploy_targets", "quantize_out", "tool_of",
+           "backend_name", "deploy_precisions", "deploy_targets", "quantize_out",
            "check_options", "default_precision", "where", "engine_precision", "exported_precision_error", "precisions",
            "qdq_kind", "qdq_targets", "quantize_precisions", "quantize_targets", "quantized_in_build", "recipe",
            "table_markdown"]
@@ -90,11 +90,6 @@ class Tool:
 TOOLS = {"nncf": Tool("nncf", "NNCF", "openvino-int8", "OpenVINO int8 builds")}
 
 
-def tool_of(error: ImportError) -> Tool | None:
-    """The tool (TOOLS) whose absence `error` is: an import of it, or of one of its modules, that failed."""
-    return TOOLS.get((error.name or "").split(".")[0])
-
-
 @dataclass(frozen=True)
 class Recipe:
     backend: str
@@ -112,6 +107,13 @@ class Recipe:
     def missing_tool(self) -> Tool | None:
         """The tool this row's build needs that is not installed here, or None."""
         return self.tool if self.tool is not None and not self.tool.installed() else None
+
+    def require_tool(self) -> None:
+        """Refuse this row's build where its tool is not installed here, as an absent backend is
+        refused: one line with the pip command, before any work (a Python build met NNCF's bare
+        ModuleNotFoundError deep inside)."""
+        if (tool := self.missing_tool()) is not None:
+            raise BackendUnavailableError(tool.missing())
 
     @property
     def needs_quantize(self) -> bool:

@@ -532,7 +532,7 @@ def test_bad_requests_are_clear_errors(export: Path, tmp_path: Path) -> None:
         quantize_artifact(export, tmp_path / "x", QuantizeOptions(calib=str(tmp_path)))
     m23 = onnx.helper.make_model(onnx.helper.make_graph([], "g", [], []),
                                  opset_imports=[onnx.helper.make_opsetid("", 23)])
-    with pytest.raises(ConfigError, match="opset 18 or 20"):
+    with pytest.raises(ConfigError, match="opset=18 or 20"):       # a Python call: the keyword
         check_opset(m23)
 
 

@@ -141,3 +141,23 @@ def test_a_build_from_an_output_that_missed_its_target_says_how_to_quantize_agai
         with command_line():
             said = missed_target_warning(missed, {"search": search})
         assert said is not None and said.endswith(in_a_verb), said
+
+
+def test_a_target_that_quantizes_in_its_build_has_its_options_checked_before_its_hint(tmp_path: Path) -> None:
+    """quantize_artifact gave the build hint of OpenVINO and Core ML before checking the options:
+    precision='int4' got a hint instead of a refusal, and Core ML's val_tiles=8 a hint whose
+    calibration_for call then raised; Core ML's hint handed its build a calibration set it never reads."""
+    from alignvar_edge.quantize import QuantizeOptions, quantize_artifact
+    with pytest.raises(ConfigError, match=r"^precision must be one of fp16, int8, got 'int4'$"):
+        quantize_artifact(tmp_path / "e", tmp_path / "q", QuantizeOptions(precision="int4", target="openvino"))
+    with pytest.raises(ConfigError, match=r"^val_tiles= applies to target='onnxruntime' or target='tensorrt' only"):
+        quantize_artifact(tmp_path / "e", tmp_path / "q", QuantizeOptions(target="coreml", val_tiles=8))
+    hints = {}
+    for target in ("openvino", "coreml"):
+        with pytest.raises(ConfigError) as e:
+            quantize_artifact(tmp_path / "e", tmp_path / "q", QuantizeOptions(target=target))
+        hints[target] = re.findall(r"`(.*?)`", str(e.value))[0]
+    assert hints == {"openvino": "alignvar_edge.build(src, 'openvino', 'int8', "
+                                 "calibration=alignvar_edge.quantize.calibration_for(src, opts))",
+                     "coreml": "alignvar_edge.build(src, 'coreml', 'int8-weights')"}
+    assert not (tmp_path / "q").exists()

@@ -3,6 +3,7 @@ quantizes it: build, quantize, deploy and selftest follow it."""
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
@@ -185,3 +186,25 @@ def test_int8_for_a_target_without_a_qdq_kind_is_refused_before_calibrating(monk
     with pytest.raises(ConfigError, match=r"^ONNX Q/DQ int8 is built for 'onnxruntime' or 'tensorrt', not 'xnnpack' "
                                           r"\(openvino and coreml quantize through their own backends\)$"):
         QuantizeOptions(precision="int8", target="xnnpack").validate()
+
+
+def test_a_build_whose_tool_is_missing_is_refused_before_any_work_from_python_and_from_quantize(
+        micro_export, tmp_path, monkeypatch, capsys):
+    """OpenVINO int8 without NNCF: a Python build raised a bare ModuleNotFoundError once its work had
+    begun (only the CLI's error handler read the recipe's tool), and `quantize --target openvino` made
+    its calibration set before failing. Both say the recipe's one line first, as an absent backend."""
+    pytest.importorskip("openvino")
+    from alignvar_edge import build
+    from alignvar_edge.errors import BackendUnavailableError
+    from alignvar_edge.quantize import QuantizeOptions, calibration_for
+    cs = calibration_for(micro_export, QuantizeOptions(target="openvino", tiles=8))
+    monkeypatch.setitem(sys.modules, "nncf", None)          # an install without NNCF
+    missing = recipes.TOOLS["nncf"].missing()
+    with pytest.raises(BackendUnavailableError) as e:
+        build(micro_export, "openvino", "int8", calibration=cs, out=tmp_path / "ov8")
+    assert str(e.value) == missing and not (tmp_path / "ov8").exists()
+    capsys.readouterr()
+    assert main(["quantize", str(micro_export), "--target", "openvino", "--precision", "int8",
+                 "--out", str(tmp_path / "q")]) == BackendUnavailableError.exit_code
+    err = capsys.readouterr().err
+    assert err.splitlines() == [f"alignvar-edge quantize: error: {missing}"] and not (tmp_path / "q").exists()

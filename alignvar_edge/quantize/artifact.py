@@ -44,7 +44,7 @@ from alignvar_edge.quantize.int8 import (Int8Builder, check_opset_version, int8_
 from alignvar_edge.quantize.policy import COMPONENTS, DEFAULT_INT8, Policy
 from alignvar_edge.quantize.records import drop_text, target_words
 from alignvar_edge.quantize.sensitivity import Evaluator, FidelityTarget, SearchResult, search
-from alignvar_edge.recipes import engine_precision, quantize_precisions, quantize_targets, quantized_in_build
+from alignvar_edge.recipes import Recipe, engine_precision, quantize_precisions, quantize_targets, quantized_in_build
 from alignvar_edge.recipes import recipe as backend_recipe
 
 __all__ = ["PRECISIONS", "TARGETS", "QuantizeOptions", "calibration_for", "calibration_set", "quantize_artifact"]
@@ -126,12 +126,15 @@ class QuantizeOptions:
         return option(attr, value) if isinstance(value, bool) else option(attr)
 
     @property
+    def build_recipe(self) -> Recipe:
+        """The recipe row of the engine these options make: Core ML's int8 is its int8-weights build."""
+        return backend_recipe(self.target, engine_precision(self.target, self.precision) or self.precision)
+
+    @property
     def reads_calibration(self) -> bool:
         """Our ONNX pass always calibrates; a backend that quantizes in its build where its recipe
         says so (OpenVINO int8: NNCF; Core ML compresses weights alone and fp16 builds take none)."""
-        if not quantized_in_build(self.target):
-            return True
-        return backend_recipe(self.target, engine_precision(self.target, self.precision) or self.precision).calibration
+        return not quantized_in_build(self.target) or self.build_recipe.calibration
 
 
 # options read only by this package's own ONNX pass (not by openvino's or coreml's tools); the int8
@@ -230,8 +233,11 @@ def calibration_set(calib: str, config: Any, n: int, n_val: int, seed: int) -> C
 
 def calibration_for(src: str | os.PathLike[str], opts: QuantizeOptions,
                     log: Log = lambda _m: None) -> CalibrationSet:
-    """The options checked, and the calibration set they name for the export at `src` (logged)."""
+    """The options checked, and the calibration set they name for the export at `src` (logged). A
+    build that cannot run here for want of its tool (OpenVINO int8 without NNCF) is refused first:
+    the set would be made for nothing."""
     opts.validate()
+    opts.build_recipe.require_tool()
     check_calib(opts.calib)             # a folder that is not there: named as the caller passes `calib`
     m = load_verified(Path(src))
     _check_source(Path(src), m)          # before the calibration set is made: the input is right
@@ -281,15 +287,11 @@ def quantize_artifact(src: str | os.PathLike[str], out: str | os.PathLike[str], 
     `alignvar-edge quantize` does for `opts.target` onnxruntime or tensorrt (see the module
     docstring); `build(out, opts.target, precision=opts.precision)` makes its engine. `log` takes
     each progress line, `progress` wraps the calibration and search loops (tqdm's signature)."""
+    opts.validate()             # options it cannot take are refused, not handed on in a hint
     if quantized_in_build(opts.target):
-        precision = engine_precision(opts.target, opts.precision) or opts.precision
-        raise ConfigError(f"{opts.target} quantizes with its own tool: build with "
-                          f"`alignvar_edge.build(src, '{opts.target}', '{precision}', "
-                          "calibration=alignvar_edge.quantize.calibration_for(src, opts))` "
-                          "(what `alignvar-edge quantize` does)")
+        raise ConfigError(_build_hint(opts))
     src = Path(src)
     m = load_verified(src)
-    opts.validate()
     _check_source(src, m)
     # every refusal before the calibration set is made (and logged): one line per error
     check_out(out, force, source=src)
@@ -318,6 +320,14 @@ def quantize_artifact(src: str | os.PathLike[str], out: str | os.PathLike[str], 
                         if opts.precision == "int8" else " or keep the fp32 export"))
     elapsed = time.perf_counter() - t0
     return _write(src, Path(out), m, model, model_path, opts, quant, result, cs, batch, elapsed, force, log)
+
+
+def _build_hint(opts: QuantizeOptions) -> str:
+    """The build that quantizes for a target with its own tool, as a Python call: with the calibration
+    set only where its recipe reads one (Core ML's weight compression and fp16 builds take none)."""
+    calibration = ", calibration=alignvar_edge.quantize.calibration_for(src, opts)" if opts.reads_calibration else ""
+    return (f"{opts.target} quantizes with its own tool: build with `alignvar_edge.build(src, '{opts.target}', "
+            f"'{opts.build_recipe.precision}'{calibration})` (what `alignvar-edge quantize` does)")
 
 
 def _int8(model_path: Path, cs: CalibrationSet, opts: QuantizeOptions, batch: int,

@@ -147,9 +147,13 @@ def check_backend(path: str | os.PathLike[str], backend: str) -> None:
         raise InputError(f"{path} is a model checkpoint, which runs on torch, not on {backend}: use backend torch "
                          f"(or auto), or export it first (`alignvar-edge export {path} --out DIR`) and use DIR")
     if export:
+        # the engine `build` makes of it: from the export itself, or (Core ML) from the checkpoint it names
+        source = "it" if recipe(backend).source == recipes.EXPORT else "the checkpoint it names"
         raise InputError(f"{path} is an ONNX export, which runs on {' or '.join(readers)}, not on {backend}: use "
                          + ("that" if len(readers) == 1 else "one of those") + " (or auto)"
-                         + (", or a model checkpoint for torch" if backend == "torch" else ""))
+                         + (", or a model checkpoint for torch" if backend == "torch" else
+                            f", or build an engine for {backend} from {source} "
+                            f"(`alignvar-edge build {path} --target {backend}`)"))
     article = "an" if found[0] in "aeiou" else "a"
     raise InputError(f"{path} is {article} {found} engine, not one for {backend}: use backend {found} (or auto)")
 
@@ -229,10 +233,12 @@ def _build(artifact_dir: str | os.PathLike[str], target: str, precision: str | N
             return half.build_auto(_as_path(artifact_dir), b.name, out_for(artifact_dir, b.name, out),
                                    device=device, calibration=calibration, force=force, **opts)[0]
         precision = None
-    precision = recipe(b.name, precision).precision     # the default, or one line naming the known ones
+    row = recipe(b.name, precision)                      # the default, or one line naming the known ones
+    precision = row.precision
     ok, why = b.can_build()
     if not ok:
         raise BackendUnavailableError(f"cannot build {b.name} engines here: {why}")
+    row.require_tool()                                  # NNCF for OpenVINO int8: before any work
     if out is None:
         out = default_out(artifact_dir, b.name, precision)
     check_out(out, force, source=artifact_dir)          # never onto or into the input, even with force
