@@ -175,3 +175,25 @@ def test_a_tampered_engine_of_every_backend_is_refused(backend, micro_export, tm
         f.write(b"\x00\x01\x02\x03")
     with pytest.raises(ArtifactError, match="SHA-256"):
         runtimes.load(copy)
+
+
+def test_build_device_help_names_every_openvino_device_kind_without_importing_openvino():
+    """build --device's help listed OpenVINO's devices by hand (CPU|GPU|NPU|AUTO): MULTI and HETERO,
+    which a build takes, were missing."""
+    import subprocess
+    import sys
+    from alignvar_edge.runtimes.openvino.devices import DEVICE_KINDS
+    code = ("import sys; from alignvar_edge.cli import build_parser; "
+            "h = ' '.join(build_parser().verb_parsers['build'].format_help().split()); "
+            "print(h.split('openvino: ', 1)[1].split(';', 1)[0], 'openvino' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.split() == ["|".join(DEVICE_KINDS), "False"]
+
+
+def test_every_backends_runtime_and_every_build_tool_has_its_version_recorded():
+    """manifest.TRACKED_TOOLS, the packages whose versions every manifest records, is a list of its own:
+    a backend's runtime or a build tool (recipes.TOOLS) missing from it left its version unrecorded."""
+    from alignvar_edge.manifest import TRACKED_TOOLS
+    runtimes_ = {runtimes.get_backend(b).distribution for b in recipes.BACKENDS}
+    tools = {t.module for t in recipes.TOOLS.values()}        # NNCF: its import name is its distribution's
+    assert runtimes_ | tools <= set(TRACKED_TOOLS), (runtimes_ | tools) - set(TRACKED_TOOLS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from types import SimpleNamespace
 
 import pytest
 
@@ -208,3 +209,26 @@ def test_a_build_whose_tool_is_missing_is_refused_before_any_work_from_python_an
                  "--out", str(tmp_path / "q")]) == BackendUnavailableError.exit_code
     err = capsys.readouterr().err
     assert err.splitlines() == [f"alignvar-edge quantize: error: {missing}"] and not (tmp_path / "q").exists()
+
+
+def test_the_qdq_kind_of_a_runtime_decides_its_int8_refusal_and_readme_note(monkeypatch, tmp_path):
+    """An int8 graph's "zero points are not 0" refusal was TensorRT's by name, and the README's CPU note
+    (VNNI, reduce_range) ONNX Runtime's by name: a new target of either Q/DQ kind got neither."""
+    from alignvar_edge.runtimes.artifacts import check_quantized_for
+    from alignvar_edge.runtimes.onnxruntime import _int8_note
+    add_backend(monkeypatch, "qnn", (recipes._row("qnn", "fp32", recipes.EXPORT),
+                                     recipes._row("qnn", "int8", recipes.EXPORT, recipes.QUANTIZE, qdq="symmetric")))
+    add_backend(monkeypatch, "xnnpack", (recipes._row("xnnpack", "fp32", recipes.EXPORT),
+                                         recipes._row("xnnpack", "int8", recipes.EXPORT, recipes.QUANTIZE,
+                                                      qdq="asymmetric")))
+
+    def graph(target: str) -> SimpleNamespace:          # a manifest's fields these two read
+        recipe = {"target": target, "symmetric_activations": False, "reduce_range": False, "vnni": True}
+        return SimpleNamespace(precision="int8", extra={}, quantization={
+            "format": "onnx-qdq", "target_runtime": target, "recipe": recipe, "judged_on": "onnxruntime CPU"})
+    with pytest.raises(InputError, match=r"was quantized for xnnpack \(its activation zero points are not 0, and qnn "
+                                         r"takes symmetric int8 only\): run `.*target='qnn'"):
+        check_quantized_for(graph("xnnpack"), tmp_path, "qnn")      # type: ignore[arg-type]
+    note = " ".join(_int8_note(graph("xnnpack")))                   # type: ignore[arg-type]
+    assert "`alignvar-edge quantize EXPORT --precision int8 --target xnnpack --reduce-range`" in note, note
+    assert _int8_note(graph("qnn")) == []                           # type: ignore[arg-type]

@@ -215,13 +215,13 @@ def check_quantized_for(m: Manifest, src_dir: Path, runtime: str) -> None:
     made_for = q.get("target_runtime") or (q.get("recipe") or {}).get("target")
     if made_for in (None, runtime):
         return
+    from alignvar_edge.recipes import qdq_kind, recipe
     symmetric = bool((q.get("recipe") or {}).get("symmetric_activations"))
-    why = ("its activation zero points are not 0, and TensorRT takes symmetric int8 only"
-           if runtime == "tensorrt" and not symmetric else
+    why = (f"its activation zero points are not 0, and {runtime} takes symmetric int8 only"
+           if qdq_kind(runtime) == "symmetric" and not symmetric else
            f"its fidelity was judged on {str(q.get('judged_on') or made_for).split(' (')[0]}, never on "
            f"{runtime}'s int8 kernels")
     export = m.extra.get("source_artifact") or "EXPORT"
-    from alignvar_edge.recipes import recipe
     raise InputError(f"'{recorded_path(src_dir)}' was quantized for {made_for} ({why}): run "
                      f"`{recipe(runtime, 'int8').quantize_step(str(export))}` and build from its output")
 

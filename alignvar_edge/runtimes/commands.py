@@ -50,7 +50,8 @@ def register(sub: Any) -> None:
                    help=f"calibration tiles (default {CALIB_TILES}, at most {MAX_TILES})")
     p.add_argument("--out", help="engine directory (default: SOURCE-TARGET-PRECISION beside SOURCE)")
     from alignvar_edge.runtimes.onnxruntime import DEVICES as ORT_DEVICES
-    p.add_argument("--device", help=f"onnxruntime: {'|'.join(ORT_DEVICES)}; openvino: CPU|GPU|NPU|AUTO; "
+    from alignvar_edge.runtimes.openvino.devices import DEVICE_KINDS as OV_DEVICES     # names only: no openvino
+    p.add_argument("--device", help=f"onnxruntime: {'|'.join(ORT_DEVICES)}; openvino: {'|'.join(OV_DEVICES)}; "
                                     "tensorrt: cuda:N; coreml: compute units (CPU_AND_NE, ALL, ...)")
     p.add_argument("--threads", type=positive_int, help=f"{where('threads')}: intra-op threads recorded in the engine")
     p.add_argument("--target-os", dest="target_os", help="Core ML minimum deployment target (default iOS17)")

@@ -272,19 +272,21 @@ def _reads_up_to(row: tuple[str, int, int]) -> str:
 
 
 def _int8_note(m: Manifest) -> list[str]:
-    """An onnxruntime int8 graph's CPU assumption (its quantize recipe: VNNI, reduce_range)."""
+    """An int8 graph's CPU assumption, where its Q/DQ kind has one (asymmetric: VNNI, reduce_range)."""
     r = ((m.quantization or {}).get("recipe") or {}) if m.precision == "int8" else {}
-    if r.get("target") != "onnxruntime":
+    target = r.get("target")
+    if target not in recipes.qdq_targets() or recipes.qdq_kind(target) != "asymmetric":
         return []
     from alignvar_edge.runtimes.readme import int8_cpu_note
     if r.get("reduce_range"):
         return [int8_cpu_note("Its int8 weights are 7-bit (`reduce_range`)", None), ""]
     built = {True: "a CPU with VNNI", False: "a CPU without VNNI",
              None: "a CPU that is no x86 or whose features could not be read"}
+    again = f"{recipes.recipe(target, 'int8').quantize_command()} --reduce-range"
     return [int8_cpu_note(f"Its int8 graph was quantized on {built.get(r.get('vnni'))}, with 8-bit weights "
                           "(`reduce_range` off)",
-                          "quantize it again with `--reduce-range` (`alignvar-edge quantize EXPORT --precision int8 "
-                          "--target onnxruntime --reduce-range`, the default on such a CPU) and build from that"), ""]
+                          f"quantize it again with `--reduce-range` (`{again}`, the default on such a CPU) and build "
+                          "from that"), ""]
 
 
 def engine_readme(m: Manifest, ort_version: str, graph_versions: tuple[int, int]) -> str:
