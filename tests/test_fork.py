@@ -5,7 +5,8 @@ fails the test instead of hanging the suite.
 
 Measured (ONNX Runtime 1.32, PyTorch 2.13 on CPU): a child of a process holding an ONNX Runtime
 session with its own thread pool hung for ever at its ordinary exit, freeing that session; a
-torch engine on one thread runs in the child and exits.
+torch engine runs in the child and exits, on one thread: the first call of a child whose parent had
+run PyTorch on two threads hung, until the engine's after-fork hook set one.
 """
 from __future__ import annotations
 
@@ -34,8 +35,12 @@ backend, path, case = sys.argv[1:]
 # ONNX Runtime's hang needs its own thread pool: more than one thread
 opts = {"onnxruntime": {"threads": min(2, usable_cores())}, "openvino": {"threads": 1},
         "torch": {"threads": 1}}[backend]
+if case == "parent_ran":         # PyTorch's own threads (OMP_NUM_THREADS), not the engine's
+    opts = {}
 IMAGE = np.zeros((8, 8, 3), np.uint8)
 engine = load(path, backend=backend, **opts)          # loaded, not run: ONNX Runtime's hang
+if case == "parent_ran":
+    print("parent first:", engine.upscale(IMAGE).shape, flush=True)
 
 
 def call_in_flight():
@@ -60,7 +65,7 @@ if case == "in_flight":
     done, worker = call_in_flight()
 pid = os.fork()
 if pid == 0:
-    if case in ("inherited", "in_flight"):
+    if case in ("inherited", "in_flight", "parent_ran"):
         try:
             print("child:", engine.upscale(IMAGE).shape, flush=True)
         except EngineClosedError as e:
@@ -95,13 +100,13 @@ def engines(micro_export: Path) -> dict[str, str]:
     return {"onnxruntime": str(micro_export), "openvino": str(micro_export), "torch": "alignvar-tiny"}
 
 
-def forked(tmp_path: Path, engines: dict[str, str], backend: str, case: str) -> list[str]:
-    """The lines the script prints for `case` on `backend`'s engine; it must end cleanly."""
+def forked(tmp_path: Path, engines: dict[str, str], backend: str, case: str, **env_vars: str) -> list[str]:
+    """The lines the script prints for `case` on `backend`'s engine, with `env_vars` set; it must end cleanly."""
     if backend == "openvino":
         pytest.importorskip("openvino", reason="OpenVINO is not installed")
     script = tmp_path / "fork_case.py"
     script.write_text(_SCRIPT)
-    env = {**os.environ, "CHILD_LIMIT": str(CHILD_LIMIT)}
+    env = {**os.environ, "CHILD_LIMIT": str(CHILD_LIMIT), **env_vars}
     run = subprocess.Popen([sys.executable, str(script), backend, engines[backend], case], env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
@@ -129,6 +134,13 @@ def test_an_inherited_engine_of_a_backend_that_does_not_survive_a_fork_is_refuse
 def test_an_inherited_torch_engine_runs_in_the_child(tmp_path, engines):
     assert forked(tmp_path, engines, "torch", "inherited") == [
         "child: (32, 32, 3)", "child exit 0", "parent: (32, 32, 3)"]
+
+
+def test_a_torch_engine_the_parent_ran_on_several_threads_runs_in_the_child(tmp_path, engines):
+    """Loaded with PyTorch's default threads (two, whatever the cores) and run before the fork: the
+    child's first call hung for ever (PyTorch's OpenMP threads stayed in the parent)."""
+    assert forked(tmp_path, engines, "torch", "parent_ran", OMP_NUM_THREADS="2") == [
+        "parent first: (32, 32, 3)", "child: (32, 32, 3)", "child exit 0", "parent: (32, 32, 3)"]
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino", "torch"])

@@ -94,6 +94,14 @@ class TorchEngine(Engine):
     def _release(self) -> None:
         self.model = self._rollout = None
 
+    def _after_fork_in_child(self) -> None:
+        """As every engine's, and PyTorch on one thread: its OpenMP threads stayed in the parent, and
+        once the parent ran an op on several, the child's first op on several hung for ever (measured,
+        tests/test_fork.py), on this engine or any other. `torch.set_num_threads` raises it again."""
+        super()._after_fork_in_child()
+        if torch.get_num_threads() > 1:
+            torch.set_num_threads(1)
+
 
 class TorchBackend(Backend):
     name = "torch"
