@@ -4,6 +4,8 @@ project) nor any calibration photo's file name, in any file of the engine direct
 from __future__ import annotations
 
 import json
+import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -141,6 +143,73 @@ def test_an_engine_adopted_from_a_redacted_kit_keeps_trtexecs_log_without_the_de
     # what reads the log still does: the engine's timing for a bench report
     assert cli(["bench", "trtexec", str(out / "trtexec.log"), "--engine", str(out), "--out",
                 str(tmp_path / "report.json")]) == 0
+
+
+@pytest.fixture(scope="module")
+def redacted(host: Path) -> Path:
+    return runtimes.build(host / "export", "onnxruntime", out=host / "redacted-reference", redact=True, force=True)
+
+
+@pytest.fixture
+def other_ckpt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A current folder holding another checkpoint of the same architecture, named as the engine's."""
+    nano_model(seed=1).save_pretrained(tmp_path / "ckpt")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path / "ckpt"
+
+
+@pytest.mark.parametrize("here", ["another", "a copy"])
+def test_bench_and_compare_of_a_redacted_engine_ask_for_its_checkpoint(
+        host: Path, redacted: Path, other_ckpt: Path, here: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Its model name is its checkpoint's folder name, no path: bench took ./ckpt for it and ran against
+    other weights without a word (tokens 0.00%). A folder that happens to hold a copy is not taken either."""
+    if here == "a copy":
+        shutil.rmtree(other_ckpt)
+        shutil.copytree(host / "home" / "jane.doe" / "acme-secret-project" / "ckpt", other_ckpt)
+    bench = ["bench", str(redacted), "--out", "report.json", "--threads", "1", "--runs", "1", "--warmup", "0"]
+    for verb in (bench, ["compare", str(redacted)]):
+        capsys.readouterr()
+        assert cli(verb) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].endswith(
+            "redacted-reference was built with --redact: pass its checkpoint (ckpt) as --reference"), (verb[0], err)
+
+
+def test_a_reference_that_is_not_the_recorded_checkpoint_is_named_in_one_warning(
+        host: Path, redacted: Path, other_ckpt: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from alignvar_edge.bench.runner import resolve_reference
+    from alignvar_edge.bench.subjects import EngineSpec
+    said = "--reference ckpt is not the checkpoint redacted-reference was built from (ckpt: its "
+    capsys.readouterr()
+    assert cli(["compare", str(redacted), "--reference", "ckpt", "--limit", "1", "--max-size", "16"]) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(warned) == 1 and warned[0].startswith(f"alignvar-edge compare: warning: {said}"), warned
+    assert warned[0].endswith("): its figures compare other weights") and "SHA-256 is" in warned[0]
+    spec = EngineSpec(str(redacted), None, "auto", None, str(redacted))
+    with pytest.warns(UserWarning, match=re.escape("reference='ckpt' is not the checkpoint")):     # bench's, in Python
+        resolve_reference("ckpt", [spec])
+    ckpt = host / "home" / "jane.doe" / "acme-secret-project" / "ckpt"       # its own: not a word
+    assert cli(["compare", str(redacted), "--reference", str(ckpt), "--limit", "1", "--max-size", "16"]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_bench_takes_no_reference_from_a_manifest_whose_checkpoint_files_it_does_not_find(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An export of `ckpt` as typed: where that folder is gone, bench tried the name as a path of
+    the current folder, and ran another ./ckpt it found there."""
+    from alignvar_edge.bench.runner import resolve_reference
+    from alignvar_edge.bench.subjects import EngineSpec
+    from alignvar_edge.errors import CheckpointError
+    made, elsewhere = tmp_path / "made", tmp_path / "elsewhere"
+    nano_model().save_pretrained(made / "ckpt")
+    monkeypatch.chdir(made)
+    assert cli(["export", "ckpt", "--out", "export"]) == 0
+    (made / "ckpt").rename(made / "moved")
+    nano_model(seed=1).save_pretrained(elsewhere / "ckpt")
+    monkeypatch.chdir(elsewhere)
+    export = str(made / "export")
+    with pytest.raises(CheckpointError, match="no longer exists there"):
+        resolve_reference(None, [EngineSpec(export, None, "auto", None, export)])
 
 
 def test_deploy_redact_ships_redacted_engines_and_keeps_the_rest(host: Path) -> None:

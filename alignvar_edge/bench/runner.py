@@ -142,17 +142,27 @@ def _from_text(text: str) -> tuple[Any, str, ModelSource]:
     return load_model(text, hashed=False)
 
 
-def _candidates(manifest: Manifest | None, gone: list[ModelSource]) -> list[str]:
-    """Reference specs an export's manifest implies: where its weights came from, then its name; a
-    recorded checkpoint that no longer exists is added to `gone` (`source_checkpoint`)."""
-    if manifest is None:
-        return []
+def _candidates(manifest: Manifest, gone: list[ModelSource]) -> list[str]:
+    """Reference specs an export's manifest implies: where its weights came from, then its name (not
+    a redacted one's: its checkpoint's folder name, which names no folder here); a recorded
+    checkpoint that no longer exists is added to `gone` (`source_checkpoint`)."""
     from alignvar_edge.model.checkpoint import bundled_at
     from alignvar_edge.runtimes.artifacts import source_checkpoint
     # first the checkpoint `compare` takes (found by content where it moved with the package)
     found = source_checkpoint(manifest, gone=gone)
-    ref, name = manifest.source.reference, manifest.model.name
+    ref, name = manifest.source.reference, None if manifest.redacted else manifest.model.name
     return [c for c in ((bundled_at(found) or str(found)) if found else None, ref, name) if c]
+
+
+def _recorded_reference(cand: str, manifest: Manifest) -> tuple[Any, str, ModelSource]:
+    """The reference `cand` names, taken from `manifest`: a checkpoint whose files are not the ones
+    the manifest records (a name that is a folder of the current directory, or another checkpoint
+    now at a recorded path) is refused (CheckpointError), so that the next candidate is tried."""
+    from alignvar_edge.model.checkpoint import is_checkpoint, resolve_checkpoint_dir
+    from alignvar_edge.runtimes.artifacts import check_same_checkpoint
+    if is_checkpoint(cand):
+        check_same_checkpoint(resolve_checkpoint_dir(cand), manifest.model)
+    return _from_text(cand)
 
 
 def resolve_reference(reference: Any, specs: Sequence[EngineSpec]) -> tuple[Any, str, ModelSource]:
@@ -163,30 +173,38 @@ def resolve_reference(reference: Any, specs: Sequence[EngineSpec]) -> tuple[Any,
         return reference[0].eval(), str(reference[1]), src
     if reference is not None and not isinstance(reference, str):
         return reference.eval(), reference.config.name, ModelSource.memory()
+    from alignvar_edge.model.checkpoint import is_checkpoint
+    from alignvar_edge.runtimes.artifacts import gone_checkpoint, redacted_reference, warn_other_checkpoint
+    recorded = [(spec.path, m) for spec in specs if spec.path and (m := spec_manifest(spec.path)) is not None]
     if isinstance(reference, str):
         try:
-            return _from_text(reference)
+            model = _from_text(reference)
         except InputError as e:          # a reference that names no model: say which option took it
             raise InputError(f"{option('reference')}: {e}") from e
-    from alignvar_edge.model.checkpoint import is_checkpoint
-    from alignvar_edge.runtimes.artifacts import gone_checkpoint
+        warn_other_checkpoint(reference, recorded)
+        return model
     tried = []
     gone: list[ModelSource] = []
     for spec in specs:
         if spec.path and is_checkpoint(spec.path):
             return _from_text(spec.path)
-        for cand in _candidates(spec_manifest(spec.path) if spec.path else None, gone):
+        manifest = spec_manifest(spec.path) if spec.path else None
+        if manifest is None:
+            continue
+        for cand in _candidates(manifest, gone):
             tried.append(cand)
             try:
-                return _from_text(cand)
+                return _recorded_reference(cand, manifest)
             except (AlignVAREdgeError, OSError):
                 continue
     if gone:                 # a recorded checkpoint that is gone: said as compare says it
         raise gone_checkpoint(gone[0], "the engines",
                               f"pass {option('reference', 'CHECKPOINT')}, that checkpoint where it is now")
+    redacted = redacted_reference(recorded)
     raise InputError("cannot tell which PyTorch model these engines came from"
                      + (f" (tried {', '.join(tried)})" if tried else "")
-                     + "; pass --reference CHECKPOINT (or preset:NAME[:SEED] for random-weight exports)")
+                     + (f": {redacted}" if redacted else f"; pass {option('reference', 'CHECKPOINT')} "
+                        "(or preset:NAME[:SEED] for random-weight exports)"))
 
 
 def _same_model(sub: Subject, ref: Any) -> bool:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from alignvar_edge.caller import option, warn_caller
 from alignvar_edge.errors import ArtifactError, CheckpointError, InputError, host_tools_error
 from alignvar_edge.graph_names import ENGINE_GRAPH, INPUT, NOISE, SR, token_name
 from alignvar_edge.manifest import (MANIFEST_FILE, BuiltFrom, Manifest, ModelInfo, ModelSource, graph_files_sha256,
@@ -24,8 +25,9 @@ from alignvar_edge.model.checkpoint import is_checkpoint
 from alignvar_edge.model.config import AlignVARConfig
 from alignvar_edge.runtimes.base import checked_lr_tiles, config_from_manifest
 
-__all__ = ["checkpoint_and_export", "checkpoint_dir", "check_same_checkpoint", "gone_checkpoint", "model_name",
-           "model_difference", "named_checkpoint",
+__all__ = ["checkpoint_and_export", "checkpoint_dir", "check_same_checkpoint", "checkpoint_difference",
+           "gone_checkpoint", "model_name", "model_difference", "named_checkpoint", "redacted_reference",
+           "warn_other_checkpoint",
            "source_checkpoint", "default_out", "out_for",
            "engine_manifest", "single_graph_io", "leaves_out_refiner", "check_quantized_for", "single_graph", "check_calibration",
            "link_onnx"]
@@ -43,15 +45,13 @@ def model_name(source: str | os.PathLike[str]) -> str:
 def check_same_checkpoint(found: Path, model: ModelInfo) -> None:
     """Refuse `found` unless it is the checkpoint the manifest's `model` entry was made from: the
     recorded file SHA-256s, or (older manifests) the state-dict hash `weights_sha256`."""
-    want = model.source.sha256
-    if want:
-        for f, digest in sorted(want.items()):
-            got = sha256_file(found / f) if (found / f).is_file() else "missing"
-            if got != digest:
-                raise CheckpointError(
-                    f"checkpoint '{found}' is not the one this artifact was made from ({model.source.path}): its "
-                    f"{f} SHA-256 is {got[:12]}, recorded {str(digest)[:12]}; pass that checkpoint (compare: "
-                    "--reference) or re-export from this one")
+    if model.source.sha256:
+        differs = checkpoint_difference(found, model)
+        if differs:
+            raise CheckpointError(
+                f"checkpoint '{found}' is not the one this artifact was made from "
+                f"({model.source.path or model.display_name}): {differs}; pass that checkpoint (compare: "
+                "--reference) or re-export from this one")
         return
     recorded = model.weights_sha256
     if recorded:
@@ -63,6 +63,41 @@ def check_same_checkpoint(found: Path, model: ModelInfo) -> None:
                 f"checkpoint '{found}' is not the one this artifact was made from: its weights hash to "
                 f"{got[:12]}, recorded {recorded[:12]}; pass that checkpoint (compare: --reference) or re-export "
                 "from this one")
+
+
+def checkpoint_difference(found: Path, model: ModelInfo) -> str | None:
+    """How checkpoint `found` differs from the one `model` records by its files' SHA-256s ("its
+    model.safetensors SHA-256 is ..., recorded ..."); None where they match, or none is recorded."""
+    for f, digest in sorted(model.source.sha256.items()):
+        got = sha256_file(found / f) if (found / f).is_file() else "missing"
+        if got != digest:
+            return f"its {f} SHA-256 is {got[:12]}, recorded {str(digest)[:12]}"
+    return None
+
+
+def warn_other_checkpoint(reference: str, engines: Iterable[tuple[str, Manifest]]) -> None:
+    """Warn, in one line naming `reference` (the reference option), where the checkpoint it names is
+    not the one an engine records by its files' SHA-256s: the figures would compare other weights."""
+    if not is_checkpoint(reference):         # a preset's random weights: no files to compare
+        return
+    from alignvar_edge.model.checkpoint import resolve_checkpoint_dir
+    found = resolve_checkpoint_dir(reference)
+    for label, m in engines:
+        differs = checkpoint_difference(found, m.model)
+        if differs:
+            warn_caller(f"{option('reference', reference)} is not the checkpoint {label} was built from "
+                        f"({m.model.display_name}: {differs}): its figures compare other weights")
+            return
+
+
+def redacted_reference(engines: Iterable[tuple[str, Manifest]]) -> str | None:
+    """What to pass where no reference is found and an engine was built with --redact (it records its
+    checkpoint by its folder name only, no path to find it by): one clause for the caller's error."""
+    for label, m in engines:
+        if m.redacted:
+            return (f"{label} was built with --redact: pass its checkpoint ({m.model.display_name}) as "
+                    f"{option('reference')}")
+    return None
 
 
 def model_difference(manifest: Manifest, config: AlignVARConfig, weights: str) -> str | None:

@@ -622,7 +622,11 @@ def _compare_images(args: argparse.Namespace) -> tuple[list[tuple[str, Any]], li
     return out, skipped
 
 
-def _reference_source(args: argparse.Namespace, metas: list[Manifest]) -> str:
+def _reference_source(args: argparse.Namespace, engines: list[tuple[str, Manifest]]) -> str:
+    """The checkpoint compare's reference runs: --reference (warned where an engine records another),
+    else the one the engines' manifests name and whose files they record."""
+    from alignvar_edge.runtimes.artifacts import (gone_checkpoint, redacted_reference, source_checkpoint,
+                                                  warn_other_checkpoint)
     if args.reference:
         from alignvar_edge.model.checkpoint import is_checkpoint
         if Path(args.reference).exists() and not is_checkpoint(args.reference):
@@ -630,18 +634,19 @@ def _reference_source(args: argparse.Namespace, metas: list[Manifest]) -> str:
                              "checkpoint the PyTorch reference runs (a bundled name such as "
                              f"{DEFAULT_CHECKPOINT}, or a checkpoint folder); leave it out to take the one the "
                              "engines' manifests name")
+        warn_other_checkpoint(str(args.reference), engines)
         return str(args.reference)
     from alignvar_edge.errors import ArtifactError
-    from alignvar_edge.runtimes.artifacts import gone_checkpoint, source_checkpoint
     gone: list[Any] = []
-    for m in metas:
+    for _, m in engines:
         ref = source_checkpoint(m, gone=gone)
         if ref is not None:
             return str(ref)
     if gone:            # none is where it was recorded: say so where one was
         raise gone_checkpoint(gone[0], "the engines", "pass --reference CHECKPOINT_DIR, that checkpoint where it is now")
-    raise ArtifactError("the engines' manifests do not name the checkpoint they came from; "
-                        "pass --reference CHECKPOINT_DIR")
+    redacted = redacted_reference(engines)
+    raise ArtifactError("the engines' manifests do not name the checkpoint they came from"
+                        + (f": {redacted}" if redacted else "; pass --reference CHECKPOINT_DIR"))
 
 
 def run_compare(args: argparse.Namespace) -> int:
@@ -677,7 +682,8 @@ def run_compare(args: argparse.Namespace) -> int:
                                           unavailable=why), engine.metadata)
                 continue
             engines.append((label, engine))
-        reference = _reference_source(args, [e.metadata for _, e in engines] + [m for _, m in absent.values()])
+        reference = _reference_source(args, [(label, e.metadata) for label, e in engines]
+                                      + [(r.engine, m) for r, m in absent.values()])
         # the model as each engine runs it: with VARSR's refiner, or without it (--no-refine exports)
         refs = [runtimes.load(reference, backend="torch", refine=refine)
                 for refine in sorted({e.refines for _, e in engines}, reverse=True)]
