@@ -656,7 +656,7 @@ def hand_command(plan: dict[str, Any], workspace_mib: int | None, opt_level: int
     return " ".join([HAND_TRTEXEC, *cmd[1:]])
 
 
-def copy_log(log: str | os.PathLike[str], root: Path, redacted: bool) -> None:
+def copy_log(log: str | Path, root: Path, redacted: bool) -> None:
     """trtexec's log `log` into the engine directory `root` as LOG_FILE: as it is, or for a redacted
     engine without the device's folders that its command line names (trtexec echoes it, and
     build_on_device.sh's names the kit, its work folder and the timing cache by absolute paths)."""
