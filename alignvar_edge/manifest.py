@@ -378,6 +378,11 @@ def redacting() -> Iterator[None]:
         _REDACTING.reset(token)
 
 
+def redacting_now() -> bool:
+    """Whether this build runs inside `redacting()`."""
+    return _REDACTING.get() is not None
+
+
 def redact(m: Manifest, hidden: dict[str, str] | None = None) -> None:
     """Leave out of `m`, in place, what it records of the build host's folders and of the
     calibration photos, none of which a device reads (docs/export.md, "What an engine records"):
@@ -424,6 +429,27 @@ def paths_replaced(text: str, shown: Mapping[str, str]) -> str:
     replaces in a manifest's other strings the paths it left out: for a file a redacted engine
     ships (trtexec's log, which echoes its command line)."""
     return str(_scrubbed(text, shown))
+
+
+# a frame of an exporter's per-node stack trace naming an absolute path (POSIX or Windows): what
+# exports made before their traces were made module-relative hold, thousands per graph
+_HOST_FRAME = re.compile(rb'File "(?:/|[A-Za-z]:\\)')
+
+
+def graphs_naming_host_folders(root: Path, m: Manifest) -> list[str]:
+    """The graph files of the artifact at `root` whose stack traces name this (or another) machine's
+    absolute paths: a redacted engine built from them would ship those paths inside its graph. The
+    bytes are searched as they lie on disk (mapped, not read whole: a graph may hold its weights)."""
+    import mmap
+    found = []
+    for g in m.graphs.values():
+        path = root / g["file"]
+        if not path.is_file() or path.stat().st_size == 0:
+            continue
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            if _HOST_FRAME.search(data):
+                found.append(g["file"])
+    return found
 
 
 def _hide(hidden: dict[str, str], path: Any, shown: str | None = None) -> None:

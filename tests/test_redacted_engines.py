@@ -225,3 +225,25 @@ def test_deploy_redact_ships_redacted_engines_and_keeps_the_rest(host: Path) -> 
     assert m.redacted and m.model.name == "ckpt" and "files" not in (m.calibration or {})
     assert (m.calibration or {}).get("hash") == read_manifest(out / "quantized" / "onnxruntime-int8").calibration["hash"]
     assert {f["file"] for f in read_manifest(out / "quantized" / "onnxruntime-int8").calibration["files"]} <= set(PHOTOS)
+
+
+def test_a_redacted_build_of_an_export_whose_graph_names_host_folders_is_refused(
+        host: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """An export made by an older alignvar-edge names the exporting machine's folders in its graph's
+    stack traces (thousands of them): `build --redact` of it shipped them inside model.onnx while
+    `inspect` said the engine named no folder of the build host. A current export builds."""
+    from alignvar_edge.export import onnx_export
+    monkeypatch.setattr(onnx_export, "_portable_stack_traces", lambda model: None)     # as older exports were
+    assert cli(["export", str(host / "home" / "jane.doe" / "acme-secret-project" / "ckpt"),
+                "--out", str(tmp_path / "old")]) == 0
+    capsys.readouterr()
+    assert cli(["build", str(tmp_path / "old"), "--target", "onnxruntime", "--redact", "--out",
+                str(tmp_path / "e")]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"alignvar-edge build: error: {tmp_path / 'old'}: its graph model.onnx names the folders of the machine "
+        "that exported it (its per-node stack traces, from an older alignvar-edge), which a redacted engine "
+        "would ship; export it again with this alignvar-edge and build from that with --redact")
+    assert not (tmp_path / "e").exists()
+    assert cli(["build", str(tmp_path / "old"), "--target", "onnxruntime", "--out", str(tmp_path / "plain")]) == 0
+    assert cli(["build", str(host / "export"), "--target", "onnxruntime", "--redact", "--out",
+                str(tmp_path / "current")]) == 0

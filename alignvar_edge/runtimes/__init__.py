@@ -20,7 +20,7 @@ from typing import Any
 from alignvar_edge.errors import AlignVAREdgeError, ArtifactError, BackendUnavailableError, InputError, out_of_memory
 from alignvar_edge.fsmodes import not_a_folder
 from alignvar_edge.lazy import needs_host
-from alignvar_edge.manifest import Manifest, readable, redacting
+from alignvar_edge.manifest import Manifest, readable, redacting, redacting_now
 from alignvar_edge import recipes
 from alignvar_edge.recipes import BACKENDS, backend_name, recipe
 from alignvar_edge.runtimes.base import Backend, Engine
@@ -242,9 +242,24 @@ def _build(artifact_dir: str | os.PathLike[str], target: str, precision: str | N
     if out is None:
         out = default_out(artifact_dir, b.name, precision)
     check_out(out, force, source=artifact_dir)          # never onto or into the input, even with force
+    if redacting_now():
+        _refuse_host_folders_in_graphs(_as_path(artifact_dir))
     with needs_host(f"building {b.name} engines"):       # e.g. OpenVINO's build reads the graph with onnx
         return b.build(_as_path(artifact_dir), Path(out), precision=precision, calibration=calibration,
                        device=device, force=force, **opts)
+
+
+def _refuse_host_folders_in_graphs(src: Path) -> None:
+    """A redacted build of an export whose graphs name the build host's folders (exported by an
+    older alignvar-edge, whose stack traces named absolute paths) would ship them inside its graph."""
+    from alignvar_edge.caller import option
+    from alignvar_edge.manifest import MANIFEST_FILE, graphs_naming_host_folders, read_manifest
+    if not (src / MANIFEST_FILE).is_file():         # a checkpoint: no graph
+        return
+    if named := graphs_naming_host_folders(src, read_manifest(src)):
+        raise InputError(f"{src}: its graph {named[0]} names the folders of the machine that exported it (its "
+                         "per-node stack traces, from an older alignvar-edge), which a redacted engine would "
+                         f"ship; export it again with this alignvar-edge and build from that with {option('redact')}")
 
 
 def _check_path(p: object, where: str, takes: str) -> None:
