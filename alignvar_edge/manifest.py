@@ -799,7 +799,7 @@ def contract(tile: int, scale: int, batch: int | None, dtype: str = "float32",
         "batch": batch,
         "output": {"name": SR, "color_order": "RGB", "range": [0.0, 1.0], "layout": "NCHW",
                    "shape": [n, 3, tile * scale, tile * scale]},
-        "images": "Engine.upscale takes uint8/uint16/float [0, 1] arrays (HxW, HxWx1/3/4) or PIL "
+        "images": "Engine.upscale takes uint8/uint16/float [0, 1] arrays (HxW, HxWx1/2/3/4) or PIL "
                   f"images of any size and returns the same kind, exactly x{scale} larger"}
     if config is None:
         return c

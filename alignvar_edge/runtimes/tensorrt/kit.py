@@ -665,7 +665,7 @@ def copy_log(log: str | Path, root: Path, redacted: bool) -> None:
         return
     text = read_trtexec_log(log)
     command = parse_trtexec_log(text, timing=False).get("command", "")
-    (root / LOG_FILE).write_text(paths_replaced(text, _folders_shown(command)))
+    (root / LOG_FILE).write_text(paths_replaced(text, _folders_shown(command)), encoding="utf-8")
 
 
 def _folders_shown(command: str) -> dict[str, str]:
