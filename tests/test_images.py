@@ -1538,7 +1538,14 @@ def test_a_float_colour_tiff_is_refused_by_what_it_is_not_as_damaged(tmp_path: P
     with pytest.raises(InputError) as e:
         load_image(path)
     assert str(e.value) == (f"{path} is a 32-bit float RGB TIFF (3 samples a pixel), which is not supported; "
-                            "save it as a 16-bit TIFF or PNG")
+                            "save it as a PNG (8 or 16 bits: gray, gray+alpha, RGB or RGBA) or a TIFF of 16-bit "
+                            "gray, RGB or RGBA")
+    # a 16-bit gray+alpha TIFF is told the layouts that are read, not "a 16-bit TIFF", which it is
+    tifffile.imwrite(tmp_path / "ga16.tif", np.zeros((4, 5, 2), np.uint16), photometric="minisblack",
+                     extrasamples=["unassalpha"])
+    with pytest.raises(InputError, match=r"ga16\.tif is a 16-bit unsigned integer gray TIFF \(2 samples a pixel\), "
+                                         r"which is not supported; save it as a PNG \(8 or 16 bits: gray, gray\+alpha"):
+        load_image(tmp_path / "ga16.tif")
     (tmp_path / "junk.tif").write_bytes(b"II*\x00 not really")       # still damaged: said so
     with pytest.raises(InputError, match="header is damaged"):
         load_image(tmp_path / "junk.tif")

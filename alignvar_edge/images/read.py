@@ -114,7 +114,8 @@ def _opened(path: Path, raise_limit: str | None) -> Iterator[Image.Image]:
             if path.stat().st_size == 0:
                 raise InputError(f"{path} is empty (0 bytes); re-export or remove it") from e
             if (layout := sixteen_bit.unreadable_tiff_layout(path)) is not None:
-                raise InputError(f"{path} is a {layout}, which is not supported; save it as a 16-bit TIFF or PNG") from e
+                raise InputError(f"{path} is a {layout}, which is not supported; save it as a PNG (8 or 16 bits: "
+                                 "gray, gray+alpha, RGB or RGBA) or a TIFF of 16-bit gray, RGB or RGBA") from e
             raise InputError(
                 f"{path} is not an image Pillow can read, or its header is damaged "
                 "(zero size, unknown format); convert it to PNG or JPEG"
