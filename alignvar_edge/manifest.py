@@ -108,12 +108,17 @@ def sha256_file(path: Path) -> str:
     return digest
 
 
+# FAT keeps times in 2 s steps and exFAT in 10 ms steps: a time on this grid may be theirs
+_FAT_TIME_STEP_NS = 10_000_000
+
+
 def _ctime_is_kept(st: os.stat_result) -> bool:
     """Whether `st`'s ctime can tell a change the mtime hides. FAT and exFAT keep none: their ctime
-    reads as the mtime, so setting the mtime back after an edit in place sets both back. A file whose
-    two times are equal is hashed at every check; elsewhere that is a file written and not touched
-    since (a `cp` copy), which costs a read, never a wrong answer."""
-    return st.st_ctime_ns != st.st_mtime_ns
+    reads as the mtime, on their coarse grid, so setting the mtime back after an edit in place sets
+    both back. A file whose two times are equal and on that grid is hashed at every check (a read,
+    never a wrong answer); one written and not touched since on another file system (a `cp` copy)
+    has equal times too, in nanoseconds off the grid, and stays cached."""
+    return st.st_ctime_ns != st.st_mtime_ns or st.st_mtime_ns % _FAT_TIME_STEP_NS != 0
 
 
 def hard_link(src: Path, dst: Path) -> None:

@@ -273,6 +273,28 @@ def test_where_ctime_reads_as_mtime_an_edit_in_place_with_mtime_set_back_is_caug
         load_verified(a)
 
 
+def test_a_copy_whose_times_are_equal_off_the_fat_grid_is_still_hashed_once(tmp_path, monkeypatch):
+    """A file copied with `cp` or `scp` on ext4 has its ctime equal to its mtime too, in nanoseconds
+    (not on FAT's 2 s or exFAT's 10 ms grid): it was read at every check, a device's gigabyte graph
+    again for each load and selftest."""
+    from alignvar_edge import manifest
+    a = tmp_path / "a"
+    _artifact(a, ModelSource.preset("micro", 0))
+    graph = a / "model.onnx"
+    real_stat = os.stat
+
+    def copied_stat(path, *args, **kwargs):        # equal times, as ext4 gives a fresh copy, long settled
+        st = real_stat(path, *args, **kwargs)
+        if os.fspath(path) != os.fspath(graph):
+            return st
+        return os.stat_result(tuple(st), {"st_mtime_ns": 10**18 + 5_947_324, "st_ctime_ns": 10**18 + 5_947_324})
+    monkeypatch.setattr(manifest.os, "stat", copied_stat)
+    counts = _hashing_count(monkeypatch)
+    load_verified(a)
+    load_verified(a)
+    assert counts["model.onnx"] == 1
+
+
 def test_a_file_written_within_2_s_is_hashed_again_each_time(tmp_path, monkeypatch):
     """A write within the file system's clock tick keeps every time stamp: a file written less than
     2 s ago is not remembered (each check reads it), one older is (read once)."""
