@@ -95,9 +95,12 @@ _DIGESTS: dict[tuple[int, int, int, int, int], str] = {}
 _SETTLED_NS = 2_000_000_000
 
 
-def sha256_file(path: Path) -> str:
+def sha256_file(path: Path, remember: bool = True) -> str:
     """SHA-256 of the file at `path`; hashed once per process while its size, mtime and ctime hold,
-    where its ctime is its own (`_ctime_is_kept`)."""
+    where its ctime is its own (`_ctime_is_kept`). `remember=False`: not kept, for files that are no
+    artifact's (a service's input photos, one entry each, for as long as it runs)."""
+    if not remember:
+        return _hash_contents(path)
     st = os.stat(path)
     key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
     digest = _DIGESTS.get(key)

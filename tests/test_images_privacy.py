@@ -309,3 +309,7 @@ def test_the_same_command_writes_the_same_bytes(tmp_path: Path, one_torch_thread
     assert (tmp_path / "out1" / "a.jpg").read_bytes() == (tmp_path / "out2" / "a.jpg").read_bytes()
     ids = {_instance_id(tmp_path / out / name) for out in ("out1", "out3") for name in ("a.jpg", "b.jpg")}
     assert len(ids) == 4 and "xmp.iid:INPUT-INSTANCE" not in ids, ids
+    # the inputs' hashes are not kept in the artifacts' hash cache: a service's photos would pile up there
+    from alignvar_edge import manifest
+    inputs = {manifest.sha256_file(tmp_path / "in" / name, remember=False) for name in ("a.jpg", "b.jpg")}
+    assert inputs.isdisjoint(manifest._DIGESTS.values())

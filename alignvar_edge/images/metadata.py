@@ -304,7 +304,7 @@ def _instance_id(path: str | os.PathLike[str], made_by: str) -> str:
     input file's content and `made_by`, so that the same command writes the same bytes (a random
     one broke reproducible outputs and content-hash caches), while another input, engine or
     option gives another."""
-    return f"xmp.iid:{uuid.uuid5(_INSTANCE_NAMESPACE, f'{sha256_file(Path(path))} {made_by}')}"
+    return f"xmp.iid:{uuid.uuid5(_INSTANCE_NAMESPACE, f'{sha256_file(Path(path), remember=False)} {made_by}')}"
 
 
 # the namespace of `_instance_id`'s UUIDs: a fixed one of alignvar-edge's own (another changes every ID)
