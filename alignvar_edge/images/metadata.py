@@ -1,6 +1,6 @@
 """What an output carries beside its pixels: read from the input (`file_metadata`: the ICC
-profile, the EXIF and XMP that describe the picture, the DPI, a PNG's text; `stripped_metadata`:
-the colour profile and print size alone) and written in the fields each output format has for
+profile, the EXIF and XMP that describe the picture, the DPI, a PNG's text; for
+`upscale --strip-metadata`, the colour profile and print size alone) and written in the fields each output format has for
 them (`metadata_params`), or left out with a warning where the format cannot hold them
 (`fit_to_format`)."""
 from __future__ import annotations
@@ -73,7 +73,7 @@ def image_metadata(img: Image.Image, path: str | os.PathLike[str], gray: bool, s
     """`file_metadata` of the opened file `path`, whose layout is `gray` or not (`image_layout`,
     read from its header: decoding the pixels may change what it reads). `stripped_for`: the
     output format of `upscale --strip-metadata`, whose result carries the colour profile and print
-    size alone (`stripped_metadata`): the EXIF, XMP and text it drops are not parsed for copying,
+    size alone: the EXIF, XMP and text it drops are not parsed for copying,
     so a damaged one is not said, nor can it stop the run. `made_by`: what makes the result beside
     the input and `scale` (the engine and its options), which the XMP's new InstanceID is derived
     from (`_instance_id`)."""
@@ -83,7 +83,9 @@ def image_metadata(img: Image.Image, path: str | os.PathLike[str], gray: bool, s
                       "dpi": (dpi[0] * scale, dpi[1] * scale) if dpi else None, "exif": None, "xmp": None,
                       "text": None}
     if stripped_for is not None:
-        return stripped_metadata(kept, stripped_for)
+        # nothing that says who made the picture, where, with what or from what (EXIF, XMP, PNG
+        # text); the DPI where the format has a field of its own for it (WebP's is its EXIF's)
+        return {**kept, "dpi": None if stripped_for in _DPI_IN_EXIF_ALONE else kept["dpi"]}
     try:
         carried = _carried_exif(exif)
     except (*IMAGE_DECODE_ERRORS, struct.error, TypeError) as e:   # a maker's tag Pillow cannot write back
@@ -94,16 +96,6 @@ def image_metadata(img: Image.Image, path: str | os.PathLike[str], gray: bool, s
     xmp = img.info.get("xmp") or text.get(_PNG_XMP, "").encode()
     return {**kept, "exif": carried, "xmp": _carried_xmp(xmp, path, f"x{scale} {made_by}"),
             "text": _carried_text(text)}
-
-
-def stripped_metadata(meta: Metadata, fmt: str) -> Metadata:
-    """`meta` less everything that can say who made the picture, where, with what or from what
-    (`upscale --strip-metadata`): no EXIF (camera, serial numbers, GPS, author, ...), no XMP (edit
-    history, document IDs, ...), no PNG text. Kept is what shows the pixels as they are meant: the
-    ICC profile and a PNG's colour chunks, and the DPI where `fmt` has a field of its own for it
-    (WebP's is its EXIF's, so it goes too). The orientation is in the pixels already."""
-    return {"icc_profile": meta["icc_profile"], "png_colour": meta["png_colour"],
-            "dpi": None if fmt in _DPI_IN_EXIF_ALONE else meta["dpi"], "exif": None, "xmp": None, "text": None}
 
 
 def png_colour(img: Image.Image) -> dict[str, bytes] | None:
