@@ -176,6 +176,7 @@ def resolve_reference(reference: Any, specs: Sequence[EngineSpec]) -> tuple[Any,
     from alignvar_edge.model.checkpoint import is_checkpoint
     from alignvar_edge.runtimes.artifacts import gone_checkpoint, redacted_reference, warn_other_checkpoint
     recorded = [(spec.path, m) for spec in specs if spec.path and (m := spec_manifest(spec.path)) is not None]
+    manifests = dict(recorded)          # each engine's manifest, read once
     if isinstance(reference, str):
         try:
             model = _from_text(reference)
@@ -188,7 +189,7 @@ def resolve_reference(reference: Any, specs: Sequence[EngineSpec]) -> tuple[Any,
     for spec in specs:
         if spec.path and is_checkpoint(spec.path):
             return _from_text(spec.path)
-        manifest = spec_manifest(spec.path) if spec.path else None
+        manifest = manifests.get(spec.path) if spec.path else None
         if manifest is None:
             continue
         for cand in _candidates(manifest, gone):
