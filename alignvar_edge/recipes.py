@@ -153,6 +153,17 @@ class Recipe:
         """How the caller makes this row's build input: the command in a verb, the call from Python."""
         return self.quantize_command(export) if on_command_line() else self.quantize_call(export)
 
+    def check_graph(self, graph_precision: str, step: str) -> None:
+        """Refuse building this row from a graph carrying `graph_precision` where it cannot: a graph
+        quantized to another precision (one precision per engine), or the fp32 export where this row
+        builds from quantize's output, which `step` (the quantize command or call) makes."""
+        if graph_precision not in ("fp32", self.precision):
+            raise exported_precision_error(graph_precision, self.precision)
+        if self.needs_quantize and graph_precision != self.precision:
+            graph = f"explicit Q/DQ, {QDQ_KINDS[self.qdq]}" if self.qdq else f"{self.precision} types"
+            raise InputError(f"{self.backend} {self.precision} engines build from quantize's output ({graph}), "
+                             f"not the fp32 export: build from the output of `{step}`")
+
 
 def quantize_out(export: str, precision: str, target: str) -> str:
     """Where `alignvar-edge quantize` writes without --out: EXPORT-PRECISION-TARGET."""

@@ -232,3 +232,26 @@ def test_the_qdq_kind_of_a_runtime_decides_its_int8_refusal_and_readme_note(monk
     note = " ".join(_int8_note(graph("xnnpack")))                   # type: ignore[arg-type]
     assert "`alignvar-edge quantize EXPORT --precision int8 --target xnnpack --reduce-range`" in note, note
     assert _int8_note(graph("qnn")) == []                           # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "tensorrt"])
+def test_which_graph_each_onnx_row_builds_from_is_one_rule_for_both_backends(backend):
+    """ONNX Runtime and TensorRT each wrote their own refusal of an int8 build from the fp32 export,
+    in other words and order: TensorRT told an fp16 graph built as int8 to quantize it, which quantize
+    refuses, where ONNX Runtime said the graph's precision. One rule now: the graph's own precision
+    first, then quantize's output for the rows that build from it."""
+    step = "STEP"
+    for r in (recipes.recipe(backend, p) for p in recipes.precisions(backend)):
+        r.check_graph(r.precision, step)                        # the graph it builds from
+        if not r.needs_quantize:
+            r.check_graph("fp32", step)                         # flags on the fp32 export
+            continue
+        with pytest.raises(InputError) as e:
+            r.check_graph("fp32", step)
+        said = str(e.value)
+        assert said.startswith(f"{backend} {r.precision} engines build from quantize's output (") and said.endswith(
+            "not the fp32 export: build from the output of `STEP`"), said
+        assert ("explicit Q/DQ" in said) == (r.precision == "int8"), said
+    for graph, asked in (("fp16", "int8"), ("int8", "fp16"), ("int8", "fp32")):
+        with pytest.raises(InputError, match=f"this export is {graph} .*build it with --precision {graph}"):
+            recipes.recipe(backend, asked).check_graph(graph, step)

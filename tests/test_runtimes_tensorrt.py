@@ -267,7 +267,7 @@ def test_kit_readme_and_golden_describe_this_kit(kit, export):
                    "--engine <engine>\n", "merge host-report.json <engine>-report.json",
                    "`report.json` of `alignvar-edge deploy`"):
         assert needle in text, needle
-    assert "| int8 | not from this kit: TensorRT INT8 uses explicit Q/DQ" in text    # an fp32 export
+    assert "| int8 | not from this kit: tensorrt int8 engines build from quantize's output (explicit Q/DQ" in text    # an fp32 export
     # the by-hand command's sed gives exactly the kit's precision flags, from trtexec.txt
     sed = text.split("$(sed ")[1].split(" trtexec.txt)")[0]
     got = subprocess.run(f"sed {sed} trtexec.txt", shell=True, cwd=kit, capture_output=True, text=True, check=True)
@@ -1382,16 +1382,20 @@ def test_int8_from_the_fp32_export_names_how_to_quantize_that_export_in_the_call
     with pytest.raises(InputError) as e:
         runtimes.build(export, "tensorrt", "int8", out=tmp_path / "k")
     said = str(e.value)
-    assert said.startswith("TensorRT INT8 uses explicit Q/DQ: build from the output of `from alignvar_edge.quantize "
+    assert said.startswith("tensorrt int8 engines build from quantize's output (explicit Q/DQ, symmetric int8 (zero "
+                           "points 0)), not the fp32 export: build from the output of `from alignvar_edge.quantize "
                            f"import QuantizeOptions, quantize_artifact; quantize_artifact({str(export)!r}, "), said
     assert "EXPORT" not in said and "alignvar-edge" not in said
     with command_line(), pytest.raises(InputError) as e:
         runtimes.build(export, "tensorrt", "int8", out=tmp_path / "k")
-    assert str(e.value) == ("TensorRT INT8 uses explicit Q/DQ: build from the output of "
+    assert str(e.value) == ("tensorrt int8 engines build from quantize's output (explicit Q/DQ, symmetric int8 "
+                            "(zero points 0)), not the fp32 export: build from the output of "
                             f"`alignvar-edge quantize {export} --precision int8 --target tensorrt`")
     assert not (tmp_path / "k").exists()
     from alignvar_edge.runtimes.tensorrt.kit import precision_flags
-    assert precision_flags("fp32")["int8"] == ("ERROR: TensorRT INT8 uses explicit Q/DQ: build from the output of "
+    assert precision_flags("fp32")["int8"] == ("ERROR: tensorrt int8 engines build from quantize's output (explicit "
+                                               "Q/DQ, symmetric int8 (zero points 0)), not the fp32 export: build "
+                                               "from the output of "
                                                "'alignvar-edge quantize EXPORT --precision int8 --target tensorrt'")
 
 

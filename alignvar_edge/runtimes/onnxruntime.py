@@ -133,14 +133,8 @@ class OrtBackend(Backend):
         it opens and runs."""
         src_manifest, onnx_path = single_graph(artifact_dir)
         check_quantized_for(src_manifest, Path(artifact_dir), self.name)
-        if precision != src_manifest.precision:
-            if src_manifest.precision != "fp32":      # not `quantize --precision fp32`: no such thing
-                raise recipes.exported_precision_error(src_manifest.precision, precision)
-            # the command in a verb, the Python call from Python
-            hint = (f"run `{recipes.recipe(self.name, precision).quantize_step(str(artifact_dir))}` first and build "
-                    "from its output")
-            raise InputError(f"onnxruntime runs the graph as exported ({src_manifest.precision}); "
-                             f"for {precision} {hint}")
+        r = recipes.recipe(self.name, precision)
+        r.check_graph(src_manifest.precision or "fp32", r.quantize_step(str(artifact_dir)))
         sess_opts = {"threads": opts.pop("threads", None), "inter_threads": opts.pop("inter_threads", None),
                      "optimization": opts.pop("optimization", "all"), "spin": opts.pop("spin", None)}
         if opts:

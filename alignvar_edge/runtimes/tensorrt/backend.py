@@ -40,7 +40,7 @@ from alignvar_edge.runtimes.base import Backend, Engine, TensorSpec, config_from
 from alignvar_edge.runtimes.onnxruntime import ship_golden
 from alignvar_edge.runtimes.tensorrt.kit import write_build_files
 from alignvar_edge.runtimes.tensorrt.plan import (CACHE, ENGINE, FP16_F32, ONNX, SCRIPT_FILE, network_plan, plan_record,
-                                                  quantize_first, recorded_f32, trt_major)
+                                                  recorded_f32, trt_major)
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -454,8 +454,8 @@ def _check_quantized(src: Manifest, artifact_dir: Path, precision: str) -> None:
     path, in the caller's words (the command in a verb, the call from Python). From a kit or an
     engine, whose export is not here, `network_plan` says it."""
     r = recipes.recipe("tensorrt", precision)
-    if r.needs_quantize and src.kind == "onnx" and not src.tensorrt_kit and src.precision == "fp32":
-        raise quantize_first(r, r.quantize_step(str(artifact_dir)))
+    if src.kind == "onnx" and not src.tensorrt_kit:
+        r.check_graph(src.precision or "fp32", r.quantize_step(str(artifact_dir)))
 
 
 def _source(path: Path) -> tuple[Manifest, Path]:

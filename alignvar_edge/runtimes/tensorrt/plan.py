@@ -14,7 +14,7 @@ from alignvar_edge.manifest import Manifest
 
 __all__ = ["CACHE", "DLA_CORES", "ENGINE", "FP16_F32", "MAX_ARG", "OBEYS", "ONNX", "SCRIPT_FILE", "TRTEXEC_FILE",
            "base_args", "check_dla_core", "dla_args", "f32_layers_of", "half_layers_of", "network_plan", "plan_of",
-           "plan_record", "precision_args", "quantize_first", "recorded_f32", "trt_major", "trtexec_command"]
+           "plan_record", "precision_args", "recorded_f32", "trt_major", "trtexec_command"]
 
 ENGINE, ONNX, CACHE = "model.engine", "model.onnx", "alignvar-timing.cache"
 # Linux passes one command-line argument of at most 128 KiB (MAX_ARG_STRLEN), NUL included
@@ -50,12 +50,6 @@ def check_dla_core(dla_core: int | None, precision: str) -> None:
 FP16_EXPORT_COMMAND = recipes.recipe("tensorrt", "fp16").quantize_command("EXPORT", out="EXPORT-fp16")
 
 
-def quantize_first(recipe: recipes.Recipe, step: str) -> InputError:
-    """A build of `recipe`'s precision from a graph that does not carry it: `step` (the quantize
-    command or call) makes the Q/DQ graph to build from."""
-    return InputError(f"TensorRT {recipe.precision.upper()} uses explicit Q/DQ: build from the output of `{step}`")
-
-
 def network_plan(trt_major: int, precision: str, artifact_precision: str,
                  f32_layers: Iterable[str] = (), half_layers: Iterable[str] | None = None) -> dict[str, Any]:
     """{"strongly_typed": bool, "flags": [builder flag names], "tf32": False} for this TensorRT major
@@ -72,12 +66,8 @@ def network_plan(trt_major: int, precision: str, artifact_precision: str,
     `half_layers`, the other float layers, lets a command line name the complement where the f32
     list is too long for one argument (precision_args)."""
     recipe = recipes.recipe("tensorrt", precision)      # an unknown precision: one line naming the known
-    if recipe.needs_quantize and artifact_precision != precision:
-        # the kit's script plans on the device, which has no quantize: the host's command, export unknown
-        raise quantize_first(recipe, recipe.quantize_command())
-    if artifact_precision not in ("fp32", precision):
-        # the graph's own Q/DQ or fp16 types would contradict the flags: one precision per engine
-        raise recipes.exported_precision_error(artifact_precision, precision)
+    # the kit's script plans on the device, which has no quantize: the host's command, export unknown
+    recipe.check_graph(artifact_precision, recipe.quantize_command())
     if trt_major >= 11:
         # strongly typed: the graph's own types decide; fp16 must already be in the ONNX
         if precision == "fp16" and artifact_precision != "fp16":
