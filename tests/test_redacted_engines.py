@@ -177,17 +177,28 @@ def test_bench_and_compare_of_a_redacted_engine_ask_for_its_checkpoint(
 
 def test_a_reference_that_is_not_the_recorded_checkpoint_is_named_in_one_warning(
         host: Path, redacted: Path, other_ckpt: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The engine records its weights' hash: a reference of other weights is said once by compare
+    (the verb and Python's compare_engines, which said nothing) and by bench, by what each was given."""
     from alignvar_edge.bench.runner import resolve_reference
     from alignvar_edge.bench.subjects import EngineSpec
-    said = "--reference ckpt is not the checkpoint redacted-reference was built from (ckpt: its "
+    from alignvar_edge.runtimes.compare import compare_engines
+    recorded = read_manifest(redacted).model.weights_sha256
+    assert recorded
+    clause = ("is not the model redacted-reference was built from (ckpt: its weights hash to ")
     capsys.readouterr()
     assert cli(["compare", str(redacted), "--reference", "ckpt", "--limit", "1", "--max-size", "16"]) == 0
     warned = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
-    assert len(warned) == 1 and warned[0].startswith(f"alignvar-edge compare: warning: {said}"), warned
-    assert warned[0].endswith("): its figures compare other weights") and "SHA-256 is" in warned[0]
+    assert len(warned) == 1 and warned[0].startswith(
+        f"alignvar-edge compare: warning: the reference (checkpoint {other_ckpt}) {clause}"), warned
+    assert warned[0].endswith(f", recorded {recorded[:12]}): its figures compare other weights"), warned
     spec = EngineSpec(str(redacted), None, "auto", None, str(redacted))
-    with pytest.warns(UserWarning, match=re.escape("reference='ckpt' is not the checkpoint")):     # bench's, in Python
+    said = f"reference='ckpt' is not the model {redacted} was built from (ckpt: its weights hash to "
+    with pytest.warns(UserWarning, match=re.escape(said)):     # bench's, in Python, naming the engine by its path
         resolve_reference("ckpt", [spec])
+    tile = np.random.default_rng(0).random((16, 16, 3)).astype(np.float32)
+    with runtimes.load(redacted) as engine, runtimes.load(other_ckpt, backend="torch") as ref:
+        with pytest.warns(UserWarning, match=re.escape(f"the reference (checkpoint {other_ckpt}) {clause}")):
+            compare_engines([("redacted-reference", engine)], ref, [("tile", tile)])
     ckpt = host / "home" / "jane.doe" / "acme-secret-project" / "ckpt"       # its own: not a word
     assert cli(["compare", str(redacted), "--reference", str(ckpt), "--limit", "1", "--max-size", "16"]) == 0
     assert "warning" not in capsys.readouterr().err

@@ -41,6 +41,9 @@ class _Engine:
         self.seen += n
         return sr, toks
 
+    def weights_sha256(self) -> None:          # records none: nothing to compare the reference by
+        return None
+
     def close(self) -> None:
         self.closed = True
 

@@ -168,21 +168,23 @@ def _recorded_reference(cand: str, manifest: Manifest) -> tuple[Any, str, ModelS
 def resolve_reference(reference: Any, specs: Sequence[EngineSpec]) -> tuple[Any, str, ModelSource]:
     """(AlignVAR, name, source) from a model (or such a triple), a text spec, or what the engines'
     manifests name."""
-    if isinstance(reference, tuple):
-        src = reference[2] if isinstance(reference[2], ModelSource) else ModelSource.other(str(reference[2]))
-        return reference[0].eval(), str(reference[1]), src
-    if reference is not None and not isinstance(reference, str):
-        return reference.eval(), reference.config.name, ModelSource.memory()
     from alignvar_edge.model.checkpoint import is_checkpoint
-    from alignvar_edge.runtimes.artifacts import gone_checkpoint, redacted_reference, warn_other_checkpoint
+    from alignvar_edge.runtimes.artifacts import gone_checkpoint, model_weights, redacted_reference, warn_other_weights
     recorded = [(spec.path, m) for spec in specs if spec.path and (m := spec_manifest(spec.path)) is not None]
     manifests = dict(recorded)          # each engine's manifest, read once
-    if isinstance(reference, str):
-        try:
-            model = _from_text(reference)
-        except InputError as e:          # a reference that names no model: say which option took it
-            raise InputError(f"{option('reference')}: {e}") from e
-        warn_other_checkpoint(reference, recorded)
+    if reference is not None:
+        if isinstance(reference, tuple):
+            src = reference[2] if isinstance(reference[2], ModelSource) else ModelSource.other(str(reference[2]))
+            model = reference[0].eval(), str(reference[1]), src
+        elif not isinstance(reference, str):
+            model = reference.eval(), reference.config.name, ModelSource.memory()
+        else:
+            try:
+                model = _from_text(reference)
+            except InputError as e:          # a reference that names no model: say which option took it
+                raise InputError(f"{option('reference')}: {e}") from e
+        given = option("reference", reference) if isinstance(reference, str) else "the reference model"
+        warn_other_weights(given, model_weights(model[0]), recorded)
         return model
     tried = []
     gone: list[ModelSource] = []

@@ -27,7 +27,7 @@ from alignvar_edge.runtimes.base import checked_lr_tiles, config_from_manifest
 
 __all__ = ["checkpoint_and_export", "checkpoint_dir", "check_same_checkpoint", "checkpoint_difference",
            "gone_checkpoint", "model_name", "model_difference", "named_checkpoint", "redacted_reference",
-           "warn_other_checkpoint",
+           "model_weights", "warn_other_weights",
            "source_checkpoint", "default_out", "out_for",
            "engine_manifest", "single_graph_io", "leaves_out_refiner", "check_quantized_for", "single_graph", "check_calibration",
            "link_onnx"]
@@ -75,19 +75,32 @@ def checkpoint_difference(found: Path, model: ModelInfo) -> str | None:
     return None
 
 
-def warn_other_checkpoint(reference: str, engines: Iterable[tuple[str, Manifest]]) -> None:
-    """Warn, in one line naming `reference` (the reference option), where the checkpoint it names is
-    not the one an engine records by its files' SHA-256s: the figures would compare other weights."""
-    if not is_checkpoint(reference):         # a preset's random weights: no files to compare
-        return
-    from alignvar_edge.model.checkpoint import resolve_checkpoint_dir
-    found = resolve_checkpoint_dir(reference)
+def model_weights(model: Any) -> str | None:
+    """The state-dict hash an export records for in-memory `model` (AlignVAR), or None where it is
+    not in fp32, the dtype exports hash (half weights hash to another value)."""
+    import torch
+
+    from alignvar_edge.model.checkpoint import weights_sha256
+    if any(p.dtype != torch.float32 for p in model.parameters()):
+        return None
+    return weights_sha256(model)
+
+
+def warn_other_weights(reference: str, weights: str | None, engines: Iterable[tuple[str, Manifest]]) -> bool:
+    """Warn once, naming `reference` (as the caller gave it), where the reference model's weights
+    (`weights`, their state-dict hash; None: not known) are not the ones an engine records: the
+    figures would compare other weights. An engine that records no hash (an older one) says nothing.
+    Whether it warned."""
+    if weights is None:
+        return False
     for label, m in engines:
-        differs = checkpoint_difference(found, m.model)
-        if differs:
-            warn_caller(f"{option('reference', reference)} is not the checkpoint {label} was built from "
-                        f"({m.model.display_name}: {differs}): its figures compare other weights")
-            return
+        recorded = m.model.weights_sha256
+        if recorded and recorded != weights:
+            warn_caller(f"{reference} is not the model {label} was built from ({m.model.display_name}: its "
+                        f"weights hash to {weights[:12]}, recorded {recorded[:12]}): its figures compare other "
+                        "weights")
+            return True
+    return False
 
 
 def redacted_reference(engines: Iterable[tuple[str, Manifest]]) -> str | None:

@@ -233,6 +233,11 @@ class Engine(abc.ABC):
         --no-refine, and its engines, do not)."""
         return NOISE in self.input_spec
 
+    def weights_sha256(self) -> str | None:
+        """The hash of the weights it runs, as exports record it (their state dict): the recorded
+        one, or None where the manifest records none."""
+        return self.metadata.model.weights_sha256
+
     @property
     def tile_size(self) -> int:
         """The LR tile side the engine runs, in pixels: `run` takes (N, 3, tile_size, tile_size)."""

@@ -623,10 +623,9 @@ def _compare_images(args: argparse.Namespace) -> tuple[list[tuple[str, Any]], li
 
 
 def _reference_source(args: argparse.Namespace, engines: list[tuple[str, Manifest]]) -> str:
-    """The checkpoint compare's reference runs: --reference (warned where an engine records another),
-    else the one the engines' manifests name and whose files they record."""
-    from alignvar_edge.runtimes.artifacts import (gone_checkpoint, redacted_reference, source_checkpoint,
-                                                  warn_other_checkpoint)
+    """The checkpoint compare's reference runs: --reference (compare_engines warns where an engine
+    records other weights), else the one the engines' manifests name and whose files they record."""
+    from alignvar_edge.runtimes.artifacts import gone_checkpoint, redacted_reference, source_checkpoint
     if args.reference:
         from alignvar_edge.model.checkpoint import is_checkpoint
         if Path(args.reference).exists() and not is_checkpoint(args.reference):
@@ -634,7 +633,6 @@ def _reference_source(args: argparse.Namespace, engines: list[tuple[str, Manifes
                              "checkpoint the PyTorch reference runs (a bundled name such as "
                              f"{DEFAULT_CHECKPOINT}, or a checkpoint folder); leave it out to take the one the "
                              "engines' manifests name")
-        warn_other_checkpoint(str(args.reference), engines)
         return str(args.reference)
     from alignvar_edge.errors import ArtifactError
     gone: list[Any] = []

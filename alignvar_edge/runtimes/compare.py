@@ -97,6 +97,19 @@ def _reference_for(e: Engine, label: str, references: Sequence[Engine]) -> Engin
                      f"reference loaded with refine={e.refines}")
 
 
+def _warn_other_weights(engines: Sequence[tuple[str, Engine]], refs: Sequence[Engine]) -> None:
+    """Once where a reference runs other weights than an engine compared with it records: every
+    figure would compare other weights (the bundled model against a fine-tune of it, say)."""
+    from alignvar_edge.runtimes.artifacts import warn_other_weights
+    for ref in {id(r): r for r in refs}.values():
+        weights = ref.weights_sha256()
+        if weights is None:
+            continue
+        theirs = [(label, e.metadata) for (label, e), r in zip(engines, refs) if r is ref]
+        if warn_other_weights(f"the reference ({ref.metadata.model.source.describe()})", weights, theirs):
+            return
+
+
 def compare_engines(engines: Sequence[tuple[str, Engine]], reference: Engine | Sequence[Engine],
                     images: Sequence[tuple[str, np.ndarray]], overlap: int | None = None,
                     progress: Callable[[str], None] | None = None) -> list[EngineResult]:
@@ -114,6 +127,7 @@ def compare_engines(engines: Sequence[tuple[str, Engine]], reference: Engine | S
                              f"({model(first)}); compare engines built from the same model, or pass "
                              "its checkpoint as --reference")
     refs = [_reference_for(e, label, references) for label, e in engines]
+    _warn_other_weights(engines, refs)
     results = [EngineResult(label, e.backend, str(e.metadata.precision), e.device,
                             reference="PyTorch" if ref.refines or not ref.config.has_refiner else NO_REFINER)
                for (label, e), ref in zip(engines, refs)]

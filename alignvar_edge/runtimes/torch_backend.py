@@ -81,6 +81,11 @@ class TorchEngine(Engine):
     def refines(self) -> bool:
         return self.refine and self.config.has_refiner
 
+    def weights_sha256(self) -> str | None:
+        """Of the model it holds (a model in memory or a checkpoint records none): fp32 weights only."""
+        from alignvar_edge.runtimes.artifacts import model_weights
+        return self.metadata.model.weights_sha256 or (model_weights(self.model) if self.model is not None else None)
+
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         torch = self._torch
         p = next(self.model.parameters())
