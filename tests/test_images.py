@@ -1319,6 +1319,48 @@ def test_a_pngs_colour_chunks_left_out_by_another_format_are_named_where_they_sa
             save_image(tmp_path / f"{src.stem}.jpg", np.zeros((8, 12, 3)), **meta)
 
 
+def _chunk_data(path: Path, kind: bytes) -> list[bytes]:
+    """The data of each chunk of `kind` in a PNG file, read by the PNG's own layout."""
+    data, at, found = path.read_bytes(), 8, []
+    while at < len(data):
+        length, found_kind = struct.unpack(">I4s", data[at:at + 8])
+        if found_kind == kind:
+            found.append(data[at + 8:at + 8 + length])
+        at += 12 + length
+    return found
+
+
+# an HDR photo's cICP: BT.2020 primaries (9), PQ transfer (16), RGB (0), full range (1)
+_PQ = bytes([9, 16, 0, 1])
+
+
+def test_a_pngs_cicp_goes_on_to_png_outputs_and_is_named_where_another_format_drops_it(tmp_path: Path) -> None:
+    """A PNG's cICP chunk (its colour space as video codes it: an HDR photo's PQ or HLG, Display P3;
+    it overrides the ICC profile) was dropped, Pillow reading none: an HDR PNG's x4 was shown as
+    sRGB. It is read from the file, written to PNG outputs (and by --strip-metadata, as colour),
+    and named where another format leaves it out; sRGB's own cICP is not."""
+    from PIL import ImageCms
+
+    from alignvar_edge.images.metadata import image_metadata
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    src = _png_with_chunks(tmp_path / "hdr.png", _png_chunk(b"cICP", _PQ), icc)
+    meta = file_metadata(src, 4)
+    for bits in (8, 16):                                  # Pillow's writer, and the 16-bit one's chunks
+        out = save_image(tmp_path / f"{bits}.png", np.full((8, 12, 3), 0.5), bits=bits, **meta)
+        assert _chunk_data(out, b"cICP") == [_PQ], out
+    with Image.open(src) as im:
+        stripped = image_metadata(im, src, False, 4, stripped_for="PNG")
+    assert _chunk_data(save_image(tmp_path / "stripped.png", np.zeros((8, 12, 3)), **stripped), b"cICP") == [_PQ]
+    with pytest.warns(UserWarning, match=r"out\.jpg: its PNG cICP \(primaries 9, transfer 16\), which says how "
+                                         r"its colours are coded, is left out: JPEG cannot hold it"):
+        save_image(tmp_path / "out.jpg", np.zeros((8, 12, 3)), **meta)
+    srgb = file_metadata(_png_with_chunks(tmp_path / "srgb.png", _png_chunk(b"cICP", bytes([1, 13, 0, 1]))), 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        save_image(tmp_path / "srgb.jpg", np.zeros((8, 12, 3)), **srgb)
+    assert file_metadata(_png_with_chunks(tmp_path / "none.png", b""), 4)["png_colour"] is None
+
+
 def test_a_png_text_over_pillows_text_chunk_limit_is_written_so_that_the_output_opens(tmp_path: Path) -> None:
     """A PNG with a 2 MB Author text (uncompressed tEXt, which Pillow reads) was upscaled to a PNG
     whose text was compressed: Pillow refuses to decompress more than MAX_TEXT_CHUNK (1 MiB), so

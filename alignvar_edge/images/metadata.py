@@ -79,7 +79,7 @@ def image_metadata(img: Image.Image, path: str | os.PathLike[str], gray: bool, s
     from (`_instance_id`)."""
     exif = image_exif(img, path)          # read anyway: the orientation; a PNG's EXIF may follow its pixels
     dpi = _dpi(img, exif)
-    kept: Metadata = {"icc_profile": _profile_for(img, gray), "png_colour": png_colour(img),
+    kept: Metadata = {"icc_profile": _profile_for(img, gray), "png_colour": png_colour(img, path),
                       "dpi": (dpi[0] * scale, dpi[1] * scale) if dpi else None, "exif": None, "xmp": None,
                       "text": None}
     if stripped_for is not None:
@@ -98,12 +98,18 @@ def image_metadata(img: Image.Image, path: str | os.PathLike[str], gray: bool, s
             "text": _carried_text(text)}
 
 
-def png_colour(img: Image.Image) -> dict[str, bytes] | None:
+def png_colour(img: Image.Image, path: str | os.PathLike[str]) -> dict[str, bytes] | None:
     """A PNG's gAMA, cHRM and sRGB chunks ({type: data}), which say how its samples code colours
-    where no ICC profile does (a linear PNG's gamma 1.0, say), from what Pillow reads of them."""
+    where no ICC profile does (a linear PNG's gamma 1.0, say), from what Pillow reads of them; and
+    its cICP, which overrides them and the profile (an HDR photo's PQ or HLG transfer, Display P3),
+    from the file at `path` (Pillow writes one but does not read it)."""
     if not isinstance(img, PngImagePlugin.PngImageFile):
         return None
     info, chunks = img.info, {}
+    with open(path, "rb") as f:
+        cicp = png16.header_chunk(f, b"cICP")
+    if cicp is not None and len(cicp) == _CICP_BYTES:
+        chunks["cICP"] = cicp
     if "gamma" in info:
         chunks["gAMA"] = struct.pack(">I", round(info["gamma"] * _PNG_UNIT))
     if "chromaticity" in info:
@@ -118,13 +124,23 @@ def png_colour(img: Image.Image) -> dict[str, bytes] | None:
 _PNG_UNIT = 100_000
 _SRGB_GAMMA = 45455
 _SRGB_CHROMATICITY = (31270, 32900, 64000, 33000, 30000, 60000, 15000, 6000)
+# a cICP chunk: colour primaries, transfer function, matrix (0: RGB) and full range, as ITU-T H.273
+# codes them; sRGB's is primaries 1 (BT.709) with transfer 13 (IEC 61966-2-1), in full range
+_CICP_BYTES = 4
+_SRGB_CICP = bytes([1, 13, 0, 1])
 
 
 def _png_colour_lost(chunks: dict[str, bytes] | None, icc_profile: bytes | None) -> list[str]:
-    """The colour chunks (`png_colour`) a format without them loses, each with what it says: none
-    where an ICC profile, which overrides them, goes along, where the sRGB chunk says the colours
-    are sRGB (what the other formats assume), or where they are sRGB's own values."""
-    if not chunks or icc_profile or "sRGB" in chunks:
+    """The colour chunks (`png_colour`) a format without them loses, each with what it says: a cICP
+    other than sRGB's, which overrides everything else; else none where an ICC profile, which
+    overrides them, goes along, where the sRGB chunk says the colours are sRGB (what the other
+    formats assume), or where they are sRGB's own values."""
+    if not chunks:
+        return []
+    if "cICP" in chunks and chunks["cICP"] != _SRGB_CICP:     # it overrides the profile and the others
+        primaries, transfer = chunks["cICP"][:2]
+        return [f"cICP (primaries {primaries}, transfer {transfer})"]
+    if icc_profile or "sRGB" in chunks:
         return []
     lost = []
     if "gAMA" in chunks and abs((gamma := struct.unpack(">I", chunks["gAMA"])[0]) - _SRGB_GAMMA) > _PNG_UNIT // 1000:

@@ -81,5 +81,21 @@ def chunks(png: bytes) -> Iterator[tuple[bytes, bytes]]:
         pos += 12 + length
 
 
+def header_chunk(f: BinaryIO, kind: bytes) -> bytes | None:
+    """The data of `f`'s first chunk of `kind` before its pixels (the first IDAT), read chunk header
+    by chunk header, the pixels never read; None where there is none or `f` is no PNG."""
+    if f.read(len(SIGNATURE)) != SIGNATURE:
+        return None
+    while len(head := f.read(8)) == 8:
+        length, found = struct.unpack(">I4s", head)
+        if found == b"IDAT":
+            return None
+        if found == kind:
+            data = f.read(length)
+            return data if len(data) == length else None
+        f.seek(length + 4, 1)          # its data and CRC
+    return None
+
+
 def chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))

@@ -60,7 +60,7 @@ def save_image(
     holds them (PNG, JPEG, WebP, TIFF; WebP's DPI in its EXIF; BMP's DPI alone), and so is ``xmp``
     (bytes; not by tifffile, nor to a JPEG past its 65504 bytes, with a warning); ``text`` ({key:
     value}: a PNG's text chunks, `file_metadata`) to PNG, and its author, copyright and description
-    to the EXIF of the other formats that hold one; ``png_colour`` (a PNG's gAMA, cHRM and sRGB
+    to the EXIF of the other formats that hold one; ``png_colour`` (a PNG's gAMA, cHRM, sRGB and cICP
     chunks, `file_metadata`) to PNG alone, with a warning where another format leaves out what
     they say beyond sRGB. ``input_path`` is the image the
     data came from: writing onto it is refused even with ``overwrite=True``, since a failed run
