@@ -5,7 +5,7 @@
 
 Per overlap (LR pixels): `evaluate(overlap=...)` on the held-out photographs cropped to --max-side
 (PSNR-Y/SSIM-Y of the model's tiled, blended output against the HR, per image and mean; the seam
-ratio, gradient energy across tile borders over the interior's, relative to the HR's), and the
+ratio, gradient energy across tile borders over the like-phase interior's, relative to bicubic's), and the
 tiles a 128x128 LR image takes, which is what a whole image costs on any engine. With --engine,
 also the wall time of `Engine.upscale` on bench's 128x128 LR image (the centre square of the
 largest held-out photo), one thread, overlaps interleaved round by round, medians. The JSON records
@@ -83,7 +83,7 @@ def fidelity(checkpoint: str, overlaps: list[int], images: list,
         rows.append({"overlap": ov, "psnr_y": round(r["mean_psnr_y"]["model"], 3),
                      "ssim_y": round(r["mean_ssim_y"]["model"], 4),
                      "bicubic_psnr_y": round(r["mean_psnr_y"]["bicubic"], 3),
-                     "seam_ratio_vs_hr": round(r["mean_seam_ratio_vs_hr"], 3),
+                     "seam_ratio_vs_bicubic": round(r["mean_seam_ratio_vs_bicubic"], 3),
                      "per_image_psnr_y": [round(p, 3) for p in per],
                      f"tiles_per_{IMAGE_LR}px_lr_image": tiles})
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "per_image_psnr_y"}), flush=True)

@@ -44,7 +44,7 @@ class ImageScore:
     size: tuple[int, int]
     psnr: dict[str, float]
     ssim: dict[str, float]
-    seam_ratio_vs_hr: float          # the model's SR: see evaluate's "mean_seam_ratio_vs_hr"
+    seam_ratio_vs_bicubic: float     # the model's SR: see evaluate's "mean_seam_ratio_vs_bicubic"
     degradation: dict[str, Any]      # what made its LR (`degrade.drawn`)
     source_size: tuple[int, int]     # (W, H) of the photograph, whose centre `size` is scored
 
@@ -182,10 +182,10 @@ def evaluate(model: AlignVAR, images: list[tuple[str, Any]], seed: int = 0,
             psnr["pruned_vs_model"] = psnr_y(recon["model"].transpose(2, 0, 1), recon["pruned"].transpose(2, 0, 1),
                                              border=c.scale)
         ys, xs = tile_starts(lr.shape[0], t_lr, ov), tile_starts(lr.shape[1], t_lr, ov)
-        seams = seam_ratio(recon["model"], ys, xs, t_lr, c.scale)
-        hr_seams = seam_ratio(hr, ys, xs, t_lr, c.scale)
-        if hr_seams > 0:                   # a flat HR has no gradient at the borders to compare with
-            seams /= hr_seams
+        # over the bicubic's figure, an untiled upscale of the same LR: its content on the borders is
+        # the model's, so what is left is what tiling adds. The HR's figure, the earlier reference,
+        # holds detail the LR lost: on 32 px LR crops it took an untiled bicubic from 0.2 to 3.8
+        seams = seam_ratio(recon["model"], ys, xs, t_lr, c.scale, reference=recon["bicubic"])
         scores.append(ImageScore(
             image_name, (W, H), psnr,
             {k: ssim_y(ref, v.transpose(2, 0, 1), border=c.scale) for k, v in recon.items()}, seams,
@@ -197,9 +197,9 @@ def evaluate(model: AlignVAR, images: list[tuple[str, Any]], seed: int = 0,
         "mean_ssim_y": {k: float(np.mean([s.ssim[k] for s in scores])) for k in kinds if k in scores[0].ssim},
         "prune": list(prune),
         "overlap": ov,
-        # gradient energy across the tile borders over the interior's, for the model's SR relative
-        # to the HR's at the same borders: 1.0 means tiling leaves no trace
-        "mean_seam_ratio_vs_hr": float(np.mean([s.seam_ratio_vs_hr for s in scores])),
+        # gradient energy across the tile borders over the interior's at the same phase, for the
+        # model's SR relative to the bicubic's at the same borders: 1.0 means tiling leaves no trace
+        "mean_seam_ratio_vs_bicubic": float(np.mean([s.seam_ratio_vs_bicubic for s in scores])),
         "tiles": n_tiles,                  # whole HR tiles of the crops (the VQ ceiling's grid)
         "skipped_smaller_than_tile": skipped,
         "seed": seed,
@@ -256,7 +256,8 @@ def format_eval(result: dict[str, Any]) -> str:
     if "pruned_vs_model" in m:
         lines.append(f"pruned {result['prune']} vs the unpruned model: {m['pruned_vs_model']:.2f} dB PSNR-Y")
     lines.append(f"tiled variants: overlapping tiles blended as upscale does, overlap {result['overlap']} LR px; "
-                 f"seams (border/interior gradient energy, model over HR) {result['mean_seam_ratio_vs_hr']:.3f}")
+                 f"seams (border/interior gradient energy, model over bicubic; 1 = none) "
+                 f"{result['mean_seam_ratio_vs_bicubic']:.3f}")
     skipped = result.get("skipped_smaller_than_tile") or []
     if skipped:
         lines.append(f"skipped {len(skipped)} image(s) smaller than the HR tile: {', '.join(skipped)}")

@@ -198,27 +198,51 @@ def _cut(img: np.ndarray, ys: list[int], xs: list[int], tile: int, to_float: Flo
     return _float_tiles(np.stack(tiles), to_float)
 
 
-def seam_ratio(sr: np.ndarray, ys: list[int], xs: list[int], tile: int, scale: int) -> float:
-    """Gradient energy across tile borders / across interior pixel pairs (1.0: no seam).
+def seam_ratio(sr: np.ndarray, ys: list[int], xs: list[int], tile: int, scale: int,
+               reference: np.ndarray | None = None) -> float:
+    """Gradient energy across tile borders / across the interior pixel pairs of the same phase
+    (1.0: no seam); over `reference`'s where given.
 
     Borders are the HR positions where a tile starts or ends inside the image (where a hard
     stitch would cut); energy is the mean squared difference between the two pixels across them.
+    Borders always fall on multiples of `scale`, where any x`scale` upscaler (bicubic included) has
+    a pattern of its own: they are compared only with the interior pairs at the same position
+    modulo `scale`, so an image upscaled without tiles scores about 1. Which content lies on the
+    borders still moves the figure where few pairs straddle one (a small image): a `reference`, an
+    untiled upscale of the same LR (eval and compare pass bicubic), has that content at the same
+    pairs, and the ratio over its ratio leaves what tiling adds (docs/runtimes.md has figures).
     """
-    x = np.asarray(sr, np.float64)
+    ratio = _border_over_interior(sr, ys, xs, tile, scale)
+    return ratio if reference is None else ratio / _border_over_interior(reference, ys, xs, tile, scale)
+
+
+# squared differences below a tenth of a level of 255 count as flat: a flat image scores 1 and a
+# flat reference (a bicubic of a flat LR) leaves the SR's own figure, not a division by nearly nothing
+FLAT_ENERGY: Final = (0.1 / 255) ** 2
+
+
+def _border_over_interior(image: np.ndarray, ys: list[int], xs: list[int], tile: int, scale: int) -> float:
+    x = np.asarray(image, np.float64)
     if x.ndim == 2:
         x = x[..., None]
-    dx = ((x[:, 1:] - x[:, :-1]) ** 2).mean(axis=(0, 2))      # per column pair (c-1, c)
+    dx = ((x[:, 1:] - x[:, :-1]) ** 2).mean(axis=(0, 2))      # per column pair (c-1, c), at dx[c - 1]
     dy = ((x[1:] - x[:-1]) ** 2).mean(axis=(1, 2))
-    def borders(starts: list[int], n: int) -> set[int]:
-        b = {st * scale for st in starts[1:]} | {(st + tile) * scale for st in starts[:-1]}
-        return {i for i in b if 0 < i < n}
-    bx, by = borders(xs, x.shape[1]), borders(ys, x.shape[0])
-    edge = [dx[i - 1] for i in bx] + [dy[i - 1] for i in by]
-    inner = [v for i, v in enumerate(dx, start=1) if i not in bx] + \
-            [v for i, v in enumerate(dy, start=1) if i not in by]
+    edge: list[float] = []
+    inner: list[float] = []
+    for starts, energy in ((xs, dx), (ys, dy)):
+        border = _borders(starts, tile, scale, len(energy) + 1)
+        phases = {c % scale for c in border}
+        edge += [energy[c - 1] for c in border]
+        inner += [energy[c - 1] for c in range(1, len(energy) + 1) if c % scale in phases and c not in border]
     if not edge or not inner:
         return 1.0
-    return float(np.mean(edge) / max(np.mean(inner), 1e-12))
+    return float(max(np.mean(edge), FLAT_ENERGY) / max(np.mean(inner), FLAT_ENERGY))
+
+
+def _borders(starts: list[int], tile: int, scale: int, n: int) -> set[int]:
+    """HR positions c in (0, n) where a tile starts or ends: the pair (c - 1, c) straddles it."""
+    b = {st * scale for st in starts[1:]} | {(st + tile) * scale for st in starts[:-1]}
+    return {c for c in b if 0 < c < n}
 
 
 def _stream(engine: TileRunner, img: np.ndarray, ys: list[int], xs: list[int], size_hw: tuple[int, int],

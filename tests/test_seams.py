@@ -1,0 +1,103 @@
+"""The seam figure (`tiling.seam_ratio`, which eval and compare print) is 1 for an image that no tile
+touched and clearly above 1 for a step along the tile borders.
+
+The untiled images are Pillow's bicubic x4 (not this package's code) of bundled photographs, cut
+into an engine's tiles only on paper: any x4 upscaler has a pattern of its own on every 4th output
+column, where tile borders always fall, which the figure must not count as a seam.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from alignvar_edge.model.matrices import bicubic_upscale
+from alignvar_edge.runtimes.tiling import seam_ratio, tile_starts
+from alignvar_edge.samples import sample_images
+
+TILE, SCALE = 16, 4
+# textured photographs, whose interior pairs are many and alike, and a held-out one
+PHOTOS = ("grass", "gravel", "astronaut")
+STEP = 8 / 255
+
+
+def lr_photo(name: str, side: int) -> Image.Image:
+    """A bundled photograph, area-reduced to an LR square of `side` px (8-bit RGB)."""
+    x = np.asarray(dict(sample_images("all"))[name])
+    x = np.repeat(x[..., None], 3, axis=2) if x.ndim == 2 else x
+    if x.dtype != np.uint8:
+        x = np.round(np.clip(x, 0, 1) * 255).astype(np.uint8)
+    return Image.fromarray(x).resize((side, side), Image.Resampling.BOX)
+
+
+def pillow_x4(lr: Image.Image) -> np.ndarray:
+    return np.asarray(lr.resize((lr.width * SCALE, lr.height * SCALE), Image.Resampling.BICUBIC), np.float64) / 255
+
+
+def tiles_of(side: int, overlap: int) -> tuple[list[int], list[int]]:
+    starts = tile_starts(side, TILE, overlap)
+    return starts, starts
+
+
+def stepped(image: np.ndarray, starts: list[int], step: float, seed: int = 0) -> np.ndarray:
+    """`image` with a step of +-`step` at every HR position where a tile starts or ends, across
+    rows and columns alike: what a stitch that leaves each tile a little brighter or darker adds."""
+    borders = sorted({s * SCALE for s in starts[1:]} | {(s + TILE) * SCALE for s in starts[:-1]})
+    signs = np.random.default_rng(seed).choice([-1.0, 1.0], len(borders))
+    pos = np.arange(image.shape[0])          # a square image: the same borders down and across
+    profile = sum(sign * step * (pos >= b) for sign, b in zip(signs, borders))
+    return image + profile[:, None, None] + profile[None, :, None]
+
+
+@pytest.mark.parametrize("overlap", [4, 0])
+@pytest.mark.parametrize("name", PHOTOS)
+def test_an_untiled_bicubic_upscale_of_a_photo_scores_about_one(name: str, overlap: int) -> None:
+    # border pairs against all interior pairs scored these 1.40-1.60: the upscaler's own phase
+    ys, xs = tiles_of(128, overlap)
+    assert 0.9 < seam_ratio(pillow_x4(lr_photo(name, 128)), ys, xs, TILE, SCALE) < 1.15
+
+
+@pytest.mark.parametrize("name", PHOTOS)
+def test_a_step_along_the_tile_borders_scores_clearly_above_one(name: str) -> None:
+    """8 levels of 255, about the rms difference between neighbours in these photographs."""
+    ys, xs = tiles_of(128, 4)
+    clean = pillow_x4(lr_photo(name, 128))
+    assert seam_ratio(stepped(clean, ys, STEP), ys, xs, TILE, SCALE) > 1.5
+    assert seam_ratio(stepped(clean, ys, STEP), ys, xs, TILE, SCALE, reference=clean) > 1.5
+
+
+@pytest.mark.parametrize("name", PHOTOS)
+def test_over_an_untiled_reference_the_content_on_the_borders_cancels(name: str) -> None:
+    """On a 64 px crop few pairs straddle a border and the photograph's own figure strays (0.6-1.5
+    for these); over another untiled upscale of the same LR (PyTorch's bicubic, a = -0.75) it is 1."""
+    lr = lr_photo(name, 64)
+    ys, xs = tiles_of(64, 4)
+    own = bicubic_upscale(np.asarray(lr, np.float32) / 255, SCALE)
+    assert seam_ratio(pillow_x4(lr), ys, xs, TILE, SCALE, reference=own) == pytest.approx(1.0, abs=0.03)
+    assert seam_ratio(stepped(pillow_x4(lr), ys, STEP), ys, xs, TILE, SCALE, reference=own) > 1.5
+
+
+def test_a_flat_image_scores_one_and_a_flat_reference_leaves_the_figure_as_it_is() -> None:
+    ys, xs = tiles_of(64, 4)
+    flat = np.full((256, 256, 3), 0.5)
+    assert seam_ratio(flat, ys, xs, TILE, SCALE) == 1.0
+    seam = stepped(flat, ys, STEP)
+    assert seam_ratio(seam, ys, xs, TILE, SCALE, reference=flat) == seam_ratio(seam, ys, xs, TILE, SCALE) > 1.5
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    from alignvar_edge.model import AlignVAR
+    return AlignVAR.from_pretrained("alignvar-tiny").eval()
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_eval_scores_seams_about_one_on_small_crops_and_far_above_without_overlap(bundled) -> None:
+    """eval's figure is the model's over bicubic's: over the HR's (detail that the LR lost) the
+    held-out photographs' 32 px LR crops, blended, scored 1.6, 1.1 and 5.7."""
+    from alignvar_edge.bench.evaluate import evaluate
+    photos = list(sample_images("heldout"))
+    blended = evaluate(bundled, photos, max_side=128)
+    assert [0.8 < s["seam_ratio_vs_bicubic"] < 1.3 for s in blended["images"]] == [True] * len(photos)
+    hard = evaluate(bundled, photos, max_side=128, overlap=0)
+    assert min(s["seam_ratio_vs_bicubic"] for s in hard["images"]) > 5
