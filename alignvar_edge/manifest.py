@@ -82,13 +82,24 @@ SOURCE_KINDS = ("bundled", "checkpoint", "upstream", "preset", "memory", "other"
 PRESET_REFERENCE = "preset:"     # ModelSource.reference of seeded random weights: preset:NAME:SEED
 
 
-# (device, inode, size, mtime, ctime) -> SHA-256 of the files hashed in this process: one command
+@dataclass(frozen=True)
+class FileRead:
+    """What one read of a file found: its SHA-256 and, where the read also walked it as an ONNX graph
+    (`read_file(graph=True)`), the location of each tensor it keeps in another file, in order; None
+    where it was not walked, () where it keeps none or is no graph `onnx_wire` can read (the
+    runtime's loader says what is wrong with it)."""
+
+    sha256: str
+    external_data: tuple[str, ...] | None = None
+
+
+# (device, inode, size, mtime, ctime) -> what a read of each file found in this process: one command
 # verifies an artifact several times (build, load, --force's check before the work and at the
-# rename), and its files can be gigabytes. ctime is in the key: a write in place can keep the size
-# and have its mtime set back (os.utime), but every write or utime moves the ctime, which no one can
-# set (where the file system keeps one: `_ctime_is_kept`); linking a graph into an engine moves it
-# too, so that file is read once more.
-_DIGESTS: dict[tuple[int, int, int, int, int], str] = {}
+# rename), a program verifies every engine it loads, and files can be gigabytes. ctime is in the
+# key: a write in place can keep the size and have its mtime set back (os.utime), but every write or
+# utime moves the ctime, which no one can set (where the file system keeps one: `_ctime_is_kept`);
+# linking a graph into an engine moves it too, so that file is read once more.
+_READS: dict[tuple[int, int, int, int, int], FileRead] = {}
 # a write within the file system's clock tick (FAT's 2 s; Linux's coarse clock a few ms) keeps every
 # time: a file is remembered only once its mtime and ctime are that old, or new content would be
 # taken for the old
@@ -96,19 +107,30 @@ _SETTLED_NS = 2_000_000_000
 
 
 def sha256_file(path: Path, remember: bool = True) -> str:
-    """SHA-256 of the file at `path`; hashed once per process while its size, mtime and ctime hold,
-    where its ctime is its own (`_ctime_is_kept`). `remember=False`: not kept, for files that are no
-    artifact's (a service's input photos, one entry each, for as long as it runs)."""
+    """SHA-256 of the file at `path`, as `read_file` reads it. `remember=False`: not kept, for files
+    that are no artifact's (a service's input photos, one entry each, for as long as it runs)."""
     if not remember:
-        return _hash_contents(path)
+        return _read_contents(path, graph=False).sha256
+    return read_file(path).sha256
+
+
+def read_file(path: Path, graph: bool = False) -> FileRead:
+    """The file at `path` read once per process while its size, mtime and ctime hold, where its
+    ctime is its own (`_ctime_is_kept`). `graph`: also walked as an ONNX graph for the files its
+    tensors are kept in, in the same read as the hash, so what was walked is what the hash proves
+    (never a file swapped between two reads)."""
     st = os.stat(path)
-    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-    digest = _DIGESTS.get(key)
-    if digest is None:
-        digest = _hash_contents(path)
+    key = _stat_key(st)
+    known = _READS.get(key)
+    if known is None or (graph and known.external_data is None):
+        known = _read_contents(path, graph)
         if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > _SETTLED_NS and _ctime_is_kept(st):
-            _DIGESTS[key] = digest
-    return digest
+            _READS[key] = known
+    return known
+
+
+def _stat_key(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 # FAT keeps times in 2 s steps and exFAT in 10 ms steps: a time on this grid may be theirs
@@ -125,24 +147,34 @@ def _ctime_is_kept(st: os.stat_result) -> bool:
 
 
 def hard_link(src: Path, dst: Path) -> None:
-    """`os.link(src, dst)`, keeping what this process knows of `src`'s SHA-256: the link moves the
-    file's ctime, which keys the cache, but not its bytes, and a build verifies the graph it linked
-    again (it was read again for each check in the next 2 s)."""
+    """`os.link(src, dst)`, keeping what this process read of `src`: the link moves the file's ctime,
+    which keys the cache, but not its bytes, and a build verifies the graph it linked again (it was
+    read again for each check in the next 2 s)."""
     before = os.stat(src)
     os.link(src, dst)
-    digest = _DIGESTS.get((before.st_dev, before.st_ino, before.st_size, before.st_mtime_ns, before.st_ctime_ns))
+    known = _READS.get(_stat_key(before))
     st = os.stat(src)
     unchanged = (st.st_size, st.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
-    if digest is not None and unchanged and _ctime_is_kept(st):
-        _DIGESTS[(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)] = digest
+    if known is not None and unchanged and _ctime_is_kept(st):
+        _READS[_stat_key(st)] = known
 
 
-def _hash_contents(path: Path) -> str:
-    h = hashlib.sha256()
+def _read_contents(path: Path, graph: bool, sha256: str | None = None) -> FileRead:
+    """One pass over the file in blocks (never held whole): the hash, and where `graph` asks, the
+    external-data locations walked from the same blocks. `sha256`: the digest a caller has just
+    checked against the content, taken as the hash: the graph is walked alone, its tensors' data
+    sought past."""
+    h, hashing = hashlib.sha256(), sha256 is None
     with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
+        locations: tuple[str, ...] | None = None
+        if graph:
+            try:
+                locations = tuple(external_locations(fh, on_read=h.update if hashing else None))
+            except ValueError:          # not parseable: the loaders report it as such
+                locations = ()
+        while hashing and (block := fh.read(1 << 20)):
             h.update(block)
-    return h.hexdigest()
+    return FileRead(h.hexdigest() if sha256 is None else sha256, locations)
 
 
 def tool_versions(names: tuple[str, ...] = TRACKED_TOOLS) -> dict[str, str]:
@@ -1086,12 +1118,9 @@ def listed_file(root: str | os.PathLike[str], manifest: Manifest, rel: Any) -> P
     return path
 
 
-def _external_data_problems(root: Path, rel: str, files: dict[str, Any]) -> list[str]:
-    """Each tensor an ONNX graph keeps in another file must name a listed file inside root."""
-    try:
-        locations = external_locations((root / rel).read_bytes())
-    except (OSError, ValueError):   # not parseable: the loaders report it as such
-        return []
+def _external_data_problems(root: Path, rel: str, locations: Sequence[str], files: dict[str, Any]) -> list[str]:
+    """Each tensor the ONNX graph `rel` keeps in another file (`locations`, as `read_file` walked
+    them) must name a listed file inside root."""
     problems = []
     for loc in locations:
         target = posixpath.normpath(posixpath.join(posixpath.dirname(rel), loc)) if loc else ""
@@ -1238,11 +1267,16 @@ def _verify_files(root: Path, m: Manifest, hashed: Mapping[str, str]) -> Manifes
                             "proves nothing; re-create the artifact with the command that made it")
     problems: list[str] = []
     converted: list[str] = []
+    external: dict[str, Sequence[str]] = {}      # each graph's external-data files, from the read that hashed it
     for rel, digest in files.items():
         p = confined(root, rel)
         if (not_a_file := _not_a_file(p)) is not None:
             problems.append(_missing(rel) if not_a_file == MISSING else f"{rel} {not_a_file}")
-        elif not isinstance(digest, str) or (hashed.get(rel) or sha256_file(p)) != digest:
+            continue
+        read = _listed_read(p, rel, hashed.get(rel) or None) if isinstance(digest, str) else None
+        if read is not None and read.external_data is not None:
+            external[rel] = read.external_data
+        if read is None or read.sha256 != digest:
             if isinstance(digest, str) and _crlf_converted(p, digest):
                 converted.append(rel)
             else:
@@ -1259,9 +1293,8 @@ def _verify_files(root: Path, m: Manifest, hashed: Mapping[str, str]) -> Manifes
             if graph_file not in files and not any(f.startswith(f"{graph_file}/") for f in files):
                 problems.append(f"graph '{name}' is {graph_file}, which {MANIFEST_FILE} does not list")
     if len(problems) == len(stray):           # no problem but files it does not list, if any
-        for rel in files:
-            if rel.endswith(".onnx"):
-                problems += _external_data_problems(root, rel, files)
+        for rel, locations in external.items():
+            problems += _external_data_problems(root, rel, locations, files)
     if converted and len(problems) == 1:        # copying again as before would convert them again
         raise ArtifactError(f"artifact '{root}' failed verification: {problems[0]}: {CONVERTED_FIX}")
     if stray and len(problems) == len(stray):
@@ -1276,6 +1309,22 @@ def _verify_files(root: Path, m: Manifest, hashed: Mapping[str, str]) -> Manifes
                             "an artifact directory" + (f"; where line endings were converted, {CONVERTED_FIX}"
                                                        if converted else ""))
     return m
+
+
+def _listed_read(path: Path, rel: str, checked: str | None) -> FileRead:
+    """What verification needs of a listed file: its SHA-256 and, for an ONNX graph, where it keeps
+    tensors (`read_file`). `checked`: the digest the caller has just compared with the file's content
+    (`verify_files`' `hashed`): not hashed again; a graph's walk is this process's earlier one of it,
+    or a walk alone."""
+    graph = rel.endswith(".onnx")
+    if checked is None:
+        return read_file(path, graph)
+    if not graph:
+        return FileRead(checked)
+    known = _READS.get(_stat_key(os.stat(path)))
+    if known is not None and known.sha256 == checked and known.external_data is not None:
+        return known
+    return _read_contents(path, graph=True, sha256=checked)
 
 
 def load_verified(root: str | os.PathLike[str], hashed: Mapping[str, str] | None = None) -> Manifest:

@@ -2,11 +2,16 @@
 
 Artifact verification needs this on devices that have ONNX Runtime but not the `onnx` package, so
 it walks the bytes itself: ModelProto.graph -> initializers, sparse initializers and every node
-attribute's tensors and subgraphs -> TensorProto.data_location / external_data["location"].
+attribute's tensors and subgraphs -> TensorProto.data_location / external_data["location"]. It walks
+a file front to back in blocks, never holding it whole (a graph with its weights inside is hundreds
+of megabytes, and a device loads it right after), and can hand every block to a hash on the way.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+import io
+import os
+from collections.abc import Callable, Iterator
+from typing import BinaryIO
 
 # field numbers of onnx.proto
 MODEL_IR_VERSION, MODEL_GRAPH, MODEL_OPSET_IMPORT = 1, 7, 8
@@ -31,6 +36,8 @@ def _varint(buf: bytes, i: int) -> tuple[int, int]:
         if not b & 0x80:
             return value, i
         shift += 7
+        if shift > 63:          # ten bytes at most: a longer run is no varint (and grew a huge int)
+            raise ValueError("varint too long")
 
 
 def _fields(buf: bytes) -> Iterator[tuple[int, int | bytes]]:
@@ -54,25 +61,6 @@ def _fields(buf: bytes) -> Iterator[tuple[int, int | bytes]]:
             raise ValueError(f"unsupported wire type {wire}")
 
 
-def _graph_tensors(graph: bytes) -> Iterator[bytes]:
-    for field, value in _fields(graph):
-        if not isinstance(value, bytes):
-            continue
-        if field == GRAPH_INITIALIZER:
-            yield value
-        elif field == GRAPH_SPARSE_INITIALIZER:
-            yield from (v for f, v in _fields(value) if f in (SPARSE_VALUES, SPARSE_INDICES) and isinstance(v, bytes))
-        elif field == GRAPH_NODE:
-            for f, attr in _fields(value):
-                if f != NODE_ATTRIBUTE or not isinstance(attr, bytes):
-                    continue
-                for af, av in _fields(attr):
-                    if af in (ATTR_T, ATTR_TENSORS) and isinstance(av, bytes):
-                        yield av
-                    elif af in (ATTR_G, ATTR_GRAPHS) and isinstance(av, bytes):
-                        yield from _graph_tensors(av)
-
-
 def model_versions(model_bytes: bytes) -> tuple[int, dict[str, int]]:
     """(IR version, {opset domain: version}) of an ONNX file, as a runtime checks them before it
     loads it; the default domain is ''. Raises ValueError on a malformed file."""
@@ -88,23 +76,142 @@ def model_versions(model_bytes: bytes) -> tuple[int, dict[str, int]]:
     return ir, opsets
 
 
-def external_locations(model_bytes: bytes) -> list[str]:
+def external_locations(model: bytes | BinaryIO, on_read: Callable[[bytes], None] | None = None) -> list[str]:
     """The `location` of every tensor stored outside the file (relative to it, as written);
-    '' marks an external tensor with no location. Raises ValueError on a malformed file."""
+    '' marks an external tensor with no location. Raises ValueError on a malformed file.
+
+    `model`: the file's bytes, or the file open for reading, read from its start in blocks and never
+    held whole: the tensors' own data is sought past, so a graph of gigabytes costs a few reads.
+    `on_read`: given every block as it is read, in order, to the end of the file (nothing is sought
+    past): a hash of the same read. Where it raises, the file is left where the walk stopped, for the
+    caller to read the rest."""
+    if isinstance(model, bytes):
+        fh, size = io.BytesIO(model), len(model)
+    else:
+        fh, size = model, os.fstat(model.fileno()).st_size
+    # where seeking is allowed the size bounds every field; where every byte is read, a short read does
+    wire = _Wire(fh, on_read, None if on_read else size)
     out: list[str] = []
-    for field, graph in _fields(model_bytes):
-        if field != MODEL_GRAPH or not isinstance(graph, bytes):
-            continue
-        for tensor in _graph_tensors(graph):
-            external, loc = False, ""
-            for f, v in _fields(tensor):
-                if f == TENSOR_DATA_LOCATION and v == EXTERNAL:
-                    external = True
-                elif f == TENSOR_EXTERNAL_DATA and isinstance(v, bytes):
-                    entry = dict(_fields(v))
-                    value = entry.get(ENTRY_VALUE)
-                    if entry.get(ENTRY_KEY) == b"location" and isinstance(value, bytes):
-                        loc = value.decode("utf-8", "replace")
-            if external and loc not in out:
-                out.append(loc)
+    for field, wire_type, end in wire.fields(None):
+        if field == MODEL_GRAPH and wire_type == 2:
+            for loc in wire.graph_locations(end):
+                if loc not in out:
+                    out.append(loc)
     return out
+
+
+class _Wire:
+    """One protobuf message read front to back from a file, in blocks: fields are walked by their
+    end offsets, and a field nobody reads is skipped (sought past, or read and dropped where every
+    byte must pass `on_read`)."""
+
+    BLOCK = 1 << 20
+
+    def __init__(self, fh: BinaryIO, on_read: Callable[[bytes], None] | None, size: int | None) -> None:
+        self._fh, self._on_read, self._size = fh, on_read, size
+        self._buf, self._i, self._base = b"", 0, 0      # bytes read, from file offset _base; walked up to _i
+
+    @property
+    def pos(self) -> int:
+        return self._base + self._i
+
+    def _more(self, n: int) -> bool:
+        """Whether `n` more bytes are buffered after reading what the file still has (up to a block)."""
+        while len(self._buf) - self._i < n:
+            block = self._fh.read(max(self.BLOCK, n))
+            if not block:
+                return False
+            if self._on_read:
+                self._on_read(block)
+            self._base += self._i
+            self._buf, self._i = self._buf[self._i:] + block, 0
+        return True
+
+    def varint(self) -> int:
+        self._more(10)          # a varint is at most 10 bytes; the file may end sooner
+        value, self._i = _varint(self._buf, self._i)
+        return value
+
+    def take(self, n: int) -> bytes:
+        if not self._more(n):
+            raise ValueError("truncated field")
+        self._i += n
+        return self._buf[self._i - n:self._i]
+
+    def skip(self, n: int) -> None:
+        buffered = len(self._buf) - self._i
+        if n <= buffered:
+            self._i += n
+            return
+        self._base, self._buf, self._i, n = self.pos + buffered, b"", 0, n - buffered
+        if self._on_read is None:
+            self._fh.seek(n, io.SEEK_CUR)
+            self._base += n
+            return
+        while n:
+            block = self._fh.read(min(n, self.BLOCK))
+            if not block:
+                raise ValueError("truncated field")
+            self._on_read(block)
+            self._base, n = self._base + len(block), n - len(block)
+
+    def fields(self, end: int | None) -> Iterator[tuple[int, int, int]]:
+        """(field number, wire type, value) of the message that ends at offset `end` (None: at the end of
+        the file): a varint's value, or a length-delimited field's end offset, its bytes next to read;
+        what the caller leaves of them unread is skipped."""
+        while self.pos < end if end is not None else self._more(1):
+            tag = self.varint()
+            field, wire = tag >> 3, tag & 7
+            if wire == 0:
+                yield field, wire, self.varint()
+            elif wire == 2:
+                stop = self.varint()
+                stop += self.pos
+                if (end is not None and stop > end) or (self._size is not None and stop > self._size):
+                    raise ValueError("truncated field")
+                yield field, wire, stop
+                self.skip(stop - self.pos)
+            elif wire in (1, 5):
+                self.skip(8 if wire == 1 else 4)
+            else:
+                raise ValueError(f"unsupported wire type {wire}")
+        if end is not None and self.pos != end or self._size is not None and self.pos > self._size:
+            raise ValueError("truncated field")
+
+    def graph_locations(self, end: int) -> Iterator[str]:
+        """The external-data location of each tensor of the GraphProto ending at `end` that keeps its
+        data outside: initializers, sparse initializers, and every node attribute's tensors and subgraphs."""
+        for field, wire, stop in self.fields(end):
+            if wire != 2:
+                continue
+            if field == GRAPH_INITIALIZER:
+                yield from self._tensor_location(stop)
+            elif field == GRAPH_SPARSE_INITIALIZER:
+                for f, w, part in self.fields(stop):
+                    if f in (SPARSE_VALUES, SPARSE_INDICES) and w == 2:
+                        yield from self._tensor_location(part)
+            elif field == GRAPH_NODE:
+                for f, w, attr in self.fields(stop):
+                    if f == NODE_ATTRIBUTE and w == 2:
+                        yield from self._attribute_locations(attr)
+
+    def _attribute_locations(self, end: int) -> Iterator[str]:
+        for field, wire, stop in self.fields(end):
+            if field in (ATTR_T, ATTR_TENSORS) and wire == 2:
+                yield from self._tensor_location(stop)
+            elif field in (ATTR_G, ATTR_GRAPHS) and wire == 2:
+                yield from self.graph_locations(stop)
+
+    def _tensor_location(self, end: int) -> Iterator[str]:
+        """The TensorProto ending at `end`: its location where it keeps its data outside the file."""
+        external, loc = False, ""
+        for field, wire, value in self.fields(end):
+            if field == TENSOR_DATA_LOCATION and wire == 0 and value == EXTERNAL:
+                external = True
+            elif field == TENSOR_EXTERNAL_DATA and wire == 2:
+                entry = dict(_fields(self.take(value - self.pos)))       # a key and a value: a few bytes
+                found = entry.get(ENTRY_VALUE)
+                if entry.get(ENTRY_KEY) == b"location" and isinstance(found, bytes):
+                    loc = found.decode("utf-8", "replace")
+        if external:
+            yield loc

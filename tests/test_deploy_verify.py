@@ -142,12 +142,12 @@ def test_inspect_hashes_each_file_of_the_output_once(deployed: Path, monkeypatch
 
     from alignvar_edge import manifest
     hashed: Counter[str] = Counter()
-    sha256_file = manifest.sha256_file
+    read_file = manifest.read_file
 
-    def counted(path: Path) -> str:
+    def counted(path: Path, graph: bool = False) -> manifest.FileRead:
         hashed[Path(path).relative_to(deployed).as_posix()] += 1
-        return sha256_file(path)
-    monkeypatch.setattr(manifest, "sha256_file", counted)
+        return read_file(path, graph)
+    monkeypatch.setattr(manifest, "read_file", counted)
     rc, out, err = _inspect(capsys, str(deployed))
     assert rc == 0, err
     listed = json.loads((deployed / "manifest.json").read_text())["files"]

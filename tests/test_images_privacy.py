@@ -312,4 +312,4 @@ def test_the_same_command_writes_the_same_bytes(tmp_path: Path, one_torch_thread
     # the inputs' hashes are not kept in the artifacts' hash cache: a service's photos would pile up there
     from alignvar_edge import manifest
     inputs = {manifest.sha256_file(tmp_path / "in" / name, remember=False) for name in ("a.jpg", "b.jpg")}
-    assert inputs.isdisjoint(manifest._DIGESTS.values())
+    assert inputs.isdisjoint(read.sha256 for read in manifest._READS.values())

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -210,15 +211,16 @@ def test_force_keeps_a_listed_file_changed_since_it_was_written(tmp_path):
 
 
 def _hashing_count(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
-    """How often each file's contents are read to hash them, by name (the real hashing runs)."""
+    """How often each file's contents are read (to hash them, an ONNX graph also walked), by name
+    (the real reading runs)."""
     from alignvar_edge import manifest
     counts: dict[str, int] = {}
-    real = manifest._hash_contents
+    real = manifest._read_contents
 
-    def counted(path: Path) -> str:
+    def counted(path: Path, *args: Any, **kwargs: Any) -> manifest.FileRead:
         counts[Path(path).name] = counts.get(Path(path).name, 0) + 1
-        return real(path)
-    monkeypatch.setattr(manifest, "_hash_contents", counted)
+        return real(path, *args, **kwargs)
+    monkeypatch.setattr(manifest, "_read_contents", counted)
     return counts
 
 

@@ -1,0 +1,160 @@
+"""What verifying an artifact costs a device that loads an engine in every call: an ONNX graph is
+hashed and walked for the files its tensors are kept in with one read, in blocks (never held whole),
+and both results are remembered in the process while the file holds, as its hash alone was.
+
+Graphs: built here with the `onnx` package (a float initializer inside, tensors kept in other files
+where a test names them), in artifact directories written as the toolkit writes them."""
+from __future__ import annotations
+
+import builtins
+import hashlib
+import io
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from alignvar_edge import manifest
+from alignvar_edge.errors import ArtifactError
+from alignvar_edge.manifest import ModelInfo, ModelSource, load_verified, new_manifest, write_manifest
+from alignvar_edge.onnx_wire import external_locations
+from alignvar_edge.outputs import artifact_dir
+
+MB = 1 << 20
+
+
+def _kept_in(name: str, location: str) -> TensorProto:
+    """A float tensor of 4 values whose data lies in `location` (not read by anything here)."""
+    t = helper.make_tensor(name, TensorProto.FLOAT, [4], [0.0] * 4)
+    t.ClearField("float_data")
+    t.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", "0"), ("length", "16")):
+        t.external_data.add(key=key, value=value)
+    return t
+
+
+def _graph(inside_mb: int = 0, kept_in: str | None = None) -> bytes:
+    """y = x + sum(w) (+ e): `w` a float initializer of `inside_mb` MB in the graph, `e` kept in `kept_in`."""
+    inits = [numpy_helper.from_array(np.ones(inside_mb * MB // 4 or 4, np.float32), "w")]
+    if kept_in:
+        inits.append(_kept_in("e", kept_in))
+    nodes = [helper.make_node("ReduceSum", ["w"], ["s"], keepdims=0), helper.make_node("Add", ["x", "s"], ["y"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])], inits)
+    return helper.make_model(g).SerializeToString()
+
+
+def _artifact(root: Path, graph: bytes, data: str | None = None) -> Path:
+    """An ONNX artifact holding `graph` as model.onnx (and a file `data` beside it), its manifest as
+    `export` writes one."""
+    with artifact_dir(root) as tmp:
+        (tmp / "model.onnx").write_bytes(graph)
+        if data:
+            (tmp / data).write_bytes(bytes(16))
+        info = ModelInfo(name="micro-random", source=ModelSource.preset("micro", 0),
+                         config={"name": "micro", "patch_nums": [1, 2, 4], "scale": 4, "hr_size": 32},
+                         scale_schedule=(1, 2, 4))
+        write_manifest(tmp, new_manifest("onnx", "onnx", "single", "fp32", info,
+                                         graphs={"model": {"file": "model.onnx", "inputs": [], "outputs": []}}))
+    return root
+
+
+def _opens_of(name: str, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Each time a file called `name` is opened (by open() or pathlib), its mode."""
+    opened: list[str] = []
+    real = builtins.open
+
+    def counted(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        if Path(str(file)).name == name:
+            opened.append(mode)
+        return real(file, mode, *args, **kwargs)
+    monkeypatch.setattr(builtins, "open", counted)
+    monkeypatch.setattr(io, "open", counted)
+    return opened
+
+
+def test_verifying_a_graph_holds_no_copy_of_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The walk for external data read the whole graph into memory and copied its graph field out of
+    it (twice its size: 347 MB for a 164 MB engine, whose hash alone takes 37 MB); it reads in blocks now."""
+    art = _artifact(tmp_path / "a", _graph(inside_mb=24))
+    monkeypatch.setattr(manifest, "_SETTLED_NS", 10**30)          # nothing remembered: a full read each time
+    tracemalloc.start()
+    try:
+        load_verified(art)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 6 * MB, f"verifying a 24 MB graph peaked at {peak / MB:.1f} MB"
+
+
+def test_a_graph_is_hashed_and_walked_in_one_read_remembered_until_it_is_edited(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hash was remembered in the process, the walk was not (a second load of a 164 MB engine took
+    0.55 s), and the two were separate reads, so a graph swapped between them was walked unhashed.
+    Now one read does both and is remembered; an edit in place is read and walked again."""
+    art = _artifact(tmp_path / "a", _graph(kept_in="model.onnx.data"), data="model.onnx.data")
+    monkeypatch.setattr(manifest, "_SETTLED_NS", 0)              # written just now: remembered at once here
+    opened = _opens_of("model.onnx", monkeypatch)
+    for _ in range(3):
+        assert "model.onnx.data" in load_verified(art).files
+    assert opened == ["rb"]
+    # the same size, pointing outside; the manifest re-made to match: the edit is walked, and refused
+    edited = _graph(kept_in="../outside.data")
+    assert len(edited) == len(_graph(kept_in="model.onnx.data"))
+    (art / "model.onnx").write_bytes(edited)
+    write_manifest(art, manifest.read_manifest(art))
+    opened.clear()
+    for _ in range(2):
+        with pytest.raises(ArtifactError, match="model.onnx keeps tensors in '../outside.data', outside the artifact"):
+            load_verified(art)
+    assert opened == ["rb"]            # hashed again with its walk (write_manifest hashed it alone), remembered
+
+
+def _subgraph_model() -> tuple[bytes, list[str]]:
+    """A graph keeping tensors in other files from every place a TensorProto can sit: a Constant's
+    attribute, an If's branch (a subgraph's initializer), initializers (two in one file), a sparse
+    initializer's values; with the locations in the order the file holds them (nodes come first)."""
+    branch = helper.make_graph([helper.make_node("Identity", ["b"], ["o"])], "then", [],
+                               [helper.make_tensor_value_info("o", TensorProto.FLOAT, [4])], [_kept_in("b", "branch.bin")])
+    other = helper.make_graph([helper.make_node("Identity", ["x"], ["o2"])], "else", [],
+                              [helper.make_tensor_value_info("o2", TensorProto.FLOAT, [4])])
+    nodes = [helper.make_node("Constant", [], ["c"], value=_kept_in("c", "attr.bin")),
+             helper.make_node("If", ["cond"], ["z"], then_branch=branch, else_branch=other)]
+    sparse = helper.make_sparse_tensor(_kept_in("sv", "sparse.bin"),
+                                       numpy_helper.from_array(np.arange(4, dtype=np.int64), "si"), [8])
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
+                                       helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                          [helper.make_tensor_value_info("z", TensorProto.FLOAT, [4])],
+                          [_kept_in("i", "init.bin"), _kept_in("i2", "init.bin")], sparse_initializer=[sparse])
+    return helper.make_model(g).SerializeToString(), ["attr.bin", "branch.bin", "init.bin", "sparse.bin"]
+
+
+def test_the_walk_from_a_file_finds_what_the_walk_of_its_bytes_finds(tmp_path: Path) -> None:
+    """The file is read front to back in blocks, its tensors' data sought past (or, where a hash takes
+    every byte, read and handed on): the same locations as from the bytes, and the hash of the file."""
+    data, expected = _subgraph_model()
+    path = tmp_path / "model.onnx"
+    path.write_bytes(data)
+    assert external_locations(data) == expected
+    with open(path, "rb") as fh:
+        assert external_locations(fh) == expected
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        assert external_locations(fh, on_read=h.update) == expected
+        h.update(fh.read())
+    assert h.hexdigest() == hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize("cut", [1, 3, 40])
+def test_a_graph_cut_short_is_malformed_read_any_way(tmp_path: Path, cut: int) -> None:
+    data = _subgraph_model()[0][:-cut]
+    path = tmp_path / "model.onnx"
+    path.write_bytes(data)
+    with pytest.raises(ValueError):
+        external_locations(data)
+    for on_read in (None, hashlib.sha256().update):
+        with open(path, "rb") as fh, pytest.raises(ValueError):
+            external_locations(fh, on_read=on_read)
