@@ -218,7 +218,7 @@ def seam_ratio(sr: np.ndarray, ys: list[int], xs: list[int], tile: int, scale: i
 
 # squared differences below a tenth of a level of 255 count as flat: a flat image scores 1 and a
 # flat reference (a bicubic of a flat LR) leaves the SR's own figure, not a division by nearly nothing
-FLAT_ENERGY: Final = (0.1 / 255) ** 2
+_FLAT_ENERGY: Final = (0.1 / 255) ** 2
 
 
 def _border_over_interior(image: np.ndarray, ys: list[int], xs: list[int], tile: int, scale: int) -> float:
@@ -236,7 +236,7 @@ def _border_over_interior(image: np.ndarray, ys: list[int], xs: list[int], tile:
         inner += [energy[c - 1] for c in range(1, len(energy) + 1) if c % scale in phases and c not in border]
     if not edge or not inner:
         return 1.0
-    return float(max(np.mean(edge), FLAT_ENERGY) / max(np.mean(inner), FLAT_ENERGY))
+    return max(float(np.mean(edge)), _FLAT_ENERGY) / max(float(np.mean(inner)), _FLAT_ENERGY)
 
 
 def _borders(starts: list[int], tile: int, scale: int, n: int) -> set[int]:
