@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from alignvar_edge.errors import ConfigError, InputError
+from alignvar_edge.name_text import name_bytes
 
 __all__ = [
     "DOWNSAMPLE_MODES",
@@ -133,7 +134,7 @@ def image_seed(seed: int, name: str) -> int:
     """Seed of the image called ``name`` in a run seeded with ``seed``: its own, whatever else the
     run scores (a folder's other files, their order, the ones skipped), so one photograph gets the
     same LR in every folder, in `eval` as in `demo`."""
-    digest = int.from_bytes(hashlib.sha256(name.encode("utf-8", "surrogateescape")).digest()[:8], "little")
+    digest = int.from_bytes(hashlib.sha256(name_bytes(name)).digest()[:8], "little")
     return item_seed(seed, digest)
 
 

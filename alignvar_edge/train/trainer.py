@@ -36,6 +36,7 @@ from alignvar_edge.errors import CheckpointError, ConfigError, InputError, Outpu
 from alignvar_edge.fsmodes import not_a_folder, write_text
 from alignvar_edge.images import DEFAULT_MAX_MEGAPIXELS, list_images
 from alignvar_edge.manifest import RUN_FILE, first_names
+from alignvar_edge.name_text import name_bytes
 from alignvar_edge.outputs import check_out
 from alignvar_edge.model import AlignVAR, AlignVARConfig
 from alignvar_edge.model.config import named_by_flags
@@ -487,7 +488,7 @@ def images_digest(images: str | None) -> str | None:
             size = str(path.stat().st_size)
         except OSError:             # a broken link: the dataset skips it, as it would a fixed one's size
             size = "unreadable"
-        h.update(f"{path.relative_to(root).as_posix()}\0{size}\n".encode())
+        h.update(name_bytes(f"{path.relative_to(root).as_posix()}\0{size}\n"))
     return h.hexdigest()
 
 

@@ -36,6 +36,7 @@ from alignvar_edge.images.folders import list_folder, read_images, said_not_read
 from alignvar_edge.images import DEFAULT_MAX_MEGAPIXELS, READ_EXTENSIONS
 from alignvar_edge.manifest import sha256_file
 from alignvar_edge.model.config import AlignVARConfig
+from alignvar_edge.name_text import name_bytes
 from alignvar_edge.samples import sample_images
 
 __all__ = ["CalibrationSet", "TileSplit", "model_config", "rounding_note"]
@@ -243,7 +244,7 @@ class CalibrationSet:
             for arr in (split.lr, split.hr):
                 h.update(str(arr.shape).encode())
                 h.update(np.ascontiguousarray(arr, dtype=np.float32).tobytes())
-            h.update("\n".join(split.names).encode())
+            h.update(name_bytes("\n".join(split.names)))
         h.update(f"v{HASH_VERSION}".encode())
         return h.hexdigest()
 
