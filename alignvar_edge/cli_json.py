@@ -23,6 +23,7 @@ from alignvar_edge.bench.schema import is_report
 from alignvar_edge.errors import InputError, OutputExistsError, out_of_memory
 from alignvar_edge.fsmodes import unwritable_folder, write_text, written_meanwhile
 from alignvar_edge.jsonsafe import dumps, loads
+from alignvar_edge.name_text import readable_texts
 from alignvar_edge.outputs import check_outside_artifacts
 
 __all__ = ["STDOUT", "Result", "add_json_option", "is_own_result", "no_stale_result", "write_result"]
@@ -37,9 +38,15 @@ def _stamped(payload: Any) -> Any:
     return {OWNER_KEY: __version__, **payload} if isinstance(payload, dict) and OWNER_KEY not in payload else payload
 
 
+def _document(payload: Any) -> str:
+    """A result's JSON text: stamped, and each file name in it as text (`readable_texts`), as every
+    JSON reader shows it (jq and browsers read a lone surrogate escape as U+FFFD: two files in one)."""
+    return dumps(readable_texts(_stamped(payload)))
+
+
 def write_result(target: str, payload: Any) -> None:
     """A verb's JSON result into FILE, atomically, with the version that wrote it."""
-    write_text(target, dumps(_stamped(payload)))
+    write_text(target, _document(payload))
 
 
 def _not_replaced(path: str) -> str | None:
@@ -87,10 +94,10 @@ class Result:
         FILE is written before anything is printed: a reader that closes stdout early (`| head -1`)
         ends the printing, and must not cost the user the file they asked for."""
         if self.target == STDOUT:
-            print(dumps(_stamped(payload)), end="")
+            print(_document(payload), end="")
             return
         if (target := self.target):
-            self.written = dumps(_stamped(payload))
+            self.written = _document(payload)
             try:
                 write_text(target, self.written, recheck=lambda: _still_replaceable(target))
             except OutputExistsError:

@@ -119,3 +119,39 @@ def test_train_runs_and_resumes_over_a_folder_with_a_latin1_name(tmp_path: Path)
             "--images", str(folder)]
     assert cli.main([*argv, "--steps", "1"]) == 0
     assert cli.main([*argv, "--steps", "2", "--resume"]) == 0           # the folder's digest found unchanged
+
+
+def test_quantize_calibrates_on_a_latin1_folder_and_inspect_json_names_the_file_readably(
+        micro_export: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "photos"
+    _photo(folder, b"caf\xe9.png", 0, 96)
+    _photo(folder, b"plain.png", 1, 96)
+    out = tmp_path / "q"
+    assert cli.main(["quantize", str(micro_export), "--calib", str(folder), "--out", str(out),
+                     "--tiles", "4", "--val-tiles", "2", "--no-search"]) == 0
+    # the manifest keeps the name Python opens the file by
+    recorded = json.loads((out / "manifest.json").read_text())["calibration"]["files"]
+    assert all((folder / f["file"]).is_file() for f in recorded)
+    capsys.readouterr()
+    assert cli.main(["inspect", str(out), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)["calibration"]["files"]
+    assert sorted(f["file"] for f in shown) == ["caf\\xe9.png", "plain.png"]
+
+
+def _verb(*argv: str | bytes | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+    """`alignvar-edge ARGV` as a shell runs it (its console writes a name's own bytes; pytest's
+    capture refuses them), in the locale `env` sets."""
+    return subprocess.run([sys.executable, "-m", "alignvar_edge", *(os.fsencode(a) for a in argv)],
+                          capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}, timeout=600)
+
+
+def test_eval_json_names_two_latin1_files_apart_and_a_utf8_name_as_text_under_lc_all_c(tmp_path: Path) -> None:
+    """`caf\\xe9.png` and `caf\\xe8.png` were both "caf\\udcXX.png", which jq and browsers read as
+    U+FFFD: two files in one; under LC_ALL=C a UTF-8 name was escapes too."""
+    folder = tmp_path / "photos"
+    for i, name in enumerate((b"caf\xe9.png", b"caf\xe8.png", "Ünïcødé café.png".encode())):
+        _photo(folder, name, i, 64)
+    run = _verb("eval", "alignvar-tiny", "--images", folder, "--json", env=POSIX)
+    assert run.returncode == 0, run.stderr.decode(errors="replace")[-2000:]
+    names = sorted(i["name"] for i in json.loads(run.stdout)["images"])
+    assert names == ["caf\\xe8.png", "caf\\xe9.png", "Ünïcødé café.png"]
