@@ -8,6 +8,7 @@ whose parameter is named otherwise than the option (export's `out_dir`, save_pre
 one the user called.
 
 A warning is said to whoever called, too: `warn_caller` attributes it to the caller's own line.
+The process's warnings state is changed by one of the package's blocks at a time (`warnings_held`).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import contextlib
 import functools
 import os
 import sys
+import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
@@ -22,7 +24,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, ParamSpec, TypeVar
 
-__all__ = ["command_line", "on_command_line", "option", "python_call", "warn_caller"]
+__all__ = ["command_line", "on_command_line", "option", "python_call", "warn_caller", "warnings_held"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -122,6 +124,23 @@ class _Shown:
             self.filters, self.entries, self.keys = filters, entries, {}
 
 
+# Held by whoever changes or reads the warnings state that Python 3.11 keeps for the whole process,
+# not per thread (its filters, the display hook `catch_warnings(record=True)` puts in): two
+# catch_warnings blocks that overlap in two threads each put back what the other had set, and left
+# the process ignoring, or hiding in a list, every warning after them. Re-entrant: `warn_caller`
+# may be called inside a block.
+_WARNINGS_STATE = threading.RLock()
+
+
+@contextlib.contextmanager
+def warnings_held() -> Iterator[None]:
+    """The process's warnings state held by this thread for the block: the package's own
+    catch_warnings blocks and `warn_caller` wait for each other, so each block puts back what it
+    found and no warning is judged by another thread's block's filters."""
+    with _WARNINGS_STATE:
+        yield
+
+
 _shown: dict[str, _Shown] = {}
 # what the "once" action has shown: once in the whole program, as Python's once-registry keeps it
 # (which every catch_warnings block clears: `-W once` said an orientation for each photo)
@@ -145,20 +164,22 @@ def warn_caller(message: str, category: type[Warning] = UserWarning) -> None:
     else:
         filename, lineno = frame.f_code.co_filename, frame.f_lineno
         module = frame.f_globals.get("__name__", "<string>")
-    here = _shown.setdefault(module, _Shown())
-    for memory in (here, _shown_once):
-        memory.under(warnings.filters)
-    action = _action(message, category, module, lineno)
-    key = _shown_key(action, message, category, lineno)
-    memory = _shown_once if action == "once" else here
-    if key is not None and key in memory.keys:
-        return
-    # no module_globals, as warnings.warn passes none: `python -c`'s loader has no source to give;
-    # no registry: what was shown is kept above
-    warnings.warn_explicit(message, category, filename, lineno, module=module, registry=None)
-    if key is not None:
-        memory.keys[key] = None
-        _forget_oldest(memory.keys)
+    # held from the check to the note: two threads saying one text at once said it twice
+    with warnings_held():
+        here = _shown.setdefault(module, _Shown())
+        for memory in (here, _shown_once):
+            memory.under(warnings.filters)
+        action = _action(message, category, module, lineno)
+        key = _shown_key(action, message, category, lineno)
+        memory = _shown_once if action == "once" else here
+        if key is not None and key in memory.keys:
+            return
+        # no module_globals, as warnings.warn passes none: `python -c`'s loader has no source to give;
+        # no registry: what was shown is kept above
+        warnings.warn_explicit(message, category, filename, lineno, module=module, registry=None)
+        if key is not None:
+            memory.keys[key] = None
+            _forget_oldest(memory.keys)
 
 
 def _shown_key(action: str, message: str, category: type[Warning], lineno: int) -> _Key | None:
@@ -190,8 +211,7 @@ def _filter_matches(pattern: Any, text: str) -> bool:
 
 
 def _forget_oldest(keys: dict[Any, None]) -> None:
-    """Keep the newest _SHOWN_LIMIT texts. The keys are copied at once and popped, since another
-    thread may be warning here too."""
+    """Keep the newest _SHOWN_LIMIT texts."""
     if len(keys) <= _SHOWN_LIMIT:
         return
     for key in list(keys)[:-_SHOWN_LIMIT]:

@@ -845,17 +845,37 @@ def test_a_tiff_or_bmp_past_4_gib_is_refused_before_any_work(tmp_path: Path, mon
 def test_an_input_past_pillows_89_mp_warns_of_no_decompression_bomb(tmp_path: Path, monkeypatch) -> None:
     """With --max-megapixels raised for a 90 MP photo, upscale printed Pillow's "could be
     decompression bomb DOS attack" warning, from reading the file's layout and metadata: our own
-    limit was applied, and the user raised it."""
+    limit was applied, and the user raised it. (A verb's reads, as `command_line` marks them.)"""
     import warnings
 
+    from alignvar_edge.caller import command_line
     from alignvar_edge.images import file_layout, file_profile
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)         # a 12x10 image is past it
     Image.new("RGB", (12, 10)).save(tmp_path / "a.png")
-    with warnings.catch_warnings():
+    with command_line(), warnings.catch_warnings():
         warnings.simplefilter("error")
         load_image(tmp_path / "a.png", max_megapixels=None)
         assert file_layout(tmp_path / "a.png") == (False, 8) and file_profile(tmp_path / "a.png") is None
         assert file_metadata(tmp_path / "a.png", 4)["dpi"] is None
+
+
+def test_a_python_callers_filters_judge_pillows_decompression_bomb_warning(tmp_path: Path, monkeypatch) -> None:
+    """A service's `warnings.simplefilter("error", DecompressionBombWarning)` was overridden inside
+    load_image and file_layout, which opened the image anyway: in Python the caller's filters are
+    theirs. Under the default filters Pillow's warning is shown, and the image read."""
+    import warnings
+
+    from alignvar_edge.images import file_layout
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)         # a 12x10 image is past it
+    Image.new("RGB", (12, 10)).save(tmp_path / "a.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        for read in (lambda: load_image(tmp_path / "a.png", max_megapixels=None),
+                     lambda: file_layout(tmp_path / "a.png")):
+            with pytest.raises(Image.DecompressionBombWarning, match="could be decompression bomb"):
+                read()
+    with pytest.warns(Image.DecompressionBombWarning):
+        assert load_image(tmp_path / "a.png", max_megapixels=None)[0].shape == (10, 12, 3)
 
 
 def test_save_onto_a_folder_is_refused_in_one_line(tmp_path: Path) -> None:

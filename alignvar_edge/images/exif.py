@@ -1,14 +1,71 @@
 """A file's EXIF as Pillow reads it, with the file named where the block is damaged: Pillow's
-own warning names none."""
+own warning names none. Every call into Pillow whose warnings the package says itself or drops
+goes through `pillow_call`."""
 from __future__ import annotations
 
 import os
+import sys
 import warnings
-from typing import IO
+from collections.abc import Callable, Iterable
+from types import ModuleType
+from typing import IO, TypeVar
 
 from PIL import ExifTags, Image, ImageOps, TiffImagePlugin
 
-from alignvar_edge.caller import warn_caller
+from alignvar_edge.caller import on_command_line, warn_caller, warnings_held
+
+T = TypeVar("T")
+
+
+def pillow_call(call: Callable[[], T],
+                ours: Callable[[warnings.WarningMessage], bool]) -> tuple[T, list[warnings.WarningMessage]]:
+    """`call()`, a call into Pillow, and those of the warnings it raised that `ours` takes (the
+    caller says them naming the file, or drops them). Every other warning caught meanwhile is
+    warned again after the call, as it came, through the filters then in force: Pillow's others,
+    and any that another thread raised while the call held the process's display hook. The call
+    holds the process's warnings state (`warnings_held`): Python 3.11 keeps it for the whole
+    process, and such blocks overlapping in threads left it hiding every later warning in a list
+    and ignoring the user's "error" filters. Where `call` raises, its `ours` are dropped (the file
+    is refused) and the others warned before the error goes on."""
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings_held(), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")     # each one caught, though a filter had said it once already
+            result = call()
+    except BaseException:
+        _warn_again(w for w in caught if not ours(w))
+        raise
+    taken = [w for w in caught if ours(w)]
+    try:
+        _warn_again(w for w in caught if w not in taken)
+    except BaseException:       # a warning the filters make an error: the image opened is not left open
+        if isinstance(result, Image.Image):
+            result.close()
+        raise
+    return result, taken
+
+
+def _warn_again(caught: Iterable[warnings.WarningMessage]) -> None:
+    """Warn each of `caught` as warnings.warn first gave it: at its file and line, in its module
+    (a filter by module matches it) and with that module's registry ("default" says it once at
+    its line)."""
+    for w in caught:
+        module = _module_of(w.filename)
+        registry = None if module is None else vars(module).setdefault("__warningregistry__", {})
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno,
+                               module=None if module is None else module.__name__, registry=registry)
+
+
+def _module_of(filename: str) -> ModuleType | None:
+    """The imported module whose source is `filename`, or None (a warning of no module's code)."""
+    return next((m for m in list(sys.modules.values()) if getattr(m, "__file__", None) == filename), None)
+
+
+def _judged_bomb(w: warnings.WarningMessage) -> bool:
+    """Pillow's decompression-bomb warning (an image past its 89 MP), on the command line, whose
+    --max-megapixels judges every image it reads: the user raised it. A Python call leaves it to
+    the caller's filters (a service's "error" for it refuses the image)."""
+    return issubclass(w.category, Image.DecompressionBombWarning) and on_command_line()
 
 
 def open_image(fp: str | os.PathLike[str] | IO[bytes], path: str | os.PathLike[str], say: bool = True) -> Image.Image:
@@ -16,23 +73,29 @@ def open_image(fp: str | os.PathLike[str] | IO[bytes], path: str | os.PathLike[s
     `image_exif` says it (`say` as there). Pillow's JPEG loader reads the EXIF inside Image.open
     (for a DPI the JFIF header does not give), so its warnings came out raw, naming no file, before
     the tool read the file, and `image_exif` then found the EXIF read already and said nothing.
-    Other warnings of the opening go on as they came."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        img = Image.open(fp)
-    exif_read = not isinstance(img, TiffImagePlugin.TiffImageFile)   # a TIFF's own tags are no EXIF block
-    damaged = [w for w in caught if exif_read and _from_exif_reader(w)]
-    for w in caught:
-        if w not in damaged:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    Pillow's decompression-bomb warning is dropped where our limit judges the image (`_judged_bomb`);
+    other warnings of the opening go on as they came (`pillow_call`)."""
+    img, taken = pillow_call(lambda: Image.open(fp), lambda w: _from_exif_reader(w) or _judged_bomb(w))
+    damaged = [w for w in taken if _from_exif_reader(w)]
+    if isinstance(img, TiffImagePlugin.TiffImageFile):     # a TIFF's own tags are no EXIF block
+        _warn_again(damaged)
+        damaged = []
     if damaged and say:
-        _say_damaged(path, damaged, img.getexif())
+        _say_damaged(path, damaged, image_exif(img, path, say=False))
     return img
 
 
 def _from_exif_reader(w: warnings.WarningMessage) -> bool:
     """Whether Pillow's EXIF reader raised `w`: it reads EXIF as a TIFF directory, in every format."""
     return os.path.basename(w.filename) == os.path.basename(TiffImagePlugin.__file__)
+
+
+def _from_pillow(w: warnings.WarningMessage) -> bool:
+    """Whether one of Pillow's modules raised `w`."""
+    return os.path.dirname(w.filename) == _PILLOW_DIR
+
+
+_PILLOW_DIR = os.path.dirname(Image.__file__)
 
 
 def image_exif(img: Image.Image, path: str | os.PathLike[str], say: bool = True) -> Image.Exif:
@@ -42,9 +105,7 @@ def image_exif(img: Image.Image, path: str | os.PathLike[str], say: bool = True)
     naming `path` (`say`: False where the file is not being read for its picture, but looked at:
     said when it was, not again on each resumed run): in a folder of hundreds the user could not
     tell which file it was. A JPEG's EXIF is read when it is opened: `open_image` says it then."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        exif = img.getexif()
+    exif, caught = pillow_call(img.getexif, _from_pillow)
     if caught and say:
         _say_damaged(path, caught, exif)
     return exif
@@ -72,9 +133,8 @@ def exif_upright(img: Image.Image, path: str | os.PathLike[str]) -> Image.Image:
     warnings, naming no file. An upright image is `img` itself: Pillow would copy it whole."""
     if exif_turn(img, path) is None:
         return img
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")     # said above, naming the file
-        return ImageOps.exif_transpose(img)
+    # Pillow's warnings dropped: said above, naming the file
+    return pillow_call(lambda: ImageOps.exif_transpose(img), _from_pillow)[0]
 
 
 # EXIF orientations other than upright (1), as `ImageOps.exif_transpose` turns them

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import os
-import warnings
 from typing import Any
 
 from PIL import ExifTags, Image, TiffImagePlugin
@@ -104,13 +103,12 @@ def _cmyk_to_srgb(img: Image.Image) -> Any:
 
 
 def open_quietly(path: str | os.PathLike[str], say: bool = False) -> Image.Image:
-    """`Image.open`, without Pillow's decompression-bomb warning ("could be decompression bomb DOS
-    attack") for an input between its 89 MP and the --max-megapixels the user raised: `load_image`
-    has applied our own limit. A damaged EXIF it reads is said naming `path` where `say` (a look at
-    the file, not a read of its picture, says nothing: `open_image`)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        return open_image(path, path, say)
+    """`Image.open` of the file `path` as `open_image` opens it: on the command line without Pillow's
+    decompression-bomb warning ("could be decompression bomb DOS attack") for an input between its
+    89 MP and the --max-megapixels the user raised, since `load_image` applies our own limit. A
+    damaged EXIF it reads is said naming `path` where `say` (a look at the file, not a read of its
+    picture, says nothing)."""
+    return open_image(path, path, say)
 
 
 def upright_size(img: Image.Image, path: str | os.PathLike[str]) -> tuple[int, int]:

@@ -12,7 +12,6 @@ them: gray+alpha and RGB(A) PNGs are decoded by Pillow's codec with other raw mo
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,7 +41,8 @@ def load_image(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Read an image file as (rgb float32 HxWx3 in [0,1], alpha float32 HxW or None).
 
-    ``max_megapixels=None`` lifts our size limit (Pillow's decompression-bomb guard still applies).
+    ``max_megapixels=None`` lifts our size limit (Pillow's decompression-bomb guard still applies:
+    its warning past 89 MP goes through the caller's warning filters, an "error" filter refuses).
     ``raise_limit`` names how the caller's user raises it (None: they cannot, the refusal says so).
     16-bit files keep their full precision: grayscale, gray+alpha and RGB(A) PNGs, and RGB(A)
     TIFFs where tifffile is installed (refused without it: Pillow would read 8 of their bits).
@@ -97,9 +97,7 @@ def _opened(path: Path, raise_limit: str | None) -> Iterator[Image.Image]:
         f = open(path, "rb")
     except OSError as e:                  # unreadable (permissions): Pillow would have raised the same
         raise InputError(f"{path} cannot be opened as an image ({e}); check that it can be read") from e
-    with warnings.catch_warnings(), f:
-        # We enforce our own limit below; Pillow's warning would only duplicate it.
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+    with f:
         try:
             img = open_image(f, path)
         except Image.DecompressionBombError as e:

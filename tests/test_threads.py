@@ -1,0 +1,203 @@
+"""The image helpers called from several threads at once, as a multi-threaded service calls them:
+Python 3.11 keeps the warnings filters and display hook for the whole process, so the package's
+catch_warnings blocks must leave them as they found them, and lose no warning that is not theirs."""
+from __future__ import annotations
+
+import threading
+import warnings
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from alignvar_edge.caller import warn_caller
+from alignvar_edge.images import as_float_image, file_layout, file_metadata, file_profile, load_image
+
+WAIT_S = 0.5        # how long a thread waits for another that, with the fix, cannot come meanwhile
+
+
+@pytest.fixture
+def users_filters() -> Iterator[list[warnings.WarningMessage]]:
+    """The user's warnings state for a test: every warning shown kept, once per text and line, and
+    a service's guard that refuses a decompression bomb; the warnings shown."""
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("default")
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        yield shown
+
+
+def _state() -> tuple[object, ...]:
+    """What a catch_warnings block swaps and must put back: the filters (the list itself and its
+    entries) and the display hooks (`_showwarnmsg_impl` is a list's append inside a record block)."""
+    hook = warnings._showwarnmsg_impl       # type: ignore[attr-defined]
+    return warnings.filters, list(warnings.filters), warnings.showwarning, hook
+
+
+def _damaged_exif_png(path: Path) -> Path:
+    """A small PNG whose EXIF block is damaged: reading it warns, inside the helpers' blocks."""
+    Image.new("RGB", (6, 5), (200, 40, 10)).save(path, exif=b"MM\0*garbage")
+    return path
+
+
+def _texts(shown: list[warnings.WarningMessage], part: str) -> list[str]:
+    return [str(w.message) for w in shown if part in str(w.message)]
+
+
+def _assert_state_kept(before: tuple[object, ...], shown: list[warnings.WarningMessage], tmp_path: Path,
+                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The state is as before the threads ran, a warning after them is shown, and the service's
+    "error" filter still refuses a bomb opened by Pillow directly."""
+    after = _state()
+    assert after[0] is before[0] and after[1:] == before[1:]
+    warnings.warn("a warning of yours after the batch")
+    assert _texts(shown, "of yours after the batch") == ["a warning of yours after the batch"]
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    Image.new("RGB", (12, 10)).save(tmp_path / "bomb.png")          # 120 pixels: past the limit
+    with pytest.raises(Image.DecompressionBombWarning):
+        Image.open(tmp_path / "bomb.png")
+
+
+def _in_thread(name: str, work: Callable[[], object]) -> threading.Thread:
+    thread = threading.Thread(target=work, name=name)
+    thread.start()
+    return thread
+
+
+def test_two_reads_whose_blocks_overlap_leave_the_warnings_state_as_they_found_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, users_filters: list[warnings.WarningMessage]) -> None:
+    """Two load_image calls whose catch_warnings blocks overlapped and ended in the order they began
+    (not the reverse) put back each other's temporary state: every later warning of the process
+    went to a hidden list, and a service's "error" filter for decompression bombs was gone. The
+    second read is made to open its file while the first is still inside its block."""
+    path = _damaged_exif_png(tmp_path / "a.png")
+    real_open = Image.open
+    first_in, second_in, first_done = threading.Event(), threading.Event(), threading.Event()
+
+    def open_in_turn(fp, *args, **kwargs):      # type: ignore[no-untyped-def]
+        img = real_open(fp, *args, **kwargs)
+        if threading.current_thread().name == "first":
+            first_in.set()
+            second_in.wait(WAIT_S)          # the second opens meanwhile, unless it waits for this block
+        else:
+            second_in.set()
+            first_done.wait(WAIT_S)         # and ends after the first
+        return img
+
+    def read() -> None:
+        load_image(path)
+
+    def first() -> None:
+        read()
+        first_done.set()
+
+    monkeypatch.setattr(Image, "open", open_in_turn)
+    before = _state()
+    one = _in_thread("first", first)
+    assert first_in.wait(10)
+    two = _in_thread("second", read)
+    one.join()
+    two.join()
+    monkeypatch.setattr(Image, "open", real_open)
+    assert len(_texts(users_filters, "its EXIF is damaged")) == 1          # the same line: said once
+    _assert_state_kept(before, users_filters, tmp_path, monkeypatch)
+
+
+def test_every_image_helper_in_four_threads_leaves_the_warnings_state_as_it_found_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, users_filters: list[warnings.WarningMessage]) -> None:
+    """The reviewer's batch, small: load_image, file_profile, file_metadata, file_layout and a PIL
+    image turned by its EXIF (as Engine.upscale reads it) on four threads left the filters
+    ('always', Warning) and ('ignore', DecompressionBombWarning) on top and the display hook a list's
+    append: 10 000 warnings later, 10 002 entries held and none shown."""
+    path = _damaged_exif_png(tmp_path / "a.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (6, 5)).save(tmp_path / "six.jpg", exif=exif)
+    jobs: list[Callable[[], object]] = [
+        lambda: load_image(path), lambda: file_profile(path), lambda: file_metadata(path, 4),
+        lambda: file_layout(path), lambda: as_float_image(Image.open(tmp_path / "six.jpg"))]
+    before = _state()
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda i: jobs[i % len(jobs)](), range(2000)))
+    _assert_state_kept(before, users_filters, tmp_path, monkeypatch)
+
+
+def _say() -> None:
+    warn_caller("the same text, at the same line")
+
+
+def test_a_warning_is_said_once_though_another_thread_reads_an_image_meanwhile(
+        tmp_path: Path, users_filters: list[warnings.WarningMessage], monkeypatch: pytest.MonkeyPatch) -> None:
+    """warn_caller judged its text by the filters of another thread's block (Pillow's EXIF read):
+    "always", so it was said again, and its memory of what was said was forgotten, so it was said
+    once more after the block. An orientation warning came 1, 3 and 1 times in three runs."""
+    path = _damaged_exif_png(tmp_path / "a.png")
+    real_open = Image.open
+    inside, said = threading.Event(), threading.Event()
+
+    def open_and_wait(fp, *args, **kwargs):     # type: ignore[no-untyped-def]
+        img = real_open(fp, *args, **kwargs)
+        inside.set()
+        said.wait(WAIT_S)                   # the main thread says its text while this block runs
+        return img
+
+    _say()
+    monkeypatch.setattr(Image, "open", open_and_wait)
+    reader = _in_thread("reader", lambda: load_image(path))
+    assert inside.wait(10)
+    _say()
+    said.set()
+    reader.join()
+    _say()
+    assert len(_texts(users_filters, "the same text")) == 1
+
+
+def test_a_warning_is_said_once_by_two_threads_saying_it_at_once(
+        users_filters: list[warnings.WarningMessage], monkeypatch: pytest.MonkeyPatch) -> None:
+    """warn_caller looked up whether a text was said, then said it and noted it: two threads between
+    the look and the note both said it (a display hook that takes its time, a log handler, widens the
+    gap)."""
+    both = threading.Barrier(2, timeout=WAIT_S)
+    show = warnings.showwarning
+
+    def show_slowly(*args, **kwargs):           # type: ignore[no-untyped-def]
+        show(*args, **kwargs)
+        try:
+            both.wait()                     # the other thread looks meanwhile, unless it waits for this one
+        except threading.BrokenBarrierError:
+            pass
+
+    monkeypatch.setattr(warnings, "showwarning", show_slowly)
+    threads = [_in_thread(f"sayer {i}", _say) for i in range(2)]
+    for thread in threads:
+        thread.join()
+    assert len(_texts(users_filters, "the same text")) == 1
+
+
+def test_another_threads_warning_during_an_exif_read_is_shown_as_it_came(
+        tmp_path: Path, users_filters: list[warnings.WarningMessage], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A warning the service raised in one thread while another read an image's EXIF went to that
+    read's block: it was said as the file's damaged EXIF ("its EXIF is damaged (a warning of
+    yours)"), or dropped where the read turned the image. It is shown as it came; the file's own
+    damaged EXIF is said naming it, as before."""
+    path = _damaged_exif_png(tmp_path / "a.png")
+    real_getexif = Image.Image.getexif
+    inside, warned = threading.Event(), threading.Event()
+
+    def getexif_and_wait(img: Image.Image) -> Image.Exif:
+        exif = real_getexif(img)
+        inside.set()
+        warned.wait(WAIT_S)
+        return exif
+
+    monkeypatch.setattr(Image.Image, "getexif", getexif_and_wait)
+    reader = _in_thread("reader", lambda: load_image(path))
+    assert inside.wait(10)
+    warnings.warn("a warning of yours", RuntimeWarning)
+    warned.set()
+    reader.join()
+    assert [w.category for w in users_filters if str(w.message) == "a warning of yours"] == [RuntimeWarning]
+    damaged = _texts(users_filters, "its EXIF is damaged")
+    assert len(damaged) == 1 and damaged[0].startswith(f"{path}: its EXIF is damaged (Corrupt EXIF data")
+
