@@ -20,19 +20,29 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
 from alignvar_edge import __version__, caller, console_text, progress, safe_stop
-from alignvar_edge.errors import AlignVAREdgeError, host_tools_error, out_of_memory
+from alignvar_edge.errors import AlignVAREdgeError, HostToolsError, host_tools_error, out_of_memory
+from alignvar_edge.extras import is_installed
 from alignvar_edge.fsmodes import NO_SPACE, is_temp_folder, name_too_long
 from alignvar_edge.lazy import host_package
 
-# modules with a `register(subparsers)` function, in the order their verbs are listed
-COMMAND_MODULES = (
-    "alignvar_edge.model.commands",        # info, demo
-    "alignvar_edge.train.commands",        # train, eval
-    "alignvar_edge.export.commands",       # export, inspect
-    "alignvar_edge.quantize.commands",   # quantize
-    "alignvar_edge.runtimes.commands",     # build, upscale, compare, doctor, selftest
-    "alignvar_edge.bench.commands",        # bench, deploy
+# modules with a `register(subparsers)` function, in the order their verbs are listed, with the verbs
+# each registers
+COMMAND_MODULES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("alignvar_edge.model.commands", ("info", "demo", "import")),
+    ("alignvar_edge.train.commands", ("train", "eval")),
+    ("alignvar_edge.export.commands", ("export", "inspect")),
+    ("alignvar_edge.quantize.commands", ("quantize",)),
+    ("alignvar_edge.runtimes.commands", ("build", "upscale", "compare", "doctor", "adopt", "selftest")),
+    ("alignvar_edge.bench.commands", ("bench", "deploy")),
 )
+# the verbs that need PyTorch wherever they run (the `host` extra): a device install, where no torch is
+# installed, neither lists nor parses them, and one called there says so in one line (exit 3)
+HOST_VERBS = ("info", "demo", "import", "train", "eval", "export", "quantize", "compare", "deploy")
+# verbs a device install runs with a runtime of its own, listed there where that runtime is installed:
+# `build` makes a TensorRT engine from a kit on the device. Elsewhere on a device it is left unlisted,
+# and runs, its own checks naming what it needs
+DEVICE_VERB_NEEDS = {"build": "tensorrt"}
+VERSION_LINE = f"alignvar-edge {__version__}"
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -75,14 +85,19 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> OneLineParser:
+    """The command's parser: on a device install, without the verbs it cannot run (`unlisted_verbs`);
+    a module none of whose verbs it runs is not imported."""
     parser = OneLineParser(
         prog="alignvar-edge",
         description="AlignVAR super-resolution from PyTorch to the edge: export, quantize, build, run, bench.")
-    parser.add_argument("--version", action="version", version=f"alignvar-edge {__version__}")
+    parser.add_argument("--version", action="version", version=VERSION_LINE)
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     parser.verb_parsers = sub.choices
-    for name in COMMAND_MODULES:
+    refused, unlisted = host_verbs_refused(), unlisted_verbs()
+    for name, verbs in COMMAND_MODULES:
+        if set(verbs) <= refused:
+            continue
         try:
             importlib.import_module(name).register(sub)
         except ModuleNotFoundError as e:
@@ -91,9 +106,28 @@ def build_parser() -> OneLineParser:
             if host_package(e):             # a device install (no host extra): no host verbs
                 continue
             raise
+    for verb in refused:
+        sub.choices.pop(verb, None)
+    # argparse keeps the help lines of the verb list apart from the verbs' parsers
+    sub._choices_actions = [a for a in sub._choices_actions if a.dest not in unlisted]
     for verb_parser in sub.choices.values():
         _positionals_named_as_shown(verb_parser)
     return parser
+
+
+def host_verbs_refused() -> set[str]:
+    """The verbs refused before their arguments are read: HOST_VERBS on a device install (no torch
+    installed: looked up, not imported), none elsewhere."""
+    return set() if is_installed("torch") else set(HOST_VERBS)
+
+
+def unlisted_verbs() -> set[str]:
+    """The verbs `--help` leaves out here: those refused, and on a device install each of
+    DEVICE_VERB_NEEDS whose runtime is not installed."""
+    refused = host_verbs_refused()
+    if not refused:
+        return refused
+    return refused | {verb for verb, runtime in DEVICE_VERB_NEEDS.items() if not is_installed(runtime)}
 
 
 def _positionals_named_as_shown(parser: argparse.ArgumentParser) -> None:
@@ -138,6 +172,15 @@ def _closed_streams_to_devnull() -> None:
         setattr(sys, name, open(fd, "w", encoding="utf-8", errors="surrogateescape", closefd=False))
 
 
+def _asks_version(argv: Sequence[str]) -> bool:
+    """Whether argparse would print the version for `argv`: `--version` before anything but `--debug`
+    (after a verb it is the verb's; `-h` before it prints the help; an abbreviation is parsed)."""
+    for arg in argv:
+        if arg != "--debug":
+            return arg == "--version"
+    return False
+
+
 def _verb_in(argv: Sequence[str]) -> str:
     """The verb `argv` names (its first argument that is no option; no top-level option takes a
     value), or '' where it names none."""
@@ -145,6 +188,12 @@ def _verb_in(argv: Sequence[str]) -> str:
 
 
 def _parse_and_run(argv: list[str], interrupted: list[int]) -> int:
+    if _asks_version(argv):         # without the parser, which imports every verb's module
+        print(VERSION_LINE)
+        return 0
+    if (verb := _verb_in(argv)) in host_verbs_refused():
+        print(f"alignvar-edge {verb}: error: {host_tools_error('this verb', 'torch')}", file=sys.stderr)
+        return HostToolsError.exit_code
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
