@@ -11,17 +11,19 @@ import subprocess
 import sys
 import warnings
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from alignvar_edge import cli
+from alignvar_edge.manifest import CONTENT_KEY, content_hash
 from alignvar_edge.model.config import AlignVARConfig
 from alignvar_edge.name_text import name_bytes, readable
 
 MICRO = AlignVARConfig.from_preset("micro")          # 32 px HR tile
+DOC_REPORT = Path(__file__).resolve().parents[1] / "docs" / "results" / "epyc-2core" / "tiny-t1.json"
 # a shell under LC_ALL=C, Python's UTF-8 mode and locale coercion off: every non-ASCII name escaped
 POSIX = {"LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
 
@@ -155,3 +157,61 @@ def test_eval_json_names_two_latin1_files_apart_and_a_utf8_name_as_text_under_lc
     assert run.returncode == 0, run.stderr.decode(errors="replace")[-2000:]
     names = sorted(i["name"] for i in json.loads(run.stdout)["images"])
     assert names == ["caf\\xe8.png", "caf\\xe9.png", "Ünïcødé café.png"]
+
+
+def test_bench_with_labels_that_are_no_utf8_writes_markdown_and_plot_and_prints_its_table(
+        micro_export: Path, tmp_path: Path) -> None:
+    """`bench "ORT\\xe9=EXP"`, and `--label Büro` under LC_ALL=C: the plot and the Markdown failed
+    after the timing, the table was never printed, and the report kept the escapes for merge. The
+    Markdown's link to a plot named in UTF-8 reads as text too."""
+    folder = tmp_path / "bench ü"
+    folder.mkdir()
+    out, md, plot = folder / "r.json", folder / "r.md", folder / "Grafik ü.png"
+    run = _verb("bench", b"ORT\xe9=" + os.fsencode(micro_export), "--reference", "preset:micro", "--runs", "1",
+                "--warmup", "0", "--tiles", "1", "--image-size", "0", "--peak-n", "64", "--profile-runs", "0",
+                "--threads", "1", "--label", "Büro", "--out", out, "--md", md, "--plot", plot, env=POSIX)
+    assert run.returncode == 0, run.stderr.decode(errors="replace")[-2000:]
+    assert b"\nORT\xe9 " in run.stdout and b"wrote " in run.stdout        # the table (the name's bytes), then the files
+    assert plot.stat().st_size > 1000
+    page = md.read_text(encoding="utf-8")
+    assert "on Büro" in page and "| ORT\\xe9 |" in page and "](Grafik ü.png)" in page
+    report = json.loads(out.read_text())
+    assert report["label"] == "Büro" and "ORT\\xe9" in [e["label"] for e in report["engines"]]
+
+
+def _older_report(label: str) -> dict[str, Any]:
+    """A committed report, relabelled `label`, with its content hash as a bench wrote it."""
+    report = json.loads(DOC_REPORT.read_text())
+    report["label"] = label
+    report.pop(CONTENT_KEY, None)
+    report[CONTENT_KEY] = content_hash(report)
+    return report
+
+
+def test_a_report_file_holds_its_labels_as_text(tmp_path: Path) -> None:
+    """What a device bench and `bench trtexec` write (--label under LC_ALL=C): jq read U+FFFD."""
+    from alignvar_edge.bench.schema import read_report, write_json
+    path = write_json(tmp_path / "r.json", _older_report(_held(b"ORT\xe9")))
+    assert json.loads(path.read_text())["label"] == "ORT\\xe9"
+    assert read_report(path)["label"] == "ORT\\xe9"              # its content hash is of what it holds
+
+
+def test_bench_merge_reads_an_older_report_with_a_label_that_is_no_utf8(tmp_path: Path) -> None:
+    """A report written before labels were made text keeps "ORT\\udce9" (content hash and all): a
+    merge of it on a UTF-8 host failed the same way. Its file name, and the plot's the Markdown
+    links, read as text too."""
+    with _new_file(tmp_path / "older", b"r\xe9.json") as fh:       # "ORT\udce9", as Python's json wrote it
+        fh.write(json.dumps(_older_report(_held(b"ORT\xe9"))).encode("ascii"))
+        older = fh.name
+    outs = os.path.join(os.fsencode(tmp_path), b"m\xe9")
+    os.mkdir(outs)
+    md, plot = os.path.join(outs, b"m.md"), os.path.join(outs, b"m\xe9.png")
+    run = _verb("bench", "merge", older, "--out", tmp_path / "m.json", "--md", md, "--plot", plot)
+    assert run.returncode == 0, run.stderr.decode(errors="replace")[-2000:]
+    assert os.path.getsize(plot) > 1000
+    with open(md, encoding="utf-8") as fh:
+        page = fh.read()
+    assert "**ORT\\xe9**" in page and "](m\\xe9.png)" in page
+    merged = json.loads((tmp_path / "m.json").read_text())
+    assert merged["reports"][0]["label"] == "ORT\\xe9"
+    assert merged["sources"] == [f"{tmp_path}/older/r\\xe9.json"]

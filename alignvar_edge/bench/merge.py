@@ -22,6 +22,7 @@ from alignvar_edge.bench.schema import DEVICE_REFERENCE, ReportSchemaError, devi
 from alignvar_edge.cpuinfo import cpu_words, is_x86
 from alignvar_edge.errors import InputError
 from alignvar_edge.manifest import CONTENT_KEY, default_overlap
+from alignvar_edge.name_text import readable, readable_texts
 
 __all__ = ["build_warnings", "by_label_notes", "cpu_warnings", "graph_warnings", "label_warnings",
            "lineup", "lineup_keys", "merge_markdown", "merge_reports", "merge_warnings", "plot_merged", "plot_rows",
@@ -41,17 +42,21 @@ def merge_reports(paths: Sequence[str | os.PathLike[str]]) -> dict[str, Any]:
     # report) is merged once: its rows would otherwise appear again as a second device
     seen: dict[str, tuple[str, dict[str, Any]]] = {}
     repeated = []
-    for p in paths:
+    # each report's file name and contents as text (name_text): a label or name that is no UTF-8,
+    # which an older report keeps as a surrogate escape, failed the merged Markdown and plot
+    sources = [readable(os.fspath(p)) for p in paths]
+    for p, source in zip(paths, sources):
         report = read_report(p)
         check_figures(report, str(p))
         for r in _parts(report):
-            r = {k: v for k, v in r.items() if k != CONTENT_KEY}     # merging relabels it: the merged report's covers it
+            # merging relabels it: the merged report's hash covers it
+            r = readable_texts({k: v for k, v in r.items() if k != CONTENT_KEY})
             measured = _measurement(r)
             if measured in seen:
-                _refuse_other_machine(p, r, *seen[measured])
-                repeated.append(_repeat_line(p, r, *seen[measured]))
+                _refuse_other_machine(source, r, *seen[measured])
+                repeated.append(_repeat_line(source, r, *seen[measured]))
                 continue
-            seen[measured] = (str(p), r)
+            seen[measured] = (source, r)
             parts.append(r)
     _label_machines(parts)
     # one device may report several models; only a repeated (device, model) pair needs telling apart.
@@ -78,7 +83,7 @@ def merge_reports(paths: Sequence[str | os.PathLike[str]]) -> dict[str, Any]:
                          "weights_sha256": r["model"].get("weights_sha256"),
                          "tile_hr": r["model"]["tile"]["hr"], "created": r["created"], **row})
     hardware = {r["label"]: _hardware(r) for r in parts}
-    return {**report_header("merged"), "sources": [str(p) for p in paths], "reports": parts, "rows": rows,
+    return {**report_header("merged"), "sources": sources, "reports": parts, "rows": rows,
             "warnings": repeated + cpu_warnings(parts) + merge_warnings(parts) + label_warnings(rows)
             + graph_warnings(rows) + build_warnings(rows, hardware),
             "notes": precision_notes(rows) + by_label_notes(rows) + runtime_notes(parts)}
@@ -699,7 +704,7 @@ def merge_markdown(merged: dict[str, Any], plot: str | None = None) -> str:
     for key, title in lineups:
         lines += ["", f"## Engine x device: {title}", "", markdown_table(lineup(merged, key))]
     if plot:
-        lines += ["", f"![latency per megapixel across devices]({plot})"]
+        lines += ["", f"![latency per megapixel across devices]({readable(plot)})"]
     return "\n".join(lines) + "\n"
 
 

@@ -18,6 +18,7 @@ from alignvar_edge.bench.schema import existing_report, write_json
 from alignvar_edge.caller import option
 from alignvar_edge.errors import InputError, OutputExistsError
 from alignvar_edge.fsmodes import starts_with, unwritable_folder, write_text, written_meanwhile
+from alignvar_edge.name_text import readable_texts
 from alignvar_edge.outputs import check_outside_artifacts
 
 __all__ = ["check_same_machine", "check_targets", "rechecked", "write_outputs"]
@@ -119,9 +120,12 @@ def rechecked(out: str | None, md: str | None, plot: str | None, inputs: Sequenc
 def write_outputs(report: dict[str, Any], out: str | None, md: str | None, plot: str | None,
                   recheck: Callable[[], None] | None = None) -> None:
     """`recheck` (`rechecked`): asked before any file is written, so a target taken meanwhile leaves
-    none written, and again as each file is renamed into place."""
+    none written, and again as each file is renamed into place. The files hold the report's names
+    and labels as text (`readable_texts`): a label or path that is no UTF-8 made a Markdown page
+    and a plot fail, after the timing, and a strict JSON reader shows it as U+FFFD."""
     if recheck is not None:
         recheck()
+    report = readable_texts(report)
     if out:
         write_json(out, report, recheck)
     if plot:

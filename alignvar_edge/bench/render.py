@@ -15,6 +15,7 @@ from alignvar_edge.errors import InputError
 from alignvar_edge.fsmodes import write_atomically
 from alignvar_edge.runtimes.base import precision_label
 from alignvar_edge.manifest import UNHASHED, prune_text
+from alignvar_edge.name_text import readable
 
 __all__ = ["all_cores_line", "engine_rows", "figure_cell", "graph_words", "is_bench_plot", "markdown_table",
            "plain_log_ticks", "pruning_note", "plot_report", "pyplot", "report_markdown", "roofline_line", "rounds_line",
@@ -510,7 +511,7 @@ def report_markdown(report: dict[str, Any], plot: str | None = None) -> str:
              "", markdown_table(_table(engine_rows(report), _shown(report, COLUMNS))), ""]
     lines += summary_lines(report)
     if plot:
-        lines += ["", f"![latency and fidelity]({plot})"]
+        lines += ["", f"![latency and fidelity]({readable(plot)})"]
     prof = report.get("profile")
     if prof:
         srcs = prof["sources"]

@@ -88,6 +88,7 @@ from alignvar_edge.errors import InputError
 from alignvar_edge.fsmodes import write_text
 from alignvar_edge.jsonsafe import dumps, loads
 from alignvar_edge.manifest import CONTENT_KEY, content_hash
+from alignvar_edge.name_text import readable_texts
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "ReportSchemaError", "check_report", "device_kind", "is_number", "meets_fidelity",
            "model_block", "new_report", "read_report", "reference_model_block", "report_header", "status_reasons",
@@ -183,7 +184,9 @@ def device_kind(backend: str, device: Any) -> str | None:
 def write_json(path: str | os.PathLike[str], data: Any, recheck: Callable[[], None] | None = None) -> Path:
     """Write JSON atomically: a temporary sibling renamed over `path` (readers never see half a file).
     A report (bench or merged) is written with its content hash (CONTENT_KEY) over what a reader
-    parses, which `read_report` verifies. `recheck`: as `fsmodes.write_atomically`'s."""
+    parses, which `read_report` verifies. `recheck`: as `fsmodes.write_atomically`'s. Its names and
+    labels are written as text (`readable_texts`): what jq, a browser and `bench merge` read alike."""
+    data = readable_texts(data)
     if isinstance(data, dict) and data.get("schema") == SCHEMA:
         data = loads(dumps(data))
         data[CONTENT_KEY] = content_hash(data)
