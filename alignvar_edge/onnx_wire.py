@@ -85,6 +85,7 @@ def external_locations(model: bytes | BinaryIO, on_read: Callable[[bytes], None]
     `on_read`: given every block as it is read, in order, to the end of the file (nothing is sought
     past): a hash of the same read. Where it raises, the file is left where the walk stopped, for the
     caller to read the rest."""
+    fh: BinaryIO
     if isinstance(model, bytes):
         fh, size = io.BytesIO(model), len(model)
     else:
