@@ -43,6 +43,8 @@ since CPUs with AMX or AVX512-BF16 default to bf16 and GPUs to f16 (alignvar-tin
 default: 94.8-95.0% tokens). `parity=False` leaves
 the runtime's default, and the engine warns (PrecisionWarning) when it differs from the manifest. The NPU needs static shapes: the model
 is reshaped to the manifest's static input shape (and NPU computes in fp16 regardless).
+`cache_dir` (else the folder ALIGNVAR_EDGE_CACHE_DIR names, `compile_cache`): OpenVINO's compiled-model
+cache, so that a load after the first reads what the first compiled (a call per photo).
 """
 from __future__ import annotations
 
@@ -50,8 +52,9 @@ import contextlib
 import ctypes
 import errno
 import os
+import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from dataclasses import dataclass, replace
@@ -63,7 +66,7 @@ from alignvar_edge.caller import on_command_line, option, warn_caller
 from alignvar_edge.cpuinfo import has_vnni
 from alignvar_edge.errors import (ArtifactError, BackendUnavailableError, HalfPrecisionError, InputError,
                                   PrecisionWarning)
-from alignvar_edge.fsmodes import WRITE_LIMITS, temp_folder_full
+from alignvar_edge.fsmodes import WRITE_LIMITS, lies_within, temp_folder_full
 from alignvar_edge.graph_names import INPUT, NOISE, SR, is_token_name, token_names
 from alignvar_edge.lazy import lazy_import
 from alignvar_edge.progress import duration
@@ -73,6 +76,7 @@ from alignvar_edge.runtimes.artifacts import (check_calibration, engine_manifest
                                               single_graph, validation_tiles)
 from alignvar_edge.runtimes.base import Backend, Engine, TensorSpec, config_from_manifest, input_roles
 from alignvar_edge.runtimes.onnxruntime import ship_golden
+from alignvar_edge.runtimes.openvino import CACHE_ENV
 from alignvar_edge.runtimes.openvino.devices import DEVICE_KINDS, HARDWARE_KINDS, VIRTUAL_DEVICES, device_kind
 from alignvar_edge.runtimes.openvino.readme import engine_readme
 from alignvar_edge.runtimes.readme import write_readme
@@ -159,11 +163,16 @@ class OpenVINOEngine(Engine):
 
     def __init__(self, model_path: Path, metadata: Manifest, device: str = "CPU",
                  engine_dir: Path | None = None, parity: bool = True, threads: int | None = None,
-                 hint: str | None = None, cache_dir: str | None = None, image_path: Path | None = None):
+                 hint: str | None = None, cache_dir: Path | None = None, image_path: Path | None = None):
         config = config_from_manifest(metadata)
         core = ov.Core()
+        # `cache_dir`: a folder `compile_cache` checked. OpenVINO keys an entry on the model (weights
+        # included) and the device, compiles again where its release or the CPU's ISA differs, and
+        # applies this load's precision hint and threads to what it reads (outputs measured equal to a
+        # fresh compile's, f32 and bf16 either way round: docs/runtimes.md)
+        self.cache_dir = cache_dir
         if cache_dir is not None:
-            core.set_property({"CACHE_DIR": str(_cache_folder(cache_dir))})
+            core.set_property({"CACHE_DIR": os.fspath(cache_dir)})
         model = core.read_model(str(model_path))
         roles = input_roles([i.get_any_name() for i in model.inputs], model_path)
         if device_kind(device) == "NPU" or model.inputs[0].get_partial_shape().is_dynamic:
@@ -188,6 +197,9 @@ class OpenVINOEngine(Engine):
             image_config = compile_config(device, parity, threads, hint, inference=halves)
             self._parts.append(_Part(core.compile_model(image, device, image_config), [SR], True, image_config))
         self.compiled = self._parts[0].compiled
+        # whether every compiled model was read from the cache (None: no cache, or OpenVINO does not say)
+        found = [_loaded_from_cache(p.compiled) for p in self._parts]
+        self.loaded_from_cache = None if cache_dir is None or None in found else all(found)
         half = halves.get(_ran_on(self.compiled, device), "f32")
         # a token part with bf16 islands (`rewrite.bf16_islands`) compiles f32 around them
         self._islands = " with bf16 matmuls" if (metadata.extra.get("split") or {}).get("token_bf16_matmuls") else ""
@@ -400,22 +412,53 @@ def _ran_on(compiled: Any, device: str) -> str:
         return "CPU"
 
 
-def _cache_folder(cache_dir: object) -> Path:
-    """OpenVINO's CACHE_DIR, made if missing. OpenVINO itself ignores one it cannot write (a file:
-    every load compiles again, silently) and fails on one it cannot create with a C++ trace; pathlib
-    raised a bare TypeError for a number or bytes."""
-    if not isinstance(cache_dir, (str, os.PathLike)) or not isinstance(os.fspath(cache_dir), str) or not cache_dir:
-        raise InputError(f"OpenVINO cache_dir must be a folder path (a str or os.PathLike), or None for no cache; "
-                         f"got {cache_dir!r}")
-    folder = Path(cache_dir)
+def compile_cache(opts: Mapping[str, Any], artifact: Path) -> Path | None:
+    """The folder where OpenVINO keeps this load's compiled models: `cache_dir` where the load passes
+    it (None: no cache), else CACHE_ENV's where it is set and not empty, else none. Made if missing.
+    Refused in one line naming the option or the variable: a folder OpenVINO cannot use (it ignored
+    a file, compiling at every load without a word, and failed on one it could not make with a C++
+    trace); one inside the artifact loaded, whose files would then fail its verification (the cache
+    is no part of the engine); and one every user may write: OpenVINO checks neither who wrote a
+    cached model nor its content, and a changed byte ran as the engine (measured), so a model put
+    there by anyone would run in place of this verified one."""
+    if "cache_dir" in opts:
+        value = opts["cache_dir"]
+        if value is None:
+            return None
+        said = option("cache_dir") if on_command_line() else "cache_dir"
+        named, fix = f"OpenVINO {said}", f"pass {{}}, or no {said}"
+        if not isinstance(value, (str, os.PathLike)) or not isinstance(os.fspath(value), str) or not value:
+            raise InputError(f"{named} must be a folder path (a str or os.PathLike), or None for no cache; "
+                             f"got {value!r}")
+    else:
+        value = os.environ.get(CACHE_ENV)
+        if not value:
+            return None
+        named, fix = CACHE_ENV, f"set {CACHE_ENV} to {{}}, or unset it"
+    folder = Path(value)
+    if lies_within(folder, artifact):
+        raise InputError(f"{named} '{folder}' lies inside '{artifact}', whose files are verified at every load: "
+                         f"the cache's files would fail that check; {fix.format('a folder outside it')}")
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(mode=0o775, parents=True, exist_ok=True)      # never writable by every user
     except OSError as e:
-        raise InputError(f"OpenVINO cache_dir '{folder}' cannot be made a folder ({e.strerror or e}); "
-                         "pass a writable folder, or no cache_dir") from e
+        raise InputError(f"{named} '{folder}' cannot be made a folder ({e.strerror or e}); "
+                         f"{fix.format('a writable folder')}") from e
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise InputError(f"OpenVINO cache_dir '{folder}' is not writable; pass a writable folder, or no cache_dir")
+        raise InputError(f"{named} '{folder}' is not writable; {fix.format('a writable folder')}")
+    if folder.stat().st_mode & stat.S_IWOTH:
+        raise InputError(f"{named} '{folder}' can be written by every user, and OpenVINO would run a compiled "
+                         "model anyone put there in place of the engine's, unchecked; "
+                         f"{fix.format('a folder only you (or your group) can write')}")
     return folder
+
+
+def _loaded_from_cache(compiled: Any) -> bool | None:
+    """Whether OpenVINO read a compiled model from its cache (None: its release or device does not say)."""
+    try:
+        return bool(compiled.get_property("LOADED_FROM_CACHE"))
+    except (RuntimeError, TypeError):
+        return None
 
 
 def _compiled_precision(compiled: Any, config: dict[str, Any], core: Any) -> str | None:
@@ -998,6 +1041,7 @@ class OpenVINOBackend(Backend):
             raise BackendUnavailableError(f"OpenVINO device {device} is not present here (devices: "
                                           f"{', '.join(self.devices())}); run it where {device} is, or on CPU: "
                                           f"{_on_cpu()}")
+        opts["cache_dir"] = compile_cache(opts, Path(engine_dir))
         return OpenVINOEngine(path, m, device, Path(engine_dir), **opts)
 
 
