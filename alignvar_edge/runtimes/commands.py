@@ -22,6 +22,7 @@ from alignvar_edge.manifest import Manifest, first_names, unverified_caution
 from alignvar_edge.model.bundled import DEFAULT_CHECKPOINT
 from alignvar_edge.runtimes.upscale_jobs import Job, changed_inputs, foreign_outputs, plan_jobs
 from alignvar_edge.runtimes.base import check_thread_count
+from alignvar_edge.runtimes.openvino import CACHE_ENV
 
 if TYPE_CHECKING:
     from alignvar_edge.runtimes import BackendInfo
@@ -32,6 +33,30 @@ PALETTES = "palette" + "|".join(p.removeprefix("palette") for p in precisions("c
 # --device of the verbs that run an engine
 RUN_DEVICE_HELP = ("the device the engine runs on, named as `build --device` names it (torch: cpu, cuda[:N] or mps); "
                    "default: the one it was built for (torch from a checkpoint: cpu)")
+
+
+def add_cache_dir_option(parser: argparse.ArgumentParser) -> None:
+    """--cache-dir of the verbs that load engines (upscale, selftest, bench): the `cache_dir` load option."""
+    parser.add_argument("--cache-dir", metavar="DIR",
+                        help="OpenVINO engines: keep their compiled model in DIR (made if missing) and read it from "
+                             "there on later calls instead of compiling again, seconds each; a call per photo wants "
+                             f"it (default: ${CACHE_ENV} where set, which the other engines ignore; else no cache)")
+
+
+def cache_dir_scope() -> str:
+    """What --cache-dir applies to, as its refusals say it (upscale, selftest, bench)."""
+    from alignvar_edge import runtimes
+    return ("--cache-dir keeps the model an engine compiles as it loads, which only "
+            f"{', '.join(runtimes.backends_taking('cache_dir'))} engines do")
+
+
+def cache_dir_option(args: argparse.Namespace, engine: str, backend: str) -> dict[str, Any]:
+    """--cache-dir as the load option it gives, refused in one line, before any work, on an engine
+    whose backend compiles nothing as it loads (the variable that sets it for every call is ignored there)."""
+    if args.cache_dir is None:
+        return {}
+    _require_option(engine, backend, "cache_dir", f"{cache_dir_scope()}: drop it")
+    return {"cache_dir": args.cache_dir}
 
 
 def register(sub: Any) -> None:
@@ -113,6 +138,7 @@ def register(sub: Any) -> None:
     u.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
                    help="torch on a CUDA device: run each call eagerly instead of replaying it as one "
                         "captured CUDA graph (the default there)")
+    add_cache_dir_option(u)
     u.add_argument("--quality", type=_quality_arg, metavar="1-100|lossless",
                    help="JPEG and WebP outputs: 1 to 100 (default 95; JPEG keeps full-resolution colour, 4:4:4, "
                         "from 90 up, 4:2:0 below), or 'lossless' for WebP; refused where no output is .jpg or .webp")
@@ -189,6 +215,7 @@ def register(sub: Any) -> None:
     s.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
                    help="torch on a CUDA device: run each call eagerly instead of replaying it as one "
                         "captured CUDA graph (the default there)")
+    add_cache_dir_option(s)
     add_json_option(s, "the report")
     s.set_defaults(func=run_selftest)
 
@@ -449,6 +476,7 @@ def run_upscale(args: argparse.Namespace) -> int:
     if not args.cuda_graphs:
         _require_cuda_device(args.engine, args.backend, args.device)
         opts["cuda_graphs"] = False
+    opts.update(cache_dir_option(args, args.engine, args.backend))
     limit = args.max_megapixels
     with runtimes.load(args.engine, backend=args.backend, device=args.device, **opts) as engine:
         caution = unverified_caution(args.engine)       # its precision and model are its manifest's word only
@@ -760,6 +788,7 @@ def run_selftest(args: argparse.Namespace) -> int:
             from alignvar_edge.bench.host import run_threads
             from alignvar_edge.cpuinfo import cpu_info
             run_threads(args.threads, {"cpu": cpu_info()})        # more threads than cores: refused
+        cache = cache_dir_option(args, target, backend)
         if args.engine:
             # an engine carries its own model (its golden outputs) and precision: neither is chosen here
             given = [flag for flag, value in (("--precision", args.precision), ("--model", args.model)) if value]
@@ -767,10 +796,10 @@ def run_selftest(args: argparse.Namespace) -> int:
                 raise InputError(f"{' and '.join(given)} {'goes' if len(given) == 1 else 'go'} with --backend; "
                                  "an --engine was built from its own model, at its own precision")
             report = selftest_engine(args.engine, device=args.device, runs=args.runs, log=progress.note, cuda_graphs=graphs,
-                                     threads=args.threads)
+                                     threads=args.threads, **cache)
         else:
             report = selftest(args.backend, model=model, device=args.device, precision=args.precision,
-                              runs=args.runs, log=progress.note, cuda_graphs=graphs, threads=args.threads)
+                              runs=args.runs, log=progress.note, cuda_graphs=graphs, threads=args.threads, **cache)
         result.emit(report, format_report(report))
     # BUILT-ONLY: built and validated, but nothing ran here, so nothing was checked
     return {"PASS": 0, "BUILT-ONLY": BackendUnavailableError.exit_code}.get(report["result"], 1)

@@ -188,10 +188,11 @@ def _lock_is_free(path: Path) -> bool:
 def selftest(backend: str, model: str = DEFAULT_CHECKPOINT, device: str | None = None,
              precision: str | None = None, runs: int = 10, workdir: str | None = None,
              log: Log = lambda _m: None, cuda_graphs: bool | None = None,
-             threads: int | None = None) -> dict[str, Any]:
+             threads: int | None = None, cache_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Build, verify against golden outputs and time one backend here; returns the report.
     `cuda_graphs=False`: a torch engine on CUDA runs eagerly (the torch load option); `threads`:
-    the CPU threads it runs on (the load option; None: the runtime's default)."""
+    the CPU threads it runs on (the load option; None: the runtime's default); `cache_dir`: where an
+    OpenVINO engine keeps its compiled model (the load option)."""
     from alignvar_edge import __version__, runtimes
     from alignvar_edge.model.checkpoint import resolve_checkpoint_dir
 
@@ -234,10 +235,11 @@ def selftest(backend: str, model: str = DEFAULT_CHECKPOINT, device: str | None =
                           "with `alignvar-edge build EXPORT --target tensorrt --out KIT`")
             return report
         t0 = time.perf_counter()
-        opts = _load_options(report, cuda_graphs, threads)
+        opts = _load_options(report, cuda_graphs, threads, cache_dir)
         with runtimes.load(engine_dir, backend=b.name, device=device, **opts) as engine:
             report["load_s"] = round(time.perf_counter() - t0, 2)
             report["device"] = engine.device
+            report.update(_cache_record(engine))
             try:
                 sr, tok = engine.run(lr)
             except BackendUnavailableError as e:          # Core ML off macOS: built and validated only
@@ -261,12 +263,23 @@ def _require_pytorch() -> None:
                              "alignvar-edge selftest --engine ENGINE_DIR", name=e.name) from e
 
 
-def _load_options(report: dict[str, Any], cuda_graphs: bool | None, threads: int | None) -> dict[str, Any]:
-    """The load options `cuda_graphs` (torch) and `threads` that are set, also recorded in the
-    report: a latency means little without the threads it ran on."""
+def _load_options(report: dict[str, Any], cuda_graphs: bool | None, threads: int | None,
+                  cache_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """The load options `cuda_graphs` (torch), `threads` and `cache_dir` (OpenVINO) that are set, the
+    first two also recorded in the report: a latency means little without the threads it ran on. The
+    cache the engine used is recorded once it is open (`_cache_record`: the variable may set it)."""
     opts = {k: v for k, v in (("cuda_graphs", cuda_graphs), ("threads", threads)) if v is not None}
     report.update(opts)
-    return opts
+    return {**opts, **({"cache_dir": cache_dir} if cache_dir is not None else {})}
+
+
+def _cache_record(engine: Any) -> dict[str, Any]:
+    """The report's record of the compiled-model cache an engine loaded with (OpenVINO's): its folder
+    and whether the compiled model was read from it; nothing for an engine without one."""
+    folder = getattr(engine, "cache_dir", None)
+    if folder is None:
+        return {}
+    return {"cache_dir": str(folder), "loaded_from_cache": getattr(engine, "loaded_from_cache", None)}
 
 
 def _check_and_time(engine: Any, lr: np.ndarray, sr: np.ndarray, tok: list[np.ndarray],
@@ -317,8 +330,9 @@ def _int8_fix(m: Manifest, r: Recipe) -> str:
 
 def selftest_engine(engine_dir: str | os.PathLike[str], device: str | None = None, runs: int = 10,
                     log: Log = lambda _m: None, cuda_graphs: bool | None = None,
-                    threads: int | None = None) -> dict[str, Any]:
+                    threads: int | None = None, cache_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Check a built engine directory against the golden outputs it carries, and time it.
+    `cache_dir`: where an OpenVINO engine keeps its compiled model (the load option).
 
     Needs only the engine's runtime (no PyTorch, no bundled model): what a device runs first."""
     from alignvar_edge import __version__, runtimes
@@ -334,7 +348,8 @@ def selftest_engine(engine_dir: str | os.PathLike[str], device: str | None = Non
             if is_checkpoint(root):
                 load_golden(root)
             runtimes.detect_backend(root)
-    opts = _load_options({}, cuda_graphs, threads)
+    recorded: dict[str, Any] = {}
+    opts = _load_options(recorded, cuda_graphs, threads, cache_dir)
     # loaded, so verified, before its golden file is read: safetensors says a file it may not read is missing
     with runtimes.load(root, device=device, **opts) as engine:
         f = engine_golden(root, lambda: _without_golden(root))
@@ -356,7 +371,8 @@ def selftest_engine(engine_dir: str | os.PathLike[str], device: str | None = Non
             # what the runtime computed (OpenVINO says), beside what the engine was built and checked for
             "compute_precision": getattr(engine, "compute_precision", None),
             "expected_precision": getattr(engine, "expected_precision", None)}
-        report.update(opts)
+        report.update(recorded)
+        report.update(_cache_record(engine))
         caution = unverified_caution(root)
         if caution:             # the precision and model above are the manifest's word only
             report["manifest_unverified"] = caution
@@ -430,6 +446,11 @@ def format_report(r: dict[str, Any]) -> str:
                      if r.get("export_cached") else f"export    {r['export_s']} s")
     if "build_s" in r:
         lines.append(f"build     {r['build_s']} s" + (f", load {r['load_s']} s" if "load_s" in r else ""))
+    if r.get("cache_dir"):
+        loaded = r.get("loaded_from_cache")
+        state = ("compiled model read from" if loaded else "compiled here, kept in" if loaded is False
+                 else "compiled model cached in")
+        lines.append(f"cache     {state} {r['cache_dir']}")
     if r.get("engine_sha256"):
         lines.append(f"engine    {r['engine_sha256']} (SHA-256)")
     if r.get("golden_reference"):
