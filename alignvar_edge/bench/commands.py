@@ -8,12 +8,13 @@ from typing import Any
 from alignvar_edge.argtypes import (MAX_TILES, batch_size, fraction, nonneg_int, positive_float, positive_int, random_seed,
                                  tile_count)
 from alignvar_edge.bench.image import FOLDER_LR, IMAGE_LR, IMAGE_RUNS
-from alignvar_edge.errors import InputError, OutputExistsError
+from alignvar_edge.errors import AlignVAREdgeError, InputError, OutputExistsError
 from alignvar_edge.extras import is_installed
 from alignvar_edge.model.bundled import CHECKPOINT_HELP
 from alignvar_edge.progress import bar, note
 from alignvar_edge import recipes
 from alignvar_edge.recipes import DEFAULT_MIN_TOKENS, DEPLOY_DEFAULT, deploy_precisions, deploy_targets
+from alignvar_edge.runtimes.commands import add_cache_dir_option, cache_dir_scope
 
 
 def _engine_help() -> str:
@@ -33,7 +34,7 @@ MERGE_FLAGS = ("out", "md", "plot", "force")
 # the flags the device bench reads (`bench ENGINE --no-reference`, or any bench where PyTorch is not
 # installed; --md and --plot are refused there with their own hint) and `bench trtexec`
 DEVICE_FLAGS = ("out", "md", "plot", "force", "runs", "warmup", "duration", "threads", "label",
-                "min_token_agreement", "no_reference")
+                "min_token_agreement", "no_reference", "cache_dir")
 TRTEXEC_ONLY = ("trt_engine", "batch")
 TRTEXEC_FLAGS = ("out", "md", "plot", "force", "label", *TRTEXEC_ONLY)
 
@@ -155,6 +156,7 @@ def register(sub: Any) -> None:
                    help="tile overlap of the whole-image and folder timings (default: a quarter tile, as upscale)")
     p.add_argument("--threads", type=positive_int,
                    help="threads for every engine, at most the usable cores (default: all usable cores)")
+    add_cache_dir_option(p)
     p.add_argument("--staged", help="a staged ONNX export of the same model: adds ONNX Runtime per-stage timing")
     p.add_argument("--profile-runs", type=nonneg_int, default=3, help="runs of the per-stage profile (0: none; default %(default)s)")
     p.add_argument("--peak-n", type=positive_int, default=1024, help="side of the GEMM that measures the peak (default 1024)")
@@ -240,6 +242,7 @@ def run_bench_cmd(args: argparse.Namespace) -> int:
     from alignvar_edge.bench.outputs import check_same_machine, check_targets
     check_targets(args.out, args.md, args.plot, force=args.force)     # before minutes of measuring
     check_same_machine(args.out, args.force)
+    _refuse_unused_cache_dir(args)
     if args.no_reference or not is_installed("torch"):
         return run_device_bench(args)
     _refuse_unread(args, tuple(dest for dest, _, _ in args.flag_defaults if dest not in TRTEXEC_ONLY),
@@ -254,7 +257,7 @@ def run_bench_cmd(args: argparse.Namespace) -> int:
                         target_speedup=args.target_speedup, label=args.label, sequential=args.sequential,
                         duration=args.duration, image_size=args.image_size, image_runs=args.image_runs,
                         image_overlap=args.overlap, folder_images=args.folder_images,
-                        folder_size=args.folder_size, need_an_engine=True)
+                        folder_size=args.folder_size, need_an_engine=True, cache_dir=args.cache_dir)
     report = run_bench(args.engines, reference=args.reference, options=opts, log=_say, progress=bar)
     from alignvar_edge.bench.outputs import rechecked, write_outputs
 
@@ -295,6 +298,20 @@ def _exit_status(report: dict[str, Any]) -> int:
     return 1 if report["summary"]["failed"] else 0
 
 
+def _refuse_unused_cache_dir(args: argparse.Namespace) -> None:
+    """--cache-dir where no engine benched takes it, refused by name as every flag the run would not
+    read; with one that does, it applies to those (ALIGNVAR_EDGE_CACHE_DIR is not a flag: ignored there)."""
+    from alignvar_edge.bench.subjects import parse_spec, takes_load_option
+    if args.cache_dir is None:
+        return
+    try:
+        taken = any(takes_load_option(parse_spec(e), "cache_dir") for e in args.engines)
+    except AlignVAREdgeError:
+        return              # a path that names no engine: the bench's own checks say so, in their words
+    if not taken:
+        raise InputError(f"{cache_dir_scope()}, and no engine benched here is one: drop it")
+
+
 def _refuse_unread(args: argparse.Namespace, reads: tuple[str, ...], mode: str, hint: str = "") -> None:
     """One line naming the flags given that `mode`, reading only `reads`, would ignore. A flag left
     at its default cannot be told from one not given, and changes nothing either way."""
@@ -309,15 +326,15 @@ def run_device_bench(args: argparse.Namespace) -> int:
     """`bench ENGINE... --no-reference`: engines timed against their golden outputs, without PyTorch."""
     from alignvar_edge.bench.device import bench_engine_dir
     _refuse_unread(args, DEVICE_FLAGS, "the device bench (engines timed against their golden outputs, no "
-                   "PyTorch), which reads only --out, --force, --runs, --warmup, --duration, --threads, --label "
-                   "and --min-token-agreement",
+                   "PyTorch), which reads only --out, --force, --runs, --warmup, --duration, --threads, --label, "
+                   "--min-token-agreement and --cache-dir",
                    ", or run the bench where PyTorch is installed, without --no-reference")
     _refuse_renderings(args)
     if not args.no_reference:
         _say("PyTorch is not installed: timing the engines against their golden outputs (--no-reference)")
     report = bench_engine_dir(args.engines, runs=args.runs, warmup=args.warmup, threads=args.threads,
                               label=args.label, min_token_agreement=args.min_token_agreement, log=_say,
-                              duration=args.duration)
+                              duration=args.duration, cache_dir=args.cache_dir)
     _refuse_untimed(report)
     from alignvar_edge.bench.outputs import rechecked
     return _write_device_report(args.out, report, rechecked(args.out, None, None, force=args.force))

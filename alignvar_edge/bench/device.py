@@ -86,13 +86,16 @@ def _golden(root: Path) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], dict[
 # ------------------------------------------------------------------------------------------------
 def bench_engine_dir(engines: list[str], runs: int = 20, warmup: int = 3, threads: int | None = None,
                      label: str | None = None, min_token_agreement: float = DEFAULT_MIN_TOKENS,
-                     log: Any = None, duration: float | None = None) -> dict[str, Any]:
-    """Time engine directories and check them against their golden outputs; no PyTorch needed."""
+                     log: Any = None, duration: float | None = None,
+                     cache_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """Time engine directories and check them against their golden outputs; no PyTorch needed.
+    `cache_dir`: where OpenVINO engines keep their compiled model (the load option)."""
     from alignvar_edge.bench.fidelity import fidelity
     from alignvar_edge.bench.memory import PeakRSS
     from alignvar_edge.bench.render import unverified_note
     from alignvar_edge.bench.runner import graph_fields, identity_fields, precision_fields, rounds
-    from alignvar_edge.bench.subjects import BICUBIC, call_for, check_exists, open_subject, parse_spec, unique_label
+    from alignvar_edge.bench.subjects import (BICUBIC, call_for, check_cache_dir, check_exists, open_subject, parse_spec,
+                                              unique_label)
     say = log or (lambda _m: None)
     if runs < 1 or warmup < 0:
         raise InputError(f"need --runs >= 1 and --warmup >= 0; got {runs}, {warmup}")
@@ -107,6 +110,7 @@ def bench_engine_dir(engines: list[str], runs: int = 20, warmup: int = 3, thread
                              "name at least one (bicubic is a baseline of the bench with PyTorch)")
     for spec in specs:
         check_exists(spec)          # every one before any is timed
+    check_cache_dir(specs, cache_dir)
     _check_one_model(specs)
     host = _host()
     own = OwnLoad()
@@ -116,7 +120,7 @@ def bench_engine_dir(engines: list[str], runs: int = 20, warmup: int = 3, thread
     for spec in specs:
         say(f"opening {spec.text}")
         # one label per row, as in the bench with PyTorch: the summary and `bench merge` key on it
-        sub = unique_label(open_subject(spec, threads=threads, spin=False), taken)
+        sub = unique_label(open_subject(spec, threads=threads, spin=False, cache_dir=cache_dir), taken)
         e: dict[str, Any] = {"label": sub.label, "backend": sub.backend, "kind": "engine", "status": sub.status,
                              "reason": sub.reason, "path": sub.path, "precision": sub.precision,
                              "device": sub.device, "artifact_bytes": sub.info.get("artifact_bytes"),

@@ -15,6 +15,7 @@ Order of work (each phase on every subject before the next phase):
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -34,8 +35,8 @@ from alignvar_edge.bench.render import pruning_note, spread_words, unverified_no
 from alignvar_edge.bench.schema import ROUNDS, SPEEDUP_OF, SPEEDUPS, device_kind, meets_fidelity, new_report, reference_model_block, status_reasons
 from alignvar_edge.bench.stats import latency_summary, ratio_spread, separated, spread_bounds
 from alignvar_edge.bench.subjects import (BICUBIC, EAGER, EngineSpec, Subject, artifact_bytes, call_for,
-                                          check_exists, open_subject, parse_spec, spec_manifest, unique_label,
-                                          untimed_error)
+                                          check_cache_dir, check_exists, open_subject, parse_spec, spec_manifest,
+                                          unique_label, untimed_error)
 from alignvar_edge.caller import option, python_call
 from alignvar_edge.errors import AlignVAREdgeError, BackendUnavailableError, InputError
 from alignvar_edge.fsmodes import not_a_folder
@@ -78,6 +79,9 @@ class BenchOptions:
     folder_images: int = 0            # small images of the folder timing (0: none); as many rounds as image_runs
     folder_size: int = FOLDER_LR      # LR side of each of them
     need_an_engine: bool = False      # refuse (before a report) where every engine asked for is unavailable
+    # where OpenVINO engines keep their compiled model (None: ALIGNVAR_EDGE_CACHE_DIR's, if set); load_s
+    # then times reading it, not compiling
+    cache_dir: str | os.PathLike[str] | None = None
 
     @python_call(overlap="image_overlap")           # --overlap's Python name
     def validate(self) -> None:
@@ -430,6 +434,7 @@ def run_bench(engines: Sequence[str], reference: Any = None, options: BenchOptio
     specs = [parse_spec(e) for e in engines]
     for spec in specs:
         check_exists(spec)
+    check_cache_dir(specs, opts.cache_dir)
     if opts.staged and (why := not_a_folder(opts.staged)) is not None:
         raise InputError(f"{option('staged', opts.staged)} {why}; pass a staged export "
                          "(`alignvar-edge export --graph staged`)")
@@ -523,7 +528,7 @@ def _open_and_measure(run: _Run, specs: Sequence[EngineSpec], opts: BenchOptions
 def _opened(spec: EngineSpec, run: _Run, opts: BenchOptions, threads: int, say: Log) -> Subject:
     """An engine opened for the bench; one built for another model than the reference fails."""
     say(f"opening {spec.text}")
-    sub = open_subject(spec, threads=threads, spin=opts.spin)
+    sub = open_subject(spec, threads=threads, spin=opts.spin, cache_dir=opts.cache_dir)
     if sub.engine is not None and not _same_model(sub, run.config):
         sub.fail("failed", f"built for model '{sub.engine.metadata.model.name}', not the reference "
                            f"'{run.name}'; pass the matching --reference")

@@ -11,10 +11,11 @@ A backend that cannot run here is recorded as unavailable with its one-line reas
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,8 +24,8 @@ from alignvar_edge.bench.fidelity import bicubic_tiles
 from alignvar_edge.errors import AlignVAREdgeError, BackendUnavailableError, InputError
 from alignvar_edge.manifest import Manifest
 
-__all__ = ["BICUBIC", "EAGER", "EngineSpec", "Subject", "artifact_bytes", "call_for", "open_subject", "parse_spec",
-           "spec_manifest", "unique_label", "untimed_error"]
+__all__ = ["BICUBIC", "EAGER", "EngineSpec", "Subject", "artifact_bytes", "call_for", "check_cache_dir", "open_subject",
+           "parse_spec", "spec_manifest", "takes_load_option", "unique_label", "untimed_error"]
 
 BICUBIC, EAGER = "bicubic", "pytorch-eager"
 
@@ -167,18 +168,41 @@ def _backend_for(spec: EngineSpec, manifest: Manifest | None) -> str:
     return detect_backend(spec.path)
 
 
+def takes_load_option(spec: EngineSpec, name: str) -> bool:
+    """Whether the engine `spec` names opens on a backend whose `load_options` hold `name` (bicubic: no)."""
+    from alignvar_edge import runtimes
+    if spec.path is None:
+        return False
+    return name in runtimes.get_backend(_backend_for(spec, spec_manifest(spec.path))).load_options
+
+
+def check_cache_dir(specs: Sequence[EngineSpec], cache_dir: str | os.PathLike[str] | None) -> None:
+    """The compiled-model cache of the engines that take one (`cache_dir`, else the variable's), checked
+    as their load checks it, before any timing: a folder they cannot use is one line naming the option
+    or the variable, not failed rows after minutes."""
+    from alignvar_edge.runtimes.openvino.backend import compile_cache
+    given = {} if cache_dir is None else {"cache_dir": cache_dir}
+    for spec in specs:
+        if spec.path is not None and takes_load_option(spec, "cache_dir"):
+            compile_cache(given, Path(spec.path))
+
+
 def _load_opts(backend: str, threads: int | None, spin: bool | None, hint: str | None = None,
-               eager: bool = False) -> dict[str, Any]:
+               eager: bool = False, cache_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """The bench's settings that this backend's engines take, as its `load_options` declare them: every
-    engine on the same threads (the report says them), ONNX Runtime's spin, and the spec's mode."""
+    engine on the same threads (the report says them), ONNX Runtime's spin, the spec's mode, and
+    OpenVINO's compiled-model cache."""
     from alignvar_edge import runtimes
     takes = runtimes.get_backend(backend).load_options
-    wanted = {"threads": threads, "spin": spin, "hint": hint, "cuda_graphs": False if eager else None}
+    wanted = {"threads": threads, "spin": spin, "hint": hint, "cuda_graphs": False if eager else None,
+              "cache_dir": cache_dir}
     return {name: value for name, value in wanted.items() if value is not None and name in takes}
 
 
-def open_subject(spec: EngineSpec, threads: int | None = None, spin: bool | None = False) -> Subject:
-    """Load an engine for measuring; an unusable backend gives an 'unavailable' subject."""
+def open_subject(spec: EngineSpec, threads: int | None = None, spin: bool | None = False,
+                 cache_dir: str | os.PathLike[str] | None = None) -> Subject:
+    """Load an engine for measuring; an unusable backend gives an 'unavailable' subject. `cache_dir`:
+    where the engines that compile as they load keep their compiled model (OpenVINO's `cache_dir`)."""
     from alignvar_edge import runtimes
 
     assert spec.path is not None
@@ -205,7 +229,7 @@ def open_subject(spec: EngineSpec, threads: int | None = None, spin: bool | None
     rss0, t0 = rss_mb(), time.perf_counter()
     try:
         sub.engine = runtimes.load(spec.path, backend=backend, device=spec.device,
-                                   **_load_opts(backend, threads, spin, spec.hint, spec.eager))
+                                   **_load_opts(backend, threads, spin, spec.hint, spec.eager, cache_dir))
     except AlignVAREdgeError as e:
         # an artifact this backend cannot run (a kit, a foreign engine) is not a number either
         sub.fail("unavailable" if "BackendUnavailable" in type(e).__name__ else "failed", str(e))
