@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from alignvar_edge.manifest import Manifest
+from alignvar_edge.runtimes.openvino import CACHE_ENV
 from alignvar_edge.runtimes.openvino.devices import VIRTUAL_DEVICES, device_kind
 from alignvar_edge.runtimes.readme import (INPUT_LINE, README_FILE, checked_line, commands, extra_feed_lines,
                                            file_checks, golden_check, int8_cpu_note, model_notes, whole_images)
@@ -49,6 +50,9 @@ def engine_readme(root: Path, m: Manifest, hints: dict[str, str], host: str) -> 
         f"check the one you deploy (`alignvar-edge selftest --engine DIR`). {checked_line(m)}",
         INPUT_LINE, *model_notes(m), "",
         *commands("With alignvar-edge, which sets the hints below itself and checks every file's SHA-256:"),
+        f"One call per photo: OpenVINO compiles the engine each time it loads (seconds). Set `{CACHE_ENV}` to a "
+        "folder of yours (or pass `--cache-dir DIR`) and every call after the first reads the compiled model "
+        "from there; or give `upscale` a folder, which loads the engine once.", "",
         "## With OpenVINO alone", "",
         "Set `INFERENCE_PRECISION_HINT` yourself, as below. Without it OpenVINO computes in its device's "
         "default: bf16 on CPUs with AMX or AVX512-BF16, f16 on GPUs, which changes tokens of this model "
@@ -78,7 +82,9 @@ def engine_readme(root: Path, m: Manifest, hints: dict[str, str], host: str) -> 
               "    result = part({i.get_any_name(): values[i.get_any_name()] for i in part.inputs})",
               "    values.update({n: result[o] for o in part.outputs for n in o.get_names()})",
               "sr = values[\"sr\"]                  # RGB in [0, 1]; tokens_k: each scale's codebook indices",
-              "```", ""]
+              "```", "",
+              "`core.set_property({\"CACHE_DIR\": \"DIR\"})` before compiling keeps the compiled models in DIR "
+              "for the next run, as `--cache-dir` does.", ""]
     if m.precision == "int8":
         q = m.quantization or {}
         part = q.get("image_part")             # a split engine: its image part's recipe
