@@ -1,0 +1,185 @@
+"""OpenVINO's compiled-model cache from the command line: `--cache-dir DIR` on the verbs that load
+engines (upscale, selftest, bench) and ALIGNVAR_EDGE_CACHE_DIR for every call of a script, which
+engines that compile nothing as they load (ONNX Runtime, torch) ignore.
+
+Model: the `micro` preset with sharpened random weights, exported once and cached between runs
+(_runtime_fixtures); real OpenVINO compiles and reads its cache."""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from _runtime_fixtures import cache_root, export_dir, sharp_model
+from alignvar_edge import cli, runtimes
+from alignvar_edge.errors import PrecisionWarning
+from alignvar_edge.runtimes.openvino import CACHE_ENV
+
+pytest.importorskip("openvino")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def export(pytestconfig) -> Path:
+    return export_dir(sharp_model("micro"), cache_root(pytestconfig))
+
+
+@pytest.fixture(scope="module")
+def engine(export, tmp_path_factory) -> Path:
+    return runtimes.build(export, "openvino", "fp32", out=tmp_path_factory.mktemp("ov") / "ov")
+
+
+@pytest.fixture
+def photo(tmp_path) -> Path:
+    path = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (21, 27, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def no_cache_variable(monkeypatch):
+    """Each test sets the variable itself: one set in the environment that runs the tests is not theirs."""
+    monkeypatch.delenv(CACHE_ENV, raising=False)
+
+
+def _opened(monkeypatch) -> list[tuple[object, object]]:
+    """(cache folder, loaded from it) of each engine the verbs load from now on."""
+    seen: list[tuple[object, object]] = []
+    load = runtimes.load
+
+    def spy(*args, **kwargs):
+        e = load(*args, **kwargs)
+        seen.append((getattr(e, "cache_dir", None), getattr(e, "loaded_from_cache", None)))
+        return e
+    monkeypatch.setattr(runtimes, "load", spy)
+    return seen
+
+
+@pytest.mark.parametrize("how", ["flag", "variable"])
+def test_upscale_reads_the_compiled_model_the_call_before_it_kept(engine, photo, tmp_path, monkeypatch, capsys, how):
+    cache = tmp_path / "cache" / "ov"           # made, parents too
+    flag = ["--cache-dir", str(cache)] if how == "flag" else []
+    if how == "variable":
+        monkeypatch.setenv(CACHE_ENV, str(cache))
+    seen = _opened(monkeypatch)
+    outs = [tmp_path / f"out{i}.png" for i in range(2)]
+    for out in outs:
+        assert cli.main(["upscale", str(photo), str(out), "--engine", str(engine), "--threads", "1", "--quiet",
+                         *flag]) == 0, capsys.readouterr().err
+    assert seen == [(cache, False), (cache, True)]
+    assert [p.suffix for p in cache.iterdir()] == [".blob"]       # OpenVINO's file, one per compiled model
+    first, second = (np.asarray(Image.open(p)) for p in outs)
+    np.testing.assert_array_equal(first, second)
+
+
+def test_selftest_report_says_where_the_compiled_model_came_from(engine, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    reports = []
+    for run in range(2):
+        assert cli.main(["selftest", "--engine", str(engine), "--runs", "1", "--threads", "1", "--json"]) == 0
+        reports.append(json.loads(capsys.readouterr().out))
+    assert [(r["cache_dir"], r["loaded_from_cache"], r["result"]) for r in reports] == \
+        [(str(tmp_path / "cache"), False, "PASS"), (str(tmp_path / "cache"), True, "PASS")]
+    assert cli.main(["selftest", "--engine", str(engine), "--runs", "1", "--threads", "1"]) == 0
+    assert f"cache     compiled model read from {tmp_path / 'cache'}" in capsys.readouterr().out
+
+
+def test_bench_loads_its_openvino_engines_with_the_cache(engine, export, tmp_path, capsys):
+    cache = tmp_path / "cache"
+    for i in range(2):
+        assert cli.main(["bench", str(engine), "--no-reference", "--runs", "1", "--warmup", "0", "--threads", "1",
+                         "--cache-dir", str(cache), "--out", str(tmp_path / f"r{i}.json")]) == 0
+    assert len(list(cache.glob("*.blob"))) == 1
+    # the flag applies to the engines that take it; a run of none of those refuses it, as any flag it would not read
+    assert cli.main(["bench", str(export), "--no-reference", "--cache-dir", str(cache),
+                     "--out", str(tmp_path / "r.json")]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        "--cache-dir keeps the model an engine compiles as it loads, which only openvino engines do, and no "
+        "engine benched here is one: drop it")
+
+
+def test_an_onnxruntime_engine_runs_with_the_variable_set_and_refuses_the_flag(export, photo, tmp_path, monkeypatch,
+                                                                               capsys):
+    # set for a whole script, the variable must not stop the calls of engines that keep no compiled model,
+    # even where it names a folder OpenVINO would refuse
+    monkeypatch.setenv(CACHE_ENV, "/tmp")
+    assert cli.main(["upscale", str(photo), str(tmp_path / "out.png"), "--engine", str(export), "--threads", "1",
+                     "--quiet"]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    assert cli.main(["upscale", str(photo), str(tmp_path / "out2.png"), "--engine", str(export), "--quiet",
+                     "--cache-dir", str(tmp_path / "cache")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.endswith(
+        f"--cache-dir keeps the model an engine compiles as it loads, which only openvino engines do: drop it; "
+        f"{export} runs on onnxruntime")
+    assert not (tmp_path / "out2.png").exists() and not (tmp_path / "cache").exists()
+
+
+def _bad_folders(tmp_path: Path, engine: Path) -> dict[str, tuple[Path, str]]:
+    """A folder OpenVINO cannot use, one every user may write, one inside the engine: (path, the refusal's words)."""
+    (tmp_path / "afile").write_text("")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    return {"a file": (tmp_path / "afile", "cannot be made a folder"),
+            "every user's": (shared, "can be written by every user"),
+            "inside the engine": (engine / "cache", f"lies inside '{engine}'")}
+
+
+@pytest.mark.parametrize("how", ["flag", "variable"])
+@pytest.mark.parametrize("which", ["a file", "every user's", "inside the engine"])
+def test_a_folder_the_cache_cannot_use_is_one_line_naming_the_flag_or_the_variable(
+        engine, photo, tmp_path, monkeypatch, capsys, how, which):
+    folder, words = _bad_folders(tmp_path, engine)[which]
+    flag = ["--cache-dir", str(folder)] if how == "flag" else []
+    if how == "variable":
+        monkeypatch.setenv(CACHE_ENV, str(folder))
+    out = tmp_path / "out.png"
+    assert cli.main(["upscale", str(photo), str(out), "--engine", str(engine), "--quiet", *flag]) == 2
+    err = capsys.readouterr().err.strip()
+    named = f"OpenVINO --cache-dir '{folder}'" if how == "flag" else f"{CACHE_ENV} '{folder}'"
+    fix = "or no --cache-dir" if how == "flag" else f"set {CACHE_ENV} to"
+    assert len(err.splitlines()) == 1 and named in err and words in err and fix in err, err
+    assert not out.exists() and not (engine / "cache").exists()
+    runtimes.load(engine, cache_dir=None).close()       # still verifies: nothing was written into it
+
+
+def test_a_cache_made_with_other_settings_or_by_another_release_gives_this_loads_outputs(engine, tmp_path):
+    """OpenVINO keys an entry on the model and the device, not on the precision hint: the hint of each
+    load applies to the model read (an AVX512-BF16 or AMX CPU computes bf16 under parity=False, its
+    default); an entry another OpenVINO release wrote is compiled again, not run."""
+    import openvino as ov
+    cache = tmp_path / "cache"
+    x = np.random.default_rng(1).random(runtimes.load(engine).input_spec["lr"][0], dtype=np.float32)
+
+    def sr(**opts) -> tuple[np.ndarray, object]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PrecisionWarning)      # parity=False: computes the device's default
+            with runtimes.load(engine, threads=1, **opts) as e:
+                return e.infer({"lr": x})["sr"], getattr(e, "loaded_from_cache", None)
+    for parity in (True, False):
+        fresh, _ = sr(parity=parity)
+        cached, loaded = sr(parity=parity, cache_dir=cache)
+        np.testing.assert_array_equal(cached, fresh)
+        assert loaded is (parity is False)        # the second load reads the entry the first made
+    (blob,) = cache.iterdir()
+    version = ov.get_version().encode()
+    data = blob.read_bytes()
+    assert version in data[:4096]                 # the header names the release that wrote it
+    blob.chmod(0o600)
+    blob.write_bytes(data.replace(version, b"0" * len(version)))
+    again, loaded = sr(cache_dir=cache)
+    assert loaded is False
+    np.testing.assert_array_equal(again, sr()[0])
+    assert os.access(blob, os.R_OK) and version in blob.read_bytes()[:4096]     # written again by this release
+
+
+def test_the_engine_readme_tells_a_call_per_photo_how_to_keep_the_compiled_model(engine):
+    text = (engine / "README.md").read_text()
+    assert f"One call per photo: OpenVINO compiles the engine each time it loads (seconds). Set `{CACHE_ENV}`" in text
+    assert '`core.set_property({"CACHE_DIR": "DIR"})` before compiling' in text
