@@ -295,21 +295,31 @@ def _instance_id(path: Path) -> str | None:
     return description.get(f"{{{_XMP_NS['xmpMM']}}}InstanceID")
 
 
-def test_the_same_command_writes_the_same_bytes(tmp_path: Path, one_torch_thread) -> None:
+def test_the_same_command_writes_the_same_bytes(tmp_path: Path, one_torch_thread,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """The result's new InstanceID was random: the same command wrote other bytes on each run
     (reproducible outputs and content-hash caches broke). It is derived from the input and what
-    made the result: the same again, another for another input or option."""
+    made the result: the same again, another for another input, engine or option."""
+    from _runtime_fixtures import nano_model
+    from alignvar_edge import manifest
     from alignvar_edge.cli import main
+    # files written just now are remembered at once: the inputs would be, were they hashed to be
+    monkeypatch.setattr(manifest, "_SETTLED_NS", 0)
     (tmp_path / "in").mkdir()
     for name, grey in (("a.jpg", 40), ("b.jpg", 200)):                  # the same XMP, other pixels
         Image.new("RGB", (8, 8), (grey,) * 3).save(tmp_path / "in" / name, xmp=_EDITED_XMP.encode())
-    for out, extra in (("out1", []), ("out2", []), ("out3", ["--overlap", "1"])):
-        assert main(["upscale", str(tmp_path / "in"), str(tmp_path / out), "--engine", "alignvar-tiny", "--quiet",
-                     *extra]) == 0
+    nano_model(seed=3).save_pretrained(tmp_path / "other-weights")
+    runs = {"out1": [], "out2": [], "overlap": ["--overlap", "1"], "quality": ["--quality", "80"],
+            "color-fix": ["--color-fix"], "alpha-is-data": ["--alpha-is-data"],
+            "engine": ["--engine", str(tmp_path / "other-weights")]}
+    for out, extra in runs.items():
+        engine = [] if "--engine" in extra else ["--engine", "alignvar-tiny"]
+        assert main(["upscale", str(tmp_path / "in"), str(tmp_path / out), *engine, "--quiet", *extra]) == 0, out
     assert (tmp_path / "out1" / "a.jpg").read_bytes() == (tmp_path / "out2" / "a.jpg").read_bytes()
-    ids = {_instance_id(tmp_path / out / name) for out in ("out1", "out3") for name in ("a.jpg", "b.jpg")}
-    assert len(ids) == 4 and "xmp.iid:INPUT-INSTANCE" not in ids, ids
+    ids = {out: {_instance_id(tmp_path / out / name) for name in ("a.jpg", "b.jpg")} for out in runs}
+    assert ids["out1"] == ids["out2"] and len(ids["out1"]) == 2, ids           # per input, the same again
+    made = [i for out, got in ids.items() if out != "out2" for i in got]
+    assert len(set(made)) == len(made) and "xmp.iid:INPUT-INSTANCE" not in made, ids
     # the inputs' hashes are not kept in the artifacts' hash cache: a service's photos would pile up there
-    from alignvar_edge import manifest
     inputs = {manifest.sha256_file(tmp_path / "in" / name, remember=False) for name in ("a.jpg", "b.jpg")}
     assert inputs.isdisjoint(read.sha256 for read in manifest._READS.values())
