@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import shlex
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -37,6 +36,7 @@ from alignvar_edge.errors import AlignVAREdgeError, InputError
 from alignvar_edge.fsmodes import not_a_folder, write_text
 from alignvar_edge.recipes import ALIASES, DEPLOY_DEFAULT, deploy_precisions, deploy_targets, engine_precision, recipe
 from alignvar_edge.manifest import Manifest, ModelInfo, ModelSource, parity_figures, read_manifest
+from alignvar_edge.name_text import shell_word
 
 __all__ = ["DeployOptions", "DeployResult", "Step", "deploy", "plan"]
 
@@ -378,7 +378,7 @@ def _export_command(source: ModelSource) -> str | None:
     if source.kind == "preset":
         return f"alignvar-edge export --preset {source.name} --seed {source.seed} --out DIR"
     ref = source.reference
-    return f"alignvar-edge export {ref} --out DIR" if ref else None
+    return f"alignvar-edge export {shell_word(ref)} --out DIR" if ref else None
 
 
 def _reuse_export(src: Path, m: Manifest, dest: Path, say: Log) -> Path:
@@ -573,5 +573,6 @@ def format_summary(out: Path, steps: list[Step], report: dict[str, Any], timings
              terminal_table(report), ""]
     lines += [ln.replace("**", "") for ln in summary_lines(report)]
     lines.append(f"deploy finished in {timings.get('total_s', 0):.0f} s: {out}/report.md, report.json, "
-                 f"report.png, engines/; `alignvar-edge inspect {shlex.quote(str(out))}` verifies it whole, and any copy of it")
+                 f"report.png, engines/; `alignvar-edge inspect {shell_word(out)}` verifies it whole, and any copy "
+                 "of it")
     return "\n".join(lines)

@@ -51,7 +51,6 @@ import math
 import os
 import posixpath
 import re
-import shlex
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -64,6 +63,7 @@ from alignvar_edge.errors import ArtifactError, InputError
 from alignvar_edge.fsmodes import not_a_folder, special_kind, starts_with, symlink_loop, write_text
 from alignvar_edge.graph_names import ENGINE_GRAPH, INPUT, NOISE, SINGLE_GRAPH, SR
 from alignvar_edge.jsonsafe import dumps
+from alignvar_edge.name_text import shell_word
 from alignvar_edge.onnx_wire import external_locations
 
 if TYPE_CHECKING:
@@ -919,7 +919,7 @@ def _remake(root: Path) -> str:
     """How to re-create the artifact at `root`, replacing it: an engine or build kit is rebuilt from
     its source (`rebuild_command`); an export, quantize or deploy output is made again by its verb,
     whose options only the user knows."""
-    again = f"with `--out {shlex.quote(str(root))} --force`"
+    again = f"with `--out {shell_word(root)} --force`"
     try:
         m = read_manifest(root)
     except ArtifactError:            # unreadable now: the loader says so where it is used
@@ -940,8 +940,8 @@ def rebuild_command(m: Manifest, out: str | os.PathLike[str] | None = None) -> s
     source = built if isinstance(built, str) and Path(built).exists() else m.model.source.reference or "CHECKPOINT_DIR"
     backend, precision = ("tensorrt", kit.get("precision")) if kit else (m.backend, m.precision)
     flags = f" --precision {precision}" if precision and precision != "fp32" else ""
-    flags += f" --out {shlex.quote(str(out))} --force" if out is not None else ""
-    return f"alignvar-edge build {shlex.quote(source)} --target {backend}{flags}"
+    flags += f" --out {shell_word(out)} --force" if out is not None else ""
+    return f"alignvar-edge build {shell_word(source)} --target {backend}{flags}"
 
 
 def recorded_content_hash(root: str | os.PathLike[str]) -> str | None:
@@ -1019,7 +1019,7 @@ def _read_json(root: Path) -> dict[str, Any]:
         from alignvar_edge.model.bundled import BUNDLED
         if str(root) in BUNDLED:          # a bundled model's name, where an artifact is expected
             raise ArtifactError(f"'{root}' is a bundled model checkpoint, not an exported artifact; export it first "
-                                f"(`alignvar-edge export {root} --out DIR`) and pass DIR")
+                                f"(`alignvar-edge export {shell_word(root)} --out DIR`) and pass DIR")
         raise ArtifactError(f"'{root}' {not_a_folder(root)}; pass an artifact directory made by "
                             "`alignvar-edge export`, `quantize` or `build`")
     if root.suffix.lower() == ".mlpackage" or (root / "Data" / "com.apple.CoreML").is_dir():
@@ -1032,7 +1032,8 @@ def _read_json(root: Path) -> dict[str, Any]:
     from alignvar_edge.model.bundled import checkpoint_files_in
     if not path.is_file() and checkpoint_files_in(root):
         raise ArtifactError(f"'{root}' is a model checkpoint, not an exported artifact; export it first "
-                            f"(`alignvar-edge export {root} --out DIR`), or describe it with `alignvar-edge info {root}`")
+                            f"(`alignvar-edge export {shell_word(root)} --out DIR`), or describe it with "
+                            f"`alignvar-edge info {shell_word(root)}`")
     if os.path.lexists(path):
         _check_manifest_file(root, path)
     if not path.is_file():

@@ -1,4 +1,5 @@
-"""File names as bytes (for a digest) and as text (for what users read).
+"""File names as bytes (for a digest), as text (for what users read), as a word of a command (for
+what users paste), and a path argument given as bytes (`path_text`).
 
 Python holds a file name whose bytes its locale cannot decode with surrogate escapes: `caf\\xe9.png`
 (Latin-1) becomes 'caf\\udce9.png', and under LC_ALL=C without UTF-8 mode every non-ASCII name does
@@ -9,10 +10,16 @@ hashes the same under a UTF-8 locale and under LC_ALL=C, and an ordinary name is
 """
 from __future__ import annotations
 
+import os
+import shlex
+import sys
 from pathlib import PurePath
-from typing import Any
+from typing import Any, TypeAlias
 
-__all__ = ["name_bytes", "readable", "readable_texts"]
+__all__ = ["PathArg", "name_bytes", "path_text", "readable", "readable_texts", "shell_word"]
+
+# a path as Python's `open` takes it: bytes too, what os.listdir(b'...') gives (`path_text`)
+PathArg: TypeAlias = str | bytes | os.PathLike[str] | os.PathLike[bytes]
 
 
 def name_bytes(name: str) -> bytes:
@@ -50,3 +57,55 @@ def readable_texts(x: Any) -> Any:
     if isinstance(x, tuple):
         return tuple(readable_texts(v) for v in x)
     return x
+
+
+def path_text(path: PathArg) -> str:
+    """`path` as the str Python names its file by. Bytes, the lossless form of a name in another
+    encoding (what os.listdir(b'...') gives), are decoded as the file system's with surrogate
+    escapes (os.fsdecode), so the same file is opened: the public functions that take a path take
+    bytes as Python's `open` does, and say the path as text."""
+    return os.fsdecode(path)
+
+
+def shell_word(path: str | os.PathLike[str]) -> str:
+    """`path` as one word of a command a message suggests, to paste into a shell as it is printed:
+    quoted where it needs it ('art/int8 ü' in single quotes, `shlex.quote`), unchanged where it does not.
+    A character the console may not show as the file system names it (a byte of another encoding,
+    a surrogate escape; a control character; 'ü' on a console whose encoding is not the file
+    system's) is written as the escapes of its bytes in $'...' quotes ($'caf\\xe9.png'), which bash,
+    zsh and ksh turn back into those bytes: never a '?' or a readable '\\xe9' that names another file."""
+    text = os.fspath(path)
+    console = _console_encoding()
+    if all(_shown(c, console) for c in text):
+        return shlex.quote(text)
+    return "$'" + "".join(_ansi_c(c, console) for c in text) + "'"
+
+
+def _console_encoding() -> str:
+    stream = sys.stderr or sys.stdout          # messages are said on stderr, results printed on stdout
+    return getattr(stream, "encoding", None) or "utf-8"
+
+
+def _fs_bytes(char: str) -> bytes:
+    """The bytes the file system names `char` by (`name_bytes` where its encoding has none)."""
+    try:
+        return os.fsencode(char)
+    except UnicodeEncodeError:
+        return name_bytes(char)
+
+
+def _shown(char: str, console: str) -> bool:
+    """Whether `char` printed on the console pastes back as the bytes the file system names it by."""
+    if not char.isprintable():              # controls, surrogate escapes, invisible separators
+        return False
+    try:
+        return char.encode(console) == _fs_bytes(char)
+    except (UnicodeEncodeError, LookupError):
+        return False
+
+
+def _ansi_c(char: str, console: str) -> str:
+    """`char` inside $'...': as it is where shown, its bytes as \\xNN escapes where not."""
+    if char in "\\'":
+        return "\\" + char
+    return char if _shown(char, console) else "".join(f"\\x{b:02x}" for b in _fs_bytes(char))

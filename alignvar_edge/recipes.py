@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 from alignvar_edge.caller import on_command_line, option
 from alignvar_edge.errors import BackendUnavailableError, InputError
+from alignvar_edge.name_text import shell_word
 
 __all__ = ["ALIASES", "BACKENDS", "BUILD_MIN_TOKENS", "CALIB_TILES", "CHECKPOINT", "DEFAULT_MIN_TOKENS", "DEPLOY_DEFAULT",
            "EXPORT", "EXPORT_READERS", "OPTION_FLAGS", "PRECISIONS", "QDQ_KINDS", "Recipe", "TOOLS", "Tool",
@@ -140,8 +141,9 @@ class Recipe:
         return missed
 
     def quantize_command(self, export: str = "EXPORT", out: str | None = None) -> str:
-        return (f"alignvar-edge quantize {export} --precision {self.precision} --target {self.backend}"
-                + (f" --out {out}" if out else ""))
+        """The `alignvar-edge quantize` command that makes this row's build input from `export`."""
+        return (f"alignvar-edge quantize {shell_word(export)} --precision {self.precision} --target {self.backend}"
+                + (f" --out {shell_word(out)}" if out else ""))
 
     def quantize_call(self, export: str = "EXPORT") -> str:
         """`quantize_command` from Python: one line to paste, into the folder the command writes by default."""

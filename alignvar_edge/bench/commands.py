@@ -11,6 +11,7 @@ from alignvar_edge.bench.image import FOLDER_LR, IMAGE_LR, IMAGE_RUNS
 from alignvar_edge.errors import AlignVAREdgeError, InputError, OutputExistsError
 from alignvar_edge.extras import is_installed
 from alignvar_edge.model.bundled import CHECKPOINT_HELP
+from alignvar_edge.name_text import shell_word
 from alignvar_edge.progress import bar, note
 from alignvar_edge import recipes
 from alignvar_edge.recipes import DEFAULT_MIN_TOKENS, DEPLOY_DEFAULT, deploy_precisions, deploy_targets
@@ -362,7 +363,7 @@ def run_trtexec(logs: list[str], args: argparse.Namespace) -> int:
 def _refuse_renderings(args: argparse.Namespace) -> None:
     if args.md or args.plot:
         raise InputError("device reports are JSON only: render them with `alignvar-edge bench merge "
-                         f"{args.out} --md REPORT.md` (with the reports of other devices)")
+                         f"{shell_word(args.out)} --md REPORT.md` (with the reports of other devices)")
 
 
 def _write_device_report(out: str, report: dict[str, Any], recheck: Callable[[], None]) -> int:

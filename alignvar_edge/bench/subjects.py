@@ -23,6 +23,7 @@ import numpy as np
 from alignvar_edge.bench.fidelity import bicubic_tiles
 from alignvar_edge.errors import AlignVAREdgeError, BackendUnavailableError, InputError
 from alignvar_edge.manifest import Manifest
+from alignvar_edge.name_text import shell_word
 
 __all__ = ["BICUBIC", "EAGER", "EngineSpec", "Subject", "artifact_bytes", "call_for", "check_cache_dir", "open_subject",
            "parse_spec", "spec_manifest", "takes_load_option", "unique_label", "untimed_error"]
@@ -112,7 +113,7 @@ def check_exists(spec: EngineSpec) -> None:
     if p.exists():                                        # (no model import for paths: no PyTorch)
         if p.is_file() and p.suffix.lower() == ".json":  # `bench A.json B.json` for `bench merge ...`
             raise InputError(f"'{spec.path}' is a file, not an engine; to merge bench reports run "
-                             f"`alignvar-edge bench merge {spec.path} ... --md MERGED.md`")
+                             f"`alignvar-edge bench merge {shell_word(spec.path)} ... --md MERGED.md`")
         from alignvar_edge.model.checkpoint import is_checkpoint
         if not is_checkpoint(p):          # a torch engine holds config.json too: verified like any engine
             from alignvar_edge.manifest import load_verified

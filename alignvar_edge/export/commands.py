@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import shlex
 import time
 from typing import Any
 
@@ -12,6 +11,7 @@ from alignvar_edge.graph_names import GRAPH_FORMS
 from alignvar_edge.manifest import read_manifest
 from alignvar_edge.model.config import ATTENTION_FORMS
 from alignvar_edge.model.bundled import CHECKPOINT_HELP
+from alignvar_edge.name_text import shell_word
 from alignvar_edge.progress import note
 
 
@@ -92,7 +92,7 @@ def run_export(args: argparse.Namespace) -> int:
                       log=lambda msg: note(f"export: {msg}"))
     batch = read_manifest(out).static_batch
     print(f"wrote {out} ({args.graph} graph, opset {args.opset}, {args.attention} attention, batch {batch}) in "
-          f"{time.perf_counter() - t0:.1f} s; inspect it with: alignvar-edge inspect {shlex.quote(str(out))}")
+          f"{time.perf_counter() - t0:.1f} s; inspect it with: alignvar-edge inspect {shell_word(out)}")
     return 0
 
 

@@ -6,7 +6,6 @@ parsed for its op histogram, I/O, parameter count and size on disk, and linted p
 from __future__ import annotations
 
 import os
-import shlex
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from alignvar_edge.export.lint import TARGETS, Finding, lint_model
 from alignvar_edge.extras import pip_install, requirement_of
 from alignvar_edge.manifest import (MANIFEST_FILE, Manifest, db_text, input_contract, listed_bytes, listed_file,
                                     load_verified_parts, prune_text, token_share, unverified_caution)
+from alignvar_edge.name_text import shell_word
 from alignvar_edge.recipes import BACKENDS
 from alignvar_edge.runtimes.tensorrt.plan import FP16_F32, plan_of
 
@@ -353,7 +353,7 @@ def _deploy_text(info: dict[str, Any]) -> str:
               for s in info["steps"] if s.get("status") in ("skipped", "failed")]
     lines.append("tools      " + ", ".join(f"{k} {v}" for k, v in sorted(info["tools"].items())))
     if info["artifacts"]:
-        first = shlex.quote(os.path.join(info["path"], next(iter(info["artifacts"]))))
+        first = shell_word(os.path.join(info["path"], next(iter(info["artifacts"]))))
         lines.append(f"details    of each folder above: alignvar-edge inspect {first} (and so on); the benchmark: "
                      f"{os.path.join(info['path'], 'report.md')}")
     return "\n".join(lines)

@@ -26,6 +26,7 @@ from alignvar_edge.manifest import MANIFEST_FILE, RUN_FILE, ModelSource, sha256_
 from alignvar_edge.model.bundled import (BUNDLED, CONFIG_FILE, DEFAULT_CHECKPOINT, PRETRAINED_DIR, WEIGHTS_FILE,
                                          checkpoint_files_in)
 from alignvar_edge.model.config import AlignVARConfig, ConfigValueError
+from alignvar_edge.name_text import shell_word
 from alignvar_edge.tensor_files import sort_header
 
 # names, configs and sources need no PyTorch (a device install reads them); tensors do
@@ -110,7 +111,7 @@ def resolve_checkpoint_dir(name_or_dir: str | os.PathLike[str]) -> Path:
         if not (path / f).is_file() and (path / MANIFEST_FILE).is_file():     # an export or an engine
             raise CheckpointError(f"'{s}' is an artifact of alignvar-edge (an export or an engine: it has "
                                   f"{MANIFEST_FILE}), not a model checkpoint; pass the checkpoint it was made from "
-                                  f"(`alignvar-edge inspect {s}` names it), or a bundled model name: "
+                                  f"(`alignvar-edge inspect {shell_word(s)}` names it), or a bundled model name: "
                                   f"{', '.join(BUNDLED)}")
         if not (path / f).is_file():
             # a training run's folder: its checkpoint is `final` inside it, or while it trains `latest`

@@ -31,6 +31,7 @@ from alignvar_edge.export import onnx_io
 from alignvar_edge.export.onnx_export import check_graph, graph_io
 from alignvar_edge.graph_names import NOISE, SINGLE_GRAPH
 from alignvar_edge.onnx_session import open_session
+from alignvar_edge.name_text import shell_word
 from alignvar_edge.native_paths import check_temp_folder
 from alignvar_edge.manifest import (MANIFEST_FILE, BuiltFrom, Manifest, listed_bytes, listed_file, load_verified,
                                     new_manifest, recorded_path, sha256_file, write_manifest)
@@ -204,7 +205,7 @@ def check_float_groups_source(groups: Any, src: Manifest, src_dir: Path, graph_f
             f"another export ({origin.get('source_artifact') or 'its graph'}, not this one's {graph_file})")
     raise InputError(f"--float-groups-from {origin['path']} was quantized from {what} (model "
                      f"{origin.get('model')}; this export: {src.model.display_name}): its float groups fit that "
-                     f"model only. Quantize this export (`alignvar-edge quantize {recorded_path(src_dir)} "
+                     f"model only. Quantize this export (`alignvar-edge quantize {shell_word(recorded_path(src_dir))} "
                      "--precision int8`) and pass its output")
 
 

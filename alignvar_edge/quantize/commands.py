@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from alignvar_edge.argtypes import MAX_TILES, fraction, nonneg_float, percent, random_seed, tile_count
 from alignvar_edge.manifest import db_text, listed_bytes
+from alignvar_edge.name_text import shell_word
 from alignvar_edge.progress import bar, note
 from alignvar_edge.recipes import (DEFAULT_MIN_TOKENS, QDQ_KINDS, qdq_kind, qdq_targets, quantize_precisions,
                                    quantize_targets, quantized_in_build)
@@ -132,7 +133,7 @@ def run_quantize(args: argparse.Namespace) -> int:
         else:
             path = quantize_artifact(args.artifact, out, opts, force=args.force, log=say, progress=bar)
     say(f"recorded in {path}/manifest.json (quantization, calibration, parity); "
-        f"`alignvar-edge inspect {path}` shows them")
+        f"`alignvar-edge inspect {shell_word(path)}` shows them")
     print(fidelity_table(read_manifest(path), path))
     print(path)
     return 0

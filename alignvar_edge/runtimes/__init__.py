@@ -21,6 +21,7 @@ from alignvar_edge.errors import AlignVAREdgeError, ArtifactError, BackendUnavai
 from alignvar_edge.fsmodes import not_a_folder
 from alignvar_edge.lazy import needs_host
 from alignvar_edge.manifest import Manifest, readable, redacting, redacting_now
+from alignvar_edge.name_text import shell_word
 from alignvar_edge import recipes
 from alignvar_edge.recipes import BACKENDS, backend_name, recipe
 from alignvar_edge.runtimes.base import Backend, Engine
@@ -145,7 +146,8 @@ def check_backend(path: str | os.PathLike[str], backend: str) -> None:
                                       f"(its ONNX runs in ONNX Runtime anywhere: {option('backend', 'onnxruntime')})")
     if found == "torch":
         raise InputError(f"{path} is a model checkpoint, which runs on torch, not on {backend}: use backend torch "
-                         f"(or auto), or export it first (`alignvar-edge export {path} --out DIR`) and use DIR")
+                         f"(or auto), or export it first (`alignvar-edge export {shell_word(path)} --out DIR`) and "
+                         "use DIR")
     if export:
         # the engine `build` makes of it: from the export itself, or (Core ML) from the checkpoint it names
         source = "it" if recipe(backend).source == recipes.EXPORT else "the checkpoint it names"
@@ -153,7 +155,7 @@ def check_backend(path: str | os.PathLike[str], backend: str) -> None:
                          + ("that" if len(readers) == 1 else "one of those") + " (or auto)"
                          + (", or a model checkpoint for torch" if backend == "torch" else
                             f", or build an engine for {backend} from {source} "
-                            f"(`alignvar-edge build {path} --target {backend}`)"))
+                            f"(`alignvar-edge build {shell_word(path)} --target {backend}`)"))
     article = "an" if found[0] in "aeiou" else "a"
     raise InputError(f"{path} is {article} {found} engine, not one for {backend}: use backend {found} (or auto)")
 

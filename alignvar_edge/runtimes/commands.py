@@ -20,6 +20,7 @@ from alignvar_edge.recipes import (BACKENDS, CALIB_TILES, OPTION_FLAGS, check_op
                                    recipe, where)
 from alignvar_edge.manifest import Manifest, first_names, unverified_caution
 from alignvar_edge.model.bundled import DEFAULT_CHECKPOINT
+from alignvar_edge.name_text import shell_word
 from alignvar_edge.runtimes.upscale_jobs import Job, changed_inputs, foreign_outputs, plan_jobs
 from alignvar_edge.runtimes.base import check_thread_count
 from alignvar_edge.runtimes.openvino import CACHE_ENV
@@ -282,14 +283,15 @@ def run_build(args: argparse.Namespace) -> int:
     kit = m.extra.get("tensorrt_kit")
     if kit:
         print(f"{kit['reason']}; wrote a build kit to {out}: run "
-              f"`sh {out}/build_on_device.sh` on the device (by hand: `sh trtexec.txt` from inside it, which "
-              "writes the engine beside it)")
+              f"`sh {shell_word(os.path.join(out, 'build_on_device.sh'))}` on the device (by hand: "
+              "`sh trtexec.txt` from inside it, which writes the engine beside it)")
+
         for line in engine_warnings(m):      # the kit's user cannot check the engine before the device
             progress.note(line)
         return 0
     par = parity_figures(m.parity)
     # an engine for a device this host lacks (an NPU, say) is written without running once
-    note = (f"; not run here (no parity check): run `alignvar-edge selftest --engine {out}` on the device "
+    note = (f"; not run here (no parity check): run `alignvar-edge selftest --engine {shell_word(out)}` on the device "
             "before trusting it")
     if par:
         psnr = "" if par.psnr_db is None else f", PSNR {db_text(par.psnr_db)} dB"
@@ -306,7 +308,7 @@ def run_build(args: argparse.Namespace) -> int:
     if half_checked_in_f32(m):
         progress.note(f"note: {b.name} {m.extra.get('device') or ''} computed f32 here under the {m.precision} hint (no "
              f"{m.precision} units), so the build checked the engine in f32; run `alignvar-edge selftest --engine "
-             f"{out}` on a machine that computes {m.precision}")
+             f"{shell_word(out)}` on a machine that computes {m.precision}")
     return 0
 
 

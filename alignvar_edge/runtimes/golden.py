@@ -6,7 +6,6 @@ without the package's model or PyTorch. `GOLDEN_COMMAND CHECKPOINT_DIR` makes th
 from __future__ import annotations
 
 import os
-import shlex
 import shutil
 import sys
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from alignvar_edge.tensor_files import sort_header
 from alignvar_edge.graph_names import INPUT, SR, token_name, token_scale
 from alignvar_edge.manifest import Manifest, prune_text, rebuild_command, sha256_file
 from alignvar_edge.model.checkpoint import GOLDEN_FILE, WEIGHTS_FILE
+from alignvar_edge.name_text import shell_word
 from alignvar_edge.runtimes.artifacts import leaves_out_refiner, source_checkpoint
 
 __all__ = ["GOLDEN_COMMAND", "GOLDEN_FILE", "check_golden_rollout", "copy_golden", "engine_golden", "golden_command",
@@ -33,7 +33,7 @@ GOLDEN_COMMAND = "python -m alignvar_edge.runtimes.golden"
 
 def golden_command(model_dir: str | os.PathLike[str]) -> str:
     """`GOLDEN_COMMAND` for `model_dir`, as a shell takes it."""
-    return f"{GOLDEN_COMMAND} {shlex.quote(str(model_dir))}"
+    return f"{GOLDEN_COMMAND} {shell_word(model_dir)}"
 
 
 def make_golden(model_dir: str | os.PathLike[str], n: int = 4, seed: int = 0, prune: Sequence[float] = (),
@@ -129,8 +129,9 @@ def engine_golden(root: Path, otherwise: str | Callable[[], str]) -> Path:
         # a quantized export builds only at the precision its graph carries (recipes.exported_precision_error)
         precision = f" --precision {m.precision}" if m.precision != "fp32" else ""
         raise ArtifactError(f"{root} is an ONNX export, which carries no {GOLDEN_FILE}: build an engine from it "
-                            f"(`alignvar-edge build {root} --target onnxruntime{precision}`, on the host) and use "
-                            f"that{_said(otherwise)}")
+                            f"(`alignvar-edge build {shell_word(root)} --target onnxruntime{precision}`, on the host) "
+                            f"and use that{_said(otherwise)}")
+
     bundled = _bundled_golden(m) if m is not None and m.kind == "engine" else None
     if bundled is not None:
         return bundled

@@ -32,6 +32,7 @@ from alignvar_edge.manifest import (MANIFEST_FILE, Manifest, load_verified, read
                                     tool_versions, unverified_caution)
 from alignvar_edge.model.bundled import DEFAULT_CHECKPOINT
 from alignvar_edge.model.checkpoint import WEIGHTS_FILE, is_checkpoint
+from alignvar_edge.name_text import shell_word
 from alignvar_edge.recipes import BACKEND, CALIB_TILES, Recipe, recipe
 from alignvar_edge.runtimes.base import precision_label
 from alignvar_edge.runtimes.golden import GOLDEN_FILE, engine_golden, load_golden, read_golden
@@ -245,8 +246,10 @@ def selftest(backend: str, model: str = DEFAULT_CHECKPOINT, device: str | None =
             except BackendUnavailableError as e:          # Core ML off macOS: built and validated only
                 # the engine named in the message lives in this run's temporary folder, which goes
                 return _built_only(report, engine, str(e).split(";")[0] + "; the package built and validated "
-                                   f"here and is not kept: build one with `alignvar-edge build {model} --target "
-                                   "coreml --out DIR`, then run `alignvar-edge selftest --engine DIR` on a Mac")
+                                   "here and is not kept: build one with `alignvar-edge build "
+                                   f"{shell_word(model)} --target coreml --out DIR`, then run "
+                                   "`alignvar-edge selftest --engine DIR` on a Mac")
+
             _check_and_time(engine, lr, sr, tok, golden_sr, golden_tok, runs, report)
         return report
     finally:

@@ -36,7 +36,7 @@ from alignvar_edge.errors import CheckpointError, ConfigError, InputError, Outpu
 from alignvar_edge.fsmodes import not_a_folder, write_text
 from alignvar_edge.images import DEFAULT_MAX_MEGAPIXELS, list_images
 from alignvar_edge.manifest import RUN_FILE, first_names
-from alignvar_edge.name_text import name_bytes
+from alignvar_edge.name_text import name_bytes, shell_word
 from alignvar_edge.outputs import check_out
 from alignvar_edge.model import AlignVAR, AlignVARConfig
 from alignvar_edge.model.config import named_by_flags
@@ -293,8 +293,8 @@ def _check_trained_transformer(opts: TrainOptions) -> None:
         raise InputError(f"--init {opts.init} is a {lineage['stage']}-stage checkpoint whose transformer no stage "
                          "trained: the decoder stage keeps the transformer frozen, so the latent it decodes would "
                          f"be noise; train the transformer first (`alignvar-edge train transformer --init "
-                         f"{opts.init} --out RUN`) and pass RUN/final, or add --latent zero (the decoder on a zero "
-                         "latent, the control)")
+                         f"{shell_word(opts.init)} --out RUN`) and pass RUN/final, or add --latent zero (the decoder "
+                         "on a zero latent, the control)")
 
 
 def _init_sha256(init: str | None) -> dict[str, str] | None:

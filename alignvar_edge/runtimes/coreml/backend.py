@@ -48,6 +48,7 @@ from alignvar_edge.outputs import artifact_dir as staging_dir
 from alignvar_edge.manifest import (MANIFEST_FILE, Manifest, ModelInfo, ModelSource, listed_file, load_verified,
                                     new_manifest, prune_text, read_manifest, recorded_path, write_manifest)
 from alignvar_edge.model.checkpoint import checkpoint_source, weights_sha256
+from alignvar_edge.name_text import shell_word
 from alignvar_edge.runtimes.artifacts import checkpoint_and_export, model_difference, model_name, validation_tiles
 from alignvar_edge.runtimes.base import Backend, Engine, TensorSpec, config_from_manifest
 from alignvar_edge.runtimes.coreml.compress import compress
@@ -415,7 +416,7 @@ class CoreMLEngine(Engine):
             raise BackendUnavailableError(NEEDS_MACOS.format(os=platform.system() or sys.platform) +
                                           "; this package was built and validated here: copy the engine "
                                           f"dir to a Mac and run `alignvar-edge selftest --engine "
-                                          f"{self.engine_dir or 'ENGINE_DIR'}`")
+                                          f"{shell_word(self.engine_dir or 'ENGINE_DIR')}`")
         x: Any = feeds[INPUT]
         if self.metadata.extra.get("image_input"):      # one 8-bit RGB tile
             from PIL import Image

@@ -71,6 +71,7 @@ from alignvar_edge.graph_names import INPUT, NOISE, SR, is_token_name, token_nam
 from alignvar_edge.lazy import lazy_import
 from alignvar_edge.progress import duration
 from alignvar_edge.manifest import Manifest, db_text, listed_file, load_verified, write_manifest
+from alignvar_edge.name_text import shell_word
 from alignvar_edge.outputs import artifact_dir as staging_dir
 from alignvar_edge.runtimes.artifacts import (check_calibration, engine_manifest, parity_vs,
                                               single_graph, validation_tiles)
@@ -212,7 +213,7 @@ class OpenVINOEngine(Engine):
             warn_caller(f"{engine_dir or model_path}: its int8 ops were quantized for {built_for} "
                         "(NNCF's overflow fix off); this CPU has neither VNNI nor AMX, so its int8 dot products may saturate "
                         "and change tokens: rebuild it here (build --precision int8) or check it with "
-                        f"`alignvar-edge selftest --engine {engine_dir or model_path}`", PrecisionWarning)
+                        f"`alignvar-edge selftest --engine {shell_word(engine_dir or model_path)}`", PrecisionWarning)
         # throughput hint: as many requests in flight as OpenVINO made streams for
         self._requests = (int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
                           if self.compile_config["PERFORMANCE_HINT"] == "THROUGHPUT" else 1)
@@ -235,7 +236,7 @@ class OpenVINOEngine(Engine):
         (parity=False), a device without the half units (f32 under the hint), or half arithmetic
         that the build never ran (its own device computed f32)."""
         ran, expected = self.compute_precision, self.expected_precision
-        selftest = f"`alignvar-edge selftest --engine {where}`"
+        selftest = f"`alignvar-edge selftest --engine {shell_word(where)}`"
         checked_f32 = half_checked_in_f32(m)
         if ran in (None, expected):
             if parity and checked_f32:
@@ -770,13 +771,13 @@ class OpenVINOBackend(Backend):
         src, onnx_path = single_graph(artifact_dir)
         if src.precision != "fp32":
             origin = src.extra.get("source_artifact") or "EXPORT"     # the fp32 export `quantize` read
-            keep = f" --float-groups-from {artifact_dir}" if src.precision == "int8" else ""
+            keep = f" --float-groups-from {shell_word(artifact_dir)}" if src.precision == "int8" else ""
             raise InputError(f"'{artifact_dir}' is quantized ({src.precision}); OpenVINO builds from the fp32 export "
-                             f"and NNCF quantizes in the build: `alignvar-edge build {origin} --target openvino "
-                             f"--precision {precision} --calib builtin{keep}`"
+                             f"and NNCF quantizes in the build: `alignvar-edge build {shell_word(origin)} --target "
+                             f"openvino --precision {precision} --calib builtin{keep}`"
                              if precision == "int8" else
                              f"'{artifact_dir}' is quantized ({src.precision}); OpenVINO builds from the fp32 export: "
-                             f"`alignvar-edge build {origin} --target openvino --precision {precision}`")
+                             f"`alignvar-edge build {shell_word(origin)} --target openvino --precision {precision}`")
         config = config_from_manifest(src)
         device = (device or "CPU").upper()
         # an absent device is built unchecked (for another machine); a misspelt one would never run

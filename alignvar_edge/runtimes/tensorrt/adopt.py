@@ -12,6 +12,7 @@ from alignvar_edge.caller import warn_caller
 from alignvar_edge.cpuinfo import is_jetson
 from alignvar_edge.errors import InputError, ParityError
 from alignvar_edge.manifest import Manifest, redacting, shown_name, write_manifest
+from alignvar_edge.name_text import shell_word
 from alignvar_edge.outputs import artifact_dir
 from alignvar_edge.export.parity import psnr, token_agreement
 from alignvar_edge.runtimes.artifacts import engine_manifest, link_onnx
@@ -109,7 +110,7 @@ def _why_unchecked(usable: bool, why: str, out: str | Path) -> str:
     (`usable`, `why`: TensorRT's availability as adopt found it): where TensorRT is on this machine
     (or it is a Jetson) the reason it does not run, the one `doctor` and `selftest` give, so the
     device's user fixes it here; elsewhere (a host) only that the device checks it."""
-    check = f"`alignvar-edge selftest --engine {out}`"
+    check = f"`alignvar-edge selftest --engine {shell_word(out)}`"
     if usable:
         return f"not checked: the kit it came from has no golden outputs ({GOLDEN_FILE})"
     if T.BACKEND.version() is None and not is_jetson():

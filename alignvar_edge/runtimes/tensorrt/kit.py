@@ -20,6 +20,7 @@ from typing import Any
 
 from alignvar_edge.errors import BackendUnavailableError, InputError
 from alignvar_edge.manifest import MANIFEST_FILE as MANIFEST, Manifest, input_contract, paths_replaced, shown_name
+from alignvar_edge.name_text import shell_word
 from alignvar_edge.recipes import precisions
 from alignvar_edge.runtimes.golden import GOLDEN_FILE
 from alignvar_edge.runtimes.readme import README_FILE, file_checks, golden_check, model_notes, whole_images, write_readme
@@ -84,7 +85,8 @@ def _shown(flags: str) -> str:
 def not_an_engine(kit: str | os.PathLike[str], then: str) -> str:
     """A kit where an engine is asked for (bench, upscale, selftest, load): the one wording, with
     what to do with the engine its script builds (`then`)."""
-    return f"a TensorRT build kit, not an engine: build it on the device with `sh {kit}/{SCRIPT_FILE}` and {then}"
+    script = shell_word(os.path.join(kit, SCRIPT_FILE))
+    return f"a TensorRT build kit, not an engine: build it on the device with `sh {script}` and {then}"
 
 
 def _script_case(precision: str, flags: str, typed: str) -> str:
