@@ -258,3 +258,16 @@ def test_a_redacted_build_of_an_export_whose_graph_names_host_folders_is_refused
     assert cli(["build", str(tmp_path / "old"), "--target", "onnxruntime", "--out", str(tmp_path / "plain")]) == 0
     assert cli(["build", str(host / "export"), "--target", "onnxruntime", "--redact", "--out",
                 str(tmp_path / "current")]) == 0
+
+
+def test_a_compiled_reference_model_hashes_as_the_model_it_wraps() -> None:
+    """torch.compile wraps a model whose state-dict keys carry `_orig_mod.`: its hash never matched
+    what an export of the same weights records, so bench warned of other weights that were not."""
+    import torch
+
+    from alignvar_edge.model.checkpoint import weights_sha256
+    model = nano_model()
+    compiled = torch.compile(model)          # lazy: nothing is compiled until it runs
+    assert next(iter(compiled.state_dict())).startswith("_orig_mod.")
+    assert weights_sha256(compiled) == weights_sha256(model)
+    assert weights_sha256(torch.compile(nano_model(seed=1))) != weights_sha256(model)

@@ -26,7 +26,7 @@ from alignvar_edge.manifest import MANIFEST_FILE, RUN_FILE, ModelSource, sha256_
 from alignvar_edge.model.bundled import (BUNDLED, CONFIG_FILE, DEFAULT_CHECKPOINT, PRETRAINED_DIR, WEIGHTS_FILE,
                                          checkpoint_files_in)
 from alignvar_edge.model.config import AlignVARConfig, ConfigValueError
-from alignvar_edge.name_text import shell_word
+from alignvar_edge.name_text import PathArg, path_text, shell_word
 from alignvar_edge.tensor_files import sort_header
 
 # names, configs and sources need no PyTorch (a device install reads them); tensors do
@@ -88,9 +88,9 @@ def chosen_checkpoint(checkpoint: str | os.PathLike[str] | None, preset: str | N
     return str(checkpoint or DEFAULT_CHECKPOINT)
 
 
-def resolve_checkpoint_dir(name_or_dir: str | os.PathLike[str]) -> Path:
-    """A bundled model name or a directory holding config.json + model.safetensors."""
-    s = str(name_or_dir)
+def resolve_checkpoint_dir(name_or_dir: PathArg) -> Path:
+    """A bundled model name or a directory holding config.json + model.safetensors (bytes too: `path_text`)."""
+    s = path_text(name_or_dir)
     if s in BUNDLED:
         path = PRETRAINED_DIR / s
         if not (path / WEIGHTS_FILE).exists():
@@ -308,7 +308,9 @@ def training_stage(path: str | os.PathLike[str]) -> str | None:
 
 
 def weights_sha256(model: torch.nn.Module) -> str:
-    """SHA-256 over the state dict (names, shapes, bytes): which weights an artifact was made from."""
+    """SHA-256 over the state dict (names, shapes, bytes): which weights an artifact was made from.
+    A `torch.compile`d model is hashed as the model it wraps (its keys carry an `_orig_mod.` prefix)."""
+    model = getattr(model, "_orig_mod", model)
     h = hashlib.sha256()
     for k, v in sorted(model.state_dict().items()):
         t = v.detach().cpu().contiguous()
@@ -400,7 +402,7 @@ def own_checkpoint(path: Path) -> bool:
 
 
 @python_call(force="overwrite")
-def save_pretrained(model: torch.nn.Module, out_dir: str | os.PathLike[str], extra: dict[str, Any] | None = None,
+def save_pretrained(model: torch.nn.Module, out_dir: PathArg, extra: dict[str, Any] | None = None,
                     overwrite: bool = False, weights_dtype: torch.dtype | None = None) -> Path:
     """Write config.json + model.safetensors atomically (temp sibling dir, then rename).
 
@@ -409,7 +411,7 @@ def save_pretrained(model: torch.nn.Module, out_dir: str | os.PathLike[str], ext
     model *is* the fp16-rounded weights: compare it with the fp32 original before shipping."""
     from safetensors.torch import save_file
     weights_dtype = weights_dtype or torch.float32
-    out = Path(out_dir)
+    out = Path(path_text(out_dir))
     check_checkpoint_out(out, overwrite, option("force", True))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=hidden_prefix(out.name, 8 + 4), suffix=".tmp", dir=out.parent))
