@@ -24,9 +24,10 @@ import numpy.typing as npt
 import torch
 from PIL import Image
 
-from alignvar_edge import AlignVAR, export, load
+from alignvar_edge import AlignVAR, build, export, load
 from alignvar_edge.bench import BenchOptions, merge_reports, read_report, run_bench
 from alignvar_edge.export import StagedRunner, export_onnx
+from alignvar_edge.images import file_metadata, file_profile, list_images, load_image, save_image
 from alignvar_edge.quantize import FidelityTarget, QuantizeOptions, quantize_artifact
 
 
@@ -74,6 +75,22 @@ def upscale(u8: npt.NDArray[np.uint8], f32: npt.NDArray[np.float32], photo: Imag
     mixed: list[npt.NDArray[np.uint8] | Image.Image] = [u8, photo]
     for either in engine.upscale_many(mixed):
         assert_type(either, np.ndarray | Image.Image)
+
+
+def by_bytes(name: bytes) -> None:
+    '''Paths as os.listdir(b'...') gives them, where a name is in another encoding.'''
+    model = AlignVAR.from_pretrained(b"alignvar-tiny")
+    model.save_pretrained(b"ck")
+    export(b"ck", b"out/" + name)
+    quantize_artifact(b"out/" + name, b"out/q", QuantizeOptions(precision="fp16"))
+    engine = load(build(b"out/" + name, "onnxruntime", out=b"out/ort"))
+    rgb, _ = load_image(b"in/" + name)
+    save_image(b"out/" + name, engine.upscale(rgb), input_path=b"in/" + name, **file_metadata(b"in/" + name, 4))
+    assert_type(file_profile(b"in/" + name), bytes | None)
+    assert_type(list_images(b"in"), list[Path])
+    assert_type(read_report(b"r.json"), dict[str, Any])
+    assert_type(merge_reports([b"r.json", "s.json"]), dict[str, Any])
+    StagedRunner(b"out/staged", num_scales=4)
 """
 
 # each line marked `# FAILS` must be an error, of the code named, and no other line may be one

@@ -22,7 +22,7 @@ from alignvar_edge.bench.schema import DEVICE_REFERENCE, ReportSchemaError, devi
 from alignvar_edge.cpuinfo import cpu_words, is_x86
 from alignvar_edge.errors import InputError
 from alignvar_edge.manifest import CONTENT_KEY, default_overlap
-from alignvar_edge.name_text import readable, readable_texts
+from alignvar_edge.name_text import PathArg, path_text, readable, readable_texts
 
 __all__ = ["build_warnings", "by_label_notes", "cpu_warnings", "graph_warnings", "label_warnings",
            "lineup", "lineup_keys", "merge_markdown", "merge_reports", "merge_warnings", "plot_merged", "plot_rows",
@@ -33,8 +33,9 @@ def _parts(report: dict[str, Any]) -> list[dict[str, Any]]:
     return list(report["reports"]) if report.get("kind") == "merged" else [report]
 
 
-def merge_reports(paths: Sequence[str | os.PathLike[str]]) -> dict[str, Any]:
-    """Read, check and combine reports; device labels are made unique ('label #2')."""
+def merge_reports(paths: Sequence[PathArg]) -> dict[str, Any]:
+    """Read, check and combine reports; device labels are made unique ('label #2'). A path may be
+    bytes (`path_text`)."""
     if not paths:
         raise ReportSchemaError("bench merge needs at least one report.json")
     parts: list[dict[str, Any]] = []
@@ -44,8 +45,9 @@ def merge_reports(paths: Sequence[str | os.PathLike[str]]) -> dict[str, Any]:
     repeated = []
     # each report's file name and contents as text (name_text): a label or name that is no UTF-8,
     # which an older report keeps as a surrogate escape, failed the merged Markdown and plot
-    sources = [readable(os.fspath(p)) for p in paths]
-    for p, source in zip(paths, sources):
+    texts = [path_text(p) for p in paths]
+    sources = [readable(p) for p in texts]
+    for p, source in zip(texts, sources):
         report = read_report(p)
         check_figures(report, str(p))
         for r in _parts(report):

@@ -88,7 +88,7 @@ from alignvar_edge.errors import InputError
 from alignvar_edge.fsmodes import write_text
 from alignvar_edge.jsonsafe import dumps, loads
 from alignvar_edge.manifest import CONTENT_KEY, content_hash
-from alignvar_edge.name_text import readable_texts
+from alignvar_edge.name_text import PathArg, path_text, readable_texts
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "ReportSchemaError", "check_report", "device_kind", "is_number", "meets_fidelity",
            "model_block", "new_report", "read_report", "reference_model_block", "report_header", "status_reasons",
@@ -284,10 +284,10 @@ def _bad_figure(e: dict[str, Any]) -> str | None:
     return f"{wrong[0]} = {e[wrong[0]]!r}, not a number" if wrong else None
 
 
-def read_report(path: str | os.PathLike[str]) -> dict[str, Any]:
+def read_report(path: PathArg) -> dict[str, Any]:
     """The report at `path`, checked (`check_report`) and, where it records its content hash,
     verified against it; ReportSchemaError naming the file otherwise."""
-    p = Path(path)
+    p = Path(path_text(path))
     if not p.is_file():
         raise InputError(f"no report at '{p}'; pass report.json files written by `alignvar-edge bench`")
     try:

@@ -40,6 +40,7 @@ from alignvar_edge.manifest import (ModelInfo, ModelSource, listed_file, load_ve
 from alignvar_edge.outputs import artifact_dir, check_out
 from alignvar_edge.export.parity import ParityReport, check_parity, compare
 from alignvar_edge.export.staged import StagedRunner
+from alignvar_edge.name_text import PathArg, path_text
 from alignvar_edge.native_paths import native_path
 from alignvar_edge.onnx_session import open_session
 from alignvar_edge.model.alignvar import AlignVAR, load_pretrained
@@ -352,15 +353,15 @@ def _as_model(model: object) -> tuple[AlignVAR, str | None]:
     anything else is one InputError."""
     if isinstance(model, AlignVAR):
         return model, None
-    if isinstance(model, (str, os.PathLike)):
-        return load_pretrained(model), os.fspath(model)
+    if isinstance(model, (str, bytes, os.PathLike)):
+        return load_pretrained(model), path_text(model)
     raise InputError(f"export takes an AlignVAR model (AlignVAR.from_pretrained('alignvar-tiny')) or a bundled "
                      f"name or checkpoint directory, got {type(model).__name__}")
 
 
 @python_call(out="out_dir", tiles="n_tiles")
 @_one_at_a_time
-def export_onnx(model: AlignVAR | str | os.PathLike[str], out_dir: str | os.PathLike[str], graph: str = "single", batch: int | None = None,
+def export_onnx(model: AlignVAR | PathArg, out_dir: PathArg, graph: str = "single", batch: int | None = None,
                 opset: int = 18, n_tiles: int = 4, seed: int = 0, simplify: bool = False,
                 force: bool = False, external_data: bool | None = None, *, refine: bool = True,
                 model_name: str | None = None, attention: str = "explicit", prune: tuple[float, ...] = (),
@@ -386,6 +387,7 @@ def export_onnx(model: AlignVAR | str | os.PathLike[str], out_dir: str | os.Path
     """
 
     say = log or (lambda _msg: None)
+    out_dir = path_text(out_dir)              # bytes too, as os.listdir(b'...') gives a name
     if graph not in GRAPH_FORMS:
         raise ConfigError(f"graph must be {' or '.join(map(repr, GRAPH_FORMS))}, got {graph!r}")
     if opset not in SUPPORTED_OPSETS:

@@ -19,6 +19,7 @@ from alignvar_edge.errors import ArtifactError, InputError
 from alignvar_edge.graph_names import (COND, COND_GRAPH, DECODE_GRAPH, F_HAT, F_HAT_OUT, GUIDE, H_OUT, INPUT, KV,
                                       KV_OUT, LAST_H, NOISE, PREFIX, staged_graph_names, step_name, token_name)
 from alignvar_edge.manifest import load_verified
+from alignvar_edge.name_text import PathArg, path_text
 from alignvar_edge.model import rollout
 from alignvar_edge.onnx_session import open_session
 
@@ -28,9 +29,9 @@ __all__ = ["StagedRunner"]
 class StagedRunner:
     """Runs cond, step_0..step_{K-1} and decode from one directory of staged graphs."""
 
-    def __init__(self, root: str | os.PathLike[str], num_scales: int,
+    def __init__(self, root: PathArg, num_scales: int,
                  providers: list[str] | None = None, threads: int | None = None):
-        root = Path(root)
+        root = Path(path_text(root))
         self.num_scales = num_scales
         self.stages = staged_graph_names(num_scales)
         self.sessions = {s: open_session(root / f"{s}.onnx", providers, threads) for s in self.stages}

@@ -27,6 +27,7 @@ from alignvar_edge.images.arrays import checked_megapixels_limit
 from alignvar_edge.images.formats import IMAGE_EXTENSIONS, READ_EXTENSIONS, open_quietly, upright_size
 from alignvar_edge.fsmodes import is_temporary_name, lies_within, not_a_folder, special_kind
 from alignvar_edge.manifest import first_names
+from alignvar_edge.name_text import PathArg, path_text
 from alignvar_edge.images.read import DEFAULT_MAX_MEGAPIXELS, load_image
 
 __all__ = ["FolderListing", "check_megapixels_flag", "list_folder", "list_images", "not_a_result",
@@ -94,10 +95,11 @@ def list_folder(folder: str | os.PathLike[str], extensions: tuple[str, ...] = RE
     return found
 
 
-def list_images(folder: str | os.PathLike[str], extensions: tuple[str, ...] = READ_EXTENSIONS) -> list[Path]:
+def list_images(folder: PathArg, extensions: tuple[str, ...] = READ_EXTENSIONS) -> list[Path]:
     """Image files under ``folder`` (recursive, by extension, hidden files skipped, symlinked
-    folders followed once), sorted: what every folder run reads (single-frame GIFs included)."""
-    return list_folder(folder, extensions).images
+    folders followed once), sorted: what every folder run reads (single-frame GIFs included).
+    ``folder`` may be bytes (`path_text`); the paths are str, as Python names such files."""
+    return list_folder(path_text(folder), extensions).images
 
 
 def result_path(path: Path) -> Path:

@@ -12,6 +12,7 @@ from PIL import ExifTags, Image, TiffImagePlugin
 from alignvar_edge.errors import InputError
 from alignvar_edge.images import sixteen_bit
 from alignvar_edge.images.exif import image_exif, open_image
+from alignvar_edge.name_text import PathArg, path_text
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 # what `upscale` reads: those, and GIF (one frame), whose result is written as PNG (`result_path`)
@@ -129,12 +130,13 @@ _TIFF_WIDTH, _TIFF_LENGTH = 256, 257
 _TURNED = (5, 6, 7, 8)
 
 
-def file_layout(path: str | os.PathLike[str]) -> tuple[bool, int]:
+def file_layout(path: PathArg) -> tuple[bool, int]:
     """(gray, bits per sample) of an image file, from its header alone: what `upscale` writes back.
     Gray is the file's layout (an RGB file whose channels happen to be equal is RGB); bits are 16
     for a 16-bit file `load_image` keeps 16-bit (gray, gray+alpha, RGB, RGBA) and for a float
-    gray one (a 32-bit float TIFF: 8 bits would throw away what it holds beyond them), else 8."""
-    with open_quietly(path) as img:
+    gray one (a 32-bit float TIFF: 8 bits would throw away what it holds beyond them), else 8.
+    `path` may be bytes (`path_text`)."""
+    with open_quietly(path_text(path)) as img:
         return image_layout(img)
 
 
@@ -147,7 +149,7 @@ def image_layout(img: Image.Image) -> tuple[bool, int]:
     return plain_mode(img) in _GRAY_MODES, 16 if img.mode in (*SIXTEEN_BIT_MODES, "F") else 8
 
 
-def bits_per_sample(path: str | os.PathLike[str]) -> int:
+def bits_per_sample(path: PathArg) -> int:
     """16 for a 16-bit file `load_image` keeps 16-bit, else 8 (`file_layout`)."""
     return file_layout(path)[1]
 

@@ -23,19 +23,21 @@ from xml.parsers import expat
 from PIL import ExifTags, Image, JpegImagePlugin, PngImagePlugin, TiffImagePlugin
 
 from alignvar_edge.caller import warn_caller
-from alignvar_edge.errors import IMAGE_DECODE_ERRORS
+from alignvar_edge.errors import IMAGE_DECODE_ERRORS, InputError
 from alignvar_edge.images import png16
 from alignvar_edge.images.exif import image_exif
 from alignvar_edge.images.formats import image_layout, open_quietly
 from alignvar_edge.manifest import sha256_file
+from alignvar_edge.name_text import PathArg, path_text
 
 
-def file_profile(path: str | os.PathLike[str]) -> bytes | None:
+def file_profile(path: PathArg) -> bytes | None:
     """The file's ICC colour profile where it describes what `upscale` writes back (an RGB
     profile on a colour image, a gray one on gray), else None. The pixels are kept as the file
     holds them, so without it a Display P3 or Adobe RGB photo would be shown as sRGB, its colours
-    dulled; a CMYK profile no longer applies to the RGB result and is dropped."""
-    with open_quietly(path) as img:
+    dulled; a CMYK profile no longer applies to the RGB result and is dropped. `path` may be bytes
+    (`path_text`)."""
+    with open_quietly(path_text(path)) as img:
         return _profile_for(img, image_layout(img)[0])
 
 
@@ -57,13 +59,15 @@ class Metadata(TypedDict):
     png_colour: dict[str, bytes] | None
 
 
-def file_metadata(path: str | os.PathLike[str], scale: int = 1) -> Metadata:
+def file_metadata(path: PathArg, scale: int = 1) -> Metadata:
     """What `upscale` writes beside the pixels of `path`'s result, `scale` times its size: the
     ICC profile (`file_profile`), the EXIF and the XMP that describe the picture (`_carried_exif`,
     `_carried_xmp`: not its orientation, since `load_image` turned the pixels upright, nor its
     previews: the EXIF's thumbnail and maker note, the XMP's thumbnails), the DPI
     times `scale`, so that the result prints at the input's size, and a PNG's text (`_carried_text`:
-    author, copyright, description, ...) and its colour chunks (`png_colour`: gamma, primaries, sRGB)."""
+    author, copyright, description, ...) and its colour chunks (`png_colour`: gamma, primaries, sRGB).
+    `path` may be bytes (`path_text`)."""
+    path = path_text(path)
     with open_quietly(path, say=True) as img:
         return image_metadata(img, path, image_layout(img)[0], scale)
 
@@ -106,8 +110,7 @@ def png_colour(img: Image.Image, path: str | os.PathLike[str]) -> dict[str, byte
     if not isinstance(img, PngImagePlugin.PngImageFile):
         return None
     info, chunks = img.info, {}
-    with open(path, "rb") as f:
-        cicp = png16.header_chunk(f, b"cICP")
+    cicp = _header_chunk(img, path, b"cICP")
     if cicp is not None and len(cicp) == _CICP_BYTES:
         chunks["cICP"] = cicp
     if "gamma" in info:
@@ -117,6 +120,25 @@ def png_colour(img: Image.Image, path: str | os.PathLike[str]) -> dict[str, byte
     if "srgb" in info:
         chunks["sRGB"] = bytes([info["srgb"]])
     return chunks or None
+
+
+def _header_chunk(img: PngImagePlugin.PngImageFile, path: str | os.PathLike[str], kind: bytes) -> bytes | None:
+    """`png16.header_chunk` of the file `img` was opened from: its own open file while Pillow holds
+    it (the same file whatever happened to the name since), else the file at `path`."""
+    f = img.fp
+    if f is not None and f.seekable():
+        at = f.tell()
+        try:
+            f.seek(0)
+            return png16.header_chunk(f, kind)
+        finally:
+            f.seek(at)
+    try:
+        with open(path, "rb") as named:
+            return png16.header_chunk(named, kind)
+    except OSError as e:
+        raise InputError(f"{path} cannot be read again for its colour chunks ({e.strerror or e}); check that "
+                         "it can be read") from e
 
 
 # a PNG's gamma and chromaticities are stored times 100000; sRGB's, as the PNG specification gives

@@ -11,7 +11,6 @@ them: gray+alpha and RGB(A) PNGs are decoded by Pillow's codec with other raw mo
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +28,7 @@ from alignvar_edge.images.exif import exif_upright, open_image
 from alignvar_edge.images.formats import (SIXTEEN_BIT_MODES, converted, holds_32_bit_integers, image_layout,
                                           integer_samples, plain_mode, stored_as_negative, unusable_cmyk_profile)
 from alignvar_edge.images.metadata import Metadata, image_metadata
+from alignvar_edge.name_text import PathArg, path_text
 
 
 # `raise_limit`'s default: the caller's own option, named when a refusal is made (`_how_to_raise`)
@@ -36,7 +36,7 @@ RAISE_LIMIT = "<the caller's max_megapixels option>"
 
 
 def load_image(
-    path: str | os.PathLike[str], max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
+    path: PathArg, max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
     raise_limit: str | None = RAISE_LIMIT,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Read an image file as (rgb float32 HxWx3 in [0,1], alpha float32 HxW or None).
@@ -46,8 +46,9 @@ def load_image(
     ``raise_limit`` names how the caller's user raises it (None: they cannot, the refusal says so).
     16-bit files keep their full precision: grayscale, gray+alpha and RGB(A) PNGs, and RGB(A)
     TIFFs where tifffile is installed (refused without it: Pillow would read 8 of their bits).
+    ``path`` may be bytes, as os.listdir(b'...') gives a name in another encoding (`path_text`).
     """
-    path = Path(path)
+    path = Path(path_text(path))
     with _opened(path, raise_limit) as img:
         planes, alpha = _decode(path, img, max_megapixels, raise_limit)
     rgb = unit_floats(planes)

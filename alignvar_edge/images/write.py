@@ -24,6 +24,7 @@ from alignvar_edge.images.arrays import checked_full_scale, full_scale, rescaled
 from alignvar_edge.images.formats import IMAGE_EXTENSIONS
 from alignvar_edge.images.metadata import (METADATA_FORMATS, exif_with_png_text, fit_to_format, keep_undefined_types,
                                            metadata_params, png_metadata_chunks, tiff16_exif)
+from alignvar_edge.name_text import PathArg, path_text
 
 # formats Pillow writes 16-bit grayscale to; 16-bit gray+alpha and RGB(A) go to PNG alone (`_write_png16`)
 _SIXTEEN_BIT_FORMATS = ("PNG", "TIFF")
@@ -31,12 +32,12 @@ _SIXTEEN_BIT_FORMATS = ("PNG", "TIFF")
 
 @python_call(force="overwrite")
 def save_image(
-    path: str | os.PathLike[str],
+    path: PathArg,
     rgb: np.ndarray,
     alpha: np.ndarray | None = None,
     *,
     overwrite: bool = False,
-    input_path: str | os.PathLike[str] | None = None,
+    input_path: PathArg | None = None,
     quality: int | str | None = None,
     bits: int | None = None,
     icc_profile: bytes | None = None,
@@ -66,14 +67,15 @@ def save_image(
     data came from: writing onto it is refused even with ``overwrite=True``, since a failed run
     would destroy the source. ``quality`` (JPEG and WebP alone, `quality_setting`): 1 to 100, or
     "lossless" for WebP; default `DEFAULT_QUALITY`. JPEG keeps full-resolution colour (4:4:4) from
-    quality 90 up, halves it both ways (4:2:0) below.
+    quality 90 up, halves it both ways (4:2:0) below. Either path may be bytes, as os.listdir(b'...')
+    gives a name in another encoding (`path_text`).
     """
     if bits not in (None, 8, 16):
         raise InputError(f"bits must be 8 or 16, got {bits!r}")
-    path = Path(path)
+    path = Path(path_text(path))
     fmt = output_format(path, alpha is not None)
     encoder = _encoder_params(fmt, quality, str(path))
-    if input_path is not None and same_file(path, input_path):
+    if input_path is not None and same_file(path, path_text(input_path)):
         raise InputError(
             f"refusing to write the result onto its own input {path}; choose another output path"
         )
@@ -140,15 +142,15 @@ def _eight_bits_only(path: Path, fmt: str, gray: bool) -> str:
     return f"Pillow cannot write 16-bit gray+alpha {fmt}: {path} is written with 8 bits; save it as .png to keep 16"
 
 
-def output_format(path: str | os.PathLike[str], alpha: bool = False, size: tuple[int, int] | None = None,
+def output_format(path: PathArg, alpha: bool = False, size: tuple[int, int] | None = None,
                   *, gray: bool = False, bits: int = 8) -> str:
     """The Pillow format an output path's extension asks for, refused where it cannot hold the
     image (alpha in JPEG or BMP; a `size` = (width, height) past its limit, `_MAX_SIDE`, or, of
     `gray` or colour samples of `bits` as `save_image` writes them, past the 4 GiB that a BMP
     or a classic TIFF holds, `_file_bytes`): known before any work is done on the image. Only the formats
     of `IMAGE_EXTENSIONS`: Pillow's others change the result (GIF: 256 colours; ICO: at most
-    256 px a side) or refuse it once it is made (XBM: 1 bit)."""
-    path = Path(path)
+    256 px a side) or refuse it once it is made (XBM: 1 bit). `path` may be bytes (`path_text`)."""
+    path = Path(path_text(path))
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if path.suffix.lower() not in IMAGE_EXTENSIONS or fmt is None or fmt not in Image.SAVE:
         raise InputError(

@@ -11,7 +11,6 @@ With VARSR's refiner, the last step also takes the sampler's noise (see model/re
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable
 from typing import cast
 
@@ -33,6 +32,7 @@ from alignvar_edge.model.sca import SCAGuidance, affinity
 from alignvar_edge.model.transformer import (AdaLNBeforeHead, AdaLNSelfAttn, BlockCausal, LREmbed,
                                              init_weights)
 from alignvar_edge.model.vqvae import VQVAE
+from alignvar_edge.name_text import PathArg, path_text
 
 POSITIVE, NEGATIVE = 0, 1     # quality embedding rows: high-quality target / low-quality target
 
@@ -399,14 +399,14 @@ class AlignVAR(nn.Module):
     # checkpoints (files: model/checkpoint.py)
     # ------------------------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, name_or_dir: str | os.PathLike[str]) -> AlignVAR:
+    def from_pretrained(cls, name_or_dir: PathArg) -> AlignVAR:
         """A bundled model name (e.g. 'alignvar-tiny') or a directory with config.json + safetensors.
 
         The model remembers where it came from (`pretrained_checkpoint`), so that `export` records
         that checkpoint, as the CLI's export does, while the weights are still the ones loaded."""
-        model = load_pretrained(name_or_dir)
-        given = os.fspath(name_or_dir)
-        model._pretrained = (given, given if given in BUNDLED else str(resolve_checkpoint_dir(name_or_dir).resolve()))
+        given = path_text(name_or_dir)          # bytes too, as os.listdir(b'...') gives a name
+        model = load_pretrained(given)
+        model._pretrained = (given, given if given in BUNDLED else str(resolve_checkpoint_dir(given).resolve()))
         return model
 
     def pretrained_checkpoint(self, weights: str) -> tuple[str, str] | None:
@@ -423,14 +423,14 @@ class AlignVAR(nn.Module):
             return None
         return self._pretrained if same else None
 
-    def save_pretrained(self, out_dir: str | os.PathLike[str], overwrite: bool = False,
+    def save_pretrained(self, out_dir: PathArg, overwrite: bool = False,
                         weights_dtype: torch.dtype | None = None) -> None:
         """config.json + model.safetensors, atomically (checkpoint.save_pretrained): `weights_dtype=
         torch.float16` stores half-size weights, widened back to float32 on load."""
         save_pretrained(self, out_dir, overwrite=overwrite, weights_dtype=weights_dtype)
 
 
-def load_pretrained(name_or_dir: str | os.PathLike[str], strict: bool = True) -> AlignVAR:
+def load_pretrained(name_or_dir: PathArg, strict: bool = True) -> AlignVAR:
     """Config (typed and bounded) -> its shapes against the weights file's header -> the tensors,
     each checked finite -> the model. Nothing large is allocated before the header agrees."""
     path = resolve_checkpoint_dir(name_or_dir)

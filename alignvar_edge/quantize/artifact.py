@@ -31,7 +31,7 @@ from alignvar_edge.export import onnx_io
 from alignvar_edge.export.onnx_export import check_graph, graph_io
 from alignvar_edge.graph_names import NOISE, SINGLE_GRAPH
 from alignvar_edge.onnx_session import open_session
-from alignvar_edge.name_text import shell_word
+from alignvar_edge.name_text import PathArg, path_text, shell_word
 from alignvar_edge.native_paths import check_temp_folder
 from alignvar_edge.manifest import (MANIFEST_FILE, BuiltFrom, Manifest, listed_bytes, listed_file, load_verified,
                                     new_manifest, recorded_path, sha256_file, write_manifest)
@@ -281,17 +281,18 @@ def _single_graph(src: Path, m: Manifest) -> tuple[Path, int, dict[str, np.ndarr
 
 
 @python_call()
-def quantize_artifact(src: str | os.PathLike[str], out: str | os.PathLike[str], opts: QuantizeOptions,
+def quantize_artifact(src: PathArg, out: PathArg, opts: QuantizeOptions,
                       force: bool = False, log: Log = lambda _m: None,
                       progress: Progress = lambda it, **_k: it) -> Path:
     """Quantize the fp32 single-graph export at `src` into a new artifact directory `out`, what
     `alignvar-edge quantize` does for `opts.target` onnxruntime or tensorrt (see the module
     docstring); `build(out, opts.target, precision=opts.precision)` makes its engine. `log` takes
-    each progress line, `progress` wraps the calibration and search loops (tqdm's signature)."""
+    each progress line, `progress` wraps the calibration and search loops (tqdm's signature).
+    Either path may be bytes, as os.listdir(b'...') gives a name in another encoding (`path_text`)."""
     opts.validate()             # options it cannot take are refused, not handed on in a hint
     if quantized_in_build(opts.target):
         raise ConfigError(_build_hint(opts))
-    src = Path(src)
+    src, out = Path(path_text(src)), path_text(out)
     m = load_verified(src)
     _check_source(src, m)
     # every refusal before the calibration set is made (and logged): one line per error

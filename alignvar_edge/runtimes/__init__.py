@@ -21,7 +21,7 @@ from alignvar_edge.errors import AlignVAREdgeError, ArtifactError, BackendUnavai
 from alignvar_edge.fsmodes import not_a_folder
 from alignvar_edge.lazy import needs_host
 from alignvar_edge.manifest import Manifest, readable, redacting, redacting_now
-from alignvar_edge.name_text import shell_word
+from alignvar_edge.name_text import PathArg, path_text, shell_word
 from alignvar_edge import recipes
 from alignvar_edge.recipes import BACKENDS, backend_name, recipe
 from alignvar_edge.runtimes.base import Backend, Engine
@@ -160,12 +160,13 @@ def check_backend(path: str | os.PathLike[str], backend: str) -> None:
     raise InputError(f"{path} is {article} {found} engine, not one for {backend}: use backend {found} (or auto)")
 
 
-def load(engine_dir: str | os.PathLike[str], backend: str = "auto", device: str | None = None,
+def load(engine_dir: PathArg, backend: str = "auto", device: str | None = None,
          **opts: Any) -> Engine:
     """Open an engine dir, an ONNX export dir or a checkpoint as an `Engine`.
 
     backend="auto" follows the manifest (ONNX exports run on onnxruntime, checkpoints on torch); a
-    backend named must be one that opens `engine_dir` (`check_backend`).
+    backend named must be one that opens `engine_dir` (`check_backend`). A path may be bytes, as
+    os.listdir(b'...') gives a name in another encoding (`path_text`).
     Extra keyword options go to the backend (e.g. threads=, batch=, parity=).
 
     Raises (each importable from `alignvar_edge`, with a one-line message): InputError for an
@@ -176,7 +177,7 @@ def load(engine_dir: str | os.PathLike[str], backend: str = "auto", device: str 
     OutOfMemoryError (a MemoryError) where loading the runtime or compiling the engine ran out of
     memory.
     """
-    _check_path(engine_dir, "load", "an engine directory, an ONNX export or a checkpoint")
+    engine_dir = _checked_path(engine_dir, "load", "an engine directory, an ONNX export or a checkpoint")
     with readable(engine_dir):          # a file of it this user may not read, named as every verb names it
         b = get_backend(detect_backend(engine_dir) if backend == "auto" else backend)
         try:                            # Backend.load checks the backend against the path, then that it runs here
@@ -206,8 +207,8 @@ def _compile_error(backend: str, engine_dir: str | os.PathLike[str], device: str
     return f"{backend} cannot compile {engine_dir}{on} here ({reason}); {fix}"
 
 
-def build(artifact_dir: str | os.PathLike[str], target: str, precision: str | None = None,
-          calibration: Any = None, out: str | os.PathLike[str] | None = None,
+def build(artifact_dir: PathArg, target: str, precision: str | None = None,
+          calibration: Any = None, out: PathArg | None = None,
           device: str | None = None, force: bool = False, *, redact: bool = False, **opts: Any) -> Path:
     """Build an engine dir for `target` from an export (or, for torch/coreml, a checkpoint).
 
@@ -222,12 +223,13 @@ def build(artifact_dir: str | os.PathLike[str], target: str, precision: str | No
         return _build(artifact_dir, target, precision, calibration, out, device, force, **opts)
 
 
-def _build(artifact_dir: str | os.PathLike[str], target: str, precision: str | None,
-           calibration: Any, out: str | os.PathLike[str] | None, device: str | None, force: bool,
+def _build(artifact_dir: PathArg, target: str, precision: str | None,
+           calibration: Any, out: PathArg | None, device: str | None, force: bool,
            **opts: Any) -> Path:
     from alignvar_edge.outputs import check_out
     from alignvar_edge.runtimes.artifacts import default_out, out_for
-    _check_path(artifact_dir, "build", "an export directory or a checkpoint")
+    artifact_dir = _checked_path(artifact_dir, "build", "an export directory or a checkpoint")
+    out = None if out is None else path_text(out)
     b = get_backend(target)
     if precision == "auto":
         from alignvar_edge.runtimes import half
@@ -264,19 +266,21 @@ def _refuse_host_folders_in_graphs(src: Path) -> None:
                          f"ship; export it again with this alignvar-edge and build from that with {option('redact')}")
 
 
-def _check_path(p: object, where: str, takes: str) -> None:
-    """A path argument that is none (None from an unset config value was a bare TypeError from pathlib),
-    or one that names the home folder with a `~` that nothing expanded: like Python's own `open`, the
-    API takes paths as they are, and said such a path was 'not a directory' where it exists."""
-    if not isinstance(p, (str, os.PathLike)):
+def _checked_path(p: object, where: str, takes: str) -> str:
+    """A path argument as text (`path_text`: bytes too, as Python's own `open` takes them), refused
+    where it is none (None from an unset config value was a bare TypeError from pathlib), or where it
+    names the home folder with a `~` that nothing expanded: like `open`, the API takes paths as they
+    are, and said such a path was 'not a directory' where it exists."""
+    if not isinstance(p, (str, bytes, os.PathLike)):
         raise InputError(f"{where} takes {takes}: a path or a bundled name such as 'alignvar-tiny', got "
                          f"{type(p).__name__}")
-    text = os.fspath(p)
-    if isinstance(text, str) and text.startswith("~") and not os.path.lexists(text):
+    text = path_text(p)
+    if text.startswith("~") and not os.path.lexists(text):
         home = os.path.expanduser(text)
         if home != text and os.path.exists(home):
             raise InputError(f"'{text}': '~' is not expanded here (a shell expands it only at the start of a "
                              f"word); pass '{home}' (os.path.expanduser('{text}') in Python)")
+    return text
 
 
 def _as_path(p: str | os.PathLike[str]) -> Path:
