@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from alignvar_edge.errors import InputError
 from alignvar_edge.model.matrices import bicubic_upscale
 from alignvar_edge.runtimes.tiling import seam_ratio, tile_starts
 from alignvar_edge.samples import sample_images
@@ -101,3 +102,32 @@ def test_eval_scores_seams_about_one_on_small_crops_and_far_above_without_overla
     assert [0.8 < s["seam_ratio_vs_bicubic"] < 1.3 for s in blended["images"]] == [True] * len(photos)
     hard = evaluate(bundled, photos, max_side=128, overlap=0)
     assert min(s["seam_ratio_vs_bicubic"] for s in hard["images"]) > 5
+
+
+def smooth_sixteen_bit(side: int, seam_codes: int, starts: list[int]) -> np.ndarray:
+    """A near-flat 16-bit gray HR: a ramp of 1 code per column, `seam_codes` more from each tile
+    border on (a seam far under a level of 255)."""
+    img = np.tile(np.arange(side, dtype=np.float64), (side, 1)) + 30000
+    for b in sorted({s * SCALE for s in starts[1:]} | {(s + TILE) * SCALE for s in starts[:-1]}):
+        img[:, b:] += seam_codes
+    return img.astype(np.uint16)
+
+
+def test_integer_samples_score_as_their_floats_and_a_seam_of_a_few_16_bit_levels_shows() -> None:
+    """uint16 codes scored 121 and the same image as floats 1.0: integers were taken as floats in
+    [0, 1], and every difference under a tenth of a level of 255 counted as flat."""
+    ys, xs = tiles_of(64, 4)
+    codes = smooth_sixteen_bit(256, 10, ys)
+    as_floats = seam_ratio(codes / 65535, ys, xs, TILE, SCALE)
+    assert seam_ratio(codes, ys, xs, TILE, SCALE) == pytest.approx(as_floats, rel=1e-9)
+    assert as_floats > 1.5
+    assert seam_ratio(smooth_sixteen_bit(256, 0, ys), ys, xs, TILE, SCALE) == pytest.approx(1.0, abs=0.05)
+    eight = np.round(pillow_x4(lr_photo("grass", 64)) * 255).astype(np.uint8)
+    assert seam_ratio(eight, ys, xs, TILE, SCALE) == pytest.approx(seam_ratio(eight / 255, ys, xs, TILE, SCALE),
+                                                                   rel=1e-9)
+
+
+def test_an_integer_dtype_without_a_full_scale_is_refused() -> None:
+    ys, xs = tiles_of(64, 4)
+    with pytest.raises(InputError, match="uint8, uint16 or float"):
+        seam_ratio(np.zeros((256, 256), np.int32), ys, xs, TILE, SCALE)

@@ -211,18 +211,22 @@ def seam_ratio(sr: np.ndarray, ys: list[int], xs: list[int], tile: int, scale: i
     borders still moves the figure where few pairs straddle one (a small image): a `reference`, an
     untiled upscale of the same LR (eval and compare pass bicubic), has that content at the same
     pairs, and the ratio over its ratio leaves what tiling adds (docs/runtimes.md has figures).
+
+    Images (HxW or HxWxC) are floats in [0, 1] or uint8/uint16 samples, which are divided by 255 or
+    65535 first: one image scores the same in any of these dtypes.
     """
     ratio = _border_over_interior(sr, ys, xs, tile, scale)
     return ratio if reference is None else ratio / _border_over_interior(reference, ys, xs, tile, scale)
 
 
-# squared differences below a tenth of a level of 255 count as flat: a flat image scores 1 and a
-# flat reference (a bicubic of a flat LR) leaves the SR's own figure, not a division by nearly nothing
-_FLAT_ENERGY: Final = (0.1 / 255) ** 2
+# squared differences below a tenth of a 16-bit level count as flat: a flat image scores 1 and a
+# flat reference (a bicubic of a flat LR) leaves the SR's own figure, not a division by nearly nothing.
+# A tenth of a level of 255 hid a seam of 10 levels of 65535 on smooth 16-bit content
+_FLAT_ENERGY: Final = (0.1 / 65535) ** 2
 
 
 def _border_over_interior(image: np.ndarray, ys: list[int], xs: list[int], tile: int, scale: int) -> float:
-    x = np.asarray(image, np.float64)
+    x = _unit_floats64(image)
     if x.ndim == 2:
         x = x[..., None]
     dx = ((x[:, 1:] - x[:, :-1]) ** 2).mean(axis=(0, 2))      # per column pair (c-1, c), at dx[c - 1]
@@ -237,6 +241,16 @@ def _border_over_interior(image: np.ndarray, ys: list[int], xs: list[int], tile:
     if not edge or not inner:
         return 1.0
     return max(float(np.mean(edge)), _FLAT_ENERGY) / max(float(np.mean(inner)), _FLAT_ENERGY)
+
+
+def _unit_floats64(image: np.ndarray) -> np.ndarray:
+    """An image's samples as float64 in [0, 1]: uint8/uint16 over their full scale, floats as they are."""
+    from alignvar_edge.images.arrays import full_scale
+    x = np.asarray(image)
+    full = full_scale(x.dtype)
+    if full is None:
+        raise InputError(f"seam_ratio takes uint8, uint16 or float images in [0, 1], got dtype {x.dtype}")
+    return np.asarray(x, np.float64) / full if full != 1.0 else np.asarray(x, np.float64)
 
 
 def _borders(starts: list[int], tile: int, scale: int, n: int) -> set[int]:
