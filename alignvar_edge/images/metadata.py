@@ -23,7 +23,7 @@ from xml.parsers import expat
 from PIL import ExifTags, Image, JpegImagePlugin, PngImagePlugin, TiffImagePlugin
 
 from alignvar_edge.caller import warn_caller
-from alignvar_edge.errors import IMAGE_DECODE_ERRORS
+from alignvar_edge.errors import IMAGE_DECODE_ERRORS, InputError
 from alignvar_edge.images import png16
 from alignvar_edge.images.exif import image_exif
 from alignvar_edge.images.formats import image_layout, open_quietly
@@ -110,8 +110,7 @@ def png_colour(img: Image.Image, path: str | os.PathLike[str]) -> dict[str, byte
     if not isinstance(img, PngImagePlugin.PngImageFile):
         return None
     info, chunks = img.info, {}
-    with open(path, "rb") as f:
-        cicp = png16.header_chunk(f, b"cICP")
+    cicp = _header_chunk(img, path, b"cICP")
     if cicp is not None and len(cicp) == _CICP_BYTES:
         chunks["cICP"] = cicp
     if "gamma" in info:
@@ -121,6 +120,25 @@ def png_colour(img: Image.Image, path: str | os.PathLike[str]) -> dict[str, byte
     if "srgb" in info:
         chunks["sRGB"] = bytes([info["srgb"]])
     return chunks or None
+
+
+def _header_chunk(img: PngImagePlugin.PngImageFile, path: str | os.PathLike[str], kind: bytes) -> bytes | None:
+    """`png16.header_chunk` of the file `img` was opened from: its own open file while Pillow holds
+    it (the same file whatever happened to the name since), else the file at `path`."""
+    f = img.fp
+    if f is not None and f.seekable():
+        at = f.tell()
+        try:
+            f.seek(0)
+            return png16.header_chunk(f, kind)
+        finally:
+            f.seek(at)
+    try:
+        with open(path, "rb") as named:
+            return png16.header_chunk(named, kind)
+    except OSError as e:
+        raise InputError(f"{path} cannot be read again for its colour chunks ({e.strerror or e}); check that "
+                         "it can be read") from e
 
 
 # a PNG's gamma and chromaticities are stored times 100000; sRGB's, as the PNG specification gives
