@@ -132,6 +132,17 @@ class _Shown:
 _WARNINGS_STATE = threading.RLock()
 
 
+def _renew_lock_in_child() -> None:
+    """A child forked while another thread held the lock inherits it held, by a thread the child
+    does not have: its first image read waited for ever. Renewed, as the logging module renews its."""
+    global _WARNINGS_STATE
+    _WARNINGS_STATE = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):        # not on Windows, which does not fork
+    os.register_at_fork(after_in_child=_renew_lock_in_child)
+
+
 @contextlib.contextmanager
 def warnings_held() -> Iterator[None]:
     """The process's warnings state held by this thread for the block: the package's own

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import threading
 import warnings
 from collections.abc import Iterator, Sequence
@@ -15,6 +16,17 @@ from collections.abc import Iterator, Sequence
 __all__ = ["muted", "quieted"]
 
 _SWAPPING = threading.RLock()
+
+
+def _renew_lock_in_child() -> None:
+    """A child forked while another thread held the lock inherits it held, by a thread the child
+    does not have: its first muted block waited for ever. Renewed, as the logging module renews its."""
+    global _SWAPPING
+    _SWAPPING = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):        # not on Windows, which does not fork
+    os.register_at_fork(after_in_child=_renew_lock_in_child)
 
 
 @contextlib.contextmanager

@@ -3,6 +3,9 @@ Python 3.11 keeps the warnings filters and display hook for the whole process, s
 catch_warnings blocks must leave them as they found them, and lose no warning that is not theirs."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterator
@@ -201,3 +204,54 @@ def test_another_threads_warning_during_an_exif_read_is_shown_as_it_came(
     damaged = _texts(users_filters, "its EXIF is damaged")
     assert len(damaged) == 1 and damaged[0].startswith(f"{path}: its EXIF is damaged (Corrupt EXIF data")
 
+
+
+_FORK_SCRIPT = """
+import logging, os, sys, threading, time
+from PIL import Image
+from alignvar_edge import caller, muted
+from alignvar_edge.caller import warn_caller
+from alignvar_edge.images import load_image
+
+path = sys.argv[1]
+Image.new("RGB", (6, 5)).save(path)
+inside = threading.Event()
+
+def hold():     # a thread of the parent inside a read's and a mute's moment of holding the locks
+    with caller._WARNINGS_STATE, muted._SWAPPING:
+        inside.set()
+        time.sleep(60)
+
+threading.Thread(target=hold, daemon=True).start()
+inside.wait()
+pid = os.fork()
+if pid == 0:
+    load_image(path)
+    warn_caller("said in the child")
+    with muted.quieted(("x",), logging.ERROR, "nothing"), muted.muted("stdout"):
+        pass
+    print("child read", flush=True)
+    os._exit(0)
+start = time.monotonic()
+while time.monotonic() - start < float(sys.argv[2]):
+    finished, status = os.waitpid(pid, os.WNOHANG)
+    if finished:
+        print("child exit", os.waitstatus_to_exitcode(status), flush=True)
+        break
+    time.sleep(0.05)
+else:
+    os.kill(pid, 9)
+    print("child hung", flush=True)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no os.fork on this platform")
+def test_a_child_forked_while_another_thread_holds_the_locks_reads_images(tmp_path: Path) -> None:
+    """A fork pool's worker forked while a thread of the parent was reading an image (or muting a
+    build's output) inherited the lock held, by a thread it does not have: its first load_image,
+    warn_caller or muted block waited for ever."""
+    script = tmp_path / "fork_case.py"
+    script.write_text(_FORK_SCRIPT)
+    run = subprocess.run([sys.executable, str(script), str(tmp_path / "a.png"), "20"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.stdout.splitlines() == ["child read", "child exit 0"], run.stderr
