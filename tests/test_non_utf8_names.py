@@ -215,3 +215,26 @@ def test_bench_merge_reads_an_older_report_with_a_label_that_is_no_utf8(tmp_path
     merged = json.loads((tmp_path / "m.json").read_text())
     assert merged["reports"][0]["label"] == "ORT\\xe9"
     assert merged["sources"] == [f"{tmp_path}/older/r\\xe9.json"]
+
+
+def test_a_checkpoint_and_a_training_run_in_a_latin1_folder_load(tmp_path: Path) -> None:
+    """safetensors' torch loader opens files by UTF-8 names only: a checkpoint saved into a Latin-1
+    folder did not load again ("Path ... is not valid UTF-8; re-download or re-export it"), nor did a
+    run's training state there resume."""
+    from _runtime_fixtures import nano_model
+    from alignvar_edge.model import AlignVAR
+    from alignvar_edge.model.checkpoint import weights_sha256
+    folder = _held(os.path.join(os.fsencode(tmp_path), b"caf\xe9"))
+    try:
+        os.mkdir(folder)
+    except OSError as e:
+        pytest.skip(f"this file system refuses a name that is not UTF-8: {e}")
+    model = nano_model()
+    model.save_pretrained(os.path.join(folder, "ckpt"))
+    assert weights_sha256(AlignVAR.from_pretrained(os.path.join(folder, "ckpt"))) == weights_sha256(model)
+    photos = tmp_path / "photos"
+    _photo(photos, b"plain.png", 1, 40)
+    argv = ["train", "vqvae", "--preset", "micro", "--out", os.path.join(folder, "run"), "--batch", "1",
+            "--warmup", "0", "--images", str(photos)]
+    assert cli.main([*argv, "--steps", "1"]) == 0
+    assert cli.main([*argv, "--steps", "2", "--resume"]) == 0

@@ -27,6 +27,7 @@ from alignvar_edge.model.bundled import (BUNDLED, CONFIG_FILE, DEFAULT_CHECKPOIN
                                          checkpoint_files_in)
 from alignvar_edge.model.config import AlignVARConfig, ConfigValueError
 from alignvar_edge.name_text import PathArg, path_text, shell_word
+from alignvar_edge.native_paths import native_path
 from alignvar_edge.tensor_files import sort_header
 
 # names, configs and sources need no PyTorch (a device install reads them); tensors do
@@ -171,7 +172,8 @@ def read_weights(path: Path, expected: dict[str, tuple[int, ...]], strict: bool 
         raise CheckpointError(f"weights in {path} do not match its config.json: {report.summary()}")
     from safetensors.torch import load_file
     try:
-        sd = load_file(str(weights))
+        with native_path(weights) as at:        # safetensors' torch loader takes UTF-8 names only
+            sd = load_file(at)
     except (SafetensorError, OSError, ValueError) as e:
         raise unreadable_weights(weights, e) from e
     check_finite(sd, weights)
@@ -322,7 +324,7 @@ def weights_sha256(model: torch.nn.Module) -> str:
 def weights_header(path: Path) -> dict[str, tuple[int, ...]]:
     """Tensor name -> shape from a safetensors file's header, reading no tensor data."""
     try:
-        with safe_open(str(path), framework="pt") as f:
+        with native_path(path) as at, safe_open(at, framework="pt") as f:
             return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as e:
         raise unreadable_weights(path, e) from e
@@ -394,7 +396,7 @@ def own_checkpoint(path: Path) -> bool:
     AlignVAR keys in its config.json; reads the weights' header only.)"""
     try:
         config = jsonsafe.loads((path / CONFIG_FILE).read_text())
-        with safe_open(str(path / WEIGHTS_FILE), framework="pt") as f:
+        with native_path(path / WEIGHTS_FILE) as at, safe_open(at, framework="pt") as f:
             made_by = (f.metadata() or {}).get("format")
     except (OSError, ValueError, SafetensorError):
         return False
