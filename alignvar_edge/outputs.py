@@ -9,15 +9,17 @@ that looks complete.
 `check_out` is the one rule for replacing an output: --force replaces only an empty folder or one
 of ours (manifest.json or run.json), and `artifact_dir` re-checks it at the rename;
 `check_outside_artifacts` is the one rule that no output of any verb (a folder, a report, an image)
-is written inside an artifact directory. What an artifact holds and how it is verified is
-manifest.py's.
+is written inside an artifact directory. `OutputClaims` keeps two runs into one folder from working on
+the same output at once. What an artifact holds and how it is verified is manifest.py's.
 """
 from __future__ import annotations
 
 import contextlib
 import errno
 import os
+import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +31,11 @@ from alignvar_edge.fsmodes import (WRITE_LIMITS, hidden_prefix, is_temp_folder, 
                                      same_file, symlink_loop, unwritable_folder, write_error)
 from alignvar_edge.manifest import (MANIFEST_FILE, OWN_MARKERS, RUN_FILE, edited_files, edited_manifests, first_names,
                                     own_marker, unlisted_files)
+
+try:        # advisory locks (POSIX); where there are none (Windows) no output is claimed, as before
+    import fcntl
+except ImportError:
+    fcntl = None  # type: ignore[assignment]
 
 
 def check_out(out: str | os.PathLike[str], force: bool, source: str | os.PathLike[str] | None = None,
@@ -203,3 +210,151 @@ def _writing_into(e: OSError, tmp: Path) -> bool:
     inside = os.path.abspath(tmp)
     return any(name and os.path.abspath(name).startswith(inside + os.sep)
                for name in (e.filename2, e.filename) if isinstance(name, str))
+
+
+# A claim on an output is a lock on `.NAME.inflight.tmp` beside it: 8 letters, as `is_temporary_name`
+# knows our temporaries, none of them hex, so never one of `temp_file_beside`'s random 8 hex ones.
+_CLAIM_TAIL = "inflight.tmp"
+_WRITER_TAIL = re.compile(r"[0-9a-f]{8}\.tmp")
+
+
+class _NoLocks(Exception):
+    """The file system refuses flock (some network mounts): nothing can be claimed there."""
+
+
+class OutputClaims:
+    """The outputs one run is working on, so that a second run into the same folder (a nightly job
+    starting while last night's still runs) does not start them too: `take` before an image's work,
+    `release` once it is written or dropped; leaving the block releases every claim still held.
+
+    A claim is an advisory lock (flock) on the output's hidden `.NAME.inflight.tmp`, which the OS
+    drops when its process ends, however it ends; releasing removes the file (a SIGKILLed run leaves
+    it, empty, and the next run takes it over). Taking a claim also removes what a killed run left of
+    writing that output (`temp_file_beside`'s `.NAME.xxxxxxxx.tmp`) where no live process holds a lock
+    on it; one that is locked means another run is working there, and the claim is refused. Without
+    flock (Windows, a file system that refuses it) every claim is granted: the check at the rename
+    (`save_image` keeps a result another run wrote first) is then the only guard, as before."""
+
+    def __init__(self) -> None:
+        self._held: dict[Path, tuple[int, Path] | None] = {}      # output -> (its locked fd, claim file)
+        self._temporaries: dict[Path, list[str]] = {}              # folder -> our temporaries' names there
+
+    def __enter__(self) -> OutputClaims:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for path in list(self._held):
+            self.release(path)
+
+    def take(self, path: Path) -> bool:
+        """Claim the output `path` for this run, making its folder; False where another live run
+        is working on it now."""
+        if fcntl is None:
+            self._held[path] = None
+            return True
+        path.parent.mkdir(parents=True, exist_ok=True)
+        claim = path.parent / f"{hidden_prefix(path.name, len(_CLAIM_TAIL))}{_CLAIM_TAIL}"
+        if any(held is not None and held[1] == claim for held in self._held.values()):
+            self._held[path] = None         # names past NAME_MAX cut to one prefix: this run's claim already
+            return True
+        try:
+            fd = _locked_claim(claim, path)
+        except _NoLocks:
+            self._held[path] = None
+            return True
+        if fd is None:
+            return False
+        self._held[path] = (fd, claim)
+        if not self._clear_leftovers(path):
+            self.release(path)
+            return False
+        return True
+
+    def release(self, path: Path) -> None:
+        """Give the output `path` up (written, dropped or left); a path not held is ignored."""
+        held = self._held.pop(path, None)
+        if held is None:
+            return
+        fd, claim = held
+        with contextlib.suppress(OSError):
+            claim.unlink()           # still locked: a run that opened it before sees it gone (`_locked_claim`)
+        os.close(fd)
+
+    def _clear_leftovers(self, path: Path) -> bool:
+        """Remove the temporary files a killed run left of writing `path`; False (nothing removed
+        after it) where one is locked: a live run is writing it."""
+        prefix = hidden_prefix(path.name, 8 + 4)
+        names = self._temporaries_in(path.parent)
+        for name in [n for n in names if n.startswith(prefix) and _WRITER_TAIL.fullmatch(n[len(prefix):])]:
+            try:
+                fd = os.open(path.parent / name, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            except OSError:          # gone since the folder was listed, or a link: never ours to remove
+                names.remove(name)
+                continue
+            try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    continue
+                try:
+                    if not _flock(fd):
+                        return False          # a live run is writing it
+                except _NoLocks:
+                    continue                  # whether one is cannot be told: left alone
+                os.unlink(path.parent / name)
+                names.remove(name)
+            finally:
+                os.close(fd)
+        return True
+
+    def _temporaries_in(self, folder: Path) -> list[str]:
+        """The names of our hidden temporary files in `folder`, listed once a run: leftovers are
+        those of runs that ended before it; a live run's claim guards what it writes later."""
+        if folder not in self._temporaries:
+            try:
+                with os.scandir(folder) as entries:
+                    self._temporaries[folder] = [e.name for e in entries
+                                                 if e.name.startswith(".") and e.name.endswith(".tmp")]
+            except OSError:
+                self._temporaries[folder] = []
+        return self._temporaries[folder]
+
+
+def _locked_claim(claim: Path, output: Path) -> int | None:
+    """An open descriptor of the claim file `claim` (made where absent) holding its lock, or None
+    where another process holds it. Raises _NoLocks where the file system takes no flock."""
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    while True:
+        try:
+            fd = os.open(claim, flags, 0o600)
+        except OSError as e:                  # a full disk: about the output, as writing it would be
+            raise write_error(e, output) from e
+        try:
+            locked = _flock(fd)
+        except _NoLocks:
+            os.close(fd)
+            claim.unlink(missing_ok=True)     # nobody can hold it: no file left behind
+            raise
+        if not locked:
+            os.close(fd)
+            return None
+        if _names(claim, fd):
+            return fd
+        os.close(fd)        # its holder released and removed it between our open and our lock: again
+
+
+def _flock(fd: int) -> bool:
+    """Lock the open file `fd` for this process without waiting; False where another holds it."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError as e:
+        raise _NoLocks() from e
+    return True
+
+
+def _names(path: Path, fd: int) -> bool:
+    """Whether `path` still names the file open as `fd`."""
+    try:
+        return os.path.samestat(os.stat(path, follow_symlinks=False), os.fstat(fd))
+    except FileNotFoundError:
+        return False
