@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from alignvar_edge.errors import (AlignVAREdgeError, ArtifactError, BackendUnavailableError, CheckpointError,
                                   ConfigError, EngineClosedError, HalfPrecisionError, HostToolsError, InputError,
-                                  OutOfMemoryError, OutputExistsError, ParityError, PrecisionWarning)
+                                  OutOfMemoryError, OutputExistsError, ParityError, PrecisionWarning,
+                                  SkippedInputsError)
 
 if TYPE_CHECKING:       # what the lazy names below are, for type checkers (the package ships py.typed)
     from alignvar_edge.export.onnx_export import export_onnx as export
@@ -44,7 +45,7 @@ _SUBMODULES = ("bench", "export", "images", "model", "quantize", "runtimes", "sa
 __all__ = ["__version__", "AlignVAR", "AlignVARConfig", "build", "export", "load",
            "AlignVAREdgeError", "ArtifactError", "BackendUnavailableError", "CheckpointError", "ConfigError",
            "EngineClosedError", "HalfPrecisionError", "HostToolsError", "InputError", "OutOfMemoryError",
-           "OutputExistsError", "ParityError", "PrecisionWarning"]
+           "OutputExistsError", "ParityError", "PrecisionWarning", "SkippedInputsError"]
 
 
 def __getattr__(name: str) -> Any:

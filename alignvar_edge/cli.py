@@ -250,7 +250,8 @@ def _parse_and_run(argv: list[str], interrupted: list[int]) -> int:
             if isinstance(e, OSError) or _no_temporary_folder(e):
                 if debug:
                     raise
-                print(f"{_who(args)}: error: {_os_error_line(e)}", file=sys.stderr)
+                after = _verb_says(args, "on_failure")      # what a folder upscale kept, and how to go on
+                print(f"{_who(args)}: error: {_os_error_line(e)}{'; ' + after if after else ''}", file=sys.stderr)
                 # the run failed (a full disk, an I/O error): a path the user named that cannot be
                 # written is bad input, refused with 2 before any work (fsmodes.unwritable_folder),
                 # as is a name no file can have, wherever it is met, and a host with no writable temp folder
@@ -290,13 +291,20 @@ def _who(args: argparse.Namespace) -> str:
 
 def _interrupted(args: Any, signals: list[int]) -> int:
     # a verb whose finished outputs survive (a folder upscale, training) says how to continue
-    kept = getattr(args, "on_interrupt", None) or _kept_line(safe_stop.kept(), safe_stop.error_records())
+    kept = _verb_says(args, "on_interrupt") or _kept_line(safe_stop.kept(), safe_stop.error_records())
     who = _who(args)
     if signal.SIGTERM in signals:
         print(f"{who}: terminated (SIGTERM); {kept}", file=sys.stderr)
         return 128 + signal.SIGTERM
     print(f"{who}: interrupted; {kept}", file=sys.stderr)
     return 128 + signal.SIGINT
+
+
+def _verb_says(args: Any, name: str) -> str | None:
+    """What the verb says of a stop (`on_interrupt`) or of a failure of the system (`on_failure`) in
+    its own words: text, or a callable that says it as the run stands (a folder upscale's counts)."""
+    said = getattr(args, name, None)
+    return said() if callable(said) else said
 
 
 def _kept_line(published: list[str], error_records: list[str]) -> str:

@@ -84,6 +84,18 @@ class OutputExistsError(AlignVAREdgeError):
     """An output path that already holds something; pass --force to replace it."""
 
 
+class SkippedInputsError(AlignVAREdgeError):
+    """A folder run that finished every image it could and went past inputs it cannot use (a
+    truncated file, a text file named .jpg): not a refusal, so not exit 2. `skipped`: (file, why) of
+    each, as `usable_images` gives them; `finished`: the images this run wrote."""
+
+    exit_code = 4
+
+    def __init__(self, message: str, skipped: list[tuple[str, str]], finished: int) -> None:
+        super().__init__(message)
+        self.skipped, self.finished = skipped, finished
+
+
 class HalfPrecisionError(ArtifactError):
     """A half-precision (bf16 / fp16) build missed the token / PSNR target; nothing was written.
     `measured`: what it missed, without the advice (a build that falls back to fp32 says that)."""

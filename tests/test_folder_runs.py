@@ -390,3 +390,45 @@ def test_eval_compare_and_train_read_a_folder_as_upscale_does_and_name_what_they
                                          r"\.webp, \.tif, \.tiff, \.gif\); not reading 1 file\(s\) of other kinds "
                                          r"\(notes\.txt\)"):
         usable_images(folder, "--images")
+
+
+def test_a_folder_run_that_went_past_unreadable_files_exits_4_naming_them_on_every_rerun(export, tmp_path, capsys):
+    """It exited 2, "bad input, refused with nothing written", with every good image done, and so did
+    every rerun: a nightly job could not tell "nothing done" from "all done but 3 bad files"."""
+    from alignvar_edge.errors import SkippedInputsError
+    inp, out = tmp_path / "in", tmp_path / "out"
+    whole = _png(inp / "cam1" / "a.png").read_bytes()
+    _png(inp / "cam2" / "a.png", seed=1)
+    bad = [inp / "cam1" / "cut.png", inp / "cam2" / "text.jpg", inp / "empty.webp"]
+    bad[0].write_bytes(whole[:len(whole) // 2])
+    bad[1].write_text("not a photograph")
+    bad[2].write_bytes(b"")
+    argv = ["upscale", str(inp), str(out), "--engine", str(export), "--quiet"]
+    for finished in (2, 0):                    # the run, then a rerun while the bad files stay
+        assert main(argv) == 4
+        err = _lines(capsys.readouterr().err)
+        assert err[-1] == (f"alignvar-edge upscale: error: finished every other image, but 3 file(s) could not be "
+                           f"upscaled: {bad[0]}, {bad[1]}, {bad[2]} (each named above with why); fix or remove them "
+                           "and run the same command again (it skips the finished images)"), err
+        assert f"upscaled {finished} image(s)" in err[-2], err
+        assert _files(out) == ["cam1/a.png", "cam2/a.png"]
+    with pytest.raises(SkippedInputsError) as info:          # in Python: the outcome, each file with why
+        main(["--debug", *argv])
+    assert info.value.finished == 0 and [file for file, _ in info.value.skipped] == [str(b) for b in bad]
+    assert info.value.skipped[2][1] == f"{bad[2]} is empty (0 bytes); re-export or remove it"
+    for good in ("cam1/a.png", "cam2/a.png"):
+        (inp / good).unlink()
+    capsys.readouterr()
+    assert main([*argv[:2], str(tmp_path / "out2"), *argv[3:]]) == 2          # no image usable: nothing written
+    assert "error: none of the 3 image file(s) could be upscaled" in capsys.readouterr().err
+    assert not (tmp_path / "out2").exists()
+
+
+def test_a_folder_runs_lines_name_each_image_by_its_path_under_the_folder(export, tmp_path, capsys):
+    """cam1/DSC0001.png and cam2/DSC0001.png were both `DSC0001.png (n/2)` while skip lines gave full paths."""
+    inp = tmp_path / "in"
+    for seed, cam in enumerate(("cam1", "cam2")):
+        _png(inp / cam / "DSC0001.png", seed=seed)
+    assert main(["upscale", str(inp), str(tmp_path / "out"), "--engine", str(export)]) == 0
+    starts = [line.split(":")[0] for line in _lines(capsys.readouterr().err) if " tiles in " in line]
+    assert starts == ["cam1/DSC0001.png (1/2)", "cam2/DSC0001.png (2/2)"], starts

@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from _graph_bytes import stand_in_graph
 from _runtime_fixtures import NANO, nano_model
 from alignvar_edge import cli
 from alignvar_edge.errors import ArtifactError, CheckpointError, InputError
@@ -825,7 +826,7 @@ def test_a_folder_run_goes_past_unusable_files_and_ends_with_an_error(export, tm
     for name in ("a.png", "c.png"):
         Image.fromarray(np.zeros((5, 6, 3), np.uint8)).save(src / name)
     (src / "b.png").write_bytes(b"")                       # damaged, between two good ones
-    assert cli.main(["upscale", str(src), str(tmp_path / "out"), "--engine", str(export), "--quiet"]) == 2
+    assert cli.main(["upscale", str(src), str(tmp_path / "out"), "--engine", str(export), "--quiet"]) == 4
     err = capsys.readouterr().err
     assert "skipping: " in err and "b.png is empty" in err and "1 file(s) could not be upscaled" in err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "c.png"]
@@ -1330,12 +1331,12 @@ def test_an_artifact_published_by_another_run_just_before_our_rename_is_kept(tmp
         if Path(where) != out:                            # the manifest's own atomic write inside ours
             return
         out.mkdir()
-        (out / "model.onnx").write_text("theirs")
+        (out / "model.onnx").write_bytes(stand_in_graph("theirs"))
         write_manifest(out, new_manifest("onnx", "onnx", "single", "fp32", {"name": "theirs"}))
     monkeypatch.setattr(safe_stop, "publishing", other_run_publishes)    # called just before the rename
     with pytest.raises(OutputExistsError, match="appeared while this run was working"):
         with artifact_dir(out) as tmp:
-            (tmp / "model.onnx").write_text("ours")
+            (tmp / "model.onnx").write_bytes(stand_in_graph("ours"))
             write_manifest(tmp, new_manifest("onnx", "onnx", "single", "fp32", {"name": "ours"}))
     assert load_verified(out).model.name == "theirs"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["same"]

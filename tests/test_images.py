@@ -1567,7 +1567,7 @@ def test_an_animated_gif_is_refused_by_a_file_run_and_named_by_a_folder_run(tmp_
     frames[0].save(src / "still.png")
     assert main(["upscale", str(src / "anim.gif"), str(tmp_path / "anim.png"), "--quiet"]) == 2
     assert "anim.gif holds 2 frames" in capsys.readouterr().err
-    assert main(["upscale", str(src), str(tmp_path / "out"), "--quiet"]) == 2
+    assert main(["upscale", str(src), str(tmp_path / "out"), "--quiet"]) == 4      # still.png done
     err = capsys.readouterr().err
     assert f"skipping: {src / 'anim.gif'} holds 2 frames" in err and "1 file(s) could not be upscaled" in err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["still.png"]

@@ -396,7 +396,7 @@ def test_a_broken_symbolic_link_is_named_as_one(export, images, tmp_path, capsys
     inp.mkdir()
     (inp / "broken.png").symlink_to("gone.png")
     Image.new("RGB", (5, 4)).save(inp / "ok.png")
-    assert main(["upscale", str(inp), str(tmp_path / "o"), "--engine", str(export), "--quiet"]) == 2
+    assert main(["upscale", str(inp), str(tmp_path / "o"), "--engine", str(export), "--quiet"]) == 4   # ok.png done
     err = capsys.readouterr().err
     assert f"{inp / 'broken.png'} is a broken symbolic link (to gone.png); fix or remove the link" in err, err
     assert (tmp_path / "o" / "ok.png").is_file()
@@ -410,7 +410,7 @@ def test_a_fifo_is_named_as_one_and_never_opened(export, tmp_path, capsys):
     inp.mkdir()
     Image.new("RGB", (5, 4)).save(inp / "a.png")
     with fifo_fed_if_opened(inp / "b.png") as fifo:
-        assert main(["upscale", str(inp), str(tmp_path / "o"), "--engine", str(export), "--quiet"]) == 2
+        assert main(["upscale", str(inp), str(tmp_path / "o"), "--engine", str(export), "--quiet"]) == 4   # a.png done
         err = capsys.readouterr().err
         assert f"skipping: {fifo} is a FIFO (named pipe), not an image file; pass a regular file" in err, err
         assert "1 file(s) could not be upscaled" in err and (tmp_path / "o" / "a.png").is_file()

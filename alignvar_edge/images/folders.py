@@ -6,7 +6,7 @@ A run that reads a folder's pixels (training `--images`, calibration, `compare -
 a file it cannot read: the file is named, with its reason, in one warning line for all of them, and
 the run stops only when no usable image remains. One corrupt file in a folder of 200 costs that
 file, not the run. (`upscale DIR`, which writes an output per input, also goes past them but ends
-with an error counting them, so that the same command finishes them once they are fixed.)
+with an error naming them, exit 4, so that the same command finishes them once they are fixed.)
 """
 from __future__ import annotations
 

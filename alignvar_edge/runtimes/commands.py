@@ -21,7 +21,8 @@ from alignvar_edge.recipes import (BACKENDS, CALIB_TILES, OPTION_FLAGS, check_op
 from alignvar_edge.manifest import Manifest, first_names, unverified_caution
 from alignvar_edge.model.bundled import DEFAULT_CHECKPOINT
 from alignvar_edge.name_text import shell_word
-from alignvar_edge.runtimes.upscale_jobs import Job, changed_inputs, foreign_outputs, plan_jobs
+from alignvar_edge.runtimes.upscale_jobs import (FolderTally, Job, changed_inputs, foreign_outputs, plan_jobs,
+                                                 written_meanwhile)
 from alignvar_edge.runtimes.base import check_thread_count
 from alignvar_edge.runtimes.openvino import CACHE_ENV
 
@@ -112,8 +113,11 @@ def register(sub: Any) -> None:
                        description="Super-resolve an image file or every image of a folder x4 with any engine "
                                    "(tiled with overlap blending, so any size works; gray and RGBA kept). Never "
                                    "writes onto inputs; a folder run skips finished outputs unless --force. "
-                                   "A folder run skips and names the files it cannot use and ends with an error "
-                                   "counting them: fix or remove them and run again (finished images are skipped).")
+                                   "A folder run skips and names the files it cannot use, finishes every other "
+                                   "image and exits 4 naming them (2: refused, nothing written): fix or remove "
+                                   "them and run again (finished images are skipped). A second run into the same "
+                                   "folder does not start an image the first is working on (where the disk takes "
+                                   "file locks): it leaves those to it and says how many.")
     u.add_argument("input", help="image file or folder")
     u.add_argument("output", help="for a file: the output file, or a folder to write it into (one that exists, "
                                   "or a path ending in /); for a folder: the output folder")
@@ -453,9 +457,8 @@ def run_upscale(args: argparse.Namespace) -> int:
     from alignvar_edge.images.transparency import fill_transparent
     from alignvar_edge.runtimes.tiling import (check_overlap_flag, count_tiles, overlap_cost,
                                                tiles_per_call, upscale_plane_bicubic)
-    if Path(args.input).is_dir():    # what Ctrl-C keeps: a folder run's finished images
-        args.on_interrupt = ("images already finished are kept, the one in progress is not; "
-                             "the same command again skips the finished ones")
+    from alignvar_edge.outputs import OutputClaims
+    folder = Path(args.input).is_dir()
     output = Path(args.output)
     if args.output.endswith(("/", os.sep)) and Path(args.input).is_file():
         output = result_path(output / Path(args.input).name)   # `upscale a.png out/`: into that folder
@@ -466,7 +469,11 @@ def run_upscale(args: argparse.Namespace) -> int:
     redone = _finished(existing, args.engine, args.output, args.force) if existing else []
     jobs += redone
     replaced = {dst for _, dst in redone}       # results of an input's earlier content: written over
+    finished_before = len(existing) - len(redone) if not args.force else 0
     _check_quality(args.quality, jobs, args.output)
+    tally = FolderTally(len(jobs))
+    if folder:          # what a stop or a failure of a folder run keeps, counted when it comes
+        args.on_interrupt, args.on_failure = tally.stopped, tally.failed
     if not jobs:
         progress.note(f"nothing to do: every output in {args.output} exists")
         return 0
@@ -489,11 +496,14 @@ def run_upscale(args: argparse.Namespace) -> int:
         bar = _progress(len(jobs), args.quiet)
         t0 = time.perf_counter()
         loaded: list[tuple[Path, Path, Any, int, Any]] = []  # (src, dst, alpha, bits, metadata): read, not saved
-        unusable: list[str] = []                        # a folder run goes past files it cannot use
-        taken: list[Path] = []                          # ... and past results another run wrote meanwhile
         costly_overlap: list[str] = []                  # said once a run, at the first image it slows
         paces: list[_ImagePace] = []                    # by the index upscale_many gives each image
         made_by = _made_by(engine, args)
+        claims = OutputClaims()                         # a folder run's images that another run must not start
+
+        def drop(dst: Path) -> None:
+            claims.release(dst)
+            tally.drop(dst)
 
         def images() -> Any:
             for i, (src, dst) in enumerate(jobs):
@@ -507,16 +517,28 @@ def run_upscale(args: argparse.Namespace) -> int:
                     output_format(dst, alpha is not None, (rgb.shape[1] * engine.scale, rgb.shape[0] * engine.scale),
                                   gray=gray, bits=bits)
                 except InputError as e:
-                    if len(jobs) == 1:
+                    if not folder:
                         raise
-                    unusable.append(str(e))
+                    tally.unusable.append((src, str(e)))
                     progress.note(f"skipping: {e}")
+                    continue
+                # claimed once it is known to be usable (an unusable one makes no output folder), before
+                # its work: where another live run is working on it, that run does it
+                if folder and not claims.take(dst):
+                    tally.left.append(dst)
+                    continue
+                tally.working.add(dst)
+                if folder and not args.force and written_meanwhile((src, dst)):
+                    drop(dst)
+                    tally.taken.append(dst)
+                    progress.note(f"skipping: {dst} was written by another run meanwhile; kept that one")
                     continue
                 if args.overlap is not None and not costly_overlap and (
                         cost := overlap_cost(rgb.shape[:2], engine.tile_size, args.overlap)):
                     costly_overlap.append(cost)
                     progress.note(f"{src}: {cost}")
-                label = f"{src.name} ({i + 1}/{len(jobs)})"
+                # under the input folder: cam1/DSC0001.png and cam2/DSC0001.png told apart
+                label = f"{src.relative_to(args.input) if folder else src.name} ({i + 1}/{len(jobs)})"
                 bar.set_description(label)
                 tiles = count_tiles(rgb.shape[:2], engine.tile_size, args.overlap)
                 paces.append(_ImagePace(label, rgb.shape[:2], engine.scale, tiles, tiles_per_call(engine), args.quiet))
@@ -532,32 +554,38 @@ def run_upscale(args: argparse.Namespace) -> int:
                 yield samples
         # small images share the engine's calls (Engine.upscale_many); each is saved when final
         # max_megapixels=None: load_image applied the limit to each file already
-        for out in engine.upscale_many(images(), overlap=args.overlap, progress=_tile_ticker(bar, paces),
-                                       color_fix=args.color_fix, max_megapixels=None):
-            src, dst, alpha, bits, meta = loaded.pop(0)
-            big_alpha = upscale_plane_bicubic(alpha, engine.scale) if alpha is not None else None
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            quality = args.quality if output_format(dst) in QUALITY_FORMATS else None   # a folder's PNGs: none
-            try:
-                save_image(dst, out, big_alpha, overwrite=args.force or dst in replaced, input_path=src, bits=bits,
-                           quality=quality, **meta)
-            except OutputExistsError:
-                # checked absent when the run started: a second `upscale` into the same folder finished
-                # it first, so it is that run's result, as a finished one is skipped on a rerun
-                if len(jobs) == 1:
-                    raise
-                taken.append(dst)
-                progress.note(f"skipping: {dst} was written by another run meanwhile; kept that one")
-            del out, big_alpha          # saved: not held while the next file is read
+        with claims:        # every claim still held is given up however the loop ends
+            for out in engine.upscale_many(images(), overlap=args.overlap, progress=_tile_ticker(bar, paces),
+                                           color_fix=args.color_fix, max_megapixels=None):
+                src, dst, alpha, bits, meta = loaded.pop(0)
+                big_alpha = upscale_plane_bicubic(alpha, engine.scale) if alpha is not None else None
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                quality = args.quality if output_format(dst) in QUALITY_FORMATS else None   # a folder's PNGs: none
+                try:
+                    save_image(dst, out, big_alpha, overwrite=args.force or dst in replaced, input_path=src,
+                               bits=bits, quality=quality, **meta)
+                    tally.written += 1
+                except OutputExistsError:
+                    # the last guard, where no claim could be taken (no flock): a second `upscale` into
+                    # the same folder finished it first, so it is that run's result, as on a rerun
+                    if not folder:
+                        raise
+                    drop(dst)
+                    tally.taken.append(dst)
+                    progress.note(f"skipping: {dst} was written by another run meanwhile; kept that one")
+                claims.release(dst)
+                del out, big_alpha          # saved: not held while the next file is read
         bar.close()
-    others = f" ({len(taken)} written by another run meanwhile)" if taken else ""
+    others = f" ({len(tally.taken)} written by another run meanwhile)" if tally.taken else ""
     # a file's result by its name, which `upscale a.png out/` chose
-    written = args.output if Path(args.input).is_dir() else str(jobs[0][1])
-    progress.note(f"upscaled {len(jobs) - len(unusable) - len(taken)} image(s){others} x{engine.scale} with {engine.backend} "
-         f"({engine.device}) in {time.perf_counter() - t0:.1f} s -> {written}")
-    if unusable:
-        raise InputError(f"{len(unusable)} file(s) could not be upscaled (listed above); fix or remove them and "
-                         "run the same command again: the finished images are skipped")
+    written = args.output if folder else str(jobs[0][1])
+    progress.note(f"upscaled {tally.written} image(s){others} x{engine.scale} with {engine.backend} "
+                  f"({engine.device}) in {time.perf_counter() - t0:.1f} s -> {written}")
+    if tally.left:
+        progress.note(f"left {len(tally.left)} image(s) to another run that was working on them "
+                      f"({first_names([str(dst) for dst in tally.left])}); once it has ended, the same command "
+                      "again does any it did not finish")
+    tally.check_all_used(finished_before)
     return 0
 
 

@@ -2,19 +2,23 @@
 refused before any work where an output would land on an input, on another input's output, on a
 folder, below a file, on a broken link, inside an artifact directory or in a folder that cannot be
 written; and which files already at a folder run's output paths are not its results
-(`foreign_outputs`), or results of an input that changed since (`changed_inputs`)."""
+(`foreign_outputs`), or results of an input that changed since (`changed_inputs`); and how far a
+folder run has got (`FolderTally`): what it says when it ends, is stopped or fails."""
 from __future__ import annotations
 
+import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from alignvar_edge.errors import InputError, OutputExistsError
+from alignvar_edge import safe_stop
+from alignvar_edge.errors import InputError, OutputExistsError, SkippedInputsError
 from alignvar_edge.fsmodes import (broken_link, file_id, lies_within, not_told_apart, one_name_on_any_disk, same_file,
                                    special_kind, unwritable_folder)
 from alignvar_edge.manifest import first_names
 from alignvar_edge.outputs import check_outside_artifacts
 
-__all__ = ["Job", "changed_inputs", "foreign_outputs", "plan_jobs"]
+__all__ = ["FolderTally", "Job", "changed_inputs", "foreign_outputs", "plan_jobs", "written_meanwhile"]
 
 Job = tuple[Path, Path]          # (input image, output path)
 
@@ -177,3 +181,59 @@ def changed_inputs(existing: list[Job]) -> list[Job]:
     now = time.time_ns()
     return [(src, dst) for src, dst in existing
             if dst.stat().st_mtime_ns + _MTIME_SLACK_NS < src.stat().st_mtime_ns <= now]
+
+
+def written_meanwhile(job: Job) -> bool:
+    """Whether the output of `job`, absent (or older than its input) when the run planned it, is
+    now a result no older than its input: another run into the same folder finished it since."""
+    return job[1].exists() and not changed_inputs([job])
+
+
+@dataclass
+class FolderTally:
+    """How far a folder run has got, for the lines it ends with, or stops or fails with."""
+    total: int                                  # the images this run set out to do
+    written: int = 0
+    working: set[Path] = field(default_factory=set)     # outputs it started (read, claimed), did not drop
+    unusable: list[tuple[Path, str]] = field(default_factory=list)     # (input, why) it went past
+    taken: list[Path] = field(default_factory=list)     # outputs another run wrote meanwhile
+    left: list[Path] = field(default_factory=list)      # outputs another live run was working on
+
+    def drop(self, dst: Path) -> None:
+        """`dst` was started but is another run's: this run will not write it."""
+        self.working.discard(dst)
+
+    def _finished_and_dropped(self) -> tuple[int, int]:
+        # what is in place, counted by the publishes the CLI records (`safe_stop.kept`): a stop that
+        # comes just after an image's rename, before the loop counts it, still counts it
+        kept = set(safe_stop.kept())
+        dropped = sum(1 for dst in self.working if os.fspath(dst) not in kept)
+        return len(self.working) - dropped, dropped
+
+    def stopped(self) -> str:
+        """What an interrupt of the run says it kept and dropped (small images share the engine's
+        calls, so several may be in progress at once)."""
+        finished, dropped = self._finished_and_dropped()
+        return (f"{finished} of {self.total} image(s) finished and kept; {dropped} in progress dropped; run the "
+                "same command again to finish (it skips the finished ones)")
+
+    def failed(self) -> str:
+        """What a run the system failed (a full disk) says after its error: what it kept, how to go on."""
+        finished, _ = self._finished_and_dropped()
+        return (f"{finished} of {self.total} image(s) were finished and are kept: once that is fixed, the same "
+                "command again does the rest (it skips the finished ones)")
+
+    def check_all_used(self, finished_before: int) -> None:
+        """The run's end where it went past unusable inputs: `SkippedInputsError` (exit 4) where the
+        folder has images done (`finished_before`: skipped as finished when it started), else an
+        InputError (exit 2): no image of the folder could be used, nothing was written."""
+        if not self.unusable:
+            return
+        names = first_names([str(src) for src, _ in self.unusable])
+        if self.written + len(self.taken) + len(self.left) + finished_before == 0:
+            raise InputError(f"none of the {len(self.unusable)} image file(s) could be upscaled ({names}, each "
+                             "named above with why); fix or remove them and run the same command again")
+        raise SkippedInputsError(
+            f"finished every other image, but {len(self.unusable)} file(s) could not be upscaled: {names} (each "
+            "named above with why); fix or remove them and run the same command again (it skips the finished "
+            "images)", [(str(src), why) for src, why in self.unusable], self.written)

@@ -1,0 +1,213 @@
+"""Folder runs of `upscale` that overlap or stop: a run does not start an image another live run is
+working on (a claim: a lock on the output's hidden `.NAME.inflight.tmp`), removes what a killed run
+left of an output (an unlocked `.NAME.xxxxxxxx.tmp`), leaves a locked one alone; an interrupt counts
+the images finished and dropped, a full disk says the finished ones are kept.
+
+The engine here is a stub that repeats each pixel (no model): what is tested is which images a run
+starts, and it logs every image it computes by its value."""
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+from PIL import Image
+
+from alignvar_edge import outputs, runtimes
+from alignvar_edge.cli import main
+from alignvar_edge.outputs import OutputClaims
+
+SCALE = 4
+
+
+class _StubEngine:
+    """An engine that upscales by repeating pixels, `per_call` images at once (as small images share
+    calls), appending each image's value to `log`; `gate`: a file its first call waits for."""
+
+    scale, tile_size, batch, backend, device = SCALE, 16, 1, "stub", "cpu"
+    metadata = SimpleNamespace(precision="fp32", files={}, source=SimpleNamespace(sha256={}),
+                               model=SimpleNamespace(display_name="stub", weights_sha256=None))
+
+    def __init__(self, log: Path, per_call: int = 1, gate: Path | None = None, stop_at_call: int | None = None):
+        self.log, self.per_call, self.gate, self.stop_at_call = log, per_call, gate, stop_at_call
+
+    def __enter__(self) -> _StubEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def upscale_many(self, images, overlap=None, progress=None, color_fix=None, max_megapixels=None):
+        images, calls = iter(images), 0
+        while batch := [img for _, img in zip(range(self.per_call), images)]:
+            calls += 1
+            with open(self.log, "a") as f:
+                f.write("".join(f"{os.getpid()} {int(img.flat[0])}\n" for img in batch))
+            if self.stop_at_call == calls:
+                raise KeyboardInterrupt("SIGINT")
+            while self.gate is not None and not self.gate.exists():
+                time.sleep(0.05)
+            self.gate = None
+            yield from (np.repeat(np.repeat(img, SCALE, 0), SCALE, 1) for img in batch)
+
+
+def _stub(monkeypatch, log: Path, **kw) -> None:
+    monkeypatch.setattr(runtimes, "load", lambda *a, **k: _StubEngine(log, **kw))
+
+
+def _folder(root: Path, n: int) -> Path:
+    """n 6x5 images, image i of the value 10 * i (how the stub's log names it)."""
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        Image.fromarray(np.full((5, 6, 3), 10 * i, np.uint8)).save(root / f"img{i}.png")
+    return root
+
+
+def _computed(log: Path) -> list[int]:
+    """The images the stub computed, by index, in order (each once per computing)."""
+    return [int(line.split()[1]) // 10 for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def _hidden(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob(".*"))
+
+
+def _lines(err: str) -> list[str]:
+    return [ln for ln in err.splitlines() if ln.strip()]
+
+
+def test_a_claim_is_one_runs_until_released_and_leaves_no_file(tmp_path):
+    out = tmp_path / "out" / "a.png"
+    with OutputClaims() as first, OutputClaims() as second:     # two runs: two open files, two locks
+        assert first.take(out) and not second.take(out)
+        assert _hidden(tmp_path / "out") == [".a.png.inflight.tmp"]
+        first.release(out)
+        assert second.take(out)
+    assert _hidden(tmp_path / "out") == []
+
+
+def test_without_flock_every_claim_is_granted_and_no_file_is_made(tmp_path, monkeypatch):
+    """Windows has no fcntl: two runs may both do an image, as before, and nothing is left beside it."""
+    monkeypatch.setattr(outputs, "fcntl", None)
+    out = tmp_path / "a.png"
+    with OutputClaims() as first, OutputClaims() as second:
+        assert first.take(out) and second.take(out)
+    assert _hidden(tmp_path) == []
+
+
+def test_a_killed_runs_leftover_goes_a_locked_one_and_other_files_stay(tmp_path):
+    out = tmp_path / "a.png"
+    others = [".a.png.notes.tmp", ".a.png.0123abcd.tmp.bak", "a.png.0123abcd.tmp", ".b.png.0123abcd.tmp",
+              ".a.png.0123ABCD.tmp"]
+    for name in [".a.png.0123abcd.tmp", *others]:
+        (tmp_path / name).write_bytes(b"")
+    os.symlink(tmp_path / "b.png.keep", tmp_path / ".a.png.89abcdef.tmp")      # a link: never removed
+    with OutputClaims() as claims:
+        assert claims.take(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*others, ".a.png.89abcdef.tmp"])
+    live = tmp_path / ".a.png.fedcba98.tmp"
+    with open(live, "wb") as f:                 # another run is writing it
+        fcntl.flock(f, fcntl.LOCK_EX)
+        with OutputClaims() as claims:
+            assert not claims.take(out)
+        assert live.exists() and not (tmp_path / ".a.png.inflight.tmp").exists()
+
+
+def test_a_folder_run_removes_a_killed_runs_leftover_and_leaves_a_locked_image_to_its_run(tmp_path, monkeypatch,
+                                                                                         capsys):
+    """A SIGKILLed run leaves a 0-byte `.img1.png.xxxxxxxx.tmp`; a live one holds a lock on what it
+    writes. The first was kept for ever, the second's image was done a second time."""
+    src, out, log = _folder(tmp_path / "in", 3), tmp_path / "out", tmp_path / "log"
+    out.mkdir()
+    (out / ".img1.png.0123abcd.tmp").write_bytes(b"")
+    _stub(monkeypatch, log)
+    with open(out / ".img2.png.89abcdef.tmp", "wb") as live:
+        fcntl.flock(live, fcntl.LOCK_EX)
+        assert main(["upscale", str(src), str(out), "--quiet"]) == 0
+        err = _lines(capsys.readouterr().err)
+        assert _computed(log) == [0, 1]
+        assert sorted(p.name for p in out.iterdir()) == [".img2.png.89abcdef.tmp", "img0.png", "img1.png"]
+        assert err[-1] == (f"left 1 image(s) to another run that was working on them ({out / 'img2.png'}); once it "
+                           "has ended, the same command again does any it did not finish"), err
+    assert main(["upscale", str(src), str(out), "--quiet"]) == 0          # its run gone: the next run does it
+    assert _computed(log) == [0, 1, 2] and _hidden(out) == []
+
+
+_DRIVER = """
+import sys
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from test_folder_claims import _StubEngine
+from alignvar_edge import cli, runtimes
+log, gate = Path(sys.argv[1]), (Path(sys.argv[2]) if sys.argv[2] != "-" else None)
+runtimes.load = lambda *a, **k: _StubEngine(log, gate=gate)
+sys.exit(cli.main(sys.argv[3:]))
+"""
+
+
+def test_two_runs_into_one_folder_never_compute_one_image_twice(tmp_path):
+    """A nightly run starting while last night's still runs: it started the image the first was
+    working on, computed it and dropped it at the rename, one behind all the way."""
+    src, out, log, gate = _folder(tmp_path / "in", 5), tmp_path / "out", tmp_path / "log", tmp_path / "gate"
+    driver = [sys.executable, "-c", _DRIVER.format(tests=str(Path(__file__).parent)), str(log)]
+    argv = ["upscale", str(src), str(out), "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.Popen([*driver, str(gate), *argv], stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while _computed(log) != [0]:            # the first run is working on img0, and waits there
+            assert first.poll() is None and time.monotonic() < deadline, "the first run never started img0"
+            time.sleep(0.05)
+        second = subprocess.run([*driver, "-", *argv], capture_output=True, text=True, env=env, timeout=120)
+    finally:
+        gate.touch()
+        first_err = first.communicate(timeout=120)[1]
+    assert second.returncode == 0 and first.returncode == 0, (second.stderr, first_err)
+    assert sorted(_computed(log)) == [0, 1, 2, 3, 4], log.read_text()
+    assert f"left 1 image(s) to another run that was working on them ({out / 'img0.png'})" in second.stderr
+    assert "upscaled 1 image(s) (4 written by another run meanwhile)" in first_err, first_err
+    for i in range(5):
+        with Image.open(out / f"img{i}.png") as img:
+            assert img.size == (6 * SCALE, 5 * SCALE) and img.getpixel((0, 0)) == (10 * i,) * 3
+    assert _hidden(out) == []
+
+
+def test_an_interrupt_counts_the_images_finished_and_those_in_progress(tmp_path, monkeypatch, capsys):
+    """Small images share the engine's calls: the line said 'the one in progress is not' kept while
+    two were lost each time (9 started, 7 written)."""
+    src, out, log = _folder(tmp_path / "in", 5), tmp_path / "out", tmp_path / "log"
+    _stub(monkeypatch, log, per_call=2, stop_at_call=2)
+    argv = ["upscale", str(src), str(out), "--quiet"]
+    assert main(argv) == 130
+    assert _lines(capsys.readouterr().err) == [
+        "alignvar-edge upscale: interrupted; 2 of 5 image(s) finished and kept; 2 in progress dropped; run the same "
+        "command again to finish (it skips the finished ones)"]
+    assert sorted(p.name for p in out.iterdir()) == ["img0.png", "img1.png"]        # no claim left behind
+    _stub(monkeypatch, log, per_call=2)
+    assert main(argv) == 0
+    assert "skipping 2 finished output(s)" in capsys.readouterr().err and _computed(log) == [0, 1, 2, 3, 2, 3, 4]
+
+
+def test_a_full_disk_says_the_finished_images_are_kept_and_the_same_command_resumes(tmp_path, monkeypatch, capsys):
+    from alignvar_edge import images
+    src, out = _folder(tmp_path / "in", 4), tmp_path / "out"
+    _stub(monkeypatch, tmp_path / "log")
+    real = images.save_image
+
+    def full_at_img2(dst, *a, **kw):
+        if Path(dst).name == "img2.png":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
+        return real(dst, *a, **kw)
+    monkeypatch.setattr(images, "save_image", full_at_img2)
+    assert main(["upscale", str(src), str(out), "--quiet"]) == 1
+    assert _lines(capsys.readouterr().err)[-1] == (
+        f"alignvar-edge upscale: error: no space left on the device writing {out / 'img2.png'}; free some space or "
+        "choose another output; 2 of 4 image(s) were finished and are kept: once that is fixed, the same command "
+        "again does the rest (it skips the finished ones)")
+    assert sorted(p.name for p in out.iterdir()) == ["img0.png", "img1.png"]
