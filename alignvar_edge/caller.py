@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, ParamSpec, TypeVar
 
-__all__ = ["command_line", "on_command_line", "option", "python_call", "warn_caller", "warnings_held"]
+__all__ = ["command_line", "on_command_line", "option", "python_call", "warn_at", "warn_caller",
+           "warnings_held"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -175,22 +176,37 @@ def warn_caller(message: str, category: type[Warning] = UserWarning) -> None:
     else:
         filename, lineno = frame.f_code.co_filename, frame.f_lineno
         module = frame.f_globals.get("__name__", "<string>")
-    # held from the check to the note: two threads saying one text at once said it twice
-    with warnings_held():
+    warn_at(message, category, filename, lineno, module)
+
+
+def warn_at(message: str | Warning, category: type[Warning], filename: str, lineno: int, module: str) -> None:
+    """Warn `message` at `filename`:`lineno` of `module` through the filters, what was shown kept as
+    `warn_caller` keeps it. Whether it was shown is looked up and noted under the lock (two threads
+    saying one text at once said it twice); the display hook runs outside it, since a hook that waits
+    for another thread (a GUI's, handing the warning to its UI thread) would wait for ever if that
+    thread read an image meanwhile. A hook that raises leaves the text unsaid."""
+    text = str(message)
+    with _WARNINGS_STATE:
         here = _shown.setdefault(module, _Shown())
         for memory in (here, _shown_once):
             memory.under(warnings.filters)
-        action = _action(message, category, module, lineno)
-        key = _shown_key(action, message, category, lineno)
+        action = _action(text, category, module, lineno)
+        key = _shown_key(action, text, category, lineno)
         memory = _shown_once if action == "once" else here
-        if key is not None and key in memory.keys:
-            return
+        if key is not None:
+            if key in memory.keys:
+                return
+            memory.keys[key] = None
+            _forget_oldest(memory.keys)
+    try:
         # no module_globals, as warnings.warn passes none: `python -c`'s loader has no source to give;
         # no registry: what was shown is kept above
         warnings.warn_explicit(message, category, filename, lineno, module=module, registry=None)
+    except BaseException:
         if key is not None:
-            memory.keys[key] = None
-            _forget_oldest(memory.keys)
+            with _WARNINGS_STATE:
+                memory.keys.pop(key, None)
+        raise
 
 
 def _shown_key(action: str, message: str, category: type[Warning], lineno: int) -> _Key | None:

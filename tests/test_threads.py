@@ -160,21 +160,55 @@ def test_a_warning_is_said_once_by_two_threads_saying_it_at_once(
         users_filters: list[warnings.WarningMessage], monkeypatch: pytest.MonkeyPatch) -> None:
     """warn_caller looked up whether a text was said, then said it and noted it: two threads between
     the look and the note both said it (a display hook that takes its time, a log handler, widens the
-    gap)."""
-    both = threading.Barrier(2, timeout=WAIT_S)
+    gap). The second thread says it while the first's display hook runs, and the hook waits for it to
+    be done: noted before the display, the second returns at once, without saying it again."""
+    show = warnings.showwarning
+    waited: list[bool] = []
+
+    def show_while_another_says_it(*args, **kwargs):        # type: ignore[no-untyped-def]
+        show(*args, **kwargs)
+        second = _in_thread("second sayer", _say)
+        second.join(10)
+        waited.append(not second.is_alive())
+
+    monkeypatch.setattr(warnings, "showwarning", show_while_another_says_it)
+    _in_thread("first sayer", _say).join()
+    assert waited == [True]                 # the hook ran once, and the second sayer did not wait for it
+    assert len(_texts(users_filters, "the same text")) == 1
+
+
+def test_a_display_hook_that_waits_for_a_thread_reading_an_image_is_not_waited_for(
+        tmp_path: Path, users_filters: list[warnings.WarningMessage], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A GUI's display hook hands the warning to its UI thread and waits for it; that thread reads a
+    thumbnail meanwhile. warn_caller ran the hook holding the lock the read waits for: the hook
+    waited for the thread, the thread for the hook."""
+    damaged, thumbnail = _damaged_exif_png(tmp_path / "a.png"), tmp_path / "thumb.png"
+    Image.new("RGB", (6, 5)).save(thumbnail)
+    read_in_ui: list[bool] = []
+
+    def hand_to_ui_thread(*args, **kwargs):         # type: ignore[no-untyped-def]
+        ui = _in_thread("ui", lambda: load_image(thumbnail))
+        ui.join(10)
+        read_in_ui.append(not ui.is_alive())
+
+    monkeypatch.setattr(warnings, "showwarning", hand_to_ui_thread)
+    load_image(damaged)
+    assert read_in_ui == [True]
+
+
+def test_a_display_hook_that_raises_leaves_the_text_unsaid(
+        users_filters: list[warnings.WarningMessage], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Noted as said before the display, a text whose display failed would never be said again."""
     show = warnings.showwarning
 
-    def show_slowly(*args, **kwargs):           # type: ignore[no-untyped-def]
-        show(*args, **kwargs)
-        try:
-            both.wait()                     # the other thread looks meanwhile, unless it waits for this one
-        except threading.BrokenBarrierError:
-            pass
+    def fail(*args, **kwargs):          # type: ignore[no-untyped-def]
+        raise OSError("the log is on a full disk")
 
-    monkeypatch.setattr(warnings, "showwarning", show_slowly)
-    threads = [_in_thread(f"sayer {i}", _say) for i in range(2)]
-    for thread in threads:
-        thread.join()
+    monkeypatch.setattr(warnings, "showwarning", fail)
+    with pytest.raises(OSError, match="full disk"):
+        _say()
+    monkeypatch.setattr(warnings, "showwarning", show)
+    _say()
     assert len(_texts(users_filters, "the same text")) == 1
 
 
