@@ -9,7 +9,7 @@ from __future__ import annotations
 import struct
 import zlib
 from collections.abc import Callable, Iterator
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 import numpy as np
 
@@ -81,7 +81,7 @@ def chunks(png: bytes) -> Iterator[tuple[bytes, bytes]]:
         pos += 12 + length
 
 
-def header_chunk(f: BinaryIO, kind: bytes) -> bytes | None:
+def header_chunk(f: IO[bytes], kind: bytes) -> bytes | None:
     """The data of `f`'s first chunk of `kind` before its pixels (the first IDAT), read chunk header
     by chunk header, the pixels never read; None where there is none or `f` is no PNG."""
     if f.read(len(SIGNATURE)) != SIGNATURE:
