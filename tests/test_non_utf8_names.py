@@ -163,7 +163,8 @@ def test_bench_with_labels_that_are_no_utf8_writes_markdown_and_plot_and_prints_
         micro_export: Path, tmp_path: Path) -> None:
     """`bench "ORT\\xe9=EXP"`, and `--label Büro` under LC_ALL=C: the plot and the Markdown failed
     after the timing, the table was never printed, and the report kept the escapes for merge. The
-    Markdown's link to a plot named in UTF-8 reads as text too."""
+    Markdown's link to a plot named in UTF-8, with a space, is percent-encoded: CommonMark drew no
+    image for `](Grafik ü.png)`."""
     folder = tmp_path / "bench ü"
     folder.mkdir()
     out, md, plot = folder / "r.json", folder / "r.md", folder / "Grafik ü.png"
@@ -174,9 +175,21 @@ def test_bench_with_labels_that_are_no_utf8_writes_markdown_and_plot_and_prints_
     assert b"\nORT\xe9 " in run.stdout and b"wrote " in run.stdout        # the table (the name's bytes), then the files
     assert plot.stat().st_size > 1000
     page = md.read_text(encoding="utf-8")
-    assert "on Büro" in page and "| ORT\\xe9 |" in page and "](Grafik ü.png)" in page
+    assert "on Büro" in page and "| ORT\\xe9 |" in page and "](Grafik%20%C3%BC.png)" in page
+    assert _linked_image(page) == b"Grafik \xc3\xbc.png"
     report = json.loads(out.read_text())
     assert report["label"] == "Büro" and "ORT\\xe9" in [e["label"] for e in report["engines"]]
+
+
+def _linked_image(page: str) -> bytes:
+    """The name of the file a Markdown page's one image links to, as a CommonMark reader finds it
+    (markdown-it-py, where installed): its destination's percent-escapes as bytes."""
+    from urllib.parse import unquote_to_bytes
+    markdown_it = pytest.importorskip("markdown_it", reason="no CommonMark reader (markdown-it-py) here")
+    images = [t for block in markdown_it.MarkdownIt("commonmark").parse(page) for t in block.children or ()
+              if t.type == "image"]
+    assert len(images) == 1, page
+    return unquote_to_bytes(str(images[0].attrs["src"]))
 
 
 def _older_report(label: str) -> dict[str, Any]:
@@ -198,8 +211,8 @@ def test_a_report_file_holds_its_labels_as_text(tmp_path: Path) -> None:
 
 def test_bench_merge_reads_an_older_report_with_a_label_that_is_no_utf8(tmp_path: Path) -> None:
     """A report written before labels were made text keeps "ORT\\udce9" (content hash and all): a
-    merge of it on a UTF-8 host failed the same way. Its file name, and the plot's the Markdown
-    links, read as text too."""
+    merge of it on a UTF-8 host failed the same way. Its file name reads as text too, and the
+    Markdown links the plot by its bytes, percent-encoded: `](m\\xe9.png)` named no file."""
     with _new_file(tmp_path / "older", b"r\xe9.json") as fh:       # "ORT\udce9", as Python's json wrote it
         fh.write(json.dumps(_older_report(_held(b"ORT\xe9"))).encode("ascii"))
         older = fh.name
@@ -211,7 +224,8 @@ def test_bench_merge_reads_an_older_report_with_a_label_that_is_no_utf8(tmp_path
     assert os.path.getsize(plot) > 1000
     with open(md, encoding="utf-8") as fh:
         page = fh.read()
-    assert "**ORT\\xe9**" in page and "](m\\xe9.png)" in page
+    assert "**ORT\\xe9**" in page and "](m%E9.png)" in page
+    assert _linked_image(page) == b"m\xe9.png"
     merged = json.loads((tmp_path / "m.json").read_text())
     assert merged["reports"][0]["label"] == "ORT\\xe9"
     assert merged["sources"] == [f"{tmp_path}/older/r\\xe9.json"]

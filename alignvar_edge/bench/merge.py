@@ -16,8 +16,8 @@ from typing import Any
 from alignvar_edge.bench.host import (MACHINE_FIELDS, identity_words, isa_word, load_words, machine_differences,
                                       machine_identity, shared_load)
 from alignvar_edge.bench.integrity import RAW_TIMINGS, check_figures
-from alignvar_edge.bench.render import (engine_rows, figure_cell, flattered, graph_words, host_words, markdown_table,
-                                        plain_log_ticks, pyplot, save_figure, threads_words, units_words)
+from alignvar_edge.bench.render import (engine_rows, figure_cell, flattered, graph_words, host_words, markdown_image,
+                                        markdown_table, plain_log_ticks, pyplot, save_figure, threads_words, units_words)
 from alignvar_edge.bench.schema import DEVICE_REFERENCE, ReportSchemaError, device_kind, read_report, report_header
 from alignvar_edge.cpuinfo import cpu_words, is_x86
 from alignvar_edge.errors import InputError
@@ -706,7 +706,7 @@ def merge_markdown(merged: dict[str, Any], plot: str | None = None) -> str:
     for key, title in lineups:
         lines += ["", f"## Engine x device: {title}", "", markdown_table(lineup(merged, key))]
     if plot:
-        lines += ["", f"![latency per megapixel across devices]({readable(plot)})"]
+        lines += ["", markdown_image("latency per megapixel across devices", plot)]
     return "\n".join(lines) + "\n"
 
 

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 from alignvar_edge.bench.host import load_words, machine_words, short_label
 from alignvar_edge.bench.schema import DEVICE_REFERENCE, ROUNDS, SPEEDUP_OF, SPEEDUPS
@@ -15,9 +16,10 @@ from alignvar_edge.errors import InputError
 from alignvar_edge.fsmodes import write_atomically
 from alignvar_edge.runtimes.base import precision_label
 from alignvar_edge.manifest import UNHASHED, prune_text
-from alignvar_edge.name_text import readable
+from alignvar_edge.name_text import name_bytes
 
-__all__ = ["all_cores_line", "engine_rows", "figure_cell", "graph_words", "is_bench_plot", "markdown_table",
+__all__ = ["all_cores_line", "engine_rows", "figure_cell", "graph_words", "is_bench_plot", "markdown_image",
+           "markdown_table",
            "plain_log_ticks", "pruning_note", "plot_report", "pyplot", "report_markdown", "roofline_line", "rounds_line",
            "run_words", "save_figure", "shared_line", "spread_words", "terminal_table", "units_words",
            "unverified_note"]
@@ -483,6 +485,13 @@ def all_cores_line(row: dict[str, Any]) -> str:
     return line + "."
 
 
+def markdown_image(alt: str, path: str) -> str:
+    """A Markdown image of the file at `path` (relative to the page), its destination percent-encoded
+    from the name's bytes (`name_bytes`): CommonMark draws no image whose destination holds a space
+    (`Grafik ü.png`), and a readable escape (`m\\xe9.png`) names a file that does not exist."""
+    return f"![{alt}]({quote(name_bytes(path.replace(os.sep, '/')), safe='/')})"
+
+
 def report_markdown(report: dict[str, Any], plot: str | None = None) -> str:
     """A self-contained Markdown page: context, the main table, summary, profile, host, notes."""
     m, st, pk, h = report["model"], report["settings"], report["peak"], report["host"]
@@ -511,7 +520,7 @@ def report_markdown(report: dict[str, Any], plot: str | None = None) -> str:
              "", markdown_table(_table(engine_rows(report), _shown(report, COLUMNS))), ""]
     lines += summary_lines(report)
     if plot:
-        lines += ["", f"![latency and fidelity]({readable(plot)})"]
+        lines += ["", markdown_image("latency and fidelity", plot)]
     prof = report.get("profile")
     if prof:
         srcs = prof["sources"]
