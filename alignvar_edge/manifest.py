@@ -86,11 +86,12 @@ PRESET_REFERENCE = "preset:"     # ModelSource.reference of seeded random weight
 class FileRead:
     """What one read of a file found: its SHA-256 and, where the read also walked it as an ONNX graph
     (`read_file(graph=True)`), the location of each tensor it keeps in another file, in order; None
-    where it was not walked, () where it keeps none or is no graph `onnx_wire` can read (the
-    runtime's loader says what is wrong with it)."""
+    where it was not walked, () where it keeps none. `unreadable`: why the walk found no ONNX graph
+    (verification fails on it: what was not walked was not checked)."""
 
     sha256: str
     external_data: tuple[str, ...] | None = None
+    unreadable: str | None = None
 
 
 # (device, inode, size, mtime, ctime) -> what a read of each file found in this process: one command
@@ -167,14 +168,15 @@ def _read_contents(path: Path, graph: bool, sha256: str | None = None) -> FileRe
     h, hashing = hashlib.sha256(), sha256 is None
     with open(path, "rb") as fh:
         locations: tuple[str, ...] | None = None
+        unreadable = None
         if graph:
             try:
                 locations = tuple(external_locations(fh, on_read=h.update if hashing else None))
-            except ValueError:          # not parseable: the loaders report it as such
-                locations = ()
+            except ValueError as e:     # the walk stopped there: the hash reads the rest
+                locations, unreadable = (), str(e)
         while hashing and (block := fh.read(1 << 20)):
             h.update(block)
-    return FileRead(h.hexdigest() if sha256 is None else sha256, locations)
+    return FileRead(h.hexdigest() if sha256 is None else sha256, locations, unreadable)
 
 
 def tool_versions(names: tuple[str, ...] = TRACKED_TOOLS) -> dict[str, str]:
@@ -1269,6 +1271,7 @@ def _verify_files(root: Path, m: Manifest, hashed: Mapping[str, str]) -> Manifes
     problems: list[str] = []
     converted: list[str] = []
     external: dict[str, Sequence[str]] = {}      # each graph's external-data files, from the read that hashed it
+    unreadable: list[str] = []                   # graphs that read as no ONNX graph, why
     for rel, digest in files.items():
         p = confined(root, rel)
         if (not_a_file := _not_a_file(p)) is not None:
@@ -1277,6 +1280,8 @@ def _verify_files(root: Path, m: Manifest, hashed: Mapping[str, str]) -> Manifes
         read = _listed_read(p, rel, hashed.get(rel) or None) if isinstance(digest, str) else None
         if read is not None and read.external_data is not None:
             external[rel] = read.external_data
+        if read is not None and read.unreadable is not None:
+            unreadable.append(f"{rel} cannot be read as an ONNX graph: {read.unreadable}")
         if read is None or read.sha256 != digest:
             if isinstance(digest, str) and _crlf_converted(p, digest):
                 converted.append(rel)
@@ -1294,6 +1299,9 @@ def _verify_files(root: Path, m: Manifest, hashed: Mapping[str, str]) -> Manifes
             if graph_file not in files and not any(f.startswith(f"{graph_file}/") for f in files):
                 problems.append(f"graph '{name}' is {graph_file}, which {MANIFEST_FILE} does not list")
     if len(problems) == len(stray):           # no problem but files it does not list, if any
+        if unreadable:          # made so, or listed so: copying it again copies the same bytes
+            raise ArtifactError(f"artifact '{root}' failed verification: {'; '.join(unreadable)}; "
+                                f"{_remake(root)}")
         for rel, locations in external.items():
             problems += _external_data_problems(root, rel, locations, files)
     if converted and len(problems) == 1:        # copying again as before would convert them again

@@ -41,35 +41,23 @@ def _varint(buf: bytes, i: int) -> tuple[int, int]:
 
 
 def _fields(buf: bytes) -> Iterator[tuple[int, int | bytes]]:
-    """(field number, value) of one message: ints for varints, bytes for length-delimited."""
-    i = 0
-    while i < len(buf):
-        tag, i = _varint(buf, i)
-        field, wire = tag >> 3, tag & 7
-        if wire == 0:
-            value, i = _varint(buf, i)
-            yield field, value
-        elif wire == 2:
-            n, i = _varint(buf, i)
-            if i + n > len(buf):
-                raise ValueError("truncated field")
-            yield field, buf[i:i + n]
-            i += n
-        elif wire in (1, 5):
-            i += 8 if wire == 1 else 4
-        else:
-            raise ValueError(f"unsupported wire type {wire}")
+    """(field number, value) of one small message held in memory: ints for varints, bytes for
+    length-delimited fields; the rest skipped as `_Wire.fields` skips them."""
+    wire = _Wire(io.BytesIO(buf), None, len(buf))
+    for field, wire_type, value in wire.fields(None):
+        yield field, wire.take(value - wire.pos) if wire_type == 2 else value
 
 
 def model_versions(model_bytes: bytes) -> tuple[int, dict[str, int]]:
     """(IR version, {opset domain: version}) of an ONNX file, as a runtime checks them before it
     loads it; the default domain is ''. Raises ValueError on a malformed file."""
     ir, opsets = 0, {}
-    for field, value in _fields(model_bytes):
-        if field == MODEL_IR_VERSION and isinstance(value, int):
+    wire = _Wire(io.BytesIO(model_bytes), None, len(model_bytes))
+    for field, wire_type, value in wire.fields(None):         # the graph is skipped, never copied
+        if field == MODEL_IR_VERSION and wire_type == 0:
             ir = value
-        elif field == MODEL_OPSET_IMPORT and isinstance(value, bytes):
-            entry = dict(_fields(value))
+        elif field == MODEL_OPSET_IMPORT and wire_type == 2:
+            entry = dict(_fields(wire.take(value - wire.pos)))
             domain, version = entry.get(OPSET_DOMAIN, b""), entry.get(OPSET_VERSION, 0)
             if isinstance(domain, bytes) and isinstance(version, int):
                 opsets[domain.decode("utf-8", "replace")] = version
@@ -85,13 +73,9 @@ def external_locations(model: bytes | BinaryIO, on_read: Callable[[bytes], None]
     `on_read`: given every block as it is read, in order, to the end of the file (nothing is sought
     past): a hash of the same read. Where it raises, the file is left where the walk stopped, for the
     caller to read the rest."""
-    fh: BinaryIO
-    if isinstance(model, bytes):
-        fh, size = io.BytesIO(model), len(model)
-    else:
-        fh, size = model, os.fstat(model.fileno()).st_size
+    fh = io.BytesIO(model) if isinstance(model, bytes) else model
     # where seeking is allowed the size bounds every field; where every byte is read, a short read does
-    wire = _Wire(fh, on_read, None if on_read else size)
+    wire = _Wire(fh, on_read, None if on_read else _size(fh))
     out: list[str] = []
     for field, wire_type, end in wire.fields(None):
         if field == MODEL_GRAPH and wire_type == 2:
@@ -99,6 +83,18 @@ def external_locations(model: bytes | BinaryIO, on_read: Callable[[bytes], None]
                 if loc not in out:
                     out.append(loc)
     return out
+
+
+def _size(fh: BinaryIO) -> int:
+    """The size of the file open as `fh`, from its position on; an in-memory stream (io.BytesIO) has
+    no file descriptor to ask, so its end is sought."""
+    try:
+        return os.fstat(fh.fileno()).st_size - fh.tell()
+    except io.UnsupportedOperation:
+        here = fh.tell()
+        size = fh.seek(0, io.SEEK_END) - here
+        fh.seek(here)
+        return size
 
 
 class _Wire:
@@ -159,25 +155,57 @@ class _Wire:
     def fields(self, end: int | None) -> Iterator[tuple[int, int, int]]:
         """(field number, wire type, value) of the message that ends at offset `end` (None: at the end of
         the file): a varint's value, or a length-delimited field's end offset, its bytes next to read;
-        what the caller leaves of them unread is skipped."""
+        what the caller leaves of them unread is skipped, and so are fixed-size fields and groups."""
         while self.pos < end if end is not None else self._more(1):
             tag = self.varint()
             field, wire = tag >> 3, tag & 7
             if wire == 0:
                 yield field, wire, self.varint()
             elif wire == 2:
-                stop = self.varint()
-                stop += self.pos
-                if (end is not None and stop > end) or (self._size is not None and stop > self._size):
-                    raise ValueError("truncated field")
+                stop = self._stop(end)
                 yield field, wire, stop
                 self.skip(stop - self.pos)
-            elif wire in (1, 5):
-                self.skip(8 if wire == 1 else 4)
+            elif wire == 3:
+                self._skip_group(field, end)
             else:
-                raise ValueError(f"unsupported wire type {wire}")
+                self._skip_fixed(wire)
         if end is not None and self.pos != end or self._size is not None and self.pos > self._size:
             raise ValueError("truncated field")
+
+    def _stop(self, end: int | None) -> int:
+        """The end offset of the length-delimited field whose length is next to read."""
+        stop = self.varint()
+        stop += self.pos
+        if (end is not None and stop > end) or (self._size is not None and stop > self._size):
+            raise ValueError("truncated field")
+        return stop
+
+    def _skip_fixed(self, wire: int) -> None:
+        if wire not in (1, 5):
+            raise ValueError("an end-group tag outside any group" if wire == 4 else f"unsupported wire type {wire}")
+        self.skip(8 if wire == 1 else 4)
+
+    def _skip_group(self, field: int, end: int | None) -> None:
+        """Past the group that field `field` opened (wire type 3), to its end-group tag (wire type 4),
+        groups inside it included: protobuf keeps a group onnx.proto does not declare aside, so onnx and
+        ONNX Runtime load the file, and the fields after it must be walked all the same."""
+        open_groups = [field]
+        while open_groups:
+            if end is not None and self.pos >= end:
+                raise ValueError(f"group {open_groups[-1]} not ended")
+            tag = self.varint()
+            inner, wire = tag >> 3, tag & 7
+            if wire == 0:
+                self.varint()
+            elif wire == 2:
+                self.skip(self._stop(end) - self.pos)
+            elif wire == 3:
+                open_groups.append(inner)
+            elif wire == 4:
+                if open_groups.pop() != inner:
+                    raise ValueError(f"group ended by field {inner}'s end-group tag")
+            else:
+                self._skip_fixed(wire)
 
     def graph_locations(self, end: int) -> Iterator[str]:
         """The external-data location of each tensor of the GraphProto ending at `end` that keeps its

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _graph_bytes import stand_in_graph
 from _runtime_fixtures import cache_root, export_dir, sharp_model, with_external_weights
 from alignvar_edge import runtimes
 from alignvar_edge.manifest import load_verified
@@ -65,8 +66,8 @@ def test_an_onnxruntime_engine_on_another_file_system_copies_its_onnx(external):
 
 def test_the_data_files_linked_are_the_ones_the_manifest_lists_the_graph_is_not_read(external, tmp_path):
     """link_onnx read the whole graph (up to 2 GiB with its weights inside) and parsed it to find
-    its data files, which the artifact's verified manifest lists: a graph it could not parse (here
-    bytes that are no ONNX) was an error, though linking needs none of its content."""
+    its data files, which the artifact's verified manifest lists: a graph it could not parse was an
+    error, though linking needs none of its content (here a graph naming no data file at all)."""
     import shutil
 
     from alignvar_edge.manifest import read_manifest, write_manifest
@@ -74,7 +75,7 @@ def test_the_data_files_linked_are_the_ones_the_manifest_lists_the_graph_is_not_
     art = tmp_path / "art"
     shutil.copytree(external, art)
     (art / "model.onnx").chmod(0o644)
-    (art / "model.onnx").write_bytes(b"not an onnx graph")
+    (art / "model.onnx").write_bytes(stand_in_graph("not an onnx graph"))
     write_manifest(art, read_manifest(art))
     dest = tmp_path / "dest"
     dest.mkdir()

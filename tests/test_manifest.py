@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from _graph_bytes import stand_in_graph
 from alignvar_edge.errors import ArtifactError, InputError, OutputExistsError
 from alignvar_edge.manifest import (MANIFEST_FILE, Manifest, ModelInfo, ModelSource, load_verified, new_manifest,
                                     parity_figures, parse_preset_reference, read_manifest, write_manifest)
@@ -18,7 +19,7 @@ CONFIG = {"name": "micro", "patch_nums": [1, 2, 4], "scale": 4, "hr_size": 32}
 
 def _artifact(root: Path, source: ModelSource, **fields) -> Manifest:
     with artifact_dir(root) as tmp:
-        (tmp / "model.onnx").write_bytes(b"not really onnx")
+        (tmp / "model.onnx").write_bytes(stand_in_graph("not really onnx"))
         (tmp / "sub").mkdir()
         (tmp / "sub" / "notes.txt").write_text("hello")
         m = new_manifest("onnx", "onnx", "single", "fp32",
@@ -82,10 +83,10 @@ OLD_MANIFEST = {
 def _old(tmp_path: Path, model: dict) -> Path:
     root = tmp_path / "old"
     root.mkdir()
-    (root / "model.onnx").write_bytes(b"graph")
+    (root / "model.onnx").write_bytes(stand_in_graph("graph"))
     import hashlib
     raw = {**OLD_MANIFEST, "model": model,
-           "files": {"model.onnx": hashlib.sha256(b"graph").hexdigest()}}
+           "files": {"model.onnx": hashlib.sha256(stand_in_graph("graph")).hexdigest()}}
     (root / MANIFEST_FILE).write_text(json.dumps(raw))
     return root
 
@@ -246,7 +247,7 @@ def test_a_file_is_hashed_once_per_process_while_it_holds_and_an_edit_in_place_i
     assert load_verified(a) == m and hash_files(tmp_path)["engine.onnx"] == m.files["model.onnx"]
     assert counts["model.onnx"] == 2 and "engine.onnx" not in counts
     st = os.stat(a / "model.onnx")
-    (a / "model.onnx").write_bytes(b"not really onnY")          # same size
+    (a / "model.onnx").write_bytes(stand_in_graph("not really onnY"))          # same size
     os.utime(a / "model.onnx", ns=(st.st_atime_ns, st.st_mtime_ns))
     with pytest.raises(ArtifactError, match="model.onnx does not match"):
         load_verified(a)

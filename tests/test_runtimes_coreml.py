@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from _graph_bytes import stand_in_graph
 from _runtime_fixtures import sharp_model
 from alignvar_edge import runtimes
 from alignvar_edge.errors import BackendUnavailableError
@@ -440,7 +441,7 @@ def test_a_quantized_export_is_not_silently_built_as_fp16(tmp_path, capsys, monk
     def export(precision):
         d = tmp_path / f"tiny-{precision}"
         d.mkdir()
-        (d / "model.onnx").write_bytes(b"graph")      # a listed file: the manifest must prove something
+        (d / "model.onnx").write_bytes(stand_in_graph("graph"))      # a listed file: the manifest must prove something
         write_manifest(d, new_manifest("onnx", "onnx", "single", precision,
                                        ModelInfo(name="alignvar-tiny", source=checkpoint_source("alignvar-tiny"))))
         return d
@@ -675,7 +676,7 @@ def test_quantize_for_coreml_says_what_build_says(tmp_path, capsys, monkeypatch)
     sharp_model("micro").save_pretrained(str(ckpt))
     export = tmp_path / "export"                 # an fp32 export naming its checkpoint: coreml converts that
     export.mkdir()
-    (export / "model.onnx").write_bytes(b"graph")
+    (export / "model.onnx").write_bytes(stand_in_graph("graph"))
     write_manifest(export, new_manifest("onnx", "onnx", "single", "fp32",
                                         ModelInfo(name="micro", source=checkpoint_source(ckpt))))
     from alignvar_edge import runtimes

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _graph_bytes import stand_in_graph
 from _runtime_fixtures import cache_root, sharp_model
 from alignvar_edge.cli import main
 from alignvar_edge.errors import ArtifactError
@@ -328,7 +329,7 @@ def _cached_artifact(cache: Path, ckpt: Path) -> Path:
     made = cache / "exports" / st.export_cache_key(ckpt)
     made.parent.mkdir(parents=True, exist_ok=True)
     with artifact_dir(made) as tmp:
-        (tmp / "model.onnx").write_bytes(b"stands in for the export")
+        (tmp / "model.onnx").write_bytes(stand_in_graph("stands in for the export"))
         write_manifest(tmp, new_manifest("onnx", "onnx", "single", "fp32", ModelInfo(config={"name": "micro"})))
     return made
 
@@ -343,7 +344,7 @@ def _exports_counted(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     def export_onnx(_model, out, **_kwargs):
         asked.append(Path(out))
         with artifact_dir(out) as tmp:
-            (tmp / "model.onnx").write_bytes(b"made again")
+            (tmp / "model.onnx").write_bytes(stand_in_graph("made again"))
             write_manifest(tmp, new_manifest("onnx", "onnx", "single", "fp32", ModelInfo(config={"name": "micro"})))
         return Path(out)
 
@@ -363,7 +364,7 @@ def test_a_damaged_cached_export_is_made_again_with_a_warning(ckpt, tmp_path, mo
     with pytest.warns(UserWarning, match=re.escape(f"selftest's cached export {made} failed verification")):
         out, _seconds, cached = st.cached_export(ckpt, lambda _m: None)
     assert (out, cached, asked) == (made, False, [made])
-    assert (made / "model.onnx").read_bytes() == b"made again"
+    assert (made / "model.onnx").read_bytes() == stand_in_graph("made again")
 
 
 def test_leftovers_of_a_killed_selftest_are_removed_where_no_run_is_making_them(ckpt, tmp_path, monkeypatch):

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from _graph_bytes import stand_in_graph
 from _runtime_fixtures import cache_root, export_dir, sharp_model
 from alignvar_edge import cli, cli_json, outputs, safe_stop
 from alignvar_edge.manifest import load_verified
@@ -132,13 +133,13 @@ def test_a_sigint_between_the_renames_of_a_forced_replace_loses_neither_artifact
 
     def publish(tag: str) -> None:
         with outputs.artifact_dir(out, force=True) as tmp:
-            (tmp / "model.onnx").write_text(tag)
+            (tmp / "model.onnx").write_bytes(stand_in_graph(tag))
             write_manifest(tmp, new_manifest("onnx", "onnx", "single", "fp32", {"name": tag}))
     publish("old")
     sigint_after_moving(out)                            # the old artifact has just left `out`
     with pytest.raises(KeyboardInterrupt):
         publish("new")
-    assert load_verified(out).model.name == "new" and (out / "model.onnx").read_text() == "new"
+    assert load_verified(out).model.name == "new" and (out / "model.onnx").read_bytes() == stand_in_graph("new")
     assert [p.name for p in tmp_path.iterdir()] == ["art"]          # no hidden old or staging folder
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler    # the handler back as it was
 
@@ -156,7 +157,7 @@ from alignvar_edge.manifest import new_manifest, write_manifest
 out = outputs.Path({str(out)!r})
 def publish(tag):
     with outputs.artifact_dir(out, force=True) as tmp:
-        (tmp / "model.onnx").write_text(tag)
+        (tmp / "notes.txt").write_text(tag)
         write_manifest(tmp, new_manifest("onnx", "onnx", "single", "fp32", {{"name": tag}}))
 publish("old")
 real = os.replace
@@ -170,7 +171,7 @@ print("not killed")
 """
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert res.returncode == -signal.SIGTERM and "not killed" not in res.stdout, (res.returncode, res.stderr)
-    assert load_verified(out).model.name == "new" and (out / "model.onnx").read_text() == "new"
+    assert load_verified(out).model.name == "new" and (out / "notes.txt").read_text() == "new"
     assert [p.name for p in tmp_path.iterdir()] == ["art"]          # the old one deleted before it died
 
 

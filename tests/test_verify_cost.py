@@ -158,3 +158,60 @@ def test_a_graph_cut_short_is_malformed_read_any_way(tmp_path: Path, cut: int) -
     for on_read in (None, hashlib.sha256().update):
         with open(path, "rb") as fh, pytest.raises(ValueError):
             external_locations(fh, on_read=on_read)
+
+
+def _varint(n: int) -> bytes:
+    out = b""
+    while n > 0x7F:
+        out, n = out + bytes([n & 0x7F | 0x80]), n >> 7
+    return out + bytes([n])
+
+
+def _group(field: int, inner: bytes = b"") -> bytes:
+    """A protobuf group (wire types 3 and 4) of field `field`: onnx.proto has none, and protobuf,
+    onnx and ONNX Runtime skip it as an unknown field."""
+    return _varint(field << 3 | 3) + inner + _varint(field << 3 | 4)
+
+
+# a varint, a string and a group inside a group
+_NESTED = _varint(1 << 3) + _varint(5) + _varint(2 << 3 | 2) + _varint(2) + b"ab" + _group(3, _varint(1 << 3) + b"\x01")
+
+
+def test_a_graph_behind_a_group_field_is_walked_and_refused(tmp_path: Path) -> None:
+    """A protobuf group made the walk stop with 'unsupported wire type', which verification took for
+    'keeps no tensors outside': a graph reading '../outside.data' verified once a group was appended."""
+    graph = _graph(kept_in="../outside.data") + _group(100, _NESTED)
+    (tmp_path / "outside.data").write_bytes(bytes(16))
+    with pytest.raises(ArtifactError, match="model.onnx keeps tensors in '../outside.data', outside the artifact"):
+        load_verified(_artifact(tmp_path / "a", graph))
+
+
+def test_a_harmless_group_field_verifies(tmp_path: Path) -> None:
+    graph = _group(100, _NESTED) + _graph(kept_in="model.onnx.data") + _group(101)
+    assert external_locations(graph) == ["model.onnx.data"]
+    assert "model.onnx.data" in load_verified(_artifact(tmp_path / "a", graph, data="model.onnx.data")).files
+
+
+@pytest.mark.parametrize("tail", [_varint(100 << 3 | 3), _varint(5 << 3 | 4), _group(100)[:-1] + _varint(101 << 3 | 4)],
+                         ids=["group never ended", "end of no group", "ended by another field"])
+def test_a_group_protobuf_refuses_is_malformed(tail: bytes) -> None:
+    with pytest.raises(ValueError):
+        external_locations(_graph() + tail)
+
+
+def test_a_graph_in_memory_is_walked_as_its_bytes() -> None:
+    """io.BytesIO has no file descriptor to take its size from: it was 'malformed'."""
+    data, expected = _subgraph_model()
+    assert external_locations(io.BytesIO(data)) == expected
+
+
+@pytest.mark.parametrize("content", [b"\xff" * 64, _graph()[:-3]], ids=["garbage", "cut short"])
+def test_a_listed_graph_that_is_no_onnx_graph_fails_in_one_line(tmp_path: Path, content: bytes) -> None:
+    """Such a graph, listed with its own SHA-256, verified without any check of where it keeps tensors."""
+    art = _artifact(tmp_path / "a", content)
+    with pytest.raises(ArtifactError) as e:
+        load_verified(art)
+    message = str(e.value)
+    assert "\n" not in message
+    assert "model.onnx cannot be read as an ONNX graph: " in message
+    assert "re-run the `alignvar-edge export` that made it with `--out" in message
