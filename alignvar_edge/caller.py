@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 import sys
 import threading
 import warnings
@@ -24,8 +25,8 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, ParamSpec, TypeVar
 
-__all__ = ["command_line", "on_command_line", "option", "python_call", "warn_at", "warn_caller",
-           "warnings_held"]
+__all__ = ["WarningFilter", "command_line", "on_command_line", "option", "python_call", "warn_at", "warn_caller",
+           "warnings_changed", "warnings_held"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -120,7 +121,9 @@ class _Shown:
     def under(self, filters: Sequence[Any]) -> None:
         """Forget what was shown where the filters are another list or hold other entries, as
         Python forgets what it has shown when a filter is added or a block entered."""
-        entries = tuple(filters)
+        # the package's blocks' entries come and go; a list first: tuple() of a generator resizes its
+        # tuple as it grows, and the sizes it drops pile up in Python's free lists (bounded, but 300 KB)
+        entries = tuple([f for f in filters if id(f) not in _ours])
         if filters is not self.filters or entries != self.entries:
             self.filters, self.entries, self.keys = filters, entries, {}
 
@@ -151,6 +154,96 @@ def warnings_held() -> Iterator[None]:
     found and no warning is judged by another thread's block's filters."""
     with _WARNINGS_STATE:
         yield
+
+
+@dataclass(frozen=True)
+class WarningFilter:
+    """One entry of `warnings.filters`, as `warnings.filterwarnings(action, message, category,
+    module)` makes it: `message` matches a warning's text at its start, `module` its module's name."""
+
+    action: str
+    message: str = ""
+    category: type[Warning] = Warning
+    module: str = ""
+
+    def entry(self) -> tuple[Any, ...]:
+        """A new entry each time: a block removes its own by identity."""
+        return (self.action, re.compile(self.message, re.I) if self.message else None, self.category,
+                re.compile(self.module) if self.module else None, 0)
+
+
+# The package's blocks' entries now in warnings.filters (by id), and per thread the lists its
+# recording blocks keep its warnings in (innermost last)
+_ours: dict[int, tuple[Any, ...]] = {}
+_recorders: dict[int, list[list[warnings.WarningMessage]]] = {}
+_display_before: Any = None        # warnings.showwarning as the first recording block found it
+
+
+@contextlib.contextmanager
+def warnings_changed(*filters: WarningFilter, record: bool = False) -> Iterator[list[warnings.WarningMessage]]:
+    """`filters` put first in the process's warnings filters for the block, and with `record` the
+    warnings this thread shows meanwhile kept in the list given, not shown. A block adds its own
+    entries and takes exactly those out at its end, and records only its own thread's warnings
+    (another thread's go where they went before), so blocks overlapping in threads compose. The
+    lock is held only while entries are added and removed, not for the block: a long one (an
+    export) would keep image reads in other threads waiting, and a progress thread it waits for
+    would wait for it. (catch_warnings puts back the whole list it found, and so took away what a
+    block of another thread that began inside it had added: both were left in force.)"""
+    entries = [f.entry() for f in filters]
+    caught: list[warnings.WarningMessage] = []
+    thread = threading.get_ident()
+    with _WARNINGS_STATE:
+        into = warnings.filters
+        into[:0] = entries
+        _ours.update((id(e), e) for e in entries)
+        if record:
+            _start_recording(thread, caught)
+        _filters_mutated()
+    try:
+        yield caught
+    finally:
+        with _WARNINGS_STATE:
+            for listed in (into, warnings.filters):     # another list where a catch_warnings began meanwhile
+                listed[:] = [f for f in listed if not any(f is e for e in entries)]
+            for e in entries:
+                del _ours[id(e)]
+            if record:
+                _stop_recording(thread, caught)
+            _filters_mutated()
+
+
+def _filters_mutated() -> None:
+    """Forget what Python's registries say was shown, as a filter added by warnings.filterwarnings
+    does: an entry added to the list by hand would not apply to a text already shown at its line."""
+    warnings._filters_mutated()     # type: ignore[attr-defined]
+
+
+def _start_recording(thread: int, caught: list[warnings.WarningMessage]) -> None:
+    global _display_before
+    if warnings.showwarning is not _show_or_keep:
+        _display_before = warnings.showwarning
+        warnings.showwarning = _show_or_keep
+    _recorders.setdefault(thread, []).append(caught)
+
+
+def _stop_recording(thread: int, caught: list[warnings.WarningMessage]) -> None:
+    lists = _recorders[thread]
+    del lists[next(i for i, kept in enumerate(lists) if kept is caught)]
+    if not lists:
+        del _recorders[thread]
+    if not _recorders and warnings.showwarning is _show_or_keep:   # else replaced meanwhile: left as it is
+        warnings.showwarning = _display_before
+
+
+def _show_or_keep(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """The display hook while a block records: a warning of a recording thread is kept in its
+    innermost block's list; another thread's is shown by the hook found before."""
+    lists = _recorders.get(threading.get_ident())
+    if lists:
+        lists[-1].append(warnings.WarningMessage(message, category, filename, lineno, file, line))
+    else:
+        _display_before(message, category, filename, lineno, file, line)
 
 
 _shown: dict[str, _Shown] = {}
@@ -218,9 +311,11 @@ def _shown_key(action: str, message: str, category: type[Warning], lineno: int) 
 
 
 def _action(message: str, category: type[Warning], module: str, lineno: int) -> str:
-    """The action of the first of `warnings.filters` that matches, as warnings.warn_explicit picks it."""
-    for action, text, kind, where, line in warnings.filters:
-        if (_filter_matches(text, message) and issubclass(category, kind) and _filter_matches(where, module)
+    """The action of the first of `warnings.filters` that matches, as warnings.warn_explicit picks it;
+    the entries of the package's blocks aside, which are for the third-party calls in them."""
+    for entry in warnings.filters:
+        action, text, kind, where, line = entry
+        if id(entry) not in _ours and (_filter_matches(text, message) and issubclass(category, kind) and _filter_matches(where, module)
                 and (line == 0 or line == lineno)):
             return str(action)
     return str(getattr(warnings, "defaultaction", "default"))     # not in typeshed, in every CPython

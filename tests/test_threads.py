@@ -212,6 +212,29 @@ def test_a_display_hook_that_raises_leaves_the_text_unsaid(
     assert len(_texts(users_filters, "the same text")) == 1
 
 
+def _during_a_read(path: Path, monkeypatch: pytest.MonkeyPatch, meanwhile: Callable[[], object]) -> None:
+    """load_image(path) in a thread of its own, `meanwhile` called in this one while that read is
+    inside its Pillow call (reading the EXIF)."""
+    real_getexif = Image.Image.getexif
+    inside, done = threading.Event(), threading.Event()
+
+    def getexif_and_wait(img: Image.Image) -> Image.Exif:
+        exif = real_getexif(img)
+        inside.set()
+        done.wait(10)
+        return exif
+
+    monkeypatch.setattr(Image.Image, "getexif", getexif_and_wait)
+    reader = _in_thread("reader", lambda: load_image(path))
+    assert inside.wait(10)
+    try:
+        meanwhile()
+    finally:
+        done.set()
+        reader.join()
+    monkeypatch.setattr(Image.Image, "getexif", real_getexif)
+
+
 def test_another_threads_warning_during_an_exif_read_is_shown_as_it_came(
         tmp_path: Path, users_filters: list[warnings.WarningMessage], monkeypatch: pytest.MonkeyPatch) -> None:
     """A warning the service raised in one thread while another read an image's EXIF went to that
@@ -219,25 +242,51 @@ def test_another_threads_warning_during_an_exif_read_is_shown_as_it_came(
     yours)"), or dropped where the read turned the image. It is shown as it came; the file's own
     damaged EXIF is said naming it, as before."""
     path = _damaged_exif_png(tmp_path / "a.png")
-    real_getexif = Image.Image.getexif
-    inside, warned = threading.Event(), threading.Event()
-
-    def getexif_and_wait(img: Image.Image) -> Image.Exif:
-        exif = real_getexif(img)
-        inside.set()
-        warned.wait(WAIT_S)
-        return exif
-
-    monkeypatch.setattr(Image.Image, "getexif", getexif_and_wait)
-    reader = _in_thread("reader", lambda: load_image(path))
-    assert inside.wait(10)
-    warnings.warn("a warning of yours", RuntimeWarning)
-    warned.set()
-    reader.join()
+    _during_a_read(path, monkeypatch, lambda: warnings.warn("a warning of yours", RuntimeWarning))
     assert [w.category for w in users_filters if str(w.message) == "a warning of yours"] == [RuntimeWarning]
     damaged = _texts(users_filters, "its EXIF is damaged")
     assert len(damaged) == 1 and damaged[0].startswith(f"{path}: its EXIF is damaged (Corrupt EXIF data")
 
+
+def test_another_threads_pillow_warning_during_a_read_is_not_said_as_the_files(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another thread's own Image.open of an image past Pillow's limit, while load_image read a
+    sound file: the read took Pillow's decompression-bomb warning for its file's, and said
+    "ok.png: its EXIF is damaged (Image size ... could be decompression bomb ...)". It is that
+    thread's: shown as Pillow gave it, and nothing is said of the file read."""
+    path = tmp_path / "ok.png"
+    Image.new("RGB", (6, 5)).save(path)
+    Image.new("RGB", (12, 10)).save(tmp_path / "bomb.png")
+
+    def open_a_bomb() -> None:
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)      # 120 pixels: past it
+        Image.open(tmp_path / "bomb.png").close()
+
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("default")
+        _during_a_read(path, monkeypatch, open_a_bomb)
+    assert [(w.category, os.path.basename(w.filename)) for w in shown] == [
+        (Image.DecompressionBombWarning, "Image.py")]
+
+
+def test_other_libraries_warnings_keep_the_users_filters_during_a_read(
+        tmp_path: Path, users_filters: list[warnings.WarningMessage], monkeypatch: pytest.MonkeyPatch) -> None:
+    """While a read's Pillow call ran, every warning of the process was shown ("always"): a
+    service's "error" filter for another library's warning, raised in another thread meanwhile, did
+    not raise. Only Pillow's own modules are "always" during the call."""
+    warnings.simplefilter("error", RuntimeWarning)
+    path = _damaged_exif_png(tmp_path / "a.png")
+    raised: list[type[BaseException]] = []
+
+    def warn_as_another_library() -> None:
+        try:
+            warnings.warn("a library's warning", RuntimeWarning)
+        except RuntimeWarning as e:
+            raised.append(type(e))
+
+    _during_a_read(path, monkeypatch, warn_as_another_library)
+    assert raised == [RuntimeWarning]
+    assert len(_texts(users_filters, "its EXIF is damaged")) == 1
 
 
 _FORK_SCRIPT = """

@@ -12,25 +12,27 @@ from typing import IO, TypeVar
 
 from PIL import ExifTags, Image, ImageOps, TiffImagePlugin
 
-from alignvar_edge.caller import on_command_line, warn_caller, warnings_held
+from alignvar_edge.caller import WarningFilter, on_command_line, warn_caller, warnings_changed
 
 T = TypeVar("T")
+# each of Pillow's warnings caught, though a filter had said it once already; only Pillow's, so that
+# other libraries' warnings keep the user's filters
+_PILLOW_ALWAYS = WarningFilter("always", module=r"PIL\.")
 
 
 def pillow_call(call: Callable[[], T],
                 ours: Callable[[warnings.WarningMessage], bool]) -> tuple[T, list[warnings.WarningMessage]]:
-    """`call()`, a call into Pillow, and those of the warnings it raised that `ours` takes (the
-    caller says them naming the file, or drops them). Every other warning caught meanwhile is
-    warned again after the call, as it came, through the filters then in force: Pillow's others,
-    and any that another thread raised while the call held the process's display hook. The call
-    holds the process's warnings state (`warnings_held`): Python 3.11 keeps it for the whole
-    process, and such blocks overlapping in threads left it hiding every later warning in a list
-    and ignoring the user's "error" filters. Where `call` raises, its `ours` are dropped (the file
-    is refused) and the others warned before the error goes on."""
+    """`call()`, a call into Pillow in this thread, and those of the warnings it raised that `ours`
+    takes (the caller says them naming the file, or drops them). This thread's other warnings of
+    the call are warned again after it, as they came, through the filters then in force; another
+    thread's warnings meanwhile are not this call's, and are shown as they came (`warnings_changed`
+    records this thread's only). Pillow's own warnings are all caught ("always" for its modules,
+    though a filter had said one once already); other libraries' keep the user's filters. Where
+    `call` raises, its `ours` are dropped (the file is refused) and the others warned before the
+    error goes on."""
     caught: list[warnings.WarningMessage] = []
     try:
-        with warnings_held(), warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")     # each one caught, though a filter had said it once already
+        with warnings_changed(_PILLOW_ALWAYS, record=True) as caught:
             result = call()
     except BaseException:
         _warn_again(w for w in caught if not ours(w))
