@@ -32,7 +32,7 @@ from alignvar_edge.model.matrices import bicubic_upscale
 from alignvar_edge.runtimes.torch_backend import DEFAULT_BATCH, TorchEngine
 from alignvar_edge.model.pruning import effective_prune
 from alignvar_edge.manifest import default_overlap
-from alignvar_edge.runtimes.tiling import colour_and_alpha, seam_ratio, tile_starts
+from alignvar_edge.runtimes.tiling import bicubic_seam_figure, colour_and_alpha, seam_ratio, tile_starts
 from alignvar_edge.train.ablations import NOT_APPLICABLE, VARIANTS, variant_models
 
 KINDS = (*VARIANTS, "pruned", "pruned_vs_model")     # what a result may score, in table order
@@ -184,8 +184,10 @@ def evaluate(model: AlignVAR, images: list[tuple[str, Any]], seed: int = 0,
         ys, xs = tile_starts(lr.shape[0], t_lr, ov), tile_starts(lr.shape[1], t_lr, ov)
         # over the bicubic's figure, an untiled upscale of the same LR: its content on the borders is
         # the model's, so what is left is what tiling adds. The HR's figure, the earlier reference,
-        # holds detail the LR lost: on 32 px LR crops it took an untiled bicubic from 0.2 to 3.8
-        seams = seam_ratio(recon["model"], ys, xs, t_lr, c.scale, reference=recon["bicubic"])
+        # holds detail the LR lost: on 32 px LR crops it took an untiled bicubic from 0.2 to 3.8.
+        # compare's reference, made the same way (Pillow's kernel, not the baseline's above)
+        seams = seam_ratio(recon["model"], ys, xs, t_lr, c.scale,
+                           reference=bicubic_seam_figure(lr, ys, xs, t_lr, c.scale))
         scores.append(ImageScore(
             image_name, (W, H), psnr,
             {k: ssim_y(ref, v.transpose(2, 0, 1), border=c.scale) for k, v in recon.items()}, seams,

@@ -17,7 +17,6 @@ import numpy as np
 from alignvar_edge.errors import BackendUnavailableError, InputError
 from alignvar_edge.export.parity import psnr, psnr_y, ssim_y, token_agreement
 from alignvar_edge.manifest import db_text
-from alignvar_edge.model.matrices import bicubic_upscale
 from alignvar_edge.runtimes import tiling
 from alignvar_edge.runtimes.base import Engine
 
@@ -142,8 +141,8 @@ def compare_engines(engines: Sequence[tuple[str, Engine]], reference: Engine | S
         H, W = img.shape[:2]
         used = {id(refs[idx]): refs[idx] for idx in running}     # each reference runs once per image
         ref_out = {key: _reference_image(ref, tiles, ys, xs, (H, W)) for key, ref in used.items()}
-        # the seam figure's reference, as eval's: an untiled upscale of the same LR
-        untiled = bicubic_upscale(img, first.scale)
+        # the seam figure's reference, as eval's: an untiled upscale of the same LR, once for every engine
+        untiled_seams = tiling.bicubic_seam_figure(img, ys, xs, t, first.scale)
         total_tiles += len(tiles)
         for idx in running:
             label, e = engines[idx]
@@ -164,7 +163,7 @@ def compare_engines(engines: Sequence[tuple[str, Engine]], reference: Engine | S
                 tokens_per_scale=agree["per_scale"], tokens_overall=agree["overall"],
                 psnr_db=psnr(a, b), psnr_y_db=psnr_y(a, b, border=e.scale),
                 ssim_y=ssim_y(a, b, border=e.scale),
-                seam_ratio=tiling.seam_ratio(out, ys, xs, t, e.scale, reference=untiled)))
+                seam_ratio=tiling.seam_ratio(out, ys, xs, t, e.scale, reference=untiled_seams)))
     for idx, r in enumerate(results):
         r.ms_per_tile = total_ms[idx] / max(1, total_tiles) if not r.unavailable else math.nan
     return results

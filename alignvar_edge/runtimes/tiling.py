@@ -38,7 +38,8 @@ if TYPE_CHECKING:
 
 __all__ = ["PAD_MODE", "RAMP_OFFSET", "ImagesProgress", "TileProgress", "TileRunner", "default_overlap",
            "tile_starts", "blend_window", "upscale_image",
-           "upscale_samples", "upscale_images", "upscale_plane_bicubic", "extract_tiles", "seam_ratio", "blend_tiles",
+           "upscale_samples", "upscale_images", "upscale_plane_bicubic", "extract_tiles", "seam_ratio",
+           "bicubic_seam_figure", "blend_tiles",
            "check_overlap_flag", "checked_overlap", "overlap_cost", "count_tiles", "tiles_per_call"]
 
 # progress callbacks: what they return is ignored (typeshed's convention), so that a progress bar's
@@ -199,7 +200,7 @@ def _cut(img: np.ndarray, ys: list[int], xs: list[int], tile: int, to_float: Flo
 
 
 def seam_ratio(sr: np.ndarray, ys: list[int], xs: list[int], tile: int, scale: int,
-               reference: np.ndarray | None = None) -> float:
+               reference: np.ndarray | float | None = None) -> float:
     """Gradient energy across tile borders / across the interior pixel pairs of the same phase
     (1.0: no seam); over `reference`'s where given.
 
@@ -209,14 +210,28 @@ def seam_ratio(sr: np.ndarray, ys: list[int], xs: list[int], tile: int, scale: i
     a pattern of its own: they are compared only with the interior pairs at the same position
     modulo `scale`, so an image upscaled without tiles scores about 1. Which content lies on the
     borders still moves the figure where few pairs straddle one (a small image): a `reference`, an
-    untiled upscale of the same LR (eval and compare pass bicubic), has that content at the same
-    pairs, and the ratio over its ratio leaves what tiling adds (docs/runtimes.md has figures).
+    untiled upscale of the same LR, has that content at the same pairs, and the ratio over its
+    ratio leaves what tiling adds (docs/runtimes.md has figures). `reference` may be that figure
+    already made: eval and compare pass `bicubic_seam_figure`'s, made once per image.
 
     Images (HxW or HxWxC) are floats in [0, 1] or uint8/uint16 samples, which are divided by 255 or
     65535 first: one image scores the same in any of these dtypes.
     """
-    ratio = _border_over_interior(sr, ys, xs, tile, scale)
-    return ratio if reference is None else ratio / _border_over_interior(reference, ys, xs, tile, scale)
+    ratio = _seam_figure(_unit_planes(sr), ys, xs, tile, scale)
+    if reference is None:
+        return ratio
+    if np.ndim(reference) == 0:
+        return ratio / float(reference)
+    return ratio / _seam_figure(_unit_planes(np.asarray(reference)), ys, xs, tile, scale)
+
+
+def bicubic_seam_figure(lr: np.ndarray, ys: list[int], xs: list[int], tile: int, scale: int) -> float:
+    """The seam figure of an untiled bicubic x`scale` of `lr` (the dtypes `seam_ratio` takes): the
+    reference that eval and compare divide an SR's figure by. Pillow's kernel on float planes, one
+    channel at a time (`upscale_plane_bicubic`), never a whole float64 HR image: the model's own
+    kernel (`model.matrices.bicubic_upscale`) multiplies dense matrices, 2.6 s and 245 MB for a
+    512 px LR, growing faster than its pixels; the two kernels' figures differ by a few hundredths."""
+    return _seam_figure((upscale_plane_bicubic(p, scale) for p in _unit_planes(lr)), ys, xs, tile, scale)
 
 
 # squared differences below a tenth of a 16-bit level count as flat: a flat image scores 1 and a
@@ -225,12 +240,9 @@ def seam_ratio(sr: np.ndarray, ys: list[int], xs: list[int], tile: int, scale: i
 _FLAT_ENERGY: Final = (0.1 / 65535) ** 2
 
 
-def _border_over_interior(image: np.ndarray, ys: list[int], xs: list[int], tile: int, scale: int) -> float:
-    x = _unit_floats64(image)
-    if x.ndim == 2:
-        x = x[..., None]
-    dx = ((x[:, 1:] - x[:, :-1]) ** 2).mean(axis=(0, 2))      # per column pair (c-1, c), at dx[c - 1]
-    dy = ((x[1:] - x[:-1]) ** 2).mean(axis=(1, 2))
+def _seam_figure(planes: Iterable[np.ndarray], ys: list[int], xs: list[int], tile: int, scale: int) -> float:
+    """Border energy over like-phase interior energy of an image given as its channel planes."""
+    dx, dy = _pair_energies(planes)
     edge: list[float] = []
     inner: list[float] = []
     for starts, energy in ((xs, dx), (ys, dy)):
@@ -243,14 +255,33 @@ def _border_over_interior(image: np.ndarray, ys: list[int], xs: list[int], tile:
     return max(float(np.mean(edge)), _FLAT_ENERGY) / max(float(np.mean(inner)), _FLAT_ENERGY)
 
 
-def _unit_floats64(image: np.ndarray) -> np.ndarray:
-    """An image's samples as float64 in [0, 1]: uint8/uint16 over their full scale, floats as they are."""
+def _pair_energies(planes: Iterable[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(dx, dy): the mean squared difference across each column pair (c - 1, c), at dx[c - 1], and
+    each row pair, over the planes; a plane at a time, so only one plane's differences are held in float64."""
+    per_plane = [(_squared_steps(p, axis=1), _squared_steps(p, axis=0)) for p in planes]
+    return np.mean([x for x, _ in per_plane], axis=0), np.mean([y for _, y in per_plane], axis=0)
+
+
+def _squared_steps(plane: np.ndarray, axis: int) -> np.ndarray:
+    """Mean squared difference between neighbours along `axis`, per pair position (in float64,
+    without a float64 copy of the plane)."""
+    a = np.asarray(plane)
+    ahead, behind = (a[:, 1:], a[:, :-1]) if axis == 1 else (a[1:], a[:-1])
+    d = np.subtract(ahead, behind, dtype=np.float64)
+    d *= d
+    return d.mean(axis=1 - axis)
+
+
+def _unit_planes(image: np.ndarray) -> Iterator[np.ndarray]:
+    """An image's channel planes in [0, 1]: uint8/uint16 over their full scale, floats as they are."""
     from alignvar_edge.images.arrays import full_scale
     x = np.asarray(image)
     full = full_scale(x.dtype)
     if full is None:
         raise InputError(f"seam_ratio takes uint8, uint16 or float images in [0, 1], got dtype {x.dtype}")
-    return np.asarray(x, np.float64) / full if full != 1.0 else np.asarray(x, np.float64)
+    x = x[..., None] if x.ndim == 2 else x
+    for c in range(x.shape[2]):
+        yield x[..., c] if full == 1.0 else x[..., c] / full
 
 
 def _borders(starts: list[int], tile: int, scale: int, n: int) -> set[int]:
@@ -354,7 +385,9 @@ def upscale_plane_bicubic(plane: np.ndarray, scale: int) -> np.ndarray:
     as image tools and VARSR's conditioning resize (`model.resample.PILBicubicResize`); not the PyTorch
     kernel (a = -0.75) of `model.matrices.bicubic_upscale`, the bench's baseline, which must be the
     model's own. Alpha rides beside the model's RGB and is never scored against it; the kernels'
-    outputs differ, so sharing one would change what either returns."""
+    outputs differ, so sharing one would change what either returns. The seam figure's untiled
+    reference is made with it too (`bicubic_seam_figure`): a ratio of energies, which either kernel
+    gives within a few hundredths."""
     from PIL import Image
     p = np.asarray(plane, np.float32)
     big = Image.fromarray(p).resize((p.shape[1] * scale, p.shape[0] * scale), Image.Resampling.BICUBIC)
