@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import warnings
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from PIL import Image
 
 from _runtime_fixtures import cache_root, export_dir, sharp_model
 from alignvar_edge import cli, runtimes
-from alignvar_edge.errors import PrecisionWarning
+from alignvar_edge.errors import InputError, PrecisionWarning
 from alignvar_edge.runtimes.openvino import CACHE_ENV
 
 pytest.importorskip("openvino")
@@ -183,3 +185,58 @@ def test_the_engine_readme_tells_a_call_per_photo_how_to_keep_the_compiled_model
     text = (engine / "README.md").read_text()
     assert f"One call per photo: OpenVINO compiles the engine each time it loads (seconds). Set `{CACHE_ENV}`" in text
     assert '`core.set_property({"CACHE_DIR": "DIR"})` before compiling' in text
+
+
+def test_the_folders_made_for_the_cache_are_this_users_alone(engine, tmp_path):
+    """mkdir(parents=True) gave its mode to the last folder only: under umask 000, --cache-dir pub/a/b
+    made pub and pub/a writable by every user, where anyone could swap b for a folder of theirs."""
+    old = os.umask(0)
+    try:
+        runtimes.load(engine, cache_dir=tmp_path / "pub" / "a" / "b").close()
+    finally:
+        os.umask(old)
+    modes = {p: oct((tmp_path / p).stat().st_mode & 0o777) for p in ("pub", "pub/a", "pub/a/b")}
+    assert modes == {"pub": "0o700", "pub/a": "0o700", "pub/a/b": "0o700"}
+
+
+@pytest.mark.parametrize("sticky", [False, True])
+def test_a_cache_in_a_folder_every_user_may_write_is_refused_unless_it_is_sticky(engine, tmp_path, sticky):
+    """Without the sticky bit anyone may rename a folder there and put theirs in its place; /tmp has
+    it (only the owner may rename there), so a cache in /tmp is taken."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777 if sticky else 0o777)
+    cache = shared / "mine"
+    if sticky:
+        runtimes.load(engine, cache_dir=cache).close()
+        return
+    with pytest.raises(InputError, match=re.escape(f"cache_dir '{cache}' lies in '{shared}', where every user may "
+                                                   "put a folder of theirs in its place")):
+        runtimes.load(engine, cache_dir=cache)
+    assert not cache.exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
+                    reason="making a folder another user's needs root (chown)")
+def test_a_cache_folder_of_another_user_is_refused(engine, tmp_path, monkeypatch):
+    """Its owner may write it whatever its mode says (and ACLs or a shared group may let others):
+    a folder only its owner and group may write, owned by another user, passed."""
+    cache = tmp_path / "theirs"
+    cache.mkdir(mode=0o755)
+    os.chown(cache, 65534, 65534)
+    monkeypatch.setenv(CACHE_ENV, str(cache))
+    with pytest.raises(InputError, match=re.escape(f"{CACHE_ENV} '{cache}' belongs to another user (uid 65534)")):
+        runtimes.load(engine)
+
+
+def test_a_cache_inside_the_deploy_output_holding_the_engine_is_refused(engine, tmp_path):
+    """Only the engine's own folder was asked: a cache at deploy-out/cache passed, and then `inspect
+    deploy-out` failed on files its manifest does not list."""
+    out = tmp_path / "deploy-out"
+    shutil.copytree(engine, out / "engines" / "ov")
+    (out / "manifest.json").write_text(json.dumps({"schema_version": 1, "kind": "deploy", "files": {}}))
+    with pytest.raises(InputError, match=re.escape(f"cache_dir '{out / 'cache'}' lies inside '{out}'")):
+        runtimes.load(out / "engines" / "ov", cache_dir=out / "cache")
+    assert not (out / "cache").exists()
+    (out / "manifest.json").write_text(json.dumps({"name": "a web app's own manifest"}))
+    runtimes.load(out / "engines" / "ov", cache_dir=out / "cache").close()

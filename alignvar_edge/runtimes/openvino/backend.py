@@ -70,7 +70,8 @@ from alignvar_edge.fsmodes import WRITE_LIMITS, lies_within, temp_folder_full
 from alignvar_edge.graph_names import INPUT, NOISE, SR, is_token_name, token_names
 from alignvar_edge.lazy import lazy_import
 from alignvar_edge.progress import duration
-from alignvar_edge.manifest import Manifest, db_text, listed_file, load_verified, write_manifest
+from alignvar_edge.manifest import (MANIFEST_FILE, Manifest, db_text, listed_file, load_verified, own_marker,
+                                    write_manifest)
 from alignvar_edge.name_text import shell_word
 from alignvar_edge.outputs import artifact_dir as staging_dir
 from alignvar_edge.runtimes.artifacts import (check_calibration, engine_manifest, parity_vs,
@@ -415,13 +416,15 @@ def _ran_on(compiled: Any, device: str) -> str:
 
 def compile_cache(opts: Mapping[str, Any], artifact: Path) -> Path | None:
     """The folder where OpenVINO keeps this load's compiled models: `cache_dir` where the load passes
-    it (None: no cache), else CACHE_ENV's where it is set and not empty, else none. Made if missing.
-    Refused in one line naming the option or the variable: a folder OpenVINO cannot use (it ignored
-    a file, compiling at every load without a word, and failed on one it could not make with a C++
-    trace); one inside the artifact loaded, whose files would then fail its verification (the cache
-    is no part of the engine); and one every user may write: OpenVINO checks neither who wrote a
-    cached model nor its content, and a changed byte ran as the engine (measured), so a model put
-    there by anyone would run in place of this verified one."""
+    it (None: no cache), else CACHE_ENV's where it is set and not empty, else none. Made if missing,
+    with each missing folder above it, for this user only. Refused in one line naming the option or the
+    variable: a folder OpenVINO cannot use (it ignored a file, compiling at every load without a
+    word, and failed on one it could not make with a C++ trace); one inside the artifact loaded or
+    the deploy output holding it, whose files would then fail verification (the cache is no part
+    of the engine); and one another user could fill: written by every user, another user's, or in
+    a folder every user may write without the sticky bit (where anyone may swap it). OpenVINO
+    checks neither who wrote a cached model nor its content, and a changed byte ran as the engine
+    (measured), so a model put there by anyone else would run in place of this verified one."""
     if "cache_dir" in opts:
         value = opts["cache_dir"]
         if value is None:
@@ -437,21 +440,57 @@ def compile_cache(opts: Mapping[str, Any], artifact: Path) -> Path | None:
             return None
         named, fix = CACHE_ENV, f"set {CACHE_ENV} to {{}}, or unset it"
     folder = Path(value)
-    if lies_within(folder, artifact):
-        raise InputError(f"{named} '{folder}' lies inside '{artifact}', whose files are verified at every load: "
+    if (holder := _artifact_holding(folder, artifact)) is not None:
+        raise InputError(f"{named} '{folder}' lies inside '{holder}', whose files are verified at every load: "
                          f"the cache's files would fail that check; {fix.format('a folder outside it')}")
+    runs_it = "and OpenVINO would run a compiled model put there in place of the engine's, unchecked"
+    if (open_to_all := _folder_above_open_to_all(folder)) is not None:
+        raise InputError(f"{named} '{folder}' lies in '{open_to_all}', where every user may put a folder of theirs "
+                         f"in its place, {runs_it}; {fix.format('a folder outside it')}")
     try:
-        folder.mkdir(mode=0o775, parents=True, exist_ok=True)      # never writable by every user
+        _make_private_folders(folder)
     except OSError as e:
         raise InputError(f"{named} '{folder}' cannot be made a folder ({e.strerror or e}); "
                          f"{fix.format('a writable folder')}") from e
     if not os.access(folder, os.W_OK | os.X_OK):
         raise InputError(f"{named} '{folder}' is not writable; {fix.format('a writable folder')}")
-    if folder.stat().st_mode & stat.S_IWOTH:
-        raise InputError(f"{named} '{folder}' can be written by every user, and OpenVINO would run a compiled "
-                         "model anyone put there in place of the engine's, unchecked; "
+    st = folder.stat()
+    if st.st_mode & stat.S_IWOTH:
+        raise InputError(f"{named} '{folder}' can be written by every user, {runs_it}; "
                          f"{fix.format('a folder only you (or your group) can write')}")
+    if hasattr(os, "geteuid") and st.st_uid != os.geteuid():       # its owner may write it whatever its mode
+        raise InputError(f"{named} '{folder}' belongs to another user (uid {st.st_uid}), {runs_it}; "
+                         f"{fix.format('a folder of your own')}")
     return folder
+
+
+def _artifact_holding(folder: Path, artifact: Path) -> Path | None:
+    """The artifact or deploy output that `folder` would lie inside: `artifact`, or a folder above it
+    holding one of our manifest.json files (an engine inside a deploy output: its manifest lists
+    every file, and `inspect` refuses one it does not)."""
+    for above in (artifact, *artifact.resolve().parents):
+        if (above == artifact or own_marker(above / MANIFEST_FILE) is not None) and lies_within(folder, above):
+            return above
+    return None
+
+
+def _folder_above_open_to_all(folder: Path) -> Path | None:
+    """The first folder above `folder` that every user may write without the sticky bit (which /tmp
+    has: there only a folder's owner may rename or remove it): anyone may swap `folder` there."""
+    for above in folder.resolve().parents:
+        with contextlib.suppress(OSError):
+            mode = above.stat().st_mode
+            if mode & stat.S_IWOTH and not mode & stat.S_ISVTX:
+                return above
+    return None
+
+
+def _make_private_folders(folder: Path) -> None:
+    """`folder` and each missing folder above it, made for this user only: mkdir(parents=True)
+    gives its mode to the last folder alone, the others the umask's (0777 under umask 000)."""
+    for path in (*reversed(folder.parents), folder):
+        if not path.is_dir():
+            path.mkdir(mode=0o700, exist_ok=True)
 
 
 def _loaded_from_cache(compiled: Any) -> bool | None:
