@@ -34,7 +34,7 @@ class ImageResult:
     psnr_db: float
     psnr_y_db: float
     ssim_y: float
-    seam_ratio: float
+    seam_ratio_vs_bicubic: float      # `tiling.seam_ratio` over an untiled bicubic's (1 = no seam)
 
 
 @dataclass
@@ -163,7 +163,7 @@ def compare_engines(engines: Sequence[tuple[str, Engine]], reference: Engine | S
                 tokens_per_scale=agree["per_scale"], tokens_overall=agree["overall"],
                 psnr_db=psnr(a, b), psnr_y_db=psnr_y(a, b, border=e.scale),
                 ssim_y=ssim_y(a, b, border=e.scale),
-                seam_ratio=tiling.seam_ratio(out, ys, xs, t, e.scale, reference=untiled_seams)))
+                seam_ratio_vs_bicubic=tiling.seam_ratio(out, ys, xs, t, e.scale, reference=untiled_seams)))
     for idx, r in enumerate(results):
         r.ms_per_tile = total_ms[idx] / max(1, total_tiles) if not r.unavailable else math.nan
     return results
@@ -187,7 +187,7 @@ def format_table(results: Sequence[EngineResult]) -> str:
             rows.append((f"{r.engine} [{r.backend} {r.precision}]", f"{im.image} {im.size[1]}x{im.size[0]}",
                          str(im.tiles), f"{im.tiles_identical:.1%}", f"{im.tokens_overall:.2%}",
                          db_text(im.psnr_db), db_text(im.psnr_y_db),
-                         "n/a" if math.isnan(im.ssim_y) else f"{im.ssim_y:.4f}", f"{im.seam_ratio:.2f}"))
+                         "n/a" if math.isnan(im.ssim_y) else f"{im.ssim_y:.4f}", f"{im.seam_ratio_vs_bicubic:.2f}"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
