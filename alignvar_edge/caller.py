@@ -291,6 +291,11 @@ def warn_at(message: str | Warning, category: type[Warning], filename: str, line
                 return
             memory.keys[key] = None
             _forget_oldest(memory.keys)
+    # acted on here, as judged: a block of another thread may have put an entry of its own first
+    if action == "ignore":
+        return
+    if action == "error":
+        raise message if isinstance(message, Warning) else category(message)
     try:
         # no module_globals, as warnings.warn passes none: `python -c`'s loader has no source to give;
         # no registry: what was shown is kept above

@@ -338,3 +338,37 @@ def test_a_child_forked_while_another_thread_holds_the_locks_reads_images(tmp_pa
     run = subprocess.run([sys.executable, str(script), str(tmp_path / "a.png"), "20"],
                          capture_output=True, text=True, timeout=120)
     assert run.stdout.splitlines() == ["child read", "child exit 0"], run.stderr
+
+
+def test_pillows_warning_said_again_by_reads_is_shown_once_as_plain_pillow_shows_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Five load_image (or file_profile) of one image past Pillow's limit showed its
+    decompression-bomb warning five times under the "default" filter, where Image.open shows it once:
+    each read's block made Python forget what it had shown at Pillow's line."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)         # a 12x10 image is past it
+    Image.new("RGB", (12, 10)).save(tmp_path / "bomb.png")
+    for read in (lambda: load_image(tmp_path / "bomb.png", max_megapixels=None),
+                 lambda: file_profile(tmp_path / "bomb.png")):
+        with warnings.catch_warnings(record=True) as shown:
+            warnings.simplefilter("default")
+            for _ in range(5):
+                read()
+        assert [w.category for w in shown] == [Image.DecompressionBombWarning]
+
+
+def test_a_read_is_refused_by_the_users_error_filter_while_another_thread_reads(
+        tmp_path: Path, users_filters: list[warnings.WarningMessage], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read's Pillow warnings are said again after its call through the user's filters, not the
+    entry that another thread's read has put first meanwhile ("always" for Pillow): a service's
+    "error" filter for decompression bombs refuses its image whatever other threads read."""
+    Image.new("RGB", (12, 10)).save(tmp_path / "bomb.png")
+    refused: list[str] = []
+
+    def read_a_bomb() -> None:
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)      # 120 pixels: past it
+        with pytest.raises(Image.DecompressionBombWarning) as e:
+            load_image(tmp_path / "bomb.png", max_megapixels=None)
+        refused.append(str(e.value))
+
+    _during_a_read(_damaged_exif_png(tmp_path / "a.png"), monkeypatch, read_a_bomb)
+    assert len(refused) == 1 and "could be decompression bomb" in refused[0]

@@ -12,7 +12,7 @@ from typing import IO, TypeVar
 
 from PIL import ExifTags, Image, ImageOps, TiffImagePlugin
 
-from alignvar_edge.caller import WarningFilter, on_command_line, warn_caller, warnings_changed
+from alignvar_edge.caller import WarningFilter, on_command_line, warn_at, warn_caller, warnings_changed
 
 T = TypeVar("T")
 # each of Pillow's warnings caught, though a filter had said it once already; only Pillow's, so that
@@ -48,14 +48,14 @@ def pillow_call(call: Callable[[], T],
 
 
 def _warn_again(caught: Iterable[warnings.WarningMessage]) -> None:
-    """Warn each of `caught` as warnings.warn first gave it: at its file and line, in its module
-    (a filter by module matches it) and with that module's registry ("default" says it once at
-    its line)."""
+    """Warn each of `caught` as warnings.warn first gave it: at its file and line, in its module (a
+    filter by module matches it), what was shown kept as `warn_at` keeps it: with the module's
+    registry, which each read's block clears (Python forgets what it showed whenever a filter is
+    added), five reads of one image past 89 MP showed Pillow's warning five times under "default"."""
     for w in caught:
         module = _module_of(w.filename)
-        registry = None if module is None else vars(module).setdefault("__warningregistry__", {})
-        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno,
-                               module=None if module is None else module.__name__, registry=registry)
+        name = module.__name__ if module is not None else w.filename.removesuffix(".py")   # as Python names it
+        warn_at(w.message, w.category, w.filename, w.lineno, name)
 
 
 def _module_of(filename: str) -> ModuleType | None:
