@@ -903,8 +903,27 @@ def test_build_script_help_dla_cores_and_default_names(kit, tmp_path):
         assert itself.returncode == 2 and "names this kit itself" in itself.stderr, spelling
     res = subprocess.run(["sh", script], capture_output=True, text=True, env=env, timeout=120)
     assert res.returncode == 0 and "NOT CHECKED" in res.stdout
-    assert f"--out {tmp_path}/tiny-trt-fp16-engine" in res.stdout       # not tiny-trt-fp16-fp16
+    assert f'--out "{tmp_path}/tiny-trt-fp16-engine"' in res.stdout       # not tiny-trt-fp16-fp16
     assert "alignvar-edge selftest --engine" in res.stdout and "bench trtexec" in res.stdout
+
+
+def test_the_commands_the_build_script_prints_without_alignvar_edge_paste_in_a_folder_with_a_space(kit, tmp_path):
+    """A kit under "Jetson kits/": the adopt, selftest and bench lines printed its paths bare, which a
+    shell split into several words."""
+    import shlex
+    import shutil
+    named = tmp_path / "Jetson kits" / "tiny"
+    shutil.copytree(kit, named)
+    env = {**_stand_in_trtexec(tmp_path), "PYTHON": "false"}
+    res = subprocess.run(["sh", str(named / "build_on_device.sh")], capture_output=True, text=True, env=env,
+                         timeout=120)
+    assert res.returncode == 0 and "NOT CHECKED" in res.stdout, res.stderr
+    printed = {line.split()[1]: shlex.split(line) for line in res.stdout.splitlines()
+               if line.startswith("  alignvar-edge ")}
+    assert printed["adopt"][printed["adopt"].index("--like") + 1] == str(named)
+    out = printed["adopt"][printed["adopt"].index("--out") + 1]
+    assert out.startswith(str(tmp_path / "Jetson kits")) and printed["selftest"][-1] == out
+    assert printed["bench"][printed["bench"].index("--out") + 1] == out + "-report.json"
 
 
 def test_build_script_refuses_an_output_inside_the_kit_before_building(kit, tmp_path):

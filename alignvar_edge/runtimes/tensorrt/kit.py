@@ -330,9 +330,10 @@ if [ -z "$HAVE_AE" ]; then
     echo "engine: $WORK/model.engine, NOT CHECKED: alignvar-edge is not importable by $PYTHON, so there"
     echo "is no manifest, parity check or report yet. Install it (README.md, step 2), or activate the venv it"
     echo "is in ('. ~/{DEVICE_VENV}/bin/activate'; or run this script with PYTHON=<venv>/bin/python), then run"
-    echo "  alignvar-edge adopt $WORK/model.engine --like $HERE --log $WORK/{LOG_FILE} --precision $PRECISION --out $OUT"
-    echo "  alignvar-edge selftest --engine $OUT"
-    echo "  alignvar-edge bench trtexec $WORK/{LOG_FILE} --engine $OUT --out $OUT-report.json"
+    # the paths double-quoted, as a shell reads them back (a kit under "Jetson kits/" has a space)
+    echo "  alignvar-edge adopt \\"$WORK/model.engine\\" --like \\"$HERE\\" --log \\"$WORK/{LOG_FILE}\\" --precision $PRECISION --out \\"$OUT\\""
+    echo "  alignvar-edge selftest --engine \\"$OUT\\""
+    echo "  alignvar-edge bench trtexec \\"$WORK/{LOG_FILE}\\" --engine \\"$OUT\\" --out \\"$OUT-report.json\\""
     exit 0
 fi
 
