@@ -228,12 +228,14 @@ class OutputClaims:
     `release` once it is written or dropped; leaving the block releases every claim still held.
 
     A claim is an advisory lock (flock) on the output's hidden `.NAME.inflight.tmp`, which the OS
-    drops when its process ends, however it ends; releasing removes the file (a SIGKILLed run leaves
-    it, empty, and the next run takes it over). Taking a claim also removes what a killed run left of
-    writing that output (`temp_file_beside`'s `.NAME.xxxxxxxx.tmp`) where no live process holds a lock
-    on it; one that is locked means another run is working there, and the claim is refused. Without
-    flock (Windows, a file system that refuses it) every claim is granted: the check at the rename
-    (`save_image` keeps a result another run wrote first) is then the only guard, as before."""
+    drops when its process ends, however it ends; releasing removes the file. A claim file found
+    there unlocked is a killed run's (a released one is removed), and only then is what that run
+    left of writing the output (`temp_file_beside`'s `.NAME.xxxxxxxx.tmp`) removed: no writer locks
+    its temporary file, so one found without that evidence may be another process's (a file run, a
+    Python `save_image`, an older version) still writing, and is left alone. Locks are local to
+    one host: a folder two hosts write into is not guarded. Without flock (Windows, a file system
+    that refuses it) every claim is granted: the check at the rename (`save_image` keeps a result
+    another run wrote first) is then the only guard, as before."""
 
     def __init__(self) -> None:
         self._held: dict[Path, tuple[int, Path] | None] = {}      # output -> (its locked fd, claim file)
@@ -258,16 +260,16 @@ class OutputClaims:
             self._held[path] = None         # names past NAME_MAX cut to one prefix: this run's claim already
             return True
         try:
-            fd = _locked_claim(claim, path)
+            locked = _locked_claim(claim, path)
         except _NoLocks:
             self._held[path] = None
             return True
-        if fd is None:
+        if locked is None:
             return False
+        fd, stale = locked
         self._held[path] = (fd, claim)
-        if not self._clear_leftovers(path):
-            self.release(path)
-            return False
+        if stale:
+            self._clear_leftovers(path)
         return True
 
     def release(self, path: Path) -> None:
@@ -280,30 +282,16 @@ class OutputClaims:
             claim.unlink()           # still locked: a run that opened it before sees it gone (`_locked_claim`)
         os.close(fd)
 
-    def _clear_leftovers(self, path: Path) -> bool:
-        """Remove the temporary files a killed run left of writing `path`; False (nothing removed
-        after it) where one is locked: a live run is writing it."""
+    def _clear_leftovers(self, path: Path) -> None:
+        """Remove the temporary files a killed claimant of `path` left of writing it (regular files
+        of `temp_file_beside`'s naming, never a link or anything else)."""
         prefix = hidden_prefix(path.name, 8 + 4)
         names = self._temporaries_in(path.parent)
         for name in [n for n in names if n.startswith(prefix) and _WRITER_TAIL.fullmatch(n[len(prefix):])]:
-            try:
-                fd = os.open(path.parent / name, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-            except OSError:          # gone since the folder was listed, or a link: never ours to remove
-                names.remove(name)
-                continue
-            try:
-                if not stat.S_ISREG(os.fstat(fd).st_mode):
-                    continue
-                try:
-                    if not _flock(fd):
-                        return False          # a live run is writing it
-                except _NoLocks:
-                    continue                  # whether one is cannot be told: left alone
-                os.unlink(path.parent / name)
-                names.remove(name)
-            finally:
-                os.close(fd)
-        return True
+            names.remove(name)
+            with contextlib.suppress(OSError):      # gone since the folder was listed: nothing to remove
+                if stat.S_ISREG(os.lstat(path.parent / name).st_mode):
+                    os.unlink(path.parent / name)
 
     def _temporaries_in(self, folder: Path) -> list[str]:
         """The names of our hidden temporary files in `folder`, listed once a run: leftovers are
@@ -318,13 +306,23 @@ class OutputClaims:
         return self._temporaries[folder]
 
 
-def _locked_claim(claim: Path, output: Path) -> int | None:
-    """An open descriptor of the claim file `claim` (made where absent) holding its lock, or None
-    where another process holds it. Raises _NoLocks where the file system takes no flock."""
-    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+def _locked_claim(claim: Path, output: Path) -> tuple[int, bool] | None:
+    """An open descriptor of the claim file `claim` holding its lock, and whether the file was there
+    before (stale: left by a killed claimant); None where another process holds it. Raises _NoLocks
+    where the file system takes no flock."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     while True:
+        stale = False
         try:
-            fd = os.open(claim, flags, 0o600)
+            fd = os.open(claim, flags | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            stale = True
+            try:
+                fd = os.open(claim, flags)
+            except FileNotFoundError:
+                continue                      # its holder released it between our two opens: again
+            except OSError as e:
+                raise write_error(e, output) from e
         except OSError as e:                  # a full disk: about the output, as writing it would be
             raise write_error(e, output) from e
         try:
@@ -337,7 +335,7 @@ def _locked_claim(claim: Path, output: Path) -> int | None:
             os.close(fd)
             return None
         if _names(claim, fd):
-            return fd
+            return fd, stale
         os.close(fd)        # its holder released and removed it between our open and our lock: again
 
 

@@ -1,6 +1,7 @@
 """Folder runs of `upscale` that overlap or stop: a run does not start an image another live run is
 working on (a claim: a lock on the output's hidden `.NAME.inflight.tmp`), removes what a killed run
-left of an output (an unlocked `.NAME.xxxxxxxx.tmp`), leaves a locked one alone; an interrupt counts
+left of an output (its `.NAME.xxxxxxxx.tmp`, where its claim file is left unlocked), leaves another
+writer's alone; an interrupt counts
 the images finished and dropped, a full disk says the finished ones are kept.
 
 The engine here is a stub that repeats each pixel (no model): what is tested is which images a run
@@ -8,7 +9,6 @@ starts, and it logs every image it computes by its value."""
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import subprocess
 import sys
@@ -101,42 +101,83 @@ def test_without_flock_every_claim_is_granted_and_no_file_is_made(tmp_path, monk
     assert _hidden(tmp_path) == []
 
 
-def test_a_killed_runs_leftover_goes_a_locked_one_and_other_files_stay(tmp_path):
+def test_a_killed_claimants_leftover_goes_and_other_files_stay(tmp_path):
+    """A SIGKILLed run leaves its claim file, unlocked, and what it was writing: both go."""
     out = tmp_path / "a.png"
     others = [".a.png.notes.tmp", ".a.png.0123abcd.tmp.bak", "a.png.0123abcd.tmp", ".b.png.0123abcd.tmp",
               ".a.png.0123ABCD.tmp"]
-    for name in [".a.png.0123abcd.tmp", *others]:
+    for name in [".a.png.inflight.tmp", ".a.png.0123abcd.tmp", *others]:
         (tmp_path / name).write_bytes(b"")
     os.symlink(tmp_path / "b.png.keep", tmp_path / ".a.png.89abcdef.tmp")      # a link: never removed
     with OutputClaims() as claims:
         assert claims.take(out)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*others, ".a.png.89abcdef.tmp"])
-    live = tmp_path / ".a.png.fedcba98.tmp"
-    with open(live, "wb") as f:                 # another run is writing it
-        fcntl.flock(f, fcntl.LOCK_EX)
+
+
+def test_a_temporary_without_a_stale_claim_is_left_to_its_writer(tmp_path):
+    """No writer locks its temporary file: without a killed claimant's claim file it may be a live
+    process's (a file run, a Python save_image), and is kept."""
+    out = tmp_path / "a.png"
+    (tmp_path / ".a.png.0123abcd.tmp").write_bytes(b"")
+    with OutputClaims() as claims:
+        assert claims.take(out)
+    assert _hidden(tmp_path) == [".a.png.0123abcd.tmp"]
+
+
+_SLOW_WRITER = """
+import os, sys, time
+from pathlib import Path
+import numpy as np
+from alignvar_edge.images import write
+ready, gate = Path(sys.argv[2]), Path(sys.argv[3])
+real = os.fsync
+def slow_fsync(fd):                     # mid-write: its temporary file exists, not yet renamed
+    ready.touch()
+    while not gate.exists():
+        time.sleep(0.05)
+    real(fd)
+write.os.fsync = slow_fsync
+write.save_image(sys.argv[1], np.full((4, 4, 3), 200, np.uint8))
+"""
+
+
+def test_a_claim_leaves_a_live_save_image_to_finish_and_publish(tmp_path):
+    """save_image in another process, writing the output a run claims: its temporary file was
+    removed under it (FileNotFoundError at its rename)."""
+    out, ready, gate = tmp_path / "out" / "img0.png", tmp_path / "ready", tmp_path / "gate"
+    out.parent.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    writer = subprocess.Popen([sys.executable, "-c", _SLOW_WRITER, str(out), str(ready), str(gate)],
+                              stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not ready.exists():
+            assert writer.poll() is None and time.monotonic() < deadline, writer.stderr
+            time.sleep(0.05)
         with OutputClaims() as claims:
-            assert not claims.take(out)
-        assert live.exists() and not (tmp_path / ".a.png.inflight.tmp").exists()
+            assert claims.take(out)
+        assert [n for n in _hidden(out.parent) if n != ".img0.png.inflight.tmp"], "its temporary file went"
+    finally:
+        gate.touch()
+        err = writer.communicate(timeout=120)[1]
+    assert writer.returncode == 0, err
+    with Image.open(out) as img:
+        assert img.getpixel((0, 0)) == (200, 200, 200)
+    assert _hidden(out.parent) == []
 
 
-def test_a_folder_run_removes_a_killed_runs_leftover_and_leaves_a_locked_image_to_its_run(tmp_path, monkeypatch,
-                                                                                         capsys):
-    """A SIGKILLed run leaves a 0-byte `.img1.png.xxxxxxxx.tmp`; a live one holds a lock on what it
-    writes. The first was kept for ever, the second's image was done a second time."""
+def test_a_folder_run_removes_a_killed_runs_leftover_and_keeps_a_lone_temporary(tmp_path, monkeypatch, capsys):
+    """A SIGKILLed run leaves its claim file and a 0-byte `.img1.png.xxxxxxxx.tmp`: both go. A
+    temporary file without a claim file may be a live writer's: it stays."""
     src, out, log = _folder(tmp_path / "in", 3), tmp_path / "out", tmp_path / "log"
     out.mkdir()
+    (out / ".img1.png.inflight.tmp").write_bytes(b"")
     (out / ".img1.png.0123abcd.tmp").write_bytes(b"")
+    (out / ".img2.png.89abcdef.tmp").write_bytes(b"")
     _stub(monkeypatch, log)
-    with open(out / ".img2.png.89abcdef.tmp", "wb") as live:
-        fcntl.flock(live, fcntl.LOCK_EX)
-        assert main(["upscale", str(src), str(out), "--quiet"]) == 0
-        err = _lines(capsys.readouterr().err)
-        assert _computed(log) == [0, 1]
-        assert sorted(p.name for p in out.iterdir()) == [".img2.png.89abcdef.tmp", "img0.png", "img1.png"]
-        assert err[-1] == (f"left 1 image(s) to another run that was working on them ({out / 'img2.png'}); once it "
-                           "has ended, the same command again does any it did not finish"), err
-    assert main(["upscale", str(src), str(out), "--quiet"]) == 0          # its run gone: the next run does it
-    assert _computed(log) == [0, 1, 2] and _hidden(out) == []
+    assert main(["upscale", str(src), str(out), "--quiet"]) == 0
+    assert _computed(log) == [0, 1, 2]
+    assert sorted(p.name for p in out.iterdir()) == [".img2.png.89abcdef.tmp", "img0.png", "img1.png", "img2.png"]
 
 
 _DRIVER = """
