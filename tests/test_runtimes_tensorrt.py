@@ -1180,7 +1180,7 @@ def test_an_engine_directory_describes_its_engine_and_rebuilds_beside_itself(kit
     assert "TensorRT build kit" not in readme and "Copy this whole directory" not in readme
     res = subprocess.run(["sh", str(out / "build_on_device.sh")], capture_output=True, text=True,
                          env={**env, "PYTHON": "false"}, timeout=120)
-    assert res.returncode == 0 and f"--out {tmp_path}/tiny-trt-fp16-dla0-engine\n" in res.stdout, res.stdout
+    assert res.returncode == 0 and f'--out "{tmp_path}/tiny-trt-fp16-dla0-engine"\n' in res.stdout, res.stdout
     # a rebuild's own directory (<kit>-engine[-dlaN]) rebuilds without naming precision or core twice:
     # it went to tiny-trt-int8-engine-int8 and tiny-trt-int8-engine-dla0-int8-dla0
     rebuilt = tmp_path / "tiny-trt-fp16-engine-dla0"
