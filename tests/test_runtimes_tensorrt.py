@@ -1189,7 +1189,7 @@ def test_an_engine_directory_describes_its_engine_and_rebuilds_beside_itself(kit
                        (["--dla-core", "1"], "tiny-trt-fp16-engine-dla1")):
         res = subprocess.run(["sh", str(rebuilt / "build_on_device.sh"), *args], capture_output=True, text=True,
                              env={**env, "PYTHON": "false"}, timeout=120)
-        assert res.returncode == 0 and f"--out {tmp_path}/{want}\n" in res.stdout, (args, res.stdout)
+        assert res.returncode == 0 and f'--out "{tmp_path}/{want}"\n' in res.stdout, (args, res.stdout)
 
 
 def test_the_kits_trtexec_txt_builds_beside_the_kit_which_still_verifies(kit, tmp_path):
