@@ -105,6 +105,27 @@ def test_bench_loads_its_openvino_engines_with_the_cache(engine, export, tmp_pat
         "engine benched here is one: drop it")
 
 
+def test_a_bench_row_says_its_engine_was_read_from_the_cache(engine, tmp_path, monkeypatch):
+    """With the variable set in a shell profile every bench loaded OpenVINO engines from the cache, and
+    nothing said that load_s timed reading it rather than compiling: `bench merge` set one against the
+    other. The row records it (the folder by its name alone: reports are shared), the merged Markdown
+    says it."""
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "ov-cache"))
+    rows, pages = [], []
+    for i in range(2):
+        out = tmp_path / f"r{i}.json"
+        assert cli.main(["bench", str(engine), "--no-reference", "--runs", "1", "--warmup", "0", "--threads", "1",
+                         "--label", "box", "--out", str(out)]) == 0
+        rows.append(json.loads(out.read_text())["engines"][0])
+        assert cli.main(["bench", "merge", str(out), "--md", str(tmp_path / f"m{i}.md"),
+                         "--plot", str(tmp_path / f"m{i}.png")]) == 0
+        pages.append((tmp_path / f"m{i}.md").read_text())
+    assert [(r["cache_dir"], r["loaded_from_cache"]) for r in rows] == [("ov-cache", False), ("ov-cache", True)]
+    assert "Compiled-model cache" not in pages[0]
+    assert (f"box: Compiled-model cache: {rows[1]['label']} loaded from OpenVINO's cache (ov-cache): their load_s "
+            "times reading the compiled model, not compiling it.") in pages[1]
+
+
 def test_an_onnxruntime_engine_runs_with_the_variable_set_and_refuses_the_flag(export, photo, tmp_path, monkeypatch,
                                                                                capsys):
     # set for a whole script, the variable must not stop the calls of engines that keep no compiled model,

@@ -92,7 +92,7 @@ def bench_engine_dir(engines: list[str], runs: int = 20, warmup: int = 3, thread
     `cache_dir`: where OpenVINO engines keep their compiled model (the load option)."""
     from alignvar_edge.bench.fidelity import fidelity
     from alignvar_edge.bench.memory import PeakRSS
-    from alignvar_edge.bench.render import unverified_note
+    from alignvar_edge.bench.render import cache_note, unverified_note
     from alignvar_edge.bench.runner import graph_fields, identity_fields, precision_fields, rounds
     from alignvar_edge.bench.subjects import (BICUBIC, call_for, check_cache_dir, check_exists, open_subject, parse_spec,
                                               unique_label)
@@ -151,7 +151,7 @@ def bench_engine_dir(engines: list[str], runs: int = 20, warmup: int = 3, thread
                 call()
                 times.append((time.perf_counter() - t0) * 1e3)
             mp = eng.config.hr_size ** 2 / 1e6
-            e.update(batch=eng.batch, load_s=sub.info.get("load_s"),
+            e.update(batch=eng.batch, load_s=sub.info.get("load_s"), **(sub.info.get("cache") or {}),
                      latency=latency_summary(times, eng.batch, mp),
                      memory={**p.result(), "load_rss_mb": sub.info.get("load_rss_mb"),
                              "measured_on": f"golden pass ({len(lr)} tiles)"},
@@ -162,7 +162,7 @@ def bench_engine_dir(engines: list[str], runs: int = 20, warmup: int = 3, thread
     own.record(host)
     settings = {"runs": runs, "duration_s": duration, "warmup": warmup, "threads": threads, "fidelity_tiles": None,
                 "images": None, "interleaved": False}
-    notes = [n for n in (_NOTE, unverified_note(entries)) if n]
+    notes = [n for n in (_NOTE, unverified_note(entries), cache_note(entries)) if n]
     return _report(_model_block(first), entries, settings, label, host, min_token_agreement, notes)
 
 

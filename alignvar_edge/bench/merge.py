@@ -16,8 +16,9 @@ from typing import Any
 from alignvar_edge.bench.host import (MACHINE_FIELDS, identity_words, isa_word, load_words, machine_differences,
                                       machine_identity, shared_load)
 from alignvar_edge.bench.integrity import RAW_TIMINGS, check_figures
-from alignvar_edge.bench.render import (engine_rows, figure_cell, flattered, graph_words, host_words, markdown_image,
-                                        markdown_table, plain_log_ticks, pyplot, save_figure, threads_words, units_words)
+from alignvar_edge.bench.render import (cache_note, engine_rows, figure_cell, flattered, graph_words, host_words,
+                                        markdown_image, markdown_table, plain_log_ticks, pyplot, save_figure,
+                                        threads_words, units_words)
 from alignvar_edge.bench.schema import DEVICE_REFERENCE, ReportSchemaError, device_kind, read_report, report_header
 from alignvar_edge.cpuinfo import cpu_words, is_x86
 from alignvar_edge.errors import InputError
@@ -88,7 +89,8 @@ def merge_reports(paths: Sequence[PathArg]) -> dict[str, Any]:
     return {**report_header("merged"), "sources": sources, "reports": parts, "rows": rows,
             "warnings": repeated + cpu_warnings(parts) + merge_warnings(parts) + label_warnings(rows)
             + graph_warnings(rows) + build_warnings(rows, hardware),
-            "notes": precision_notes(rows) + by_label_notes(rows) + runtime_notes(parts)}
+            "notes": precision_notes(rows) + by_label_notes(rows) + runtime_notes(parts)
+            + [f"{r['label']}: {note}" for r in parts if (note := cache_note(r["engines"]))]}
 
 
 def _raw_timings(r: dict[str, Any]) -> str | None:

@@ -18,7 +18,7 @@ from alignvar_edge.runtimes.base import precision_label
 from alignvar_edge.manifest import UNHASHED, prune_text
 from alignvar_edge.name_text import name_bytes
 
-__all__ = ["all_cores_line", "engine_rows", "figure_cell", "graph_words", "is_bench_plot", "markdown_image",
+__all__ = ["all_cores_line", "cache_note", "engine_rows", "figure_cell", "graph_words", "is_bench_plot", "markdown_image",
            "markdown_table",
            "plain_log_ticks", "pruning_note", "plot_report", "pyplot", "report_markdown", "roofline_line", "rounds_line",
            "run_words", "save_figure", "shared_line", "spread_words", "terminal_table", "units_words",
@@ -225,6 +225,18 @@ def unverified_note(engines: list[dict[str, Any]]) -> str | None:
         return None
     return (f"Unverified manifest: {', '.join(named)}: {UNHASHED}; the build_parity shown is as that manifest "
             "states it. Re-create the engine to be sure.")
+
+
+def cache_note(engines: list[dict[str, Any]]) -> str | None:
+    """The line that names the engine entries read from OpenVINO's compiled-model cache (their
+    `loaded_from_cache`): their load_s times that read, not a compile, and must not be set against
+    one; None where none was."""
+    read = [e for e in engines if e.get("loaded_from_cache")]
+    if not read:
+        return None
+    folders = sorted({str(e.get("cache_dir")) for e in read})
+    return (f"Compiled-model cache: {', '.join(e['label'] for e in read)} loaded from OpenVINO's cache "
+            f"({', '.join(folders)}): their load_s times reading the compiled model, not compiling it.")
 
 
 def terminal_table(report: dict[str, Any], columns: list[tuple[str, str]] | None = None) -> str:

@@ -31,7 +31,7 @@ from alignvar_edge.bench.image import (FOLDER_LR, IMAGE_LR, IMAGE_RUNS, MAX_IMAG
 from alignvar_edge.bench.host import OwnLoad, load_words, shared_load
 from alignvar_edge.bench.memory import PeakRSS, traced_peak_mb
 from alignvar_edge.bench.peak import MAX_PEAK_N
-from alignvar_edge.bench.render import pruning_note, spread_words, unverified_note
+from alignvar_edge.bench.render import cache_note, pruning_note, spread_words, unverified_note
 from alignvar_edge.bench.schema import ROUNDS, SPEEDUP_OF, SPEEDUPS, device_kind, meets_fidelity, new_report, reference_model_block, status_reasons
 from alignvar_edge.bench.stats import latency_summary, ratio_spread, separated, spread_bounds
 from alignvar_edge.bench.subjects import (BICUBIC, EAGER, EngineSpec, Subject, artifact_bytes, call_for,
@@ -683,6 +683,7 @@ def _entry(s: Subject, times_ms: list[float], mp: float, flops: int | None, peak
     e["batch"] = s.info.get("batch", 1)
     e["parallel_requests"] = s.info.get("parallel_requests", 1)
     e["load_s"] = s.info.get("load_s")
+    e.update(s.info.get("cache") or {})
     e["latency"] = latency_summary(times_ms, e["batch"], mp, flops, peak["gflops"], _median_gflops(peak))
     e["flops_per_tile"] = flops          # what GFLOP/s and % peak count: a pruned engine's own
     e["memory"] = s.info.get("memory")
@@ -943,7 +944,7 @@ def _notes(host: dict[str, Any], entries: list[dict[str, Any]], interleaved: boo
                         "between them. ") + "With more "
                      "runnable threads than cores, multi-threaded runs also measure contention (PyTorch's "
                      "OpenMP barriers suffer most): compare with --threads 1.")
-    notes += [n for n in (pruning_note(entries), unverified_note(entries)) if n]
+    notes += [n for n in (pruning_note(entries), unverified_note(entries), cache_note(entries)) if n]
     stray = [e["label"] for e in entries if e["kind"] == "engine" and e.get("precision") == "fp32"
              and not e.get("prune")
              and (((e.get("fidelity") or {}).get("vs_reference") or {}).get("token_agreement") or 1.0) < 0.9]

@@ -48,7 +48,10 @@ SHA-256s the manifest lists for its graph files and their external data, not REA
 outputs or build records; a rebuild that wrote the same graphs has the same; null for a TensorRT
 engine, whose plan its GPU compiles anew) and built_from (the export it was built from: path,
 backend, precision, manifest_sha256 (the SHA-256 of that export's manifest.json file), and files_sha256, that
-export's; null for an export). `bench
+export's; null for an export). An OpenVINO engine loaded with a compiled-model cache (--cache-dir,
+ALIGNVAR_EDGE_CACHE_DIR) also has cache_dir (the folder's name alone: reports are shared) and
+loaded_from_cache (true: its load_s timed reading the compiled model, not compiling it, and a note
+says so; null where OpenVINO does not say). `bench
 merge` warns where one engine x device row joins engines built from other graphs, or other files on
 devices of one hardware class, and notes where their compute_precision differs. Only "ok" entries
 carry numbers (their types checked on reading: a hand-edited figure is one line; `bench merge` also

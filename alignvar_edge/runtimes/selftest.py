@@ -240,7 +240,7 @@ def selftest(backend: str, model: str = DEFAULT_CHECKPOINT, device: str | None =
         with runtimes.load(engine_dir, backend=b.name, device=device, **opts) as engine:
             report["load_s"] = round(time.perf_counter() - t0, 2)
             report["device"] = engine.device
-            report.update(_cache_record(engine))
+            report.update(cache_record(engine))
             try:
                 sr, tok = engine.run(lr)
             except BackendUnavailableError as e:          # Core ML off macOS: built and validated only
@@ -270,13 +270,13 @@ def _load_options(report: dict[str, Any], cuda_graphs: bool | None, threads: int
                   cache_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """The load options `cuda_graphs` (torch), `threads` and `cache_dir` (OpenVINO) that are set, the
     first two also recorded in the report: a latency means little without the threads it ran on. The
-    cache the engine used is recorded once it is open (`_cache_record`: the variable may set it)."""
+    cache the engine used is recorded once it is open (`cache_record`: the variable may set it)."""
     opts = {k: v for k, v in (("cuda_graphs", cuda_graphs), ("threads", threads)) if v is not None}
     report.update(opts)
     return {**opts, **({"cache_dir": cache_dir} if cache_dir is not None else {})}
 
 
-def _cache_record(engine: Any) -> dict[str, Any]:
+def cache_record(engine: Any) -> dict[str, Any]:
     """The report's record of the compiled-model cache an engine loaded with (OpenVINO's): its folder
     and whether the compiled model was read from it; nothing for an engine without one."""
     folder = getattr(engine, "cache_dir", None)
@@ -375,7 +375,7 @@ def selftest_engine(engine_dir: str | os.PathLike[str], device: str | None = Non
             "compute_precision": getattr(engine, "compute_precision", None),
             "expected_precision": getattr(engine, "expected_precision", None)}
         report.update(recorded)
-        report.update(_cache_record(engine))
+        report.update(cache_record(engine))
         caution = unverified_caution(root)
         if caution:             # the precision and model above are the manifest's word only
             report["manifest_unverified"] = caution
@@ -483,7 +483,7 @@ def format_report(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["cache_dir", "cached_export", "export_cache_key", "format_report", "selftest",
+__all__ = ["cache_dir", "cache_record", "cached_export", "export_cache_key", "format_report", "selftest",
            "selftest_engine", "source_digest"]
 
 
