@@ -222,6 +222,15 @@ class _NoLocks(Exception):
     """The file system refuses flock (some network mounts): nothing can be claimed there."""
 
 
+class _CannotClaim(Exception):
+    """The claim file is there but not one this run can lock: another account's that it may not
+    read, a link, a folder or another special file."""
+
+
+# what opening an existing claim file says where it is not ours to lock (ENXIO: a socket)
+_NOT_OURS = (errno.EACCES, errno.EPERM, errno.ELOOP, errno.EISDIR, errno.ENXIO)
+
+
 class OutputClaims:
     """The outputs one run is working on, so that a second run into the same folder (a nightly job
     starting while last night's still runs) does not start them too: `take` before an image's work,
@@ -240,6 +249,7 @@ class OutputClaims:
     def __init__(self) -> None:
         self._held: dict[Path, tuple[int, Path] | None] = {}      # output -> (its locked fd, claim file)
         self._temporaries: dict[Path, list[str]] = {}              # folder -> our temporaries' names there
+        self.unclaimable: dict[Path, Path] = {}     # output -> its claim file, one this run cannot lock
 
     def __enter__(self) -> OutputClaims:
         return self
@@ -264,6 +274,9 @@ class OutputClaims:
         except _NoLocks:
             self._held[path] = None
             return True
+        except _CannotClaim:
+            self.unclaimable[path] = claim
+            return False
         if locked is None:
             return False
         fd, stale = locked
@@ -279,8 +292,18 @@ class OutputClaims:
             return
         fd, claim = held
         with contextlib.suppress(OSError):
-            claim.unlink()           # still locked: a run that opened it before sees it gone (`_locked_claim`)
+            if _names(claim, fd) and os.fstat(fd).st_size == 0:     # never a file someone put there since
+                claim.unlink()       # still locked: a run that opened it before sees it gone (`_locked_claim`)
         os.close(fd)
+
+    def unclaimable_note(self) -> str | None:
+        """What a run says at its end of the images it left because their claim file was not one it
+        could take, and how to let the next run do them; None where there were none."""
+        if not self.unclaimable:
+            return None
+        return (f"left {len(self.unclaimable)} image(s) whose claim file this run cannot lock "
+                f"({first_names([str(c) for c in self.unclaimable.values()])}: another account's, or not a file); if "
+                "no run is working there, remove it and run the same command again")
 
     def _clear_leftovers(self, path: Path) -> None:
         """Remove the temporary files a killed claimant of `path` left of writing it (regular files
@@ -309,8 +332,10 @@ class OutputClaims:
 def _locked_claim(claim: Path, output: Path) -> tuple[int, bool] | None:
     """An open descriptor of the claim file `claim` holding its lock, and whether the file was there
     before (stale: left by a killed claimant); None where another process holds it. Raises _NoLocks
-    where the file system takes no flock."""
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    where the file system takes no flock, _CannotClaim where `claim` is not a file this run can
+    open. Read-only, 0644: flock needs no write access, so another account's claim can be taken."""
+    # O_NONBLOCK: a FIFO of that name opens at once (and is refused as no regular file)
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     while True:
         stale = False
         try:
@@ -322,7 +347,12 @@ def _locked_claim(claim: Path, output: Path) -> tuple[int, bool] | None:
             except FileNotFoundError:
                 continue                      # its holder released it between our two opens: again
             except OSError as e:
+                if e.errno in _NOT_OURS:
+                    raise _CannotClaim() from e
                 raise write_error(e, output) from e
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise _CannotClaim()
         except OSError as e:                  # a full disk: about the output, as writing it would be
             raise write_error(e, output) from e
         try:

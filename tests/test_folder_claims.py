@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from alignvar_edge import outputs, runtimes
@@ -252,3 +254,59 @@ def test_a_full_disk_says_the_finished_images_are_kept_and_the_same_command_resu
         "choose another output; 2 of 4 image(s) were finished and are kept: once that is fixed, the same command "
         "again does the rest (it skips the finished ones)")
     assert sorted(p.name for p in out.iterdir()) == ["img0.png", "img1.png"]
+
+
+def test_a_claim_file_the_run_cannot_lock_leaves_that_image_and_says_how_to_free_it(tmp_path, monkeypatch, capsys):
+    """A link or a folder where img1's claim file goes (or another account's unreadable claim)
+    stopped the whole run with exit 1 ('out/img1.png: Too many levels of symbolic links'), on every
+    rerun."""
+    src, out, log = _folder(tmp_path / "in", 3), tmp_path / "out", tmp_path / "log"
+    out.mkdir()
+    os.symlink("/nonexistent/target", out / ".img1.png.inflight.tmp")
+    (out / ".img2.png.inflight.tmp").mkdir()
+    _stub(monkeypatch, log)
+    assert main(["upscale", str(src), str(out), "--quiet"]) == 0
+    assert _computed(log) == [0]
+    claims = f"{out / '.img1.png.inflight.tmp'}, {out / '.img2.png.inflight.tmp'}"
+    assert _lines(capsys.readouterr().err)[-1] == (
+        f"left 2 image(s) whose claim file this run cannot lock ({claims}: another account's, or not a file); if no "
+        "run is working there, remove it and run the same command again")
+    assert _hidden(out) == [".img1.png.inflight.tmp", ".img2.png.inflight.tmp"]
+
+
+def test_a_claim_file_is_readable_by_others(tmp_path):
+    """Another account's run into a group-shared folder must be able to open it to lock it."""
+    out = tmp_path / "a.png"
+    mask = os.umask(0o022)
+    try:
+        with OutputClaims() as claims:
+            assert claims.take(out)
+            assert stat.S_IMODE((tmp_path / ".a.png.inflight.tmp").stat().st_mode) == 0o644
+    finally:
+        os.umask(mask)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write any file: no read-only claim file to test with")
+def test_a_read_only_claim_file_is_taken(tmp_path):
+    """Claims are opened read-only (flock needs no write access): a claim file the run may only
+    read (another account's in a shared folder) was 'Permission denied', the whole run's exit 1."""
+    out = tmp_path / "a.png"
+    (tmp_path / ".a.png.inflight.tmp").write_bytes(b"")
+    (tmp_path / ".a.png.inflight.tmp").chmod(0o444)
+    with OutputClaims() as claims:
+        assert claims.take(out)
+    assert _hidden(tmp_path) == []
+
+
+def test_release_removes_only_its_own_empty_claim_file(tmp_path):
+    out = tmp_path / "a.png"
+    claim = tmp_path / ".a.png.inflight.tmp"
+    with OutputClaims() as claims:
+        assert claims.take(out)
+        claim.write_text("notes")                   # someone wrote into it meanwhile
+    assert claim.read_text() == "notes"
+    with OutputClaims() as claims:
+        assert claims.take(out)
+        claim.unlink()
+        claim.write_bytes(b"")                      # another file of that name since: not ours
+    assert claim.exists()
