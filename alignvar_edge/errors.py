@@ -86,8 +86,10 @@ class OutputExistsError(AlignVAREdgeError):
 
 class SkippedInputsError(AlignVAREdgeError):
     """A folder run that finished every image it could and went past inputs it cannot use (a
-    truncated file, a text file named .jpg): not a refusal, so not exit 2. `skipped`: (file, why) of
-    each, as `usable_images` gives them; `finished`: the images this run wrote."""
+    truncated file, a text file named .jpg): not a refusal, so not exit 2. Raised by the `upscale`
+    verb only (in Python: `cli.main([...])` with --debug, which otherwise returns its exit 4);
+    `Engine.upscale_many` never raises it. `skipped`: (file, why) of each, as `usable_images` gives
+    them; `finished`: the images this run wrote."""
 
     exit_code = 4
 
