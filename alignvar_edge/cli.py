@@ -244,14 +244,13 @@ def _parse_and_run(argv: list[str], interrupted: list[int]) -> int:
             if (memory := out_of_memory(e)) is not None:       # a runtime's allocation failure too
                 if debug:
                     raise
-                print(f"{_who(args)}: error: {memory}", file=sys.stderr)
+                print(f"{_who(args)}: error: {_with_what_was_kept(args, str(memory))}", file=sys.stderr)
                 _drop_torch_exit_log()
                 return 1
             if isinstance(e, OSError) or _no_temporary_folder(e):
                 if debug:
                     raise
-                after = _verb_says(args, "on_failure")      # what a folder upscale kept, and how to go on
-                print(f"{_who(args)}: error: {_os_error_line(e)}{'; ' + after if after else ''}", file=sys.stderr)
+                print(f"{_who(args)}: error: {_with_what_was_kept(args, _os_error_line(e))}", file=sys.stderr)
                 # the run failed (a full disk, an I/O error): a path the user named that cannot be
                 # written is bad input, refused with 2 before any work (fsmodes.unwritable_folder),
                 # as is a name no file can have, wherever it is met, and a host with no writable temp folder
@@ -305,6 +304,13 @@ def _verb_says(args: Any, name: str) -> str | None:
     its own words: text, or a callable that says it as the run stands (a folder upscale's counts)."""
     said = getattr(args, name, None)
     return said() if callable(said) else said
+
+
+def _with_what_was_kept(args: Any, error: str) -> str:
+    """The error line of a failure of the system (a full disk, out of memory), with what the verb
+    kept and how to go on where it says so (a folder upscale's finished images)."""
+    after = _verb_says(args, "on_failure")
+    return f"{error}; {after}" if after else error
 
 
 def _kept_line(published: list[str], error_records: list[str]) -> str:

@@ -310,3 +310,24 @@ def test_release_removes_only_its_own_empty_claim_file(tmp_path):
         claim.unlink()
         claim.write_bytes(b"")                      # another file of that name since: not ours
     assert claim.exists()
+
+
+class _OutOfMemoryAtThird(_StubEngine):
+    def upscale_many(self, images, **kw):
+        for n, out in enumerate(super().upscale_many(images, **kw)):
+            if n == 2:
+                raise MemoryError()
+            yield out
+
+
+def test_out_of_memory_says_the_finished_images_are_kept_and_the_same_command_resumes(tmp_path, monkeypatch,
+                                                                                       capsys):
+    """Only a full disk's line said what was kept; out of memory said nothing of the two written."""
+    src, out = _folder(tmp_path / "in", 4), tmp_path / "out"
+    monkeypatch.setattr(runtimes, "load", lambda *a, **k: _OutOfMemoryAtThird(tmp_path / "log"))
+    assert main(["upscale", str(src), str(out), "--quiet"]) == 1
+    line = _lines(capsys.readouterr().err)[-1]
+    assert line.startswith("alignvar-edge upscale: error: ") and "memory" in line, line
+    assert line.endswith("; 2 of 4 image(s) were finished and are kept: once that is fixed, the same command again "
+                         "does the rest (it skips the finished ones)"), line
+    assert sorted(p.name for p in out.iterdir()) == ["img0.png", "img1.png"]
