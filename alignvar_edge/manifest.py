@@ -1251,19 +1251,23 @@ def edited_files(root: Path, files: Mapping[str, Any]) -> list[str]:
 
 
 def verify_files(root: str | os.PathLike[str], manifest: Manifest | None = None,
-                 hashed: Mapping[str, str] | None = None) -> Manifest:
+                 hashed: Mapping[str, FileRead] | None = None) -> Manifest:
     """Trust nothing the manifest does not prove: it must list every file in the directory with its
     SHA-256 (an empty list proves nothing), every path must stay inside the directory (no `..`,
     no absolute path, no symlink out), every graph file and every ONNX external-data location must
-    be one of the listed files, and each listed file must match its hash. `hashed`: the SHA-256 of
-    files in `root` that the caller has just checked against their content (a deploy output's
-    manifest, for an artifact inside it), compared instead of hashing those files again. A file or
-    folder of it this user may not read is named as such (`readable`)."""
+    be one of the listed files, and each listed file must match its hash. `hashed`: what the caller's
+    own read of files in `root` found (a deploy output's verification, for an artifact inside it:
+    each digest checked against its manifest, each graph walked in the read that hashed it), used
+    instead of reading those files again. A file or folder of it this user may not read is named as
+    such (`readable`)."""
     with readable(root):
-        return _verify_files(Path(root), manifest if manifest is not None else read_manifest(root), hashed or {})
+        m = manifest if manifest is not None else read_manifest(root)
+        _verify_files(Path(root), m, hashed or {})
+    return m
 
 
-def _verify_files(root: Path, m: Manifest, hashed: Mapping[str, str]) -> Manifest:
+def _verify_files(root: Path, m: Manifest, hashed: Mapping[str, FileRead]) -> dict[str, FileRead]:
+    """`verify_files`' checks; what the read of each listed file found, by its path inside root."""
     files = m.files
     if not files:
         raise ArtifactError(f"artifact '{root}' failed verification: {MANIFEST_FILE} lists no files, so it "
@@ -1272,12 +1276,15 @@ def _verify_files(root: Path, m: Manifest, hashed: Mapping[str, str]) -> Manifes
     converted: list[str] = []
     external: dict[str, Sequence[str]] = {}      # each graph's external-data files, from the read that hashed it
     unreadable: list[str] = []                   # graphs that read as no ONNX graph, why
+    reads: dict[str, FileRead] = {}
     for rel, digest in files.items():
         p = confined(root, rel)
         if (not_a_file := _not_a_file(p)) is not None:
             problems.append(_missing(rel) if not_a_file == MISSING else f"{rel} {not_a_file}")
             continue
-        read = _listed_read(p, rel, hashed.get(rel) or None) if isinstance(digest, str) else None
+        read = _listed_read(p, rel, hashed.get(rel)) if isinstance(digest, str) else None
+        if read is not None:
+            reads[rel] = read
         if read is not None and read.external_data is not None:
             external[rel] = read.external_data
         if read is not None and read.unreadable is not None:
@@ -1317,26 +1324,26 @@ def _verify_files(root: Path, m: Manifest, hashed: Mapping[str, str]) -> Manifes
                             "directory again from where it was made, or re-create it; never edit files inside "
                             "an artifact directory" + (f"; where line endings were converted, {CONVERTED_FIX}"
                                                        if converted else ""))
-    return m
+    return reads
 
 
-def _listed_read(path: Path, rel: str, checked: str | None) -> FileRead:
+def _listed_read(path: Path, rel: str, checked: FileRead | None) -> FileRead:
     """What verification needs of a listed file: its SHA-256 and, for an ONNX graph, where it keeps
-    tensors (`read_file`). `checked`: the digest the caller has just compared with the file's content
-    (`verify_files`' `hashed`): not hashed again; a graph's walk is this process's earlier one of it,
-    or a walk alone."""
+    tensors (`read_file`). `checked`: the caller's read of it (`verify_files`' `hashed`), not read
+    again; where it did not walk a graph, the walk is this process's earlier one of it, or a walk
+    alone."""
     graph = rel.endswith(".onnx")
     if checked is None:
         return read_file(path, graph)
-    if not graph:
-        return FileRead(checked)
+    if not graph or checked.external_data is not None:
+        return checked
     known = _READS.get(_stat_key(os.stat(path)))
-    if known is not None and known.sha256 == checked and known.external_data is not None:
+    if known is not None and known.sha256 == checked.sha256 and known.external_data is not None:
         return known
-    return _read_contents(path, graph=True, sha256=checked)
+    return _read_contents(path, graph=True, sha256=checked.sha256)
 
 
-def load_verified(root: str | os.PathLike[str], hashed: Mapping[str, str] | None = None) -> Manifest:
+def load_verified(root: str | os.PathLike[str], hashed: Mapping[str, FileRead] | None = None) -> Manifest:
     """`root`'s manifest, once its own content hash and every file it lists check out, and for a
     deploy output each artifact inside it (`load_verified_parts` also hands those back); `hashed`
     as `verify_files` takes it."""
@@ -1344,23 +1351,27 @@ def load_verified(root: str | os.PathLike[str], hashed: Mapping[str, str] | None
 
 
 def load_verified_parts(root: str | os.PathLike[str],
-                        hashed: Mapping[str, str] | None = None) -> tuple[Manifest, dict[str, Manifest]]:
+                        hashed: Mapping[str, FileRead] | None = None) -> tuple[Manifest, dict[str, Manifest]]:
     """`load_verified`, with the artifacts inside a deploy output that it verified on the way
     (`verified_parts`; none for any other kind), so a caller that shows them verifies them once."""
     with readable(root):
         doc = _read_json(Path(root))          # parsed once: its own content hash, then its fields
     _check_content(Path(root), doc)
-    m = verify_files(root, Manifest.from_json(doc, where=Path(root) / MANIFEST_FILE), hashed)
+    m = Manifest.from_json(doc, where=Path(root) / MANIFEST_FILE)
+    with readable(root):
+        reads = _verify_files(Path(root), m, hashed or {})
     # its own hashes skip the manifests of the artifacts inside it
-    return m, (verified_parts(root, m) if m.kind == "deploy" else {})
+    return m, (verified_parts(root, m, reads) if m.kind == "deploy" else {})
 
 
-def verified_parts(root: str | os.PathLike[str], manifest: Manifest) -> dict[str, Manifest]:
+def verified_parts(root: str | os.PathLike[str], manifest: Manifest,
+                   reads: Mapping[str, FileRead] | None = None) -> dict[str, Manifest]:
     """The artifacts inside a `deploy` output (its export, quantized graphs and engines: each folder
     holding a manifest.json), by path inside `root`, each verified as `load_verified` verifies it: the
     deploy manifest hashes their files but not their manifests. `manifest` is the output's, its files
     already verified (`verify_files`): a part's listed files are compared with its digests, not hashed
-    again. A file it lists in a subfolder that no such folder holds (its manifest.json deleted) fails
+    again, and `reads` (what that verification's read of each found) hands each graph's walk on, so
+    no graph is read a second time. A file it lists in a subfolder that no such folder holds (its manifest.json deleted) fails
     the whole output."""
     root = Path(root)
     parts = sorted(p.parent.relative_to(root).as_posix() for p in manifests_under(root) if p.parent != root)
@@ -1371,13 +1382,14 @@ def verified_parts(root: str | os.PathLike[str], manifest: Manifest) -> dict[str
                             f"folder of it (the {MANIFEST_FILE} of its folder is missing). Copy the whole directory "
                             "again from where it was made, or re-create it")
     # the deploy manifest's digests were just checked against the files: a part compares its own with them
-    return {part: load_verified(root / part, _digests_under(manifest.files, part)) for part in parts}
+    if reads is None:
+        reads = {rel: FileRead(digest) for rel, digest in manifest.files.items() if isinstance(digest, str)}
+    return {part: load_verified(root / part, _reads_under(reads, part)) for part in parts}
 
 
-def _digests_under(files: Mapping[str, Any], folder: str) -> dict[str, str]:
-    """The digests `files` records for the files in `folder`, by path inside it."""
-    return {rel.removeprefix(f"{folder}/"): digest for rel, digest in files.items()
-            if rel.startswith(f"{folder}/") and isinstance(digest, str)}
+def _reads_under(reads: Mapping[str, FileRead], folder: str) -> dict[str, FileRead]:
+    """The reads of the files in `folder`, by path inside it."""
+    return {rel.removeprefix(f"{folder}/"): read for rel, read in reads.items() if rel.startswith(f"{folder}/")}
 
 
 def first_names(names: Sequence[str], shown: int = 3) -> str:

@@ -54,12 +54,13 @@ def _artifact(root: Path, graph: bytes, data: str | None = None) -> Path:
         (tmp / "model.onnx").write_bytes(graph)
         if data:
             (tmp / data).write_bytes(bytes(16))
-        info = ModelInfo(name="micro-random", source=ModelSource.preset("micro", 0),
-                         config={"name": "micro", "patch_nums": [1, 2, 4], "scale": 4, "hr_size": 32},
-                         scale_schedule=(1, 2, 4))
-        write_manifest(tmp, new_manifest("onnx", "onnx", "single", "fp32", info,
+        write_manifest(tmp, new_manifest("onnx", "onnx", "single", "fp32", _INFO,
                                          graphs={"model": {"file": "model.onnx", "inputs": [], "outputs": []}}))
     return root
+
+
+_INFO = ModelInfo(name="micro-random", source=ModelSource.preset("micro", 0),
+                  config={"name": "micro", "patch_nums": [1, 2, 4], "scale": 4, "hr_size": 32}, scale_schedule=(1, 2, 4))
 
 
 def _opens_of(name: str, monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -215,3 +216,19 @@ def test_a_listed_graph_that_is_no_onnx_graph_fails_in_one_line(tmp_path: Path, 
     assert "\n" not in message
     assert "model.onnx cannot be read as an ONNX graph: " in message
     assert "re-run the `alignvar-edge export` that made it with `--out" in message
+
+
+def test_an_artifact_inside_a_deploy_output_is_walked_in_the_outputs_one_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An engine inside a deploy output was compared with the digests the output's read checked, then
+    its graph walked in a second read, unhashed, where no walk was remembered (a file written in the
+    last 2 s, or on FAT): a graph swapped between the two was walked unproven. The output's read,
+    walk included, is handed to each artifact inside it."""
+    out = tmp_path / "out"
+    _artifact(out / "engines" / "a", _graph(kept_in="model.onnx.data"), data="model.onnx.data")
+    write_manifest(out, new_manifest("deploy", "onnx", "single", "fp32", _INFO))
+    monkeypatch.setattr(manifest, "_SETTLED_NS", 10**30)          # nothing remembered
+    opened = _opens_of("model.onnx", monkeypatch)
+    parts = manifest.load_verified_parts(out)[1]
+    assert "model.onnx.data" in parts["engines/a"].files
+    assert opened == ["rb"]
