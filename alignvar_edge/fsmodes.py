@@ -338,13 +338,28 @@ def is_temporary_name(name: str) -> bool:
     return _TEMPORARY_NAME.fullmatch(name) is not None
 
 
+# `temp_file_beside`'s names: `hidden_prefix`, 4 random bytes in hex, ".tmp"
+_WRITER_RANDOM_BYTES = 4
+_WRITER_TAIL = re.compile(rf"[0-9a-f]{{{2 * _WRITER_RANDOM_BYTES}}}\.tmp")
+
+
+def _writer_prefix(path: Path) -> str:
+    return hidden_prefix(path.name, 2 * _WRITER_RANDOM_BYTES + len(".tmp"))
+
+
+def is_writer_temp(output: Path, name: str) -> bool:
+    """Whether `name` (in `output`'s folder) is one of `temp_file_beside(output)`'s temporary files."""
+    prefix = _writer_prefix(output)
+    return name.startswith(prefix) and _WRITER_TAIL.fullmatch(name[len(prefix):]) is not None
+
+
 def temp_file_beside(path: Path) -> tuple[int, Path]:
     """A new hidden temporary file (0600, `.NAME.xxxxxxxx.tmp`) beside `path`, open for writing, and
     its name, relative where `path` is: mkstemp makes it absolute, which no call can open past
     PATH_MAX (a relative output in a very deep working folder)."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
     for _ in range(100):
-        tmp = path.parent / f"{hidden_prefix(path.name, 8 + 4)}{secrets.token_hex(4)}.tmp"
+        tmp = path.parent / f"{_writer_prefix(path)}{secrets.token_hex(_WRITER_RANDOM_BYTES)}.tmp"
         try:
             return os.open(tmp, flags, 0o600), tmp
         except FileExistsError:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import re
 import shutil
 import stat
 import tempfile
@@ -27,8 +26,8 @@ from typing import Any
 
 from alignvar_edge.caller import option
 from alignvar_edge.errors import ArtifactError, InputError, OutputExistsError
-from alignvar_edge.fsmodes import (WRITE_LIMITS, hidden_prefix, is_temp_folder, lies_within, publish_mode, replace_dir,
-                                     same_file, symlink_loop, unwritable_folder, write_error)
+from alignvar_edge.fsmodes import (WRITE_LIMITS, hidden_prefix, is_temp_folder, is_writer_temp, lies_within,
+                                     publish_mode, replace_dir, same_file, symlink_loop, unwritable_folder, write_error)
 from alignvar_edge.manifest import (MANIFEST_FILE, OWN_MARKERS, RUN_FILE, edited_files, edited_manifests, first_names,
                                     own_marker, unlisted_files)
 
@@ -213,9 +212,8 @@ def _writing_into(e: OSError, tmp: Path) -> bool:
 
 
 # A claim on an output is a lock on `.NAME.inflight.tmp` beside it: 8 letters, as `is_temporary_name`
-# knows our temporaries, none of them hex, so never one of `temp_file_beside`'s random 8 hex ones.
+# knows our temporaries, none of them hex, so never one of `temp_file_beside`'s (`is_writer_temp`).
 _CLAIM_TAIL = "inflight.tmp"
-_WRITER_TAIL = re.compile(r"[0-9a-f]{8}\.tmp")
 
 
 class _NoLocks(Exception):
@@ -308,9 +306,8 @@ class OutputClaims:
     def _clear_leftovers(self, path: Path) -> None:
         """Remove the temporary files a killed claimant of `path` left of writing it (regular files
         of `temp_file_beside`'s naming, never a link or anything else)."""
-        prefix = hidden_prefix(path.name, 8 + 4)
         names = self._temporaries_in(path.parent)
-        for name in [n for n in names if n.startswith(prefix) and _WRITER_TAIL.fullmatch(n[len(prefix):])]:
+        for name in [n for n in names if is_writer_temp(path, n)]:
             names.remove(name)
             with contextlib.suppress(OSError):      # gone since the folder was listed: nothing to remove
                 if stat.S_ISREG(os.lstat(path.parent / name).st_mode):

@@ -21,8 +21,8 @@ from alignvar_edge.recipes import (BACKENDS, CALIB_TILES, OPTION_FLAGS, check_op
 from alignvar_edge.manifest import Manifest, first_names, unverified_caution
 from alignvar_edge.model.bundled import DEFAULT_CHECKPOINT
 from alignvar_edge.name_text import shell_word
-from alignvar_edge.runtimes.upscale_jobs import (FolderTally, Job, changed_inputs, foreign_outputs, plan_jobs,
-                                                 written_meanwhile)
+from alignvar_edge.runtimes.upscale_jobs import (FolderTally, Job, changed_inputs, finished_by_another_run,
+                                                 foreign_outputs, plan_jobs)
 from alignvar_edge.runtimes.base import check_thread_count
 from alignvar_edge.runtimes.openvino import CACHE_ENV
 
@@ -529,7 +529,7 @@ def run_upscale(args: argparse.Namespace) -> int:
                         tally.left.append(dst)
                     continue
                 tally.working.add(dst)
-                if folder and not args.force and written_meanwhile((src, dst)):
+                if folder and not args.force and finished_by_another_run((src, dst)):
                     drop(dst)
                     tally.taken.append(dst)
                     progress.note(f"skipping: {dst} was written by another run meanwhile; kept that one")

@@ -18,7 +18,7 @@ from alignvar_edge.fsmodes import (broken_link, file_id, lies_within, not_told_a
 from alignvar_edge.manifest import first_names
 from alignvar_edge.outputs import check_outside_artifacts
 
-__all__ = ["FolderTally", "Job", "changed_inputs", "foreign_outputs", "plan_jobs", "written_meanwhile"]
+__all__ = ["FolderTally", "Job", "changed_inputs", "foreign_outputs", "finished_by_another_run", "plan_jobs"]
 
 Job = tuple[Path, Path]          # (input image, output path)
 
@@ -183,7 +183,7 @@ def changed_inputs(existing: list[Job]) -> list[Job]:
             if dst.stat().st_mtime_ns + _MTIME_SLACK_NS < src.stat().st_mtime_ns <= now]
 
 
-def written_meanwhile(job: Job) -> bool:
+def finished_by_another_run(job: Job) -> bool:
     """Whether the output of `job`, absent (or older than its input) when the run planned it, is
     now a result no older than its input: another run into the same folder finished it since."""
     return job[1].exists() and not changed_inputs([job])
