@@ -8,7 +8,7 @@ whose parameter is named otherwise than the option (export's `out_dir`, save_pre
 one the user called.
 
 A warning is said to whoever called, too: `warn_caller` attributes it to the caller's own line.
-The process's warnings state is changed by one of the package's blocks at a time (`warnings_held`).
+The package changes the process's warnings state through `warnings_changed` alone.
 """
 from __future__ import annotations
 
@@ -23,10 +23,10 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
 __all__ = ["WarningFilter", "command_line", "on_command_line", "option", "python_call", "warn_at", "warn_caller",
-           "warnings_changed", "warnings_held"]
+           "warnings_changed"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -128,32 +128,11 @@ class _Shown:
             self.filters, self.entries, self.keys = filters, entries, {}
 
 
-# Held by whoever changes or reads the warnings state that Python 3.11 keeps for the whole process,
-# not per thread (its filters, the display hook `catch_warnings(record=True)` puts in): two
-# catch_warnings blocks that overlap in two threads each put back what the other had set, and left
-# the process ignoring, or hiding in a list, every warning after them. Re-entrant: `warn_caller`
-# may be called inside a block.
+# Held while the package changes, or reads, the warnings state that Python before 3.14 keeps for
+# the whole process, not per thread (its filters, its display hook): by `warnings_changed` as a
+# block adds and takes out its entries, by `warn_at` from its look to its note. Never while a
+# block runs nor while a warning is displayed. muted.quieted takes it after its own lock.
 _WARNINGS_STATE = threading.RLock()
-
-
-def _renew_lock_in_child() -> None:
-    """A child forked while another thread held the lock inherits it held, by a thread the child
-    does not have: its first image read waited for ever. Renewed, as the logging module renews its."""
-    global _WARNINGS_STATE
-    _WARNINGS_STATE = threading.RLock()
-
-
-if hasattr(os, "register_at_fork"):        # not on Windows, which does not fork
-    os.register_at_fork(after_in_child=_renew_lock_in_child)
-
-
-@contextlib.contextmanager
-def warnings_held() -> Iterator[None]:
-    """The process's warnings state held by this thread for the block: the package's own
-    catch_warnings blocks and `warn_caller` wait for each other, so each block puts back what it
-    found and no warning is judged by another thread's block's filters."""
-    with _WARNINGS_STATE:
-        yield
 
 
 @dataclass(frozen=True)
@@ -167,14 +146,14 @@ class WarningFilter:
     module: str = ""
 
     def entry(self) -> tuple[Any, ...]:
-        """A new entry each time: a block removes its own by identity."""
+        """A new entry each time: a block takes out its own by identity."""
         return (self.action, re.compile(self.message, re.I) if self.message else None, self.category,
                 re.compile(self.module) if self.module else None, 0)
 
 
-# The package's blocks' entries now in warnings.filters (by id), and per thread the lists its
-# recording blocks keep its warnings in (innermost last)
-_ours: dict[int, tuple[Any, ...]] = {}
+# The entries the package's blocks have in warnings.filters now, by id: (the block's thread, entry);
+# and per thread the lists its recording blocks keep its warnings in (innermost last)
+_ours: dict[int, tuple[int, tuple[Any, ...]]] = {}
 _recorders: dict[int, list[list[warnings.WarningMessage]]] = {}
 _display_before: Any = None        # warnings.showwarning as the first recording block found it
 
@@ -182,20 +161,25 @@ _display_before: Any = None        # warnings.showwarning as the first recording
 @contextlib.contextmanager
 def warnings_changed(*filters: WarningFilter, record: bool = False) -> Iterator[list[warnings.WarningMessage]]:
     """`filters` put first in the process's warnings filters for the block, and with `record` the
-    warnings this thread shows meanwhile kept in the list given, not shown. A block adds its own
-    entries and takes exactly those out at its end, and records only its own thread's warnings
-    (another thread's go where they went before), so blocks overlapping in threads compose. The
-    lock is held only while entries are added and removed, not for the block: a long one (an
-    export) would keep image reads in other threads waiting, and a progress thread it waits for
-    would wait for it. (catch_warnings puts back the whole list it found, and so took away what a
-    block of another thread that began inside it had added: both were left in force.)"""
+    warnings this thread shows meanwhile kept in the list given, not shown. Every block of the
+    package that changes the warnings state goes through here.
+
+    A block adds its own entries and takes out exactly those at its end, and records only its own
+    thread's warnings (another thread's go where they went before), so blocks overlapping in
+    threads compose. catch_warnings puts back the whole list it found, so two overlapping in two
+    threads left the first one's entries in force (an image read's "always" over a service's
+    "error") and the display hook a hidden list's. The lock is held only to add and take out: held
+    for the block, an export's minutes would keep image reads in other threads waiting, and a
+    progress thread the export waits for would wait for it. The entries are for the calls in the
+    block: the package's own warnings in other threads (`warn_at`) are judged without them, while a
+    third party's, judged by Python, meet them too (one set of filters per process before 3.14)."""
     entries = [f.entry() for f in filters]
     caught: list[warnings.WarningMessage] = []
     thread = threading.get_ident()
     with _WARNINGS_STATE:
-        into = warnings.filters
+        into = _filters()
         into[:0] = entries
-        _ours.update((id(e), e) for e in entries)
+        _ours.update((id(e), (thread, e)) for e in entries)
         if record:
             _start_recording(thread, caught)
         _filters_mutated()
@@ -203,18 +187,29 @@ def warnings_changed(*filters: WarningFilter, record: bool = False) -> Iterator[
         yield caught
     finally:
         with _WARNINGS_STATE:
-            for listed in (into, warnings.filters):     # another list where a catch_warnings began meanwhile
-                listed[:] = [f for f in listed if not any(f is e for e in entries)]
-            for e in entries:
-                del _ours[id(e)]
+            _take_out(entries, into)
             if record:
                 _stop_recording(thread, caught)
-            _filters_mutated()
+
+
+def _take_out(entries: list[tuple[Any, ...]], into: list[Any]) -> None:
+    """`entries` out of the list they were put in and of warnings.filters, another list where a
+    catch_warnings block began meanwhile (it copied them)."""
+    for listed in (into, _filters()):
+        listed[:] = [f for f in listed if not any(f is e for e in entries)]
+    for e in entries:
+        _ours.pop(id(e), None)
+    _filters_mutated()
+
+
+def _filters() -> list[Any]:
+    """warnings.filters: the process's list itself, changed in place (typeshed types it a Sequence)."""
+    return cast("list[Any]", warnings.filters)
 
 
 def _filters_mutated() -> None:
-    """Forget what Python's registries say was shown, as a filter added by warnings.filterwarnings
-    does: an entry added to the list by hand would not apply to a text already shown at its line."""
+    """Forget what Python's registries say was shown, as warnings.filterwarnings does: an entry put
+    in the list by hand would not apply to a text already shown at its line."""
     warnings._filters_mutated()     # type: ignore[attr-defined]
 
 
@@ -226,12 +221,14 @@ def _start_recording(thread: int, caught: list[warnings.WarningMessage]) -> None
     _recorders.setdefault(thread, []).append(caught)
 
 
-def _stop_recording(thread: int, caught: list[warnings.WarningMessage]) -> None:
-    lists = _recorders[thread]
-    del lists[next(i for i, kept in enumerate(lists) if kept is caught)]
+def _stop_recording(thread: int, caught: list[warnings.WarningMessage] | None) -> None:
+    """`caught` no longer recorded (None: all of `thread`'s lists); the display hook found put back
+    when no block records, unless it was replaced meanwhile."""
+    lists = _recorders.get(thread, [])
+    lists[:] = [kept for kept in lists if caught is not None and kept is not caught]
     if not lists:
-        del _recorders[thread]
-    if not _recorders and warnings.showwarning is _show_or_keep:   # else replaced meanwhile: left as it is
+        _recorders.pop(thread, None)
+    if not _recorders and warnings.showwarning is _show_or_keep:
         warnings.showwarning = _display_before
 
 
@@ -244,6 +241,28 @@ def _show_or_keep(message: Warning | str, category: type[Warning], filename: str
         lists[-1].append(warnings.WarningMessage(message, category, filename, lineno, file, line))
     else:
         _display_before(message, category, filename, lineno, file, line)
+
+
+def _another_threads(entry: tuple[Any, ...]) -> bool:
+    """Whether `entry` is one that a block of another thread put in, for the calls in that block."""
+    thread, _ = _ours.get(id(entry), (None, None))
+    return thread is not None and thread != threading.get_ident()
+
+
+def _renew_in_child() -> None:
+    """A child forked while another thread held the lock inherits it held, by a thread the child
+    does not have: its first image read waited for ever. Renewed, as the logging module renews its;
+    and the blocks of those threads, which never end here, are ended."""
+    global _WARNINGS_STATE
+    _WARNINGS_STATE = threading.RLock()
+    here = threading.get_ident()
+    _take_out([e for thread, e in _ours.values() if thread != here], _filters())
+    for thread in [t for t in _recorders if t != here]:
+        _stop_recording(thread, None)
+
+
+if hasattr(os, "register_at_fork"):        # not on Windows, which does not fork
+    os.register_at_fork(after_in_child=_renew_in_child)
 
 
 _shown: dict[str, _Shown] = {}
@@ -273,8 +292,8 @@ def warn_caller(message: str, category: type[Warning] = UserWarning) -> None:
 
 
 def warn_at(message: str | Warning, category: type[Warning], filename: str, lineno: int, module: str) -> None:
-    """Warn `message` at `filename`:`lineno` of `module` through the filters, what was shown kept as
-    `warn_caller` keeps it. Whether it was shown is looked up and noted under the lock (two threads
+    """Warn `message` at `filename`:`lineno` of `module` through the filters (other threads' blocks'
+    entries aside), what was shown kept as `warn_caller` keeps it. Whether it was shown is looked up and noted under the lock (two threads
     saying one text at once said it twice); the display hook runs outside it, since a hook that waits
     for another thread (a GUI's, handing the warning to its UI thread) would wait for ever if that
     thread read an image meanwhile. A hook that raises leaves the text unsaid."""
@@ -291,15 +310,15 @@ def warn_at(message: str | Warning, category: type[Warning], filename: str, line
                 return
             memory.keys[key] = None
             _forget_oldest(memory.keys)
-    # acted on here, as judged: a block of another thread may have put an entry of its own first
+    # acted on as judged here, and shown through the display hook: warnings.warn_explicit would
+    # judge it again by every entry, an ignore-all block of a build in another thread included
+    warning = message if isinstance(message, Warning) else category(message)
     if action == "ignore":
         return
     if action == "error":
-        raise message if isinstance(message, Warning) else category(message)
+        raise warning
     try:
-        # no module_globals, as warnings.warn passes none: `python -c`'s loader has no source to give;
-        # no registry: what was shown is kept above
-        warnings.warn_explicit(message, category, filename, lineno, module=module, registry=None)
+        warnings.showwarning(warning, category, filename, lineno)
     except BaseException:
         if key is not None:
             with _WARNINGS_STATE:
@@ -317,10 +336,10 @@ def _shown_key(action: str, message: str, category: type[Warning], lineno: int) 
 
 def _action(message: str, category: type[Warning], module: str, lineno: int) -> str:
     """The action of the first of `warnings.filters` that matches, as warnings.warn_explicit picks it;
-    the entries of the package's blocks aside, which are for the third-party calls in them."""
+    the entries of other threads' blocks aside, which are for the calls in those blocks."""
     for entry in warnings.filters:
         action, text, kind, where, line = entry
-        if id(entry) not in _ours and (_filter_matches(text, message) and issubclass(category, kind) and _filter_matches(where, module)
+        if not _another_threads(entry) and (_filter_matches(text, message) and issubclass(category, kind) and _filter_matches(where, module)
                 and (line == 0 or line == lineno)):
             return str(action)
     return str(getattr(warnings, "defaultaction", "default"))     # not in typeshed, in every CPython

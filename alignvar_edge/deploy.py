@@ -24,14 +24,13 @@ import argparse
 import contextlib
 import logging
 import time
-import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from alignvar_edge.argtypes import check_seed
-from alignvar_edge.caller import option
+from alignvar_edge.caller import WarningFilter, option, warnings_changed
 from alignvar_edge.errors import AlignVAREdgeError, InputError
 from alignvar_edge.fsmodes import not_a_folder, write_text
 from alignvar_edge.recipes import ALIASES, DEPLOY_DEFAULT, deploy_precisions, deploy_targets, engine_precision, recipe
@@ -280,13 +279,13 @@ def _quiet_builders() -> Iterator[None]:
     level = nncf_log.level
     nncf_log.setLevel(logging.WARNING)
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r".*(TracerWarning|Converting a tensor to a Python)")
-            try:
-                from torch.jit import TracerWarning
-                warnings.simplefilter("ignore", TracerWarning)
-            except ImportError:
-                pass
+        quiet = [WarningFilter("ignore", message=r".*(TracerWarning|Converting a tensor to a Python)")]
+        try:
+            from torch.jit import TracerWarning
+            quiet.append(WarningFilter("ignore", category=TracerWarning))
+        except ImportError:
+            pass
+        with warnings_changed(*quiet):
             yield
     finally:
         nncf_log.setLevel(level)

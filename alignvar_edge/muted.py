@@ -1,8 +1,9 @@
 """Output that third-party tools print on our streams, muted: coremltools' tqdm bars on stderr,
 NNCF's rich tables and bars on stdout, the exporter's and OpenVINO's PyTorch probe's log lines and
-warnings. Streams, logger levels and warning filters are the process's, not a thread's, so one
-block at a time: two at once in two threads each put back what the other had set, and left the
-process's stream a StringIO, a logger at CRITICAL, or every warning ignored."""
+warnings. Streams and logger levels are the process's, not a thread's, so one block at a time: two
+at once in two threads each put back what the other had set, and left the process's stream a
+StringIO or a logger at CRITICAL. Warning filters go through `caller.warnings_changed`, which
+takes out exactly the block's own."""
 from __future__ import annotations
 
 import contextlib
@@ -10,8 +11,9 @@ import io
 import logging
 import os
 import threading
-import warnings
 from collections.abc import Iterator, Sequence
+
+from alignvar_edge.caller import WarningFilter, warnings_changed
 
 __all__ = ["muted", "quieted"]
 
@@ -48,11 +50,8 @@ def quieted(loggers: Sequence[str], level: int, warning: str | None = None) -> I
         for lg, _ in found:
             lg.setLevel(level)
         try:
-            with warnings.catch_warnings():
-                if warning is None:
-                    warnings.simplefilter("ignore")
-                else:
-                    warnings.filterwarnings("ignore", message=warning)
+            # through the one owner of the warnings state, whose lock is taken after this one
+            with warnings_changed(WarningFilter("ignore", message=warning or "")):
                 yield
         finally:
             for lg, was in found:

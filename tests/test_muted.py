@@ -88,3 +88,58 @@ def test_an_export_and_an_openvino_conversion_at_once_leave_loggers_and_warnings
             return next(blocks)()
     _overlapping(next_block)
     assert probe_log.level == level and warnings.filters == filters
+
+
+def _warnings_state() -> tuple[object, ...]:
+    """What a block changes and must leave as it found it: the filters (the list itself and its
+    entries) and the display hooks."""
+    import warnings
+
+    hook = warnings._showwarnmsg_impl       # type: ignore[attr-defined]
+    return warnings.filters, list(warnings.filters), warnings.showwarning, hook
+
+
+@pytest.mark.parametrize("read_first", [True, False])
+def test_a_build_mute_and_an_image_read_overlapping_in_two_threads_leave_the_warnings_state_as_it_was(
+        read_first: bool) -> None:
+    """An OpenVINO build's mute (`quieted`) took its own lock, an image read the warnings lock:
+    overlapping in two threads, the first to end put back what it had found, and the second then put
+    back the first's state, so ('always', Warning) stayed on top of the filters (a service's "error"
+    for decompression bombs no longer raised) and every later warning went to a hidden list."""
+    import logging
+    import warnings
+
+    from PIL import Image
+
+    from alignvar_edge.caller import WarningFilter, warnings_changed
+    from alignvar_edge.muted import quieted
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        before = _warnings_state()
+        read = lambda: warnings_changed(WarningFilter("always", module=r"PIL\."), record=True)  # noqa: E731
+        mute = lambda: quieted(("torch.export",), logging.CRITICAL, r"`torch\.jit\.load` is deprecated")  # noqa: E731
+        blocks = iter([read, mute] if read_first else [mute, read])
+        lock = threading.Lock()
+
+        def next_block() -> AbstractContextManager[object]:
+            with lock:
+                return next(blocks)()
+        _overlapping(next_block)
+        after = _warnings_state()
+        assert after[0] is before[0] and after[1:] == before[1:]
+
+
+def test_the_packages_warning_is_shown_while_another_thread_mutes_a_build() -> None:
+    """A build's mute of every warning (Core ML's) in one thread swallowed the warnings the package
+    says to the user in another (a damaged EXIF, a 16-bit JPEG written with 8 bits)."""
+    import logging
+    import warnings
+
+    from alignvar_edge.caller import warn_caller
+    from alignvar_edge.muted import quieted
+
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        _overlapping(lambda: quieted((), logging.ERROR), meanwhile=lambda: warn_caller("yours, said meanwhile"))
+    assert [str(w.message) for w in shown] == ["yours, said meanwhile"]

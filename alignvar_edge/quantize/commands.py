@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import warnings
 from typing import TYPE_CHECKING, Any
 
 from alignvar_edge.argtypes import MAX_TILES, fraction, nonneg_float, percent, random_seed, tile_count
+from alignvar_edge.caller import WarningFilter, warnings_changed
 from alignvar_edge.manifest import db_text, listed_bytes
 from alignvar_edge.name_text import shell_word
 from alignvar_edge.progress import bar, note
@@ -105,10 +105,9 @@ def run_quantize(args: argparse.Namespace) -> int:
         float_copy_weights=typed("float_copy_weights", d.float_copy_weights), given=frozenset(given))
     opts.validate()                 # before any work, also where no calibration set is made (coreml)
     say = note
-    with warnings.catch_warnings():
-        # skipped calibration files are reported in the log line, not again as a warning; the
-        # few-images warning has no log line and must reach the user
-        warnings.filterwarnings("ignore", message="calibration: skipped")
+    # skipped calibration files are reported in the log line, not again as a warning; the
+    # few-images warning has no log line and must reach the user
+    with warnings_changed(WarningFilter("ignore", message="calibration: skipped")):
         if quantized_in_build(opts.target):        # NNCF / coremltools quantize inside the backend's build
             precision = engine_precision(opts.target, opts.precision) or opts.precision
             # --out refused before the calibration set is made and logged (one line per error)

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from alignvar_edge import jsonsafe, safe_stop
 from alignvar_edge.argtypes import SEED_LIMIT, check_seed
-from alignvar_edge.caller import warn_caller
+from alignvar_edge.caller import warn_caller, warnings_changed
 from alignvar_edge.cli_json import is_own_result
 from alignvar_edge.errors import CheckpointError, ConfigError, InputError, OutputExistsError
 from alignvar_edge.fsmodes import not_a_folder, write_text
@@ -550,7 +550,7 @@ def train(opts: TrainOptions, batches: Callable[[int], tuple[torch.Tensor, torch
     if not model.config.degradation:       # record the exact LR recipe for calibration and eval
         model.config.degradation = model.config.lr_degradation().to_dict()
     # what the images say (files skipped) is said once the run starts: a refused command prints one line
-    with warnings.catch_warnings(record=True) as notices:
+    with warnings_changed(record=True) as notices:      # this thread's only
         if batches is None:
             batches = make_batches(opts.images, model.config, opts.batch, opts.seed, opts.max_megapixels)
     model.to(opts.torch_device())

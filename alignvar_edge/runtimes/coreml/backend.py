@@ -30,7 +30,6 @@ import os
 import platform
 import sys
 import tempfile
-import warnings
 import weakref
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from alignvar_edge.caller import WarningFilter, warnings_changed
 from alignvar_edge.errors import BackendUnavailableError, ConfigError, InputError
 from alignvar_edge import recipes
 from alignvar_edge.export.batch import default_batch
@@ -193,12 +193,11 @@ def convert(model: Any, precision: str = "fp16", compute_units: str = "CPU_AND_N
                           "layout (prefix 'varsr' / refiner): build it for onnxruntime or openvino instead")
     module = rollout_module(model.float().eval())
     lr = torch.rand(batch, 3, c.lr_size, c.lr_size, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad(), warnings.catch_warnings():
-        # the tracer warns about Python ints taken from shapes: static by design (fixed tile)
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        # torch 2.13 deprecates jit.trace; it still converts faster here than torch.export
-        # (45 s vs ~100 s for `micro`), and method="export" is the way forward
-        warnings.simplefilter("ignore", DeprecationWarning)
+    # the tracer warns about Python ints taken from shapes: static by design (fixed tile); torch 2.13
+    # deprecates jit.trace, which still converts faster here than torch.export (45 s vs ~100 s for
+    # `micro`), and method="export" is the way forward
+    with torch.no_grad(), warnings_changed(WarningFilter("ignore", category=torch.jit.TracerWarning),
+                                           WarningFilter("ignore", category=DeprecationWarning)):
         if method == "trace":
             src: Any = torch.jit.trace(module, (lr,), check_trace=False)
         elif method == "export":

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import warnings
 from typing import Any
 
+from alignvar_edge.caller import WarningFilter, warnings_changed
 from alignvar_edge.muted import muted
 
 __all__ = ["import_ct", "quiet"]
@@ -20,8 +20,7 @@ def quiet() -> Any:
         disabled = logging.root.manager.disable
         logging.disable(logging.WARNING)
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+            with warnings_changed(WarningFilter("ignore")):
                 yield
         finally:
             logging.disable(disabled)

@@ -62,7 +62,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from alignvar_edge.caller import on_command_line, option, warn_caller
+from alignvar_edge.caller import WarningFilter, on_command_line, option, warn_caller, warnings_changed
 from alignvar_edge.cpuinfo import has_vnni
 from alignvar_edge.errors import (ArtifactError, BackendUnavailableError, HalfPrecisionError, InputError,
                                   PrecisionWarning)
@@ -1040,15 +1040,12 @@ class OpenVINOBackend(Backend):
                group_of: dict[str, str], tiles: int = GATE_TILES) -> dict[str, Any]:
         """Parity of the new engine against ONNX Runtime on the fp32 export (held-out tiles);
         `group_of` (`_group_of`) names the half-policy group of each op for the precision record."""
-        import warnings
-
         from alignvar_edge.runtimes.onnxruntime import BACKEND as ORT
         try:
             # a device without the half units computes f32 under the hint: the build records what each
             # group computed and judges the rungs by it, so the load's warning (naming this staging
             # folder, which is gone when the build ends) would only mislead
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", PrecisionWarning)
+            with warnings_changed(WarningFilter("ignore", category=PrecisionWarning)):
                 eng = OpenVINOEngine(tmp / files["engine"], m, device,
                                      image_path=tmp / files["image"] if "image" in files else None)
         except RuntimeError as e:      # OpenVINO's compile errors: keep the one line that matters
