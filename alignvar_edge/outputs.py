@@ -294,14 +294,14 @@ class OutputClaims:
                 claim.unlink()       # still locked: a run that opened it before sees it gone (`_locked_claim`)
         os.close(fd)
 
-    def unclaimable_note(self) -> str | None:
-        """What a run says at its end of the images it left because their claim file was not one it
-        could take, and how to let the next run do them; None where there were none."""
-        if not self.unclaimable:
+    def unclaimable_why(self, path: Path) -> str | None:
+        """Why this run could not take the claim of output `path` where its claim file is not one it
+        can lock (another account's, or not a file), with the fix; None where it was not so."""
+        claim = self.unclaimable.get(path)
+        if claim is None:
             return None
-        return (f"left {len(self.unclaimable)} image(s) whose claim file this run cannot lock "
-                f"({first_names([str(c) for c in self.unclaimable.values()])}: another account's, or not a file); if "
-                "no run is working there, remove it and run the same command again")
+        return (f"its claim file {claim} cannot be locked by this run (another account's, or not a file); if no "
+                "run is working there, remove it and run the same command again")
 
     def _clear_leftovers(self, path: Path) -> None:
         """Remove the temporary files a killed claimant of `path` left of writing it (regular files

@@ -265,12 +265,16 @@ def test_a_claim_file_the_run_cannot_lock_leaves_that_image_and_says_how_to_free
     os.symlink("/nonexistent/target", out / ".img1.png.inflight.tmp")
     (out / ".img2.png.inflight.tmp").mkdir()
     _stub(monkeypatch, log)
-    assert main(["upscale", str(src), str(out), "--quiet"]) == 0
+    # nothing frees them by itself: the images are not done, as an unreadable input is not (exit 4)
+    assert main(["upscale", str(src), str(out), "--quiet"]) == 4
     assert _computed(log) == [0]
-    claims = f"{out / '.img1.png.inflight.tmp'}, {out / '.img2.png.inflight.tmp'}"
-    assert _lines(capsys.readouterr().err)[-1] == (
-        f"left 2 image(s) whose claim file this run cannot lock ({claims}: another account's, or not a file); if no "
-        "run is working there, remove it and run the same command again")
+    said = _lines(capsys.readouterr().err)
+    for n in (1, 2):
+        assert (f"skipping: {src / f'img{n}.png'}: its claim file {out / f'.img{n}.png.inflight.tmp'} cannot be "
+                "locked by this run (another account's, or not a file); if no run is working there, remove it and "
+                "run the same command again") in said, said
+    assert said[-1].startswith("alignvar-edge upscale: error: finished every other image, but 2 file(s) could not "
+                               "be upscaled"), said
     assert _hidden(out) == [".img1.png.inflight.tmp", ".img2.png.inflight.tmp"]
 
 

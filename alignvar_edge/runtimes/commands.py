@@ -525,8 +525,11 @@ def run_upscale(args: argparse.Namespace) -> int:
                 # claimed once it is known to be usable (an unusable one makes no output folder), before
                 # its work: where another live run is working on it, that run does it
                 if folder and not claims.take(dst):
-                    if dst not in claims.unclaimable:       # else said at the end (`unclaimable_note`)
-                        tally.left.append(dst)
+                    if (why := claims.unclaimable_why(dst)) is None:
+                        tally.left.append(dst)              # another live run is working on it
+                    else:                                   # nothing clears it by itself: an input not done
+                        tally.unusable.append((src, why))
+                        progress.note(f"skipping: {src}: {why}")
                     continue
                 tally.working.add(dst)
                 if folder and not args.force and finished_by_another_run((src, dst)):
@@ -586,8 +589,6 @@ def run_upscale(args: argparse.Namespace) -> int:
         progress.note(f"left {len(tally.left)} image(s) to another run that was working on them "
                       f"({first_names([str(dst) for dst in tally.left])}); once it has ended, the same command "
                       "again does any it did not finish")
-    if (unclaimable := claims.unclaimable_note()) is not None:
-        progress.note(unclaimable)
     tally.check_all_used(finished_before)
     return 0
 
