@@ -1251,18 +1251,21 @@ def edited_files(root: Path, files: Mapping[str, Any]) -> list[str]:
 
 
 def verify_files(root: str | os.PathLike[str], manifest: Manifest | None = None,
-                 hashed: Mapping[str, FileRead] | None = None) -> Manifest:
+                 hashed: Mapping[str, FileRead] | None = None, reads: dict[str, FileRead] | None = None) -> Manifest:
     """Trust nothing the manifest does not prove: it must list every file in the directory with its
     SHA-256 (an empty list proves nothing), every path must stay inside the directory (no `..`,
     no absolute path, no symlink out), every graph file and every ONNX external-data location must
     be one of the listed files, and each listed file must match its hash. `hashed`: what the caller's
     own read of files in `root` found (a deploy output's verification, for an artifact inside it:
     each digest checked against its manifest, each graph walked in the read that hashed it), used
-    instead of reading those files again. A file or folder of it this user may not read is named as
-    such (`readable`)."""
+    instead of reading those files again; `reads`, where given, gets what this verification's read
+    of each listed file found, to hand on so. A file or folder of it this user may not read is named
+    as such (`readable`)."""
     with readable(root):
         m = manifest if manifest is not None else read_manifest(root)
-        _verify_files(Path(root), m, hashed or {})
+        found = _verify_files(Path(root), m, hashed or {})
+    if reads is not None:
+        reads.update(found)
     return m
 
 
@@ -1357,9 +1360,8 @@ def load_verified_parts(root: str | os.PathLike[str],
     with readable(root):
         doc = _read_json(Path(root))          # parsed once: its own content hash, then its fields
     _check_content(Path(root), doc)
-    m = Manifest.from_json(doc, where=Path(root) / MANIFEST_FILE)
-    with readable(root):
-        reads = _verify_files(Path(root), m, hashed or {})
+    reads: dict[str, FileRead] = {}
+    m = verify_files(root, Manifest.from_json(doc, where=Path(root) / MANIFEST_FILE), hashed, reads)
     # its own hashes skip the manifests of the artifacts inside it
     return m, (verified_parts(root, m, reads) if m.kind == "deploy" else {})
 
