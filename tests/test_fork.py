@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from _fork_wait import WAIT_FOR_CHILD
 from alignvar_edge.cpuinfo import usable_cores
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="no os.fork on this platform")
@@ -80,16 +81,8 @@ if pid == 0:
 if case == "in_flight":
     done.set()
     worker.join()
-start = time.monotonic()
-while time.monotonic() - start < float(os.environ["CHILD_LIMIT"]):
-    finished, status = os.waitpid(pid, os.WNOHANG)
-    if finished:
-        print("child exit", os.waitstatus_to_exitcode(status), flush=True)
-        break
-    time.sleep(0.1)
-else:
-    os.kill(pid, 9)
-    print("child hung", flush=True)
+limit = float(os.environ["CHILD_LIMIT"])
+""" + WAIT_FOR_CHILD + """
 print("parent:", engine.upscale(IMAGE).shape, flush=True)
 """
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from _fork_wait import WAIT_FOR_CHILD
 from alignvar_edge.caller import warn_caller
 from alignvar_edge.images import as_float_image, file_layout, file_metadata, file_profile, load_image
 
@@ -326,17 +327,8 @@ if pid == 0:
         pass
     print("child read", flush=True)
     os._exit(0)
-start = time.monotonic()
-while time.monotonic() - start < float(sys.argv[2]):
-    finished, status = os.waitpid(pid, os.WNOHANG)
-    if finished:
-        print("child exit", os.waitstatus_to_exitcode(status), flush=True)
-        break
-    time.sleep(0.05)
-else:
-    os.kill(pid, 9)
-    print("child hung", flush=True)
-"""
+limit = float(sys.argv[2])
+""" + WAIT_FOR_CHILD
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no os.fork on this platform")
