@@ -252,3 +252,22 @@ def test_a_checkpoint_and_a_training_run_in_a_latin1_folder_load(tmp_path: Path)
             "--warmup", "0", "--images", str(photos)]
     assert cli.main([*argv, "--steps", "1"]) == 0
     assert cli.main([*argv, "--steps", "2", "--resume"]) == 0
+
+
+def test_where_such_a_folder_cannot_be_handed_on_its_name_is_said_not_a_damaged_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without /proc/self/fd (a container without /proc, a BSD) the folder's name is what to fix: it
+    was said as weights to re-download, or a training state to throw away."""
+    from _runtime_fixtures import nano_model
+    from alignvar_edge import native_paths
+    from alignvar_edge.errors import InputError
+    from alignvar_edge.model import AlignVAR
+    folder = _held(os.path.join(os.fsencode(tmp_path), b"caf\xe9"))
+    try:
+        os.mkdir(folder)
+    except OSError as e:
+        pytest.skip(f"this file system refuses a name that is not UTF-8: {e}")
+    nano_model().save_pretrained(os.path.join(folder, "ckpt"))
+    monkeypatch.setattr(native_paths, "_FD_ALIASES", str(tmp_path / "no-proc"))
+    with pytest.raises(InputError, match="this name is not UTF-8 as the file system holds it"):
+        AlignVAR.from_pretrained(os.path.join(folder, "ckpt"))

@@ -174,6 +174,8 @@ def read_weights(path: Path, expected: dict[str, tuple[int, ...]], strict: bool 
     try:
         with native_path(weights) as at:        # safetensors' torch loader takes UTF-8 names only
             sd = load_file(at)
+    except InputError:      # native_path: a folder name it cannot hand on, said as such (not "re-download")
+        raise
     except (SafetensorError, OSError, ValueError) as e:
         raise unreadable_weights(weights, e) from e
     check_finite(sd, weights)
@@ -326,6 +328,8 @@ def weights_header(path: Path) -> dict[str, tuple[int, ...]]:
     try:
         with native_path(path) as at, safe_open(at, framework="pt") as f:
             return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except InputError:      # native_path's, as above
+        raise
     except (SafetensorError, OSError, ValueError) as e:
         raise unreadable_weights(path, e) from e
 
@@ -398,6 +402,8 @@ def own_checkpoint(path: Path) -> bool:
         config = jsonsafe.loads((path / CONFIG_FILE).read_text())
         with native_path(path / WEIGHTS_FILE) as at, safe_open(at, framework="pt") as f:
             made_by = (f.metadata() or {}).get("format")
+    except InputError:      # native_path's, as above: not "someone else's checkpoint"
+        raise
     except (OSError, ValueError, SafetensorError):
         return False
     return made_by == WEIGHTS_FORMAT and isinstance(config, dict) and all(k in config for k in _CONFIG_MARKER_KEYS)

@@ -17,7 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from alignvar_edge import jsonsafe
-from alignvar_edge.errors import CheckpointError
+from alignvar_edge.errors import CheckpointError, InputError
 from alignvar_edge.fsmodes import as_write_error, publish_mode, replace_dir
 from alignvar_edge.native_paths import native_path
 
@@ -80,6 +80,8 @@ def load_state(run_dir: Path, model: torch.nn.Module, ema: torch.nn.Module,
         meta = jsonsafe.loads((d / "state.json").read_bytes())
         with native_path(d / "tensors.safetensors") as at:     # safetensors' torch loader: UTF-8 names only
             tensors = load_file(at)
+    except InputError:      # native_path's: a folder name it cannot hand on, not a corrupt state
+        raise
     except (OSError, ValueError, SafetensorError) as e:     # ValueError: any bad JSON (jsonsafe.loads)
         raise CheckpointError(f"cannot resume from '{run_dir}': its training state is missing or corrupt "
                               f"({e}); start again without --resume (and with --force)") from e
