@@ -273,8 +273,8 @@ def test_a_claim_file_the_run_cannot_lock_leaves_that_image_and_says_how_to_free
         assert (f"skipping: {src / f'img{n}.png'}: its claim file {out / f'.img{n}.png.inflight.tmp'} cannot be "
                 "locked by this run (another account's, or not a file); if no run is working there, remove it and "
                 "run the same command again") in said, said
-    assert said[-1].startswith("alignvar-edge upscale: error: finished every other image, but 2 file(s) could not "
-                               "be upscaled"), said
+    assert said[-1].startswith("alignvar-edge upscale: error: of the other images, 1 upscaled by this run; 2 "
+                               "file(s) could not be upscaled"), said
     assert _hidden(out) == [".img1.png.inflight.tmp", ".img2.png.inflight.tmp"]
 
 
@@ -335,3 +335,16 @@ def test_out_of_memory_says_the_finished_images_are_kept_and_the_same_command_re
     assert line.endswith("; 2 of 4 image(s) were finished and are kept: once that is fixed, the same command again "
                          "does the rest (it skips the finished ones)"), line
     assert sorted(p.name for p in out.iterdir()) == ["img0.png", "img1.png"]
+
+
+def test_the_exit_4_line_counts_what_became_of_the_other_images(tmp_path):
+    """It said "finished every other image" where this run had finished none: the others were left
+    to another live run working on them."""
+    from alignvar_edge.errors import SkippedInputsError
+    from alignvar_edge.runtimes.upscale_jobs import FolderTally
+    tally = FolderTally(total=3, unusable=[(tmp_path / "cut.png", "truncated")],
+                        left=[tmp_path / "out" / "a.png", tmp_path / "out" / "b.png"])
+    with pytest.raises(SkippedInputsError) as e:
+        tally.check_all_used(finished_before=0)
+    assert str(e.value).startswith("of the other images, 2 left to another run working on them; 1 file(s) could "
+                                   f"not be upscaled: {tmp_path / 'cut.png'}"), str(e.value)

@@ -404,10 +404,10 @@ def test_a_folder_run_that_went_past_unreadable_files_exits_4_naming_them_on_eve
     bad[1].write_text("not a photograph")
     bad[2].write_bytes(b"")
     argv = ["upscale", str(inp), str(out), "--engine", str(export), "--quiet"]
-    for finished in (2, 0):                    # the run, then a rerun while the bad files stay
+    for finished, others in ((2, "2 upscaled by this run"), (0, "2 finished before")):   # a run, then a rerun
         assert main(argv) == 4
         err = _lines(capsys.readouterr().err)
-        assert err[-1] == (f"alignvar-edge upscale: error: finished every other image, but 3 file(s) could not be "
+        assert err[-1] == (f"alignvar-edge upscale: error: of the other images, {others}; 3 file(s) could not be "
                            f"upscaled: {bad[0]}, {bad[1]}, {bad[2]} (each named above with why); fix or remove them "
                            "and run the same command again (it skips the finished images)"), err
         assert f"upscaled {finished} image(s)" in err[-2], err

@@ -233,7 +233,12 @@ class FolderTally:
         if self.written + len(self.taken) + len(self.left) + finished_before == 0:
             raise InputError(f"none of the {len(self.unusable)} image file(s) could be upscaled ({names}, each "
                              "named above with why); fix or remove them and run the same command again")
+        # said from the counts: the other images may be this run's, an earlier run's or another live run's
+        done = [f"{n} {what}" for n, what in ((self.written, "upscaled by this run"),
+                                              (finished_before, "finished before"),
+                                              (len(self.taken), "written by another run meanwhile"),
+                                              (len(self.left), "left to another run working on them")) if n]
         raise SkippedInputsError(
-            f"finished every other image, but {len(self.unusable)} file(s) could not be upscaled: {names} (each "
-            "named above with why); fix or remove them and run the same command again (it skips the finished "
-            "images)", [(str(src), why) for src, why in self.unusable], self.written)
+            f"of the other images, {', '.join(done)}; {len(self.unusable)} file(s) could not be upscaled: {names} "
+            "(each named above with why); fix or remove them and run the same command again (it skips the "
+            "finished images)", [(str(src), why) for src, why in self.unusable], self.written)
