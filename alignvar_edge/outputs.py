@@ -20,6 +20,7 @@ import os
 import shutil
 import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -212,8 +213,11 @@ def _writing_into(e: OSError, tmp: Path) -> bool:
 
 
 # A claim on an output is a lock on `.NAME.inflight.tmp` beside it: 8 letters, as `is_temporary_name`
-# knows our temporaries, none of them hex, so never one of `temp_file_beside`'s (`is_writer_temp`).
+# knows our temporaries, not all of them hex, so never one of `temp_file_beside`'s (`is_writer_temp`).
 _CLAIM_TAIL = "inflight.tmp"
+# seconds a claim file must have existed before a run that finds it unlocked takes it for a killed
+# claimant's: between its maker's create and lock, another run may lock it first
+_CLAIM_GRACE_S = 5.0
 
 
 class _NoLocks(Exception):
@@ -362,7 +366,9 @@ def _locked_claim(claim: Path, output: Path) -> tuple[int, bool] | None:
             os.close(fd)
             return None
         if _names(claim, fd):
-            return fd, stale
+            # a claim made just now may be one whose maker has not locked it yet (created, not locked):
+            # only an older one is a killed claimant's, whose leftovers may go
+            return fd, stale and time.time() - os.fstat(fd).st_ctime > _CLAIM_GRACE_S
         os.close(fd)        # its holder released and removed it between our open and our lock: again
 
 

@@ -103,8 +103,9 @@ def test_without_flock_every_claim_is_granted_and_no_file_is_made(tmp_path, monk
     assert _hidden(tmp_path) == []
 
 
-def test_a_killed_claimants_leftover_goes_and_other_files_stay(tmp_path):
+def test_a_killed_claimants_leftover_goes_and_other_files_stay(tmp_path, monkeypatch):
     """A SIGKILLed run leaves its claim file, unlocked, and what it was writing: both go."""
+    monkeypatch.setattr(outputs, "_CLAIM_GRACE_S", -1.0)          # the claim file was made long ago
     out = tmp_path / "a.png"
     others = [".a.png.notes.tmp", ".a.png.0123abcd.tmp.bak", "a.png.0123abcd.tmp", ".b.png.0123abcd.tmp",
               ".a.png.0123ABCD.tmp"]
@@ -171,6 +172,7 @@ def test_a_claim_leaves_a_live_save_image_to_finish_and_publish(tmp_path):
 def test_a_folder_run_removes_a_killed_runs_leftover_and_keeps_a_lone_temporary(tmp_path, monkeypatch, capsys):
     """A SIGKILLed run leaves its claim file and a 0-byte `.img1.png.xxxxxxxx.tmp`: both go. A
     temporary file without a claim file may be a live writer's: it stays."""
+    monkeypatch.setattr(outputs, "_CLAIM_GRACE_S", -1.0)          # the claim file was made long ago
     src, out, log = _folder(tmp_path / "in", 3), tmp_path / "out", tmp_path / "log"
     out.mkdir()
     (out / ".img1.png.inflight.tmp").write_bytes(b"")
@@ -348,3 +350,15 @@ def test_the_exit_4_line_counts_what_became_of_the_other_images(tmp_path):
         tally.check_all_used(finished_before=0)
     assert str(e.value).startswith("of the other images, 2 left to another run working on them; 1 file(s) could "
                                    f"not be upscaled: {tmp_path / 'cut.png'}"), str(e.value)
+
+
+def test_a_claim_file_made_just_now_is_not_taken_for_a_killed_runs(tmp_path):
+    """Between one run's create of the claim file and its lock, another run may lock the file
+    first: it took the file for a killed claimant's and removed a temporary file some live writer
+    still held. A claim file younger than the grace period leaves the temporaries alone."""
+    out = tmp_path / "a.png"
+    (tmp_path / ".a.png.inflight.tmp").write_bytes(b"")          # made now, by a run not yet locked
+    (tmp_path / ".a.png.0123abcd.tmp").write_bytes(b"pixels")
+    with OutputClaims() as claims:
+        assert claims.take(out)
+    assert (tmp_path / ".a.png.0123abcd.tmp").read_bytes() == b"pixels"
