@@ -86,9 +86,9 @@ def test_selftest_report_says_where_the_compiled_model_came_from(engine, tmp_pat
         assert cli.main(["selftest", "--engine", str(engine), "--runs", "1", "--threads", "1", "--json"]) == 0
         reports.append(json.loads(capsys.readouterr().out))
     assert [(r["cache_dir"], r["loaded_from_cache"], r["result"]) for r in reports] == \
-        [(str(tmp_path / "cache"), False, "PASS"), (str(tmp_path / "cache"), True, "PASS")]
+        [("cache", False, "PASS"), ("cache", True, "PASS")]       # its name alone: reports are shared
     assert cli.main(["selftest", "--engine", str(engine), "--runs", "1", "--threads", "1"]) == 0
-    assert f"cache     compiled model read from {tmp_path / 'cache'}" in capsys.readouterr().out
+    assert "cache     compiled model read from cache" in capsys.readouterr().out
 
 
 def test_bench_loads_its_openvino_engines_with_the_cache(engine, export, tmp_path, capsys):

@@ -25,7 +25,7 @@ from alignvar_edge.errors import AlignVAREdgeError, BackendUnavailableError, Inp
 from alignvar_edge.manifest import Manifest
 from alignvar_edge.name_text import shell_word
 
-__all__ = ["BICUBIC", "EAGER", "EngineSpec", "Subject", "artifact_bytes", "cache_fields", "call_for", "check_cache_dir",
+__all__ = ["BICUBIC", "EAGER", "EngineSpec", "Subject", "artifact_bytes", "call_for", "check_cache_dir",
            "open_subject", "parse_spec", "spec_manifest", "takes_load_option", "unique_label", "untimed_error"]
 
 BICUBIC, EAGER = "bicubic", "pytorch-eager"
@@ -244,20 +244,9 @@ def open_subject(spec: EngineSpec, threads: int | None = None, spin: bool | None
     if spec.label is None:
         sub.label = f"{backend}-{sub.precision}{mode}"
     sub.info["parallel_requests"] = sub.engine.parallel_requests
-    sub.info["cache"] = cache_fields(sub.engine)
-    return sub
-
-
-def cache_fields(engine: Any) -> dict[str, Any]:
-    """A report row's record of the compiled-model cache its engine loaded with (selftest's
-    `cache_record`: OpenVINO's; nothing for an engine without one): `loaded_from_cache` says that
-    load_s timed reading the compiled model, not compiling it. `cache_dir` is the folder's name
-    alone: reports are shared, and ALIGNVAR_EDGE_CACHE_DIR's folder is usually in the home folder."""
     from alignvar_edge.runtimes.selftest import cache_record
-    record = cache_record(engine)
-    if record:
-        record["cache_dir"] = Path(record["cache_dir"]).resolve().name
-    return record
+    sub.info["cache"] = cache_record(sub.engine)
+    return sub
 
 
 def call_for(sub: Subject, lr: np.ndarray, scale: int) -> Callable[[], object]:

@@ -277,12 +277,14 @@ def _load_options(report: dict[str, Any], cuda_graphs: bool | None, threads: int
 
 
 def cache_record(engine: Any) -> dict[str, Any]:
-    """The report's record of the compiled-model cache an engine loaded with (OpenVINO's): its folder
-    and whether the compiled model was read from it; nothing for an engine without one."""
+    """A report's record of the compiled-model cache an engine loaded with (OpenVINO's; nothing for
+    an engine without one): `loaded_from_cache` says that a load time timed reading the compiled model,
+    not compiling it. `cache_dir` is the folder's name alone: reports (selftest's, bench's) are shared,
+    and ALIGNVAR_EDGE_CACHE_DIR's folder is usually in the home folder."""
     folder = getattr(engine, "cache_dir", None)
     if folder is None:
         return {}
-    return {"cache_dir": str(folder), "loaded_from_cache": getattr(engine, "loaded_from_cache", None)}
+    return {"cache_dir": Path(folder).resolve().name, "loaded_from_cache": getattr(engine, "loaded_from_cache", None)}
 
 
 def _check_and_time(engine: Any, lr: np.ndarray, sr: np.ndarray, tok: list[np.ndarray],
