@@ -260,6 +260,7 @@ def test_a_redacted_build_of_an_export_whose_graph_names_host_folders_is_refused
                 str(tmp_path / "current")]) == 0
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")   # torch's own import
 def test_a_compiled_reference_model_hashes_as_the_model_it_wraps() -> None:
     """torch.compile wraps a model whose state-dict keys carry `_orig_mod.`: its hash never matched
     what an export of the same weights records, so bench warned of other weights that were not."""
