@@ -18,6 +18,7 @@ from pathlib import Path
 
 from alignvar_edge import safe_stop
 from alignvar_edge.errors import InputError, OutputExistsError
+from alignvar_edge.name_text import readable
 
 __all__ = ["NO_SPACE", "WRITE_LIMITS", "as_write_error", "broken_link", "file_id", "hidden_prefix", "is_temp_folder",
            "is_temporary_name", "lies_within", "name_too_long", "not_a_folder", "not_told_apart", "one_name_on_any_disk",
@@ -193,16 +194,19 @@ def one_name_on_any_disk(path: str | os.PathLike[str]) -> str:
     # lower(), not casefold(): those file systems map case letter for letter, so `Straße` and
     # `Strasse` are two files there (casefold makes ß "ss"); lowering can undo the decomposition
     # (NFD) before it, hence the second one
-    return unicodedata.normalize("NFD", unicodedata.normalize("NFD", os.fspath(path)).lower())
+    # read as text first: under an ASCII file-system encoding (PYTHONUTF8=0, LC_ALL=C) Python holds
+    # a UTF-8 name as surrogate escapes, which no normalisation or case mapping would touch
+    return unicodedata.normalize("NFD", unicodedata.normalize("NFD", readable(os.fspath(path))).lower())
 
 
 def not_told_apart(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> str:
     """What makes two paths with one `one_name_on_any_disk` one file, in words for a refusal that
     names both ('case is not told apart'): printed, names that differ in Unicode form look alike."""
     forms = "an accented letter's composed and decomposed Unicode forms"
-    if unicodedata.normalize("NFD", os.fspath(a)) == unicodedata.normalize("NFD", os.fspath(b)):
+    a, b = readable(os.fspath(a)), readable(os.fspath(b))      # as `one_name_on_any_disk` reads them
+    if unicodedata.normalize("NFD", a) == unicodedata.normalize("NFD", b):
         return f"{forms} are not told apart (macOS)"
-    if os.fspath(a).casefold() == os.fspath(b).casefold():
+    if a.casefold() == b.casefold():
         return "case is not told apart"
     return f"neither case nor {forms} are told apart (macOS)"
 

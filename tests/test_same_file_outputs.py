@@ -121,3 +121,24 @@ def test_names_that_only_full_case_folding_makes_one_are_two_outputs(tmp_path):
     _png(tmp_path / "in" / "Strasse.gif")
     todo, done, _ = plan_jobs(tmp_path / "in", tmp_path / "out", force=False)
     assert sorted(out.name for _, out in todo) == ["Strasse.png", "Straße.png"] and not done
+
+
+def test_names_that_differ_only_in_unicode_form_are_refused_under_an_ascii_file_system_encoding(tmp_path):
+    """Under LC_ALL=C with PYTHONUTF8=0 Python holds a UTF-8 name as surrogate escapes, which no
+    normalisation touched: the same folder was refused in a UTF-8 locale and run there, writing both
+    results to what macOS takes for one file."""
+    import subprocess
+    import sys
+    _png(tmp_path / "in" / unicodedata.normalize("NFD", "café.gif"))
+    _png(tmp_path / "in" / unicodedata.normalize("NFC", "café.png"), seed=1)
+    script = ("import sys\nfrom pathlib import Path\nfrom alignvar_edge.errors import InputError\n"
+              "from alignvar_edge.runtimes.upscale_jobs import plan_jobs\n"
+              "assert sys.getfilesystemencoding() == 'ascii', sys.getfilesystemencoding()\n"
+              "try:\n    plan_jobs(Path(sys.argv[1], 'in'), Path(sys.argv[1], 'out'), force=False)\n"
+              "except InputError as e:\n    print(str(e).encode('ascii', 'backslashreplace').decode())\n")
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    run = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, env=env,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip().endswith("one file where an accented letter's composed and decomposed Unicode forms "
+                                       "are not told apart (macOS); rename one of them"), run.stdout
