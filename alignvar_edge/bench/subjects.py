@@ -181,6 +181,9 @@ def check_cache_dir(specs: Sequence[EngineSpec], cache_dir: str | os.PathLike[st
     """The compiled-model cache of the engines that take one (`cache_dir`, else the variable's), checked
     as their load checks it, before any timing: a folder they cannot use is one line naming the option
     or the variable, not failed rows after minutes."""
+    from alignvar_edge.runtimes.openvino import CACHE_ENV
+    if cache_dir is None and not os.environ.get(CACHE_ENV):
+        return              # no cache asked for: nothing to check, no manifest to read for it
     from alignvar_edge.runtimes.openvino.backend import compile_cache
     given = {} if cache_dir is None else {"cache_dir": cache_dir}
     for spec in specs:
