@@ -289,7 +289,6 @@ def run_build(args: argparse.Namespace) -> int:
         print(f"{kit['reason']}; wrote a build kit to {out}: run "
               f"`sh {shell_word(os.path.join(out, 'build_on_device.sh'))}` on the device (by hand: "
               "`sh trtexec.txt` from inside it, which writes the engine beside it)")
-
         for line in engine_warnings(m):      # the kit's user cannot check the engine before the device
             progress.note(line)
         return 0
