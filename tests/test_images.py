@@ -374,7 +374,8 @@ def test_save_16_bit_gray_png_and_tiff_8_bit_elsewhere(tmp_path: Path) -> None:
     for name in ("g.png", "g.tif"):
         save_image(tmp_path / name, gray, bits=16)
         np.testing.assert_array_equal(np.asarray(_read(tmp_path / name)), [[0, 1, 32768, 65535]])
-    save_image(tmp_path / "g.jpg", gray, bits=16)                   # JPEG: 8 bits
+    with pytest.warns(UserWarning, match=r"^JPEG holds 8 bits a sample: .*g\.jpg is written with 8 of its 16"):
+        save_image(tmp_path / "g.jpg", gray, bits=16)               # JPEG: 8 bits, said
     assert _read(tmp_path / "g.jpg").mode == "L"
     save_image(tmp_path / "rgb.png", np.stack([gray] * 3, axis=2), bits=16)   # 16-bit RGB: written here
     kind, samples = _png16_samples(tmp_path / "rgb.png")
@@ -840,6 +841,24 @@ def test_a_tiff_or_bmp_past_4_gib_is_refused_before_any_work(tmp_path: Path, mon
     assert main(["upscale", str(tmp_path / "gray.png"), str(tmp_path / "gray.tif"), "--quiet"]) == 0
     assert _read(tmp_path / "gray.tif").size == (40, 40)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gray.png", "gray.tif", "gray16.png", "rgb.png"]
+
+
+def test_upscale_of_a_16_bit_gray_image_to_jpeg_or_webp_says_it_keeps_8_bits(tmp_path: Path, capsys) -> None:
+    """A 16-bit gray PNG upscaled to .jpg or .webp was written with 8 bits (WebP's as RGB) and
+    only "upscaled 1 image(s)" said: the CLI hands save_image floats there, which it let pass.
+    Now the line save_image warns with for uint16 samples, once; nothing where 16 bits are kept."""
+    from alignvar_edge.cli import main
+    Image.fromarray(np.tile(np.linspace(0, 65535, 12), (10, 1)).round().astype(np.uint16)).save(tmp_path / "g16.png")
+    said = {"jpg": "JPEG holds 8 bits a sample: {}", "webp": "WEBP holds 8 bits a sample and no gray: {}"}
+    for ext, start in said.items():
+        dst = tmp_path / f"g16.{ext}"
+        assert main(["upscale", str(tmp_path / "g16.png"), str(dst), "--quiet"]) == 0
+        warned = [ln for ln in capsys.readouterr().err.splitlines() if "warning" in ln]
+        assert warned == [f"alignvar-edge upscale: warning: {start.format(dst)} is written with 8 of its 16"
+                          f"{', as colour' if ext == 'webp' else ''}; save it as .png to keep 16"]
+        assert bits_per_sample(dst) == 8 and _read(dst).mode == ("L" if ext == "jpg" else "RGB")
+    assert main(["upscale", str(tmp_path / "g16.png"), str(tmp_path / "out.png"), "--quiet"]) == 0
+    assert "warning" not in capsys.readouterr().err and bits_per_sample(tmp_path / "out.png") == 16
 
 
 def test_an_input_past_pillows_89_mp_warns_of_no_decompression_bomb(tmp_path: Path, monkeypatch) -> None:

@@ -56,7 +56,8 @@ def save_image(
     uint8 and floats) writes 16 bits a sample where the format holds them: gray to PNG and TIFF;
     gray+alpha to PNG; RGB and RGBA to PNG, and to TIFF through tifffile (a TIFF of these is 8-bit,
     with a warning, where Pillow alone writes it: gray+alpha, or colour without tifffile);
-    everything else is 8-bit, with a warning where the samples are uint16. ``icc_profile``,
+    everything else is 8-bit, with a warning where 16 bits were asked for (uint16 samples, or
+    ``bits=16``). WebP has no gray: gray is written to it as RGB (RGBA with alpha). ``icc_profile``,
     ``exif`` (bytes, as ``Image.Exif.tobytes`` gives) and ``dpi`` are written where the format
     holds them (PNG, JPEG, WebP, TIFF; WebP's DPI in its EXIF; BMP's DPI alone), and so is ``xmp``
     (bytes; not by tifffile, nor to a JPEG past its 65504 bytes, with a warning); ``text`` ({key:
@@ -92,8 +93,8 @@ def save_image(
     bits = bits if bits is not None else 16 if uint16 else 8
     output_format(path, alpha is not None, (rgb.shape[1], rgb.shape[0]), gray=rgb.ndim == 2, bits=bits)
     writer = _writer(fmt, bits, rgb.ndim == 2, alpha is not None)
-    # floats at bits=16 to an 8-bit format are the CLI's choice of format for a 16-bit input: no warning
-    if bits == 16 and writer == "pillow8" and (fmt in _SIXTEEN_BIT_FORMATS or uint16):
+    # 16 bits asked for (uint16 samples, or bits=16 as `upscale` asks for a 16-bit input) and 8 written
+    if bits == 16 and writer == "pillow8":
         warn_caller(_eight_bits_only(path, fmt, rgb.ndim == 2))
     sixteen, own, tiff16 = writer != "pillow8", writer in ("png16", "tiff16"), writer == "tiff16"
     if text and fmt in METADATA_FORMATS and fmt != "PNG":
@@ -135,7 +136,9 @@ def save_image(
 def _eight_bits_only(path: Path, fmt: str, gray: bool) -> str:
     """Why 16-bit samples asked for are written to `path` with 8 bits, and how to keep 16."""
     if fmt not in _SIXTEEN_BIT_FORMATS:
-        return f"{fmt} holds 8 bits a sample: {path} is written with 8 of its 16; save it as .png to keep 16"
+        colour = gray and fmt == "WEBP"         # libwebp has no gray: Pillow writes gray as RGB
+        return (f"{fmt} holds 8 bits a sample{' and no gray' if colour else ''}: {path} is written with 8 of its "
+                f"16{', as colour' if colour else ''}; save it as .png to keep 16")
     if not gray:
         return (f"{sixteen_bit.tifffile_missing()}, so {path} is written with 8 bits a sample; "
                 f"install it ({sixteen_bit.install_tifffile()}) or save it as .png to keep 16")
