@@ -3,7 +3,8 @@
     alignvar-edge VERB ... --json         the result as JSON on stdout, instead of the text
     alignvar-edge VERB ... --json FILE    the text on stdout as usual, and the JSON written to FILE
 
-Progress and notes go to stderr either way, so `--json | jq` always reads one JSON document. FILE is
+Progress and notes go to stderr either way, so `--json | jq` always reads one JSON document: the
+result, or where the run fails the ERROR result a FILE gets. FILE is
 written atomically (a reader never sees half of it), and before the text: a closed stdout cannot lose it.
 Every result names the version that wrote it (`"alignvar_edge"`), and an existing FILE is replaced
 only when it is such a result (or empty): `--json model/config.json` must not cost a checkpoint its
@@ -87,6 +88,7 @@ class Result:
     def __init__(self, target: str | None) -> None:
         self.target = target
         self.written: str | None = None      # the JSON this run puts in FILE, once it starts writing it
+        self.printed = False                 # the result's JSON went to stdout (target '-'), or began to
 
     def emit(self, payload: Any, text: str) -> None:
         """Print `text`, or the JSON of `payload` in its place (target '-'); and write it to a FILE target.
@@ -94,6 +96,7 @@ class Result:
         FILE is written before anything is printed: a reader that closes stdout early (`| head -1`)
         ends the printing, and must not cost the user the file they asked for."""
         if self.target == STDOUT:
+            self.printed = True
             print(_document(payload), end="")
             return
         if (target := self.target):
@@ -122,15 +125,21 @@ def no_stale_result(target: str | None, what: dict[str, Any]) -> Iterator[Result
     an ERROR result (`what` and the reason), so a stale verdict never outlives a failed re-run: CI
     steps and scripts (the TensorRT kit's) read that file as this run's. Every verb with --json runs
     inside this and hands its result on through the `Result` it yields, so a failed write of FILE
-    (a full disk) counts as a failed run too; a FILE that holds this run's result is kept."""
+    (a full disk) counts as a failed run too; a FILE that holds this run's result is kept. A bare
+    `--json` prints that ERROR result on stdout instead, unless the result was printed: its reader
+    (`--json | jq`) always gets one JSON document."""
     result = Result(target)
     try:
         yield result
     except BaseException as e:
-        if (target and target != STDOUT and not result.in_file()
+        error = {**what, "result": "ERROR", "reason": _failure(e)}
+        if target == STDOUT and not result.printed:
+            with suppress(OSError, ValueError):      # a stdout that takes nothing: the error line still says why
+                print(_document(error), end="", flush=True)
+        elif (target and target != STDOUT and not result.in_file()
                 and (not os.path.exists(target) or is_own_result(target))):
             try:
-                write_result(target, {**what, "result": "ERROR", "reason": _failure(e)})
+                write_result(target, error)
                 safe_stop.error_record(target)
             except OSError:                          # cannot write it: at least no stale verdict
                 with suppress(OSError):

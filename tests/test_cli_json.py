@@ -147,6 +147,25 @@ def test_a_failed_inspect_replaces_its_earlier_json_file(micro_export, tmp_path,
     assert doc["reason"] in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flag", [["--json"], ["--json", "-"]], ids=["bare", "dash"])
+def test_a_failed_run_prints_its_error_result_on_stdout(flag, micro_export, tmp_path, capsys, monkeypatch):
+    """`inspect nothere --json | jq` read nothing at all: stdout gets the ERROR result FILE gets,
+    one JSON document, and the exit status is the error's; a stopped run's reason names its stop."""
+    gone = tmp_path / "nothere"
+    assert main(["inspect", str(gone), *flag]) == 2
+    out, err = capsys.readouterr()
+    doc = json.loads(out)
+    assert doc["result"] == "ERROR" and doc["inspect"] == str(gone) and doc["reason"] in err
+    import alignvar_edge.export.inspect_artifact as inspect_artifact
+
+    def stopped(*_a, **_k):
+        raise KeyboardInterrupt("SIGINT")
+    monkeypatch.setattr(inspect_artifact, "inspect_artifact", stopped)
+    assert main(["inspect", str(micro_export), *flag]) == 128 + signal.SIGINT
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["result"] == "ERROR" and doc["reason"] == "interrupted (SIGINT)"
+
+
 def test_a_failed_eval_replaces_an_earlier_json_file(tmp_path, capsys):
     doc = _stale_then_failed(["info", "alignvar-tiny"], ["eval", str(tmp_path / "nosuchdir")],
                              tmp_path / "eval.json", capsys)
