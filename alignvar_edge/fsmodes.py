@@ -35,9 +35,31 @@ WRITE_LIMITS = (*NO_SPACE, errno.EFBIG)          # ... or a file passed the size
 
 
 def umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    """The process umask, read without changing it: `os.umask` can only be read by setting it, and
+    for that moment every file another thread of the host creates would get mode 0666/0777."""
+    mask = _umask_from_proc()
+    return mask if mask is not None else _umask_from_probe()
+
+
+def _umask_from_proc() -> int | None:
+    """The `Umask:` line of /proc/self/status (Linux 4.7 and later), else None."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _umask_from_probe() -> int:
+    """The umask as the kernel applies it: a folder made 0777 in a private temporary folder comes
+    out 0777 & ~umask (macOS, and Linux without /proc)."""
+    with tempfile.TemporaryDirectory(prefix="alignvar-edge-umask-") as private:
+        probe = os.path.join(private, "probe")
+        os.mkdir(probe, 0o777)
+        return 0o777 & ~stat.S_IMODE(os.stat(probe).st_mode)
 
 
 def publish_mode(path: str | os.PathLike[str]) -> None:
@@ -66,15 +88,16 @@ def unwritable_folder(path: str | os.PathLike[str]) -> Path | None:
     """The folder that would refuse the write of `path` (the nearest existing one above it, on a
     read-only mount or without write permission), else None. Checked before the work, so a long
     run does not end by failing to save; a full disk can still only show at the write. A name in
-    `path` too long for any folder there is InputError (`name_too_long`)."""
+    `path` too long for any folder there is InputError (`name_too_long`), and so is a file where
+    `path` needs a folder (`some.png/x.json`)."""
     # looked at as relative as `path` is: an absolute path past PATH_MAX (a very deep working folder)
     # cannot be looked at; named absolute
     folder = _nearest_existing_folder(Path(path))
     if (too_long := name_too_long(path, folder)) is not None:
         raise InputError(too_long)
-    # a file in a folder's place is not this check's to explain: the write names it
     if not folder.is_dir():
-        return None
+        raise InputError(f"cannot write {path}: {folder} is a file, where a folder is needed; choose another "
+                         "output path")
     return None if os.access(folder, os.W_OK | os.X_OK) and _can_create_in(folder) else folder.absolute()
 
 
