@@ -1669,6 +1669,27 @@ def test_a_folder_that_takes_no_files_is_refused_before_any_work(export, tmp_pat
     assert not loads and not (tmp_path / "b.json").exists()
 
 
+def test_an_output_below_a_file_is_refused_before_any_work(export, tmp_path, capsys, monkeypatch):
+    """`eval ... --json some.png/x.json` did all the work and then failed with exit 1 ("some.png is
+    a file, where a folder is needed"); `build --out some.png/E` failed at once, but with exit 1.
+    Every output flag is refused before any work, with exit 2, by one check."""
+    loads = []
+    import alignvar_edge.runtimes as rt
+    monkeypatch.setattr(rt, "load", lambda *a, **k: loads.append(a))
+    src = _png(tmp_path / "in.png")
+    below = tmp_path / "in.png"
+    for argv, out in ((["eval", "alignvar-tiny", "--json", str(below / "e.json")], below / "e.json"),
+                      (["compare", str(export), "--json", str(below / "c.json")], below / "c.json"),
+                      (["selftest", "--backend", "onnxruntime", "--json", str(below / "s.json")], below / "s.json"),
+                      (["bench", "bicubic", "--out", str(below / "b.json")], below / "b.json"),
+                      (["build", str(export), "--target", "onnxruntime", "--out", str(below / "E")], below / "E"),
+                      (_up(tmp_path, export, src, "in.png/x.png"), below / "x.png")):
+        assert cli.main(argv) == 2, argv
+        err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+        assert len(err) == 1 and f"cannot write {out}: {below} is a file, where a folder is needed" in err[0], err
+    assert not loads and below.is_file()
+
+
 def _cli_with(closed: str, *args: str) -> subprocess.CompletedProcess:
     """The CLI run by a shell that closes a stream first (`2>&-`, `>&-`), as cron and daemons do."""
     return subprocess.run(["bash", "-c", f'"$@" {closed}', "_", sys.executable, "-m", "alignvar_edge", *args],

@@ -123,7 +123,7 @@ def _listed(paths: list[Path]) -> str:
 def _refuse_blocked(jobs: list[Job]) -> None:
     """An output path that is a folder is no finished output: no image can be written there,
     --force or not (`upscale a.png out/` where out/a.png is a folder, too); nor one below a file
-    (`upscale a.png a.png/x.png`), nor a broken symbolic link."""
+    (`upscale a.png a.png/x.png`: `_refuse_unwritable`'s), nor a broken symbolic link."""
     blocked = [str(d) for _, d in jobs if d.is_dir()]
     if blocked:
         raise InputError(f"output path {blocked[0]} is a folder; move it away"
@@ -131,17 +131,6 @@ def _refuse_blocked(jobs: list[Job]) -> None:
     for _, dst in jobs:
         if (broken := broken_link(dst)) is not None:
             raise InputError(f"{broken}; remove it or choose another output")
-        if (file := _file_above(dst)) is not None:
-            raise InputError(f"cannot write {dst}: {file} is a file, where a folder is needed; choose another "
-                             "output path")
-
-
-def _file_above(path: Path) -> Path | None:
-    """The nearest existing path above `path` where that is a file, not a folder; None otherwise."""
-    for parent in path.parents:
-        if parent.exists():
-            return None if parent.is_dir() else parent
-    return None
 
 
 def _refuse_unwritable(jobs: list[Job]) -> None:
