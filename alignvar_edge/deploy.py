@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -273,22 +272,17 @@ def deploy(opts: DeployOptions, log: Log | None = None, progress: Progress | Non
 
 @contextlib.contextmanager
 def _quiet_builders() -> Iterator[None]:
-    """NNCF logs every op it leaves alone at INFO and torch.jit.trace warns about shape-dependent
-    Python in the resampling code (static here by construction): neither is news to a deploy user."""
-    nncf_log = logging.getLogger("nncf")
-    level = nncf_log.level
-    nncf_log.setLevel(logging.WARNING)
+    """torch.jit.trace warns about shape-dependent Python in the resampling code (static here by
+    construction): no news to a deploy user."""
+    # NNCF's calls are quieted where they run (openvino.nncf's `_quiet_nncf`)
+    quiet = [WarningFilter("ignore", message=r".*(TracerWarning|Converting a tensor to a Python)")]
     try:
-        quiet = [WarningFilter("ignore", message=r".*(TracerWarning|Converting a tensor to a Python)")]
-        try:
-            from torch.jit import TracerWarning
-            quiet.append(WarningFilter("ignore", category=TracerWarning))
-        except ImportError:
-            pass
-        with warnings_changed(*quiet):
-            yield
-    finally:
-        nncf_log.setLevel(level)
+        from torch.jit import TracerWarning
+        quiet.append(WarningFilter("ignore", category=TracerWarning))
+    except ImportError:
+        pass
+    with warnings_changed(*quiet):
+        yield
 
 
 def _first_line(e: BaseException) -> str:

@@ -6,14 +6,17 @@ random generator, the modules torch imports.
 """
 from __future__ import annotations
 
+import logging
 import os
 import stat
+import types
 
 import numpy as np
 import pytest
 
 from alignvar_edge import fsmodes
 from alignvar_edge.images import save_image
+from alignvar_edge.muted import loggers_at
 
 
 @pytest.fixture
@@ -61,3 +64,111 @@ def test_the_umask_is_read_right_with_and_without_proc(mask, monkeypatch) -> Non
     finally:
         monkeypatch.undo()
         os.umask(old)
+
+
+# ---- logging: a library block quietens its tool's own loggers, and puts back what it found
+
+class _Kept(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def host_log():
+    """The host's logger `host.app` at INFO with its own handler, and the root logger as the host set it."""
+    kept, app, root = _Kept(), logging.getLogger("host.app"), logging.getLogger()
+    app.addHandler(kept)
+    app.setLevel(logging.INFO)
+    root_level = root.level
+    try:
+        yield app, kept
+    finally:
+        app.removeHandler(kept)
+        app.setLevel(logging.NOTSET)
+        root.setLevel(root_level)
+
+
+def test_a_quieted_tool_logger_gets_its_level_back_and_host_records_pass(host_log) -> None:
+    app, kept = host_log
+    tool = logging.getLogger("some.tool")
+    tool.setLevel(logging.DEBUG)
+    root_level = logging.getLogger().level
+    with loggers_at(("some.tool",), logging.ERROR):
+        assert not tool.isEnabledFor(logging.WARNING)
+        assert logging.getLogger().level == root_level
+        app.warning("disk almost full")
+    assert tool.level == logging.DEBUG
+    assert kept.messages == ["disk almost full"]
+
+
+def test_a_level_set_on_the_tool_logger_during_the_block_is_kept() -> None:
+    """By the host, or by the tool's own import (coremltools sets its k-means logger to INFO)."""
+    tool = logging.getLogger("other.tool")
+    tool.setLevel(logging.NOTSET)
+    with loggers_at(("other.tool",), logging.ERROR):
+        tool.setLevel(logging.INFO)
+    assert tool.level == logging.INFO
+
+
+def test_the_root_logger_is_never_quieted() -> None:
+    with pytest.raises(ValueError, match="root logger"):
+        with loggers_at(("",), logging.ERROR):
+            pass
+
+
+def test_a_core_ml_build_leaves_other_loggers_talking(host_log) -> None:
+    """`logging.disable` lost every other thread's warnings for the whole conversion."""
+    from alignvar_edge.runtimes.coreml.ct import quiet
+
+    app, kept = host_log
+    before = logging.getLogger("coremltools").level
+    with quiet():
+        assert not logging.getLogger("coremltools.models.model").isEnabledFor(logging.WARNING)
+        assert not logging.getLogger("coremltools.optimize.torch._utils.k_means").isEnabledFor(logging.INFO)
+        app.warning("disk almost full")
+    assert kept.messages == ["disk almost full"]
+    assert logging.root.manager.disable == logging.NOTSET
+    assert logging.getLogger("coremltools").level == before
+
+
+@pytest.mark.parametrize("host_level", [logging.ERROR, logging.WARNING, logging.DEBUG])
+def test_an_openvino_int8_build_puts_back_the_nncf_level_the_host_set(host_level) -> None:
+    pytest.importorskip("nncf", reason="NNCF (the openvino-int8 extra) is not installed")
+    from alignvar_edge.runtimes.openvino.nncf import _quiet_nncf
+
+    nncf_log = logging.getLogger("nncf")
+    before = nncf_log.level
+    nncf_log.setLevel(host_level)
+    try:
+        with _quiet_nncf():
+            assert not nncf_log.isEnabledFor(logging.WARNING)
+        assert nncf_log.level == host_level          # nncf.set_log_level(INFO) left INFO
+    finally:
+        nncf_log.setLevel(before)
+
+
+def test_the_onnxruntime_pre_processing_leaves_the_root_logger_alone(tmp_path, host_log, monkeypatch) -> None:
+    """Its root level went to ERROR around the call: the host's records below that were lost."""
+    from alignvar_edge.quantize import int8
+
+    app, kept = host_log
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    seen: dict[str, object] = {}
+
+    def pre_process(src, dst, **kw) -> None:
+        seen["root level"] = root.level
+        app.warning("disk almost full")
+        tool = logging.getLogger("onnxruntime.quantization.shape_inference")
+        seen["its failure shown"] = tool.isEnabledFor(logging.ERROR)
+
+    monkeypatch.setattr(int8, "ortq", types.SimpleNamespace(quant_pre_process=pre_process))
+    (tmp_path / "model.onnx").write_bytes(b"")
+    int8._pre_process(tmp_path / "model.onnx", tmp_path / "pre.onnx", False, 0)
+    assert seen == {"root level": logging.INFO, "its failure shown": False}
+    assert kept.messages == ["disk almost full"]
+    assert root.level == logging.INFO

@@ -16,6 +16,7 @@ from alignvar_edge.errors import InputError
 from alignvar_edge.fsmodes import write_atomically
 from alignvar_edge.runtimes.base import precision_label
 from alignvar_edge.manifest import UNHASHED, prune_text
+from alignvar_edge.muted import loggers_at
 from alignvar_edge.name_text import name_bytes
 
 __all__ = ["all_cores_line", "cache_note", "engine_rows", "figure_cell", "graph_words", "is_bench_plot", "markdown_image",
@@ -570,18 +571,14 @@ def pyplot() -> Any:
     install (alignvar-edge[device]) has no matplotlib, and `bench merge --plot` may run there."""
     # where HOME cannot hold its config and font cache, matplotlib makes a temporary folder (and
     # removes it at exit) and logs two lines of advice about it: noise in a verb's output
-    log = logging.getLogger("matplotlib")
-    level = log.level
-    log.setLevel(logging.ERROR)
     try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        with loggers_at(("matplotlib",), logging.ERROR):
+            import matplotlib
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
     except ModuleNotFoundError as e:
         raise InputError("--plot needs matplotlib, which is not installed here: pip install matplotlib "
                          "(the host extra has it), or leave out --plot") from e
-    finally:
-        log.setLevel(level)
     return plt
 
 

@@ -20,6 +20,7 @@ saturate (logits error 9.9% vs 1.6%, measured on a toy rollout).
 """
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -37,6 +38,7 @@ from alignvar_edge.errors import ConfigError, InputError
 from alignvar_edge.fsmodes import temp_folder_full
 from alignvar_edge.export import onnx_io
 from alignvar_edge.lazy import lazy_import
+from alignvar_edge.muted import loggers_at
 from alignvar_edge.native_paths import native_path
 from alignvar_edge.quantize.calibration.ranges import METHODS, Progress, collect_ranges
 from alignvar_edge.quantize.policy import QUANT_OP_TYPES, Policy, QuantNode, classify
@@ -262,24 +264,13 @@ class Int8Builder:
 
 
 def _pre_process(src: Path, dst: Path, large: bool, graph_bytes: int) -> None:
-    import logging
-
-
-    # its shape-inference warnings are noise for dynamo graphs (errors still raise); it logs
-    # through the root logger, so quieten that for the call only
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    # its optimizer logs its own failure as a traceback and goes on without it; a failure that
-    # counts raises after it, and says it in one line
-    optimizer = logging.getLogger("onnxruntime.quantization.shape_inference")
-    optimizer_level = optimizer.level
-    optimizer.setLevel(logging.CRITICAL)
     # measured before: it deletes its scratch when it fails, so the room is back afterwards; it
     # holds two copies of the graph at once (the one it read, the one it writes)
     short_of_room = shutil.disk_usage(tempfile.gettempdir()).free < 2 * graph_bytes
     try:
-        with native_path(src) as src_at:
+        # it logs its progress, and its optimizer's own failure as a traceback (it goes on without
+        # it; a failure that counts raises after it, and says it in one line), through its module's logger
+        with native_path(src) as src_at, loggers_at(("onnxruntime.quantization.shape_inference",), logging.CRITICAL):
             ortq.quant_pre_process(src_at, str(dst), skip_symbolic_shape=True, save_as_external_data=large,
                                    all_tensors_to_one_file=True, external_data_location=f"{dst.name}.data")
     except Exception as e:  # onnxruntime raises bare Exceptions from its optimizer
@@ -288,9 +279,6 @@ def _pre_process(src: Path, dst: Path, large: bool, graph_bytes: int) -> None:
         if (full := temp_folder_full(e, short_of_room)) is not None:
             raise full from e
         raise InputError(f"onnxruntime's quantization pre-processing failed on {src}: {e}") from e
-    finally:
-        root.setLevel(level)
-        optimizer.setLevel(optimizer_level)
 
 
 def _initializers(model: onnx.ModelProto) -> set[str]:

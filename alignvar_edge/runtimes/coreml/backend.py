@@ -349,8 +349,9 @@ def palettize_like_coreml(model: Any, nbits: int) -> None:
     small = {name: None for name, m in model.named_modules()
              if isinstance(getattr(m, "weight", None), torch.Tensor)
              and (m.weight.numel() <= COMPRESS_WEIGHT_THRESHOLD or isinstance(m, torch.nn.Embedding))}
-    with quiet():           # its import and its k-means workers print
+    with quiet():           # its import prints, and sets its k-means logger's level (to INFO) ...
         from coremltools.optimize.torch.palettization import PostTrainingPalettizer, PostTrainingPalettizerConfig
+    with quiet():           # ... at which its k-means workers log every step: quieted once it is set
         config = PostTrainingPalettizerConfig.from_dict({
             "global_config": {"n_bits": nbits, "granularity": "per_tensor"}, "module_name_configs": small})
         PostTrainingPalettizer(model, config).compress(inplace=True)

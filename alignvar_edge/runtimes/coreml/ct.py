@@ -6,24 +6,22 @@ import contextlib
 import logging
 from typing import Any
 
-from alignvar_edge.caller import WarningFilter, warnings_changed
-from alignvar_edge.muted import muted
+from alignvar_edge.muted import muted, quieted
 
 __all__ = ["import_ct", "quiet"]
+
+# coremltools logs through loggers under its own name; its torch k-means (the palette fidelity
+# proxy) through one with its own level and handler, which a level on "coremltools" does not reach
+CT_LOGGERS = ("coremltools", "coremltools.optimize.torch")
+
 
 @contextlib.contextmanager
 def quiet() -> Any:
     """coremltools draws tqdm bars on stderr (no setting of its turns them off) and logs version
-    warnings; keep builds readable. stdout, where it prints nothing, is every thread's and left alone."""
-    with muted("stderr"):       # one at a time: logging's disable level is process-wide too
-        # its k-means workers log every step at INFO through loggers with their own levels and handlers
-        disabled = logging.root.manager.disable
-        logging.disable(logging.WARNING)
-        try:
-            with warnings_changed(WarningFilter("ignore")):
-                yield
-        finally:
-            logging.disable(disabled)
+    warnings; keep builds readable. stdout, where it prints nothing, is every thread's and left alone,
+    and so are other loggers than coremltools' own."""
+    with muted("stderr"), quieted(CT_LOGGERS, logging.ERROR):
+        yield
 
 
 def import_ct() -> Any:

@@ -16,7 +16,7 @@ import numpy as np
 
 from alignvar_edge.cpuinfo import has_vnni, is_x86
 from alignvar_edge.lazy import lazy_import
-from alignvar_edge.muted import muted
+from alignvar_edge.muted import loggers_at, muted
 from alignvar_edge.quantize.policy import Policy, classify
 from alignvar_edge.runtimes.openvino.opset import opset13
 
@@ -142,12 +142,9 @@ def nncf_quantize(ov_model: Any, onnx_path: Path, items: list[Any], preset: str 
 def _quiet_nncf() -> Iterator[None]:
     """NNCF prints tables and progress bars on stdout (rich, with no setting that turns them off);
     builds report their own summary."""
-    with muted("stdout"):           # one at a time: NNCF's log level is process-wide too
-        nncf.set_log_level(logging.ERROR)
-        try:
-            yield
-        finally:
-            nncf.set_log_level(logging.INFO)
+    # its own logger's level, put back as found (nncf.set_log_level would leave INFO, whatever the host set)
+    with muted("stdout"), loggers_at(("nncf",), logging.ERROR):
+        yield
 
 
 def nncf_compress_weights(ov_model: Any, onnx_path: Path, policy: Policy | None = None) -> tuple[Any, dict[str, Any]]:
