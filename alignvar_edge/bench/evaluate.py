@@ -16,6 +16,7 @@ against the HR like the others, and `pruned_vs_model` is its PSNR-Y against the 
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -193,10 +194,12 @@ def evaluate(model: AlignVAR, images: list[tuple[str, Any]], seed: int = 0,
             {k: ssim_y(ref, v.transpose(2, 0, 1), border=c.scale) for k, v in recon.items()}, seams,
             image_draw, (sizes[i][1], sizes[i][0])))
     kinds = [k for k in KINDS if k in scores[0].psnr]
+    averaged, left_out = _averaged(scores)
     return {
         "images": [s.__dict__ for s in scores],
-        "mean_psnr_y": {k: float(np.mean([s.psnr[k] for s in scores])) for k in kinds},
-        "mean_ssim_y": {k: float(np.mean([s.ssim[k] for s in scores])) for k in kinds if k in scores[0].ssim},
+        "mean_psnr_y": {k: float(np.mean([s.psnr[k] for s in averaged])) for k in kinds},
+        "mean_ssim_y": {k: float(np.mean([s.ssim[k] for s in averaged])) for k in kinds if k in scores[0].ssim},
+        "left_out_of_means": left_out,      # identical to the HR in some column: `_averaged`
         "prune": list(prune),
         "overlap": ov,
         # gradient energy across the tile borders over the interior's at the same phase, for the
@@ -207,6 +210,19 @@ def evaluate(model: AlignVAR, images: list[tuple[str, Any]], seed: int = 0,
         "seed": seed,
         "degradation": deg.to_dict(),
     }
+
+
+def _averaged(scores: list[ImageScore]) -> tuple[list[ImageScore], list[str]]:
+    """The images the means are taken over, and the names of those left out: an image that some
+    column reproduces exactly (a flat LR's bicubic is the flat HR) has an infinite PSNR there, which
+    made that column's mean infinite and hid every other image. Such an image is left out of every
+    column's means alike, so the columns stay compared on the same images; where every image is
+    such, none is left out (the infinite mean is then the truth). `pruned_vs_model` compares two
+    outputs, not an output with the HR: it leaves nothing out."""
+    exact = [s for s in scores if any(math.isinf(v) for k, v in s.psnr.items() if k != "pruned_vs_model")]
+    if len(exact) == len(scores):
+        return scores, []
+    return [s for s in scores if s not in exact], [s.name for s in exact]
 
 
 def ablation_report(result: dict[str, Any], checkpoint: str) -> dict[str, Any]:
@@ -226,6 +242,7 @@ def ablation_report(result: dict[str, Any], checkpoint: str) -> dict[str, Any]:
             # a bare --json prints no text: without this, an image left out would go unmentioned
             "skipped_smaller_than_tile": result["skipped_smaller_than_tile"],
             "skipped_unreadable": result.get("skipped_unreadable", []),     # set by `eval --images`
+            "left_out_of_means": result["left_out_of_means"],
             "tiling": "every tiled variant through the same overlapping, blended tiles as upscale",
             "seed": result["seed"], "degradation": result["degradation"],
             "per_image": result["images"]}
@@ -255,6 +272,10 @@ def format_eval(result: dict[str, Any]) -> str:
         lines.append(f"{s['name']:<{nw}}{s['size'][0]:>{ww}}x{s['size'][1]:<{hw}}  {cells}{of}")
     m, ss = result["mean_psnr_y"], result["mean_ssim_y"]
     lines.append(f"{'mean':<{nw}}{'':>{ww + 1 + hw}}  " + "".join(f"{m[k]:>8.2f}/{ss[k]:.3f}" for k in kinds))
+    left_out = result.get("left_out_of_means") or []
+    if left_out:
+        lines.append(f"the means leave out {len(left_out)} of {len(images)} image(s) that a column reproduces "
+                     f"exactly (infinite PSNR-Y): {', '.join(left_out)}")
     if "pruned_vs_model" in m:
         lines.append(f"pruned {result['prune']} vs the unpruned model: {m['pruned_vs_model']:.2f} dB PSNR-Y")
     lines.append(f"tiled variants: overlapping tiles blended as upscale does, overlap {result['overlap']} LR px; "
