@@ -45,6 +45,14 @@ DEVICE_VERB_NEEDS = {"build": "tensorrt"}
 VERSION_LINE = f"alignvar-edge {__version__}"
 
 
+class _StdoutFailed(Exception):
+    """A help or version text that stdout did not take (`OneLineParser._print_message`)."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse held to the CLI's error contract: one stderr line `alignvar-edge VERB: error: ...`
     (the flag, what it must be, what was given) and exit code 2, instead of usage + error."""
@@ -54,6 +62,18 @@ class OneLineParser(argparse.ArgumentParser):
     # the arguments being parsed (parse_args sets them on the class, which every verb's parser is), for
     # `error`'s advice
     parsing: Sequence[str] = ()
+
+    def _print_message(self, message: str, file: Any = None) -> None:
+        """argparse's, except that a help or version stdout does not take is not lost with exit 0
+        (argparse drops the error): it goes on to `_stdout_failed`. stderr's is dropped, as argparse's."""
+        file = sys.stderr if file is None else file
+        try:
+            file.write(message)
+            if file is sys.stdout:
+                file.flush()
+        except OSError as e:
+            if file is sys.stdout:
+                raise _StdoutFailed(e) from e
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}{self._files_read_as_options()}; see `{self.prog} --help`\n")
@@ -160,12 +180,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _closed_streams_to_devnull() -> None:
     """A stream the caller closed (`2>&-`, `>&-`: cron, daemons) is None in sys, and writing to it
-    failed (tqdm, flush) or went to stdout (print's fallback): it writes to os.devnull instead, on
-    its own descriptor, so no file opened later takes fd 1 or 2 and C libraries' messages with it."""
+    failed (tqdm, flush) or went to stdout (print's fallback): it is os.devnull instead, on its own
+    descriptor, so no file opened later takes fd 1 or 2 and C libraries' messages with it. stderr's
+    messages go nowhere; stdout's is opened read-only, so that a result printed there fails as a
+    write to the closed descriptor does (EBADF), and `_stdout_failed` says so: it was lost with exit 0."""
     for fd, name in ((1, "stdout"), (2, "stderr")):
         if getattr(sys, name) is not None:
             continue
-        null = os.open(os.devnull, os.O_WRONLY)
+        null = os.open(os.devnull, os.O_RDONLY if fd == 1 else os.O_WRONLY)
         if null != fd:
             os.dup2(null, fd)
             os.close(null)
@@ -189,7 +211,10 @@ def _verb_in(argv: Sequence[str]) -> str:
 
 def _parse_and_run(argv: list[str], interrupted: list[int]) -> int:
     if _asks_version(argv):         # without the parser, which imports every verb's module
-        print(VERSION_LINE)
+        try:
+            print(VERSION_LINE, flush=True)
+        except OSError as e:
+            return _stdout_failed("alignvar-edge", e)
         return 0
     if (verb := _verb_in(argv)) in host_verbs_refused():
         print(f"alignvar-edge {verb}: error: {host_tools_error('this verb', 'torch')}", file=sys.stderr)
@@ -199,6 +224,8 @@ def _parse_and_run(argv: list[str], interrupted: list[int]) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:             # --help / --version (0) or a bad argument (2, one line)
         return e.code if isinstance(e.code, int) else 0 if e.code is None else 2
+    except _StdoutFailed as e:          # a help stdout did not take
+        return _stdout_failed(_who(argparse.Namespace(verb=_verb_in(argv))), e.error)
     except Exception:
         if interrupted:     # a Ctrl-C inside an import that wraps it in its own error (numpy's ImportError)
             raise KeyboardInterrupt from None
@@ -219,14 +246,17 @@ def _parse_and_run(argv: list[str], interrupted: list[int]) -> int:
     with safe_stop.recording(), caller.command_line():
         try:
             code = int(args.func(args) or 0)
-            # printed text still in the buffer meets a closed pipe here, where it ends quietly, not at
-            # the interpreter's exit (a traceback-like message and exit status 120)
-            sys.stdout.flush()
+            # printed text still in the buffer meets a closed pipe or a full disk here, where it is
+            # said, not at the interpreter's exit (a traceback-like message and exit status 120)
+            try:
+                sys.stdout.flush()
+            except OSError as e:
+                return _stdout_failed(_who(args), e)
             return code
         except KeyboardInterrupt:
             return _interrupted(args, interrupted)
-        except BrokenPipeError:
-            return _reader_gone()
+        except BrokenPipeError as e:
+            return _stdout_failed(_who(args), e)
         except Exception as e:
             # Ctrl-C inside a library that wraps the KeyboardInterrupt in its own error (torch.onnx.export
             # turns it into TorchExportError): still an interruption, not a crash.
@@ -328,14 +358,32 @@ def _kept_line(published: list[str], error_records: list[str]) -> str:
     return line
 
 
+def _stdout_failed(who: str, e: OSError) -> int:
+    """The exit status of a run whose printed output stdout did not take, every verb's and the
+    help's and version's alike: its reader went away (`_reader_gone`), or it cannot be written (a
+    full disk, a stdout the caller closed: `>&-`), one line on stderr and 1."""
+    if isinstance(e, BrokenPipeError):
+        return _reader_gone()
+    _stdout_to_nowhere()
+    why = "it is closed" if e.errno == errno.EBADF else e.strerror or str(e)
+    print(f"{who}: error: cannot write the output to stdout ({why}); redirect it to a file that can take it, "
+          "or to /dev/null", file=sys.stderr)
+    return 1
+
+
 def _reader_gone() -> int:
     """The reader of stdout went away (`... | head`): stop quietly, as other tools do, with the
     status a shell reports for a process that SIGPIPE ended."""
+    _stdout_to_nowhere()
+    return 128 + signal.SIGPIPE
+
+
+def _stdout_to_nowhere() -> None:
+    """What stdout still buffers goes to os.devnull: no second error at the interpreter's exit."""
     try:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # no second error at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     except OSError:
         pass
-    return 128 + signal.SIGPIPE
 
 
 def _os_error_line(e: BaseException) -> str:

@@ -112,3 +112,24 @@ def test_an_error_line_names_a_file_by_its_own_bytes_on_any_console(tmp_path) ->
     assert out.returncode == 2, out.stderr
     line = out.stderr.decode("utf-16")
     assert line.startswith("alignvar-edge inspect: error: ") and f"'{tmp_path}/no?' does not exist" in line, line
+
+
+@pytest.mark.parametrize("args", [["--version"], ["--help"], ["upscale", "--help"]])
+def test_a_version_or_help_stdout_does_not_take_exits_as_a_verbs_output_does(args):
+    """`--version | true` was a BrokenPipeError traceback (exit 1), `--version > /dev/full` an OSError
+    traceback, `--help > /dev/full` exit 0 with the help lost: a gone reader stops quietly (141), a
+    stdout that cannot be written is one line and exit 1, as for a verb's output."""
+    cli_ = [sys.executable, "-m", "alignvar_edge", *args]
+    read_end, write_end = os.pipe()
+    os.close(read_end)                              # the reader is gone before anything is printed
+    try:
+        gone = subprocess.run(cli_, stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert gone.returncode == 128 + signal.SIGPIPE and gone.stderr == "", gone.stderr
+    if not os.path.exists("/dev/full"):
+        return
+    full = subprocess.run(["bash", "-c", '"$@" > /dev/full', "_", *cli_], capture_output=True, text=True, timeout=120)
+    err = full.stderr.splitlines()
+    assert full.returncode == 1 and len(err) == 1, full.stderr
+    assert "cannot write the output to stdout (No space left on device)" in err[0], err
