@@ -129,10 +129,20 @@ def test_the_plain_build_on_amx_quotes_its_runs_and_the_readme_its_range():
     # the plain build since its decoder's upsampling became a transposed convolution
     engines += [next(e for e in r["engines"] if e["label"] == "ov-bf16-after")
                 for r in _amx_runs("upsample-deconv.json", "upsample-deconv-reversed.json")]
+    # and its batch-16 rows of the batch sweep: every run of the plain build on this class
+    engines += [next(e for e in r["engines"] if e["label"] == "ov-b16")
+                for r in _amx_runs("batch-sizes.json", "batch-sizes-reversed.json")]
+    assert {e["compute_precision"] for e in engines} == {"bf16 image, f32 tokens with bf16 matmuls"}
     exact = [next(e for e in r["engines"] if e["label"] == "ov-bf16-exact") for r in runs]
-    for figure in (span([e["speedup_vs_eager"] for e in engines]), span([e["image_speedup_vs_eager"] for e in engines]),
-                   span([e["speedup_vs_eager"] for e in exact]), span([e["image_speedup_vs_eager"] for e in exact])):
+    tile, image = span([e["speedup_vs_eager"] for e in engines]), span([e["image_speedup_vs_eager"] for e in engines])
+    for figure in (tile, image, span([e["speedup_vs_eager"] for e in exact]),
+                   span([e["image_speedup_vs_eager"] for e in exact])):
         assert figure in row, figure
+    assert f"{tile} eager per tile and {image} the PyTorch engine on whole images, seven runs" in row
+    assert len(engines) == 7
+    batch = " ".join(_section("docs/benchmarks.md", "#### The batch a plain export gets, on this class", "## GPU").split())
+    assert "Over the seven runs of the plain build at batch 16 on this class" in batch
+    assert f"**{tile} eager per tile and {image} the PyTorch engine on the whole image**" in batch
 
 
 def test_the_islands_on_the_debian_photographs_quote_their_reports():
