@@ -148,13 +148,40 @@ def as_samples(image: object, max_megapixels: float | None = None, raise_limit: 
         refuse_over_megapixels("the image", image.width, image.height, max_megapixels, raise_limit)
         return _pil_samples(image, set() if batch_said is None else batch_said)
     _refuse_not_pixels(image)
-    x = np.asarray(image)
+    x = _as_array(image)
     if x.ndim >= 2:                         # other shapes are refused by the layout's check
         refuse_over_megapixels("the image", x.shape[1], x.shape[0], max_megapixels, raise_limit)
     # in any byte order (FITS, some TIFF readers, np.frombuffer of network data give big-endian);
     # the result comes back in the input's
     checked_full_scale(x, "images must be uint8, uint16 or float in [0, 1] numpy arrays or PIL images")
     return Samples(x, unit_floats, x.dtype, _from_float(x.dtype), lambda r: r)
+
+
+def _as_array(image: object) -> np.ndarray:
+    """np.asarray of an image that is no PIL image (a numpy array, a CPU torch tensor: any object
+    with `__array__`), a failed conversion refused as one InputError that says what the object was:
+    a tensor of a dtype numpy lacks (bfloat16), requiring grad, or on another device raised torch's
+    own TypeError or RuntimeError, which cannot be named here without importing torch."""
+    try:
+        return np.asarray(image)
+    except MemoryError:
+        raise
+    except Exception as e:
+        cause = (str(e).splitlines() or [type(e).__name__])[0].rstrip(".")
+        fix = ("pass x.detach().cpu(), with .float() for a dtype numpy lacks (bfloat16)" if hasattr(image, "detach")
+               else "pass a numpy array or a PIL image")
+        raise InputError(f"{_described(image)} cannot be read as a numpy array ({cause}); {fix}") from e
+
+
+def _described(obj: object) -> str:
+    """An object by its class and, where it has them, a tensor's dtype, device and grad."""
+    kind = type(obj)
+    name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+    facts = [f"{what} {getattr(obj, attr)}" for attr, what in (("dtype", "of dtype"), ("device", "on device"))
+             if getattr(obj, attr, None) is not None]
+    if getattr(obj, "requires_grad", False) is True:
+        facts.append("requiring grad")
+    return " ".join([f"a {name}", *facts])
 
 
 def unit_floats(x: np.ndarray) -> np.ndarray:
