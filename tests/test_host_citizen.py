@@ -172,3 +172,41 @@ def test_the_onnxruntime_pre_processing_leaves_the_root_logger_alone(tmp_path, h
     assert seen == {"root level": logging.INFO, "its failure shown": False}
     assert kept.messages == ["disk almost full"]
     assert root.level == logging.INFO
+
+
+# ---- loading a checkpoint: no compiler stack, no random numbers drawn
+
+def test_loading_the_bundled_model_does_not_import_torchs_compiler_stack(tmp_path) -> None:
+    """A meta-device build ran `normal_` and `log` through torch._refs, which imported torch._dynamo
+    and _inductor (seconds, tens of MB) and set TORCHINDUCTOR_CACHE_DIR."""
+    import subprocess
+    import sys
+
+    probe = ("import os, sys\n"
+             "from alignvar_edge import AlignVAR, load\n"
+             "AlignVAR.from_pretrained('alignvar-tiny')\n"
+             "load('alignvar-tiny')\n"
+             "print(sorted(m for m in ('torch._dynamo', 'torch._inductor') if m in sys.modules),"
+             " os.environ.get('TORCHINDUCTOR_CACHE_DIR'))\n")
+    env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"}
+    env.update(OMP_NUM_THREADS="1", TMPDIR=str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.split("\n")[-2] == "[] None", out.stderr[-2000:]
+    assert not list(tmp_path.glob("torchinductor_*"))
+
+
+def test_loading_a_model_draws_no_random_numbers() -> None:
+    """The host's next random numbers do not depend on whether it loaded a model; and the weights
+    are the checkpoint's, whatever the generator held."""
+    import torch
+
+    from alignvar_edge import AlignVAR
+
+    torch.manual_seed(123)
+    expected = torch.rand(4)
+    torch.manual_seed(123)
+    first = AlignVAR.from_pretrained("alignvar-tiny")
+    assert torch.equal(torch.rand(4), expected)
+    torch.manual_seed(7)
+    again = AlignVAR.from_pretrained("alignvar-tiny")
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values()))

@@ -16,6 +16,7 @@ from typing import cast
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from alignvar_edge.errors import CheckpointError, InputError
 from alignvar_edge.model.bundled import BUNDLED
@@ -430,15 +431,43 @@ class AlignVAR(nn.Module):
         save_pretrained(self, out_dir, overwrite=overwrite, weights_dtype=weights_dtype)
 
 
+class _RandomInitSkipped(TorchFunctionMode):
+    """torch's random initialisers as no-ops: they draw from the process's random generator (a host
+    seeding it got other numbers after loading a model), and they write every weight once more for
+    nothing. A torch function mode is the calling thread's only."""
+
+    # torch.nn.init's random initialisers (some reach a mode whole, and draw inside it unseen), and
+    # the tensor methods the others draw with
+    SKIPPED = frozenset({nn.init.uniform_, nn.init.normal_, nn.init.trunc_normal_, nn.init.kaiming_uniform_,
+                         nn.init.kaiming_normal_, nn.init.xavier_uniform_, nn.init.xavier_normal_,
+                         nn.init.orthogonal_, nn.init.sparse_, torch.Tensor.uniform_, torch.Tensor.normal_})
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        kwargs = kwargs or {}
+        if func in self.SKIPPED:
+            return args[0] if args else kwargs["tensor"]      # nn.init passes it by name
+        return func(*args, **kwargs)
+
+
+def without_init(config: AlignVARConfig) -> AlignVAR:
+    """The model of `config` with its random weights left as allocated, unwritten (the OS gives a
+    large tensor's pages only when they are first written), for a checkpoint's weights to fill."""
+    with _RandomInitSkipped():
+        return AlignVAR(config)
+
+
 def load_pretrained(name_or_dir: PathArg, strict: bool = True) -> AlignVAR:
     """Config (typed and bounded) -> its shapes against the weights file's header -> the tensors,
-    each checked finite -> the model. Nothing large is allocated before the header agrees."""
+    each checked finite -> the model. Nothing large is written before the header agrees: the
+    shapes are those of the model built without its random weights (a meta-device build ran some
+    of torch's operations through its compiler stack, importing torch._dynamo: seconds, a cache
+    folder). The process's random generator is left alone (with `strict=False`, the weights the
+    checkpoint lacks are drawn, as a new model's)."""
     path = resolve_checkpoint_dir(name_or_dir)
     config = load_config(path)
-    with torch.device("meta"):
-        shapes = {k: tuple(v.shape) for k, v in AlignVAR(config).state_dict().items()}
-    sd = read_weights(path, shapes, strict)
-    model = AlignVAR(config)
+    # strict: the header holds every weight, so none keeps what it was built with
+    model = without_init(config) if strict else AlignVAR(config)
+    sd = read_weights(path, {k: tuple(v.shape) for k, v in model.state_dict().items()}, strict)
     kept, _ = match_state_dict(model, sd)
     model.load_state_dict(kept, strict=False)
     return model.eval()
