@@ -210,3 +210,20 @@ def test_loading_a_model_draws_no_random_numbers() -> None:
     torch.manual_seed(7)
     again = AlignVAR.from_pretrained("alignvar-tiny")
     assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values()))
+
+
+def test_a_seeded_random_model_leaves_the_hosts_generator_where_it_was() -> None:
+    """`export --preset`'s seeded weights come from a generator of their own: the host's next random
+    numbers are those it would have drawn, and the weights are the seed's, whatever the host held."""
+    import torch
+
+    from alignvar_edge.export.random_model import random_model
+
+    torch.manual_seed(123)
+    expected = torch.rand(4)
+    torch.manual_seed(123)
+    first = random_model("micro", seed=5)
+    assert torch.equal(torch.rand(4), expected)
+    torch.manual_seed(7)
+    again = random_model("micro", seed=5)
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values()))

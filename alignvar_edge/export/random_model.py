@@ -23,8 +23,10 @@ HEAD_GAIN = 50.0
 def random_model(config: AlignVARConfig | str, seed: int = 0, head_gain: float = HEAD_GAIN) -> AlignVAR:
     """An eval-mode AlignVAR with seeded random weights and the logits head scaled by head_gain."""
     cfg = AlignVARConfig.from_preset(config) if isinstance(config, str) else config
-    torch.manual_seed(seed)
-    model = AlignVAR(cfg).eval()
+    # seeded on a forked generator: the caller's own random numbers go on as if no model was made
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AlignVAR(cfg).eval()
     with torch.no_grad():
         model.head.weight.mul_(head_gain)
         model.head.bias.mul_(head_gain)
