@@ -212,6 +212,37 @@ def test_loading_a_model_draws_no_random_numbers() -> None:
     assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values()))
 
 
+def test_a_config_larger_than_its_weights_is_refused_before_its_model_is_written(tmp_path) -> None:
+    """A config.json that says depth 16, width 1024 over the bundled model's weights is refused at
+    the header, before the model it describes (800 MB of float32) is written: the depth scaling
+    of the residual projections wrote a third of every block first (about 370 MB here; a config
+    at the bounds would run out of memory before its error)."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    from alignvar_edge.model.checkpoint import resolve_checkpoint_dir
+
+    ckpt = tmp_path / "big"
+    shutil.copytree(resolve_checkpoint_dir("alignvar-tiny"), ckpt)
+    config = json.loads((ckpt / "config.json").read_text())
+    config.update(depth=16, width=1024, heads=16)
+    (ckpt / "config.json").write_text(json.dumps(config))
+    probe = ("import resource, sys, torch\n"
+             "from alignvar_edge.errors import CheckpointError\n"
+             "from alignvar_edge.model.alignvar import load_pretrained\n"
+             "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+             "try:\n"
+             "    load_pretrained(sys.argv[1])\n"
+             "except CheckpointError:\n"
+             "    print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)\n")
+    out = subprocess.run([sys.executable, "-c", probe, str(ckpt)], capture_output=True, text=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"}, check=True)
+    assert out.stdout.strip(), f"the load was not refused: {out.stderr[-2000:]}"
+    assert int(out.stdout) < 100, f"{out.stdout.strip()} MB written before the refusal"
+
+
 def test_a_seeded_random_model_leaves_the_hosts_generator_where_it_was() -> None:
     """`export --preset`'s seeded weights come from a generator of their own: the host's next random
     numbers are those it would have drawn, and the weights are the seed's, whatever the host held."""
@@ -227,3 +258,19 @@ def test_a_seeded_random_model_leaves_the_hosts_generator_where_it_was() -> None
     torch.manual_seed(7)
     again = random_model("micro", seed=5)
     assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values()))
+
+
+def test_a_model_loaded_unfilled_equals_the_one_it_was_saved_from(tmp_path) -> None:
+    """Built without random weights, then filled: every weight and every buffer (the masks, rope
+    tables and SCA kernels computed at build, which no file holds) is the saved model's."""
+    import torch
+
+    from alignvar_edge.export.random_model import random_model
+    from alignvar_edge.model.alignvar import load_pretrained
+
+    saved = random_model("micro", seed=3)
+    saved.save_pretrained(tmp_path / "ckpt")
+    loaded = load_pretrained(tmp_path / "ckpt")
+    ours, theirs = dict(saved.named_buffers()), dict(loaded.named_buffers())
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert all(torch.equal(a, b) for a, b in zip(saved.parameters(), loaded.parameters()))

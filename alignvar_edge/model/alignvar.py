@@ -61,7 +61,8 @@ class AlignVAR(nn.Module):
     # set by from_pretrained: (the name or directory as given, the checkpoint: bundled name or absolute directory)
     _pretrained: tuple[str, str] | None = None
 
-    def __init__(self, config: AlignVARConfig):
+    def __init__(self, config: AlignVARConfig, *, random_init: bool = True):
+        """`random_init=False` (`without_init`): the weights are left for a checkpoint to fill."""
         super().__init__()
         c = config
         self.config = c
@@ -124,10 +125,11 @@ class AlignVAR(nn.Module):
                 sca_reach[b:e, b:e] *= keep
         self.register_buffer("sca_reach", sca_reach, persistent=False)
 
-        init_weights(self, c.depth)
-        nn.init.trunc_normal_(self.pos_start, std=0.02)
-        if self.pos_1LC is not None:
-            nn.init.trunc_normal_(self.pos_1LC, std=0.02)
+        if random_init:
+            init_weights(self, c.depth)
+            nn.init.trunc_normal_(self.pos_start, std=0.02)
+            if self.pos_1LC is not None:
+                nn.init.trunc_normal_(self.pos_1LC, std=0.02)
 
     @staticmethod
     def _rope_tables(c: AlignVARConfig) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -452,8 +454,10 @@ class _RandomInitSkipped(TorchFunctionMode):
 def without_init(config: AlignVARConfig) -> AlignVAR:
     """The model of `config` with its random weights left as allocated, unwritten (the OS gives a
     large tensor's pages only when they are first written), for a checkpoint's weights to fill."""
+    # the mode skips the submodules' own initialisers; random_init=False the model's pass over them
+    # all, whose depth scaling of the residual projections would write a third of every block
     with _RandomInitSkipped():
-        return AlignVAR(config)
+        return AlignVAR(config, random_init=False)
 
 
 def load_pretrained(name_or_dir: PathArg, strict: bool = True) -> AlignVAR:
