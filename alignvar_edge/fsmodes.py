@@ -38,7 +38,13 @@ def umask() -> int:
     """The process umask, read without changing it: `os.umask` can only be read by setting it, and
     for that moment every file another thread of the host creates would get mode 0666/0777."""
     mask = _umask_from_proc()
-    return mask if mask is not None else _umask_from_probe()
+    if mask is None:
+        try:
+            mask = _umask_from_probe()
+        except OSError:         # no usable temporary folder: the one way left, which sets it briefly
+            mask = os.umask(0)
+            os.umask(mask)
+    return mask
 
 
 def _umask_from_proc() -> int | None:

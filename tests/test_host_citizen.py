@@ -66,6 +66,21 @@ def test_the_umask_is_read_right_with_and_without_proc(mask, monkeypatch) -> Non
         os.umask(old)
 
 
+def test_without_proc_or_a_usable_temporary_folder_the_umask_is_still_read(tmp_path, monkeypatch) -> None:
+    """macOS with its $TMPDIR gone: saving an image is not failed by the probe's folder, which is
+    not the output's; the umask is then read the one way left."""
+    import tempfile
+
+    monkeypatch.setattr(fsmodes, "_umask_from_proc", lambda: None)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "gone"))
+    old = os.umask(0o027)
+    try:
+        save_image(tmp_path / "out.png", np.zeros((4, 4, 3), np.uint8))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "out.png").st_mode) == 0o640
+
+
 # ---- logging: a library block quietens its tool's own loggers, and puts back what it found
 
 class _Kept(logging.Handler):
