@@ -174,6 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:       # before the verb ran (its own stops are _parse_and_run's): nothing to keep
         return _interrupted(argparse.Namespace(verb=_verb_in(argv)), interrupted)
     finally:
+        _nothing_left_for_exit()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
@@ -376,6 +377,17 @@ def _reader_gone() -> int:
     status a shell reports for a process that SIGPIPE ended."""
     _stdout_to_nowhere()
     return 128 + signal.SIGPIPE
+
+
+def _nothing_left_for_exit() -> None:
+    """stdout's buffered text is written now, or goes nowhere where stdout cannot take it (an ERROR
+    document after a failed run on a closed stdout): the interpreter's exit flush would fail again,
+    "Exception ignored ... Bad file descriptor" and status 120 in place of the run's own. Whether
+    that loss fails the run is `_stdout_failed`'s, said before."""
+    try:
+        sys.stdout.flush()
+    except OSError:
+        _stdout_to_nowhere()
 
 
 def _stdout_to_nowhere() -> None:

@@ -1713,6 +1713,11 @@ def test_a_closed_stdout_or_stderr_is_written_to_nowhere(export, tmp_path):
         r = _cli_with(">&-", *args)
         err = r.stderr.splitlines()
         assert r.returncode == 1 and len(err) == 1 and "cannot write the output to stdout (it is closed)" in err[0], err
+    # a failed run's ERROR document meets the closed stdout too: the run's own status and error line
+    # (it was "Exception ignored ... Bad file descriptor" from the interpreter's exit, and 120)
+    r = _cli_with(">&-", "inspect", str(tmp_path / "nothere"), "--json")
+    err = r.stderr.splitlines()
+    assert r.returncode == 2 and len(err) == 1 and "nothere' does not exist" in err[0], r.stderr
 
 
 def test_openvino_int8_without_nncf_names_the_extra_that_installs_it(export, tmp_path):
