@@ -224,6 +224,10 @@ def _parse_and_run(argv: list[str], interrupted: list[int]) -> int:
         parser = build_parser()
         args = parser.parse_args(argv)
     except SystemExit as e:             # --help / --version (0) or a bad argument (2, one line)
+        try:                            # a help printed by any parser, said here where stdout lost it
+            sys.stdout.flush()
+        except OSError as error:
+            return _stdout_failed(_who(argparse.Namespace(verb=_verb_in(argv))), error)
         return e.code if isinstance(e.code, int) else 0 if e.code is None else 2
     except _StdoutFailed as e:          # a help stdout did not take
         return _stdout_failed(_who(argparse.Namespace(verb=_verb_in(argv))), e.error)

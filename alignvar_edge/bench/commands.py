@@ -40,10 +40,10 @@ TRTEXEC_ONLY = ("trt_engine", "batch")
 TRTEXEC_FLAGS = ("out", "md", "plot", "force", "label", *TRTEXEC_ONLY)
 
 
-def _merge_parser(prog: str) -> argparse.ArgumentParser:
+def _merge_parser(prog: str, parser_class: type[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """`bench merge`'s own usage (`prog`: 'alignvar-edge bench merge'): it shares the bench's parser
     (its first ENGINE is 'merge'), but reads only these."""
-    m = argparse.ArgumentParser(
+    m = parser_class(
         prog=prog, description="Merge bench reports (report.json of `bench`, `bench --no-reference`, "
                                           "`bench trtexec`, `deploy`, or merged reports) from several devices "
                                           "into one table, Markdown page and plot.")
@@ -55,9 +55,9 @@ def _merge_parser(prog: str) -> argparse.ArgumentParser:
     return m
 
 
-def _trtexec_parser(prog: str) -> argparse.ArgumentParser:
+def _trtexec_parser(prog: str, parser_class: type[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """`bench trtexec`'s own usage: it shares the bench's parser too, and reads only these."""
-    t = argparse.ArgumentParser(
+    t = parser_class(
         prog=prog, description="A bench report from a trtexec log's performance summary (no PyTorch "
                                             "or TensorRT needed); it merges with the other reports.")
     t.add_argument("log", metavar="LOG", help="trtexec's whole output, saved with `trtexec ... 2>&1 | tee FILE`")
@@ -91,13 +91,14 @@ class _Engines(argparse.Action):
 
 class _Help(argparse.Action):
     """-h/--help: bench's, or `bench merge`'s / `bench trtexec`'s where the first ENGINE names one
-    (_Engines has given the parser its name)."""
+    (_Engines has given the parser its name), printed by a parser of bench's own class: the CLI's,
+    whose help that stdout does not take is an error, as every verb's."""
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
                  option_string: str | None = None) -> None:
         first = (getattr(namespace, "engines", None) or [None])[0]
         own = _NESTED.get(first)
-        (own(parser.prog) if own else parser).print_help()
+        (own(parser.prog, type(parser)) if own else parser).print_help()
         parser.exit()
 
 
