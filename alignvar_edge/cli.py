@@ -24,6 +24,7 @@ from alignvar_edge.errors import AlignVAREdgeError, HostToolsError, host_tools_e
 from alignvar_edge.extras import is_installed
 from alignvar_edge.fsmodes import NO_SPACE, is_temp_folder, name_too_long
 from alignvar_edge.lazy import host_package
+from alignvar_edge.name_text import line_text
 
 # modules with a `register(subparsers)` function, in the order their verbs are listed, with the verbs
 # each registers
@@ -270,22 +271,22 @@ def _parse_and_run(argv: list[str], interrupted: list[int]) -> int:
             if isinstance(e, AlignVAREdgeError):
                 if debug:
                     raise
-                print(f"{_who(args)}: error: {e}", file=sys.stderr)
+                _error(args, str(e))
                 return e.exit_code
             if isinstance(e, ModuleNotFoundError) and not debug and (package := host_package(e)):
                 error = host_tools_error("this verb", package)
-                print(f"{_who(args)}: error: {error}", file=sys.stderr)
+                _error(args, str(error))
                 return error.exit_code
             if (memory := out_of_memory(e)) is not None:       # a runtime's allocation failure too
                 if debug:
                     raise
-                print(f"{_who(args)}: error: {_with_what_was_kept(args, str(memory))}", file=sys.stderr)
+                _error(args, _with_what_was_kept(args, str(memory)))
                 _drop_torch_exit_log()
                 return 1
             if isinstance(e, OSError) or _no_temporary_folder(e):
                 if debug:
                     raise
-                print(f"{_who(args)}: error: {_with_what_was_kept(args, _os_error_line(e))}", file=sys.stderr)
+                _error(args, _with_what_was_kept(args, _os_error_line(e)))
                 # the run failed (a full disk, an I/O error): a path the user named that cannot be
                 # written is bad input, refused with 2 before any work (fsmodes.unwritable_folder),
                 # as is a name no file can have, wherever it is met, and a host with no writable temp folder
@@ -323,14 +324,20 @@ def _who(args: argparse.Namespace) -> str:
     return getattr(args, "who", None) or ("alignvar-edge " + args.verb if args.verb else "alignvar-edge")
 
 
+def _error(args: argparse.Namespace, text: str) -> None:
+    """A verb's error, one line on stderr: a file name in it with a newline, a byte that is no UTF-8
+    or an ESC as escapes (`line_text`), as in every progress line."""
+    print(line_text(f"{_who(args)}: error: {text}"), file=sys.stderr)
+
+
 def _interrupted(args: Any, signals: list[int]) -> int:
     # a verb whose finished outputs survive (a folder upscale, training) says how to continue
     kept = _verb_says(args, "on_interrupt") or _kept_line(safe_stop.kept(), safe_stop.error_records())
     who = _who(args)
     if signal.SIGTERM in signals:
-        print(f"{who}: terminated (SIGTERM); {kept}", file=sys.stderr)
+        print(line_text(f"{who}: terminated (SIGTERM); {kept}"), file=sys.stderr)
         return 128 + signal.SIGTERM
-    print(f"{who}: interrupted; {kept}", file=sys.stderr)
+    print(line_text(f"{who}: interrupted; {kept}"), file=sys.stderr)
     return 128 + signal.SIGINT
 
 

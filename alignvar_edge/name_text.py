@@ -7,16 +7,22 @@ Python holds a file name whose bytes its locale cannot decode with surrogate esc
 raised, and so did every file (a Markdown report, a plot's text, JSON a strict reader reads) written
 with it. Here the escapes go back to the bytes they stand for, read as UTF-8: a name reads and
 hashes the same under a UTF-8 locale and under LC_ALL=C, and an ordinary name is unchanged.
+
+In a line of text (a progress line, a summary, a table, a message) a name is `line_text`: `readable`,
+and its control characters as visible escapes too, so a name with a newline in it stays on its
+event's one line and an ESC in a name cannot drive the terminal. JSON escapes control characters
+itself (`"new\\nline.png"`, the same spelling), so what it holds is `readable` alone.
 """
 from __future__ import annotations
 
 import os
 import shlex
 import sys
+import unicodedata
 from pathlib import PurePath
 from typing import Any, TypeAlias
 
-__all__ = ["PathArg", "name_bytes", "path_text", "readable", "readable_texts", "shell_word"]
+__all__ = ["PathArg", "line_text", "name_bytes", "path_text", "readable", "readable_texts", "shell_word"]
 
 # a path as Python's `open` takes it: bytes too, what os.listdir(b'...') gives (`path_text`)
 PathArg: TypeAlias = str | bytes | os.PathLike[str] | os.PathLike[bytes]
@@ -33,14 +39,33 @@ def name_bytes(name: str) -> bytes:
         return name.encode("utf-8", "surrogatepass")
 
 
-def readable(text: str) -> str:
+def readable(text: str, *, one_line: bool = False) -> str:
     """`text` as a user reads it: unchanged unless it holds surrogate escapes; then their bytes are
     read as UTF-8 where they are UTF-8 (under LC_ALL=C 'B\\udcc3\\udcbcro' is 'Büro'), and a byte
     that is not shows as a visible escape ('caf\\udce9.png' is 'caf\\xe9.png'), so names that differ
-    in a byte read apart (a name typed with a backslash escape in it aside)."""
-    if text.isascii() or not any("\ud800" <= c <= "\udfff" for c in text):
-        return text
-    return name_bytes(text).decode("utf-8", "backslashreplace")
+    in a byte read apart (a name typed with a backslash escape in it aside). `one_line`: each control
+    character too, as Python spells it ('new\\nline.png', 'a\\x1b[31m.png'): what a line of text needs."""
+    if not text.isascii() and any("\ud800" <= c <= "\udfff" for c in text):
+        text = name_bytes(text).decode("utf-8", "backslashreplace")
+    if one_line and not text.isprintable():
+        text = "".join(_visible_control(c) for c in text)
+    return text
+
+
+def line_text(path: PathArg) -> str:
+    """A file name or path, or a line that names them, as a line on the console shows it (progress,
+    summaries, tables, messages): `readable` in one line. Bytes are taken as `path_text` takes them.
+    Where the file system's encoding is not UTF-8 (LC_ALL=C), a UTF-8 name is kept in its surrogate
+    escapes, which the console writes as its bytes (console_text): as readable text it would be '?'."""
+    return os.fsdecode(readable(path_text(path), one_line=True).encode("utf-8"))
+
+
+def _visible_control(char: str) -> str:
+    """`char` as it is, or a control (C0, DEL, C1) or a line or paragraph separator (what ends a
+    line or drives a terminal) as its backslash escape."""
+    if unicodedata.category(char) in ("Cc", "Zl", "Zp"):
+        return char.encode("unicode_escape").decode("ascii")
+    return char
 
 
 def readable_texts(x: Any) -> Any:

@@ -17,6 +17,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from alignvar_edge.name_text import line_text
+
 __all__ = ["Pace", "bar", "duration", "in_log", "note", "stage"]
 
 TICK_S = 0.5
@@ -28,8 +30,9 @@ def note(msg: str) -> None:
     """A line for the user: on stderr, as every note and progress line (stdout carries results only),
     flushed so that it stands in order with the bars and with stdout in a shared log. Through tqdm,
     which clears a bar or a stage's clock on the terminal first and redraws it below: a plain print
-    landed after the clock's text (`evaluating X: 00:01coffee.png`)."""
-    tqdm.write(msg, file=sys.stderr)
+    landed after the clock's text (`evaluating X: 00:01coffee.png`). A note is one line: a file name
+    in it with a newline, a byte that is no UTF-8 or an ESC shows as escapes (`line_text`)."""
+    tqdm.write(line_text(msg), file=sys.stderr)
     sys.stderr.flush()
 
 
@@ -45,6 +48,7 @@ def stage(label: str) -> Iterator[None]:
     """`with stage("building openvino int8"):` shows `building openvino int8: 00:41` while it runs,
     then `building openvino int8: done in 76.2 s`. In a log the start line appears only once the step
     has run for START_AFTER_S. A failure adds nothing: the error's own line says it (one line)."""
+    label = line_text(label)            # the clock's line on a terminal, as a note's
     t0 = time.perf_counter()
     clock = tqdm(total=None, desc=label, bar_format="{desc}: {elapsed}", file=sys.stderr, disable=None,
                  leave=False)

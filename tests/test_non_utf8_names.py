@@ -20,7 +20,7 @@ from PIL import Image
 from alignvar_edge import cli
 from alignvar_edge.manifest import CONTENT_KEY, content_hash
 from alignvar_edge.model.config import AlignVARConfig
-from alignvar_edge.name_text import name_bytes, readable
+from alignvar_edge.name_text import line_text, name_bytes, readable
 
 MICRO = AlignVARConfig.from_preset("micro")          # 32 px HR tile
 DOC_REPORT = Path(__file__).resolve().parents[1] / "docs" / "results" / "epyc-2core" / "tiny-t1.json"
@@ -271,3 +271,70 @@ def test_where_such_a_folder_cannot_be_handed_on_its_name_is_said_not_a_damaged_
     monkeypatch.setattr(native_paths, "_FD_ALIASES", str(tmp_path / "no-proc"))
     with pytest.raises(InputError, match="this name is not UTF-8 as the file system holds it"):
         AlignVAR.from_pretrained(os.path.join(folder, "ckpt"))
+
+
+# a newline, an ESC and a Latin-1 byte in names, and how each line of text shows them
+ODD_NAMES = {b"new\nline.png": "new\\nline.png", b"caf\xe9.png": "caf\\xe9.png",
+             b"esc\x1b[31mred.png": "esc\\x1b[31mred.png"}
+
+
+def test_a_name_in_a_line_of_text_shows_its_control_characters_and_odd_bytes_as_escapes() -> None:
+    assert line_text("Fotoğraf café.png") == "Fotoğraf café.png"         # ordinary text: as it is
+    assert line_text(_held(b"new\nline\t\x1b[31m\xe9.png")) == "new\\nline\\t\\x1b[31m\\xe9.png"
+    assert line_text(b"caf\xe9\r.png") == "caf\\xe9\\r.png"               # bytes, as os.listdir(b'.') names it
+    assert line_text("a\u2028b\x85c\x7f.png") == "a\\u2028b\\x85c\\x7f.png"  # what ends a line elsewhere
+    # JSON writes a control character as its own escape: what it is given is the name itself
+    assert readable("new\nline.png") == "new\nline.png"
+
+
+def _lines(stderr: bytes) -> list[str]:
+    """stderr's lines, where no byte may come out raw: an ESC drives the terminal, a Latin-1 byte
+    is no text."""
+    assert b"\x1b" not in stderr and b"\xe9" not in stderr, stderr
+    return stderr.decode("utf-8").splitlines()
+
+
+def test_upscale_says_each_image_and_each_file_it_skips_on_one_line_with_its_name_escaped(tmp_path: Path) -> None:
+    """`... -> oddout2/new` and `line.png` on two lines of a log, `caf` and a raw byte: one event is
+    one line, a script that reads the log line by line reads each image as one."""
+    folder = tmp_path / "odd"
+    for i, name in enumerate(ODD_NAMES):
+        _photo(folder, name, i, 40)
+    with _new_file(folder, b"bad\xe9\nx.png") as fh:
+        fh.write(b"not an image")
+    run = _verb("upscale", folder, tmp_path / "out")
+    assert run.returncode == 4, run.stderr.decode(errors="replace")[-2000:]
+    lines = _lines(run.stderr)
+    for shown in ODD_NAMES.values():           # its size and tiles, said in a log before its work
+        assert sum(line.startswith(f"{shown} (") for line in lines) == 1, lines
+    # the skipping line and the error that names the file again, each whole
+    assert [line.split(":")[0] for line in lines if "bad\\xe9\\nx.png" in line] == [
+        "skipping", "alignvar-edge upscale"], lines
+    assert not any(line.startswith(("line.png", "x.png")) for line in lines), lines
+    one = _verb("upscale", folder / _held(b"new\nline.png"), f"{tmp_path / 'one'}/", "--quiet")
+    assert one.returncode == 0, one.stderr.decode(errors="replace")[-2000:]
+    assert _lines(one.stderr)[-1].endswith(" -> " + str(tmp_path / "one" / "new\\nline.png"))
+
+
+def test_eval_rows_and_progress_name_each_image_on_one_line_and_json_holds_the_names(tmp_path: Path) -> None:
+    folder = tmp_path / "odd"
+    for i, name in enumerate(ODD_NAMES):
+        _photo(folder, name, i, 64)
+    run = _verb("eval", "alignvar-tiny", "--images", folder, "--json", tmp_path / "e.json")
+    assert run.returncode == 0, run.stderr.decode(errors="replace")[-2000:]
+    rows, progress_lines = _lines(run.stdout), _lines(run.stderr)
+    for k, shown in enumerate(sorted(ODD_NAMES.values()), 1):
+        assert sum(row.startswith(f"{shown}  ") for row in rows) == 1, rows
+        assert sum(line.startswith(f"{shown} ({k}/3):") for line in progress_lines) == 1, progress_lines
+    # JSON's own escapes keep a newline and an ESC exactly; a byte that is no UTF-8 reads as its escape
+    names = {i["name"] for i in json.loads((tmp_path / "e.json").read_text())["images"]}
+    assert names == {"new\nline.png", "caf\\xe9.png", "esc\x1b[31mred.png"}
+
+
+def test_compare_table_and_summary_name_an_engine_and_an_image_on_one_row() -> None:
+    from alignvar_edge.runtimes.compare import EngineResult, ImageResult, format_summary, format_table
+    image = ImageResult(_held(b"new\nline\xe9.png"), (64, 96), 6, 1.0, [1.0], 1.0, 40.0, 41.0, 0.99, 1.0)
+    result = EngineResult(_held(b"eng\x1b[2J"), "onnxruntime", "fp32", "cpu", [image], 2.0)
+    table = format_table([result]).splitlines()
+    assert len(table) == 3 and table[2].startswith("eng\\x1b[2J [onnxruntime fp32]  new\\nline\\xe9.png 96x64 ")
+    assert format_summary(result).startswith("eng\\x1b[2J: tiles identical")

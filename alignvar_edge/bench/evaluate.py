@@ -33,6 +33,7 @@ from alignvar_edge.model.matrices import bicubic_upscale
 from alignvar_edge.runtimes.torch_backend import DEFAULT_BATCH, TorchEngine
 from alignvar_edge.model.pruning import effective_prune
 from alignvar_edge.manifest import default_overlap
+from alignvar_edge.name_text import line_text
 from alignvar_edge.runtimes.tiling import bicubic_seam_figure, colour_and_alpha, seam_ratio, tile_starts
 from alignvar_edge.train.ablations import NOT_APPLICABLE, VARIANTS, variant_models
 
@@ -259,23 +260,24 @@ def scored_model(model: AlignVAR, checkpoint: str) -> dict[str, Any]:
 def format_eval(result: dict[str, Any]) -> str:
     kinds = [k for k in KINDS if k in result["mean_ssim_y"]]
     images = result["images"]
+    names = [line_text(s["name"]) for s in images]      # one row each, whatever a name holds
     # the columns fit the longest name and size, so a long file name does not push its row out of line
-    nw = max([12, *(len(s["name"]) for s in images)]) + 2
+    nw = max([12, *(len(n) for n in names)]) + 2
     ww = max([5, *(len(str(s["size"][0])) for s in images)])
     hw = max([4, *(len(str(s["size"][1])) for s in images)])
     lines = [f"{'image':<{nw}}{'size':>{ww + 1 + hw}}  " + "".join(f"{k:>14}" for k in kinds)
              + "   (PSNR-Y dB / SSIM-Y)"]
-    for s in images:
+    for s, name in zip(images, names):
         cells = "".join(f"{s['psnr'][k]:>8.2f}/{s['ssim'][k]:.3f}" for k in kinds)
         whole = tuple(s["source_size"])
         of = "" if whole == tuple(s["size"]) else f"   (the centre of {whole[0]}x{whole[1]})"
-        lines.append(f"{s['name']:<{nw}}{s['size'][0]:>{ww}}x{s['size'][1]:<{hw}}  {cells}{of}")
+        lines.append(f"{name:<{nw}}{s['size'][0]:>{ww}}x{s['size'][1]:<{hw}}  {cells}{of}")
     m, ss = result["mean_psnr_y"], result["mean_ssim_y"]
     lines.append(f"{'mean':<{nw}}{'':>{ww + 1 + hw}}  " + "".join(f"{m[k]:>8.2f}/{ss[k]:.3f}" for k in kinds))
     left_out = result.get("left_out_of_means") or []
     if left_out:
         lines.append(f"the means leave out {len(left_out)} of {len(images)} image(s) that a column reproduces "
-                     f"exactly (infinite PSNR-Y): {', '.join(left_out)}")
+                     f"exactly (infinite PSNR-Y): {', '.join(map(line_text, left_out))}")
     if "pruned_vs_model" in m:
         lines.append(f"pruned {result['prune']} vs the unpruned model: {m['pruned_vs_model']:.2f} dB PSNR-Y")
     lines.append(f"tiled variants: overlapping tiles blended as upscale does, overlap {result['overlap']} LR px; "
@@ -283,5 +285,5 @@ def format_eval(result: dict[str, Any]) -> str:
                  f"{result['mean_seam_ratio_vs_bicubic']:.3f}")
     skipped = result.get("skipped_smaller_than_tile") or []
     if skipped:
-        lines.append(f"skipped {len(skipped)} image(s) smaller than the HR tile: {', '.join(skipped)}")
+        lines.append(f"skipped {len(skipped)} image(s) smaller than the HR tile: {', '.join(map(line_text, skipped))}")
     return "\n".join(lines)

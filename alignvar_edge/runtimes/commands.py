@@ -20,7 +20,7 @@ from alignvar_edge.recipes import (BACKENDS, CALIB_TILES, OPTION_FLAGS, check_op
                                    recipe, where)
 from alignvar_edge.manifest import Manifest, first_names, unverified_caution
 from alignvar_edge.model.bundled import DEFAULT_CHECKPOINT
-from alignvar_edge.name_text import shell_word
+from alignvar_edge.name_text import line_text, shell_word
 from alignvar_edge.runtimes.upscale_jobs import (FolderTally, Job, changed_inputs, finished_by_another_run,
                                                  foreign_outputs, plan_jobs)
 from alignvar_edge.runtimes.base import check_thread_count
@@ -541,7 +541,7 @@ def run_upscale(args: argparse.Namespace) -> int:
                     costly_overlap.append(cost)
                     progress.note(f"{src}: {cost}")
                 # under the input folder: cam1/DSC0001.png and cam2/DSC0001.png told apart
-                label = f"{src.relative_to(args.input) if folder else src.name} ({i + 1}/{len(jobs)})"
+                label = f"{line_text(src.relative_to(args.input) if folder else src.name)} ({i + 1}/{len(jobs)})"
                 bar.set_description(label)
                 tiles = count_tiles(rgb.shape[:2], engine.tile_size, args.overlap)
                 paces.append(_ImagePace(label, rgb.shape[:2], engine.scale, tiles, tiles_per_call(engine), args.quiet))

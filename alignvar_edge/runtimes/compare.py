@@ -17,6 +17,7 @@ import numpy as np
 from alignvar_edge.errors import BackendUnavailableError, InputError
 from alignvar_edge.export.parity import psnr, psnr_y, ssim_y, token_agreement
 from alignvar_edge.manifest import db_text
+from alignvar_edge.name_text import line_text
 from alignvar_edge.runtimes import tiling
 from alignvar_edge.runtimes.base import Engine
 
@@ -182,9 +183,11 @@ def format_table(results: Sequence[EngineResult]) -> str:
     rows: list[tuple[str, ...]] = [head]
     for r in results:
         if r.unavailable:
-            rows.append((f"{r.engine} [{r.backend} {r.precision}]", "unavailable here", *[""] * (len(head) - 2)))
+            rows.append((f"{line_text(r.engine)} [{r.backend} {r.precision}]", "unavailable here",
+                         *[""] * (len(head) - 2)))
         for im in r.images:
-            rows.append((f"{r.engine} [{r.backend} {r.precision}]", f"{im.image} {im.size[1]}x{im.size[0]}",
+            rows.append((f"{line_text(r.engine)} [{r.backend} {r.precision}]",
+                         f"{line_text(im.image)} {im.size[1]}x{im.size[0]}",
                          str(im.tiles), f"{im.tiles_identical:.1%}", f"{im.tokens_overall:.2%}",
                          db_text(im.psnr_db), db_text(im.psnr_y_db),
                          "n/a" if math.isnan(im.ssim_y) else f"{im.ssim_y:.4f}", f"{im.seam_ratio_vs_bicubic:.2f}"))
@@ -197,7 +200,7 @@ def format_table(results: Sequence[EngineResult]) -> str:
 def format_summary(r: EngineResult) -> str:
     """One line per engine over all its images: tokens, identical tiles, worst PSNR, speed."""
     if r.unavailable:
-        return f"{r.engine}: unavailable here: {r.unavailable}"
+        return f"{line_text(r.engine)}: unavailable here: {r.unavailable}"
     against = "" if r.reference == "PyTorch" else f" (against {r.reference})"
-    return (f"{r.engine}: tiles identical {r.tiles_identical:.1%}, tokens {r.tokens_overall:.2%} agree, "
+    return (f"{line_text(r.engine)}: tiles identical {r.tiles_identical:.1%}, tokens {r.tokens_overall:.2%} agree, "
             f"min PSNR {db_text(r.min_psnr_db)} dB, {r.ms_per_tile:.1f} ms/tile{against}")
