@@ -160,7 +160,7 @@ def _positionals_named_as_shown(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    _closed_streams_to_devnull()
+    stdout_closed = "stdout" in _closed_streams_to_devnull()
     argv = list(sys.argv[1:] if argv is None else argv)
     empty = _empty_argument(argv)
     if empty:
@@ -171,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # a Ctrl-C then is the same one line as a Ctrl-C later
     previous = _watch_signals(interrupted, _verb_in(argv))
     try:
-        return _parse_and_run(argv, interrupted)
+        return _parse_and_run(argv, interrupted, stdout_closed)
     except KeyboardInterrupt:       # before the verb ran (its own stops are _parse_and_run's): nothing to keep
         return _interrupted(argparse.Namespace(verb=_verb_in(argv)), interrupted)
     finally:
@@ -180,20 +180,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             signal.signal(sig, handler)
 
 
-def _closed_streams_to_devnull() -> None:
+def _closed_streams_to_devnull() -> list[str]:
     """A stream the caller closed (`2>&-`, `>&-`: cron, daemons) is None in sys, and writing to it
     failed (tqdm, flush) or went to stdout (print's fallback): it is os.devnull instead, on its own
     descriptor, so no file opened later takes fd 1 or 2 and C libraries' messages with it. stderr's
     messages go nowhere; stdout's is opened read-only, so that a result printed there fails as a
-    write to the closed descriptor does (EBADF), and `_stdout_failed` says so: it was lost with exit 0."""
+    write to the closed descriptor does (EBADF), and `_stdout_failed` says so: it was lost with exit 0
+    (a verb's summary goes nowhere instead, `_summary_to_nowhere`). Returns the names of those closed."""
+    closed = []
     for fd, name in ((1, "stdout"), (2, "stderr")):
         if getattr(sys, name) is not None:
             continue
+        closed.append(name)
         null = os.open(os.devnull, os.O_RDONLY if fd == 1 else os.O_WRONLY)
         if null != fd:
             os.dup2(null, fd)
             os.close(null)
         setattr(sys, name, open(fd, "w", encoding="utf-8", errors="surrogateescape", closefd=False))
+    return closed
 
 
 def _asks_version(argv: Sequence[str]) -> bool:
@@ -211,7 +215,7 @@ def _verb_in(argv: Sequence[str]) -> str:
     return next((a for a in argv if not a.startswith("-")), "")
 
 
-def _parse_and_run(argv: list[str], interrupted: list[int]) -> int:
+def _parse_and_run(argv: list[str], interrupted: list[int], stdout_closed: bool) -> int:
     if _asks_version(argv):         # without the parser, which imports every verb's module
         try:
             print(VERSION_LINE, flush=True)
@@ -243,6 +247,8 @@ def _parse_and_run(argv: list[str], interrupted: list[int]) -> int:
         parser.print_usage(sys.stderr)
         print(f"{parser.prog}: error: choose a verb ({parser.prog} --help lists them)", file=sys.stderr)
         return 2
+    if stdout_closed:
+        _summary_to_nowhere(args)
     show = warnings.showwarning
     if not debug:           # a warning is one line naming the verb, not a source excerpt
         warnings.showwarning = lambda message, *_a, **_k: progress.note(
@@ -388,6 +394,17 @@ def _reader_gone() -> int:
     status a shell reports for a process that SIGPIPE ended."""
     _stdout_to_nowhere()
     return 128 + signal.SIGPIPE
+
+
+def _summary_to_nowhere(args: argparse.Namespace) -> None:
+    """A stdout the caller closed takes a verb's summary of work whose result is a file (build's
+    engine, upscale's images: `stdout_is_a_summary`, True or a function of the arguments) quietly,
+    and the exit status is the work's; where stdout carries the result (info, inspect, doctor, a
+    bare --json) it stays closed, and the result's loss fails the run (`_stdout_failed`)."""
+    from alignvar_edge.cli_json import STDOUT
+    said = getattr(args, "stdout_is_a_summary", False)
+    if getattr(args, "json", None) != STDOUT and (said(args) if callable(said) else said):
+        _stdout_to_nowhere()
 
 
 def _nothing_left_for_exit() -> None:

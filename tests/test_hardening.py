@@ -1699,7 +1699,8 @@ def _cli_with(closed: str, *args: str) -> subprocess.CompletedProcess:
 def test_a_closed_stdout_or_stderr_is_written_to_nowhere(export, tmp_path):
     """With fd 2 closed, upscale and build failed with exit 1 and no word (tqdm wrote to None) and
     print's stderr lines fell back to stdout; with fd 1 closed, flushing stdout was a traceback, then
-    the result was dropped with exit 0."""
+    the result was dropped with exit 0. A closed stdout fails a run whose result it carries, not one
+    whose result is a file."""
     src = _png(tmp_path / "in.png")
     for extra in ((), ("--quiet",)):
         out = tmp_path / f"out{len(extra)}.png"
@@ -1709,10 +1710,18 @@ def test_a_closed_stdout_or_stderr_is_written_to_nowhere(export, tmp_path):
                   "--threads", "1")
     assert r.returncode == 0 and (tmp_path / "E" / "manifest.json").is_file(), r.stdout
     # a result printed on a closed stdout reaches nobody: one line says so (it was lost with exit 0)
-    for args in (("info", "--no-flops", "--json"), ("--version",), ("--help",)):
+    report = str(ROOT / "docs" / "results" / "epyc-zen5-2core" / "engines.json")
+    for args in (("info", "--no-flops", "--json"), ("--version",), ("--help",), ("bench", "merge", report)):
         r = _cli_with(">&-", *args)
         err = r.stderr.splitlines()
         assert r.returncode == 1 and len(err) == 1 and "cannot write the output to stdout (it is closed)" in err[0], err
+    # where stdout carries only a summary of work whose result is a file, the summary goes nowhere and
+    # the status is the work's (it was 1 after the engine and the Markdown table were written)
+    r = _cli_with(">&-", "build", str(export), "--target", "onnxruntime", "--out", str(tmp_path / "E1"),
+                  "--threads", "1")
+    assert r.returncode == 0 and (tmp_path / "E1" / "manifest.json").is_file(), r.stderr
+    r = _cli_with(">&-", "bench", "merge", report, "--md", str(tmp_path / "m.md"))
+    assert r.returncode == 0 and r.stderr == "" and (tmp_path / "m.md").is_file(), r.stderr
     # a failed run's ERROR document meets the closed stdout too: the run's own status and error line
     # (it was "Exception ignored ... Bad file descriptor" from the interpreter's exit, and 120)
     r = _cli_with(">&-", "inspect", str(tmp_path / "nothere"), "--json")

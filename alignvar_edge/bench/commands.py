@@ -178,7 +178,7 @@ def register(sub: Any) -> None:
                    help=f"bench trtexec: {_BATCH_HELP}")
     # `bench merge`, the device bench and `bench trtexec` share this parser; each refuses the flags
     # it does not read (_unread), rather than ignoring them
-    p.set_defaults(func=run_bench_cmd, flag_defaults=tuple(
+    p.set_defaults(func=run_bench_cmd, stdout_is_a_summary=_prints_a_summary, flag_defaults=tuple(
         (a.dest, a.option_strings[-1], a.default) for a in p._actions if a.option_strings and a.dest != "help"))
 
     d = sub.add_parser(
@@ -226,7 +226,13 @@ def register(sub: Any) -> None:
     d.add_argument("--redact", action="store_true",
                    help="build the engines as `build --redact` does, to ship them to others (the export, the "
                         "quantize outputs and the reports beside them keep every path)")
-    d.set_defaults(func=run_deploy_cmd)
+    d.set_defaults(func=run_deploy_cmd, stdout_is_a_summary=True)
+
+
+def _prints_a_summary(args: argparse.Namespace) -> bool:
+    """Whether stdout carries only a summary of the reports written (`stdout_is_a_summary`): every
+    bench's but a `bench merge` without --md, which prints the merged table there."""
+    return args.engines[0] != "merge" or bool(args.md)
 
 
 def _say(msg: str) -> None:

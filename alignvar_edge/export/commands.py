@@ -60,7 +60,7 @@ def register(sub: Any) -> None:
                         "with it, the graph that runs the last scale takes the sampler's noise as input; "
                         "refused for a model without the refiner")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
-    p.set_defaults(func=run_export)
+    p.set_defaults(func=run_export, stdout_is_a_summary=True)
 
     q = sub.add_parser("inspect", help="summarise and verify an export, an engine or a deploy output, lint "
                                        "graphs per target",

@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     d.add_argument("--size", type=int, default=256, help="HR crop side in pixels (default 256)")
     d.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help=f"the model that upscales it: {CHECKPOINT_HELP}")
     d.add_argument("--force", action="store_true", help="replace files in --out")
-    d.set_defaults(func=run_demo_cmd)
+    d.set_defaults(func=run_demo_cmd, stdout_is_a_summary=True)
 
     i = sub.add_parser("import", help="convert an upstream VARSR or VAR checkpoint into a checkpoint directory",
                        description="Read VARSR's or VAR's .pth files as upstream saves them (no code in them is "
@@ -48,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         "as VARSR samples)")
     i.add_argument("--cfg", type=nonneg_float, help="image CFG weight at the last scale (VARSR's test script: 6.0)")
     i.add_argument("--force", action="store_true", help="replace an existing checkpoint directory")
-    i.set_defaults(func=run_import)
+    i.set_defaults(func=run_import, stdout_is_a_summary=True)
 
 
 def _patch_nums(text: str) -> tuple[int, ...]:

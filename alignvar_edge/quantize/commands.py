@@ -69,7 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         "dequantize)")
     p.add_argument("--out", help="output directory (default: DIR-PRECISION-TARGET)")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
-    p.set_defaults(func=run_quantize)
+    p.set_defaults(func=run_quantize, stdout_is_a_summary=True)
 
 
 # flags whose argparse default is None (given when not None) -> the QuantizeOptions attribute they set

@@ -107,7 +107,7 @@ def register(sub: Any) -> None:
                         "the calibration set by its hash and counts, leaving out this machine's folders and the "
                         "calibration photos' file names (inspect says so)")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
-    p.set_defaults(func=run_build)
+    p.set_defaults(func=run_build, stdout_is_a_summary=True)
 
     u = sub.add_parser("upscale", help="super-resolve an image or a folder with any engine (x4, any size)",
                        description="Super-resolve an image file or every image of a folder x4 with any engine "
@@ -155,7 +155,7 @@ def register(sub: Any) -> None:
     u.add_argument("--max-megapixels", type=positive_float, default=DEFAULT_MAX_MEGAPIXELS,
                    help=f"refuse larger inputs (default {DEFAULT_MAX_MEGAPIXELS:g})")
     u.add_argument("--quiet", action="store_true", help="no progress bar")
-    u.set_defaults(func=run_upscale)
+    u.set_defaults(func=run_upscale, stdout_is_a_summary=True)
 
     c = sub.add_parser("compare", help="engines vs the PyTorch reference on images: tokens, PSNR/SSIM-Y",
                        description="Run engines and the PyTorch reference on the same tiles: tiles with "
@@ -195,7 +195,7 @@ def register(sub: Any) -> None:
     a.add_argument("--dla-core", type=int, help="the DLA core it was built for (default: from the log)")
     a.add_argument("--out", required=True, help="the engine directory to write")
     a.add_argument("--force", action="store_true", help="replace --out if it exists")
-    a.set_defaults(func=run_adopt)
+    a.set_defaults(func=run_adopt, stdout_is_a_summary=True)
 
     s = sub.add_parser("selftest", help="build from the bundled model here, check against golden outputs, time it; "
                                         "or check a built engine against the golden outputs it carries",

@@ -112,7 +112,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
     p.add_argument("--force", action="store_true", help="replace an existing run in --out")
     # an interrupt before train() starts (importing torch takes a while) has touched nothing
-    p.set_defaults(func=run_train, on_interrupt="--out is as it was before; run the same command again")
+    p.set_defaults(func=run_train, stdout_is_a_summary=True, on_interrupt="--out is as it was before; run the same command again")
 
     e = sub.add_parser("eval", help="PSNR-Y / SSIM-Y of a checkpoint vs bicubic and the VQ ceiling",
                        description="Evaluate on held-out photographs: the model, bicubic and the VQ-VAE's "
