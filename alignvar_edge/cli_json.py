@@ -3,8 +3,9 @@
     alignvar-edge VERB ... --json         the result as JSON on stdout, instead of the text
     alignvar-edge VERB ... --json FILE    the text on stdout as usual, and the JSON written to FILE
 
-Progress and notes go to stderr either way, so `--json | jq` always reads one JSON document: the
-result, or where the run fails the ERROR result a FILE gets. FILE is
+Progress and notes go to stderr either way, so `--json | jq` reads one JSON document from any run
+that starts: the result, or where the run fails the ERROR result a FILE gets (a usage error the
+argument parser refuses prints nothing on stdout). FILE is
 written atomically (a reader never sees half of it), and before the text: a closed stdout cannot lose it.
 Every result names the version that wrote it (`"alignvar_edge"`), and an existing FILE is replaced
 only when it is such a result (or empty): `--json model/config.json` must not cost a checkpoint its

@@ -166,6 +166,16 @@ def test_a_failed_run_prints_its_error_result_on_stdout(flag, micro_export, tmp_
     assert doc["result"] == "ERROR" and doc["reason"] == "interrupted (SIGINT)"
 
 
+def test_a_refused_flag_prints_its_error_result_on_stdout(tmp_path, capsys):
+    """compare's --max-megapixels without --images was refused before its run began: exit 2 with
+    nothing on stdout for `--json | jq` (eval's same refusal printed its ERROR result)."""
+    assert main(["compare", str(tmp_path / "engine"), "--json", "--max-megapixels", "5"]) == 2
+    out, err = capsys.readouterr()
+    doc = json.loads(out)
+    assert doc["result"] == "ERROR" and "--max-megapixels limits the files of --images" in doc["reason"]
+    assert doc["reason"] in err
+
+
 def test_a_failed_eval_replaces_an_earlier_json_file(tmp_path, capsys):
     doc = _stale_then_failed(["info", "alignvar-tiny"], ["eval", str(tmp_path / "nosuchdir")],
                              tmp_path / "eval.json", capsys)

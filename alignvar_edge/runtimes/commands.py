@@ -712,8 +712,6 @@ def run_compare(args: argparse.Namespace) -> int:
     from contextlib import ExitStack
 
     from alignvar_edge.images.folders import check_megapixels_flag
-    check_megapixels_flag(args.images, args.max_megapixels)
-
     from alignvar_edge import runtimes
     from alignvar_edge.manifest import load_verified
     from alignvar_edge.runtimes.compare import EngineResult, compare_engines, format_summary, format_table
@@ -725,6 +723,7 @@ def run_compare(args: argparse.Namespace) -> int:
     labels = [e if names.count(n) > 1 else n for e, n in zip(args.engines, names)]
     # a failed run replaces an earlier --json FILE with an ERROR: its results are no longer current
     with no_stale_result(args.json, {"compare": list(args.engines)}) as result, ExitStack() as opened:
+        check_megapixels_flag(args.images, args.max_megapixels)     # a refusal too prints its ERROR document
         for i, (e, label) in enumerate(zip(args.engines, labels)):
             try:
                 engine = runtimes.load(e)
