@@ -280,9 +280,9 @@ def _parse_and_run(argv: list[str], interrupted: list[int], stdout_closed: bool)
                 _error(args, str(e))
                 return e.exit_code
             if isinstance(e, ModuleNotFoundError) and not debug and (package := host_package(e)):
-                error = host_tools_error("this verb", package)
-                _error(args, str(error))
-                return error.exit_code
+                missing = host_tools_error("this verb", package)
+                _error(args, str(missing))
+                return missing.exit_code
             if (memory := out_of_memory(e)) is not None:       # a runtime's allocation failure too
                 if debug:
                     raise
