@@ -39,7 +39,7 @@ def run_demo(out: Path, image: str = "coffee", size: int = 256, force: bool = Fa
         raise InputError(f"--size {size} is too small to score; pass at least {MIN_SIZE} (HR pixels)")
     if out.exists() and any(out.iterdir()) and not force:
         raise OutputExistsError(f"'{out}' already holds files; pass --force or choose another --out")
-    if (folder := unwritable_folder(out / "sr.png")) is not None:
+    if (folder := unwritable_folder(out / "sr.png", f"into --out {out}")) is not None:
         raise InputError(f"cannot write into --out {out}: {folder} is not writable; choose another --out")
 
     model = load_pretrained(checkpoint)

@@ -90,20 +90,21 @@ def publish_mode(path: str | os.PathLike[str]) -> None:
             os.chmod(p, (0o666 | x) & ~mask)
 
 
-def unwritable_folder(path: str | os.PathLike[str]) -> Path | None:
+def unwritable_folder(path: str | os.PathLike[str], named: str | None = None) -> Path | None:
     """The folder that would refuse the write of `path` (the nearest existing one above it, on a
     read-only mount or without write permission), else None. Checked before the work, so a long
     run does not end by failing to save; a full disk can still only show at the write. A name in
-    `path` too long for any folder there is InputError (`name_too_long`), and so is a file where
-    `path` needs a folder (`some.png/x.json`)."""
+    `path` too long for any folder there is InputError (`name_too_long`), and so is a file (or a
+    FIFO, a device) where `path` needs a folder (`some.png/x.json`), said of `named`: `path` as the
+    caller names it in its own errors (`--out 'E'`)."""
     # looked at as relative as `path` is: an absolute path past PATH_MAX (a very deep working folder)
     # cannot be looked at; named absolute
     folder = _nearest_existing_folder(Path(path))
     if (too_long := name_too_long(path, folder)) is not None:
         raise InputError(too_long)
     if not folder.is_dir():
-        raise InputError(f"cannot write {path}: {folder} is a file, where a folder is needed; choose another "
-                         "output path")
+        raise InputError(f"cannot write {named or path}: {folder} is {special_kind(folder) or 'a file'}, where a "
+                         "folder is needed; choose another output path")
     return None if os.access(folder, os.W_OK | os.X_OK) and _can_create_in(folder) else folder.absolute()
 
 

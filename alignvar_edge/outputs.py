@@ -57,7 +57,8 @@ def check_out(out: str | os.PathLike[str], force: bool, source: str | os.PathLik
         raise OutputExistsError(f"{option('out', out)} {where} the input artifact '{source}'; writing there "
                                 f"would replace or corrupt the input: choose an {option('out')} outside it")
     check_outside_artifacts(out, option("out", out))
-    if probe and (folder := unwritable_folder(out)) is not None:       # now, not after the export or build
+    # now, not after the export or build
+    if probe and (folder := unwritable_folder(out, option("out", out))) is not None:
         raise InputError(f"{option('out', out)}: the folder {folder} is not writable; choose another {option('out')}")
     if not os.path.lexists(out):
         return

@@ -1672,21 +1672,31 @@ def test_a_folder_that_takes_no_files_is_refused_before_any_work(export, tmp_pat
 def test_an_output_below_a_file_is_refused_before_any_work(export, tmp_path, capsys, monkeypatch):
     """`eval ... --json some.png/x.json` did all the work and then failed with exit 1 ("some.png is
     a file, where a folder is needed"); `build --out some.png/E` failed at once, but with exit 1.
-    Every output flag is refused before any work, with exit 2, by one check."""
+    Every output flag is refused before any work, with exit 2, by one check, which names the flag
+    (`bench --out`'s refusal named only the path) and a FIFO as what it is (it was "a file")."""
     loads = []
     import alignvar_edge.runtimes as rt
     monkeypatch.setattr(rt, "load", lambda *a, **k: loads.append(a))
     src = _png(tmp_path / "in.png")
     below = tmp_path / "in.png"
-    for argv, out in ((["eval", "alignvar-tiny", "--json", str(below / "e.json")], below / "e.json"),
-                      (["compare", str(export), "--json", str(below / "c.json")], below / "c.json"),
-                      (["selftest", "--backend", "onnxruntime", "--json", str(below / "s.json")], below / "s.json"),
-                      (["bench", "bicubic", "--out", str(below / "b.json")], below / "b.json"),
-                      (["build", str(export), "--target", "onnxruntime", "--out", str(below / "E")], below / "E"),
-                      (_up(tmp_path, export, src, "in.png/x.png"), below / "x.png")):
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    fifo = "a FIFO (named pipe)"
+    for argv, named, parent, kind in (
+            (["eval", "alignvar-tiny", "--json", str(below / "e.json")], f"{below / 'e.json'}", below, "a file"),
+            (["compare", str(export), "--json", str(below / "c.json")], f"{below / 'c.json'}", below, "a file"),
+            (["selftest", "--backend", "onnxruntime", "--json", str(below / "s.json")], f"{below / 's.json'}", below,
+             "a file"),
+            (["bench", "bicubic", "--out", str(below / "b.json")], f"--out {below / 'b.json'}", below, "a file"),
+            (["bench", "bicubic", "--out", str(pipe / "b.json")], f"--out {pipe / 'b.json'}", pipe, fifo),
+            (["build", str(export), "--target", "onnxruntime", "--out", str(below / "E")], f"--out '{below / 'E'}'",
+             below, "a file"),
+            (["build", str(export), "--target", "onnxruntime", "--out", str(pipe / "E")], f"--out '{pipe / 'E'}'",
+             pipe, fifo),
+            (_up(tmp_path, export, src, "in.png/x.png"), f"{below / 'x.png'}", below, "a file")):
         assert cli.main(argv) == 2, argv
         err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
-        assert len(err) == 1 and f"cannot write {out}: {below} is a file, where a folder is needed" in err[0], err
+        assert len(err) == 1 and f"cannot write {named}: {parent} is {kind}, where a folder is needed" in err[0], err
     assert not loads and below.is_file()
 
 

@@ -50,7 +50,7 @@ def check_targets(out: str | None, md: str | None, plot: str | None, inputs: Seq
         seen[key] = flag
     for flag, p in targets:
         check_outside_artifacts(p, f"{flag} {p}")
-        if (folder := unwritable_folder(p)) is not None:        # found now, not after minutes of timing
+        if (folder := unwritable_folder(p, f"{flag} {p}")) is not None:     # found now, not after minutes of timing
             raise InputError(f"{flag} {p}: the folder {folder} is not writable; choose another file")
         if not os.path.lexists(p):
             continue
