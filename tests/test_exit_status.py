@@ -99,19 +99,19 @@ def test_a_report_prints_under_an_ascii_locale(tmp_path) -> None:
     assert (tmp_path / os.fsdecode(b"m\xe9rged.json")).is_file()
 
 
-def test_an_error_line_names_a_file_by_its_own_bytes_on_any_console(tmp_path) -> None:
-    """stderr writes a file name's odd bytes as they are (its '\\udcff' escape could not be pasted
-    back), and a UTF-16 console, which has no place for a lone byte, gets '?' instead: it lost
-    sys.stderr and exited 1."""
+def test_an_error_line_names_a_file_by_its_escaped_bytes_on_any_console(tmp_path) -> None:
+    """stderr names a file's odd byte as the visible escape `--json` and the progress lines use
+    (`no\\xff`: its '\\udcff' surrogate could not be written, a raw byte reached the terminal), the
+    same on an ASCII console and on a UTF-16 one, which has no place for a lone byte (it lost
+    sys.stderr and exited 1)."""
     missing = os.fsencode(tmp_path) + b"/no\xff"
-    out = subprocess.run([sys.executable, "-m", "alignvar_edge", "inspect", missing], capture_output=True, timeout=120,
-                         env={**os.environ, "LC_ALL": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0"})
-    assert out.returncode == 2 and missing in out.stderr, out.stderr
-    out = subprocess.run([sys.executable, "-m", "alignvar_edge", "inspect", missing], capture_output=True, timeout=120,
-                         env={**os.environ, "PYTHONIOENCODING": "utf-16"})
-    assert out.returncode == 2, out.stderr
-    line = out.stderr.decode("utf-16")
-    assert line.startswith("alignvar-edge inspect: error: ") and f"'{tmp_path}/no?' does not exist" in line, line
+    for env, encoding in (({"LC_ALL": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0"}, "ascii"),
+                          ({"PYTHONIOENCODING": "utf-16"}, "utf-16")):
+        out = subprocess.run([sys.executable, "-m", "alignvar_edge", "inspect", missing], capture_output=True,
+                             timeout=120, env={**os.environ, **env})
+        assert out.returncode == 2, out.stderr
+        line = out.stderr.decode(encoding)
+        assert line.startswith("alignvar-edge inspect: error: ") and f"'{tmp_path}/no\\xff' does not exist" in line, line
 
 
 @pytest.mark.parametrize("args", [["--version"], ["--help"], ["upscale", "--help"], ["bench", "merge", "--help"]])
