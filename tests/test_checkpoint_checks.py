@@ -277,7 +277,6 @@ def test_a_hostile_training_or_run_json_reads_as_no_record(ckpt: Path, text: str
     (a RecursionError) or with an integer longer than Python converts is no record, not a traceback."""
     from alignvar_edge.manifest import RUN_FILE
     from alignvar_edge.model.checkpoint import checkpoint_source, training_lineage, training_record
-    good = (ckpt / "training.json").read_text()
     (ckpt.parent / RUN_FILE).write_text(text)               # the run folder the checkpoint sits in
     assert training_lineage(ckpt)["stage"] == "transformer"  # its cwd unknown: --images as recorded
     (ckpt / "training.json").write_text(text)
