@@ -56,8 +56,14 @@ def line_text(path: PathArg) -> str:
     """A file name or path, or a line that names them, as a line on the console shows it (progress,
     summaries, tables, messages): `readable` in one line. Bytes are taken as `path_text` takes them.
     Where the file system's encoding is not UTF-8 (LC_ALL=C), a UTF-8 name is kept in its surrogate
-    escapes, which the console writes as its bytes (console_text): as readable text it would be '?'."""
-    return os.fsdecode(readable(path_text(path), one_line=True).encode("utf-8"))
+    escapes, which the console writes as its bytes (console_text): as readable text it would be '?'.
+    Text that held no escapes is left to the console's own spelling: under a Latin-1 locale its
+    UTF-8 bytes read back as other letters ('é' as 'Ã©') and C1 controls."""
+    text = path_text(path)
+    shown = readable(text, one_line=True)
+    if text.isascii() or not any("\udc80" <= c <= "\udcff" for c in text):
+        return shown
+    return os.fsdecode(shown.encode("utf-8"))
 
 
 def _visible_control(char: str) -> str:

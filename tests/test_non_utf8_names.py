@@ -287,6 +287,18 @@ def test_a_name_in_a_line_of_text_shows_its_control_characters_and_odd_bytes_as_
     assert readable("new\nline.png") == "new\nline.png"
 
 
+def test_a_line_without_held_bytes_is_left_to_the_consoles_own_spelling() -> None:
+    """Where the file system's encoding is not UTF-8, text that held no escapes ('2×3 – café') was
+    read back from its UTF-8 bytes: a Latin-1 locale showed 'cafÃ©' and raw C1 controls, an ASCII
+    one raw UTF-8 bytes where console_text spells '-' and 'x'. It comes back as it is, twice over."""
+    probe = ("import sys; from alignvar_edge.name_text import line_text\n"
+             "line = '2\\u00d73 \\u2013 caf\\u00e9.png'\n"
+             "print(sys.getfilesystemencoding(), line_text(line) == line, line_text(line_text(line)) == line)\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                         env={**os.environ, "LC_ALL": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0"})
+    assert out.stdout.split() == ["ascii", "True", "True"], out.stdout + out.stderr
+
+
 def _lines(stderr: bytes) -> list[str]:
     """stderr's lines, where no byte may come out raw: an ESC drives the terminal, a Latin-1 byte
     is no text."""
