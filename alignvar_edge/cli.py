@@ -229,10 +229,6 @@ def _parse_and_run(argv: list[str], interrupted: list[int], stdout_closed: bool)
         parser = build_parser()
         args = parser.parse_args(argv)
     except SystemExit as e:             # --help / --version (0) or a bad argument (2, one line)
-        try:                            # a help printed by any parser, said here where stdout lost it
-            sys.stdout.flush()
-        except OSError as error:
-            return _stdout_failed(_who(argparse.Namespace(verb=_verb_in(argv))), error)
         return e.code if isinstance(e.code, int) else 0 if e.code is None else 2
     except _StdoutFailed as e:          # a help stdout did not take
         return _stdout_failed(_who(argparse.Namespace(verb=_verb_in(argv))), e.error)
@@ -421,9 +417,15 @@ def _nothing_left_for_exit() -> None:
 def _stdout_to_nowhere() -> None:
     """What stdout still buffers goes to os.devnull: no second error at the interpreter's exit."""
     try:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        null = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        return
+    try:
+        os.dup2(null, sys.stdout.fileno())
     except OSError:
         pass
+    finally:
+        os.close(null)
 
 
 def _os_error_line(e: BaseException) -> str:

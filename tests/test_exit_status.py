@@ -134,3 +134,18 @@ def test_a_version_or_help_stdout_does_not_take_exits_as_a_verbs_output_does(arg
     err = full.stderr.splitlines()
     assert full.returncode == 1 and len(err) == 1, full.stderr
     assert "cannot write the output to stdout (No space left on device)" in err[0], err
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc/self/fd")
+def test_sending_stdout_nowhere_leaves_no_descriptor_open(tmp_path, monkeypatch) -> None:
+    """Each time a stdout that cannot take output is sent to os.devnull (a failed result, a closed
+    stdout's summary, what is left at exit) the descriptor opened for it was kept: one more per
+    call, for the rest of an in-process caller's life."""
+    from alignvar_edge import cli
+
+    with open(tmp_path / "out.txt", "w") as stdout:
+        monkeypatch.setattr(sys, "stdout", stdout)
+        before = len(os.listdir("/proc/self/fd"))
+        cli._stdout_to_nowhere()
+        cli._stdout_to_nowhere()
+        assert len(os.listdir("/proc/self/fd")) == before
