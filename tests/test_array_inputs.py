@@ -57,3 +57,45 @@ def test_any_object_whose_array_conversion_fails_is_named_by_its_class(engine) -
     with pytest.raises(InputError, match=r"^a test_array_inputs\._Unconvertible cannot be read as a numpy array "
                                          r"\(device lost\); pass a numpy array or a PIL image$"):
         engine.upscale(_Unconvertible())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16, ">f4"])
+def test_as_float_image_is_a_new_native_float32_array_whatever_float_it_is_given(dtype) -> None:
+    """A float image came back as the caller's own array in its own dtype: writing into the
+    "converted" image changed the caller's source."""
+    from alignvar_edge.images import as_float_image
+    source = (_image() / 255).astype(dtype)
+    kept = source.copy()
+    x, _ = as_float_image(source)
+    assert x.dtype == np.dtype(np.float32) and x.dtype.isnative
+    x[...] = 0.5
+    assert np.array_equal(source, kept)
+
+
+def test_as_float_image_clips_values_upscale_takes_within_its_slack_to_0_1() -> None:
+    from alignvar_edge.images import as_float_image
+    source = (_image() / 255).astype(np.float32)
+    source[0, 0] = [1.003, -0.003, 0.5]                  # within 1/255 of [0, 1]: taken, and clipped
+    x, _ = as_float_image(source)
+    assert x[0, 0].tolist() == [1.0, 0.0, 0.5]
+
+
+def _layouts_upscale_refuses() -> list[tuple[np.ndarray, str]]:
+    f = (_image() / 255).astype(np.float32)
+    nan, alpha_inf = f.copy(), np.dstack([f, np.ones(f.shape[:2], np.float32)])
+    nan[3, 4, 1] = np.nan
+    alpha_inf[1, 1, 3] = np.inf
+    return [(nan, r"^the image contains NaN or Inf values$"),
+            (alpha_inf, r"^the image's alpha channel contains NaN or Inf values$"),
+            (np.ascontiguousarray(f.transpose(2, 0, 1)), r"got shape \(3, 20, 16\); its channels come first"),
+            (np.stack([f, f]), r"got shape \(2, 20, 16, 3\)$")]
+
+
+@pytest.mark.parametrize("case", range(4), ids=["nan", "alpha-inf", "chw", "4-d"])
+def test_as_float_image_refuses_what_upscale_refuses_in_its_words(engine, case) -> None:
+    from alignvar_edge.images import as_float_image
+    image, said = _layouts_upscale_refuses()[case]
+    with pytest.raises(InputError, match=said):
+        engine.upscale(image)
+    with pytest.raises(InputError, match=said):
+        as_float_image(image)

@@ -108,7 +108,10 @@ def _shown_over(megapixels: float, limit: float) -> str:
 def as_float_image(image: object) -> tuple[np.ndarray, Callable[[np.ndarray], object]]:
     """An in-memory image -> (float32 HxW / HxWx1 (gray), HxWx2 (gray and alpha), HxWx3 (RGB) or
     HxWx4 (RGBA) in [0, 1], `back`), where `back(result)` turns a float result of the same layout
-    into the caller's kind.
+    into the caller's kind. The floats are a new native float32 array, never the caller's own
+    (writing into them leaves the image as it was), checked as `upscale` checks an image: its
+    layout (`colour_and_alpha`), finite values and range (`checked_full_scale`; floats within its
+    rounding slack outside [0, 1] are clipped, as `upscale` clips them).
 
     numpy uint8 (/255) and uint16 (/65535, either byte order) come back in their dtype (rounded, clipped); float
     arrays (in [0, 1]) come back in their float dtype; a PIL image comes back as a PIL image of
@@ -118,7 +121,12 @@ def as_float_image(image: object) -> tuple[np.ndarray, Callable[[np.ndarray], ob
     (inverted), and its result is plain gray. `as_samples` is the same without whole-image floats.
     """
     s = as_samples(image)
-    return s.to_float(s.samples), lambda r: s.finish(s.from_float(r))
+    floats = np.array(s.to_float(s.samples), np.float32)     # a copy in any case: the caller's floats kept
+    colour, alpha = colour_and_alpha(floats)
+    refuse_non_finite(colour, "the image")
+    if alpha is not None:
+        refuse_non_finite(alpha, "the image's alpha channel")
+    return np.clip(floats, 0.0, 1.0, out=floats), lambda r: s.finish(s.from_float(r))
 
 
 @dataclass(frozen=True)
@@ -182,6 +190,37 @@ def _described(obj: object) -> str:
     if getattr(obj, "requires_grad", False) is True:
         facts.append("requiring grad")
     return " ".join([f"a {name}", *facts])
+
+
+def colour_and_alpha(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """An image's colour samples (HxW, HxWx1 or HxWx3) and its alpha's (HxW, None where it has none)
+    for each layout an image may have: HxW or HxWx1 (gray), HxWx2 (gray and alpha), HxWx3 (RGB),
+    HxWx4 (RGBA); any other is refused in one line."""
+    x = np.asarray(image)
+    channels = x.shape[2] if x.ndim == 3 else 1 if x.ndim == 2 else 0
+    if channels not in (1, 2, 3, 4):
+        raise InputError(f"expected an image HxW, HxWx1, HxWx2 (gray and alpha), HxWx3 or HxWx4, got shape "
+                         f"{x.shape}{_layout_fix(x)}")
+    return (x, None) if channels in (1, 3) else (x[..., :-1], x[..., -1])
+
+
+def _layout_fix(x: np.ndarray) -> str:
+    """The fix for a tensor's layout: channels first (CHW), or one image in a batch (1xCxHxW,
+    1xHxWxC), else ''. Named through np.asarray: a torch tensor's transpose takes two dimensions."""
+    batched = x.ndim == 4 and x.shape[0] == 1
+    one = x[0] if batched else x
+    if one.ndim == 3 and one.shape[0] in (1, 2, 3, 4) and one.shape[2] > 4:
+        where = "one image in a batch, its channels first" if batched else "its channels come first"
+        return f"; {where}: pass np.asarray(x){'[0]' if batched else ''}.transpose(1, 2, 0) (HxWx{one.shape[0]})"
+    if batched and one.ndim == 3 and one.shape[2] in (1, 2, 3, 4):
+        return "; one image in a batch: pass x[0]"
+    return ""
+
+
+def refuse_non_finite(x: np.ndarray, what: str) -> None:
+    """Refuse NaN or Inf samples of an image (`what`: the image, or its alpha channel)."""
+    if not np.isfinite(x).all():
+        raise InputError(f"{what} contains NaN or Inf values")
 
 
 def unit_floats(x: np.ndarray) -> np.ndarray:

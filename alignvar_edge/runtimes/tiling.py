@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 import numpy as np
 
 from alignvar_edge.errors import InputError
+# an image's layouts, and its samples' finite values: the rules every image taken is checked by
+from alignvar_edge.images.arrays import colour_and_alpha, refuse_non_finite
 from alignvar_edge.images.transparency import fill_transparent
 from alignvar_edge.manifest import default_overlap   # the overlap every input contract states
 from alignvar_edge.argtypes import is_integer
@@ -145,7 +147,7 @@ def _check_rgb(image: np.ndarray, integers: bool = False) -> np.ndarray:
     if not integers and not np.issubdtype(x.dtype, np.floating):
         raise InputError(f"expected a float image in [0, 1], got dtype {x.dtype}; divide by 255 first")
     if np.issubdtype(x.dtype, np.floating):
-        _refuse_non_finite(x, "the image")
+        refuse_non_finite(x, "the image")
     return x
 
 
@@ -158,11 +160,6 @@ def _float_tiles(samples: np.ndarray, to_float: FloatOf) -> np.ndarray:
     # to_float's result is a new array (of a new stack of tiles): clipped where it lies
     f = np.asarray(to_float(samples)).astype(np.float32, copy=False)
     return np.clip(f, 0.0, 1.0, out=f)
-
-
-def _refuse_non_finite(x: np.ndarray, what: str) -> None:
-    if not np.isfinite(x).all():
-        raise InputError(f"{what} contains NaN or Inf values")
 
 
 def checked_overlap(overlap: object, tile: int) -> int:
@@ -450,18 +447,6 @@ class _Layout:
         return out[..., None] if self.keep_dim else out
 
 
-def colour_and_alpha(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """An image's colour samples (HxW, HxWx1 or HxWx3) and its alpha's (HxW, None where it has none)
-    for each layout an image may have: HxW or HxWx1 (gray), HxWx2 (gray and alpha), HxWx3 (RGB),
-    HxWx4 (RGBA); any other is refused in one line."""
-    x = np.asarray(image)
-    channels = x.shape[2] if x.ndim == 3 else 1 if x.ndim == 2 else 0
-    if channels not in (1, 2, 3, 4):
-        raise InputError(f"expected an image HxW, HxWx1, HxWx2 (gray and alpha), HxWx3 or HxWx4, got shape "
-                         f"{x.shape}{_layout_fix(x)}")
-    return (x, None) if channels in (1, 3) else (x[..., :-1], x[..., -1])
-
-
 def _as_rgb(image: np.ndarray, to_float: FloatOf, alpha_is_coverage: bool) -> tuple[np.ndarray, _Layout]:
     """(the RGB samples the model sees, the layout its result takes)."""
     x = np.asarray(image)
@@ -481,21 +466,8 @@ def _alpha_plane(samples: np.ndarray, to_float: FloatOf) -> np.ndarray:
     it is prepared: `_prepare`)."""
     if samples.dtype.kind == "f":
         # NaN alpha came back a transparent hole, Inf alpha pushed its neighbours to opaque
-        _refuse_non_finite(samples, "the image's alpha channel")
+        refuse_non_finite(samples, "the image's alpha channel")
     return np.clip(np.asarray(to_float(samples), np.float32), 0.0, 1.0)
-
-
-def _layout_fix(x: np.ndarray) -> str:
-    """The fix for a tensor's layout: channels first (CHW), or one image in a batch (1xCxHxW,
-    1xHxWxC), else ''. Named through np.asarray: a torch tensor's transpose takes two dimensions."""
-    batched = x.ndim == 4 and x.shape[0] == 1
-    one = x[0] if batched else x
-    if one.ndim == 3 and one.shape[0] in (1, 2, 3, 4) and one.shape[2] > 4:
-        where = "one image in a batch, its channels first" if batched else "its channels come first"
-        return f"; {where}: pass np.asarray(x){'[0]' if batched else ''}.transpose(1, 2, 0) (HxWx{one.shape[0]})"
-    if batched and one.ndim == 3 and one.shape[2] in (1, 2, 3, 4):
-        return "; one image in a batch: pass x[0]"
-    return ""
 
 
 @dataclass(frozen=True)
