@@ -99,3 +99,25 @@ def test_as_float_image_refuses_what_upscale_refuses_in_its_words(engine, case) 
         engine.upscale(image)
     with pytest.raises(InputError, match=said):
         as_float_image(image)
+
+
+def test_upscale_many_takes_a_4_d_array_as_a_stack_whichever_library_made_it(engine, tmp_path) -> None:
+    """A numpy stack (or a memmap of frames) was refused as "one image", and the hint it gave,
+    upscale_many([stack]), was refused in turn; the same frames as a torch tensor were iterated."""
+    stack = np.stack([_image(12, 10, seed) for seed in range(3)])
+    singles = [engine.upscale(frame) for frame in stack]
+    frames = np.memmap(tmp_path / "frames.u8", np.uint8, "w+", shape=stack.shape)
+    frames[:] = stack
+    for source in (stack, frames):
+        results = list(engine.upscale_many(source))
+        assert len(results) == 3 and all(np.array_equal(r, s) for r, s in zip(results, singles))
+    with pytest.raises(InputError, match=r"got shape \(3, 12, 10, 3\); a stack of 3 images: pass it itself to "
+                                         r"upscale_many, which takes each in turn$"):
+        list(engine.upscale_many([stack]))
+
+
+def test_upscale_many_refuses_one_image_as_a_tensor_as_it_refuses_one_numpy_image(engine) -> None:
+    """A 3-D torch tensor was iterated row by row, each row upscaled as a gray image of its own."""
+    torch = pytest.importorskip("torch")
+    with pytest.raises(InputError, match=r"^upscale_many takes an iterable of images, got one image \(Tensor\)"):
+        engine.upscale_many(torch.from_numpy(_image()))

@@ -205,8 +205,8 @@ def colour_and_alpha(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def _layout_fix(x: np.ndarray) -> str:
-    """The fix for a tensor's layout: channels first (CHW), or one image in a batch (1xCxHxW,
-    1xHxWxC), else ''. Named through np.asarray: a torch tensor's transpose takes two dimensions."""
+    """The fix for a tensor's layout: channels first (CHW), one image in a batch (1xCxHxW,
+    1xHxWxC), a stack of images (NxHxWxC), else ''. Named through np.asarray: a torch tensor's transpose takes two dimensions."""
     batched = x.ndim == 4 and x.shape[0] == 1
     one = x[0] if batched else x
     if one.ndim == 3 and one.shape[0] in (1, 2, 3, 4) and one.shape[2] > 4:
@@ -214,6 +214,8 @@ def _layout_fix(x: np.ndarray) -> str:
         return f"; {where}: pass np.asarray(x){'[0]' if batched else ''}.transpose(1, 2, 0) (HxWx{one.shape[0]})"
     if batched and one.ndim == 3 and one.shape[2] in (1, 2, 3, 4):
         return "; one image in a batch: pass x[0]"
+    if x.ndim == 4 and x.shape[3] in (1, 2, 3, 4):
+        return f"; a stack of {x.shape[0]} images: pass it itself to upscale_many, which takes each in turn"
     return ""
 
 
@@ -318,11 +320,20 @@ def _is_load_image_pair(image: object) -> bool:
 def refuse_one_image(images: object, where: str) -> None:
     """One image (an array, a PIL image, a path or `load_image`'s pair) where an iterable of images
     is due (`where`, e.g. "upscale_many"): iterating it would run each row, or each character of a
-    path, as an image of its own."""
-    if isinstance(images, (np.ndarray, Image.Image, str, bytes, os.PathLike)) or _is_load_image_pair(images):
+    path, as an image of its own. An array of four dimensions, numpy's or another's (a torch
+    tensor), is a stack of images (N x H x W x C: video frames, a memmap of them), iterated along
+    its first axis; one of fewer is one image, whichever library made it."""
+    one_array = _is_array(images) and getattr(images, "ndim") < 4
+    if one_array or isinstance(images, (Image.Image, str, bytes, os.PathLike)) or _is_load_image_pair(images):
         kind = type(images).__name__ if not isinstance(images, tuple) else "load_image's (rgb, alpha) pair"
         raise InputError(f"{where} takes an iterable of images, got one image ({kind}); pass a list, "
                          f"{where}([image]), or call upscale(image)")
+
+
+def _is_array(obj: object) -> bool:
+    """A numpy array, or an object numpy converts as one (`__array__`) that has its dimensions."""
+    return (isinstance(obj, np.ndarray) or hasattr(type(obj), "__array__")) and \
+        isinstance(getattr(obj, "ndim", None), int)
 
 
 def _decode(img: Image.Image) -> None:
