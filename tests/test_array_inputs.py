@@ -121,3 +121,18 @@ def test_upscale_many_refuses_one_image_as_a_tensor_as_it_refuses_one_numpy_imag
     torch = pytest.importorskip("torch")
     with pytest.raises(InputError, match=r"^upscale_many takes an iterable of images, got one image \(Tensor\)"):
         engine.upscale_many(torch.from_numpy(_image()))
+
+
+def test_an_open_file_is_refused_saying_to_decode_it_as_its_bytes_are(engine, tmp_path) -> None:
+    """An io.BytesIO of a PNG said "images must be uint8, uint16 or float ... got dtype object"."""
+    import io
+
+    from PIL import Image
+    buffer = io.BytesIO()
+    Image.fromarray(_image()).save(buffer, "PNG")
+    (tmp_path / "a.png").write_bytes(buffer.getvalue())
+    with open(tmp_path / "a.png", "rb") as f:
+        for opened, kind in ((io.BytesIO(buffer.getvalue()), "BytesIO"), (f, "BufferedReader")):
+            with pytest.raises(InputError, match=rf"^got a file object \({kind}\), not an image; decode it first: "
+                                                 r"PIL\.Image\.open\(f\)$"):
+                engine.upscale(opened)

@@ -286,14 +286,18 @@ _PATH_SHOWN = 200
 
 
 def _refuse_not_pixels(image: object) -> None:
-    """A path, an encoded file's bytes, or `load_image`'s (rgb, alpha) pair, where pixels are due:
-    numpy made a string array of the first, a 1-D array of the bytes (of a bytearray or memoryview)
-    and raised about an "inhomogeneous shape" on the last."""
+    """A path, an encoded file's bytes or the open file, or `load_image`'s (rgb, alpha) pair, where
+    pixels are due: numpy made a string array of the first, a 1-D array of the bytes (of a bytearray
+    or memoryview), a 0-d object array of the file and raised about an "inhomogeneous shape" on the
+    last."""
     if image is None:
         raise InputError("got None, not an image; pass a numpy array or a PIL image")
     if _is_bytes(image):
         raise InputError(f"got {memoryview(image).nbytes} bytes, not an image; decode them first: "
                          "PIL.Image.open(io.BytesIO(data))")
+    if callable(getattr(image, "read", None)):      # numpy made a 0-d object array of it
+        raise InputError(f"got a file object ({type(image).__name__}), not an image; decode it first: "
+                         "PIL.Image.open(f)")
     if isinstance(image, (str, os.PathLike)):
         path = os.fsdecode(image)
         shown = repr(path) if len(path) <= _PATH_SHOWN else f"{path[:_PATH_SHOWN]!r}... ({len(path)} characters)"
