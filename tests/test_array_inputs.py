@@ -136,3 +136,22 @@ def test_an_open_file_is_refused_saying_to_decode_it_as_its_bytes_are(engine, tm
             with pytest.raises(InputError, match=rf"^got a file object \({kind}\), not an image; decode it first: "
                                                  r"PIL\.Image\.open\(f\)$"):
                 engine.upscale(opened)
+
+
+@pytest.mark.parametrize("channels, dtype", [(4, np.uint8), (2, np.uint16)])
+def test_save_image_writes_upscales_own_alpha_results_as_with_alpha_given(engine, tmp_path, channels, dtype) -> None:
+    """`Engine.upscale`'s HxWx4 and HxWx2 results were refused ("must be HxWx3 or HxW")."""
+    from alignvar_edge.images import load_image, save_image
+    full = np.iinfo(dtype).max
+    colour = (_image()[..., :channels - 1].astype(np.float64) / 255 * full).astype(dtype)
+    alpha = np.full(colour.shape[:2], full, dtype)
+    alpha[:4, :4] = 0
+    up = engine.upscale(np.dstack([colour, alpha]))
+    save_image(tmp_path / "whole.png", up)
+    save_image(tmp_path / "apart.png", up[..., :-1] if channels == 4 else up[..., 0], alpha=up[..., -1])
+    (rgb, read_alpha), (rgb_apart, alpha_apart) = (load_image(tmp_path / name) for name in ("whole.png", "apart.png"))
+    assert np.array_equal(rgb, rgb_apart) and np.array_equal(read_alpha, alpha_apart)
+    assert np.array_equal(np.round(read_alpha.astype(np.float64) * full), up[..., -1])     # every bit kept
+    with pytest.raises(InputError, match=r"whole\.png has an alpha channel of its own \(shape \(80, 64, "
+                                         rf"{channels}\)\), and alpha= is given too; pass one"):
+        save_image(tmp_path / "whole.png", up, alpha=up[..., -1], overwrite=True)

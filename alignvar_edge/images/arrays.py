@@ -206,7 +206,8 @@ def colour_and_alpha(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
 
 def _layout_fix(x: np.ndarray) -> str:
     """The fix for a tensor's layout: channels first (CHW), one image in a batch (1xCxHxW,
-    1xHxWxC), a stack of images (NxHxWxC), else ''. Named through np.asarray: a torch tensor's transpose takes two dimensions."""
+    1xHxWxC), a stack of images (NxHxWxC), else ''. Named through np.asarray: a torch tensor's
+    transpose takes two dimensions."""
     batched = x.ndim == 4 and x.shape[0] == 1
     one = x[0] if batched else x
     if one.ndim == 3 and one.shape[0] in (1, 2, 3, 4) and one.shape[2] > 4:

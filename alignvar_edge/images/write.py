@@ -20,7 +20,7 @@ from alignvar_edge.caller import option, python_call, warn_caller
 from alignvar_edge.errors import InputError, OutputExistsError
 from alignvar_edge.fsmodes import publish_mode, same_file, temp_file_beside, write_error
 from alignvar_edge.images import png16, sixteen_bit
-from alignvar_edge.images.arrays import checked_full_scale, full_scale, rescaled
+from alignvar_edge.images.arrays import checked_full_scale, colour_and_alpha, full_scale, rescaled
 from alignvar_edge.images.formats import IMAGE_EXTENSIONS
 from alignvar_edge.images.metadata import (METADATA_FORMATS, exif_with_png_text, fit_to_format, keep_undefined_types,
                                            metadata_params, png_metadata_chunks, tiff16_exif)
@@ -47,7 +47,9 @@ def save_image(
     text: dict[str, str] | None = None,
     png_colour: dict[str, bytes] | None = None,
 ) -> Path:
-    """Write RGB HxWx3 (or gray HxW, and an HxW `alpha`), atomically; returns the path.
+    """Write RGB HxWx3 (or gray HxW, and an HxW `alpha`), atomically; returns the path. RGBA HxWx4
+    and gray+alpha HxWx2, as `Engine.upscale` returns them, are written as with their last channel
+    given as `alpha`.
 
     Samples are uint8, uint16 or floats in [0, 1], as `Engine.upscale` returns them (each scaled
     from its own full scale: 255, 65535 or 1); any other dtype, or floats outside [0, 1], is one
@@ -74,6 +76,7 @@ def save_image(
     if bits not in (None, 8, 16):
         raise InputError(f"bits must be 8 or 16, got {bits!r}")
     path = Path(path_text(path))
+    rgb, alpha = _alpha_apart(rgb, alpha, path)
     fmt = output_format(path, alpha is not None)
     encoder = _encoder_params(fmt, quality, str(path))
     if input_path is not None and same_file(path, path_text(input_path)):
@@ -304,13 +307,26 @@ def _squeezed(rgb: np.ndarray) -> np.ndarray:
     return rgb[..., 0] if rgb.ndim == 3 and rgb.shape[2] == 1 else rgb
 
 
+def _alpha_apart(samples: np.ndarray, alpha: np.ndarray | None, path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """HxWx2 (gray and alpha) and HxWx4 (RGBA) samples as their colour and `alpha` (`colour_and_alpha`);
+    refused where `alpha` is given besides, which of the two is meant being unknown."""
+    x = np.asarray(samples)
+    if x.ndim != 3 or x.shape[2] not in (2, 4):
+        return samples, alpha
+    if alpha is not None:
+        raise InputError(f"image data for {path} has an alpha channel of its own (shape {x.shape}), and alpha= "
+                         f"is given too; pass one: the colour channels x[..., :-1] with alpha=, or x alone")
+    return colour_and_alpha(x)
+
+
 def _checked(rgb: np.ndarray, alpha: np.ndarray | None, path: Path) -> np.ndarray:
     """`rgb` as HxW or HxWx3, refused where it, or its alpha, cannot be written: a shape, a dtype
     or values that `rescaled` would turn into other pixels (a uint16 result read as floats was
     written all white)."""
     rgb = _squeezed(rgb)
     if not (rgb.ndim == 2 or (rgb.ndim == 3 and rgb.shape[2] == 3)):
-        raise InputError(f"image data for {path} must be HxWx3 or HxW, got shape {rgb.shape}")
+        raise InputError(f"image data for {path} must be HxW, HxWx1, HxWx2 (gray and alpha), HxWx3 or HxWx4, got "
+                         f"shape {rgb.shape}")
     if rgb.shape[0] == 0 or rgb.shape[1] == 0:
         raise InputError(f"image data for {path} has no pixels (shape {rgb.shape})")
     if not np.isfinite(rgb).all():
