@@ -88,7 +88,7 @@ def _layouts_upscale_refuses() -> list[tuple[np.ndarray, str]]:
     return [(nan, r"^the image contains NaN or Inf values$"),
             (alpha_inf, r"^the image's alpha channel contains NaN or Inf values$"),
             (np.ascontiguousarray(f.transpose(2, 0, 1)), r"got shape \(3, 20, 16\); its channels come first"),
-            (np.stack([f, f]), r"got shape \(2, 20, 16, 3\)$")]
+            (np.stack([f, f]), r"got shape \(2, 20, 16, 3\); a stack of 2 images")]
 
 
 @pytest.mark.parametrize("case", range(4), ids=["nan", "alpha-inf", "chw", "4-d"])
