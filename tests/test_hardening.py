@@ -1857,7 +1857,7 @@ def test_an_artifact_is_published_without_a_second_write_probe_after_the_work(tm
     with outputs.artifact_dir(out) as tmp:
         (tmp / "manifest.json").write_text("{}")
         # the probe failing once the work is done (stood in for: root writes anywhere)
-        monkeypatch.setattr(outputs, "unwritable_folder", lambda path: Path(path).parent)
+        monkeypatch.setattr(outputs, "unwritable_folder", lambda path, named=None: Path(path).parent)
     assert (out / "manifest.json").read_text() == "{}"
     with pytest.raises(InputError, match=re.escape(f"out='{tmp_path / 'F'}': the folder {tmp_path} is not "
                                                    "writable; choose another out=")):
