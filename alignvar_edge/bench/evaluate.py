@@ -34,7 +34,8 @@ from alignvar_edge.runtimes.torch_backend import DEFAULT_BATCH, TorchEngine
 from alignvar_edge.model.pruning import effective_prune
 from alignvar_edge.manifest import default_overlap
 from alignvar_edge.name_text import line_text
-from alignvar_edge.runtimes.tiling import bicubic_seam_figure, colour_and_alpha, seam_ratio, tile_starts
+from alignvar_edge.images.arrays import colour_and_alpha
+from alignvar_edge.runtimes.tiling import bicubic_seam_figure, seam_ratio, tile_starts
 from alignvar_edge.train.ablations import NOT_APPLICABLE, VARIANTS, variant_models
 
 KINDS = (*VARIANTS, "pruned", "pruned_vs_model")     # what a result may score, in table order
