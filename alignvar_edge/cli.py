@@ -335,12 +335,14 @@ def _error(args: argparse.Namespace, text: str) -> None:
 def _interrupted(args: Any, signals: list[int]) -> int:
     # a verb whose finished outputs survive (a folder upscale, training) says how to continue
     kept = _verb_says(args, "on_interrupt") or _kept_line(safe_stop.kept(), safe_stop.error_records())
-    who = _who(args)
-    if signal.SIGTERM in signals:
-        print(line_text(f"{who}: terminated (SIGTERM); {kept}"), file=sys.stderr)
-        return 128 + signal.SIGTERM
-    print(line_text(f"{who}: interrupted; {kept}"), file=sys.stderr)
-    return 128 + signal.SIGINT
+    # a kill or a hangup (SIGTERM, SIGHUP) is named; Ctrl-C is the user's own
+    signum = next((s for s in signals if s != signal.SIGINT), signal.SIGINT)
+    said = "interrupted" if signum == signal.SIGINT else f"terminated ({signal.Signals(signum).name})"
+    try:
+        print(line_text(f"{_who(args)}: {said}; {kept}"), file=sys.stderr)
+    except OSError:         # a hung-up terminal (EIO) takes no line; the status still says it
+        pass
+    return 128 + signum
 
 
 def _verb_says(args: Any, name: str) -> str | None:
@@ -471,24 +473,26 @@ def _no_temporary_folder(e: BaseException | None) -> FileNotFoundError | None:
 
 
 def _watch_signals(flag: list[int], verb: str) -> dict[int, Any]:
-    """SIGINT and SIGTERM raise KeyboardInterrupt (so every temporary folder is cleaned up on the
-    way out) and are recorded in `flag`; returns the handlers to put back. Inside a loop's
-    `safe_stop.window` (training) the first one only asks the loop to stop at its next safe point.
+    """SIGINT, SIGTERM and SIGHUP (`safe_stop.STOP_SIGNALS`) raise KeyboardInterrupt (so every
+    temporary folder and file is cleaned up on the way out) and are recorded in `flag`; returns the
+    handlers to put back. Inside a loop's `safe_stop.window` (training) the first one only asks the
+    loop to stop at its next safe point.
 
     Only in the main thread, and only where the default handler is installed (Python's for
-    SIGINT, the OS's for SIGTERM): an embedding program's own handlers are left alone. A second
-    SIGTERM while cleaning up is ignored, so the cleanup finishes."""
+    SIGINT, the OS's for the others): an embedding program's own handlers are left alone, and an
+    ignored SIGHUP (`nohup`) stays ignored. A second SIGTERM or SIGHUP while cleaning up is
+    ignored, so the cleanup finishes."""
     if threading.current_thread() is not threading.main_thread():
         return {}
     _quiet_forked_children()
     previous: dict[int, Any] = {}
-    for sig, default in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL)):
+    for sig, default in safe_stop.STOP_SIGNALS.items():
         if signal.getsignal(sig) is not default:
             continue
 
         def on_signal(signum: int, frame: object) -> None:
-            if signum == signal.SIGTERM:
-                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            if signum != signal.SIGINT:
+                signal.signal(signum, signal.SIG_IGN)
             then = safe_stop.defer(signum)
             if then is not None:
                 # os.write, not print: a signal that lands inside a print to stderr (the progress
@@ -509,13 +513,13 @@ _OURS: set[Any] = set()          # the handlers _watch_signals installed
 def _quiet_forked_children() -> None:
     """A process forked while the verb runs (OpenVINO's telemetry sends each event from one, and
     kills it when the send hangs on a host without a network) gets the OS's handlers back: it dies
-    on SIGINT or SIGTERM as any program does, not with our KeyboardInterrupt's traceback."""
+    on SIGINT, SIGTERM or SIGHUP as any program does, not with our KeyboardInterrupt's traceback."""
     global _FORK_HOOKED
     if _FORK_HOOKED:
         return
 
     def in_child() -> None:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in safe_stop.STOP_SIGNALS:
             if signal.getsignal(sig) in _OURS:
                 signal.signal(sig, signal.SIG_DFL)
     os.register_at_fork(after_in_child=in_child)
@@ -534,8 +538,8 @@ def run_as_program() -> NoReturn:
     SIGINT handler back, so the second press of a double Ctrl-C printed a traceback from one; and
     CPython's `-m` runner kills the process with SIGINT at its exit when a KeyboardInterrupt ever
     ended code that exec() or eval() ran from a string (dataclasses and namedtuple make their
-    methods so, and an export imports many lazily), caught or not, so a SIGTERM's status 143 would
-    read as "killed by SIGINT".
+    methods so, and an export imports many lazily), caught or not, so a SIGTERM's status 143 (a
+    SIGHUP's 129) would read as "killed by SIGINT".
 
     Its output is written whatever the console's encoding (`console_text`): a file name as the file
     system holds it (stderr wrote a name's odd bytes as '\\udcc3' escapes nobody can paste back), and
@@ -544,7 +548,7 @@ def run_as_program() -> NoReturn:
     console_text.tolerant(sys.stderr)
     safe_stop.ignored_at_exit()      # before main(): a stop in the shutdown after a finished verb changes nothing
     code = main()
-    if code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+    if code in {128 + sig for sig in safe_stop.STOP_SIGNALS}:
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()

@@ -150,7 +150,7 @@ def no_stale_result(target: str | None, what: dict[str, Any]) -> Iterator[Result
 
 def _failure(e: BaseException) -> str:
     """Why the run failed, for its ERROR record: a stop names its signal where the CLI's handler
-    said which (SIGINT, SIGTERM)."""
+    said which (SIGINT, SIGTERM, SIGHUP)."""
     if isinstance(e, KeyboardInterrupt):
         return f"interrupted ({e})" if str(e) else "interrupted"
     return str(out_of_memory(e) or e) or type(e).__name__

@@ -1,4 +1,4 @@
-"""A stop asked for by Ctrl-C or SIGTERM, honoured at the next safe point of a long loop.
+"""A stop asked for by Ctrl-C, SIGTERM or SIGHUP, honoured at the next safe point of a long loop.
 
 The CLI's signal handler asks `defer` first. Inside a `window` the first signal is only recorded,
 and the loop stops at its next safe point (training: after the step in progress, saving the run
@@ -10,7 +10,7 @@ folder or a file, renamed into place) is noted just before the rename, so the in
 name the ones that are in place, however close to the rename the signal came.
 
 A step that must not be cut in two (a replace: the old output moved aside, the new one moved in)
-runs `held`: SIGINT and SIGTERM wait until it is done.
+runs `held`: SIGINT, SIGTERM and SIGHUP wait until it is done.
 
 Once the verb has ended, what is left is Python's own exit (`ignored_at_exit`): a stop then changes
 nothing, and is ignored.
@@ -34,7 +34,7 @@ _error_records: list[str] = []      # result files that now say the stopped run 
 
 @contextlib.contextmanager
 def window(on_stop: str) -> Iterator[None]:
-    """While inside, a first SIGINT/SIGTERM asks for a stop at the loop's next safe point instead
+    """While inside, a first SIGINT/SIGTERM/SIGHUP asks for a stop at the loop's next safe point instead
     of raising. `on_stop` says what happens then, for the line the handler prints."""
     global _on_stop, _asked
     _asked, _on_stop = None, on_stop
@@ -59,13 +59,21 @@ def asked() -> int | None:
     return _asked
 
 
-# the stops `held` postpones: Ctrl-C and a polite kill (SIGKILL cannot be held by anyone)
-HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# the stops the CLI turns into a clean exit, each with the handler it has where nobody set one
+# (Python's for SIGINT, the OS's for the others): Ctrl-C, a polite kill, and where the platform has
+# it (not Windows) a hangup, a closed terminal or a dropped ssh session
+STOP_SIGNALS: dict[signal.Signals, Any] = {
+    signal.SIGINT: signal.default_int_handler,
+    signal.SIGTERM: signal.SIG_DFL,
+    **({signal.SIGHUP: signal.SIG_DFL} if hasattr(signal, "SIGHUP") else {}),
+}
+# the stops `held` postpones (SIGKILL cannot be held by anyone)
+HELD_SIGNALS = tuple(STOP_SIGNALS)
 
 
 @contextlib.contextmanager
 def held() -> Iterator[None]:
-    """SIGINT and SIGTERM that come during the block are acted on after it (their handlers then run,
+    """The stops (`HELD_SIGNALS`) that come during the block are acted on after it (their handlers then run,
     as they would have), so its steps all happen or none (unless one raises). Python runs handlers
     on the main thread only, whichever thread the signal reached, so there the handlers are swapped
     for one that notes the signal: a signal mask holds it from the calling thread only, and a
@@ -93,8 +101,8 @@ def ignored_at_exit() -> None:
     """From the interpreter's exit on, SIGINT is ignored: the verb has ended and said what it did,
     and what is left is Python tearing itself down, after it has put the OS's default handlers back.
     After a `deploy` that takes 2 s (garbage collection of PyTorch's and the runtimes' objects), and
-    a Ctrl-C there ended the process with 130 and no line, its outputs complete. SIGTERM keeps its
-    default: a supervisor's (timeout, systemd, docker stop) still ends a teardown that hangs in a
+    a Ctrl-C there ended the process with 130 and no line, its outputs complete. SIGTERM (and SIGHUP)
+    keeps its default: a supervisor's (timeout, systemd, docker stop) still ends a teardown that hangs in a
     library's destructor, as Ctrl-\\ does at a terminal. The command registers this before the verb
     runs: atexit runs the last registered first, so it runs after what libraries register while the
     verb runs (multiprocessing joining its workers), where a stop still works."""

@@ -32,7 +32,8 @@ def _table() -> dict[int, str]:
 
 
 def test_the_table_lists_every_status_and_no_other():
-    assert sorted(_table()) == [0, 1, 2, 3, 4, 128 + signal.SIGINT, 128 + signal.SIGPIPE, 128 + signal.SIGTERM]
+    assert sorted(_table()) == [0, 1, 2, 3, 4, 128 + signal.SIGHUP, 128 + signal.SIGINT, 128 + signal.SIGPIPE,
+                                128 + signal.SIGTERM]
 
 
 def test_each_error_class_exits_with_the_status_its_row_names():
@@ -48,7 +49,7 @@ def test_each_error_class_exits_with_the_status_its_row_names():
 
 def test_interruptions_and_a_gone_reader_exit_as_the_table_says(capsys):
     rows = _table()
-    for signals, says in (([signal.SIGINT], "interrupted"), ([signal.SIGTERM], "interrupted")):
+    for signals, says in (([signal.SIGINT], "Ctrl-C"), ([signal.SIGTERM], "SIGTERM"), ([signal.SIGHUP], "SIGHUP")):
         code = cli._interrupted(argparse.Namespace(verb="upscale"), signals)
         assert says in rows[code]
     assert "reader of stdout went away" in rows[cli._reader_gone()]

@@ -255,3 +255,98 @@ cli.run_as_program()
 """
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert (res.returncode, res.stderr) == (status, "") and res.stdout.endswith("still here") == (status == 0), res
+
+
+# a child's `upscale` that stops with its output's hidden temporary file written, before the rename:
+# it says so in `ready` (naming the file) and waits there for the test's signal, or until the test
+# removes `ready` (a signal that is ignored)
+_UPSCALE_PAUSED_BEFORE_PUBLISHING = """
+import os, signal, sys, time
+signal.signal(signal.SIGHUP, signal.{hangup})
+from alignvar_edge import cli
+from alignvar_edge.images import write
+real = write._publish
+def paused(tmp, path, overwrite):
+    with open({ready!r}, "w") as f:
+        f.write(os.path.basename(tmp))
+    deadline = time.monotonic() + 60
+    while os.path.exists({ready!r}) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return real(tmp, path, overwrite)
+write._publish = paused
+sys.argv = ["alignvar-edge", "upscale", {src!r}, {out!r}, "--engine", {engine!r}, "--threads", "1", "--quiet"]
+cli.run_as_program()
+"""
+
+
+def _upscale_paused_before_publishing(pytestconfig: pytest.Config, tmp_path: Any, hangup: str,
+                                      **popen: Any) -> tuple[subprocess.Popen[bytes], str]:
+    """A child running `upscale` into tmp_path/out/sr.png, paused with its temporary output written
+    (SIGHUP's handler `hangup`: SIG_DFL as at a terminal, SIG_IGN as under nohup); returns it and
+    the temporary file's name once it is there."""
+    import time
+
+    import numpy as np
+    from PIL import Image
+    engine = export_dir(sharp_model("micro"), cache_root(pytestconfig))
+    src, out, ready = tmp_path / "lr.png", tmp_path / "out" / "sr.png", tmp_path / "ready"
+    out.parent.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(src)
+    script = _UPSCALE_PAUSED_BEFORE_PUBLISHING.format(hangup=hangup, ready=str(ready), src=str(src), out=str(out),
+                                                      engine=str(engine))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env, **popen)
+    deadline = time.monotonic() + 120
+    while not ready.exists() or not ready.read_text():
+        assert proc.poll() is None and time.monotonic() < deadline, "upscale never reached its output's rename"
+        time.sleep(0.05)
+    temp = ready.read_text()
+    assert (out.parent / temp).is_file(), temp           # the partial output a stop must not leave
+    return proc, temp
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this platform")
+def test_a_hangup_while_an_upscale_writes_removes_its_partial_output_and_says_so(pytestconfig, tmp_path):
+    """A closed terminal or a dropped ssh session (SIGHUP) killed `upscale` with no line and left its
+    hidden temporary output (hundreds of MB for a big image): it stops as SIGTERM does, status 129."""
+    proc, _ = _upscale_paused_before_publishing(pytestconfig, tmp_path, "SIG_DFL", stderr=subprocess.PIPE)
+    proc.send_signal(signal.SIGHUP)
+    _, err = proc.communicate(timeout=60)
+    assert (proc.returncode, err.decode()) == (
+        128 + signal.SIGHUP, "alignvar-edge upscale: terminated (SIGHUP); no partial output was kept\n")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this platform")
+def test_a_terminal_that_hangs_up_under_an_upscale_leaves_no_partial_output(pytestconfig, tmp_path):
+    """The terminal itself gone (its master side closed, as when an ssh session drops): the kernel
+    sends SIGHUP, and the line said then cannot be written (EIO); the run still cleans up and
+    exits 129, not 1 with a traceback nobody sees."""
+    import fcntl
+    import pty
+    import termios
+    master, slave = pty.openpty()
+
+    def own_terminal() -> None:          # the child leads a session whose terminal is the pty
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    try:
+        proc, _ = _upscale_paused_before_publishing(
+            pytestconfig, tmp_path, "SIG_DFL", stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+            preexec_fn=own_terminal)
+    finally:
+        os.close(slave)
+    os.close(master)                     # the hangup
+    assert proc.wait(timeout=60) == 128 + signal.SIGHUP
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this platform")
+def test_an_ignored_hangup_stays_ignored(pytestconfig, tmp_path):
+    """`nohup alignvar-edge upscale ...` starts with SIGHUP ignored, so that the run outlives its
+    terminal: the CLI leaves that alone, and the run finishes."""
+    proc, _ = _upscale_paused_before_publishing(pytestconfig, tmp_path, "SIG_IGN", stderr=subprocess.PIPE)
+    proc.send_signal(signal.SIGHUP)
+    (tmp_path / "ready").unlink()        # the child goes on, unless the signal stopped it
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and err.decode().startswith("upscaled 1 image(s)"), (proc.returncode, err)
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["sr.png"]
