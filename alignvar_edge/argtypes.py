@@ -34,9 +34,10 @@ MAX_BATCH = 256
 
 # The largest input image (--max-megapixels, max_megapixels=), here beside the flags' other limits so
 # that `runtimes` takes it as a default without importing the images package. x4 SR multiplies the
-# pixel count by 16: 24 MP in is 384 MP out (1.2 GB as 8-bit RGB, 4.6 GB as float32 RGB, which the
-# colour fix and the float functions of `runtimes.tiling` hold).
-DEFAULT_MAX_MEGAPIXELS = 24.0
+# pixel count by 16: 25 MP in is 400 MP out (1.2 GB as 8-bit RGB, 4.8 GB as float32 RGB, which the
+# colour fix and the float functions of `runtimes.tiling` hold). 25, not 24: a camera sold as
+# "24 MP" takes photos of up to 24.3 MP (6048x4024, a Nikon Z6), which a limit of 24 refused.
+DEFAULT_MAX_MEGAPIXELS = 25.0
 
 # Seeds (every --seed, and TrainOptions.seed) are below this: PyTorch's generators take 64-bit seeds
 # (`torch.manual_seed(2**64)` raises "Overflow when unpacking long long", a traceback after the

@@ -90,20 +90,20 @@ def test_tile_pairs_of_a_folder_go_past_a_file_they_cannot_read(tmp_path: Path) 
 
 
 def test_a_photo_over_the_size_limit_is_skipped_without_naming_a_flag_the_verb_lacks(tmp_path: Path) -> None:
-    """bench, export and the calibrating verbs keep the 24 MP limit and have no --max-megapixels:
+    """bench, export and the calibrating verbs keep the 25 MP limit and have no --max-megapixels:
     the skip reason says to downscale or crop the file, not to raise a flag they do not take."""
     from PIL import Image
 
     from alignvar_edge.quantize.calibration.tiles import tile_pairs
     _photo(tmp_path / "a.png", 64, 64, 0)
-    Image.new("L", (5000, 5000)).save(tmp_path / "huge.png")          # 25 MP, a few KB on disk
+    Image.new("L", (5100, 5100)).save(tmp_path / "huge.png")          # 26 MP, a few KB on disk
     for read in (lambda: tile_pairs(MICRO, 3, images=tmp_path),
                  lambda: CalibrationSet.from_folder(tmp_path, MICRO, n=2, n_val=1)):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             read()
         said = " ".join(str(w.message) for w in caught)
-        assert "huge.png" in said and "over the 24 MP limit; downscale or crop it" in said, said
+        assert "huge.png" in said and "over the 25 MP limit; downscale or crop it" in said, said
         assert "max-megapixels" not in said and "max_megapixels" not in said, said
 
 

@@ -453,7 +453,7 @@ def test_upscale_refuses_an_image_over_max_megapixels_before_any_work_naming_the
     """An upload of 20000x20000 was taken and failed 1.3 s later with numpy's MemoryError, after a
     4.8 GB float copy of it."""
     huge = np.broadcast_to(np.zeros(3, np.uint8), (20000, 20000, 3))       # no memory of its own
-    said = r"^the image is 20000x20000 \(400\.0 MP\), over the 24 MP limit; downscale or crop it, or raise the limit " \
+    said = r"^the image is 20000x20000 \(400\.0 MP\), over the 25 MP limit; downscale or crop it, or raise the limit " \
            r"\(max_megapixels=\)$"
     def refused() -> None:
         with pytest.raises(InputError, match=said):

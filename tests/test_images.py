@@ -702,7 +702,7 @@ def test_megapixel_limit_checked_before_decoding(tmp_path: Path) -> None:
     # Header says 8000x8000 but the pixel data is garbage: if the loader decoded before checking
     # the size it would report corruption instead of the size.
     _png_header_only(tmp_path / "big.png", 8000, 8000)
-    with pytest.raises(InputError, match=r"8000x8000 \(64\.0 MP\).*over the 24 MP limit"):
+    with pytest.raises(InputError, match=r"8000x8000 \(64\.0 MP\).*over the 25 MP limit"):
         load_image(tmp_path / "big.png")
     with pytest.raises(InputError, match="truncated or corrupt"):
         load_image(tmp_path / "big.png", max_megapixels=100)

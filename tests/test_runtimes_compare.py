@@ -153,7 +153,7 @@ def test_an_engine_of_another_model_is_refused_saying_both_models(attr, value, s
 
 
 def test_compare_max_megapixels_limits_the_images_folder_and_nothing_else(tmp_path, monkeypatch, capsys) -> None:
-    """The skip reason of a file over 24 MP says to raise --max-megapixels: compare has the flag,
+    """The skip reason of a file over the limit (25 MP) says to raise --max-megapixels: compare has the flag,
     and without --images (the bundled photographs) it is refused rather than ignored."""
     monkeypatch.setattr(runtimes, "load", lambda *a, **k: _Engine())
     folder, report = _folder(tmp_path / "imgs"), tmp_path / "cmp.json"        # 10x12 px: 0.00012 MP

@@ -27,7 +27,7 @@ IMAGE_LR = 128          # LR side of the timed image: 128x128 -> 512x512 at x4, 
 FOLDER_LR = 32          # LR side of each image of the timed folder: thumbnails, a few tiles each
 IMAGE_RUNS = 5          # timed rounds of the image (and of the folder)
 # the largest LR side of the timed image (and the most LR pixels of the timed folder): a 4096 x 4096
-# SR image at x4, 16.8 MP, under upscale's default limit of 24 MP; a stray `--image-size 100000`
+# SR image at x4, 16.8 MP, under upscale's default limit of 25 MP; a stray `--image-size 100000`
 # would otherwise fill memory resizing the photograph until the run is killed
 MAX_IMAGE_LR = 1024
 PER_RUN = {"image": "per_image_ms", "folder": "per_folder_ms"}     # the timing's statistics key
