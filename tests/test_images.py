@@ -770,18 +770,20 @@ def test_an_output_in_another_format_is_refused_before_any_work(tmp_path: Path, 
     assert list(tmp_path.iterdir()) == []
 
 
+def _no_model_work(engine, images, *args, **kwargs):
+    """A stand-in for tiling.upscale_images where every image must be refused before any work."""
+    for _ in images:
+        raise AssertionError("the model ran")
+    yield from ()
+
+
 def test_a_result_wider_than_webp_or_jpeg_hold_is_refused_before_any_work(tmp_path: Path, monkeypatch,
                                                                           capsys) -> None:
     """A 4097 px wide photo upscaled to .webp ran the model, then failed with libwebp's ValueError
     (a traceback, which ended a folder run); JPEG's 65500 px, with "broken data stream"."""
     from alignvar_edge.cli import main
     from alignvar_edge.runtimes import tiling
-
-    def no_work(engine, images, *args, **kwargs):
-        for _ in images:
-            raise AssertionError("the model ran")
-        yield
-    monkeypatch.setattr(tiling, "upscale_images", no_work)
+    monkeypatch.setattr(tiling, "upscale_images", _no_model_work)
     for name, width, limit in (("a.webp", 16384, 16383), ("a.jpg", 65501, 65500)):
         with pytest.raises(InputError, match=rf"^.*{name} would be {width}x1 pixels, over the {limit} a side "
                                              r"that \w+ holds; save it as \.png or \.tif, or crop the input$"):
@@ -793,6 +795,25 @@ def test_a_result_wider_than_webp_or_jpeg_hold_is_refused_before_any_work(tmp_pa
                                        "pixels, over the 16383 a side that WEBP holds; save it as .png or .tif, "
                                        "or crop the input\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.webp", "wide.png"]
+
+
+def test_a_folder_run_says_how_to_choose_another_format_for_a_result_wider_than_webp_holds(
+        tmp_path: Path, monkeypatch, capsys) -> None:
+    """A folder run writes each image in its input's format and has no option to choose another: its
+    skip line said "save it as .png or .tif", which nobody can do there. It names the single-file
+    command, whose output name chooses the format."""
+    from alignvar_edge.cli import main
+    from alignvar_edge.runtimes import tiling
+    monkeypatch.setattr(tiling, "upscale_images", _no_model_work)
+    inp, out = tmp_path / "in photos", tmp_path / "out"
+    inp.mkdir()
+    Image.new("RGB", (4100, 4)).save(inp / "wide.webp")
+    assert main(["upscale", str(inp), str(out), "--quiet"]) == 2
+    skipped = next(line for line in capsys.readouterr().err.splitlines() if line.startswith("skipping: "))
+    assert skipped == (f"skipping: {out / 'wide.webp'} would be 16400x16 pixels, over the 16383 a side that WEBP "
+                       "holds; a folder run writes each image in its input's format: upscale this one on its own, "
+                       f"with this run's other options, into a .png or .tif (alignvar-edge upscale '{inp / 'wide.webp'}' "
+                       f"{out / 'wide.png'}), or crop the input"), skipped
 
 
 def test_a_tiff_or_bmp_past_4_gib_is_refused_before_any_work(tmp_path: Path, monkeypatch, capsys) -> None:

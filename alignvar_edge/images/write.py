@@ -24,7 +24,7 @@ from alignvar_edge.images.arrays import checked_full_scale, colour_and_alpha, fu
 from alignvar_edge.images.formats import IMAGE_EXTENSIONS
 from alignvar_edge.images.metadata import (METADATA_FORMATS, exif_with_png_text, fit_to_format, keep_undefined_types,
                                            metadata_params, png_metadata_chunks, tiff16_exif)
-from alignvar_edge.name_text import PathArg, path_text
+from alignvar_edge.name_text import PathArg, path_text, shell_word
 
 # formats Pillow writes 16-bit grayscale to; 16-bit gray+alpha and RGB(A) go to PNG alone (`_write_png16`)
 _SIXTEEN_BIT_FORMATS = ("PNG", "TIFF")
@@ -149,13 +149,15 @@ def _eight_bits_only(path: Path, fmt: str, gray: bool) -> str:
 
 
 def output_format(path: PathArg, alpha: bool = False, size: tuple[int, int] | None = None,
-                  *, gray: bool = False, bits: int = 8) -> str:
+                  *, gray: bool = False, bits: int = 8, from_input: PathArg | None = None) -> str:
     """The Pillow format an output path's extension asks for, refused where it cannot hold the
     image (alpha in JPEG or BMP; a `size` = (width, height) past its limit, `_MAX_SIDE`, or, of
     `gray` or colour samples of `bits` as `save_image` writes them, past the 4 GiB that a BMP
     or a classic TIFF holds, `_file_bytes`): known before any work is done on the image. Only the formats
     of `IMAGE_EXTENSIONS`: Pillow's others change the result (GIF: 256 colours; ICO: at most
-    256 px a side) or refuse it once it is made (XBM: 1 bit). `path` may be bytes (`path_text`)."""
+    256 px a side) or refuse it once it is made (XBM: 1 bit). `path` may be bytes (`path_text`).
+    `from_input`: the input whose format `path` took (a folder run's output, which the user did not
+    name), for a refusal's advice (`_save_as`)."""
     path = Path(path_text(path))
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if path.suffix.lower() not in IMAGE_EXTENSIONS or fmt is None or fmt not in Image.SAVE:
@@ -164,16 +166,29 @@ def output_format(path: PathArg, alpha: bool = False, size: tuple[int, int] | No
             f"use one of {', '.join(IMAGE_EXTENSIONS)}"
         )
     if alpha and fmt in _NO_ALPHA_FORMATS:
-        raise InputError(f"{fmt} cannot store transparency; save {path.name} as .png or .webp")
+        raise InputError(f"{path.name}: {fmt} cannot store transparency; {_save_as(path, ('.png', '.webp'), from_input)}")
     if size is not None and max(size) > _MAX_SIDE.get(fmt, max(size)):
         raise InputError(f"{path} would be {size[0]}x{size[1]} pixels, over the {_MAX_SIDE[fmt]} a side that "
-                         f"{fmt} holds; save it as .png or .tif, or crop the input")
+                         f"{fmt} holds; {_save_as(path, ('.png', '.tif'), from_input)}, or crop the input")
     if size is not None and (n := _file_bytes(fmt, size, alpha, gray, bits)) > _MAX_FILE_BYTES:
         bigtiff = (f" or install tifffile ({sixteen_bit.install_tifffile()}), which writes it as BigTIFF,"
                    if fmt == "TIFF" and bits == 16 and not gray else "")
         raise InputError(f"{path} would be {size[0]}x{size[1]} pixels, {n / 2**30:.1f} GiB uncompressed, over the "
-                         f"4 GiB a {fmt} file holds; save it as .png,{bigtiff} or crop the input")
+                         f"4 GiB a {fmt} file holds; {_save_as(path, ('.png',), from_input)},{bigtiff} or crop "
+                         "the input")
     return fmt
+
+
+def _save_as(path: Path, extensions: tuple[str, ...], from_input: PathArg | None) -> str:
+    """The advice of a refusal that another format avoids: to name the output so, where the user
+    named it; where a folder run named it after its input (`from_input`), with no option to choose
+    another format, to upscale that input alone, whose output name chooses it."""
+    formats = " or ".join(extensions)
+    if from_input is None:
+        return f"save it as {formats}"
+    command = f"alignvar-edge upscale {shell_word(path_text(from_input))} {shell_word(path.with_suffix(extensions[0]))}"
+    return (f"a folder run writes each image in its input's format: upscale this one on its own, with this run's "
+            f"other options, into a {formats} ({command})")
 
 
 def written_bits(path: str | os.PathLike[str], bits: int, gray: bool = False, alpha: bool = False) -> int:

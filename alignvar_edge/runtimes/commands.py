@@ -513,8 +513,9 @@ def run_upscale(args: argparse.Namespace) -> int:
                     rgb, alpha, (gray, bits), meta = load_image_for_upscale(src, limit, engine.scale, stripped_for,
                                                                             made_by)
                     # e.g. alpha to .jpg, a WebP wider than it holds, a TIFF past 4 GiB: refused before the work
+                    # a folder run's output takes its input's format: the advice names the command that chooses
                     output_format(dst, alpha is not None, (rgb.shape[1] * engine.scale, rgb.shape[0] * engine.scale),
-                                  gray=gray, bits=bits)
+                                  gray=gray, bits=bits, from_input=src if folder else None)
                 except InputError as e:
                     if not folder:
                         raise
