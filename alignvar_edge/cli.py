@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import errno
 import importlib
 import os
@@ -338,10 +339,8 @@ def _interrupted(args: Any, signals: list[int]) -> int:
     # a kill or a hangup (SIGTERM, SIGHUP) is named; Ctrl-C is the user's own
     signum = next((s for s in signals if s != signal.SIGINT), signal.SIGINT)
     said = "interrupted" if signum == signal.SIGINT else f"terminated ({signal.Signals(signum).name})"
-    try:
+    with contextlib.suppress(OSError):      # a hung-up terminal (EIO) takes no line; the status still says it
         print(line_text(f"{_who(args)}: {said}; {kept}"), file=sys.stderr)
-    except OSError:         # a hung-up terminal (EIO) takes no line; the status still says it
-        pass
     return 128 + signum
 
 
@@ -497,8 +496,9 @@ def _watch_signals(flag: list[int], verb: str) -> dict[int, Any]:
             if then is not None:
                 # os.write, not print: a signal that lands inside a print to stderr (the progress
                 # bar) would make print raise "reentrant call"
-                os.write(2, f"\nalignvar-edge {verb}: {signal.Signals(signum).name} received: {then}; "
-                            "Ctrl-C again stops at once\n".encode())
+                with contextlib.suppress(OSError):      # a hung-up terminal (EIO): the stop is still asked
+                    os.write(2, f"\nalignvar-edge {verb}: {signal.Signals(signum).name} received: {then}; "
+                                "Ctrl-C again stops at once\n".encode())
                 return
             flag.append(signum)
             raise KeyboardInterrupt(signal.Signals(signum).name)      # named in a --json FILE's ERROR record

@@ -350,3 +350,27 @@ def test_an_ignored_hangup_stays_ignored(pytestconfig, tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0 and err.decode().startswith("upscaled 1 image(s)"), (proc.returncode, err)
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["sr.png"]
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this platform")
+def test_a_stop_a_loop_defers_is_asked_for_where_stderr_is_gone() -> None:
+    """`train`'s first SIGHUP waits for the step in progress, saying so on stderr: where the terminal
+    is gone (a dropped ssh session; here a pipe nobody reads) that write failed, and its OSError
+    came out of the signal handler, in the middle of the training step."""
+    before = signal.signal(signal.SIGHUP, signal.SIG_DFL)       # as at a terminal, not under nohup
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    stderr = os.dup(2)
+    previous = cli._watch_signals([], "train")
+    try:
+        os.dup2(write_end, 2)
+        with safe_stop.window("the run stops after this step and is saved there"):
+            os.kill(os.getpid(), signal.SIGHUP)           # its handler runs here
+            assert safe_stop.asked() == signal.SIGHUP
+    finally:
+        os.dup2(stderr, 2)
+        for fd in (stderr, write_end):
+            os.close(fd)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        signal.signal(signal.SIGHUP, before)
