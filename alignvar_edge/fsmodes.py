@@ -443,7 +443,7 @@ def written_meanwhile(refusal: str) -> OutputExistsError:
 def replace_dir(new: Path, out: Path, aside: Path | None = None, replace: bool = True) -> None:
     """Put the finished folder `new` in `out`'s place. An `out` already there is moved to `aside` (by
     default the hidden sibling `.OUT.old-PID`), `new` moved in, and only then the old one deleted; if
-    `new` cannot be moved in, the old one goes back. SIGINT and SIGTERM are held until it is done:
+    `new` cannot be moved in, the old one goes back. SIGINT, SIGTERM and SIGHUP are held until it is done:
     between the renames neither is at `out`, and a stop there lost the new one and hid the old one.
     `replace=False`: the caller found no `out`, and one that appeared since (another run's) is kept:
     the rename itself refuses it (OSError)."""
