@@ -27,7 +27,8 @@ Readers get a typed `Manifest` (`read_manifest`, `load_verified`), never the raw
     quantization     recipe dict | null
     calibration      {"hash": str, "images": int, ...} | null
     parity           dict of figures measured when the artifact was made | null
-    tools            {package: version}
+    tools            {package: version} of the host that made it (`tools_here`), and `alignvar-edge-source`:
+                     the SHA-256 of its code (`source_digest`); onnxslim only where it rewrote the graph
     created          ISO-8601 UTC
     input_contract   what the graph's input expects, for anyone feeding it without this package
                      (see `input_contract`): colour order, range, layout, dtype, tile, overlap,
@@ -44,6 +45,7 @@ import contextlib
 import contextvars
 import dataclasses
 import datetime as _dt
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -76,8 +78,14 @@ OWN_MARKERS = (MANIFEST_FILE, RUN_FILE)
 # manifest.json of their own (web apps, extensions), and --force must not delete their folder
 MARKER_KEYS = {MANIFEST_FILE: ("schema_version", "kind", "files"), RUN_FILE: ("options",)}
 SCHEMA_VERSION = 1
-TRACKED_TOOLS = ("alignvar-edge", "torch", "numpy", "onnx", "onnxruntime", "onnxscript", "openvino",
+# `tools`' entry for the SHA-256 of this package's code (`source_digest`): not a package, but what
+# tells two commits of one release apart
+SOURCE_TOOL = "alignvar-edge-source"
+TRACKED_TOOLS = ("alignvar-edge", SOURCE_TOOL, "torch", "numpy", "onnx", "onnxruntime", "onnxscript", "openvino",
                  "nncf", "coremltools", "tensorrt")
+# tools that rewrite a graph when asked (`export --simplify`): recorded only by the artifact they
+# rewrote and by every artifact made from it, whose graph is theirs (onnxslim decides its IR version)
+GRAPH_TOOLS = ("onnxslim",)
 SOURCE_KINDS = ("bundled", "checkpoint", "upstream", "preset", "memory", "other")
 PRESET_REFERENCE = "preset:"     # ModelSource.reference of seeded random weights: preset:NAME:SEED
 
@@ -179,14 +187,48 @@ def _read_contents(path: Path, graph: bool, sha256: str | None = None) -> FileRe
     return FileRead(h.hexdigest() if sha256 is None else sha256, locations, unreadable)
 
 
+_PACKAGE_ROOT = Path(__file__).resolve().parent
+
+
+@functools.lru_cache(maxsize=None)
+def source_digest(root: Path = _PACKAGE_ROOT) -> str:
+    """SHA-256 of the .py files of the alignvar_edge package at `root` (this installed one): `__version__`
+    is the same for every commit of a release, while what the code makes (an exported graph's bytes, an
+    engine's numbers) changes with any edit of it."""
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
 def tool_versions(names: tuple[str, ...] = TRACKED_TOOLS) -> dict[str, str]:
+    """{package: version} of the `names` installed here; SOURCE_TOOL is this code's `source_digest`."""
     out = {}
     for n in names:
+        if n == SOURCE_TOOL:
+            out[n] = source_digest()
+            continue
         try:
             out[n] = importlib.metadata.version(n)
         except importlib.metadata.PackageNotFoundError:
             continue
     return out
+
+
+def tools_here(made_from: Manifest | None = None, ran: tuple[str, ...] = ()) -> dict[str, str]:
+    """The `tools` of an artifact made here: this host's TRACKED_TOOLS, the GRAPH_TOOLS that rewrote
+    `made_from`'s graph (the artifact it is made from, at the versions it records), and the graph
+    tools that ran here (`ran`). A graph tool merely installed is left out: it touched nothing."""
+    inherited = {k: v for k, v in (made_from.tools if made_from else {}).items() if k in GRAPH_TOOLS}
+    return {**tool_versions(), **inherited, **tool_versions(ran)}
+
+
+def tools_text(tools: Mapping[str, Any]) -> str:
+    """A `tools` record as one line of text, the code's digest (SOURCE_TOOL) shortened beside its version."""
+    shown = {k: str(v) for k, v in tools.items() if k != SOURCE_TOOL}
+    if tools.get(SOURCE_TOOL):
+        shown["alignvar-edge"] = f"{shown.get('alignvar-edge', '?')} (source {str(tools[SOURCE_TOOL])[:12]})"
+    return ", ".join(f"{k} {v}" for k, v in sorted(shown.items()))
 
 
 def shown_name(path: str) -> str:

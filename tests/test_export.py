@@ -10,6 +10,7 @@ parity is tested in test_export_bundled.py.
 """
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import math
 import shutil
@@ -30,7 +31,7 @@ from alignvar_edge.export import onnx_export as ox
 from alignvar_edge.export import parity
 from alignvar_edge.export.inspect_artifact import format_inspection, inspect_artifact
 from alignvar_edge.export.lint import FORBIDDEN_OPS, lint_model
-from alignvar_edge.manifest import load_verified, read_manifest
+from alignvar_edge.manifest import SOURCE_TOOL, load_verified, read_manifest, source_digest
 from alignvar_edge.export.staged import StagedRunner
 from alignvar_edge.onnx_session import open_session
 from alignvar_edge.model import AlignVARConfig
@@ -176,6 +177,9 @@ def test_manifest_contents(single_dir):
     assert m.kind == "onnx" and m.opset == 20 and m.precision == "fp32"
     assert m.config["patch_nums"] == [1, 2, 4] and list(m.model.scale_schedule) == [1, 2, 4]
     assert {"torch", "onnx", "onnxruntime"} <= set(m.tools)
+    # the code that made it: one release's version is the same for every commit
+    assert m.tools[SOURCE_TOOL] == source_digest() and len(m.tools[SOURCE_TOOL]) == 64
+    assert "onnxslim" not in m.tools            # installed here, but it did not touch this graph
     assert len(m.parity["tiles_hash"]) == 64 and len(m.model.weights_sha256) == 64
     assert m.parity["psnr_db"] == "inf" or m.parity["psnr_db"] >= 60
 
@@ -212,6 +216,9 @@ def test_inspect_report(single_dir, capsys):
     assert info["files_verified"] == 1 and info["bytes_on_disk"] > 0
     text = format_inspection(info)
     assert "lint tensorrt-10.3" in text and "lint coreml-ane" in text
+    tools = next(line for line in text.splitlines() if line.startswith("tools "))
+    assert f"alignvar-edge {info['tools']['alignvar-edge']} (source {source_digest()[:12]})" in tools, tools
+    assert SOURCE_TOOL not in tools
     assert cli.main(["inspect", str(single_dir), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["graph"] == "single"
 
@@ -243,6 +250,23 @@ def test_simplify_is_revalidated(model, single_dir, tmp_path, monkeypatch):
     m = load_verified(ox.export_onnx(model, tmp_path / "slim", opset=20, simplify=True, batch=1, n_tiles=1))
     assert m.extra["simplified"] and m.parity["passed"]
     assert m.extra["nodes"]["model"] <= m.extra["nodes_before_simplify"]["model"]
+    # its version decides the graph's IR version, which decides the oldest ONNX Runtime that loads it
+    assert m.tools["onnxslim"] == importlib.metadata.version("onnxslim")
+
+
+def test_an_engine_of_a_simplified_export_records_the_onnxslim_that_made_its_graph(model, single_dir, tmp_path,
+                                                                                     monkeypatch):
+    from alignvar_edge import runtimes
+    from alignvar_edge.manifest import write_manifest
+    monkeypatch.setattr(ox, "export_graph", lambda spec, path, opset, ext: shutil.copy(single_dir / "model.onnx", path))
+    slim = ox.export_onnx(model, tmp_path / "slim", opset=20, simplify=True, batch=1, n_tiles=1)
+    m = read_manifest(slim)
+    m.tools["onnxslim"] = "0.1.27"       # as made on a host with another onnxslim than this one
+    write_manifest(slim, m)
+    engine = runtimes.build(slim, "onnxruntime", out=tmp_path / "ort", threads=1)
+    assert read_manifest(engine).tools["onnxslim"] == "0.1.27"
+    plain = runtimes.build(single_dir, "onnxruntime", out=tmp_path / "plain", threads=1)
+    assert "onnxslim" not in read_manifest(plain).tools
 
 
 # ---------------------------------------------------------------------------------------------

@@ -252,7 +252,7 @@ def test_the_missing_sample_advice_reinstalls_the_installed_scikit_image(monkeyp
 
 def test_the_selftests_source_digest_changes_with_the_installed_code(tmp_path) -> None:
     import alignvar_edge
-    from alignvar_edge.runtimes.selftest import source_digest
+    from alignvar_edge.manifest import source_digest
     other = tmp_path / "other-install" / "alignvar_edge"
     shutil.copytree(Path(alignvar_edge.__file__).parent, other, ignore=shutil.ignore_patterns("__pycache__", "pretrained"))
     assert source_digest(other) == source_digest()               # the same code: the same export

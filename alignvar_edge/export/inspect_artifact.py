@@ -14,7 +14,7 @@ from alignvar_edge.errors import ArtifactError
 from alignvar_edge.export.lint import TARGETS, Finding, lint_model
 from alignvar_edge.extras import pip_install, requirement_of
 from alignvar_edge.manifest import (MANIFEST_FILE, Manifest, db_text, input_contract, listed_bytes, listed_file,
-                                    load_verified_parts, prune_text, token_share, unverified_caution)
+                                    load_verified_parts, prune_text, token_share, tools_text, unverified_caution)
 from alignvar_edge.name_text import shell_word
 from alignvar_edge.recipes import BACKENDS
 from alignvar_edge.runtimes.tensorrt.plan import FP16_F32, plan_of
@@ -314,7 +314,7 @@ def format_inspection(info: dict[str, Any]) -> str:
     if info.get("engine_files"):
         lines.append("engine     " + " + ".join(info["engine_files"].values())
                      + (f"; built from {info['built_from']}" if info.get("built_from") else ""))
-    lines.append("tools      " + ", ".join(f"{k} {v}" for k, v in sorted(info["tools"].items())))
+    lines.append("tools      " + tools_text(info["tools"]))
     for name, g in info["graphs"].items():
         lines.append("")
         if g["nodes"] is None:
@@ -351,7 +351,7 @@ def _deploy_text(info: dict[str, Any]) -> str:
                      + ("; its manifest is unverified" if part["manifest_unverified"] else ""))
     lines += [f"step       {s.get('target')}-{s.get('built_precision')} {s.get('status')}: {s.get('detail')}"
               for s in info["steps"] if s.get("status") in ("skipped", "failed")]
-    lines.append("tools      " + ", ".join(f"{k} {v}" for k, v in sorted(info["tools"].items())))
+    lines.append("tools      " + tools_text(info["tools"]))
     if info["artifacts"]:
         first = shell_word(os.path.join(info["path"], next(iter(info["artifacts"]))))
         lines.append(f"details    of each folder above: alignvar-edge inspect {first} (and so on); the benchmark: "

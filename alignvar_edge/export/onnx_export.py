@@ -35,8 +35,8 @@ from alignvar_edge.extras import older_than_required
 from alignvar_edge.export.graphs import GraphSpec, graph_noise, specs_for
 from alignvar_edge.export.lint import forbidden_constructs
 from alignvar_edge.graph_names import GRAPH_FORMS, INPUT, NOISE, STACK_TRACE
-from alignvar_edge.manifest import (ModelInfo, ModelSource, listed_file, load_verified, new_manifest, shown_name,
-                                    write_manifest)
+from alignvar_edge.manifest import (GRAPH_TOOLS, ModelInfo, ModelSource, listed_file, load_verified, new_manifest,
+                                    shown_name, tools_here, write_manifest)
 from alignvar_edge.outputs import artifact_dir, check_out
 from alignvar_edge.export.parity import ParityReport, check_parity, compare
 from alignvar_edge.export.staged import StagedRunner
@@ -464,7 +464,7 @@ def export_onnx(model: AlignVAR | PathArg, out_dir: PathArg, graph: str = "singl
         parity.update(tiles_hash=tiles_hash(tiles), tiles_source=str(Path(tile_images).resolve()) if tile_images else "sample:heldout",
                       tiles_seed=seed, runtime="onnxruntime CPUExecutionProvider")
         m = new_manifest(
-            "onnx", "onnx", graph, "fp32", info, opset=opset,
+            "onnx", "onnx", graph, "fp32", info, opset=opset, tools=tools_here(ran=GRAPH_TOOLS if simplify else ()),
             graphs={s.name: {"file": s.file, **graph_io(tmp / s.file)} for s in specs}, parity=parity,
             extra={"batch": batch, "external_data": ext, "simplified": simplify,
                    "attention": {"form": attention, **_attention_nodes(tmp, specs)},

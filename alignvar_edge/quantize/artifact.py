@@ -34,7 +34,7 @@ from alignvar_edge.onnx_session import open_session
 from alignvar_edge.name_text import PathArg, path_text, shell_word
 from alignvar_edge.native_paths import check_temp_folder
 from alignvar_edge.manifest import (MANIFEST_FILE, BuiltFrom, Manifest, listed_bytes, listed_file, load_verified,
-                                    new_manifest, recorded_path, sha256_file, write_manifest)
+                                    new_manifest, recorded_path, sha256_file, tools_here, write_manifest)
 from alignvar_edge.outputs import artifact_dir, check_out
 from alignvar_edge.quantize.calibration.sets import (DEFAULT_TILES, DEFAULT_VALIDATION_TILES, CalibrationSet,
                                             TileSplit, check_calib, model_config, rounding_note)
@@ -476,7 +476,7 @@ def _write(src: Path, out: Path, m: Manifest, model: onnx.ModelProto, model_path
                   "target_met": result.met, "validation": result.fidelity.to_dict(),
                   "initial_validation": result.initial.to_dict()}
         manifest = new_manifest(
-            "onnx", "onnx", "single", opts.precision, m.model, opset=m.opset,
+            "onnx", "onnx", "single", opts.precision, m.model, opset=m.opset, tools=tools_here(m),
             graphs={SINGLE_GRAPH: {"file": "model.onnx", **graph_io(path)}},
             quantization={**quant, "target_runtime": opts.target}, calibration=cs.summary(), parity=parity,
             extra={**m.graph_facts, "batch": batch, "source_artifact": recorded_path(src), "source_model_sha256": m.files.get(

@@ -20,7 +20,7 @@ from alignvar_edge.errors import ArtifactError, CheckpointError, InputError, hos
 from alignvar_edge.graph_names import ENGINE_GRAPH, INPUT, NOISE, SR, token_name
 from alignvar_edge.manifest import (MANIFEST_FILE, BuiltFrom, Manifest, ModelInfo, ModelSource, graph_files_sha256,
                                     hard_link, listed_file, load_verified, new_manifest, read_manifest, recorded_path,
-                                    sha256_file)
+                                    sha256_file, tools_here)
 from alignvar_edge.model.checkpoint import is_checkpoint
 from alignvar_edge.model.config import AlignVARConfig
 from alignvar_edge.runtimes.base import checked_lr_tiles, config_from_manifest
@@ -314,6 +314,7 @@ def engine_manifest(source: Manifest, source_dir: Path, backend: str, precision:
     fields.setdefault("opset", source.opset)
     fields.setdefault("quantization", source.quantization)
     fields.setdefault("calibration", source.calibration)
+    fields.setdefault("tools", tools_here(source))
     return new_manifest("engine", backend, source.graph or "single", precision, source.model,
                         graphs=graphs, extra=ex, **fields)
 

@@ -16,7 +16,6 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +27,8 @@ from alignvar_edge.errors import ArtifactError, BackendUnavailableError, HostToo
 from alignvar_edge.extras import install_command
 from alignvar_edge.fsmodes import is_temporary_name, unwritable_folder
 from alignvar_edge.lazy import import_host
-from alignvar_edge.manifest import (MANIFEST_FILE, Manifest, load_verified, readable, sha256_file, token_share,
-                                    tool_versions, unverified_caution)
+from alignvar_edge.manifest import (MANIFEST_FILE, Manifest, load_verified, readable, sha256_file, source_digest,
+                                    token_share, tool_versions, unverified_caution)
 from alignvar_edge.model.bundled import DEFAULT_CHECKPOINT
 from alignvar_edge.model.checkpoint import WEIGHTS_FILE, is_checkpoint
 from alignvar_edge.name_text import shell_word
@@ -66,19 +65,6 @@ def _check_writable_cache(base: Path, exports: Path) -> None:
                          "to a writable folder") from e
     if unwritable_folder(exports / "new") is not None:
         raise InputError(f"the export cache {base} is not writable; set ALIGNVAR_EDGE_CACHE to a writable folder")
-
-
-_PACKAGE_ROOT = Path(__file__).resolve().parents[1]
-
-
-@lru_cache(maxsize=None)
-def source_digest(root: Path = _PACKAGE_ROOT) -> str:
-    """SHA-256 of the .py files of the alignvar_edge package at `root` (this installed one): `__version__`
-    is the same for every commit of a release, and an export made by other code must not stand in for this code's."""
-    h = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
-    return h.hexdigest()
 
 
 def export_cache_key(ckpt: Path) -> str:
@@ -499,7 +485,7 @@ def format_report(r: dict[str, Any]) -> str:
 
 
 __all__ = ["cache_dir", "cache_record", "cached_export", "export_cache_key", "format_report", "selftest",
-           "selftest_engine", "source_digest"]
+           "selftest_engine"]
 
 
 if __name__ == "__main__":     # older docs made golden outputs here: say where, rather than do nothing

@@ -34,7 +34,8 @@ from alignvar_edge.graph_names import INPUT, SR, token_names
 from alignvar_edge.lazy import lazy_import
 from alignvar_edge.native_paths import native_path
 from alignvar_edge.outputs import artifact_dir as staging_dir
-from alignvar_edge.manifest import Manifest, listed_file, load_verified, new_manifest, recorded_path, write_manifest
+from alignvar_edge.manifest import (Manifest, listed_file, load_verified, new_manifest, recorded_path, tools_here,
+                                    write_manifest)
 from alignvar_edge.runtimes.artifacts import check_quantized_for, engine_manifest, link_onnx, single_graph
 from alignvar_edge.runtimes.base import Backend, Engine, TensorSpec, config_from_manifest, input_roles
 from alignvar_edge.runtimes.onnxruntime import ship_golden
@@ -437,7 +438,7 @@ class TensorRTBackend(Backend):
             m = new_manifest("onnx", src.backend or "onnx", src.graph or "single",
                              src.precision or "fp32", src.model, graphs=graphs,
                              opset=src.opset, quantization=src.quantization,
-                             calibration=src.calibration, parity=src.parity, extra=extra)
+                             calibration=src.calibration, parity=src.parity, extra=extra, tools=tools_here(src))
             extra["golden"] = ship_golden(src, src_dir, tmp)
             write_build_files(tmp, m, precision, src.precision or "fp32", workspace, opt_level, data)
             write_manifest(tmp, m)
