@@ -24,6 +24,7 @@ from PIL import Image
 from alignvar_edge import outputs, runtimes
 from alignvar_edge.cli import main
 from alignvar_edge.outputs import OutputClaims
+from alignvar_edge.runtimes.upscale_record import RECORD_NAME
 
 SCALE = 4
 
@@ -77,7 +78,12 @@ def _computed(log: Path) -> list[int]:
 
 
 def _hidden(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.rglob(".*"))
+    """The hidden files left under `folder`, but the record of what made the outputs that a run keeps."""
+    return sorted(p.name for p in folder.rglob(".*") if p.name != RECORD_NAME)
+
+
+def _listed(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name != RECORD_NAME)
 
 
 def _lines(err: str) -> list[str]:
@@ -181,7 +187,7 @@ def test_a_folder_run_removes_a_killed_runs_leftover_and_keeps_a_lone_temporary(
     _stub(monkeypatch, log)
     assert main(["upscale", str(src), str(out), "--quiet"]) == 0
     assert _computed(log) == [0, 1, 2]
-    assert sorted(p.name for p in out.iterdir()) == [".img2.png.89abcdef.tmp", "img0.png", "img1.png", "img2.png"]
+    assert _listed(out) == [".img2.png.89abcdef.tmp", "img0.png", "img1.png", "img2.png"]
 
 
 _DRIVER = """
@@ -233,7 +239,7 @@ def test_an_interrupt_counts_the_images_finished_and_those_in_progress(tmp_path,
     assert _lines(capsys.readouterr().err) == [
         "alignvar-edge upscale: interrupted; 2 of 5 image(s) finished and kept; 2 in progress dropped; run the same "
         "command again to finish (it skips the finished ones)"]
-    assert sorted(p.name for p in out.iterdir()) == ["img0.png", "img1.png"]        # no claim left behind
+    assert _listed(out) == ["img0.png", "img1.png"]        # no claim left behind
     _stub(monkeypatch, log, per_call=2)
     assert main(argv) == 0
     assert "skipping 2 finished output(s)" in capsys.readouterr().err and _computed(log) == [0, 1, 2, 3, 2, 3, 4]
@@ -255,7 +261,7 @@ def test_a_full_disk_says_the_finished_images_are_kept_and_the_same_command_resu
         f"alignvar-edge upscale: error: no space left on the device writing {out / 'img2.png'}; free some space or "
         "choose another output; 2 of 4 image(s) were finished and are kept: once that is fixed, the same command "
         "again does the rest (it skips the finished ones)")
-    assert sorted(p.name for p in out.iterdir()) == ["img0.png", "img1.png"]
+    assert _listed(out) == ["img0.png", "img1.png"]
 
 
 def test_a_claim_file_the_run_cannot_lock_leaves_that_image_and_says_how_to_free_it(tmp_path, monkeypatch, capsys):
@@ -336,7 +342,7 @@ def test_out_of_memory_says_the_finished_images_are_kept_and_the_same_command_re
     assert line.startswith("alignvar-edge upscale: error: ") and "memory" in line, line
     assert line.endswith("; 2 of 4 image(s) were finished and are kept: once that is fixed, the same command again "
                          "does the rest (it skips the finished ones)"), line
-    assert sorted(p.name for p in out.iterdir()) == ["img0.png", "img1.png"]
+    assert _listed(out) == ["img0.png", "img1.png"]
 
 
 def test_the_exit_4_line_counts_what_became_of_the_other_images(tmp_path):

@@ -16,6 +16,7 @@ from alignvar_edge.cli import main
 from alignvar_edge.errors import InputError
 from alignvar_edge.images import save_image
 from alignvar_edge.images.folders import list_folder, not_a_result, usable_images
+from alignvar_edge.runtimes.upscale_record import RECORD_NAME
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -33,7 +34,7 @@ def _png(path: Path, size: tuple[int, int] = (11, 9), seed: int = 0) -> Path:
 
 
 def _files(folder: Path) -> list[str]:
-    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and p.name != RECORD_NAME)
 
 
 def _lines(err: str) -> list[str]:
@@ -247,7 +248,7 @@ def test_an_output_older_than_its_input_is_redone_not_skipped_as_finished(export
     """A frame extracted again (new content, same size) after its output was made: the resumed run
     skipped its stale output as finished and kept it."""
     inp, out, argv = _finished_folder_run(export, tmp_path, 4)
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    before = {p.name: p.read_bytes() for p in out.glob("*.png")}
     made = time.time() - 3600                             # the outputs, an hour ago, of inputs older still
     for name in before:
         os.utime(out / name, (made, made))
@@ -263,7 +264,7 @@ def test_an_output_older_than_its_input_is_redone_not_skipped_as_finished(export
     assert err[:2] == [f"redoing 1 output(s) in {out} whose input changed since they were written: {out / 'img1.png'}",
                        f"skipping 3 finished output(s) in {out} (pass --force to redo them)"], err
     assert (out / "img1.png").read_bytes() != before["img1.png"]
-    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != "img1.png"} == \
+    assert {p.name: p.read_bytes() for p in out.glob("*.png") if p.name != "img1.png"} == \
         {name: data for name, data in before.items() if name != "img1.png"}
     assert main(argv) == 0                                # now newer than its input: finished
     assert f"skipping 4 finished output(s) in {out}" in capsys.readouterr().err

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import math
 import os
@@ -21,8 +22,8 @@ from alignvar_edge.recipes import (BACKENDS, CALIB_TILES, OPTION_FLAGS, check_op
 from alignvar_edge.manifest import Manifest, first_names, unverified_caution
 from alignvar_edge.model.bundled import DEFAULT_CHECKPOINT
 from alignvar_edge.name_text import line_text, shell_word
-from alignvar_edge.runtimes.upscale_jobs import (FolderTally, Job, changed_inputs, finished_by_another_run,
-                                                 foreign_outputs, plan_jobs)
+from alignvar_edge.runtimes.upscale_jobs import FolderTally, Job, changed_inputs, foreign_outputs, plan_jobs
+from alignvar_edge.runtimes.upscale_record import FolderRecord, input_digest
 from alignvar_edge.runtimes.base import check_thread_count
 from alignvar_edge.runtimes.openvino import CACHE_ENV
 
@@ -368,11 +369,13 @@ def _calibration(args: argparse.Namespace) -> Any:
 
 
 # ------------------------------------------------------------------------------------------------
-def _finished(existing: list[Job], engine: str, output: str, force: bool) -> list[Job]:
+def _finished(existing: list[Job], engine: str, output: str, force: bool, record: FolderRecord) -> list[Job]:
     """A folder run's outputs that exist: skipped where they are its results of the inputs as they
-    are now, returned to be redone where their input changed since; any other file is named, and
+    are now, made by this engine and options, returned to be redone where their input changed since
+    or the record says another engine or other options made them; any other file is named, and
     only --force replaces it (saying so), or its removal, which redoes that one alone."""
-    foreign = foreign_outputs(existing, _engine_scale(engine))
+    ours, unrecorded = record.split(existing)
+    foreign = foreign_outputs(unrecorded, _engine_scale(engine))
     shown = first_names(foreign)
     if foreign and not force:
         raise OutputExistsError(f"{len(foreign)} file(s) in {output} where this run writes its results are not "
@@ -384,14 +387,20 @@ def _finished(existing: list[Job], engine: str, output: str, force: bool) -> lis
             progress.note(f"replacing {len(foreign)} file(s) in {output} that were not finished results of this "
                           f"run ({option('force', True)}): {shown}")
         return []
-    changed = changed_inputs(existing)
+    other_input, other_make = record.made_otherwise(ours)
+    changed = changed_inputs(unrecorded) + other_input
     if changed:
         progress.note(f"redoing {len(changed)} output(s) in {output} whose input changed since they were written: "
                       f"{first_names([str(dst) for _, dst in changed])}")
-    if len(existing) > len(changed):
-        progress.note(f"skipping {len(existing) - len(changed)} finished output(s) in {output} "
+    if other_make:
+        progress.note(f"redoing {len(other_make)} output(s) in {output} made by another engine or with other options "
+                      f"({option('strip_metadata')}, {option('quality')}, {option('overlap')}, ...) than this run's: "
+                      f"{first_names([str(dst) for _, dst in other_make])}")
+    redone = changed + other_make
+    if len(existing) > len(redone):
+        progress.note(f"skipping {len(existing) - len(redone)} finished output(s) in {output} "
                       f"(pass {option('force', True)} to redo them)")
-    return changed
+    return redone
 
 
 def _engine_scale(engine: str) -> int:
@@ -465,7 +474,11 @@ def run_upscale(args: argparse.Namespace) -> int:
     runtimes.check_backend(args.engine, args.backend)      # before any work
     for line in left_out:
         progress.note(line)
-    redone = _finished(existing, args.engine, args.output, args.force) if existing else []
+    # what makes this run's results, read from the engine's files once, where first needed
+    made_by = functools.cache(lambda: _made_by(args))
+    # a folder run's record of what made each output (a file run keeps none)
+    record = FolderRecord(output, made_by, args.strip_metadata) if folder else None
+    redone = _finished(existing, args.engine, args.output, args.force, record) if record and existing else []
     jobs += redone
     replaced = {dst for _, dst in redone}       # results of an input's earlier content: written over
     finished_before = len(existing) - len(redone) if not args.force else 0
@@ -494,10 +507,10 @@ def run_upscale(args: argparse.Namespace) -> int:
         check_overlap_flag(args.overlap, engine.tile_size, "this engine's")
         bar = _progress(len(jobs), args.quiet)
         t0 = time.perf_counter()
-        loaded: list[tuple[Path, Path, Any, int, Any]] = []  # (src, dst, alpha, bits, metadata): read, not saved
+        # (src, dst, alpha, bits, metadata, the input's SHA-256 for the record): read, not saved
+        loaded: list[tuple[Path, Path, Any, int, Any, str | None]] = []
         costly_overlap: list[str] = []                  # said once a run, at the first image it slows
         paces: list[_ImagePace] = []                    # by the index upscale_many gives each image
-        made_by = _made_by(engine, args)
         claims = OutputClaims()                         # a folder run's images that another run must not start
 
         def drop(dst: Path) -> None:
@@ -506,12 +519,14 @@ def run_upscale(args: argparse.Namespace) -> int:
 
         def images() -> Any:
             for i, (src, dst) in enumerate(jobs):
+                # hashed before it is read: an input changed meanwhile leaves a record that no rerun matches
+                digest = input_digest(src) if folder else None
                 try:
                     # the file's layout is kept, and its colours, EXIF and print size; with
                     # --strip-metadata its colours and print size alone, the rest not even parsed
                     stripped_for = output_format(dst) if args.strip_metadata else None
                     rgb, alpha, (gray, bits), meta = load_image_for_upscale(src, limit, engine.scale, stripped_for,
-                                                                            made_by)
+                                                                            made_by())
                     # e.g. alpha to .jpg, a WebP wider than it holds, a TIFF past 4 GiB: refused before the work
                     # a folder run's output takes its input's format: the advice names the command that chooses
                     output_format(dst, alpha is not None, (rgb.shape[1] * engine.scale, rgb.shape[0] * engine.scale),
@@ -532,7 +547,7 @@ def run_upscale(args: argparse.Namespace) -> int:
                         progress.note(f"skipping: {src}: {why}")
                     continue
                 tally.working.add(dst)
-                if folder and not args.force and finished_by_another_run((src, dst)):
+                if record and not args.force and record.finished_by_another_run((src, dst), digest):
                     drop(dst)
                     tally.taken.append(dst)
                     progress.note(f"skipping: {dst} was written by another run meanwhile; kept that one")
@@ -546,7 +561,7 @@ def run_upscale(args: argparse.Namespace) -> int:
                 bar.set_description(label)
                 tiles = count_tiles(rgb.shape[:2], engine.tile_size, args.overlap)
                 paces.append(_ImagePace(label, rgb.shape[:2], engine.scale, tiles, tiles_per_call(engine), args.quiet))
-                loaded.append((src, dst, alpha, bits, meta))
+                loaded.append((src, dst, alpha, bits, meta, digest))
                 if alpha is not None and not args.alpha_is_data:
                     rgb = fill_transparent(rgb, alpha)      # the engine gets the RGB alone: as Engine.upscale fills it
                 # the file's own samples: the result is made in their dtype, not held whole as float32
@@ -558,10 +573,11 @@ def run_upscale(args: argparse.Namespace) -> int:
                 yield samples
         # small images share the engine's calls (Engine.upscale_many); each is saved when final
         # max_megapixels=None: load_image applied the limit to each file already
-        with claims:        # every claim still held is given up however the loop ends
+        # every claim still held is given up however the loop ends, and the record saved
+        with claims, record or contextlib.nullcontext():
             for out in engine.upscale_many(images(), overlap=args.overlap, progress=_tile_ticker(bar, paces),
                                            color_fix=args.color_fix, max_megapixels=None):
-                src, dst, alpha, bits, meta = loaded.pop(0)
+                src, dst, alpha, bits, meta, digest = loaded.pop(0)
                 big_alpha = upscale_plane_bicubic(alpha, engine.scale) if alpha is not None else None
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 quality = args.quality if output_format(dst) in QUALITY_FORMATS else None   # a folder's PNGs: none
@@ -569,6 +585,8 @@ def run_upscale(args: argparse.Namespace) -> int:
                     save_image(dst, out, big_alpha, overwrite=args.force or dst in replaced, input_path=src,
                                bits=bits, quality=quality, **meta)
                     tally.written += 1
+                    if record:
+                        record.published(dst, digest)
                 except OutputExistsError:
                     # the last guard, where no claim could be taken (no flock): a second `upscale` into
                     # the same folder finished it first, so it is that run's result, as on a rerun
@@ -593,16 +611,29 @@ def run_upscale(args: argparse.Namespace) -> int:
     return 0
 
 
-def _made_by(engine: Any, args: argparse.Namespace) -> str:
+def _made_by(args: argparse.Namespace) -> str:
     """What makes `upscale`'s results beside their inputs, as text with no path or date: the
-    engine (backend, precision, model, the SHA-256s of its weights and files) and the options that
-    change the pixels written. A result's XMP InstanceID is derived from it and the input's content:
-    the same command writes the same bytes, another engine or option another ID."""
-    m = engine.metadata
-    return json.dumps({"backend": engine.backend, "precision": m.precision, "model": m.model.display_name,
-                       "weights": m.model.weights_sha256, "checkpoint": dict(m.source.sha256), "files": m.files,
-                       "overlap": args.overlap, "color_fix": args.color_fix, "alpha_is_data": args.alpha_is_data,
-                       "quality": args.quality}, sort_keys=True)
+    engine --engine names (backend, precision, model, the SHA-256s of its weights and files, read
+    from its manifest or checkpoint without loading it) and the options that change the pixels
+    written. A result's XMP InstanceID is derived from it and the input's content: the same command
+    writes the same bytes, another engine or option another ID; a folder run's record keeps it to
+    tell a rerun which outputs another engine or option made (`FolderRecord`)."""
+    from alignvar_edge import runtimes
+    from alignvar_edge.model.checkpoint import is_checkpoint
+    from alignvar_edge.recipes import backend_name
+    if is_checkpoint(args.engine):      # torch opens it as it is, at its default precision
+        from alignvar_edge.model.checkpoint import checkpoint_source, load_config, resolve_checkpoint_dir
+        engine = {"backend": "torch", "precision": default_precision("torch"),
+                  "model": load_config(resolve_checkpoint_dir(args.engine)).name, "weights": None,
+                  "checkpoint": dict(checkpoint_source(args.engine).sha256), "files": {}}
+    else:
+        from alignvar_edge.manifest import read_manifest
+        m = read_manifest(args.engine)
+        backend = runtimes.detect_backend(args.engine) if args.backend == "auto" else backend_name(args.backend)
+        engine = {"backend": backend, "precision": m.precision, "model": m.model.display_name,
+                  "weights": m.model.weights_sha256, "checkpoint": dict(m.source.sha256), "files": m.files}
+    return json.dumps({**engine, "overlap": args.overlap, "color_fix": args.color_fix,
+                       "alpha_is_data": args.alpha_is_data, "quality": args.quality}, sort_keys=True)
 
 
 def _progress(n_images: int, quiet: bool) -> Any:

@@ -2,8 +2,9 @@
 refused before any work where an output would land on an input, on another input's output, on a
 folder, below a file, on a broken link, inside an artifact directory or in a folder that cannot be
 written; and which files already at a folder run's output paths are not its results
-(`foreign_outputs`), or results of an input that changed since (`changed_inputs`); and how far a
-folder run has got (`FolderTally`): what it says when it ends, is stopped or fails."""
+(`foreign_outputs`), or results of an input that changed since (`changed_inputs`), where the run's
+record (`upscale_record`) has no word on them; and how far a folder run has got (`FolderTally`):
+what it says when it ends, is stopped or fails."""
 from __future__ import annotations
 
 import os
@@ -18,7 +19,7 @@ from alignvar_edge.fsmodes import (broken_link, file_id, lies_within, not_told_a
 from alignvar_edge.manifest import first_names
 from alignvar_edge.outputs import check_outside_artifacts
 
-__all__ = ["FolderTally", "Job", "changed_inputs", "foreign_outputs", "finished_by_another_run", "plan_jobs"]
+__all__ = ["FolderTally", "Job", "changed_inputs", "foreign_outputs", "plan_jobs"]
 
 Job = tuple[Path, Path]          # (input image, output path)
 
@@ -170,12 +171,6 @@ def changed_inputs(existing: list[Job]) -> list[Job]:
     now = time.time_ns()
     return [(src, dst) for src, dst in existing
             if dst.stat().st_mtime_ns + _MTIME_SLACK_NS < src.stat().st_mtime_ns <= now]
-
-
-def finished_by_another_run(job: Job) -> bool:
-    """Whether the output of `job`, absent (or older than its input) when the run planned it, is
-    now a result no older than its input: another run into the same folder finished it since."""
-    return job[1].exists() and not changed_inputs([job])
 
 
 @dataclass
