@@ -426,3 +426,42 @@ def test_an_int8_selftest_calibrates_on_the_builtin_photographs_whoever_quantize
         return
     builtin = CalibrationSet.builtin(model_config(read_manifest(micro_export).config), n=DEFAULT_TILES, n_val=DEFAULT_VALIDATION_TILES, seed=0)
     assert (source, source_precision) == (micro_export, "fp32") and calibration.hash == builtin.hash
+
+
+def test_an_engine_run_under_another_runtime_version_says_which_built_and_checked_it(micro_export, tmp_path,
+                                                                                      capsys):
+    """An OpenVINO int8 engine built with 2026.4.1 gave 53% of its pixels other values under 2025.0.0,
+    and selftest passed naming 2025.0.0 alone: the report names the build's version beside this one,
+    and notes where they differ (the verdict is this runtime's own check); load says so once."""
+    import importlib.metadata
+    import warnings
+
+    from alignvar_edge import runtimes
+    from alignvar_edge.manifest import read_manifest, write_manifest
+    engine = runtimes.build(micro_export, "onnxruntime", out=tmp_path / "ort", threads=1)
+    here = importlib.metadata.version("onnxruntime")
+    out = tmp_path / "same.json"
+    assert main(["selftest", "--engine", str(engine), "--runs", "1", "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert (r["backend_version"], r["backend_version_built"]) == (here, here) and "runtime_note" not in r
+    text = capsys.readouterr().out
+    assert f"runtime   engine built and checked with onnxruntime {here}\n" in text and "\nnote " not in text
+
+    m = read_manifest(engine)
+    m.tools["onnxruntime"] = "1.18.0"              # as built on a host with another ONNX Runtime
+    write_manifest(engine, m)
+    out = tmp_path / "other.json"
+    assert main(["selftest", "--engine", str(engine), "--runs", "1", "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["result"] == "PASS" and (r["backend_version"], r["backend_version_built"]) == (here, "1.18.0")
+    note = (f"onnxruntime {here} runs it, not the 1.18.0 that built and checked it: its results may differ from "
+            "its build's checks")
+    assert r["runtime_note"] == note
+    text = capsys.readouterr().out
+    assert "runtime   engine built and checked with onnxruntime 1.18.0\n" in text and f"note      {note}\n" in text
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        for _ in range(3):                          # a service's loop: one note, not one per load
+            runtimes.load(engine).close()
+    assert [str(w.message) for w in caught] == [
+        f"{engine}: {note}; `alignvar-edge selftest --engine {engine}` checks it with this one"]

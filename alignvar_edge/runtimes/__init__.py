@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from alignvar_edge.caller import warn_caller
 from alignvar_edge.errors import AlignVAREdgeError, ArtifactError, BackendUnavailableError, InputError, out_of_memory
 from alignvar_edge.fsmodes import not_a_folder
 from alignvar_edge.lazy import needs_host
@@ -181,13 +182,24 @@ def load(engine_dir: PathArg, backend: str = "auto", device: str | None = None,
     with readable(engine_dir):          # a file of it this user may not read, named as every verb names it
         b = get_backend(detect_backend(engine_dir) if backend == "auto" else backend)
         try:                            # Backend.load checks the backend against the path, then that it runs here
-            return b.load(_as_path(engine_dir), device=device, **opts)
+            engine = b.load(_as_path(engine_dir), device=device, **opts)
         except (AlignVAREdgeError, NotImplementedError, RecursionError):    # RuntimeErrors of ours, not the runtime's
             raise
         except RuntimeError as e:     # the runtime could not compile it for this device (OpenVINO's compile_model)
             if (memory := out_of_memory(e, f"compiling {engine_dir} with {b.name}")) is not None:
                 raise memory from e           # no other precision or device would help
             raise BackendUnavailableError(_compile_error(b.name, engine_dir, device, e)) from e
+    _note_other_version(b, engine_dir, engine.metadata)
+    return engine
+
+
+def _note_other_version(b: Backend, engine_dir: str, m: Manifest) -> None:
+    """A warning where this runtime is not the version that built and checked the engine: shown once
+    per engine and calling line (warn_caller's filters), not at every load of a service's loop."""
+    other = b.other_version(m)
+    if other:
+        warn_caller(f"{engine_dir}: {other}; `alignvar-edge selftest --engine {shell_word(engine_dir)}` checks it "
+                    "with this one")
 
 
 def _compile_error(backend: str, engine_dir: str | os.PathLike[str], device: str | None, error: RuntimeError) -> str:

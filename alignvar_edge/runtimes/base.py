@@ -580,6 +580,22 @@ class Backend(abc.ABC):
         except importlib.metadata.PackageNotFoundError:
             return None
 
+    def built_version(self, manifest: Manifest) -> str | None:
+        """The version of this runtime that built the engine of `manifest` and checked it against its
+        golden outputs (its build host's `tools`); None where it does not say."""
+        return manifest.tools.get(self.distribution or self.module)
+
+    def other_version(self, manifest: Manifest) -> str | None:
+        """One line where this runtime here is not the version that built the engine of `manifest` and
+        checked it against its golden outputs (other kernels: an OpenVINO int8 engine gave half its
+        pixels other values, up to 5 levels); None where they agree or either is unknown. A note, not
+        an error: the engine may well be right."""
+        built, running = self.built_version(manifest), self.version()
+        if not built or not running or built == running:
+            return None
+        return (f"{self.name} {running} runs it, not the {built} that built and checked it: its results may "
+                "differ from its build's checks")
+
     def devices(self) -> list[str]:
         """The devices engines of this backend can run on here (e.g. "cpu", "cuda", OpenVINO's "GPU")."""
         return ["cpu"]

@@ -224,6 +224,7 @@ def selftest(backend: str, model: str = DEFAULT_CHECKPOINT, device: str | None =
             report["load_s"] = round(time.perf_counter() - t0, 2)
             report["device"] = engine.device
             report.update(cache_record(engine))
+            report.update(_runtime_versions(b, engine.metadata))
             try:
                 sr, tok = engine.run(lr)
             except BackendUnavailableError as e:          # Core ML off macOS: built and validated only
@@ -284,6 +285,14 @@ def cache_record(engine: Any) -> dict[str, Any]:
     if folder is None:
         return {}
     return {"cache_dir": Path(folder).resolve().name, "loaded_from_cache": getattr(engine, "loaded_from_cache", None)}
+
+
+def _runtime_versions(backend: Any, m: Manifest) -> dict[str, Any]:
+    """A report's record of the runtime version that built the engine of `m` and checked it
+    (`backend_version_built`), beside the one running it (`backend_version`), and `runtime_note`
+    where they differ: what this selftest measures is the runtime here, not the build's checks."""
+    other = backend.other_version(m)
+    return {"backend_version_built": backend.built_version(m), **({"runtime_note": other} if other else {})}
 
 
 def _check_and_time(engine: Any, lr: np.ndarray, sr: np.ndarray, tok: list[np.ndarray],
@@ -377,6 +386,7 @@ def selftest_engine(engine_dir: str | os.PathLike[str], device: str | None = Non
             "expected_precision": getattr(engine, "expected_precision", None)}
         report.update(recorded)
         report.update(cache_record(engine))
+        report.update(_runtime_versions(b, m))
         caution = unverified_caution(root)
         if caution:             # the precision and model above are the manifest's word only
             report["manifest_unverified"] = caution
@@ -436,12 +446,25 @@ def _built_only(report: dict[str, Any], engine: Any, reason: str) -> dict[str, A
     return report
 
 
+def _runtime_lines(r: dict[str, Any]) -> list[str]:
+    """The runtime version that built and checked the engine, and the note where it is not this one."""
+    if "backend_version_built" not in r:       # no engine was opened (BUILT-ONLY before loading)
+        return []
+    built = r["backend_version_built"]
+    lines = [f"runtime   engine built and checked with {r['backend']} {built}" if built else
+             "runtime   the engine does not record the runtime version that built it"]
+    if r.get("runtime_note"):
+        lines.append(f"note      {r['runtime_note']}")
+    return lines
+
+
 def format_report(r: dict[str, Any]) -> str:
     """The shareable text form."""
     h = r["host"]
     lines = [f"alignvar-edge {r['alignvar_edge']} selftest: {r['backend']} "
              f"{r.get('backend_version') or '(not installed)'} on {r.get('device', 'no device')}",
              f"host      {host_line(h)}",
+             *_runtime_lines(r),
              f"model     {r['model']} (weights {r['weights_sha256']}), precision "
              f"{precision_label(r['precision'], r.get('compute_precision'), r.get('expected_precision'))}, "
              f"{r['golden_tiles']} golden tiles"]

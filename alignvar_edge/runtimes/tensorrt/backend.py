@@ -358,6 +358,13 @@ class TensorRTBackend(Backend):
         except Exception:   # noqa: BLE001 - absent or broken install: no version to report
             return None
 
+    def built_version(self, manifest: Manifest) -> str | None:
+        """The TensorRT that compiled the plan (a plan built on the device records it, not the host's tools)."""
+        return manifest.extra.get("tensorrt_version") or super().built_version(manifest)
+
+    def other_version(self, manifest: Manifest) -> str | None:
+        return None             # a plan of another TensorRT is refused at load (`check_compatible`)
+
     def devices(self) -> list[str]:
         info = gpu_info(0)
         return ["cuda:0"] if info else []
