@@ -84,7 +84,17 @@ def test_eval_ablations_json_shape(tmp_path: Path, capsys) -> None:
     # the model column is the plain eval's model column (same tiles, same LR)
     plain = tmp_path / "plain.json"
     assert main(["eval", "alignvar-tiny", "--images", str(folder), "--json", str(plain)]) == 0
-    assert json.loads(plain.read_text())["mean_psnr_y"]["model"] == report["variants"]["model"]["psnr_y"]
+    plain_report = json.loads(plain.read_text())
+    assert plain_report["mean_psnr_y"]["model"] == report["variants"]["model"]["psnr_y"]
+    # torch's figures move with its thread count and version: both forms say which computed them
+    import importlib.metadata
+
+    import torch
+    from alignvar_edge.manifest import SOURCE_TOOL, source_digest
+    for r in (report, plain_report):
+        assert r["torch_threads"] == torch.get_num_threads()
+        assert r["tools"] == {"alignvar-edge": importlib.metadata.version("alignvar-edge"), SOURCE_TOOL: source_digest(),
+                              "torch": torch.__version__, "numpy": np.__version__}
     assert "tokens_off" in capsys.readouterr().out
     assert report["overlap"] == 4                                   # upscale's default: a quarter tile
     # --overlap changes how the tiled variants are cut and blended, nothing else

@@ -90,6 +90,29 @@ def test_compare_images_goes_past_a_file_it_cannot_read(tmp_path, monkeypatch, c
     assert json.loads(report.read_text())["images"] == ["a.png", "c.png"]
 
 
+def test_compare_json_records_the_versions_and_the_torch_threads_its_figures_came_from(tmp_path, monkeypatch) -> None:
+    """The reference is PyTorch, whose results move with its thread count (by a level on a few
+    pixels of an upscale at 1 or 2 threads) and version: the JSON names both, and the runtime that
+    ran the engines."""
+    import importlib.metadata
+
+    import torch
+    from alignvar_edge.manifest import SOURCE_TOOL, source_digest
+    monkeypatch.setattr(runtimes, "load", lambda *a, **k: _Engine())
+    report, threads = tmp_path / "cmp.json", torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert main(["compare", "q", "--reference", "ref", "--images", str(_folder(tmp_path / "imgs")),
+                     "--json", str(report)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    doc = json.loads(report.read_text())
+    assert doc["torch_threads"] == 2
+    assert doc["tools"] == {"alignvar-edge": importlib.metadata.version("alignvar-edge"), SOURCE_TOOL: source_digest(),
+                            "torch": torch.__version__, "numpy": np.__version__,
+                            "onnxruntime": importlib.metadata.version("onnxruntime")}
+
+
 def test_compare_images_with_no_readable_file_is_one_line_naming_them(tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.setattr(runtimes, "load", lambda *a, **k: _Engine())
     folder = tmp_path / "bad"

@@ -747,6 +747,7 @@ def run_compare(args: argparse.Namespace) -> int:
     from alignvar_edge import runtimes
     from alignvar_edge.manifest import load_verified
     from alignvar_edge.runtimes.compare import EngineResult, compare_engines, format_summary, format_table
+    from alignvar_edge.runtimes.torch_backend import torch_record
     engines = []
     absent: dict[int, tuple[EngineResult, Manifest]] = {}     # position -> engines that cannot open here
     names = [Path(e).name for e in args.engines]
@@ -783,9 +784,10 @@ def run_compare(args: argparse.Namespace) -> int:
         ran = iter(compare_engines(engines, refs, images, progress=progress.note) if engines else [])
         results = [absent[i][0] if i in absent else next(ran) for i in range(len(args.engines))]
         text = "\n".join([format_table(results)] + [format_summary(r) for r in results])
+        ran_on = sorted({runtimes.get_backend(e.backend).distribution for _, e in engines})
         result.emit({"reference": reference, "images": [name for name, _ in images],
                      "skipped": [{"file": name, "reason": why} for name, why in skipped],
-                     "engines": [r.to_json() for r in results]}, text)
+                     "engines": [r.to_json() for r in results], **torch_record(*ran_on)}, text)
     # an engine asked for that could not run here: nothing was checked for it
     return BackendUnavailableError.exit_code if any(r.unavailable for r in results) else 0
 

@@ -18,8 +18,8 @@ from alignvar_edge.caller import option
 from alignvar_edge.errors import BackendUnavailableError, CheckpointError, InputError
 from alignvar_edge.graph_names import INPUT, SR, token_name
 from alignvar_edge.lazy import lazy_import
-from alignvar_edge.manifest import (Manifest, ModelInfo, ModelSource, contract, load_verified, new_manifest,
-                                    read_manifest, recorded_path, write_manifest)
+from alignvar_edge.manifest import (SOURCE_TOOL, Manifest, ModelInfo, ModelSource, contract, load_verified,
+                                    new_manifest, read_manifest, recorded_path, tool_versions, write_manifest)
 from alignvar_edge.outputs import artifact_dir as staging_dir
 from alignvar_edge.model.checkpoint import is_checkpoint
 from alignvar_edge.runtimes.artifacts import checkpoint_and_export, leaves_out_refiner, model_name, single_graph_io
@@ -31,6 +31,16 @@ torch = lazy_import("torch")
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 DEFAULT_BATCH = 4          # tiles per call when none is given (eager takes any batch)
+
+
+def torch_record(*runtimes: str) -> dict[str, Any]:
+    """What figures computed on the PyTorch path (eval's scores, compare's reference) depend on
+    beyond their inputs and weights, for a result's JSON: the versions that computed them (`tools`,
+    as a manifest records them, with the `runtimes` that ran beside it) and PyTorch's thread count
+    (`torch_threads`): its sums split by thread, so 1 and 2 threads differ in the 9th digit of a
+    PSNR. Engines of ONNX Runtime and OpenVINO give the same bytes on any thread count."""
+    tools = tool_versions(("alignvar-edge", SOURCE_TOOL, "torch", "numpy", *runtimes))
+    return {"tools": tools, "torch_threads": torch.get_num_threads()}
 
 
 class TorchEngine(Engine):

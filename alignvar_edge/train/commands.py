@@ -237,6 +237,7 @@ def _evaluated(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     from alignvar_edge.model.checkpoint import load_config, resolve_checkpoint_dir, training_lineage
     from alignvar_edge.model.pruning import parse_prune
     from alignvar_edge.runtimes.tiling import check_overlap_flag
+    from alignvar_edge.runtimes.torch_backend import torch_record
 
     prune = parse_prune(args.prune)
     check_megapixels_flag(args.images, args.max_megapixels)
@@ -259,6 +260,7 @@ def _evaluated(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
         text += "\nsca_off: n/a (this model has no SCA)"
     payload = ablation_report(result, str(args.checkpoint)) if args.ablations else result
     payload["model"] = scored_model(model, str(args.checkpoint))        # which weights, in both forms
+    payload.update(torch_record())           # and which code, versions and thread count computed them
     if trained:
         payload["trained"] = trained
         text = describe_lineage(str(args.checkpoint), trained) + "\n" + text
