@@ -16,7 +16,8 @@ at --out is always complete):
     OUT/engines/T-P/         one engine dir per built (target, precision); TensorRT dirs are build
                              kits when TensorRT is absent, Core ML dirs hold .mlpackage
 A step that fails (e.g. a quantization that misses its fidelity target) is recorded with its
-reason and the rest continues; the exit code is then 1. A failed export stops everything.
+reason and the rest continues; the exit code is then 1. A failed export stops everything, and so
+does a full disk or running out of memory during a build (the machine failing, not the target).
 """
 from __future__ import annotations
 
@@ -30,8 +31,8 @@ from typing import Any
 
 from alignvar_edge.argtypes import check_seed
 from alignvar_edge.caller import WarningFilter, option, warnings_changed
-from alignvar_edge.errors import AlignVAREdgeError, InputError
-from alignvar_edge.fsmodes import not_a_folder, write_text
+from alignvar_edge.errors import AlignVAREdgeError, InputError, out_of_memory
+from alignvar_edge.fsmodes import NO_SPACE, not_a_folder, write_text
 from alignvar_edge.recipes import ALIASES, DEPLOY_DEFAULT, deploy_precisions, deploy_targets, engine_precision, recipe
 from alignvar_edge.manifest import Manifest, ModelInfo, ModelSource, parity_figures, read_manifest
 from alignvar_edge.name_text import shell_word
@@ -242,8 +243,15 @@ def deploy(opts: DeployOptions, log: Log | None = None, progress: Progress | Non
                     s.path = str(_build(s, export, tmp, model, calib, opts, say).relative_to(tmp))
                 s.status = "kit" if read_manifest(tmp / s.path).tensorrt_kit else "built"
             except Exception as e:  # noqa: BLE001 - a backend crash is a finding about that target only
+                if (machine := _machine_failure(e)) is not None:
+                    # no other target would fare better: stop; `artifact_dir` removes the staging
+                    # folder and leaves an old output as it is
+                    if machine is e:
+                        raise
+                    raise machine from e
                 why = str(e) if isinstance(e, AlignVAREdgeError) else f"{type(e).__name__}: {_first_line(e)}"
-                s.status, s.detail = "failed", " ".join(why.split())
+                # named where it will lie: the staging folder is gone once the output is published
+                s.status, s.detail = "failed", _published(" ".join(why.split()), tmp, out)
                 say(f"      failed: {s.detail}")
             s.seconds = round(time.perf_counter() - t0, 1)
             if s.status in ("built", "kit") and s.path:
@@ -509,11 +517,24 @@ def _bench(steps: list[Step], tmp: Path, reference: tuple[Any, str, ModelSource]
         if e.get("path") and str(e["path"]).startswith(str(tmp)):
             e["path"] = str(Path(e["path"]).relative_to(tmp))
         if e.get("reason"):                     # a kit's names the script to run on the device
-            e["reason"] = e["reason"].replace(str(tmp), str(opts.out))
+            e["reason"] = _published(e["reason"], tmp, Path(opts.out))
     # the summary repeats those reasons
     unavailable = report["summary"]["unavailable"]
-    report["summary"]["unavailable"] = {k: v.replace(str(tmp), str(opts.out)) for k, v in unavailable.items()}
+    report["summary"]["unavailable"] = {k: _published(v, tmp, Path(opts.out)) for k, v in unavailable.items()}
     return report
+
+
+def _published(text: str, tmp: Path, out: Path) -> str:
+    """`text` with the staging folder `tmp` named as `out`, where its files lie once published."""
+    return text.replace(str(tmp), str(out))
+
+
+def _machine_failure(e: Exception) -> BaseException | None:
+    """`e` where it is this machine failing, not the target being built: a full disk or quota
+    (`NO_SPACE`), as it is, or running out of memory (`out_of_memory`'s error); None otherwise."""
+    if isinstance(e, OSError) and e.errno in NO_SPACE:
+        return e
+    return out_of_memory(e)
 
 
 def all_cores_row(report: dict[str, Any]) -> dict[str, Any]:

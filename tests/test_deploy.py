@@ -219,22 +219,72 @@ def test_deploy_cli_error_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixt
     assert rc == 2 and len(err.splitlines()) == 1 and "--export" in err
 
 
-def test_a_crashing_backend_fails_its_step_only(micro_export: Path, tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_crashing_backend_fails_its_step_only(micro_export: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
     real_build = runtimes.build
 
     def build(src: Any, target: str, *a: Any, **kw: Any) -> Any:
         if target == "tensorrt":
-            raise RuntimeError("Exception from src/plugin.cpp:54:\nshape inference failed for node X")
+            raise RuntimeError(f"Exception from src/plugin.cpp:54:\nshape inference failed for node X of {kw['out']}")
         return real_build(src, target, *a, **kw)
 
     monkeypatch.setattr(runtimes, "build", build)
-    res = deploy(_opts(tmp_path / "d", micro_export))
+    out = tmp_path / "d"
+    res = deploy(_opts(out, micro_export))
     steps = {s.name: s for s in res.steps}
     assert res.exit_code == 1 and steps["onnxruntime-fp32"].status == "built"
     assert steps["tensorrt-fp32"].status == "failed"
-    assert steps["tensorrt-fp32"].detail == "RuntimeError: shape inference failed for node X"
-    assert (tmp_path / "d" / "report.json").is_file()
+    # named where it lies once published, not in the staging folder that is gone by then
+    said = f"RuntimeError: shape inference failed for node X of {out / 'engines' / 'tensorrt-fp32'}"
+    assert steps["tensorrt-fp32"].detail == said
+    report = json.loads((out / "report.json").read_text())
+    assert [s["detail"] for s in report["deploy"]["steps"] if s["status"] == "failed"] == [said]
+    # inspect: the files are intact (exit 0), but the output is not what was asked, and it says so
+    rc = cli.main(["inspect", str(out)])
+    lines = capsys.readouterr().out.splitlines()
+    assert rc == 0 and lines[0].startswith("verdict    INCOMPLETE: 1 step of the deploy failed (tensorrt-fp32, "
+                                           "its reason below)"), lines[0]
+    assert f"step       tensorrt-fp32 failed: {said}" in lines
+
+
+def test_a_full_disk_during_a_build_stops_the_deploy_and_keeps_the_old_output(
+        micro_export: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk is the machine failing, not the target: the deploy went on for minutes and then
+    replaced a complete output with one short of the engines the disk could not take (exit 1, no
+    error line)."""
+    import errno
+    import os
+    import shutil
+
+    out = tmp_path / "dep"
+    shutil.copytree(micro_export, out)                      # an output of ours, for --force to replace
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    def full(src: Any, target: str, *a: Any, **kw: Any) -> Any:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(kw["out"]))
+    monkeypatch.setattr(runtimes, "build", full)
+    benched: list[Any] = []
+    monkeypatch.setattr("alignvar_edge.deploy._bench", lambda *a, **kw: benched.append(a))
+    with pytest.raises(OSError) as info:
+        deploy(_opts(out, micro_export, force=True))
+    assert cli._os_error_line(info.value) == (f"no space left on the device writing {out}; free some space or "
+                                              "choose another output")
+    assert benched == []                                    # stopped at the build
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dep"]        # no staging folder left
+
+
+def test_running_out_of_memory_during_a_build_stops_the_deploy(micro_export: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from alignvar_edge.errors import OutOfMemoryError
+
+    def no_memory(src: Any, target: str, *a: Any, **kw: Any) -> Any:
+        raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Failed to allocate memory for requested "
+                           "buffer of size 1048576")
+    monkeypatch.setattr(runtimes, "build", no_memory)
+    with pytest.raises(OutOfMemoryError, match="ran out of memory"):
+        deploy(_opts(tmp_path / "dep", micro_export))
+    assert list(tmp_path.iterdir()) == []                   # no output, no staging folder
 
 
 def test_openvino_int8_keeps_the_groups_the_onnx_int8_search_chose(micro_export: Path, tmp_path: Path) -> None:

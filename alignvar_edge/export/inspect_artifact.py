@@ -96,10 +96,10 @@ def _deploy_info(root: Path, m: Manifest, parts: dict[str, Manifest]) -> dict[st
     caution = unverified_caution(root / unverified[0], deploy=root) if unverified else None
     # the bench labels each engine by its step's name; its folder is the step's path
     steps = [s for s in m.extra.get("steps") or [] if isinstance(s, dict)]
-    label = {s["path"]: f"{s.get('target')}-{s.get('built_precision')}" for s in steps if s.get("path")}
+    label = {s["path"]: _step_name(s) for s in steps if s.get("path")}
     return {
-        "verdict": f"OK: deploy output, every file listed in {MANIFEST_FILE} matching its SHA-256 (report.json "
-                   f"included), and each of the {len(parts)} artifact(s) inside it against its own {MANIFEST_FILE} "
+        "verdict": f"{_deploy_outcome(steps)}: deploy output, every file listed in {MANIFEST_FILE} matching its "
+                   f"SHA-256 (report.json included), and each of the {len(parts)} artifact(s) inside it against its own {MANIFEST_FILE} "
                    "(its content hash and files)"
                    + _unhashed_clause(root) + (f"; but in {', '.join(unverified)}, {caution}" if caution else ""),
         "kind": "deploy", "path": str(root), "precision": m.precision, "model": _model_info(m),
@@ -108,6 +108,22 @@ def _deploy_info(root: Path, m: Manifest, parts: dict[str, Manifest]) -> dict[st
                       for rel, pm in parts.items()},
         "steps": steps,
     }
+
+
+def _step_name(step: dict[str, Any]) -> str:
+    """A deploy step's name, as its engine folder and the bench label it: `onnxruntime-fp32`."""
+    return f"{step.get('target')}-{step.get('built_precision')}"
+
+
+def _deploy_outcome(steps: list[dict[str, Any]]) -> str:
+    """The verdict's first word: OK, or INCOMPLETE where steps failed (the deploy exited 1): its
+    files may be intact, but it lacks engines that were asked for."""
+    failed = [_step_name(s) for s in steps if s.get("status") == "failed"]
+    if not failed:
+        return "OK"
+    which = "1 step" if len(failed) == 1 else f"{len(failed)} steps"
+    return (f"INCOMPLETE: {which} of the deploy failed ({', '.join(failed)}, "
+            f"{'its reason' if len(failed) == 1 else 'their reasons'} below); what it holds is intact")
 
 
 def _part_info(m: Manifest, bench: Any, unverified: bool) -> dict[str, Any]:
@@ -349,7 +365,7 @@ def _deploy_text(info: dict[str, Any]) -> str:
     for rel, part in info["artifacts"].items():
         lines.append(f"contains   {rel}  ({_part_words(part)})" + _bench_words(part.get("bench"))
                      + ("; its manifest is unverified" if part["manifest_unverified"] else ""))
-    lines += [f"step       {s.get('target')}-{s.get('built_precision')} {s.get('status')}: {s.get('detail')}"
+    lines += [f"step       {_step_name(s)} {s.get('status')}: {s.get('detail')}"
               for s in info["steps"] if s.get("status") in ("skipped", "failed")]
     lines.append("tools      " + tools_text(info["tools"]))
     if info["artifacts"]:
