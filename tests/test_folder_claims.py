@@ -264,6 +264,38 @@ def test_a_full_disk_says_the_finished_images_are_kept_and_the_same_command_resu
     assert _listed(out) == ["img0.png", "img1.png"]
 
 
+def test_a_full_disk_under_force_says_to_drop_force_to_keep_the_finished_images(tmp_path, monkeypatch, capsys):
+    """--force redoes every image: 'the same command again does the rest (it skips the finished
+    ones)' would have redone the two it had just finished."""
+    from alignvar_edge import images
+    src, out, log = _folder(tmp_path / "in", 4), tmp_path / "out", tmp_path / "log"
+    _stub(monkeypatch, log)
+    real = images.save_image
+
+    def full_at_img2(dst, *a, **kw):
+        if Path(dst).name == "img2.png":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
+        return real(dst, *a, **kw)
+    monkeypatch.setattr(images, "save_image", full_at_img2)
+    assert main(["upscale", str(src), str(out), "--quiet", "--force"]) == 1
+    assert _lines(capsys.readouterr().err)[-1].endswith(
+        "; 2 of 4 image(s) were finished and are kept: once that is fixed, the same command without --force does "
+        "the rest (it keeps the finished ones)")
+    monkeypatch.setattr(images, "save_image", real)         # space freed: the command it names keeps them
+    log.unlink()
+    assert main(["upscale", str(src), str(out), "--quiet"]) == 0
+    assert _computed(log) == [2, 3] and _listed(out) == [f"img{i}.png" for i in range(4)]
+
+
+def test_an_interrupt_under_force_says_to_drop_force_to_keep_the_finished_images(tmp_path, monkeypatch, capsys):
+    src, out, log = _folder(tmp_path / "in", 5), tmp_path / "out", tmp_path / "log"
+    _stub(monkeypatch, log, per_call=2, stop_at_call=2)
+    assert main(["upscale", str(src), str(out), "--quiet", "--force"]) == 130
+    assert _lines(capsys.readouterr().err)[-1].endswith(
+        "; 2 of 5 image(s) finished and kept; 2 in progress dropped; run the same command without --force to "
+        "finish (it keeps the finished ones)")
+
+
 def test_a_claim_file_the_run_cannot_lock_leaves_that_image_and_says_how_to_free_it(tmp_path, monkeypatch, capsys):
     """A link or a folder where img1's claim file goes (or another account's unreadable claim)
     stopped the whole run with exit 1 ('out/img1.png: Too many levels of symbolic links'), on every

@@ -483,7 +483,7 @@ def run_upscale(args: argparse.Namespace) -> int:
     replaced = {dst for _, dst in redone}       # results of an input's earlier content: written over
     finished_before = len(existing) - len(redone) if not args.force else 0
     _check_quality(args.quality, jobs, args.output)
-    tally = FolderTally(len(jobs))
+    tally = FolderTally(len(jobs), force=args.force)
     if folder:          # what a stop or a failure of a folder run keeps, counted when it comes
         args.on_interrupt, args.on_failure = tally.stopped, tally.failed
     if not jobs:

@@ -177,6 +177,7 @@ def changed_inputs(existing: list[Job]) -> list[Job]:
 class FolderTally:
     """How far a folder run has got, for the lines it ends with, or stops or fails with."""
     total: int                                  # the images this run set out to do
+    force: bool = False                         # --force: it redoes every image, finished ones too
     written: int = 0
     working: set[Path] = field(default_factory=set)     # outputs it started (read, claimed), did not drop
     unusable: list[tuple[Path, str]] = field(default_factory=list)     # (input, why) it went past
@@ -198,14 +199,23 @@ class FolderTally:
         """What an interrupt of the run says it kept and dropped (small images share the engine's
         calls, so several may be in progress at once)."""
         finished, dropped = self._finished_and_dropped()
-        return (f"{finished} of {self.total} image(s) finished and kept; {dropped} in progress dropped; run the "
-                "same command again to finish (it skips the finished ones)")
+        command, keeps = self._going_on()
+        return (f"{finished} of {self.total} image(s) finished and kept; {dropped} in progress dropped; run "
+                f"{command} to finish ({keeps})")
 
     def failed(self) -> str:
         """What a run the system failed (a full disk) says after its error: what it kept, how to go on."""
         finished, _ = self._finished_and_dropped()
-        return (f"{finished} of {self.total} image(s) were finished and are kept: once that is fixed, the same "
-                "command again does the rest (it skips the finished ones)")
+        command, keeps = self._going_on()
+        return (f"{finished} of {self.total} image(s) were finished and are kept: once that is fixed, {command} "
+                f"does the rest ({keeps})")
+
+    def _going_on(self) -> tuple[str, str]:
+        """The command that goes on, and what it does with the finished images: with --force the
+        same command would redo them too."""
+        if self.force:
+            return "the same command without --force", "it keeps the finished ones"
+        return "the same command again", "it skips the finished ones"
 
     def check_all_used(self, finished_before: int) -> None:
         """The run's end where it went past unusable inputs: `SkippedInputsError` (exit 4) where the
