@@ -986,6 +986,69 @@ def test_a_full_disk_is_one_line_and_leaves_nothing_the_same_command_refuses(sma
         assert list(disk.iterdir()) == []
 
 
+def _full_disk_at_save(monkeypatch, at_step: int) -> None:
+    """train's state saves fail from step `at_step` on as on a full disk (save_state's own error)."""
+    import errno
+    import os
+
+    from alignvar_edge.train import trainer
+    real = trainer.save_state
+
+    def save(run_dir, step, *a, **kw):
+        if step >= at_step:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(run_dir))
+        return real(run_dir, step, *a, **kw)
+    monkeypatch.setattr(trainer, "save_state", save)
+    monkeypatch.setattr(trainer, "make_batches", lambda *a, **k: micro_batches(2))
+
+
+def test_a_full_disk_after_a_save_says_the_saved_step_and_to_resume(tmp_path: Path, monkeypatch, capsys) -> None:
+    """It said only 'free some space or choose another output'; the same command then refused the
+    folder ('already holds a run'): --resume is what goes on."""
+    import json
+
+    from alignvar_edge import cli
+    from alignvar_edge.train import trainer
+    from alignvar_edge.train.state import save_state
+
+    out = tmp_path / "run"
+    argv = ["train", "vqvae", "--preset", "micro", "--out", str(out), "--steps", "6", "--batch", "2",
+            "--save-every", "2", "--warmup", "1"]
+    _full_disk_at_save(monkeypatch, at_step=4)
+    capsys.readouterr()
+    assert cli.main(argv) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"alignvar-edge train: error: no space left on the device writing {out}; free some space or choose another "
+        "output; step 2 is saved in --out: once that is fixed, continue with the same command and --resume")
+    assert cli.main([*argv, "--resume"]) == 1                     # still full: the same advice, --resume given
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        "; step 2 is saved in --out: once that is fixed, continue with the same command")
+    monkeypatch.setattr(trainer, "save_state", save_state)        # space freed: the advice works
+    assert cli.main([*argv, "--resume"]) == 0
+    assert json.loads((out / "state" / "state.json").read_text())["step"] == 6
+
+
+def test_a_full_disk_on_a_force_run_says_the_old_run_is_back(tmp_path: Path, monkeypatch, capsys) -> None:
+    from alignvar_edge import cli
+    from alignvar_edge.train import trainer
+    from alignvar_edge.train.state import save_state
+
+    out = tmp_path / "run"
+    train(opts(out, "vqvae", 2, batch=2, seed=1), micro_batches(2))               # the run being replaced
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    argv = ["train", "vqvae", "--preset", "micro", "--out", str(out), "--steps", "4", "--batch", "2",
+            "--save-every", "2", "--warmup", "1", "--force"]
+    _full_disk_at_save(monkeypatch, at_step=4)
+    capsys.readouterr()
+    assert cli.main(argv) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        "; the run --force was replacing is back in --out as it was; once that is fixed, the same command starts "
+        "the new run over")
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    monkeypatch.setattr(trainer, "save_state", save_state)
+    assert cli.main(argv) == 0                                                     # the advice works
+
+
 def test_a_run_killed_before_its_first_save_is_told_to_start_over(tmp_path: Path, capsys) -> None:
     """A SIGKILL during the first save leaves run.json, log.csv and a hidden state being written:
     the same command said 'already holds a run; pass --force to replace it, --resume to continue it',

@@ -10,6 +10,7 @@ from typing import Any
 from alignvar_edge import safe_stop
 from alignvar_edge.argtypes import (DEFAULT_MAX_MEGAPIXELS, nonneg_float, nonneg_int, positive_float, positive_int,
                                  random_seed)
+from alignvar_edge.caller import option
 from alignvar_edge.cli_json import add_json_option, no_stale_result
 from alignvar_edge.errors import InputError
 from alignvar_edge.fsmodes import not_a_folder
@@ -112,7 +113,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
     p.add_argument("--force", action="store_true", help="replace an existing run in --out")
     # an interrupt before train() starts (importing torch takes a while) has touched nothing
-    p.set_defaults(func=run_train, stdout_is_a_summary=True, on_interrupt="--out is as it was before; run the same command again")
+    p.set_defaults(func=run_train, stdout_is_a_summary=True, on_interrupt="--out is as it was before; run the same command again",
+                   memory_advice=lambda: (f"train with a smaller {option('batch')}, fewer {option('workers')} or a "
+                                          f"smaller {option('max_megapixels')} (every image is held in memory)"))
 
     e = sub.add_parser("eval", help="PSNR-Y / SSIM-Y of a checkpoint vs bicubic and the VQ ceiling",
                        description="Evaluate on held-out photographs: the model, bicubic and the VQ-VAE's "
@@ -179,6 +182,9 @@ def run_train(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         args.on_interrupt = _after_interrupt(args.out, replacing, args.resume)
         raise
+    except Exception:
+        args.on_failure = _after_failure(args.out, replacing, args.resume)     # said after a full disk's line
+        raise
     made = json.loads((final / TRAINING_FILE).read_text())
     # a run that replaces another stops at once on a signal (train() puts the old run back), so a
     # signal seen here is an earlier run's in this process
@@ -193,13 +199,30 @@ def run_train(args: argparse.Namespace) -> int:
     return 0 if signum is None else 128 + signum
 
 
+# train() puts back the run a --force run was replacing, whatever stopped the new one
+_PUT_BACK = "the run --force was replacing is back in --out as it was"
+
+
+def _after_failure(out: Path, replacing: bool, resume: bool) -> str | None:
+    """What a `train` the system failed (a full disk, out of memory) kept in --out, and the command
+    that goes on from there; None where it kept nothing (the same command starts over)."""
+    from alignvar_edge.train.state import saved_step
+
+    if replacing:
+        return f"{_PUT_BACK}; once that is fixed, the same command starts the new run over"
+    step = saved_step(out)
+    if step is None:
+        return None
+    return (f"step {step} is saved in --out: once that is fixed, continue with the same command"
+            + ("" if resume else " and --resume"))
+
+
 def _after_interrupt(out: Path, replacing: bool, resume: bool) -> str:
     """What an interrupted `train` left in --out, and the command that goes on from there."""
     from alignvar_edge.train.state import has_state
 
     if replacing:
-        return ("the run --force was replacing is back in --out as it was; the same command starts the new run "
-                "over")
+        return f"{_PUT_BACK}; the same command starts the new run over"
     if has_state(out):
         return "what the run has saved is kept in --out; continue with the same command" + ("" if resume else
                                                                                             " and --resume")

@@ -66,16 +66,29 @@ def save_state(run_dir: Path, step: int, model: torch.nn.Module, ema: torch.nn.M
         raise error from e
 
 
+def _saved_dir(run_dir: Path) -> Path | None:
+    """The folder of the state --resume continues: `state`, else `.state.old` (a run killed between
+    the two renames of a save: the old state is whole); None where the run saved none."""
+    return next((d for d in (run_dir / STATE_DIR, run_dir / ".state.old") if (d / "state.json").is_file()), None)
+
+
 def has_state(run_dir: Path) -> bool:
     """Has the run in `run_dir` saved a training state that --resume can continue?"""
-    return (run_dir / STATE_DIR / "state.json").is_file() or (run_dir / ".state.old" / "state.json").is_file()
+    return _saved_dir(run_dir) is not None
+
+
+def saved_step(run_dir: Path) -> int | None:
+    """The step of the state --resume would continue from; None where there is none, or it is unreadable."""
+    d = _saved_dir(run_dir)
+    try:
+        return None if d is None else int(jsonsafe.loads((d / "state.json").read_bytes())["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def load_state(run_dir: Path, model: torch.nn.Module, ema: torch.nn.Module,
                opt: torch.optim.Optimizer, gen: torch.Generator | None = None) -> dict[str, Any]:
-    d = run_dir / STATE_DIR
-    if not (d / "state.json").is_file() and (run_dir / ".state.old" / "state.json").is_file():
-        d = run_dir / ".state.old"          # killed between the two renames: the old state is whole
+    d = _saved_dir(run_dir) or run_dir / STATE_DIR
     try:
         meta = jsonsafe.loads((d / "state.json").read_bytes())
         with native_path(d / "tensors.safetensors") as at:     # safetensors' torch loader: UTF-8 names only
