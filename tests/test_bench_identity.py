@@ -110,16 +110,43 @@ def test_the_files_hash_is_of_graph_files_and_their_external_data(micro_export: 
     assert adopted.built_from is not None and adopted.built_from.files_sha256 == graph_files_sha256(read_manifest(kit))
 
 
+# a Core ML build of `micro` in a process of its own, converted "on" another day than today
+_COREML_BUILD_ANOTHER_DAY = """
+import datetime, sys
+sys.path.insert(0, sys.argv[1])
+import coremltools.converters._converters_entry as entry
+assert isinstance(entry.date, type), 'coremltools no longer dates its conversions with datetime.date'
+class AnotherDay(datetime.date):
+    @classmethod
+    def today(cls):
+        return cls(2001, 2, 3)
+entry.date = AnotherDay
+from _runtime_fixtures import sharp_model
+from alignvar_edge import runtimes
+runtimes.build('in-memory', 'coreml', out=sys.argv[2], model=sharp_model('micro'), proxy=False)
+"""
+
+
 def test_a_core_ml_package_built_twice_has_one_files_hash(tmp_path: Path) -> None:
-    """The package's Manifest.json holds random identifiers, other at every save: two packages of one
-    command differ in it alone, and their files_sha256 leaves it out."""
+    """Two builds of one command, in two processes on two days, write the same package but its
+    Manifest.json, which holds random identifiers and which their files_sha256 leaves out: the spec
+    (model.mlmodel) came out with its maps (the metadata) in another order in every process, and
+    with coremltools' conversion date."""
+    import os
+    import subprocess
+    import sys
     pytest.importorskip("coremltools", reason="coremltools is not installed")
-    built = [read_manifest(runtimes.build("in-memory", "coreml", out=tmp_path / n, model=sharp_model("micro"),
-                                          proxy=False)) for n in ("a", "b")]
+    tests = Path(__file__).resolve().parent
+    res = subprocess.run([sys.executable, "-c", _COREML_BUILD_ANOTHER_DAY, str(tests), str(tmp_path / "b")],
+                         capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    runtimes.build("in-memory", "coreml", out=tmp_path / "a", model=sharp_model("micro"), proxy=False)
+    built = [read_manifest(tmp_path / n) for n in ("a", "b")]
+    spec = "model.mlpackage/Data/com.apple.CoreML/model.mlmodel"
+    assert (tmp_path / "a" / spec).read_bytes() == (tmp_path / "b" / spec).read_bytes()
     differ = [f for f in built[0].files if built[0].files[f] != built[1].files.get(f)]
     assert differ == ["model.mlpackage/Manifest.json"]
-    assert "model.mlpackage/Manifest.json" not in graph_files(built[0])
-    assert "model.mlpackage/Data/com.apple.CoreML/model.mlmodel" in graph_files(built[0])
+    assert "model.mlpackage/Manifest.json" not in graph_files(built[0]) and spec in graph_files(built[0])
     assert graph_files_sha256(built[0]) == graph_files_sha256(built[1]) is not None
 
 

@@ -301,6 +301,26 @@ def describe(ml: Any, config: Any, precision: str, compute_units: str, image_inp
     return meta
 
 
+# the package's spec, where coremltools writes it (its utils' `_get_model_spec_path`)
+SPEC_FILE = "Data/com.apple.CoreML/model.mlmodel"
+# the metadata key coremltools sets to the day of the conversion
+CONVERSION_DATE = "com.github.apple.coremltools.conversion_date"
+
+
+def save_package(ml: Any, package: Path) -> None:
+    """`ml` saved as the .mlpackage `package`, its spec the same bytes for the same build: coremltools
+    writes the spec's maps (the user-defined metadata, the program's functions and op arguments) in
+    an order that differs from one process to the next, and the day of the conversion. The spec is
+    rewritten with its maps in key order and without that date: the manifest's `created` says when
+    the package was made, so two builds on two days still hash alike (`files_sha256`)."""
+    ml.save(str(package))
+    spec_file = package / SPEC_FILE
+    spec = import_ct().proto.Model_pb2.Model()
+    spec.ParseFromString(spec_file.read_bytes())
+    spec.description.metadata.userDefined.pop(CONVERSION_DATE, None)
+    spec_file.write_bytes(spec.SerializeToString(deterministic=True))
+
+
 def _keep_f32(module: Any, f32_groups: frozenset[str], x: Any) -> list[str]:
     """In a float16 copy of the model, run the modules of the half policy's f32 groups in float32
     (their inputs widened, their outputs narrowed back but the logits head's, which the package's
@@ -566,7 +586,7 @@ class CoreMLBackend(Backend):
         checks = validate_spec(spec, config, batch)
         lint = ane_lint(spec, compute_units)
         with staging_dir(out, force=force) as tmp:
-            ml.save(str(tmp / PACKAGE))
+            save_package(ml, tmp / PACKAGE)
             extra = {"files": {"engine": PACKAGE}, "compute_units": compute_units,
                      "deployment_target": target, "conversion": method, "batch": batch,
                      "compute_precision": "fp32" if precision == "fp32" else "fp16",
