@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from alignvar_edge import safe_stop
+from alignvar_edge.caller import option
 from alignvar_edge.errors import InputError, OutputExistsError, SkippedInputsError
 from alignvar_edge.fsmodes import (broken_link, file_id, lies_within, not_told_apart, one_name_on_any_disk, same_file,
                                    special_kind, unwritable_folder)
@@ -214,7 +215,7 @@ class FolderTally:
         """The command that goes on, and what it does with the finished images: with --force the
         same command would redo them too."""
         if self.force:
-            return "the same command without --force", "it keeps the finished ones"
+            return f"the same command without {option('force')}", "it keeps the finished ones"
         return "the same command again", "it skips the finished ones"
 
     def check_all_used(self, finished_before: int) -> None:
