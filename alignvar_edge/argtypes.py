@@ -16,8 +16,8 @@ if TYPE_CHECKING:
     import numpy as np
 
 __all__ = ["DEFAULT_MAX_MEGAPIXELS", "MAX_BATCH", "MAX_TILES", "SEED_LIMIT", "batch_size", "check_fraction",
-           "check_seed", "fraction", "int_at_least", "is_integer", "nonneg_float", "nonneg_int", "percent",
-           "positive_float", "positive_int", "random_seed", "tile_count"]
+           "check_nonneg_float", "check_seed", "fraction", "int_at_least", "is_integer", "nonneg_float", "nonneg_int",
+           "percent", "positive_float", "positive_int", "random_seed", "tile_count"]
 
 # The most tiles a tile-count flag (--tiles, --val-tiles, --calib-tiles) takes. Every tile is cut,
 # degraded and held in memory with its HR crop before any engine runs, then run one by one: 1024
@@ -113,8 +113,20 @@ def positive_float(text: str) -> float:
     return _finite(text, "a finite number > 0", lambda v: v > 0)
 
 
+_NONNEG = "a finite number >= 0"
+
+
+def _is_nonneg(v: float) -> bool:
+    return v >= 0
+
+
 def nonneg_float(text: str) -> float:
-    return _finite(text, "a finite number >= 0", lambda v: v >= 0)
+    return _finite(text, _NONNEG, _is_nonneg)
+
+
+def check_nonneg_float(name: str, value: object, error: type[Exception] = InputError) -> float:
+    """Option `name` of a Python API call, where the flag's `nonneg_float` did not check it."""
+    return _checked_real(name, value, _NONNEG, _is_nonneg, error)
 
 
 _FRACTION = "a number in [0, 1]"
@@ -131,8 +143,16 @@ def fraction(text: str) -> float:
 def check_fraction(name: str, value: object, error: type[Exception] = InputError) -> float:
     """Option `name` of a Python API call (an options dataclass, where the flag's `fraction` did not
     check it): a finite number in [0, 1], or `error` naming it as the caller passes it."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not _is_fraction(float(value)):
-        raise error(f"{option(name, value)} must be {_FRACTION}")
+    return _checked_real(name, value, _FRACTION, _is_fraction, error)
+
+
+def _checked_real(name: str, value: object, what: str, ok: Callable[[float], bool],
+                  error: type[Exception]) -> float:
+    """`value` of option `name` as a float where it is a finite real number (not a bool: True is an
+    int to Python) that `ok` takes, else `error` saying it must be `what`, as the caller spelt it."""
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value))
+            or not ok(float(value))):
+        raise error(f"{option(name, value)} must be {what}")
     return float(value)
 
 

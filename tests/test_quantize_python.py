@@ -144,6 +144,29 @@ def test_a_build_from_an_output_that_missed_its_target_says_how_to_quantize_agai
         assert said is not None and said.endswith(in_a_verb), said
 
 
+@pytest.mark.parametrize("tokens, drop, refused", [
+    (0.99, float("nan"), "max_psnr_drop=nan must be a finite number >= 0"),
+    (0.99, float("inf"), "max_psnr_drop=inf must be a finite number >= 0"),
+    (0.99, True, "max_psnr_drop=True must be a finite number >= 0"),
+    (0.99, -1.0, "max_psnr_drop=-1.0 must be a finite number >= 0"),
+    (True, 0.1, "min_token_agreement=True must be a number in [0, 1]"),
+])
+def test_a_fidelity_target_the_flags_would_refuse_is_refused_before_any_work(
+        tokens: object, drop: object, refused: str, tmp_path: Path) -> None:
+    """FidelityTarget(0.99, nan) passed a `< 0` check, ran the whole search and then raised "misses
+    the target (drop <= nan dB) ... drop +0.0000 dB"; the flag --max-psnr-drop takes a finite number
+    >= 0 only. Refused before the export is even read (there is none here)."""
+    from alignvar_edge.quantize import FidelityTarget, QuantizeOptions, quantize_artifact
+    opts = QuantizeOptions(fidelity=FidelityTarget(tokens, drop))  # type: ignore[arg-type]
+    with pytest.raises(ConfigError) as e:
+        quantize_artifact(tmp_path / "no-export", tmp_path / "q", opts)
+    assert str(e.value) == refused
+    with command_line(), pytest.raises(ConfigError) as e:
+        quantize_artifact(tmp_path / "no-export", tmp_path / "q", opts)
+    assert str(e.value).startswith(f"--{refused.split('=')[0].replace('_', '-')} ")
+    assert not (tmp_path / "q").exists()
+
+
 def test_a_target_that_quantizes_in_its_build_has_its_options_checked_before_its_hint(tmp_path: Path) -> None:
     """quantize_artifact gave the build hint of OpenVINO and Core ML before checking the options:
     precision='int4' got a hint instead of a refusal, and Core ML's val_tiles=8 a hint whose

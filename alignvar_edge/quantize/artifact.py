@@ -24,7 +24,7 @@ import numpy as np
 
 import onnx
 
-from alignvar_edge.argtypes import check_fraction, check_seed
+from alignvar_edge.argtypes import check_fraction, check_nonneg_float, check_seed
 from alignvar_edge.caller import option, python_call
 from alignvar_edge.errors import ArtifactError, ConfigError, InputError, ParityError
 from alignvar_edge.export import onnx_io
@@ -92,8 +92,8 @@ class QuantizeOptions:
             qdq_kind_of(self.target)        # a target with no Q/DQ kind: refused now, not after calibrating
         check_fraction("min_token_agreement", self.fidelity.min_token_agreement, ConfigError)
         check_seed("seed", self.seed, ConfigError)
-        if self.fidelity.max_psnr_drop < 0:
-            raise ConfigError(f"{option('max_psnr_drop', self.fidelity.max_psnr_drop)} must be >= 0 dB")
+        # nan passed a `< 0` check here, ran the whole search and then missed "drop <= nan dB"
+        check_nonneg_float("max_psnr_drop", self.fidelity.max_psnr_drop, ConfigError)
         # an option the chosen pass does not read is refused, not silently dropped: a user who asked
         # for fp32 float-copy weights or a stricter target must not believe they got it
         default = QuantizeOptions()
