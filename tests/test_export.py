@@ -471,6 +471,58 @@ def test_metrics():
     assert parity.ssim_y(img, noisy) < 1.0
 
 
+def _report(per_scale: list[float], psnr_db: float, psnr_y_db: float) -> parity.ParityReport:
+    return parity.ParityReport(tiles=2, tokens={"per_scale": per_scale, "overall": 0.9, "identical_samples": 0.5},
+                               psnr_db=psnr_db, psnr_y_db=psnr_y_db, max_abs_diff=1e-3)
+
+
+def test_the_export_gate_needs_every_scales_tokens_and_the_rgb_psnr() -> None:
+    """One finer scale that chose other tokens fails the gate whatever the PSNR; the bar is on the
+    RGB PSNR (the Y channel can hide a colour error: its PSNR is reported beside it, not gated)."""
+    assert _report([1.0, 1.0, 1.0], 80.0, 80.0).passed()
+    finer_scale_off = _report([1.0, 1.0, 0.5], 80.0, 80.0)
+    assert not finer_scale_off.passed()
+    with pytest.raises(ParityError, match=r"k2=50(\.0+)?%"):
+        parity.check_parity(finer_scale_off, "the test graph")
+    bar = parity.MIN_PSNR_DB
+    assert not _report([1.0] * 3, bar - 1, bar + 10).passed()      # RGB below, Y above the bar
+    assert _report([1.0] * 3, bar, bar - 10).passed()              # RGB at the bar, Y below it
+    parity.check_parity(_report([1.0] * 3, bar, bar - 10), "the test graph")
+
+
+def _y_by_skimage(img_N3HW: np.ndarray) -> np.ndarray:
+    """BT.601 luma in [16, 235]/255 by scikit-image's own conversion, (N, H, W)."""
+    from skimage.color import rgb2ycbcr
+    return np.stack([rgb2ycbcr(np.moveaxis(x, 0, -1))[..., 0] / 255.0 for x in img_N3HW])
+
+
+def test_y_psnr_and_ssim_match_scikit_image_on_the_cropped_luma() -> None:
+    """The SR benchmark convention, against an independent implementation: BT.601 Y (skimage's
+    rgb2ycbcr), `border` pixels cropped, PSNR on Y, SSIM with an 11x11 Gaussian window (sigma 1.5)."""
+    from skimage.metrics import structural_similarity
+    rng = np.random.default_rng(3)
+    ref = rng.random((2, 3, 24, 24))
+    # each channel disturbed differently, so that R and B (or RGB and Y) weigh differently
+    test = np.clip(ref + rng.normal(0, 1, (2, 3, 24, 24)) * np.array([0.08, 0.01, 0.03])[:, None, None], 0, 1)
+    np.testing.assert_allclose(parity.rgb_to_y(ref), _y_by_skimage(ref), rtol=1e-12)
+    a, b = _y_by_skimage(ref)[:, 4:-4, 4:-4], _y_by_skimage(test)[:, 4:-4, 4:-4]
+    want_psnr = 10 * math.log10(1.0 / np.mean((a - b) ** 2))
+    want_ssim = np.mean([structural_similarity(x, y, data_range=1.0, gaussian_weights=True, sigma=1.5,
+                                               use_sample_covariance=False) for x, y in zip(a, b)])
+    assert parity.psnr_y(ref, test, border=4) == pytest.approx(want_psnr, rel=1e-9)
+    assert parity.ssim_y(ref, test, border=4) == pytest.approx(want_ssim, rel=1e-9)
+
+
+def test_a_difference_in_the_border_alone_is_cropped_away() -> None:
+    ref = np.random.default_rng(4).random((1, 3, 24, 24))
+    test = ref.copy()
+    test[..., :4, :] = 1 - test[..., :4, :]         # top rows
+    test[..., :, -4:] = 1 - test[..., :, -4:]       # right columns
+    assert parity.psnr_y(ref, test, border=4) == math.inf
+    assert parity.ssim_y(ref, test, border=4) == pytest.approx(1.0)
+    assert parity.psnr_y(ref, test, border=0) < 20 and parity.ssim_y(ref, test, border=0) < 0.99
+
+
 def test_external_locations_read_from_the_wire_equal_onnx_own(tmp_path) -> None:
     """Verification reads external-data locations without the onnx package (devices lack it)."""
     import onnx
