@@ -15,15 +15,18 @@ DROP = {"a": 0.0, "b": 0.01, "c": 0.08, "d": 0.0, "e": 0.0}
 class FakeEvaluator:
     """Effects add up: the fidelity of a graph is the sum of its int8 groups' damage."""
 
-    def __init__(self, n_tiles: int = 8) -> None:
+    def __init__(self, n_tiles: int = 8, flips: dict[str, float] = FLIPS, drops: dict[str, float] = DROP,
+                 damage: float = 1.0) -> None:
         self.tiles = list(range(n_tiles))
         self.calls = 0
+        self.flips, self.drops = flips, drops
+        self.damage = damage            # how much harder these tiles are than the validation split
 
     def evaluate(self, model: Any) -> Fidelity:
         self.calls += 1
-        int8 = set(FLIPS) - set(model)
-        flips = sum(FLIPS[g] for g in int8)
-        drop = sum(DROP[g] for g in int8)
+        int8 = set(self.flips) - set(model)
+        flips = self.damage * sum(self.flips[g] for g in int8)
+        drop = self.damage * sum(self.drops.get(g, 0.0) for g in int8)
         mse_hr = 0.01
         return Fidelity(tiles=len(self.tiles), token_agreement=1 - flips, per_scale=[1 - flips],
                         identical_samples=1.0, psnr_y_hr=30 - drop, psnr_y_hr_fp32=30.0,
@@ -73,8 +76,8 @@ def test_nothing_to_do_when_the_policy_graph_meets_the_target() -> None:
 
 
 def test_a_token_agreement_equal_to_the_target_meets_it() -> None:
-    """--min-token-agreement 0.99 is met by 99.00% of the tokens, as --max-psnr-drop is met by a drop
-    equal to it: the policy graph at exactly the target needs no group in float."""
+    """--min-token-agreement 0.99 is met by 99.00% of the tokens: the policy graph at exactly the
+    target needs no group in float."""
     class AtTheTarget(FakeEvaluator):
         def evaluate(self, model: Any) -> Fidelity:
             f = super().evaluate(model)
@@ -85,3 +88,33 @@ def test_a_token_agreement_equal_to_the_target_meets_it() -> None:
     res = search(build, sorted(FLIPS), AtTheTarget(), cal, FidelityTarget(0.99, 0.1))
     assert res.initial.token_agreement == 0.99
     assert res.met and res.float_groups == [] and cal.calls == 0
+
+
+def test_a_psnr_drop_equal_to_the_target_meets_it() -> None:
+    """--max-psnr-drop 0.1 is met by a drop of 0.1 dB (30.0 - 29.9 is 0.10000000000000142 in
+    floats: judged as it is printed, rounded to 0.0001 dB)."""
+    class AtTheTarget(FakeEvaluator):
+        def evaluate(self, model: Any) -> Fidelity:
+            f = super().evaluate(model)
+            f.token_agreement, f.psnr_y_hr = 1.0, 29.9 if not model else 30.0
+            return f
+
+    cal = FakeEvaluator()
+    res = search(build, sorted(FLIPS), AtTheTarget(), cal, FidelityTarget(0.99, 0.1))
+    assert res.initial.psnr_drop > 0.1 and res.initial.judged_drop == 0.1
+    assert res.met and res.float_groups == [] and cal.calls == 0
+
+
+def test_a_calibration_that_overstates_the_damage_is_corrected_by_the_bisection() -> None:
+    """The ranking's first guess trusts the calibration tiles; where they are harder than the
+    validation split (here 4x the token flips), the guess keeps every group in float and the
+    bisection must walk it down to the fewest that meet the target on validation."""
+    flips = {f"g{i}": 0.0030 + 0.0001 * i for i in range(8)}        # g7 does the most damage
+    val = FakeEvaluator(flips=flips, drops={})
+    res = search(build, sorted(flips), val, FakeEvaluator(flips=flips, drops={}, damage=4.0),
+                 FidelityTarget(0.99, 0.1))
+    # the three least harmful in int8 flip 0.93% of the tokens (<= 1%); four flip 1.26%
+    assert res.met and res.float_groups == ["g7", "g6", "g5", "g4", "g3"]
+    assert res.fidelity.token_agreement == pytest.approx(1 - 0.0093)
+    tried = {step["float_groups"]: step["met"] for step in res.evaluations}
+    assert tried == {0: False, 8: True, 4: False, 6: True, 5: True}   # the guess, then the bisection
