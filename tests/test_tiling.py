@@ -236,6 +236,24 @@ class NearestRunner(OffsetRunner):
         return lr.repeat(self.scale, axis=2).repeat(self.scale, axis=3), []
 
 
+class TintRunner(NearestRunner):
+    """Nearest x4 with each output channel scaled on its own: a gray input's three outputs differ."""
+
+    GAINS = (1.0, 0.5, 0.25)
+
+    def run(self, lr: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        sr, _ = super().run(lr)
+        return sr * np.array(self.GAINS, np.float32)[None, :, None, None], []
+
+
+def test_a_gray_result_is_the_mean_of_the_models_three_channels() -> None:
+    gray = smooth_image(19, 23)[..., 0]
+    want = gray.repeat(4, axis=0).repeat(4, axis=1) * (sum(TintRunner.GAINS) / 3)
+    for image in (gray, gray[..., None]):
+        got = tiling.upscale_image(TintRunner(), image)
+        np.testing.assert_allclose(got.reshape(want.shape), want, rtol=1e-6, atol=1e-7)
+
+
 @pytest.mark.parametrize("dtype,full", [(np.uint8, 255), (np.dtype(">u2"), 65535)], ids=["uint8", "uint16-big-endian"])
 def test_upscale_samples_fills_the_result_in_its_own_dtype_strip_by_strip(dtype, full) -> None:
     """Integer images are converted tile by tile and their result strip by strip (a whole float32
