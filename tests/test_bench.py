@@ -914,6 +914,22 @@ def test_duration_sets_the_rounds_with_runs_as_the_minimum() -> None:
         BenchOptions(duration=0.0).validate()
 
 
+def test_interleaved_rounds_rotate_the_order_so_each_subject_runs_in_each_place() -> None:
+    """docs/benchmarks.md: the order rotates each round, so background load hits every engine alike."""
+    from alignvar_edge.bench.runner import interleaved
+    from alignvar_edge.bench.subjects import Subject
+    subjects = [Subject(label, "onnxruntime", "engine") for label in ("a", "b", "c")]
+    order: list[str] = []
+    calls = {id(s): (lambda label=s.label: order.append(label)) for s in subjects}
+    times = interleaved(subjects, calls, range(6), lambda it, **_k: it, "tiles")
+    assert all(len(t) == 6 for t in times.values())
+    rounds_ = [order[i:i + 3] for i in range(0, len(order), 3)]
+    assert len(rounds_) == 6 and all(sorted(r) == ["a", "b", "c"] for r in rounds_)
+    for place in range(3):              # over three rounds running, every subject in every place
+        assert {r[place] for r in rounds_[:3]} == {"a", "b", "c"}
+        assert [r[place] for r in rounds_[:3]] == [r[place] for r in rounds_[3:]]
+
+
 def test_whole_image_figures(report: dict[str, Any]) -> None:
     # a 16x16 LR image on micro's 8 px tiles (overlap 2): starts 0, 6, 8 per side -> 9 tiles
     ort, eager = _entry(report, "onnxruntime-fp32"), _entry(report, "pytorch-eager")
