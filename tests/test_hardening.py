@@ -1350,6 +1350,12 @@ BAD_FLAGS = [
     (["upscale", "a.png", "b.png", "--threads", "-1"], "--threads"),
     (["upscale", "a.png", "b.png", "--max-megapixels", "nan"], "--max-megapixels"),
     (["upscale", "a.png", "b.png", "--max-megapixels", "0"], "--max-megapixels"),
+    # infinities are numbers to float(): no limit, no end of the run, no step size
+    (["upscale", "a.png", "b.png", "--max-megapixels", "inf"], "--max-megapixels"),
+    (["bench", "x", "--duration", "inf"], "--duration"),
+    (["train", "vqvae", "--out", "r", "--steps", "1", "--lr", "inf"], "--lr"),
+    (["train", "vqvae", "--out", "r", "--steps", "1", "--lr=-inf"], "--lr"),
+    (["quantize", "x", "--max-psnr-drop", "inf"], "--max-psnr-drop"),
     (["upscale", "a.png", "b.png", "--overlap", "-2"], "--overlap"),
     (["build", "x", "--target", "onnxruntime", "--threads", "0"], "--threads"),
     (["compare", "x", "--limit", "-1"], "--limit"),
@@ -1490,6 +1496,15 @@ def test_a_tile_count_takes_1_to_max_tiles():
     for bad in ("0", "-1", "1025", "100000000", "1e3", "many"):
         with pytest.raises(argparse.ArgumentTypeError, match=f"from 1 to 1024 .*got '{bad}'"):
             tile_count(bad)
+
+
+def test_a_fraction_option_of_the_python_api_is_no_bool():
+    """True is an int to Python (1): `min_token_agreement=True` is a slip, not 100%."""
+    from alignvar_edge.argtypes import check_fraction
+    assert check_fraction("min_token_agreement", 1) == 1.0
+    for bad in (True, False):
+        with pytest.raises(InputError, match=f"^min_token_agreement={bad} must be a number in \\[0, 1\\]$"):
+            check_fraction("min_token_agreement", bad)
 
 
 @pytest.mark.parametrize("argv, flag", BAD_FLAGS, ids=[" ".join(a[:1] + a[-2:]) for a, _ in BAD_FLAGS])
