@@ -170,6 +170,10 @@ def test_a_manifest_recording_only_the_config_still_has_its_scale_schedule(tmp_p
     (lambda root: (root / "model.onnx").write_bytes(b"graph, edited"), "model.onnx does not match"),
     (lambda root: (root / "model.onnx").unlink(), "model.onnx is missing"),
     (lambda root: (root / "extra.bin").write_bytes(b"x"), "extra.bin is not listed"),
+    # links are no files to rglob's is_file(): one leading nowhere, or to a folder, is unlisted all the same
+    (lambda root: (root / "sub" / "gone.bin").symlink_to(root.parent / "nowhere.bin"), "sub/gone.bin is not listed"),
+    (lambda root: ((root.parent / "empty").mkdir(), (root / "folder").symlink_to(root.parent / "empty")),
+     "folder is not listed"),
     (lambda root: (root / "sub" / "notes.txt").write_text("changed"), "sub/notes.txt does not match"),
     (lambda root: ((root / "model.onnx").unlink(), (root / "model.onnx").mkdir()), "model.onnx is a folder, not a file"),
     (lambda root: ((root / "model.onnx").unlink(), os.mkfifo(root / "model.onnx")),
