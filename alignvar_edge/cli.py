@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 from alignvar_edge import __version__, caller, console_text, progress, safe_stop
 from alignvar_edge.errors import AlignVAREdgeError, HostToolsError, host_tools_error, out_of_memory
 from alignvar_edge.extras import is_installed
-from alignvar_edge.fsmodes import NO_SPACE, is_temp_folder, name_too_long
+from alignvar_edge.fsmodes import NO_SPACE, NoRoomError, byte_text, is_temp_folder, name_too_long
 from alignvar_edge.lazy import host_package
 from alignvar_edge.name_text import line_text
 
@@ -280,7 +280,8 @@ def _parse_and_run(argv: list[str], interrupted: list[int], stdout_closed: bool)
                 missing = host_tools_error("this verb", package)
                 _error(args, str(missing))
                 return missing.exit_code
-            if (memory := out_of_memory(e)) is not None:       # a runtime's allocation failure too
+            # a runtime's allocation failure too; a verb that holds more than tiles says what helps it
+            if (memory := out_of_memory(e, advice=_verb_says(args, "memory_advice"))) is not None:
                 if debug:
                     raise
                 _error(args, _with_what_was_kept(args, str(memory)))
@@ -456,7 +457,8 @@ def _os_error_line(e: BaseException) -> str:
         if is_temp_folder(where):      # scratch copies (quantize's, a split build's): another TMPDIR helps
             return (f"no space left on the device of the temporary folder {where} ($TMPDIR); free some space "
                     "there or set TMPDIR to a folder on a disk with room (`TMPDIR=DIR alignvar-edge ...`)")
-        return f"no space left on the device writing {where}; free some space or choose another output"
+        needed = f" (it needs about {byte_text(e.needed)})" if isinstance(e, NoRoomError) else ""
+        return f"no space left on the device writing {where}{needed}; free some space or choose another output"
     return f"{where}: {e.strerror or e}"
 
 

@@ -123,7 +123,12 @@ def damaged_image_error(what: object, error: Exception) -> InputError:
 
 class OutOfMemoryError(MemoryError):
     """This process ran out of memory (a MemoryError, or a runtime's allocation failure that is
-    none): the system failing during the run, not bad input. Made by `out_of_memory` only."""
+    none): the system failing during the run, not bad input. Made by `out_of_memory` only.
+    `what`: what ran out, the line without its advice (a verb words that for itself)."""
+
+    def __init__(self, message: str, what: str = "") -> None:
+        super().__init__(message)
+        self.what = what or message
 
 
 # How the libraries say an allocation failed, lowercased (ONNX Runtime's arena, C++'s bad_alloc,
@@ -182,14 +187,76 @@ def _memory_limit() -> str:
             "raise or lift that limit")
 
 
-def out_of_memory(e: BaseException, during: str = "") -> OutOfMemoryError | None:
+# What helps where engines run tiles (upscale, bench, build's checks); a verb that holds other things
+# in memory (train's batches, quantize's tiles) says its own (`advice=`)
+TILE_ADVICE = ("use fewer or smaller tiles (an export or engine of a smaller --batch) or a smaller image")
+
+# protobuf serialises no message of 2 GiB or more (ONNX graphs with their weights inside)
+PROTOBUF_LIMIT = 2**31
+# what a probe allocation asks for, and how near a cgroup's limit counts as at it
+_HEADROOM = 256 * 2**20
+
+
+def out_of_memory(e: BaseException, during: str = "", *, advice: str | None = None,
+                  message_bytes: int | None = None, wordless: bool = False) -> OutOfMemoryError | None:
     """`e` as the one way alignvar-edge says it ran out of memory (`during`: 'loading onnxruntime',
-    ...), where `e` is a MemoryError or a library's allocation failure; None for any other error."""
+    ...), where `e` is a MemoryError or a library's allocation failure; None for any other error.
+    `advice`: what helps, after 'close other programs, or' (default TILE_ADVICE); an
+    OutOfMemoryError made before is worded again with it. `message_bytes`: the size of the protobuf
+    message being serialised where `e` may be protobuf's EncodeError, which says the same words for
+    a message past its 2 GiB limit (no memory cures that: None) as for a failed allocation.
+    `wordless`: the library fails with no reason of its own when memory runs out (OpenVINO's
+    compile: 'Exception from src/...' lines only): such an error counts where `memory_is_short`."""
     if isinstance(e, OutOfMemoryError):
-        return e
+        return e if advice is None else _worded(e.what, advice)
     detail = _allocation_failure(e)
+    if detail is None and message_bytes is not None and _protobuf_encode_failure(e):
+        detail = str(e) if message_bytes < PROTOBUF_LIMIT else None
+    if detail is None and wordless and not _reason_in(e) and memory_is_short():
+        detail = ""
     if detail is None:
         return None
-    return OutOfMemoryError(f"ran out of memory{' ' + during if during else ''}{f' ({detail})' if detail else ''}; "
-                            "close other programs, or use fewer or smaller tiles (an export or engine of a "
-                            f"smaller --batch) or a smaller image{_memory_limit()}")
+    return _worded(f"ran out of memory{' ' + during if during else ''}{f' ({detail})' if detail else ''}", advice)
+
+
+def _worded(what: str, advice: str | None) -> OutOfMemoryError:
+    return OutOfMemoryError(f"{what}; close other programs, or {advice or TILE_ADVICE}{_memory_limit()}", what)
+
+
+def _protobuf_encode_failure(e: BaseException) -> bool:
+    """protobuf's EncodeError ('Failed to serialize proto'), told by its class: protobuf is not imported here."""
+    return any(c.__name__ == "EncodeError" and c.__module__.startswith("google.protobuf") for c in type(e).__mro__)
+
+
+def _reason_in(e: BaseException) -> bool:
+    """Does `e`'s text give a reason, not only where it was raised (OpenVINO's 'Exception from FILE:LINE:')?"""
+    return any(line.strip() and not line.startswith("Exception from ") for line in str(e).splitlines())
+
+
+def memory_is_short() -> bool:
+    """A sound sign that this process is at its memory's end: a probe allocation of 256 MiB fails (an
+    address-space limit, `ulimit -v`), or its cgroup (a container's limit) is within that of its
+    memory.max. Asked after a failure that does not say why: the failed work's memory is freed by
+    then, and a process that still cannot take the probe was short of it."""
+    try:
+        probe = bytearray(_HEADROOM)      # mapped, never touched: costs no memory where it succeeds
+        del probe
+    except MemoryError:
+        return True
+    headroom = _cgroup_headroom()
+    return headroom is not None and headroom < _HEADROOM
+
+
+def _cgroup_headroom() -> int | None:
+    """Bytes this process's cgroup (v2) may still take before its memory.max, None where it has no limit."""
+    try:
+        with open("/proc/self/cgroup", encoding="ascii") as f:
+            group = next(line.split(":", 2)[2].strip() for line in f if line.startswith("0::"))
+        root = f"/sys/fs/cgroup{group.rstrip('/')}"
+        with open(f"{root}/memory.max", encoding="ascii") as f:
+            limit = f.read().strip()
+        with open(f"{root}/memory.current", encoding="ascii") as f:
+            used = int(f.read())
+        return None if limit == "max" else int(limit) - used
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None

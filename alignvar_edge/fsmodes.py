@@ -20,7 +20,8 @@ from alignvar_edge import safe_stop
 from alignvar_edge.errors import InputError, OutputExistsError
 from alignvar_edge.name_text import readable
 
-__all__ = ["NO_SPACE", "WRITE_LIMITS", "as_write_error", "broken_link", "file_id", "hidden_prefix", "is_temp_folder",
+__all__ = ["NO_SPACE", "WRITE_LIMITS", "NoRoomError", "as_write_error", "broken_link", "byte_text", "check_room",
+           "file_id", "free_bytes", "hidden_prefix", "is_temp_folder",
            "is_temporary_name", "lies_within", "name_too_long", "not_a_folder", "not_told_apart", "one_name_on_any_disk",
            "umask", "publish_mode",
            "replace_dir", "same_file", "special_kind", "starts_with", "symlink_loop", "temp_file_beside",
@@ -301,14 +302,54 @@ def temp_folder_full(e: BaseException, short_of_room: bool = False) -> OSError |
     return None
 
 
-def write_error(e: OSError, path: str | os.PathLike[str]) -> OSError:
+class NoRoomError(OSError):
+    """A full disk (NO_SPACE) writing an output whose size was estimated before the work: `needed`
+    bytes, about, which the error line says (made by `write_error` only)."""
+
+    needed = 0
+
+
+def write_error(e: OSError, path: str | os.PathLike[str], needed: int | None = None) -> OSError:
     """An error of writing the hidden temporary file, told about the output the user named: a full
     disk raises no file name at all, and the temporary name means nothing to them. A file too large
-    (EFBIG) gets what to do: the OS's words alone name no limit."""
+    (EFBIG) gets what to do: the OS's words alone name no limit. `needed`: about how many bytes the
+    output takes, where the writer knows it (a full disk's error then says it)."""
     reason = e.strerror or str(e)
     if e.errno == errno.EFBIG:
         reason = f"{reason} ({_too_large_advice()})"
+    if needed is not None and e.errno in NO_SPACE:
+        full = NoRoomError(e.errno, reason, str(path))
+        full.needed = needed
+        return full
     return OSError(e.errno, reason, str(path))
+
+
+def free_bytes(path: str | os.PathLike[str]) -> int | None:
+    """Free bytes on the disk that would hold `path` (a folder, or a path not made yet: the nearest
+    existing folder above it), for this user; None where that cannot be told."""
+    p = Path(path)
+    try:
+        return shutil.disk_usage(p if p.is_dir() else _nearest_existing_folder(p)).free
+    except (OSError, ValueError):
+        return None
+
+
+def byte_text(n: int) -> str:
+    """`n` bytes as people read a size: '1.7 GB', '58 MB', '12 kB' (powers of 1000, as `df -H`)."""
+    for power, unit in ((9, "GB"), (6, "MB"), (3, "kB")):
+        if n >= 10**power:
+            return f"{n / 10**power:.{1 if n < 10**(power + 1) else 0}f} {unit}"
+    return f"{n} bytes"
+
+
+def check_room(path: str | os.PathLike[str], needed: int, what: str, flag: str) -> None:
+    """Refuse, before the work, an output `path` whose disk has clearly less free room than the
+    `needed` bytes it takes (a low estimate: a run refused here could never have finished), as
+    InputError naming `what` ('export') and `flag` (`--out`); a disk whose room cannot be told passes."""
+    free = free_bytes(path)
+    if free is not None and free < needed:
+        raise InputError(f"{what} needs about {byte_text(needed)} at {path}; {byte_text(free)} free there: "
+                         f"free some space or choose another {flag}")
 
 
 def _too_large_advice() -> str:

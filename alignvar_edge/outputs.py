@@ -171,12 +171,13 @@ def _publish(tmp: Path, out: Path, force: bool) -> None:
 
 
 @contextlib.contextmanager
-def artifact_dir(out: str | os.PathLike[str], force: bool = False) -> Iterator[Path]:
+def artifact_dir(out: str | os.PathLike[str], force: bool = False, needed: int | None = None) -> Iterator[Path]:
     """Build an artifact in a temporary sibling; rename into place only if the block succeeds.
 
     The block must call `write_manifest(tmp, manifest)` last. An existing `out` is replaced only
     with force=True, only if it is ours (see `check_out`, checked before and again at the rename),
-    and only after the new artifact is complete. The result gets the umask's modes.
+    and only after the new artifact is complete. The result gets the umask's modes. `needed`: about
+    how many bytes the artifact takes, where known, which a full disk's error then says.
     """
     out = Path(out)
     check_out(out, force)
@@ -195,7 +196,7 @@ def artifact_dir(out: str | os.PathLike[str], force: bool = False) -> Iterator[P
         shutil.rmtree(tmp, ignore_errors=True)
         if not _writing_into(e, tmp):
             raise                      # reading an input: its own name is the one to give
-        raise write_error(e, out) from e
+        raise write_error(e, out, needed) from e
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -32,6 +32,7 @@ from alignvar_edge.errors import (ArtifactError, ConfigError, InputError, OutOfM
 from alignvar_edge.export import onnx_io
 from alignvar_edge.export.batch import default_batch
 from alignvar_edge.extras import older_than_required
+from alignvar_edge.fsmodes import check_room
 from alignvar_edge.export.graphs import GraphSpec, graph_noise, specs_for
 from alignvar_edge.export.lint import forbidden_constructs
 from alignvar_edge.graph_names import GRAPH_FORMS, INPUT, NOISE, STACK_TRACE
@@ -195,8 +196,19 @@ def _param_bytes(model: AlignVAR) -> int:
     return model.parameter_report()["inference"] * next(model.parameters()).element_size()
 
 
-def export_graph(spec: GraphSpec, path: Path, opset: int, external_data: bool) -> None:
-    """Trace one graph and save it (`path`, plus `path.data` with external data)."""
+def output_bytes(model: AlignVAR, graph: str) -> int:
+    """A low estimate of what an export's graphs take on disk: every graph holds the weights it uses,
+    so the staged form's step graphs (one per scale) each hold the transformer's blocks and head.
+    Measured against what exports wrote: the bundled default 1.27x this (single) and 1.19x
+    (staged), the d16 preset 1.01x (single): the graphs' constants come on top."""
+    per_step = model.parameter_report()
+    repeated = (per_step["transformer_blocks"] + per_step["head"]) * (model.config.num_scales - 1)
+    return _param_bytes(model) + (repeated * next(model.parameters()).element_size() if graph == "staged" else 0)
+
+
+def export_graph(spec: GraphSpec, path: Path, opset: int, external_data: bool, weight_bytes: int | None = None) -> None:
+    """Trace one graph and save it (`path`, plus `path.data` with external data); `weight_bytes`:
+    what its weights take at most, which tells protobuf's size limit from memory running out."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     # the math kernel: the flash kernel's traced output strides differ from its decomposition's
@@ -207,7 +219,13 @@ def export_graph(spec: GraphSpec, path: Path, opset: int, external_data: bool) -
         assert prog is not None                       # dynamo=True always returns the program
         _light_optimize(prog.model)
         _portable_stack_traces(prog.model)
-        prog.save(str(path), external_data=external_data)
+        try:
+            prog.save(str(path), external_data=external_data)
+        except Exception as e:      # protobuf's EncodeError where serialising the graph ran out of memory
+            memory = out_of_memory(e, f"saving {path.name}", message_bytes=0 if external_data else weight_bytes)
+            if memory is None:
+                raise
+            raise memory from e
 
 
 def _onnxslim() -> Any:
@@ -424,17 +442,19 @@ def export_onnx(model: AlignVAR | PathArg, out_dir: PathArg, graph: str = "singl
         # holds the checkpoint being exported, nor a folder written into the checkpoint
         check_out(out_dir, force, source=info.source.path)
     ext = external_data if external_data is not None else _param_bytes(model) > EXTERNAL_DATA_BYTES
+    needed = output_bytes(model, graph)
+    check_room(out_dir, needed, "export", option("out"))          # before the minutes of tracing
     n_eff = whole_calls(n_tiles, batch)               # graphs have a fixed batch: whole batches only
     tiles = lr_tiles(model.config, n_eff, seed=seed, images=tile_images)
     timings: dict[str, float] = {}
 
-    with artifact_dir(out_dir, force=force) as tmp, pruning(model, prune):
+    with artifact_dir(out_dir, force=force, needed=needed) as tmp, pruning(model, prune):
         t0 = time.perf_counter()
         specs = specs_for(model, graph, batch, refine)
         with attention_form(model, attention):
             for spec in specs:
                 say(f"exporting {spec.file} (opset {opset}, {attention} attention)")
-                export_graph(spec, tmp / spec.file, opset, ext)
+                export_graph(spec, tmp / spec.file, opset, ext, _param_bytes(model))
         timings["export_s"] = time.perf_counter() - t0
         nodes_before = _node_counts(tmp, specs)
         if simplify:

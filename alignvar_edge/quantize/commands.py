@@ -6,7 +6,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from alignvar_edge.argtypes import MAX_TILES, fraction, nonneg_float, percent, random_seed, tile_count
-from alignvar_edge.caller import WarningFilter, warnings_changed
+from alignvar_edge.caller import WarningFilter, option, warnings_changed
 from alignvar_edge.manifest import db_text, listed_bytes
 from alignvar_edge.name_text import shell_word
 from alignvar_edge.progress import bar, note
@@ -69,7 +69,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         "dequantize)")
     p.add_argument("--out", help="output directory (default: DIR-PRECISION-TARGET)")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
-    p.set_defaults(func=run_quantize, stdout_is_a_summary=True)
+    # calibration runs the export's graph a whole batch of tiles at a time, every tensor it measures an output
+    p.set_defaults(func=run_quantize, stdout_is_a_summary=True,
+                   memory_advice=lambda: f"quantize an export made with a smaller {option('batch')}")
 
 
 # flags whose argparse default is None (given when not None) -> the QuantizeOptions attribute they set

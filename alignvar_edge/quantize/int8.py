@@ -21,7 +21,6 @@ saturate (logits error 9.9% vs 1.6%, measured on a toy rollout).
 from __future__ import annotations
 
 import logging
-import shutil
 import tempfile
 from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
@@ -35,7 +34,7 @@ import onnx
 from alignvar_edge.caller import option
 from alignvar_edge.cpuinfo import has_vnni
 from alignvar_edge.errors import ConfigError, InputError
-from alignvar_edge.fsmodes import temp_folder_full
+from alignvar_edge.fsmodes import free_bytes, temp_folder_full
 from alignvar_edge.export import onnx_io
 from alignvar_edge.lazy import lazy_import
 from alignvar_edge.muted import loggers_at
@@ -266,7 +265,8 @@ class Int8Builder:
 def _pre_process(src: Path, dst: Path, large: bool, graph_bytes: int) -> None:
     # measured before: it deletes its scratch when it fails, so the room is back afterwards; it
     # holds two copies of the graph at once (the one it read, the one it writes)
-    short_of_room = shutil.disk_usage(tempfile.gettempdir()).free < 2 * graph_bytes
+    free = free_bytes(tempfile.gettempdir())
+    short_of_room = free is not None and free < 2 * graph_bytes
     try:
         # it logs its progress, and its optimizer's own failure as a traceback (it goes on without
         # it; a failure that counts raises after it, and says it in one line), through its module's logger

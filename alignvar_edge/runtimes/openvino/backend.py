@@ -65,7 +65,7 @@ import numpy as np
 from alignvar_edge.caller import WarningFilter, on_command_line, option, warn_caller, warnings_changed
 from alignvar_edge.cpuinfo import has_vnni
 from alignvar_edge.errors import (ArtifactError, BackendUnavailableError, HalfPrecisionError, InputError,
-                                  PrecisionWarning)
+                                  PrecisionWarning, out_of_memory)
 from alignvar_edge.fsmodes import WRITE_LIMITS, lies_within, temp_folder_full
 from alignvar_edge.graph_names import INPUT, NOISE, SR, is_token_name, token_names
 from alignvar_edge.lazy import lazy_import
@@ -1049,11 +1049,18 @@ class OpenVINOBackend(Backend):
                 eng = OpenVINOEngine(tmp / files["engine"], m, device,
                                      image_path=tmp / files["image"] if "image" in files else None)
         except RuntimeError as e:      # OpenVINO's compile errors: keep the one line that matters
-            detail = next((ln for ln in str(e).splitlines() if "Requested" in ln or "Check" in ln),
-                          str(e).splitlines()[0] if str(e) else type(e).__name__)
+            # its allocator's failure ('can't alloc'), or no reason at all where memory is short here
+            memory = out_of_memory(e, f"compiling the {m.precision} model in OpenVINO {device}", wordless=True)
+            if memory is not None:
+                raise memory from e
+            lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+            detail = next((ln for ln in lines if "Requested" in ln or "Check" in ln),
+                          next((ln for ln in lines if not ln.startswith("Exception from ")),
+                               lines[0] if lines else type(e).__name__))
             raise ArtifactError(f"OpenVINO {device} cannot compile the {m.precision} model it just "
-                                f"built ({detail.strip()}); nothing was written. Try another precision "
-                                "or report it with `alignvar-edge doctor` output") from e
+                                f"built ({detail}); nothing was written. Where memory is short (a build of the "
+                                "bundled model needs over 1.2 GB), close other programs or raise the limit; "
+                                "else try another precision or report it with `alignvar-edge doctor` output") from e
         ref = ORT.load(src_dir)
         try:
             m.extra["compute_precision"] = eng.runtime_precision(group_of)

@@ -19,14 +19,12 @@ from pathlib import Path
 import onnx
 from onnx.utils import Extractor
 
-from alignvar_edge.errors import ArtifactError
+from alignvar_edge.errors import PROTOBUF_LIMIT, ArtifactError, out_of_memory
 from alignvar_edge.export import onnx_io
 from alignvar_edge.graph_names import SR
 from alignvar_edge.quantize.token_path import token_outputs, token_path
 
 __all__ = ["TokenSplit", "split_at_tokens"]
-
-PROTOBUF_LIMIT = 2**31          # Extractor's shape inference serialises the whole model
 
 
 @dataclass(frozen=True)
@@ -58,12 +56,19 @@ def split_at_tokens(onnx_path: Path) -> TokenSplit:
                                    if x and x not in made and x not in weights))
     graph_inputs = [i.name for i in g.input if i.name not in weights]
     handed_on = [b for b in boundary if b not in graph_inputs and b not in tokens]
-    if model.ByteSize() >= PROTOBUF_LIMIT:
-        raise ArtifactError(f"{onnx_path}: a graph of {model.ByteSize() / 2**30:.1f} GiB with its weights is past "
+    size = model.ByteSize()           # Extractor's shape inference serialises the whole model
+    if size >= PROTOBUF_LIMIT:
+        raise ArtifactError(f"{onnx_path}: a graph of {size / 2**30:.1f} GiB with its weights is past "
                             "protobuf's 2 GiB limit, so it cannot be split into a token part and an image part; "
                             "build --precision fp32")
-    # Extractor infers the intermediate tensors' shapes and keeps node names and metadata
-    ex = Extractor(model)
-    token_part = ex.extract_model(graph_inputs, [o for o in outputs if o != SR] + handed_on)
-    image_part = ex.extract_model(list(boundary), [SR])
+    try:
+        # Extractor infers the intermediate tensors' shapes and keeps node names and metadata
+        ex = Extractor(model)
+        token_part = ex.extract_model(graph_inputs, [o for o in outputs if o != SR] + handed_on)
+        image_part = ex.extract_model(list(boundary), [SR])
+    except Exception as e:      # protobuf's EncodeError where serialising the graph ran out of memory
+        memory = out_of_memory(e, f"splitting {onnx_path.name} for OpenVINO", message_bytes=size)
+        if memory is None:
+            raise
+        raise memory from e
     return TokenSplit(token_part, image_part, boundary)
