@@ -87,7 +87,7 @@ def test_onnxruntime_refusing_the_graph_is_one_line_and_leaves_nothing(
             return []
 
     # the traced graph is reused: what is under test is the runtime's refusal
-    monkeypatch.setattr(ox, "export_graph", lambda spec, path, opset, ext: path.write_bytes(
+    monkeypatch.setattr(ox, "export_graph", lambda spec, path, *_: path.write_bytes(
         (exported / "model.onnx").read_bytes()))
     monkeypatch.setattr(ort, "InferenceSession", Refusing)
     out = tmp_path / "art"
@@ -124,7 +124,7 @@ def test_validation_images_are_recorded_and_shown_with_their_full_path(
     (tmp_path / "photos").mkdir()
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "photos" / "a.png")
-    monkeypatch.setattr(ox, "export_graph", lambda spec, path, opset, ext: path.write_bytes(
+    monkeypatch.setattr(ox, "export_graph", lambda spec, path, *_: path.write_bytes(
         (exported / "model.onnx").read_bytes()))
     monkeypatch.chdir(tmp_path)                    # --images given relative to where export ran
     art = ox.export_onnx(nano_model(), tmp_path / "art", batch=1, n_tiles=1, tile_images="photos")
