@@ -228,7 +228,7 @@ def test_inspect_report(single_dir, capsys):
 # ---------------------------------------------------------------------------------------------
 def test_parity_failure_leaves_no_artifact(model, single_dir, tmp_path, monkeypatch):
     # Reuse the traced graph (tracing is not under test here) and make the gate unreachable.
-    monkeypatch.setattr(ox, "export_graph", lambda spec, path, opset, ext: shutil.copy(single_dir / "model.onnx", path))
+    monkeypatch.setattr(ox, "export_graph", lambda spec, path, *_: shutil.copy(single_dir / "model.onnx", path))
     monkeypatch.setattr(parity, "MIN_PSNR_DB", math.inf)
     out = tmp_path / "art"
     with pytest.raises(ParityError, match=r"k0=100%.*k2=100%"):
@@ -246,7 +246,7 @@ def test_parity_failure_leaves_no_artifact(model, single_dir, tmp_path, monkeypa
 
 def test_simplify_is_revalidated(model, single_dir, tmp_path, monkeypatch):
     # reuse the traced graph: what is under test is onnxslim + the gate that follows it
-    monkeypatch.setattr(ox, "export_graph", lambda spec, path, opset, ext: shutil.copy(single_dir / "model.onnx", path))
+    monkeypatch.setattr(ox, "export_graph", lambda spec, path, *_: shutil.copy(single_dir / "model.onnx", path))
     m = load_verified(ox.export_onnx(model, tmp_path / "slim", opset=20, simplify=True, batch=1, n_tiles=1))
     assert m.extra["simplified"] and m.parity["passed"]
     assert m.extra["nodes"]["model"] <= m.extra["nodes_before_simplify"]["model"]
@@ -258,7 +258,7 @@ def test_an_engine_of_a_simplified_export_records_the_onnxslim_that_made_its_gra
                                                                                      monkeypatch):
     from alignvar_edge import runtimes
     from alignvar_edge.manifest import write_manifest
-    monkeypatch.setattr(ox, "export_graph", lambda spec, path, opset, ext: shutil.copy(single_dir / "model.onnx", path))
+    monkeypatch.setattr(ox, "export_graph", lambda spec, path, *_: shutil.copy(single_dir / "model.onnx", path))
     slim = ox.export_onnx(model, tmp_path / "slim", opset=20, simplify=True, batch=1, n_tiles=1)
     m = read_manifest(slim)
     m.tools["onnxslim"] = "0.1.27"       # as made on a host with another onnxslim than this one
