@@ -245,17 +245,23 @@ def test_an_interrupt_counts_the_images_finished_and_those_in_progress(tmp_path,
     assert "skipping 2 finished output(s)" in capsys.readouterr().err and _computed(log) == [0, 1, 2, 3, 2, 3, 4]
 
 
-def test_a_full_disk_says_the_finished_images_are_kept_and_the_same_command_resumes(tmp_path, monkeypatch, capsys):
+def _full_disk_at(monkeypatch, name: str):
+    """Saving the output `name` fails as a full disk does; returns the real save_image."""
     from alignvar_edge import images
-    src, out = _folder(tmp_path / "in", 4), tmp_path / "out"
-    _stub(monkeypatch, tmp_path / "log")
     real = images.save_image
 
-    def full_at_img2(dst, *a, **kw):
-        if Path(dst).name == "img2.png":
+    def full_at(dst, *a, **kw):
+        if Path(dst).name == name:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
         return real(dst, *a, **kw)
-    monkeypatch.setattr(images, "save_image", full_at_img2)
+    monkeypatch.setattr(images, "save_image", full_at)
+    return real
+
+
+def test_a_full_disk_says_the_finished_images_are_kept_and_the_same_command_resumes(tmp_path, monkeypatch, capsys):
+    src, out = _folder(tmp_path / "in", 4), tmp_path / "out"
+    _stub(monkeypatch, tmp_path / "log")
+    _full_disk_at(monkeypatch, "img2.png")
     assert main(["upscale", str(src), str(out), "--quiet"]) == 1
     assert _lines(capsys.readouterr().err)[-1] == (
         f"alignvar-edge upscale: error: no space left on the device writing {out / 'img2.png'}; free some space or "
@@ -270,13 +276,7 @@ def test_a_full_disk_under_force_says_to_drop_force_to_keep_the_finished_images(
     from alignvar_edge import images
     src, out, log = _folder(tmp_path / "in", 4), tmp_path / "out", tmp_path / "log"
     _stub(monkeypatch, log)
-    real = images.save_image
-
-    def full_at_img2(dst, *a, **kw):
-        if Path(dst).name == "img2.png":
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
-        return real(dst, *a, **kw)
-    monkeypatch.setattr(images, "save_image", full_at_img2)
+    real = _full_disk_at(monkeypatch, "img2.png")
     assert main(["upscale", str(src), str(out), "--quiet", "--force"]) == 1
     assert _lines(capsys.readouterr().err)[-1].endswith(
         "; 2 of 4 image(s) were finished and are kept: once that is fixed, the same command without --force does "
