@@ -50,18 +50,29 @@ def test_the_export_estimate_is_no_more_than_what_an_export_writes(micro_export)
     assert 0.3 * _graph_bytes(micro_export) <= estimate <= _graph_bytes(micro_export)
 
 
-def test_staged_graphs_are_estimated_with_the_transformer_once_per_scale():
-    from alignvar_edge.export.onnx_export import output_bytes
-    model = sharp_model("micro")
-    report = model.parameter_report()
-    per_step = (report["transformer_blocks"] + report["head"]) * 4
-    assert output_bytes(model, "staged") == output_bytes(model, "single") + per_step * (model.config.num_scales - 1)
+@pytest.mark.parametrize("graph, refine", [("single", False), ("staged", False), ("staged", True)])
+def test_the_estimate_stays_below_what_an_export_of_a_model_with_a_refiner_writes(graph, refine, tmp_path):
+    """The staged form's step graphs each hold the transformer; without the refiner (--no-refine)
+    no graph holds it: an estimate that counted it refused a VARSR export that would have fitted."""
+    import torch
+
+    from alignvar_edge.export.onnx_export import export_onnx, output_bytes
+    from alignvar_edge.model.alignvar import AlignVAR
+    from alignvar_edge.model.config import AlignVARConfig
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = AlignVAR(AlignVARConfig.from_preset("micro", refiner_width=256, refiner_depth=3,
+                                                    refiner_steps=2)).eval()
+    export_onnx(model, tmp_path / "e", graph=graph, refine=refine, batch=1, n_tiles=1)
+    written = _graph_bytes(tmp_path / "e") if graph == "single" else sum(
+        f.stat().st_size for f in (tmp_path / "e").rglob("*") if f.is_file() and ".onnx" in f.name)
+    assert 0.3 * written <= output_bytes(model, graph, refine) <= written
 
 
 def test_an_export_past_the_free_room_is_refused_before_any_tracing(tmp_path, monkeypatch, capsys):
     traced = _no_tracing(monkeypatch)
     monkeypatch.setattr(fsmodes, "free_bytes", lambda path: 58_000_000 if Path(path) == tmp_path / "d16" else None)
-    monkeypatch.setattr("alignvar_edge.export.onnx_export.output_bytes", lambda model, graph: 1_700_000_000)
+    monkeypatch.setattr("alignvar_edge.export.onnx_export.output_bytes", lambda *_: 1_700_000_000)
     assert main(["export", "--preset", "micro", "--out", str(tmp_path / "d16")]) == 2
     assert _one_line(capsys) == (f"alignvar-edge export: error: export needs about 1.7 GB at {tmp_path / 'd16'}; "
                                  "58 MB free there: free some space or choose another --out")
@@ -91,7 +102,7 @@ def test_sizes_read_as_people_read_them():
 
 def test_a_disk_full_during_the_export_says_how_much_the_output_needed(tmp_path, monkeypatch, capsys):
     from alignvar_edge.export import onnx_export
-    monkeypatch.setattr(onnx_export, "output_bytes", lambda model, graph: 1_520_000_000)
+    monkeypatch.setattr(onnx_export, "output_bytes", lambda *_: 1_520_000_000)
     monkeypatch.setattr(fsmodes, "free_bytes", lambda path: None)          # room that cannot be told
 
     def disk_full(spec: Any, path: Path, *args: Any) -> None:

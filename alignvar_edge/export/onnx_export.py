@@ -196,14 +196,17 @@ def _param_bytes(model: AlignVAR) -> int:
     return model.parameter_report()["inference"] * next(model.parameters()).element_size()
 
 
-def output_bytes(model: AlignVAR, graph: str) -> int:
+def output_bytes(model: AlignVAR, graph: str, refine: bool = True) -> int:
     """A low estimate of what an export's graphs take on disk: every graph holds the weights it uses,
-    so the staged form's step graphs (one per scale) each hold the transformer's blocks and head.
-    Measured against what exports wrote: the bundled default 1.27x this (single) and 1.19x
-    (staged), the d16 preset 1.01x (single): the graphs' constants come on top."""
-    per_step = model.parameter_report()
-    repeated = (per_step["transformer_blocks"] + per_step["head"]) * (model.config.num_scales - 1)
-    return _param_bytes(model) + (repeated * next(model.parameters()).element_size() if graph == "staged" else 0)
+    so the staged form's step graphs (one per scale) each hold the transformer's blocks and head;
+    without `refine` no graph holds the diffusion refiner. Measured against what exports wrote: the
+    bundled default 1.27x this (single) and 1.19x (staged), the d16 preset 1.01x (single): the
+    graphs' constants come on top."""
+    report = model.parameter_report()
+    repeated = (report["transformer_blocks"] + report["head"]) * (model.config.num_scales - 1)
+    left_out = 0 if refine else report["refiner"]
+    return (_param_bytes(model) + ((repeated if graph == "staged" else 0) - left_out)
+            * next(model.parameters()).element_size())
 
 
 def export_graph(spec: GraphSpec, path: Path, opset: int, external_data: bool, weight_bytes: int | None = None) -> None:
@@ -442,7 +445,7 @@ def export_onnx(model: AlignVAR | PathArg, out_dir: PathArg, graph: str = "singl
         # holds the checkpoint being exported, nor a folder written into the checkpoint
         check_out(out_dir, force, source=info.source.path)
     ext = external_data if external_data is not None else _param_bytes(model) > EXTERNAL_DATA_BYTES
-    needed = output_bytes(model, graph)
+    needed = output_bytes(model, graph, refine)
     check_room(out_dir, needed, "export", option("out"))          # before the minutes of tracing
     n_eff = whole_calls(n_tiles, batch)               # graphs have a fixed batch: whole batches only
     tiles = lr_tiles(model.config, n_eff, seed=seed, images=tile_images)
