@@ -153,3 +153,21 @@ def test_a_damaged_record_is_no_record(garbled: bytes, tmp_path: Path, capsys) -
     err = _lines(capsys.readouterr().err)
     assert err[0].endswith(f"than this run's: {out / 'img1.jpg'}"), err
     assert err[1] == f"skipping 1 finished output(s) in {out} (pass --force to redo them)", err
+
+
+def test_a_run_over_another_folder_into_the_same_output_does_not_replace_its_results(tmp_path: Path,
+                                                                                    capsys) -> None:
+    """`upscale cam1 out`, then `upscale cam2 out`, both with a DSC_0001.jpg (cameras count alike):
+    cam1's result is no result of cam2's run, so it is named and kept unless --force, as before
+    records were kept (the record's entry vouched for it and the run replaced it)."""
+    out = tmp_path / "out"
+    _photo(tmp_path / "cam1" / "DSC_0001.jpg", seed=1)
+    cam2 = tmp_path / "cam2" / "DSC_0001.jpg"
+    cam2.parent.mkdir()
+    Image.fromarray(np.full((7, 9, 3), 90, np.uint8)).save(cam2)      # another size: its result is another size
+    assert _upscale(tmp_path / "cam1", out) == 0
+    kept = (out / "DSC_0001.jpg").read_bytes()
+    capsys.readouterr()
+    assert _upscale(tmp_path / "cam2", out) == 2
+    assert "not finished results of it" in capsys.readouterr().err
+    assert (out / "DSC_0001.jpg").read_bytes() == kept

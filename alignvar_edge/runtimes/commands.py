@@ -586,7 +586,7 @@ def run_upscale(args: argparse.Namespace) -> int:
                                bits=bits, quality=quality, **meta)
                     tally.written += 1
                     if record:
-                        record.published(dst, digest)
+                        record.published((src, dst), digest)
                 except OutputExistsError:
                     # the last guard, where no claim could be taken (no flock): a second `upscale` into
                     # the same folder finished it first, so it is that run's result, as on a rerun

@@ -1,7 +1,7 @@
 """What made each output of a folder `upscale` run: a hidden record (`RECORD_NAME`) that the run keeps
 in its output folder, so that a rerun tells an output made from other input bytes, by another engine
 or with other options that change its bytes (`--strip-metadata`, `--quality`, ...) from a finished
-one, and redoes it. Each entry holds the SHA-256 of the input's bytes, the fingerprint of what made
+one, and redoes it. Each entry holds the input's real path and the SHA-256 of its bytes, the fingerprint of what made
 the output, and the output's inode, size and modification time as it was written (every write
 renames a new file into place): an entry describes that very file and no other. An output that no
 entry describes (made before records were kept, written or copied since, its entry lost to another
@@ -69,7 +69,7 @@ class FolderRecord:
         others: list[Job] = []
         for job in existing:
             entry = entries.get(self._key(job[1]))
-            (ours if entry is not None and _describes(entry, job[1]) else others).append(job)
+            (ours if entry is not None and _describes(entry, job) else others).append(job)
         return ours, others
 
     def made_otherwise(self, ours: list[Job]) -> tuple[list[Job], list[Job]]:
@@ -79,7 +79,7 @@ class FolderRecord:
         other_input, other_make = [], []
         for src, dst in ours:
             entry = entries.get(self._key(dst))
-            if entry is None or not _describes(entry, dst):
+            if entry is None or not _describes(entry, (src, dst)):
                 continue                # rewritten since `split`: judged there already
             if input_digest(src) != entry["input_sha256"]:
                 other_input.append((src, dst))
@@ -98,17 +98,19 @@ class FolderRecord:
         if now is None or (dst in self._planned and now == self._planned[dst]):
             return False                # not written since the plan
         entry = _read(self.path).get(self._key(dst))
-        if entry is not None and _describes(entry, dst):
+        if entry is not None and _describes(entry, job):
             return digest is not None and (entry["input_sha256"], entry["made_by"]) == (digest, self.fingerprint)
         return not changed_inputs([job])
 
-    def published(self, dst: Path, digest: str | None) -> None:
+    def published(self, job: Job, digest: str | None) -> None:
         """`dst` was just written from input bytes whose SHA-256 is `digest` (None: not known, no
         entry: the size and time rule judges it)."""
+        src, dst = job
         st = _stat(dst)
         if digest is None or st is None:
             return
-        self._ours[self._key(dst)] = {"input_sha256": digest, "made_by": self.fingerprint, **dict(zip(_STAT_KEYS, st))}
+        self._ours[self._key(dst)] = {"input": _input_key(src), "input_sha256": digest, "made_by": self.fingerprint,
+                                      **dict(zip(_STAT_KEYS, st))}
         self._unsaved = True
         if time.monotonic() - self._saved_at >= self._save_every:
             self.save()
@@ -122,7 +124,7 @@ class FolderRecord:
         started = time.monotonic()
         entries = {**_read(self.path), **self._ours}
         if tidy:
-            entries = {key: e for key, e in entries.items() if _describes(e, self._folder / key)}
+            entries = {key: e for key, e in entries.items() if _stat(self._folder / key) == _written(e)}
         try:
             write_text(self.path, jsonsafe.dumps({"outputs": entries}, indent=None))
         except (OSError, AlignVAREdgeError) as e:
@@ -164,9 +166,21 @@ def _stat(path: Path) -> _Stat | None:
     return st.st_ino, st.st_size, st.st_mtime_ns
 
 
-def _describes(entry: dict[str, Any], dst: Path) -> bool:
-    """Whether `entry` was made for the file at `dst` as it is now (not rewritten since)."""
-    return _stat(dst) == tuple(entry[k] for k in _STAT_KEYS)
+def _describes(entry: dict[str, Any], job: Job) -> bool:
+    """Whether `entry` was made for the file at the job's output as it is now (not rewritten since),
+    from the job's input: an output of the same name that a run over another folder made is no
+    result of this one (`upscale cam1 out`, then `upscale cam2 out`: each has its DSC_0001.jpg)."""
+    src, dst = job
+    return _stat(dst) == _written(entry) and entry["input"] == _input_key(src)
+
+
+def _written(entry: dict[str, Any]) -> _Stat:
+    return entry["inode"], entry["size"], entry["mtime_ns"]
+
+
+def _input_key(src: Path) -> str:
+    """The input as the record names it: its real path, whatever the folder was called on the command line."""
+    return os.path.realpath(src)
 
 
 def _read(path: Path) -> dict[str, dict[str, Any]]:
@@ -185,5 +199,5 @@ def _read(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def _well_formed(entry: object) -> bool:
-    return (isinstance(entry, dict) and all(isinstance(entry.get(k), str) for k in ("input_sha256", "made_by"))
+    return (isinstance(entry, dict) and all(isinstance(entry.get(k), str) for k in ("input", "input_sha256", "made_by"))
             and all(type(entry.get(k)) is int for k in _STAT_KEYS))
