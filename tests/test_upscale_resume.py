@@ -171,3 +171,24 @@ def test_a_run_over_another_folder_into_the_same_output_does_not_replace_its_res
     assert _upscale(tmp_path / "cam2", out) == 2
     assert "not finished results of it" in capsys.readouterr().err
     assert (out / "DSC_0001.jpg").read_bytes() == kept
+
+
+def test_a_rerun_with_nothing_to_do_reads_no_input_whose_file_is_as_it_was(tmp_path: Path, monkeypatch,
+                                                                           capsys) -> None:
+    """Each recorded input was hashed again on every rerun (a cron job over a NAS of photos read them
+    all); one whose device, inode, size and times are those recorded is not read, one copied over
+    (a new change time) still is."""
+    from alignvar_edge.runtimes import upscale_record
+    inp, out = tmp_path / "in", tmp_path / "out"
+    for i in range(3):
+        _photo(inp / f"p{i}.jpg", seed=i)
+    assert _upscale(inp, out) == 0
+    read: list[str] = []
+    real = upscale_record.sha256_file
+    monkeypatch.setattr(upscale_record, "sha256_file", lambda path, **kw: read.append(Path(path).name) or real(path, **kw))
+    capsys.readouterr()
+    assert _upscale(inp, out) == 0 and read == []
+    assert "nothing to do" in capsys.readouterr().err
+    shutil.copy2(inp / "p1.jpg", tmp_path / "p1.jpg")
+    shutil.copy2(tmp_path / "p1.jpg", inp / "p1.jpg")           # the same bytes copied over: hashed, kept
+    assert _upscale(inp, out) == 0 and read == ["p1.jpg"]

@@ -23,7 +23,7 @@ from alignvar_edge.manifest import Manifest, first_names, unverified_caution
 from alignvar_edge.model.bundled import DEFAULT_CHECKPOINT
 from alignvar_edge.name_text import line_text, shell_word
 from alignvar_edge.runtimes.upscale_jobs import FolderTally, Job, changed_inputs, foreign_outputs, plan_jobs
-from alignvar_edge.runtimes.upscale_record import FolderRecord, input_digest
+from alignvar_edge.runtimes.upscale_record import FolderRecord, Hashed, input_digest
 from alignvar_edge.runtimes.base import check_thread_count
 from alignvar_edge.runtimes.openvino import CACHE_ENV
 
@@ -508,7 +508,7 @@ def run_upscale(args: argparse.Namespace) -> int:
         bar = _progress(len(jobs), args.quiet)
         t0 = time.perf_counter()
         # (src, dst, alpha, bits, metadata, the input's SHA-256 for the record): read, not saved
-        loaded: list[tuple[Path, Path, Any, int, Any, str | None]] = []
+        loaded: list[tuple[Path, Path, Any, int, Any, Hashed | None]] = []
         costly_overlap: list[str] = []                  # said once a run, at the first image it slows
         paces: list[_ImagePace] = []                    # by the index upscale_many gives each image
         claims = OutputClaims()                         # a folder run's images that another run must not start

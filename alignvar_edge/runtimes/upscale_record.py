@@ -24,7 +24,7 @@ from alignvar_edge.fsmodes import write_text
 from alignvar_edge.manifest import sha256_file
 from alignvar_edge.runtimes.upscale_jobs import Job, changed_inputs
 
-__all__ = ["RECORD_NAME", "FolderRecord"]
+__all__ = ["RECORD_NAME", "FolderRecord", "Hashed", "input_digest"]
 
 # hidden and no image: no folder listing reads it or names it
 RECORD_NAME = ".alignvar-edge-upscale.json"
@@ -81,7 +81,9 @@ class FolderRecord:
             entry = entries.get(self._key(dst))
             if entry is None or not _describes(entry, (src, dst)):
                 continue                # rewritten since `split`: judged there already
-            if input_digest(src) != entry["input_sha256"]:
+            # an input whose file is as it was when hashed is not read again (a rerun over a NAS of
+            # photos read them all); a copy over it (`cp -p` keeps the time) has a new ctime
+            if entry.get("input_file") != _input_file(src) and _sha256(input_digest(src)) != entry["input_sha256"]:
                 other_input.append((src, dst))
             elif entry["made_by"] != self.fingerprint:
                 other_make.append((src, dst))
@@ -89,7 +91,7 @@ class FolderRecord:
             self._planned[dst] = _stat(dst)
         return other_input, other_make
 
-    def finished_by_another_run(self, job: Job, digest: str | None) -> bool:
+    def finished_by_another_run(self, job: Job, digest: Hashed | None) -> bool:
         """Whether `job`'s output, absent or to be redone when this run planned it, is now a finished
         result that another run into the folder wrote since: by its entry where one describes it (the
         input bytes `digest` and this run's fingerprint), else by the size and time rule."""
@@ -99,18 +101,18 @@ class FolderRecord:
             return False                # not written since the plan
         entry = _read(self.path).get(self._key(dst))
         if entry is not None and _describes(entry, job):
-            return digest is not None and (entry["input_sha256"], entry["made_by"]) == (digest, self.fingerprint)
+            return digest is not None and (entry["input_sha256"], entry["made_by"]) == (digest[0], self.fingerprint)
         return not changed_inputs([job])
 
-    def published(self, job: Job, digest: str | None) -> None:
-        """`dst` was just written from input bytes whose SHA-256 is `digest` (None: not known, no
+    def published(self, job: Job, digest: Hashed | None) -> None:
+        """`dst` was just written from input bytes hashed as `digest` (None: not known, no
         entry: the size and time rule judges it)."""
         src, dst = job
         st = _stat(dst)
         if digest is None or st is None:
             return
-        self._ours[self._key(dst)] = {"input": _input_key(src), "input_sha256": digest, "made_by": self.fingerprint,
-                                      **dict(zip(_STAT_KEYS, st))}
+        self._ours[self._key(dst)] = {"input": _input_key(src), "input_file": digest[1], "input_sha256": digest[0],
+                                      "made_by": self.fingerprint, **dict(zip(_STAT_KEYS, st))}
         self._unsaved = True
         if time.monotonic() - self._saved_at >= self._save_every:
             self.save()
@@ -147,15 +149,26 @@ class FolderRecord:
         return dst.relative_to(self._folder).as_posix()
 
 
-def input_digest(src: Path) -> str | None:
-    """SHA-256 of an input's bytes, as the XMP InstanceID hashes them (not kept in the artifacts'
-    cache); None where it is no regular file (a FIFO would wait for ever) or cannot be read."""
+# an input's SHA-256 (as the XMP InstanceID hashes it) and its `_input_file` identity just before
+Hashed = tuple[str, "list[int] | None"]
+
+
+def input_digest(src: Path) -> Hashed | None:
+    """SHA-256 of an input's bytes (not kept in the artifacts' cache), with the file's identity taken
+    before they were read: a file changed while it is hashed has other times than those recorded, and
+    is hashed again on the next run. None where it is no regular file (a FIFO would wait for ever) or
+    cannot be read."""
     try:
         if not stat.S_ISREG(os.stat(src).st_mode):
             return None
-        return sha256_file(src, remember=False)
+        before = _input_file(src)
+        return sha256_file(src, remember=False), before
     except OSError:
         return None
+
+
+def _sha256(hashed: Hashed | None) -> str | None:
+    return None if hashed is None else hashed[0]
 
 
 def _stat(path: Path) -> _Stat | None:
@@ -176,6 +189,16 @@ def _describes(entry: dict[str, Any], job: Job) -> bool:
 
 def _written(entry: dict[str, Any]) -> _Stat:
     return entry["inode"], entry["size"], entry["mtime_ns"]
+
+
+def _input_file(src: Path) -> list[int] | None:
+    """The input file's identity as the file system keeps it (device, inode, size, modification and
+    change times)."""
+    try:
+        st = os.stat(src)
+    except OSError:
+        return None
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
 def _input_key(src: Path) -> str:
