@@ -1123,3 +1123,25 @@ def test_a_run_whose_working_folder_is_removed_mid_run_still_writes_final(tmp_pa
     final = train(opts(tmp_path / "run", "vqvae", 4, save_every=3), batches)
     assert not work.exists()
     assert json.loads((final / "training.json").read_text())["cwd"] == str(work)
+
+
+def test_out_of_memory_after_a_save_advises_what_a_resume_accepts(tmp_path: Path, monkeypatch, capsys) -> None:
+    """It said 'train with a smaller --batch ...; continue with the same command and --resume', and
+    --resume refuses a changed --batch or --max-megapixels: only fewer --workers goes on."""
+    from alignvar_edge import cli
+    from alignvar_edge.train import trainer
+    real = trainer.save_state
+
+    def save(run_dir, step, *a, **kw):
+        if step >= 4:
+            raise MemoryError()
+        return real(run_dir, step, *a, **kw)
+    monkeypatch.setattr(trainer, "save_state", save)
+    monkeypatch.setattr(trainer, "make_batches", lambda *a, **k: micro_batches(2))
+    out = tmp_path / "run"
+    capsys.readouterr()
+    assert cli.main(["train", "vqvae", "--preset", "micro", "--out", str(out), "--steps", "6", "--batch", "2",
+                     "--save-every", "2", "--warmup", "1"]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        "; step 2 is saved in --out: continue it with the same command, --resume and fewer --workers; "
+        "a smaller --batch or --max-megapixels starts a new run")

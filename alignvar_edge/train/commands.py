@@ -12,7 +12,7 @@ from alignvar_edge.argtypes import (DEFAULT_MAX_MEGAPIXELS, nonneg_float, nonneg
                                  random_seed)
 from alignvar_edge.caller import option
 from alignvar_edge.cli_json import add_json_option, no_stale_result
-from alignvar_edge.errors import InputError
+from alignvar_edge.errors import InputError, out_of_memory
 from alignvar_edge.fsmodes import not_a_folder
 from alignvar_edge.model.bundled import CHECKPOINT_HELP, DEFAULT_CHECKPOINT
 from alignvar_edge.progress import note, stage
@@ -182,8 +182,9 @@ def run_train(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         args.on_interrupt = _after_interrupt(args.out, replacing, args.resume)
         raise
-    except Exception:
-        args.on_failure = _after_failure(args.out, replacing, args.resume)     # said after a full disk's line
+    except Exception as e:
+        args.on_failure = _after_failure(args.out, replacing, args.resume,     # said after a full disk's line
+                                         memory=out_of_memory(e) is not None)
         raise
     made = json.loads((final / TRAINING_FILE).read_text())
     # a run that replaces another stops at once on a signal (train() puts the old run back), so a
@@ -203,9 +204,11 @@ def run_train(args: argparse.Namespace) -> int:
 _PUT_BACK = "the run --force was replacing is back in --out as it was"
 
 
-def _after_failure(out: Path, replacing: bool, resume: bool) -> str | None:
+def _after_failure(out: Path, replacing: bool, resume: bool, memory: bool = False) -> str | None:
     """What a `train` the system failed (a full disk, out of memory) kept in --out, and the command
-    that goes on from there; None where it kept nothing (the same command starts over)."""
+    that goes on from there; None where it kept nothing (the same command starts over). `memory`:
+    it ran out of memory, and --batch and --max-megapixels are part of the run (--resume refuses
+    them changed): only fewer --workers goes on from the saved step."""
     from alignvar_edge.train.state import saved_step
 
     if replacing:
@@ -213,6 +216,10 @@ def _after_failure(out: Path, replacing: bool, resume: bool) -> str | None:
     step = saved_step(out)
     if step is None:
         return None
+    if memory:
+        return (f"step {step} is saved in {option('out')}: continue it with the same command"
+                + ("" if resume else f", {option('resume')}") + f" and fewer {option('workers')}; a smaller "
+                f"{option('batch')} or {option('max_megapixels')} starts a new run")
     return (f"step {step} is saved in --out: once that is fixed, continue with the same command"
             + ("" if resume else " and --resume"))
 
