@@ -271,6 +271,9 @@ def _parse_and_run(argv: list[str], interrupted: list[int], stdout_closed: bool)
             # turns it into TorchExportError): still an interruption, not a crash.
             if interrupted and not debug:
                 return _interrupted(args, interrupted)
+            # a verb's last line after a hangup meets the terminal that is gone (EIO): the stop it is
+            if isinstance(e, OSError) and _hung_up(e) is not None:
+                return _stdout_failed(_who(args), e)
             if isinstance(e, AlignVAREdgeError):
                 if debug:
                     raise
@@ -331,7 +334,8 @@ def _who(args: argparse.Namespace) -> str:
 def _error(args: argparse.Namespace, text: str) -> None:
     """A verb's error, one line on stderr: a file name in it with a newline, a byte that is no UTF-8
     or an ESC as escapes (`line_text`), as in every progress line."""
-    print(line_text(f"{_who(args)}: error: {text}"), file=sys.stderr)
+    with contextlib.suppress(OSError):      # a hung-up terminal (EIO) takes no line; the status still says it
+        print(line_text(f"{_who(args)}: error: {text}"), file=sys.stderr)
 
 
 def _interrupted(args: Any, signals: list[int]) -> int:
@@ -377,14 +381,24 @@ def _kept_line(published: list[str], error_records: list[str]) -> str:
 def _stdout_failed(who: str, e: OSError) -> int:
     """The exit status of a run whose printed output stdout did not take, every verb's and the
     help's and version's alike: its reader went away (`_reader_gone`), or it cannot be written (a
-    full disk, a stdout the caller closed: `>&-`), one line on stderr and 1."""
+    full disk, a stdout the caller closed: `>&-`), one line on stderr and 1; where its terminal hung
+    up on a stopped run (`_hung_up`), the stop's status and no line."""
     if isinstance(e, BrokenPipeError):
         return _reader_gone()
+    if (signum := _hung_up(e)) is not None:       # nobody is left to read a line; the status says it
+        _stdout_to_nowhere()
+        return 128 + signum
     _stdout_to_nowhere()
     why = "it is closed" if e.errno == errno.EBADF else e.strerror or str(e)
     print(f"{who}: error: cannot write the output to stdout ({why}); redirect it to a file that can take it, "
           "or to /dev/null", file=sys.stderr)
     return 1
+
+
+def _hung_up(e: OSError) -> int | None:
+    """The stop asked of this run where `e` is the terminal it hung up (EIO after SIGHUP or
+    another stop), else None."""
+    return safe_stop.asked() if e.errno == errno.EIO else None
 
 
 def _reader_gone() -> int:

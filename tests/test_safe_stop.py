@@ -4,6 +4,8 @@ right before says that nothing was kept, and nothing is. The signal is sent at t
 wrapper around the publishing step (a real SIGINT through the CLI's own handler, not a race)."""
 from __future__ import annotations
 
+import errno
+import io
 import json
 import os
 import signal
@@ -322,6 +324,16 @@ def test_a_terminal_that_hangs_up_under_an_upscale_leaves_no_partial_output(pyte
     """The terminal itself gone (its master side closed, as when an ssh session drops): the kernel
     sends SIGHUP, and the line said then cannot be written (EIO); the run still cleans up and
     exits 129, not 1 with a traceback nobody sees."""
+    proc, master = _on_a_terminal(lambda **popen: _upscale_paused_before_publishing(
+        pytestconfig, tmp_path, "SIG_DFL", **popen)[0])
+    os.close(master)                     # the hangup
+    assert proc.wait(timeout=60) == 128 + signal.SIGHUP
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def _on_a_terminal(start: Any) -> tuple[subprocess.Popen[bytes], int]:
+    """A child `start(**popen)` started whose terminal is a pty (stdin, stdout, stderr, and its
+    session's controlling terminal); returns it and the pty's master, whose close hangs it up."""
     import fcntl
     import pty
     import termios
@@ -330,14 +342,54 @@ def test_a_terminal_that_hangs_up_under_an_upscale_leaves_no_partial_output(pyte
     def own_terminal() -> None:          # the child leads a session whose terminal is the pty
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
     try:
-        proc, _ = _upscale_paused_before_publishing(
-            pytestconfig, tmp_path, "SIG_DFL", stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
-            preexec_fn=own_terminal)
+        proc = start(stdin=slave, stdout=slave, stderr=slave, start_new_session=True, preexec_fn=own_terminal)
     finally:
         os.close(slave)
+    return proc, master
+
+
+# a child's `train vqvae` whose step 3 says so in `ready` and waits there for the stop the test asks
+_TRAIN_PAUSED_AT_STEP_3 = """
+import os, sys, time
+from alignvar_edge import cli, safe_stop
+from alignvar_edge.model.config import AlignVARConfig
+from alignvar_edge.train import trainer
+get = trainer.make_batches(None, AlignVARConfig.from_preset("micro"), 2, 0)
+def batches(b):
+    if b == 3:
+        open({ready!r}, "w").close()
+        deadline = time.monotonic() + 60
+        while safe_stop.asked() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    return get(b)
+trainer.make_batches = lambda *a, **k: batches
+sys.argv = ["alignvar-edge", "train", "vqvae", "--preset", "micro", "--out", {out!r}, "--steps", "6",
+            "--batch", "2", "--save-every", "100"]
+cli.run_as_program()
+"""
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this platform")
+def test_a_terminal_that_hangs_up_under_training_stops_it_with_129(tmp_path):
+    """`train`'s terminal gone at step 3: the run saves step 4 and stops, and its last line cannot be
+    written (EIO); that is the stop docs/training.md promises (129), not exit 1 with a traceback."""
+    import json
+    import time
+    # log: the child's uncaught error, which its gone terminal cannot show
+    ready, out, log = tmp_path / "ready", tmp_path / "run", tmp_path / "traceback.txt"
+    script = _TRAIN_PAUSED_AT_STEP_3.format(ready=str(ready), out=str(out))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc, master = _on_a_terminal(lambda **popen: subprocess.Popen(
+        [sys.executable, "-c", f"import sys; sys.excepthook = lambda *a: open({str(log)!r}, 'w').write(repr(a[1]))\n"
+         + script], env=env, **popen))
+    deadline = time.monotonic() + 120
+    while not ready.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "train never reached step 3"
+        time.sleep(0.05)
     os.close(master)                     # the hangup
     assert proc.wait(timeout=60) == 128 + signal.SIGHUP
-    assert list((tmp_path / "out").iterdir()) == []
+    assert not log.exists(), log.read_text()
+    assert json.loads((out / "state" / "state.json").read_text())["step"] == 4
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this platform")
@@ -374,3 +426,18 @@ def test_a_stop_a_loop_defers_is_asked_for_where_stderr_is_gone() -> None:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         signal.signal(signal.SIGHUP, before)
+
+
+class _HungUpStream(io.StringIO):
+    """A terminal that is gone: every write fails as the kernel fails it (EIO)."""
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.EIO, "Input/output error")
+
+
+def test_an_error_line_its_hung_up_terminal_cannot_take_still_exits_with_the_errors_status(
+        tmp_path, monkeypatch) -> None:
+    """A verb's error said on a stderr that fails (EIO) raised again from the error handler, and the
+    run ended in a traceback instead of its status (2 for a missing artifact)."""
+    monkeypatch.setattr(sys, "stderr", _HungUpStream())
+    assert cli.main(["inspect", str(tmp_path / "missing")]) == 2
