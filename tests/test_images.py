@@ -811,9 +811,37 @@ def test_a_folder_run_says_how_to_choose_another_format_for_a_result_wider_than_
     assert main(["upscale", str(inp), str(out), "--quiet"]) == 2
     skipped = next(line for line in capsys.readouterr().err.splitlines() if line.startswith("skipping: "))
     assert skipped == (f"skipping: {out / 'wide.webp'} would be 16400x16 pixels, over the 16383 a side that WEBP "
-                       "holds; a folder run writes each image in its input's format: upscale this one on its own, "
-                       f"with this run's other options, into a .png or .tif (alignvar-edge upscale '{inp / 'wide.webp'}' "
-                       f"{out / 'wide.png'}), or crop the input"), skipped
+                       "holds; a folder run writes each image in its input's format: upscale this one on its own "
+                       f"into a .png or .tif (alignvar-edge upscale '{inp / 'wide.webp'}' {out / 'wide.png'}; add this "
+                       "run's other options), or crop the input"), skipped
+
+
+def test_a_folder_runs_advice_for_another_format_carries_its_engine_flag(tmp_path: Path) -> None:
+    """The advised command said "with this run's other options" and left out even --engine: run as
+    printed, it upscaled with the default model."""
+    from alignvar_edge.images import FormatCannotHold, output_format
+    with pytest.raises(FormatCannotHold) as e:
+        output_format(tmp_path / "out" / "wide.webp", size=(16400, 16), from_input=tmp_path / "wide.webp",
+                      engine="my engine")
+    assert f"(alignvar-edge upscale {tmp_path / 'wide.webp'} {tmp_path / 'out' / 'wide.png'} --engine 'my engine'; " \
+           "add this run's other options)" in str(e.value), e.value
+
+
+def test_a_folder_rerun_counts_an_image_upscaled_as_advised_as_done(tmp_path: Path, monkeypatch, capsys) -> None:
+    """After the user ran the advised command for a .webp too wide for WebP, the folder rerun skipped
+    it again, repeated the advice and exited 4: its result in the advised format is the result."""
+    from alignvar_edge.cli import main
+    from alignvar_edge.runtimes import tiling
+    monkeypatch.setattr(tiling, "upscale_images", _no_model_work)
+    inp, out = tmp_path / "in", tmp_path / "out"
+    inp.mkdir()
+    out.mkdir()
+    Image.new("RGB", (4100, 4)).save(inp / "wide.webp")
+    Image.new("RGB", (16400, 16)).save(out / "wide.png")        # what the advised command wrote
+    assert main(["upscale", str(inp), str(out), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert f"{inp / 'wide.webp'}: done as {out / 'wide.png'}, its format holds the result" in err, err
+    assert "skipping" not in err, err
 
 
 def test_a_tiff_or_bmp_past_4_gib_is_refused_before_any_work(tmp_path: Path, monkeypatch, capsys) -> None:

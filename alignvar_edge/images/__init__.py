@@ -17,12 +17,13 @@ from alignvar_edge.images.folders import list_images, result_path
 from alignvar_edge.images.formats import IMAGE_EXTENSIONS, READ_EXTENSIONS, bits_per_sample, file_layout
 from alignvar_edge.images.metadata import Metadata, file_metadata, file_profile
 from alignvar_edge.images.read import DEFAULT_MAX_MEGAPIXELS, load_image
-from alignvar_edge.images.write import (DEFAULT_QUALITY, QUALITY_FORMATS, check_quality, output_format,
-                                        quality_setting, save_image)
+from alignvar_edge.images.write import (DEFAULT_QUALITY, QUALITY_FORMATS, FormatCannotHold, check_quality,
+                                        output_format, quality_setting, save_image)
 
 __all__ = [
     "DEFAULT_MAX_MEGAPIXELS",
     "DEFAULT_QUALITY",
+    "FormatCannotHold",
     "IMAGE_EXTENSIONS",
     "Metadata",
     "QUALITY_FORMATS",

@@ -149,7 +149,8 @@ def _eight_bits_only(path: Path, fmt: str, gray: bool) -> str:
 
 
 def output_format(path: PathArg, alpha: bool = False, size: tuple[int, int] | None = None,
-                  *, gray: bool = False, bits: int = 8, from_input: PathArg | None = None) -> str:
+                  *, gray: bool = False, bits: int = 8, from_input: PathArg | None = None,
+                  engine: str | None = None) -> str:
     """The Pillow format an output path's extension asks for, refused where it cannot hold the
     image (alpha in JPEG or BMP; a `size` = (width, height) past its limit, `_MAX_SIDE`, or, of
     `gray` or colour samples of `bits` as `save_image` writes them, past the 4 GiB that a BMP
@@ -157,7 +158,8 @@ def output_format(path: PathArg, alpha: bool = False, size: tuple[int, int] | No
     of `IMAGE_EXTENSIONS`: Pillow's others change the result (GIF: 256 colours; ICO: at most
     256 px a side) or refuse it once it is made (XBM: 1 bit). `path` may be bytes (`path_text`).
     `from_input`: the input whose format `path` took (a folder run's output, which the user did not
-    name), for a refusal's advice (`_save_as`)."""
+    name), for a refusal's advice (`_save_as`), with the run's `engine` flag where one was given; that
+    refusal is a `FormatCannotHold`."""
     path = Path(path_text(path))
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if path.suffix.lower() not in IMAGE_EXTENSIONS or fmt is None or fmt not in Image.SAVE:
@@ -166,29 +168,42 @@ def output_format(path: PathArg, alpha: bool = False, size: tuple[int, int] | No
             f"use one of {', '.join(IMAGE_EXTENSIONS)}"
         )
     if alpha and fmt in _NO_ALPHA_FORMATS:
-        raise InputError(f"{path.name}: {fmt} cannot store transparency; {_save_as(path, ('.png', '.webp'), from_input)}")
+        raise FormatCannotHold(f"{path.name}: {fmt} cannot store transparency; "
+                               f"{_save_as(path, ('.png', '.webp'), from_input, engine)}", path, ('.png', '.webp'))
     if size is not None and max(size) > _MAX_SIDE.get(fmt, max(size)):
-        raise InputError(f"{path} would be {size[0]}x{size[1]} pixels, over the {_MAX_SIDE[fmt]} a side that "
-                         f"{fmt} holds; {_save_as(path, ('.png', '.tif'), from_input)}, or crop the input")
+        raise FormatCannotHold(f"{path} would be {size[0]}x{size[1]} pixels, over the {_MAX_SIDE[fmt]} a side "
+                               f"that {fmt} holds; {_save_as(path, ('.png', '.tif'), from_input, engine)}, or crop the "
+                               "input", path, ('.png', '.tif'))
     if size is not None and (n := _file_bytes(fmt, size, alpha, gray, bits)) > _MAX_FILE_BYTES:
         bigtiff = (f" or install tifffile ({sixteen_bit.install_tifffile()}), which writes it as BigTIFF,"
                    if fmt == "TIFF" and bits == 16 and not gray else "")
-        raise InputError(f"{path} would be {size[0]}x{size[1]} pixels, {n / 2**30:.1f} GiB uncompressed, over the "
-                         f"4 GiB a {fmt} file holds; {_save_as(path, ('.png',), from_input)},{bigtiff} or crop "
-                         "the input")
+        raise FormatCannotHold(f"{path} would be {size[0]}x{size[1]} pixels, {n / 2**30:.1f} GiB uncompressed, "
+                               f"over the 4 GiB a {fmt} file holds; {_save_as(path, ('.png',), from_input, engine)},"
+                               f"{bigtiff} or crop the input", path, ('.png',))
     return fmt
 
 
-def _save_as(path: Path, extensions: tuple[str, ...], from_input: PathArg | None) -> str:
+class FormatCannotHold(InputError):
+    """An output format that cannot hold the result; `advised` are the outputs of the formats that can
+    (the same name), where a folder run's advice has the user write it."""
+
+    def __init__(self, message: str, path: Path, extensions: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.advised = tuple(path.with_suffix(ext) for ext in extensions)
+
+
+def _save_as(path: Path, extensions: tuple[str, ...], from_input: PathArg | None, engine: str | None) -> str:
     """The advice of a refusal that another format avoids: to name the output so, where the user
     named it; where a folder run named it after its input (`from_input`), with no option to choose
     another format, to upscale that input alone, whose output name chooses it."""
     formats = " or ".join(extensions)
     if from_input is None:
         return f"save it as {formats}"
-    command = f"alignvar-edge upscale {shell_word(path_text(from_input))} {shell_word(path.with_suffix(extensions[0]))}"
-    return (f"a folder run writes each image in its input's format: upscale this one on its own, with this run's "
-            f"other options, into a {formats} ({command})")
+    engine_flag = f" --engine {shell_word(engine)}" if engine else ""
+    command = (f"alignvar-edge upscale {shell_word(path_text(from_input))} "
+               f"{shell_word(path.with_suffix(extensions[0]))}{engine_flag}")
+    return (f"a folder run writes each image in its input's format: upscale this one on its own into a {formats} "
+            f"({command}; add this run's other options)")
 
 
 def written_bits(path: str | os.PathLike[str], bits: int, gray: bool = False, alpha: bool = False) -> int:

@@ -458,7 +458,7 @@ def _check_quality(quality: int | str | None, jobs: list[tuple[Path, Path]], out
 
 def run_upscale(args: argparse.Namespace) -> int:
     from alignvar_edge import runtimes
-    from alignvar_edge.images import QUALITY_FORMATS, output_format, result_path, save_image
+    from alignvar_edge.images import QUALITY_FORMATS, FormatCannotHold, output_format, result_path, save_image
     from alignvar_edge.images.arrays import unit_floats
     from alignvar_edge.images.read import file_samples, load_image_for_upscale
     from alignvar_edge.images.write import written_bits
@@ -530,10 +530,15 @@ def run_upscale(args: argparse.Namespace) -> int:
                     # e.g. alpha to .jpg, a WebP wider than it holds, a TIFF past 4 GiB: refused before the work
                     # a folder run's output takes its input's format: the advice names the command that chooses
                     output_format(dst, alpha is not None, (rgb.shape[1] * engine.scale, rgb.shape[0] * engine.scale),
-                                  gray=gray, bits=bits, from_input=src if folder else None)
+                                  gray=gray, bits=bits, from_input=src if folder else None,
+                                  engine=None if args.engine == DEFAULT_CHECKPOINT else args.engine)
                 except InputError as e:
                     if not folder:
                         raise
+                    # the user followed the advice: the output in a format that holds it is the result
+                    if isinstance(e, FormatCannotHold) and (done := next(filter(os.path.exists, e.advised), None)):
+                        progress.note(f"{line_text(src)}: done as {line_text(done)}, its format holds the result")
+                        continue
                     tally.unusable.append((src, str(e)))
                     progress.note(f"skipping: {e}")
                     continue
