@@ -5,6 +5,8 @@ do about it. The CLI prints such errors as one line and exits non-zero.
 """
 from __future__ import annotations
 
+import mmap
+
 try:        # imported now: loading its library under the very memory cap it reports can fail
     import resource
 except ImportError:                      # not on POSIX
@@ -234,29 +236,42 @@ def _reason_in(e: BaseException) -> bool:
 
 
 def memory_is_short() -> bool:
-    """A sound sign that this process is at its memory's end: a probe allocation of 256 MiB fails (an
-    address-space limit, `ulimit -v`), or its cgroup (a container's limit) is within that of its
-    memory.max. Asked after a failure that does not say why: the failed work's memory is freed by
+    """A sound sign that this process is at its memory's end: its cgroup (a container's limit) is
+    within 256 MiB of its memory.max, or a probe mapping of that size fails (an address-space limit,
+    `ulimit -v`). Asked after a failure that does not say why: the failed work's memory is freed by
     then, and a process that still cannot take the probe was short of it."""
-    try:
-        probe = bytearray(_HEADROOM)      # mapped, never touched: costs no memory where it succeeds
-        del probe
-    except MemoryError:
-        return True
     headroom = _cgroup_headroom()
-    return headroom is not None and headroom < _HEADROOM
+    if headroom is not None:
+        return headroom < _HEADROOM
+    try:
+        # anonymous and never touched: it costs no memory, where a bytearray zero-fills every page
+        mmap.mmap(-1, _HEADROOM).close()
+    except (OSError, OverflowError):
+        return True
+    return False
+
+
+# where the kernel says this process's cgroup (v2) is, and where the cgroups are mounted
+_PROC_CGROUP = "/proc/self/cgroup"
+_CGROUP_ROOT = "/sys/fs/cgroup"
 
 
 def _cgroup_headroom() -> int | None:
-    """Bytes this process's cgroup (v2) may still take before its memory.max, None where it has no limit."""
+    """Bytes this process's cgroup (v2) may still take before its memory.max, None where it has no
+    limit. Page cache the kernel can drop (`inactive_file`) counts as free: after heavy file I/O
+    memory.current sits at memory.max with nothing short."""
     try:
-        with open("/proc/self/cgroup", encoding="ascii") as f:
+        with open(_PROC_CGROUP, encoding="ascii") as f:
             group = next(line.split(":", 2)[2].strip() for line in f if line.startswith("0::"))
-        root = f"/sys/fs/cgroup{group.rstrip('/')}"
+        root = f"{_CGROUP_ROOT}{group.rstrip('/')}"
         with open(f"{root}/memory.max", encoding="ascii") as f:
             limit = f.read().strip()
+        if limit == "max":
+            return None
         with open(f"{root}/memory.current", encoding="ascii") as f:
             used = int(f.read())
-        return None if limit == "max" else int(limit) - used
+        with open(f"{root}/memory.stat", encoding="ascii") as f:
+            reclaimable = next((int(line.split()[1]) for line in f if line.startswith("inactive_file ")), 0)
+        return int(limit) - (used - reclaimable)
     except (OSError, StopIteration, ValueError, IndexError):
         return None

@@ -212,6 +212,43 @@ def test_openvino_failing_with_no_reason_and_memory_to_spare_names_memory_among_
     assert "(Exception from src/inference/src/cpp/core.cpp:117:)" in said and "memory is short" in said, said
 
 
+def _fake_cgroup(tmp_path: Path, monkeypatch, limit: str, current: int, inactive_file: int) -> None:
+    (tmp_path / "self_cgroup").write_text("0::/ctr\n")
+    (tmp_path / "ctr").mkdir()
+    (tmp_path / "ctr" / "memory.max").write_text(f"{limit}\n")
+    (tmp_path / "ctr" / "memory.current").write_text(f"{current}\n")
+    (tmp_path / "ctr" / "memory.stat").write_text(f"anon 1000\nfile 5000\ninactive_file {inactive_file}\n")
+    monkeypatch.setattr(errors, "_PROC_CGROUP", str(tmp_path / "self_cgroup"))
+    monkeypatch.setattr(errors, "_CGROUP_ROOT", str(tmp_path))
+
+
+@pytest.mark.parametrize("inactive_file, short", [(0, True), (2**30, False)])
+def test_a_cgroup_at_its_limit_with_page_cache_to_drop_is_not_short(tmp_path, monkeypatch, inactive_file, short):
+    """After heavy file I/O memory.current sits at memory.max: the page cache the kernel can drop
+    counted as used, and an OpenVINO compile failure with no reason read as out of memory."""
+    _fake_cgroup(tmp_path, monkeypatch, limit=str(4 * 2**30), current=4 * 2**30 - 2**20, inactive_file=inactive_file)
+    assert errors.memory_is_short() is short
+
+
+def test_a_cgroup_with_no_limit_leaves_it_to_the_probe(tmp_path, monkeypatch):
+    _fake_cgroup(tmp_path, monkeypatch, limit="max", current=2**40, inactive_file=0)
+    assert not errors.memory_is_short()
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the peak memory from Linux's /proc")
+def test_the_memory_probe_takes_no_memory():
+    """The probe zero-filled 256 MiB (a process's peak rose to 264 MiB; at a container's limit that
+    brings the OOM killer): a mapping that is never touched costs nothing."""
+    import subprocess
+    import sys
+    peak = subprocess.run([sys.executable, "-c", "from alignvar_edge import errors\n"
+                           "errors._cgroup_headroom = lambda: None\n"
+                           "assert not errors.memory_is_short()\n"
+                           "print(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')))"],
+                          capture_output=True, text=True, check=True).stdout
+    assert int(peak) * 1024 < 128 * 2**20
+
+
 def test_memory_is_short_where_a_probe_cannot_be_had_or_the_cgroup_is_at_its_limit(monkeypatch):
     monkeypatch.setattr(errors, "_cgroup_headroom", lambda: None)
     assert not errors.memory_is_short()
