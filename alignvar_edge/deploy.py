@@ -230,7 +230,7 @@ def deploy(opts: DeployOptions, log: Log | None = None, progress: Progress | Non
         if opts.staged:
             t0 = stage("export the staged graphs (per-stage profile)")
             staged = export_onnx(model, tmp / "export-staged", graph="staged", seed=opts.seed,
-                                 model_name=name, source=source, n_tiles=1)
+                                 model_name=name, source=source, n_tiles=1, room=_room(opts))
             timings["export_staged_s"] = round(time.perf_counter() - t0, 1)
         calib = _calibration(opts, model.config, export, say)
         for s in steps:
@@ -317,7 +317,8 @@ def _export(model: Any, tmp: Path, name: str, source: ModelSource, opts: DeployO
 
     def one(b: int, path: Path) -> Path:
         return export_onnx(model, path, graph="single", batch=b, seed=opts.seed, model_name=name, source=source,
-                           n_tiles=max(b, 2 if opts.quick else 4), log=lambda m: say(f"      export: {m}"))
+                           n_tiles=max(b, 2 if opts.quick else 4), log=lambda m: say(f"      export: {m}"),
+                           room=_room(opts))
     if opts.batch or opts.quick:
         return one(opts.batch or default_batch(model.config), tmp / "export"), None
     if default_batch(model.config) == 1:
@@ -522,6 +523,12 @@ def _bench(steps: list[Step], tmp: Path, reference: tuple[Any, str, ModelSource]
     unavailable = report["summary"]["unavailable"]
     report["summary"]["unavailable"] = {k: _published(v, tmp, Path(opts.out)) for k, v in unavailable.items()}
     return report
+
+
+def _room(opts: DeployOptions) -> tuple[Path, str]:
+    """What an export's refusal for want of room names: the user's --out, not the staging folder
+    (removed by the time the line is read) that deploy exports into beside it."""
+    return Path(opts.out), f"choose another {option('out')}"
 
 
 def _published(text: str, tmp: Path, out: Path) -> str:

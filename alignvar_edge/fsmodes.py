@@ -342,14 +342,17 @@ def byte_text(n: int) -> str:
     return f"{n} bytes"
 
 
-def check_room(path: str | os.PathLike[str], needed: int, what: str, flag: str) -> None:
+def check_room(path: str | os.PathLike[str], needed: int, what: str, other: str,
+               shown: str | os.PathLike[str] | None = None) -> None:
     """Refuse, before the work, an output `path` whose disk has clearly less free room than the
     `needed` bytes it takes (a low estimate: a run refused here could never have finished), as
-    InputError naming `what` ('export') and `flag` (`--out`); a disk whose room cannot be told passes."""
+    InputError naming `what` ('export'), the place `shown` (default `path`: a caller's staging
+    folder names where the user put it) and `other`, what chooses another place ('choose another
+    --out'); a disk whose room cannot be told passes."""
     free = free_bytes(path)
     if free is not None and free < needed:
-        raise InputError(f"{what} needs about {byte_text(needed)} at {path}; {byte_text(free)} free there: "
-                         f"free some space or choose another {flag}")
+        raise InputError(f"{what} needs about {byte_text(needed)} at {shown or path}; {byte_text(free)} free there: "
+                         f"free some space or {other}")
 
 
 def _too_large_advice() -> str:

@@ -100,6 +100,37 @@ def test_sizes_read_as_people_read_them():
         ["1.7 GB", "58 MB", "12 MB", "120 GB", "4.1 kB", "12 bytes"]
 
 
+def _short_disk(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every disk has 1 kB free and every export needs 1.7 GB: the export is refused before tracing."""
+    monkeypatch.setattr(fsmodes, "free_bytes", lambda path: 1_000)
+    monkeypatch.setattr("alignvar_edge.export.onnx_export.output_bytes", lambda *_: 1_700_000_000)
+    return _no_tracing(monkeypatch)
+
+
+def test_selftest_short_of_room_names_its_cache_and_the_variable_that_moves_it(tmp_path, monkeypatch, capsys):
+    """It named the hashed entry it was making and said 'choose another --out': selftest has none."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("ALIGNVAR_EDGE_CACHE", str(cache))
+    traced = _short_disk(monkeypatch)
+    from alignvar_edge.runtimes import golden
+    sharp_model("micro").save_pretrained(str(tmp_path / "micro"))
+    golden.make_golden(tmp_path / "micro", n=1)
+    assert main(["selftest", "--backend", "onnxruntime", "--model", str(tmp_path / "micro")]) == 2
+    assert _one_line(capsys) == (f"alignvar-edge selftest: error: export needs about 1.7 GB at {cache}; 1.0 kB free "
+                                 "there: free some space or set ALIGNVAR_EDGE_CACHE to a folder on a disk with more room")
+    assert traced == []
+
+
+def test_deploy_short_of_room_names_its_out_not_its_staging_folder(tmp_path, monkeypatch, capsys):
+    """It named its hidden staging folder, removed by the time the line is read."""
+    traced = _short_disk(monkeypatch)
+    assert main(["deploy", "--preset", "micro", "--targets", "onnxruntime", "--quick",
+                 "--out", str(tmp_path / "dep")]) == 2
+    assert _one_line(capsys) == (f"alignvar-edge deploy: error: export needs about 1.7 GB at {tmp_path / 'dep'}; "
+                                 "1.0 kB free there: free some space or choose another --out")
+    assert traced == []
+
+
 def test_a_disk_full_during_the_export_says_how_much_the_output_needed(tmp_path, monkeypatch, capsys):
     from alignvar_edge.export import onnx_export
     monkeypatch.setattr(onnx_export, "output_bytes", lambda *_: 1_520_000_000)

@@ -387,7 +387,8 @@ def export_onnx(model: AlignVAR | PathArg, out_dir: PathArg, graph: str = "singl
                 force: bool = False, external_data: bool | None = None, *, refine: bool = True,
                 model_name: str | None = None, attention: str = "explicit", prune: tuple[float, ...] = (),
                 source: ModelSource | str | None = None, tile_images: str | os.PathLike[str] | None = None,
-                log: Log | None = None, checkpoint: str | os.PathLike[str] | None = None) -> Path:
+                log: Log | None = None, checkpoint: str | os.PathLike[str] | None = None,
+                room: tuple[PathArg, str] | None = None) -> Path:
     """Export, validate and publish an ONNX artifact directory; returns its path (see module doc).
 
     `model`: an AlignVAR, or a bundled name or checkpoint directory (loaded, and recorded as
@@ -404,6 +405,8 @@ def export_onnx(model: AlignVAR | PathArg, out_dir: PathArg, graph: str = "singl
     "fused" is one ONNX RMSNormalization, RotaryEmbedding and Attention per call (opset 23).
     `prune`: token pruning ratios for the last scales, finest last (model/pruning.py); in staged graphs
     the step before a pruned scale hands its hidden states on (`h_out` -> `last_h`).
+    `room`: the place a refusal for want of disk room names and what chooses another (default:
+    `out_dir` and 'choose another --out'), for a caller that exports into its own folder.
     Exports in one process run one at a time: a call from another thread waits for the one running.
     """
 
@@ -446,7 +449,8 @@ def export_onnx(model: AlignVAR | PathArg, out_dir: PathArg, graph: str = "singl
         check_out(out_dir, force, source=info.source.path)
     ext = external_data if external_data is not None else _param_bytes(model) > EXTERNAL_DATA_BYTES
     needed = output_bytes(model, graph, refine)
-    check_room(out_dir, needed, "export", option("out"))          # before the minutes of tracing
+    shown, other = room or (out_dir, f"choose another {option('out')}")
+    check_room(out_dir, needed, "export", other, shown)          # before the minutes of tracing
     n_eff = whole_calls(n_tiles, batch)               # graphs have a fixed batch: whole batches only
     tiles = lr_tiles(model.config, n_eff, seed=seed, images=tile_images)
     timings: dict[str, float] = {}

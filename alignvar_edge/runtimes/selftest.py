@@ -96,7 +96,8 @@ def cached_export(ckpt: Path, log: Log) -> tuple[Path, float, bool]:
             shutil.rmtree(out)
         log(f"exporting {ckpt.name} to ONNX (once; cached in {out.parent})")
         t0 = time.perf_counter()
-        export_onnx(load_pretrained(ckpt), out, graph="single", force=True, checkpoint=ckpt)
+        export_onnx(load_pretrained(ckpt), out, graph="single", force=True, checkpoint=ckpt,
+                    room=(base, "set ALIGNVAR_EDGE_CACHE to a folder on a disk with more room"))
     return out, time.perf_counter() - t0, False
 
 
