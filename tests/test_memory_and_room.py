@@ -303,14 +303,18 @@ def test_a_runtime_error_with_no_reason_is_not_memory_unless_the_caller_says_its
     ("train", ["train", "vqvae", "--out", "R", "--steps", "1"], "train with a smaller --batch, fewer --workers or a "
                                                                 "smaller --max-megapixels"),
     ("quantize", ["quantize", "E"], "quantize an export made with a smaller --batch"),
+    ("export", ["export", "--out", "E"], "export with --external-data yes (the weights beside the graph, not inside "
+                                         "it) or a smaller --batch"),
 ])
 def test_running_out_of_memory_gives_advice_that_fits_the_verb(verb, argv, says, monkeypatch, capsys):
+    from alignvar_edge.export import commands as export_commands
     from alignvar_edge.quantize import commands as quantize_commands
     from alignvar_edge.train import commands as train_commands
 
     def no_memory(args: Any) -> int:      # quantize's sessions say it before the CLI does
         raise out_of_memory(MemoryError(), "loading model.onnx in ONNX Runtime") if verb == "quantize" else MemoryError()
-    monkeypatch.setattr({"train": train_commands, "quantize": quantize_commands}[verb], f"run_{verb}", no_memory)
+    monkeypatch.setattr({"train": train_commands, "quantize": quantize_commands, "export": export_commands}[verb],
+                        f"run_{verb}", no_memory)
     assert main(argv) == 1
     line = _one_line(capsys)
     assert f"; close other programs, or {says}" in line and "tiles" not in line, line

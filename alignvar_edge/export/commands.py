@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from alignvar_edge.argtypes import MAX_TILES, batch_size, random_seed, tile_count
+from alignvar_edge.caller import option
 from alignvar_edge.cli_json import add_json_option, no_stale_result
 from alignvar_edge.graph_names import GRAPH_FORMS
 from alignvar_edge.manifest import read_manifest
@@ -60,7 +61,10 @@ def register(sub: Any) -> None:
                         "with it, the graph that runs the last scale takes the sampler's noise as input; "
                         "refused for a model without the refiner")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
-    p.set_defaults(func=run_export, stdout_is_a_summary=True)
+    # the graph being serialised is held whole in memory, its weights inside unless kept beside it
+    p.set_defaults(func=run_export, stdout_is_a_summary=True,
+                   memory_advice=lambda: (f"export with {option('external_data')} yes (the weights beside the "
+                                          f"graph, not inside it) or a smaller {option('batch')}"))
 
     q = sub.add_parser("inspect", help="summarise and verify an export, an engine or a deploy output, lint "
                                        "graphs per target",
