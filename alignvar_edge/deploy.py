@@ -31,7 +31,7 @@ from typing import Any
 
 from alignvar_edge.argtypes import check_seed
 from alignvar_edge.caller import WarningFilter, option, warnings_changed
-from alignvar_edge.errors import AlignVAREdgeError, InputError, out_of_memory
+from alignvar_edge.errors import AlignVAREdgeError, InputError, device_memory_failure, out_of_memory
 from alignvar_edge.fsmodes import NO_SPACE, not_a_folder, write_text
 from alignvar_edge.recipes import ALIASES, DEPLOY_DEFAULT, deploy_precisions, deploy_targets, engine_precision, recipe
 from alignvar_edge.manifest import Manifest, ModelInfo, ModelSource, parity_figures, read_manifest
@@ -538,10 +538,12 @@ def _published(text: str, tmp: Path, out: Path) -> str:
 
 def _machine_failure(e: Exception) -> BaseException | None:
     """`e` where it is this machine failing, not the target being built: a full disk or quota
-    (`NO_SPACE`), as it is, or running out of memory (`out_of_memory`'s error); None otherwise."""
+    (`NO_SPACE`), as it is, or the host running out of memory (`out_of_memory`'s error); None
+    otherwise. A GPU out of its own memory fails its target's step only: the other targets run on
+    the host or another device."""
     if isinstance(e, OSError) and e.errno in NO_SPACE:
         return e
-    return out_of_memory(e)
+    return None if device_memory_failure(e) else out_of_memory(e)
 
 
 def all_cores_row(report: dict[str, Any]) -> dict[str, Any]:

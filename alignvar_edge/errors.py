@@ -172,6 +172,19 @@ def _allocation_failure(e: BaseException) -> str | None:
     return (line if len(line) <= 120 else text[at:].splitlines()[0]).strip()
 
 
+# how an accelerator's allocator says its own memory ran out (PyTorch's CUDA caching allocator,
+# the CUDA runtime under TensorRT and ONNX Runtime's CUDA provider), lowercased
+_DEVICE_MEMORY = ("cuda", "gpu", "device memory")
+
+
+def device_memory_failure(e: BaseException) -> bool:
+    """Is `e` an accelerator running out of its own memory (torch.OutOfMemoryError, 'CUDA out of
+    memory', ...), where the host's memory may be plentiful?"""
+    if any(c.__name__ == "OutOfMemoryError" and c.__module__.startswith("torch") for c in type(e).__mro__):
+        return True
+    return _allocation_failure(e) is not None and any(word in str(e).lower() for word in _DEVICE_MEMORY)
+
+
 def _address_space_limit() -> int | None:
     """This process's address-space limit in bytes (`ulimit -v`, `prlimit --as`), None where none is set."""
     if resource is None:

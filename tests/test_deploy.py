@@ -287,6 +287,27 @@ def test_running_out_of_memory_during_a_build_stops_the_deploy(micro_export: Pat
     assert list(tmp_path.iterdir()) == []                   # no output, no staging folder
 
 
+@pytest.mark.parametrize("error", [
+    RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 7.79 GiB total capacity)"),
+    RuntimeError("[TRT] [E] 1: [defaultAllocator.cpp::allocate::20] Error Code 1: Cuda Runtime (out of memory)"),
+])
+def test_a_gpu_out_of_its_memory_fails_its_step_only(error: Exception, micro_export: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A GPU target out of device memory stopped the whole deploy as the host running out does:
+    the other targets, on the host, fare no worse for it."""
+    real_build = runtimes.build
+
+    def build(src: Any, target: str, *a: Any, **kw: Any) -> Any:
+        if target == "tensorrt":
+            raise error
+        return real_build(src, target, *a, **kw)
+    monkeypatch.setattr(runtimes, "build", build)
+    res = deploy(_opts(tmp_path / "d", micro_export))
+    steps = {s.name: s for s in res.steps}
+    assert res.exit_code == 1 and steps["onnxruntime-fp32"].status == "built"
+    assert steps["tensorrt-fp32"].status == "failed" and "out of memory" in steps["tensorrt-fp32"].detail
+
+
 def test_openvino_int8_keeps_the_groups_the_onnx_int8_search_chose(micro_export: Path, tmp_path: Path) -> None:
     out = tmp_path / "d8"
     lines: list[str] = []
