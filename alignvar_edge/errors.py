@@ -114,6 +114,11 @@ class PrecisionWarning(UserWarning):
     default precision); importable here without OpenVINO, to filter it."""
 
 
+class OtherVersionWarning(UserWarning):
+    """An engine is loaded by another version of its runtime than the one that built and checked it;
+    importable here to filter it (selftest says the same in its report)."""
+
+
 # What Pillow (and tifffile) raise while decoding damaged data: truncated streams, bad chunks, CRC errors.
 IMAGE_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError)
 

@@ -457,8 +457,10 @@ def test_an_engine_run_under_another_runtime_version_says_which_built_and_checke
     note = (f"onnxruntime {here} runs it, not the 1.18.0 that built and checked it: its results may differ from "
             "its build's checks")
     assert r["runtime_note"] == note
-    text = capsys.readouterr().out
+    said = capsys.readouterr()
+    text = said.out
     assert "runtime   engine built and checked with onnxruntime 1.18.0\n" in text and f"note      {note}\n" in text
+    assert "checks it with this one" not in said.err, said.err      # the load's warning said the note again
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("default")
         for _ in range(3):                          # a service's loop: one note, not one per load

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from alignvar_edge.caller import warn_caller
-from alignvar_edge.errors import AlignVAREdgeError, ArtifactError, BackendUnavailableError, InputError, out_of_memory
+from alignvar_edge.errors import (AlignVAREdgeError, ArtifactError, BackendUnavailableError, InputError,
+                                  OtherVersionWarning, out_of_memory)
 from alignvar_edge.fsmodes import not_a_folder
 from alignvar_edge.lazy import needs_host
 from alignvar_edge.manifest import Manifest, readable, redacting, redacting_now
@@ -199,7 +200,7 @@ def _note_other_version(b: Backend, engine_dir: str, m: Manifest) -> None:
     other = b.other_version(m)
     if other:
         warn_caller(f"{engine_dir}: {other}; `alignvar-edge selftest --engine {shell_word(engine_dir)}` checks it "
-                    "with this one")
+                    "with this one", OtherVersionWarning)
 
 
 def _compile_error(backend: str, engine_dir: str | os.PathLike[str], device: str | None, error: RuntimeError) -> str:

@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from alignvar_edge.caller import warn_caller
+from alignvar_edge.caller import WarningFilter, warn_caller, warnings_changed
 from alignvar_edge.cpuinfo import host_info, host_line
-from alignvar_edge.errors import ArtifactError, BackendUnavailableError, HostToolsError, InputError
+from alignvar_edge.errors import ArtifactError, BackendUnavailableError, HostToolsError, InputError, OtherVersionWarning
 from alignvar_edge.extras import install_command
 from alignvar_edge.fsmodes import is_temporary_name, unwritable_folder
 from alignvar_edge.lazy import import_host
@@ -38,6 +38,9 @@ from alignvar_edge.runtimes.golden import GOLDEN_FILE, engine_golden, load_golde
 
 Log = Callable[[str], None]
 
+
+# the load's warning that another runtime version built the engine: the report's `runtime_note` says it
+_VERSION_IN_REPORT = WarningFilter("ignore", category=OtherVersionWarning)
 
 def _weights_sha256(ckpt: Path) -> str:
     from alignvar_edge.model.alignvar import load_pretrained
@@ -221,7 +224,8 @@ def selftest(backend: str, model: str = DEFAULT_CHECKPOINT, device: str | None =
             return report
         t0 = time.perf_counter()
         opts = _load_options(report, cuda_graphs, threads, cache_dir)
-        with runtimes.load(engine_dir, backend=b.name, device=device, **opts) as engine:
+        with warnings_changed(_VERSION_IN_REPORT), runtimes.load(engine_dir, backend=b.name, device=device,
+                                                                 **opts) as engine:
             report["load_s"] = round(time.perf_counter() - t0, 2)
             report["device"] = engine.device
             report.update(cache_record(engine))
@@ -365,7 +369,7 @@ def selftest_engine(engine_dir: str | os.PathLike[str], device: str | None = Non
     recorded: dict[str, Any] = {}
     opts = _load_options(recorded, cuda_graphs, threads, cache_dir)
     # loaded, so verified, before its golden file is read: safetensors says a file it may not read is missing
-    with runtimes.load(root, device=device, **opts) as engine:
+    with warnings_changed(_VERSION_IN_REPORT), runtimes.load(root, device=device, **opts) as engine:
         f = engine_golden(root, lambda: _without_golden(root))
         if f.parent != root:
             log(f"{root} carries no {GOLDEN_FILE}; its weights are the bundled model's: checking it against {f}")
