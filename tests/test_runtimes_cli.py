@@ -167,6 +167,20 @@ def test_compare_reports_tokens_and_psnr_against_torch(export, images, tmp_path,
     assert res[0]["min_psnr_db"] == "inf" or res[0]["min_psnr_db"] >= 50
 
 
+def test_compare_records_each_runtime_version_as_its_backend_reads_it(export, images, tmp_path, monkeypatch):
+    """compare looked the version up by distribution name: a TensorRT of JetPack has no pip metadata
+    (its backend reads the module's own), an ONNX Runtime may be installed as onnxruntime-gpu."""
+    from alignvar_edge import runtimes
+    ort = runtimes.get_backend("onnxruntime")
+    monkeypatch.setattr(type(ort), "version", lambda self: "0.0.0+read-by-the-backend")
+    ckpt = tmp_path / "ckpt"
+    sharp_model("micro").save_pretrained(str(ckpt))
+    report = tmp_path / "cmp.json"
+    assert main(["compare", str(export), "--images", str(images), "--reference", str(ckpt),
+                 "--json", str(report)]) == 0
+    assert json.loads(report.read_text())["tools"]["onnxruntime"] == "0.0.0+read-by-the-backend"
+
+
 def test_compare_reference_that_is_no_checkpoint_is_refused_naming_the_flag(export, images, capsys):
     assert main(["compare", str(export), "--images", str(images), "--reference", str(export)]) == 2
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]

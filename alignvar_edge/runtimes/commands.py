@@ -28,6 +28,8 @@ from alignvar_edge.runtimes.base import check_thread_count
 from alignvar_edge.runtimes.openvino import CACHE_ENV
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from alignvar_edge.runtimes import BackendInfo
 
 BACKEND_CHOICES = ("auto", *BACKENDS)
@@ -745,6 +747,14 @@ def _reference_source(args: argparse.Namespace, engines: list[tuple[str, Manifes
                         + (f": {redacted}" if redacted else "; pass --reference CHECKPOINT_DIR"))
 
 
+def _runtime_versions(backends: Iterable[str]) -> dict[str, str]:
+    """{distribution: version} of the runtimes that ran, as each backend reads its own version: a
+    TensorRT of JetPack has no pip metadata, ONNX Runtime may be installed as onnxruntime-gpu."""
+    from alignvar_edge import runtimes
+    found = {b.distribution or b.module: b.version() for b in map(runtimes.get_backend, sorted(set(backends)))}
+    return {name: v for name, v in sorted(found.items()) if v}
+
+
 def run_compare(args: argparse.Namespace) -> int:
     from contextlib import ExitStack
 
@@ -789,10 +799,11 @@ def run_compare(args: argparse.Namespace) -> int:
         ran = iter(compare_engines(engines, refs, images, progress=progress.note) if engines else [])
         results = [absent[i][0] if i in absent else next(ran) for i in range(len(args.engines))]
         text = "\n".join([format_table(results)] + [format_summary(r) for r in results])
-        ran_on = sorted({runtimes.get_backend(e.backend).distribution for _, e in engines})
+        record = torch_record()
+        record["tools"].update(_runtime_versions(e.backend for _, e in engines))
         result.emit({"reference": reference, "images": [name for name, _ in images],
                      "skipped": [{"file": name, "reason": why} for name, why in skipped],
-                     "engines": [r.to_json() for r in results], **torch_record(*ran_on)}, text)
+                     "engines": [r.to_json() for r in results], **record}, text)
     # an engine asked for that could not run here: nothing was checked for it
     return BackendUnavailableError.exit_code if any(r.unavailable for r in results) else 0
 
