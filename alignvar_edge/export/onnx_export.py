@@ -388,7 +388,7 @@ def export_onnx(model: AlignVAR | PathArg, out_dir: PathArg, graph: str = "singl
                 model_name: str | None = None, attention: str = "explicit", prune: tuple[float, ...] = (),
                 source: ModelSource | str | None = None, tile_images: str | os.PathLike[str] | None = None,
                 log: Log | None = None, checkpoint: str | os.PathLike[str] | None = None,
-                room: tuple[PathArg, str] | None = None) -> Path:
+                room: tuple[str | os.PathLike[str], str] | None = None) -> Path:
     """Export, validate and publish an ONNX artifact directory; returns its path (see module doc).
 
     `model`: an AlignVAR, or a bundled name or checkpoint directory (loaded, and recorded as
