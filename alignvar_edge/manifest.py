@@ -106,7 +106,7 @@ class FileRead:
 # verifies an artifact several times (build, load, --force's check before the work and at the
 # rename), a program verifies every engine it loads, and files can be gigabytes. ctime is in the
 # key: a write in place can keep the size and have its mtime set back (os.utime), but every write or
-# utime moves the ctime, which no one can set (where the file system keeps one: `_ctime_is_kept`);
+# utime moves the ctime, which no one can set (where the file system keeps one: `ctime_is_kept`);
 # linking a graph into an engine moves it too, so that file is read once more.
 _READS: dict[tuple[int, int, int, int, int], FileRead] = {}
 # a write within the file system's clock tick (FAT's 2 s; Linux's coarse clock a few ms) keeps every
@@ -125,20 +125,20 @@ def sha256_file(path: Path, remember: bool = True) -> str:
 
 def read_file(path: Path, graph: bool = False) -> FileRead:
     """The file at `path` read once per process while its size, mtime and ctime hold, where its
-    ctime is its own (`_ctime_is_kept`). `graph`: also walked as an ONNX graph for the files its
+    ctime is its own (`ctime_is_kept`). `graph`: also walked as an ONNX graph for the files its
     tensors are kept in, in the same read as the hash, so what was walked is what the hash proves
     (never a file swapped between two reads)."""
     st = os.stat(path)
-    key = _stat_key(st)
+    key = stat_key(st)
     known = _READS.get(key)
     if known is None or (graph and known.external_data is None):
         known = _read_contents(path, graph)
-        if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > _SETTLED_NS and _ctime_is_kept(st):
+        if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > _SETTLED_NS and ctime_is_kept(st):
             _READS[key] = known
     return known
 
 
-def _stat_key(st: os.stat_result) -> tuple[int, int, int, int, int]:
+def stat_key(st: os.stat_result) -> tuple[int, int, int, int, int]:
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
@@ -146,7 +146,7 @@ def _stat_key(st: os.stat_result) -> tuple[int, int, int, int, int]:
 _FAT_TIME_STEP_NS = 10_000_000
 
 
-def _ctime_is_kept(st: os.stat_result) -> bool:
+def ctime_is_kept(st: os.stat_result) -> bool:
     """Whether `st`'s ctime can tell a change the mtime hides. FAT and exFAT keep none: their ctime
     reads as the mtime, on their coarse grid, so setting the mtime back after an edit in place sets
     both back. A file whose two times are equal and on that grid is hashed at every check (a read,
@@ -161,11 +161,11 @@ def hard_link(src: Path, dst: Path) -> None:
     read again for each check in the next 2 s)."""
     before = os.stat(src)
     os.link(src, dst)
-    known = _READS.get(_stat_key(before))
+    known = _READS.get(stat_key(before))
     st = os.stat(src)
     unchanged = (st.st_size, st.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
-    if known is not None and unchanged and _ctime_is_kept(st):
-        _READS[_stat_key(st)] = known
+    if known is not None and unchanged and ctime_is_kept(st):
+        _READS[stat_key(st)] = known
 
 
 def _read_contents(path: Path, graph: bool, sha256: str | None = None) -> FileRead:
@@ -1382,7 +1382,7 @@ def _listed_read(path: Path, rel: str, checked: FileRead | None) -> FileRead:
         return read_file(path, graph)
     if not graph or checked.external_data is not None:
         return checked
-    known = _READS.get(_stat_key(os.stat(path)))
+    known = _READS.get(stat_key(os.stat(path)))
     if known is not None and known.sha256 == checked.sha256 and known.external_data is not None:
         return known
     return _read_contents(path, graph=True, sha256=checked.sha256)

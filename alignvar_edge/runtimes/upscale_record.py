@@ -21,7 +21,7 @@ from typing import Any
 from alignvar_edge import jsonsafe, progress
 from alignvar_edge.errors import AlignVAREdgeError
 from alignvar_edge.fsmodes import write_text
-from alignvar_edge.manifest import sha256_file
+from alignvar_edge.manifest import ctime_is_kept, sha256_file, stat_key
 from alignvar_edge.runtimes.upscale_jobs import Job, changed_inputs
 
 __all__ = ["RECORD_NAME", "FolderRecord", "Hashed", "input_digest"]
@@ -83,7 +83,7 @@ class FolderRecord:
                 continue                # rewritten since `split`: judged there already
             # an input whose file is as it was when hashed is not read again (a rerun over a NAS of
             # photos read them all); a copy over it (`cp -p` keeps the time) has a new ctime
-            if entry.get("input_file") != _input_file(src) and _sha256(input_digest(src)) != entry["input_sha256"]:
+            if (entry.get("input_file") is None or entry["input_file"] != _input_file(src)) and _sha256(input_digest(src)) != entry["input_sha256"]:
                 other_input.append((src, dst))
             elif entry["made_by"] != self.fingerprint:
                 other_make.append((src, dst))
@@ -192,13 +192,14 @@ def _written(entry: dict[str, Any]) -> _Stat:
 
 
 def _input_file(src: Path) -> list[int] | None:
-    """The input file's identity as the file system keeps it (device, inode, size, modification and
-    change times)."""
+    """The input file's identity as the artifacts' hash cache keeps it (device, inode, size,
+    modification and change times); None, so that it is hashed at every check, where the file
+    system keeps no change time that tells an edit the modification time hides (FAT, exFAT)."""
     try:
         st = os.stat(src)
     except OSError:
         return None
-    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+    return list(stat_key(st)) if ctime_is_kept(st) else None
 
 
 def _input_key(src: Path) -> str:
