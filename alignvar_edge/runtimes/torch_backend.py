@@ -33,13 +33,13 @@ DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 DEFAULT_BATCH = 4          # tiles per call when none is given (eager takes any batch)
 
 
-def torch_record(*runtimes: str) -> dict[str, Any]:
+def torch_record() -> dict[str, Any]:
     """What figures computed on the PyTorch path (eval's scores, compare's reference) depend on
     beyond their inputs and weights, for a result's JSON: the versions that computed them (`tools`,
-    as a manifest records them, with the `runtimes` that ran beside it) and PyTorch's thread count
+    as a manifest records them; compare adds the runtimes that ran beside it) and PyTorch's thread count
     (`torch_threads`): its sums split by thread, so 1 and 2 threads differ in the 9th digit of a
     PSNR. Engines of ONNX Runtime and OpenVINO give the same bytes on any thread count."""
-    tools = tool_versions(("alignvar-edge", SOURCE_TOOL, "torch", "numpy", *runtimes))
+    tools = tool_versions(("alignvar-edge", SOURCE_TOOL, "torch", "numpy"))
     return {"tools": tools, "torch_threads": torch.get_num_threads()}
 
 
