@@ -447,7 +447,8 @@ def export_onnx(model: AlignVAR | PathArg, out_dir: PathArg, graph: str = "singl
         # --force replaces a folder of ours (a training run holds run.json): never the one that
         # holds the checkpoint being exported, nor a folder written into the checkpoint
         check_out(out_dir, force, source=info.source.path)
-    ext = external_data if external_data is not None else _param_bytes(model) > EXTERNAL_DATA_BYTES
+    weight_bytes = _param_bytes(model)
+    ext = external_data if external_data is not None else weight_bytes > EXTERNAL_DATA_BYTES
     needed = output_bytes(model, graph, refine)
     shown, other = room or (out_dir, f"choose another {option('out')}")
     check_room(out_dir, needed, "export", other, shown)          # before the minutes of tracing
@@ -461,7 +462,7 @@ def export_onnx(model: AlignVAR | PathArg, out_dir: PathArg, graph: str = "singl
         with attention_form(model, attention):
             for spec in specs:
                 say(f"exporting {spec.file} (opset {opset}, {attention} attention)")
-                export_graph(spec, tmp / spec.file, opset, ext, _param_bytes(model))
+                export_graph(spec, tmp / spec.file, opset, ext, weight_bytes)
         timings["export_s"] = time.perf_counter() - t0
         nodes_before = _node_counts(tmp, specs)
         if simplify:
