@@ -42,6 +42,7 @@ Log = Callable[[str], None]
 # the load's warning that another runtime version built the engine: the report's `runtime_note` says it
 _VERSION_IN_REPORT = WarningFilter("ignore", category=OtherVersionWarning)
 
+
 def _weights_sha256(ckpt: Path) -> str:
     from alignvar_edge.model.alignvar import load_pretrained
     from alignvar_edge.model.checkpoint import weights_sha256

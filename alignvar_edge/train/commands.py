@@ -220,8 +220,8 @@ def _after_failure(out: Path, replacing: bool, resume: bool, memory: bool = Fals
         return (f"step {step} is saved in {option('out')}: continue it with the same command"
                 + ("" if resume else f", {option('resume')}") + f" and fewer {option('workers')}; a smaller "
                 f"{option('batch')} or {option('max_megapixels')} starts a new run")
-    return (f"step {step} is saved in --out: once that is fixed, continue with the same command"
-            + ("" if resume else " and --resume"))
+    return (f"step {step} is saved in {option('out')}: once that is fixed, continue with the same command"
+            + ("" if resume else f" and {option('resume')}"))
 
 
 def _after_interrupt(out: Path, replacing: bool, resume: bool) -> str:
