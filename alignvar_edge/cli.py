@@ -385,10 +385,9 @@ def _stdout_failed(who: str, e: OSError) -> int:
     up on a stopped run (`_hung_up`), the stop's status and no line."""
     if isinstance(e, BrokenPipeError):
         return _reader_gone()
-    if (signum := _hung_up(e)) is not None:       # nobody is left to read a line; the status says it
-        _stdout_to_nowhere()
-        return 128 + signum
     _stdout_to_nowhere()
+    if (signum := _hung_up(e)) is not None:       # nobody is left to read a line; the status says it
+        return 128 + signum
     why = "it is closed" if e.errno == errno.EBADF else e.strerror or str(e)
     print(f"{who}: error: cannot write the output to stdout ({why}); redirect it to a file that can take it, "
           "or to /dev/null", file=sys.stderr)
